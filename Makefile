@@ -1,0 +1,142 @@
+# walhook top-level Makefile.
+#   make            build the daemons, the walhook command and test tools into bin/
+#   make test       build and run every test (unit + integration); what CI runs
+#   make unit       unit tests only (cmocka)
+#   make bench      benchmark against pg_recvlogical
+#   make demo       the README's demo
+#   make deps       install the Debian packages (as root)
+#   make asan       build with AddressSanitizer + UBSan into build-asan/
+#   make fuzz       build libFuzzer targets (clang) and run each briefly
+#   make format     clang-format the tree
+
+BUILD ?= build
+BIN   ?= bin
+CC    ?= cc
+OPT   ?= -O2 -g
+SAN   ?=
+CFLAGS_BASE = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE \
+              -Icommon -I$(BUILD)/gen -I/usr/include/postgresql $(SAN)
+CFLAGS += $(OPT) $(CFLAGS_BASE)
+LDFLAGS += $(SAN)
+LIBS_COMMON = -lprotobuf-c -lnng -lpq -lconfig -lpthread
+
+PROTO_C = $(BUILD)/gen/walhook.pb-c.c
+PROTO_H = $(BUILD)/gen/walhook.pb-c.h
+
+COMMON_SRC = $(wildcard common/*.c)
+COMMON_OBJ = $(COMMON_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/walhook.pb-c.o
+
+# Each daemon: every .c in its directory; main.c holds main().
+define daemon_objs
+$(patsubst %.c,$(BUILD)/%.o,$(wildcard services/$(1)/*.c))
+endef
+# Library objects of a service (everything but main.c), for unit tests.
+define lib_objs
+$(patsubst %.c,$(BUILD)/%.o,$(filter-out services/$(1)/main.c,$(wildcard services/$(1)/*.c)))
+endef
+
+DAEMONS = $(BIN)/walhook-ingestor $(BIN)/walhook-store $(BIN)/walhook-dispatcher $(BIN)/walhook-admin
+TOOLS   = $(BIN)/walhook $(BIN)/walhook-receiver
+UNIT_SRC = $(wildcard tests/unit/test_*.c)
+UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BIN)/tests/%)
+
+all: $(DAEMONS) $(TOOLS) $(UNIT_BIN) $(BIN)/tests/wh_loadgen $(BIN)/tests/wh_check
+
+$(PROTO_C) $(PROTO_H): proto/walhook.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c --proto_path=proto --c_out=$(BUILD)/gen proto/walhook.proto
+
+$(BUILD)/gen/walhook.pb-c.o: $(PROTO_C)
+	$(CC) $(OPT) -I$(BUILD)/gen $(SAN) -c $< -o $@
+
+$(BUILD)/%.o: %.c $(PROTO_H) $(wildcard common/*.h) | $(BUILD)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD):
+	@mkdir -p $(BUILD)/gen
+
+$(BUILD)/libwhcommon.a: $(COMMON_OBJ)
+	ar rcs $@ $^
+
+$(BIN)/walhook-ingestor: $(call daemon_objs,ingestor) $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
+
+$(BIN)/walhook-store: $(call daemon_objs,store) $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ -lrocksdb $(LIBS_COMMON)
+
+$(BIN)/walhook-dispatcher: $(call daemon_objs,dispatcher) $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcurl -lcrypto $(LIBS_COMMON)
+
+$(BIN)/walhook-admin: $(call daemon_objs,admin) $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ -lmicrohttpd $(LIBS_COMMON)
+
+$(BIN)/walhook: $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/walhook/*.c)) $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
+
+$(BIN)/walhook-receiver: $(BUILD)/tools/receiver.o $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ -lmicrohttpd $(LIBS_COMMON)
+
+$(BIN)/tests/wh_loadgen: $(BUILD)/tests/lib/wh_loadgen.o $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)/tests
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
+
+$(BIN)/tests/wh_check: $(BUILD)/tests/lib/wh_check.o $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)/tests
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
+
+# Unit tests link the library objects of the service named in their file name
+# (test_ingestor_*.c -> services/ingestor/*.o but main.o), plus common.
+TEST_LINK = $(CC) $(LDFLAGS) -o $@ $^
+$(BIN)/tests/test_common_%: $(BUILD)/tests/unit/test_common_%.o $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)/tests
+	$(TEST_LINK) -lcmocka $(LIBS_COMMON)
+$(BIN)/tests/test_ingestor_%: $(BUILD)/tests/unit/test_ingestor_%.o $(call lib_objs,ingestor) $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)/tests
+	$(TEST_LINK) -lcmocka $(LIBS_COMMON)
+$(BIN)/tests/test_store_%: $(BUILD)/tests/unit/test_store_%.o $(call lib_objs,store) $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)/tests
+	$(TEST_LINK) -lcmocka -lrocksdb $(LIBS_COMMON)
+$(BIN)/tests/test_dispatcher_%: $(BUILD)/tests/unit/test_dispatcher_%.o $(call lib_objs,dispatcher) $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)/tests
+	$(TEST_LINK) -lcmocka -lcurl -lcrypto $(LIBS_COMMON)
+$(BIN)/tests/test_admin_%: $(BUILD)/tests/unit/test_admin_%.o $(call lib_objs,admin) $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)/tests
+	$(TEST_LINK) -lcmocka -lmicrohttpd $(LIBS_COMMON)
+
+deps:
+	scripts/install-deps.sh
+
+unit: all
+	tests/run.sh --unit
+
+test: all
+	tests/run.sh
+
+bench: all
+	bench/run.sh
+
+demo:
+	scripts/demo.sh
+
+asan:
+	$(MAKE) BUILD=build-asan BIN=build-asan/bin OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+
+fuzz:
+	tests/fuzz/run.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan bin
+
+.PHONY: all deps unit test bench demo asan fuzz format clean
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

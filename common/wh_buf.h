@@ -1,0 +1,36 @@
+/* wh_buf: a growable byte buffer with a maximum size, plus JSON and base64
+ * writers that append to it. Appends fail (WH_ERR, buffer unchanged) past
+ * max, and on allocation failure. */
+#ifndef WH_BUF_H
+#define WH_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct wh_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+    size_t max; /* 0 = unlimited */
+} wh_buf;
+
+void wh_buf_init(wh_buf *b, size_t max);
+void wh_buf_free(wh_buf *b);
+void wh_buf_reset(wh_buf *b); /* len = 0, keeps memory */
+int wh_buf_reserve(wh_buf *b, size_t extra);
+int wh_buf_append(wh_buf *b, const void *p, size_t n);
+int wh_buf_putc(wh_buf *b, char c);
+int wh_buf_puts(wh_buf *b, const char *s);
+int wh_buf_printf(wh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Ensures data is NUL-terminated (not counted in len). */
+int wh_buf_cstr(wh_buf *b);
+
+/* Appends s[0..n) as a quoted JSON string with escapes; invalid UTF-8 bytes
+ * are replaced by U+FFFD. */
+int wh_json_str(wh_buf *b, const char *s, size_t n);
+/* Appends standard base64 (with padding) of p[0..n). */
+int wh_base64(wh_buf *b, const void *p, size_t n);
+/* Decodes standard base64; returns WH_OK/WH_ERR. */
+int wh_base64_decode(wh_buf *b, const char *s, size_t n);
+
+#endif

@@ -1,0 +1,573 @@
+/* wh_config: the declarative settings table, libconfig loading, environment
+ * overrides and validation. */
+#include "wh_config.h"
+#include "wh_buf.h"
+#include "wh_util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libconfig.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define S(field, path, def, flags, help)                                                         \
+    {path, WH_CT_STRING, offsetof(wh_config, field), sizeof(((wh_config *)0)->field), def, 0, 0,  \
+     0, flags, help}
+#define I(field, path, def, lo, hi, flags, help)                                                 \
+    {path, WH_CT_INT, offsetof(wh_config, field), sizeof(int), NULL, def, lo, hi, flags, help}
+#define L(field, path, def, lo, hi, flags, help)                                                 \
+    {path, WH_CT_INT64, offsetof(wh_config, field), sizeof(int64_t), NULL, def, lo, hi, flags,  \
+     help}
+#define B(field, path, def, flags, help)                                                         \
+    {path, WH_CT_BOOL, offsetof(wh_config, field), sizeof(int), NULL, def, 0, 1, flags, help}
+
+#define KiB 1024LL
+#define MiB (1024LL * 1024LL)
+#define GiB (1024LL * MiB)
+
+const wh_config_entry wh_config_table[] = {
+    S(tenant, "tenant", "default", 0, "tenant name: one per source database"),
+    S(data_dir, "data_dir", "./var", 0, "directory for RocksDB and ipc sockets"),
+    S(log_level, "log_level", "info", WH_CF_RUNTIME, "debug | info | warn | error"),
+    L(memory_budget_bytes, "memory_budget_bytes", 0, 0, 1024 * GiB, 0,
+      "refuse to start when planned memory exceeds this (0 = unchecked)"),
+    S(source_dsn, "source.dsn", "", 0, "PostgreSQL connection URI or key=value string"),
+    S(slot, "source.slot", "walhook", 0, "logical replication slot name"),
+    S(publication, "source.publication", "walhook", 0, "publication name"),
+    B(create_slot, "source.create_slot", 1, 0, "create slot and publication when missing"),
+    S(tables, "source.tables", "", 0, "\"\" = all tables, else schema.table,schema.table"),
+    S(ingestor_control, "ingestor.control", "", 0, "ingestor control endpoint (Stats)"),
+    L(flush_bytes, "ingestor.flush_bytes", 4 * MiB, 1 * KiB, 256 * MiB, WH_CF_RUNTIME,
+      "seal a batch at this many bytes"),
+    L(flush_age_us, "ingestor.flush_age_us", 500, 0, 10000000, WH_CF_RUNTIME,
+      "seal a batch at this age (microseconds)"),
+    L(window_bytes, "ingestor.window_bytes", 16 * MiB, 64 * KiB, 16 * GiB, WH_CF_RUNTIME,
+      "stop reading WAL while this many bytes are unacked by the store"),
+    I(status_interval_ms, "ingestor.status_interval_ms", 1000, 10, 60000, 0,
+      "standby status update interval"),
+    I(reconnect_max_ms, "ingestor.reconnect_max_ms", 10000, 100, 600000, 0,
+      "maximum reconnect backoff"),
+    S(store_endpoint, "store.endpoint", "", 0, "store request endpoint (ipc:// or tcp://)"),
+    I(store_workers, "store.workers", 4, 1, 64, 0, "store request worker threads"),
+    L(rocksdb_cache_bytes, "store.cache_bytes", 8 * MiB, 0, 64 * GiB, 0,
+      "RocksDB block cache size"),
+    L(rocksdb_write_buffer_bytes, "store.write_buffer_bytes", 8 * MiB, 64 * KiB, 4 * GiB, 0,
+      "RocksDB memtable size"),
+    L(ipc_max_msg_bytes, "ipc.max_msg_bytes", 64 * MiB, 64 * KiB, 1 * GiB, 0,
+      "largest IPC message accepted"),
+    I(ipc_timeout_ms, "ipc.timeout_ms", 10000, 100, 600000, 0, "IPC request timeout"),
+    S(dispatcher_control, "dispatcher.control", "", 0, "dispatcher control endpoint (Stats)"),
+    I(batch_max_events, "dispatcher.batch_max_events", 1000, 1, 100000, WH_CF_RUNTIME,
+      "most events in one webhook request"),
+    L(batch_max_bytes, "dispatcher.batch_max_bytes", 1 * MiB, 1 * KiB, 256 * MiB, WH_CF_RUNTIME,
+      "most bytes in one webhook request"),
+    I(batch_max_age_ms, "dispatcher.batch_max_age_ms", 0, 0, 60000, WH_CF_RUNTIME,
+      "wait this long for a batch to fill"),
+    I(retry_base_ms, "dispatcher.retry_base_ms", 100, 1, 600000, WH_CF_RUNTIME,
+      "first retry backoff cap"),
+    I(retry_max_ms, "dispatcher.retry_max_ms", 30000, 1, 3600000, WH_CF_RUNTIME,
+      "largest retry backoff"),
+    I(http_timeout_ms, "dispatcher.http_timeout_ms", 30000, 100, 600000, WH_CF_RUNTIME,
+      "webhook request timeout"),
+    I(max_inflight, "dispatcher.max_inflight", 64, 1, 10000, 0, "global in-flight request cap"),
+    S(admin_listen, "admin.listen", "127.0.0.1:8080", 0, "admin HTTP address host:port"),
+};
+const size_t wh_config_table_len = WH_ARRAY_LEN(wh_config_table);
+
+static const wh_config_entry *find_entry(const char *path)
+{
+    for (size_t i = 0; i < wh_config_table_len; i++)
+        if (strcmp(wh_config_table[i].path, path) == 0)
+            return &wh_config_table[i];
+    return NULL;
+}
+
+void wh_config_defaults(wh_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < wh_config_table_len; i++) {
+        const wh_config_entry *e = &wh_config_table[i];
+        char *p = (char *)c + e->offset;
+        switch (e->type) {
+        case WH_CT_STRING:
+            wh_strlcpy(p, e->def_str, e->size);
+            break;
+        case WH_CT_INT:
+        case WH_CT_BOOL:
+            *(int *)p = (int)e->def_int;
+            break;
+        case WH_CT_INT64:
+            *(int64_t *)p = e->def_int;
+            break;
+        }
+    }
+}
+
+static int set_int(const wh_config_entry *e, wh_config *c, int64_t v, char *err, size_t errlen)
+{
+    if (v < e->min || v > e->max)
+        return wh_seterr(err, errlen, "setting '%s': %" PRId64 " is out of range [%" PRId64
+                                      ", %" PRId64 "]",
+                         e->path, v, e->min, e->max);
+    char *p = (char *)c + e->offset;
+    if (e->type == WH_CT_INT64)
+        *(int64_t *)p = v;
+    else
+        *(int *)p = (int)v;
+    return WH_OK;
+}
+
+static int set_string(const wh_config_entry *e, wh_config *c, const char *v, char *err,
+                      size_t errlen)
+{
+    if (wh_strlcpy((char *)c + e->offset, v, e->size) != WH_OK)
+        return wh_seterr(err, errlen, "setting '%s': value too long (max %zu bytes)", e->path,
+                         e->size - 1);
+    return WH_OK;
+}
+
+/* Parses an integer with an optional K/M/G suffix (powers of 1024). */
+static int parse_int(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s)
+        return WH_ERR;
+    int64_t mul = 1;
+    if (*end == 'K' || *end == 'k')
+        mul = KiB, end++;
+    else if (*end == 'M' || *end == 'm')
+        mul = MiB, end++;
+    else if (*end == 'G' || *end == 'g')
+        mul = GiB, end++;
+    if (*end == 'i' || *end == 'B')
+        end++;
+    if (*end != '\0')
+        return WH_ERR;
+    if (mul > 1 && (v > INT64_MAX / mul || v < INT64_MIN / mul))
+        return WH_ERR;
+    *out = (int64_t)v * mul;
+    return WH_OK;
+}
+
+int wh_config_set(wh_config *c, const char *path, const char *value, char *err, size_t errlen)
+{
+    if (strcmp(path, "targets") == 0)
+        return wh_config_set_targets(c, value, err, errlen);
+    const wh_config_entry *e = find_entry(path);
+    if (e == NULL)
+        return wh_seterr(err, errlen, "unknown setting '%s'", path);
+    int64_t v;
+    switch (e->type) {
+    case WH_CT_STRING:
+        return set_string(e, c, value, err, errlen);
+    case WH_CT_BOOL:
+        if (!strcmp(value, "true") || !strcmp(value, "1") || !strcmp(value, "yes") ||
+            !strcmp(value, "on"))
+            v = 1;
+        else if (!strcmp(value, "false") || !strcmp(value, "0") || !strcmp(value, "no") ||
+                 !strcmp(value, "off"))
+            v = 0;
+        else
+            return wh_seterr(err, errlen, "setting '%s': expected a boolean, got '%s'", path,
+                             value);
+        return set_int(e, c, v, err, errlen);
+    case WH_CT_INT:
+    case WH_CT_INT64:
+        if (parse_int(value, &v) != WH_OK)
+            return wh_seterr(err, errlen, "setting '%s': expected an integer, got '%s'", path,
+                             value);
+        return set_int(e, c, v, err, errlen);
+    }
+    return WH_ERR;
+}
+
+static int valid_name(const char *s)
+{
+    if (*s == '\0')
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' && *s != '.')
+            return 0;
+    return 1;
+}
+
+static int add_target(wh_config *c, const char *name, const char *url, const char *secret,
+                      char *err, size_t errlen)
+{
+    if (c->ntargets >= WH_MAX_TARGETS)
+        return wh_seterr(err, errlen, "targets: more than %d targets", WH_MAX_TARGETS);
+    wh_target *t = &c->targets[c->ntargets];
+    memset(t, 0, sizeof(*t));
+    if (name == NULL || *name == '\0')
+        snprintf(t->name, sizeof(t->name), "t%d", c->ntargets);
+    else if (!valid_name(name) || wh_strlcpy(t->name, name, sizeof(t->name)) != WH_OK)
+        return wh_seterr(err, errlen,
+                         "targets: bad name '%s' (letters, digits, '_', '-', '.'; max %d)", name,
+                         WH_NAME_MAX - 1);
+    if (url == NULL || *url == '\0')
+        return wh_seterr(err, errlen, "targets[%d]: missing url", c->ntargets);
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+        return wh_seterr(err, errlen, "targets[%d] '%s': url must start with http:// or https://",
+                         c->ntargets, t->name);
+    if (wh_strlcpy(t->url, url, sizeof(t->url)) != WH_OK)
+        return wh_seterr(err, errlen, "targets[%d]: url too long", c->ntargets);
+    if (secret != NULL && wh_strlcpy(t->secret, secret, sizeof(t->secret)) != WH_OK)
+        return wh_seterr(err, errlen, "targets[%d]: secret too long", c->ntargets);
+    for (int i = 0; i < c->ntargets; i++)
+        if (strcmp(c->targets[i].name, t->name) == 0)
+            return wh_seterr(err, errlen, "targets: duplicate name '%s'", t->name);
+    c->ntargets++;
+    return WH_OK;
+}
+
+int wh_config_set_targets(wh_config *c, const char *list, char *err, size_t errlen)
+{
+    c->ntargets = 0;
+    char *copy = strdup(list);
+    if (copy == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    int rc = WH_OK;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+        while (isspace((unsigned char)*tok))
+            tok++;
+        if (*tok == '\0')
+            continue;
+        char *eq = strchr(tok, '=');
+        char *sch = strstr(tok, "://");
+        const char *name = NULL, *url = tok;
+        if (eq != NULL && (sch == NULL || eq < sch)) {
+            *eq = '\0';
+            name = tok;
+            url = eq + 1;
+        }
+        if ((rc = add_target(c, name, url, NULL, err, errlen)) != WH_OK)
+            break;
+    }
+    free(copy);
+    return rc;
+}
+
+/* Walks one libconfig group, applying every known setting and rejecting
+ * unknown ones and wrong types. */
+static int load_group(wh_config *c, config_setting_t *group, const char *prefix, char *err,
+                      size_t errlen)
+{
+    int n = config_setting_length(group);
+    for (int i = 0; i < n; i++) {
+        config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
+        const char *name = config_setting_name(s);
+        char path[256];
+        snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", name ? name : "?");
+        int type = config_setting_type(s);
+        if (*prefix == '\0' && name != NULL && strcmp(name, "targets") == 0) {
+            if (type != CONFIG_TYPE_LIST && type != CONFIG_TYPE_ARRAY)
+                return wh_seterr(err, errlen, "setting 'targets' (line %d): expected a list ( {...}, ... )",
+                                 config_setting_source_line(s));
+            c->ntargets = 0;
+            int nt = config_setting_length(s);
+            for (int k = 0; k < nt; k++) {
+                config_setting_t *t = config_setting_get_elem(s, (unsigned)k);
+                if (config_setting_type(t) != CONFIG_TYPE_GROUP)
+                    return wh_seterr(err, errlen, "targets[%d] (line %d): expected a group { name = ...; url = ...; }",
+                                     k, config_setting_source_line(t));
+                const char *tname = NULL, *turl = NULL, *tsecret = NULL;
+                int nm = config_setting_length(t);
+                for (int m = 0; m < nm; m++) {
+                    config_setting_t *f = config_setting_get_elem(t, (unsigned)m);
+                    const char *fn = config_setting_name(f);
+                    if (config_setting_type(f) != CONFIG_TYPE_STRING)
+                        return wh_seterr(err, errlen, "targets[%d].%s (line %d): expected a string",
+                                         k, fn, config_setting_source_line(f));
+                    if (strcmp(fn, "name") == 0)
+                        tname = config_setting_get_string(f);
+                    else if (strcmp(fn, "url") == 0)
+                        turl = config_setting_get_string(f);
+                    else if (strcmp(fn, "secret") == 0)
+                        tsecret = config_setting_get_string(f);
+                    else
+                        return wh_seterr(err, errlen, "unknown setting 'targets[%d].%s' (line %d)", k,
+                                         fn, config_setting_source_line(f));
+                }
+                if (add_target(c, tname, turl, tsecret, err, errlen) != WH_OK)
+                    return WH_ERR;
+            }
+            continue;
+        }
+        if (type == CONFIG_TYPE_GROUP) {
+            if (load_group(c, s, path, err, errlen) != WH_OK)
+                return WH_ERR;
+            continue;
+        }
+        const wh_config_entry *e = find_entry(path);
+        if (e == NULL)
+            return wh_seterr(err, errlen, "unknown setting '%s' (line %d)", path,
+                             config_setting_source_line(s));
+        int line = config_setting_source_line(s);
+        char sub[WH_ERRLEN];
+        switch (e->type) {
+        case WH_CT_STRING:
+            if (type != CONFIG_TYPE_STRING)
+                return wh_seterr(err, errlen, "setting '%s' (line %d): expected a string", path,
+                                 line);
+            if (set_string(e, c, config_setting_get_string(s), sub, sizeof(sub)) != WH_OK)
+                return wh_seterr(err, errlen, "%s (line %d)", sub, line);
+            break;
+        case WH_CT_BOOL:
+            if (type != CONFIG_TYPE_BOOL)
+                return wh_seterr(err, errlen, "setting '%s' (line %d): expected true or false",
+                                 path, line);
+            *(int *)((char *)c + e->offset) = config_setting_get_bool(s);
+            break;
+        case WH_CT_INT:
+        case WH_CT_INT64:
+            if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64)
+                return wh_seterr(err, errlen, "setting '%s' (line %d): expected an integer", path,
+                                 line);
+            if (set_int(e, c, config_setting_get_int64(s), sub, sizeof(sub)) != WH_OK)
+                return wh_seterr(err, errlen, "%s (line %d)", sub, line);
+            break;
+        }
+    }
+    return WH_OK;
+}
+
+static int load_file(wh_config *c, const char *path, char *err, size_t errlen)
+{
+    config_t cf;
+    config_init(&cf);
+    int rc = WH_OK;
+    if (access(path, R_OK) != 0) {
+        rc = wh_seterr(err, errlen, "cannot read config file %s: %s", path, strerror(errno));
+    } else if (config_read_file(&cf, path) != CONFIG_TRUE) {
+        rc = wh_seterr(err, errlen, "config file %s line %d: %s", path, config_error_line(&cf),
+                       config_error_text(&cf));
+    } else {
+        char sub[WH_ERRLEN];
+        if (load_group(c, config_root_setting(&cf), "", sub, sizeof(sub)) != WH_OK)
+            rc = wh_seterr(err, errlen, "config file %s: %s", path, sub);
+    }
+    config_destroy(&cf);
+    return rc;
+}
+
+int wh_config_apply_env(wh_config *c, char *err, size_t errlen)
+{
+    char sub[WH_ERRLEN];
+    for (size_t i = 0; i < wh_config_table_len; i++) {
+        const wh_config_entry *e = &wh_config_table[i];
+        char env[128] = "WALHOOK_";
+        size_t k = strlen(env);
+        for (const char *p = e->path; *p && k + 1 < sizeof(env); p++)
+            env[k++] = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
+        env[k] = '\0';
+        const char *v = getenv(env);
+        if (v == NULL)
+            continue;
+        if (wh_config_set(c, e->path, v, sub, sizeof(sub)) != WH_OK)
+            return wh_seterr(err, errlen, "environment %s: %s", env, sub);
+    }
+    const char *t = getenv("WALHOOK_TARGETS");
+    if (t != NULL && wh_config_set_targets(c, t, sub, sizeof(sub)) != WH_OK)
+        return wh_seterr(err, errlen, "environment WALHOOK_TARGETS: %s", sub);
+    return WH_OK;
+}
+
+static int derive_endpoint(char *dst, size_t len, const char *dir, const char *name)
+{
+    int n = snprintf(dst, len, "ipc://%s/%s", dir, name);
+    return (n < 0 || (size_t)n >= len) ? WH_ERR : WH_OK;
+}
+
+static int check_endpoint(const char *key, const char *url, char *err, size_t errlen)
+{
+    if (strncmp(url, "ipc://", 6) != 0 && strncmp(url, "tcp://", 6) != 0)
+        return wh_seterr(err, errlen, "setting '%s': '%s' must start with ipc:// or tcp://", key,
+                         url);
+    if (strncmp(url, "ipc://", 6) == 0 && strlen(url + 6) >= 108)
+        return wh_seterr(err, errlen,
+                         "setting '%s': ipc path longer than 107 bytes (a Unix socket limit); use a "
+                         "shorter data_dir",
+                         key);
+    return WH_OK;
+}
+
+int wh_config_validate(wh_config *c, char *err, size_t errlen)
+{
+    if (!valid_name(c->tenant) || strchr(c->tenant, ':') != NULL)
+        return wh_seterr(err, errlen, "setting 'tenant': '%s' must be letters, digits, '_', '-', '.'",
+                         c->tenant);
+    if (c->data_dir[0] == '\0')
+        return wh_seterr(err, errlen, "setting 'data_dir': must not be empty");
+    if (wh_log_level_parse(c->log_level) < 0)
+        return wh_seterr(err, errlen, "setting 'log_level': '%s' is not debug, info, warn or error",
+                         c->log_level);
+    if (c->source_dsn[0] != '\0') {
+        char *perr = NULL;
+        PQconninfoOption *o = PQconninfoParse(c->source_dsn, &perr);
+        if (o == NULL) {
+            char msg[256];
+            snprintf(msg, sizeof(msg), "%s", perr ? perr : "unparsable");
+            size_t l = strlen(msg);
+            while (l > 0 && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
+                msg[--l] = '\0';
+            PQfreemem(perr);
+            return wh_seterr(err, errlen, "setting 'source.dsn': invalid connection string: %s",
+                             msg);
+        }
+        int rc = WH_OK;
+        for (PQconninfoOption *p = o; p->keyword != NULL; p++) {
+            if (strcmp(p->keyword, "port") == 0 && p->val != NULL && *p->val) {
+                char *end;
+                long port = strtol(p->val, &end, 10);
+                if (*end != '\0' || port < 1 || port > 65535)
+                    rc = wh_seterr(err, errlen, "setting 'source.dsn': invalid port '%s'", p->val);
+            }
+        }
+        PQconninfoFree(o);
+        if (rc != WH_OK)
+            return rc;
+    }
+    if (!valid_name(c->slot))
+        return wh_seterr(err, errlen, "setting 'source.slot': '%s' is not a valid name", c->slot);
+    for (const char *p = c->slot; *p; p++)
+        if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '_'))
+            return wh_seterr(err, errlen,
+                             "setting 'source.slot': '%s' may contain only lower case letters, "
+                             "digits and '_'",
+                             c->slot);
+    if (!valid_name(c->publication))
+        return wh_seterr(err, errlen, "setting 'source.publication': '%s' is not a valid name",
+                         c->publication);
+    struct { char *v; const char *key; const char *file; } eps[] = {
+        {c->store_endpoint, "store.endpoint", "store.sock"},
+        {c->ingestor_control, "ingestor.control", "ingestor.sock"},
+        {c->dispatcher_control, "dispatcher.control", "dispatcher.sock"},
+    };
+    for (size_t i = 0; i < WH_ARRAY_LEN(eps); i++) {
+        if (eps[i].v[0] == '\0' &&
+            derive_endpoint(eps[i].v, WH_URL_MAX, c->data_dir, eps[i].file) != WH_OK)
+            return wh_seterr(err, errlen, "setting 'data_dir': too long");
+        if (check_endpoint(eps[i].key, eps[i].v, err, errlen) != WH_OK)
+            return WH_ERR;
+    }
+    if (strchr(c->admin_listen, ':') == NULL)
+        return wh_seterr(err, errlen, "setting 'admin.listen': '%s' must be host:port",
+                         c->admin_listen);
+    if (c->retry_max_ms < c->retry_base_ms)
+        return wh_seterr(err, errlen,
+                         "setting 'dispatcher.retry_max_ms': %d is below dispatcher.retry_base_ms %d",
+                         c->retry_max_ms, c->retry_base_ms);
+    if (c->flush_bytes > c->ipc_max_msg_bytes / 2)
+        return wh_seterr(err, errlen,
+                         "setting 'ingestor.flush_bytes': %" PRId64
+                         " must be at most half of ipc.max_msg_bytes (%" PRId64 ")",
+                         c->flush_bytes, c->ipc_max_msg_bytes);
+    return WH_OK;
+}
+
+int wh_config_load(wh_config *c, const char *path, char *err, size_t errlen)
+{
+    wh_config_defaults(c);
+    if (path != NULL && load_file(c, path, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (wh_config_apply_env(c, err, errlen) != WH_OK)
+        return WH_ERR;
+    return wh_config_validate(c, err, errlen);
+}
+
+const char *wh_config_static_diff(const wh_config *a, const wh_config *b)
+{
+    for (size_t i = 0; i < wh_config_table_len; i++) {
+        const wh_config_entry *e = &wh_config_table[i];
+        if (e->flags & WH_CF_RUNTIME)
+            continue;
+        const char *pa = (const char *)a + e->offset, *pb = (const char *)b + e->offset;
+        if (e->type == WH_CT_STRING ? strcmp(pa, pb) != 0 : memcmp(pa, pb, e->size) != 0)
+            return e->path;
+    }
+    return NULL;
+}
+
+/* Copies a DSN with any password removed. */
+static void redact_dsn(const char *dsn, char *out, size_t len)
+{
+    wh_strlcpy(out, dsn, len);
+    char *p = strstr(out, "://");
+    if (p != NULL) {
+        char *at = strchr(p + 3, '@');
+        char *colon = strchr(p + 3, ':');
+        if (at != NULL && colon != NULL && colon < at)
+            memmove(colon + 1 + 4, at, strlen(at) + 1), memcpy(colon + 1, "****", 4);
+    }
+    char *pw = strstr(out, "password=");
+    if (pw != NULL) {
+        char *end = pw + 9;
+        while (*end && !isspace((unsigned char)*end))
+            end++;
+        memmove(pw + 13, end, strlen(end) + 1);
+        memcpy(pw + 9, "****", 4);
+    }
+}
+
+int wh_config_to_json(const wh_config *c, wh_buf *b)
+{
+    int rc = wh_buf_putc(b, '{');
+    for (size_t i = 0; i < wh_config_table_len && rc == WH_OK; i++) {
+        const wh_config_entry *e = &wh_config_table[i];
+        const char *p = (const char *)c + e->offset;
+        rc |= wh_json_str(b, e->path, strlen(e->path));
+        rc |= wh_buf_putc(b, ':');
+        if (e->type == WH_CT_STRING) {
+            char red[WH_URL_MAX + 16];
+            if (strcmp(e->path, "source.dsn") == 0) {
+                redact_dsn(p, red, sizeof(red));
+                p = red;
+            }
+            rc |= wh_json_str(b, p, strlen(p));
+        } else if (e->type == WH_CT_BOOL) {
+            rc |= wh_buf_puts(b, *(const int *)p ? "true" : "false");
+        } else if (e->type == WH_CT_INT) {
+            rc |= wh_buf_printf(b, "%d", *(const int *)p);
+        } else {
+            rc |= wh_buf_printf(b, "%" PRId64, *(const int64_t *)p);
+        }
+        rc |= wh_buf_putc(b, ',');
+    }
+    rc |= wh_buf_puts(b, "\"targets\":[");
+    for (int i = 0; i < c->ntargets; i++) {
+        rc |= wh_buf_printf(b, "%s{\"name\":", i ? "," : "");
+        rc |= wh_json_str(b, c->targets[i].name, strlen(c->targets[i].name));
+        rc |= wh_buf_puts(b, ",\"url\":");
+        rc |= wh_json_str(b, c->targets[i].url, strlen(c->targets[i].url));
+        rc |= wh_buf_printf(b, ",\"signed\":%s}", c->targets[i].secret[0] ? "true" : "false");
+    }
+    rc |= wh_buf_puts(b, "]}");
+    return rc == WH_OK ? WH_OK : WH_ERR;
+}
+
+const char *wh_config_parse_args(int argc, char **argv, const char *prog)
+{
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
+            path = argv[++i];
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            printf("usage: %s [-c walhook.conf]\n"
+                   "Settings: defaults < config file < WALHOOK_* environment variables.\n",
+                   prog);
+            exit(0);
+        } else {
+            fprintf(stderr, "%s: unknown argument '%s'\nusage: %s [-c walhook.conf]\n", prog,
+                    argv[i], prog);
+            exit(2);
+        }
+    }
+    return path;
+}

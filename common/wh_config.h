@@ -1,0 +1,116 @@
+/* wh_config: every setting of walhook, declared once in a table
+ * (wh_config.c: wh_config_table) with its type, default, bounds, environment
+ * variable and whether it may change at runtime (SIGHUP / admin push).
+ *
+ * Sources, later wins: built-in defaults < libconfig file < WALHOOK_* env.
+ * The environment name of "a.b_c" is WALHOOK_A_B_C. Targets come from the
+ * file's `targets` list or from WALHOOK_TARGETS ("url[,url...]" or
+ * "name=url[,name=url...]").
+ *
+ * Unknown keys, wrong types, out-of-range values and bad DSNs are errors that
+ * name the key; a daemon then exits non-zero. A failed reload keeps the old
+ * configuration.
+ */
+#ifndef WH_CONFIG_H
+#define WH_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define WH_MAX_TARGETS 32
+#define WH_NAME_MAX 64
+#define WH_URL_MAX 1024
+#define WH_PATH_MAX 1024
+
+typedef struct wh_target {
+    char name[WH_NAME_MAX];
+    char url[WH_URL_MAX];
+    char secret[256]; /* Standard Webhooks secret "whsec_..." or "" */
+} wh_target;
+
+typedef struct wh_config {
+    /* general */
+    char tenant[WH_NAME_MAX];
+    char data_dir[WH_PATH_MAX];
+    char log_level[16];
+    int64_t memory_budget_bytes; /* 0 = unchecked */
+    /* source */
+    char source_dsn[WH_URL_MAX];
+    char slot[WH_NAME_MAX];
+    char publication[WH_NAME_MAX];
+    int create_slot;                 /* bool: create slot/publication if missing */
+    char tables[WH_URL_MAX];         /* "" = FOR ALL TABLES, else "s.t1,s.t2" */
+    /* ingestor */
+    char ingestor_control[WH_URL_MAX];
+    int64_t flush_bytes;             /* runtime */
+    int64_t flush_age_us;            /* runtime */
+    int64_t window_bytes;            /* runtime */
+    int status_interval_ms;
+    int reconnect_max_ms;
+    /* store */
+    char store_endpoint[WH_URL_MAX];
+    int store_workers;
+    int64_t rocksdb_cache_bytes;
+    int64_t rocksdb_write_buffer_bytes;
+    int64_t ipc_max_msg_bytes;
+    int ipc_timeout_ms;
+    /* dispatcher */
+    char dispatcher_control[WH_URL_MAX];
+    int batch_max_events;            /* runtime */
+    int64_t batch_max_bytes;         /* runtime */
+    int batch_max_age_ms;            /* runtime */
+    int retry_base_ms;               /* runtime */
+    int retry_max_ms;                /* runtime */
+    int http_timeout_ms;             /* runtime */
+    int max_inflight;
+    /* admin */
+    char admin_listen[256];          /* "127.0.0.1:8080" */
+    /* targets */
+    wh_target targets[WH_MAX_TARGETS];
+    int ntargets;
+} wh_config;
+
+typedef enum { WH_CT_STRING, WH_CT_INT, WH_CT_INT64, WH_CT_BOOL } wh_config_type;
+
+#define WH_CF_RUNTIME 1 /* may change without a restart */
+
+typedef struct wh_config_entry {
+    const char *path;      /* "source.dsn" */
+    wh_config_type type;
+    size_t offset;         /* offsetof(wh_config, ...) */
+    size_t size;           /* for strings: buffer size */
+    const char *def_str;   /* default for strings */
+    int64_t def_int;       /* default for numbers/bools */
+    int64_t min, max;      /* bounds for numbers */
+    int flags;
+    const char *help;
+} wh_config_entry;
+
+extern const wh_config_entry wh_config_table[];
+extern const size_t wh_config_table_len;
+
+/* Fills defaults. Endpoints that are "" after loading are derived from
+ * data_dir: ipc://<data_dir>/store.sock, ingestor.sock, dispatcher.sock. */
+void wh_config_defaults(wh_config *c);
+/* Loads defaults, then `path` (may be NULL: no file), then the environment,
+ * then validates. */
+int wh_config_load(wh_config *c, const char *path, char *err, size_t errlen);
+/* Applies WALHOOK_* environment variables over c. */
+int wh_config_apply_env(wh_config *c, char *err, size_t errlen);
+/* Sets one setting by path from text (as the environment would). */
+int wh_config_set(wh_config *c, const char *path, const char *value, char *err, size_t errlen);
+/* Parses a WALHOOK_TARGETS-style list into c->targets. */
+int wh_config_set_targets(wh_config *c, const char *list, char *err, size_t errlen);
+/* Checks cross-field rules, the DSN (PQconninfoParse) and derives endpoints. */
+int wh_config_validate(wh_config *c, char *err, size_t errlen);
+/* Returns the name of the first non-runtime setting that differs, or NULL. */
+const char *wh_config_static_diff(const wh_config *a, const wh_config *b);
+/* Renders the settings as JSON (the DSN password and secrets redacted). */
+struct wh_buf;
+int wh_config_to_json(const wh_config *c, struct wh_buf *out);
+
+/* Standard option parsing for a daemon's main: -c FILE, -h. Returns the
+ * config path or NULL; exits 2 on bad usage. */
+const char *wh_config_parse_args(int argc, char **argv, const char *prog);
+
+#endif

@@ -1,0 +1,256 @@
+/* wh_ipc: NNG req/rep transport for Walhook__Request / Walhook__Reply. */
+#include "wh_ipc.h"
+#include "wh_util.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct wh_server {
+    nng_socket sock;
+    pthread_t *threads;
+    int nthreads;
+    wh_server_fn fn;
+    wh_server_done_fn done;
+    void *arg;
+    char url[1024];
+};
+
+struct wh_client {
+    nng_socket sock;
+    nng_dialer dialer;
+    int timeout_ms;
+    char url[1024];
+};
+
+static __thread char reply_errbuf[WH_ERRLEN];
+
+void wh_reply_error(Walhook__Reply *rep, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reply_errbuf, sizeof(reply_errbuf), fmt, ap);
+    va_end(ap);
+    rep->status = status != 0 ? status : 1;
+    rep->error = reply_errbuf;
+}
+
+/* Creates the directory of an ipc:// path with mode 0700. */
+static int prepare_ipc_dir(const char *url, char *err, size_t errlen)
+{
+    if (strncmp(url, "ipc://", 6) != 0)
+        return WH_OK;
+    char path[1024];
+    if (wh_strlcpy(path, url + 6, sizeof(path)) != WH_OK)
+        return wh_seterr(err, errlen, "ipc path too long: %s", url);
+    char *dir = dirname(path);
+    if (wh_mkdirs(dir, 0700, err, errlen) != WH_OK)
+        return WH_ERR;
+    return WH_OK;
+}
+
+static void *server_worker(void *p)
+{
+    wh_server *s = p;
+    nng_ctx ctx;
+    nng_aio *aio = NULL;
+    if (nng_ctx_open(&ctx, s->sock) != 0 || nng_aio_alloc(&aio, NULL, NULL) != 0) {
+        wh_error("ipc %s: cannot open a context", s->url);
+        return NULL;
+    }
+    for (;;) {
+        nng_ctx_recv(ctx, aio);
+        nng_aio_wait(aio);
+        int rv = nng_aio_result(aio);
+        if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+            break;
+        if (rv != 0)
+            continue;
+        nng_msg *in = nng_aio_get_msg(aio);
+        Walhook__Request *req =
+            walhook__request__unpack(NULL, nng_msg_len(in), nng_msg_body(in));
+        Walhook__Reply rep = WALHOOK__REPLY__INIT;
+        void *cookie = NULL;
+        int called = 0;
+        if (req == NULL) {
+            wh_reply_error(&rep, 400, "malformed request: not a walhook.Request message (%zu bytes)",
+                           nng_msg_len(in));
+        } else if (req->body_case == WALHOOK__REQUEST__BODY__NOT_SET) {
+            wh_reply_error(&rep, 400, "malformed request: no request body set");
+        } else {
+            s->fn(s->arg, req, &rep, &cookie);
+            called = 1;
+        }
+        nng_msg_free(in);
+        size_t sz = walhook__reply__get_packed_size(&rep);
+        nng_msg *out = NULL;
+        if (nng_msg_alloc(&out, sz) == 0)
+            walhook__reply__pack(&rep, nng_msg_body(out));
+        if (called && s->done != NULL)
+            s->done(s->arg, &rep, cookie);
+        if (req != NULL)
+            walhook__request__free_unpacked(req, NULL);
+        if (out == NULL)
+            continue;
+        nng_aio_set_msg(aio, out);
+        nng_ctx_send(ctx, aio);
+        nng_aio_wait(aio);
+        rv = nng_aio_result(aio);
+        if (rv != 0)
+            nng_msg_free(out);
+        if (rv == NNG_ECLOSED)
+            break;
+    }
+    nng_aio_free(aio);
+    nng_ctx_close(ctx);
+    return NULL;
+}
+
+int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_msg,
+                    wh_server_fn fn, wh_server_done_fn done, void *arg, char *err, size_t errlen)
+{
+    wh_server *s = calloc(1, sizeof(*s));
+    nng_listener l;
+    int rv;
+    if (s == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    s->fn = fn;
+    s->done = done;
+    s->arg = arg;
+    wh_strlcpy(s->url, url, sizeof(s->url));
+    if (nworkers < 1)
+        nworkers = 1;
+    if (prepare_ipc_dir(url, err, errlen) != WH_OK)
+        goto error_nosock;
+    if ((rv = nng_rep0_open(&s->sock)) != 0) {
+        wh_seterr(err, errlen, "cannot open rep socket: %s", nng_strerror(rv));
+        goto error_nosock;
+    }
+    nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, max_msg);
+    if ((rv = nng_listener_create(&l, s->sock, url)) != 0) {
+        wh_seterr(err, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
+        goto error;
+    }
+    if (strncmp(url, "ipc://", 6) == 0)
+        nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0600);
+    if ((rv = nng_listener_start(l, 0)) != 0) {
+        wh_seterr(err, errlen, "cannot listen on %s: %s%s", url, nng_strerror(rv),
+                  rv == NNG_EADDRINUSE ? " (is another instance running?)" : "");
+        goto error;
+    }
+    s->threads = calloc((size_t)nworkers, sizeof(pthread_t));
+    if (s->threads == NULL) {
+        wh_seterr(err, errlen, "out of memory");
+        goto error;
+    }
+    for (int i = 0; i < nworkers; i++) {
+        if (pthread_create(&s->threads[i], NULL, server_worker, s) != 0) {
+            wh_seterr(err, errlen, "cannot start worker thread: %s", strerror(errno));
+            goto error;
+        }
+        s->nthreads++;
+    }
+    *out = s;
+    return WH_OK;
+error:
+    nng_close(s->sock);
+    for (int i = 0; i < s->nthreads; i++)
+        pthread_join(s->threads[i], NULL);
+    free(s->threads);
+error_nosock:
+    free(s);
+    return WH_ERR;
+}
+
+void wh_server_stop(wh_server *s)
+{
+    if (s == NULL)
+        return;
+    nng_close(s->sock);
+    for (int i = 0; i < s->nthreads; i++)
+        pthread_join(s->threads[i], NULL);
+    free(s->threads);
+    free(s);
+}
+
+int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_msg, char *err,
+                   size_t errlen)
+{
+    wh_client *c = calloc(1, sizeof(*c));
+    int rv;
+    if (c == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    c->timeout_ms = timeout_ms;
+    wh_strlcpy(c->url, url, sizeof(c->url));
+    if ((rv = nng_req0_open(&c->sock)) != 0) {
+        free(c);
+        return wh_seterr(err, errlen, "cannot open req socket: %s", nng_strerror(rv));
+    }
+    nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, max_msg);
+    nng_socket_set_ms(c->sock, NNG_OPT_RECVTIMEO, timeout_ms);
+    nng_socket_set_ms(c->sock, NNG_OPT_SENDTIMEO, timeout_ms);
+    /* Never resend before the caller's own timeout: a resent long poll or a
+     * large batch would only occupy another worker. NNG still resends a
+     * request whose pipe closed (peer restarted). */
+    nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, timeout_ms + 1000);
+    nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 20);
+    nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 500);
+    if ((rv = nng_dial(c->sock, url, &c->dialer, NNG_FLAG_NONBLOCK)) != 0) {
+        nng_close(c->sock);
+        free(c);
+        return wh_seterr(err, errlen, "cannot dial %s: %s", url, nng_strerror(rv));
+    }
+    *out = c;
+    return WH_OK;
+}
+
+int wh_client_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep, char *err,
+                   size_t errlen)
+{
+    size_t sz = walhook__request__get_packed_size(req);
+    nng_msg *m = NULL;
+    int rv;
+    *rep = NULL;
+    if ((rv = nng_msg_alloc(&m, sz)) != 0)
+        return wh_seterr(err, errlen, "cannot allocate %zu byte request: %s", sz,
+                         nng_strerror(rv));
+    walhook__request__pack(req, nng_msg_body(m));
+    if ((rv = nng_sendmsg(c->sock, m, 0)) != 0) {
+        nng_msg_free(m);
+        return wh_seterr(err, errlen, "%s: send failed: %s", c->url, nng_strerror(rv));
+    }
+    if ((rv = nng_recvmsg(c->sock, &m, 0)) != 0) {
+        if (rv == NNG_ETIMEDOUT)
+            return wh_seterr(err, errlen, "%s: no reply within %d ms", c->url, c->timeout_ms);
+        return wh_seterr(err, errlen, "%s: receive failed: %s", c->url, nng_strerror(rv));
+    }
+    Walhook__Reply *r = walhook__reply__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
+    size_t len = nng_msg_len(m);
+    nng_msg_free(m);
+    if (r == NULL)
+        return wh_seterr(err, errlen, "%s: malformed reply (%zu bytes)", c->url, len);
+    if (r->status != 0) {
+        wh_seterr(err, errlen, "%s: error %d: %s", c->url, r->status,
+                  r->error ? r->error : "(no message)");
+        walhook__reply__free_unpacked(r, NULL);
+        return WH_ERR;
+    }
+    *rep = r;
+    return WH_OK;
+}
+
+void wh_client_close(wh_client *c)
+{
+    if (c == NULL)
+        return;
+    nng_close(c->sock);
+    free(c);
+}

@@ -1,0 +1,51 @@
+/* wh_ipc: NNG req/rep helpers carrying protobuf-c Walhook__Request/Reply.
+ *
+ * Server: a rep socket listening on `url` served by `nworkers` threads, each
+ * with its own nng_ctx, so one slow request (an fsync, a long poll) does not
+ * block the others. ipc:// sockets get permissions 0600 and their directory
+ * is created 0700. NNG_OPT_RECVMAXSZ bounds message size.
+ *
+ * Client: a req socket dialing `url` (non-blocking dial: reconnects by
+ * itself). wh_client_call() is safe to retry: every handler is idempotent.
+ * A client is used by one thread at a time.
+ *
+ * Teardown order: wh_server_stop() closes the socket, then joins workers;
+ * wh_client_close() closes the socket.
+ */
+#ifndef WH_IPC_H
+#define WH_IPC_H
+
+#include <stddef.h>
+#include "walhook.pb-c.h"
+
+typedef struct wh_server wh_server;
+typedef struct wh_client wh_client;
+
+/* Called on a worker thread with the unpacked request. Fill *rep (already
+ * initialised with walhook__reply__init; status 0). Memory the reply points
+ * at must stay valid until `done` is called with the same rep and the
+ * handler's `cookie` (may be NULL) after the reply was packed. */
+typedef void (*wh_server_fn)(void *arg, const Walhook__Request *req, Walhook__Reply *rep,
+                             void **cookie);
+typedef void (*wh_server_done_fn)(void *arg, Walhook__Reply *rep, void *cookie);
+
+int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_msg,
+                    wh_server_fn fn, wh_server_done_fn done, void *arg, char *err,
+                    size_t errlen);
+void wh_server_stop(wh_server *s);
+
+int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_msg, char *err,
+                   size_t errlen);
+/* Sends req, waits up to the client's timeout for the reply. On WH_OK *rep is
+ * an unpacked reply with status 0 (free with walhook__reply__free_unpacked(rep,
+ * NULL)). A reply with status != 0 returns WH_ERR with its error text. */
+int wh_client_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep, char *err,
+                   size_t errlen);
+void wh_client_close(wh_client *c);
+
+/* Helper for handlers: sets status and error text on a reply. The text is
+ * copied into a thread-local buffer valid until the reply is packed. */
+void wh_reply_error(Walhook__Reply *rep, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

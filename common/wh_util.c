@@ -1,0 +1,190 @@
+/* wh_util: error convention, logging, clocks, signals, small helpers. */
+#include "wh_util.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+volatile sig_atomic_t wh_stop_requested = 0;
+volatile sig_atomic_t wh_reload_requested = 0;
+
+static char log_daemon[32] = "walhook";
+static int log_level = WH_LOG_INFO;
+static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+
+int wh_seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return WH_ERR;
+}
+
+void wh_log_init(const char *daemon, int level)
+{
+    wh_strlcpy(log_daemon, daemon, sizeof(log_daemon));
+    if (level >= WH_LOG_DEBUG && level <= WH_LOG_ERROR)
+        log_level = level;
+}
+
+int wh_log_level_parse(const char *name)
+{
+    static const char *const lower[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, lower[i]) == 0)
+            return i;
+    return -1;
+}
+
+void wh_log(int level, const char *fmt, ...)
+{
+    if (level < log_level)
+        return;
+    char line[2048];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, ts.tv_nsec / 1000000, log_daemon,
+                     level_names[level < 0 ? 0 : level > 3 ? 3 : level]);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof(line))
+        vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    va_end(ap);
+    size_t len = strnlen(line, sizeof(line) - 2);
+    line[len++] = '\n';
+    /* One write(2) per line so lines of several processes do not interleave. */
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void)w;
+}
+
+uint64_t wh_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t wh_now_ms(void)
+{
+    return wh_now_us() / 1000u;
+}
+
+int64_t wh_wallclock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void wh_sleep_ms(int ms)
+{
+    if (ms <= 0)
+        return;
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR && !wh_stop_requested)
+        ;
+}
+
+static void on_stop(int sig)
+{
+    (void)sig;
+    wh_stop_requested = 1;
+}
+
+static void on_hup(int sig)
+{
+    (void)sig;
+    wh_reload_requested = 1;
+}
+
+void wh_signals_install(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_stop;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+int wh_backoff_ms(int attempt, int base_ms, int max_ms)
+{
+    static __thread unsigned int seed;
+    if (seed == 0)
+        seed = (unsigned int)(wh_now_us() ^ (uint64_t)pthread_self() ^ (uint64_t)getpid());
+    if (base_ms < 1)
+        base_ms = 1;
+    if (max_ms < base_ms)
+        max_ms = base_ms;
+    int64_t cap = base_ms;
+    for (int i = 0; i < attempt && cap < max_ms; i++)
+        cap *= 2;
+    if (cap > max_ms)
+        cap = max_ms;
+    return (int)(rand_r(&seed) % (cap + 1));
+}
+
+int wh_strlcpy(char *dst, const char *src, size_t dstlen)
+{
+    if (dstlen == 0)
+        return WH_ERR;
+    size_t n = strlen(src);
+    if (n >= dstlen) {
+        memcpy(dst, src, dstlen - 1);
+        dst[dstlen - 1] = '\0';
+        return WH_ERR;
+    }
+    memcpy(dst, src, n + 1);
+    return WH_OK;
+}
+
+int wh_mkdirs(const char *path, int mode, char *err, size_t errlen)
+{
+    char tmp[4096];
+    if (wh_strlcpy(tmp, path, sizeof(tmp)) != WH_OK)
+        return wh_seterr(err, errlen, "path too long: %s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, (mode_t)mode) != 0 && errno != EEXIST)
+            return wh_seterr(err, errlen, "cannot create directory %s: %s", tmp, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(tmp, (mode_t)mode) != 0 && errno != EEXIST)
+        return wh_seterr(err, errlen, "cannot create directory %s: %s", tmp, strerror(errno));
+    return WH_OK;
+}
+
+long wh_peak_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f == NULL)
+        return -1;
+    char line[256];
+    long kib = -1;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "VmHWM:", 6) == 0) {
+            kib = strtol(line + 6, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return kib;
+}

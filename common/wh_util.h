@@ -1,0 +1,62 @@
+/* wh_util: the one error convention of the tree, logging, time, signals.
+ *
+ * Error convention: functions return WH_OK (0) on success and WH_ERR (-1) on
+ * failure, writing a human-readable message naming what was wrong into a
+ * caller-owned buffer `char *err, size_t errlen` (errlen may be 0).
+ * Constructors return a status and fill an out-parameter.
+ */
+#ifndef WH_UTIL_H
+#define WH_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <signal.h>
+
+#define WH_OK 0
+#define WH_ERR (-1)
+#define WH_ERRLEN 512
+
+#define WH_UNUSED(x) ((void)(x))
+#define WH_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Formats into err (if errlen > 0) and returns WH_ERR. */
+int wh_seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Logging: one line to stderr: "2026-11-22T01:02:03.123Z store INFO msg".
+ * Never log row values. */
+enum { WH_LOG_DEBUG = 0, WH_LOG_INFO = 1, WH_LOG_WARN = 2, WH_LOG_ERROR = 3 };
+void wh_log_init(const char *daemon, int level);
+int wh_log_level_parse(const char *name); /* -1 if unknown */
+void wh_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define wh_debug(...) wh_log(WH_LOG_DEBUG, __VA_ARGS__)
+#define wh_info(...) wh_log(WH_LOG_INFO, __VA_ARGS__)
+#define wh_warn(...) wh_log(WH_LOG_WARN, __VA_ARGS__)
+#define wh_error(...) wh_log(WH_LOG_ERROR, __VA_ARGS__)
+
+/* Clocks. */
+uint64_t wh_now_us(void);      /* CLOCK_MONOTONIC, microseconds */
+uint64_t wh_now_ms(void);      /* CLOCK_MONOTONIC, milliseconds */
+int64_t wh_wallclock_us(void); /* CLOCK_REALTIME, microseconds since epoch */
+void wh_sleep_ms(int ms);
+
+/* Signals: handlers only set flags. wh_signals_install() handles SIGTERM,
+ * SIGINT (stop), SIGHUP (reload) and ignores SIGPIPE. */
+extern volatile sig_atomic_t wh_stop_requested;
+extern volatile sig_atomic_t wh_reload_requested;
+void wh_signals_install(void);
+
+/* Full-jitter exponential backoff: random in [0, min(max_ms, base_ms*2^attempt)]. */
+int wh_backoff_ms(int attempt, int base_ms, int max_ms);
+
+/* Safe string copy: always NUL-terminates; returns WH_ERR if truncated. */
+int wh_strlcpy(char *dst, const char *src, size_t dstlen);
+
+/* mkdir -p with the given mode for every created directory. */
+int wh_mkdirs(const char *path, int mode, char *err, size_t errlen);
+
+/* Peak resident set size of this process in KiB (VmHWM), or -1. */
+long wh_peak_rss_kib(void);
+
+#endif

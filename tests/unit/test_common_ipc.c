@@ -1,0 +1,159 @@
+/* Unit tests: NNG req/rep transport over a real ipc:// socket. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "wh_ipc.h"
+#include "wh_util.h"
+
+static char dir[64], url[128];
+
+static void echo_handler(void *arg, const Walhook__Request *req, Walhook__Reply *rep,
+                         void **cookie)
+{
+    int *calls = arg;
+    (*calls)++;
+    if (req->body_case == WALHOOK__REQUEST__BODY_GET_OFFSET) {
+        if (req->get_offset->tenant == NULL || req->get_offset->tenant[0] == '\0') {
+            wh_reply_error(rep, 400, "get_offset: missing tenant");
+            return;
+        }
+        Walhook__OffsetReply *o = malloc(sizeof(*o));
+        Walhook__Position *p = malloc(sizeof(*p));
+        walhook__offset_reply__init(o);
+        walhook__position__init(p);
+        p->lsn = 42;
+        p->seq = (uint32_t)strlen(req->get_offset->consumer);
+        o->committed = p;
+        rep->body_case = WALHOOK__REPLY__BODY_OFFSET;
+        rep->offset = o;
+        *cookie = o;
+    }
+}
+
+static void echo_done(void *arg, Walhook__Reply *rep, void *cookie)
+{
+    Walhook__OffsetReply *o = cookie;
+    if (o != NULL) {
+        free(o->committed);
+        free(o);
+    }
+}
+
+static int setup(void **state)
+{
+    snprintf(dir, sizeof(dir), "/tmp/wh_ipc_%d/sub", (int)getpid());
+    snprintf(url, sizeof(url), "ipc://%s/s.sock", dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf /tmp/wh_ipc_%d", (int)getpid());
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int call_offset(wh_client *c, const char *tenant, const char *consumer,
+                       Walhook__Reply **rep, char *err)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__GetOffset g = WALHOOK__GET_OFFSET__INIT;
+    g.tenant = (char *)tenant;
+    g.consumer = (char *)consumer;
+    req.body_case = WALHOOK__REQUEST__BODY_GET_OFFSET;
+    req.get_offset = &g;
+    return wh_client_call(c, &req, rep, err, WH_ERRLEN);
+}
+
+static void test_roundtrip_and_errors(void **state)
+{
+    int calls = 0;
+    wh_server *s;
+    wh_client *c;
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_server_start(&s, url, 3, 1 << 20, echo_handler, echo_done, &calls, err,
+                                     sizeof(err)),
+                     WH_OK);
+    struct stat st;
+    assert_int_equal(stat(dir, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    assert_int_equal(stat(url + 6, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+
+    assert_int_equal(wh_client_open(&c, url, 2000, 1 << 20, err, sizeof(err)), WH_OK);
+    Walhook__Reply *rep;
+    assert_int_equal(call_offset(c, "t", "abcd", &rep, err), WH_OK);
+    assert_int_equal(rep->body_case, WALHOOK__REPLY__BODY_OFFSET);
+    assert_true(rep->offset->committed->lsn == 42);
+    assert_int_equal(rep->offset->committed->seq, 4);
+    walhook__reply__free_unpacked(rep, NULL);
+
+    assert_int_equal(call_offset(c, "", "x", &rep, err), WH_ERR);
+    assert_non_null(strstr(err, "missing tenant"));
+    assert_null(rep);
+
+    /* Garbage bytes: the server answers with an error, it does not crash. */
+    nng_socket raw;
+    assert_int_equal(nng_req0_open(&raw), 0);
+    nng_socket_set_ms(raw, NNG_OPT_RECVTIMEO, 2000);
+    assert_int_equal(nng_dial(raw, url, NULL, 0), 0);
+    assert_int_equal(nng_send(raw, "\xff\xff\xff\xff garbage", 12, 0), 0);
+    char *buf = NULL;
+    size_t sz = 0;
+    assert_int_equal(nng_recv(raw, &buf, &sz, NNG_FLAG_ALLOC), 0);
+    Walhook__Reply *r = walhook__reply__unpack(NULL, sz, (uint8_t *)buf);
+    assert_non_null(r);
+    assert_int_equal(r->status, 400);
+    assert_non_null(strstr(r->error, "malformed request"));
+    walhook__reply__free_unpacked(r, NULL);
+    nng_free(buf, sz);
+    nng_close(raw);
+
+    /* Restart the server: the client reconnects by itself. */
+    wh_server_stop(s);
+    assert_int_equal(wh_server_start(&s, url, 1, 1 << 20, echo_handler, echo_done, &calls, err,
+                                     sizeof(err)),
+                     WH_OK);
+    int ok = 0;
+    for (int i = 0; i < 20 && !ok; i++) {
+        if (call_offset(c, "t", "x", &rep, err) == WH_OK) {
+            ok = 1;
+            walhook__reply__free_unpacked(rep, NULL);
+        }
+    }
+    assert_true(ok);
+    wh_client_close(c);
+    wh_server_stop(s);
+}
+
+static void test_timeout_names_endpoint(void **state)
+{
+    wh_client *c;
+    char err[WH_ERRLEN];
+    char u2[160];
+    snprintf(u2, sizeof(u2), "ipc://%s/nobody.sock", dir);
+    assert_int_equal(wh_client_open(&c, u2, 200, 1 << 20, err, sizeof(err)), WH_OK);
+    Walhook__Reply *rep;
+    assert_int_equal(call_offset(c, "t", "x", &rep, err), WH_ERR);
+    assert_non_null(strstr(err, "nobody.sock"));
+    wh_client_close(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip_and_errors),
+        cmocka_unit_test(test_timeout_names_endpoint),
+    };
+    return cmocka_run_group_tests_name("common_ipc", tests, setup, teardown);
+}

@@ -1,0 +1,152 @@
+/* Unit tests: LSNs, event ids, buffers, JSON strings, base64, backoff, metrics. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "wh_buf.h"
+#include "wh_lsn.h"
+#include "wh_metrics.h"
+#include "wh_util.h"
+
+static void test_lsn_roundtrip(void **state)
+{
+    uint64_t v;
+    char buf[WH_LSN_STRLEN];
+    assert_int_equal(wh_lsn_parse("16/B374D848", &v), WH_OK);
+    assert_true(v == 0x16B374D848ULL);
+    wh_lsn_format(v, buf, sizeof(buf));
+    assert_string_equal(buf, "16/B374D848");
+    assert_int_equal(wh_lsn_parse("0/0", &v), WH_OK);
+    assert_true(v == 0);
+    assert_int_equal(wh_lsn_parse("FFFFFFFF/FFFFFFFF", &v), WH_OK);
+    assert_true(v == UINT64_MAX);
+    wh_lsn_format(v, buf, sizeof(buf));
+    assert_string_equal(buf, "FFFFFFFF/FFFFFFFF");
+}
+
+static void test_lsn_bad(void **state)
+{
+    uint64_t v;
+    const char *bad[] = {"", "/", "1/", "/1", "1/2/3", "G/1", "1 /2", "123456789/0", "1/2x", NULL};
+    for (int i = 0; bad[i]; i++)
+        assert_int_equal(wh_lsn_parse(bad[i], &v), WH_ERR);
+    assert_int_equal(wh_lsn_parse(NULL, &v), WH_ERR);
+}
+
+static void test_event_id_and_order(void **state)
+{
+    char id[128];
+    assert_int_equal(wh_event_id("default", 0x1A2B3C8, 7, id, sizeof(id)), 19);
+    assert_string_equal(id, "default:0/1A2B3C8:7");
+    assert_int_equal(wh_event_id("default", 1, 1, id, 5), -1);
+    uint8_t a[12], b[12];
+    wh_put_be64(a, 0x100000000ULL);
+    wh_put_be32(a + 8, 0);
+    wh_put_be64(b, 0xFFFFFFFFULL);
+    wh_put_be32(b + 8, 5);
+    assert_true(memcmp(a, b, 12) > 0); /* byte order is position order */
+    assert_true(wh_get_be64(a) == 0x100000000ULL);
+    assert_int_equal(wh_get_be32(b + 8), 5);
+    assert_true(wh_pos_cmp(1, 2, 1, 3) < 0);
+    assert_true(wh_pos_cmp(2, 0, 1, 3) > 0);
+    assert_int_equal(wh_pos_cmp(2, 3, 2, 3), 0);
+}
+
+static void test_buf_limits(void **state)
+{
+    wh_buf b;
+    wh_buf_init(&b, 8);
+    assert_int_equal(wh_buf_append(&b, "12345678", 8), WH_OK);
+    assert_int_equal(wh_buf_putc(&b, 'x'), WH_ERR);
+    assert_int_equal(b.len, 8);
+    assert_int_equal(wh_buf_cstr(&b), WH_OK);
+    assert_string_equal(b.data, "12345678");
+    wh_buf_free(&b);
+    wh_buf_init(&b, 0);
+    for (int i = 0; i < 10000; i++)
+        assert_int_equal(wh_buf_printf(&b, "%d,", i), WH_OK);
+    assert_true(b.len > 40000);
+    wh_buf_free(&b);
+}
+
+static void test_json_str(void **state)
+{
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    const char in[] = "a\"b\\c\n\x01\xc3\xa9\xff";
+    assert_int_equal(wh_json_str(&b, in, sizeof(in) - 1), WH_OK);
+    wh_buf_cstr(&b);
+    assert_string_equal(b.data, "\"a\\\"b\\\\c\\n\\u0001\xc3\xa9\xef\xbf\xbd\"");
+    wh_buf_free(&b);
+}
+
+static void test_base64(void **state)
+{
+    const char *plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    const char *enc[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    for (int i = 0; i < 7; i++) {
+        wh_buf b, d;
+        wh_buf_init(&b, 0);
+        wh_buf_init(&d, 0);
+        assert_int_equal(wh_base64(&b, plain[i], strlen(plain[i])), WH_OK);
+        wh_buf_cstr(&b);
+        assert_string_equal(b.data, enc[i]);
+        assert_int_equal(wh_base64_decode(&d, b.data, b.len), WH_OK);
+        wh_buf_cstr(&d);
+        assert_string_equal(d.data, plain[i]);
+        wh_buf_free(&b);
+        wh_buf_free(&d);
+    }
+    wh_buf d;
+    wh_buf_init(&d, 0);
+    assert_int_equal(wh_base64_decode(&d, "Zm9v!", 5), WH_ERR);
+    assert_int_equal(wh_base64_decode(&d, "Z=m9", 4), WH_ERR);
+    wh_buf_free(&d);
+}
+
+static void test_backoff(void **state)
+{
+    for (int attempt = 0; attempt < 40; attempt++) {
+        int cap = 100;
+        for (int i = 0; i < attempt && cap < 5000; i++)
+            cap *= 2;
+        if (cap > 5000)
+            cap = 5000;
+        for (int k = 0; k < 50; k++) {
+            int v = wh_backoff_ms(attempt, 100, 5000);
+            assert_true(v >= 0 && v <= cap);
+        }
+    }
+}
+
+static void test_metrics_render(void **state)
+{
+    wh_histogram h;
+    memset(&h, 0, sizeof(h));
+    wh_hist_observe_us(&h, 500);     /* 0.0005 s -> le 0.001 */
+    wh_hist_observe_us(&h, 2000000); /* 2 s -> le 2.5 */
+    wh_hist_observe_us(&h, 90000000);
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    assert_int_equal(wh_metric_hist(&b, "lat", "target=\"a\"", &h), WH_OK);
+    wh_buf_cstr(&b);
+    assert_non_null(strstr(b.data, "lat_bucket{target=\"a\",le=\"0.001\"} 1\n"));
+    assert_non_null(strstr(b.data, "lat_bucket{target=\"a\",le=\"2.5\"} 2\n"));
+    assert_non_null(strstr(b.data, "lat_bucket{target=\"a\",le=\"+Inf\"} 3\n"));
+    assert_non_null(strstr(b.data, "lat_count{target=\"a\"} 3\n"));
+    wh_buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lsn_roundtrip), cmocka_unit_test(test_lsn_bad),
+        cmocka_unit_test(test_event_id_and_order), cmocka_unit_test(test_buf_limits),
+        cmocka_unit_test(test_json_str), cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_backoff), cmocka_unit_test(test_metrics_render),
+    };
+    return cmocka_run_group_tests_name("common_util", tests, NULL, NULL);
+}
