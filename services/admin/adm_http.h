@@ -1,0 +1,30 @@
+/* adm_http: the admin's HTTP server (libmicrohttpd, one thread per
+ * connection so a slow /readyz never blocks /livez).
+ *   GET /livez   200 "ok"
+ *   GET /readyz  200 when every daemon answers Stats and the ingestor is
+ *                streaming, else 503; JSON body names who is not ready, why
+ *   GET /metrics Prometheus text of every daemon plus the admin's own
+ *   GET /config  the configuration as JSON, secrets redacted
+ *   GET /        a small HTML status page
+ * Unknown path 404, other methods 405 (both JSON). */
+#ifndef ADM_HTTP_H
+#define ADM_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "adm_query.h"
+#include "wh_config.h"
+
+typedef struct adm_http adm_http;
+
+/* Listens on `listen` ("host:port"; port 0 picks a free one). q may be NULL
+ * (every daemon then reads as down). cfg is copied. */
+int adm_http_start(adm_http **out, const char *listen, adm_query *q, const wh_config *cfg,
+                   char *err, size_t errlen);
+/* The bound port. */
+uint16_t adm_http_port(const adm_http *h);
+/* Replaces the configuration served by /config (after a reload). */
+void adm_http_set_config(adm_http *h, const wh_config *cfg);
+void adm_http_stop(adm_http *h);
+
+#endif

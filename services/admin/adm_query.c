@@ -1,0 +1,429 @@
+/* adm_query: Stats queries to the daemons, readiness verdict, metrics page. */
+#include "adm_query.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wh_ipc.h"
+#include "wh_metrics.h"
+#include "wh_util.h"
+
+struct adm_query {
+    char name[ADM_NDAEMONS][16];
+    wh_client *client[ADM_NDAEMONS];
+    pthread_mutex_t mu[ADM_NDAEMONS];
+    char open_err[ADM_NDAEMONS][256];
+};
+
+static const char *const adm_names[ADM_NDAEMONS] = {"store", "ingestor", "dispatcher"};
+
+int adm_query_open(adm_query **out, const wh_config *c, char *err, size_t errlen)
+{
+    adm_query *q = calloc(1, sizeof(*q));
+    if (!q)
+        return wh_seterr(err, errlen, "out of memory");
+    const char *urls[ADM_NDAEMONS] = {c->store_endpoint, c->ingestor_control,
+                                      c->dispatcher_control};
+    size_t maxmsg = c->ipc_max_msg_bytes > 0 ? (size_t)c->ipc_max_msg_bytes : 64u << 20;
+    for (int i = 0; i < ADM_NDAEMONS; i++) {
+        wh_strlcpy(q->name[i], adm_names[i], sizeof(q->name[i]));
+        pthread_mutex_init(&q->mu[i], NULL);
+        char e[WH_ERRLEN];
+        /* A failure here (bad URL) is reported per request rather than
+         * preventing the admin from serving /livez and /metrics. */
+        if (wh_client_open(&q->client[i], urls[i], ADM_STATS_TIMEOUT_MS, maxmsg, e, sizeof(e)) !=
+            WH_OK) {
+            q->client[i] = NULL;
+            snprintf(q->open_err[i], sizeof(q->open_err[i]), "cannot open client: %.200s", e);
+            wh_warn("%s: %s", adm_names[i], q->open_err[i]);
+        }
+    }
+    *out = q;
+    return WH_OK;
+}
+
+void adm_query_close(adm_query *q)
+{
+    if (!q)
+        return;
+    for (int i = 0; i < ADM_NDAEMONS; i++) {
+        if (q->client[i])
+            wh_client_close(q->client[i]);
+        pthread_mutex_destroy(&q->mu[i]);
+    }
+    free(q);
+}
+
+void adm_stat_from_reply(adm_stat *st, const Walhook__Reply *rep)
+{
+    st->up = 0;
+    st->ready = 0;
+    st->state[0] = '\0';
+    st->error[0] = '\0';
+    free(st->metrics);
+    st->metrics = NULL;
+    if (!rep || rep->body_case != WALHOOK__REPLY__BODY_STATS || !rep->stats) {
+        wh_strlcpy(st->error, "reply carries no stats", sizeof(st->error));
+        return;
+    }
+    const Walhook__StatsReply *s = rep->stats;
+    st->up = 1;
+    st->ready = s->ready ? 1 : 0;
+    if (s->state)
+        wh_strlcpy(st->state, s->state, sizeof(st->state));
+    if (s->metrics_text && s->metrics_text[0])
+        st->metrics = strdup(s->metrics_text);
+}
+
+typedef struct adm_job {
+    adm_query *q;
+    int idx;
+    adm_stat *st;
+} adm_job;
+
+static void adm_query_one(adm_query *q, int i, adm_stat *st)
+{
+    memset(st, 0, sizeof(*st));
+    wh_strlcpy(st->name, q->name[i], sizeof(st->name));
+    if (!q->client[i]) {
+        wh_strlcpy(st->error, q->open_err[i], sizeof(st->error));
+        return;
+    }
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_STATS;
+    req.stats = &sr;
+    Walhook__Reply *rep = NULL;
+    char e[WH_ERRLEN] = "";
+    pthread_mutex_lock(&q->mu[i]);
+    int rc = wh_client_call(q->client[i], &req, &rep, e, sizeof(e));
+    pthread_mutex_unlock(&q->mu[i]);
+    if (rc != WH_OK) {
+        snprintf(st->error, sizeof(st->error), "no stats reply: %.200s", e[0] ? e : "error");
+        return;
+    }
+    adm_stat_from_reply(st, rep);
+    walhook__reply__free_unpacked(rep, NULL);
+}
+
+static void *adm_job_run(void *arg)
+{
+    adm_job *j = arg;
+    adm_query_one(j->q, j->idx, j->st);
+    return NULL;
+}
+
+void adm_query_all(adm_query *q, adm_stat st[ADM_NDAEMONS])
+{
+    adm_job jobs[ADM_NDAEMONS];
+    pthread_t th[ADM_NDAEMONS];
+    int started[ADM_NDAEMONS] = {0};
+    for (int i = 0; i < ADM_NDAEMONS; i++) {
+        jobs[i] = (adm_job){q, i, &st[i]};
+        started[i] = pthread_create(&th[i], NULL, adm_job_run, &jobs[i]) == 0;
+        if (!started[i])
+            adm_query_one(q, i, &st[i]); /* no thread: do it here */
+    }
+    for (int i = 0; i < ADM_NDAEMONS; i++)
+        if (started[i])
+            pthread_join(th[i], NULL);
+}
+
+void adm_stats_free(adm_stat *st, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(st[i].metrics);
+        st[i].metrics = NULL;
+    }
+}
+
+/* Returns 1 and writes why when st is not ready. */
+static int adm_not_ready(const adm_stat *st, char *why, size_t len)
+{
+    if (!st->up) {
+        snprintf(why, len, "%.250s", st->error[0] ? st->error : "not answering");
+        return 1;
+    }
+    if (strcmp(st->name, "ingestor") == 0 && !st->ready) {
+        snprintf(why, len, "not streaming (state %.31s)", st->state[0] ? st->state : "unknown");
+        return 1;
+    }
+    return 0;
+}
+
+int adm_readiness(const adm_stat *st, int n, wh_buf *out)
+{
+    int ready = 1;
+    int first_bad = -1;
+    char why[320];
+    for (int i = 0; i < n; i++)
+        if (adm_not_ready(&st[i], why, sizeof(why))) {
+            ready = 0;
+            if (first_bad < 0)
+                first_bad = i;
+        }
+    int rc = wh_buf_printf(out, "{\"ready\":%s", ready ? "true" : "false");
+    if (first_bad >= 0) {
+        adm_not_ready(&st[first_bad], why, sizeof(why));
+        rc |= wh_buf_puts(out, ",\"not_ready\":");
+        rc |= wh_json_str(out, st[first_bad].name, strlen(st[first_bad].name));
+        rc |= wh_buf_puts(out, ",\"reason\":");
+        rc |= wh_json_str(out, why, strlen(why));
+    }
+    rc |= wh_buf_puts(out, ",\"daemons\":[");
+    for (int i = 0; i < n; i++) {
+        rc |= wh_buf_puts(out, i ? ",{\"daemon\":" : "{\"daemon\":");
+        rc |= wh_json_str(out, st[i].name, strlen(st[i].name));
+        rc |= wh_buf_printf(out, ",\"up\":%s,\"ready\":%s,\"state\":", st[i].up ? "true" : "false",
+                            st[i].ready ? "true" : "false");
+        rc |= wh_json_str(out, st[i].state, strlen(st[i].state));
+        if (adm_not_ready(&st[i], why, sizeof(why))) {
+            rc |= wh_buf_puts(out, ",\"reason\":");
+            rc |= wh_json_str(out, why, strlen(why));
+        }
+        rc |= wh_buf_putc(out, '}');
+    }
+    rc |= wh_buf_puts(out, "]}\n");
+    (void)rc; /* a truncated body still carries the status code */
+    return ready;
+}
+
+/* ---- Prometheus text merging ---- */
+
+typedef struct adm_family {
+    char *name;
+    char *help; /* full line */
+    char *type; /* full line */
+    char kind[16];
+    wh_buf samples;
+} adm_family;
+
+typedef struct adm_families {
+    adm_family *v;
+    size_t n, cap;
+} adm_families;
+
+static adm_family *fam_find(adm_families *f, const char *name, size_t len)
+{
+    for (size_t i = 0; i < f->n; i++)
+        if (strlen(f->v[i].name) == len && memcmp(f->v[i].name, name, len) == 0)
+            return &f->v[i];
+    return NULL;
+}
+
+static adm_family *fam_get(adm_families *f, const char *name, size_t len)
+{
+    adm_family *x = fam_find(f, name, len);
+    if (x)
+        return x;
+    if (f->n == f->cap) {
+        size_t ncap = f->cap ? f->cap * 2 : 32;
+        adm_family *nv = realloc(f->v, ncap * sizeof(*nv));
+        if (!nv)
+            return NULL;
+        f->v = nv;
+        f->cap = ncap;
+    }
+    x = &f->v[f->n];
+    memset(x, 0, sizeof(*x));
+    x->name = strndup(name, len);
+    if (!x->name)
+        return NULL;
+    wh_buf_init(&x->samples, 0);
+    f->n++;
+    return x;
+}
+
+static size_t name_len(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && s[i] != '{' && s[i] != ' ' && s[i] != '\t')
+        i++;
+    return i;
+}
+
+/* Family of a sample named name[0..len): exact, or the base of a
+ * histogram/summary series (_bucket, _sum, _count). */
+static adm_family *fam_for_sample(adm_families *f, const char *name, size_t len)
+{
+    adm_family *x = fam_find(f, name, len);
+    if (x)
+        return x;
+    static const char *const suffixes[] = {"_bucket", "_sum", "_count"};
+    for (size_t i = 0; i < WH_ARRAY_LEN(suffixes); i++) {
+        size_t sl = strlen(suffixes[i]);
+        if (len > sl && memcmp(name + len - sl, suffixes[i], sl) == 0) {
+            x = fam_find(f, name, len - sl);
+            if (x && (strcmp(x->kind, "histogram") == 0 || strcmp(x->kind, "summary") == 0))
+                return x;
+        }
+    }
+    return fam_get(f, name, len);
+}
+
+static int merge_line(adm_families *f, const char *line, size_t n)
+{
+    while (n && (line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
+        n--;
+    if (n == 0)
+        return WH_OK;
+    if (line[0] == '#') {
+        int is_help = n > 7 && memcmp(line, "# HELP ", 7) == 0;
+        int is_type = n > 7 && memcmp(line, "# TYPE ", 7) == 0;
+        if (!is_help && !is_type)
+            return WH_OK; /* other comments are dropped */
+        const char *nm = line + 7;
+        size_t nl = name_len(nm, n - 7);
+        if (nl == 0)
+            return WH_OK;
+        adm_family *x = fam_get(f, nm, nl);
+        if (!x)
+            return WH_ERR;
+        char **slot = is_help ? &x->help : &x->type;
+        if (*slot)
+            return WH_OK; /* first one wins */
+        *slot = strndup(line, n);
+        if (!*slot)
+            return WH_ERR;
+        if (is_type) {
+            const char *k = nm + nl;
+            size_t kl = n - 7 - nl;
+            while (kl && (*k == ' ' || *k == '\t')) {
+                k++;
+                kl--;
+            }
+            snprintf(x->kind, sizeof(x->kind), "%.*s", (int)kl, k);
+        }
+        return WH_OK;
+    }
+    size_t nl = name_len(line, n);
+    if (nl == 0)
+        return WH_OK;
+    adm_family *x = fam_for_sample(f, line, nl);
+    if (!x)
+        return WH_ERR;
+    if (wh_buf_append(&x->samples, line, n) != WH_OK || wh_buf_putc(&x->samples, '\n') != WH_OK)
+        return WH_ERR;
+    return WH_OK;
+}
+
+int adm_metrics_merge(const char *const *texts, int ntexts, wh_buf *out)
+{
+    adm_families f = {0};
+    int rc = WH_OK;
+    for (int t = 0; t < ntexts && rc == WH_OK; t++) {
+        const char *p = texts[t];
+        if (!p)
+            continue;
+        while (*p && rc == WH_OK) {
+            const char *nl = strchr(p, '\n');
+            size_t n = nl ? (size_t)(nl - p) : strlen(p);
+            rc = merge_line(&f, p, n);
+            p += n;
+            if (*p == '\n')
+                p++;
+        }
+    }
+    for (size_t i = 0; i < f.n; i++) {
+        adm_family *x = &f.v[i];
+        if (rc == WH_OK && x->help)
+            rc = wh_buf_printf(out, "%s\n", x->help);
+        if (rc == WH_OK && x->type)
+            rc = wh_buf_printf(out, "%s\n", x->type);
+        if (rc == WH_OK && x->samples.len)
+            rc = wh_buf_append(out, x->samples.data, x->samples.len);
+        free(x->name);
+        free(x->help);
+        free(x->type);
+        wh_buf_free(&x->samples);
+    }
+    free(f.v);
+    return rc;
+}
+
+int adm_metrics_render(const adm_stat *st, int n, wh_buf *out)
+{
+    wh_buf own;
+    wh_buf_init(&own, 0);
+    int rc = WH_OK;
+    char labels[64];
+    rc |= wh_metric_header(&own, "walhook_up", "gauge", "1 when the daemon is running");
+    rc |= wh_metric_u64(&own, "walhook_up", "daemon=\"admin\"", 1);
+    rc |= wh_metric_header(&own, "walhook_daemon_up", "gauge",
+                           "1 when the daemon answered the admin's Stats request");
+    for (int i = 0; i < n; i++) {
+        snprintf(labels, sizeof(labels), "daemon=\"%s\"", st[i].name);
+        rc |= wh_metric_u64(&own, "walhook_daemon_up", labels, st[i].up ? 1 : 0);
+    }
+    rc |= wh_metric_header(&own, "walhook_daemon_ready", "gauge",
+                           "1 when the daemon reports it can do its job");
+    for (int i = 0; i < n; i++) {
+        snprintf(labels, sizeof(labels), "daemon=\"%s\"", st[i].name);
+        rc |= wh_metric_u64(&own, "walhook_daemon_ready", labels, st[i].up && st[i].ready);
+    }
+    long rss = wh_peak_rss_kib();
+    if (rss >= 0) {
+        rc |= wh_metric_header(&own, "walhook_peak_rss_bytes", "gauge", "Peak resident set size");
+        rc |= wh_metric_u64(&own, "walhook_peak_rss_bytes", "daemon=\"admin\"",
+                            (uint64_t)rss * 1024u);
+    }
+    if (rc != WH_OK || wh_buf_cstr(&own) != WH_OK) {
+        wh_buf_free(&own);
+        return WH_ERR;
+    }
+    const char *texts[ADM_NDAEMONS + 1];
+    int nt = 0;
+    texts[nt++] = own.data;
+    for (int i = 0; i < n && nt < (int)WH_ARRAY_LEN(texts); i++)
+        if (st[i].metrics)
+            texts[nt++] = st[i].metrics;
+    rc = adm_metrics_merge(texts, nt, out);
+    wh_buf_free(&own);
+    return rc;
+}
+
+int adm_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port, char *err,
+                     size_t errlen)
+{
+    if (!s || !*s)
+        return wh_seterr(err, errlen, "admin.listen: empty (want host:port)");
+    const char *h, *colon;
+    size_t hl;
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':')
+            return wh_seterr(err, errlen, "admin.listen: bad address '%s' (want [v6]:port)", s);
+        h = s + 1;
+        hl = (size_t)(rb - h);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return wh_seterr(err, errlen, "admin.listen: '%s' has no port (want host:port)", s);
+        h = s;
+        hl = (size_t)(colon - s);
+        if (memchr(h, ':', hl))
+            return wh_seterr(err, errlen, "admin.listen: IPv6 address needs brackets: '%s'", s);
+    }
+    if (hl == 0)
+        return wh_seterr(err, errlen, "admin.listen: '%s' has no host", s);
+    if (hl >= hostlen)
+        return wh_seterr(err, errlen, "admin.listen: host too long");
+    const char *p = colon + 1;
+    if (!*p)
+        return wh_seterr(err, errlen, "admin.listen: '%s' has no port", s);
+    unsigned long v = 0;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return wh_seterr(err, errlen, "admin.listen: bad port in '%s'", s);
+        v = v * 10 + (unsigned long)(*p - '0');
+        if (v > 65535)
+            return wh_seterr(err, errlen, "admin.listen: port out of range in '%s'", s);
+    }
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = (uint16_t)v;
+    return WH_OK;
+}

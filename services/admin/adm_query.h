@@ -1,0 +1,57 @@
+/* adm_query: the admin's view of the other daemons. Queries each daemon's
+ * Stats over NNG (one wh_client per daemon, 1 s timeout, all three at once on
+ * separate threads), and turns the answers into a readiness verdict and one
+ * Prometheus text page. The verdict and the page are pure functions of the
+ * answers (unit-tested without daemons). */
+#ifndef ADM_QUERY_H
+#define ADM_QUERY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "wh_buf.h"
+#include "wh_config.h"
+#include "walhook.pb-c.h"
+
+#define ADM_NDAEMONS 3
+#define ADM_STATS_TIMEOUT_MS 1000
+
+/* What one daemon answered (or why it did not). */
+typedef struct adm_stat {
+    char name[16];    /* "store", "ingestor", "dispatcher" */
+    int up;           /* answered the Stats request */
+    int ready;        /* reply's ready flag */
+    char state[32];   /* reply's state, "" if none */
+    char error[256];  /* why it is not up ("" when up) */
+    char *metrics;    /* malloc'd metrics_text, or NULL */
+} adm_stat;
+
+typedef struct adm_query adm_query;
+
+/* Opens one client per daemon endpoint of c (non-blocking dials). */
+int adm_query_open(adm_query **out, const wh_config *c, char *err, size_t errlen);
+void adm_query_close(adm_query *q);
+/* Queries every daemon concurrently; st[] receives store, ingestor,
+ * dispatcher in that order. Free with adm_stats_free. Thread-safe. */
+void adm_query_all(adm_query *q, adm_stat st[ADM_NDAEMONS]);
+void adm_stats_free(adm_stat *st, int n);
+
+/* Pure helpers. */
+/* Fills st (name already set) from a Stats reply; a reply without stats body
+ * marks the daemon down with a reason. */
+void adm_stat_from_reply(adm_stat *st, const Walhook__Reply *rep);
+/* Returns 1 when every daemon is up and the ingestor is ready, else 0, and
+ * appends a JSON object describing each daemon (and the reasons) to out. */
+int adm_readiness(const adm_stat *st, int n, wh_buf *out);
+/* Appends the Prometheus page: every daemon's metrics_text and the admin's
+ * own gauges, with samples grouped per metric family and each # HELP/# TYPE
+ * line written once. */
+int adm_metrics_render(const adm_stat *st, int n, wh_buf *out);
+/* Regroups Prometheus text (several concatenated expositions) so every
+ * family appears once; used by adm_metrics_render. */
+int adm_metrics_merge(const char *const *texts, int ntexts, wh_buf *out);
+
+/* Parses "host:port" / "[v6]:port" (port 0..65535). */
+int adm_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port, char *err,
+                     size_t errlen);
+
+#endif

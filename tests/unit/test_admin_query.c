@@ -1,0 +1,209 @@
+/* Unit tests of the admin's pure logic: listen address parsing, readiness
+ * verdict from Stats replies, Prometheus text merging. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "../../services/admin/adm_query.h"
+#include "wh_buf.h"
+#include "wh_util.h"
+
+static void test_parse_listen(void **state)
+{
+    char host[64], err[WH_ERRLEN];
+    uint16_t port = 0;
+    assert_int_equal(adm_parse_listen("127.0.0.1:8080", host, sizeof(host), &port, err,
+                                      sizeof(err)),
+                     WH_OK);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 8080);
+    assert_int_equal(adm_parse_listen("[::1]:9", host, sizeof(host), &port, err, sizeof(err)),
+                     WH_OK);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 9);
+    assert_int_equal(adm_parse_listen("localhost:0", host, sizeof(host), &port, err, sizeof(err)),
+                     WH_OK);
+    assert_int_equal(port, 0);
+
+    const char *bad[] = {"", "8080", ":8080", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:80x",
+                         "::1:80", "[::1]80", "127.0.0.1:-1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        assert_int_equal(adm_parse_listen(bad[i], host, sizeof(host), &port, err, sizeof(err)),
+                         WH_ERR);
+        assert_non_null(strstr(err, "admin.listen"));
+    }
+    /* host longer than the buffer */
+    char small[4];
+    assert_int_equal(adm_parse_listen("example.com:1", small, sizeof(small), &port, err,
+                                      sizeof(err)),
+                     WH_ERR);
+}
+
+/* Builds an adm_stat from a real Stats reply, as the query path does. */
+static void stat_from(adm_stat *st, const char *name, const char *state, int ready,
+                      const char *metrics)
+{
+    memset(st, 0, sizeof(*st));
+    wh_strlcpy(st->name, name, sizeof(st->name));
+    Walhook__Reply rep = WALHOOK__REPLY__INIT;
+    Walhook__StatsReply s = WALHOOK__STATS_REPLY__INIT;
+    s.daemon = (char *)name;
+    s.state = (char *)state;
+    s.ready = ready;
+    s.metrics_text = (char *)(metrics ? metrics : "");
+    rep.body_case = WALHOOK__REPLY__BODY_STATS;
+    rep.stats = &s;
+    adm_stat_from_reply(st, &rep);
+}
+
+static void stat_down(adm_stat *st, const char *name, const char *why)
+{
+    memset(st, 0, sizeof(*st));
+    wh_strlcpy(st->name, name, sizeof(st->name));
+    wh_strlcpy(st->error, why, sizeof(st->error));
+}
+
+static int readiness(adm_stat *st, wh_buf *b)
+{
+    wh_buf_reset(b);
+    int r = adm_readiness(st, ADM_NDAEMONS, b);
+    assert_int_equal(wh_buf_cstr(b), WH_OK);
+    return r;
+}
+
+static void test_readiness(void **state)
+{
+    adm_stat st[ADM_NDAEMONS];
+    wh_buf b;
+    wh_buf_init(&b, 0);
+
+    stat_from(&st[0], "store", "running", 1, NULL);
+    stat_from(&st[1], "ingestor", "streaming", 1, NULL);
+    stat_from(&st[2], "dispatcher", "running", 1, NULL);
+    assert_int_equal(readiness(st, &b), 1);
+    assert_non_null(strstr(b.data, "\"ready\":true"));
+    assert_null(strstr(b.data, "not_ready"));
+    adm_stats_free(st, ADM_NDAEMONS);
+
+    /* ingestor answers but is not streaming */
+    stat_from(&st[1], "ingestor", "connecting", 0, NULL);
+    assert_int_equal(readiness(st, &b), 0);
+    assert_non_null(strstr(b.data, "\"ready\":false"));
+    assert_non_null(strstr(b.data, "\"not_ready\":\"ingestor\""));
+    assert_non_null(strstr(b.data, "connecting"));
+    adm_stats_free(st, ADM_NDAEMONS);
+
+    /* store down: named first, with its reason */
+    stat_down(&st[0], "store", "no stats reply: timed out");
+    stat_from(&st[1], "ingestor", "streaming", 1, NULL);
+    assert_int_equal(readiness(st, &b), 0);
+    assert_non_null(strstr(b.data, "\"not_ready\":\"store\""));
+    assert_non_null(strstr(b.data, "timed out"));
+    adm_stats_free(st, ADM_NDAEMONS);
+
+    /* dispatcher's ready flag is informational; answering is what counts */
+    stat_from(&st[0], "store", "running", 1, NULL);
+    stat_from(&st[2], "dispatcher", "running", 0, NULL);
+    assert_int_equal(readiness(st, &b), 1);
+    adm_stats_free(st, ADM_NDAEMONS);
+
+    /* a reply without a stats body counts as down */
+    Walhook__Reply rep = WALHOOK__REPLY__INIT;
+    adm_stat x;
+    memset(&x, 0, sizeof(x));
+    wh_strlcpy(x.name, "dispatcher", sizeof(x.name));
+    adm_stat_from_reply(&x, &rep);
+    assert_int_equal(x.up, 0);
+    assert_true(x.error[0] != '\0');
+    st[2] = x;
+    assert_int_equal(readiness(st, &b), 0);
+    assert_non_null(strstr(b.data, "\"not_ready\":\"dispatcher\""));
+    adm_stats_free(st, ADM_NDAEMONS);
+    wh_buf_free(&b);
+}
+
+/* Counts occurrences of needle in hay. */
+static int count(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+static void test_merge(void **state)
+{
+    const char *a = "# HELP walhook_up up\n# TYPE walhook_up gauge\nwalhook_up{daemon=\"store\"} 1\n"
+                    "# HELP lat latency\n# TYPE lat histogram\nlat_bucket{le=\"1\"} 1\n"
+                    "lat_bucket{le=\"+Inf\"} 2\nlat_sum 3\nlat_count 2\n";
+    const char *b = "# some comment\n\n# HELP walhook_up up again\n# TYPE walhook_up gauge\r\n"
+                    "walhook_up{daemon=\"ingestor\"} 1\nother_total 5"; /* no final newline */
+    const char *texts[] = {a, NULL, b};
+    wh_buf out;
+    wh_buf_init(&out, 0);
+    assert_int_equal(adm_metrics_merge(texts, 3, &out), WH_OK);
+    assert_int_equal(wh_buf_cstr(&out), WH_OK);
+    const char *s = out.data;
+    assert_int_equal(count(s, "# TYPE walhook_up gauge\n"), 1);
+    assert_int_equal(count(s, "# HELP walhook_up"), 1);
+    assert_null(strstr(s, "up again"));
+    assert_null(strstr(s, "some comment"));
+    assert_null(strstr(s, "\r"));
+    /* both walhook_up samples follow the one TYPE line, before any other family */
+    const char *t = strstr(s, "# TYPE walhook_up");
+    const char *s1 = strstr(s, "walhook_up{daemon=\"store\"} 1\n");
+    const char *s2 = strstr(s, "walhook_up{daemon=\"ingestor\"} 1\n");
+    const char *h = strstr(s, "# HELP lat ");
+    assert_non_null(t);
+    assert_non_null(s1);
+    assert_non_null(s2);
+    assert_non_null(h);
+    assert_true(t < s1 && s1 < s2 && s2 < h);
+    /* histogram series stay in their family */
+    assert_true(strstr(s, "lat_count 2\n") > h);
+    assert_int_equal(count(s, "# TYPE lat_"), 0);
+    assert_non_null(strstr(s, "other_total 5\n"));
+    assert_int_equal(s[out.len - 1], '\n');
+    wh_buf_free(&out);
+}
+
+static void test_render(void **state)
+{
+    adm_stat st[ADM_NDAEMONS];
+    stat_from(&st[0], "store", "running", 1,
+              "# HELP walhook_up up\n# TYPE walhook_up gauge\nwalhook_up{daemon=\"store\"} 1\n"
+              "walhook_events_stored_total 42\n");
+    stat_down(&st[1], "ingestor", "timed out");
+    stat_from(&st[2], "dispatcher", "running", 1, "walhook_up{daemon=\"dispatcher\"} 1\n");
+    wh_buf out;
+    wh_buf_init(&out, 0);
+    assert_int_equal(adm_metrics_render(st, ADM_NDAEMONS, &out), WH_OK);
+    assert_int_equal(wh_buf_cstr(&out), WH_OK);
+    const char *s = out.data;
+    assert_non_null(strstr(s, "walhook_up{daemon=\"admin\"} 1\n"));
+    assert_non_null(strstr(s, "walhook_up{daemon=\"store\"} 1\n"));
+    assert_non_null(strstr(s, "walhook_up{daemon=\"dispatcher\"} 1\n"));
+    assert_non_null(strstr(s, "walhook_daemon_up{daemon=\"store\"} 1\n"));
+    assert_non_null(strstr(s, "walhook_daemon_up{daemon=\"ingestor\"} 0\n"));
+    assert_non_null(strstr(s, "walhook_daemon_up{daemon=\"dispatcher\"} 1\n"));
+    assert_non_null(strstr(s, "walhook_events_stored_total 42\n"));
+    assert_int_equal(count(s, "# TYPE walhook_up "), 1);
+    adm_stats_free(st, ADM_NDAEMONS);
+    wh_buf_free(&out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_listen),
+        cmocka_unit_test(test_readiness),
+        cmocka_unit_test(test_merge),
+        cmocka_unit_test(test_render),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

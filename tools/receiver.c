@@ -1,0 +1,377 @@
+/* walhook-receiver: a sample webhook target for demos and tests.
+ *
+ *   walhook-receiver --listen 127.0.0.1:9000 [--out FILE] [--print]
+ *                    [--fail-every N] [--delay-ms N] [--status CODE]
+ *
+ * Accepts POST on any path. With --out, each acknowledged body is appended to
+ * FILE as one line and flushed before the 200 goes out, so whatever a test
+ * reads from FILE was acknowledged. --print prints one line per event.
+ * --fail-every N answers 500 to every Nth POST; --status CODE answers CODE to
+ * every POST (bodies are recorded only when CODE is 2xx); --delay-ms waits
+ * before answering. GET answers a one-line summary (for health checks).
+ * Bodies over 64 MiB get 413. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "wh_buf.h"
+#include "wh_json.h"
+#include "wh_util.h"
+
+#define RCV_MAX_BODY ((size_t)64 << 20)
+
+typedef struct rcv_opts {
+    const char *listen;
+    const char *out;
+    int print;
+    long fail_every;
+    long delay_ms;
+    int status;
+} rcv_opts;
+
+typedef struct rcv_state {
+    rcv_opts o;
+    FILE *out;
+    pthread_mutex_t mu;
+    unsigned long requests; /* POSTs seen */
+    unsigned long stored;   /* bodies acknowledged with 2xx */
+} rcv_state;
+
+typedef struct rcv_req {
+    wh_buf body;
+    int too_big;
+} rcv_req;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: walhook-receiver --listen HOST:PORT [--out FILE] [--print]\n"
+               "                        [--fail-every N] [--delay-ms N] [--status CODE]\n");
+}
+
+/* ---- --print: compact JSON re-rendering of the key and after members ---- */
+
+static void json_render(wh_buf *b, const wh_json *j, int depth)
+{
+    if (!j || depth > 64) {
+        wh_buf_puts(b, "null");
+        return;
+    }
+    switch (j->type) {
+    case WH_JSON_NULL: wh_buf_puts(b, "null"); break;
+    case WH_JSON_BOOL: wh_buf_puts(b, j->boolean ? "true" : "false"); break;
+    case WH_JSON_NUMBER: wh_buf_puts(b, j->str ? j->str : "0"); break;
+    case WH_JSON_STRING: wh_json_str(b, j->str ? j->str : "", j->len); break;
+    case WH_JSON_ARRAY:
+    case WH_JSON_OBJECT: {
+        int obj = j->type == WH_JSON_OBJECT;
+        wh_buf_putc(b, obj ? '{' : '[');
+        for (const wh_json *c = j->child; c; c = c->next) {
+            if (c != j->child)
+                wh_buf_putc(b, ',');
+            if (obj) {
+                const char *k = c->key ? c->key : "";
+                wh_json_str(b, k, strlen(k));
+                wh_buf_putc(b, ':');
+            }
+            json_render(b, c, depth + 1);
+        }
+        wh_buf_putc(b, obj ? '}' : ']');
+        break;
+    }
+    }
+}
+
+static const char *json_s(const wh_json *obj, const char *key)
+{
+    const wh_json *v = wh_json_get(obj, key);
+    return v && v->type == WH_JSON_STRING && v->str ? v->str : "-";
+}
+
+static void print_event(const wh_json *e)
+{
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    wh_buf_printf(&b, "%s %s.%s %s key=", json_s(e, "op"), json_s(e, "schema"),
+                  json_s(e, "table"), json_s(e, "id"));
+    json_render(&b, wh_json_get(e, "key"), 0);
+    wh_buf_puts(&b, " after=");
+    json_render(&b, wh_json_get(e, "after"), 0);
+    wh_buf_putc(&b, '\n');
+    fwrite(b.data, 1, b.len, stdout);
+    wh_buf_free(&b);
+}
+
+static void print_body(const char *body, size_t len)
+{
+    wh_json *j = NULL;
+    char err[WH_ERRLEN];
+    if (wh_json_parse(body, len, &j, err, sizeof(err)) != WH_OK) {
+        printf("(body of %zu bytes is not JSON: %s)\n", len, err);
+        return;
+    }
+    if (j->type == WH_JSON_ARRAY) {
+        for (const wh_json *e = j->child; e; e = e->next)
+            if (e->type == WH_JSON_OBJECT)
+                print_event(e);
+    } else if (j->type == WH_JSON_OBJECT) {
+        print_event(j);
+    }
+    fflush(stdout);
+    wh_json_free(j);
+}
+
+/* ---- HTTP ---- */
+
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *body)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+    enum MHD_Result rc = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
+/* Appends the body as one line and flushes. Called with s->mu held. */
+static int store_body(rcv_state *s, wh_buf *body)
+{
+    for (size_t i = 0; i < body->len; i++)
+        if (body->data[i] == '\n' || body->data[i] == '\r')
+            body->data[i] = ' '; /* keep one body = one line */
+    if (body->len && fwrite(body->data, 1, body->len, s->out) != body->len)
+        return WH_ERR;
+    if (fputc('\n', s->out) == EOF || fflush(s->out) != 0)
+        return WH_ERR;
+    return WH_OK;
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url,
+                               const char *method, const char *version, const char *upload_data,
+                               size_t *upload_data_size, void **con_cls)
+{
+    rcv_state *s = cls;
+    rcv_req *rq = *con_cls;
+    if (!rq) {
+        rq = calloc(1, sizeof(*rq));
+        if (!rq)
+            return MHD_NO;
+        wh_buf_init(&rq->body, RCV_MAX_BODY);
+        *con_cls = rq;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!rq->too_big && wh_buf_append(&rq->body, upload_data, *upload_data_size) != WH_OK) {
+            rq->too_big = 1;
+            wh_buf_free(&rq->body);
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0) {
+        char line[128];
+        pthread_mutex_lock(&s->mu);
+        snprintf(line, sizeof(line), "walhook-receiver: %lu requests, %lu stored\n", s->requests,
+                 s->stored);
+        pthread_mutex_unlock(&s->mu);
+        return reply(conn, MHD_HTTP_OK, line);
+    }
+    if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+        return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+    if (rq->too_big)
+        return reply(conn, MHD_HTTP_CONTENT_TOO_LARGE, "body too large\n");
+
+    if (s->o.delay_ms > 0)
+        wh_sleep_ms((int)s->o.delay_ms);
+
+    unsigned status = MHD_HTTP_OK;
+    pthread_mutex_lock(&s->mu);
+    unsigned long n = ++s->requests;
+    if (s->o.fail_every > 0 && n % (unsigned long)s->o.fail_every == 0)
+        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+    else if (s->o.status)
+        status = (unsigned)s->o.status;
+    if (status >= 200 && status < 300) {
+        if (s->out && store_body(s, &rq->body) != WH_OK) {
+            fprintf(stderr, "walhook-receiver: cannot write %s: %s\n", s->o.out,
+                    strerror(errno));
+            status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        } else {
+            s->stored++;
+            if (s->o.print)
+                print_body(rq->body.data ? rq->body.data : "", rq->body.len);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return reply(conn, status, status >= 200 && status < 300 ? "ok\n" : "error\n");
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    rcv_req *rq = *con_cls;
+    if (rq) {
+        wh_buf_free(&rq->body);
+        free(rq);
+        *con_cls = NULL;
+    }
+}
+
+static int parse_long(const char *s, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max)
+        return WH_ERR;
+    *out = v;
+    return WH_OK;
+}
+
+static int parse_args(int argc, char **argv, rcv_opts *o)
+{
+    o->listen = "127.0.0.1:9000";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long n;
+        if (strcmp(a, "--print") == 0) {
+            o->print = 1;
+            continue;
+        }
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        if (!v) {
+            fprintf(stderr, "walhook-receiver: unknown option or missing value: %s\n", a);
+            return WH_ERR;
+        }
+        i++;
+        if (strcmp(a, "--listen") == 0) {
+            o->listen = v;
+        } else if (strcmp(a, "--out") == 0) {
+            o->out = v;
+        } else if (strcmp(a, "--fail-every") == 0 && parse_long(v, 0, 1000000000, &n) == WH_OK) {
+            o->fail_every = n;
+        } else if (strcmp(a, "--delay-ms") == 0 && parse_long(v, 0, 3600000, &n) == WH_OK) {
+            o->delay_ms = n;
+        } else if (strcmp(a, "--status") == 0 && parse_long(v, 100, 599, &n) == WH_OK) {
+            o->status = (int)n;
+        } else {
+            fprintf(stderr, "walhook-receiver: bad option %s %s\n", a, v);
+            return WH_ERR;
+        }
+    }
+    return WH_OK;
+}
+
+/* "host:port" -> sockaddr (numeric or resolvable host). */
+static int resolve(const char *listen, struct sockaddr_storage *ss, int *v6)
+{
+    char host[256];
+    const char *colon;
+    size_t hl;
+    if (listen[0] == '[') {
+        const char *rb = strchr(listen, ']');
+        if (!rb || rb[1] != ':')
+            return WH_ERR;
+        hl = (size_t)(rb - listen - 1);
+        if (hl >= sizeof(host))
+            return WH_ERR;
+        memcpy(host, listen + 1, hl);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(listen, ':');
+        if (!colon)
+            return WH_ERR;
+        hl = (size_t)(colon - listen);
+        if (hl >= sizeof(host))
+            return WH_ERR;
+        memcpy(host, listen, hl);
+    }
+    host[hl] = '\0';
+    long port;
+    if (hl == 0 || parse_long(colon + 1, 0, 65535, &port) != WH_OK)
+        return WH_ERR;
+    struct addrinfo hints, *ai = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, NULL, &hints, &ai) != 0 || !ai)
+        return WH_ERR;
+    memset(ss, 0, sizeof(*ss));
+    *v6 = ai->ai_family == AF_INET6;
+    if (*v6) {
+        memcpy(ss, ai->ai_addr, sizeof(struct sockaddr_in6));
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+    } else {
+        memcpy(ss, ai->ai_addr, sizeof(struct sockaddr_in));
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+    }
+    freeaddrinfo(ai);
+    return WH_OK;
+}
+
+int main(int argc, char **argv)
+{
+    static rcv_state s;
+    if (parse_args(argc, argv, &s.o) != WH_OK) {
+        usage(stderr);
+        return 2;
+    }
+    struct sockaddr_storage ss;
+    int v6 = 0;
+    if (resolve(s.o.listen, &ss, &v6) != WH_OK) {
+        fprintf(stderr, "walhook-receiver: bad --listen '%s' (want host:port)\n", s.o.listen);
+        return 2;
+    }
+    if (s.o.out) {
+        s.out = fopen(s.o.out, "a");
+        if (!s.out) {
+            fprintf(stderr, "walhook-receiver: cannot open %s: %s\n", s.o.out, strerror(errno));
+            return 1;
+        }
+    }
+    pthread_mutex_init(&s.mu, NULL);
+    wh_signals_install();
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION;
+    if (v6)
+        flags |= MHD_USE_IPv6;
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, 0, NULL, NULL, handler, &s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
+    if (!d) {
+        fprintf(stderr, "walhook-receiver: cannot listen on %s\n", s.o.listen);
+        if (s.out)
+            fclose(s.out);
+        return 1;
+    }
+    const union MHD_DaemonInfo *inf = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    char shown[300];
+    snprintf(shown, sizeof(shown), "%s", s.o.listen);
+    char *c = strrchr(shown, ':');
+    if (c && inf)
+        snprintf(c + 1, sizeof(shown) - (size_t)(c + 1 - shown), "%u", (unsigned)inf->port);
+    printf("walhook-receiver: listening on %s\n", shown);
+    fflush(stdout);
+    while (!wh_stop_requested)
+        wh_sleep_ms(100);
+    MHD_stop_daemon(d);
+    pthread_mutex_lock(&s.mu);
+    fprintf(stderr, "walhook-receiver: stopped after %lu requests (%lu stored)\n", s.requests,
+            s.stored);
+    pthread_mutex_unlock(&s.mu);
+    if (s.out)
+        fclose(s.out);
+    return 0;
+}

@@ -1,0 +1,68 @@
+/* cli_cmd: help, version, check. */
+#include "cli_cmd.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "wh_config.h"
+#include "wh_util.h"
+
+void cli_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: walhook <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  up [-c FILE] [--source DSN] [--target URL]... [--data DIR]\n"
+            "     [--admin HOST:PORT] [--tenant NAME]\n"
+            "        check the configuration and the source database, then start and\n"
+            "        supervise walhook-store, -ingestor, -dispatcher and -admin\n"
+            "  check -c FILE   validate a configuration file (exit 0 ok, 2 bad)\n"
+            "  version         print the version\n"
+            "  help            this text\n"
+            "\n"
+            "Settings: built-in defaults < FILE < WALHOOK_* environment < flags.\n");
+}
+
+int cli_cmd_help(int argc, char **argv)
+{
+    cli_usage(stdout);
+    return 0;
+}
+
+int cli_cmd_version(int argc, char **argv)
+{
+    printf("walhook %s\n", CLI_VERSION);
+    return 0;
+}
+
+int cli_cmd_check(int argc, char **argv)
+{
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+            path = argv[++i];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            path = argv[i] + 9;
+        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            path = argv[++i];
+        } else {
+            fprintf(stderr, "walhook check: unexpected argument '%s'\n", argv[i]);
+            fprintf(stderr, "usage: walhook check -c FILE\n");
+            return 2;
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "usage: walhook check -c FILE\n");
+        return 2;
+    }
+    static wh_config c;
+    char err[WH_ERRLEN];
+    if (wh_config_load(&c, path, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "walhook check: %s: %s\n", path, err);
+        return 2;
+    }
+    printf("%s: ok (tenant %s, %d target%s, admin on %s)\n", path, c.tenant, c.ntargets,
+           c.ntargets == 1 ? "" : "s", c.admin_listen);
+    return 0;
+}

@@ -1,0 +1,266 @@
+/* cli_sup: fork/exec and supervision of the walhook daemons. */
+#include "cli_sup.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "wh_ipc.h"
+#include "wh_util.h"
+
+#define SUP_BACKOFF_MIN_MS 250
+#define SUP_BACKOFF_MAX_MS 10000
+#define SUP_STABLE_MS 30000
+#define SUP_STOP_WAIT_MS 10000
+
+enum { SUP_STORE, SUP_INGESTOR, SUP_DISPATCHER, SUP_ADMIN, SUP_N };
+
+typedef struct sup_child {
+    const char *name;         /* "store" */
+    char path[4096];          /* <bindir>/walhook-store */
+    pid_t pid;                /* 0 = not running */
+    uint64_t started_ms;
+    uint64_t restart_at_ms;   /* when pid == 0: start again at this time */
+    int backoff_ms;
+} sup_child;
+
+int cli_sup_next_delay(int *backoff_ms, long long uptime_ms)
+{
+    if (*backoff_ms < SUP_BACKOFF_MIN_MS || uptime_ms >= SUP_STABLE_MS)
+        *backoff_ms = SUP_BACKOFF_MIN_MS;
+    int d = *backoff_ms;
+    *backoff_ms = d >= SUP_BACKOFF_MAX_MS / 2 ? SUP_BACKOFF_MAX_MS : d * 2;
+    return d;
+}
+
+void cli_sup_describe(int status, char *buf, size_t len)
+{
+    if (WIFEXITED(status))
+        snprintf(buf, len, "exited with code %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(buf, len, "killed by signal %d (%s)%s", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)), WCOREDUMP(status) ? ", core dumped" : "");
+    else
+        snprintf(buf, len, "stopped (status 0x%x)", (unsigned)status);
+}
+
+static int sup_spawn(sup_child *c, const char *config_path)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        wh_error("cannot fork for %s: %s", c->name, strerror(errno));
+        return WH_ERR;
+    }
+    if (pid == 0) {
+        /* Own process group: the terminal's Ctrl-C reaches only the
+         * supervisor, which stops children in order. Die with it. */
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(1);
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = SIG_DFL;
+        sigaction(SIGPIPE, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGHUP, &sa, NULL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        char *argv[4];
+        int n = 0;
+        argv[n++] = c->path;
+        if (config_path) {
+            argv[n++] = "-c";
+            argv[n++] = (char *)config_path;
+        }
+        argv[n] = NULL;
+        execv(c->path, argv);
+        fprintf(stderr, "walhook: cannot exec %s: %s\n", c->path, strerror(errno));
+        _exit(127);
+    }
+    c->pid = pid;
+    c->started_ms = wh_now_ms();
+    wh_info("started walhook-%s (pid %d)", c->name, (int)pid);
+    return WH_OK;
+}
+
+/* Reaps every exited child; schedules restarts when `restart`. Returns the
+ * number of children reaped. */
+static int sup_reap(sup_child *ch, int restart)
+{
+    int n = 0;
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid <= 0)
+            break;
+        for (int i = 0; i < SUP_N; i++) {
+            if (ch[i].pid != pid)
+                continue;
+            char how[128];
+            cli_sup_describe(status, how, sizeof(how));
+            uint64_t now = wh_now_ms();
+            long long up = (long long)(now - ch[i].started_ms);
+            ch[i].pid = 0;
+            n++;
+            if (restart) {
+                int d = cli_sup_next_delay(&ch[i].backoff_ms, up);
+                ch[i].restart_at_ms = now + (uint64_t)d;
+                wh_warn("walhook-%s (pid %d) %s after %lld ms; restarting in %d ms", ch[i].name,
+                        (int)pid, how, up, d);
+            } else {
+                wh_info("walhook-%s (pid %d) %s", ch[i].name, (int)pid, how);
+            }
+        }
+    }
+    return n;
+}
+
+/* Asks the listed children to stop, waits up to SUP_STOP_WAIT_MS, then
+ * kills what is left. */
+static void sup_stop(sup_child *ch, const int *which, int nwhich)
+{
+    int any = 0;
+    for (int k = 0; k < nwhich; k++) {
+        sup_child *c = &ch[which[k]];
+        if (c->pid > 0) {
+            wh_info("stopping walhook-%s (pid %d)", c->name, (int)c->pid);
+            kill(c->pid, SIGTERM);
+            any = 1;
+        }
+    }
+    if (!any)
+        return;
+    uint64_t deadline = wh_now_ms() + SUP_STOP_WAIT_MS;
+    for (;;) {
+        sup_reap(ch, 0);
+        int left = 0;
+        for (int k = 0; k < nwhich; k++)
+            left += ch[which[k]].pid > 0;
+        if (!left)
+            return;
+        if (wh_now_ms() >= deadline)
+            break;
+        wh_sleep_ms(50);
+    }
+    for (int k = 0; k < nwhich; k++) {
+        sup_child *c = &ch[which[k]];
+        if (c->pid > 0) {
+            wh_warn("walhook-%s (pid %d) did not stop within %d s; killing it", c->name,
+                    (int)c->pid, SUP_STOP_WAIT_MS / 1000);
+            kill(c->pid, SIGKILL);
+            int status;
+            if (waitpid(c->pid, &status, 0) == c->pid)
+                c->pid = 0;
+        }
+    }
+}
+
+static void sup_stop_all(sup_child *ch)
+{
+    static const int first[] = {SUP_INGESTOR};
+    static const int then[] = {SUP_DISPATCHER, SUP_ADMIN};
+    static const int last[] = {SUP_STORE};
+    sup_stop(ch, first, 1);
+    sup_stop(ch, then, 2);
+    sup_stop(ch, last, 1);
+}
+
+/* Waits until the store answers a Stats request. WH_ERR when it died, the
+ * wait timed out, or a stop was requested. */
+static int sup_wait_store(sup_child *ch, const cli_sup_opts *o)
+{
+    char err[WH_ERRLEN];
+    wh_client *cl = NULL;
+    if (wh_client_open(&cl, o->store_endpoint, 500, o->max_msg, err, sizeof(err)) != WH_OK) {
+        wh_error("cannot open a client to the store at %s: %s", o->store_endpoint, err);
+        return WH_ERR;
+    }
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_STATS;
+    req.stats = &sr;
+    uint64_t deadline = wh_now_ms() + (uint64_t)o->store_wait_ms;
+    int rc = WH_ERR;
+    while (!wh_stop_requested) {
+        Walhook__Reply *rep = NULL;
+        if (wh_client_call(cl, &req, &rep, err, sizeof(err)) == WH_OK) {
+            walhook__reply__free_unpacked(rep, NULL);
+            rc = WH_OK;
+            break;
+        }
+        sup_reap(ch, 0);
+        if (ch[SUP_STORE].pid == 0) {
+            wh_error("walhook-store exited during startup (see its log above)");
+            break;
+        }
+        if (wh_now_ms() >= deadline) {
+            wh_error("walhook-store did not answer at %s within %d s: %s", o->store_endpoint,
+                     o->store_wait_ms / 1000, err);
+            break;
+        }
+        wh_sleep_ms(100);
+    }
+    wh_client_close(cl);
+    return rc;
+}
+
+int cli_sup_run(const cli_sup_opts *o)
+{
+    static const char *const names[SUP_N] = {"store", "ingestor", "dispatcher", "admin"};
+    sup_child ch[SUP_N];
+    memset(ch, 0, sizeof(ch));
+    for (int i = 0; i < SUP_N; i++) {
+        ch[i].name = names[i];
+        ch[i].backoff_ms = SUP_BACKOFF_MIN_MS;
+        snprintf(ch[i].path, sizeof(ch[i].path), "%.4000s/walhook-%s", o->bindir, names[i]);
+        if (access(ch[i].path, X_OK) != 0) {
+            wh_error("cannot run %s: %s", ch[i].path, strerror(errno));
+            return 1;
+        }
+    }
+    if (sup_spawn(&ch[SUP_STORE], o->config_path) != WH_OK)
+        return 1;
+    if (sup_wait_store(ch, o) != WH_OK) {
+        int stopped = wh_stop_requested;
+        sup_stop_all(ch);
+        return stopped ? 0 : 1;
+    }
+    wh_info("walhook-store answers at %s", o->store_endpoint);
+    for (int i = SUP_INGESTOR; i < SUP_N; i++)
+        if (sup_spawn(&ch[i], o->config_path) != WH_OK) {
+            sup_stop_all(ch);
+            return 1;
+        }
+
+    while (!wh_stop_requested) {
+        sup_reap(ch, 1);
+        uint64_t now = wh_now_ms();
+        for (int i = 0; i < SUP_N; i++)
+            if (ch[i].pid == 0 && now >= ch[i].restart_at_ms && !wh_stop_requested)
+                if (sup_spawn(&ch[i], o->config_path) != WH_OK)
+                    ch[i].restart_at_ms = now + (uint64_t)cli_sup_next_delay(&ch[i].backoff_ms, 0);
+        if (wh_reload_requested) {
+            /* Pass SIGHUP on: every daemon re-reads the file itself. */
+            wh_reload_requested = 0;
+            for (int i = 0; i < SUP_N; i++)
+                if (ch[i].pid > 0)
+                    kill(ch[i].pid, SIGHUP);
+            wh_info("reload: SIGHUP sent to the daemons");
+        }
+        wh_sleep_ms(50);
+    }
+    wh_info("stop requested: stopping ingestor, then dispatcher and admin, then store");
+    sup_stop_all(ch);
+    wh_info("all daemons stopped");
+    return 0;
+}

@@ -1,0 +1,157 @@
+/* cli_up: `walhook up`. */
+#include "cli_up.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli_pg.h"
+#include "cli_sup.h"
+#include "wh_buf.h"
+#include "wh_config.h"
+#include "wh_util.h"
+
+static void up_usage(FILE *f)
+{
+    fprintf(f, "usage: walhook up [-c FILE] [--source DSN] [--target URL]... [--data DIR]\n"
+               "                  [--admin HOST:PORT] [--tenant NAME]\n");
+}
+
+/* Matches "--name VALUE" or "--name=VALUE"; advances *i. Returns the value,
+ * or NULL when argv[*i] is not this option. Sets *missing when the value is
+ * absent. */
+static const char *opt_value(int argc, char **argv, int *i, const char *name, int *missing)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0)
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (a[n] != '\0')
+        return NULL;
+    if (*i + 1 >= argc) {
+        *missing = 1;
+        return NULL;
+    }
+    (*i)++;
+    return argv[*i];
+}
+
+/* Directory of the running walhook binary. */
+static int self_dir(char *buf, size_t len, char *err, size_t errlen)
+{
+    ssize_t n = readlink("/proc/self/exe", buf, len - 1);
+    if (n <= 0 || (size_t)n >= len - 1)
+        return wh_seterr(err, errlen, "cannot read /proc/self/exe: %s", strerror(errno));
+    buf[n] = '\0';
+    char *slash = strrchr(buf, '/');
+    if (!slash)
+        return wh_seterr(err, errlen, "odd executable path %s", buf);
+    if (slash == buf)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    return WH_OK;
+}
+
+int cli_cmd_up(int argc, char **argv)
+{
+    const char *config_path = NULL;
+    wh_buf targets;
+    wh_buf_init(&targets, 0);
+    int rc = 2;
+    static wh_config cfg;
+    char err[WH_ERRLEN];
+
+    for (int i = 1; i < argc; i++) {
+        int missing = 0;
+        const char *v;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            up_usage(stdout);
+            rc = 0;
+            goto out;
+        }
+        if ((v = opt_value(argc, argv, &i, "-c", &missing)) ||
+            (!missing && (v = opt_value(argc, argv, &i, "--config", &missing)))) {
+            config_path = v;
+        } else if (!missing && (v = opt_value(argc, argv, &i, "--source", &missing))) {
+            setenv("WALHOOK_SOURCE_DSN", v, 1);
+        } else if (!missing && (v = opt_value(argc, argv, &i, "--target", &missing))) {
+            if ((targets.len && wh_buf_putc(&targets, ',') != WH_OK) ||
+                wh_buf_puts(&targets, v) != WH_OK || wh_buf_cstr(&targets) != WH_OK) {
+                fprintf(stderr, "walhook up: out of memory\n");
+                rc = 1;
+                goto out;
+            }
+        } else if (!missing && (v = opt_value(argc, argv, &i, "--data", &missing))) {
+            setenv("WALHOOK_DATA_DIR", v, 1);
+        } else if (!missing && (v = opt_value(argc, argv, &i, "--admin", &missing))) {
+            setenv("WALHOOK_ADMIN_LISTEN", v, 1);
+        } else if (!missing && (v = opt_value(argc, argv, &i, "--tenant", &missing))) {
+            setenv("WALHOOK_TENANT", v, 1);
+        } else {
+            if (missing)
+                fprintf(stderr, "walhook up: %s needs a value\n", argv[i]);
+            else
+                fprintf(stderr, "walhook up: unknown option '%s'\n", argv[i]);
+            up_usage(stderr);
+            goto out;
+        }
+    }
+    if (targets.len)
+        setenv("WALHOOK_TARGETS", targets.data, 1);
+
+    wh_log_init("walhook", WH_LOG_INFO);
+    /* Exactly what every daemon will load: defaults < file < environment. */
+    if (wh_config_load(&cfg, config_path, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "walhook up: bad configuration: %s\n", err);
+        rc = 2;
+        goto out;
+    }
+    int lvl = wh_log_level_parse(cfg.log_level);
+    wh_log_init("walhook", lvl < 0 ? WH_LOG_INFO : lvl);
+
+    if (cli_pg_preflight(cfg.source_dsn, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "walhook up: %s\n", err);
+        rc = 1;
+        goto out;
+    }
+    if (wh_mkdirs(cfg.data_dir, 0700, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "walhook up: cannot create data directory %s: %s\n", cfg.data_dir, err);
+        rc = 1;
+        goto out;
+    }
+    char bindir[PATH_MAX];
+    if (self_dir(bindir, sizeof(bindir), err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "walhook up: %s\n", err);
+        rc = 1;
+        goto out;
+    }
+    /* Children get an absolute config path: it does not matter then where
+     * they run from. */
+    char abs_cfg[PATH_MAX];
+    if (config_path && realpath(config_path, abs_cfg))
+        config_path = abs_cfg;
+
+    wh_signals_install();
+    printf("walhook: tenant %s, data in %s, %d target%s; admin listens on http://%s\n",
+           cfg.tenant, cfg.data_dir, cfg.ntargets, cfg.ntargets == 1 ? "" : "s",
+           cfg.admin_listen);
+    fflush(stdout);
+    cli_sup_opts o = {
+        .bindir = bindir,
+        .config_path = config_path,
+        .store_endpoint = cfg.store_endpoint,
+        .max_msg = cfg.ipc_max_msg_bytes > 0 ? (size_t)cfg.ipc_max_msg_bytes : (size_t)64 << 20,
+        .store_wait_ms = 30000,
+    };
+    rc = cli_sup_run(&o);
+out:
+    wh_buf_free(&targets);
+    return rc;
+}
