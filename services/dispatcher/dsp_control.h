@@ -1,0 +1,15 @@
+/* dsp_control: the dispatcher's control endpoint (dispatcher.control, NNG
+ * rep). Answers Stats with daemon "dispatcher", state "running", ready true
+ * and the metrics text; every other request gets an error reply. */
+#ifndef DSP_CONTROL_H
+#define DSP_CONTROL_H
+
+#include <stddef.h>
+
+#include "dsp_loop.h"
+#include "wh_ipc.h"
+
+int dsp_control_start(wh_server **out, const char *url, size_t max_msg, dsp_loop *loop, char *err,
+                      size_t errlen);
+
+#endif

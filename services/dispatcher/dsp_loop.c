@@ -1,0 +1,281 @@
+/* dsp_loop: curl multi event loop over all targets. */
+#include "dsp_loop.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wh_metrics.h"
+#include "wh_util.h"
+
+#define DSP_POLL_MAX_MS 1000
+
+struct dsp_loop {
+    CURLM *multi;
+    dsp_target *targets;
+    int ntargets;
+    int ninit;        /* targets initialised (for destroy) */
+    int max_inflight; /* 0 = one per target */
+    int inflight;
+    int rr; /* round-robin start for fairness under the cap */
+    atomic_int stop;
+    int curl_inited;
+};
+
+static void wake(void *arg)
+{
+    dsp_loop *l = arg;
+    curl_multi_wakeup(l->multi);
+}
+
+int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (cfg->ntargets <= 0)
+        return wh_seterr(err, errlen, "targets: no webhook target configured");
+    dsp_loop *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        free(l);
+        return wh_seterr(err, errlen, "curl_global_init failed");
+    }
+    l->curl_inited = 1;
+    l->max_inflight = cfg->max_inflight > 0 ? cfg->max_inflight : 0;
+    l->multi = curl_multi_init();
+    l->targets = calloc((size_t)cfg->ntargets, sizeof(*l->targets));
+    if (l->multi == NULL || l->targets == NULL) {
+        wh_seterr(err, errlen, "out of memory (curl multi / targets)");
+        goto error;
+    }
+    curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, (long)(cfg->ntargets * 2 + 4));
+    l->ntargets = cfg->ntargets;
+    dsp_settings set;
+    dsp_settings_from_config(&set, cfg);
+    for (int i = 0; i < cfg->ntargets; i++) {
+        int rc = dsp_target_init(&l->targets[i], &cfg->targets[i], &set, wake, l, err, errlen);
+        l->ninit = i + 1;
+        if (rc != WH_OK)
+            goto error;
+    }
+    for (int i = 0; i < l->ntargets; i++)
+        if (dsp_target_start_reader(&l->targets[i], err, errlen) != WH_OK)
+            goto error;
+    *out = l;
+    return WH_OK;
+error:
+    dsp_loop_destroy(l);
+    return WH_ERR;
+}
+
+static int stopping(dsp_loop *l)
+{
+    return atomic_load(&l->stop) || wh_stop_requested;
+}
+
+/* Collects finished transfers. Returns how many finished. */
+static int reap(dsp_loop *l)
+{
+    int n = 0, left = 0;
+    CURLMsg *m;
+    while ((m = curl_multi_info_read(l->multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *e = m->easy_handle;
+        CURLcode res = m->data.result;
+        dsp_target *t = NULL;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&t);
+        if (t == NULL) {
+            curl_multi_remove_handle(l->multi, e);
+            continue;
+        }
+        dsp_target_finished(t, l->multi, res, wh_now_ms());
+        l->inflight--;
+        n++;
+    }
+    return n;
+}
+
+static int start_ready(dsp_loop *l)
+{
+    int started = 0;
+    uint64_t now = wh_now_ms();
+    for (int k = 0; k < l->ntargets; k++) {
+        if (l->max_inflight > 0 && l->inflight >= l->max_inflight)
+            break;
+        dsp_target *t = &l->targets[(l->rr + k) % l->ntargets];
+        if (dsp_target_maybe_post(t, l->multi, now) == 1) {
+            l->inflight++;
+            started++;
+        }
+    }
+    l->rr = (l->rr + 1) % l->ntargets;
+    return started;
+}
+
+static int next_timeout(dsp_loop *l)
+{
+    uint64_t now = wh_now_ms();
+    long to = DSP_POLL_MAX_MS;
+    for (int i = 0; i < l->ntargets; i++) {
+        long t = dsp_target_timeout_ms(&l->targets[i], now);
+        if (t >= 0 && t < to)
+            to = t;
+    }
+    return (int)to;
+}
+
+int dsp_loop_run(dsp_loop *l)
+{
+    int running = 0;
+    wh_info("dispatching to %d target(s)", l->ntargets);
+    while (!stopping(l)) {
+        CURLMcode mc = curl_multi_perform(l->multi, &running);
+        if (mc != CURLM_OK)
+            wh_error("curl_multi_perform: %s", curl_multi_strerror(mc));
+        reap(l);
+        if (start_ready(l) > 0)
+            continue; /* kick the new transfers at once */
+        mc = curl_multi_poll(l->multi, NULL, 0, next_timeout(l), NULL);
+        if (mc != CURLM_OK) {
+            wh_error("curl_multi_poll: %s", curl_multi_strerror(mc));
+            wh_sleep_ms(10);
+        }
+    }
+    /* Drain: let requests in flight finish for a bounded time. */
+    uint64_t deadline = wh_now_ms() + DSP_DRAIN_MS;
+    if (l->inflight > 0)
+        wh_info("stopping: waiting up to %d ms for %d request(s) in flight", DSP_DRAIN_MS,
+                l->inflight);
+    while (l->inflight > 0) {
+        uint64_t now = wh_now_ms();
+        if (now >= deadline)
+            break;
+        curl_multi_perform(l->multi, &running);
+        reap(l);
+        if (l->inflight == 0)
+            break;
+        long left = (long)(deadline - now);
+        curl_multi_poll(l->multi, NULL, 0, left < 100 ? (int)left : 100, NULL);
+    }
+    for (int i = 0; i < l->ntargets; i++)
+        dsp_target_abandon(&l->targets[i], l->multi);
+    l->inflight = 0;
+    return WH_OK;
+}
+
+void dsp_loop_stop(dsp_loop *l)
+{
+    atomic_store(&l->stop, 1);
+    if (l->multi != NULL)
+        curl_multi_wakeup(l->multi);
+}
+
+/* Label value escaping for Prometheus: \ " and newline. */
+static int put_label(wh_buf *b, const char *name)
+{
+    if (wh_buf_puts(b, "target=\"") != WH_OK)
+        return WH_ERR;
+    for (const char *p = name; *p; p++) {
+        if ((*p == '\\' || *p == '"') && wh_buf_putc(b, '\\') != WH_OK)
+            return WH_ERR;
+        if (*p == '\n') {
+            if (wh_buf_puts(b, "\\n") != WH_OK)
+                return WH_ERR;
+            continue;
+        }
+        if (wh_buf_putc(b, *p) != WH_OK)
+            return WH_ERR;
+    }
+    if (wh_buf_putc(b, '"') != WH_OK)
+        return WH_ERR;
+    return wh_buf_cstr(b);
+}
+
+typedef enum { M_DELIVERED, M_FAILURES, M_LATENCY, M_COMMITTED_LSN } metric_kind;
+
+static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
+{
+    static const char *names[] = {
+        "walhook_events_delivered_total", "walhook_delivery_failures_total",
+        "walhook_delivery_latency_seconds", "walhook_dispatcher_committed_lsn"};
+    static const char *types[] = {"counter", "counter", "histogram", "gauge"};
+    static const char *helps[] = {
+        "Events delivered with a 2xx response, per target.",
+        "Failed delivery attempts (non-2xx or transport error), per target.",
+        "Time from commit_ts to the 2xx response, per event, per target.",
+        "Commit LSN of the last offset the store acknowledged, per target."};
+    if (wh_metric_header(out, names[kind], types[kind], helps[kind]) != WH_OK)
+        return WH_ERR;
+    wh_buf lab;
+    wh_buf_init(&lab, 0);
+    int rc = WH_OK;
+    for (int i = 0; i < l->ntargets && rc == WH_OK; i++) {
+        dsp_target *t = &l->targets[i];
+        wh_buf_reset(&lab);
+        if (put_label(&lab, t->name) != WH_OK) {
+            rc = WH_ERR;
+            break;
+        }
+        switch (kind) {
+        case M_DELIVERED:
+            rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->delivered));
+            break;
+        case M_FAILURES:
+            rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->failures));
+            break;
+        case M_LATENCY:
+            rc = wh_metric_hist(out, names[kind], lab.data, &t->latency);
+            break;
+        case M_COMMITTED_LSN:
+            rc = wh_metric_i64(out, names[kind], lab.data, wh_gauge_get(&t->committed_lsn));
+            break;
+        }
+    }
+    wh_buf_free(&lab);
+    return rc;
+}
+
+int dsp_loop_metrics(dsp_loop *l, wh_buf *out)
+{
+    long rss = wh_peak_rss_kib();
+    if (wh_metric_header(out, "walhook_up", "gauge", "1 while the daemon runs.") != WH_OK ||
+        wh_metric_u64(out, "walhook_up", "daemon=\"dispatcher\"", 1) != WH_OK ||
+        wh_metric_header(out, "walhook_peak_rss_bytes", "gauge",
+                         "Peak resident set size (VmHWM).") != WH_OK ||
+        wh_metric_i64(out, "walhook_peak_rss_bytes", "daemon=\"dispatcher\"",
+                      rss > 0 ? (int64_t)rss * 1024 : 0) != WH_OK)
+        return WH_ERR;
+    for (int k = M_DELIVERED; k <= M_COMMITTED_LSN; k++)
+        if (render_metric(l, out, (metric_kind)k) != WH_OK)
+            return WH_ERR;
+    return wh_buf_cstr(out);
+}
+
+void dsp_loop_destroy(dsp_loop *l)
+{
+    if (l == NULL)
+        return;
+    /* stop every reader first so their final commits run in parallel */
+    for (int i = 0; i < l->ninit; i++)
+        if (l->targets[i].thr_started)
+            dsp_target_stop_reader(&l->targets[i]);
+    for (int i = 0; i < l->ninit; i++)
+        dsp_target_destroy(&l->targets[i]);
+    free(l->targets);
+    if (l->multi != NULL)
+        curl_multi_cleanup(l->multi);
+    if (l->curl_inited)
+        curl_global_cleanup();
+    free(l);
+}
+
+int dsp_loop_ntargets(const dsp_loop *l)
+{
+    return l->ntargets;
+}
+
+dsp_target *dsp_loop_target(dsp_loop *l, int i)
+{
+    return (i >= 0 && i < l->ntargets) ? &l->targets[i] : NULL;
+}
