@@ -1,0 +1,99 @@
+/* st_db: the store's RocksDB wrapper (C API).
+ *
+ * Data lives in <data_dir>/rocksdb, default column family, keys as in
+ * docs/INTERNALS.md:
+ *   'E' tenant '\0' commit_lsn(8, BE) seq(4, BE) -> commit_ts_us(8, BE) json
+ *   'O' tenant '\0' consumer                      -> lsn(8, BE) seq(4, BE)
+ *   'D' tenant                                    -> durable ack_lsn(8, BE)
+ *
+ * Every write uses WriteOptions sync=true and the call returns only after
+ * RocksDB returned. Appends are idempotent: a position written again is
+ * overwritten with the same bytes. Offsets never move backwards.
+ *
+ * GC: a compaction filter drops E keys of a tenant that are strictly below
+ * the minimum committed offset of all its consumers (only when the tenant
+ * has at least one consumer). Watermarks are snapshotted when a compaction
+ * starts.
+ *
+ * All functions are thread-safe. Appends of the same tenant are serialised
+ * (the D key is a read-modify-write); different tenants may group-commit.
+ */
+#ifndef ST_DB_H
+#define ST_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define ST_NAME_MAX 63          /* max bytes of a tenant or consumer name */
+#define ST_MAX_WRITE_BUFFERS 2  /* memtables per DB (memory budget uses it) */
+#define ST_RATE_BYTES_PER_SEC (128LL * 1024 * 1024) /* flush+compaction I/O */
+#define ST_MAX_CONSUMERS 65536  /* offset table entries, all tenants */
+
+typedef struct st_db st_db;
+
+typedef struct st_db_opts {
+    const char *data_dir;       /* the DB lives in <data_dir>/rocksdb */
+    int64_t cache_bytes;        /* block cache */
+    int64_t write_buffer_bytes; /* per memtable */
+    int read_only;              /* open for read only (--dump) */
+} st_db_opts;
+
+typedef struct st_event {
+    uint64_t lsn;
+    uint32_t seq;
+    int64_t commit_ts_us;
+    const void *json;
+    size_t json_len;
+} st_event;
+
+/* Called per event by st_db_read(); json points into RocksDB memory that is
+ * valid only during the call. Return 0 to continue, non-zero to stop. */
+typedef int (*st_read_fn)(void *arg, uint64_t lsn, uint32_t seq, int64_t commit_ts_us,
+                          const void *json, size_t json_len);
+
+/* Bytes the DB will hold in memory for these settings: cache + memtables. */
+int64_t st_db_memory_need(int64_t cache_bytes, int64_t write_buffer_bytes);
+
+/* Checks a tenant or consumer name: 1..ST_NAME_MAX bytes. `what` names the
+ * field in the message. */
+int st_db_check_name(const char *name, const char *what, char *err, size_t errlen);
+
+int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen);
+void st_db_close(st_db *db);
+
+/* One WriteBatch (sync) holding all events and D = max(old, ack_lsn).
+ * *durable_lsn receives the stored D value. */
+int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
+                 uint64_t *durable_lsn, char *err, size_t errlen);
+
+/* Events of tenant strictly after (from_lsn, from_seq) in position order, at
+ * most max_events, and stopping before max_bytes of json would be exceeded
+ * (at least one event is always returned when one exists). *nread receives
+ * the number of events passed to fn. */
+int st_db_read(st_db *db, const char *tenant, uint64_t from_lsn, uint32_t from_seq,
+               uint32_t max_events, size_t max_bytes, st_read_fn fn, void *arg, size_t *nread,
+               char *err, size_t errlen);
+
+/* Moves the consumer's offset to (lsn, seq) unless it is already there or
+ * beyond; *out_* receive the resulting offset. */
+int st_db_commit(st_db *db, const char *tenant, const char *consumer, uint64_t lsn, uint32_t seq,
+                 uint64_t *out_lsn, uint32_t *out_seq, char *err, size_t errlen);
+
+/* The consumer's offset, (0, 0) when it never committed. */
+int st_db_get_offset(st_db *db, const char *tenant, const char *consumer, uint64_t *lsn,
+                     uint32_t *seq, char *err, size_t errlen);
+
+/* The durable ack_lsn of the tenant (0 when none). */
+int st_db_get_durable(st_db *db, const char *tenant, uint64_t *lsn, char *err, size_t errlen);
+
+/* Prints "tenant X/X seq" per E key in key order. */
+int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen);
+
+/* Flush and full manual compaction (runs the GC filter); for tests/tools. */
+int st_db_compact(st_db *db, char *err, size_t errlen);
+
+/* E keys dropped by the GC filter since open. */
+uint64_t st_db_gc_dropped(st_db *db);
+
+#endif

@@ -1,0 +1,57 @@
+/* st_server: walhook-store's request handler on store.endpoint.
+ *
+ * Dispatches Walhook__Request (Append, Read, Commit, GetOffset, Stats) to
+ * st_db. Input is validated; a bad request gets status ST_STATUS_BAD_REQUEST
+ * and an error naming the field (e.g. "events[3].commit_lsn: must be > 0").
+ *
+ * A Read naming a consumer registers it (offset (0,0), persisted) when it is
+ * new, so GC keeps its events until it commits past them.
+ *
+ * Long poll: a Read with wait_ms > 0 that finds nothing waits (at most
+ * ST_MAX_WAIT_MS) on a per-tenant condition variable that Append of that
+ * tenant signals. At most workers-1 requests long-poll at once so that one
+ * worker always stays free for Appends/Commits; past that, a Read returns
+ * at once (empty).
+ *
+ * Usage: st_server_create (no network) -> st_server_listen (NNG) ->
+ * st_server_stop (wakes long polls, stops NNG, joins workers) ->
+ * st_server_destroy. The db must outlive the server.
+ */
+#ifndef ST_SERVER_H
+#define ST_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "st_db.h"
+#include "walhook.pb-c.h"
+
+#define ST_STATUS_BAD_REQUEST 400 /* the error names the field */
+#define ST_STATUS_INTERNAL 500  /* storage failure */
+
+#define ST_MAX_WAIT_MS 5000
+#define ST_DEFAULT_MAX_EVENTS 1000
+#define ST_MAX_EVENTS 10000
+#define ST_DEFAULT_MAX_BYTES (1024 * 1024)
+
+typedef struct st_server st_server;
+
+int st_server_create(st_server **out, st_db *db, int workers, size_t max_msg, char *err,
+                     size_t errlen);
+/* Starts serving on url with `workers` threads (wh_server_start). */
+int st_server_listen(st_server *s, const char *url, char *err, size_t errlen);
+/* Wakes long polls and stops the NNG server (if listening). Idempotent. */
+void st_server_stop(st_server *s);
+void st_server_destroy(st_server *s);
+
+/* The handler itself (wh_server_fn / wh_server_done_fn), exposed for tests:
+ * rep must be walhook__reply__init'ed; call st_server_done(s, rep, cookie)
+ * once the reply is no longer needed. */
+void st_server_handle(void *s, const Walhook__Request *req, Walhook__Reply *rep, void **cookie);
+void st_server_done(void *s, Walhook__Reply *rep, void *cookie);
+
+/* Renders the store's metrics (Prometheus text) into b. */
+struct wh_buf;
+int st_server_metrics(st_server *s, struct wh_buf *b);
+
+#endif

@@ -1,0 +1,508 @@
+/* Unit tests of st_server: the handler called directly, long polls, and the
+ * whole path through real NNG ipc (wh_server + wh_client in this process). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#define _XOPEN_SOURCE_EXTENDED 1
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../services/store/st_server.h"
+#include "wh_ipc.h"
+#include "wh_util.h"
+
+#define MAX_MSG (4u * 1024 * 1024)
+
+typedef struct fx {
+    char dir[64];
+    char url[128];
+    st_db *db;
+    st_server *srv;
+} fx;
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static int setup_n(void **state, int workers)
+{
+    char err[WH_ERRLEN];
+    fx *f = calloc(1, sizeof(*f));
+    strcpy(f->dir, "/tmp/test_store_srv.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->url, sizeof(f->url), "ipc://%s/store.sock", f->dir);
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0};
+    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
+        fail_msg("open: %s", err);
+    if (st_server_create(&f->srv, f->db, workers, MAX_MSG, err, sizeof(err)) != WH_OK)
+        fail_msg("server: %s", err);
+    *state = f;
+    return 0;
+}
+
+static int setup(void **state) { return setup_n(state, 4); }
+static int setup1(void **state) { return setup_n(state, 1); }
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    st_server_destroy(f->srv);
+    st_db_close(f->db);
+    nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* ---- request builders ---- */
+
+typedef struct append_req {
+    Walhook__Request req;
+    Walhook__AppendBatch a;
+    Walhook__Event ev[8];
+    Walhook__Event *evp[8];
+} append_req;
+
+static void make_append(append_req *r, const char *tenant, size_t n, uint64_t lsn, uint64_t ack)
+{
+    walhook__request__init(&r->req);
+    walhook__append_batch__init(&r->a);
+    for (size_t i = 0; i < n; i++) {
+        walhook__event__init(&r->ev[i]);
+        r->ev[i].commit_lsn = lsn;
+        r->ev[i].seq = (uint32_t)i;
+        r->ev[i].commit_ts_us = 1000;
+        r->ev[i].json.data = (uint8_t *)"{\"k\":1}";
+        r->ev[i].json.len = 7;
+        r->evp[i] = &r->ev[i];
+    }
+    r->a.tenant = (char *)tenant;
+    r->a.n_events = n;
+    r->a.events = r->evp;
+    r->a.ack_lsn = ack;
+    r->req.body_case = WALHOOK__REQUEST__BODY_APPEND;
+    r->req.append = &r->a;
+}
+
+typedef struct read_req {
+    Walhook__Request req;
+    Walhook__ReadRequest r;
+    Walhook__Position from;
+} read_req;
+
+static void make_read(read_req *r, const char *tenant, const char *consumer, int has_from,
+                      uint64_t lsn, uint32_t seq, uint32_t wait_ms)
+{
+    walhook__request__init(&r->req);
+    walhook__read_request__init(&r->r);
+    walhook__position__init(&r->from);
+    r->r.tenant = (char *)tenant;
+    r->r.consumer = (char *)consumer;
+    r->r.has_from = has_from;
+    r->from.lsn = lsn;
+    r->from.seq = seq;
+    r->r.from = has_from ? &r->from : NULL;
+    r->r.wait_ms = wait_ms;
+    r->req.body_case = WALHOOK__REQUEST__BODY_READ;
+    r->req.read = &r->r;
+}
+
+/* Calls the handler directly; returns status, copies the error text. */
+static int call(fx *f, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
+{
+    walhook__reply__init(rep);
+    *cookie = NULL;
+    st_server_handle(f->srv, req, rep, cookie);
+    return rep->status;
+}
+
+static void expect_error(fx *f, const Walhook__Request *req, const char *needle)
+{
+    Walhook__Reply rep;
+    void *cookie;
+    int st = call(f, req, &rep, &cookie);
+    if (st == 0 || rep.error == NULL || strstr(rep.error, needle) == NULL)
+        fail_msg("expected error naming '%s', got status %d '%s'", needle, st,
+                 rep.error ? rep.error : "(null)");
+    assert_int_equal(st, ST_STATUS_BAD_REQUEST);
+    st_server_done(f->srv, &rep, cookie);
+}
+
+/* ---- direct handler tests ---- */
+
+static void test_append_read_commit(void **state)
+{
+    fx *f = *state;
+    Walhook__Reply rep;
+    void *cookie;
+    append_req a;
+    make_append(&a, "t", 3, 0x100, 0x180);
+    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    assert_int_equal(rep.body_case, WALHOOK__REPLY__BODY_APPEND);
+    assert_int_equal(rep.append->durable_lsn, 0x180);
+    assert_int_equal(rep.append->stored, 3);
+    st_server_done(f->srv, &rep, cookie);
+    /* resend: idempotent */
+    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    st_server_done(f->srv, &rep, cookie);
+
+    read_req r;
+    make_read(&r, "t", "c1", 0, 0, 0, 0);
+    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(rep.body_case, WALHOOK__REPLY__BODY_READ);
+    assert_int_equal(rep.read->n_events, 3);
+    assert_int_equal(rep.read->events[2]->seq, 2);
+    assert_int_equal(rep.read->events[2]->commit_lsn, 0x100);
+    assert_int_equal(rep.read->events[2]->commit_ts_us, 1000);
+    assert_memory_equal(rep.read->events[1]->json.data, "{\"k\":1}", 7);
+    assert_int_equal(rep.read->committed->lsn, 0);
+    st_server_done(f->srv, &rep, cookie);
+
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__CommitOffset c = WALHOOK__COMMIT_OFFSET__INIT;
+    Walhook__Position pos = WALHOOK__POSITION__INIT;
+    pos.lsn = 0x100;
+    pos.seq = 1;
+    c.tenant = "t";
+    c.consumer = "c1";
+    c.pos = &pos;
+    req.body_case = WALHOOK__REQUEST__BODY_COMMIT;
+    req.commit = &c;
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(rep.body_case, WALHOOK__REPLY__BODY_OFFSET);
+    assert_int_equal(rep.offset->committed->seq, 1);
+    st_server_done(f->srv, &rep, cookie);
+    pos.seq = 0; /* backwards: no effect */
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(rep.offset->committed->seq, 1);
+    st_server_done(f->srv, &rep, cookie);
+
+    /* read from the committed offset */
+    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(rep.read->n_events, 1);
+    assert_int_equal(rep.read->events[0]->seq, 2);
+    assert_int_equal(rep.read->committed->seq, 1);
+    st_server_done(f->srv, &rep, cookie);
+
+    Walhook__GetOffset g = WALHOOK__GET_OFFSET__INIT;
+    g.tenant = "t";
+    g.consumer = "c1";
+    req.body_case = WALHOOK__REQUEST__BODY_GET_OFFSET;
+    req.get_offset = &g;
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(rep.offset->committed->lsn, 0x100);
+    assert_int_equal(rep.offset->committed->seq, 1);
+    st_server_done(f->srv, &rep, cookie);
+
+    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_STATS;
+    req.stats = &sr;
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_string_equal(rep.stats->daemon, "store");
+    assert_string_equal(rep.stats->state, "running");
+    assert_true(rep.stats->ready);
+    assert_non_null(strstr(rep.stats->metrics_text, "walhook_events_stored_total 6\n"));
+    assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_appends_total 2\n"));
+    assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_reads_total 2\n"));
+    assert_non_null(strstr(rep.stats->metrics_text, "walhook_up{daemon=\"store\"} 1"));
+    assert_non_null(strstr(rep.stats->metrics_text, "walhook_peak_rss_bytes{daemon=\"store\"}"));
+    st_server_done(f->srv, &rep, cookie);
+}
+
+static void test_malformed(void **state)
+{
+    fx *f = *state;
+    append_req a;
+    make_append(&a, "", 1, 1, 0);
+    expect_error(f, &a.req, "tenant");
+    make_append(&a, NULL, 1, 1, 0);
+    expect_error(f, &a.req, "tenant");
+    make_append(&a, "0123456789012345678901234567890123456789012345678901234567890123", 1, 1, 0);
+    expect_error(f, &a.req, "tenant");
+    make_append(&a, "t", 3, 1, 0);
+    a.ev[1].commit_lsn = 0;
+    expect_error(f, &a.req, "events[1].commit_lsn");
+    make_append(&a, "t", 3, 1, 0);
+    a.ev[2].json.len = 0;
+    expect_error(f, &a.req, "events[2].json");
+    make_append(&a, "t", 3, 1, 0);
+    a.ev[0].commit_ts_us = -5;
+    expect_error(f, &a.req, "events[0].commit_ts_us");
+    make_append(&a, "t", 3, 1, 0);
+    a.evp[1] = NULL;
+    expect_error(f, &a.req, "events[1]");
+    make_append(&a, "t", 2, 1, 0);
+    a.a.events = NULL;
+    expect_error(f, &a.req, "events");
+    a.req.append = NULL;
+    expect_error(f, &a.req, "append");
+
+    read_req r;
+    make_read(&r, "t", "", 0, 0, 0, 0);
+    expect_error(f, &r.req, "consumer");
+    make_read(&r, "", "c", 1, 0, 0, 0);
+    expect_error(f, &r.req, "tenant");
+
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__CommitOffset c = WALHOOK__COMMIT_OFFSET__INIT;
+    c.tenant = "t";
+    c.consumer = "c";
+    req.body_case = WALHOOK__REQUEST__BODY_COMMIT;
+    req.commit = &c;
+    expect_error(f, &req, "pos");
+    Walhook__Position pos = WALHOOK__POSITION__INIT;
+    c.pos = &pos;
+    c.consumer = "";
+    expect_error(f, &req, "consumer");
+
+    Walhook__GetOffset g = WALHOOK__GET_OFFSET__INIT;
+    g.tenant = "t";
+    req.body_case = WALHOOK__REQUEST__BODY_GET_OFFSET;
+    req.get_offset = &g;
+    expect_error(f, &req, "consumer");
+
+    Walhook__Request empty = WALHOOK__REQUEST__INIT;
+    expect_error(f, &empty, "body");
+    expect_error(f, NULL, "request");
+
+    /* nothing was stored by any of those */
+    make_read(&r, "t", "", 1, 0, 0, 0);
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(rep.read->n_events, 0);
+    st_server_done(f->srv, &rep, cookie);
+}
+
+static void test_read_no_from_pointer(void **state)
+{
+    fx *f = *state;
+    append_req a;
+    make_append(&a, "t", 2, 7, 0);
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    st_server_done(f->srv, &rep, cookie);
+    read_req r;
+    make_read(&r, "t", "", 1, 0, 0, 0);
+    r.r.from = NULL; /* has_from with an absent position = from the start */
+    r.r.max_events = 1;
+    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(rep.read->n_events, 1);
+    st_server_done(f->srv, &rep, cookie);
+}
+
+static void test_read_registers_consumer(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    Walhook__Reply rep;
+    void *cookie;
+    append_req a;
+    make_append(&a, "t", 4, 0x10, 0);
+    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    st_server_done(f->srv, &rep, cookie);
+    uint64_t l;
+    uint32_t s;
+    assert_int_equal(st_db_commit(f->db, "t", "fast", 0x10, 3, &l, &s, err, sizeof(err)), WH_OK);
+    read_req r;
+    make_read(&r, "t", "slow", 0, 0, 0, 0); /* never committed, reads from the start */
+    r.r.max_events = 1;
+    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(rep.read->n_events, 1);
+    st_server_done(f->srv, &rep, cookie);
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    r.r.max_events = 0;
+    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(rep.read->n_events, 4); /* nothing collected under "slow" */
+    st_server_done(f->srv, &rep, cookie);
+}
+
+/* ---- long poll ---- */
+
+typedef struct poller {
+    fx *f;
+    const char *tenant;
+    uint32_t wait_ms;
+    size_t n;
+    uint64_t elapsed_ms;
+} poller;
+
+static void *poll_thread(void *p)
+{
+    poller *pl = p;
+    read_req r;
+    make_read(&r, pl->tenant, "", 1, 0, 0, pl->wait_ms);
+    Walhook__Reply rep;
+    void *cookie;
+    uint64_t t0 = wh_now_ms();
+    int st = call(pl->f, &r.req, &rep, &cookie);
+    pl->elapsed_ms = wh_now_ms() - t0;
+    pl->n = st == 0 ? rep.read->n_events : (size_t)-1;
+    st_server_done(pl->f->srv, &rep, cookie);
+    return NULL;
+}
+
+static void test_long_poll(void **state)
+{
+    fx *f = *state;
+    /* timeout with nothing */
+    poller p0 = {f, "t", 200, 0, 0};
+    poll_thread(&p0);
+    assert_int_equal(p0.n, 0);
+    assert_true(p0.elapsed_ms >= 150 && p0.elapsed_ms < 2000);
+
+    /* woken by an Append of the tenant; an Append of another tenant does not */
+    poller p = {f, "t", 4000, 0, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, poll_thread, &p), 0);
+    wh_sleep_ms(100);
+    append_req a;
+    Walhook__Reply rep;
+    void *cookie;
+    make_append(&a, "other", 1, 5, 0);
+    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    st_server_done(f->srv, &rep, cookie);
+    wh_sleep_ms(100);
+    make_append(&a, "t", 2, 5, 0);
+    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    st_server_done(f->srv, &rep, cookie);
+    pthread_join(th, NULL);
+    assert_int_equal(p.n, 2);
+    assert_true(p.elapsed_ms < 2000);
+
+    /* stop wakes pollers */
+    poller p2 = {f, "idle", 4000, 0, 0};
+    assert_int_equal(pthread_create(&th, NULL, poll_thread, &p2), 0);
+    wh_sleep_ms(100);
+    st_server_stop(f->srv);
+    pthread_join(th, NULL);
+    assert_int_equal(p2.n, 0);
+    assert_true(p2.elapsed_ms < 2000);
+}
+
+static void test_long_poll_single_worker(void **state)
+{
+    /* with one worker there is no long poll: the worker stays free */
+    fx *f = *state;
+    poller p = {f, "t", 3000, 0, 0};
+    poll_thread(&p);
+    assert_int_equal(p.n, 0);
+    assert_true(p.elapsed_ms < 1000);
+}
+
+/* ---- through NNG ipc ---- */
+
+typedef struct ipc_poller {
+    const char *url;
+    size_t n;
+    int rc;
+    uint64_t elapsed_ms;
+} ipc_poller;
+
+static void *ipc_poll_thread(void *p)
+{
+    ipc_poller *pl = p;
+    char err[WH_ERRLEN];
+    wh_client *c = NULL;
+    pl->rc = wh_client_open(&c, pl->url, 10000, MAX_MSG, err, sizeof(err));
+    if (pl->rc != WH_OK)
+        return NULL;
+    read_req r;
+    make_read(&r, "lp", "d1", 0, 0, 0, 4000);
+    Walhook__Reply *rep = NULL;
+    uint64_t t0 = wh_now_ms();
+    pl->rc = wh_client_call(c, &r.req, &rep, err, sizeof(err));
+    pl->elapsed_ms = wh_now_ms() - t0;
+    if (pl->rc == WH_OK) {
+        pl->n = rep->read->n_events;
+        walhook__reply__free_unpacked(rep, NULL);
+    }
+    wh_client_close(c);
+    return NULL;
+}
+
+static void test_ipc(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    if (st_server_listen(f->srv, f->url, err, sizeof(err)) != WH_OK)
+        fail_msg("listen: %s", err);
+    wh_client *c = NULL;
+    assert_int_equal(wh_client_open(&c, f->url, 5000, MAX_MSG, err, sizeof(err)), WH_OK);
+
+    append_req a;
+    make_append(&a, "t", 5, 0xABC, 0xAC0);
+    Walhook__Reply *rep = NULL;
+    if (wh_client_call(c, &a.req, &rep, err, sizeof(err)) != WH_OK)
+        fail_msg("append: %s", err);
+    assert_int_equal(rep->append->durable_lsn, 0xAC0);
+    assert_int_equal(rep->append->stored, 5);
+    walhook__reply__free_unpacked(rep, NULL);
+
+    read_req r;
+    make_read(&r, "t", "d", 1, 0xABC, 1, 0);
+    assert_int_equal(wh_client_call(c, &r.req, &rep, err, sizeof(err)), WH_OK);
+    assert_int_equal(rep->read->n_events, 3);
+    assert_int_equal(rep->read->events[0]->seq, 2);
+    assert_int_equal(rep->read->events[0]->json.len, 7);
+    assert_memory_equal(rep->read->events[0]->json.data, "{\"k\":1}", 7);
+    walhook__reply__free_unpacked(rep, NULL);
+
+    /* a bad request comes back as an error naming the field */
+    a.ev[3].commit_lsn = 0;
+    assert_int_equal(wh_client_call(c, &a.req, &rep, err, sizeof(err)), WH_ERR);
+    assert_null(rep);
+    assert_non_null(strstr(err, "events[3].commit_lsn"));
+
+    /* a long poll on one worker does not block an Append on another */
+    ipc_poller p = {f->url, 0, WH_ERR, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, ipc_poll_thread, &p), 0);
+    wh_sleep_ms(200);
+    make_append(&a, "lp", 1, 0x77, 0);
+    uint64_t t0 = wh_now_ms();
+    assert_int_equal(wh_client_call(c, &a.req, &rep, err, sizeof(err)), WH_OK);
+    assert_true(wh_now_ms() - t0 < 1000);
+    walhook__reply__free_unpacked(rep, NULL);
+    pthread_join(th, NULL);
+    assert_int_equal(p.rc, WH_OK);
+    assert_int_equal(p.n, 1);
+    assert_true(p.elapsed_ms < 3000);
+
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_STATS;
+    req.stats = &sr;
+    assert_int_equal(wh_client_call(c, &req, &rep, err, sizeof(err)), WH_OK);
+    assert_non_null(strstr(rep->stats->metrics_text, "walhook_events_stored_total 6\n"));
+    walhook__reply__free_unpacked(rep, NULL);
+
+    wh_client_close(c);
+    st_server_stop(f->srv);
+}
+
+int main(void)
+{
+    wh_log_init("test", WH_LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_append_read_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_no_from_pointer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_registers_consumer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_poll, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_poll_single_worker, setup1, teardown),
+        cmocka_unit_test_setup_teardown(test_ipc, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
