@@ -1,0 +1,452 @@
+/* wh_json: a small strict JSON parser building a DOM (see wh_json.h).
+ * Recursive descent with an explicit depth bound, so no input can exhaust the
+ * stack; every read is bounds-checked against len. */
+#include "wh_json.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wh_util.h"
+
+#define WH_JSON_MAX_DEPTH 256
+#define WH_JSON_MAX_BYTES ((size_t)1 << 30) /* 1 GiB */
+
+typedef struct {
+    const char *s;
+    size_t len;
+    size_t pos;
+    int depth;
+    char *err;
+    size_t errlen;
+} jparser;
+
+static int jfail(jparser *p, const char *reason)
+{
+    return wh_seterr(p->err, p->errlen, "offset %zu: %s", p->pos, reason);
+}
+
+static void skip_ws(jparser *p)
+{
+    while (p->pos < p->len) {
+        char c = p->s[p->pos];
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+            p->pos++;
+        else
+            break;
+    }
+}
+
+static wh_json *node_new(wh_json_type t)
+{
+    wh_json *j = calloc(1, sizeof(*j));
+    if (j)
+        j->type = t;
+    return j;
+}
+
+void wh_json_free(wh_json *j)
+{
+    while (j) {
+        wh_json *next = j->next;
+        wh_json_free(j->child); /* depth bounded by the parser */
+        free(j->key);
+        free(j->str);
+        free(j);
+        j = next;
+    }
+}
+
+static int parse_value(jparser *p, wh_json **out);
+
+static int match_lit(jparser *p, const char *lit)
+{
+    size_t n = strlen(lit);
+    if (p->len - p->pos < n || memcmp(p->s + p->pos, lit, n) != 0)
+        return 0;
+    p->pos += n;
+    return 1;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static int read_hex4(jparser *p, unsigned *out)
+{
+    if (p->len - p->pos < 4)
+        return jfail(p, "truncated \\u escape");
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval(p->s[p->pos + i]);
+        if (h < 0)
+            return jfail(p, "bad hex digit in \\u escape");
+        v = (v << 4) | (unsigned)h;
+    }
+    p->pos += 4;
+    *out = v;
+    return WH_OK;
+}
+
+static size_t put_utf8(char *d, unsigned cp)
+{
+    if (cp < 0x80) {
+        d[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        d[0] = (char)(0xC0 | (cp >> 6));
+        d[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        d[0] = (char)(0xE0 | (cp >> 12));
+        d[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        d[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    d[0] = (char)(0xF0 | (cp >> 18));
+    d[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    d[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    d[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Length of a valid UTF-8 sequence starting at s[0..n), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t need;
+    unsigned cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        need = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        need = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < need)
+        return 0;
+    for (size_t i = 1; i < need; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((need == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (need == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return 0;
+    return need;
+}
+
+/* Parses a string starting at the opening quote; returns a malloc'd decoded
+ * copy. The decoded form is never longer than the encoded one. */
+static int parse_string(jparser *p, char **out, size_t *outlen)
+{
+    p->pos++; /* opening quote */
+    size_t start = p->pos;
+    /* first pass: find the end, to size the buffer */
+    size_t i = start;
+    while (i < p->len && p->s[i] != '"') {
+        if (p->s[i] == '\\')
+            i++;
+        i++;
+    }
+    if (i >= p->len)
+        return jfail(p, "unterminated string");
+    char *d = malloc(i - start + 1);
+    if (!d)
+        return jfail(p, "out of memory");
+    size_t n = 0;
+    while (p->pos < p->len) {
+        unsigned char c = (unsigned char)p->s[p->pos];
+        if (c == '"') {
+            p->pos++;
+            d[n] = '\0';
+            *out = d;
+            *outlen = n;
+            return WH_OK;
+        }
+        if (c < 0x20) {
+            free(d);
+            return jfail(p, "control character in string");
+        }
+        if (c == '\\') {
+            p->pos++;
+            if (p->pos >= p->len)
+                break;
+            char e = p->s[p->pos++];
+            switch (e) {
+            case '"': d[n++] = '"'; break;
+            case '\\': d[n++] = '\\'; break;
+            case '/': d[n++] = '/'; break;
+            case 'b': d[n++] = '\b'; break;
+            case 'f': d[n++] = '\f'; break;
+            case 'n': d[n++] = '\n'; break;
+            case 'r': d[n++] = '\r'; break;
+            case 't': d[n++] = '\t'; break;
+            case 'u': {
+                unsigned cp;
+                if (read_hex4(p, &cp) != WH_OK) {
+                    free(d);
+                    return WH_ERR;
+                }
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    unsigned lo;
+                    if (p->len - p->pos >= 6 && p->s[p->pos] == '\\' && p->s[p->pos + 1] == 'u') {
+                        size_t save = p->pos;
+                        p->pos += 2;
+                        if (read_hex4(p, &lo) != WH_OK) {
+                            free(d);
+                            return WH_ERR;
+                        }
+                        if (lo >= 0xDC00 && lo <= 0xDFFF) {
+                            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                        } else {
+                            p->pos = save; /* not a pair: lone high surrogate */
+                            cp = 0xFFFD;
+                        }
+                    } else {
+                        cp = 0xFFFD;
+                    }
+                } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                    cp = 0xFFFD;
+                }
+                /* "\uXXXX" is 6 bytes; its UTF-8 is at most 4 (a pair: 12 -> 4) */
+                n += put_utf8(d + n, cp);
+                break;
+            }
+            default:
+                p->pos--;
+                free(d);
+                return jfail(p, "bad escape in string");
+            }
+            continue;
+        }
+        size_t k = utf8_seq((const unsigned char *)p->s + p->pos, p->len - p->pos);
+        if (k == 0) {
+            free(d);
+            return jfail(p, "invalid UTF-8 in string");
+        }
+        memcpy(d + n, p->s + p->pos, k);
+        n += k;
+        p->pos += k;
+    }
+    free(d);
+    return jfail(p, "unterminated string");
+}
+
+static int parse_number(jparser *p, wh_json *j)
+{
+    size_t start = p->pos, i = p->pos;
+    const char *s = p->s;
+    if (i < p->len && s[i] == '-')
+        i++;
+    if (i >= p->len)
+        return jfail(p, "bad number");
+    if (s[i] == '0') {
+        i++;
+    } else if (s[i] >= '1' && s[i] <= '9') {
+        while (i < p->len && s[i] >= '0' && s[i] <= '9')
+            i++;
+    } else {
+        return jfail(p, "bad number");
+    }
+    if (i < p->len && s[i] == '.') {
+        i++;
+        if (i >= p->len || s[i] < '0' || s[i] > '9') {
+            p->pos = i;
+            return jfail(p, "digit expected after decimal point");
+        }
+        while (i < p->len && s[i] >= '0' && s[i] <= '9')
+            i++;
+    }
+    if (i < p->len && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < p->len && (s[i] == '+' || s[i] == '-'))
+            i++;
+        if (i >= p->len || s[i] < '0' || s[i] > '9') {
+            p->pos = i;
+            return jfail(p, "digit expected in exponent");
+        }
+        while (i < p->len && s[i] >= '0' && s[i] <= '9')
+            i++;
+    }
+    size_t n = i - start;
+    j->str = malloc(n + 1);
+    if (!j->str)
+        return jfail(p, "out of memory");
+    memcpy(j->str, s + start, n);
+    j->str[n] = '\0';
+    j->len = n;
+    errno = 0;
+    j->num = strtod(j->str, NULL); /* overflow gives +-HUGE_VAL: acceptable */
+    p->pos = i;
+    return WH_OK;
+}
+
+static int parse_container(jparser *p, wh_json *j, int is_object)
+{
+    char close = is_object ? '}' : ']';
+    if (++p->depth > WH_JSON_MAX_DEPTH)
+        return jfail(p, "nesting too deep");
+    p->pos++; /* [ or { */
+    skip_ws(p);
+    wh_json **tail = &j->child;
+    if (p->pos < p->len && p->s[p->pos] == close) {
+        p->pos++;
+        p->depth--;
+        return WH_OK;
+    }
+    for (;;) {
+        char *key = NULL;
+        size_t keylen = 0;
+        skip_ws(p);
+        if (is_object) {
+            if (p->pos >= p->len || p->s[p->pos] != '"')
+                return jfail(p, "member name expected");
+            if (parse_string(p, &key, &keylen) != WH_OK)
+                return WH_ERR;
+            skip_ws(p);
+            if (p->pos >= p->len || p->s[p->pos] != ':') {
+                free(key);
+                return jfail(p, "':' expected");
+            }
+            p->pos++;
+        }
+        wh_json *child = NULL;
+        if (parse_value(p, &child) != WH_OK) {
+            free(key);
+            return WH_ERR;
+        }
+        child->key = key;
+        *tail = child;
+        tail = &child->next;
+        j->count++;
+        skip_ws(p);
+        if (p->pos >= p->len)
+            return jfail(p, is_object ? "unterminated object" : "unterminated array");
+        char c = p->s[p->pos];
+        if (c == ',') {
+            p->pos++;
+            continue;
+        }
+        if (c == close) {
+            p->pos++;
+            p->depth--;
+            return WH_OK;
+        }
+        return jfail(p, is_object ? "',' or '}' expected" : "',' or ']' expected");
+    }
+}
+
+static int parse_value(jparser *p, wh_json **out)
+{
+    skip_ws(p);
+    if (p->pos >= p->len)
+        return jfail(p, "value expected");
+    char c = p->s[p->pos];
+    wh_json *j;
+    int rc = WH_OK;
+    switch (c) {
+    case '{':
+    case '[':
+        j = node_new(c == '{' ? WH_JSON_OBJECT : WH_JSON_ARRAY);
+        if (!j)
+            return jfail(p, "out of memory");
+        rc = parse_container(p, j, c == '{');
+        break;
+    case '"':
+        j = node_new(WH_JSON_STRING);
+        if (!j)
+            return jfail(p, "out of memory");
+        rc = parse_string(p, &j->str, &j->len);
+        break;
+    case 't':
+    case 'f':
+    case 'n':
+        j = node_new(c == 'n' ? WH_JSON_NULL : WH_JSON_BOOL);
+        if (!j)
+            return jfail(p, "out of memory");
+        if (match_lit(p, "true"))
+            j->boolean = 1;
+        else if (match_lit(p, "false"))
+            j->boolean = 0;
+        else if (!match_lit(p, "null"))
+            rc = jfail(p, "unknown literal");
+        if (rc == WH_OK && (j->type == WH_JSON_NULL) != (c == 'n'))
+            rc = jfail(p, "unknown literal");
+        break;
+    default:
+        if (c != '-' && (c < '0' || c > '9'))
+            return jfail(p, "unexpected character");
+        j = node_new(WH_JSON_NUMBER);
+        if (!j)
+            return jfail(p, "out of memory");
+        rc = parse_number(p, j);
+        break;
+    }
+    if (rc != WH_OK) {
+        wh_json_free(j);
+        return WH_ERR;
+    }
+    *out = j;
+    return WH_OK;
+}
+
+int wh_json_parse(const char *text, size_t len, wh_json **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!text && len > 0)
+        return wh_seterr(err, errlen, "offset 0: no input");
+    if (len > WH_JSON_MAX_BYTES)
+        return wh_seterr(err, errlen, "offset 0: document larger than %zu bytes",
+                         (size_t)WH_JSON_MAX_BYTES);
+    jparser p = {.s = text ? text : "", .len = len, .pos = 0, .depth = 0, .err = err,
+                 .errlen = errlen};
+    wh_json *j = NULL;
+    if (parse_value(&p, &j) != WH_OK)
+        return WH_ERR;
+    skip_ws(&p);
+    if (p.pos != p.len) {
+        wh_json_free(j);
+        return jfail(&p, "trailing characters after value");
+    }
+    *out = j;
+    return WH_OK;
+}
+
+const wh_json *wh_json_get(const wh_json *obj, const char *key)
+{
+    if (!obj || obj->type != WH_JSON_OBJECT || !key)
+        return NULL;
+    for (const wh_json *c = obj->child; c; c = c->next)
+        if (c->key && strcmp(c->key, key) == 0)
+            return c;
+    return NULL;
+}
+
+const wh_json *wh_json_at(const wh_json *arr, size_t idx)
+{
+    if (!arr || arr->type != WH_JSON_ARRAY)
+        return NULL;
+    const wh_json *c = arr->child;
+    while (c && idx > 0) {
+        c = c->next;
+        idx--;
+    }
+    return c;
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages walhook needs to build, test, bench and demo.
+# A fast no-op when everything is already installed; otherwise needs root.
+set -euo pipefail
+PKGS=(build-essential pkg-config libpq-dev libnng-dev librocksdb-dev libcurl4-openssl-dev
+      libssl-dev libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libconfig-dev
+      postgresql-15 postgresql-client-15 libcmocka-dev clang docker-compose curl procps
+      libclang-rt-14-dev) # libFuzzer runtime (only recommended by clang)
+missing=()
+for p in "${PKGS[@]}"; do
+    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [ "$st" = installed ] || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps: all ${#PKGS[@]} packages present"
+    exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+SUDO=()
+if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "install-deps: run as root (missing: ${missing[*]})" >&2; exit 1; }
+    SUDO=(sudo -n)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -q
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
+# The server package starts a cluster on 5432 when it can; tests use their own.
+echo "install-deps: done"

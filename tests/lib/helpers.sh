@@ -1,0 +1,165 @@
+# shellcheck shell=bash
+# tests/lib/helpers.sh: shared bash helpers for integration tests, the demo
+# and the benchmark (source this file; it sources pg.sh).
+#
+#   ROOT, BIN           project root and binary dir (BIN env overrides, default ROOT/bin)
+#   wh_tmpdir           creates WH_TMP (removed by wh_cleanup unless KEEP_TMP=1)
+#   wh_spawn NAME CMD.. starts CMD in the background, logs to WH_TMP/NAME.log,
+#                       records its pid in WH_PIDS[NAME] and prints nothing
+#   wh_kill NAME [SIG]  signals one spawned process and waits for it
+#   wh_cleanup          TERM (then KILL) every spawned process, stop PG, rm tmp
+#   wh_wait_http URL S  waits until URL answers 200 (S seconds)
+#   wh_metric URL NAME  sum of the samples of metric NAME (labels ignored)
+#   wh_wait_metric URL NAME VALUE S   waits until metric >= VALUE
+#   wh_write_conf FILE DSN DATA ADMINPORT URL...  writes a walhook.conf
+#   wh_fail MSG         prints the verdict line and exits 1
+
+WH_HELPERS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$WH_HELPERS_DIR/../.." && pwd)"
+BIN="${BIN:-$ROOT/bin}"
+case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
+# shellcheck source=pg.sh
+source "$WH_HELPERS_DIR/pg.sh"
+
+declare -A WH_PIDS=()
+WH_TMP=""
+WH_TEST_NAME="${WH_TEST_NAME:-$(basename "$0" .sh)}"
+
+wh_tmpdir() {
+    WH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/walhook-test.XXXXXX")
+    chmod 755 "$WH_TMP"
+}
+
+wh_log() { echo "[$(date +%T)] $WH_TEST_NAME: $*" >&2; }
+
+wh_spawn() {
+    local name=$1
+    shift
+    "$@" >>"$WH_TMP/$name.log" 2>&1 &
+    WH_PIDS[$name]=$!
+}
+
+wh_alive() {
+    local pid=${WH_PIDS[$1]:-}
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+wh_kill() {
+    local name=$1 sig=${2:-TERM} pid=${WH_PIDS[$1]:-}
+    [ -n "$pid" ] || return 0
+    kill -s "$sig" "$pid" 2>/dev/null || true
+    local i
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -s KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    unset "WH_PIDS[$name]"
+}
+
+wh_cleanup() {
+    local name
+    for name in "${!WH_PIDS[@]}"; do
+        kill -s TERM "${WH_PIDS[$name]}" 2>/dev/null || true
+    done
+    for name in "${!WH_PIDS[@]}"; do
+        wh_kill "$name" TERM
+    done
+    pg_stop
+    if [ -n "$WH_TMP" ] && [ -d "$WH_TMP" ] && [ "${KEEP_TMP:-0}" != 1 ]; then
+        rm -rf "$WH_TMP"
+    fi
+}
+
+wh_fail() {
+    echo "FAIL $WH_TEST_NAME: $*"
+    if [ -n "$WH_TMP" ] && [ -d "$WH_TMP" ]; then
+        local f
+        for f in "$WH_TMP"/*.log; do
+            [ -f "$f" ] || continue
+            echo "---- tail of $(basename "$f")"
+            tail -n 15 "$f"
+        done
+    fi
+    exit 1
+}
+
+wh_pass() {
+    echo "PASS $WH_TEST_NAME: $*"
+    exit 0
+}
+
+wh_wait_http() {
+    local url=$1 secs=${2:-30}
+    local deadline=$(( $(date +%s) + secs ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# Waits until the logical slot exists and a walsender streams from it.
+wh_wait_slot_active() {
+    local slot=${1:-walhook} secs=${2:-60}
+    local deadline=$(( $(date +%s) + secs ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        if [ "$(pg_psql -At -c "SELECT active FROM pg_replication_slots WHERE slot_name = '$slot'" 2>/dev/null)" = t ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+wh_metric() {
+    curl -fsS --max-time 3 "$1" 2>/dev/null |
+        awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF; found = 1 }
+                       END { if (found) printf "%.0f\n", s; else print -1 }'
+}
+
+wh_wait_metric() {
+    local url=$1 name=$2 want=$3 secs=${4:-60} v=-1
+    local deadline=$(( $(date +%s) + secs ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        v=$(wh_metric "$url" "$name")
+        if [ -n "$v" ] && [ "$v" -ge "$want" ] 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    wh_log "metric $name = $v, wanted $want"
+    return 1
+}
+
+wh_write_conf() {
+    local file=$1 dsn=$2 data=$3 admin=$4
+    shift 4
+    {
+        echo "tenant = \"default\";"
+        echo "data_dir = \"$data\";"
+        echo "log_level = \"info\";"
+        echo "source = { dsn = \"$dsn\"; slot = \"walhook\"; publication = \"walhook\"; create_slot = true; };"
+        echo "admin = { listen = \"127.0.0.1:$admin\"; };"
+        echo "targets = ("
+        local i=0 url sep=""
+        for url in "$@"; do
+            echo "  $sep{ name = \"t$i\"; url = \"$url\"; }"
+            sep=","
+            i=$((i + 1))
+        done
+        echo ");"
+    } >"$file"
+}
+
+wh_require_bins() {
+    local b
+    for b in "$@"; do
+        [ -x "$BIN/$b" ] || wh_fail "missing $BIN/$b (run make)"
+    done
+}

@@ -1,0 +1,98 @@
+# shellcheck shell=bash
+# tests/lib/pg.sh: a throwaway PostgreSQL 15 for tests (source this file).
+#
+#   pg_start            initdb + start on 127.0.0.1:<free port>; sets PG_DIR,
+#                       PG_PORT, PG_DSN (libpq URL, user postgres, db postgres)
+#   pg_psql SQL...      runs psql -X -q -v ON_ERROR_STOP=1 against PG_DSN
+#   pg_stop             stops the server (fast) and removes PG_DIR; idempotent
+#
+# Works as root (the server runs as the `postgres` system user, initdb refuses
+# root) and as an ordinary user. Callers should `trap pg_stop EXIT`.
+
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+PG_DIR=""
+PG_PORT=""
+PG_DSN=""
+PG_RUNAS=""
+
+# Prints a free TCP port on 127.0.0.1.
+wh_free_port() {
+    local p
+    for _ in $(seq 1 200); do
+        p=$(( (RANDOM % 20000) + 20000 ))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    echo "no free port" >&2
+    return 1
+}
+
+_pg_run() {
+    if [ -n "$PG_RUNAS" ]; then
+        runuser -u "$PG_RUNAS" -- "$@"
+    else
+        "$@"
+    fi
+}
+
+pg_start() {
+    if [ ! -x "$PG_BIN/initdb" ]; then
+        echo "pg.sh: $PG_BIN/initdb not found (run scripts/install-deps.sh)" >&2
+        return 1
+    fi
+    PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/walhook-pg.XXXXXX") || return 1
+    if [ "$(id -u)" = 0 ]; then
+        PG_RUNAS=postgres
+        id postgres >/dev/null 2>&1 || { echo "pg.sh: no postgres user" >&2; return 1; }
+        chmod 755 "$PG_DIR"
+        chown postgres: "$PG_DIR"
+    fi
+    _pg_run "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 \
+        --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 ||
+    _pg_run "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 \
+        --no-locale >"$PG_DIR/initdb.log" 2>&1 || {
+        echo "pg.sh: initdb failed:" >&2; cat "$PG_DIR/initdb.log" >&2; return 1; }
+    for _ in 1 2 3 4 5; do
+        PG_PORT=$(wh_free_port) || return 1
+        cat >>"$PG_DIR/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PG_DIR'
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
+fsync = on
+synchronous_commit = on
+shared_buffers = 128MB
+max_wal_size = 2GB
+wal_sender_timeout = 60s
+log_min_messages = warning
+CONF
+        if _pg_run "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
+                start >/dev/null 2>&1; then
+            PG_DSN="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
+            export PG_DIR PG_PORT PG_DSN
+            return 0
+        fi
+        tail -n 5 "$PG_DIR/server.log" >&2 2>/dev/null
+    done
+    echo "pg.sh: could not start PostgreSQL" >&2
+    return 1
+}
+
+pg_psql() {
+    psql -X -q -v ON_ERROR_STOP=1 -d "$PG_DSN" "$@"
+}
+
+pg_stop() {
+    if [ -n "$PG_DIR" ] && [ -d "$PG_DIR" ]; then
+        if [ -f "$PG_DIR/data/postmaster.pid" ]; then
+            _pg_run "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w -t 30 stop \
+                >/dev/null 2>&1 || true
+        fi
+        rm -rf "$PG_DIR"
+    fi
+    PG_DIR=""
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs every unit test program (BIN/tests/test_*, cmocka) and, unless --unit,
+# every integration script (tests/integration/test_*.sh, each with a timeout)
+# plus the docker-compose config check when docker-compose exists. Prints each
+# program's output and ends with exactly one line "N passed, N failed".
+#   tests/run.sh [--unit] [--integration] [NAME-FILTER]
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$(pwd)
+export BIN="${BIN:-bin}"
+case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
+UNIT=1
+INTEG=1
+FILTER=""
+for a in "$@"; do
+    case "$a" in
+    --unit) INTEG=0 ;;
+    --integration) UNIT=0 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    *) FILTER="$a" ;;
+    esac
+done
+TIMEOUT=${WH_TEST_TIMEOUT:-420}
+passed=0
+failed=0
+failed_names=()
+
+run_one() { # NAME CMD...
+    local name=$1
+    shift
+    echo "==== $name"
+    local t0=$SECONDS rc=0
+    "$@" </dev/null 2>&1 || rc=$?
+    if [ "$rc" = 0 ]; then
+        passed=$((passed + 1))
+        echo "==== $name: passed ($((SECONDS - t0)) s)"
+    else
+        failed=$((failed + 1))
+        failed_names+=("$name")
+        [ "$rc" = 124 ] && echo "==== $name: TIMED OUT after $TIMEOUT s"
+        echo "==== $name: FAILED (exit $rc, $((SECONDS - t0)) s)"
+    fi
+}
+
+if [ "$UNIT" = 1 ]; then
+    shopt -s nullglob
+    units=("$BIN"/tests/test_*)
+    if [ ${#units[@]} -eq 0 ]; then
+        echo "no unit test programs in $BIN/tests (run make)"
+        failed=$((failed + 1))
+        failed_names+=("unit-tests-missing")
+    fi
+    for t in "${units[@]}"; do
+        [ -x "$t" ] || continue
+        [ -n "$FILTER" ] && [[ "$(basename "$t")" != *"$FILTER"* ]] && continue
+        run_one "$(basename "$t")" timeout -k 10 120 "$t"
+    done
+fi
+
+if [ "$INTEG" = 1 ]; then
+    for t in tests/integration/test_*.sh; do
+        [ -n "$FILTER" ] && [[ "$(basename "$t")" != *"$FILTER"* ]] && continue
+        run_one "$(basename "$t" .sh)" timeout -k 20 "$TIMEOUT" bash "$t"
+    done
+    if command -v docker-compose >/dev/null 2>&1 && { [ -z "$FILTER" ] || [[ compose == *"$FILTER"* ]]; }; then
+        run_one "compose_config" docker-compose -f deploy/compose/docker-compose.yml config -q
+    fi
+fi
+
+if [ ${#failed_names[@]} -gt 0 ]; then
+    echo "failed: ${failed_names[*]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
