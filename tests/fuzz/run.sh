@@ -2,15 +2,27 @@
 # Builds every libFuzzer target tests/fuzz/fuzz_*.c (clang, ASan+UBSan) against
 # the common sources and runs each for N seconds (default 30).
 #   tests/fuzz/run.sh [SECONDS]
+# A target names the service sources it needs and extra libraries in its
+# header comment, one or more lines each:
+#   fuzz-sources: services/x/a.c services/x/b.c
+#   fuzz-libs: -lrocksdb
+# Seeds: tests/fuzz/seeds/<target>/ (copied into the working corpus);
+# dictionary: tests/fuzz/<target>.dict when present.
+# Environment:
+#   FUZZ_SECONDS     run time per target when no argument is given
+#   FUZZ_OUT         build/corpus directory (default build-fuzz)
+#   FUZZ_TARGETS     space-separated target names (default: all)
+#   FUZZ_BUILD_ONLY  1: build, do not run
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS="${1:-${FUZZ_SECONDS:-30}}"
-OUT=build-fuzz
+OUT="${FUZZ_OUT:-build-fuzz}"
 mkdir -p "$OUT/gen"
 command -v clang >/dev/null || { echo "fuzz: clang not found (scripts/install-deps.sh)"; exit 1; }
-if [ ! -f "$OUT/gen/walhook.pb-c.c" ]; then
+if [ ! -f "$OUT/gen/walhook.pb-c.c" ] || [ proto/walhook.proto -nt "$OUT/gen/walhook.pb-c.c" ]; then
     protoc-c --proto_path=proto --c_out="$OUT/gen" proto/walhook.proto
 fi
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
 # shellcheck disable=SC2054
 CFLAGS=(-g -O1 -std=gnu11 -D_GNU_SOURCE -Icommon -I"$OUT/gen" -I/usr/include/postgresql
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
@@ -18,20 +30,39 @@ LIBS=(-lprotobuf-c -lnng -lpq -lconfig -lpthread)
 status=0
 for src in tests/fuzz/fuzz_*.c; do
     name=$(basename "$src" .c)
+    if [ -n "${FUZZ_TARGETS:-}" ] && [[ " $FUZZ_TARGETS " != *" $name "* ]]; then
+        continue
+    fi
+    # shellcheck disable=SC2207
+    extra_src=($(sed -n 's/^.*fuzz-sources:\(.*\)$/\1/p' "$src"))
+    # shellcheck disable=SC2207
+    extra_libs=($(sed -n 's/^.*fuzz-libs:\(.*\)$/\1/p' "$src"))
+    incs=()
+    for s in "${extra_src[@]}"; do
+        incs+=(-I"$(dirname "$s")")
+    done
     echo "== building $name"
-    clang "${CFLAGS[@]}" -o "$OUT/$name" "$src" common/*.c "$OUT/gen/walhook.pb-c.c" "${LIBS[@]}"
+    if ! clang "${CFLAGS[@]}" "${incs[@]}" -o "$OUT/$name" "$src" "${extra_src[@]}" common/*.c \
+            "$OUT/gen/walhook.pb-c.c" "${extra_libs[@]}" "${LIBS[@]}"; then
+        echo "fuzz: $name does not build"
+        status=1
+        continue
+    fi
+    [ "${FUZZ_BUILD_ONLY:-0}" = 1 ] && continue
     corpus="$OUT/corpus-$name"
     mkdir -p "$corpus"
     seeds="tests/fuzz/seeds/$name"
     [ -d "$seeds" ] && cp -n "$seeds"/* "$corpus"/ 2>/dev/null || true
+    dict=()
+    [ -f "tests/fuzz/$name.dict" ] && dict=(-dict="tests/fuzz/$name.dict")
     echo "== running $name for ${SECS}s"
     if ! "$OUT/$name" -max_total_time="$SECS" -max_len=65536 -print_final_stats=1 \
-            -artifact_prefix="$OUT/$name-" "$corpus" 2>"$OUT/$name.log"; then
+            "${dict[@]}" -artifact_prefix="$OUT/$name-" "$corpus" 2>"$OUT/$name.log"; then
         tail -n 40 "$OUT/$name.log"
         echo "fuzz: $name FAILED (artifacts in $OUT/)"
         status=1
     else
-        grep -E '^(stat::number_of_executed_units|Done)' "$OUT/$name.log" || true
+        grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|Done)' "$OUT/$name.log" || true
         echo "fuzz: $name ok"
     fi
 done

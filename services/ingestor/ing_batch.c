@@ -1,0 +1,429 @@
+/* ing_batch: open batch, sealed queue, sender thread. */
+#include "ing_batch.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wh_ipc.h"
+#include "wh_lsn.h"
+#include "wh_util.h"
+
+typedef struct ev_meta {
+    uint64_t commit_lsn;
+    int64_t commit_ts_us;
+    size_t off, len;
+    uint32_t seq;
+} ev_meta;
+
+typedef struct batch {
+    wh_buf json;
+    ev_meta *ev;
+    size_t nev, evcap;
+    uint64_t ack_lsn;
+    uint64_t batch_id;
+    uint64_t first_us;
+    struct batch *next;
+} batch;
+
+struct ing_batcher {
+    char tenant[WH_NAME_MAX];
+    size_t max_batch_bytes;
+    _Atomic int64_t flush_bytes, flush_age_us, window_bytes;
+
+    /* replication thread only */
+    batch *open;
+    uint64_t last_commit_end;
+    uint64_t next_id;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;       /* queue non-empty or stop */
+    pthread_cond_t acked_cv; /* a batch was acked */
+    batch *qhead, *qtail;    /* sealed, waiting */
+    batch *inflight;
+    batch *free_list;
+    int stop;
+    int thread_started;
+    pthread_t thread;
+    wh_client *client;
+    /* sender thread: packing arrays, reused */
+    Walhook__Event *pev;
+    Walhook__Event **pevp;
+    size_t pcap;
+
+    _Atomic uint64_t acked_lsn;
+    _Atomic int64_t unacked_bytes;
+    _Atomic uint64_t batches_sent, events_sent;
+};
+
+static void batch_free(batch *b)
+{
+    if (!b)
+        return;
+    wh_buf_free(&b->json);
+    free(b->ev);
+    free(b);
+}
+
+static batch *batch_get(ing_batcher *bt)
+{
+    pthread_mutex_lock(&bt->mu);
+    batch *b = bt->free_list;
+    if (b)
+        bt->free_list = b->next;
+    pthread_mutex_unlock(&bt->mu);
+    if (!b) {
+        b = calloc(1, sizeof(*b));
+        if (!b)
+            return NULL;
+        wh_buf_init(&b->json, bt->max_batch_bytes);
+    }
+    b->next = NULL;
+    wh_buf_reset(&b->json);
+    b->nev = 0;
+    b->ack_lsn = 0;
+    b->first_us = 0;
+    return b;
+}
+
+/* Packs a chain of sealed batches (b, b->next, ... n of them) into one
+ * AppendBatch: the store makes them durable with one sync write. */
+static int send_chain(ing_batcher *bt, batch *first, size_t nb, size_t nev, char *err,
+                      size_t errlen)
+{
+    if (bt->pcap < nev) {
+        Walhook__Event *pe = realloc(bt->pev, nev * sizeof(*pe));
+        if (!pe)
+            return wh_seterr(err, errlen, "out of memory");
+        bt->pev = pe;
+        Walhook__Event **pp = realloc(bt->pevp, nev * sizeof(*pp));
+        if (!pp)
+            return wh_seterr(err, errlen, "out of memory");
+        bt->pevp = pp;
+        bt->pcap = nev;
+    }
+    size_t k = 0;
+    uint64_t ack = 0, id = 0;
+    batch *b = first;
+    for (size_t j = 0; j < nb; j++, b = b->next) {
+        for (size_t i = 0; i < b->nev; i++, k++) {
+            Walhook__Event *e = &bt->pev[k];
+            walhook__event__init(e);
+            e->commit_lsn = b->ev[i].commit_lsn;
+            e->seq = b->ev[i].seq;
+            e->commit_ts_us = b->ev[i].commit_ts_us;
+            e->json.data = (uint8_t *)b->json.data + b->ev[i].off;
+            e->json.len = b->ev[i].len;
+            bt->pevp[k] = e;
+        }
+        if (b->ack_lsn > ack)
+            ack = b->ack_lsn;
+        id = b->batch_id;
+    }
+    Walhook__AppendBatch ab;
+    walhook__append_batch__init(&ab);
+    ab.tenant = bt->tenant;
+    ab.n_events = k;
+    ab.events = bt->pevp;
+    ab.ack_lsn = ack;
+    ab.batch_id = id;
+    Walhook__Request req;
+    walhook__request__init(&req);
+    req.body_case = WALHOOK__REQUEST__BODY_APPEND;
+    req.append = &ab;
+    Walhook__Reply *rep = NULL;
+    if (wh_client_call(bt->client, &req, &rep, err, errlen) != WH_OK)
+        return WH_ERR;
+    walhook__reply__free_unpacked(rep, NULL);
+    return WH_OK;
+}
+
+static void *sender_main(void *arg)
+{
+    ing_batcher *bt = arg;
+    char err[WH_ERRLEN];
+    for (;;) {
+        pthread_mutex_lock(&bt->mu);
+        while (!bt->qhead && !bt->stop)
+            pthread_cond_wait(&bt->cv, &bt->mu);
+        if (bt->stop) {
+            pthread_mutex_unlock(&bt->mu);
+            break;
+        }
+        /* take the queued batches that fit in one request (group commit:
+         * while the store syncs, the next batches accumulate) */
+        batch *first = bt->qhead, *last = first;
+        size_t nb = 1, nev = first->nev, bytes = first->json.len;
+        /* at most a quarter of the window per request, so the replication
+         * loop keeps reading while the store syncs */
+        size_t cap = (size_t)atomic_load(&bt->window_bytes) / 4;
+        if (cap < (size_t)atomic_load(&bt->flush_bytes))
+            cap = (size_t)atomic_load(&bt->flush_bytes);
+        if (cap > bt->max_batch_bytes)
+            cap = bt->max_batch_bytes;
+        while (last->next && nb < 256 && bytes + last->next->json.len <= cap) {
+            last = last->next;
+            nb++;
+            nev += last->nev;
+            bytes += last->json.len;
+        }
+        bt->qhead = last->next;
+        if (!bt->qhead)
+            bt->qtail = NULL;
+        last->next = NULL;
+        bt->inflight = first;
+        pthread_mutex_unlock(&bt->mu);
+
+        int attempt = 0;
+        for (;;) {
+            if (send_chain(bt, first, nb, nev, err, sizeof(err)) == WH_OK)
+                break;
+            int ms = wh_backoff_ms(attempt < 20 ? attempt : 20, 20, 5000);
+            if (attempt == 0 || attempt % 20 == 0)
+                wh_warn("append of batches %llu..%llu (%zu events) to the store failed: %s; "
+                        "retrying",
+                        (unsigned long long)first->batch_id, (unsigned long long)last->batch_id,
+                        nev, err);
+            attempt++;
+            /* sleep in small steps so a stop is noticed */
+            for (int slept = 0; slept < ms; slept += 50) {
+                pthread_mutex_lock(&bt->mu);
+                int stop = bt->stop;
+                pthread_mutex_unlock(&bt->mu);
+                if (stop)
+                    goto out;
+                wh_sleep_ms(ms - slept < 50 ? ms - slept : 50);
+            }
+        }
+        if (attempt > 0)
+            wh_info("append of batches %llu..%llu succeeded after %d retries",
+                    (unsigned long long)first->batch_id, (unsigned long long)last->batch_id,
+                    attempt);
+        uint64_t ack = 0;
+        for (batch *b = first; b; b = b->next)
+            if (b->ack_lsn > ack)
+                ack = b->ack_lsn;
+        uint64_t cur = atomic_load(&bt->acked_lsn);
+        while (ack > cur && !atomic_compare_exchange_weak(&bt->acked_lsn, &cur, ack))
+            ;
+        atomic_fetch_add(&bt->batches_sent, nb);
+        atomic_fetch_add(&bt->events_sent, nev);
+        pthread_mutex_lock(&bt->mu);
+        atomic_fetch_sub(&bt->unacked_bytes, (int64_t)bytes);
+        bt->inflight = NULL;
+        last->next = bt->free_list;
+        bt->free_list = first;
+        pthread_cond_broadcast(&bt->acked_cv);
+        pthread_mutex_unlock(&bt->mu);
+    }
+out:
+    return NULL;
+}
+
+int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t errlen)
+{
+    ing_batcher *bt = calloc(1, sizeof(*bt));
+    if (!bt)
+        return wh_seterr(err, errlen, "out of memory");
+    wh_strlcpy(bt->tenant, cfg->tenant, sizeof(bt->tenant));
+    /* leave room for the protobuf framing of every event */
+    size_t maxmsg = (size_t)cfg->ipc_max_msg_bytes;
+    bt->max_batch_bytes = maxmsg > (1u << 20) ? maxmsg - maxmsg / 8 : maxmsg / 2;
+    ing_batcher_set_limits(bt, cfg->flush_bytes, cfg->flush_age_us, cfg->window_bytes);
+    pthread_mutex_init(&bt->mu, NULL);
+    pthread_cond_init(&bt->cv, NULL);
+    pthread_cond_init(&bt->acked_cv, NULL);
+    if (wh_client_open(&bt->client, cfg->store_endpoint, cfg->ipc_timeout_ms, maxmsg, err,
+                       errlen) != WH_OK)
+        goto error;
+    bt->open = batch_get(bt);
+    if (!bt->open) {
+        wh_seterr(err, errlen, "out of memory");
+        goto error;
+    }
+    if (pthread_create(&bt->thread, NULL, sender_main, bt) != 0) {
+        wh_seterr(err, errlen, "cannot start the sender thread");
+        goto error;
+    }
+    bt->thread_started = 1;
+    *out = bt;
+    return WH_OK;
+error:
+    ing_batcher_free(bt);
+    return WH_ERR;
+}
+
+void ing_batcher_free(ing_batcher *bt)
+{
+    if (!bt)
+        return;
+    if (bt->thread_started) {
+        pthread_mutex_lock(&bt->mu);
+        bt->stop = 1;
+        pthread_cond_broadcast(&bt->cv);
+        pthread_mutex_unlock(&bt->mu);
+        pthread_join(bt->thread, NULL);
+    }
+    if (bt->client)
+        wh_client_close(bt->client);
+    batch_free(bt->open);
+    for (batch *b = bt->inflight, *n; b; b = n) {
+        n = b->next;
+        batch_free(b);
+    }
+    free(bt->pev);
+    free(bt->pevp);
+    for (batch *b = bt->qhead, *n; b; b = n) {
+        n = b->next;
+        batch_free(b);
+    }
+    for (batch *b = bt->free_list, *n; b; b = n) {
+        n = b->next;
+        batch_free(b);
+    }
+    pthread_cond_destroy(&bt->acked_cv);
+    pthread_cond_destroy(&bt->cv);
+    pthread_mutex_destroy(&bt->mu);
+    free(bt);
+}
+
+void ing_batcher_set_limits(ing_batcher *bt, int64_t flush_bytes, int64_t flush_age_us,
+                            int64_t window_bytes)
+{
+    if (flush_bytes > (int64_t)bt->max_batch_bytes / 2)
+        flush_bytes = (int64_t)bt->max_batch_bytes / 2;
+    atomic_store(&bt->flush_bytes, flush_bytes);
+    atomic_store(&bt->flush_age_us, flush_age_us);
+    atomic_store(&bt->window_bytes, window_bytes);
+}
+
+wh_buf *ing_batcher_buf(ing_batcher *bt)
+{
+    return &bt->open->json;
+}
+
+size_t ing_batcher_open_events(const ing_batcher *bt)
+{
+    return bt->open->nev;
+}
+
+int ing_batcher_add(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, int64_t commit_ts_us,
+                    size_t start, char *err, size_t errlen)
+{
+    batch *b = bt->open;
+    if (b->nev == b->evcap) {
+        size_t n = b->evcap ? b->evcap * 2 : 1024;
+        ev_meta *ne = realloc(b->ev, n * sizeof(*ne));
+        if (!ne)
+            return wh_seterr(err, errlen, "out of memory");
+        b->ev = ne;
+        b->evcap = n;
+    }
+    ev_meta *e = &b->ev[b->nev++];
+    e->commit_lsn = commit_lsn;
+    e->seq = seq;
+    e->commit_ts_us = commit_ts_us;
+    e->off = start;
+    e->len = b->json.len - start;
+    if (b->nev == 1)
+        b->first_us = wh_now_us();
+    if ((int64_t)b->json.len >= atomic_load(&bt->flush_bytes))
+        return ing_batcher_seal(bt, err, errlen);
+    return WH_OK;
+}
+
+void ing_batcher_note_commit(ing_batcher *bt, uint64_t end_lsn)
+{
+    if (end_lsn > bt->last_commit_end)
+        bt->last_commit_end = end_lsn;
+}
+
+int ing_batcher_seal(ing_batcher *bt, char *err, size_t errlen)
+{
+    batch *b = bt->open;
+    if (b->nev == 0)
+        return WH_OK;
+    batch *nb = batch_get(bt);
+    if (!nb)
+        return wh_seterr(err, errlen, "out of memory");
+    b->ack_lsn = bt->last_commit_end;
+    b->batch_id = ++bt->next_id;
+    pthread_mutex_lock(&bt->mu);
+    atomic_fetch_add(&bt->unacked_bytes, (int64_t)b->json.len);
+    if (bt->qtail)
+        bt->qtail->next = b;
+    else
+        bt->qhead = b;
+    bt->qtail = b;
+    pthread_cond_signal(&bt->cv);
+    pthread_mutex_unlock(&bt->mu);
+    bt->open = nb;
+    return WH_OK;
+}
+
+uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us)
+{
+    batch *b = bt->open;
+    if (b->nev == 0)
+        return UINT64_MAX;
+    uint64_t due = b->first_us + (uint64_t)atomic_load(&bt->flush_age_us);
+    if (now_us >= due) {
+        char err[128];
+        if (ing_batcher_seal(bt, err, sizeof(err)) != WH_OK)
+            return now_us + 1000;
+        return UINT64_MAX;
+    }
+    return due;
+}
+
+uint64_t ing_batcher_acked_lsn(const ing_batcher *bt)
+{
+    return atomic_load(&((ing_batcher *)bt)->acked_lsn);
+}
+
+int64_t ing_batcher_unacked_bytes(const ing_batcher *bt)
+{
+    return atomic_load(&((ing_batcher *)bt)->unacked_bytes);
+}
+
+int ing_batcher_window_full(const ing_batcher *bt)
+{
+    return ing_batcher_unacked_bytes(bt) > atomic_load(&((ing_batcher *)bt)->window_bytes);
+}
+
+int ing_batcher_idle(const ing_batcher *bt)
+{
+    return bt->open->nev == 0 && ing_batcher_unacked_bytes(bt) == 0;
+}
+
+uint64_t ing_batcher_batches_sent(const ing_batcher *bt)
+{
+    return atomic_load(&((ing_batcher *)bt)->batches_sent);
+}
+
+uint64_t ing_batcher_events_sent(const ing_batcher *bt)
+{
+    return atomic_load(&((ing_batcher *)bt)->events_sent);
+}
+
+int ing_batcher_drain(ing_batcher *bt, int timeout_ms)
+{
+    uint64_t deadline = wh_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+    pthread_mutex_lock(&bt->mu);
+    while (bt->qhead || bt->inflight) {
+        uint64_t now = wh_now_ms();
+        if (now >= deadline)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t wait_ms = deadline - now < 100 ? deadline - now : 100;
+        ts.tv_nsec += (long)(wait_ms * 1000000);
+        ts.tv_sec += ts.tv_nsec / 1000000000;
+        ts.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&bt->acked_cv, &bt->mu, &ts);
+    }
+    int rc = (bt->qhead || bt->inflight) ? WH_ERR : WH_OK;
+    pthread_mutex_unlock(&bt->mu);
+    return rc;
+}

@@ -1,0 +1,62 @@
+/* ing_batch: batching of rendered events and the sender thread.
+ *
+ * The replication thread renders each event straight into the open batch's
+ * JSON buffer (ing_batcher_buf), then records it (ing_batcher_add). A batch is
+ * sealed when its bytes reach flush_bytes or its first event is older than
+ * flush_age_us; sealed batches queue to a sender thread that packs one
+ * Walhook__AppendBatch per batch and calls the store, retrying with backoff
+ * until it succeeds (Append is idempotent). Every batch carries ack_lsn = the
+ * end LSN of the last Commit noted before it was sealed; when the store
+ * confirms it, that LSN is published as the acked LSN (atomic). Batch
+ * objects and their buffers are recycled: no per-event allocation. */
+#ifndef ING_BATCH_H
+#define ING_BATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wh_buf.h"
+#include "wh_config.h"
+
+typedef struct ing_batcher ing_batcher;
+
+int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t errlen);
+/* Stops the sender (abandoning unsent batches) and frees everything. */
+void ing_batcher_free(ing_batcher *bt);
+
+/* Runtime thresholds (atomic). */
+void ing_batcher_set_limits(ing_batcher *bt, int64_t flush_bytes, int64_t flush_age_us,
+                            int64_t window_bytes);
+
+/* The open batch's JSON buffer to render one event into. */
+wh_buf *ing_batcher_buf(ing_batcher *bt);
+/* Records the event rendered at buf[start..len). Seals the batch when it
+ * reached flush_bytes. */
+int ing_batcher_add(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, int64_t commit_ts_us,
+                    size_t start, char *err, size_t errlen);
+/* Number of events in the open batch. */
+size_t ing_batcher_open_events(const ing_batcher *bt);
+/* Notes a Commit (its end LSN): the next sealed batch carries it. */
+void ing_batcher_note_commit(ing_batcher *bt, uint64_t end_lsn);
+/* Seals the open batch if it holds events. */
+int ing_batcher_seal(ing_batcher *bt, char *err, size_t errlen);
+/* Seals the open batch when it is older than flush_age_us; returns the
+ * monotonic time (us) by which it must be called again (UINT64_MAX: no
+ * open batch). */
+uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us);
+
+uint64_t ing_batcher_acked_lsn(const ing_batcher *bt);
+/* Bytes sealed and not yet acknowledged by the store. */
+int64_t ing_batcher_unacked_bytes(const ing_batcher *bt);
+/* 1 when unacked bytes exceed the window: stop reading the socket. */
+int ing_batcher_window_full(const ing_batcher *bt);
+/* 1 when the open batch is empty and every sealed batch was acked. */
+int ing_batcher_idle(const ing_batcher *bt);
+uint64_t ing_batcher_batches_sent(const ing_batcher *bt);
+uint64_t ing_batcher_events_sent(const ing_batcher *bt);
+
+/* Waits up to timeout_ms for every sealed batch to be acked. WH_OK when
+ * drained. */
+int ing_batcher_drain(ing_batcher *bt, int timeout_ms);
+
+#endif

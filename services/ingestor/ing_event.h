@@ -1,0 +1,44 @@
+/* ing_event: renders the envelope JSON of one change (docs/INTERNALS.md
+ * "Event identity and envelope") once, appending to a wh_buf. On error the
+ * buffer is rolled back to its previous length. */
+#ifndef ING_EVENT_H
+#define ING_EVENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ing_pgoutput.h"
+#include "wh_buf.h"
+
+/* Per-transaction context, filled once at Begin. */
+typedef struct ing_txn {
+    char tenant_esc[160]; /* tenant, JSON-escaped, without quotes */
+    size_t tenant_len;
+    uint64_t commit_lsn;
+    uint32_t xid;
+    int64_t commit_ts_us;
+    char lsn_str[32];
+    size_t lsn_len;
+    char ts_str[48];
+    size_t ts_len;
+} ing_txn;
+
+/* Sets the tenant (escaped once). */
+int ing_txn_set_tenant(ing_txn *t, const char *tenant, char *err, size_t errlen);
+/* Starts a transaction: commit LSN, xid, commit time (us since the epoch). */
+void ing_txn_begin(ing_txn *t, uint64_t commit_lsn, uint32_t xid, int64_t commit_ts_us);
+
+/* WH_OK when an Insert/Update/Delete can be rendered: its relation is known
+ * and its tuples have the relation's column count. */
+int ing_event_check(const ing_msg *m, char *err, size_t errlen);
+/* Insert/Update/Delete (runs ing_event_check first). */
+int ing_event_change(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m, char *err,
+                     size_t errlen);
+/* One truncated relation; options = Truncate flags (1 cascade, 2 restart). */
+int ing_event_truncate(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_relation *rel,
+                       uint8_t options, char *err, size_t errlen);
+/* A logical decoding message ('M'). */
+int ing_event_message(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m, char *err,
+                      size_t errlen);
+
+#endif

@@ -1,0 +1,92 @@
+/* ing_pgoutput: a pure parser of pgoutput protocol version 1 messages (the
+ * payload of XLogData), plus the relation cache (latest Relation per OID).
+ *
+ * Every read is bounds-checked: malformed input returns WH_ERR with a message
+ * naming the message type and the byte offset; it never crashes. Parsed
+ * strings and tuple values point into the caller's buffer, which must stay
+ * valid while the ing_msg is used. Relation messages are copied into the
+ * cache (owned by the parser). */
+#ifndef ING_PGOUTPUT_H
+#define ING_PGOUTPUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One column value of a TupleData. kind: 'n' NULL, 'u' unchanged TOAST,
+ * 't' text, 'b' binary. */
+typedef struct ing_col {
+    char kind;
+    uint32_t len;
+    const char *data;
+} ing_col;
+
+typedef struct ing_tuple {
+    int ncols;
+    ing_col *cols; /* owned by the parser, reused */
+} ing_tuple;
+
+typedef struct ing_attr {
+    uint8_t flags; /* bit 1: part of the replica identity key */
+    char *name;
+    uint32_t type_oid;
+    int32_t typmod;
+} ing_attr;
+
+typedef struct ing_relation {
+    uint32_t oid;
+    char *nspname;
+    char *relname;
+    char replident; /* 'd', 'n', 'f', 'i' */
+    int natts;
+    ing_attr *atts;
+} ing_relation;
+
+typedef struct ing_msg {
+    char type; /* 'B','C','R','Y','O','I','U','D','T','M' */
+    /* Begin */
+    uint64_t final_lsn;
+    int64_t commit_ts_us; /* Begin/Commit: microseconds since the Unix epoch */
+    uint32_t xid;
+    /* Commit */
+    uint8_t flags; /* Commit flags; Message: 1 = transactional;
+                      Truncate: 1 cascade, 2 restart identity */
+    uint64_t commit_lsn;
+    uint64_t end_lsn;
+    /* Relation (points into the cache), Insert/Update/Delete */
+    const ing_relation *rel;
+    uint32_t rel_oid;
+    char old_kind;    /* 0, 'K' or 'O' */
+    ing_tuple oldtup; /* valid when old_kind != 0 */
+    int has_new;
+    ing_tuple newtup;
+    /* Truncate */
+    int nrels;
+    const uint32_t *rel_oids; /* owned by the parser */
+    /* Origin / Message / Type */
+    uint64_t lsn;
+    const char *name;    /* origin name, message prefix, type name */
+    const char *nspname; /* type namespace */
+    const uint8_t *content;
+    uint32_t content_len;
+} ing_msg;
+
+typedef struct ing_parser ing_parser;
+
+int ing_parser_new(ing_parser **out, char *err, size_t errlen);
+void ing_parser_free(ing_parser *p);
+
+/* Parses one pgoutput message buf[0..len). On 'R' the relation is stored in
+ * the cache (replacing an older one) and msg->rel points at it. For
+ * I/U/D msg->rel is the cached relation of rel_oid, or NULL when none was
+ * seen (the caller decides; it is not a parse error). */
+int ing_parse(ing_parser *p, const uint8_t *buf, size_t len, ing_msg *msg, char *err,
+              size_t errlen);
+
+/* The cached relation of an OID, or NULL. */
+const ing_relation *ing_relation_get(const ing_parser *p, uint32_t oid);
+size_t ing_relation_count(const ing_parser *p);
+
+/* PostgreSQL epoch (2000-01-01) offset to the Unix epoch, microseconds. */
+#define ING_PG_EPOCH_OFFSET_US INT64_C(946684800000000)
+
+#endif

@@ -1,0 +1,826 @@
+/* ing_repl: replication connection, stream loop, status updates. */
+#include "ing_repl.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+
+#include "ing_event.h"
+#include "ing_pgoutput.h"
+#include "wh_lsn.h"
+#include "wh_util.h"
+
+#define SESSION_OPTS                                                                               \
+    "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c IntervalStyle=iso_8601"
+
+typedef struct repl {
+    const wh_config *cfg;
+    const char *cfg_path;
+    ing_batcher *bt;
+    ing_stats *st;
+    ing_parser *parser;
+    PGconn *conn;
+    char where[512]; /* "host=... port=... dbname=... user=..." for messages */
+
+    uint64_t start_lsn;    /* slot's confirmed_flush_lsn at connect */
+    uint64_t received;     /* highest XLogData start / keepalive end seen */
+    uint64_t server_end;   /* server WAL end from the last message */
+    uint64_t idle_confirm; /* safe to confirm: nothing pending at that point */
+    uint64_t flushed;      /* last flush LSN reported */
+    uint64_t last_status_ms;
+    int in_txn;
+    int fatal;   /* the last setup error will not go away by retrying */
+    int slot_ok; /* the slot was found or created once */
+    uint32_t seq;
+    ing_txn txn;
+} repl;
+
+/* ---- connection -------------------------------------------------------- */
+
+static void describe_target(repl *r, PQconninfoOption *opts)
+{
+    const char *host = NULL, *hostaddr = NULL, *port = NULL, *db = NULL, *user = NULL;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (!strcmp(o->keyword, "host"))
+            host = o->val;
+        else if (!strcmp(o->keyword, "hostaddr"))
+            hostaddr = o->val;
+        else if (!strcmp(o->keyword, "port"))
+            port = o->val;
+        else if (!strcmp(o->keyword, "dbname"))
+            db = o->val;
+        else if (!strcmp(o->keyword, "user"))
+            user = o->val;
+    }
+    snprintf(r->where, sizeof(r->where), "host=%s port=%s dbname=%s user=%s",
+             host       ? host
+             : hostaddr ? hostaddr
+                        : "(default)",
+             port ? port : "(default)", db ? db : "(default)", user ? user : "(default)");
+}
+
+/* libpq messages end with a newline and may span lines: one log line. */
+static void chomp(char *s)
+{
+    char *w = s;
+    for (char *p = s; *p; p++) {
+        if (*p == '\n' || *p == '\t' || *p == '\r') {
+            if (w > s && w[-1] != ' ')
+                *w++ = ' ';
+            continue;
+        }
+        *w++ = *p;
+    }
+    *w = '\0';
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' '))
+        s[--n] = '\0';
+}
+
+static int repl_connect(repl *r, char *err, size_t errlen)
+{
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(r->cfg->source_dsn, &perr);
+    if (!opts) {
+        int rc = wh_seterr(err, errlen, "source.dsn: %s", perr ? perr : "cannot parse");
+        PQfreemem(perr);
+        return rc;
+    }
+    describe_target(r, opts);
+    const char *kw[64], *val[64];
+    char options[1024];
+    int n = 0;
+    const char *user_opts = NULL, *app = NULL;
+    for (PQconninfoOption *o = opts; o->keyword && n < 60; o++) {
+        if (!o->val)
+            continue;
+        if (!strcmp(o->keyword, "replication"))
+            continue;
+        if (!strcmp(o->keyword, "options")) {
+            user_opts = o->val;
+            continue;
+        }
+        if (!strcmp(o->keyword, "application_name"))
+            app = o->val;
+        kw[n] = o->keyword;
+        val[n++] = o->val;
+    }
+    snprintf(options, sizeof(options), "%s%s" SESSION_OPTS, user_opts ? user_opts : "",
+             user_opts ? " " : "");
+    kw[n] = "replication";
+    val[n++] = "database";
+    kw[n] = "options";
+    val[n++] = options;
+    if (!app) {
+        kw[n] = "application_name";
+        val[n++] = "walhook-ingestor";
+    }
+    kw[n] = NULL;
+    val[n] = NULL;
+    r->conn = PQconnectdbParams(kw, val, 0);
+    PQconninfoFree(opts);
+    if (!r->conn || PQstatus(r->conn) != CONNECTION_OK) {
+        char msg[512];
+        wh_strlcpy(msg, r->conn ? PQerrorMessage(r->conn) : "out of memory", sizeof(msg));
+        chomp(msg);
+        if (r->conn)
+            PQfinish(r->conn);
+        r->conn = NULL;
+        return wh_seterr(err, errlen, "cannot connect to PostgreSQL (%s): %s", r->where, msg);
+    }
+    return WH_OK;
+}
+
+/* Runs a command; expects tuples (want_tuples) or command OK. */
+static PGresult *exec_cmd(repl *r, const char *sql, int want_tuples, const char *what, char *err,
+                          size_t errlen)
+{
+    PGresult *res = PQexec(r->conn, sql);
+    ExecStatusType s = PQresultStatus(res);
+    if ((want_tuples && s != PGRES_TUPLES_OK) ||
+        (!want_tuples && s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)) {
+        char msg[512];
+        wh_strlcpy(msg, PQerrorMessage(r->conn), sizeof(msg));
+        chomp(msg);
+        wh_seterr(err, errlen, "%s failed: %s", what, msg);
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+static char *quote_tables(repl *r, const char *list, char *err, size_t errlen)
+{
+    /* "s.t1,s.t2" -> "s"."t1", "s"."t2" */
+    wh_buf out;
+    wh_buf_init(&out, 0);
+    char *copy = strdup(list);
+    if (!copy)
+        goto oom;
+    char *save = NULL;
+    int first = 1;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        char *end = tok + strlen(tok);
+        while (end > tok && end[-1] == ' ')
+            *--end = '\0';
+        if (!*tok)
+            continue;
+        char *dot = strchr(tok, '.');
+        char *parts[2] = {tok, NULL};
+        if (dot) {
+            *dot = '\0';
+            parts[1] = dot + 1;
+        }
+        if (!first && wh_buf_puts(&out, ", "))
+            goto oom;
+        first = 0;
+        for (int i = 0; i < 2 && parts[i]; i++) {
+            char *q = PQescapeIdentifier(r->conn, parts[i], strlen(parts[i]));
+            if (!q)
+                goto oom;
+            int rc = (i ? wh_buf_putc(&out, '.') : 0) || wh_buf_puts(&out, q);
+            PQfreemem(q);
+            if (rc)
+                goto oom;
+        }
+    }
+    free(copy);
+    if (first) {
+        wh_buf_free(&out);
+        wh_seterr(err, errlen, "source.tables: no table names in \"%s\"", list);
+        return NULL;
+    }
+    if (wh_buf_cstr(&out))
+        goto oom;
+    return out.data;
+oom:
+    free(copy);
+    wh_buf_free(&out);
+    wh_seterr(err, errlen, "out of memory");
+    return NULL;
+}
+
+static int ensure_publication(repl *r, char *err, size_t errlen)
+{
+    const wh_config *c = r->cfg;
+    char *lit = PQescapeLiteral(r->conn, c->publication, strlen(c->publication));
+    char *ident = PQescapeIdentifier(r->conn, c->publication, strlen(c->publication));
+    char sql[4096];
+    int rc = WH_ERR;
+    char *tables = NULL;
+    PGresult *res = NULL;
+    int transient = 0; /* errors are fatal unless marked transient */
+    if (!lit || !ident) {
+        wh_seterr(err, errlen, "out of memory");
+        goto out;
+    }
+    snprintf(sql, sizeof(sql), "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = %s", lit);
+    res = exec_cmd(r, sql, 1, "looking up the publication", err, errlen);
+    if (!res) {
+        transient = 1;
+        goto out;
+    }
+    if (PQntuples(res) > 0) {
+        rc = WH_OK;
+        goto out;
+    }
+    if (!c->create_slot) {
+        wh_seterr(err, errlen,
+                  "publication \"%s\" does not exist and source.create_slot is "
+                  "false: create it (CREATE PUBLICATION %s FOR ALL TABLES) or enable "
+                  "source.create_slot",
+                  c->publication, ident);
+        goto out;
+    }
+    if (c->tables[0]) {
+        tables = quote_tables(r, c->tables, err, errlen);
+        if (!tables)
+            goto out;
+        if ((size_t)snprintf(sql, sizeof(sql), "CREATE PUBLICATION %s FOR TABLE %s", ident,
+                             tables) >= sizeof(sql)) {
+            wh_seterr(err, errlen, "source.tables: list too long");
+            goto out;
+        }
+    } else {
+        snprintf(sql, sizeof(sql), "CREATE PUBLICATION %s FOR ALL TABLES", ident);
+    }
+    PQclear(res);
+    res = exec_cmd(r, sql, 0, "creating the publication", err, errlen);
+    if (!res)
+        goto out;
+    wh_info("created publication \"%s\" (%s)", c->publication,
+            c->tables[0] ? "listed tables" : "all tables");
+    rc = WH_OK;
+out:
+    if (rc != WH_OK && !transient)
+        r->fatal = 1;
+    PQclear(res);
+    free(tables);
+    PQfreemem(lit);
+    PQfreemem(ident);
+    return rc;
+}
+
+/* Finds or creates the slot; sets r->start_lsn. `first`: slot creation is
+ * allowed only on the first connection (a slot that vanished later means the
+ * position is gone). */
+static int ensure_slot(repl *r, int first, char *err, size_t errlen)
+{
+    const wh_config *c = r->cfg;
+    char *lit = PQescapeLiteral(r->conn, c->slot, strlen(c->slot));
+    char sql[1024];
+    int rc = WH_ERR;
+    int transient = 0; /* errors are fatal unless marked transient */
+    PGresult *res = NULL;
+    if (!lit)
+        return wh_seterr(err, errlen, "out of memory");
+    snprintf(sql, sizeof(sql),
+             "SELECT plugin, database = current_database(), coalesce(wal_status, ''), "
+             "coalesce(confirmed_flush_lsn::text, ''), slot_type "
+             "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
+             lit);
+    res = exec_cmd(r, sql, 1, "looking up the replication slot", err, errlen);
+    if (!res) {
+        transient = 1;
+        goto out;
+    }
+    if (PQntuples(res) > 0) {
+        const char *plugin = PQgetvalue(res, 0, 0);
+        const char *samedb = PQgetvalue(res, 0, 1);
+        const char *ws = PQgetvalue(res, 0, 2);
+        const char *cf = PQgetvalue(res, 0, 3);
+        const char *type = PQgetvalue(res, 0, 4);
+        if (strcmp(type, "logical") != 0 || strcmp(plugin, "pgoutput") != 0) {
+            wh_seterr(err, errlen,
+                      "replication slot \"%s\" exists but is not a logical pgoutput "
+                      "slot (type %s, plugin %s)",
+                      c->slot, type, plugin);
+            goto out;
+        }
+        if (strcmp(samedb, "t") != 0) {
+            wh_seterr(err, errlen, "replication slot \"%s\" belongs to another database", c->slot);
+            goto out;
+        }
+        if (strcmp(ws, "lost") == 0) {
+            wh_seterr(err, errlen,
+                      "replication slot \"%s\" was invalidated (wal_status = lost, "
+                      "max_slot_wal_keep_size exceeded): the WAL it needed is gone. walhook will "
+                      "not recreate it silently; drop it, resync the targets and restart",
+                      c->slot);
+            goto out;
+        }
+        if (!cf[0] || wh_lsn_parse(cf, &r->start_lsn) != WH_OK)
+            r->start_lsn = 0;
+        rc = WH_OK;
+        r->slot_ok = 1;
+        goto out;
+    }
+    if (!first) {
+        wh_seterr(err, errlen,
+                  "replication slot \"%s\" disappeared while walhook was using it "
+                  "(dropped?): its position is lost; not recreating it",
+                  c->slot);
+        goto out;
+    }
+    if (!c->create_slot) {
+        wh_seterr(err, errlen,
+                  "replication slot \"%s\" does not exist and source.create_slot is "
+                  "false: create it (SELECT pg_create_logical_replication_slot('%s', "
+                  "'pgoutput')) or enable source.create_slot",
+                  c->slot, c->slot);
+        goto out;
+    }
+    PQclear(res);
+    snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput NOEXPORT_SNAPSHOT",
+             c->slot);
+    res = exec_cmd(r, sql, 1, "creating the replication slot", err, errlen);
+    if (!res)
+        goto out;
+    if (PQntuples(res) < 1 || PQnfields(res) < 2 ||
+        wh_lsn_parse(PQgetvalue(res, 0, 1), &r->start_lsn) != WH_OK)
+        r->start_lsn = 0;
+    wh_info("created logical replication slot \"%s\" at %s", c->slot,
+            PQntuples(res) > 0 && PQnfields(res) > 1 ? PQgetvalue(res, 0, 1) : "?");
+    rc = WH_OK;
+    r->slot_ok = 1;
+out:
+    if (rc != WH_OK && !transient)
+        r->fatal = 1;
+    PQclear(res);
+    PQfreemem(lit);
+    return rc;
+}
+
+static int valid_slot_name(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
+            return 0;
+    return 1;
+}
+
+static int repl_setup(repl *r, char *err, size_t errlen)
+{
+    r->fatal = 0;
+    int first = !r->slot_ok;
+    if (!valid_slot_name(r->cfg->slot)) {
+        r->fatal = 1;
+        return wh_seterr(err, errlen,
+                         "source.slot: \"%s\" is not a valid slot name "
+                         "(lower-case letters, digits and underscores)",
+                         r->cfg->slot);
+    }
+    PGresult *res = exec_cmd(r, "IDENTIFY_SYSTEM", 1, "IDENTIFY_SYSTEM", err, errlen);
+    if (!res)
+        return WH_ERR;
+    if (PQntuples(res) < 1 || PQnfields(res) < 4 || PQgetisnull(res, 0, 3)) {
+        PQclear(res);
+        r->fatal = 1;
+        return wh_seterr(err, errlen, "IDENTIFY_SYSTEM: not a database replication connection");
+    }
+    wh_info("connected to PostgreSQL (%s): system %s, timeline %s, WAL at %s", r->where,
+            PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+    PQclear(res);
+    if (ensure_publication(r, err, errlen) || ensure_slot(r, first, err, errlen))
+        return WH_ERR;
+
+    char *publit = NULL,
+         *pubident = PQescapeIdentifier(r->conn, r->cfg->publication, strlen(r->cfg->publication));
+    if (pubident)
+        publit = PQescapeLiteral(r->conn, pubident, strlen(pubident));
+    if (!pubident || !publit) {
+        PQfreemem(pubident);
+        return wh_seterr(err, errlen, "out of memory");
+    }
+    char lsn[WH_LSN_STRLEN], sql[1024];
+    wh_lsn_format(r->start_lsn, lsn, sizeof(lsn));
+    snprintf(sql, sizeof(sql),
+             "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '1', publication_names "
+             "%s, messages 'true')",
+             r->cfg->slot, lsn, publit);
+    PQfreemem(pubident);
+    PQfreemem(publit);
+    res = PQexec(r->conn, sql);
+    if (PQresultStatus(res) != PGRES_COPY_BOTH) {
+        char msg[512];
+        wh_strlcpy(msg, PQerrorMessage(r->conn), sizeof(msg));
+        chomp(msg);
+        PQclear(res);
+        return wh_seterr(err, errlen, "START_REPLICATION on slot \"%s\" failed: %s", r->cfg->slot,
+                         msg);
+    }
+    PQclear(res);
+    if (r->start_lsn > r->flushed)
+        r->flushed = r->start_lsn;
+    if (r->flushed > r->idle_confirm)
+        r->idle_confirm = r->flushed;
+    wh_info("streaming from slot \"%s\" at %s (publication \"%s\")", r->cfg->slot, lsn,
+            r->cfg->publication);
+    return WH_OK;
+}
+
+/* ---- status updates ---------------------------------------------------- */
+
+static uint64_t flush_lsn(repl *r)
+{
+    uint64_t f = ing_batcher_acked_lsn(r->bt);
+    if (r->idle_confirm > f)
+        f = r->idle_confirm;
+    if (r->flushed > f)
+        f = r->flushed; /* never move backwards */
+    return f;
+}
+
+static int send_status(repl *r, char *err, size_t errlen)
+{
+    uint8_t msg[34];
+    uint64_t flush = flush_lsn(r);
+    uint64_t write = r->received > flush ? r->received : flush;
+    int64_t now = wh_wallclock_us() - ING_PG_EPOCH_OFFSET_US;
+    msg[0] = 'r';
+    wh_put_be64(msg + 1, write);
+    wh_put_be64(msg + 9, flush);
+    wh_put_be64(msg + 17, flush);
+    wh_put_be64(msg + 25, (uint64_t)now);
+    msg[33] = 0;
+    if (PQputCopyData(r->conn, (const char *)msg, sizeof(msg)) <= 0 || PQflush(r->conn) < 0) {
+        char m[256];
+        wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
+        chomp(m);
+        return wh_seterr(err, errlen, "sending a standby status update failed: %s", m);
+    }
+    r->flushed = flush;
+    r->last_status_ms = wh_now_ms();
+    wh_gauge_set(&r->st->confirmed_flush_lsn, (int64_t)flush);
+    return WH_OK;
+}
+
+/* ---- decoding ------------------------------------------------------------ */
+
+/* Renders one event into the open batch, sealing and retrying once when the
+ * batch is full. kind: 0 change, 1 truncate, 2 message. */
+static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const ing_relation *rel,
+                int kind, char *err, size_t errlen)
+{
+    if (kind == 0 && ing_event_check(m, err, errlen) != WH_OK)
+        return WH_ERR;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        wh_buf *b = ing_batcher_buf(r->bt);
+        size_t start = b->len;
+        int rc;
+        if (kind == 0)
+            rc = ing_event_change(b, t, seq, m, err, errlen);
+        else if (kind == 1)
+            rc = ing_event_truncate(b, t, seq, rel, m->flags, err, errlen);
+        else
+            rc = ing_event_message(b, t, seq, m, err, errlen);
+        if (rc == WH_OK)
+            return ing_batcher_add(r->bt, t->commit_lsn, seq, t->commit_ts_us, start, err, errlen);
+        if (attempt == 0 && ing_batcher_open_events(r->bt) > 0) {
+            if (ing_batcher_seal(r->bt, err, errlen))
+                return WH_ERR;
+            continue;
+        }
+        break;
+    }
+    return wh_seterr(err, errlen,
+                     "event at %X/%X is larger than the batch limit "
+                     "(ipc.max_msg_bytes)",
+                     (unsigned)(t->commit_lsn >> 32), (unsigned)t->commit_lsn);
+}
+
+static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_t errlen)
+{
+    ing_msg m;
+    if (ing_parse(r->parser, p, n, &m, err, errlen) != WH_OK)
+        return WH_ERR;
+    switch (m.type) {
+    case 'B':
+        r->in_txn = 1;
+        r->seq = 0;
+        ing_txn_begin(&r->txn, m.final_lsn, m.xid, m.commit_ts_us);
+        break;
+    case 'C':
+        r->in_txn = 0;
+        ing_batcher_note_commit(r->bt, m.end_lsn);
+        if (ing_batcher_idle(r->bt) && m.end_lsn > r->idle_confirm)
+            r->idle_confirm = m.end_lsn;
+        break;
+    case 'I':
+    case 'U':
+    case 'D':
+        if (!r->in_txn)
+            return wh_seterr(err, errlen, "pgoutput: change outside a transaction");
+        if (emit(r, &r->txn, r->seq, &m, NULL, 0, err, errlen))
+            return WH_ERR;
+        r->seq++;
+        wh_counter_add(&r->st->changes_received, 1);
+        break;
+    case 'T':
+        if (!r->in_txn)
+            return wh_seterr(err, errlen, "pgoutput: truncate outside a transaction");
+        for (int i = 0; i < m.nrels; i++) {
+            const ing_relation *rel = ing_relation_get(r->parser, m.rel_oids[i]);
+            if (!rel) {
+                wh_warn("truncate of relation OID %u without a Relation message: skipped",
+                        m.rel_oids[i]);
+                continue;
+            }
+            if (emit(r, &r->txn, r->seq, &m, rel, 1, err, errlen))
+                return WH_ERR;
+            r->seq++;
+            wh_counter_add(&r->st->changes_received, 1);
+        }
+        break;
+    case 'M':
+        if ((m.flags & 1) && r->in_txn) {
+            if (emit(r, &r->txn, r->seq, &m, NULL, 2, err, errlen))
+                return WH_ERR;
+            r->seq++;
+        } else {
+            /* non-transactional: its own position (message LSN, seq 0) */
+            ing_txn t = r->txn;
+            ing_txn_begin(&t, m.lsn, 0, wh_wallclock_us());
+            if (emit(r, &t, 0, &m, NULL, 2, err, errlen))
+                return WH_ERR;
+        }
+        wh_counter_add(&r->st->changes_received, 1);
+        break;
+    default: /* R, Y, O: nothing to emit */
+        break;
+    }
+    return WH_OK;
+}
+
+/* One CopyData message from the walsender. */
+static int handle_copy(repl *r, const uint8_t *p, size_t n, char *err, size_t errlen)
+{
+    if (n < 1)
+        return wh_seterr(err, errlen, "empty CopyData message");
+    if (p[0] == 'w') {
+        if (n < 25)
+            return wh_seterr(err, errlen, "truncated XLogData header (%zu bytes)", n);
+        uint64_t start = wh_get_be64(p + 1);
+        uint64_t end = wh_get_be64(p + 9);
+        if (start > r->received)
+            r->received = start;
+        if (end > r->server_end)
+            r->server_end = end;
+        return handle_xlogdata(r, p + 25, n - 25, err, errlen);
+    }
+    if (p[0] == 'k') {
+        if (n < 18)
+            return wh_seterr(err, errlen, "truncated keepalive (%zu bytes)", n);
+        uint64_t end = wh_get_be64(p + 1);
+        if (end > r->server_end)
+            r->server_end = end;
+        if (!r->in_txn && ing_batcher_idle(r->bt)) {
+            /* everything received is durable and we are between
+             * transactions: the idle slot must not pin WAL */
+            if (end > r->idle_confirm)
+                r->idle_confirm = end;
+            if (end > r->received)
+                r->received = end;
+        }
+        if (p[17])
+            return send_status(r, err, errlen);
+        return WH_OK;
+    }
+    return wh_seterr(err, errlen, "unknown CopyData message type 0x%02x", p[0]);
+}
+
+/* ---- loop ---------------------------------------------------------------- */
+
+enum { LOOP_STOP = 0, LOOP_RECONNECT = 1, LOOP_FATAL = 2 };
+
+static void maybe_reload(repl *r)
+{
+    if (!wh_reload_requested)
+        return;
+    wh_reload_requested = 0;
+    wh_config *nc = malloc(sizeof(*nc));
+    char err[WH_ERRLEN];
+    if (!nc)
+        return;
+    if (wh_config_load(nc, r->cfg_path, err, sizeof(err)) != WH_OK) {
+        wh_warn("reload failed, keeping the old settings: %s", err);
+    } else {
+        ing_batcher_set_limits(r->bt, nc->flush_bytes, nc->flush_age_us, nc->window_bytes);
+        wh_info("reloaded: flush_bytes=%lld flush_age_us=%lld window_bytes=%lld",
+                (long long)nc->flush_bytes, (long long)nc->flush_age_us,
+                (long long)nc->window_bytes);
+    }
+    free(nc);
+}
+
+static int stream(repl *r, char *err, size_t errlen)
+{
+    const uint64_t interval_ms = (uint64_t)r->cfg->status_interval_ms;
+    const uint64_t prompt_ms = 20; /* min gap of the prompt updates after acks */
+    r->last_status_ms = wh_now_ms();
+    for (;;) {
+        if (wh_stop_requested)
+            return LOOP_STOP;
+        maybe_reload(r);
+        int need_wait = 0; /* 1: libpq's buffer is drained, wait for the socket */
+        int throttled = ing_batcher_window_full(r->bt);
+        if (!throttled) {
+            for (int i = 0; i < 4096; i++) {
+                char *buf = NULL;
+                int n = PQgetCopyData(r->conn, &buf, 1);
+                if (n > 0) {
+                    int rc = handle_copy(r, (const uint8_t *)buf, (size_t)n, err, errlen);
+                    PQfreemem(buf);
+                    if (rc != WH_OK)
+                        return PQstatus(r->conn) == CONNECTION_OK ? LOOP_FATAL : LOOP_RECONNECT;
+                    if (ing_batcher_window_full(r->bt)) {
+                        throttled = 1;
+                        break;
+                    }
+                    continue;
+                }
+                if (n == 0) {
+                    need_wait = 1;
+                    break;
+                }
+                if (n == -1) {
+                    PGresult *res = PQgetResult(r->conn);
+                    char m[256];
+                    wh_strlcpy(m, PQresultErrorMessage(res), sizeof(m));
+                    chomp(m);
+                    PQclear(res);
+                    wh_seterr(err, errlen, "replication stream ended%s%s", m[0] ? ": " : "", m);
+                    return LOOP_RECONNECT;
+                }
+                char m[256];
+                wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
+                chomp(m);
+                wh_seterr(err, errlen, "replication connection lost: %s", m);
+                return LOOP_RECONNECT;
+            }
+        }
+        uint64_t now_us = wh_now_us();
+        uint64_t bdue = ing_batcher_tick(r->bt, now_us);
+        uint64_t now_ms = now_us / 1000;
+        /* the status timer, or promptly (at most every 20 ms) once the
+         * store confirmed more: low lag, the slot advances soon */
+        uint64_t since = now_ms - r->last_status_ms;
+        if (since >= interval_ms || (since >= prompt_ms && flush_lsn(r) > r->flushed)) {
+            if (send_status(r, err, errlen) != WH_OK)
+                return LOOP_RECONNECT;
+        }
+        wh_gauge_set(&r->st->server_wal_end, (int64_t)r->server_end);
+
+        /* wait for the socket (unless throttled), the batch age deadline,
+         * the status timer */
+        uint64_t wait_us = (r->last_status_ms + interval_ms) * 1000 > now_us
+                               ? (r->last_status_ms + interval_ms) * 1000 - now_us
+                               : 0;
+        if (bdue != UINT64_MAX)
+            wait_us = bdue > now_us ? (bdue - now_us < wait_us ? bdue - now_us : wait_us) : 0;
+        if (!throttled && !need_wait)
+            wait_us = 0; /* messages still buffered: just service the timers */
+        if (throttled && wait_us > 5000)
+            wait_us = 5000; /* poll the acks */
+        if (ing_batcher_unacked_bytes(r->bt) > 0 && wait_us > 20000)
+            wait_us = 20000; /* an ack may come: report it promptly */
+        if (wait_us > 100000)
+            wait_us = 100000; /* notice signals */
+        int sock = PQsocket(r->conn);
+        if (sock < 0) {
+            wh_seterr(err, errlen, "replication connection has no socket");
+            return LOOP_RECONNECT;
+        }
+        fd_set rfds;
+        FD_ZERO(&rfds);
+        if (!throttled)
+            FD_SET(sock, &rfds);
+        struct timeval tv = {.tv_sec = (time_t)(wait_us / 1000000),
+                             .tv_usec = (suseconds_t)(wait_us % 1000000)};
+        int sel = select(sock + 1, &rfds, NULL, NULL, &tv);
+        if (sel < 0 && errno != EINTR) {
+            wh_seterr(err, errlen, "select: %s", strerror(errno));
+            return LOOP_RECONNECT;
+        }
+        if (sel > 0 && FD_ISSET(sock, &rfds)) {
+            if (!PQconsumeInput(r->conn)) {
+                char m[256];
+                wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
+                chomp(m);
+                wh_seterr(err, errlen, "replication connection lost: %s", m);
+                return LOOP_RECONNECT;
+            }
+        }
+    }
+}
+
+static void disconnect(repl *r)
+{
+    if (r->conn)
+        PQfinish(r->conn);
+    r->conn = NULL;
+    r->in_txn = 0;
+}
+
+int ing_repl_run(const wh_config *cfg, const char *cfg_path, ing_batcher *bt, ing_stats *st,
+                 char *err, size_t errlen)
+{
+    repl rr;
+    memset(&rr, 0, sizeof(rr));
+    repl *r = &rr;
+    r->cfg = cfg;
+    r->cfg_path = cfg_path;
+    r->bt = bt;
+    r->st = st;
+    int rc = WH_ERR;
+    char lerr[WH_ERRLEN];
+    if (ing_parser_new(&r->parser, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (ing_txn_set_tenant(&r->txn, cfg->tenant, err, errlen) != WH_OK)
+        goto out;
+
+    wh_gauge_set(&st->state, ING_STATE_CONNECTING);
+    /* the very first connection must work: a wrong DSN fails fast */
+    if (repl_connect(r, err, errlen) != WH_OK)
+        goto fatal;
+    int attempt = 0;
+    int connected = 0;
+    if (repl_setup(r, lerr, sizeof(lerr)) == WH_OK) {
+        connected = 1;
+    } else if (r->fatal) {
+        wh_seterr(err, errlen, "%s", lerr);
+        goto fatal;
+    } else {
+        wh_warn("%s; retrying", lerr); /* e.g. the slot is still held by our previous run */
+        disconnect(r);
+    }
+    for (;;) {
+        while (!connected) {
+            int ms = wh_backoff_ms(attempt < 16 ? attempt : 16, 100, cfg->reconnect_max_ms);
+            attempt++;
+            for (int slept = 0; slept < ms && !wh_stop_requested; slept += 50)
+                wh_sleep_ms(ms - slept < 50 ? ms - slept : 50);
+            if (wh_stop_requested) {
+                ing_batcher_seal(bt, lerr, sizeof(lerr));
+                ing_batcher_drain(bt, 10000);
+                rc = WH_OK;
+                goto out;
+            }
+            if (repl_connect(r, lerr, sizeof(lerr)) == WH_OK) {
+                if (repl_setup(r, lerr, sizeof(lerr)) == WH_OK) {
+                    connected = 1;
+                    break;
+                }
+                disconnect(r);
+                if (r->fatal) {
+                    wh_seterr(err, errlen, "%s", lerr);
+                    goto fatal;
+                }
+            }
+            wh_warn("reconnect attempt %d failed: %s", attempt, lerr);
+        }
+        attempt = 0;
+        wh_gauge_set(&st->state, ING_STATE_STREAMING);
+        int what = stream(r, lerr, sizeof(lerr));
+        /* whatever happens, sealed events go to the store */
+        char serr[128];
+        ing_batcher_seal(bt, serr, sizeof(serr));
+        if (what == LOOP_STOP) {
+            wh_info("stopping: waiting for the store to acknowledge pending batches");
+            if (ing_batcher_drain(bt, 10000) != WH_OK)
+                wh_warn("pending batches not acknowledged in 10 s; PostgreSQL will resend them");
+            if (r->conn && send_status(r, lerr, sizeof(lerr)) == WH_OK) {
+                char l[WH_LSN_STRLEN];
+                wh_lsn_format(r->flushed, l, sizeof(l));
+                wh_info("confirmed flush LSN %s to PostgreSQL", l);
+            }
+            if (r->conn)
+                PQputCopyEnd(r->conn, NULL);
+            rc = WH_OK;
+            goto out;
+        }
+        if (what == LOOP_FATAL) {
+            wh_seterr(err, errlen, "%s", lerr);
+            goto fatal;
+        }
+        wh_warn("%s; reconnecting", lerr);
+        disconnect(r);
+        connected = 0;
+        wh_gauge_set(&st->state, ING_STATE_CONNECTING);
+    }
+fatal:
+    wh_gauge_set(&st->state, ING_STATE_ERROR);
+    rc = WH_ERR;
+out:
+    disconnect(r);
+    ing_parser_free(r->parser);
+    return rc;
+}

@@ -1,0 +1,34 @@
+/* ing_stats: the ingestor's counters and its control server (Stats over
+ * ingestor.control), rendering metrics_text in the Prometheus format. */
+#ifndef ING_STATS_H
+#define ING_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ing_batch.h"
+#include "wh_buf.h"
+#include "wh_config.h"
+#include "wh_metrics.h"
+
+enum { ING_STATE_CONNECTING = 0, ING_STATE_STREAMING = 1, ING_STATE_ERROR = 2 };
+
+typedef struct ing_stats {
+    wh_counter changes_received;
+    wh_gauge confirmed_flush_lsn;
+    wh_gauge server_wal_end;
+    wh_gauge state;
+    ing_batcher *bt; /* may be NULL */
+} ing_stats;
+
+typedef struct ing_control ing_control;
+
+const char *ing_state_name(int state);
+/* Renders the ingestor's metrics (Prometheus text) into out. */
+int ing_stats_render(const ing_stats *st, wh_buf *out);
+/* Serves Stats on cfg->ingestor_control. */
+int ing_control_start(ing_control **out, const wh_config *cfg, ing_stats *st, char *err,
+                      size_t errlen);
+void ing_control_stop(ing_control *c);
+
+#endif

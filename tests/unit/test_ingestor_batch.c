@@ -1,0 +1,245 @@
+/* Batcher and sender thread against a real NNG rep socket (wh_server) that
+ * answers Append like the store would; stats rendering. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../services/ingestor/ing_batch.h"
+#include "../../services/ingestor/ing_stats.h"
+#include "wh_config.h"
+#include "wh_ipc.h"
+#include "wh_util.h"
+
+typedef struct sink {
+    pthread_mutex_t mu;
+    int calls;
+    int fail_next; /* reply with an error this many times */
+    size_t events;
+    uint64_t max_ack;
+    uint64_t last_lsn;
+    uint32_t last_seq;
+    int order_ok;
+    int delay_ms;
+} sink;
+
+static void on_req(void *arg, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
+{
+    sink *s = arg;
+    if (s->delay_ms)
+        wh_sleep_ms(s->delay_ms);
+    pthread_mutex_lock(&s->mu);
+    s->calls++;
+    if (s->fail_next > 0) {
+        s->fail_next--;
+        pthread_mutex_unlock(&s->mu);
+        wh_reply_error(rep, 1, "injected failure");
+        return;
+    }
+    const Walhook__AppendBatch *ab = req->append;
+    for (size_t i = 0; i < ab->n_events; i++) {
+        const Walhook__Event *e = ab->events[i];
+        if (s->events > 0 && !(e->commit_lsn > s->last_lsn ||
+                               (e->commit_lsn == s->last_lsn && e->seq > s->last_seq)))
+            s->order_ok = 0;
+        if (e->json.len < 2 || e->json.data[0] != '{' || e->json.data[e->json.len - 1] != '}')
+            s->order_ok = 0;
+        s->last_lsn = e->commit_lsn;
+        s->last_seq = e->seq;
+        s->events++;
+    }
+    if (ab->ack_lsn > s->max_ack)
+        s->max_ack = ab->ack_lsn;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void setup_cfg(wh_config *cfg, const char *dir)
+{
+    wh_config_defaults(cfg);
+    snprintf(cfg->store_endpoint, sizeof(cfg->store_endpoint), "ipc://%s/store.sock", dir);
+    cfg->ipc_timeout_ms = 2000;
+    cfg->flush_bytes = 1024;
+    cfg->flush_age_us = 1000000;
+    cfg->window_bytes = 64 * 1024;
+}
+
+static void add_events(ing_batcher *bt, uint64_t lsn, int n, size_t size)
+{
+    char err[WH_ERRLEN];
+    for (int i = 0; i < n; i++) {
+        wh_buf *b = ing_batcher_buf(bt);
+        size_t start = b->len;
+        wh_buf_putc(b, '{');
+        for (size_t k = 2; k < size; k++)
+            wh_buf_putc(b, 'x');
+        wh_buf_putc(b, '}');
+        assert_int_equal(ing_batcher_add(bt, lsn, (uint32_t)i, 0, start, err, sizeof(err)), WH_OK);
+    }
+}
+
+static void wait_events(sink *s, size_t want)
+{
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock(&s->mu);
+        size_t n = s->events;
+        pthread_mutex_unlock(&s->mu);
+        if (n >= want)
+            return;
+        wh_sleep_ms(10);
+    }
+    fail_msg("store received fewer than %zu events", want);
+}
+
+static void test_flow(void **state)
+{
+    char dir[] = "/tmp/wh_ing_batch_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static wh_config cfg;
+    setup_cfg(&cfg, dir);
+    sink s = {.order_ok = 1};
+    pthread_mutex_init(&s.mu, NULL);
+    wh_server *srv;
+    char err[WH_ERRLEN];
+    assert_int_equal(
+        wh_server_start(&srv, cfg.store_endpoint, 1, 64 << 20, on_req, NULL, &s, err, sizeof(err)),
+        WH_OK);
+    ing_batcher *bt;
+    assert_int_equal(ing_batcher_new(&bt, &cfg, err, sizeof(err)), WH_OK);
+    assert_true(ing_batcher_idle(bt));
+
+    /* below flush_bytes: stays open until the age passes */
+    add_events(bt, 100, 3, 100);
+    assert_int_equal(ing_batcher_open_events(bt), 3);
+    assert_false(ing_batcher_idle(bt));
+    uint64_t due = ing_batcher_tick(bt, wh_now_us());
+    assert_true(due != UINT64_MAX);
+    ing_batcher_note_commit(bt, 150);
+    assert_int_equal(ing_batcher_tick(bt, due), UINT64_MAX); /* sealed by age */
+    assert_int_equal(ing_batcher_open_events(bt), 0);
+    wait_events(&s, 3);
+    assert_int_equal(ing_batcher_drain(bt, 2000), WH_OK);
+    assert_int_equal(ing_batcher_acked_lsn(bt), 150);
+    assert_int_equal(ing_batcher_unacked_bytes(bt), 0);
+    assert_true(ing_batcher_idle(bt));
+
+    /* reaching flush_bytes seals at once; ack_lsn is the last commit seen
+     * before sealing, not later ones */
+    add_events(bt, 200, 10, 200); /* 2000 bytes: sealed after 6 events */
+    ing_batcher_note_commit(bt, 250);
+    assert_int_equal(ing_batcher_seal(bt, err, sizeof(err)), WH_OK);
+    assert_int_equal(ing_batcher_drain(bt, 2000), WH_OK);
+    wait_events(&s, 13);
+    assert_int_equal(ing_batcher_acked_lsn(bt), 250);
+    pthread_mutex_lock(&s.mu);
+    assert_int_equal(s.max_ack, 250);
+    pthread_mutex_unlock(&s.mu);
+
+    /* store errors: retried until accepted, nothing lost, order kept */
+    pthread_mutex_lock(&s.mu);
+    s.fail_next = 3;
+    pthread_mutex_unlock(&s.mu);
+    add_events(bt, 300, 20, 100);
+    ing_batcher_note_commit(bt, 350);
+    ing_batcher_seal(bt, err, sizeof(err));
+    assert_int_equal(ing_batcher_drain(bt, 10000), WH_OK);
+    wait_events(&s, 33);
+    assert_int_equal(ing_batcher_acked_lsn(bt), 350);
+
+    /* credit window: a slow store lets unacked bytes pile up past it */
+    s.delay_ms = 300;
+    for (int k = 0; k < 100; k++)
+        add_events(bt, 400 + (uint64_t)k, 2, 500);
+    ing_batcher_seal(bt, err, sizeof(err));
+    assert_true(ing_batcher_window_full(bt));
+    assert_true(ing_batcher_unacked_bytes(bt) > 64 * 1024);
+    assert_int_equal(ing_batcher_drain(bt, 20000), WH_OK);
+    assert_false(ing_batcher_window_full(bt));
+    wait_events(&s, 233);
+    pthread_mutex_lock(&s.mu);
+    assert_true(s.order_ok);
+    /* the queued batches were coalesced into fewer requests */
+    assert_true(s.calls < 3 + 3 + 3 + 1 + 100);
+    pthread_mutex_unlock(&s.mu);
+
+    /* stats rendering */
+    ing_stats st;
+    memset(&st, 0, sizeof(st));
+    st.bt = bt;
+    wh_counter_add(&st.changes_received, 233);
+    wh_gauge_set(&st.confirmed_flush_lsn, 1000);
+    wh_gauge_set(&st.server_wal_end, 1500);
+    wh_buf out;
+    wh_buf_init(&out, 0);
+    assert_int_equal(ing_stats_render(&st, &out), WH_OK);
+    wh_buf_cstr(&out);
+    assert_non_null(strstr(out.data, "walhook_changes_received_total 233\n"));
+    assert_non_null(strstr(out.data, "walhook_confirmed_flush_lsn 1000\n"));
+    assert_non_null(strstr(out.data, "walhook_replication_lag_bytes 500\n"));
+    assert_non_null(strstr(out.data, "walhook_ingestor_unacked_bytes 0\n"));
+    assert_non_null(strstr(out.data, "walhook_ingestor_batches_sent_total "));
+    assert_non_null(strstr(out.data, "walhook_up{daemon=\"ingestor\"} 1\n"));
+    assert_non_null(strstr(out.data, "walhook_peak_rss_bytes{daemon=\"ingestor\"} "));
+    wh_buf_free(&out);
+    assert_string_equal(ing_state_name(ING_STATE_STREAMING), "streaming");
+    assert_string_equal(ing_state_name(ING_STATE_CONNECTING), "connecting");
+    assert_string_equal(ing_state_name(ING_STATE_ERROR), "error");
+
+    ing_batcher_free(bt);
+    wh_server_stop(srv);
+    pthread_mutex_destroy(&s.mu);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/store.sock", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* The store is not there yet: the batch waits, then goes through. */
+static void test_store_late(void **state)
+{
+    char dir[] = "/tmp/wh_ing_batch_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static wh_config cfg;
+    setup_cfg(&cfg, dir);
+    cfg.ipc_timeout_ms = 300;
+    char err[WH_ERRLEN];
+    ing_batcher *bt;
+    assert_int_equal(ing_batcher_new(&bt, &cfg, err, sizeof(err)), WH_OK);
+    add_events(bt, 10, 5, 50);
+    ing_batcher_note_commit(bt, 20);
+    ing_batcher_seal(bt, err, sizeof(err));
+    assert_int_equal(ing_batcher_drain(bt, 500), WH_ERR);
+    assert_int_equal(ing_batcher_acked_lsn(bt), 0);
+    sink s = {.order_ok = 1};
+    pthread_mutex_init(&s.mu, NULL);
+    wh_server *srv;
+    assert_int_equal(
+        wh_server_start(&srv, cfg.store_endpoint, 1, 64 << 20, on_req, NULL, &s, err, sizeof(err)),
+        WH_OK);
+    assert_int_equal(ing_batcher_drain(bt, 15000), WH_OK);
+    assert_int_equal(ing_batcher_acked_lsn(bt), 20);
+    wait_events(&s, 5);
+    ing_batcher_free(bt);
+    wh_server_stop(srv);
+    pthread_mutex_destroy(&s.mu);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/store.sock", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    wh_log_init("test", WH_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_flow),
+        cmocka_unit_test(test_store_late),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

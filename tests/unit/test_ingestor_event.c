@@ -1,0 +1,297 @@
+/* Envelope rendering: the captured PostgreSQL 15 session end to end (parse
+ * -> render), plus synthetic tuples for the key/before/after/unchanged
+ * rules. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../../services/ingestor/ing_event.h"
+#include "../../services/ingestor/ing_pgoutput.h"
+#include "wh_json.h"
+#include "wh_lsn.h"
+#include "wh_util.h"
+
+#include "data/ingestor/pgoutput_session.h"
+
+#define NMSG (sizeof(pgoutput_session_hex) / sizeof(pgoutput_session_hex[0]))
+
+static uint8_t *unhex(const char *h, size_t *len)
+{
+    size_t n = strlen(h) / 2;
+    uint8_t *p = malloc(n ? n : 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        sscanf(h + 2 * i, "%2x", &v);
+        p[i] = (uint8_t)v;
+    }
+    *len = n;
+    return p;
+}
+
+/* Renders the whole session like the replication loop does. */
+static int render_session(wh_json **events, int max)
+{
+    ing_parser *p;
+    char err[WH_ERRLEN];
+    assert_int_equal(ing_parser_new(&p, err, sizeof(err)), WH_OK);
+    ing_txn txn;
+    memset(&txn, 0, sizeof(txn));
+    assert_int_equal(ing_txn_set_tenant(&txn, "default", err, sizeof(err)), WH_OK);
+    uint32_t seq = 0;
+    int in_txn = 0, nev = 0;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    for (size_t i = 0; i < NMSG; i++) {
+        size_t n;
+        uint8_t *buf = unhex(pgoutput_session_hex[i], &n);
+        ing_msg m;
+        assert_int_equal(ing_parse(p, buf, n, &m, err, sizeof(err)), WH_OK);
+        size_t start = b.len;
+        int made = 0;
+        switch (m.type) {
+        case 'B':
+            ing_txn_begin(&txn, m.final_lsn, m.xid, m.commit_ts_us);
+            seq = 0;
+            in_txn = 1;
+            break;
+        case 'C':
+            in_txn = 0;
+            break;
+        case 'I':
+        case 'U':
+        case 'D':
+            assert_int_equal(ing_event_change(&b, &txn, seq++, &m, err, sizeof(err)), WH_OK);
+            made = 1;
+            break;
+        case 'T':
+            for (int k = 0; k < m.nrels; k++) {
+                const ing_relation *r = ing_relation_get(p, m.rel_oids[k]);
+                assert_non_null(r);
+                assert_int_equal(ing_event_truncate(&b, &txn, seq++, r, m.flags, err, sizeof(err)),
+                                 WH_OK);
+                wh_json *j;
+                if (wh_json_parse(b.data + start, b.len - start, &j, err, sizeof(err)))
+                    fail_msg("invalid JSON: %s", err);
+                events[nev++] = j;
+                start = b.len;
+            }
+            break;
+        case 'M':
+            if (in_txn) {
+                assert_int_equal(ing_event_message(&b, &txn, seq++, &m, err, sizeof(err)), WH_OK);
+            } else {
+                ing_txn t = txn;
+                ing_txn_begin(&t, m.lsn, 0, 0);
+                assert_int_equal(ing_event_message(&b, &t, 0, &m, err, sizeof(err)), WH_OK);
+            }
+            made = 1;
+            break;
+        }
+        if (made) {
+            wh_json *j;
+            if (wh_json_parse(b.data + start, b.len - start, &j, err, sizeof(err)))
+                fail_msg("invalid JSON: %s", err);
+            assert_true(nev < max);
+            events[nev++] = j;
+        }
+        free(buf);
+    }
+    wh_buf_free(&b);
+    ing_parser_free(p);
+    return nev;
+}
+
+static const char *sget(const wh_json *o, const char *k)
+{
+    const wh_json *v = wh_json_get(o, k);
+    if (!v)
+        fail_msg("member %s missing", k);
+    return v->type == WH_JSON_STRING ? v->str : v->type == WH_JSON_NULL ? "(null)" : "(other)";
+}
+
+static void test_session_envelopes(void **state)
+{
+    wh_json *ev[32];
+    int n = render_session(ev, 32);
+    /* I, U, U, D, I, I(tfull), U, D, T, T, M, M */
+    assert_int_equal(n, 12);
+    static const char *ops[] = {"insert", "update", "update",   "delete",   "insert",  "insert",
+                                "update", "delete", "truncate", "truncate", "message", "message"};
+    for (int i = 0; i < n; i++) {
+        assert_string_equal(sget(ev[i], "op"), ops[i]);
+        assert_string_equal(sget(ev[i], "tenant"), "default");
+        /* id = tenant:lsn:seq */
+        char want[128];
+        snprintf(want, sizeof(want), "default:%s:%d", sget(ev[i], "lsn"),
+                 (int)wh_json_get(ev[i], "seq")->num);
+        assert_string_equal(sget(ev[i], "id"), want);
+        assert_non_null(wh_json_get(ev[i], "xid"));
+        const char *ts = sget(ev[i], "commit_ts");
+        assert_int_equal(strlen(ts), 27);
+        assert_int_equal(ts[26], 'Z');
+    }
+    /* insert: all types */
+    const wh_json *a = wh_json_get(ev[0], "after");
+    assert_int_equal(a->type, WH_JSON_OBJECT);
+    assert_int_equal(wh_json_get(a, "id")->num, 1);
+    assert_string_equal(wh_json_get(a, "note")->str, "h\xc3\xa9 \"q\"\n");
+    assert_string_equal(wh_json_get(a, "n")->str, "12.50");
+    assert_string_equal(wh_json_get(a, "f")->str, "NaN");
+    assert_int_equal(wh_json_get(a, "b")->type, WH_JSON_BOOL);
+    assert_true(wh_json_get(a, "b")->boolean);
+    const wh_json *j = wh_json_get(a, "j");
+    assert_int_equal(j->type, WH_JSON_OBJECT);
+    assert_int_equal(wh_json_get(j, "a")->count, 2);
+    assert_string_equal(wh_json_get(a, "ts")->str, "2026-11-22T01:02:03.123456Z");
+    assert_string_equal(wh_json_get(a, "d")->str, "2026-11-22");
+    assert_string_equal(wh_json_get(a, "u")->str, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    assert_string_equal(wh_json_get(a, "by")->str, "AP8Q");
+    assert_int_equal(wh_json_get(a, "big")->len, 16000);
+    assert_string_equal(wh_json_get(a, "i8")->str, "-9223372036854775808");
+    assert_int_equal(wh_json_get(a, "r")->type, WH_JSON_NUMBER);
+    assert_string_equal(wh_json_get(a, "tsn")->str, "2026-11-22T01:02:03");
+    assert_int_equal(wh_json_get(wh_json_get(ev[0], "key"), "id")->num, 1);
+    assert_int_equal(wh_json_get(wh_json_get(ev[0], "key"), "id")->num, 1);
+    assert_int_equal(wh_json_get(ev[0], "key")->count, 1);
+    assert_int_equal(wh_json_get(ev[0], "before")->type, WH_JSON_NULL);
+    assert_null(wh_json_get(ev[0], "unchanged"));
+    assert_string_equal(sget(ev[0], "schema"), "public");
+    assert_string_equal(sget(ev[0], "table"), "t1");
+
+    /* update with unchanged TOAST: big omitted and listed */
+    a = wh_json_get(ev[1], "after");
+    assert_null(wh_json_get(a, "big"));
+    assert_string_equal(wh_json_get(a, "note")->str, "upd");
+    const wh_json *u = wh_json_get(ev[1], "unchanged");
+    assert_non_null(u);
+    assert_int_equal(u->count, 1);
+    assert_string_equal(wh_json_at(u, 0)->str, "big");
+    assert_int_equal(wh_json_get(ev[1], "before")->type, WH_JSON_NULL);
+    assert_int_equal(wh_json_get(wh_json_get(ev[1], "key"), "id")->num, 1);
+
+    /* key change: key from the old 'K' tuple, before = key columns only */
+    assert_int_equal(wh_json_get(wh_json_get(ev[2], "key"), "id")->num, 1);
+    const wh_json *bf = wh_json_get(ev[2], "before");
+    assert_int_equal(bf->count, 1);
+    assert_int_equal(wh_json_get(bf, "id")->num, 1);
+    assert_int_equal(wh_json_get(wh_json_get(ev[2], "after"), "id")->num, 2);
+
+    /* delete: key from old, after null */
+    assert_int_equal(wh_json_get(wh_json_get(ev[3], "key"), "id")->num, 2);
+    assert_int_equal(wh_json_get(ev[3], "after")->type, WH_JSON_NULL);
+    assert_int_equal(wh_json_get(ev[3], "before")->count, 1);
+
+    /* insert with NULLs */
+    a = wh_json_get(ev[4], "after");
+    assert_int_equal(wh_json_get(a, "note")->type, WH_JSON_NULL);
+    assert_int_equal(a->count, 14);
+
+    /* REPLICA IDENTITY FULL: before is the full old row, key all columns */
+    bf = wh_json_get(ev[6], "before");
+    assert_int_equal(bf->count, 2);
+    assert_string_equal(wh_json_get(bf, "v")->str, "a");
+    assert_string_equal(wh_json_get(wh_json_get(ev[6], "after"), "v")->str, "b");
+    assert_int_equal(wh_json_get(ev[6], "key")->count, 2);
+    assert_string_equal(wh_json_get(wh_json_get(ev[7], "before"), "v")->str, "b");
+
+    /* truncate */
+    assert_string_equal(sget(ev[8], "table"), "t1");
+    assert_string_equal(sget(ev[9], "table"), "tfull");
+    const wh_json *o = wh_json_get(ev[8], "options");
+    assert_true(wh_json_get(o, "cascade")->boolean);
+    assert_true(wh_json_get(o, "restart_identity")->boolean);
+    assert_int_equal(wh_json_get(ev[8], "key")->type, WH_JSON_NULL);
+    assert_int_equal(wh_json_get(ev[9], "seq")->num, 1);
+
+    /* messages */
+    assert_string_equal(sget(ev[10], "prefix"), "wh");
+    assert_string_equal(sget(ev[10], "content"), "aGVsbG8=");
+    assert_int_equal(wh_json_get(ev[10], "schema")->type, WH_JSON_NULL);
+    assert_string_equal(sget(ev[11], "prefix"), "nt");
+    assert_string_equal(sget(ev[11], "content"), "AAE=");
+    for (int i = 0; i < n; i++)
+        wh_json_free(ev[i]);
+}
+
+/* Exact bytes for a synthetic update, so the format is pinned down. */
+static void test_exact_bytes(void **state)
+{
+    ing_attr atts[3] = {{1, "id", 23, -1}, {0, "name", 25, -1}, {0, "doc", 25, -1}};
+    ing_relation rel = {42, "s", "t", 'd', 3, atts};
+    ing_col oldc[3] = {{'t', 1, "7"}, {'n', 0, NULL}, {'n', 0, NULL}};
+    ing_col newc[3] = {{'t', 1, "8"}, {'t', 2, "a\""}, {'u', 0, NULL}};
+    ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = 'U';
+    m.rel = &rel;
+    m.rel_oid = 42;
+    m.old_kind = 'K';
+    m.oldtup.ncols = 3;
+    m.oldtup.cols = oldc;
+    m.has_new = 1;
+    m.newtup.ncols = 3;
+    m.newtup.cols = newc;
+    ing_txn t;
+    char err[WH_ERRLEN];
+    assert_int_equal(ing_txn_set_tenant(&t, "acme", err, sizeof(err)), WH_OK);
+    ing_txn_begin(&t, UINT64_C(0x1A2B3C8), 735, INT64_C(1795309323123456));
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    assert_int_equal(ing_event_change(&b, &t, 3, &m, err, sizeof(err)), WH_OK);
+    wh_buf_cstr(&b);
+    assert_string_equal(b.data,
+                        "{\"id\":\"acme:0/1A2B3C8:3\",\"tenant\":\"acme\",\"lsn\":\"0/1A2B3C8\","
+                        "\"seq\":3,\"xid\":735,\"commit_ts\":\"2026-11-22T01:02:03.123456Z\","
+                        "\"op\":\"update\",\"schema\":\"s\",\"table\":\"t\",\"key\":{\"id\":7},"
+                        "\"before\":{\"id\":7},\"after\":{\"id\":8,\"name\":\"a\\\"\"},"
+                        "\"unchanged\":[\"doc\"]}");
+
+    /* a tuple that does not match the relation is an error, buffer untouched */
+    size_t len = b.len;
+    m.newtup.ncols = 2;
+    assert_int_equal(ing_event_change(&b, &t, 4, &m, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "column count"));
+    assert_int_equal(b.len, len);
+    /* no relation */
+    m.rel = NULL;
+    assert_int_equal(ing_event_change(&b, &t, 4, &m, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "OID 42"));
+
+    /* a full buffer rolls back */
+    wh_buf small;
+    wh_buf_init(&small, 40);
+    m.rel = &rel;
+    m.newtup.ncols = 3;
+    assert_int_equal(ing_event_change(&small, &t, 4, &m, err, sizeof(err)), WH_ERR);
+    assert_int_equal(small.len, 0);
+    wh_buf_free(&small);
+
+    /* relation without key columns: key null; insert: before null */
+    atts[0].flags = 0;
+    m.type = 'I';
+    m.old_kind = 0;
+    wh_buf_reset(&b);
+    assert_int_equal(ing_event_change(&b, &t, 0, &m, err, sizeof(err)), WH_OK);
+    wh_buf_cstr(&b);
+    assert_non_null(strstr(b.data, "\"key\":null,\"before\":null,\"after\":{"));
+    wh_buf_free(&b);
+
+    /* tenant needing escapes */
+    assert_int_equal(ing_txn_set_tenant(&t, "a\"b", err, sizeof(err)), WH_OK);
+    assert_string_equal(t.tenant_esc, "a\\\"b");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_session_envelopes),
+        cmocka_unit_test(test_exact_bytes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
