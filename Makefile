@@ -140,3 +140,4 @@ clean:
 
 .PHONY: all deps unit test bench demo asan fuzz format clean
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+.SECONDARY:
