@@ -68,24 +68,13 @@ static int match_lit(jparser *p, const char *lit)
     return 1;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int read_hex4(jparser *p, unsigned *out)
 {
     if (p->len - p->pos < 4)
         return jfail(p, "truncated \\u escape");
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hexval(p->s[p->pos + i]);
+        int h = wh_hexval(p->s[p->pos + i]);
         if (h < 0)
             return jfail(p, "bad hex digit in \\u escape");
         v = (v << 4) | (unsigned)h;

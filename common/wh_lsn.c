@@ -5,25 +5,14 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static const char *parse_half(const char *s, uint32_t *out)
 {
     uint32_t v = 0;
     int n = 0;
-    for (; hexval(*s) >= 0; s++, n++) {
+    for (; wh_hexval(*s) >= 0; s++, n++) {
         if (n == 8)
             return NULL;
-        v = (v << 4) | (uint32_t)hexval(*s);
+        v = (v << 4) | (uint32_t)wh_hexval(*s);
     }
     if (n == 0)
         return NULL;

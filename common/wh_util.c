@@ -140,6 +140,17 @@ int wh_backoff_ms(int attempt, int base_ms, int max_ms)
     return (int)(rand_r(&seed) % (cap + 1));
 }
 
+int wh_hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 int wh_strlcpy(char *dst, const char *src, size_t dstlen)
 {
     if (dstlen == 0)

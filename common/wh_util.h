@@ -50,6 +50,9 @@ void wh_signals_install(void);
 /* Full-jitter exponential backoff: random in [0, min(max_ms, base_ms*2^attempt)]. */
 int wh_backoff_ms(int attempt, int base_ms, int max_ms);
 
+/* Value of a hex digit, or -1. */
+int wh_hexval(int c);
+
 /* Safe string copy: always NUL-terminates; returns WH_ERR if truncated. */
 int wh_strlcpy(char *dst, const char *src, size_t dstlen);
 

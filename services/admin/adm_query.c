@@ -8,6 +8,7 @@
 
 #include "wh_ipc.h"
 #include "wh_metrics.h"
+#include "wh_daemon.h"
 #include "wh_util.h"
 
 struct adm_query {
@@ -349,8 +350,7 @@ int adm_metrics_render(const adm_stat *st, int n, wh_buf *out)
     wh_buf_init(&own, 0);
     int rc = WH_OK;
     char labels[64];
-    rc |= wh_metric_header(&own, "walhook_up", "gauge", "1 when the daemon is running");
-    rc |= wh_metric_u64(&own, "walhook_up", "daemon=\"admin\"", 1);
+    rc |= wh_metric_process(&own, "admin");
     rc |= wh_metric_header(&own, "walhook_daemon_up", "gauge",
                            "1 when the daemon answered the admin's Stats request");
     for (int i = 0; i < n; i++) {
@@ -362,12 +362,6 @@ int adm_metrics_render(const adm_stat *st, int n, wh_buf *out)
     for (int i = 0; i < n; i++) {
         snprintf(labels, sizeof(labels), "daemon=\"%s\"", st[i].name);
         rc |= wh_metric_u64(&own, "walhook_daemon_ready", labels, st[i].up && st[i].ready);
-    }
-    long rss = wh_peak_rss_kib();
-    if (rss >= 0) {
-        rc |= wh_metric_header(&own, "walhook_peak_rss_bytes", "gauge", "Peak resident set size");
-        rc |= wh_metric_u64(&own, "walhook_peak_rss_bytes", "daemon=\"admin\"",
-                            (uint64_t)rss * 1024u);
     }
     if (rc != WH_OK || wh_buf_cstr(&own) != WH_OK) {
         wh_buf_free(&own);

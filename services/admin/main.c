@@ -5,21 +5,15 @@
 #include "adm_http.h"
 #include "adm_query.h"
 #include "wh_config.h"
+#include "wh_daemon.h"
 #include "wh_util.h"
 
 static wh_config cfg; /* large: keep off the stack */
 
 int main(int argc, char **argv)
 {
-    const char *path = wh_config_parse_args(argc, argv, "walhook-admin");
     char err[WH_ERRLEN];
-    if (wh_config_load(&cfg, path, err, sizeof(err)) != WH_OK) {
-        fprintf(stderr, "walhook-admin: %s\n", err);
-        return 2;
-    }
-    int lvl = wh_log_level_parse(cfg.log_level);
-    wh_log_init("admin", lvl < 0 ? WH_LOG_INFO : lvl);
-    wh_signals_install();
+    const char *path = wh_daemon_init(argc, argv, "admin", &cfg);
 
     adm_query *q = NULL;
     adm_http *h = NULL;

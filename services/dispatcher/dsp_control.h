@@ -7,9 +7,8 @@
 #include <stddef.h>
 
 #include "dsp_loop.h"
-#include "wh_ipc.h"
+#include "wh_daemon.h"
 
-int dsp_control_start(wh_server **out, const char *url, size_t max_msg, dsp_loop *loop, char *err,
-                      size_t errlen);
+int dsp_control_start(wh_control **out, const char *url, dsp_loop *loop, char *err, size_t errlen);
 
 #endif

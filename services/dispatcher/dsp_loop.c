@@ -238,14 +238,6 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
 
 int dsp_loop_metrics(dsp_loop *l, wh_buf *out)
 {
-    long rss = wh_peak_rss_kib();
-    if (wh_metric_header(out, "walhook_up", "gauge", "1 while the daemon runs.") != WH_OK ||
-        wh_metric_u64(out, "walhook_up", "daemon=\"dispatcher\"", 1) != WH_OK ||
-        wh_metric_header(out, "walhook_peak_rss_bytes", "gauge",
-                         "Peak resident set size (VmHWM).") != WH_OK ||
-        wh_metric_i64(out, "walhook_peak_rss_bytes", "daemon=\"dispatcher\"",
-                      rss > 0 ? (int64_t)rss * 1024 : 0) != WH_OK)
-        return WH_ERR;
     for (int k = M_DELIVERED; k <= M_COMMITTED_LSN; k++)
         if (render_metric(l, out, (metric_kind)k) != WH_OK)
             return WH_ERR;

@@ -9,6 +9,7 @@
 #include "ing_batch.h"
 #include "wh_buf.h"
 #include "wh_config.h"
+#include "wh_daemon.h"
 #include "wh_metrics.h"
 
 enum { ING_STATE_CONNECTING = 0, ING_STATE_STREAMING = 1, ING_STATE_ERROR = 2 };
@@ -21,14 +22,11 @@ typedef struct ing_stats {
     ing_batcher *bt; /* may be NULL */
 } ing_stats;
 
-typedef struct ing_control ing_control;
-
 const char *ing_state_name(int state);
 /* Renders the ingestor's metrics (Prometheus text) into out. */
 int ing_stats_render(const ing_stats *st, wh_buf *out);
 /* Serves Stats on cfg->ingestor_control. */
-int ing_control_start(ing_control **out, const wh_config *cfg, ing_stats *st, char *err,
+int ing_control_start(wh_control **out, const wh_config *cfg, ing_stats *st, char *err,
                       size_t errlen);
-void ing_control_stop(ing_control *c);
 
 #endif

@@ -46,17 +46,6 @@ int ing_is_json_number(const char *s, size_t n)
     return i == n;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* bytea hex output "\x0a0b..." -> base64 string, decoded in chunks whose
  * size is a multiple of 3 so the concatenated base64 equals the whole. */
 static int bytea_json(wh_buf *b, const char *s, size_t n)
@@ -64,14 +53,14 @@ static int bytea_json(wh_buf *b, const char *s, size_t n)
     if (n < 2 || s[0] != '\\' || s[1] != 'x' || (n - 2) % 2 != 0)
         return ing_value_binary(b, s, n); /* not hex format: keep the text bytes */
     for (size_t i = 2; i < n; i++)
-        if (hexval(s[i]) < 0)
+        if (wh_hexval(s[i]) < 0)
             return ing_value_binary(b, s, n);
     if (wh_buf_putc(b, '"'))
         return WH_ERR;
     unsigned char chunk[3072];
     size_t k = 0;
     for (size_t i = 2; i < n; i += 2) {
-        chunk[k++] = (unsigned char)(hexval(s[i]) << 4 | hexval(s[i + 1]));
+        chunk[k++] = (unsigned char)(wh_hexval(s[i]) << 4 | wh_hexval(s[i + 1]));
         if (k == sizeof(chunk)) {
             if (wh_base64(b, chunk, k))
                 return WH_ERR;

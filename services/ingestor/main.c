@@ -6,17 +6,14 @@
 #include "ing_repl.h"
 #include "ing_stats.h"
 #include "wh_config.h"
+#include "wh_daemon.h"
 #include "wh_util.h"
 
 int main(int argc, char **argv)
 {
     static wh_config cfg;
     char err[WH_ERRLEN];
-    const char *path = wh_config_parse_args(argc, argv, "walhook-ingestor");
-    if (wh_config_load(&cfg, path, err, sizeof(err)) != WH_OK) {
-        fprintf(stderr, "walhook-ingestor: %s\n", err);
-        return 2;
-    }
+    const char *path = wh_daemon_init(argc, argv, "ingestor", &cfg);
     if (!cfg.source_dsn[0]) {
         fprintf(stderr, "walhook-ingestor: source.dsn is not set (or WALHOOK_SOURCE_DSN)\n");
         return 2;
@@ -31,12 +28,10 @@ int main(int argc, char **argv)
                 (long long)cfg.memory_budget_bytes, (long long)need);
         return 2;
     }
-    wh_log_init("ingestor", wh_log_level_parse(cfg.log_level));
-    wh_signals_install();
 
     static ing_stats st;
     ing_batcher *bt = NULL;
-    ing_control *ctl = NULL;
+    wh_control *ctl = NULL;
     int rc = 1;
     if (ing_batcher_new(&bt, &cfg, err, sizeof(err)) != WH_OK) {
         wh_error("%s", err);
@@ -53,7 +48,7 @@ int main(int argc, char **argv)
     }
     rc = 0;
 out:
-    ing_control_stop(ctl);
+    wh_control_stop(ctl);
     ing_batcher_free(bt);
     if (rc == 0)
         wh_info("stopped");

@@ -16,6 +16,7 @@
 #include "st_db.h"
 #include "st_server.h"
 #include "wh_config.h"
+#include "wh_daemon.h"
 #include "wh_util.h"
 
 static int run_dump(const wh_config *cfg)
@@ -47,15 +48,9 @@ int main(int argc, char **argv)
             args[nargs++] = argv[i];
     }
     args[nargs] = NULL;
-    const char *path = wh_config_parse_args(nargs, args, "walhook-store");
-
     char err[WH_ERRLEN];
-    wh_config cfg;
-    if (wh_config_load(&cfg, path, err, sizeof(err)) != WH_OK) {
-        fprintf(stderr, "walhook-store: %s\n", err);
-        return 2;
-    }
-    wh_log_init("store", wh_log_level_parse(cfg.log_level));
+    static wh_config cfg;
+    wh_daemon_init(nargs, args, "store", &cfg);
     if (dump)
         return run_dump(&cfg);
 
@@ -69,7 +64,6 @@ int main(int argc, char **argv)
                 (long long)cfg.memory_budget_bytes);
         return 2;
     }
-    wh_signals_install();
     mallopt(M_ARENA_MAX, 2); /* fewer per-thread malloc arenas: lower RSS */
 
     st_db *db = NULL;

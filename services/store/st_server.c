@@ -12,6 +12,7 @@
 #include "wh_buf.h"
 #include "wh_ipc.h"
 #include "wh_metrics.h"
+#include "wh_daemon.h"
 #include "wh_util.h"
 
 #define ST_MAX_WAITQ 1024     /* tenants with a long-poll queue */
@@ -409,13 +410,7 @@ static void do_get_offset(st_server *s, const Walhook__GetOffset *g, Walhook__Re
 
 int st_server_metrics(st_server *s, wh_buf *b)
 {
-    long rss = wh_peak_rss_kib();
-    int rc = 0;
-    rc |= wh_metric_header(b, "walhook_up", "gauge", "1 when the daemon runs");
-    rc |= wh_metric_u64(b, "walhook_up", "daemon=\"store\"", 1);
-    rc |= wh_metric_header(b, "walhook_peak_rss_bytes", "gauge", "peak resident set size");
-    rc |= wh_metric_u64(b, "walhook_peak_rss_bytes", "daemon=\"store\"",
-                        rss > 0 ? (uint64_t)rss * 1024 : 0);
+    int rc = wh_metric_process(b, "store");
     rc |= wh_metric_header(b, "walhook_events_stored_total", "counter",
                            "events appended (durable) since start");
     rc |= wh_metric_u64(b, "walhook_events_stored_total", "", wh_counter_get(&s->events_stored));

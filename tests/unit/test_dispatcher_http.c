@@ -312,9 +312,8 @@ static void test_round_trip_with_retry(void **state)
     dsp_loop *loop = NULL;
     if (dsp_loop_create(&loop, &cfg, err, sizeof(err)) != WH_OK)
         fail_msg("dsp_loop_create: %s", err);
-    wh_server *ctl = NULL;
-    assert_int_equal(dsp_control_start(&ctl, cfg.dispatcher_control, (size_t)cfg.ipc_max_msg_bytes,
-                                       loop, err, sizeof(err)),
+    wh_control *ctl = NULL;
+    assert_int_equal(dsp_control_start(&ctl, cfg.dispatcher_control, loop, err, sizeof(err)),
                      WH_OK);
     pthread_t lt;
     assert_int_equal(pthread_create(&lt, NULL, loop_main, loop), 0);
@@ -355,7 +354,7 @@ static void test_round_trip_with_retry(void **state)
 
     dsp_loop_stop(loop);
     pthread_join(lt, NULL);
-    wh_server_stop(ctl);
+    wh_control_stop(ctl);
     dsp_loop_destroy(loop);
     wh_server_stop(store);
     http_stop(&hs);
