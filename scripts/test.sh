@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 make -j"$(nproc)" all
+make -j"$(nproc)" asan   # sanitizer build: tests/run.sh runs its unit tests and e2e too
 exec tests/run.sh "$@"

@@ -57,6 +57,25 @@ if [ "$UNIT" = 1 ]; then
     done
 fi
 
+# Sanitizer pass: when an ASan/UBSan build exists (make asan, done by
+# scripts/test.sh), its unit tests and the end-to-end test run again on it.
+ASAN_BIN="$ROOT/build-asan/bin"
+if [ "${WH_ASAN:-1}" = 1 ] && [ -x "$ASAN_BIN/walhook" ] && [ "$BIN" != "$ASAN_BIN" ]; then
+    export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=23"
+    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+    if [ "$UNIT" = 1 ]; then
+        for t in "$ASAN_BIN"/tests/test_*; do
+            [ -x "$t" ] || continue
+            [ -n "$FILTER" ] && [[ "asan_$(basename "$t")" != *"$FILTER"* ]] && continue
+            run_one "asan_$(basename "$t")" timeout -k 10 180 "$t"
+        done
+    fi
+    if [ "$INTEG" = 1 ] && { [ -z "$FILTER" ] || [[ asan_test_e2e == *"$FILTER"* ]]; }; then
+        run_one "asan_test_e2e" env BIN="$ASAN_BIN" timeout -k 20 "$TIMEOUT" bash tests/integration/test_e2e.sh
+    fi
+    unset ASAN_OPTIONS UBSAN_OPTIONS
+fi
+
 if [ "$INTEG" = 1 ]; then
     for t in tests/integration/test_*.sh; do
         [ -n "$FILTER" ] && [[ "$(basename "$t")" != *"$FILTER"* ]] && continue

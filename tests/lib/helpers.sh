@@ -60,7 +60,7 @@ wh_kill() {
     unset "WH_PIDS[$name]"
 }
 
-wh_cleanup() {
+wh_stop_all() {
     local name
     for name in "${!WH_PIDS[@]}"; do
         kill -s TERM "${WH_PIDS[$name]}" 2>/dev/null || true
@@ -68,6 +68,10 @@ wh_cleanup() {
     for name in "${!WH_PIDS[@]}"; do
         wh_kill "$name" TERM
     done
+}
+
+wh_cleanup() {
+    wh_stop_all
     pg_stop
     if [ -n "$WH_TMP" ] && [ -d "$WH_TMP" ] && [ "${KEEP_TMP:-0}" != 1 ]; then
         rm -rf "$WH_TMP"
@@ -88,6 +92,15 @@ wh_fail() {
 }
 
 wh_pass() {
+    # Processes stop first so that sanitizer builds (make asan) report leaks
+    # and errors at exit; any such report in a log fails the test.
+    wh_stop_all
+    if [ -n "$WH_TMP" ] && [ -d "$WH_TMP" ]; then
+        local bad
+        bad=$(grep -l -E "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" \
+            "$WH_TMP"/*.log 2>/dev/null | head -n 3)
+        [ -z "$bad" ] || wh_fail "sanitizer report in: $bad"
+    fi
     echo "PASS $WH_TEST_NAME: $*"
     exit 0
 }

@@ -230,7 +230,7 @@ int main(int argc, char **argv)
     wh_buf sql;
     wh_buf_init(&sql, 0);
     for (long long k = 0; k < ntables; k++) {
-        snprintf(tabs[k].name, sizeof tabs[k].name, "t%lld", k + 1);
+        snprintf(tabs[k].name, sizeof tabs[k].name, "t%d", (int)(k + 1) % 1000000);
         wh_buf_reset(&sql);
         wh_buf_printf(&sql,
                       "CREATE TABLE IF NOT EXISTS %s (id bigint PRIMARY KEY, i int, f float8, "
@@ -240,6 +240,8 @@ int main(int argc, char **argv)
         exec_ok(conn, sql.data, "create table");
     }
     if (setup_only) {
+        wh_buf_free(&sql);
+        free(tabs);
         PQfinish(conn);
         return 0;
     }
