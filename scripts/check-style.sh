@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The style checker (docs/STYLE.md): clang-format clean, module prefixes on
+# every exported symbol, no unbounded string functions in product code.
+# Needs a build in BUILD (default build/). Exit 0 clean, 1 with findings.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+bad=0
+report() { echo "style: $*"; bad=1; }
+
+# 1. formatting
+if command -v clang-format >/dev/null 2>&1; then
+    while IFS= read -r f; do
+        if ! clang-format --dry-run --Werror "$f" >/dev/null 2>&1; then
+            report "$f is not clang-formatted (make format)"
+        fi
+    done < <(git ls-files '*.c' '*.h' | grep -v '^tests/unit/data/')
+else
+    echo "style: clang-format not installed; formatting not checked"
+fi
+
+# 2. exported symbols carry their module's prefix
+check_prefix() { # DIR PREFIX
+    local dir=$1 prefix=$2 o sym
+    for o in "$BUILD/$dir"/*.o; do
+        [ -f "$o" ] || { report "no objects in $BUILD/$dir (run make)"; return; }
+        while read -r sym; do
+            [ "$sym" = main ] && continue
+            [[ "$sym" == "$prefix"* ]] || report "$o exports '$sym' without the prefix '$prefix'"
+        done < <(nm -g --defined-only "$o" | awk '{print $3}')
+    done
+}
+check_prefix common wh_
+check_prefix services/ingestor ing_
+check_prefix services/store st_
+check_prefix services/dispatcher dsp_
+check_prefix services/admin adm_
+check_prefix tools/walhook cli_
+
+# 3. no unbounded string functions, no shell-outs, in product code
+while IFS= read -r hit; do
+    report "banned call: $hit"
+done < <(grep -nE '(^|[^a-z_])(sprintf|vsprintf|strcpy|strcat|gets|strtok|system)\(' \
+    common/*.c services/*/*.c tools/*.c tools/*/*.c | grep -vE 'snprintf|vsnprintf')
+
+if [ "$bad" = 0 ]; then
+    echo "style: clean"
+fi
+exit "$bad"
