@@ -17,7 +17,7 @@ SAN   ?=
 CFLAGS_BASE = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE \
               -Icommon -I$(BUILD)/gen -I/usr/include/postgresql $(SAN)
 CFLAGS += $(OPT) $(CFLAGS_BASE)
-LDFLAGS += $(SAN)
+LDFLAGS += $(SAN) -Wl,--as-needed
 LIBS_COMMON = -lprotobuf-c -lnng -lpq -lconfig -lpthread
 
 PROTO_C = $(BUILD)/gen/walhook.pb-c.c

@@ -38,7 +38,13 @@ now() { date +%s.%N; }
 fmt() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
 rate() { awk -v n="$1" -v t="$2" 'BEGIN { if (t > 0) printf "%.0f", n / t; else print "inf" }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-hwm() { awk '/VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
+hwm_kib() { awk '/VmHWM/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+# BENCH_MEMINFO=1: also print each daemon's current anonymous / file-backed RSS
+meminfo() {
+    awk '/RssAnon|RssFile/ { printf " %s %.1f MiB", $1, $2 / 1024 }' "/proc/$1/status" 2>/dev/null
+    awk -v hz="$(getconf CLK_TCK)" '{ printf ", cpu %.2f s", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null
+}
 
 RESULTS=()
 run_case() { # NAME EVENTS SQL
@@ -71,6 +77,9 @@ run_case() { # NAME EVENTS SQL
     conf="$WH_TMP/$name.conf"
     wh_write_conf "$conf" "$PG_DSN" "$data" "$aport" "http://127.0.0.1:$RPORT/hook"
     sed -i "s/slot = \"walhook\"/slot = \"$slot\"/" "$conf"
+    # BENCH_CONF: extra config lines (e.g. 'ingestor = { window_bytes = 8388608; };');
+    # WALHOOK_* environment variables work too
+    [ -n "${BENCH_CONF:-}" ] && echo "$BENCH_CONF" >>"$conf"
     mkdir -p "$data"
     local m="http://127.0.0.1:$aport/metrics" d
     t0=$(now)
@@ -93,15 +102,23 @@ run_case() { # NAME EVENTS SQL
         fi
         [ -z "$t_dl" ] && sleep 0.1
     done
-    echo "   walhook: all stored in $t_st s ($(rate "$events" "$t_st") changes/s, $(ratio "$t_st" "$t_rl")x pg_recvlogical)"
-    echo "   walhook: all delivered in $t_dl s ($(rate "$events" "$t_dl") changes/s, $(ratio "$t_dl" "$t_rl")x pg_recvlogical)"
-    local rss=""
+    # rate ratio = walhook rate / pg_recvlogical rate = t_recvlogical / t_walhook
+    # (1.00: as fast as pg_recvlogical; bars: stored >= 0.90, delivered >= 0.80)
+    local r_st r_dl
+    r_st=$(ratio "$t_rl" "$t_st")
+    r_dl=$(ratio "$t_rl" "$t_dl")
+    echo "   walhook: all stored in $t_st s ($(rate "$events" "$t_st") changes/s, rate ratio $r_st of pg_recvlogical's)"
+    echo "   walhook: all delivered in $t_dl s ($(rate "$events" "$t_dl") changes/s, rate ratio $r_dl of pg_recvlogical's)"
+    local rss="" k sum=0
     for d in store ingestor dispatcher admin; do
-        rss+=" $d $(hwm "${WH_PIDS[$d-$name]}");"
+        k=$(hwm_kib "${WH_PIDS[$d-$name]}")
+        sum=$((sum + ${k:-0}))
+        rss+=" $d $(mib "$k") MiB;"
+        [ "${BENCH_MEMINFO:-0}" = 1 ] && echo "   $d now:$(meminfo "${WH_PIDS[$d-$name]}")"
     done
-    echo "   peak RSS:$rss"
-    RESULTS+=("$(printf '%-8s %9d %9s %9s %9s %7s %7s' "$name" "$events" "$t_rl" "$t_st" "$t_dl" \
-        "$(ratio "$t_st" "$t_rl")" "$(ratio "$t_dl" "$t_rl")")")
+    echo "   peak RSS:$rss sum $(mib "$sum") MiB"
+    RESULTS+=("$(printf '%-8s %9d %9s %9s %9s %9s %9s %9s' "$name" "$events" "$t_rl" "$t_st" "$t_dl" \
+        "$r_st" "$r_dl" "$(mib "$sum")")")
     for d in admin dispatcher ingestor store; do wh_kill "$d-$name" TERM; done
     pg_psql -c "SELECT pg_drop_replication_slot('$rl'), pg_drop_replication_slot('$slot')" >/dev/null
 }
@@ -110,5 +127,7 @@ run_case small "$SMALL" "CALL bench_small($SMALL)"
 run_case big "$BIG" "INSERT INTO bench SELECT i, i, 'row ' || i FROM generate_series(1, $BIG) i"
 
 echo
-echo "case       events  recvlog_s  stored_s  deliv_s  st/rl  dl/rl"
+echo "rate ratio = walhook rate / pg_recvlogical rate (= recvlog_s / walhook_s; bars: stored >= 0.90, delivered >= 0.80)"
+echo "peak RSS = sum of the four daemons' VmHWM (bar: < 64 MiB)"
+printf '%-8s %9s %9s %9s %9s %9s %9s %9s\n' case events recvlog_s stored_s deliv_s rate_st rate_dl rss_MiB
 for r in "${RESULTS[@]}"; do echo "$r"; done

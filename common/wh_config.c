@@ -2,13 +2,13 @@
  * overrides and validation. */
 #include "wh_config.h"
 #include "wh_buf.h"
+#include "wh_dsn.h"
 #include "wh_util.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <libconfig.h>
-#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +45,8 @@ const wh_config_entry wh_config_table[] = {
       "seal a batch at this many bytes"),
     L(flush_age_us, "ingestor.flush_age_us", 500, 0, 10000000, WH_CF_RUNTIME,
       "seal a batch at this age (microseconds)"),
+    L(busy_linger_us, "ingestor.busy_linger_us", 20000, 0, 10000000, WH_CF_RUNTIME,
+      "busy stream (16+ events per flush_age_us): seal at this age instead (microseconds)"),
     L(window_bytes, "ingestor.window_bytes", 16 * MiB, 64 * KiB, 16 * GiB, WH_CF_RUNTIME,
       "stop reading WAL while this many bytes are unacked by the store"),
     I(status_interval_ms, "ingestor.status_interval_ms", 1000, 10, 60000, 0,
@@ -409,30 +411,10 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
         return wh_seterr(err, errlen, "setting 'log_level': '%s' is not debug, info, warn or error",
                          c->log_level);
     if (c->source_dsn[0] != '\0') {
-        char *perr = NULL;
-        PQconninfoOption *o = PQconninfoParse(c->source_dsn, &perr);
-        if (o == NULL) {
-            char msg[256];
-            snprintf(msg, sizeof(msg), "%s", perr ? perr : "unparsable");
-            size_t l = strlen(msg);
-            while (l > 0 && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
-                msg[--l] = '\0';
-            PQfreemem(perr);
+        char sub[WH_ERRLEN];
+        if (wh_dsn_check(c->source_dsn, sub, sizeof(sub)) != WH_OK)
             return wh_seterr(err, errlen, "setting 'source.dsn': invalid connection string: %s",
-                             msg);
-        }
-        int rc = WH_OK;
-        for (PQconninfoOption *p = o; p->keyword != NULL; p++) {
-            if (strcmp(p->keyword, "port") == 0 && p->val != NULL && *p->val) {
-                char *end;
-                long port = strtol(p->val, &end, 10);
-                if (*end != '\0' || port < 1 || port > 65535)
-                    rc = wh_seterr(err, errlen, "setting 'source.dsn': invalid port '%s'", p->val);
-            }
-        }
-        PQconninfoFree(o);
-        if (rc != WH_OK)
-            return rc;
+                             sub);
     }
     if (!valid_name(c->slot))
         return wh_seterr(err, errlen, "setting 'source.slot': '%s' is not a valid name", c->slot);

@@ -44,6 +44,7 @@ typedef struct wh_config {
     char ingestor_control[WH_URL_MAX];
     int64_t flush_bytes;             /* runtime */
     int64_t flush_age_us;            /* runtime */
+    int64_t busy_linger_us;          /* runtime */
     int64_t window_bytes;            /* runtime */
     int status_interval_ms;
     int reconnect_max_ms;

@@ -3,6 +3,7 @@
 #include "wh_metrics.h"
 #include "wh_util.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -15,6 +16,10 @@ const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config 
         fprintf(stderr, "%s: %s\n", prog, err);
         exit(2);
     }
+    /* Memory: few malloc arenas, and large blocks (batches) from mmap so that
+     * freeing them returns the memory at once instead of growing the heap. */
+    mallopt(M_ARENA_MAX, 2);
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     int level = wh_log_level_parse(cfg->log_level);
     wh_log_init(daemon, level < 0 ? WH_LOG_INFO : level);
     wh_signals_install();

@@ -75,21 +75,23 @@ static void *server_worker(void *p)
         if (rv != 0)
             continue;
         nng_msg *in = nng_aio_get_msg(aio);
-        Walhook__Request *req =
-            walhook__request__unpack(NULL, nng_msg_len(in), nng_msg_body(in));
+        size_t inlen = nng_msg_len(in);
+        Walhook__Request *req = walhook__request__unpack(NULL, inlen, nng_msg_body(in));
+        /* unpack copied every field: free the raw bytes before the handler
+         * runs, so a large batch is not held twice */
+        nng_msg_free(in);
         Walhook__Reply rep = WALHOOK__REPLY__INIT;
         void *cookie = NULL;
         int called = 0;
         if (req == NULL) {
             wh_reply_error(&rep, 400, "malformed request: not a walhook.Request message (%zu bytes)",
-                           nng_msg_len(in));
+                           inlen);
         } else if (req->body_case == WALHOOK__REQUEST__BODY__NOT_SET) {
             wh_reply_error(&rep, 400, "malformed request: no request body set");
         } else {
             s->fn(s->arg, req, &rep, &cookie);
             called = 1;
         }
-        nng_msg_free(in);
         size_t sz = walhook__reply__get_packed_size(&rep);
         nng_msg *out = NULL;
         if (nng_msg_alloc(&out, sz) == 0)

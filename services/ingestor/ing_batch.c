@@ -10,6 +10,9 @@
 #include "wh_lsn.h"
 #include "wh_util.h"
 
+#define ING_BUSY_EVENTS 16     /* events in one batch that make a stream "busy" */
+#define ING_SPARE_BATCHES 2    /* recycled batch buffers kept */
+
 typedef struct ev_meta {
     uint64_t commit_lsn;
     int64_t commit_ts_us;
@@ -30,12 +33,13 @@ typedef struct batch {
 struct ing_batcher {
     char tenant[WH_NAME_MAX];
     size_t max_batch_bytes;
-    _Atomic int64_t flush_bytes, flush_age_us, window_bytes;
+    _Atomic int64_t flush_bytes, flush_age_us, linger_us, window_bytes;
 
     /* replication thread only */
     batch *open;
     uint64_t last_commit_end;
     uint64_t next_id;
+    int busy; /* the stream is busy: age-sealing lingers (see ing_batcher_tick) */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;       /* queue non-empty or stop */
@@ -214,8 +218,23 @@ static void *sender_main(void *arg)
         bt->inflight = NULL;
         last->next = bt->free_list;
         bt->free_list = first;
+        /* keep a few recycled buffers; return the rest (up to a window of
+         * them after a burst) to the system */
+        batch *excess = NULL;
+        size_t kept = 0;
+        for (batch **pp = &bt->free_list; *pp; pp = &(*pp)->next) {
+            if (++kept == ING_SPARE_BATCHES) {
+                excess = (*pp)->next;
+                (*pp)->next = NULL;
+                break;
+            }
+        }
         pthread_cond_broadcast(&bt->acked_cv);
         pthread_mutex_unlock(&bt->mu);
+        for (batch *b = excess, *n; b; b = n) {
+            n = b->next;
+            batch_free(b);
+        }
     }
 out:
     return NULL;
@@ -230,7 +249,7 @@ int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t e
     /* leave room for the protobuf framing of every event */
     size_t maxmsg = (size_t)cfg->ipc_max_msg_bytes;
     bt->max_batch_bytes = maxmsg > (1u << 20) ? maxmsg - maxmsg / 8 : maxmsg / 2;
-    ing_batcher_set_limits(bt, cfg->flush_bytes, cfg->flush_age_us, cfg->window_bytes);
+    ing_batcher_set_limits(cfg, bt);
     pthread_mutex_init(&bt->mu, NULL);
     pthread_cond_init(&bt->cv, NULL);
     pthread_cond_init(&bt->acked_cv, NULL);
@@ -288,14 +307,15 @@ void ing_batcher_free(ing_batcher *bt)
     free(bt);
 }
 
-void ing_batcher_set_limits(ing_batcher *bt, int64_t flush_bytes, int64_t flush_age_us,
-                            int64_t window_bytes)
+void ing_batcher_set_limits(const wh_config *cfg, ing_batcher *bt)
 {
+    int64_t flush_bytes = cfg->flush_bytes;
     if (flush_bytes > (int64_t)bt->max_batch_bytes / 2)
         flush_bytes = (int64_t)bt->max_batch_bytes / 2;
     atomic_store(&bt->flush_bytes, flush_bytes);
-    atomic_store(&bt->flush_age_us, flush_age_us);
-    atomic_store(&bt->window_bytes, window_bytes);
+    atomic_store(&bt->flush_age_us, cfg->flush_age_us);
+    atomic_store(&bt->linger_us, cfg->busy_linger_us);
+    atomic_store(&bt->window_bytes, cfg->window_bytes);
 }
 
 wh_buf *ing_batcher_buf(ing_batcher *bt)
@@ -328,8 +348,10 @@ int ing_batcher_add(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, int64_t 
     e->len = b->json.len - start;
     if (b->nev == 1)
         b->first_us = wh_now_us();
-    if ((int64_t)b->json.len >= atomic_load(&bt->flush_bytes))
+    if ((int64_t)b->json.len >= atomic_load(&bt->flush_bytes)) {
+        bt->busy = 1;
         return ing_batcher_seal(bt, err, errlen);
+    }
     return WH_OK;
 }
 
@@ -367,8 +389,22 @@ uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us)
     batch *b = bt->open;
     if (b->nev == 0)
         return UINT64_MAX;
-    uint64_t due = b->first_us + (uint64_t)atomic_load(&bt->flush_age_us);
+    uint64_t age = (uint64_t)atomic_load(&bt->flush_age_us);
+    uint64_t linger = (uint64_t)atomic_load(&bt->linger_us);
+    /* A busy stream (at least ING_BUSY_EVENTS events within flush_age_us,
+     * e.g. a backlog of small transactions) lingers up to
+     * ingestor.busy_linger_us:
+     * sealing every few hundred microseconds would make one synced store
+     * write (and one dispatcher read, POST and commit) per few events, and
+     * on a small host that CPU is taken from the walsender. A slow stream
+     * keeps the flush_age_us latency. */
+    if (age < linger && (bt->busy || b->nev >= ING_BUSY_EVENTS))
+        age = linger;
+    uint64_t due = b->first_us + age;
     if (now_us >= due) {
+        /* busy stays set while batches fill up; one that lingered with few
+         * events ends it */
+        bt->busy = b->nev >= ING_BUSY_EVENTS;
         char err[128];
         if (ing_batcher_seal(bt, err, sizeof(err)) != WH_OK)
             return now_us + 1000;

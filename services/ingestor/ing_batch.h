@@ -24,9 +24,9 @@ int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t e
 /* Stops the sender (abandoning unsent batches) and frees everything. */
 void ing_batcher_free(ing_batcher *bt);
 
-/* Runtime thresholds (atomic). */
-void ing_batcher_set_limits(ing_batcher *bt, int64_t flush_bytes, int64_t flush_age_us,
-                            int64_t window_bytes);
+/* Runtime thresholds (atomic): ingestor.flush_bytes, flush_age_us,
+ * busy_linger_us, window_bytes. */
+void ing_batcher_set_limits(const wh_config *cfg, ing_batcher *bt);
 
 /* The open batch's JSON buffer to render one event into. */
 wh_buf *ing_batcher_buf(ing_batcher *bt);

@@ -613,7 +613,7 @@ static void maybe_reload(repl *r)
     if (wh_config_load(nc, r->cfg_path, err, sizeof(err)) != WH_OK) {
         wh_warn("reload failed, keeping the old settings: %s", err);
     } else {
-        ing_batcher_set_limits(r->bt, nc->flush_bytes, nc->flush_age_us, nc->window_bytes);
+        ing_batcher_set_limits(nc, r->bt);
         wh_info("reloaded: flush_bytes=%lld flush_age_us=%lld window_bytes=%lld",
                 (long long)nc->flush_bytes, (long long)nc->flush_age_us,
                 (long long)nc->window_bytes);

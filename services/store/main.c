@@ -9,7 +9,6 @@
  * closes the socket, joins workers, so no handler touches the db any more),
  * destroy it, then close the db (waits for RocksDB background work).
  */
-#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -64,7 +63,6 @@ int main(int argc, char **argv)
                 (long long)cfg.memory_budget_bytes);
         return 2;
     }
-    mallopt(M_ARENA_MAX, 2); /* fewer per-thread malloc arenas: lower RSS */
 
     st_db *db = NULL;
     st_server *srv = NULL;

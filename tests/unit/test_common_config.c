@@ -11,6 +11,7 @@
 
 #include "wh_buf.h"
 #include "wh_config.h"
+#include "wh_dsn.h"
 #include "wh_util.h"
 
 static char path[64];
@@ -146,12 +147,48 @@ static void test_static_diff_and_json(void **state)
     wh_buf_free(&j);
 }
 
+static void test_dsn_syntax(void **state)
+{
+    char err[WH_ERRLEN];
+    const char *good[] = {"postgresql://u@127.0.0.1:5432/db",
+                          "postgres://u:p%40ss@h1:5432,h2:5433/db?sslmode=require&application_name=x",
+                          "postgresql://[::1]:5432/db",
+                          "postgresql:///db?host=/tmp",
+                          "host=127.0.0.1 port=5432 dbname=x user=u",
+                          "host='a b' password='it\\'s' port = 5432",
+                          "",
+                          NULL};
+    for (int i = 0; good[i]; i++)
+        if (wh_dsn_check(good[i], err, sizeof(err)) != WH_OK)
+            fail_msg("'%s' rejected: %s", good[i], err);
+    struct { const char *dsn, *needle; } bad[] = {
+        {"postgresql://u@h:notaport/db", "port"},
+        {"postgresql://u@h:0/db", "port"},
+        {"postgresql://u@h:70000/db", "port"},
+        {"postgresql://h/db?colour=red", "colour"},
+        {"postgresql://h/db?sslmode", "no '='"},
+        {"mysql://h/db", "postgresql://"},
+        {"host=x bogus=1", "bogus"},
+        {"host=x port=99999", "port"},
+        {"host", "missing '='"},
+        {"host='x", "unterminated"},
+        {"postgresql://[::1/db", "IPv6"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        if (wh_dsn_check(bad[i].dsn, err, sizeof(err)) != WH_ERR)
+            fail_msg("'%s' accepted", bad[i].dsn);
+        if (strstr(err, bad[i].needle) == NULL)
+            fail_msg("'%s': error '%s' does not mention '%s'", bad[i].dsn, err, bad[i].needle);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults), cmocka_unit_test(test_full_file),
         cmocka_unit_test(test_errors), cmocka_unit_test(test_env_overrides),
-        cmocka_unit_test(test_static_diff_and_json),
+        cmocka_unit_test(test_static_diff_and_json), cmocka_unit_test(test_dsn_syntax),
     };
     return cmocka_run_group_tests_name("common_config", tests, NULL, NULL);
 }

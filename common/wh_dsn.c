@@ -1,0 +1,164 @@
+/* wh_dsn: connection string syntax check (see wh_dsn.h). */
+#include "wh_dsn.h"
+#include "wh_util.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* libpq 15 connection parameters. */
+static const char *const keywords[] = {
+    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "channel_binding",
+    "connect_timeout", "client_encoding", "options", "application_name",
+    "fallback_application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+    "keepalives_count", "tcp_user_timeout", "replication", "gssencmode", "sslmode",
+    "requiressl", "sslcompression", "sslcert", "sslkey", "sslpassword", "sslrootcert", "sslcrl",
+    "sslcrldir", "sslsni", "requirepeer", "ssl_min_protocol_version",
+    "ssl_max_protocol_version", "krbsrvname", "gsslib", "service", "target_session_attrs",
+    "load_balance_hosts", NULL};
+
+static int known_keyword(const char *k, size_t n)
+{
+    for (int i = 0; keywords[i] != NULL; i++)
+        if (strlen(keywords[i]) == n && strncmp(keywords[i], k, n) == 0)
+            return 1;
+    return 0;
+}
+
+/* Checks a comma-separated list of ports (empty entries allowed). */
+static int check_ports(const char *p, size_t n, char *err, size_t errlen)
+{
+    size_t i = 0;
+    while (i <= n) {
+        size_t j = i;
+        while (j < n && p[j] != ',')
+            j++;
+        if (j > i) {
+            long v = 0;
+            for (size_t k = i; k < j; k++) {
+                if (!isdigit((unsigned char)p[k]) || v > 65535)
+                    return wh_seterr(err, errlen, "invalid port '%.*s'", (int)(j - i), p + i);
+                v = v * 10 + (p[k] - '0');
+            }
+            if (v < 1 || v > 65535)
+                return wh_seterr(err, errlen, "invalid port '%.*s'", (int)(j - i), p + i);
+        }
+        i = j + 1;
+    }
+    return WH_OK;
+}
+
+static int check_uri(const char *s, char *err, size_t errlen)
+{
+    const char *p = strstr(s, "://") + 3;
+    const char *end = p + strcspn(p, "/?");
+    const char *at = NULL;
+    for (const char *q = p; q < end; q++)
+        if (*q == '@')
+            at = q;
+    const char *h = at ? at + 1 : p;
+    /* hosts: host[:port][,host[:port]...]; IPv6 in brackets */
+    while (h < end) {
+        const char *item_end = h;
+        if (*h == '[') {
+            const char *rb = memchr(h, ']', (size_t)(end - h));
+            if (rb == NULL)
+                return wh_seterr(err, errlen, "unterminated IPv6 address in URI");
+            item_end = rb + 1;
+        }
+        while (item_end < end && *item_end != ',' && *item_end != ':')
+            item_end++;
+        if (item_end < end && *item_end == ':') {
+            const char *port = item_end + 1;
+            const char *pe = port;
+            while (pe < end && *pe != ',')
+                pe++;
+            if (pe == port || check_ports(port, (size_t)(pe - port), err, errlen) != WH_OK)
+                return wh_seterr(err, errlen, "invalid port '%.*s' in URI", (int)(pe - port),
+                                 port);
+            item_end = pe;
+        }
+        h = item_end < end ? item_end + 1 : end;
+    }
+    const char *qm = strchr(end, '?');
+    if (qm == NULL)
+        return WH_OK;
+    for (const char *k = qm + 1; *k;) {
+        size_t n = strcspn(k, "&");
+        const char *eq = memchr(k, '=', n);
+        if (n > 0) {
+            if (eq == NULL)
+                return wh_seterr(err, errlen, "URI parameter '%.*s' has no '='", (int)n, k);
+            if (!known_keyword(k, (size_t)(eq - k)))
+                return wh_seterr(err, errlen, "unknown URI parameter '%.*s'", (int)(eq - k), k);
+            if ((size_t)(eq - k) == 4 && strncmp(k, "port", 4) == 0 &&
+                check_ports(eq + 1, n - (size_t)(eq - k) - 1, err, errlen) != WH_OK)
+                return WH_ERR;
+        }
+        k += n;
+        if (*k == '&')
+            k++;
+    }
+    return WH_OK;
+}
+
+static int check_keyvalue(const char *s, char *err, size_t errlen)
+{
+    const char *p = s;
+    for (;;) {
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p == '\0')
+            return WH_OK;
+        const char *k = p;
+        while (*p && *p != '=' && !isspace((unsigned char)*p))
+            p++;
+        size_t klen = (size_t)(p - k);
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p != '=')
+            return wh_seterr(err, errlen, "missing '=' after '%.*s'", (int)klen, k);
+        if (!known_keyword(k, klen))
+            return wh_seterr(err, errlen, "unknown keyword '%.*s'", (int)klen, k);
+        p++;
+        while (isspace((unsigned char)*p))
+            p++;
+        char val[256];
+        size_t vlen = 0;
+        if (*p == '\'') {
+            p++;
+            while (*p && *p != '\'') {
+                if (*p == '\\' && p[1])
+                    p++;
+                if (vlen + 1 < sizeof(val))
+                    val[vlen++] = *p;
+                p++;
+            }
+            if (*p != '\'')
+                return wh_seterr(err, errlen, "unterminated quoted value of '%.*s'", (int)klen,
+                                 k);
+            p++;
+        } else {
+            while (*p && !isspace((unsigned char)*p)) {
+                if (*p == '\\' && p[1])
+                    p++;
+                if (vlen + 1 < sizeof(val))
+                    val[vlen++] = *p;
+                p++;
+            }
+        }
+        val[vlen] = '\0';
+        if (klen == 4 && strncmp(k, "port", 4) == 0 &&
+            check_ports(val, vlen, err, errlen) != WH_OK)
+            return WH_ERR;
+    }
+}
+
+int wh_dsn_check(const char *dsn, char *err, size_t errlen)
+{
+    if (strncmp(dsn, "postgresql://", 13) == 0 || strncmp(dsn, "postgres://", 11) == 0)
+        return check_uri(dsn, err, errlen);
+    if (strstr(dsn, "://") != NULL)
+        return wh_seterr(err, errlen, "URI must start with postgresql:// or postgres://");
+    return check_keyvalue(dsn, err, errlen);
+}
