@@ -176,3 +176,95 @@ wh_require_bins() {
         [ -x "$BIN/$b" ] || wh_fail "missing $BIN/$b (run make)"
     done
 }
+
+# ---- helpers of the reconnect, dispatcher-crash and supervise tests ----
+#   wh_wait_until S CMD..          runs CMD every 0.2 s until it succeeds (S seconds)
+#   wh_terminate_walsender [SLOT]  pg_terminate_backend on the slot's active
+#                                  walsender; prints its pid, 1 when none was active
+#   wh_slot_pid [SLOT]             active_pid of the slot (empty when inactive)
+#   wh_wait_slot_flush LSN S [SLOT] waits until confirmed_flush_lsn >= LSN
+#   wh_metric_label URL NAME LABEL sum of the samples of NAME whose labels
+#                                  contain LABEL (e.g. 'target="a"'), -1 if none
+#   wh_lsn_num X/Y                 the LSN as a decimal number
+#   wh_last_lsn FILE               the highest envelope LSN in a received file
+#   wh_count_events FILE           envelopes in a received file (duplicates counted)
+#   wh_child_pid PPID NAME         pid of PPID's child running walhook-NAME
+#   wh_wait_received S EXPECT FILE.. waits until wh_check accepts every FILE
+
+wh_wait_until() {
+    local secs=$1
+    shift
+    local deadline=$(( $(date +%s) + secs ))
+    while :; do
+        "$@" && return 0
+        [ "$(date +%s)" -ge "$deadline" ] && return 1
+        sleep 0.2
+    done
+}
+
+wh_slot_pid() {
+    pg_psql -At -c "SELECT active_pid FROM pg_replication_slots
+                    WHERE slot_name = '${1:-walhook}' AND active_pid IS NOT NULL" 2>/dev/null
+}
+
+wh_terminate_walsender() {
+    local slot=${1:-walhook} pid
+    pid=$(wh_slot_pid "$slot")
+    [ -n "$pid" ] || return 1
+    [ "$(pg_psql -At -c "SELECT pg_terminate_backend($pid)" 2>/dev/null)" = t ] || return 1
+    echo "$pid"
+}
+
+_wh_slot_flushed() { # LSN SLOT
+    [ "$(pg_psql -At -c "SELECT coalesce(confirmed_flush_lsn >= '$1'::pg_lsn, false)
+          FROM pg_replication_slots WHERE slot_name = '$2'" 2>/dev/null)" = t ]
+}
+
+wh_wait_slot_flush() {
+    local lsn=$1 secs=${2:-60} slot=${3:-walhook}
+    wh_wait_until "$secs" _wh_slot_flushed "$lsn" "$slot"
+}
+
+wh_metric_label() {
+    curl -fsS --max-time 3 "$1" 2>/dev/null |
+        awk -v m="$2" -v l="$3" 'index($1, m "{") == 1 && index($1, l) > 0 { s += $NF; found = 1 }
+                                 END { if (found) printf "%.0f\n", s; else print -1 }'
+}
+
+wh_lsn_num() {
+    local hi=${1%%/*} lo=${1##*/}
+    echo $(( (16#$hi << 32) | 16#$lo ))
+}
+
+wh_last_lsn() {
+    local l v max=-1 best=""
+    while read -r l; do
+        v=$(wh_lsn_num "$l")
+        [ "$v" -gt "$max" ] && { max=$v; best=$l; }
+    done < <(grep -o '"lsn":"[0-9A-Fa-f]*/[0-9A-Fa-f]*"' "$1" 2>/dev/null | cut -d'"' -f4 | sort -u)
+    [ -n "$best" ] && echo "$best"
+}
+
+wh_count_events() {
+    if [ -f "$1" ]; then grep -o '"id":"' "$1" | wc -l; else echo 0; fi
+}
+
+wh_child_pid() {
+    pgrep -P "$1" -f "/walhook-$2( |\$)" 2>/dev/null | head -n 1
+}
+
+_wh_all_received() { # COUNT EXPECT FILE...: every FILE has COUNT envelopes and passes wh_check
+    local n=$1 expect=$2 g args=()
+    shift 2
+    for g in "$@"; do
+        [ "$(wh_count_events "$g")" -ge "$n" ] || return 1
+        args+=(--received "$g")
+    done
+    "$BIN/tests/wh_check" --expect "$expect" "${args[@]}" >/dev/null 2>&1
+}
+
+wh_wait_received() {
+    local secs=$1 expect=$2
+    shift 2
+    wh_wait_until "$secs" _wh_all_received "$(wc -l <"$expect")" "$expect" "$@"
+}

@@ -5,6 +5,7 @@
 #                       PG_PORT, PG_DSN (libpq URL, user postgres, db postgres)
 #   pg_psql SQL...      runs psql -X -q -v ON_ERROR_STOP=1 against PG_DSN
 #   pg_stop             stops the server (fast) and removes PG_DIR; idempotent
+#   pg_restart [MODE]   restarts it in place (default -m immediate = crash restart)
 #
 # Works as root (the server runs as the `postgres` system user, initdb refuses
 # root) and as an ordinary user. Callers should `trap pg_stop EXIT`.
@@ -95,4 +96,13 @@ pg_stop() {
         rm -rf "$PG_DIR"
     fi
     PG_DIR=""
+}
+
+# pg_restart [MODE]   restarts the server (default mode immediate: a crash
+#                     restart with WAL recovery); same port, same data.
+pg_restart() {
+    local mode=${1:-immediate}
+    [ -n "$PG_DIR" ] && [ -d "$PG_DIR/data" ] || return 1
+    _pg_run "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -m "$mode" -w -t 60 \
+        restart >/dev/null 2>&1
 }
