@@ -27,7 +27,9 @@ struct wh_server {
 struct wh_client {
     nng_socket sock;
     nng_dialer dialer;
+    nng_aio *aio;
     int timeout_ms;
+    atomic_int interrupted;
     char url[1024];
 };
 
@@ -192,7 +194,12 @@ int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_
         return wh_seterr(err, errlen, "out of memory");
     c->timeout_ms = timeout_ms;
     wh_strlcpy(c->url, url, sizeof(c->url));
+    if ((rv = nng_aio_alloc(&c->aio, NULL, NULL)) != 0) {
+        free(c);
+        return wh_seterr(err, errlen, "cannot allocate an aio: %s", nng_strerror(rv));
+    }
     if ((rv = nng_req0_open(&c->sock)) != 0) {
+        nng_aio_free(c->aio);
         free(c);
         return wh_seterr(err, errlen, "cannot open req socket: %s", nng_strerror(rv));
     }
@@ -207,6 +214,7 @@ int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_
     nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 500);
     if ((rv = nng_dial(c->sock, url, &c->dialer, NNG_FLAG_NONBLOCK)) != 0) {
         nng_close(c->sock);
+        nng_aio_free(c->aio);
         free(c);
         return wh_seterr(err, errlen, "cannot dial %s: %s", url, nng_strerror(rv));
     }
@@ -225,15 +233,30 @@ int wh_client_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **r
         return wh_seterr(err, errlen, "cannot allocate %zu byte request: %s", sz,
                          nng_strerror(rv));
     walhook__request__pack(req, nng_msg_body(m));
-    if ((rv = nng_sendmsg(c->sock, m, 0)) != 0) {
-        nng_msg_free(m);
-        return wh_seterr(err, errlen, "%s: send failed: %s", c->url, nng_strerror(rv));
+    /* after wh_client_interrupt() calls are short: a stopping process must
+     * not wait a full timeout for a peer that is gone */
+    int timeout = c->timeout_ms;
+    if (atomic_load(&c->interrupted) && timeout > 1000)
+        timeout = 1000;
+    nng_aio_set_timeout(c->aio, timeout);
+    nng_aio_set_msg(c->aio, m);
+    nng_send_aio(c->sock, c->aio);
+    nng_aio_wait(c->aio);
+    if ((rv = nng_aio_result(c->aio)) != 0) {
+        nng_msg_free(nng_aio_get_msg(c->aio));
+        nng_aio_set_msg(c->aio, NULL);
+        return wh_seterr(err, errlen, "%s: send failed: %s", c->url,
+                         rv == NNG_ETIMEDOUT ? "no peer within the timeout" : nng_strerror(rv));
     }
-    if ((rv = nng_recvmsg(c->sock, &m, 0)) != 0) {
+    nng_recv_aio(c->sock, c->aio);
+    nng_aio_wait(c->aio);
+    if ((rv = nng_aio_result(c->aio)) != 0) {
         if (rv == NNG_ETIMEDOUT)
-            return wh_seterr(err, errlen, "%s: no reply within %d ms", c->url, c->timeout_ms);
+            return wh_seterr(err, errlen, "%s: no reply within %d ms", c->url, timeout);
         return wh_seterr(err, errlen, "%s: receive failed: %s", c->url, nng_strerror(rv));
     }
+    m = nng_aio_get_msg(c->aio);
+    nng_aio_set_msg(c->aio, NULL);
     Walhook__Reply *r = walhook__reply__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
     size_t len = nng_msg_len(m);
     nng_msg_free(m);
@@ -249,10 +272,19 @@ int wh_client_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **r
     return WH_OK;
 }
 
+void wh_client_interrupt(wh_client *c)
+{
+    if (c == NULL)
+        return;
+    atomic_store(&c->interrupted, 1);
+    nng_aio_cancel(c->aio);
+}
+
 void wh_client_close(wh_client *c)
 {
     if (c == NULL)
         return;
     nng_close(c->sock);
+    nng_aio_free(c->aio);
     free(c);
 }

@@ -41,6 +41,9 @@ int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_
  * NULL)). A reply with status != 0 returns WH_ERR with its error text. */
 int wh_client_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep, char *err,
                    size_t errlen);
+/* From any thread: cancels the call in progress (it returns WH_ERR) and caps
+ * the timeout of later calls at 1 s. For a stopping process. */
+void wh_client_interrupt(wh_client *c);
 void wh_client_close(wh_client *c);
 
 /* Helper for handlers: sets status and error text on a reply. The text is

@@ -162,6 +162,10 @@ static int do_read(dsp_target *t, dsp_batch *slot, char *err, size_t errlen)
     int kept = 0;
     if (rep->body_case == WALHOOK__REPLY__BODY_READ && rep->read != NULL) {
         const Walhook__ReadReply *rd = rep->read;
+        /* the store's committed offset is the truth after a restart, before
+         * this process committed anything itself */
+        if (rd->committed != NULL && (int64_t)rd->committed->lsn > wh_gauge_get(&t->committed_lsn))
+            wh_gauge_set(&t->committed_lsn, (int64_t)rd->committed->lsn);
         /* without an explicit `from` the store started after the committed
          * offset: nothing at or before it may be posted */
         int has_after = t->has_from;
@@ -338,6 +342,8 @@ void dsp_target_stop_reader(dsp_target *t)
     t->stop = 1;
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
+    /* a Read or Commit waiting on a store that is gone returns now */
+    wh_client_interrupt(t->store);
 }
 
 void dsp_target_destroy(dsp_target *t)

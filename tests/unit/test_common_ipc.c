@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <nng/nng.h>
+#include <pthread.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,11 +150,63 @@ static void test_timeout_names_endpoint(void **state)
     wh_client_close(c);
 }
 
+static void slow_handler(void *arg, const Walhook__Request *req, Walhook__Reply *rep,
+                         void **cookie)
+{
+    wh_sleep_ms(3000);
+}
+
+typedef struct call_arg {
+    wh_client *c;
+    int rc;
+    uint64_t took_ms;
+} call_arg;
+
+static void *call_thread(void *p)
+{
+    call_arg *a = p;
+    Walhook__Reply *rep;
+    char err[WH_ERRLEN];
+    uint64_t t0 = wh_now_ms();
+    a->rc = call_offset(a->c, "t", "x", &rep, err);
+    a->took_ms = wh_now_ms() - t0;
+    return NULL;
+}
+
+static void test_interrupt(void **state)
+{
+    wh_server *s;
+    wh_client *c;
+    char err[WH_ERRLEN];
+    char u3[160];
+    snprintf(u3, sizeof(u3), "ipc://%s/slow.sock", dir);
+    assert_int_equal(wh_server_start(&s, u3, 1, 1 << 20, slow_handler, NULL, NULL, err,
+                                     sizeof(err)),
+                     WH_OK);
+    assert_int_equal(wh_client_open(&c, u3, 10000, 1 << 20, err, sizeof(err)), WH_OK);
+    call_arg a = {c, 0, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, call_thread, &a), 0);
+    wh_sleep_ms(200);
+    wh_client_interrupt(c);
+    pthread_join(th, NULL);
+    assert_int_equal(a.rc, WH_ERR);
+    assert_true(a.took_ms < 2000); /* not the 10 s timeout */
+    /* later calls are capped at 1 s */
+    uint64_t t0 = wh_now_ms();
+    Walhook__Reply *rep;
+    assert_int_equal(call_offset(c, "t", "x", &rep, err), WH_ERR);
+    assert_true(wh_now_ms() - t0 < 2500);
+    wh_client_close(c);
+    wh_server_stop(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_and_errors),
         cmocka_unit_test(test_timeout_names_endpoint),
+        cmocka_unit_test(test_interrupt),
     };
     return cmocka_run_group_tests_name("common_ipc", tests, setup, teardown);
 }
