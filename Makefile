@@ -133,7 +133,7 @@ fuzz:
 	tests/fuzz/run.sh
 
 format:
-	clang-format -i $$(git ls-files '*.c' '*.h')
+	clang-format -i $$(git ls-files '*.c' '*.h' | grep -v '^tests/unit/data/')
 
 clean:
 	rm -rf build build-asan bin

@@ -160,12 +160,23 @@ int wh_json_str(wh_buf *b, const char *str, size_t n)
         } else if (c < 0x20) {
             const char *m = NULL;
             switch (c) {
-            case '\n': m = "\\n"; break;
-            case '\r': m = "\\r"; break;
-            case '\t': m = "\\t"; break;
-            case '\b': m = "\\b"; break;
-            case '\f': m = "\\f"; break;
-            default: break;
+            case '\n':
+                m = "\\n";
+                break;
+            case '\r':
+                m = "\\r";
+                break;
+            case '\t':
+                m = "\\t";
+                break;
+            case '\b':
+                m = "\\b";
+                break;
+            case '\f':
+                m = "\\f";
+                break;
+            default:
+                break;
             }
             if (m != NULL) {
                 rc = wh_buf_append(b, m, 2);

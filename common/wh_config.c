@@ -14,16 +14,24 @@
 #include <string.h>
 #include <unistd.h>
 
-#define S(field, path, def, flags, help)                                                         \
-    {path, WH_CT_STRING, offsetof(wh_config, field), sizeof(((wh_config *)0)->field), def, 0, 0,  \
-     0, flags, help}
-#define I(field, path, def, lo, hi, flags, help)                                                 \
-    {path, WH_CT_INT, offsetof(wh_config, field), sizeof(int), NULL, def, lo, hi, flags, help}
-#define L(field, path, def, lo, hi, flags, help)                                                 \
-    {path, WH_CT_INT64, offsetof(wh_config, field), sizeof(int64_t), NULL, def, lo, hi, flags,  \
-     help}
-#define B(field, path, def, flags, help)                                                         \
-    {path, WH_CT_BOOL, offsetof(wh_config, field), sizeof(int), NULL, def, 0, 1, flags, help}
+#define S(field, path, def, flags, help)                                                           \
+    {                                                                                              \
+        path, WH_CT_STRING, offsetof(wh_config, field), sizeof(((wh_config *)0)->field), def, 0,   \
+            0, 0, flags, help                                                                      \
+    }
+#define I(field, path, def, lo, hi, flags, help)                                                   \
+    {                                                                                              \
+        path, WH_CT_INT, offsetof(wh_config, field), sizeof(int), NULL, def, lo, hi, flags, help   \
+    }
+#define L(field, path, def, lo, hi, flags, help)                                                   \
+    {                                                                                              \
+        path, WH_CT_INT64, offsetof(wh_config, field), sizeof(int64_t), NULL, def, lo, hi, flags,  \
+            help                                                                                   \
+    }
+#define B(field, path, def, flags, help)                                                           \
+    {                                                                                              \
+        path, WH_CT_BOOL, offsetof(wh_config, field), sizeof(int), NULL, def, 0, 1, flags, help    \
+    }
 
 #define KiB 1024LL
 #define MiB (1024LL * 1024LL)
@@ -112,8 +120,8 @@ void wh_config_defaults(wh_config *c)
 static int set_int(const wh_config_entry *e, wh_config *c, int64_t v, char *err, size_t errlen)
 {
     if (v < e->min || v > e->max)
-        return wh_seterr(err, errlen, "setting '%s': %" PRId64 " is out of range [%" PRId64
-                                      ", %" PRId64 "]",
+        return wh_seterr(err, errlen,
+                         "setting '%s': %" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]",
                          e->path, v, e->min, e->max);
     char *p = (char *)c + e->offset;
     if (e->type == WH_CT_INT64)
@@ -270,15 +278,18 @@ static int load_group(wh_config *c, config_setting_t *group, const char *prefix,
         int type = config_setting_type(s);
         if (*prefix == '\0' && name != NULL && strcmp(name, "targets") == 0) {
             if (type != CONFIG_TYPE_LIST && type != CONFIG_TYPE_ARRAY)
-                return wh_seterr(err, errlen, "setting 'targets' (line %d): expected a list ( {...}, ... )",
+                return wh_seterr(err, errlen,
+                                 "setting 'targets' (line %d): expected a list ( {...}, ... )",
                                  config_setting_source_line(s));
             c->ntargets = 0;
             int nt = config_setting_length(s);
             for (int k = 0; k < nt; k++) {
                 config_setting_t *t = config_setting_get_elem(s, (unsigned)k);
                 if (config_setting_type(t) != CONFIG_TYPE_GROUP)
-                    return wh_seterr(err, errlen, "targets[%d] (line %d): expected a group { name = ...; url = ...; }",
-                                     k, config_setting_source_line(t));
+                    return wh_seterr(
+                        err, errlen,
+                        "targets[%d] (line %d): expected a group { name = ...; url = ...; }", k,
+                        config_setting_source_line(t));
                 const char *tname = NULL, *turl = NULL, *tsecret = NULL;
                 int nm = config_setting_length(t);
                 for (int m = 0; m < nm; m++) {
@@ -294,8 +305,8 @@ static int load_group(wh_config *c, config_setting_t *group, const char *prefix,
                     else if (strcmp(fn, "secret") == 0)
                         tsecret = config_setting_get_string(f);
                     else
-                        return wh_seterr(err, errlen, "unknown setting 'targets[%d].%s' (line %d)", k,
-                                         fn, config_setting_source_line(f));
+                        return wh_seterr(err, errlen, "unknown setting 'targets[%d].%s' (line %d)",
+                                         k, fn, config_setting_source_line(f));
                 }
                 if (add_target(c, tname, turl, tsecret, err, errlen) != WH_OK)
                     return WH_ERR;
@@ -393,17 +404,19 @@ static int check_endpoint(const char *key, const char *url, char *err, size_t er
         return wh_seterr(err, errlen, "setting '%s': '%s' must start with ipc:// or tcp://", key,
                          url);
     if (strncmp(url, "ipc://", 6) == 0 && strlen(url + 6) >= 108)
-        return wh_seterr(err, errlen,
-                         "setting '%s': ipc path longer than 107 bytes (a Unix socket limit); use a "
-                         "shorter data_dir",
-                         key);
+        return wh_seterr(
+            err, errlen,
+            "setting '%s': ipc path longer than 107 bytes (a Unix socket limit); use a "
+            "shorter data_dir",
+            key);
     return WH_OK;
 }
 
 int wh_config_validate(wh_config *c, char *err, size_t errlen)
 {
     if (!valid_name(c->tenant) || strchr(c->tenant, ':') != NULL)
-        return wh_seterr(err, errlen, "setting 'tenant': '%s' must be letters, digits, '_', '-', '.'",
+        return wh_seterr(err, errlen,
+                         "setting 'tenant': '%s' must be letters, digits, '_', '-', '.'",
                          c->tenant);
     if (c->data_dir[0] == '\0')
         return wh_seterr(err, errlen, "setting 'data_dir': must not be empty");
@@ -427,7 +440,11 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
     if (!valid_name(c->publication))
         return wh_seterr(err, errlen, "setting 'source.publication': '%s' is not a valid name",
                          c->publication);
-    struct { char *v; const char *key; const char *file; } eps[] = {
+    struct {
+        char *v;
+        const char *key;
+        const char *file;
+    } eps[] = {
         {c->store_endpoint, "store.endpoint", "store.sock"},
         {c->ingestor_control, "ingestor.control", "ingestor.sock"},
         {c->dispatcher_control, "dispatcher.control", "dispatcher.sock"},
@@ -443,9 +460,10 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
         return wh_seterr(err, errlen, "setting 'admin.listen': '%s' must be host:port",
                          c->admin_listen);
     if (c->retry_max_ms < c->retry_base_ms)
-        return wh_seterr(err, errlen,
-                         "setting 'dispatcher.retry_max_ms': %d is below dispatcher.retry_base_ms %d",
-                         c->retry_max_ms, c->retry_base_ms);
+        return wh_seterr(
+            err, errlen,
+            "setting 'dispatcher.retry_max_ms': %d is below dispatcher.retry_base_ms %d",
+            c->retry_max_ms, c->retry_base_ms);
     if (c->flush_bytes > c->ipc_max_msg_bytes / 2)
         return wh_seterr(err, errlen,
                          "setting 'ingestor.flush_bytes': %" PRId64

@@ -38,14 +38,14 @@ typedef struct wh_config {
     char source_dsn[WH_URL_MAX];
     char slot[WH_NAME_MAX];
     char publication[WH_NAME_MAX];
-    int create_slot;                 /* bool: create slot/publication if missing */
-    char tables[WH_URL_MAX];         /* "" = FOR ALL TABLES, else "s.t1,s.t2" */
+    int create_slot;         /* bool: create slot/publication if missing */
+    char tables[WH_URL_MAX]; /* "" = FOR ALL TABLES, else "s.t1,s.t2" */
     /* ingestor */
     char ingestor_control[WH_URL_MAX];
-    int64_t flush_bytes;             /* runtime */
-    int64_t flush_age_us;            /* runtime */
-    int64_t busy_linger_us;          /* runtime */
-    int64_t window_bytes;            /* runtime */
+    int64_t flush_bytes;    /* runtime */
+    int64_t flush_age_us;   /* runtime */
+    int64_t busy_linger_us; /* runtime */
+    int64_t window_bytes;   /* runtime */
     int status_interval_ms;
     int reconnect_max_ms;
     /* store */
@@ -57,15 +57,15 @@ typedef struct wh_config {
     int ipc_timeout_ms;
     /* dispatcher */
     char dispatcher_control[WH_URL_MAX];
-    int batch_max_events;            /* runtime */
-    int64_t batch_max_bytes;         /* runtime */
-    int batch_max_age_ms;            /* runtime */
-    int retry_base_ms;               /* runtime */
-    int retry_max_ms;                /* runtime */
-    int http_timeout_ms;             /* runtime */
+    int batch_max_events;    /* runtime */
+    int64_t batch_max_bytes; /* runtime */
+    int batch_max_age_ms;    /* runtime */
+    int retry_base_ms;       /* runtime */
+    int retry_max_ms;        /* runtime */
+    int http_timeout_ms;     /* runtime */
     int max_inflight;
     /* admin */
-    char admin_listen[256];          /* "127.0.0.1:8080" */
+    char admin_listen[256]; /* "127.0.0.1:8080" */
     /* targets */
     wh_target targets[WH_MAX_TARGETS];
     int ntargets;
@@ -76,13 +76,13 @@ typedef enum { WH_CT_STRING, WH_CT_INT, WH_CT_INT64, WH_CT_BOOL } wh_config_type
 #define WH_CF_RUNTIME 1 /* may change without a restart */
 
 typedef struct wh_config_entry {
-    const char *path;      /* "source.dsn" */
+    const char *path; /* "source.dsn" */
     wh_config_type type;
-    size_t offset;         /* offsetof(wh_config, ...) */
-    size_t size;           /* for strings: buffer size */
-    const char *def_str;   /* default for strings */
-    int64_t def_int;       /* default for numbers/bools */
-    int64_t min, max;      /* bounds for numbers */
+    size_t offset;       /* offsetof(wh_config, ...) */
+    size_t size;         /* for strings: buffer size */
+    const char *def_str; /* default for strings */
+    int64_t def_int;     /* default for numbers/bools */
+    int64_t min, max;    /* bounds for numbers */
     int flags;
     const char *help;
 } wh_config_entry;

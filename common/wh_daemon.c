@@ -56,8 +56,8 @@ void wh_stats_reply(Walhook__Reply *rep, void **cookie, const char *daemon, wh_s
     wh_buf_init(&m->text, 0);
     const char *state = "running";
     int ready = 1;
-    if (wh_metric_process(&m->text, daemon) != WH_OK || fn(arg, &m->text, &state, &ready) != WH_OK ||
-        wh_buf_cstr(&m->text) != WH_OK) {
+    if (wh_metric_process(&m->text, daemon) != WH_OK ||
+        fn(arg, &m->text, &state, &ready) != WH_OK || wh_buf_cstr(&m->text) != WH_OK) {
         wh_buf_free(&m->text);
         free(m);
         wh_reply_error(rep, 500, "%s: cannot render metrics", daemon);
@@ -93,7 +93,8 @@ static void control_handle(void *arg, const Walhook__Request *req, Walhook__Repl
 {
     wh_control *c = arg;
     if (req->body_case != WALHOOK__REQUEST__BODY_STATS) {
-        wh_reply_error(rep, 400, "%s: unsupported request (the control endpoint answers Stats only)",
+        wh_reply_error(rep, 400,
+                       "%s: unsupported request (the control endpoint answers Stats only)",
                        c->daemon);
         return;
     }
@@ -114,8 +115,8 @@ int wh_control_start(wh_control **out, const char *url, const char *daemon, wh_s
     c->daemon = daemon;
     c->fn = fn;
     c->arg = arg;
-    if (wh_server_start(&c->srv, url, 1, 64 * 1024, control_handle, control_done, c, err,
-                        errlen) != WH_OK) {
+    if (wh_server_start(&c->srv, url, 1, 64 * 1024, control_handle, control_done, c, err, errlen) !=
+        WH_OK) {
         free(c);
         return WH_ERR;
     }

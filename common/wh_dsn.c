@@ -7,15 +7,45 @@
 #include <string.h>
 
 /* libpq 15 connection parameters. */
-static const char *const keywords[] = {
-    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "channel_binding",
-    "connect_timeout", "client_encoding", "options", "application_name",
-    "fallback_application_name", "keepalives", "keepalives_idle", "keepalives_interval",
-    "keepalives_count", "tcp_user_timeout", "replication", "gssencmode", "sslmode",
-    "requiressl", "sslcompression", "sslcert", "sslkey", "sslpassword", "sslrootcert", "sslcrl",
-    "sslcrldir", "sslsni", "requirepeer", "ssl_min_protocol_version",
-    "ssl_max_protocol_version", "krbsrvname", "gsslib", "service", "target_session_attrs",
-    "load_balance_hosts", NULL};
+static const char *const keywords[] = {"host",
+                                       "hostaddr",
+                                       "port",
+                                       "dbname",
+                                       "user",
+                                       "password",
+                                       "passfile",
+                                       "channel_binding",
+                                       "connect_timeout",
+                                       "client_encoding",
+                                       "options",
+                                       "application_name",
+                                       "fallback_application_name",
+                                       "keepalives",
+                                       "keepalives_idle",
+                                       "keepalives_interval",
+                                       "keepalives_count",
+                                       "tcp_user_timeout",
+                                       "replication",
+                                       "gssencmode",
+                                       "sslmode",
+                                       "requiressl",
+                                       "sslcompression",
+                                       "sslcert",
+                                       "sslkey",
+                                       "sslpassword",
+                                       "sslrootcert",
+                                       "sslcrl",
+                                       "sslcrldir",
+                                       "sslsni",
+                                       "requirepeer",
+                                       "ssl_min_protocol_version",
+                                       "ssl_max_protocol_version",
+                                       "krbsrvname",
+                                       "gsslib",
+                                       "service",
+                                       "target_session_attrs",
+                                       "load_balance_hosts",
+                                       NULL};
 
 static int known_keyword(const char *k, size_t n)
 {
@@ -74,8 +104,7 @@ static int check_uri(const char *s, char *err, size_t errlen)
             while (pe < end && *pe != ',')
                 pe++;
             if (pe == port || check_ports(port, (size_t)(pe - port), err, errlen) != WH_OK)
-                return wh_seterr(err, errlen, "invalid port '%.*s' in URI", (int)(pe - port),
-                                 port);
+                return wh_seterr(err, errlen, "invalid port '%.*s' in URI", (int)(pe - port), port);
             item_end = pe;
         }
         h = item_end < end ? item_end + 1 : end;
@@ -135,8 +164,7 @@ static int check_keyvalue(const char *s, char *err, size_t errlen)
                 p++;
             }
             if (*p != '\'')
-                return wh_seterr(err, errlen, "unterminated quoted value of '%.*s'", (int)klen,
-                                 k);
+                return wh_seterr(err, errlen, "unterminated quoted value of '%.*s'", (int)klen, k);
             p++;
         } else {
             while (*p && !isspace((unsigned char)*p)) {
@@ -148,8 +176,7 @@ static int check_keyvalue(const char *s, char *err, size_t errlen)
             }
         }
         val[vlen] = '\0';
-        if (klen == 4 && strncmp(k, "port", 4) == 0 &&
-            check_ports(val, vlen, err, errlen) != WH_OK)
+        if (klen == 4 && strncmp(k, "port", 4) == 0 && check_ports(val, vlen, err, errlen) != WH_OK)
             return WH_ERR;
     }
 }

@@ -86,8 +86,8 @@ static void *server_worker(void *p)
         void *cookie = NULL;
         int called = 0;
         if (req == NULL) {
-            wh_reply_error(&rep, 400, "malformed request: not a walhook.Request message (%zu bytes)",
-                           inlen);
+            wh_reply_error(&rep, 400,
+                           "malformed request: not a walhook.Request message (%zu bytes)", inlen);
         } else if (req->body_case == WALHOOK__REQUEST__BODY__NOT_SET) {
             wh_reply_error(&rep, 400, "malformed request: no request body set");
         } else {
@@ -118,8 +118,8 @@ static void *server_worker(void *p)
     return NULL;
 }
 
-int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_msg,
-                    wh_server_fn fn, wh_server_done_fn done, void *arg, char *err, size_t errlen)
+int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_msg, wh_server_fn fn,
+                    wh_server_done_fn done, void *arg, char *err, size_t errlen)
 {
     wh_server *s = calloc(1, sizeof(*s));
     nng_listener l;
@@ -230,8 +230,7 @@ int wh_client_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **r
     int rv;
     *rep = NULL;
     if ((rv = nng_msg_alloc(&m, sz)) != 0)
-        return wh_seterr(err, errlen, "cannot allocate %zu byte request: %s", sz,
-                         nng_strerror(rv));
+        return wh_seterr(err, errlen, "cannot allocate %zu byte request: %s", sz, nng_strerror(rv));
     walhook__request__pack(req, nng_msg_body(m));
     /* after wh_client_interrupt() calls are short: a stopping process must
      * not wait a full timeout for a peer that is gone */

@@ -29,9 +29,8 @@ typedef void (*wh_server_fn)(void *arg, const Walhook__Request *req, Walhook__Re
                              void **cookie);
 typedef void (*wh_server_done_fn)(void *arg, Walhook__Reply *rep, void *cookie);
 
-int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_msg,
-                    wh_server_fn fn, wh_server_done_fn done, void *arg, char *err,
-                    size_t errlen);
+int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_msg, wh_server_fn fn,
+                    wh_server_done_fn done, void *arg, char *err, size_t errlen);
 void wh_server_stop(wh_server *s);
 
 int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_msg, char *err,

@@ -179,14 +179,30 @@ static int parse_string(jparser *p, char **out, size_t *outlen)
                 break;
             char e = p->s[p->pos++];
             switch (e) {
-            case '"': d[n++] = '"'; break;
-            case '\\': d[n++] = '\\'; break;
-            case '/': d[n++] = '/'; break;
-            case 'b': d[n++] = '\b'; break;
-            case 'f': d[n++] = '\f'; break;
-            case 'n': d[n++] = '\n'; break;
-            case 'r': d[n++] = '\r'; break;
-            case 't': d[n++] = '\t'; break;
+            case '"':
+                d[n++] = '"';
+                break;
+            case '\\':
+                d[n++] = '\\';
+                break;
+            case '/':
+                d[n++] = '/';
+                break;
+            case 'b':
+                d[n++] = '\b';
+                break;
+            case 'f':
+                d[n++] = '\f';
+                break;
+            case 'n':
+                d[n++] = '\n';
+                break;
+            case 'r':
+                d[n++] = '\r';
+                break;
+            case 't':
+                d[n++] = '\t';
+                break;
             case 'u': {
                 unsigned cp;
                 if (read_hex4(p, &cp) != WH_OK) {
@@ -404,8 +420,8 @@ int wh_json_parse(const char *text, size_t len, wh_json **out, char *err, size_t
     if (len > WH_JSON_MAX_BYTES)
         return wh_seterr(err, errlen, "offset 0: document larger than %zu bytes",
                          (size_t)WH_JSON_MAX_BYTES);
-    jparser p = {.s = text ? text : "", .len = len, .pos = 0, .depth = 0, .err = err,
-                 .errlen = errlen};
+    jparser p = {
+        .s = text ? text : "", .len = len, .pos = 0, .depth = 0, .err = err, .errlen = errlen};
     wh_json *j = NULL;
     if (parse_value(&p, &j) != WH_OK)
         return WH_ERR;

@@ -18,14 +18,14 @@ typedef enum {
 typedef struct wh_json wh_json;
 struct wh_json {
     wh_json_type type;
-    char *key;        /* member name when the parent is an object */
-    char *str;        /* STRING: decoded UTF-8, NUL-terminated; NUMBER: its text */
-    size_t len;       /* STRING: byte length of str */
-    double num;       /* NUMBER */
-    int boolean;      /* BOOL */
-    wh_json *child;   /* ARRAY/OBJECT: first element */
-    wh_json *next;    /* next sibling */
-    size_t count;     /* ARRAY/OBJECT: number of children */
+    char *key;      /* member name when the parent is an object */
+    char *str;      /* STRING: decoded UTF-8, NUL-terminated; NUMBER: its text */
+    size_t len;     /* STRING: byte length of str */
+    double num;     /* NUMBER */
+    int boolean;    /* BOOL */
+    wh_json *child; /* ARRAY/OBJECT: first element */
+    wh_json *next;  /* next sibling */
+    size_t count;   /* ARRAY/OBJECT: number of children */
 };
 
 /* Parses text[0..len). On error returns WH_ERR with "offset N: reason". */

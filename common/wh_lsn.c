@@ -42,8 +42,8 @@ int wh_lsn_format(uint64_t lsn, char *buf, size_t len)
 
 int wh_event_id(const char *tenant, uint64_t lsn, uint32_t seq, char *buf, size_t len)
 {
-    int n = snprintf(buf, len, "%s:%X/%X:%" PRIu32, tenant, (uint32_t)(lsn >> 32), (uint32_t)lsn,
-                     seq);
+    int n =
+        snprintf(buf, len, "%s:%X/%X:%" PRIu32, tenant, (uint32_t)(lsn >> 32), (uint32_t)lsn, seq);
     if (n < 0 || (size_t)n >= len)
         return -1;
     return n;

@@ -6,7 +6,7 @@
 #include <stdatomic.h>
 
 const double wh_hist_bounds[WH_HIST_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                0.25,  0.5,    1,     2.5,  5,     10,  60};
+                                                0.25,  0.5,    1,     2.5,  5,     10,   60};
 
 void wh_counter_add(wh_counter *c, uint64_t n)
 {
@@ -70,8 +70,7 @@ int wh_metric_hist(wh_buf *b, const char *name, const char *labels, const wh_his
             rc = wh_buf_printf(b, "%s_bucket{%s%sle=\"%g\"} %" PRIu64 "\n", name, lab, sep,
                                wh_hist_bounds[i], cum);
         else
-            rc = wh_buf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", name, lab, sep,
-                               cum);
+            rc = wh_buf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", name, lab, sep, cum);
         if (rc != WH_OK)
             return WH_ERR;
     }

@@ -6,8 +6,12 @@
 #include <stdint.h>
 #include "wh_buf.h"
 
-typedef struct wh_counter { _Atomic uint64_t v; } wh_counter;
-typedef struct wh_gauge { _Atomic int64_t v; } wh_gauge;
+typedef struct wh_counter {
+    _Atomic uint64_t v;
+} wh_counter;
+typedef struct wh_gauge {
+    _Atomic int64_t v;
+} wh_gauge;
 
 #define WH_HIST_BUCKETS 14
 typedef struct wh_histogram {

@@ -21,8 +21,7 @@
 #define WH_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Formats into err (if errlen > 0) and returns WH_ERR. */
-int wh_seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int wh_seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Logging: one line to stderr: "2026-11-22T01:02:03.123Z store INFO msg".
  * Never log row values. */

@@ -81,6 +81,9 @@ if [ "$INTEG" = 1 ]; then
         [ -n "$FILTER" ] && [[ "$(basename "$t")" != *"$FILTER"* ]] && continue
         run_one "$(basename "$t" .sh)" timeout -k 20 "$TIMEOUT" bash "$t"
     done
+    if [ -z "$FILTER" ] || [[ style == *"$FILTER"* ]]; then
+        run_one "style" env BUILD="${BUILD:-build}" scripts/check-style.sh
+    fi
     if command -v docker-compose >/dev/null 2>&1 && { [ -z "$FILTER" ] || [[ compose == *"$FILTER"* ]]; }; then
         run_one "compose_config" docker-compose -f deploy/compose/docker-compose.yml config -q
     fi

@@ -64,10 +64,18 @@ static void json_render(wh_buf *b, const wh_json *j, int depth)
         return;
     }
     switch (j->type) {
-    case WH_JSON_NULL: wh_buf_puts(b, "null"); break;
-    case WH_JSON_BOOL: wh_buf_puts(b, j->boolean ? "true" : "false"); break;
-    case WH_JSON_NUMBER: wh_buf_puts(b, j->str ? j->str : "0"); break;
-    case WH_JSON_STRING: wh_json_str(b, j->str ? j->str : "", j->len); break;
+    case WH_JSON_NULL:
+        wh_buf_puts(b, "null");
+        break;
+    case WH_JSON_BOOL:
+        wh_buf_puts(b, j->boolean ? "true" : "false");
+        break;
+    case WH_JSON_NUMBER:
+        wh_buf_puts(b, j->str ? j->str : "0");
+        break;
+    case WH_JSON_STRING:
+        wh_json_str(b, j->str ? j->str : "", j->len);
+        break;
     case WH_JSON_ARRAY:
     case WH_JSON_OBJECT: {
         int obj = j->type == WH_JSON_OBJECT;
@@ -98,8 +106,8 @@ static void print_event(const wh_json *e)
 {
     wh_buf b;
     wh_buf_init(&b, 0);
-    wh_buf_printf(&b, "%s %s.%s %s key=", json_s(e, "op"), json_s(e, "schema"),
-                  json_s(e, "table"), json_s(e, "id"));
+    wh_buf_printf(&b, "%s %s.%s %s key=", json_s(e, "op"), json_s(e, "schema"), json_s(e, "table"),
+                  json_s(e, "id"));
     json_render(&b, wh_json_get(e, "key"), 0);
     wh_buf_puts(&b, " after=");
     json_render(&b, wh_json_get(e, "after"), 0);
@@ -201,8 +209,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         status = (unsigned)s->o.status;
     if (status >= 200 && status < 300) {
         if (s->out && store_body(s, &rq->body) != WH_OK) {
-            fprintf(stderr, "walhook-receiver: cannot write %s: %s\n", s->o.out,
-                    strerror(errno));
+            fprintf(stderr, "walhook-receiver: cannot write %s: %s\n", s->o.out, strerror(errno));
             status = MHD_HTTP_INTERNAL_SERVER_ERROR;
         } else {
             s->stored++;

@@ -48,8 +48,8 @@ static enum MHD_Result adm_reply_buf(struct MHD_Connection *conn, unsigned statu
     return rc;
 }
 
-static enum MHD_Result adm_json_error(struct MHD_Connection *conn, unsigned status,
-                                      const char *msg, const char *url, const char *allow)
+static enum MHD_Result adm_json_error(struct MHD_Connection *conn, unsigned status, const char *msg,
+                                      const char *url, const char *allow)
 {
     wh_buf b;
     wh_buf_init(&b, 0);
@@ -102,8 +102,8 @@ static enum MHD_Result adm_metrics(adm_http *h, struct MHD_Connection *conn)
     adm_stats_free(st, ADM_NDAEMONS);
     if (rc != WH_OK) {
         wh_buf_free(&b);
-        return adm_json_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot render metrics",
-                              NULL, NULL);
+        return adm_json_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot render metrics", NULL,
+                              NULL);
     }
     return adm_reply_buf(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", &b);
 }
@@ -128,11 +128,21 @@ static void html_esc(wh_buf *b, const char *s)
 {
     for (; *s; s++) {
         switch (*s) {
-        case '<': wh_buf_puts(b, "&lt;"); break;
-        case '>': wh_buf_puts(b, "&gt;"); break;
-        case '&': wh_buf_puts(b, "&amp;"); break;
-        case '"': wh_buf_puts(b, "&quot;"); break;
-        default: wh_buf_putc(b, *s); break;
+        case '<':
+            wh_buf_puts(b, "&lt;");
+            break;
+        case '>':
+            wh_buf_puts(b, "&gt;");
+            break;
+        case '&':
+            wh_buf_puts(b, "&amp;");
+            break;
+        case '"':
+            wh_buf_puts(b, "&quot;");
+            break;
+        default:
+            wh_buf_putc(b, *s);
+            break;
         }
     }
 }
@@ -176,9 +186,8 @@ static enum MHD_Result adm_status_page(adm_http *h, struct MHD_Connection *conn)
 }
 
 static enum MHD_Result adm_handler(void *cls, struct MHD_Connection *conn, const char *url,
-                                   const char *method, const char *version,
-                                   const char *upload_data, size_t *upload_data_size,
-                                   void **con_cls)
+                                   const char *method, const char *version, const char *upload_data,
+                                   size_t *upload_data_size, void **con_cls)
 {
     adm_http *h = cls;
     if (*con_cls == NULL) {

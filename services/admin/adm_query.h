@@ -17,12 +17,12 @@
 
 /* What one daemon answered (or why it did not). */
 typedef struct adm_stat {
-    char name[16];    /* "store", "ingestor", "dispatcher" */
-    int up;           /* answered the Stats request */
-    int ready;        /* reply's ready flag */
-    char state[32];   /* reply's state, "" if none */
-    char error[256];  /* why it is not up ("" when up) */
-    char *metrics;    /* malloc'd metrics_text, or NULL */
+    char name[16];   /* "store", "ingestor", "dispatcher" */
+    int up;          /* answered the Stats request */
+    int ready;       /* reply's ready flag */
+    char state[32];  /* reply's state, "" if none */
+    char error[256]; /* why it is not up ("" when up) */
+    char *metrics;   /* malloc'd metrics_text, or NULL */
 } adm_stat;
 
 typedef struct adm_query adm_query;

@@ -10,8 +10,8 @@
 #include "wh_lsn.h"
 #include "wh_util.h"
 
-#define ING_BUSY_EVENTS 16     /* events in one batch that make a stream "busy" */
-#define ING_SPARE_BATCHES 1    /* recycled batch buffers kept */
+#define ING_BUSY_EVENTS 16  /* events in one batch that make a stream "busy" */
+#define ING_SPARE_BATCHES 1 /* recycled batch buffers kept */
 
 typedef struct ev_meta {
     uint64_t commit_lsn;

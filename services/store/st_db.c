@@ -13,7 +13,7 @@
 #include "wh_util.h"
 
 #define ST_LOCK_STRIPES 16
-#define ST_POS_LEN 12                          /* lsn(8) seq(4) */
+#define ST_POS_LEN 12 /* lsn(8) seq(4) */
 #define ST_KEY_MAX (1 + ST_NAME_MAX + 1 + ST_NAME_MAX + ST_POS_LEN)
 
 typedef struct st_off {
@@ -42,13 +42,13 @@ struct st_db {
     rocksdb_block_based_table_options_t *bbto;
     rocksdb_cache_t *cache;
     rocksdb_ratelimiter_t *rl;
-    rocksdb_writeoptions_t *wo;  /* sync = true */
+    rocksdb_writeoptions_t *wo; /* sync = true */
     rocksdb_readoptions_t *ro;
     int read_only;
 
     pthread_mutex_t append_mu[ST_LOCK_STRIPES];
 
-    pthread_mutex_t off_mu;      /* offsets table; held across commit writes */
+    pthread_mutex_t off_mu; /* offsets table; held across commit writes */
     st_off *offs;
     size_t noffs, capoffs;
 
@@ -236,8 +236,7 @@ static rocksdb_compactionfilter_t *gc_factory_create(void *state,
 static st_off *off_find(st_db *db, const char *tenant, const char *consumer)
 {
     for (size_t i = 0; i < db->noffs; i++)
-        if (strcmp(db->offs[i].tenant, tenant) == 0 &&
-            strcmp(db->offs[i].consumer, consumer) == 0)
+        if (strcmp(db->offs[i].tenant, tenant) == 0 && strcmp(db->offs[i].consumer, consumer) == 0)
             return &db->offs[i];
     return NULL;
 }
@@ -336,8 +335,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     rocksdb_options_set_keep_log_file_num(db->opts, 2);
     rocksdb_options_set_info_log_level(db->opts, 2 /* WARN */);
     rocksdb_options_set_stats_dump_period_sec(db->opts, 0);
-    rocksdb_options_set_max_total_wal_size(db->opts,
-                                           (uint64_t)o->write_buffer_bytes * 4);
+    rocksdb_options_set_max_total_wal_size(db->opts, (uint64_t)o->write_buffer_bytes * 4);
 
     db->cache = rocksdb_cache_create_lru((size_t)(o->cache_bytes > 0 ? o->cache_bytes : 1 << 20));
     db->bbto = rocksdb_block_based_options_create();
@@ -574,8 +572,7 @@ int st_db_commit(st_db *db, const char *tenant, const char *consumer, uint64_t l
     /* A new consumer is always persisted (even at (0,0): it then pins GC). */
     if (o == NULL || wh_pos_cmp(lsn, seq, cur_lsn, cur_seq) > 0) {
         if (o == NULL && db->noffs >= ST_MAX_CONSUMERS) {
-            rc = wh_seterr(err, errlen, "consumer: too many consumers (max %d)",
-                           ST_MAX_CONSUMERS);
+            rc = wh_seterr(err, errlen, "consumer: too many consumers (max %d)", ST_MAX_CONSUMERS);
             goto out;
         }
         char k[ST_KEY_MAX];

@@ -25,10 +25,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define ST_NAME_MAX 63          /* max bytes of a tenant or consumer name */
-#define ST_MAX_WRITE_BUFFERS 2  /* memtables per DB (memory budget uses it) */
+#define ST_NAME_MAX 63                              /* max bytes of a tenant or consumer name */
+#define ST_MAX_WRITE_BUFFERS 2                      /* memtables per DB (memory budget uses it) */
 #define ST_RATE_BYTES_PER_SEC (128LL * 1024 * 1024) /* flush+compaction I/O */
-#define ST_MAX_CONSUMERS 65536  /* offset table entries, all tenants */
+#define ST_MAX_CONSUMERS 65536                      /* offset table entries, all tenants */
 
 typedef struct st_db st_db;
 

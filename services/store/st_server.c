@@ -15,8 +15,8 @@
 #include "wh_daemon.h"
 #include "wh_util.h"
 
-#define ST_MAX_WAITQ 1024     /* tenants with a long-poll queue */
-#define ST_EVENT_OVERHEAD 48  /* protobuf framing per event, upper bound */
+#define ST_MAX_WAITQ 1024    /* tenants with a long-poll queue */
+#define ST_EVENT_OVERHEAD 48 /* protobuf framing per event, upper bound */
 
 /* One per tenant that was ever long-polled; freed at destroy. */
 typedef struct st_waitq {
@@ -171,8 +171,8 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
         ev[i].json_len = e->json.len;
     }
     uint64_t durable = 0;
-    int rc = st_db_append(s->db, a->tenant, ev, a->n_events, a->ack_lsn, &durable, err,
-                          sizeof(err));
+    int rc =
+        st_db_append(s->db, a->tenant, ev, a->n_events, a->ack_lsn, &durable, err, sizeof(err));
     free(ev);
     if (rc != WH_OK) {
         wh_error("append tenant=%s batch=%" PRIu64 " failed: %s", a->tenant, a->batch_id, err);
@@ -256,9 +256,8 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
     uint32_t c_seq = 0;
     /* Committing (0,0) registers a consumer seen for the first time (so the
      * GC watermark waits for it) and returns its current offset otherwise. */
-    if (have_consumer &&
-        st_db_commit(s->db, r->tenant, r->consumer, 0, 0, &c_lsn, &c_seq, err, sizeof(err)) !=
-            WH_OK) {
+    if (have_consumer && st_db_commit(s->db, r->tenant, r->consumer, 0, 0, &c_lsn, &c_seq, err,
+                                      sizeof(err)) != WH_OK) {
         set_error(rep, m, ST_STATUS_INTERNAL, err);
         return;
     }
@@ -307,8 +306,7 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
         woke = q->gen != gen0;
         pthread_mutex_unlock(&s->wmu);
         if (woke)
-            rc = read_once(s, r->tenant, f_lsn, f_seq, max_events, max_bytes, m, err,
-                           sizeof(err));
+            rc = read_once(s, r->tenant, f_lsn, f_seq, max_events, max_bytes, m, err, sizeof(err));
     }
     if (q) {
         pthread_mutex_lock(&s->wmu);
@@ -521,8 +519,8 @@ int st_server_listen(st_server *s, const char *url, char *err, size_t errlen)
 {
     if (s->nng)
         return wh_seterr(err, errlen, "store: already listening");
-    return wh_server_start(&s->nng, url, s->workers, s->max_msg, st_server_handle,
-                           st_server_done, s, err, errlen);
+    return wh_server_start(&s->nng, url, s->workers, s->max_msg, st_server_handle, st_server_done,
+                           s, err, errlen);
 }
 
 void st_server_stop(st_server *s)

@@ -27,7 +27,7 @@
 #include "walhook.pb-c.h"
 
 #define ST_STATUS_BAD_REQUEST 400 /* the error names the field */
-#define ST_STATUS_INTERNAL 500  /* storage failure */
+#define ST_STATUS_INTERNAL 500    /* storage failure */
 
 #define ST_MAX_WAIT_MS 5000
 #define ST_DEFAULT_MAX_EVENTS 1000

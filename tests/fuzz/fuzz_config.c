@@ -153,7 +153,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_config(&c);
     else if (err[0] == '\0')
         __builtin_trap(); /* an error must be explained */
-    unlink(g_path); /* nothing left behind if a later step aborts */
+    unlink(g_path);       /* nothing left behind if a later step aborts */
     /* the rest works on defaults, whatever the file was */
     wh_config_defaults(&c);
 

@@ -66,10 +66,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         perror("fuzz_ipc_store: mkdtemp");
         abort();
     }
-    st_db_opts o = {.data_dir = g_dir,
-                    .cache_bytes = 8 << 20,
-                    .write_buffer_bytes = 4 << 20,
-                    .read_only = 0};
+    st_db_opts o = {
+        .data_dir = g_dir, .cache_bytes = 8 << 20, .write_buffer_bytes = 4 << 20, .read_only = 0};
     if (st_db_open(&g_db, &o, err, sizeof err) != WH_OK) {
         fprintf(stderr, "fuzz_ipc_store: st_db_open: %s\n", err);
         abort();
@@ -131,11 +129,10 @@ static void server_side(const uint8_t *data, size_t size)
     st_server_handle(g_srv, req, &rep, &cookie);
     check_reply_shape(&rep);
     if (g_verbose)
-        fprintf(stderr, "request body %d -> status %d body %d events %zu%s%s\n", (int)req->body_case,
-                (int)rep.status, (int)rep.body_case,
+        fprintf(stderr, "request body %d -> status %d body %d events %zu%s%s\n",
+                (int)req->body_case, (int)rep.status, (int)rep.body_case,
                 rep.body_case == WALHOOK__REPLY__BODY_READ ? rep.read->n_events : 0,
-                rep.error ? ": " : "",
-                rep.error ? rep.error : "");
+                rep.error ? ": " : "", rep.error ? rep.error : "");
 
     /* pack as wh_ipc does, and the client's unpack must agree */
     size_t n = walhook__reply__get_packed_size(&rep);

@@ -122,10 +122,18 @@ static void json_print(const wh_json *j, wh_buf *b)
         return;
     }
     switch (j->type) {
-    case WH_JSON_NULL: wh_buf_puts(b, "null"); break;
-    case WH_JSON_BOOL: wh_buf_puts(b, j->boolean ? "true" : "false"); break;
-    case WH_JSON_NUMBER: wh_buf_puts(b, j->str); break;
-    case WH_JSON_STRING: wh_json_str(b, j->str, j->len); break;
+    case WH_JSON_NULL:
+        wh_buf_puts(b, "null");
+        break;
+    case WH_JSON_BOOL:
+        wh_buf_puts(b, j->boolean ? "true" : "false");
+        break;
+    case WH_JSON_NUMBER:
+        wh_buf_puts(b, j->str);
+        break;
+    case WH_JSON_STRING:
+        wh_json_str(b, j->str, j->len);
+        break;
     case WH_JSON_ARRAY:
     case WH_JSON_OBJECT:
         wh_buf_putc(b, j->type == WH_JSON_ARRAY ? '[' : '{');
@@ -151,10 +159,14 @@ static int json_equal(const wh_json *a, const wh_json *b, char *path, size_t ple
     if (a->type != b->type)
         return 0;
     switch (a->type) {
-    case WH_JSON_NULL: return 1;
-    case WH_JSON_BOOL: return a->boolean == b->boolean;
-    case WH_JSON_NUMBER: return a->num == b->num || strcmp(a->str, b->str) == 0;
-    case WH_JSON_STRING: return a->len == b->len && memcmp(a->str, b->str, a->len) == 0;
+    case WH_JSON_NULL:
+        return 1;
+    case WH_JSON_BOOL:
+        return a->boolean == b->boolean;
+    case WH_JSON_NUMBER:
+        return a->num == b->num || strcmp(a->str, b->str) == 0;
+    case WH_JSON_STRING:
+        return a->len == b->len && memcmp(a->str, b->str, a->len) == 0;
     case WH_JSON_ARRAY: {
         if (a->count != b->count)
             return 0;
@@ -306,8 +318,8 @@ static int check_received(const char *expect_path, const char *recv_path, const 
             wh_event_id(tenant, l, s, want_id, sizeof want_id);
             if (strcmp(ten->str, tenant) != 0 || strcmp(id->str, want_id) != 0 ||
                 strncmp(id->str, tenant, tlen) != 0) {
-                fprintf(stderr, "FAIL %s:%ld: id '%s' / tenant '%s' do not match '%s'\n",
-                        recv_path, lineno, id->str, ten->str, want_id);
+                fprintf(stderr, "FAIL %s:%ld: id '%s' / tenant '%s' do not match '%s'\n", recv_path,
+                        lineno, id->str, ten->str, want_id);
                 failed = 1;
                 break;
             }
@@ -326,8 +338,9 @@ static int check_received(const char *expect_path, const char *recv_path, const 
             if (have_last && wh_pos_cmp(l, s, last_lsn, last_seq) <= 0) {
                 char lb[WH_LSN_STRLEN];
                 wh_lsn_format(last_lsn, lb, sizeof lb);
-                fprintf(stderr, "FAIL %s:%ld: out of order: new id %s arrived after %s:%" PRIu32
-                                " (unique event #%ld)\n",
+                fprintf(stderr,
+                        "FAIL %s:%ld: out of order: new id %s arrived after %s:%" PRIu32
+                        " (unique event #%ld)\n",
                         recv_path, lineno, id->str, lb, last_seq, uniq + 1);
                 failed = 1;
                 break;
@@ -340,8 +353,8 @@ static int check_received(const char *expect_path, const char *recv_path, const 
             uniq++;
             wh_json *exp = expect_next(&er);
             if (!exp) {
-                fprintf(stderr, "FAIL %s:%ld: unexpected extra event #%ld: %s\n", recv_path,
-                        lineno, uniq, id->str);
+                fprintf(stderr, "FAIL %s:%ld: unexpected extra event #%ld: %s\n", recv_path, lineno,
+                        uniq, id->str);
                 show("received", ev);
                 failed = 1;
                 break;
@@ -369,8 +382,9 @@ static int check_received(const char *expect_path, const char *recv_path, const 
         wh_json *more = expect_next(&er);
         if (more) {
             long missing = count_lines(expect_path) - uniq;
-            fprintf(stderr, "FAIL %s: %ld expected change(s) never arrived; first missing is "
-                            "expected line %ld\n",
+            fprintf(stderr,
+                    "FAIL %s: %ld expected change(s) never arrived; first missing is "
+                    "expected line %ld\n",
                     recv_path, missing, er.lineno);
             show("expected", more);
             wh_json_free(more);
@@ -422,12 +436,14 @@ static int check_dump(const char *dump_path, long expected, const char *tenant)
         }
         uint32_t s = (uint32_t)seq;
         if (have_last && wh_pos_cmp(l, s, last_lsn, last_seq) == 0) {
-            fprintf(stderr, "FAIL %s:%ld: position %s %u stored twice\n", dump_path, lineno, lsn, s);
+            fprintf(stderr, "FAIL %s:%ld: position %s %u stored twice\n", dump_path, lineno, lsn,
+                    s);
             failed = 1;
             break;
         }
         if (have_last && wh_pos_cmp(l, s, last_lsn, last_seq) < 0) {
-            fprintf(stderr, "FAIL %s:%ld: position %s %u out of order\n", dump_path, lineno, lsn, s);
+            fprintf(stderr, "FAIL %s:%ld: position %s %u out of order\n", dump_path, lineno, lsn,
+                    s);
             failed = 1;
             break;
         }
@@ -451,8 +467,8 @@ static int check_dump(const char *dump_path, long expected, const char *tenant)
         total++;
     }
     if (!failed && expected >= 0 && total != expected) {
-        fprintf(stderr, "FAIL %s: %ld events stored for tenant %s, expected %ld\n", dump_path, total,
-                tenant, expected);
+        fprintf(stderr, "FAIL %s: %ld events stored for tenant %s, expected %ld\n", dump_path,
+                total, tenant, expected);
         failed = 1;
     }
     printf("%s: %s: %ld events in %ld transactions\n", failed ? "FAIL" : "ok", dump_path, total,
@@ -486,16 +502,25 @@ int main(int argc, char **argv)
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'e': expect = optarg; break;
+        case 'e':
+            expect = optarg;
+            break;
         case 'r':
             if (nrecv == (int)WH_ARRAY_LEN(recv))
                 usage();
             recv[nrecv++] = optarg;
             break;
-        case 't': tenant = optarg; break;
-        case 'd': dump = optarg; break;
-        case 'n': count = atol(optarg); break;
-        default: usage();
+        case 't':
+            tenant = optarg;
+            break;
+        case 'd':
+            dump = optarg;
+            break;
+        case 'n':
+            count = atol(optarg);
+            break;
+        default:
+            usage();
         }
     }
     if (dump) {

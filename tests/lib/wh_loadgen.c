@@ -88,9 +88,29 @@ static void random_row(row_t *r)
     if (rng_below(4) == 0)
         r->f = (double)m * (e >= 0 ? (double)(1ULL << e) : 1.0 / (double)(1ULL << -e));
     /* text: ASCII plus characters that need escaping and multibyte UTF-8 */
-    static const char *pieces[] = {"a", "b", "z", "Q", "0", "9", " ", "'", "\"", "\\", "\n",
-                                   "\t", "/", "{", "}", "\xc3\xa9", "\xe2\x82\xac",
-                                   "\xf0\x9f\x98\x80", "\x01", "<", "&", "%", ","};
+    static const char *pieces[] = {"a",
+                                   "b",
+                                   "z",
+                                   "Q",
+                                   "0",
+                                   "9",
+                                   " ",
+                                   "'",
+                                   "\"",
+                                   "\\",
+                                   "\n",
+                                   "\t",
+                                   "/",
+                                   "{",
+                                   "}",
+                                   "\xc3\xa9",
+                                   "\xe2\x82\xac",
+                                   "\xf0\x9f\x98\x80",
+                                   "\x01",
+                                   "<",
+                                   "&",
+                                   "%",
+                                   ","};
     r->t_null = rng_below(12) == 0;
     size_t tl = 0;
     size_t want = rng_below(30);
@@ -141,7 +161,10 @@ static void sql_values(wh_buf *b, int64_t id, const row_t *r)
         wh_buf_puts(b, "NULL");
     else
         sql_lit(b, r->t);
-    wh_buf_printf(b, ",%s,%s)", r->b < 0 ? "NULL" : r->b ? "true" : "false",
+    wh_buf_printf(b, ",%s,%s)",
+                  r->b < 0 ? "NULL"
+                  : r->b   ? "true"
+                           : "false",
                   r->n_null ? "NULL" : r->n);
 }
 
@@ -152,7 +175,10 @@ static void sql_set(wh_buf *b, const row_t *r)
         wh_buf_puts(b, "NULL");
     else
         sql_lit(b, r->t);
-    wh_buf_printf(b, ",b=%s,n=%s", r->b < 0 ? "NULL" : r->b ? "true" : "false",
+    wh_buf_printf(b, ",b=%s,n=%s",
+                  r->b < 0 ? "NULL"
+                  : r->b   ? "true"
+                           : "false",
                   r->n_null ? "NULL" : r->n);
 }
 
@@ -195,23 +221,41 @@ int main(int argc, char **argv)
     const char *dsn = NULL, *expect = NULL;
     long long nchanges = -1, seed = 1, max_txn = 500, ntables = 3;
     int setup_only = 0;
-    static const struct option opts[] = {
-        {"dsn", required_argument, 0, 'd'},     {"changes", required_argument, 0, 'n'},
-        {"seed", required_argument, 0, 's'},    {"max-txn", required_argument, 0, 'm'},
-        {"tables", required_argument, 0, 't'},  {"expect", required_argument, 0, 'e'},
-        {"setup-only", no_argument, 0, 'S'},    {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"dsn", required_argument, 0, 'd'},
+                                         {"changes", required_argument, 0, 'n'},
+                                         {"seed", required_argument, 0, 's'},
+                                         {"max-txn", required_argument, 0, 'm'},
+                                         {"tables", required_argument, 0, 't'},
+                                         {"expect", required_argument, 0, 'e'},
+                                         {"setup-only", no_argument, 0, 'S'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'd': dsn = optarg; break;
-        case 'n': nchanges = atoll(optarg); break;
-        case 's': seed = atoll(optarg); break;
-        case 'm': max_txn = atoll(optarg); break;
-        case 't': ntables = atoll(optarg); break;
-        case 'e': expect = optarg; break;
-        case 'S': setup_only = 1; break;
-        default: usage();
+        case 'd':
+            dsn = optarg;
+            break;
+        case 'n':
+            nchanges = atoll(optarg);
+            break;
+        case 's':
+            seed = atoll(optarg);
+            break;
+        case 'm':
+            max_txn = atoll(optarg);
+            break;
+        case 't':
+            ntables = atoll(optarg);
+            break;
+        case 'e':
+            expect = optarg;
+            break;
+        case 'S':
+            setup_only = 1;
+            break;
+        default:
+            usage();
         }
     }
     if (!dsn || ntables < 1 || ntables > 100 || max_txn < 1 ||
@@ -305,8 +349,9 @@ int main(int argc, char **argv)
                     open_insert = ti;
                 }
                 sql_values(&sql, id, row);
-                wh_buf_printf(&exp, "{\"op\":\"insert\",\"table\":\"%s\",\"before\":null,\"after\":",
-                              tb->name);
+                wh_buf_printf(
+                    &exp,
+                    "{\"op\":\"insert\",\"table\":\"%s\",\"before\":null,\"after\":", tb->name);
                 json_row(&exp, id, row);
                 wh_buf_puts(&exp, "}\n");
             } else {

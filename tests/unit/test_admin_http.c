@@ -150,9 +150,9 @@ static void test_with_daemons(void **state)
     for (int i = 0; i < 3; i++) {
         snprintf(f[i].metrics, sizeof(f[i].metrics),
                  "# TYPE walhook_up gauge\nwalhook_up{daemon=\"%s\"} 1\n", f[i].name);
-        assert_int_equal(wh_server_start(&srv[i], urls[i], 1, 1 << 20, fake_fn, NULL, &f[i], err,
-                                         sizeof(err)),
-                         WH_OK);
+        assert_int_equal(
+            wh_server_start(&srv[i], urls[i], 1, 1 << 20, fake_fn, NULL, &f[i], err, sizeof(err)),
+            WH_OK);
     }
     adm_query *q = NULL;
     assert_int_equal(adm_query_open(&q, &cfg, err, sizeof(err)), WH_OK);

@@ -16,9 +16,8 @@ static void test_parse_listen(void **state)
 {
     char host[64], err[WH_ERRLEN];
     uint16_t port = 0;
-    assert_int_equal(adm_parse_listen("127.0.0.1:8080", host, sizeof(host), &port, err,
-                                      sizeof(err)),
-                     WH_OK);
+    assert_int_equal(
+        adm_parse_listen("127.0.0.1:8080", host, sizeof(host), &port, err, sizeof(err)), WH_OK);
     assert_string_equal(host, "127.0.0.1");
     assert_int_equal(port, 8080);
     assert_int_equal(adm_parse_listen("[::1]:9", host, sizeof(host), &port, err, sizeof(err)),
@@ -29,8 +28,9 @@ static void test_parse_listen(void **state)
                      WH_OK);
     assert_int_equal(port, 0);
 
-    const char *bad[] = {"", "8080", ":8080", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:80x",
-                         "::1:80", "[::1]80", "127.0.0.1:-1"};
+    const char *bad[] = {
+        "",       "8080",    ":8080",       "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:80x",
+        "::1:80", "[::1]80", "127.0.0.1:-1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';
         assert_int_equal(adm_parse_listen(bad[i], host, sizeof(host), &port, err, sizeof(err)),
@@ -39,9 +39,8 @@ static void test_parse_listen(void **state)
     }
     /* host longer than the buffer */
     char small[4];
-    assert_int_equal(adm_parse_listen("example.com:1", small, sizeof(small), &port, err,
-                                      sizeof(err)),
-                     WH_ERR);
+    assert_int_equal(
+        adm_parse_listen("example.com:1", small, sizeof(small), &port, err, sizeof(err)), WH_ERR);
 }
 
 /* Builds an adm_stat from a real Stats reply, as the query path does. */
@@ -138,9 +137,10 @@ static int count(const char *hay, const char *needle)
 
 static void test_merge(void **state)
 {
-    const char *a = "# HELP walhook_up up\n# TYPE walhook_up gauge\nwalhook_up{daemon=\"store\"} 1\n"
-                    "# HELP lat latency\n# TYPE lat histogram\nlat_bucket{le=\"1\"} 1\n"
-                    "lat_bucket{le=\"+Inf\"} 2\nlat_sum 3\nlat_count 2\n";
+    const char *a =
+        "# HELP walhook_up up\n# TYPE walhook_up gauge\nwalhook_up{daemon=\"store\"} 1\n"
+        "# HELP lat latency\n# TYPE lat histogram\nlat_bucket{le=\"1\"} 1\n"
+        "lat_bucket{le=\"+Inf\"} 2\nlat_sum 3\nlat_count 2\n";
     const char *b = "# some comment\n\n# HELP walhook_up up again\n# TYPE walhook_up gauge\r\n"
                     "walhook_up{daemon=\"ingestor\"} 1\nother_total 5"; /* no final newline */
     const char *texts[] = {a, NULL, b};

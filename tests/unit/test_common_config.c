@@ -48,14 +48,15 @@ static void test_full_file(void **state)
 {
     wh_config c;
     char err[WH_ERRLEN];
-    int rc = load_text(&c,
-                       "tenant = \"shop\";\n"
-                       "data_dir = \"/tmp/whx\";\n"
-                       "source = { dsn = \"postgresql://u@127.0.0.1:5432/db\"; create_slot = false; };\n"
-                       "ingestor = { flush_bytes = 1048576; flush_age_us = 1000L; };\n"
-                       "targets = ( { name = \"a\"; url = \"http://127.0.0.1:9000/x\"; },\n"
-                       "            { url = \"https://example.invalid/y\"; secret = \"whsec_abc\"; } );\n",
-                       err, sizeof(err));
+    int rc = load_text(
+        &c,
+        "tenant = \"shop\";\n"
+        "data_dir = \"/tmp/whx\";\n"
+        "source = { dsn = \"postgresql://u@127.0.0.1:5432/db\"; create_slot = false; };\n"
+        "ingestor = { flush_bytes = 1048576; flush_age_us = 1000L; };\n"
+        "targets = ( { name = \"a\"; url = \"http://127.0.0.1:9000/x\"; },\n"
+        "            { url = \"https://example.invalid/y\"; secret = \"whsec_abc\"; } );\n",
+        err, sizeof(err));
     assert_int_equal(rc, WH_OK);
     assert_string_equal(c.tenant, "shop");
     assert_int_equal(c.create_slot, 0);
@@ -81,7 +82,8 @@ static void test_errors(void **state)
 {
     expect_error("bogus = 1;\n", "unknown setting 'bogus'");
     expect_error("source = { dns = \"x\"; };\n", "unknown setting 'source.dns'");
-    expect_error("ingestor = { flush_bytes = \"big\"; };\n", "'ingestor.flush_bytes' (line 1): expected an integer");
+    expect_error("ingestor = { flush_bytes = \"big\"; };\n",
+                 "'ingestor.flush_bytes' (line 1): expected an integer");
     expect_error("tenant = 5;\n", "'tenant' (line 1): expected a string");
     expect_error("source = { create_slot = 1; };\n", "expected true or false");
     expect_error("ingestor = { flush_bytes = 1; };\n", "out of range");
@@ -150,18 +152,21 @@ static void test_static_diff_and_json(void **state)
 static void test_dsn_syntax(void **state)
 {
     char err[WH_ERRLEN];
-    const char *good[] = {"postgresql://u@127.0.0.1:5432/db",
-                          "postgres://u:p%40ss@h1:5432,h2:5433/db?sslmode=require&application_name=x",
-                          "postgresql://[::1]:5432/db",
-                          "postgresql:///db?host=/tmp",
-                          "host=127.0.0.1 port=5432 dbname=x user=u",
-                          "host='a b' password='it\\'s' port = 5432",
-                          "",
-                          NULL};
+    const char *good[] = {
+        "postgresql://u@127.0.0.1:5432/db",
+        "postgres://u:p%40ss@h1:5432,h2:5433/db?sslmode=require&application_name=x",
+        "postgresql://[::1]:5432/db",
+        "postgresql:///db?host=/tmp",
+        "host=127.0.0.1 port=5432 dbname=x user=u",
+        "host='a b' password='it\\'s' port = 5432",
+        "",
+        NULL};
     for (int i = 0; good[i]; i++)
         if (wh_dsn_check(good[i], err, sizeof(err)) != WH_OK)
             fail_msg("'%s' rejected: %s", good[i], err);
-    struct { const char *dsn, *needle; } bad[] = {
+    struct {
+        const char *dsn, *needle;
+    } bad[] = {
         {"postgresql://u@h:notaport/db", "port"},
         {"postgresql://u@h:0/db", "port"},
         {"postgresql://u@h:70000/db", "port"},
@@ -186,9 +191,12 @@ static void test_dsn_syntax(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults), cmocka_unit_test(test_full_file),
-        cmocka_unit_test(test_errors), cmocka_unit_test(test_env_overrides),
-        cmocka_unit_test(test_static_diff_and_json), cmocka_unit_test(test_dsn_syntax),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_full_file),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_env_overrides),
+        cmocka_unit_test(test_static_diff_and_json),
+        cmocka_unit_test(test_dsn_syntax),
     };
     return cmocka_run_group_tests_name("common_config", tests, NULL, NULL);
 }

@@ -18,8 +18,7 @@
 
 static char dir[64], url[128];
 
-static void echo_handler(void *arg, const Walhook__Request *req, Walhook__Reply *rep,
-                         void **cookie)
+static void echo_handler(void *arg, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
 {
     int *calls = arg;
     (*calls)++;
@@ -64,8 +63,8 @@ static int teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-static int call_offset(wh_client *c, const char *tenant, const char *consumer,
-                       Walhook__Reply **rep, char *err)
+static int call_offset(wh_client *c, const char *tenant, const char *consumer, Walhook__Reply **rep,
+                       char *err)
 {
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     Walhook__GetOffset g = WALHOOK__GET_OFFSET__INIT;
@@ -82,9 +81,9 @@ static void test_roundtrip_and_errors(void **state)
     wh_server *s;
     wh_client *c;
     char err[WH_ERRLEN];
-    assert_int_equal(wh_server_start(&s, url, 3, 1 << 20, echo_handler, echo_done, &calls, err,
-                                     sizeof(err)),
-                     WH_OK);
+    assert_int_equal(
+        wh_server_start(&s, url, 3, 1 << 20, echo_handler, echo_done, &calls, err, sizeof(err)),
+        WH_OK);
     struct stat st;
     assert_int_equal(stat(dir, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0700);
@@ -122,9 +121,9 @@ static void test_roundtrip_and_errors(void **state)
 
     /* Restart the server: the client reconnects by itself. */
     wh_server_stop(s);
-    assert_int_equal(wh_server_start(&s, url, 1, 1 << 20, echo_handler, echo_done, &calls, err,
-                                     sizeof(err)),
-                     WH_OK);
+    assert_int_equal(
+        wh_server_start(&s, url, 1, 1 << 20, echo_handler, echo_done, &calls, err, sizeof(err)),
+        WH_OK);
     int ok = 0;
     for (int i = 0; i < 20 && !ok; i++) {
         if (call_offset(c, "t", "x", &rep, err) == WH_OK) {
@@ -150,8 +149,7 @@ static void test_timeout_names_endpoint(void **state)
     wh_client_close(c);
 }
 
-static void slow_handler(void *arg, const Walhook__Request *req, Walhook__Reply *rep,
-                         void **cookie)
+static void slow_handler(void *arg, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
 {
     wh_sleep_ms(3000);
 }
@@ -180,9 +178,8 @@ static void test_interrupt(void **state)
     char err[WH_ERRLEN];
     char u3[160];
     snprintf(u3, sizeof(u3), "ipc://%s/slow.sock", dir);
-    assert_int_equal(wh_server_start(&s, u3, 1, 1 << 20, slow_handler, NULL, NULL, err,
-                                     sizeof(err)),
-                     WH_OK);
+    assert_int_equal(
+        wh_server_start(&s, u3, 1, 1 << 20, slow_handler, NULL, NULL, err, sizeof(err)), WH_OK);
     assert_int_equal(wh_client_open(&c, u3, 10000, 1 << 20, err, sizeof(err)), WH_OK);
     call_arg a = {c, 0, 0};
     pthread_t th;

@@ -106,8 +106,8 @@ static void test_containers(void **state)
     assert_null(wh_json_at(b, 4));
     assert_true(wh_json_get(wh_json_get(j, "c"), "d")->num == -0.5);
     assert_null(wh_json_get(j, "zz"));
-    assert_null(wh_json_get(b, "a"));   /* not an object */
-    assert_null(wh_json_at(j, 0));      /* not an array */
+    assert_null(wh_json_get(b, "a")); /* not an object */
+    assert_null(wh_json_at(j, 0));    /* not an array */
     assert_null(wh_json_get(NULL, "a"));
     wh_json_free(j);
     j = parse_ok("[]");
@@ -212,9 +212,9 @@ static void test_big_array(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_scalars),   cmocka_unit_test(test_strings),
+        cmocka_unit_test(test_scalars),    cmocka_unit_test(test_strings),
         cmocka_unit_test(test_containers), cmocka_unit_test(test_envelope),
-        cmocka_unit_test(test_errors),    cmocka_unit_test(test_depth),
+        cmocka_unit_test(test_errors),     cmocka_unit_test(test_depth),
         cmocka_unit_test(test_big_array),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -143,10 +143,14 @@ static void test_metrics_render(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_lsn_roundtrip), cmocka_unit_test(test_lsn_bad),
-        cmocka_unit_test(test_event_id_and_order), cmocka_unit_test(test_buf_limits),
-        cmocka_unit_test(test_json_str), cmocka_unit_test(test_base64),
-        cmocka_unit_test(test_backoff), cmocka_unit_test(test_metrics_render),
+        cmocka_unit_test(test_lsn_roundtrip),
+        cmocka_unit_test(test_lsn_bad),
+        cmocka_unit_test(test_event_id_and_order),
+        cmocka_unit_test(test_buf_limits),
+        cmocka_unit_test(test_json_str),
+        cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_metrics_render),
     };
     return cmocka_run_group_tests_name("common_util", tests, NULL, NULL);
 }

@@ -71,8 +71,7 @@ static void reopen(fx *f)
     open_db(f, 0);
 }
 
-static int collect(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json,
-                   size_t len)
+static int collect(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json, size_t len)
 {
     got *g = arg;
     if (g->n >= 256)
@@ -135,11 +134,9 @@ static void test_round_trip(void **state)
     assert_int_equal(g.seq[0], 1);
     assert_int_equal(read_all(f->db, "t1", 0x2000, 0, &g), 0);
     /* durable only moves forward, even with ack 0 and with an empty batch */
-    assert_int_equal(st_db_append(f->db, "t1", NULL, 0, 0x100, &durable, err, sizeof(err)),
-                     WH_OK);
+    assert_int_equal(st_db_append(f->db, "t1", NULL, 0, 0x100, &durable, err, sizeof(err)), WH_OK);
     assert_int_equal(durable, 0x2010);
-    assert_int_equal(st_db_append(f->db, "t1", NULL, 0, 0x3000, &durable, err, sizeof(err)),
-                     WH_OK);
+    assert_int_equal(st_db_append(f->db, "t1", NULL, 0, 0x3000, &durable, err, sizeof(err)), WH_OK);
     assert_int_equal(durable, 0x3000);
     uint64_t d2;
     assert_int_equal(st_db_get_durable(f->db, "t1", &d2, err, sizeof(err)), WH_OK);
@@ -182,7 +179,8 @@ static void test_order(void **state)
     for (int i = 0; i < 6; i++)
         assert_string_equal(g.json[i], want[i]);
     for (size_t i = 1; i < g.n; i++)
-        assert_true(g.lsn[i - 1] < g.lsn[i] || (g.lsn[i - 1] == g.lsn[i] && g.seq[i - 1] < g.seq[i]));
+        assert_true(g.lsn[i - 1] < g.lsn[i] ||
+                    (g.lsn[i - 1] == g.lsn[i] && g.seq[i - 1] < g.seq[i]));
 }
 
 static void test_limits(void **state)
@@ -343,7 +341,8 @@ static void test_bad_names(void **state)
 static void test_memory_need(void **state)
 {
     (void)state;
-    assert_int_equal(st_db_memory_need(8 << 20, 4 << 20), (8 << 20) + ST_MAX_WRITE_BUFFERS * (4 << 20));
+    assert_int_equal(st_db_memory_need(8 << 20, 4 << 20),
+                     (8 << 20) + ST_MAX_WRITE_BUFFERS * (4 << 20));
 }
 
 int main(void)

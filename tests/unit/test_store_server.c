@@ -51,8 +51,14 @@ static int setup_n(void **state, int workers)
     return 0;
 }
 
-static int setup(void **state) { return setup_n(state, 4); }
-static int setup1(void **state) { return setup_n(state, 1); }
+static int setup(void **state)
+{
+    return setup_n(state, 4);
+}
+static int setup1(void **state)
+{
+    return setup_n(state, 1);
+}
 
 static int teardown(void **state)
 {

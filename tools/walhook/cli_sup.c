@@ -22,11 +22,11 @@
 enum { SUP_STORE, SUP_INGESTOR, SUP_DISPATCHER, SUP_ADMIN, SUP_N };
 
 typedef struct sup_child {
-    const char *name;         /* "store" */
-    char path[4096];          /* <bindir>/walhook-store */
-    pid_t pid;                /* 0 = not running */
+    const char *name; /* "store" */
+    char path[4096];  /* <bindir>/walhook-store */
+    pid_t pid;        /* 0 = not running */
     uint64_t started_ms;
-    uint64_t restart_at_ms;   /* when pid == 0: start again at this time */
+    uint64_t restart_at_ms; /* when pid == 0: start again at this time */
     int backoff_ms;
 } sup_child;
 

@@ -18,7 +18,7 @@ typedef struct cli_sup_opts {
     const char *config_path;    /* passed as -c to every child, or NULL */
     const char *store_endpoint; /* to wait for the store */
     size_t max_msg;
-    int store_wait_ms;          /* how long the store may take to answer */
+    int store_wait_ms; /* how long the store may take to answer */
 } cli_sup_opts;
 
 /* Runs until a stop signal; returns the exit code (0, or 1 on a startup
