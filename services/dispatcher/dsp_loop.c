@@ -125,11 +125,39 @@ static int next_timeout(dsp_loop *l)
     return (int)to;
 }
 
-int dsp_loop_run(dsp_loop *l)
+/* SIGHUP: re-reads the file; runtime settings are swapped in, a bad file
+ * keeps the old ones, static ones (targets, endpoints) need a restart. */
+static void reload(dsp_loop *l, const char *cfg_path)
+{
+    static wh_config nc; /* loop thread only */
+    char err[WH_ERRLEN];
+    if (wh_config_load(&nc, cfg_path, err, sizeof(err)) != WH_OK) {
+        wh_warn("reload failed, keeping the old settings: %s", err);
+        return;
+    }
+    int same_targets = nc.ntargets == l->ntargets;
+    for (int i = 0; same_targets && i < l->ntargets; i++)
+        same_targets = strcmp(nc.targets[i].name, l->targets[i].name) == 0;
+    if (!same_targets)
+        wh_warn("reload: the list of targets changed; it takes effect after a restart");
+    dsp_settings set;
+    dsp_settings_from_config(&set, &nc);
+    for (int i = 0; i < l->ntargets; i++)
+        dsp_target_apply_settings(&l->targets[i], &set);
+    wh_info("reloaded: batch_max_events=%u batch_max_bytes=%u retry=%d..%d ms http_timeout=%d ms",
+            set.batch_max_events, set.batch_max_bytes, set.retry_base_ms, set.retry_max_ms,
+            set.http_timeout_ms);
+}
+
+int dsp_loop_run(dsp_loop *l, const char *cfg_path)
 {
     int running = 0;
     wh_info("dispatching to %d target(s)", l->ntargets);
     while (!stopping(l)) {
+        if (wh_reload_requested) {
+            wh_reload_requested = 0;
+            reload(l, cfg_path);
+        }
         CURLMcode mc = curl_multi_perform(l->multi, &running);
         if (mc != CURLM_OK)
             wh_error("curl_multi_perform: %s", curl_multi_strerror(mc));

@@ -21,7 +21,8 @@ typedef struct dsp_loop dsp_loop;
 /* Builds every target of cfg and starts their store readers. */
 int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errlen);
 /* Runs on the calling thread until stopped; returns WH_OK after draining. */
-int dsp_loop_run(dsp_loop *l);
+/* Runs until dsp_loop_stop() or a stop signal; SIGHUP re-reads cfg_path. */
+int dsp_loop_run(dsp_loop *l, const char *cfg_path);
 /* Thread-safe; wakes the loop. */
 void dsp_loop_stop(dsp_loop *l);
 /* Thread-safe: appends the dispatcher's Prometheus metrics to out. */

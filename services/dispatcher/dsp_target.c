@@ -138,7 +138,8 @@ static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, char *err, size_
 }
 
 /* Reads one batch into the free slot. Returns events kept, 0, or -1. */
-static int do_read(dsp_target *t, dsp_batch *slot, char *err, size_t errlen)
+static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t max_bytes,
+                   char *err, size_t errlen)
 {
     Walhook__Position from = WALHOOK__POSITION__INIT;
     Walhook__ReadRequest rr = WALHOOK__READ_REQUEST__INIT;
@@ -150,8 +151,8 @@ static int do_read(dsp_target *t, dsp_batch *slot, char *err, size_t errlen)
         rr.has_from = 1;
         rr.from = &from;
     }
-    rr.max_events = t->set.batch_max_events;
-    rr.max_bytes = t->set.batch_max_bytes;
+    rr.max_events = max_events;
+    rr.max_bytes = max_bytes;
     rr.wait_ms = t->set.read_wait_ms;
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_READ;
@@ -242,10 +243,12 @@ static void *reader_main(void *arg)
         if (t->count == DSP_PREFETCH)
             continue;
         dsp_batch *slot = &t->slots[(t->head + t->count) % DSP_PREFETCH];
+        uint32_t max_events = t->set.batch_max_events; /* runtime settings: under mu */
+        uint32_t max_bytes = t->set.batch_max_bytes;
         pthread_mutex_unlock(&t->mu);
         /* The slot is invisible to the loop until count is incremented. */
         uint64_t t0 = wh_now_ms();
-        int kept = do_read(t, slot, err, sizeof(err));
+        int kept = do_read(t, slot, max_events, max_bytes, err, sizeof(err));
         uint64_t took = wh_now_ms() - t0;
         pthread_mutex_lock(&t->mu);
         if (kept > 0) {
@@ -336,6 +339,17 @@ int dsp_target_start_reader(dsp_target *t, char *err, size_t errlen)
     return WH_OK;
 }
 
+void dsp_target_apply_settings(dsp_target *t, const dsp_settings *set)
+{
+    pthread_mutex_lock(&t->mu);
+    t->set.batch_max_events = set->batch_max_events;
+    t->set.batch_max_bytes = set->batch_max_bytes;
+    t->set.retry_base_ms = set->retry_base_ms;
+    t->set.retry_max_ms = set->retry_max_ms;
+    t->set.http_timeout_ms = set->http_timeout_ms;
+    pthread_mutex_unlock(&t->mu);
+}
+
 void dsp_target_stop_reader(dsp_target *t)
 {
     pthread_mutex_lock(&t->mu);
@@ -414,6 +428,7 @@ int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
     }
     t->curl_err[0] = '\0';
     curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->hdrs);
+    curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long)t->set.http_timeout_ms);
     curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, b->body.data);
     curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)b->body.len);
     CURLMcode mc = curl_multi_add_handle(multi, t->easy);

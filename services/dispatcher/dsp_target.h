@@ -120,6 +120,10 @@ typedef struct dsp_target {
 } dsp_target;
 
 /* Prepares the target (key, curl handle, slots). Does not start the reader. */
+/* Swaps in the runtime settings (batch limits, retry backoff, HTTP timeout)
+ * of a reloaded configuration. Called on the loop thread. */
+void dsp_target_apply_settings(dsp_target *t, const dsp_settings *set);
+
 int dsp_target_init(dsp_target *t, const wh_target *cfg, const dsp_settings *set,
                     dsp_notify_fn notify, void *notify_arg, char *err, size_t errlen);
 /* Opens the store client and starts the reader thread. */

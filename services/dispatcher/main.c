@@ -11,7 +11,7 @@ int main(int argc, char **argv)
 {
     static wh_config cfg;
     char err[WH_ERRLEN];
-    wh_daemon_init(argc, argv, "dispatcher", &cfg);
+    const char *path = wh_daemon_init(argc, argv, "dispatcher", &cfg);
 
     dsp_loop *loop = NULL;
     wh_control *ctl = NULL;
@@ -26,7 +26,7 @@ int main(int argc, char **argv)
     }
     wh_info("running (tenant %s, store %s, control %s)", cfg.tenant, cfg.store_endpoint,
             cfg.dispatcher_control);
-    dsp_loop_run(loop);
+    dsp_loop_run(loop, path);
     wh_info("stopping");
     wh_control_stop(ctl);
     dsp_loop_destroy(loop);

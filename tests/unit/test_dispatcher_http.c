@@ -249,7 +249,7 @@ static char dir[256];
 
 static void *loop_main(void *arg)
 {
-    dsp_loop_run(arg);
+    dsp_loop_run(arg, NULL);
     return NULL;
 }
 
