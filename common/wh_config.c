@@ -55,7 +55,7 @@ const wh_config_entry wh_config_table[] = {
       "seal a batch at this age (microseconds)"),
     L(busy_linger_us, "ingestor.busy_linger_us", 20000, 0, 10000000, WH_CF_RUNTIME,
       "busy stream (16+ events per flush_age_us): seal at this age instead (microseconds)"),
-    L(window_bytes, "ingestor.window_bytes", 16 * MiB, 64 * KiB, 16 * GiB, WH_CF_RUNTIME,
+    L(window_bytes, "ingestor.window_bytes", 4 * MiB, 64 * KiB, 16 * GiB, WH_CF_RUNTIME,
       "stop reading WAL while this many bytes are unacked by the store"),
     I(status_interval_ms, "ingestor.status_interval_ms", 1000, 10, 60000, 0,
       "standby status update interval"),
@@ -495,25 +495,15 @@ const char *wh_config_static_diff(const wh_config *a, const wh_config *b)
     return NULL;
 }
 
-/* Copies a DSN with any password removed. */
-static void redact_dsn(const char *dsn, char *out, size_t len)
+/* A target URL for display: userinfo password and query string hidden. */
+static void redact_url(const char *url, char *out, size_t len)
 {
-    wh_strlcpy(out, dsn, len);
-    char *p = strstr(out, "://");
-    if (p != NULL) {
-        char *at = strchr(p + 3, '@');
-        char *colon = strchr(p + 3, ':');
-        if (at != NULL && colon != NULL && colon < at)
-            memmove(colon + 1 + 4, at, strlen(at) + 1), memcpy(colon + 1, "****", 4);
-    }
-    char *pw = strstr(out, "password=");
-    if (pw != NULL) {
-        char *end = pw + 9;
-        while (*end && !isspace((unsigned char)*end))
-            end++;
-        memmove(pw + 13, end, strlen(end) + 1);
-        memcpy(pw + 9, "****", 4);
-    }
+    char tmp[WH_URL_MAX + 16];
+    wh_dsn_redact(url, tmp, sizeof(tmp)); /* hides "user:****@" */
+    char *q = strchr(tmp, '?');
+    if (q != NULL)
+        wh_strlcpy(q, "?****", sizeof(tmp) - (size_t)(q - tmp));
+    wh_strlcpy(out, tmp, len);
 }
 
 int wh_config_to_json(const wh_config *c, wh_buf *b)
@@ -527,7 +517,7 @@ int wh_config_to_json(const wh_config *c, wh_buf *b)
         if (e->type == WH_CT_STRING) {
             char red[WH_URL_MAX + 16];
             if (strcmp(e->path, "source.dsn") == 0) {
-                redact_dsn(p, red, sizeof(red));
+                wh_dsn_redact(p, red, sizeof(red));
                 p = red;
             }
             rc |= wh_json_str(b, p, strlen(p));
@@ -544,8 +534,10 @@ int wh_config_to_json(const wh_config *c, wh_buf *b)
     for (int i = 0; i < c->ntargets; i++) {
         rc |= wh_buf_printf(b, "%s{\"name\":", i ? "," : "");
         rc |= wh_json_str(b, c->targets[i].name, strlen(c->targets[i].name));
+        char url[WH_URL_MAX + 16];
+        redact_url(c->targets[i].url, url, sizeof(url));
         rc |= wh_buf_puts(b, ",\"url\":");
-        rc |= wh_json_str(b, c->targets[i].url, strlen(c->targets[i].url));
+        rc |= wh_json_str(b, url, strlen(url));
         rc |= wh_buf_printf(b, ",\"signed\":%s}", c->targets[i].secret[0] ? "true" : "false");
     }
     rc |= wh_buf_puts(b, "]}");

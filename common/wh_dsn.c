@@ -67,11 +67,11 @@ static int check_ports(const char *p, size_t n, char *err, size_t errlen)
             long v = 0;
             for (size_t k = i; k < j; k++) {
                 if (!isdigit((unsigned char)p[k]) || v > 65535)
-                    return wh_seterr(err, errlen, "invalid port '%.*s'", (int)(j - i), p + i);
+                    return wh_seterr(err, errlen, "invalid port (expected 1..65535)");
                 v = v * 10 + (p[k] - '0');
             }
             if (v < 1 || v > 65535)
-                return wh_seterr(err, errlen, "invalid port '%.*s'", (int)(j - i), p + i);
+                return wh_seterr(err, errlen, "invalid port (expected 1..65535)");
         }
         i = j + 1;
     }
@@ -104,7 +104,9 @@ static int check_uri(const char *s, char *err, size_t errlen)
             while (pe < end && *pe != ',')
                 pe++;
             if (pe == port || check_ports(port, (size_t)(pe - port), err, errlen) != WH_OK)
-                return wh_seterr(err, errlen, "invalid port '%.*s' in URI", (int)(pe - port), port);
+                return wh_seterr(err, errlen,
+                                 "invalid port in the URI's host list (expected 1..65535; "
+                                 "percent-encode a '/' or '@' in a password)");
             item_end = pe;
         }
         h = item_end < end ? item_end + 1 : end;
@@ -117,9 +119,10 @@ static int check_uri(const char *s, char *err, size_t errlen)
         const char *eq = memchr(k, '=', n);
         if (n > 0) {
             if (eq == NULL)
-                return wh_seterr(err, errlen, "URI parameter '%.*s' has no '='", (int)n, k);
+                return wh_seterr(err, errlen, "URI parameter at offset %d has no '='",
+                                 (int)(k - s));
             if (!known_keyword(k, (size_t)(eq - k)))
-                return wh_seterr(err, errlen, "unknown URI parameter '%.*s'", (int)(eq - k), k);
+                return wh_seterr(err, errlen, "unknown URI parameter at offset %d", (int)(k - s));
             if ((size_t)(eq - k) == 4 && strncmp(k, "port", 4) == 0 &&
                 check_ports(eq + 1, n - (size_t)(eq - k) - 1, err, errlen) != WH_OK)
                 return WH_ERR;
@@ -146,9 +149,11 @@ static int check_keyvalue(const char *s, char *err, size_t errlen)
         while (isspace((unsigned char)*p))
             p++;
         if (*p != '=')
-            return wh_seterr(err, errlen, "missing '=' after '%.*s'", (int)klen, k);
+            return wh_seterr(err, errlen,
+                             "missing '=' after the word at offset %d (quote values with spaces)",
+                             (int)(k - s));
         if (!known_keyword(k, klen))
-            return wh_seterr(err, errlen, "unknown keyword '%.*s'", (int)klen, k);
+            return wh_seterr(err, errlen, "unknown keyword at offset %d", (int)(k - s));
         p++;
         while (isspace((unsigned char)*p))
             p++;
@@ -188,4 +193,115 @@ int wh_dsn_check(const char *dsn, char *err, size_t errlen)
     if (strstr(dsn, "://") != NULL)
         return wh_seterr(err, errlen, "URI must start with postgresql:// or postgres://");
     return check_keyvalue(dsn, err, errlen);
+}
+
+/* ---- redaction ------------------------------------------------------- */
+
+static int secret_keyword(const char *k, size_t n)
+{
+    return (n == 8 && strncmp(k, "password", 8) == 0) ||
+           (n == 11 && strncmp(k, "sslpassword", 11) == 0);
+}
+
+static void out_append(char *out, size_t len, size_t *o, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n && *o + 1 < len; i++)
+        out[(*o)++] = p[i];
+    out[*o] = '\0';
+}
+
+static void redact_uri(const char *dsn, const char *sch, char *out, size_t len, size_t *o)
+{
+    /* scheme://[user[:password]@]hosts[/db][?k=v&...] */
+    const char *p = sch + 3;
+    const char *end = p + strcspn(p, "/?");
+    const char *at = NULL;
+    for (const char *q = p; q < end; q++)
+        if (*q == '@')
+            at = q;
+    out_append(out, len, o, dsn, (size_t)(p - dsn));
+    if (at != NULL) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        out_append(out, len, o, p, (size_t)((colon ? colon : at) - p));
+        if (colon != NULL)
+            out_append(out, len, o, ":****", 5);
+        p = at;
+    }
+    const char *qm = strchr(end, '?');
+    out_append(out, len, o, p, (size_t)((qm ? qm : end + strlen(end)) - p));
+    if (qm == NULL)
+        return;
+    out_append(out, len, o, "?", 1);
+    for (const char *k = qm + 1; *k;) {
+        size_t n = strcspn(k, "&");
+        const char *eq = memchr(k, '=', n);
+        if (eq != NULL && secret_keyword(k, (size_t)(eq - k))) {
+            out_append(out, len, o, k, (size_t)(eq - k) + 1);
+            out_append(out, len, o, "****", 4);
+        } else {
+            out_append(out, len, o, k, n);
+        }
+        k += n;
+        if (*k == '&') {
+            out_append(out, len, o, "&", 1);
+            k++;
+        }
+    }
+}
+
+/* key = value pairs (values possibly quoted), re-emitted as key=value. */
+static void redact_keyvalue(const char *p, char *out, size_t len, size_t *o)
+{
+    for (;;) {
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p == '\0')
+            return;
+        const char *k = p;
+        while (*p && *p != '=' && !isspace((unsigned char)*p))
+            p++;
+        size_t klen = (size_t)(p - k);
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p != '=') {
+            /* malformed: show nothing further, it may be a password */
+            out_append(out, len, o, *o ? " ..." : "...", *o ? 4 : 3);
+            return;
+        }
+        p++;
+        while (isspace((unsigned char)*p))
+            p++;
+        const char *v = p;
+        char quote = *p == '\'' ? '\'' : '\0';
+        if (quote)
+            p++;
+        while (*p && (quote ? *p != quote : !isspace((unsigned char)*p))) {
+            if (*p == '\\' && p[1])
+                p++;
+            p++;
+        }
+        if (quote && *p == quote)
+            p++;
+        if (*o > 0)
+            out_append(out, len, o, " ", 1);
+        out_append(out, len, o, k, klen);
+        out_append(out, len, o, "=", 1);
+        if (secret_keyword(k, klen))
+            out_append(out, len, o, "****", 4);
+        else
+            out_append(out, len, o, v, (size_t)(p - v));
+    }
+}
+
+void wh_dsn_redact(const char *dsn, char *out, size_t len)
+{
+    size_t o = 0;
+    if (len == 0)
+        return;
+    out[0] = '\0';
+    const char *sch = strstr(dsn, "://");
+    if (sch != NULL)
+        redact_uri(dsn, sch, out, len, &o);
+    else
+        redact_keyvalue(dsn, out, len, &o);
 }

@@ -9,6 +9,11 @@
 
 #include <stddef.h>
 
+/* Error messages never quote values (a password could be one). */
 int wh_dsn_check(const char *dsn, char *err, size_t errlen);
+
+/* Copies dsn into out with passwords (URI userinfo, password=,
+ * sslpassword=) replaced by ****; always NUL-terminates. */
+void wh_dsn_redact(const char *dsn, char *out, size_t len);
 
 #endif

@@ -131,7 +131,10 @@ static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, char *err, size_
     Walhook__Reply *rep = NULL;
     if (wh_client_call(t->store, &req, &rep, err, errlen) != WH_OK)
         return WH_ERR;
+    int ok = rep->body_case == WALHOOK__REPLY__BODY_OFFSET && rep->offset != NULL;
     walhook__reply__free_unpacked(rep, NULL);
+    if (!ok)
+        return wh_seterr(err, errlen, "store replied to CommitOffset without an offset body");
     wh_counter_add(&t->committed, 1);
     wh_gauge_set(&t->committed_lsn, (int64_t)lsn);
     return WH_OK;
@@ -453,6 +456,8 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
     if (res == CURLE_OK && code >= 200 && code < 300) {
         int64_t now_wall = wh_wallclock_us();
         for (size_t i = 0; i < b->n; i++) {
+            if (b->commit_ts[i] == 0)
+                continue; /* no commit time (non-transactional message) */
             int64_t d = now_wall - b->commit_ts[i];
             wh_hist_observe_us(&t->latency, d > 0 ? (uint64_t)d : 0);
         }

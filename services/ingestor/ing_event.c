@@ -29,7 +29,8 @@ void ing_txn_begin(ing_txn *t, uint64_t commit_lsn, uint32_t xid, int64_t commit
     t->commit_ts_us = commit_ts_us;
     int n = wh_lsn_format(commit_lsn, t->lsn_str, sizeof(t->lsn_str));
     t->lsn_len = n > 0 ? (size_t)n : 0;
-    n = ing_format_ts_utc(commit_ts_us, t->ts_str, sizeof(t->ts_str));
+    /* 0 = no commit time (a non-transactional message): "commit_ts":null */
+    n = commit_ts_us != 0 ? ing_format_ts_utc(commit_ts_us, t->ts_str, sizeof(t->ts_str)) : 0;
     t->ts_len = n > 0 ? (size_t)n : 0;
 }
 
@@ -54,9 +55,13 @@ static int head(wh_buf *b, const ing_txn *t, uint32_t seq, const char *op)
         put_u64(b, seq) || PUTLIT(b, "\",\"tenant\":\"") ||
         wh_buf_append(b, t->tenant_esc, t->tenant_len) || PUTLIT(b, "\",\"lsn\":\"") ||
         wh_buf_append(b, t->lsn_str, t->lsn_len) || PUTLIT(b, "\",\"seq\":") || put_u64(b, seq) ||
-        PUTLIT(b, ",\"xid\":") || put_u64(b, t->xid) || PUTLIT(b, ",\"commit_ts\":\"") ||
-        wh_buf_append(b, t->ts_str, t->ts_len) || PUTLIT(b, "\",\"op\":\"") || wh_buf_puts(b, op) ||
-        wh_buf_putc(b, '"'))
+        PUTLIT(b, ",\"xid\":") || put_u64(b, t->xid))
+        return WH_ERR;
+    if (t->ts_len == 0 ? PUTLIT(b, ",\"commit_ts\":null") != WH_OK
+                       : (PUTLIT(b, ",\"commit_ts\":\"") ||
+                          wh_buf_append(b, t->ts_str, t->ts_len) || wh_buf_putc(b, '"')))
+        return WH_ERR;
+    if (PUTLIT(b, ",\"op\":\"") || wh_buf_puts(b, op) || wh_buf_putc(b, '"'))
         return WH_ERR;
     return WH_OK;
 }

@@ -35,6 +35,8 @@ typedef struct repl {
     int slot_ok; /* the slot was found or created once */
     uint32_t seq;
     ing_txn txn;
+    char sysid[32]; /* system identifier and timeline of the first connection */
+    char timeline[16];
 } repl;
 
 /* ---- connection -------------------------------------------------------- */
@@ -367,6 +369,42 @@ static int valid_slot_name(const char *s)
     return 1;
 }
 
+/* A reconnect must reach the same WAL history: a server restored from a
+ * backup (another timeline, or WAL behind what was already confirmed) or
+ * another server reusing LSNs would make the confirmed flush LSN skip
+ * transactions. That is fatal; the operator decides (new slot, resync). */
+static int check_same_history(repl *r, PGresult *res, char *err, size_t errlen)
+{
+    const char *sysid = PQgetvalue(res, 0, 0), *tli = PQgetvalue(res, 0, 1);
+    uint64_t xlogpos = 0;
+    if (r->sysid[0] == '\0') {
+        wh_strlcpy(r->sysid, sysid, sizeof(r->sysid));
+        wh_strlcpy(r->timeline, tli, sizeof(r->timeline));
+        return WH_OK;
+    }
+    if (strcmp(r->sysid, sysid) != 0)
+        return wh_seterr(err, errlen,
+                         "the source is another PostgreSQL system (system identifier %s, was %s): "
+                         "refusing to stream from it into the same store",
+                         sysid, r->sysid);
+    if (strcmp(r->timeline, tli) != 0)
+        return wh_seterr(err, errlen,
+                         "the source moved from timeline %s to %s (restored from a backup or "
+                         "promoted): positions already confirmed may not exist in the new history; "
+                         "refusing to continue",
+                         r->timeline, tli);
+    if (wh_lsn_parse(PQgetvalue(res, 0, 2), &xlogpos) == WH_OK && xlogpos < r->flushed) {
+        char a[WH_LSN_STRLEN], b[WH_LSN_STRLEN];
+        wh_lsn_format(xlogpos, a, sizeof(a));
+        wh_lsn_format(r->flushed, b, sizeof(b));
+        return wh_seterr(err, errlen,
+                         "the source's WAL ends at %s, before the %s walhook already confirmed "
+                         "(restored from a backup?): refusing to continue",
+                         a, b);
+    }
+    return WH_OK;
+}
+
 static int repl_setup(repl *r, char *err, size_t errlen)
 {
     r->fatal = 0;
@@ -388,6 +426,11 @@ static int repl_setup(repl *r, char *err, size_t errlen)
     }
     wh_info("connected to PostgreSQL (%s): system %s, timeline %s, WAL at %s", r->where,
             PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+    if (check_same_history(r, res, err, errlen) != WH_OK) {
+        PQclear(res);
+        r->fatal = 1;
+        return WH_ERR;
+    }
     PQclear(res);
     if (ensure_publication(r, err, errlen) || ensure_slot(r, first, err, errlen))
         return WH_ERR;
@@ -546,9 +589,19 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
                 return WH_ERR;
             r->seq++;
         } else {
-            /* non-transactional: its own position (message LSN, seq 0) */
+            /* Non-transactional: its own position. m.lsn is the end of the
+             * message's WAL record, where the next record (maybe a commit,
+             * whose start LSN is a transaction's position) begins; m.lsn - 1
+             * lies inside the message record, so no transaction can share
+             * it, and it sorts between the transactions before and after.
+             * No commit time: replays must render identical bytes. */
+            if (m.flags & 1)
+                return wh_seterr(err, errlen,
+                                 "pgoutput: transactional message outside a transaction");
+            if (m.lsn == 0)
+                return wh_seterr(err, errlen, "pgoutput: message with LSN 0");
             ing_txn t = r->txn;
-            ing_txn_begin(&t, m.lsn, 0, wh_wallclock_us());
+            ing_txn_begin(&t, m.lsn - 1, 0, 0);
             if (emit(r, &t, 0, &m, NULL, 2, err, errlen))
                 return WH_ERR;
         }

@@ -170,10 +170,10 @@ static void test_dsn_syntax(void **state)
         {"postgresql://u@h:notaport/db", "port"},
         {"postgresql://u@h:0/db", "port"},
         {"postgresql://u@h:70000/db", "port"},
-        {"postgresql://h/db?colour=red", "colour"},
+        {"postgresql://h/db?colour=red", "unknown URI parameter at offset 18"},
         {"postgresql://h/db?sslmode", "no '='"},
         {"mysql://h/db", "postgresql://"},
-        {"host=x bogus=1", "bogus"},
+        {"host=x bogus=1", "unknown keyword at offset 7"},
         {"host=x port=99999", "port"},
         {"host", "missing '='"},
         {"host='x", "unterminated"},
@@ -188,6 +188,36 @@ static void test_dsn_syntax(void **state)
     }
 }
 
+static void test_dsn_redact(void **state)
+{
+    struct {
+        const char *in, *out;
+    } cases[] = {
+        {"postgresql://bob:hunter2@db:5432/x", "postgresql://bob:****@db:5432/x"},
+        {"postgresql://bob@db/x?password=hunter2&sslmode=require",
+         "postgresql://bob@db/x?password=****&sslmode=require"},
+        {"host=db password = s3cret user=x", "host=db password=**** user=x"},
+        {"host=db password='my secret' user=x", "host=db password=**** user=x"},
+        {"host=db sslpassword=k3y", "host=db sslpassword=****"},
+        {"host=db password=my secret", "host=db password=**** ..."},
+    };
+    char out[256], err[WH_ERRLEN];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        wh_dsn_redact(cases[i].in, out, sizeof(out));
+        assert_string_equal(out, cases[i].out);
+    }
+    /* errors never quote a value */
+    const char *leaky[] = {"postgresql://u:ab/cd@db/x", "host=db password=my secret",
+                           "host=db password=my secret=x"};
+    for (size_t i = 0; i < sizeof(leaky) / sizeof(leaky[0]); i++) {
+        assert_int_equal(wh_dsn_check(leaky[i], err, sizeof(err)), WH_ERR);
+        if (strstr(err, "ab") || strstr(err, "secret"))
+            fail_msg("error for '%s' quotes a value: %s", leaky[i], err);
+    }
+    wh_dsn_redact("host=x", out, 4);
+    assert_string_equal(out, "hos");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -197,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_env_overrides),
         cmocka_unit_test(test_static_diff_and_json),
         cmocka_unit_test(test_dsn_syntax),
+        cmocka_unit_test(test_dsn_redact),
     };
     return cmocka_run_group_tests_name("common_config", tests, NULL, NULL);
 }

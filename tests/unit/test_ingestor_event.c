@@ -133,6 +133,12 @@ static void test_session_envelopes(void **state)
         assert_string_equal(sget(ev[i], "id"), want);
         assert_non_null(wh_json_get(ev[i], "xid"));
         const char *ts = sget(ev[i], "commit_ts");
+        if (i == 11) {
+            /* the non-transactional message has no commit time: replays
+             * must render identical bytes */
+            assert_string_equal(ts, "(null)");
+            continue;
+        }
         assert_int_equal(strlen(ts), 27);
         assert_int_equal(ts[26], 'Z');
     }
