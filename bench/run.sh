@@ -93,11 +93,11 @@ run_case() { # NAME EVENTS SQL
             wh_alive "$d-$name" || { echo "bench: walhook-$d died" >&2; tail "$WH_TMP/$d-$name.log" >&2; exit 1; }
         done
         if [ -z "$t_st" ]; then
-            v=$(wh_metric "$m" walhook_events_stored_total)
+            v=$(wh_metric "$m" walhook_events_stored_total) || v=-1
             [ "${v:--1}" -ge "$events" ] 2>/dev/null && t_st=$(fmt "$(now)" "$t0")
         fi
         if [ -n "$t_st" ]; then
-            v=$(wh_metric "$m" walhook_events_delivered_total)
+            v=$(wh_metric "$m" walhook_events_delivered_total) || v=-1
             [ "${v:--1}" -ge "$events" ] 2>/dev/null && t_dl=$(fmt "$(now)" "$t0")
         fi
         [ -z "$t_dl" ] && sleep 0.1

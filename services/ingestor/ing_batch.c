@@ -12,18 +12,33 @@
 
 #define ING_BUSY_EVENTS 16  /* events in one batch that make a stream "busy" */
 #define ING_SPARE_BATCHES 1 /* recycled batch buffers kept */
+/* JSON bytes per AppendBatch request: a sealed batch (flush_bytes) is sent
+ * in requests of about this size, so neither the packed request here nor
+ * the store's received, unpacked and WriteBatch copies of it (nor its
+ * memtable overshoot) scale with flush_bytes. */
+#define ING_REQ_BYTES (1u << 20)
 
+/* Per event: where its JSON is in the batch buffer and its seq (offsets fit
+ * in 32 bits: a batch is below ipc.max_msg_bytes <= 1 GiB). */
 typedef struct ev_meta {
-    uint64_t commit_lsn;
-    int64_t commit_ts_us;
-    size_t off, len;
+    uint32_t off, len;
     uint32_t seq;
 } ev_meta;
+
+/* Commit LSN and timestamp of a run of consecutive events (one run per
+ * transaction in the batch). */
+typedef struct ev_run {
+    uint64_t commit_lsn;
+    int64_t commit_ts_us;
+    size_t first; /* index of the run's first event */
+} ev_run;
 
 typedef struct batch {
     wh_buf json;
     ev_meta *ev;
     size_t nev, evcap;
+    ev_run *run;
+    size_t nrun, runcap;
     uint64_t ack_lsn;
     uint64_t batch_id;
     uint64_t first_us;
@@ -67,6 +82,7 @@ static void batch_free(batch *b)
         return;
     wh_buf_free(&b->json);
     free(b->ev);
+    free(b->run);
     free(b);
 }
 
@@ -86,49 +102,42 @@ static batch *batch_get(ing_batcher *bt)
     b->next = NULL;
     wh_buf_reset(&b->json);
     b->nev = 0;
+    b->nrun = 0;
     b->ack_lsn = 0;
     b->first_us = 0;
     return b;
 }
 
-/* Packs a chain of sealed batches (b, b->next, ... n of them) into one
- * AppendBatch: the store makes them durable with one sync write. */
-static int send_chain(ing_batcher *bt, batch *first, size_t nb, size_t nev, char *err,
-                      size_t errlen)
+/* Makes room for n packed events in the sender's arrays. */
+static int pack_reserve(ing_batcher *bt, size_t n)
 {
-    if (bt->pcap < nev) {
-        Walhook__Event *pe = realloc(bt->pev, nev * sizeof(*pe));
-        if (!pe)
-            return wh_seterr(err, errlen, "out of memory");
-        bt->pev = pe;
-        Walhook__Event **pp = realloc(bt->pevp, nev * sizeof(*pp));
-        if (!pp)
-            return wh_seterr(err, errlen, "out of memory");
-        bt->pevp = pp;
-        bt->pcap = nev;
-    }
-    size_t k = 0;
-    uint64_t ack = 0, id = 0;
-    batch *b = first;
-    for (size_t j = 0; j < nb; j++, b = b->next) {
-        for (size_t i = 0; i < b->nev; i++, k++) {
-            Walhook__Event *e = &bt->pev[k];
-            walhook__event__init(e);
-            e->commit_lsn = b->ev[i].commit_lsn;
-            e->seq = b->ev[i].seq;
-            e->commit_ts_us = b->ev[i].commit_ts_us;
-            e->json.data = (uint8_t *)b->json.data + b->ev[i].off;
-            e->json.len = b->ev[i].len;
-            bt->pevp[k] = e;
-        }
-        if (b->ack_lsn > ack)
-            ack = b->ack_lsn;
-        id = b->batch_id;
-    }
+    if (bt->pcap >= n)
+        return WH_OK;
+    size_t nc = bt->pcap ? bt->pcap : 256;
+    while (nc < n)
+        nc *= 2;
+    Walhook__Event *pe = realloc(bt->pev, nc * sizeof(*pe));
+    if (!pe)
+        return WH_ERR;
+    bt->pev = pe;
+    Walhook__Event **pp = realloc(bt->pevp, nc * sizeof(*pp));
+    if (!pp)
+        return WH_ERR;
+    bt->pevp = pp;
+    bt->pcap = nc;
+    return WH_OK;
+}
+
+/* Sends one AppendBatch of the packed events [0, n), retrying with backoff
+ * until it succeeds (Append is idempotent). WH_ERR: stopping. */
+static int send_retry(ing_batcher *bt, size_t n, uint64_t ack, uint64_t id, uint64_t first_id)
+{
+    for (size_t i = 0; i < n; i++) /* pev may have moved while packing */
+        bt->pevp[i] = &bt->pev[i];
     Walhook__AppendBatch ab;
     walhook__append_batch__init(&ab);
     ab.tenant = bt->tenant;
-    ab.n_events = k;
+    ab.n_events = n;
     ab.events = bt->pevp;
     ab.ack_lsn = ack;
     ab.batch_id = id;
@@ -136,17 +145,96 @@ static int send_chain(ing_batcher *bt, batch *first, size_t nb, size_t nev, char
     walhook__request__init(&req);
     req.body_case = WALHOOK__REQUEST__BODY_APPEND;
     req.append = &ab;
-    Walhook__Reply *rep = NULL;
-    if (wh_client_call(bt->client, &req, &rep, err, errlen) != WH_OK)
+    char err[WH_ERRLEN];
+    for (int attempt = 0;; attempt++) {
+        Walhook__Reply *rep = NULL;
+        int rc = wh_client_call(bt->client, &req, &rep, err, sizeof(err));
+        if (rc == WH_OK && (rep->body_case != WALHOOK__REPLY__BODY_APPEND || !rep->append)) {
+            wh_seterr(err, sizeof(err), "the store replied to Append without an append body");
+            walhook__reply__free_unpacked(rep, NULL);
+            rc = WH_ERR;
+        }
+        if (rc == WH_OK) {
+            walhook__reply__free_unpacked(rep, NULL);
+            if (attempt > 0)
+                wh_info("append of batches %llu..%llu succeeded after %d retries",
+                        (unsigned long long)first_id, (unsigned long long)id, attempt);
+            return WH_OK;
+        }
+        int ms = wh_backoff_ms(attempt < 20 ? attempt : 20, 20, 5000);
+        if (attempt == 0 || attempt % 20 == 0)
+            wh_warn("append of batches %llu..%llu (%zu events) to the store failed: %s; "
+                    "retrying",
+                    (unsigned long long)first_id, (unsigned long long)id, n, err);
+        /* sleep in small steps so a stop is noticed */
+        for (int slept = 0; slept < ms; slept += 50) {
+            pthread_mutex_lock(&bt->mu);
+            int stop = bt->stop;
+            pthread_mutex_unlock(&bt->mu);
+            if (stop)
+                return WH_ERR;
+            wh_sleep_ms(ms - slept < 50 ? ms - slept : 50);
+        }
+    }
+}
+
+/* Sends a chain of sealed batches (first, first->next, ...) in AppendBatch
+ * requests of about ING_REQ_BYTES of JSON: small batches are combined (group
+ * commit: the store makes them durable with one sync write), a large one is
+ * split. A request carries the highest ack_lsn of the batches that end in it
+ * or before it. WH_ERR: stopping. */
+static int send_chain(ing_batcher *bt, batch *first)
+{
+    uint64_t ack = 0;
+    size_t k = 0, bytes = 0;
+    batch *b = first;
+    for (; b; b = b->next) {
+        size_t r = 0;
+        for (size_t i = 0; i < b->nev; i++) {
+            if (k > 0 && bytes >= ING_REQ_BYTES) {
+                if (send_retry(bt, k, ack, b->batch_id, first->batch_id) != WH_OK)
+                    return WH_ERR;
+                k = bytes = 0;
+            }
+            while (pack_reserve(bt, k + 1) != WH_OK) {
+                if (k > 0) { /* out of memory: send what is packed */
+                    if (send_retry(bt, k, ack, b->batch_id, first->batch_id) != WH_OK)
+                        return WH_ERR;
+                    k = bytes = 0;
+                    continue;
+                }
+                pthread_mutex_lock(&bt->mu);
+                int stop = bt->stop;
+                pthread_mutex_unlock(&bt->mu);
+                if (stop)
+                    return WH_ERR;
+                wh_sleep_ms(50);
+            }
+            while (r + 1 < b->nrun && b->run[r + 1].first <= i)
+                r++;
+            Walhook__Event *e = &bt->pev[k];
+            walhook__event__init(e);
+            e->commit_lsn = b->run[r].commit_lsn;
+            e->commit_ts_us = b->run[r].commit_ts_us;
+            e->seq = b->ev[i].seq;
+            e->json.data = (uint8_t *)b->json.data + b->ev[i].off;
+            e->json.len = b->ev[i].len;
+            k++;
+            bytes += b->ev[i].len;
+        }
+        if (b->ack_lsn > ack)
+            ack = b->ack_lsn;
+        if (!b->next)
+            break;
+    }
+    if (k > 0 && send_retry(bt, k, ack, b->batch_id, first->batch_id) != WH_OK)
         return WH_ERR;
-    walhook__reply__free_unpacked(rep, NULL);
     return WH_OK;
 }
 
 static void *sender_main(void *arg)
 {
     ing_batcher *bt = arg;
-    char err[WH_ERRLEN];
     for (;;) {
         pthread_mutex_lock(&bt->mu);
         while (!bt->qhead && !bt->stop)
@@ -155,8 +243,9 @@ static void *sender_main(void *arg)
             pthread_mutex_unlock(&bt->mu);
             break;
         }
-        /* take the queued batches that fit in one request (group commit:
-         * while the store syncs, the next batches accumulate) */
+        /* take the queued batches (group commit: while the store syncs,
+         * the next batches accumulate); send_chain sends them in requests
+         * of ING_REQ_BYTES */
         batch *first = bt->qhead, *last = first;
         size_t nb = 1, nev = first->nev, bytes = first->json.len;
         /* at most a quarter of the window per request, so the replication
@@ -179,31 +268,8 @@ static void *sender_main(void *arg)
         bt->inflight = first;
         pthread_mutex_unlock(&bt->mu);
 
-        int attempt = 0;
-        for (;;) {
-            if (send_chain(bt, first, nb, nev, err, sizeof(err)) == WH_OK)
-                break;
-            int ms = wh_backoff_ms(attempt < 20 ? attempt : 20, 20, 5000);
-            if (attempt == 0 || attempt % 20 == 0)
-                wh_warn("append of batches %llu..%llu (%zu events) to the store failed: %s; "
-                        "retrying",
-                        (unsigned long long)first->batch_id, (unsigned long long)last->batch_id,
-                        nev, err);
-            attempt++;
-            /* sleep in small steps so a stop is noticed */
-            for (int slept = 0; slept < ms; slept += 50) {
-                pthread_mutex_lock(&bt->mu);
-                int stop = bt->stop;
-                pthread_mutex_unlock(&bt->mu);
-                if (stop)
-                    goto out;
-                wh_sleep_ms(ms - slept < 50 ? ms - slept : 50);
-            }
-        }
-        if (attempt > 0)
-            wh_info("append of batches %llu..%llu succeeded after %d retries",
-                    (unsigned long long)first->batch_id, (unsigned long long)last->batch_id,
-                    attempt);
+        if (send_chain(bt, first) != WH_OK)
+            goto out;
         uint64_t ack = 0;
         for (batch *b = first; b; b = b->next)
             if (b->ack_lsn > ack)
@@ -216,6 +282,16 @@ static void *sender_main(void *arg)
         pthread_mutex_lock(&bt->mu);
         atomic_fetch_sub(&bt->unacked_bytes, (int64_t)bytes);
         bt->inflight = NULL;
+        /* a large buffer is not worth keeping: it stays resident while the
+         * next batches fill, and growing a fresh one costs little */
+        for (batch *b = first; b; b = b->next) {
+            if (b->json.cap > ING_REQ_BYTES) {
+                wh_buf_free(&b->json);
+                free(b->ev);
+                b->ev = NULL;
+                b->evcap = 0;
+            }
+        }
         last->next = bt->free_list;
         bt->free_list = first;
         /* keep a few recycled buffers; return the rest (up to a window of
@@ -282,6 +358,9 @@ void ing_batcher_free(ing_batcher *bt)
         bt->stop = 1;
         pthread_cond_broadcast(&bt->cv);
         pthread_mutex_unlock(&bt->mu);
+        /* an Append waiting on a store that is gone returns now (the drain
+         * before this already waited for what could be acked) */
+        wh_client_interrupt(bt->client);
         pthread_join(bt->thread, NULL);
     }
     if (bt->client)
@@ -333,19 +412,32 @@ int ing_batcher_add(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, int64_t 
 {
     batch *b = bt->open;
     if (b->nev == b->evcap) {
-        size_t n = b->evcap ? b->evcap * 2 : 1024;
+        size_t n = b->evcap ? b->evcap + b->evcap / 2 : 1024;
         ev_meta *ne = realloc(b->ev, n * sizeof(*ne));
         if (!ne)
             return wh_seterr(err, errlen, "out of memory");
         b->ev = ne;
         b->evcap = n;
     }
+    if (b->nrun == 0 || b->run[b->nrun - 1].commit_lsn != commit_lsn ||
+        b->run[b->nrun - 1].commit_ts_us != commit_ts_us) {
+        if (b->nrun == b->runcap) {
+            size_t n = b->runcap ? b->runcap * 2 : 64;
+            ev_run *nr = realloc(b->run, n * sizeof(*nr));
+            if (!nr)
+                return wh_seterr(err, errlen, "out of memory");
+            b->run = nr;
+            b->runcap = n;
+        }
+        ev_run *r = &b->run[b->nrun++];
+        r->commit_lsn = commit_lsn;
+        r->commit_ts_us = commit_ts_us;
+        r->first = b->nev;
+    }
     ev_meta *e = &b->ev[b->nev++];
-    e->commit_lsn = commit_lsn;
     e->seq = seq;
-    e->commit_ts_us = commit_ts_us;
-    e->off = start;
-    e->len = b->json.len - start;
+    e->off = (uint32_t)start;
+    e->len = (uint32_t)(b->json.len - start);
     if (b->nev == 1)
         b->first_us = wh_now_us();
     if ((int64_t)b->json.len >= atomic_load(&bt->flush_bytes)) {

@@ -517,6 +517,9 @@ int st_db_read(st_db *db, const char *tenant, uint64_t from_lsn, uint32_t from_s
 
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_iterate_upper_bound(ro, upper, ul);
+    /* events are read once, in order: keep their data blocks out of the
+     * block cache (the iterator pins the block it is on) */
+    rocksdb_readoptions_set_fill_cache(ro, 0);
     rocksdb_iterator_t *it = rocksdb_create_iterator(db->rdb, ro);
     rocksdb_iter_seek(it, seek, sl);
     if (rocksdb_iter_valid(it)) {

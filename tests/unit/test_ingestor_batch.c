@@ -58,6 +58,12 @@ static void on_req(void *arg, const Walhook__Request *req, Walhook__Reply *rep, 
     if (ab->ack_lsn > s->max_ack)
         s->max_ack = ab->ack_lsn;
     pthread_mutex_unlock(&s->mu);
+    /* the reply a real store gives: an AppendReply */
+    static __thread Walhook__AppendReply ar;
+    walhook__append_reply__init(&ar);
+    ar.stored = (uint32_t)ab->n_events;
+    rep->body_case = WALHOOK__REPLY__BODY_APPEND;
+    rep->append = &ar;
 }
 
 static void setup_cfg(wh_config *cfg, const char *dir)
