@@ -96,8 +96,7 @@ int wh_buf_cstr(wh_buf *b)
     return WH_OK;
 }
 
-/* Length of a valid UTF-8 sequence at s (max n bytes), or 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
+size_t wh_utf8_len(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
     size_t len;
@@ -188,7 +187,7 @@ int wh_json_str(wh_buf *b, const char *str, size_t n)
             }
             i++;
         } else {
-            size_t l = utf8_len(s + i, n - i);
+            size_t l = wh_utf8_len(s + i, n - i);
             if (l == 0) {
                 rc = wh_buf_append(b, "\xEF\xBF\xBD", 3);
                 i++;

@@ -25,6 +25,10 @@ int wh_buf_printf(wh_buf *b, const char *fmt, ...) __attribute__((format(printf,
 /* Ensures data is NUL-terminated (not counted in len). */
 int wh_buf_cstr(wh_buf *b);
 
+/* Length of the valid UTF-8 sequence at s[0..n) (no overlongs, no
+ * surrogates, at most U+10FFFF), or 0 if invalid. n must be > 0. */
+size_t wh_utf8_len(const unsigned char *s, size_t n);
+
 /* Appends s[0..n) as a quoted JSON string with escapes; invalid UTF-8 bytes
  * are replaced by U+FFFD. */
 int wh_json_str(wh_buf *b, const char *s, size_t n);

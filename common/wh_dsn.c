@@ -134,54 +134,84 @@ static int check_uri(const char *s, char *err, size_t errlen)
     return WH_OK;
 }
 
+/* One "key = value" pair of the key/value form (value possibly quoted, with
+ * backslash escapes); the one tokenizer of both the check and redaction. */
+typedef struct kv_pair {
+    const char *key, *raw; /* raw: the value as written, quotes included */
+    size_t klen, rawlen;
+    char val[256]; /* unescaped value, truncated */
+    size_t vlen;
+} kv_pair;
+
+enum { KV_END = 0, KV_PAIR = 1, KV_NO_EQ = -1, KV_OPEN_QUOTE = -2 };
+
+static int kv_next(const char **pp, kv_pair *kv)
+{
+    const char *p = *pp;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (*p == '\0')
+        return KV_END;
+    kv->key = p;
+    while (*p && *p != '=' && !isspace((unsigned char)*p))
+        p++;
+    kv->klen = (size_t)(p - kv->key);
+    while (isspace((unsigned char)*p))
+        p++;
+    if (*p != '=') {
+        *pp = p;
+        return KV_NO_EQ;
+    }
+    p++;
+    while (isspace((unsigned char)*p))
+        p++;
+    kv->raw = p;
+    kv->vlen = 0;
+    char quote = *p == '\'' ? '\'' : '\0';
+    if (quote)
+        p++;
+    while (*p && (quote ? *p != quote : !isspace((unsigned char)*p))) {
+        if (*p == '\\' && p[1])
+            p++;
+        if (kv->vlen + 1 < sizeof(kv->val))
+            kv->val[kv->vlen++] = *p;
+        p++;
+    }
+    kv->val[kv->vlen] = '\0';
+    if (quote) {
+        if (*p != quote) {
+            *pp = p;
+            return KV_OPEN_QUOTE;
+        }
+        p++;
+    }
+    kv->rawlen = (size_t)(p - kv->raw);
+    *pp = p;
+    return KV_PAIR;
+}
+
 static int check_keyvalue(const char *s, char *err, size_t errlen)
 {
     const char *p = s;
+    kv_pair kv;
     for (;;) {
-        while (isspace((unsigned char)*p))
-            p++;
-        if (*p == '\0')
+        const char *at = p;
+        while (isspace((unsigned char)*at))
+            at++;
+        int rc = kv_next(&p, &kv);
+        if (rc == KV_END)
             return WH_OK;
-        const char *k = p;
-        while (*p && *p != '=' && !isspace((unsigned char)*p))
-            p++;
-        size_t klen = (size_t)(p - k);
-        while (isspace((unsigned char)*p))
-            p++;
-        if (*p != '=')
+        if (rc == KV_NO_EQ)
             return wh_seterr(err, errlen,
                              "missing '=' after the word at offset %d (quote values with spaces)",
-                             (int)(k - s));
-        if (!known_keyword(k, klen))
-            return wh_seterr(err, errlen, "unknown keyword at offset %d", (int)(k - s));
-        p++;
-        while (isspace((unsigned char)*p))
-            p++;
-        char val[256];
-        size_t vlen = 0;
-        if (*p == '\'') {
-            p++;
-            while (*p && *p != '\'') {
-                if (*p == '\\' && p[1])
-                    p++;
-                if (vlen + 1 < sizeof(val))
-                    val[vlen++] = *p;
-                p++;
-            }
-            if (*p != '\'')
-                return wh_seterr(err, errlen, "unterminated quoted value of '%.*s'", (int)klen, k);
-            p++;
-        } else {
-            while (*p && !isspace((unsigned char)*p)) {
-                if (*p == '\\' && p[1])
-                    p++;
-                if (vlen + 1 < sizeof(val))
-                    val[vlen++] = *p;
-                p++;
-            }
-        }
-        val[vlen] = '\0';
-        if (klen == 4 && strncmp(k, "port", 4) == 0 && check_ports(val, vlen, err, errlen) != WH_OK)
+                             (int)(at - s));
+        if (!known_keyword(kv.key, kv.klen))
+            return wh_seterr(err, errlen, "unknown keyword at offset %d", (int)(at - s));
+        if (rc == KV_OPEN_QUOTE)
+            return wh_seterr(err, errlen, "unterminated quoted value of '%.*s'", (int)kv.klen,
+                             kv.key); /* a known keyword */
+        if (kv.klen == 4 && strncmp(kv.key, "port", 4) == 0 &&
+            check_ports(kv.val, kv.vlen, err, errlen) != WH_OK)
             return WH_ERR;
     }
 }
@@ -252,44 +282,22 @@ static void redact_uri(const char *dsn, const char *sch, char *out, size_t len, 
 /* key = value pairs (values possibly quoted), re-emitted as key=value. */
 static void redact_keyvalue(const char *p, char *out, size_t len, size_t *o)
 {
-    for (;;) {
-        while (isspace((unsigned char)*p))
-            p++;
-        if (*p == '\0')
-            return;
-        const char *k = p;
-        while (*p && *p != '=' && !isspace((unsigned char)*p))
-            p++;
-        size_t klen = (size_t)(p - k);
-        while (isspace((unsigned char)*p))
-            p++;
-        if (*p != '=') {
+    kv_pair kv;
+    int rc;
+    while ((rc = kv_next(&p, &kv)) != KV_END) {
+        if (rc != KV_PAIR) {
             /* malformed: show nothing further, it may be a password */
             out_append(out, len, o, *o ? " ..." : "...", *o ? 4 : 3);
             return;
         }
-        p++;
-        while (isspace((unsigned char)*p))
-            p++;
-        const char *v = p;
-        char quote = *p == '\'' ? '\'' : '\0';
-        if (quote)
-            p++;
-        while (*p && (quote ? *p != quote : !isspace((unsigned char)*p))) {
-            if (*p == '\\' && p[1])
-                p++;
-            p++;
-        }
-        if (quote && *p == quote)
-            p++;
         if (*o > 0)
             out_append(out, len, o, " ", 1);
-        out_append(out, len, o, k, klen);
+        out_append(out, len, o, kv.key, kv.klen);
         out_append(out, len, o, "=", 1);
-        if (secret_keyword(k, klen))
+        if (secret_keyword(kv.key, kv.klen))
             out_append(out, len, o, "****", 4);
         else
-            out_append(out, len, o, v, (size_t)(p - v));
+            out_append(out, len, o, kv.raw, kv.rawlen);
     }
 }
 

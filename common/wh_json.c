@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wh_buf.h"
 #include "wh_util.h"
 
 #define WH_JSON_MAX_DEPTH 256
@@ -106,39 +107,6 @@ static size_t put_utf8(char *d, unsigned cp)
     d[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
     d[3] = (char)(0x80 | (cp & 0x3F));
     return 4;
-}
-
-/* Length of a valid UTF-8 sequence starting at s[0..n), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t need;
-    unsigned cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        need = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        need = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < need)
-        return 0;
-    for (size_t i = 1; i < need; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((need == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (need == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-        return 0;
-    return need;
 }
 
 /* Parses a string starting at the opening quote; returns a malloc'd decoded
@@ -241,7 +209,7 @@ static int parse_string(jparser *p, char **out, size_t *outlen)
             }
             continue;
         }
-        size_t k = utf8_seq((const unsigned char *)p->s + p->pos, p->len - p->pos);
+        size_t k = wh_utf8_len((const unsigned char *)p->s + p->pos, p->len - p->pos);
         if (k == 0) {
             free(d);
             return jfail(p, "invalid UTF-8 in string");
@@ -454,4 +422,45 @@ const wh_json *wh_json_at(const wh_json *arr, size_t idx)
         idx--;
     }
     return c;
+}
+
+static int render(wh_buf *b, const wh_json *j, int depth)
+{
+    if (j == NULL)
+        return wh_buf_puts(b, "null");
+    if (depth > WH_JSON_MAX_DEPTH)
+        return WH_ERR;
+    switch (j->type) {
+    case WH_JSON_NULL:
+        return wh_buf_puts(b, "null");
+    case WH_JSON_BOOL:
+        return wh_buf_puts(b, j->boolean ? "true" : "false");
+    case WH_JSON_NUMBER:
+        return wh_buf_puts(b, j->str ? j->str : "0");
+    case WH_JSON_STRING:
+        return wh_json_str(b, j->str ? j->str : "", j->len);
+    case WH_JSON_ARRAY:
+    case WH_JSON_OBJECT:
+        break;
+    }
+    int obj = j->type == WH_JSON_OBJECT;
+    if (wh_buf_putc(b, obj ? '{' : '[') != WH_OK)
+        return WH_ERR;
+    for (const wh_json *c = j->child; c; c = c->next) {
+        if (c != j->child && wh_buf_putc(b, ',') != WH_OK)
+            return WH_ERR;
+        if (obj) {
+            const char *k = c->key ? c->key : "";
+            if (wh_json_str(b, k, strlen(k)) != WH_OK || wh_buf_putc(b, ':') != WH_OK)
+                return WH_ERR;
+        }
+        if (render(b, c, depth + 1) != WH_OK)
+            return WH_ERR;
+    }
+    return wh_buf_putc(b, obj ? '}' : ']');
+}
+
+int wh_json_render(wh_buf *b, const wh_json *j)
+{
+    return render(b, j, 0);
 }

@@ -36,4 +36,8 @@ const wh_json *wh_json_get(const wh_json *obj, const char *key);
 /* Array element or NULL. */
 const wh_json *wh_json_at(const wh_json *arr, size_t idx);
 
+/* Appends j as compact JSON (NULL renders as null). Depth-bounded. */
+struct wh_buf;
+int wh_json_render(struct wh_buf *b, const wh_json *j);
+
 #endif

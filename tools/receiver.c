@@ -55,46 +55,7 @@ static void usage(FILE *f)
                "                        [--fail-every N] [--delay-ms N] [--status CODE]\n");
 }
 
-/* ---- --print: compact JSON re-rendering of the key and after members ---- */
-
-static void json_render(wh_buf *b, const wh_json *j, int depth)
-{
-    if (!j || depth > 64) {
-        wh_buf_puts(b, "null");
-        return;
-    }
-    switch (j->type) {
-    case WH_JSON_NULL:
-        wh_buf_puts(b, "null");
-        break;
-    case WH_JSON_BOOL:
-        wh_buf_puts(b, j->boolean ? "true" : "false");
-        break;
-    case WH_JSON_NUMBER:
-        wh_buf_puts(b, j->str ? j->str : "0");
-        break;
-    case WH_JSON_STRING:
-        wh_json_str(b, j->str ? j->str : "", j->len);
-        break;
-    case WH_JSON_ARRAY:
-    case WH_JSON_OBJECT: {
-        int obj = j->type == WH_JSON_OBJECT;
-        wh_buf_putc(b, obj ? '{' : '[');
-        for (const wh_json *c = j->child; c; c = c->next) {
-            if (c != j->child)
-                wh_buf_putc(b, ',');
-            if (obj) {
-                const char *k = c->key ? c->key : "";
-                wh_json_str(b, k, strlen(k));
-                wh_buf_putc(b, ':');
-            }
-            json_render(b, c, depth + 1);
-        }
-        wh_buf_putc(b, obj ? '}' : ']');
-        break;
-    }
-    }
-}
+/* ---- --print ---- */
 
 static const char *json_s(const wh_json *obj, const char *key)
 {
@@ -108,9 +69,9 @@ static void print_event(const wh_json *e)
     wh_buf_init(&b, 0);
     wh_buf_printf(&b, "%s %s.%s %s key=", json_s(e, "op"), json_s(e, "schema"), json_s(e, "table"),
                   json_s(e, "id"));
-    json_render(&b, wh_json_get(e, "key"), 0);
+    wh_json_render(&b, wh_json_get(e, "key"));
     wh_buf_puts(&b, " after=");
-    json_render(&b, wh_json_get(e, "after"), 0);
+    wh_json_render(&b, wh_json_get(e, "after"));
     wh_buf_putc(&b, '\n');
     fwrite(b.data, 1, b.len, stdout);
     wh_buf_free(&b);

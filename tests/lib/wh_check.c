@@ -117,38 +117,10 @@ static uint64_t json_hash(const wh_json *j, uint64_t h)
 
 static void json_print(const wh_json *j, wh_buf *b)
 {
-    if (!j) {
+    if (!j)
         wh_buf_puts(b, "(absent)");
-        return;
-    }
-    switch (j->type) {
-    case WH_JSON_NULL:
-        wh_buf_puts(b, "null");
-        break;
-    case WH_JSON_BOOL:
-        wh_buf_puts(b, j->boolean ? "true" : "false");
-        break;
-    case WH_JSON_NUMBER:
-        wh_buf_puts(b, j->str);
-        break;
-    case WH_JSON_STRING:
-        wh_json_str(b, j->str, j->len);
-        break;
-    case WH_JSON_ARRAY:
-    case WH_JSON_OBJECT:
-        wh_buf_putc(b, j->type == WH_JSON_ARRAY ? '[' : '{');
-        for (const wh_json *c = j->child; c; c = c->next) {
-            if (c != j->child)
-                wh_buf_putc(b, ',');
-            if (c->key) {
-                wh_json_str(b, c->key, strlen(c->key));
-                wh_buf_putc(b, ':');
-            }
-            json_print(c, b);
-        }
-        wh_buf_putc(b, j->type == WH_JSON_ARRAY ? ']' : '}');
-        break;
-    }
+    else
+        wh_json_render(b, j);
 }
 
 /* Compares values; on mismatch writes the path of the first difference. */
