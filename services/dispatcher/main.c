@@ -4,6 +4,7 @@
  * store readers after their final commits). */
 #include "dsp_control.h"
 #include "dsp_loop.h"
+#include "dsp_target.h"
 #include "wh_daemon.h"
 #include "wh_util.h"
 
@@ -13,6 +14,17 @@ int main(int argc, char **argv)
     char err[WH_ERRLEN];
     const char *path = wh_daemon_init(argc, argv, "dispatcher", &cfg);
 
+    /* memory: per target the read-ahead batches and the one being posted,
+     * each up to batch_max_bytes, plus curl and the process itself */
+    int64_t need =
+        (int64_t)cfg.ntargets * (DSP_PREFETCH + 1) * cfg.batch_max_bytes + 16 * 1024 * 1024;
+    if (cfg.memory_budget_bytes > 0 && need > cfg.memory_budget_bytes) {
+        wh_error("memory_budget_bytes (%lld) is below what the dispatcher needs: %d target(s) x "
+                 "%d batches x dispatcher.batch_max_bytes (%lld) + 16 MiB = %lld",
+                 (long long)cfg.memory_budget_bytes, cfg.ntargets, DSP_PREFETCH + 1,
+                 (long long)cfg.batch_max_bytes, (long long)need);
+        return 2;
+    }
     dsp_loop *loop = NULL;
     wh_control *ctl = NULL;
     if (dsp_loop_create(&loop, &cfg, err, sizeof(err)) != WH_OK) {

@@ -70,6 +70,10 @@ expect "env override (ingestor)" 'WALHOOK_STORE_WORKERS|store\.workers' \
     env WALHOOK_STORE_WORKERS=lots "$BIN/walhook-ingestor" -c "$WH_TMP/unreachable.conf"
 expect "missing config file" 'nonexistent|no such|cannot|open|read' \
     "$BIN/walhook-store" -c "$WH_TMP/nonexistent.conf"
+echo 'memory_budget_bytes = 1048576;' | base "$GOOD_DSN" >"$WH_TMP/budget.conf"
+for d in store ingestor dispatcher; do
+    expect "memory budget ($d)" 'memory_budget_bytes' "$BIN/walhook-$d" -c "$WH_TMP/budget.conf"
+done
 
 if [ "$failures" -gt 0 ]; then
     echo "FAIL $WH_TEST_NAME: $failures of $checks bad-input checks failed"
