@@ -33,7 +33,7 @@
 #include "wh_ipc.h"
 #include "wh_metrics.h"
 
-#define DSP_PREFETCH 3 /* batches read ahead per target */
+#define DSP_PREFETCH 2 /* batches read ahead per target */
 #define DSP_ID_MAX (WH_NAME_MAX + 48)
 
 /* Settings a target needs (copied from wh_config). */

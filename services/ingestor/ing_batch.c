@@ -16,7 +16,7 @@
  * in requests of about this size, so neither the packed request here nor
  * the store's received, unpacked and WriteBatch copies of it (nor its
  * memtable overshoot) scale with flush_bytes. */
-#define ING_REQ_BYTES (1u << 20)
+#define ING_REQ_BYTES (512u << 10)
 
 /* Per event: where its JSON is in the batch buffer and its seq (offsets fit
  * in 32 bits: a batch is below ipc.max_msg_bytes <= 1 GiB). */

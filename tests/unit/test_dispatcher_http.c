@@ -65,7 +65,17 @@ static void store_fn(void *arg, const Walhook__Request *req, Walhook__Reply *rep
         }
         FS.has_committed = 1;
         FS.commits++;
+        /* the reply a real store gives: the committed offset */
+        static __thread Walhook__OffsetReply orp;
+        static __thread Walhook__Position opos;
+        walhook__offset_reply__init(&orp);
+        walhook__position__init(&opos);
+        opos.lsn = FS.c_lsn;
+        opos.seq = FS.c_seq;
+        orp.committed = &opos;
         pthread_mutex_unlock(&FS.mu);
+        rep->body_case = WALHOOK__REPLY__BODY_OFFSET;
+        rep->offset = &orp;
         return;
     }
     if (req->body_case != WALHOOK__REQUEST__BODY_READ) {
