@@ -75,8 +75,6 @@ const wh_config_entry wh_config_table[] = {
       "most events in one webhook request"),
     L(batch_max_bytes, "dispatcher.batch_max_bytes", 1 * MiB, 1 * KiB, 256 * MiB, WH_CF_RUNTIME,
       "most bytes in one webhook request"),
-    I(batch_max_age_ms, "dispatcher.batch_max_age_ms", 0, 0, 60000, WH_CF_RUNTIME,
-      "wait this long for a batch to fill"),
     I(retry_base_ms, "dispatcher.retry_base_ms", 100, 1, 600000, WH_CF_RUNTIME,
       "first retry backoff cap"),
     I(retry_max_ms, "dispatcher.retry_max_ms", 30000, 1, 3600000, WH_CF_RUNTIME,

@@ -59,7 +59,6 @@ typedef struct wh_config {
     char dispatcher_control[WH_URL_MAX];
     int batch_max_events;    /* runtime */
     int64_t batch_max_bytes; /* runtime */
-    int batch_max_age_ms;    /* runtime */
     int retry_base_ms;       /* runtime */
     int retry_max_ms;        /* runtime */
     int http_timeout_ms;     /* runtime */
