@@ -16,22 +16,7 @@
 #include "wh_lsn.h"
 #include "wh_util.h"
 
-#include "data/ingestor/pgoutput_session.h"
-
-#define NMSG (sizeof(pgoutput_session_hex) / sizeof(pgoutput_session_hex[0]))
-
-static uint8_t *unhex(const char *h, size_t *len)
-{
-    size_t n = strlen(h) / 2;
-    uint8_t *p = malloc(n ? n : 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        sscanf(h + 2 * i, "%2x", &v);
-        p[i] = (uint8_t)v;
-    }
-    *len = n;
-    return p;
-}
+#include "ingestor_session.h"
 
 static void test_session_types(void **state)
 {
