@@ -135,7 +135,6 @@ static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, char *err, size_
     walhook__reply__free_unpacked(rep, NULL);
     if (!ok)
         return wh_seterr(err, errlen, "store replied to CommitOffset without an offset body");
-    wh_counter_add(&t->committed, 1);
     wh_gauge_set(&t->committed_lsn, (int64_t)lsn);
     return WH_OK;
 }

@@ -114,7 +114,6 @@ typedef struct dsp_target {
     /* metrics (atomics, any thread) */
     wh_counter delivered;
     wh_counter failures;
-    wh_counter committed; /* commits acknowledged by the store */
     wh_histogram latency;
     wh_gauge committed_lsn;
 } dsp_target;

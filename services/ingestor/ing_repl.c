@@ -534,10 +534,10 @@ static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const
         }
         break;
     }
-    return wh_seterr(err, errlen,
-                     "event at %X/%X is larger than the batch limit "
-                     "(ipc.max_msg_bytes)",
-                     (unsigned)(t->commit_lsn >> 32), (unsigned)t->commit_lsn);
+    char lsn[WH_LSN_STRLEN];
+    wh_lsn_format(t->commit_lsn, lsn, sizeof(lsn));
+    return wh_seterr(err, errlen, "event at %s is larger than the batch limit (ipc.max_msg_bytes)",
+                     lsn);
 }
 
 static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_t errlen)

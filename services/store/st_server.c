@@ -45,13 +45,11 @@ struct st_server {
 
 /* Everything a reply points at; freed by st_server_done. */
 typedef struct st_reply_mem {
-    char errbuf[WH_ERRLEN];
     Walhook__AppendReply app;
     Walhook__ReadReply read;
     Walhook__OffsetReply off;
     Walhook__Position committed;
-    Walhook__StatsReply stats;
-    wh_buf text;
+    void *stats; /* wh_stats_reply's */
     /* Read: events collected into arrays; json bytes in one buffer, the
      * pointers are fixed up once the buffer stopped growing. */
     Walhook__Event *evs;
@@ -62,19 +60,6 @@ typedef struct st_reply_mem {
 } st_reply_mem;
 
 /* ---- helpers ---- */
-
-static void set_error(Walhook__Reply *rep, st_reply_mem *m, int status, const char *msg)
-{
-    wh_strlcpy(m->errbuf, msg, sizeof(m->errbuf));
-    rep->status = status;
-    rep->error = m->errbuf;
-    rep->body_case = WALHOOK__REPLY__BODY__NOT_SET;
-}
-
-static int name_ok(const char *name, const char *what, char *err, size_t errlen)
-{
-    return st_db_check_name(name, what, err, errlen);
-}
 
 static void now_plus_ms_mono(struct timespec *ts, int ms)
 {
@@ -128,22 +113,22 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
 {
     char err[WH_ERRLEN];
     if (a == NULL) {
-        set_error(rep, m, ST_STATUS_BAD_REQUEST, "append: missing");
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "append: missing");
         return;
     }
-    if (name_ok(a->tenant, "tenant", err, sizeof(err)) != WH_OK) {
-        set_error(rep, m, ST_STATUS_BAD_REQUEST, err);
+    if (st_db_check_name(a->tenant, "tenant", err, sizeof(err)) != WH_OK) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
         return;
     }
     if (a->n_events > 0 && a->events == NULL) {
-        set_error(rep, m, ST_STATUS_BAD_REQUEST, "events: missing");
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "events: missing");
         return;
     }
     st_event *ev = NULL;
     if (a->n_events > 0) {
         ev = calloc(a->n_events, sizeof(*ev));
         if (ev == NULL) {
-            set_error(rep, m, ST_STATUS_INTERNAL, "out of memory");
+            wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", "out of memory");
             return;
         }
     }
@@ -160,7 +145,7 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
             bad = "json: empty";
         if (bad) {
             snprintf(err, sizeof(err), "events[%zu]%s%s", i, e == NULL ? ": " : ".", bad);
-            set_error(rep, m, ST_STATUS_BAD_REQUEST, err);
+            wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
             free(ev);
             return;
         }
@@ -176,7 +161,7 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     free(ev);
     if (rc != WH_OK) {
         wh_error("append tenant=%s batch=%" PRIu64 " failed: %s", a->tenant, a->batch_id, err);
-        set_error(rep, m, ST_STATUS_INTERNAL, err);
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
         return;
     }
     wh_counter_add(&s->appends, 1);
@@ -228,8 +213,7 @@ static int read_once(st_server *s, const char *tenant, uint64_t lsn, uint32_t se
 {
     m->nev = 0;
     wh_buf_reset(&m->data);
-    size_t n = 0;
-    return st_db_read(s->db, tenant, lsn, seq, max_events, max_bytes, collect_event, m, &n, err,
+    return st_db_read(s->db, tenant, lsn, seq, max_events, max_bytes, collect_event, m, NULL, err,
                       errlen);
 }
 
@@ -238,17 +222,17 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
 {
     char err[WH_ERRLEN];
     if (r == NULL) {
-        set_error(rep, m, ST_STATUS_BAD_REQUEST, "read: missing");
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "read: missing");
         return;
     }
-    if (name_ok(r->tenant, "tenant", err, sizeof(err)) != WH_OK) {
-        set_error(rep, m, ST_STATUS_BAD_REQUEST, err);
+    if (st_db_check_name(r->tenant, "tenant", err, sizeof(err)) != WH_OK) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
         return;
     }
     int have_consumer = r->consumer != NULL && r->consumer[0] != '\0';
     if (!r->has_from || have_consumer) {
-        if (name_ok(r->consumer, "consumer", err, sizeof(err)) != WH_OK) {
-            set_error(rep, m, ST_STATUS_BAD_REQUEST, err);
+        if (st_db_check_name(r->consumer, "consumer", err, sizeof(err)) != WH_OK) {
+            wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
             return;
         }
     }
@@ -258,7 +242,7 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
      * GC watermark waits for it) and returns its current offset otherwise. */
     if (have_consumer && st_db_commit(s->db, r->tenant, r->consumer, 0, 0, &c_lsn, &c_seq, err,
                                       sizeof(err)) != WH_OK) {
-        set_error(rep, m, ST_STATUS_INTERNAL, err);
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
         return;
     }
     uint64_t f_lsn = c_lsn;
@@ -315,13 +299,13 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
     }
     if (rc != WH_OK) {
         wh_error("read tenant=%s failed: %s", r->tenant, err);
-        set_error(rep, m, ST_STATUS_INTERNAL, err);
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
         return;
     }
     if (m->nev > 0) {
         m->evp = malloc(m->nev * sizeof(*m->evp));
         if (m->evp == NULL) {
-            set_error(rep, m, ST_STATUS_INTERNAL, "out of memory");
+            wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", "out of memory");
             return;
         }
         for (size_t i = 0; i < m->nev; i++) {
@@ -359,16 +343,16 @@ static void do_commit(st_server *s, const Walhook__CommitOffset *c, Walhook__Rep
 {
     char err[WH_ERRLEN];
     if (c == NULL) {
-        set_error(rep, m, ST_STATUS_BAD_REQUEST, "commit: missing");
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "commit: missing");
         return;
     }
-    if (name_ok(c->tenant, "tenant", err, sizeof(err)) != WH_OK ||
-        name_ok(c->consumer, "consumer", err, sizeof(err)) != WH_OK) {
-        set_error(rep, m, ST_STATUS_BAD_REQUEST, err);
+    if (st_db_check_name(c->tenant, "tenant", err, sizeof(err)) != WH_OK ||
+        st_db_check_name(c->consumer, "consumer", err, sizeof(err)) != WH_OK) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
         return;
     }
     if (c->pos == NULL) {
-        set_error(rep, m, ST_STATUS_BAD_REQUEST, "pos: missing");
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "pos: missing");
         return;
     }
     uint64_t lsn;
@@ -376,7 +360,7 @@ static void do_commit(st_server *s, const Walhook__CommitOffset *c, Walhook__Rep
     if (st_db_commit(s->db, c->tenant, c->consumer, c->pos->lsn, c->pos->seq, &lsn, &seq, err,
                      sizeof(err)) != WH_OK) {
         wh_error("commit tenant=%s consumer=%s failed: %s", c->tenant, c->consumer, err);
-        set_error(rep, m, ST_STATUS_INTERNAL, err);
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
         return;
     }
     offset_reply(rep, m, lsn, seq);
@@ -387,18 +371,18 @@ static void do_get_offset(st_server *s, const Walhook__GetOffset *g, Walhook__Re
 {
     char err[WH_ERRLEN];
     if (g == NULL) {
-        set_error(rep, m, ST_STATUS_BAD_REQUEST, "get_offset: missing");
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "get_offset: missing");
         return;
     }
-    if (name_ok(g->tenant, "tenant", err, sizeof(err)) != WH_OK ||
-        name_ok(g->consumer, "consumer", err, sizeof(err)) != WH_OK) {
-        set_error(rep, m, ST_STATUS_BAD_REQUEST, err);
+    if (st_db_check_name(g->tenant, "tenant", err, sizeof(err)) != WH_OK ||
+        st_db_check_name(g->consumer, "consumer", err, sizeof(err)) != WH_OK) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
         return;
     }
     uint64_t lsn;
     uint32_t seq;
     if (st_db_get_offset(s->db, g->tenant, g->consumer, &lsn, &seq, err, sizeof(err)) != WH_OK) {
-        set_error(rep, m, ST_STATUS_INTERNAL, err);
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
         return;
     }
     offset_reply(rep, m, lsn, seq);
@@ -406,9 +390,11 @@ static void do_get_offset(st_server *s, const Walhook__GetOffset *g, Walhook__Re
 
 /* ---- Stats ---- */
 
-int st_server_metrics(st_server *s, wh_buf *b)
+/* wh_stats_fn: the store's own metrics (wh_stats_reply adds the process ones). */
+static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready)
 {
-    int rc = wh_metric_process(b, "store");
+    st_server *s = arg;
+    int rc = 0;
     rc |= wh_metric_header(b, "walhook_events_stored_total", "counter",
                            "events appended (durable) since start");
     rc |= wh_metric_u64(b, "walhook_events_stored_total", "", wh_counter_get(&s->events_stored));
@@ -426,17 +412,7 @@ int st_server_metrics(st_server *s, wh_buf *b)
 
 static void do_stats(st_server *s, Walhook__Reply *rep, st_reply_mem *m)
 {
-    if (st_server_metrics(s, &m->text) != WH_OK || wh_buf_cstr(&m->text) != WH_OK) {
-        set_error(rep, m, ST_STATUS_INTERNAL, "metrics: out of memory");
-        return;
-    }
-    walhook__stats_reply__init(&m->stats);
-    m->stats.daemon = "store";
-    m->stats.state = "running";
-    m->stats.ready = 1;
-    m->stats.metrics_text = m->text.data;
-    rep->body_case = WALHOOK__REPLY__BODY_STATS;
-    rep->stats = &m->stats;
+    wh_stats_reply(rep, &m->stats, "store", store_metrics, s);
 }
 
 /* ---- dispatch ---- */
@@ -451,10 +427,9 @@ void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *re
         rep->error = "out of memory";
         return;
     }
-    wh_buf_init(&m->text, 0);
     wh_buf_init(&m->data, 0);
     if (req == NULL) {
-        set_error(rep, m, ST_STATUS_BAD_REQUEST, "request: missing");
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "request: missing");
         return;
     }
     switch (req->body_case) {
@@ -474,7 +449,7 @@ void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *re
         do_stats(s, rep, m);
         break;
     default:
-        set_error(rep, m, ST_STATUS_BAD_REQUEST, "body: empty or unknown request type");
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "body: empty or unknown request type");
         break;
     }
 }
@@ -486,7 +461,7 @@ void st_server_done(void *arg, Walhook__Reply *rep, void *cookie)
     st_reply_mem *m = cookie;
     if (m == NULL)
         return;
-    wh_buf_free(&m->text);
+    wh_stats_reply_free(m->stats);
     wh_buf_free(&m->data);
     free(m->evs);
     free(m->evp);

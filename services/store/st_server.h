@@ -50,8 +50,4 @@ void st_server_destroy(st_server *s);
 void st_server_handle(void *s, const Walhook__Request *req, Walhook__Reply *rep, void **cookie);
 void st_server_done(void *s, Walhook__Reply *rep, void *cookie);
 
-/* Renders the store's metrics (Prometheus text) into b. */
-struct wh_buf;
-int st_server_metrics(st_server *s, struct wh_buf *b);
-
 #endif
