@@ -222,43 +222,63 @@ static int parse_string(jparser *p, char **out, size_t *outlen)
     return jfail(p, "unterminated string");
 }
 
-static int parse_number(jparser *p, wh_json *j)
+size_t wh_json_number_len(const char *s, size_t len, const char **why, size_t *err_at)
 {
-    size_t start = p->pos, i = p->pos;
-    const char *s = p->s;
-    if (i < p->len && s[i] == '-')
+    size_t i = 0;
+    const char *w = "bad number";
+    if (i < len && s[i] == '-')
         i++;
-    if (i >= p->len)
-        return jfail(p, "bad number");
+    if (i >= len)
+        goto bad_start;
     if (s[i] == '0') {
         i++;
     } else if (s[i] >= '1' && s[i] <= '9') {
-        while (i < p->len && s[i] >= '0' && s[i] <= '9')
+        while (i < len && s[i] >= '0' && s[i] <= '9')
             i++;
     } else {
-        return jfail(p, "bad number");
+        goto bad_start;
     }
-    if (i < p->len && s[i] == '.') {
+    if (i < len && s[i] == '.') {
         i++;
-        if (i >= p->len || s[i] < '0' || s[i] > '9') {
-            p->pos = i;
-            return jfail(p, "digit expected after decimal point");
+        if (i >= len || s[i] < '0' || s[i] > '9') {
+            w = "digit expected after decimal point";
+            goto bad;
         }
-        while (i < p->len && s[i] >= '0' && s[i] <= '9')
+        while (i < len && s[i] >= '0' && s[i] <= '9')
             i++;
     }
-    if (i < p->len && (s[i] == 'e' || s[i] == 'E')) {
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
         i++;
-        if (i < p->len && (s[i] == '+' || s[i] == '-'))
+        if (i < len && (s[i] == '+' || s[i] == '-'))
             i++;
-        if (i >= p->len || s[i] < '0' || s[i] > '9') {
-            p->pos = i;
-            return jfail(p, "digit expected in exponent");
+        if (i >= len || s[i] < '0' || s[i] > '9') {
+            w = "digit expected in exponent";
+            goto bad;
         }
-        while (i < p->len && s[i] >= '0' && s[i] <= '9')
+        while (i < len && s[i] >= '0' && s[i] <= '9')
             i++;
     }
-    size_t n = i - start;
+    return i;
+bad_start:
+    i = 0;
+bad:
+    if (why != NULL)
+        *why = w;
+    if (err_at != NULL)
+        *err_at = i;
+    return 0;
+}
+
+static int parse_number(jparser *p, wh_json *j)
+{
+    size_t start = p->pos, at = 0;
+    const char *why = NULL;
+    const char *s = p->s;
+    size_t n = wh_json_number_len(s + start, p->len - start, &why, &at);
+    if (n == 0) {
+        p->pos = start + at;
+        return jfail(p, why);
+    }
     j->str = malloc(n + 1);
     if (!j->str)
         return jfail(p, "out of memory");
@@ -267,7 +287,7 @@ static int parse_number(jparser *p, wh_json *j)
     j->len = n;
     errno = 0;
     j->num = strtod(j->str, NULL); /* overflow gives +-HUGE_VAL: acceptable */
-    p->pos = i;
+    p->pos = start + n;
     return WH_OK;
 }
 

@@ -36,6 +36,11 @@ const wh_json *wh_json_get(const wh_json *obj, const char *key);
 /* Array element or NULL. */
 const wh_json *wh_json_at(const wh_json *arr, size_t idx);
 
+/* Length of the JSON number (RFC 8259 grammar) at the start of s[0..len),
+ * or 0 when there is none; then *why (if not NULL) says what was wrong and
+ * *err_at (if not NULL) where. */
+size_t wh_json_number_len(const char *s, size_t len, const char **why, size_t *err_at);
+
 /* Appends j as compact JSON (NULL renders as null). Depth-bounded. */
 struct wh_buf;
 int wh_json_render(struct wh_buf *b, const wh_json *j);

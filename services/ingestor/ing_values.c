@@ -1,5 +1,6 @@
 /* ing_values: text-format column values to JSON. */
 #include "ing_values.h"
+#include "wh_json.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -14,36 +15,7 @@ static int is_digit(char c)
 
 int ing_is_json_number(const char *s, size_t n)
 {
-    size_t i = 0;
-    if (i < n && s[i] == '-')
-        i++;
-    if (i >= n)
-        return 0;
-    if (s[i] == '0') {
-        i++;
-    } else if (is_digit(s[i])) {
-        while (i < n && is_digit(s[i]))
-            i++;
-    } else {
-        return 0;
-    }
-    if (i < n && s[i] == '.') {
-        i++;
-        if (i >= n || !is_digit(s[i]))
-            return 0;
-        while (i < n && is_digit(s[i]))
-            i++;
-    }
-    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
-        i++;
-        if (i < n && (s[i] == '+' || s[i] == '-'))
-            i++;
-        if (i >= n || !is_digit(s[i]))
-            return 0;
-        while (i < n && is_digit(s[i]))
-            i++;
-    }
-    return i == n;
+    return n > 0 && wh_json_number_len(s, n, NULL, NULL) == n;
 }
 
 /* bytea hex output "\x0a0b..." -> base64 string, decoded in chunks whose
