@@ -3,6 +3,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
@@ -71,6 +72,16 @@ int dsp_body_build(wh_buf *b, const void *const *jsons, const size_t *lens, size
     return dsp_body_end(b);
 }
 
+/* The HMAC implementation, looked up once per process (a provider lookup
+ * takes locks; contexts are made per request). */
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+static EVP_MAC *hmac;
+
+static void hmac_fetch(void)
+{
+    hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+}
+
 int dsp_sign(const dsp_key *key, const char *msg_id, int64_t ts, const void *body, size_t len,
              char *out, size_t outlen)
 {
@@ -79,8 +90,8 @@ int dsp_sign(const dsp_key *key, const char *msg_id, int64_t ts, const void *bod
     unsigned char mac[EVP_MAX_MD_SIZE];
     size_t maclen = 0;
     int ok = 0;
-    EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *ctx = m ? EVP_MAC_CTX_new(m) : NULL;
+    pthread_once(&hmac_once, hmac_fetch);
+    EVP_MAC_CTX *ctx = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
     if (ctx != NULL) {
         char digest[] = "SHA256";
         OSSL_PARAM params[] = {
@@ -96,7 +107,6 @@ int dsp_sign(const dsp_key *key, const char *msg_id, int64_t ts, const void *bod
              EVP_MAC_final(ctx, mac, &maclen, sizeof(mac)) == 1;
     }
     EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(m);
     if (!ok)
         return WH_ERR;
     wh_buf b;
