@@ -109,6 +109,15 @@ const char *wh_config_static_diff(const wh_config *a, const wh_config *b);
 struct wh_buf;
 int wh_config_to_json(const wh_config *c, struct wh_buf *out);
 
+/* Runtime apply hooks: a daemon registers, per runtime setting, what to do
+ * when its value changes (docs/CONTROL.md). wh_config_hook refuses a path
+ * that is unknown or not WH_CF_RUNTIME. wh_config_apply_hooks calls the hook
+ * of every runtime setting whose value differs between old and cur (and the
+ * built-in log_level hook). */
+typedef void (*wh_config_apply_fn)(void *arg, const wh_config *c);
+int wh_config_hook(const char *path, wh_config_apply_fn fn, void *arg, char *err, size_t errlen);
+void wh_config_apply_hooks(const wh_config *old, const wh_config *cur);
+
 /* Standard option parsing for a daemon's main: -c FILE, -h. Returns the
  * config path or NULL; exits 2 on bad usage. */
 const char *wh_config_parse_args(int argc, char **argv, const char *prog);

@@ -1,0 +1,131 @@
+/* wh_state: the runtime state document (docs/CONTROL.md): tenants, their
+ * targets and the runtime settings, versioned by the store.
+ *
+ * A wh_state is immutable once built and reference counted: a daemon keeps
+ * the current one behind an atomic pointer (wh_state_current), readers take
+ * a reference and never wait; the watcher swaps in the next version.
+ *
+ * JSON is parsed with libjansson; every validation error names the field
+ * ("tenants[1].targets[0].url: ..." ) in err.
+ */
+#ifndef WH_STATE_H
+#define WH_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wh_buf.h"
+#include "wh_config.h"
+
+#define WH_MAX_TENANTS 64
+#define WH_MAX_SECRETS 4
+
+typedef struct wh_state_target {
+    char name[WH_NAME_MAX];
+    char url[WH_URL_MAX];
+    char secrets[WH_MAX_SECRETS][256]; /* "whsec_...", newest first */
+    int nsecrets;
+    int paused;
+    /* delivery settings; 0 = inherit the dispatcher.* setting */
+    int batch_max_events;
+    int64_t batch_max_bytes;
+    int retry_base_ms;
+    int retry_max_ms;
+    int http_timeout_ms;
+} wh_state_target;
+
+typedef struct wh_state_tenant {
+    char name[WH_NAME_MAX];
+    char dsn[WH_URL_MAX];
+    char slot[WH_NAME_MAX];
+    char publication[WH_NAME_MAX];
+    char tables[WH_URL_MAX];
+    int create_slot;
+    wh_state_target *targets;
+    int ntargets;
+} wh_state_tenant;
+
+typedef struct wh_state {
+    uint64_t version;
+    wh_config settings; /* only WH_CF_RUNTIME fields are meaningful */
+    wh_state_tenant *tenants;
+    int ntenants;
+    int refs; /* atomic; see wh_state_ref */
+} wh_state;
+
+/* Builds the initial state from a loaded configuration: the file's top-level
+ * tenant/source/targets, plus the file's `tenants` list when `path` has one
+ * (tenants = ( { name = "b"; source = { dsn = ...; }; targets = (...); } )).
+ * version 0. */
+int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path, char *err,
+                         size_t errlen);
+
+/* Parses and validates a document; base supplies defaults for runtime
+ * settings the document omits. */
+int wh_state_parse(wh_state **out, const char *json, size_t len, const wh_config *base,
+                   char *err, size_t errlen);
+
+/* Validates a built state (names, duplicates, targets through
+ * wh_target_validate, settings through the table's bounds). */
+int wh_state_validate(const wh_state *s, char *err, size_t errlen);
+
+/* Canonical JSON (stable key order, so equal states render equal). With
+ * redact, DSN passwords and secrets are replaced by "***". */
+#define WH_STATE_REDACT 1
+int wh_state_render(const wh_state *s, wh_buf *out, int flags);
+
+/* Deep copy (refs = 1). */
+int wh_state_clone(wh_state **out, const wh_state *s);
+
+void wh_state_ref(wh_state *s);
+void wh_state_unref(wh_state *s); /* frees at zero; NULL is fine */
+
+const wh_state_tenant *wh_state_tenant_find(const wh_state *s, const char *tenant);
+const wh_state_target *wh_state_target_find(const wh_state_tenant *t, const char *name);
+
+/* The effective configuration of a daemon: base (file + env) with the
+ * state's runtime settings, and the tenant's source when `tenant` is not
+ * NULL and exists. */
+void wh_state_effective(wh_config *out, const wh_config *base, const wh_state *s,
+                        const char *tenant);
+
+/* The ingestor control endpoint of tenant (docs/CONTROL.md). */
+void wh_state_ingestor_control(char *out, size_t len, const wh_config *cfg, const char *tenant);
+
+/* ---- store access (req/rep on store.endpoint) ---- */
+
+/* Fetches the current state; *out = NULL with WH_OK when the store's version
+ * equals known_version. */
+struct wh_client;
+int wh_state_fetch(struct wh_client *c, uint64_t known_version, const wh_config *base,
+                   wh_state **out, char *err, size_t errlen);
+/* Writes s as the next version; expected_version as in PutState. On WH_OK
+ * *new_version receives the stored version. A conflict returns WH_ERR with
+ * *status = 412 (other failures: the store's status, or 0 for transport). */
+int wh_state_store(struct wh_client *c, const wh_state *s, uint64_t expected_version,
+                   const char *origin, uint64_t *new_version, int *status, char *err,
+                   size_t errlen);
+
+/* ---- the watcher every daemon runs ---- */
+
+/* Called on the watcher thread with the new state (borrowed: take a ref to
+ * keep it) and the effective config for the daemon's tenant. */
+typedef void (*wh_state_apply_fn)(void *arg, wh_state *s, const wh_config *eff);
+
+typedef struct wh_state_watch wh_state_watch;
+/* Opens its own store client, fetches the current state (waiting up to
+ * wait_ms for the store), calls apply once before returning, then polls
+ * every interval_ms. tenant may be NULL. After each apply it also runs
+ * wh_config_apply_hooks(old effective, new effective). */
+int wh_state_watch_start(wh_state_watch **out, const wh_config *base, const char *tenant,
+                         int interval_ms, int wait_ms, wh_state_apply_fn fn, void *arg, char *err,
+                         size_t errlen);
+/* The state applied last (a new reference; unref it). */
+wh_state *wh_state_watch_current(wh_state_watch *w);
+/* SIGHUP: re-reads path (wh_config_load + wh_state_from_config) and stores it
+ * as the next version, origin "file"; a bad file is refused (WH_ERR, err
+ * names it) and nothing changes. */
+int wh_state_watch_reload_file(wh_state_watch *w, const char *path, char *err, size_t errlen);
+void wh_state_watch_stop(wh_state_watch *w);
+
+#endif
