@@ -40,7 +40,8 @@ TOOLS   = $(BIN)/walhook $(BIN)/walhook-receiver
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BIN)/tests/%)
 
-all: $(DAEMONS) $(TOOLS) $(UNIT_BIN) $(BIN)/tests/wh_loadgen $(BIN)/tests/wh_check
+all: $(DAEMONS) $(TOOLS) $(UNIT_BIN) $(BIN)/tests/wh_loadgen $(BIN)/tests/wh_check \
+     $(BIN)/tests/wh_statectl
 
 $(PROTO_C) $(PROTO_H): proto/walhook.proto
 	@mkdir -p $(BUILD)/gen
@@ -93,6 +94,10 @@ $(BIN)/tests/wh_loadgen: $(BUILD)/tests/lib/wh_loadgen.o $(BUILD)/libwhcommon.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
 
 $(BIN)/tests/wh_check: $(BUILD)/tests/lib/wh_check.o $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)/tests
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
+
+$(BIN)/tests/wh_statectl: $(BUILD)/tests/lib/wh_statectl.o $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
 

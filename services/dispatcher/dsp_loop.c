@@ -1,6 +1,7 @@
 /* dsp_loop: curl multi event loop over all targets. */
 #include "dsp_loop.h"
 
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,14 +13,29 @@
 
 struct dsp_loop {
     CURLM *multi;
-    dsp_target *targets;
-    int ntargets;
-    int ninit;        /* targets initialised (for destroy) */
+    dsp_target **targets; /* each heap-allocated: readers hold the pointer */
+    int ntargets, cap;
     int max_inflight; /* 0 = one per target */
     int inflight;
     int rr; /* round-robin start for fairness under the cap */
     atomic_int stop;
     int curl_inited;
+    dsp_settings base; /* store endpoint, IPC limits */
+
+    /* the target array changes on the loop thread under tmu; the metrics
+     * (control thread) read it under tmu */
+    pthread_mutex_t tmu;
+    _Atomic uint64_t version;
+
+    /* a target list waiting for the loop (dsp_loop_set_targets) */
+    pthread_mutex_t pmu;
+    dsp_spec *pend;
+    int npend;
+    uint64_t pend_version;
+    atomic_int has_pend;
+
+    void (*on_reload)(void *arg);
+    void *reload_arg;
 };
 
 static void wake(void *arg)
@@ -28,44 +44,248 @@ static void wake(void *arg)
     curl_multi_wakeup(l->multi);
 }
 
+/* Creates a target and starts its reader; appends it (under tmu). */
+static int add_target(dsp_loop *l, const dsp_spec *sp, char *err, size_t errlen)
+{
+    if (l->ntargets == l->cap) {
+        int nc = l->cap ? l->cap * 2 : 8;
+        dsp_target **p = realloc(l->targets, (size_t)nc * sizeof(*p));
+        if (p == NULL)
+            return wh_seterr(err, errlen, "out of memory (targets)");
+        pthread_mutex_lock(&l->tmu);
+        l->targets = p;
+        l->cap = nc;
+        pthread_mutex_unlock(&l->tmu);
+    }
+    dsp_target *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return wh_seterr(err, errlen, "out of memory (target)");
+    dsp_spec s = *sp;
+    wh_strlcpy(s.set.store_endpoint, l->base.store_endpoint, sizeof(s.set.store_endpoint));
+    s.set.ipc_timeout_ms = l->base.ipc_timeout_ms;
+    s.set.ipc_max_msg = l->base.ipc_max_msg;
+    dsp_settings_clamp(&s.set);
+    if (dsp_target_init(t, &s, wake, l, err, errlen) != WH_OK ||
+        dsp_target_start_reader(t, err, errlen) != WH_OK) {
+        dsp_target_destroy(t);
+        free(t);
+        return WH_ERR;
+    }
+    t->spec = s;
+    t->has_spec = 1;
+    pthread_mutex_lock(&l->tmu);
+    l->targets[l->ntargets++] = t;
+    pthread_mutex_unlock(&l->tmu);
+    curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, (long)(l->ntargets * 2 + 4));
+    return WH_OK;
+}
+
+/* Stops and destroys targets[i] (loop thread). */
+static void remove_target(dsp_loop *l, int i)
+{
+    dsp_target *t = l->targets[i];
+    if (t->state == DSP_T_POSTING) {
+        curl_multi_remove_handle(l->multi, t->easy);
+        l->inflight--;
+        t->state = DSP_T_IDLE;
+    }
+    pthread_mutex_lock(&l->tmu);
+    l->targets[i] = l->targets[--l->ntargets];
+    pthread_mutex_unlock(&l->tmu);
+    dsp_target_forget_commit(t);
+    dsp_target_stop_reader(t);
+    dsp_target_destroy(t);
+    free(t->next_spec);
+    free(t);
+}
+
 int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errlen)
 {
     *out = NULL;
-    if (cfg->ntargets <= 0)
-        return wh_seterr(err, errlen, "targets: no webhook target configured");
     dsp_loop *l = calloc(1, sizeof(*l));
     if (l == NULL)
         return wh_seterr(err, errlen, "out of memory");
+    pthread_mutex_init(&l->tmu, NULL);
+    pthread_mutex_init(&l->pmu, NULL);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        free(l);
-        return wh_seterr(err, errlen, "curl_global_init failed");
+        wh_seterr(err, errlen, "curl_global_init failed");
+        goto error;
     }
     l->curl_inited = 1;
     l->max_inflight = cfg->max_inflight > 0 ? cfg->max_inflight : 0;
     l->multi = curl_multi_init();
-    l->targets = calloc((size_t)cfg->ntargets, sizeof(*l->targets));
-    if (l->multi == NULL || l->targets == NULL) {
-        wh_seterr(err, errlen, "out of memory (curl multi / targets)");
+    if (l->multi == NULL) {
+        wh_seterr(err, errlen, "out of memory (curl multi)");
         goto error;
     }
     curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, (long)(cfg->ntargets * 2 + 4));
-    l->ntargets = cfg->ntargets;
-    dsp_settings set;
-    dsp_settings_from_config(&set, cfg);
+    dsp_settings_from_config(&l->base, cfg);
     for (int i = 0; i < cfg->ntargets; i++) {
-        int rc = dsp_target_init(&l->targets[i], &cfg->targets[i], &set, wake, l, err, errlen);
-        l->ninit = i + 1;
-        if (rc != WH_OK)
+        dsp_spec sp;
+        memset(&sp, 0, sizeof(sp));
+        wh_strlcpy(sp.name, cfg->targets[i].name, sizeof(sp.name));
+        wh_strlcpy(sp.url, cfg->targets[i].url, sizeof(sp.url));
+        if (cfg->targets[i].secret[0]) {
+            wh_strlcpy(sp.secrets[0], cfg->targets[i].secret, sizeof(sp.secrets[0]));
+            sp.nsecrets = 1;
+        }
+        sp.set = l->base;
+        if (add_target(l, &sp, err, errlen) != WH_OK)
             goto error;
     }
-    for (int i = 0; i < l->ntargets; i++)
-        if (dsp_target_start_reader(&l->targets[i], err, errlen) != WH_OK)
-            goto error;
     *out = l;
     return WH_OK;
 error:
     dsp_loop_destroy(l);
     return WH_ERR;
+}
+
+int dsp_loop_set_targets(dsp_loop *l, const dsp_spec *specs, int n, uint64_t version)
+{
+    dsp_spec *copy = NULL;
+    if (n > 0) {
+        copy = malloc((size_t)n * sizeof(*copy));
+        if (copy == NULL)
+            return WH_ERR;
+        memcpy(copy, specs, (size_t)n * sizeof(*copy));
+    }
+    pthread_mutex_lock(&l->pmu);
+    free(l->pend);
+    l->pend = copy;
+    l->npend = n;
+    l->pend_version = version;
+    atomic_store(&l->has_pend, 1);
+    pthread_mutex_unlock(&l->pmu);
+    if (l->multi != NULL)
+        curl_multi_wakeup(l->multi);
+    return WH_OK;
+}
+
+uint64_t dsp_loop_version(dsp_loop *l)
+{
+    return atomic_load(&l->version);
+}
+
+void dsp_loop_on_reload(dsp_loop *l, void (*fn)(void *arg), void *arg)
+{
+    l->on_reload = fn;
+    l->reload_arg = arg;
+}
+
+dsp_target *dsp_loop_find(dsp_loop *l, const char *tenant, const char *name)
+{
+    for (int i = 0; i < l->ntargets; i++) {
+        dsp_target *t = l->targets[i];
+        if (strcmp(t->name, name) == 0 && strcmp(t->set.tenant, tenant) == 0)
+            return t;
+    }
+    return NULL;
+}
+
+static void apply_change(dsp_loop *l, dsp_target *t, const dsp_spec *sp)
+{
+    WH_UNUSED(l);
+    char err[WH_ERRLEN];
+    if (dsp_target_reconfigure(t, sp, err, sizeof(err)) != WH_OK) {
+        wh_error("%s; the target keeps its previous URL, secrets and settings", err);
+        return;
+    }
+    wh_info("target %s/%s: URL, secrets and delivery settings swapped in (batch_max_events=%u "
+            "batch_max_bytes=%u retry=%d..%d ms http_timeout=%d ms)",
+            sp->set.tenant, sp->name, sp->set.batch_max_events, sp->set.batch_max_bytes,
+            sp->set.retry_base_ms, sp->set.retry_max_ms, sp->set.http_timeout_ms);
+}
+
+/* Loop thread: applies the pending target list. */
+static void reconcile(dsp_loop *l)
+{
+    pthread_mutex_lock(&l->pmu);
+    dsp_spec *specs = l->pend;
+    int n = l->npend;
+    uint64_t version = l->pend_version;
+    l->pend = NULL;
+    l->npend = 0;
+    atomic_store(&l->has_pend, 0);
+    pthread_mutex_unlock(&l->pmu);
+
+    for (int i = 0; i < l->ntargets; i++)
+        l->targets[i]->seen = 0;
+    int added = 0, changed = 0, removed = 0;
+    for (int k = 0; k < n; k++) {
+        dsp_spec *sp = &specs[k];
+        wh_strlcpy(sp->set.store_endpoint, l->base.store_endpoint, sizeof(sp->set.store_endpoint));
+        sp->set.ipc_timeout_ms = l->base.ipc_timeout_ms;
+        sp->set.ipc_max_msg = l->base.ipc_max_msg;
+        dsp_settings_clamp(&sp->set);
+        dsp_target *t = dsp_loop_find(l, sp->set.tenant, sp->name);
+        char err[WH_ERRLEN];
+        if (t == NULL) {
+            if (add_target(l, sp, err, sizeof(err)) != WH_OK) {
+                wh_error("cannot start target %s/%s: %s", sp->set.tenant, sp->name, err);
+                continue;
+            }
+            l->targets[l->ntargets - 1]->seen = 1;
+            wh_info("target %s/%s added%s", sp->set.tenant, sp->name,
+                    sp->paused ? " (paused)" : "");
+            added++;
+            continue;
+        }
+        t->seen = 1;
+        if (t->paused != sp->paused) {
+            pthread_mutex_lock(&l->tmu);
+            t->paused = sp->paused;
+            pthread_mutex_unlock(&l->tmu);
+            /* a resumed target reads again from its committed offset: what it
+             * read before the pause may be stale (the offset may have moved) */
+            if (!sp->paused && t->state != DSP_T_POSTING)
+                dsp_target_reset(t);
+            wh_info("target %s/%s %s", sp->set.tenant, sp->name,
+                    sp->paused ? "paused (it keeps its offset)" : "resumed");
+        }
+        dsp_spec *prev = t->next_spec;
+        if (!t->has_spec || dsp_spec_changed(&t->spec, sp)) {
+            changed++;
+            t->spec = *sp;
+            t->has_spec = 1;
+            if (t->state == DSP_T_POSTING) {
+                /* between requests, never mid-request */
+                if (prev == NULL)
+                    prev = malloc(sizeof(*prev));
+                if (prev != NULL) {
+                    *prev = *sp;
+                    t->next_spec = prev;
+                }
+            } else {
+                free(prev);
+                t->next_spec = NULL;
+                apply_change(l, t, sp);
+            }
+        }
+    }
+    for (int i = l->ntargets - 1; i >= 0; i--) {
+        if (l->targets[i]->seen)
+            continue;
+        wh_info("target %s/%s removed", l->targets[i]->set.tenant, l->targets[i]->name);
+        remove_target(l, i);
+        removed++;
+    }
+    free(specs);
+    atomic_store(&l->version, version);
+    wh_info("state version %" PRIu64 " applied: %d target(s) (%d added, %d changed, %d removed)",
+            version, l->ntargets, added, changed, removed);
+}
+
+/* Loop thread: swaps in changes that waited for a request to finish. */
+static void apply_deferred(dsp_loop *l)
+{
+    for (int i = 0; i < l->ntargets; i++) {
+        dsp_target *t = l->targets[i];
+        if (t->next_spec == NULL || t->state == DSP_T_POSTING)
+            continue;
+        apply_change(l, t, t->next_spec);
+        free(t->next_spec);
+        t->next_spec = NULL;
+    }
 }
 
 static int stopping(dsp_loop *l)
@@ -99,11 +319,13 @@ static int reap(dsp_loop *l)
 static int start_ready(dsp_loop *l)
 {
     int started = 0;
+    if (l->ntargets == 0)
+        return 0;
     uint64_t now = wh_now_ms();
     for (int k = 0; k < l->ntargets; k++) {
         if (l->max_inflight > 0 && l->inflight >= l->max_inflight)
             break;
-        dsp_target *t = &l->targets[(l->rr + k) % l->ntargets];
+        dsp_target *t = l->targets[(l->rr + k) % l->ntargets];
         if (dsp_target_maybe_post(t, l->multi, now) == 1) {
             l->inflight++;
             started++;
@@ -118,50 +340,31 @@ static int next_timeout(dsp_loop *l)
     uint64_t now = wh_now_ms();
     long to = DSP_POLL_MAX_MS;
     for (int i = 0; i < l->ntargets; i++) {
-        long t = dsp_target_timeout_ms(&l->targets[i], now);
+        atomic_store(&l->targets[i]->state_pub, (int)l->targets[i]->state);
+        long t = dsp_target_timeout_ms(l->targets[i], now);
         if (t >= 0 && t < to)
             to = t;
     }
     return (int)to;
 }
 
-/* SIGHUP: re-reads the file; runtime settings are swapped in, a bad file
- * keeps the old ones, static ones (targets, endpoints) need a restart. */
-static void reload(dsp_loop *l, const char *cfg_path)
-{
-    static wh_config nc; /* loop thread only */
-    char err[WH_ERRLEN];
-    if (wh_config_load(&nc, cfg_path, err, sizeof(err)) != WH_OK) {
-        wh_warn("reload failed, keeping the old settings: %s", err);
-        return;
-    }
-    int same_targets = nc.ntargets == l->ntargets;
-    for (int i = 0; same_targets && i < l->ntargets; i++)
-        same_targets = strcmp(nc.targets[i].name, l->targets[i].name) == 0;
-    if (!same_targets)
-        wh_warn("reload: the list of targets changed; it takes effect after a restart");
-    dsp_settings set;
-    dsp_settings_from_config(&set, &nc);
-    for (int i = 0; i < l->ntargets; i++)
-        dsp_target_apply_settings(&l->targets[i], &set);
-    wh_info("reloaded: batch_max_events=%u batch_max_bytes=%u retry=%d..%d ms http_timeout=%d ms",
-            set.batch_max_events, set.batch_max_bytes, set.retry_base_ms, set.retry_max_ms,
-            set.http_timeout_ms);
-}
-
-int dsp_loop_run(dsp_loop *l, const char *cfg_path)
+int dsp_loop_run(dsp_loop *l)
 {
     int running = 0;
     wh_info("dispatching to %d target(s)", l->ntargets);
     while (!stopping(l)) {
         if (wh_reload_requested) {
             wh_reload_requested = 0;
-            reload(l, cfg_path);
+            if (l->on_reload != NULL)
+                l->on_reload(l->reload_arg);
         }
+        if (atomic_load(&l->has_pend))
+            reconcile(l);
         CURLMcode mc = curl_multi_perform(l->multi, &running);
         if (mc != CURLM_OK)
             wh_error("curl_multi_perform: %s", curl_multi_strerror(mc));
         reap(l);
+        apply_deferred(l);
         if (start_ready(l) > 0)
             continue; /* kick the new transfers at once */
         mc = curl_multi_poll(l->multi, NULL, 0, next_timeout(l), NULL);
@@ -187,7 +390,7 @@ int dsp_loop_run(dsp_loop *l, const char *cfg_path)
         curl_multi_poll(l->multi, NULL, 0, left < 100 ? (int)left : 100, NULL);
     }
     for (int i = 0; i < l->ntargets; i++)
-        dsp_target_abandon(&l->targets[i], l->multi);
+        dsp_target_abandon(l->targets[i], l->multi);
     l->inflight = 0;
     return WH_OK;
 }
@@ -200,11 +403,9 @@ void dsp_loop_stop(dsp_loop *l)
 }
 
 /* Label value escaping for Prometheus: \ " and newline. */
-static int put_label(wh_buf *b, const char *name)
+static int put_value(wh_buf *b, const char *v)
 {
-    if (wh_buf_puts(b, "target=\"") != WH_OK)
-        return WH_ERR;
-    for (const char *p = name; *p; p++) {
+    for (const char *p = v; *p; p++) {
         if ((*p == '\\' || *p == '"') && wh_buf_putc(b, '\\') != WH_OK)
             return WH_ERR;
         if (*p == '\n') {
@@ -215,33 +416,57 @@ static int put_label(wh_buf *b, const char *name)
         if (wh_buf_putc(b, *p) != WH_OK)
             return WH_ERR;
     }
-    if (wh_buf_putc(b, '"') != WH_OK)
+    return WH_OK;
+}
+
+static int put_labels(wh_buf *b, const dsp_target *t)
+{
+    if (wh_buf_puts(b, "tenant=\"") != WH_OK || put_value(b, t->set.tenant) != WH_OK ||
+        wh_buf_puts(b, "\",target=\"") != WH_OK || put_value(b, t->name) != WH_OK ||
+        wh_buf_putc(b, '"') != WH_OK)
         return WH_ERR;
     return wh_buf_cstr(b);
 }
 
-typedef enum { M_DELIVERED, M_FAILURES, M_LATENCY, M_COMMITTED_LSN } metric_kind;
+typedef enum {
+    M_DELIVERED,
+    M_FAILURES,
+    M_LATENCY,
+    M_COMMITTED_LSN,
+    M_PAUSED,
+    M_STATE,
+    M_RESETS,
+    M_N
+} metric_kind;
 
 static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
 {
-    static const char *names[] = {
-        "walhook_events_delivered_total", "walhook_delivery_failures_total",
-        "walhook_delivery_latency_seconds", "walhook_dispatcher_committed_lsn"};
-    static const char *types[] = {"counter", "counter", "histogram", "gauge"};
+    static const char *names[] = {"walhook_events_delivered_total",
+                                  "walhook_delivery_failures_total",
+                                  "walhook_delivery_latency_seconds",
+                                  "walhook_dispatcher_committed_lsn",
+                                  "walhook_target_paused",
+                                  "walhook_target_state",
+                                  "walhook_target_offset_resets_total"};
+    static const char *types[] = {"counter", "counter", "histogram", "gauge",
+                                  "gauge",   "gauge",   "counter"};
     static const char *helps[] = {
         "Events delivered with a 2xx response, per target.",
         "Failed delivery attempts (non-2xx or transport error), per target.",
         "Time from commit_ts to the 2xx response, per event, per target.",
-        "Commit LSN of the last offset the store acknowledged, per target."};
+        "Commit LSN of the last offset the store acknowledged, per target.",
+        "1 while the target is paused (it keeps its offset).",
+        "Delivery state of the target: 0 idle, 1 posting, 2 backing off, 3 paused.",
+        "Times the target dropped its read-ahead because its offset was moved."};
     if (wh_metric_header(out, names[kind], types[kind], helps[kind]) != WH_OK)
         return WH_ERR;
     wh_buf lab;
     wh_buf_init(&lab, 0);
     int rc = WH_OK;
     for (int i = 0; i < l->ntargets && rc == WH_OK; i++) {
-        dsp_target *t = &l->targets[i];
+        dsp_target *t = l->targets[i];
         wh_buf_reset(&lab);
-        if (put_label(&lab, t->name) != WH_OK) {
+        if (put_labels(&lab, t) != WH_OK) {
             rc = WH_ERR;
             break;
         }
@@ -258,6 +483,18 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
         case M_COMMITTED_LSN:
             rc = wh_metric_i64(out, names[kind], lab.data, wh_gauge_get(&t->committed_lsn));
             break;
+        case M_PAUSED:
+            rc = wh_metric_u64(out, names[kind], lab.data, t->paused ? 1 : 0);
+            break;
+        case M_STATE:
+            rc = wh_metric_u64(out, names[kind], lab.data,
+                               t->paused ? 3 : (uint64_t)atomic_load(&t->state_pub));
+            break;
+        case M_RESETS:
+            rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->resets));
+            break;
+        default:
+            break;
         }
     }
     wh_buf_free(&lab);
@@ -266,9 +503,25 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
 
 int dsp_loop_metrics(dsp_loop *l, wh_buf *out)
 {
-    for (int k = M_DELIVERED; k <= M_COMMITTED_LSN; k++)
-        if (render_metric(l, out, (metric_kind)k) != WH_OK)
-            return WH_ERR;
+    int rc = WH_OK;
+    pthread_mutex_lock(&l->tmu);
+    for (int k = 0; k < M_N && rc == WH_OK; k++)
+        rc = render_metric(l, out, (metric_kind)k);
+    int n = l->ntargets;
+    pthread_mutex_unlock(&l->tmu);
+    if (rc == WH_OK)
+        rc = wh_metric_header(out, "walhook_dispatcher_targets", "gauge",
+                              "Targets the dispatcher runs (every tenant).");
+    if (rc == WH_OK)
+        rc = wh_metric_i64(out, "walhook_dispatcher_targets", "", n);
+    if (rc == WH_OK)
+        rc = wh_metric_header(out, "walhook_state_version", "gauge",
+                              "Version of the runtime state the daemon applied last.");
+    if (rc == WH_OK)
+        rc = wh_metric_u64(out, "walhook_state_version", "daemon=\"dispatcher\"",
+                           atomic_load(&l->version));
+    if (rc != WH_OK)
+        return WH_ERR;
     return wh_buf_cstr(out);
 }
 
@@ -277,16 +530,22 @@ void dsp_loop_destroy(dsp_loop *l)
     if (l == NULL)
         return;
     /* stop every reader first so their final commits run in parallel */
-    for (int i = 0; i < l->ninit; i++)
-        if (l->targets[i].thr_started)
-            dsp_target_stop_reader(&l->targets[i]);
-    for (int i = 0; i < l->ninit; i++)
-        dsp_target_destroy(&l->targets[i]);
+    for (int i = 0; i < l->ntargets; i++)
+        if (l->targets[i]->thr_started)
+            dsp_target_stop_reader(l->targets[i]);
+    for (int i = 0; i < l->ntargets; i++) {
+        dsp_target_destroy(l->targets[i]);
+        free(l->targets[i]->next_spec);
+        free(l->targets[i]);
+    }
     free(l->targets);
+    free(l->pend);
     if (l->multi != NULL)
         curl_multi_cleanup(l->multi);
     if (l->curl_inited)
         curl_global_cleanup();
+    pthread_mutex_destroy(&l->tmu);
+    pthread_mutex_destroy(&l->pmu);
     free(l);
 }
 
@@ -297,5 +556,5 @@ int dsp_loop_ntargets(const dsp_loop *l)
 
 dsp_target *dsp_loop_target(dsp_loop *l, int i)
 {
-    return (i >= 0 && i < l->ntargets) ? &l->targets[i] : NULL;
+    return (i >= 0 && i < l->ntargets) ? l->targets[i] : NULL;
 }

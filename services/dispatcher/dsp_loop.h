@@ -18,11 +18,23 @@
 
 typedef struct dsp_loop dsp_loop;
 
-/* Builds every target of cfg and starts their store readers. */
+/* Builds the targets of cfg (tenant cfg->tenant; none is fine: the loop
+ * idles until targets arrive through dsp_loop_set_targets) and starts their
+ * store readers. */
 int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errlen);
-/* Runs on the calling thread until stopped; returns WH_OK after draining. */
-/* Runs until dsp_loop_stop() or a stop signal; SIGHUP re-reads cfg_path. */
-int dsp_loop_run(dsp_loop *l, const char *cfg_path);
+/* Runs on the calling thread until dsp_loop_stop() or a stop signal;
+ * returns WH_OK after draining. SIGHUP calls the function set with
+ * dsp_loop_on_reload (on the loop thread). */
+int dsp_loop_run(dsp_loop *l);
+void dsp_loop_on_reload(dsp_loop *l, void (*fn)(void *arg), void *arg);
+/* Thread-safe: the complete list of targets of every tenant as of state
+ * `version` (copied). The loop reconciles by (tenant, name) on its thread:
+ * new ones start, changed ones are swapped between requests, paused ones
+ * start no request, missing ones stop (their pending commit is forgotten)
+ * and are destroyed. */
+int dsp_loop_set_targets(dsp_loop *l, const dsp_spec *specs, int n, uint64_t version);
+/* Version of the target list applied last (0: the file's). */
+uint64_t dsp_loop_version(dsp_loop *l);
 /* Thread-safe; wakes the loop. */
 void dsp_loop_stop(dsp_loop *l);
 /* Thread-safe: appends the dispatcher's Prometheus metrics to out. */
@@ -30,8 +42,10 @@ int dsp_loop_metrics(dsp_loop *l, wh_buf *out);
 /* Stops the readers (final commits) and frees everything. */
 void dsp_loop_destroy(dsp_loop *l);
 
-/* For tests: number of targets and access to one. */
+/* For tests: number of targets and access to one (loop thread or stopped
+ * loop). */
 int dsp_loop_ntargets(const dsp_loop *l);
 dsp_target *dsp_loop_target(dsp_loop *l, int i);
+dsp_target *dsp_loop_find(dsp_loop *l, const char *tenant, const char *name);
 
 #endif

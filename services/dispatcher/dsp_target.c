@@ -13,29 +13,56 @@
 #define DSP_WARN_EVERY_MS 10000 /* repeated failure warnings per target */
 #define DSP_STOP_COMMIT_TRIES 3
 
-void dsp_settings_from_config(dsp_settings *s, const wh_config *c)
+void dsp_settings_clamp(dsp_settings *s)
 {
-    memset(s, 0, sizeof(*s));
-    wh_strlcpy(s->tenant, c->tenant, sizeof(s->tenant));
-    wh_strlcpy(s->store_endpoint, c->store_endpoint, sizeof(s->store_endpoint));
-    s->ipc_timeout_ms = c->ipc_timeout_ms > 0 ? c->ipc_timeout_ms : 5000;
-    s->ipc_max_msg = c->ipc_max_msg_bytes > 0 ? (size_t)c->ipc_max_msg_bytes : 0;
-    s->batch_max_events = c->batch_max_events > 0 ? (uint32_t)c->batch_max_events : 1;
-    int64_t mb = c->batch_max_bytes > 0 ? c->batch_max_bytes : 1;
+    if (s->ipc_timeout_ms <= 0)
+        s->ipc_timeout_ms = 5000;
+    if (s->batch_max_events == 0)
+        s->batch_max_events = 1;
+    uint64_t mb = s->batch_max_bytes > 0 ? s->batch_max_bytes : 1;
     /* a Read reply must fit in one IPC message, with room for framing */
-    if (s->ipc_max_msg > 0 && (uint64_t)mb + 65536 > s->ipc_max_msg)
-        mb =
-            s->ipc_max_msg > 131072 ? (int64_t)s->ipc_max_msg - 65536 : (int64_t)s->ipc_max_msg / 2;
-    if (mb > UINT32_MAX)
-        mb = UINT32_MAX;
+    if (s->ipc_max_msg > 0 && mb + 65536 > s->ipc_max_msg)
+        mb = s->ipc_max_msg > 131072 ? s->ipc_max_msg - 65536 : s->ipc_max_msg / 2;
     s->batch_max_bytes = (uint32_t)mb;
     /* long poll shorter than the IPC timeout */
     s->read_wait_ms = 200;
     if ((int)s->read_wait_ms > s->ipc_timeout_ms / 2)
         s->read_wait_ms = (uint32_t)(s->ipc_timeout_ms / 2);
-    s->retry_base_ms = c->retry_base_ms > 0 ? c->retry_base_ms : 1;
-    s->retry_max_ms = c->retry_max_ms >= s->retry_base_ms ? c->retry_max_ms : s->retry_base_ms;
-    s->http_timeout_ms = c->http_timeout_ms > 0 ? c->http_timeout_ms : 10000;
+    if (s->retry_base_ms <= 0)
+        s->retry_base_ms = 1;
+    if (s->retry_max_ms < s->retry_base_ms)
+        s->retry_max_ms = s->retry_base_ms;
+    if (s->http_timeout_ms <= 0)
+        s->http_timeout_ms = 10000;
+}
+
+void dsp_settings_from_config(dsp_settings *s, const wh_config *c)
+{
+    memset(s, 0, sizeof(*s));
+    wh_strlcpy(s->tenant, c->tenant, sizeof(s->tenant));
+    wh_strlcpy(s->store_endpoint, c->store_endpoint, sizeof(s->store_endpoint));
+    s->ipc_timeout_ms = c->ipc_timeout_ms;
+    s->ipc_max_msg = c->ipc_max_msg_bytes > 0 ? (size_t)c->ipc_max_msg_bytes : 0;
+    s->batch_max_events = c->batch_max_events > 0 ? (uint32_t)c->batch_max_events : 1;
+    int64_t mb = c->batch_max_bytes > 0 ? c->batch_max_bytes : 1;
+    s->batch_max_bytes = mb > UINT32_MAX ? UINT32_MAX : (uint32_t)mb;
+    s->retry_base_ms = c->retry_base_ms;
+    s->retry_max_ms = c->retry_max_ms;
+    s->http_timeout_ms = c->http_timeout_ms;
+    dsp_settings_clamp(s);
+}
+
+int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b)
+{
+    if (strcmp(a->url, b->url) != 0 || a->nsecrets != b->nsecrets)
+        return 1;
+    for (int i = 0; i < a->nsecrets; i++)
+        if (strcmp(a->secrets[i], b->secrets[i]) != 0)
+            return 1;
+    const dsp_settings *x = &a->set, *y = &b->set;
+    return x->batch_max_events != y->batch_max_events || x->batch_max_bytes != y->batch_max_bytes ||
+           x->retry_base_ms != y->retry_base_ms || x->retry_max_ms != y->retry_max_ms ||
+           x->http_timeout_ms != y->http_timeout_ms;
 }
 
 /* ---- batches ---------------------------------------------------------- */
@@ -116,7 +143,9 @@ static void timed_wait_locked(dsp_target *t, int ms)
         pthread_cond_timedwait(&t->cv, &t->mu, &ts);
 }
 
-static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, char *err, size_t errlen)
+/* WH_OK, WH_ERR, or 409 when the store refused a stale epoch. */
+static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, uint64_t epoch, char *err,
+                     size_t errlen)
 {
     Walhook__Position pos = WALHOOK__POSITION__INIT;
     pos.lsn = lsn;
@@ -125,12 +154,14 @@ static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, char *err, size_
     co.tenant = t->set.tenant;
     co.consumer = t->name;
     co.pos = &pos;
+    co.epoch = epoch;
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_COMMIT;
     req.commit = &co;
     Walhook__Reply *rep = NULL;
-    if (wh_client_call(t->store, &req, &rep, err, errlen) != WH_OK)
-        return WH_ERR;
+    int status = 0;
+    if (wh_client_call_status(t->store, &req, &rep, &status, err, errlen) != WH_OK)
+        return status == 409 ? 409 : WH_ERR;
     int ok = rep->body_case == WALHOOK__REPLY__BODY_OFFSET && rep->offset != NULL;
     walhook__reply__free_unpacked(rep, NULL);
     if (!ok)
@@ -139,7 +170,8 @@ static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, char *err, size_
     return WH_OK;
 }
 
-/* Reads one batch into the free slot. Returns events kept, 0, or -1. */
+/* Reads one batch into the free slot. Returns events kept, 0, -1 (error)
+ * or -2 (the consumer's epoch changed: reset). */
 static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t max_bytes,
                    char *err, size_t errlen)
 {
@@ -180,6 +212,14 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
             alsn = rd->committed->lsn;
             aseq = rd->committed->seq;
         }
+        if (t->has_epoch && rd->epoch != t->epoch) {
+            /* the offset was moved (SetOffset) since the last read */
+            walhook__reply__free_unpacked(rep, NULL);
+            return -2;
+        }
+        t->has_epoch = 1;
+        t->epoch = rd->epoch;
+        slot->epoch = rd->epoch;
         kept = dsp_batch_fill(slot, t->set.tenant, rd->events, rd->n_events, has_after, alsn, aseq);
         if (kept < 0) {
             wh_seterr(err, errlen, "out of memory building a batch");
@@ -196,6 +236,17 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
     return kept;
 }
 
+/* Called with mu held: asks the loop for a reset (the offset moved). */
+static void request_reset_locked(dsp_target *t)
+{
+    t->reset_req = 1;
+    t->commit_pending = 0; /* read with an older epoch: refused anyway */
+    pthread_mutex_unlock(&t->mu);
+    if (t->notify)
+        t->notify(t->notify_arg);
+    pthread_mutex_lock(&t->mu);
+}
+
 static void *reader_main(void *arg)
 {
     dsp_target *t = arg;
@@ -204,37 +255,54 @@ static void *reader_main(void *arg)
     uint64_t last_warn = 0;
 
     pthread_mutex_lock(&t->mu);
+    t->my_gen = t->gen;
     for (;;) {
-        while (!t->stop && !t->commit_pending && t->count == DSP_PREFETCH)
+        while (!t->stop && !t->commit_pending && (t->count == DSP_PREFETCH || t->reset_req))
             pthread_cond_wait(&t->cv, &t->mu);
+        if (t->gen != t->my_gen) {
+            /* the loop dropped what was read: read from the committed offset */
+            t->my_gen = t->gen;
+            t->has_from = 0;
+            t->has_epoch = 0;
+        }
         if (t->commit_pending) {
             uint64_t lsn = t->commit_lsn;
             uint32_t seq = t->commit_seq;
+            uint64_t epoch = t->commit_epoch;
             t->commit_pending = 0;
             pthread_mutex_unlock(&t->mu);
-            int rc = do_commit(t, lsn, seq, err, sizeof(err));
+            int rc = do_commit(t, lsn, seq, epoch, err, sizeof(err));
             pthread_mutex_lock(&t->mu);
             if (rc == WH_OK) {
                 commit_fail = 0;
+                continue;
+            }
+            if (rc == 409) {
+                wh_info("target %s/%s: the offset was moved; reading again from it", t->set.tenant,
+                        t->name);
+                commit_fail = 0;
+                if (!t->stop)
+                    request_reset_locked(t);
                 continue;
             }
             /* put it back unless a newer position arrived meanwhile */
             if (!t->commit_pending || wh_pos_cmp(lsn, seq, t->commit_lsn, t->commit_seq) > 0) {
                 t->commit_lsn = lsn;
                 t->commit_seq = seq;
+                t->commit_epoch = epoch;
             }
             t->commit_pending = 1;
             commit_fail++;
             uint64_t now = wh_now_ms();
             if (commit_fail == 1 || now - last_warn >= DSP_WARN_EVERY_MS) {
-                wh_warn("target %s: CommitOffset failed (%s), attempt %d, retrying", t->name, err,
-                        commit_fail);
+                wh_warn("target %s/%s: CommitOffset failed (%s), attempt %d, retrying",
+                        t->set.tenant, t->name, err, commit_fail);
                 last_warn = now;
             }
             if (t->stop && ++stop_tries >= DSP_STOP_COMMIT_TRIES) {
-                wh_warn("target %s: giving up the last commit at shutdown; the batch will be "
+                wh_warn("target %s/%s: giving up the last commit at shutdown; the batch will be "
                         "delivered again (same webhook-id)",
-                        t->name);
+                        t->set.tenant, t->name);
                 break;
             }
             timed_wait_locked(t, dsp_retry_delay_ms(commit_fail, 50, 2000));
@@ -242,17 +310,20 @@ static void *reader_main(void *arg)
         }
         if (t->stop)
             break;
-        if (t->count == DSP_PREFETCH)
+        if (t->count == DSP_PREFETCH || t->reset_req)
             continue;
         dsp_batch *slot = &t->slots[(t->head + t->count) % DSP_PREFETCH];
         uint32_t max_events = t->set.batch_max_events; /* runtime settings: under mu */
         uint32_t max_bytes = t->set.batch_max_bytes;
+        unsigned gen = t->gen;
         pthread_mutex_unlock(&t->mu);
         /* The slot is invisible to the loop until count is incremented. */
         uint64_t t0 = wh_now_ms();
         int kept = do_read(t, slot, max_events, max_bytes, err, sizeof(err));
         uint64_t took = wh_now_ms() - t0;
         pthread_mutex_lock(&t->mu);
+        if (t->gen != gen)
+            continue; /* reset while reading: drop it */
         if (kept > 0) {
             t->count++;
             read_fail = 0;
@@ -260,12 +331,16 @@ static void *reader_main(void *arg)
             if (t->notify)
                 t->notify(t->notify_arg);
             pthread_mutex_lock(&t->mu);
+        } else if (kept == -2) {
+            wh_info("target %s/%s: the offset was moved; reading again from it", t->set.tenant,
+                    t->name);
+            request_reset_locked(t);
         } else if (kept < 0) {
             read_fail++;
             uint64_t now = wh_now_ms();
             if (read_fail == 1 || now - last_warn >= DSP_WARN_EVERY_MS) {
-                wh_warn("target %s: Read from store failed (%s), attempt %d, retrying", t->name,
-                        err, read_fail);
+                wh_warn("target %s/%s: Read from store failed (%s), attempt %d, retrying",
+                        t->set.tenant, t->name, err, read_fail);
                 last_warn = now;
             }
             timed_wait_locked(t, dsp_retry_delay_ms(read_fail, 50, 2000));
@@ -287,22 +362,38 @@ static size_t discard_cb(char *p, size_t size, size_t n, void *ud)
     return size * n;
 }
 
-int dsp_target_init(dsp_target *t, const wh_target *cfg, const dsp_settings *set,
-                    dsp_notify_fn notify, void *notify_arg, char *err, size_t errlen)
+/* Parses every secret of sp into keys; nothing is written on error. */
+static int parse_keys(dsp_key *keys, int *nkeys, const dsp_spec *sp, char *err, size_t errlen)
+{
+    dsp_key k[DSP_KEYS_MAX];
+    int n = sp->nsecrets < DSP_KEYS_MAX ? sp->nsecrets : DSP_KEYS_MAX;
+    for (int i = 0; i < n; i++) {
+        char kerr[WH_ERRLEN];
+        if (dsp_key_parse(&k[i], sp->secrets[i], kerr, sizeof(kerr)) != WH_OK)
+            return wh_seterr(err, errlen, "target %s/%s: secrets[%d]: %s", sp->set.tenant, sp->name,
+                             i, kerr);
+    }
+    memcpy(keys, k, (size_t)n * sizeof(k[0]));
+    *nkeys = n;
+    return WH_OK;
+}
+
+int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, void *notify_arg,
+                    char *err, size_t errlen)
 {
     memset(t, 0, sizeof(*t));
-    wh_strlcpy(t->name, cfg->name, sizeof(t->name));
-    wh_strlcpy(t->url, cfg->url, sizeof(t->url));
-    t->set = *set;
+    wh_strlcpy(t->name, sp->name, sizeof(t->name));
+    wh_strlcpy(t->url, sp->url, sizeof(t->url));
+    t->set = sp->set;
+    t->paused = sp->paused;
     t->notify = notify;
     t->notify_arg = notify_arg;
     for (int i = 0; i < DSP_PREFETCH; i++)
         wh_buf_init(&t->slots[i].body, 0);
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
-    char kerr[WH_ERRLEN];
-    if (dsp_key_parse(&t->key, cfg->secret, kerr, sizeof(kerr)) != WH_OK)
-        return wh_seterr(err, errlen, "target %s: secret: %s", cfg->name, kerr);
+    if (parse_keys(t->keys, &t->nkeys, sp, err, errlen) != WH_OK)
+        return WH_ERR;
 
     CURL *e = curl_easy_init();
     if (e == NULL)
@@ -349,6 +440,41 @@ void dsp_target_apply_settings(dsp_target *t, const dsp_settings *set)
     t->set.retry_base_ms = set->retry_base_ms;
     t->set.retry_max_ms = set->retry_max_ms;
     t->set.http_timeout_ms = set->http_timeout_ms;
+    pthread_mutex_unlock(&t->mu);
+}
+
+int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t errlen)
+{
+    if (parse_keys(t->keys, &t->nkeys, sp, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (strcmp(t->url, sp->url) != 0) {
+        wh_strlcpy(t->url, sp->url, sizeof(t->url));
+        curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
+    }
+    dsp_target_apply_settings(t, &sp->set);
+    return WH_OK;
+}
+
+void dsp_target_reset(dsp_target *t)
+{
+    pthread_mutex_lock(&t->mu);
+    t->gen++;
+    t->head = 0;
+    t->count = 0;
+    t->commit_pending = 0;
+    t->reset_req = 0;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    wh_counter_add(&t->resets, 1);
+    if (t->state == DSP_T_BACKOFF)
+        t->state = DSP_T_IDLE;
+    t->attempt = 0;
+}
+
+void dsp_target_forget_commit(dsp_target *t)
+{
+    pthread_mutex_lock(&t->mu);
+    t->commit_pending = 0;
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -399,6 +525,13 @@ int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
 {
     if (t->state == DSP_T_POSTING)
         return 0;
+    pthread_mutex_lock(&t->mu);
+    int reset = t->reset_req;
+    pthread_mutex_unlock(&t->mu);
+    if (reset)
+        dsp_target_reset(t);
+    if (t->paused)
+        return 0;
     if (t->state == DSP_T_BACKOFF && now_ms < t->retry_at_ms)
         return 0;
     dsp_batch *b = current_batch(t);
@@ -406,8 +539,8 @@ int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
         return 0;
     char err[WH_ERRLEN];
     int64_t ts = wh_wallclock_us() / 1000000;
-    if (dsp_headers_build(&t->hdr, &t->key, b->id, b->n, ts, b->body.data, b->body.len, err,
-                          sizeof(err)) != WH_OK) {
+    if (dsp_headers_build(&t->hdr, t->keys, t->nkeys, b->id, b->n, ts, b->body.data, b->body.len,
+                          err, sizeof(err)) != WH_OK) {
         wh_error("target %s: %s", t->name, err);
         t->state = DSP_T_BACKOFF;
         t->retry_at_ms = now_ms + (uint64_t)dsp_retry_delay_ms(++t->attempt, t->set.retry_base_ms,
@@ -452,6 +585,16 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
         t->state = DSP_T_IDLE;
         return;
     }
+    pthread_mutex_lock(&t->mu);
+    int reset = t->reset_req;
+    pthread_mutex_unlock(&t->mu);
+    if (reset) {
+        /* the offset moved while this request was in flight: its result
+         * must not be committed */
+        t->state = DSP_T_IDLE;
+        dsp_target_reset(t);
+        return;
+    }
     if (res == CURLE_OK && code >= 200 && code < 300) {
         int64_t now_wall = wh_wallclock_us();
         for (size_t i = 0; i < b->n; i++) {
@@ -462,7 +605,8 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
         }
         wh_counter_add(&t->delivered, b->n);
         if (t->attempt > 0)
-            wh_info("target %s: delivering again after %d failed attempts", t->name, t->attempt);
+            wh_info("target %s/%s: delivering again after %d failed attempts", t->set.tenant,
+                    t->name, t->attempt);
         t->attempt = 0;
         t->state = DSP_T_IDLE;
         pthread_mutex_lock(&t->mu);
@@ -470,6 +614,7 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
             wh_pos_cmp(b->last_lsn, b->last_seq, t->commit_lsn, t->commit_seq) > 0) {
             t->commit_lsn = b->last_lsn;
             t->commit_seq = b->last_seq;
+            t->commit_epoch = b->epoch;
         }
         t->commit_pending = 1;
         t->head = (t->head + 1) % DSP_PREFETCH;

@@ -16,11 +16,24 @@
  *
  * One easy handle per target is reused for every request, so the multi
  * handle's connection cache keeps the HTTP/1.1 connection alive.
+ *
+ * Runtime changes (dsp_state.c, on the loop thread): a changed URL, secrets
+ * or delivery settings are swapped in between requests
+ * (dsp_target_reconfigure); a paused target starts no request; a resumed
+ * one drops what it read ahead and reads again from the committed offset.
+ *
+ * Offset epochs: every Read reply carries the consumer's epoch and each
+ * batch remembers it; CommitOffset sends it. When the offset was moved over
+ * REST (the epoch changed: a commit is refused with 409, or a Read shows a
+ * new epoch) the reader asks for a reset: the loop drops the read-ahead
+ * batches and the result of a request in flight, and the reader reads again
+ * from the committed offset (generation counter `gen`).
  */
 #ifndef DSP_TARGET_H
 #define DSP_TARGET_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,6 +64,24 @@ typedef struct dsp_settings {
 } dsp_settings;
 
 void dsp_settings_from_config(dsp_settings *s, const wh_config *c);
+/* Bounds a settings struct the way dsp_settings_from_config does (a batch
+ * fits one IPC message, at least one event, retry_max >= retry_base ...). */
+void dsp_settings_clamp(dsp_settings *s);
+
+/* What defines a target: from the file (dsp_loop_create) or from the
+ * runtime state (dsp_state.c). */
+typedef struct dsp_spec {
+    char name[WH_NAME_MAX];
+    char url[WH_URL_MAX];
+    char secrets[DSP_KEYS_MAX][256];
+    int nsecrets;
+    int paused;
+    dsp_settings set; /* set.tenant is the target's tenant */
+} dsp_spec;
+
+/* 1 when a and b differ in what dsp_target_reconfigure swaps (URL,
+ * secrets, delivery settings). */
+int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b);
 
 /* One batch ready to post. */
 typedef struct dsp_batch {
@@ -60,6 +91,7 @@ typedef struct dsp_batch {
     size_t n;
     uint64_t last_lsn;
     uint32_t last_seq;
+    uint64_t epoch;      /* the consumer's offset epoch when it was read */
     char id[DSP_ID_MAX]; /* webhook-id: id of the batch's last event */
 } dsp_batch;
 
@@ -78,7 +110,8 @@ typedef struct dsp_target {
     /* static */
     char name[WH_NAME_MAX];
     char url[WH_URL_MAX];
-    dsp_key key;
+    dsp_key keys[DSP_KEYS_MAX];
+    int nkeys;
     dsp_settings set;
     dsp_notify_fn notify; /* called by the reader when a batch is ready */
     void *notify_arg;
@@ -91,7 +124,10 @@ typedef struct dsp_target {
     int commit_pending;
     uint64_t commit_lsn;
     uint32_t commit_seq;
+    uint64_t commit_epoch;
     int stop;
+    int reset_req; /* reader: the offset moved; loop: drop and reset */
+    unsigned gen;  /* bumped by each reset; a read of an older gen is dropped */
 
     /* reader private */
     pthread_t thr;
@@ -100,6 +136,9 @@ typedef struct dsp_target {
     int has_from;
     uint64_t from_lsn;
     uint32_t from_seq;
+    int has_epoch; /* epoch of the reads since the last reset */
+    uint64_t epoch;
+    unsigned my_gen;
 
     /* loop private */
     CURL *easy;
@@ -110,21 +149,38 @@ typedef struct dsp_target {
     uint64_t retry_at_ms; /* BACKOFF: monotonic ms of the next attempt */
     uint64_t last_warn_ms;
     char curl_err[CURL_ERROR_SIZE];
+    int paused;    /* written under the loop's metrics lock */
+    dsp_spec spec; /* what the target runs with (for comparisons) */
+    int has_spec;
+    dsp_spec *next_spec;  /* a change waiting for the request in flight */
+    int seen;             /* reconcile mark */
+    atomic_int state_pub; /* state, published for the metrics */
 
     /* metrics (atomics, any thread) */
     wh_counter delivered;
     wh_counter failures;
     wh_histogram latency;
     wh_gauge committed_lsn;
+    wh_counter resets; /* read-ahead dropped because the offset moved */
 } dsp_target;
 
-/* Prepares the target (key, curl handle, slots). Does not start the reader. */
 /* Swaps in the runtime settings (batch limits, retry backoff, HTTP timeout)
  * of a reloaded configuration. Called on the loop thread. */
 void dsp_target_apply_settings(dsp_target *t, const dsp_settings *set);
 
-int dsp_target_init(dsp_target *t, const wh_target *cfg, const dsp_settings *set,
-                    dsp_notify_fn notify, void *notify_arg, char *err, size_t errlen);
+/* Prepares the target (keys, curl handle, slots). Does not start the
+ * reader. */
+int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, void *notify_arg,
+                    char *err, size_t errlen);
+/* Loop thread, not while POSTING: URL, secrets and delivery settings of sp.
+ * A bad secret changes nothing (WH_ERR naming the target). */
+int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t errlen);
+/* Loop thread, not while POSTING: drops the read-ahead batches and makes
+ * the reader read again from the committed offset. */
+void dsp_target_reset(dsp_target *t);
+/* The target was removed: forget a commit that was not sent yet (its
+ * offset is dropped by the store). Before dsp_target_stop_reader. */
+void dsp_target_forget_commit(dsp_target *t);
 /* Opens the store client and starts the reader thread. */
 int dsp_target_start_reader(dsp_target *t, char *err, size_t errlen);
 /* Asks the reader to stop; it sends a pending commit first (bounded tries). */

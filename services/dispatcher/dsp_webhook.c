@@ -124,8 +124,9 @@ int dsp_sign(const dsp_key *key, const char *msg_id, int64_t ts, const void *bod
     return rc;
 }
 
-int dsp_headers_build(dsp_headers *h, const dsp_key *key, const char *msg_id, size_t nevents,
-                      int64_t ts, const void *body, size_t len, char *err, size_t errlen)
+int dsp_headers_build(dsp_headers *h, const dsp_key *keys, int nkeys, const char *msg_id,
+                      size_t nevents, int64_t ts, const void *body, size_t len, char *err,
+                      size_t errlen)
 {
     memset(h, 0, sizeof(*h));
     snprintf(h->content_type, sizeof(h->content_type), "Content-Type: application/json");
@@ -133,11 +134,18 @@ int dsp_headers_build(dsp_headers *h, const dsp_key *key, const char *msg_id, si
     if ((size_t)snprintf(h->id, sizeof(h->id), "webhook-id: %s", msg_id) >= sizeof(h->id))
         return wh_seterr(err, errlen, "webhook-id too long");
     snprintf(h->timestamp, sizeof(h->timestamp), "webhook-timestamp: %" PRId64, ts);
-    if (key != NULL && key->len > 0) {
+    size_t used = 0;
+    for (int i = 0; keys != NULL && i < nkeys; i++) {
+        if (keys[i].len == 0)
+            continue;
         char sig[DSP_SIG_MAX];
-        if (dsp_sign(key, msg_id, ts, body, len, sig, sizeof(sig)) != WH_OK)
+        if (dsp_sign(&keys[i], msg_id, ts, body, len, sig, sizeof(sig)) != WH_OK)
             return wh_seterr(err, errlen, "HMAC-SHA256 signing failed");
-        snprintf(h->signature, sizeof(h->signature), "webhook-signature: %s", sig);
+        int n = snprintf(h->signature + used, sizeof(h->signature) - used, "%s%s",
+                         used == 0 ? "webhook-signature: " : " ", sig);
+        if (n < 0 || (size_t)n >= sizeof(h->signature) - used)
+            return wh_seterr(err, errlen, "webhook-signature: too many secrets");
+        used += (size_t)n;
     }
     return WH_OK;
 }

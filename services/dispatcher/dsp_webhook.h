@@ -12,6 +12,7 @@
 #define DSP_KEY_MAX 128 /* decoded signing key bytes */
 #define DSP_SIG_MAX 64  /* "v1," + base64(32 bytes) + NUL = 48 */
 #define DSP_HDR_MAX 512 /* one header line */
+#define DSP_KEYS_MAX 4  /* secrets of one target (rotation): one signature each */
 
 /* Decoded signing key of a target; len 0 = unsigned target. */
 typedef struct dsp_key {
@@ -45,7 +46,10 @@ typedef struct dsp_headers {
     char signature[DSP_HDR_MAX]; /* "" when the target has no secret */
 } dsp_headers;
 
-int dsp_headers_build(dsp_headers *h, const dsp_key *key, const char *msg_id, size_t nevents,
-                      int64_t ts, const void *body, size_t len, char *err, size_t errlen);
+/* keys[0..nkeys): one "v1,<sig>" per non-empty key, space-separated in one
+ * webhook-signature header (Standard Webhooks key rotation). */
+int dsp_headers_build(dsp_headers *h, const dsp_key *keys, int nkeys, const char *msg_id,
+                      size_t nevents, int64_t ts, const void *body, size_t len, char *err,
+                      size_t errlen);
 
 #endif

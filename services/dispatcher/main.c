@@ -1,16 +1,21 @@
 /* walhook-dispatcher [-c walhook.conf]: reads each target's events from the
  * store and POSTs them as webhook batches (see dsp_loop.h, dsp_target.h).
- * Teardown: control endpoint first (no more Stats), then the loop (stops the
- * store readers after their final commits). */
+ * The targets of every tenant come from the runtime state (dsp_state.h).
+ * Teardown: the state watcher first (no more changes), then the control
+ * endpoint (no more Stats), then the loop (stops the store readers after
+ * their final commits). */
 #include "dsp_control.h"
 #include "dsp_loop.h"
+#include "dsp_state.h"
 #include "dsp_target.h"
 #include "wh_daemon.h"
 #include "wh_util.h"
 
+#define DSP_STORE_WAIT_MS 30000
+
 int main(int argc, char **argv)
 {
-    static wh_config cfg;
+    static wh_config cfg, loopcfg;
     char err[WH_ERRLEN];
     const char *path = wh_daemon_init(argc, argv, "dispatcher", &cfg);
 
@@ -25,9 +30,13 @@ int main(int argc, char **argv)
                  (long long)cfg.batch_max_bytes, (long long)need);
         return 2;
     }
+    /* the targets come from the runtime state, not from the file */
+    loopcfg = cfg;
+    loopcfg.ntargets = 0;
     dsp_loop *loop = NULL;
     wh_control *ctl = NULL;
-    if (dsp_loop_create(&loop, &cfg, err, sizeof(err)) != WH_OK) {
+    dsp_state *st = NULL;
+    if (dsp_loop_create(&loop, &loopcfg, err, sizeof(err)) != WH_OK) {
         wh_error("%s", err);
         return 2;
     }
@@ -36,10 +45,16 @@ int main(int argc, char **argv)
         dsp_loop_destroy(loop);
         return 1;
     }
-    wh_info("running (tenant %s, store %s, control %s)", cfg.tenant, cfg.store_endpoint,
-            cfg.dispatcher_control);
-    dsp_loop_run(loop, path);
+    if (dsp_state_start(&st, &cfg, path, loop, DSP_STORE_WAIT_MS, err, sizeof(err)) != WH_OK) {
+        wh_error("runtime state: %s", err);
+        wh_control_stop(ctl);
+        dsp_loop_destroy(loop);
+        return 1;
+    }
+    wh_info("running (store %s, control %s)", cfg.store_endpoint, cfg.dispatcher_control);
+    dsp_loop_run(loop);
     wh_info("stopping");
+    dsp_state_stop(st);
     wh_control_stop(ctl);
     dsp_loop_destroy(loop);
     wh_info("stopped");

@@ -510,6 +510,12 @@ uint64_t ing_batcher_acked_lsn(const ing_batcher *bt)
     return atomic_load(&((ing_batcher *)bt)->acked_lsn);
 }
 
+void ing_batcher_reset_lsn(ing_batcher *bt)
+{
+    bt->last_commit_end = 0;
+    atomic_store(&bt->acked_lsn, 0);
+}
+
 int64_t ing_batcher_unacked_bytes(const ing_batcher *bt)
 {
     return atomic_load(&((ing_batcher *)bt)->unacked_bytes);

@@ -46,6 +46,9 @@ int ing_batcher_seal(ing_batcher *bt, char *err, size_t errlen);
 uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us);
 
 uint64_t ing_batcher_acked_lsn(const ing_batcher *bt);
+/* After a drain, before streaming from another source: forgets the acked
+ * and last commit LSNs (they belong to the old source). */
+void ing_batcher_reset_lsn(ing_batcher *bt);
 /* Bytes sealed and not yet acknowledged by the store. */
 int64_t ing_batcher_unacked_bytes(const ing_batcher *bt);
 /* 1 when unacked bytes exceed the window: stop reading the socket. */

@@ -16,8 +16,8 @@
     "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c IntervalStyle=iso_8601"
 
 typedef struct repl {
-    const wh_config *cfg;
-    const char *cfg_path;
+    wh_config *cfg; /* own copy: the source may change at runtime */
+    const ing_source_watch *sw;
     ing_batcher *bt;
     ing_stats *st;
     ing_parser *parser;
@@ -652,27 +652,7 @@ static int handle_copy(repl *r, const uint8_t *p, size_t n, char *err, size_t er
 
 /* ---- loop ---------------------------------------------------------------- */
 
-enum { LOOP_STOP = 0, LOOP_RECONNECT = 1, LOOP_FATAL = 2 };
-
-static void maybe_reload(repl *r)
-{
-    if (!wh_reload_requested)
-        return;
-    wh_reload_requested = 0;
-    wh_config *nc = malloc(sizeof(*nc));
-    char err[WH_ERRLEN];
-    if (!nc)
-        return;
-    if (wh_config_load(nc, r->cfg_path, err, sizeof(err)) != WH_OK) {
-        wh_warn("reload failed, keeping the old settings: %s", err);
-    } else {
-        ing_batcher_set_limits(nc, r->bt);
-        wh_info("reloaded: flush_bytes=%lld flush_age_us=%lld window_bytes=%lld",
-                (long long)nc->flush_bytes, (long long)nc->flush_age_us,
-                (long long)nc->window_bytes);
-    }
-    free(nc);
-}
+enum { LOOP_STOP = 0, LOOP_RECONNECT = 1, LOOP_FATAL = 2, LOOP_SOURCE = 3 };
 
 static int stream(repl *r, char *err, size_t errlen)
 {
@@ -682,8 +662,9 @@ static int stream(repl *r, char *err, size_t errlen)
     for (;;) {
         if (wh_stop_requested)
             return LOOP_STOP;
-        maybe_reload(r);
-        int need_wait = 0; /* 1: libpq's buffer is drained, wait for the socket */
+        if (r->sw != NULL && r->sw->changed(r->sw->arg) && !r->in_txn)
+            return LOOP_SOURCE; /* between transactions: nothing half-batched */
+        int need_wait = 0;      /* 1: libpq's buffer is drained, wait for the socket */
         int throttled = ing_batcher_window_full(r->bt);
         if (!throttled) {
             for (int i = 0; i < 4096; i++) {
@@ -783,30 +764,24 @@ static void disconnect(repl *r)
     r->in_txn = 0;
 }
 
-int ing_repl_run(const wh_config *cfg, const char *cfg_path, ing_batcher *bt, ing_stats *st,
-                 char *err, size_t errlen)
+/* One source: until stop (WH_OK), fatal (WH_ERR) or a source change (2). */
+static int run_source(repl *r, int first, char *err, size_t errlen)
 {
-    repl rr;
-    memset(&rr, 0, sizeof(rr));
-    repl *r = &rr;
-    r->cfg = cfg;
-    r->cfg_path = cfg_path;
-    r->bt = bt;
-    r->st = st;
+    const wh_config *cfg = r->cfg;
+    ing_batcher *bt = r->bt;
+    ing_stats *st = r->st;
     int rc = WH_ERR;
     char lerr[WH_ERRLEN];
-    if (ing_parser_new(&r->parser, err, errlen) != WH_OK)
-        return WH_ERR;
-    if (ing_txn_set_tenant(&r->txn, cfg->tenant, err, errlen) != WH_OK)
-        goto out;
-
     wh_gauge_set(&st->state, ING_STATE_CONNECTING);
-    /* the very first connection must work: a wrong DSN fails fast */
-    if (repl_connect(r, err, errlen) != WH_OK)
-        goto fatal;
     int attempt = 0;
     int connected = 0;
-    if (repl_setup(r, lerr, sizeof(lerr)) == WH_OK) {
+    /* the very first connection must work: a wrong DSN fails fast; a source
+     * changed at runtime is retried */
+    if (repl_connect(r, first ? err : lerr, first ? errlen : sizeof(lerr)) != WH_OK) {
+        if (first)
+            goto fatal;
+        wh_warn("%s; retrying", lerr);
+    } else if (repl_setup(r, lerr, sizeof(lerr)) == WH_OK) {
         connected = 1;
     } else if (r->fatal) {
         wh_seterr(err, errlen, "%s", lerr);
@@ -824,9 +799,10 @@ int ing_repl_run(const wh_config *cfg, const char *cfg_path, ing_batcher *bt, in
             if (wh_stop_requested) {
                 ing_batcher_seal(bt, lerr, sizeof(lerr));
                 ing_batcher_drain(bt, 10000);
-                rc = WH_OK;
-                goto out;
+                return WH_OK;
             }
+            if (r->sw != NULL && r->sw->changed(r->sw->arg))
+                return 2;
             if (repl_connect(r, lerr, sizeof(lerr)) == WH_OK) {
                 if (repl_setup(r, lerr, sizeof(lerr)) == WH_OK) {
                     connected = 1;
@@ -846,8 +822,9 @@ int ing_repl_run(const wh_config *cfg, const char *cfg_path, ing_batcher *bt, in
         /* whatever happens, sealed events go to the store */
         char serr[128];
         ing_batcher_seal(bt, serr, sizeof(serr));
-        if (what == LOOP_STOP) {
-            wh_info("stopping: waiting for the store to acknowledge pending batches");
+        if (what == LOOP_STOP || what == LOOP_SOURCE) {
+            wh_info("%s: waiting for the store to acknowledge pending batches",
+                    what == LOOP_STOP ? "stopping" : "source changed");
             if (ing_batcher_drain(bt, 10000) != WH_OK)
                 wh_warn("pending batches not acknowledged in 10 s; PostgreSQL will resend them");
             if (r->conn && send_status(r, lerr, sizeof(lerr)) == WH_OK) {
@@ -857,8 +834,7 @@ int ing_repl_run(const wh_config *cfg, const char *cfg_path, ing_batcher *bt, in
             }
             if (r->conn)
                 PQputCopyEnd(r->conn, NULL);
-            rc = WH_OK;
-            goto out;
+            return what == LOOP_STOP ? WH_OK : 2;
         }
         if (what == LOOP_FATAL) {
             wh_seterr(err, errlen, "%s", lerr);
@@ -871,9 +847,53 @@ int ing_repl_run(const wh_config *cfg, const char *cfg_path, ing_batcher *bt, in
     }
 fatal:
     wh_gauge_set(&st->state, ING_STATE_ERROR);
-    rc = WH_ERR;
+    return rc;
+}
+
+int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing_source_watch *sw,
+                 char *err, size_t errlen)
+{
+    repl *r = calloc(1, sizeof(*r));
+    wh_config *own = malloc(sizeof(*own));
+    int rc = WH_ERR;
+    if (r == NULL || own == NULL) {
+        free(r);
+        free(own);
+        return wh_seterr(err, errlen, "out of memory");
+    }
+    *own = *cfg;
+    r->cfg = own;
+    r->sw = sw;
+    r->bt = bt;
+    r->st = st;
+    if (ing_txn_set_tenant(&r->txn, cfg->tenant, err, errlen) != WH_OK)
+        goto out;
+    for (int first = 1;; first = 0) {
+        if (ing_parser_new(&r->parser, err, errlen) != WH_OK)
+            goto out;
+        rc = run_source(r, first, err, errlen);
+        disconnect(r);
+        ing_parser_free(r->parser);
+        r->parser = NULL;
+        if (rc != 2)
+            break;
+        /* a new source: its LSNs have nothing to do with the old one's */
+        sw->take(sw->arg, own);
+        ing_batcher_reset_lsn(bt);
+        ing_txn txn = r->txn;
+        memset(r, 0, sizeof(*r));
+        r->cfg = own;
+        r->sw = sw;
+        r->bt = bt;
+        r->st = st;
+        r->txn = txn;
+        wh_info("source changed: connecting to the new source (slot \"%s\", publication \"%s\")",
+                own->slot, own->publication);
+    }
 out:
     disconnect(r);
     ing_parser_free(r->parser);
+    free(r);
+    free(own);
     return rc;
 }

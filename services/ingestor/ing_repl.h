@@ -15,12 +15,22 @@
 #include "ing_stats.h"
 #include "wh_config.h"
 
+/* Runtime source changes (ing_state.c): `changed` is a cheap check called
+ * on every turn of the stream loop (it also serves SIGHUP); `take` copies
+ * the new source (dsn, slot, publication, tables, create_slot) into cfg. */
+typedef struct ing_source_watch {
+    int (*changed)(void *arg);
+    void (*take)(void *arg, wh_config *cfg);
+    void *arg;
+} ing_source_watch;
+
 /* Runs until wh_stop_requested (WH_OK, after draining and a final status
  * update) or a fatal error (WH_ERR with the reason in err): the first
  * connection failing, a missing or invalidated slot, an undecodable
- * message. SIGHUP re-reads cfg_path (may be NULL) and applies the runtime
- * flush and window settings. */
-int ing_repl_run(const wh_config *cfg, const char *cfg_path, ing_batcher *bt, ing_stats *st,
+ * message. A changed source (sw, may be NULL) drains what was received,
+ * confirms it to the old source, and connects to the new one from scratch
+ * (a failure to connect there is retried, not fatal). */
+int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing_source_watch *sw,
                  char *err, size_t errlen);
 
 #endif

@@ -1,22 +1,76 @@
-/* walhook-ingestor: PostgreSQL logical replication -> walhook-store. */
+/* walhook-ingestor [-c FILE] [--tenant NAME]: PostgreSQL logical replication
+ * of one tenant -> walhook-store. The tenant (default: the file's `tenant`,
+ * or WALHOOK_INGESTOR_TENANT) names the entry of the runtime state that
+ * holds the source (ing_state.h).
+ * Teardown: replication (drains), state watcher, control endpoint, batcher. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ing_batch.h"
 #include "ing_repl.h"
+#include "ing_state.h"
 #include "ing_stats.h"
 #include "wh_config.h"
 #include "wh_daemon.h"
 #include "wh_util.h"
 
+#define ING_STORE_WAIT_MS 30000
+
+/* Takes "--tenant NAME" / "--tenant=NAME" out of argv (the rest is the
+ * standard daemon arguments). Returns the name or NULL. */
+static const char *take_tenant_arg(int *argc, char **argv)
+{
+    const char *tenant = NULL;
+    int w = 1;
+    for (int i = 1; i < *argc; i++) {
+        if (strcmp(argv[i], "--tenant") == 0) {
+            if (i + 1 >= *argc) {
+                fprintf(stderr, "walhook-ingestor: --tenant needs a value\n");
+                exit(2);
+            }
+            tenant = argv[++i];
+            continue;
+        }
+        if (strncmp(argv[i], "--tenant=", 9) == 0) {
+            tenant = argv[i] + 9;
+            continue;
+        }
+        argv[w++] = argv[i];
+    }
+    argv[w] = NULL;
+    *argc = w;
+    return tenant;
+}
+
 int main(int argc, char **argv)
 {
-    static wh_config cfg;
+    static wh_config base, cfg;
     char err[WH_ERRLEN];
-    const char *path = wh_daemon_init(argc, argv, "ingestor", &cfg);
+    const char *tenant = take_tenant_arg(&argc, argv);
+    const char *path = wh_daemon_init(argc, argv, "ingestor", &base);
+    if (tenant == NULL || !tenant[0])
+        tenant = getenv("WALHOOK_INGESTOR_TENANT");
+    if (tenant == NULL || !tenant[0])
+        tenant = base.tenant;
+
+    ing_state *is = NULL;
+    if (ing_state_start(&is, &base, tenant, path, ING_STORE_WAIT_MS, &cfg, err, sizeof(err)) !=
+        WH_OK) {
+        fprintf(stderr, "walhook-ingestor: %s\n", err);
+        return strstr(err, "not in the runtime state") ? 2 : 1;
+    }
+    int rc = 1;
+    static ing_stats st;
+    ing_batcher *bt = NULL;
+    wh_control *ctl = NULL;
     if (!cfg.source_dsn[0]) {
-        fprintf(stderr, "walhook-ingestor: source.dsn is not set (or WALHOOK_SOURCE_DSN)\n");
-        return 2;
+        fprintf(stderr,
+                "walhook-ingestor: tenant %s has no source dsn (source.dsn or "
+                "WALHOOK_SOURCE_DSN)\n",
+                tenant);
+        rc = 2;
+        goto out;
     }
     /* memory: the window of unacked batches, the open batch, the one in flight */
     int64_t need = cfg.window_bytes + 2 * cfg.flush_bytes + 16 * 1024 * 1024;
@@ -26,28 +80,32 @@ int main(int argc, char **argv)
                 "ingestor needs: ingestor.window_bytes + 2 * ingestor.flush_bytes + 16 MiB = "
                 "%lld\n",
                 (long long)cfg.memory_budget_bytes, (long long)need);
-        return 2;
+        rc = 2;
+        goto out;
     }
-
-    static ing_stats st;
-    ing_batcher *bt = NULL;
-    wh_control *ctl = NULL;
-    int rc = 1;
     if (ing_batcher_new(&bt, &cfg, err, sizeof(err)) != WH_OK) {
         wh_error("%s", err);
         goto out;
     }
     st.bt = bt;
+    if (ing_state_attach(is, bt, err, sizeof(err)) != WH_OK) {
+        wh_error("%s", err);
+        goto out;
+    }
     if (ing_control_start(&ctl, &cfg, &st, err, sizeof(err)) != WH_OK) {
         wh_error("control endpoint %s: %s", cfg.ingestor_control, err);
         goto out;
     }
-    if (ing_repl_run(&cfg, path, bt, &st, err, sizeof(err)) != WH_OK) {
+    wh_info("tenant %s (control %s)", tenant, cfg.ingestor_control);
+    if (ing_repl_run(&cfg, bt, &st, ing_state_source_watch(is), err, sizeof(err)) != WH_OK) {
         wh_error("%s", err);
         goto out;
     }
     rc = 0;
 out:
+    if (ing_state_removed(is))
+        wh_info("tenant %s is no longer in the runtime state: exiting", tenant);
+    ing_state_stop(is);
     wh_control_stop(ctl);
     ing_batcher_free(bt);
     if (rc == 0)

@@ -259,7 +259,7 @@ static char dir[256];
 
 static void *loop_main(void *arg)
 {
-    dsp_loop_run(arg, NULL);
+    dsp_loop_run(arg);
     return NULL;
 }
 
@@ -355,9 +355,10 @@ static void test_round_trip_with_retry(void **state)
     assert_string_equal(rep->stats->state, "running");
     assert_true(rep->stats->ready);
     const char *mt = rep->stats->metrics_text;
-    assert_non_null(strstr(mt, "walhook_events_delivered_total{target=\"a\"} 5\n"));
-    assert_non_null(strstr(mt, "walhook_delivery_failures_total{target=\"a\"} 1\n"));
-    assert_non_null(strstr(mt, "walhook_delivery_latency_seconds_count{target=\"a\"} 5\n"));
+    assert_non_null(strstr(mt, "walhook_events_delivered_total{tenant=\"t1\",target=\"a\"} 5\n"));
+    assert_non_null(strstr(mt, "walhook_delivery_failures_total{tenant=\"t1\",target=\"a\"} 1\n"));
+    assert_non_null(
+        strstr(mt, "walhook_delivery_latency_seconds_count{tenant=\"t1\",target=\"a\"} 5\n"));
     assert_non_null(strstr(mt, "walhook_up{daemon=\"dispatcher\"} 1\n"));
     walhook__reply__free_unpacked(rep, NULL);
     wh_client_close(cc);

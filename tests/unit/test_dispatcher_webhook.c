@@ -75,7 +75,7 @@ static void test_headers(void **state)
     char err[WH_ERRLEN];
     dsp_key none = {.len = 0};
     assert_int_equal(
-        dsp_headers_build(&h, &none, "t1:0/16B3748:2", 3, 1700000000, "[]", 2, err, sizeof(err)),
+        dsp_headers_build(&h, &none, 1, "t1:0/16B3748:2", 3, 1700000000, "[]", 2, err, sizeof(err)),
         WH_OK);
     assert_string_equal(h.content_type, "Content-Type: application/json");
     assert_string_equal(h.batch_size, "X-Batch-Size: 3");
@@ -87,11 +87,20 @@ static void test_headers(void **state)
     assert_int_equal(dsp_key_parse(&k, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", err, sizeof(err)),
                      WH_OK);
     const char *body = "{\"test\": 2432232314}";
-    assert_int_equal(dsp_headers_build(&h, &k, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1, 1614265330, body,
-                                       strlen(body), err, sizeof(err)),
+    assert_int_equal(dsp_headers_build(&h, &k, 1, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1, 1614265330,
+                                       body, strlen(body), err, sizeof(err)),
                      WH_OK);
     assert_string_equal(h.signature,
                         "webhook-signature: v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+
+    /* rotation: every secret signs, space-separated; an empty key is skipped */
+    dsp_key two[3] = {k, {.len = 0}, k};
+    assert_int_equal(dsp_headers_build(&h, two, 3, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1, 1614265330,
+                                       body, strlen(body), err, sizeof(err)),
+                     WH_OK);
+    assert_string_equal(h.signature,
+                        "webhook-signature: v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE= "
+                        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
 }
 
 static Walhook__Event *mkev(uint64_t lsn, uint32_t seq, int64_t ts, const char *json)

@@ -1,0 +1,307 @@
+/* wh_statectl: drives the store's runtime state over IPC, for tests (and
+ * operators without the admin REST API).
+ *
+ *   wh_statectl [-c FILE] get                      the document (secrets in clear)
+ *   wh_statectl [-c FILE] version
+ *   wh_statectl [-c FILE] add-target TENANT NAME URL [SECRET...]
+ *   wh_statectl [-c FILE] set-target TENANT NAME KEY=VALUE...
+ *        keys: url, secrets (comma-separated, "" = none), paused (0|1),
+ *        batch_max_events, batch_max_bytes, retry_base_ms, retry_max_ms,
+ *        http_timeout_ms
+ *   wh_statectl [-c FILE] del-target TENANT NAME
+ *   wh_statectl [-c FILE] add-tenant NAME DSN SLOT PUBLICATION
+ *   wh_statectl [-c FILE] del-tenant NAME
+ *   wh_statectl [-c FILE] set SETTING VALUE        a runtime setting
+ *   wh_statectl [-c FILE] set-offset TENANT CONSUMER end|LSN:SEQ
+ *
+ * Each change: GetState, edit, PutState(expected = the version read);
+ * retried on a version conflict. Prints the new version. Exit 0 ok, 1
+ * store error, 2 usage or a document the store refused. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wh_config.h"
+#include "wh_ipc.h"
+#include "wh_lsn.h"
+#include "wh_state.h"
+#include "wh_util.h"
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: wh_statectl [-c FILE] get | version | add-target T NAME URL [SECRET...] "
+            "| set-target T NAME K=V... | del-target T NAME | add-tenant NAME DSN SLOT PUB "
+            "| del-tenant NAME | set SETTING VALUE | set-offset T CONSUMER end|LSN:SEQ\n");
+    exit(2);
+}
+
+static wh_state_tenant *tenant_mut(wh_state *s, const char *name)
+{
+    for (int i = 0; i < s->ntenants; i++)
+        if (strcmp(s->tenants[i].name, name) == 0)
+            return &s->tenants[i];
+    return NULL;
+}
+
+static wh_state_target *target_mut(wh_state_tenant *t, const char *name)
+{
+    for (int i = 0; i < t->ntargets; i++)
+        if (strcmp(t->targets[i].name, name) == 0)
+            return &t->targets[i];
+    return NULL;
+}
+
+static int set_secrets(wh_state_target *tg, const char *list, char *err, size_t errlen)
+{
+    tg->nsecrets = 0;
+    memset(tg->secrets, 0, sizeof(tg->secrets));
+    char buf[1200];
+    wh_strlcpy(buf, list, sizeof(buf));
+    char *save = NULL;
+    for (char *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        if (tg->nsecrets == WH_MAX_SECRETS)
+            return wh_seterr(err, errlen, "at most %d secrets", WH_MAX_SECRETS);
+        wh_strlcpy(tg->secrets[tg->nsecrets++], p, sizeof(tg->secrets[0]));
+    }
+    return WH_OK;
+}
+
+static int set_kv(wh_state_target *tg, const char *kv, char *err, size_t errlen)
+{
+    const char *eq = strchr(kv, '=');
+    if (eq == NULL)
+        return wh_seterr(err, errlen, "%s: expected KEY=VALUE", kv);
+    char key[64];
+    snprintf(key, sizeof(key), "%.*s", (int)(eq - kv), kv);
+    const char *v = eq + 1;
+    long long n = atoll(v);
+    if (strcmp(key, "url") == 0)
+        wh_strlcpy(tg->url, v, sizeof(tg->url));
+    else if (strcmp(key, "secrets") == 0)
+        return set_secrets(tg, v, err, errlen);
+    else if (strcmp(key, "paused") == 0)
+        tg->paused = n != 0;
+    else if (strcmp(key, "batch_max_events") == 0)
+        tg->batch_max_events = (int)n;
+    else if (strcmp(key, "batch_max_bytes") == 0)
+        tg->batch_max_bytes = n;
+    else if (strcmp(key, "retry_base_ms") == 0)
+        tg->retry_base_ms = (int)n;
+    else if (strcmp(key, "retry_max_ms") == 0)
+        tg->retry_max_ms = (int)n;
+    else if (strcmp(key, "http_timeout_ms") == 0)
+        tg->http_timeout_ms = (int)n;
+    else
+        return wh_seterr(err, errlen, "unknown target key %s", key);
+    return WH_OK;
+}
+
+/* Applies the command to s. */
+static int edit(wh_state *s, int argc, char **argv, char *err, size_t errlen)
+{
+    const char *cmd = argv[0];
+    if (strcmp(cmd, "add-target") == 0 || strcmp(cmd, "set-target") == 0 ||
+        strcmp(cmd, "del-target") == 0) {
+        if (argc < 3)
+            usage();
+        wh_state_tenant *tn = tenant_mut(s, argv[1]);
+        if (tn == NULL)
+            return wh_seterr(err, errlen, "no tenant %s", argv[1]);
+        wh_state_target *tg = target_mut(tn, argv[2]);
+        if (cmd[0] == 'a') {
+            if (argc < 4)
+                usage();
+            if (tg != NULL)
+                return wh_seterr(err, errlen, "target %s/%s exists", argv[1], argv[2]);
+            wh_state_target *nt = realloc(tn->targets, (size_t)(tn->ntargets + 1) * sizeof(*nt));
+            if (nt == NULL)
+                return wh_seterr(err, errlen, "out of memory");
+            tn->targets = nt;
+            tg = &nt[tn->ntargets++];
+            memset(tg, 0, sizeof(*tg));
+            wh_strlcpy(tg->name, argv[2], sizeof(tg->name));
+            wh_strlcpy(tg->url, argv[3], sizeof(tg->url));
+            for (int i = 4; i < argc && tg->nsecrets < WH_MAX_SECRETS; i++)
+                wh_strlcpy(tg->secrets[tg->nsecrets++], argv[i], sizeof(tg->secrets[0]));
+            return WH_OK;
+        }
+        if (tg == NULL)
+            return wh_seterr(err, errlen, "no target %s/%s", argv[1], argv[2]);
+        if (cmd[0] == 'd') {
+            int i = (int)(tg - tn->targets);
+            memmove(&tn->targets[i], &tn->targets[i + 1],
+                    (size_t)(tn->ntargets - i - 1) * sizeof(*tg));
+            tn->ntargets--;
+            return WH_OK;
+        }
+        for (int i = 3; i < argc; i++)
+            if (set_kv(tg, argv[i], err, errlen) != WH_OK)
+                return WH_ERR;
+        return WH_OK;
+    }
+    if (strcmp(cmd, "add-tenant") == 0) {
+        if (argc < 5)
+            usage();
+        if (tenant_mut(s, argv[1]) != NULL)
+            return wh_seterr(err, errlen, "tenant %s exists", argv[1]);
+        wh_state_tenant *nt = realloc(s->tenants, (size_t)(s->ntenants + 1) * sizeof(*nt));
+        if (nt == NULL)
+            return wh_seterr(err, errlen, "out of memory");
+        s->tenants = nt;
+        wh_state_tenant *tn = &nt[s->ntenants++];
+        memset(tn, 0, sizeof(*tn));
+        wh_strlcpy(tn->name, argv[1], sizeof(tn->name));
+        wh_strlcpy(tn->dsn, argv[2], sizeof(tn->dsn));
+        wh_strlcpy(tn->slot, argv[3], sizeof(tn->slot));
+        wh_strlcpy(tn->publication, argv[4], sizeof(tn->publication));
+        tn->create_slot = 1;
+        return WH_OK;
+    }
+    if (strcmp(cmd, "del-tenant") == 0) {
+        if (argc < 2)
+            usage();
+        wh_state_tenant *tn = tenant_mut(s, argv[1]);
+        if (tn == NULL)
+            return wh_seterr(err, errlen, "no tenant %s", argv[1]);
+        int i = (int)(tn - s->tenants);
+        free(tn->targets);
+        memmove(&s->tenants[i], &s->tenants[i + 1], (size_t)(s->ntenants - i - 1) * sizeof(*tn));
+        s->ntenants--;
+        return WH_OK;
+    }
+    if (strcmp(cmd, "set") == 0) {
+        if (argc < 3)
+            usage();
+        return wh_config_set(&s->settings, argv[1], argv[2], err, errlen);
+    }
+    usage();
+    return WH_ERR;
+}
+
+static int set_offset(wh_client *c, int argc, char **argv)
+{
+    if (argc < 4)
+        usage();
+    Walhook__SetOffset so = WALHOOK__SET_OFFSET__INIT;
+    Walhook__Position pos = WALHOOK__POSITION__INIT;
+    so.tenant = argv[1];
+    so.consumer = argv[2];
+    if (strcmp(argv[3], "end") == 0) {
+        so.to_end = 1;
+    } else {
+        char lsn[64];
+        const char *colon = strrchr(argv[3], ':');
+        if (colon == NULL)
+            usage();
+        snprintf(lsn, sizeof(lsn), "%.*s", (int)(colon - argv[3]), argv[3]);
+        if (wh_lsn_parse(lsn, &pos.lsn) != WH_OK)
+            usage();
+        pos.seq = (uint32_t)atol(colon + 1);
+        so.pos = &pos;
+    }
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_SET_OFFSET;
+    req.set_offset = &so;
+    Walhook__Reply *rep = NULL;
+    char err[WH_ERRLEN];
+    if (wh_client_call(c, &req, &rep, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "wh_statectl: SetOffset: %s\n", err);
+        return 1;
+    }
+    if (rep->body_case == WALHOOK__REPLY__BODY_OFFSET && rep->offset && rep->offset->committed) {
+        char a[WH_LSN_STRLEN], b[WH_LSN_STRLEN] = "0/0";
+        wh_lsn_format(rep->offset->committed->lsn, a, sizeof(a));
+        if (rep->offset->previous)
+            wh_lsn_format(rep->offset->previous->lsn, b, sizeof(b));
+        printf("%s:%u (was %s:%u) epoch %llu\n", a, rep->offset->committed->seq, b,
+               rep->offset->previous ? rep->offset->previous->seq : 0,
+               (unsigned long long)rep->offset->epoch);
+    }
+    walhook__reply__free_unpacked(rep, NULL);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    int i = 1;
+    if (argc > 2 && strcmp(argv[1], "-c") == 0) {
+        path = argv[2];
+        i = 3;
+    }
+    if (i >= argc)
+        usage();
+    static wh_config cfg;
+    char err[WH_ERRLEN];
+    wh_log_init("wh_statectl", WH_LOG_WARN);
+    if (wh_config_load(&cfg, path, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "wh_statectl: %s\n", err);
+        return 2;
+    }
+    wh_client *c = NULL;
+    size_t maxmsg = cfg.ipc_max_msg_bytes > 0 ? (size_t)cfg.ipc_max_msg_bytes : (size_t)64 << 20;
+    if (wh_client_open(&c, cfg.store_endpoint, 5000, maxmsg, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "wh_statectl: %s\n", err);
+        return 1;
+    }
+    int rc = 1;
+    char **av = argv + i;
+    int ac = argc - i;
+    if (strcmp(av[0], "set-offset") == 0) {
+        rc = set_offset(c, ac, av);
+        goto out;
+    }
+    for (int attempt = 0; attempt < 10; attempt++) {
+        wh_state *s = NULL, *m = NULL;
+        if (wh_state_fetch(c, 0, &cfg, &s, err, sizeof(err)) != WH_OK || s == NULL) {
+            fprintf(stderr, "wh_statectl: GetState: %s\n", s == NULL ? "no state" : err);
+            goto out;
+        }
+        if (strcmp(av[0], "get") == 0 || strcmp(av[0], "version") == 0) {
+            if (av[0][0] == 'v') {
+                printf("%llu\n", (unsigned long long)s->version);
+            } else {
+                wh_buf b;
+                wh_buf_init(&b, 0);
+                if (wh_state_render(s, &b, 0) == WH_OK && wh_buf_cstr(&b) == WH_OK)
+                    printf("%s\n", b.data);
+                wh_buf_free(&b);
+            }
+            wh_state_unref(s);
+            rc = 0;
+            goto out;
+        }
+        if (wh_state_clone(&m, s) != WH_OK) {
+            wh_state_unref(s);
+            fprintf(stderr, "wh_statectl: out of memory\n");
+            goto out;
+        }
+        uint64_t expect = s->version;
+        wh_state_unref(s);
+        if (edit(m, ac, av, err, sizeof(err)) != WH_OK) {
+            fprintf(stderr, "wh_statectl: %s\n", err);
+            wh_state_unref(m);
+            rc = 2;
+            goto out;
+        }
+        uint64_t nv = 0;
+        int status = 0;
+        int r = wh_state_store(c, m, expect, "api", &nv, &status, err, sizeof(err));
+        wh_state_unref(m);
+        if (r == WH_OK) {
+            printf("%llu\n", (unsigned long long)nv);
+            rc = 0;
+            goto out;
+        }
+        if (status != 412) {
+            fprintf(stderr, "wh_statectl: PutState: %s\n", err);
+            rc = status == 400 ? 2 : 1;
+            goto out;
+        }
+    }
+    fprintf(stderr, "wh_statectl: version conflicts, giving up\n");
+out:
+    wh_client_close(c);
+    return rc;
+}
