@@ -21,6 +21,7 @@
 
 #include "../../services/dispatcher/dsp_control.h"
 #include "../../services/dispatcher/dsp_loop.h"
+#include "../../services/dispatcher/dsp_target.h"
 #include "../../services/dispatcher/dsp_webhook.h"
 #include "wh_config.h"
 #include "wh_ipc.h"
@@ -41,6 +42,8 @@ typedef struct fake_store {
     uint32_t c_seq;
     int commits;
     int reads;
+    uint64_t epoch; /* the consumer's offset epoch (SetOffset bumps it) */
+    int refused;    /* commits refused with 409 */
 } fake_store;
 
 static fake_store FS = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -58,6 +61,12 @@ static void store_fn(void *arg, const Walhook__Request *req, Walhook__Reply *rep
     *cookie = NULL;
     if (req->body_case == WALHOOK__REQUEST__BODY_COMMIT) {
         pthread_mutex_lock(&FS.mu);
+        if (req->commit->epoch < FS.epoch) {
+            FS.refused++;
+            pthread_mutex_unlock(&FS.mu);
+            wh_reply_error(rep, 409, "stale epoch");
+            return;
+        }
         const Walhook__Position *p = req->commit->pos;
         if (!FS.has_committed || wh_pos_cmp(p->lsn, p->seq, FS.c_lsn, FS.c_seq) > 0) {
             FS.c_lsn = p->lsn;
@@ -93,6 +102,7 @@ static void store_fn(void *arg, const Walhook__Request *req, Walhook__Reply *rep
     uint32_t fs = rd->has_from ? rd->from->seq : FS.c_seq;
     c->committed.lsn = FS.c_lsn;
     c->committed.seq = FS.c_seq;
+    c->rr.epoch = FS.epoch;
     pthread_mutex_unlock(&FS.mu);
     size_t n = 0;
     for (int i = 0; i < NEV && n < rd->max_events; i++) {
@@ -404,6 +414,130 @@ static void test_round_trip_with_retry(void **state)
     assert_int_equal(hs.conns, 1);
 }
 
+static int wait_until(int (*cond)(void *), void *arg, int ms)
+{
+    for (int i = 0; i < ms / 10; i++) {
+        if (cond(arg))
+            return 1;
+        wh_sleep_ms(10);
+    }
+    return cond(arg);
+}
+
+static int all_committed(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&FS.mu);
+    int done = FS.has_committed && FS.c_lsn == 0x300 && FS.c_seq == 1;
+    pthread_mutex_unlock(&FS.mu);
+    return done;
+}
+
+typedef struct ver_wait {
+    dsp_loop *l;
+    uint64_t v;
+} ver_wait;
+
+static int version_applied(void *arg)
+{
+    ver_wait *w = arg;
+    return dsp_loop_version(w->l) >= w->v;
+}
+
+static int nreq(http_srv *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = s->nreq;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+/* Targets arrive at runtime: an idle loop with no target, a paused target
+ * posts nothing, resumed it delivers everything in order, a URL change
+ * goes to the new receiver, an offset moved by the store (new epoch)
+ * makes it deliver again from the moved offset, a removed target stops. */
+static void test_runtime_targets(void **state)
+{
+    (void)state;
+    http_srv h1, h2;
+    http_start(&h1, 0);
+    http_start(&h2, 0);
+    char url1[128], url2[128];
+    snprintf(url1, sizeof(url1), "http://127.0.0.1:%d/one", h1.port);
+    snprintf(url2, sizeof(url2), "http://127.0.0.1:%d/two", h2.port);
+    static wh_config cfg;
+    make_config(&cfg, url1, "");
+    cfg.ntargets = 0;
+    memset(&FS, 0, sizeof(FS));
+    pthread_mutex_init(&FS.mu, NULL);
+    char err[WH_ERRLEN];
+    wh_server *store = NULL;
+    assert_int_equal(wh_server_start(&store, cfg.store_endpoint, 2, (size_t)cfg.ipc_max_msg_bytes,
+                                     store_fn, store_done, NULL, err, sizeof(err)),
+                     WH_OK);
+    dsp_loop *loop = NULL;
+    if (dsp_loop_create(&loop, &cfg, err, sizeof(err)) != WH_OK)
+        fail_msg("dsp_loop_create with zero targets: %s", err);
+    assert_int_equal(dsp_loop_ntargets(loop), 0);
+    pthread_t lt;
+    assert_int_equal(pthread_create(&lt, NULL, loop_main, loop), 0);
+
+    static dsp_spec sp;
+    memset(&sp, 0, sizeof(sp));
+    wh_strlcpy(sp.name, "a", sizeof(sp.name));
+    wh_strlcpy(sp.url, url1, sizeof(sp.url));
+    dsp_settings_from_config(&sp.set, &cfg);
+    sp.paused = 1;
+    ver_wait vw = {loop, 2};
+    assert_int_equal(dsp_loop_set_targets(loop, &sp, 1, 2), WH_OK);
+    assert_true(wait_until(version_applied, &vw, 3000));
+    wh_sleep_ms(300);
+    assert_int_equal(nreq(&h1), 0); /* paused: nothing posted */
+
+    wh_buf m;
+    wh_buf_init(&m, 0);
+    assert_int_equal(dsp_loop_metrics(loop, &m), WH_OK);
+    assert_non_null(strstr(m.data, "walhook_target_paused{tenant=\"t1\",target=\"a\"} 1\n"));
+    wh_buf_free(&m);
+
+    sp.paused = 0;
+    vw.v = 3;
+    assert_int_equal(dsp_loop_set_targets(loop, &sp, 1, 3), WH_OK);
+    assert_true(wait_until(all_committed, NULL, 5000));
+    assert_int_equal(nreq(&h1), 3);
+
+    /* a new URL, then the store moves the offset back to the start */
+    wh_strlcpy(sp.url, url2, sizeof(sp.url));
+    vw.v = 4;
+    assert_int_equal(dsp_loop_set_targets(loop, &sp, 1, 4), WH_OK);
+    assert_true(wait_until(version_applied, &vw, 3000));
+    pthread_mutex_lock(&FS.mu);
+    FS.epoch = 1;
+    FS.has_committed = 0;
+    FS.c_lsn = 0;
+    FS.c_seq = 0;
+    pthread_mutex_unlock(&FS.mu);
+    assert_true(wait_until(all_committed, NULL, 5000));
+    assert_int_equal(nreq(&h1), 3);
+    assert_int_equal(nreq(&h2), 3);
+    assert_string_equal(h2.reqs[0].body, "[{\"n\":0},{\"n\":1}]");
+    assert_true(strncmp(h2.reqs[0].head, "POST /two HTTP/1.1\r\n", 20) == 0);
+    assert_string_equal(h2.reqs[2].body, "[{\"n\":4}]");
+
+    /* removed: the loop idles with no target */
+    vw.v = 5;
+    assert_int_equal(dsp_loop_set_targets(loop, NULL, 0, 5), WH_OK);
+    assert_true(wait_until(version_applied, &vw, 3000));
+    assert_int_equal(dsp_loop_ntargets(loop), 0);
+
+    dsp_loop_stop(loop);
+    pthread_join(lt, NULL);
+    dsp_loop_destroy(loop);
+    wh_server_stop(store);
+    http_stop(&h1);
+    http_stop(&h2);
+}
+
 static void test_unreachable_target(void **state)
 {
     (void)state;
@@ -444,6 +578,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_with_retry),
         cmocka_unit_test(test_unreachable_target),
+        cmocka_unit_test(test_runtime_targets),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];
