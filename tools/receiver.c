@@ -1,14 +1,16 @@
 /* walhook-receiver: a sample webhook target for demos and tests.
  *
  *   walhook-receiver --listen 127.0.0.1:9000 [--out FILE] [--print]
- *                    [--fail-every N] [--delay-ms N] [--status CODE]
+ *                    [--fail-every N] [--delay-ms N] [--status CODE] [--headers FILE]
  *
  * Accepts POST on any path. With --out, each acknowledged body is appended to
  * FILE as one line and flushed before the 200 goes out, so whatever a test
  * reads from FILE was acknowledged. --print prints one line per event.
  * --fail-every N answers 500 to every Nth POST; --status CODE answers CODE to
  * every POST (bodies are recorded only when CODE is 2xx); --delay-ms waits
- * before answering. GET answers a one-line summary (for health checks).
+ * before answering. --headers FILE appends, for each body written to --out,
+ * one line "webhook-id<TAB>webhook-timestamp<TAB>webhook-signature" ("-" for
+ * a missing header), so line N of both files belong together. GET answers a one-line summary (for health checks).
  * Bodies over 64 MiB get 413. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -34,11 +36,13 @@ typedef struct rcv_opts {
     long fail_every;
     long delay_ms;
     int status;
+    const char *headers;
 } rcv_opts;
 
 typedef struct rcv_state {
     rcv_opts o;
     FILE *out;
+    FILE *headers;
     pthread_mutex_t mu;
     unsigned long requests; /* POSTs seen */
     unsigned long stored;   /* bodies acknowledged with 2xx */
@@ -52,7 +56,8 @@ typedef struct rcv_req {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: walhook-receiver --listen HOST:PORT [--out FILE] [--print]\n"
-               "                        [--fail-every N] [--delay-ms N] [--status CODE]\n");
+               "                        [--fail-every N] [--delay-ms N] [--status CODE]\n"
+               "                        [--headers FILE]\n");
 }
 
 /* ---- --print ---- */
@@ -174,6 +179,15 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
             status = MHD_HTTP_INTERNAL_SERVER_ERROR;
         } else {
             s->stored++;
+            if (s->headers) {
+                const char *names[3] = {"webhook-id", "webhook-timestamp", "webhook-signature"};
+                for (int i = 0; i < 3; i++) {
+                    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, names[i]);
+                    fprintf(s->headers, "%s%s", i ? "\t" : "", v ? v : "-");
+                }
+                fputc('\n', s->headers);
+                fflush(s->headers);
+            }
             if (s->o.print)
                 print_body(rq->body.data ? rq->body.data : "", rq->body.len);
         }
@@ -228,6 +242,8 @@ static int parse_args(int argc, char **argv, rcv_opts *o)
             o->listen = v;
         } else if (strcmp(a, "--out") == 0) {
             o->out = v;
+        } else if (strcmp(a, "--headers") == 0) {
+            o->headers = v;
         } else if (strcmp(a, "--fail-every") == 0 && parse_long(v, 0, 1000000000, &n) == WH_OK) {
             o->fail_every = n;
         } else if (strcmp(a, "--delay-ms") == 0 && parse_long(v, 0, 3600000, &n) == WH_OK) {
@@ -309,6 +325,14 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if (s.o.headers) {
+        s.headers = fopen(s.o.headers, "a");
+        if (!s.headers) {
+            fprintf(stderr, "walhook-receiver: cannot open %s: %s\n", s.o.headers,
+                    strerror(errno));
+            return 1;
+        }
+    }
     pthread_mutex_init(&s.mu, NULL);
     wh_signals_install();
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION;
@@ -341,5 +365,7 @@ int main(int argc, char **argv)
     pthread_mutex_unlock(&s.mu);
     if (s.out)
         fclose(s.out);
+    if (s.headers)
+        fclose(s.headers);
     return 0;
 }

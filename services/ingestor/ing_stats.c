@@ -1,6 +1,7 @@
 /* ing_stats: metrics rendering and the control server. */
 #include "ing_stats.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "wh_daemon.h"
@@ -23,23 +24,28 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
     int64_t flush = wh_gauge_get(&st->confirmed_flush_lsn);
     int64_t end = wh_gauge_get(&st->server_wal_end);
     int64_t lag = end > flush ? end - flush : 0;
+    /* several ingestors (one per tenant) feed one admin page: each sample
+     * carries its tenant (names are [A-Za-z0-9_.-], no escaping needed) */
+    char l[WH_NAME_MAX + 16] = "";
+    if (st->tenant[0])
+        snprintf(l, sizeof(l), "tenant=\"%s\"", st->tenant);
     if (wh_metric_header(b, "walhook_changes_received_total", "counter",
                          "row changes decoded from the replication stream") ||
-        wh_metric_u64(b, "walhook_changes_received_total", "",
+        wh_metric_u64(b, "walhook_changes_received_total", l,
                       wh_counter_get(&st->changes_received)) ||
         wh_metric_header(b, "walhook_confirmed_flush_lsn", "gauge",
                          "flush LSN last reported to PostgreSQL (numeric)") ||
-        wh_metric_i64(b, "walhook_confirmed_flush_lsn", "", flush) ||
+        wh_metric_i64(b, "walhook_confirmed_flush_lsn", l, flush) ||
         wh_metric_header(b, "walhook_replication_lag_bytes", "gauge",
                          "server WAL end minus confirmed flush LSN") ||
-        wh_metric_i64(b, "walhook_replication_lag_bytes", "", lag) ||
+        wh_metric_i64(b, "walhook_replication_lag_bytes", l, lag) ||
         wh_metric_header(b, "walhook_ingestor_batches_sent_total", "counter",
                          "batches acknowledged by the store") ||
-        wh_metric_u64(b, "walhook_ingestor_batches_sent_total", "",
+        wh_metric_u64(b, "walhook_ingestor_batches_sent_total", l,
                       st->bt ? ing_batcher_batches_sent(st->bt) : 0) ||
         wh_metric_header(b, "walhook_ingestor_unacked_bytes", "gauge",
                          "bytes sent to the store and not yet acknowledged") ||
-        wh_metric_i64(b, "walhook_ingestor_unacked_bytes", "",
+        wh_metric_i64(b, "walhook_ingestor_unacked_bytes", l,
                       st->bt ? ing_batcher_unacked_bytes(st->bt) : 0))
         return WH_ERR;
     return WH_OK;
@@ -58,5 +64,11 @@ static int render_stats(void *arg, wh_buf *text, const char **state, int *ready)
 int ing_control_start(wh_control **out, const wh_config *cfg, ing_stats *st, char *err,
                       size_t errlen)
 {
-    return wh_control_start(out, cfg->ingestor_control, "ingestor", render_stats, st, err, errlen);
+    /* walhook_up{daemon=...} must not repeat across the tenants' ingestors */
+    static char name[WH_NAME_MAX + 16];
+    if (st->daemon_name[0])
+        wh_strlcpy(name, st->daemon_name, sizeof(name));
+    else
+        wh_strlcpy(name, "ingestor", sizeof(name));
+    return wh_control_start(out, cfg->ingestor_control, name, render_stats, st, err, errlen);
 }

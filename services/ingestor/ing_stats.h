@@ -20,6 +20,8 @@ typedef struct ing_stats {
     wh_gauge server_wal_end;
     wh_gauge state;
     ing_batcher *bt; /* may be NULL */
+    char tenant[WH_NAME_MAX];      /* label of every sample ("" = none) */
+    char daemon_name[WH_NAME_MAX]; /* "ingestor", or "ingestor-<tenant>" */
 } ing_stats;
 
 const char *ing_state_name(int state);

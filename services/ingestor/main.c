@@ -88,6 +88,13 @@ int main(int argc, char **argv)
         goto out;
     }
     st.bt = bt;
+    wh_strlcpy(st.tenant, tenant, sizeof(st.tenant));
+    /* the file's tenant keeps the plain name (and endpoint); the others are
+     * ingestor-<tenant> like their endpoint (wh_state_ingestor_control) */
+    if (strcmp(tenant, base.tenant) == 0)
+        wh_strlcpy(st.daemon_name, "ingestor", sizeof(st.daemon_name));
+    else
+        snprintf(st.daemon_name, sizeof(st.daemon_name), "ingestor-%.40s", tenant);
     if (ing_state_attach(is, bt, err, sizeof(err)) != WH_OK) {
         wh_error("%s", err);
         goto out;

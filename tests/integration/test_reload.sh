@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Runtime configuration by SIGHUP: the dispatcher and the ingestor re-read the
-# file and swap in their runtime settings (here dispatcher.batch_max_events);
-# a broken file is refused with a message and the old settings stay; nothing
+# Runtime configuration by SIGHUP: any daemon re-reads the file and stores it
+# as the next version of the runtime state (docs/CONTROL.md); every daemon
+# applies it (here dispatcher.batch_max_events); a broken file is refused by
+# name by each daemon (the store too) and the running version stays; nothing
 # is lost meanwhile.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 CHANGES=${CHANGES:-3000}
 trap wh_cleanup EXIT
 wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-receiver \
-    tests/wh_loadgen tests/wh_check
+    tests/wh_loadgen tests/wh_check tests/wh_statectl
 wh_tmpdir
 pg_start || wh_fail "cannot start PostgreSQL"
 "$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --tables 2 --setup-only || wh_fail "table setup failed"
@@ -26,22 +27,25 @@ wh_spawn ingestor "$BIN/walhook-ingestor" -c "$CONF"
 wh_spawn dispatcher "$BIN/walhook-dispatcher" -c "$CONF"
 wh_wait_slot_active walhook 60 || wh_fail "the ingestor never started streaming"
 
-# 1. a valid change: small batches from now on
+# 1. a valid change: small batches from now on (SIGHUP to one daemon is enough)
 { cat "$WH_TMP/base.conf"; echo 'dispatcher = { batch_max_events = 7; };'; } >"$CONF"
-kill -HUP "${WH_PIDS[dispatcher]}" "${WH_PIDS[ingestor]}"
-wh_wait_until 10 grep -q "reloaded: batch_max_events=7" "$WH_TMP/dispatcher.log" ||
+kill -HUP "${WH_PIDS[dispatcher]}"
+wh_wait_until 10 grep -q "swapped in (batch_max_events=7 " "$WH_TMP/dispatcher.log" ||
     wh_fail "the dispatcher did not apply the reloaded settings"
-wh_wait_until 10 grep -q "reloaded:" "$WH_TMP/ingestor.log" ||
-    wh_fail "the ingestor did not reload"
+wh_wait_until 10 grep -q "state version 2 applied" "$WH_TMP/ingestor.log" ||
+    wh_fail "the ingestor did not apply the new version"
 
-# 2. a broken file: refused, named, old settings kept, daemons keep running
+# 2. a broken file: refused by name by every daemon, the running version
+#    stays, the daemons keep running
 { cat "$WH_TMP/base.conf"; echo 'dispatcher = { batch_max_events = "many"; };'; } >"$CONF"
-kill -HUP "${WH_PIDS[dispatcher]}" "${WH_PIDS[ingestor]}"
-wh_wait_until 10 grep -q "reload failed, keeping the old settings:.*dispatcher.batch_max_events" \
-    "$WH_TMP/dispatcher.log" || wh_fail "the dispatcher did not refuse the broken file by name"
-wh_wait_until 10 grep -q "reload failed, keeping the old settings" "$WH_TMP/ingestor.log" ||
-    wh_fail "the ingestor did not refuse the broken file"
-wh_alive dispatcher && wh_alive ingestor || wh_fail "a daemon died on a broken reload"
+kill -HUP "${WH_PIDS[dispatcher]}" "${WH_PIDS[ingestor]}" "${WH_PIDS[store]}"
+for d in dispatcher ingestor store; do
+    wh_wait_until 10 grep -q "reload refused.*dispatcher.batch_max_events" \
+        "$WH_TMP/$d.log" || wh_fail "walhook-$d did not refuse the broken file by name"
+done
+wh_alive dispatcher && wh_alive ingestor && wh_alive store || wh_fail "a daemon died on a broken reload"
+v=$("$BIN/tests/wh_statectl" -c "$WH_TMP/base.conf" version) || wh_fail "cannot read the state version"
+[ "$v" = 2 ] || wh_fail "the state version is $v after a refused reload, wanted 2"
 
 "$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --changes "$CHANGES" --seed 7 --max-txn 200 --tables 2 \
     --expect "$WH_TMP/expected.jsonl" || wh_fail "load generation failed"
@@ -52,4 +56,4 @@ wh_wait_received 60 "$WH_TMP/expected.jsonl" "$WH_TMP/received.jsonl" ||
 big=$(awk -F'"id":"' 'NF - 1 > 7 { n++ } END { print n + 0 }' "$WH_TMP/received.jsonl")
 total=$(wc -l <"$WH_TMP/received.jsonl")
 [ "$big" -le 1 ] || wh_fail "$big of $total requests carried more than batch_max_events = 7 events"
-wh_pass "SIGHUP applied batch_max_events=7 ($total requests, $big from the read pending at the reload), a broken file was refused by name, $CHANGES changes delivered in order"
+wh_pass "SIGHUP stored version 2 with batch_max_events=7 ($total requests, $big from the read pending at the reload), a broken file was refused by name by every daemon, $CHANGES changes delivered in order"

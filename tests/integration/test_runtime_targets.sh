@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Targets and settings changed at runtime while a stream runs (docs/CONTROL.md):
+# through the runtime state in the store (wh_statectl: GetState/PutState/
+# SetOffset over IPC, what the admin REST API does), with real PostgreSQL,
+# store, ingestor, dispatcher and HTTP receivers:
+#   - pz is paused (gets nothing while paused) and resumed (then everything,
+#     in order);
+#   - late is added at the tenant's end (SetOffset to_end, then the target)
+#     and gets the rest of the stream, in order; then it is removed and gets
+#     nothing more;
+#   - t0's URL moves to a second receiver and gets a secret: the two
+#     receivers together hold the whole stream in order, the new one's
+#     requests carry a valid Standard Webhooks signature;
+#   - dispatcher.batch_max_events and ingestor.flush_bytes are patched and
+#     applied;
+#   - nothing is lost or stored twice (walhook-store --dump), and after a
+#     restart of every daemon the runtime state is kept.
+set -uo pipefail
+source "$(dirname "$0")/../lib/helpers.sh"
+CHANGES=${CHANGES:-20000}
+trap wh_cleanup EXIT
+wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver \
+    tests/wh_loadgen tests/wh_check tests/wh_statectl
+command -v openssl >/dev/null || wh_fail "openssl is needed to check signatures"
+wh_tmpdir
+pg_start || wh_fail "cannot start PostgreSQL"
+"$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --tables 2 --setup-only || wh_fail "table setup failed"
+
+R1=$(wh_free_port) R2=$(wh_free_port) R3=$(wh_free_port) R4=$(wh_free_port)
+APORT=$(wh_free_port)
+CONF="$WH_TMP/walhook.conf"
+wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$R1/one" \
+    "http://127.0.0.1:$R4/pz"
+sed -i 's/name = "t1"/name = "pz"/' "$CONF"
+mkdir -p "$WH_TMP/data"
+for r in 1 2 3 4; do
+    port_var="R$r"
+    wh_spawn "receiver$r" "$BIN/walhook-receiver" --listen "127.0.0.1:${!port_var}" \
+        --out "$WH_TMP/r$r.jsonl" --headers "$WH_TMP/r$r.headers"
+done
+start_daemons() {
+    wh_spawn store "$BIN/walhook-store" -c "$CONF"
+    sleep 0.3
+    wh_spawn ingestor "$BIN/walhook-ingestor" -c "$CONF"
+    wh_spawn dispatcher "$BIN/walhook-dispatcher" -c "$CONF"
+    wh_spawn admin "$BIN/walhook-admin" -c "$CONF"
+}
+start_daemons
+wh_wait_slot_active walhook 60 || wh_fail "the ingestor never started streaming"
+METRICS="http://127.0.0.1:$APORT/metrics"
+SC=("$BIN/tests/wh_statectl" -c "$CONF")
+lines() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
+
+wh_spawn loadgen "$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --changes "$CHANGES" --seed 11 \
+    --max-txn 20 --tables 2 --expect "$WH_TMP/expected.jsonl"
+wh_wait_until 30 test "$(lines "$WH_TMP/r1.jsonl")" -gt 0 || wh_fail "t0 received nothing"
+
+# 1. pause pz: no request starts any more (one in flight may still land)
+"${SC[@]}" set-target default pz paused=1 >/dev/null || wh_fail "pause failed"
+wh_wait_until 10 grep -q "target default/pz paused" "$WH_TMP/dispatcher.log" ||
+    wh_fail "the dispatcher did not pause pz"
+wh_wait_until 10 test "$(wh_metric_label "$METRICS" walhook_target_paused 'target="pz"')" = 1 ||
+    wh_fail "walhook_target_paused{target=pz} is not 1"
+sleep 1
+paused_at=$(lines "$WH_TMP/r4.jsonl")
+
+# 2. add `late` at the tenant's current end
+"${SC[@]}" set-offset default late end >/dev/null || wh_fail "SetOffset to_end failed"
+"${SC[@]}" add-target default late "http://127.0.0.1:$R3/late" >/dev/null ||
+    wh_fail "adding a target failed"
+wh_wait_until 20 test "$(lines "$WH_TMP/r3.jsonl")" -gt 0 || wh_fail "the new target got nothing"
+
+# 3. t0 moves to a second receiver and gets a secret
+SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+"${SC[@]}" set-target default t0 "url=http://127.0.0.1:$R2/two" "secrets=$SECRET" >/dev/null ||
+    wh_fail "changing t0 failed"
+wh_wait_until 20 test "$(lines "$WH_TMP/r2.jsonl")" -gt 0 || wh_fail "t0's new URL got nothing"
+
+# 4. runtime settings
+"${SC[@]}" set dispatcher.batch_max_events 5 >/dev/null || wh_fail "patching batch_max_events failed"
+"${SC[@]}" set ingestor.flush_bytes 65536 >/dev/null || wh_fail "patching flush_bytes failed"
+wh_wait_until 10 grep -q "target default/t0: .*swapped in (batch_max_events=5 " \
+    "$WH_TMP/dispatcher.log" || wh_fail "the dispatcher did not apply batch_max_events=5"
+wh_wait_until 10 grep -q "runtime settings: flush_bytes=65536 " "$WH_TMP/ingestor.log" ||
+    wh_fail "the ingestor did not apply flush_bytes=65536"
+r2_at_patch=$(lines "$WH_TMP/r2.jsonl")
+
+# 5. pz got nothing while paused; resume it
+[ "$(lines "$WH_TMP/r4.jsonl")" = "$paused_at" ] ||
+    wh_fail "pz received requests while paused ($paused_at, then $(lines "$WH_TMP/r4.jsonl"))"
+"${SC[@]}" set-target default pz paused=0 >/dev/null || wh_fail "resume failed"
+
+# 6. remove late
+"${SC[@]}" del-target default late >/dev/null || wh_fail "removing late failed"
+wh_wait_until 10 grep -q "target default/late removed" "$WH_TMP/dispatcher.log" ||
+    wh_fail "the dispatcher did not remove late"
+sleep 1
+late_at=$(lines "$WH_TMP/r3.jsonl")
+
+wait "${WH_PIDS[loadgen]}" || wh_fail "load generation failed"
+unset "WH_PIDS[loadgen]"
+N=$(wc -l <"$WH_TMP/expected.jsonl")
+wh_wait_received 120 "$WH_TMP/expected.jsonl" "$WH_TMP/r4.jsonl" ||
+    wh_fail "pz did not get every change in order after its resume"
+wh_wait_until 120 test "$(( $(wh_count_events "$WH_TMP/r1.jsonl") + $(wh_count_events "$WH_TMP/r2.jsonl") ))" -ge "$N" ||
+    wh_fail "t0 did not get every change"
+sleep 0.5
+cat "$WH_TMP/r1.jsonl" "$WH_TMP/r2.jsonl" >"$WH_TMP/t0.jsonl"
+"$BIN/tests/wh_check" --expect "$WH_TMP/expected.jsonl" --received "$WH_TMP/t0.jsonl" ||
+    wh_fail "t0's two receivers together do not hold the stream in order"
+[ "$(lines "$WH_TMP/r3.jsonl")" = "$late_at" ] || wh_fail "late received requests after its removal"
+
+# late: in order, no duplicate, a contiguous run of the stream (its first
+# event is where the end was when it was added)
+ids() { grep -o '"id":"[^"]*"' "$1" | cut -d'"' -f4; }
+ids "$WH_TMP/t0.jsonl" | awk '!s[$0]++' >"$WH_TMP/all.ids"
+ids "$WH_TMP/r3.jsonl" >"$WH_TMP/late.ids"
+[ "$(sort "$WH_TMP/late.ids" | uniq -d | wc -l)" = 0 ] || wh_fail "late got an event twice"
+first=$(head -n 1 "$WH_TMP/late.ids")
+nlate=$(wc -l <"$WH_TMP/late.ids")
+grep -n -x -F "$first" "$WH_TMP/all.ids" >/dev/null || wh_fail "late's first event is not in the stream"
+start=$(grep -n -x -F "$first" "$WH_TMP/all.ids" | cut -d: -f1)
+tail -n +"$start" "$WH_TMP/all.ids" | head -n "$nlate" | cmp -s - "$WH_TMP/late.ids" ||
+    wh_fail "late's events are not a contiguous, ordered run of the stream"
+
+# t0's new receiver: every request signed with the new secret
+key=$(printf '%s' "${SECRET#whsec_}" | base64 -d | od -An -tx1 | tr -d ' \n')
+paste -d '\t' "$WH_TMP/r2.headers" "$WH_TMP/r2.jsonl" | head -n 20 | while IFS=$'\t' read -r id ts sig body; do
+    want=$(printf '%s.%s.%s' "$id" "$ts" "$body" |
+        openssl dgst -sha256 -mac HMAC -macopt "hexkey:$key" -binary | base64)
+    [ "$sig" = "v1,$want" ] || { echo "bad signature for $id: $sig"; exit 1; }
+done || wh_fail "t0's requests after the change are not signed with the new secret"
+# batch_max_events = 5 after the patch (a read already pending may be larger)
+big=$(tail -n +"$(( r2_at_patch + 3 ))" "$WH_TMP/r2.jsonl" | awk -F'"id":"' 'NF - 1 > 5 { n++ } END { print n + 0 }')
+[ "$big" = 0 ] || wh_fail "$big requests carried more than batch_max_events = 5 events after the patch"
+
+# 7. restart every daemon: the runtime state is kept
+v_before=$("${SC[@]}" version)
+for d in ingestor dispatcher admin store; do wh_kill "$d" TERM; done
+start_daemons
+wh_wait_slot_active walhook 60 || wh_fail "the ingestor did not stream after the restart"
+wh_wait_until 20 grep -q "state version $v_before applied" "$WH_TMP/dispatcher.log" ||
+    wh_fail "the dispatcher did not start from state version $v_before"
+"${SC[@]}" get >"$WH_TMP/state.json" || wh_fail "cannot read the state after the restart"
+grep -q "127.0.0.1:$R2/two" "$WH_TMP/state.json" || wh_fail "t0's URL was lost in the restart"
+grep -q '"late"' "$WH_TMP/state.json" && wh_fail "the removed target came back after the restart"
+grep -Eq '"dispatcher.batch_max_events": ?5' "$WH_TMP/state.json" ||
+    wh_fail "the patched setting was lost in the restart"
+r2=$(lines "$WH_TMP/r2.jsonl")
+r1=$(lines "$WH_TMP/r1.jsonl")
+pg_psql -c "SELECT pg_logical_emit_message(false, 'wh-restart', 'x')" >/dev/null ||
+    wh_fail "cannot emit a message"
+wh_wait_until 20 grep -q '"prefix":"wh-restart"' "$WH_TMP/r2.jsonl" ||
+    wh_fail "t0 did not deliver to its runtime URL after the restart"
+[ "$(lines "$WH_TMP/r1.jsonl")" = "$r1" ] || wh_fail "t0's old URL got requests after the restart"
+wh_wait_until 20 grep -q '"prefix":"wh-restart"' "$WH_TMP/r4.jsonl" ||
+    wh_fail "pz did not deliver after the restart"
+
+# 8. the store holds every position once
+for d in ingestor dispatcher admin store; do wh_kill "$d" TERM; done
+"$BIN/walhook-store" --dump -c "$CONF" >"$WH_TMP/dump.txt" || wh_fail "walhook-store --dump failed"
+"$BIN/tests/wh_check" --dump "$WH_TMP/dump.txt" --count "$(( N + 1 ))" ||
+    wh_fail "the store does not hold every position exactly once"
+wh_pass "$N changes: pause/resume, add at the end/remove, URL and secret change, settings patched (batch_max_events=5, flush_bytes=65536), state version $v_before kept across a restart, every position stored once ($(( r2 - r2_at_patch )) requests after the patch)"
