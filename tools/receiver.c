@@ -10,8 +10,8 @@
  * every POST (bodies are recorded only when CODE is 2xx); --delay-ms waits
  * before answering. --headers FILE appends, for each body written to --out,
  * one line "webhook-id<TAB>webhook-timestamp<TAB>webhook-signature" ("-" for
- * a missing header), so line N of both files belong together. GET answers a one-line summary (for health checks).
- * Bodies over 64 MiB get 413. */
+ * a missing header), so line N of both files belong together. GET answers a one-line summary (for
+ * health checks). Bodies over 64 MiB get 413. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -328,8 +328,7 @@ int main(int argc, char **argv)
     if (s.o.headers) {
         s.headers = fopen(s.o.headers, "a");
         if (!s.headers) {
-            fprintf(stderr, "walhook-receiver: cannot open %s: %s\n", s.o.headers,
-                    strerror(errno));
+            fprintf(stderr, "walhook-receiver: cannot open %s: %s\n", s.o.headers, strerror(errno));
             return 1;
         }
     }

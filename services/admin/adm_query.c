@@ -9,13 +9,31 @@
 #include "wh_ipc.h"
 #include "wh_metrics.h"
 #include "wh_daemon.h"
+#include "wh_state.h"
 #include "wh_util.h"
+
+/* The ingestor of one tenant (one per tenant of the runtime state). */
+typedef struct adm_ing {
+    char tenant[WH_NAME_MAX];
+    char url[WH_URL_MAX];
+    wh_client *client;
+} adm_ing;
 
 struct adm_query {
     char name[ADM_NDAEMONS][16];
     wh_client *client[ADM_NDAEMONS];
     pthread_mutex_t mu[ADM_NDAEMONS];
     char open_err[ADM_NDAEMONS][256];
+
+    /* "ingestor" stands for every tenant's ingestor: the tenants come from
+     * the runtime state (GetState on the store, cheap when unchanged); until
+     * the store answers, the configured ingestor.control alone. Under
+     * mu[1]. */
+    wh_config *cfg;
+    wh_client *state_client;
+    uint64_t state_version;
+    adm_ing ing[WH_MAX_TENANTS];
+    int ning;
 };
 
 static const char *const adm_names[ADM_NDAEMONS] = {"store", "ingestor", "dispatcher"};
@@ -41,14 +59,60 @@ int adm_query_open(adm_query **out, const wh_config *c, char *err, size_t errlen
             wh_warn("%s: %s", adm_names[i], q->open_err[i]);
         }
     }
+    q->cfg = malloc(sizeof(*q->cfg));
+    if (q->cfg != NULL) {
+        *q->cfg = *c;
+        char e[WH_ERRLEN];
+        if (wh_client_open(&q->state_client, c->store_endpoint, ADM_STATS_TIMEOUT_MS, maxmsg, e,
+                           sizeof(e)) != WH_OK)
+            q->state_client = NULL;
+    }
     *out = q;
     return WH_OK;
+}
+
+/* Under mu[1]: follows the tenants of the runtime state. */
+static void refresh_ingestors(adm_query *q)
+{
+    if (q->cfg == NULL || q->state_client == NULL)
+        return;
+    wh_state *s = NULL;
+    char e[WH_ERRLEN];
+    if (wh_state_fetch(q->state_client, q->state_version, q->cfg, &s, e, sizeof(e)) != WH_OK ||
+        s == NULL)
+        return; /* unchanged, or the store does not answer: keep the list */
+    adm_ing next[WH_MAX_TENANTS];
+    int n = 0;
+    for (int i = 0; i < s->ntenants && n < WH_MAX_TENANTS; i++) {
+        adm_ing *g = &next[n++];
+        memset(g, 0, sizeof(*g));
+        wh_strlcpy(g->tenant, s->tenants[i].name, sizeof(g->tenant));
+        wh_state_ingestor_control(g->url, sizeof(g->url), q->cfg, g->tenant);
+        for (int k = 0; k < q->ning; k++) /* keep open clients */
+            if (q->ing[k].client != NULL && strcmp(q->ing[k].url, g->url) == 0) {
+                g->client = q->ing[k].client;
+                q->ing[k].client = NULL;
+            }
+    }
+    for (int k = 0; k < q->ning; k++)
+        if (q->ing[k].client != NULL)
+            wh_client_close(q->ing[k].client);
+    memcpy(q->ing, next, (size_t)n * sizeof(next[0]));
+    q->ning = n;
+    q->state_version = s->version;
+    wh_state_unref(s);
 }
 
 void adm_query_close(adm_query *q)
 {
     if (!q)
         return;
+    for (int k = 0; k < q->ning; k++)
+        if (q->ing[k].client != NULL)
+            wh_client_close(q->ing[k].client);
+    if (q->state_client != NULL)
+        wh_client_close(q->state_client);
+    free(q->cfg);
     for (int i = 0; i < ADM_NDAEMONS; i++) {
         if (q->client[i])
             wh_client_close(q->client[i]);
@@ -84,9 +148,82 @@ typedef struct adm_job {
     adm_stat *st;
 } adm_job;
 
+static void stats_call(wh_client *c, adm_stat *st)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_STATS;
+    req.stats = &sr;
+    Walhook__Reply *rep = NULL;
+    char e[WH_ERRLEN] = "";
+    if (wh_client_call(c, &req, &rep, e, sizeof(e)) != WH_OK) {
+        snprintf(st->error, sizeof(st->error), "no stats reply: %.200s", e[0] ? e : "error");
+        return;
+    }
+    adm_stat_from_reply(st, rep);
+    walhook__reply__free_unpacked(rep, NULL);
+}
+
+/* Under mu[1]: every tenant's ingestor as one "ingestor" entry: up and
+ * ready when all are; the state and reason name the first tenant that is
+ * not; the metrics of all, concatenated. */
+static void query_ingestors(adm_query *q, adm_stat *st)
+{
+    wh_buf all;
+    wh_buf_init(&all, 0);
+    int up = 1, ready = 1;
+    for (int k = 0; k < q->ning; k++) {
+        adm_ing *g = &q->ing[k];
+        adm_stat one;
+        memset(&one, 0, sizeof(one));
+        char e[WH_ERRLEN];
+        if (g->client == NULL &&
+            wh_client_open(&g->client, g->url, ADM_STATS_TIMEOUT_MS,
+                           q->cfg->ipc_max_msg_bytes > 0 ? (size_t)q->cfg->ipc_max_msg_bytes
+                                                         : 64u << 20,
+                           e, sizeof(e)) != WH_OK) {
+            g->client = NULL;
+            snprintf(one.error, sizeof(one.error), "cannot open client: %.200s", e);
+        } else {
+            stats_call(g->client, &one);
+        }
+        if (!one.up && up) {
+            snprintf(st->error, sizeof(st->error), "tenant %.63s: %.180s", g->tenant, one.error);
+            up = 0;
+        }
+        if (one.up && !one.ready && ready && up)
+            snprintf(st->state, sizeof(st->state), "%.15s (%.13s)", one.state, g->tenant);
+        ready = ready && one.up && one.ready;
+        if (one.up && ready && st->state[0] == '\0')
+            wh_strlcpy(st->state, one.state, sizeof(st->state));
+        if (one.metrics != NULL) {
+            wh_buf_puts(&all, one.metrics);
+            if (all.len > 0 && all.data[all.len - 1] != '\n')
+                wh_buf_putc(&all, '\n');
+        }
+        free(one.metrics);
+    }
+    st->up = up;
+    st->ready = up && ready;
+    if (all.len > 0 && wh_buf_cstr(&all) == WH_OK)
+        st->metrics = strdup(all.data);
+    wh_buf_free(&all);
+}
+
 static void adm_query_one(adm_query *q, int i, adm_stat *st)
 {
     memset(st, 0, sizeof(*st));
+    if (i == 1) {
+        wh_strlcpy(st->name, q->name[i], sizeof(st->name));
+        pthread_mutex_lock(&q->mu[i]);
+        refresh_ingestors(q);
+        int many = q->ning > 0;
+        if (many)
+            query_ingestors(q, st);
+        pthread_mutex_unlock(&q->mu[i]);
+        if (many)
+            return;
+    }
     wh_strlcpy(st->name, q->name[i], sizeof(st->name));
     if (!q->client[i]) {
         wh_strlcpy(st->error, q->open_err[i], sizeof(st->error));

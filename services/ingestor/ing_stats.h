@@ -19,7 +19,7 @@ typedef struct ing_stats {
     wh_gauge confirmed_flush_lsn;
     wh_gauge server_wal_end;
     wh_gauge state;
-    ing_batcher *bt; /* may be NULL */
+    ing_batcher *bt;               /* may be NULL */
     char tenant[WH_NAME_MAX];      /* label of every sample ("" = none) */
     char daemon_name[WH_NAME_MAX]; /* "ingestor", or "ingestor-<tenant>" */
 } ing_stats;
