@@ -1,7 +1,7 @@
 /* wh_loadgen: deterministic change generator for integration tests.
  *
  *   wh_loadgen --dsn DSN --changes N --seed S [--max-txn 500] [--tables 3]
- *              --expect FILE [--setup-only]
+ *              --expect FILE [--setup-only] [--txn-pause-ms N]
  *
  * Creates tables t1..tK (id bigint primary key, i int, f float8, t text,
  * b bool, n numeric) with REPLICA IDENTITY FULL. Unless --setup-only, makes N
@@ -12,6 +12,8 @@
  * One change is always one row. Each transaction is sent as one multi-statement
  * simple query (consecutive inserts into one table become one multi-row
  * INSERT, which PostgreSQL decodes row by row in VALUES order).
+ * --txn-pause-ms N sleeps N ms after each transaction (a stream that lasts,
+ * for tests that change things while it runs).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -212,24 +214,21 @@ static void exec_ok(PGconn *c, const char *sql, const char *what)
 static void usage(void)
 {
     fprintf(stderr, "usage: wh_loadgen --dsn DSN --changes N --seed S [--max-txn 500] "
-                    "[--tables 3] --expect FILE [--setup-only]\n");
+                    "[--tables 3] --expect FILE [--setup-only] [--txn-pause-ms N]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     const char *dsn = NULL, *expect = NULL;
-    long long nchanges = -1, seed = 1, max_txn = 500, ntables = 3;
+    long long nchanges = -1, seed = 1, max_txn = 500, ntables = 3, pause_ms = 0;
     int setup_only = 0;
-    static const struct option opts[] = {{"dsn", required_argument, 0, 'd'},
-                                         {"changes", required_argument, 0, 'n'},
-                                         {"seed", required_argument, 0, 's'},
-                                         {"max-txn", required_argument, 0, 'm'},
-                                         {"tables", required_argument, 0, 't'},
-                                         {"expect", required_argument, 0, 'e'},
-                                         {"setup-only", no_argument, 0, 'S'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"dsn", required_argument, 0, 'd'},    {"changes", required_argument, 0, 'n'},
+        {"seed", required_argument, 0, 's'},   {"max-txn", required_argument, 0, 'm'},
+        {"tables", required_argument, 0, 't'}, {"expect", required_argument, 0, 'e'},
+        {"setup-only", no_argument, 0, 'S'},   {"txn-pause-ms", required_argument, 0, 'p'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -253,6 +252,9 @@ int main(int argc, char **argv)
             break;
         case 'S':
             setup_only = 1;
+            break;
+        case 'p':
+            pause_ms = atoll(optarg);
             break;
         default:
             usage();
@@ -395,6 +397,8 @@ int main(int argc, char **argv)
             die("write to %s failed", expect);
         done += txn;
         ntx++;
+        if (pause_ms > 0)
+            wh_sleep_ms((int)pause_ms);
     }
     if (fclose(ef) != 0)
         die("write to %s failed", expect);
