@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli_tenants.h"
 #include "wh_ipc.h"
 #include "wh_util.h"
 
@@ -20,6 +21,9 @@
 #define SUP_STOP_WAIT_MS 10000
 
 enum { SUP_STORE, SUP_INGESTOR, SUP_DISPATCHER, SUP_ADMIN, SUP_N };
+
+/* The ingestors of the other tenants of the runtime state (cli_tenants.h). */
+static cli_tenants *sup_tenants;
 
 typedef struct sup_child {
     const char *name; /* "store" */
@@ -103,6 +107,8 @@ static int sup_reap(sup_child *ch, int restart)
         pid_t pid = waitpid(-1, &status, WNOHANG);
         if (pid <= 0)
             break;
+        if (cli_tenants_reaped(sup_tenants, pid, status))
+            continue;
         for (int i = 0; i < SUP_N; i++) {
             if (ch[i].pid != pid)
                 continue;
@@ -167,6 +173,8 @@ static void sup_stop(sup_child *ch, const int *which, int nwhich)
 
 static void sup_stop_all(sup_child *ch)
 {
+    cli_tenants_stop(sup_tenants);
+    sup_tenants = NULL;
     static const int first[] = {SUP_INGESTOR};
     static const int then[] = {SUP_DISPATCHER, SUP_ADMIN};
     static const int last[] = {SUP_STORE};
@@ -242,11 +250,16 @@ int cli_sup_run(const cli_sup_opts *o)
             return 1;
         }
 
+    if (cli_tenants_start(&sup_tenants, o->bindir, o->config_path) != WH_OK)
+        wh_warn("cannot follow the tenants of the runtime state; only the file's tenant runs");
+
     while (!wh_stop_requested) {
         sup_reap(ch, 1);
+        cli_tenants_tick(sup_tenants);
         uint64_t now = wh_now_ms();
         for (int i = 0; i < SUP_N; i++)
-            if (ch[i].pid == 0 && now >= ch[i].restart_at_ms && !wh_stop_requested)
+            if (ch[i].pid == 0 && now >= ch[i].restart_at_ms && !wh_stop_requested &&
+                (i != SUP_INGESTOR || cli_tenants_default_wanted(sup_tenants)))
                 if (sup_spawn(&ch[i], o->config_path) != WH_OK)
                     ch[i].restart_at_ms = now + (uint64_t)cli_sup_next_delay(&ch[i].backoff_ms, 0);
         if (wh_reload_requested) {
@@ -255,6 +268,7 @@ int cli_sup_run(const cli_sup_opts *o)
             for (int i = 0; i < SUP_N; i++)
                 if (ch[i].pid > 0)
                     kill(ch[i].pid, SIGHUP);
+            cli_tenants_signal(sup_tenants, SIGHUP);
             wh_info("reload: SIGHUP sent to the daemons");
         }
         wh_sleep_ms(50);
