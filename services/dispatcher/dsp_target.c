@@ -541,7 +541,7 @@ int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
     int64_t ts = wh_wallclock_us() / 1000000;
     if (dsp_headers_build(&t->hdr, t->keys, t->nkeys, b->id, b->n, ts, b->body.data, b->body.len,
                           err, sizeof(err)) != WH_OK) {
-        wh_error("target %s: %s", t->name, err);
+        wh_error("target %s/%s: %s", t->set.tenant, t->name, err);
         t->state = DSP_T_BACKOFF;
         t->retry_at_ms = now_ms + (uint64_t)dsp_retry_delay_ms(++t->attempt, t->set.retry_base_ms,
                                                                t->set.retry_max_ms);
@@ -556,7 +556,7 @@ int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
             continue;
         struct curl_slist *n = curl_slist_append(t->hdrs, lines[i]);
         if (n == NULL) {
-            wh_error("target %s: out of memory building headers", t->name);
+            wh_error("target %s/%s: out of memory building headers", t->set.tenant, t->name);
             return -1;
         }
         t->hdrs = n;
@@ -568,7 +568,8 @@ int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
     curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)b->body.len);
     CURLMcode mc = curl_multi_add_handle(multi, t->easy);
     if (mc != CURLM_OK) {
-        wh_error("target %s: curl_multi_add_handle: %s", t->name, curl_multi_strerror(mc));
+        wh_error("target %s/%s: curl_multi_add_handle: %s", t->set.tenant, t->name,
+                 curl_multi_strerror(mc));
         return -1;
     }
     t->state = DSP_T_POSTING;
@@ -638,9 +639,10 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
                      t->curl_err[0] ? t->curl_err : curl_easy_strerror(res));
         else
             snprintf(why, sizeof(why), "HTTP %ld", code);
-        wh_warn("target %s: delivery of %zu events (webhook-id %s) failed: %s; attempt %d, "
+        wh_warn("target %s/%s: delivery of %zu events (webhook-id %s) failed: %s; attempt %d, "
                 "retrying in %d ms (%" PRIu64 " failures in total)",
-                t->name, b->n, b->id, why, t->attempt, delay, wh_counter_get(&t->failures));
+                t->set.tenant, t->name, b->n, b->id, why, t->attempt, delay,
+                wh_counter_get(&t->failures));
         t->last_warn_ms = now_ms;
     }
 }
@@ -649,7 +651,8 @@ void dsp_target_abandon(dsp_target *t, CURLM *multi)
 {
     if (t->state == DSP_T_POSTING) {
         curl_multi_remove_handle(multi, t->easy);
-        wh_warn("target %s: abandoning an unfinished request at shutdown (not committed)", t->name);
+        wh_warn("target %s/%s: abandoning an unfinished request at shutdown (not committed)",
+                t->set.tenant, t->name);
     }
     t->state = DSP_T_IDLE;
 }

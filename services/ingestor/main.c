@@ -15,7 +15,7 @@
 #include "wh_daemon.h"
 #include "wh_util.h"
 
-#define ING_STORE_WAIT_MS 30000
+#define ING_STORE_WAIT_MS 10000
 
 /* Takes "--tenant NAME" / "--tenant=NAME" out of argv (the rest is the
  * standard daemon arguments). Returns the name or NULL. */
@@ -43,6 +43,21 @@ static const char *take_tenant_arg(int *argc, char **argv)
     return tenant;
 }
 
+/* memory: the window of unacked batches, the open batch, the one in flight */
+static int check_budget(const wh_config *c)
+{
+    int64_t need = c->window_bytes + 2 * c->flush_bytes + 16 * 1024 * 1024;
+    if (c->memory_budget_bytes > 0 && need > c->memory_budget_bytes) {
+        fprintf(stderr,
+                "walhook-ingestor: memory_budget_bytes (%lld) is below what the "
+                "ingestor needs: ingestor.window_bytes + 2 * ingestor.flush_bytes + 16 MiB = "
+                "%lld\n",
+                (long long)c->memory_budget_bytes, (long long)need);
+        return WH_ERR;
+    }
+    return WH_OK;
+}
+
 int main(int argc, char **argv)
 {
     static wh_config base, cfg;
@@ -54,6 +69,9 @@ int main(int argc, char **argv)
     if (tenant == NULL || !tenant[0])
         tenant = base.tenant;
 
+    /* the budget of the file's settings first: a refusal needs no store */
+    if (check_budget(&base) != WH_OK)
+        return 2;
     ing_state *is = NULL;
     if (ing_state_start(&is, &base, tenant, path, ING_STORE_WAIT_MS, &cfg, err, sizeof(err)) !=
         WH_OK) {
@@ -72,14 +90,7 @@ int main(int argc, char **argv)
         rc = 2;
         goto out;
     }
-    /* memory: the window of unacked batches, the open batch, the one in flight */
-    int64_t need = cfg.window_bytes + 2 * cfg.flush_bytes + 16 * 1024 * 1024;
-    if (cfg.memory_budget_bytes > 0 && need > cfg.memory_budget_bytes) {
-        fprintf(stderr,
-                "walhook-ingestor: memory_budget_bytes (%lld) is below what the "
-                "ingestor needs: ingestor.window_bytes + 2 * ingestor.flush_bytes + 16 MiB = "
-                "%lld\n",
-                (long long)cfg.memory_budget_bytes, (long long)need);
+    if (check_budget(&cfg) != WH_OK) { /* the state's runtime settings may differ */
         rc = 2;
         goto out;
     }

@@ -63,8 +63,14 @@ expect "wrong type (up)" 'workers' "$BIN/walhook" up -c "$WH_TMP/wrongtype.conf"
 expect "bad dsn (up)" 'dsn|port' "$BIN/walhook" up -c "$WH_TMP/baddsn.conf"
 expect "bad dsn (up --source)" 'dsn|port' "$BIN/walhook" up --source 'postgresql://u@h:notaport/db' \
     --target http://127.0.0.1:9/hook --data "$DATA" --admin "127.0.0.1:$APORT"
+# the ingestor takes its source from the runtime state in the store: without
+# a store it fails naming the store; with one, on the unreachable source
+expect "no store (ingestor)" 'store' "$BIN/walhook-ingestor" -c "$WH_TMP/unreachable.conf"
+mkdir -p "$DATA"
+wh_spawn store "$BIN/walhook-store" -c "$WH_TMP/unreachable.conf"
 expect "unreachable (ingestor)" 'connect|refused|unreachable' \
     "$BIN/walhook-ingestor" -c "$WH_TMP/unreachable.conf"
+wh_kill store TERM
 expect "unreachable (up)" 'connect|refused|unreachable' "$BIN/walhook" up -c "$WH_TMP/unreachable.conf"
 expect "env override (ingestor)" 'WALHOOK_STORE_WORKERS|store\.workers' \
     env WALHOOK_STORE_WORKERS=lots "$BIN/walhook-ingestor" -c "$WH_TMP/unreachable.conf"

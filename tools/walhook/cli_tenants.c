@@ -136,8 +136,8 @@ static void poll_state(cli_tenants *t)
             c = &t->ch[t->n++];
             memset(c, 0, sizeof(*c));
             wh_strlcpy(c->tenant, name, sizeof(c->tenant));
-            wh_info("tenant %s is in the runtime state (version %llu): starting its ingestor",
-                    name, (unsigned long long)s->version);
+            wh_info("tenant %s is in the runtime state (version %llu): starting its ingestor", name,
+                    (unsigned long long)s->version);
         }
         if (c != NULL)
             c->wanted = 1;
