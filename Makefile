@@ -18,7 +18,7 @@ CFLAGS_BASE = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOUR
               -Icommon -I$(BUILD)/gen -I/usr/include/postgresql $(SAN)
 CFLAGS += $(OPT) $(CFLAGS_BASE)
 LDFLAGS += $(SAN) -Wl,--as-needed
-LIBS_COMMON = -lprotobuf-c -lnng -lpq -lconfig -lpthread
+LIBS_COMMON = -lprotobuf-c -lnng -lpq -lconfig -ljansson -lpthread
 
 PROTO_C = $(BUILD)/gen/walhook.pb-c.c
 PROTO_H = $(BUILD)/gen/walhook.pb-c.h

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libconfig.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,7 +96,7 @@ const wh_config_entry wh_config_table[] = {
 };
 const size_t wh_config_table_len = WH_ARRAY_LEN(wh_config_table);
 
-static const wh_config_entry *find_entry(const char *path)
+const wh_config_entry *wh_config_find(const char *path)
 {
     for (size_t i = 0; i < wh_config_table_len; i++)
         if (strcmp(wh_config_table[i].path, path) == 0)
@@ -176,7 +177,7 @@ int wh_config_set(wh_config *c, const char *path, const char *value, char *err, 
 {
     if (strcmp(path, "targets") == 0)
         return wh_config_set_targets(c, value, err, errlen);
-    const wh_config_entry *e = find_entry(path);
+    const wh_config_entry *e = wh_config_find(path);
     if (e == NULL)
         return wh_seterr(err, errlen, "unknown setting '%s'", path);
     int64_t v;
@@ -320,12 +321,20 @@ static int load_group(wh_config *c, config_setting_t *group, const char *prefix,
             }
             continue;
         }
+        if (*prefix == '\0' && name != NULL && strcmp(name, "tenants") == 0) {
+            /* read by wh_state_from_config (common/wh_state.c) */
+            if (type != CONFIG_TYPE_LIST)
+                return wh_seterr(err, errlen,
+                                 "setting 'tenants' (line %d): expected a list ( {...}, ... )",
+                                 config_setting_source_line(s));
+            continue;
+        }
         if (type == CONFIG_TYPE_GROUP) {
             if (load_group(c, s, path, err, errlen) != WH_OK)
                 return WH_ERR;
             continue;
         }
-        const wh_config_entry *e = find_entry(path);
+        const wh_config_entry *e = wh_config_find(path);
         if (e == NULL)
             return wh_seterr(err, errlen, "unknown setting '%s' (line %d)", path,
                              config_setting_source_line(s));
@@ -492,21 +501,25 @@ int wh_config_load(wh_config *c, const char *path, char *err, size_t errlen)
     return wh_config_validate(c, err, errlen);
 }
 
+static int entry_differs(const wh_config_entry *e, const wh_config *a, const wh_config *b)
+{
+    const char *pa = (const char *)a + e->offset, *pb = (const char *)b + e->offset;
+    return e->type == WH_CT_STRING ? strcmp(pa, pb) != 0 : memcmp(pa, pb, e->size) != 0;
+}
+
 const char *wh_config_static_diff(const wh_config *a, const wh_config *b)
 {
     for (size_t i = 0; i < wh_config_table_len; i++) {
         const wh_config_entry *e = &wh_config_table[i];
         if (e->flags & WH_CF_RUNTIME)
             continue;
-        const char *pa = (const char *)a + e->offset, *pb = (const char *)b + e->offset;
-        if (e->type == WH_CT_STRING ? strcmp(pa, pb) != 0 : memcmp(pa, pb, e->size) != 0)
+        if (entry_differs(e, a, b))
             return e->path;
     }
     return NULL;
 }
 
-/* A target URL for display: userinfo password and query string hidden. */
-static void redact_url(const char *url, char *out, size_t len)
+void wh_config_redact_url(const char *url, char *out, size_t len)
 {
     char tmp[WH_URL_MAX + 16];
     wh_dsn_redact(url, tmp, sizeof(tmp)); /* hides "user:****@" */
@@ -547,13 +560,106 @@ int wh_config_to_json(const wh_config *c, wh_buf *b)
         rc |= wh_buf_printf(b, "%s{\"name\":", i ? "," : "");
         rc |= wh_json_str(b, c->targets[i].name, strlen(c->targets[i].name));
         char url[WH_URL_MAX + 16];
-        redact_url(c->targets[i].url, url, sizeof(url));
+        wh_config_redact_url(c->targets[i].url, url, sizeof(url));
         rc |= wh_buf_puts(b, ",\"url\":");
         rc |= wh_json_str(b, url, strlen(url));
         rc |= wh_buf_printf(b, ",\"signed\":%s}", c->targets[i].secret[0] ? "true" : "false");
     }
     rc |= wh_buf_puts(b, "]}");
     return rc == WH_OK ? WH_OK : WH_ERR;
+}
+
+/* ---- target validation ---- */
+
+/* Minimal check, to be replaced by the full one at merge (same signature). */
+int wh_target_validate(const wh_target *t, char *err, size_t errlen)
+{
+    const char *u = t->url;
+    size_t skip;
+    if (strncmp(u, "http://", 7) == 0)
+        skip = 7;
+    else if (strncmp(u, "https://", 8) == 0)
+        skip = 8;
+    else
+        return wh_seterr(err, errlen, "url: must start with http:// or https://");
+    for (const unsigned char *p = (const unsigned char *)u; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return wh_seterr(err, errlen, "url: contains a control character");
+    const char *host = u + skip;
+    const char *at = strchr(host, '@');
+    const char *end = host + strcspn(host, "/?#");
+    if (at != NULL && at < end)
+        host = at + 1;
+    if (host >= end || *host == ':' || *host == '/')
+        return wh_seterr(err, errlen, "url: missing host");
+    if (t->secret[0] != '\0') {
+        size_t n = strlen(t->secret);
+        if (strncmp(t->secret, "whsec_", 6) != 0)
+            return wh_seterr(err, errlen, "secret: must start with whsec_");
+        wh_buf b;
+        wh_buf_init(&b, 1024);
+        int rc = wh_base64_decode(&b, t->secret + 6, n - 6);
+        size_t len = b.len;
+        wh_buf_free(&b);
+        if (rc != WH_OK)
+            return wh_seterr(err, errlen, "secret: not valid base64 after whsec_");
+        if (len < 24 || len > 64)
+            return wh_seterr(err, errlen, "secret: %zu bytes, must be 24..64", len);
+    }
+    return WH_OK;
+}
+
+/* ---- runtime apply hooks ---- */
+
+#define WH_MAX_HOOKS 64
+
+typedef struct hook {
+    const wh_config_entry *e;
+    wh_config_apply_fn fn;
+    void *arg;
+} hook;
+
+static pthread_mutex_t hooks_mu = PTHREAD_MUTEX_INITIALIZER;
+static hook hooks[WH_MAX_HOOKS];
+static int nhooks;
+
+int wh_config_hook(const char *path, wh_config_apply_fn fn, void *arg, char *err, size_t errlen)
+{
+    const wh_config_entry *e = wh_config_find(path);
+    if (e == NULL)
+        return wh_seterr(err, errlen, "hook: unknown setting '%s'", path);
+    if (!(e->flags & WH_CF_RUNTIME))
+        return wh_seterr(err, errlen, "hook: setting '%s' is not changeable at runtime", path);
+    if (fn == NULL)
+        return wh_seterr(err, errlen, "hook: '%s': no function", path);
+    pthread_mutex_lock(&hooks_mu);
+    int rc = WH_OK;
+    if (nhooks >= WH_MAX_HOOKS)
+        rc = wh_seterr(err, errlen, "hook: more than %d hooks", WH_MAX_HOOKS);
+    else
+        hooks[nhooks++] = (hook){e, fn, arg};
+    pthread_mutex_unlock(&hooks_mu);
+    return rc;
+}
+
+void wh_config_apply_hooks(const wh_config *old, const wh_config *cur)
+{
+    if (strcmp(old->log_level, cur->log_level) != 0) {
+        int lvl = wh_log_level_parse(cur->log_level);
+        if (lvl >= 0) {
+            wh_log_set_level(lvl);
+            wh_info("log_level is now %s", cur->log_level);
+        }
+    }
+    /* copy under the lock, call outside it: a hook may register another */
+    hook hs[WH_MAX_HOOKS];
+    pthread_mutex_lock(&hooks_mu);
+    int n = nhooks;
+    memcpy(hs, hooks, (size_t)n * sizeof(hook));
+    pthread_mutex_unlock(&hooks_mu);
+    for (int i = 0; i < n; i++)
+        if (entry_differs(hs[i].e, old, cur))
+            hs[i].fn(hs[i].arg, cur);
 }
 
 const char *wh_config_parse_args(int argc, char **argv, const char *prog)

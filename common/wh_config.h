@@ -125,6 +125,18 @@ typedef void (*wh_config_apply_fn)(void *arg, const wh_config *c);
 int wh_config_hook(const char *path, wh_config_apply_fn fn, void *arg, char *err, size_t errlen);
 void wh_config_apply_hooks(const wh_config *old, const wh_config *cur);
 
+/* The table entry of a setting, or NULL. */
+const wh_config_entry *wh_config_find(const char *path);
+
+/* Checks one target as `walhook check` and the daemons do: the URL (http or
+ * https, a host, no control characters) and the secret ("" or "whsec_" +
+ * base64 of 24..64 bytes). The message names the field ("url: ...",
+ * "secret: ...") and never quotes the secret. */
+int wh_target_validate(const wh_target *t, char *err, size_t errlen);
+
+/* A target URL for display: userinfo password and query string hidden. */
+void wh_config_redact_url(const char *url, char *out, size_t len);
+
 /* Standard option parsing for a daemon's main: -c FILE, -h. Returns the
  * config path or NULL; exits 2 on bad usage. */
 const char *wh_config_parse_args(int argc, char **argv, const char *prog);

@@ -225,6 +225,14 @@ int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_
 int wh_client_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep, char *err,
                    size_t errlen)
 {
+    int status;
+    return wh_client_call_status(c, req, rep, &status, err, errlen);
+}
+
+int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep,
+                          int *status, char *err, size_t errlen)
+{
+    *status = 0;
     size_t sz = walhook__request__get_packed_size(req);
     nng_msg *m = NULL;
     int rv;
@@ -262,6 +270,7 @@ int wh_client_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **r
     if (r == NULL)
         return wh_seterr(err, errlen, "%s: malformed reply (%zu bytes)", c->url, len);
     if (r->status != 0) {
+        *status = r->status;
         wh_seterr(err, errlen, "%s: error %d: %s", c->url, r->status,
                   r->error ? r->error : "(no message)");
         walhook__reply__free_unpacked(r, NULL);

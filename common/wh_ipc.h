@@ -40,6 +40,10 @@ int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_
  * NULL)). A reply with status != 0 returns WH_ERR with its error text. */
 int wh_client_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep, char *err,
                    size_t errlen);
+/* Like wh_client_call, and *status receives the reply's status when the store
+ * answered with an error (e.g. 409, 412), 0 for a transport failure. */
+int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep,
+                          int *status, char *err, size_t errlen);
 /* From any thread: cancels the call in progress (it returns WH_ERR) and caps
  * the timeout of later calls at 1 s. For a stopping process. */
 void wh_client_interrupt(wh_client *c);

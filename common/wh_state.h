@@ -62,8 +62,8 @@ int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path,
 
 /* Parses and validates a document; base supplies defaults for runtime
  * settings the document omits. */
-int wh_state_parse(wh_state **out, const char *json, size_t len, const wh_config *base,
-                   char *err, size_t errlen);
+int wh_state_parse(wh_state **out, const char *json, size_t len, const wh_config *base, char *err,
+                   size_t errlen);
 
 /* Validates a built state (names, duplicates, targets through
  * wh_target_validate, settings through the table's bounds). */

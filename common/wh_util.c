@@ -14,7 +14,7 @@ volatile sig_atomic_t wh_stop_requested = 0;
 volatile sig_atomic_t wh_reload_requested = 0;
 
 static char log_daemon[32] = "walhook";
-static int log_level = WH_LOG_INFO;
+static _Atomic int log_level = WH_LOG_INFO;
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
 int wh_seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -31,6 +31,12 @@ int wh_seterr(char *err, size_t errlen, const char *fmt, ...)
 void wh_log_init(const char *daemon, int level)
 {
     wh_strlcpy(log_daemon, daemon, sizeof(log_daemon));
+    if (level >= WH_LOG_DEBUG && level <= WH_LOG_ERROR)
+        log_level = level;
+}
+
+void wh_log_set_level(int level)
+{
     if (level >= WH_LOG_DEBUG && level <= WH_LOG_ERROR)
         log_level = level;
 }

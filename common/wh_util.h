@@ -28,6 +28,8 @@ int wh_seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((for
 enum { WH_LOG_DEBUG = 0, WH_LOG_INFO = 1, WH_LOG_WARN = 2, WH_LOG_ERROR = 3 };
 void wh_log_init(const char *daemon, int level);
 int wh_log_level_parse(const char *name); /* -1 if unknown */
+/* Changes the level at runtime (any thread); out-of-range levels are ignored. */
+void wh_log_set_level(int level);
 void wh_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define wh_debug(...) wh_log(WH_LOG_DEBUG, __VA_ARGS__)
 #define wh_info(...) wh_log(WH_LOG_INFO, __VA_ARGS__)

@@ -26,7 +26,7 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
 # shellcheck disable=SC2054
 CFLAGS=(-g -O1 -std=gnu11 -D_GNU_SOURCE -Icommon -I"$OUT/gen" -I/usr/include/postgresql
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
-LIBS=(-lprotobuf-c -lnng -lpq -lconfig -lpthread)
+LIBS=(-lprotobuf-c -lnng -lpq -lconfig -ljansson -lpthread)
 status=0
 for src in tests/fuzz/fuzz_*.c; do
     name=$(basename "$src" .c)
