@@ -1315,14 +1315,6 @@ static void r_target_action(ctx *c)
 
 /* ---- /v1/settings ---- */
 
-static const wh_config_entry *find_setting(const char *path)
-{
-    for (size_t i = 0; i < wh_config_table_len; i++)
-        if (strcmp(wh_config_table[i].path, path) == 0)
-            return &wh_config_table[i];
-    return NULL;
-}
-
 static json_t *settings_json(const wh_config *cfg)
 {
     json_t *o = json_object();
@@ -1359,7 +1351,7 @@ static int m_settings(ctx *c, write_op *op, wh_state *s)
         return fail(c->resp, 400, "body", "name at least one setting");
     json_object_foreach(op->body, key, v)
     {
-        const wh_config_entry *e = find_setting(key);
+        const wh_config_entry *e = wh_config_find(key);
         if (!e)
             return fail(c->resp, 400, key, "unknown setting '%s'", key);
         if (!(e->flags & WH_CF_RUNTIME))

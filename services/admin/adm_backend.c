@@ -20,16 +20,6 @@ struct adm_store {
 
 #define ADM_STORE_TIMEOUT_MS 3000
 
-/* "ipc://...: error 412: text" -> 412. */
-static int status_of(const char *err)
-{
-    const char *p = strstr(err, "error ");
-    int st = 0;
-    if (p && sscanf(p, "error %d:", &st) == 1)
-        return st;
-    return 0;
-}
-
 static int b_get_state(void *arg, wh_state **out, char *err, size_t errlen)
 {
     adm_store *s = arg;
@@ -79,13 +69,11 @@ static int b_set_offset(void *arg, const char *tenant, const char *consumer, int
     req.set_offset = &so;
     Walhook__Reply *rep = NULL;
     pthread_mutex_lock(&s->mu);
-    int rc = wh_client_call(s->client, &req, &rep, err, errlen);
-    pthread_mutex_unlock(&s->mu);
     *status = 0;
-    if (rc != WH_OK) {
-        *status = status_of(err);
+    int rc = wh_client_call_status(s->client, &req, &rep, status, err, errlen);
+    pthread_mutex_unlock(&s->mu);
+    if (rc != WH_OK)
         return WH_ERR;
-    }
     if (rep->body_case != WALHOOK__REPLY__BODY_OFFSET || !rep->offset) {
         walhook__reply__free_unpacked(rep, NULL);
         return wh_seterr(err, errlen, "SetOffset: the store's reply has no offset");
