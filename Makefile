@@ -89,9 +89,10 @@ $(BIN)/walhook-admin: $(call daemon_objs,admin) $(BUILD)/gen/adm_openapi.o $(BUI
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(ADMIN_LIBS) $(LIBS_COMMON)
 
-$(BIN)/walhook: $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/walhook/*.c)) $(BUILD)/libwhcommon.a
+# the walhook command reads the admin's token file with adm_auth (linked, not copied)
+$(BIN)/walhook: $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/walhook/*.c)) $(BUILD)/services/admin/adm_auth.o $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcurl -ljansson $(LIBS_COMMON)
 
 $(BIN)/walhook-receiver: $(BUILD)/tools/receiver.o $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)

@@ -97,7 +97,8 @@ static int fail_validation(adm_response *r, int status, const char *msg)
 {
     char field[256] = "";
     const char *colon = strstr(msg, ": ");
-    if (colon && (size_t)(colon - msg) < sizeof(field) && memchr(msg, ' ', (size_t)(colon - msg)) == NULL) {
+    if (colon && (size_t)(colon - msg) < sizeof(field) &&
+        memchr(msg, ' ', (size_t)(colon - msg)) == NULL) {
         memcpy(field, msg, (size_t)(colon - msg));
         field[colon - msg] = '\0';
     } else if (strncmp(msg, "setting '", 9) == 0) {
@@ -295,8 +296,8 @@ static int method_bit(const char *m)
     static const struct {
         const char *name;
         int bit;
-    } ms[] = {{"GET", M_GET},       {"HEAD", M_HEAD}, {"POST", M_POST},
-              {"PATCH", M_PATCH},   {"DELETE", M_DELETE}, {"PUT", M_PUT}};
+    } ms[] = {{"GET", M_GET},     {"HEAD", M_HEAD},     {"POST", M_POST},
+              {"PATCH", M_PATCH}, {"DELETE", M_DELETE}, {"PUT", M_PUT}};
     for (size_t i = 0; i < WH_ARRAY_LEN(ms); i++)
         if (strcmp(m, ms[i].name) == 0)
             return ms[i].bit;
@@ -636,8 +637,9 @@ static int get_int(ctx *c, json_t *v, const char *field, int64_t lo, int64_t hi,
         return fail(c->resp, 400, field, "%s: expected an integer", field);
     json_int_t x = json_integer_value(v);
     if (x < lo || x > hi)
-        return fail(c->resp, 400, field, "%s: %" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]",
-                    field, (int64_t)x, lo, hi);
+        return fail(c->resp, 400, field,
+                    "%s: %" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]", field, (int64_t)x,
+                    lo, hi);
     *out = (int64_t)x;
     return WH_OK;
 }
@@ -823,8 +825,9 @@ static int write_state(ctx *c, write_op *op, wh_state **out)
         if (want && cur->version != want) {
             uint64_t v = cur->version;
             wh_state_unref(cur);
-            return fail(c->resp, 412, "If-Match", "version conflict: current is %" PRIu64
-                        ", If-Match names %" PRIu64, v, want);
+            return fail(c->resp, 412, "If-Match",
+                        "version conflict: current is %" PRIu64 ", If-Match names %" PRIu64, v,
+                        want);
         }
         uint64_t expected = cur->version;
         wh_state *next = NULL;
@@ -936,8 +939,7 @@ static int m_tenant_create(ctx *c, write_op *op, wh_state *s)
         json_t *e;
         json_array_foreach(targets, i, e)
         {
-            if (!json_is_object(e) ||
-                apply_target(c, e, &nt.targets[i], 1, NULL, 0) != WH_OK) {
+            if (!json_is_object(e) || apply_target(c, e, &nt.targets[i], 1, NULL, 0) != WH_OK) {
                 if (!json_is_object(e))
                     fail(c->resp, 400, "targets", "targets[%zu]: expected an object", i);
                 free(nt.targets);
@@ -1037,8 +1039,8 @@ static void r_tenant(ctx *c)
         wh_state_unref(s);
         return;
     }
-    write_op op = {c->method == M_PATCH ? m_tenant_patch : m_tenant_delete, NULL, NULL, "",
-                   {0, 0}, {0, 0}, 0};
+    write_op op = {
+        c->method == M_PATCH ? m_tenant_patch : m_tenant_delete, NULL, NULL, "", {0, 0}, {0, 0}, 0};
     if (c->method == M_PATCH && !(op.body = parse_body(c, 0)))
         return;
     wh_state *s = NULL;
@@ -1047,10 +1049,10 @@ static void r_tenant(ctx *c)
             json_t *t = tenant_json(s, c->tenant);
             reply_json(c->resp, 200, t ? t : json_object(), s->version);
         } else {
-            reply_json(c->resp, 200,
-                       json_pack("{s:s,s:I}", "deleted", c->tenant, "version",
-                                 (json_int_t)s->version),
-                       s->version);
+            reply_json(
+                c->resp, 200,
+                json_pack("{s:s,s:I}", "deleted", c->tenant, "version", (json_int_t)s->version),
+                s->version);
         }
         wh_state_unref(s);
     }
@@ -1066,8 +1068,8 @@ static int set_offset(ctx *c, write_op *op, const char *tenant, const char *targ
         return fail(c->resp, 503, NULL, "no store to move offsets in");
     char err[WH_ERRLEN];
     int status = 0;
-    if (c->a->be.set_offset(c->a->be.arg, tenant, target, to_end, pos, &op->prev, &op->now,
-                            &status, err, sizeof(err)) != WH_OK) {
+    if (c->a->be.set_offset(c->a->be.arg, tenant, target, to_end, pos, &op->prev, &op->now, &status,
+                            err, sizeof(err)) != WH_OK) {
         if (status == 400 || status == 404)
             return fail(c->resp, status, "position", "the store refused the offset: %s", err);
         return fail(c->resp, 503, NULL, "cannot move the offset: %s", err);
@@ -1191,8 +1193,8 @@ static void r_target(ctx *c)
         wh_state_unref(s);
         return;
     }
-    write_op op = {c->method == M_PATCH ? m_target_patch : m_target_delete, NULL, NULL, "",
-                   {0, 0}, {0, 0}, 0};
+    write_op op = {
+        c->method == M_PATCH ? m_target_patch : m_target_delete, NULL, NULL, "", {0, 0}, {0, 0}, 0};
     if (c->method == M_PATCH && !(op.body = parse_body(c, 0)))
         return;
     wh_state *s = NULL;
@@ -1255,7 +1257,8 @@ static void r_offset(ctx *c)
         }
     }
     if (have != 1) {
-        fail(c->resp, 400, "position", "give exactly one of {\"to\":\"end\"} or {\"position\":\"X/X:seq\"}");
+        fail(c->resp, 400, "position",
+             "give exactly one of {\"to\":\"end\"} or {\"position\":\"X/X:seq\"}");
         goto out;
     }
     wh_state *s = get_state(c);
@@ -1376,8 +1379,10 @@ static int m_settings(ctx *c, write_op *op, wh_state *s)
         if (wh_config_set(&s->settings, key, text, err, sizeof(err)) != WH_OK)
             return fail(c->resp, 400, key, "%s", err);
         if (strcmp(key, "log_level") == 0 && wh_log_level_parse(s->settings.log_level) < 0)
-            return fail(c->resp, 400, key, "setting 'log_level': '%s' is not debug, info, warn "
-                        "or error", s->settings.log_level);
+            return fail(c->resp, 400, key,
+                        "setting 'log_level': '%s' is not debug, info, warn "
+                        "or error",
+                        s->settings.log_level);
     }
     return WH_OK;
 }
@@ -1430,17 +1435,15 @@ static void r_slots(ctx *c)
             if (si.found) {
                 json_object_set_new(o, "active", json_boolean(si.active));
                 json_object_set_new(o, "confirmed_flush_lsn",
-                                    si.confirmed_flush_lsn[0]
-                                        ? json_string(si.confirmed_flush_lsn)
-                                        : json_null());
-                json_object_set_new(o, "lag_bytes", si.lag_bytes >= 0
-                                                        ? json_integer(si.lag_bytes)
-                                                        : json_null());
+                                    si.confirmed_flush_lsn[0] ? json_string(si.confirmed_flush_lsn)
+                                                              : json_null());
+                json_object_set_new(o, "lag_bytes",
+                                    si.lag_bytes >= 0 ? json_integer(si.lag_bytes) : json_null());
                 json_object_set_new(o, "wal_status",
                                     si.wal_status[0] ? json_string(si.wal_status) : json_null());
-                json_object_set_new(o, "safe_wal_size", si.safe_wal_size >= 0
-                                                            ? json_integer(si.safe_wal_size)
-                                                            : json_null());
+                json_object_set_new(o, "safe_wal_size",
+                                    si.safe_wal_size >= 0 ? json_integer(si.safe_wal_size)
+                                                          : json_null());
             }
         }
         json_array_append_new(arr, o);

@@ -46,13 +46,13 @@ typedef struct adm_pos {
 
 /* One tenant's replication slot as its source database reports it. */
 typedef struct adm_slot_info {
-    int found;                  /* the slot exists */
+    int found; /* the slot exists */
     char confirmed_flush_lsn[32];
-    int64_t lag_bytes;          /* current WAL - confirmed flush; -1 unknown */
+    int64_t lag_bytes; /* current WAL - confirmed flush; -1 unknown */
     char wal_status[32];
-    int64_t safe_wal_size;      /* -1 = NULL (no max_slot_wal_keep_size) */
+    int64_t safe_wal_size; /* -1 = NULL (no max_slot_wal_keep_size) */
     int active;
-    char error[256];            /* "" when the source answered */
+    char error[256]; /* "" when the source answered */
 } adm_slot_info;
 
 typedef struct adm_backend {

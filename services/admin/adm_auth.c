@@ -146,13 +146,11 @@ int adm_auth_new(adm_auth **out, const wh_config *cfg, char *err, size_t errlen)
     if (!a)
         return wh_seterr(err, errlen, "out of memory");
     a->open_probes = cfg->admin_open_probes;
-    if (cfg->admin_read_token[0] &&
-        add_token(a, cfg->admin_read_token, ADM_SCOPE_READ, "setting 'admin.read_token'", err,
-                  errlen) != WH_OK)
+    if (cfg->admin_read_token[0] && add_token(a, cfg->admin_read_token, ADM_SCOPE_READ,
+                                              "setting 'admin.read_token'", err, errlen) != WH_OK)
         goto error;
-    if (cfg->admin_admin_token[0] &&
-        add_token(a, cfg->admin_admin_token, ADM_SCOPE_ADMIN, "setting 'admin.admin_token'", err,
-                  errlen) != WH_OK)
+    if (cfg->admin_admin_token[0] && add_token(a, cfg->admin_admin_token, ADM_SCOPE_ADMIN,
+                                               "setting 'admin.admin_token'", err, errlen) != WH_OK)
         goto error;
     if (cfg->admin_tokens_file[0]) {
         if (load_file(a, cfg->admin_tokens_file, err, errlen) != WH_OK)
@@ -170,8 +168,9 @@ int adm_auth_new(adm_auth **out, const wh_config *cfg, char *err, size_t errlen)
         }
     }
     if (a->ntokens == 0) {
-        wh_seterr(err, errlen, "admin: no token configured (admin.admin_token, admin.read_token "
-                               "or admin.tokens_file)");
+        wh_seterr(err, errlen,
+                  "admin: no token configured (admin.admin_token, admin.read_token "
+                  "or admin.tokens_file)");
         goto error;
     }
     *out = a;

@@ -182,8 +182,7 @@ void adm_slot_query(const char *dsn, const char *slot, adm_slot_info *out)
                  PQresultErrorMessage(r));
     } else if (PQntuples(r) == 1) {
         out->found = 1;
-        wh_strlcpy(out->confirmed_flush_lsn, PQgetvalue(r, 0, 0),
-                   sizeof(out->confirmed_flush_lsn));
+        wh_strlcpy(out->confirmed_flush_lsn, PQgetvalue(r, 0, 0), sizeof(out->confirmed_flush_lsn));
         if (!PQgetisnull(r, 0, 1))
             out->lag_bytes = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
         wh_strlcpy(out->wal_status, PQgetvalue(r, 0, 2), sizeof(out->wal_status));
@@ -201,8 +200,7 @@ static void b_slot(void *arg, const wh_state_tenant *t, adm_slot_info *out)
     adm_slot_query(t->dsn, t->slot, out);
 }
 
-int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char *err,
-                     size_t errlen)
+int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char *err, size_t errlen)
 {
     adm_store *s = calloc(1, sizeof(*s));
     if (!s)

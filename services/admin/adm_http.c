@@ -178,11 +178,10 @@ int adm_http_start(adm_http **out, const char *listen, adm_query *q, const wh_co
         tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, h->tls_key};
         tls[2] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     }
-    h->d = MHD_start_daemon(flags, port, NULL, NULL, adm_handler, h, MHD_OPTION_SOCK_ADDR,
-                            (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-                            MHD_OPTION_NOTIFY_COMPLETED, adm_completed, NULL, MHD_OPTION_ARRAY,
-                            tls, MHD_OPTION_END);
+    h->d = MHD_start_daemon(
+        flags, port, NULL, NULL, adm_handler, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+        MHD_OPTION_NOTIFY_COMPLETED, adm_completed, NULL, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (!h->d) {
         wh_seterr(err, errlen, "admin.listen: cannot listen on %s (address in use%s?)", listen,
                   h->tls_cert ? ", or a bad TLS certificate/key" : "");

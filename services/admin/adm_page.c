@@ -313,9 +313,10 @@ int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
         }
         rc |= wh_buf_puts(b, "</table>\n");
     }
-    rc |= wh_buf_printf(b, "<p class=\"muted\">refreshes every %d s | <a href=\"/metrics\">"
-                           "metrics</a> | <a href=\"/readyz\">readyz</a> | "
-                           "<a href=\"/v1/openapi.json\">API</a></p>\n</body></html>\n",
+    rc |= wh_buf_printf(b,
+                        "<p class=\"muted\">refreshes every %d s | <a href=\"/metrics\">"
+                        "metrics</a> | <a href=\"/readyz\">readyz</a> | "
+                        "<a href=\"/v1/openapi.json\">API</a></p>\n</body></html>\n",
                         ADM_PAGE_REFRESH_S);
     return rc == WH_OK ? WH_OK : WH_ERR;
 }

@@ -41,8 +41,8 @@ static int mem_get_state(void *arg, wh_state **out, char *err, size_t errlen)
     return WH_OK;
 }
 
-static int mem_put_state(void *arg, const wh_state *s, uint64_t expected, uint64_t *nv,
-                         int *status, char *err, size_t errlen)
+static int mem_put_state(void *arg, const wh_state *s, uint64_t expected, uint64_t *nv, int *status,
+                         char *err, size_t errlen)
 {
     memstore *m = arg;
     pthread_mutex_lock(&m->mu);
@@ -197,8 +197,8 @@ static void memstore_free(memstore *m)
 
 static adm_backend memstore_backend(memstore *m)
 {
-    adm_backend be = {m, mem_get_state, mem_put_state, mem_set_offset, mem_progress, mem_stats,
-                      mem_slot};
+    adm_backend be = {m,         mem_get_state, mem_put_state, mem_set_offset, mem_progress,
+                      mem_stats, mem_slot};
     return be;
 }
 

@@ -205,8 +205,8 @@ static void test_targets(void **state)
                           "{\"name\":\"c\",\"url\":\"http://h/\",\"start\":\"yesterday\"}"),
                      400);
     assert_error(f, "bad_request", "start");
-    assert_int_equal(call(f, "POST", tg, ADMIN_TOK, NULL, "{\"name\":\"bad name\",\"url\":\"http://h/\"}"),
-                     400);
+    assert_int_equal(
+        call(f, "POST", tg, ADMIN_TOK, NULL, "{\"name\":\"bad name\",\"url\":\"http://h/\"}"), 400);
     assert_int_equal(call(f, "POST", tg, ADMIN_TOK, NULL,
                           "{\"name\":\"c\",\"url\":\"http://h/\",\"batch_max_events\":\"many\"}"),
                      400);
@@ -224,9 +224,9 @@ static void test_targets(void **state)
                           "{\"url\":\"http://127.0.0.1:3/a\"}"),
                      412);
     assert_error(f, "precondition_failed", NULL);
-    assert_int_equal(call(f, "PATCH", "/v1/tenants/default/targets/a", ADMIN_TOK, "\"x\"",
-                          "{\"paused\":true}"),
-                     400);
+    assert_int_equal(
+        call(f, "PATCH", "/v1/tenants/default/targets/a", ADMIN_TOK, "\"x\"", "{\"paused\":true}"),
+        400);
     /* without If-Match a lost race is retried */
     f->m.fail_next_put_412 = 1;
     assert_int_equal(
@@ -294,13 +294,12 @@ static void test_settings(void **state)
     assert_error(f, "bad_request", "store.workers");
     assert_int_equal(call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL, "{\"no.such\":8}"), 400);
     assert_error(f, "bad_request", "no.such");
-    assert_int_equal(call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL,
-                          "{\"ingestor.flush_bytes\":1}"),
-                     400);
+    assert_int_equal(
+        call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL, "{\"ingestor.flush_bytes\":1}"), 400);
     assert_error(f, "bad_request", "ingestor.flush_bytes");
-    assert_int_equal(call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL,
-                          "{\"ingestor.flush_bytes\":\"big\"}"),
-                     400);
+    assert_int_equal(
+        call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL, "{\"ingestor.flush_bytes\":\"big\"}"),
+        400);
     assert_int_equal(call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL,
                           "{\"dispatcher.retry_max_ms\":5,\"dispatcher.retry_base_ms\":50}"),
                      400);
@@ -346,9 +345,9 @@ static void test_page(void **state)
     assert_non_null(strstr(body(f), "<td class=\"name\">t0</td>"));
     assert_non_null(strstr(body(f), "4.0 KiB")); /* slot lag */
     assert_non_null(strstr(body(f), "50.0 ms")); /* mean latency */
-    assert_null(strstr(body(f), "http://")); /* no external assets */
-    assert_true(adm_metric_sum("a{target=\"x\"} 2\na{target=\"y\"} 3\nab 7\n", "a",
-                               "target=\"y\"") == 3.0);
+    assert_null(strstr(body(f), "http://"));     /* no external assets */
+    assert_true(
+        adm_metric_sum("a{target=\"x\"} 2\na{target=\"y\"} 3\nab 7\n", "a", "target=\"y\"") == 3.0);
     assert_true(adm_metric_sum("a 2\n", "b", NULL) == -1.0);
 }
 

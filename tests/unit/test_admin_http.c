@@ -39,7 +39,8 @@ static int http(uint16_t port, const char *method, const char *path, char *body,
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
     char req[512];
-    int n = snprintf(req, sizeof(req), "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+    int n = snprintf(req, sizeof(req),
+                     "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n"
                      "Authorization: Bearer read-token-0123456789\r\n\r\n",
                      method, path);
     assert_int_equal(write(fd, req, (size_t)n), n);
