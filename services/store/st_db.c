@@ -13,15 +13,33 @@
 #include "wh_util.h"
 
 #define ST_LOCK_STRIPES 16
-#define ST_POS_LEN 12 /* lsn(8) seq(4) */
+#define ST_POS_LEN 12     /* lsn(8) seq(4) */
+#define ST_OFF_VAL_LEN 20 /* lsn(8) seq(4) epoch(8) */
 #define ST_KEY_MAX (1 + ST_NAME_MAX + 1 + ST_NAME_MAX + ST_POS_LEN)
 
+/* One consumer's offset. Entries are never freed before close, so a pointer
+ * found under the table lock stays valid after it is released.
+ * wmu serialises the writers of this consumer and is held across the synced
+ * put; vmu guards the values and is never held across I/O, so readers (Read,
+ * GetOffset, the GC snapshot) never wait for an fsync. */
 typedef struct st_off {
+    struct st_off *next; /* hash chain */
+    uint32_t hash;
     char tenant[ST_NAME_MAX + 1];
     char consumer[ST_NAME_MAX + 1];
+    pthread_mutex_t wmu;
+    pthread_mutex_t vmu;
     uint64_t lsn;
     uint32_t seq;
+    uint64_t epoch;
+    int state; /* ST_OFF_* */
 } st_off;
+
+enum {
+    ST_OFF_NEW = 0, /* in the table, not stored yet: invisible to GC */
+    ST_OFF_LIVE,    /* stored: pins GC at its position */
+    ST_OFF_DROPPED  /* tombstone (DropOffset): reads nothing, commits refused */
+};
 
 /* Per-compaction snapshot of the GC watermarks, sorted by tenant. */
 typedef struct st_wm {
@@ -48,9 +66,9 @@ struct st_db {
 
     pthread_mutex_t append_mu[ST_LOCK_STRIPES];
 
-    pthread_mutex_t off_mu; /* offsets table; held across commit writes */
-    st_off *offs;
-    size_t noffs, capoffs;
+    pthread_rwlock_t off_lock; /* the hash table's structure, never held across I/O */
+    st_off **buckets;
+    size_t nbuckets, noffs;
 
     _Atomic uint64_t gc_dropped;
 };
@@ -203,61 +221,170 @@ static rocksdb_compactionfilter_t *gc_factory_create(void *state,
     if (s == NULL)
         return NULL;
     s->db = db;
-    pthread_mutex_lock(&db->off_mu);
+    pthread_rwlock_rdlock(&db->off_lock);
     if (db->noffs > 0)
         s->wm = malloc(db->noffs * sizeof(st_wm));
-    if (s->wm) {
-        for (size_t i = 0; i < db->noffs; i++) {
-            const st_off *o = &db->offs[i];
+    for (size_t b = 0; s->wm != NULL && b < db->nbuckets; b++) {
+        for (st_off *o = db->buckets[b]; o != NULL; o = o->next) {
+            pthread_mutex_lock(&o->vmu);
+            int live = o->state == ST_OFF_LIVE;
+            uint64_t lsn = o->lsn;
+            uint32_t seq = o->seq;
+            pthread_mutex_unlock(&o->vmu);
+            if (!live)
+                continue;
             size_t j;
             for (j = 0; j < s->n; j++)
                 if (strcmp(s->wm[j].tenant, o->tenant) == 0)
                     break;
             if (j == s->n) {
                 memcpy(s->wm[j].tenant, o->tenant, sizeof(o->tenant));
-                s->wm[j].lsn = o->lsn;
-                s->wm[j].seq = o->seq;
+                s->wm[j].lsn = lsn;
+                s->wm[j].seq = seq;
                 s->n++;
-            } else if (wh_pos_cmp(o->lsn, o->seq, s->wm[j].lsn, s->wm[j].seq) < 0) {
-                s->wm[j].lsn = o->lsn;
-                s->wm[j].seq = o->seq;
+            } else if (wh_pos_cmp(lsn, seq, s->wm[j].lsn, s->wm[j].seq) < 0) {
+                s->wm[j].lsn = lsn;
+                s->wm[j].seq = seq;
             }
         }
     }
-    pthread_mutex_unlock(&db->off_mu);
+    pthread_rwlock_unlock(&db->off_lock);
     if (s->n > 1)
         qsort(s->wm, s->n, sizeof(st_wm), wm_cmp);
     /* On allocation failure s->n == 0: the filter keeps everything. */
     return rocksdb_compactionfilter_create(s, gc_snap_free, gc_filter, gc_name);
 }
 
-/* ---- offsets table (caller holds off_mu) ---- */
+/* ---- offsets table (hash) ---- */
 
-static st_off *off_find(st_db *db, const char *tenant, const char *consumer)
+static uint32_t off_hash(const char *tenant, const char *consumer)
 {
-    for (size_t i = 0; i < db->noffs; i++)
-        if (strcmp(db->offs[i].tenant, tenant) == 0 && strcmp(db->offs[i].consumer, consumer) == 0)
-            return &db->offs[i];
+    uint32_t h = 2166136261u; /* FNV-1a over tenant \0 consumer */
+    for (const unsigned char *p = (const unsigned char *)tenant; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    h = (h ^ 0) * 16777619u;
+    for (const unsigned char *p = (const unsigned char *)consumer; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h;
+}
+
+/* Caller holds off_lock (read or write). */
+static st_off *off_lookup(st_db *db, uint32_t h, const char *tenant, const char *consumer)
+{
+    if (db->nbuckets == 0)
+        return NULL;
+    for (st_off *o = db->buckets[h & (db->nbuckets - 1)]; o != NULL; o = o->next)
+        if (o->hash == h && strcmp(o->tenant, tenant) == 0 && strcmp(o->consumer, consumer) == 0)
+            return o;
     return NULL;
 }
 
-static st_off *off_add(st_db *db, const char *tenant, const char *consumer)
+static st_off *off_find(st_db *db, const char *tenant, const char *consumer)
 {
-    if (db->noffs == db->capoffs) {
-        if (db->capoffs >= ST_MAX_CONSUMERS)
-            return NULL;
-        size_t nc = db->capoffs ? db->capoffs * 2 : 16;
-        st_off *n = realloc(db->offs, nc * sizeof(*n));
-        if (n == NULL)
-            return NULL;
-        db->offs = n;
-        db->capoffs = nc;
-    }
-    st_off *o = &db->offs[db->noffs++];
-    memset(o, 0, sizeof(*o));
-    wh_strlcpy(o->tenant, tenant, sizeof(o->tenant));
-    wh_strlcpy(o->consumer, consumer, sizeof(o->consumer));
+    uint32_t h = off_hash(tenant, consumer);
+    pthread_rwlock_rdlock(&db->off_lock);
+    st_off *o = off_lookup(db, h, tenant, consumer);
+    pthread_rwlock_unlock(&db->off_lock);
     return o;
+}
+
+/* Caller holds off_lock for writing. Doubles the bucket array at load 1. */
+static int off_grow(st_db *db)
+{
+    size_t nb = db->nbuckets ? db->nbuckets * 2 : 256;
+    st_off **b = calloc(nb, sizeof(*b));
+    if (b == NULL)
+        return WH_ERR;
+    for (size_t i = 0; i < db->nbuckets; i++) {
+        st_off *o = db->buckets[i];
+        while (o != NULL) {
+            st_off *n = o->next;
+            o->next = b[o->hash & (nb - 1)];
+            b[o->hash & (nb - 1)] = o;
+            o = n;
+        }
+    }
+    free(db->buckets);
+    db->buckets = b;
+    db->nbuckets = nb;
+    return WH_OK;
+}
+
+/* Finds or adds the consumer (state ST_OFF_NEW when added). NULL when the
+ * table is full or out of memory (err says which). */
+static st_off *off_get(st_db *db, const char *tenant, const char *consumer, char *err,
+                       size_t errlen)
+{
+    uint32_t h = off_hash(tenant, consumer);
+    pthread_rwlock_rdlock(&db->off_lock);
+    st_off *o = off_lookup(db, h, tenant, consumer);
+    pthread_rwlock_unlock(&db->off_lock);
+    if (o != NULL)
+        return o;
+    pthread_rwlock_wrlock(&db->off_lock);
+    o = off_lookup(db, h, tenant, consumer);
+    if (o == NULL) {
+        if (db->noffs >= ST_MAX_CONSUMERS) {
+            wh_seterr(err, errlen, "consumer: too many consumers (max %d)", ST_MAX_CONSUMERS);
+        } else if (db->noffs >= db->nbuckets && off_grow(db) != WH_OK) {
+            wh_seterr(err, errlen, "out of memory");
+        } else if ((o = calloc(1, sizeof(*o))) == NULL) {
+            wh_seterr(err, errlen, "out of memory");
+        } else {
+            o->hash = h;
+            wh_strlcpy(o->tenant, tenant, sizeof(o->tenant));
+            wh_strlcpy(o->consumer, consumer, sizeof(o->consumer));
+            pthread_mutex_init(&o->wmu, NULL);
+            pthread_mutex_init(&o->vmu, NULL);
+            o->next = db->buckets[h & (db->nbuckets - 1)];
+            db->buckets[h & (db->nbuckets - 1)] = o;
+            db->noffs++;
+        }
+    }
+    pthread_rwlock_unlock(&db->off_lock);
+    return o;
+}
+
+static void off_free_all(st_db *db)
+{
+    for (size_t i = 0; i < db->nbuckets; i++) {
+        st_off *o = db->buckets[i];
+        while (o != NULL) {
+            st_off *n = o->next;
+            pthread_mutex_destroy(&o->wmu);
+            pthread_mutex_destroy(&o->vmu);
+            free(o);
+            o = n;
+        }
+    }
+    free(db->buckets);
+    db->buckets = NULL;
+    db->nbuckets = db->noffs = 0;
+}
+
+typedef struct off_val {
+    uint64_t lsn;
+    uint32_t seq;
+    uint64_t epoch;
+    int state;
+} off_val;
+
+static off_val off_read(st_off *o)
+{
+    pthread_mutex_lock(&o->vmu);
+    off_val v = {o->lsn, o->seq, o->epoch, o->state};
+    pthread_mutex_unlock(&o->vmu);
+    return v;
+}
+
+static void off_write(st_off *o, off_val v)
+{
+    pthread_mutex_lock(&o->vmu);
+    o->lsn = v.lsn;
+    o->seq = v.seq;
+    o->epoch = v.epoch;
+    o->state = v.state;
+    pthread_mutex_unlock(&o->vmu);
 }
 
 static int load_offsets(st_db *db, char *err, size_t errlen)
@@ -272,7 +399,7 @@ static int load_offsets(st_db *db, char *err, size_t errlen)
         const char *k = rocksdb_iter_key(it, &kl);
         const char *v = rocksdb_iter_value(it, &vl);
         const char *z = kl > 1 ? memchr(k + 1, '\0', kl - 1) : NULL;
-        if (z == NULL || vl != ST_POS_LEN)
+        if (z == NULL || (vl != ST_POS_LEN && vl != ST_OFF_VAL_LEN))
             continue;
         size_t tl = (size_t)(z - (k + 1)), cl = kl - tl - 2;
         if (tl == 0 || tl > ST_NAME_MAX || cl == 0 || cl > ST_NAME_MAX ||
@@ -283,13 +410,15 @@ static int load_offsets(st_db *db, char *err, size_t errlen)
         tenant[tl] = '\0';
         memcpy(consumer, z + 1, cl);
         consumer[cl] = '\0';
-        st_off *o = off_add(db, tenant, consumer);
+        st_off *o = off_get(db, tenant, consumer, err, errlen);
         if (o == NULL) {
-            rc = wh_seterr(err, errlen, "too many consumer offsets (max %d)", ST_MAX_CONSUMERS);
+            rc = WH_ERR;
             break;
         }
-        o->lsn = wh_get_be64((const uint8_t *)v);
-        o->seq = wh_get_be32((const uint8_t *)v + 8);
+        /* 12 bytes: written before epochs existed (epoch 0) */
+        off_val ov = {wh_get_be64((const uint8_t *)v), wh_get_be32((const uint8_t *)v + 8),
+                      vl == ST_OFF_VAL_LEN ? wh_get_be64((const uint8_t *)v + 12) : 0, ST_OFF_LIVE};
+        off_write(o, ov);
     }
     char *e = NULL;
     rocksdb_iter_get_error(it, &e);
@@ -324,7 +453,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     db->read_only = o->read_only;
     for (int i = 0; i < ST_LOCK_STRIPES; i++)
         pthread_mutex_init(&db->append_mu[i], NULL);
-    pthread_mutex_init(&db->off_mu, NULL);
+    pthread_rwlock_init(&db->off_lock, NULL);
 
     db->opts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(db->opts, 1);
@@ -410,10 +539,10 @@ void st_db_close(st_db *db)
         rocksdb_cache_destroy(db->cache);
     if (db->rl)
         rocksdb_ratelimiter_destroy(db->rl);
-    free(db->offs);
+    off_free_all(db);
     for (int i = 0; i < ST_LOCK_STRIPES; i++)
         pthread_mutex_destroy(&db->append_mu[i]);
-    pthread_mutex_destroy(&db->off_mu);
+    pthread_rwlock_destroy(&db->off_lock);
     free(db);
 }
 
@@ -559,69 +688,319 @@ int st_db_read(st_db *db, const char *tenant, uint64_t from_lsn, uint32_t from_s
 
 /* ---- offsets ---- */
 
-int st_db_commit(st_db *db, const char *tenant, const char *consumer, uint64_t lsn, uint32_t seq,
-                 uint64_t *out_lsn, uint32_t *out_seq, char *err, size_t errlen)
+static int check_names(st_db *db, const char *tenant, const char *consumer, int write, char *err,
+                       size_t errlen)
 {
-    if (db->read_only)
+    if (write && db->read_only)
         return wh_seterr(err, errlen, "store opened read-only");
     if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK ||
         st_db_check_name(consumer, "consumer", err, errlen) != WH_OK)
         return WH_ERR;
+    return WH_OK;
+}
+
+/* Stores the offset value with sync. Caller holds o->wmu. */
+static int off_persist(st_db *db, st_off *o, off_val v, char *err, size_t errlen)
+{
+    char k[ST_KEY_MAX];
+    size_t kl = key_offset(k, o->tenant, o->consumer);
+    uint8_t b[ST_OFF_VAL_LEN];
+    wh_put_be64(b, v.lsn);
+    wh_put_be32(b + 8, v.seq);
+    wh_put_be64(b + 12, v.epoch);
+    char *e = NULL;
+    rocksdb_put(db->rdb, db->wo, k, kl, (const char *)b, sizeof(b), &e);
+    if (e)
+        return rerr(err, errlen, "offset write", e);
+    return WH_OK;
+}
+
+int st_db_commit_epoch(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
+                       uint32_t seq, uint64_t epoch, st_offset *out, char *err, size_t errlen)
+{
+    if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
+        return WH_ERR;
+    st_off *o = off_get(db, tenant, consumer, err, errlen);
+    if (o == NULL)
+        return WH_ERR;
     int rc = WH_OK;
-    pthread_mutex_lock(&db->off_mu);
-    st_off *o = off_find(db, tenant, consumer);
-    uint64_t cur_lsn = o ? o->lsn : 0;
-    uint32_t cur_seq = o ? o->seq : 0;
-    /* A new consumer is always persisted (even at (0,0): it then pins GC). */
-    if (o == NULL || wh_pos_cmp(lsn, seq, cur_lsn, cur_seq) > 0) {
-        if (o == NULL && db->noffs >= ST_MAX_CONSUMERS) {
-            rc = wh_seterr(err, errlen, "consumer: too many consumers (max %d)", ST_MAX_CONSUMERS);
-            goto out;
+    pthread_mutex_lock(&o->wmu);
+    off_val cur = off_read(o);
+    if (cur.state == ST_OFF_DROPPED) {
+        wh_seterr(err, errlen, "consumer '%s' of tenant '%s' was dropped", consumer, tenant);
+        rc = ST_DB_STALE;
+    } else if (epoch != cur.epoch) {
+        wh_seterr(err, errlen,
+                  "epoch %" PRIu64 " is not the consumer's epoch %" PRIu64
+                  " (its offset was moved); read again",
+                  epoch, cur.epoch);
+        rc = ST_DB_STALE;
+    } else if (cur.state == ST_OFF_NEW || wh_pos_cmp(lsn, seq, cur.lsn, cur.seq) > 0) {
+        /* A new consumer is always stored (even at (0,0): it then pins GC).
+         * A new entry is at (0,0), so this never moves an offset backwards. */
+        off_val nv = {lsn, seq, cur.epoch, ST_OFF_LIVE};
+        rc = off_persist(db, o, nv, err, errlen);
+        if (rc == WH_OK) {
+            off_write(o, nv);
+            cur = nv;
         }
-        char k[ST_KEY_MAX];
-        size_t kl = key_offset(k, tenant, consumer);
-        uint8_t v[ST_POS_LEN];
-        wh_put_be64(v, lsn);
-        wh_put_be32(v + 8, seq);
-        char *e = NULL;
-        rocksdb_put(db->rdb, db->wo, k, kl, (const char *)v, sizeof(v), &e);
-        if (e) {
-            rc = rerr(err, errlen, "commit", e);
-            goto out;
-        }
-        if (o == NULL && (o = off_add(db, tenant, consumer)) == NULL) {
-            rc = wh_seterr(err, errlen, "out of memory");
-            goto out;
-        }
-        o->lsn = cur_lsn = lsn;
-        o->seq = cur_seq = seq;
     }
-out:
-    pthread_mutex_unlock(&db->off_mu);
-    if (rc == WH_OK) {
-        if (out_lsn)
-            *out_lsn = cur_lsn;
-        if (out_seq)
-            *out_seq = cur_seq;
+    pthread_mutex_unlock(&o->wmu);
+    if (out != NULL) {
+        out->lsn = cur.lsn;
+        out->seq = cur.seq;
+        out->epoch = cur.epoch;
+        out->dropped = cur.state == ST_OFF_DROPPED;
     }
     return rc;
+}
+
+int st_db_commit(st_db *db, const char *tenant, const char *consumer, uint64_t lsn, uint32_t seq,
+                 uint64_t *out_lsn, uint32_t *out_seq, char *err, size_t errlen)
+{
+    st_offset cur;
+    int rc = st_db_commit_epoch(db, tenant, consumer, lsn, seq, 0, &cur, err, errlen);
+    if (rc != WH_OK)
+        return WH_ERR;
+    if (out_lsn)
+        *out_lsn = cur.lsn;
+    if (out_seq)
+        *out_seq = cur.seq;
+    return WH_OK;
+}
+
+int st_db_register(st_db *db, const char *tenant, const char *consumer, st_offset *out, char *err,
+                   size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    if (check_names(db, tenant, consumer, 0, err, errlen) != WH_OK)
+        return WH_ERR;
+    st_off *o = off_get(db, tenant, consumer, err, errlen);
+    if (o == NULL)
+        return WH_ERR;
+    off_val cur = off_read(o); /* fast path: no wait for a commit's fsync */
+    int rc = WH_OK;
+    if (cur.state == ST_OFF_NEW && !db->read_only) {
+        pthread_mutex_lock(&o->wmu);
+        cur = off_read(o);
+        if (cur.state == ST_OFF_NEW) {
+            off_val nv = {cur.lsn, cur.seq, cur.epoch, ST_OFF_LIVE};
+            rc = off_persist(db, o, nv, err, errlen);
+            if (rc == WH_OK) {
+                off_write(o, nv);
+                cur = nv;
+            }
+        }
+        pthread_mutex_unlock(&o->wmu);
+    }
+    out->lsn = cur.state == ST_OFF_DROPPED ? 0 : cur.lsn;
+    out->seq = cur.state == ST_OFF_DROPPED ? 0 : cur.seq;
+    out->epoch = cur.epoch;
+    out->dropped = cur.state == ST_OFF_DROPPED;
+    return rc;
+}
+
+int st_db_set_offset(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
+                     uint32_t seq, st_offset *prev, st_offset *now, char *err, size_t errlen)
+{
+    if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
+        return WH_ERR;
+    st_off *o = off_get(db, tenant, consumer, err, errlen);
+    if (o == NULL)
+        return WH_ERR;
+    pthread_mutex_lock(&o->wmu);
+    off_val cur = off_read(o);
+    off_val nv = {lsn, seq, cur.epoch + 1, ST_OFF_LIVE};
+    int rc = off_persist(db, o, nv, err, errlen);
+    if (rc == WH_OK)
+        off_write(o, nv);
+    pthread_mutex_unlock(&o->wmu);
+    if (prev != NULL) {
+        int had = cur.state == ST_OFF_LIVE;
+        prev->lsn = had ? cur.lsn : 0;
+        prev->seq = had ? cur.seq : 0;
+        prev->epoch = cur.epoch;
+        prev->dropped = cur.state == ST_OFF_DROPPED;
+    }
+    if (now != NULL && rc == WH_OK) {
+        now->lsn = nv.lsn;
+        now->seq = nv.seq;
+        now->epoch = nv.epoch;
+        now->dropped = 0;
+    }
+    return rc;
+}
+
+int st_db_drop_offset(st_db *db, const char *tenant, const char *consumer, st_offset *prev,
+                      char *err, size_t errlen)
+{
+    if (prev != NULL)
+        memset(prev, 0, sizeof(*prev));
+    if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
+        return WH_ERR;
+    st_off *o = off_find(db, tenant, consumer);
+    if (o == NULL)
+        return WH_OK; /* nothing to drop */
+    int rc = WH_OK;
+    pthread_mutex_lock(&o->wmu);
+    off_val cur = off_read(o);
+    if (cur.state != ST_OFF_DROPPED) {
+        if (cur.state == ST_OFF_LIVE) {
+            char k[ST_KEY_MAX];
+            size_t kl = key_offset(k, tenant, consumer);
+            char *e = NULL;
+            rocksdb_delete(db->rdb, db->wo, k, kl, &e);
+            if (e)
+                rc = rerr(err, errlen, "offset delete", e);
+        }
+        if (rc == WH_OK)
+            off_write(o, (off_val){0, 0, cur.epoch + 1, ST_OFF_DROPPED});
+    }
+    pthread_mutex_unlock(&o->wmu);
+    if (prev != NULL) {
+        int had = cur.state == ST_OFF_LIVE;
+        prev->lsn = had ? cur.lsn : 0;
+        prev->seq = had ? cur.seq : 0;
+        prev->epoch = cur.epoch;
+        prev->dropped = cur.state == ST_OFF_DROPPED;
+    }
+    return rc;
+}
+
+int st_db_undrop(st_db *db, const char *tenant, const char *consumer)
+{
+    if (check_names(db, tenant, consumer, 0, NULL, 0) != WH_OK)
+        return WH_ERR;
+    st_off *o = off_find(db, tenant, consumer);
+    if (o == NULL)
+        return WH_OK;
+    pthread_mutex_lock(&o->wmu);
+    off_val cur = off_read(o);
+    if (cur.state == ST_OFF_DROPPED)
+        off_write(o, (off_val){0, 0, cur.epoch + 1, ST_OFF_NEW});
+    pthread_mutex_unlock(&o->wmu);
+    return WH_OK;
+}
+
+int st_db_offset_info(st_db *db, const char *tenant, const char *consumer, st_offset *out,
+                      char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    if (check_names(db, tenant, consumer, 0, err, errlen) != WH_OK)
+        return WH_ERR;
+    st_off *o = off_find(db, tenant, consumer);
+    if (o != NULL) {
+        off_val v = off_read(o);
+        if (v.state == ST_OFF_LIVE) {
+            out->lsn = v.lsn;
+            out->seq = v.seq;
+        }
+        out->epoch = v.epoch;
+        out->dropped = v.state == ST_OFF_DROPPED;
+    }
+    return WH_OK;
 }
 
 int st_db_get_offset(st_db *db, const char *tenant, const char *consumer, uint64_t *lsn,
                      uint32_t *seq, char *err, size_t errlen)
 {
+    st_offset o;
+    int rc = st_db_offset_info(db, tenant, consumer, &o, err, errlen);
+    *lsn = o.lsn;
+    *seq = o.seq;
+    return rc;
+}
+
+size_t st_db_consumer_count(st_db *db)
+{
+    pthread_rwlock_rdlock(&db->off_lock);
+    size_t n = db->noffs;
+    pthread_rwlock_unlock(&db->off_lock);
+    return n;
+}
+
+/* ---- tenant end, state document ---- */
+
+int st_db_tenant_end(st_db *db, const char *tenant, uint64_t *lsn, uint32_t *seq, char *err,
+                     size_t errlen)
+{
     *lsn = 0;
     *seq = 0;
-    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK ||
-        st_db_check_name(consumer, "consumer", err, errlen) != WH_OK)
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
         return WH_ERR;
-    pthread_mutex_lock(&db->off_mu);
-    const st_off *o = off_find(db, tenant, consumer);
-    if (o) {
-        *lsn = o->lsn;
-        *seq = o->seq;
+    char lower[ST_KEY_MAX], last[ST_KEY_MAX];
+    size_t ll = key_prefix(lower, 'E', tenant);
+    size_t kl = key_event(last, tenant, UINT64_MAX, UINT32_MAX);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_lower_bound(ro, lower, ll);
+    rocksdb_readoptions_set_fill_cache(ro, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db->rdb, ro);
+    rocksdb_iter_seek_for_prev(it, last, kl);
+    if (rocksdb_iter_valid(it)) {
+        size_t n;
+        const char *k = rocksdb_iter_key(it, &n);
+        if (n > ll && memcmp(k, lower, ll) == 0)
+            parse_event_key(k, n, NULL, lsn, seq);
     }
-    pthread_mutex_unlock(&db->off_mu);
+    char *e = NULL;
+    rocksdb_iter_get_error(it, &e);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    if (e)
+        return rerr(err, errlen, "tenant end", e);
+    return WH_OK;
+}
+
+static const char state_key[] = "Sstate";
+
+int st_db_state_get(st_db *db, uint64_t *version, char **doc, size_t *len, char *err, size_t errlen)
+{
+    *version = 0;
+    *doc = NULL;
+    *len = 0;
+    size_t vl = 0;
+    char *e = NULL;
+    char *v = rocksdb_get(db->rdb, db->ro, state_key, sizeof(state_key) - 1, &vl, &e);
+    if (e)
+        return rerr(err, errlen, "state read", e);
+    if (v == NULL)
+        return WH_OK;
+    int rc = WH_OK;
+    if (vl < 8) {
+        rc = wh_seterr(err, errlen, "state: stored value of %zu bytes is too short", vl);
+    } else {
+        *doc = malloc(vl - 8 + 1);
+        if (*doc == NULL) {
+            rc = wh_seterr(err, errlen, "out of memory");
+        } else {
+            memcpy(*doc, v + 8, vl - 8);
+            (*doc)[vl - 8] = '\0';
+            *len = vl - 8;
+            *version = wh_get_be64((const uint8_t *)v);
+        }
+    }
+    rocksdb_free(v);
+    return rc;
+}
+
+int st_db_state_put(st_db *db, uint64_t version, const char *doc, size_t len, char *err,
+                    size_t errlen)
+{
+    if (db->read_only)
+        return wh_seterr(err, errlen, "store opened read-only");
+    uint8_t ver[8];
+    wh_put_be64(ver, version);
+    const char *parts[2] = {(const char *)ver, doc};
+    size_t sizes[2] = {8, len};
+    const char *kp[1] = {state_key};
+    size_t ks[1] = {sizeof(state_key) - 1};
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    rocksdb_writebatch_putv(wb, 1, kp, ks, 2, parts, sizes);
+    char *e = NULL;
+    rocksdb_write(db->rdb, db->wo, wb, &e);
+    rocksdb_writebatch_destroy(wb);
+    if (e)
+        return rerr(err, errlen, "state write", e);
     return WH_OK;
 }
 

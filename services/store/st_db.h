@@ -3,8 +3,20 @@
  * Data lives in <data_dir>/rocksdb, default column family, keys as in
  * docs/INTERNALS.md:
  *   'E' tenant '\0' commit_lsn(8, BE) seq(4, BE) -> commit_ts_us(8, BE) json
- *   'O' tenant '\0' consumer                      -> lsn(8, BE) seq(4, BE)
+ *   'O' tenant '\0' consumer                      -> lsn(8, BE) seq(4, BE) epoch(8, BE)
+ *                                                    (12-byte values of older stores: epoch 0)
  *   'D' tenant                                    -> durable ack_lsn(8, BE)
+ *   'S' "state"                                   -> version(8, BE) + state document
+ *
+ * Offsets are kept in memory in a hash table; each consumer has its own
+ * writer lock held across its synced put, so commits of different consumers
+ * do not wait for each other's fsync, and readers never wait for one.
+ * Epochs: SetOffset bumps the consumer's epoch; a commit carrying another
+ * epoch is refused (ST_DB_STALE), so an offset moved by an operator is never
+ * overwritten by a batch read before the move. DropOffset deletes the stored
+ * offset and leaves an in-memory tombstone (until restart): the consumer
+ * reads nothing and its commits are refused until SetOffset, or until
+ * st_db_undrop (the consumer became a target again).
  *
  * Every write uses WriteOptions sync=true and the call returns only after
  * RocksDB returned. Appends are idempotent: a position written again is
@@ -30,7 +42,17 @@
 #define ST_RATE_BYTES_PER_SEC (128LL * 1024 * 1024) /* flush+compaction I/O */
 #define ST_MAX_CONSUMERS 65536                      /* offset table entries, all tenants */
 
+#define ST_DB_STALE 1 /* st_db_commit_epoch: epoch mismatch or dropped consumer (409) */
+
 typedef struct st_db st_db;
+
+/* A consumer's offset as returned by the offset calls. */
+typedef struct st_offset {
+    uint64_t lsn;
+    uint32_t seq;
+    uint64_t epoch;
+    int dropped; /* tombstone: DropOffset and not set since */
+} st_offset;
 
 typedef struct st_db_opts {
     const char *data_dir;       /* the DB lives in <data_dir>/rocksdb */
@@ -79,6 +101,52 @@ int st_db_read(st_db *db, const char *tenant, uint64_t from_lsn, uint32_t from_s
  * beyond; *out_* receive the resulting offset. */
 int st_db_commit(st_db *db, const char *tenant, const char *consumer, uint64_t lsn, uint32_t seq,
                  uint64_t *out_lsn, uint32_t *out_seq, char *err, size_t errlen);
+
+/* Commit with an epoch: WH_OK (moved forward, or already there or beyond),
+ * ST_DB_STALE when epoch is not the consumer's current epoch or the
+ * consumer was dropped (err says which), WH_ERR on failure. *out receives
+ * the consumer's offset after the call. st_db_commit is the epoch-0 form. */
+int st_db_commit_epoch(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
+                       uint32_t seq, uint64_t epoch, st_offset *out, char *err, size_t errlen);
+
+/* Read with a consumer: a consumer seen for the first time is stored at
+ * (0,0) (so GC waits for it); *out receives its offset and epoch; a dropped
+ * one is reported (out->dropped) and not registered again. */
+int st_db_register(st_db *db, const char *tenant, const char *consumer, st_offset *out, char *err,
+                   size_t errlen);
+
+/* Moves the offset anywhere (backwards too) and bumps the epoch; *prev and
+ * *now (may be NULL) receive the offsets before and after. */
+int st_db_set_offset(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
+                     uint32_t seq, st_offset *prev, st_offset *now, char *err, size_t errlen);
+
+/* Deletes the stored offset (no longer holds GC back) and leaves a
+ * tombstone with the epoch bumped. Dropping an unknown consumer is WH_OK. */
+int st_db_drop_offset(st_db *db, const char *tenant, const char *consumer, st_offset *prev,
+                      char *err, size_t errlen);
+
+/* A dropped consumer becomes new again (epoch bumped): its next Read
+ * registers it. No-op for others. */
+int st_db_undrop(st_db *db, const char *tenant, const char *consumer);
+
+/* The consumer's offset and epoch without registering it. */
+int st_db_offset_info(st_db *db, const char *tenant, const char *consumer, st_offset *out,
+                      char *err, size_t errlen);
+
+/* Consumers in the offset table (tombstones included). */
+size_t st_db_consumer_count(st_db *db);
+
+/* The tenant's last stored position, (0,0) when it has no events. */
+int st_db_tenant_end(st_db *db, const char *tenant, uint64_t *lsn, uint32_t *seq, char *err,
+                     size_t errlen);
+
+/* The state document: *doc (malloc'ed, NUL-terminated, free it) and its
+ * version; version 0 and doc NULL when none is stored. */
+int st_db_state_get(st_db *db, uint64_t *version, char **doc, size_t *len, char *err,
+                    size_t errlen);
+/* Stores version + doc with sync. */
+int st_db_state_put(st_db *db, uint64_t version, const char *doc, size_t len, char *err,
+                    size_t errlen);
 
 /* The consumer's offset, (0, 0) when it never committed. */
 int st_db_get_offset(st_db *db, const char *tenant, const char *consumer, uint64_t *lsn,

@@ -28,6 +28,7 @@ typedef struct st_waitq {
 
 struct st_server {
     st_db *db;
+    st_state *state; /* NULL: GetState/PutState answer 503 */
     int workers;
     size_t max_msg;
     wh_server *nng;
@@ -49,6 +50,9 @@ typedef struct st_reply_mem {
     Walhook__ReadReply read;
     Walhook__OffsetReply off;
     Walhook__Position committed;
+    Walhook__Position previous;
+    Walhook__StateReply state;
+    Walhook__TenantInfoReply tinfo;
     void *stats; /* wh_stats_reply's */
     /* Read: events collected into arrays; json bytes in one buffer, the
      * pointers are fixed up once the buffer stopped growing. */
@@ -236,14 +240,28 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
             return;
         }
     }
-    uint64_t c_lsn = 0;
+    uint64_t c_lsn = 0, c_epoch = 0;
     uint32_t c_seq = 0;
-    /* Committing (0,0) registers a consumer seen for the first time (so the
-     * GC watermark waits for it) and returns its current offset otherwise. */
-    if (have_consumer && st_db_commit(s->db, r->tenant, r->consumer, 0, 0, &c_lsn, &c_seq, err,
-                                      sizeof(err)) != WH_OK) {
-        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
-        return;
+    /* A consumer seen for the first time is stored at (0,0) (so the GC
+     * watermark waits for it); a dropped one reads nothing. */
+    if (have_consumer) {
+        st_offset off;
+        if (st_db_register(s->db, r->tenant, r->consumer, &off, err, sizeof(err)) != WH_OK) {
+            wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+            return;
+        }
+        c_lsn = off.lsn;
+        c_seq = off.seq;
+        c_epoch = off.epoch;
+        if (off.dropped) {
+            walhook__read_reply__init(&m->read);
+            walhook__position__init(&m->committed);
+            m->read.committed = &m->committed;
+            m->read.epoch = c_epoch;
+            rep->body_case = WALHOOK__REPLY__BODY_READ;
+            rep->read = &m->read;
+            return;
+        }
     }
     uint64_t f_lsn = c_lsn;
     uint32_t f_seq = c_seq;
@@ -321,21 +339,41 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
     m->read.n_events = m->nev;
     m->read.events = m->evp;
     m->read.committed = &m->committed;
+    m->read.epoch = c_epoch;
     rep->body_case = WALHOOK__REPLY__BODY_READ;
     rep->read = &m->read;
 }
 
 /* ---- offsets ---- */
 
-static void offset_reply(Walhook__Reply *rep, st_reply_mem *m, uint64_t lsn, uint32_t seq)
+static void offset_reply(Walhook__Reply *rep, st_reply_mem *m, const st_offset *now,
+                         const st_offset *prev)
 {
     walhook__offset_reply__init(&m->off);
     walhook__position__init(&m->committed);
-    m->committed.lsn = lsn;
-    m->committed.seq = seq;
+    m->committed.lsn = now->lsn;
+    m->committed.seq = now->seq;
     m->off.committed = &m->committed;
+    m->off.epoch = now->epoch;
+    if (prev != NULL) {
+        walhook__position__init(&m->previous);
+        m->previous.lsn = prev->lsn;
+        m->previous.seq = prev->seq;
+        m->off.previous = &m->previous;
+    }
     rep->body_case = WALHOOK__REPLY__BODY_OFFSET;
     rep->offset = &m->off;
+}
+
+static int check_names(Walhook__Reply *rep, const char *tenant, const char *consumer)
+{
+    char err[WH_ERRLEN];
+    if (st_db_check_name(tenant, "tenant", err, sizeof(err)) != WH_OK ||
+        (consumer != NULL && st_db_check_name(consumer, "consumer", err, sizeof(err)) != WH_OK)) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
+        return WH_ERR;
+    }
+    return WH_OK;
 }
 
 static void do_commit(st_server *s, const Walhook__CommitOffset *c, Walhook__Reply *rep,
@@ -355,15 +393,19 @@ static void do_commit(st_server *s, const Walhook__CommitOffset *c, Walhook__Rep
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "pos: missing");
         return;
     }
-    uint64_t lsn;
-    uint32_t seq;
-    if (st_db_commit(s->db, c->tenant, c->consumer, c->pos->lsn, c->pos->seq, &lsn, &seq, err,
-                     sizeof(err)) != WH_OK) {
+    st_offset now;
+    int rc = st_db_commit_epoch(s->db, c->tenant, c->consumer, c->pos->lsn, c->pos->seq, c->epoch,
+                                &now, err, sizeof(err));
+    if (rc == ST_DB_STALE) {
+        wh_reply_error(rep, ST_STATUS_CONFLICT, "%s", err);
+        return;
+    }
+    if (rc != WH_OK) {
         wh_error("commit tenant=%s consumer=%s failed: %s", c->tenant, c->consumer, err);
         wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
         return;
     }
-    offset_reply(rep, m, lsn, seq);
+    offset_reply(rep, m, &now, NULL);
 }
 
 static void do_get_offset(st_server *s, const Walhook__GetOffset *g, Walhook__Reply *rep,
@@ -379,13 +421,149 @@ static void do_get_offset(st_server *s, const Walhook__GetOffset *g, Walhook__Re
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
         return;
     }
-    uint64_t lsn;
-    uint32_t seq;
-    if (st_db_get_offset(s->db, g->tenant, g->consumer, &lsn, &seq, err, sizeof(err)) != WH_OK) {
+    st_offset now;
+    if (st_db_offset_info(s->db, g->tenant, g->consumer, &now, err, sizeof(err)) != WH_OK) {
         wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
         return;
     }
-    offset_reply(rep, m, lsn, seq);
+    offset_reply(rep, m, &now, NULL);
+}
+
+static void do_set_offset(st_server *s, const Walhook__SetOffset *so, Walhook__Reply *rep,
+                          st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    if (so == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "set_offset: missing");
+        return;
+    }
+    if (check_names(rep, so->tenant, so->consumer) != WH_OK)
+        return;
+    uint64_t lsn = 0;
+    uint32_t seq = 0;
+    if (so->to_end) {
+        if (st_db_tenant_end(s->db, so->tenant, &lsn, &seq, err, sizeof(err)) != WH_OK) {
+            wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+            return;
+        }
+    } else if (so->pos == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "pos: missing (or to_end)");
+        return;
+    } else {
+        lsn = so->pos->lsn;
+        seq = so->pos->seq;
+    }
+    st_offset prev, now;
+    if (st_db_set_offset(s->db, so->tenant, so->consumer, lsn, seq, &prev, &now, err,
+                         sizeof(err)) != WH_OK) {
+        wh_error("set offset tenant=%s consumer=%s failed: %s", so->tenant, so->consumer, err);
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    wh_info("offset of %s/%s set (epoch %" PRIu64 ")", so->tenant, so->consumer, now.epoch);
+    offset_reply(rep, m, &now, &prev);
+}
+
+static void do_drop_offset(st_server *s, const Walhook__DropOffset *d, Walhook__Reply *rep,
+                           st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    if (d == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "drop_offset: missing");
+        return;
+    }
+    if (check_names(rep, d->tenant, d->consumer) != WH_OK)
+        return;
+    st_offset prev, now;
+    if (st_db_drop_offset(s->db, d->tenant, d->consumer, &prev, err, sizeof(err)) != WH_OK ||
+        st_db_offset_info(s->db, d->tenant, d->consumer, &now, err, sizeof(err)) != WH_OK) {
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    offset_reply(rep, m, &now, &prev);
+}
+
+static void do_tenant_info(st_server *s, const Walhook__TenantInfo *t, Walhook__Reply *rep,
+                           st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    if (t == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "tenant_info: missing");
+        return;
+    }
+    if (check_names(rep, t->tenant, NULL) != WH_OK)
+        return;
+    uint64_t lsn, durable;
+    uint32_t seq;
+    if (st_db_tenant_end(s->db, t->tenant, &lsn, &seq, err, sizeof(err)) != WH_OK ||
+        st_db_get_durable(s->db, t->tenant, &durable, err, sizeof(err)) != WH_OK) {
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    walhook__tenant_info_reply__init(&m->tinfo);
+    walhook__position__init(&m->committed);
+    m->committed.lsn = lsn;
+    m->committed.seq = seq;
+    m->tinfo.end = &m->committed;
+    m->tinfo.durable_lsn = durable;
+    rep->body_case = WALHOOK__REPLY__BODY_TENANT_INFO;
+    rep->tenant_info = &m->tinfo;
+}
+
+/* ---- state ---- */
+
+static void state_reply(Walhook__Reply *rep, st_reply_mem *m, uint64_t version, int with_doc)
+{
+    walhook__state_reply__init(&m->state);
+    m->state.version = version;
+    if (with_doc) {
+        m->state.doc.data = (uint8_t *)m->data.data;
+        m->state.doc.len = m->data.len;
+    }
+    rep->body_case = WALHOOK__REPLY__BODY_STATE;
+    rep->state = &m->state;
+}
+
+static void do_get_state(st_server *s, const Walhook__GetState *g, Walhook__Reply *rep,
+                         st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    if (s->state == NULL) {
+        wh_reply_error(rep, ST_STATUS_UNAVAILABLE, "%s", "state: not kept by this store");
+        return;
+    }
+    uint64_t known = g ? g->known_version : 0, version = 0;
+    if (st_state_get(s->state, known, &version, &m->data, err, sizeof(err)) != WH_OK) {
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    state_reply(rep, m, version, version != known);
+}
+
+static void do_put_state(st_server *s, const Walhook__PutState *p, Walhook__Reply *rep,
+                         st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    if (s->state == NULL) {
+        wh_reply_error(rep, ST_STATUS_UNAVAILABLE, "%s", "state: not kept by this store");
+        return;
+    }
+    if (p == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "put_state: missing");
+        return;
+    }
+    if (p->doc.len == 0 || p->doc.data == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "doc: empty");
+        return;
+    }
+    uint64_t version = 0;
+    int status = 0;
+    if (st_state_put(s->state, p->expected_version, (const char *)p->doc.data, p->doc.len,
+                     p->origin, &version, &status, err, sizeof(err)) != WH_OK) {
+        wh_reply_error(rep, status ? status : ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    state_reply(rep, m, version, 0);
 }
 
 /* ---- Stats ---- */
@@ -448,6 +626,21 @@ void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *re
     case WALHOOK__REQUEST__BODY_STATS:
         do_stats(s, rep, m);
         break;
+    case WALHOOK__REQUEST__BODY_GET_STATE:
+        do_get_state(s, req->get_state, rep, m);
+        break;
+    case WALHOOK__REQUEST__BODY_PUT_STATE:
+        do_put_state(s, req->put_state, rep, m);
+        break;
+    case WALHOOK__REQUEST__BODY_SET_OFFSET:
+        do_set_offset(s, req->set_offset, rep, m);
+        break;
+    case WALHOOK__REQUEST__BODY_DROP_OFFSET:
+        do_drop_offset(s, req->drop_offset, rep, m);
+        break;
+    case WALHOOK__REQUEST__BODY_TENANT_INFO:
+        do_tenant_info(s, req->tenant_info, rep, m);
+        break;
     default:
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "body: empty or unknown request type");
         break;
@@ -488,6 +681,11 @@ int st_server_create(st_server **out, st_db *db, int workers, size_t max_msg, ch
     pthread_mutex_init(&s->wmu, NULL);
     *out = s;
     return WH_OK;
+}
+
+void st_server_set_state(st_server *s, st_state *st)
+{
+    s->state = st;
 }
 
 int st_server_listen(st_server *s, const char *url, char *err, size_t errlen)

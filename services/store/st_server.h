@@ -1,8 +1,11 @@
 /* st_server: walhook-store's request handler on store.endpoint.
  *
- * Dispatches Walhook__Request (Append, Read, Commit, GetOffset, Stats) to
- * st_db. Input is validated; a bad request gets status ST_STATUS_BAD_REQUEST
- * and an error naming the field (e.g. "events[3].commit_lsn: must be > 0").
+ * Dispatches Walhook__Request (Append, Read, Commit, GetOffset, Stats,
+ * SetOffset, DropOffset, TenantInfo) to st_db and GetState/PutState to
+ * st_state (docs/CONTROL.md). A Commit whose epoch is not the consumer's is
+ * refused with ST_STATUS_CONFLICT; PutState answers 400 (bad document, the
+ * field named) or 412 (version conflict). Input is validated; a bad request gets status
+ * ST_STATUS_BAD_REQUEST and an error naming the field (e.g. "events[3].commit_lsn: must be > 0").
  *
  * A Read naming a consumer registers it (offset (0,0), persisted) when it is
  * new, so GC keeps its events until it commits past them.
@@ -24,10 +27,13 @@
 #include <stdint.h>
 
 #include "st_db.h"
+#include "st_state.h"
 #include "walhook.pb-c.h"
 
 #define ST_STATUS_BAD_REQUEST 400 /* the error names the field */
+#define ST_STATUS_CONFLICT 409    /* commit with a stale epoch, dropped consumer */
 #define ST_STATUS_INTERNAL 500    /* storage failure */
+#define ST_STATUS_UNAVAILABLE 503 /* no state attached */
 
 #define ST_MAX_WAIT_MS 5000
 #define ST_DEFAULT_MAX_EVENTS 1000
@@ -38,6 +44,9 @@ typedef struct st_server st_server;
 
 int st_server_create(st_server **out, st_db *db, int workers, size_t max_msg, char *err,
                      size_t errlen);
+/* Attaches the state document (before listening); without it GetState and
+ * PutState answer ST_STATUS_UNAVAILABLE. */
+void st_server_set_state(st_server *s, st_state *st);
 /* Starts serving on url with `workers` threads (wh_server_start). */
 int st_server_listen(st_server *s, const char *url, char *err, size_t errlen);
 /* Wakes long polls and stops the NNG server (if listening). Idempotent. */

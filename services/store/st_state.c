@@ -1,0 +1,191 @@
+/* st_state: the runtime state document in the store. See st_state.h. */
+#include "st_state.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wh_state.h"
+#include "wh_util.h"
+
+struct st_state {
+    st_db *db;
+    wh_config base;
+    pthread_mutex_t mu; /* everything below */
+    uint64_t version;
+    wh_buf doc;    /* canonical bytes of `version` */
+    wh_state *cur; /* parsed; NULL if the stored bytes no longer parse */
+};
+
+/* Renders s as version `version` into out (reset first). */
+static int render_version(wh_state *s, uint64_t version, wh_buf *out)
+{
+    uint64_t keep = s->version;
+    s->version = version;
+    wh_buf_reset(out);
+    int rc = wh_state_render(s, out, 0);
+    s->version = keep;
+    return rc;
+}
+
+int st_state_open(st_state **out, st_db *db, const wh_config *base, const char *path, char *err,
+                  size_t errlen)
+{
+    *out = NULL;
+    st_state *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    st->db = db;
+    st->base = *base;
+    pthread_mutex_init(&st->mu, NULL);
+    wh_buf_init(&st->doc, 0);
+    char *doc = NULL;
+    size_t len = 0;
+    char sub[WH_ERRLEN];
+    if (st_db_state_get(db, &st->version, &doc, &len, err, errlen) != WH_OK)
+        goto error;
+    if (doc != NULL) {
+        if (wh_buf_append(&st->doc, doc, len) != WH_OK) {
+            wh_seterr(err, errlen, "out of memory");
+            goto error;
+        }
+        if (wh_state_parse(&st->cur, doc, len, base, sub, sizeof(sub)) != WH_OK)
+            wh_warn("stored state version %" PRIu64 " does not validate any more (%s); it is "
+                    "served as it is until the next write",
+                    st->version, sub);
+        else
+            st->cur->version = st->version;
+        free(doc);
+        doc = NULL;
+    } else {
+        /* first start: version 1 from the file and env */
+        if (wh_state_from_config(&st->cur, base, path, err, errlen) != WH_OK)
+            goto error;
+        if (render_version(st->cur, 1, &st->doc) != WH_OK) {
+            wh_seterr(err, errlen, "state: cannot render");
+            goto error;
+        }
+        if (st_db_state_put(db, 1, st->doc.data, st->doc.len, err, errlen) != WH_OK)
+            goto error;
+        st->version = st->cur->version = 1;
+        wh_info("state version 1 written from the configuration (%d tenants)", st->cur->ntenants);
+    }
+    *out = st;
+    return WH_OK;
+error:
+    free(doc);
+    st_state_close(st);
+    return WH_ERR;
+}
+
+void st_state_close(st_state *st)
+{
+    if (st == NULL)
+        return;
+    wh_state_unref(st->cur);
+    wh_buf_free(&st->doc);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+}
+
+int st_state_get(st_state *st, uint64_t known_version, uint64_t *version, wh_buf *doc, char *err,
+                 size_t errlen)
+{
+    int rc = WH_OK;
+    pthread_mutex_lock(&st->mu);
+    *version = st->version;
+    if (st->version != known_version && wh_buf_append(doc, st->doc.data, st->doc.len) != WH_OK)
+        rc = wh_seterr(err, errlen, "out of memory");
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* Drops offsets of targets of `old` that `cur` no longer has, un-drops
+ * targets `cur` has that `old` did not. Caller holds mu. */
+static void reconcile_offsets(st_state *st, const wh_state *old, const wh_state *cur)
+{
+    char err[WH_ERRLEN];
+    for (int i = 0; old != NULL && i < old->ntenants; i++) {
+        const wh_state_tenant *ot = &old->tenants[i];
+        const wh_state_tenant *nt = wh_state_tenant_find(cur, ot->name);
+        for (int j = 0; j < ot->ntargets; j++) {
+            const char *name = ot->targets[j].name;
+            if (wh_state_target_find(nt, name) != NULL)
+                continue;
+            st_offset prev;
+            if (st_db_drop_offset(st->db, ot->name, name, &prev, err, sizeof(err)) != WH_OK)
+                wh_error("state: dropping the offset of removed target %s/%s: %s", ot->name, name,
+                         err);
+            else
+                wh_info("state: target %s/%s removed, its offset is dropped", ot->name, name);
+        }
+    }
+    for (int i = 0; i < cur->ntenants; i++) {
+        const wh_state_tenant *nt = &cur->tenants[i];
+        const wh_state_tenant *ot = wh_state_tenant_find(old, nt->name);
+        for (int j = 0; j < nt->ntargets; j++)
+            if (wh_state_target_find(ot, nt->targets[j].name) == NULL)
+                st_db_undrop(st->db, nt->name, nt->targets[j].name);
+    }
+}
+
+int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_t len,
+                 const char *origin, uint64_t *version, int *status, char *err, size_t errlen)
+{
+    *status = 0;
+    if (origin == NULL || origin[0] == '\0')
+        origin = "api";
+    if (strlen(origin) > 16) {
+        *status = ST_STATE_BAD;
+        return wh_seterr(err, errlen, "origin: longer than 16 bytes");
+    }
+    wh_state *s = NULL;
+    if (wh_state_parse(&s, doc, len, &st->base, err, errlen) != WH_OK) {
+        *status = ST_STATE_BAD;
+        return WH_ERR;
+    }
+    int file = strcmp(origin, "file") == 0;
+    wh_buf next, same;
+    wh_buf_init(&next, 0);
+    wh_buf_init(&same, 0);
+    int rc = WH_OK;
+    pthread_mutex_lock(&st->mu);
+    *version = st->version;
+    if (!(file && expected_version == 0) && expected_version != st->version) {
+        *status = ST_STATE_CONFLICT;
+        rc = wh_seterr(err, errlen, "version conflict: current is %" PRIu64, st->version);
+        goto out;
+    }
+    if (file && render_version(s, st->version, &same) == WH_OK && same.len == st->doc.len &&
+        memcmp(same.data, st->doc.data, same.len) == 0)
+        goto out; /* the file says what runs: no new version */
+    uint64_t nv = st->version + 1;
+    if (render_version(s, nv, &next) != WH_OK) {
+        *status = ST_STATE_FAILED;
+        rc = wh_seterr(err, errlen, "state: cannot render");
+        goto out;
+    }
+    if (st_db_state_put(st->db, nv, next.data, next.len, err, errlen) != WH_OK) {
+        *status = ST_STATE_FAILED;
+        rc = WH_ERR;
+        goto out;
+    }
+    s->version = nv;
+    reconcile_offsets(st, st->cur, s);
+    wh_buf tmp = st->doc;
+    st->doc = next;
+    next = tmp;
+    wh_state_unref(st->cur);
+    st->cur = s;
+    s = NULL;
+    st->version = nv;
+    *version = nv;
+    wh_info("state version %" PRIu64 " stored (origin %s)", nv, origin);
+out:
+    pthread_mutex_unlock(&st->mu);
+    wh_state_unref(s);
+    wh_buf_free(&next);
+    wh_buf_free(&same);
+    return rc;
+}

@@ -1,0 +1,52 @@
+/* st_state: the runtime state document in the store (docs/CONTROL.md).
+ *
+ * Key 'S' "state" -> version(8, BE) + the canonical JSON (wh_state_render,
+ * unredacted), written with sync. The store keeps the current version, its
+ * bytes and its parsed form in memory behind one mutex (state writes are
+ * rare; GetState copies the bytes out under it).
+ *
+ * st_state_open seeds version 1 from the file (wh_state_from_config) when the
+ * store holds no document yet. st_state_put validates a document with
+ * wh_state_parse (ST_STATE_BAD, error naming the field), refuses a stale
+ * expected_version (ST_STATE_CONFLICT, "version conflict: current is N";
+ * expected_version 0 with origin "file" is unconditional), does not make a
+ * new version for an origin "file" document equal to the current one, and
+ * after the write drops the offsets of consumers that were a target of
+ * their tenant and no longer are (a consumer that became a target again is
+ * un-dropped).
+ *
+ * The st_db must outlive the st_state; st_state_close frees memory only.
+ */
+#ifndef ST_STATE_H
+#define ST_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "st_db.h"
+#include "wh_buf.h"
+#include "wh_config.h"
+
+#define ST_STATE_BAD 400
+#define ST_STATE_CONFLICT 412
+#define ST_STATE_FAILED 500
+
+typedef struct st_state st_state;
+
+/* base: the store's configuration (defaults for settings a document omits);
+ * path: its file (may be NULL), read for the tenants list when seeding. */
+int st_state_open(st_state **out, st_db *db, const wh_config *base, const char *path, char *err,
+                  size_t errlen);
+void st_state_close(st_state *st);
+
+/* *version receives the current version; doc receives its bytes unless
+ * known_version equals it. */
+int st_state_get(st_state *st, uint64_t known_version, uint64_t *version, wh_buf *doc, char *err,
+                 size_t errlen);
+
+/* Returns WH_OK with *version = the stored (or unchanged) version, or
+ * WH_ERR with *status ST_STATE_BAD / ST_STATE_CONFLICT / ST_STATE_FAILED. */
+int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_t len,
+                 const char *origin, uint64_t *version, int *status, char *err, size_t errlen);
+
+#endif
