@@ -77,13 +77,23 @@ $(BIN)/walhook-dispatcher: $(call daemon_objs,dispatcher) $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcurl -lcrypto $(LIBS_COMMON)
 
-$(BIN)/walhook-admin: $(call daemon_objs,admin) $(BUILD)/libwhcommon.a
-	@mkdir -p $(BIN)
-	$(CC) $(LDFLAGS) -o $@ $^ -lmicrohttpd $(LIBS_COMMON)
+# docs/openapi.json is embedded in the admin (served at /v1/openapi.json).
+$(BUILD)/gen/adm_openapi.c: docs/openapi.json | $(BUILD)
+	{ echo '#include <stddef.h>'; echo 'const char adm_openapi_json[] = {'; \
+	  od -An -v -tx1 $< | sed 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0x00};'; \
+	  echo "const size_t adm_openapi_json_len = $$(wc -c <$<);"; } >$@
+$(BUILD)/gen/adm_openapi.o: $(BUILD)/gen/adm_openapi.c
+	$(CC) $(OPT) $(SAN) -c $< -o $@
+ADMIN_LIBS = -lmicrohttpd -ljansson
 
-$(BIN)/walhook: $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/walhook/*.c)) $(BUILD)/libwhcommon.a
+$(BIN)/walhook-admin: $(call daemon_objs,admin) $(BUILD)/gen/adm_openapi.o $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(ADMIN_LIBS) $(LIBS_COMMON)
+
+# the walhook command reads the admin's token file with adm_auth (linked, not copied)
+$(BIN)/walhook: $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/walhook/*.c)) $(BUILD)/services/admin/adm_auth.o $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcurl -ljansson $(LIBS_COMMON)
 
 $(BIN)/walhook-receiver: $(BUILD)/tools/receiver.o $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)
@@ -116,9 +126,9 @@ $(BIN)/tests/test_store_%: $(BUILD)/tests/unit/test_store_%.o $(call lib_objs,st
 $(BIN)/tests/test_dispatcher_%: $(BUILD)/tests/unit/test_dispatcher_%.o $(call lib_objs,dispatcher) $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
 	$(TEST_LINK) -lcmocka -lcurl -lcrypto $(LIBS_COMMON)
-$(BIN)/tests/test_admin_%: $(BUILD)/tests/unit/test_admin_%.o $(call lib_objs,admin) $(BUILD)/libwhcommon.a
+$(BIN)/tests/test_admin_%: $(BUILD)/tests/unit/test_admin_%.o $(call lib_objs,admin) $(BUILD)/gen/adm_openapi.o $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
-	$(TEST_LINK) -lcmocka -lmicrohttpd $(LIBS_COMMON)
+	$(TEST_LINK) -lcmocka $(ADMIN_LIBS) $(LIBS_COMMON)
 
 deps:
 	scripts/install-deps.sh

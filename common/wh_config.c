@@ -84,6 +84,15 @@ const wh_config_entry wh_config_table[] = {
       "webhook request timeout"),
     I(max_inflight, "dispatcher.max_inflight", 64, 1, 10000, 0, "global in-flight request cap"),
     S(admin_listen, "admin.listen", "127.0.0.1:8080", 0, "admin HTTP address host:port"),
+    /* admin API auth and TLS (services/admin/adm_auth.h) */
+    S(admin_tokens_file, "admin.tokens_file", "", 0,
+      "bearer tokens, one a line: TOKEN (admin) or read:TOKEN; \"\" = <data_dir>/admin.token"),
+    S(admin_read_token, "admin.read_token", "", 0, "bearer token with the read scope"),
+    S(admin_admin_token, "admin.admin_token", "", 0, "bearer token with the admin scope"),
+    B(admin_open_probes, "admin.open_probes", 1, 0,
+      "/livez, /readyz, /metrics and the status page answer without a token"),
+    S(admin_tls_cert, "admin.tls_cert", "", 0, "PEM certificate: serve HTTPS (with tls_key)"),
+    S(admin_tls_key, "admin.tls_key", "", 0, "PEM private key of admin.tls_cert"),
 };
 const size_t wh_config_table_len = WH_ARRAY_LEN(wh_config_table);
 
@@ -466,6 +475,9 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
     if (strchr(c->admin_listen, ':') == NULL)
         return wh_seterr(err, errlen, "setting 'admin.listen': '%s' must be host:port",
                          c->admin_listen);
+    if ((c->admin_tls_cert[0] == '\0') != (c->admin_tls_key[0] == '\0'))
+        return wh_seterr(err, errlen, "setting '%s': admin.tls_cert and admin.tls_key go together",
+                         c->admin_tls_cert[0] ? "admin.tls_key" : "admin.tls_cert");
     if (c->retry_max_ms < c->retry_base_ms)
         return wh_seterr(
             err, errlen,
@@ -530,6 +542,8 @@ int wh_config_to_json(const wh_config *c, wh_buf *b)
             if (strcmp(e->path, "source.dsn") == 0) {
                 wh_dsn_redact(p, red, sizeof(red));
                 p = red;
+            } else if (*p && strstr(e->path, "_token") != NULL) {
+                p = "***"; /* admin.read_token, admin.admin_token */
             }
             rc |= wh_json_str(b, p, strlen(p));
         } else if (e->type == WH_CT_BOOL) {

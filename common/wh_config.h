@@ -65,6 +65,13 @@ typedef struct wh_config {
     int max_inflight;
     /* admin */
     char admin_listen[256]; /* "127.0.0.1:8080" */
+    /* admin API auth and TLS (services/admin/adm_auth.h) */
+    char admin_tokens_file[WH_PATH_MAX];
+    char admin_read_token[256];
+    char admin_admin_token[256];
+    int admin_open_probes; /* bool: /livez /readyz /metrics / without a token */
+    char admin_tls_cert[WH_PATH_MAX];
+    char admin_tls_key[WH_PATH_MAX];
     /* targets */
     wh_target targets[WH_MAX_TARGETS];
     int ntargets;

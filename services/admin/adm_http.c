@@ -6,215 +6,123 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "adm_api.h"
+#include "adm_auth.h"
+#include "adm_backend.h"
 #include "wh_buf.h"
 #include "wh_util.h"
 
 struct adm_http {
     struct MHD_Daemon *d;
-    adm_query *q;
-    pthread_mutex_t cfg_mu;
-    wh_config *cfg;
+    adm_auth *auth;
+    adm_backend be;
+    adm_api *api;
+    char *tls_cert, *tls_key; /* PEM, kept while the daemon runs */
     uint16_t port;
 };
 
-/* Marker for con_cls: the request's headers were seen once. */
-static int adm_seen;
+/* Per-connection request state (con_cls): the body, capped. */
+typedef struct adm_conn {
+    wh_buf body;
+    int too_large;
+} adm_conn;
 
-static enum MHD_Result adm_reply(struct MHD_Connection *conn, unsigned status, const char *ctype,
-                                 const char *body, size_t len, const char *allow)
+static void adm_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                          enum MHD_RequestTerminationCode toe)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
-    if (!r)
-        return MHD_NO;
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    if (allow)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-    enum MHD_Result rc = MHD_queue_response(conn, status, r);
-    MHD_destroy_response(r);
-    return rc;
-}
-
-static enum MHD_Result adm_reply_buf(struct MHD_Connection *conn, unsigned status,
-                                     const char *ctype, wh_buf *b)
-{
-    enum MHD_Result rc = adm_reply(conn, status, ctype, b->data ? b->data : "", b->len, NULL);
-    wh_buf_free(b);
-    return rc;
-}
-
-static enum MHD_Result adm_json_error(struct MHD_Connection *conn, unsigned status, const char *msg,
-                                      const char *url, const char *allow)
-{
-    wh_buf b;
-    wh_buf_init(&b, 0);
-    wh_buf_puts(&b, "{\"error\":");
-    wh_json_str(&b, msg, strlen(msg));
-    if (url) {
-        wh_buf_puts(&b, ",\"path\":");
-        wh_json_str(&b, url, strnlen(url, 512));
-    }
-    wh_buf_puts(&b, "}\n");
-    enum MHD_Result rc =
-        adm_reply(conn, status, "application/json", b.data ? b.data : "", b.len, allow);
-    wh_buf_free(&b);
-    return rc;
-}
-
-static void adm_query_or_down(adm_http *h, adm_stat st[ADM_NDAEMONS])
-{
-    static const char *const names[ADM_NDAEMONS] = {"store", "ingestor", "dispatcher"};
-    if (h->q) {
-        adm_query_all(h->q, st);
-        return;
-    }
-    for (int i = 0; i < ADM_NDAEMONS; i++) {
-        memset(&st[i], 0, sizeof(st[i]));
-        wh_strlcpy(st[i].name, names[i], sizeof(st[i].name));
-        wh_strlcpy(st[i].error, "no query configured", sizeof(st[i].error));
+    adm_conn *c = *con_cls;
+    if (c) {
+        wh_buf_free(&c->body);
+        free(c);
+        *con_cls = NULL;
     }
 }
 
-static enum MHD_Result adm_readyz(adm_http *h, struct MHD_Connection *conn)
-{
-    adm_stat st[ADM_NDAEMONS];
-    adm_query_or_down(h, st);
-    wh_buf b;
-    wh_buf_init(&b, 0);
-    int ready = adm_readiness(st, ADM_NDAEMONS, &b);
-    adm_stats_free(st, ADM_NDAEMONS);
-    return adm_reply_buf(conn, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
-                         "application/json", &b);
-}
-
-static enum MHD_Result adm_metrics(adm_http *h, struct MHD_Connection *conn)
-{
-    adm_stat st[ADM_NDAEMONS];
-    adm_query_or_down(h, st);
-    wh_buf b;
-    wh_buf_init(&b, 0);
-    int rc = adm_metrics_render(st, ADM_NDAEMONS, &b);
-    adm_stats_free(st, ADM_NDAEMONS);
-    if (rc != WH_OK) {
-        wh_buf_free(&b);
-        return adm_json_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot render metrics", NULL,
-                              NULL);
-    }
-    return adm_reply_buf(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", &b);
-}
-
-static enum MHD_Result adm_config(adm_http *h, struct MHD_Connection *conn)
-{
-    wh_buf b;
-    wh_buf_init(&b, 0);
-    pthread_mutex_lock(&h->cfg_mu);
-    int rc = wh_config_to_json(h->cfg, &b);
-    pthread_mutex_unlock(&h->cfg_mu);
-    if (rc != WH_OK) {
-        wh_buf_free(&b);
-        return adm_json_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot render config", NULL,
-                              NULL);
-    }
-    wh_buf_putc(&b, '\n');
-    return adm_reply_buf(conn, MHD_HTTP_OK, "application/json", &b);
-}
-
-static void html_esc(wh_buf *b, const char *s)
-{
-    for (; *s; s++) {
-        switch (*s) {
-        case '<':
-            wh_buf_puts(b, "&lt;");
-            break;
-        case '>':
-            wh_buf_puts(b, "&gt;");
-            break;
-        case '&':
-            wh_buf_puts(b, "&amp;");
-            break;
-        case '"':
-            wh_buf_puts(b, "&quot;");
-            break;
-        default:
-            wh_buf_putc(b, *s);
-            break;
-        }
-    }
-}
-
-static enum MHD_Result adm_status_page(adm_http *h, struct MHD_Connection *conn)
-{
-    adm_stat st[ADM_NDAEMONS];
-    adm_query_or_down(h, st);
-    wh_buf tmp;
-    wh_buf_init(&tmp, 0);
-    int ready = adm_readiness(st, ADM_NDAEMONS, &tmp);
-    wh_buf_free(&tmp);
-    char tenant[WH_NAME_MAX];
-    pthread_mutex_lock(&h->cfg_mu);
-    wh_strlcpy(tenant, h->cfg->tenant, sizeof(tenant));
-    pthread_mutex_unlock(&h->cfg_mu);
-
-    wh_buf b;
-    wh_buf_init(&b, 0);
-    wh_buf_puts(&b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>walhook</title>"
-                    "</head><body>\n<h1>walhook</h1>\n<p>tenant: ");
-    html_esc(&b, tenant);
-    wh_buf_printf(&b, "</p>\n<p>overall: <b>%s</b></p>\n", ready ? "ready" : "NOT READY");
-    wh_buf_puts(&b, "<table border=\"1\"><tr><th>daemon</th><th>up</th><th>ready</th>"
-                    "<th>state</th><th>error</th></tr>\n");
-    for (int i = 0; i < ADM_NDAEMONS; i++) {
-        wh_buf_puts(&b, "<tr><td>");
-        html_esc(&b, st[i].name);
-        wh_buf_printf(&b, "</td><td>%s</td><td>%s</td><td>", st[i].up ? "yes" : "no",
-                      st[i].ready ? "yes" : "no");
-        html_esc(&b, st[i].state);
-        wh_buf_puts(&b, "</td><td>");
-        html_esc(&b, st[i].error);
-        wh_buf_puts(&b, "</td></tr>\n");
-    }
-    wh_buf_puts(&b, "</table>\n<p><a href=\"/metrics\">metrics</a> | <a href=\"/config\">config"
-                    "</a> | <a href=\"/readyz\">readyz</a> | <a href=\"/livez\">livez</a></p>\n"
-                    "</body></html>\n");
-    adm_stats_free(st, ADM_NDAEMONS);
-    return adm_reply_buf(conn, MHD_HTTP_OK, "text/html; charset=utf-8", &b);
-}
-
+/* Everything is routed through adm_api (a pure function of the request);
+ * this layer only moves bytes and headers. */
 static enum MHD_Result adm_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload_data,
                                    size_t *upload_data_size, void **con_cls)
 {
     adm_http *h = cls;
-    if (*con_cls == NULL) {
-        *con_cls = &adm_seen;
+    adm_conn *c = *con_cls;
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c));
+        if (!c)
+            return MHD_NO;
+        wh_buf_init(&c->body, ADM_MAX_BODY);
+        *con_cls = c;
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (!cl || strtoull(cl, NULL, 10) <= ADM_MAX_BODY)
+            return MHD_YES;
+        c->too_large = 1; /* answer 413 now, without reading the body */
+    } else if (*upload_data_size) {
+        if (!c->too_large && wh_buf_append(&c->body, upload_data, *upload_data_size) != WH_OK) {
+            c->too_large = 1;
+            wh_buf_free(&c->body);
+        }
+        *upload_data_size = 0;
         return MHD_YES;
     }
-    if (*upload_data_size) {
-        *upload_data_size = 0; /* no endpoint takes a body: discard it */
-        return MHD_YES;
+    adm_request req;
+    memset(&req, 0, sizeof(req));
+    req.method = method;
+    req.path = url;
+    req.authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    req.if_match = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "If-Match");
+    req.content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+    req.body = c->body.data;
+    req.body_len = c->body.len;
+    req.body_too_large = c->too_large;
+    adm_response resp;
+    adm_response_init(&resp);
+    adm_api_handle(h->api, &req, &resp);
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        resp.body.len, resp.body.data ? resp.body.data : (void *)"", MHD_RESPMEM_MUST_COPY);
+    enum MHD_Result rc = MHD_NO;
+    if (r) {
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp.content_type);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        if (resp.etag[0])
+            MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, resp.etag);
+        if (resp.allow[0])
+            MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, resp.allow);
+        if (resp.challenge)
+            MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                    "Bearer realm=\"walhook\"");
+        rc = MHD_queue_response(conn, (unsigned)resp.status, r);
+        MHD_destroy_response(r);
     }
-    int known = strcmp(url, "/livez") == 0 || strcmp(url, "/readyz") == 0 ||
-                strcmp(url, "/metrics") == 0 || strcmp(url, "/config") == 0 ||
-                strcmp(url, "/") == 0;
-    if (!known)
-        return adm_json_error(conn, MHD_HTTP_NOT_FOUND, "not found", url, NULL);
-    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-        return adm_json_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed", url,
-                              "GET, HEAD");
-    if (strcmp(url, "/livez") == 0)
-        return adm_reply(conn, MHD_HTTP_OK, "text/plain; charset=utf-8", "ok\n", 3, NULL);
-    if (strcmp(url, "/readyz") == 0)
-        return adm_readyz(h, conn);
-    if (strcmp(url, "/metrics") == 0)
-        return adm_metrics(h, conn);
-    if (strcmp(url, "/config") == 0)
-        return adm_config(h, conn);
-    return adm_status_page(h, conn);
+    adm_response_free(&resp);
+    return rc;
+}
+
+static char *adm_read_file(const char *path, const char *setting, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        wh_seterr(err, errlen, "setting '%s': cannot read %s", setting, path);
+        return NULL;
+    }
+    wh_buf b;
+    wh_buf_init(&b, 1 << 20);
+    char chunk[4096];
+    size_t n;
+    int ok = 1;
+    while (ok && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        ok = wh_buf_append(&b, chunk, n) == WH_OK;
+    fclose(f);
+    if (!ok || wh_buf_cstr(&b) != WH_OK || b.len == 0) {
+        wh_buf_free(&b);
+        wh_seterr(err, errlen, "setting '%s': %s is empty or larger than 1 MiB", setting, path);
+        return NULL;
+    }
+    return b.data;
 }
 
 int adm_http_start(adm_http **out, const char *listen, adm_query *q, const wh_config *cfg,
@@ -251,28 +159,41 @@ int adm_http_start(adm_http **out, const char *listen, adm_query *q, const wh_co
     adm_http *h = calloc(1, sizeof(*h));
     if (!h)
         return wh_seterr(err, errlen, "out of memory");
-    h->cfg = malloc(sizeof(*h->cfg));
-    if (!h->cfg) {
-        free(h);
-        return wh_seterr(err, errlen, "out of memory");
+    if (adm_auth_new(&h->auth, cfg, err, errlen) != WH_OK ||
+        adm_backend_open(&h->be, cfg, q, err, errlen) != WH_OK ||
+        adm_api_new(&h->api, cfg, &h->be, h->auth, err, errlen) != WH_OK)
+        goto error;
+    /* optional TLS (libmicrohttpd with GnuTLS): admin.tls_cert + tls_key */
+    struct MHD_OptionItem tls[3] = {{MHD_OPTION_END, 0, NULL}};
+    if (cfg->admin_tls_cert[0]) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            wh_seterr(err, errlen, "setting 'admin.tls_cert': libmicrohttpd has no TLS");
+            goto error;
+        }
+        if (!(h->tls_cert = adm_read_file(cfg->admin_tls_cert, "admin.tls_cert", err, errlen)) ||
+            !(h->tls_key = adm_read_file(cfg->admin_tls_key, "admin.tls_key", err, errlen)))
+            goto error;
+        flags |= MHD_USE_TLS;
+        tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, h->tls_cert};
+        tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, h->tls_key};
+        tls[2] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     }
-    memcpy(h->cfg, cfg, sizeof(*cfg));
-    pthread_mutex_init(&h->cfg_mu, NULL);
-    h->q = q;
-    h->d = MHD_start_daemon(flags, port, NULL, NULL, adm_handler, h, MHD_OPTION_SOCK_ADDR,
-                            (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+    h->d = MHD_start_daemon(
+        flags, port, NULL, NULL, adm_handler, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+        MHD_OPTION_NOTIFY_COMPLETED, adm_completed, NULL, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (!h->d) {
-        pthread_mutex_destroy(&h->cfg_mu);
-        free(h->cfg);
-        free(h);
-        return wh_seterr(err, errlen, "admin.listen: cannot listen on %s (address in use?)",
-                         listen);
+        wh_seterr(err, errlen, "admin.listen: cannot listen on %s (address in use%s?)", listen,
+                  h->tls_cert ? ", or a bad TLS certificate/key" : "");
+        goto error;
     }
     const union MHD_DaemonInfo *inf = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
     h->port = inf ? inf->port : port;
     *out = h;
     return WH_OK;
+error:
+    adm_http_stop(h);
+    return WH_ERR;
 }
 
 uint16_t adm_http_port(const adm_http *h)
@@ -282,17 +203,21 @@ uint16_t adm_http_port(const adm_http *h)
 
 void adm_http_set_config(adm_http *h, const wh_config *cfg)
 {
-    pthread_mutex_lock(&h->cfg_mu);
-    memcpy(h->cfg, cfg, sizeof(*cfg));
-    pthread_mutex_unlock(&h->cfg_mu);
+    adm_api_set_config(h->api, cfg);
 }
 
 void adm_http_stop(adm_http *h)
 {
     if (!h)
         return;
-    MHD_stop_daemon(h->d);
-    pthread_mutex_destroy(&h->cfg_mu);
-    free(h->cfg);
+    if (h->d)
+        MHD_stop_daemon(h->d);
+    adm_api_free(h->api);
+    adm_backend_close(&h->be);
+    adm_auth_free(h->auth);
+    if (h->tls_key)
+        explicit_bzero(h->tls_key, strlen(h->tls_key));
+    free(h->tls_key);
+    free(h->tls_cert);
     free(h);
 }

@@ -9,18 +9,23 @@
 
 void cli_usage(FILE *f)
 {
-    fprintf(f, "usage: walhook <command> [options]\n"
-               "\n"
-               "commands:\n"
-               "  up [-c FILE] [--source DSN] [--target URL]... [--data DIR]\n"
-               "     [--admin HOST:PORT] [--tenant NAME]\n"
-               "        check the configuration and the source database, then start and\n"
-               "        supervise walhook-store, -ingestor, -dispatcher and -admin\n"
-               "  check -c FILE   validate a configuration file (exit 0 ok, 2 bad)\n"
-               "  version         print the version\n"
-               "  help            this text\n"
-               "\n"
-               "Settings: built-in defaults < FILE < WALHOOK_* environment < flags.\n");
+    fprintf(f,
+            "usage: walhook <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  up [-c FILE] [--source DSN] [--target URL]... [--data DIR]\n"
+            "     [--admin HOST:PORT] [--tenant NAME]\n"
+            "        check the configuration and the source database, then start and\n"
+            "        supervise walhook-store, -ingestor, -dispatcher and -admin\n"
+            "  check -c FILE   validate a configuration file (exit 0 ok, 2 bad)\n"
+            "  tenants|targets|settings|slots [list|get|add|set|pause|resume|rm|offset ...]\n"
+            "     [--admin URL] [--json] [-c FILE] [--tenant T]\n"
+            "        the admin REST API (token: WALHOOK_ADMIN_TOKEN or <data_dir>/admin.token);\n"
+            "        `walhook targets --help` for details\n"
+            "  version         print the version\n"
+            "  help            this text\n"
+            "\n"
+            "Settings: built-in defaults < FILE < WALHOOK_* environment < flags.\n");
 }
 
 int cli_cmd_help(int argc, char **argv)

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli_api.h"
 #include "cli_cmd.h"
 #include "cli_up.h"
 
@@ -14,6 +15,9 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "up") == 0)
         return cli_cmd_up(argc - 1, argv + 1);
+    if (strcmp(cmd, "tenants") == 0 || strcmp(cmd, "targets") == 0 ||
+        strcmp(cmd, "settings") == 0 || strcmp(cmd, "slots") == 0)
+        return cli_cmd_api(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0)
         return cli_cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)

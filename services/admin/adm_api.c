@@ -1,0 +1,1496 @@
+/* adm_api: the admin's routes as a pure function of the request and a
+ * backend (see adm_api.h). */
+#include "adm_api.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "adm_page.h"
+#include "wh_lsn.h"
+#include "wh_util.h"
+
+struct adm_api {
+    pthread_mutex_t mu; /* guards base */
+    wh_config *base;
+    adm_backend be;
+    adm_auth *auth;
+    adm_page *page;
+};
+
+/* ---- responses ---- */
+
+void adm_response_init(adm_response *r)
+{
+    memset(r, 0, sizeof(*r));
+    wh_buf_init(&r->body, 0);
+    r->content_type = "application/json";
+}
+
+void adm_response_free(adm_response *r)
+{
+    wh_buf_free(&r->body);
+}
+
+static const char *code_of(int status)
+{
+    switch (status) {
+    case 400:
+        return "bad_request";
+    case 401:
+        return "unauthorized";
+    case 403:
+        return "forbidden";
+    case 404:
+        return "not_found";
+    case 405:
+        return "method_not_allowed";
+    case 409:
+        return "conflict";
+    case 412:
+        return "precondition_failed";
+    case 413:
+        return "payload_too_large";
+    case 415:
+        return "unsupported_media_type";
+    case 503:
+        return "unavailable";
+    default:
+        return "internal";
+    }
+}
+
+/* Sets an error response; field may be NULL. Returns WH_ERR. */
+static int fail(adm_response *r, int status, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(adm_response *r, int status, const char *field, const char *fmt, ...)
+{
+    char msg[WH_ERRLEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    r->status = status;
+    r->content_type = "application/json";
+    r->etag[0] = '\0';
+    wh_buf_reset(&r->body);
+    wh_buf_puts(&r->body, "{\"error\":{\"code\":");
+    const char *code = code_of(status);
+    wh_json_str(&r->body, code, strlen(code));
+    wh_buf_puts(&r->body, ",\"message\":");
+    wh_json_str(&r->body, msg, strlen(msg));
+    if (field && *field) {
+        wh_buf_puts(&r->body, ",\"field\":");
+        wh_json_str(&r->body, field, strnlen(field, 256));
+    }
+    wh_buf_puts(&r->body, "}}\n");
+    return WH_ERR;
+}
+
+/* A validation message "tenants[0].targets[1].url: ..." names its field. */
+static int fail_validation(adm_response *r, int status, const char *msg)
+{
+    char field[256] = "";
+    const char *colon = strstr(msg, ": ");
+    if (colon && (size_t)(colon - msg) < sizeof(field) &&
+        memchr(msg, ' ', (size_t)(colon - msg)) == NULL) {
+        memcpy(field, msg, (size_t)(colon - msg));
+        field[colon - msg] = '\0';
+    } else if (strncmp(msg, "setting '", 9) == 0) {
+        const char *end = strchr(msg + 9, '\'');
+        if (end && (size_t)(end - msg - 9) < sizeof(field)) {
+            memcpy(field, msg + 9, (size_t)(end - msg - 9));
+            field[end - msg - 9] = '\0';
+        }
+    }
+    return fail(r, status, field, "%s", msg);
+}
+
+static int reply_json(adm_response *r, int status, json_t *j, uint64_t version)
+{
+    char *text = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
+    json_decref(j);
+    if (!text)
+        return fail(r, 500, NULL, "cannot render the answer");
+    r->status = status;
+    r->content_type = "application/json";
+    wh_buf_reset(&r->body);
+    wh_buf_puts(&r->body, text);
+    wh_buf_putc(&r->body, '\n');
+    free(text);
+    if (version)
+        snprintf(r->etag, sizeof(r->etag), "\"%" PRIu64 "\"", version);
+    return WH_OK;
+}
+
+/* ---- positions ---- */
+
+int adm_pos_parse(const char *s, adm_pos *out)
+{
+    char lsn[WH_LSN_STRLEN];
+    const char *colon = strchr(s, ':');
+    size_t n = colon ? (size_t)(colon - s) : strlen(s);
+    if (n == 0 || n >= sizeof(lsn))
+        return WH_ERR;
+    memcpy(lsn, s, n);
+    lsn[n] = '\0';
+    if (wh_lsn_parse(lsn, &out->lsn) != WH_OK)
+        return WH_ERR;
+    out->seq = 0;
+    if (colon) {
+        const char *p = colon + 1;
+        if (!isdigit((unsigned char)*p))
+            return WH_ERR;
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(p, &end, 10);
+        if (errno || *end || v > UINT32_MAX)
+            return WH_ERR;
+        out->seq = (uint32_t)v;
+    }
+    return WH_OK;
+}
+
+void adm_pos_format(adm_pos p, char *buf, size_t len)
+{
+    char lsn[WH_LSN_STRLEN];
+    wh_lsn_format(p.lsn, lsn, sizeof(lsn));
+    snprintf(buf, len, "%s:%" PRIu32, lsn, p.seq);
+}
+
+/* ---- state as JSON (always redacted) ---- */
+
+static json_t *state_json(const wh_state *s)
+{
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    json_t *j = NULL;
+    if (wh_state_render(s, &b, WH_STATE_REDACT) == WH_OK)
+        j = json_loadb(b.data ? b.data : "", b.len, 0, NULL);
+    wh_buf_free(&b);
+    return j;
+}
+
+static json_t *find_named(json_t *arr, const char *name)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        const char *n = json_string_value(json_object_get(v, "name"));
+        if (n && strcmp(n, name) == 0)
+            return v;
+    }
+    return NULL;
+}
+
+/* The redacted JSON of tenant t (a new reference) or NULL. */
+static json_t *tenant_json(const wh_state *s, const char *t)
+{
+    json_t *all = state_json(s);
+    json_t *one = all ? find_named(json_object_get(all, "tenants"), t) : NULL;
+    if (one)
+        json_incref(one);
+    json_decref(all);
+    return one;
+}
+
+static json_t *target_json(const wh_state *s, const char *t, const char *name)
+{
+    json_t *ten = tenant_json(s, t);
+    json_t *one = ten ? find_named(json_object_get(ten, "targets"), name) : NULL;
+    if (one)
+        json_incref(one);
+    json_decref(ten);
+    return one;
+}
+
+/* ---- routes ---- */
+
+enum { M_GET = 1, M_POST = 2, M_PATCH = 4, M_DELETE = 8, M_PUT = 16, M_HEAD = 32, M_OTHER = 64 };
+
+typedef struct ctx {
+    adm_api *a;
+    const adm_request *req;
+    adm_response *resp;
+    int method;
+    const char *tenant; /* path parameters, NUL-terminated copies */
+    const char *target;
+    const char *action;
+} ctx;
+
+typedef void (*route_fn)(ctx *c);
+
+static void r_livez(ctx *c);
+static void r_readyz(ctx *c);
+static void r_metrics(ctx *c);
+static void r_config(ctx *c);
+static void r_page(ctx *c);
+static void r_openapi(ctx *c);
+static void r_tenants(ctx *c);
+static void r_tenant(ctx *c);
+static void r_targets(ctx *c);
+static void r_target(ctx *c);
+static void r_target_action(ctx *c);
+static void r_settings(ctx *c);
+static void r_slots(ctx *c);
+
+typedef struct route {
+    const char *pattern;
+    int methods;
+    route_fn fn;
+    const char *allow;
+} route;
+
+static const route routes[] = {
+    {"/", M_GET | M_HEAD, r_page, "GET, HEAD"},
+    {"/livez", M_GET | M_HEAD, r_livez, "GET, HEAD"},
+    {"/readyz", M_GET | M_HEAD, r_readyz, "GET, HEAD"},
+    {"/metrics", M_GET | M_HEAD, r_metrics, "GET, HEAD"},
+    {"/config", M_GET | M_HEAD, r_config, "GET, HEAD"},
+    {"/v1/openapi.json", M_GET | M_HEAD, r_openapi, "GET, HEAD"},
+    {"/v1/tenants", M_GET | M_HEAD | M_POST, r_tenants, "GET, HEAD, POST"},
+    {"/v1/tenants/{tenant}", M_GET | M_HEAD | M_PATCH | M_DELETE, r_tenant,
+     "GET, HEAD, PATCH, DELETE"},
+    {"/v1/tenants/{tenant}/targets", M_GET | M_HEAD | M_POST, r_targets, "GET, HEAD, POST"},
+    {"/v1/tenants/{tenant}/targets/{target}", M_GET | M_HEAD | M_PATCH | M_DELETE, r_target,
+     "GET, HEAD, PATCH, DELETE"},
+    {"/v1/tenants/{tenant}/targets/{target}/pause", M_POST, r_target_action, "POST"},
+    {"/v1/tenants/{tenant}/targets/{target}/resume", M_POST, r_target_action, "POST"},
+    {"/v1/tenants/{tenant}/targets/{target}/offset", M_POST, r_target_action, "POST"},
+    {"/v1/settings", M_GET | M_HEAD | M_PATCH, r_settings, "GET, HEAD, PATCH"},
+    {"/v1/slots", M_GET | M_HEAD, r_slots, "GET, HEAD"},
+};
+
+static const adm_route_info route_infos[] = {
+    {"/", "GET"},
+    {"/livez", "GET"},
+    {"/readyz", "GET"},
+    {"/metrics", "GET"},
+    {"/config", "GET"},
+    {"/v1/openapi.json", "GET"},
+    {"/v1/tenants", "GET,POST"},
+    {"/v1/tenants/{tenant}", "GET,PATCH,DELETE"},
+    {"/v1/tenants/{tenant}/targets", "GET,POST"},
+    {"/v1/tenants/{tenant}/targets/{target}", "GET,PATCH,DELETE"},
+    {"/v1/tenants/{tenant}/targets/{target}/pause", "POST"},
+    {"/v1/tenants/{tenant}/targets/{target}/resume", "POST"},
+    {"/v1/tenants/{tenant}/targets/{target}/offset", "POST"},
+    {"/v1/settings", "GET,PATCH"},
+    {"/v1/slots", "GET"},
+};
+
+const adm_route_info *adm_api_routes(size_t *n)
+{
+    *n = WH_ARRAY_LEN(route_infos);
+    return route_infos;
+}
+
+static int method_bit(const char *m)
+{
+    static const struct {
+        const char *name;
+        int bit;
+    } ms[] = {{"GET", M_GET},     {"HEAD", M_HEAD},     {"POST", M_POST},
+              {"PATCH", M_PATCH}, {"DELETE", M_DELETE}, {"PUT", M_PUT}};
+    for (size_t i = 0; i < WH_ARRAY_LEN(ms); i++)
+        if (strcmp(m, ms[i].name) == 0)
+            return ms[i].bit;
+    return M_OTHER;
+}
+
+#define ADM_MAX_SEGS 8
+
+/* Splits path (starting with '/') into segments; "/" has none. Returns
+ * the count or -1 when malformed / too deep. */
+static int split(const char *path, char segs[ADM_MAX_SEGS][WH_NAME_MAX])
+{
+    if (path[0] != '/')
+        return -1;
+    if (path[1] == '\0')
+        return 0;
+    int n = 0;
+    const char *p = path + 1;
+    for (;;) {
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (n >= ADM_MAX_SEGS || len == 0 || len >= WH_NAME_MAX)
+            return -1;
+        memcpy(segs[n], p, len);
+        segs[n][len] = '\0';
+        n++;
+        if (!e)
+            return n;
+        p = e + 1;
+    }
+}
+
+static const route *match(const char *path, char segs[ADM_MAX_SEGS][WH_NAME_MAX], int *nsegs)
+{
+    int n = split(path, segs);
+    *nsegs = n;
+    if (n < 0)
+        return NULL;
+    for (size_t i = 0; i < WH_ARRAY_LEN(routes); i++) {
+        char pat[ADM_MAX_SEGS][WH_NAME_MAX];
+        int pn = split(routes[i].pattern, pat);
+        if (pn != n)
+            continue;
+        int ok = 1;
+        for (int k = 0; k < n && ok; k++)
+            ok = pat[k][0] == '{' || strcmp(pat[k], segs[k]) == 0;
+        if (ok)
+            return &routes[i];
+    }
+    return NULL;
+}
+
+/* ---- the entry point ---- */
+
+static int is_read_method(int m)
+{
+    return m == M_GET || m == M_HEAD;
+}
+
+void adm_api_handle(adm_api *a, const adm_request *req, adm_response *resp)
+{
+    resp->status = 200;
+    resp->content_type = "application/json";
+    resp->etag[0] = resp->allow[0] = '\0';
+    resp->challenge = 0;
+    wh_buf_reset(&resp->body);
+    const char *path = req->path ? req->path : "";
+    const char *method = req->method ? req->method : "";
+    char segs[ADM_MAX_SEGS][WH_NAME_MAX];
+    int nsegs;
+    const route *rt = match(path, segs, &nsegs);
+    if (!rt) {
+        fail(resp, 404, NULL, "no such endpoint: %.200s", path);
+        return;
+    }
+    int m = method_bit(method);
+    if (!(rt->methods & m)) {
+        fail(resp, 405, NULL, "%s does not answer %.16s (allowed: %s)", rt->pattern, method,
+             rt->allow);
+        wh_strlcpy(resp->allow, rt->allow, sizeof(resp->allow));
+        return;
+    }
+    if (a->auth && !adm_auth_is_open(a->auth, path)) {
+        int scope = adm_auth_scope(a->auth, req->authorization);
+        if (scope == ADM_SCOPE_NONE) {
+            fail(resp, 401, "Authorization",
+                 req->authorization ? "the bearer token is not valid"
+                                    : "a bearer token is required (Authorization: Bearer TOKEN)");
+            resp->challenge = 1;
+            return;
+        }
+        if (!is_read_method(m) && scope < ADM_SCOPE_ADMIN) {
+            fail(resp, 403, "Authorization", "this token has the read scope; %s needs admin",
+                 method);
+            return;
+        }
+    }
+    if (req->body_too_large) {
+        fail(resp, 413, "body", "the request body is larger than %u bytes", ADM_MAX_BODY);
+        return;
+    }
+    if (req->body_len > ADM_MAX_BODY) {
+        fail(resp, 413, "body", "the request body is larger than %u bytes", ADM_MAX_BODY);
+        return;
+    }
+    char pat[ADM_MAX_SEGS][WH_NAME_MAX];
+    int pn = split(rt->pattern, pat);
+    ctx c = {a, req, resp, m == M_HEAD ? M_GET : m, NULL, NULL, NULL};
+    for (int k = 0; k < pn; k++) {
+        if (strcmp(pat[k], "{tenant}") == 0)
+            c.tenant = segs[k];
+        else if (strcmp(pat[k], "{target}") == 0)
+            c.target = segs[k];
+    }
+    if (c.target && pn > 5)
+        c.action = segs[5];
+    rt->fn(&c);
+}
+
+/* ---- backend helpers ---- */
+
+static wh_state *get_state(ctx *c)
+{
+    wh_state *s = NULL;
+    char err[WH_ERRLEN] = "no store";
+    if (!c->a->be.get_state || c->a->be.get_state(c->a->be.arg, &s, err, sizeof(err)) != WH_OK ||
+        !s) {
+        fail(c->resp, 503, NULL, "cannot read the state from the store: %s", err);
+        return NULL;
+    }
+    return s;
+}
+
+static void base_copy(adm_api *a, wh_config *out)
+{
+    pthread_mutex_lock(&a->mu);
+    memcpy(out, a->base, sizeof(*out));
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* ---- probes, config, openapi, page ---- */
+
+static void query_stats(ctx *c, adm_stat st[ADM_NDAEMONS])
+{
+    static const char *const names[ADM_NDAEMONS] = {"store", "ingestor", "dispatcher"};
+    if (c->a->be.stats) {
+        c->a->be.stats(c->a->be.arg, st);
+        return;
+    }
+    for (int i = 0; i < ADM_NDAEMONS; i++) {
+        memset(&st[i], 0, sizeof(st[i]));
+        wh_strlcpy(st[i].name, names[i], sizeof(st[i].name));
+        wh_strlcpy(st[i].error, "no query configured", sizeof(st[i].error));
+    }
+}
+
+static void r_livez(ctx *c)
+{
+    c->resp->status = 200;
+    c->resp->content_type = "text/plain; charset=utf-8";
+    wh_buf_puts(&c->resp->body, "ok\n");
+}
+
+static void r_readyz(ctx *c)
+{
+    adm_stat st[ADM_NDAEMONS];
+    query_stats(c, st);
+    int ready = adm_readiness(st, ADM_NDAEMONS, &c->resp->body);
+    adm_stats_free(st, ADM_NDAEMONS);
+    c->resp->status = ready ? 200 : 503;
+}
+
+static void r_metrics(ctx *c)
+{
+    adm_stat st[ADM_NDAEMONS];
+    query_stats(c, st);
+    int rc = adm_metrics_render(st, ADM_NDAEMONS, &c->resp->body);
+    adm_stats_free(st, ADM_NDAEMONS);
+    if (rc != WH_OK) {
+        fail(c->resp, 500, NULL, "cannot render metrics");
+        return;
+    }
+    c->resp->status = 200;
+    c->resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+/* /config: the effective configuration (file + env overlaid with the
+ * runtime state), redacted, with the state's version and tenants. Falls
+ * back to the file configuration when the store cannot be read. */
+static void r_config(ctx *c)
+{
+    static __thread wh_config base, eff;
+    base_copy(c->a, &base);
+    wh_state *s = NULL;
+    char err[WH_ERRLEN] = "";
+    if (c->a->be.get_state && c->a->be.get_state(c->a->be.arg, &s, err, sizeof(err)) != WH_OK)
+        s = NULL;
+    if (s)
+        wh_state_effective(&eff, &base, s, base.tenant);
+    else
+        memcpy(&eff, &base, sizeof(eff));
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    json_t *j = NULL;
+    if (wh_config_to_json(&eff, &b) == WH_OK)
+        j = json_loadb(b.data ? b.data : "", b.len, 0, NULL);
+    wh_buf_free(&b);
+    if (!j) {
+        wh_state_unref(s);
+        fail(c->resp, 500, NULL, "cannot render the configuration");
+        return;
+    }
+    uint64_t version = 0;
+    if (s) {
+        json_t *sj = state_json(s);
+        version = s->version;
+        json_object_set_new(j, "version", json_integer((json_int_t)s->version));
+        if (sj)
+            json_object_set(j, "tenants", json_object_get(sj, "tenants"));
+        json_decref(sj);
+    } else {
+        json_object_set_new(j, "state_error", json_string(err[0] ? err : "no store"));
+    }
+    wh_state_unref(s);
+    reply_json(c->resp, 200, j, version);
+}
+
+static void r_openapi(ctx *c)
+{
+    c->resp->status = 200;
+    wh_buf_append(&c->resp->body, adm_openapi_json, adm_openapi_json_len);
+}
+
+static void r_page(ctx *c)
+{
+    adm_stat st[ADM_NDAEMONS];
+    query_stats(c, st);
+    wh_state *s = NULL;
+    char err[WH_ERRLEN] = "no store";
+    if (!c->a->be.get_state || c->a->be.get_state(c->a->be.arg, &s, err, sizeof(err)) != WH_OK)
+        s = NULL;
+    adm_slot_info *slots = NULL;
+    adm_page_target *prog = NULL;
+    if (s) {
+        int ntargets = 0;
+        for (int i = 0; i < s->ntenants; i++)
+            ntargets += s->tenants[i].ntargets;
+        slots = calloc((size_t)s->ntenants + 1, sizeof(*slots));
+        prog = calloc((size_t)ntargets + 1, sizeof(*prog));
+        if (!slots || !prog) {
+            free(slots);
+            free(prog);
+            wh_state_unref(s);
+            adm_stats_free(st, ADM_NDAEMONS);
+            fail(c->resp, 500, NULL, "out of memory");
+            return;
+        }
+        int k = 0;
+        for (int i = 0; i < s->ntenants; i++) {
+            const wh_state_tenant *t = &s->tenants[i];
+            if (c->a->be.slot)
+                c->a->be.slot(c->a->be.arg, t, &slots[i]);
+            else
+                wh_strlcpy(slots[i].error, "no source query", sizeof(slots[i].error));
+            for (int j = 0; j < t->ntargets; j++, k++)
+                if (c->a->be.progress)
+                    prog[k].has_progress =
+                        c->a->be.progress(c->a->be.arg, t->name, t->targets[j].name, &prog[k].end,
+                                          &prog[k].committed) == WH_OK;
+        }
+    }
+    int rc = adm_page_render(c->a->page, s, s ? NULL : err, st, slots, prog, &c->resp->body);
+    free(slots);
+    free(prog);
+    wh_state_unref(s);
+    adm_stats_free(st, ADM_NDAEMONS);
+    if (rc != WH_OK) {
+        fail(c->resp, 500, NULL, "cannot render the status page");
+        return;
+    }
+    c->resp->status = 200;
+    c->resp->content_type = "text/html; charset=utf-8";
+}
+
+/* ---- request bodies ---- */
+
+static json_t *parse_body(ctx *c, int allow_empty)
+{
+    const adm_request *q = c->req;
+    if (q->body_len == 0 || !q->body) {
+        if (allow_empty)
+            return json_object();
+        fail(c->resp, 400, "body", "a JSON object is required");
+        return NULL;
+    }
+    const char *ct = q->content_type;
+    if (!ct || strncasecmp(ct, "application/json", 16) != 0 ||
+        (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')) {
+        fail(c->resp, 415, "Content-Type", "the body must be application/json (got %.64s)",
+             ct ? ct : "no Content-Type");
+        return NULL;
+    }
+    json_error_t je;
+    json_t *j = json_loadb(q->body, q->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!j) {
+        fail(c->resp, 400, "body", "invalid JSON at line %d column %d: %s", je.line, je.column,
+             je.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        fail(c->resp, 400, "body", "a JSON object is required");
+        return NULL;
+    }
+    return j;
+}
+
+static int get_string(ctx *c, json_t *v, const char *field, char *dst, size_t len)
+{
+    if (!json_is_string(v))
+        return fail(c->resp, 400, field, "%s: expected a string", field);
+    const char *s = json_string_value(v);
+    if (strlen(s) != json_string_length(v))
+        return fail(c->resp, 400, field, "%s: must not contain NUL", field);
+    if (wh_strlcpy(dst, s, len) != WH_OK)
+        return fail(c->resp, 400, field, "%s: longer than %zu bytes", field, len - 1);
+    return WH_OK;
+}
+
+static int get_int(ctx *c, json_t *v, const char *field, int64_t lo, int64_t hi, int64_t *out)
+{
+    if (json_is_null(v)) {
+        *out = 0;
+        return WH_OK;
+    }
+    if (!json_is_integer(v))
+        return fail(c->resp, 400, field, "%s: expected an integer", field);
+    json_int_t x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return fail(c->resp, 400, field,
+                    "%s: %" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]", field, (int64_t)x,
+                    lo, hi);
+    *out = (int64_t)x;
+    return WH_OK;
+}
+
+static int get_bool(ctx *c, json_t *v, const char *field, int *out)
+{
+    if (!json_is_boolean(v))
+        return fail(c->resp, 400, field, "%s: expected true or false", field);
+    *out = json_is_true(v);
+    return WH_OK;
+}
+
+/* Applies a target object (POST: create, else PATCH) onto t. start (POST
+ * only) receives the "start" member or "". */
+static int apply_target(ctx *c, json_t *o, wh_state_target *t, int create, char *start,
+                        size_t startlen)
+{
+    const char *key;
+    json_t *v;
+    if (start)
+        start[0] = '\0';
+    json_object_foreach(o, key, v)
+    {
+        int64_t x;
+        if (strcmp(key, "name") == 0) {
+            char name[WH_NAME_MAX];
+            if (get_string(c, v, "name", name, sizeof(name)) != WH_OK)
+                return WH_ERR;
+            if (!create && strcmp(name, t->name) != 0)
+                return fail(c->resp, 400, "name", "name: a target cannot be renamed");
+            wh_strlcpy(t->name, name, sizeof(t->name));
+        } else if (strcmp(key, "url") == 0) {
+            if (get_string(c, v, "url", t->url, sizeof(t->url)) != WH_OK)
+                return WH_ERR;
+        } else if (strcmp(key, "secret") == 0) {
+            if (json_is_null(v)) {
+                t->nsecrets = 0;
+                continue;
+            }
+            if (get_string(c, v, "secret", t->secrets[0], sizeof(t->secrets[0])) != WH_OK)
+                return WH_ERR;
+            t->nsecrets = 1;
+        } else if (strcmp(key, "secrets") == 0) {
+            if (!json_is_array(v))
+                return fail(c->resp, 400, "secrets", "secrets: expected an array of strings");
+            if (json_array_size(v) > WH_MAX_SECRETS)
+                return fail(c->resp, 400, "secrets", "secrets: at most %d", WH_MAX_SECRETS);
+            size_t i;
+            json_t *e;
+            json_array_foreach(v, i, e)
+            {
+                char f[32];
+                snprintf(f, sizeof(f), "secrets[%zu]", i);
+                if (get_string(c, e, f, t->secrets[i], sizeof(t->secrets[i])) != WH_OK)
+                    return WH_ERR;
+                if (strstr(t->secrets[i], "***"))
+                    return fail(c->resp, 400, f, "%s: a redacted value cannot be written back", f);
+            }
+            t->nsecrets = (int)json_array_size(v);
+        } else if (strcmp(key, "paused") == 0) {
+            if (get_bool(c, v, "paused", &t->paused) != WH_OK)
+                return WH_ERR;
+        } else if (strcmp(key, "batch_max_events") == 0) {
+            if (get_int(c, v, key, 0, 100000, &x) != WH_OK)
+                return WH_ERR;
+            t->batch_max_events = (int)x;
+        } else if (strcmp(key, "batch_max_bytes") == 0) {
+            if (get_int(c, v, key, 0, 256LL << 20, &x) != WH_OK)
+                return WH_ERR;
+            t->batch_max_bytes = x;
+        } else if (strcmp(key, "retry_base_ms") == 0) {
+            if (get_int(c, v, key, 0, 600000, &x) != WH_OK)
+                return WH_ERR;
+            t->retry_base_ms = (int)x;
+        } else if (strcmp(key, "retry_max_ms") == 0) {
+            if (get_int(c, v, key, 0, 3600000, &x) != WH_OK)
+                return WH_ERR;
+            t->retry_max_ms = (int)x;
+        } else if (strcmp(key, "http_timeout_ms") == 0) {
+            if (get_int(c, v, key, 0, 600000, &x) != WH_OK)
+                return WH_ERR;
+            t->http_timeout_ms = (int)x;
+        } else if (strcmp(key, "start") == 0 && create && start) {
+            if (get_string(c, v, "start", start, startlen) != WH_OK)
+                return WH_ERR;
+            adm_pos p;
+            if (strcmp(start, "end") != 0 && adm_pos_parse(start, &p) != WH_OK)
+                return fail(c->resp, 400, "start",
+                            "start: expected \"end\" or a position \"X/X:seq\"");
+        } else {
+            return fail(c->resp, 400, key, "%s: unknown field of a target", key);
+        }
+    }
+    if (create && t->name[0] == '\0')
+        return fail(c->resp, 400, "name", "name: required");
+    if (create && t->url[0] == '\0')
+        return fail(c->resp, 400, "url", "url: required");
+    return WH_OK;
+}
+
+static int apply_source(ctx *c, json_t *o, wh_state_tenant *t)
+{
+    if (!json_is_object(o))
+        return fail(c->resp, 400, "source", "source: expected an object");
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v)
+    {
+        char field[64];
+        snprintf(field, sizeof(field), "source.%.40s", key);
+        int rc;
+        if (strcmp(key, "dsn") == 0) {
+            rc = get_string(c, v, field, t->dsn, sizeof(t->dsn));
+            if (rc == WH_OK && strstr(t->dsn, "***"))
+                return fail(c->resp, 400, field, "%s: a redacted value cannot be written back",
+                            field);
+        } else if (strcmp(key, "slot") == 0)
+            rc = get_string(c, v, field, t->slot, sizeof(t->slot));
+        else if (strcmp(key, "publication") == 0)
+            rc = get_string(c, v, field, t->publication, sizeof(t->publication));
+        else if (strcmp(key, "tables") == 0)
+            rc = get_string(c, v, field, t->tables, sizeof(t->tables));
+        else if (strcmp(key, "create_slot") == 0)
+            rc = get_bool(c, v, field, &t->create_slot);
+        else
+            return fail(c->resp, 400, field, "%s: unknown field of a source", field);
+        if (rc != WH_OK)
+            return WH_ERR;
+    }
+    return WH_OK;
+}
+
+/* ---- writes ---- */
+
+typedef struct write_op write_op;
+struct write_op {
+    /* changes the clone; fills c->resp and returns WH_ERR to refuse */
+    int (*mutate)(ctx *c, write_op *op, wh_state *s);
+    /* optional: after validation, before PutState */
+    int (*before_put)(ctx *c, write_op *op, wh_state *s);
+    json_t *body;
+    char start[64]; /* new target: "end" or a position */
+    adm_pos prev, now;
+    int moved;
+};
+
+static int parse_if_match(ctx *c, uint64_t *out)
+{
+    const char *h = c->req->if_match;
+    *out = 0;
+    if (!h)
+        return WH_OK;
+    while (*h == ' ')
+        h++;
+    if (strcmp(h, "*") == 0)
+        return WH_OK;
+    if (strncmp(h, "W/", 2) == 0)
+        h += 2;
+    if (*h == '"')
+        h++;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(h, &end, 10);
+    if (errno || end == h || v == 0 || (*end != '"' && *end != '\0' && *end != ' '))
+        return fail(c->resp, 400, "If-Match", "If-Match: expected a version ETag like \"7\"");
+    *out = v;
+    return WH_OK;
+}
+
+/* Runs op against the store; *out receives the written state (version set). */
+static int write_state(ctx *c, write_op *op, wh_state **out)
+{
+    uint64_t want;
+    *out = NULL;
+    if (parse_if_match(c, &want) != WH_OK)
+        return WH_ERR;
+    if (!c->a->be.put_state)
+        return fail(c->resp, 503, NULL, "no store to write to");
+    for (int attempt = 0; attempt < ADM_WRITE_TRIES; attempt++) {
+        wh_state *cur = get_state(c);
+        if (!cur)
+            return WH_ERR;
+        if (want && cur->version != want) {
+            uint64_t v = cur->version;
+            wh_state_unref(cur);
+            return fail(c->resp, 412, "If-Match",
+                        "version conflict: current is %" PRIu64 ", If-Match names %" PRIu64, v,
+                        want);
+        }
+        uint64_t expected = cur->version;
+        wh_state *next = NULL;
+        int rc = wh_state_clone(&next, cur);
+        wh_state_unref(cur);
+        if (rc != WH_OK)
+            return fail(c->resp, 500, NULL, "out of memory");
+        if (op->mutate(c, op, next) != WH_OK) {
+            wh_state_unref(next);
+            return WH_ERR;
+        }
+        char err[WH_ERRLEN];
+        if (wh_state_validate(next, err, sizeof(err)) != WH_OK) {
+            wh_state_unref(next);
+            return fail_validation(c->resp, 400, err);
+        }
+        /* cross-field rules of the settings (retry_max >= retry_base ...) */
+        static __thread wh_config base, eff;
+        base_copy(c->a, &base);
+        wh_state_effective(&eff, &base, next, NULL);
+        if (wh_config_validate(&eff, err, sizeof(err)) != WH_OK) {
+            wh_state_unref(next);
+            return fail_validation(c->resp, 400, err);
+        }
+        if (op->before_put && op->before_put(c, op, next) != WH_OK) {
+            wh_state_unref(next);
+            return WH_ERR;
+        }
+        uint64_t nv = 0;
+        int status = 0;
+        rc = c->a->be.put_state(c->a->be.arg, next, expected, &nv, &status, err, sizeof(err));
+        if (rc == WH_OK) {
+            next->version = nv;
+            *out = next;
+            return WH_OK;
+        }
+        wh_state_unref(next);
+        if (status == 412 && !want)
+            continue; /* another writer won: read again and redo */
+        if (status == 412)
+            return fail(c->resp, 412, "If-Match", "version conflict: %s", err);
+        if (status == 400)
+            return fail_validation(c->resp, 400, err);
+        return fail(c->resp, 503, NULL, "the store refused the write: %s", err);
+    }
+    return fail(c->resp, 412, NULL, "version conflict: %d writers in a row changed the state first",
+                ADM_WRITE_TRIES);
+}
+
+static wh_state_tenant *tenant_mut(wh_state *s, const char *name)
+{
+    return (wh_state_tenant *)wh_state_tenant_find(s, name);
+}
+
+static int tenant_missing(ctx *c)
+{
+    return fail(c->resp, 404, "tenant", "no tenant '%s'", c->tenant);
+}
+
+static int target_missing(ctx *c)
+{
+    return fail(c->resp, 404, "target", "tenant '%s' has no target '%s'", c->tenant, c->target);
+}
+
+/* ---- /v1/tenants ---- */
+
+static int m_tenant_create(ctx *c, write_op *op, wh_state *s)
+{
+    wh_state_tenant nt;
+    memset(&nt, 0, sizeof(nt));
+    nt.create_slot = 1;
+    wh_strlcpy(nt.slot, "walhook", sizeof(nt.slot));
+    wh_strlcpy(nt.publication, "walhook", sizeof(nt.publication));
+    json_t *targets = NULL;
+    const char *key;
+    json_t *v;
+    json_object_foreach(op->body, key, v)
+    {
+        if (strcmp(key, "name") == 0) {
+            if (get_string(c, v, "name", nt.name, sizeof(nt.name)) != WH_OK)
+                return WH_ERR;
+        } else if (strcmp(key, "source") == 0) {
+            if (apply_source(c, v, &nt) != WH_OK)
+                return WH_ERR;
+        } else if (strcmp(key, "targets") == 0) {
+            if (!json_is_array(v))
+                return fail(c->resp, 400, "targets", "targets: expected an array");
+            targets = v;
+        } else {
+            return fail(c->resp, 400, key, "%s: unknown field of a tenant", key);
+        }
+    }
+    if (nt.name[0] == '\0')
+        return fail(c->resp, 400, "name", "name: required");
+    if (nt.dsn[0] == '\0')
+        return fail(c->resp, 400, "source.dsn", "source.dsn: required");
+    if (wh_state_tenant_find(s, nt.name))
+        return fail(c->resp, 409, "name", "tenant '%s' exists", nt.name);
+    if (s->ntenants >= WH_MAX_TENANTS)
+        return fail(c->resp, 409, "name", "at most %d tenants", WH_MAX_TENANTS);
+    size_t nt_targets = targets ? json_array_size(targets) : 0;
+    if (nt_targets > WH_MAX_TARGETS)
+        return fail(c->resp, 400, "targets", "targets: at most %d", WH_MAX_TARGETS);
+    if (nt_targets) {
+        nt.targets = calloc(nt_targets, sizeof(*nt.targets));
+        if (!nt.targets)
+            return fail(c->resp, 500, NULL, "out of memory");
+        size_t i;
+        json_t *e;
+        json_array_foreach(targets, i, e)
+        {
+            if (!json_is_object(e) || apply_target(c, e, &nt.targets[i], 1, NULL, 0) != WH_OK) {
+                if (!json_is_object(e))
+                    fail(c->resp, 400, "targets", "targets[%zu]: expected an object", i);
+                free(nt.targets);
+                return WH_ERR;
+            }
+            nt.ntargets++;
+        }
+    }
+    wh_state_tenant *grown = realloc(s->tenants, ((size_t)s->ntenants + 1) * sizeof(*grown));
+    if (!grown) {
+        free(nt.targets);
+        return fail(c->resp, 500, NULL, "out of memory");
+    }
+    s->tenants = grown;
+    s->tenants[s->ntenants++] = nt;
+    wh_strlcpy(op->start, nt.name, sizeof(op->start)); /* the created name */
+    return WH_OK;
+}
+
+static void r_tenants(ctx *c)
+{
+    if (c->method == M_GET) {
+        wh_state *s = get_state(c);
+        if (!s)
+            return;
+        json_t *j = state_json(s);
+        json_t *out = json_object();
+        json_object_set_new(out, "version", json_integer((json_int_t)s->version));
+        json_object_set(out, "tenants", j ? json_object_get(j, "tenants") : json_array());
+        json_decref(j);
+        reply_json(c->resp, 200, out, s->version);
+        wh_state_unref(s);
+        return;
+    }
+    write_op op = {m_tenant_create, NULL, parse_body(c, 0), "", {0, 0}, {0, 0}, 0};
+    if (!op.body)
+        return;
+    wh_state *s = NULL;
+    if (write_state(c, &op, &s) == WH_OK) {
+        json_t *t = tenant_json(s, op.start);
+        reply_json(c->resp, 201, t ? t : json_object(), s->version);
+        wh_state_unref(s);
+    }
+    json_decref(op.body);
+}
+
+static int m_tenant_patch(ctx *c, write_op *op, wh_state *s)
+{
+    wh_state_tenant *t = tenant_mut(s, c->tenant);
+    if (!t)
+        return tenant_missing(c);
+    const char *key;
+    json_t *v;
+    json_object_foreach(op->body, key, v)
+    {
+        if (strcmp(key, "name") == 0) {
+            if (!json_is_string(v) || strcmp(json_string_value(v), t->name) != 0)
+                return fail(c->resp, 400, "name", "name: a tenant cannot be renamed");
+        } else if (strcmp(key, "source") == 0) {
+            if (apply_source(c, v, t) != WH_OK)
+                return WH_ERR;
+        } else if (strcmp(key, "targets") == 0) {
+            return fail(c->resp, 400, "targets",
+                        "targets: change targets through /v1/tenants/%s/targets", c->tenant);
+        } else {
+            return fail(c->resp, 400, key, "%s: unknown field of a tenant", key);
+        }
+    }
+    return WH_OK;
+}
+
+static int m_tenant_delete(ctx *c, write_op *op, wh_state *s)
+{
+    for (int i = 0; i < s->ntenants; i++) {
+        if (strcmp(s->tenants[i].name, c->tenant) != 0)
+            continue;
+        free(s->tenants[i].targets);
+        memmove(&s->tenants[i], &s->tenants[i + 1],
+                (size_t)(s->ntenants - i - 1) * sizeof(s->tenants[0]));
+        s->ntenants--;
+        return WH_OK;
+    }
+    return tenant_missing(c);
+}
+
+static void r_tenant(ctx *c)
+{
+    if (c->method == M_GET) {
+        wh_state *s = get_state(c);
+        if (!s)
+            return;
+        json_t *t = tenant_json(s, c->tenant);
+        if (t)
+            reply_json(c->resp, 200, t, s->version);
+        else
+            tenant_missing(c);
+        wh_state_unref(s);
+        return;
+    }
+    write_op op = {
+        c->method == M_PATCH ? m_tenant_patch : m_tenant_delete, NULL, NULL, "", {0, 0}, {0, 0}, 0};
+    if (c->method == M_PATCH && !(op.body = parse_body(c, 0)))
+        return;
+    wh_state *s = NULL;
+    if (write_state(c, &op, &s) == WH_OK) {
+        if (c->method == M_PATCH) {
+            json_t *t = tenant_json(s, c->tenant);
+            reply_json(c->resp, 200, t ? t : json_object(), s->version);
+        } else {
+            reply_json(
+                c->resp, 200,
+                json_pack("{s:s,s:I}", "deleted", c->tenant, "version", (json_int_t)s->version),
+                s->version);
+        }
+        wh_state_unref(s);
+    }
+    json_decref(op.body);
+}
+
+/* ---- /v1/tenants/{t}/targets ---- */
+
+static int set_offset(ctx *c, write_op *op, const char *tenant, const char *target, int to_end,
+                      adm_pos pos)
+{
+    if (!c->a->be.set_offset)
+        return fail(c->resp, 503, NULL, "no store to move offsets in");
+    char err[WH_ERRLEN];
+    int status = 0;
+    if (c->a->be.set_offset(c->a->be.arg, tenant, target, to_end, pos, &op->prev, &op->now, &status,
+                            err, sizeof(err)) != WH_OK) {
+        if (status == 400 || status == 404)
+            return fail(c->resp, status, "position", "the store refused the offset: %s", err);
+        return fail(c->resp, 503, NULL, "cannot move the offset: %s", err);
+    }
+    op->moved = 1;
+    return WH_OK;
+}
+
+static int m_target_create(ctx *c, write_op *op, wh_state *s)
+{
+    wh_state_tenant *t = tenant_mut(s, c->tenant);
+    if (!t)
+        return tenant_missing(c);
+    wh_state_target nt;
+    memset(&nt, 0, sizeof(nt));
+    if (apply_target(c, op->body, &nt, 1, op->start, sizeof(op->start)) != WH_OK)
+        return WH_ERR;
+    if (wh_state_target_find(t, nt.name))
+        return fail(c->resp, 409, "name", "tenant '%s' has a target '%s'", t->name, nt.name);
+    if (t->ntargets >= WH_MAX_TARGETS)
+        return fail(c->resp, 409, "name", "at most %d targets per tenant", WH_MAX_TARGETS);
+    wh_state_target *grown = realloc(t->targets, ((size_t)t->ntargets + 1) * sizeof(*grown));
+    if (!grown)
+        return fail(c->resp, 500, NULL, "out of memory");
+    t->targets = grown;
+    t->targets[t->ntargets++] = nt;
+    return WH_OK;
+}
+
+/* A new target starts at the tenant's end or at the requested position:
+ * its offset is set before the state that names it is written. */
+static int b_target_create(ctx *c, write_op *op, wh_state *s)
+{
+    const char *name = json_string_value(json_object_get(op->body, "name"));
+    adm_pos pos = {0, 0};
+    int to_end = op->start[0] == '\0' || strcmp(op->start, "end") == 0;
+    if (!to_end)
+        adm_pos_parse(op->start, &pos);
+    return set_offset(c, op, c->tenant, name ? name : "", to_end, pos);
+}
+
+static void r_targets(ctx *c)
+{
+    if (c->method == M_GET) {
+        wh_state *s = get_state(c);
+        if (!s)
+            return;
+        json_t *t = tenant_json(s, c->tenant);
+        if (t) {
+            json_t *out = json_object();
+            json_object_set_new(out, "version", json_integer((json_int_t)s->version));
+            json_object_set_new(out, "tenant", json_string(c->tenant));
+            json_object_set(out, "targets", json_object_get(t, "targets"));
+            json_decref(t);
+            reply_json(c->resp, 200, out, s->version);
+        } else {
+            tenant_missing(c);
+        }
+        wh_state_unref(s);
+        return;
+    }
+    write_op op = {m_target_create, b_target_create, parse_body(c, 0), "", {0, 0}, {0, 0}, 0};
+    if (!op.body)
+        return;
+    wh_state *s = NULL;
+    if (write_state(c, &op, &s) == WH_OK) {
+        const char *name = json_string_value(json_object_get(op.body, "name"));
+        json_t *t = target_json(s, c->tenant, name ? name : "");
+        if (!t)
+            t = json_object();
+        char pos[48];
+        adm_pos_format(op.now, pos, sizeof(pos));
+        json_object_set_new(t, "start_position", json_string(pos));
+        reply_json(c->resp, 201, t, s->version);
+        wh_state_unref(s);
+    }
+    json_decref(op.body);
+}
+
+static int m_target_patch(ctx *c, write_op *op, wh_state *s)
+{
+    wh_state_tenant *t = tenant_mut(s, c->tenant);
+    if (!t)
+        return tenant_missing(c);
+    wh_state_target *tg = (wh_state_target *)wh_state_target_find(t, c->target);
+    if (!tg)
+        return target_missing(c);
+    return apply_target(c, op->body, tg, 0, NULL, 0);
+}
+
+static int m_target_delete(ctx *c, write_op *op, wh_state *s)
+{
+    wh_state_tenant *t = tenant_mut(s, c->tenant);
+    if (!t)
+        return tenant_missing(c);
+    for (int i = 0; i < t->ntargets; i++) {
+        if (strcmp(t->targets[i].name, c->target) != 0)
+            continue;
+        memmove(&t->targets[i], &t->targets[i + 1],
+                (size_t)(t->ntargets - i - 1) * sizeof(t->targets[0]));
+        t->ntargets--;
+        return WH_OK;
+    }
+    return target_missing(c);
+}
+
+static void r_target(ctx *c)
+{
+    if (c->method == M_GET) {
+        wh_state *s = get_state(c);
+        if (!s)
+            return;
+        const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
+        json_t *j = t ? target_json(s, c->tenant, c->target) : NULL;
+        if (j)
+            reply_json(c->resp, 200, j, s->version);
+        else if (!t)
+            tenant_missing(c);
+        else
+            target_missing(c);
+        wh_state_unref(s);
+        return;
+    }
+    write_op op = {
+        c->method == M_PATCH ? m_target_patch : m_target_delete, NULL, NULL, "", {0, 0}, {0, 0}, 0};
+    if (c->method == M_PATCH && !(op.body = parse_body(c, 0)))
+        return;
+    wh_state *s = NULL;
+    if (write_state(c, &op, &s) == WH_OK) {
+        if (c->method == M_PATCH) {
+            json_t *t = target_json(s, c->tenant, c->target);
+            reply_json(c->resp, 200, t ? t : json_object(), s->version);
+        } else {
+            reply_json(c->resp, 200,
+                       json_pack("{s:s,s:s,s:I}", "deleted", c->target, "tenant", c->tenant,
+                                 "version", (json_int_t)s->version),
+                       s->version);
+        }
+        wh_state_unref(s);
+    }
+    json_decref(op.body);
+}
+
+static int m_target_pause(ctx *c, write_op *op, wh_state *s)
+{
+    wh_state_tenant *t = tenant_mut(s, c->tenant);
+    if (!t)
+        return tenant_missing(c);
+    wh_state_target *tg = (wh_state_target *)wh_state_target_find(t, c->target);
+    if (!tg)
+        return target_missing(c);
+    tg->paused = strcmp(c->action, "pause") == 0;
+    return WH_OK;
+}
+
+static void r_offset(ctx *c)
+{
+    json_t *body = parse_body(c, 0);
+    if (!body)
+        return;
+    int to_end = 0;
+    adm_pos pos = {0, 0};
+    const char *key;
+    json_t *v;
+    int have = 0;
+    json_object_foreach(body, key, v)
+    {
+        if (strcmp(key, "to") == 0) {
+            if (!json_is_string(v) || strcmp(json_string_value(v), "end") != 0) {
+                fail(c->resp, 400, "to", "to: the only value is \"end\"");
+                goto out;
+            }
+            to_end = 1;
+            have++;
+        } else if (strcmp(key, "position") == 0) {
+            if (!json_is_string(v) || adm_pos_parse(json_string_value(v), &pos) != WH_OK) {
+                fail(c->resp, 400, "position",
+                     "position: expected \"X/X:seq\" (the last position to count as delivered)");
+                goto out;
+            }
+            have++;
+        } else {
+            fail(c->resp, 400, key, "%s: unknown field (use \"to\" or \"position\")", key);
+            goto out;
+        }
+    }
+    if (have != 1) {
+        fail(c->resp, 400, "position",
+             "give exactly one of {\"to\":\"end\"} or {\"position\":\"X/X:seq\"}");
+        goto out;
+    }
+    wh_state *s = get_state(c);
+    if (!s)
+        goto out;
+    const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
+    uint64_t version = s->version;
+    int found = t && wh_state_target_find(t, c->target);
+    wh_state_unref(s);
+    if (!t) {
+        tenant_missing(c);
+        goto out;
+    }
+    if (!found) {
+        target_missing(c);
+        goto out;
+    }
+    write_op op;
+    memset(&op, 0, sizeof(op));
+    if (set_offset(c, &op, c->tenant, c->target, to_end, pos) != WH_OK)
+        goto out;
+    char prev[48], now[48];
+    adm_pos_format(op.prev, prev, sizeof(prev));
+    adm_pos_format(op.now, now, sizeof(now));
+    reply_json(c->resp, 200,
+               json_pack("{s:s,s:s,s:s,s:s}", "tenant", c->tenant, "target", c->target, "previous",
+                         prev, "position", now),
+               version);
+out:
+    json_decref(body);
+}
+
+static void r_target_action(ctx *c)
+{
+    if (strcmp(c->action, "offset") == 0) {
+        r_offset(c);
+        return;
+    }
+    write_op op = {m_target_pause, NULL, NULL, "", {0, 0}, {0, 0}, 0};
+    /* pause/resume take no body; an empty JSON object is fine too */
+    json_t *body = parse_body(c, 1);
+    if (!body)
+        return;
+    if (json_object_size(body) != 0) {
+        json_decref(body);
+        fail(c->resp, 400, "body", "%s takes no body", c->action);
+        return;
+    }
+    json_decref(body);
+    wh_state *s = NULL;
+    if (write_state(c, &op, &s) == WH_OK) {
+        json_t *t = target_json(s, c->tenant, c->target);
+        reply_json(c->resp, 200, t ? t : json_object(), s->version);
+        wh_state_unref(s);
+    }
+}
+
+/* ---- /v1/settings ---- */
+
+static json_t *settings_json(const wh_config *cfg)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i < wh_config_table_len; i++) {
+        const wh_config_entry *e = &wh_config_table[i];
+        if (!(e->flags & WH_CF_RUNTIME))
+            continue;
+        const char *p = (const char *)cfg + e->offset;
+        json_t *v;
+        switch (e->type) {
+        case WH_CT_STRING:
+            v = json_string(p);
+            break;
+        case WH_CT_BOOL:
+            v = json_boolean(*(const int *)p);
+            break;
+        case WH_CT_INT:
+            v = json_integer(*(const int *)p);
+            break;
+        default:
+            v = json_integer((json_int_t) * (const int64_t *)p);
+            break;
+        }
+        json_object_set_new(o, e->path, v);
+    }
+    return o;
+}
+
+static int m_settings(ctx *c, write_op *op, wh_state *s)
+{
+    const char *key;
+    json_t *v;
+    if (json_object_size(op->body) == 0)
+        return fail(c->resp, 400, "body", "name at least one setting");
+    json_object_foreach(op->body, key, v)
+    {
+        const wh_config_entry *e = wh_config_find(key);
+        if (!e)
+            return fail(c->resp, 400, key, "unknown setting '%s'", key);
+        if (!(e->flags & WH_CF_RUNTIME))
+            return fail(c->resp, 400, key,
+                        "setting '%s' cannot change at runtime (set it in the file and restart)",
+                        key);
+        char text[WH_URL_MAX];
+        if (e->type == WH_CT_STRING) {
+            if (get_string(c, v, key, text, sizeof(text)) != WH_OK)
+                return WH_ERR;
+        } else if (e->type == WH_CT_BOOL) {
+            int b;
+            if (get_bool(c, v, key, &b) != WH_OK)
+                return WH_ERR;
+            snprintf(text, sizeof(text), "%s", b ? "true" : "false");
+        } else {
+            if (!json_is_integer(v))
+                return fail(c->resp, 400, key, "setting '%s': expected an integer", key);
+            snprintf(text, sizeof(text), "%" PRId64, (int64_t)json_integer_value(v));
+        }
+        char err[WH_ERRLEN];
+        if (wh_config_set(&s->settings, key, text, err, sizeof(err)) != WH_OK)
+            return fail(c->resp, 400, key, "%s", err);
+        if (strcmp(key, "log_level") == 0 && wh_log_level_parse(s->settings.log_level) < 0)
+            return fail(c->resp, 400, key,
+                        "setting 'log_level': '%s' is not debug, info, warn "
+                        "or error",
+                        s->settings.log_level);
+    }
+    return WH_OK;
+}
+
+static void r_settings(ctx *c)
+{
+    wh_state *s = NULL;
+    write_op op = {m_settings, NULL, NULL, "", {0, 0}, {0, 0}, 0};
+    if (c->method == M_PATCH) {
+        if (!(op.body = parse_body(c, 0)))
+            return;
+        if (write_state(c, &op, &s) != WH_OK) {
+            json_decref(op.body);
+            return;
+        }
+        json_decref(op.body);
+    } else if (!(s = get_state(c))) {
+        return;
+    }
+    json_t *out = json_object();
+    json_object_set_new(out, "version", json_integer((json_int_t)s->version));
+    json_object_set_new(out, "settings", settings_json(&s->settings));
+    reply_json(c->resp, 200, out, s->version);
+    wh_state_unref(s);
+}
+
+/* ---- /v1/slots ---- */
+
+static void r_slots(ctx *c)
+{
+    wh_state *s = get_state(c);
+    if (!s)
+        return;
+    json_t *arr = json_array();
+    for (int i = 0; i < s->ntenants; i++) {
+        const wh_state_tenant *t = &s->tenants[i];
+        adm_slot_info si;
+        memset(&si, 0, sizeof(si));
+        si.lag_bytes = -1;
+        si.safe_wal_size = -1;
+        if (c->a->be.slot)
+            c->a->be.slot(c->a->be.arg, t, &si);
+        else
+            wh_strlcpy(si.error, "no source query configured", sizeof(si.error));
+        json_t *o = json_pack("{s:s,s:s}", "tenant", t->name, "slot", t->slot);
+        if (si.error[0]) {
+            json_object_set_new(o, "error", json_string(si.error));
+        } else {
+            json_object_set_new(o, "exists", json_boolean(si.found));
+            if (si.found) {
+                json_object_set_new(o, "active", json_boolean(si.active));
+                json_object_set_new(o, "confirmed_flush_lsn",
+                                    si.confirmed_flush_lsn[0] ? json_string(si.confirmed_flush_lsn)
+                                                              : json_null());
+                json_object_set_new(o, "lag_bytes",
+                                    si.lag_bytes >= 0 ? json_integer(si.lag_bytes) : json_null());
+                json_object_set_new(o, "wal_status",
+                                    si.wal_status[0] ? json_string(si.wal_status) : json_null());
+                json_object_set_new(o, "safe_wal_size",
+                                    si.safe_wal_size >= 0 ? json_integer(si.safe_wal_size)
+                                                          : json_null());
+            }
+        }
+        json_array_append_new(arr, o);
+    }
+    json_t *out = json_object();
+    json_object_set_new(out, "version", json_integer((json_int_t)s->version));
+    json_object_set_new(out, "slots", arr);
+    reply_json(c->resp, 200, out, s->version);
+    wh_state_unref(s);
+}
+
+/* ---- lifecycle ---- */
+
+int adm_api_new(adm_api **out, const wh_config *base, const adm_backend *be, adm_auth *auth,
+                char *err, size_t errlen)
+{
+    adm_api *a = calloc(1, sizeof(*a));
+    if (!a)
+        return wh_seterr(err, errlen, "out of memory");
+    a->base = malloc(sizeof(*a->base));
+    if (!a->base || adm_page_new(&a->page) != WH_OK) {
+        free(a->base);
+        free(a);
+        return wh_seterr(err, errlen, "out of memory");
+    }
+    memcpy(a->base, base, sizeof(*base));
+    if (be)
+        a->be = *be;
+    a->auth = auth;
+    pthread_mutex_init(&a->mu, NULL);
+    *out = a;
+    return WH_OK;
+}
+
+void adm_api_set_config(adm_api *a, const wh_config *base)
+{
+    pthread_mutex_lock(&a->mu);
+    memcpy(a->base, base, sizeof(*base));
+    pthread_mutex_unlock(&a->mu);
+}
+
+void adm_api_free(adm_api *a)
+{
+    if (!a)
+        return;
+    adm_page_free(a->page);
+    pthread_mutex_destroy(&a->mu);
+    free(a->base);
+    free(a);
+}

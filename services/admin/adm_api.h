@@ -1,0 +1,129 @@
+/* adm_api: every route of the admin HTTP server as a pure function of the
+ * request (method, path, headers, body) and a backend (the store, the
+ * daemons' Stats, the source databases), so that it is unit-tested and
+ * fuzzed without a socket. adm_http feeds it requests from libmicrohttpd.
+ *
+ * Routes (docs/openapi.json is the reference, served at /v1/openapi.json):
+ *   GET  /livez /readyz /metrics /config /            probes, config, page
+ *   GET|POST              /v1/tenants
+ *   GET|PATCH|DELETE      /v1/tenants/{t}
+ *   GET|POST              /v1/tenants/{t}/targets
+ *   GET|PATCH|DELETE      /v1/tenants/{t}/targets/{name}
+ *   POST                  /v1/tenants/{t}/targets/{name}/{pause,resume,offset}
+ *   GET|PATCH             /v1/settings
+ *   GET                   /v1/slots, /v1/openapi.json
+ * Order of checks: unknown path 404, method 405 (Allow), token 401
+ * (WWW-Authenticate: Bearer), scope 403, body 413/415/400, If-Match 412.
+ * Errors: {"error":{"code":"...","message":"...","field":"..."}}.
+ *
+ * Every write reads the state, changes a clone, validates it
+ * (wh_state_validate) and stores it with PutState(expected_version): the
+ * If-Match version when given (stale: 412), else the version read, retried
+ * up to ADM_WRITE_TRIES times when another writer won the race.
+ *
+ * Thread-safety: adm_api_handle may run on many threads at once; the
+ * backend's functions must be thread-safe.
+ */
+#ifndef ADM_API_H
+#define ADM_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "adm_auth.h"
+#include "adm_query.h"
+#include "wh_buf.h"
+#include "wh_config.h"
+#include "wh_state.h"
+
+#define ADM_MAX_BODY (1u << 20) /* larger request bodies: 413 */
+#define ADM_WRITE_TRIES 5
+
+typedef struct adm_pos {
+    uint64_t lsn;
+    uint32_t seq;
+} adm_pos;
+
+/* One tenant's replication slot as its source database reports it. */
+typedef struct adm_slot_info {
+    int found; /* the slot exists */
+    char confirmed_flush_lsn[32];
+    int64_t lag_bytes; /* current WAL - confirmed flush; -1 unknown */
+    char wal_status[32];
+    int64_t safe_wal_size; /* -1 = NULL (no max_slot_wal_keep_size) */
+    int active;
+    char error[256]; /* "" when the source answered */
+} adm_slot_info;
+
+typedef struct adm_backend {
+    void *arg;
+    /* The current state (a new reference). WH_ERR: store unavailable. */
+    int (*get_state)(void *arg, wh_state **out, char *err, size_t errlen);
+    /* PutState; *status = 412 on a version conflict, the store's status on
+     * another refusal, 0 on a transport failure. */
+    int (*put_state)(void *arg, const wh_state *s, uint64_t expected, uint64_t *new_version,
+                     int *status, char *err, size_t errlen);
+    /* SetOffset (to_end, or pos); previous/now receive the positions. */
+    int (*set_offset)(void *arg, const char *tenant, const char *consumer, int to_end, adm_pos pos,
+                      adm_pos *previous, adm_pos *now, int *status, char *err, size_t errlen);
+    /* Optional: the tenant's end and the consumer's committed offset. */
+    int (*progress)(void *arg, const char *tenant, const char *consumer, adm_pos *end,
+                    adm_pos *committed);
+    /* Optional: the daemons' Stats (else every daemon reads as down). */
+    void (*stats)(void *arg, adm_stat st[ADM_NDAEMONS]);
+    /* Optional: the slot of tenant t (else an "error" per tenant). */
+    void (*slot)(void *arg, const wh_state_tenant *t, adm_slot_info *out);
+} adm_backend;
+
+typedef struct adm_request {
+    const char *method;        /* "GET", ... */
+    const char *path;          /* without the query string */
+    const char *authorization; /* header values, NULL when absent */
+    const char *if_match;
+    const char *content_type;
+    const char *body;
+    size_t body_len;
+    int body_too_large; /* the HTTP layer discarded a body over ADM_MAX_BODY */
+} adm_request;
+
+typedef struct adm_response {
+    int status;
+    wh_buf body;
+    const char *content_type; /* static string */
+    char etag[32];            /* "" or "\"N\"" */
+    char allow[64];           /* "" or the methods of the route (405) */
+    int challenge;            /* add WWW-Authenticate: Bearer */
+} adm_response;
+
+typedef struct adm_api adm_api;
+
+/* base: the file + env configuration (copied). auth: borrowed, may be NULL
+ * (no auth: every request has the admin scope; tests only). */
+int adm_api_new(adm_api **out, const wh_config *base, const adm_backend *be, adm_auth *auth,
+                char *err, size_t errlen);
+void adm_api_free(adm_api *a);
+/* Replaces the base configuration (after SIGHUP). */
+void adm_api_set_config(adm_api *a, const wh_config *base);
+
+void adm_response_init(adm_response *r);
+void adm_response_free(adm_response *r);
+/* Handles one request; resp must be initialised. */
+void adm_api_handle(adm_api *a, const adm_request *req, adm_response *resp);
+
+/* The route table, for the OpenAPI coverage test: path patterns with
+ * "{tenant}" / "{target}" and each route's methods ("GET,POST"). */
+typedef struct adm_route_info {
+    const char *pattern;
+    const char *methods;
+} adm_route_info;
+const adm_route_info *adm_api_routes(size_t *n);
+
+/* "X/X:seq" (":seq" optional, 0) -> position. */
+int adm_pos_parse(const char *s, adm_pos *out);
+void adm_pos_format(adm_pos p, char *buf, size_t len);
+
+/* The embedded docs/openapi.json (generated at build time). */
+extern const char adm_openapi_json[];
+extern const size_t adm_openapi_json_len;
+
+#endif

@@ -1,0 +1,245 @@
+/* adm_backend: store, daemons and source databases behind the admin API. */
+#include "adm_backend.h"
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wh_ipc.h"
+#include "wh_util.h"
+
+struct adm_store {
+    pthread_mutex_t mu; /* one request at a time on client; guards cached */
+    wh_client *client;
+    wh_config *base;
+    wh_state *cached;
+    adm_query *q;
+};
+
+#define ADM_STORE_TIMEOUT_MS 3000
+
+static int b_get_state(void *arg, wh_state **out, char *err, size_t errlen)
+{
+    adm_store *s = arg;
+    pthread_mutex_lock(&s->mu);
+    wh_state *next = NULL;
+    uint64_t known = s->cached ? s->cached->version : 0;
+    int rc = wh_state_fetch(s->client, known, s->base, &next, err, errlen);
+    if (rc == WH_OK && next) {
+        wh_state_unref(s->cached);
+        s->cached = next;
+    }
+    if (rc == WH_OK && !s->cached)
+        rc = wh_seterr(err, errlen, "the store has no state yet");
+    if (rc == WH_OK) {
+        wh_state_ref(s->cached);
+        *out = s->cached;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int b_put_state(void *arg, const wh_state *st, uint64_t expected, uint64_t *new_version,
+                       int *status, char *err, size_t errlen)
+{
+    adm_store *s = arg;
+    pthread_mutex_lock(&s->mu);
+    int rc = wh_state_store(s->client, st, expected, "api", new_version, status, err, errlen);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int b_set_offset(void *arg, const char *tenant, const char *consumer, int to_end,
+                        adm_pos pos, adm_pos *previous, adm_pos *now, int *status, char *err,
+                        size_t errlen)
+{
+    adm_store *s = arg;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__SetOffset so = WALHOOK__SET_OFFSET__INIT;
+    Walhook__Position p = WALHOOK__POSITION__INIT;
+    so.tenant = (char *)tenant;
+    so.consumer = (char *)consumer;
+    so.to_end = to_end ? 1 : 0;
+    p.lsn = pos.lsn;
+    p.seq = pos.seq;
+    so.pos = &p;
+    req.body_case = WALHOOK__REQUEST__BODY_SET_OFFSET;
+    req.set_offset = &so;
+    Walhook__Reply *rep = NULL;
+    pthread_mutex_lock(&s->mu);
+    *status = 0;
+    int rc = wh_client_call_status(s->client, &req, &rep, status, err, errlen);
+    pthread_mutex_unlock(&s->mu);
+    if (rc != WH_OK)
+        return WH_ERR;
+    if (rep->body_case != WALHOOK__REPLY__BODY_OFFSET || !rep->offset) {
+        walhook__reply__free_unpacked(rep, NULL);
+        return wh_seterr(err, errlen, "SetOffset: the store's reply has no offset");
+    }
+    memset(previous, 0, sizeof(*previous));
+    memset(now, 0, sizeof(*now));
+    if (rep->offset->previous) {
+        previous->lsn = rep->offset->previous->lsn;
+        previous->seq = rep->offset->previous->seq;
+    }
+    if (rep->offset->committed) {
+        now->lsn = rep->offset->committed->lsn;
+        now->seq = rep->offset->committed->seq;
+    }
+    walhook__reply__free_unpacked(rep, NULL);
+    return WH_OK;
+}
+
+static int b_progress(void *arg, const char *tenant, const char *consumer, adm_pos *end,
+                      adm_pos *committed)
+{
+    adm_store *s = arg;
+    char err[WH_ERRLEN];
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__TenantInfo ti = WALHOOK__TENANT_INFO__INIT;
+    Walhook__GetOffset go = WALHOOK__GET_OFFSET__INIT;
+    Walhook__Reply *rep = NULL;
+    ti.tenant = (char *)tenant;
+    req.body_case = WALHOOK__REQUEST__BODY_TENANT_INFO;
+    req.tenant_info = &ti;
+    pthread_mutex_lock(&s->mu);
+    int rc = wh_client_call(s->client, &req, &rep, err, sizeof(err));
+    if (rc == WH_OK) {
+        if (rep->body_case == WALHOOK__REPLY__BODY_TENANT_INFO && rep->tenant_info &&
+            rep->tenant_info->end) {
+            end->lsn = rep->tenant_info->end->lsn;
+            end->seq = rep->tenant_info->end->seq;
+        } else {
+            rc = WH_ERR;
+        }
+        walhook__reply__free_unpacked(rep, NULL);
+        rep = NULL;
+    }
+    if (rc == WH_OK) {
+        go.tenant = (char *)tenant;
+        go.consumer = (char *)consumer;
+        req.body_case = WALHOOK__REQUEST__BODY_GET_OFFSET;
+        req.get_offset = &go;
+        rc = wh_client_call(s->client, &req, &rep, err, sizeof(err));
+        if (rc == WH_OK) {
+            memset(committed, 0, sizeof(*committed));
+            if (rep->body_case == WALHOOK__REPLY__BODY_OFFSET && rep->offset &&
+                rep->offset->committed) {
+                committed->lsn = rep->offset->committed->lsn;
+                committed->seq = rep->offset->committed->seq;
+            }
+            walhook__reply__free_unpacked(rep, NULL);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static void b_stats(void *arg, adm_stat st[ADM_NDAEMONS])
+{
+    adm_store *s = arg;
+    static const char *const names[ADM_NDAEMONS] = {"store", "ingestor", "dispatcher"};
+    if (s->q) {
+        adm_query_all(s->q, st);
+        return;
+    }
+    for (int i = 0; i < ADM_NDAEMONS; i++) {
+        memset(&st[i], 0, sizeof(st[i]));
+        wh_strlcpy(st[i].name, names[i], sizeof(st[i].name));
+        wh_strlcpy(st[i].error, "no query configured", sizeof(st[i].error));
+    }
+}
+
+void adm_slot_query(const char *dsn, const char *slot, adm_slot_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->lag_bytes = -1;
+    out->safe_wal_size = -1;
+    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
+    const char *vals[] = {dsn, "3", "walhook-admin", NULL};
+    PGconn *pg = PQconnectdbParams(keys, vals, 1);
+    if (!pg || PQstatus(pg) != CONNECTION_OK) {
+        /* libpq's messages name host and port, never the password */
+        const char *m = pg ? PQerrorMessage(pg) : "out of memory";
+        snprintf(out->error, sizeof(out->error), "source unreachable: %.200s", m);
+        size_t n = strlen(out->error);
+        while (n > 0 && (out->error[n - 1] == '\n' || out->error[n - 1] == ' '))
+            out->error[--n] = '\0';
+        PQfinish(pg);
+        return;
+    }
+    const char *params[] = {slot};
+    PGresult *r = PQexecParams(
+        pg,
+        "SELECT confirmed_flush_lsn::text, CASE WHEN pg_is_in_recovery() THEN NULL ELSE "
+        "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint END, "
+        "wal_status, safe_wal_size, active FROM pg_replication_slots WHERE slot_name = $1",
+        1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        snprintf(out->error, sizeof(out->error), "slot query failed: %.200s",
+                 PQresultErrorMessage(r));
+    } else if (PQntuples(r) == 1) {
+        out->found = 1;
+        wh_strlcpy(out->confirmed_flush_lsn, PQgetvalue(r, 0, 0), sizeof(out->confirmed_flush_lsn));
+        if (!PQgetisnull(r, 0, 1))
+            out->lag_bytes = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+        wh_strlcpy(out->wal_status, PQgetvalue(r, 0, 2), sizeof(out->wal_status));
+        if (!PQgetisnull(r, 0, 3))
+            out->safe_wal_size = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+        out->active = strcmp(PQgetvalue(r, 0, 4), "t") == 0;
+    }
+    PQclear(r);
+    PQfinish(pg);
+}
+
+static void b_slot(void *arg, const wh_state_tenant *t, adm_slot_info *out)
+{
+    (void)arg;
+    adm_slot_query(t->dsn, t->slot, out);
+}
+
+int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char *err, size_t errlen)
+{
+    adm_store *s = calloc(1, sizeof(*s));
+    if (!s)
+        return wh_seterr(err, errlen, "out of memory");
+    s->base = malloc(sizeof(*s->base));
+    if (!s->base) {
+        free(s);
+        return wh_seterr(err, errlen, "out of memory");
+    }
+    memcpy(s->base, cfg, sizeof(*cfg));
+    size_t maxmsg = cfg->ipc_max_msg_bytes > 0 ? (size_t)cfg->ipc_max_msg_bytes : 64u << 20;
+    if (wh_client_open(&s->client, cfg->store_endpoint, ADM_STORE_TIMEOUT_MS, maxmsg, err,
+                       errlen) != WH_OK) {
+        free(s->base);
+        free(s);
+        return WH_ERR;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    s->q = q;
+    memset(out, 0, sizeof(*out));
+    out->arg = s;
+    out->get_state = b_get_state;
+    out->put_state = b_put_state;
+    out->set_offset = b_set_offset;
+    out->progress = b_progress;
+    out->stats = b_stats;
+    out->slot = b_slot;
+    return WH_OK;
+}
+
+void adm_backend_close(adm_backend *be)
+{
+    adm_store *s = be ? be->arg : NULL;
+    if (!s)
+        return;
+    wh_client_close(s->client);
+    wh_state_unref(s->cached);
+    pthread_mutex_destroy(&s->mu);
+    free(s->base);
+    free(s);
+    be->arg = NULL;
+}

@@ -1,0 +1,27 @@
+/* adm_backend: the admin API's real backend (adm_api.h's adm_backend):
+ * the runtime state and offsets through the store (one req/rep client,
+ * serialised by a mutex; the last state read is cached and re-fetched with
+ * GetState(known_version), so an unchanged state costs one small round
+ * trip), the daemons' Stats through adm_query, and each tenant's slot from
+ * its source database (libpq, connect_timeout 3 s, no replication).
+ *
+ * Teardown: stop the HTTP server first (no request in flight), then
+ * adm_backend_close. */
+#ifndef ADM_BACKEND_H
+#define ADM_BACKEND_H
+
+#include "adm_api.h"
+#include "adm_query.h"
+#include "wh_config.h"
+
+typedef struct adm_store adm_store;
+
+/* q may be NULL (daemons read as down); it is borrowed. */
+int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char *err,
+                     size_t errlen);
+void adm_backend_close(adm_backend *be);
+
+/* The slot of t queried on dsn (exposed for tests). */
+void adm_slot_query(const char *dsn, const char *slot, adm_slot_info *out);
+
+#endif

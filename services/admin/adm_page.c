@@ -1,0 +1,322 @@
+/* adm_page: the server-rendered status page (see adm_page.h). */
+#include "adm_page.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wh_util.h"
+
+#define ADM_PAGE_REFRESH_S 5
+#define ADM_PAGE_MAX_RATES 256
+
+typedef struct rate_sample {
+    char key[2 * WH_NAME_MAX + 2]; /* tenant/target */
+    uint64_t at_ms;
+    double delivered, failed;
+    double rate, fail_rate; /* last computed, -1 = not yet */
+} rate_sample;
+
+struct adm_page {
+    pthread_mutex_t mu;
+    rate_sample rates[ADM_PAGE_MAX_RATES];
+    int nrates;
+};
+
+int adm_page_new(adm_page **out)
+{
+    adm_page *p = calloc(1, sizeof(*p));
+    if (!p)
+        return WH_ERR;
+    pthread_mutex_init(&p->mu, NULL);
+    *out = p;
+    return WH_OK;
+}
+
+void adm_page_free(adm_page *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+double adm_metric_sum(const char *text, const char *name, const char *label)
+{
+    double sum = 0;
+    int found = 0;
+    size_t nlen = strlen(name);
+    for (const char *line = text; line && *line;) {
+        const char *eol = strchr(line, '\n');
+        size_t len = eol ? (size_t)(eol - line) : strlen(line);
+        if (len > nlen && line[0] != '#' && strncmp(line, name, nlen) == 0 &&
+            (line[nlen] == '{' || line[nlen] == ' ')) {
+            const char *sp = memrchr(line, ' ', len);
+            int ok = 1;
+            if (label) {
+                const char *close = line[nlen] == '{' ? memchr(line, '}', len) : NULL;
+                size_t ll = strlen(label);
+                ok = 0;
+                for (const char *q = line + nlen; close && q + ll <= close; q++)
+                    if (memcmp(q, label, ll) == 0) {
+                        ok = 1;
+                        break;
+                    }
+            }
+            if (ok && sp) {
+                char num[64];
+                size_t k = len - (size_t)(sp + 1 - line);
+                if (k < sizeof(num)) {
+                    memcpy(num, sp + 1, k);
+                    num[k] = '\0';
+                    char *end;
+                    double v = strtod(num, &end);
+                    if (end != num) {
+                        sum += v;
+                        found = 1;
+                    }
+                }
+            }
+        }
+        line = eol ? eol + 1 : NULL;
+    }
+    return found ? sum : -1;
+}
+
+static void esc(wh_buf *b, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '<':
+            wh_buf_puts(b, "&lt;");
+            break;
+        case '>':
+            wh_buf_puts(b, "&gt;");
+            break;
+        case '&':
+            wh_buf_puts(b, "&amp;");
+            break;
+        case '"':
+            wh_buf_puts(b, "&quot;");
+            break;
+        case '\'':
+            wh_buf_puts(b, "&#39;");
+            break;
+        default:
+            wh_buf_putc(b, *s);
+            break;
+        }
+    }
+}
+
+static void bytes_h(char *out, size_t len, double v)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(out, len, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+/* delivered/s and failure share since the previous sample of this target
+ * (at least 1 s old); the first render shows "-". */
+static void rates(adm_page *p, const char *tenant, const char *target, double delivered,
+                  double failed, double *rate, double *fail_rate)
+{
+    char key[2 * WH_NAME_MAX + 2];
+    snprintf(key, sizeof(key), "%s/%s", tenant, target);
+    uint64_t now = wh_now_ms();
+    pthread_mutex_lock(&p->mu);
+    rate_sample *r = NULL;
+    for (int i = 0; i < p->nrates; i++)
+        if (strcmp(p->rates[i].key, key) == 0)
+            r = &p->rates[i];
+    if (!r && p->nrates < ADM_PAGE_MAX_RATES) {
+        r = &p->rates[p->nrates++];
+        wh_strlcpy(r->key, key, sizeof(r->key));
+        r->at_ms = now;
+        r->delivered = delivered;
+        r->failed = failed;
+        r->rate = r->fail_rate = -1;
+    }
+    if (r && now - r->at_ms >= 1000 && delivered >= 0) {
+        double dt = (double)(now - r->at_ms) / 1000.0;
+        double dd = delivered - r->delivered, df = failed >= 0 ? failed - r->failed : 0;
+        if (dd < 0 || df < 0) /* the dispatcher restarted */
+            dd = df = 0;
+        r->rate = dd / dt;
+        r->fail_rate = dd + df > 0 ? df / (dd + df) : 0;
+        r->at_ms = now;
+        r->delivered = delivered;
+        r->failed = failed >= 0 ? failed : 0;
+    }
+    *rate = r ? r->rate : -1;
+    *fail_rate = r ? r->fail_rate : -1;
+    pthread_mutex_unlock(&p->mu);
+}
+
+static const adm_stat *stat_of(const adm_stat st[ADM_NDAEMONS], const char *name)
+{
+    for (int i = 0; i < ADM_NDAEMONS; i++)
+        if (strcmp(st[i].name, name) == 0)
+            return &st[i];
+    return NULL;
+}
+
+int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
+                    const adm_stat st[ADM_NDAEMONS], const adm_slot_info *slots,
+                    const adm_page_target *prog, wh_buf *b)
+{
+    int rc = WH_OK;
+    rc |= wh_buf_printf(
+        b,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta http-equiv=\"refresh\" content=\"%d\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        "<title>walhook status</title>\n<style>"
+        "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}"
+        "h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.5em}"
+        "table{border-collapse:collapse;margin:.5em 0}"
+        "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}"
+        "th{background:#eee}td.num{text-align:right;font-variant-numeric:tabular-nums}"
+        ".ok{color:#176f2c;font-weight:600}.bad{color:#b3261e;font-weight:600}"
+        ".paused{color:#8a6d00;font-weight:600}.muted{color:#777}"
+        "</style></head><body>\n<h1>walhook</h1>\n",
+        ADM_PAGE_REFRESH_S);
+
+    wh_buf tmp;
+    wh_buf_init(&tmp, 0);
+    int ready = adm_readiness(st, ADM_NDAEMONS, &tmp);
+    wh_buf_free(&tmp);
+    rc |= wh_buf_printf(b, "<p id=\"overall\">overall: <span class=\"%s\">%s</span></p>\n",
+                        ready ? "ok" : "bad", ready ? "ready" : "not ready");
+
+    rc |= wh_buf_puts(b, "<h2>Daemons</h2>\n<table id=\"daemons\"><tr><th>daemon</th><th>up</th>"
+                         "<th>ready</th><th>state</th><th>error</th></tr>\n");
+    for (int i = 0; i < ADM_NDAEMONS; i++) {
+        rc |= wh_buf_puts(b, "<tr><td>");
+        esc(b, st[i].name);
+        rc |= wh_buf_printf(b, "</td><td class=\"%s\">%s</td><td>%s</td><td>",
+                            st[i].up ? "ok" : "bad", st[i].up ? "yes" : "no",
+                            st[i].ready ? "yes" : "no");
+        esc(b, st[i].state);
+        rc |= wh_buf_puts(b, "</td><td>");
+        esc(b, st[i].error);
+        rc |= wh_buf_puts(b, "</td></tr>\n");
+    }
+    rc |= wh_buf_puts(b, "</table>\n");
+
+    if (!s) {
+        rc |= wh_buf_puts(b, "<p class=\"bad\">runtime state unavailable: ");
+        esc(b, store_err ? store_err : "unknown");
+        rc |= wh_buf_puts(b, "</p>\n");
+    } else {
+        const adm_stat *ing = stat_of(st, "ingestor");
+        const adm_stat *dsp = stat_of(st, "dispatcher");
+        const char *dm = dsp && dsp->metrics ? dsp->metrics : "";
+        rc |= wh_buf_printf(b, "<p class=\"muted\">state version %" PRIu64 "</p>\n", s->version);
+        rc |= wh_buf_puts(b, "<h2>Tenants</h2>\n<table id=\"tenants\"><tr><th>tenant</th>"
+                             "<th>slot</th><th>ingestor</th><th>slot lag</th>"
+                             "<th>wal_status</th><th>confirmed flush</th></tr>\n");
+        for (int i = 0; i < s->ntenants; i++) {
+            const wh_state_tenant *t = &s->tenants[i];
+            const adm_slot_info *si = slots ? &slots[i] : NULL;
+            rc |= wh_buf_puts(b, "<tr class=\"tenant\"><td class=\"name\">");
+            esc(b, t->name);
+            rc |= wh_buf_puts(b, "</td><td>");
+            esc(b, t->slot);
+            rc |= wh_buf_puts(b, "</td><td>");
+            /* the admin queries the ingestor of its own file's tenant */
+            esc(b, ing && ing->up ? ing->state : "-");
+            rc |= wh_buf_puts(b, "</td>");
+            if (!si || si->error[0]) {
+                rc |= wh_buf_puts(b, "<td class=\"lag bad\">unknown</td><td colspan=\"2\" "
+                                     "class=\"bad\">");
+                esc(b, si ? si->error : "not queried");
+                rc |= wh_buf_puts(b, "</td>");
+            } else if (!si->found) {
+                rc |= wh_buf_puts(b, "<td class=\"lag bad\">no slot</td><td>-</td><td>-</td>");
+            } else {
+                char lag[32];
+                if (si->lag_bytes >= 0)
+                    bytes_h(lag, sizeof(lag), (double)si->lag_bytes);
+                else
+                    snprintf(lag, sizeof(lag), "unknown");
+                rc |= wh_buf_printf(b, "<td class=\"lag num\">%s</td><td>", lag);
+                esc(b, si->wal_status[0] ? si->wal_status : "-");
+                rc |= wh_buf_puts(b, "</td><td>");
+                esc(b, si->confirmed_flush_lsn[0] ? si->confirmed_flush_lsn : "-");
+                rc |= wh_buf_puts(b, "</td>");
+            }
+            rc |= wh_buf_puts(b, "</tr>\n");
+        }
+        rc |= wh_buf_puts(b, "</table>\n");
+
+        rc |= wh_buf_puts(b, "<h2>Targets</h2>\n<table id=\"targets\"><tr><th>tenant</th>"
+                             "<th>target</th><th>state</th><th>backlog</th>"
+                             "<th>delivered/s</th><th>failure rate</th><th>mean latency</th>"
+                             "<th>delivered</th></tr>\n");
+        int k = 0;
+        for (int i = 0; i < s->ntenants; i++) {
+            const wh_state_tenant *t = &s->tenants[i];
+            for (int j = 0; j < t->ntargets; j++, k++) {
+                const wh_state_target *tg = &t->targets[j];
+                char label[WH_NAME_MAX + 16];
+                snprintf(label, sizeof(label), "target=\"%s\"", tg->name);
+                double delivered = adm_metric_sum(dm, "walhook_events_delivered_total", label);
+                double failed = adm_metric_sum(dm, "walhook_delivery_failures_total", label);
+                double lsum = adm_metric_sum(dm, "walhook_delivery_latency_seconds_sum", label);
+                double lcnt = adm_metric_sum(dm, "walhook_delivery_latency_seconds_count", label);
+                double rate, frate;
+                rates(p, t->name, tg->name, delivered, failed, &rate, &frate);
+                rc |= wh_buf_puts(b, "<tr class=\"target\"><td>");
+                esc(b, t->name);
+                rc |= wh_buf_puts(b, "</td><td class=\"name\">");
+                esc(b, tg->name);
+                rc |= wh_buf_printf(b, "</td><td class=\"%s\">%s</td>",
+                                    tg->paused ? "paused" : "ok", tg->paused ? "paused" : "active");
+                char cell[48];
+                if (prog && prog[k].has_progress) {
+                    double back = prog[k].end.lsn > prog[k].committed.lsn
+                                      ? (double)(prog[k].end.lsn - prog[k].committed.lsn)
+                                      : 0;
+                    bytes_h(cell, sizeof(cell), back);
+                } else {
+                    snprintf(cell, sizeof(cell), "-");
+                }
+                rc |= wh_buf_printf(b, "<td class=\"num\">%s</td>", cell);
+                if (rate >= 0)
+                    snprintf(cell, sizeof(cell), "%.1f", rate);
+                else
+                    snprintf(cell, sizeof(cell), "-");
+                rc |= wh_buf_printf(b, "<td class=\"num\">%s</td>", cell);
+                if (frate >= 0)
+                    snprintf(cell, sizeof(cell), "%.1f%%", 100.0 * frate);
+                else
+                    snprintf(cell, sizeof(cell), "-");
+                rc |= wh_buf_printf(b, "<td class=\"num\">%s</td>", cell);
+                if (lcnt > 0)
+                    snprintf(cell, sizeof(cell), "%.1f ms", 1000.0 * lsum / lcnt);
+                else
+                    snprintf(cell, sizeof(cell), "-");
+                rc |= wh_buf_printf(b, "<td class=\"num\">%s</td>", cell);
+                if (delivered >= 0)
+                    snprintf(cell, sizeof(cell), "%.0f", delivered);
+                else
+                    snprintf(cell, sizeof(cell), "-");
+                rc |= wh_buf_printf(b, "<td class=\"num\">%s</td></tr>\n", cell);
+            }
+        }
+        rc |= wh_buf_puts(b, "</table>\n");
+    }
+    rc |= wh_buf_printf(b,
+                        "<p class=\"muted\">refreshes every %d s | <a href=\"/metrics\">"
+                        "metrics</a> | <a href=\"/readyz\">readyz</a> | "
+                        "<a href=\"/v1/openapi.json\">API</a></p>\n</body></html>\n",
+                        ADM_PAGE_REFRESH_S);
+    return rc == WH_OK ? WH_OK : WH_ERR;
+}

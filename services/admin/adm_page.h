@@ -1,0 +1,41 @@
+/* adm_page: the operator status page at / (one self-contained HTML page,
+ * inline CSS, no external assets, server-rendered, refreshing itself every
+ * few seconds with <meta http-equiv="refresh">).
+ *
+ * Shows the daemons, each tenant with its slot (lag, wal_status) and its
+ * ingestor state, and each target with its state (active / paused), backlog
+ * (WAL bytes between its committed offset and the tenant's end), delivered/s
+ * and failure rate (since the previous render, at least 1 s before) and its
+ * mean delivery latency, from the dispatcher's metrics.
+ *
+ * An adm_page keeps the previous counters per target for the rates; it is
+ * thread-safe (one mutex around the rates).
+ */
+#ifndef ADM_PAGE_H
+#define ADM_PAGE_H
+
+#include "adm_api.h"
+
+typedef struct adm_page adm_page;
+
+int adm_page_new(adm_page **out);
+void adm_page_free(adm_page *p);
+
+/* What the page shows of one target (filled by adm_api). */
+typedef struct adm_page_target {
+    int has_progress;
+    adm_pos end;       /* the tenant's last stored position */
+    adm_pos committed; /* the target's committed offset */
+} adm_page_target;
+
+/* s may be NULL (store unreachable: store_err says why). slots has
+ * s->ntenants entries; prog has one entry per target, tenants in order. */
+int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
+                    const adm_stat st[ADM_NDAEMONS], const adm_slot_info *slots,
+                    const adm_page_target *prog, wh_buf *out);
+
+/* Sum of the samples of metric `name` in Prometheus text whose labels
+ * contain label (e.g. target="a"; NULL: every sample). -1 when none. */
+double adm_metric_sum(const char *text, const char *name, const char *label);
+
+#endif

@@ -1,0 +1,205 @@
+/* An in-memory adm_backend for the admin API's unit tests and fuzz target:
+ * the state document with PutState's version check (412) and validation
+ * (the store's wh_state_parse of the rendered document, 400), SetOffset on
+ * a small offset table, fixed Stats. Single file, static functions. */
+#ifndef ADMIN_MEMSTORE_H
+#define ADMIN_MEMSTORE_H
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../services/admin/adm_api.h"
+#include "wh_state.h"
+#include "wh_util.h"
+
+#define MEM_END_LSN 0x16B3748ULL
+#define MEM_END_SEQ 2
+
+typedef struct mem_offset {
+    char key[2 * WH_NAME_MAX + 2];
+    adm_pos pos;
+} mem_offset;
+
+typedef struct memstore {
+    pthread_mutex_t mu;
+    wh_state *cur;
+    wh_config base;
+    mem_offset offsets[64];
+    int noffsets;
+    int puts, set_offsets;
+    int fail_next_put_412; /* simulate another writer winning once */
+} memstore;
+
+static int mem_get_state(void *arg, wh_state **out, char *err, size_t errlen)
+{
+    memstore *m = arg;
+    pthread_mutex_lock(&m->mu);
+    wh_state_ref(m->cur);
+    *out = m->cur;
+    pthread_mutex_unlock(&m->mu);
+    return WH_OK;
+}
+
+static int mem_put_state(void *arg, const wh_state *s, uint64_t expected, uint64_t *nv, int *status,
+                         char *err, size_t errlen)
+{
+    memstore *m = arg;
+    pthread_mutex_lock(&m->mu);
+    int rc = WH_ERR;
+    *status = 0;
+    if (m->fail_next_put_412) {
+        m->fail_next_put_412 = 0;
+        m->cur->version++; /* "someone else" wrote */
+        *status = 412;
+        wh_seterr(err, errlen, "version conflict: current is %llu",
+                  (unsigned long long)m->cur->version);
+        goto out;
+    }
+    if (expected != m->cur->version) {
+        *status = 412;
+        wh_seterr(err, errlen, "version conflict: current is %llu",
+                  (unsigned long long)m->cur->version);
+        goto out;
+    }
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    wh_state *parsed = NULL;
+    if (wh_state_render(s, &b, 0) != WH_OK ||
+        wh_state_parse(&parsed, b.data ? b.data : "", b.len, &m->base, err, errlen) != WH_OK) {
+        wh_buf_free(&b);
+        *status = 400;
+        goto out;
+    }
+    wh_buf_free(&b);
+    parsed->version = m->cur->version + 1;
+    wh_state_unref(m->cur);
+    m->cur = parsed;
+    *nv = parsed->version;
+    m->puts++;
+    rc = WH_OK;
+out:
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+static mem_offset *mem_find_offset(memstore *m, const char *tenant, const char *consumer)
+{
+    char key[2 * WH_NAME_MAX + 2];
+    snprintf(key, sizeof(key), "%s/%s", tenant, consumer);
+    for (int i = 0; i < m->noffsets; i++)
+        if (strcmp(m->offsets[i].key, key) == 0)
+            return &m->offsets[i];
+    if (m->noffsets >= 64)
+        return NULL;
+    mem_offset *o = &m->offsets[m->noffsets++];
+    wh_strlcpy(o->key, key, sizeof(o->key));
+    o->pos.lsn = 0;
+    o->pos.seq = 0;
+    return o;
+}
+
+static int mem_set_offset(void *arg, const char *tenant, const char *consumer, int to_end,
+                          adm_pos pos, adm_pos *prev, adm_pos *now, int *status, char *err,
+                          size_t errlen)
+{
+    memstore *m = arg;
+    pthread_mutex_lock(&m->mu);
+    mem_offset *o = mem_find_offset(m, tenant, consumer);
+    int rc = WH_ERR;
+    *status = 0;
+    if (!o) {
+        wh_seterr(err, errlen, "offset table full");
+    } else {
+        *prev = o->pos;
+        if (to_end) {
+            o->pos.lsn = MEM_END_LSN;
+            o->pos.seq = MEM_END_SEQ;
+        } else {
+            o->pos = pos;
+        }
+        *now = o->pos;
+        m->set_offsets++;
+        rc = WH_OK;
+    }
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+static int mem_progress(void *arg, const char *tenant, const char *consumer, adm_pos *end,
+                        adm_pos *committed)
+{
+    memstore *m = arg;
+    pthread_mutex_lock(&m->mu);
+    mem_offset *o = mem_find_offset(m, tenant, consumer);
+    end->lsn = MEM_END_LSN;
+    end->seq = MEM_END_SEQ;
+    if (o)
+        *committed = o->pos;
+    pthread_mutex_unlock(&m->mu);
+    return o ? WH_OK : WH_ERR;
+}
+
+static void mem_stats(void *arg, adm_stat st[ADM_NDAEMONS])
+{
+    static const char *const names[ADM_NDAEMONS] = {"store", "ingestor", "dispatcher"};
+    for (int i = 0; i < ADM_NDAEMONS; i++) {
+        memset(&st[i], 0, sizeof(st[i]));
+        wh_strlcpy(st[i].name, names[i], sizeof(st[i].name));
+        st[i].up = 1;
+        st[i].ready = 1;
+        wh_strlcpy(st[i].state, i == 1 ? "streaming" : "running", sizeof(st[i].state));
+    }
+    st[2].metrics = strdup("# TYPE walhook_events_delivered_total counter\n"
+                           "walhook_events_delivered_total{target=\"t0\"} 42\n"
+                           "walhook_delivery_latency_seconds_sum{target=\"t0\"} 0.5\n"
+                           "walhook_delivery_latency_seconds_count{target=\"t0\"} 10\n");
+}
+
+static void mem_slot(void *arg, const wh_state_tenant *t, adm_slot_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->found = 1;
+    out->active = 1;
+    wh_strlcpy(out->confirmed_flush_lsn, "0/16B3700", sizeof(out->confirmed_flush_lsn));
+    out->lag_bytes = 4096;
+    wh_strlcpy(out->wal_status, "reserved", sizeof(out->wal_status));
+    out->safe_wal_size = -1;
+}
+
+/* A tenant "default" with target t0 (secret set) and a DSN with a password. */
+static int memstore_init(memstore *m)
+{
+    memset(m, 0, sizeof(*m));
+    pthread_mutex_init(&m->mu, NULL);
+    wh_config_defaults(&m->base);
+    wh_strlcpy(m->base.source_dsn, "postgresql://walhook:hunter2@127.0.0.1:5432/shop",
+               sizeof(m->base.source_dsn));
+    wh_strlcpy(m->base.data_dir, "/tmp/walhook-memstore", sizeof(m->base.data_dir));
+    char err[WH_ERRLEN];
+    if (wh_config_set_targets(&m->base, "t0=http://127.0.0.1:9/hook", err, sizeof(err)) != WH_OK)
+        return WH_ERR;
+    wh_strlcpy(m->base.targets[0].secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+               sizeof(m->base.targets[0].secret));
+    if (wh_config_validate(&m->base, err, sizeof(err)) != WH_OK)
+        return WH_ERR;
+    if (wh_state_from_config(&m->cur, &m->base, NULL, err, sizeof(err)) != WH_OK)
+        return WH_ERR;
+    m->cur->version = 1;
+    return WH_OK;
+}
+
+static void memstore_free(memstore *m)
+{
+    wh_state_unref(m->cur);
+    pthread_mutex_destroy(&m->mu);
+}
+
+static adm_backend memstore_backend(memstore *m)
+{
+    adm_backend be = {m,         mem_get_state, mem_put_state, mem_set_offset, mem_progress,
+                      mem_stats, mem_slot};
+    return be;
+}
+
+#endif

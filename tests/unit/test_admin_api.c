@@ -1,0 +1,424 @@
+/* The admin API's routes (adm_api_handle) without a socket, on an
+ * in-memory store: status codes, error bodies, auth scopes, ETag/If-Match,
+ * redaction, and the OpenAPI document against the route table. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "admin_memstore.h"
+#include "../../services/admin/adm_api.h"
+#include "../../services/admin/adm_auth.h"
+#include "../../services/admin/adm_page.h"
+
+#define READ_TOK "Bearer read-token-0123456789"
+#define ADMIN_TOK "Bearer admin-token-0123456789"
+
+typedef struct fx {
+    memstore m;
+    adm_auth *auth;
+    adm_api *api;
+    adm_response r;
+} fx;
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    assert_int_equal(memstore_init(&f->m), WH_OK);
+    char err[WH_ERRLEN];
+    assert_int_equal(adm_auth_from_tokens(&f->auth, "read-token-0123456789",
+                                          "admin-token-0123456789", 1, err, sizeof(err)),
+                     WH_OK);
+    adm_backend be = memstore_backend(&f->m);
+    assert_int_equal(adm_api_new(&f->api, &f->m.base, &be, f->auth, err, sizeof(err)), WH_OK);
+    adm_response_init(&f->r);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    adm_response_free(&f->r);
+    adm_api_free(f->api);
+    adm_auth_free(f->auth);
+    memstore_free(&f->m);
+    free(f);
+    return 0;
+}
+
+/* Sends a request; returns the status; the body is f->r.body (NUL-ended). */
+static int call(fx *f, const char *method, const char *path, const char *tok, const char *if_match,
+                const char *body)
+{
+    adm_request q;
+    memset(&q, 0, sizeof(q));
+    q.method = method;
+    q.path = path;
+    q.authorization = tok;
+    q.if_match = if_match;
+    q.content_type = body ? "application/json" : NULL;
+    q.body = body;
+    q.body_len = body ? strlen(body) : 0;
+    adm_api_handle(f->api, &q, &f->r);
+    wh_buf_cstr(&f->r.body);
+    return f->r.status;
+}
+
+static const char *body(fx *f)
+{
+    return f->r.body.data ? f->r.body.data : "";
+}
+
+static void assert_error(fx *f, const char *code, const char *field)
+{
+    json_t *j = json_loads(body(f), 0, NULL);
+    assert_non_null(j);
+    json_t *e = json_object_get(j, "error");
+    assert_non_null(e);
+    assert_string_equal(json_string_value(json_object_get(e, "code")), code);
+    assert_non_null(json_string_value(json_object_get(e, "message")));
+    if (field) {
+        const char *got = json_string_value(json_object_get(e, "field"));
+        if (!got || strstr(got, field) == NULL)
+            fail_msg("field '%s' expected in %s", field, body(f));
+    }
+    json_decref(j);
+}
+
+static void test_routing_and_auth(void **state)
+{
+    fx *f = *state;
+    assert_int_equal(call(f, "GET", "/nope", NULL, NULL, NULL), 404);
+    assert_error(f, "not_found", NULL);
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/t0/x", ADMIN_TOK, NULL, NULL),
+                     404);
+    assert_int_equal(call(f, "PUT", "/v1/tenants", ADMIN_TOK, NULL, NULL), 405);
+    assert_string_equal(f->r.allow, "GET, HEAD, POST");
+    assert_error(f, "method_not_allowed", NULL);
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/t0/pause", ADMIN_TOK, NULL, NULL),
+                     405);
+    /* probes open, API closed */
+    assert_int_equal(call(f, "GET", "/livez", NULL, NULL, NULL), 200);
+    assert_int_equal(call(f, "GET", "/metrics", NULL, NULL, NULL), 200);
+    assert_int_equal(call(f, "GET", "/v1/tenants", NULL, NULL, NULL), 401);
+    assert_true(f->r.challenge);
+    assert_error(f, "unauthorized", "Authorization");
+    assert_int_equal(call(f, "GET", "/v1/tenants", "Bearer wrong-token-0123456789", NULL, NULL),
+                     401);
+    assert_int_equal(call(f, "GET", "/v1/tenants", "Basic abc", NULL, NULL), 401);
+    assert_int_equal(call(f, "GET", "/config", NULL, NULL, NULL), 401);
+    assert_int_equal(call(f, "GET", "/v1/tenants", READ_TOK, NULL, NULL), 200);
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/t0/pause", READ_TOK, NULL, NULL),
+                     403);
+    assert_error(f, "forbidden", NULL);
+    assert_int_equal(f->m.puts, 0);
+    assert_true(adm_auth_equal("abc", "abc"));
+    assert_false(adm_auth_equal("abc", "abd"));
+    assert_false(adm_auth_equal("abc", "abcd"));
+    assert_false(adm_auth_equal("", "a"));
+}
+
+static void test_tenants_and_redaction(void **state)
+{
+    fx *f = *state;
+    assert_int_equal(call(f, "GET", "/v1/tenants", READ_TOK, NULL, NULL), 200);
+    assert_string_equal(f->r.etag, "\"1\"");
+    assert_non_null(strstr(body(f), "\"default\""));
+    assert_null(strstr(body(f), "hunter2"));
+    assert_null(strstr(body(f), "MfKQ9r8"));
+    assert_int_equal(call(f, "GET", "/v1/tenants/default", READ_TOK, NULL, NULL), 200);
+    assert_int_equal(call(f, "GET", "/v1/tenants/nope", READ_TOK, NULL, NULL), 404);
+    assert_error(f, "not_found", "tenant");
+    assert_int_equal(call(f, "GET", "/config", READ_TOK, NULL, NULL), 200);
+    assert_null(strstr(body(f), "hunter2"));
+    assert_null(strstr(body(f), "MfKQ9r8"));
+    assert_non_null(strstr(body(f), "\"version\":1"));
+
+    /* create a second tenant, then change and remove it */
+    assert_int_equal(call(f, "POST", "/v1/tenants", ADMIN_TOK, NULL,
+                          "{\"name\":\"b\",\"source\":{\"dsn\":\"postgresql://u:pw2@127.0.0.1/b\","
+                          "\"slot\":\"walhook_b\"}}"),
+                     201);
+    assert_null(strstr(body(f), "pw2"));
+    assert_string_equal(f->r.etag, "\"2\"");
+    assert_int_equal(call(f, "POST", "/v1/tenants", ADMIN_TOK, NULL,
+                          "{\"name\":\"b\",\"source\":{\"dsn\":\"postgresql://127.0.0.1/b\"}}"),
+                     409);
+    assert_int_equal(call(f, "POST", "/v1/tenants", ADMIN_TOK, NULL, "{\"name\":\"c\"}"), 400);
+    assert_error(f, "bad_request", "source.dsn");
+    assert_int_equal(call(f, "POST", "/v1/tenants", ADMIN_TOK, NULL,
+                          "{\"name\":\"c\",\"source\":{\"dsn\":\"x\",\"colour\":1}}"),
+                     400);
+    assert_error(f, "bad_request", "source.colour");
+    assert_int_equal(call(f, "PATCH", "/v1/tenants/b", ADMIN_TOK, "\"2\"",
+                          "{\"source\":{\"publication\":\"pub_b\"}}"),
+                     200);
+    assert_non_null(strstr(body(f), "pub_b"));
+    assert_int_equal(call(f, "PATCH", "/v1/tenants/b", ADMIN_TOK, NULL, "{\"name\":\"zz\"}"), 400);
+    assert_int_equal(call(f, "DELETE", "/v1/tenants/b", ADMIN_TOK, NULL, NULL), 200);
+    assert_int_equal(call(f, "DELETE", "/v1/tenants/b", ADMIN_TOK, NULL, NULL), 404);
+    assert_int_equal(call(f, "GET", "/v1/slots", READ_TOK, NULL, NULL), 200);
+    assert_non_null(strstr(body(f), "\"lag_bytes\":4096"));
+    assert_non_null(strstr(body(f), "\"wal_status\":\"reserved\""));
+}
+
+static void test_targets(void **state)
+{
+    fx *f = *state;
+    const char *tg = "/v1/tenants/default/targets";
+    assert_int_equal(call(f, "GET", tg, READ_TOK, NULL, NULL), 200);
+    assert_non_null(strstr(body(f), "\"t0\""));
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/t0", READ_TOK, NULL, NULL), 200);
+    assert_null(strstr(body(f), "MfKQ9r8"));
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/zz", READ_TOK, NULL, NULL), 404);
+    assert_error(f, "not_found", "target");
+    assert_int_equal(call(f, "GET", "/v1/tenants/nope/targets", READ_TOK, NULL, NULL), 404);
+
+    /* a new target starts at the end: SetOffset before the state write */
+    assert_int_equal(
+        call(f, "POST", tg, ADMIN_TOK, NULL, "{\"name\":\"a\",\"url\":\"http://127.0.0.1:1/a\"}"),
+        201);
+    assert_int_equal(f->m.set_offsets, 1);
+    assert_non_null(strstr(body(f), "\"start_position\":\"0/16B3748:2\""));
+    assert_int_equal(call(f, "POST", tg, ADMIN_TOK, NULL,
+                          "{\"name\":\"b\",\"url\":\"http://127.0.0.1:1/b\",\"start\":\"0/10:3\"}"),
+                     201);
+    assert_non_null(strstr(body(f), "\"start_position\":\"0/10:3\""));
+    assert_int_equal(
+        call(f, "POST", tg, ADMIN_TOK, NULL, "{\"name\":\"a\",\"url\":\"http://127.0.0.1:1/a\"}"),
+        409);
+    assert_int_equal(call(f, "POST", tg, ADMIN_TOK, NULL, "{\"name\":\"c\",\"url\":\"ftp://x\"}"),
+                     400);
+    assert_error(f, "bad_request", "url");
+    assert_int_equal(call(f, "POST", tg, ADMIN_TOK, NULL,
+                          "{\"name\":\"c\",\"url\":\"http://h/\",\"colour\":\"red\"}"),
+                     400);
+    assert_error(f, "bad_request", "colour");
+    assert_int_equal(call(f, "POST", tg, ADMIN_TOK, NULL,
+                          "{\"name\":\"c\",\"url\":\"http://h/\",\"start\":\"yesterday\"}"),
+                     400);
+    assert_error(f, "bad_request", "start");
+    assert_int_equal(
+        call(f, "POST", tg, ADMIN_TOK, NULL, "{\"name\":\"bad name\",\"url\":\"http://h/\"}"), 400);
+    assert_int_equal(call(f, "POST", tg, ADMIN_TOK, NULL,
+                          "{\"name\":\"c\",\"url\":\"http://h/\",\"batch_max_events\":\"many\"}"),
+                     400);
+    assert_error(f, "bad_request", "batch_max_events");
+
+    /* ETag / If-Match */
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/a", READ_TOK, NULL, NULL), 200);
+    char etag[32];
+    wh_strlcpy(etag, f->r.etag, sizeof(etag));
+    assert_int_equal(call(f, "PATCH", "/v1/tenants/default/targets/a", ADMIN_TOK, etag,
+                          "{\"url\":\"http://127.0.0.1:2/a\",\"batch_max_events\":7}"),
+                     200);
+    assert_non_null(strstr(body(f), "127.0.0.1:2"));
+    assert_int_equal(call(f, "PATCH", "/v1/tenants/default/targets/a", ADMIN_TOK, etag,
+                          "{\"url\":\"http://127.0.0.1:3/a\"}"),
+                     412);
+    assert_error(f, "precondition_failed", NULL);
+    assert_int_equal(
+        call(f, "PATCH", "/v1/tenants/default/targets/a", ADMIN_TOK, "\"x\"", "{\"paused\":true}"),
+        400);
+    /* without If-Match a lost race is retried */
+    f->m.fail_next_put_412 = 1;
+    assert_int_equal(
+        call(f, "PATCH", "/v1/tenants/default/targets/a", ADMIN_TOK, NULL, "{\"paused\":true}"),
+        200);
+    assert_non_null(strstr(body(f), "\"paused\":true"));
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/a/resume", ADMIN_TOK, NULL, NULL),
+                     200);
+    assert_non_null(strstr(body(f), "\"paused\":false"));
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/a/pause", ADMIN_TOK, NULL, "{}"),
+                     200);
+    assert_non_null(strstr(body(f), "\"paused\":true"));
+    assert_int_equal(
+        call(f, "POST", "/v1/tenants/default/targets/a/pause", ADMIN_TOK, NULL, "{\"x\":1}"), 400);
+
+    /* secrets: written, never read back */
+    assert_int_equal(call(f, "PATCH", "/v1/tenants/default/targets/a", ADMIN_TOK, NULL,
+                          "{\"secrets\":[\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]}"),
+                     200);
+    assert_null(strstr(body(f), "MfKQ9r8"));
+    assert_int_equal(call(f, "PATCH", "/v1/tenants/default/targets/a", ADMIN_TOK, NULL,
+                          "{\"secrets\":[\"not-a-secret\"]}"),
+                     400);
+    assert_error(f, "bad_request", "secret");
+
+    /* offsets */
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/a/offset", ADMIN_TOK, NULL,
+                          "{\"position\":\"0/20:1\"}"),
+                     200);
+    assert_non_null(strstr(body(f), "\"previous\":\"0/16B3748:2\""));
+    assert_non_null(strstr(body(f), "\"position\":\"0/20:1\""));
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/a/offset", ADMIN_TOK, NULL,
+                          "{\"to\":\"end\"}"),
+                     200);
+    assert_non_null(strstr(body(f), "\"previous\":\"0/20:1\""));
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/a/offset", ADMIN_TOK, NULL,
+                          "{\"to\":\"start\"}"),
+                     400);
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/a/offset", ADMIN_TOK, NULL,
+                          "{\"position\":\"0/1\",\"to\":\"end\"}"),
+                     400);
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/zz/offset", ADMIN_TOK, NULL,
+                          "{\"to\":\"end\"}"),
+                     404);
+
+    assert_int_equal(call(f, "DELETE", "/v1/tenants/default/targets/a", ADMIN_TOK, NULL, NULL),
+                     200);
+    assert_int_equal(call(f, "DELETE", "/v1/tenants/default/targets/a", ADMIN_TOK, NULL, NULL),
+                     404);
+}
+
+static void test_settings(void **state)
+{
+    fx *f = *state;
+    assert_int_equal(call(f, "GET", "/v1/settings", READ_TOK, NULL, NULL), 200);
+    assert_non_null(strstr(body(f), "\"ingestor.flush_bytes\":4194304"));
+    assert_null(strstr(body(f), "store.workers"));
+    assert_int_equal(call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL,
+                          "{\"ingestor.flush_bytes\":1048576,\"log_level\":\"debug\"}"),
+                     200);
+    assert_non_null(strstr(body(f), "\"ingestor.flush_bytes\":1048576"));
+    assert_non_null(strstr(body(f), "\"log_level\":\"debug\""));
+    assert_int_equal(call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL, "{\"store.workers\":8}"),
+                     400);
+    assert_error(f, "bad_request", "store.workers");
+    assert_int_equal(call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL, "{\"no.such\":8}"), 400);
+    assert_error(f, "bad_request", "no.such");
+    assert_int_equal(
+        call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL, "{\"ingestor.flush_bytes\":1}"), 400);
+    assert_error(f, "bad_request", "ingestor.flush_bytes");
+    assert_int_equal(
+        call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL, "{\"ingestor.flush_bytes\":\"big\"}"),
+        400);
+    assert_int_equal(call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL,
+                          "{\"dispatcher.retry_max_ms\":5,\"dispatcher.retry_base_ms\":50}"),
+                     400);
+    assert_int_equal(call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL, "{\"log_level\":\"loud\"}"),
+                     400);
+    assert_error(f, "bad_request", "log_level");
+}
+
+static void test_bodies(void **state)
+{
+    fx *f = *state;
+    adm_request q;
+    memset(&q, 0, sizeof(q));
+    q.method = "PATCH";
+    q.path = "/v1/settings";
+    q.authorization = ADMIN_TOK;
+    q.body_too_large = 1;
+    adm_api_handle(f->api, &q, &f->r);
+    assert_int_equal(f->r.status, 413);
+    q.body_too_large = 0;
+    q.body = "{\"log_level\":\"info\"}";
+    q.body_len = strlen(q.body);
+    q.content_type = "text/plain";
+    adm_api_handle(f->api, &q, &f->r);
+    assert_int_equal(f->r.status, 415);
+    q.content_type = "application/json; charset=utf-8";
+    adm_api_handle(f->api, &q, &f->r);
+    assert_int_equal(f->r.status, 200);
+    assert_int_equal(call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL, "{\"log_level\":"), 400);
+    assert_error(f, "bad_request", "body");
+    assert_int_equal(call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL, "[1,2]"), 400);
+    assert_int_equal(call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL,
+                          "{\"log_level\":\"info\",\"log_level\":\"warn\"}"),
+                     400);
+    assert_int_equal(call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL, NULL), 400);
+}
+
+static void test_page(void **state)
+{
+    fx *f = *state;
+    assert_int_equal(call(f, "GET", "/", NULL, NULL, NULL), 200);
+    assert_string_equal(f->r.content_type, "text/html; charset=utf-8");
+    assert_non_null(strstr(body(f), "<td class=\"name\">t0</td>"));
+    assert_non_null(strstr(body(f), "4.0 KiB")); /* slot lag */
+    assert_non_null(strstr(body(f), "50.0 ms")); /* mean latency */
+    assert_null(strstr(body(f), "http://"));     /* no external assets */
+    assert_true(
+        adm_metric_sum("a{target=\"x\"} 2\na{target=\"y\"} 3\nab 7\n", "a", "target=\"y\"") == 3.0);
+    assert_true(adm_metric_sum("a 2\n", "b", NULL) == -1.0);
+}
+
+/* Every route of the server is in docs/openapi.json with its methods, and
+ * every documented path and method is a route. */
+static void test_openapi_matches_routes(void **state)
+{
+    fx *f = *state;
+    assert_int_equal(call(f, "GET", "/v1/openapi.json", READ_TOK, NULL, NULL), 200);
+    json_error_t je;
+    json_t *doc = json_loads(body(f), 0, &je);
+    if (!doc)
+        fail_msg("openapi.json: %s (line %d)", je.text, je.line);
+    assert_string_equal(json_string_value(json_object_get(doc, "openapi")), "3.1.0");
+    json_t *paths = json_object_get(doc, "paths");
+    size_t n;
+    const adm_route_info *r = adm_api_routes(&n);
+    for (size_t i = 0; i < n; i++) {
+        json_t *p = json_object_get(paths, r[i].pattern);
+        if (!p)
+            fail_msg("route %s is not in docs/openapi.json", r[i].pattern);
+        char ms[64];
+        wh_strlcpy(ms, r[i].methods, sizeof(ms));
+        char *save = NULL;
+        for (char *m = strtok_r(ms, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
+            char lower[16];
+            size_t k = 0;
+            for (; m[k] && k < sizeof(lower) - 1; k++)
+                lower[k] = (char)(m[k] | 0x20);
+            lower[k] = '\0';
+            if (!json_object_get(p, lower))
+                fail_msg("%s %s is not in docs/openapi.json", m, r[i].pattern);
+        }
+    }
+    const char *path;
+    json_t *item;
+    json_object_foreach(paths, path, item)
+    {
+        size_t i = 0;
+        while (i < n && strcmp(r[i].pattern, path) != 0)
+            i++;
+        if (i == n)
+            fail_msg("documented path %s is not a route", path);
+        const char *m;
+        json_t *op;
+        json_object_foreach(item, m, op)
+        {
+            if (strcmp(m, "parameters") == 0)
+                continue;
+            char upper[16];
+            size_t k = 0;
+            for (; m[k] && k < sizeof(upper) - 1; k++)
+                upper[k] = (char)(m[k] & ~0x20);
+            upper[k] = '\0';
+            if (!strstr(r[i].methods, upper))
+                fail_msg("documented %s %s is not answered", upper, path);
+        }
+    }
+    json_decref(doc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_routing_and_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tenants_and_redaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_targets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bodies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_page, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_openapi_matches_routes, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
