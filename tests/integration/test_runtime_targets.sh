@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# Targets and settings changed at runtime while a stream runs (docs/CONTROL.md):
-# through the runtime state in the store (wh_statectl: GetState/PutState/
-# SetOffset over IPC, what the admin REST API does), with real PostgreSQL,
-# store, ingestor, dispatcher and HTTP receivers:
+# Targets and settings changed at runtime while a stream runs (docs/CONTROL.md),
+# through the admin REST API (the admin writes the runtime state to the
+# store, the daemons apply it), with real PostgreSQL, store, ingestor,
+# dispatcher, admin and HTTP receivers:
 #   - pz is paused (gets nothing while paused) and resumed (then everything,
 #     in order);
-#   - late is added at the tenant's end (SetOffset to_end, then the target)
-#     and gets the rest of the stream, in order; then it is removed and gets
-#     nothing more;
+#   - late is added (it starts at the tenant's end) and gets the rest of the
+#     stream, in order; then it is removed and gets nothing more;
 #   - t0's URL moves to a second receiver and gets a secret: the two
 #     receivers together hold the whole stream in order, the new one's
 #     requests carry a valid Standard Webhooks signature;
@@ -26,18 +25,29 @@ wh_tmpdir
 pg_start || wh_fail "cannot start PostgreSQL"
 "$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --tables 2 --setup-only || wh_fail "table setup failed"
 
-R1=$(wh_free_port) R2=$(wh_free_port) R3=$(wh_free_port) R4=$(wh_free_port)
+# receivers first, each on a port it could bind (another test may take a
+# free port between wh_free_port and the bind)
+start_receiver() { # N: sets R<N>
+    local n=$1 port try
+    for try in 1 2 3 4 5; do
+        port=$(wh_free_port)
+        wh_spawn "receiver$n" "$BIN/walhook-receiver" --listen "127.0.0.1:$port" \
+            --out "$WH_TMP/r$n.jsonl" --headers "$WH_TMP/r$n.headers"
+        if wh_wait_http "http://127.0.0.1:$port/" 5; then
+            printf -v "R$n" '%s' "$port"
+            return 0
+        fi
+        wh_kill "receiver$n"
+    done
+    wh_fail "receiver $n could not listen"
+}
+for r in 1 2 3 4; do start_receiver "$r"; done
 APORT=$(wh_free_port)
 CONF="$WH_TMP/walhook.conf"
 wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$R1/one" \
     "http://127.0.0.1:$R4/pz"
 sed -i 's/name = "t1"/name = "pz"/' "$CONF"
 mkdir -p "$WH_TMP/data"
-for r in 1 2 3 4; do
-    port_var="R$r"
-    wh_spawn "receiver$r" "$BIN/walhook-receiver" --listen "127.0.0.1:${!port_var}" \
-        --out "$WH_TMP/r$r.jsonl" --headers "$WH_TMP/r$r.headers"
-done
 start_daemons() {
     wh_spawn store "$BIN/walhook-store" -c "$CONF"
     sleep 0.3
@@ -49,6 +59,33 @@ start_daemons
 wh_wait_slot_active walhook 60 || wh_fail "the ingestor never started streaming"
 METRICS="http://127.0.0.1:$APORT/metrics"
 SC=("$BIN/tests/wh_statectl" -c "$CONF")
+# the admin made a token for the API (no token configured)
+wh_wait_until 20 test -s "$WH_TMP/data/admin.token" || wh_fail "the admin wrote no token file"
+TOKEN=$(grep -v '^read:' "$WH_TMP/data/admin.token" | head -n 1)
+API="http://127.0.0.1:$APORT"
+api() { # METHOD PATH [JSON]: fails unless 2xx
+    local m=$1 path=$2
+    shift 2
+    curl -fsS --max-time 10 -X "$m" -H "Authorization: Bearer $TOKEN" \
+        -H 'Content-Type: application/json' ${1:+-d "$1"} "$API$path" >>"$WH_TMP/api.log" 2>&1 &&
+        echo >>"$WH_TMP/api.log"
+}
+T=/v1/tenants/default/targets
+# effect_ms CMD...: polls CMD every 50 ms (up to 20 s); prints the ms it took
+# from the call (the API answered before) - a figure for the log, not a bound
+effect_ms() {
+    local t0 now
+    t0=$(date +%s%3N)
+    for _ in $(seq 1 400); do
+        if "$@"; then
+            now=$(date +%s%3N)
+            echo $(( now - t0 ))
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
 lines() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
 has_lines() { [ "$(lines "$1")" -gt 0 ]; }
 paused_metric() { [ "$(wh_metric_label "$METRICS" walhook_target_paused 'target="pz"')" = "$1" ]; }
@@ -59,31 +96,30 @@ wh_spawn loadgen "$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --changes "$CHANGES" --
 wh_wait_until 30 has_lines "$WH_TMP/r1.jsonl" || wh_fail "t0 received nothing"
 
 # 1. pause pz: no request starts any more (one in flight may still land)
-"${SC[@]}" set-target default pz paused=1 >/dev/null || wh_fail "pause failed"
-wh_wait_until 10 grep -q "target default/pz paused" "$WH_TMP/dispatcher.log" ||
+api POST "$T/pz/pause" || wh_fail "pause failed"
+ms_pause=$(effect_ms grep -q "target default/pz paused" "$WH_TMP/dispatcher.log") ||
     wh_fail "the dispatcher did not pause pz"
 wh_wait_until 10 paused_metric 1 ||
     wh_fail "walhook_target_paused{target=pz} is not 1"
 sleep 1
 paused_at=$(lines "$WH_TMP/r4.jsonl")
 
-# 2. add `late` at the tenant's current end
-"${SC[@]}" set-offset default late end >/dev/null || wh_fail "SetOffset to_end failed"
-"${SC[@]}" add-target default late "http://127.0.0.1:$R3/late" >/dev/null ||
+# 2. add `late`: it starts at the tenant's current end
+api POST "$T" "{\"name\":\"late\",\"url\":\"http://127.0.0.1:$R3/late\"}" ||
     wh_fail "adding a target failed"
-wh_wait_until 20 has_lines "$WH_TMP/r3.jsonl" || wh_fail "the new target got nothing"
+ms_add=$(effect_ms has_lines "$WH_TMP/r3.jsonl") || wh_fail "the new target got nothing"
 
 # 3. t0 moves to a second receiver and gets a secret
 SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-"${SC[@]}" set-target default t0 "url=http://127.0.0.1:$R2/two" "secrets=$SECRET" >/dev/null ||
+api PATCH "$T/t0" "{\"url\":\"http://127.0.0.1:$R2/two\",\"secrets\":[\"$SECRET\"]}" ||
     wh_fail "changing t0 failed"
-wh_wait_until 20 has_lines "$WH_TMP/r2.jsonl" || wh_fail "t0's new URL got nothing"
+ms_url=$(effect_ms has_lines "$WH_TMP/r2.jsonl") || wh_fail "t0's new URL got nothing"
 
 # 4. runtime settings
-"${SC[@]}" set dispatcher.batch_max_events 5 >/dev/null || wh_fail "patching batch_max_events failed"
-"${SC[@]}" set ingestor.flush_bytes 65536 >/dev/null || wh_fail "patching flush_bytes failed"
-wh_wait_until 10 grep -q "target default/t0: .*swapped in (batch_max_events=5 " \
-    "$WH_TMP/dispatcher.log" || wh_fail "the dispatcher did not apply batch_max_events=5"
+api PATCH /v1/settings '{"dispatcher.batch_max_events":5,"ingestor.flush_bytes":65536}' ||
+    wh_fail "patching the settings failed"
+ms_set=$(effect_ms grep -q "target default/t0: .*swapped in (batch_max_events=5 " \
+    "$WH_TMP/dispatcher.log") || wh_fail "the dispatcher did not apply batch_max_events=5"
 wh_wait_until 10 grep -q "runtime settings: flush_bytes=65536 " "$WH_TMP/ingestor.log" ||
     wh_fail "the ingestor did not apply flush_bytes=65536"
 r2_at_patch=$(lines "$WH_TMP/r2.jsonl")
@@ -91,11 +127,11 @@ r2_at_patch=$(lines "$WH_TMP/r2.jsonl")
 # 5. pz got nothing while paused; resume it
 [ "$(lines "$WH_TMP/r4.jsonl")" = "$paused_at" ] ||
     wh_fail "pz received requests while paused ($paused_at, then $(lines "$WH_TMP/r4.jsonl"))"
-"${SC[@]}" set-target default pz paused=0 >/dev/null || wh_fail "resume failed"
+api POST "$T/pz/resume" || wh_fail "resume failed"
 wh_wait_until 10 paused_metric 0 || wh_fail "walhook_target_paused{target=pz} is not 0 after the resume"
 
 # 6. remove late
-"${SC[@]}" del-target default late >/dev/null || wh_fail "removing late failed"
+api DELETE "$T/late" || wh_fail "removing late failed"
 wh_wait_until 10 grep -q "target default/late removed" "$WH_TMP/dispatcher.log" ||
     wh_fail "the dispatcher did not remove late"
 sleep 1
@@ -140,10 +176,12 @@ big=$(sed -n "$(( r2_at_patch + 3 )),\$p" "$WH_TMP/r2.jsonl" | awk -F'"id":"' 'N
 
 # 7. restart every daemon: the runtime state is kept
 v_before=$("${SC[@]}" version)
+dl=$(lines "$WH_TMP/dispatcher.log")
+applied_after_restart() { sed -n "$(( dl + 1 )),\$p" "$WH_TMP/dispatcher.log" | grep -q "$1"; }
 for d in ingestor dispatcher admin store; do wh_kill "$d" TERM; done
 start_daemons
 wh_wait_slot_active walhook 60 || wh_fail "the ingestor did not stream after the restart"
-wh_wait_until 20 grep -q "state version $v_before applied" "$WH_TMP/dispatcher.log" ||
+wh_wait_until 20 applied_after_restart "state version $v_before applied: 2 target(s)" ||
     wh_fail "the dispatcher did not start from state version $v_before"
 "${SC[@]}" get >"$WH_TMP/state.json" || wh_fail "cannot read the state after the restart"
 grep -q "127.0.0.1:$R2/two" "$WH_TMP/state.json" || wh_fail "t0's URL was lost in the restart"
@@ -165,4 +203,5 @@ for d in ingestor dispatcher admin store; do wh_kill "$d" TERM; done
 "$BIN/walhook-store" --dump -c "$CONF" >"$WH_TMP/dump.txt" || wh_fail "walhook-store --dump failed"
 "$BIN/tests/wh_check" --dump "$WH_TMP/dump.txt" --count "$(( N + 1 ))" ||
     wh_fail "the store does not hold every position exactly once"
-wh_pass "$N changes: pause/resume, add at the end/remove, URL and secret change, settings patched (batch_max_events=5, flush_bytes=65536), state version $v_before kept across a restart, every position stored once ($(( r2 - r2_at_patch )) requests after the patch)"
+wh_log "from the API's answer to the effect: pause ${ms_pause} ms, new target's first request ${ms_add} ms, new URL's first request ${ms_url} ms, setting applied ${ms_set} ms"
+wh_pass "$N changes (effects after ${ms_pause}/${ms_add}/${ms_url}/${ms_set} ms): pause/resume, add at the end/remove, URL and secret change, settings patched (batch_max_events=5, flush_bytes=65536), state version $v_before kept across a restart, every position stored once ($(( r2 - r2_at_patch )) requests after the patch)"
