@@ -4,7 +4,9 @@
 # `walhook up`, which runs one ingestor per tenant of the runtime state: each
 # tenant's changes reach its own target complete and in order, with its own
 # ids; the store holds each tenant's positions once; /readyz covers both
-# ingestors; removing a tenant from the state stops its ingestor.
+# ingestors; a changed source (tenant b moves to another slot, over the REST
+# API) makes its ingestor reconnect there; removing a tenant from the state
+# stops its ingestor.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 CHANGES=${CHANGES:-5000}
@@ -67,6 +69,23 @@ METRICS="http://127.0.0.1:$APORT/metrics"
 [ "$(wh_metric_label "$METRICS" walhook_changes_received_total 'tenant="b"')" -ge "$CHANGES" ] ||
     wh_fail "/metrics has no walhook_changes_received_total{tenant=b}"
 
+# tenant b's source moves to another slot: its ingestor drains, reconnects
+# there and streams on
+wh_wait_until 20 test -s "$WH_TMP/data/admin.token" || wh_fail "the admin wrote no token file"
+TOKEN=$(grep -v '^read:' "$WH_TMP/data/admin.token" | head -n 1)
+curl -fsS --max-time 10 -X PATCH -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -d '{"source":{"slot":"wh_b2"}}' "http://127.0.0.1:$APORT/v1/tenants/b" >/dev/null ||
+    wh_fail "PATCH of tenant b's source failed"
+wh_wait_slot_active wh_b2 30 || wh_fail "tenant b's ingestor did not move to slot wh_b2"
+grep -q "tenant b: the source changed" "$WH_TMP/walhook.log" ||
+    wh_fail "the ingestor did not log the source change"
+wh_wait_until 20 test -z "$(wh_slot_pid wh_b)" || wh_fail "the old slot wh_b is still in use"
+psql -X -q -d "$DSN_B" -c "SELECT pg_logical_emit_message(false, 'wh-moved', 'x')" >/dev/null ||
+    wh_fail "cannot emit a message on tenant b"
+wh_wait_until 20 grep -q '"prefix":"wh-moved"' "$WH_TMP/b.jsonl" ||
+    wh_fail "tenant b's target got nothing through the new slot"
+pg_psql -c "SELECT pg_drop_replication_slot('wh_b')" >/dev/null || true
+
 # removing tenant b from the state stops its ingestor (and only that one)
 "$BIN/tests/wh_statectl" -c "$CONF" del-tenant b >/dev/null || wh_fail "cannot remove tenant b"
 wh_wait_until 20 grep -q "walhook-ingestor of tenant b (pid [0-9]*) exited with code 0" \
@@ -82,7 +101,9 @@ wait "$pid" || wh_fail "walhook up exited with an error"
 unset "WH_PIDS[walhook]"
 "$BIN/walhook-store" --dump -c "$CONF" >"$WH_TMP/dump.txt" || wh_fail "walhook-store --dump failed"
 for t in a b; do
-    "$BIN/tests/wh_check" --dump "$WH_TMP/dump.txt" --count "$CHANGES" --tenant "$t" ||
+    n=$CHANGES
+    [ "$t" = b ] && n=$((CHANGES + 1)) # and the message sent through the new slot
+    "$BIN/tests/wh_check" --dump "$WH_TMP/dump.txt" --count "$n" --tenant "$t" ||
         wh_fail "the store does not hold tenant $t's positions exactly once"
 done
-wh_pass "2 tenants x $CHANGES changes, each complete and in order at its own target; each stored once; removing a tenant stopped its ingestor"
+wh_pass "2 tenants x $CHANGES changes, each complete and in order at its own target; each stored once; a changed source reconnected; removing a tenant stopped its ingestor"
