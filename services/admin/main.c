@@ -1,4 +1,10 @@
-/* walhook-admin: REST status, /metrics, /livez, /readyz, /config. */
+/* walhook-admin: REST status, /metrics, /livez, /readyz, /config.
+ * The admin serves /livez while the store is down, so its state watcher
+ * (log_level, SIGHUP through the runtime state like every daemon) starts
+ * in the background once the store answers.
+ * Teardown: the watcher thread, the watcher, HTTP, the Stats clients. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -6,9 +12,31 @@
 #include "adm_query.h"
 #include "wh_config.h"
 #include "wh_daemon.h"
+#include "wh_state.h"
 #include "wh_util.h"
 
 static wh_config cfg; /* large: keep off the stack */
+static _Atomic(wh_state_watch *) watch;
+
+/* Starts the state watcher as soon as the store answers. */
+static void *watch_starter(void *arg)
+{
+    WH_UNUSED(arg);
+    char err[WH_ERRLEN];
+    int warned = 0;
+    while (!wh_stop_requested) {
+        wh_state_watch *w = NULL;
+        if (wh_state_watch_start(&w, &cfg, NULL, 1000, 1000, NULL, NULL, err, sizeof(err)) ==
+            WH_OK) {
+            atomic_store(&watch, w);
+            return NULL;
+        }
+        if (!warned++)
+            wh_warn("%s; retrying in the background", err);
+        wh_sleep_ms(500);
+    }
+    return NULL;
+}
 
 int main(int argc, char **argv)
 {
@@ -28,22 +56,27 @@ int main(int argc, char **argv)
     }
     wh_info("listening on http://%s (port %u)", cfg.admin_listen, (unsigned)adm_http_port(h));
 
+    pthread_t starter;
+    int starter_ok = pthread_create(&starter, NULL, watch_starter, NULL) == 0;
     while (!wh_stop_requested) {
         if (wh_reload_requested) {
+            /* the file becomes the next state version (docs/CONTROL.md) */
             wh_reload_requested = 0;
-            static wh_config next;
-            if (wh_config_load(&next, path, err, sizeof(err)) != WH_OK) {
-                wh_warn("reload failed, keeping the old configuration: %s", err);
-            } else {
-                const char *diff = wh_config_static_diff(&cfg, &next);
-                if (diff)
-                    wh_warn("reload: %s changed; it takes effect after a restart", diff);
-                adm_http_set_config(h, &next);
-                wh_info("configuration reloaded");
-            }
+            wh_state_watch *w = atomic_load(&watch);
+            if (path == NULL)
+                wh_warn("SIGHUP: no configuration file (-c) to re-read");
+            else if (w == NULL)
+                wh_warn("SIGHUP: the store does not answer yet; the file is not reloaded");
+            else if (wh_state_watch_reload_file(w, path, err, sizeof(err)) != WH_OK)
+                wh_warn("%s", err);
+            else
+                wh_info("reload: %s stored as the next state version", path);
         }
         wh_sleep_ms(100);
     }
+    if (starter_ok)
+        pthread_join(starter, NULL);
+    wh_state_watch_stop(atomic_load(&watch));
     wh_info("stopping");
     adm_http_stop(h);
     adm_query_close(q);

@@ -270,9 +270,9 @@ static void reconcile(dsp_loop *l)
         removed++;
     }
     free(specs);
-    atomic_store(&l->version, version);
     wh_info("state version %" PRIu64 " applied: %d target(s) (%d added, %d changed, %d removed)",
             version, l->ntargets, added, changed, removed);
+    atomic_store(&l->version, version); /* after the log line: tests wait on it */
 }
 
 /* Loop thread: swaps in changes that waited for a request to finish. */
