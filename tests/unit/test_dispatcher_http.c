@@ -149,6 +149,7 @@ typedef struct http_srv {
     pthread_t thr;
     atomic_int stop;
     int fail_first; /* answer 500 to this many requests first */
+    int delay_ms;   /* wait this long before each answer */
     pthread_mutex_t mu;
     http_req reqs[MAXREQ];
     int nreq;
@@ -195,6 +196,8 @@ static void serve_conn(http_srv *s, int fd)
                 return;
             len += (size_t)r;
         }
+        if (s->delay_ms > 0)
+            wh_sleep_ms(s->delay_ms);
         pthread_mutex_lock(&s->mu);
         int status = s->nreq < s->fail_first ? 500 : 200;
         if (s->nreq < MAXREQ) {
@@ -538,6 +541,59 @@ static void test_runtime_targets(void **state)
     http_stop(&h2);
 }
 
+/* A change that arrives while a request is in flight waits for it: the
+ * request finishes (and is committed) at the old URL, the next ones go to
+ * the new one. */
+static void test_change_between_requests(void **state)
+{
+    (void)state;
+    http_srv h1, h2;
+    http_start(&h1, 0);
+    http_start(&h2, 0);
+    h1.delay_ms = 400;
+    char url1[128], url2[128];
+    snprintf(url1, sizeof(url1), "http://127.0.0.1:%d/one", h1.port);
+    snprintf(url2, sizeof(url2), "http://127.0.0.1:%d/two", h2.port);
+    static wh_config cfg;
+    make_config(&cfg, url1, "");
+    memset(&FS, 0, sizeof(FS));
+    pthread_mutex_init(&FS.mu, NULL);
+    char err[WH_ERRLEN];
+    wh_server *store = NULL;
+    assert_int_equal(wh_server_start(&store, cfg.store_endpoint, 2, (size_t)cfg.ipc_max_msg_bytes,
+                                     store_fn, store_done, NULL, err, sizeof(err)),
+                     WH_OK);
+    dsp_loop *loop = NULL;
+    if (dsp_loop_create(&loop, &cfg, err, sizeof(err)) != WH_OK)
+        fail_msg("dsp_loop_create: %s", err);
+    pthread_t lt;
+    assert_int_equal(pthread_create(&lt, NULL, loop_main, loop), 0);
+    dsp_target *t = dsp_loop_target(loop, 0);
+    for (int i = 0; i < 300 && atomic_load(&t->state_pub) != DSP_T_POSTING; i++)
+        wh_sleep_ms(5);
+    assert_int_equal(atomic_load(&t->state_pub), DSP_T_POSTING);
+
+    static dsp_spec sp;
+    memset(&sp, 0, sizeof(sp));
+    wh_strlcpy(sp.name, "a", sizeof(sp.name));
+    wh_strlcpy(sp.url, url2, sizeof(sp.url));
+    dsp_settings_from_config(&sp.set, &cfg);
+    assert_int_equal(dsp_loop_set_targets(loop, &sp, 1, 2), WH_OK);
+    assert_true(wait_until(all_committed, NULL, 5000));
+    dsp_loop_stop(loop);
+    pthread_join(lt, NULL);
+    dsp_loop_destroy(loop);
+    wh_server_stop(store);
+    http_stop(&h1);
+    http_stop(&h2);
+    /* the first batch went to (and was answered by) the old URL, once */
+    assert_int_equal(h1.nreq, 1);
+    assert_string_equal(h1.reqs[0].body, "[{\"n\":0},{\"n\":1}]");
+    assert_int_equal(h2.nreq, 2);
+    assert_string_equal(h2.reqs[0].body, "[{\"n\":2},{\"n\":3}]");
+    assert_string_equal(h2.reqs[1].body, "[{\"n\":4}]");
+}
+
 static void test_unreachable_target(void **state)
 {
     (void)state;
@@ -579,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_round_trip_with_retry),
         cmocka_unit_test(test_unreachable_target),
         cmocka_unit_test(test_runtime_targets),
+        cmocka_unit_test(test_change_between_requests),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];
