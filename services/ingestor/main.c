@@ -14,6 +14,7 @@ int main(int argc, char **argv)
     static wh_config cfg;
     char err[WH_ERRLEN];
     const char *path = wh_daemon_init(argc, argv, "ingestor", &cfg);
+    wh_daemon_pidfile(&cfg, "ingestor");
     if (!cfg.source_dsn[0]) {
         fprintf(stderr, "walhook-ingestor: source.dsn is not set (or WALHOOK_SOURCE_DSN)\n");
         return 2;
