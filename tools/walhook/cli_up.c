@@ -157,6 +157,9 @@ int cli_cmd_up(int argc, char **argv)
         .bindir = bindir,
         .config_path = config_path,
         .store_endpoint = cfg.store_endpoint,
+        .ingestor_control = cfg.ingestor_control,
+        .dispatcher_control = cfg.dispatcher_control,
+        .admin_listen = cfg.admin_listen,
         .max_msg = cfg.ipc_max_msg_bytes > 0 ? (size_t)cfg.ipc_max_msg_bytes : (size_t)64 << 20,
         .store_wait_ms = 30000,
     };
