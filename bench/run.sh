@@ -80,7 +80,7 @@ run_case() { # NAME EVENTS SQL
     # BENCH_CONF: extra config lines (e.g. 'ingestor = { window_bytes = 8388608; };');
     # WALHOOK_* environment variables work too
     [ -n "${BENCH_CONF:-}" ] && echo "$BENCH_CONF" >>"$conf"
-    mkdir -p "$data"
+    mkdir -p -m 700 "$data" # private, as every daemon requires
     local m="http://127.0.0.1:$aport/metrics" d
     t0=$(now)
     for d in store ingestor dispatcher admin; do

@@ -3,16 +3,29 @@
 #include "wh_metrics.h"
 #include "wh_util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config *cfg)
 {
     char prog[64], err[WH_ERRLEN];
     snprintf(prog, sizeof(prog), "walhook-%s", daemon);
+    /* Stored rows, sockets and pid files are for this user only. */
+    umask(077);
     const char *path = wh_config_parse_args(argc, argv, prog);
     if (wh_config_load(cfg, path, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        exit(2);
+    }
+    if (wh_data_dir_prepare(cfg->data_dir, 1, err, sizeof(err)) != WH_OK) {
         fprintf(stderr, "%s: %s\n", prog, err);
         exit(2);
     }
@@ -23,7 +36,98 @@ const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config 
     int level = wh_log_level_parse(cfg->log_level);
     wh_log_init(daemon, level < 0 ? WH_LOG_INFO : level);
     wh_signals_install();
+    if (wh_shutdown_watchdog_start(WH_SHUTDOWN_DEADLINE_MS, err, sizeof(err)) != WH_OK)
+        wh_warn("%s; shutdown is not bounded", err);
     return path;
+}
+
+static void *shutdown_watchdog(void *arg)
+{
+    int deadline_ms = (int)(intptr_t)arg;
+    while (!wh_stop_requested)
+        wh_sleep_ms(100);
+    uint64_t until = wh_now_ms() + (uint64_t)deadline_ms;
+    for (uint64_t now = wh_now_ms(); now < until; now = wh_now_ms())
+        wh_sleep_ms((int)(until - now < 100 ? until - now : 100));
+    wh_error("shutdown did not finish within %d ms of the stop request; exiting now "
+             "(everything acknowledged is already durable)",
+             deadline_ms);
+    _exit(1);
+    return NULL;
+}
+
+int wh_shutdown_watchdog_start(int deadline_ms, char *err, size_t errlen)
+{
+    /* The thread keeps the stop signals blocked: they go to the daemon's own
+     * threads, whose sleeps and polls they interrupt. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    int rc = pthread_create(&t, &at, shutdown_watchdog, (void *)(intptr_t)deadline_ms);
+    pthread_attr_destroy(&at);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        return wh_seterr(err, errlen, "cannot start the shutdown watchdog: %s", strerror(rc));
+    return WH_OK;
+}
+
+static char pidfile_path[4200];
+static pid_t pidfile_pid;
+
+static void pidfile_remove(void)
+{
+    char buf[32];
+    FILE *f = fopen(pidfile_path, "r");
+    if (f == NULL)
+        return;
+    long pid = fgets(buf, sizeof(buf), f) != NULL ? strtol(buf, NULL, 10) : 0;
+    fclose(f);
+    if (pid == (long)pidfile_pid && getpid() == pidfile_pid)
+        unlink(pidfile_path);
+}
+
+void wh_daemon_pidfile(const wh_config *cfg, const char *daemon)
+{
+    char tmp[sizeof(pidfile_path) + 16];
+    snprintf(pidfile_path, sizeof(pidfile_path), "%s/%s.pid", cfg->data_dir, daemon);
+    snprintf(tmp, sizeof(tmp), "%s.tmp%d", pidfile_path, (int)getpid());
+    /* write then rename: a reader never sees a partial file */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (f == NULL && fd >= 0)
+        close(fd);
+    if (f == NULL || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0 ||
+        rename(tmp, pidfile_path) != 0) {
+        wh_warn("cannot write the pid file %s: %s", pidfile_path, strerror(errno));
+        unlink(tmp);
+        pidfile_path[0] = '\0';
+        return;
+    }
+    pidfile_pid = getpid();
+    atexit(pidfile_remove);
+}
+
+int wh_stats_call(wh_client *c, Walhook__Reply **rep, char *err, size_t errlen)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_STATS;
+    req.stats = &sr;
+    if (wh_client_call(c, &req, rep, err, errlen) != WH_OK)
+        return WH_ERR;
+    if ((*rep)->body_case != WALHOOK__REPLY__BODY_STATS || (*rep)->stats == NULL) {
+        walhook__reply__free_unpacked(*rep, NULL);
+        *rep = NULL;
+        return wh_seterr(err, errlen, "the reply carries no stats");
+    }
+    return WH_OK;
 }
 
 int wh_metric_process(wh_buf *b, const char *daemon)

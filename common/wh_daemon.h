@@ -1,6 +1,7 @@
 /* wh_daemon: what every daemon does the same way: start-up (arguments,
- * configuration, logging, signals), the Stats control endpoint the admin
- * queries, and the process metrics every daemon exports. */
+ * configuration, logging, signals, umask, data directory, shutdown
+ * deadline, pid file), the Stats control endpoint the admin and `walhook up`
+ * query, and the process metrics every daemon exports. */
 #ifndef WH_DAEMON_H
 #define WH_DAEMON_H
 
@@ -8,11 +9,37 @@
 #include "wh_config.h"
 #include "wh_ipc.h"
 
+/* After a stop was requested a daemon has this long to finish; then the
+ * shutdown watchdog logs it and _exit()s. Everything a daemon acknowledged is
+ * already durable (synced), so cutting a stuck teardown short loses nothing;
+ * `walhook up` waits longer (cli_sup) before it sends SIGKILL. */
+#define WH_SHUTDOWN_DEADLINE_MS 5000
+
 /* Parses argv (-c FILE), loads the configuration (defaults < file <
  * WALHOOK_* env); on error prints "walhook-<daemon>: <message>" to stderr and
- * exits 2. Then names the log lines after `daemon`, sets the log level and
- * installs the signal flags. Returns the config path, or NULL for none. */
+ * exits 2. Sets the umask to 077 (files 0600, directories 0700), creates the
+ * data directory 0700 or refuses it (exit 2, wh_data_dir_prepare) when group
+ * or others may access it. Then names the log lines after `daemon`, sets the
+ * log level, installs the signal flags and starts the shutdown watchdog
+ * (wh_shutdown_watchdog_start, WH_SHUTDOWN_DEADLINE_MS). Returns the config
+ * path, or NULL for none. */
 const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config *cfg);
+
+/* Starts a detached thread that waits for wh_stop_requested, then gives the
+ * process deadline_ms to exit by itself; past that it logs that the shutdown
+ * was cut short and calls _exit(1). */
+int wh_shutdown_watchdog_start(int deadline_ms, char *err, size_t errlen);
+
+/* Writes <data_dir>/<daemon>.pid (this process's pid) and removes it at exit
+ * when it still names this process. `walhook up` reads these files to find
+ * daemons of a previous instance still running on the data directory. A
+ * failure is logged, not fatal. */
+void wh_daemon_pidfile(const wh_config *cfg, const char *daemon);
+
+/* Sends a Stats request on c: on WH_OK *rep is a reply carrying a StatsReply
+ * (free it with walhook__reply__free_unpacked(*rep, NULL)). Used by the admin
+ * (every daemon's metrics and readiness) and by `walhook up` (readiness). */
+int wh_stats_call(wh_client *c, Walhook__Reply **rep, char *err, size_t errlen);
 
 /* Renders the daemon's metrics (Prometheus text) into text and says its state
  * ("streaming", "running", ...) and readiness. Called on an IPC worker thread. */

@@ -13,11 +13,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+
+/* Bound on nng_close(): see close_socket(). */
+#define WH_IPC_CLOSE_MS 1000
+
+typedef struct wh_worker {
+    struct wh_server *s;
+    nng_ctx ctx;
+    nng_aio *aio;
+    pthread_t thr;
+    int has_ctx, has_thr;
+} wh_worker;
 
 struct wh_server {
     nng_socket sock;
-    pthread_t *threads;
-    int nthreads;
+    wh_worker *workers;
+    int nworkers;
+    atomic_int stopping;
     wh_server_fn fn;
     wh_server_done_fn done;
     void *arg;
@@ -59,24 +72,110 @@ static int prepare_ipc_dir(const char *url, char *err, size_t errlen)
     return WH_OK;
 }
 
+/* nng_close() of NNG 1.5.2 can wait forever for the teardown of a pipe
+ * whose operation raced with its peer going away (upstream issue #1543: the
+ * reaper thread waits for an aio that was prepared and never finished).
+ * Callers first stop everything of theirs that uses the socket (aios,
+ * contexts, worker threads), so nothing of ours races with the close; the
+ * close itself then runs on a helper thread and is abandoned, with a
+ * warning, after WH_IPC_CLOSE_MS: the socket's memory is left to the
+ * process, which is stopping. */
+typedef struct close_job {
+    nng_socket sock;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, abandoned;
+} close_job;
+
+static void close_job_free(close_job *j)
+{
+    pthread_cond_destroy(&j->cv);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+static void *close_thread(void *p)
+{
+    close_job *j = p;
+    nng_close(j->sock);
+    pthread_mutex_lock(&j->mu);
+    j->done = 1;
+    int abandoned = j->abandoned;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    if (abandoned)
+        close_job_free(j);
+    return NULL;
+}
+
+static void close_socket(nng_socket sock, const char *url)
+{
+    close_job *j = calloc(1, sizeof(*j));
+    pthread_t t;
+    pthread_attr_t at;
+    if (j == NULL) {
+        nng_close(sock);
+        return;
+    }
+    j->sock = sock;
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &at, close_thread, j);
+    pthread_attr_destroy(&at);
+    if (rc != 0) {
+        close_job_free(j);
+        nng_close(sock);
+        return;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += WH_IPC_CLOSE_MS / 1000;
+    until.tv_nsec += (long)(WH_IPC_CLOSE_MS % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&j->mu);
+    while (!j->done && pthread_cond_timedwait(&j->cv, &j->mu, &until) != ETIMEDOUT)
+        ;
+    int done = j->done;
+    if (!done)
+        j->abandoned = 1;
+    pthread_mutex_unlock(&j->mu);
+    if (done) {
+        close_job_free(j);
+        return;
+    }
+    wh_warn("ipc %s: closing the socket did not finish within %d ms (a pipe teardown is stuck "
+            "in NNG, upstream issue #1543); continuing without it",
+            url, WH_IPC_CLOSE_MS);
+}
+
 static void *server_worker(void *p)
 {
-    wh_server *s = p;
-    nng_ctx ctx;
-    nng_aio *aio = NULL;
-    if (nng_ctx_open(&ctx, s->sock) != 0 || nng_aio_alloc(&aio, NULL, NULL) != 0) {
-        wh_error("ipc %s: cannot open a context", s->url);
-        return NULL;
-    }
-    for (;;) {
+    wh_worker *w = p;
+    wh_server *s = w->s;
+    nng_ctx ctx = w->ctx;
+    nng_aio *aio = w->aio;
+    while (!atomic_load(&s->stopping)) {
         nng_ctx_recv(ctx, aio);
         nng_aio_wait(aio);
         int rv = nng_aio_result(aio);
-        if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+        if (rv == NNG_ECLOSED || rv == NNG_ECANCELED || atomic_load(&s->stopping)) {
+            if (rv == 0)
+                nng_msg_free(nng_aio_get_msg(aio));
             break;
+        }
         if (rv != 0)
             continue;
         nng_msg *in = nng_aio_get_msg(aio);
+        nng_aio_set_msg(aio, NULL);
         size_t inlen = nng_msg_len(in);
         Walhook__Request *req = walhook__request__unpack(NULL, inlen, nng_msg_body(in));
         /* unpack copied every field: free the raw bytes before the handler
@@ -104,18 +203,50 @@ static void *server_worker(void *p)
             walhook__request__free_unpacked(req, NULL);
         if (out == NULL)
             continue;
+        /* Stopping: no new send races with the teardown. The client resends
+         * to the next instance; every handler is idempotent. */
+        if (atomic_load(&s->stopping)) {
+            nng_msg_free(out);
+            break;
+        }
         nng_aio_set_msg(aio, out);
         nng_ctx_send(ctx, aio);
         nng_aio_wait(aio);
         rv = nng_aio_result(aio);
-        if (rv != 0)
+        if (rv != 0) {
             nng_msg_free(out);
-        if (rv == NNG_ECLOSED)
+            nng_aio_set_msg(aio, NULL);
+        }
+        if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
             break;
     }
-    nng_aio_free(aio);
-    nng_ctx_close(ctx);
     return NULL;
+}
+
+/* Teardown in an order that leaves nothing of ours in flight when the socket
+ * closes: stop flag; stop every worker's aio (cancels a pending receive or
+ * send and waits for it; later operations on it fail at once); close the
+ * contexts (an operation a worker starts anyway fails with NNG_ECLOSED);
+ * join the workers; free the aios; only then close the socket (bounded,
+ * close_socket). */
+static void server_teardown(wh_server *s)
+{
+    atomic_store(&s->stopping, 1);
+    for (int i = 0; i < s->nworkers; i++)
+        if (s->workers[i].aio != NULL)
+            nng_aio_stop(s->workers[i].aio);
+    for (int i = 0; i < s->nworkers; i++)
+        if (s->workers[i].has_ctx)
+            nng_ctx_close(s->workers[i].ctx);
+    for (int i = 0; i < s->nworkers; i++)
+        if (s->workers[i].has_thr)
+            pthread_join(s->workers[i].thr, NULL);
+    for (int i = 0; i < s->nworkers; i++)
+        if (s->workers[i].aio != NULL)
+            nng_aio_free(s->workers[i].aio);
+    close_socket(s->sock, s->url);
+    free(s->workers);
+    free(s);
 }
 
 int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_msg, wh_server_fn fn,
@@ -138,6 +269,27 @@ int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_m
         wh_seterr(err, errlen, "cannot open rep socket: %s", nng_strerror(rv));
         goto error_nosock;
     }
+    s->workers = calloc((size_t)nworkers, sizeof(wh_worker));
+    if (s->workers == NULL) {
+        nng_close(s->sock);
+        wh_seterr(err, errlen, "out of memory");
+        goto error_nosock;
+    }
+    s->nworkers = nworkers;
+    /* Every worker's context and aio exist before anything is received, so
+     * that the teardown can stop them whatever the workers are doing. */
+    for (int i = 0; i < nworkers; i++) {
+        wh_worker *w = &s->workers[i];
+        w->s = s;
+        if ((rv = nng_ctx_open(&w->ctx, s->sock)) == 0) {
+            w->has_ctx = 1;
+            rv = nng_aio_alloc(&w->aio, NULL, NULL);
+        }
+        if (rv != 0) {
+            wh_seterr(err, errlen, "ipc %s: cannot open a context: %s", url, nng_strerror(rv));
+            goto error;
+        }
+    }
     nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, max_msg);
     if ((rv = nng_listener_create(&l, s->sock, url)) != 0) {
         wh_seterr(err, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
@@ -150,25 +302,18 @@ int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_m
                   rv == NNG_EADDRINUSE ? " (is another instance running?)" : "");
         goto error;
     }
-    s->threads = calloc((size_t)nworkers, sizeof(pthread_t));
-    if (s->threads == NULL) {
-        wh_seterr(err, errlen, "out of memory");
-        goto error;
-    }
     for (int i = 0; i < nworkers; i++) {
-        if (pthread_create(&s->threads[i], NULL, server_worker, s) != 0) {
+        if (pthread_create(&s->workers[i].thr, NULL, server_worker, &s->workers[i]) != 0) {
             wh_seterr(err, errlen, "cannot start worker thread: %s", strerror(errno));
             goto error;
         }
-        s->nthreads++;
+        s->workers[i].has_thr = 1;
     }
     *out = s;
     return WH_OK;
 error:
-    nng_close(s->sock);
-    for (int i = 0; i < s->nthreads; i++)
-        pthread_join(s->threads[i], NULL);
-    free(s->threads);
+    server_teardown(s);
+    return WH_ERR;
 error_nosock:
     free(s);
     return WH_ERR;
@@ -178,11 +323,7 @@ void wh_server_stop(wh_server *s)
 {
     if (s == NULL)
         return;
-    nng_close(s->sock);
-    for (int i = 0; i < s->nthreads; i++)
-        pthread_join(s->threads[i], NULL);
-    free(s->threads);
-    free(s);
+    server_teardown(s);
 }
 
 int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_msg, char *err,
@@ -292,7 +433,10 @@ void wh_client_close(wh_client *c)
 {
     if (c == NULL)
         return;
-    nng_close(c->sock);
+    /* the call's aio first (stopped: nothing of ours in flight), then the
+     * socket, bounded (close_socket) */
+    nng_aio_stop(c->aio);
     nng_aio_free(c->aio);
+    close_socket(c->sock, c->url);
     free(c);
 }

@@ -191,6 +191,29 @@ int wh_mkdirs(const char *path, int mode, char *err, size_t errlen)
     return WH_OK;
 }
 
+int wh_data_dir_prepare(const char *dir, int create, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        if (errno != ENOENT)
+            return wh_seterr(err, errlen, "data directory %s: %s", dir, strerror(errno));
+        if (!create)
+            return WH_OK; /* created 0700 at start */
+        if (wh_mkdirs(dir, 0700, err, errlen) != WH_OK)
+            return WH_ERR;
+        if (stat(dir, &st) != 0)
+            return wh_seterr(err, errlen, "data directory %s: %s", dir, strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode))
+        return wh_seterr(err, errlen, "data directory %s is not a directory", dir);
+    if ((st.st_mode & 077) != 0)
+        return wh_seterr(err, errlen,
+                         "data directory %s has mode %04o: group or others may read the stored "
+                         "rows; make it private: chmod 700 %s",
+                         dir, (unsigned)(st.st_mode & 07777), dir);
+    return WH_OK;
+}
+
 long wh_peak_rss_kib(void)
 {
     FILE *f = fopen("/proc/self/status", "r");

@@ -60,6 +60,14 @@ int wh_strlcpy(char *dst, const char *src, size_t dstlen);
 /* mkdir -p with the given mode for every created directory. */
 int wh_mkdirs(const char *path, int mode, char *err, size_t errlen);
 
+/* The data directory holds stored rows: it must be private to its owner.
+ * When it is missing and `create` is set it is created 0700 (with its
+ * parents); when it exists it must be a directory without any group or
+ * other permission bit. On failure err names the path and the fix
+ * ("chmod 700 DIR"). Every daemon, `walhook up` and `walhook check` use this
+ * one function. */
+int wh_data_dir_prepare(const char *dir, int create, char *err, size_t errlen);
+
 /* Peak resident set size of this process in KiB (VmHWM), or -1. */
 long wh_peak_rss_kib(void);
 

@@ -229,14 +229,10 @@ static void adm_query_one(adm_query *q, int i, adm_stat *st)
         wh_strlcpy(st->error, q->open_err[i], sizeof(st->error));
         return;
     }
-    Walhook__Request req = WALHOOK__REQUEST__INIT;
-    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
-    req.body_case = WALHOOK__REQUEST__BODY_STATS;
-    req.stats = &sr;
     Walhook__Reply *rep = NULL;
     char e[WH_ERRLEN] = "";
     pthread_mutex_lock(&q->mu[i]);
-    int rc = wh_client_call(q->client[i], &req, &rep, e, sizeof(e));
+    int rc = wh_stats_call(q->client[i], &rep, e, sizeof(e));
     pthread_mutex_unlock(&q->mu[i]);
     if (rc != WH_OK) {
         snprintf(st->error, sizeof(st->error), "no stats reply: %.200s", e[0] ? e : "error");

@@ -42,6 +42,7 @@ int main(int argc, char **argv)
 {
     char err[WH_ERRLEN];
     const char *path = wh_daemon_init(argc, argv, "admin", &cfg);
+    wh_daemon_pidfile(&cfg, "admin");
 
     adm_query *q = NULL;
     adm_http *h = NULL;

@@ -18,6 +18,7 @@ int main(int argc, char **argv)
     static wh_config cfg, loopcfg;
     char err[WH_ERRLEN];
     const char *path = wh_daemon_init(argc, argv, "dispatcher", &cfg);
+    wh_daemon_pidfile(&cfg, "dispatcher");
 
     /* memory: per target the read-ahead batches and the one being posted,
      * each up to batch_max_bytes, plus curl and the process itself */

@@ -68,6 +68,14 @@ int main(int argc, char **argv)
         tenant = getenv("WALHOOK_INGESTOR_TENANT");
     if (tenant == NULL || !tenant[0])
         tenant = base.tenant;
+    /* the file's tenant is "ingestor" (as its endpoint), the others
+     * "ingestor-<tenant>": one pid file each */
+    static char daemon_name[WH_NAME_MAX + 16];
+    if (strcmp(tenant, base.tenant) == 0)
+        wh_strlcpy(daemon_name, "ingestor", sizeof(daemon_name));
+    else
+        snprintf(daemon_name, sizeof(daemon_name), "ingestor-%.40s", tenant);
+    wh_daemon_pidfile(&base, daemon_name);
 
     /* the budget of the file's settings first: a refusal needs no store */
     if (check_budget(&base) != WH_OK)
@@ -100,12 +108,7 @@ int main(int argc, char **argv)
     }
     st.bt = bt;
     wh_strlcpy(st.tenant, tenant, sizeof(st.tenant));
-    /* the file's tenant keeps the plain name (and endpoint); the others are
-     * ingestor-<tenant> like their endpoint (wh_state_ingestor_control) */
-    if (strcmp(tenant, base.tenant) == 0)
-        wh_strlcpy(st.daemon_name, "ingestor", sizeof(st.daemon_name));
-    else
-        snprintf(st.daemon_name, sizeof(st.daemon_name), "ingestor-%.40s", tenant);
+    wh_strlcpy(st.daemon_name, daemon_name, sizeof(st.daemon_name));
     if (ing_state_attach(is, bt, err, sizeof(err)) != WH_OK) {
         wh_error("%s", err);
         goto out;

@@ -85,6 +85,7 @@ int main(int argc, char **argv)
     const char *path = wh_daemon_init(nargs, args, "store", &cfg);
     if (dump)
         return run_dump(&cfg);
+    wh_daemon_pidfile(&cfg, "store");
 
     int64_t need = st_db_memory_need(cfg.rocksdb_cache_bytes, cfg.rocksdb_write_buffer_bytes);
     if (cfg.memory_budget_bytes > 0 && need > cfg.memory_budget_bytes) {

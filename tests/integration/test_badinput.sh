@@ -8,7 +8,7 @@ trap wh_cleanup EXIT
 wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin
 wh_tmpdir
 DATA="$WH_TMP/data"
-mkdir -p "$DATA"
+mkdir -m 700 "$DATA" # private, as every daemon requires
 CLOSED=$(wh_free_port) # nothing listens there
 APORT=$(wh_free_port)
 GOOD_DSN="postgresql://postgres@127.0.0.1:$CLOSED/postgres"

@@ -19,7 +19,7 @@ RPORT=$(wh_free_port)
 APORT=$(wh_free_port)
 CONF="$WH_TMP/walhook.conf"
 wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$RPORT/hook"
-mkdir -p "$WH_TMP/data"
+mkdir -m 700 "$WH_TMP/data" # private, as every daemon requires
 
 wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --out "$WH_TMP/received.jsonl"
 # Phase 1 runs without the dispatcher, so the store keeps every event (no

@@ -36,7 +36,7 @@ CONF="$WH_TMP/walhook.conf"
 wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" \
     "http://127.0.0.1:$PA/hook" "http://127.0.0.1:$PB/hook"
 export WALHOOK_TARGETS="a=http://127.0.0.1:$PA/hook,b=http://127.0.0.1:$PB/hook"
-mkdir -p "$WH_TMP/data"
+mkdir -m 700 "$WH_TMP/data" # private, as every daemon requires
 RA="$WH_TMP/received-a.jsonl"
 RB="$WH_TMP/received-b.jsonl"
 wh_spawn receiver-a "$BIN/walhook-receiver" --listen "127.0.0.1:$PA" --out "$RA" --fail-every 7

@@ -19,7 +19,7 @@ APORT=$(wh_free_port)
 CONF="$WH_TMP/walhook.conf"
 wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$RPORT/hook"
 cp "$CONF" "$WH_TMP/base.conf"
-mkdir -p "$WH_TMP/data"
+mkdir -m 700 "$WH_TMP/data" # private, as every daemon requires
 wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --out "$WH_TMP/received.jsonl"
 wh_spawn store "$BIN/walhook-store" -c "$CONF"
 sleep 0.3

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Supervision test: `walhook up` with one target; during a 30,000-change
 # stream each child daemon (store, ingestor, dispatcher, admin, in random
-# order, at random moments) is SIGKILLed once. `walhook up` must log the death
-# naming the daemon, start it again (a new child running walhook-NAME), and
+# order, at random moments) is SIGKILLed once, after `walhook up` logged it
+# ready. `walhook up` must log the death naming the daemon, restart it at
+# once (it was ready: no backoff), as a new child running walhook-NAME, and
 # /readyz must answer 200 again; every change arrives in order with the right
 # values (wh_check). Finally SIGTERM to `walhook up`: exit 0 within 15 s and no
 # daemon process left behind.
@@ -65,10 +66,14 @@ for k in 0 1 2 3; do
     [ "$(received)" -lt "$CHANGES" ] && midstream=$((midstream + 1))
     old=$(wh_child_pid "$UP" "$v")
     [ -n "$old" ] || wh_fail "no walhook-$v child of walhook up (pid $UP)"
+    wh_wait_until 30 grep -q "walhook-$v (pid $old) is ready" "$LOG" ||
+        wh_fail "walhook up never saw walhook-$v (pid $old) ready"
     kill -KILL "$old" || wh_fail "cannot kill walhook-$v (pid $old)"
     wh_log "SIGKILL walhook-$v (pid $old), $(received) envelopes received so far"
     wh_wait_until 15 grep -q "walhook-$v (pid $old) killed by signal 9" "$LOG" ||
         wh_fail "walhook up did not log the death of walhook-$v (pid $old)"
+    grep "walhook-$v (pid $old) killed by signal 9" "$LOG" | grep -q "restarting walhook-$v at once" ||
+        wh_fail "walhook-$v (pid $old) was ready but not restarted at once"
     wh_wait_until 30 restarted_child "$v" "$old" || wh_fail "walhook up did not restart walhook-$v"
     new=$(wh_child_pid "$UP" "$v")
     grep -q "started walhook-$v (pid $new)" "$LOG" || wh_fail "no start log line for walhook-$v (pid $new)"
@@ -86,7 +91,7 @@ wh_wait_received 60 "$WH_TMP/expected.jsonl" "$WH_TMP/received.jsonl" || {
 "$BIN/tests/wh_check" --expect "$WH_TMP/expected.jsonl" --received "$WH_TMP/received.jsonl" ||
     wh_fail "received stream does not match the expected changes"
 have_all_children || wh_fail "a daemon is missing before the stop"
-nrestarts=$(grep -c 'killed by signal 9' "$LOG")
+nrestarts=$(grep 'killed by signal 9' "$LOG" | grep -c 'at once')
 
 wh_alive walhook || wh_fail "walhook up exited early"
 kill -TERM "$UP"
@@ -105,4 +110,4 @@ for p in "${!SEEN[@]}"; do
     fi
 done
 [ -z "$left" ] || wh_fail "daemon processes left after walhook up exited:$left"
-wh_pass "$CHANGES changes, each of ${victims[*]} SIGKILLed once and restarted by walhook up ($nrestarts restarts logged, $midstream kills before the receiver had everything), all delivered in order; SIGTERM: exit 0 in $ms ms, no daemon left (${#SEEN[@]} daemon pids checked)"
+wh_pass "$CHANGES changes, each of ${victims[*]} SIGKILLed once and restarted by walhook up ($nrestarts immediate restarts logged, $midstream kills before the receiver had everything), all delivered in order; SIGTERM: exit 0 in $ms ms, no daemon left (${#SEEN[@]} daemon pids checked)"

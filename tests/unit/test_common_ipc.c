@@ -6,6 +6,8 @@
 #include <cmocka.h>
 #include <nng/nng.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -198,12 +200,111 @@ static void test_interrupt(void **state)
     wh_server_stop(s);
 }
 
+/* ---- bounded teardown (issue 5, defect 1) ----
+ * Clients call as fast as they can, then all close while the server stops:
+ * peers vanish with requests and replies in flight, as when `walhook up` is
+ * killed and every daemon gets SIGTERM at once. With NNG 1.5.2 a pipe
+ * teardown then sometimes never finishes (upstream issue #1543) and a plain
+ * nng_close() waits for it forever: the old teardown hung within 9 to 142
+ * rounds. Every stop and close must return within a few seconds. */
+static atomic_int calling;
+
+static void jitter_handler(void *arg, const Walhook__Request *req, Walhook__Reply *rep,
+                           void **cookie)
+{
+    usleep((useconds_t)(rand() % 300));
+}
+
+static void *busy_client(void *p)
+{
+    wh_client *c = NULL;
+    char err[WH_ERRLEN];
+    if (wh_client_open(&c, url, 100, 1 << 20, err, sizeof(err)) != WH_OK)
+        return NULL;
+    while (atomic_load(&calling)) {
+        Walhook__Reply *rep = NULL;
+        if (call_offset(c, "t", "x", &rep, err) == WH_OK)
+            walhook__reply__free_unpacked(rep, NULL);
+    }
+    wh_client_close(c);
+    return NULL;
+}
+
+typedef struct stop_job {
+    wh_server *s;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+} stop_job;
+
+static void *stop_server(void *p)
+{
+    stop_job *j = p;
+    wh_server_stop(j->s);
+    pthread_mutex_lock(&j->mu);
+    j->done = 1;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+static void test_stop_with_peers_vanishing(void **state)
+{
+    enum { ROUNDS = 100, CLIENTS = 6 };
+    char err[WH_ERRLEN];
+    int abandoned = 0, r;
+    for (r = 0; r < ROUNDS && !abandoned; r++) {
+        static stop_job j;
+        memset(&j, 0, sizeof(j));
+        pthread_mutex_init(&j.mu, NULL);
+        pthread_cond_init(&j.cv, NULL);
+        assert_int_equal(
+            wh_server_start(&j.s, url, 4, 1 << 20, jitter_handler, NULL, NULL, err, sizeof(err)),
+            WH_OK);
+        atomic_store(&calling, 1);
+        pthread_t cl[CLIENTS], st;
+        for (int i = 0; i < CLIENTS; i++)
+            assert_int_equal(pthread_create(&cl[i], NULL, busy_client, NULL), 0);
+        usleep((useconds_t)(20000 + rand() % 20000));
+        atomic_store(&calling, 0); /* the clients close while the server stops */
+        uint64_t t0 = wh_now_ms();
+        assert_int_equal(pthread_create(&st, NULL, stop_server, &j), 0);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 10;
+        pthread_mutex_lock(&j.mu);
+        while (!j.done && pthread_cond_timedwait(&j.cv, &j.mu, &until) == 0)
+            ;
+        int done = j.done;
+        pthread_mutex_unlock(&j.mu);
+        if (!done) {
+            fprintf(stderr, "round %d: wh_server_stop did not return within 10 s\n", r);
+            fail();
+        }
+        uint64_t took = wh_now_ms() - t0;
+        pthread_join(st, NULL);
+        for (int i = 0; i < CLIENTS; i++)
+            pthread_join(cl[i], NULL);
+        pthread_cond_destroy(&j.cv);
+        pthread_mutex_destroy(&j.mu);
+        /* A close given up after 1 s: NNG's reaper is stuck for the rest of
+         * this process, and every later round would only repeat that. */
+        if (took >= 900)
+            abandoned = 1;
+    }
+    fprintf(stderr, "%d rounds, %s\n", r,
+            abandoned ? "the last one had to give up a stuck nng_close (bounded)"
+                      : "no stuck nng_close");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_and_errors),
         cmocka_unit_test(test_timeout_names_endpoint),
         cmocka_unit_test(test_interrupt),
+        /* last: a stuck NNG reaper would slow down every later close */
+        cmocka_unit_test(test_stop_with_peers_vanishing),
     };
     return cmocka_run_group_tests_name("common_ipc", tests, setup, teardown);
 }

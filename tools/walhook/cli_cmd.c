@@ -66,6 +66,11 @@ int cli_cmd_check(int argc, char **argv)
         fprintf(stderr, "walhook check: %s: %s\n", path, err);
         return 2;
     }
+    /* the daemons' own rule (a missing directory is created 0700 at start) */
+    if (wh_data_dir_prepare(c.data_dir, 0, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "walhook check: %s: %s\n", path, err);
+        return 2;
+    }
     printf("%s: ok (tenant %s, %d target%s, admin on %s)\n", path, c.tenant, c.ntargets,
            c.ntargets == 1 ? "" : "s", c.admin_listen);
     return 0;

@@ -2,23 +2,32 @@
 #include "cli_sup.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli_tenants.h"
+#include "wh_daemon.h"
 #include "wh_ipc.h"
 #include "wh_util.h"
 
 #define SUP_BACKOFF_MIN_MS 250
 #define SUP_BACKOFF_MAX_MS 10000
-#define SUP_STABLE_MS 30000
-#define SUP_STOP_WAIT_MS 10000
+/* longer than a daemon's own shutdown deadline: it logs before it is killed */
+#define SUP_STOP_WAIT_MS (WH_SHUTDOWN_DEADLINE_MS + 5000)
+#define SUP_PROBE_EVERY_MS 100
+#define SUP_PROBE_TIMEOUT_MS 300
 
 enum { SUP_STORE, SUP_INGESTOR, SUP_DISPATCHER, SUP_ADMIN, SUP_N };
 
@@ -31,16 +40,23 @@ typedef struct sup_child {
     pid_t pid;        /* 0 = not running */
     uint64_t started_ms;
     uint64_t restart_at_ms; /* when pid == 0: start again at this time */
-    int backoff_ms;
+    int failures;           /* deaths in a row before becoming ready */
+    int ready_logged;       /* "is ready" logged for this pid */
+    atomic_int probe_pid;   /* the probe thread checks this pid's readiness */
+    atomic_int ready_pid;   /* the last pid the probe saw ready */
 } sup_child;
 
-int cli_sup_next_delay(int *backoff_ms, long long uptime_ms)
+int cli_sup_next_delay(int *failures, int was_ready)
 {
-    if (*backoff_ms < SUP_BACKOFF_MIN_MS || uptime_ms >= SUP_STABLE_MS)
-        *backoff_ms = SUP_BACKOFF_MIN_MS;
-    int d = *backoff_ms;
-    *backoff_ms = d >= SUP_BACKOFF_MAX_MS / 2 ? SUP_BACKOFF_MAX_MS : d * 2;
-    return d;
+    if (was_ready)
+        *failures = 0;
+    int n = (*failures)++;
+    if (n <= 0)
+        return 0;
+    int d = SUP_BACKOFF_MIN_MS;
+    for (int i = 1; i < n && d < SUP_BACKOFF_MAX_MS; i++)
+        d *= 2;
+    return d < SUP_BACKOFF_MAX_MS ? d : SUP_BACKOFF_MAX_MS;
 }
 
 void cli_sup_describe(int status, char *buf, size_t len)
@@ -93,6 +109,8 @@ static int sup_spawn(sup_child *c, const char *config_path)
     }
     c->pid = pid;
     c->started_ms = wh_now_ms();
+    c->ready_logged = 0;
+    atomic_store(&c->probe_pid, (int)pid);
     wh_info("started walhook-%s (pid %d)", c->name, (int)pid);
     return WH_OK;
 }
@@ -116,13 +134,26 @@ static int sup_reap(sup_child *ch, int restart)
             cli_sup_describe(status, how, sizeof(how));
             uint64_t now = wh_now_ms();
             long long up = (long long)(now - ch[i].started_ms);
+            int was_ready = atomic_load(&ch[i].ready_pid) == (int)pid;
             ch[i].pid = 0;
+            atomic_store(&ch[i].probe_pid, 0);
             n++;
             if (restart) {
-                int d = cli_sup_next_delay(&ch[i].backoff_ms, up);
+                /* A daemon that had become ready is restarted at once, and
+                 * so is one that failed once before it got there; only one
+                 * that keeps dying before it is ready backs off. */
+                int d = cli_sup_next_delay(&ch[i].failures, was_ready);
                 ch[i].restart_at_ms = now + (uint64_t)d;
-                wh_warn("walhook-%s (pid %d) %s after %lld ms; restarting in %d ms", ch[i].name,
-                        (int)pid, how, up, d);
+                if (d == 0)
+                    wh_warn("walhook-%s (pid %d) %s after %lld ms (%s); restarting walhook-%s "
+                            "at once",
+                            ch[i].name, (int)pid, how, up,
+                            was_ready ? "it was ready" : "before it became ready, first time",
+                            ch[i].name);
+                else
+                    wh_warn("walhook-%s (pid %d) %s after %lld ms, before it became ready (%d "
+                            "times in a row); restarting walhook-%s in %d ms",
+                            ch[i].name, (int)pid, how, up, ch[i].failures, ch[i].name, d);
             } else {
                 wh_info("walhook-%s (pid %d) %s", ch[i].name, (int)pid, how);
             }
@@ -193,15 +224,11 @@ static int sup_wait_store(sup_child *ch, const cli_sup_opts *o)
         wh_error("cannot open a client to the store at %s: %s", o->store_endpoint, err);
         return WH_ERR;
     }
-    Walhook__Request req = WALHOOK__REQUEST__INIT;
-    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
-    req.body_case = WALHOOK__REQUEST__BODY_STATS;
-    req.stats = &sr;
     uint64_t deadline = wh_now_ms() + (uint64_t)o->store_wait_ms;
     int rc = WH_ERR;
     while (!wh_stop_requested) {
         Walhook__Reply *rep = NULL;
-        if (wh_client_call(cl, &req, &rep, err, sizeof(err)) == WH_OK) {
+        if (wh_stats_call(cl, &rep, err, sizeof(err)) == WH_OK) {
             walhook__reply__free_unpacked(rep, NULL);
             rc = WH_OK;
             break;
@@ -222,6 +249,129 @@ static int sup_wait_store(sup_child *ch, const cli_sup_opts *o)
     return rc;
 }
 
+/* ---- readiness ----
+ * A thread asks every running daemon whether it is ready, every
+ * SUP_PROBE_EVERY_MS until it is: store, ingestor and dispatcher answer Stats
+ * on their endpoints (`ready`, as the admin's /readyz reads it; the
+ * ingestor is ready once it streams); the admin is ready once its HTTP port
+ * accepts connections. */
+typedef struct sup_probe {
+    sup_child *ch;
+    wh_client *cl[SUP_N]; /* NULL for the admin */
+    char admin_host[256], admin_port[16];
+    pthread_t thr;
+    int started;
+    atomic_int stop;
+} sup_probe;
+
+/* 1 when something accepts a TCP connection at host:port. */
+static int tcp_accepts(const char *host, const char *port)
+{
+    struct addrinfo hints, *ai = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, port, &hints, &ai) != 0)
+        return 0;
+    int ok = 0;
+    for (struct addrinfo *a = ai; a && !ok; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+            ok = 1;
+        } else if (errno == EINPROGRESS) {
+            struct pollfd p = {fd, POLLOUT, 0};
+            int soerr = 0;
+            socklen_t len = sizeof(soerr);
+            if (poll(&p, 1, SUP_PROBE_TIMEOUT_MS) == 1 &&
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr == 0)
+                ok = 1;
+        }
+        close(fd);
+    }
+    freeaddrinfo(ai);
+    return ok;
+}
+
+static int probe_ready(sup_probe *p, int i)
+{
+    if (i == SUP_ADMIN)
+        return tcp_accepts(p->admin_host, p->admin_port);
+    if (p->cl[i] == NULL)
+        return 0;
+    Walhook__Reply *rep = NULL;
+    char err[WH_ERRLEN];
+    if (wh_stats_call(p->cl[i], &rep, err, sizeof(err)) != WH_OK)
+        return 0;
+    int ready = rep->stats->ready ? 1 : 0;
+    walhook__reply__free_unpacked(rep, NULL);
+    return ready;
+}
+
+static void *probe_main(void *arg)
+{
+    sup_probe *p = arg;
+    while (!atomic_load(&p->stop)) {
+        for (int i = 0; i < SUP_N && !atomic_load(&p->stop); i++) {
+            int pid = atomic_load(&p->ch[i].probe_pid);
+            if (pid > 0 && atomic_load(&p->ch[i].ready_pid) != pid && probe_ready(p, i))
+                atomic_store(&p->ch[i].ready_pid, pid);
+        }
+        wh_sleep_ms(SUP_PROBE_EVERY_MS);
+    }
+    return NULL;
+}
+
+/* host:port of admin.listen, with a wildcard host replaced by loopback. */
+static void admin_addr(const char *listen, char *host, size_t hlen, char *port, size_t plen)
+{
+    const char *colon = strrchr(listen, ':');
+    size_t n = colon ? (size_t)(colon - listen) : strlen(listen);
+    const char *h = listen;
+    if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+        h++;
+        n -= 2;
+    }
+    snprintf(host, hlen, "%.*s", (int)n, h);
+    snprintf(port, plen, "%s", colon ? colon + 1 : "8080");
+    if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0)
+        snprintf(host, hlen, "127.0.0.1");
+    else if (strcmp(host, "::") == 0)
+        snprintf(host, hlen, "::1");
+}
+
+static void probe_start(sup_probe *p, sup_child *ch, const cli_sup_opts *o)
+{
+    memset(p, 0, sizeof(*p));
+    p->ch = ch;
+    const char *urls[SUP_N] = {o->store_endpoint, o->ingestor_control, o->dispatcher_control, NULL};
+    for (int i = 0; i < SUP_N; i++) {
+        char err[WH_ERRLEN];
+        if (urls[i] && urls[i][0] &&
+            wh_client_open(&p->cl[i], urls[i], SUP_PROBE_TIMEOUT_MS, o->max_msg, err,
+                           sizeof(err)) != WH_OK) {
+            wh_warn("walhook-%s: cannot open a client to %s (%s); its readiness is not known, "
+                    "so it backs off when it dies",
+                    ch[i].name, urls[i], err);
+            p->cl[i] = NULL;
+        }
+    }
+    admin_addr(o->admin_listen ? o->admin_listen : "", p->admin_host, sizeof(p->admin_host),
+               p->admin_port, sizeof(p->admin_port));
+    p->started = pthread_create(&p->thr, NULL, probe_main, p) == 0;
+    if (!p->started)
+        wh_warn("cannot start the readiness probe: %s", strerror(errno));
+}
+
+static void probe_stop(sup_probe *p)
+{
+    atomic_store(&p->stop, 1);
+    if (p->started)
+        pthread_join(p->thr, NULL);
+    for (int i = 0; i < SUP_N; i++)
+        wh_client_close(p->cl[i]);
+}
+
 int cli_sup_run(const cli_sup_opts *o)
 {
     static const char *const names[SUP_N] = {"store", "ingestor", "dispatcher", "admin"};
@@ -229,7 +379,6 @@ int cli_sup_run(const cli_sup_opts *o)
     memset(ch, 0, sizeof(ch));
     for (int i = 0; i < SUP_N; i++) {
         ch[i].name = names[i];
-        ch[i].backoff_ms = SUP_BACKOFF_MIN_MS;
         snprintf(ch[i].path, sizeof(ch[i].path), "%.4000s/walhook-%s", o->bindir, names[i]);
         if (access(ch[i].path, X_OK) != 0) {
             wh_error("cannot run %s: %s", ch[i].path, strerror(errno));
@@ -249,6 +398,8 @@ int cli_sup_run(const cli_sup_opts *o)
             sup_stop_all(ch);
             return 1;
         }
+    static sup_probe probe;
+    probe_start(&probe, ch, o);
 
     if (cli_tenants_start(&sup_tenants, o->bindir, o->config_path) != WH_OK)
         wh_warn("cannot follow the tenants of the runtime state; only the file's tenant runs");
@@ -257,11 +408,19 @@ int cli_sup_run(const cli_sup_opts *o)
         sup_reap(ch, 1);
         cli_tenants_tick(sup_tenants);
         uint64_t now = wh_now_ms();
-        for (int i = 0; i < SUP_N; i++)
+        for (int i = 0; i < SUP_N; i++) {
             if (ch[i].pid == 0 && now >= ch[i].restart_at_ms && !wh_stop_requested &&
                 (i != SUP_INGESTOR || cli_tenants_default_wanted(sup_tenants)))
                 if (sup_spawn(&ch[i], o->config_path) != WH_OK)
-                    ch[i].restart_at_ms = now + (uint64_t)cli_sup_next_delay(&ch[i].backoff_ms, 0);
+                    ch[i].restart_at_ms = now + (uint64_t)cli_sup_next_delay(&ch[i].failures, 0);
+            if (ch[i].pid > 0 && !ch[i].ready_logged &&
+                atomic_load(&ch[i].ready_pid) == (int)ch[i].pid) {
+                ch[i].ready_logged = 1;
+                ch[i].failures = 0; /* ready: the backoff starts over */
+                wh_info("walhook-%s (pid %d) is ready after %llu ms", ch[i].name, (int)ch[i].pid,
+                        (unsigned long long)(now - ch[i].started_ms));
+            }
+        }
         if (wh_reload_requested) {
             /* Pass SIGHUP on: every daemon re-reads the file itself. */
             wh_reload_requested = 0;
@@ -274,6 +433,7 @@ int cli_sup_run(const cli_sup_opts *o)
         wh_sleep_ms(50);
     }
     wh_info("stop requested: stopping ingestor, then dispatcher and admin, then store");
+    probe_stop(&probe);
     sup_stop_all(ch);
     wh_info("all daemons stopped");
     return 0;

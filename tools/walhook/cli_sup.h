@@ -4,19 +4,27 @@
  * walhook-ingestor, walhook-dispatcher, walhook-admin (each with -c FILE when
  * given). Children run in their own process group (a terminal's Ctrl-C
  * reaches only the supervisor, which then stops them in order) and get
- * SIGTERM if the supervisor dies. A child that dies is restarted after a
- * backoff of 250 ms doubling to 10 s, reset once it stayed up 30 s.
- * Stop (SIGTERM/SIGINT): ingestor, then dispatcher and admin, then the
- * store; SIGTERM, up to 10 s, then SIGKILL. */
+ * SIGTERM if the supervisor dies. A thread watches each child until it is
+ * ready (store, ingestor, dispatcher: `ready` in their Stats reply; admin:
+ * its HTTP port accepts connections) and the supervisor logs "walhook-X (pid
+ * N) is ready". A child that dies is restarted at once when it had become
+ * ready, and at once the first time it dies before becoming ready; each
+ * further death before readiness doubles the delay from 250 ms up to 10 s;
+ * readiness resets it. Stop (SIGTERM/SIGINT): ingestor, then dispatcher and
+ * admin, then the store; SIGTERM, then SIGKILL after the daemons' own
+ * shutdown deadline plus 5 s. */
 #ifndef CLI_SUP_H
 #define CLI_SUP_H
 
 #include <stddef.h>
 
 typedef struct cli_sup_opts {
-    const char *bindir;         /* directory holding the walhook-* binaries */
-    const char *config_path;    /* passed as -c to every child, or NULL */
-    const char *store_endpoint; /* to wait for the store */
+    const char *bindir;             /* directory holding the walhook-* binaries */
+    const char *config_path;        /* passed as -c to every child, or NULL */
+    const char *store_endpoint;     /* to wait for the store, and its readiness */
+    const char *ingestor_control;   /* readiness of the ingestor */
+    const char *dispatcher_control; /* readiness of the dispatcher */
+    const char *admin_listen;       /* host:port: readiness of the admin */
     size_t max_msg;
     int store_wait_ms; /* how long the store may take to answer */
 } cli_sup_opts;
@@ -25,9 +33,10 @@ typedef struct cli_sup_opts {
  * failure). */
 int cli_sup_run(const cli_sup_opts *o);
 
-/* Next restart delay: returns the delay to use now and updates *backoff_ms
- * (250 -> 10000 doubling; reset to 250 when uptime_ms >= 30000). */
-int cli_sup_next_delay(int *backoff_ms, long long uptime_ms);
+/* Restart delay of a daemon that died: *failures counts its deaths in a row
+ * before it became ready. was_ready resets it; then 0 ms for the first such
+ * death, 250 ms for the second, doubling up to 10000 ms. Updates *failures. */
+int cli_sup_next_delay(int *failures, int was_ready);
 
 /* Describes a wait status: "exited with code 3", "killed by signal 9 (Killed)". */
 void cli_sup_describe(int status, char *buf, size_t len);

@@ -17,6 +17,9 @@
 
 #define CT_POLL_MS 1000
 #define CT_STOP_WAIT_MS 10000
+/* no readiness probe for these children: one that ran this long counts as
+ * having been ready (the restart backoff starts over) */
+#define CT_STABLE_MS 10000
 
 typedef struct ct_child {
     char tenant[WH_NAME_MAX];
@@ -24,7 +27,7 @@ typedef struct ct_child {
     int wanted; /* in the latest state */
     uint64_t started_ms;
     uint64_t restart_at_ms;
-    int backoff_ms;
+    int failures; /* deaths in a row before it ran CT_STABLE_MS */
 } ct_child;
 
 struct cli_tenants {
@@ -74,7 +77,7 @@ static void spawn(cli_tenants *t, ct_child *c)
     pid_t pid = fork();
     if (pid < 0) {
         wh_error("cannot fork for the ingestor of tenant %s: %s", c->tenant, strerror(errno));
-        c->restart_at_ms = wh_now_ms() + (uint64_t)cli_sup_next_delay(&c->backoff_ms, 0);
+        c->restart_at_ms = wh_now_ms() + (uint64_t)cli_sup_next_delay(&c->failures, 0);
         return;
     }
     if (pid == 0) {
@@ -188,7 +191,7 @@ int cli_tenants_reaped(cli_tenants *t, pid_t pid, int status)
         uint64_t now = wh_now_ms();
         c->pid = 0;
         if (c->wanted && !wh_stop_requested) {
-            int d = cli_sup_next_delay(&c->backoff_ms, (long long)(now - c->started_ms));
+            int d = cli_sup_next_delay(&c->failures, now - c->started_ms >= CT_STABLE_MS);
             c->restart_at_ms = now + (uint64_t)d;
             wh_warn("walhook-ingestor of tenant %s (pid %d) %s; restarting in %d ms", c->tenant,
                     (int)pid, how, d);

@@ -10,9 +10,11 @@
 #include <unistd.h>
 
 #include "cli_pg.h"
+#include "cli_stale.h"
 #include "cli_sup.h"
 #include "wh_buf.h"
 #include "wh_config.h"
+#include "wh_daemon.h"
 #include "wh_util.h"
 
 static void up_usage(FILE *f)
@@ -116,13 +118,22 @@ int cli_cmd_up(int argc, char **argv)
     int lvl = wh_log_level_parse(cfg.log_level);
     wh_log_init("walhook", lvl < 0 ? WH_LOG_INFO : lvl);
 
-    if (cli_pg_preflight(cfg.source_dsn, err, sizeof(err)) != WH_OK) {
+    /* The same data directory rule as every daemon (which would refuse it
+     * one by one): created 0700, refused when group or others can read it. */
+    if (wh_data_dir_prepare(cfg.data_dir, 1, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "walhook up: %s\n", err);
+        rc = 2;
+        goto out;
+    }
+    /* Daemons of a previous instance still on this data directory would
+     * keep RocksDB's LOCK, the slot or an endpoint: stop them first. */
+    if (cli_stale_stop(cfg.data_dir, WH_SHUTDOWN_DEADLINE_MS + 2000, err, sizeof(err)) != WH_OK) {
         fprintf(stderr, "walhook up: %s\n", err);
         rc = 1;
         goto out;
     }
-    if (wh_mkdirs(cfg.data_dir, 0700, err, sizeof(err)) != WH_OK) {
-        fprintf(stderr, "walhook up: cannot create data directory %s: %s\n", cfg.data_dir, err);
+    if (cli_pg_preflight(cfg.source_dsn, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "walhook up: %s\n", err);
         rc = 1;
         goto out;
     }
@@ -146,6 +157,9 @@ int cli_cmd_up(int argc, char **argv)
         .bindir = bindir,
         .config_path = config_path,
         .store_endpoint = cfg.store_endpoint,
+        .ingestor_control = cfg.ingestor_control,
+        .dispatcher_control = cfg.dispatcher_control,
+        .admin_listen = cfg.admin_listen,
         .max_msg = cfg.ipc_max_msg_bytes > 0 ? (size_t)cfg.ipc_max_msg_bytes : (size_t)64 << 20,
         .store_wait_ms = 30000,
     };

@@ -1,0 +1,194 @@
+/* Unit tests: the start-up pieces every daemon shares (wh_daemon, wh_util):
+ * the data directory rule, the shutdown watchdog, the pid file. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "wh_daemon.h"
+#include "wh_util.h"
+
+static char base[64];
+
+static int setup(void **state)
+{
+    snprintf(base, sizeof(base), "/tmp/wh_daemon_%d", (int)getpid());
+    return mkdir(base, 0700) == 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", base);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void test_data_dir_rule(void **state)
+{
+    char dir[128], err[WH_ERRLEN], want[200];
+    struct stat st;
+    mode_t old = umask(022);
+
+    /* missing: created 0700 with its parent, or left alone when not asked */
+    snprintf(dir, sizeof(dir), "%s/a/data", base);
+    assert_int_equal(wh_data_dir_prepare(dir, 0, err, sizeof(err)), WH_OK);
+    assert_int_not_equal(stat(dir, &st), 0);
+    assert_int_equal(wh_data_dir_prepare(dir, 1, err, sizeof(err)), WH_OK);
+    assert_int_equal(stat(dir, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0700);
+    assert_int_equal(wh_data_dir_prepare(dir, 1, err, sizeof(err)), WH_OK);
+
+    /* any group or other bit: refused, naming the path and the fix */
+    const int modes[] = {0755, 0750, 0705, 0770, 0701, 0710};
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        assert_int_equal(chmod(dir, (mode_t)modes[i]), 0);
+        err[0] = '\0';
+        assert_int_equal(wh_data_dir_prepare(dir, 1, err, sizeof(err)), WH_ERR);
+        snprintf(want, sizeof(want), "chmod 700 %s", dir);
+        assert_non_null(strstr(err, want));
+        assert_int_equal(wh_data_dir_prepare(dir, 0, err, sizeof(err)), WH_ERR);
+    }
+    assert_int_equal(chmod(dir, 0700), 0);
+    assert_int_equal(wh_data_dir_prepare(dir, 0, err, sizeof(err)), WH_OK);
+
+    /* not a directory */
+    snprintf(dir, sizeof(dir), "%s/file", base);
+    FILE *f = fopen(dir, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(wh_data_dir_prepare(dir, 1, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "not a directory"));
+    umask(old);
+}
+
+/* Runs fn in a child with its stderr on a pipe; returns the wait status
+ * (or -1 when it did not end within limit_ms) and the output in out. */
+static int run_child(void (*fn)(void), int limit_ms, char *out, size_t outlen)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[0]);
+        fn();
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t len = 0;
+    int status = -1;
+    uint64_t until = wh_now_ms() + (uint64_t)limit_ms;
+    for (;;) {
+        struct pollfd p = {fds[0], POLLIN, 0};
+        if (poll(&p, 1, 20) == 1 && len + 1 < outlen) {
+            ssize_t n = read(fds[0], out + len, outlen - len - 1);
+            if (n > 0)
+                len += (size_t)n;
+        }
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            break;
+        if (wh_now_ms() >= until) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            status = -1;
+            break;
+        }
+    }
+    ssize_t n;
+    while (len + 1 < outlen && (n = read(fds[0], out + len, outlen - len - 1)) > 0)
+        len += (size_t)n;
+    out[len] = '\0';
+    close(fds[0]);
+    return status;
+}
+
+/* A teardown stuck for good after the stop request. */
+static void stuck_after_stop(void)
+{
+    char err[WH_ERRLEN];
+    wh_log_init("test", WH_LOG_INFO);
+    if (wh_shutdown_watchdog_start(300, err, sizeof(err)) != WH_OK)
+        _exit(3);
+    wh_stop_requested = 1;
+    for (;;)
+        pause();
+}
+
+/* No stop request: the watchdog must leave the process alone. */
+static void runs_without_stop(void)
+{
+    char err[WH_ERRLEN];
+    wh_log_init("test", WH_LOG_INFO);
+    if (wh_shutdown_watchdog_start(100, err, sizeof(err)) != WH_OK)
+        _exit(3);
+    usleep(600 * 1000);
+    _exit(7);
+}
+
+static void test_shutdown_watchdog(void **state)
+{
+    char out[4096];
+    uint64_t t0 = wh_now_ms();
+    int st = run_child(stuck_after_stop, 10000, out, sizeof(out));
+    assert_int_not_equal(st, -1); /* it ended by itself */
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 1);
+    assert_true(wh_now_ms() - t0 >= 300);
+    assert_non_null(strstr(out, "shutdown did not finish within 300 ms"));
+
+    st = run_child(runs_without_stop, 10000, out, sizeof(out));
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 7);
+    assert_null(strstr(out, "shutdown did not finish"));
+}
+
+static wh_config pcfg;
+
+static void write_pidfile_and_exit(void)
+{
+    wh_daemon_pidfile(&pcfg, "unit");
+    exit(0); /* atexit removes it */
+}
+
+static void test_pidfile(void **state)
+{
+    char path[200], buf[32], out[256];
+    snprintf(pcfg.data_dir, sizeof(pcfg.data_dir), "%s", base);
+    snprintf(path, sizeof(path), "%s/unit.pid", base);
+    mode_t old = umask(022);
+    wh_daemon_pidfile(&pcfg, "unit");
+    umask(old);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(buf, sizeof(buf), f));
+    fclose(f);
+    assert_int_equal(strtol(buf, NULL, 10), (long)getpid());
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 077, 0); /* not readable by others */
+    /* a child (another daemon) writes its own and removes it at exit */
+    int s = run_child(write_pidfile_and_exit, 10000, out, sizeof(out));
+    assert_true(WIFEXITED(s));
+    assert_int_not_equal(access(path, F_OK), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_data_dir_rule),
+        cmocka_unit_test(test_shutdown_watchdog),
+        cmocka_unit_test(test_pidfile),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
