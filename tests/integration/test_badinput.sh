@@ -66,7 +66,6 @@ expect "bad dsn (up --source)" 'dsn|port' "$BIN/walhook" up --source 'postgresql
 # the ingestor takes its source from the runtime state in the store: without
 # a store it fails naming the store; with one, on the unreachable source
 expect "no store (ingestor)" 'store' "$BIN/walhook-ingestor" -c "$WH_TMP/unreachable.conf"
-mkdir -p "$DATA"
 wh_spawn store "$BIN/walhook-store" -c "$WH_TMP/unreachable.conf"
 expect "unreachable (ingestor)" 'connect|refused|unreachable' \
     "$BIN/walhook-ingestor" -c "$WH_TMP/unreachable.conf"

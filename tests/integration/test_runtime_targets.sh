@@ -47,7 +47,7 @@ CONF="$WH_TMP/walhook.conf"
 wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$R1/one" \
     "http://127.0.0.1:$R4/pz"
 sed -i 's/name = "t1"/name = "pz"/' "$CONF"
-mkdir -p "$WH_TMP/data"
+mkdir -m 700 "$WH_TMP/data" # private, as every daemon requires
 start_daemons() {
     wh_spawn store "$BIN/walhook-store" -c "$CONF"
     sleep 0.3
