@@ -2,6 +2,7 @@
  * overrides and validation. */
 #include "wh_config.h"
 #include "wh_buf.h"
+#include "wh_cfgscan.h"
 #include "wh_dsn.h"
 #include "wh_util.h"
 
@@ -86,12 +87,48 @@ const wh_config_entry wh_config_table[] = {
 };
 const size_t wh_config_table_len = WH_ARRAY_LEN(wh_config_table);
 
+/* One lookup costs one pass over the table (a few dozen entries), whatever
+ * the file holds: loading is linear in the number of settings. */
 static const wh_config_entry *find_entry(const char *path)
 {
     for (size_t i = 0; i < wh_config_table_len; i++)
         if (strcmp(wh_config_table[i].path, path) == 0)
             return &wh_config_table[i];
     return NULL;
+}
+
+/* 1 when path is a group of the table ("source" for "source.dsn"). */
+static int is_group(const char *path)
+{
+    size_t n = strlen(path);
+    for (size_t i = 0; i < wh_config_table_len; i++)
+        if (strncmp(wh_config_table[i].path, path, n) == 0 && wh_config_table[i].path[n] == '.')
+            return 1;
+    return 0;
+}
+
+/* The members a target group may have. */
+static int is_target_field(const char *name)
+{
+    return strcmp(name, "name") == 0 || strcmp(name, "url") == 0 || strcmp(name, "secret") == 0;
+}
+
+/* "targets[<k>].<field>" with a known field. */
+static int is_target_field_path(const char *path)
+{
+    if (strncmp(path, "targets[", 8) != 0)
+        return 0;
+    const char *p = path + 8;
+    if (!isdigit((unsigned char)*p))
+        return 0;
+    while (isdigit((unsigned char)*p))
+        p++;
+    return p[0] == ']' && p[1] == '.' && is_target_field(p + 2);
+}
+
+static int unknown_setting(char *err, size_t errlen, const char *path, int line)
+{
+    return wh_seterr(err, errlen, "unknown setting '%s' (line %d)", path, line);
 }
 
 void wh_config_defaults(wh_config *c)
@@ -293,6 +330,11 @@ static int load_group(wh_config *c, config_setting_t *group, const char *prefix,
                 for (int m = 0; m < nm; m++) {
                     config_setting_t *f = config_setting_get_elem(t, (unsigned)m);
                     const char *fn = config_setting_name(f);
+                    if (!is_target_field(fn)) {
+                        char tpath[256];
+                        snprintf(tpath, sizeof(tpath), "targets[%d].%s", k, fn);
+                        return unknown_setting(err, errlen, tpath, config_setting_source_line(f));
+                    }
                     if (config_setting_type(f) != CONFIG_TYPE_STRING)
                         return wh_seterr(err, errlen, "targets[%d].%s (line %d): expected a string",
                                          k, fn, config_setting_source_line(f));
@@ -300,26 +342,22 @@ static int load_group(wh_config *c, config_setting_t *group, const char *prefix,
                         tname = config_setting_get_string(f);
                     else if (strcmp(fn, "url") == 0)
                         turl = config_setting_get_string(f);
-                    else if (strcmp(fn, "secret") == 0)
-                        tsecret = config_setting_get_string(f);
                     else
-                        return wh_seterr(err, errlen, "unknown setting 'targets[%d].%s' (line %d)",
-                                         k, fn, config_setting_source_line(f));
+                        tsecret = config_setting_get_string(f);
                 }
                 if (add_target(c, tname, turl, tsecret, err, errlen) != WH_OK)
                     return WH_ERR;
             }
             continue;
         }
-        if (type == CONFIG_TYPE_GROUP) {
+        const wh_config_entry *e = find_entry(path);
+        if (e == NULL && type == CONFIG_TYPE_GROUP && is_group(path)) {
             if (load_group(c, s, path, err, errlen) != WH_OK)
                 return WH_ERR;
             continue;
         }
-        const wh_config_entry *e = find_entry(path);
         if (e == NULL)
-            return wh_seterr(err, errlen, "unknown setting '%s' (line %d)", path,
-                             config_setting_source_line(s));
+            return unknown_setting(err, errlen, path, config_setting_source_line(s));
         int line = config_setting_source_line(s);
         char sub[WH_ERRLEN];
         switch (e->type) {
@@ -349,22 +387,86 @@ static int load_group(wh_config *c, config_setting_t *group, const char *prefix,
     return WH_OK;
 }
 
+/* Reads the whole file (at most WH_CONFIG_FILE_MAX bytes) into *out. */
+static int read_text(const char *path, char **out, size_t *outlen, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return wh_seterr(err, errlen, "cannot read config file %s: %s", path, strerror(errno));
+    wh_buf b;
+    wh_buf_init(&b, WH_CONFIG_FILE_MAX);
+    char chunk[8192];
+    size_t n;
+    int rc = WH_OK;
+    while (rc == WH_OK && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        if (wh_buf_append(&b, chunk, n) != WH_OK)
+            rc = wh_seterr(err, errlen, "config file %s: larger than %d bytes", path,
+                           WH_CONFIG_FILE_MAX);
+    if (rc == WH_OK && ferror(f))
+        rc = wh_seterr(err, errlen, "cannot read config file %s: read error", path);
+    fclose(f);
+    if (rc == WH_OK && wh_buf_cstr(&b) != WH_OK)
+        rc = wh_seterr(err, errlen, "out of memory reading %s", path);
+    if (rc != WH_OK) {
+        wh_buf_free(&b);
+        return WH_ERR;
+    }
+    *out = b.data;
+    *outlen = b.len;
+    return WH_OK;
+}
+
+typedef struct scan_check {
+    char *err;
+    size_t errlen;
+} scan_check;
+
+/* wh_cfgscan_fn: stops at the first setting the table does not know. */
+static int scan_setting(void *arg, const char *path, int line)
+{
+    scan_check *sc = arg;
+    if (strcmp(path, "targets") == 0 || is_group(path))
+        return WH_CFGSCAN_DESCEND;
+    if (find_entry(path) != NULL || is_target_field_path(path))
+        return WH_CFGSCAN_SKIP;
+    unknown_setting(sc->err, sc->errlen, path, line);
+    return WH_CFGSCAN_STOP;
+}
+
+/* The file is walked once with wh_cfgscan before libconfig parses it, so a
+ * file of many unknown settings is refused at the first one in linear time
+ * (libconfig 1.5's parser is quadratic in the size of a group). */
 static int load_file(wh_config *c, const char *path, char *err, size_t errlen)
 {
+    char *text = NULL;
+    size_t len = 0;
+    if (read_text(path, &text, &len, err, errlen) != WH_OK)
+        return WH_ERR;
+    char sub[WH_ERRLEN];
+    const char *nul = memchr(text, '\0', len);
+    if (nul != NULL) {
+        int line = 1;
+        for (const char *p = text; p < nul; p++)
+            line += *p == '\n';
+        free(text);
+        return wh_seterr(err, errlen, "config file %s line %d: NUL byte", path, line);
+    }
+    scan_check sc = {sub, sizeof(sub)};
+    if (wh_cfgscan(text, len, scan_setting, &sc)) {
+        free(text);
+        return wh_seterr(err, errlen, "config file %s: %s", path, sub);
+    }
     config_t cf;
     config_init(&cf);
     int rc = WH_OK;
-    if (access(path, R_OK) != 0) {
-        rc = wh_seterr(err, errlen, "cannot read config file %s: %s", path, strerror(errno));
-    } else if (config_read_file(&cf, path) != CONFIG_TRUE) {
+    if (config_read_string(&cf, text) != CONFIG_TRUE) {
         rc = wh_seterr(err, errlen, "config file %s line %d: %s", path, config_error_line(&cf),
                        config_error_text(&cf));
-    } else {
-        char sub[WH_ERRLEN];
-        if (load_group(c, config_root_setting(&cf), "", sub, sizeof(sub)) != WH_OK)
-            rc = wh_seterr(err, errlen, "config file %s: %s", path, sub);
+    } else if (load_group(c, config_root_setting(&cf), "", sub, sizeof(sub)) != WH_OK) {
+        rc = wh_seterr(err, errlen, "config file %s: %s", path, sub);
     }
     config_destroy(&cf);
+    free(text);
     return rc;
 }
 

@@ -9,7 +9,8 @@
  *
  * Unknown keys, wrong types, out-of-range values and bad DSNs are errors that
  * name the key; a daemon then exits non-zero. A failed reload keeps the old
- * configuration.
+ * configuration. Loading stops at the first unknown setting (with its line)
+ * and is linear in the size of the file (see wh_cfgscan.h).
  */
 #ifndef WH_CONFIG_H
 #define WH_CONFIG_H
@@ -21,6 +22,7 @@
 #define WH_NAME_MAX 64
 #define WH_URL_MAX 1024
 #define WH_PATH_MAX 1024
+#define WH_CONFIG_FILE_MAX (16 * 1024 * 1024) /* a larger file is refused */
 
 typedef struct wh_target {
     char name[WH_NAME_MAX];

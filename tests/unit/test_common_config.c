@@ -4,17 +4,40 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <dlfcn.h>
+#include <libconfig.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "wh_buf.h"
+#include "wh_cfgscan.h"
 #include "wh_config.h"
 #include "wh_dsn.h"
 #include "wh_util.h"
 
 static char path[64];
+
+/* Spies on libconfig's parser entry points (this program's definitions win
+ * over libconfig's at link time) to see how often a whole file reaches it. */
+static int libconfig_parses;
+
+int config_read_file(config_t *config, const char *filename)
+{
+    int (*real)(config_t *, const char *) =
+        (int (*)(config_t *, const char *))dlsym(RTLD_NEXT, "config_read_file");
+    libconfig_parses++;
+    return real(config, filename);
+}
+
+int config_read_string(config_t *config, const char *str)
+{
+    int (*real)(config_t *, const char *) =
+        (int (*)(config_t *, const char *))dlsym(RTLD_NEXT, "config_read_string");
+    libconfig_parses++;
+    return real(config, str);
+}
 
 static const char *write_conf(const char *text)
 {
@@ -218,6 +241,102 @@ static void test_dsn_redact(void **state)
     assert_string_equal(out, "hos");
 }
 
+/* Issue 5, defect 7: 30,000 unknown settings took seconds to refuse
+ * (libconfig 1.5 parses a group of n settings in n^2). The file is refused at
+ * its first unknown setting, named with its line, before libconfig parses
+ * anything; a valid file is parsed once. */
+static void test_many_unknown_settings(void **state)
+{
+    for (int n = 30000; n <= 60000; n += 30000) {
+        wh_buf b;
+        wh_buf_init(&b, 0);
+        assert_int_equal(wh_buf_puts(&b, "tenant = \"shop\";\n# then many typos\n"), WH_OK);
+        for (int i = 0; i < n; i++)
+            assert_int_equal(wh_buf_printf(&b, "unknown_%d = %d;\n", i, i), WH_OK);
+        assert_int_equal(wh_buf_cstr(&b), WH_OK);
+        wh_config c;
+        char err[WH_ERRLEN] = "";
+        libconfig_parses = 0;
+        assert_int_equal(load_text(&c, b.data, err, sizeof(err)), WH_ERR);
+        wh_buf_free(&b);
+        if (strstr(err, "unknown setting 'unknown_0' (line 3)") == NULL)
+            fail_msg("%d keys: error '%s' does not name the first unknown key", n, err);
+        assert_int_equal(libconfig_parses, 0);
+    }
+    /* the same check inside a group and inside a target */
+    wh_config c;
+    char err[WH_ERRLEN] = "";
+    libconfig_parses = 0;
+    assert_int_equal(load_text(&c, "source = {\n slot = \"s\";\n dns = \"x\"; a = 1; b = 2; };\n",
+                               err, sizeof(err)),
+                     WH_ERR);
+    assert_non_null(strstr(err, "unknown setting 'source.dns' (line 3)"));
+    assert_int_equal(load_text(&c,
+                               "targets = ( { url = \"http://h/\"; },\n { colour = \"red\"; } );\n",
+                               err, sizeof(err)),
+                     WH_ERR);
+    assert_non_null(strstr(err, "unknown setting 'targets[1].colour' (line 2)"));
+    /* an unknown group is an unknown setting, even when empty */
+    assert_int_equal(load_text(&c, "tenant = \"t\";\nfoo = {};\n", err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "unknown setting 'foo' (line 2)"));
+    assert_int_equal(libconfig_parses, 0);
+    /* a valid file goes to libconfig once */
+    assert_int_equal(
+        load_text(&c, "tenant = \"t\"; source = { slot = \"s\"; };\n", err, sizeof(err)), WH_OK);
+    assert_int_equal(libconfig_parses, 1);
+}
+
+typedef struct scan_log {
+    char seen[16][64];
+    int lines[16];
+    int n;
+    const char *stop_at; /* path that stops the walk */
+} scan_log;
+
+static int scan_cb(void *arg, const char *p, int line)
+{
+    scan_log *l = arg;
+    if (l->n < 16) {
+        snprintf(l->seen[l->n], sizeof(l->seen[l->n]), "%s", p);
+        l->lines[l->n] = line;
+    }
+    l->n++;
+    if (l->stop_at && strcmp(p, l->stop_at) == 0)
+        return WH_CFGSCAN_STOP;
+    return strcmp(p, "skipped") == 0 ? WH_CFGSCAN_SKIP : WH_CFGSCAN_DESCEND;
+}
+
+static void test_cfgscan(void **state)
+{
+    const char *text = "# comment with a = b;\n"
+                       "a = \"x # not a comment\" \"y \\\" } still a string\";\n"
+                       "/* block\n comment { */ b : 1.5e+3, c = [1, 2, 3]\n"
+                       "g = { h = true; i = ( { j = 0x1F; }, \"s\", ( 1 ) ); }; // tail\n"
+                       "skipped = { hidden = 1; };\n"
+                       "e = ();\n";
+    scan_log l = {0};
+    assert_int_equal(wh_cfgscan(text, strlen(text), scan_cb, &l), 0);
+    const char *want[] = {"a", "b", "c", "g", "g.h", "g.i", "g.i[0].j", "skipped", "e"};
+    const int lines[] = {2, 4, 4, 5, 5, 5, 5, 6, 7};
+    assert_int_equal(l.n, (int)WH_ARRAY_LEN(want));
+    for (size_t i = 0; i < WH_ARRAY_LEN(want); i++) {
+        assert_string_equal(l.seen[i], want[i]);
+        assert_int_equal(l.lines[i], lines[i]);
+    }
+    /* stop */
+    scan_log s = {.stop_at = "g.h"};
+    assert_int_equal(wh_cfgscan(text, strlen(text), scan_cb, &s), 1);
+    assert_int_equal(s.n, 5);
+    /* what the scanner does not follow ends the walk quietly */
+    const char *giveup[] = {"@include \"x.conf\"\nbad = 1;\n", "a = ;\nbad = 1;\n",
+                            "a = \"open\nbad = 1;\n", "a = 1 }\nbad = 1;\n",
+                            "a = /* open\nbad = 1;\n"};
+    for (size_t i = 0; i < WH_ARRAY_LEN(giveup); i++) {
+        scan_log g = {.stop_at = "bad"};
+        assert_int_equal(wh_cfgscan(giveup[i], strlen(giveup[i]), scan_cb, &g), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +347,8 @@ int main(void)
         cmocka_unit_test(test_static_diff_and_json),
         cmocka_unit_test(test_dsn_syntax),
         cmocka_unit_test(test_dsn_redact),
+        cmocka_unit_test(test_many_unknown_settings),
+        cmocka_unit_test(test_cfgscan),
     };
     return cmocka_run_group_tests_name("common_config", tests, NULL, NULL);
 }
