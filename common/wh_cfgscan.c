@@ -31,8 +31,8 @@ typedef struct scan {
 
 static int is_word_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '*' || c == '+' || c == '-' || c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '*' || c == '+' || c == '-' || c == '.';
 }
 
 /* libconfig's name: [A-Za-z*][-A-Za-z0-9_*]* */

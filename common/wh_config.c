@@ -242,31 +242,177 @@ static int valid_name(const char *s)
     return 1;
 }
 
-static int add_target(wh_config *c, const char *name, const char *url, const char *secret,
+/* ---- targets ---------------------------------------------------------- */
+
+int wh_secret_decode(const char *secret, unsigned char *key, size_t *keylen, char *err,
+                     size_t errlen)
+{
+    *keylen = 0;
+    if (secret == NULL || secret[0] == '\0')
+        return WH_OK;
+    const char *p = secret;
+    if (strncmp(p, "whsec_", 6) == 0)
+        p += 6;
+    size_t n = strlen(p);
+    if (n == 0)
+        return wh_seterr(err, errlen, "secret: empty after the whsec_ prefix");
+    /* the message never quotes the secret */
+    wh_buf b;
+    wh_buf_init(&b, n);
+    int rc = WH_OK;
+    if (n % 4 == 1 || wh_base64_decode(&b, p, n) != WH_OK)
+        rc = wh_seterr(err, errlen,
+                       "secret: not whsec_ followed by standard base64 (A-Z a-z 0-9 + / and = "
+                       "padding)");
+    else if (b.len < WH_SECRET_MIN_BYTES || b.len > WH_SECRET_MAX_BYTES)
+        rc = wh_seterr(err, errlen,
+                       "secret: decodes to %zu bytes; a Standard Webhooks secret has %d to %d",
+                       b.len, WH_SECRET_MIN_BYTES, WH_SECRET_MAX_BYTES);
+    if (rc == WH_OK) {
+        memcpy(key, b.data, b.len);
+        *keylen = b.len;
+    }
+    wh_buf_free(&b);
+    return rc;
+}
+
+static int host_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '-' || c == '.' || c == '_';
+}
+
+/* http(s)://[userinfo@]host[:port][/path][?query][#fragment], printable
+ * ASCII without spaces, a host name or an IP address, port 1..65535. */
+static int check_url(const char *url, char *err, size_t errlen)
+{
+    if (url[0] == '\0')
+        return wh_seterr(err, errlen, "url: missing");
+    for (const char *p = url; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch <= 0x20 || ch >= 0x7f)
+            return wh_seterr(err, errlen,
+                             "url: byte %zu is a control character, a space or not ASCII "
+                             "(percent-encode it)",
+                             (size_t)(p - url));
+    }
+    const char *a;
+    if (strncmp(url, "http://", 7) == 0)
+        a = url + 7;
+    else if (strncmp(url, "https://", 8) == 0)
+        a = url + 8;
+    else
+        return wh_seterr(err, errlen, "url: must start with http:// or https://");
+    size_t alen = strcspn(a, "/?#");
+    const char *at = NULL;
+    for (const char *p = a; p < a + alen; p++)
+        if (*p == '@')
+            at = p;
+    const char *h = at ? at + 1 : a, *end = a + alen, *port = NULL;
+    if (h < end && *h == '[') {
+        const char *rb = memchr(h, ']', (size_t)(end - h));
+        if (rb == NULL || rb == h + 1)
+            return wh_seterr(err, errlen, "url: bad IPv6 address (want [addr])");
+        for (const char *p = h + 1; p < rb; p++)
+            if (!isxdigit((unsigned char)*p) && *p != ':' && *p != '.')
+                return wh_seterr(err, errlen, "url: bad IPv6 address (want [addr])");
+        if (rb + 1 < end && rb[1] != ':')
+            return wh_seterr(err, errlen, "url: unexpected text after the IPv6 address");
+        port = rb + 1 < end ? rb + 2 : NULL;
+    } else {
+        const char *colon = memchr(h, ':', (size_t)(end - h));
+        const char *hend = colon ? colon : end;
+        if (hend == h)
+            return wh_seterr(err, errlen, "url: no host");
+        for (const char *p = h; p < hend; p++)
+            if (!host_char(*p))
+                return wh_seterr(err, errlen,
+                                 "url: the host may hold letters, digits, '-', '.' and '_' only");
+        port = colon ? colon + 1 : NULL;
+    }
+    if (port != NULL) {
+        long v = 0;
+        const char *p = port;
+        for (; p < end && isdigit((unsigned char)*p) && v <= 65535; p++)
+            v = v * 10 + (*p - '0');
+        if (p == port || p != end || v < 1 || v > 65535)
+            return wh_seterr(err, errlen, "url: the port must be a number from 1 to 65535");
+    }
+    return WH_OK;
+}
+
+int wh_target_validate(const wh_target *t, char *err, size_t errlen)
+{
+    if (memchr(t->name, '\0', sizeof(t->name)) == NULL || !valid_name(t->name))
+        return wh_seterr(err, errlen, "name: must be 1 to %d letters, digits, '_', '-' or '.'",
+                         WH_NAME_MAX - 1);
+    char sub[WH_ERRLEN];
+    if (memchr(t->url, '\0', sizeof(t->url)) == NULL)
+        return wh_seterr(err, errlen, "target '%s' url: longer than %d bytes", t->name,
+                         WH_URL_MAX - 1);
+    if (check_url(t->url, sub, sizeof(sub)) != WH_OK)
+        return wh_seterr(err, errlen, "target '%s' %s", t->name, sub);
+    unsigned char key[WH_SECRET_MAX_BYTES];
+    size_t klen;
+    if (memchr(t->secret, '\0', sizeof(t->secret)) == NULL)
+        return wh_seterr(err, errlen, "target '%s' secret: too long", t->name);
+    if (wh_secret_decode(t->secret, key, &klen, sub, sizeof(sub)) != WH_OK)
+        return wh_seterr(err, errlen, "target '%s' %s", t->name, sub);
+    return WH_OK;
+}
+
+/* The index of an earlier target named like targets[i], or -1. */
+static int earlier_same_name(const wh_config *c, int i)
+{
+    for (int j = 0; j < i; j++)
+        if (strcmp(c->targets[j].name, c->targets[i].name) == 0)
+            return j;
+    return -1;
+}
+
+/* Every target valid, names unique. */
+static int validate_targets(const wh_config *c, char *err, size_t errlen)
+{
+    char sub[WH_ERRLEN];
+    for (int i = 0; i < c->ntargets; i++) {
+        if (wh_target_validate(&c->targets[i], sub, sizeof(sub)) != WH_OK)
+            return wh_seterr(err, errlen, "targets[%d]: %s", i, sub);
+        int j = earlier_same_name(c, i);
+        if (j >= 0)
+            return wh_seterr(err, errlen, "targets[%d]: duplicate name '%s' (as targets[%d])", i,
+                             c->targets[i].name, j);
+    }
+    return WH_OK;
+}
+
+/* Appends a target; `line` > 0 is its line in the file (for messages). Each
+ * target is checked as it comes, so the first bad one is the one named. */
+static int add_target(wh_config *c, const char *name, const char *url, const char *secret, int line,
                       char *err, size_t errlen)
 {
+    char where[48];
+    if (line > 0)
+        snprintf(where, sizeof(where), "targets[%d] (line %d)", c->ntargets, line);
+    else
+        snprintf(where, sizeof(where), "targets[%d]", c->ntargets);
     if (c->ntargets >= WH_MAX_TARGETS)
-        return wh_seterr(err, errlen, "targets: more than %d targets", WH_MAX_TARGETS);
+        return wh_seterr(err, errlen, "%s: more than %d targets", where, WH_MAX_TARGETS);
     wh_target *t = &c->targets[c->ntargets];
     memset(t, 0, sizeof(*t));
     if (name == NULL || *name == '\0')
         snprintf(t->name, sizeof(t->name), "t%d", c->ntargets);
-    else if (!valid_name(name) || wh_strlcpy(t->name, name, sizeof(t->name)) != WH_OK)
-        return wh_seterr(err, errlen,
-                         "targets: bad name '%s' (letters, digits, '_', '-', '.'; max %d)", name,
-                         WH_NAME_MAX - 1);
-    if (url == NULL || *url == '\0')
-        return wh_seterr(err, errlen, "targets[%d]: missing url", c->ntargets);
-    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
-        return wh_seterr(err, errlen, "targets[%d] '%s': url must start with http:// or https://",
-                         c->ntargets, t->name);
-    if (wh_strlcpy(t->url, url, sizeof(t->url)) != WH_OK)
-        return wh_seterr(err, errlen, "targets[%d]: url too long", c->ntargets);
+    else if (wh_strlcpy(t->name, name, sizeof(t->name)) != WH_OK)
+        return wh_seterr(err, errlen, "%s: name: longer than %d bytes", where, WH_NAME_MAX - 1);
+    if (wh_strlcpy(t->url, url ? url : "", sizeof(t->url)) != WH_OK)
+        return wh_seterr(err, errlen, "%s: url: longer than %d bytes", where, WH_URL_MAX - 1);
     if (secret != NULL && wh_strlcpy(t->secret, secret, sizeof(t->secret)) != WH_OK)
-        return wh_seterr(err, errlen, "targets[%d]: secret too long", c->ntargets);
-    for (int i = 0; i < c->ntargets; i++)
-        if (strcmp(c->targets[i].name, t->name) == 0)
-            return wh_seterr(err, errlen, "targets: duplicate name '%s'", t->name);
+        return wh_seterr(err, errlen, "%s: secret: too long", where);
+    char sub[WH_ERRLEN];
+    if (wh_target_validate(t, sub, sizeof(sub)) != WH_OK)
+        return wh_seterr(err, errlen, "%s: %s", where, sub);
+    int j = earlier_same_name(c, c->ntargets);
+    if (j >= 0)
+        return wh_seterr(err, errlen, "%s: duplicate name '%s' (as targets[%d])", where, t->name,
+                         j);
     c->ntargets++;
     return WH_OK;
 }
@@ -292,7 +438,7 @@ int wh_config_set_targets(wh_config *c, const char *list, char *err, size_t errl
             name = tok;
             url = eq + 1;
         }
-        if ((rc = add_target(c, name, url, NULL, err, errlen)) != WH_OK)
+        if ((rc = add_target(c, name, url, NULL, 0, err, errlen)) != WH_OK)
             break;
     }
     free(copy);
@@ -345,7 +491,8 @@ static int load_group(wh_config *c, config_setting_t *group, const char *prefix,
                     else
                         tsecret = config_setting_get_string(f);
                 }
-                if (add_target(c, tname, turl, tsecret, err, errlen) != WH_OK)
+                if (add_target(c, tname, turl, tsecret, config_setting_source_line(t), err,
+                               errlen) != WH_OK)
                     return WH_ERR;
             }
             continue;
@@ -569,7 +716,7 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
                          "setting 'ingestor.flush_bytes': %" PRId64
                          " must be at most half of ipc.max_msg_bytes (%" PRId64 ")",
                          c->flush_bytes, c->ipc_max_msg_bytes);
-    return WH_OK;
+    return validate_targets(c, err, errlen);
 }
 
 int wh_config_load(wh_config *c, const char *path, char *err, size_t errlen)

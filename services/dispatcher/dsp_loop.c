@@ -20,6 +20,8 @@ struct dsp_loop {
     int rr; /* round-robin start for fairness under the cap */
     atomic_int stop;
     int curl_inited;
+    int nrefused;             /* targets that failed their setup */
+    wh_counter reload_errors; /* SIGHUP files refused */
 };
 
 static void wake(void *arg)
@@ -52,14 +54,24 @@ int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errl
     l->ntargets = cfg->ntargets;
     dsp_settings set;
     dsp_settings_from_config(&set, cfg);
+    /* A target that cannot be set up is refused on its own: the others go on. */
     for (int i = 0; i < cfg->ntargets; i++) {
-        int rc = dsp_target_init(&l->targets[i], &cfg->targets[i], &set, wake, l, err, errlen);
+        char terr[WH_ERRLEN];
+        int rc =
+            dsp_target_init(&l->targets[i], &cfg->targets[i], &set, wake, l, terr, sizeof(terr));
         l->ninit = i + 1;
-        if (rc != WH_OK)
-            goto error;
+        if (rc != WH_OK) {
+            l->nrefused++;
+            wh_error("targets[%d] refused, nothing is delivered to it (the other targets go on): "
+                     "%s",
+                     i, terr);
+        }
     }
+    if (l->nrefused == l->ntargets)
+        wh_error("every target was refused: nothing will be delivered until the configuration is "
+                 "fixed");
     for (int i = 0; i < l->ntargets; i++)
-        if (dsp_target_start_reader(&l->targets[i], err, errlen) != WH_OK)
+        if (!l->targets[i].refused && dsp_target_start_reader(&l->targets[i], err, errlen) != WH_OK)
             goto error;
     *out = l;
     return WH_OK;
@@ -132,6 +144,7 @@ static void reload(dsp_loop *l, const char *cfg_path)
     static wh_config nc; /* loop thread only */
     char err[WH_ERRLEN];
     if (wh_config_load(&nc, cfg_path, err, sizeof(err)) != WH_OK) {
+        wh_counter_add(&l->reload_errors, 1);
         wh_warn("reload failed, keeping the old settings: %s", err);
         return;
     }
@@ -220,19 +233,21 @@ static int put_label(wh_buf *b, const char *name)
     return wh_buf_cstr(b);
 }
 
-typedef enum { M_DELIVERED, M_FAILURES, M_LATENCY, M_COMMITTED_LSN } metric_kind;
+typedef enum { M_DELIVERED, M_FAILURES, M_LATENCY, M_COMMITTED_LSN, M_CONFIG_ERRORS } metric_kind;
 
 static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
 {
     static const char *names[] = {
         "walhook_events_delivered_total", "walhook_delivery_failures_total",
-        "walhook_delivery_latency_seconds", "walhook_dispatcher_committed_lsn"};
-    static const char *types[] = {"counter", "counter", "histogram", "gauge"};
+        "walhook_delivery_latency_seconds", "walhook_dispatcher_committed_lsn",
+        "walhook_target_config_errors_total"};
+    static const char *types[] = {"counter", "counter", "histogram", "gauge", "counter"};
     static const char *helps[] = {
         "Events delivered with a 2xx response, per target.",
         "Failed delivery attempts (non-2xx or transport error), per target.",
         "Time from commit_ts to the 2xx response, per event, per target.",
-        "Commit LSN of the last offset the store acknowledged, per target."};
+        "Commit LSN of the last offset the store acknowledged, per target.",
+        "Times the target was refused for a bad configuration (it then delivers nothing)."};
     if (wh_metric_header(out, names[kind], types[kind], helps[kind]) != WH_OK)
         return WH_ERR;
     wh_buf lab;
@@ -258,6 +273,9 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
         case M_COMMITTED_LSN:
             rc = wh_metric_i64(out, names[kind], lab.data, wh_gauge_get(&t->committed_lsn));
             break;
+        case M_CONFIG_ERRORS:
+            rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->config_errors));
+            break;
         }
     }
     wh_buf_free(&lab);
@@ -266,9 +284,15 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
 
 int dsp_loop_metrics(dsp_loop *l, wh_buf *out)
 {
-    for (int k = M_DELIVERED; k <= M_COMMITTED_LSN; k++)
+    for (int k = M_DELIVERED; k <= M_CONFIG_ERRORS; k++)
         if (render_metric(l, out, (metric_kind)k) != WH_OK)
             return WH_ERR;
+    if (wh_metric_header(out, "walhook_config_reload_errors_total", "counter",
+                         "SIGHUP reloads refused for a bad configuration file "
+                         "(the old settings stay)") != WH_OK ||
+        wh_metric_u64(out, "walhook_config_reload_errors_total", "",
+                      wh_counter_get(&l->reload_errors)) != WH_OK)
+        return WH_ERR;
     return wh_buf_cstr(out);
 }
 
@@ -288,6 +312,11 @@ void dsp_loop_destroy(dsp_loop *l)
     if (l->curl_inited)
         curl_global_cleanup();
     free(l);
+}
+
+int dsp_loop_nrefused(const dsp_loop *l)
+{
+    return l->nrefused;
 }
 
 int dsp_loop_ntargets(const dsp_loop *l)

@@ -18,7 +18,10 @@
 
 typedef struct dsp_loop dsp_loop;
 
-/* Builds every target of cfg and starts their store readers. */
+/* Builds every target of cfg and starts their store readers. A target that
+ * fails its setup (dsp_target_init) is refused on its own: logged, counted
+ * in walhook_target_config_errors_total{target}, never posted to, and the
+ * other targets go on. Fails only for what concerns every target. */
 int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errlen);
 /* Runs on the calling thread until stopped; returns WH_OK after draining. */
 /* Runs until dsp_loop_stop() or a stop signal; SIGHUP re-reads cfg_path. */
@@ -29,6 +32,9 @@ void dsp_loop_stop(dsp_loop *l);
 int dsp_loop_metrics(dsp_loop *l, wh_buf *out);
 /* Stops the readers (final commits) and frees everything. */
 void dsp_loop_destroy(dsp_loop *l);
+
+/* Targets refused at setup (the dispatcher's state is "degraded" then). */
+int dsp_loop_nrefused(const dsp_loop *l);
 
 /* For tests: number of targets and access to one. */
 int dsp_loop_ntargets(const dsp_loop *l);

@@ -287,26 +287,18 @@ static size_t discard_cb(char *p, size_t size, size_t n, void *ud)
     return size * n;
 }
 
-int dsp_target_init(dsp_target *t, const wh_target *cfg, const dsp_settings *set,
-                    dsp_notify_fn notify, void *notify_arg, char *err, size_t errlen)
+/* Sets the target up; errors are returned and leave it refused. */
+static int target_setup(dsp_target *t, const wh_target *cfg, char *err, size_t errlen)
 {
-    memset(t, 0, sizeof(*t));
-    wh_strlcpy(t->name, cfg->name, sizeof(t->name));
-    wh_strlcpy(t->url, cfg->url, sizeof(t->url));
-    t->set = *set;
-    t->notify = notify;
-    t->notify_arg = notify_arg;
-    for (int i = 0; i < DSP_PREFETCH; i++)
-        wh_buf_init(&t->slots[i].body, 0);
-    pthread_mutex_init(&t->mu, NULL);
-    pthread_cond_init(&t->cv, NULL);
-    char kerr[WH_ERRLEN];
-    if (dsp_key_parse(&t->key, cfg->secret, kerr, sizeof(kerr)) != WH_OK)
-        return wh_seterr(err, errlen, "target %s: secret: %s", cfg->name, kerr);
+    char sub[WH_ERRLEN];
+    if (wh_target_validate(cfg, sub, sizeof(sub)) != WH_OK)
+        return wh_seterr(err, errlen, "%s", sub);
+    if (dsp_key_parse(&t->key, cfg->secret, sub, sizeof(sub)) != WH_OK)
+        return wh_seterr(err, errlen, "target '%s' %s", t->name, sub);
 
     CURL *e = curl_easy_init();
     if (e == NULL)
-        return wh_seterr(err, errlen, "target %s: curl_easy_init failed", t->name);
+        return wh_seterr(err, errlen, "target '%s': curl_easy_init failed", t->name);
     t->easy = e;
     int ok = curl_easy_setopt(e, CURLOPT_URL, t->url) == CURLE_OK &&
              curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
@@ -324,10 +316,29 @@ int dsp_target_init(dsp_target *t, const wh_target *cfg, const dsp_settings *set
              curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)t) == CURLE_OK;
     if (!ok)
         return wh_seterr(err, errlen,
-                         "target %s: setting curl options failed (url or libcurl "
-                         "too old?)",
+                         "target '%s': setting curl options failed (url or libcurl too old?)",
                          t->name);
     return WH_OK;
+}
+
+int dsp_target_init(dsp_target *t, const wh_target *cfg, const dsp_settings *set,
+                    dsp_notify_fn notify, void *notify_arg, char *err, size_t errlen)
+{
+    memset(t, 0, sizeof(*t));
+    wh_strlcpy(t->name, cfg->name, sizeof(t->name));
+    wh_strlcpy(t->url, cfg->url, sizeof(t->url));
+    t->set = *set;
+    t->notify = notify;
+    t->notify_arg = notify_arg;
+    for (int i = 0; i < DSP_PREFETCH; i++)
+        wh_buf_init(&t->slots[i].body, 0);
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+    if (target_setup(t, cfg, err, errlen) == WH_OK)
+        return WH_OK;
+    t->refused = 1;
+    wh_counter_add(&t->config_errors, 1);
+    return WH_ERR;
 }
 
 int dsp_target_start_reader(dsp_target *t, char *err, size_t errlen)
@@ -397,7 +408,7 @@ static dsp_batch *current_batch(dsp_target *t)
 
 int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
 {
-    if (t->state == DSP_T_POSTING)
+    if (t->refused || t->state == DSP_T_POSTING)
         return 0;
     if (t->state == DSP_T_BACKOFF && now_ms < t->retry_at_ms)
         return 0;

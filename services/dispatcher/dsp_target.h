@@ -76,6 +76,7 @@ typedef void (*dsp_notify_fn)(void *arg);
 
 typedef struct dsp_target {
     /* static */
+    int refused; /* failed dsp_target_init: no reader, never posts */
     char name[WH_NAME_MAX];
     char url[WH_URL_MAX];
     dsp_key key;
@@ -114,15 +115,18 @@ typedef struct dsp_target {
     /* metrics (atomics, any thread) */
     wh_counter delivered;
     wh_counter failures;
+    wh_counter config_errors; /* times this target was refused */
     wh_histogram latency;
     wh_gauge committed_lsn;
 } dsp_target;
 
-/* Prepares the target (key, curl handle, slots). Does not start the reader. */
 /* Swaps in the runtime settings (batch limits, retry backoff, HTTP timeout)
  * of a reloaded configuration. Called on the loop thread. */
 void dsp_target_apply_settings(dsp_target *t, const dsp_settings *set);
 
+/* Prepares the target (wh_target_validate, key, curl handle, slots). Does
+ * not start the reader. On failure the target is left `refused` (it never
+ * posts, its config_errors counter is 1) and must still be destroyed. */
 int dsp_target_init(dsp_target *t, const wh_target *cfg, const dsp_settings *set,
                     dsp_notify_fn notify, void *notify_arg, char *err, size_t errlen);
 /* Opens the store client and starts the reader thread. */

@@ -8,10 +8,11 @@
 #include <stdint.h>
 
 #include "wh_buf.h"
+#include "wh_config.h"
 
-#define DSP_KEY_MAX 128 /* decoded signing key bytes */
-#define DSP_SIG_MAX 64  /* "v1," + base64(32 bytes) + NUL = 48 */
-#define DSP_HDR_MAX 512 /* one header line */
+#define DSP_KEY_MAX WH_SECRET_MAX_BYTES /* decoded signing key bytes */
+#define DSP_SIG_MAX 64                  /* "v1," + base64(32 bytes) + NUL = 48 */
+#define DSP_HDR_MAX 512                 /* one header line */
 
 /* Decoded signing key of a target; len 0 = unsigned target. */
 typedef struct dsp_key {
@@ -19,9 +20,9 @@ typedef struct dsp_key {
     size_t len;
 } dsp_key;
 
-/* Parses a Standard Webhooks secret "whsec_<base64>" (the prefix is
- * optional). "" gives an empty key. Errors name the problem, not the
- * secret. */
+/* Parses a Standard Webhooks secret "whsec_<base64>" with the one decoder
+ * the configuration check uses (wh_secret_decode). "" gives an empty key.
+ * Errors name the problem, not the secret. */
 int dsp_key_parse(dsp_key *key, const char *secret, char *err, size_t errlen);
 
 /* Body: resets b, then writes "[" j0 "," j1 ... "]". jsons[i] points at

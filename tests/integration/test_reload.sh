@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runtime configuration by SIGHUP: the dispatcher and the ingestor re-read the
 # file and swap in their runtime settings (here dispatcher.batch_max_events);
-# a broken file is refused with a message and the old settings stay; nothing
-# is lost meanwhile.
+# a broken file, or one with a bad target, is refused with a message naming
+# it and the old settings stay; nothing is lost meanwhile.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 CHANGES=${CHANGES:-3000}
@@ -43,6 +43,16 @@ wh_wait_until 10 grep -q "reload failed, keeping the old settings" "$WH_TMP/inge
     wh_fail "the ingestor did not refuse the broken file"
 wh_alive dispatcher && wh_alive ingestor || wh_fail "a daemon died on a broken reload"
 
+# 3. a new target with a bad secret (issue 5, defect 3): the file is refused
+# naming the target and the field, the old target keeps delivering (below)
+wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$RPORT/hook" \
+    "http://127.0.0.1:$RPORT/other"
+sed -i 's/name = "t1";/name = "t1"; secret = "whsec_!!!";/' "$CONF"
+kill -HUP "${WH_PIDS[dispatcher]}"
+wh_wait_until 10 grep -q "reload failed, keeping the old settings:.*targets\[1\].*target 't1' secret: not whsec_" \
+    "$WH_TMP/dispatcher.log" || wh_fail "the dispatcher did not refuse the bad target by name"
+wh_alive dispatcher || wh_fail "the dispatcher died on a reload with a bad target"
+
 "$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --changes "$CHANGES" --seed 7 --max-txn 200 --tables 2 \
     --expect "$WH_TMP/expected.jsonl" || wh_fail "load generation failed"
 wh_wait_received 60 "$WH_TMP/expected.jsonl" "$WH_TMP/received.jsonl" ||
@@ -52,4 +62,4 @@ wh_wait_received 60 "$WH_TMP/expected.jsonl" "$WH_TMP/received.jsonl" ||
 big=$(awk -F'"id":"' 'NF - 1 > 7 { n++ } END { print n + 0 }' "$WH_TMP/received.jsonl")
 total=$(wc -l <"$WH_TMP/received.jsonl")
 [ "$big" -le 1 ] || wh_fail "$big of $total requests carried more than batch_max_events = 7 events"
-wh_pass "SIGHUP applied batch_max_events=7 ($total requests, $big from the read pending at the reload), a broken file was refused by name, $CHANGES changes delivered in order"
+wh_pass "SIGHUP applied batch_max_events=7 ($total requests, $big from the read pending at the reload), a broken file and a bad target were refused by name, $CHANGES changes delivered in order"

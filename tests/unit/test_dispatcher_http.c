@@ -301,6 +301,81 @@ static void header_value(const char *head, const char *name, char *out, size_t o
     }
 }
 
+static void add_target(wh_config *c, const char *name, const char *url, const char *secret)
+{
+    wh_target *t = &c->targets[c->ntargets++];
+    memset(t, 0, sizeof(*t));
+    wh_strlcpy(t->name, name, sizeof(t->name));
+    wh_strlcpy(t->url, url, sizeof(t->url));
+    wh_strlcpy(t->secret, secret, sizeof(t->secret));
+}
+
+static Walhook__Reply *control_stats(const char *url)
+{
+    char err[WH_ERRLEN];
+    wh_client *cc = NULL;
+    assert_int_equal(wh_client_open(&cc, url, 2000, 1 << 20, err, sizeof(err)), WH_OK);
+    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
+    Walhook__Request rq = WALHOOK__REQUEST__INIT;
+    rq.body_case = WALHOOK__REQUEST__BODY_STATS;
+    rq.stats = &sr;
+    Walhook__Reply *rep = NULL;
+    if (wh_client_call(cc, &rq, &rep, err, sizeof(err)) != WH_OK)
+        fail_msg("stats: %s", err);
+    wh_client_close(cc);
+    assert_int_equal(rep->body_case, WALHOOK__REPLY__BODY_STATS);
+    return rep;
+}
+
+/* Waits until the fake store holds the last event's position as committed. */
+static void wait_all_committed(void)
+{
+    int done = 0;
+    for (int i = 0; i < 500 && !done; i++) {
+        pthread_mutex_lock(&FS.mu);
+        done = FS.has_committed && FS.c_lsn == 0x300 && FS.c_seq == 1;
+        pthread_mutex_unlock(&FS.mu);
+        if (!done)
+            wh_sleep_ms(10);
+    }
+    assert_true(done);
+}
+
+/* The fake store, the dispatcher's loop (on its own thread) and its control
+ * endpoint, for one test. */
+typedef struct harness {
+    wh_server *store;
+    dsp_loop *loop;
+    wh_control *ctl;
+    pthread_t lt;
+} harness;
+
+static void harness_start(harness *h, const wh_config *cfg)
+{
+    memset(h, 0, sizeof(*h));
+    memset(&FS, 0, sizeof(FS));
+    pthread_mutex_init(&FS.mu, NULL);
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_server_start(&h->store, cfg->store_endpoint, 2,
+                                     (size_t)cfg->ipc_max_msg_bytes, store_fn, store_done, NULL,
+                                     err, sizeof(err)),
+                     WH_OK);
+    if (dsp_loop_create(&h->loop, cfg, err, sizeof(err)) != WH_OK)
+        fail_msg("dsp_loop_create: %s", err);
+    assert_int_equal(dsp_control_start(&h->ctl, cfg->dispatcher_control, h->loop, err, sizeof(err)),
+                     WH_OK);
+    assert_int_equal(pthread_create(&h->lt, NULL, loop_main, h->loop), 0);
+}
+
+static void harness_stop(harness *h)
+{
+    dsp_loop_stop(h->loop);
+    pthread_join(h->lt, NULL);
+    wh_control_stop(h->ctl);
+    dsp_loop_destroy(h->loop);
+    wh_server_stop(h->store);
+}
+
 static void test_round_trip_with_retry(void **state)
 {
     (void)state;
@@ -311,46 +386,14 @@ static void test_round_trip_with_retry(void **state)
     static wh_config cfg;
     const char *secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     make_config(&cfg, url, secret);
-    memset(&FS, 0, sizeof(FS));
-    pthread_mutex_init(&FS.mu, NULL);
-
-    char err[WH_ERRLEN];
-    wh_server *store = NULL;
-    assert_int_equal(wh_server_start(&store, cfg.store_endpoint, 2, (size_t)cfg.ipc_max_msg_bytes,
-                                     store_fn, store_done, NULL, err, sizeof(err)),
-                     WH_OK);
-    dsp_loop *loop = NULL;
-    if (dsp_loop_create(&loop, &cfg, err, sizeof(err)) != WH_OK)
-        fail_msg("dsp_loop_create: %s", err);
-    wh_control *ctl = NULL;
-    assert_int_equal(dsp_control_start(&ctl, cfg.dispatcher_control, loop, err, sizeof(err)),
-                     WH_OK);
-    pthread_t lt;
-    assert_int_equal(pthread_create(&lt, NULL, loop_main, loop), 0);
+    harness h;
+    harness_start(&h, &cfg);
 
     /* wait for the last position to be committed */
-    int done = 0;
-    for (int i = 0; i < 500 && !done; i++) {
-        pthread_mutex_lock(&FS.mu);
-        done = FS.has_committed && FS.c_lsn == 0x300 && FS.c_seq == 1;
-        pthread_mutex_unlock(&FS.mu);
-        if (!done)
-            wh_sleep_ms(10);
-    }
-    assert_true(done);
+    wait_all_committed();
 
     /* Stats over the control endpoint */
-    wh_client *cc = NULL;
-    assert_int_equal(wh_client_open(&cc, cfg.dispatcher_control, 2000, 1 << 20, err, sizeof(err)),
-                     WH_OK);
-    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
-    Walhook__Request rq = WALHOOK__REQUEST__INIT;
-    rq.body_case = WALHOOK__REQUEST__BODY_STATS;
-    rq.stats = &sr;
-    Walhook__Reply *rep = NULL;
-    if (wh_client_call(cc, &rq, &rep, err, sizeof(err)) != WH_OK)
-        fail_msg("stats: %s", err);
-    assert_int_equal(rep->body_case, WALHOOK__REPLY__BODY_STATS);
+    Walhook__Reply *rep = control_stats(cfg.dispatcher_control);
     assert_string_equal(rep->stats->daemon, "dispatcher");
     assert_string_equal(rep->stats->state, "running");
     assert_true(rep->stats->ready);
@@ -360,13 +403,7 @@ static void test_round_trip_with_retry(void **state)
     assert_non_null(strstr(mt, "walhook_delivery_latency_seconds_count{target=\"a\"} 5\n"));
     assert_non_null(strstr(mt, "walhook_up{daemon=\"dispatcher\"} 1\n"));
     walhook__reply__free_unpacked(rep, NULL);
-    wh_client_close(cc);
-
-    dsp_loop_stop(loop);
-    pthread_join(lt, NULL);
-    wh_control_stop(ctl);
-    dsp_loop_destroy(loop);
-    wh_server_stop(store);
+    harness_stop(&h);
     http_stop(&hs);
 
     /* what the receiver saw: 500, then the SAME batch again, then the rest */
@@ -376,6 +413,7 @@ static void test_round_trip_with_retry(void **state)
     const char *ids[4] = {"t1:0/100:1", "t1:0/100:1", "t1:0/300:0", "t1:0/300:1"};
     const char *sizes[4] = {"2", "2", "2", "1"};
     dsp_key key;
+    char err[WH_ERRLEN];
     assert_int_equal(dsp_key_parse(&key, secret, err, sizeof(err)), WH_OK);
     for (int i = 0; i < 4; i++) {
         http_req *q = &hs.reqs[i];
@@ -438,11 +476,56 @@ static void test_unreachable_target(void **state)
     assert_int_equal(FS.commits, 0); /* nothing skipped, nothing committed */
 }
 
+/* Issue 5, defect 3: a target the dispatcher cannot set up (here: ones that
+ * never went through the configuration check, as a runtime-configured
+ * target would) is refused on its own; the dispatcher runs and the valid
+ * target receives everything. */
+static void test_bad_target_refused(void **state)
+{
+    (void)state;
+    http_srv hs;
+    http_start(&hs, 0);
+    char url[128], crlf[160];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", hs.port);
+    snprintf(crlf, sizeof(crlf), "http://127.0.0.1:%d/hook\r\nX-Injected: 1", hs.port);
+    static wh_config cfg;
+    make_config(&cfg, url, "");
+    cfg.ntargets = 0;
+    add_target(&cfg, "bad", url, "whsec_!!!");
+    add_target(&cfg, "a", url, "");
+    add_target(&cfg, "crlf", crlf, "");
+    harness h;
+    harness_start(&h, &cfg); /* fails when one bad target stops every target */
+    assert_int_equal(dsp_loop_nrefused(h.loop), 2);
+    assert_true(dsp_loop_target(h.loop, 0)->refused);
+    assert_false(dsp_loop_target(h.loop, 1)->refused);
+    assert_true(dsp_loop_target(h.loop, 2)->refused);
+    wait_all_committed();
+
+    Walhook__Reply *rep = control_stats(cfg.dispatcher_control);
+    assert_string_equal(rep->stats->state, "degraded");
+    assert_true(rep->stats->ready);
+    const char *mt = rep->stats->metrics_text;
+    assert_non_null(strstr(mt, "walhook_target_config_errors_total{target=\"bad\"} 1\n"));
+    assert_non_null(strstr(mt, "walhook_target_config_errors_total{target=\"crlf\"} 1\n"));
+    assert_non_null(strstr(mt, "walhook_target_config_errors_total{target=\"a\"} 0\n"));
+    assert_non_null(strstr(mt, "walhook_events_delivered_total{target=\"a\"} 5\n"));
+    assert_non_null(strstr(mt, "walhook_events_delivered_total{target=\"bad\"} 0\n"));
+    walhook__reply__free_unpacked(rep, NULL);
+    harness_stop(&h);
+    http_stop(&hs);
+    /* only target a posted: 2 + 2 + 1 events */
+    assert_int_equal(hs.nreq, 3);
+    for (int i = 0; i < 3; i++)
+        assert_null(strstr(hs.reqs[i].head, "X-Injected"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_with_retry),
         cmocka_unit_test(test_unreachable_target),
+        cmocka_unit_test(test_bad_target_refused),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];
