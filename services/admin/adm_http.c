@@ -175,7 +175,7 @@ static enum MHD_Result adm_status_page(adm_http *h, struct MHD_Connection *conn)
                       st[i].ready ? "yes" : "no");
         html_esc(&b, st[i].state);
         wh_buf_puts(&b, "</td><td>");
-        html_esc(&b, st[i].error);
+        html_esc(&b, st[i].error[0] ? st[i].error : st[i].reason);
         wh_buf_puts(&b, "</td></tr>\n");
     }
     wh_buf_puts(&b, "</table>\n<p><a href=\"/metrics\">metrics</a> | <a href=\"/config\">config"

@@ -1,8 +1,9 @@
 /* adm_http: the admin's HTTP server (libmicrohttpd, one thread per
  * connection so a slow /readyz never blocks /livez).
  *   GET /livez   200 "ok"
- *   GET /readyz  200 when every daemon answers Stats and the ingestor is
- *                streaming, else 503; JSON body names who is not ready, why
+ *   GET /readyz  200 when every daemon answers Stats, the ingestor streams
+ *                and the store can write, else 503; the JSON body names who
+ *                is not ready and why
  *   GET /metrics Prometheus text of every daemon plus the admin's own
  *   GET /config  the configuration as JSON, secrets redacted
  *   GET /        a small HTML status page

@@ -390,10 +390,17 @@ static void do_get_offset(st_server *s, const Walhook__GetOffset *g, Walhook__Re
 
 /* ---- Stats ---- */
 
-/* wh_stats_fn: the store's own metrics (wh_stats_reply adds the process ones). */
-static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready)
+/* wh_stats_fn: the store's own metrics (wh_stats_reply adds the process ones).
+ * Not ready while its synced writes fail: the ingestor's appends then fail
+ * too, and nothing new can be stored. */
+static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, char *reason,
+                         size_t reasonlen)
 {
     st_server *s = arg;
+    if (st_db_write_health(s->db, reason, reasonlen) != WH_OK) {
+        *state = "write-failing";
+        *ready = 0;
+    }
     int rc = 0;
     rc |= wh_metric_header(b, "walhook_events_stored_total", "counter",
                            "events appended (durable) since start");
@@ -407,6 +414,9 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready)
     rc |= wh_metric_header(b, "walhook_store_gc_dropped_total", "counter",
                            "events dropped below the GC watermark since start");
     rc |= wh_metric_u64(b, "walhook_store_gc_dropped_total", "", st_db_gc_dropped(s->db));
+    rc |= wh_metric_header(b, "walhook_store_write_errors_total", "counter",
+                           "synced writes (appends, offset commits) that failed since start");
+    rc |= wh_metric_u64(b, "walhook_store_write_errors_total", "", st_db_write_errors(s->db));
     return rc == 0 ? WH_OK : WH_ERR;
 }
 
