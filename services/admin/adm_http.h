@@ -1,5 +1,6 @@
 /* adm_http: the admin's HTTP server (libmicrohttpd, one thread per
- * connection so a slow /readyz never blocks /livez).
+ * connection so a slow /readyz never blocks /livez; limits below keep the
+ * probes answerable under a flood of idle connections).
  *   GET /livez   200 "ok"
  *   GET /readyz  200 when every daemon answers Stats, the ingestor streams
  *                and the store can write, else 503; the JSON body names who
@@ -15,6 +16,12 @@
 #include <stdint.h>
 #include "adm_query.h"
 #include "wh_config.h"
+
+/* Connection limits: probes must stay answerable under a flood of idle
+ * connections. */
+#define ADM_HTTP_MAX_CONNS 1000    /* at once (fewer when the fd limit is lower) */
+#define ADM_HTTP_PER_CLIENT 64     /* from one address but 127.0.0.1 and ::1 */
+#define ADM_HTTP_IDLE_TIMEOUT_S 10 /* a connection silent this long is closed */
 
 typedef struct adm_http adm_http;
 
