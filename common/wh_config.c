@@ -2,6 +2,7 @@
  * overrides and validation. */
 #include "wh_config.h"
 #include "wh_buf.h"
+#include "wh_cfgscan.h"
 #include "wh_dsn.h"
 #include "wh_util.h"
 
@@ -96,12 +97,48 @@ const wh_config_entry wh_config_table[] = {
 };
 const size_t wh_config_table_len = WH_ARRAY_LEN(wh_config_table);
 
+/* One lookup costs one pass over the table (a few dozen entries), whatever
+ * the file holds: loading is linear in the number of settings. */
 const wh_config_entry *wh_config_find(const char *path)
 {
     for (size_t i = 0; i < wh_config_table_len; i++)
         if (strcmp(wh_config_table[i].path, path) == 0)
             return &wh_config_table[i];
     return NULL;
+}
+
+/* 1 when path is a group of the table ("source" for "source.dsn"). */
+static int is_group(const char *path)
+{
+    size_t n = strlen(path);
+    for (size_t i = 0; i < wh_config_table_len; i++)
+        if (strncmp(wh_config_table[i].path, path, n) == 0 && wh_config_table[i].path[n] == '.')
+            return 1;
+    return 0;
+}
+
+/* The members a target group may have. */
+static int is_target_field(const char *name)
+{
+    return strcmp(name, "name") == 0 || strcmp(name, "url") == 0 || strcmp(name, "secret") == 0;
+}
+
+/* "targets[<k>].<field>" with a known field. */
+static int is_target_field_path(const char *path)
+{
+    if (strncmp(path, "targets[", 8) != 0)
+        return 0;
+    const char *p = path + 8;
+    if (!isdigit((unsigned char)*p))
+        return 0;
+    while (isdigit((unsigned char)*p))
+        p++;
+    return p[0] == ']' && p[1] == '.' && is_target_field(p + 2);
+}
+
+static int unknown_setting(char *err, size_t errlen, const char *path, int line)
+{
+    return wh_seterr(err, errlen, "unknown setting '%s' (line %d)", path, line);
 }
 
 void wh_config_defaults(wh_config *c)
@@ -215,31 +252,183 @@ static int valid_name(const char *s)
     return 1;
 }
 
-static int add_target(wh_config *c, const char *name, const char *url, const char *secret,
+/* ---- targets ---------------------------------------------------------- */
+
+int wh_secret_decode(const char *secret, unsigned char *key, size_t *keylen, char *err,
+                     size_t errlen)
+{
+    *keylen = 0;
+    if (secret == NULL || secret[0] == '\0')
+        return WH_OK;
+    const char *p = secret;
+    if (strncmp(p, "whsec_", 6) == 0)
+        p += 6;
+    size_t n = strlen(p);
+    if (n == 0)
+        return wh_seterr(err, errlen, "secret: empty after the whsec_ prefix");
+    /* the message never quotes the secret */
+    wh_buf b;
+    wh_buf_init(&b, n);
+    int rc = WH_OK;
+    if (n % 4 == 1 || wh_base64_decode(&b, p, n) != WH_OK)
+        rc = wh_seterr(err, errlen,
+                       "secret: not whsec_ followed by standard base64 (A-Z a-z 0-9 + / and = "
+                       "padding)");
+    else if (b.len < WH_SECRET_MIN_BYTES || b.len > WH_SECRET_MAX_BYTES)
+        rc = wh_seterr(err, errlen,
+                       "secret: decodes to %zu bytes; a Standard Webhooks secret has %d to %d",
+                       b.len, WH_SECRET_MIN_BYTES, WH_SECRET_MAX_BYTES);
+    if (rc == WH_OK) {
+        memcpy(key, b.data, b.len);
+        *keylen = b.len;
+    }
+    wh_buf_free(&b);
+    return rc;
+}
+
+static int host_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '-' || c == '.' || c == '_';
+}
+
+/* http(s)://[userinfo@]host[:port][/path][?query][#fragment], printable
+ * ASCII without spaces, a host name or an IP address, port 1..65535. */
+static int check_url(const char *url, char *err, size_t errlen)
+{
+    if (url[0] == '\0')
+        return wh_seterr(err, errlen, "url: missing");
+    for (const char *p = url; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch <= 0x20 || ch >= 0x7f)
+            return wh_seterr(err, errlen,
+                             "url: byte %zu is a control character, a space or not ASCII "
+                             "(percent-encode it)",
+                             (size_t)(p - url));
+    }
+    const char *a;
+    if (strncmp(url, "http://", 7) == 0)
+        a = url + 7;
+    else if (strncmp(url, "https://", 8) == 0)
+        a = url + 8;
+    else
+        return wh_seterr(err, errlen, "url: must start with http:// or https://");
+    size_t alen = strcspn(a, "/?#");
+    const char *at = NULL;
+    for (const char *p = a; p < a + alen; p++)
+        if (*p == '@')
+            at = p;
+    const char *h = at ? at + 1 : a, *end = a + alen, *port = NULL;
+    if (h < end && *h == '[') {
+        const char *rb = memchr(h, ']', (size_t)(end - h));
+        if (rb == NULL || rb == h + 1)
+            return wh_seterr(err, errlen, "url: bad IPv6 address (want [addr])");
+        for (const char *p = h + 1; p < rb; p++)
+            if (!isxdigit((unsigned char)*p) && *p != ':' && *p != '.')
+                return wh_seterr(err, errlen, "url: bad IPv6 address (want [addr])");
+        if (rb + 1 < end && rb[1] != ':')
+            return wh_seterr(err, errlen, "url: unexpected text after the IPv6 address");
+        port = rb + 1 < end ? rb + 2 : NULL;
+    } else {
+        const char *colon = memchr(h, ':', (size_t)(end - h));
+        const char *hend = colon ? colon : end;
+        if (hend == h)
+            return wh_seterr(err, errlen, "url: no host");
+        for (const char *p = h; p < hend; p++)
+            if (!host_char(*p))
+                return wh_seterr(err, errlen,
+                                 "url: the host may hold letters, digits, '-', '.' and '_' only");
+        port = colon ? colon + 1 : NULL;
+    }
+    if (port != NULL) {
+        long v = 0;
+        const char *p = port;
+        for (; p < end && isdigit((unsigned char)*p) && v <= 65535; p++)
+            v = v * 10 + (*p - '0');
+        if (p == port || p != end || v < 1 || v > 65535)
+            return wh_seterr(err, errlen, "url: the port must be a number from 1 to 65535");
+    }
+    return WH_OK;
+}
+
+int wh_target_check(const wh_target *t, char *err, size_t errlen)
+{
+    if (memchr(t->name, '\0', sizeof(t->name)) == NULL || !valid_name(t->name))
+        return wh_seterr(err, errlen, "name: must be 1 to %d letters, digits, '_', '-' or '.'",
+                         WH_NAME_MAX - 1);
+    if (memchr(t->url, '\0', sizeof(t->url)) == NULL)
+        return wh_seterr(err, errlen, "url: longer than %d bytes", WH_URL_MAX - 1);
+    if (check_url(t->url, err, errlen) != WH_OK)
+        return WH_ERR;
+    unsigned char key[WH_SECRET_MAX_BYTES];
+    size_t klen;
+    if (memchr(t->secret, '\0', sizeof(t->secret)) == NULL)
+        return wh_seterr(err, errlen, "secret: too long");
+    return wh_secret_decode(t->secret, key, &klen, err, errlen);
+}
+
+int wh_target_validate(const wh_target *t, char *err, size_t errlen)
+{
+    char sub[WH_ERRLEN];
+    if (wh_target_check(t, sub, sizeof(sub)) == WH_OK)
+        return WH_OK;
+    if (strncmp(sub, "name:", 5) == 0)
+        return wh_seterr(err, errlen, "%s", sub);
+    return wh_seterr(err, errlen, "target '%s' %s", t->name, sub);
+}
+
+/* The index of an earlier target named like targets[i], or -1. */
+static int earlier_same_name(const wh_config *c, int i)
+{
+    for (int j = 0; j < i; j++)
+        if (strcmp(c->targets[j].name, c->targets[i].name) == 0)
+            return j;
+    return -1;
+}
+
+/* Every target valid, names unique. */
+static int validate_targets(const wh_config *c, char *err, size_t errlen)
+{
+    char sub[WH_ERRLEN];
+    for (int i = 0; i < c->ntargets; i++) {
+        if (wh_target_validate(&c->targets[i], sub, sizeof(sub)) != WH_OK)
+            return wh_seterr(err, errlen, "targets[%d]: %s", i, sub);
+        int j = earlier_same_name(c, i);
+        if (j >= 0)
+            return wh_seterr(err, errlen, "targets[%d]: duplicate name '%s' (as targets[%d])", i,
+                             c->targets[i].name, j);
+    }
+    return WH_OK;
+}
+
+/* Appends a target; `line` > 0 is its line in the file (for messages). Each
+ * target is checked as it comes, so the first bad one is the one named. */
+static int add_target(wh_config *c, const char *name, const char *url, const char *secret, int line,
                       char *err, size_t errlen)
 {
+    char where[48];
+    if (line > 0)
+        snprintf(where, sizeof(where), "targets[%d] (line %d)", c->ntargets, line);
+    else
+        snprintf(where, sizeof(where), "targets[%d]", c->ntargets);
     if (c->ntargets >= WH_MAX_TARGETS)
-        return wh_seterr(err, errlen, "targets: more than %d targets", WH_MAX_TARGETS);
+        return wh_seterr(err, errlen, "%s: more than %d targets", where, WH_MAX_TARGETS);
     wh_target *t = &c->targets[c->ntargets];
     memset(t, 0, sizeof(*t));
     if (name == NULL || *name == '\0')
         snprintf(t->name, sizeof(t->name), "t%d", c->ntargets);
-    else if (!valid_name(name) || wh_strlcpy(t->name, name, sizeof(t->name)) != WH_OK)
-        return wh_seterr(err, errlen,
-                         "targets: bad name '%s' (letters, digits, '_', '-', '.'; max %d)", name,
-                         WH_NAME_MAX - 1);
-    if (url == NULL || *url == '\0')
-        return wh_seterr(err, errlen, "targets[%d]: missing url", c->ntargets);
-    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
-        return wh_seterr(err, errlen, "targets[%d] '%s': url must start with http:// or https://",
-                         c->ntargets, t->name);
-    if (wh_strlcpy(t->url, url, sizeof(t->url)) != WH_OK)
-        return wh_seterr(err, errlen, "targets[%d]: url too long", c->ntargets);
+    else if (wh_strlcpy(t->name, name, sizeof(t->name)) != WH_OK)
+        return wh_seterr(err, errlen, "%s: name: longer than %d bytes", where, WH_NAME_MAX - 1);
+    if (wh_strlcpy(t->url, url ? url : "", sizeof(t->url)) != WH_OK)
+        return wh_seterr(err, errlen, "%s: url: longer than %d bytes", where, WH_URL_MAX - 1);
     if (secret != NULL && wh_strlcpy(t->secret, secret, sizeof(t->secret)) != WH_OK)
-        return wh_seterr(err, errlen, "targets[%d]: secret too long", c->ntargets);
-    for (int i = 0; i < c->ntargets; i++)
-        if (strcmp(c->targets[i].name, t->name) == 0)
-            return wh_seterr(err, errlen, "targets: duplicate name '%s'", t->name);
+        return wh_seterr(err, errlen, "%s: secret: too long", where);
+    char sub[WH_ERRLEN];
+    if (wh_target_validate(t, sub, sizeof(sub)) != WH_OK)
+        return wh_seterr(err, errlen, "%s: %s", where, sub);
+    int j = earlier_same_name(c, c->ntargets);
+    if (j >= 0)
+        return wh_seterr(err, errlen, "%s: duplicate name '%s' (as targets[%d])", where, t->name,
+                         j);
     c->ntargets++;
     return WH_OK;
 }
@@ -265,7 +454,7 @@ int wh_config_set_targets(wh_config *c, const char *list, char *err, size_t errl
             name = tok;
             url = eq + 1;
         }
-        if ((rc = add_target(c, name, url, NULL, err, errlen)) != WH_OK)
+        if ((rc = add_target(c, name, url, NULL, 0, err, errlen)) != WH_OK)
             break;
     }
     free(copy);
@@ -303,6 +492,11 @@ static int load_group(wh_config *c, config_setting_t *group, const char *prefix,
                 for (int m = 0; m < nm; m++) {
                     config_setting_t *f = config_setting_get_elem(t, (unsigned)m);
                     const char *fn = config_setting_name(f);
+                    if (!is_target_field(fn)) {
+                        char tpath[256];
+                        snprintf(tpath, sizeof(tpath), "targets[%d].%s", k, fn);
+                        return unknown_setting(err, errlen, tpath, config_setting_source_line(f));
+                    }
                     if (config_setting_type(f) != CONFIG_TYPE_STRING)
                         return wh_seterr(err, errlen, "targets[%d].%s (line %d): expected a string",
                                          k, fn, config_setting_source_line(f));
@@ -310,13 +504,11 @@ static int load_group(wh_config *c, config_setting_t *group, const char *prefix,
                         tname = config_setting_get_string(f);
                     else if (strcmp(fn, "url") == 0)
                         turl = config_setting_get_string(f);
-                    else if (strcmp(fn, "secret") == 0)
-                        tsecret = config_setting_get_string(f);
                     else
-                        return wh_seterr(err, errlen, "unknown setting 'targets[%d].%s' (line %d)",
-                                         k, fn, config_setting_source_line(f));
+                        tsecret = config_setting_get_string(f);
                 }
-                if (add_target(c, tname, turl, tsecret, err, errlen) != WH_OK)
+                if (add_target(c, tname, turl, tsecret, config_setting_source_line(t), err,
+                               errlen) != WH_OK)
                     return WH_ERR;
             }
             continue;
@@ -329,15 +521,14 @@ static int load_group(wh_config *c, config_setting_t *group, const char *prefix,
                                  config_setting_source_line(s));
             continue;
         }
-        if (type == CONFIG_TYPE_GROUP) {
+        const wh_config_entry *e = wh_config_find(path);
+        if (e == NULL && type == CONFIG_TYPE_GROUP && is_group(path)) {
             if (load_group(c, s, path, err, errlen) != WH_OK)
                 return WH_ERR;
             continue;
         }
-        const wh_config_entry *e = wh_config_find(path);
         if (e == NULL)
-            return wh_seterr(err, errlen, "unknown setting '%s' (line %d)", path,
-                             config_setting_source_line(s));
+            return unknown_setting(err, errlen, path, config_setting_source_line(s));
         int line = config_setting_source_line(s);
         char sub[WH_ERRLEN];
         switch (e->type) {
@@ -367,22 +558,155 @@ static int load_group(wh_config *c, config_setting_t *group, const char *prefix,
     return WH_OK;
 }
 
+/* Reads the whole file (at most WH_CONFIG_FILE_MAX bytes) into *out. */
+static int read_text(const char *path, char **out, size_t *outlen, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return wh_seterr(err, errlen, "cannot read config file %s: %s", path, strerror(errno));
+    wh_buf b;
+    wh_buf_init(&b, WH_CONFIG_FILE_MAX);
+    char chunk[8192];
+    size_t n;
+    int rc = WH_OK;
+    while (rc == WH_OK && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        if (wh_buf_append(&b, chunk, n) != WH_OK)
+            rc = wh_seterr(err, errlen, "config file %s: larger than %d bytes", path,
+                           WH_CONFIG_FILE_MAX);
+    if (rc == WH_OK && ferror(f))
+        rc = wh_seterr(err, errlen, "cannot read config file %s: read error", path);
+    fclose(f);
+    if (rc == WH_OK && wh_buf_cstr(&b) != WH_OK)
+        rc = wh_seterr(err, errlen, "out of memory reading %s", path);
+    if (rc != WH_OK) {
+        wh_buf_free(&b);
+        return WH_ERR;
+    }
+    *out = b.data;
+    *outlen = b.len;
+    return WH_OK;
+}
+
+/* Skips "[<digits>]" at *p; 1 when it was there. */
+static int skip_index(const char **p)
+{
+    const char *q = *p;
+    if (*q != '[' || !isdigit((unsigned char)q[1]))
+        return 0;
+    for (q++; isdigit((unsigned char)*q); q++)
+        ;
+    if (*q != ']')
+        return 0;
+    *p = q + 1;
+    return 1;
+}
+
+/* The file's `tenants` list is read by wh_state_from_config, which names any
+ * unknown member itself; the scan only needs to stop at one early, so that a
+ * tenant group of many unknown names never reaches libconfig's quadratic
+ * parser. rest follows "tenants". */
+static int scan_tenants_path(const char *rest)
+{
+    static const char *const source_fields[] = {"dsn", "slot", "publication", "tables",
+                                                "create_slot"};
+    static const char *const target_fields[] = {"name",
+                                                "url",
+                                                "secret",
+                                                "secrets",
+                                                "paused",
+                                                "batch_max_events",
+                                                "batch_max_bytes",
+                                                "retry_base_ms",
+                                                "retry_max_ms",
+                                                "http_timeout_ms"};
+    const char *p = rest;
+    if (*p == '\0')
+        return WH_CFGSCAN_DESCEND;
+    if (!skip_index(&p))
+        return WH_CFGSCAN_STOP;
+    if (*p == '\0')
+        return WH_CFGSCAN_DESCEND;
+    if (strcmp(p, ".name") == 0)
+        return WH_CFGSCAN_SKIP;
+    if (strcmp(p, ".source") == 0 || strcmp(p, ".targets") == 0)
+        return WH_CFGSCAN_DESCEND;
+    if (strncmp(p, ".source.", 8) == 0) {
+        for (size_t i = 0; i < WH_ARRAY_LEN(source_fields); i++)
+            if (strcmp(p + 8, source_fields[i]) == 0)
+                return WH_CFGSCAN_SKIP;
+        return WH_CFGSCAN_STOP;
+    }
+    if (strncmp(p, ".targets", 8) != 0)
+        return WH_CFGSCAN_STOP;
+    p += 8;
+    if (!skip_index(&p))
+        return WH_CFGSCAN_STOP;
+    if (*p == '\0')
+        return WH_CFGSCAN_DESCEND;
+    if (*p++ != '.')
+        return WH_CFGSCAN_STOP;
+    for (size_t i = 0; i < WH_ARRAY_LEN(target_fields); i++)
+        if (strcmp(p, target_fields[i]) == 0)
+            return WH_CFGSCAN_SKIP;
+    return WH_CFGSCAN_STOP;
+}
+
+typedef struct scan_check {
+    char *err;
+    size_t errlen;
+} scan_check;
+
+/* wh_cfgscan_fn: stops at the first setting the table does not know. */
+static int scan_setting(void *arg, const char *path, int line)
+{
+    scan_check *sc = arg;
+    if (strcmp(path, "targets") == 0 || is_group(path))
+        return WH_CFGSCAN_DESCEND;
+    int next = WH_CFGSCAN_STOP;
+    if (strncmp(path, "tenants", 7) == 0 && (path[7] == '\0' || path[7] == '['))
+        next = scan_tenants_path(path + 7);
+    if (next != WH_CFGSCAN_STOP)
+        return next;
+    if (wh_config_find(path) != NULL || is_target_field_path(path))
+        return WH_CFGSCAN_SKIP;
+    unknown_setting(sc->err, sc->errlen, path, line);
+    return WH_CFGSCAN_STOP;
+}
+
+/* The file is walked once with wh_cfgscan before libconfig parses it, so a
+ * file of many unknown settings is refused at the first one in linear time
+ * (libconfig 1.5's parser is quadratic in the size of a group). */
 static int load_file(wh_config *c, const char *path, char *err, size_t errlen)
 {
+    char *text = NULL;
+    size_t len = 0;
+    if (read_text(path, &text, &len, err, errlen) != WH_OK)
+        return WH_ERR;
+    char sub[WH_ERRLEN];
+    const char *nul = memchr(text, '\0', len);
+    if (nul != NULL) {
+        int line = 1;
+        for (const char *p = text; p < nul; p++)
+            line += *p == '\n';
+        free(text);
+        return wh_seterr(err, errlen, "config file %s line %d: NUL byte", path, line);
+    }
+    scan_check sc = {sub, sizeof(sub)};
+    if (wh_cfgscan(text, len, scan_setting, &sc)) {
+        free(text);
+        return wh_seterr(err, errlen, "config file %s: %s", path, sub);
+    }
     config_t cf;
     config_init(&cf);
     int rc = WH_OK;
-    if (access(path, R_OK) != 0) {
-        rc = wh_seterr(err, errlen, "cannot read config file %s: %s", path, strerror(errno));
-    } else if (config_read_file(&cf, path) != CONFIG_TRUE) {
+    if (config_read_string(&cf, text) != CONFIG_TRUE) {
         rc = wh_seterr(err, errlen, "config file %s line %d: %s", path, config_error_line(&cf),
                        config_error_text(&cf));
-    } else {
-        char sub[WH_ERRLEN];
-        if (load_group(c, config_root_setting(&cf), "", sub, sizeof(sub)) != WH_OK)
-            rc = wh_seterr(err, errlen, "config file %s: %s", path, sub);
+    } else if (load_group(c, config_root_setting(&cf), "", sub, sizeof(sub)) != WH_OK) {
+        rc = wh_seterr(err, errlen, "config file %s: %s", path, sub);
     }
     config_destroy(&cf);
+    free(text);
     return rc;
 }
 
@@ -488,7 +812,7 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
                          "setting 'ingestor.flush_bytes': %" PRId64
                          " must be at most half of ipc.max_msg_bytes (%" PRId64 ")",
                          c->flush_bytes, c->ipc_max_msg_bytes);
-    return WH_OK;
+    return validate_targets(c, err, errlen);
 }
 
 int wh_config_load(wh_config *c, const char *path, char *err, size_t errlen)
@@ -567,46 +891,6 @@ int wh_config_to_json(const wh_config *c, wh_buf *b)
     }
     rc |= wh_buf_puts(b, "]}");
     return rc == WH_OK ? WH_OK : WH_ERR;
-}
-
-/* ---- target validation ---- */
-
-/* Minimal check, to be replaced by the full one at merge (same signature). */
-int wh_target_validate(const wh_target *t, char *err, size_t errlen)
-{
-    const char *u = t->url;
-    size_t skip;
-    if (strncmp(u, "http://", 7) == 0)
-        skip = 7;
-    else if (strncmp(u, "https://", 8) == 0)
-        skip = 8;
-    else
-        return wh_seterr(err, errlen, "url: must start with http:// or https://");
-    for (const unsigned char *p = (const unsigned char *)u; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            return wh_seterr(err, errlen, "url: contains a control character");
-    const char *host = u + skip;
-    const char *at = strchr(host, '@');
-    const char *end = host + strcspn(host, "/?#");
-    if (at != NULL && at < end)
-        host = at + 1;
-    if (host >= end || *host == ':' || *host == '/')
-        return wh_seterr(err, errlen, "url: missing host");
-    if (t->secret[0] != '\0') {
-        size_t n = strlen(t->secret);
-        if (strncmp(t->secret, "whsec_", 6) != 0)
-            return wh_seterr(err, errlen, "secret: must start with whsec_");
-        wh_buf b;
-        wh_buf_init(&b, 1024);
-        int rc = wh_base64_decode(&b, t->secret + 6, n - 6);
-        size_t len = b.len;
-        wh_buf_free(&b);
-        if (rc != WH_OK)
-            return wh_seterr(err, errlen, "secret: not valid base64 after whsec_");
-        if (len < 24 || len > 64)
-            return wh_seterr(err, errlen, "secret: %zu bytes, must be 24..64", len);
-    }
-    return WH_OK;
 }
 
 /* ---- runtime apply hooks ---- */

@@ -9,7 +9,8 @@
  *
  * Unknown keys, wrong types, out-of-range values and bad DSNs are errors that
  * name the key; a daemon then exits non-zero. A failed reload keeps the old
- * configuration.
+ * configuration. Loading stops at the first unknown setting (with its line)
+ * and is linear in the size of the file (see wh_cfgscan.h).
  */
 #ifndef WH_CONFIG_H
 #define WH_CONFIG_H
@@ -21,12 +22,35 @@
 #define WH_NAME_MAX 64
 #define WH_URL_MAX 1024
 #define WH_PATH_MAX 1024
+#define WH_CONFIG_FILE_MAX (16 * 1024 * 1024) /* a larger file is refused */
+
+#define WH_SECRET_MIN_BYTES 24 /* decoded signing key, Standard Webhooks */
+#define WH_SECRET_MAX_BYTES 64
 
 typedef struct wh_target {
     char name[WH_NAME_MAX];
     char url[WH_URL_MAX];
     char secret[256]; /* Standard Webhooks secret "whsec_..." or "" */
 } wh_target;
+
+/* The one check of a webhook target, run on every target the configuration
+ * holds (wh_config_validate: `walhook check`, `walhook up`, every daemon) and
+ * again by the dispatcher on every target it sets up:
+ *   name    1..63 letters, digits, '_', '-', '.'
+ *   url     http:// or https://, printable ASCII without spaces (no CR/LF),
+ *           a host (name, IPv4 or [IPv6]), an optional port 1..65535
+ *   secret  "" (unsigned) or "whsec_" + standard base64 of 24..64 bytes (the
+ *           prefix may be left out, as the Standard Webhooks libraries allow)
+ * The message names the target and the field, never quotes the secret:
+ * "target 'orders' secret: not whsec_ followed by standard base64 ...". */
+int wh_target_validate(const wh_target *t, char *err, size_t errlen);
+/* The same check without the target's name: "url: ...", "secret: ...",
+ * "name: ..." (for callers that name the target themselves, wh_state). */
+int wh_target_check(const wh_target *t, char *err, size_t errlen);
+/* Decodes a secret as above into key (WH_SECRET_MAX_BYTES); "" gives
+ * *keylen = 0. The dispatcher signs with the key. */
+int wh_secret_decode(const char *secret, unsigned char *key, size_t *keylen, char *err,
+                     size_t errlen);
 
 typedef struct wh_config {
     /* general */
@@ -108,7 +132,8 @@ int wh_config_apply_env(wh_config *c, char *err, size_t errlen);
 int wh_config_set(wh_config *c, const char *path, const char *value, char *err, size_t errlen);
 /* Parses a WALHOOK_TARGETS-style list into c->targets. */
 int wh_config_set_targets(wh_config *c, const char *list, char *err, size_t errlen);
-/* Checks cross-field rules, the DSN (PQconninfoParse) and derives endpoints. */
+/* Checks cross-field rules, the DSN, every target (wh_target_validate, names
+ * unique) and derives endpoints. */
 int wh_config_validate(wh_config *c, char *err, size_t errlen);
 /* Returns the name of the first non-runtime setting that differs, or NULL. */
 const char *wh_config_static_diff(const wh_config *a, const wh_config *b);
@@ -127,12 +152,6 @@ void wh_config_apply_hooks(const wh_config *old, const wh_config *cur);
 
 /* The table entry of a setting, or NULL. */
 const wh_config_entry *wh_config_find(const char *path);
-
-/* Checks one target as `walhook check` and the daemons do: the URL (http or
- * https, a host, no control characters) and the secret ("" or "whsec_" +
- * base64 of 24..64 bytes). The message names the field ("url: ...",
- * "secret: ...") and never quotes the secret. */
-int wh_target_validate(const wh_target *t, char *err, size_t errlen);
 
 /* A target URL for display: userinfo password and query string hidden. */
 void wh_config_redact_url(const char *url, char *out, size_t len);

@@ -145,6 +145,7 @@ int wh_metric_process(wh_buf *b, const char *daemon)
 typedef struct stats_mem {
     Walhook__StatsReply sr;
     wh_buf text;
+    char reason[256];
 } stats_mem;
 
 void wh_stats_reply(Walhook__Reply *rep, void **cookie, const char *daemon, wh_stats_fn fn,
@@ -161,7 +162,8 @@ void wh_stats_reply(Walhook__Reply *rep, void **cookie, const char *daemon, wh_s
     const char *state = "running";
     int ready = 1;
     if (wh_metric_process(&m->text, daemon) != WH_OK ||
-        fn(arg, &m->text, &state, &ready) != WH_OK || wh_buf_cstr(&m->text) != WH_OK) {
+        fn(arg, &m->text, &state, &ready, m->reason, sizeof(m->reason)) != WH_OK ||
+        wh_buf_cstr(&m->text) != WH_OK) {
         wh_buf_free(&m->text);
         free(m);
         wh_reply_error(rep, 500, "%s: cannot render metrics", daemon);
@@ -171,6 +173,7 @@ void wh_stats_reply(Walhook__Reply *rep, void **cookie, const char *daemon, wh_s
     m->sr.state = (char *)state;
     m->sr.ready = ready != 0;
     m->sr.metrics_text = m->text.data;
+    m->sr.reason = m->reason;
     rep->body_case = WALHOOK__REPLY__BODY_STATS;
     rep->stats = &m->sr;
     *cookie = m;

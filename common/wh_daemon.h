@@ -42,8 +42,11 @@ void wh_daemon_pidfile(const wh_config *cfg, const char *daemon);
 int wh_stats_call(wh_client *c, Walhook__Reply **rep, char *err, size_t errlen);
 
 /* Renders the daemon's metrics (Prometheus text) into text and says its state
- * ("streaming", "running", ...) and readiness. Called on an IPC worker thread. */
-typedef int (*wh_stats_fn)(void *arg, wh_buf *text, const char **state, int *ready);
+ * ("streaming", "running", ...) and readiness; a daemon that is not ready may
+ * say why in reason (reasonlen bytes, "" by default), naming the cause: the
+ * admin's /readyz shows it. Called on an IPC worker thread. */
+typedef int (*wh_stats_fn)(void *arg, wh_buf *text, const char **state, int *ready, char *reason,
+                           size_t reasonlen);
 
 /* Fills rep with a StatsReply for `daemon` (process metrics + fn's); *cookie
  * must be released with wh_stats_reply_free() after the reply was packed. */

@@ -266,7 +266,7 @@ static int validate_target(const wh_state_target *g, const char *path, char *err
     memset(&t, 0, sizeof(t));
     wh_strlcpy(t.name, g->name, sizeof(t.name));
     wh_strlcpy(t.url, g->url, sizeof(t.url));
-    if (wh_target_validate(&t, sub, sizeof(sub)) != WH_OK)
+    if (wh_target_check(&t, sub, sizeof(sub)) != WH_OK)
         return wh_seterr(err, errlen, "%s.%s", path, sub);
     for (int k = 0; k < g->nsecrets; k++) {
         if (!terminated(g->secrets[k], sizeof(g->secrets[k])) ||
@@ -274,7 +274,7 @@ static int validate_target(const wh_state_target *g, const char *path, char *err
             return wh_seterr(err, errlen, "%s.secrets[%d]: too long", path, k);
         if (t.secret[0] == '\0')
             return wh_seterr(err, errlen, "%s.secrets[%d]: empty", path, k);
-        if (wh_target_validate(&t, sub, sizeof(sub)) != WH_OK) {
+        if (wh_target_check(&t, sub, sizeof(sub)) != WH_OK) {
             /* "secret: ..." from the shared check -> "secrets[k]: ..." */
             const char *msg = strncmp(sub, "secret: ", 8) == 0 ? sub + 8 : sub;
             return wh_seterr(err, errlen, "%s.secrets[%d]: %s", path, k, msg);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include "adm_api.h"
@@ -17,6 +18,13 @@
 #include "wh_buf.h"
 #include "wh_util.h"
 
+/* Open connections of one client address (not counted: 127.0.0.1, ::1). */
+typedef struct adm_client {
+    unsigned char addr[16]; /* IPv4 in the first 4 bytes */
+    int family;
+    unsigned n;
+} adm_client;
+
 struct adm_http {
     struct MHD_Daemon *d;
     adm_auth *auth;
@@ -24,7 +32,14 @@ struct adm_http {
     adm_api *api;
     char *tls_cert, *tls_key; /* PEM, kept while the daemon runs */
     uint16_t port;
+    pthread_mutex_t cl_mu; /* guards clients */
+    adm_client *clients;   /* one per address with open connections */
+    size_t nclients, capclients;
 };
+
+/* A connection thread runs one handler at a time on a small stack; many
+ * idle connections then cost little memory. */
+#define ADM_HTTP_THREAD_STACK (512 * 1024)
 
 /* Per-connection request state (con_cls): the body, capped. */
 typedef struct adm_conn {
@@ -41,6 +56,119 @@ static void adm_completed(void *cls, struct MHD_Connection *conn, void **con_cls
         free(c);
         *con_cls = NULL;
     }
+}
+
+/* ---- connection limits --------------------------------------------------
+ * One thread per connection; a connection silent for ADM_HTTP_IDLE_TIMEOUT_S
+ * is closed; at most ADM_HTTP_MAX_CONNS at once, and at most
+ * ADM_HTTP_PER_CLIENT from one address, so that one client cannot take the
+ * probes' room. 127.0.0.1 and ::1 (probes and tools on this host: a compose
+ * healthcheck, kubectl exec) have no per-address cap, only the global one. */
+
+/* The client's address as a key; returns 0 for loopback 127.0.0.1 / ::1 and
+ * addresses that are not IP (not counted). */
+static int client_key(const struct sockaddr *sa, unsigned char addr[16], int *family)
+{
+    memset(addr, 0, 16);
+    if (sa == NULL)
+        return 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        if (a->sin_addr.s_addr == htonl(INADDR_LOOPBACK))
+            return 0;
+        memcpy(addr, &a->sin_addr, 4);
+        *family = AF_INET;
+        return 1;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr))
+            return 0;
+        if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) { /* ::ffff:a.b.c.d is a.b.c.d */
+            if (memcmp(a->sin6_addr.s6_addr + 12, "\x7f\0\0\x01", 4) == 0)
+                return 0;
+            memcpy(addr, a->sin6_addr.s6_addr + 12, 4);
+            *family = AF_INET;
+            return 1;
+        }
+        memcpy(addr, &a->sin6_addr, 16);
+        *family = AF_INET6;
+        return 1;
+    }
+    return 0;
+}
+
+/* Caller holds cl_mu. The entry of addr, created when `create`. */
+static adm_client *client_get(adm_http *h, const unsigned char addr[16], int family, int create)
+{
+    for (size_t i = 0; i < h->nclients; i++)
+        if (h->clients[i].family == family && memcmp(h->clients[i].addr, addr, 16) == 0)
+            return &h->clients[i];
+    if (!create)
+        return NULL;
+    if (h->nclients == h->capclients) {
+        size_t nc = h->capclients ? h->capclients * 2 : 16;
+        adm_client *n = realloc(h->clients, nc * sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        h->clients = n;
+        h->capclients = nc;
+    }
+    adm_client *c = &h->clients[h->nclients++];
+    memcpy(c->addr, addr, 16);
+    c->family = family;
+    c->n = 0;
+    return c;
+}
+
+/* MHD accept policy: refuses an address that has ADM_HTTP_PER_CLIENT open. */
+static enum MHD_Result adm_accept(void *cls, const struct sockaddr *sa, socklen_t len)
+{
+    adm_http *h = cls;
+    unsigned char addr[16];
+    int family = 0;
+    WH_UNUSED(len);
+    if (!client_key(sa, addr, &family))
+        return MHD_YES;
+    pthread_mutex_lock(&h->cl_mu);
+    const adm_client *c = client_get(h, addr, family, 0);
+    int ok = c == NULL || c->n < ADM_HTTP_PER_CLIENT;
+    pthread_mutex_unlock(&h->cl_mu);
+    return ok ? MHD_YES : MHD_NO;
+}
+
+/* MHD connection notification: counts open connections per address. */
+static void adm_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                       enum MHD_ConnectionNotificationCode toe)
+{
+    adm_http *h = cls;
+    WH_UNUSED(socket_context);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    unsigned char addr[16];
+    int family = 0;
+    if (ci == NULL || !client_key(ci->client_addr, addr, &family))
+        return;
+    pthread_mutex_lock(&h->cl_mu);
+    adm_client *c = client_get(h, addr, family, toe == MHD_CONNECTION_NOTIFY_STARTED);
+    if (c != NULL && toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        c->n++;
+    } else if (c != NULL && c->n > 0 && --c->n == 0) {
+        *c = h->clients[--h->nclients]; /* forget an address without connections */
+    }
+    pthread_mutex_unlock(&h->cl_mu);
+}
+
+/* ADM_HTTP_MAX_CONNS, or fewer when this process may not open that many
+ * files (a connection is one; keep some for everything else). */
+static unsigned conn_limit(void)
+{
+    struct rlimit rl;
+    rlim_t max = ADM_HTTP_MAX_CONNS;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < max + 64)
+        max = rl.rlim_cur > 128 ? rl.rlim_cur - 64 : rl.rlim_cur / 2;
+    return (unsigned)max;
 }
 
 /* Everything is routed through adm_api (a pure function of the request);
@@ -143,7 +271,8 @@ int adm_http_start(adm_http **out, const char *listen, adm_query *q, const wh_co
                          gai_strerror(gai));
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof(ss));
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION;
+    /* poll, not select: more than FD_SETSIZE connections */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
     if (ai->ai_family == AF_INET6) {
         struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
         memcpy(a6, ai->ai_addr, sizeof(*a6));
@@ -159,6 +288,7 @@ int adm_http_start(adm_http **out, const char *listen, adm_query *q, const wh_co
     adm_http *h = calloc(1, sizeof(*h));
     if (!h)
         return wh_seterr(err, errlen, "out of memory");
+    pthread_mutex_init(&h->cl_mu, NULL);
     if (adm_auth_new(&h->auth, cfg, err, errlen) != WH_OK ||
         adm_backend_open(&h->be, cfg, q, err, errlen) != WH_OK ||
         adm_api_new(&h->api, cfg, &h->be, h->auth, err, errlen) != WH_OK)
@@ -179,9 +309,11 @@ int adm_http_start(adm_http **out, const char *listen, adm_query *q, const wh_co
         tls[2] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     }
     h->d = MHD_start_daemon(
-        flags, port, NULL, NULL, adm_handler, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-        MHD_OPTION_NOTIFY_COMPLETED, adm_completed, NULL, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+        flags, port, adm_accept, h, adm_handler, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_CONNECTION_LIMIT, conn_limit(), MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)ADM_HTTP_IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_CONNECTION, adm_notify, h,
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)ADM_HTTP_THREAD_STACK, MHD_OPTION_NOTIFY_COMPLETED,
+        adm_completed, NULL, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (!h->d) {
         wh_seterr(err, errlen, "admin.listen: cannot listen on %s (address in use%s?)", listen,
                   h->tls_cert ? ", or a bad TLS certificate/key" : "");
@@ -219,5 +351,7 @@ void adm_http_stop(adm_http *h)
         explicit_bzero(h->tls_key, strlen(h->tls_key));
     free(h->tls_key);
     free(h->tls_cert);
+    pthread_mutex_destroy(&h->cl_mu);
+    free(h->clients);
     free(h);
 }

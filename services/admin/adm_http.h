@@ -1,8 +1,10 @@
 /* adm_http: the admin's HTTP server (libmicrohttpd, one thread per
- * connection so a slow /readyz never blocks /livez).
+ * connection so a slow /readyz never blocks /livez; limits below keep the
+ * probes answerable under a flood of idle connections).
  *   GET /livez   200 "ok"
- *   GET /readyz  200 when every daemon answers Stats and the ingestor is
- *                streaming, else 503; JSON body names who is not ready, why
+ *   GET /readyz  200 when every daemon answers Stats, the ingestor streams
+ *                and the store can write, else 503; the JSON body names who
+ *                is not ready and why
  *   GET /metrics Prometheus text of every daemon plus the admin's own
  *   GET /config  the configuration as JSON, secrets redacted
  *   GET /        a small HTML status page
@@ -14,6 +16,12 @@
 #include <stdint.h>
 #include "adm_query.h"
 #include "wh_config.h"
+
+/* Connection limits: probes must stay answerable under a flood of idle
+ * connections. */
+#define ADM_HTTP_MAX_CONNS 1000    /* at once (fewer when the fd limit is lower) */
+#define ADM_HTTP_PER_CLIENT 64     /* from one address but 127.0.0.1 and ::1 */
+#define ADM_HTTP_IDLE_TIMEOUT_S 10 /* a connection silent this long is closed */
 
 typedef struct adm_http adm_http;
 

@@ -205,7 +205,7 @@ int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
                             st[i].ready ? "yes" : "no");
         esc(b, st[i].state);
         rc |= wh_buf_puts(b, "</td><td>");
-        esc(b, st[i].error);
+        esc(b, st[i].error[0] ? st[i].error : st[i].reason);
         rc |= wh_buf_puts(b, "</td></tr>\n");
     }
     rc |= wh_buf_puts(b, "</table>\n");

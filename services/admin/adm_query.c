@@ -126,6 +126,7 @@ void adm_stat_from_reply(adm_stat *st, const Walhook__Reply *rep)
     st->up = 0;
     st->ready = 0;
     st->state[0] = '\0';
+    st->reason[0] = '\0';
     st->error[0] = '\0';
     free(st->metrics);
     st->metrics = NULL;
@@ -138,6 +139,8 @@ void adm_stat_from_reply(adm_stat *st, const Walhook__Reply *rep)
     st->ready = s->ready ? 1 : 0;
     if (s->state)
         wh_strlcpy(st->state, s->state, sizeof(st->state));
+    if (s->reason)
+        wh_strlcpy(st->reason, s->reason, sizeof(st->reason));
     if (s->metrics_text && s->metrics_text[0])
         st->metrics = strdup(s->metrics_text);
 }
@@ -280,11 +283,18 @@ static int adm_not_ready(const adm_stat *st, char *why, size_t len)
         snprintf(why, len, "%.250s", st->error[0] ? st->error : "not answering");
         return 1;
     }
-    if (strcmp(st->name, "ingestor") == 0 && !st->ready) {
-        snprintf(why, len, "not streaming (state %.31s)", st->state[0] ? st->state : "unknown");
-        return 1;
-    }
-    return 0;
+    /* the dispatcher's flag is informational: a target that fails must not
+     * take the pipeline out of service */
+    if (st->ready || strcmp(st->name, "dispatcher") == 0)
+        return 0;
+    const char *state = st->state[0] ? st->state : "unknown";
+    if (st->reason[0])
+        snprintf(why, len, "%.255s", st->reason);
+    else if (strcmp(st->name, "ingestor") == 0)
+        snprintf(why, len, "not streaming (state %.31s)", state);
+    else
+        snprintf(why, len, "not ready (state %.31s)", state);
+    return 1;
 }
 
 int adm_readiness(const adm_stat *st, int n, wh_buf *out)

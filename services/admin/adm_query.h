@@ -17,12 +17,13 @@
 
 /* What one daemon answered (or why it did not). */
 typedef struct adm_stat {
-    char name[16];   /* "store", "ingestor", "dispatcher" */
-    int up;          /* answered the Stats request */
-    int ready;       /* reply's ready flag */
-    char state[32];  /* reply's state, "" if none */
-    char error[256]; /* why it is not up ("" when up) */
-    char *metrics;   /* malloc'd metrics_text, or NULL */
+    char name[16];    /* "store", "ingestor", "dispatcher" */
+    int up;           /* answered the Stats request */
+    int ready;        /* reply's ready flag */
+    char state[32];   /* reply's state, "" if none */
+    char reason[256]; /* reply's reason: why it is not ready ("" if none) */
+    char error[256];  /* why it is not up ("" when up) */
+    char *metrics;    /* malloc'd metrics_text, or NULL */
 } adm_stat;
 
 typedef struct adm_query adm_query;
@@ -39,8 +40,9 @@ void adm_stats_free(adm_stat *st, int n);
 /* Fills st (name already set) from a Stats reply; a reply without stats body
  * marks the daemon down with a reason. */
 void adm_stat_from_reply(adm_stat *st, const Walhook__Reply *rep);
-/* Returns 1 when every daemon is up and the ingestor is ready, else 0, and
- * appends a JSON object describing each daemon (and the reasons) to out. */
+/* Returns 1 when every daemon is up and the ingestor and the store are ready
+ * (streaming, able to write), else 0, and appends a JSON object describing
+ * each daemon (and the reasons: the daemon's own when it gave one) to out. */
 int adm_readiness(const adm_stat *st, int n, wh_buf *out);
 /* Appends the Prometheus page: every daemon's metrics_text and the admin's
  * own gauges, with samples grouped per metric family and each # HELP/# TYPE

@@ -3,9 +3,11 @@
 
 #include "wh_util.h"
 
-static int render_stats(void *arg, wh_buf *text, const char **state, int *ready)
+static int render_stats(void *arg, wh_buf *text, const char **state, int *ready, char *reason,
+                        size_t reasonlen)
 {
-    *state = "running";
+    /* refused targets deliver nothing, the others deliver: still ready */
+    *state = dsp_loop_nrefused(arg) > 0 ? "degraded" : "running";
     *ready = 1;
     return dsp_loop_metrics(arg, text);
 }

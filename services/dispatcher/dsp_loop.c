@@ -36,7 +36,33 @@ struct dsp_loop {
 
     void (*on_reload)(void *arg);
     void *reload_arg;
+
+    /* targets refused at setup or at a change (bad URL or secret, curl
+     * setup): the others go on; under tmu (the metrics read them) */
+    dsp_refused refused[DSP_MAX_REFUSED];
+    int nrefused;
 };
+
+/* Loop thread: notes that (tenant, name) was refused; counts every time. */
+static void note_refused(dsp_loop *l, const char *tenant, const char *name)
+{
+    pthread_mutex_lock(&l->tmu);
+    dsp_refused *r = NULL;
+    for (int i = 0; i < l->nrefused && r == NULL; i++)
+        if (strcmp(l->refused[i].tenant, tenant) == 0 && strcmp(l->refused[i].name, name) == 0)
+            r = &l->refused[i];
+    if (r == NULL && l->nrefused < DSP_MAX_REFUSED) {
+        r = &l->refused[l->nrefused++];
+        memset(r, 0, sizeof(*r));
+        wh_strlcpy(r->tenant, tenant, sizeof(r->tenant));
+        wh_strlcpy(r->name, name, sizeof(r->name));
+    }
+    if (r != NULL) {
+        r->count++;
+        r->current = 1;
+    }
+    pthread_mutex_unlock(&l->tmu);
+}
 
 static void wake(void *arg)
 {
@@ -130,8 +156,13 @@ int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errl
             sp.nsecrets = 1;
         }
         sp.set = l->base;
-        if (add_target(l, &sp, err, errlen) != WH_OK)
-            goto error;
+        char terr[WH_ERRLEN];
+        if (add_target(l, &sp, terr, sizeof(terr)) != WH_OK) {
+            note_refused(l, sp.set.tenant, sp.name);
+            wh_error("target %s/%s refused, nothing is delivered to it (the other targets go on): "
+                     "%s",
+                     sp.set.tenant, sp.name, terr);
+        }
     }
     *out = l;
     return WH_OK;
@@ -184,9 +215,9 @@ dsp_target *dsp_loop_find(dsp_loop *l, const char *tenant, const char *name)
 
 static void apply_change(dsp_loop *l, dsp_target *t, const dsp_spec *sp)
 {
-    WH_UNUSED(l);
     char err[WH_ERRLEN];
     if (dsp_target_reconfigure(t, sp, err, sizeof(err)) != WH_OK) {
+        note_refused(l, sp->set.tenant, sp->name);
         wh_error("%s; the target keeps its previous URL, secrets and settings", err);
         return;
     }
@@ -210,6 +241,12 @@ static void reconcile(dsp_loop *l)
 
     for (int i = 0; i < l->ntargets; i++)
         l->targets[i]->seen = 0;
+    /* a refused target stays refused only while the new list still has it
+     * refused; its count of refusals is kept for the metric */
+    pthread_mutex_lock(&l->tmu);
+    for (int i = 0; i < l->nrefused; i++)
+        l->refused[i].current = 0;
+    pthread_mutex_unlock(&l->tmu);
     int added = 0, changed = 0, removed = 0;
     for (int k = 0; k < n; k++) {
         dsp_spec *sp = &specs[k];
@@ -221,7 +258,10 @@ static void reconcile(dsp_loop *l)
         char err[WH_ERRLEN];
         if (t == NULL) {
             if (add_target(l, sp, err, sizeof(err)) != WH_OK) {
-                wh_error("cannot start target %s/%s: %s", sp->set.tenant, sp->name, err);
+                note_refused(l, sp->set.tenant, sp->name);
+                wh_error("target %s/%s refused, nothing is delivered to it (the other targets go "
+                         "on): %s",
+                         sp->set.tenant, sp->name, err);
                 continue;
             }
             l->targets[l->ntargets - 1]->seen = 1;
@@ -419,13 +459,18 @@ static int put_value(wh_buf *b, const char *v)
     return WH_OK;
 }
 
-static int put_labels(wh_buf *b, const dsp_target *t)
+static int put_labels_of(wh_buf *b, const char *tenant, const char *name)
 {
-    if (wh_buf_puts(b, "tenant=\"") != WH_OK || put_value(b, t->set.tenant) != WH_OK ||
-        wh_buf_puts(b, "\",target=\"") != WH_OK || put_value(b, t->name) != WH_OK ||
+    if (wh_buf_puts(b, "tenant=\"") != WH_OK || put_value(b, tenant) != WH_OK ||
+        wh_buf_puts(b, "\",target=\"") != WH_OK || put_value(b, name) != WH_OK ||
         wh_buf_putc(b, '"') != WH_OK)
         return WH_ERR;
     return wh_buf_cstr(b);
+}
+
+static int put_labels(wh_buf *b, const dsp_target *t)
+{
+    return put_labels_of(b, t->set.tenant, t->name);
 }
 
 typedef enum {
@@ -507,6 +552,19 @@ int dsp_loop_metrics(dsp_loop *l, wh_buf *out)
     pthread_mutex_lock(&l->tmu);
     for (int k = 0; k < M_N && rc == WH_OK; k++)
         rc = render_metric(l, out, (metric_kind)k);
+    if (rc == WH_OK)
+        rc = wh_metric_header(out, "walhook_target_config_errors_total", "counter",
+                              "Times a target was refused for a bad configuration (it then "
+                              "delivers nothing; the other targets go on).");
+    for (int i = 0; i < l->nrefused && rc == WH_OK; i++) {
+        wh_buf lab;
+        wh_buf_init(&lab, 0);
+        rc = put_labels_of(&lab, l->refused[i].tenant, l->refused[i].name);
+        if (rc == WH_OK)
+            rc = wh_metric_u64(out, "walhook_target_config_errors_total", lab.data,
+                               l->refused[i].count);
+        wh_buf_free(&lab);
+    }
     int n = l->ntargets;
     pthread_mutex_unlock(&l->tmu);
     if (rc == WH_OK)
@@ -557,4 +615,14 @@ int dsp_loop_ntargets(const dsp_loop *l)
 dsp_target *dsp_loop_target(dsp_loop *l, int i)
 {
     return (i >= 0 && i < l->ntargets) ? l->targets[i] : NULL;
+}
+
+int dsp_loop_nrefused(dsp_loop *l)
+{
+    int n = 0;
+    pthread_mutex_lock(&l->tmu);
+    for (int i = 0; i < l->nrefused; i++)
+        n += l->refused[i].current;
+    pthread_mutex_unlock(&l->tmu);
+    return n;
 }

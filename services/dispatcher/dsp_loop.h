@@ -18,6 +18,15 @@
 
 typedef struct dsp_loop dsp_loop;
 
+#define DSP_MAX_REFUSED 64
+/* A target refused at setup or at a change (metrics, state "degraded"). */
+typedef struct dsp_refused {
+    char tenant[WH_NAME_MAX];
+    char name[WH_NAME_MAX];
+    uint64_t count; /* refusals so far */
+    int current;    /* refused in the list applied last */
+} dsp_refused;
+
 /* Builds the targets of cfg (tenant cfg->tenant; none is fine: the loop
  * idles until targets arrive through dsp_loop_set_targets) and starts their
  * store readers. */
@@ -41,6 +50,13 @@ void dsp_loop_stop(dsp_loop *l);
 int dsp_loop_metrics(dsp_loop *l, wh_buf *out);
 /* Stops the readers (final commits) and frees everything. */
 void dsp_loop_destroy(dsp_loop *l);
+
+/* Targets refused in the list applied last (the dispatcher's state is
+ * "degraded" then). A target whose setup fails (dsp_target_init: the shared
+ * wh_target_validate, its secrets, curl) is refused on its own: logged,
+ * counted in walhook_target_config_errors_total{tenant,target}, never
+ * posted to, and the other targets go on. Thread-safe. */
+int dsp_loop_nrefused(dsp_loop *l);
 
 /* For tests: number of targets and access to one (loop thread or stopped
  * loop). */

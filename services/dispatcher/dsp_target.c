@@ -362,6 +362,26 @@ static size_t discard_cb(char *p, size_t size, size_t n, void *ud)
     return size * n;
 }
 
+/* The shared target check (wh_target_validate, as `walhook check` runs it)
+ * on the URL and on every secret of sp: a target the dispatcher sets up or
+ * reconfigures is never less checked than one in the file. */
+static int check_spec(const dsp_spec *sp, char *err, size_t errlen)
+{
+    wh_target wt;
+    memset(&wt, 0, sizeof(wt));
+    wh_strlcpy(wt.name, sp->name, sizeof(wt.name));
+    wh_strlcpy(wt.url, sp->url, sizeof(wt.url));
+    char sub[WH_ERRLEN];
+    int n = sp->nsecrets < DSP_KEYS_MAX ? sp->nsecrets : DSP_KEYS_MAX;
+    for (int i = 0; i <= n; i++) {
+        if (i > 0)
+            wh_strlcpy(wt.secret, sp->secrets[i - 1], sizeof(wt.secret));
+        if (wh_target_validate(&wt, sub, sizeof(sub)) != WH_OK)
+            return wh_seterr(err, errlen, "tenant '%s' %s", sp->set.tenant, sub);
+    }
+    return WH_OK;
+}
+
 /* Parses every secret of sp into keys; nothing is written on error. */
 static int parse_keys(dsp_key *keys, int *nkeys, const dsp_spec *sp, char *err, size_t errlen)
 {
@@ -392,7 +412,8 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
         wh_buf_init(&t->slots[i].body, 0);
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
-    if (parse_keys(t->keys, &t->nkeys, sp, err, errlen) != WH_OK)
+    if (check_spec(sp, err, errlen) != WH_OK ||
+        parse_keys(t->keys, &t->nkeys, sp, err, errlen) != WH_OK)
         return WH_ERR;
 
     CURL *e = curl_easy_init();
@@ -445,7 +466,8 @@ void dsp_target_apply_settings(dsp_target *t, const dsp_settings *set)
 
 int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t errlen)
 {
-    if (parse_keys(t->keys, &t->nkeys, sp, err, errlen) != WH_OK)
+    if (check_spec(sp, err, errlen) != WH_OK ||
+        parse_keys(t->keys, &t->nkeys, sp, err, errlen) != WH_OK)
         return WH_ERR;
     if (strcmp(t->url, sp->url) != 0) {
         wh_strlcpy(t->url, sp->url, sizeof(t->url));

@@ -10,31 +10,13 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include "wh_config.h"
 #include "wh_util.h"
 
 int dsp_key_parse(dsp_key *key, const char *secret, char *err, size_t errlen)
 {
     memset(key, 0, sizeof(*key));
-    if (secret == NULL || secret[0] == '\0')
-        return WH_OK;
-    const char *p = secret;
-    if (strncmp(p, "whsec_", 6) == 0)
-        p += 6;
-    size_t n = strlen(p);
-    if (n == 0)
-        return wh_seterr(err, errlen, "secret is empty after the whsec_ prefix");
-    wh_buf b;
-    wh_buf_init(&b, DSP_KEY_MAX);
-    if (wh_base64_decode(&b, p, n) != WH_OK || b.len == 0) {
-        wh_buf_free(&b);
-        return wh_seterr(err, errlen,
-                         "secret is not whsec_<base64> (or decodes to more than %d bytes)",
-                         DSP_KEY_MAX);
-    }
-    memcpy(key->bytes, b.data, b.len);
-    key->len = b.len;
-    wh_buf_free(&b);
-    return WH_OK;
+    return wh_secret_decode(secret, key->bytes, &key->len, err, errlen);
 }
 
 int dsp_body_begin(wh_buf *b)

@@ -8,11 +8,12 @@
 #include <stdint.h>
 
 #include "wh_buf.h"
+#include "wh_config.h"
 
-#define DSP_KEY_MAX 128 /* decoded signing key bytes */
-#define DSP_SIG_MAX 64  /* "v1," + base64(32 bytes) + NUL = 48 */
-#define DSP_HDR_MAX 512 /* one header line */
-#define DSP_KEYS_MAX 4  /* secrets of one target (rotation): one signature each */
+#define DSP_KEY_MAX WH_SECRET_MAX_BYTES /* decoded signing key bytes */
+#define DSP_SIG_MAX 64                  /* "v1," + base64(32 bytes) + NUL = 48 */
+#define DSP_HDR_MAX 512                 /* one header line */
+#define DSP_KEYS_MAX 4                  /* secrets of one target (rotation): one signature each */
 
 /* Decoded signing key of a target; len 0 = unsigned target. */
 typedef struct dsp_key {

@@ -52,7 +52,8 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
 }
 
 /* wh_stats_fn for the control endpoint. */
-static int render_stats(void *arg, wh_buf *text, const char **state, int *ready)
+static int render_stats(void *arg, wh_buf *text, const char **state, int *ready, char *reason,
+                        size_t reasonlen)
 {
     const ing_stats *st = arg;
     int s = (int)wh_gauge_get(&st->state);

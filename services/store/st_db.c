@@ -71,6 +71,13 @@ struct st_db {
     size_t nbuckets, noffs;
 
     _Atomic uint64_t gc_dropped;
+
+    /* health of synced writes: the last one failed since fail_since_ms */
+    pthread_mutex_t health_mu;
+    int write_failing;
+    uint64_t fail_since_ms;
+    char write_err[200];
+    _Atomic uint64_t write_errors;
 };
 
 int64_t st_db_memory_need(int64_t cache_bytes, int64_t write_buffer_bytes)
@@ -454,6 +461,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     for (int i = 0; i < ST_LOCK_STRIPES; i++)
         pthread_mutex_init(&db->append_mu[i], NULL);
     pthread_rwlock_init(&db->off_lock, NULL);
+    pthread_mutex_init(&db->health_mu, NULL);
 
     db->opts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(db->opts, 1);
@@ -462,7 +470,12 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     rocksdb_options_set_max_background_jobs(db->opts, 2);
     rocksdb_options_set_max_open_files(db->opts, 256);
     rocksdb_options_set_keep_log_file_num(db->opts, 2);
-    rocksdb_options_set_info_log_level(db->opts, 2 /* WARN */);
+    /* FATAL only: the info LOG lives on the data disk, and with Debian's
+     * librocksdb (assertions enabled) a LOG file whose write failed (disk
+     * full) aborts the process at its next log line (seen in
+     * SstFileManagerImpl::ClearError while recovering from "No space left
+     * on device"). The store reports its own errors. */
+    rocksdb_options_set_info_log_level(db->opts, 4 /* FATAL */);
     rocksdb_options_set_stats_dump_period_sec(db->opts, 0);
     rocksdb_options_set_max_total_wal_size(db->opts, (uint64_t)o->write_buffer_bytes * 4);
 
@@ -543,7 +556,46 @@ void st_db_close(st_db *db)
     for (int i = 0; i < ST_LOCK_STRIPES; i++)
         pthread_mutex_destroy(&db->append_mu[i]);
     pthread_rwlock_destroy(&db->off_lock);
+    pthread_mutex_destroy(&db->health_mu);
     free(db);
+}
+
+/* ---- write health ---- */
+
+/* Records the outcome of a synced RocksDB write: err is RocksDB's message,
+ * or NULL when it succeeded. */
+static void note_write(st_db *db, const char *err)
+{
+    pthread_mutex_lock(&db->health_mu);
+    if (err != NULL) {
+        atomic_fetch_add(&db->write_errors, 1);
+        if (!db->write_failing) {
+            db->write_failing = 1;
+            db->fail_since_ms = wh_now_ms();
+        }
+        wh_strlcpy(db->write_err, err, sizeof(db->write_err));
+    } else if (db->write_failing) {
+        db->write_failing = 0;
+        wh_info("writes succeed again after %.1f s of failures (%s)",
+                (double)(wh_now_ms() - db->fail_since_ms) / 1000.0, db->write_err);
+    }
+    pthread_mutex_unlock(&db->health_mu);
+}
+
+int st_db_write_health(st_db *db, char *why, size_t whylen)
+{
+    pthread_mutex_lock(&db->health_mu);
+    int failing = db->write_failing;
+    if (failing)
+        wh_seterr(why, whylen, "cannot write for %.1f s: %s",
+                  (double)(wh_now_ms() - db->fail_since_ms) / 1000.0, db->write_err);
+    pthread_mutex_unlock(&db->health_mu);
+    return failing ? WH_ERR : WH_OK;
+}
+
+uint64_t st_db_write_errors(st_db *db)
+{
+    return atomic_load(&db->write_errors);
 }
 
 /* ---- append ---- */
@@ -618,6 +670,7 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
         if (rocksdb_writebatch_count(wb) > 0) {
             char *e = NULL;
             rocksdb_write(db->rdb, db->wo, wb, &e);
+            note_write(db, e);
             if (e)
                 rc = rerr(err, errlen, "write", e);
         }
@@ -710,6 +763,7 @@ static int off_persist(st_db *db, st_off *o, off_val v, char *err, size_t errlen
     wh_put_be64(b + 12, v.epoch);
     char *e = NULL;
     rocksdb_put(db->rdb, db->wo, k, kl, (const char *)b, sizeof(b), &e);
+    note_write(db, e);
     if (e)
         return rerr(err, errlen, "offset write", e);
     return WH_OK;

@@ -29,6 +29,11 @@
  *
  * All functions are thread-safe. Appends of the same tenant are serialised
  * (the D key is a read-modify-write); different tenants may group-commit.
+ *
+ * Write health: the outcome of the last synced write (append or offset
+ * commit) is kept, so the store can say it cannot write (e.g. "No space left
+ * on device") until a write succeeds again. RocksDB itself resumes writing
+ * after such an error once space is back (its SstFileManager polls).
  */
 #ifndef ST_DB_H
 #define ST_DB_H
@@ -163,5 +168,11 @@ int st_db_compact(st_db *db, char *err, size_t errlen);
 
 /* E keys dropped by the GC filter since open. */
 uint64_t st_db_gc_dropped(st_db *db);
+
+/* WH_OK when the last synced write succeeded (or none was made yet); WH_ERR
+ * while writes fail, with why = "cannot write for N s: <RocksDB's error>". */
+int st_db_write_health(st_db *db, char *why, size_t whylen);
+/* Synced writes that failed since open. */
+uint64_t st_db_write_errors(st_db *db);
 
 #endif

@@ -568,10 +568,17 @@ static void do_put_state(st_server *s, const Walhook__PutState *p, Walhook__Repl
 
 /* ---- Stats ---- */
 
-/* wh_stats_fn: the store's own metrics (wh_stats_reply adds the process ones). */
-static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready)
+/* wh_stats_fn: the store's own metrics (wh_stats_reply adds the process ones).
+ * Not ready while its synced writes fail: the ingestor's appends then fail
+ * too, and nothing new can be stored. */
+static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, char *reason,
+                         size_t reasonlen)
 {
     st_server *s = arg;
+    if (st_db_write_health(s->db, reason, reasonlen) != WH_OK) {
+        *state = "write-failing";
+        *ready = 0;
+    }
     int rc = 0;
     rc |= wh_metric_header(b, "walhook_events_stored_total", "counter",
                            "events appended (durable) since start");
@@ -590,6 +597,9 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready)
                                "version of the runtime state document in the store");
         rc |= wh_metric_u64(b, "walhook_state_version", "", st_state_version(s->state));
     }
+    rc |= wh_metric_header(b, "walhook_store_write_errors_total", "counter",
+                           "synced writes (appends, offset commits) that failed since start");
+    rc |= wh_metric_u64(b, "walhook_store_write_errors_total", "", st_db_write_errors(s->db));
     return rc == 0 ? WH_OK : WH_ERR;
 }
 

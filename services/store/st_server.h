@@ -10,6 +10,10 @@
  * A Read naming a consumer registers it (offset (0,0), persisted) when it is
  * new, so GC keeps its events until it commits past them.
  *
+ * Stats: state "running", ready; while synced writes fail (disk full, I/O
+ * error) state "write-failing", not ready, and the reason names RocksDB's
+ * error, until a write succeeds again (st_db_write_health).
+ *
  * Long poll: a Read with wait_ms > 0 that finds nothing waits (at most
  * ST_MAX_WAIT_MS) on a per-tenant condition variable that Append of that
  * tenant signals. At most workers-1 requests long-poll at once so that one

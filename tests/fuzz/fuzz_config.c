@@ -1,5 +1,6 @@
-/* libFuzzer target for common/wh_config: the libconfig file loader, the
- * WALHOOK_TARGETS list parser and per-setting text values.
+/* libFuzzer target for common/wh_config: the libconfig file loader (the
+ * wh_cfgscan walk, then libconfig), the WALHOOK_TARGETS list parser and
+ * per-setting text values.
  *
  * Input, split at NUL bytes:
  *   part 0          the configuration file (written to a temp file, loaded
@@ -9,7 +10,8 @@
  *                   picks a setting by its first byte as index into
  *                   wh_config_table, the rest being the value)
  * Every successful configuration is validated, diffed against the defaults
- * and rendered with wh_config_to_json, which must be valid JSON.
+ * and rendered with wh_config_to_json, which must be valid JSON; every target
+ * it holds must pass wh_target_validate (targets are checked as they come).
  * WALHOOK_* variables are removed from the environment at start so runs are
  * reproducible.
  */
@@ -95,7 +97,8 @@ static void check_config(wh_config *c)
         __builtin_trap();
     for (int i = 0; i < c->ntargets; i++)
         if (memchr(c->targets[i].name, 0, WH_NAME_MAX) == NULL ||
-            memchr(c->targets[i].url, 0, WH_URL_MAX) == NULL)
+            memchr(c->targets[i].url, 0, WH_URL_MAX) == NULL ||
+            wh_target_validate(&c->targets[i], err, sizeof err) != WH_OK)
             __builtin_trap();
     (void)wh_config_static_diff(c, &defaults);
     (void)wh_config_static_diff(&defaults, c);

@@ -133,6 +133,12 @@ targets = ( { name = "t0"; url = "http://127.0.0.1:9/hook"; },
         b'tenant = "a";\0t0=http://127.0.0.1:9/a,http://127.0.0.1:9/b\0store.workers=8\0'
         b'source.dsn=host=127.0.0.1 port=5432\0dispatcher.retry_max_ms=1000\0\x05true')
     out("fuzz_config", "targets-plain", b'\0http://127.0.0.1:1/x,http://[::1]:2/y')
+    out("fuzz_config", "targets-bad",
+        b'targets = ( { name = "a"; url = "http://h:1/x\\r\\nX: 1"; },\n'
+        b'  { name = "b"; url = "http://h/"; secret = "whsec_!!!"; } );\0a=ftp://h/,b=http://:9/')
+    out("fuzz_config", "syntax",
+        b'# comment = 1;\n/* block { */ tenant : "a" "b", // tail\n'
+        b'source = { slot = "s"; dns = [1, 2]; };\nx = ( { y = 0x1F; }, ( 1 ) );\n')
 
 
 # ---- values -----------------------------------------------------------------

@@ -80,6 +80,51 @@ for d in store ingestor dispatcher; do
     expect "memory budget ($d)" 'memory_budget_bytes' "$BIN/walhook-$d" -c "$WH_TMP/budget.conf"
 done
 
+# Issue 5, defect 3: a bad target is refused up front, by `walhook check`,
+# `walhook up` and every daemon, with exit 2 and the same message naming the
+# target and the field (one validation function). Before, `walhook check`
+# accepted these and the dispatcher then exited 2 at every restart.
+badtarget() { # NAME URL SECRET: a good target, then the bad one
+    {
+        echo "data_dir = \"$DATA\";"
+        echo "admin = { listen = \"127.0.0.1:$APORT\"; };"
+        echo "source = { dsn = \"$GOOD_DSN\"; };"
+        echo "targets = ( { name = \"good\"; url = \"http://127.0.0.1:9/hook\"; },"
+        echo "  { name = \"$1\"; url = \"$2\"; secret = \"$3\"; } );"
+    } >"$WH_TMP/$1.conf"
+}
+badtarget badsecret "http://127.0.0.1:9/hook" 'whsec_!!!'
+badtarget crlf 'http://127.0.0.1:9/hook\r\nX-Injected: 1' ""
+badtarget ftp "ftp://127.0.0.1/hook" ""
+badtarget nohost "http://:9/hook" ""
+declare -A field=([badsecret]="secret: not whsec_" [crlf]="url: byte 23 is a control character"
+    [ftp]="url: must start with http:// or https://" [nohost]="url: no host")
+for t in badsecret crlf ftp nohost; do
+    conf="$WH_TMP/$t.conf"
+    want="config file $conf: targets\[1\] \(line 5\): target '$t' ${field[$t]}"
+    ref=$(timeout -k 5 30 "$BIN/walhook" check -c "$conf" 2>&1)
+    rc=$?
+    checks=$((checks + 1))
+    if [ "$rc" != 2 ] || ! grep -qE -- "$want" <<<"$ref"; then
+        echo "  FAIL bad target $t (check): exit $rc, message: $ref"
+        failures=$((failures + 1))
+        continue
+    fi
+    msg=${ref#*: config file } # the message without the command's own prefix
+    echo "  ok   bad target $t (check) -> exit 2: config file $msg"
+    for cmd in walhook-store walhook-ingestor walhook-dispatcher walhook-admin "walhook up"; do
+        checks=$((checks + 1))
+        # shellcheck disable=SC2086
+        out=$(cd "$WH_TMP" && timeout -k 5 30 "$BIN"/$cmd -c "$conf" </dev/null 2>&1)
+        rc=$?
+        if [ "$rc" != 2 ] || ! grep -qF -- "config file $msg" <<<"$out"; then
+            echo "  FAIL bad target $t ($cmd): exit $rc, not the message of walhook check:"
+            sed 's/^/      /' <<<"$out" | head -n 3
+            failures=$((failures + 1))
+        fi
+    done
+done
+
 if [ "$failures" -gt 0 ]; then
     echo "FAIL $WH_TEST_NAME: $failures of $checks bad-input checks failed"
     exit 1

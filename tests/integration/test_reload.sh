@@ -2,8 +2,8 @@
 # Runtime configuration by SIGHUP: any daemon re-reads the file and stores it
 # as the next version of the runtime state (docs/CONTROL.md); every daemon
 # applies it (here dispatcher.batch_max_events); a broken file is refused by
-# name by each daemon (the store too) and the running version stays; nothing
-# is lost meanwhile.
+# name by each daemon (the store too), and so is a file with a bad target
+# (issue 5), and the running version stays; nothing is lost meanwhile.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 CHANGES=${CHANGES:-3000}
@@ -62,6 +62,20 @@ grep -q "state version $v applied" "$WH_TMP/dispatcher.log" &&
     wh_fail "the dispatcher still logs at info after log_level = warn"
 "${SC[@]}" set log_level info >/dev/null || wh_fail "cannot set log_level back"
 
+# 4. a new target with a bad secret (issue 5, defect 3): the file is refused
+# naming the target and the field, the running version stays and the old
+# target keeps delivering (below)
+v0=$("${SC[@]}" version) || wh_fail "cannot read the state version"
+wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$RPORT/hook" \
+    "http://127.0.0.1:$RPORT/other"
+sed -i 's/name = "t1";/name = "t1"; secret = "whsec_!!!";/' "$CONF"
+kill -HUP "${WH_PIDS[dispatcher]}"
+wh_wait_until 10 grep -q "reload refused.*targets\[1\].*target 't1' secret: not whsec_" \
+    "$WH_TMP/dispatcher.log" || wh_fail "the dispatcher did not refuse the bad target by name"
+wh_alive dispatcher || wh_fail "the dispatcher died on a reload with a bad target"
+v=$("${SC[@]}" version) || wh_fail "cannot read the state version"
+[ "$v" = "$v0" ] || wh_fail "the state version moved from $v0 to $v on a refused reload"
+
 "$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --changes "$CHANGES" --seed 7 --max-txn 200 --tables 2 \
     --expect "$WH_TMP/expected.jsonl" || wh_fail "load generation failed"
 wh_wait_received 60 "$WH_TMP/expected.jsonl" "$WH_TMP/received.jsonl" ||
@@ -71,4 +85,4 @@ wh_wait_received 60 "$WH_TMP/expected.jsonl" "$WH_TMP/received.jsonl" ||
 big=$(awk -F'"id":"' 'NF - 1 > 7 { n++ } END { print n + 0 }' "$WH_TMP/received.jsonl")
 total=$(wc -l <"$WH_TMP/received.jsonl")
 [ "$big" -le 1 ] || wh_fail "$big of $total requests carried more than batch_max_events = 7 events"
-wh_pass "SIGHUP stored version 2 with batch_max_events=7 ($total requests, $big from the read pending at the reload), a broken file was refused by name by every daemon, log_level applied at runtime, $CHANGES changes delivered in order"
+wh_pass "SIGHUP stored version 2 with batch_max_events=7 ($total requests, $big from the read pending at the reload), a broken file and a file with a bad target were refused by name, log_level applied at runtime, $CHANGES changes delivered in order"

@@ -3,6 +3,7 @@
  * (wh_server) answering Stats. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,26 +25,41 @@
 static wh_config cfg;
 static char tmpdir[256];
 
-/* Sends "METHOD path" and returns the status code; the body (after the
- * headers) goes into body (NUL-terminated). */
-static int http(uint16_t port, const char *method, const char *path, char *body, size_t bodylen)
+/* A TCP connection to 127.0.0.1:port from the address src ("127.0.0.2":
+ * any 127/8 address is this host's). */
+static int connect_from(uint16_t port, const char *src)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     struct sockaddr_in a;
     memset(&a, 0, sizeof(a));
     a.sin_family = AF_INET;
+    assert_int_equal(inet_pton(AF_INET, src, &a.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
     a.sin_port = htons(port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    return fd;
+}
+
+/* Sends "METHOD path" from src and returns the status code, or -1 when the
+ * server closed the connection without an answer; the body (after the
+ * headers) goes into body (NUL-terminated). */
+static int http_from(uint16_t port, const char *src, const char *method, const char *path,
+                     char *body, size_t bodylen)
+{
+    int fd = connect_from(port, src);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     char req[512];
     int n = snprintf(req, sizeof(req),
                      "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n"
                      "Authorization: Bearer read-token-0123456789\r\n\r\n",
                      method, path);
-    assert_int_equal(write(fd, req, (size_t)n), n);
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return -1;
+    }
     static char resp[1 << 16];
     size_t len = 0;
     ssize_t r;
@@ -52,12 +68,28 @@ static int http(uint16_t port, const char *method, const char *path, char *body,
     resp[len] = '\0';
     close(fd);
     int status = 0;
-    assert_int_equal(sscanf(resp, "HTTP/1.%*d %d", &status), 1);
+    if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1)
+        return -1;
     const char *b = strstr(resp, "\r\n\r\n");
     if (body && bodylen) {
         snprintf(body, bodylen, "%s", b ? b + 4 : "");
     }
     return status;
+}
+
+static int http(uint16_t port, const char *method, const char *path, char *body, size_t bodylen)
+{
+    return http_from(port, "127.0.0.1", method, path, body, bodylen);
+}
+
+/* 1 when the server closed fd (EOF or reset), 0 while it keeps it open. */
+static int closed_by_server(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 0) <= 0)
+        return 0;
+    char c;
+    return read(fd, &c, 1) <= 0;
 }
 
 static int setup(void **state)
@@ -194,11 +226,65 @@ static void test_with_daemons(void **state)
     wh_server_stop(srv[1]);
 }
 
+/* Issue 5, defect 6: idle connections (a client that connects and sends
+ * nothing) took all 64 of the admin's connections, and /livez failed until
+ * they timed out. */
+static void test_idle_connection_flood(void **state)
+{
+    char err[WH_ERRLEN], body[256];
+    adm_http *h = NULL;
+    assert_int_equal(adm_http_start(&h, "127.0.0.1:0", NULL, &cfg, err, sizeof(err)), WH_OK);
+    uint16_t port = adm_http_port(h);
+
+    enum { IDLE = 200 };
+    int idle[IDLE];
+    for (int i = 0; i < IDLE; i++)
+        idle[i] = connect_from(port, "127.0.0.1");
+    wh_sleep_ms(300); /* the server has accepted them all by now */
+    uint64_t t0 = wh_now_ms();
+    assert_int_equal(http(port, "GET", "/livez", body, sizeof(body)), 200);
+    assert_string_equal(body, "ok\n");
+    print_message("/livez answered in %llu ms beside %d idle connections\n",
+                  (unsigned long long)(wh_now_ms() - t0), IDLE);
+    int dropped = 0;
+    for (int i = 0; i < IDLE; i++)
+        dropped += closed_by_server(idle[i]);
+    assert_int_equal(dropped, 0);
+
+    /* one other client address gets ADM_HTTP_PER_CLIENT connections, then
+     * is refused; 127.0.0.1 (probes on this host) still gets answers */
+    enum { MORE = ADM_HTTP_PER_CLIENT + 8 };
+    int other[MORE];
+    for (int i = 0; i < MORE; i++)
+        other[i] = connect_from(port, "127.0.0.2");
+    wh_sleep_ms(300);
+    int kept = 0;
+    for (int i = 0; i < MORE; i++)
+        kept += !closed_by_server(other[i]);
+    assert_int_equal(kept, ADM_HTTP_PER_CLIENT);
+    assert_int_equal(http_from(port, "127.0.0.2", "GET", "/livez", body, sizeof(body)), -1);
+    assert_int_equal(http(port, "GET", "/livez", body, sizeof(body)), 200);
+    /* its connections closed, that client is served again */
+    for (int i = 0; i < MORE; i++)
+        close(other[i]);
+    int status = -1;
+    for (int i = 0; i < 50 && status != 200; i++) {
+        wh_sleep_ms(50);
+        status = http_from(port, "127.0.0.2", "GET", "/livez", body, sizeof(body));
+    }
+    assert_int_equal(status, 200);
+
+    for (int i = 0; i < IDLE; i++)
+        close(idle[i]);
+    adm_http_stop(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_basic_endpoints),
         cmocka_unit_test(test_with_daemons),
+        cmocka_unit_test(test_idle_connection_flood),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

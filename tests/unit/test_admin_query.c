@@ -105,6 +105,30 @@ static void test_readiness(void **state)
     assert_non_null(strstr(b.data, "timed out"));
     adm_stats_free(st, ADM_NDAEMONS);
 
+    /* issue 5, defect 5: a store that answers but cannot write is not
+     * ready, and /readyz gives its own reason */
+    Walhook__Reply srep = WALHOOK__REPLY__INIT;
+    Walhook__StatsReply ss = WALHOOK__STATS_REPLY__INIT;
+    ss.daemon = "store";
+    ss.state = "write-failing";
+    ss.ready = 0;
+    ss.reason = "cannot write for 2.0 s: IO error: No space left on device";
+    srep.body_case = WALHOOK__REPLY__BODY_STATS;
+    srep.stats = &ss;
+    memset(&st[0], 0, sizeof(st[0]));
+    wh_strlcpy(st[0].name, "store", sizeof(st[0].name));
+    adm_stat_from_reply(&st[0], &srep);
+    assert_int_equal(readiness(st, &b), 0);
+    assert_non_null(strstr(b.data, "\"not_ready\":\"store\",\"reason\":\"cannot write for 2.0 s: "
+                                   "IO error: No space left on device\""));
+    assert_non_null(strstr(b.data, "\"state\":\"write-failing\""));
+    adm_stats_free(st, ADM_NDAEMONS);
+    /* ... and without a reason its state is named */
+    stat_from(&st[0], "store", "write-failing", 0, NULL);
+    assert_int_equal(readiness(st, &b), 0);
+    assert_non_null(strstr(b.data, "\"reason\":\"not ready (state write-failing)\""));
+    adm_stats_free(st, ADM_NDAEMONS);
+
     /* dispatcher's ready flag is informational; answering is what counts */
     stat_from(&st[0], "store", "running", 1, NULL);
     stat_from(&st[2], "dispatcher", "running", 0, NULL);

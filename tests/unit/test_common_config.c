@@ -4,17 +4,40 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <dlfcn.h>
+#include <libconfig.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "wh_buf.h"
+#include "wh_cfgscan.h"
 #include "wh_config.h"
 #include "wh_dsn.h"
 #include "wh_util.h"
 
 static char path[64];
+
+/* Spies on libconfig's parser entry points (this program's definitions win
+ * over libconfig's at link time) to see how often a whole file reaches it. */
+static int libconfig_parses;
+
+int config_read_file(config_t *config, const char *filename)
+{
+    int (*real)(config_t *, const char *) =
+        (int (*)(config_t *, const char *))dlsym(RTLD_NEXT, "config_read_file");
+    libconfig_parses++;
+    return real(config, filename);
+}
+
+int config_read_string(config_t *config, const char *str)
+{
+    int (*real)(config_t *, const char *) =
+        (int (*)(config_t *, const char *))dlsym(RTLD_NEXT, "config_read_string");
+    libconfig_parses++;
+    return real(config, str);
+}
 
 static const char *write_conf(const char *text)
 {
@@ -48,15 +71,16 @@ static void test_full_file(void **state)
 {
     wh_config c;
     char err[WH_ERRLEN];
-    int rc = load_text(
-        &c,
-        "tenant = \"shop\";\n"
-        "data_dir = \"/tmp/whx\";\n"
-        "source = { dsn = \"postgresql://u@127.0.0.1:5432/db\"; create_slot = false; };\n"
-        "ingestor = { flush_bytes = 1048576; flush_age_us = 1000L; };\n"
-        "targets = ( { name = \"a\"; url = \"http://127.0.0.1:9000/x\"; },\n"
-        "            { url = \"https://example.invalid/y\"; secret = \"whsec_abc\"; } );\n",
-        err, sizeof(err));
+    int rc =
+        load_text(&c,
+                  "tenant = \"shop\";\n"
+                  "data_dir = \"/tmp/whx\";\n"
+                  "source = { dsn = \"postgresql://u@127.0.0.1:5432/db\"; create_slot = false; };\n"
+                  "ingestor = { flush_bytes = 1048576; flush_age_us = 1000L; };\n"
+                  "targets = ( { name = \"a\"; url = \"http://127.0.0.1:9000/x\"; },\n"
+                  "            { url = \"https://example.invalid/y\"; secret = "
+                  "\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"; } );\n",
+                  err, sizeof(err));
     assert_int_equal(rc, WH_OK);
     assert_string_equal(c.tenant, "shop");
     assert_int_equal(c.create_slot, 0);
@@ -65,7 +89,7 @@ static void test_full_file(void **state)
     assert_int_equal(c.ntargets, 2);
     assert_string_equal(c.targets[0].name, "a");
     assert_string_equal(c.targets[1].name, "t1");
-    assert_string_equal(c.targets[1].secret, "whsec_abc");
+    assert_string_equal(c.targets[1].secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
     assert_string_equal(c.store_endpoint, "ipc:///tmp/whx/store.sock");
 }
 
@@ -218,6 +242,216 @@ static void test_dsn_redact(void **state)
     assert_string_equal(out, "hos");
 }
 
+#define GOOD_SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" /* 24 bytes */
+
+static int check_target(const char *name, const char *url, const char *secret, char *err,
+                        size_t errlen)
+{
+    wh_target t;
+    memset(&t, 0, sizeof(t));
+    wh_strlcpy(t.name, name, sizeof(t.name));
+    wh_strlcpy(t.url, url, sizeof(t.url));
+    wh_strlcpy(t.secret, secret, sizeof(t.secret));
+    err[0] = '\0';
+    return wh_target_validate(&t, err, errlen);
+}
+
+/* Issue 5, defect 3: one target check for `walhook check`, every daemon and
+ * the dispatcher. */
+static void test_target_validate(void **state)
+{
+    char err[WH_ERRLEN];
+    struct {
+        const char *name, *url, *secret;
+    } good[] = {
+        {"a", "http://127.0.0.1:9000/x", ""},
+        {"orders", "https://hooks.example/orders?x=1&y=%20#f", GOOD_SECRET},
+        {"v6", "http://[::1]:8080/", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, /* prefix optional */
+        {"user.x-1_", "https://u:p@h.example",
+         "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gI"
+         "SIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+Pw=="},
+    };
+    for (size_t i = 0; i < WH_ARRAY_LEN(good); i++)
+        if (check_target(good[i].name, good[i].url, good[i].secret, err, sizeof(err)) != WH_OK)
+            fail_msg("%s rejected: %s", good[i].url, err);
+    struct {
+        const char *name, *url, *secret, *needle;
+    } bad[] = {
+        {"a", "http://h/", "whsec_!!!",
+         "target 'a' secret: not whsec_ followed by standard base64"},
+        {"a", "http://h/", "whsec_", "target 'a' secret: empty"},
+        {"a", "http://h/", "whsec_AAECAwQFBgcICQoLDA0ODw==", "decodes to 16 bytes"},
+        {"a", "http://h/",
+         "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD"
+         "0+P0A=",
+         "decodes to 65 bytes"},
+        {"a", "http://h/", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwA", "secret: not whsec_"},
+        {"a", "http://h/", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS", "decodes to 23 bytes"},
+        {"a", "http://h/x\r\nX-Injected: 1", "", "target 'a' url: byte 10 is a control character"},
+        {"a", "http://h/a b", "", "url: byte 10"},
+        {"a", "ftp://h/", "", "target 'a' url: must start with http:// or https://"},
+        {"a", "", "", "target 'a' url: missing"},
+        {"a", "http:///path", "", "url: no host"},
+        {"a", "https://user@:443/", "", "url: no host"},
+        {"a", "http://h:0/", "", "port must be a number from 1 to 65535"},
+        {"a", "http://h:65536/", "", "port"},
+        {"a", "http://h:/", "", "port"},
+        {"a", "http://h:8x/", "", "port"},
+        {"a", "http://h!x/", "", "host may hold"},
+        {"a", "http://[zz]/", "", "IPv6"},
+        {"a", "http://[::1]x/", "", "after the IPv6"},
+        {"bad name", "http://h/", "", "name: must be"},
+        {"", "http://h/", "", "name: must be"},
+    };
+    for (size_t i = 0; i < WH_ARRAY_LEN(bad); i++) {
+        if (check_target(bad[i].name, bad[i].url, bad[i].secret, err, sizeof(err)) != WH_ERR)
+            fail_msg("'%s' '%s' accepted", bad[i].url, bad[i].secret);
+        if (strstr(err, bad[i].needle) == NULL)
+            fail_msg("'%s': error '%s' does not mention '%s'", bad[i].url, err, bad[i].needle);
+        if (strlen(bad[i].secret) > 6 && strstr(err, bad[i].secret + 6) != NULL)
+            fail_msg("error '%s' quotes the secret", err);
+    }
+
+    /* the file: named with its index and line, whatever comes after */
+    wh_config c;
+    assert_int_equal(load_text(&c,
+                               "targets = ( { name = \"good\"; url = \"http://127.0.0.1:1/\"; },\n"
+                               "  { name = \"bad\"; url = \"http://127.0.0.1:2/\";\n"
+                               "    secret = \"whsec_!!!\"; } );\n",
+                               err, sizeof(err)),
+                     WH_ERR);
+    assert_non_null(strstr(err, "targets[1] (line 2): target 'bad' secret: not whsec_"));
+    assert_int_equal(load_text(&c,
+                               "targets = ( { name = \"x\"; url = \"http://h:1/\"; },\n"
+                               "  { name = \"x\"; url = \"http://h:2/\"; } );\n",
+                               err, sizeof(err)),
+                     WH_ERR);
+    assert_non_null(strstr(err, "targets[1] (line 2): duplicate name 'x' (as targets[0])"));
+    assert_int_equal(
+        load_text(&c, "targets = ( { url = \"http://h/\\r\\nX: 1\"; } );\n", err, sizeof(err)),
+        WH_ERR);
+    assert_non_null(strstr(err, "targets[0] (line 1): target 't0' url: byte 9"));
+    /* the environment */
+    setenv("WALHOOK_TARGETS", "a=http://h:1/,b=http://:2/", 1);
+    int rc = wh_config_load(&c, NULL, err, sizeof(err));
+    unsetenv("WALHOOK_TARGETS");
+    assert_int_equal(rc, WH_ERR);
+    assert_non_null(strstr(err, "WALHOOK_TARGETS: targets[1]: target 'b' url: no host"));
+    /* targets set by a program (flags of walhook up) go through the same check */
+    assert_int_equal(wh_config_load(&c, NULL, err, sizeof(err)), WH_OK);
+    c.ntargets = 1;
+    memset(&c.targets[0], 0, sizeof(c.targets[0]));
+    wh_strlcpy(c.targets[0].name, "p", sizeof(c.targets[0].name));
+    wh_strlcpy(c.targets[0].url, "http://h/", sizeof(c.targets[0].url));
+    wh_strlcpy(c.targets[0].secret, "whsec_!!!", sizeof(c.targets[0].secret));
+    assert_int_equal(wh_config_validate(&c, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "targets[0]: target 'p' secret: not whsec_"));
+
+    /* the decoder the dispatcher signs with */
+    unsigned char key[WH_SECRET_MAX_BYTES];
+    size_t klen = 99;
+    assert_int_equal(wh_secret_decode("", key, &klen, err, sizeof(err)), WH_OK);
+    assert_int_equal(klen, 0);
+    assert_int_equal(wh_secret_decode(GOOD_SECRET, key, &klen, err, sizeof(err)), WH_OK);
+    assert_int_equal(klen, 24);
+}
+
+/* Issue 5, defect 7: 30,000 unknown settings took seconds to refuse
+ * (libconfig 1.5 parses a group of n settings in n^2). The file is refused at
+ * its first unknown setting, named with its line, before libconfig parses
+ * anything; a valid file is parsed once. */
+static void test_many_unknown_settings(void **state)
+{
+    for (int n = 30000; n <= 60000; n += 30000) {
+        wh_buf b;
+        wh_buf_init(&b, 0);
+        assert_int_equal(wh_buf_puts(&b, "tenant = \"shop\";\n# then many typos\n"), WH_OK);
+        for (int i = 0; i < n; i++)
+            assert_int_equal(wh_buf_printf(&b, "unknown_%d = %d;\n", i, i), WH_OK);
+        assert_int_equal(wh_buf_cstr(&b), WH_OK);
+        wh_config c;
+        char err[WH_ERRLEN] = "";
+        libconfig_parses = 0;
+        assert_int_equal(load_text(&c, b.data, err, sizeof(err)), WH_ERR);
+        wh_buf_free(&b);
+        if (strstr(err, "unknown setting 'unknown_0' (line 3)") == NULL)
+            fail_msg("%d keys: error '%s' does not name the first unknown key", n, err);
+        assert_int_equal(libconfig_parses, 0);
+    }
+    /* the same check inside a group and inside a target */
+    wh_config c;
+    char err[WH_ERRLEN] = "";
+    libconfig_parses = 0;
+    assert_int_equal(load_text(&c, "source = {\n slot = \"s\";\n dns = \"x\"; a = 1; b = 2; };\n",
+                               err, sizeof(err)),
+                     WH_ERR);
+    assert_non_null(strstr(err, "unknown setting 'source.dns' (line 3)"));
+    assert_int_equal(load_text(&c,
+                               "targets = ( { url = \"http://h/\"; },\n { colour = \"red\"; } );\n",
+                               err, sizeof(err)),
+                     WH_ERR);
+    assert_non_null(strstr(err, "unknown setting 'targets[1].colour' (line 2)"));
+    /* an unknown group is an unknown setting, even when empty */
+    assert_int_equal(load_text(&c, "tenant = \"t\";\nfoo = {};\n", err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "unknown setting 'foo' (line 2)"));
+    assert_int_equal(libconfig_parses, 0);
+    /* a valid file goes to libconfig once */
+    assert_int_equal(
+        load_text(&c, "tenant = \"t\"; source = { slot = \"s\"; };\n", err, sizeof(err)), WH_OK);
+    assert_int_equal(libconfig_parses, 1);
+}
+
+typedef struct scan_log {
+    char seen[16][64];
+    int lines[16];
+    int n;
+    const char *stop_at; /* path that stops the walk */
+} scan_log;
+
+static int scan_cb(void *arg, const char *p, int line)
+{
+    scan_log *l = arg;
+    if (l->n < 16) {
+        snprintf(l->seen[l->n], sizeof(l->seen[l->n]), "%s", p);
+        l->lines[l->n] = line;
+    }
+    l->n++;
+    if (l->stop_at && strcmp(p, l->stop_at) == 0)
+        return WH_CFGSCAN_STOP;
+    return strcmp(p, "skipped") == 0 ? WH_CFGSCAN_SKIP : WH_CFGSCAN_DESCEND;
+}
+
+static void test_cfgscan(void **state)
+{
+    const char *text = "# comment with a = b;\n"
+                       "a = \"x # not a comment\" \"y \\\" } still a string\";\n"
+                       "/* block\n comment { */ b : 1.5e+3, c = [1, 2, 3]\n"
+                       "g = { h = true; i = ( { j = 0x1F; }, \"s\", ( 1 ) ); }; // tail\n"
+                       "skipped = { hidden = 1; };\n"
+                       "e = ();\n";
+    scan_log l = {0};
+    assert_int_equal(wh_cfgscan(text, strlen(text), scan_cb, &l), 0);
+    const char *want[] = {"a", "b", "c", "g", "g.h", "g.i", "g.i[0].j", "skipped", "e"};
+    const int lines[] = {2, 4, 4, 5, 5, 5, 5, 6, 7};
+    assert_int_equal(l.n, (int)WH_ARRAY_LEN(want));
+    for (size_t i = 0; i < WH_ARRAY_LEN(want); i++) {
+        assert_string_equal(l.seen[i], want[i]);
+        assert_int_equal(l.lines[i], lines[i]);
+    }
+    /* stop */
+    scan_log s = {.stop_at = "g.h"};
+    assert_int_equal(wh_cfgscan(text, strlen(text), scan_cb, &s), 1);
+    assert_int_equal(s.n, 5);
+    /* what the scanner does not follow ends the walk quietly */
+    const char *giveup[] = {"@include \"x.conf\"\nbad = 1;\n", "a = ;\nbad = 1;\n",
+                            "a = \"open\nbad = 1;\n", "a = 1 }\nbad = 1;\n",
+                            "a = /* open\nbad = 1;\n"};
+    for (size_t i = 0; i < WH_ARRAY_LEN(giveup); i++) {
+        scan_log g = {.stop_at = "bad"};
+        assert_int_equal(wh_cfgscan(giveup[i], strlen(giveup[i]), scan_cb, &g), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +462,9 @@ int main(void)
         cmocka_unit_test(test_static_diff_and_json),
         cmocka_unit_test(test_dsn_syntax),
         cmocka_unit_test(test_dsn_redact),
+        cmocka_unit_test(test_target_validate),
+        cmocka_unit_test(test_many_unknown_settings),
+        cmocka_unit_test(test_cfgscan),
     };
     return cmocka_run_group_tests_name("common_config", tests, NULL, NULL);
 }

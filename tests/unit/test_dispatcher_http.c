@@ -629,6 +629,91 @@ static void test_unreachable_target(void **state)
     assert_int_equal(FS.commits, 0); /* nothing skipped, nothing committed */
 }
 
+/* Issue 5, defect 3: one bad target (a secret that is not base64, a URL with
+ * CR LF) is refused on its own; the good target next to it delivers. */
+static void test_bad_target_refused(void **state)
+{
+    (void)state;
+    http_srv hs;
+    http_start(&hs, 0);
+    char url[128], crlf[160];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", hs.port);
+    snprintf(crlf, sizeof(crlf), "http://127.0.0.1:%d/hook\r\nX-Injected: 1", hs.port);
+    static wh_config cfg;
+    make_config(&cfg, url, "");
+    cfg.ntargets = 3;
+    const char *names[3] = {"bad", "a", "crlf"};
+    const char *urls[3] = {url, url, crlf};
+    const char *secrets[3] = {"whsec_!!!", "", ""};
+    for (int i = 0; i < 3; i++) {
+        memset(&cfg.targets[i], 0, sizeof(cfg.targets[i]));
+        wh_strlcpy(cfg.targets[i].name, names[i], sizeof(cfg.targets[i].name));
+        wh_strlcpy(cfg.targets[i].url, urls[i], sizeof(cfg.targets[i].url));
+        wh_strlcpy(cfg.targets[i].secret, secrets[i], sizeof(cfg.targets[i].secret));
+    }
+    memset(&FS, 0, sizeof(FS));
+    pthread_mutex_init(&FS.mu, NULL);
+
+    char err[WH_ERRLEN];
+    wh_server *store = NULL;
+    assert_int_equal(wh_server_start(&store, cfg.store_endpoint, 2, (size_t)cfg.ipc_max_msg_bytes,
+                                     store_fn, store_done, NULL, err, sizeof(err)),
+                     WH_OK);
+    dsp_loop *loop = NULL;
+    if (dsp_loop_create(&loop, &cfg, err, sizeof(err)) != WH_OK)
+        fail_msg("one bad target stopped every target: %s", err);
+    assert_int_equal(dsp_loop_nrefused(loop), 2);
+    assert_int_equal(dsp_loop_ntargets(loop), 1);
+    assert_string_equal(dsp_loop_target(loop, 0)->name, "a");
+    wh_control *ctl = NULL;
+    assert_int_equal(dsp_control_start(&ctl, cfg.dispatcher_control, loop, err, sizeof(err)),
+                     WH_OK);
+    pthread_t lt;
+    assert_int_equal(pthread_create(&lt, NULL, loop_main, loop), 0);
+    int done = 0;
+    for (int i = 0; i < 500 && !done; i++) {
+        pthread_mutex_lock(&FS.mu);
+        done = FS.has_committed && FS.c_lsn == 0x300 && FS.c_seq == 1;
+        pthread_mutex_unlock(&FS.mu);
+        if (!done)
+            wh_sleep_ms(10);
+    }
+    assert_true(done);
+
+    wh_client *cc = NULL;
+    assert_int_equal(wh_client_open(&cc, cfg.dispatcher_control, 2000, 1 << 20, err, sizeof(err)),
+                     WH_OK);
+    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
+    Walhook__Request rq = WALHOOK__REQUEST__INIT;
+    rq.body_case = WALHOOK__REQUEST__BODY_STATS;
+    rq.stats = &sr;
+    Walhook__Reply *rep = NULL;
+    if (wh_client_call(cc, &rq, &rep, err, sizeof(err)) != WH_OK)
+        fail_msg("stats: %s", err);
+    assert_string_equal(rep->stats->state, "degraded");
+    assert_true(rep->stats->ready);
+    const char *mt = rep->stats->metrics_text;
+    assert_non_null(
+        strstr(mt, "walhook_target_config_errors_total{tenant=\"t1\",target=\"bad\"} 1\n"));
+    assert_non_null(
+        strstr(mt, "walhook_target_config_errors_total{tenant=\"t1\",target=\"crlf\"} 1\n"));
+    assert_null(strstr(mt, "walhook_target_config_errors_total{tenant=\"t1\",target=\"a\"}"));
+    assert_non_null(strstr(mt, "walhook_events_delivered_total{tenant=\"t1\",target=\"a\"} 5\n"));
+    walhook__reply__free_unpacked(rep, NULL);
+    wh_client_close(cc);
+
+    dsp_loop_stop(loop);
+    pthread_join(lt, NULL);
+    wh_control_stop(ctl);
+    dsp_loop_destroy(loop);
+    wh_server_stop(store);
+    http_stop(&hs);
+    /* only target a posted: 2 + 2 + 1 events */
+    assert_int_equal(hs.nreq, 3);
+    for (int i = 0; i < 3; i++)
+        assert_null(strstr(hs.reqs[i].head, "X-Injected"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -636,6 +721,7 @@ int main(void)
         cmocka_unit_test(test_unreachable_target),
         cmocka_unit_test(test_runtime_targets),
         cmocka_unit_test(test_change_between_requests),
+        cmocka_unit_test(test_bad_target_refused),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];
