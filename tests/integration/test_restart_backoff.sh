@@ -53,6 +53,9 @@ kill_ready admin
 kill_ready dispatcher
 
 # Break the file: the next dispatchers exit 2 at start, before they are ready.
+# the child started by the last kill must have read the good file before it
+# is broken (else it fails before ready, which is the next step's case)
+wh_wait_until 60 ready_child dispatcher || wh_fail "walhook-dispatcher never logged as ready"
 echo 'this is not a setting' >>"$CONF"
 before=$(grep -c "restarting walhook-dispatcher in " "$LOG")
 kill_ready dispatcher

@@ -126,21 +126,21 @@ static void test_parse_errors(void **state)
          "tenants[0].targets[0].url: must start with http"},
         {"{\"tenants\":[{\"name\":\"a\",\"targets\":[{\"name\":\"t\",\"url\":\"http://"
          "x\\r\\n\"}]}]}",
-         "tenants[0].targets[0].url: contains a control character"},
+         "tenants[0].targets[0].url: byte 8 is a control character"},
         {"{\"tenants\":[{\"name\":\"a\",\"targets\":[{\"name\":\"t\",\"url\":\"http://\"}]}]}",
-         "tenants[0].targets[0].url: missing host"},
+         "tenants[0].targets[0].url: no host"},
         {"{\"tenants\":[{\"name\":\"a\",\"targets\":[{\"name\":\"t\",\"url\":\"http://x\"},"
          "{\"name\":\"t\",\"url\":\"http://y\"}]}]}",
          "tenants[0].targets[1].name: duplicate target name"},
         {"{\"tenants\":[{\"name\":\"a\",\"targets\":[{\"name\":\"t\",\"url\":\"http://x\","
          "\"secrets\":[\"nope\"]}]}]}",
-         "tenants[0].targets[0].secrets[0]: must start with whsec_"},
+         "tenants[0].targets[0].secrets[0]: decodes to 3 bytes"},
         {"{\"tenants\":[{\"name\":\"a\",\"targets\":[{\"name\":\"t\",\"url\":\"http://x\","
          "\"secrets\":[\"whsec_YWJj\"]}]}]}",
-         "tenants[0].targets[0].secrets[0]: 3 bytes"},
+         "tenants[0].targets[0].secrets[0]: decodes to 3 bytes"},
         {"{\"tenants\":[{\"name\":\"a\",\"targets\":[{\"name\":\"t\",\"url\":\"http://x\","
          "\"secrets\":[\"whsec_!!!!\"]}]}]}",
-         "tenants[0].targets[0].secrets[0]: not valid base64"},
+         "tenants[0].targets[0].secrets[0]: not whsec_ followed by standard base64"},
         {"{\"tenants\":[{\"name\":\"a\",\"targets\":[{\"name\":\"t\",\"url\":\"http://x\","
          "\"batch_max_events\":0,\"http_timeout_ms\":5}]}]}",
          "tenants[0].targets[0].http_timeout_ms: 5 is out of range"},
