@@ -57,7 +57,7 @@ typedef struct wh_config {
     char tenant[WH_NAME_MAX];
     char data_dir[WH_PATH_MAX];
     char log_level[16];
-    char log_format[8]; /* runtime: "text" | "json" */
+    char log_format[8];          /* runtime: "text" | "json" */
     int64_t memory_budget_bytes; /* 0 = unchecked */
     /* source */
     char source_dsn[WH_URL_MAX];
