@@ -165,9 +165,8 @@ int cli_cmd_up(int argc, char **argv)
         config_path = abs_cfg;
 
     wh_signals_install();
-    printf("walhook: tenant %s, data in %s, %d target%s; admin listens on http://%s\n", cfg.tenant,
-           cfg.data_dir, cfg.ntargets, cfg.ntargets == 1 ? "" : "s", cfg.admin_listen);
-    fflush(stdout);
+    wh_info("tenant %s, data in %s, %d target%s; admin listens on http://%s", cfg.tenant,
+            cfg.data_dir, cfg.ntargets, cfg.ntargets == 1 ? "" : "s", cfg.admin_listen);
     cli_sup_opts o = {
         .bindir = bindir,
         .config_path = config_path,
