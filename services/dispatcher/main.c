@@ -4,6 +4,7 @@
  * Teardown: the state watcher first (no more changes), then the control
  * endpoint (no more Stats), then the loop (stops the store readers after
  * their final commits). */
+#include "dsp_backlog.h"
 #include "dsp_control.h"
 #include "dsp_loop.h"
 #include "dsp_state.h"
@@ -41,14 +42,20 @@ int main(int argc, char **argv)
         wh_error("%s", err);
         return 2;
     }
+    dsp_backlog *backlog = NULL; /* metrics only: a failure is logged, not fatal */
+    if (dsp_backlog_start(&backlog, &cfg, err, sizeof(err)) != WH_OK)
+        wh_warn("backlog metrics: %s", err);
+    dsp_control_set_backlog(backlog);
     if (dsp_control_start(&ctl, cfg.dispatcher_control, loop, err, sizeof(err)) != WH_OK) {
         wh_error("control endpoint %s: %s", cfg.dispatcher_control, err);
+        dsp_backlog_stop(backlog);
         dsp_loop_destroy(loop);
         return 1;
     }
     if (dsp_state_start(&st, &cfg, path, loop, DSP_STORE_WAIT_MS, err, sizeof(err)) != WH_OK) {
         wh_error("runtime state: %s", err);
         wh_control_stop(ctl);
+        dsp_backlog_stop(backlog);
         dsp_loop_destroy(loop);
         return 1;
     }
@@ -57,6 +64,7 @@ int main(int argc, char **argv)
     wh_info("stopping");
     dsp_state_stop(st);
     wh_control_stop(ctl);
+    dsp_backlog_stop(backlog);
     dsp_loop_destroy(loop);
     wh_info("stopped");
     return 0;
