@@ -64,14 +64,16 @@ static int ask(const wh_config *c, const char *url, char *state, size_t slen, in
     return 0;
 }
 
-/* The admin answers when its port accepts a connection. */
-static int ask_admin(const wh_config *c, char *reason, size_t rlen)
+/* The admin answers when its port accepts a connection (addr: host:port,
+ * NULL = admin.listen). */
+static int ask_admin(const wh_config *c, const char *addr, char *reason, size_t rlen)
 {
     char host[256];
-    wh_strlcpy(host, c->admin_listen, sizeof(host));
+    const char *shown = addr ? addr : c->admin_listen;
+    wh_strlcpy(host, shown, sizeof(host));
     char *colon = strrchr(host, ':');
     if (!colon) {
-        snprintf(reason, rlen, "admin.listen '%s' is not host:port", c->admin_listen);
+        snprintf(reason, rlen, "'%s' is not host:port", shown);
         return -1;
     }
     *colon = '\0';
@@ -90,7 +92,7 @@ static int ask_admin(const wh_config *c, char *reason, size_t rlen)
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
     int gai = getaddrinfo(h, port, &hints, &ai);
     if (gai != 0) {
-        snprintf(reason, rlen, "admin %s: %s", c->admin_listen, gai_strerror(gai));
+        snprintf(reason, rlen, "admin %s: %s", shown, gai_strerror(gai));
         return -1;
     }
     int ok = -1;
@@ -108,10 +110,10 @@ static int ask_admin(const wh_config *c, char *reason, size_t rlen)
                 getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
                 ok = 0;
             else
-                snprintf(reason, rlen, "admin %s: %s", c->admin_listen,
+                snprintf(reason, rlen, "admin %s: %s", shown,
                          soerr ? strerror(soerr) : "timed out");
         } else {
-            snprintf(reason, rlen, "admin %s: %s", c->admin_listen, strerror(errno));
+            snprintf(reason, rlen, "admin %s: %s", shown, strerror(errno));
         }
         close(fd);
     }
@@ -123,8 +125,10 @@ static void health_usage(FILE *f)
 {
     fprintf(f, "usage: walhook health --daemon store|ingestor|dispatcher|admin [-c FILE]\n"
                "                      [--tenant NAME] [--ready]\n"
+               "       walhook health --address HOST:PORT\n"
                "  asks the daemon over its control endpoint (the admin: its port);\n"
-               "  exit 0 when it answers (with --ready: and is ready), 1 if not, 2 usage\n");
+               "  exit 0 when it answers (with --ready: and is ready), 1 if not, 2 usage;\n"
+               "  --address: any TCP port that accepts (e.g. a sample receiver)\n");
 }
 
 /* -c FILE / --config FILE / --config=FILE; returns 1 when argv[*i] was one. */
@@ -143,7 +147,7 @@ static int config_arg(int argc, char **argv, int *i, const char **path)
 
 int cli_cmd_health(int argc, char **argv)
 {
-    const char *path = NULL, *daemon = NULL, *tenant = NULL;
+    const char *path = NULL, *daemon = NULL, *tenant = NULL, *address = NULL;
     int want_ready = 0;
     for (int i = 1; i < argc; i++) {
         if (config_arg(argc, argv, &i, &path))
@@ -156,6 +160,8 @@ int cli_cmd_health(int argc, char **argv)
             tenant = argv[++i];
         else if (strcmp(argv[i], "--ready") == 0)
             want_ready = 1;
+        else if (strcmp(argv[i], "--address") == 0 && i + 1 < argc)
+            address = argv[++i];
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             health_usage(stdout);
             return 0;
@@ -165,6 +171,8 @@ int cli_cmd_health(int argc, char **argv)
             return 2;
         }
     }
+    if (address && !daemon)
+        daemon = "admin";
     if (!daemon || (strcmp(daemon, "store") && strcmp(daemon, "ingestor") &&
                     strcmp(daemon, "dispatcher") && strcmp(daemon, "admin"))) {
         fprintf(stderr, "walhook health: --daemon must be store, ingestor, dispatcher or admin\n");
@@ -181,7 +189,7 @@ int cli_cmd_health(int argc, char **argv)
     char reason[512] = "", state[64] = "";
     int ready = 0, rc;
     if (strcmp(daemon, "admin") == 0) {
-        rc = ask_admin(&c, reason, sizeof(reason));
+        rc = ask_admin(&c, address, reason, sizeof(reason));
         ready = rc == 0;
         wh_strlcpy(state, rc == 0 ? "listening" : "", sizeof(state));
     } else {
@@ -196,6 +204,8 @@ int cli_cmd_health(int argc, char **argv)
             wh_strlcpy(url, c.ingestor_control, sizeof(url));
         rc = ask(&c, url, state, sizeof(state), &ready, reason, sizeof(reason));
     }
+    if (address)
+        daemon = address;
     if (rc != 0) {
         printf("%s: down (%s)\n", daemon, reason);
         return 1;
@@ -269,7 +279,7 @@ int cli_cmd_status(int argc, char **argv)
                reason);
     }
     char reason[512] = "";
-    int arc = ask_admin(&c, reason, sizeof(reason));
+    int arc = ask_admin(&c, NULL, reason, sizeof(reason));
     printf("%-24s %-14s %-6s %s\n", "admin", arc ? "down" : "listening", arc ? "no" : "yes",
            reason);
     return bad || arc ? 1 : 0;
