@@ -7,7 +7,8 @@
 # SIGKILL), say so, and get ready (/readyz 200). ITER rounds (default 30: a one-in-ten hang shows up with 96 %
 # probability), a row inserted in each; at the end every row has arrived, a
 # SIGTERM stops the last instance (exit 0) and no daemon process of any
-# round is left.
+# round is left. A `walhook up` started next to a running instance is
+# refused and leaves it alone.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 ITER=${ITER:-30}
@@ -80,6 +81,14 @@ arrived() {
 }
 wh_wait_until 60 arrived || wh_fail "not every inserted row arrived ($(grep -o '"after":{"id":[0-9]*}' \
     "$WH_TMP/received.jsonl" | sort -u | wc -l) of $ITER)"
+# A second walhook up on the same data directory must leave a running
+# instance alone: refused, naming it.
+out=$("$BIN/walhook" up --source "$PG_DSN" --target "http://127.0.0.1:$RPORT/hook" \
+    --data "$WH_TMP/data" --admin "127.0.0.1:$(wh_free_port)" 2>&1)
+rc=$?
+[ "$rc" = 1 ] && grep -q "another walhook up (pid $pid) runs on the data directory" <<<"$out" ||
+    wh_fail "a second walhook up on a running instance: exit $rc: $out"
+curl -fsS -o /dev/null "$READYZ" || wh_fail "the running instance suffered from the second walhook up"
 kill -TERM "$pid"
 rc=0
 wh_wait_until 20 sh -c "! kill -0 $pid 2>/dev/null" || wh_fail "walhook up did not stop after SIGTERM"

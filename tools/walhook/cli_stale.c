@@ -19,8 +19,8 @@ static const char *const daemon_names[] = {"store", "ingestor", "dispatcher", "a
 
 typedef struct stale_proc {
     pid_t pid;
-    char name[32];   /* "walhook-store" */
-    char how[64];    /* "pid file store.pid" or "holder of rocksdb/LOCK" */
+    char name[32]; /* "walhook-store" */
+    char how[64];  /* "pid file store.pid" or "holder of rocksdb/LOCK" */
 } stale_proc;
 
 /* Basename of /proc/PID/exe without " (deleted)"; WH_ERR when the process
