@@ -90,6 +90,10 @@ static int sup_spawn(sup_child *c, const char *config_path)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        /* marks the daemon as ours for a later walhook up (cli_stale) */
+        char up[32];
+        snprintf(up, sizeof(up), "%d", (int)parent);
+        setenv(CLI_SUP_ENV, up, 1);
         char *argv[4];
         int n = 0;
         argv[n++] = c->path;
