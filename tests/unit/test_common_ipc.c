@@ -219,7 +219,7 @@ static void *busy_client(void *p)
 {
     wh_client *c = NULL;
     char err[WH_ERRLEN];
-    if (wh_client_open(&c, url, 100, 1 << 20, err, sizeof(err)) != WH_OK)
+    if (wh_client_open(&c, url, 50, 1 << 20, err, sizeof(err)) != WH_OK)
         return NULL;
     while (atomic_load(&calling)) {
         Walhook__Reply *rep = NULL;
@@ -265,7 +265,7 @@ static void test_stop_with_peers_vanishing(void **state)
         pthread_t cl[CLIENTS], st;
         for (int i = 0; i < CLIENTS; i++)
             assert_int_equal(pthread_create(&cl[i], NULL, busy_client, NULL), 0);
-        usleep((useconds_t)(20000 + rand() % 20000));
+        usleep((useconds_t)(10000 + rand() % 20000));
         atomic_store(&calling, 0); /* the clients close while the server stops */
         uint64_t t0 = wh_now_ms();
         assert_int_equal(pthread_create(&st, NULL, stop_server, &j), 0);
