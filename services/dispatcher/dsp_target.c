@@ -54,7 +54,8 @@ void dsp_settings_from_config(dsp_settings *s, const wh_config *c)
 
 int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b)
 {
-    if (strcmp(a->url, b->url) != 0 || a->nsecrets != b->nsecrets)
+    if (strcmp(a->url, b->url) != 0 || a->nsecrets != b->nsecrets ||
+        a->lease_epoch != b->lease_epoch)
         return 1;
     for (int i = 0; i < a->nsecrets; i++)
         if (strcmp(a->secrets[i], b->secrets[i]) != 0)
@@ -155,6 +156,7 @@ static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, uint64_t epoch, 
     co.consumer = t->name;
     co.pos = &pos;
     co.epoch = epoch;
+    co.lease_epoch = t->lease_epoch;
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_COMMIT;
     req.commit = &co;
@@ -405,6 +407,7 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
     wh_strlcpy(t->name, sp->name, sizeof(t->name));
     wh_strlcpy(t->url, sp->url, sizeof(t->url));
     t->set = sp->set;
+    t->lease_epoch = sp->lease_epoch;
     t->paused = sp->paused;
     t->notify = notify;
     t->notify_arg = notify_arg;
@@ -474,6 +477,7 @@ int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t 
         curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
     }
     dsp_target_apply_settings(t, &sp->set);
+    t->lease_epoch = sp->lease_epoch;
     return WH_OK;
 }
 
