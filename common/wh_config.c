@@ -3,6 +3,7 @@
 #include "wh_config.h"
 #include "wh_buf.h"
 #include "wh_cfgscan.h"
+#include "wh_cidr.h"
 #include "wh_dsn.h"
 #include "wh_util.h"
 
@@ -84,6 +85,9 @@ const wh_config_entry wh_config_table[] = {
     I(http_timeout_ms, "dispatcher.http_timeout_ms", 30000, 100, 600000, WH_CF_RUNTIME,
       "webhook request timeout"),
     I(max_inflight, "dispatcher.max_inflight", 64, 1, 10000, 0, "global in-flight request cap"),
+    S(allow_private_networks, "dispatcher.allow_private_networks", "", WH_CF_RUNTIME,
+      "CIDRs (\"127.0.0.0/8,::1\") a target may resolve to although loopback, private, "
+      "link-local, CGNAT, multicast or metadata (SSRF guard)"),
     S(admin_listen, "admin.listen", "127.0.0.1:8080", 0, "admin HTTP address host:port"),
     /* admin API auth and TLS (services/admin/adm_auth.h) */
     S(admin_tokens_file, "admin.tokens_file", "", 0,
@@ -807,6 +811,10 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
             err, errlen,
             "setting 'dispatcher.retry_max_ms': %d is below dispatcher.retry_base_ms %d",
             c->retry_max_ms, c->retry_base_ms);
+    wh_cidr_list cl;
+    char csub[WH_ERRLEN];
+    if (wh_cidr_list_parse(c->allow_private_networks, &cl, csub, sizeof(csub)) != WH_OK)
+        return wh_seterr(err, errlen, "setting 'dispatcher.allow_private_networks': %s", csub);
     if (c->flush_bytes > c->ipc_max_msg_bytes / 2)
         return wh_seterr(err, errlen,
                          "setting 'ingestor.flush_bytes': %" PRId64

@@ -87,6 +87,7 @@ typedef struct wh_config {
     int retry_max_ms;        /* runtime */
     int http_timeout_ms;     /* runtime */
     int max_inflight;
+    char allow_private_networks[256]; /* runtime: CIDRs the SSRF guard lets through */
     /* admin */
     char admin_listen[256]; /* "127.0.0.1:8080" */
     /* admin API auth and TLS (services/admin/adm_auth.h) */
