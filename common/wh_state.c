@@ -54,15 +54,15 @@ typedef struct dl_field {
 
 #define DLI(f, lo, hi)                                                                             \
     {                                                                                              \
-        #f, DF_INT, offsetof(wh_delivery, f), sizeof(int), lo, hi, NULL                            \
+#f, DF_INT, offsetof(wh_delivery, f), sizeof(int), lo, hi, NULL                            \
     }
 #define DLL(f, lo, hi)                                                                             \
     {                                                                                              \
-        #f, DF_INT64, offsetof(wh_delivery, f), sizeof(int64_t), lo, hi, NULL                      \
+#f, DF_INT64, offsetof(wh_delivery, f), sizeof(int64_t), lo, hi, NULL                      \
     }
 #define DLS(f, ch)                                                                                 \
     {                                                                                              \
-        #f, DF_STR, offsetof(wh_delivery, f), sizeof(((wh_delivery *)0)->f), 0, 0, ch              \
+#f, DF_STR, offsetof(wh_delivery, f), sizeof(((wh_delivery *)0)->f), 0, 0, ch              \
     }
 
 static const dl_field dl_fields[] = {
@@ -168,7 +168,7 @@ int wh_delivery_set(wh_delivery *d, const char *key, json_t *v, char *err, size_
     char *p = (char *)d + f->offset;
     if (f->type == DF_STR) {
         if (json_is_null(v)) {
-            p[0] = '\0';
+            memset(p, 0, f->size);
             return WH_OK;
         }
         if (!json_is_string(v))
@@ -178,7 +178,8 @@ int wh_delivery_set(wh_delivery *d, const char *key, json_t *v, char *err, size_
             return wh_seterr(err, errlen, "%s: too long (max %zu bytes)", key, f->size - 1);
         if (strlen(json_string_value(v)) != n)
             return wh_seterr(err, errlen, "%s: contains a NUL character", key);
-        memcpy(p, json_string_value(v), n + 1);
+        memset(p, 0, f->size); /* whole field: equal settings compare equal bytewise */
+        memcpy(p, json_string_value(v), n);
     } else {
         int64_t x = 0;
         if (!json_is_null(v)) {
@@ -1032,8 +1033,8 @@ static int cf_target(config_setting_t *g, wh_state_target *t, const char *path, 
             rc = wh_delivery_set(&t->dl, fn, jv, sub, sizeof(sub));
             json_decref(jv);
             if (rc != WH_OK)
-                rc = wh_seterr(err, errlen, "%s (line %d): %s", path,
-                               config_setting_source_line(f), sub);
+                rc = wh_seterr(err, errlen, "%s (line %d): %s", path, config_setting_source_line(f),
+                               sub);
         } else {
             rc = wh_seterr(err, errlen, "unknown setting '%s' (line %d)", fp,
                            config_setting_source_line(f));

@@ -45,13 +45,13 @@ typedef struct wh_delivery {
     int lanes;               /* by_key: parallel lanes (0 = 4) */
     int batch_max_age_ms;    /* micro-batcher age bound (0 = 50); never a wait */
     int max_connections;     /* connections to the target (0 = 2) */
-    char envelope[24];       /* native | debezium | cloudevents | cloudevents_binary ("" = native) */
+    char envelope[24]; /* native | debezium | cloudevents | cloudevents_binary ("" = native) */
     char filter_tables[WH_DL_STR];          /* globs, comma-separated ("" = all) */
     char filter_ops[64];                    /* insert,update,delete,truncate,message ("" = all) */
     char filter_columns_include[WH_DL_STR]; /* comma-separated ("" = all) */
     char filter_columns_exclude[WH_DL_STR]; /* comma-separated */
     char filter_expr[WH_DL_EXPR];           /* dsp_filter expression ("" = none) */
-    char allow_private[WH_DL_STR]; /* CIDRs the SSRF guard lets through for this target */
+    char allow_private[WH_DL_STR];          /* CIDRs the SSRF guard lets through for this target */
 } wh_delivery;
 
 /* Reads one delivery field `key` (JSON value v, libjansson's json_t) into d.

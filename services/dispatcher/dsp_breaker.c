@@ -38,8 +38,7 @@ void dsp_window_push(dsp_window *w, int failed)
     w->pos = (w->pos + 1) % w->size;
 }
 
-void dsp_breaker_configure(dsp_breaker *b, int failures, int ratio_pct, int window,
-                           int cooldown_ms)
+void dsp_breaker_configure(dsp_breaker *b, int failures, int ratio_pct, int window, int cooldown_ms)
 {
     b->failures = failures > 0 ? failures : BR_DEF_FAILURES;
     b->ratio_pct = ratio_pct > 0 ? ratio_pct : BR_DEF_RATIO;

@@ -37,7 +37,7 @@ typedef struct dsp_breaker {
     int consecutive;
     dsp_br_state state;
     uint64_t open_until_ms;
-    int probe_out; /* HALF_OPEN: the probe is in flight */
+    int probe_out;   /* HALF_OPEN: the probe is in flight */
     uint64_t opened; /* times it opened */
 } dsp_breaker;
 

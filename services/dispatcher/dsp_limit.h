@@ -27,8 +27,7 @@ typedef struct dsp_limit {
     dsp_bucket events, requests;
 } dsp_limit;
 
-void dsp_limit_init(dsp_limit *l, int events_per_s, int requests_per_s, int burst,
-                    uint64_t now_us);
+void dsp_limit_init(dsp_limit *l, int events_per_s, int requests_per_s, int burst, uint64_t now_us);
 long dsp_limit_wait_ms(dsp_limit *l, uint32_t nevents, uint64_t now_us);
 void dsp_limit_take(dsp_limit *l, uint32_t nevents, uint64_t now_us);
 

@@ -53,8 +53,8 @@ int dsp_retry_after_parse(const char *v, size_t len, int64_t now_s, int64_t *ms)
         v++;
         len--;
     }
-    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t' || v[len - 1] == '\r' ||
-                       v[len - 1] == '\n'))
+    while (len > 0 &&
+           (v[len - 1] == ' ' || v[len - 1] == '\t' || v[len - 1] == '\r' || v[len - 1] == '\n'))
         len--;
     if (len == 0 || len >= sizeof(buf))
         return WH_ERR;
