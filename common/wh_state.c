@@ -84,7 +84,7 @@ static const dl_field dl_fields[] = {
     DLI(lanes, 1, 64),
     DLI(batch_max_age_ms, 1, 60000),
     DLI(max_connections, 1, 64),
-    DLS(envelope, "native|debezium|cloudevents|cloudevents_binary"),
+    DLS(envelope, "native|debezium|cloudevents|cloudevents-binary|cloudevents_binary"),
     DLS(filter_tables, NULL),
     DLS(filter_ops, NULL),
     DLS(filter_columns_include, NULL),

@@ -34,7 +34,7 @@ typedef struct dsp_dlq_req {
     const char *consumer;
     uint64_t epoch;
     size_t n;
-    const char *body;     /* event i's JSON: body + offs[i], lens[i] bytes */
+    const char *body; /* event i's JSON: body + offs[i], lens[i] bytes */
     const uint32_t *offs;
     const uint32_t *lens;
     const uint64_t *lsns;

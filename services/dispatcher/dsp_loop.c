@@ -496,6 +496,7 @@ typedef enum {
     M_DEGRADED,
     M_DISABLED,
     M_BLOCKED,
+    M_FILTERED,
     M_N
 } metric_kind;
 
@@ -518,11 +519,12 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
                                   "walhook_target_breaker_opens_total",
                                   "walhook_target_degraded",
                                   "walhook_target_disabled",
-                                  "walhook_target_blocked"};
+                                  "walhook_target_blocked",
+                                  "walhook_target_filtered_total"};
     static const char *types[] = {"counter", "counter", "histogram", "gauge",   "gauge",
                                   "gauge",   "counter", "counter",   "counter", "counter",
                                   "counter", "counter", "counter",   "gauge",   "counter",
-                                  "gauge",   "gauge",   "gauge"};
+                                  "gauge",   "gauge",   "gauge",     "counter"};
     _Static_assert(sizeof(names) / sizeof(names[0]) == M_N, "a name per metric");
     _Static_assert(sizeof(types) / sizeof(types[0]) == M_N, "a type per metric");
     static const char *helps[] = {
@@ -544,7 +546,8 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
         "Times the circuit breaker opened.",
         "1 while the nack window holds more failures than its threshold.",
         "1 while the target is disabled after a 410 Gone (resume it).",
-        "1 while on_failure = block holds the target at a failing event."};
+        "1 while on_failure = block holds the target at a failing event.",
+        "Events the target's filter skipped (committed past, not posted)."};
     _Static_assert(sizeof(helps) / sizeof(helps[0]) == M_N, "a help per metric");
     if (wh_metric_header(out, names[kind], types[kind], helps[kind]) != WH_OK)
         return WH_ERR;
@@ -610,6 +613,9 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
             break;
         case M_DISABLED:
             rc = wh_metric_u64(out, names[kind], lab.data, (uint64_t)atomic_load(&t->disabled_pub));
+            break;
+        case M_FILTERED:
+            rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->filtered));
             break;
         case M_BLOCKED:
             rc = wh_metric_u64(out, names[kind], lab.data, (uint64_t)atomic_load(&t->blocked_pub));

@@ -73,8 +73,74 @@ int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b)
 
 /* ---- batches ---------------------------------------------------------- */
 
+/* ---- formats ---------------------------------------------------------- */
+
+/* Splits a comma-separated list in place into v (at most max). */
+static size_t split_list(char *s, const char **v, size_t max)
+{
+    size_t n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(s, ", ", &save); tok != NULL && n < max;
+         tok = strtok_r(NULL, ", ", &save))
+        v[n++] = tok;
+    return n;
+}
+
+int dsp_format_build(dsp_format *f, const wh_delivery *d, char *err, size_t errlen)
+{
+    dsp_format nf;
+    memset(&nf, 0, sizeof(nf));
+    char env[sizeof(d->envelope)];
+    wh_strlcpy(env, d->envelope[0] ? d->envelope : "native", sizeof(env));
+    for (char *p = env; *p; p++)
+        if (*p == '_')
+            *p = '-';
+    if (dsp_env_parse(env, &nf.env, err, errlen) != WH_OK)
+        return WH_ERR;
+    char tables[sizeof(d->filter_tables)], ops[sizeof(d->filter_ops)];
+    char inc[sizeof(d->filter_columns_include)], exc[sizeof(d->filter_columns_exclude)];
+    static __thread const char *vt[DSP_FILTER_LIST_MAX], *vo[DSP_FILTER_LIST_MAX],
+        *vi[DSP_FILTER_LIST_MAX], *ve[DSP_FILTER_LIST_MAX];
+    wh_strlcpy(tables, d->filter_tables, sizeof(tables));
+    wh_strlcpy(ops, d->filter_ops, sizeof(ops));
+    wh_strlcpy(inc, d->filter_columns_include, sizeof(inc));
+    wh_strlcpy(exc, d->filter_columns_exclude, sizeof(exc));
+    dsp_filter_spec spec;
+    memset(&spec, 0, sizeof(spec));
+    spec.tables = vt;
+    spec.ntables = split_list(tables, vt, DSP_FILTER_LIST_MAX);
+    spec.operations = vo;
+    spec.noperations = split_list(ops, vo, DSP_FILTER_LIST_MAX);
+    spec.columns_include = vi;
+    spec.ncolumns_include = split_list(inc, vi, DSP_FILTER_LIST_MAX);
+    spec.columns_exclude = ve;
+    spec.ncolumns_exclude = split_list(exc, ve, DSP_FILTER_LIST_MAX);
+    spec.expr = d->filter_expr;
+    if (dsp_filter_compile(&spec, &nf.filter, err, errlen) != WH_OK)
+        return WH_ERR;
+    nf.render = nf.env != DSP_ENV_NATIVE || dsp_filter_has_columns(nf.filter);
+    nf.single = nf.env == DSP_ENV_CLOUDEVENTS_BINARY;
+    dsp_format_free(f);
+    *f = nf;
+    return WH_OK;
+}
+
+void dsp_format_free(dsp_format *f)
+{
+    dsp_filter_free(f->filter);
+    memset(f, 0, sizeof(*f));
+}
+
 int dsp_batch_fill(dsp_batch *b, const char *tenant, Walhook__Event *const *events, size_t n,
                    int has_after, uint64_t after_lsn, uint32_t after_seq)
+{
+    int r = dsp_batch_fill_fmt(b, tenant, events, n, has_after, after_lsn, after_seq, NULL, NULL);
+    return r < 0 ? r : (int)b->n;
+}
+
+int dsp_batch_fill_fmt(dsp_batch *b, const char *tenant, Walhook__Event *const *events, size_t n,
+                       int has_after, uint64_t after_lsn, uint32_t after_seq, const dsp_format *fmt,
+                       uint64_t *filtered)
 {
     if (n > b->ts_cap) {
         int64_t *p = realloc(b->commit_ts, n * sizeof(*p));
@@ -97,6 +163,14 @@ int dsp_batch_fill(dsp_batch *b, const char *tenant, Walhook__Event *const *even
         if (sq == NULL)
             return -1;
         b->ev_seq = sq;
+        const void **pp = realloc(b->ptrs, n * sizeof(*pp));
+        if (pp == NULL)
+            return -1;
+        b->ptrs = pp;
+        size_t *pl = realloc(b->plens, n * sizeof(*pl));
+        if (pl == NULL)
+            return -1;
+        b->plens = pl;
         b->ts_cap = n;
     }
     size_t total = 2;
@@ -105,6 +179,8 @@ int dsp_batch_fill(dsp_batch *b, const char *tenant, Walhook__Event *const *even
     if (dsp_body_begin(&b->body) != WH_OK || wh_buf_reserve(&b->body, total) != WH_OK)
         return -1;
     b->n = 0;
+    b->scanned = 0;
+    b->rendered = 0;
     uint64_t plsn = after_lsn;
     uint32_t pseq = after_seq;
     int have_prev = has_after;
@@ -115,6 +191,16 @@ int dsp_batch_fill(dsp_batch *b, const char *tenant, Walhook__Event *const *even
             continue;
         if (e->json.len == 0 || e->json.data == NULL)
             continue;
+        plsn = e->commit_lsn;
+        pseq = e->seq;
+        have_prev = 1;
+        b->scanned++;
+        if (fmt != NULL && fmt->filter != NULL &&
+            !dsp_filter_match(fmt->filter, (const char *)e->json.data, e->json.len)) {
+            if (filtered != NULL)
+                (*filtered)++;
+            continue; /* committed past with the batch, never posted */
+        }
         if (dsp_body_add(&b->body, b->n, e->json.data, e->json.len) != WH_OK)
             return -1;
         b->ev_off[b->n] = (uint32_t)(b->body.len - e->json.len);
@@ -122,19 +208,36 @@ int dsp_batch_fill(dsp_batch *b, const char *tenant, Walhook__Event *const *even
         b->ev_lsn[b->n] = e->commit_lsn;
         b->ev_seq[b->n] = e->seq;
         b->commit_ts[b->n++] = e->commit_ts_us;
-        plsn = e->commit_lsn;
-        pseq = e->seq;
-        have_prev = 1;
     }
     if (dsp_body_end(&b->body) != WH_OK)
         return -1;
-    if (b->n == 0)
+    if (b->scanned == 0)
         return 0;
     b->last_lsn = plsn;
     b->last_seq = pseq;
-    if (wh_event_id(tenant, plsn, pseq, b->id, sizeof(b->id)) < 0)
+    b->id[0] = '\0';
+    if (b->n == 0)
+        return (int)b->scanned; /* only filtered events: a skip batch */
+    if (wh_event_id(tenant, b->ev_lsn[b->n - 1], b->ev_seq[b->n - 1], b->id, sizeof(b->id)) < 0)
         return -1;
-    return (int)b->n;
+    if (fmt != NULL && fmt->render && !fmt->single) {
+        for (size_t i = 0; i < b->n; i++) {
+            b->ptrs[i] = b->body.data + b->ev_off[i];
+            b->plens[i] = b->ev_len[i];
+        }
+        dsp_env_opts o;
+        memset(&o, 0, sizeof(o));
+        o.kind = fmt->env;
+        o.columns = fmt->filter;
+        char err[WH_ERRLEN];
+        if (dsp_env_render(&o, b->ptrs, b->plens, b->n, &b->wire, &b->env, err, sizeof(err)) !=
+            WH_OK) {
+            wh_warn("tenant %s: rendering a batch failed: %s", tenant, err);
+            return -1;
+        }
+        b->rendered = 1;
+    }
+    return (int)b->scanned;
 }
 
 void dsp_batch_free(dsp_batch *b)
@@ -145,6 +248,11 @@ void dsp_batch_free(dsp_batch *b)
     free(b->ev_len);
     free(b->ev_lsn);
     free(b->ev_seq);
+    free(b->ptrs);
+    free(b->plens);
+    b->ptrs = NULL;
+    b->plens = NULL;
+    wh_buf_free(&b->wire);
     b->ev_off = b->ev_len = b->ev_seq = NULL;
     b->ev_lsn = NULL;
     b->commit_ts = NULL;
@@ -263,9 +371,13 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
         t->has_epoch = 1;
         t->epoch = rd->epoch;
         slot->epoch = rd->epoch;
-        kept = dsp_batch_fill(slot, t->set.tenant, rd->events, rd->n_events, has_after, alsn, aseq);
+        uint64_t filtered = 0;
+        kept = dsp_batch_fill_fmt(slot, t->set.tenant, rd->events, rd->n_events, has_after, alsn,
+                                  aseq, &t->rfmt, &filtered);
+        if (filtered > 0)
+            wh_counter_add(&t->filtered, filtered);
         if (kept < 0) {
-            wh_seterr(err, errlen, "out of memory building a batch");
+            wh_seterr(err, errlen, "out of memory or a malformed event building a batch");
         } else if (kept > 0) {
             t->has_from = 1;
             t->from_lsn = slot->last_lsn;
@@ -401,6 +513,19 @@ static void *reader_main(void *arg)
         uint32_t max_events = t->set.batch_max_events; /* runtime settings: under mu */
         uint32_t max_bytes = t->set.batch_max_bytes;
         unsigned gen = t->gen;
+        unsigned fgen = t->fmt_gen;
+        if (fgen != t->rfmt_gen) {
+            /* the format settings changed: the reader compiles its own copy */
+            static __thread wh_delivery dl;
+            dl = t->set.dl;
+            pthread_mutex_unlock(&t->mu);
+            if (dsp_format_build(&t->rfmt, &dl, err, sizeof(err)) != WH_OK)
+                wh_error("target %s/%s: %s; keeping the previous format", t->set.tenant, t->name,
+                         err);
+            pthread_mutex_lock(&t->mu);
+            t->rfmt_gen = fgen;
+            continue;
+        }
         pthread_mutex_unlock(&t->mu);
         /* The slot is invisible to the loop until count is incremented. */
         uint64_t t0 = wh_now_ms();
@@ -575,6 +700,11 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
     if (check_spec(sp, err, errlen) != WH_OK ||
         parse_keys(t->keys, &t->nkeys, sp, err, errlen) != WH_OK)
         return WH_ERR;
+    char ferr[WH_ERRLEN];
+    if (dsp_format_build(&t->lfmt, &sp->set.dl, ferr, sizeof(ferr)) != WH_OK)
+        return wh_seterr(err, errlen, "tenant '%s' target '%s': %s", sp->set.tenant, sp->name,
+                         ferr);
+    t->fmt_gen = 1;
 
     CURL *e = curl_easy_init();
     if (e == NULL)
@@ -637,15 +767,41 @@ void dsp_target_apply_settings(dsp_target *t, const dsp_settings *set)
 
 int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t errlen)
 {
-    if (check_spec(sp, err, errlen) != WH_OK ||
-        parse_keys(t->keys, &t->nkeys, sp, err, errlen) != WH_OK)
+    dsp_format nf;
+    memset(&nf, 0, sizeof(nf));
+    char ferr[WH_ERRLEN];
+    if (check_spec(sp, err, errlen) != WH_OK)
         return WH_ERR;
+    if (dsp_format_build(&nf, &sp->set.dl, ferr, sizeof(ferr)) != WH_OK)
+        return wh_seterr(err, errlen, "tenant '%s' target '%s': %s", sp->set.tenant, sp->name,
+                         ferr);
+    if (parse_keys(t->keys, &t->nkeys, sp, err, errlen) != WH_OK) {
+        dsp_format_free(&nf);
+        return WH_ERR;
+    }
+    int fmt_changed =
+        strcmp(t->set.dl.envelope, sp->set.dl.envelope) != 0 ||
+        strcmp(t->set.dl.filter_tables, sp->set.dl.filter_tables) != 0 ||
+        strcmp(t->set.dl.filter_ops, sp->set.dl.filter_ops) != 0 ||
+        strcmp(t->set.dl.filter_columns_include, sp->set.dl.filter_columns_include) != 0 ||
+        strcmp(t->set.dl.filter_columns_exclude, sp->set.dl.filter_columns_exclude) != 0 ||
+        strcmp(t->set.dl.filter_expr, sp->set.dl.filter_expr) != 0;
+    dsp_format_free(&t->lfmt);
+    t->lfmt = nf;
     if (strcmp(t->url, sp->url) != 0) {
         wh_strlcpy(t->url, sp->url, sizeof(t->url));
         curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
     }
     dsp_target_apply_settings(t, &sp->set);
     curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms(t));
+    if (fmt_changed) {
+        /* batches read ahead were filtered and rendered the old way */
+        pthread_mutex_lock(&t->mu);
+        t->fmt_gen++;
+        pthread_mutex_unlock(&t->mu);
+        if (t->state != DSP_T_POSTING && t->state != DSP_T_DEADLETTER)
+            dsp_target_reset(t);
+    }
     /* a changed target is tried again, also after a 410 */
     if (t->disabled)
         wh_info("target %s/%s: enabled again by a change of its settings", t->set.tenant, t->name);
@@ -719,6 +875,8 @@ void dsp_target_destroy(dsp_target *t)
     for (int i = 0; i < DSP_PREFETCH; i++)
         dsp_batch_free(&t->slots[i]);
     wh_buf_free(&t->one);
+    dsp_format_free(&t->lfmt);
+    dsp_format_free(&t->rfmt);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);
 }
@@ -755,9 +913,11 @@ static void advance(dsp_target *t, dsp_batch *b, size_t to, int commit)
     t->blocked = 0;
     t->state = DSP_T_IDLE;
     pthread_mutex_lock(&t->mu);
+    if (to >= b->n)
+        commit = 1; /* past the batch's filtered tail too */
     if (commit) {
-        uint64_t lsn = b->ev_lsn[to - 1];
-        uint32_t seq = b->ev_seq[to - 1];
+        uint64_t lsn = to >= b->n ? b->last_lsn : b->ev_lsn[to - 1];
+        uint32_t seq = to >= b->n ? b->last_seq : b->ev_seq[to - 1];
         if (!t->commit_pending || wh_pos_cmp(lsn, seq, t->commit_lsn, t->commit_seq) > 0) {
             t->commit_lsn = lsn;
             t->commit_seq = seq;
@@ -868,8 +1028,17 @@ int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
     if (t->paused || t->disabled)
         return 0;
     dsp_batch *b = current_batch(t);
+    while (b != NULL && b->n == 0) {
+        /* only filtered events: committed past, never posted */
+        advance(t, b, 0, 1);
+        b = current_batch(t);
+    }
     if (b == NULL)
         return 0;
+    if (t->lfmt.single && !t->single) {
+        t->single = 1; /* cloudevents-binary: one event per request */
+        t->single_i = 0;
+    }
     if (should_shed(t, b)) {
         wh_counter_add(&t->shed, b->n - (t->single ? t->single_i : 0));
         start_deadletter(t, b, t->single ? t->single_i : 0, b->n,
@@ -892,18 +1061,34 @@ int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
         wait_until(t, now_ms + (uint64_t)w);
         return 0;
     }
-    const char *body = b->body.data;
-    size_t blen = b->body.len;
+    const char *body = b->rendered ? b->wire.data : b->body.data;
+    size_t blen = b->rendered ? b->wire.len : b->body.len;
+    const dsp_env_out *env = b->rendered ? &b->env : NULL;
     char idbuf[DSP_ID_MAX];
     const char *id = b->id;
     if (t->single) {
+        const void *ptr = b->body.data + b->ev_off[first];
+        size_t plen = b->ev_len[first];
+        char rerr[WH_ERRLEN];
+        int rc = WH_OK;
+        env = NULL;
         wh_buf_reset(&t->one);
-        if (wh_buf_putc(&t->one, '[') != WH_OK ||
-            wh_buf_append(&t->one, b->body.data + b->ev_off[first], b->ev_len[first]) != WH_OK ||
-            wh_buf_putc(&t->one, ']') != WH_OK || wh_buf_cstr(&t->one) != WH_OK ||
-            wh_event_id(t->set.tenant, b->ev_lsn[first], b->ev_seq[first], idbuf, sizeof(idbuf)) <
-                0) {
-            wh_error("target %s/%s: out of memory building a request", t->set.tenant, t->name);
+        if (t->lfmt.render) {
+            dsp_env_opts o;
+            memset(&o, 0, sizeof(o));
+            o.kind = t->lfmt.env;
+            o.columns = t->lfmt.filter;
+            rc = dsp_env_render(&o, &ptr, &plen, 1, &t->one, &t->one_env, rerr, sizeof(rerr));
+            env = &t->one_env;
+        } else {
+            wh_strlcpy(rerr, "out of memory", sizeof(rerr));
+            if (wh_buf_putc(&t->one, '[') != WH_OK || wh_buf_append(&t->one, ptr, plen) != WH_OK ||
+                wh_buf_putc(&t->one, ']') != WH_OK || wh_buf_cstr(&t->one) != WH_OK)
+                rc = WH_ERR;
+        }
+        if (rc != WH_OK || wh_event_id(t->set.tenant, b->ev_lsn[first], b->ev_seq[first], idbuf,
+                                       sizeof(idbuf)) < 0) {
+            wh_error("target %s/%s: building a request failed: %s", t->set.tenant, t->name, rerr);
             wait_until(t, now_ms + 1000);
             return -1;
         }
@@ -922,9 +1107,16 @@ int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
     }
     curl_slist_free_all(t->hdrs);
     t->hdrs = NULL;
-    const char *lines[] = {t->hdr.content_type, t->hdr.batch_size, t->hdr.id,
-                           t->hdr.timestamp,    t->hdr.signature,  "Expect:"};
-    for (size_t i = 0; i < WH_ARRAY_LEN(lines); i++) {
+    if (env != NULL && env->content_type[0])
+        snprintf(t->hdr.content_type, sizeof(t->hdr.content_type), "Content-Type: %s",
+                 env->content_type);
+    const char *lines[6 + DSP_ENV_HEADERS_MAX] = {t->hdr.content_type, t->hdr.batch_size,
+                                                  t->hdr.id,           t->hdr.timestamp,
+                                                  t->hdr.signature,    "Expect:"};
+    size_t nlines = 6;
+    for (size_t k = 0; env != NULL && k < env->nheaders && k < DSP_ENV_HEADERS_MAX; k++)
+        lines[nlines++] = env->headers[k];
+    for (size_t i = 0; i < nlines; i++) {
         if (lines[i][0] == '\0')
             continue;
         struct curl_slist *sl = curl_slist_append(t->hdrs, lines[i]);

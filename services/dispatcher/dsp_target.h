@@ -60,6 +60,8 @@
 
 #include "dsp_breaker.h"
 #include "dsp_dlq.h"
+#include "dsp_envelope.h"
+#include "dsp_filter.h"
 #include "dsp_limit.h"
 #include "dsp_outcome.h"
 #include "dsp_webhook.h"
@@ -112,6 +114,20 @@ typedef struct dsp_spec {
  * secrets, delivery settings). */
 int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b);
 
+/* A target's format settings compiled for one thread (the reader renders
+ * batches, the loop renders single events): each thread owns its copy. */
+typedef struct dsp_format {
+    dsp_filter *filter; /* NULL: every event passes, rows unchanged */
+    dsp_env_kind env;
+    int render; /* 1 unless native without column lists: the stored bytes go as they are */
+    int single; /* cloudevents-binary: one event per request */
+} dsp_format;
+
+/* Compiles the envelope and filter_* settings of d (comma-separated lists).
+ * Errors name the setting. f is untouched on error. */
+int dsp_format_build(dsp_format *f, const wh_delivery *d, char *err, size_t errlen);
+void dsp_format_free(dsp_format *f);
+
 /* One batch ready to post. */
 typedef struct dsp_batch {
     wh_buf body;        /* "[e1,e2,...]", memory reused across batches */
@@ -120,7 +136,13 @@ typedef struct dsp_batch {
     uint32_t *ev_len;
     uint64_t *ev_lsn; /* event i's position */
     uint32_t *ev_seq;
-    size_t ts_cap; /* capacity of the per-event arrays (grown, never per event) */
+    const void **ptrs; /* event i's JSON pointer, for dsp_env_render */
+    size_t *plens;
+    size_t ts_cap;   /* capacity of the per-event arrays (grown, never per event) */
+    size_t scanned;  /* events read (kept + filtered out); n == 0 < scanned: skip only */
+    int rendered;    /* wire/env hold the rendered body (else body goes as is) */
+    wh_buf wire;     /* the envelope rendering of body */
+    dsp_env_out env; /* its content type and extra headers */
     size_t n;
     uint64_t last_lsn;
     uint32_t last_seq;
@@ -134,6 +156,14 @@ typedef struct dsp_batch {
 int dsp_batch_fill(dsp_batch *b, const char *tenant, Walhook__Event *const *events, size_t n,
                    int has_after, uint64_t after_lsn, uint32_t after_seq);
 void dsp_batch_free(dsp_batch *b);
+/* dsp_batch_fill with a format: events the filter refuses are skipped
+ * (counted in *filtered; last_lsn/last_seq still move past them, so a batch
+ * of only filtered events is a "skip" batch with n == 0 that the loop
+ * commits without posting); when fmt->render the wire body is rendered too.
+ * Returns b->scanned (0 = nothing read) or -1 (allocation, rendering). */
+int dsp_batch_fill_fmt(dsp_batch *b, const char *tenant, Walhook__Event *const *events, size_t n,
+                       int has_after, uint64_t after_lsn, uint32_t after_seq, const dsp_format *fmt,
+                       uint64_t *filtered);
 
 typedef enum {
     DSP_T_IDLE = 0,
@@ -205,7 +235,12 @@ typedef struct dsp_target {
     int has_retry_after;
     int ssrf_refused;
     char ssrf_why[192];
-    wh_buf one; /* single mode body "[e]" */
+    wh_buf one;          /* single mode body "[e]" */
+    dsp_env_out one_env; /* single mode: its content type and headers */
+    dsp_format lfmt;     /* the loop's format (single mode) */
+    dsp_format rfmt;     /* the reader's format (batches) */
+    unsigned fmt_gen;    /* bumped (under mu) when the format settings change */
+    unsigned rfmt_gen;   /* reader: the generation rfmt was built from */
     dsp_breaker br;
     dsp_nack nack;
     dsp_limit lim;
