@@ -31,8 +31,8 @@ const char *dsp_addr_class(int family, const unsigned char *a)
 {
     static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     static const unsigned char zero[16] = {0};
-    static const unsigned char metadata6[16] = {0xfd, 0, 0xec, 2, 0, 0, 0, 0,
-                                                0,    0, 0,    0, 0, 0, 2, 0x54};
+    static const unsigned char metadata6[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0,    0,
+                                                0,    0,    0,    0,    0, 0, 0x02, 0x54};
     if (family == AF_INET)
         return class4(a);
     if (family != AF_INET6)
