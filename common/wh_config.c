@@ -5,6 +5,7 @@
 #include "wh_cfgscan.h"
 #include "wh_cidr.h"
 #include "wh_dsn.h"
+#include "wh_state.h"
 #include "wh_util.h"
 
 #include <ctype.h>
@@ -652,7 +653,7 @@ static int scan_tenants_path(const char *rest)
     for (size_t i = 0; i < WH_ARRAY_LEN(target_fields); i++)
         if (strcmp(p, target_fields[i]) == 0)
             return WH_CFGSCAN_SKIP;
-    return WH_CFGSCAN_STOP;
+    return wh_delivery_is_field(p) ? WH_CFGSCAN_SKIP : WH_CFGSCAN_STOP;
 }
 
 typedef struct scan_check {

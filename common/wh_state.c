@@ -101,6 +101,11 @@ static const dl_field *dl_find(const char *name)
     return NULL;
 }
 
+int wh_delivery_is_field(const char *name)
+{
+    return dl_find(name) != NULL;
+}
+
 static int64_t dl_get(const wh_delivery *d, const dl_field *f)
 {
     const char *p = (const char *)d + f->offset;

@@ -60,6 +60,9 @@ typedef struct wh_delivery {
  * document parser share it. */
 struct json_t;
 int wh_delivery_set(wh_delivery *d, const char *key, struct json_t *v, char *err, size_t errlen);
+/* 1 when name is a delivery field (the config file's scan accepts it in a
+ * target of the tenants list). */
+int wh_delivery_is_field(const char *name);
 /* Cross-field and syntax checks (enums, CIDR lists); err names the field. */
 int wh_delivery_check(const wh_delivery *d, char *err, size_t errlen);
 

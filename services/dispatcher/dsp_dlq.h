@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "walhook.pb-c.h"
 #include "wh_ipc.h"
 
 #define DSP_EXCERPT_MAX 512 /* bytes of a response body kept for a dead letter */
@@ -32,7 +33,8 @@ typedef struct dsp_attempt_error {
 typedef struct dsp_dlq_req {
     const char *tenant;
     const char *consumer;
-    uint64_t epoch;
+    uint64_t epoch;       /* the offset epoch the events were read with */
+    uint64_t lease_epoch; /* the target's lease (0 = none) */
     size_t n;
     const char *body; /* event i's JSON: body + offs[i], lens[i] bytes */
     const uint32_t *offs;

@@ -442,11 +442,11 @@ static void test_format_build(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_classify),         cmocka_unit_test(test_retry_after),
-        cmocka_unit_test(test_backoff),          cmocka_unit_test(test_breaker),
-        cmocka_unit_test(test_nack_window),      cmocka_unit_test(test_token_bucket),
-        cmocka_unit_test(test_ssrf_classes),     cmocka_unit_test(test_ssrf_allow_lists),
-        cmocka_unit_test(test_lanes),            cmocka_unit_test(test_delivery_settings),
+        cmocka_unit_test(test_classify),     cmocka_unit_test(test_retry_after),
+        cmocka_unit_test(test_backoff),      cmocka_unit_test(test_breaker),
+        cmocka_unit_test(test_nack_window),  cmocka_unit_test(test_token_bucket),
+        cmocka_unit_test(test_ssrf_classes), cmocka_unit_test(test_ssrf_allow_lists),
+        cmocka_unit_test(test_lanes),        cmocka_unit_test(test_delivery_settings),
         cmocka_unit_test(test_format_build),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
