@@ -59,8 +59,14 @@ int dsp_dlq_write(wh_client *store, const dsp_dlq_req *r, char *err, size_t errl
     w.consumer = (char *)r->consumer;
     w.n_records = r->n;
     w.records = ptrs;
-    w.has_pos = 1;
-    w.pos = &pos;
+    if (r->replay) {
+        /* behind the offset: the offset stays, the replay entries go */
+        w.has_replay_ack = 1;
+        w.replay_ack = &pos;
+    } else {
+        w.has_pos = 1;
+        w.pos = &pos;
+    }
     w.epoch = r->epoch;
     w.lease_epoch = r->lease_epoch;
     Walhook__Request req = WALHOOK__REQUEST__INIT;

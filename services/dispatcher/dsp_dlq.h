@@ -44,6 +44,7 @@ typedef struct dsp_dlq_req {
     const int64_t *commit_ts_us;
     int attempts;
     dsp_attempt_error first, last;
+    int replay;      /* replayed events: no offset move, their replay entries acked */
     char reason[96]; /* "HTTP 400", "retries exhausted", "backlog over cap (fast mode)" */
 } dsp_dlq_req;
 

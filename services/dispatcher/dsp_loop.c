@@ -497,6 +497,7 @@ typedef enum {
     M_DISABLED,
     M_BLOCKED,
     M_FILTERED,
+    M_REPLAYED,
     M_N
 } metric_kind;
 
@@ -520,11 +521,12 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
                                   "walhook_target_degraded",
                                   "walhook_target_disabled",
                                   "walhook_target_blocked",
-                                  "walhook_target_filtered_total"};
+                                  "walhook_target_filtered_total",
+                                  "walhook_target_replayed_total"};
     static const char *types[] = {"counter", "counter", "histogram", "gauge",   "gauge",
                                   "gauge",   "counter", "counter",   "counter", "counter",
                                   "counter", "counter", "counter",   "gauge",   "counter",
-                                  "gauge",   "gauge",   "gauge",     "counter"};
+                                  "gauge",   "gauge",   "gauge",     "counter", "counter"};
     _Static_assert(sizeof(names) / sizeof(names[0]) == M_N, "a name per metric");
     _Static_assert(sizeof(types) / sizeof(types[0]) == M_N, "a type per metric");
     static const char *helps[] = {
@@ -547,7 +549,8 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
         "1 while the nack window holds more failures than its threshold.",
         "1 while the target is disabled after a 410 Gone (resume it).",
         "1 while on_failure = block holds the target at a failing event.",
-        "Events the target's filter skipped (committed past, not posted)."};
+        "Events the target's filter skipped (committed past, not posted).",
+        "Dead letters delivered again after an operator replayed them."};
     _Static_assert(sizeof(helps) / sizeof(helps[0]) == M_N, "a help per metric");
     if (wh_metric_header(out, names[kind], types[kind], helps[kind]) != WH_OK)
         return WH_ERR;
@@ -613,6 +616,9 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
             break;
         case M_DISABLED:
             rc = wh_metric_u64(out, names[kind], lab.data, (uint64_t)atomic_load(&t->disabled_pub));
+            break;
+        case M_REPLAYED:
+            rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->replayed));
             break;
         case M_FILTERED:
             rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->filtered));

@@ -346,6 +346,7 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
     if (wh_client_call(t->store, &req, &rep, err, errlen) != WH_OK)
         return -1;
     int kept = 0;
+    slot->replay = 0;
     if (rep->body_case == WALHOOK__REPLY__BODY_READ && rep->read != NULL) {
         const Walhook__ReadReply *rd = rep->read;
         /* the store's committed offset is the truth after a restart, before
@@ -391,6 +392,58 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
     return kept;
 }
 
+/* Reads the replay queue (dead letters an operator replays) into slot.
+ * Returns events kept, 0 (empty), -1. */
+static int do_replay_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t max_bytes,
+                          char *err, size_t errlen)
+{
+    Walhook__ReplayRead rr = WALHOOK__REPLAY_READ__INIT;
+    rr.tenant = t->set.tenant;
+    rr.consumer = t->name;
+    rr.max_events = max_events;
+    rr.max_bytes = max_bytes;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_REPLAY_READ;
+    req.replay_read = &rr;
+    Walhook__Reply *rep = NULL;
+    if (wh_client_call(t->store, &req, &rep, err, errlen) != WH_OK)
+        return -1;
+    int kept = 0;
+    if (rep->body_case == WALHOOK__REPLY__BODY_READ && rep->read != NULL) {
+        slot->epoch = rep->read->epoch;
+        uint64_t filtered = 0;
+        kept = dsp_batch_fill_fmt(slot, t->set.tenant, rep->read->events, rep->read->n_events, 0, 0,
+                                  0, &t->rfmt, &filtered);
+        if (kept < 0)
+            wh_seterr(err, errlen, "out of memory or a malformed event building a replay batch");
+        slot->replay = 1;
+    } else {
+        wh_seterr(err, errlen, "store replied to ReplayRead without a read body");
+        kept = -1;
+    }
+    walhook__reply__free_unpacked(rep, NULL);
+    return kept;
+}
+
+static int do_replay_ack(dsp_target *t, uint64_t lsn, uint32_t seq, char *err, size_t errlen)
+{
+    Walhook__Position pos = WALHOOK__POSITION__INIT;
+    pos.lsn = lsn;
+    pos.seq = seq;
+    Walhook__ReplayAck ra = WALHOOK__REPLAY_ACK__INIT;
+    ra.tenant = t->set.tenant;
+    ra.consumer = t->name;
+    ra.upto = &pos;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_REPLAY_ACK;
+    req.replay_ack = &ra;
+    Walhook__Reply *rep = NULL;
+    if (wh_client_call(t->store, &req, &rep, err, errlen) != WH_OK)
+        return WH_ERR;
+    walhook__reply__free_unpacked(rep, NULL);
+    return WH_OK;
+}
+
 /* Called with mu held: asks the loop for a reset (the offset moved). */
 static void request_reset_locked(dsp_target *t)
 {
@@ -412,14 +465,42 @@ static void *reader_main(void *arg)
     pthread_mutex_lock(&t->mu);
     t->my_gen = t->gen;
     for (;;) {
-        while (!t->stop && !t->commit_pending && !(t->dlq_pending && !t->reset_req) &&
-               (t->count == DSP_PREFETCH || t->reset_req))
+        while (!t->stop && !t->commit_pending && !t->ack_pending &&
+               !(t->dlq_pending && !t->reset_req) && (t->count == DSP_PREFETCH || t->reset_req))
             pthread_cond_wait(&t->cv, &t->mu);
         if (t->gen != t->my_gen) {
             /* the loop dropped what was read: read from the committed offset */
             t->my_gen = t->gen;
             t->has_from = 0;
             t->has_epoch = 0;
+            t->replay_inflight = 0; /* a dropped replay batch is read again */
+            t->ack_pending = 0;
+        }
+        if (t->ack_pending) {
+            uint64_t lsn = t->ack_lsn;
+            uint32_t seq = t->ack_seq;
+            int fin = t->ack_final;
+            t->ack_pending = 0;
+            t->ack_final = 0;
+            pthread_mutex_unlock(&t->mu);
+            int rc = do_replay_ack(t, lsn, seq, err, sizeof(err));
+            pthread_mutex_lock(&t->mu);
+            if (rc == WH_OK) {
+                if (fin)
+                    t->replay_inflight = 0;
+                continue;
+            }
+            if (!t->ack_pending) {
+                t->ack_pending = 1;
+                t->ack_lsn = lsn;
+                t->ack_seq = seq;
+            }
+            t->ack_final |= fin;
+            wh_warn("target %s/%s: ReplayAck failed (%s), retrying", t->set.tenant, t->name, err);
+            if (t->stop)
+                break;
+            timed_wait_locked(t, 500);
+            continue;
         }
         if (t->commit_pending) {
             uint64_t lsn = t->commit_lsn;
@@ -524,6 +605,27 @@ static void *reader_main(void *arg)
                          err);
             pthread_mutex_lock(&t->mu);
             t->rfmt_gen = fgen;
+            continue;
+        }
+        if (!t->replay_inflight && wh_now_ms() >= t->next_replay_ms) {
+            /* dead letters an operator replays go before the main stream */
+            pthread_mutex_unlock(&t->mu);
+            int rk = do_replay_read(t, slot, max_events, max_bytes, err, sizeof(err));
+            pthread_mutex_lock(&t->mu);
+            if (t->gen != gen)
+                continue;
+            if (rk > 0) {
+                wh_info("target %s/%s: delivering %zu replayed dead letter(s)", t->set.tenant,
+                        t->name, slot->n);
+                t->replay_inflight = 1;
+                t->count++;
+                pthread_mutex_unlock(&t->mu);
+                if (t->notify)
+                    t->notify(t->notify_arg);
+                pthread_mutex_lock(&t->mu);
+                continue;
+            }
+            t->next_replay_ms = wh_now_ms() + 1000;
             continue;
         }
         pthread_mutex_unlock(&t->mu);
@@ -915,6 +1017,16 @@ static void advance(dsp_target *t, dsp_batch *b, size_t to, int commit)
     pthread_mutex_lock(&t->mu);
     if (to >= b->n)
         commit = 1; /* past the batch's filtered tail too */
+    if (b->replay) {
+        /* replayed dead letters are behind the offset: acked, not committed */
+        if (commit) {
+            t->ack_lsn = to >= b->n ? b->last_lsn : b->ev_lsn[to - 1];
+            t->ack_seq = to >= b->n ? b->last_seq : b->ev_seq[to - 1];
+            t->ack_pending = 1;
+            t->ack_final = to >= b->n;
+        }
+        commit = 0;
+    }
     if (commit) {
         uint64_t lsn = to >= b->n ? b->last_lsn : b->ev_lsn[to - 1];
         uint32_t seq = to >= b->n ? b->last_seq : b->ev_seq[to - 1];
@@ -959,6 +1071,7 @@ static void start_deadletter(dsp_target *t, dsp_batch *b, size_t from, size_t to
     r->attempts = t->attempt;
     r->first = t->first_err;
     r->last = t->last_err;
+    r->replay = b->replay;
     wh_strlcpy(r->reason, reason, sizeof(r->reason));
     t->dlq_pending = 1;
     t->dlq_done = 0;
@@ -1215,6 +1328,8 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
             wh_hist_observe_us(&t->latency, d > 0 ? (uint64_t)d : 0);
         }
         wh_counter_add(&t->delivered, n);
+        if (b->replay)
+            wh_counter_add(&t->replayed, n);
         if (t->attempt > 0)
             wh_info("target %s/%s: delivering again after %d failed attempts", t->set.tenant,
                     t->name, t->attempt);

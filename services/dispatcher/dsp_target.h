@@ -141,6 +141,7 @@ typedef struct dsp_batch {
     size_t ts_cap;   /* capacity of the per-event arrays (grown, never per event) */
     size_t scanned;  /* events read (kept + filtered out); n == 0 < scanned: skip only */
     int rendered;    /* wire/env hold the rendered body (else body goes as is) */
+    int replay;      /* events of the replay queue (DLQ replay): acked, not committed */
     wh_buf wire;     /* the envelope rendering of body */
     dsp_env_out env; /* its content type and extra headers */
     size_t n;
@@ -196,6 +197,12 @@ typedef struct dsp_target {
     int dlq_pending; /* loop -> reader: write dlq_req */
     int dlq_done;    /* reader -> loop: 1 written, -1 refused (reset follows) */
     dsp_dlq_req dlq_req;
+    int ack_pending; /* loop -> reader: ReplayAck up to ack_lsn/ack_seq */
+    int ack_final;   /* ...and the replay batch is done: the reader may read the queue again */
+    uint64_t ack_lsn;
+    uint32_t ack_seq;
+    int replay_inflight;     /* reader: a replay batch is queued or posting */
+    uint64_t next_replay_ms; /* reader: when to look at the replay queue again */
     uint64_t commit_lsn;
     uint32_t commit_seq;
     uint64_t commit_epoch;
@@ -265,6 +272,7 @@ typedef struct dsp_target {
     wh_counter dead_letters; /* events written to the DLQ */
     wh_counter shed;         /* of those, shed by mode fast */
     wh_counter filtered;     /* events skipped by the target's filter */
+    wh_counter replayed;     /* dead letters delivered again (DLQ replay) */
     wh_counter rate_waits;   /* times a request waited for the token bucket */
     wh_counter ssrf_refusals;
     wh_counter breaker_opens;
