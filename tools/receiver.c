@@ -13,7 +13,9 @@
  * before answering. --headers FILE appends, for each body written to --out,
  * one line "webhook-id<TAB>webhook-timestamp<TAB>webhook-signature" ("-" for
  * a missing header), so line N of both files belong together. GET answers a one-line summary (for
- * health checks). Bodies over 64 MiB get 413.
+ * health checks), including "N overlapping": POSTs that arrived while another POST was
+ * in progress (two dispatchers posting to one target at once; also logged on
+ * stderr). Bodies over 64 MiB get 413.
  *
  * Failure modes for the dispatcher's tests (issue 8):
  *   --first N         --status/--hang/--reset apply to the first N POSTs only,
@@ -69,11 +71,15 @@ typedef struct rcv_state {
     pthread_mutex_t mu;
     unsigned long requests; /* POSTs seen */
     unsigned long stored;   /* bodies acknowledged with 2xx */
+    unsigned long inflight; /* POSTs between their headers and their completion */
+    unsigned long overlaps; /* POSTs that began while another was in flight */
 } rcv_state;
 
 typedef struct rcv_req {
     wh_buf body;
     int too_big;
+    int counted; /* a POST counted in inflight */
+    rcv_state *s;
 } rcv_req;
 
 static void usage(FILE *f)
@@ -189,6 +195,17 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
             return MHD_NO;
         wh_buf_init(&rq->body, RCV_MAX_BODY);
         *con_cls = rq;
+        if (strcmp(method, MHD_HTTP_METHOD_POST) == 0) {
+            rq->counted = 1;
+            rq->s = s;
+            pthread_mutex_lock(&s->mu);
+            if (++s->inflight > 1) {
+                s->overlaps++;
+                fprintf(stderr, "walhook-receiver: overlapping POST (%lu in flight)\n",
+                        s->inflight);
+            }
+            pthread_mutex_unlock(&s->mu);
+        }
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -202,8 +219,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0) {
         char line[128];
         pthread_mutex_lock(&s->mu);
-        snprintf(line, sizeof(line), "walhook-receiver: %lu requests, %lu stored\n", s->requests,
-                 s->stored);
+        snprintf(line, sizeof(line),
+                 "walhook-receiver: %lu requests, %lu stored, %lu overlapping\n", s->requests,
+                 s->stored, s->overlaps);
         pthread_mutex_unlock(&s->mu);
         return reply(conn, MHD_HTTP_OK, line);
     }
@@ -274,6 +292,11 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     rcv_req *rq = *con_cls;
     if (rq) {
+        if (rq->counted) {
+            pthread_mutex_lock(&rq->s->mu);
+            rq->s->inflight--;
+            pthread_mutex_unlock(&rq->s->mu);
+        }
         wh_buf_free(&rq->body);
         free(rq);
         *con_cls = NULL;

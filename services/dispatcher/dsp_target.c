@@ -58,7 +58,8 @@ void dsp_settings_from_config(dsp_settings *s, const wh_config *c)
 
 int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b)
 {
-    if (strcmp(a->url, b->url) != 0 || a->nsecrets != b->nsecrets)
+    if (strcmp(a->url, b->url) != 0 || a->nsecrets != b->nsecrets ||
+        a->lease_epoch != b->lease_epoch)
         return 1;
     for (int i = 0; i < a->nsecrets; i++)
         if (strcmp(a->secrets[i], b->secrets[i]) != 0)
@@ -306,6 +307,7 @@ static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, uint64_t epoch, 
     co.consumer = t->name;
     co.pos = &pos;
     co.epoch = epoch;
+    co.lease_epoch = t->lease_epoch;
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_COMMIT;
     req.commit = &co;
@@ -434,6 +436,7 @@ static int do_replay_ack(dsp_target *t, uint64_t lsn, uint32_t seq, char *err, s
     ra.tenant = t->set.tenant;
     ra.consumer = t->name;
     ra.upto = &pos;
+    ra.lease_epoch = atomic_load(&t->lease_epoch);
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_REPLAY_ACK;
     req.replay_ack = &ra;
@@ -787,6 +790,7 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
     wh_strlcpy(t->name, sp->name, sizeof(t->name));
     wh_strlcpy(t->url, sp->url, sizeof(t->url));
     t->set = sp->set;
+    t->lease_epoch = sp->lease_epoch;
     t->paused = sp->paused;
     t->notify = notify;
     t->notify_arg = notify_arg;
@@ -895,6 +899,7 @@ int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t 
         curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
     }
     dsp_target_apply_settings(t, &sp->set);
+    t->lease_epoch = sp->lease_epoch;
     curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms(t));
     if (fmt_changed) {
         /* batches read ahead were filtered and rendered the old way */
@@ -1061,6 +1066,7 @@ static void start_deadletter(dsp_target *t, dsp_batch *b, size_t from, size_t to
     r->tenant = t->set.tenant;
     r->consumer = t->name;
     r->epoch = b->epoch;
+    r->lease_epoch = atomic_load(&t->lease_epoch);
     r->n = to - from;
     r->body = b->body.data;
     r->offs = b->ev_off + from;

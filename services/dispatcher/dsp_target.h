@@ -107,7 +107,8 @@ typedef struct dsp_spec {
     char secrets[DSP_KEYS_MAX][256];
     int nsecrets;
     int paused;
-    dsp_settings set; /* set.tenant is the target's tenant */
+    dsp_settings set;     /* set.tenant is the target's tenant */
+    uint64_t lease_epoch; /* this replica's lease of the target (dsp_lease), 0 = no leases */
 } dsp_spec;
 
 /* 1 when a and b differ in what dsp_target_reconfigure swaps (URL,
@@ -185,7 +186,8 @@ typedef struct dsp_target {
     dsp_key keys[DSP_KEYS_MAX];
     int nkeys;
     dsp_settings set;
-    dsp_notify_fn notify; /* called by the reader when a batch is ready */
+    _Atomic uint64_t lease_epoch; /* sent with every commit (fencing), 0 = no leases */
+    dsp_notify_fn notify;         /* called by the reader when a batch is ready */
     void *notify_arg;
 
     /* shared between reader and loop, guarded by mu */
