@@ -3,7 +3,9 @@
 #include "wh_config.h"
 #include "wh_buf.h"
 #include "wh_cfgscan.h"
+#include "wh_cidr.h"
 #include "wh_dsn.h"
+#include "wh_state.h"
 #include "wh_util.h"
 
 #include <ctype.h>
@@ -84,6 +86,9 @@ const wh_config_entry wh_config_table[] = {
     I(http_timeout_ms, "dispatcher.http_timeout_ms", 30000, 100, 600000, WH_CF_RUNTIME,
       "webhook request timeout"),
     I(max_inflight, "dispatcher.max_inflight", 64, 1, 10000, 0, "global in-flight request cap"),
+    S(allow_private_networks, "dispatcher.allow_private_networks", "", WH_CF_RUNTIME,
+      "CIDRs (\"127.0.0.0/8,::1\") a target may resolve to although loopback, private, "
+      "link-local, CGNAT, multicast or metadata (SSRF guard)"),
     S(dispatcher_id, "dispatcher.id", "", 0,
       "this dispatcher's lease owner id (\"\" = <hostname>-<pid>)"),
     I(dispatcher_lease_ttl_ms, "dispatcher.lease_ttl_ms", 0, 0, 600000, 0,
@@ -652,7 +657,7 @@ static int scan_tenants_path(const char *rest)
     for (size_t i = 0; i < WH_ARRAY_LEN(target_fields); i++)
         if (strcmp(p, target_fields[i]) == 0)
             return WH_CFGSCAN_SKIP;
-    return WH_CFGSCAN_STOP;
+    return wh_delivery_is_field(p) ? WH_CFGSCAN_SKIP : WH_CFGSCAN_STOP;
 }
 
 typedef struct scan_check {
@@ -822,6 +827,10 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
             err, errlen,
             "setting 'dispatcher.retry_max_ms': %d is below dispatcher.retry_base_ms %d",
             c->retry_max_ms, c->retry_base_ms);
+    wh_cidr_list cl;
+    char csub[WH_ERRLEN];
+    if (wh_cidr_list_parse(c->allow_private_networks, &cl, csub, sizeof(csub)) != WH_OK)
+        return wh_seterr(err, errlen, "setting 'dispatcher.allow_private_networks': %s", csub);
     if (c->flush_bytes > c->ipc_max_msg_bytes / 2)
         return wh_seterr(err, errlen,
                          "setting 'ingestor.flush_bytes': %" PRId64

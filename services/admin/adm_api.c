@@ -742,7 +742,13 @@ static int apply_target(ctx *c, json_t *o, wh_state_target *t, int create, char 
                 return fail(c->resp, 400, "start",
                             "start: expected \"end\" or a position \"X/X:seq\"");
         } else {
-            return fail(c->resp, 400, key, "%s: unknown field of a target", key);
+            /* delivery settings (wh_delivery): shared with the document parser */
+            char derr[WH_ERRLEN];
+            int rc = wh_delivery_set(&t->dl, key, v, derr, sizeof(derr));
+            if (rc == 1)
+                return fail(c->resp, 400, key, "%s: unknown field of a target", key);
+            if (rc != WH_OK)
+                return fail(c->resp, 400, key, "%s", derr);
         }
     }
     if (create && t->name[0] == '\0')

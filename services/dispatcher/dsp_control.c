@@ -7,7 +7,7 @@ static int render_stats(void *arg, wh_buf *text, const char **state, int *ready,
                         size_t reasonlen)
 {
     /* refused targets deliver nothing, the others deliver: still ready */
-    *state = dsp_loop_nrefused(arg) > 0 ? "degraded" : "running";
+    *state = dsp_loop_nrefused(arg) > 0 || dsp_loop_nunhealthy(arg) > 0 ? "degraded" : "running";
     *ready = 1;
     return dsp_loop_metrics(arg, text);
 }

@@ -119,6 +119,7 @@ int dsp_state_specs(const wh_state *s, const wh_config *eff, dsp_spec **out, int
                 sp->set.retry_max_ms = tg->retry_max_ms;
             if (tg->http_timeout_ms > 0)
                 sp->set.http_timeout_ms = tg->http_timeout_ms;
+            sp->set.dl = tg->dl;
             dsp_settings_clamp(&sp->set);
         }
     }
