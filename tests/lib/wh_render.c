@@ -90,8 +90,9 @@ int main(int argc, char **argv)
     char id[64];
     snprintf(id, sizeof(id), "%.*s", (int)(strchr(idp, '"') - idp), idp);
     dsp_headers h;
-    if (dsp_headers_build(&h, keys, nsecrets, id, eo.consumed, (int64_t)(wh_wallclock_us() / 1000000),
-                          body.data, body.len, err, sizeof(err)) != WH_OK) {
+    if (dsp_headers_build(&h, keys, nsecrets, id, eo.consumed,
+                          (int64_t)(wh_wallclock_us() / 1000000), body.data, body.len, err,
+                          sizeof(err)) != WH_OK) {
         fprintf(stderr, "wh_render: %s\n", err);
         return 1;
     }
