@@ -3,7 +3,9 @@
 #include "wh_config.h"
 #include "wh_buf.h"
 #include "wh_cfgscan.h"
+#include "wh_cidr.h"
 #include "wh_dsn.h"
+#include "wh_state.h"
 #include "wh_util.h"
 
 #include <ctype.h>
@@ -92,6 +94,13 @@ const wh_config_entry wh_config_table[] = {
     I(http_timeout_ms, "dispatcher.http_timeout_ms", 30000, 100, 600000, WH_CF_RUNTIME,
       "webhook request timeout"),
     I(max_inflight, "dispatcher.max_inflight", 64, 1, 10000, 0, "global in-flight request cap"),
+    S(allow_private_networks, "dispatcher.allow_private_networks", "", WH_CF_RUNTIME,
+      "CIDRs (\"127.0.0.0/8,::1\") a target may resolve to although loopback, private, "
+      "link-local, CGNAT, multicast or metadata (SSRF guard)"),
+    S(dispatcher_id, "dispatcher.id", "", 0,
+      "this dispatcher's lease owner id (\"\" = <hostname>-<pid>)"),
+    I(dispatcher_lease_ttl_ms, "dispatcher.lease_ttl_ms", 0, 0, 600000, 0,
+      "share targets between dispatcher replicas through leases of this TTL (0 = off)"),
     S(admin_listen, "admin.listen", "127.0.0.1:8080", 0, "admin HTTP address host:port"),
     /* admin API auth and TLS (services/admin/adm_auth.h) */
     S(admin_tokens_file, "admin.tokens_file", "", 0,
@@ -656,7 +665,7 @@ static int scan_tenants_path(const char *rest)
     for (size_t i = 0; i < WH_ARRAY_LEN(target_fields); i++)
         if (strcmp(p, target_fields[i]) == 0)
             return WH_CFGSCAN_SKIP;
-    return WH_CFGSCAN_STOP;
+    return wh_delivery_is_field(p) ? WH_CFGSCAN_SKIP : WH_CFGSCAN_STOP;
 }
 
 typedef struct scan_check {
@@ -802,6 +811,7 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
         {c->ingestor_control, "ingestor.control", "ingestor.sock"},
         {c->dispatcher_control, "dispatcher.control", "dispatcher.sock"},
     };
+    c->dispatcher_control_derived = c->dispatcher_control[0] == '\0';
     for (size_t i = 0; i < WH_ARRAY_LEN(eps); i++) {
         if (eps[i].v[0] == '\0' &&
             derive_endpoint(eps[i].v, WH_URL_MAX, c->data_dir, eps[i].file) != WH_OK)
@@ -821,11 +831,25 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
     if ((c->admin_tls_cert[0] == '\0') != (c->admin_tls_key[0] == '\0'))
         return wh_seterr(err, errlen, "setting '%s': admin.tls_cert and admin.tls_key go together",
                          c->admin_tls_cert[0] ? "admin.tls_key" : "admin.tls_cert");
+    if (c->dispatcher_lease_ttl_ms > 0 && c->dispatcher_lease_ttl_ms < 1000)
+        return wh_seterr(err, errlen,
+                         "setting 'dispatcher.lease_ttl_ms': %d is below 1000 (0 = off)",
+                         c->dispatcher_lease_ttl_ms);
+    for (const char *p = c->dispatcher_id; *p; p++)
+        if (!(isalnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == '.'))
+            return wh_seterr(err, errlen,
+                             "setting 'dispatcher.id': '%s' may contain only letters, digits, "
+                             "'-', '_' and '.'",
+                             c->dispatcher_id);
     if (c->retry_max_ms < c->retry_base_ms)
         return wh_seterr(
             err, errlen,
             "setting 'dispatcher.retry_max_ms': %d is below dispatcher.retry_base_ms %d",
             c->retry_max_ms, c->retry_base_ms);
+    wh_cidr_list cl;
+    char csub[WH_ERRLEN];
+    if (wh_cidr_list_parse(c->allow_private_networks, &cl, csub, sizeof(csub)) != WH_OK)
+        return wh_seterr(err, errlen, "setting 'dispatcher.allow_private_networks': %s", csub);
     if (c->flush_bytes > c->ipc_max_msg_bytes / 2)
         return wh_seterr(err, errlen,
                          "setting 'ingestor.flush_bytes': %" PRId64

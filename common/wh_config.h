@@ -92,6 +92,11 @@ typedef struct wh_config {
     int retry_max_ms;        /* runtime */
     int http_timeout_ms;     /* runtime */
     int max_inflight;
+    char allow_private_networks[256]; /* runtime: CIDRs the SSRF guard lets through */
+    /* dispatcher scale-out (services/dispatcher/dsp_lease.h) */
+    char dispatcher_id[128];        /* lease owner id; "" = <hostname>-<pid> */
+    int dispatcher_lease_ttl_ms;    /* 0 = no leases (one dispatcher owns every target) */
+    int dispatcher_control_derived; /* 1: dispatcher.control was derived from data_dir */
     /* admin */
     char admin_listen[256]; /* "127.0.0.1:8080" */
     /* admin API auth and TLS (services/admin/adm_auth.h) */

@@ -484,3 +484,296 @@ int wh_json_render(wh_buf *b, const wh_json *j)
 {
     return render(b, j, 0);
 }
+
+/* ---- zero-allocation spans (wh_json_span_*) ---- */
+
+static size_t span_ws(const char *s, size_t len, size_t i)
+{
+    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* End (one past the closing quote) of the string starting at s[i] == '"',
+ * or 0 when unterminated. */
+static size_t span_str_end(const char *s, size_t len, size_t i)
+{
+    for (i++; i < len; i++) {
+        if (s[i] == '\\')
+            i++;
+        else if (s[i] == '"')
+            return i + 1;
+    }
+    return 0;
+}
+
+/* Scans one value at s[i..len): fills *out, returns the index after it or 0. */
+static size_t span_scan(const char *s, size_t len, size_t i, wh_json_span *out)
+{
+    i = span_ws(s, len, i);
+    if (i >= len)
+        return 0;
+    size_t start = i, end = 0;
+    char c = s[i];
+    if (c == '"') {
+        out->type = WH_JSON_STRING;
+        end = span_str_end(s, len, i);
+    } else if (c == '{' || c == '[') {
+        out->type = c == '{' ? WH_JSON_OBJECT : WH_JSON_ARRAY;
+        /* brackets are counted; strings skipped; no recursion */
+        char stack[WH_JSON_MAX_DEPTH];
+        size_t depth = 0;
+        while (i < len) {
+            char ch = s[i];
+            if (ch == '"') {
+                size_t e = span_str_end(s, len, i);
+                if (e == 0)
+                    return 0;
+                i = e;
+                continue;
+            }
+            if (ch == '{' || ch == '[') {
+                if (depth >= sizeof(stack))
+                    return 0;
+                stack[depth++] = ch == '{' ? '}' : ']';
+            } else if (ch == '}' || ch == ']') {
+                if (depth == 0 || stack[depth - 1] != ch)
+                    return 0;
+                if (--depth == 0) {
+                    end = i + 1;
+                    break;
+                }
+            }
+            i++;
+        }
+    } else if (c == 't' && len - i >= 4 && memcmp(s + i, "true", 4) == 0) {
+        out->type = WH_JSON_BOOL;
+        end = i + 4;
+    } else if (c == 'f' && len - i >= 5 && memcmp(s + i, "false", 5) == 0) {
+        out->type = WH_JSON_BOOL;
+        end = i + 5;
+    } else if (c == 'n' && len - i >= 4 && memcmp(s + i, "null", 4) == 0) {
+        out->type = WH_JSON_NULL;
+        end = i + 4;
+    } else {
+        size_t n = wh_json_number_len(s + i, len - i, NULL, NULL);
+        out->type = WH_JSON_NUMBER;
+        end = n ? i + n : 0;
+    }
+    if (end == 0)
+        return 0;
+    out->p = s + start;
+    out->len = end - start;
+    return end;
+}
+
+int wh_json_span_value(const char *text, size_t len, wh_json_span *out)
+{
+    if (text == NULL)
+        return WH_ERR;
+    return span_scan(text, len, 0, out) ? WH_OK : WH_ERR;
+}
+
+int wh_json_span_next(const wh_json_span *c, size_t *pos, wh_json_span *key, wh_json_span *val)
+{
+    if (c->type != WH_JSON_OBJECT && c->type != WH_JSON_ARRAY)
+        return -1;
+    const char *s = c->p;
+    size_t len = c->len, i = *pos;
+    char close = c->type == WH_JSON_OBJECT ? '}' : ']';
+    i = span_ws(s, len, i == 0 ? 1 : i);
+    if (i >= len)
+        return -1;
+    if (s[i] == close)
+        return 0;
+    if (*pos != 0) {
+        if (s[i] != ',')
+            return -1;
+        i++;
+    }
+    if (c->type == WH_JSON_OBJECT) {
+        wh_json_span k;
+        i = span_scan(s, len, i, &k);
+        if (i == 0 || k.type != WH_JSON_STRING)
+            return -1;
+        i = span_ws(s, len, i);
+        if (i >= len || s[i] != ':')
+            return -1;
+        i++;
+        if (key)
+            *key = k;
+    }
+    i = span_scan(s, len, i, val);
+    if (i == 0 || i >= len)
+        return -1;
+    *pos = i;
+    return 1;
+}
+
+int wh_json_span_get(const wh_json_span *obj, const char *key, size_t keylen, wh_json_span *out)
+{
+    if (obj->type != WH_JSON_OBJECT)
+        return WH_ERR;
+    size_t pos = 0;
+    wh_json_span k, v;
+    int r;
+    while ((r = wh_json_span_next(obj, &pos, &k, &v)) == 1) {
+        if (wh_json_span_strcmp(&k, key, keylen) == 0) {
+            *out = v;
+            return WH_OK;
+        }
+    }
+    return WH_ERR;
+}
+
+/* Decodes the next character of a string span's body: bytes into d (up to
+ * 4), returns how many, 0 at the closing quote, -1 on a bad escape. */
+static int span_str_step(const char *s, size_t end, size_t *i, char *d)
+{
+    if (*i >= end)
+        return -1;
+    char c = s[*i];
+    if (c == '"')
+        return 0;
+    if (c != '\\') {
+        d[0] = c;
+        (*i)++;
+        return 1;
+    }
+    if (*i + 1 >= end)
+        return -1;
+    char e = s[*i + 1];
+    *i += 2;
+    switch (e) {
+    case '"':
+    case '\\':
+    case '/':
+        d[0] = e;
+        return 1;
+    case 'b':
+        d[0] = '\b';
+        return 1;
+    case 'f':
+        d[0] = '\f';
+        return 1;
+    case 'n':
+        d[0] = '\n';
+        return 1;
+    case 'r':
+        d[0] = '\r';
+        return 1;
+    case 't':
+        d[0] = '\t';
+        return 1;
+    case 'u': {
+        unsigned cp = 0;
+        for (int k = 0; k < 2; k++) {
+            if (end - *i < 4)
+                return -1;
+            unsigned v = 0;
+            for (int j = 0; j < 4; j++) {
+                int h = wh_hexval(s[*i + (size_t)j]);
+                if (h < 0)
+                    return -1;
+                v = (v << 4) | (unsigned)h;
+            }
+            *i += 4;
+            if (k == 0) {
+                cp = v;
+                if (v < 0xD800 || v > 0xDBFF)
+                    break;
+                if (end - *i < 2 || s[*i] != '\\' || s[*i + 1] != 'u')
+                    return -1;
+                *i += 2;
+            } else {
+                if (v < 0xDC00 || v > 0xDFFF)
+                    return -1;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (v - 0xDC00);
+            }
+        }
+        if (cp >= 0xDC00 && cp <= 0xDFFF)
+            return -1;
+        return (int)put_utf8(d, cp);
+    }
+    default:
+        return -1;
+    }
+}
+
+int wh_json_span_str(const wh_json_span *s, char *out, size_t cap, size_t *outlen)
+{
+    if (s->type != WH_JSON_STRING || s->len < 2 || cap == 0)
+        return WH_ERR;
+    size_t i = 1, n = 0;
+    char d[4];
+    int k;
+    int fits = 1;
+    while ((k = span_str_step(s->p, s->len, &i, d)) > 0) {
+        if (n + (size_t)k < cap)
+            memcpy(out + n, d, (size_t)k);
+        else
+            fits = 0;
+        n += (size_t)k;
+    }
+    out[fits ? n : 0] = '\0';
+    if (outlen)
+        *outlen = n;
+    return k == 0 && fits ? WH_OK : WH_ERR;
+}
+
+int wh_json_span_strcmp(const wh_json_span *s, const char *lit, size_t n)
+{
+    if (s->type != WH_JSON_STRING || s->len < 2)
+        return 2;
+    size_t i = 1, j = 0;
+    char d[4];
+    int k;
+    while ((k = span_str_step(s->p, s->len, &i, d)) > 0) {
+        for (int m = 0; m < k; m++, j++) {
+            if (j >= n)
+                return 1;
+            unsigned char a = (unsigned char)d[m], b = (unsigned char)lit[j];
+            if (a != b)
+                return a < b ? -1 : 1;
+        }
+    }
+    if (k < 0)
+        return 2;
+    return j < n ? -1 : 0;
+}
+
+int wh_json_span_num(const wh_json_span *s, double *out)
+{
+    const char *p = s->p;
+    size_t len = s->len;
+    if (s->type == WH_JSON_STRING) {
+        if (len < 3)
+            return WH_ERR;
+        p++;
+        len -= 2;
+    } else if (s->type != WH_JSON_NUMBER) {
+        return WH_ERR;
+    }
+    if (len >= 64 || wh_json_number_len(p, len, NULL, NULL) != len)
+        return WH_ERR;
+    char tmp[64];
+    memcpy(tmp, p, len);
+    tmp[len] = '\0';
+    *out = strtod(tmp, NULL);
+    return WH_OK;
+}
+
+int wh_json_span_hasprefix(const wh_json_span *s, const char *lit, size_t n)
+{
+    if (s->type != WH_JSON_STRING || s->len < 2)
+        return 0;
+    size_t i = 1, j = 0;
+    char d[4];
+    int k;
+    while (j < n && (k = span_str_step(s->p, s->len, &i, d)) > 0) {
+        for (int m = 0; m < k && j < n; m++, j++)
+            if (d[m] != lit[j])
+                return 0;
+    }
+    return j == n;
+}

@@ -41,6 +41,40 @@ const wh_json *wh_json_at(const wh_json *arr, size_t idx);
  * *err_at (if not NULL) where. */
 size_t wh_json_number_len(const char *s, size_t len, const char **why, size_t *err_at);
 
+/* Zero-allocation access to JSON text (the dispatcher's per-event path):
+ * a span is a value's bytes inside the caller's text, never copied. The
+ * scanner checks structure only as far as it walks (brackets, strings,
+ * literals); it never reads past len and never recurses. */
+typedef struct wh_json_span {
+    const char *p; /* first byte of the value (a string span includes its quotes) */
+    size_t len;
+    wh_json_type type;
+} wh_json_span;
+
+/* The whole value at the start of text[0..len) (leading whitespace skipped).
+ * WH_ERR when it is not a well-bracketed JSON value. */
+int wh_json_span_value(const char *text, size_t len, wh_json_span *out);
+/* Member key (keylen bytes, compared with escapes decoded) of the object
+ * span obj; WH_ERR when obj is not an object, malformed, or has no such key. */
+int wh_json_span_get(const wh_json_span *obj, const char *key, size_t keylen, wh_json_span *out);
+/* Walks an object's members or an array's elements: *pos starts at 0; each
+ * call fills *key (objects only; may be NULL) and *val; returns 1 for a
+ * member, 0 at the end, -1 when malformed. */
+int wh_json_span_next(const wh_json_span *container, size_t *pos, wh_json_span *key,
+                      wh_json_span *val);
+/* Decodes a string span into out[0..cap) (NUL-terminated); *outlen (may be
+ * NULL) gets the full decoded length. WH_ERR when it is not a string, has a
+ * bad escape, or does not fit. */
+int wh_json_span_str(const wh_json_span *s, char *out, size_t cap, size_t *outlen);
+/* Compares a string span, escapes decoded, with lit[0..n): <0, 0, >0 like
+ * memcmp, and 2 when s is not a valid string. */
+int wh_json_span_strcmp(const wh_json_span *s, const char *lit, size_t n);
+/* 1 when the string span, escapes decoded, starts with lit[0..n); else 0. */
+int wh_json_span_hasprefix(const wh_json_span *s, const char *lit, size_t n);
+/* The number of a NUMBER span (or of a STRING span holding exactly a JSON
+ * number, e.g. PostgreSQL numeric); WH_ERR otherwise. */
+int wh_json_span_num(const wh_json_span *s, double *out);
+
 /* Appends j as compact JSON (NULL renders as null). Depth-bounded. */
 struct wh_buf;
 int wh_json_render(struct wh_buf *b, const wh_json *j);

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "wh_cidr.h"
 #include "wh_dsn.h"
 #include "wh_ipc.h"
 #include "wh_util.h"
@@ -38,6 +39,189 @@ static const dlv_field dlv_fields[] = {
     {"http_timeout_ms", "dispatcher.http_timeout_ms", offsetof(wh_state_target, http_timeout_ms),
      0},
 };
+
+/* ---- delivery fields (wh_delivery) ---- */
+
+typedef enum { DF_INT, DF_INT64, DF_STR } df_type;
+
+typedef struct dl_field {
+    const char *name;
+    df_type type;
+    size_t offset, size;
+    int64_t min, max;    /* numbers: 0 is always accepted (= default) */
+    const char *choices; /* strings: "a|b|c" or NULL (free text) */
+} dl_field;
+
+#define DLI(f, lo, hi)                                                                             \
+    {                                                                                              \
+#f, DF_INT, offsetof(wh_delivery, f), sizeof(int), lo, hi, NULL                            \
+    }
+#define DLL(f, lo, hi)                                                                             \
+    {                                                                                              \
+#f, DF_INT64, offsetof(wh_delivery, f), sizeof(int64_t), lo, hi, NULL                      \
+    }
+#define DLS(f, ch)                                                                                 \
+    {                                                                                              \
+#f, DF_STR, offsetof(wh_delivery, f), sizeof(((wh_delivery *)0)->f), 0, 0, ch              \
+    }
+
+static const dl_field dl_fields[] = {
+    DLI(max_attempts, 1, 1000000),
+    DLL(max_age_ms, 1, 30LL * 24 * 3600 * 1000),
+    DLI(breaker_failures, 1, 1000000),
+    DLI(breaker_ratio_pct, 1, 100),
+    DLI(breaker_window, 2, 128),
+    DLI(breaker_cooldown_ms, 10, 3600000),
+    DLI(nack_window, 2, 128),
+    DLI(nack_threshold, 1, 128),
+    DLI(rate_events_per_s, 1, 100000000),
+    DLI(rate_requests_per_s, 1, 1000000),
+    DLI(rate_burst, 1, 100000000),
+    DLS(on_failure, "dlq|block"),
+    DLS(mode, "reliable|fast"),
+    DLL(backlog_max_ms, 1, 30LL * 24 * 3600 * 1000),
+    DLS(ordering, "strict|by_key"),
+    DLI(lanes, 1, 64),
+    DLI(batch_max_age_ms, 1, 60000),
+    DLI(max_connections, 1, 64),
+    DLS(envelope, "native|debezium|cloudevents|cloudevents-binary|cloudevents_binary"),
+    DLS(filter_tables, NULL),
+    DLS(filter_ops, NULL),
+    DLS(filter_columns_include, NULL),
+    DLS(filter_columns_exclude, NULL),
+    DLS(filter_expr, NULL),
+    DLS(allow_private, NULL),
+};
+
+static const dl_field *dl_find(const char *name)
+{
+    for (size_t i = 0; i < WH_ARRAY_LEN(dl_fields); i++)
+        if (strcmp(dl_fields[i].name, name) == 0)
+            return &dl_fields[i];
+    return NULL;
+}
+
+int wh_delivery_is_field(const char *name)
+{
+    return dl_find(name) != NULL;
+}
+
+static int64_t dl_get(const wh_delivery *d, const dl_field *f)
+{
+    const char *p = (const char *)d + f->offset;
+    return f->type == DF_INT64 ? *(const int64_t *)p : *(const int *)p;
+}
+
+/* 1 when v is one of "a|b|c". */
+static int dl_choice(const char *choices, const char *v)
+{
+    size_t n = strlen(v);
+    for (const char *p = choices; *p;) {
+        const char *e = strchr(p, '|');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == n && strncmp(p, v, n) == 0)
+            return 1;
+        if (e == NULL)
+            break;
+        p = e + 1;
+    }
+    return 0;
+}
+
+static int dl_check_value(const dl_field *f, const wh_delivery *d, char *err, size_t errlen)
+{
+    const char *p = (const char *)d + f->offset;
+    if (f->type != DF_STR) {
+        int64_t v = dl_get(d, f);
+        if (v != 0 && (v < f->min || v > f->max))
+            return wh_seterr(err, errlen,
+                             "%s: %" PRId64 " is out of range [%" PRId64 ", %" PRId64
+                             "] (0 = the default)",
+                             f->name, v, f->min, f->max);
+        return WH_OK;
+    }
+    if (memchr(p, '\0', f->size) == NULL)
+        return wh_seterr(err, errlen, "%s: too long", f->name);
+    for (const unsigned char *q = (const unsigned char *)p; *q; q++)
+        if (*q < 0x20 || *q == 0x7f)
+            return wh_seterr(err, errlen, "%s: contains a control character", f->name);
+    if (f->choices != NULL && p[0] != '\0' && !dl_choice(f->choices, p))
+        return wh_seterr(err, errlen, "%s: '%.40s' is not one of %s", f->name, p, f->choices);
+    return WH_OK;
+}
+
+int wh_delivery_check(const wh_delivery *d, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < WH_ARRAY_LEN(dl_fields); i++)
+        if (dl_check_value(&dl_fields[i], d, err, errlen) != WH_OK)
+            return WH_ERR;
+    wh_cidr_list cl;
+    char sub[WH_ERRLEN];
+    if (wh_cidr_list_parse(d->allow_private, &cl, sub, sizeof(sub)) != WH_OK)
+        return wh_seterr(err, errlen, "allow_private: %s", sub);
+    if (d->nack_threshold != 0 && d->nack_window != 0 && d->nack_threshold > d->nack_window)
+        return wh_seterr(err, errlen, "nack_threshold: %d is above nack_window %d",
+                         d->nack_threshold, d->nack_window);
+    return WH_OK;
+}
+
+int wh_delivery_set(wh_delivery *d, const char *key, json_t *v, char *err, size_t errlen)
+{
+    const dl_field *f = dl_find(key);
+    if (f == NULL)
+        return 1;
+    char *p = (char *)d + f->offset;
+    if (f->type == DF_STR) {
+        if (json_is_null(v)) {
+            memset(p, 0, f->size);
+            return WH_OK;
+        }
+        if (!json_is_string(v))
+            return wh_seterr(err, errlen, "%s: expected a string", key);
+        size_t n = json_string_length(v);
+        if (n >= f->size)
+            return wh_seterr(err, errlen, "%s: too long (max %zu bytes)", key, f->size - 1);
+        if (strlen(json_string_value(v)) != n)
+            return wh_seterr(err, errlen, "%s: contains a NUL character", key);
+        memset(p, 0, f->size); /* whole field: equal settings compare equal bytewise */
+        memcpy(p, json_string_value(v), n);
+    } else {
+        int64_t x = 0;
+        if (!json_is_null(v)) {
+            if (!json_is_integer(v))
+                return wh_seterr(err, errlen, "%s: expected an integer", key);
+            x = (int64_t)json_integer_value(v);
+        }
+        if (x != 0 && (x < f->min || x > f->max))
+            return wh_seterr(err, errlen,
+                             "%s: %" PRId64 " is out of range [%" PRId64 ", %" PRId64
+                             "] (0 = the default)",
+                             key, x, f->min, f->max);
+        if (f->type == DF_INT64)
+            *(int64_t *)p = x;
+        else
+            *(int *)p = (int)x;
+    }
+    return dl_check_value(f, d, err, errlen);
+}
+
+static int dl_render(json_t *o, const wh_delivery *d)
+{
+    int rc = 0;
+    for (size_t i = 0; i < WH_ARRAY_LEN(dl_fields); i++) {
+        const dl_field *f = &dl_fields[i];
+        const char *p = (const char *)d + f->offset;
+        if (f->type == DF_STR) {
+            if (p[0] != '\0')
+                rc |= json_object_set_new(o, f->name, json_string(p));
+        } else {
+            int64_t v = dl_get(d, f);
+            if (v != 0)
+                rc |= json_object_set_new(o, f->name, json_integer(v));
+        }
+    }
+    return rc;
+}
 
 /* snprintf for field paths: a path cut short is still a useful message. */
 static void pathf(char *dst, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -241,6 +425,10 @@ static int validate_settings(const wh_config *c, char *err, size_t errlen)
             err, errlen,
             "settings.dispatcher.retry_max_ms: %d is below dispatcher.retry_base_ms %d",
             c->retry_max_ms, c->retry_base_ms);
+    wh_cidr_list cl;
+    char csub[WH_ERRLEN];
+    if (wh_cidr_list_parse(c->allow_private_networks, &cl, csub, sizeof(csub)) != WH_OK)
+        return wh_seterr(err, errlen, "settings.dispatcher.allow_private_networks: %s", csub);
     if (c->flush_bytes > c->ipc_max_msg_bytes / 2)
         return wh_seterr(err, errlen,
                          "settings.ingestor.flush_bytes: %" PRId64
@@ -298,6 +486,8 @@ static int validate_target(const wh_state_target *g, const char *path, char *err
     if (g->retry_base_ms != 0 && g->retry_max_ms != 0 && g->retry_max_ms < g->retry_base_ms)
         return wh_seterr(err, errlen, "%s.retry_max_ms: %d is below retry_base_ms %d", path,
                          g->retry_max_ms, g->retry_base_ms);
+    if (wh_delivery_check(&g->dl, sub, sizeof(sub)) != WH_OK)
+        return wh_seterr(err, errlen, "%s.%s", path, sub);
     return WH_OK;
 }
 
@@ -486,7 +676,12 @@ static int parse_target(json_t *o, wh_state_target *g, const char *path, char *e
                                  fp, iv, e->min, e->max, f->setting);
             dlv_set(g, f, iv);
         } else {
-            return wh_seterr(err, errlen, "%s: unknown field", fp);
+            char sub[WH_ERRLEN];
+            int rc = wh_delivery_set(&g->dl, key, v, sub, sizeof(sub));
+            if (rc == 1)
+                return wh_seterr(err, errlen, "%s: unknown field", fp);
+            if (rc != WH_OK)
+                return wh_seterr(err, errlen, "%s.%s", path, sub);
         }
     }
     if (!has_name)
@@ -672,6 +867,7 @@ static json_t *render_target(const wh_state_target *g, int redact)
         if (v != 0)
             rc |= jset(o, dlv_fields[i].name, json_integer(v));
     }
+    rc |= dl_render(o, &g->dl);
     if (rc != 0) {
         json_decref(o);
         return NULL;
@@ -834,6 +1030,18 @@ static int cf_target(config_setting_t *g, wh_state_target *t, const char *path, 
                 else
                     dlv_set(t, d, v);
             }
+        } else if (dl_find(fn) != NULL) {
+            int ty = config_setting_type(f);
+            json_t *jv = ty == CONFIG_TYPE_INT || ty == CONFIG_TYPE_INT64
+                             ? json_integer(config_setting_get_int64(f))
+                         : ty == CONFIG_TYPE_STRING ? json_string(config_setting_get_string(f))
+                                                    : json_null();
+            char sub[WH_ERRLEN];
+            rc = wh_delivery_set(&t->dl, fn, jv, sub, sizeof(sub));
+            json_decref(jv);
+            if (rc != WH_OK)
+                rc = wh_seterr(err, errlen, "%s (line %d): %s", path, config_setting_source_line(f),
+                               sub);
         } else {
             rc = wh_seterr(err, errlen, "unknown setting '%s' (line %d)", fp,
                            config_setting_source_line(f));

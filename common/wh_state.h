@@ -20,6 +20,52 @@
 #define WH_MAX_TENANTS 64
 #define WH_MAX_SECRETS 4
 
+/* A target's delivery behaviour beyond batching and retry timing (issue 8,
+ * docs/CONTROL.md "Target delivery settings"). 0 or "" = the default named
+ * in the comment; every field is optional in the document and rendered only
+ * when set. The dispatcher copies the whole struct (dsp_spec.dl). */
+#define WH_DL_STR 256
+#define WH_DL_EXPR 1024
+typedef struct wh_delivery {
+    int max_attempts;        /* failed attempts before on_failure (0 = unlimited) */
+    int64_t max_age_ms;      /* time since the first failure before on_failure (0 = unlimited) */
+    int breaker_failures;    /* consecutive failures that open the breaker (0 = 5) */
+    int breaker_ratio_pct;   /* failure ratio in the window that opens it (0 = 50) */
+    int breaker_window;      /* attempts in the ratio window (0 = 20) */
+    int breaker_cooldown_ms; /* open -> half-open after (0 = 30000) */
+    int nack_window;         /* attempts in the degraded window (0 = 20) */
+    int nack_threshold;      /* failures in it that mark the target degraded (0 = 5) */
+    int rate_events_per_s;   /* token bucket (0 = unlimited) */
+    int rate_requests_per_s; /* token bucket (0 = unlimited) */
+    int rate_burst;          /* bucket size (0 = one second's worth) */
+    char on_failure[8];      /* "dlq" | "block" ("" = dlq) */
+    char mode[12];           /* "reliable" | "fast" ("" = reliable) */
+    int64_t backlog_max_ms;  /* fast: age of the oldest undelivered event that sheds (0 = 60000) */
+    char ordering[8];        /* "strict" | "by_key" ("" = strict) */
+    int lanes;               /* by_key: parallel lanes (0 = 4) */
+    int batch_max_age_ms;    /* micro-batcher age bound (0 = 50); never a wait */
+    int max_connections;     /* connections to the target (0 = 2) */
+    char envelope[24]; /* native | debezium | cloudevents | cloudevents_binary ("" = native) */
+    char filter_tables[WH_DL_STR];          /* globs, comma-separated ("" = all) */
+    char filter_ops[64];                    /* insert,update,delete,truncate,message ("" = all) */
+    char filter_columns_include[WH_DL_STR]; /* comma-separated ("" = all) */
+    char filter_columns_exclude[WH_DL_STR]; /* comma-separated */
+    char filter_expr[WH_DL_EXPR];           /* dsp_filter expression ("" = none) */
+    char allow_private[WH_DL_STR];          /* CIDRs the SSRF guard lets through for this target */
+} wh_delivery;
+
+/* Reads one delivery field `key` (JSON value v, libjansson's json_t) into d.
+ * Returns WH_OK, WH_ERR (err names `key` and the problem) or 1 when key is
+ * not a delivery field (the caller decides). The admin's PATCH and the
+ * document parser share it. */
+struct json_t;
+int wh_delivery_set(wh_delivery *d, const char *key, struct json_t *v, char *err, size_t errlen);
+/* 1 when name is a delivery field (the config file's scan accepts it in a
+ * target of the tenants list). */
+int wh_delivery_is_field(const char *name);
+/* Cross-field and syntax checks (enums, CIDR lists); err names the field. */
+int wh_delivery_check(const wh_delivery *d, char *err, size_t errlen);
+
 typedef struct wh_state_target {
     char name[WH_NAME_MAX];
     char url[WH_URL_MAX];
@@ -32,6 +78,7 @@ typedef struct wh_state_target {
     int retry_base_ms;
     int retry_max_ms;
     int http_timeout_ms;
+    wh_delivery dl;
 } wh_state_target;
 
 typedef struct wh_state_tenant {

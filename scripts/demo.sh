@@ -27,7 +27,7 @@ say "starting walhook-receiver on 127.0.0.1:$RPORT and walhook up (admin on 127.
 WH_PIDS[receiver]=$!
 wh_spawn walhook "$BIN/walhook" up --source "$PG_DSN" --target "http://127.0.0.1:$RPORT/hook" \
     --data "$WH_TMP/data" --admin "127.0.0.1:$APORT"
-echo "   $BIN/walhook up --source $PG_DSN --target http://127.0.0.1:$RPORT/hook --data $WH_TMP/data --admin 127.0.0.1:$APORT"
+echo "   WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS=$WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS $BIN/walhook up --source $PG_DSN --target http://127.0.0.1:$RPORT/hook --data $WH_TMP/data --admin 127.0.0.1:$APORT"
 if ! wh_wait_http "http://127.0.0.1:$APORT/readyz" 30; then
     tail -n 20 "$WH_TMP/walhook.log"
     echo "demo: walhook did not become ready" >&2

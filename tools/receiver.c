@@ -2,6 +2,8 @@
  *
  *   walhook-receiver --listen 127.0.0.1:9000 [--out FILE] [--print]
  *                    [--fail-every N] [--delay-ms N] [--status CODE] [--headers FILE]
+ *                    [--first N] [--retry-after V] [--location URL] [--reject-match S]
+ *                    [--slow-body-ms N] [--hang] [--reset] [--requests FILE]
  *
  * Accepts POST on any path. With --out, each acknowledged body is appended to
  * FILE as one line and flushed before the 200 goes out, so whatever a test
@@ -11,7 +13,21 @@
  * before answering. --headers FILE appends, for each body written to --out,
  * one line "webhook-id<TAB>webhook-timestamp<TAB>webhook-signature" ("-" for
  * a missing header), so line N of both files belong together. GET answers a one-line summary (for
- * health checks). Bodies over 64 MiB get 413. */
+ * health checks), including "N overlapping": POSTs that arrived while another POST was
+ * in progress (two dispatchers posting to one target at once; also logged on
+ * stderr). Bodies over 64 MiB get 413.
+ *
+ * Failure modes for the dispatcher's tests (issue 8):
+ *   --first N         --status/--hang/--reset apply to the first N POSTs only,
+ *                     then 200 (a target that is down, then back)
+ *   --retry-after V   sends "Retry-After: V" with every non-2xx answer
+ *   --location URL    sends "Location: URL" (with --status 301: a redirect)
+ *   --reject-match S  answers 400 to a body containing S (a "bad event")
+ *   --slow-body-ms N  the answer's body trickles, one byte every N ms
+ *   --hang            accepts the request and never answers
+ *   --reset           closes the connection without an answer
+ *   --requests FILE   one line per POST: "<unix ms> <status> <X-Batch-Size>
+ *                     <webhook-id>" (times, for Retry-After checks) */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -37,27 +53,42 @@ typedef struct rcv_opts {
     long delay_ms;
     int status;
     const char *headers;
+    long first;
+    const char *retry_after;
+    const char *location;
+    const char *reject_match;
+    long slow_body_ms;
+    int hang;
+    int reset;
+    const char *requests;
 } rcv_opts;
 
 typedef struct rcv_state {
     rcv_opts o;
     FILE *out;
     FILE *headers;
+    FILE *requests_f;
     pthread_mutex_t mu;
     unsigned long requests; /* POSTs seen */
     unsigned long stored;   /* bodies acknowledged with 2xx */
+    unsigned long inflight; /* POSTs between their headers and their completion */
+    unsigned long overlaps; /* POSTs that began while another was in flight */
 } rcv_state;
 
 typedef struct rcv_req {
     wh_buf body;
     int too_big;
+    int counted; /* a POST counted in inflight */
+    rcv_state *s;
 } rcv_req;
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: walhook-receiver --listen HOST:PORT [--out FILE] [--print]\n"
                "                        [--fail-every N] [--delay-ms N] [--status CODE]\n"
-               "                        [--headers FILE]\n");
+               "                        [--headers FILE] [--first N] [--retry-after V]\n"
+               "                        [--location URL] [--reject-match S] [--slow-body-ms N]\n"
+               "                        [--hang] [--reset] [--requests FILE]\n");
 }
 
 /* ---- --print ---- */
@@ -103,13 +134,37 @@ static void print_body(const char *body, size_t len)
 
 /* ---- HTTP ---- */
 
+static rcv_state *g_state; /* for the answer's extra headers */
+
+/* --slow-body-ms: one byte of "slow....\n" per interval. */
+static ssize_t slow_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    static const char text[] = "slow answer\n";
+    if (pos >= sizeof(text) - 1)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (max < 1)
+        return 0;
+    wh_sleep_ms((int)g_state->o.slow_body_ms);
+    buf[0] = text[pos];
+    return 1;
+}
+
 static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *body)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *r;
+    if (g_state != NULL && g_state->o.slow_body_ms > 0 && status != MHD_HTTP_OK)
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 1, slow_reader, NULL, NULL);
+    else
+        r = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r)
         return MHD_NO;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+    if (g_state != NULL && (status < 200 || status >= 300)) {
+        if (g_state->o.retry_after)
+            MHD_add_response_header(r, "Retry-After", g_state->o.retry_after);
+        if (g_state->o.location)
+            MHD_add_response_header(r, "Location", g_state->o.location);
+    }
     enum MHD_Result rc = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
     return rc;
@@ -140,6 +195,17 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
             return MHD_NO;
         wh_buf_init(&rq->body, RCV_MAX_BODY);
         *con_cls = rq;
+        if (strcmp(method, MHD_HTTP_METHOD_POST) == 0) {
+            rq->counted = 1;
+            rq->s = s;
+            pthread_mutex_lock(&s->mu);
+            if (++s->inflight > 1) {
+                s->overlaps++;
+                fprintf(stderr, "walhook-receiver: overlapping POST (%lu in flight)\n",
+                        s->inflight);
+            }
+            pthread_mutex_unlock(&s->mu);
+        }
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -153,8 +219,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0) {
         char line[128];
         pthread_mutex_lock(&s->mu);
-        snprintf(line, sizeof(line), "walhook-receiver: %lu requests, %lu stored\n", s->requests,
-                 s->stored);
+        snprintf(line, sizeof(line),
+                 "walhook-receiver: %lu requests, %lu stored, %lu overlapping\n", s->requests,
+                 s->stored, s->overlaps);
         pthread_mutex_unlock(&s->mu);
         return reply(conn, MHD_HTTP_OK, line);
     }
@@ -169,10 +236,34 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     unsigned status = MHD_HTTP_OK;
     pthread_mutex_lock(&s->mu);
     unsigned long n = ++s->requests;
+    int failing = s->o.first <= 0 || n <= (unsigned long)s->o.first;
+    if (failing && (s->o.hang || s->o.reset)) {
+        if (s->requests_f) {
+            fprintf(s->requests_f, "%lld %s - -\n", (long long)(wh_wallclock_us() / 1000),
+                    s->o.hang ? "hang" : "reset");
+            fflush(s->requests_f);
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (s->o.reset)
+            return MHD_NO; /* the connection is closed without an answer */
+        while (!wh_stop_requested)
+            wh_sleep_ms(100); /* hang after accept */
+        return MHD_NO;
+    }
     if (s->o.fail_every > 0 && n % (unsigned long)s->o.fail_every == 0)
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-    else if (s->o.status)
+    else if (s->o.reject_match && rq->body.data &&
+             memmem(rq->body.data, rq->body.len, s->o.reject_match, strlen(s->o.reject_match)))
+        status = MHD_HTTP_BAD_REQUEST;
+    else if (s->o.status && failing)
         status = (unsigned)s->o.status;
+    if (s->requests_f) {
+        const char *bs = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Batch-Size");
+        const char *id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "webhook-id");
+        fprintf(s->requests_f, "%lld %u %s %s\n", (long long)(wh_wallclock_us() / 1000), status,
+                bs ? bs : "-", id ? id : "-");
+        fflush(s->requests_f);
+    }
     if (status >= 200 && status < 300) {
         if (s->out && store_body(s, &rq->body) != WH_OK) {
             fprintf(stderr, "walhook-receiver: cannot write %s: %s\n", s->o.out, strerror(errno));
@@ -201,6 +292,11 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     rcv_req *rq = *con_cls;
     if (rq) {
+        if (rq->counted) {
+            pthread_mutex_lock(&rq->s->mu);
+            rq->s->inflight--;
+            pthread_mutex_unlock(&rq->s->mu);
+        }
         wh_buf_free(&rq->body);
         free(rq);
         *con_cls = NULL;
@@ -229,6 +325,14 @@ static int parse_args(int argc, char **argv, rcv_opts *o)
             o->print = 1;
             continue;
         }
+        if (strcmp(a, "--hang") == 0) {
+            o->hang = 1;
+            continue;
+        }
+        if (strcmp(a, "--reset") == 0) {
+            o->reset = 1;
+            continue;
+        }
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             exit(0);
@@ -250,6 +354,18 @@ static int parse_args(int argc, char **argv, rcv_opts *o)
             o->delay_ms = n;
         } else if (strcmp(a, "--status") == 0 && parse_long(v, 100, 599, &n) == WH_OK) {
             o->status = (int)n;
+        } else if (strcmp(a, "--first") == 0 && parse_long(v, 0, 1000000000, &n) == WH_OK) {
+            o->first = n;
+        } else if (strcmp(a, "--retry-after") == 0) {
+            o->retry_after = v;
+        } else if (strcmp(a, "--location") == 0) {
+            o->location = v;
+        } else if (strcmp(a, "--reject-match") == 0 && v[0] != '\0') {
+            o->reject_match = v;
+        } else if (strcmp(a, "--slow-body-ms") == 0 && parse_long(v, 0, 60000, &n) == WH_OK) {
+            o->slow_body_ms = n;
+        } else if (strcmp(a, "--requests") == 0) {
+            o->requests = v;
         } else {
             fprintf(stderr, "walhook-receiver: bad option %s %s\n", a, v);
             return WH_ERR;
@@ -332,6 +448,15 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if (s.o.requests) {
+        s.requests_f = fopen(s.o.requests, "a");
+        if (!s.requests_f) {
+            fprintf(stderr, "walhook-receiver: cannot open %s: %s\n", s.o.requests,
+                    strerror(errno));
+            return 1;
+        }
+    }
+    g_state = &s;
     pthread_mutex_init(&s.mu, NULL);
     wh_signals_install();
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION;
@@ -366,5 +491,7 @@ int main(int argc, char **argv)
         fclose(s.out);
     if (s.headers)
         fclose(s.headers);
+    if (s.requests_f)
+        fclose(s.requests_f);
     return 0;
 }

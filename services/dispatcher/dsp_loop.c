@@ -279,6 +279,10 @@ static void reconcile(dsp_loop *l)
              * read before the pause may be stale (the offset may have moved) */
             if (!sp->paused && t->state != DSP_T_POSTING)
                 dsp_target_reset(t);
+            /* resuming is also how an operator re-enables a target that
+             * answered 410 Gone */
+            if (!sp->paused)
+                dsp_target_enable(t);
             wh_info("target %s/%s %s", sp->set.tenant, sp->name,
                     sp->paused ? "paused (it keeps its offset)" : "resumed");
         }
@@ -380,7 +384,7 @@ static int next_timeout(dsp_loop *l)
     uint64_t now = wh_now_ms();
     long to = DSP_POLL_MAX_MS;
     for (int i = 0; i < l->ntargets; i++) {
-        atomic_store(&l->targets[i]->state_pub, (int)l->targets[i]->state);
+        dsp_target_publish(l->targets[i]);
         long t = dsp_target_timeout_ms(l->targets[i], now);
         if (t >= 0 && t < to)
             to = t;
@@ -481,6 +485,19 @@ typedef enum {
     M_PAUSED,
     M_STATE,
     M_RESETS,
+    M_RETRIES,
+    M_DEAD,
+    M_SHED,
+    M_PERMANENT,
+    M_RATE_WAITS,
+    M_SSRF,
+    M_BR_STATE,
+    M_BR_OPENS,
+    M_DEGRADED,
+    M_DISABLED,
+    M_BLOCKED,
+    M_FILTERED,
+    M_REPLAYED,
     M_N
 } metric_kind;
 
@@ -492,17 +509,49 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
                                   "walhook_dispatcher_committed_lsn",
                                   "walhook_target_paused",
                                   "walhook_target_state",
-                                  "walhook_target_offset_resets_total"};
-    static const char *types[] = {"counter", "counter", "histogram", "gauge",
-                                  "gauge",   "gauge",   "counter"};
+                                  "walhook_target_offset_resets_total",
+                                  "walhook_target_retries_total",
+                                  "walhook_target_dead_letters_total",
+                                  "walhook_target_shed_total",
+                                  "walhook_target_permanent_failures_total",
+                                  "walhook_target_rate_limited_total",
+                                  "walhook_target_ssrf_refused_total",
+                                  "walhook_target_breaker_state",
+                                  "walhook_target_breaker_opens_total",
+                                  "walhook_target_degraded",
+                                  "walhook_target_disabled",
+                                  "walhook_target_blocked",
+                                  "walhook_target_filtered_total",
+                                  "walhook_target_replayed_total"};
+    static const char *types[] = {"counter", "counter", "histogram", "gauge",   "gauge",
+                                  "gauge",   "counter", "counter",   "counter", "counter",
+                                  "counter", "counter", "counter",   "gauge",   "counter",
+                                  "gauge",   "gauge",   "gauge",     "counter", "counter"};
+    _Static_assert(sizeof(names) / sizeof(names[0]) == M_N, "a name per metric");
+    _Static_assert(sizeof(types) / sizeof(types[0]) == M_N, "a type per metric");
     static const char *helps[] = {
         "Events delivered with a 2xx response, per target.",
         "Failed delivery attempts (non-2xx or transport error), per target.",
         "Time from commit_ts to the 2xx response, per event, per target.",
         "Commit LSN of the last offset the store acknowledged, per target.",
         "1 while the target is paused (it keeps its offset).",
-        "Delivery state of the target: 0 idle, 1 posting, 2 backing off, 3 paused.",
-        "Times the target dropped its read-ahead because its offset was moved."};
+        "Delivery state of the target: 0 idle, 1 posting, 2 waiting (backoff, breaker, rate "
+        "limit), 3 paused, 4 disabled (410), 5 writing dead letters, 6 blocked.",
+        "Times the target dropped its read-ahead because its offset was moved.",
+        "Failed attempts that will be retried.",
+        "Events written to the dead-letter queue (permanent failure, retries exhausted, shed).",
+        "Events shed to the dead-letter queue by mode fast (backlog over its cap).",
+        "Attempts answered with a permanent failure (4xx other than 408/425/429, 3xx).",
+        "Times a request waited for the target's token bucket.",
+        "Connections refused by the SSRF guard (address not allowed).",
+        "Circuit breaker: 0 closed, 1 open, 2 half-open.",
+        "Times the circuit breaker opened.",
+        "1 while the nack window holds more failures than its threshold.",
+        "1 while the target is disabled after a 410 Gone (resume it).",
+        "1 while on_failure = block holds the target at a failing event.",
+        "Events the target's filter skipped (committed past, not posted).",
+        "Dead letters delivered again after an operator replayed them."};
+    _Static_assert(sizeof(helps) / sizeof(helps[0]) == M_N, "a help per metric");
     if (wh_metric_header(out, names[kind], types[kind], helps[kind]) != WH_OK)
         return WH_ERR;
     wh_buf lab;
@@ -537,6 +586,45 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
             break;
         case M_RESETS:
             rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->resets));
+            break;
+        case M_RETRIES:
+            rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->retries));
+            break;
+        case M_DEAD:
+            rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->dead_letters));
+            break;
+        case M_SHED:
+            rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->shed));
+            break;
+        case M_PERMANENT:
+            rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->permanent));
+            break;
+        case M_RATE_WAITS:
+            rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->rate_waits));
+            break;
+        case M_SSRF:
+            rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->ssrf_refusals));
+            break;
+        case M_BR_STATE:
+            rc = wh_metric_u64(out, names[kind], lab.data, (uint64_t)atomic_load(&t->breaker_pub));
+            break;
+        case M_BR_OPENS:
+            rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->breaker_opens));
+            break;
+        case M_DEGRADED:
+            rc = wh_metric_u64(out, names[kind], lab.data, (uint64_t)atomic_load(&t->degraded_pub));
+            break;
+        case M_DISABLED:
+            rc = wh_metric_u64(out, names[kind], lab.data, (uint64_t)atomic_load(&t->disabled_pub));
+            break;
+        case M_REPLAYED:
+            rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->replayed));
+            break;
+        case M_FILTERED:
+            rc = wh_metric_u64(out, names[kind], lab.data, wh_counter_get(&t->filtered));
+            break;
+        case M_BLOCKED:
+            rc = wh_metric_u64(out, names[kind], lab.data, (uint64_t)atomic_load(&t->blocked_pub));
             break;
         default:
             break;
@@ -615,6 +703,20 @@ int dsp_loop_ntargets(const dsp_loop *l)
 dsp_target *dsp_loop_target(dsp_loop *l, int i)
 {
     return (i >= 0 && i < l->ntargets) ? l->targets[i] : NULL;
+}
+
+int dsp_loop_nunhealthy(dsp_loop *l)
+{
+    int n = 0;
+    pthread_mutex_lock(&l->tmu);
+    for (int i = 0; i < l->ntargets; i++) {
+        dsp_target *t = l->targets[i];
+        if (atomic_load(&t->breaker_pub) == DSP_BR_OPEN || atomic_load(&t->degraded_pub) ||
+            atomic_load(&t->disabled_pub) || atomic_load(&t->blocked_pub))
+            n++;
+    }
+    pthread_mutex_unlock(&l->tmu);
+    return n;
 }
 
 int dsp_loop_nrefused(dsp_loop *l)

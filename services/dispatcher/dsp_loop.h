@@ -57,6 +57,10 @@ void dsp_loop_destroy(dsp_loop *l);
  * counted in walhook_target_config_errors_total{tenant,target}, never
  * posted to, and the other targets go on. Thread-safe. */
 int dsp_loop_nrefused(dsp_loop *l);
+/* Targets whose breaker is open, or that are degraded (nack window),
+ * disabled (410) or blocked: the dispatcher's state is "degraded" then.
+ * Thread-safe. */
+int dsp_loop_nunhealthy(dsp_loop *l);
 
 /* For tests: number of targets and access to one (loop thread or stopped
  * loop). */

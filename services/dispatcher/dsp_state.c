@@ -2,6 +2,7 @@
 #include "dsp_state.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +15,69 @@ struct dsp_state {
     wh_state_watch *watch;
     char path[WH_PATH_MAX];
     int has_path;
+    /* leases: the last full list, re-filtered when the held set changes */
+    dsp_lease *lease;
+    pthread_mutex_t mu;
+    dsp_spec *all;
+    int nall;
+    uint64_t version;
+    int have;
 };
+
+/* Hands the targets this replica holds to the loop. Caller holds ds->mu. */
+static void push_held(dsp_state *ds)
+{
+    dsp_spec *v = ds->nall ? calloc((size_t)ds->nall, sizeof(*v)) : NULL;
+    if (ds->nall && v == NULL) {
+        wh_error("leases: out of memory; keeping the running targets");
+        return;
+    }
+    int k = 0;
+    for (int i = 0; i < ds->nall; i++) {
+        uint64_t epoch = 0;
+        if (!dsp_lease_owns(ds->lease, ds->all[i].set.tenant, ds->all[i].name, &epoch))
+            continue;
+        v[k] = ds->all[i];
+        v[k].lease_epoch = epoch;
+        k++;
+    }
+    if (dsp_loop_set_targets(ds->loop, v, k, ds->version) != WH_OK)
+        wh_error("leases: out of memory; keeping the running targets");
+    free(v);
+}
+
+/* Lease thread: the held set changed. */
+static void lease_changed(void *arg)
+{
+    dsp_state *ds = arg;
+    pthread_mutex_lock(&ds->mu);
+    if (ds->have)
+        push_held(ds);
+    pthread_mutex_unlock(&ds->mu);
+}
+
+/* Watcher thread, with leases: remember the list, offer it, push the held. */
+static void apply_leased(dsp_state *ds, dsp_spec *specs, int n, uint64_t version)
+{
+    const char **tenants = n ? calloc((size_t)n, sizeof(*tenants)) : NULL;
+    const char **names = n ? calloc((size_t)n, sizeof(*names)) : NULL;
+    for (int i = 0; tenants && names && i < n; i++) {
+        tenants[i] = specs[i].set.tenant;
+        names[i] = specs[i].name;
+    }
+    if (n == 0 || (tenants && names))
+        dsp_lease_set_targets(ds->lease, tenants, names, (size_t)n);
+    free(tenants);
+    free(names);
+    pthread_mutex_lock(&ds->mu);
+    free(ds->all);
+    ds->all = specs; /* owned now */
+    ds->nall = n;
+    ds->version = version;
+    ds->have = 1;
+    push_held(ds);
+    pthread_mutex_unlock(&ds->mu);
+}
 
 int dsp_state_specs(const wh_state *s, const wh_config *eff, dsp_spec **out, int *n, char *err,
                     size_t errlen)
@@ -56,6 +119,7 @@ int dsp_state_specs(const wh_state *s, const wh_config *eff, dsp_spec **out, int
                 sp->set.retry_max_ms = tg->retry_max_ms;
             if (tg->http_timeout_ms > 0)
                 sp->set.http_timeout_ms = tg->http_timeout_ms;
+            sp->set.dl = tg->dl;
             dsp_settings_clamp(&sp->set);
         }
     }
@@ -73,6 +137,10 @@ static void apply(void *arg, wh_state *s, const wh_config *eff)
     char err[WH_ERRLEN];
     if (dsp_state_specs(s, eff, &specs, &n, err, sizeof(err)) != WH_OK) {
         wh_error("state version %" PRIu64 ": %s; keeping the running targets", s->version, err);
+        return;
+    }
+    if (ds->lease) {
+        apply_leased(ds, specs, n, s->version);
         return;
     }
     if (dsp_loop_set_targets(ds->loop, specs, n, s->version) != WH_OK)
@@ -100,17 +168,30 @@ static void reload(void *arg)
 int dsp_state_start(dsp_state **out, const wh_config *base, const char *cfg_path, dsp_loop *loop,
                     int wait_ms, char *err, size_t errlen)
 {
+    return dsp_state_start_leased(out, base, cfg_path, loop, NULL, wait_ms, err, errlen);
+}
+
+int dsp_state_start_leased(dsp_state **out, const wh_config *base, const char *cfg_path,
+                           dsp_loop *loop, dsp_lease *lease, int wait_ms, char *err, size_t errlen)
+{
     *out = NULL;
     dsp_state *ds = calloc(1, sizeof(*ds));
     if (ds == NULL)
         return wh_seterr(err, errlen, "out of memory");
     ds->loop = loop;
+    ds->lease = lease;
+    pthread_mutex_init(&ds->mu, NULL);
+    if (lease)
+        dsp_lease_on_change(lease, lease_changed, ds);
     if (cfg_path != NULL) {
         wh_strlcpy(ds->path, cfg_path, sizeof(ds->path));
         ds->has_path = 1;
     }
     if (wh_state_watch_start(&ds->watch, base, NULL, 200, wait_ms, apply, ds, err, errlen) !=
         WH_OK) {
+        if (lease)
+            dsp_lease_on_change(lease, NULL, NULL);
+        pthread_mutex_destroy(&ds->mu);
         free(ds);
         return WH_ERR;
     }
@@ -125,5 +206,9 @@ void dsp_state_stop(dsp_state *ds)
         return;
     dsp_loop_on_reload(ds->loop, NULL, NULL);
     wh_state_watch_stop(ds->watch);
+    if (ds->lease)
+        dsp_lease_on_change(ds->lease, NULL, NULL);
+    pthread_mutex_destroy(&ds->mu);
+    free(ds->all);
     free(ds);
 }

@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 
+#include "dsp_lease.h"
 #include "dsp_loop.h"
 #include "wh_state.h"
 
@@ -23,6 +24,12 @@ typedef struct dsp_state dsp_state;
  * current state once. cfg_path is the file SIGHUP re-reads (may be NULL). */
 int dsp_state_start(dsp_state **out, const wh_config *base, const char *cfg_path, dsp_loop *loop,
                     int wait_ms, char *err, size_t errlen);
+/* The same with leases (dsp_lease.h; NULL = none): every target is offered
+ * to the lease module, and only those this replica holds go to the loop,
+ * each with its lease epoch; a change of the held set re-applies. */
+int dsp_state_start_leased(dsp_state **out, const wh_config *base, const char *cfg_path,
+                           dsp_loop *loop, struct dsp_lease *lease, int wait_ms, char *err,
+                           size_t errlen);
 void dsp_state_stop(dsp_state *ds);
 
 /* The specs of every target of every tenant of s; eff supplies the

@@ -5,8 +5,11 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
+#include "dsp_ssrf.h"
 #include "wh_lsn.h"
 #include "wh_util.h"
 
@@ -49,12 +52,14 @@ void dsp_settings_from_config(dsp_settings *s, const wh_config *c)
     s->retry_base_ms = c->retry_base_ms;
     s->retry_max_ms = c->retry_max_ms;
     s->http_timeout_ms = c->http_timeout_ms;
+    wh_strlcpy(s->allow_global, c->allow_private_networks, sizeof(s->allow_global));
     dsp_settings_clamp(s);
 }
 
 int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b)
 {
-    if (strcmp(a->url, b->url) != 0 || a->nsecrets != b->nsecrets)
+    if (strcmp(a->url, b->url) != 0 || a->nsecrets != b->nsecrets ||
+        a->lease_epoch != b->lease_epoch)
         return 1;
     for (int i = 0; i < a->nsecrets; i++)
         if (strcmp(a->secrets[i], b->secrets[i]) != 0)
@@ -62,19 +67,111 @@ int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b)
     const dsp_settings *x = &a->set, *y = &b->set;
     return x->batch_max_events != y->batch_max_events || x->batch_max_bytes != y->batch_max_bytes ||
            x->retry_base_ms != y->retry_base_ms || x->retry_max_ms != y->retry_max_ms ||
-           x->http_timeout_ms != y->http_timeout_ms;
+           x->http_timeout_ms != y->http_timeout_ms ||
+           strcmp(x->allow_global, y->allow_global) != 0 ||
+           memcmp(&x->dl, &y->dl, sizeof(x->dl)) != 0;
 }
 
 /* ---- batches ---------------------------------------------------------- */
 
+/* ---- formats ---------------------------------------------------------- */
+
+/* Splits a comma-separated list in place into v (at most max). */
+static size_t split_list(char *s, const char **v, size_t max)
+{
+    size_t n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(s, ", ", &save); tok != NULL && n < max;
+         tok = strtok_r(NULL, ", ", &save))
+        v[n++] = tok;
+    return n;
+}
+
+int dsp_format_build(dsp_format *f, const wh_delivery *d, char *err, size_t errlen)
+{
+    dsp_format nf;
+    memset(&nf, 0, sizeof(nf));
+    char env[sizeof(d->envelope)];
+    wh_strlcpy(env, d->envelope[0] ? d->envelope : "native", sizeof(env));
+    for (char *p = env; *p; p++)
+        if (*p == '_')
+            *p = '-';
+    if (dsp_env_parse(env, &nf.env, err, errlen) != WH_OK)
+        return WH_ERR;
+    char tables[sizeof(d->filter_tables)], ops[sizeof(d->filter_ops)];
+    char inc[sizeof(d->filter_columns_include)], exc[sizeof(d->filter_columns_exclude)];
+    static __thread const char *vt[DSP_FILTER_LIST_MAX], *vo[DSP_FILTER_LIST_MAX],
+        *vi[DSP_FILTER_LIST_MAX], *ve[DSP_FILTER_LIST_MAX];
+    wh_strlcpy(tables, d->filter_tables, sizeof(tables));
+    wh_strlcpy(ops, d->filter_ops, sizeof(ops));
+    wh_strlcpy(inc, d->filter_columns_include, sizeof(inc));
+    wh_strlcpy(exc, d->filter_columns_exclude, sizeof(exc));
+    dsp_filter_spec spec;
+    memset(&spec, 0, sizeof(spec));
+    spec.tables = vt;
+    spec.ntables = split_list(tables, vt, DSP_FILTER_LIST_MAX);
+    spec.operations = vo;
+    spec.noperations = split_list(ops, vo, DSP_FILTER_LIST_MAX);
+    spec.columns_include = vi;
+    spec.ncolumns_include = split_list(inc, vi, DSP_FILTER_LIST_MAX);
+    spec.columns_exclude = ve;
+    spec.ncolumns_exclude = split_list(exc, ve, DSP_FILTER_LIST_MAX);
+    spec.expr = d->filter_expr;
+    if (dsp_filter_compile(&spec, &nf.filter, err, errlen) != WH_OK)
+        return WH_ERR;
+    nf.render = nf.env != DSP_ENV_NATIVE || dsp_filter_has_columns(nf.filter);
+    nf.single = nf.env == DSP_ENV_CLOUDEVENTS_BINARY;
+    dsp_format_free(f);
+    *f = nf;
+    return WH_OK;
+}
+
+void dsp_format_free(dsp_format *f)
+{
+    dsp_filter_free(f->filter);
+    memset(f, 0, sizeof(*f));
+}
+
 int dsp_batch_fill(dsp_batch *b, const char *tenant, Walhook__Event *const *events, size_t n,
                    int has_after, uint64_t after_lsn, uint32_t after_seq)
+{
+    int r = dsp_batch_fill_fmt(b, tenant, events, n, has_after, after_lsn, after_seq, NULL, NULL);
+    return r < 0 ? r : (int)b->n;
+}
+
+int dsp_batch_fill_fmt(dsp_batch *b, const char *tenant, Walhook__Event *const *events, size_t n,
+                       int has_after, uint64_t after_lsn, uint32_t after_seq, const dsp_format *fmt,
+                       uint64_t *filtered)
 {
     if (n > b->ts_cap) {
         int64_t *p = realloc(b->commit_ts, n * sizeof(*p));
         if (p == NULL)
             return -1;
         b->commit_ts = p;
+        uint32_t *o = realloc(b->ev_off, n * sizeof(*o));
+        if (o == NULL)
+            return -1;
+        b->ev_off = o;
+        uint32_t *l = realloc(b->ev_len, n * sizeof(*l));
+        if (l == NULL)
+            return -1;
+        b->ev_len = l;
+        uint64_t *ls = realloc(b->ev_lsn, n * sizeof(*ls));
+        if (ls == NULL)
+            return -1;
+        b->ev_lsn = ls;
+        uint32_t *sq = realloc(b->ev_seq, n * sizeof(*sq));
+        if (sq == NULL)
+            return -1;
+        b->ev_seq = sq;
+        const void **pp = realloc(b->ptrs, n * sizeof(*pp));
+        if (pp == NULL)
+            return -1;
+        b->ptrs = pp;
+        size_t *pl = realloc(b->plens, n * sizeof(*pl));
+        if (pl == NULL)
+            return -1;
+        b->plens = pl;
         b->ts_cap = n;
     }
     size_t total = 2;
@@ -83,6 +180,8 @@ int dsp_batch_fill(dsp_batch *b, const char *tenant, Walhook__Event *const *even
     if (dsp_body_begin(&b->body) != WH_OK || wh_buf_reserve(&b->body, total) != WH_OK)
         return -1;
     b->n = 0;
+    b->scanned = 0;
+    b->rendered = 0;
     uint64_t plsn = after_lsn;
     uint32_t pseq = after_seq;
     int have_prev = has_after;
@@ -93,28 +192,70 @@ int dsp_batch_fill(dsp_batch *b, const char *tenant, Walhook__Event *const *even
             continue;
         if (e->json.len == 0 || e->json.data == NULL)
             continue;
-        if (dsp_body_add(&b->body, b->n, e->json.data, e->json.len) != WH_OK)
-            return -1;
-        b->commit_ts[b->n++] = e->commit_ts_us;
         plsn = e->commit_lsn;
         pseq = e->seq;
         have_prev = 1;
+        b->scanned++;
+        if (fmt != NULL && fmt->filter != NULL &&
+            !dsp_filter_match(fmt->filter, (const char *)e->json.data, e->json.len)) {
+            if (filtered != NULL)
+                (*filtered)++;
+            continue; /* committed past with the batch, never posted */
+        }
+        if (dsp_body_add(&b->body, b->n, e->json.data, e->json.len) != WH_OK)
+            return -1;
+        b->ev_off[b->n] = (uint32_t)(b->body.len - e->json.len);
+        b->ev_len[b->n] = (uint32_t)e->json.len;
+        b->ev_lsn[b->n] = e->commit_lsn;
+        b->ev_seq[b->n] = e->seq;
+        b->commit_ts[b->n++] = e->commit_ts_us;
     }
     if (dsp_body_end(&b->body) != WH_OK)
         return -1;
-    if (b->n == 0)
+    if (b->scanned == 0)
         return 0;
     b->last_lsn = plsn;
     b->last_seq = pseq;
-    if (wh_event_id(tenant, plsn, pseq, b->id, sizeof(b->id)) < 0)
+    b->id[0] = '\0';
+    if (b->n == 0)
+        return (int)b->scanned; /* only filtered events: a skip batch */
+    if (wh_event_id(tenant, b->ev_lsn[b->n - 1], b->ev_seq[b->n - 1], b->id, sizeof(b->id)) < 0)
         return -1;
-    return (int)b->n;
+    if (fmt != NULL && fmt->render && !fmt->single) {
+        for (size_t i = 0; i < b->n; i++) {
+            b->ptrs[i] = b->body.data + b->ev_off[i];
+            b->plens[i] = b->ev_len[i];
+        }
+        dsp_env_opts o;
+        memset(&o, 0, sizeof(o));
+        o.kind = fmt->env;
+        o.columns = fmt->filter;
+        char err[WH_ERRLEN];
+        if (dsp_env_render(&o, b->ptrs, b->plens, b->n, &b->wire, &b->env, err, sizeof(err)) !=
+            WH_OK) {
+            wh_warn("tenant %s: rendering a batch failed: %s", tenant, err);
+            return -1;
+        }
+        b->rendered = 1;
+    }
+    return (int)b->scanned;
 }
 
 void dsp_batch_free(dsp_batch *b)
 {
     wh_buf_free(&b->body);
     free(b->commit_ts);
+    free(b->ev_off);
+    free(b->ev_len);
+    free(b->ev_lsn);
+    free(b->ev_seq);
+    free(b->ptrs);
+    free(b->plens);
+    b->ptrs = NULL;
+    b->plens = NULL;
+    wh_buf_free(&b->wire);
+    b->ev_off = b->ev_len = b->ev_seq = NULL;
+    b->ev_lsn = NULL;
     b->commit_ts = NULL;
     b->ts_cap = 0;
     b->n = 0;
@@ -124,6 +265,17 @@ int dsp_retry_delay_ms(int attempt, int base_ms, int max_ms)
 {
     int d = wh_backoff_ms(attempt > 0 ? attempt - 1 : 0, base_ms, max_ms);
     return d < 1 ? 1 : d;
+}
+
+int dsp_next_delay_ms(const char *ra, int attempt, int base_ms, int max_ms, int64_t now_s)
+{
+    int64_t ms;
+    if (ra != NULL && dsp_retry_after_parse(ra, strlen(ra), now_s, &ms) == WH_OK) {
+        if (ms > DSP_RETRY_AFTER_MAX_MS)
+            ms = DSP_RETRY_AFTER_MAX_MS;
+        return ms < 1 ? 1 : (int)ms;
+    }
+    return dsp_retry_delay_ms(attempt, base_ms, max_ms);
 }
 
 /* ---- reader thread ---------------------------------------------------- */
@@ -155,6 +307,7 @@ static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, uint64_t epoch, 
     co.consumer = t->name;
     co.pos = &pos;
     co.epoch = epoch;
+    co.lease_epoch = t->lease_epoch;
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_COMMIT;
     req.commit = &co;
@@ -195,6 +348,7 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
     if (wh_client_call(t->store, &req, &rep, err, errlen) != WH_OK)
         return -1;
     int kept = 0;
+    slot->replay = 0;
     if (rep->body_case == WALHOOK__REPLY__BODY_READ && rep->read != NULL) {
         const Walhook__ReadReply *rd = rep->read;
         /* the store's committed offset is the truth after a restart, before
@@ -220,9 +374,13 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
         t->has_epoch = 1;
         t->epoch = rd->epoch;
         slot->epoch = rd->epoch;
-        kept = dsp_batch_fill(slot, t->set.tenant, rd->events, rd->n_events, has_after, alsn, aseq);
+        uint64_t filtered = 0;
+        kept = dsp_batch_fill_fmt(slot, t->set.tenant, rd->events, rd->n_events, has_after, alsn,
+                                  aseq, &t->rfmt, &filtered);
+        if (filtered > 0)
+            wh_counter_add(&t->filtered, filtered);
         if (kept < 0) {
-            wh_seterr(err, errlen, "out of memory building a batch");
+            wh_seterr(err, errlen, "out of memory or a malformed event building a batch");
         } else if (kept > 0) {
             t->has_from = 1;
             t->from_lsn = slot->last_lsn;
@@ -234,6 +392,59 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
     }
     walhook__reply__free_unpacked(rep, NULL);
     return kept;
+}
+
+/* Reads the replay queue (dead letters an operator replays) into slot.
+ * Returns events kept, 0 (empty), -1. */
+static int do_replay_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t max_bytes,
+                          char *err, size_t errlen)
+{
+    Walhook__ReplayRead rr = WALHOOK__REPLAY_READ__INIT;
+    rr.tenant = t->set.tenant;
+    rr.consumer = t->name;
+    rr.max_events = max_events;
+    rr.max_bytes = max_bytes;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_REPLAY_READ;
+    req.replay_read = &rr;
+    Walhook__Reply *rep = NULL;
+    if (wh_client_call(t->store, &req, &rep, err, errlen) != WH_OK)
+        return -1;
+    int kept = 0;
+    if (rep->body_case == WALHOOK__REPLY__BODY_READ && rep->read != NULL) {
+        slot->epoch = rep->read->epoch;
+        uint64_t filtered = 0;
+        kept = dsp_batch_fill_fmt(slot, t->set.tenant, rep->read->events, rep->read->n_events, 0, 0,
+                                  0, &t->rfmt, &filtered);
+        if (kept < 0)
+            wh_seterr(err, errlen, "out of memory or a malformed event building a replay batch");
+        slot->replay = 1;
+    } else {
+        wh_seterr(err, errlen, "store replied to ReplayRead without a read body");
+        kept = -1;
+    }
+    walhook__reply__free_unpacked(rep, NULL);
+    return kept;
+}
+
+static int do_replay_ack(dsp_target *t, uint64_t lsn, uint32_t seq, char *err, size_t errlen)
+{
+    Walhook__Position pos = WALHOOK__POSITION__INIT;
+    pos.lsn = lsn;
+    pos.seq = seq;
+    Walhook__ReplayAck ra = WALHOOK__REPLAY_ACK__INIT;
+    ra.tenant = t->set.tenant;
+    ra.consumer = t->name;
+    ra.upto = &pos;
+    ra.lease_epoch = atomic_load(&t->lease_epoch);
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_REPLAY_ACK;
+    req.replay_ack = &ra;
+    Walhook__Reply *rep = NULL;
+    if (wh_client_call(t->store, &req, &rep, err, errlen) != WH_OK)
+        return WH_ERR;
+    walhook__reply__free_unpacked(rep, NULL);
+    return WH_OK;
 }
 
 /* Called with mu held: asks the loop for a reset (the offset moved). */
@@ -257,13 +468,42 @@ static void *reader_main(void *arg)
     pthread_mutex_lock(&t->mu);
     t->my_gen = t->gen;
     for (;;) {
-        while (!t->stop && !t->commit_pending && (t->count == DSP_PREFETCH || t->reset_req))
+        while (!t->stop && !t->commit_pending && !t->ack_pending &&
+               !(t->dlq_pending && !t->reset_req) && (t->count == DSP_PREFETCH || t->reset_req))
             pthread_cond_wait(&t->cv, &t->mu);
         if (t->gen != t->my_gen) {
             /* the loop dropped what was read: read from the committed offset */
             t->my_gen = t->gen;
             t->has_from = 0;
             t->has_epoch = 0;
+            t->replay_inflight = 0; /* a dropped replay batch is read again */
+            t->ack_pending = 0;
+        }
+        if (t->ack_pending) {
+            uint64_t lsn = t->ack_lsn;
+            uint32_t seq = t->ack_seq;
+            int fin = t->ack_final;
+            t->ack_pending = 0;
+            t->ack_final = 0;
+            pthread_mutex_unlock(&t->mu);
+            int rc = do_replay_ack(t, lsn, seq, err, sizeof(err));
+            pthread_mutex_lock(&t->mu);
+            if (rc == WH_OK) {
+                if (fin)
+                    t->replay_inflight = 0;
+                continue;
+            }
+            if (!t->ack_pending) {
+                t->ack_pending = 1;
+                t->ack_lsn = lsn;
+                t->ack_seq = seq;
+            }
+            t->ack_final |= fin;
+            wh_warn("target %s/%s: ReplayAck failed (%s), retrying", t->set.tenant, t->name, err);
+            if (t->stop)
+                break;
+            timed_wait_locked(t, 500);
+            continue;
         }
         if (t->commit_pending) {
             uint64_t lsn = t->commit_lsn;
@@ -308,6 +548,47 @@ static void *reader_main(void *arg)
             timed_wait_locked(t, dsp_retry_delay_ms(commit_fail, 50, 2000));
             continue;
         }
+        if (t->dlq_pending && !t->reset_req) {
+            dsp_dlq_req r = t->dlq_req;
+            unsigned gen = t->gen;
+            pthread_mutex_unlock(&t->mu);
+            int rc = dsp_dlq_write(t->store, &r, err, sizeof(err));
+            pthread_mutex_lock(&t->mu);
+            if (t->gen != gen || !t->dlq_pending)
+                continue; /* reset meanwhile: the loop forgot it */
+            if (rc == WH_OK) {
+                t->dlq_pending = 0;
+                t->dlq_done = 1;
+                commit_fail = 0;
+                if (r.n > 0)
+                    wh_gauge_set(&t->committed_lsn, (int64_t)r.lsns[r.n - 1]);
+                pthread_mutex_unlock(&t->mu);
+                if (t->notify)
+                    t->notify(t->notify_arg);
+                pthread_mutex_lock(&t->mu);
+                continue;
+            }
+            if (rc == 409) {
+                wh_info("target %s/%s: the offset was moved; reading again from it", t->set.tenant,
+                        t->name);
+                t->dlq_pending = 0;
+                if (!t->stop)
+                    request_reset_locked(t);
+                continue;
+            }
+            commit_fail++;
+            uint64_t now = wh_now_ms();
+            if (commit_fail == 1 || now - last_warn >= DSP_WARN_EVERY_MS) {
+                wh_warn("target %s/%s: writing %zu dead letter(s) failed (%s), attempt %d, "
+                        "retrying; the target waits",
+                        t->set.tenant, t->name, r.n, err, commit_fail);
+                last_warn = now;
+            }
+            if (t->stop)
+                break;
+            timed_wait_locked(t, dsp_retry_delay_ms(commit_fail, 50, 2000));
+            continue;
+        }
         if (t->stop)
             break;
         if (t->count == DSP_PREFETCH || t->reset_req)
@@ -316,6 +597,40 @@ static void *reader_main(void *arg)
         uint32_t max_events = t->set.batch_max_events; /* runtime settings: under mu */
         uint32_t max_bytes = t->set.batch_max_bytes;
         unsigned gen = t->gen;
+        unsigned fgen = t->fmt_gen;
+        if (fgen != t->rfmt_gen) {
+            /* the format settings changed: the reader compiles its own copy */
+            static __thread wh_delivery dl;
+            dl = t->set.dl;
+            pthread_mutex_unlock(&t->mu);
+            if (dsp_format_build(&t->rfmt, &dl, err, sizeof(err)) != WH_OK)
+                wh_error("target %s/%s: %s; keeping the previous format", t->set.tenant, t->name,
+                         err);
+            pthread_mutex_lock(&t->mu);
+            t->rfmt_gen = fgen;
+            continue;
+        }
+        if (!t->replay_inflight && wh_now_ms() >= t->next_replay_ms) {
+            /* dead letters an operator replays go before the main stream */
+            pthread_mutex_unlock(&t->mu);
+            int rk = do_replay_read(t, slot, max_events, max_bytes, err, sizeof(err));
+            pthread_mutex_lock(&t->mu);
+            if (t->gen != gen)
+                continue;
+            if (rk > 0) {
+                wh_info("target %s/%s: delivering %zu replayed dead letter(s)", t->set.tenant,
+                        t->name, slot->n);
+                t->replay_inflight = 1;
+                t->count++;
+                pthread_mutex_unlock(&t->mu);
+                if (t->notify)
+                    t->notify(t->notify_arg);
+                pthread_mutex_lock(&t->mu);
+                continue;
+            }
+            t->next_replay_ms = wh_now_ms() + 1000;
+            continue;
+        }
         pthread_mutex_unlock(&t->mu);
         /* The slot is invisible to the loop until count is incremented. */
         uint64_t t0 = wh_now_ms();
@@ -355,11 +670,76 @@ static void *reader_main(void *arg)
 
 /* ---- lifecycle -------------------------------------------------------- */
 
-static size_t discard_cb(char *p, size_t size, size_t n, void *ud)
+/* Response body: an excerpt is kept, the rest counted; past DSP_RESP_CAP
+ * the transfer is cut (the status is known by then). */
+static size_t body_cb(char *p, size_t size, size_t n, void *ud)
 {
-    WH_UNUSED(p);
-    WH_UNUSED(ud);
-    return size * n;
+    dsp_target *t = ud;
+    size_t len = size * n;
+    if (t->resp_len < sizeof(t->resp)) {
+        size_t k = sizeof(t->resp) - t->resp_len;
+        if (k > len)
+            k = len;
+        memcpy(t->resp + t->resp_len, p, k);
+        t->resp_len += k;
+    }
+    t->resp_total += len;
+    if (t->resp_total > DSP_RESP_CAP) {
+        t->resp_capped = 1;
+        return 0;
+    }
+    return len;
+}
+
+/* Response headers: Retry-After is kept (bounded). */
+static size_t header_cb(char *p, size_t size, size_t n, void *ud)
+{
+    dsp_target *t = ud;
+    size_t len = size * n;
+    static const char name[] = "retry-after:";
+    if (len > sizeof(name) - 1 && strncasecmp(p, name, sizeof(name) - 1) == 0) {
+        size_t vl = len - (sizeof(name) - 1);
+        if (vl >= sizeof(t->retry_after))
+            vl = sizeof(t->retry_after) - 1;
+        memcpy(t->retry_after, p + sizeof(name) - 1, vl);
+        t->retry_after[vl] = '\0';
+        t->has_retry_after = 1;
+    }
+    return len;
+}
+
+/* The SSRF guard: every address curl connects to, after DNS. */
+static curl_socket_t open_cb(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    dsp_target *t = ud;
+    if (purpose != CURLSOCKTYPE_IPCXN)
+        return CURL_SOCKET_BAD;
+    if (!dsp_ssrf_allowed(&a->addr, &t->allow_g, &t->allow_t, t->ssrf_why, sizeof(t->ssrf_why))) {
+        t->ssrf_refused = 1;
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* Loop thread: the delivery settings that live outside the mutex. */
+static void apply_delivery(dsp_target *t, const dsp_settings *set)
+{
+    const wh_delivery *d = &set->dl;
+    dsp_breaker_configure(&t->br, d->breaker_failures, d->breaker_ratio_pct, d->breaker_window,
+                          d->breaker_cooldown_ms);
+    if (t->nack.win.size != (d->nack_window > 0 ? d->nack_window : 20) ||
+        t->nack.threshold != (d->nack_threshold > 0 ? d->nack_threshold : 5))
+        dsp_nack_init(&t->nack, d->nack_window, d->nack_threshold);
+    if (t->lim.events.rate != d->rate_events_per_s ||
+        t->lim.requests.rate != d->rate_requests_per_s)
+        dsp_limit_init(&t->lim, d->rate_events_per_s, d->rate_requests_per_s, d->rate_burst,
+                       wh_now_us());
+    char e[WH_ERRLEN];
+    /* validated by wh_state; a bad list here allows nothing extra */
+    if (wh_cidr_list_parse(set->allow_global, &t->allow_g, e, sizeof(e)) != WH_OK)
+        t->allow_g.n = 0;
+    if (wh_cidr_list_parse(d->allow_private, &t->allow_t, e, sizeof(e)) != WH_OK)
+        t->allow_t.n = 0;
 }
 
 /* The shared target check (wh_target_validate, as `walhook check` runs it)
@@ -398,6 +778,11 @@ static int parse_keys(dsp_key *keys, int *nkeys, const dsp_spec *sp, char *err, 
     return WH_OK;
 }
 
+static int connect_timeout_ms(const dsp_target *t)
+{
+    return t->set.http_timeout_ms < 10000 ? t->set.http_timeout_ms : 10000;
+}
+
 int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, void *notify_arg,
                     char *err, size_t errlen)
 {
@@ -405,35 +790,54 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
     wh_strlcpy(t->name, sp->name, sizeof(t->name));
     wh_strlcpy(t->url, sp->url, sizeof(t->url));
     t->set = sp->set;
+    t->lease_epoch = sp->lease_epoch;
     t->paused = sp->paused;
     t->notify = notify;
     t->notify_arg = notify_arg;
     for (int i = 0; i < DSP_PREFETCH; i++)
         wh_buf_init(&t->slots[i].body, 0);
+    wh_buf_init(&t->one, 0);
+    dsp_breaker_init(&t->br, 0, 0, 0, 0);
+    dsp_nack_init(&t->nack, 0, 0);
+    dsp_limit_init(&t->lim, 0, 0, 0, wh_now_us());
+    apply_delivery(t, &t->set);
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
     if (check_spec(sp, err, errlen) != WH_OK ||
         parse_keys(t->keys, &t->nkeys, sp, err, errlen) != WH_OK)
         return WH_ERR;
+    char ferr[WH_ERRLEN];
+    if (dsp_format_build(&t->lfmt, &sp->set.dl, ferr, sizeof(ferr)) != WH_OK)
+        return wh_seterr(err, errlen, "tenant '%s' target '%s': %s", sp->set.tenant, sp->name,
+                         ferr);
+    t->fmt_gen = 1;
 
     CURL *e = curl_easy_init();
     if (e == NULL)
         return wh_seterr(err, errlen, "target %s: curl_easy_init failed", t->name);
     t->easy = e;
-    int ok = curl_easy_setopt(e, CURLOPT_URL, t->url) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)t->set.http_timeout_ms) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_POST, 1L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_USERAGENT, "walhook-dispatcher/1") == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_cb) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->curl_err) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)t) == CURLE_OK;
+    int ok =
+        curl_easy_setopt(e, CURLOPT_URL, t->url) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)t->set.http_timeout_ms) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms(t)) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_PROXY, "") == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_cb) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, (void *)t) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)t) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)t) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_POST, 1L) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_USERAGENT, "walhook-dispatcher/1") == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, body_cb) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->curl_err) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)t) == CURLE_OK;
     if (!ok)
         return wh_seterr(err, errlen,
                          "target %s: setting curl options failed (url or libcurl "
@@ -461,20 +865,63 @@ void dsp_target_apply_settings(dsp_target *t, const dsp_settings *set)
     t->set.retry_base_ms = set->retry_base_ms;
     t->set.retry_max_ms = set->retry_max_ms;
     t->set.http_timeout_ms = set->http_timeout_ms;
+    wh_strlcpy(t->set.allow_global, set->allow_global, sizeof(t->set.allow_global));
+    t->set.dl = set->dl;
     pthread_mutex_unlock(&t->mu);
+    apply_delivery(t, set);
 }
 
 int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t errlen)
 {
-    if (check_spec(sp, err, errlen) != WH_OK ||
-        parse_keys(t->keys, &t->nkeys, sp, err, errlen) != WH_OK)
+    dsp_format nf;
+    memset(&nf, 0, sizeof(nf));
+    char ferr[WH_ERRLEN];
+    if (check_spec(sp, err, errlen) != WH_OK)
         return WH_ERR;
+    if (dsp_format_build(&nf, &sp->set.dl, ferr, sizeof(ferr)) != WH_OK)
+        return wh_seterr(err, errlen, "tenant '%s' target '%s': %s", sp->set.tenant, sp->name,
+                         ferr);
+    if (parse_keys(t->keys, &t->nkeys, sp, err, errlen) != WH_OK) {
+        dsp_format_free(&nf);
+        return WH_ERR;
+    }
+    int fmt_changed =
+        strcmp(t->set.dl.envelope, sp->set.dl.envelope) != 0 ||
+        strcmp(t->set.dl.filter_tables, sp->set.dl.filter_tables) != 0 ||
+        strcmp(t->set.dl.filter_ops, sp->set.dl.filter_ops) != 0 ||
+        strcmp(t->set.dl.filter_columns_include, sp->set.dl.filter_columns_include) != 0 ||
+        strcmp(t->set.dl.filter_columns_exclude, sp->set.dl.filter_columns_exclude) != 0 ||
+        strcmp(t->set.dl.filter_expr, sp->set.dl.filter_expr) != 0;
+    dsp_format_free(&t->lfmt);
+    t->lfmt = nf;
     if (strcmp(t->url, sp->url) != 0) {
         wh_strlcpy(t->url, sp->url, sizeof(t->url));
         curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
     }
     dsp_target_apply_settings(t, &sp->set);
+    t->lease_epoch = sp->lease_epoch;
+    curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms(t));
+    if (fmt_changed) {
+        /* batches read ahead were filtered and rendered the old way */
+        pthread_mutex_lock(&t->mu);
+        t->fmt_gen++;
+        pthread_mutex_unlock(&t->mu);
+        if (t->state != DSP_T_POSTING && t->state != DSP_T_DEADLETTER)
+            dsp_target_reset(t);
+    }
+    /* a changed target is tried again, also after a 410 */
+    if (t->disabled)
+        wh_info("target %s/%s: enabled again by a change of its settings", t->set.tenant, t->name);
+    dsp_target_enable(t);
     return WH_OK;
+}
+
+void dsp_target_enable(dsp_target *t)
+{
+    t->disabled = 0;
+    t->blocked = 0;
+    atomic_store(&t->disabled_pub, 0);
+    atomic_store(&t->blocked_pub, 0);
 }
 
 void dsp_target_reset(dsp_target *t)
@@ -485,12 +932,19 @@ void dsp_target_reset(dsp_target *t)
     t->count = 0;
     t->commit_pending = 0;
     t->reset_req = 0;
+    t->dlq_pending = 0;
+    t->dlq_done = 0;
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
     wh_counter_add(&t->resets, 1);
-    if (t->state == DSP_T_BACKOFF)
+    if (t->state != DSP_T_POSTING)
         t->state = DSP_T_IDLE;
     t->attempt = 0;
+    t->single = 0;
+    t->single_i = 0;
+    t->first_fail_ms = 0;
+    t->blocked = 0;
+    atomic_store(&t->blocked_pub, 0);
 }
 
 void dsp_target_forget_commit(dsp_target *t)
@@ -527,6 +981,9 @@ void dsp_target_destroy(dsp_target *t)
     t->hdrs = NULL;
     for (int i = 0; i < DSP_PREFETCH; i++)
         dsp_batch_free(&t->slots[i]);
+    wh_buf_free(&t->one);
+    dsp_format_free(&t->lfmt);
+    dsp_format_free(&t->rfmt);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);
 }
@@ -543,6 +1000,138 @@ static dsp_batch *current_batch(dsp_target *t)
     return b;
 }
 
+void dsp_target_publish(dsp_target *t)
+{
+    int st = t->disabled ? DSP_T_DISABLED : t->blocked ? DSP_T_BLOCKED : (int)t->state;
+    atomic_store(&t->state_pub, st);
+    atomic_store(&t->breaker_pub, (int)t->br.state);
+    atomic_store(&t->degraded_pub, dsp_nack_degraded(&t->nack));
+    atomic_store(&t->disabled_pub, t->disabled);
+    atomic_store(&t->blocked_pub, t->blocked);
+}
+
+/* The events of the head batch [from, to) are done (delivered or dead-
+ * lettered): the batch is popped when nothing is left, else single mode goes
+ * on at `to`. commit: also ask the reader to commit the last one. */
+static void advance(dsp_target *t, dsp_batch *b, size_t to, int commit)
+{
+    t->attempt = 0;
+    t->first_fail_ms = 0;
+    t->blocked = 0;
+    t->state = DSP_T_IDLE;
+    pthread_mutex_lock(&t->mu);
+    if (to >= b->n)
+        commit = 1; /* past the batch's filtered tail too */
+    if (b->replay) {
+        /* replayed dead letters are behind the offset: acked, not committed */
+        if (commit) {
+            t->ack_lsn = to >= b->n ? b->last_lsn : b->ev_lsn[to - 1];
+            t->ack_seq = to >= b->n ? b->last_seq : b->ev_seq[to - 1];
+            t->ack_pending = 1;
+            t->ack_final = to >= b->n;
+        }
+        commit = 0;
+    }
+    if (commit) {
+        uint64_t lsn = to >= b->n ? b->last_lsn : b->ev_lsn[to - 1];
+        uint32_t seq = to >= b->n ? b->last_seq : b->ev_seq[to - 1];
+        if (!t->commit_pending || wh_pos_cmp(lsn, seq, t->commit_lsn, t->commit_seq) > 0) {
+            t->commit_lsn = lsn;
+            t->commit_seq = seq;
+            t->commit_epoch = b->epoch;
+        }
+        t->commit_pending = 1;
+    }
+    if (to >= b->n) {
+        t->single = 0;
+        t->single_i = 0;
+        t->head = (t->head + 1) % DSP_PREFETCH;
+        t->count--;
+    } else {
+        t->single = 1;
+        t->single_i = to;
+    }
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Hands the events [from, to) of the head batch to the reader as dead
+ * letters; the loop waits in DEADLETTER until it wrote them. */
+static void start_deadletter(dsp_target *t, dsp_batch *b, size_t from, size_t to,
+                             const char *reason)
+{
+    dsp_dlq_req *r = &t->dlq_req;
+    pthread_mutex_lock(&t->mu);
+    memset(r, 0, sizeof(*r));
+    r->tenant = t->set.tenant;
+    r->consumer = t->name;
+    r->epoch = b->epoch;
+    r->lease_epoch = atomic_load(&t->lease_epoch);
+    r->n = to - from;
+    r->body = b->body.data;
+    r->offs = b->ev_off + from;
+    r->lens = b->ev_len + from;
+    r->lsns = b->ev_lsn + from;
+    r->seqs = b->ev_seq + from;
+    r->commit_ts_us = b->commit_ts + from;
+    r->attempts = t->attempt;
+    r->first = t->first_err;
+    r->last = t->last_err;
+    r->replay = b->replay;
+    wh_strlcpy(r->reason, reason, sizeof(r->reason));
+    t->dlq_pending = 1;
+    t->dlq_done = 0;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    t->dlq_from = from;
+    t->dlq_to = to;
+    t->state = DSP_T_DEADLETTER;
+    wh_warn("target %s/%s: %zu event(s) go to the dead-letter queue after %d attempt(s): %s",
+            t->set.tenant, t->name, to - from, t->attempt, reason);
+}
+
+/* DEADLETTER: the reader's answer. 1 when the target may go on. */
+static int deadletter_done(dsp_target *t)
+{
+    pthread_mutex_lock(&t->mu);
+    int done = t->dlq_done;
+    t->dlq_done = 0;
+    pthread_mutex_unlock(&t->mu);
+    if (!done)
+        return 0;
+    dsp_batch *b = current_batch(t);
+    wh_counter_add(&t->dead_letters, t->dlq_to - t->dlq_from);
+    if (b != NULL)
+        advance(t, b, t->dlq_to, 0); /* the store moved the offset with them */
+    return 1;
+}
+
+static int on_dlq(const dsp_target *t)
+{
+    return strcmp(t->set.dl.on_failure, "block") != 0;
+}
+
+/* mode fast: the head batch's oldest undelivered event is older than the
+ * cap while the target fails. */
+static int should_shed(const dsp_target *t, const dsp_batch *b)
+{
+    if (strcmp(t->set.dl.mode, "fast") != 0 || !on_dlq(t))
+        return 0;
+    if (t->attempt == 0 && t->br.state == DSP_BR_CLOSED)
+        return 0;
+    size_t i = t->single ? t->single_i : 0;
+    if (i >= b->n || b->commit_ts[i] == 0)
+        return 0;
+    int64_t cap_us = (t->set.dl.backlog_max_ms > 0 ? t->set.dl.backlog_max_ms : 60000) * 1000;
+    return wh_wallclock_us() - b->commit_ts[i] > cap_us;
+}
+
+static void wait_until(dsp_target *t, uint64_t at_ms)
+{
+    t->state = DSP_T_BACKOFF;
+    t->retry_at_ms = at_ms;
+}
+
 int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
 {
     if (t->state == DSP_T_POSTING)
@@ -552,50 +1141,149 @@ int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
     pthread_mutex_unlock(&t->mu);
     if (reset)
         dsp_target_reset(t);
-    if (t->paused)
+    if (t->state == DSP_T_DEADLETTER && !deadletter_done(t))
         return 0;
-    if (t->state == DSP_T_BACKOFF && now_ms < t->retry_at_ms)
+    dsp_target_publish(t);
+    if (t->paused || t->disabled)
         return 0;
     dsp_batch *b = current_batch(t);
+    while (b != NULL && b->n == 0) {
+        /* only filtered events: committed past, never posted */
+        advance(t, b, 0, 1);
+        b = current_batch(t);
+    }
     if (b == NULL)
         return 0;
+    if (t->lfmt.single && !t->single) {
+        t->single = 1; /* cloudevents-binary: one event per request */
+        t->single_i = 0;
+    }
+    if (should_shed(t, b)) {
+        wh_counter_add(&t->shed, b->n - (t->single ? t->single_i : 0));
+        start_deadletter(t, b, t->single ? t->single_i : 0, b->n,
+                         "backlog over backlog_max_ms while failing (mode fast)");
+        return 0;
+    }
+    if (t->state == DSP_T_BACKOFF && now_ms < t->retry_at_ms)
+        return 0;
+    long w = dsp_breaker_wait_ms(&t->br, now_ms);
+    if (w > 0) {
+        wait_until(t, now_ms + (uint64_t)w);
+        return 0;
+    }
+    size_t first = t->single ? t->single_i : 0;
+    size_t n = t->single ? 1 : b->n;
+    uint64_t now_us = wh_now_us();
+    w = dsp_limit_wait_ms(&t->lim, (uint32_t)n, now_us);
+    if (w > 0) {
+        wh_counter_add(&t->rate_waits, 1);
+        wait_until(t, now_ms + (uint64_t)w);
+        return 0;
+    }
+    const char *body = b->rendered ? b->wire.data : b->body.data;
+    size_t blen = b->rendered ? b->wire.len : b->body.len;
+    const dsp_env_out *env = b->rendered ? &b->env : NULL;
+    char idbuf[DSP_ID_MAX];
+    const char *id = b->id;
+    if (t->single) {
+        const void *ptr = b->body.data + b->ev_off[first];
+        size_t plen = b->ev_len[first];
+        char rerr[WH_ERRLEN];
+        int rc = WH_OK;
+        env = NULL;
+        wh_buf_reset(&t->one);
+        if (t->lfmt.render) {
+            dsp_env_opts o;
+            memset(&o, 0, sizeof(o));
+            o.kind = t->lfmt.env;
+            o.columns = t->lfmt.filter;
+            rc = dsp_env_render(&o, &ptr, &plen, 1, &t->one, &t->one_env, rerr, sizeof(rerr));
+            env = &t->one_env;
+        } else {
+            wh_strlcpy(rerr, "out of memory", sizeof(rerr));
+            if (wh_buf_putc(&t->one, '[') != WH_OK || wh_buf_append(&t->one, ptr, plen) != WH_OK ||
+                wh_buf_putc(&t->one, ']') != WH_OK || wh_buf_cstr(&t->one) != WH_OK)
+                rc = WH_ERR;
+        }
+        if (rc != WH_OK || wh_event_id(t->set.tenant, b->ev_lsn[first], b->ev_seq[first], idbuf,
+                                       sizeof(idbuf)) < 0) {
+            wh_error("target %s/%s: building a request failed: %s", t->set.tenant, t->name, rerr);
+            wait_until(t, now_ms + 1000);
+            return -1;
+        }
+        body = t->one.data;
+        blen = t->one.len;
+        id = idbuf;
+    }
     char err[WH_ERRLEN];
     int64_t ts = wh_wallclock_us() / 1000000;
-    if (dsp_headers_build(&t->hdr, t->keys, t->nkeys, b->id, b->n, ts, b->body.data, b->body.len,
-                          err, sizeof(err)) != WH_OK) {
+    if (dsp_headers_build(&t->hdr, t->keys, t->nkeys, id, n, ts, body, blen, err, sizeof(err)) !=
+        WH_OK) {
         wh_error("target %s/%s: %s", t->set.tenant, t->name, err);
-        t->state = DSP_T_BACKOFF;
-        t->retry_at_ms = now_ms + (uint64_t)dsp_retry_delay_ms(++t->attempt, t->set.retry_base_ms,
-                                                               t->set.retry_max_ms);
+        wait_until(t, now_ms + (uint64_t)dsp_retry_delay_ms(++t->attempt, t->set.retry_base_ms,
+                                                            t->set.retry_max_ms));
         return -1;
     }
     curl_slist_free_all(t->hdrs);
     t->hdrs = NULL;
-    const char *lines[] = {t->hdr.content_type, t->hdr.batch_size, t->hdr.id,
-                           t->hdr.timestamp,    t->hdr.signature,  "Expect:"};
-    for (size_t i = 0; i < WH_ARRAY_LEN(lines); i++) {
+    if (env != NULL && env->content_type[0])
+        snprintf(t->hdr.content_type, sizeof(t->hdr.content_type), "Content-Type: %s",
+                 env->content_type);
+    const char *lines[6 + DSP_ENV_HEADERS_MAX] = {t->hdr.content_type, t->hdr.batch_size,
+                                                  t->hdr.id,           t->hdr.timestamp,
+                                                  t->hdr.signature,    "Expect:"};
+    size_t nlines = 6;
+    for (size_t k = 0; env != NULL && k < env->nheaders && k < DSP_ENV_HEADERS_MAX; k++)
+        lines[nlines++] = env->headers[k];
+    for (size_t i = 0; i < nlines; i++) {
         if (lines[i][0] == '\0')
             continue;
-        struct curl_slist *n = curl_slist_append(t->hdrs, lines[i]);
-        if (n == NULL) {
+        struct curl_slist *sl = curl_slist_append(t->hdrs, lines[i]);
+        if (sl == NULL) {
             wh_error("target %s/%s: out of memory building headers", t->set.tenant, t->name);
+            wait_until(t, now_ms + 1000);
             return -1;
         }
-        t->hdrs = n;
+        t->hdrs = sl;
     }
     t->curl_err[0] = '\0';
+    t->resp_len = t->resp_total = 0;
+    t->resp_capped = 0;
+    t->has_retry_after = 0;
+    t->ssrf_refused = 0;
     curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->hdrs);
     curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long)t->set.http_timeout_ms);
-    curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, b->body.data);
-    curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)b->body.len);
+    curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
     CURLMcode mc = curl_multi_add_handle(multi, t->easy);
     if (mc != CURLM_OK) {
         wh_error("target %s/%s: curl_multi_add_handle: %s", t->set.tenant, t->name,
                  curl_multi_strerror(mc));
+        wait_until(t, now_ms + 1000);
         return -1;
     }
+    dsp_limit_take(&t->lim, (uint32_t)n, now_us);
+    dsp_breaker_on_send(&t->br);
     t->state = DSP_T_POSTING;
     return 1;
+}
+
+static void note_error(dsp_target *t, CURLcode res, long code)
+{
+    dsp_attempt_error *e = &t->last_err;
+    memset(e, 0, sizeof(*e));
+    e->status = code;
+    e->curl_code = (int)res;
+    if (t->ssrf_refused)
+        wh_strlcpy(e->curl_err, t->ssrf_why, sizeof(e->curl_err));
+    else if (res != CURLE_OK)
+        wh_strlcpy(e->curl_err, t->curl_err[0] ? t->curl_err : curl_easy_strerror(res),
+                   sizeof(e->curl_err));
+    memcpy(e->body, t->resp, t->resp_len);
+    e->body_len = t->resp_len;
+    e->at_us = wh_wallclock_us();
+    if (t->attempt == 0)
+        t->first_err = *e;
 }
 
 void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now_ms)
@@ -603,70 +1291,138 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
     long code = 0;
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
     curl_multi_remove_handle(multi, t->easy);
+    t->state = DSP_T_IDLE;
     dsp_batch *b = current_batch(t);
-    if (b == NULL) { /* cannot happen: the slot is held while posting */
-        t->state = DSP_T_IDLE;
+    if (b == NULL) /* cannot happen: the slot is held while posting */
         return;
-    }
     pthread_mutex_lock(&t->mu);
     int reset = t->reset_req;
     pthread_mutex_unlock(&t->mu);
     if (reset) {
         /* the offset moved while this request was in flight: its result
          * must not be committed */
-        t->state = DSP_T_IDLE;
         dsp_target_reset(t);
         return;
     }
-    if (res == CURLE_OK && code >= 200 && code < 300) {
+    if (res == CURLE_WRITE_ERROR && t->resp_capped && code > 0)
+        res = CURLE_OK; /* we cut a long answer short; its status stands */
+    dsp_outcome out = t->ssrf_refused && res != CURLE_OK ? DSP_OUT_RETRY : dsp_classify(res, code);
+    uint64_t opened = t->br.opened;
+    dsp_breaker_record(&t->br, out == DSP_OUT_RETRY, now_ms);
+    if (t->br.opened != opened) {
+        wh_counter_add(&t->breaker_opens, 1);
+        wh_warn("target %s/%s: circuit breaker open for %d ms (%d consecutive failures, %d of "
+                "the last %d attempts failed)",
+                t->set.tenant, t->name, t->br.cooldown_ms, t->br.consecutive, t->br.win.fails,
+                t->br.win.count);
+    }
+    int was_degraded = dsp_nack_degraded(&t->nack);
+    dsp_nack_record(&t->nack, out != DSP_OUT_OK);
+    if (dsp_nack_degraded(&t->nack) != was_degraded)
+        wh_warn("target %s/%s: %s (%d failures in the last %d attempts)", t->set.tenant, t->name,
+                was_degraded ? "no longer degraded" : "degraded", t->nack.win.fails,
+                t->nack.win.count);
+    size_t first = t->single ? t->single_i : 0;
+    size_t n = t->single ? 1 : b->n;
+
+    if (out == DSP_OUT_OK) {
         int64_t now_wall = wh_wallclock_us();
-        for (size_t i = 0; i < b->n; i++) {
+        for (size_t i = first; i < first + n; i++) {
             if (b->commit_ts[i] == 0)
                 continue; /* no commit time (non-transactional message) */
             int64_t d = now_wall - b->commit_ts[i];
             wh_hist_observe_us(&t->latency, d > 0 ? (uint64_t)d : 0);
         }
-        wh_counter_add(&t->delivered, b->n);
+        wh_counter_add(&t->delivered, n);
+        if (b->replay)
+            wh_counter_add(&t->replayed, n);
         if (t->attempt > 0)
             wh_info("target %s/%s: delivering again after %d failed attempts", t->set.tenant,
                     t->name, t->attempt);
-        t->attempt = 0;
-        t->state = DSP_T_IDLE;
-        pthread_mutex_lock(&t->mu);
-        if (!t->commit_pending ||
-            wh_pos_cmp(b->last_lsn, b->last_seq, t->commit_lsn, t->commit_seq) > 0) {
-            t->commit_lsn = b->last_lsn;
-            t->commit_seq = b->last_seq;
-            t->commit_epoch = b->epoch;
-        }
-        t->commit_pending = 1;
-        t->head = (t->head + 1) % DSP_PREFETCH;
-        t->count--;
-        pthread_cond_broadcast(&t->cv);
-        pthread_mutex_unlock(&t->mu);
+        advance(t, b, first + n, 1);
+        dsp_target_publish(t);
         return;
     }
+
     wh_counter_add(&t->failures, 1);
+    note_error(t, res, code);
+    if (t->attempt == 0)
+        t->first_fail_ms = now_ms;
     t->attempt++;
-    int delay = dsp_retry_delay_ms(t->attempt, t->set.retry_base_ms, t->set.retry_max_ms);
-    t->state = DSP_T_BACKOFF;
-    t->retry_at_ms = now_ms + (uint64_t)delay;
-    /* One warning per failing batch at most once a second, and at least
-     * every DSP_WARN_EVERY_MS while a batch keeps failing. */
-    uint64_t since = now_ms - t->last_warn_ms;
-    if (t->last_warn_ms == 0 || (t->attempt == 1 && since >= 1000) || since >= DSP_WARN_EVERY_MS) {
-        char why[CURL_ERROR_SIZE + 64];
-        if (res != CURLE_OK)
-            snprintf(why, sizeof(why), "%s",
-                     t->curl_err[0] ? t->curl_err : curl_easy_strerror(res));
-        else
-            snprintf(why, sizeof(why), "HTTP %ld", code);
-        wh_warn("target %s/%s: delivery of %zu events (webhook-id %s) failed: %s; attempt %d, "
-                "retrying in %d ms (%" PRIu64 " failures in total)",
-                t->set.tenant, t->name, b->n, b->id, why, t->attempt, delay,
-                wh_counter_get(&t->failures));
-        t->last_warn_ms = now_ms;
+    char why[DSP_CURLERR_MAX + 64];
+    if (t->ssrf_refused && res != CURLE_OK) {
+        wh_counter_add(&t->ssrf_refusals, 1);
+        snprintf(why, sizeof(why), "refused by the SSRF guard: %s", t->ssrf_why);
+    } else if (res != CURLE_OK)
+        snprintf(why, sizeof(why), "%s", t->last_err.curl_err);
+    else
+        snprintf(why, sizeof(why), "HTTP %ld (%s)", code, dsp_outcome_name(out));
+
+    if (out == DSP_OUT_GONE) {
+        t->disabled = 1;
+        wh_warn("target %s/%s: answered 410 Gone: disabled, nothing more is posted until an "
+                "operator pauses and resumes it (its offset is kept)",
+                t->set.tenant, t->name);
+        dsp_target_publish(t);
+        return;
     }
+    int exhausted = 0;
+    if (out == DSP_OUT_RETRY) {
+        const wh_delivery *d = &t->set.dl;
+        exhausted = (d->max_attempts > 0 && t->attempt >= d->max_attempts) ||
+                    (d->max_age_ms > 0 && now_ms - t->first_fail_ms >= (uint64_t)d->max_age_ms);
+    } else {
+        wh_counter_add(&t->permanent, 1);
+    }
+    if (out == DSP_OUT_RETRY && !exhausted) {
+        wh_counter_add(&t->retries, 1);
+        int delay = dsp_next_delay_ms(t->has_retry_after ? t->retry_after : NULL, t->attempt,
+                                      t->set.retry_base_ms, t->set.retry_max_ms,
+                                      wh_wallclock_us() / 1000000);
+        wait_until(t, now_ms + (uint64_t)delay);
+        /* One warning per failing batch at most once a second, and at least
+         * every DSP_WARN_EVERY_MS while a batch keeps failing. */
+        uint64_t since = now_ms - t->last_warn_ms;
+        if (t->last_warn_ms == 0 || (t->attempt == 1 && since >= 1000) ||
+            since >= DSP_WARN_EVERY_MS) {
+            wh_warn("target %s/%s: delivery of %zu events (webhook-id %s) failed: %s; attempt %d, "
+                    "retrying in %d ms%s (%" PRIu64 " failures in total)",
+                    t->set.tenant, t->name, n, b->id, why, t->attempt, delay,
+                    t->has_retry_after ? " (Retry-After)" : "", wh_counter_get(&t->failures));
+            t->last_warn_ms = now_ms;
+        }
+        dsp_target_publish(t);
+        return;
+    }
+    /* permanent, or retries exhausted */
+    if (!t->single && b->n > 1) {
+        wh_warn("target %s/%s: batch of %zu events (webhook-id %s) failed for good (%s); posting "
+                "its events one at a time",
+                t->set.tenant, t->name, b->n, b->id, why);
+        t->single = 1;
+        t->single_i = 0;
+        t->attempt = 0;
+        t->first_fail_ms = 0;
+        dsp_target_publish(t);
+        return;
+    }
+    if (!on_dlq(t)) {
+        if (!t->blocked || now_ms - t->last_warn_ms >= DSP_WARN_EVERY_MS) {
+            wh_warn("target %s/%s: event at %zu of the batch failed for good (%s); on_failure = "
+                    "block: the target stops at it and retries every %d ms",
+                    t->set.tenant, t->name, first, why, t->set.retry_max_ms);
+            t->last_warn_ms = now_ms;
+        }
+        t->blocked = 1;
+        wait_until(t, now_ms + (uint64_t)t->set.retry_max_ms);
+        dsp_target_publish(t);
+        return;
+    }
+    char reason[sizeof(t->dlq_req.reason)];
+    snprintf(reason, sizeof(reason), "%s%.*s", exhausted ? "retries exhausted: " : "",
+             (int)sizeof(reason) - 20, why);
+    start_deadletter(t, b, first, first + n, reason);
+    dsp_target_publish(t);
 }
 
 void dsp_target_abandon(dsp_target *t, CURLM *multi)

@@ -10,9 +10,28 @@
  *    Blocking store calls therefore never stall the HTTP loop or another
  *    target.
  *  - the HTTP state machine, driven only by the dispatcher's curl multi loop
- *    thread: IDLE (waiting for a batch) -> POSTING -> 2xx: commit, next batch;
- *    non-2xx / transport error: BACKOFF (full jitter, retry_base_ms ..
- *    retry_max_ms) -> POSTING the SAME batch again. In order, never skipped.
+ *    thread: IDLE (waiting for a batch) -> POSTING -> outcome (dsp_outcome):
+ *      OK         commit, next batch (or next event, see below);
+ *      RETRY      BACKOFF (Retry-After when the target sent one, else full
+ *                 jitter retry_base_ms .. retry_max_ms) -> POSTING the SAME
+ *                 request again, until max_attempts / max_age_ms (if set);
+ *      PERMANENT  (and exhausted retries) a batch of several events is
+ *                 retried one event at a time ("single mode": body "[e]",
+ *                 X-Batch-Size 1, webhook-id of that event) so one bad event
+ *                 does not take its neighbours along; a single failing
+ *                 event then goes to on_failure: "dlq" -> DEADLETTER (the
+ *                 reader writes it with the offset past it, dsp_dlq.h, the
+ *                 loop waits) -> next event; "block" -> BACKOFF at
+ *                 retry_max_ms on that event, forever (blocked);
+ *      GONE (410) the target is disabled (state 4) until an operator
+ *                 pauses and resumes it or changes its settings.
+ *    Before a request: the circuit breaker (dsp_breaker.h) must allow it and
+ *    the token buckets (dsp_limit.h) must hold the tokens; mode "fast" sheds
+ *    the head batch to the DLQ when its oldest event is older than
+ *    backlog_max_ms while the target fails. Every connection's address is
+ *    checked by the SSRF guard (dsp_ssrf.h) when curl opens the socket;
+ *    redirects are never followed; response bodies are read up to
+ *    DSP_RESP_CAP (an excerpt is kept for dead letters).
  *
  * One easy handle per target is reused for every request, so the multi
  * handle's connection cache keeps the HTTP/1.1 connection alive.
@@ -39,7 +58,15 @@
 
 #include <curl/curl.h>
 
+#include "dsp_breaker.h"
+#include "dsp_dlq.h"
+#include "dsp_envelope.h"
+#include "dsp_filter.h"
+#include "dsp_limit.h"
+#include "dsp_outcome.h"
 #include "dsp_webhook.h"
+#include "wh_cidr.h"
+#include "wh_state.h"
 #include "walhook.pb-c.h"
 #include "wh_buf.h"
 #include "wh_config.h"
@@ -48,6 +75,8 @@
 
 #define DSP_PREFETCH 2 /* batches read ahead per target */
 #define DSP_ID_MAX (WH_NAME_MAX + 48)
+#define DSP_RESP_CAP (64 * 1024) /* response bytes read at most */
+#define DSP_RETRY_AFTER_MAX_MS (3600 * 1000)
 
 /* Settings a target needs (copied from wh_config). */
 typedef struct dsp_settings {
@@ -61,6 +90,8 @@ typedef struct dsp_settings {
     int retry_base_ms;
     int retry_max_ms;
     int http_timeout_ms;
+    char allow_global[256]; /* dispatcher.allow_private_networks */
+    wh_delivery dl;         /* the target's delivery settings (wh_state.h) */
 } dsp_settings;
 
 void dsp_settings_from_config(dsp_settings *s, const wh_config *c);
@@ -76,18 +107,44 @@ typedef struct dsp_spec {
     char secrets[DSP_KEYS_MAX][256];
     int nsecrets;
     int paused;
-    dsp_settings set; /* set.tenant is the target's tenant */
+    dsp_settings set;     /* set.tenant is the target's tenant */
+    uint64_t lease_epoch; /* this replica's lease of the target (dsp_lease), 0 = no leases */
 } dsp_spec;
 
 /* 1 when a and b differ in what dsp_target_reconfigure swaps (URL,
  * secrets, delivery settings). */
 int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b);
 
+/* A target's format settings compiled for one thread (the reader renders
+ * batches, the loop renders single events): each thread owns its copy. */
+typedef struct dsp_format {
+    dsp_filter *filter; /* NULL: every event passes, rows unchanged */
+    dsp_env_kind env;
+    int render; /* 1 unless native without column lists: the stored bytes go as they are */
+    int single; /* cloudevents-binary: one event per request */
+} dsp_format;
+
+/* Compiles the envelope and filter_* settings of d (comma-separated lists).
+ * Errors name the setting. f is untouched on error. */
+int dsp_format_build(dsp_format *f, const wh_delivery *d, char *err, size_t errlen);
+void dsp_format_free(dsp_format *f);
+
 /* One batch ready to post. */
 typedef struct dsp_batch {
     wh_buf body;        /* "[e1,e2,...]", memory reused across batches */
     int64_t *commit_ts; /* commit_ts_us of each event, for latency */
-    size_t ts_cap;
+    uint32_t *ev_off;   /* event i's JSON: body.data + ev_off[i], ev_len[i] bytes */
+    uint32_t *ev_len;
+    uint64_t *ev_lsn; /* event i's position */
+    uint32_t *ev_seq;
+    const void **ptrs; /* event i's JSON pointer, for dsp_env_render */
+    size_t *plens;
+    size_t ts_cap;   /* capacity of the per-event arrays (grown, never per event) */
+    size_t scanned;  /* events read (kept + filtered out); n == 0 < scanned: skip only */
+    int rendered;    /* wire/env hold the rendered body (else body goes as is) */
+    int replay;      /* events of the replay queue (DLQ replay): acked, not committed */
+    wh_buf wire;     /* the envelope rendering of body */
+    dsp_env_out env; /* its content type and extra headers */
     size_t n;
     uint64_t last_lsn;
     uint32_t last_seq;
@@ -101,8 +158,24 @@ typedef struct dsp_batch {
 int dsp_batch_fill(dsp_batch *b, const char *tenant, Walhook__Event *const *events, size_t n,
                    int has_after, uint64_t after_lsn, uint32_t after_seq);
 void dsp_batch_free(dsp_batch *b);
+/* dsp_batch_fill with a format: events the filter refuses are skipped
+ * (counted in *filtered; last_lsn/last_seq still move past them, so a batch
+ * of only filtered events is a "skip" batch with n == 0 that the loop
+ * commits without posting); when fmt->render the wire body is rendered too.
+ * Returns b->scanned (0 = nothing read) or -1 (allocation, rendering). */
+int dsp_batch_fill_fmt(dsp_batch *b, const char *tenant, Walhook__Event *const *events, size_t n,
+                       int has_after, uint64_t after_lsn, uint32_t after_seq, const dsp_format *fmt,
+                       uint64_t *filtered);
 
-typedef enum { DSP_T_IDLE = 0, DSP_T_POSTING, DSP_T_BACKOFF } dsp_tstate;
+typedef enum {
+    DSP_T_IDLE = 0,
+    DSP_T_POSTING,
+    DSP_T_BACKOFF, /* waiting: retry backoff, breaker open or rate limit */
+    DSP_T_PAUSED,  /* published only */
+    DSP_T_DISABLED,
+    DSP_T_DEADLETTER, /* the reader writes dead letters; the loop waits */
+    DSP_T_BLOCKED     /* on_failure = block: retrying one failing event */
+} dsp_tstate;
 
 typedef void (*dsp_notify_fn)(void *arg);
 
@@ -113,7 +186,8 @@ typedef struct dsp_target {
     dsp_key keys[DSP_KEYS_MAX];
     int nkeys;
     dsp_settings set;
-    dsp_notify_fn notify; /* called by the reader when a batch is ready */
+    _Atomic uint64_t lease_epoch; /* sent with every commit (fencing), 0 = no leases */
+    dsp_notify_fn notify;         /* called by the reader when a batch is ready */
     void *notify_arg;
 
     /* shared between reader and loop, guarded by mu */
@@ -122,6 +196,15 @@ typedef struct dsp_target {
     dsp_batch slots[DSP_PREFETCH];
     unsigned head, count;
     int commit_pending;
+    int dlq_pending; /* loop -> reader: write dlq_req */
+    int dlq_done;    /* reader -> loop: 1 written, -1 refused (reset follows) */
+    dsp_dlq_req dlq_req;
+    int ack_pending; /* loop -> reader: ReplayAck up to ack_lsn/ack_seq */
+    int ack_final;   /* ...and the replay batch is done: the reader may read the queue again */
+    uint64_t ack_lsn;
+    uint32_t ack_seq;
+    int replay_inflight;     /* reader: a replay batch is queued or posting */
+    uint64_t next_replay_ms; /* reader: when to look at the replay queue again */
     uint64_t commit_lsn;
     uint32_t commit_seq;
     uint64_t commit_epoch;
@@ -145,7 +228,32 @@ typedef struct dsp_target {
     struct curl_slist *hdrs;
     dsp_headers hdr;
     dsp_tstate state;
-    int attempt;          /* failed attempts of the current batch */
+    int attempt;             /* failed attempts of the current request */
+    int single;              /* single mode: posting the head batch one event at a time */
+    size_t single_i;         /* next event of the head batch in single mode */
+    size_t dlq_from, dlq_to; /* DEADLETTER: the events being written */
+    int disabled;            /* 410 Gone: nothing is posted until resumed */
+    int blocked;             /* on_failure = block and the head event failed for good */
+    uint64_t first_fail_ms;
+    dsp_attempt_error first_err, last_err;
+    /* the response of the request in flight */
+    char resp[DSP_EXCERPT_MAX];
+    size_t resp_len, resp_total;
+    int resp_capped;
+    char retry_after[64];
+    int has_retry_after;
+    int ssrf_refused;
+    char ssrf_why[192];
+    wh_buf one;          /* single mode body "[e]" */
+    dsp_env_out one_env; /* single mode: its content type and headers */
+    dsp_format lfmt;     /* the loop's format (single mode) */
+    dsp_format rfmt;     /* the reader's format (batches) */
+    unsigned fmt_gen;    /* bumped (under mu) when the format settings change */
+    unsigned rfmt_gen;   /* reader: the generation rfmt was built from */
+    dsp_breaker br;
+    dsp_nack nack;
+    dsp_limit lim;
+    wh_cidr_list allow_g, allow_t;
     uint64_t retry_at_ms; /* BACKOFF: monotonic ms of the next attempt */
     uint64_t last_warn_ms;
     char curl_err[CURL_ERROR_SIZE];
@@ -161,7 +269,20 @@ typedef struct dsp_target {
     wh_counter failures;
     wh_histogram latency;
     wh_gauge committed_lsn;
-    wh_counter resets; /* read-ahead dropped because the offset moved */
+    wh_counter resets;       /* read-ahead dropped because the offset moved */
+    wh_counter retries;      /* attempts that will be retried */
+    wh_counter dead_letters; /* events written to the DLQ */
+    wh_counter shed;         /* of those, shed by mode fast */
+    wh_counter filtered;     /* events skipped by the target's filter */
+    wh_counter replayed;     /* dead letters delivered again (DLQ replay) */
+    wh_counter rate_waits;   /* times a request waited for the token bucket */
+    wh_counter ssrf_refusals;
+    wh_counter breaker_opens;
+    wh_counter permanent;    /* attempts answered with a permanent failure */
+    atomic_int breaker_pub;  /* dsp_br_state */
+    atomic_int degraded_pub; /* nack window over its threshold */
+    atomic_int disabled_pub;
+    atomic_int blocked_pub;
 } dsp_target;
 
 /* Swaps in the runtime settings (batch limits, retry backoff, HTTP timeout)
@@ -175,6 +296,11 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
 /* Loop thread, not while POSTING: URL, secrets and delivery settings of sp.
  * A bad secret changes nothing (WH_ERR naming the target). */
 int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t errlen);
+/* Loop thread: publishes state, breaker, degraded, disabled, blocked for
+ * the metrics (atomics). */
+void dsp_target_publish(dsp_target *t);
+/* Loop thread: clears disabled (410) and blocked; an operator's resume. */
+void dsp_target_enable(dsp_target *t);
 /* Loop thread, not while POSTING: drops the read-ahead batches and makes
  * the reader read again from the committed offset. */
 void dsp_target_reset(dsp_target *t);
@@ -204,5 +330,10 @@ long dsp_target_timeout_ms(const dsp_target *t, uint64_t now_ms);
 /* Retry delay after `attempt` (1-based) failures: full jitter in
  * [0, min(max_ms, base_ms * 2^(attempt-1))], at least 1 ms. */
 int dsp_retry_delay_ms(int attempt, int base_ms, int max_ms);
+
+/* The delay before the next attempt after a retryable failure: Retry-After
+ * (value ra, may be NULL) when it parses, capped at DSP_RETRY_AFTER_MAX_MS
+ * and at least 1 ms, else dsp_retry_delay_ms. */
+int dsp_next_delay_ms(const char *ra, int attempt, int base_ms, int max_ms, int64_t now_s);
 
 #endif

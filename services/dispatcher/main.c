@@ -1,11 +1,19 @@
 /* walhook-dispatcher [-c walhook.conf]: reads each target's events from the
  * store and POSTs them as webhook batches (see dsp_loop.h, dsp_target.h).
  * The targets of every tenant come from the runtime state (dsp_state.h).
- * Teardown: the state watcher first (no more changes), then the control
- * endpoint (no more Stats), then the loop (stops the store readers after
- * their final commits). */
+ * With dispatcher.lease_ttl_ms > 0 the targets are shared with other
+ * replicas through leases (dsp_lease.h); each replica then has a control
+ * endpoint of its own (dispatcher-<id>.sock unless dispatcher.control is
+ * set).
+ * Teardown: after the loop drained, the state watcher (no more changes),
+ * the control endpoint (no more Stats), the leases (released, so another
+ * replica takes over at once), then the loop (stops the store
+ * readers after their final commits). */
+#include <stdio.h>
+
 #include "dsp_backlog.h"
 #include "dsp_control.h"
+#include "dsp_lease.h"
 #include "dsp_loop.h"
 #include "dsp_state.h"
 #include "dsp_target.h"
@@ -38,24 +46,52 @@ int main(int argc, char **argv)
     dsp_loop *loop = NULL;
     wh_control *ctl = NULL;
     dsp_state *st = NULL;
+    dsp_lease *lease = NULL;
+    if (cfg.dispatcher_lease_ttl_ms > 0) {
+        char id[DSP_LEASE_OWNER_MAX + 1];
+        if (cfg.dispatcher_id[0])
+            wh_strlcpy(id, cfg.dispatcher_id, sizeof(id));
+        else
+            dsp_lease_default_owner(id, sizeof(id));
+        if (cfg.dispatcher_control_derived &&
+            (size_t)snprintf(cfg.dispatcher_control, sizeof(cfg.dispatcher_control),
+                             "ipc://%s/dispatcher-%s.sock", cfg.data_dir,
+                             id) >= sizeof(cfg.dispatcher_control)) {
+            wh_error("setting 'data_dir': too long for the control endpoint of dispatcher %s", id);
+            return 2;
+        }
+        dsp_lease_opts lo = {cfg.store_endpoint, cfg.ipc_timeout_ms, (size_t)cfg.ipc_max_msg_bytes,
+                             id, cfg.dispatcher_lease_ttl_ms};
+        if (dsp_lease_start(&lease, &lo, err, sizeof(err)) != WH_OK) {
+            wh_error("leases: %s", err);
+            return 1;
+        }
+        wh_info("sharing targets with other dispatchers as '%s' (lease TTL %d ms)", id,
+                cfg.dispatcher_lease_ttl_ms);
+    }
     if (dsp_loop_create(&loop, &loopcfg, err, sizeof(err)) != WH_OK) {
         wh_error("%s", err);
+        dsp_lease_stop(lease);
         return 2;
     }
     dsp_backlog *backlog = NULL; /* metrics only: a failure is logged, not fatal */
     if (dsp_backlog_start(&backlog, &cfg, err, sizeof(err)) != WH_OK)
         wh_warn("backlog metrics: %s", err);
     dsp_control_set_backlog(backlog);
-    if (dsp_control_start(&ctl, cfg.dispatcher_control, loop, err, sizeof(err)) != WH_OK) {
+    if (dsp_control_start_leased(&ctl, cfg.dispatcher_control, loop, lease, err, sizeof(err)) !=
+        WH_OK) {
         wh_error("control endpoint %s: %s", cfg.dispatcher_control, err);
         dsp_backlog_stop(backlog);
+        dsp_lease_stop(lease);
         dsp_loop_destroy(loop);
         return 1;
     }
-    if (dsp_state_start(&st, &cfg, path, loop, DSP_STORE_WAIT_MS, err, sizeof(err)) != WH_OK) {
+    if (dsp_state_start_leased(&st, &cfg, path, loop, lease, DSP_STORE_WAIT_MS, err, sizeof(err)) !=
+        WH_OK) {
         wh_error("runtime state: %s", err);
         wh_control_stop(ctl);
         dsp_backlog_stop(backlog);
+        dsp_lease_stop(lease);
         dsp_loop_destroy(loop);
         return 1;
     }
@@ -65,6 +101,7 @@ int main(int argc, char **argv)
     dsp_state_stop(st);
     wh_control_stop(ctl);
     dsp_backlog_stop(backlog);
+    dsp_lease_stop(lease);
     dsp_loop_destroy(loop);
     wh_info("stopped");
     return 0;

@@ -33,6 +33,11 @@ typedef struct st_off {
     uint32_t seq;
     uint64_t epoch;
     int state; /* ST_OFF_* */
+    /* the target's dispatcher lease (guarded by wmu) */
+    char lease_owner[ST_OWNER_MAX + 1]; /* "" = free */
+    uint64_t lease_epoch;               /* 0 = never leased */
+    uint32_t lease_ttl_ms;
+    int64_t lease_expiry_ms; /* wall clock */
 } st_off;
 
 enum {
@@ -78,6 +83,15 @@ struct st_db {
     uint64_t fail_since_ms;
     char write_err[200];
     _Atomic uint64_t write_errors;
+
+    /* lease owners seen (LeaseList's replicas), guarded by owners_mu */
+    pthread_mutex_t owners_mu;
+    struct {
+        char name[ST_OWNER_MAX + 1];
+        int64_t seen_ms;
+        uint32_t ttl_ms;
+    } owners[ST_OWNERS_MAX];
+    size_t nowners;
 };
 
 int64_t st_db_memory_need(int64_t cache_bytes, int64_t write_buffer_bytes)
@@ -438,6 +452,8 @@ static int load_offsets(st_db *db, char *err, size_t errlen)
     return rc;
 }
 
+static int load_leases(st_db *db, char *err, size_t errlen);
+
 /* ---- open / close ---- */
 
 int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
@@ -462,6 +478,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
         pthread_mutex_init(&db->append_mu[i], NULL);
     pthread_rwlock_init(&db->off_lock, NULL);
     pthread_mutex_init(&db->health_mu, NULL);
+    pthread_mutex_init(&db->owners_mu, NULL);
 
     db->opts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(db->opts, 1);
@@ -521,7 +538,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     rocksdb_writeoptions_set_sync(db->wo, 1);
     db->ro = rocksdb_readoptions_create();
 
-    if (load_offsets(db, err, errlen) != WH_OK) {
+    if (load_offsets(db, err, errlen) != WH_OK || load_leases(db, err, errlen) != WH_OK) {
         st_db_close(db);
         return WH_ERR;
     }
@@ -557,6 +574,7 @@ void st_db_close(st_db *db)
         pthread_mutex_destroy(&db->append_mu[i]);
     pthread_rwlock_destroy(&db->off_lock);
     pthread_mutex_destroy(&db->health_mu);
+    pthread_mutex_destroy(&db->owners_mu);
     free(db);
 }
 
@@ -769,8 +787,17 @@ static int off_persist(st_db *db, st_off *o, off_val v, char *err, size_t errlen
     return WH_OK;
 }
 
+static int lease_check(st_off *o, uint64_t lease_epoch, char *err, size_t errlen);
+
 int st_db_commit_epoch(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
                        uint32_t seq, uint64_t epoch, st_offset *out, char *err, size_t errlen)
+{
+    return st_db_commit_fenced(db, tenant, consumer, lsn, seq, epoch, 0, out, err, errlen);
+}
+
+int st_db_commit_fenced(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
+                        uint32_t seq, uint64_t epoch, uint64_t lease_epoch, st_offset *out,
+                        char *err, size_t errlen)
 {
     if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
         return WH_ERR;
@@ -782,6 +809,8 @@ int st_db_commit_epoch(st_db *db, const char *tenant, const char *consumer, uint
     off_val cur = off_read(o);
     if (cur.state == ST_OFF_DROPPED) {
         wh_seterr(err, errlen, "consumer '%s' of tenant '%s' was dropped", consumer, tenant);
+        rc = ST_DB_STALE;
+    } else if (lease_check(o, lease_epoch, err, errlen) != WH_OK) {
         rc = ST_DB_STALE;
     } else if (epoch != cur.epoch) {
         wh_seterr(err, errlen,
@@ -1107,4 +1136,671 @@ int st_db_compact(st_db *db, char *err, size_t errlen)
 uint64_t st_db_gc_dropped(st_db *db)
 {
     return atomic_load(&db->gc_dropped);
+}
+
+/* ---- dead-letter queue ---- */
+
+/* 'Q'/'R' tenant \0 consumer \0: the prefix of a consumer's queue. */
+static size_t key_queue_prefix(char *k, char kind, const char *tenant, const char *consumer)
+{
+    size_t n = key_prefix(k, kind, tenant);
+    size_t cl = strlen(consumer);
+    memcpy(k + n, consumer, cl);
+    k[n + cl] = '\0';
+    return n + cl + 1;
+}
+
+static size_t key_queue(char *k, char kind, const char *tenant, const char *consumer, uint64_t lsn,
+                        uint32_t seq)
+{
+    size_t n = key_queue_prefix(k, kind, tenant, consumer);
+    wh_put_be64((uint8_t *)k + n, lsn);
+    wh_put_be32((uint8_t *)k + n + 8, seq);
+    return n + ST_POS_LEN;
+}
+
+static size_t key_lease(char *k, const char *tenant, const char *consumer)
+{
+    size_t n = key_prefix(k, 'L', tenant);
+    size_t cl = strlen(consumer);
+    memcpy(k + n, consumer, cl);
+    return n + cl;
+}
+
+static int64_t wall_ms(void)
+{
+    return wh_wallclock_us() / 1000;
+}
+
+/* Caller holds o->wmu. */
+static int lease_check(st_off *o, uint64_t lease_epoch, char *err, size_t errlen)
+{
+    if (o->lease_epoch == 0) {
+        if (lease_epoch == 0)
+            return WH_OK;
+        return wh_seterr(err, errlen,
+                         "lease epoch %" PRIu64 " was never granted for this target (its lease "
+                         "was dropped); acquire it again",
+                         lease_epoch);
+    }
+    if (lease_epoch == o->lease_epoch)
+        return WH_OK;
+    int live = o->lease_owner[0] != '\0' && o->lease_expiry_ms > wall_ms();
+    if (lease_epoch == 0 && !live)
+        return WH_OK;
+    return wh_seterr(err, errlen,
+                     "lease epoch %" PRIu64 " is not the target's lease epoch %" PRIu64
+                     " (held by '%s'); the target moved to another dispatcher",
+                     lease_epoch, o->lease_epoch, o->lease_owner[0] ? o->lease_owner : "nobody");
+}
+
+/* Fills *out from the entry. Caller holds o->wmu. */
+static void lease_out(st_off *o, const char *owner, st_lease *out)
+{
+    memset(out, 0, sizeof(*out));
+    int64_t left = o->lease_expiry_ms - wall_ms();
+    int live = o->lease_owner[0] != '\0' && left > 0;
+    out->epoch = o->lease_epoch;
+    wh_strlcpy(out->owner, live ? o->lease_owner : "", sizeof(out->owner));
+    out->expires_in_ms = live ? left : 0;
+    out->granted = live && owner != NULL && strcmp(o->lease_owner, owner) == 0;
+}
+
+static int lease_persist(st_db *db, st_off *o, char *err, size_t errlen)
+{
+    char k[ST_KEY_MAX];
+    size_t kl = key_lease(k, o->tenant, o->consumer);
+    uint8_t v[12 + ST_OWNER_MAX];
+    size_t ol = strlen(o->lease_owner);
+    wh_put_be64(v, o->lease_epoch);
+    wh_put_be32(v + 8, o->lease_ttl_ms);
+    memcpy(v + 12, o->lease_owner, ol);
+    char *e = NULL;
+    rocksdb_put(db->rdb, db->wo, k, kl, (const char *)v, 12 + ol, &e);
+    note_write(db, e);
+    if (e)
+        return rerr(err, errlen, "lease write", e);
+    return WH_OK;
+}
+
+int st_db_check_owner(const char *owner, char *err, size_t errlen)
+{
+    if (owner == NULL || owner[0] == '\0')
+        return wh_seterr(err, errlen, "owner: missing or empty");
+    size_t n = strlen(owner);
+    if (n > ST_OWNER_MAX)
+        return wh_seterr(err, errlen, "owner: longer than %d bytes", ST_OWNER_MAX);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)owner[i] < 0x21 || (unsigned char)owner[i] > 0x7E)
+            return wh_seterr(err, errlen, "owner: only printable ASCII without spaces");
+    return WH_OK;
+}
+
+static int lease_args(st_db *db, const char *tenant, const char *consumer, const char *owner,
+                      uint32_t ttl_ms, int need_ttl, char *err, size_t errlen)
+{
+    if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK ||
+        st_db_check_owner(owner, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (need_ttl && (ttl_ms < 100 || ttl_ms > 600000))
+        return wh_seterr(err, errlen, "ttl_ms: %u out of range (100..600000)", ttl_ms);
+    return WH_OK;
+}
+
+int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, const char *owner,
+                        uint32_t ttl_ms, st_lease *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    if (lease_args(db, tenant, consumer, owner, ttl_ms, 1, err, errlen) != WH_OK)
+        return WH_ERR;
+    st_off *o = off_get(db, tenant, consumer, err, errlen);
+    if (o == NULL)
+        return WH_ERR;
+    int rc = WH_OK;
+    pthread_mutex_lock(&o->wmu);
+    int64_t now = wall_ms();
+    int mine = strcmp(o->lease_owner, owner) == 0;
+    int free_ = o->lease_owner[0] == '\0' || o->lease_expiry_ms <= now;
+    if (mine || free_) {
+        if (!mine || o->lease_epoch == 0 || o->lease_ttl_ms != ttl_ms) {
+            /* a new holder: a new epoch, stored before it is granted */
+            char prev_owner[ST_OWNER_MAX + 1];
+            uint64_t prev_epoch = o->lease_epoch;
+            uint32_t prev_ttl = o->lease_ttl_ms;
+            wh_strlcpy(prev_owner, o->lease_owner, sizeof(prev_owner));
+            if (!mine || o->lease_epoch == 0)
+                o->lease_epoch++;
+            wh_strlcpy(o->lease_owner, owner, sizeof(o->lease_owner));
+            o->lease_ttl_ms = ttl_ms;
+            rc = lease_persist(db, o, err, errlen);
+            if (rc != WH_OK) {
+                wh_strlcpy(o->lease_owner, prev_owner, sizeof(o->lease_owner));
+                o->lease_epoch = prev_epoch;
+                o->lease_ttl_ms = prev_ttl;
+            }
+        }
+        if (rc == WH_OK)
+            o->lease_expiry_ms = now + ttl_ms;
+    }
+    lease_out(o, owner, out);
+    pthread_mutex_unlock(&o->wmu);
+    return rc;
+}
+
+int st_db_lease_renew(st_db *db, const char *tenant, const char *consumer, const char *owner,
+                      uint64_t epoch, uint32_t ttl_ms, st_lease *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    if (lease_args(db, tenant, consumer, owner, ttl_ms, 1, err, errlen) != WH_OK)
+        return WH_ERR;
+    st_off *o = off_get(db, tenant, consumer, err, errlen);
+    if (o == NULL)
+        return WH_ERR;
+    pthread_mutex_lock(&o->wmu);
+    /* still ours even after expiry, as long as nobody else took it */
+    if (epoch != 0 && epoch == o->lease_epoch && strcmp(o->lease_owner, owner) == 0)
+        o->lease_expiry_ms = wall_ms() + ttl_ms;
+    lease_out(o, owner, out);
+    pthread_mutex_unlock(&o->wmu);
+    return WH_OK;
+}
+
+int st_db_lease_release(st_db *db, const char *tenant, const char *consumer, const char *owner,
+                        uint64_t epoch, st_lease *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    if (lease_args(db, tenant, consumer, owner, 0, 0, err, errlen) != WH_OK)
+        return WH_ERR;
+    st_off *o = off_find(db, tenant, consumer);
+    if (o == NULL)
+        return WH_OK;
+    int rc = WH_OK;
+    pthread_mutex_lock(&o->wmu);
+    if (epoch == o->lease_epoch && strcmp(o->lease_owner, owner) == 0) {
+        o->lease_owner[0] = '\0';
+        o->lease_expiry_ms = 0;
+        rc = lease_persist(db, o, err, errlen); /* the epoch stays: fencing */
+    }
+    lease_out(o, owner, out);
+    pthread_mutex_unlock(&o->wmu);
+    return rc;
+}
+
+int st_db_lease_each(st_db *db, st_lease_fn fn, void *arg)
+{
+    /* entries are never freed before close: collect pointers, then visit
+     * each under its own lock without holding the table lock */
+    pthread_rwlock_rdlock(&db->off_lock);
+    size_t n = 0, cap = db->noffs;
+    st_off **v = cap ? malloc(cap * sizeof(*v)) : NULL;
+    for (size_t b = 0; v != NULL && b < db->nbuckets; b++)
+        for (st_off *o = db->buckets[b]; o != NULL && n < cap; o = o->next)
+            v[n++] = o;
+    pthread_rwlock_unlock(&db->off_lock);
+    int rc = WH_OK;
+    for (size_t i = 0; i < n && rc == WH_OK; i++) {
+        st_lease l;
+        pthread_mutex_lock(&v[i]->wmu);
+        uint64_t e = v[i]->lease_epoch;
+        lease_out(v[i], NULL, &l);
+        pthread_mutex_unlock(&v[i]->wmu);
+        if (e != 0 && fn(arg, v[i]->tenant, v[i]->consumer, &l) != 0)
+            rc = WH_ERR;
+    }
+    free(v);
+    return WH_OK;
+}
+
+int st_db_owners_live(st_db *db, const char *owner, uint32_t ttl_ms,
+                      void (*fn)(void *arg, const char *owner), void *arg)
+{
+    int64_t now = wall_ms();
+    pthread_mutex_lock(&db->owners_mu);
+    size_t j = 0;
+    int found = 0;
+    for (size_t i = 0; i < db->nowners; i++) {
+        if (owner && strcmp(db->owners[i].name, owner) == 0) {
+            db->owners[i].seen_ms = now;
+            db->owners[i].ttl_ms = ttl_ms;
+            found = 1;
+        }
+        if (db->owners[i].seen_ms + db->owners[i].ttl_ms < now)
+            continue; /* forgotten */
+        if (j != i)
+            db->owners[j] = db->owners[i];
+        j++;
+    }
+    db->nowners = j;
+    if (owner && !found && db->nowners < ST_OWNERS_MAX) {
+        wh_strlcpy(db->owners[db->nowners].name, owner, sizeof(db->owners[0].name));
+        db->owners[db->nowners].seen_ms = now;
+        db->owners[db->nowners].ttl_ms = ttl_ms;
+        db->nowners++;
+    }
+    for (size_t i = 0; fn && i < db->nowners; i++)
+        fn(arg, db->owners[i].name);
+    pthread_mutex_unlock(&db->owners_mu);
+    return WH_OK;
+}
+
+static int load_leases(st_db *db, char *err, size_t errlen)
+{
+    static const char lo[] = "L", hi[] = "M";
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, 1);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db->rdb, ro);
+    int rc = WH_OK;
+    int64_t now = wall_ms();
+    for (rocksdb_iter_seek(it, lo, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        const char *z = kl > 1 ? memchr(k + 1, '\0', kl - 1) : NULL;
+        if (z == NULL || vl < 12 || vl > 12 + ST_OWNER_MAX)
+            continue;
+        size_t tl = (size_t)(z - (k + 1)), cl = kl - tl - 2;
+        if (tl == 0 || tl > ST_NAME_MAX || cl == 0 || cl > ST_NAME_MAX ||
+            memchr(z + 1, '\0', cl) != NULL)
+            continue;
+        char tenant[ST_NAME_MAX + 1], consumer[ST_NAME_MAX + 1];
+        memcpy(tenant, k + 1, tl);
+        tenant[tl] = '\0';
+        memcpy(consumer, z + 1, cl);
+        consumer[cl] = '\0';
+        st_off *o = off_get(db, tenant, consumer, err, errlen);
+        if (o == NULL) {
+            rc = WH_ERR;
+            break;
+        }
+        o->lease_epoch = wh_get_be64((const uint8_t *)v);
+        o->lease_ttl_ms = wh_get_be32((const uint8_t *)v + 8);
+        memcpy(o->lease_owner, v + 12, vl - 12);
+        o->lease_owner[vl - 12] = '\0';
+        /* live for its TTL again: the owner renews before anyone takes it */
+        o->lease_expiry_ms = o->lease_owner[0] ? now + o->lease_ttl_ms : 0;
+    }
+    char *e = NULL;
+    rocksdb_iter_get_error(it, &e);
+    if (e && rc == WH_OK)
+        rc = rerr(err, errlen, "loading leases", e);
+    else if (e)
+        rocksdb_free(e);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    return rc;
+}
+
+int st_db_dlq_write(st_db *db, const char *tenant, const char *consumer, const st_dlq_item *items,
+                    size_t n, int has_pos, uint64_t lsn, uint32_t seq, uint64_t epoch,
+                    uint64_t lease_epoch, int has_ack, uint64_t ack_lsn, uint32_t ack_seq,
+                    st_offset *out, char *err, size_t errlen)
+{
+    if (out)
+        memset(out, 0, sizeof(*out));
+    if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
+        return WH_ERR;
+    for (size_t i = 0; has_pos && i < n; i++)
+        if (wh_pos_cmp(items[i].lsn, items[i].seq, lsn, seq) > 0)
+            return wh_seterr(err, errlen, "records[%zu]: position after pos", i);
+    st_off *o = off_get(db, tenant, consumer, err, errlen);
+    if (o == NULL)
+        return WH_ERR;
+    int rc = WH_OK;
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    pthread_mutex_lock(&o->wmu);
+    off_val cur = off_read(o);
+    off_val nv = cur;
+    if (cur.state == ST_OFF_DROPPED) {
+        wh_seterr(err, errlen, "consumer '%s' of tenant '%s' was dropped", consumer, tenant);
+        rc = ST_DB_STALE;
+    } else if (lease_check(o, lease_epoch, err, errlen) != WH_OK) {
+        rc = ST_DB_STALE;
+    } else if (has_pos && epoch != cur.epoch) {
+        wh_seterr(err, errlen,
+                  "epoch %" PRIu64 " is not the consumer's epoch %" PRIu64
+                  " (its offset was moved); read again",
+                  epoch, cur.epoch);
+        rc = ST_DB_STALE;
+    } else {
+        char k[ST_KEY_MAX];
+        for (size_t i = 0; i < n; i++) {
+            size_t kl = key_queue(k, 'Q', tenant, consumer, items[i].lsn, items[i].seq);
+            rocksdb_writebatch_put(wb, k, kl, items[i].val, items[i].len);
+        }
+        if (has_ack) {
+            char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
+            size_t ll = key_queue_prefix(lo, 'R', tenant, consumer);
+            size_t hl = key_queue(hi, 'R', tenant, consumer, ack_lsn, ack_seq);
+            /* [lo, hi] inclusive: delete the range then the last key */
+            rocksdb_writebatch_delete_range(wb, lo, ll, hi, hl);
+            rocksdb_writebatch_delete(wb, hi, hl);
+        }
+        if (has_pos && (cur.state == ST_OFF_NEW || wh_pos_cmp(lsn, seq, cur.lsn, cur.seq) > 0)) {
+            nv = (off_val){lsn, seq, cur.epoch, ST_OFF_LIVE};
+            size_t kl = key_offset(k, tenant, consumer);
+            uint8_t b[ST_OFF_VAL_LEN];
+            wh_put_be64(b, nv.lsn);
+            wh_put_be32(b + 8, nv.seq);
+            wh_put_be64(b + 12, nv.epoch);
+            rocksdb_writebatch_put(wb, k, kl, (const char *)b, sizeof(b));
+        }
+        if (rocksdb_writebatch_count(wb) > 0) {
+            char *e = NULL;
+            rocksdb_write(db->rdb, db->wo, wb, &e);
+            note_write(db, e);
+            if (e)
+                rc = rerr(err, errlen, "dead-letter write", e);
+        }
+        if (rc == WH_OK)
+            off_write(o, nv);
+        else
+            nv = cur;
+    }
+    pthread_mutex_unlock(&o->wmu);
+    rocksdb_writebatch_destroy(wb);
+    if (out) {
+        out->lsn = nv.state == ST_OFF_LIVE ? nv.lsn : 0;
+        out->seq = nv.state == ST_OFF_LIVE ? nv.seq : 0;
+        out->epoch = nv.epoch;
+        out->dropped = nv.state == ST_OFF_DROPPED;
+    }
+    return rc;
+}
+
+/* Iterates queue `kind` of the consumer from the first key after the
+ * optional position. */
+static rocksdb_iterator_t *queue_iter(st_db *db, char kind, const char *tenant,
+                                      const char *consumer, int has_after, uint64_t lsn,
+                                      uint32_t seq, rocksdb_readoptions_t **rop, char *upper,
+                                      size_t *ul)
+{
+    *ul = key_queue_prefix(upper, kind, tenant, consumer);
+    upper[*ul - 1] = '\x01';
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ro, upper, *ul);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db->rdb, ro);
+    char seek[ST_KEY_MAX];
+    size_t sl;
+    if (has_after) {
+        sl = key_queue(seek, kind, tenant, consumer, lsn, seq);
+        rocksdb_iter_seek(it, seek, sl);
+        if (rocksdb_iter_valid(it)) {
+            size_t kl;
+            const char *kk = rocksdb_iter_key(it, &kl);
+            if (kl == sl && memcmp(kk, seek, sl) == 0)
+                rocksdb_iter_next(it);
+        }
+    } else {
+        sl = key_queue_prefix(seek, kind, tenant, consumer);
+        rocksdb_iter_seek(it, seek, sl);
+    }
+    *rop = ro;
+    return it;
+}
+
+static int queue_key_pos(const char *k, size_t kl, size_t plen, uint64_t *lsn, uint32_t *seq)
+{
+    if (kl != plen + ST_POS_LEN)
+        return WH_ERR;
+    *lsn = wh_get_be64((const uint8_t *)k + plen);
+    *seq = wh_get_be32((const uint8_t *)k + plen + 8);
+    return WH_OK;
+}
+
+static int iter_done(rocksdb_iterator_t *it, rocksdb_readoptions_t *ro, const char *what, char *err,
+                     size_t errlen)
+{
+    char *e = NULL;
+    rocksdb_iter_get_error(it, &e);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    if (e)
+        return rerr(err, errlen, what, e);
+    return WH_OK;
+}
+
+int st_db_dlq_list(st_db *db, const char *tenant, const char *consumer, char kind, int has_after,
+                   uint64_t lsn, uint32_t seq, uint32_t limit, size_t max_bytes, st_dlq_fn fn,
+                   void *arg, int *more, char *err, size_t errlen)
+{
+    *more = 0;
+    if (check_names(db, tenant, consumer, 0, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (kind != 'Q' && kind != 'R')
+        return wh_seterr(err, errlen, "queue: unknown kind");
+    char upper[ST_KEY_MAX];
+    size_t ul;
+    rocksdb_readoptions_t *ro;
+    rocksdb_iterator_t *it =
+        queue_iter(db, kind, tenant, consumer, has_after, lsn, seq, &ro, upper, &ul);
+    uint32_t count = 0;
+    size_t bytes = 0;
+    for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        uint64_t l;
+        uint32_t s;
+        if (queue_key_pos(k, kl, ul, &l, &s) != WH_OK)
+            continue;
+        if (count >= limit || (count > 0 && bytes + vl > max_bytes)) {
+            *more = 1;
+            break;
+        }
+        count++;
+        bytes += vl;
+        if (fn(arg, l, s, v, vl) != 0)
+            break;
+    }
+    return iter_done(it, ro, "dead-letter list", err, errlen);
+}
+
+int st_db_dlq_get(st_db *db, const char *tenant, const char *consumer, uint64_t lsn, uint32_t seq,
+                  st_dlq_fn fn, void *arg, int *found, char *err, size_t errlen)
+{
+    *found = 0;
+    if (check_names(db, tenant, consumer, 0, err, errlen) != WH_OK)
+        return WH_ERR;
+    char k[ST_KEY_MAX];
+    size_t kl = key_queue(k, 'Q', tenant, consumer, lsn, seq);
+    size_t vl = 0;
+    char *e = NULL;
+    char *v = rocksdb_get(db->rdb, db->ro, k, kl, &vl, &e);
+    if (e)
+        return rerr(err, errlen, "dead-letter read", e);
+    if (v != NULL) {
+        *found = 1;
+        fn(arg, lsn, seq, v, vl);
+        rocksdb_free(v);
+    }
+    return WH_OK;
+}
+
+int st_db_dlq_count(st_db *db, const char *tenant, const char *consumer, char kind, uint64_t cap,
+                    uint64_t *n, char *err, size_t errlen)
+{
+    *n = 0;
+    if (check_names(db, tenant, consumer, 0, err, errlen) != WH_OK)
+        return WH_ERR;
+    char upper[ST_KEY_MAX];
+    size_t ul;
+    rocksdb_readoptions_t *ro;
+    rocksdb_iterator_t *it = queue_iter(db, kind, tenant, consumer, 0, 0, 0, &ro, upper, &ul);
+    for (; rocksdb_iter_valid(it) && *n < cap; rocksdb_iter_next(it))
+        (*n)++;
+    return iter_done(it, ro, "dead-letter count", err, errlen);
+}
+
+/* Moves (to_replay) or deletes the dead letters selected; caller-held lock
+ * is taken here. */
+static int queue_edit(st_db *db, const char *tenant, const char *consumer, int all,
+                      const uint64_t *lsns, const uint32_t *seqs, size_t n, int to_replay,
+                      uint32_t *count, char *err, size_t errlen)
+{
+    *count = 0;
+    if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
+        return WH_ERR;
+    st_off *o = off_get(db, tenant, consumer, err, errlen);
+    if (o == NULL)
+        return WH_ERR;
+    int rc = WH_OK;
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    pthread_mutex_lock(&o->wmu);
+    char k[ST_KEY_MAX], rk[ST_KEY_MAX];
+    if (all) {
+        char upper[ST_KEY_MAX];
+        size_t ul;
+        rocksdb_readoptions_t *ro;
+        rocksdb_iterator_t *it = queue_iter(db, 'Q', tenant, consumer, 0, 0, 0, &ro, upper, &ul);
+        for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+            size_t kl, vl;
+            const char *kk = rocksdb_iter_key(it, &kl);
+            const char *v = rocksdb_iter_value(it, &vl);
+            uint64_t l;
+            uint32_t s;
+            if (queue_key_pos(kk, kl, ul, &l, &s) != WH_OK)
+                continue;
+            if (to_replay) {
+                size_t rl = key_queue(rk, 'R', tenant, consumer, l, s);
+                rocksdb_writebatch_put(wb, rk, rl, v, vl);
+            }
+            rocksdb_writebatch_delete(wb, kk, kl);
+            (*count)++;
+        }
+        rc = iter_done(it, ro, "dead-letter scan", err, errlen);
+    } else {
+        for (size_t i = 0; i < n && rc == WH_OK; i++) {
+            size_t kl = key_queue(k, 'Q', tenant, consumer, lsns[i], seqs[i]);
+            size_t vl = 0;
+            char *e = NULL;
+            char *v = rocksdb_get(db->rdb, db->ro, k, kl, &vl, &e);
+            if (e) {
+                rc = rerr(err, errlen, "dead-letter read", e);
+                break;
+            }
+            if (v == NULL)
+                continue;
+            if (to_replay) {
+                size_t rl = key_queue(rk, 'R', tenant, consumer, lsns[i], seqs[i]);
+                rocksdb_writebatch_put(wb, rk, rl, v, vl);
+            }
+            rocksdb_free(v);
+            rocksdb_writebatch_delete(wb, k, kl);
+            (*count)++;
+        }
+    }
+    if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0) {
+        char *e = NULL;
+        rocksdb_write(db->rdb, db->wo, wb, &e);
+        note_write(db, e);
+        if (e)
+            rc = rerr(err, errlen, "dead-letter write", e);
+    }
+    if (rc != WH_OK)
+        *count = 0;
+    pthread_mutex_unlock(&o->wmu);
+    rocksdb_writebatch_destroy(wb);
+    return rc;
+}
+
+int st_db_dlq_replay(st_db *db, const char *tenant, const char *consumer, int all,
+                     const uint64_t *lsns, const uint32_t *seqs, size_t n, uint32_t *moved,
+                     char *err, size_t errlen)
+{
+    return queue_edit(db, tenant, consumer, all, lsns, seqs, n, 1, moved, err, errlen);
+}
+
+int st_db_dlq_purge(st_db *db, const char *tenant, const char *consumer, int all,
+                    const uint64_t *lsns, const uint32_t *seqs, size_t n, uint32_t *deleted,
+                    char *err, size_t errlen)
+{
+    return queue_edit(db, tenant, consumer, all, lsns, seqs, n, 0, deleted, err, errlen);
+}
+
+int st_db_replay_ack(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
+                     uint32_t seq, uint64_t lease_epoch, uint32_t *deleted, char *err,
+                     size_t errlen)
+{
+    *deleted = 0;
+    if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
+        return WH_ERR;
+    st_off *o = off_get(db, tenant, consumer, err, errlen);
+    if (o == NULL)
+        return WH_ERR;
+    int rc = WH_OK;
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    pthread_mutex_lock(&o->wmu);
+    if (lease_check(o, lease_epoch, err, errlen) != WH_OK) {
+        rc = ST_DB_STALE;
+    } else {
+        char upper[ST_KEY_MAX];
+        size_t ul;
+        rocksdb_readoptions_t *ro;
+        rocksdb_iterator_t *it = queue_iter(db, 'R', tenant, consumer, 0, 0, 0, &ro, upper, &ul);
+        for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+            size_t kl;
+            const char *kk = rocksdb_iter_key(it, &kl);
+            uint64_t l;
+            uint32_t s;
+            if (queue_key_pos(kk, kl, ul, &l, &s) != WH_OK)
+                continue;
+            if (wh_pos_cmp(l, s, lsn, seq) > 0)
+                break;
+            rocksdb_writebatch_delete(wb, kk, kl);
+            (*deleted)++;
+        }
+        rc = iter_done(it, ro, "replay scan", err, errlen);
+        if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0) {
+            char *e = NULL;
+            rocksdb_write(db->rdb, db->wo, wb, &e);
+            note_write(db, e);
+            if (e)
+                rc = rerr(err, errlen, "replay ack", e);
+        }
+    }
+    pthread_mutex_unlock(&o->wmu);
+    rocksdb_writebatch_destroy(wb);
+    return rc;
+}
+
+int st_db_dlq_drop(st_db *db, const char *tenant, const char *consumer, char *err, size_t errlen)
+{
+    if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
+        return WH_ERR;
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    const char kinds[2] = {'Q', 'R'};
+    for (int i = 0; i < 2; i++) {
+        char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
+        size_t ll = key_queue_prefix(lo, kinds[i], tenant, consumer);
+        memcpy(hi, lo, ll);
+        hi[ll - 1] = '\x01';
+        rocksdb_writebatch_delete_range(wb, lo, ll, hi, ll);
+    }
+    /* the lease is freed but its epoch kept, so an old holder stays fenced
+     * if the target comes back */
+    st_off *o = off_find(db, tenant, consumer);
+    if (o)
+        pthread_mutex_lock(&o->wmu);
+    if (o && o->lease_epoch > 0) {
+        char k[ST_KEY_MAX];
+        size_t kl = key_lease(k, tenant, consumer);
+        uint8_t v[12];
+        wh_put_be64(v, o->lease_epoch);
+        wh_put_be32(v + 8, o->lease_ttl_ms);
+        rocksdb_writebatch_put(wb, k, kl, (const char *)v, sizeof(v));
+    }
+    char *e = NULL;
+    rocksdb_write(db->rdb, db->wo, wb, &e);
+    note_write(db, e);
+    if (o) {
+        if (!e) {
+            o->lease_owner[0] = '\0';
+            o->lease_expiry_ms = 0;
+        }
+        pthread_mutex_unlock(&o->wmu);
+    }
+    rocksdb_writebatch_destroy(wb);
+    if (e)
+        return rerr(err, errlen, "dead-letter drop", e);
+    return WH_OK;
 }

@@ -47,6 +47,10 @@
 #define ST_RATE_BYTES_PER_SEC (128LL * 1024 * 1024) /* flush+compaction I/O */
 #define ST_MAX_CONSUMERS 65536                      /* offset table entries, all tenants */
 
+#define ST_OWNER_MAX 127    /* bytes of a lease owner id */
+#define ST_OWNERS_MAX 256   /* lease owners remembered (replicas) */
+#define ST_DLQ_EXCERPT 1024 /* bytes of a response body kept in a dead letter */
+
 #define ST_DB_STALE 1 /* st_db_commit_epoch: epoch mismatch or dropped consumer (409) */
 
 typedef struct st_db st_db;
@@ -114,6 +118,13 @@ int st_db_commit(st_db *db, const char *tenant, const char *consumer, uint64_t l
 int st_db_commit_epoch(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
                        uint32_t seq, uint64_t epoch, st_offset *out, char *err, size_t errlen);
 
+/* Commit with an epoch and the sender's lease epoch (fencing): refused
+ * (ST_DB_STALE) when the target has a lease and lease_epoch is not its
+ * current epoch; lease_epoch 0 passes only while no live lease exists. */
+int st_db_commit_fenced(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
+                        uint32_t seq, uint64_t epoch, uint64_t lease_epoch, st_offset *out,
+                        char *err, size_t errlen);
+
 /* Read with a consumer: a consumer seen for the first time is stored at
  * (0,0) (so GC waits for it); *out receives its offset and epoch; a dropped
  * one is reported (out->dropped) and not registered again. */
@@ -174,5 +185,84 @@ uint64_t st_db_gc_dropped(st_db *db);
 int st_db_write_health(st_db *db, char *why, size_t whylen);
 /* Synced writes that failed since open. */
 uint64_t st_db_write_errors(st_db *db);
+
+/* ---- dead-letter queue ----
+ * Keys 'Q' tenant \0 consumer \0 lsn(8) seq(4) -> a dead letter (the
+ * serialized DlqRecord, opaque here); the replay queue 'R' has the same key
+ * shape and value. A dead letter holds its own copy of the event, so the GC
+ * of E keys does not wait for it; removing the target (st_db_dlq_drop)
+ * drops its Q, R and L keys. Mutations of a consumer's queues take its
+ * writer lock, like its commits. */
+typedef struct st_dlq_item {
+    uint64_t lsn;
+    uint32_t seq;
+    const void *val;
+    size_t len;
+} st_dlq_item;
+
+typedef int (*st_dlq_fn)(void *arg, uint64_t lsn, uint32_t seq, const void *val, size_t len);
+
+/* One synced WriteBatch: the records (Q), the offset moved to (lsn, seq)
+ * when has_pos (never backwards), and the replay entries up to (ack_lsn,
+ * ack_seq) removed when has_ack. Offset epoch and lease epoch checked as in
+ * st_db_commit_fenced (ST_DB_STALE). *out: the offset after the call. */
+int st_db_dlq_write(st_db *db, const char *tenant, const char *consumer, const st_dlq_item *items,
+                    size_t n, int has_pos, uint64_t lsn, uint32_t seq, uint64_t epoch,
+                    uint64_t lease_epoch, int has_ack, uint64_t ack_lsn, uint32_t ack_seq,
+                    st_offset *out, char *err, size_t errlen);
+/* Entries of queue kind 'Q' (dead letters) or 'R' (replay) strictly after
+ * (lsn, seq) when has_after, in position order: at most limit, stopping
+ * before max_bytes (one at least); *more says whether more follow. */
+int st_db_dlq_list(st_db *db, const char *tenant, const char *consumer, char kind, int has_after,
+                   uint64_t lsn, uint32_t seq, uint32_t limit, size_t max_bytes, st_dlq_fn fn,
+                   void *arg, int *more, char *err, size_t errlen);
+/* The dead letter at (lsn, seq): fn called once when found (*found = 1). */
+int st_db_dlq_get(st_db *db, const char *tenant, const char *consumer, uint64_t lsn, uint32_t seq,
+                  st_dlq_fn fn, void *arg, int *found, char *err, size_t errlen);
+/* Entries in queue kind ('Q' or 'R'), counted up to cap. */
+int st_db_dlq_count(st_db *db, const char *tenant, const char *consumer, char kind, uint64_t cap,
+                    uint64_t *n, char *err, size_t errlen);
+/* Moves dead letters (all, or those at the n positions) to the replay
+ * queue; *moved counts them. Positions without a dead letter are skipped. */
+int st_db_dlq_replay(st_db *db, const char *tenant, const char *consumer, int all,
+                     const uint64_t *lsns, const uint32_t *seqs, size_t n, uint32_t *moved,
+                     char *err, size_t errlen);
+/* Deletes dead letters (all, or those at the positions); *deleted. */
+int st_db_dlq_purge(st_db *db, const char *tenant, const char *consumer, int all,
+                    const uint64_t *lsns, const uint32_t *seqs, size_t n, uint32_t *deleted,
+                    char *err, size_t errlen);
+/* Removes replay entries up to (lsn, seq) inclusive (delivered); lease
+ * epoch checked (ST_DB_STALE). */
+int st_db_replay_ack(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
+                     uint32_t seq, uint64_t lease_epoch, uint32_t *deleted, char *err,
+                     size_t errlen);
+/* A removed target: deletes its dead letters, replay queue and lease. */
+int st_db_dlq_drop(st_db *db, const char *tenant, const char *consumer, char *err, size_t errlen);
+
+/* ---- dispatcher leases ----
+ * 'L' tenant \0 consumer -> epoch(8) ttl_ms(4) owner. Acquire/Release are
+ * stored with sync; renewals only in memory. After a restart a stored lease
+ * is live for its TTL again, so its owner can renew before anyone takes it. */
+typedef struct st_lease {
+    int granted;
+    uint64_t epoch;
+    char owner[ST_OWNER_MAX + 1];
+    int64_t expires_in_ms; /* <= 0: expired or free */
+} st_lease;
+
+int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, const char *owner,
+                        uint32_t ttl_ms, st_lease *out, char *err, size_t errlen);
+int st_db_lease_renew(st_db *db, const char *tenant, const char *consumer, const char *owner,
+                      uint64_t epoch, uint32_t ttl_ms, st_lease *out, char *err, size_t errlen);
+int st_db_lease_release(st_db *db, const char *tenant, const char *consumer, const char *owner,
+                        uint64_t epoch, st_lease *out, char *err, size_t errlen);
+/* Calls fn for every (tenant, consumer) that was ever leased. */
+typedef int (*st_lease_fn)(void *arg, const char *tenant, const char *consumer, const st_lease *l);
+int st_db_lease_each(st_db *db, st_lease_fn fn, void *arg);
+/* Notes owner as live for ttl_ms; calls fn for each owner still live. */
+int st_db_owners_live(st_db *db, const char *owner, uint32_t ttl_ms,
+                      void (*fn)(void *arg, const char *owner), void *arg);
+/* Checks a lease owner id: 1..ST_OWNER_MAX printable bytes. */
+int st_db_check_owner(const char *owner, char *err, size_t errlen);
 
 #endif

@@ -62,6 +62,20 @@ typedef struct st_reply_mem {
     size_t *json_off;
     size_t nev, capev;
     wh_buf data;
+    /* dead letters: unpacked records, freed in st_server_done */
+    Walhook__DlqReply dlq;
+    Walhook__DlqRecord **recs;
+    size_t nrec, caprec;
+    Walhook__Position dlq_committed;
+    /* leases */
+    Walhook__LeaseReply lease;
+    Walhook__LeaseInfo *linfo;
+    Walhook__LeaseInfo **linfop;
+    size_t nlinfo, caplinfo;
+    char **strs; /* strdup'ed strings of the lease reply */
+    size_t nstrs, capstrs;
+    char lowner[ST_OWNER_MAX + 1];
+    char **owners; /* LeaseList's owners array (strings in strs) */
 } st_reply_mem;
 
 /* ---- helpers ---- */
@@ -395,8 +409,8 @@ static void do_commit(st_server *s, const Walhook__CommitOffset *c, Walhook__Rep
         return;
     }
     st_offset now;
-    int rc = st_db_commit_epoch(s->db, c->tenant, c->consumer, c->pos->lsn, c->pos->seq, c->epoch,
-                                &now, err, sizeof(err));
+    int rc = st_db_commit_fenced(s->db, c->tenant, c->consumer, c->pos->lsn, c->pos->seq, c->epoch,
+                                 c->lease_epoch, &now, err, sizeof(err));
     if (rc == ST_DB_STALE) {
         wh_reply_error(rep, ST_STATUS_CONFLICT, "%s", err);
         return;
@@ -659,6 +673,502 @@ static void do_stats(st_server *s, Walhook__Reply *rep, st_reply_mem *m)
     wh_stats_reply(rep, &m->stats, "store", store_metrics, s);
 }
 
+/* ---- dead-letter queue ---- */
+
+static void dlq_reply(Walhook__Reply *rep, st_reply_mem *m)
+{
+    walhook__dlq_reply__init(&m->dlq);
+    m->dlq.records = m->recs;
+    m->dlq.n_records = m->nrec;
+    rep->body_case = WALHOOK__REPLY__BODY_DLQ;
+    rep->dlq = &m->dlq;
+}
+
+/* Keeps an unpacked record for the reply (st_dlq_fn). */
+static int collect_record(void *arg, uint64_t lsn, uint32_t seq, const void *val, size_t len)
+{
+    WH_UNUSED(lsn);
+    WH_UNUSED(seq);
+    st_reply_mem *m = arg;
+    if (m->nrec == m->caprec) {
+        size_t nc = m->caprec ? m->caprec * 2 : 16;
+        Walhook__DlqRecord **r = realloc(m->recs, nc * sizeof(*r));
+        if (r == NULL)
+            return 1;
+        m->recs = r;
+        m->caprec = nc;
+    }
+    Walhook__DlqRecord *r = walhook__dlq_record__unpack(NULL, len, val);
+    if (r == NULL)
+        return 0; /* not ours: skipped */
+    m->recs[m->nrec++] = r;
+    return 0;
+}
+
+static void do_dlq_write(st_server *s, const Walhook__DlqWrite *w, Walhook__Reply *rep,
+                         st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    if (w == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "dlq_write: missing");
+        return;
+    }
+    if (check_names(rep, w->tenant, w->consumer) != WH_OK)
+        return;
+    if (w->has_pos && w->pos == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "pos: missing (has_pos is set)");
+        return;
+    }
+    if (w->has_replay_ack && w->replay_ack == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s",
+                       "replay_ack: missing (has_replay_ack is set)");
+        return;
+    }
+    st_dlq_item *items = w->n_records ? calloc(w->n_records, sizeof(*items)) : NULL;
+    size_t *offs = w->n_records ? calloc(w->n_records, sizeof(*offs)) : NULL;
+    if (w->n_records && (items == NULL || offs == NULL)) {
+        free(items);
+        free(offs);
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", "out of memory");
+        return;
+    }
+    /* records packed into m->data with bounded response excerpts */
+    for (size_t i = 0; i < w->n_records; i++) {
+        const Walhook__DlqRecord *r = w->records[i];
+        if (r == NULL || r->event == NULL || r->event->commit_lsn == 0 || r->event->json.len == 0) {
+            wh_reply_error(rep, ST_STATUS_BAD_REQUEST,
+                           "records[%zu].event: missing, commit_lsn 0 or empty json", i);
+            goto out;
+        }
+        Walhook__DlqRecord c = *r;
+        Walhook__DlqError fe, le;
+        if (c.first_error) {
+            fe = *c.first_error;
+            if (fe.body_excerpt.len > ST_DLQ_EXCERPT)
+                fe.body_excerpt.len = ST_DLQ_EXCERPT;
+            c.first_error = &fe;
+        }
+        if (c.last_error) {
+            le = *c.last_error;
+            if (le.body_excerpt.len > ST_DLQ_EXCERPT)
+                le.body_excerpt.len = ST_DLQ_EXCERPT;
+            c.last_error = &le;
+        }
+        size_t n = walhook__dlq_record__get_packed_size(&c);
+        if (wh_buf_reserve(&m->data, n) != WH_OK) {
+            wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", "out of memory");
+            goto out;
+        }
+        offs[i] = m->data.len;
+        m->data.len += walhook__dlq_record__pack(&c, (uint8_t *)m->data.data + m->data.len);
+        items[i].lsn = r->event->commit_lsn;
+        items[i].seq = r->event->seq;
+        items[i].len = m->data.len - offs[i];
+    }
+    for (size_t i = 0; i < w->n_records; i++)
+        items[i].val = m->data.data + offs[i];
+    st_offset now;
+    int rc =
+        st_db_dlq_write(s->db, w->tenant, w->consumer, items, w->n_records, w->has_pos,
+                        w->pos ? w->pos->lsn : 0, w->pos ? w->pos->seq : 0, w->epoch,
+                        w->lease_epoch, w->has_replay_ack, w->replay_ack ? w->replay_ack->lsn : 0,
+                        w->replay_ack ? w->replay_ack->seq : 0, &now, err, sizeof(err));
+    if (rc == ST_DB_STALE) {
+        wh_reply_error(rep, ST_STATUS_CONFLICT, "%s", err);
+    } else if (rc != WH_OK) {
+        int bad = strncmp(err, "records[", 8) == 0;
+        if (!bad)
+            wh_error("dead-letter write tenant=%s consumer=%s failed: %s", w->tenant, w->consumer,
+                     err);
+        wh_reply_error(rep, bad ? ST_STATUS_BAD_REQUEST : ST_STATUS_INTERNAL, "%s", err);
+    } else {
+        if (w->n_records > 0)
+            wh_info("%zu dead letter(s) recorded for %s/%s", w->n_records, w->tenant, w->consumer);
+        dlq_reply(rep, m);
+        walhook__position__init(&m->dlq_committed);
+        m->dlq_committed.lsn = now.lsn;
+        m->dlq_committed.seq = now.seq;
+        m->dlq.committed = &m->dlq_committed;
+        m->dlq.affected = (uint32_t)w->n_records;
+    }
+out:
+    free(items);
+    free(offs);
+}
+
+#define ST_DLQ_LIST_DEFAULT 100
+#define ST_DLQ_LIST_MAX 1000
+
+static void do_dlq_list(st_server *s, const Walhook__DlqList *l, Walhook__Reply *rep,
+                        st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    if (l == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "dlq_list: missing");
+        return;
+    }
+    if (check_names(rep, l->tenant, l->consumer) != WH_OK)
+        return;
+    if (l->limit > ST_DLQ_LIST_MAX) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "limit: %u is above %d", l->limit,
+                       ST_DLQ_LIST_MAX);
+        return;
+    }
+    uint32_t limit = l->limit ? l->limit : ST_DLQ_LIST_DEFAULT;
+    size_t max_bytes = s->max_msg / 2;
+    int more = 0;
+    uint64_t total = 0, pending = 0;
+    if (st_db_dlq_list(s->db, l->tenant, l->consumer, 'Q', l->has_after,
+                       l->after ? l->after->lsn : 0, l->after ? l->after->seq : 0, limit, max_bytes,
+                       collect_record, m, &more, err, sizeof(err)) != WH_OK ||
+        st_db_dlq_count(s->db, l->tenant, l->consumer, 'Q', UINT64_MAX, &total, err, sizeof(err)) !=
+            WH_OK ||
+        st_db_dlq_count(s->db, l->tenant, l->consumer, 'R', UINT64_MAX, &pending, err,
+                        sizeof(err)) != WH_OK) {
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    dlq_reply(rep, m);
+    m->dlq.more = more;
+    m->dlq.total = total;
+    m->dlq.replay_pending = pending;
+}
+
+static void do_dlq_get(st_server *s, const Walhook__DlqGet *g, Walhook__Reply *rep, st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    if (g == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "dlq_get: missing");
+        return;
+    }
+    if (check_names(rep, g->tenant, g->consumer) != WH_OK)
+        return;
+    if (g->pos == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "pos: missing");
+        return;
+    }
+    int found = 0;
+    if (st_db_dlq_get(s->db, g->tenant, g->consumer, g->pos->lsn, g->pos->seq, collect_record, m,
+                      &found, err, sizeof(err)) != WH_OK) {
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    dlq_reply(rep, m); /* not found: no record */
+}
+
+static void do_dlq_edit(st_server *s, const char *tenant, const char *consumer, int all,
+                        Walhook__Position *const *pos, size_t n, int to_replay, Walhook__Reply *rep,
+                        st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    if (tenant == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s",
+                       to_replay ? "dlq_replay: missing" : "dlq_purge: missing");
+        return;
+    }
+    if (check_names(rep, tenant, consumer) != WH_OK)
+        return;
+    if (!all && n == 0) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "positions: empty (or all)");
+        return;
+    }
+    if (n > ST_DLQ_LIST_MAX) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "positions: more than %d", ST_DLQ_LIST_MAX);
+        return;
+    }
+    uint64_t lsns[ST_DLQ_LIST_MAX];
+    uint32_t seqs[ST_DLQ_LIST_MAX];
+    for (size_t i = 0; i < n; i++) {
+        if (pos[i] == NULL) {
+            wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "positions[%zu]: missing", i);
+            return;
+        }
+        lsns[i] = pos[i]->lsn;
+        seqs[i] = pos[i]->seq;
+    }
+    uint32_t count = 0;
+    int rc = to_replay ? st_db_dlq_replay(s->db, tenant, consumer, all, lsns, seqs, n, &count, err,
+                                          sizeof(err))
+                       : st_db_dlq_purge(s->db, tenant, consumer, all, lsns, seqs, n, &count, err,
+                                         sizeof(err));
+    if (rc != WH_OK) {
+        wh_error("dead-letter %s tenant=%s consumer=%s failed: %s", to_replay ? "replay" : "purge",
+                 tenant, consumer, err);
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    if (count > 0) {
+        wh_info("%u dead letter(s) of %s/%s %s", count, tenant, consumer,
+                to_replay ? "queued for replay" : "purged");
+        if (to_replay)
+            notify_tenant(s, tenant); /* a long-polling dispatcher looks again */
+    }
+    dlq_reply(rep, m);
+    m->dlq.affected = count;
+}
+
+static int collect_replay(void *arg, uint64_t lsn, uint32_t seq, const void *val, size_t len)
+{
+    WH_UNUSED(lsn);
+    WH_UNUSED(seq);
+    Walhook__DlqRecord *r = walhook__dlq_record__unpack(NULL, len, val);
+    if (r == NULL)
+        return 0;
+    int stop = 0;
+    if (r->event != NULL)
+        stop = collect_event(arg, r->event->commit_lsn, r->event->seq, r->event->commit_ts_us,
+                             r->event->json.data, r->event->json.len);
+    walhook__dlq_record__free_unpacked(r, NULL);
+    return stop;
+}
+
+static void do_replay_read(st_server *s, const Walhook__ReplayRead *r, Walhook__Reply *rep,
+                           st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    if (r == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "replay_read: missing");
+        return;
+    }
+    if (check_names(rep, r->tenant, r->consumer) != WH_OK)
+        return;
+    uint32_t max_events = r->max_events ? r->max_events : ST_DEFAULT_MAX_EVENTS;
+    if (max_events > ST_MAX_EVENTS)
+        max_events = ST_MAX_EVENTS;
+    size_t max_bytes = r->max_bytes ? r->max_bytes : ST_DEFAULT_MAX_BYTES;
+    if (max_bytes > s->max_msg / 2)
+        max_bytes = s->max_msg / 2;
+    int more = 0;
+    st_offset off;
+    if (st_db_dlq_list(s->db, r->tenant, r->consumer, 'R', 0, 0, 0, max_events, max_bytes,
+                       collect_replay, m, &more, err, sizeof(err)) != WH_OK ||
+        st_db_offset_info(s->db, r->tenant, r->consumer, &off, err, sizeof(err)) != WH_OK) {
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    if (m->nev > 0) {
+        m->evp = malloc(m->nev * sizeof(*m->evp));
+        if (m->evp == NULL) {
+            wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", "out of memory");
+            return;
+        }
+        for (size_t i = 0; i < m->nev; i++) {
+            m->evs[i].json.data = (uint8_t *)m->data.data + m->json_off[i];
+            m->evp[i] = &m->evs[i];
+        }
+    }
+    walhook__read_reply__init(&m->read);
+    walhook__position__init(&m->committed);
+    m->committed.lsn = off.lsn;
+    m->committed.seq = off.seq;
+    m->read.n_events = m->nev;
+    m->read.events = m->evp;
+    m->read.committed = &m->committed;
+    m->read.epoch = off.epoch;
+    rep->body_case = WALHOOK__REPLY__BODY_READ;
+    rep->read = &m->read;
+}
+
+static void do_replay_ack(st_server *s, const Walhook__ReplayAck *a, Walhook__Reply *rep,
+                          st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    if (a == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "replay_ack: missing");
+        return;
+    }
+    if (check_names(rep, a->tenant, a->consumer) != WH_OK)
+        return;
+    if (a->upto == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "upto: missing");
+        return;
+    }
+    uint32_t n = 0;
+    int rc = st_db_replay_ack(s->db, a->tenant, a->consumer, a->upto->lsn, a->upto->seq,
+                              a->lease_epoch, &n, err, sizeof(err));
+    if (rc == ST_DB_STALE) {
+        wh_reply_error(rep, ST_STATUS_CONFLICT, "%s", err);
+        return;
+    }
+    if (rc != WH_OK) {
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    dlq_reply(rep, m);
+    m->dlq.affected = n;
+}
+
+/* ---- leases ---- */
+
+static char *reply_str(st_reply_mem *m, const char *v)
+{
+    if (m->nstrs == m->capstrs) {
+        size_t nc = m->capstrs ? m->capstrs * 2 : 16;
+        char **n = realloc(m->strs, nc * sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        m->strs = n;
+        m->capstrs = nc;
+    }
+    char *d = strdup(v);
+    if (d)
+        m->strs[m->nstrs++] = d;
+    return d;
+}
+
+static void lease_reply(Walhook__Reply *rep, st_reply_mem *m, const st_lease *l)
+{
+    walhook__lease_reply__init(&m->lease);
+    if (l) {
+        wh_strlcpy(m->lowner, l->owner, sizeof(m->lowner));
+        m->lease.granted = l->granted;
+        m->lease.epoch = l->epoch;
+        m->lease.owner = m->lowner;
+        m->lease.expires_in_ms = l->expires_in_ms;
+    }
+    rep->body_case = WALHOOK__REPLY__BODY_LEASE;
+    rep->lease = &m->lease;
+}
+
+static void do_lease(st_server *s, const Walhook__Request *req, Walhook__Reply *rep,
+                     st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    st_lease l;
+    int rc;
+    const char *tenant, *consumer, *owner;
+    uint32_t ttl = 0;
+    switch (req->body_case) {
+    case WALHOOK__REQUEST__BODY_LEASE_ACQUIRE: {
+        const Walhook__LeaseAcquire *a = req->lease_acquire;
+        if (a == NULL)
+            goto missing;
+        tenant = a->tenant, consumer = a->consumer, owner = a->owner, ttl = a->ttl_ms;
+        rc = st_db_lease_acquire(s->db, tenant, consumer, owner, ttl, &l, err, sizeof(err));
+        if (rc == WH_OK && l.granted)
+            wh_debug("lease %s/%s held by %s (epoch %" PRIu64 ")", tenant, consumer, owner,
+                     l.epoch);
+        break;
+    }
+    case WALHOOK__REQUEST__BODY_LEASE_RENEW: {
+        const Walhook__LeaseRenew *a = req->lease_renew;
+        if (a == NULL)
+            goto missing;
+        tenant = a->tenant, consumer = a->consumer, owner = a->owner, ttl = a->ttl_ms;
+        rc = st_db_lease_renew(s->db, tenant, consumer, owner, a->epoch, ttl, &l, err, sizeof(err));
+        break;
+    }
+    default: {
+        const Walhook__LeaseRelease *a = req->lease_release;
+        if (a == NULL)
+            goto missing;
+        tenant = a->tenant, consumer = a->consumer, owner = a->owner;
+        rc = st_db_lease_release(s->db, tenant, consumer, owner, a->epoch, &l, err, sizeof(err));
+        break;
+    }
+    }
+    if (rc != WH_OK) {
+        int bad = strstr(err, "rocksdb") == NULL;
+        wh_reply_error(rep, bad ? ST_STATUS_BAD_REQUEST : ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    if (ttl > 0)
+        st_db_owners_live(s->db, owner, ttl, NULL, NULL);
+    lease_reply(rep, m, &l);
+    return;
+missing:
+    wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "lease: missing");
+}
+
+static int collect_lease(void *arg, const char *tenant, const char *consumer, const st_lease *l)
+{
+    st_reply_mem *m = arg;
+    if (m->nlinfo == m->caplinfo) {
+        size_t nc = m->caplinfo ? m->caplinfo * 2 : 16;
+        Walhook__LeaseInfo *n = realloc(m->linfo, nc * sizeof(*n));
+        if (n == NULL)
+            return 1;
+        m->linfo = n;
+        m->caplinfo = nc;
+    }
+    Walhook__LeaseInfo *i = &m->linfo[m->nlinfo];
+    walhook__lease_info__init(i);
+    i->tenant = reply_str(m, tenant);
+    i->consumer = reply_str(m, consumer);
+    i->owner = reply_str(m, l->owner);
+    if (!i->tenant || !i->consumer || !i->owner)
+        return 1;
+    i->epoch = l->epoch;
+    i->expires_in_ms = l->expires_in_ms;
+    m->nlinfo++;
+    return 0;
+}
+
+typedef struct {
+    st_reply_mem *m;
+    char **v;
+    size_t n, cap;
+    int oom;
+} owners_acc;
+
+static void collect_owner(void *arg, const char *owner)
+{
+    owners_acc *a = arg;
+    if (a->n == a->cap) {
+        size_t nc = a->cap ? a->cap * 2 : 8;
+        char **n = realloc(a->v, nc * sizeof(*n));
+        if (n == NULL) {
+            a->oom = 1;
+            return;
+        }
+        a->v = n;
+        a->cap = nc;
+    }
+    char *d = reply_str(a->m, owner);
+    if (d == NULL) {
+        a->oom = 1;
+        return;
+    }
+    a->v[a->n++] = d;
+}
+
+static void do_lease_list(st_server *s, const Walhook__LeaseList *l, Walhook__Reply *rep,
+                          st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    if (l == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "lease_list: missing");
+        return;
+    }
+    int has_owner = l->owner != NULL && l->owner[0] != '\0';
+    if (has_owner && st_db_check_owner(l->owner, err, sizeof(err)) != WH_OK) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
+        return;
+    }
+    if (has_owner && (l->ttl_ms < 100 || l->ttl_ms > 600000)) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "ttl_ms: %u out of range (100..600000)",
+                       l->ttl_ms);
+        return;
+    }
+    st_db_lease_each(s->db, collect_lease, m);
+    owners_acc a = {.m = m};
+    st_db_owners_live(s->db, has_owner ? l->owner : NULL, l->ttl_ms, collect_owner, &a);
+    m->linfop = malloc((m->nlinfo ? m->nlinfo : 1) * sizeof(*m->linfop));
+    if (m->linfop == NULL || a.oom) {
+        free(a.v);
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < m->nlinfo; i++)
+        m->linfop[i] = &m->linfo[i];
+    lease_reply(rep, m, NULL);
+    m->lease.leases = m->linfop;
+    m->lease.n_leases = m->nlinfo;
+    m->owners = a.v;
+    m->lease.owners = a.v;
+    m->lease.n_owners = a.n;
+}
+
 /* ---- dispatch ---- */
 
 void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
@@ -707,6 +1217,43 @@ void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *re
     case WALHOOK__REQUEST__BODY_TENANT_INFO:
         do_tenant_info(s, req->tenant_info, rep, m);
         break;
+    case WALHOOK__REQUEST__BODY_DLQ_WRITE:
+        do_dlq_write(s, req->dlq_write, rep, m);
+        break;
+    case WALHOOK__REQUEST__BODY_DLQ_LIST:
+        do_dlq_list(s, req->dlq_list, rep, m);
+        break;
+    case WALHOOK__REQUEST__BODY_DLQ_GET:
+        do_dlq_get(s, req->dlq_get, rep, m);
+        break;
+    case WALHOOK__REQUEST__BODY_DLQ_REPLAY:
+        do_dlq_edit(s, req->dlq_replay ? req->dlq_replay->tenant : NULL,
+                    req->dlq_replay ? req->dlq_replay->consumer : NULL,
+                    req->dlq_replay ? req->dlq_replay->all : 0,
+                    req->dlq_replay ? req->dlq_replay->positions : NULL,
+                    req->dlq_replay ? req->dlq_replay->n_positions : 0, 1, rep, m);
+        break;
+    case WALHOOK__REQUEST__BODY_DLQ_PURGE:
+        do_dlq_edit(s, req->dlq_purge ? req->dlq_purge->tenant : NULL,
+                    req->dlq_purge ? req->dlq_purge->consumer : NULL,
+                    req->dlq_purge ? req->dlq_purge->all : 0,
+                    req->dlq_purge ? req->dlq_purge->positions : NULL,
+                    req->dlq_purge ? req->dlq_purge->n_positions : 0, 0, rep, m);
+        break;
+    case WALHOOK__REQUEST__BODY_REPLAY_READ:
+        do_replay_read(s, req->replay_read, rep, m);
+        break;
+    case WALHOOK__REQUEST__BODY_REPLAY_ACK:
+        do_replay_ack(s, req->replay_ack, rep, m);
+        break;
+    case WALHOOK__REQUEST__BODY_LEASE_ACQUIRE:
+    case WALHOOK__REQUEST__BODY_LEASE_RENEW:
+    case WALHOOK__REQUEST__BODY_LEASE_RELEASE:
+        do_lease(s, req, rep, m);
+        break;
+    case WALHOOK__REQUEST__BODY_LEASE_LIST:
+        do_lease_list(s, req->lease_list, rep, m);
+        break;
     case WALHOOK__REQUEST__BODY_BACKLOG:
         do_backlog(s, req->backlog, rep, m);
         break;
@@ -725,6 +1272,15 @@ void st_server_done(void *arg, Walhook__Reply *rep, void *cookie)
         return;
     wh_stats_reply_free(m->stats);
     wh_buf_free(&m->data);
+    for (size_t i = 0; i < m->nrec; i++)
+        walhook__dlq_record__free_unpacked(m->recs[i], NULL);
+    free(m->recs);
+    free(m->linfo);
+    free(m->linfop);
+    for (size_t i = 0; i < m->nstrs; i++)
+        free(m->strs[i]);
+    free(m->strs);
+    free(m->owners);
     free(m->evs);
     free(m->evp);
     free(m->json_off);

@@ -127,6 +127,9 @@ static void reconcile_offsets(st_state *st, const wh_state *old, const wh_state 
                          err);
             else
                 wh_info("state: target %s/%s removed, its offset is dropped", ot->name, name);
+            if (st_db_dlq_drop(st->db, ot->name, name, err, sizeof(err)) != WH_OK)
+                wh_error("state: dropping the dead letters of removed target %s/%s: %s", ot->name,
+                         name, err);
         }
     }
     for (int i = 0; i < cur->ntenants; i++) {

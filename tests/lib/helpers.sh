@@ -21,6 +21,11 @@ case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
 # shellcheck source=pg.sh
 source "$WH_HELPERS_DIR/pg.sh"
 
+# The dispatcher's SSRF guard refuses loopback targets; tests, the demo and
+# the benchmark post to receivers on 127.0.0.1, so they allow loopback
+# explicitly (a test of the guard unsets it).
+export WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS="${WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS-127.0.0.0/8,::1}"
+
 declare -A WH_PIDS=()
 WH_TMP=""
 WH_TEST_NAME="${WH_TEST_NAME:-$(basename "$0" .sh)}"
@@ -159,6 +164,7 @@ wh_write_conf() {
         echo "log_level = \"info\";"
         echo "source = { dsn = \"$dsn\"; slot = \"walhook\"; publication = \"walhook\"; create_slot = true; };"
         echo "admin = { listen = \"127.0.0.1:$admin\"; };"
+        # loopback receivers: allowed by WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS above
         echo "targets = ("
         local i=0 url sep=""
         for url in "$@"; do

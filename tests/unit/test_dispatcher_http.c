@@ -291,6 +291,7 @@ static void make_config(wh_config *c, const char *url, const char *secret)
     c->retry_max_ms = 40;
     c->http_timeout_ms = 2000;
     c->max_inflight = 8;
+    wh_strlcpy(c->allow_private_networks, "127.0.0.0/8", sizeof(c->allow_private_networks));
     c->ntargets = 1;
     memset(&c->targets[0], 0, sizeof(c->targets[0]));
     wh_strlcpy(c->targets[0].name, "a", sizeof(c->targets[0].name));

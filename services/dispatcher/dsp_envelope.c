@@ -1,0 +1,430 @@
+/* dsp_envelope: batch bodies in native, Debezium and CloudEvents formats
+ * (see dsp_envelope.h). Every field is read from the stored native object
+ * with wh_json spans and copied as bytes where the format allows (ids,
+ * rows, times), so nothing is re-encoded that need not be. */
+#include "dsp_envelope.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "wh_json.h"
+#include "wh_lsn.h"
+#include "wh_util.h"
+
+#define PUTLIT(b, s) wh_buf_append((b), (s), sizeof(s) - 1)
+
+static const char *const env_names[] = {"native", "debezium", "cloudevents", "cloudevents-binary"};
+
+int dsp_env_parse(const char *s, dsp_env_kind *out, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < sizeof(env_names) / sizeof(env_names[0]); i++) {
+        if (s && strcmp(s, env_names[i]) == 0) {
+            *out = (dsp_env_kind)i;
+            return WH_OK;
+        }
+    }
+    return wh_seterr(err, errlen,
+                     "envelope: unknown format \"%.32s\" (native, debezium, cloudevents, "
+                     "cloudevents-binary)",
+                     s ? s : "");
+}
+
+const char *dsp_env_name(dsp_env_kind k)
+{
+    return (unsigned)k < sizeof(env_names) / sizeof(env_names[0]) ? env_names[k] : "?";
+}
+
+static int digits(const char *s, size_t n, int *out)
+{
+    int v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return WH_ERR;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return WH_OK;
+}
+
+int dsp_env_time_ms(const char *s, size_t n, int64_t *out)
+{
+    /* YYYY-MM-DDTHH:MM:SS[.ffffff]Z */
+    int Y, M, D, h, m, sec, ms = 0;
+    if (n < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' ||
+        s[n - 1] != 'Z' || digits(s, 4, &Y) || digits(s + 5, 2, &M) || digits(s + 8, 2, &D) ||
+        digits(s + 11, 2, &h) || digits(s + 14, 2, &m) || digits(s + 17, 2, &sec))
+        return WH_ERR;
+    if (n > 20) {
+        if (s[19] != '.' || n - 21 < 1 || n - 21 > 9)
+            return WH_ERR;
+        int frac;
+        size_t fn = n - 21 < 3 ? n - 21 : 3;
+        if (digits(s + 20, n - 21, &frac) || digits(s + 20, fn, &ms))
+            return WH_ERR;
+        for (size_t i = fn; i < 3; i++)
+            ms *= 10;
+    } else if (s[19] != 'Z') {
+        return WH_ERR;
+    }
+    if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60)
+        return WH_ERR;
+    struct tm tm = {0};
+    tm.tm_year = Y - 1900;
+    tm.tm_mon = M - 1;
+    tm.tm_mday = D;
+    tm.tm_hour = h;
+    tm.tm_min = m;
+    tm.tm_sec = sec;
+    *out = (int64_t)timegm(&tm) * 1000 + ms;
+    return WH_OK;
+}
+
+/* The fields every format needs, as spans into the event. */
+typedef struct {
+    wh_json_span ev, id, tenant, lsn, xid, ts, op, schema, table, key, before, after;
+    wh_json_span prefix, content;
+    int has_prefix, has_content;
+    char opname[16];
+} fields;
+
+static int need(const wh_json_span *ev, const char *k, wh_json_span *out, size_t idx, char *err,
+                size_t errlen)
+{
+    if (wh_json_span_get(ev, k, strlen(k), out) != WH_OK)
+        return wh_seterr(err, errlen, "event %zu: field \"%s\" missing", idx, k);
+    return WH_OK;
+}
+
+static int get_fields(const char *json, size_t len, size_t idx, fields *f, char *err, size_t errlen)
+{
+    memset(f, 0, sizeof(*f));
+    if (wh_json_span_value(json, len, &f->ev) != WH_OK || f->ev.type != WH_JSON_OBJECT)
+        return wh_seterr(err, errlen, "event %zu: not a JSON object", idx);
+    if (need(&f->ev, "id", &f->id, idx, err, errlen) ||
+        need(&f->ev, "tenant", &f->tenant, idx, err, errlen) ||
+        need(&f->ev, "lsn", &f->lsn, idx, err, errlen) ||
+        need(&f->ev, "xid", &f->xid, idx, err, errlen) ||
+        need(&f->ev, "commit_ts", &f->ts, idx, err, errlen) ||
+        need(&f->ev, "op", &f->op, idx, err, errlen) ||
+        need(&f->ev, "schema", &f->schema, idx, err, errlen) ||
+        need(&f->ev, "table", &f->table, idx, err, errlen) ||
+        need(&f->ev, "key", &f->key, idx, err, errlen) ||
+        need(&f->ev, "before", &f->before, idx, err, errlen) ||
+        need(&f->ev, "after", &f->after, idx, err, errlen))
+        return WH_ERR;
+    if (f->id.type != WH_JSON_STRING || f->tenant.type != WH_JSON_STRING ||
+        f->lsn.type != WH_JSON_STRING || f->xid.type != WH_JSON_NUMBER)
+        return wh_seterr(err, errlen, "event %zu: id, tenant, lsn or xid of the wrong type", idx);
+    size_t n;
+    if (wh_json_span_str(&f->op, f->opname, sizeof(f->opname), &n) != WH_OK || n == 0)
+        return wh_seterr(err, errlen, "event %zu: field \"op\" is not a short string", idx);
+    for (size_t i = 0; i < n; i++)
+        if (f->opname[i] < 'a' || f->opname[i] > 'z')
+            return wh_seterr(err, errlen, "event %zu: field \"op\" is not an operation", idx);
+    f->has_prefix = wh_json_span_get(&f->ev, "prefix", 6, &f->prefix) == WH_OK;
+    f->has_content = wh_json_span_get(&f->ev, "content", 7, &f->content) == WH_OK;
+    return WH_OK;
+}
+
+static int row(const dsp_env_opts *o, wh_buf *b, const wh_json_span *r)
+{
+    return o->columns ? dsp_filter_row(o->columns, r, b) : wh_buf_append(b, r->p, r->len);
+}
+
+static int event_data(const dsp_env_opts *o, wh_buf *b, const fields *f)
+{
+    if (dsp_filter_has_columns(o->columns))
+        return dsp_filter_rewrite(o->columns, f->ev.p, f->ev.len, b);
+    return wh_buf_append(b, f->ev.p, f->ev.len);
+}
+
+static int put_i64(wh_buf *b, int64_t v)
+{
+    return wh_buf_printf(b, "%lld", (long long)v);
+}
+
+static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t idx, char *err,
+                    size_t errlen)
+{
+    static const struct {
+        const char *op, *code;
+    } codes[] = {{"insert", "c"},   {"update", "u"},  {"delete", "d"},
+                 {"truncate", "t"}, {"message", "m"}, {"read", "r"}};
+    const char *code = NULL;
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (strcmp(f->opname, codes[i].op) == 0)
+            code = codes[i].code;
+    if (!code)
+        return wh_seterr(err, errlen, "event %zu: unknown op \"%s\"", idx, f->opname);
+    char lsnstr[WH_LSN_STRLEN];
+    uint64_t lsn = 0;
+    if (wh_json_span_str(&f->lsn, lsnstr, sizeof(lsnstr), NULL) != WH_OK ||
+        wh_lsn_parse(lsnstr, &lsn) != WH_OK)
+        return wh_seterr(err, errlen, "event %zu: field \"lsn\" is not an LSN", idx);
+    int64_t ts_ms = 0;
+    if (f->ts.type == WH_JSON_STRING &&
+        dsp_env_time_ms(f->ts.p + 1, f->ts.len - 2, &ts_ms) != WH_OK)
+        return wh_seterr(err, errlen, "event %zu: field \"commit_ts\" is not a UTC time", idx);
+    int64_t now = o->now_ms ? o->now_ms : wh_wallclock_us() / 1000;
+    const char *db = o->db ? o->db : "";
+    if (code[0] == 'm') {
+        if (PUTLIT(b, "{\"message\":{\"prefix\":") ||
+            (f->has_prefix ? wh_buf_append(b, f->prefix.p, f->prefix.len) : PUTLIT(b, "null")) ||
+            PUTLIT(b, ",\"content\":") ||
+            (f->has_content ? wh_buf_append(b, f->content.p, f->content.len) : PUTLIT(b, "null")) ||
+            wh_buf_putc(b, '}'))
+            return WH_ERR;
+    } else {
+        if (PUTLIT(b, "{\"before\":") || row(o, b, &f->before) || PUTLIT(b, ",\"after\":") ||
+            row(o, b, &f->after))
+            return WH_ERR;
+    }
+    if (PUTLIT(b, ",\"source\":{\"version\":\"walhook\",\"connector\":\"postgresql\",\"name\":") ||
+        (o->name ? wh_json_str(b, o->name, strlen(o->name))
+                 : wh_buf_append(b, f->tenant.p, f->tenant.len)) ||
+        PUTLIT(b, ",\"ts_ms\":") || put_i64(b, ts_ms) ||
+        PUTLIT(b, ",\"snapshot\":\"false\",\"db\":") || wh_json_str(b, db, strlen(db)) ||
+        wh_buf_printf(b, ",\"sequence\":\"[null,\\\"%llu\\\"]\"", (unsigned long long)lsn) ||
+        PUTLIT(b, ",\"schema\":") || wh_buf_append(b, f->schema.p, f->schema.len) ||
+        PUTLIT(b, ",\"table\":") || wh_buf_append(b, f->table.p, f->table.len) ||
+        PUTLIT(b, ",\"txId\":") || wh_buf_append(b, f->xid.p, f->xid.len) ||
+        wh_buf_printf(b, ",\"lsn\":%llu,\"xmin\":null},\"op\":\"%s\",\"ts_ms\":",
+                      (unsigned long long)lsn, code) ||
+        put_i64(b, now) || PUTLIT(b, ",\"transaction\":null}"))
+        return WH_ERR;
+    return WH_OK;
+}
+
+/* Percent-encodes s[0..n) keeping RFC 3986 unreserved characters. */
+static int pct(wh_buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.' || c == '~') {
+            if (wh_buf_putc(b, (char)c))
+                return WH_ERR;
+        } else if (wh_buf_putc(b, '%') || wh_buf_putc(b, hex[c >> 4]) ||
+                   wh_buf_putc(b, hex[c & 15])) {
+            return WH_ERR;
+        }
+    }
+    return WH_OK;
+}
+
+/* CloudEvents HTTP binding: header values percent-encode space, '"', '%'
+ * and everything outside printable ASCII. */
+static int ce_hdr_value(char *dst, size_t cap, size_t *at, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c > 0x20 && c < 0x7F && c != '"' && c != '%') {
+            if (*at + 1 >= cap)
+                return WH_ERR;
+            dst[(*at)++] = (char)c;
+        } else {
+            if (*at + 3 >= cap)
+                return WH_ERR;
+            dst[(*at)++] = '%';
+            dst[(*at)++] = hex[c >> 4];
+            dst[(*at)++] = hex[c & 15];
+        }
+    }
+    dst[*at] = '\0';
+    return WH_OK;
+}
+
+/* Decoded names of an event for CloudEvents' source and subject. */
+typedef struct {
+    char tenant[256], schema[256], table[256];
+    size_t tn, sn, an;
+    int has_table;
+} ce_names;
+
+static int names(const fields *f, size_t idx, ce_names *c, char *err, size_t errlen)
+{
+    if (wh_json_span_str(&f->tenant, c->tenant, sizeof(c->tenant), &c->tn) != WH_OK)
+        return wh_seterr(err, errlen, "event %zu: field \"tenant\" too long", idx);
+    c->has_table = f->table.type == WH_JSON_STRING && f->schema.type == WH_JSON_STRING;
+    c->sn = c->an = 0;
+    if (c->has_table &&
+        (wh_json_span_str(&f->schema, c->schema, sizeof(c->schema), &c->sn) != WH_OK ||
+         wh_json_span_str(&f->table, c->table, sizeof(c->table), &c->an) != WH_OK))
+        return wh_seterr(err, errlen, "event %zu: field \"schema\" or \"table\" too long", idx);
+    return WH_OK;
+}
+
+/* The source URI-reference into b (without quotes). */
+static int ce_source(wh_buf *b, const ce_names *c)
+{
+    if (PUTLIT(b, "/walhook/") || pct(b, c->tenant, c->tn))
+        return WH_ERR;
+    if (c->has_table && (wh_buf_putc(b, '/') || pct(b, c->schema, c->sn) || wh_buf_putc(b, '/') ||
+                         pct(b, c->table, c->an)))
+        return WH_ERR;
+    return WH_OK;
+}
+
+static int ce_structured(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t idx, char *err,
+                         size_t errlen)
+{
+    ce_names c;
+    if (names(f, idx, &c, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (PUTLIT(b, "{\"specversion\":\"1.0\",\"id\":") || wh_buf_append(b, f->id.p, f->id.len) ||
+        PUTLIT(b, ",\"source\":\"") || ce_source(b, &c) ||
+        PUTLIT(b, "\",\"type\":\"com.walhook.") || wh_buf_puts(b, f->opname) || wh_buf_putc(b, '"'))
+        return WH_ERR;
+    if (c.has_table) {
+        if (PUTLIT(b, ",\"subject\":"))
+            return WH_ERR;
+        /* "schema.table" as one JSON string */
+        char st[520];
+        memcpy(st, c.schema, c.sn);
+        st[c.sn] = '.';
+        memcpy(st + c.sn + 1, c.table, c.an);
+        if (wh_json_str(b, st, c.sn + 1 + c.an))
+            return WH_ERR;
+    }
+    if (f->ts.type == WH_JSON_STRING &&
+        (PUTLIT(b, ",\"time\":") || wh_buf_append(b, f->ts.p, f->ts.len)))
+        return WH_ERR;
+    if (PUTLIT(b, ",\"datacontenttype\":\"application/json\",\"data\":") || event_data(o, b, f) ||
+        wh_buf_putc(b, '}'))
+        return WH_ERR;
+    return WH_OK;
+}
+
+/* raw: val is already header-safe (percent-encoded source) */
+static int add_header_raw(dsp_env_out *out, const char *name, const char *val, size_t n, int raw)
+{
+    if (out->nheaders >= DSP_ENV_HEADERS_MAX)
+        return WH_ERR;
+    char *h = out->headers[out->nheaders];
+    size_t at = (size_t)snprintf(h, DSP_ENV_HDR_MAX, "%s: ", name);
+    if (at >= DSP_ENV_HDR_MAX)
+        return WH_ERR;
+    if (raw) {
+        if (at + n >= DSP_ENV_HDR_MAX)
+            return WH_ERR;
+        memcpy(h + at, val, n);
+        h[at + n] = '\0';
+    } else if (ce_hdr_value(h, DSP_ENV_HDR_MAX, &at, val, n) != WH_OK) {
+        return WH_ERR;
+    }
+    out->nheaders++;
+    return WH_OK;
+}
+
+static int add_header(dsp_env_out *out, const char *name, const char *val, size_t n)
+{
+    return add_header_raw(out, name, val, n, 0);
+}
+
+static int ce_binary(const dsp_env_opts *o, wh_buf *b, const fields *f, dsp_env_out *out,
+                     size_t idx, char *err, size_t errlen)
+{
+    ce_names c;
+    char tmp[DSP_ENV_HDR_MAX];
+    size_t n;
+    if (names(f, idx, &c, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (add_header(out, "ce-specversion", "1.0", 3) ||
+        wh_json_span_str(&f->id, tmp, sizeof(tmp), &n) || add_header(out, "ce-id", tmp, n))
+        goto too_long;
+    /* the source is rendered into the body buffer, then moved out */
+    size_t start = b->len;
+    if (ce_source(b, &c) || add_header_raw(out, "ce-source", b->data + start, b->len - start, 1))
+        goto too_long;
+    b->len = start;
+    n = (size_t)snprintf(tmp, sizeof(tmp), "com.walhook.%s", f->opname);
+    if (add_header(out, "ce-type", tmp, n))
+        goto too_long;
+    if (c.has_table) {
+        n = (size_t)snprintf(tmp, sizeof(tmp), "%s.%s", c.schema, c.table);
+        if (add_header(out, "ce-subject", tmp, n))
+            goto too_long;
+    }
+    if (f->ts.type == WH_JSON_STRING) {
+        if (wh_json_span_str(&f->ts, tmp, sizeof(tmp), &n) || add_header(out, "ce-time", tmp, n))
+            goto too_long;
+    }
+    return event_data(o, b, f);
+too_long:
+    return wh_seterr(err, errlen, "event %zu: a ce-* header is longer than %d bytes", idx,
+                     DSP_ENV_HDR_MAX);
+}
+
+int dsp_env_render(const dsp_env_opts *o, const void *const *jsons, const size_t *lens, size_t n,
+                   wh_buf *body, dsp_env_out *out, char *err, size_t errlen)
+{
+    wh_buf_reset(body);
+    out->nheaders = 0;
+    out->consumed = 0;
+    out->content_type[0] = '\0';
+    if (n == 0)
+        return wh_seterr(err, errlen, "envelope: empty batch");
+    fields f;
+    switch (o->kind) {
+    case DSP_ENV_CLOUDEVENTS_BINARY:
+        snprintf(out->content_type, sizeof(out->content_type), "application/json");
+        if (get_fields(jsons[0], lens[0], 0, &f, err, errlen) ||
+            ce_binary(o, body, &f, out, 0, err, errlen))
+            goto error;
+        out->consumed = 1;
+        return WH_OK;
+    case DSP_ENV_CLOUDEVENTS:
+        snprintf(out->content_type, sizeof(out->content_type), "%s",
+                 n == 1 ? "application/cloudevents+json" : "application/cloudevents-batch+json");
+        break;
+    default:
+        snprintf(out->content_type, sizeof(out->content_type), "application/json");
+        break;
+    }
+    int array = !(o->kind == DSP_ENV_CLOUDEVENTS && n == 1);
+    if (array && wh_buf_putc(body, '['))
+        goto full;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && wh_buf_putc(body, ','))
+            goto full;
+        if (o->kind == DSP_ENV_NATIVE) {
+            wh_json_span ev;
+            if (wh_json_span_value(jsons[i], lens[i], &ev) != WH_OK || ev.type != WH_JSON_OBJECT) {
+                wh_seterr(err, errlen, "event %zu: not a JSON object", i);
+                goto error;
+            }
+            int rc = dsp_filter_has_columns(o->columns)
+                         ? dsp_filter_rewrite(o->columns, ev.p, ev.len, body)
+                         : wh_buf_append(body, ev.p, ev.len);
+            if (rc != WH_OK)
+                goto full;
+            continue;
+        }
+        size_t before = body->len;
+        if (get_fields(jsons[i], lens[i], i, &f, err, errlen) != WH_OK)
+            goto error;
+        if (err && errlen)
+            err[0] = '\0';
+        int rc = o->kind == DSP_ENV_DEBEZIUM ? debezium(o, body, &f, i, err, errlen)
+                                             : ce_structured(o, body, &f, i, err, errlen);
+        if (rc != WH_OK) {
+            body->len = before;
+            if (!err || errlen == 0 || err[0] == '\0')
+                goto full;
+            goto error;
+        }
+    }
+    if (array && wh_buf_putc(body, ']'))
+        goto full;
+    out->consumed = n;
+    return WH_OK;
+full:
+    wh_seterr(err, errlen, "envelope: body larger than its buffer allows or out of memory");
+error:
+    wh_buf_reset(body);
+    out->nheaders = 0;
+    return WH_ERR;
+}

@@ -1,0 +1,84 @@
+/* dsp_envelope: the request body (and its content type and extra headers)
+ * of one batch for a target, rendered from the stored native envelope
+ * objects (docs/INTERNALS.md "Event identity and envelope"). Pure: no I/O,
+ * no allocation per event (the body goes into the caller's reusable wh_buf;
+ * fields are read with wh_json spans).
+ *
+ * Formats (target setting `envelope`):
+ *   native              [e1,e2,...] as stored (application/json)
+ *   debezium            [d1,d2,...], each a Debezium change event value:
+ *                         {"before":..,"after":..,"source":{"version",
+ *                          "connector":"postgresql","name","ts_ms","snapshot":
+ *                          "false","db","sequence","schema","table","txId",
+ *                          "lsn","xmin":null},"op":"c|u|d|t|m","ts_ms":..,
+ *                          "transaction":null}
+ *                       source.ts_ms is the commit time, ts_ms the render
+ *                       time; lsn the numeric LSN of the commit; a logical
+ *                       message carries "message":{"prefix","content"}
+ *                       instead of before/after rows.
+ *   cloudevents         CloudEvents 1.0 structured mode: one event ->
+ *                       application/cloudevents+json, several ->
+ *                       application/cloudevents-batch+json (a JSON array)
+ *   cloudevents-binary  CloudEvents 1.0 binary mode: one event per request,
+ *                       the native object as the body (application/json),
+ *                       attributes in ce-* headers
+ * CloudEvents attributes: specversion "1.0"; id = event id; source =
+ * "/walhook/<tenant>/<schema>/<table>" (percent-encoded segments;
+ * "/walhook/<tenant>" for a logical message); type = "com.walhook.<op>";
+ * time = commit time (absent for a non-transactional message); subject =
+ * "<schema>.<table>"; datacontenttype "application/json"; data = the native
+ * event (with the target's column lists applied).
+ *
+ * Column lists of the target's filter (dsp_filter) are applied to key,
+ * before and after in every format. */
+#ifndef DSP_ENVELOPE_H
+#define DSP_ENVELOPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dsp_filter.h"
+#include "wh_buf.h"
+
+typedef enum {
+    DSP_ENV_NATIVE = 0,
+    DSP_ENV_DEBEZIUM,
+    DSP_ENV_CLOUDEVENTS,
+    DSP_ENV_CLOUDEVENTS_BINARY,
+} dsp_env_kind;
+
+/* "native", "debezium", "cloudevents", "cloudevents-binary". */
+int dsp_env_parse(const char *s, dsp_env_kind *out, char *err, size_t errlen);
+const char *dsp_env_name(dsp_env_kind k);
+
+typedef struct dsp_env_opts {
+    dsp_env_kind kind;
+    const char *db;            /* Debezium source.db (source database); NULL = "" */
+    const char *name;          /* Debezium source.name; NULL = the event's tenant */
+    const dsp_filter *columns; /* NULL, or the target's filter (column lists) */
+    int64_t now_ms;            /* Debezium ts_ms; 0 = the wall clock */
+} dsp_env_opts;
+
+#define DSP_ENV_HDR_MAX 1024 /* one header line "Name: value" */
+#define DSP_ENV_HEADERS_MAX 8
+
+/* What the caller sends besides the body. */
+typedef struct dsp_env_out {
+    char content_type[64]; /* the Content-Type value */
+    size_t nheaders;       /* extra header lines (binary mode: ce-*) */
+    char headers[DSP_ENV_HEADERS_MAX][DSP_ENV_HDR_MAX];
+    size_t consumed; /* events rendered: n, or 1 in binary mode */
+} dsp_env_out;
+
+/* Resets body and renders events jsons[0..n) (n >= 1; lens[i] bytes each)
+ * for o->kind. Binary mode renders jsons[0] only (out->consumed = 1): the
+ * caller sends the others in later requests. WH_ERR names the event index
+ * and the field when an event is malformed, or says the body is full. */
+int dsp_env_render(const dsp_env_opts *o, const void *const *jsons, const size_t *lens, size_t n,
+                   wh_buf *body, dsp_env_out *out, char *err, size_t errlen);
+
+/* Milliseconds since the epoch of an ISO 8601 UTC time as the ingestor
+ * renders it ("2026-11-22T01:02:03.123456Z"); WH_ERR otherwise. */
+int dsp_env_time_ms(const char *s, size_t n, int64_t *out);
+
+#endif

@@ -1,0 +1,928 @@
+/* dsp_filter: compile once, evaluate per event without allocation (see
+ * dsp_filter.h). The expression compiles into an array of nodes; operands
+ * (paths and literals) live in a second array and their bytes in a pool,
+ * all sized from the expression's length at compile time. Evaluation walks
+ * the event's JSON text with wh_json spans. */
+#include "dsp_filter.h"
+
+#include <fnmatch.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "wh_util.h"
+
+enum {
+    OPM_INSERT = 1,
+    OPM_UPDATE = 2,
+    OPM_DELETE = 4,
+    OPM_TRUNCATE = 8,
+    OPM_MESSAGE = 16,
+};
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} op_names[] = {{"insert", OPM_INSERT},
+                {"update", OPM_UPDATE},
+                {"delete", OPM_DELETE},
+                {"truncate", OPM_TRUNCATE},
+                {"message", OPM_MESSAGE}};
+
+typedef enum { O_PATH, O_STR, O_NUM, O_BOOL, O_NULL } opnd_kind;
+
+typedef struct {
+    opnd_kind kind;
+    int b;
+    double num;
+    const char *s; /* O_STR: decoded literal in the pool */
+    size_t n;
+    int nseg;
+    const char *seg[DSP_FILTER_PATH_MAX];
+    size_t seglen[DSP_FILTER_PATH_MAX];
+} opnd;
+
+typedef enum { N_OR, N_AND, N_NOT, N_CMP, N_IN, N_PREFIX, N_TRUTHY } node_kind;
+typedef enum { C_EQ, C_NE, C_LT, C_LE, C_GT, C_GE } cmp_kind;
+
+typedef struct {
+    node_kind kind;
+    cmp_kind cmp;
+    int l, r;        /* OR/AND/NOT: child nodes; CMP/PREFIX/TRUTHY: operands */
+    int list, nlist; /* IN: operands list..list+nlist, l the tested operand */
+} node;
+
+typedef struct {
+    char *s;
+    size_t n;
+} name;
+
+struct dsp_filter {
+    unsigned ops; /* 0 = every operation */
+    name *tables; /* globs */
+    size_t ntables;
+    name *include; /* columns */
+    size_t ninclude;
+    name *exclude;
+    size_t nexclude;
+    int root; /* -1: no expression */
+    node *nodes;
+    int nnodes;
+    opnd *opnds;
+    int nopnds;
+    char *pool; /* literals and path segments */
+    size_t poolcap, poollen;
+};
+
+/* ---- compile: lexer ---- */
+
+typedef enum {
+    T_END,
+    T_IDENT,
+    T_STR,
+    T_NUM,
+    T_OR,
+    T_AND,
+    T_NOT,
+    T_LP,
+    T_RP,
+    T_LB,
+    T_RB,
+    T_COMMA,
+    T_EQ,
+    T_NE,
+    T_LT,
+    T_LE,
+    T_GT,
+    T_GE,
+    T_IN,
+    T_STARTSWITH,
+    T_TRUE,
+    T_FALSE,
+    T_NULL,
+    T_BAD
+} tok_kind;
+
+typedef struct {
+    dsp_filter *f;
+    const char *s;
+    size_t len;
+    size_t pos;   /* lexer position */
+    tok_kind tok; /* current token */
+    size_t tpos;  /* its start */
+    size_t tlen;
+    const char *tstr; /* T_STR: decoded into the pool; T_IDENT: source */
+    size_t tstrlen;
+    double tnum;
+    int depth;
+    char *err;
+    size_t errlen;
+} parser;
+
+static int perr(parser *p, size_t at, const char *what)
+{
+    return wh_seterr(p->err, p->errlen, "filter.expression: position %zu: %s", at + 1, what);
+}
+
+static const char *tok_text(tok_kind t)
+{
+    switch (t) {
+    case T_END:
+        return "the end";
+    case T_OR:
+        return "'||'";
+    case T_AND:
+        return "'&&'";
+    case T_RP:
+        return "')'";
+    case T_RB:
+        return "']'";
+    case T_COMMA:
+        return "','";
+    default:
+        return "a token";
+    }
+}
+
+static int is_ident0(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static int is_ident(char c)
+{
+    return is_ident0(c) || (c >= '0' && c <= '9');
+}
+
+static int lex(parser *p)
+{
+    const char *s = p->s;
+    size_t i = p->pos;
+    while (i < p->len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    p->tpos = i;
+    if (i >= p->len) {
+        p->tok = T_END;
+        p->pos = i;
+        return WH_OK;
+    }
+    char c = s[i];
+    char d = i + 1 < p->len ? s[i + 1] : '\0';
+    size_t n = 1;
+    tok_kind t = T_BAD;
+    if (c == '|' && d == '|')
+        t = T_OR, n = 2;
+    else if (c == '&' && d == '&')
+        t = T_AND, n = 2;
+    else if (c == '=' && d == '=')
+        t = T_EQ, n = 2;
+    else if (c == '!' && d == '=')
+        t = T_NE, n = 2;
+    else if (c == '<' && d == '=')
+        t = T_LE, n = 2;
+    else if (c == '>' && d == '=')
+        t = T_GE, n = 2;
+    else if (c == '!')
+        t = T_NOT;
+    else if (c == '<')
+        t = T_LT;
+    else if (c == '>')
+        t = T_GT;
+    else if (c == '(')
+        t = T_LP;
+    else if (c == ')')
+        t = T_RP;
+    else if (c == '[')
+        t = T_LB;
+    else if (c == ']')
+        t = T_RB;
+    else if (c == ',')
+        t = T_COMMA;
+    if (t != T_BAD) {
+        p->tok = t;
+        p->tlen = n;
+        p->pos = i + n;
+        return WH_OK;
+    }
+    if (c == '"' || c == '\'') {
+        char *out = p->f->pool + p->f->poollen;
+        size_t o = 0, j = i + 1;
+        for (;;) {
+            if (j >= p->len)
+                return perr(p, i, "unterminated string");
+            char ch = s[j];
+            if (ch == c)
+                break;
+            if (ch == '\\') {
+                if (j + 1 >= p->len)
+                    return perr(p, i, "unterminated string");
+                char e = s[j + 1];
+                switch (e) {
+                case 'n':
+                    ch = '\n';
+                    break;
+                case 't':
+                    ch = '\t';
+                    break;
+                case 'r':
+                    ch = '\r';
+                    break;
+                case '\\':
+                case '"':
+                case '\'':
+                    ch = e;
+                    break;
+                default:
+                    return perr(p, j, "unknown escape in string (\\\\ \\\" \\' \\n \\t \\r)");
+                }
+                j += 2;
+            } else {
+                j++;
+            }
+            out[o++] = ch;
+        }
+        out[o] = '\0';
+        p->f->poollen += o + 1;
+        p->tok = T_STR;
+        p->tstr = out;
+        p->tstrlen = o;
+        p->tlen = j + 1 - i;
+        p->pos = j + 1;
+        return WH_OK;
+    }
+    if (c == '-' || (c >= '0' && c <= '9')) {
+        size_t m = wh_json_number_len(s + i, p->len - i, NULL, NULL);
+        if (m == 0 || (i + m < p->len && is_ident(s[i + m])))
+            return perr(p, i, "bad number");
+        char tmp[64];
+        if (m >= sizeof(tmp))
+            return perr(p, i, "number too long");
+        memcpy(tmp, s + i, m);
+        tmp[m] = '\0';
+        p->tnum = strtod(tmp, NULL);
+        p->tok = T_NUM;
+        p->tlen = m;
+        p->pos = i + m;
+        return WH_OK;
+    }
+    if (is_ident0(c)) {
+        size_t j = i;
+        for (;;) {
+            while (j < p->len && is_ident(s[j]))
+                j++;
+            if (j + 1 < p->len && s[j] == '.' && is_ident(s[j + 1])) {
+                j++;
+                continue;
+            }
+            break;
+        }
+        size_t m = j - i;
+        p->tlen = m;
+        p->pos = j;
+        p->tstr = s + i;
+        p->tstrlen = m;
+        static const struct {
+            const char *kw;
+            tok_kind t;
+        } kws[] = {{"in", T_IN},     {"startswith", T_STARTSWITH},
+                   {"true", T_TRUE}, {"false", T_FALSE},
+                   {"null", T_NULL}, {"and", T_AND},
+                   {"or", T_OR},     {"not", T_NOT}};
+        p->tok = T_IDENT;
+        for (size_t k = 0; k < sizeof(kws) / sizeof(kws[0]); k++)
+            if (strlen(kws[k].kw) == m && memcmp(kws[k].kw, s + i, m) == 0)
+                p->tok = kws[k].t;
+        return WH_OK;
+    }
+    return perr(p, i, "unexpected character");
+}
+
+/* ---- compile: parser ---- */
+
+static int new_node(parser *p, node_kind k, int l, int r, int *out)
+{
+    dsp_filter *f = p->f;
+    if (f->nnodes >= DSP_FILTER_NODES_MAX)
+        return perr(p, p->tpos, "expression too complex");
+    node *n = &f->nodes[f->nnodes];
+    memset(n, 0, sizeof(*n));
+    n->kind = k;
+    n->l = l;
+    n->r = r;
+    *out = f->nnodes++;
+    return WH_OK;
+}
+
+/* The current token as an operand (then advances). */
+static int operand(parser *p, int *out)
+{
+    dsp_filter *f = p->f;
+    if (f->nopnds >= DSP_FILTER_NODES_MAX)
+        return perr(p, p->tpos, "expression too complex");
+    opnd *o = &f->opnds[f->nopnds];
+    memset(o, 0, sizeof(*o));
+    switch (p->tok) {
+    case T_STR:
+        o->kind = O_STR;
+        o->s = p->tstr;
+        o->n = p->tstrlen;
+        break;
+    case T_NUM:
+        o->kind = O_NUM;
+        o->num = p->tnum;
+        break;
+    case T_TRUE:
+    case T_FALSE:
+        o->kind = O_BOOL;
+        o->b = p->tok == T_TRUE;
+        break;
+    case T_NULL:
+        o->kind = O_NULL;
+        break;
+    case T_IDENT: {
+        o->kind = O_PATH;
+        size_t i = 0;
+        const char *s = p->tstr;
+        while (i < p->tstrlen) {
+            size_t j = i;
+            while (j < p->tstrlen && s[j] != '.')
+                j++;
+            if (o->nseg >= DSP_FILTER_PATH_MAX)
+                return perr(p, p->tpos, "path has too many segments");
+            o->seg[o->nseg] = s + i;
+            o->seglen[o->nseg] = j - i;
+            o->nseg++;
+            i = j + 1;
+        }
+        break;
+    }
+    default:
+        return perr(p, p->tpos,
+                    "expected a value (a path like after.amount, a string, "
+                    "a number, true, false or null)");
+    }
+    *out = f->nopnds++;
+    return lex(p);
+}
+
+static int parse_or(parser *p, int *out);
+
+static int parse_cmp(parser *p, int *out)
+{
+    int a, b, n;
+    if (operand(p, &a) != WH_OK)
+        return WH_ERR;
+    tok_kind t = p->tok;
+    if (t >= T_EQ && t <= T_GE) {
+        size_t at = p->tpos;
+        if (lex(p) != WH_OK)
+            return WH_ERR;
+        if (p->tok == T_END)
+            return perr(p, at, "expected a value after the comparison");
+        if (operand(p, &b) != WH_OK || new_node(p, N_CMP, a, b, &n) != WH_OK)
+            return WH_ERR;
+        p->f->nodes[n].cmp = (cmp_kind)(C_EQ + (t - T_EQ));
+        *out = n;
+        return WH_OK;
+    }
+    if (t == T_IN) {
+        if (lex(p) != WH_OK)
+            return WH_ERR;
+        if (p->tok != T_LB)
+            return perr(p, p->tpos, "expected '[' after 'in'");
+        if (lex(p) != WH_OK || new_node(p, N_IN, a, -1, &n) != WH_OK)
+            return WH_ERR;
+        p->f->nodes[n].list = p->f->nopnds;
+        for (;;) {
+            if (p->tok == T_IDENT)
+                return perr(p, p->tpos,
+                            "'in' lists hold literals (strings, numbers, "
+                            "true, false, null)");
+            if (operand(p, &b) != WH_OK)
+                return WH_ERR;
+            p->f->nodes[n].nlist++;
+            if (p->tok == T_RB)
+                break;
+            if (p->tok != T_COMMA)
+                return perr(p, p->tpos, "expected ',' or ']' in the 'in' list");
+            if (lex(p) != WH_OK)
+                return WH_ERR;
+        }
+        *out = n;
+        return lex(p);
+    }
+    if (t == T_STARTSWITH) {
+        if (lex(p) != WH_OK)
+            return WH_ERR;
+        if (p->tok != T_STR)
+            return perr(p, p->tpos, "expected a string after 'startswith'");
+        if (operand(p, &b) != WH_OK || new_node(p, N_PREFIX, a, b, &n) != WH_OK)
+            return WH_ERR;
+        *out = n;
+        return WH_OK;
+    }
+    return new_node(p, N_TRUTHY, a, -1, out);
+}
+
+static int parse_unary(parser *p, int *out)
+{
+    if (++p->depth > DSP_FILTER_DEPTH_MAX)
+        return perr(p, p->tpos, "expression nested too deeply");
+    int rc;
+    if (p->tok == T_NOT) {
+        int c;
+        rc = lex(p);
+        if (rc == WH_OK)
+            rc = parse_unary(p, &c);
+        if (rc == WH_OK)
+            rc = new_node(p, N_NOT, c, -1, out);
+    } else if (p->tok == T_LP) {
+        size_t at = p->tpos;
+        rc = lex(p);
+        if (rc == WH_OK)
+            rc = parse_or(p, out);
+        if (rc == WH_OK && p->tok != T_RP)
+            rc = perr(p, p->tpos, p->tok == T_END ? "missing ')'" : "expected ')'");
+        (void)at;
+        if (rc == WH_OK)
+            rc = lex(p);
+    } else {
+        rc = parse_cmp(p, out);
+    }
+    p->depth--;
+    return rc;
+}
+
+static int parse_and(parser *p, int *out)
+{
+    int l, r;
+    if (parse_unary(p, &l) != WH_OK)
+        return WH_ERR;
+    while (p->tok == T_AND) {
+        if (lex(p) != WH_OK || parse_unary(p, &r) != WH_OK || new_node(p, N_AND, l, r, &l) != WH_OK)
+            return WH_ERR;
+    }
+    *out = l;
+    return WH_OK;
+}
+
+static int parse_or(parser *p, int *out)
+{
+    int l, r;
+    if (parse_and(p, &l) != WH_OK)
+        return WH_ERR;
+    while (p->tok == T_OR) {
+        if (lex(p) != WH_OK || parse_and(p, &r) != WH_OK || new_node(p, N_OR, l, r, &l) != WH_OK)
+            return WH_ERR;
+    }
+    *out = l;
+    return WH_OK;
+}
+
+static int compile_expr(dsp_filter *f, const char *expr, char *err, size_t errlen)
+{
+    size_t len = strlen(expr);
+    if (len > DSP_FILTER_EXPR_MAX)
+        return wh_seterr(err, errlen, "filter.expression: longer than %d bytes",
+                         DSP_FILTER_EXPR_MAX);
+    f->nodes = calloc(DSP_FILTER_NODES_MAX, sizeof(node));
+    f->opnds = calloc(DSP_FILTER_NODES_MAX, sizeof(opnd));
+    /* decoded literals are never longer than their source; one NUL each */
+    f->poolcap = 2 * len + 2;
+    f->pool = malloc(f->poolcap);
+    if (!f->nodes || !f->opnds || !f->pool)
+        return wh_seterr(err, errlen, "filter.expression: out of memory");
+    parser p = {.f = f, .s = expr, .len = len, .err = err, .errlen = errlen};
+    if (lex(&p) != WH_OK)
+        return WH_ERR;
+    if (p.tok == T_END) {
+        f->root = -1;
+        return WH_OK;
+    }
+    if (parse_or(&p, &f->root) != WH_OK)
+        return WH_ERR;
+    if (p.tok != T_END) {
+        char what[96];
+        snprintf(what, sizeof(what), "unexpected %s (expected '&&', '||' or the end)",
+                 p.tok == T_RP || p.tok == T_RB || p.tok == T_COMMA ? tok_text(p.tok) : "token");
+        return perr(&p, p.tpos, what);
+    }
+    return WH_OK;
+}
+
+static int copy_names(const char *part, const char *const *in, size_t n, name **out, size_t *nout,
+                      char *err, size_t errlen)
+{
+    if (n > DSP_FILTER_LIST_MAX)
+        return wh_seterr(err, errlen, "filter.%s: more than %d entries", part, DSP_FILTER_LIST_MAX);
+    if (n == 0)
+        return WH_OK;
+    *out = calloc(n, sizeof(name));
+    if (!*out)
+        return wh_seterr(err, errlen, "filter.%s: out of memory", part);
+    for (size_t i = 0; i < n; i++) {
+        if (in[i] == NULL || in[i][0] == '\0')
+            return wh_seterr(err, errlen, "filter.%s[%zu]: empty name", part, i);
+        (*out)[i].s = strdup(in[i]);
+        if (!(*out)[i].s)
+            return wh_seterr(err, errlen, "filter.%s: out of memory", part);
+        (*out)[i].n = strlen(in[i]);
+        (*nout)++;
+    }
+    return WH_OK;
+}
+
+static void free_names(name *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i].s);
+    free(v);
+}
+
+void dsp_filter_free(dsp_filter *f)
+{
+    if (!f)
+        return;
+    free_names(f->tables, f->ntables);
+    free_names(f->include, f->ninclude);
+    free_names(f->exclude, f->nexclude);
+    free(f->nodes);
+    free(f->opnds);
+    free(f->pool);
+    free(f);
+}
+
+int dsp_filter_compile(const dsp_filter_spec *spec, dsp_filter **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    int has_expr = spec->expr && spec->expr[strspn(spec->expr, " \t\r\n")] != '\0';
+    if (spec->ntables == 0 && spec->noperations == 0 && spec->ncolumns_include == 0 &&
+        spec->ncolumns_exclude == 0 && !has_expr)
+        return WH_OK;
+    if (spec->ncolumns_include > 0 && spec->ncolumns_exclude > 0)
+        return wh_seterr(err, errlen, "filter.columns: give include or exclude, not both");
+    dsp_filter *f = calloc(1, sizeof(*f));
+    if (!f)
+        return wh_seterr(err, errlen, "filter: out of memory");
+    f->root = -1;
+    if (copy_names("tables", spec->tables, spec->ntables, &f->tables, &f->ntables, err, errlen) ||
+        copy_names("columns.include", spec->columns_include, spec->ncolumns_include, &f->include,
+                   &f->ninclude, err, errlen) ||
+        copy_names("columns.exclude", spec->columns_exclude, spec->ncolumns_exclude, &f->exclude,
+                   &f->nexclude, err, errlen))
+        goto error;
+    for (size_t i = 0; i < spec->noperations; i++) {
+        const char *o = spec->operations[i];
+        unsigned bit = 0;
+        for (size_t k = 0; o && k < sizeof(op_names) / sizeof(op_names[0]); k++)
+            if (strcmp(o, op_names[k].name) == 0)
+                bit = op_names[k].bit;
+        if (!bit) {
+            wh_seterr(err, errlen,
+                      "filter.operations[%zu]: unknown operation \"%.32s\" (insert, update, "
+                      "delete, truncate, message)",
+                      i, o ? o : "");
+            goto error;
+        }
+        f->ops |= bit;
+    }
+    if (has_expr && compile_expr(f, spec->expr, err, errlen) != WH_OK)
+        goto error;
+    *out = f;
+    return WH_OK;
+error:
+    dsp_filter_free(f);
+    return WH_ERR;
+}
+
+/* ---- evaluation ---- */
+
+typedef enum { V_NULL, V_BOOL, V_NUM, V_SPAN, V_LIT, V_OTHER } val_kind;
+
+typedef struct {
+    val_kind kind;
+    int b;
+    double num;
+    wh_json_span sp; /* V_SPAN: a string span */
+    const char *s;   /* V_LIT */
+    size_t n;
+} val;
+
+static void resolve(const opnd *o, const wh_json_span *ev, val *v)
+{
+    memset(v, 0, sizeof(*v));
+    switch (o->kind) {
+    case O_STR:
+        v->kind = V_LIT;
+        v->s = o->s;
+        v->n = o->n;
+        return;
+    case O_NUM:
+        v->kind = V_NUM;
+        v->num = o->num;
+        return;
+    case O_BOOL:
+        v->kind = V_BOOL;
+        v->b = o->b;
+        return;
+    case O_NULL:
+        v->kind = V_NULL;
+        return;
+    case O_PATH:
+        break;
+    }
+    wh_json_span cur = *ev;
+    for (int i = 0; i < o->nseg; i++) {
+        wh_json_span next;
+        if (wh_json_span_get(&cur, o->seg[i], o->seglen[i], &next) != WH_OK) {
+            v->kind = V_NULL;
+            return;
+        }
+        cur = next;
+    }
+    switch (cur.type) {
+    case WH_JSON_NULL:
+        v->kind = V_NULL;
+        break;
+    case WH_JSON_BOOL:
+        v->kind = V_BOOL;
+        v->b = cur.p[0] == 't';
+        break;
+    case WH_JSON_NUMBER:
+        v->kind = wh_json_span_num(&cur, &v->num) == WH_OK ? V_NUM : V_OTHER;
+        break;
+    case WH_JSON_STRING:
+        v->kind = V_SPAN;
+        v->sp = cur;
+        break;
+    default:
+        v->kind = V_OTHER;
+        break;
+    }
+}
+
+static int is_str(const val *v)
+{
+    return v->kind == V_SPAN || v->kind == V_LIT;
+}
+
+static int as_num(const val *v, double *out)
+{
+    if (v->kind == V_NUM) {
+        *out = v->num;
+        return 1;
+    }
+    if (v->kind == V_SPAN)
+        return wh_json_span_num(&v->sp, out) == WH_OK;
+    return 0;
+}
+
+/* <0, 0, >0, or 2 when not comparable. */
+static int str_cmp(const val *a, const val *b)
+{
+    if (a->kind == V_LIT && b->kind == V_LIT) {
+        size_t n = a->n < b->n ? a->n : b->n;
+        int c = memcmp(a->s, b->s, n);
+        if (c)
+            return c < 0 ? -1 : 1;
+        return a->n < b->n ? -1 : a->n > b->n;
+    }
+    if (a->kind == V_SPAN && b->kind == V_LIT)
+        return wh_json_span_strcmp(&a->sp, b->s, b->n);
+    if (a->kind == V_LIT && b->kind == V_SPAN) {
+        int c = wh_json_span_strcmp(&b->sp, a->s, a->n);
+        return c == 2 ? 2 : -c;
+    }
+    char buf[512];
+    size_t n;
+    if (wh_json_span_str(&a->sp, buf, sizeof(buf), &n) != WH_OK)
+        return 2;
+    return wh_json_span_strcmp(&b->sp, buf, n) == 2 ? 2 : -wh_json_span_strcmp(&b->sp, buf, n);
+}
+
+/* <0, 0, >0, or 2 when not comparable (ordering). */
+static int order(const val *a, const val *b)
+{
+    double x, y;
+    if ((a->kind == V_NUM || b->kind == V_NUM) && as_num(a, &x) && as_num(b, &y))
+        return x < y ? -1 : x > y ? 1 : x == y ? 0 : 2;
+    if (is_str(a) && is_str(b))
+        return str_cmp(a, b);
+    return 2;
+}
+
+static int equal(const val *a, const val *b)
+{
+    if (a->kind == V_NULL || b->kind == V_NULL)
+        return a->kind == b->kind;
+    if (a->kind == V_BOOL || b->kind == V_BOOL)
+        return a->kind == b->kind && a->b == b->b;
+    return order(a, b) == 0;
+}
+
+static int eval(const dsp_filter *f, int ni, const wh_json_span *ev, int depth)
+{
+    const node *n = &f->nodes[ni];
+    val a, b;
+    if (depth > 2 * DSP_FILTER_DEPTH_MAX + DSP_FILTER_NODES_MAX)
+        return 0;
+    switch (n->kind) {
+    case N_OR:
+        return eval(f, n->l, ev, depth + 1) || eval(f, n->r, ev, depth + 1);
+    case N_AND:
+        return eval(f, n->l, ev, depth + 1) && eval(f, n->r, ev, depth + 1);
+    case N_NOT:
+        return !eval(f, n->l, ev, depth + 1);
+    case N_TRUTHY:
+        resolve(&f->opnds[n->l], ev, &a);
+        return a.kind == V_BOOL && a.b;
+    case N_PREFIX:
+        resolve(&f->opnds[n->l], ev, &a);
+        if (a.kind == V_SPAN)
+            return wh_json_span_hasprefix(&a.sp, f->opnds[n->r].s, f->opnds[n->r].n);
+        if (a.kind == V_LIT)
+            return a.n >= f->opnds[n->r].n && memcmp(a.s, f->opnds[n->r].s, f->opnds[n->r].n) == 0;
+        return 0;
+    case N_IN:
+        resolve(&f->opnds[n->l], ev, &a);
+        for (int i = 0; i < n->nlist; i++) {
+            resolve(&f->opnds[n->list + i], ev, &b);
+            if (equal(&a, &b))
+                return 1;
+        }
+        return 0;
+    case N_CMP: {
+        resolve(&f->opnds[n->l], ev, &a);
+        resolve(&f->opnds[n->r], ev, &b);
+        if (n->cmp == C_EQ)
+            return equal(&a, &b);
+        if (n->cmp == C_NE)
+            return !equal(&a, &b);
+        int c = order(&a, &b);
+        if (c == 2)
+            return 0;
+        switch (n->cmp) {
+        case C_LT:
+            return c < 0;
+        case C_LE:
+            return c <= 0;
+        case C_GT:
+            return c > 0;
+        default:
+            return c >= 0;
+        }
+    }
+    }
+    return 0;
+}
+
+static int tables_match(const dsp_filter *f, const wh_json_span *ev)
+{
+    wh_json_span t, s;
+    if (wh_json_span_get(ev, "table", 5, &t) != WH_OK || t.type != WH_JSON_STRING)
+        return 1; /* no table (a logical message): not subject to tables */
+    char table[256], full[520];
+    size_t tn, sn = 0;
+    if (wh_json_span_str(&t, table, sizeof(table), &tn) != WH_OK)
+        return 0;
+    full[0] = '\0';
+    if (wh_json_span_get(ev, "schema", 6, &s) == WH_OK && s.type == WH_JSON_STRING &&
+        wh_json_span_str(&s, full, 256, &sn) == WH_OK) {
+        full[sn] = '.';
+        memcpy(full + sn + 1, table, tn + 1);
+    }
+    for (size_t i = 0; i < f->ntables; i++) {
+        const char *pat = f->tables[i].s;
+        const char *subject = strchr(pat, '.') ? full : table;
+        if (fnmatch(pat, subject, 0) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int ops_match(const dsp_filter *f, const wh_json_span *ev)
+{
+    wh_json_span o;
+    if (wh_json_span_get(ev, "op", 2, &o) != WH_OK)
+        return 0;
+    for (size_t k = 0; k < sizeof(op_names) / sizeof(op_names[0]); k++)
+        if (wh_json_span_strcmp(&o, op_names[k].name, strlen(op_names[k].name)) == 0)
+            return (f->ops & op_names[k].bit) != 0;
+    return 0;
+}
+
+int dsp_filter_match(const dsp_filter *f, const char *json, size_t len)
+{
+    if (!f)
+        return 1;
+    wh_json_span ev;
+    if (wh_json_span_value(json, len, &ev) != WH_OK || ev.type != WH_JSON_OBJECT)
+        return 1;
+    if (f->ops && !ops_match(f, &ev))
+        return 0;
+    if (f->ntables && !tables_match(f, &ev))
+        return 0;
+    if (f->root >= 0 && !eval(f, f->root, &ev, 0))
+        return 0;
+    return 1;
+}
+
+/* ---- columns ---- */
+
+int dsp_filter_has_columns(const dsp_filter *f)
+{
+    return f && (f->ninclude || f->nexclude);
+}
+
+int dsp_filter_column_keep(const dsp_filter *f, const wh_json_span *key)
+{
+    if (!dsp_filter_has_columns(f))
+        return 1;
+    const name *v = f->ninclude ? f->include : f->exclude;
+    size_t n = f->ninclude ? f->ninclude : f->nexclude;
+    for (size_t i = 0; i < n; i++)
+        if (wh_json_span_strcmp(key, v[i].s, v[i].n) == 0)
+            return f->ninclude != 0;
+    return f->ninclude == 0;
+}
+
+int dsp_filter_row(const dsp_filter *f, const wh_json_span *row, wh_buf *out)
+{
+    if (row->type != WH_JSON_OBJECT || !dsp_filter_has_columns(f))
+        return wh_buf_append(out, row->p, row->len);
+    size_t start = out->len, pos = 0;
+    int first = 1, r;
+    wh_json_span k, v;
+    if (wh_buf_putc(out, '{'))
+        goto error;
+    while ((r = wh_json_span_next(row, &pos, &k, &v)) == 1) {
+        if (!dsp_filter_column_keep(f, &k))
+            continue;
+        if ((!first && wh_buf_putc(out, ',')) || wh_buf_append(out, k.p, k.len) ||
+            wh_buf_putc(out, ':') || wh_buf_append(out, v.p, v.len))
+            goto error;
+        first = 0;
+    }
+    if (r < 0 || wh_buf_putc(out, '}'))
+        goto error;
+    return WH_OK;
+error:
+    out->len = start;
+    return WH_ERR;
+}
+
+static int unchanged(const dsp_filter *f, const wh_json_span *arr, wh_buf *out)
+{
+    if (arr->type != WH_JSON_ARRAY)
+        return wh_buf_append(out, arr->p, arr->len);
+    size_t pos = 0;
+    int first = 1, r;
+    wh_json_span v;
+    if (wh_buf_putc(out, '['))
+        return WH_ERR;
+    while ((r = wh_json_span_next(arr, &pos, NULL, &v)) == 1) {
+        if (v.type == WH_JSON_STRING && !dsp_filter_column_keep(f, &v))
+            continue;
+        if ((!first && wh_buf_putc(out, ',')) || wh_buf_append(out, v.p, v.len))
+            return WH_ERR;
+        first = 0;
+    }
+    return r < 0 ? WH_ERR : wh_buf_putc(out, ']');
+}
+
+int dsp_filter_rewrite(const dsp_filter *f, const char *json, size_t len, wh_buf *out)
+{
+    wh_json_span ev;
+    if (wh_json_span_value(json, len, &ev) != WH_OK || ev.type != WH_JSON_OBJECT)
+        return WH_ERR;
+    if (!dsp_filter_has_columns(f))
+        return wh_buf_append(out, ev.p, ev.len);
+    size_t start = out->len, pos = 0;
+    int first = 1, r;
+    wh_json_span k, v;
+    if (wh_buf_putc(out, '{'))
+        goto error;
+    while ((r = wh_json_span_next(&ev, &pos, &k, &v)) == 1) {
+        if ((!first && wh_buf_putc(out, ',')) || wh_buf_append(out, k.p, k.len) ||
+            wh_buf_putc(out, ':'))
+            goto error;
+        first = 0;
+        int rc;
+        if (wh_json_span_strcmp(&k, "key", 3) == 0 || wh_json_span_strcmp(&k, "before", 6) == 0 ||
+            wh_json_span_strcmp(&k, "after", 5) == 0)
+            rc = dsp_filter_row(f, &v, out);
+        else if (wh_json_span_strcmp(&k, "unchanged", 9) == 0)
+            rc = unchanged(f, &v, out);
+        else
+            rc = wh_buf_append(out, v.p, v.len);
+        if (rc != WH_OK)
+            goto error;
+    }
+    if (r < 0 || wh_buf_putc(out, '}'))
+        goto error;
+    return WH_OK;
+error:
+    out->len = start;
+    return WH_ERR;
+}

@@ -1,0 +1,83 @@
+/* dsp_filter: a target's event filter, compiled once when the target's
+ * settings change and evaluated per event without allocation.
+ *
+ * A filter has four optional parts, all of which must accept an event:
+ *   tables      globs (fnmatch) on the table name, or on "schema.table" when
+ *               the pattern contains a '.'; events without a table (logical
+ *               messages) are not subject to it
+ *   operations  insert | update | delete | truncate | message
+ *   columns     include or exclude lists of column names: rewrite key,
+ *               before and after (and "unchanged") when the body is rendered
+ *               (dsp_filter_rewrite, dsp_filter_row); they never drop events
+ *   expression  over the native envelope (docs: README "Filters"):
+ *                 table == "orders" && op == "insert" && after.amount > 100
+ *                 op in ["insert", "update"]   !(schema == "audit")
+ *                 after.note == null           table startswith "tmp_"
+ *               operators (loosest first): ||, &&, !, comparisons
+ *               == != < <= > >=, `in [literal, ...]`, `startswith "literal"`;
+ *               operands: paths (identifiers joined by '.', e.g. after.amount,
+ *               key.id, commit_ts), "strings" or 'strings', numbers, true,
+ *               false, null; parentheses. A bare path is true when the value
+ *               is the boolean true.
+ * Semantics: a missing path is null; `== null` is true for null and missing;
+ * numbers compare numerically, also with a string holding a JSON number (a
+ * PostgreSQL numeric is rendered as a string); strings compare bytewise;
+ * an ordering comparison between different kinds is false.
+ * The expression sees the whole event (before the column lists apply).
+ *
+ * Ownership: dsp_filter_compile allocates the filter in one block;
+ * dsp_filter_free releases it. A compiled filter is immutable and may be
+ * used from several threads. */
+#ifndef DSP_FILTER_H
+#define DSP_FILTER_H
+
+#include <stddef.h>
+
+#include "wh_buf.h"
+#include "wh_json.h"
+
+#define DSP_FILTER_EXPR_MAX 4096 /* bytes of expression text */
+#define DSP_FILTER_NODES_MAX 512 /* compiled nodes (operands + operators) */
+#define DSP_FILTER_DEPTH_MAX 32  /* nesting of parentheses / operators */
+#define DSP_FILTER_PATH_MAX 8    /* segments of one path */
+#define DSP_FILTER_LIST_MAX 256  /* names in one of tables/operations/columns */
+
+/* The settings a filter is compiled from (all parts optional: NULL/0). */
+typedef struct dsp_filter_spec {
+    const char *const *tables;
+    size_t ntables;
+    const char *const *operations;
+    size_t noperations;
+    const char *const *columns_include;
+    size_t ncolumns_include;
+    const char *const *columns_exclude;
+    size_t ncolumns_exclude;
+    const char *expr; /* NULL or "" = none */
+} dsp_filter_spec;
+
+typedef struct dsp_filter dsp_filter;
+
+/* Compiles spec. Errors name the part: "filter.operations: unknown
+ * operation \"upsert\"", "filter.expression: position 12: expected a value
+ * after '=='". *out is NULL for an empty spec (every event passes, no
+ * rewriting): callers may treat a NULL filter as "accept all". */
+int dsp_filter_compile(const dsp_filter_spec *spec, dsp_filter **out, char *err, size_t errlen);
+void dsp_filter_free(dsp_filter *f);
+
+/* 1 when the event (one native envelope object, json[0..len)) passes, 0
+ * when it is filtered out (committed past, not a failure). A malformed
+ * event passes (the body renderer reports it). f may be NULL. */
+int dsp_filter_match(const dsp_filter *f, const char *json, size_t len);
+
+/* 1 when f has column lists (rows are rewritten). */
+int dsp_filter_has_columns(const dsp_filter *f);
+/* 1 when the column named by the string span key is kept. */
+int dsp_filter_column_keep(const dsp_filter *f, const wh_json_span *key);
+/* Appends the row object (or null, copied as is) with only kept columns. */
+int dsp_filter_row(const dsp_filter *f, const wh_json_span *row, wh_buf *out);
+/* Appends the event with key, before, after and unchanged rewritten by the
+ * column lists (copied unchanged without them). WH_ERR on a malformed event
+ * or a full buffer; out->len is restored then. */
+int dsp_filter_rewrite(const dsp_filter *f, const char *json, size_t len, wh_buf *out);
+
+#endif

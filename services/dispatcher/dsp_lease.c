@@ -1,0 +1,480 @@
+/* dsp_lease: target leases shared by dispatcher replicas (see dsp_lease.h). */
+#include "dsp_lease.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "wh_config.h"
+#include "wh_ipc.h"
+#include "wh_metrics.h"
+#include "wh_util.h"
+
+typedef struct lease_t {
+    char tenant[WH_NAME_MAX];
+    char name[WH_NAME_MAX];
+    uint64_t epoch;       /* 0: not held */
+    uint64_t valid_until; /* monotonic ms; held while now < valid_until */
+    uint64_t given_up;    /* monotonic ms: given up for balancing until then */
+    int listed;           /* in the current target list */
+} lease_t;
+
+struct dsp_lease {
+    char owner[DSP_LEASE_OWNER_MAX + 1];
+    int ttl_ms;
+    wh_client *store;
+    pthread_t thread;
+    int started;
+
+    pthread_mutex_t cb_mu; /* held across on_change calls and their (un)setting */
+    pthread_mutex_t mu;    /* everything below */
+    pthread_cond_t cond;
+    int stopping, poked;
+    lease_t *v;
+    size_t n, cap;
+    size_t replicas;
+    void (*on_change)(void *arg);
+    void *on_change_arg;
+};
+
+void dsp_lease_default_owner(char *out, size_t len)
+{
+    char host[64] = "host";
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "host");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(out, len, "%s-%ld", host, (long)getpid());
+    for (char *p = out; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '.' || *p == '-' || *p == '_'))
+            *p = '_';
+}
+
+const char *dsp_lease_owner(const dsp_lease *l)
+{
+    return l->owner;
+}
+
+/* Caller holds mu. */
+static lease_t *find(dsp_lease *l, const char *tenant, const char *name)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->v[i].tenant, tenant) == 0 && strcmp(l->v[i].name, name) == 0)
+            return &l->v[i];
+    return NULL;
+}
+
+int dsp_lease_owns(dsp_lease *l, const char *tenant, const char *target, uint64_t *epoch)
+{
+    int own = 0;
+    uint64_t now = wh_now_ms();
+    pthread_mutex_lock(&l->mu);
+    lease_t *e = find(l, tenant, target);
+    if (e && e->epoch != 0 && now < e->valid_until) {
+        own = 1;
+        if (epoch)
+            *epoch = e->epoch;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return own;
+}
+
+size_t dsp_lease_held(dsp_lease *l)
+{
+    size_t k = 0;
+    uint64_t now = wh_now_ms();
+    pthread_mutex_lock(&l->mu);
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].epoch != 0 && now < l->v[i].valid_until)
+            k++;
+    pthread_mutex_unlock(&l->mu);
+    return k;
+}
+
+void dsp_lease_on_change(dsp_lease *l, void (*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&l->cb_mu); /* waits for a call in progress */
+    pthread_mutex_lock(&l->mu);
+    l->on_change = fn;
+    l->on_change_arg = arg;
+    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->cb_mu);
+}
+
+void dsp_lease_poke(dsp_lease *l)
+{
+    pthread_mutex_lock(&l->mu);
+    l->poked = 1;
+    pthread_cond_signal(&l->cond);
+    pthread_mutex_unlock(&l->mu);
+}
+
+int dsp_lease_set_targets(dsp_lease *l, const char *const *tenants, const char *const *names,
+                          size_t n)
+{
+    if (n > DSP_LEASE_MAX_TARGETS)
+        return WH_ERR;
+    pthread_mutex_lock(&l->mu);
+    for (size_t i = 0; i < l->n; i++)
+        l->v[i].listed = 0;
+    int rc = WH_OK;
+    for (size_t i = 0; i < n; i++) {
+        lease_t *e = find(l, tenants[i], names[i]);
+        if (e == NULL) {
+            if (l->n == l->cap) {
+                size_t nc = l->cap ? l->cap * 2 : 16;
+                lease_t *nv = realloc(l->v, nc * sizeof(*nv));
+                if (nv == NULL) {
+                    rc = WH_ERR;
+                    break;
+                }
+                l->v = nv;
+                l->cap = nc;
+            }
+            e = &l->v[l->n++];
+            memset(e, 0, sizeof(*e));
+            wh_strlcpy(e->tenant, tenants[i], sizeof(e->tenant));
+            wh_strlcpy(e->name, names[i], sizeof(e->name));
+        }
+        e->listed = 1;
+    }
+    l->poked = 1;
+    pthread_cond_signal(&l->cond);
+    pthread_mutex_unlock(&l->mu);
+    return rc;
+}
+
+/* ---- store calls (lease thread only) ---- */
+
+/* One lease call; granted and epoch from the reply. WH_ERR: no answer. */
+static int call(dsp_lease *l, Walhook__Request *req, int *granted, uint64_t *epoch)
+{
+    Walhook__Reply *rep = NULL;
+    char err[WH_ERRLEN];
+    if (wh_client_call(l->store, req, &rep, err, sizeof(err)) != WH_OK) {
+        wh_warn("lease: store: %s", err);
+        return WH_ERR;
+    }
+    int rc = WH_ERR;
+    if (rep->body_case == WALHOOK__REPLY__BODY_LEASE && rep->lease) {
+        *granted = rep->lease->granted;
+        *epoch = rep->lease->epoch;
+        rc = WH_OK;
+    }
+    walhook__reply__free_unpacked(rep, NULL);
+    return rc;
+}
+
+static int acquire(dsp_lease *l, const char *tenant, const char *name, int *granted,
+                   uint64_t *epoch)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__LeaseAcquire a = WALHOOK__LEASE_ACQUIRE__INIT;
+    a.tenant = (char *)tenant;
+    a.consumer = (char *)name;
+    a.owner = l->owner;
+    a.ttl_ms = (uint32_t)l->ttl_ms;
+    req.body_case = WALHOOK__REQUEST__BODY_LEASE_ACQUIRE;
+    req.lease_acquire = &a;
+    return call(l, &req, granted, epoch);
+}
+
+static int renew(dsp_lease *l, const char *tenant, const char *name, uint64_t ep, int *granted)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__LeaseRenew r = WALHOOK__LEASE_RENEW__INIT;
+    r.tenant = (char *)tenant;
+    r.consumer = (char *)name;
+    r.owner = l->owner;
+    r.epoch = ep;
+    r.ttl_ms = (uint32_t)l->ttl_ms;
+    req.body_case = WALHOOK__REQUEST__BODY_LEASE_RENEW;
+    req.lease_renew = &r;
+    uint64_t e2 = 0;
+    return call(l, &req, granted, &e2);
+}
+
+static void release(dsp_lease *l, const char *tenant, const char *name, uint64_t ep)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__LeaseRelease r = WALHOOK__LEASE_RELEASE__INIT;
+    r.tenant = (char *)tenant;
+    r.consumer = (char *)name;
+    r.owner = l->owner;
+    r.epoch = ep;
+    req.body_case = WALHOOK__REQUEST__BODY_LEASE_RELEASE;
+    req.lease_release = &r;
+    int g;
+    uint64_t e;
+    call(l, &req, &g, &e);
+}
+
+/* Live replicas (>= 1) and whether each target is free (no live holder). */
+static size_t list_replicas(dsp_lease *l)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__LeaseList ll = WALHOOK__LEASE_LIST__INIT;
+    ll.owner = l->owner;
+    ll.ttl_ms = (uint32_t)l->ttl_ms;
+    req.body_case = WALHOOK__REQUEST__BODY_LEASE_LIST;
+    req.lease_list = &ll;
+    Walhook__Reply *rep = NULL;
+    char err[WH_ERRLEN];
+    if (wh_client_call(l->store, &req, &rep, err, sizeof(err)) != WH_OK) {
+        wh_warn("lease: store: %s", err);
+        return 0;
+    }
+    size_t r = 1;
+    if (rep->body_case == WALHOOK__REPLY__BODY_LEASE && rep->lease && rep->lease->n_owners > 0)
+        r = rep->lease->n_owners;
+    walhook__reply__free_unpacked(rep, NULL);
+    return r;
+}
+
+/* A snapshot entry the round works on without holding mu across calls. */
+typedef struct work {
+    char tenant[WH_NAME_MAX];
+    char name[WH_NAME_MAX];
+    uint64_t epoch;
+    uint64_t given_up;
+    int listed;
+} work;
+
+static void set_result(dsp_lease *l, const work *w, uint64_t epoch, uint64_t valid_until,
+                       int *changed)
+{
+    pthread_mutex_lock(&l->mu);
+    lease_t *e = find(l, w->tenant, w->name);
+    if (e) {
+        if ((e->epoch != 0) != (epoch != 0) || e->epoch != epoch)
+            *changed = 1;
+        e->epoch = epoch;
+        e->valid_until = valid_until;
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void round_once(dsp_lease *l)
+{
+    pthread_mutex_lock(&l->mu);
+    size_t n = l->n;
+    work *w = n ? calloc(n, sizeof(*w)) : NULL;
+    for (size_t i = 0; w && i < n; i++) {
+        wh_strlcpy(w[i].tenant, l->v[i].tenant, sizeof(w[i].tenant));
+        wh_strlcpy(w[i].name, l->v[i].name, sizeof(w[i].name));
+        w[i].epoch = l->v[i].epoch;
+        w[i].given_up = l->v[i].given_up;
+        w[i].listed = l->v[i].listed;
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (n > 0 && w == NULL)
+        return;
+    size_t replicas = list_replicas(l);
+    int changed = 0;
+    size_t listed = 0, held = 0;
+    for (size_t i = 0; i < n; i++)
+        listed += w[i].listed;
+    /* renew (or release what is no longer a target) */
+    for (size_t i = 0; i < n; i++) {
+        if (w[i].epoch == 0)
+            continue;
+        if (!w[i].listed) {
+            release(l, w[i].tenant, w[i].name, w[i].epoch);
+            set_result(l, &w[i], 0, 0, &changed);
+            w[i].epoch = 0;
+            continue;
+        }
+        uint64_t sent = wh_now_ms();
+        int granted = 0;
+        if (renew(l, w[i].tenant, w[i].name, w[i].epoch, &granted) != WH_OK)
+            continue; /* no answer: the local validity runs out by itself */
+        if (granted) {
+            set_result(l, &w[i], w[i].epoch, sent + (uint64_t)l->ttl_ms * 4 / 5, &changed);
+            held++;
+        } else {
+            wh_warn("lease of %s/%s lost (another dispatcher holds it)", w[i].tenant, w[i].name);
+            set_result(l, &w[i], 0, 0, &changed);
+            w[i].epoch = 0;
+        }
+    }
+    size_t fair = replicas ? (listed + replicas - 1) / replicas : listed;
+    if (replicas > 1 && held > fair) {
+        /* give one up per round: it stops here at once, and the store frees
+         * it only when its TTL ran out (not renewed), so a request still in
+         * flight here is over before another replica posts to the target */
+        for (size_t i = n; i-- > 0;) {
+            if (w[i].epoch != 0 && w[i].listed) {
+                wh_info("lease of %s/%s given up to balance %zu targets over %zu dispatchers",
+                        w[i].tenant, w[i].name, listed, replicas);
+                set_result(l, &w[i], 0, 0, &changed);
+                pthread_mutex_lock(&l->mu);
+                lease_t *e = find(l, w[i].tenant, w[i].name);
+                if (e)
+                    e->given_up = wh_now_ms() + 2 * (uint64_t)l->ttl_ms;
+                pthread_mutex_unlock(&l->mu);
+                w[i].epoch = 0;
+                w[i].given_up = UINT64_MAX;
+                held--;
+                break;
+            }
+        }
+    }
+    uint64_t now = wh_now_ms();
+    for (size_t i = 0; i < n && (replicas > 0 ? held < fair : 0); i++) {
+        if (w[i].epoch != 0 || !w[i].listed || now < w[i].given_up)
+            continue;
+        uint64_t sent = wh_now_ms();
+        int granted = 0;
+        uint64_t ep = 0;
+        if (acquire(l, w[i].tenant, w[i].name, &granted, &ep) != WH_OK)
+            break;
+        if (granted) {
+            wh_info("lease of %s/%s acquired (epoch %" PRIu64 ")", w[i].tenant, w[i].name, ep);
+            set_result(l, &w[i], ep, sent + (uint64_t)l->ttl_ms * 4 / 5, &changed);
+            held++;
+        }
+    }
+    free(w);
+    pthread_mutex_lock(&l->mu);
+    l->replicas = replicas;
+    /* forget targets no longer listed and not held */
+    size_t j = 0;
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].listed || l->v[i].epoch != 0)
+            l->v[j++] = l->v[i];
+    l->n = j;
+    pthread_mutex_unlock(&l->mu);
+    if (changed) {
+        pthread_mutex_lock(&l->cb_mu);
+        pthread_mutex_lock(&l->mu);
+        void (*fn)(void *) = l->on_change;
+        void *arg = l->on_change_arg;
+        pthread_mutex_unlock(&l->mu);
+        if (fn)
+            fn(arg);
+        pthread_mutex_unlock(&l->cb_mu);
+    }
+}
+
+static void *lease_main(void *arg)
+{
+    dsp_lease *l = arg;
+    pthread_setname_np(pthread_self(), "dsp-lease");
+    for (;;) {
+        round_once(l);
+        pthread_mutex_lock(&l->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long add_ms = l->ttl_ms / 3;
+        ts.tv_sec += add_ms / 1000;
+        ts.tv_nsec += (add_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        while (!l->stopping && !l->poked) {
+            if (pthread_cond_timedwait(&l->cond, &l->mu, &ts) == ETIMEDOUT)
+                break;
+        }
+        l->poked = 0;
+        int stop = l->stopping;
+        pthread_mutex_unlock(&l->mu);
+        if (stop)
+            break;
+    }
+    return NULL;
+}
+
+int dsp_lease_start(dsp_lease **out, const dsp_lease_opts *o, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (o->ttl_ms < 1000)
+        return wh_seterr(err, errlen, "dispatcher.lease_ttl_ms: %d is below 1000", o->ttl_ms);
+    dsp_lease *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    if (o->owner && o->owner[0])
+        wh_strlcpy(l->owner, o->owner, sizeof(l->owner));
+    else
+        dsp_lease_default_owner(l->owner, sizeof(l->owner));
+    l->ttl_ms = o->ttl_ms;
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_mutex_init(&l->cb_mu, NULL);
+    pthread_cond_init(&l->cond, NULL);
+    /* calls are short; a stuck store must not hold a lease past its TTL */
+    int timeout = o->ipc_timeout_ms < l->ttl_ms / 3 ? o->ipc_timeout_ms : l->ttl_ms / 3;
+    if (wh_client_open(&l->store, o->store_endpoint, timeout, o->max_msg, err, errlen) != WH_OK)
+        goto error;
+    if (pthread_create(&l->thread, NULL, lease_main, l) != 0) {
+        wh_seterr(err, errlen, "lease thread: cannot start");
+        goto error;
+    }
+    l->started = 1;
+    *out = l;
+    return WH_OK;
+error:
+    if (l->store)
+        wh_client_close(l->store);
+    pthread_cond_destroy(&l->cond);
+    pthread_mutex_destroy(&l->mu);
+    pthread_mutex_destroy(&l->cb_mu);
+    free(l);
+    return WH_ERR;
+}
+
+int dsp_lease_metrics(dsp_lease *l, wh_buf *out)
+{
+    int rc = 0;
+    uint64_t now = wh_now_ms();
+    pthread_mutex_lock(&l->mu);
+    size_t held = 0;
+    for (size_t i = 0; i < l->n; i++)
+        held += l->v[i].epoch != 0 && now < l->v[i].valid_until;
+    rc |= wh_metric_header(out, "walhook_dispatcher_leases_held", "gauge",
+                           "targets whose lease this dispatcher holds");
+    rc |= wh_metric_u64(out, "walhook_dispatcher_leases_held", "", held);
+    rc |= wh_metric_header(out, "walhook_dispatcher_replicas", "gauge",
+                           "dispatchers sharing the targets (seen by the store)");
+    rc |= wh_metric_u64(out, "walhook_dispatcher_replicas", "", l->replicas);
+    rc |= wh_metric_header(out, "walhook_target_lease_held", "gauge",
+                           "1 while this dispatcher holds the target's lease");
+    for (size_t i = 0; i < l->n; i++) {
+        char labels[2 * WH_NAME_MAX + 32];
+        snprintf(labels, sizeof(labels), "tenant=\"%s\",target=\"%s\"", l->v[i].tenant,
+                 l->v[i].name);
+        rc |= wh_metric_u64(out, "walhook_target_lease_held", labels,
+                            l->v[i].epoch != 0 && now < l->v[i].valid_until);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return rc == 0 ? WH_OK : WH_ERR;
+}
+
+void dsp_lease_stop(dsp_lease *l)
+{
+    if (l == NULL)
+        return;
+    pthread_mutex_lock(&l->mu);
+    l->stopping = 1;
+    pthread_cond_signal(&l->cond);
+    pthread_mutex_unlock(&l->mu);
+    if (l->started)
+        pthread_join(l->thread, NULL);
+    /* hand the targets over at once instead of after the TTL */
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->v[i].epoch != 0) {
+            release(l, l->v[i].tenant, l->v[i].name, l->v[i].epoch);
+            l->v[i].epoch = 0;
+        }
+    }
+    wh_client_close(l->store);
+    pthread_cond_destroy(&l->cond);
+    pthread_mutex_destroy(&l->mu);
+    pthread_mutex_destroy(&l->cb_mu);
+    free(l->v);
+    free(l);
+}

@@ -1,0 +1,68 @@
+/* dsp_lease: shares the targets between dispatcher replicas through leases
+ * kept in the store (LeaseAcquire/Renew/Release/List, docs/INTERNALS.md).
+ *
+ * A thread of its own, with its own store client, runs every TTL/3:
+ *   1. LeaseList: the live replicas R (owners seen by the store within
+ *      their TTL, this one included) and who holds what;
+ *   2. renews every lease it holds (a refused renewal: the target is lost);
+ *   3. fair share = ceil(targets / R): above it, releases one lease per
+ *      round (another replica picks it up); below it, acquires free or
+ *      expired ones.
+ * A lease counts as held locally only until the time of the request that
+ * got it + TTL * 4/5 (the store's expiry is later than that), so a
+ * replica that cannot reach the store stops posting before another can
+ * take the target; the fencing epoch (carried by every CommitOffset and
+ * DlqWrite, see dsp_lease_owns) makes the store refuse whatever a paused
+ * old owner still tries to commit.
+ *
+ * The loop asks dsp_lease_owns(tenant, target, &epoch) before it starts a
+ * request of a target and passes the epoch to the store; the callback set
+ * with dsp_lease_on_change wakes it when the set of held targets changed.
+ *
+ * Teardown: dsp_lease_stop releases every lease held (so another replica
+ * takes over at once), stops the thread, closes the client. */
+#ifndef DSP_LEASE_H
+#define DSP_LEASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wh_buf.h"
+
+#define DSP_LEASE_OWNER_MAX 127
+#define DSP_LEASE_MAX_TARGETS 4096
+
+typedef struct dsp_lease dsp_lease;
+
+typedef struct dsp_lease_opts {
+    const char *store_endpoint;
+    int ipc_timeout_ms;
+    size_t max_msg;
+    const char *owner; /* NULL or "": dsp_lease_default_owner() */
+    int ttl_ms;        /* >= 1000 */
+} dsp_lease_opts;
+
+/* "<hostname>-<pid>" (characters outside [A-Za-z0-9._-] become '_'). */
+void dsp_lease_default_owner(char *out, size_t len);
+
+int dsp_lease_start(dsp_lease **out, const dsp_lease_opts *o, char *err, size_t errlen);
+/* Thread-safe: the targets to share (copied); leases of targets no longer
+ * listed are released at the next round. */
+int dsp_lease_set_targets(dsp_lease *l, const char *const *tenants, const char *const *names,
+                          size_t n);
+/* Thread-safe: 1 when this replica holds the target's lease now (and
+ * *epoch, if not NULL, receives its fencing epoch), else 0. */
+int dsp_lease_owns(dsp_lease *l, const char *tenant, const char *target, uint64_t *epoch);
+/* Called on the lease thread after a round that changed the held set. */
+void dsp_lease_on_change(dsp_lease *l, void (*fn)(void *arg), void *arg);
+/* Runs one round at once (tests, or after a target list change). */
+void dsp_lease_poke(dsp_lease *l);
+const char *dsp_lease_owner(const dsp_lease *l);
+/* Targets held now. */
+size_t dsp_lease_held(dsp_lease *l);
+/* Prometheus: walhook_dispatcher_leases_held, walhook_dispatcher_replicas,
+ * walhook_target_lease_held{tenant,target}. */
+int dsp_lease_metrics(dsp_lease *l, wh_buf *out);
+void dsp_lease_stop(dsp_lease *l);
+
+#endif

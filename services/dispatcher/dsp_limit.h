@@ -1,0 +1,34 @@
+/* dsp_limit: the token buckets of one target (events/s and requests/s,
+ * with a burst), issue 8. Loop thread only; no allocation.
+ *
+ * A request of n events may start when both buckets hold enough tokens: n
+ * events (at most the burst: a batch larger than the burst waits for a full
+ * bucket and then leaves it in debt, so the average rate holds) and one
+ * request. Rate 0 = unlimited. */
+#ifndef DSP_LIMIT_H
+#define DSP_LIMIT_H
+
+#include <stdint.h>
+
+typedef struct dsp_bucket {
+    double rate;   /* tokens per second; 0 = unlimited */
+    double burst;  /* capacity */
+    double tokens; /* may go negative (debt) */
+    uint64_t last_us;
+} dsp_bucket;
+
+/* burst 0 = one second's worth (at least 1). Starts full. */
+void dsp_bucket_init(dsp_bucket *b, double rate, double burst, uint64_t now_us);
+/* Milliseconds until n tokens are there (0 = now). */
+long dsp_bucket_wait_ms(dsp_bucket *b, double n, uint64_t now_us);
+void dsp_bucket_take(dsp_bucket *b, double n, uint64_t now_us);
+
+typedef struct dsp_limit {
+    dsp_bucket events, requests;
+} dsp_limit;
+
+void dsp_limit_init(dsp_limit *l, int events_per_s, int requests_per_s, int burst, uint64_t now_us);
+long dsp_limit_wait_ms(dsp_limit *l, uint32_t nevents, uint64_t now_us);
+void dsp_limit_take(dsp_limit *l, uint32_t nevents, uint64_t now_us);
+
+#endif

@@ -1,0 +1,454 @@
+/* Unit tests of the dispatcher's delivery core: outcome classification,
+ * Retry-After (both forms), the circuit breaker's transitions, the nack
+ * window, the token buckets, the SSRF guard's address classes and allow
+ * lists, by_key lane hashing, and the per-target delivery settings of the
+ * runtime state (wh_delivery). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <time.h>
+
+#include "../../services/dispatcher/dsp_breaker.h"
+#include "../../services/dispatcher/dsp_lane.h"
+#include "../../services/dispatcher/dsp_limit.h"
+#include "../../services/dispatcher/dsp_outcome.h"
+#include "../../services/dispatcher/dsp_ssrf.h"
+#include "../../services/dispatcher/dsp_target.h"
+#include "wh_cidr.h"
+#include "wh_state.h"
+#include "wh_util.h"
+
+static void test_classify(void **state)
+{
+    (void)state;
+    assert_int_equal(dsp_classify(CURLE_OK, 200), DSP_OUT_OK);
+    assert_int_equal(dsp_classify(CURLE_OK, 204), DSP_OUT_OK);
+    assert_int_equal(dsp_classify(CURLE_OK, 299), DSP_OUT_OK);
+    long retry[] = {408, 425, 429, 500, 502, 503, 504, 599};
+    for (size_t i = 0; i < sizeof(retry) / sizeof(retry[0]); i++)
+        assert_int_equal(dsp_classify(CURLE_OK, retry[i]), DSP_OUT_RETRY);
+    long perm[] = {100, 301, 302, 307, 308, 400, 401, 403, 404, 405, 409, 413, 422, 451};
+    for (size_t i = 0; i < sizeof(perm) / sizeof(perm[0]); i++)
+        assert_int_equal(dsp_classify(CURLE_OK, perm[i]), DSP_OUT_PERMANENT);
+    assert_int_equal(dsp_classify(CURLE_OK, 410), DSP_OUT_GONE);
+    /* transport errors are retryable; a bad URL is not */
+    assert_int_equal(dsp_classify(CURLE_OPERATION_TIMEDOUT, 0), DSP_OUT_RETRY);
+    assert_int_equal(dsp_classify(CURLE_COULDNT_CONNECT, 0), DSP_OUT_RETRY);
+    assert_int_equal(dsp_classify(CURLE_RECV_ERROR, 0), DSP_OUT_RETRY);
+    assert_int_equal(dsp_classify(CURLE_GOT_NOTHING, 0), DSP_OUT_RETRY);
+    assert_int_equal(dsp_classify(CURLE_COULDNT_RESOLVE_HOST, 0), DSP_OUT_RETRY);
+    assert_int_equal(dsp_classify(CURLE_UNSUPPORTED_PROTOCOL, 0), DSP_OUT_PERMANENT);
+    assert_int_equal(dsp_classify(CURLE_URL_MALFORMAT, 0), DSP_OUT_PERMANENT);
+    assert_string_equal(dsp_outcome_name(DSP_OUT_GONE), "gone");
+}
+
+static void test_retry_after(void **state)
+{
+    (void)state;
+    int64_t ms = -1;
+    assert_int_equal(dsp_retry_after_parse("120", 3, 0, &ms), WH_OK);
+    assert_true(ms == 120000);
+    assert_int_equal(dsp_retry_after_parse(" 0 \r\n", 5, 0, &ms), WH_OK);
+    assert_true(ms == 0);
+    /* IMF-fixdate: 1994-11-06 08:49:37 UTC = 784111777 */
+    const char *d = "Sun, 06 Nov 1994 08:49:37 GMT";
+    assert_int_equal(dsp_retry_after_parse(d, strlen(d), 784111777 - 30, &ms), WH_OK);
+    assert_true(ms == 30000);
+    /* in the past: at once */
+    assert_int_equal(dsp_retry_after_parse(d, strlen(d), 784111777 + 5, &ms), WH_OK);
+    assert_true(ms == 0);
+    const char *rfc850 = "Sunday, 06-Nov-94 08:49:37 GMT";
+    assert_int_equal(dsp_retry_after_parse(rfc850, strlen(rfc850), 784111777 - 2, &ms), WH_OK);
+    assert_true(ms == 2000);
+    const char *asc = "Sun Nov  6 08:49:37 1994";
+    assert_int_equal(dsp_retry_after_parse(asc, strlen(asc), 784111777 - 1, &ms), WH_OK);
+    assert_true(ms == 1000);
+    /* garbage */
+    assert_int_equal(dsp_retry_after_parse("soon", 4, 0, &ms), WH_ERR);
+    assert_int_equal(dsp_retry_after_parse("12x", 3, 0, &ms), WH_ERR);
+    assert_int_equal(dsp_retry_after_parse("", 0, 0, &ms), WH_ERR);
+    assert_int_equal(dsp_retry_after_parse("-5", 2, 0, &ms), WH_ERR);
+    /* the delay used: Retry-After wins over the backoff, capped */
+    assert_int_equal(dsp_next_delay_ms("2", 1, 10, 20, 0), 2000);
+    assert_int_equal(dsp_next_delay_ms("999999", 1, 10, 20, 0), DSP_RETRY_AFTER_MAX_MS);
+    int b = dsp_next_delay_ms(NULL, 3, 10, 20, 0);
+    assert_true(b >= 1 && b <= 20);
+    b = dsp_next_delay_ms("bogus", 1, 10, 20, 0);
+    assert_true(b >= 1 && b <= 10);
+}
+
+static void test_backoff(void **state)
+{
+    (void)state;
+    for (int a = 1; a < 40; a++) {
+        int d = dsp_backoff_ms(a, 100, 30000);
+        assert_true(d >= 1 && d <= 30000);
+        if (a == 1)
+            assert_true(d <= 100);
+    }
+}
+
+static void test_breaker(void **state)
+{
+    (void)state;
+    dsp_breaker b;
+    dsp_breaker_init(&b, 3, 50, 10, 1000);
+    uint64_t now = 1000000;
+    assert_int_equal(dsp_breaker_wait_ms(&b, now), 0);
+    /* consecutive failures open it */
+    dsp_breaker_record(&b, 1, now);
+    dsp_breaker_record(&b, 1, now);
+    assert_int_equal(b.state, DSP_BR_CLOSED);
+    dsp_breaker_record(&b, 0, now); /* a success resets the run */
+    dsp_breaker_record(&b, 1, now);
+    dsp_breaker_record(&b, 1, now);
+    assert_int_equal(b.state, DSP_BR_CLOSED);
+    dsp_breaker_record(&b, 1, now);
+    assert_int_equal(b.state, DSP_BR_OPEN);
+    assert_true(b.opened == 1);
+    assert_int_equal(dsp_breaker_wait_ms(&b, now + 400), 600);
+    /* after the cool-down: half-open, one probe */
+    assert_int_equal(dsp_breaker_wait_ms(&b, now + 1000), 0);
+    assert_int_equal(b.state, DSP_BR_HALF_OPEN);
+    dsp_breaker_on_send(&b);
+    assert_true(dsp_breaker_wait_ms(&b, now + 1001) > 0); /* no second probe */
+    /* the probe fails: open again */
+    dsp_breaker_record(&b, 1, now + 1100);
+    assert_int_equal(b.state, DSP_BR_OPEN);
+    assert_true(b.opened == 2);
+    assert_int_equal(dsp_breaker_wait_ms(&b, now + 2100), 0);
+    dsp_breaker_on_send(&b);
+    dsp_breaker_record(&b, 0, now + 2200); /* the probe succeeds: closed */
+    assert_int_equal(b.state, DSP_BR_CLOSED);
+    assert_int_equal(b.consecutive, 0);
+    assert_int_equal(b.win.count, 0);
+
+    /* ratio: 50 % of a full window of 10, never 3 in a row */
+    dsp_breaker_init(&b, 3, 50, 10, 1000);
+    for (int i = 0; i < 9; i++) {
+        dsp_breaker_record(&b, i % 2 == 0, now);
+        assert_int_equal(b.state, DSP_BR_CLOSED); /* window not full yet */
+    }
+    dsp_breaker_record(&b, 0, now); /* 5 of 10 failed */
+    assert_int_equal(b.state, DSP_BR_OPEN);
+    assert_string_equal(dsp_breaker_state_name(DSP_BR_HALF_OPEN), "half-open");
+
+    /* defaults and a runtime change that keeps the state */
+    dsp_breaker_init(&b, 0, 0, 0, 0);
+    assert_int_equal(b.failures, 5);
+    assert_int_equal(b.cooldown_ms, 30000);
+    for (int i = 0; i < 5; i++)
+        dsp_breaker_record(&b, 1, now);
+    assert_int_equal(b.state, DSP_BR_OPEN);
+    dsp_breaker_configure(&b, 10, 0, 0, 50);
+    assert_int_equal(b.state, DSP_BR_OPEN);
+}
+
+static void test_nack_window(void **state)
+{
+    (void)state;
+    dsp_nack n;
+    dsp_nack_init(&n, 5, 3);
+    dsp_nack_record(&n, 1);
+    dsp_nack_record(&n, 1);
+    assert_false(dsp_nack_degraded(&n));
+    dsp_nack_record(&n, 1);
+    assert_true(dsp_nack_degraded(&n));
+    /* the window slides: three successes push two failures out */
+    dsp_nack_record(&n, 0);
+    dsp_nack_record(&n, 0);
+    assert_true(dsp_nack_degraded(&n)); /* 1 1 1 0 0 */
+    dsp_nack_record(&n, 0);
+    assert_false(dsp_nack_degraded(&n)); /* 1 1 0 0 0 */
+    /* a window larger than one word */
+    dsp_window w;
+    dsp_window_init(&w, 100);
+    for (int i = 0; i < 250; i++)
+        dsp_window_push(&w, i % 4 == 0);
+    assert_int_equal(w.count, 100);
+    assert_int_equal(w.fails, 25);
+}
+
+static void test_token_bucket(void **state)
+{
+    (void)state;
+    uint64_t t0 = 1000000000ULL;
+    dsp_bucket b;
+    dsp_bucket_init(&b, 10, 5, t0); /* 10/s, burst 5, starts full */
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(dsp_bucket_wait_ms(&b, 1, t0), 0);
+        dsp_bucket_take(&b, 1, t0);
+    }
+    assert_int_equal(dsp_bucket_wait_ms(&b, 1, t0), 100);
+    assert_int_equal(dsp_bucket_wait_ms(&b, 1, t0 + 100000), 0); /* 100 ms later */
+    /* a request larger than the burst waits for a full bucket, then owes */
+    dsp_bucket_init(&b, 10, 5, t0);
+    assert_int_equal(dsp_bucket_wait_ms(&b, 50, t0), 0);
+    dsp_bucket_take(&b, 50, t0); /* 5 - 50 = -45 */
+    assert_int_equal(dsp_bucket_wait_ms(&b, 1, t0), 4600);
+    /* unlimited */
+    dsp_bucket_init(&b, 0, 0, t0);
+    dsp_bucket_take(&b, 1e9, t0);
+    assert_int_equal(dsp_bucket_wait_ms(&b, 1e9, t0), 0);
+    /* both buckets */
+    dsp_limit l;
+    dsp_limit_init(&l, 0, 2, 0, t0); /* 2 requests/s, burst 2 */
+    assert_int_equal(dsp_limit_wait_ms(&l, 1000, t0), 0);
+    dsp_limit_take(&l, 1000, t0);
+    dsp_limit_take(&l, 1000, t0);
+    assert_int_equal(dsp_limit_wait_ms(&l, 1, t0), 500);
+}
+
+static int v4(const char *s, struct sockaddr_in *sa)
+{
+    memset(sa, 0, sizeof(*sa));
+    sa->sin_family = AF_INET;
+    return inet_pton(AF_INET, s, &sa->sin_addr);
+}
+
+static int v6(const char *s, struct sockaddr_in6 *sa)
+{
+    memset(sa, 0, sizeof(*sa));
+    sa->sin6_family = AF_INET6;
+    return inet_pton(AF_INET6, s, &sa->sin6_addr);
+}
+
+static const char *cls(const char *addr)
+{
+    struct sockaddr_in a;
+    struct sockaddr_in6 b;
+    if (v4(addr, &a) == 1)
+        return dsp_addr_class(AF_INET, (const unsigned char *)&a.sin_addr);
+    assert_int_equal(v6(addr, &b), 1);
+    return dsp_addr_class(AF_INET6, (const unsigned char *)&b.sin6_addr);
+}
+
+static void test_ssrf_classes(void **state)
+{
+    (void)state;
+    assert_string_equal(cls("127.0.0.1"), "loopback");
+    assert_string_equal(cls("127.255.1.2"), "loopback");
+    assert_string_equal(cls("::1"), "loopback");
+    assert_string_equal(cls("10.1.2.3"), "private");
+    assert_string_equal(cls("172.16.0.1"), "private");
+    assert_string_equal(cls("172.31.255.255"), "private");
+    assert_null(cls("172.32.0.1"));
+    assert_string_equal(cls("192.168.1.1"), "private");
+    assert_string_equal(cls("fc00::1"), "private");
+    assert_string_equal(cls("fd12:3456::1"), "private");
+    assert_string_equal(cls("169.254.1.1"), "link-local");
+    assert_string_equal(cls("fe80::1"), "link-local");
+    assert_string_equal(cls("100.64.0.1"), "CGNAT");
+    assert_string_equal(cls("100.127.255.255"), "CGNAT");
+    assert_null(cls("100.128.0.1"));
+    assert_string_equal(cls("224.0.0.1"), "multicast");
+    assert_string_equal(cls("ff02::1"), "multicast");
+    assert_string_equal(cls("0.0.0.0"), "unspecified");
+    assert_string_equal(cls("::"), "unspecified");
+    assert_string_equal(cls("169.254.169.254"), "cloud metadata");
+    assert_string_equal(cls("fd00:ec2::254"), "cloud metadata");
+    assert_string_equal(cls("255.255.255.255"), "reserved");
+    /* IPv4-mapped IPv6 is judged as IPv4 */
+    assert_string_equal(cls("::ffff:127.0.0.1"), "loopback");
+    assert_string_equal(cls("::ffff:10.0.0.1"), "private");
+    /* public */
+    assert_null(cls("93.184.216.34"));
+    assert_null(cls("8.8.8.8"));
+    assert_null(cls("2606:4700:4700::1111"));
+    assert_null(cls("::ffff:8.8.8.8"));
+}
+
+static void test_ssrf_allow_lists(void **state)
+{
+    (void)state;
+    char err[WH_ERRLEN], why[256];
+    wh_cidr_list g, t;
+    assert_int_equal(wh_cidr_list_parse("127.0.0.0/8, ::1", &g, err, sizeof(err)), WH_OK);
+    assert_int_equal(g.n, 2);
+    assert_int_equal(wh_cidr_list_parse("10.1.0.0/16", &t, err, sizeof(err)), WH_OK);
+    struct sockaddr_in a;
+    struct sockaddr_in6 b;
+    v4("127.0.0.1", &a);
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&a, NULL, NULL, why, sizeof(why)), 0);
+    assert_non_null(strstr(why, "127.0.0.1 is loopback"));
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&a, &g, NULL, why, sizeof(why)), 1);
+    v4("10.1.200.3", &a);
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&a, &g, NULL, why, sizeof(why)), 0);
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&a, &g, &t, why, sizeof(why)), 1);
+    v4("10.2.0.1", &a);
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&a, &g, &t, why, sizeof(why)), 0);
+    v4("169.254.169.254", &a);
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&a, &g, &t, why, sizeof(why)), 0);
+    assert_non_null(strstr(why, "metadata"));
+    v6("::1", &b);
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, &g, NULL, why, sizeof(why)), 1);
+    v6("::ffff:127.0.0.1", &b); /* mapped: matches the IPv4 prefix */
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, &g, NULL, why, sizeof(why)), 1);
+    v4("8.8.8.8", &a);
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&a, NULL, NULL, why, sizeof(why)), 1);
+    /* bad lists are named */
+    assert_int_equal(wh_cidr_list_parse("127.0.0.0/33", &g, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "prefix length"));
+    assert_int_equal(wh_cidr_list_parse("localhost", &g, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "localhost"));
+    assert_int_equal(wh_cidr_list_parse("", &g, err, sizeof(err)), WH_OK);
+    assert_int_equal(g.n, 0);
+}
+
+static void test_lanes(void **state)
+{
+    (void)state;
+    const char *a1 = "{\"id\":\"t:0/1:0\",\"op\":\"insert\",\"table\":\"o\",\"key\":{\"id\":1},"
+                     "\"before\":null,\"after\":{\"id\":1,\"key\":{\"id\":2}}}";
+    const char *a2 = "{\"id\":\"t:0/2:0\",\"op\":\"update\",\"table\":\"o\",\"key\":{\"id\":1},"
+                     "\"before\":null,\"after\":{\"id\":1,\"note\":\"x\"}}";
+    const char *b1 = "{\"id\":\"t:0/3:0\",\"op\":\"insert\",\"table\":\"o\",\"key\":{\"id\":2},"
+                     "\"before\":null,\"after\":{\"id\":2}}";
+    const char *tr = "{\"id\":\"t:0/4:0\",\"op\":\"truncate\",\"table\":\"o\",\"key\":null}";
+    const char *tricky = "{\"id\":\"t:0/5:0\",\"table\":\"a,\\\"key\\\":1\",\"key\":{\"id\":1},"
+                         "\"after\":{}}";
+    int f1, f2, f3, f4;
+    uint64_t h1 = dsp_key_hash(a1, strlen(a1), &f1);
+    uint64_t h2 = dsp_key_hash(a2, strlen(a2), &f2);
+    uint64_t h3 = dsp_key_hash(b1, strlen(b1), &f3);
+    uint64_t h4 = dsp_key_hash(tricky, strlen(tricky), &f4);
+    assert_true(f1 && f2 && f3 && f4);
+    assert_true(h1 == h2); /* same row: same lane, whatever else changed */
+    assert_true(h1 != h3);
+    assert_true(h1 == h4); /* an escaped quote in a string is not the key member */
+    int f;
+    dsp_key_hash(tr, strlen(tr), &f);
+    assert_false(f);
+    assert_int_equal(dsp_lane_of(tr, strlen(tr), 8), 0);
+    assert_int_equal(dsp_lane_of(a1, strlen(a1), 1), 0);
+    for (unsigned n = 2; n < 10; n++) {
+        assert_int_equal(dsp_lane_of(a1, strlen(a1), n), dsp_lane_of(a2, strlen(a2), n));
+        assert_true(dsp_lane_of(b1, strlen(b1), n) < n);
+    }
+    /* keys spread over lanes */
+    int used[4] = {0};
+    char ev[128];
+    for (int i = 0; i < 64; i++) {
+        int l = snprintf(ev, sizeof(ev), "{\"op\":\"insert\",\"key\":{\"id\":%d},\"after\":{}}", i);
+        used[dsp_lane_of(ev, (size_t)l, 4)]++;
+    }
+    for (int i = 0; i < 4; i++)
+        assert_true(used[i] > 0);
+}
+
+static void test_delivery_settings(void **state)
+{
+    (void)state;
+    wh_delivery d;
+    memset(&d, 0, sizeof(d));
+    char err[WH_ERRLEN];
+    json_t *v = json_string("block");
+    assert_int_equal(wh_delivery_set(&d, "on_failure", v, err, sizeof(err)), WH_OK);
+    assert_string_equal(d.on_failure, "block");
+    json_decref(v);
+    v = json_string("sometimes");
+    assert_int_equal(wh_delivery_set(&d, "on_failure", v, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "on_failure"));
+    json_decref(v);
+    v = json_integer(5);
+    assert_int_equal(wh_delivery_set(&d, "max_attempts", v, err, sizeof(err)), WH_OK);
+    assert_int_equal(d.max_attempts, 5);
+    json_decref(v);
+    v = json_integer(101);
+    assert_int_equal(wh_delivery_set(&d, "breaker_ratio_pct", v, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "breaker_ratio_pct"));
+    json_decref(v);
+    v = json_string("10.0.0.0/8,nonsense");
+    assert_int_equal(wh_delivery_set(&d, "allow_private", v, err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_delivery_check(&d, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "allow_private"));
+    json_decref(v);
+    v = json_true();
+    assert_int_equal(wh_delivery_set(&d, "no_such_field", v, err, sizeof(err)), 1);
+    json_decref(v);
+
+    /* through the document: parsed, validated, rendered when set */
+    wh_config base;
+    wh_config_defaults(&base);
+    const char *doc =
+        "{\"tenants\":[{\"name\":\"a\",\"source\":{\"slot\":\"s\",\"publication\":\"p\"},"
+        "\"targets\":[{\"name\":\"t\",\"url\":\"http://h/x\",\"on_failure\":\"dlq\","
+        "\"mode\":\"fast\",\"backlog_max_ms\":5000,\"breaker_failures\":3,"
+        "\"rate_events_per_s\":100,\"envelope\":\"debezium\",\"filter_ops\":\"insert\","
+        "\"allow_private\":\"127.0.0.0/8\"}]}]}";
+    wh_state *s = NULL;
+    assert_int_equal(wh_state_parse(&s, doc, strlen(doc), &base, err, sizeof(err)), WH_OK);
+    const wh_state_target *tg = &s->tenants[0].targets[0];
+    assert_string_equal(tg->dl.mode, "fast");
+    assert_true(tg->dl.backlog_max_ms == 5000);
+    assert_int_equal(tg->dl.breaker_failures, 3);
+    assert_string_equal(tg->dl.envelope, "debezium");
+    wh_buf out;
+    wh_buf_init(&out, 0);
+    assert_int_equal(wh_state_render(s, &out, 0), WH_OK);
+    assert_int_equal(wh_buf_cstr(&out), WH_OK); /* strstr needs the NUL */
+    assert_non_null(strstr(out.data, "\"mode\": \"fast\"") ? strstr(out.data, "\"mode\": \"fast\"")
+                                                           : strstr(out.data, "\"mode\":\"fast\""));
+    assert_null(strstr(out.data, "max_attempts")); /* unset: not rendered */
+    wh_buf_free(&out);
+    wh_state_unref(s);
+    const char *bad =
+        "{\"tenants\":[{\"name\":\"a\",\"source\":{\"slot\":\"s\",\"publication\":\"p\"},"
+        "\"targets\":[{\"name\":\"t\",\"url\":\"http://h/x\",\"ordering\":\"random\"}]}]}";
+    assert_int_equal(wh_state_parse(&s, bad, strlen(bad), &base, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "tenants[0].targets[0].ordering"));
+    /* the global allow list is checked as a setting */
+    const char *badset = "{\"settings\":{\"dispatcher.allow_private_networks\":\"::1/200\"},"
+                         "\"tenants\":[]}";
+    assert_int_equal(wh_state_parse(&s, badset, strlen(badset), &base, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "dispatcher.allow_private_networks"));
+}
+
+static void test_format_build(void **state)
+{
+    (void)state;
+    wh_delivery d;
+    memset(&d, 0, sizeof(d));
+    dsp_format f;
+    memset(&f, 0, sizeof(f));
+    char err[WH_ERRLEN];
+    assert_int_equal(dsp_format_build(&f, &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(f.render, 0); /* native without columns: bytes as stored */
+    assert_null(f.filter);
+    wh_strlcpy(d.envelope, "cloudevents_binary", sizeof(d.envelope));
+    wh_strlcpy(d.filter_ops, "insert, update", sizeof(d.filter_ops));
+    assert_int_equal(dsp_format_build(&f, &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(f.single, 1);
+    assert_int_equal(f.render, 1);
+    assert_non_null(f.filter);
+    const char *ins = "{\"op\":\"insert\",\"table\":\"o\",\"key\":null}";
+    const char *del = "{\"op\":\"delete\",\"table\":\"o\",\"key\":null}";
+    assert_int_equal(dsp_filter_match(f.filter, ins, strlen(ins)), 1);
+    assert_int_equal(dsp_filter_match(f.filter, del, strlen(del)), 0);
+    wh_strlcpy(d.filter_expr, "after.amount >", sizeof(d.filter_expr));
+    assert_int_equal(dsp_format_build(&f, &d, err, sizeof(err)), WH_ERR);
+    assert_non_null(f.filter); /* untouched on error */
+    dsp_format_free(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_classify),     cmocka_unit_test(test_retry_after),
+        cmocka_unit_test(test_backoff),      cmocka_unit_test(test_breaker),
+        cmocka_unit_test(test_nack_window),  cmocka_unit_test(test_token_bucket),
+        cmocka_unit_test(test_ssrf_classes), cmocka_unit_test(test_ssrf_allow_lists),
+        cmocka_unit_test(test_lanes),        cmocka_unit_test(test_delivery_settings),
+        cmocka_unit_test(test_format_build),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,293 @@
+/* Unit tests for dsp_envelope: native, Debezium (its documented field
+ * list), CloudEvents structured/batch (required attributes) and binary
+ * mode (ce-* headers), column lists, malformed events. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "../../services/dispatcher/dsp_envelope.h"
+#include "wh_util.h"
+
+static const char *EV_UPD =
+    "{\"id\":\"default:0/1A2B3C8:0\",\"tenant\":\"default\",\"lsn\":\"0/1A2B3C8\",\"seq\":0,"
+    "\"xid\":735,\"commit_ts\":\"2026-11-22T01:02:03.123456Z\",\"op\":\"update\",\"schema\":"
+    "\"public\",\"table\":\"orders\",\"key\":{\"id\":1},\"before\":{\"id\":1,\"note\":\"x\"},"
+    "\"after\":{\"id\":1,\"note\":\"y\",\"amount\":\"12.50\"}}";
+static const char *EV_INS =
+    "{\"id\":\"default:0/1A2B3C8:1\",\"tenant\":\"default\",\"lsn\":\"0/1A2B3C8\",\"seq\":1,"
+    "\"xid\":735,\"commit_ts\":\"2026-11-22T01:02:03.123456Z\",\"op\":\"insert\",\"schema\":"
+    "\"public\",\"table\":\"my table\",\"key\":{\"id\":2},\"before\":null,"
+    "\"after\":{\"id\":2,\"note\":\"z\"}}";
+static const char *EV_DEL =
+    "{\"id\":\"default:0/1A2B3D0:0\",\"tenant\":\"default\",\"lsn\":\"0/1A2B3D0\",\"seq\":0,"
+    "\"xid\":736,\"commit_ts\":\"2026-11-22T01:02:04Z\",\"op\":\"delete\",\"schema\":"
+    "\"public\",\"table\":\"orders\",\"key\":{\"id\":1},\"before\":{\"id\":1},\"after\":null}";
+static const char *EV_TRUNC =
+    "{\"id\":\"default:0/1A2B3E0:0\",\"tenant\":\"default\",\"lsn\":\"0/1A2B3E0\",\"seq\":0,"
+    "\"xid\":737,\"commit_ts\":\"2026-11-22T01:02:05.5Z\",\"op\":\"truncate\",\"schema\":"
+    "\"public\",\"table\":\"orders\",\"key\":null,\"before\":null,\"after\":null,"
+    "\"options\":{\"cascade\":false,\"restart_identity\":false}}";
+static const char *EV_MSG =
+    "{\"id\":\"default:0/1A2B3F0:0\",\"tenant\":\"default\",\"lsn\":\"0/1A2B3F0\",\"seq\":0,"
+    "\"xid\":0,\"commit_ts\":null,\"op\":\"message\",\"schema\":null,\"table\":null,\"key\":null,"
+    "\"before\":null,\"after\":null,\"prefix\":\"p\",\"content\":\"aGk=\"}";
+
+static int render(dsp_env_kind k, const dsp_filter *cols, const char **evs, size_t n, wh_buf *b,
+                  dsp_env_out *out, char *err)
+{
+    const void *p[8];
+    size_t l[8];
+    for (size_t i = 0; i < n; i++) {
+        p[i] = evs[i];
+        l[i] = strlen(evs[i]);
+    }
+    dsp_env_opts o = {.kind = k, .db = "shop", .columns = cols, .now_ms = 1800000000000};
+    return dsp_env_render(&o, p, l, n, b, out, err, 256);
+}
+
+static json_t *parse(const wh_buf *b)
+{
+    json_error_t je;
+    json_t *j = json_loadb(b->data, b->len, 0, &je);
+    if (!j)
+        fail_msg("not JSON: %s: %.*s", je.text, (int)b->len, b->data);
+    return j;
+}
+
+static void test_parse_names(void **state)
+{
+    (void)state;
+    dsp_env_kind k;
+    char err[256];
+    assert_int_equal(dsp_env_parse("debezium", &k, err, sizeof(err)), WH_OK);
+    assert_int_equal(k, DSP_ENV_DEBEZIUM);
+    assert_int_equal(dsp_env_parse("cloudevents-binary", &k, err, sizeof(err)), WH_OK);
+    assert_int_equal(k, DSP_ENV_CLOUDEVENTS_BINARY);
+    assert_string_equal(dsp_env_name(DSP_ENV_CLOUDEVENTS), "cloudevents");
+    assert_int_equal(dsp_env_parse("avro", &k, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "\"avro\""));
+}
+
+static void test_native(void **state)
+{
+    (void)state;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    dsp_env_out out;
+    char err[256];
+    const char *evs[] = {EV_UPD, EV_INS};
+    assert_int_equal(render(DSP_ENV_NATIVE, NULL, evs, 2, &b, &out, err), WH_OK);
+    assert_int_equal(out.consumed, 2);
+    assert_int_equal(out.nheaders, 0);
+    assert_string_equal(out.content_type, "application/json");
+    wh_buf_cstr(&b);
+    char expect[2048];
+    snprintf(expect, sizeof(expect), "[%s,%s]", EV_UPD, EV_INS);
+    assert_string_equal(b.data, expect);
+    /* the buffer's memory is reused */
+    char *mem = b.data;
+    assert_int_equal(render(DSP_ENV_NATIVE, NULL, evs, 1, &b, &out, err), WH_OK);
+    assert_ptr_equal(b.data, mem);
+    wh_buf_free(&b);
+}
+
+static void test_debezium_fields(void **state)
+{
+    (void)state;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    dsp_env_out out;
+    char err[256];
+    const char *evs[] = {EV_UPD, EV_INS, EV_DEL, EV_TRUNC, EV_MSG};
+    assert_int_equal(render(DSP_ENV_DEBEZIUM, NULL, evs, 5, &b, &out, err), WH_OK);
+    assert_string_equal(out.content_type, "application/json");
+    json_t *a = parse(&b);
+    assert_true(json_is_array(a));
+    assert_int_equal(json_array_size(a), 5);
+    const char *ops[] = {"u", "c", "d", "t", "m"};
+    /* Debezium PostgreSQL connector, "Change event values": payload fields
+     * before, after, source, op, ts_ms (transaction when enabled); source:
+     * version, connector, name, ts_ms, snapshot, db, sequence, schema, table,
+     * txId, lsn, xmin. */
+    const char *src_fields[] = {"version",  "connector", "name",  "ts_ms", "snapshot", "db",
+                                "sequence", "schema",    "table", "txId",  "lsn",      "xmin"};
+    for (size_t i = 0; i < 5; i++) {
+        json_t *e = json_array_get(a, i);
+        assert_string_equal(json_string_value(json_object_get(e, "op")), ops[i]);
+        assert_true(json_is_integer(json_object_get(e, "ts_ms")));
+        assert_int_equal(json_integer_value(json_object_get(e, "ts_ms")), 1800000000000LL);
+        json_t *src = json_object_get(e, "source");
+        assert_true(json_is_object(src));
+        for (size_t k = 0; k < sizeof(src_fields) / sizeof(src_fields[0]); k++)
+            if (!json_object_get(src, src_fields[k]))
+                fail_msg("event %zu: source.%s missing", i, src_fields[k]);
+        assert_string_equal(json_string_value(json_object_get(src, "connector")), "postgresql");
+        assert_string_equal(json_string_value(json_object_get(src, "db")), "shop");
+        assert_string_equal(json_string_value(json_object_get(src, "name")), "default");
+        assert_true(json_is_integer(json_object_get(src, "lsn")));
+        assert_true(json_is_integer(json_object_get(src, "txId")));
+        if (i == 4) {
+            json_t *m = json_object_get(e, "message");
+            assert_string_equal(json_string_value(json_object_get(m, "prefix")), "p");
+            assert_string_equal(json_string_value(json_object_get(m, "content")), "aGk=");
+            assert_true(json_is_null(json_object_get(src, "table")));
+        } else {
+            assert_non_null(json_object_get(e, "before"));
+            assert_non_null(json_object_get(e, "after"));
+        }
+    }
+    json_t *u = json_array_get(a, 0), *src = json_object_get(u, "source");
+    /* 2026-11-22T01:02:03.123Z */
+    assert_int_equal(json_integer_value(json_object_get(src, "ts_ms")), 1795309323123LL);
+    assert_int_equal(json_integer_value(json_object_get(src, "lsn")), 0x1A2B3C8);
+    assert_int_equal(json_integer_value(json_object_get(src, "txId")), 735);
+    assert_string_equal(json_string_value(json_object_get(src, "schema")), "public");
+    assert_string_equal(json_string_value(json_object_get(src, "table")), "orders");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(u, "before"), "note")),
+                        "x");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(u, "after"), "note")),
+                        "y");
+    assert_true(json_is_null(json_object_get(json_array_get(a, 1), "before")));
+    assert_true(json_is_null(json_object_get(json_array_get(a, 2), "after")));
+    json_decref(a);
+    wh_buf_free(&b);
+}
+
+static void test_cloudevents_structured(void **state)
+{
+    (void)state;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    dsp_env_out out;
+    char err[256];
+    const char *evs[] = {EV_INS, EV_MSG};
+    /* one event: application/cloudevents+json, one object */
+    assert_int_equal(render(DSP_ENV_CLOUDEVENTS, NULL, evs, 1, &b, &out, err), WH_OK);
+    assert_string_equal(out.content_type, "application/cloudevents+json");
+    json_t *e = parse(&b);
+    assert_true(json_is_object(e));
+    /* required attributes: id, source, specversion, type */
+    assert_string_equal(json_string_value(json_object_get(e, "specversion")), "1.0");
+    assert_string_equal(json_string_value(json_object_get(e, "id")), "default:0/1A2B3C8:1");
+    assert_string_equal(json_string_value(json_object_get(e, "source")),
+                        "/walhook/default/public/my%20table");
+    assert_string_equal(json_string_value(json_object_get(e, "type")), "com.walhook.insert");
+    assert_string_equal(json_string_value(json_object_get(e, "time")),
+                        "2026-11-22T01:02:03.123456Z");
+    assert_string_equal(json_string_value(json_object_get(e, "subject")), "public.my table");
+    assert_string_equal(json_string_value(json_object_get(e, "datacontenttype")),
+                        "application/json");
+    json_t *data = json_object_get(e, "data");
+    assert_string_equal(json_string_value(json_object_get(data, "id")), "default:0/1A2B3C8:1");
+    json_decref(e);
+    /* a batch: application/cloudevents-batch+json, an array */
+    assert_int_equal(render(DSP_ENV_CLOUDEVENTS, NULL, evs, 2, &b, &out, err), WH_OK);
+    assert_string_equal(out.content_type, "application/cloudevents-batch+json");
+    json_t *a = parse(&b);
+    assert_int_equal(json_array_size(a), 2);
+    json_t *m = json_array_get(a, 1);
+    assert_string_equal(json_string_value(json_object_get(m, "type")), "com.walhook.message");
+    assert_string_equal(json_string_value(json_object_get(m, "source")), "/walhook/default");
+    assert_null(json_object_get(m, "time")); /* non-transactional message: no time */
+    assert_null(json_object_get(m, "subject"));
+    json_decref(a);
+    wh_buf_free(&b);
+}
+
+static void test_cloudevents_binary(void **state)
+{
+    (void)state;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    dsp_env_out out;
+    char err[256];
+    const char *evs[] = {EV_INS, EV_UPD};
+    assert_int_equal(render(DSP_ENV_CLOUDEVENTS_BINARY, NULL, evs, 2, &b, &out, err), WH_OK);
+    assert_int_equal(out.consumed, 1); /* one event per request */
+    assert_string_equal(out.content_type, "application/json");
+    const char *want[] = {"ce-specversion: 1.0",
+                          "ce-id: default:0/1A2B3C8:1",
+                          "ce-source: /walhook/default/public/my%20table",
+                          "ce-type: com.walhook.insert",
+                          "ce-subject: public.my%20table",
+                          "ce-time: 2026-11-22T01:02:03.123456Z"};
+    assert_int_equal(out.nheaders, 6);
+    for (size_t i = 0; i < 6; i++)
+        assert_string_equal(out.headers[i], want[i]);
+    wh_buf_cstr(&b);
+    assert_string_equal(b.data, EV_INS);
+    wh_buf_free(&b);
+}
+
+static void test_columns(void **state)
+{
+    (void)state;
+    const char *exc[] = {"note"};
+    dsp_filter_spec spec = {.columns_exclude = exc, .ncolumns_exclude = 1};
+    dsp_filter *f;
+    char err[256];
+    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    dsp_env_out out;
+    const char *evs[] = {EV_UPD};
+    assert_int_equal(render(DSP_ENV_NATIVE, f, evs, 1, &b, &out, err), WH_OK);
+    json_t *a = parse(&b);
+    json_t *e = json_array_get(a, 0);
+    assert_null(json_object_get(json_object_get(e, "after"), "note"));
+    assert_non_null(json_object_get(json_object_get(e, "after"), "amount"));
+    assert_null(json_object_get(json_object_get(e, "before"), "note"));
+    assert_string_equal(json_string_value(json_object_get(e, "table")), "orders");
+    json_decref(a);
+    assert_int_equal(render(DSP_ENV_DEBEZIUM, f, evs, 1, &b, &out, err), WH_OK);
+    a = parse(&b);
+    assert_null(json_object_get(json_object_get(json_array_get(a, 0), "after"), "note"));
+    json_decref(a);
+    dsp_filter_free(f);
+    wh_buf_free(&b);
+}
+
+static void test_malformed(void **state)
+{
+    (void)state;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    dsp_env_out out;
+    char err[256];
+    const char *bad[] = {EV_INS, "{\"id\":\"x\"}"};
+    assert_int_equal(render(DSP_ENV_DEBEZIUM, NULL, bad, 2, &b, &out, err), WH_ERR);
+    assert_non_null(strstr(err, "event 1"));
+    const char *bad2[] = {"[1,2"};
+    assert_int_equal(render(DSP_ENV_NATIVE, NULL, bad2, 1, &b, &out, err), WH_ERR);
+    assert_non_null(strstr(err, "event 0"));
+    /* a body cap is honoured */
+    wh_buf small;
+    wh_buf_init(&small, 64);
+    const char *evs[] = {EV_UPD};
+    assert_int_equal(render(DSP_ENV_CLOUDEVENTS, NULL, evs, 1, &small, &out, err), WH_ERR);
+    assert_non_null(strstr(err, "larger"));
+    wh_buf_free(&small);
+    wh_buf_free(&b);
+    int64_t ms;
+    assert_int_equal(dsp_env_time_ms("2026-11-22T01:02:03Z", 20, &ms), WH_OK);
+    assert_int_equal(ms, 1795309323000LL);
+    assert_int_equal(dsp_env_time_ms("2026-11-22 01:02:03Z", 20, &ms), WH_ERR);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_names),        cmocka_unit_test(test_native),
+        cmocka_unit_test(test_debezium_fields),    cmocka_unit_test(test_cloudevents_structured),
+        cmocka_unit_test(test_cloudevents_binary), cmocka_unit_test(test_columns),
+        cmocka_unit_test(test_malformed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

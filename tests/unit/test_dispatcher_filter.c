@@ -1,0 +1,251 @@
+/* Unit tests for dsp_filter: tables globs, operations, the expression
+ * language (semantics and compile errors naming the position), column
+ * lists, and the zero-allocation span reader it is built on. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../../services/dispatcher/dsp_filter.h"
+#include "wh_util.h"
+
+static const char *EV =
+    "{\"id\":\"default:0/1A2B3C8:0\",\"tenant\":\"default\",\"lsn\":\"0/1A2B3C8\",\"seq\":0,"
+    "\"xid\":735,\"commit_ts\":\"2026-11-22T01:02:03.123456Z\",\"op\":\"insert\",\"schema\":"
+    "\"public\",\"table\":\"orders\",\"key\":{\"id\":1},\"before\":null,"
+    "\"after\":{\"id\":1,\"amount\":150,\"price\":\"99.90\",\"note\":\"caf\\u00e9 \\\"x\\\"\","
+    "\"vip\":true,\"gone\":null,\"tags\":[1,2]}}";
+
+static int expr_match(const char *expr, const char *ev)
+{
+    dsp_filter_spec spec = {.expr = expr};
+    dsp_filter *f = NULL;
+    char err[256];
+    if (dsp_filter_compile(&spec, &f, err, sizeof(err)) != WH_OK)
+        fail_msg("%s: %s", expr, err);
+    int r = dsp_filter_match(f, ev, strlen(ev));
+    dsp_filter_free(f);
+    return r;
+}
+
+static void expect_error(const char *expr, const char *needle)
+{
+    dsp_filter_spec spec = {.expr = expr};
+    dsp_filter *f = NULL;
+    char err[256];
+    if (dsp_filter_compile(&spec, &f, err, sizeof(err)) != WH_ERR)
+        fail_msg("%s: compiled", expr);
+    assert_null(f);
+    if (!strstr(err, needle))
+        fail_msg("%s: error \"%s\" lacks \"%s\"", expr, err, needle);
+}
+
+static void test_expressions(void **state)
+{
+    (void)state;
+    assert_true(expr_match("table == \"orders\" && op == \"insert\" && after.amount > 100", EV));
+    assert_false(expr_match("table == \"orders\" && op == \"insert\" && after.amount > 150", EV));
+    assert_true(expr_match("after.amount >= 150 && after.amount <= 150", EV));
+    assert_true(expr_match("after.amount != 151", EV));
+    assert_true(expr_match("op in [\"insert\", \"update\"]", EV));
+    assert_false(expr_match("op in ['delete']", EV));
+    assert_true(expr_match("!(schema == \"audit\")", EV));
+    assert_true(expr_match("not (schema == 'audit') and seq == 0", EV));
+    assert_true(expr_match("table == \"x\" || table == \"orders\"", EV));
+    assert_false(expr_match("table == \"x\" || table == \"y\"", EV));
+    /* && binds tighter than || */
+    assert_true(expr_match("table == \"orders\" || table == \"x\" && op == \"delete\"", EV));
+    assert_false(expr_match("(table == \"orders\" || table == \"x\") && op == \"delete\"", EV));
+    /* null: explicit and missing */
+    assert_true(expr_match("before == null", EV));
+    assert_true(expr_match("after.gone == null", EV));
+    assert_true(expr_match("after.nosuch == null", EV));
+    assert_true(expr_match("before.id == null", EV));
+    assert_false(expr_match("after.id == null", EV));
+    assert_true(expr_match("after.id != null", EV));
+    /* a numeric rendered as a string compares as a number */
+    assert_true(expr_match("after.price > 99.5", EV));
+    assert_false(expr_match("after.price > 100", EV));
+    assert_true(expr_match("after.price == \"99.90\"", EV));
+    /* escapes in the event decoded */
+    assert_true(expr_match("after.note == 'caf\xc3\xa9 \"x\"'", EV));
+    assert_true(expr_match("after.note startswith \"caf\xc3\xa9\"", EV));
+    assert_true(expr_match("table startswith \"ord\"", EV));
+    assert_false(expr_match("table startswith \"orders_\"", EV));
+    /* bare paths and booleans */
+    assert_true(expr_match("after.vip", EV));
+    assert_true(expr_match("after.vip == true", EV));
+    assert_false(expr_match("after.id", EV));
+    assert_true(expr_match("true", EV));
+    /* different kinds: ordering is false, equality false */
+    assert_false(expr_match("after.vip > 1", EV));
+    assert_false(expr_match("after.tags == 1", EV));
+    assert_false(expr_match("table < 5", EV));
+    assert_true(expr_match("table < \"p\"", EV));
+    assert_true(expr_match("commit_ts >= \"2026-11-22\"", EV));
+    assert_true(expr_match("xid == 735 && key.id in [1, 2]", EV));
+    assert_true(expr_match("   ", EV)); /* empty: no filter */
+    /* a malformed event passes (the renderer reports it) */
+    assert_true(expr_match("table == \"x\"", "{\"table\":"));
+    assert_false(expr_match("table == \"x\"", "{\"table\":\"y\"}"));
+}
+
+static void test_compile_errors(void **state)
+{
+    (void)state;
+    expect_error("table ==", "position 7: expected a value after the comparison");
+    expect_error("table == \"x", "position 10: unterminated string");
+    expect_error("(op == 'x'", "missing ')'");
+    expect_error("op in 'x'", "expected '[' after 'in'");
+    expect_error("op in [after.x]", "literals");
+    expect_error("op in ['a' 'b']", "expected ',' or ']'");
+    expect_error("op == 'x' )", "position 11: unexpected ')'");
+    expect_error("op # 1", "position 4: unexpected character");
+    expect_error("op startswith 3", "expected a string after 'startswith'");
+    expect_error("== 3", "position 1: expected a value");
+    expect_error("a == 1x", "bad number");
+    expect_error("a.b.c.d.e.f.g.h.i == 1", "too many segments");
+    expect_error("'\\q'", "unknown escape");
+    char deep[200];
+    memset(deep, '!', 100);
+    snprintf(deep + 100, sizeof(deep) - 100, "true");
+    expect_error(deep, "nested too deeply");
+    char *longexpr = malloc(DSP_FILTER_EXPR_MAX + 16);
+    memset(longexpr, 'a', DSP_FILTER_EXPR_MAX + 10);
+    longexpr[DSP_FILTER_EXPR_MAX + 10] = '\0';
+    expect_error(longexpr, "longer than");
+    free(longexpr);
+}
+
+static void test_tables_ops(void **state)
+{
+    (void)state;
+    const char *tables[] = {"ord*", "audit.*"};
+    const char *ops[] = {"insert", "delete"};
+    dsp_filter_spec spec = {.tables = tables, .ntables = 2, .operations = ops, .noperations = 2};
+    dsp_filter *f;
+    char err[256];
+    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    assert_true(dsp_filter_match(f, EV, strlen(EV)));
+    const char *upd = "{\"op\":\"update\",\"schema\":\"public\",\"table\":\"orders\"}";
+    assert_false(dsp_filter_match(f, upd, strlen(upd)));
+    const char *other = "{\"op\":\"insert\",\"schema\":\"public\",\"table\":\"users\"}";
+    assert_false(dsp_filter_match(f, other, strlen(other)));
+    const char *audit = "{\"op\":\"delete\",\"schema\":\"audit\",\"table\":\"users\"}";
+    assert_true(dsp_filter_match(f, audit, strlen(audit)));
+    const char *msg = "{\"op\":\"message\",\"schema\":null,\"table\":null}";
+    assert_false(dsp_filter_match(f, msg, strlen(msg))); /* operations exclude it */
+    dsp_filter_free(f);
+    /* messages are not subject to the table globs */
+    spec.operations = NULL;
+    spec.noperations = 0;
+    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    assert_true(dsp_filter_match(f, msg, strlen(msg)));
+    dsp_filter_free(f);
+    /* errors name the part */
+    const char *badops[] = {"insert", "upsert"};
+    dsp_filter_spec bad = {.operations = badops, .noperations = 2};
+    assert_int_equal(dsp_filter_compile(&bad, &f, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "filter.operations[1]: unknown operation \"upsert\""));
+    const char *cols[] = {"a"};
+    dsp_filter_spec both = {.columns_include = cols,
+                            .ncolumns_include = 1,
+                            .columns_exclude = cols,
+                            .ncolumns_exclude = 1};
+    assert_int_equal(dsp_filter_compile(&both, &f, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "filter.columns"));
+    /* an empty spec compiles to NULL: everything passes */
+    dsp_filter_spec none = {0};
+    assert_int_equal(dsp_filter_compile(&none, &f, err, sizeof(err)), WH_OK);
+    assert_null(f);
+    assert_true(dsp_filter_match(NULL, EV, strlen(EV)));
+}
+
+static void test_columns_rewrite(void **state)
+{
+    (void)state;
+    const char *inc[] = {"id", "amount"};
+    dsp_filter_spec spec = {.columns_include = inc, .ncolumns_include = 2};
+    dsp_filter *f;
+    char err[256];
+    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    assert_true(dsp_filter_has_columns(f));
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    const char *ev = "{\"op\":\"update\",\"key\":{\"id\":1},\"before\":{\"id\":1,\"x\":[1,{}]},"
+                     "\"after\":{\"id\":1,\"amount\":2,\"big\":\"t\"},\"unchanged\":[\"big\","
+                     "\"amount\"]}";
+    assert_int_equal(dsp_filter_rewrite(f, ev, strlen(ev), &b), WH_OK);
+    wh_buf_cstr(&b);
+    assert_string_equal(b.data, "{\"op\":\"update\",\"key\":{\"id\":1},\"before\":{\"id\":1},"
+                                "\"after\":{\"id\":1,\"amount\":2},\"unchanged\":[\"amount\"]}");
+    /* malformed: error, buffer restored */
+    wh_buf_reset(&b);
+    wh_buf_puts(&b, "keep");
+    assert_int_equal(dsp_filter_rewrite(f, "{\"after\":{\"id\":", 14, &b), WH_ERR);
+    assert_int_equal(b.len, 4);
+    dsp_filter_free(f);
+    wh_buf_free(&b);
+}
+
+static void test_spans(void **state)
+{
+    (void)state;
+    wh_json_span ev, v;
+    assert_int_equal(wh_json_span_value(EV, strlen(EV), &ev), WH_OK);
+    assert_int_equal(ev.type, WH_JSON_OBJECT);
+    assert_int_equal(ev.len, strlen(EV));
+    assert_int_equal(wh_json_span_get(&ev, "after", 5, &v), WH_OK);
+    wh_json_span tags;
+    assert_int_equal(wh_json_span_get(&v, "tags", 4, &tags), WH_OK);
+    assert_int_equal(tags.type, WH_JSON_ARRAY);
+    size_t pos = 0, n = 0;
+    wh_json_span el;
+    while (wh_json_span_next(&tags, &pos, NULL, &el) == 1)
+        n++;
+    assert_int_equal(n, 2);
+    char buf[8];
+    wh_json_span note;
+    assert_int_equal(wh_json_span_get(&v, "note", 4, &note), WH_OK);
+    assert_int_equal(wh_json_span_str(&note, buf, sizeof(buf), NULL), WH_ERR); /* too small */
+    char big[64];
+    size_t len;
+    assert_int_equal(wh_json_span_str(&note, big, sizeof(big), &len), WH_OK);
+    assert_string_equal(big, "caf\xc3\xa9 \"x\"");
+    const char *bad[] = {"", "{", "{\"a\":}", "[1,2}", "\"abc", "nul", "-", "{\"a\" 1}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        wh_json_span s;
+        int r = wh_json_span_value(bad[i], strlen(bad[i]), &s);
+        if (r == WH_OK && (s.type == WH_JSON_OBJECT || s.type == WH_JSON_ARRAY)) {
+            size_t p = 0;
+            wh_json_span k, x;
+            int rr;
+            while ((rr = wh_json_span_next(&s, &p, &k, &x)) == 1)
+                ;
+            assert_int_equal(rr, -1);
+        } else {
+            assert_int_equal(r, WH_ERR);
+        }
+    }
+    double d;
+    wh_json_span num = {.p = "\"1e3\"", .len = 5, .type = WH_JSON_STRING};
+    assert_int_equal(wh_json_span_num(&num, &d), WH_OK);
+    assert_true(d == 1000.0);
+    wh_json_span notnum = {.p = "\"1e\"", .len = 4, .type = WH_JSON_STRING};
+    assert_int_equal(wh_json_span_num(&notnum, &d), WH_ERR);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_expressions), cmocka_unit_test(test_compile_errors),
+        cmocka_unit_test(test_tables_ops),  cmocka_unit_test(test_columns_rewrite),
+        cmocka_unit_test(test_spans),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
