@@ -11,6 +11,8 @@
 #   slow429   429 + Retry-After: 2 first   -> the next try waits >= ~2 s
 #   redirect  301 to the sink              -> never followed (on_failure block)
 #   private   127.0.0.2, not allowed       -> refused by the SSRF guard
+#   dbz       Debezium envelope, filter after.id > 150 -> only those rows,
+#             as Debezium change events (the others are committed past)
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 ROWS=${ROWS:-200}
@@ -26,7 +28,7 @@ pg_psql -c "CREATE TABLE items (id int PRIMARY KEY, note text)" >/dev/null ||
 export WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS="127.0.0.1/32,::1"
 
 declare -A PORT
-for r in healthy flaky downback bad gone slow429 redirect sink private; do PORT[$r]=$(wh_free_port); done
+for r in healthy flaky downback bad gone slow429 redirect sink private dbz; do PORT[$r]=$(wh_free_port); done
 APORT=$(wh_free_port)
 rcv() { # NAME ARGS...: a receiver on 127.0.0.1 (private: 127.0.0.2)
     local name=$1 host=127.0.0.1
@@ -44,6 +46,7 @@ rcv slow429 --first 1 --status 429 --retry-after 2
 rcv redirect --status 301 --location "http://127.0.0.1:${PORT[sink]}/moved"
 rcv sink
 rcv private
+rcv dbz
 CONF="$WH_TMP/walhook.conf"
 u() { echo "http://127.0.0.1:${PORT[$1]}/hook"; }
 # walhook up wants a top-level source (tenant "main", no targets); the
@@ -66,7 +69,8 @@ tenants = (
       { name = "gone"; url = "$(u gone)"; },
       { name = "slow429"; url = "$(u slow429)"; },
       { name = "redirect"; url = "$(u redirect)"; on_failure = "block"; },
-      { name = "private"; url = "http://127.0.0.2:${PORT[private]}/hook"; breaker_cooldown_ms = 200; }
+      { name = "private"; url = "http://127.0.0.2:${PORT[private]}/hook"; breaker_cooldown_ms = 200; },
+      { name = "dbz"; url = "$(u dbz)"; envelope = "debezium"; filter_expr = "after.id > 150"; }
     ); }
 );
 CONFEOF
@@ -140,7 +144,18 @@ wh_wait_until 20 test "$(wh_metric_label "$METRICS" walhook_target_ssrf_refused_
 [ -s "$WH_TMP/private.req" ] && wh_fail "a request reached the private address"
 grep -q "127.0.0.2 is loopback" "$WH_TMP/walhook.log" || wh_fail "the refusal is not logged by address class"
 
+# envelope and filter: rows 151..ROWS only, as Debezium events, in order
+dbz_done() {
+    [ "$(ids "$WH_TMP/dbz.jsonl" | sort -un | wc -l)" -eq $((ROWS - 150)) ] &&
+        [ "$(wh_metric_label "$METRICS" walhook_target_filtered_total 'target="dbz"')" -ge 150 ]
+}
+wh_wait_until 60 dbz_done || wh_fail "target dbz: want rows 151..$ROWS ($(ids "$WH_TMP/dbz.jsonl" | sort -un | wc -l) rows, filtered $(wh_metric_label "$METRICS" walhook_target_filtered_total 'target="dbz"'))"
+[ "$(ids "$WH_TMP/dbz.jsonl" | sort -n | head -n 1)" -gt 150 ] || wh_fail "target dbz got a filtered row"
+ids "$WH_TMP/dbz.jsonl" | sort -c -n || wh_fail "target dbz: rows out of order"
+grep -q '"connector":"postgresql"' "$WH_TMP/dbz.jsonl" && grep -q '"op":"c"' "$WH_TMP/dbz.jsonl" ||
+    wh_fail "target dbz did not get Debezium change events"
+
 # /metrics carries the breaker state of every target
 [ "$(wh_metric "$METRICS" walhook_target_breaker_state)" -ge 0 ] ||
     wh_fail "no walhook_target_breaker_state in /metrics"
-wh_pass "flaky/down-back/healthy complete in order; poison row dead-lettered alone; 410 disables; Retry-After honoured; redirect not followed; SSRF refused"
+wh_pass "flaky/down-back/healthy complete in order; poison row dead-lettered alone; 410 disables; Retry-After honoured; redirect not followed; SSRF refused; Debezium + filter"
