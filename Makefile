@@ -41,7 +41,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BIN)/tests/%)
 
 all: $(DAEMONS) $(TOOLS) $(UNIT_BIN) $(BIN)/tests/wh_loadgen $(BIN)/tests/wh_check \
-     $(BIN)/tests/wh_statectl
+     $(BIN)/tests/wh_statectl $(BIN)/tests/wh_render
 
 $(PROTO_C) $(PROTO_H): proto/walhook.proto
 	@mkdir -p $(BUILD)/gen
@@ -110,6 +110,11 @@ $(BIN)/tests/wh_check: $(BUILD)/tests/lib/wh_check.o $(BUILD)/libwhcommon.a
 $(BIN)/tests/wh_statectl: $(BUILD)/tests/lib/wh_statectl.o $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
+
+# renders a request with the dispatcher's envelope and signing modules
+$(BIN)/tests/wh_render: $(BUILD)/tests/lib/wh_render.o $(call lib_objs,dispatcher) $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)/tests
+	$(CC) $(LDFLAGS) -o $@ $^ -lcurl -lcrypto $(LIBS_COMMON)
 
 # Unit tests link the library objects of the service named in their file name
 # (test_ingestor_*.c -> services/ingestor/*.o but main.o), plus common.

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "adm_page.h"
 #include "wh_lsn.h"
@@ -222,6 +223,7 @@ typedef struct ctx {
     const char *tenant; /* path parameters, NUL-terminated copies */
     const char *target;
     const char *action;
+    const char *item; /* 7th path segment (dead-letter routes) */
 } ctx;
 
 typedef void (*route_fn)(ctx *c);
@@ -239,6 +241,7 @@ static void r_target(ctx *c);
 static void r_target_action(ctx *c);
 static void r_settings(ctx *c);
 static void r_slots(ctx *c);
+static void r_dlq(ctx *c);
 
 typedef struct route {
     const char *pattern;
@@ -263,6 +266,10 @@ static const route routes[] = {
     {"/v1/tenants/{tenant}/targets/{target}/pause", M_POST, r_target_action, "POST"},
     {"/v1/tenants/{tenant}/targets/{target}/resume", M_POST, r_target_action, "POST"},
     {"/v1/tenants/{tenant}/targets/{target}/offset", M_POST, r_target_action, "POST"},
+    {"/v1/tenants/{tenant}/targets/{target}/dlq", M_GET | M_HEAD | M_DELETE, r_dlq,
+     "GET, HEAD, DELETE"},
+    {"/v1/tenants/{tenant}/targets/{target}/dlq/replay", M_POST, r_dlq, "POST"},
+    {"/v1/tenants/{tenant}/targets/{target}/dlq/{id}", M_GET | M_HEAD, r_dlq, "GET, HEAD"},
     {"/v1/settings", M_GET | M_HEAD | M_PATCH, r_settings, "GET, HEAD, PATCH"},
     {"/v1/slots", M_GET | M_HEAD, r_slots, "GET, HEAD"},
 };
@@ -281,6 +288,9 @@ static const adm_route_info route_infos[] = {
     {"/v1/tenants/{tenant}/targets/{target}/pause", "POST"},
     {"/v1/tenants/{tenant}/targets/{target}/resume", "POST"},
     {"/v1/tenants/{tenant}/targets/{target}/offset", "POST"},
+    {"/v1/tenants/{tenant}/targets/{target}/dlq", "GET,DELETE"},
+    {"/v1/tenants/{tenant}/targets/{target}/dlq/replay", "POST"},
+    {"/v1/tenants/{tenant}/targets/{target}/dlq/{id}", "GET"},
     {"/v1/settings", "GET,PATCH"},
     {"/v1/slots", "GET"},
 };
@@ -405,7 +415,7 @@ void adm_api_handle(adm_api *a, const adm_request *req, adm_response *resp)
     }
     char pat[ADM_MAX_SEGS][WH_NAME_MAX];
     int pn = split(rt->pattern, pat);
-    ctx c = {a, req, resp, m == M_HEAD ? M_GET : m, NULL, NULL, NULL};
+    ctx c = {a, req, resp, m == M_HEAD ? M_GET : m, NULL, NULL, NULL, NULL};
     for (int k = 0; k < pn; k++) {
         if (strcmp(pat[k], "{tenant}") == 0)
             c.tenant = segs[k];
@@ -414,6 +424,8 @@ void adm_api_handle(adm_api *a, const adm_request *req, adm_response *resp)
     }
     if (c.target && pn > 5)
         c.action = segs[5];
+    if (c.target && pn > 6)
+        c.item = segs[6];
     rt->fn(&c);
 }
 
@@ -1320,6 +1332,361 @@ static void r_target_action(ctx *c)
         reply_json(c->resp, 200, t ? t : json_object(), s->version);
         wh_state_unref(s);
     }
+}
+
+/* ---- /v1/tenants/{t}/targets/{name}/dlq: dead letters ----
+ * A dead letter's id is its position with '-' for the LSN's '/' (so it is
+ * one path segment): "0-1A2B3C8:0"; "0/1A2B3C8:0" is accepted in bodies
+ * and query strings too. */
+
+#define ADM_DLQ_LIST_MAX 1000
+#define ADM_DLQ_IDS_MAX 1000
+
+static int dlq_id_parse(const char *s, adm_pos *out)
+{
+    char tmp[64];
+    if (!s || strlen(s) >= sizeof(tmp))
+        return WH_ERR;
+    wh_strlcpy(tmp, s, sizeof(tmp));
+    char *dash = strchr(tmp, '-');
+    if (dash && !strchr(tmp, '/'))
+        *dash = '/';
+    return adm_pos_parse(tmp, out);
+}
+
+static void dlq_id_format(uint64_t lsn, uint32_t seq, char *buf, size_t len)
+{
+    snprintf(buf, len, "%X-%X:%u", (unsigned)(lsn >> 32), (unsigned)lsn, seq);
+}
+
+static json_t *iso_time(int64_t us)
+{
+    if (us <= 0)
+        return json_null();
+    time_t t = (time_t)(us / 1000000);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm))
+        return json_null();
+    char b[64];
+    snprintf(b, sizeof(b), "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(us % 1000000));
+    return json_string(b);
+}
+
+/* Bytes as a JSON string: invalid UTF-8 and control bytes become '?'. */
+static json_t *excerpt_json(const uint8_t *p, size_t n)
+{
+    char *b = malloc(n + 1);
+    if (!b)
+        return json_null();
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = wh_utf8_len(p + i, n - i);
+        if (k == 0 || (k == 1 && p[i] < 0x20 && p[i] != '\n' && p[i] != '\t')) {
+            b[o++] = '?';
+            i++;
+        } else {
+            memcpy(b + o, p + i, k);
+            o += k;
+            i += k;
+        }
+    }
+    json_t *j = json_stringn(b, o);
+    free(b);
+    return j ? j : json_null();
+}
+
+static json_t *dlq_error_json(const Walhook__DlqError *e)
+{
+    if (!e)
+        return json_null();
+    return json_pack("{s:i,s:i,s:s,s:o,s:o}", "status", (int)e->status, "curl_code",
+                     (int)e->curl_code, "curl_error", e->curl_error ? e->curl_error : "",
+                     "body_excerpt", excerpt_json(e->body_excerpt.data, e->body_excerpt.len), "at",
+                     iso_time(e->at_us));
+}
+
+static json_t *dlq_record_json(const Walhook__DlqRecord *r)
+{
+    const Walhook__Event *ev = r->event;
+    char id[48], pos[48];
+    uint64_t lsn = ev ? ev->commit_lsn : 0;
+    uint32_t seq = ev ? ev->seq : 0;
+    dlq_id_format(lsn, seq, id, sizeof(id));
+    adm_pos_format((adm_pos){lsn, seq}, pos, sizeof(pos));
+    json_t *event = NULL;
+    if (ev && ev->json.len > 0)
+        event = json_loadb((const char *)ev->json.data, ev->json.len, 0, NULL);
+    json_t *event_id = event ? json_object_get(event, "id") : NULL;
+    return json_pack("{s:s,s:O,s:s,s:i,s:s,s:o,s:o,s:o,s:o}", "id", id, "event_id",
+                     event_id ? event_id : json_null(), "position", pos, "attempts",
+                     (int)r->attempts, "reason", r->reason ? r->reason : "", "dead_at",
+                     iso_time(r->dead_at_us), "first_error", dlq_error_json(r->first_error),
+                     "last_error", dlq_error_json(r->last_error), "event",
+                     event ? event : json_null());
+}
+
+/* One store call; on failure the response is set (404 for a missing
+ * record is the caller's). */
+static Walhook__Reply *dlq_call(ctx *c, Walhook__Request *req)
+{
+    if (!c->a->be.store_call) {
+        fail(c->resp, 503, NULL, "the dead-letter queue needs the store (no store configured)");
+        return NULL;
+    }
+    Walhook__Reply *rep = NULL;
+    int status = 0;
+    char err[WH_ERRLEN];
+    if (c->a->be.store_call(c->a->be.arg, req, &rep, &status, err, sizeof(err)) != WH_OK) {
+        if (status == 400)
+            fail(c->resp, 400, NULL, "%s", err);
+        else
+            fail(c->resp, 503, NULL, "the store did not answer: %s", err);
+        return NULL;
+    }
+    if (rep->body_case != WALHOOK__REPLY__BODY_DLQ || !rep->dlq) {
+        walhook__reply__free_unpacked(rep, NULL);
+        fail(c->resp, 500, NULL, "the store's reply has no dead-letter body");
+        return NULL;
+    }
+    return rep;
+}
+
+/* 404 unless the tenant and the target exist. */
+static int dlq_target_exists(ctx *c)
+{
+    wh_state *s = get_state(c);
+    if (!s)
+        return WH_ERR;
+    const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
+    int found = t && wh_state_target_find(t, c->target);
+    wh_state_unref(s);
+    if (!t)
+        return tenant_missing(c);
+    if (!found)
+        return target_missing(c);
+    return WH_OK;
+}
+
+static void dlq_list(ctx *c)
+{
+    Walhook__DlqList l = WALHOOK__DLQ_LIST__INIT;
+    Walhook__Position after = WALHOOK__POSITION__INIT;
+    l.tenant = (char *)c->tenant;
+    l.consumer = (char *)c->target;
+    const char *qa = c->req->query ? c->req->query(c->req->query_ctx, "after") : NULL;
+    const char *ql = c->req->query ? c->req->query(c->req->query_ctx, "limit") : NULL;
+    if (qa && *qa) {
+        adm_pos p;
+        if (dlq_id_parse(qa, &p) != WH_OK) {
+            fail(c->resp, 400, "after", "after: expected a dead-letter id like \"0-1A2B3C8:0\"");
+            return;
+        }
+        after.lsn = p.lsn;
+        after.seq = p.seq;
+        l.has_after = 1;
+        l.after = &after;
+    }
+    uint32_t limit = 100;
+    if (ql && *ql) {
+        char *end;
+        errno = 0;
+        long v = strtol(ql, &end, 10);
+        if (errno || *end || v < 1 || v > ADM_DLQ_LIST_MAX) {
+            fail(c->resp, 400, "limit", "limit: expected 1..%d", ADM_DLQ_LIST_MAX);
+            return;
+        }
+        limit = (uint32_t)v;
+    }
+    l.limit = limit;
+    if (dlq_target_exists(c) != WH_OK)
+        return;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_DLQ_LIST;
+    req.dlq_list = &l;
+    Walhook__Reply *rep = dlq_call(c, &req);
+    if (!rep)
+        return;
+    json_t *items = json_array();
+    char next[48] = "";
+    for (size_t i = 0; i < rep->dlq->n_records; i++) {
+        const Walhook__DlqRecord *r = rep->dlq->records[i];
+        json_array_append_new(items, dlq_record_json(r));
+        if (r->event)
+            dlq_id_format(r->event->commit_lsn, r->event->seq, next, sizeof(next));
+    }
+    json_t *out = json_pack("{s:s,s:s,s:I,s:I,s:o,s:o}", "tenant", c->tenant, "target", c->target,
+                            "total", (json_int_t)rep->dlq->total, "replay_pending",
+                            (json_int_t)rep->dlq->replay_pending, "items", items, "next",
+                            rep->dlq->more && next[0] ? json_string(next) : json_null());
+    walhook__reply__free_unpacked(rep, NULL);
+    reply_json(c->resp, 200, out, 0);
+}
+
+static void dlq_show(ctx *c)
+{
+    adm_pos p;
+    if (dlq_id_parse(c->item, &p) != WH_OK) {
+        fail(c->resp, 400, "id", "id: expected a dead-letter id like \"0-1A2B3C8:0\" (got %.64s)",
+             c->item);
+        return;
+    }
+    if (dlq_target_exists(c) != WH_OK)
+        return;
+    Walhook__DlqGet g = WALHOOK__DLQ_GET__INIT;
+    Walhook__Position pos = WALHOOK__POSITION__INIT;
+    pos.lsn = p.lsn;
+    pos.seq = p.seq;
+    g.tenant = (char *)c->tenant;
+    g.consumer = (char *)c->target;
+    g.pos = &pos;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_DLQ_GET;
+    req.dlq_get = &g;
+    Walhook__Reply *rep = dlq_call(c, &req);
+    if (!rep)
+        return;
+    if (rep->dlq->n_records == 0) {
+        walhook__reply__free_unpacked(rep, NULL);
+        fail(c->resp, 404, "id", "target '%s' of tenant '%s' has no dead letter %s", c->target,
+             c->tenant, c->item);
+        return;
+    }
+    json_t *out = dlq_record_json(rep->dlq->records[0]);
+    walhook__reply__free_unpacked(rep, NULL);
+    reply_json(c->resp, 200, out, 0);
+}
+
+/* Replay (POST body {"all":true} or {"ids":[...]}) or purge (DELETE, all,
+ * or ?ids=a,b). */
+static void dlq_edit(ctx *c, int replay)
+{
+    int all = 0;
+    Walhook__Position pos[ADM_DLQ_IDS_MAX];
+    Walhook__Position *pp[ADM_DLQ_IDS_MAX];
+    size_t n = 0;
+    json_t *body = NULL;
+    if (replay) {
+        body = parse_body(c, 0);
+        if (!body)
+            return;
+        const char *key;
+        json_t *v;
+        json_object_foreach(body, key, v)
+        {
+            if (strcmp(key, "all") == 0) {
+                if (!json_is_true(v)) {
+                    fail(c->resp, 400, "all", "all: the only value is true");
+                    goto out;
+                }
+                all = 1;
+            } else if (strcmp(key, "ids") == 0) {
+                if (!json_is_array(v) || json_array_size(v) == 0 ||
+                    json_array_size(v) > ADM_DLQ_IDS_MAX) {
+                    fail(c->resp, 400, "ids", "ids: an array of 1..%d dead-letter ids",
+                         ADM_DLQ_IDS_MAX);
+                    goto out;
+                }
+                size_t i;
+                json_t *e;
+                json_array_foreach(v, i, e)
+                {
+                    adm_pos p;
+                    if (!json_is_string(e) || dlq_id_parse(json_string_value(e), &p) != WH_OK) {
+                        fail(c->resp, 400, "ids",
+                             "ids[%zu]: expected a dead-letter id like "
+                             "\"0-1A2B3C8:0\"",
+                             i);
+                        goto out;
+                    }
+                    walhook__position__init(&pos[n]);
+                    pos[n].lsn = p.lsn;
+                    pos[n].seq = p.seq;
+                    pp[n] = &pos[n];
+                    n++;
+                }
+            } else {
+                fail(c->resp, 400, key, "%s: unknown field (use \"all\" or \"ids\")", key);
+                goto out;
+            }
+        }
+        if (all == (n > 0)) {
+            fail(c->resp, 400, "ids", "give exactly one of {\"all\":true} or {\"ids\":[...]}");
+            goto out;
+        }
+    } else {
+        const char *q = c->req->query ? c->req->query(c->req->query_ctx, "ids") : NULL;
+        if (!q || !*q) {
+            all = 1;
+        } else {
+            char tmp[4096];
+            if (strlen(q) >= sizeof(tmp)) {
+                fail(c->resp, 400, "ids", "ids: too long");
+                goto out;
+            }
+            wh_strlcpy(tmp, q, sizeof(tmp));
+            char *save = NULL;
+            for (char *tok = strtok_r(tmp, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                adm_pos p;
+                if (n >= ADM_DLQ_IDS_MAX || dlq_id_parse(tok, &p) != WH_OK) {
+                    fail(c->resp, 400, "ids",
+                         "ids: expected dead-letter ids like "
+                         "\"0-1A2B3C8:0\", comma-separated");
+                    goto out;
+                }
+                walhook__position__init(&pos[n]);
+                pos[n].lsn = p.lsn;
+                pos[n].seq = p.seq;
+                pp[n] = &pos[n];
+                n++;
+            }
+        }
+    }
+    if (dlq_target_exists(c) != WH_OK)
+        goto out;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__DlqReplay rp = WALHOOK__DLQ_REPLAY__INIT;
+    Walhook__DlqPurge pg = WALHOOK__DLQ_PURGE__INIT;
+    if (replay) {
+        rp.tenant = (char *)c->tenant;
+        rp.consumer = (char *)c->target;
+        rp.all = all;
+        rp.n_positions = n;
+        rp.positions = pp;
+        req.body_case = WALHOOK__REQUEST__BODY_DLQ_REPLAY;
+        req.dlq_replay = &rp;
+    } else {
+        pg.tenant = (char *)c->tenant;
+        pg.consumer = (char *)c->target;
+        pg.all = all;
+        pg.n_positions = n;
+        pg.positions = pp;
+        req.body_case = WALHOOK__REQUEST__BODY_DLQ_PURGE;
+        req.dlq_purge = &pg;
+    }
+    Walhook__Reply *rep = dlq_call(c, &req);
+    if (!rep)
+        goto out;
+    uint32_t count = rep->dlq->affected;
+    walhook__reply__free_unpacked(rep, NULL);
+    reply_json(c->resp, 200,
+               json_pack("{s:s,s:s,s:i}", "tenant", c->tenant, "target", c->target,
+                         replay ? "replayed" : "purged", (int)count),
+               0);
+out:
+    json_decref(body);
+}
+
+static void r_dlq(ctx *c)
+{
+    if (c->item && strcmp(c->item, "replay") == 0)
+        dlq_edit(c, 1);
+    else if (c->item)
+        dlq_show(c);
+    else if (c->method == M_DELETE)
+        dlq_edit(c, 0);
+    else
+        dlq_list(c);
 }
 
 /* ---- /v1/settings ---- */

@@ -10,6 +10,9 @@
  *   GET|POST              /v1/tenants/{t}/targets
  *   GET|PATCH|DELETE      /v1/tenants/{t}/targets/{name}
  *   POST                  /v1/tenants/{t}/targets/{name}/{pause,resume,offset}
+ *   GET|DELETE            /v1/tenants/{t}/targets/{name}/dlq     (list ?after=&limit=, purge)
+ *   GET                   /v1/tenants/{t}/targets/{name}/dlq/{id}
+ *   POST                  /v1/tenants/{t}/targets/{name}/dlq/replay
  *   GET|PATCH             /v1/settings
  *   GET                   /v1/slots, /v1/openapi.json
  * Order of checks: unknown path 404, method 405 (Allow), token 401
@@ -35,6 +38,7 @@
 #include "wh_buf.h"
 #include "wh_config.h"
 #include "wh_state.h"
+#include "walhook.pb-c.h"
 
 #define ADM_MAX_BODY (1u << 20) /* larger request bodies: 413 */
 #define ADM_WRITE_TRIES 5
@@ -73,6 +77,11 @@ typedef struct adm_backend {
     void (*stats)(void *arg, adm_stat st[ADM_NDAEMONS]);
     /* Optional: the slot of tenant t (else an "error" per tenant). */
     void (*slot)(void *arg, const wh_state_tenant *t, adm_slot_info *out);
+    /* Optional: one request to the store (the dead-letter routes; 503
+     * without it). Like wh_client_call_status: *rep freed by the caller
+     * with walhook__reply__free_unpacked. */
+    int (*store_call)(void *arg, const Walhook__Request *req, Walhook__Reply **rep, int *status,
+                      char *err, size_t errlen);
 } adm_backend;
 
 typedef struct adm_request {
@@ -84,6 +93,9 @@ typedef struct adm_request {
     const char *body;
     size_t body_len;
     int body_too_large; /* the HTTP layer discarded a body over ADM_MAX_BODY */
+    /* Optional: the query parameter `name` (decoded) or NULL. */
+    const char *(*query)(void *query_ctx, const char *name);
+    void *query_ctx;
 } adm_request;
 
 typedef struct adm_response {

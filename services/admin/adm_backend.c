@@ -92,6 +92,17 @@ static int b_set_offset(void *arg, const char *tenant, const char *consumer, int
     return WH_OK;
 }
 
+static int b_store_call(void *arg, const Walhook__Request *req, Walhook__Reply **rep, int *status,
+                        char *err, size_t errlen)
+{
+    adm_store *s = arg;
+    pthread_mutex_lock(&s->mu);
+    *status = 0;
+    int rc = wh_client_call_status(s->client, req, rep, status, err, errlen);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
 static int b_progress(void *arg, const char *tenant, const char *consumer, adm_pos *end,
                       adm_pos *committed)
 {
@@ -228,6 +239,7 @@ int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char 
     out->progress = b_progress;
     out->stats = b_stats;
     out->slot = b_slot;
+    out->store_call = b_store_call;
     return WH_OK;
 }
 

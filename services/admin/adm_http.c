@@ -173,6 +173,12 @@ static unsigned conn_limit(void)
 
 /* Everything is routed through adm_api (a pure function of the request);
  * this layer only moves bytes and headers. */
+/* adm_request's query lookup: a decoded query-string parameter. */
+static const char *query_arg(void *ctx, const char *name)
+{
+    return MHD_lookup_connection_value(ctx, MHD_GET_ARGUMENT_KIND, name);
+}
+
 static enum MHD_Result adm_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload_data,
                                    size_t *upload_data_size, void **con_cls)
@@ -199,6 +205,8 @@ static enum MHD_Result adm_handler(void *cls, struct MHD_Connection *conn, const
     }
     adm_request req;
     memset(&req, 0, sizeof(req));
+    req.query = query_arg;
+    req.query_ctx = conn;
     req.method = method;
     req.path = url;
     req.authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");

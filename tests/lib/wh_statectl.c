@@ -13,6 +13,12 @@
  *   wh_statectl [-c FILE] del-tenant NAME
  *   wh_statectl [-c FILE] set SETTING VALUE        a runtime setting
  *   wh_statectl [-c FILE] set-offset TENANT CONSUMER end|LSN:SEQ
+ *   wh_statectl [-c FILE] dlq-write TENANT CONSUMER N   dead-letters the next N
+ *        events after the consumer's offset (status 500, "boom", 3 attempts)
+ *        and moves the offset past them in the same request, as the
+ *        dispatcher does; prints the new offset
+ *   wh_statectl [-c FILE] replay-read TENANT CONSUMER    prints the ids
+ *        waiting in the replay queue, one a line
  *
  * Each change: GetState, edit, PutState(expected = the version read);
  * retried on a version conflict. Prints the new version. Exit 0 ok, 1
@@ -222,6 +228,116 @@ static int set_offset(wh_client *c, int argc, char **argv)
     return 0;
 }
 
+/* Event id from an envelope (the "id" member), for replay-read. */
+static void print_id(const Walhook__Event *e)
+{
+    const char *j = (const char *)e->json.data;
+    const char *p = e->json.len > 8 ? strstr(j, "\"id\":\"") : NULL;
+    if (!p) {
+        printf("?\n");
+        return;
+    }
+    p += 6;
+    const char *q = memchr(p, '"', e->json.len - (size_t)(p - j));
+    printf("%.*s\n", q ? (int)(q - p) : 0, p);
+}
+
+static int dlq_tools(wh_client *c, int argc, char **argv)
+{
+    char err[WH_ERRLEN];
+    if (argc < 3)
+        usage();
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__Reply *rep = NULL;
+    if (strcmp(argv[0], "replay-read") == 0) {
+        Walhook__ReplayRead rr = WALHOOK__REPLAY_READ__INIT;
+        rr.tenant = argv[1];
+        rr.consumer = argv[2];
+        rr.max_events = 1000;
+        req.body_case = WALHOOK__REQUEST__BODY_REPLAY_READ;
+        req.replay_read = &rr;
+        if (wh_client_call(c, &req, &rep, err, sizeof(err)) != WH_OK) {
+            fprintf(stderr, "wh_statectl: ReplayRead: %s\n", err);
+            return 1;
+        }
+        for (size_t i = 0; rep->read && i < rep->read->n_events; i++)
+            print_id(rep->read->events[i]);
+        walhook__reply__free_unpacked(rep, NULL);
+        return 0;
+    }
+    if (argc < 4)
+        usage();
+    Walhook__ReadRequest rd = WALHOOK__READ_REQUEST__INIT;
+    rd.tenant = argv[1];
+    rd.consumer = argv[2];
+    rd.max_events = (uint32_t)atoi(argv[3]);
+    req.body_case = WALHOOK__REQUEST__BODY_READ;
+    req.read = &rd;
+    if (rd.max_events == 0 || wh_client_call(c, &req, &rep, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "wh_statectl: Read: %s\n", rd.max_events ? err : "N must be > 0");
+        return rd.max_events ? 1 : 2;
+    }
+    Walhook__ReadReply *r = rep->read;
+    size_t n = r ? r->n_events : 0;
+    if (n == 0) {
+        walhook__reply__free_unpacked(rep, NULL);
+        fprintf(stderr, "wh_statectl: no events after the offset\n");
+        return 1;
+    }
+    Walhook__DlqRecord *recs = calloc(n, sizeof(*recs));
+    Walhook__DlqRecord **rp = calloc(n, sizeof(*rp));
+    Walhook__DlqError *errs = calloc(2 * n, sizeof(*errs));
+    int64_t now = wh_wallclock_us();
+    for (size_t i = 0; recs && rp && errs && i < n; i++) {
+        walhook__dlq_record__init(&recs[i]);
+        for (int k = 0; k < 2; k++) {
+            Walhook__DlqError *e = &errs[2 * i + (size_t)k];
+            walhook__dlq_error__init(e);
+            e->status = 500;
+            e->body_excerpt.data = (uint8_t *)"boom";
+            e->body_excerpt.len = 4;
+            e->at_us = now - (k ? 0 : 1000000);
+        }
+        recs[i].event = r->events[i];
+        recs[i].attempts = 3;
+        recs[i].first_error = &errs[2 * i];
+        recs[i].last_error = &errs[2 * i + 1];
+        recs[i].dead_at_us = now;
+        recs[i].reason = "exhausted";
+        rp[i] = &recs[i];
+    }
+    Walhook__Position pos = WALHOOK__POSITION__INIT;
+    pos.lsn = r->events[n - 1]->commit_lsn;
+    pos.seq = r->events[n - 1]->seq;
+    Walhook__DlqWrite w = WALHOOK__DLQ_WRITE__INIT;
+    w.tenant = argv[1];
+    w.consumer = argv[2];
+    w.n_records = n;
+    w.records = rp;
+    w.has_pos = 1;
+    w.pos = &pos;
+    w.epoch = r->epoch;
+    Walhook__Request wr = WALHOOK__REQUEST__INIT;
+    wr.body_case = WALHOOK__REQUEST__BODY_DLQ_WRITE;
+    wr.dlq_write = &w;
+    Walhook__Reply *wrep = NULL;
+    int rc = 0;
+    if (!recs || !rp || !errs || wh_client_call(c, &wr, &wrep, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "wh_statectl: DlqWrite: %s\n", recs && rp && errs ? err : "no memory");
+        rc = 1;
+    } else {
+        char l[WH_LSN_STRLEN];
+        wh_lsn_format(pos.lsn, l, sizeof(l));
+        printf("%s:%u\n", l, pos.seq);
+        walhook__reply__free_unpacked(wrep, NULL);
+    }
+    free(recs);
+    free(rp);
+    free(errs);
+    walhook__reply__free_unpacked(rep, NULL);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -250,6 +366,10 @@ int main(int argc, char **argv)
     int ac = argc - i;
     if (strcmp(av[0], "set-offset") == 0) {
         rc = set_offset(c, ac, av);
+        goto out;
+    }
+    if (strcmp(av[0], "dlq-write") == 0 || strcmp(av[0], "replay-read") == 0) {
+        rc = dlq_tools(c, ac, av);
         goto out;
     }
     for (int attempt = 0; attempt < 10; attempt++) {

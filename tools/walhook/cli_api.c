@@ -1,4 +1,4 @@
-/* cli_api: `walhook tenants|targets|settings|slots ...`, the admin REST API
+/* cli_api: `walhook tenants|targets|dlq|settings|slots ...`, the admin REST API
  * for people at a terminal (libcurl + libjansson). See cli_api.h. */
 #include "cli_api.h"
 
@@ -36,6 +36,8 @@ static int usage(const char *cmd)
         "  walhook targets  [list | get N | add N URL [secret=.. start=end|X/X:seq key=value..]\n"
         "                   | set N key=value... | pause N | resume N | rm N\n"
         "                   | offset N end|X/X:seq]       (of --tenant, default: the file's)\n"
+        "  walhook dlq      [list N [after=ID] [limit=K] | show N ID | replay N all|ID...\n"
+        "                   | purge N [ID...]]          (dead letters of target N)\n"
         "  walhook settings [list | set name=value...]\n"
         "  walhook slots\n"
         "The token comes from WALHOOK_ADMIN_TOKEN, else <data_dir>/admin.token.\n"
@@ -248,6 +250,35 @@ static void table_slots(json_t *j)
     }
 }
 
+static void table_dlq(json_t *j)
+{
+    printf("%-22s %-8s %-6s %-28s %-12s %s\n", "ID", "ATTEMPTS", "STATUS", "DEAD_AT", "REASON",
+           "EVENT");
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(j, "items"), i, d)
+    {
+        col(json_string_value(json_object_get(d, "id")), 22);
+        printf("%-8lld ", (long long)json_integer_value(json_object_get(d, "attempts")));
+        json_t *le = json_object_get(d, "last_error");
+        char st[16];
+        snprintf(st, sizeof(st), "%lld",
+                 (long long)json_integer_value(json_object_get(le, "status")));
+        col(json_is_object(le) ? st : "-", 6);
+        col(json_string_value(json_object_get(d, "dead_at")), 28);
+        col(json_string_value(json_object_get(d, "reason")), 12);
+        print_scalar(stdout, json_object_get(d, "event_id"));
+        putchar('\n');
+    }
+    printf("total: %lld, waiting for replay: %lld",
+           (long long)json_integer_value(json_object_get(j, "total")),
+           (long long)json_integer_value(json_object_get(j, "replay_pending")));
+    json_t *next = json_object_get(j, "next");
+    if (json_is_string(next))
+        printf(", more: after=%s", json_string_value(next));
+    putchar('\n');
+}
+
 typedef void (*table_fn)(json_t *j);
 
 /* Runs a request and prints its answer; returns the exit status. */
@@ -428,6 +459,87 @@ static int cmd_targets(cli_opts *o)
     return usage("targets");
 }
 
+/* Appends "?k=v&..." of args[from..] (after=, limit=) to path. */
+static int query_pairs(const cli_opts *o, int from, char *path, size_t len)
+{
+    char sep = '?';
+    for (int i = from; i < o->nargs; i++) {
+        const char *a = o->args[i];
+        if (strncmp(a, "after=", 6) != 0 && strncmp(a, "limit=", 6) != 0) {
+            fprintf(stderr, "walhook dlq list: expected after=ID or limit=N, got '%s'\n", a);
+            return WH_ERR;
+        }
+        for (const char *p = a; *p; p++)
+            if (!isalnum((unsigned char)*p) && !strchr("=-:/", *p)) {
+                fprintf(stderr, "walhook dlq list: bad character in '%s'\n", a);
+                return WH_ERR;
+            }
+        size_t n = strlen(path);
+        if ((size_t)snprintf(path + n, len - n, "%c%s", sep, a) >= len - n)
+            return WH_ERR;
+        sep = '&';
+    }
+    return WH_OK;
+}
+
+static int cmd_dlq(cli_opts *o)
+{
+    const char *sub = o->nargs ? o->args[0] : "";
+    if (!need(o, 2, "dlq"))
+        return 2;
+    char path[1024];
+    snprintf(path, sizeof(path), "/v1/tenants/%s/targets/%s/dlq", o->tenant, o->args[1]);
+    if (strcmp(sub, "list") == 0 || strcmp(sub, "ls") == 0) {
+        if (query_pairs(o, 2, path, sizeof(path)) != WH_OK)
+            return 2;
+        return run(o, "GET", path, NULL, table_dlq);
+    }
+    if (strcmp(sub, "show") == 0 || strcmp(sub, "get") == 0) {
+        if (!need(o, 3, "dlq"))
+            return 2;
+        char id[64];
+        wh_strlcpy(id, o->args[2], sizeof(id));
+        char *slash = strchr(id, '/'); /* "0/1A:0" -> "0-1A:0": one path segment */
+        if (slash)
+            *slash = '-';
+        size_t n = strlen(path);
+        snprintf(path + n, sizeof(path) - n, "/%s", id);
+        return run(o, "GET", path, NULL, NULL);
+    }
+    if (strcmp(sub, "replay") == 0) {
+        if (!need(o, 3, "dlq"))
+            return 2;
+        json_t *b;
+        if (o->nargs == 3 && strcmp(o->args[2], "all") == 0) {
+            b = json_pack("{s:b}", "all", 1);
+        } else {
+            json_t *ids = json_array();
+            for (int i = 2; i < o->nargs; i++)
+                json_array_append_new(ids, json_string(o->args[i]));
+            b = json_pack("{s:o}", "ids", ids);
+        }
+        strncat(path, "/replay", sizeof(path) - strlen(path) - 1);
+        return run(o, "POST", path, b, NULL);
+    }
+    if (strcmp(sub, "purge") == 0) {
+        for (int i = 2; i < o->nargs; i++) {
+            size_t n = strlen(path);
+            for (const char *p = o->args[i]; *p; p++)
+                if (!isxdigit((unsigned char)*p) && !strchr("-:/", *p)) {
+                    fprintf(stderr, "walhook dlq purge: '%s' is not a dead-letter id\n",
+                            o->args[i]);
+                    return 2;
+                }
+            if ((size_t)snprintf(path + n, sizeof(path) - n, "%s%s", i == 2 ? "?ids=" : ",",
+                                 o->args[i]) >= sizeof(path) - n)
+                return usage("dlq");
+        }
+        return run(o, "DELETE", path, NULL, NULL);
+    }
+    fprintf(stderr, "walhook dlq: unknown subcommand '%s'\n", sub);
+    return usage("dlq");
+}
+
 static int cmd_settings(cli_opts *o)
 {
     const char *sub = o->nargs ? o->args[0] : "list";
@@ -536,6 +648,8 @@ int cli_cmd_api(int argc, char **argv)
         rc = cmd_targets(&o);
     else if (strcmp(cmd, "settings") == 0)
         rc = cmd_settings(&o);
+    else if (strcmp(cmd, "dlq") == 0)
+        rc = cmd_dlq(&o);
     else
         rc = cmd_slots(&o);
     curl_global_cleanup();

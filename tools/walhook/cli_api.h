@@ -1,4 +1,4 @@
-/* cli_api: `walhook tenants|targets|settings|slots ...`: the admin REST API
+/* cli_api: `walhook tenants|targets|dlq|settings|slots ...`: the admin REST API
  * (docs/openapi.json) for people at a terminal, over libcurl.
  *   --admin URL  (default: http[s]://<admin.listen> of -c FILE / env, or
  *                WALHOOK_ADMIN_URL)
@@ -10,7 +10,7 @@
 #ifndef CLI_API_H
 #define CLI_API_H
 
-/* argv[0] is the command name ("tenants", "targets", "settings", "slots"). */
+/* argv[0] is the command name ("tenants", "targets", "dlq", "settings", "slots"). */
 int cli_cmd_api(int argc, char **argv);
 
 #endif

@@ -22,6 +22,8 @@ void cli_usage(FILE *f)
             "     [--admin URL] [--json] [-c FILE] [--tenant T]\n"
             "        the admin REST API (token: WALHOOK_ADMIN_TOKEN or <data_dir>/admin.token);\n"
             "        `walhook targets --help` for details\n"
+            "  dlq list|show|replay|purge TARGET ...\n"
+            "        the dead letters of a target (same options)\n"
             "  version         print the version\n"
             "  help            this text\n"
             "\n"

@@ -16,7 +16,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "up") == 0)
         return cli_cmd_up(argc - 1, argv + 1);
     if (strcmp(cmd, "tenants") == 0 || strcmp(cmd, "targets") == 0 ||
-        strcmp(cmd, "settings") == 0 || strcmp(cmd, "slots") == 0)
+        strcmp(cmd, "settings") == 0 || strcmp(cmd, "slots") == 0 || strcmp(cmd, "dlq") == 0)
         return cli_cmd_api(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0)
         return cli_cmd_check(argc - 1, argv + 1);
