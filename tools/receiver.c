@@ -23,6 +23,7 @@
  *   --retry-after V   sends "Retry-After: V" with every non-2xx answer
  *   --location URL    sends "Location: URL" (with --status 301: a redirect)
  *   --reject-match S  answers 400 to a body containing S (a "bad event")
+ *   --reject-times N  ...only the first N such bodies (then it is accepted)
  *   --slow-body-ms N  the answer's body trickles, one byte every N ms
  *   --hang            accepts the request and never answers
  *   --reset           closes the connection without an answer
@@ -57,6 +58,7 @@ typedef struct rcv_opts {
     const char *retry_after;
     const char *location;
     const char *reject_match;
+    long reject_times;
     long slow_body_ms;
     int hang;
     int reset;
@@ -71,6 +73,7 @@ typedef struct rcv_state {
     pthread_mutex_t mu;
     unsigned long requests; /* POSTs seen */
     unsigned long stored;   /* bodies acknowledged with 2xx */
+    unsigned long rejected; /* bodies answered 400 for --reject-match */
     unsigned long inflight; /* POSTs between their headers and their completion */
     unsigned long overlaps; /* POSTs that began while another was in flight */
 } rcv_state;
@@ -253,9 +256,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     if (s->o.fail_every > 0 && n % (unsigned long)s->o.fail_every == 0)
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
     else if (s->o.reject_match && rq->body.data &&
-             memmem(rq->body.data, rq->body.len, s->o.reject_match, strlen(s->o.reject_match)))
+             (s->o.reject_times <= 0 || s->rejected < (unsigned long)s->o.reject_times) &&
+             memmem(rq->body.data, rq->body.len, s->o.reject_match, strlen(s->o.reject_match))) {
         status = MHD_HTTP_BAD_REQUEST;
-    else if (s->o.status && failing)
+        s->rejected++;
+    } else if (s->o.status && failing)
         status = (unsigned)s->o.status;
     if (s->requests_f) {
         const char *bs = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Batch-Size");
@@ -362,6 +367,8 @@ static int parse_args(int argc, char **argv, rcv_opts *o)
             o->location = v;
         } else if (strcmp(a, "--reject-match") == 0 && v[0] != '\0') {
             o->reject_match = v;
+        } else if (strcmp(a, "--reject-times") == 0 && parse_long(v, 0, 1000000000, &n) == WH_OK) {
+            o->reject_times = n;
         } else if (strcmp(a, "--slow-body-ms") == 0 && parse_long(v, 0, 60000, &n) == WH_OK) {
             o->slow_body_ms = n;
         } else if (strcmp(a, "--requests") == 0) {

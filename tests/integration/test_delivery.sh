@@ -5,8 +5,10 @@
 #   flaky     500 on every 5th request     -> every row, in order (retried)
 #   downback  503 to its first 8 requests  -> every row, in order (breaker opens
 #             and half-opens; cool-down 300 ms)
-#   bad       400 to a body holding the poison row -> the poison row goes to
-#             the dead-letter queue, its neighbours and the rest are delivered
+#   bad       400 to a body holding the poison row (twice: its batch, then
+#             itself) -> the poison row goes to the dead-letter queue, its
+#             neighbours and the rest are delivered; replayed over the REST
+#             API, it is delivered with its original id
 #   gone      410                          -> disabled after one request
 #   slow429   429 + Retry-After: 2 first   -> the next try waits >= ~2 s
 #   redirect  301 to the sink              -> never followed (on_failure block)
@@ -40,7 +42,7 @@ rcv() { # NAME ARGS...: a receiver on 127.0.0.1 (private: 127.0.0.2)
 rcv healthy
 rcv flaky --fail-every 5
 rcv downback --first 8 --status 503
-rcv bad --reject-match "\"note\":\"poison\""
+rcv bad --reject-match "\"note\":\"poison\"" --reject-times 2
 rcv gone --status 410
 rcv slow429 --first 1 --status 429 --retry-after 2
 rcv redirect --status 301 --location "http://127.0.0.1:${PORT[sink]}/moved"
@@ -114,6 +116,19 @@ wh_wait_until 20 test "$(wh_metric_label "$METRICS" walhook_target_dead_letters_
 grep -q "go to the dead-letter queue" "$WH_TMP/walhook.log" "$WH_TMP"/*.log 2>/dev/null ||
     wh_log "note: no dead-letter log line found"
 
+# replay over the REST API: the dispatcher delivers the replay queue
+wh_wait_until 20 test -s "$WH_TMP/data/admin.token" || wh_fail "the admin wrote no token file"
+TOKEN=$(grep -v '^read:' "$WH_TMP/data/admin.token" | head -n 1)
+curl -fsS --max-time 10 -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -d '{"all":true}' "http://127.0.0.1:$APORT/v1/tenants/d/targets/bad/dlq/replay" >/dev/null ||
+    wh_fail "DLQ replay over the REST API failed"
+wh_wait_until 30 grep -q '"note":"poison"' "$WH_TMP/bad.jsonl" ||
+    wh_fail "the replayed dead letter was not delivered"
+[ "$(wh_metric_label "$METRICS" walhook_target_replayed_total 'target="bad"')" -eq 1 ] ||
+    wh_fail "walhook_target_replayed_total is not 1"
+[ "$(grep -c '"note":"poison"' "$WH_TMP/bad.jsonl")" -eq 1 ] || wh_fail "the poison row arrived more than once"
+wh_log "the dead letter was replayed and delivered"
+
 # 410: disabled after its first request
 wh_wait_until 20 test "$(wh_metric_label "$METRICS" walhook_target_disabled 'target="gone"')" -eq 1 ||
     wh_fail "target gone is not disabled after a 410"
@@ -158,4 +173,4 @@ grep -q '"connector":"postgresql"' "$WH_TMP/dbz.jsonl" && grep -q '"op":"c"' "$W
 # /metrics carries the breaker state of every target
 [ "$(wh_metric "$METRICS" walhook_target_breaker_state)" -ge 0 ] ||
     wh_fail "no walhook_target_breaker_state in /metrics"
-wh_pass "flaky/down-back/healthy complete in order; poison row dead-lettered alone; 410 disables; Retry-After honoured; redirect not followed; SSRF refused; Debezium + filter"
+wh_pass "flaky/down-back/healthy complete in order; poison row dead-lettered alone and replayed; 410 disables; Retry-After honoured; redirect not followed; SSRF refused; Debezium + filter"
