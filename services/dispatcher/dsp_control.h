@@ -6,9 +6,14 @@
 
 #include <stddef.h>
 
+#include "dsp_lease.h"
 #include "dsp_loop.h"
 #include "wh_daemon.h"
 
 int dsp_control_start(wh_control **out, const char *url, dsp_loop *loop, char *err, size_t errlen);
+/* The same, adding the lease metrics of `lease` (dsp_lease_metrics; NULL =
+ * none). Stop the endpoint before dsp_lease_stop. */
+int dsp_control_start_leased(wh_control **out, const char *url, dsp_loop *loop, dsp_lease *lease,
+                             char *err, size_t errlen);
 
 #endif

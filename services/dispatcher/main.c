@@ -6,8 +6,8 @@
  * endpoint of its own (dispatcher-<id>.sock unless dispatcher.control is
  * set).
  * Teardown: after the loop drained, the state watcher (no more changes),
- * the leases (released, so another replica takes over at once), then
- * the control endpoint (no more Stats), then the loop (stops the store
+ * the control endpoint (no more Stats), the leases (released, so another
+ * replica takes over at once), then the loop (stops the store
  * readers after their final commits). */
 #include <stdio.h>
 
@@ -73,7 +73,8 @@ int main(int argc, char **argv)
         dsp_lease_stop(lease);
         return 2;
     }
-    if (dsp_control_start(&ctl, cfg.dispatcher_control, loop, err, sizeof(err)) != WH_OK) {
+    if (dsp_control_start_leased(&ctl, cfg.dispatcher_control, loop, lease, err, sizeof(err)) !=
+        WH_OK) {
         wh_error("control endpoint %s: %s", cfg.dispatcher_control, err);
         dsp_lease_stop(lease);
         dsp_loop_destroy(loop);
@@ -82,8 +83,8 @@ int main(int argc, char **argv)
     if (dsp_state_start_leased(&st, &cfg, path, loop, lease, DSP_STORE_WAIT_MS, err, sizeof(err)) !=
         WH_OK) {
         wh_error("runtime state: %s", err);
-        dsp_lease_stop(lease);
         wh_control_stop(ctl);
+        dsp_lease_stop(lease);
         dsp_loop_destroy(loop);
         return 1;
     }
@@ -91,8 +92,8 @@ int main(int argc, char **argv)
     dsp_loop_run(loop);
     wh_info("stopping");
     dsp_state_stop(st);
-    dsp_lease_stop(lease);
     wh_control_stop(ctl);
+    dsp_lease_stop(lease);
     dsp_loop_destroy(loop);
     wh_info("stopped");
     return 0;

@@ -395,7 +395,7 @@ static void test_delivery_settings(void **state)
     wh_buf out;
     wh_buf_init(&out, 0);
     assert_int_equal(wh_state_render(s, &out, 0), WH_OK);
-    assert_int_equal(wh_buf_cstr(&out), WH_OK);
+    assert_int_equal(wh_buf_cstr(&out), WH_OK); /* strstr needs the NUL */
     assert_non_null(strstr(out.data, "\"mode\": \"fast\"") ? strstr(out.data, "\"mode\": \"fast\"")
                                                            : strstr(out.data, "\"mode\":\"fast\""));
     assert_null(strstr(out.data, "max_attempts")); /* unset: not rendered */
