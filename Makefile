@@ -9,6 +9,7 @@
 #   make fuzz       build libFuzzer targets (clang) and run each briefly
 #   make format     clang-format the tree
 
+.DEFAULT_GOAL := all
 BUILD ?= build
 BIN   ?= bin
 CC    ?= cc
@@ -24,7 +25,20 @@ PROTO_C = $(BUILD)/gen/walhook.pb-c.c
 PROTO_H = $(BUILD)/gen/walhook.pb-c.h
 
 COMMON_SRC = $(wildcard common/*.c)
-COMMON_OBJ = $(COMMON_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/walhook.pb-c.o
+COMMON_OBJ = $(COMMON_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/walhook.pb-c.o $(BUILD)/gen/wh_build_info.o
+
+# walhook_build_info{version,revision}: VERSION, and the git revision at build
+# time (WALHOOK_REVISION when there is no git checkout, e.g. in a docker
+# build; else "unknown"). The file is rewritten only when the text changes.
+WH_VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+WH_REVISION := $(or $(WALHOOK_REVISION),$(shell git rev-parse --short=12 HEAD 2>/dev/null),unknown)
+$(BUILD)/gen/wh_build_info.c: FORCE | $(BUILD)
+	@printf 'const char wh_build_version[] = "%s";\nconst char wh_build_revision[] = "%s";\n' \
+	  '$(WH_VERSION)' '$(WH_REVISION)' >$@.tmp; \
+	if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+$(BUILD)/gen/wh_build_info.o: $(BUILD)/gen/wh_build_info.c
+	$(CC) $(OPT) $(SAN) -c $< -o $@
+FORCE:
 
 # Each daemon: every .c in its directory; main.c holds main().
 define daemon_objs
@@ -163,6 +177,6 @@ format:
 clean:
 	rm -rf build build-asan bin
 
-.PHONY: all deps unit test bench demo asan fuzz format clean
+.PHONY: all deps unit test bench demo asan fuzz format clean FORCE
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 .SECONDARY:

@@ -45,6 +45,8 @@ const wh_config_entry wh_config_table[] = {
     S(tenant, "tenant", "default", 0, "tenant name: one per source database"),
     S(data_dir, "data_dir", "./var", 0, "directory for RocksDB and ipc sockets"),
     S(log_level, "log_level", "info", WH_CF_RUNTIME, "debug | info | warn | error"),
+    S(log_format, "log_format", "text", WH_CF_RUNTIME,
+      "text | json (one JSON object a line, OpenTelemetry log data model names)"),
     L(memory_budget_bytes, "memory_budget_bytes", 0, 0, 1024 * GiB, 0,
       "refuse to start when planned memory exceeds this (0 = unchecked)"),
     S(source_dsn, "source.dsn", "", 0, "PostgreSQL connection URI or key=value string"),
@@ -74,6 +76,12 @@ const wh_config_entry wh_config_table[] = {
     L(ipc_max_msg_bytes, "ipc.max_msg_bytes", 64 * MiB, 64 * KiB, 1 * GiB, 0,
       "largest IPC message accepted"),
     I(ipc_timeout_ms, "ipc.timeout_ms", 10000, 100, 600000, 0, "IPC request timeout"),
+    S(ipc_tls_cert, "ipc.tls_cert", "", 0,
+      "PEM certificate for tls+tcp:// endpoints (mutual TLS, with tls_key and tls_ca)"),
+    S(ipc_tls_key, "ipc.tls_key", "", 0, "PEM private key of ipc.tls_cert"),
+    S(ipc_tls_ca, "ipc.tls_ca", "", 0, "PEM CA certificate that signs every peer's certificate"),
+    S(ipc_tls_server_name, "ipc.tls_server_name", "", 0,
+      "name the servers' certificates carry (\"\" = the endpoint's host)"),
     S(dispatcher_control, "dispatcher.control", "", 0, "dispatcher control endpoint (Stats)"),
     I(batch_max_events, "dispatcher.batch_max_events", 1000, 1, 100000, WH_CF_RUNTIME,
       "most events in one webhook request"),
@@ -749,8 +757,10 @@ static int derive_endpoint(char *dst, size_t len, const char *dir, const char *n
 
 static int check_endpoint(const char *key, const char *url, char *err, size_t errlen)
 {
-    if (strncmp(url, "ipc://", 6) != 0 && strncmp(url, "tcp://", 6) != 0)
-        return wh_seterr(err, errlen, "setting '%s': '%s' must start with ipc:// or tcp://", key,
+    if (strncmp(url, "ipc://", 6) != 0 && strncmp(url, "tcp://", 6) != 0 &&
+        strncmp(url, "tls+tcp://", 10) != 0)
+        return wh_seterr(err, errlen,
+                         "setting '%s': '%s' must start with ipc://, tcp:// or tls+tcp://", key,
                          url);
     if (strncmp(url, "ipc://", 6) == 0 && strlen(url + 6) >= 108)
         return wh_seterr(
@@ -772,6 +782,9 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
     if (wh_log_level_parse(c->log_level) < 0)
         return wh_seterr(err, errlen, "setting 'log_level': '%s' is not debug, info, warn or error",
                          c->log_level);
+    if (wh_log_format_parse(c->log_format) < 0)
+        return wh_seterr(err, errlen, "setting 'log_format': '%s' is not text or json",
+                         c->log_format);
     if (c->source_dsn[0] != '\0') {
         char sub[WH_ERRLEN];
         if (wh_dsn_check(c->source_dsn, sub, sizeof(sub)) != WH_OK)
@@ -805,6 +818,12 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
             return wh_seterr(err, errlen, "setting 'data_dir': too long");
         if (check_endpoint(eps[i].key, eps[i].v, err, errlen) != WH_OK)
             return WH_ERR;
+        if (strncmp(eps[i].v, "tls+tcp://", 10) == 0 &&
+            (!c->ipc_tls_cert[0] || !c->ipc_tls_key[0] || !c->ipc_tls_ca[0]))
+            return wh_seterr(err, errlen,
+                             "setting '%s': a tls+tcp:// endpoint needs ipc.tls_cert, "
+                             "ipc.tls_key and ipc.tls_ca",
+                             eps[i].key);
     }
     if (strchr(c->admin_listen, ':') == NULL)
         return wh_seterr(err, errlen, "setting 'admin.listen': '%s' must be host:port",
@@ -957,6 +976,13 @@ void wh_config_apply_hooks(const wh_config *old, const wh_config *cur)
         if (lvl >= 0) {
             wh_log_set_level(lvl);
             wh_info("log_level is now %s", cur->log_level);
+        }
+    }
+    if (strcmp(old->log_format, cur->log_format) != 0) {
+        int f = wh_log_format_parse(cur->log_format);
+        if (f >= 0) {
+            wh_log_set_format(f);
+            wh_info("log_format is now %s", cur->log_format);
         }
     }
     /* copy under the lock, call outside it: a hook may register another */

@@ -57,6 +57,7 @@ typedef struct wh_config {
     char tenant[WH_NAME_MAX];
     char data_dir[WH_PATH_MAX];
     char log_level[16];
+    char log_format[8];          /* runtime: "text" | "json" */
     int64_t memory_budget_bytes; /* 0 = unchecked */
     /* source */
     char source_dsn[WH_URL_MAX];
@@ -79,6 +80,10 @@ typedef struct wh_config {
     int64_t rocksdb_write_buffer_bytes;
     int64_t ipc_max_msg_bytes;
     int ipc_timeout_ms;
+    char ipc_tls_cert[WH_PATH_MAX]; /* tls+tcp:// endpoints: PEM certificate */
+    char ipc_tls_key[WH_PATH_MAX];  /* its private key */
+    char ipc_tls_ca[WH_PATH_MAX];   /* CA that signs every peer */
+    char ipc_tls_server_name[256];  /* name in the servers' certificates ("" = URL host) */
     /* dispatcher */
     char dispatcher_control[WH_URL_MAX];
     int batch_max_events;    /* runtime */

@@ -11,8 +11,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+/* process_start_time_seconds: when this process started (close enough: its
+ * constructors run before main) */
+static int64_t process_start_us;
+__attribute__((constructor)) static void note_start(void)
+{
+    process_start_us = wh_wallclock_us();
+}
+
+void wh_ipc_tls_configure(const wh_config *cfg)
+{
+    wh_ipc_tls_set(cfg->ipc_tls_cert, cfg->ipc_tls_key, cfg->ipc_tls_ca, cfg->ipc_tls_server_name);
+}
 
 const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config *cfg)
 {
@@ -35,6 +51,8 @@ const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config 
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     int level = wh_log_level_parse(cfg->log_level);
     wh_log_init(daemon, level < 0 ? WH_LOG_INFO : level);
+    wh_log_set_format(wh_log_format_parse(cfg->log_format));
+    wh_ipc_tls_configure(cfg);
     wh_signals_install();
     if (wh_shutdown_watchdog_start(WH_SHUTDOWN_DEADLINE_MS, err, sizeof(err)) != WH_OK)
         wh_warn("%s; shutdown is not bounded", err);
@@ -130,6 +148,31 @@ int wh_stats_call(wh_client *c, Walhook__Reply **rep, char *err, size_t errlen)
     return WH_OK;
 }
 
+static long open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    long n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+static long resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, res = -1;
+    if (f == NULL)
+        return -1;
+    if (fscanf(f, "%ld %ld", &size, &res) != 2)
+        res = -1;
+    fclose(f);
+    return res < 0 ? -1 : res * sysconf(_SC_PAGESIZE);
+}
+
 int wh_metric_process(wh_buf *b, const char *daemon)
 {
     char labels[96];
@@ -139,6 +182,28 @@ int wh_metric_process(wh_buf *b, const char *daemon)
     rc |= wh_metric_u64(b, "walhook_up", labels, 1);
     rc |= wh_metric_header(b, "walhook_peak_rss_bytes", "gauge", "peak resident set size (VmHWM)");
     rc |= wh_metric_i64(b, "walhook_peak_rss_bytes", labels, rss > 0 ? (int64_t)rss * 1024 : 0);
+    rc |= wh_metric_header(b, "walhook_build_info", "gauge",
+                           "1, labelled with the version and the git revision of the build");
+    rc |= wh_buf_printf(b, "walhook_build_info{%s,version=\"%s\",revision=\"%s\"} 1\n", labels,
+                        wh_build_version, wh_build_revision);
+    struct rusage ru;
+    double cpu = 0;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+              ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+    rc |= wh_metric_header(b, "process_cpu_seconds_total", "counter",
+                           "user and system CPU time spent in seconds");
+    rc |= wh_buf_printf(b, "process_cpu_seconds_total{%s} %.6f\n", labels, cpu);
+    long res = resident_bytes(), fds = open_fds();
+    rc |= wh_metric_header(b, "process_resident_memory_bytes", "gauge",
+                           "resident memory size in bytes");
+    rc |= wh_metric_i64(b, "process_resident_memory_bytes", labels, res > 0 ? res : 0);
+    rc |= wh_metric_header(b, "process_open_fds", "gauge", "number of open file descriptors");
+    rc |= wh_metric_i64(b, "process_open_fds", labels, fds > 0 ? fds : 0);
+    rc |= wh_metric_header(b, "process_start_time_seconds", "gauge",
+                           "start time of the process since the Unix epoch in seconds");
+    rc |= wh_buf_printf(b, "process_start_time_seconds{%s} %.3f\n", labels,
+                        (double)process_start_us / 1e6);
     return rc == WH_OK ? WH_OK : WH_ERR;
 }
 

@@ -60,7 +60,18 @@ int wh_control_start(wh_control **out, const char *url, const char *daemon, wh_s
                      void *arg, char *err, size_t errlen);
 void wh_control_stop(wh_control *c);
 
-/* walhook_up{daemon=...} 1 and walhook_peak_rss_bytes{daemon=...}. */
+/* Every daemon's own samples, labelled daemon="...": walhook_up 1,
+ * walhook_peak_rss_bytes, walhook_build_info{version,revision} 1 and the
+ * standard process metrics (process_cpu_seconds_total,
+ * process_resident_memory_bytes, process_open_fds,
+ * process_start_time_seconds) read from /proc and getrusage. */
 int wh_metric_process(wh_buf *b, const char *daemon);
+
+/* The VERSION file and the git revision at build time (Makefile). */
+extern const char wh_build_version[];
+extern const char wh_build_revision[];
+
+/* Applies ipc.tls_* (wh_ipc_tls_set); wh_daemon_init calls it. */
+void wh_ipc_tls_configure(const wh_config *cfg);
 
 #endif

@@ -7,6 +7,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -70,6 +71,125 @@ struct wh_client {
 };
 
 static __thread char reply_errbuf[WH_ERRLEN];
+
+/* ---- TLS for tls+tcp:// endpoints (set once at start, before any thread) */
+
+static struct {
+    char cert[4096], key[4096], ca[4096], server_name[256];
+} tls_paths;
+
+int wh_ipc_tls_set(const char *cert, const char *key, const char *ca, const char *server_name)
+{
+    int rc = wh_strlcpy(tls_paths.cert, cert ? cert : "", sizeof(tls_paths.cert));
+    rc |= wh_strlcpy(tls_paths.key, key ? key : "", sizeof(tls_paths.key));
+    rc |= wh_strlcpy(tls_paths.ca, ca ? ca : "", sizeof(tls_paths.ca));
+    rc |= wh_strlcpy(tls_paths.server_name, server_name ? server_name : "",
+                     sizeof(tls_paths.server_name));
+    return rc ? WH_ERR : WH_OK;
+}
+
+static int is_tls_url(const char *url)
+{
+    return strncmp(url, "tls+tcp://", 10) == 0;
+}
+
+/* A whole PEM file, NUL-terminated (mbedtls wants the terminator). */
+static char *read_pem(const char *path, const char *what, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        wh_seterr(err, errlen, "setting '%s': cannot read %s: %s", what, path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    if (buf != NULL)
+        n = fread(buf, 1, cap, f);
+    int big = buf != NULL && n == cap && fgetc(f) != EOF;
+    fclose(f);
+    if (buf == NULL || big) {
+        free(buf);
+        wh_seterr(err, errlen, "setting '%s': %s is %s", what, path,
+                  big ? "larger than 64 KiB" : "unreadable (out of memory)");
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* The host of a tls+tcp://host:port URL, as the name the server's
+ * certificate must carry (ipc.tls_server_name overrides it). */
+static void url_host(const char *url, char *out, size_t len)
+{
+    const char *h = url + 10, *end;
+    if (*h == '[') {
+        h++;
+        end = strchr(h, ']');
+    } else {
+        end = strrchr(h, ':');
+    }
+    size_t n = end ? (size_t)(end - h) : strlen(h);
+    if (n >= len)
+        n = len - 1;
+    memcpy(out, h, n);
+    out[n] = '\0';
+}
+
+/* Mutual TLS: each side presents ipc.tls_cert and requires a peer
+ * certificate signed by ipc.tls_ca. */
+static int tls_config_new(nng_tls_config **out, int server, const char *url, char *err,
+                          size_t errlen)
+{
+    if (!tls_paths.cert[0] || !tls_paths.key[0] || !tls_paths.ca[0])
+        return wh_seterr(err, errlen,
+                         "%s is a tls+tcp:// endpoint: set ipc.tls_cert, ipc.tls_key and "
+                         "ipc.tls_ca",
+                         url);
+    nng_tls_config *cfg = NULL;
+    char *cert = NULL, *key = NULL;
+    int rv = nng_tls_config_alloc(&cfg, server ? NNG_TLS_MODE_SERVER : NNG_TLS_MODE_CLIENT);
+    if (rv != 0)
+        return wh_seterr(err, errlen, "%s: TLS is not available: %s", url, nng_strerror(rv));
+    if (!(cert = read_pem(tls_paths.cert, "ipc.tls_cert", err, errlen)) ||
+        !(key = read_pem(tls_paths.key, "ipc.tls_key", err, errlen)))
+        goto error;
+    if ((rv = nng_tls_config_own_cert(cfg, cert, key, NULL)) != 0) {
+        wh_seterr(err, errlen, "settings 'ipc.tls_cert'/'ipc.tls_key' (%s, %s): %s", tls_paths.cert,
+                  tls_paths.key, nng_strerror(rv));
+        goto error;
+    }
+    if ((rv = nng_tls_config_ca_file(cfg, tls_paths.ca)) != 0) {
+        wh_seterr(err, errlen, "setting 'ipc.tls_ca' (%s): %s", tls_paths.ca, nng_strerror(rv));
+        goto error;
+    }
+    if ((rv = nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_REQUIRED)) != 0) {
+        wh_seterr(err, errlen, "%s: TLS auth mode: %s", url, nng_strerror(rv));
+        goto error;
+    }
+    if (!server) {
+        char host[256];
+        if (tls_paths.server_name[0])
+            wh_strlcpy(host, tls_paths.server_name, sizeof(host));
+        else
+            url_host(url, host, sizeof(host));
+        if ((rv = nng_tls_config_server_name(cfg, host)) != 0) {
+            wh_seterr(err, errlen, "%s: TLS server name %s: %s", url, host, nng_strerror(rv));
+            goto error;
+        }
+    }
+    free(cert);
+    free(key);
+    *out = cfg;
+    return WH_OK;
+error:
+    if (key != NULL) {
+        memset(key, 0, strlen(key));
+        free(key);
+    }
+    free(cert);
+    nng_tls_config_free(cfg);
+    return WH_ERR;
+}
 
 void wh_reply_error(Walhook__Reply *rep, int status, const char *fmt, ...)
 {
@@ -428,6 +548,18 @@ int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_m
     }
     if (strncmp(url, "ipc://", 6) == 0)
         nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0600);
+    if (is_tls_url(url)) {
+        nng_tls_config *tc = NULL;
+        if (tls_config_new(&tc, 1, url, err, errlen) != WH_OK)
+            goto error;
+        rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, tc);
+        nng_tls_config_free(tc); /* the listener holds its own reference */
+        if (rv != 0) {
+            wh_seterr(err, errlen, "%s: cannot apply the TLS configuration: %s", url,
+                      nng_strerror(rv));
+            goto error;
+        }
+    }
     if ((rv = nng_listener_start(l, 0)) != 0) {
         wh_seterr(err, errlen, "cannot listen on %s: %s%s", url, nng_strerror(rv),
                   rv == NNG_EADDRINUSE ? " (is another instance running?)" : "");
@@ -485,7 +617,29 @@ static int client_connect(wh_client *c, char *err, size_t errlen)
     nng_socket_set_ms(sock, NNG_OPT_REQ_RESENDTIME, c->timeout_ms + 1000);
     nng_socket_set_ms(sock, NNG_OPT_RECONNMINT, 20);
     nng_socket_set_ms(sock, NNG_OPT_RECONNMAXT, 500);
-    if ((rv = nng_dial(sock, c->url, &dialer, NNG_FLAG_NONBLOCK)) != 0) {
+    if (is_tls_url(c->url)) {
+        /* mutual TLS: the dialer gets its configuration before it starts */
+        nng_tls_config *tc = NULL;
+        int trc = WH_ERR;
+        if ((rv = nng_dialer_create(&dialer, sock, c->url)) != 0) {
+            wh_seterr(err, errlen, "cannot dial %s: %s", c->url, nng_strerror(rv));
+        } else if (tls_config_new(&tc, 0, c->url, err, errlen) == WH_OK) {
+            rv = nng_dialer_set_ptr(dialer, NNG_OPT_TLS_CONFIG, tc);
+            nng_tls_config_free(tc); /* the dialer holds its own reference */
+            if (rv == 0)
+                rv = nng_dialer_start(dialer, NNG_FLAG_NONBLOCK);
+            if (rv != 0)
+                wh_seterr(err, errlen, "cannot dial %s: %s", c->url, nng_strerror(rv));
+            else
+                trc = WH_OK;
+        }
+        if (trc != WH_OK) {
+            nng_close(sock);
+            nng_aio_free(aio);
+            waiter_free(w);
+            return WH_ERR;
+        }
+    } else if ((rv = nng_dial(sock, c->url, &dialer, NNG_FLAG_NONBLOCK)) != 0) {
         nng_close(sock);
         nng_aio_free(aio);
         waiter_free(w);

@@ -9,6 +9,8 @@
  * itself). wh_client_call() is safe to retry: every handler is idempotent.
  * A client is used by one thread at a time.
  *
+ * tls+tcp:// endpoints use mutual TLS (wh_ipc_tls_set).
+ *
  * Teardown order (nothing of ours in flight when a socket closes):
  * wh_server_stop() cancels the workers' aios, closes their contexts, joins
  * the workers, frees the aios, then closes the socket; wh_client_close()
@@ -60,6 +62,13 @@ int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Re
  * the timeout of later calls at 1 s. For a stopping process. */
 void wh_client_interrupt(wh_client *c);
 void wh_client_close(wh_client *c);
+
+/* TLS for tls+tcp:// endpoints (servers and clients): PEM certificate,
+ * its key, the CA that signs every peer (mutual TLS: both sides present a
+ * certificate), and the name the server certificates carry ("" = the URL's
+ * host). Call once at start, before any server or client opens
+ * (wh_daemon_init does, from ipc.tls_*). */
+int wh_ipc_tls_set(const char *cert, const char *key, const char *ca, const char *server_name);
 
 /* Helper for handlers: sets status and error text on a reply. The text is
  * copied into a thread-local buffer valid until the reply is packed. */

@@ -404,6 +404,8 @@ static int validate_settings(const wh_config *c, char *err, size_t errlen)
                 return wh_seterr(err, errlen,
                                  "settings.log_level: '%.15s' is not debug, info, warn or error",
                                  p);
+            if (strcmp(e->path, "log_format") == 0 && wh_log_format_parse(p) < 0)
+                return wh_seterr(err, errlen, "settings.log_format: '%.7s' is not text or json", p);
             continue;
         case WH_CT_BOOL:
         case WH_CT_INT:

@@ -15,7 +15,10 @@ volatile sig_atomic_t wh_reload_requested = 0;
 
 static char log_daemon[32] = "walhook";
 static _Atomic int log_level = WH_LOG_INFO;
+static _Atomic int log_format = WH_LOG_TEXT;
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+/* OpenTelemetry SeverityNumber of DEBUG, INFO, WARN, ERROR */
+static const int level_otel[] = {5, 9, 13, 17};
 
 int wh_seterr(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -41,6 +44,98 @@ void wh_log_set_level(int level)
         log_level = level;
 }
 
+int wh_log_format_parse(const char *name)
+{
+    if (strcmp(name, "text") == 0)
+        return WH_LOG_TEXT;
+    if (strcmp(name, "json") == 0)
+        return WH_LOG_JSON;
+    return -1;
+}
+
+void wh_log_set_format(int format)
+{
+    if (format == WH_LOG_TEXT || format == WH_LOG_JSON)
+        log_format = format;
+}
+
+/* Appends s to line[*n..cap) as a JSON string body (no quotes); stops at
+ * the end of the buffer without splitting an escape. */
+static void json_escape(char *line, size_t *n, size_t cap, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char esc[7];
+        size_t k = 0;
+        if (*p == '"' || *p == '\\') {
+            esc[k++] = '\\';
+            esc[k++] = (char)*p;
+        } else if (*p == '\n') {
+            esc[k++] = '\\';
+            esc[k++] = 'n';
+        } else if (*p == '\t') {
+            esc[k++] = '\\';
+            esc[k++] = 't';
+        } else if (*p < 0x20 || *p == 0x7f) {
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[*p >> 4];
+            esc[5] = hex[*p & 15];
+            k = 6;
+        } else if (*p >= 0x80) {
+            /* keep valid UTF-8 sequences, replace stray bytes with '?' */
+            int len = (*p & 0xe0) == 0xc0   ? 2
+                      : (*p & 0xf0) == 0xe0 ? 3
+                      : (*p & 0xf8) == 0xf0 ? 4
+                                            : 0;
+            int ok = len > 0;
+            for (int i = 1; ok && i < len; i++)
+                ok = (p[i] & 0xc0) == 0x80;
+            if (!ok) {
+                esc[k++] = '?';
+            } else {
+                if (*n + (size_t)len >= cap)
+                    return;
+                memcpy(line + *n, p, (size_t)len);
+                *n += (size_t)len;
+                p += len - 1;
+                continue;
+            }
+        } else {
+            esc[k++] = (char)*p;
+        }
+        if (*n + k >= cap)
+            return;
+        memcpy(line + *n, esc, k);
+        *n += k;
+    }
+}
+
+static void log_json(int level, const struct timespec *ts, const struct tm *tm, const char *msg)
+{
+    char line[4096];
+    size_t cap = sizeof(line) - 64; /* room for the closing members */
+    int lv = level < 0 ? 0 : level > 3 ? 3 : level;
+    int n0 =
+        snprintf(line, sizeof(line),
+                 "{\"timestamp\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\",\"severity_text\":\"%s\","
+                 "\"severity_number\":%d,\"service.name\":\"%s%s\",\"body\":\"",
+                 tm->tm_year + 1900, tm->tm_mon + 1, tm->tm_mday, tm->tm_hour, tm->tm_min,
+                 tm->tm_sec, ts->tv_nsec / 1000, level_names[lv], level_otel[lv],
+                 strncmp(log_daemon, "walhook", 7) == 0 ? "" : "walhook-", log_daemon);
+    if (n0 < 0 || (size_t)n0 >= cap)
+        return;
+    size_t n = (size_t)n0;
+    json_escape(line, &n, cap, msg);
+    int m = snprintf(line + n, sizeof(line) - n,
+                     "\",\"attributes\":{\"walhook.daemon\":\"%s\",\"process.pid\":%d}}\n",
+                     log_daemon, (int)getpid());
+    if (m < 0 || (size_t)m >= sizeof(line) - n)
+        return;
+    n += (size_t)m;
+    ssize_t w = write(STDERR_FILENO, line, n);
+    (void)w;
+}
+
 int wh_log_level_parse(const char *name)
 {
     static const char *const lower[] = {"debug", "info", "warn", "error"};
@@ -59,6 +154,15 @@ void wh_log(int level, const char *fmt, ...)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
+    if (log_format == WH_LOG_JSON) {
+        char msg[2048];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        log_json(level, &ts, &tm, msg);
+        return;
+    }
     int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                      ts.tv_nsec / 1000000, log_daemon,

@@ -28,6 +28,15 @@ int wh_seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((for
 enum { WH_LOG_DEBUG = 0, WH_LOG_INFO = 1, WH_LOG_WARN = 2, WH_LOG_ERROR = 3 };
 void wh_log_init(const char *daemon, int level);
 int wh_log_level_parse(const char *name); /* -1 if unknown */
+/* Log line format: WH_LOG_TEXT (above) or WH_LOG_JSON, one JSON object a
+ * line named after OpenTelemetry's log data model:
+ *   {"timestamp":"2026-11-22T01:02:03.123456Z","severity_text":"INFO",
+ *    "severity_number":9,"service.name":"walhook-store","body":"msg",
+ *    "attributes":{"walhook.daemon":"store","process.pid":42}}
+ * Setting log_format (runtime, applied like log_level). */
+enum { WH_LOG_TEXT = 0, WH_LOG_JSON = 1 };
+int wh_log_format_parse(const char *name); /* -1 if unknown */
+void wh_log_set_format(int format);
 /* Changes the level at runtime (any thread); out-of-range levels are ignored. */
 void wh_log_set_level(int level);
 void wh_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -6,7 +6,8 @@ set -euo pipefail
 PKGS=(build-essential pkg-config libpq-dev libnng-dev librocksdb-dev libcurl4-openssl-dev
       libssl-dev libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libconfig-dev
       postgresql-15 postgresql-client-15 libcmocka-dev clang docker-compose curl procps
-      libclang-rt-14-dev clang-format git binutils libjansson-dev) # libFuzzer runtime (only recommended by clang); style check (git ls-files, nm)
+      libclang-rt-14-dev clang-format git binutils libjansson-dev # libFuzzer runtime (only recommended by clang); style check (git ls-files, nm)
+      jq openssl prometheus) # tests: JSON logs (jq), the TLS test's throwaway CA (openssl), promtool (19 MB download, 96 MB installed)
 # --test: also what only tests use (node and npm for test_envelope_refs, which
 # checks walhook's requests with the npm cloudevents and standardwebhooks
 # packages); a node from another source counts.

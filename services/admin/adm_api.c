@@ -14,6 +14,7 @@
 
 #include "adm_page.h"
 #include "wh_lsn.h"
+#include "wh_metrics.h"
 #include "wh_util.h"
 
 struct adm_api {
@@ -482,12 +483,73 @@ static void r_readyz(ctx *c)
     c->resp->status = ready ? 200 : 503;
 }
 
+/* Each tenant's slot as its source reports it (one short connection per
+ * tenant and scrape): walhook_slot_wal_status{tenant,slot,wal_status} 1,
+ * walhook_slot_lag_bytes, walhook_slot_safe_wal_size_bytes (-1: no
+ * max_slot_wal_keep_size), walhook_slot_active; walhook_slot_query_ok 0 when
+ * the source could not be asked. Alerts: deploy/monitoring. */
+static int slot_metrics(ctx *c, wh_buf *out)
+{
+    wh_state *s = NULL;
+    char err[WH_ERRLEN];
+    if (!c->a->be.slot || !c->a->be.get_state ||
+        c->a->be.get_state(c->a->be.arg, &s, err, sizeof(err)) != WH_OK || s == NULL)
+        return WH_OK;
+    adm_slot_info *si = calloc((size_t)s->ntenants + 1, sizeof(*si));
+    if (si == NULL) {
+        wh_state_unref(s);
+        return WH_ERR;
+    }
+    for (int i = 0; i < s->ntenants; i++)
+        c->a->be.slot(c->a->be.arg, &s->tenants[i], &si[i]);
+    static const struct {
+        const char *name, *type, *help;
+    } m[] = {
+        {"walhook_slot_query_ok", "gauge", "1 when the source database answered the slot query"},
+        {"walhook_slot_wal_status", "gauge",
+         "1, labelled with the slot's wal_status (reserved, extended, unreserved, lost)"},
+        {"walhook_slot_lag_bytes", "gauge", "current WAL position - the slot's confirmed flush"},
+        {"walhook_slot_safe_wal_size_bytes", "gauge",
+         "WAL that can still be written before the slot is lost; -1 when unlimited"},
+        {"walhook_slot_active", "gauge", "1 while a walsender streams from the slot"},
+    };
+    int rc = WH_OK;
+    for (size_t k = 0; k < WH_ARRAY_LEN(m) && rc == WH_OK; k++) {
+        rc |= wh_metric_header(out, m[k].name, m[k].type, m[k].help);
+        for (int i = 0; i < s->ntenants && rc == WH_OK; i++) {
+            const adm_slot_info *x = &si[i];
+            int ok = x->error[0] == '\0' && x->found;
+            char lab[2 * WH_NAME_MAX + 64];
+            snprintf(lab, sizeof(lab), "tenant=\"%s\",slot=\"%s\"", s->tenants[i].name,
+                     s->tenants[i].slot);
+            if (k == 0)
+                rc |= wh_metric_u64(out, m[k].name, lab, ok);
+            else if (!ok)
+                continue;
+            else if (k == 1 && x->wal_status[0])
+                rc |= wh_buf_printf(out, "%s{%s,wal_status=\"%.31s\"} 1\n", m[k].name, lab,
+                                    x->wal_status);
+            else if (k == 2 && x->lag_bytes >= 0)
+                rc |= wh_metric_i64(out, m[k].name, lab, x->lag_bytes);
+            else if (k == 3)
+                rc |= wh_metric_i64(out, m[k].name, lab, x->safe_wal_size);
+            else if (k == 4)
+                rc |= wh_metric_u64(out, m[k].name, lab, x->active ? 1 : 0);
+        }
+    }
+    free(si);
+    wh_state_unref(s);
+    return rc == WH_OK ? WH_OK : WH_ERR;
+}
+
 static void r_metrics(ctx *c)
 {
     adm_stat st[ADM_NDAEMONS];
     query_stats(c, st);
     int rc = adm_metrics_render(st, ADM_NDAEMONS, &c->resp->body);
     adm_stats_free(st, ADM_NDAEMONS);
+    if (rc == WH_OK)
+        rc = slot_metrics(c, &c->resp->body);
     if (rc != WH_OK) {
         fail(c->resp, 500, NULL, "cannot render metrics");
         return;

@@ -194,8 +194,12 @@ static void query_ingestors(adm_query *q, adm_stat *st)
             snprintf(st->error, sizeof(st->error), "tenant %.63s: %.180s", g->tenant, one.error);
             up = 0;
         }
-        if (one.up && !one.ready && ready && up)
+        if (one.up && !one.ready && ready && up) {
             snprintf(st->state, sizeof(st->state), "%.15s (%.13s)", one.state, g->tenant);
+            if (one.reason[0]) /* the cause, for /readyz and the status page */
+                snprintf(st->reason, sizeof(st->reason), "tenant %.40s: %.200s", g->tenant,
+                         one.reason);
+        }
         ready = ready && one.up && one.ready;
         if (one.up && ready && st->state[0] == '\0')
             wh_strlcpy(st->state, one.state, sizeof(st->state));

@@ -10,6 +10,14 @@ typedef struct ctl_arg {
 
 static ctl_arg the_arg; /* one control endpoint per process */
 
+/* one dispatcher per process: set once before the endpoint starts */
+static dsp_backlog *backlog_src;
+
+void dsp_control_set_backlog(dsp_backlog *b)
+{
+    backlog_src = b;
+}
+
 static int render_stats(void *arg, wh_buf *text, const char **state, int *ready, char *reason,
                         size_t reasonlen)
 {
@@ -18,9 +26,11 @@ static int render_stats(void *arg, wh_buf *text, const char **state, int *ready,
     *state =
         dsp_loop_nrefused(a->loop) > 0 || dsp_loop_nunhealthy(a->loop) > 0 ? "degraded" : "running";
     *ready = 1;
-    if (dsp_loop_metrics(a->loop, text) != WH_OK)
+    if (dsp_loop_metrics(a->loop, text) != WH_OK || dsp_backlog_render(backlog_src, text) != WH_OK)
         return WH_ERR;
-    return a->lease ? dsp_lease_metrics(a->lease, text) : WH_OK;
+    if (a->lease && dsp_lease_metrics(a->lease, text) != WH_OK)
+        return WH_ERR;
+    return wh_buf_cstr(text);
 }
 
 int dsp_control_start(wh_control **out, const char *url, dsp_loop *loop, char *err, size_t errlen)

@@ -7,8 +7,13 @@
 #include <stddef.h>
 
 #include "dsp_lease.h"
+#include "dsp_backlog.h"
 #include "dsp_loop.h"
 #include "wh_daemon.h"
+
+/* The backlog metrics (dsp_backlog) appended to every Stats reply; set
+ * before dsp_control_start, NULL (the default) for none. */
+void dsp_control_set_backlog(dsp_backlog *b);
 
 int dsp_control_start(wh_control **out, const char *url, dsp_loop *loop, char *err, size_t errlen);
 /* The same, adding the lease metrics of `lease` (dsp_lease_metrics; NULL =

@@ -6,11 +6,12 @@
  * endpoint of its own (dispatcher-<id>.sock unless dispatcher.control is
  * set).
  * Teardown: after the loop drained, the state watcher (no more changes),
- * the control endpoint (no more Stats), the leases (released, so another
+ * the control endpoint (no more Stats), the backlog poller, the leases (released, so another
  * replica takes over at once), then the loop (stops the store
  * readers after their final commits). */
 #include <stdio.h>
 
+#include "dsp_backlog.h"
 #include "dsp_control.h"
 #include "dsp_lease.h"
 #include "dsp_loop.h"
@@ -73,9 +74,14 @@ int main(int argc, char **argv)
         dsp_lease_stop(lease);
         return 2;
     }
+    dsp_backlog *backlog = NULL; /* metrics only: a failure is logged, not fatal */
+    if (dsp_backlog_start(&backlog, &cfg, err, sizeof(err)) != WH_OK)
+        wh_warn("backlog metrics: %s", err);
+    dsp_control_set_backlog(backlog);
     if (dsp_control_start_leased(&ctl, cfg.dispatcher_control, loop, lease, err, sizeof(err)) !=
         WH_OK) {
         wh_error("control endpoint %s: %s", cfg.dispatcher_control, err);
+        dsp_backlog_stop(backlog);
         dsp_lease_stop(lease);
         dsp_loop_destroy(loop);
         return 1;
@@ -84,7 +90,8 @@ int main(int argc, char **argv)
         WH_OK) {
         wh_error("runtime state: %s", err);
         wh_control_stop(ctl);
-        dsp_lease_stop(lease);
+    dsp_backlog_stop(backlog);
+    dsp_lease_stop(lease);
         dsp_loop_destroy(loop);
         return 1;
     }
@@ -93,6 +100,7 @@ int main(int argc, char **argv)
     wh_info("stopping");
     dsp_state_stop(st);
     wh_control_stop(ctl);
+    dsp_backlog_stop(backlog);
     dsp_lease_stop(lease);
     dsp_loop_destroy(loop);
     wh_info("stopped");

@@ -764,45 +764,89 @@ static void disconnect(repl *r)
     r->in_txn = 0;
 }
 
-/* One source: until stop (WH_OK), fatal (WH_ERR) or a source change (2). */
+/* Backoff of the retries in state error: 1 s doubling up to
+ * ingestor.reconnect_max_ms (at least 1 s). */
+static int error_delay_ms(const repl *r, int n)
+{
+    int cap = r->cfg->reconnect_max_ms > 1000 ? r->cfg->reconnect_max_ms : 1000;
+    int ms = 1000;
+    for (int i = 0; i < n && ms < cap; i++)
+        ms *= 2;
+    return ms < cap ? ms : cap;
+}
+
+/* The walsender ended the stream with an error that a reconnect will meet
+ * again: a dropped publication, a revoked privilege, an invalidated slot. */
+static int stream_error_permanent(const char *msg)
+{
+    static const char *const marks[] = {"does not exist",    "permission denied",
+                                        "must be superuser", "replication role",
+                                        "invalidated",       "can no longer get"};
+    for (size_t i = 0; i < WH_ARRAY_LEN(marks); i++)
+        if (strstr(msg, marks[i]) != NULL)
+            return 1;
+    return 0;
+}
+
+/* A permanent error (permission, dropped publication, invalidated slot,
+ * another server): state "error" with the cause (/readyz, `walhook
+ * status`, the status page), retried every 1 s doubling up to
+ * ingestor.reconnect_max_ms, in this process: a restart would not help. */
+static void enter_error(repl *r, const char *cause, int *errors)
+{
+    if (*errors == 0) {
+        wh_counter_add(&r->st->errors, 1);
+        wh_error("%s; state error: retrying from 1 s doubling to %d ms, without a restart", cause,
+                 error_delay_ms(r, 64));
+    } else if (*errors % 10 == 0) {
+        wh_error("still failing after %d attempts: %s", *errors, cause);
+    }
+    (*errors)++;
+    ing_stats_set_state(r->st, ING_STATE_ERROR, cause);
+}
+
+/* Sleeps ms unless a stop or a source change comes first: 0 slept, 1 stop,
+ * 2 source changed. */
+static int pause_ms(repl *r, int ms)
+{
+    for (int slept = 0; slept < ms && !wh_stop_requested; slept += 50) {
+        wh_sleep_ms(ms - slept < 50 ? ms - slept : 50);
+        if (r->sw != NULL && r->sw->changed(r->sw->arg))
+            return 2;
+    }
+    return wh_stop_requested ? 1 : 0;
+}
+
+/* One source: until stop (WH_OK) or a source change (2). Every failure is
+ * retried: transient ones with the reconnect backoff, permanent ones in
+ * state "error" (enter_error). A bad source fails before this, in the
+ * ingestor's preflight (exit 1). */
 static int run_source(repl *r, int first, char *err, size_t errlen)
 {
     const wh_config *cfg = r->cfg;
     ing_batcher *bt = r->bt;
     ing_stats *st = r->st;
-    int rc = WH_ERR;
     char lerr[WH_ERRLEN];
-    wh_gauge_set(&st->state, ING_STATE_CONNECTING);
-    int attempt = 0;
+    ing_stats_set_state(st, ING_STATE_CONNECTING, NULL);
+    int attempt = 0, errors = 0;
     int connected = 0;
-    /* the very first connection must work: a wrong DSN fails fast; a source
-     * changed at runtime is retried */
-    if (repl_connect(r, first ? err : lerr, first ? errlen : sizeof(lerr)) != WH_OK) {
-        if (first)
-            goto fatal;
-        wh_warn("%s; retrying", lerr);
-    } else if (repl_setup(r, lerr, sizeof(lerr)) == WH_OK) {
-        connected = 1;
-    } else if (r->fatal) {
-        wh_seterr(err, errlen, "%s", lerr);
-        goto fatal;
-    } else {
-        wh_warn("%s; retrying", lerr); /* e.g. the slot is still held by our previous run */
-        disconnect(r);
-    }
+    (void)first;
     for (;;) {
         while (!connected) {
-            int ms = wh_backoff_ms(attempt < 16 ? attempt : 16, 100, cfg->reconnect_max_ms);
-            attempt++;
-            for (int slept = 0; slept < ms && !wh_stop_requested; slept += 50)
-                wh_sleep_ms(ms - slept < 50 ? ms - slept : 50);
-            if (wh_stop_requested) {
-                ing_batcher_seal(bt, lerr, sizeof(lerr));
-                ing_batcher_drain(bt, 10000);
-                return WH_OK;
+            if (attempt > 0 || errors > 0) {
+                int ms = errors > 0 ? error_delay_ms(r, errors - 1)
+                                    : wh_backoff_ms(attempt < 16 ? attempt : 16, 100,
+                                                    cfg->reconnect_max_ms);
+                int p = pause_ms(r, ms);
+                if (p == 1) {
+                    ing_batcher_seal(bt, lerr, sizeof(lerr));
+                    ing_batcher_drain(bt, 10000);
+                    return WH_OK;
+                }
+                if (p == 2)
+                    return 2;
             }
-            if (r->sw != NULL && r->sw->changed(r->sw->arg))
-                return 2;
+            attempt++;
             if (repl_connect(r, lerr, sizeof(lerr)) == WH_OK) {
                 if (repl_setup(r, lerr, sizeof(lerr)) == WH_OK) {
                     connected = 1;
@@ -810,14 +854,30 @@ static int run_source(repl *r, int first, char *err, size_t errlen)
                 }
                 disconnect(r);
                 if (r->fatal) {
-                    wh_seterr(err, errlen, "%s", lerr);
-                    goto fatal;
+                    enter_error(r, lerr, &errors);
+                    continue;
                 }
+            } else if (stream_error_permanent(lerr)) { /* e.g. REPLICATION revoked */
+                enter_error(r, lerr, &errors);
+                continue;
             }
-            wh_warn("reconnect attempt %d failed: %s", attempt, lerr);
+            if (errors > 0) { /* still failing: show the latest cause */
+                ing_stats_set_state(st, ING_STATE_ERROR, lerr);
+            } else {
+                ing_stats_set_state(st, ING_STATE_CONNECTING, lerr);
+                if (attempt > 1)
+                    wh_warn("reconnect attempt %d failed: %s", attempt - 1, lerr);
+                else
+                    wh_warn("%s; retrying", lerr); /* e.g. the slot is still held by our
+                                                      previous run */
+            }
         }
+        if (errors > 0)
+            wh_info("the source works again after %d failed attempt%s: streaming", errors,
+                    errors == 1 ? "" : "s");
         attempt = 0;
-        wh_gauge_set(&st->state, ING_STATE_STREAMING);
+        errors = 0;
+        ing_stats_set_state(st, ING_STATE_STREAMING, NULL);
         int what = stream(r, lerr, sizeof(lerr));
         /* whatever happens, sealed events go to the store */
         char serr[128];
@@ -836,18 +896,18 @@ static int run_source(repl *r, int first, char *err, size_t errlen)
                 PQputCopyEnd(r->conn, NULL);
             return what == LOOP_STOP ? WH_OK : 2;
         }
-        if (what == LOOP_FATAL) {
-            wh_seterr(err, errlen, "%s", lerr);
-            goto fatal;
-        }
-        wh_warn("%s; reconnecting", lerr);
         disconnect(r);
         connected = 0;
-        wh_gauge_set(&st->state, ING_STATE_CONNECTING);
+        if (what == LOOP_FATAL || stream_error_permanent(lerr)) {
+            enter_error(r, lerr, &errors);
+            attempt = 1;
+            continue;
+        }
+        wh_warn("%s; reconnecting", lerr);
+        ing_stats_set_state(st, ING_STATE_CONNECTING, lerr);
     }
-fatal:
-    wh_gauge_set(&st->state, ING_STATE_ERROR);
-    return rc;
+    (void)err;
+    (void)errlen;
 }
 
 int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing_source_watch *sw,

@@ -25,11 +25,16 @@ typedef struct ing_source_watch {
 } ing_source_watch;
 
 /* Runs until wh_stop_requested (WH_OK, after draining and a final status
- * update) or a fatal error (WH_ERR with the reason in err): the first
- * connection failing, a missing or invalidated slot, an undecodable
- * message. A changed source (sw, may be NULL) drains what was received,
- * confirms it to the old source, and connects to the new one from scratch
- * (a failure to connect there is retried, not fatal). */
+ * update). Every failure is retried in this process: transient ones
+ * (connection lost, slot still held by our previous run) with the reconnect
+ * backoff in state connecting; permanent ones (a privilege revoked, the
+ * publication dropped, the slot invalidated or gone, another system or
+ * timeline, an undecodable message) in state error with the cause as the
+ * Stats reason, every 1 s doubling to ingestor.reconnect_max_ms. A source
+ * that is wrong from the start is refused before this by the ingestor's
+ * preflight (wh_pgcheck, exit 1). A changed source (sw, may be NULL) drains
+ * what was received, confirms it to the old source, and connects to the new
+ * one from scratch. WH_ERR only when it cannot start (err says why). */
 int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing_source_watch *sw,
                  char *err, size_t errlen);
 

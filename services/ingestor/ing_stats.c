@@ -19,6 +19,14 @@ const char *ing_state_name(int state)
     }
 }
 
+void ing_stats_set_state(ing_stats *st, int state, const char *reason)
+{
+    pthread_mutex_lock(&st->reason_mu);
+    wh_strlcpy(st->reason, reason ? reason : "", sizeof(st->reason));
+    wh_gauge_set(&st->state, state);
+    pthread_mutex_unlock(&st->reason_mu);
+}
+
 int ing_stats_render(const ing_stats *st, wh_buf *b)
 {
     int64_t flush = wh_gauge_get(&st->confirmed_flush_lsn);
@@ -46,7 +54,13 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
         wh_metric_header(b, "walhook_ingestor_unacked_bytes", "gauge",
                          "bytes sent to the store and not yet acknowledged") ||
         wh_metric_i64(b, "walhook_ingestor_unacked_bytes", l,
-                      st->bt ? ing_batcher_unacked_bytes(st->bt) : 0))
+                      st->bt ? ing_batcher_unacked_bytes(st->bt) : 0) ||
+        wh_metric_header(b, "walhook_ingestor_state", "gauge",
+                         "0 connecting, 1 streaming, 2 error (a permanent error, retried)") ||
+        wh_metric_i64(b, "walhook_ingestor_state", l, wh_gauge_get(&st->state)) ||
+        wh_metric_header(b, "walhook_ingestor_errors_total", "counter",
+                         "permanent errors (permission, publication, slot) entered") ||
+        wh_metric_u64(b, "walhook_ingestor_errors_total", l, wh_counter_get(&st->errors)))
         return WH_ERR;
     return WH_OK;
 }
@@ -55,8 +69,12 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
 static int render_stats(void *arg, wh_buf *text, const char **state, int *ready, char *reason,
                         size_t reasonlen)
 {
-    const ing_stats *st = arg;
+    ing_stats *st = arg;
+    pthread_mutex_lock(&st->reason_mu);
     int s = (int)wh_gauge_get(&st->state);
+    if (s != ING_STATE_STREAMING && st->reason[0])
+        wh_strlcpy(reason, st->reason, reasonlen);
+    pthread_mutex_unlock(&st->reason_mu);
     *state = ing_state_name(s);
     *ready = s == ING_STATE_STREAMING;
     return ing_stats_render(st, text);

@@ -3,6 +3,7 @@
 #ifndef ING_STATS_H
 #define ING_STATS_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,7 +23,14 @@ typedef struct ing_stats {
     ing_batcher *bt;               /* may be NULL */
     char tenant[WH_NAME_MAX];      /* label of every sample ("" = none) */
     char daemon_name[WH_NAME_MAX]; /* "ingestor", or "ingestor-<tenant>" */
+    pthread_mutex_t reason_mu;     /* guards reason (PTHREAD_MUTEX_INITIALIZER) */
+    char reason[256];              /* why not streaming ("" = none): /readyz, status */
+    wh_counter errors;             /* permanent errors entered (state "error") */
 } ing_stats;
+
+/* Sets the state and the reason shown by /readyz and `walhook status`
+ * (reason may be NULL: cleared). Any thread. */
+void ing_stats_set_state(ing_stats *st, int state, const char *reason);
 
 const char *ing_state_name(int state);
 /* Renders the ingestor's metrics (Prometheus text) into out. */

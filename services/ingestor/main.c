@@ -11,6 +11,7 @@
 #include "ing_repl.h"
 #include "ing_state.h"
 #include "ing_stats.h"
+#include "wh_pgcheck.h"
 #include "wh_config.h"
 #include "wh_daemon.h"
 #include "wh_util.h"
@@ -58,6 +59,30 @@ static int check_budget(const wh_config *c)
     return WH_OK;
 }
 
+static int ing_preflight(const wh_config *c)
+{
+    wh_pg_source src = {.dsn = c->source_dsn,
+                        .slot = c->slot,
+                        .publication = c->publication,
+                        .tables = c->tables,
+                        .create = c->create_slot};
+    wh_buf rep;
+    wh_buf_init(&rep, 1 << 20);
+    char err[WH_ERRLEN];
+    int rc = wh_pg_preflight(&src, &rep, err, sizeof(err));
+    if (rc != WH_OK) {
+        wh_error("%s", err);
+        if (wh_buf_cstr(&rep) == WH_OK) {
+            /* one log line per problem and per fix */
+            char *save = NULL;
+            for (char *l = strtok_r(rep.data, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+                wh_error("preflight: %s", l + strspn(l, " "));
+        }
+    }
+    wh_buf_free(&rep);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     static wh_config base, cfg;
@@ -102,6 +127,10 @@ int main(int argc, char **argv)
         rc = 2;
         goto out;
     }
+    /* every privilege and object it needs, each missing one named with the
+     * SQL that fixes it: exit 1 rather than a restart loop */
+    if (ing_preflight(&cfg) != WH_OK)
+        goto out;
     if (ing_batcher_new(&bt, &cfg, err, sizeof(err)) != WH_OK) {
         wh_error("%s", err);
         goto out;

@@ -53,6 +53,7 @@ typedef struct st_reply_mem {
     Walhook__Position previous;
     Walhook__StateReply state;
     Walhook__TenantInfoReply tinfo;
+    Walhook__BacklogReply backlog;
     void *stats; /* wh_stats_reply's */
     /* Read: events collected into arrays; json bytes in one buffer, the
      * pointers are fixed up once the buffer stopped growing. */
@@ -522,6 +523,56 @@ static void do_tenant_info(st_server *s, const Walhook__TenantInfo *t, Walhook__
     m->tinfo.durable_lsn = durable;
     rep->body_case = WALHOOK__REPLY__BODY_TENANT_INFO;
     rep->tenant_info = &m->tinfo;
+}
+
+/* Backlog{tenant, consumer, max_events}: events after the committed offset
+ * (at most max_events, default and ceiling ST_BACKLOG_MAX) and the commit
+ * time of the first, for the dispatcher's backlog metrics. Read-only: an
+ * unknown consumer is not registered. */
+#define ST_BACKLOG_MAX 1000000
+
+typedef struct backlog_acc {
+    uint64_t n;
+    int64_t first_ts;
+} backlog_acc;
+
+static int backlog_count(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json,
+                         size_t len)
+{
+    backlog_acc *a = arg;
+    if (a->n++ == 0)
+        a->first_ts = ts;
+    return 0;
+}
+
+static void do_backlog(st_server *s, const Walhook__Backlog *b, Walhook__Reply *rep,
+                       st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    if (b == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "backlog: missing");
+        return;
+    }
+    if (check_names(rep, b->tenant, b->consumer) != WH_OK)
+        return;
+    uint32_t max =
+        b->max_events == 0 || b->max_events > ST_BACKLOG_MAX ? ST_BACKLOG_MAX : b->max_events;
+    st_offset o;
+    backlog_acc a = {0, 0};
+    size_t n = 0;
+    /* one more than max tells "capped" */
+    if (st_db_offset_info(s->db, b->tenant, b->consumer, &o, err, sizeof(err)) != WH_OK ||
+        (!o.dropped && st_db_read(s->db, b->tenant, o.lsn, o.seq, max + 1, SIZE_MAX, backlog_count,
+                                  &a, &n, err, sizeof(err)) != WH_OK)) {
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    walhook__backlog_reply__init(&m->backlog);
+    m->backlog.capped = a.n > max;
+    m->backlog.events = a.n > max ? max : a.n;
+    m->backlog.oldest_commit_ts_us = a.first_ts;
+    rep->body_case = WALHOOK__REPLY__BODY_BACKLOG;
+    rep->backlog = &m->backlog;
 }
 
 /* ---- state ---- */
@@ -1202,6 +1253,8 @@ void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *re
         break;
     case WALHOOK__REQUEST__BODY_LEASE_LIST:
         do_lease_list(s, req->lease_list, rep, m);
+    case WALHOOK__REQUEST__BODY_BACKLOG:
+        do_backlog(s, req->backlog, rep, m);
         break;
     default:
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "body: empty or unknown request type");

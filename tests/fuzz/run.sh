@@ -22,6 +22,9 @@ command -v clang >/dev/null || { echo "fuzz: clang not found (scripts/install-de
 if [ ! -f "$OUT/gen/walhook.pb-c.c" ] || [ proto/walhook.proto -nt "$OUT/gen/walhook.pb-c.c" ]; then
     protoc-c --proto_path=proto --c_out="$OUT/gen" proto/walhook.proto
 fi
+# walhook_build_info (common/wh_daemon.c) wants the build's version text
+printf 'const char wh_build_version[] = "%s";\nconst char wh_build_revision[] = "fuzz";\n' \
+    "$(cat VERSION 2>/dev/null || echo 0.0.0)" >"$OUT/gen/wh_build_info.c"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
 # shellcheck disable=SC2054
 CFLAGS=(-g -O1 -std=gnu11 -D_GNU_SOURCE -Icommon -I"$OUT/gen" -I/usr/include/postgresql
@@ -43,7 +46,7 @@ for src in tests/fuzz/fuzz_*.c; do
     done
     echo "== building $name"
     if ! clang "${CFLAGS[@]}" "${incs[@]}" -o "$OUT/$name" "$src" "${extra_src[@]}" common/*.c \
-            "$OUT/gen/walhook.pb-c.c" "${extra_libs[@]}" "${LIBS[@]}"; then
+            "$OUT/gen/walhook.pb-c.c" "$OUT/gen/wh_build_info.c" "${extra_libs[@]}" "${LIBS[@]}"; then
         echo "fuzz: $name does not build"
         status=1
         continue

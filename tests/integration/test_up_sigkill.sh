@@ -55,6 +55,9 @@ rc=$?
     wh_fail "walhook up next to a store started by hand: exit $rc: $out"
 wh_alive handmade || wh_fail "walhook up stopped a store it had not started"
 wh_kill handmade TERM
+# that store wrote the runtime state of its own configuration (no source, no
+# target), which would win over the flags below: start from an empty store
+rm -rf "$WH_TMP/data"
 
 t0=$SECONDS
 for i in $(seq 1 "$ITER"); do

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "wh_config.h"
+#include "wh_daemon.h"
 #include "wh_util.h"
 
 void cli_usage(FILE *f)
@@ -14,9 +15,16 @@ void cli_usage(FILE *f)
             "\n"
             "commands:\n"
             "  up [-c FILE] [--source DSN] [--target URL]... [--data DIR]\n"
-            "     [--admin HOST:PORT] [--tenant NAME]\n"
-            "        check the configuration and the source database, then start and\n"
+            "     [--admin HOST:PORT] [--tenant NAME] [--slot NAME] [--publication NAME]\n"
+            "     [--tables S.T,...]\n"
+            "        check the configuration and the source database (every privilege and\n"
+            "        object, each missing one named with its fix), then start and\n"
             "        supervise walhook-store, -ingestor, -dispatcher and -admin\n"
+            "  setup --print-sql [--source DSN] [--tables S.T,...] [--role NAME]\n"
+            "        the least-privilege SQL for the source; `setup --check` runs the preflight\n"
+            "  health --daemon store|ingestor|dispatcher|admin [-c FILE] [--ready]\n"
+            "        container probe: exit 0 when the daemon answers (and is ready), else 1\n"
+            "  status [-c FILE]  every daemon's state and the cause when it is not ready\n"
             "  check -c FILE   validate a configuration file (exit 0 ok, 2 bad)\n"
             "  tenants|targets|settings|slots [list|get|add|set|pause|resume|rm|offset ...]\n"
             "     [--admin URL] [--json] [-c FILE] [--tenant T]\n"
@@ -38,7 +46,7 @@ int cli_cmd_help(int argc, char **argv)
 
 int cli_cmd_version(int argc, char **argv)
 {
-    printf("walhook %s\n", CLI_VERSION);
+    printf("walhook %s (revision %s)\n", wh_build_version, wh_build_revision);
     return 0;
 }
 

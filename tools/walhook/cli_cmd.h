@@ -4,8 +4,6 @@
 
 #include <stdio.h>
 
-#define CLI_VERSION "0.1.0"
-
 void cli_usage(FILE *f);
 int cli_cmd_help(int argc, char **argv);
 int cli_cmd_version(int argc, char **argv);

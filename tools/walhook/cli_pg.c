@@ -1,53 +1,27 @@
 /* cli_pg: source database preflight. */
 #include "cli_pg.h"
 
-#include <libpq-fe.h>
-#include <string.h>
+#include <stdio.h>
 
+#include "wh_pgcheck.h"
 #include "wh_util.h"
 
-/* libpq messages end with a newline; drop it. */
-static void chomp(char *s)
+int cli_pg_preflight(const wh_config *cfg, const char *prog)
 {
-    size_t n = strlen(s);
-    while (n && (s[n - 1] == '\n' || s[n - 1] == ' '))
-        s[--n] = '\0';
-}
-
-int cli_pg_preflight(const char *dsn, char *err, size_t errlen)
-{
-    if (!dsn || !*dsn)
-        return wh_seterr(err, errlen, "source.dsn is not set (use --source or WALHOOK_SOURCE_DSN)");
-    const char *keys[] = {"dbname", "replication", "connect_timeout", NULL};
-    const char *vals[] = {dsn, "database", "10", NULL};
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
-    if (!conn)
-        return wh_seterr(err, errlen, "source database: out of memory");
-    if (PQstatus(conn) != CONNECTION_OK) {
-        char msg[400];
-        wh_strlcpy(msg, PQerrorMessage(conn), sizeof(msg));
-        chomp(msg);
-        PQfinish(conn);
-        return wh_seterr(err, errlen,
-                         "cannot connect to the source database (replication=database): %s", msg);
+    wh_pg_source src = {.dsn = cfg->source_dsn,
+                        .slot = cfg->slot,
+                        .publication = cfg->publication,
+                        .tables = cfg->tables,
+                        .create = cfg->create_slot};
+    wh_buf rep;
+    wh_buf_init(&rep, 1 << 20);
+    char err[WH_ERRLEN];
+    int rc = wh_pg_preflight(&src, &rep, err, sizeof(err));
+    if (rc != WH_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        if (rep.len && wh_buf_cstr(&rep) == WH_OK)
+            fprintf(stderr, "%s: every problem and its fix:\n%s", prog, rep.data);
     }
-    PGresult *r = PQexec(conn, "SHOW wal_level");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        char msg[400];
-        wh_strlcpy(msg, PQerrorMessage(conn), sizeof(msg));
-        chomp(msg);
-        PQclear(r);
-        PQfinish(conn);
-        return wh_seterr(err, errlen, "source database: SHOW wal_level failed: %s", msg);
-    }
-    char level[64];
-    wh_strlcpy(level, PQgetvalue(r, 0, 0), sizeof(level));
-    PQclear(r);
-    PQfinish(conn);
-    if (strcmp(level, "logical") != 0)
-        return wh_seterr(err, errlen,
-                         "source database has wal_level=%s; walhook needs wal_level=logical "
-                         "(ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL)",
-                         level);
-    return WH_OK;
+    wh_buf_free(&rep);
+    return rc;
 }

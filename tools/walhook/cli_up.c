@@ -20,7 +20,8 @@
 static void up_usage(FILE *f)
 {
     fprintf(f, "usage: walhook up [-c FILE] [--source DSN] [--target URL]... [--data DIR]\n"
-               "                  [--admin HOST:PORT] [--tenant NAME]\n");
+               "                  [--admin HOST:PORT] [--tenant NAME] [--slot NAME]\n"
+               "                  [--publication NAME] [--tables SCHEMA.TABLE,...]\n");
 }
 
 /* Matches "--name VALUE" or "--name=VALUE"; advances *i. Returns the value,
@@ -96,6 +97,12 @@ int cli_cmd_up(int argc, char **argv)
             setenv("WALHOOK_ADMIN_LISTEN", v, 1);
         } else if (!missing && (v = opt_value(argc, argv, &i, "--tenant", &missing))) {
             setenv("WALHOOK_TENANT", v, 1);
+        } else if (!missing && (v = opt_value(argc, argv, &i, "--slot", &missing))) {
+            setenv("WALHOOK_SOURCE_SLOT", v, 1);
+        } else if (!missing && (v = opt_value(argc, argv, &i, "--publication", &missing))) {
+            setenv("WALHOOK_SOURCE_PUBLICATION", v, 1);
+        } else if (!missing && (v = opt_value(argc, argv, &i, "--tables", &missing))) {
+            setenv("WALHOOK_SOURCE_TABLES", v, 1);
         } else {
             if (missing)
                 fprintf(stderr, "walhook up: %s needs a value\n", argv[i]);
@@ -117,6 +124,8 @@ int cli_cmd_up(int argc, char **argv)
     }
     int lvl = wh_log_level_parse(cfg.log_level);
     wh_log_init("walhook", lvl < 0 ? WH_LOG_INFO : lvl);
+    wh_log_set_format(wh_log_format_parse(cfg.log_format));
+    wh_ipc_tls_configure(&cfg);
 
     /* The same data directory rule as every daemon (which would refuse it
      * one by one): created 0700, refused when group or others can read it. */
@@ -132,8 +141,14 @@ int cli_cmd_up(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    if (cli_pg_preflight(cfg.source_dsn, err, sizeof(err)) != WH_OK) {
-        fprintf(stderr, "walhook up: %s\n", err);
+    if (!cfg.source_dsn[0]) {
+        fprintf(stderr, "walhook up: source.dsn is not set (use --source or WALHOOK_SOURCE_DSN)\n");
+        rc = 2;
+        goto out;
+    }
+    /* every privilege and object the ingestor needs, each missing one named
+     * with its fix: exit 1 now rather than a restart loop later */
+    if (cli_pg_preflight(&cfg, "walhook up") != WH_OK) {
         rc = 1;
         goto out;
     }
@@ -150,9 +165,8 @@ int cli_cmd_up(int argc, char **argv)
         config_path = abs_cfg;
 
     wh_signals_install();
-    printf("walhook: tenant %s, data in %s, %d target%s; admin listens on http://%s\n", cfg.tenant,
-           cfg.data_dir, cfg.ntargets, cfg.ntargets == 1 ? "" : "s", cfg.admin_listen);
-    fflush(stdout);
+    wh_info("tenant %s, data in %s, %d target%s; admin listens on http://%s", cfg.tenant,
+            cfg.data_dir, cfg.ntargets, cfg.ntargets == 1 ? "" : "s", cfg.admin_listen);
     cli_sup_opts o = {
         .bindir = bindir,
         .config_path = config_path,

@@ -4,6 +4,8 @@
 
 #include "cli_api.h"
 #include "cli_cmd.h"
+#include "cli_health.h"
+#include "cli_setup.h"
 #include "cli_up.h"
 
 int main(int argc, char **argv)
@@ -18,6 +20,12 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "tenants") == 0 || strcmp(cmd, "targets") == 0 ||
         strcmp(cmd, "settings") == 0 || strcmp(cmd, "slots") == 0 || strcmp(cmd, "dlq") == 0)
         return cli_cmd_api(argc - 1, argv + 1);
+    if (strcmp(cmd, "setup") == 0)
+        return cli_cmd_setup(argc - 1, argv + 1);
+    if (strcmp(cmd, "health") == 0)
+        return cli_cmd_health(argc - 1, argv + 1);
+    if (strcmp(cmd, "status") == 0)
+        return cli_cmd_status(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0)
         return cli_cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# deploy/: the compose file and the Kubernetes manifests, offline.
+# - compose: `docker-compose config` accepts it; every service has a
+#   healthcheck, every depends_on waits for service_healthy, volumes are
+#   named, the dispatcher has nothing fixed per replica (container_name,
+#   published port, control socket on a volume).
+# - k8s: every object passes the Kubernetes API schema (npm kubernetes-models,
+#   installed into build/npm-k8s on first use; the schema step is skipped with
+#   a message when npm cannot install it), and walhook's own rules: a pinned
+#   image tag, probes, resources and the hardened securityContext on every
+#   container, the store a StatefulSet with volumeClaimTemplates behind a
+#   headless Service, ingestors with one replica and Recreate, a PDB for the
+#   dispatcher, NetworkPolicies, tls+tcp:// links, every resource in the
+#   kustomization.
+set -uo pipefail
+source "$(dirname "$0")/../lib/helpers.sh"
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+command -v python3 >/dev/null || wh_fail "python3 missing"
+wh_tmpdir
+
+if command -v docker-compose >/dev/null; then
+    docker-compose -f "$ROOT/deploy/compose/docker-compose.yml" config >"$WH_TMP/compose.yml" ||
+        wh_fail "docker-compose config refused the compose file"
+else
+    wh_log "docker-compose missing: checking the raw file"
+    cp "$ROOT/deploy/compose/docker-compose.yml" "$WH_TMP/compose.yml"
+fi
+python3 - "$WH_TMP/compose.yml" <<'PY' || wh_fail "compose rules"
+import sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+bad = []
+svcs = doc["services"]
+for name, s in svcs.items():
+    if "healthcheck" not in s or not s["healthcheck"].get("test"):
+        bad.append(f"{name}: no healthcheck")
+    test = " ".join(s.get("healthcheck", {}).get("test", []))
+    if name not in ("postgres",) and "walhook health" not in test:
+        bad.append(f"{name}: healthcheck is not `walhook health` ({test})")
+    if "curl" in test:
+        bad.append(f"{name}: healthcheck uses curl")
+    deps = s.get("depends_on", {})
+    if isinstance(deps, list):
+        bad.append(f"{name}: depends_on without conditions")
+    else:
+        for d, c in deps.items():
+            if c.get("condition") != "service_healthy":
+                bad.append(f"{name}: depends_on {d} is {c.get('condition')}, not service_healthy")
+    for v in s.get("volumes", []):
+        src = v.get("source") if isinstance(v, dict) else v.split(":")[0]
+        typ = v.get("type") if isinstance(v, dict) else ("bind" if src.startswith((".", "/")) else "volume")
+        if typ == "volume" and src not in (doc.get("volumes") or {}):
+            bad.append(f"{name}: volume {src} is not a named volume")
+d = svcs["dispatcher"]
+if "container_name" in d or d.get("ports"):
+    bad.append("dispatcher: fixed container_name or published port (cannot --scale)")
+env = d.get("environment", {})
+ctl = env.get("WALHOOK_DISPATCHER_CONTROL", "")
+if not ctl.startswith(("tcp://0.0.0.0:", "tls+tcp://0.0.0.0:")):
+    bad.append(f"dispatcher: control endpoint {ctl!r} is not per replica (listen on 0.0.0.0)")
+for v in d.get("volumes", []):
+    tgt = v.get("target") if isinstance(v, dict) else v.split(":")[1]
+    if tgt == "/var/lib/walhook":
+        bad.append("dispatcher: shares a data volume (its socket and pid file would collide)")
+for b in bad:
+    print("compose:", b)
+sys.exit(1 if bad else 0)
+PY
+
+K8S="$ROOT/deploy/k8s"
+python3 - "$K8S" <<'PY' || wh_fail "k8s rules"
+import sys, os, yaml, re
+d = sys.argv[1]
+kust = yaml.safe_load(open(os.path.join(d, "kustomization.yaml")))
+files = sorted(f for f in os.listdir(d) if f.endswith(".yaml") and f != "kustomization.yaml")
+bad = []
+if sorted(kust["resources"]) != files:
+    bad.append(f"kustomization resources {kust['resources']} != files {files}")
+objs = [o for f in files for o in yaml.safe_load_all(open(os.path.join(d, f))) if o]
+by = {}
+for o in objs:
+    by.setdefault(o["kind"], []).append(o)
+def pod_of(o):
+    return o["spec"]["template"]["spec"]
+for o in by.get("Deployment", []) + by.get("StatefulSet", []):
+    n = o["metadata"]["name"]
+    ps = pod_of(o)
+    psc = ps.get("securityContext", {})
+    if psc.get("runAsNonRoot") is not True or not isinstance(psc.get("runAsUser"), int) or psc.get("runAsUser") == 0:
+        bad.append(f"{n}: pod securityContext needs runAsNonRoot and a numeric non-root runAsUser")
+    if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        bad.append(f"{n}: seccompProfile is not RuntimeDefault")
+    for c in ps["containers"]:
+        cn = f"{n}/{c['name']}"
+        img = c["image"]
+        if ":" not in img or img.endswith(":latest"):
+            bad.append(f"{cn}: image {img} has no pinned tag")
+        sc = c.get("securityContext", {})
+        if sc.get("readOnlyRootFilesystem") is not True:
+            bad.append(f"{cn}: readOnlyRootFilesystem is not true")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            bad.append(f"{cn}: allowPrivilegeEscalation is not false")
+        if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+            bad.append(f"{cn}: capabilities are not drop [ALL]")
+        for p in ("livenessProbe", "readinessProbe"):
+            if p not in c:
+                bad.append(f"{cn}: no {p}")
+        r = c.get("resources", {})
+        if not r.get("requests") or not r.get("limits", {}).get("memory"):
+            bad.append(f"{cn}: resources need requests and a memory limit")
+        for e in c.get("env", []):
+            if e["name"].endswith(("_ENDPOINT", "_CONTROL")) and not e.get("value", "").startswith("tls+tcp://"):
+                bad.append(f"{cn}: {e['name']} is not tls+tcp://")
+cm = {o["metadata"]["name"]: o for o in by.get("ConfigMap", [])}.get("walhook-config", {}).get("data", {})
+for k in ("WALHOOK_STORE_ENDPOINT", "WALHOOK_INGESTOR_CONTROL", "WALHOOK_DISPATCHER_CONTROL"):
+    if not cm.get(k, "").startswith("tls+tcp://"):
+        bad.append(f"walhook-config: {k} is not tls+tcp://")
+for k in ("WALHOOK_IPC_TLS_CERT", "WALHOOK_IPC_TLS_KEY", "WALHOOK_IPC_TLS_CA"):
+    if not cm.get(k):
+        bad.append(f"walhook-config: {k} missing")
+sts = [o for o in by.get("StatefulSet", []) if o["metadata"]["name"] == "walhook-store"]
+if not sts or not sts[0]["spec"].get("volumeClaimTemplates"):
+    bad.append("the store is not a StatefulSet with volumeClaimTemplates")
+else:
+    svc = [s for s in by.get("Service", []) if s["metadata"]["name"] == sts[0]["spec"]["serviceName"]]
+    if not svc or svc[0]["spec"].get("clusterIP") != "None":
+        bad.append("the store's serviceName is not a headless Service")
+for o in by.get("Deployment", []):
+    n = o["metadata"]["name"]
+    if n.startswith("walhook-ingestor"):
+        if o["spec"].get("replicas") != 1 or o["spec"].get("strategy", {}).get("type") != "Recreate":
+            bad.append(f"{n}: an ingestor needs replicas 1 and strategy Recreate")
+disp = [o for o in by.get("Deployment", []) if o["metadata"]["name"] == "walhook-dispatcher"]
+if not disp:
+    bad.append("no dispatcher Deployment")
+pdbs = [p["spec"]["selector"]["matchLabels"] for p in by.get("PodDisruptionBudget", [])]
+if disp and disp[0]["spec"]["selector"]["matchLabels"] not in pdbs:
+    bad.append("no PodDisruptionBudget for the dispatcher")
+if not any(s["metadata"]["name"] == "walhook-admin" for s in by.get("Service", [])):
+    bad.append("no Service for the admin")
+nps = by.get("NetworkPolicy", [])
+store_np = [p for p in nps if p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component") == "store"]
+if not store_np:
+    bad.append("no NetworkPolicy for the store")
+admin_np = [p for p in nps if p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component") == "admin"]
+if not admin_np or not admin_np[0]["spec"].get("ingress"):
+    bad.append("no NetworkPolicy restricting the admin")
+# targets named in the config must be defined (a Service of that name)
+for t in cm.get("WALHOOK_TARGETS", "").split(","):
+    m = re.match(r"(?:[^=]+=)?https?://([^:/]+)", t.strip())
+    if m and "." not in m.group(1) and not any(s["metadata"]["name"] == m.group(1) for s in by.get("Service", [])):
+        bad.append(f"target host {m.group(1)} has no Service")
+for b in bad:
+    print("k8s:", b)
+print(f"k8s: {len(objs)} objects, {len(bad)} problems")
+sys.exit(1 if bad else 0)
+PY
+
+# the Kubernetes API schema, offline once the models are installed
+NPMDIR="${WH_NPM_K8S:-$ROOT/build/npm-k8s}"
+if [ ! -d "$NPMDIR/node_modules/kubernetes-models" ]; then
+    if command -v npm >/dev/null && mkdir -p "$NPMDIR" &&
+        timeout 300 npm install --no-audit --no-fund --prefix "$NPMDIR" kubernetes-models@5 js-yaml@4 \
+            >"$WH_TMP/npm.log" 2>&1; then
+        :
+    else
+        tail -n 5 "$WH_TMP/npm.log" 2>/dev/null >&2
+        echo "SKIP schema check: cannot install the npm package kubernetes-models (no npm or no registry)" >&2
+        wh_pass "compose and k8s rules checked; Kubernetes schema check SKIPPED (npm install failed)"
+    fi
+fi
+node "$ROOT/tests/lib/k8s_validate.mjs" "$NPMDIR" "$K8S"/*.yaml >"$WH_TMP/schema.out" 2>&1 ||
+    { cat "$WH_TMP/schema.out" >&2; wh_fail "a manifest does not match the Kubernetes API schema"; }
+wh_pass "compose rules; k8s rules; $(tail -n 1 "$WH_TMP/schema.out") against the Kubernetes schema"

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The least-privilege first hour against a real PostgreSQL 15: a role `wh`
+# that is not a superuser, a database `shop` whose table belongs to `app`.
+# `walhook up` (its preflight) must exit 1, naming each missing privilege or
+# object with the SQL that fixes it; the test applies exactly the printed
+# fixes, round by round, until `walhook up` runs and delivers. Then
+# `walhook setup --print-sql` on a fresh role/database is applied as printed
+# and passes `walhook setup --check`. Finally permanent errors during the
+# run: REPLICATION revoked (state `error` with the cause in /readyz and
+# `walhook status`, the same ingestor process, back to streaming once it is
+# granted again) and the publication dropped (state `error` naming it).
+set -uo pipefail
+source "$(dirname "$0")/../lib/helpers.sh"
+trap wh_cleanup EXIT
+wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin \
+    walhook-receiver
+wh_tmpdir
+pg_start || wh_fail "cannot start PostgreSQL"
+SUPER_SHOP="postgresql://postgres@127.0.0.1:$PG_PORT/shop"
+pg_psql -c "CREATE ROLE app LOGIN" -c "CREATE ROLE wh LOGIN" -c "CREATE DATABASE shop OWNER app" \
+    -c "REVOKE CONNECT ON DATABASE shop FROM PUBLIC" -c "GRANT CONNECT ON DATABASE shop TO app" ||
+    wh_fail "role setup failed"
+psql -X -q -v ON_ERROR_STOP=1 -d "postgresql://app@127.0.0.1:$PG_PORT/shop" \
+    -c "CREATE TABLE public.orders (id int PRIMARY KEY, note text)" || wh_fail "table setup failed"
+DSN="postgresql://wh@127.0.0.1:$PG_PORT/shop"
+RPORT=$(wh_free_port)
+APORT=$(wh_free_port)
+wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --out "$WH_TMP/received.jsonl"
+UP_ARGS=(--source "$DSN" --tables public.orders --target "http://127.0.0.1:$RPORT/hook"
+         --data "$WH_TMP/data" --admin "127.0.0.1:$APORT")
+
+# One round: `walhook up` must refuse (exit 1) naming each of the patterns;
+# then every printed fix is applied as a superuser connected to shop.
+round() { # NAME PATTERN...
+    local name=$1 out="$WH_TMP/round-$1.err" rc=0
+    shift
+    timeout -k 5 60 "$BIN/walhook" up "${UP_ARGS[@]}" >"$WH_TMP/round-$name.out" 2>"$out" || rc=$?
+    [ "$rc" = 1 ] || { cat "$out" >&2; wh_fail "round $name: walhook up exited $rc, not 1"; }
+    local p
+    for p in "$@"; do
+        grep -qE -- "$p" "$out" || { cat "$out" >&2; wh_fail "round $name: no '$p' in the report"; }
+    done
+    sed -n 's/^ *fix (as [^)]*): //p' "$out" >"$WH_TMP/fix-$name.sql"
+    [ -s "$WH_TMP/fix-$name.sql" ] || { cat "$out" >&2; wh_fail "round $name: no fix printed"; }
+    wh_log "round $name: $(grep -c '^  - ' "$out") problem(s); applying:"
+    sed 's/^/    /' "$WH_TMP/fix-$name.sql" >&2
+    psql -X -q -v ON_ERROR_STOP=1 -d "$SUPER_SHOP" -f "$WH_TMP/fix-$name.sql" ||
+        wh_fail "round $name: the printed fix failed"
+}
+
+# 1: neither REPLICATION nor CONNECT; both named at once with their fixes
+round 1 'lacks the REPLICATION attribute' 'ALTER ROLE wh WITH REPLICATION;' \
+    'no CONNECT privilege on database "shop"' 'GRANT CONNECT ON DATABASE shop TO wh;'
+# 2: the publication is missing and wh cannot create it (app owns orders)
+round 2 'publication "walhook" does not exist and role "wh" cannot create it' \
+    'fix \(as the tables. owner app, or a superuser\)' 'CREATE PUBLICATION walhook FOR TABLE public.orders;'
+# no other problem left: the preflight passes
+"$BIN/walhook" setup --check --source "$DSN" --tables public.orders >"$WH_TMP/check.out" 2>&1 ||
+    { cat "$WH_TMP/check.out" >&2; wh_fail "setup --check still fails after the printed fixes"; }
+# the role is still no superuser and has no SELECT on the table
+[ "$(pg_psql -At -c "SELECT rolsuper FROM pg_roles WHERE rolname = 'wh'")" = f ] || wh_fail "wh is superuser"
+
+# 3: a clean run, and rows arrive (pgoutput needs no SELECT on orders)
+wh_spawn walhook "$BIN/walhook" up "${UP_ARGS[@]}"
+UP=${WH_PIDS[walhook]}
+READYZ="http://127.0.0.1:$APORT/readyz"
+wh_wait_http "$READYZ" 60 || wh_fail "walhook never became ready with the least-privilege role"
+psql -X -q -d "$SUPER_SHOP" -c "INSERT INTO orders SELECT g, 'n' || g FROM generate_series(1, 50) g" ||
+    wh_fail "insert failed"
+wh_wait_until 60 bash -c "[ \$(grep -o '\"op\":\"insert\"' '$WH_TMP/received.jsonl' 2>/dev/null | wc -l) -ge 50 ]" ||
+    wh_fail "the 50 inserts did not arrive"
+ING=$(wh_child_pid "$UP" ingestor)
+[ -n "$ING" ] || wh_fail "no ingestor child"
+
+# 4: REPLICATION revoked while running: state error with the cause, no restart
+pg_psql -c "ALTER ROLE wh NOREPLICATION" || wh_fail "alter role failed"
+wh_terminate_walsender walhook >/dev/null
+not_ready_with() { # PATTERN: /readyz is 503 and names it
+    local body code
+    body=$(curl -s --max-time 3 -w '\n%{http_code}' "$READYZ")
+    code=${body##*$'\n'}
+    [ "$code" = 503 ] && grep -qE -- "$1" <<<"$body"
+}
+wh_wait_until 60 not_ready_with 'replication role' ||
+    { curl -s "$READYZ" >&2; wh_fail "/readyz does not name the missing REPLICATION attribute"; }
+"$BIN/walhook" status --config <(printf 'data_dir = "%s";\nadmin = { listen = "127.0.0.1:%s"; };\n' \
+    "$WH_TMP/data" "$APORT") >"$WH_TMP/status.out" 2>&1
+grep -E '^ingestor \(default\) +error +no +.*replication role' "$WH_TMP/status.out" >/dev/null ||
+    { cat "$WH_TMP/status.out" >&2; wh_fail "walhook status does not show state error with the cause"; }
+"$BIN/walhook" health --daemon ingestor -c <(printf 'data_dir = "%s";\n' "$WH_TMP/data") >/dev/null ||
+    wh_fail "walhook health: the ingestor in state error still answers (exit 0 expected)"
+"$BIN/walhook" health --daemon ingestor --ready -c <(printf 'data_dir = "%s";\n' "$WH_TMP/data") >/dev/null &&
+    wh_fail "walhook health --ready: exit 0 for an ingestor in state error"
+wh_metric "http://127.0.0.1:$APORT/metrics" walhook_ingestor_state | grep -qx 2 ||
+    wh_fail "walhook_ingestor_state is not 2 (error)"
+[ "$(wh_child_pid "$UP" ingestor)" = "$ING" ] || wh_fail "the ingestor was restarted (state error must retry in place)"
+pg_psql -c "ALTER ROLE wh REPLICATION" || wh_fail "alter role failed"
+wh_wait_http "$READYZ" 90 || wh_fail "not ready again after REPLICATION was granted back"
+[ "$(wh_child_pid "$UP" ingestor)" = "$ING" ] || wh_fail "the ingestor was restarted during recovery"
+grep -q 'the source works again' "$WH_TMP/walhook.log" || wh_fail "no recovery line in the log"
+
+# 5: the publication dropped during the run: state error naming it
+psql -X -q -v ON_ERROR_STOP=1 -d "$SUPER_SHOP" -c "DROP PUBLICATION walhook" \
+    -c "INSERT INTO orders VALUES (1000, 'after drop')" || wh_fail "drop failed"
+wh_wait_until 60 not_ready_with 'publication.*walhook.*(does not exist|cannot create)' ||
+    { curl -s "$READYZ" >&2; wh_fail "/readyz does not name the dropped publication"; }
+[ "$(wh_child_pid "$UP" ingestor)" = "$ING" ] || wh_fail "the ingestor was restarted after the publication drop"
+wh_kill walhook TERM
+wh_wait_until 20 bash -c "! kill -0 $UP 2>/dev/null" || wh_fail "walhook up did not stop"
+
+# 6: `walhook setup --print-sql` for a fresh role and database, applied as printed
+pg_psql -c "CREATE ROLE app2 LOGIN" -c "CREATE DATABASE shop2 OWNER app2" \
+    -c "REVOKE CONNECT ON DATABASE shop2 FROM PUBLIC" -c "GRANT CONNECT ON DATABASE shop2 TO app2" || wh_fail "setup 2"
+psql -X -q -v ON_ERROR_STOP=1 -d "postgresql://app2@127.0.0.1:$PG_PORT/shop2" \
+    -c "CREATE TABLE items (id int PRIMARY KEY)" || wh_fail "table 2"
+DSN2="postgresql://wh2:pw-not-printed@127.0.0.1:$PG_PORT/shop2"
+"$BIN/walhook" setup --print-sql --source "$DSN2" --tables public.items --slot wh2 \
+    --publication wh2 >"$WH_TMP/setup.sql" || wh_fail "setup --print-sql failed"
+grep -q 'pw-not-printed' "$WH_TMP/setup.sql" && wh_fail "setup --print-sql printed the password"
+grep -q 'CREATE ROLE wh2 WITH LOGIN REPLICATION;' "$WH_TMP/setup.sql" || wh_fail "no CREATE ROLE"
+grep -q 'CREATE PUBLICATION wh2 FOR TABLE public.items;' "$WH_TMP/setup.sql" || wh_fail "no CREATE PUBLICATION"
+grep -v '^\\' "$WH_TMP/setup.sql" | psql -X -q -v ON_ERROR_STOP=1 -d "postgresql://postgres@127.0.0.1:$PG_PORT/shop2" ||
+    wh_fail "the printed setup SQL failed"
+"$BIN/walhook" setup --check --source "postgresql://wh2@127.0.0.1:$PG_PORT/shop2" --tables public.items \
+    --slot wh2 --publication wh2 >"$WH_TMP/check2.out" 2>&1 ||
+    { cat "$WH_TMP/check2.out" >&2; wh_fail "the source set up by --print-sql does not pass the check"; }
+wh_pass "least privilege: 2 rounds of named fixes, clean run, error state and recovery, setup SQL"
