@@ -90,8 +90,8 @@ int main(int argc, char **argv)
         WH_OK) {
         wh_error("runtime state: %s", err);
         wh_control_stop(ctl);
-    dsp_backlog_stop(backlog);
-    dsp_lease_stop(lease);
+        dsp_backlog_stop(backlog);
+        dsp_lease_stop(lease);
         dsp_loop_destroy(loop);
         return 1;
     }

@@ -1253,6 +1253,7 @@ void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *re
         break;
     case WALHOOK__REQUEST__BODY_LEASE_LIST:
         do_lease_list(s, req->lease_list, rep, m);
+        break;
     case WALHOOK__REQUEST__BODY_BACKLOG:
         do_backlog(s, req->backlog, rep, m);
         break;
