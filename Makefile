@@ -2,7 +2,9 @@
 #   make            build the daemons, the walhook command and test tools into bin/
 #   make test       build and run every test (unit + integration); what CI runs
 #   make unit       unit tests only (cmocka)
-#   make bench      benchmark against pg_recvlogical
+#   make bench      benchmark against pg_recvlogical (BENCH_SCALE=0.1: quick)
+#   make bench-latency  commit_ts -> arrival latency under pgbench -R
+#   make bench-stages   each stage alone (decode+render, store IPC, dispatcher)
 #   make demo       the README's demo
 #   make deps       install the Debian packages (as root)
 #   make asan       build with AddressSanitizer + UBSan into build-asan/
@@ -142,6 +144,9 @@ test: all
 bench: all
 	bench/run.sh
 
+bench-latency: all
+	bench/latency.sh
+
 demo:
 	scripts/demo.sh
 
@@ -158,6 +163,6 @@ format:
 clean:
 	rm -rf build build-asan bin
 
-.PHONY: all deps unit test bench demo asan fuzz format clean
+.PHONY: all deps unit test bench bench-latency bench-stages demo asan fuzz format clean
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 .SECONDARY:

@@ -2,6 +2,7 @@
  *
  *   walhook-receiver --listen 127.0.0.1:9000 [--out FILE] [--print]
  *                    [--fail-every N] [--delay-ms N] [--status CODE] [--headers FILE]
+ *                    [--latency FILE]
  *
  * Accepts POST on any path. With --out, each acknowledged body is appended to
  * FILE as one line and flushed before the 200 goes out, so whatever a test
@@ -10,7 +11,11 @@
  * every POST (bodies are recorded only when CODE is 2xx); --delay-ms waits
  * before answering. --headers FILE appends, for each body written to --out,
  * one line "webhook-id<TAB>webhook-timestamp<TAB>webhook-signature" ("-" for
- * a missing header), so line N of both files belong together. GET answers a one-line summary (for
+ * a missing header), so line N of both files belong together. --latency FILE
+ * appends, for each event of an acknowledged body, the microseconds from its
+ * commit_ts to the body's arrival (one number a line; for benchmarks: the
+ * first "commit_ts":" of each envelope is taken, so no row column may be
+ * named commit_ts). GET answers a one-line summary (for
  * health checks). Bodies over 64 MiB get 413. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "wh_buf.h"
 #include "wh_json.h"
@@ -37,12 +43,14 @@ typedef struct rcv_opts {
     long delay_ms;
     int status;
     const char *headers;
+    const char *latency;
 } rcv_opts;
 
 typedef struct rcv_state {
     rcv_opts o;
     FILE *out;
     FILE *headers;
+    FILE *latency;
     pthread_mutex_t mu;
     unsigned long requests; /* POSTs seen */
     unsigned long stored;   /* bodies acknowledged with 2xx */
@@ -57,7 +65,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: walhook-receiver --listen HOST:PORT [--out FILE] [--print]\n"
                "                        [--fail-every N] [--delay-ms N] [--status CODE]\n"
-               "                        [--headers FILE]\n");
+               "                        [--headers FILE] [--latency FILE]\n");
 }
 
 /* ---- --print ---- */
@@ -113,6 +121,50 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const
     enum MHD_Result rc = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
     return rc;
+}
+
+/* --latency: "YYYY-MM-DDTHH:MM:SS[.ffffff]Z" -> microseconds since the epoch. */
+static int parse_ts_us(const char *p, const char *end, int64_t *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    char tmp[32];
+    size_t n = 0;
+    while (p + n < end && p[n] != '"' && n < sizeof(tmp) - 1)
+        n++;
+    memcpy(tmp, p, n);
+    tmp[n] = '\0';
+    const char *rest = strptime(tmp, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest)
+        return WH_ERR;
+    int64_t us = 0, scale = 100000;
+    if (*rest == '.')
+        for (rest++; *rest >= '0' && *rest <= '9'; rest++, scale /= 10)
+            us += (*rest - '0') * scale;
+    *out = (int64_t)timegm(&tm) * 1000000 + us;
+    return WH_OK;
+}
+
+/* One line per event: microseconds from its commit_ts to now. */
+static void record_latency(rcv_state *s, const wh_buf *body)
+{
+    static const char key[] = "\"commit_ts\":\"";
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    const char *p = body->data, *end = body->data + body->len;
+    while (p && p < end) {
+        const char *k = memmem(p, (size_t)(end - p), key, sizeof(key) - 1);
+        if (!k)
+            break;
+        k += sizeof(key) - 1;
+        int64_t c;
+        if (parse_ts_us(k, end, &c) == WH_OK)
+            fprintf(s->latency, "%lld\n", (long long)(now - c));
+        /* the next envelope: skip past this one's id-bearing head */
+        p = memmem(k, (size_t)(end - k), "{\"id\":", 6);
+    }
+    fflush(s->latency);
 }
 
 /* Appends the body as one line and flushes. Called with s->mu held. */
@@ -188,6 +240,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
                 fputc('\n', s->headers);
                 fflush(s->headers);
             }
+            if (s->latency && rq->body.data)
+                record_latency(s, &rq->body);
             if (s->o.print)
                 print_body(rq->body.data ? rq->body.data : "", rq->body.len);
         }
@@ -244,6 +298,8 @@ static int parse_args(int argc, char **argv, rcv_opts *o)
             o->out = v;
         } else if (strcmp(a, "--headers") == 0) {
             o->headers = v;
+        } else if (strcmp(a, "--latency") == 0) {
+            o->latency = v;
         } else if (strcmp(a, "--fail-every") == 0 && parse_long(v, 0, 1000000000, &n) == WH_OK) {
             o->fail_every = n;
         } else if (strcmp(a, "--delay-ms") == 0 && parse_long(v, 0, 3600000, &n) == WH_OK) {
@@ -329,6 +385,13 @@ int main(int argc, char **argv)
         s.headers = fopen(s.o.headers, "a");
         if (!s.headers) {
             fprintf(stderr, "walhook-receiver: cannot open %s: %s\n", s.o.headers, strerror(errno));
+            return 1;
+        }
+    }
+    if (s.o.latency) {
+        s.latency = fopen(s.o.latency, "a");
+        if (!s.latency) {
+            fprintf(stderr, "walhook-receiver: cannot open %s: %s\n", s.o.latency, strerror(errno));
             return 1;
         }
     }
