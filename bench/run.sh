@@ -12,6 +12,8 @@
 #   wide     BENCH_WIDE_UPDATES (100,000) updates of wide rows (20 columns,
 #            about 1 KiB: text, jsonb, text[], timestamptz, numeric) with
 #            REPLICA IDENTITY FULL, in one statement
+# BENCH_PERF=DIR records a CPU profile (perf record -g) of the daemons of
+# each backlog into DIR/perf-NAME.data.
 # BENCH_SCALE (1) multiplies every default size (BENCH_SCALE=0.1: a quick
 # run); BENCH_CASES ("pgbench small big wide") picks backlogs.
 #
@@ -152,7 +154,13 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
         pids+=("${WH_PIDS[$d-$name]}")
     done
     pss_sampler "$WH_TMP/pss-$name" "${pids[@]}" &
-    local sampler=$!
+    local sampler=$! perfpid=""
+    if [ -n "${BENCH_PERF:-}" ]; then # BENCH_PERF=DIR: perf record -g of each daemon into DIR
+        mkdir -p "$BENCH_PERF"
+        perf record -q ${BENCH_PERF_OPTS:--F 1999 -g} -o "$BENCH_PERF/perf-$name.data" \
+            -p "$(IFS=,; echo "${pids[*]}")" >/dev/null 2>&1 &
+        perfpid=$!
+    fi
     local t_st="" t_dl="" deadline=$(($(date +%s) + LIMIT)) v
     while [ -z "$t_dl" ]; do
         [ "$(date +%s)" -ge "$deadline" ] && { echo "bench: timed out" >&2; exit 1; }
@@ -169,14 +177,19 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
         fi
         [ -z "$t_dl" ] && sleep 0.1
     done
-    local cpu=() total=0 c i
+    local cpu=() total=0 c i flt=""
     for i in "${!DAEMONS[@]}"; do
+        flt+=" ${DAEMONS[$i]} $(awk '{ print $10 }' "/proc/${pids[$i]}/stat");"
         c=$(cpu_s "${pids[$i]}")
         cpu+=("$c")
         total=$(awk -v a="$total" -v b="$c" 'BEGIN { print a + b }')
     done
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
+    if [ -n "$perfpid" ]; then
+        kill -INT "$perfpid" 2>/dev/null || true
+        wait "$perfpid" 2>/dev/null || true
+    fi
     local r_st r_dl
     r_st=$(ratio "$t_rl" "$t_st")
     r_dl=$(ratio "$t_rl" "$t_dl")
@@ -191,6 +204,10 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     done
     echo "$line total $total s ($(us_per "$total" "$events") us/event)"
     echo "$pss sum $(mib "$sum") MiB"
+    echo "   minor page faults:$flt"
+    echo "   store: $(wh_metric "$m" walhook_store_appends_total) appends," \
+        "$(wh_metric "$m" walhook_store_reads_total) reads;" \
+        "ingestor: $(wh_metric "$m" walhook_ingestor_batches_sent_total) batches"
     RESULTS+=("$(printf '%-8s %8d %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s %7s' "$name" "$events" \
         "$t_rl" "$(us_per "$rl_cpu" "$events")" "$t_st" "$t_dl" "$r_st" "$r_dl" \
         "$(us_per "${cpu[0]}" "$events")" "$(us_per "${cpu[1]}" "$events")" \

@@ -701,6 +701,9 @@ static int stream(repl *r, char *err, size_t errlen)
                 return LOOP_RECONNECT;
             }
         }
+        /* what was read is decoded: with nothing in flight it goes out at
+         * once (ing_batcher_tick); while a request is in flight the open
+         * batch grows (group commit) */
         uint64_t now_us = wh_now_us();
         uint64_t bdue = ing_batcher_tick(r->bt, now_us);
         uint64_t now_ms = now_us / 1000;
@@ -713,19 +716,22 @@ static int stream(repl *r, char *err, size_t errlen)
         }
         wh_gauge_set(&r->st->server_wal_end, (int64_t)r->server_end);
 
-        /* wait for the socket (unless throttled), the batch age deadline,
-         * the status timer */
+        /* wait for the socket (unless throttled), the sender (an ack:
+         * window room, a flush LSN to report, an open batch to send), the
+         * batch age deadline, the status timer */
         uint64_t wait_us = (r->last_status_ms + interval_ms) * 1000 > now_us
                                ? (r->last_status_ms + interval_ms) * 1000 - now_us
                                : 0;
         if (bdue != UINT64_MAX)
             wait_us = bdue > now_us ? (bdue - now_us < wait_us ? bdue - now_us : wait_us) : 0;
+        if (flush_lsn(r) > r->flushed) { /* the prompt update after an ack */
+            uint64_t at = (r->last_status_ms + prompt_ms) * 1000;
+            uint64_t w = at > now_us ? at - now_us : 0;
+            if (w < wait_us)
+                wait_us = w;
+        }
         if (!throttled && !need_wait)
             wait_us = 0; /* messages still buffered: just service the timers */
-        if (throttled && wait_us > 5000)
-            wait_us = 5000; /* poll the acks */
-        if (ing_batcher_unacked_bytes(r->bt) > 0 && wait_us > 20000)
-            wait_us = 20000; /* an ack may come: report it promptly */
         if (wait_us > 100000)
             wait_us = 100000; /* notice signals */
         int sock = PQsocket(r->conn);
@@ -733,17 +739,21 @@ static int stream(repl *r, char *err, size_t errlen)
             wh_seterr(err, errlen, "replication connection has no socket");
             return LOOP_RECONNECT;
         }
+        int wfd = ing_batcher_wake_fd(r->bt);
         fd_set rfds;
         FD_ZERO(&rfds);
         if (!throttled)
             FD_SET(sock, &rfds);
+        FD_SET(wfd, &rfds);
         struct timeval tv = {.tv_sec = (time_t)(wait_us / 1000000),
                              .tv_usec = (suseconds_t)(wait_us % 1000000)};
-        int sel = select(sock + 1, &rfds, NULL, NULL, &tv);
+        int sel = select((sock > wfd ? sock : wfd) + 1, &rfds, NULL, NULL, &tv);
         if (sel < 0 && errno != EINTR) {
             wh_seterr(err, errlen, "select: %s", strerror(errno));
             return LOOP_RECONNECT;
         }
+        if (sel > 0 && FD_ISSET(wfd, &rfds))
+            ing_batcher_wake_clear(r->bt);
         if (sel > 0 && FD_ISSET(sock, &rfds)) {
             if (!PQconsumeInput(r->conn)) {
                 char m[256];
