@@ -43,7 +43,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BIN)/tests/%)
 
 all: $(DAEMONS) $(TOOLS) $(UNIT_BIN) $(BIN)/tests/wh_loadgen $(BIN)/tests/wh_check \
-     $(BIN)/tests/wh_statectl
+     $(BIN)/tests/wh_statectl $(BIN)/tests/wh_stagebench
 
 $(PROTO_C) $(PROTO_H): proto/walhook.proto
 	@mkdir -p $(BUILD)/gen
@@ -109,6 +109,11 @@ $(BIN)/tests/wh_check: $(BUILD)/tests/lib/wh_check.o $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
 
+# stage benchmark (make bench-stages): the ingestor's decode + render
+$(BIN)/tests/wh_stagebench: $(BUILD)/tests/lib/wh_stagebench.o $(call lib_objs,ingestor) $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)/tests
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
+
 $(BIN)/tests/wh_statectl: $(BUILD)/tests/lib/wh_statectl.o $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
@@ -146,6 +151,9 @@ bench: all
 
 bench-latency: all
 	bench/latency.sh
+
+bench-stages: all
+	bench/stages.sh
 
 demo:
 	scripts/demo.sh
