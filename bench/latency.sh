@@ -5,7 +5,8 @@
 # local walhook-receiver that answers at once; the receiver records, for every
 # event, the time from its commit_ts to its arrival. Prints p50/p99/max per
 # rate. PostgreSQL and walhook run on the same host (one clock).
-# BENCH_SYNC_COMMIT (off) is the writers' synchronous_commit.
+# BENCH_SYNC_COMMIT (on) is the writers' synchronous_commit: with off, WAL is
+# flushed (and so decoded) only every wal_writer_delay (200 ms).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/lib/helpers.sh
@@ -49,7 +50,7 @@ for rate in $RATES; do
     : >"$LAT"
     args=(-n -c 4 -j 2 -T "$SECS" -f "$WH_TMP/orders.sql")
     [ "$rate" != max ] && args+=(-R "$rate")
-    PGOPTIONS="-c synchronous_commit=${BENCH_SYNC_COMMIT:-off}" pgbench "${args[@]}" "$PG_DSN" \
+    PGOPTIONS="-c synchronous_commit=${BENCH_SYNC_COMMIT:-on}" pgbench "${args[@]}" "$PG_DSN" \
         >"$WH_TMP/pgbench-$rate.log" 2>&1 || { cat "$WH_TMP/pgbench-$rate.log" >&2; exit 1; }
     n=$(awk '/number of transactions actually processed/ { print $NF }' "$WH_TMP/pgbench-$rate.log" |
         cut -d/ -f1)

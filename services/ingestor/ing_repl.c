@@ -6,11 +6,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
+#include <sys/socket.h>
 
 #include "ing_event.h"
 #include "ing_pgoutput.h"
 #include "wh_lsn.h"
 #include "wh_util.h"
+
+/* While a request is in flight the open batch cannot go out anyway: the
+ * replication socket wakes the loop only once this many bytes are buffered
+ * (SO_RCVLOWAT), so a wake-up moves many messages instead of a handful; the
+ * sender's wake fd (request done) and the timers still wake it at once. */
+#define ING_RCVLOWAT (32 * 1024)
 
 #define SESSION_OPTS                                                                               \
     "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c IntervalStyle=iso_8601"
@@ -658,6 +665,8 @@ static int stream(repl *r, char *err, size_t errlen)
 {
     const uint64_t interval_ms = (uint64_t)r->cfg->status_interval_ms;
     const uint64_t prompt_ms = 20; /* min gap of the prompt updates after acks */
+    int lowat = 1;                 /* SO_RCVLOWAT of the socket */
+    uint64_t last_read_us = 0;
     r->last_status_ms = wh_now_ms();
     for (;;) {
         if (wh_stop_requested)
@@ -739,6 +748,9 @@ static int stream(repl *r, char *err, size_t errlen)
             wh_seterr(err, errlen, "replication connection has no socket");
             return LOOP_RECONNECT;
         }
+        int want = ing_batcher_sender_busy(r->bt) ? ING_RCVLOWAT : 1;
+        if (want != lowat && setsockopt(sock, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof(want)) == 0)
+            lowat = want;
         int wfd = ing_batcher_wake_fd(r->bt);
         fd_set rfds;
         FD_ZERO(&rfds);
@@ -752,9 +764,18 @@ static int stream(repl *r, char *err, size_t errlen)
             wh_seterr(err, errlen, "select: %s", strerror(errno));
             return LOOP_RECONNECT;
         }
-        if (sel > 0 && FD_ISSET(wfd, &rfds))
+        int rd = sel > 0 && FD_ISSET(sock, &rfds);
+        if (sel > 0 && FD_ISSET(wfd, &rfds)) {
             ing_batcher_wake_clear(r->bt);
-        if (sel > 0 && FD_ISSET(sock, &rfds)) {
+            rd |= !throttled; /* the sender is free: take what is there */
+        }
+        /* below the low-water mark: read what is there now and then anyway
+         * (a keepalive asking for a reply) */
+        uint64_t t = wh_now_us();
+        if (!rd && !throttled && lowat > 1 && t - last_read_us >= 50000)
+            rd = 1;
+        if (rd) {
+            last_read_us = t;
             if (!PQconsumeInput(r->conn)) {
                 char m[256];
                 wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
