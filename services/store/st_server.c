@@ -15,8 +15,8 @@
 #include "wh_daemon.h"
 #include "wh_util.h"
 
-#define ST_MAX_WAITQ 1024    /* tenants with a long-poll queue */
-#define ST_EVENT_OVERHEAD 48 /* protobuf framing per event, upper bound */
+#define ST_MAX_WAITQ 1024          /* tenants with a long-poll queue */
+#define ST_EVENT_OVERHEAD 48       /* protobuf framing per event, upper bound */
 #define ST_READ_RESERVE (4u << 20) /* Read reply bytes reserved up front, at most */
 
 /* One per tenant that was ever long-polled; freed at destroy. */
