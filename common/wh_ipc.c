@@ -15,15 +15,34 @@
 #include <sys/stat.h>
 #include <time.h>
 
-/* Bound on nng_close(): see close_socket(). */
-#define WH_IPC_CLOSE_MS 1000
+/* NNG 1.5.2 sometimes never finishes an aio whose operation raced with its
+ * peer going away: neither its timeout nor nng_aio_cancel() completes it,
+ * and the pipe's teardown then waits for it forever, and nng_close() with it
+ * (upstream issue #1543). So nothing here waits on NNG without a bound:
+ * every aio signals its completion through a callback to an aio_waiter that
+ * is waited on with a deadline, and nng_close() runs on a helper thread.
+ * What does not finish in time is abandoned (left allocated: NNG may still
+ * touch it) with a warning. */
+#define WH_IPC_CLOSE_MS 1000       /* nng_close() */
+#define WH_IPC_STUCK_GRACE_MS 1000 /* a call beyond its own timeout */
+#define WH_IPC_STOP_GRACE_MS 500   /* an operation cancelled at teardown */
+
+/* Completion of one aio. Freed with its aio, or abandoned with it. */
+typedef struct aio_waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC */
+    int done;          /* the aio's callback ran */
+    int woken;         /* someone wants the waiter to give up soon */
+} aio_waiter;
 
 typedef struct wh_worker {
     struct wh_server *s;
     nng_ctx ctx;
     nng_aio *aio;
+    aio_waiter *w;
     pthread_t thr;
     int has_ctx, has_thr;
+    int abandoned; /* its aio never finished: left to NNG */
 } wh_worker;
 
 struct wh_server {
@@ -40,8 +59,12 @@ struct wh_server {
 struct wh_client {
     nng_socket sock;
     nng_dialer dialer;
-    nng_aio *aio;
+    nng_aio *aio; /* NULL: not connected (the last one was abandoned) */
+    aio_waiter *w;
+    int connected;      /* sock is open */
+    pthread_mutex_t mu; /* aio and w against wh_client_interrupt */
     int timeout_ms;
+    size_t max_msg;
     atomic_int interrupted;
     char url[1024];
 };
@@ -72,14 +95,97 @@ static int prepare_ipc_dir(const char *url, char *err, size_t errlen)
     return WH_OK;
 }
 
-/* nng_close() of NNG 1.5.2 can wait forever for the teardown of a pipe
- * whose operation raced with its peer going away (upstream issue #1543: the
- * reaper thread waits for an aio that was prepared and never finished).
- * Callers first stop everything of theirs that uses the socket (aios,
- * contexts, worker threads), so nothing of ours races with the close; the
- * close itself then runs on a helper thread and is abandoned, with a
- * warning, after WH_IPC_CLOSE_MS: the socket's memory is left to the
- * process, which is stopping. */
+static void deadline_in(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static aio_waiter *waiter_new(void)
+{
+    aio_waiter *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return NULL;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return w;
+}
+
+static void waiter_free(aio_waiter *w)
+{
+    if (w == NULL)
+        return;
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+/* The aio's completion callback (on an NNG thread). */
+static void waiter_done(void *p)
+{
+    aio_waiter *w = p;
+    pthread_mutex_lock(&w->mu);
+    w->done = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Before starting an operation on the waiter's aio. */
+static void waiter_arm(aio_waiter *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->done = 0;
+    w->woken = 0;
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Asks a waiting thread to give up soon (it cancelled the aio first). */
+static void waiter_wake(aio_waiter *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->woken = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Waits for the armed operation: up to limit_ms (< 0: no limit), and once
+ * woken (waiter_wake) or once *stop is set, up to WH_IPC_STOP_GRACE_MS more.
+ * 1 when it completed, 0 when it did not (the aio must then be abandoned). */
+static int waiter_wait(aio_waiter *w, int limit_ms, atomic_int *stop)
+{
+    struct timespec until;
+    int limited = limit_ms >= 0, shortened = 0;
+    if (limited)
+        deadline_in(&until, limit_ms);
+    pthread_mutex_lock(&w->mu);
+    while (!w->done) {
+        if (!shortened && (w->woken || (stop != NULL && atomic_load(stop)))) {
+            struct timespec soon;
+            deadline_in(&soon, WH_IPC_STOP_GRACE_MS);
+            if (!limited || soon.tv_sec < until.tv_sec ||
+                (soon.tv_sec == until.tv_sec && soon.tv_nsec < until.tv_nsec))
+                until = soon;
+            limited = shortened = 1;
+        }
+        if (!limited)
+            pthread_cond_wait(&w->cv, &w->mu);
+        else if (pthread_cond_timedwait(&w->cv, &w->mu, &until) == ETIMEDOUT)
+            break;
+    }
+    int done = w->done;
+    pthread_mutex_unlock(&w->mu);
+    return done;
+}
+
 typedef struct close_job {
     nng_socket sock;
     pthread_mutex_t mu;
@@ -108,6 +214,9 @@ static void *close_thread(void *p)
     return NULL;
 }
 
+/* nng_close() on a helper thread, abandoned after WH_IPC_CLOSE_MS. Callers
+ * stop everything of theirs that uses the socket first (aios, contexts,
+ * worker threads), so nothing of ours races with the close. */
 static void close_socket(nng_socket sock, const char *url)
 {
     close_job *j = calloc(1, sizeof(*j));
@@ -134,13 +243,7 @@ static void close_socket(nng_socket sock, const char *url)
         return;
     }
     struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += WH_IPC_CLOSE_MS / 1000;
-    until.tv_nsec += (long)(WH_IPC_CLOSE_MS % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    deadline_in(&until, WH_IPC_CLOSE_MS);
     pthread_mutex_lock(&j->mu);
     while (!j->done && pthread_cond_timedwait(&j->cv, &j->mu, &until) != ETIMEDOUT)
         ;
@@ -157,6 +260,19 @@ static void close_socket(nng_socket sock, const char *url)
             url, WH_IPC_CLOSE_MS);
 }
 
+/* Runs one operation on the worker's aio and waits for it; 0 when it did
+ * not finish although the server is stopping (the aio is then abandoned). */
+static int worker_wait(wh_worker *w)
+{
+    if (waiter_wait(w->w, -1, &w->s->stopping))
+        return 1;
+    w->abandoned = 1;
+    wh_warn("ipc %s: an operation did not finish at shutdown (stuck in NNG, upstream issue "
+            "#1543); leaving it",
+            w->s->url);
+    return 0;
+}
+
 static void *server_worker(void *p)
 {
     wh_worker *w = p;
@@ -164,8 +280,10 @@ static void *server_worker(void *p)
     nng_ctx ctx = w->ctx;
     nng_aio *aio = w->aio;
     while (!atomic_load(&s->stopping)) {
+        waiter_arm(w->w);
         nng_ctx_recv(ctx, aio);
-        nng_aio_wait(aio);
+        if (!worker_wait(w))
+            break;
         int rv = nng_aio_result(aio);
         if (rv == NNG_ECLOSED || rv == NNG_ECANCELED || atomic_load(&s->stopping)) {
             if (rv == 0)
@@ -210,8 +328,10 @@ static void *server_worker(void *p)
             break;
         }
         nng_aio_set_msg(aio, out);
+        waiter_arm(w->w);
         nng_ctx_send(ctx, aio);
-        nng_aio_wait(aio);
+        if (!worker_wait(w))
+            break; /* the message stays with the abandoned aio */
         rv = nng_aio_result(aio);
         if (rv != 0) {
             nng_msg_free(out);
@@ -224,26 +344,33 @@ static void *server_worker(void *p)
 }
 
 /* Teardown in an order that leaves nothing of ours in flight when the socket
- * closes: stop flag; stop every worker's aio (cancels a pending receive or
- * send and waits for it; later operations on it fail at once); close the
- * contexts (an operation a worker starts anyway fails with NNG_ECLOSED);
- * join the workers; free the aios; only then close the socket (bounded,
- * close_socket). */
+ * closes: stop flag; cancel every worker's aio and wake its waiter; close
+ * the contexts (an operation started anyway fails with NNG_ECLOSED); join
+ * the workers (each returns once its handler did; an NNG operation that
+ * does not finish within WH_IPC_STOP_GRACE_MS of the stop is abandoned);
+ * free the aios; only then close the socket (close_socket). */
 static void server_teardown(wh_server *s)
 {
     atomic_store(&s->stopping, 1);
-    for (int i = 0; i < s->nworkers; i++)
+    for (int i = 0; i < s->nworkers; i++) {
         if (s->workers[i].aio != NULL)
-            nng_aio_stop(s->workers[i].aio);
+            nng_aio_cancel(s->workers[i].aio);
+        if (s->workers[i].w != NULL)
+            waiter_wake(s->workers[i].w);
+    }
     for (int i = 0; i < s->nworkers; i++)
         if (s->workers[i].has_ctx)
             nng_ctx_close(s->workers[i].ctx);
-    for (int i = 0; i < s->nworkers; i++)
-        if (s->workers[i].has_thr)
-            pthread_join(s->workers[i].thr, NULL);
-    for (int i = 0; i < s->nworkers; i++)
-        if (s->workers[i].aio != NULL)
-            nng_aio_free(s->workers[i].aio);
+    for (int i = 0; i < s->nworkers; i++) {
+        wh_worker *w = &s->workers[i];
+        if (w->has_thr)
+            pthread_join(w->thr, NULL);
+        if (w->abandoned)
+            continue; /* NNG may still complete it: aio and waiter stay */
+        if (w->aio != NULL)
+            nng_aio_free(w->aio);
+        waiter_free(w->w);
+    }
     close_socket(s->sock, s->url);
     free(s->workers);
     free(s);
@@ -281,9 +408,13 @@ int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_m
     for (int i = 0; i < nworkers; i++) {
         wh_worker *w = &s->workers[i];
         w->s = s;
+        if ((w->w = waiter_new()) == NULL) {
+            wh_seterr(err, errlen, "out of memory");
+            goto error;
+        }
         if ((rv = nng_ctx_open(&w->ctx, s->sock)) == 0) {
             w->has_ctx = 1;
-            rv = nng_aio_alloc(&w->aio, NULL, NULL);
+            rv = nng_aio_alloc(&w->aio, waiter_done, w->w);
         }
         if (rv != 0) {
             wh_seterr(err, errlen, "ipc %s: cannot open a context: %s", url, nng_strerror(rv));
@@ -326,38 +457,85 @@ void wh_server_stop(wh_server *s)
     server_teardown(s);
 }
 
+/* Opens the client's socket, dialer and aio. */
+static int client_connect(wh_client *c, char *err, size_t errlen)
+{
+    nng_socket sock;
+    nng_dialer dialer;
+    nng_aio *aio = NULL;
+    int rv;
+    aio_waiter *w = waiter_new();
+    if (w == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    if ((rv = nng_aio_alloc(&aio, waiter_done, w)) != 0) {
+        waiter_free(w);
+        return wh_seterr(err, errlen, "cannot allocate an aio: %s", nng_strerror(rv));
+    }
+    if ((rv = nng_req0_open(&sock)) != 0) {
+        nng_aio_free(aio);
+        waiter_free(w);
+        return wh_seterr(err, errlen, "cannot open req socket: %s", nng_strerror(rv));
+    }
+    nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, c->max_msg);
+    nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, c->timeout_ms);
+    nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, c->timeout_ms);
+    /* Never resend before the caller's own timeout: a resent long poll or a
+     * large batch would only occupy another worker. NNG still resends a
+     * request whose pipe closed (peer restarted). */
+    nng_socket_set_ms(sock, NNG_OPT_REQ_RESENDTIME, c->timeout_ms + 1000);
+    nng_socket_set_ms(sock, NNG_OPT_RECONNMINT, 20);
+    nng_socket_set_ms(sock, NNG_OPT_RECONNMAXT, 500);
+    if ((rv = nng_dial(sock, c->url, &dialer, NNG_FLAG_NONBLOCK)) != 0) {
+        nng_close(sock);
+        nng_aio_free(aio);
+        waiter_free(w);
+        return wh_seterr(err, errlen, "cannot dial %s: %s", c->url, nng_strerror(rv));
+    }
+    pthread_mutex_lock(&c->mu);
+    c->sock = sock;
+    c->dialer = dialer;
+    c->aio = aio;
+    c->w = w;
+    c->connected = 1;
+    pthread_mutex_unlock(&c->mu);
+    return WH_OK;
+}
+
+/* The call's aio did not finish: leave it (and its waiter and message) to
+ * NNG, close the socket (bounded) and connect anew. */
+static void client_abandon(wh_client *c, const char *what)
+{
+    wh_warn("ipc %s: %s did not finish within the call's timeout (stuck in NNG, upstream issue "
+            "#1543); reconnecting",
+            c->url, what);
+    pthread_mutex_lock(&c->mu);
+    nng_socket old = c->sock;
+    c->aio = NULL;
+    c->w = NULL;
+    c->connected = 0;
+    pthread_mutex_unlock(&c->mu);
+    close_socket(old, c->url);
+    char err[WH_ERRLEN];
+    if (client_connect(c, err, sizeof(err)) != WH_OK)
+        wh_warn("ipc %s: %s", c->url, err); /* the next call tries again */
+}
+
 int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_msg, char *err,
                    size_t errlen)
 {
     wh_client *c = calloc(1, sizeof(*c));
-    int rv;
     if (c == NULL)
         return wh_seterr(err, errlen, "out of memory");
     c->timeout_ms = timeout_ms;
-    wh_strlcpy(c->url, url, sizeof(c->url));
-    if ((rv = nng_aio_alloc(&c->aio, NULL, NULL)) != 0) {
+    c->max_msg = max_msg;
+    pthread_mutex_init(&c->mu, NULL);
+    int rc = wh_strlcpy(c->url, url, sizeof(c->url)) == WH_OK
+                 ? client_connect(c, err, errlen)
+                 : wh_seterr(err, errlen, "endpoint too long: %.100s...", url);
+    if (rc != WH_OK) {
+        pthread_mutex_destroy(&c->mu);
         free(c);
-        return wh_seterr(err, errlen, "cannot allocate an aio: %s", nng_strerror(rv));
-    }
-    if ((rv = nng_req0_open(&c->sock)) != 0) {
-        nng_aio_free(c->aio);
-        free(c);
-        return wh_seterr(err, errlen, "cannot open req socket: %s", nng_strerror(rv));
-    }
-    nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, max_msg);
-    nng_socket_set_ms(c->sock, NNG_OPT_RECVTIMEO, timeout_ms);
-    nng_socket_set_ms(c->sock, NNG_OPT_SENDTIMEO, timeout_ms);
-    /* Never resend before the caller's own timeout: a resent long poll or a
-     * large batch would only occupy another worker. NNG still resends a
-     * request whose pipe closed (peer restarted). */
-    nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, timeout_ms + 1000);
-    nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 20);
-    nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 500);
-    if ((rv = nng_dial(c->sock, url, &c->dialer, NNG_FLAG_NONBLOCK)) != 0) {
-        nng_close(c->sock);
-        nng_aio_free(c->aio);
-        free(c);
-        return wh_seterr(err, errlen, "cannot dial %s: %s", url, nng_strerror(rv));
+        return WH_ERR;
     }
     *out = c;
     return WH_OK;
@@ -378,6 +556,8 @@ int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Re
     nng_msg *m = NULL;
     int rv;
     *rep = NULL;
+    if (c->aio == NULL && client_connect(c, err, errlen) != WH_OK)
+        return WH_ERR;
     if ((rv = nng_msg_alloc(&m, sz)) != 0)
         return wh_seterr(err, errlen, "cannot allocate %zu byte request: %s", sz, nng_strerror(rv));
     walhook__request__pack(req, nng_msg_body(m));
@@ -386,18 +566,27 @@ int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Re
     int timeout = c->timeout_ms;
     if (atomic_load(&c->interrupted) && timeout > 1000)
         timeout = 1000;
+    int limit = timeout + WH_IPC_STUCK_GRACE_MS;
     nng_aio_set_timeout(c->aio, timeout);
     nng_aio_set_msg(c->aio, m);
+    waiter_arm(c->w);
     nng_send_aio(c->sock, c->aio);
-    nng_aio_wait(c->aio);
+    if (!waiter_wait(c->w, limit, NULL)) {
+        client_abandon(c, "a send");
+        return wh_seterr(err, errlen, "%s: send failed: stuck in NNG; reconnected", c->url);
+    }
     if ((rv = nng_aio_result(c->aio)) != 0) {
         nng_msg_free(nng_aio_get_msg(c->aio));
         nng_aio_set_msg(c->aio, NULL);
         return wh_seterr(err, errlen, "%s: send failed: %s", c->url,
                          rv == NNG_ETIMEDOUT ? "no peer within the timeout" : nng_strerror(rv));
     }
+    waiter_arm(c->w);
     nng_recv_aio(c->sock, c->aio);
-    nng_aio_wait(c->aio);
+    if (!waiter_wait(c->w, limit, NULL)) {
+        client_abandon(c, "a receive");
+        return wh_seterr(err, errlen, "%s: no reply: stuck in NNG; reconnected", c->url);
+    }
     if ((rv = nng_aio_result(c->aio)) != 0) {
         if (rv == NNG_ETIMEDOUT)
             return wh_seterr(err, errlen, "%s: no reply within %d ms", c->url, timeout);
@@ -426,17 +615,27 @@ void wh_client_interrupt(wh_client *c)
     if (c == NULL)
         return;
     atomic_store(&c->interrupted, 1);
-    nng_aio_cancel(c->aio);
+    pthread_mutex_lock(&c->mu);
+    if (c->aio != NULL)
+        nng_aio_cancel(c->aio);
+    if (c->w != NULL)
+        waiter_wake(c->w); /* an aio the cancel does not finish is abandoned soon */
+    pthread_mutex_unlock(&c->mu);
 }
 
 void wh_client_close(wh_client *c)
 {
     if (c == NULL)
         return;
-    /* the call's aio first (stopped: nothing of ours in flight), then the
-     * socket, bounded (close_socket) */
-    nng_aio_stop(c->aio);
-    nng_aio_free(c->aio);
-    close_socket(c->sock, c->url);
+    /* the call's aio first (idle: a call that did not finish was abandoned
+     * and replaced), then the socket, bounded (close_socket) */
+    if (c->aio != NULL) {
+        nng_aio_stop(c->aio);
+        nng_aio_free(c->aio);
+    }
+    waiter_free(c->w);
+    if (c->connected)
+        close_socket(c->sock, c->url);
+    pthread_mutex_destroy(&c->mu);
     free(c);
 }

@@ -9,8 +9,20 @@
  * itself). wh_client_call() is safe to retry: every handler is idempotent.
  * A client is used by one thread at a time.
  *
- * Teardown order: wh_server_stop() closes the socket, then joins workers;
- * wh_client_close() closes the socket.
+ * Teardown order (nothing of ours in flight when a socket closes):
+ * wh_server_stop() cancels the workers' aios, closes their contexts, joins
+ * the workers, frees the aios, then closes the socket; wh_client_close()
+ * stops and frees the call's aio, then closes the socket.
+ *
+ * NNG 1.5.2 sometimes never finishes an aio whose operation raced with its
+ * peer going away (upstream issue #1543): its timeout and nng_aio_cancel()
+ * do not complete it, and nng_close() then waits forever for the pipe.
+ * Nothing here waits on NNG without a bound: a call that is not finished a
+ * second after its timeout is abandoned and the client reconnects (the call
+ * returns WH_ERR, the caller retries as after any failure); at a server's
+ * teardown an operation gets 0.5 s; nng_close() gets 1 s on a helper thread.
+ * What is abandoned stays allocated (NNG may still touch it), with a
+ * warning in the log.
  */
 #ifndef WH_IPC_H
 #define WH_IPC_H

@@ -7,7 +7,8 @@
 # SIGKILL), say so, and get ready (/readyz 200). ITER rounds (default 30: a one-in-ten hang shows up with 96 %
 # probability), a row inserted in each; at the end every row has arrived, a
 # SIGTERM stops the last instance (exit 0) and no daemon process of any
-# round is left.
+# round is left. A `walhook up` started next to a running instance, or next
+# to a daemon started by hand, is refused and leaves them alone.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 ITER=${ITER:-30}
@@ -43,6 +44,18 @@ remember_children() {
     local p
     for p in $(pgrep -P "$1" 2>/dev/null); do SEEN[$p]=1; done
 }
+# A daemon started by hand on the data directory is not a leftover: walhook
+# up refuses to start and leaves it running.
+wh_spawn handmade env WALHOOK_DATA_DIR="$WH_TMP/data" "$BIN/walhook-store"
+wh_wait_until 30 grep -q "store running" "$WH_TMP/handmade.log" || wh_fail "a store alone did not start"
+out=$("$BIN/walhook" up --source "$PG_DSN" \
+    --target "http://127.0.0.1:$RPORT/hook" --data "$WH_TMP/data" --admin "127.0.0.1:$APORT" 2>&1)
+rc=$?
+[ "$rc" = 1 ] && grep -q "was not started by walhook up; stop it first" <<<"$out" ||
+    wh_fail "walhook up next to a store started by hand: exit $rc: $out"
+wh_alive handmade || wh_fail "walhook up stopped a store it had not started"
+wh_kill handmade TERM
+
 t0=$SECONDS
 for i in $(seq 1 "$ITER"); do
     echo "---- round $i" >>"$LOG"
@@ -80,6 +93,14 @@ arrived() {
 }
 wh_wait_until 60 arrived || wh_fail "not every inserted row arrived ($(grep -o '"after":{"id":[0-9]*}' \
     "$WH_TMP/received.jsonl" | sort -u | wc -l) of $ITER)"
+# A second walhook up on the same data directory must leave a running
+# instance alone: refused, naming it.
+out=$("$BIN/walhook" up --source "$PG_DSN" --target "http://127.0.0.1:$RPORT/hook" \
+    --data "$WH_TMP/data" --admin "127.0.0.1:$(wh_free_port)" 2>&1)
+rc=$?
+[ "$rc" = 1 ] && grep -q "another walhook up (pid $pid) runs on the data directory" <<<"$out" ||
+    wh_fail "a second walhook up on a running instance: exit $rc: $out"
+curl -fsS -o /dev/null "$READYZ" || wh_fail "the running instance suffered from the second walhook up"
 kill -TERM "$pid"
 rc=0
 wh_wait_until 20 sh -c "! kill -0 $pid 2>/dev/null" || wh_fail "walhook up did not stop after SIGTERM"

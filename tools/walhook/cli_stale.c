@@ -10,6 +10,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "cli_sup.h"
 #include "wh_util.h"
 
 #define STALE_MAX 8
@@ -76,6 +77,26 @@ static int is_daemon(pid_t pid, char *name, size_t len)
             return 1;
         }
     }
+    return 0;
+}
+
+/* The pid of the walhook up that started PID (CLI_SUP_ENV in its
+ * environment), 0 when none did, -1 when the environment is unreadable. */
+static pid_t started_by(pid_t pid)
+{
+    char path[64], buf[65536];
+    snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *key = CLI_SUP_ENV "=";
+    size_t klen = strlen(key);
+    for (size_t i = 0; i < n; i += strlen(buf + i) + 1)
+        if (strncmp(buf + i, key, klen) == 0)
+            return (pid_t)strtol(buf + i + klen, NULL, 10);
     return 0;
 }
 
@@ -160,17 +181,21 @@ int cli_stale_stop(const char *data_dir, int term_wait_ms, char *err, size_t err
     if (n == 0)
         return WH_OK;
 
-    /* A daemon whose parent is a live walhook is supervised: another
-     * instance runs on this data directory. */
+    /* Only the daemons of a walhook up that is gone are ours to stop. */
     for (int i = 0; i < n; i++) {
-        char state, exe[256];
-        pid_t ppid = 0;
-        if (proc_stat(v[i].pid, &state, &ppid) == WH_OK && ppid > 1 && ppid != getpid() &&
-            proc_exe_name(ppid, exe, sizeof(exe)) == WH_OK && strcmp(exe, "walhook") == 0)
+        char exe[256];
+        pid_t up = started_by(v[i].pid);
+        if (up <= 0)
+            return wh_seterr(err, errlen,
+                             "%s (pid %d) runs on the data directory %s and was not started by "
+                             "walhook up; stop it first",
+                             v[i].name, (int)v[i].pid, data_dir);
+        if (up != getpid() && proc_exe_name(up, exe, sizeof(exe)) == WH_OK &&
+            strcmp(exe, "walhook") == 0)
             return wh_seterr(err, errlen,
                              "another walhook up (pid %d) runs on the data directory %s (its %s, "
                              "pid %d); stop it first",
-                             (int)ppid, data_dir, v[i].name, (int)v[i].pid);
+                             (int)up, data_dir, v[i].name, (int)v[i].pid);
     }
     for (int i = 0; i < n; i++) {
         wh_warn("%s (pid %d, %s) of a previous instance is still running on %s; stopping it "

@@ -5,9 +5,10 @@
  * endpoint. Before starting anything `walhook up` finds such daemons from
  * the pid files every daemon writes (<data_dir>/<daemon>.pid) and from the
  * holder of <data_dir>/rocksdb/LOCK (fcntl F_GETLK), and stops them:
- * SIGTERM, then SIGKILL after a deadline, saying so in its log. A daemon
- * whose parent is a live `walhook` process belongs to another running
- * instance: that is refused, nothing is killed. */
+ * SIGTERM, then SIGKILL after a deadline, saying so in its log. Only
+ * daemons a `walhook up` started (CLI_SUP_ENV in their environment) are
+ * stopped, and only when that `walhook up` is gone: a daemon of a running
+ * instance, or one started by hand, is reported and nothing is killed. */
 #ifndef CLI_STALE_H
 #define CLI_STALE_H
 

@@ -2,7 +2,6 @@
 #include "cli_sup.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
@@ -95,6 +94,10 @@ static int sup_spawn(sup_child *c, const char *config_path)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        /* marks the daemon as ours for a later walhook up (cli_stale) */
+        char up[32];
+        snprintf(up, sizeof(up), "%d", (int)parent);
+        setenv(CLI_SUP_ENV, up, 1);
         char *argv[4];
         int n = 0;
         argv[n++] = c->path;
@@ -110,6 +113,7 @@ static int sup_spawn(sup_child *c, const char *config_path)
     c->pid = pid;
     c->started_ms = wh_now_ms();
     c->ready_logged = 0;
+    atomic_store(&c->ready_pid, 0); /* a reused pid is not ready yet */
     atomic_store(&c->probe_pid, (int)pid);
     wh_info("started walhook-%s (pid %d)", c->name, (int)pid);
     return WH_OK;

@@ -18,6 +18,9 @@
 
 #include <stddef.h>
 
+/* Environment variable naming the walhook up (pid) that started a daemon. */
+#define CLI_SUP_ENV "WH_WALHOOK_UP"
+
 typedef struct cli_sup_opts {
     const char *bindir;             /* directory holding the walhook-* binaries */
     const char *config_path;        /* passed as -c to every child, or NULL */
