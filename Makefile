@@ -2,7 +2,9 @@
 #   make            build the daemons, the walhook command and test tools into bin/
 #   make test       build and run every test (unit + integration); what CI runs
 #   make unit       unit tests only (cmocka)
-#   make bench      benchmark against pg_recvlogical
+#   make bench      benchmark against pg_recvlogical (BENCH_SCALE=0.1: quick)
+#   make bench-latency  commit_ts -> arrival latency under pgbench -R
+#   make bench-stages   each stage alone (decode+render, store IPC, dispatcher)
 #   make demo       the README's demo
 #   make deps       install the Debian packages (as root)
 #   make asan       build with AddressSanitizer + UBSan into build-asan/
@@ -55,7 +57,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BIN)/tests/%)
 
 all: $(DAEMONS) $(TOOLS) $(UNIT_BIN) $(BIN)/tests/wh_loadgen $(BIN)/tests/wh_check \
-     $(BIN)/tests/wh_statectl $(BIN)/tests/wh_render
+     $(BIN)/tests/wh_statectl $(BIN)/tests/wh_render $(BIN)/tests/wh_stagebench
 
 $(PROTO_C) $(PROTO_H): proto/walhook.proto
 	@mkdir -p $(BUILD)/gen
@@ -121,6 +123,11 @@ $(BIN)/tests/wh_check: $(BUILD)/tests/lib/wh_check.o $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
 
+# stage benchmark (make bench-stages): the ingestor's decode + render
+$(BIN)/tests/wh_stagebench: $(BUILD)/tests/lib/wh_stagebench.o $(call lib_objs,ingestor) $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)/tests
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
+
 $(BIN)/tests/wh_statectl: $(BUILD)/tests/lib/wh_statectl.o $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
@@ -161,6 +168,12 @@ test: all
 bench: all
 	bench/run.sh
 
+bench-latency: all
+	bench/latency.sh
+
+bench-stages: all
+	bench/stages.sh
+
 demo:
 	scripts/demo.sh
 
@@ -177,6 +190,6 @@ format:
 clean:
 	rm -rf build build-asan bin
 
-.PHONY: all deps unit test bench demo asan fuzz format clean FORCE
+.PHONY: all deps unit test bench bench-latency bench-stages demo asan fuzz format clean FORCE
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 .SECONDARY:

@@ -1,27 +1,60 @@
 #!/usr/bin/env bash
-# walhook benchmark (make bench): how fast walhook drains a replication backlog
-# compared with pg_recvlogical decoding the same WAL to /dev/null.
+# walhook benchmark (make bench): how fast, and at what CPU and memory cost,
+# walhook drains a replication backlog, compared with pg_recvlogical
+# decoding the same WAL to /dev/null.
 #
-# Two backlogs, each measured on fresh slots created before the backlog:
-#   (a) BENCH_SMALL_TXNS (200,000) one-row transactions
-#   (b) one transaction of BENCH_BIG_TXN (1,000,000) rows
-# For each: pg_recvlogical's time to drain its slot up to the backlog's end
-# LSN; walhook's time until every event is durably stored
-# (walhook_events_stored_total) and until every event was acknowledged by a
-# local walhook-receiver (walhook_events_delivered_total); rates, ratios and
-# the peak RSS (VmHWM) of each daemon.
+# Backlogs (each on fresh slots created just before it is written):
+#   pgbench  BENCH_PGBENCH_TXNS (200,000) one-row transactions from 4
+#            concurrent pgbench clients into orders(id bigserial, customer,
+#            amount numeric(12,2), note, created_at timestamptz)
+#   small    BENCH_SMALL_TXNS (200,000) one-row transactions by one connection
+#   big      one transaction of BENCH_BIG_TXN (1,000,000) rows
+#   wide     BENCH_WIDE_UPDATES (100,000) updates of wide rows (20 columns,
+#            about 1 KiB: text, jsonb, text[], timestamptz, numeric) with
+#            REPLICA IDENTITY FULL, in one statement
+# BENCH_PERF=DIR records a CPU profile (perf record -g) of the daemons of
+# each backlog into DIR/perf-NAME.data.
+# BENCH_SCALE (1) multiplies every default size (BENCH_SCALE=0.1: a quick
+# run); BENCH_CASES ("pgbench small big wide") picks backlogs.
+#
+# For each: pg_recvlogical's time and CPU (user+sys) to drain its slot up to
+# the backlog's end LSN; walhook's time until every event is durably stored
+# (walhook_events_stored_total) and acknowledged by a local walhook-receiver
+# (walhook_events_delivered_total) and the ratios (pg_recvlogical time /
+# walhook time); CPU-seconds per event of each daemon (utime+stime from
+# /proc/PID/stat, start-up included) and their sum; each daemon's peak PSS
+# (/proc/PID/smaps_rollup sampled every 100 ms) and their sum.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/lib/helpers.sh
 WH_TEST_NAME=bench
-SMALL=${BENCH_SMALL_TXNS:-200000}
-BIG=${BENCH_BIG_TXN:-1000000}
+SCALE=${BENCH_SCALE:-1}
+scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s); if (v < 4) v = 4; print v }'; }
+N_PGBENCH=${BENCH_PGBENCH_TXNS:-$(scaled 200000)}
+N_PGBENCH=$((N_PGBENCH / 4 * 4)) # 4 clients, the same count each
+N_SMALL=${BENCH_SMALL_TXNS:-$(scaled 200000)}
+N_BIG=${BENCH_BIG_TXN:-$(scaled 1000000)}
+N_WIDE=${BENCH_WIDE_UPDATES:-$(scaled 100000)}
+CASES=${BENCH_CASES:-pgbench small big wide}
 LIMIT=${BENCH_TIMEOUT:-900}
+DAEMONS=(ingestor store dispatcher admin)
+HZ=$(getconf CLK_TCK)
 trap wh_cleanup EXIT
 wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver
+command -v pgbench >/dev/null || PATH="$PG_BIN:$PATH"
 wh_tmpdir
+echo "bench: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 pg_start
 pg_psql -c "CREATE TABLE bench (id bigint PRIMARY KEY, n int, t text);
+            CREATE TABLE orders (id bigserial PRIMARY KEY, customer text,
+                                 amount numeric(12,2), note text,
+                                 created_at timestamptz DEFAULT now());
+            CREATE TABLE wide (id int PRIMARY KEY, c1 text, c2 text, c3 text, c4 text,
+                               c5 text, j1 jsonb, j2 jsonb, a1 text[], a2 text[],
+                               t1 timestamptz, t2 timestamptz, t3 timestamptz,
+                               n1 numeric, n2 numeric, n3 numeric, n4 numeric,
+                               c6 text, c7 text, c8 text);
+            ALTER TABLE wide REPLICA IDENTITY FULL;
             CREATE PUBLICATION walhook FOR ALL TABLES;
             CREATE PROCEDURE bench_small(n int) LANGUAGE plpgsql AS \$\$
             BEGIN
@@ -31,6 +64,10 @@ pg_psql -c "CREATE TABLE bench (id bigint PRIMARY KEY, n int, t text);
                 COMMIT;
               END LOOP;
             END \$\$;"
+cat >"$WH_TMP/orders.sql" <<'SQL'
+\set c random(1, 100000)
+INSERT INTO orders (customer, amount, note) VALUES ('customer ' || :c, :c * 0.37, 'note for order of customer ' || :c);
+SQL
 RPORT=$(wh_free_port)
 wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT"
 
@@ -38,39 +75,67 @@ now() { date +%s.%N; }
 fmt() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
 rate() { awk -v n="$1" -v t="$2" 'BEGIN { if (t > 0) printf "%.0f", n / t; else print "inf" }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-hwm_kib() { awk '/VmHWM/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-# BENCH_MEMINFO=1: also print each daemon's current anonymous / file-backed RSS
-meminfo() {
-    awk '/RssAnon|RssFile/ { printf " %s %.1f MiB", $1, $2 / 1024 }' "/proc/$1/status" 2>/dev/null
-    awk -v hz="$(getconf CLK_TCK)" '{ printf ", cpu %.2f s", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null
+us_per() { awk -v s="$1" -v n="$2" 'BEGIN { printf "%.1f", s * 1e6 / n }'; }
+cpu_s() { awk -v hz="$HZ" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# Samples the Pss of every PID every 100 ms into FILE ("pid kib" lines).
+pss_sampler() {
+    local out=$1
+    shift
+    local files=()
+    local p
+    for p in "$@"; do files+=("/proc/$p/smaps_rollup"); done
+    while :; do
+        awk '/^Pss:/ { split(FILENAME, a, "/"); print a[3], $2 }' "${files[@]}" 2>/dev/null || true
+        sleep 0.1
+    done >"$out"
+}
+
+write_pgbench() {
+    PGOPTIONS="-c synchronous_commit=off" pgbench -n -c 4 -j 2 -t $((N_PGBENCH / 4)) \
+        -f "$WH_TMP/orders.sql" "$PG_DSN" >"$WH_TMP/pgbench.log" 2>&1 ||
+        { cat "$WH_TMP/pgbench.log" >&2; exit 1; }
+}
+prep_wide() {
+    pg_psql -c "TRUNCATE wide;
+        INSERT INTO wide SELECT i, repeat(md5(i::text), 3), repeat(md5((i+1)::text), 3),
+          repeat(md5((i+2)::text), 2), 'customer ' || i, repeat('x', 64),
+          jsonb_build_object('id', i, 'name', 'item ' || i, 'tags', jsonb_build_array('a', 'b', i),
+                             'price', i * 1.25, 'ok', true),
+          jsonb_build_object('address', repeat(md5(i::text), 2), 'zip', i % 100000),
+          ARRAY['alpha', 'beta', md5(i::text), 'gamma'], ARRAY[md5((i*7)::text), 'delta'],
+          now(), now() - interval '1 day', now() + i * interval '1 second',
+          i * 3.14159, i / 7.0, 12345678.9, i % 1000,
+          repeat(md5((i*3)::text), 2), 'status ' || (i % 10), 'x'
+        FROM generate_series(1, $N_WIDE) i;" >/dev/null
 }
 
 RESULTS=()
-run_case() { # NAME EVENTS SQL
-    local name=$1 events=$2 sql=$3
+run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE is the backlog
+    local name=$1 events=$2 prep=$3 write=$4
     local slot="walhook_$name" rl="rl_$name" data="$WH_TMP/data-$name"
     echo "== backlog ($name): $events events"
+    "$prep"
+    pg_psql -c "CHECKPOINT" >/dev/null
     pg_psql -c "SELECT pg_create_logical_replication_slot('$rl', 'pgoutput')" >/dev/null
     pg_psql -c "SELECT pg_create_logical_replication_slot('$slot', 'pgoutput')" >/dev/null
-    pg_psql -c "TRUNCATE bench" >/dev/null
-    # the TRUNCATE above is decoded too (one event) before the backlog
-    events=$((events + 1))
     local t0 t1
     t0=$(now)
-    pg_psql -c "$sql" >/dev/null
+    "$write"
     t1=$(now)
     local end
     end=$(pg_psql -At -c "SELECT pg_current_wal_lsn()")
     echo "   backlog written in $(fmt "$t1" "$t0") s, end LSN $end"
 
-    t0=$(now)
-    pg_recvlogical -d "$PG_DSN" -S "$rl" --start -o proto_version=1 -o publication_names=walhook \
-        -E "$end" -f /dev/null --no-loop
-    t1=$(now)
-    local t_rl
-    t_rl=$(fmt "$t1" "$t0")
-    echo "   pg_recvlogical drained its slot in $t_rl s ($(rate "$events" "$t_rl") changes/s)"
+    local tf="$WH_TMP/time-$name" TIMEFORMAT='%R %U %S'
+    { time pg_recvlogical -d "$PG_DSN" -S "$rl" --start -o proto_version=1 \
+        -o publication_names=walhook -E "$end" -f /dev/null --no-loop; } 2>"$tf"
+    local t_rl rl_cpu
+    t_rl=$(awk '{ printf "%.2f", $1 }' "$tf")
+    rl_cpu=$(awk '{ printf "%.2f", $2 + $3 }' "$tf")
+    echo "   pg_recvlogical drained its slot in $t_rl s ($(rate "$events" "$t_rl") changes/s)," \
+        "CPU $rl_cpu s ($(us_per "$rl_cpu" "$events") us/event)"
 
     local aport conf
     aport=$(wh_free_port)
@@ -83,13 +148,23 @@ run_case() { # NAME EVENTS SQL
     mkdir -p -m 700 "$data" # private, as every daemon requires
     local m="http://127.0.0.1:$aport/metrics" d
     t0=$(now)
-    for d in store ingestor dispatcher admin; do
+    local pids=()
+    for d in "${DAEMONS[@]}"; do
         wh_spawn "$d-$name" "$BIN/walhook-$d" -c "$conf"
+        pids+=("${WH_PIDS[$d-$name]}")
     done
-    local t_st="" t_dl="" deadline=$(( $(date +%s) + LIMIT )) v
+    pss_sampler "$WH_TMP/pss-$name" "${pids[@]}" &
+    local sampler=$! perfpid=""
+    if [ -n "${BENCH_PERF:-}" ]; then # BENCH_PERF=DIR: perf record -g of each daemon into DIR
+        mkdir -p "$BENCH_PERF"
+        perf record -q ${BENCH_PERF_OPTS:--F 1999 -g} -o "$BENCH_PERF/perf-$name.data" \
+            -p "$(IFS=,; echo "${pids[*]}")" >/dev/null 2>&1 &
+        perfpid=$!
+    fi
+    local t_st="" t_dl="" deadline=$(($(date +%s) + LIMIT)) v
     while [ -z "$t_dl" ]; do
         [ "$(date +%s)" -ge "$deadline" ] && { echo "bench: timed out" >&2; exit 1; }
-        for d in store ingestor dispatcher admin; do
+        for d in "${DAEMONS[@]}"; do
             wh_alive "$d-$name" || { echo "bench: walhook-$d died" >&2; tail "$WH_TMP/$d-$name.log" >&2; exit 1; }
         done
         if [ -z "$t_st" ]; then
@@ -102,32 +177,69 @@ run_case() { # NAME EVENTS SQL
         fi
         [ -z "$t_dl" ] && sleep 0.1
     done
-    # rate ratio = walhook rate / pg_recvlogical rate = t_recvlogical / t_walhook
-    # (1.00: as fast as pg_recvlogical; bars: stored >= 0.90, delivered >= 0.80)
+    local cpu=() total=0 c i flt=""
+    for i in "${!DAEMONS[@]}"; do
+        flt+=" ${DAEMONS[$i]} $(awk '{ print $10 }' "/proc/${pids[$i]}/stat");"
+        c=$(cpu_s "${pids[$i]}")
+        cpu+=("$c")
+        total=$(awk -v a="$total" -v b="$c" 'BEGIN { print a + b }')
+    done
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    if [ -n "$perfpid" ]; then
+        kill -INT "$perfpid" 2>/dev/null || true
+        wait "$perfpid" 2>/dev/null || true
+    fi
     local r_st r_dl
     r_st=$(ratio "$t_rl" "$t_st")
     r_dl=$(ratio "$t_rl" "$t_dl")
-    echo "   walhook: all stored in $t_st s ($(rate "$events" "$t_st") changes/s, rate ratio $r_st of pg_recvlogical's)"
-    echo "   walhook: all delivered in $t_dl s ($(rate "$events" "$t_dl") changes/s, rate ratio $r_dl of pg_recvlogical's)"
-    local rss="" k sum=0
-    for d in store ingestor dispatcher admin; do
-        k=$(hwm_kib "${WH_PIDS[$d-$name]}")
-        sum=$((sum + ${k:-0}))
-        rss+=" $d $(mib "$k") MiB;"
-        [ "${BENCH_MEMINFO:-0}" = 1 ] && echo "   $d now:$(meminfo "${WH_PIDS[$d-$name]}")"
+    echo "   walhook: all stored in $t_st s ($(rate "$events" "$t_st") changes/s, ratio $r_st)"
+    echo "   walhook: all delivered in $t_dl s ($(rate "$events" "$t_dl") changes/s, ratio $r_dl)"
+    local line="   CPU:" pss="   peak PSS:" sum=0 k
+    for i in "${!DAEMONS[@]}"; do
+        line+=" ${DAEMONS[$i]} ${cpu[$i]} s ($(us_per "${cpu[$i]}" "$events") us/ev);"
+        k=$(awk -v p="${pids[$i]}" '$1 == p && $2 > m { m = $2 } END { print m + 0 }' "$WH_TMP/pss-$name")
+        sum=$((sum + k))
+        pss+=" ${DAEMONS[$i]} $(mib "$k") MiB;"
     done
-    echo "   peak RSS:$rss sum $(mib "$sum") MiB"
-    RESULTS+=("$(printf '%-8s %9d %9s %9s %9s %9s %9s %9s' "$name" "$events" "$t_rl" "$t_st" "$t_dl" \
-        "$r_st" "$r_dl" "$(mib "$sum")")")
+    echo "$line total $total s ($(us_per "$total" "$events") us/event)"
+    echo "$pss sum $(mib "$sum") MiB"
+    echo "   minor page faults:$flt"
+    echo "   store: $(wh_metric "$m" walhook_store_appends_total) appends," \
+        "$(wh_metric "$m" walhook_store_reads_total) reads;" \
+        "ingestor: $(wh_metric "$m" walhook_ingestor_batches_sent_total) batches"
+    RESULTS+=("$(printf '%-8s %8d %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s %7s' "$name" "$events" \
+        "$t_rl" "$(us_per "$rl_cpu" "$events")" "$t_st" "$t_dl" "$r_st" "$r_dl" \
+        "$(us_per "${cpu[0]}" "$events")" "$(us_per "${cpu[1]}" "$events")" \
+        "$(us_per "${cpu[2]}" "$events")" "$(us_per "${cpu[3]}" "$events")" \
+        "$(us_per "$total" "$events")" "$(mib "$sum")")")
     for d in admin dispatcher ingestor store; do wh_kill "$d-$name" TERM; done
     pg_psql -c "SELECT pg_drop_replication_slot('$rl'), pg_drop_replication_slot('$slot')" >/dev/null
 }
 
-run_case small "$SMALL" "CALL bench_small($SMALL)"
-run_case big "$BIG" "INSERT INTO bench SELECT i, i, 'row ' || i FROM generate_series(1, $BIG) i"
+prep_orders() { pg_psql -c "TRUNCATE orders" >/dev/null; }
+prep_bench() { pg_psql -c "TRUNCATE bench" >/dev/null; }
+write_small() { pg_psql -c "CALL bench_small($N_SMALL)" >/dev/null; }
+write_big() {
+    pg_psql -c "INSERT INTO bench SELECT i, i, 'row ' || i FROM generate_series(1, $N_BIG) i" >/dev/null
+}
+write_wide() { pg_psql -c "UPDATE wide SET n1 = n1 + 1, c8 = 'updated ' || id" >/dev/null; }
+for c in $CASES; do
+    case $c in
+    pgbench) run_case pgbench "$N_PGBENCH" prep_orders write_pgbench ;;
+    small) run_case small "$N_SMALL" prep_bench write_small ;;
+    big) run_case big "$N_BIG" prep_bench write_big ;;
+    wide) run_case wide "$N_WIDE" prep_wide write_wide ;;
+    *) echo "bench: unknown case $c (pgbench small big wide)" >&2; exit 2 ;;
+    esac
+done
 
 echo
-echo "rate ratio = walhook rate / pg_recvlogical rate (= recvlog_s / walhook_s; bars: stored >= 0.90, delivered >= 0.80)"
-echo "peak RSS = sum of the four daemons' VmHWM (bar: < 64 MiB)"
-printf '%-8s %9s %9s %9s %9s %9s %9s %9s\n' case events recvlog_s stored_s deliv_s rate_st rate_dl rss_MiB
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "ratio = pg_recvlogical time / walhook time (bars: stored >= 0.95, delivered >= 0.9);"
+echo "us/ev = CPU (user+sys) microseconds per event: rl = pg_recvlogical, ing/sto/dsp/adm = the"
+echo "daemons, total = their sum (bars: <= 10 pgbench/small, <= 6 big, <= 15 wide);"
+echo "pss = sum of the four daemons' peak PSS in MiB (bar: <= 64)"
+printf '%-8s %8s %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s %7s\n' case events rl_s rl_us \
+    stored_s deliv_s r_st r_dl ing sto dsp adm total pss
 for r in "${RESULTS[@]}"; do echo "$r"; done

@@ -60,7 +60,7 @@ const wh_config_entry wh_config_table[] = {
     L(flush_age_us, "ingestor.flush_age_us", 500, 0, 10000000, WH_CF_RUNTIME,
       "seal a batch at this age (microseconds)"),
     L(busy_linger_us, "ingestor.busy_linger_us", 20000, 0, 10000000, WH_CF_RUNTIME,
-      "busy stream (16+ events per flush_age_us): seal at this age instead (microseconds)"),
+      "ignored (batching is adaptive); accepted so older files still load"),
     L(window_bytes, "ingestor.window_bytes", 4 * MiB, 64 * KiB, 16 * GiB, WH_CF_RUNTIME,
       "stop reading WAL while this many bytes are unacked by the store"),
     I(status_interval_ms, "ingestor.status_interval_ms", 1000, 10, 60000, 0,

@@ -14,6 +14,10 @@
  * already durable (synced), so cutting a stuck teardown short loses nothing;
  * `walhook up` waits longer (cli_sup) before it sends SIGKILL. */
 #define WH_SHUTDOWN_DEADLINE_MS 5000
+/* malloc: blocks below this come from the heap and are reused (see
+ * wh_daemon_init); free heap tops above WH_TRIM_THRESHOLD are returned. */
+#define WH_MMAP_THRESHOLD (4 * 1024 * 1024)
+#define WH_TRIM_THRESHOLD (4 * 1024 * 1024)
 
 /* Parses argv (-c FILE), loads the configuration (defaults < file <
  * WALHOOK_* env); on error prints "walhook-<daemon>: <message>" to stderr and

@@ -4,6 +4,7 @@
  *                    [--fail-every N] [--delay-ms N] [--status CODE] [--headers FILE]
  *                    [--first N] [--retry-after V] [--location URL] [--reject-match S]
  *                    [--slow-body-ms N] [--hang] [--reset] [--requests FILE]
+ *                    [--latency FILE]
  *
  * Accepts POST on any path. With --out, each acknowledged body is appended to
  * FILE as one line and flushed before the 200 goes out, so whatever a test
@@ -23,11 +24,17 @@
  *   --retry-after V   sends "Retry-After: V" with every non-2xx answer
  *   --location URL    sends "Location: URL" (with --status 301: a redirect)
  *   --reject-match S  answers 400 to a body containing S (a "bad event")
+ *   --reject-times N  ...only the first N such bodies (then it is accepted)
  *   --slow-body-ms N  the answer's body trickles, one byte every N ms
  *   --hang            accepts the request and never answers
  *   --reset           closes the connection without an answer
  *   --requests FILE   one line per POST: "<unix ms> <status> <X-Batch-Size>
- *                     <webhook-id>" (times, for Retry-After checks) */
+ *                     <webhook-id>" (times, for Retry-After checks)
+ *
+ * --latency FILE appends, for each event of an acknowledged body, the
+ * microseconds from its commit_ts to the body's arrival (one number a line;
+ * for benchmarks: the first "commit_ts":" of each envelope is taken, so no
+ * row column may be named commit_ts). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -38,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "wh_buf.h"
 #include "wh_json.h"
@@ -57,10 +65,12 @@ typedef struct rcv_opts {
     const char *retry_after;
     const char *location;
     const char *reject_match;
+    long reject_times;
     long slow_body_ms;
     int hang;
     int reset;
     const char *requests;
+    const char *latency;
 } rcv_opts;
 
 typedef struct rcv_state {
@@ -68,9 +78,11 @@ typedef struct rcv_state {
     FILE *out;
     FILE *headers;
     FILE *requests_f;
+    FILE *latency;
     pthread_mutex_t mu;
     unsigned long requests; /* POSTs seen */
     unsigned long stored;   /* bodies acknowledged with 2xx */
+    unsigned long rejected; /* bodies answered 400 for --reject-match */
     unsigned long inflight; /* POSTs between their headers and their completion */
     unsigned long overlaps; /* POSTs that began while another was in flight */
 } rcv_state;
@@ -88,7 +100,7 @@ static void usage(FILE *f)
                "                        [--fail-every N] [--delay-ms N] [--status CODE]\n"
                "                        [--headers FILE] [--first N] [--retry-after V]\n"
                "                        [--location URL] [--reject-match S] [--slow-body-ms N]\n"
-               "                        [--hang] [--reset] [--requests FILE]\n");
+               "                        [--hang] [--reset] [--requests FILE] [--latency FILE]\n");
 }
 
 /* ---- --print ---- */
@@ -168,6 +180,50 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const
     enum MHD_Result rc = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
     return rc;
+}
+
+/* --latency: "YYYY-MM-DDTHH:MM:SS[.ffffff]Z" -> microseconds since the epoch. */
+static int parse_ts_us(const char *p, const char *end, int64_t *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    char tmp[32];
+    size_t n = 0;
+    while (p + n < end && p[n] != '"' && n < sizeof(tmp) - 1)
+        n++;
+    memcpy(tmp, p, n);
+    tmp[n] = '\0';
+    const char *rest = strptime(tmp, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest)
+        return WH_ERR;
+    int64_t us = 0, scale = 100000;
+    if (*rest == '.')
+        for (rest++; *rest >= '0' && *rest <= '9'; rest++, scale /= 10)
+            us += (*rest - '0') * scale;
+    *out = (int64_t)timegm(&tm) * 1000000 + us;
+    return WH_OK;
+}
+
+/* One line per event: microseconds from its commit_ts to now. */
+static void record_latency(rcv_state *s, const wh_buf *body)
+{
+    static const char key[] = "\"commit_ts\":\"";
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    const char *p = body->data, *end = body->data + body->len;
+    while (p && p < end) {
+        const char *k = memmem(p, (size_t)(end - p), key, sizeof(key) - 1);
+        if (!k)
+            break;
+        k += sizeof(key) - 1;
+        int64_t c;
+        if (parse_ts_us(k, end, &c) == WH_OK)
+            fprintf(s->latency, "%lld\n", (long long)(now - c));
+        /* the next envelope: skip past this one's id-bearing head */
+        p = memmem(k, (size_t)(end - k), "{\"id\":", 6);
+    }
+    fflush(s->latency);
 }
 
 /* Appends the body as one line and flushes. Called with s->mu held. */
@@ -253,9 +309,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     if (s->o.fail_every > 0 && n % (unsigned long)s->o.fail_every == 0)
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
     else if (s->o.reject_match && rq->body.data &&
-             memmem(rq->body.data, rq->body.len, s->o.reject_match, strlen(s->o.reject_match)))
+             (s->o.reject_times <= 0 || s->rejected < (unsigned long)s->o.reject_times) &&
+             memmem(rq->body.data, rq->body.len, s->o.reject_match, strlen(s->o.reject_match))) {
         status = MHD_HTTP_BAD_REQUEST;
-    else if (s->o.status && failing)
+        s->rejected++;
+    } else if (s->o.status && failing)
         status = (unsigned)s->o.status;
     if (s->requests_f) {
         const char *bs = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Batch-Size");
@@ -279,6 +337,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
                 fputc('\n', s->headers);
                 fflush(s->headers);
             }
+            if (s->latency && rq->body.data)
+                record_latency(s, &rq->body);
             if (s->o.print)
                 print_body(rq->body.data ? rq->body.data : "", rq->body.len);
         }
@@ -348,6 +408,8 @@ static int parse_args(int argc, char **argv, rcv_opts *o)
             o->out = v;
         } else if (strcmp(a, "--headers") == 0) {
             o->headers = v;
+        } else if (strcmp(a, "--latency") == 0) {
+            o->latency = v;
         } else if (strcmp(a, "--fail-every") == 0 && parse_long(v, 0, 1000000000, &n) == WH_OK) {
             o->fail_every = n;
         } else if (strcmp(a, "--delay-ms") == 0 && parse_long(v, 0, 3600000, &n) == WH_OK) {
@@ -362,6 +424,8 @@ static int parse_args(int argc, char **argv, rcv_opts *o)
             o->location = v;
         } else if (strcmp(a, "--reject-match") == 0 && v[0] != '\0') {
             o->reject_match = v;
+        } else if (strcmp(a, "--reject-times") == 0 && parse_long(v, 0, 1000000000, &n) == WH_OK) {
+            o->reject_times = n;
         } else if (strcmp(a, "--slow-body-ms") == 0 && parse_long(v, 0, 60000, &n) == WH_OK) {
             o->slow_body_ms = n;
         } else if (strcmp(a, "--requests") == 0) {
@@ -445,6 +509,13 @@ int main(int argc, char **argv)
         s.headers = fopen(s.o.headers, "a");
         if (!s.headers) {
             fprintf(stderr, "walhook-receiver: cannot open %s: %s\n", s.o.headers, strerror(errno));
+            return 1;
+        }
+    }
+    if (s.o.latency) {
+        s.latency = fopen(s.o.latency, "a");
+        if (!s.latency) {
+            fprintf(stderr, "walhook-receiver: cannot open %s: %s\n", s.o.latency, strerror(errno));
             return 1;
         }
     }

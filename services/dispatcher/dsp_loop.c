@@ -1,7 +1,11 @@
 /* dsp_loop: curl multi event loop over all targets. */
 #include "dsp_loop.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +17,12 @@
 
 struct dsp_loop {
     CURLM *multi;
-    dsp_target **targets; /* each heap-allocated: readers hold the pointer */
+    /* curl_multi_socket_action driven by epoll (curl's ephiperfifo.c):
+     * curl tells which sockets to watch (sock_cb) and when to call it back
+     * (timer_cb); other threads wake the loop through an eventfd */
+    int epfd, evfd;
+    int64_t curl_deadline_ms; /* -1: curl wants no timeout call */
+    dsp_target **targets;     /* each heap-allocated: readers hold the pointer */
     int ntargets, cap;
     int max_inflight; /* 0 = one per target */
     int inflight;
@@ -67,7 +76,41 @@ static void note_refused(dsp_loop *l, const char *tenant, const char *name)
 static void wake(void *arg)
 {
     dsp_loop *l = arg;
-    curl_multi_wakeup(l->multi);
+    if (l->evfd >= 0) {
+        uint64_t one = 1;
+        ssize_t r = write(l->evfd, &one, sizeof(one));
+        WH_UNUSED(r); /* EAGAIN: a wake-up is pending anyway */
+    }
+}
+
+/* CURLMOPT_SOCKETFUNCTION: watch, change or forget a socket. */
+static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    WH_UNUSED(e);
+    WH_UNUSED(socketp);
+    dsp_loop *l = userp;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL); /* may be closed already */
+        return 0;
+    }
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
+    ev.data.fd = fd;
+    if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 &&
+        (errno != ENOENT || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0))
+        wh_error("epoll_ctl(socket %d): %s", (int)fd, strerror(errno));
+    return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: curl wants curl_multi_socket_action(TIMEOUT) in
+ * timeout_ms (-1: never). */
+static int timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+    WH_UNUSED(m);
+    dsp_loop *l = userp;
+    l->curl_deadline_ms = timeout_ms < 0 ? -1 : (int64_t)wh_now_ms() + timeout_ms;
+    return 0;
 }
 
 /* Creates a target and starts its reader; appends it (under tmu). */
@@ -131,6 +174,7 @@ int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errl
     dsp_loop *l = calloc(1, sizeof(*l));
     if (l == NULL)
         return wh_seterr(err, errlen, "out of memory");
+    l->epfd = l->evfd = -1;
     pthread_mutex_init(&l->tmu, NULL);
     pthread_mutex_init(&l->pmu, NULL);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -139,11 +183,32 @@ int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errl
     }
     l->curl_inited = 1;
     l->max_inflight = cfg->max_inflight > 0 ? cfg->max_inflight : 0;
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    l->curl_deadline_ms = -1;
+    if (l->epfd < 0 || l->evfd < 0) {
+        wh_seterr(err, errlen, "epoll/eventfd: %s", strerror(errno));
+        goto error;
+    }
+    struct epoll_event wev;
+    memset(&wev, 0, sizeof(wev));
+    wev.events = EPOLLIN;
+    wev.data.fd = l->evfd;
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &wev) != 0) {
+        wh_seterr(err, errlen, "epoll_ctl(eventfd): %s", strerror(errno));
+        goto error;
+    }
     l->multi = curl_multi_init();
     if (l->multi == NULL) {
         wh_seterr(err, errlen, "out of memory (curl multi)");
         goto error;
     }
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
+    /* HTTP/2 where the target speaks it: requests share a connection */
+    curl_multi_setopt(l->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
     curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, (long)(cfg->ntargets * 2 + 4));
     dsp_settings_from_config(&l->base, cfg);
     for (int i = 0; i < cfg->ntargets; i++) {
@@ -187,8 +252,7 @@ int dsp_loop_set_targets(dsp_loop *l, const dsp_spec *specs, int n, uint64_t ver
     l->pend_version = version;
     atomic_store(&l->has_pend, 1);
     pthread_mutex_unlock(&l->pmu);
-    if (l->multi != NULL)
-        curl_multi_wakeup(l->multi);
+    wake(l);
     return WH_OK;
 }
 
@@ -392,9 +456,47 @@ static int next_timeout(dsp_loop *l)
     return (int)to;
 }
 
-int dsp_loop_run(dsp_loop *l)
+/* Waits up to max_ms for sockets, curl's timer or a wake-up, and lets curl
+ * act on what happened (curl_multi_socket_action). */
+static void poll_once(dsp_loop *l, int max_ms)
 {
     int running = 0;
+    int wait = max_ms;
+    if (l->curl_deadline_ms >= 0) {
+        int64_t left = l->curl_deadline_ms - (int64_t)wh_now_ms();
+        if (left < wait)
+            wait = left > 0 ? (int)left : 0;
+    }
+    struct epoll_event evs[64];
+    int n = epoll_wait(l->epfd, evs, (int)WH_ARRAY_LEN(evs), wait);
+    if (n < 0 && errno != EINTR) {
+        wh_error("epoll_wait: %s", strerror(errno));
+        wh_sleep_ms(10);
+    }
+    for (int i = 0; i < n; i++) {
+        if (evs[i].data.fd == l->evfd) {
+            uint64_t v;
+            while (read(l->evfd, &v, sizeof(v)) > 0) {
+            }
+            continue;
+        }
+        int flags = ((evs[i].events & EPOLLIN) ? CURL_CSELECT_IN : 0) |
+                    ((evs[i].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                    ((evs[i].events & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
+        CURLMcode mc = curl_multi_socket_action(l->multi, evs[i].data.fd, flags, &running);
+        if (mc != CURLM_OK)
+            wh_error("curl_multi_socket_action: %s", curl_multi_strerror(mc));
+    }
+    if (l->curl_deadline_ms >= 0 && (int64_t)wh_now_ms() >= l->curl_deadline_ms) {
+        l->curl_deadline_ms = -1;
+        CURLMcode mc = curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        if (mc != CURLM_OK)
+            wh_error("curl_multi_socket_action: %s", curl_multi_strerror(mc));
+    }
+}
+
+int dsp_loop_run(dsp_loop *l)
+{
     wh_info("dispatching to %d target(s)", l->ntargets);
     while (!stopping(l)) {
         if (wh_reload_requested) {
@@ -404,18 +506,11 @@ int dsp_loop_run(dsp_loop *l)
         }
         if (atomic_load(&l->has_pend))
             reconcile(l);
-        CURLMcode mc = curl_multi_perform(l->multi, &running);
-        if (mc != CURLM_OK)
-            wh_error("curl_multi_perform: %s", curl_multi_strerror(mc));
         reap(l);
         apply_deferred(l);
-        if (start_ready(l) > 0)
-            continue; /* kick the new transfers at once */
-        mc = curl_multi_poll(l->multi, NULL, 0, next_timeout(l), NULL);
-        if (mc != CURLM_OK) {
-            wh_error("curl_multi_poll: %s", curl_multi_strerror(mc));
-            wh_sleep_ms(10);
-        }
+        /* new transfers: curl asks for a timeout call at once (timer_cb 0) */
+        int started = start_ready(l);
+        poll_once(l, started > 0 ? 0 : next_timeout(l));
     }
     /* Drain: let requests in flight finish for a bounded time. */
     uint64_t deadline = wh_now_ms() + DSP_DRAIN_MS;
@@ -426,12 +521,9 @@ int dsp_loop_run(dsp_loop *l)
         uint64_t now = wh_now_ms();
         if (now >= deadline)
             break;
-        curl_multi_perform(l->multi, &running);
-        reap(l);
-        if (l->inflight == 0)
-            break;
         long left = (long)(deadline - now);
-        curl_multi_poll(l->multi, NULL, 0, left < 100 ? (int)left : 100, NULL);
+        poll_once(l, left < 100 ? (int)left : 100);
+        reap(l);
     }
     for (int i = 0; i < l->ntargets; i++)
         dsp_target_abandon(l->targets[i], l->multi);
@@ -442,8 +534,7 @@ int dsp_loop_run(dsp_loop *l)
 void dsp_loop_stop(dsp_loop *l)
 {
     atomic_store(&l->stop, 1);
-    if (l->multi != NULL)
-        curl_multi_wakeup(l->multi);
+    wake(l);
 }
 
 /* Label value escaping for Prometheus: \ " and newline. */
@@ -688,6 +779,10 @@ void dsp_loop_destroy(dsp_loop *l)
     free(l->pend);
     if (l->multi != NULL)
         curl_multi_cleanup(l->multi);
+    if (l->epfd >= 0)
+        close(l->epfd);
+    if (l->evfd >= 0)
+        close(l->evfd);
     if (l->curl_inited)
         curl_global_cleanup();
     pthread_mutex_destroy(&l->tmu);

@@ -1,7 +1,11 @@
 /* dsp_loop: the dispatcher's single event-loop thread driving one libcurl
- * multi handle (curl_multi_perform + curl_multi_poll, woken with
- * curl_multi_wakeup by the targets' store readers) with every target in
- * parallel, capped at dispatcher.max_inflight concurrent requests.
+ * multi handle with curl_multi_socket_action over epoll and curl's timer
+ * (the model is curl's docs/examples/ephiperfifo.c): curl names the sockets
+ * to watch (CURLMOPT_SOCKETFUNCTION) and when to call it back
+ * (CURLMOPT_TIMERFUNCTION); the targets' store readers wake the loop
+ * through an eventfd. Every target in parallel, capped at
+ * dispatcher.max_inflight concurrent requests; HTTP/1.1 keep-alive, and
+ * HTTP/2 multiplexing where a TLS target negotiates it.
  *
  * Stop: dsp_loop_stop() or wh_stop_requested. Then no new request starts;
  * requests in flight get up to DSP_DRAIN_MS to finish (a 2xx is still

@@ -6,7 +6,7 @@
  * endpoint of its own (dispatcher-<id>.sock unless dispatcher.control is
  * set).
  * Teardown: after the loop drained, the state watcher (no more changes),
- * the control endpoint (no more Stats), the leases (released, so another
+ * the control endpoint (no more Stats), the backlog poller, the leases (released, so another
  * replica takes over at once), then the loop (stops the store
  * readers after their final commits). */
 #include <stdio.h>

@@ -1,22 +1,27 @@
 /* ing_batch: open batch, sealed queue, sender thread. */
 #include "ing_batch.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "wh_ipc.h"
 #include "wh_lsn.h"
 #include "wh_util.h"
 
-#define ING_BUSY_EVENTS 16  /* events in one batch that make a stream "busy" */
-#define ING_SPARE_BATCHES 1 /* recycled batch buffers kept */
+#define ING_SPARE_BATCHES 4 /* recycled batch buffers kept */
 /* JSON bytes per AppendBatch request: a sealed batch (flush_bytes) is sent
  * in requests of about this size, so neither the packed request here nor
  * the store's received, unpacked and WriteBatch copies of it (nor its
  * memtable overshoot) scale with flush_bytes. */
 #define ING_REQ_BYTES (512u << 10)
+/* Batch buffers up to this capacity are recycled (batches sealed by the
+ * adaptive policy are mostly smaller); larger ones are freed. */
+#define ING_KEEP_BYTES (1u << 20)
 
 /* Per event: where its JSON is in the batch buffer and its seq (offsets fit
  * in 32 bits: a batch is below ipc.max_msg_bytes <= 1 GiB). */
@@ -48,13 +53,12 @@ typedef struct batch {
 struct ing_batcher {
     char tenant[WH_NAME_MAX];
     size_t max_batch_bytes;
-    _Atomic int64_t flush_bytes, flush_age_us, linger_us, window_bytes;
+    _Atomic int64_t flush_bytes, flush_age_us, window_bytes;
 
     /* replication thread only */
     batch *open;
     uint64_t last_commit_end;
     uint64_t next_id;
-    int busy; /* the stream is busy: age-sealing lingers (see ing_batcher_tick) */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;       /* queue non-empty or stop */
@@ -62,6 +66,8 @@ struct ing_batcher {
     batch *qhead, *qtail;    /* sealed, waiting */
     batch *inflight;
     batch *free_list;
+    _Atomic int sender_busy; /* a chain in flight or batches queued (set under mu) */
+    int wake_fd;             /* eventfd: the sender finished a request */
     int stop;
     int thread_started;
     pthread_t thread;
@@ -178,6 +184,22 @@ static int send_retry(ing_batcher *bt, size_t n, uint64_t ack, uint64_t id, uint
     }
 }
 
+/* A request of the chain was acknowledged: everything in it is durable, and
+ * so is `ack` (the ack_lsn of batches that ended in it or before it). The
+ * replication thread is woken: the window has room again, the flush LSN may
+ * move, and an open batch may go out now that nothing is in flight. */
+static void request_done(ing_batcher *bt, uint64_t ack, size_t bytes, size_t nev)
+{
+    uint64_t cur = atomic_load(&bt->acked_lsn);
+    while (ack > cur && !atomic_compare_exchange_weak(&bt->acked_lsn, &cur, ack))
+        ;
+    atomic_fetch_add(&bt->events_sent, nev);
+    atomic_fetch_sub(&bt->unacked_bytes, (int64_t)bytes);
+    uint64_t one = 1;
+    ssize_t w = write(bt->wake_fd, &one, sizeof(one)); /* EAGAIN: already signalled */
+    WH_UNUSED(w);
+}
+
 /* Sends a chain of sealed batches (first, first->next, ...) in AppendBatch
  * requests of about ING_REQ_BYTES of JSON: small batches are combined (group
  * commit: the store makes them durable with one sync write), a large one is
@@ -194,12 +216,14 @@ static int send_chain(ing_batcher *bt, batch *first)
             if (k > 0 && bytes >= ING_REQ_BYTES) {
                 if (send_retry(bt, k, ack, b->batch_id, first->batch_id) != WH_OK)
                     return WH_ERR;
+                request_done(bt, ack, bytes, k);
                 k = bytes = 0;
             }
             while (pack_reserve(bt, k + 1) != WH_OK) {
                 if (k > 0) { /* out of memory: send what is packed */
                     if (send_retry(bt, k, ack, b->batch_id, first->batch_id) != WH_OK)
                         return WH_ERR;
+                    request_done(bt, ack, bytes, k);
                     k = bytes = 0;
                     continue;
                 }
@@ -227,8 +251,11 @@ static int send_chain(ing_batcher *bt, batch *first)
         if (!b->next)
             break;
     }
-    if (k > 0 && send_retry(bt, k, ack, b->batch_id, first->batch_id) != WH_OK)
-        return WH_ERR;
+    if (k > 0) {
+        if (send_retry(bt, k, ack, b->batch_id, first->batch_id) != WH_OK)
+            return WH_ERR;
+        request_done(bt, ack, bytes, k);
+    }
     return WH_OK;
 }
 
@@ -247,7 +274,7 @@ static void *sender_main(void *arg)
          * the next batches accumulate); send_chain sends them in requests
          * of ING_REQ_BYTES */
         batch *first = bt->qhead, *last = first;
-        size_t nb = 1, nev = first->nev, bytes = first->json.len;
+        size_t nb = 1, bytes = first->json.len;
         /* at most a quarter of the window per request, so the replication
          * loop keeps reading while the store syncs */
         size_t cap = (size_t)atomic_load(&bt->window_bytes) / 4;
@@ -258,7 +285,6 @@ static void *sender_main(void *arg)
         while (last->next && nb < 256 && bytes + last->next->json.len <= cap) {
             last = last->next;
             nb++;
-            nev += last->nev;
             bytes += last->json.len;
         }
         bt->qhead = last->next;
@@ -268,24 +294,19 @@ static void *sender_main(void *arg)
         bt->inflight = first;
         pthread_mutex_unlock(&bt->mu);
 
+        /* every request of the chain is accounted as it is acknowledged
+         * (request_done): acked LSN, unacked bytes, events sent */
         if (send_chain(bt, first) != WH_OK)
             goto out;
-        uint64_t ack = 0;
-        for (batch *b = first; b; b = b->next)
-            if (b->ack_lsn > ack)
-                ack = b->ack_lsn;
-        uint64_t cur = atomic_load(&bt->acked_lsn);
-        while (ack > cur && !atomic_compare_exchange_weak(&bt->acked_lsn, &cur, ack))
-            ;
         atomic_fetch_add(&bt->batches_sent, nb);
-        atomic_fetch_add(&bt->events_sent, nev);
         pthread_mutex_lock(&bt->mu);
-        atomic_fetch_sub(&bt->unacked_bytes, (int64_t)bytes);
         bt->inflight = NULL;
+        if (!bt->qhead)
+            atomic_store(&bt->sender_busy, 0);
         /* a large buffer is not worth keeping: it stays resident while the
          * next batches fill, and growing a fresh one costs little */
         for (batch *b = first; b; b = b->next) {
-            if (b->json.cap > ING_REQ_BYTES) {
+            if (b->json.cap > ING_KEEP_BYTES) {
                 wh_buf_free(&b->json);
                 free(b->ev);
                 b->ev = NULL;
@@ -329,6 +350,11 @@ int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t e
     pthread_mutex_init(&bt->mu, NULL);
     pthread_cond_init(&bt->cv, NULL);
     pthread_cond_init(&bt->acked_cv, NULL);
+    bt->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (bt->wake_fd < 0) {
+        wh_seterr(err, errlen, "eventfd: %s", strerror(errno));
+        goto error;
+    }
     if (wh_client_open(&bt->client, cfg->store_endpoint, cfg->ipc_timeout_ms, maxmsg, err,
                        errlen) != WH_OK)
         goto error;
@@ -380,6 +406,8 @@ void ing_batcher_free(ing_batcher *bt)
         n = b->next;
         batch_free(b);
     }
+    if (bt->wake_fd > 0)
+        close(bt->wake_fd);
     pthread_cond_destroy(&bt->acked_cv);
     pthread_cond_destroy(&bt->cv);
     pthread_mutex_destroy(&bt->mu);
@@ -393,7 +421,6 @@ void ing_batcher_set_limits(const wh_config *cfg, ing_batcher *bt)
         flush_bytes = (int64_t)bt->max_batch_bytes / 2;
     atomic_store(&bt->flush_bytes, flush_bytes);
     atomic_store(&bt->flush_age_us, cfg->flush_age_us);
-    atomic_store(&bt->linger_us, cfg->busy_linger_us);
     atomic_store(&bt->window_bytes, cfg->window_bytes);
 }
 
@@ -440,10 +467,8 @@ int ing_batcher_add(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, int64_t 
     e->len = (uint32_t)(b->json.len - start);
     if (b->nev == 1)
         b->first_us = wh_now_us();
-    if ((int64_t)b->json.len >= atomic_load(&bt->flush_bytes)) {
-        bt->busy = 1;
+    if ((int64_t)b->json.len >= atomic_load(&bt->flush_bytes))
         return ing_batcher_seal(bt, err, errlen);
-    }
     return WH_OK;
 }
 
@@ -470,6 +495,7 @@ int ing_batcher_seal(ing_batcher *bt, char *err, size_t errlen)
     else
         bt->qhead = b;
     bt->qtail = b;
+    atomic_store(&bt->sender_busy, 1);
     pthread_cond_signal(&bt->cv);
     pthread_mutex_unlock(&bt->mu);
     bt->open = nb;
@@ -481,28 +507,42 @@ uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us)
     batch *b = bt->open;
     if (b->nev == 0)
         return UINT64_MAX;
-    uint64_t age = (uint64_t)atomic_load(&bt->flush_age_us);
-    uint64_t linger = (uint64_t)atomic_load(&bt->linger_us);
-    /* A busy stream (at least ING_BUSY_EVENTS events within flush_age_us,
-     * e.g. a backlog of small transactions) lingers up to
-     * ingestor.busy_linger_us:
-     * sealing every few hundred microseconds would make one synced store
-     * write (and one dispatcher read, POST and commit) per few events, and
-     * on a small host that CPU is taken from the walsender. A slow stream
-     * keeps the flush_age_us latency. */
-    if (age < linger && (bt->busy || b->nev >= ING_BUSY_EVENTS))
-        age = linger;
-    uint64_t due = b->first_us + age;
+    /* Adaptive batching: with nothing in flight the open batch goes out at
+     * once; while a request is in flight it grows, and is sealed when the
+     * sender is free again (the sender wakes the replication thread), at
+     * flush_bytes, or at flush_age_us, whichever comes first. The
+     * thresholds are bounds, never waits. */
+    if (!atomic_load(&bt->sender_busy)) {
+        char err[128];
+        if (ing_batcher_seal(bt, err, sizeof(err)) != WH_OK)
+            return now_us + 1000;
+        return UINT64_MAX;
+    }
+    uint64_t due = b->first_us + (uint64_t)atomic_load(&bt->flush_age_us);
     if (now_us >= due) {
-        /* busy stays set while batches fill up; one that lingered with few
-         * events ends it */
-        bt->busy = b->nev >= ING_BUSY_EVENTS;
         char err[128];
         if (ing_batcher_seal(bt, err, sizeof(err)) != WH_OK)
             return now_us + 1000;
         return UINT64_MAX;
     }
     return due;
+}
+
+int ing_batcher_sender_busy(const ing_batcher *bt)
+{
+    return atomic_load(&((ing_batcher *)bt)->sender_busy);
+}
+
+int ing_batcher_wake_fd(const ing_batcher *bt)
+{
+    return bt->wake_fd;
+}
+
+void ing_batcher_wake_clear(ing_batcher *bt)
+{
+    uint64_t v;
+    ssize_t r = read(bt->wake_fd, &v, sizeof(v));
+    WH_UNUSED(r);
 }
 
 uint64_t ing_batcher_acked_lsn(const ing_batcher *bt)

@@ -1,9 +1,13 @@
 /* ing_batch: batching of rendered events and the sender thread.
  *
  * The replication thread renders each event straight into the open batch's
- * JSON buffer (ing_batcher_buf), then records it (ing_batcher_add). A batch is
- * sealed when its bytes reach flush_bytes or its first event is older than
- * flush_age_us; sealed batches queue to a sender thread that packs one
+ * JSON buffer (ing_batcher_buf), then records it (ing_batcher_add). Adaptive
+ * batching (group commit): the open batch is sealed at once when the sender
+ * has nothing in flight (ing_batcher_tick); while a request is in flight it
+ * grows until the sender is free again (the sender signals
+ * ing_batcher_wake_fd after every acknowledged request), its bytes reach
+ * flush_bytes or its first event is older than flush_age_us, whichever comes
+ * first; sealed batches queue to a sender thread that packs one
  * Walhook__AppendBatch per batch and calls the store, retrying with backoff
  * until it succeeds (Append is idempotent). Every batch carries ack_lsn = the
  * end LSN of the last Commit noted before it was sealed; when the store
@@ -25,7 +29,7 @@ int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t e
 void ing_batcher_free(ing_batcher *bt);
 
 /* Runtime thresholds (atomic): ingestor.flush_bytes, flush_age_us,
- * busy_linger_us, window_bytes. */
+ * window_bytes (ingestor.busy_linger_us is accepted and ignored). */
 void ing_batcher_set_limits(const wh_config *cfg, ing_batcher *bt);
 
 /* The open batch's JSON buffer to render one event into. */
@@ -40,10 +44,16 @@ size_t ing_batcher_open_events(const ing_batcher *bt);
 void ing_batcher_note_commit(ing_batcher *bt, uint64_t end_lsn);
 /* Seals the open batch if it holds events. */
 int ing_batcher_seal(ing_batcher *bt, char *err, size_t errlen);
-/* Seals the open batch when it is older than flush_age_us; returns the
- * monotonic time (us) by which it must be called again (UINT64_MAX: no
- * open batch). */
+/* Seals the open batch when the sender has nothing in flight or the batch
+ * is older than flush_age_us; returns the monotonic time (us) by which it
+ * must be called again (UINT64_MAX: no open batch). */
 uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us);
+/* 1 while a request is in flight or sealed batches wait. */
+int ing_batcher_sender_busy(const ing_batcher *bt);
+/* Readable after the sender finished a request (acked LSN, window room,
+ * sender free); ing_batcher_wake_clear resets it. */
+int ing_batcher_wake_fd(const ing_batcher *bt);
+void ing_batcher_wake_clear(ing_batcher *bt);
 
 uint64_t ing_batcher_acked_lsn(const ing_batcher *bt);
 /* After a drain, before streaming from another source: forgets the acked

@@ -6,11 +6,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
+#include <sys/socket.h>
 
 #include "ing_event.h"
 #include "ing_pgoutput.h"
 #include "wh_lsn.h"
 #include "wh_util.h"
+
+/* While a request is in flight the open batch cannot go out anyway: the
+ * replication socket wakes the loop only once this many bytes are buffered
+ * (SO_RCVLOWAT), so a wake-up moves many messages instead of a handful; the
+ * sender's wake fd (request done) and the timers still wake it at once. */
+#define ING_RCVLOWAT (32 * 1024)
 
 #define SESSION_OPTS                                                                               \
     "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c IntervalStyle=iso_8601"
@@ -658,6 +665,8 @@ static int stream(repl *r, char *err, size_t errlen)
 {
     const uint64_t interval_ms = (uint64_t)r->cfg->status_interval_ms;
     const uint64_t prompt_ms = 20; /* min gap of the prompt updates after acks */
+    int lowat = 1;                 /* SO_RCVLOWAT of the socket */
+    uint64_t last_read_us = 0;
     r->last_status_ms = wh_now_ms();
     for (;;) {
         if (wh_stop_requested)
@@ -701,6 +710,9 @@ static int stream(repl *r, char *err, size_t errlen)
                 return LOOP_RECONNECT;
             }
         }
+        /* what was read is decoded: with nothing in flight it goes out at
+         * once (ing_batcher_tick); while a request is in flight the open
+         * batch grows (group commit) */
         uint64_t now_us = wh_now_us();
         uint64_t bdue = ing_batcher_tick(r->bt, now_us);
         uint64_t now_ms = now_us / 1000;
@@ -713,19 +725,22 @@ static int stream(repl *r, char *err, size_t errlen)
         }
         wh_gauge_set(&r->st->server_wal_end, (int64_t)r->server_end);
 
-        /* wait for the socket (unless throttled), the batch age deadline,
-         * the status timer */
+        /* wait for the socket (unless throttled), the sender (an ack:
+         * window room, a flush LSN to report, an open batch to send), the
+         * batch age deadline, the status timer */
         uint64_t wait_us = (r->last_status_ms + interval_ms) * 1000 > now_us
                                ? (r->last_status_ms + interval_ms) * 1000 - now_us
                                : 0;
         if (bdue != UINT64_MAX)
             wait_us = bdue > now_us ? (bdue - now_us < wait_us ? bdue - now_us : wait_us) : 0;
+        if (flush_lsn(r) > r->flushed) { /* the prompt update after an ack */
+            uint64_t at = (r->last_status_ms + prompt_ms) * 1000;
+            uint64_t w = at > now_us ? at - now_us : 0;
+            if (w < wait_us)
+                wait_us = w;
+        }
         if (!throttled && !need_wait)
             wait_us = 0; /* messages still buffered: just service the timers */
-        if (throttled && wait_us > 5000)
-            wait_us = 5000; /* poll the acks */
-        if (ing_batcher_unacked_bytes(r->bt) > 0 && wait_us > 20000)
-            wait_us = 20000; /* an ack may come: report it promptly */
         if (wait_us > 100000)
             wait_us = 100000; /* notice signals */
         int sock = PQsocket(r->conn);
@@ -733,18 +748,34 @@ static int stream(repl *r, char *err, size_t errlen)
             wh_seterr(err, errlen, "replication connection has no socket");
             return LOOP_RECONNECT;
         }
+        int want = ing_batcher_sender_busy(r->bt) ? ING_RCVLOWAT : 1;
+        if (want != lowat && setsockopt(sock, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof(want)) == 0)
+            lowat = want;
+        int wfd = ing_batcher_wake_fd(r->bt);
         fd_set rfds;
         FD_ZERO(&rfds);
         if (!throttled)
             FD_SET(sock, &rfds);
+        FD_SET(wfd, &rfds);
         struct timeval tv = {.tv_sec = (time_t)(wait_us / 1000000),
                              .tv_usec = (suseconds_t)(wait_us % 1000000)};
-        int sel = select(sock + 1, &rfds, NULL, NULL, &tv);
+        int sel = select((sock > wfd ? sock : wfd) + 1, &rfds, NULL, NULL, &tv);
         if (sel < 0 && errno != EINTR) {
             wh_seterr(err, errlen, "select: %s", strerror(errno));
             return LOOP_RECONNECT;
         }
-        if (sel > 0 && FD_ISSET(sock, &rfds)) {
+        int rd = sel > 0 && FD_ISSET(sock, &rfds);
+        if (sel > 0 && FD_ISSET(wfd, &rfds)) {
+            ing_batcher_wake_clear(r->bt);
+            rd |= !throttled; /* the sender is free: take what is there */
+        }
+        /* below the low-water mark: read what is there now and then anyway
+         * (a keepalive asking for a reply) */
+        uint64_t t = wh_now_us();
+        if (!rd && !throttled && lowat > 1 && t - last_read_us >= 50000)
+            rd = 1;
+        if (rd) {
+            last_read_us = t;
             if (!PQconsumeInput(r->conn)) {
                 char m[256];
                 wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));

@@ -108,6 +108,8 @@ int st_db_check_name(const char *name, const char *what, char *err, size_t errle
     return WH_OK;
 }
 
+#define ST_LEVELS 7 /* RocksDB's default number of levels */
+
 static int rerr(char *err, size_t errlen, const char *what, char *rerrmsg)
 {
     wh_seterr(err, errlen, "rocksdb %s: %s", what, rerrmsg ? rerrmsg : "unknown error");
@@ -515,14 +517,25 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     if (o->read_only) {
         db->rdb = rocksdb_open_for_read_only(db->opts, path, 0, &e);
     } else {
-        /* LZ4 if this librocksdb was built with it, otherwise no compression. */
-        rocksdb_options_set_compression(db->opts, rocksdb_lz4_compression);
+        /* LZ4 if this librocksdb was built with it, otherwise no
+         * compression; and none in levels 0 and 1: delivered events die
+         * there (GC filter in the first compaction), so compressing them
+         * on flush and decompressing them in that compaction is CPU spent
+         * for nothing (a fifth of the store's CPU on a backlog); a backlog
+         * kept longer is compressed from level 2 on. */
+        int levels[ST_LEVELS];
+        for (int i = 0; i < ST_LEVELS; i++)
+            levels[i] = i < 2 ? rocksdb_no_compression : rocksdb_lz4_compression;
+        rocksdb_options_set_num_levels(db->opts, ST_LEVELS);
+        rocksdb_options_set_compression_per_level(db->opts, levels, ST_LEVELS);
         db->rdb = rocksdb_open(db->opts, path, &e);
         if (db->rdb == NULL && e && strstr(e, "ompression")) {
             wh_warn("lz4 not available in librocksdb, storing uncompressed");
             rocksdb_free(e);
             e = NULL;
-            rocksdb_options_set_compression(db->opts, rocksdb_no_compression);
+            for (int i = 0; i < ST_LEVELS; i++)
+                levels[i] = rocksdb_no_compression;
+            rocksdb_options_set_compression_per_level(db->opts, levels, ST_LEVELS);
             db->rdb = rocksdb_open(db->opts, path, &e);
         }
     }

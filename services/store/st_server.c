@@ -15,8 +15,9 @@
 #include "wh_daemon.h"
 #include "wh_util.h"
 
-#define ST_MAX_WAITQ 1024    /* tenants with a long-poll queue */
-#define ST_EVENT_OVERHEAD 48 /* protobuf framing per event, upper bound */
+#define ST_MAX_WAITQ 1024          /* tenants with a long-poll queue */
+#define ST_EVENT_OVERHEAD 48       /* protobuf framing per event, upper bound */
+#define ST_READ_RESERVE (4u << 20) /* Read reply bytes reserved up front, at most */
 
 /* One per tenant that was ever long-polled; freed at destroy. */
 typedef struct st_waitq {
@@ -232,6 +233,11 @@ static int read_once(st_server *s, const char *tenant, uint64_t lsn, uint32_t se
 {
     m->nev = 0;
     wh_buf_reset(&m->data);
+    /* room for a full reply at once: no copies while it grows (the reply
+     * memory is per request; from the heap, reused) */
+    if (wh_buf_reserve(&m->data, max_bytes < ST_READ_RESERVE ? max_bytes : ST_READ_RESERVE) !=
+        WH_OK)
+        return wh_seterr(err, errlen, "out of memory");
     return st_db_read(s->db, tenant, lsn, seq, max_events, max_bytes, collect_event, m, NULL, err,
                       errlen);
 }

@@ -5,12 +5,16 @@
 #   flaky     500 on every 5th request     -> every row, in order (retried)
 #   downback  503 to its first 8 requests  -> every row, in order (breaker opens
 #             and half-opens; cool-down 300 ms)
-#   bad       400 to a body holding the poison row -> the poison row goes to
-#             the dead-letter queue, its neighbours and the rest are delivered
+#   bad       400 to a body holding the poison row (twice: its batch, then
+#             itself) -> the poison row goes to the dead-letter queue, its
+#             neighbours and the rest are delivered; replayed over the REST
+#             API, it is delivered with its original id
 #   gone      410                          -> disabled after one request
 #   slow429   429 + Retry-After: 2 first   -> the next try waits >= ~2 s
 #   redirect  301 to the sink              -> never followed (on_failure block)
 #   private   127.0.0.2, not allowed       -> refused by the SSRF guard
+#   dbz       Debezium envelope, filter after.id > 150 -> only those rows,
+#             as Debezium change events (the others are committed past)
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 ROWS=${ROWS:-200}
@@ -26,7 +30,7 @@ pg_psql -c "CREATE TABLE items (id int PRIMARY KEY, note text)" >/dev/null ||
 export WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS="127.0.0.1/32,::1"
 
 declare -A PORT
-for r in healthy flaky downback bad gone slow429 redirect sink private; do PORT[$r]=$(wh_free_port); done
+for r in healthy flaky downback bad gone slow429 redirect sink private dbz; do PORT[$r]=$(wh_free_port); done
 APORT=$(wh_free_port)
 rcv() { # NAME ARGS...: a receiver on 127.0.0.1 (private: 127.0.0.2)
     local name=$1 host=127.0.0.1
@@ -38,12 +42,13 @@ rcv() { # NAME ARGS...: a receiver on 127.0.0.1 (private: 127.0.0.2)
 rcv healthy
 rcv flaky --fail-every 5
 rcv downback --first 8 --status 503
-rcv bad --reject-match "\"note\":\"poison\""
+rcv bad --reject-match "\"note\":\"poison\"" --reject-times 2
 rcv gone --status 410
 rcv slow429 --first 1 --status 429 --retry-after 2
 rcv redirect --status 301 --location "http://127.0.0.1:${PORT[sink]}/moved"
 rcv sink
 rcv private
+rcv dbz
 CONF="$WH_TMP/walhook.conf"
 u() { echo "http://127.0.0.1:${PORT[$1]}/hook"; }
 # walhook up wants a top-level source (tenant "main", no targets); the
@@ -66,7 +71,8 @@ tenants = (
       { name = "gone"; url = "$(u gone)"; },
       { name = "slow429"; url = "$(u slow429)"; },
       { name = "redirect"; url = "$(u redirect)"; on_failure = "block"; },
-      { name = "private"; url = "http://127.0.0.2:${PORT[private]}/hook"; breaker_cooldown_ms = 200; }
+      { name = "private"; url = "http://127.0.0.2:${PORT[private]}/hook"; breaker_cooldown_ms = 200; },
+      { name = "dbz"; url = "$(u dbz)"; envelope = "debezium"; filter_expr = "after.id > 150"; }
     ); }
 );
 CONFEOF
@@ -110,6 +116,19 @@ wh_wait_until 20 test "$(wh_metric_label "$METRICS" walhook_target_dead_letters_
 grep -q "go to the dead-letter queue" "$WH_TMP/walhook.log" "$WH_TMP"/*.log 2>/dev/null ||
     wh_log "note: no dead-letter log line found"
 
+# replay over the REST API: the dispatcher delivers the replay queue
+wh_wait_until 20 test -s "$WH_TMP/data/admin.token" || wh_fail "the admin wrote no token file"
+TOKEN=$(grep -v '^read:' "$WH_TMP/data/admin.token" | head -n 1)
+curl -fsS --max-time 10 -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -d '{"all":true}' "http://127.0.0.1:$APORT/v1/tenants/d/targets/bad/dlq/replay" >/dev/null ||
+    wh_fail "DLQ replay over the REST API failed"
+wh_wait_until 30 grep -q '"note":"poison"' "$WH_TMP/bad.jsonl" ||
+    wh_fail "the replayed dead letter was not delivered"
+[ "$(wh_metric_label "$METRICS" walhook_target_replayed_total 'target="bad"')" -eq 1 ] ||
+    wh_fail "walhook_target_replayed_total is not 1"
+[ "$(grep -c '"note":"poison"' "$WH_TMP/bad.jsonl")" -eq 1 ] || wh_fail "the poison row arrived more than once"
+wh_log "the dead letter was replayed and delivered"
+
 # 410: disabled after its first request
 wh_wait_until 20 test "$(wh_metric_label "$METRICS" walhook_target_disabled 'target="gone"')" -eq 1 ||
     wh_fail "target gone is not disabled after a 410"
@@ -140,7 +159,18 @@ wh_wait_until 20 test "$(wh_metric_label "$METRICS" walhook_target_ssrf_refused_
 [ -s "$WH_TMP/private.req" ] && wh_fail "a request reached the private address"
 grep -q "127.0.0.2 is loopback" "$WH_TMP/walhook.log" || wh_fail "the refusal is not logged by address class"
 
+# envelope and filter: rows 151..ROWS only, as Debezium events, in order
+dbz_done() {
+    [ "$(ids "$WH_TMP/dbz.jsonl" | sort -un | wc -l)" -eq $((ROWS - 150)) ] &&
+        [ "$(wh_metric_label "$METRICS" walhook_target_filtered_total 'target="dbz"')" -ge 150 ]
+}
+wh_wait_until 60 dbz_done || wh_fail "target dbz: want rows 151..$ROWS ($(ids "$WH_TMP/dbz.jsonl" | sort -un | wc -l) rows, filtered $(wh_metric_label "$METRICS" walhook_target_filtered_total 'target="dbz"'))"
+[ "$(ids "$WH_TMP/dbz.jsonl" | sort -n | head -n 1)" -gt 150 ] || wh_fail "target dbz got a filtered row"
+ids "$WH_TMP/dbz.jsonl" | sort -c -n || wh_fail "target dbz: rows out of order"
+grep -q '"connector":"postgresql"' "$WH_TMP/dbz.jsonl" && grep -q '"op":"c"' "$WH_TMP/dbz.jsonl" ||
+    wh_fail "target dbz did not get Debezium change events"
+
 # /metrics carries the breaker state of every target
 [ "$(wh_metric "$METRICS" walhook_target_breaker_state)" -ge 0 ] ||
     wh_fail "no walhook_target_breaker_state in /metrics"
-wh_pass "flaky/down-back/healthy complete in order; poison row dead-lettered alone; 410 disables; Retry-After honoured; redirect not followed; SSRF refused"
+wh_pass "flaky/down-back/healthy complete in order; poison row dead-lettered alone and replayed; 410 disables; Retry-After honoured; redirect not followed; SSRF refused; Debezium + filter"

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -120,20 +121,47 @@ static void test_flow(void **state)
     assert_int_equal(ing_batcher_new(&bt, &cfg, err, sizeof(err)), WH_OK);
     assert_true(ing_batcher_idle(bt));
 
-    /* below flush_bytes: stays open until the age passes */
+    /* nothing in flight: the open batch goes out at once */
     add_events(bt, 100, 3, 100);
     assert_int_equal(ing_batcher_open_events(bt), 3);
     assert_false(ing_batcher_idle(bt));
-    uint64_t due = ing_batcher_tick(bt, wh_now_us());
-    assert_true(due != UINT64_MAX);
+    assert_false(ing_batcher_sender_busy(bt));
     ing_batcher_note_commit(bt, 150);
-    assert_int_equal(ing_batcher_tick(bt, due), UINT64_MAX); /* sealed by age */
+    assert_int_equal(ing_batcher_tick(bt, wh_now_us()), UINT64_MAX);
     assert_int_equal(ing_batcher_open_events(bt), 0);
     wait_events(&s, 3);
     assert_int_equal(ing_batcher_drain(bt, 2000), WH_OK);
     assert_int_equal(ing_batcher_acked_lsn(bt), 150);
     assert_int_equal(ing_batcher_unacked_bytes(bt), 0);
     assert_true(ing_batcher_idle(bt));
+    assert_false(ing_batcher_sender_busy(bt));
+
+    /* a request in flight: the open batch grows until the age bound (or
+     * until the sender is free, which signals the wake fd) */
+    pthread_mutex_lock(&s.mu);
+    s.delay_ms = 300;
+    pthread_mutex_unlock(&s.mu);
+    add_events(bt, 110, 1, 100);
+    ing_batcher_seal(bt, err, sizeof(err));
+    assert_true(ing_batcher_sender_busy(bt));
+    add_events(bt, 120, 2, 100);
+    uint64_t due = ing_batcher_tick(bt, wh_now_us());
+    assert_true(due != UINT64_MAX);
+    assert_int_equal(ing_batcher_open_events(bt), 2);
+    ing_batcher_note_commit(bt, 160);
+    assert_int_equal(ing_batcher_tick(bt, due), UINT64_MAX); /* sealed by age */
+    assert_int_equal(ing_batcher_open_events(bt), 0);
+    assert_int_equal(ing_batcher_drain(bt, 5000), WH_OK);
+    wait_events(&s, 6);
+    assert_int_equal(ing_batcher_acked_lsn(bt), 160);
+    assert_false(ing_batcher_sender_busy(bt));
+    struct pollfd pfd = {.fd = ing_batcher_wake_fd(bt), .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, 0), 1); /* the acks woke the replication thread */
+    ing_batcher_wake_clear(bt);
+    assert_int_equal(poll(&pfd, 1, 0), 0);
+    pthread_mutex_lock(&s.mu);
+    s.delay_ms = 0;
+    pthread_mutex_unlock(&s.mu);
 
     /* reaching flush_bytes seals at once; ack_lsn is the last commit seen
      * before sealing, not later ones */
@@ -141,7 +169,7 @@ static void test_flow(void **state)
     ing_batcher_note_commit(bt, 250);
     assert_int_equal(ing_batcher_seal(bt, err, sizeof(err)), WH_OK);
     assert_int_equal(ing_batcher_drain(bt, 2000), WH_OK);
-    wait_events(&s, 13);
+    wait_events(&s, 16);
     assert_int_equal(ing_batcher_acked_lsn(bt), 250);
     pthread_mutex_lock(&s.mu);
     assert_int_equal(s.max_ack, 250);
@@ -155,7 +183,7 @@ static void test_flow(void **state)
     ing_batcher_note_commit(bt, 350);
     ing_batcher_seal(bt, err, sizeof(err));
     assert_int_equal(ing_batcher_drain(bt, 10000), WH_OK);
-    wait_events(&s, 33);
+    wait_events(&s, 36);
     assert_int_equal(ing_batcher_acked_lsn(bt), 350);
 
     /* credit window: a slow store lets unacked bytes pile up past it */
@@ -167,11 +195,11 @@ static void test_flow(void **state)
     assert_true(ing_batcher_unacked_bytes(bt) > 64 * 1024);
     assert_int_equal(ing_batcher_drain(bt, 20000), WH_OK);
     assert_false(ing_batcher_window_full(bt));
-    wait_events(&s, 233);
+    wait_events(&s, 236);
     pthread_mutex_lock(&s.mu);
     assert_true(s.order_ok);
     /* the queued batches were coalesced into fewer requests */
-    assert_true(s.calls < 3 + 3 + 3 + 1 + 100);
+    assert_true(s.calls < 3 + 3 + 3 + 3 + 1 + 100);
     pthread_mutex_unlock(&s.mu);
 
     /* stats rendering */

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# walhook latency benchmark (make bench-latency): pgbench -R writes one-row
+# transactions into orders from 4 clients at BENCH_RATES ("1000 3000 max",
+# max = unthrottled) for BENCH_SECONDS (20) each, with walhook streaming to a
+# local walhook-receiver that answers at once; the receiver records, for every
+# event, the time from its commit_ts to its arrival. Prints p50/p99/max per
+# rate. PostgreSQL and walhook run on the same host (one clock).
+# BENCH_SYNC_COMMIT (on) is the writers' synchronous_commit: with off, WAL is
+# flushed (and so decoded) only every wal_writer_delay (200 ms).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tests/lib/helpers.sh
+WH_TEST_NAME=bench-latency
+RATES=${BENCH_RATES:-1000 3000 max}
+SECS=${BENCH_SECONDS:-20}
+trap wh_cleanup EXIT
+wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver
+command -v pgbench >/dev/null || PATH="$PG_BIN:$PATH"
+wh_tmpdir
+echo "bench-latency: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+pg_start
+pg_psql -c "CREATE TABLE orders (id bigserial PRIMARY KEY, customer text,
+                                 amount numeric(12,2), note text,
+                                 created_at timestamptz DEFAULT now());
+            CREATE PUBLICATION walhook FOR ALL TABLES;"
+cat >"$WH_TMP/orders.sql" <<'SQL'
+\set c random(1, 100000)
+INSERT INTO orders (customer, amount, note) VALUES ('customer ' || :c, :c * 0.37, 'note for order of customer ' || :c);
+SQL
+LAT="$WH_TMP/latency"
+: >"$LAT"
+RPORT=$(wh_free_port)
+wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --latency "$LAT"
+APORT=$(wh_free_port)
+CONF="$WH_TMP/walhook.conf"
+DATA="$WH_TMP/data"
+wh_write_conf "$CONF" "$PG_DSN" "$DATA" "$APORT" "http://127.0.0.1:$RPORT/hook"
+[ -n "${BENCH_CONF:-}" ] && echo "$BENCH_CONF" >>"$CONF"
+mkdir -p -m 700 "$DATA"
+for d in store ingestor dispatcher admin; do
+    wh_spawn "$d" "$BIN/walhook-$d" -c "$CONF"
+done
+M="http://127.0.0.1:$APORT/metrics"
+wh_wait_slot_active walhook 60 || { echo "bench-latency: the ingestor did not start streaming" >&2; exit 1; }
+
+RESULTS=()
+for rate in $RATES; do
+    d0=$(wh_metric "$M" walhook_events_delivered_total)
+    [ "$d0" -lt 0 ] && d0=0
+    : >"$LAT"
+    args=(-n -c 4 -j 2 -T "$SECS" -f "$WH_TMP/orders.sql")
+    [ "$rate" != max ] && args+=(-R "$rate")
+    PGOPTIONS="-c synchronous_commit=${BENCH_SYNC_COMMIT:-on}" pgbench "${args[@]}" "$PG_DSN" \
+        >"$WH_TMP/pgbench-$rate.log" 2>&1 || { cat "$WH_TMP/pgbench-$rate.log" >&2; exit 1; }
+    n=$(awk '/number of transactions actually processed/ { print $NF }' "$WH_TMP/pgbench-$rate.log" |
+        cut -d/ -f1)
+    want=$((d0 + n))
+    deadline=$(($(date +%s) + 120))
+    while [ "$(wh_metric "$M" walhook_events_delivered_total)" -lt "$want" ]; do
+        [ "$(date +%s)" -ge "$deadline" ] && { echo "bench-latency: events not delivered" >&2; exit 1; }
+        sleep 0.2
+    done
+    sleep 0.3 # the receiver writes its lines before answering; let the last flush land
+    line=$(sort -n "$LAT" | awk -v n="$n" -v r="$rate" -v s="$SECS" '
+        { v[NR] = $1 }
+        END {
+            if (NR == 0) { printf "%-6s no events recorded", r; exit }
+            p50 = v[int(NR * 0.50) > 0 ? int(NR * 0.50) : 1]
+            p99 = v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1]
+            printf "%-6s %8d %8.0f %8.2f %8.2f %8.2f", r, NR, NR / s, p50 / 1000, p99 / 1000, v[NR] / 1000
+        }')
+    echo "$line"
+    RESULTS+=("$line")
+done
+echo
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "commit_ts -> arrival at the receiver, ms (bars at 1000/s and 3000/s: p50 <= 2, p99 <= 10)"
+printf '%-6s %8s %8s %8s %8s %8s\n' rate events ev_per_s p50_ms p99_ms max_ms
+for r in "${RESULTS[@]}"; do echo "$r"; done

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# walhook stage benchmarks (make bench-stages): each stage of the hot path
+# alone, with events shaped like the rows of
+#   orders(id bigserial, customer text, amount numeric(12,2), note text,
+#          created_at timestamptz)
+# in events/s and CPU microseconds per event (target: >= 300,000 events/s).
+#   ingest     the ingestor's pgoutput decode + JSON render (no network)
+#   append     the store's AppendBatch over IPC, ~512 KiB requests, fsync on
+#              (walhook-store's CPU from /proc, and the client's)
+#   read       the store's Read over IPC, 1000 events per request
+#   dispatch   walhook-dispatcher posting the pre-filled store to a local
+#              walhook-receiver that answers at once (its CPU, and the store's
+#              CPU serving its Reads and Commits)
+# BENCH_STAGE_EVENTS (300000) events per stage.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tests/lib/helpers.sh
+WH_TEST_NAME=bench-stages
+N=${BENCH_STAGE_EVENTS:-300000}
+HZ=$(getconf CLK_TCK)
+trap wh_cleanup EXIT
+wh_require_bins walhook-store walhook-dispatcher walhook-admin walhook-receiver tests/wh_stagebench
+wh_tmpdir
+echo "bench-stages: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+cpu_s() { awk -v hz="$HZ" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+per() { awk -v a="$1" -v b="$2" -v n="$N" 'BEGIN { printf "%.2f", (b - a) * 1e6 / n }'; }
+now() { date +%s.%N; }
+
+"$BIN/tests/wh_stagebench" ingest "$N"
+
+DATA="$WH_TMP/data"
+mkdir -p -m 700 "$DATA"
+RPORT=$(wh_free_port)
+APORT=$(wh_free_port)
+CONF="$WH_TMP/walhook.conf"
+wh_write_conf "$CONF" "postgresql://unused@127.0.0.1:1/x" "$DATA" "$APORT" "http://127.0.0.1:$RPORT/hook"
+wh_spawn store "$BIN/walhook-store" -c "$CONF"
+URL="ipc://$DATA/store.sock"
+for _ in $(seq 1 100); do [ -S "$DATA/store.sock" ] && break; sleep 0.1; done
+SP=${WH_PIDS[store]}
+c0=$(cpu_s "$SP")
+"$BIN/tests/wh_stagebench" append "$URL" "$N"
+c1=$(cpu_s "$SP")
+echo "        walhook-store: $(per "$c0" "$c1") us CPU/event for Append (fsync on)"
+"$BIN/tests/wh_stagebench" read "$URL" "$N"
+c2=$(cpu_s "$SP")
+echo "        walhook-store: $(per "$c1" "$c2") us CPU/event for Read"
+
+wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT"
+wh_spawn admin "$BIN/walhook-admin" -c "$CONF"
+wh_wait_http "http://127.0.0.1:$APORT/livez" 30 >/dev/null 2>&1 || true
+t0=$(now)
+wh_spawn dispatcher "$BIN/walhook-dispatcher" -c "$CONF"
+DP=${WH_PIDS[dispatcher]}
+deadline=$(($(date +%s) + 300))
+while [ "$(wh_metric "http://127.0.0.1:$APORT/metrics" walhook_events_delivered_total)" -lt "$N" ]; do
+    [ "$(date +%s)" -ge "$deadline" ] && { echo "bench-stages: not delivered in time" >&2; exit 1; }
+    sleep 0.05
+done
+t1=$(now)
+c3=$(cpu_s "$SP")
+d=$(cpu_s "$DP")
+awk -v n="$N" -v t="$(awk -v a="$t1" -v b="$t0" 'BEGIN { print a - b }')" -v d="$d" \
+    'BEGIN { printf "%-7s %8d events in %6.2f s: %9.0f events/s, %6.2f us CPU/event (walhook-dispatcher, start-up included)\n", "dispatch", n, t, n / t, d * 1e6 / n }'
+echo "        walhook-store: $(per "$c2" "$c3") us CPU/event serving the dispatcher's Reads and Commits"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,0 +1,338 @@
+/* wh_stagebench: one stage of the hot path alone (make bench-stages).
+ *
+ *   wh_stagebench ingest N           decode + render N orders-shaped changes
+ *                                    (pgoutput Begin/Insert/Commit, no network)
+ *   wh_stagebench append URL N       N orders-shaped events to the store at URL
+ *                                    in AppendBatch requests of ~512 KiB
+ *   wh_stagebench read URL N         reads them back (Read of 1000 events)
+ *
+ * Each prints one line: "stage N events in S s: R events/s, C us CPU/event
+ * (this process)". The store's and the dispatcher's own CPU are read from
+ * /proc by bench/stages.sh. Events look like the rows of the issue's orders
+ * table: id bigint, customer text, amount numeric(12,2), note text,
+ * created_at timestamptz. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../../services/ingestor/ing_event.h"
+#include "../../services/ingestor/ing_pgoutput.h"
+#include "wh_buf.h"
+#include "wh_ipc.h"
+#include "wh_lsn.h"
+#include "wh_util.h"
+
+#define SB_REQ_BYTES (512u << 10)
+#define SB_LSN0 UINT64_C(0x10000000)
+
+static double now_s(clockid_t c)
+{
+    struct timespec ts;
+    clock_gettime(c, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void report(const char *stage, size_t n, double wall, double cpu)
+{
+    printf("%-7s %8zu events in %6.2f s: %9.0f events/s, %6.2f us CPU/event (this process)\n",
+           stage, n, wall, wall > 0 ? (double)n / wall : 0.0, cpu * 1e6 / (double)n);
+    fflush(stdout);
+}
+
+/* ---- pgoutput messages ---- */
+
+static void put8(wh_buf *b, uint8_t v)
+{
+    wh_buf_putc(b, (char)v);
+}
+static void put16(wh_buf *b, uint16_t v)
+{
+    uint8_t x[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+    wh_buf_append(b, x, 2);
+}
+static void put32(wh_buf *b, uint32_t v)
+{
+    uint8_t x[4];
+    for (int i = 0; i < 4; i++)
+        x[i] = (uint8_t)(v >> (24 - 8 * i));
+    wh_buf_append(b, x, 4);
+}
+static void put64(wh_buf *b, uint64_t v)
+{
+    uint8_t x[8];
+    wh_put_be64(x, v);
+    wh_buf_append(b, x, 8);
+}
+static void putstr(wh_buf *b, const char *s)
+{
+    wh_buf_append(b, s, strlen(s) + 1);
+}
+static void putcol(wh_buf *b, const char *s)
+{
+    put8(b, 't');
+    put32(b, (uint32_t)strlen(s));
+    wh_buf_append(b, s, strlen(s));
+}
+
+static void msg_relation(wh_buf *b)
+{
+    static const struct {
+        const char *name;
+        uint32_t oid;
+        uint8_t key;
+    } cols[] = {{"id", 20, 1},
+                {"customer", 25, 0},
+                {"amount", 1700, 0},
+                {"note", 25, 0},
+                {"created_at", 1184, 0}};
+    wh_buf_reset(b);
+    put8(b, 'R');
+    put32(b, 16384);
+    putstr(b, "public");
+    putstr(b, "orders");
+    put8(b, 'd');
+    put16(b, 5);
+    for (int i = 0; i < 5; i++) {
+        put8(b, cols[i].key);
+        putstr(b, cols[i].name);
+        put32(b, cols[i].oid);
+        put32(b, (uint32_t)-1);
+    }
+}
+
+static void msg_begin(wh_buf *b, uint64_t lsn, int64_t ts_pg, uint32_t xid)
+{
+    wh_buf_reset(b);
+    put8(b, 'B');
+    put64(b, lsn);
+    put64(b, (uint64_t)ts_pg);
+    put32(b, xid);
+}
+
+static void msg_insert(wh_buf *b, uint64_t id)
+{
+    char v[5][64];
+    unsigned c = (unsigned)(id * 2654435761u % 100000u);
+    snprintf(v[0], sizeof(v[0]), "%" PRIu64, id);
+    snprintf(v[1], sizeof(v[1]), "customer %u", c);
+    snprintf(v[2], sizeof(v[2]), "%u.%02u", c * 37 / 100, c % 100);
+    snprintf(v[3], sizeof(v[3]), "note for order of customer %u", c);
+    snprintf(v[4], sizeof(v[4]), "2026-12-01 21:50:%02u.%06u+00", (unsigned)(id % 60),
+             (unsigned)(id * 7919 % 1000000));
+    wh_buf_reset(b);
+    put8(b, 'I');
+    put32(b, 16384);
+    put8(b, 'N');
+    put16(b, 5);
+    for (int i = 0; i < 5; i++)
+        putcol(b, v[i]);
+}
+
+static void msg_commit(wh_buf *b, uint64_t lsn, int64_t ts_pg)
+{
+    wh_buf_reset(b);
+    put8(b, 'C');
+    put8(b, 0);
+    put64(b, lsn);
+    put64(b, lsn + 0x30);
+    put64(b, (uint64_t)ts_pg);
+}
+
+typedef struct rendered {
+    wh_buf json;
+    size_t *off; /* event i is json[off[i], off[i+1]) */
+    size_t n;
+} rendered;
+
+/* Decodes and renders n one-row transactions. keep: keep every event's JSON
+ * in r (for append); else the buffer is reused (the ingest stage). */
+static int decode_render(size_t n, rendered *r, int keep)
+{
+    char err[WH_ERRLEN];
+    ing_parser *p = NULL;
+    ing_txn txn;
+    memset(&txn, 0, sizeof(txn));
+    wh_buf m;
+    wh_buf_init(&m, 0);
+    if (ing_parser_new(&p, err, sizeof(err)) != WH_OK ||
+        ing_txn_set_tenant(&txn, "default", err, sizeof(err)) != WH_OK)
+        goto error;
+    ing_msg msg;
+    msg_relation(&m);
+    if (ing_parse(p, (const uint8_t *)m.data, m.len, &msg, err, sizeof(err)) != WH_OK)
+        goto error;
+    wh_buf_init(&r->json, 0);
+    r->off = keep ? calloc(n + 1, sizeof(*r->off)) : NULL;
+    if (keep && !r->off)
+        goto error;
+    /* the messages of the loop are built beforehand: only decode + render
+     * is measured */
+    wh_buf bm, im, cm;
+    wh_buf_init(&bm, 0);
+    wh_buf_init(&im, 0);
+    wh_buf_init(&cm, 0);
+    int64_t ts_pg = (int64_t)1796161806123456 - ING_PG_EPOCH_OFFSET_US;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t lsn = SB_LSN0 + (uint64_t)i * 0x100;
+        msg_begin(&bm, lsn, ts_pg + (int64_t)i, (uint32_t)(1000 + i));
+        msg_insert(&im, i + 1);
+        msg_commit(&cm, lsn, ts_pg + (int64_t)i);
+        if (!keep && i == 0)
+            break;
+    }
+    double w0 = now_s(CLOCK_MONOTONIC), c0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
+    for (size_t i = 0; i < n; i++) {
+        if (keep) { /* distinct rows and positions */
+            uint64_t lsn = SB_LSN0 + (uint64_t)i * 0x100;
+            msg_begin(&bm, lsn, ts_pg + (int64_t)i, (uint32_t)(1000 + i));
+            msg_insert(&im, i + 1);
+            msg_commit(&cm, lsn, ts_pg + (int64_t)i);
+        }
+        if (ing_parse(p, (const uint8_t *)bm.data, bm.len, &msg, err, sizeof(err)) != WH_OK)
+            goto error;
+        ing_txn_begin(&txn, msg.final_lsn, msg.xid, msg.commit_ts_us);
+        if (ing_parse(p, (const uint8_t *)im.data, im.len, &msg, err, sizeof(err)) != WH_OK)
+            goto error;
+        if (!keep && r->json.len > (4u << 20))
+            wh_buf_reset(&r->json);
+        if (keep)
+            r->off[i] = r->json.len;
+        if (ing_event_change(&r->json, &txn, 0, &msg, err, sizeof(err)) != WH_OK)
+            goto error;
+        if (ing_parse(p, (const uint8_t *)cm.data, cm.len, &msg, err, sizeof(err)) != WH_OK)
+            goto error;
+    }
+    if (keep)
+        r->off[n] = r->json.len;
+    r->n = n;
+    if (!keep)
+        report("ingest", n, now_s(CLOCK_MONOTONIC) - w0, now_s(CLOCK_PROCESS_CPUTIME_ID) - c0);
+    wh_buf_free(&bm);
+    wh_buf_free(&im);
+    wh_buf_free(&cm);
+    wh_buf_free(&m);
+    ing_parser_free(p);
+    return WH_OK;
+error:
+    fprintf(stderr, "wh_stagebench: %s\n", err);
+    wh_buf_free(&m);
+    ing_parser_free(p);
+    return WH_ERR;
+}
+
+/* ---- store ---- */
+
+static int do_append(const char *url, size_t n)
+{
+    rendered r;
+    if (decode_render(n, &r, 1) != WH_OK)
+        return WH_ERR;
+    char err[WH_ERRLEN];
+    wh_client *c = NULL;
+    if (wh_client_open(&c, url, 30000, 64u << 20, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "wh_stagebench: %s\n", err);
+        return WH_ERR;
+    }
+    Walhook__Event *ev = calloc(n, sizeof(*ev));
+    Walhook__Event **evp = calloc(n, sizeof(*evp));
+    if (!ev || !evp)
+        return WH_ERR;
+    for (size_t i = 0; i < n; i++) {
+        walhook__event__init(&ev[i]);
+        ev[i].commit_lsn = SB_LSN0 + (uint64_t)i * 0x100;
+        ev[i].commit_ts_us = 1796161806123456 + (int64_t)i;
+        ev[i].json.data = (uint8_t *)r.json.data + r.off[i];
+        ev[i].json.len = r.off[i + 1] - r.off[i];
+        evp[i] = &ev[i];
+    }
+    double w0 = now_s(CLOCK_MONOTONIC), c0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
+    uint64_t id = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = 0, bytes = 0;
+        while (i + k < n && bytes < SB_REQ_BYTES)
+            bytes += ev[i + k++].json.len;
+        Walhook__AppendBatch ab = WALHOOK__APPEND_BATCH__INIT;
+        ab.tenant = "default";
+        ab.n_events = k;
+        ab.events = &evp[i];
+        ab.ack_lsn = ev[i + k - 1].commit_lsn + 0x30;
+        ab.batch_id = ++id;
+        Walhook__Request req = WALHOOK__REQUEST__INIT;
+        req.body_case = WALHOOK__REQUEST__BODY_APPEND;
+        req.append = &ab;
+        Walhook__Reply *rep = NULL;
+        if (wh_client_call(c, &req, &rep, err, sizeof(err)) != WH_OK) {
+            fprintf(stderr, "wh_stagebench: append: %s\n", err);
+            return WH_ERR;
+        }
+        walhook__reply__free_unpacked(rep, NULL);
+        i += k;
+    }
+    report("append", n, now_s(CLOCK_MONOTONIC) - w0, now_s(CLOCK_PROCESS_CPUTIME_ID) - c0);
+    wh_client_close(c);
+    free(ev);
+    free(evp);
+    free(r.off);
+    wh_buf_free(&r.json);
+    return WH_OK;
+}
+
+static int do_read(const char *url, size_t n)
+{
+    char err[WH_ERRLEN];
+    wh_client *c = NULL;
+    if (wh_client_open(&c, url, 30000, 64u << 20, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "wh_stagebench: %s\n", err);
+        return WH_ERR;
+    }
+    double w0 = now_s(CLOCK_MONOTONIC), c0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
+    Walhook__Position from = WALHOOK__POSITION__INIT;
+    size_t got = 0;
+    while (got < n) {
+        Walhook__ReadRequest rr = WALHOOK__READ_REQUEST__INIT;
+        rr.tenant = "default";
+        rr.has_from = 1;
+        rr.from = &from;
+        rr.max_events = 1000;
+        rr.max_bytes = 1u << 20;
+        Walhook__Request req = WALHOOK__REQUEST__INIT;
+        req.body_case = WALHOOK__REQUEST__BODY_READ;
+        req.read = &rr;
+        Walhook__Reply *rep = NULL;
+        if (wh_client_call(c, &req, &rep, err, sizeof(err)) != WH_OK) {
+            fprintf(stderr, "wh_stagebench: read: %s\n", err);
+            return WH_ERR;
+        }
+        size_t k = rep->read ? rep->read->n_events : 0;
+        if (k == 0) {
+            fprintf(stderr, "wh_stagebench: read: only %zu of %zu events stored\n", got, n);
+            walhook__reply__free_unpacked(rep, NULL);
+            return WH_ERR;
+        }
+        from.lsn = rep->read->events[k - 1]->commit_lsn;
+        from.seq = rep->read->events[k - 1]->seq;
+        got += k;
+        walhook__reply__free_unpacked(rep, NULL);
+    }
+    report("read", got, now_s(CLOCK_MONOTONIC) - w0, now_s(CLOCK_PROCESS_CPUTIME_ID) - c0);
+    wh_client_close(c);
+    return WH_OK;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "ingest") == 0) {
+        rendered r;
+        int rc = decode_render(strtoul(argv[2], NULL, 10), &r, 0);
+        wh_buf_free(&r.json);
+        return rc == WH_OK ? 0 : 1;
+    }
+    if (argc == 4 && strcmp(argv[1], "append") == 0)
+        return do_append(argv[2], strtoul(argv[3], NULL, 10)) == WH_OK ? 0 : 1;
+    if (argc == 4 && strcmp(argv[1], "read") == 0)
+        return do_read(argv[2], strtoul(argv[3], NULL, 10)) == WH_OK ? 0 : 1;
+    fprintf(stderr, "usage: wh_stagebench ingest N | append URL N | read URL N\n");
+    return 2;
+}
