@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages walhook needs to build, test, bench and demo.
 # A fast no-op when everything is already installed; otherwise needs root.
+#   scripts/install-deps.sh [--test]   --test: also what only the tests use
 set -euo pipefail
 PKGS=(build-essential pkg-config libpq-dev libnng-dev librocksdb-dev libcurl4-openssl-dev
       libssl-dev libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libconfig-dev
       postgresql-15 postgresql-client-15 libcmocka-dev clang docker-compose curl procps
       libclang-rt-14-dev clang-format git binutils libjansson-dev) # libFuzzer runtime (only recommended by clang); style check (git ls-files, nm)
+# tests only: jq (JSON in the REST tests), openssl (a self-signed certificate for the
+# admin's TLS), chromium (the status page rendered by a real browser)
+if [ "${1:-}" = --test ]; then
+    PKGS+=(jq openssl chromium)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
     st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)

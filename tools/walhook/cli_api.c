@@ -17,7 +17,7 @@
 #define CLI_MAX_ARGS 64
 
 typedef struct cli_opts {
-    char url[512];      /* admin base URL, no trailing slash */
+    char url[512]; /* admin base URL, no trailing slash */
     char token[256];
     char tenant[WH_NAME_MAX];
     char cacert[WH_PATH_MAX];
@@ -28,18 +28,19 @@ typedef struct cli_opts {
 
 static int usage(const char *cmd)
 {
-    fprintf(stderr,
-            "usage: walhook %s ... [--admin URL] [--json] [-c FILE] [--tenant T] [--cacert PEM]\n"
-            "  walhook tenants  [list | get T | add T dsn=DSN [slot=S publication=P tables=..]\n"
-            "                   | set T key=value... | rm T]\n"
-            "  walhook targets  [list | get N | add N URL [secret=.. start=end|X/X:seq key=value..]\n"
-            "                   | set N key=value... | pause N | resume N | rm N\n"
-            "                   | offset N end|X/X:seq]       (of --tenant, default: the file's)\n"
-            "  walhook settings [list | set name=value...]\n"
-            "  walhook slots\n"
-            "The token comes from WALHOOK_ADMIN_TOKEN, else <data_dir>/admin.token.\n"
-            "Exit status: 0 done, 1 server or connection error, 2 usage or refused (4xx).\n",
-            cmd);
+    fprintf(
+        stderr,
+        "usage: walhook %s ... [--admin URL] [--json] [-c FILE] [--tenant T] [--cacert PEM]\n"
+        "  walhook tenants  [list | get T | add T dsn=DSN [slot=S publication=P tables=..]\n"
+        "                   | set T key=value... | rm T]\n"
+        "  walhook targets  [list | get N | add N URL [secret=.. start=end|X/X:seq key=value..]\n"
+        "                   | set N key=value... | pause N | resume N | rm N\n"
+        "                   | offset N end|X/X:seq]       (of --tenant, default: the file's)\n"
+        "  walhook settings [list | set name=value...]\n"
+        "  walhook slots\n"
+        "The token comes from WALHOOK_ADMIN_TOKEN, else <data_dir>/admin.token.\n"
+        "Exit status: 0 done, 1 server or connection error, 2 usage or refused (4xx).\n",
+        cmd);
     return 2;
 }
 
@@ -401,9 +402,8 @@ static int cmd_targets(cli_opts *o)
         if (!need(o, 3, "targets"))
             return 2;
         strncat(path, "/offset", sizeof(path) - strlen(path) - 1);
-        json_t *b = strcmp(o->args[2], "end") == 0
-                        ? json_pack("{s:s}", "to", "end")
-                        : json_pack("{s:s}", "position", o->args[2]);
+        json_t *b = strcmp(o->args[2], "end") == 0 ? json_pack("{s:s}", "to", "end")
+                                                   : json_pack("{s:s}", "position", o->args[2]);
         return run(o, "POST", path, b, NULL);
     }
     if (strcmp(sub, "add") == 0) {
