@@ -585,6 +585,11 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready)
     rc |= wh_metric_header(b, "walhook_store_gc_dropped_total", "counter",
                            "events dropped below the GC watermark since start");
     rc |= wh_metric_u64(b, "walhook_store_gc_dropped_total", "", st_db_gc_dropped(s->db));
+    if (s->state != NULL) {
+        rc |= wh_metric_header(b, "walhook_state_version", "gauge",
+                               "version of the runtime state document in the store");
+        rc |= wh_metric_u64(b, "walhook_state_version", "", st_state_version(s->state));
+    }
     return rc == 0 ? WH_OK : WH_ERR;
 }
 

@@ -101,6 +101,14 @@ int st_state_get(st_state *st, uint64_t known_version, uint64_t *version, wh_buf
     return rc;
 }
 
+uint64_t st_state_version(st_state *st)
+{
+    pthread_mutex_lock(&st->mu);
+    uint64_t v = st->version;
+    pthread_mutex_unlock(&st->mu);
+    return v;
+}
+
 /* Drops offsets of targets of `old` that `cur` no longer has, un-drops
  * targets `cur` has that `old` did not. Caller holds mu. */
 static void reconcile_offsets(st_state *st, const wh_state *old, const wh_state *cur)

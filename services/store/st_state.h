@@ -44,6 +44,9 @@ void st_state_close(st_state *st);
 int st_state_get(st_state *st, uint64_t known_version, uint64_t *version, wh_buf *doc, char *err,
                  size_t errlen);
 
+/* The current version (for metrics). */
+uint64_t st_state_version(st_state *st);
+
 /* Returns WH_OK with *version = the stored (or unchanged) version, or
  * WH_ERR with *status ST_STATE_BAD / ST_STATE_CONFLICT / ST_STATE_FAILED. */
 int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_t len,

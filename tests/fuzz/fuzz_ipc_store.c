@@ -13,7 +13,11 @@
  * Oracles: no sanitizer report; protobuf round trips are size-consistent; a
  * reply never carries a status without an error text.
  *
+ * The store's state document is attached (seeded from the defaults), so
+ * GetState/PutState/SetOffset/DropOffset/TenantInfo are exercised too.
+ *
  * fuzz-sources: services/store/st_db.c services/store/st_server.c
+ * fuzz-sources: services/store/st_state.c
  * fuzz-sources: services/admin/adm_query.c
  * fuzz-libs: -lrocksdb
  */
@@ -28,12 +32,14 @@
 #include "adm_query.h"
 #include "st_db.h"
 #include "st_server.h"
+#include "st_state.h"
 #include "walhook.pb-c.h"
 #include "wh_buf.h"
 #include "wh_util.h"
 
 static st_db *g_db;
 static st_server *g_srv;
+static st_state *g_state;
 static char g_dir[256];
 static int g_verbose; /* FUZZ_VERBOSE=1: print each request's outcome */
 
@@ -49,6 +55,8 @@ static void teardown(void)
 {
     st_server_destroy(g_srv);
     g_srv = NULL;
+    st_state_close(g_state);
+    g_state = NULL;
     st_db_close(g_db);
     g_db = NULL;
     if (g_dir[0])
@@ -77,6 +85,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         fprintf(stderr, "fuzz_ipc_store: st_server_create: %s\n", err);
         abort();
     }
+    static wh_config cfg;
+    wh_config_defaults(&cfg);
+    if (wh_config_validate(&cfg, err, sizeof err) != WH_OK ||
+        st_state_open(&g_state, g_db, &cfg, NULL, err, sizeof err) != WH_OK) {
+        fprintf(stderr, "fuzz_ipc_store: st_state_open: %s\n", err);
+        abort();
+    }
+    st_server_set_state(g_srv, g_state);
+    wh_log_init("fuzz", WH_LOG_ERROR); /* state versions are logged at INFO */
     atexit(teardown);
     g_verbose = getenv("FUZZ_VERBOSE") != NULL;
     return 0;

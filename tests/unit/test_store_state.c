@@ -1,0 +1,737 @@
+/* Unit tests of the store's control-plane requests against a real RocksDB:
+ * the state document (seeding, PutState 412/400, reopen, identical file
+ * origin, offsets of removed targets dropped), SetOffset/epochs/409,
+ * DropOffset, TenantInfo, the offset hash table with many consumers and
+ * concurrent commits, and reading 12-byte offset values of older stores. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#define _XOPEN_SOURCE_EXTENDED 1
+#include <ftw.h>
+#include <pthread.h>
+#include <rocksdb/c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../services/store/st_server.h"
+#include "../../services/store/st_state.h"
+#include "wh_config.h"
+#include "wh_ipc.h"
+#include "wh_state.h"
+#include "wh_util.h"
+
+typedef struct fx {
+    char dir[64];
+    char conf[128];
+    wh_config cfg;
+    st_db *db;
+    st_state *st;
+    st_server *srv;
+} fx;
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static const char *CONF =
+    "tenant = \"default\";\n"
+    "targets = ( { name = \"a\"; url = \"http://127.0.0.1:9/a\"; },\n"
+    "            { name = \"b\"; url = \"http://127.0.0.1:9/b\"; } );\n"
+    "tenants = ( { name = \"other\"; source = { dsn = \"dbname=o\"; slot = "
+    "\"o\"; };\n"
+    "              targets = ( { name = \"x\"; url = \"https://h/x\"; } ); } );\n";
+
+static void open_all(fx *f)
+{
+    char err[WH_ERRLEN];
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0};
+    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
+        fail_msg("open: %s", err);
+    if (wh_config_load(&f->cfg, f->conf, err, sizeof(err)) != WH_OK)
+        fail_msg("config: %s", err);
+    if (st_state_open(&f->st, f->db, &f->cfg, f->conf, err, sizeof(err)) != WH_OK)
+        fail_msg("state: %s", err);
+    if (st_server_create(&f->srv, f->db, 4, 4u << 20, err, sizeof(err)) != WH_OK)
+        fail_msg("server: %s", err);
+    st_server_set_state(f->srv, f->st);
+}
+
+static void close_all(fx *f)
+{
+    st_server_destroy(f->srv);
+    st_state_close(f->st);
+    st_db_close(f->db);
+    f->srv = NULL;
+    f->st = NULL;
+    f->db = NULL;
+}
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof(*f));
+    strcpy(f->dir, "/tmp/test_store_state.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->conf, sizeof(f->conf), "%s/walhook.conf", f->dir);
+    FILE *c = fopen(f->conf, "w");
+    assert_non_null(c);
+    fprintf(c, "data_dir = \"%s\";\n%s", f->dir, CONF);
+    fclose(c);
+    open_all(f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    close_all(f);
+    nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* ---- requests through the handler ---- */
+
+typedef struct reply {
+    Walhook__Reply rep;
+    void *cookie;
+    fx *f;
+} reply;
+
+static int call(fx *f, Walhook__Request *req, reply *r)
+{
+    walhook__reply__init(&r->rep);
+    r->cookie = NULL;
+    r->f = f;
+    st_server_handle(f->srv, req, &r->rep, &r->cookie);
+    return r->rep.status;
+}
+
+static void done(reply *r)
+{
+    st_server_done(r->f->srv, &r->rep, r->cookie);
+}
+
+static int get_state(fx *f, uint64_t known, reply *r)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__GetState g = WALHOOK__GET_STATE__INIT;
+    g.known_version = known;
+    req.body_case = WALHOOK__REQUEST__BODY_GET_STATE;
+    req.get_state = &g;
+    return call(f, &req, r);
+}
+
+static int put_state(fx *f, uint64_t expected, const char *doc, const char *origin, reply *r)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__PutState p = WALHOOK__PUT_STATE__INIT;
+    p.expected_version = expected;
+    p.doc.data = (uint8_t *)doc;
+    p.doc.len = strlen(doc);
+    p.origin = (char *)origin;
+    req.body_case = WALHOOK__REQUEST__BODY_PUT_STATE;
+    req.put_state = &p;
+    return call(f, &req, r);
+}
+
+static uint64_t current_version(fx *f)
+{
+    reply r;
+    assert_int_equal(get_state(f, 0, &r), 0);
+    uint64_t v = r.rep.state->version;
+    done(&r);
+    return v;
+}
+
+/* The current document with `from` replaced by `to` (once). */
+static char *current_doc_replace(fx *f, const char *from, const char *to)
+{
+    reply r;
+    assert_int_equal(get_state(f, 0, &r), 0);
+    size_t n = r.rep.state->doc.len;
+    char *d = malloc(n + strlen(to) + 1);
+    memcpy(d, r.rep.state->doc.data, n);
+    d[n] = '\0';
+    done(&r);
+    if (from != NULL) {
+        char *p = strstr(d, from);
+        assert_non_null(p);
+        size_t fl = strlen(from), tl = strlen(to);
+        memmove(p + tl, p + fl, strlen(p + fl) + 1);
+        memcpy(p, to, tl);
+    }
+    return d;
+}
+
+static int set_offset(fx *f, const char *tenant, const char *consumer, int to_end, uint64_t lsn,
+                      uint32_t seq, reply *r)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__SetOffset so = WALHOOK__SET_OFFSET__INIT;
+    Walhook__Position pos = WALHOOK__POSITION__INIT;
+    so.tenant = (char *)tenant;
+    so.consumer = (char *)consumer;
+    so.to_end = to_end;
+    pos.lsn = lsn;
+    pos.seq = seq;
+    so.pos = to_end ? NULL : &pos;
+    req.body_case = WALHOOK__REQUEST__BODY_SET_OFFSET;
+    req.set_offset = &so;
+    return call(f, &req, r);
+}
+
+static int commit(fx *f, const char *tenant, const char *consumer, uint64_t lsn, uint32_t seq,
+                  uint64_t epoch, reply *r)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__CommitOffset c = WALHOOK__COMMIT_OFFSET__INIT;
+    Walhook__Position pos = WALHOOK__POSITION__INIT;
+    c.tenant = (char *)tenant;
+    c.consumer = (char *)consumer;
+    pos.lsn = lsn;
+    pos.seq = seq;
+    c.pos = &pos;
+    c.epoch = epoch;
+    req.body_case = WALHOOK__REQUEST__BODY_COMMIT;
+    req.commit = &c;
+    return call(f, &req, r);
+}
+
+static int read_consumer(fx *f, const char *tenant, const char *consumer, reply *r)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__ReadRequest rr = WALHOOK__READ_REQUEST__INIT;
+    rr.tenant = (char *)tenant;
+    rr.consumer = (char *)consumer;
+    req.body_case = WALHOOK__REQUEST__BODY_READ;
+    req.read = &rr;
+    return call(f, &req, r);
+}
+
+static void append(fx *f, const char *tenant, uint64_t lsn, uint32_t n, uint64_t ack)
+{
+    char err[WH_ERRLEN];
+    st_event ev[16];
+    assert_true(n <= 16);
+    for (uint32_t i = 0; i < n; i++)
+        ev[i] = (st_event){lsn, i, 1000, "{\"k\":1}", 7};
+    uint64_t d;
+    if (st_db_append(f->db, tenant, ev, n, ack, &d, err, sizeof(err)) != WH_OK)
+        fail_msg("append: %s", err);
+}
+
+/* ---- state ---- */
+
+static void test_seeded_from_file(void **state)
+{
+    fx *f = *state;
+    reply r;
+    assert_int_equal(get_state(f, 0, &r), 0);
+    assert_int_equal(r.rep.state->version, 1);
+    wh_state *s = NULL;
+    char err[WH_ERRLEN];
+    if (wh_state_parse(&s, (const char *)r.rep.state->doc.data, r.rep.state->doc.len, NULL, err,
+                       sizeof(err)) != WH_OK)
+        fail_msg("stored doc: %s", err);
+    done(&r);
+    assert_int_equal(s->ntenants, 2);
+    assert_string_equal(s->tenants[0].name, "default");
+    assert_int_equal(s->tenants[0].ntargets, 2);
+    assert_non_null(wh_state_target_find(wh_state_tenant_find(s, "other"), "x"));
+    wh_state_unref(s);
+    /* known version: no document */
+    assert_int_equal(get_state(f, 1, &r), 0);
+    assert_int_equal(r.rep.state->version, 1);
+    assert_int_equal(r.rep.state->doc.len, 0);
+    done(&r);
+}
+
+static void test_put_conflict_and_bad_doc(void **state)
+{
+    fx *f = *state;
+    reply r;
+    char *doc = current_doc_replace(f, "\"name\":\"b\"", "\"name\":\"c\"");
+    /* stale or missing expected_version: 412 naming the current version */
+    assert_int_equal(put_state(f, 0, doc, "api", &r), ST_STATE_CONFLICT);
+    assert_non_null(strstr(r.rep.error, "version conflict: current is 1"));
+    done(&r);
+    assert_int_equal(put_state(f, 7, doc, "api", &r), ST_STATE_CONFLICT);
+    done(&r);
+    /* bad document: 400 naming the field */
+    assert_int_equal(put_state(f, 1,
+                               "{\"tenants\":[{\"name\":\"a\",\"targets\":[{\"name\":\"t\"}]}]}",
+                               "api", &r),
+                     ST_STATE_BAD);
+    assert_non_null(strstr(r.rep.error, "tenants[0].targets[0].url: missing"));
+    done(&r);
+    assert_int_equal(put_state(f, 1, "not json", "api", &r), ST_STATE_BAD);
+    done(&r);
+    assert_int_equal(put_state(f, 1, "", "api", &r), ST_STATUS_BAD_REQUEST);
+    done(&r);
+    assert_int_equal(current_version(f), 1);
+    /* good: version 2 (the client's version field is ignored) */
+    assert_int_equal(put_state(f, 1, doc, "api", &r), 0);
+    assert_int_equal(r.rep.state->version, 2);
+    done(&r);
+    assert_int_equal(put_state(f, 1, doc, "api", &r), ST_STATE_CONFLICT);
+    assert_non_null(strstr(r.rep.error, "current is 2"));
+    done(&r);
+    free(doc);
+    /* the stored document is the canonical one with the new version */
+    doc = current_doc_replace(f, NULL, "");
+    assert_non_null(strstr(doc, "{\"version\":2,"));
+    assert_non_null(strstr(doc, "\"name\":\"c\""));
+    free(doc);
+}
+
+static void test_version_survives_reopen(void **state)
+{
+    fx *f = *state;
+    reply r;
+    char *doc = current_doc_replace(f, "\"name\":\"x\"", "\"name\":\"y\"");
+    assert_int_equal(put_state(f, 1, doc, "api", &r), 0);
+    done(&r);
+    free(doc);
+    close_all(f);
+    open_all(f); /* the file still says "x": the stored version wins */
+    assert_int_equal(current_version(f), 2);
+    doc = current_doc_replace(f, NULL, "");
+    assert_non_null(strstr(doc, "\"name\":\"y\""));
+    assert_null(strstr(doc, "\"name\":\"x\""));
+    free(doc);
+}
+
+static void test_file_origin(void **state)
+{
+    fx *f = *state;
+    reply r;
+    /* the file's own state again: no new version */
+    char *doc = current_doc_replace(f, NULL, "");
+    assert_int_equal(put_state(f, 0, doc, "file", &r), 0);
+    assert_int_equal(r.rep.state->version, 1);
+    done(&r);
+    free(doc);
+    /* an api write, then the file resets it, unconditionally */
+    doc = current_doc_replace(f, "\"name\":\"b\"", "\"name\":\"c\"");
+    assert_int_equal(put_state(f, 1, doc, "api", &r), 0);
+    done(&r);
+    free(doc);
+    wh_state *s = NULL;
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_state_from_config(&s, &f->cfg, f->conf, err, sizeof(err)), WH_OK);
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    assert_int_equal(wh_state_render(s, &b, 0), WH_OK);
+    assert_int_equal(wh_buf_cstr(&b), WH_OK);
+    assert_int_equal(put_state(f, 0, b.data, "file", &r), 0);
+    assert_int_equal(r.rep.state->version, 3);
+    done(&r);
+    assert_int_equal(put_state(f, 0, b.data, "file", &r), 0);
+    assert_int_equal(r.rep.state->version, 3);
+    done(&r);
+    wh_buf_free(&b);
+    wh_state_unref(s);
+    /* origin api with expected 0 stays conditional */
+    doc = current_doc_replace(f, NULL, "");
+    assert_int_equal(put_state(f, 0, doc, "api", &r), ST_STATE_CONFLICT);
+    done(&r);
+    free(doc);
+}
+
+static void test_removed_target_offset_dropped(void **state)
+{
+    fx *f = *state;
+    reply r;
+    char err[WH_ERRLEN];
+    append(f, "default", 0x100, 4, 0x101);
+    assert_int_equal(commit(f, "default", "a", 0x100, 1, 0, &r), 0);
+    done(&r);
+    assert_int_equal(commit(f, "default", "b", 0x100, 0, 0, &r), 0);
+    done(&r);
+    assert_int_equal(commit(f, "other", "x", 0x5, 0, 0, &r), 0);
+    done(&r);
+    /* remove target b of default, and tenant other entirely */
+    wh_state *s = NULL;
+    char *doc = current_doc_replace(f, NULL, "");
+    assert_int_equal(wh_state_parse(&s, doc, strlen(doc), NULL, err, sizeof(err)), WH_OK);
+    free(doc);
+    s->tenants[0].ntargets = 1;
+    s->ntenants = 1;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    assert_int_equal(wh_state_render(s, &b, 0), WH_OK);
+    assert_int_equal(wh_buf_cstr(&b), WH_OK);
+    s->ntenants = 2;
+    wh_state_unref(s);
+    assert_int_equal(put_state(f, 1, b.data, "api", &r), 0);
+    done(&r);
+    wh_buf_free(&b);
+    st_offset o;
+    assert_int_equal(st_db_offset_info(f->db, "default", "b", &o, err, sizeof(err)), WH_OK);
+    assert_int_equal(o.dropped, 1);
+    assert_true(o.lsn == 0);
+    assert_int_equal(st_db_offset_info(f->db, "other", "x", &o, err, sizeof(err)), WH_OK);
+    assert_int_equal(o.dropped, 1);
+    assert_int_equal(st_db_offset_info(f->db, "default", "a", &o, err, sizeof(err)), WH_OK);
+    assert_int_equal(o.dropped, 0);
+    assert_true(o.lsn == 0x100 && o.seq == 1);
+    /* GC is no longer held back by b (at 0x100/0): a's offset rules */
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    assert_true(st_db_gc_dropped(f->db) >= 1);
+    /* a late commit and read of the removed target do not bring it back */
+    assert_int_equal(commit(f, "default", "b", 0x100, 3, 0, &r), ST_STATUS_CONFLICT);
+    done(&r);
+    assert_int_equal(read_consumer(f, "default", "b", &r), 0);
+    assert_int_equal(r.rep.read->n_events, 0);
+    done(&r);
+    /* the offsets are gone from disk too */
+    close_all(f);
+    open_all(f);
+    assert_int_equal(st_db_offset_info(f->db, "default", "b", &o, err, sizeof(err)), WH_OK);
+    assert_true(o.lsn == 0 && o.dropped == 0);
+    assert_int_equal(st_db_consumer_count(f->db), 1);
+}
+
+static void test_readded_target_undropped(void **state)
+{
+    fx *f = *state;
+    reply r;
+    char err[WH_ERRLEN];
+    append(f, "default", 0x100, 2, 0);
+    assert_int_equal(commit(f, "default", "b", 0x100, 0, 0, &r), 0);
+    done(&r);
+    char *without = current_doc_replace(
+        f, ",{\"name\":\"b\",\"url\":\"http://127.0.0.1:9/b\",\"secrets\":[],\"paused\":false}",
+        "");
+    char *with = current_doc_replace(f, NULL, "");
+    assert_int_equal(put_state(f, 1, without, "api", &r), 0);
+    done(&r);
+    st_offset o;
+    assert_int_equal(st_db_offset_info(f->db, "default", "b", &o, err, sizeof(err)), WH_OK);
+    assert_int_equal(o.dropped, 1);
+    uint64_t e = o.epoch;
+    assert_int_equal(put_state(f, 2, with, "api", &r), 0);
+    done(&r);
+    /* back as a target: its next Read registers it with a newer epoch */
+    assert_int_equal(read_consumer(f, "default", "b", &r), 0);
+    assert_int_equal(r.rep.read->n_events, 2);
+    assert_true(r.rep.read->epoch > e);
+    uint64_t ne = r.rep.read->epoch;
+    done(&r);
+    assert_int_equal(commit(f, "default", "b", 0x100, 1, e, &r), ST_STATUS_CONFLICT);
+    done(&r);
+    assert_int_equal(commit(f, "default", "b", 0x100, 1, ne, &r), 0);
+    done(&r);
+    free(without);
+    free(with);
+}
+
+/* ---- offsets ---- */
+
+static void test_set_offset_epoch(void **state)
+{
+    fx *f = *state;
+    reply r;
+    append(f, "default", 0x100, 3, 0);
+    append(f, "default", 0x200, 2, 0);
+    assert_int_equal(commit(f, "default", "a", 0x200, 0, 0, &r), 0);
+    assert_int_equal(r.rep.offset->epoch, 0);
+    done(&r);
+    /* backwards: replay from 0x100/0 */
+    assert_int_equal(set_offset(f, "default", "a", 0, 0x100, 0, &r), 0);
+    assert_true(r.rep.offset->previous->lsn == 0x200 && r.rep.offset->previous->seq == 0);
+    assert_true(r.rep.offset->committed->lsn == 0x100 && r.rep.offset->committed->seq == 0);
+    assert_int_equal(r.rep.offset->epoch, 1);
+    done(&r);
+    /* a batch read before the move commits with epoch 0: refused */
+    assert_int_equal(commit(f, "default", "a", 0x200, 1, 0, &r), ST_STATUS_CONFLICT);
+    assert_non_null(strstr(r.rep.error, "epoch"));
+    done(&r);
+    /* reads see the new offset and epoch */
+    assert_int_equal(read_consumer(f, "default", "a", &r), 0);
+    assert_int_equal(r.rep.read->epoch, 1);
+    assert_true(r.rep.read->committed->lsn == 0x100);
+    assert_int_equal(r.rep.read->n_events, 4); /* 0x100/1, 0x100/2, 0x200/0, 0x200/1 */
+    done(&r);
+    assert_int_equal(commit(f, "default", "a", 0x200, 1, 1, &r), 0);
+    assert_true(r.rep.offset->committed->lsn == 0x200 && r.rep.offset->committed->seq == 1);
+    done(&r);
+    /* commits still never move backwards */
+    assert_int_equal(commit(f, "default", "a", 0x100, 2, 1, &r), 0);
+    assert_true(r.rep.offset->committed->lsn == 0x200 && r.rep.offset->committed->seq == 1);
+    done(&r);
+    /* to the end; a consumer never seen before */
+    assert_int_equal(set_offset(f, "default", "new", 1, 0, 0, &r), 0);
+    assert_true(r.rep.offset->committed->lsn == 0x200 && r.rep.offset->committed->seq == 1);
+    assert_true(r.rep.offset->previous->lsn == 0);
+    assert_int_equal(r.rep.offset->epoch, 1);
+    done(&r);
+    /* epoch survives a restart */
+    close_all(f);
+    open_all(f);
+    assert_int_equal(read_consumer(f, "default", "a", &r), 0);
+    assert_int_equal(r.rep.read->epoch, 1);
+    assert_int_equal(r.rep.read->n_events, 0);
+    done(&r);
+    /* bad requests */
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__SetOffset so = WALHOOK__SET_OFFSET__INIT;
+    so.tenant = "default";
+    so.consumer = "a";
+    req.body_case = WALHOOK__REQUEST__BODY_SET_OFFSET;
+    req.set_offset = &so;
+    assert_int_equal(call(f, &req, &r), ST_STATUS_BAD_REQUEST);
+    assert_non_null(strstr(r.rep.error, "pos"));
+    done(&r);
+    so.consumer = "";
+    assert_int_equal(call(f, &req, &r), ST_STATUS_BAD_REQUEST);
+    assert_non_null(strstr(r.rep.error, "consumer"));
+    done(&r);
+}
+
+static void test_drop_offset_and_tenant_info(void **state)
+{
+    fx *f = *state;
+    reply r;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__TenantInfo ti = WALHOOK__TENANT_INFO__INIT;
+    ti.tenant = "default";
+    req.body_case = WALHOOK__REQUEST__BODY_TENANT_INFO;
+    req.tenant_info = &ti;
+    assert_int_equal(call(f, &req, &r), 0);
+    assert_true(r.rep.tenant_info->end->lsn == 0 && r.rep.tenant_info->end->seq == 0);
+    done(&r);
+    append(f, "default", 0x300, 3, 0x301);
+    append(f, "default", 0x100, 5, 0);
+    append(f, "defaulu", 0x900, 1, 0); /* a neighbour key range */
+    assert_int_equal(call(f, &req, &r), 0);
+    assert_true(r.rep.tenant_info->end->lsn == 0x300 && r.rep.tenant_info->end->seq == 2);
+    assert_true(r.rep.tenant_info->durable_lsn == 0x301);
+    done(&r);
+    ti.tenant = "";
+    assert_int_equal(call(f, &req, &r), ST_STATUS_BAD_REQUEST);
+    done(&r);
+
+    assert_int_equal(commit(f, "default", "z", 0x100, 4, 0, &r), 0);
+    done(&r);
+    Walhook__DropOffset d = WALHOOK__DROP_OFFSET__INIT;
+    d.tenant = "default";
+    d.consumer = "z";
+    Walhook__Request dreq = WALHOOK__REQUEST__INIT;
+    dreq.body_case = WALHOOK__REQUEST__BODY_DROP_OFFSET;
+    dreq.drop_offset = &d;
+    assert_int_equal(call(f, &dreq, &r), 0);
+    assert_true(r.rep.offset->previous->lsn == 0x100 && r.rep.offset->previous->seq == 4);
+    assert_true(r.rep.offset->committed->lsn == 0);
+    done(&r);
+    /* idempotent; an unknown consumer is fine */
+    assert_int_equal(call(f, &dreq, &r), 0);
+    done(&r);
+    d.consumer = "never";
+    assert_int_equal(call(f, &dreq, &r), 0);
+    done(&r);
+    /* dropped: reads nothing, commits refused; SetOffset brings it back */
+    assert_int_equal(read_consumer(f, "default", "z", &r), 0);
+    assert_int_equal(r.rep.read->n_events, 0);
+    done(&r);
+    assert_int_equal(commit(f, "default", "z", 0x300, 0, 0, &r), ST_STATUS_CONFLICT);
+    done(&r);
+    assert_int_equal(set_offset(f, "default", "z", 0, 0x100, 2, &r), 0);
+    uint64_t e = r.rep.offset->epoch;
+    assert_true(e >= 2);
+    done(&r);
+    assert_int_equal(read_consumer(f, "default", "z", &r), 0);
+    assert_int_equal(r.rep.read->n_events, 5);
+    assert_int_equal(r.rep.read->epoch, e);
+    done(&r);
+}
+
+static void test_many_consumers(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN], name[32];
+    enum { N = 3000 };
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "c%d", i);
+        st_offset o;
+        if (st_db_commit_epoch(f->db, i % 2 ? "t1" : "t2", name, (uint64_t)i + 1, (uint32_t)i, 0,
+                               &o, err, sizeof(err)) != WH_OK)
+            fail_msg("commit %d: %s", i, err);
+    }
+    assert_int_equal(st_db_consumer_count(f->db), N);
+    close_all(f);
+    open_all(f);
+    assert_int_equal(st_db_consumer_count(f->db), N);
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "c%d", i);
+        uint64_t lsn;
+        uint32_t seq;
+        assert_int_equal(
+            st_db_get_offset(f->db, i % 2 ? "t1" : "t2", name, &lsn, &seq, err, sizeof(err)),
+            WH_OK);
+        assert_true(lsn == (uint64_t)i + 1 && seq == (uint32_t)i);
+        /* same consumer name under the other tenant: unknown */
+        assert_int_equal(
+            st_db_get_offset(f->db, i % 2 ? "t2" : "t1", name, &lsn, &seq, err, sizeof(err)),
+            WH_OK);
+        assert_true(lsn == 0);
+    }
+}
+
+typedef struct worker {
+    st_db *db;
+    int id;
+    int shared;
+} worker;
+
+static void *commit_worker(void *p)
+{
+    worker *w = p;
+    char name[32], err[WH_ERRLEN];
+    snprintf(name, sizeof(name), w->shared ? "shared" : "w%d", w->id);
+    for (uint32_t i = 1; i <= 100; i++) {
+        st_offset o;
+        if (st_db_commit_epoch(w->db, "t", name, 0x10, w->shared ? i * 4 + (uint32_t)w->id : i, 0,
+                               &o, err, sizeof(err)) != WH_OK)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void test_concurrent_commits(void **state)
+{
+    fx *f = *state;
+    pthread_t th[8];
+    worker w[8];
+    for (int i = 0; i < 8; i++) {
+        w[i] = (worker){f->db, i % 4, i >= 4};
+        assert_int_equal(pthread_create(&th[i], NULL, commit_worker, &w[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        void *rv;
+        pthread_join(th[i], &rv);
+        assert_null(rv);
+    }
+    char err[WH_ERRLEN], name[32];
+    uint64_t lsn;
+    uint32_t seq;
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof(name), "w%d", i);
+        assert_int_equal(st_db_get_offset(f->db, "t", name, &lsn, &seq, err, sizeof(err)), WH_OK);
+        assert_int_equal(seq, 100);
+    }
+    /* one consumer committed by four threads: the highest position wins */
+    assert_int_equal(st_db_get_offset(f->db, "t", "shared", &lsn, &seq, err, sizeof(err)), WH_OK);
+    assert_int_equal(seq, 403);
+}
+
+static void test_legacy_offset_value(void **state)
+{
+    fx *f = *state;
+    close_all(f);
+    /* an offset as older stores wrote it: 12 bytes, no epoch */
+    char path[128];
+    snprintf(path, sizeof(path), "%s/rocksdb", f->dir);
+    rocksdb_options_t *o = rocksdb_options_create();
+    char *e = NULL;
+    rocksdb_t *db = rocksdb_open(o, path, &e);
+    if (db == NULL)
+        fail_msg("rocksdb open: %s", e);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    const char key[] = "Ot\0old";
+    const unsigned char val[12] = {0, 0, 0, 0, 0, 0, 0x12, 0x34, 0, 0, 0, 7};
+    rocksdb_put(db, wo, key, sizeof(key) - 1, (const char *)val, sizeof(val), &e);
+    assert_null(e);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+    open_all(f);
+    char err[WH_ERRLEN];
+    st_offset off;
+    assert_int_equal(st_db_offset_info(f->db, "t", "old", &off, err, sizeof(err)), WH_OK);
+    assert_true(off.lsn == 0x1234 && off.seq == 7 && off.epoch == 0);
+    reply r;
+    assert_int_equal(commit(f, "t", "old", 0x1235, 0, 0, &r), 0);
+    done(&r);
+    assert_int_equal(set_offset(f, "t", "old", 0, 0x1000, 0, &r), 0);
+    assert_int_equal(r.rep.offset->epoch, 1);
+    done(&r);
+}
+
+static void test_no_state_attached(void **state)
+{
+    fx *f = *state;
+    st_server_set_state(f->srv, NULL);
+    reply r;
+    assert_int_equal(get_state(f, 0, &r), ST_STATUS_UNAVAILABLE);
+    done(&r);
+    assert_int_equal(put_state(f, 1, "{}", "api", &r), ST_STATUS_UNAVAILABLE);
+    done(&r);
+    st_server_set_state(f->srv, f->st);
+}
+
+/* GetState/PutState over real NNG through wh_state_fetch/wh_state_store. */
+static void test_fetch_store_over_ipc(void **state)
+{
+    fx *f = *state;
+    char url[128], err[WH_ERRLEN];
+    snprintf(url, sizeof(url), "ipc://%s/store.sock", f->dir);
+    assert_int_equal(st_server_listen(f->srv, url, err, sizeof(err)), WH_OK);
+    wh_client *c = NULL;
+    assert_int_equal(wh_client_open(&c, url, 5000, 4u << 20, err, sizeof(err)), WH_OK);
+    wh_state *s = NULL;
+    if (wh_state_fetch(c, 0, &f->cfg, &s, err, sizeof(err)) != WH_OK)
+        fail_msg("fetch: %s", err);
+    assert_non_null(s);
+    assert_int_equal(s->version, 1);
+    wh_state *none = NULL;
+    assert_int_equal(wh_state_fetch(c, 1, &f->cfg, &none, err, sizeof(err)), WH_OK);
+    assert_null(none);
+    wh_strlcpy(s->tenants[0].targets[0].url, "http://127.0.0.1:9/changed", WH_URL_MAX);
+    uint64_t v = 0;
+    int status = 0;
+    assert_int_equal(wh_state_store(c, s, 1, "api", &v, &status, err, sizeof(err)), WH_OK);
+    assert_int_equal(v, 2);
+    assert_int_equal(wh_state_store(c, s, 1, "api", &v, &status, err, sizeof(err)), WH_ERR);
+    assert_int_equal(status, 412);
+    assert_non_null(strstr(err, "current is 2"));
+    s->tenants[0].targets[0].url[0] = '\0';
+    assert_int_equal(wh_state_store(c, s, 2, "api", &v, &status, err, sizeof(err)), WH_ERR);
+    assert_int_equal(status, 400);
+    wh_state_unref(s);
+    assert_int_equal(wh_state_fetch(c, 1, &f->cfg, &s, err, sizeof(err)), WH_OK);
+    assert_int_equal(s->version, 2);
+    assert_string_equal(s->tenants[0].targets[0].url, "http://127.0.0.1:9/changed");
+    wh_state_unref(s);
+    wh_client_close(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_seeded_from_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_conflict_and_bad_doc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_version_survives_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_origin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_removed_target_offset_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readded_target_undropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_set_offset_epoch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drop_offset_and_tenant_info, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_consumers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_commits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_legacy_offset_value, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_state_attached, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fetch_store_over_ipc, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
