@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages walhook needs to build, test, bench and demo.
-#   scripts/install-deps.sh [--test]
 # A fast no-op when everything is already installed; otherwise needs root.
+#   scripts/install-deps.sh [--test]   --test: also what only the tests use
 set -euo pipefail
 PKGS=(build-essential pkg-config libpq-dev libnng-dev librocksdb-dev libcurl4-openssl-dev
       libssl-dev libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libconfig-dev
@@ -11,9 +11,10 @@ PKGS=(build-essential pkg-config libpq-dev libnng-dev librocksdb-dev libcurl4-op
 # checks walhook's requests with the npm cloudevents and standardwebhooks
 # packages); a node from another source counts.
 # --test also: jq (test_json_logs), openssl (test_ipc_tls's throwaway CA),
-# prometheus for promtool (test_monitoring; 19 MB download, 96 MB installed).
+# prometheus for promtool (test_monitoring; 19 MB download, 96 MB installed),
+# chromium (test_status_page: the status page rendered by a real browser).
 if [ "${1:-}" = --test ]; then
-    PKGS+=(jq openssl prometheus)
+    PKGS+=(jq openssl prometheus chromium)
     if ! { command -v node && command -v npm; } >/dev/null 2>&1; then
         PKGS+=(nodejs npm)
     fi

@@ -1,13 +1,18 @@
 /* adm_http: the admin's HTTP server (libmicrohttpd, one thread per
  * connection so a slow /readyz never blocks /livez; limits below keep the
- * probes answerable under a flood of idle connections).
+ * probes answerable under a flood of idle connections). It only moves bytes:
+ * request bodies are collected up to ADM_MAX_BODY (413 beyond) and every
+ * request is answered by adm_api_handle (adm_api.h: /v1 routes, auth,
+ * status page); it owns the adm_auth, adm_backend and adm_api it creates
+ * from cfg, and serves HTTPS when admin.tls_cert/tls_key are set.
  *   GET /livez   200 "ok"
  *   GET /readyz  200 when every daemon answers Stats, the ingestor streams
  *                and the store can write, else 503; the JSON body names who
  *                is not ready and why
  *   GET /metrics Prometheus text of every daemon plus the admin's own
  *   GET /config  the configuration as JSON, secrets redacted
- *   GET /        a small HTML status page
+ *   GET /        the status page (adm_page.h)
+ *   /v1/...      the REST API (adm_api.h, docs/openapi.json)
  * Unknown path 404, other methods 405 (both JSON). */
 #ifndef ADM_HTTP_H
 #define ADM_HTTP_H

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <cmocka.h>
 #include <jansson.h>
 
@@ -351,6 +352,68 @@ static void test_page(void **state)
     assert_true(adm_metric_sum("a 2\n", "b", NULL) == -1.0);
 }
 
+/* Tokens from the config and a tokens file; a generated token file when
+ * none is configured; short tokens refused by name. */
+static void test_auth_sources(void **state)
+{
+    char dir[] = "/tmp/test_admin_auth.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static wh_config c;
+    wh_config_defaults(&c);
+    wh_strlcpy(c.data_dir, dir, sizeof(c.data_dir));
+    char path[256], err[WH_ERRLEN];
+    adm_auth *a = NULL;
+
+    /* nothing configured: <data_dir>/admin.token is generated, 0600 */
+    assert_int_equal(adm_auth_new(&a, &c, err, sizeof(err)), WH_OK);
+    snprintf(path, sizeof(path), "%s/admin.token", dir);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    char tok[256], hdr[300];
+    assert_int_equal(adm_auth_read_admin_token(path, tok, sizeof(tok), err, sizeof(err)), WH_OK);
+    assert_true(strlen(tok) >= ADM_TOKEN_MIN);
+    snprintf(hdr, sizeof(hdr), "Bearer %s", tok);
+    assert_int_equal(adm_auth_scope(a, hdr), ADM_SCOPE_ADMIN);
+    assert_int_equal(adm_auth_scope(a, "Bearer x"), ADM_SCOPE_NONE);
+    assert_int_equal(adm_auth_scope(a, NULL), ADM_SCOPE_NONE);
+    adm_auth_free(a);
+    /* a second start reads the same file */
+    assert_int_equal(adm_auth_new(&a, &c, err, sizeof(err)), WH_OK);
+    assert_int_equal(adm_auth_scope(a, hdr), ADM_SCOPE_ADMIN);
+    adm_auth_free(a);
+
+    /* an explicit tokens file with both scopes and a comment */
+    snprintf(path, sizeof(path), "%s/tokens", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("# operators\nread:rrrrrrrrrrrrrrrrrrrr\n  admin:aaaaaaaaaaaaaaaaaaaa  # ops\n\n", f);
+    fclose(f);
+    wh_strlcpy(c.admin_tokens_file, path, sizeof(c.admin_tokens_file));
+    wh_strlcpy(c.admin_read_token, "cccccccccccccccccccc", sizeof(c.admin_read_token));
+    c.admin_open_probes = 0;
+    assert_int_equal(adm_auth_new(&a, &c, err, sizeof(err)), WH_OK);
+    assert_int_equal(adm_auth_scope(a, "Bearer rrrrrrrrrrrrrrrrrrrr"), ADM_SCOPE_READ);
+    assert_int_equal(adm_auth_scope(a, "bearer   aaaaaaaaaaaaaaaaaaaa"), ADM_SCOPE_ADMIN);
+    assert_int_equal(adm_auth_scope(a, "Bearer cccccccccccccccccccc"), ADM_SCOPE_READ);
+    assert_int_equal(adm_auth_scope(a, "Bearer aaaaaaaaaaaaaaaaaaa"), ADM_SCOPE_NONE);
+    assert_false(adm_auth_is_open(a, "/metrics"));
+    adm_auth_free(a);
+
+    /* too short, and a missing file: refused, named */
+    wh_strlcpy(c.admin_read_token, "short", sizeof(c.admin_read_token));
+    assert_int_equal(adm_auth_new(&a, &c, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "admin.read_token"));
+    c.admin_read_token[0] = '\0';
+    wh_strlcpy(c.admin_tokens_file, "/nonexistent/tokens", sizeof(c.admin_tokens_file));
+    assert_int_equal(adm_auth_new(&a, &c, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "admin.tokens_file"));
+
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* Every route of the server is in docs/openapi.json with its methods, and
  * every documented path and method is a route. */
 static void test_openapi_matches_routes(void **state)
@@ -419,6 +482,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page, setup, teardown),
         cmocka_unit_test_setup_teardown(test_openapi_matches_routes, setup, teardown),
+        cmocka_unit_test(test_auth_sources),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
