@@ -20,7 +20,7 @@ RPORT=$(wh_free_port)
 APORT=$(wh_free_port)
 CONF="$WH_TMP/walhook.conf"
 DATA="$WH_TMP/data"
-mkdir -p "$DATA"
+mkdir -m 700 "$DATA"
 wh_write_conf "$CONF" "$PG_DSN" "$DATA" "$APORT" "http://127.0.0.1:$RPORT/hook"
 ADMIN_TOKEN=admin-token-$RANDOM-0123456789
 READ_TOKEN=read-token-$RANDOM-0123456789
@@ -266,7 +266,7 @@ unset WALHOOK_ADMIN_TOKEN
 # ---- no token configured: one is generated into data_dir/admin.token (0600) ----
 APORT2=$(wh_free_port)
 DATA2="$WH_TMP/data2"
-mkdir -p "$DATA2"
+mkdir -m 700 "$DATA2"
 wh_spawn admin2 env WALHOOK_DATA_DIR="$DATA2" WALHOOK_STORE_ENDPOINT="ipc://$DATA/store.sock" \
     WALHOOK_ADMIN_LISTEN="127.0.0.1:$APORT2" "$BIN/walhook-admin" -c "$CONF"
 wh_wait_http "http://127.0.0.1:$APORT2/livez" 30 || wh_fail "admin without tokens did not start"

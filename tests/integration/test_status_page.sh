@@ -20,7 +20,7 @@ pg_start || wh_fail "cannot start PostgreSQL"
 RPORT=$(wh_free_port)
 APORT=$(wh_free_port)
 CONF="$WH_TMP/walhook.conf"
-mkdir -p "$WH_TMP/data"
+mkdir -m 700 "$WH_TMP/data"
 wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$RPORT/a" \
     "http://127.0.0.1:$RPORT/b"
 TOKEN=admin-token-$RANDOM-0123456789
