@@ -31,6 +31,19 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+/* Whether the redacted rendering still carries secret as a JSON string of
+ * its own ("secret", not preceded by a backslash). The same characters inside
+ * another value (a URL may hold them: the operator's choice, rendered as
+ * given) do not count. */
+static int secret_rendered(const char *doc, const char *secret)
+{
+    size_t n = strlen(secret);
+    for (const char *p = doc; (p = strstr(p, secret)) != NULL; p++)
+        if (p - doc >= 2 && p[-1] == '"' && p[-2] != '\\' && p[n] == '"')
+            return 1;
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     wh_state *s = NULL, *s2 = NULL, *c = NULL;
@@ -57,7 +70,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < s->ntenants; i++)
         for (int j = 0; j < s->tenants[i].ntargets; j++)
             for (int k = 0; k < s->tenants[i].targets[j].nsecrets; k++)
-                if (strstr(r.data, s->tenants[i].targets[j].secrets[k]) != NULL)
+                if (secret_rendered(r.data, s->tenants[i].targets[j].secrets[k]))
                     abort(); /* a secret in the redacted rendering */
     if (wh_state_clone(&c, s) != WH_OK)
         abort();
