@@ -1095,6 +1095,33 @@ static int m_tenant_delete(ctx *c, write_op *op, wh_state *s)
     return wh_state_tenant_remove(s, c->tenant) == WH_OK ? WH_OK : tenant_missing(c);
 }
 
+/* PATCH (mutate with the parsed body) or DELETE of the request's target, or
+ * of its tenant when the route names no target: 200 with the object as it
+ * now is, or {"deleted": NAME, ["tenant": TENANT,] "version": V}. */
+static void write_object(ctx *c, int (*mutate)(ctx *c, write_op *op, wh_state *s))
+{
+    write_op op = {mutate, NULL, NULL, "", {0, 0}, {0, 0}, 0};
+    if (c->method == M_PATCH && !(op.body = parse_body(c, 0)))
+        return;
+    wh_state *s = NULL;
+    if (write_state(c, &op, &s) == WH_OK) {
+        json_t *j;
+        if (c->method == M_PATCH) {
+            j = c->target ? target_json(s, c->tenant, c->target) : tenant_json(s, c->tenant);
+            if (!j)
+                j = json_object();
+        } else if (c->target) {
+            j = json_pack("{s:s,s:s,s:I}", "deleted", c->target, "tenant", c->tenant, "version",
+                          (json_int_t)s->version);
+        } else {
+            j = json_pack("{s:s,s:I}", "deleted", c->tenant, "version", (json_int_t)s->version);
+        }
+        reply_json(c->resp, 200, j, s->version);
+        wh_state_unref(s);
+    }
+    json_decref(op.body);
+}
+
 static void r_tenant(ctx *c)
 {
     if (c->method == M_GET) {
@@ -1109,24 +1136,7 @@ static void r_tenant(ctx *c)
         wh_state_unref(s);
         return;
     }
-    write_op op = {
-        c->method == M_PATCH ? m_tenant_patch : m_tenant_delete, NULL, NULL, "", {0, 0}, {0, 0}, 0};
-    if (c->method == M_PATCH && !(op.body = parse_body(c, 0)))
-        return;
-    wh_state *s = NULL;
-    if (write_state(c, &op, &s) == WH_OK) {
-        if (c->method == M_PATCH) {
-            json_t *t = tenant_json(s, c->tenant);
-            reply_json(c->resp, 200, t ? t : json_object(), s->version);
-        } else {
-            reply_json(
-                c->resp, 200,
-                json_pack("{s:s,s:I}", "deleted", c->tenant, "version", (json_int_t)s->version),
-                s->version);
-        }
-        wh_state_unref(s);
-    }
-    json_decref(op.body);
+    write_object(c, c->method == M_PATCH ? m_tenant_patch : m_tenant_delete);
 }
 
 /* ---- /v1/tenants/{t}/targets ---- */
@@ -1263,24 +1273,7 @@ static void r_target(ctx *c)
         wh_state_unref(s);
         return;
     }
-    write_op op = {
-        c->method == M_PATCH ? m_target_patch : m_target_delete, NULL, NULL, "", {0, 0}, {0, 0}, 0};
-    if (c->method == M_PATCH && !(op.body = parse_body(c, 0)))
-        return;
-    wh_state *s = NULL;
-    if (write_state(c, &op, &s) == WH_OK) {
-        if (c->method == M_PATCH) {
-            json_t *t = target_json(s, c->tenant, c->target);
-            reply_json(c->resp, 200, t ? t : json_object(), s->version);
-        } else {
-            reply_json(c->resp, 200,
-                       json_pack("{s:s,s:s,s:I}", "deleted", c->target, "tenant", c->tenant,
-                                 "version", (json_int_t)s->version),
-                       s->version);
-        }
-        wh_state_unref(s);
-    }
-    json_decref(op.body);
+    write_object(c, c->method == M_PATCH ? m_target_patch : m_target_delete);
 }
 
 static int m_target_pause(ctx *c, write_op *op, wh_state *s)
