@@ -177,9 +177,12 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
         fi
         [ -z "$t_dl" ] && sleep 0.1
     done
-    local cpu=() total=0 c i flt=""
+    local cpu=() total=0 c i flt="" csw=""
     for i in "${!DAEMONS[@]}"; do
         flt+=" ${DAEMONS[$i]} $(awk '{ print $10 }' "/proc/${pids[$i]}/stat");"
+        # context switches of the live threads (a PV guest pays dearly for each)
+        csw+=" ${DAEMONS[$i]} $(cat /proc/"${pids[$i]}"/task/*/status 2>/dev/null |
+            awk '/ctxt_switches/ { s += $2 } END { printf "%.2f", s / '"$events"' }');"
         c=$(cpu_s "${pids[$i]}")
         cpu+=("$c")
         total=$(awk -v a="$total" -v b="$c" 'BEGIN { print a + b }')
@@ -205,6 +208,7 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     echo "$line total $total s ($(us_per "$total" "$events") us/event)"
     echo "$pss sum $(mib "$sum") MiB"
     echo "   minor page faults:$flt"
+    echo "   context switches per event:$csw"
     echo "   store: $(wh_metric "$m" walhook_store_appends_total) appends," \
         "$(wh_metric "$m" walhook_store_reads_total) reads;" \
         "ingestor: $(wh_metric "$m" walhook_ingestor_batches_sent_total) batches"

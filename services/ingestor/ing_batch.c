@@ -53,7 +53,8 @@ typedef struct batch {
 struct ing_batcher {
     char tenant[WH_NAME_MAX];
     size_t max_batch_bytes;
-    _Atomic int64_t flush_bytes, flush_age_us, window_bytes;
+    _Atomic int64_t flush_bytes, flush_age_us, window_bytes, backlog_linger_us;
+    int backlog; /* replication thread: the slot has a backlog (ing_batcher_set_backlog) */
 
     /* replication thread only */
     batch *open;
@@ -422,6 +423,12 @@ void ing_batcher_set_limits(const wh_config *cfg, ing_batcher *bt)
     atomic_store(&bt->flush_bytes, flush_bytes);
     atomic_store(&bt->flush_age_us, cfg->flush_age_us);
     atomic_store(&bt->window_bytes, cfg->window_bytes);
+    atomic_store(&bt->backlog_linger_us, cfg->busy_linger_us);
+}
+
+void ing_batcher_set_backlog(ing_batcher *bt, int backlog)
+{
+    bt->backlog = backlog;
 }
 
 wh_buf *ing_batcher_buf(ing_batcher *bt)
@@ -509,23 +516,24 @@ uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us)
         return UINT64_MAX;
     /* Adaptive batching: with nothing in flight the open batch goes out at
      * once; while a request is in flight it grows, and is sealed when the
-     * sender is free again (the sender wakes the replication thread), at
-     * flush_bytes, or at flush_age_us, whichever comes first. The
-     * thresholds are bounds, never waits. */
-    if (!atomic_load(&bt->sender_busy)) {
-        char err[128];
-        if (ing_batcher_seal(bt, err, sizeof(err)) != WH_OK)
-            return now_us + 1000;
+     * sender is free again (the sender wakes the replication thread) or at
+     * flush_bytes (ing_batcher_add): no timer wakes this thread meanwhile,
+     * sealing earlier would not send it sooner. While the slot has a
+     * backlog (latency is the backlog's, not the batch's), a batch waits
+     * with nothing in flight until it holds a request's worth of JSON
+     * (ING_REQ_BYTES) or is busy_linger_us old: every request, wake-up and
+     * sync then carries hundreds of events instead of a handful. */
+    if (atomic_load(&bt->sender_busy))
         return UINT64_MAX;
+    if (bt->backlog && b->json.len < ING_REQ_BYTES) {
+        uint64_t due = b->first_us + (uint64_t)atomic_load(&bt->backlog_linger_us);
+        if (now_us < due)
+            return due;
     }
-    uint64_t due = b->first_us + (uint64_t)atomic_load(&bt->flush_age_us);
-    if (now_us >= due) {
-        char err[128];
-        if (ing_batcher_seal(bt, err, sizeof(err)) != WH_OK)
-            return now_us + 1000;
-        return UINT64_MAX;
-    }
-    return due;
+    char err[128];
+    if (ing_batcher_seal(bt, err, sizeof(err)) != WH_OK)
+        return now_us + 1000;
+    return UINT64_MAX;
 }
 
 int ing_batcher_sender_busy(const ing_batcher *bt)

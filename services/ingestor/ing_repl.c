@@ -18,6 +18,13 @@
  * (SO_RCVLOWAT), so a wake-up moves many messages instead of a handful; the
  * sender's wake fd (request done) and the timers still wake it at once. */
 #define ING_RCVLOWAT (32 * 1024)
+/* The slot has a backlog while the open batch's newest transaction
+ * committed more than this long ago (a logical walsender reports no WAL end
+ * ahead of what it sends, so the commit time is the signal; a clock skew
+ * between the hosts costs at most busy_linger_us per batch): batches then
+ * fill before they go (ing_batcher_tick), and the socket keeps its
+ * low-water mark even with nothing in flight. */
+#define ING_BACKLOG_AGE_US (200 * 1000)
 
 #define SESSION_OPTS                                                                               \
     "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c IntervalStyle=iso_8601"
@@ -713,6 +720,9 @@ static int stream(repl *r, char *err, size_t errlen)
         /* what was read is decoded: with nothing in flight it goes out at
          * once (ing_batcher_tick); while a request is in flight the open
          * batch grows (group commit) */
+        int backlog = ing_batcher_open_events(r->bt) > 0 && r->txn.commit_ts_us > 0 &&
+                      wh_wallclock_us() - r->txn.commit_ts_us > ING_BACKLOG_AGE_US;
+        ing_batcher_set_backlog(r->bt, backlog);
         uint64_t now_us = wh_now_us();
         uint64_t bdue = ing_batcher_tick(r->bt, now_us);
         uint64_t now_ms = now_us / 1000;
@@ -748,7 +758,7 @@ static int stream(repl *r, char *err, size_t errlen)
             wh_seterr(err, errlen, "replication connection has no socket");
             return LOOP_RECONNECT;
         }
-        int want = ing_batcher_sender_busy(r->bt) ? ING_RCVLOWAT : 1;
+        int want = ing_batcher_sender_busy(r->bt) || backlog ? ING_RCVLOWAT : 1;
         if (want != lowat && setsockopt(sock, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof(want)) == 0)
             lowat = want;
         int wfd = ing_batcher_wake_fd(r->bt);
