@@ -7,7 +7,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "wh_config.h"
 #include "wh_lsn.h"
@@ -17,12 +16,6 @@
 #define ST_POS_LEN 12     /* lsn(8) seq(4) */
 #define ST_OFF_VAL_LEN 20 /* lsn(8) seq(4) epoch(8) */
 #define ST_KEY_MAX (1 + ST_NAME_MAX + 1 + ST_NAME_MAX + ST_POS_LEN)
-/* An offset commit whose WAL record no synced write covers yet waits this
- * long after the last append finished for the next one to start (which
- * then covers it) before it syncs the WAL itself. */
-#define ST_RIDE_GRACE_US 2000
-/* ... and never longer than this in all (a safety bound). */
-#define ST_RIDE_MAX_US 50000
 
 /* One consumer's offset. Entries are never freed before close, so a pointer
  * found under the table lock stays valid after it is released.
@@ -72,24 +65,11 @@ struct st_db {
     rocksdb_block_based_table_options_t *bbto;
     rocksdb_cache_t *cache;
     rocksdb_ratelimiter_t *rl;
-    rocksdb_writeoptions_t *wo;      /* sync = true */
-    rocksdb_writeoptions_t *wo_lazy; /* sync = false: offset commits (see wal_ride) */
+    rocksdb_writeoptions_t *wo; /* sync = true */
     rocksdb_readoptions_t *ro;
     int read_only;
 
     pthread_mutex_t append_mu[ST_LOCK_STRIPES];
-
-    /* WAL riding (offset commits without their own fsync), under sync_mu:
-     * wal_gen counts the lazy (unsynced) writes completed; synced_gen is
-     * the highest such count a synced write (or a WAL sync) that started
-     * after them made durable; started_gen is the wal_gen seen by the
-     * newest synced write started; appends counts the synced writes in
-     * flight; wal_syncing is set while a thread syncs the WAL itself. */
-    pthread_mutex_t sync_mu;
-    pthread_cond_t sync_cv;
-    uint64_t wal_gen, synced_gen, started_gen;
-    int appends, wal_syncing, sync_waiters;
-    uint64_t last_append_end_us;
 
     pthread_rwlock_t off_lock; /* the hash table's structure, never held across I/O */
     st_off **buckets;
@@ -501,12 +481,6 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     pthread_rwlock_init(&db->off_lock, NULL);
     pthread_mutex_init(&db->health_mu, NULL);
     pthread_mutex_init(&db->owners_mu, NULL);
-    pthread_mutex_init(&db->sync_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&db->sync_cv, &ca);
-    pthread_condattr_destroy(&ca);
 
     db->opts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(db->opts, 1);
@@ -581,7 +555,6 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
 
     db->wo = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(db->wo, 1);
-    db->wo_lazy = rocksdb_writeoptions_create();
     db->ro = rocksdb_readoptions_create();
 
     if (load_offsets(db, err, errlen) != WH_OK || load_leases(db, err, errlen) != WH_OK) {
@@ -605,8 +578,6 @@ void st_db_close(st_db *db)
     }
     if (db->wo)
         rocksdb_writeoptions_destroy(db->wo);
-    if (db->wo_lazy)
-        rocksdb_writeoptions_destroy(db->wo_lazy);
     if (db->ro)
         rocksdb_readoptions_destroy(db->ro);
     if (db->opts)
@@ -623,8 +594,6 @@ void st_db_close(st_db *db)
     pthread_rwlock_destroy(&db->off_lock);
     pthread_mutex_destroy(&db->health_mu);
     pthread_mutex_destroy(&db->owners_mu);
-    pthread_mutex_destroy(&db->sync_mu);
-    pthread_cond_destroy(&db->sync_cv);
     free(db);
 }
 
@@ -664,103 +633,6 @@ int st_db_write_health(st_db *db, char *why, size_t whylen)
 uint64_t st_db_write_errors(st_db *db)
 {
     return atomic_load(&db->write_errors);
-}
-
-/* ---- WAL riding ----
- * An offset commit is written without sync (its WAL record goes to the OS
- * only) and acknowledged once a synced write that started after it
- * returned: RocksDB appends every write to the WAL in order and a synced
- * write syncs every WAL file written so far, so the appends' own fsync
- * makes the commit durable too; only when no append comes soon does the
- * commit sync the WAL itself (rocksdb_flush_wal). A crash can lose only
- * commits not yet acknowledged; recovery keeps a prefix of the WAL, so an
- * acknowledged offset never goes backwards. */
-
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-/* Before a synced write: returns the lazy writes it will cover. */
-static uint64_t ride_begin(st_db *db)
-{
-    pthread_mutex_lock(&db->sync_mu);
-    uint64_t g = db->wal_gen;
-    db->appends++;
-    if (g > db->started_gen)
-        db->started_gen = g;
-    if (db->sync_waiters > 0)
-        pthread_cond_broadcast(&db->sync_cv);
-    pthread_mutex_unlock(&db->sync_mu);
-    return g;
-}
-
-/* After the synced write that began with ride_begin returned g. */
-static void ride_end(st_db *db, uint64_t g, int ok)
-{
-    pthread_mutex_lock(&db->sync_mu);
-    db->appends--;
-    if (ok && g > db->synced_gen)
-        db->synced_gen = g;
-    db->last_append_end_us = mono_us();
-    if (db->sync_waiters > 0)
-        pthread_cond_broadcast(&db->sync_cv);
-    pthread_mutex_unlock(&db->sync_mu);
-}
-
-/* Waits until the lazy write counted as `my` is durable (see above),
- * syncing the WAL itself when no synced write is about to cover it. */
-static int ride_wait(st_db *db, uint64_t my, char *err, size_t errlen)
-{
-    int rc = WH_OK;
-    uint64_t t0 = mono_us();
-    pthread_mutex_lock(&db->sync_mu);
-    while (db->synced_gen < my) {
-        uint64_t now = mono_us();
-        uint64_t until = 0; /* 0: sync now */
-        if (now - t0 < ST_RIDE_MAX_US) {
-            if (db->wal_syncing || (db->appends > 0 && db->started_gen >= my))
-                until = t0 + ST_RIDE_MAX_US; /* covered once that returns */
-            else if (db->appends > 0)
-                until = t0 + ST_RIDE_MAX_US; /* an older append: the next follows it */
-            else if (now - db->last_append_end_us < ST_RIDE_GRACE_US)
-                until = db->last_append_end_us + ST_RIDE_GRACE_US;
-        }
-        if (until > now) {
-            struct timespec ts = {.tv_sec = (time_t)(until / 1000000u),
-                                  .tv_nsec = (long)(until % 1000000u) * 1000};
-            db->sync_waiters++;
-            pthread_cond_timedwait(&db->sync_cv, &db->sync_mu, &ts);
-            db->sync_waiters--;
-            continue;
-        }
-        if (db->wal_syncing) { /* past the bound: wait for that sync anyway */
-            db->sync_waiters++;
-            pthread_cond_wait(&db->sync_cv, &db->sync_mu);
-            db->sync_waiters--;
-            continue;
-        }
-        uint64_t g = db->wal_gen;
-        db->wal_syncing = 1;
-        pthread_mutex_unlock(&db->sync_mu);
-        char *e = NULL;
-        rocksdb_flush_wal(db->rdb, 1, &e);
-        note_write(db, e);
-        pthread_mutex_lock(&db->sync_mu);
-        db->wal_syncing = 0;
-        if (e == NULL && g > db->synced_gen)
-            db->synced_gen = g;
-        if (db->sync_waiters > 0)
-            pthread_cond_broadcast(&db->sync_cv);
-        if (e != NULL) {
-            rc = rerr(err, errlen, "offset write (WAL sync)", e);
-            break;
-        }
-    }
-    pthread_mutex_unlock(&db->sync_mu);
-    return rc;
 }
 
 /* ---- append ---- */
@@ -834,9 +706,7 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
         }
         if (rocksdb_writebatch_count(wb) > 0) {
             char *e = NULL;
-            uint64_t g = ride_begin(db); /* its sync covers earlier offset commits */
             rocksdb_write(db->rdb, db->wo, wb, &e);
-            ride_end(db, g, e == NULL);
             note_write(db, e);
             if (e)
                 rc = rerr(err, errlen, "write", e);
@@ -919,10 +789,8 @@ static int check_names(st_db *db, const char *tenant, const char *consumer, int 
     return WH_OK;
 }
 
-/* Stores the offset value with sync. Caller holds o->wmu. lazy: the put
- * itself is not synced; it returns once a synced write covers it (WAL
- * riding, above). */
-static int off_persist_mode(st_db *db, st_off *o, off_val v, int lazy, char *err, size_t errlen)
+/* Stores the offset value with sync. Caller holds o->wmu. */
+static int off_persist(st_db *db, st_off *o, off_val v, char *err, size_t errlen)
 {
     char k[ST_KEY_MAX];
     size_t kl = key_offset(k, o->tenant, o->consumer);
@@ -931,24 +799,11 @@ static int off_persist_mode(st_db *db, st_off *o, off_val v, int lazy, char *err
     wh_put_be32(b + 8, v.seq);
     wh_put_be64(b + 12, v.epoch);
     char *e = NULL;
-    rocksdb_put(db->rdb, lazy ? db->wo_lazy : db->wo, k, kl, (const char *)b, sizeof(b), &e);
-    if (e) {
-        note_write(db, e);
+    rocksdb_put(db->rdb, db->wo, k, kl, (const char *)b, sizeof(b), &e);
+    note_write(db, e);
+    if (e)
         return rerr(err, errlen, "offset write", e);
-    }
-    if (!lazy) {
-        note_write(db, NULL);
-        return WH_OK;
-    }
-    pthread_mutex_lock(&db->sync_mu);
-    uint64_t my = ++db->wal_gen;
-    pthread_mutex_unlock(&db->sync_mu);
-    return ride_wait(db, my, err, errlen);
-}
-
-static int off_persist(st_db *db, st_off *o, off_val v, char *err, size_t errlen)
-{
-    return off_persist_mode(db, o, v, 0, err, errlen);
+    return WH_OK;
 }
 
 static int lease_check(st_off *o, uint64_t lease_epoch, char *err, size_t errlen);
@@ -986,7 +841,7 @@ int st_db_commit_fenced(st_db *db, const char *tenant, const char *consumer, uin
         /* A new consumer is always stored (even at (0,0): it then pins GC).
          * A new entry is at (0,0), so this never moves an offset backwards. */
         off_val nv = {lsn, seq, cur.epoch, ST_OFF_LIVE};
-        rc = off_persist_mode(db, o, nv, 1, err, errlen);
+        rc = off_persist(db, o, nv, err, errlen);
         if (rc == WH_OK) {
             off_write(o, nv);
             cur = nv;
