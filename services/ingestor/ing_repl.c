@@ -5,6 +5,7 @@
 #include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 
@@ -18,6 +19,12 @@
  * (SO_RCVLOWAT), so a wake-up moves many messages instead of a handful; the
  * sender's wake fd (request done) and the timers still wake it at once. */
 #define ING_RCVLOWAT (32 * 1024)
+/* ... and this many with a backlog (see ING_BACKLOG_AGE_US) */
+#define ING_RCVLOWAT_BACKLOG (128 * 1024)
+/* PQconsumeInput calls per wake-up while the socket still holds data: libpq
+ * reads into its buffer (16 KiB at first, doubled when full), so a wake-up
+ * moves up to about 1 MiB instead of one buffer's worth. */
+#define ING_DRAIN_READS 6
 /* The slot has a backlog while the open batch's newest transaction
  * committed more than this long ago (a logical walsender reports no WAL end
  * ahead of what it sends, so the commit time is the signal; a clock skew
@@ -758,7 +765,9 @@ static int stream(repl *r, char *err, size_t errlen)
             wh_seterr(err, errlen, "replication connection has no socket");
             return LOOP_RECONNECT;
         }
-        int want = ing_batcher_sender_busy(r->bt) || backlog ? ING_RCVLOWAT : 1;
+        int want = backlog                          ? ING_RCVLOWAT_BACKLOG
+                   : ing_batcher_sender_busy(r->bt) ? ING_RCVLOWAT
+                                                    : 1;
         if (want != lowat && setsockopt(sock, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof(want)) == 0)
             lowat = want;
         int wfd = ing_batcher_wake_fd(r->bt);
@@ -786,12 +795,20 @@ static int stream(repl *r, char *err, size_t errlen)
             rd = 1;
         if (rd) {
             last_read_us = t;
-            if (!PQconsumeInput(r->conn)) {
-                char m[256];
-                wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
-                chomp(m);
-                wh_seterr(err, errlen, "replication connection lost: %s", m);
-                return LOOP_RECONNECT;
+            /* drain the socket: with a low-water mark above what libpq
+             * reads at once, one read per wake-up would leave the rest
+             * below the mark until more arrives */
+            for (int k = 0; k < ING_DRAIN_READS; k++) {
+                if (!PQconsumeInput(r->conn)) {
+                    char m[256];
+                    wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
+                    chomp(m);
+                    wh_seterr(err, errlen, "replication connection lost: %s", m);
+                    return LOOP_RECONNECT;
+                }
+                int avail = 0;
+                if (lowat <= 1 || ioctl(sock, FIONREAD, &avail) != 0 || avail <= 0)
+                    break;
             }
         }
     }
