@@ -56,7 +56,7 @@ const wh_config_entry wh_config_table[] = {
     S(tables, "source.tables", "", 0, "\"\" = all tables, else schema.table,schema.table"),
     S(ingestor_control, "ingestor.control", "", 0, "ingestor control endpoint (Stats)"),
     L(flush_bytes, "ingestor.flush_bytes", 4 * MiB, 1 * KiB, 256 * MiB, WH_CF_RUNTIME,
-      "seal a batch at this many bytes"),
+      "seal a batch at this many bytes of JSON (at most about 1 MiB: one request)"),
     L(flush_age_us, "ingestor.flush_age_us", 500, 0, 10000000, WH_CF_RUNTIME,
       "ignored (adaptive batching seals when the sender is free); accepted so older files load"),
     L(busy_linger_us, "ingestor.busy_linger_us", 100000, 0, 10000000, WH_CF_RUNTIME,

@@ -22,9 +22,11 @@
 /* Batch buffers up to this capacity are recycled (batches sealed by the
  * adaptive policy are mostly smaller); larger ones are freed. */
 #define ING_KEEP_BYTES (1u << 20)
-/* With a backlog a batch is sealed at this many bytes of JSON: one request,
- * and its buffer (grown by doubling) stays within ING_KEEP_BYTES. */
-#define ING_BACKLOG_FILL (ING_KEEP_BYTES - (16u << 10))
+/* A batch is sealed at this many bytes of JSON (or flush_bytes if lower):
+ * one request, and its buffer (grown by doubling) stays within
+ * ING_KEEP_BYTES, so it is recycled; with a backlog it waits to fill up to
+ * this. */
+#define ING_BATCH_FILL (ING_KEEP_BYTES - (16u << 10))
 
 /* Per event: where its JSON is in the batch buffer and its seq (offsets fit
  * in 32 bits: a batch is below ipc.max_msg_bytes <= 1 GiB). */
@@ -477,8 +479,7 @@ int ing_batcher_add(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, int64_t 
     e->len = (uint32_t)(b->json.len - start);
     if (b->nev == 1)
         b->first_us = wh_now_us();
-    if ((int64_t)b->json.len >= atomic_load(&bt->flush_bytes) ||
-        (bt->backlog && b->json.len >= ING_BACKLOG_FILL))
+    if ((int64_t)b->json.len >= atomic_load(&bt->flush_bytes) || b->json.len >= ING_BATCH_FILL)
         return ing_batcher_seal(bt, err, errlen);
     return WH_OK;
 }
@@ -525,11 +526,11 @@ uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us)
      * sealing earlier would not send it sooner. While the slot has a
      * backlog (latency is the backlog's, not the batch's), a batch waits
      * with nothing in flight until it holds a request's worth of JSON
-     * (ING_BACKLOG_FILL) or is busy_linger_us old: every request, wake-up and
+     * (ING_BATCH_FILL) or is busy_linger_us old: every request, wake-up and
      * sync then carries hundreds of events instead of a handful. */
     if (atomic_load(&bt->sender_busy))
         return UINT64_MAX;
-    if (bt->backlog && b->json.len < ING_BACKLOG_FILL) {
+    if (bt->backlog && b->json.len < ING_BATCH_FILL) {
         uint64_t due = b->first_us + (uint64_t)atomic_load(&bt->backlog_linger_us);
         if (now_us < due)
             return due;

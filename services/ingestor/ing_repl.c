@@ -21,10 +21,10 @@
 #define ING_RCVLOWAT (32 * 1024)
 /* ... and this many with a backlog (see ING_BACKLOG_AGE_US) */
 #define ING_RCVLOWAT_BACKLOG (128 * 1024)
-/* PQconsumeInput calls per wake-up while the socket still holds data: libpq
- * reads into its buffer (16 KiB at first, doubled when full), so a wake-up
- * moves up to about 1 MiB instead of one buffer's worth. */
-#define ING_DRAIN_READS 6
+/* Reads per loop pass while the socket still holds data once libpq's buffer
+ * (16 KiB) is parsed: a wake-up moves up to 1 MiB, and libpq's buffer does
+ * not grow. */
+#define ING_DRAIN_READS 64
 /* The slot has a backlog while the open batch's newest transaction
  * committed more than this long ago (a logical walsender reports no WAL end
  * ahead of what it sends, so the commit time is the signal; a clock skew
@@ -689,6 +689,7 @@ static int stream(repl *r, char *err, size_t errlen)
             return LOOP_SOURCE; /* between transactions: nothing half-batched */
         int need_wait = 0;      /* 1: libpq's buffer is drained, wait for the socket */
         int throttled = ing_batcher_window_full(r->bt);
+        int drains = 0;
         if (!throttled) {
             for (int i = 0; i < 4096; i++) {
                 char *buf = NULL;
@@ -705,6 +706,23 @@ static int stream(repl *r, char *err, size_t errlen)
                     continue;
                 }
                 if (n == 0) {
+                    /* libpq's buffer is drained; the socket may hold more
+                     * (libpq reads one 16 KiB buffer at a time): read it
+                     * now rather than after a select, which with a
+                     * low-water mark would wait for more to arrive */
+                    int avail = 0, sock = PQsocket(r->conn);
+                    if (drains < ING_DRAIN_READS && sock >= 0 &&
+                        ioctl(sock, FIONREAD, &avail) == 0 && avail > 0) {
+                        drains++;
+                        if (!PQconsumeInput(r->conn)) {
+                            char m[256];
+                            wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
+                            chomp(m);
+                            wh_seterr(err, errlen, "replication connection lost: %s", m);
+                            return LOOP_RECONNECT;
+                        }
+                        continue;
+                    }
                     need_wait = 1;
                     break;
                 }
@@ -795,20 +813,12 @@ static int stream(repl *r, char *err, size_t errlen)
             rd = 1;
         if (rd) {
             last_read_us = t;
-            /* drain the socket: with a low-water mark above what libpq
-             * reads at once, one read per wake-up would leave the rest
-             * below the mark until more arrives */
-            for (int k = 0; k < ING_DRAIN_READS; k++) {
-                if (!PQconsumeInput(r->conn)) {
-                    char m[256];
-                    wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
-                    chomp(m);
-                    wh_seterr(err, errlen, "replication connection lost: %s", m);
-                    return LOOP_RECONNECT;
-                }
-                int avail = 0;
-                if (lowat <= 1 || ioctl(sock, FIONREAD, &avail) != 0 || avail <= 0)
-                    break;
+            if (!PQconsumeInput(r->conn)) {
+                char m[256];
+                wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
+                chomp(m);
+                wh_seterr(err, errlen, "replication connection lost: %s", m);
+                return LOOP_RECONNECT;
             }
         }
     }
