@@ -30,8 +30,10 @@
  * ahead of what it sends, so the commit time is the signal; a clock skew
  * between the hosts costs at most busy_linger_us per batch): batches then
  * fill before they go (ing_batcher_tick), and the socket keeps its
- * low-water mark even with nothing in flight. */
-#define ING_BACKLOG_AGE_US (200 * 1000)
+ * low-water mark even with nothing in flight. 1 s: a catch-up after
+ * downtime or a bulk load, not a live stream that fell a little behind
+ * under load (whose latency the hold would add to). */
+#define ING_BACKLOG_AGE_US (1000 * 1000)
 
 #define SESSION_OPTS                                                                               \
     "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c IntervalStyle=iso_8601"
