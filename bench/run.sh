@@ -78,6 +78,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 us_per() { awk -v s="$1" -v n="$2" 'BEGIN { printf "%.1f", s * 1e6 / n }'; }
 cpu_s() { awk -v hz="$HZ" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# CPU-seconds of the postmaster's exited children (walsenders and backends
+# that ended: pg_recvlogical's walsender, the admin's per-scrape connections)
+pg_children_cpu() {
+    awk -v hz="$HZ" '{ printf "%.2f", ($16 + $17) / hz }' "/proc/$(head -1 "$PG_DIR/data/postmaster.pid")/stat"
+}
 
 # Samples the Pss of every PID every 100 ms into FILE ("pid kib" lines).
 pss_sampler() {
@@ -128,9 +133,11 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     end=$(pg_psql -At -c "SELECT pg_current_wal_lsn()")
     echo "   backlog written in $(fmt "$t1" "$t0") s, end LSN $end"
 
-    local tf="$WH_TMP/time-$name" TIMEFORMAT='%R %U %S'
+    local tf="$WH_TMP/time-$name" TIMEFORMAT='%R %U %S' pgc0 pgc1
+    pgc0=$(pg_children_cpu)
     { time pg_recvlogical -d "$PG_DSN" -S "$rl" --start -o proto_version=1 \
         -o publication_names=walhook -E "$end" -f /dev/null --no-loop; } 2>"$tf"
+    pgc1=$(pg_children_cpu)
     local t_rl rl_cpu
     t_rl=$(awk '{ printf "%.2f", $1 }' "$tf")
     rl_cpu=$(awk '{ printf "%.2f", $2 + $3 }' "$tf")
@@ -147,6 +154,8 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     [ -n "${BENCH_CONF:-}" ] && echo "$BENCH_CONF" >>"$conf"
     mkdir -p -m 700 "$data" # private, as every daemon requires
     local m="http://127.0.0.1:$aport/metrics" d
+    local pgc2
+    pgc2=$(pg_children_cpu)
     t0=$(now)
     local pids=()
     for d in "${DAEMONS[@]}"; do
@@ -175,11 +184,23 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
             v=$(wh_metric "$m" walhook_events_delivered_total) || v=-1
             [ "${v:--1}" -ge "$events" ] 2>/dev/null && t_dl=$(fmt "$(now)" "$t0")
         fi
-        [ -z "$t_dl" ] && sleep 0.1
+        # every admin scrape opens a connection to PostgreSQL for the slot
+        # metrics (a backend fork, ~10 ms of PostgreSQL CPU here, taken from
+        # the walsender): poll at 4 Hz, not 10
+        [ -z "$t_dl" ] && sleep 0.25
     done
-    local cpu=() total=0 c i flt=""
+    local wsp pgc3
+    pgc3=$(pg_children_cpu)
+    wsp=$(pg_psql -At -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot'")
+    echo "   PostgreSQL CPU: pg_recvlogical's walsender $(fmt "$pgc1" "$pgc0") s;" \
+        "walhook's walsender $(cpu_s "${wsp:-0}") s, exited backends meanwhile (the admin's" \
+        "per-scrape slot queries) $(fmt "$pgc3" "$pgc2") s"
+    local cpu=() total=0 c i flt="" csw=""
     for i in "${!DAEMONS[@]}"; do
         flt+=" ${DAEMONS[$i]} $(awk '{ print $10 }' "/proc/${pids[$i]}/stat");"
+        # context switches of the live threads (a PV guest pays dearly for each)
+        csw+=" ${DAEMONS[$i]} $(cat /proc/"${pids[$i]}"/task/*/status 2>/dev/null |
+            awk '/ctxt_switches/ { s += $2 } END { printf "%.2f", s / '"$events"' }');"
         c=$(cpu_s "${pids[$i]}")
         cpu+=("$c")
         total=$(awk -v a="$total" -v b="$c" 'BEGIN { print a + b }')
@@ -205,6 +226,17 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     echo "$line total $total s ($(us_per "$total" "$events") us/event)"
     echo "$pss sum $(mib "$sum") MiB"
     echo "   minor page faults:$flt"
+    echo "   context switches per event:$csw"
+    if [ -n "${BENCH_THREADS:-}" ]; then # per thread name: context switches, CPU-s
+        for i in "${!DAEMONS[@]}"; do
+            for t in /proc/"${pids[$i]}"/task/*; do
+                printf '%s %s %s %s\n' "${DAEMONS[$i]}" "$(cat "$t/comm")" \
+                    "$(awk '/ctxt_switches/ { s += $2 } END { print s }' "$t/status")" \
+                    "$(awk -v hz="$HZ" '{ printf "%.2f", ($14 + $15) / hz }' "$t/stat")"
+            done
+        done | awk '{ k = $1 "/" $2; n[k] += $3; c[k] += $4 }
+                    END { for (k in n) printf "     %-28s %8d switches %6.2f CPU-s\n", k, n[k], c[k] }' | sort
+    fi
     echo "   store: $(wh_metric "$m" walhook_store_appends_total) appends," \
         "$(wh_metric "$m" walhook_store_reads_total) reads;" \
         "ingestor: $(wh_metric "$m" walhook_ingestor_batches_sent_total) batches"

@@ -51,6 +51,11 @@ int wh_buf_reserve(wh_buf *b, size_t extra)
 
 int wh_buf_append(wh_buf *b, const void *p, size_t n)
 {
+    if (n < b->cap - b->len) { /* fits with room for a NUL (cap > len always) */
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        return WH_OK;
+    }
     if (wh_buf_reserve(b, n) != WH_OK)
         return WH_ERR;
     if (n > 0)

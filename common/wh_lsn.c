@@ -35,9 +35,32 @@ int wh_lsn_parse(const char *s, uint64_t *out)
     return WH_OK;
 }
 
+/* Upper-case hex of v without leading zeros ("0" for 0) at p; returns its
+ * length (at most 8). */
+static size_t put_hex32(char *p, uint32_t v)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char tmp[8];
+    size_t n = 0;
+    do {
+        tmp[n++] = hex[v & 15];
+        v >>= 4;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
+}
+
 int wh_lsn_format(uint64_t lsn, char *buf, size_t len)
 {
-    return snprintf(buf, len, "%X/%X", (uint32_t)(lsn >> 32), (uint32_t)lsn);
+    /* "%X/%X" without printf (once per transaction on the hot path) */
+    if (len < WH_LSN_STRLEN)
+        return snprintf(buf, len, "%X/%X", (uint32_t)(lsn >> 32), (uint32_t)lsn);
+    size_t n = put_hex32(buf, (uint32_t)(lsn >> 32));
+    buf[n++] = '/';
+    n += put_hex32(buf + n, (uint32_t)lsn);
+    buf[n] = '\0';
+    return (int)n;
 }
 
 int wh_event_id(const char *tenant, uint64_t lsn, uint32_t seq, char *buf, size_t len)

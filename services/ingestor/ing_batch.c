@@ -18,10 +18,15 @@
  * in requests of about this size, so neither the packed request here nor
  * the store's received, unpacked and WriteBatch copies of it (nor its
  * memtable overshoot) scale with flush_bytes. */
-#define ING_REQ_BYTES (512u << 10)
+#define ING_REQ_BYTES (1u << 20)
 /* Batch buffers up to this capacity are recycled (batches sealed by the
  * adaptive policy are mostly smaller); larger ones are freed. */
 #define ING_KEEP_BYTES (1u << 20)
+/* A batch is sealed at this many bytes of JSON (or flush_bytes if lower):
+ * one request, and its buffer (grown by doubling) stays within
+ * ING_KEEP_BYTES, so it is recycled; with a backlog it waits to fill up to
+ * this. */
+#define ING_BATCH_FILL (ING_KEEP_BYTES - (16u << 10))
 
 /* Per event: where its JSON is in the batch buffer and its seq (offsets fit
  * in 32 bits: a batch is below ipc.max_msg_bytes <= 1 GiB). */
@@ -53,7 +58,8 @@ typedef struct batch {
 struct ing_batcher {
     char tenant[WH_NAME_MAX];
     size_t max_batch_bytes;
-    _Atomic int64_t flush_bytes, flush_age_us, window_bytes;
+    _Atomic int64_t flush_bytes, flush_age_us, window_bytes, backlog_linger_us;
+    int backlog; /* replication thread: the slot has a backlog (ing_batcher_set_backlog) */
 
     /* replication thread only */
     batch *open;
@@ -422,6 +428,12 @@ void ing_batcher_set_limits(const wh_config *cfg, ing_batcher *bt)
     atomic_store(&bt->flush_bytes, flush_bytes);
     atomic_store(&bt->flush_age_us, cfg->flush_age_us);
     atomic_store(&bt->window_bytes, cfg->window_bytes);
+    atomic_store(&bt->backlog_linger_us, cfg->busy_linger_us);
+}
+
+void ing_batcher_set_backlog(ing_batcher *bt, int backlog)
+{
+    bt->backlog = backlog;
 }
 
 wh_buf *ing_batcher_buf(ing_batcher *bt)
@@ -467,7 +479,7 @@ int ing_batcher_add(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, int64_t 
     e->len = (uint32_t)(b->json.len - start);
     if (b->nev == 1)
         b->first_us = wh_now_us();
-    if ((int64_t)b->json.len >= atomic_load(&bt->flush_bytes))
+    if ((int64_t)b->json.len >= atomic_load(&bt->flush_bytes) || b->json.len >= ING_BATCH_FILL)
         return ing_batcher_seal(bt, err, errlen);
     return WH_OK;
 }
@@ -509,23 +521,24 @@ uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us)
         return UINT64_MAX;
     /* Adaptive batching: with nothing in flight the open batch goes out at
      * once; while a request is in flight it grows, and is sealed when the
-     * sender is free again (the sender wakes the replication thread), at
-     * flush_bytes, or at flush_age_us, whichever comes first. The
-     * thresholds are bounds, never waits. */
-    if (!atomic_load(&bt->sender_busy)) {
-        char err[128];
-        if (ing_batcher_seal(bt, err, sizeof(err)) != WH_OK)
-            return now_us + 1000;
+     * sender is free again (the sender wakes the replication thread) or at
+     * flush_bytes (ing_batcher_add): no timer wakes this thread meanwhile,
+     * sealing earlier would not send it sooner. While the slot has a
+     * backlog (latency is the backlog's, not the batch's), a batch waits
+     * with nothing in flight until it holds a request's worth of JSON
+     * (ING_BATCH_FILL) or is busy_linger_us old: every request, wake-up and
+     * sync then carries hundreds of events instead of a handful. */
+    if (atomic_load(&bt->sender_busy))
         return UINT64_MAX;
+    if (bt->backlog && b->json.len < ING_BATCH_FILL) {
+        uint64_t due = b->first_us + (uint64_t)atomic_load(&bt->backlog_linger_us);
+        if (now_us < due)
+            return due;
     }
-    uint64_t due = b->first_us + (uint64_t)atomic_load(&bt->flush_age_us);
-    if (now_us >= due) {
-        char err[128];
-        if (ing_batcher_seal(bt, err, sizeof(err)) != WH_OK)
-            return now_us + 1000;
-        return UINT64_MAX;
-    }
-    return due;
+    char err[128];
+    if (ing_batcher_seal(bt, err, sizeof(err)) != WH_OK)
+        return now_us + 1000;
+    return UINT64_MAX;
 }
 
 int ing_batcher_sender_busy(const ing_batcher *bt)

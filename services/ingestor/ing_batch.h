@@ -28,8 +28,9 @@ int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t e
 /* Stops the sender (abandoning unsent batches) and frees everything. */
 void ing_batcher_free(ing_batcher *bt);
 
-/* Runtime thresholds (atomic): ingestor.flush_bytes, flush_age_us,
- * window_bytes (ingestor.busy_linger_us is accepted and ignored). */
+/* Runtime thresholds (atomic): ingestor.flush_bytes, flush_age_us (unused
+ * by the adaptive policy), window_bytes, busy_linger_us (the longest a
+ * batch waits to fill while the slot has a backlog). */
 void ing_batcher_set_limits(const wh_config *cfg, ing_batcher *bt);
 
 /* The open batch's JSON buffer to render one event into. */
@@ -44,10 +45,15 @@ size_t ing_batcher_open_events(const ing_batcher *bt);
 void ing_batcher_note_commit(ing_batcher *bt, uint64_t end_lsn);
 /* Seals the open batch if it holds events. */
 int ing_batcher_seal(ing_batcher *bt, char *err, size_t errlen);
-/* Seals the open batch when the sender has nothing in flight or the batch
- * is older than flush_age_us; returns the monotonic time (us) by which it
- * must be called again (UINT64_MAX: no open batch). */
+/* Seals the open batch when the sender has nothing in flight (with a
+ * backlog: and the batch holds a request's worth of JSON or is
+ * busy_linger_us old); returns the monotonic time (us) by which it must be
+ * called again (UINT64_MAX: no deadline; the wake fd signals when the
+ * sender is free). */
 uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us);
+/* 1 while the slot has a backlog (the server's WAL end well ahead of what
+ * was received): batches then wait to fill (see ing_batcher_tick). */
+void ing_batcher_set_backlog(ing_batcher *bt, int backlog);
 /* 1 while a request is in flight or sealed batches wait. */
 int ing_batcher_sender_busy(const ing_batcher *bt);
 /* Readable after the sender finished a request (acked LSN, window room,

@@ -5,6 +5,7 @@
 #include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 
@@ -18,6 +19,21 @@
  * (SO_RCVLOWAT), so a wake-up moves many messages instead of a handful; the
  * sender's wake fd (request done) and the timers still wake it at once. */
 #define ING_RCVLOWAT (32 * 1024)
+/* ... and this many with a backlog (see ING_BACKLOG_AGE_US) */
+#define ING_RCVLOWAT_BACKLOG (128 * 1024)
+/* Reads per loop pass while the socket still holds data once libpq's buffer
+ * (16 KiB) is parsed: a wake-up moves up to 1 MiB, and libpq's buffer does
+ * not grow. */
+#define ING_DRAIN_READS 64
+/* The slot has a backlog while the open batch's newest transaction
+ * committed more than this long ago (a logical walsender reports no WAL end
+ * ahead of what it sends, so the commit time is the signal; a clock skew
+ * between the hosts costs at most busy_linger_us per batch): batches then
+ * fill before they go (ing_batcher_tick), and the socket keeps its
+ * low-water mark even with nothing in flight. 1 s: a catch-up after
+ * downtime or a bulk load, not a live stream that fell a little behind
+ * under load (whose latency the hold would add to). */
+#define ING_BACKLOG_AGE_US (1000 * 1000)
 
 #define SESSION_OPTS                                                                               \
     "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c IntervalStyle=iso_8601"
@@ -675,6 +691,7 @@ static int stream(repl *r, char *err, size_t errlen)
             return LOOP_SOURCE; /* between transactions: nothing half-batched */
         int need_wait = 0;      /* 1: libpq's buffer is drained, wait for the socket */
         int throttled = ing_batcher_window_full(r->bt);
+        int drains = 0;
         if (!throttled) {
             for (int i = 0; i < 4096; i++) {
                 char *buf = NULL;
@@ -691,6 +708,23 @@ static int stream(repl *r, char *err, size_t errlen)
                     continue;
                 }
                 if (n == 0) {
+                    /* libpq's buffer is drained; the socket may hold more
+                     * (libpq reads one 16 KiB buffer at a time): read it
+                     * now rather than after a select, which with a
+                     * low-water mark would wait for more to arrive */
+                    int avail = 0, sock = PQsocket(r->conn);
+                    if (drains < ING_DRAIN_READS && sock >= 0 &&
+                        ioctl(sock, FIONREAD, &avail) == 0 && avail > 0) {
+                        drains++;
+                        if (!PQconsumeInput(r->conn)) {
+                            char m[256];
+                            wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
+                            chomp(m);
+                            wh_seterr(err, errlen, "replication connection lost: %s", m);
+                            return LOOP_RECONNECT;
+                        }
+                        continue;
+                    }
                     need_wait = 1;
                     break;
                 }
@@ -713,6 +747,9 @@ static int stream(repl *r, char *err, size_t errlen)
         /* what was read is decoded: with nothing in flight it goes out at
          * once (ing_batcher_tick); while a request is in flight the open
          * batch grows (group commit) */
+        int backlog = ing_batcher_open_events(r->bt) > 0 && r->txn.commit_ts_us > 0 &&
+                      wh_wallclock_us() - r->txn.commit_ts_us > ING_BACKLOG_AGE_US;
+        ing_batcher_set_backlog(r->bt, backlog);
         uint64_t now_us = wh_now_us();
         uint64_t bdue = ing_batcher_tick(r->bt, now_us);
         uint64_t now_ms = now_us / 1000;
@@ -748,7 +785,9 @@ static int stream(repl *r, char *err, size_t errlen)
             wh_seterr(err, errlen, "replication connection has no socket");
             return LOOP_RECONNECT;
         }
-        int want = ing_batcher_sender_busy(r->bt) ? ING_RCVLOWAT : 1;
+        int want = backlog                          ? ING_RCVLOWAT_BACKLOG
+                   : ing_batcher_sender_busy(r->bt) ? ING_RCVLOWAT
+                                                    : 1;
         if (want != lowat && setsockopt(sock, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof(want)) == 0)
             lowat = want;
         int wfd = ing_batcher_wake_fd(r->bt);

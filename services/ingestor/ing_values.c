@@ -151,14 +151,18 @@ int ing_value_json(wh_buf *b, uint32_t type_oid, const char *s, size_t n)
     }
 }
 
-int ing_format_ts_utc(int64_t unix_us, char *buf, size_t len)
+/* Writes v as n decimal digits, zero-padded. */
+static void put_digits(char *p, unsigned v, int n)
 {
-    int64_t secs = unix_us / 1000000;
-    int64_t us = unix_us % 1000000;
-    if (us < 0) {
-        us += 1000000;
-        secs -= 1;
+    while (n-- > 0) {
+        p[n] = (char)('0' + v % 10);
+        v /= 10;
     }
+}
+
+/* Any year (gmtime_r + snprintf): the slow path of ing_format_ts_utc. */
+static int format_ts_slow(int64_t secs, int64_t us, char *buf, size_t len)
+{
     time_t t = (time_t)secs;
     struct tm tm;
     if (!gmtime_r(&t, &tm))
@@ -168,4 +172,51 @@ int ing_format_ts_utc(int64_t unix_us, char *buf, size_t len)
     if (n < 0 || (size_t)n >= len)
         return -1;
     return n;
+}
+
+int ing_format_ts_utc(int64_t unix_us, char *buf, size_t len)
+{
+    int64_t secs = unix_us / 1000000;
+    int64_t us = unix_us % 1000000;
+    if (us < 0) {
+        us += 1000000;
+        secs -= 1;
+    }
+    /* civil date from days since 1970-01-01 (H. Hinnant's algorithm): no
+     * gmtime_r (its time zone lock) and no printf, once per transaction */
+    int64_t days = secs / 86400, sod = secs % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days -= 1;
+    }
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = (int64_t)yoe + era * 400;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    unsigned d = doy - (153 * mp + 2) / 5 + 1;
+    unsigned m = mp < 10 ? mp + 3 : mp - 9;
+    if (m <= 2)
+        y++;
+    if (y < 0 || y > 9999 || len < 28)
+        return format_ts_slow(secs, us, buf, len);
+    /* YYYY-MM-DDTHH:MM:SS.uuuuuuZ */
+    put_digits(buf, (unsigned)y, 4);
+    buf[4] = '-';
+    put_digits(buf + 5, m, 2);
+    buf[7] = '-';
+    put_digits(buf + 8, d, 2);
+    buf[10] = 'T';
+    put_digits(buf + 11, (unsigned)(sod / 3600), 2);
+    buf[13] = ':';
+    put_digits(buf + 14, (unsigned)(sod / 60 % 60), 2);
+    buf[16] = ':';
+    put_digits(buf + 17, (unsigned)(sod % 60), 2);
+    buf[19] = '.';
+    put_digits(buf + 20, (unsigned)us, 6);
+    buf[26] = 'Z';
+    buf[27] = '\0';
+    return 27;
 }

@@ -23,8 +23,17 @@ static void test_lsn_roundtrip(void **state)
     assert_true(v == 0);
     assert_int_equal(wh_lsn_parse("FFFFFFFF/FFFFFFFF", &v), WH_OK);
     assert_true(v == UINT64_MAX);
-    wh_lsn_format(v, buf, sizeof(buf));
+    assert_int_equal(wh_lsn_format(v, buf, sizeof(buf)), 17);
     assert_string_equal(buf, "FFFFFFFF/FFFFFFFF");
+    assert_int_equal(wh_lsn_format(0, buf, sizeof(buf)), 3);
+    assert_string_equal(buf, "0/0");
+    assert_int_equal(wh_lsn_format(UINT64_C(0x100000000), buf, sizeof(buf)), 3);
+    assert_string_equal(buf, "1/0");
+    assert_int_equal(wh_lsn_format(UINT64_C(0xA0000000F), buf, sizeof(buf)), 3);
+    assert_string_equal(buf, "A/F");
+    char small[6];
+    wh_lsn_format(UINT64_C(0x16B374D848), small, sizeof(small));
+    assert_string_equal(small, "16/B3"); /* truncated like snprintf */
 }
 
 static void test_lsn_bad(void **state)

@@ -136,8 +136,8 @@ static void test_flow(void **state)
     assert_true(ing_batcher_idle(bt));
     assert_false(ing_batcher_sender_busy(bt));
 
-    /* a request in flight: the open batch grows until the age bound (or
-     * until the sender is free, which signals the wake fd) */
+    /* a request in flight: the open batch grows (no timer) until the
+     * sender is free, which signals the wake fd */
     pthread_mutex_lock(&s.mu);
     s.delay_ms = 300;
     pthread_mutex_unlock(&s.mu);
@@ -145,20 +145,38 @@ static void test_flow(void **state)
     ing_batcher_seal(bt, err, sizeof(err));
     assert_true(ing_batcher_sender_busy(bt));
     add_events(bt, 120, 2, 100);
-    uint64_t due = ing_batcher_tick(bt, wh_now_us());
-    assert_true(due != UINT64_MAX);
-    assert_int_equal(ing_batcher_open_events(bt), 2);
+    assert_int_equal(ing_batcher_tick(bt, wh_now_us()), UINT64_MAX);
+    assert_int_equal(ing_batcher_open_events(bt), 2); /* still open */
     ing_batcher_note_commit(bt, 160);
-    assert_int_equal(ing_batcher_tick(bt, due), UINT64_MAX); /* sealed by age */
+    struct pollfd pfd = {.fd = ing_batcher_wake_fd(bt), .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, 5000), 1); /* the ack woke the replication thread */
+    ing_batcher_wake_clear(bt);
+    for (int i = 0; i < 500 && ing_batcher_sender_busy(bt); i++)
+        wh_sleep_ms(10); /* the sender signals, then marks itself free */
+    assert_false(ing_batcher_sender_busy(bt));
+    assert_int_equal(ing_batcher_tick(bt, wh_now_us()), UINT64_MAX); /* sealed: sender free */
     assert_int_equal(ing_batcher_open_events(bt), 0);
     assert_int_equal(ing_batcher_drain(bt, 5000), WH_OK);
     wait_events(&s, 6);
     assert_int_equal(ing_batcher_acked_lsn(bt), 160);
     assert_false(ing_batcher_sender_busy(bt));
-    struct pollfd pfd = {.fd = ing_batcher_wake_fd(bt), .events = POLLIN};
-    assert_int_equal(poll(&pfd, 1, 0), 1); /* the acks woke the replication thread */
+    assert_int_equal(poll(&pfd, 1, 0), 1);
     ing_batcher_wake_clear(bt);
     assert_int_equal(poll(&pfd, 1, 0), 0);
+
+    /* with a backlog, a small batch waits to fill (up to busy_linger_us)
+     * even with nothing in flight */
+    ing_batcher_set_backlog(bt, 1);
+    add_events(bt, 130, 2, 100);
+    uint64_t due = ing_batcher_tick(bt, wh_now_us());
+    assert_true(due != UINT64_MAX);
+    assert_int_equal(ing_batcher_open_events(bt), 2);
+    assert_int_equal(ing_batcher_tick(bt, due), UINT64_MAX); /* sealed by age */
+    assert_int_equal(ing_batcher_open_events(bt), 0);
+    ing_batcher_set_backlog(bt, 0);
+    assert_int_equal(ing_batcher_drain(bt, 5000), WH_OK);
+    wait_events(&s, 8);
+    ing_batcher_wake_clear(bt);
     pthread_mutex_lock(&s.mu);
     s.delay_ms = 0;
     pthread_mutex_unlock(&s.mu);
@@ -169,7 +187,7 @@ static void test_flow(void **state)
     ing_batcher_note_commit(bt, 250);
     assert_int_equal(ing_batcher_seal(bt, err, sizeof(err)), WH_OK);
     assert_int_equal(ing_batcher_drain(bt, 2000), WH_OK);
-    wait_events(&s, 16);
+    wait_events(&s, 18);
     assert_int_equal(ing_batcher_acked_lsn(bt), 250);
     pthread_mutex_lock(&s.mu);
     assert_int_equal(s.max_ack, 250);
@@ -183,7 +201,7 @@ static void test_flow(void **state)
     ing_batcher_note_commit(bt, 350);
     ing_batcher_seal(bt, err, sizeof(err));
     assert_int_equal(ing_batcher_drain(bt, 10000), WH_OK);
-    wait_events(&s, 36);
+    wait_events(&s, 38);
     assert_int_equal(ing_batcher_acked_lsn(bt), 350);
 
     /* credit window: a slow store lets unacked bytes pile up past it */
@@ -195,11 +213,11 @@ static void test_flow(void **state)
     assert_true(ing_batcher_unacked_bytes(bt) > 64 * 1024);
     assert_int_equal(ing_batcher_drain(bt, 20000), WH_OK);
     assert_false(ing_batcher_window_full(bt));
-    wait_events(&s, 236);
+    wait_events(&s, 238);
     pthread_mutex_lock(&s.mu);
     assert_true(s.order_ok);
     /* the queued batches were coalesced into fewer requests */
-    assert_true(s.calls < 3 + 3 + 3 + 3 + 1 + 100);
+    assert_true(s.calls < 3 + 3 + 3 + 3 + 1 + 1 + 100);
     pthread_mutex_unlock(&s.mu);
 
     /* stats rendering */

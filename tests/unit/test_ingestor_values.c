@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -92,6 +93,24 @@ static void test_timestamps(void **state)
     assert_string_equal(buf, "2026-11-22T01:02:03.123456Z");
     ing_format_ts_utc(-1, buf, sizeof(buf));
     assert_string_equal(buf, "1969-12-31T23:59:59.999999Z");
+    /* the printf-free path agrees with gmtime_r over centuries, leap days,
+     * before 1970; years past 9999 take the slow path */
+    for (int64_t secs = -5000000000LL; secs < 253402300800LL; secs += 86399 * 37 + 12345) {
+        int64_t v = secs * 1000000 + (secs & 0xfffff) % 1000000;
+        time_t t = (time_t)secs;
+        struct tm tm;
+        assert_non_null(gmtime_r(&t, &tm));
+        char want[48];
+        snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (int)(v - secs * 1000000));
+        assert_int_equal(ing_format_ts_utc(v, buf, sizeof(buf)), (int)strlen(want));
+        assert_string_equal(buf, want);
+    }
+    assert_int_equal(ing_format_ts_utc(INT64_C(951782400000000), buf, sizeof(buf)), 27);
+    assert_string_equal(buf, "2000-02-29T00:00:00.000000Z");
+    assert_int_equal(ing_format_ts_utc(INT64_C(253402300800000000), buf, sizeof(buf)), 28);
+    assert_string_equal(buf, "10000-01-01T00:00:00.000000Z");
 }
 
 static void test_bytea(void **state)

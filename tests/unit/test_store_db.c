@@ -1,4 +1,5 @@
 /* Unit tests of st_db against a real RocksDB in a temporary directory. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -338,6 +339,62 @@ static void test_bad_names(void **state)
     assert_int_equal(l, 1);
 }
 
+/* Offset commits racing with appends of the same tenant: every commit is
+ * acknowledged in order, and the last one survives a reopen. */
+typedef struct ride_arg {
+    st_db *db;
+    int n;
+    int failures;
+} ride_arg;
+
+static void *ride_appender(void *p)
+{
+    ride_arg *a = p;
+    char err[WH_ERRLEN];
+    for (int i = 0; i < a->n; i++) {
+        st_event e = {(uint64_t)(0x1000 + i), 0, 1, "{\"x\":1}", 7};
+        uint64_t d;
+        if (st_db_append(a->db, "t", &e, 1, (uint64_t)(0x1000 + i), &d, err, sizeof(err)) != WH_OK)
+            a->failures++;
+    }
+    return NULL;
+}
+
+static void *ride_committer(void *p)
+{
+    ride_arg *a = p;
+    char err[WH_ERRLEN];
+    for (int i = 0; i < a->n; i++) {
+        uint64_t l;
+        uint32_t s;
+        if (st_db_commit(a->db, "t", "c", (uint64_t)(0x1000 + i), 0, &l, &s, err, sizeof(err)) !=
+                WH_OK ||
+            l != (uint64_t)(0x1000 + i))
+            a->failures++;
+    }
+    return NULL;
+}
+
+static void test_commit_with_appends(void **state)
+{
+    fx *f = *state;
+    ride_arg ap = {f->db, 300, 0}, cm = {f->db, 300, 0};
+    pthread_t ta, tc;
+    assert_int_equal(pthread_create(&ta, NULL, ride_appender, &ap), 0);
+    assert_int_equal(pthread_create(&tc, NULL, ride_committer, &cm), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tc, NULL);
+    assert_int_equal(ap.failures, 0);
+    assert_int_equal(cm.failures, 0);
+    char err[WH_ERRLEN];
+    uint64_t l;
+    uint32_t s;
+    assert_int_equal(st_db_commit(f->db, "t", "c", 0x5000, 0, &l, &s, err, sizeof(err)), WH_OK);
+    reopen(f);
+    assert_int_equal(st_db_get_offset(f->db, "t", "c", &l, &s, err, sizeof(err)), WH_OK);
+    assert_int_equal(l, 0x5000);
+}
+
 static void test_memory_need(void **state)
 {
     (void)state;
@@ -358,6 +415,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reopen_and_dump, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_with_appends, setup, teardown),
         cmocka_unit_test(test_memory_need),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
