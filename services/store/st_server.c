@@ -126,20 +126,38 @@ static void notify_tenant(st_server *s, const char *tenant)
     pthread_mutex_unlock(&s->wmu);
 }
 
+/* The preamble every handler shares, in two parts joined with ||:
+ * present() answers 400 "<what>: missing" when the body is absent;
+ * names_ok() checks the tenant (and the consumer when need_consumer) and
+ * answers 400 naming the field. Both return 1 when the request goes on. */
+static int present(Walhook__Reply *rep, const void *body, const char *what)
+{
+    if (body != NULL)
+        return 1;
+    wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s: missing", what);
+    return 0;
+}
+
+static int names_ok(Walhook__Reply *rep, const char *tenant, const char *consumer,
+                    int need_consumer)
+{
+    char err[WH_ERRLEN];
+    if (st_db_check_name(tenant, "tenant", err, sizeof(err)) != WH_OK ||
+        (need_consumer && st_db_check_name(consumer, "consumer", err, sizeof(err)) != WH_OK)) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
+        return 0;
+    }
+    return 1;
+}
+
 /* ---- Append ---- */
 
 static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Reply *rep,
                       st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (a == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "append: missing");
+    if (!present(rep, a, "append") || !names_ok(rep, a->tenant, NULL, 0))
         return;
-    }
-    if (st_db_check_name(a->tenant, "tenant", err, sizeof(err)) != WH_OK) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
-        return;
-    }
     if (a->n_events > 0 && a->events == NULL) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "events: missing");
         return;
@@ -246,21 +264,11 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
                     st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (r == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "read: missing");
+    if (!present(rep, r, "read") || !names_ok(rep, r->tenant, NULL, 0))
         return;
-    }
-    if (st_db_check_name(r->tenant, "tenant", err, sizeof(err)) != WH_OK) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
-        return;
-    }
     int have_consumer = r->consumer != NULL && r->consumer[0] != '\0';
-    if (!r->has_from || have_consumer) {
-        if (st_db_check_name(r->consumer, "consumer", err, sizeof(err)) != WH_OK) {
-            wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
-            return;
-        }
-    }
+    if ((!r->has_from || have_consumer) && !names_ok(rep, r->tenant, r->consumer, 1))
+        return;
     uint64_t c_lsn = 0, c_epoch = 0;
     uint32_t c_seq = 0;
     /* A consumer seen for the first time is stored at (0,0) (so the GC
@@ -386,30 +394,12 @@ static void offset_reply(Walhook__Reply *rep, st_reply_mem *m, const st_offset *
     rep->offset = &m->off;
 }
 
-static int check_names(Walhook__Reply *rep, const char *tenant, const char *consumer)
-{
-    char err[WH_ERRLEN];
-    if (st_db_check_name(tenant, "tenant", err, sizeof(err)) != WH_OK ||
-        (consumer != NULL && st_db_check_name(consumer, "consumer", err, sizeof(err)) != WH_OK)) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
-        return WH_ERR;
-    }
-    return WH_OK;
-}
-
 static void do_commit(st_server *s, const Walhook__CommitOffset *c, Walhook__Reply *rep,
                       st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (c == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "commit: missing");
+    if (!present(rep, c, "commit") || !names_ok(rep, c->tenant, c->consumer, 1))
         return;
-    }
-    if (st_db_check_name(c->tenant, "tenant", err, sizeof(err)) != WH_OK ||
-        st_db_check_name(c->consumer, "consumer", err, sizeof(err)) != WH_OK) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
-        return;
-    }
     if (c->pos == NULL) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "pos: missing");
         return;
@@ -433,15 +423,8 @@ static void do_get_offset(st_server *s, const Walhook__GetOffset *g, Walhook__Re
                           st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (g == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "get_offset: missing");
+    if (!present(rep, g, "get_offset") || !names_ok(rep, g->tenant, g->consumer, 1))
         return;
-    }
-    if (st_db_check_name(g->tenant, "tenant", err, sizeof(err)) != WH_OK ||
-        st_db_check_name(g->consumer, "consumer", err, sizeof(err)) != WH_OK) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
-        return;
-    }
     st_offset now;
     if (st_db_offset_info(s->db, g->tenant, g->consumer, &now, err, sizeof(err)) != WH_OK) {
         wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
@@ -454,11 +437,7 @@ static void do_set_offset(st_server *s, const Walhook__SetOffset *so, Walhook__R
                           st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (so == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "set_offset: missing");
-        return;
-    }
-    if (check_names(rep, so->tenant, so->consumer) != WH_OK)
+    if (!present(rep, so, "set_offset") || !names_ok(rep, so->tenant, so->consumer, 1))
         return;
     uint64_t lsn = 0;
     uint32_t seq = 0;
@@ -489,11 +468,7 @@ static void do_drop_offset(st_server *s, const Walhook__DropOffset *d, Walhook__
                            st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (d == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "drop_offset: missing");
-        return;
-    }
-    if (check_names(rep, d->tenant, d->consumer) != WH_OK)
+    if (!present(rep, d, "drop_offset") || !names_ok(rep, d->tenant, d->consumer, 1))
         return;
     st_offset prev, now;
     if (st_db_drop_offset(s->db, d->tenant, d->consumer, &prev, err, sizeof(err)) != WH_OK ||
@@ -508,11 +483,7 @@ static void do_tenant_info(st_server *s, const Walhook__TenantInfo *t, Walhook__
                            st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (t == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "tenant_info: missing");
-        return;
-    }
-    if (check_names(rep, t->tenant, NULL) != WH_OK)
+    if (!present(rep, t, "tenant_info") || !names_ok(rep, t->tenant, NULL, 0))
         return;
     uint64_t lsn, durable;
     uint32_t seq;
@@ -555,11 +526,7 @@ static void do_backlog(st_server *s, const Walhook__Backlog *b, Walhook__Reply *
                        st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (b == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "backlog: missing");
-        return;
-    }
-    if (check_names(rep, b->tenant, b->consumer) != WH_OK)
+    if (!present(rep, b, "backlog") || !names_ok(rep, b->tenant, b->consumer, 1))
         return;
     uint32_t max =
         b->max_events == 0 || b->max_events > ST_BACKLOG_MAX ? ST_BACKLOG_MAX : b->max_events;
@@ -619,10 +586,8 @@ static void do_put_state(st_server *s, const Walhook__PutState *p, Walhook__Repl
         wh_reply_error(rep, ST_STATUS_UNAVAILABLE, "%s", "state: not kept by this store");
         return;
     }
-    if (p == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "put_state: missing");
+    if (!present(rep, p, "put_state"))
         return;
-    }
     if (p->doc.len == 0 || p->doc.data == NULL) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "doc: empty");
         return;
@@ -715,11 +680,7 @@ static void do_dlq_write(st_server *s, const Walhook__DlqWrite *w, Walhook__Repl
                          st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (w == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "dlq_write: missing");
-        return;
-    }
-    if (check_names(rep, w->tenant, w->consumer) != WH_OK)
+    if (!present(rep, w, "dlq_write") || !names_ok(rep, w->tenant, w->consumer, 1))
         return;
     if (w->has_pos && w->pos == NULL) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "pos: missing (has_pos is set)");
@@ -809,11 +770,7 @@ static void do_dlq_list(st_server *s, const Walhook__DlqList *l, Walhook__Reply 
                         st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (l == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "dlq_list: missing");
-        return;
-    }
-    if (check_names(rep, l->tenant, l->consumer) != WH_OK)
+    if (!present(rep, l, "dlq_list") || !names_ok(rep, l->tenant, l->consumer, 1))
         return;
     if (l->limit > ST_DLQ_LIST_MAX) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "limit: %u is above %d", l->limit,
@@ -843,11 +800,7 @@ static void do_dlq_list(st_server *s, const Walhook__DlqList *l, Walhook__Reply 
 static void do_dlq_get(st_server *s, const Walhook__DlqGet *g, Walhook__Reply *rep, st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (g == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "dlq_get: missing");
-        return;
-    }
-    if (check_names(rep, g->tenant, g->consumer) != WH_OK)
+    if (!present(rep, g, "dlq_get") || !names_ok(rep, g->tenant, g->consumer, 1))
         return;
     if (g->pos == NULL) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "pos: missing");
@@ -867,12 +820,8 @@ static void do_dlq_edit(st_server *s, const char *tenant, const char *consumer, 
                         st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (tenant == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s",
-                       to_replay ? "dlq_replay: missing" : "dlq_purge: missing");
-        return;
-    }
-    if (check_names(rep, tenant, consumer) != WH_OK)
+    if (!present(rep, tenant, to_replay ? "dlq_replay" : "dlq_purge") ||
+        !names_ok(rep, tenant, consumer, 1))
         return;
     if (!all && n == 0) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "positions: empty (or all)");
@@ -932,11 +881,7 @@ static void do_replay_read(st_server *s, const Walhook__ReplayRead *r, Walhook__
                            st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (r == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "replay_read: missing");
-        return;
-    }
-    if (check_names(rep, r->tenant, r->consumer) != WH_OK)
+    if (!present(rep, r, "replay_read") || !names_ok(rep, r->tenant, r->consumer, 1))
         return;
     uint32_t max_events = r->max_events ? r->max_events : ST_DEFAULT_MAX_EVENTS;
     if (max_events > ST_MAX_EVENTS)
@@ -979,11 +924,7 @@ static void do_replay_ack(st_server *s, const Walhook__ReplayAck *a, Walhook__Re
                           st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (a == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "replay_ack: missing");
-        return;
-    }
-    if (check_names(rep, a->tenant, a->consumer) != WH_OK)
+    if (!present(rep, a, "replay_ack") || !names_ok(rep, a->tenant, a->consumer, 1))
         return;
     if (a->upto == NULL) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "upto: missing");
@@ -1142,10 +1083,8 @@ static void do_lease_list(st_server *s, const Walhook__LeaseList *l, Walhook__Re
                           st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (l == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "lease_list: missing");
+    if (!present(rep, l, "lease_list"))
         return;
-    }
     int has_owner = l->owner != NULL && l->owner[0] != '\0';
     if (has_owner && st_db_check_owner(l->owner, err, sizeof(err)) != WH_OK) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
