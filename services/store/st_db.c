@@ -2802,3 +2802,13 @@ int st_db_needs_snapshot(st_db *db, const char *tenant, const char *consumer)
     st_off *o = off_find(db, tenant, consumer);
     return o != NULL && o->needs_snapshot;
 }
+
+void st_db_needs_snapshot_each(st_db *db, st_consumer_fn fn, void *arg)
+{
+    pthread_rwlock_rdlock(&db->off_lock);
+    for (size_t b = 0; b < db->nbuckets; b++)
+        for (st_off *o = db->buckets[b]; o != NULL; o = o->next)
+            if (o->needs_snapshot)
+                fn(arg, o->tenant, o->consumer);
+    pthread_rwlock_unlock(&db->off_lock);
+}

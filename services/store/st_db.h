@@ -333,5 +333,9 @@ size_t st_db_tenant_stats(st_db *db, st_tenant_stats *out, size_t max);
 int st_db_watermark(st_db *db, const char *tenant, uint64_t *lsn, uint32_t *seq);
 /* 1 when the consumer is marked NEEDS_SNAPSHOT. */
 int st_db_needs_snapshot(st_db *db, const char *tenant, const char *consumer);
+/* Calls fn for every consumer marked NEEDS_SNAPSHOT (under the offsets
+ * table's read lock: fn must not call st_db). */
+typedef void (*st_consumer_fn)(void *arg, const char *tenant, const char *consumer);
+void st_db_needs_snapshot_each(st_db *db, st_consumer_fn fn, void *arg);
 
 #endif

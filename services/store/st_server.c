@@ -369,6 +369,7 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
     m->read.events = m->evp;
     m->read.committed = &m->committed;
     m->read.epoch = c_epoch;
+    m->read.needs_snapshot = have_consumer && st_db_needs_snapshot(s->db, r->tenant, r->consumer);
     rep->body_case = WALHOOK__REPLY__BODY_READ;
     rep->read = &m->read;
 }
@@ -604,6 +605,104 @@ static void do_put_state(st_server *s, const Walhook__PutState *p, Walhook__Repl
 
 /* ---- Stats ---- */
 
+/* A label value: '"' '\\' and newlines escaped (Prometheus text format). */
+static void label_value(char *out, size_t len, const char *v)
+{
+    size_t j = 0;
+    for (; *v && j + 3 < len; v++) {
+        if (*v == '"' || *v == '\\' || *v == '\n') {
+            out[j++] = '\\';
+            out[j++] = *v == '\n' ? 'n' : *v;
+        } else {
+            out[j++] = *v;
+        }
+    }
+    out[j] = '\0';
+}
+
+typedef struct ns_acc {
+    wh_buf *b;
+    int rc;
+} ns_acc;
+
+static void needs_snapshot_metric(void *arg, const char *tenant, const char *consumer)
+{
+    ns_acc *a = arg;
+    char t[2 * ST_NAME_MAX + 2], c[2 * ST_NAME_MAX + 2], lab[5 * ST_NAME_MAX + 32];
+    label_value(t, sizeof(t), tenant);
+    label_value(c, sizeof(c), consumer);
+    snprintf(lab, sizeof(lab), "tenant=\"%s\",target=\"%s\"", t, c);
+    a->rc |= wh_metric_u64(a->b, "walhook_store_target_needs_snapshot", lab, 1);
+}
+
+/* Per tenant: size, live bytes, watermark lag, oldest event age, targets
+ * marked NEEDS_SNAPSHOT (from the last maintenance pass), and one sample
+ * per marked target. */
+#define ST_METRIC_TENANTS 256
+static int tenant_metrics(st_server *s, wh_buf *b)
+{
+    st_tenant_stats *ts = malloc(ST_METRIC_TENANTS * sizeof(*ts));
+    if (ts == NULL)
+        return WH_ERR;
+    size_t n = st_db_tenant_stats(s->db, ts, ST_METRIC_TENANTS);
+    static const struct {
+        const char *name, *help;
+    } m[] = {
+        {"walhook_store_tenant_bytes", "bytes of the tenant's column families (SST + memtables)"},
+        {"walhook_store_tenant_live_bytes", "on-disk bytes of the tenant's events at or after "
+                                            "its GC watermark (approximate)"},
+        {"walhook_store_watermark_lag_bytes", "WAL bytes between the tenant's last stored event "
+                                              "and its GC watermark"},
+        {"walhook_store_oldest_event_age_seconds",
+         "commit age of the tenant's oldest event at or after its GC watermark (-1: none)"},
+        {"walhook_store_needs_snapshot_targets",
+         "targets of the tenant marked NEEDS_SNAPSHOT (behind its retention cap)"},
+        {"walhook_store_tenant_gc_dropped_total",
+         "events of the tenant dropped by the GC filter since start"},
+    };
+    int rc = 0;
+    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+        rc |= wh_metric_header(b, m[k].name, k == 5 ? "counter" : "gauge", m[k].help);
+        for (size_t i = 0; i < n; i++) {
+            char t[2 * ST_NAME_MAX + 2], lab[2 * ST_NAME_MAX + 16];
+            label_value(t, sizeof(t), ts[i].tenant);
+            snprintf(lab, sizeof(lab), "tenant=\"%s\"", t);
+            switch (k) {
+            case 0:
+                rc |= wh_metric_u64(b, m[k].name, lab, ts[i].bytes);
+                break;
+            case 1:
+                rc |= wh_metric_u64(b, m[k].name, lab, ts[i].live_bytes);
+                break;
+            case 2:
+                rc |= wh_metric_u64(b, m[k].name, lab, ts[i].wm_lag_bytes);
+                break;
+            case 3:
+                rc |= wh_metric_i64(b, m[k].name, lab,
+                                    ts[i].oldest_age_ms < 0 ? -1 : ts[i].oldest_age_ms / 1000);
+                break;
+            case 4:
+                rc |= wh_metric_u64(b, m[k].name, lab, ts[i].needs_snapshot);
+                break;
+            default:
+                rc |= wh_metric_u64(b, m[k].name, lab, ts[i].gc_dropped);
+                break;
+            }
+        }
+    }
+    free(ts);
+    ns_acc a = {b, 0};
+    rc |=
+        wh_metric_header(b, "walhook_store_target_needs_snapshot", "gauge",
+                         "1 for a target marked NEEDS_SNAPSHOT: behind its tenant's retention "
+                         "cap, its unread events may be gone; a snapshot or SetOffset resumes it");
+    st_db_needs_snapshot_each(s->db, needs_snapshot_metric, &a);
+    rc |= wh_metric_header(b, "walhook_store_gc_compactions_total", "counter",
+                           "compactions of a key range below a GC watermark since start");
+    rc |= wh_metric_u64(b, "walhook_store_gc_compactions_total", "", st_db_gc_compactions(s->db));
+    return rc | a.rc;
+}
+
 /* wh_stats_fn: the store's own metrics (wh_stats_reply adds the process ones).
  * Not ready while its synced writes fail: the ingestor's appends then fail
  * too, and nothing new can be stored. */
@@ -633,6 +732,7 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
                                "version of the runtime state document in the store");
         rc |= wh_metric_u64(b, "walhook_state_version", "", st_state_version(s->state));
     }
+    rc |= tenant_metrics(s, b);
     rc |= wh_metric_header(b, "walhook_store_write_errors_total", "counter",
                            "synced writes (appends, offset commits) that failed since start");
     rc |= wh_metric_u64(b, "walhook_store_write_errors_total", "", st_db_write_errors(s->db));

@@ -617,6 +617,99 @@ static void test_watermark_monotonic(void **state)
     assert_int_equal(read_all(f->db, "w", 0, 0, &g), 5); /* 6..10 */
 }
 
+static const st_tenant_stats *stats_of(st_db *db, const char *tenant, st_tenant_stats *buf)
+{
+    size_t n = st_db_tenant_stats(db, buf, 8);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(buf[i].tenant, tenant) == 0)
+            return &buf[i];
+    fail_msg("no stats for %s", tenant);
+    return NULL;
+}
+
+/* Age cap: events older than it go even though a target has not read
+ * them; that target is marked NEEDS_SNAPSHOT instead of pinning the disk;
+ * a set offset clears the mark. */
+static void test_retention_age(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    uint64_t l, d;
+    uint32_t s;
+    int64_t now = wh_wallclock_us();
+    st_offset o;
+    assert_int_equal(st_db_register(f->db, "r", "slow", &o, err, sizeof(err)), WH_OK);
+    for (uint64_t lsn = 1; lsn <= 100; lsn++) {
+        /* 1..50 are two hours old, 51..100 fresh */
+        st_event e = {lsn, 0, lsn <= 50 ? now - 7200LL * 1000000 : now, "{}", 2};
+        assert_int_equal(st_db_append(f->db, "r", &e, 1, lsn, &d, err, sizeof(err)), WH_OK);
+    }
+    st_tenant_stats buf[8];
+    st_db_maintain(f->db);
+    const st_tenant_stats *ts = stats_of(f->db, "r", buf);
+    assert_true(ts->oldest_age_ms >= 7200 * 1000 - 60000);
+    assert_int_equal(ts->needs_snapshot, 0);
+    assert_false(st_db_needs_snapshot(f->db, "r", "slow"));
+
+    st_db_limits lim = {0, 3600 * 1000, 0, 0, 0}; /* one hour */
+    st_db_set_limits(f->db, &lim);
+    st_db_maintain(f->db);
+    assert_true(st_db_needs_snapshot(f->db, "r", "slow"));
+    uint64_t wl;
+    uint32_t ws;
+    assert_int_equal(st_db_watermark(f->db, "r", &wl, &ws), WH_OK);
+    assert_int_equal(wl, 51); /* the first event within the cap */
+    ts = stats_of(f->db, "r", buf);
+    assert_int_equal(ts->needs_snapshot, 1);
+    assert_true(ts->oldest_age_ms >= 0 && ts->oldest_age_ms < 600 * 1000);
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    assert_int_equal(live_events(f->db, "r"), 50);
+    /* the mark survives a restart; a set offset clears it */
+    reopen(f);
+    assert_true(st_db_needs_snapshot(f->db, "r", "slow"));
+    assert_int_equal(st_db_watermark(f->db, "r", &wl, &ws), WH_OK);
+    assert_int_equal(wl, 51);
+    assert_int_equal(st_db_set_offset(f->db, "r", "slow", 100, 0, NULL, NULL, err, sizeof(err)),
+                     WH_OK);
+    assert_false(st_db_needs_snapshot(f->db, "r", "slow"));
+    reopen(f);
+    assert_false(st_db_needs_snapshot(f->db, "r", "slow"));
+    /* a consumer ahead of the floor is not marked */
+    assert_int_equal(st_db_commit(f->db, "r", "fast", 90, 0, &l, &s, err, sizeof(err)), WH_OK);
+    st_db_set_limits(f->db, &lim);
+    st_db_maintain(f->db);
+    assert_false(st_db_needs_snapshot(f->db, "r", "fast"));
+}
+
+/* Bytes cap: a target far behind does not keep more than the cap. */
+static void test_retention_bytes(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    open_small(f);
+    st_offset o;
+    assert_int_equal(st_db_register(f->db, "g", "slow", &o, err, sizeof(err)), WH_OK);
+    gc_fill(f->db, 0); /* ~2.4 MB, nothing read */
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    st_tenant_stats buf[8];
+    st_db_maintain(f->db);
+    const st_tenant_stats *ts = stats_of(f->db, "g", buf);
+    assert_true(ts->live_bytes > 2000000);
+    assert_false(st_db_needs_snapshot(f->db, "g", "slow"));
+    st_db_limits lim = {500 * 1024, 0, 0, 0, 0};
+    st_db_set_limits(f->db, &lim);
+    for (int i = 0; i < 5; i++)
+        st_db_maintain(f->db);
+    assert_true(st_db_needs_snapshot(f->db, "g", "slow"));
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    st_db_maintain(f->db);
+    ts = stats_of(f->db, "g", buf);
+    assert_true(ts->live_bytes <= 500 * 1024 * 3 / 2);
+    assert_true(ts->bytes < 1500 * 1024);
+    size_t n = live_events(f->db, "g");
+    assert_true(n > 0 && n < GC_EVENTS / 2);
+}
+
 static void test_bad_names(void **state)
 {
     fx *f = *state;
@@ -666,6 +759,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gc_natural_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_backlog_released, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watermark_monotonic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention_age, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_single_cf, setup, teardown),
         cmocka_unit_test(test_memory_need),
     };

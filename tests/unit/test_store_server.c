@@ -260,6 +260,25 @@ static void test_append_read_commit(void **state)
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_up{daemon=\"store\"} 1"));
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_peak_rss_bytes{daemon=\"store\"}"));
     st_server_done(f->srv, &rep, cookie);
+
+    /* per-tenant figures after a maintenance pass; a target behind the
+     * retention cap is NEEDS_SNAPSHOT in its Read and in /metrics */
+    st_db_limits lim = {0, 1, 0, 0, 0}; /* 1 ms: every event is past the cap */
+    st_db_set_limits(f->db, &lim);
+    wh_sleep_ms(5);
+    st_db_maintain(f->db);
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    const char *mt = rep.stats->metrics_text;
+    assert_non_null(strstr(mt, "walhook_store_tenant_bytes{tenant=\"t\"} "));
+    assert_non_null(strstr(mt, "walhook_store_watermark_lag_bytes{tenant=\"t\"} "));
+    assert_non_null(strstr(mt, "walhook_store_oldest_event_age_seconds{tenant=\"t\"} "));
+    assert_non_null(strstr(mt, "walhook_store_needs_snapshot_targets{tenant=\"t\"} 1\n"));
+    assert_non_null(
+        strstr(mt, "walhook_store_target_needs_snapshot{tenant=\"t\",target=\"c1\"} 1\n"));
+    st_server_done(f->srv, &rep, cookie);
+    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_true(rep.read->needs_snapshot);
+    st_server_done(f->srv, &rep, cookie);
 }
 
 static void test_malformed(void **state)
