@@ -2812,3 +2812,99 @@ void st_db_needs_snapshot_each(st_db *db, st_consumer_fn fn, void *arg)
                 fn(arg, o->tenant, o->consumer);
     pthread_rwlock_unlock(&db->off_lock);
 }
+
+/* ---- per-tenant write token bucket ---- */
+
+int st_db_admit(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, uint32_t *retry_ms)
+{
+    *retry_ms = 0;
+    int64_t rb = atomic_load(&db->rate_bytes), re = atomic_load(&db->rate_events);
+    if (rb <= 0 && re <= 0)
+        return WH_OK;
+    int64_t burst_ms = atomic_load(&db->rate_burst_ms);
+    if (burst_ms <= 0)
+        burst_ms = 1000;
+    st_tenant *t = tenant_find(db, tenant, 1);
+    if (t == NULL)
+        return WH_OK; /* out of memory: the append itself will say so */
+    uint64_t now = wh_now_ms();
+    double cap_b = (double)rb * (double)burst_ms / 1000.0;
+    double cap_e = (double)re * (double)burst_ms / 1000.0;
+    int rc = WH_OK;
+    pthread_mutex_lock(&t->wm_mu);
+    if (t->tb_ms == 0) { /* first use: a full bucket */
+        t->tb_bytes = cap_b;
+        t->tb_events = cap_e;
+    } else {
+        double dt = (double)(now - t->tb_ms) / 1000.0;
+        t->tb_bytes = t->tb_bytes + dt * (double)rb;
+        t->tb_events = t->tb_events + dt * (double)re;
+        if (t->tb_bytes > cap_b)
+            t->tb_bytes = cap_b;
+        if (t->tb_events > cap_e)
+            t->tb_events = cap_e;
+    }
+    t->tb_ms = now;
+    /* an append is admitted while the bucket holds no debt, and charged in
+     * full (a batch bigger than the bucket goes through when it is full);
+     * the debt is paid back at the rate before the next one */
+    double wait = 0;
+    if (rb > 0 && t->tb_bytes < 0)
+        wait = -t->tb_bytes / (double)rb;
+    if (re > 0 && t->tb_events < 0 && -t->tb_events / (double)re > wait)
+        wait = -t->tb_events / (double)re;
+    if (wait > 0) {
+        uint64_t ms = (uint64_t)(wait * 1000.0) + 1;
+        *retry_ms = ms > 60000 ? 60000 : (uint32_t)ms;
+        rc = ST_DB_SLOW;
+    } else {
+        if (rb > 0)
+            t->tb_bytes -= (double)bytes;
+        if (re > 0)
+            t->tb_events -= (double)events;
+    }
+    pthread_mutex_unlock(&t->wm_mu);
+    return rc;
+}
+
+/* ---- group commit figures ---- */
+
+int st_db_write_groups(st_db *db, uint64_t *writes, uint64_t *groups, uint64_t *syncs)
+{
+    *writes = *groups = *syncs = 0;
+    char *v = rocksdb_property_value(db->rdb, "rocksdb.dbstats");
+    if (v == NULL)
+        return WH_ERR;
+    /* "Cumulative writes: 10K writes, 10K keys, 4937 commit groups, 2.0 writes per commit
+     * group, ..." and "Cumulative WAL: 10K writes, 4937 syncs, ..." (K/M suffixes) */
+    int rc = WH_ERR;
+    const char *w = strstr(v, "Cumulative writes: ");
+    const char *g = w ? strstr(w, " keys, ") : NULL;
+    const char *s = strstr(v, "Cumulative WAL: ");
+    const char *sy = s ? strstr(s, " writes, ") : NULL;
+    if (w && g && sy) {
+        double a, b, c;
+        char ua = 0, ub = 0, uc = 0;
+        if (sscanf(w + 19, "%lf%c", &a, &ua) == 2 && sscanf(g + 7, "%lf%c", &b, &ub) == 2 &&
+            sscanf(sy + 9, "%lf%c", &c, &uc) == 2) {
+            double m[3] = {ua == 'K'   ? 1e3
+                           : ua == 'M' ? 1e6
+                           : ua == 'G' ? 1e9
+                                       : 1,
+                           ub == 'K'   ? 1e3
+                           : ub == 'M' ? 1e6
+                           : ub == 'G' ? 1e9
+                                       : 1,
+                           uc == 'K'   ? 1e3
+                           : uc == 'M' ? 1e6
+                           : uc == 'G' ? 1e9
+                                       : 1};
+            *writes = (uint64_t)(a * m[0]);
+            *groups = (uint64_t)(b * m[1]);
+            *syncs = (uint64_t)(c * m[2]);
+            rc = WH_OK;
+        }
+    }
+    rocksdb_free(v);
+    return rc;
+}

@@ -72,6 +72,7 @@
 #define ST_DLQ_EXCERPT 1024 /* bytes of a response body kept in a dead letter */
 
 #define ST_DB_STALE 1 /* st_db_commit_epoch: epoch mismatch or dropped consumer (409) */
+#define ST_DB_SLOW 2  /* st_db_admit: over the tenant's write budget (429) */
 
 #define ST_MAINT_MS 1000 /* maintenance pass period */
 
@@ -333,6 +334,17 @@ size_t st_db_tenant_stats(st_db *db, st_tenant_stats *out, size_t max);
 int st_db_watermark(st_db *db, const char *tenant, uint64_t *lsn, uint32_t *seq);
 /* 1 when the consumer is marked NEEDS_SNAPSHOT. */
 int st_db_needs_snapshot(st_db *db, const char *tenant, const char *consumer);
+/* The tenant's write token bucket (store.tenant_rate_bytes/_events,
+ * store.tenant_burst_ms): WH_OK charges the append; ST_DB_SLOW refuses it
+ * with *retry_ms, the time until the bucket has paid its debt back. A
+ * batch bigger than the bucket passes when the bucket is full. Unlimited
+ * when both rates are 0. */
+int st_db_admit(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, uint32_t *retry_ms);
+/* RocksDB's cumulative write figures since open: synced writes (appends,
+ * commits...), the commit groups they were coalesced into (one WAL write
+ * and one sync each: concurrent appends of several tenants share one), and
+ * WAL syncs. Parsed from "rocksdb.dbstats" (K/M rounded). */
+int st_db_write_groups(st_db *db, uint64_t *writes, uint64_t *groups, uint64_t *syncs);
 /* Calls fn for every consumer marked NEEDS_SNAPSHOT (under the offsets
  * table's read lock: fn must not call st_db). */
 typedef void (*st_consumer_fn)(void *arg, const char *tenant, const char *consumer);

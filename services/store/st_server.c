@@ -43,6 +43,7 @@ struct st_server {
     wh_counter events_stored;
     wh_counter appends;
     wh_counter reads;
+    wh_counter slowed; /* appends answered "slow down" */
 };
 
 /* Everything a reply points at; freed by st_server_done. */
@@ -163,6 +164,7 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
         return;
     }
     st_event *ev = NULL;
+    uint64_t bytes = 0;
     if (a->n_events > 0) {
         ev = calloc(a->n_events, sizeof(*ev));
         if (ev == NULL) {
@@ -192,6 +194,18 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
         ev[i].commit_ts_us = e->commit_ts_us;
         ev[i].json = e->json.data;
         ev[i].json_len = e->json.len;
+        bytes += e->json.len;
+    }
+    uint32_t retry_ms = 0;
+    if (st_db_admit(s->db, a->tenant, bytes, a->n_events, &retry_ms) == ST_DB_SLOW) {
+        free(ev);
+        wh_counter_add(&s->slowed, 1);
+        wh_reply_error(rep, ST_STATUS_SLOW_DOWN,
+                       "slow down: tenant %s is over its write budget (store.tenant_rate_*); "
+                       "send again in %u ms",
+                       a->tenant, retry_ms);
+        rep->retry_after_ms = retry_ms;
+        return;
     }
     uint64_t durable = 0;
     int rc =
@@ -733,6 +747,9 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
         rc |= wh_metric_u64(b, "walhook_state_version", "", st_state_version(s->state));
     }
     rc |= tenant_metrics(s, b);
+    rc |= wh_metric_header(b, "walhook_store_appends_slowed_total", "counter",
+                           "appends answered \"slow down\" (a tenant over its write budget)");
+    rc |= wh_metric_u64(b, "walhook_store_appends_slowed_total", "", wh_counter_get(&s->slowed));
     rc |= wh_metric_header(b, "walhook_store_write_errors_total", "counter",
                            "synced writes (appends, offset commits) that failed since start");
     rc |= wh_metric_u64(b, "walhook_store_write_errors_total", "", st_db_write_errors(s->db));
