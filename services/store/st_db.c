@@ -91,8 +91,7 @@ struct st_db {
     rocksdb_block_based_table_options_t *bbto;
     rocksdb_cache_t *cache;
     rocksdb_ratelimiter_t *rl;
-    rocksdb_writeoptions_t *wo;   /* sync = true */
-    rocksdb_writeoptions_t *wo_a; /* sync = false (the W key: derived data) */
+    rocksdb_writeoptions_t *wo; /* sync = true */
     rocksdb_readoptions_t *ro;
     int read_only;
     int64_t write_buffer_bytes;
@@ -923,7 +922,6 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
 
     db->wo = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(db->wo, 1);
-    db->wo_a = rocksdb_writeoptions_create();
     db->ro = rocksdb_readoptions_create();
 
     if ((!db->read_only && migrate_default(db, err, errlen) != WH_OK) ||
@@ -973,8 +971,6 @@ void st_db_close(st_db *db)
         rocksdb_close(db->rdb);
     }
     free(db->cf_other);
-    if (db->wo_a)
-        rocksdb_writeoptions_destroy(db->wo_a);
     if (db->wo)
         rocksdb_writeoptions_destroy(db->wo);
     if (db->ro)
@@ -2681,7 +2677,8 @@ static void maintain_tenant(st_db *db, st_tenant *t)
             wh_put_be64(v, wl);
             wh_put_be32(v + 8, ws);
             char *e = NULL;
-            rocksdb_put_cf(db->rdb, db->wo_a, t->meta, k, kl, (const char *)v, sizeof(v), &e);
+            /* synced: the retention floor is not stored elsewhere */
+            rocksdb_put_cf(db->rdb, db->wo, t->meta, k, kl, (const char *)v, sizeof(v), &e);
             if (e) {
                 rocksdb_free(e);
             } else {

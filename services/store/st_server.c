@@ -513,6 +513,9 @@ static void do_tenant_info(st_server *s, const Walhook__TenantInfo *t, Walhook__
     m->committed.seq = seq;
     m->tinfo.end = &m->committed;
     m->tinfo.durable_lsn = durable;
+    walhook__position__init(&m->previous);
+    st_db_watermark(s->db, t->tenant, &m->previous.lsn, &m->previous.seq);
+    m->tinfo.watermark = &m->previous;
     rep->body_case = WALHOOK__REPLY__BODY_TENANT_INFO;
     rep->tenant_info = &m->tinfo;
 }
