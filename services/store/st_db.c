@@ -863,6 +863,11 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     rocksdb_options_set_create_if_missing(db->opts, 1);
     rocksdb_options_set_write_buffer_size(db->opts, (size_t)o->write_buffer_bytes);
     rocksdb_options_set_max_write_buffer_number(db->opts, ST_MAX_WRITE_BUFFERS);
+    /* memtables of every column family (two per tenant) together: past
+     * this RocksDB flushes the largest, so the store's memtable memory does
+     * not grow with the number of tenants (st_db_memory_need counts it) */
+    rocksdb_options_set_db_write_buffer_size(db->opts,
+                                             (size_t)o->write_buffer_bytes * ST_MAX_WRITE_BUFFERS);
     rocksdb_options_set_max_background_jobs(db->opts, 2);
     rocksdb_options_set_max_open_files(db->opts, 256);
     rocksdb_options_set_keep_log_file_num(db->opts, 2);

@@ -131,7 +131,9 @@ typedef struct st_event {
 typedef int (*st_read_fn)(void *arg, uint64_t lsn, uint32_t seq, int64_t commit_ts_us,
                           const void *json, size_t json_len);
 
-/* Bytes the DB will hold in memory for these settings: cache + memtables. */
+/* Bytes the DB will hold in memory for these settings: cache + memtables
+ * (all column families together are capped at ST_MAX_WRITE_BUFFERS
+ * memtables' worth: db_write_buffer_size). */
 int64_t st_db_memory_need(int64_t cache_bytes, int64_t write_buffer_bytes);
 
 /* Checks a tenant or consumer name: 1..ST_NAME_MAX bytes. `what` names the

@@ -46,6 +46,10 @@ wh_wait_slot_active wh_a 30 || wh_fail "tenant a's slot is not streaming"
 wh_wait_slot_active wh_b 30 || wh_fail "tenant b's slot is not streaming"
 grep -q "started walhook-ingestor for tenant b" "$WH_TMP/walhook.log" ||
     wh_fail "walhook up did not start an ingestor for tenant b"
+# a consumer of tenant a that never reads holds its GC, so the dump at the
+# end can show every position of a stored once
+"$BIN/tests/wh_statectl" -c "$CONF" set-offset a hold 0/0:0 >/dev/null ||
+    wh_fail "cannot register the consumer that holds tenant a's GC"
 
 wh_spawn load_a "$BIN/tests/wh_loadgen" --dsn "$DSN_A" --changes "$CHANGES" --seed 1 --max-txn 100 \
     --tables 2 --expect "$WH_TMP/expected_a.jsonl"
