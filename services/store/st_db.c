@@ -343,7 +343,7 @@ static st_tenant *tenant_find(st_db *db, const char *name, int add)
     pthread_rwlock_wrlock(&db->ten_lock);
     for (t = db->tenants; t != NULL && strcmp(t->name, name) != 0;)
         t = t->next;
-    if (t == NULL && (t = calloc(1, sizeof(*t))) != NULL) {
+    if (t == NULL && db->ntenants < ST_MAX_TENANTS && (t = calloc(1, sizeof(*t))) != NULL) {
         t->db = db;
         wh_strlcpy(t->name, name, sizeof(t->name));
         pthread_rwlock_init(&t->lock, NULL);
@@ -405,7 +405,9 @@ static int ten_open(st_db *db, const char *tenant, int create, st_tenant **out, 
         return wh_seterr(err, errlen, "store opened read-only");
     st_tenant *t = tenant_find(db, tenant, create);
     if (t == NULL)
-        return create ? wh_seterr(err, errlen, "out of memory") : WH_OK;
+        return create ? wh_seterr(err, errlen, "tenant: too many tenants (max %d) or out of memory",
+                                  ST_MAX_TENANTS)
+                      : WH_OK;
     for (;;) {
         pthread_rwlock_rdlock(&t->lock);
         if (t->ev != NULL && t->meta != NULL) {
@@ -510,7 +512,8 @@ static st_off *off_get(st_db *db, const char *tenant, const char *consumer, char
         return o;
     st_tenant *t = tenant_find(db, tenant, 1);
     if (t == NULL) {
-        wh_seterr(err, errlen, "out of memory");
+        wh_seterr(err, errlen, "tenant: too many tenants (max %d) or out of memory",
+                  ST_MAX_TENANTS);
         return NULL;
     }
     pthread_rwlock_wrlock(&db->off_lock);
@@ -684,8 +687,10 @@ static rocksdb_t *open_cfs(st_db *db, const char *path, char **e)
     size_t n = 0;
     char *le = NULL;
     char **names = rocksdb_list_column_families(db->opts, path, &n, &le);
-    if (le != NULL) { /* no DB yet */
+    if (le != NULL) { /* no DB yet (the array is allocated all the same) */
         rocksdb_free(le);
+        if (names)
+            rocksdb_list_column_families_destroy(names, n);
         names = NULL;
         n = 0;
     }
@@ -958,6 +963,8 @@ void st_db_close(st_db *db)
         db->maint_stop = 1;
         pthread_cond_signal(&db->maint_cond);
         pthread_mutex_unlock(&db->maint_mu);
+        /* a garbage-range compaction in progress returns at once */
+        rocksdb_disable_manual_compaction(db->rdb);
         pthread_join(db->maint, NULL);
     }
     if (db->rdb) {

@@ -66,6 +66,7 @@
 #define ST_MAX_WRITE_BUFFERS 2                      /* memtables per DB (memory budget uses it) */
 #define ST_RATE_BYTES_PER_SEC (128LL * 1024 * 1024) /* flush+compaction I/O */
 #define ST_MAX_CONSUMERS 65536                      /* offset table entries, all tenants */
+#define ST_MAX_TENANTS 256 /* tenants with column families (a write of one more is refused) */
 
 #define ST_OWNER_MAX 127    /* bytes of a lease owner id */
 #define ST_OWNERS_MAX 256   /* lease owners remembered (replicas) */

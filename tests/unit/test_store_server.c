@@ -339,7 +339,7 @@ static void test_slow_down(void **state)
 
 typedef struct gc_arg {
     fx *f;
-    char tenant[8];
+    char tenant[16];
 } gc_arg;
 
 static void *group_appender(void *p)
