@@ -73,6 +73,18 @@ const wh_config_entry wh_config_table[] = {
       "RocksDB block cache size"),
     L(rocksdb_write_buffer_bytes, "store.write_buffer_bytes", 4 * MiB, 64 * KiB, 4 * GiB, 0,
       "RocksDB memtable size"),
+    L(store_retention_bytes, "store.retention_bytes", 0, 0, 1024 * 1024 * GiB, WH_CF_RUNTIME,
+      "per tenant: bytes of undelivered events kept; a target further behind is marked "
+      "NEEDS_SNAPSHOT (0 = no cap)"),
+    L(store_retention_age_s, "store.retention_age_s", 0, 0, 10LL * 366 * 86400, WH_CF_RUNTIME,
+      "per tenant: age of undelivered events kept; a target further behind is marked "
+      "NEEDS_SNAPSHOT (0 = no cap)"),
+    L(store_tenant_rate_bytes, "store.tenant_rate_bytes", 0, 0, 64 * GiB, WH_CF_RUNTIME,
+      "per tenant: append bytes/s before the store answers \"slow down\" (0 = unlimited)"),
+    L(store_tenant_rate_events, "store.tenant_rate_events", 0, 0, 1000000000, WH_CF_RUNTIME,
+      "per tenant: appended events/s before the store answers \"slow down\" (0 = unlimited)"),
+    I(store_tenant_burst_ms, "store.tenant_burst_ms", 1000, 10, 60000, WH_CF_RUNTIME,
+      "per tenant: token bucket size, in ms of the rates"),
     L(ipc_max_msg_bytes, "ipc.max_msg_bytes", 64 * MiB, 64 * KiB, 1 * GiB, 0,
       "largest IPC message accepted"),
     I(ipc_timeout_ms, "ipc.timeout_ms", 10000, 100, 600000, 0, "IPC request timeout"),

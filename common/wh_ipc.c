@@ -67,6 +67,7 @@ struct wh_client {
     int timeout_ms;
     size_t max_msg;
     atomic_int interrupted;
+    uint32_t retry_after_ms; /* of the last error reply (429 "slow down") */
     char url[1024];
 };
 
@@ -753,6 +754,7 @@ int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Re
     nng_msg_free(m);
     if (r == NULL)
         return wh_seterr(err, errlen, "%s: malformed reply (%zu bytes)", c->url, len);
+    c->retry_after_ms = r->retry_after_ms;
     if (r->status != 0) {
         *status = r->status;
         wh_seterr(err, errlen, "%s: error %d: %s", c->url, r->status,
@@ -762,6 +764,11 @@ int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Re
     }
     *rep = r;
     return WH_OK;
+}
+
+uint32_t wh_client_retry_after_ms(const wh_client *c)
+{
+    return c->retry_after_ms;
 }
 
 void wh_client_interrupt(wh_client *c)

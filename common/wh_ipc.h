@@ -58,6 +58,9 @@ int wh_client_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **r
  * answered with an error (e.g. 409, 412), 0 for a transport failure. */
 int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep,
                           int *status, char *err, size_t errlen);
+/* retry_after_ms of the last reply (the store's 429 "slow down": send the
+ * same request again after that many ms); 0 when it had none. */
+uint32_t wh_client_retry_after_ms(const wh_client *c);
 /* From any thread: cancels the call in progress (it returns WH_ERR) and caps
  * the timeout of later calls at 1 s. For a stopping process. */
 void wh_client_interrupt(wh_client *c);

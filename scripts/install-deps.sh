@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages walhook needs to build, test, bench and demo.
 # A fast no-op when everything is already installed; otherwise needs root.
-#   scripts/install-deps.sh [--test]   --test: also what only the tests use
+#   scripts/install-deps.sh [--test] [--bench]   --test: also what only the tests
+#   use; --bench: also rocksdb-tools (db_bench, for make bench-tenants)
 set -euo pipefail
 PKGS=(build-essential pkg-config libpq-dev libnng-dev librocksdb-dev libcurl4-openssl-dev
       libssl-dev libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libconfig-dev
@@ -13,12 +14,17 @@ PKGS=(build-essential pkg-config libpq-dev libnng-dev librocksdb-dev libcurl4-op
 # --test also: jq (test_json_logs), openssl (test_ipc_tls's throwaway CA),
 # prometheus for promtool (test_monitoring; 19 MB download, 96 MB installed),
 # chromium (test_status_page: the status page rendered by a real browser).
-if [ "${1:-}" = --test ]; then
-    PKGS+=(jq openssl prometheus chromium)
-    if ! { command -v node && command -v npm; } >/dev/null 2>&1; then
-        PKGS+=(nodejs npm)
-    fi
-fi
+for a in "$@"; do
+    case "$a" in
+    --test)
+        PKGS+=(jq openssl prometheus chromium)
+        if ! { command -v node && command -v npm; } >/dev/null 2>&1; then
+            PKGS+=(nodejs npm)
+        fi
+        ;;
+    --bench) PKGS+=(rocksdb-tools) ;; # db_bench, the reference of make bench-tenants
+    esac
+done
 missing=()
 for p in "${PKGS[@]}"; do
     st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)

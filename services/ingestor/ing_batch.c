@@ -140,8 +140,11 @@ static int pack_reserve(ing_batcher *bt, size_t n)
     return WH_OK;
 }
 
+#define ING_STATUS_SLOW_DOWN 429 /* the store's "slow down" (tenant write budget) */
+
 /* Sends one AppendBatch of the packed events [0, n), retrying with backoff
- * until it succeeds (Append is idempotent). WH_ERR: stopping. */
+ * until it succeeds (Append is idempotent); a "slow down" answer is
+ * retried after the delay it names. WH_ERR: stopping. */
 static int send_retry(ing_batcher *bt, size_t n, uint64_t ack, uint64_t id, uint64_t first_id)
 {
     for (size_t i = 0; i < n; i++) /* pev may have moved while packing */
@@ -158,9 +161,11 @@ static int send_retry(ing_batcher *bt, size_t n, uint64_t ack, uint64_t id, uint
     req.body_case = WALHOOK__REQUEST__BODY_APPEND;
     req.append = &ab;
     char err[WH_ERRLEN];
+    int slowed = 0;
     for (int attempt = 0;; attempt++) {
         Walhook__Reply *rep = NULL;
-        int rc = wh_client_call(bt->client, &req, &rep, err, sizeof(err));
+        int status = 0;
+        int rc = wh_client_call_status(bt->client, &req, &rep, &status, err, sizeof(err));
         if (rc == WH_OK && (rep->body_case != WALHOOK__REPLY__BODY_APPEND || !rep->append)) {
             wh_seterr(err, sizeof(err), "the store replied to Append without an append body");
             walhook__reply__free_unpacked(rep, NULL);
@@ -174,10 +179,21 @@ static int send_retry(ing_batcher *bt, size_t n, uint64_t ack, uint64_t id, uint
             return WH_OK;
         }
         int ms = wh_backoff_ms(attempt < 20 ? attempt : 20, 20, 5000);
-        if (attempt == 0 || attempt % 20 == 0)
+        if (status == ING_STATUS_SLOW_DOWN) {
+            /* over the tenant's write budget: not stored, not acked; the
+             * credit window stops the WAL reading meanwhile */
+            uint32_t ra = wh_client_retry_after_ms(bt->client);
+            ms = ra == 0 ? 10 : (ra > 10000 ? 10000 : (int)ra);
+            attempt--; /* not a failure: no backoff growth */
+            if (slowed++ % 1000 == 0)
+                wh_info("the store asks tenant %s to slow down (write budget); batches "
+                        "%llu..%llu wait %d ms",
+                        bt->tenant, (unsigned long long)first_id, (unsigned long long)id, ms);
+        } else if (attempt == 0 || attempt % 20 == 0) {
             wh_warn("append of batches %llu..%llu (%zu events) to the store failed: %s; "
                     "retrying",
                     (unsigned long long)first_id, (unsigned long long)id, n, err);
+        }
         /* sleep in small steps so a stop is noticed */
         for (int slept = 0; slept < ms; slept += 50) {
             pthread_mutex_lock(&bt->mu);

@@ -17,13 +17,18 @@
 #define ST_OFF_VAL_LEN 20 /* lsn(8) seq(4) epoch(8) */
 #define ST_KEY_MAX (1 + ST_NAME_MAX + 1 + ST_NAME_MAX + ST_POS_LEN)
 
+typedef struct st_tenant st_tenant;
+
 /* One consumer's offset. Entries are never freed before close, so a pointer
  * found under the table lock stays valid after it is released.
  * wmu serialises the writers of this consumer and is held across the synced
  * put; vmu guards the values and is never held across I/O, so readers (Read,
- * GetOffset, the GC snapshot) never wait for an fsync. */
+ * GetOffset, the GC snapshot) never wait for an fsync. Lock order: the
+ * tenant's lock (read) before wmu. */
 typedef struct st_off {
-    struct st_off *next; /* hash chain */
+    struct st_off *next;  /* hash chain */
+    struct st_off *tnext; /* the tenant's consumers (under off_lock) */
+    st_tenant *ten;
     uint32_t hash;
     char tenant[ST_NAME_MAX + 1];
     char consumer[ST_NAME_MAX + 1];
@@ -32,7 +37,8 @@ typedef struct st_off {
     uint64_t lsn;
     uint32_t seq;
     uint64_t epoch;
-    int state; /* ST_OFF_* */
+    int state;                  /* ST_OFF_* */
+    _Atomic int needs_snapshot; /* behind the retention cap: does not hold GC */
     /* the target's dispatcher lease (guarded by wmu) */
     char lease_owner[ST_OWNER_MAX + 1]; /* "" = free */
     uint64_t lease_epoch;               /* 0 = never leased */
@@ -46,36 +52,76 @@ enum {
     ST_OFF_DROPPED  /* tombstone (DropOffset): reads nothing, commits refused */
 };
 
-/* Per-compaction snapshot of the GC watermarks, sorted by tenant. */
-typedef struct st_wm {
-    char tenant[ST_NAME_MAX + 1];
+/* A tenant: its two column families ("e:<tenant>" events, "m:<tenant>"
+ * offsets, durable position, dead letters, replay queue, leases, GC
+ * watermark) and its GC state. Never freed before close. `lock` is taken
+ * for reading by every operation that uses the handles, for writing to
+ * create or drop them. */
+struct st_tenant {
+    st_tenant *next;
+    st_db *db;
+    char name[ST_NAME_MAX + 1];
+    pthread_rwlock_t lock;
+    rocksdb_column_family_handle_t *ev, *meta; /* NULL: none (never created or dropped) */
+    st_off *offs;                              /* its consumers, under db->off_lock */
+    pthread_mutex_t wm_mu;                     /* the fields below */
+    uint64_t wm_lsn;                           /* GC watermark: never moves back */
+    uint32_t wm_seq;
+    uint64_t wm_stored_lsn; /* the W key's value */
+    uint32_t wm_stored_seq;
+    uint64_t floor_lsn; /* retention floor: events below it may go */
+    uint32_t floor_seq;
+    st_tenant_stats stats; /* last maintenance pass */
+    _Atomic uint64_t gc_dropped;
+    /* write token bucket (under wm_mu) */
+    double tb_bytes, tb_events;
+    uint64_t tb_ms;
+};
+
+/* Per-compaction snapshot of a tenant's watermark. */
+typedef struct st_gc_snap {
+    st_tenant *t;
     uint64_t lsn;
     uint32_t seq;
-} st_wm;
-
-typedef struct st_gc_snap {
-    st_db *db;
-    st_wm *wm;
-    size_t n;
 } st_gc_snap;
 
 struct st_db {
     rocksdb_t *rdb;
-    rocksdb_options_t *opts;
+    rocksdb_options_t *opts; /* DB and default CF; tenant CFs copy it */
     rocksdb_block_based_table_options_t *bbto;
     rocksdb_cache_t *cache;
     rocksdb_ratelimiter_t *rl;
     rocksdb_writeoptions_t *wo; /* sync = true */
     rocksdb_readoptions_t *ro;
     int read_only;
+    int64_t write_buffer_bytes;
+    rocksdb_column_family_handle_t *cf_default;
+    rocksdb_column_family_handle_t **cf_other; /* unknown CFs found at open */
+    size_t ncf_other;
 
     pthread_mutex_t append_mu[ST_LOCK_STRIPES];
+
+    pthread_rwlock_t ten_lock; /* the tenants list's structure */
+    st_tenant *tenants;
+    size_t ntenants;
 
     pthread_rwlock_t off_lock; /* the hash table's structure, never held across I/O */
     st_off **buckets;
     size_t nbuckets, noffs;
 
     _Atomic uint64_t gc_dropped;
+    _Atomic uint64_t gc_compactions; /* garbage ranges compacted */
+
+    /* runtime limits (st_db_set_limits) */
+    _Atomic int64_t ret_bytes, ret_age_ms;
+    _Atomic int64_t rate_bytes, rate_events, rate_burst_ms;
+
+    /* maintenance thread */
+    pthread_t maint;
+    int maint_started;
+    pthread_mutex_t maint_mu;
+    pthread_cond_t maint_cond;
+    int maint_stop;
 
     /* health of synced writes: the last one failed since fail_since_ms */
     pthread_mutex_t health_mu;
@@ -173,20 +219,11 @@ static int parse_event_key(const char *k, size_t kl, char *tenant, uint64_t *lsn
     return WH_OK;
 }
 
-/* ---- GC compaction filter ---- */
-
-static int wm_cmp(const void *a, const void *b)
-{
-    return strcmp(((const st_wm *)a)->tenant, ((const st_wm *)b)->tenant);
-}
+/* ---- GC compaction filter (one factory per tenant's events CF) ---- */
 
 static void gc_snap_free(void *state)
 {
-    st_gc_snap *s = state;
-    if (s) {
-        free(s->wm);
-        free(s);
-    }
+    free(state);
 }
 
 static const char *gc_name(void *state)
@@ -206,18 +243,15 @@ static unsigned char gc_filter(void *state, int level, const char *key, size_t k
     WH_UNUSED(new_value_length);
     st_gc_snap *s = state;
     *value_changed = 0;
-    if (s == NULL || s->n == 0 || key_length == 0 || key[0] != 'E')
+    if (s == NULL || (s->lsn == 0 && s->seq == 0))
         return 0;
-    st_wm probe;
     uint64_t lsn;
     uint32_t seq;
-    if (parse_event_key(key, key_length, probe.tenant, &lsn, &seq) != WH_OK)
+    if (parse_event_key(key, key_length, NULL, &lsn, &seq) != WH_OK)
         return 0;
-    const st_wm *w = bsearch(&probe, s->wm, s->n, sizeof(st_wm), wm_cmp);
-    if (w == NULL)
-        return 0; /* no consumer for this tenant: keep everything */
-    if (wh_pos_cmp(lsn, seq, w->lsn, w->seq) < 0) {
-        atomic_fetch_add(&s->db->gc_dropped, 1);
+    if (wh_pos_cmp(lsn, seq, s->lsn, s->seq) < 0) {
+        atomic_fetch_add(&s->t->gc_dropped, 1);
+        atomic_fetch_add(&s->t->db->gc_dropped, 1);
         return 1;
     }
     return 0;
@@ -225,7 +259,7 @@ static unsigned char gc_filter(void *state, int level, const char *key, size_t k
 
 static void gc_factory_destroy(void *state)
 {
-    WH_UNUSED(state); /* the db owns nothing of the factory */
+    WH_UNUSED(state); /* the tenant belongs to the db */
 }
 
 static const char *gc_factory_name(void *state)
@@ -234,48 +268,180 @@ static const char *gc_factory_name(void *state)
     return "walhook-gc-factory";
 }
 
-/* Called by RocksDB at the start of each compaction. */
+/* The tenant's watermark, moved forward to min(offsets of its live
+ * consumers not marked NEEDS_SNAPSHOT) and to the retention floor; never
+ * back. No consumer and no floor: (0,0), nothing is dropped. */
+static void tenant_watermark(st_tenant *t, uint64_t *lsn, uint32_t *seq)
+{
+    st_db *db = t->db;
+    int have = 0;
+    uint64_t ml = 0;
+    uint32_t ms = 0;
+    pthread_rwlock_rdlock(&db->off_lock);
+    for (st_off *o = t->offs; o != NULL; o = o->tnext) {
+        pthread_mutex_lock(&o->vmu);
+        int live = o->state == ST_OFF_LIVE && !o->needs_snapshot;
+        uint64_t l = o->lsn;
+        uint32_t q = o->seq;
+        pthread_mutex_unlock(&o->vmu);
+        if (live && (!have || wh_pos_cmp(l, q, ml, ms) < 0)) {
+            ml = l;
+            ms = q;
+            have = 1;
+        }
+    }
+    pthread_rwlock_unlock(&db->off_lock);
+    pthread_mutex_lock(&t->wm_mu);
+    if (have && wh_pos_cmp(ml, ms, t->wm_lsn, t->wm_seq) > 0) {
+        t->wm_lsn = ml;
+        t->wm_seq = ms;
+    }
+    if (wh_pos_cmp(t->floor_lsn, t->floor_seq, t->wm_lsn, t->wm_seq) > 0) {
+        t->wm_lsn = t->floor_lsn;
+        t->wm_seq = t->floor_seq;
+    }
+    *lsn = t->wm_lsn;
+    *seq = t->wm_seq;
+    pthread_mutex_unlock(&t->wm_mu);
+}
+
+/* Called by RocksDB at the start of each compaction of the events CF. */
 static rocksdb_compactionfilter_t *gc_factory_create(void *state,
                                                      rocksdb_compactionfiltercontext_t *ctx)
 {
     WH_UNUSED(ctx);
-    st_db *db = state;
+    st_tenant *t = state;
     st_gc_snap *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
-    s->db = db;
-    pthread_rwlock_rdlock(&db->off_lock);
-    if (db->noffs > 0)
-        s->wm = malloc(db->noffs * sizeof(st_wm));
-    for (size_t b = 0; s->wm != NULL && b < db->nbuckets; b++) {
-        for (st_off *o = db->buckets[b]; o != NULL; o = o->next) {
-            pthread_mutex_lock(&o->vmu);
-            int live = o->state == ST_OFF_LIVE;
-            uint64_t lsn = o->lsn;
-            uint32_t seq = o->seq;
-            pthread_mutex_unlock(&o->vmu);
-            if (!live)
-                continue;
-            size_t j;
-            for (j = 0; j < s->n; j++)
-                if (strcmp(s->wm[j].tenant, o->tenant) == 0)
-                    break;
-            if (j == s->n) {
-                memcpy(s->wm[j].tenant, o->tenant, sizeof(o->tenant));
-                s->wm[j].lsn = lsn;
-                s->wm[j].seq = seq;
-                s->n++;
-            } else if (wh_pos_cmp(lsn, seq, s->wm[j].lsn, s->wm[j].seq) < 0) {
-                s->wm[j].lsn = lsn;
-                s->wm[j].seq = seq;
-            }
-        }
-    }
-    pthread_rwlock_unlock(&db->off_lock);
-    if (s->n > 1)
-        qsort(s->wm, s->n, sizeof(st_wm), wm_cmp);
-    /* On allocation failure s->n == 0: the filter keeps everything. */
+    s->t = t;
+    tenant_watermark(t, &s->lsn, &s->seq);
     return rocksdb_compactionfilter_create(s, gc_snap_free, gc_filter, gc_name);
+}
+
+/* ---- tenants and their column families ---- */
+
+#define ST_CF_EVENTS 'e'
+#define ST_CF_META 'm'
+
+static void cf_name(char *out, size_t len, char kind, const char *tenant)
+{
+    snprintf(out, len, "%c:%s", kind, tenant);
+}
+
+/* Finds the tenant; adds it (without column families) when add. NULL when
+ * absent, or out of memory. */
+static st_tenant *tenant_find(st_db *db, const char *name, int add)
+{
+    pthread_rwlock_rdlock(&db->ten_lock);
+    st_tenant *t = db->tenants;
+    while (t != NULL && strcmp(t->name, name) != 0)
+        t = t->next;
+    pthread_rwlock_unlock(&db->ten_lock);
+    if (t != NULL || !add)
+        return t;
+    pthread_rwlock_wrlock(&db->ten_lock);
+    for (t = db->tenants; t != NULL && strcmp(t->name, name) != 0;)
+        t = t->next;
+    if (t == NULL && db->ntenants < ST_MAX_TENANTS && (t = calloc(1, sizeof(*t))) != NULL) {
+        t->db = db;
+        wh_strlcpy(t->name, name, sizeof(t->name));
+        pthread_rwlock_init(&t->lock, NULL);
+        pthread_mutex_init(&t->wm_mu, NULL);
+        t->stats.oldest_age_ms = -1;
+        t->next = db->tenants;
+        db->tenants = t;
+        db->ntenants++;
+    }
+    pthread_rwlock_unlock(&db->ten_lock);
+    return t;
+}
+
+/* Options of the tenant's events CF: the DB's, with its GC filter. */
+static rocksdb_options_t *events_options(st_db *db, st_tenant *t)
+{
+    rocksdb_options_t *o = rocksdb_options_create_copy(db->opts);
+    if (!db->read_only) {
+        /* the options own the factory (shared_ptr); its state is the tenant */
+        rocksdb_compactionfilterfactory_t *f = rocksdb_compactionfilterfactory_create(
+            t, gc_factory_destroy, gc_factory_create, gc_factory_name);
+        rocksdb_options_set_compaction_filter_factory(o, f);
+    }
+    return o;
+}
+
+/* Caller holds t->lock for writing. */
+static int tenant_cf_create(st_tenant *t, char *err, size_t errlen)
+{
+    st_db *db = t->db;
+    char name[ST_NAME_MAX + 3];
+    char *e = NULL;
+    if (t->ev == NULL) {
+        rocksdb_options_t *o = events_options(db, t);
+        cf_name(name, sizeof(name), ST_CF_EVENTS, t->name);
+        t->ev = rocksdb_create_column_family(db->rdb, o, name, &e);
+        rocksdb_options_destroy(o);
+        if (e)
+            return rerr(err, errlen, "create column family", e);
+    }
+    if (t->meta == NULL) {
+        cf_name(name, sizeof(name), ST_CF_META, t->name);
+        t->meta = rocksdb_create_column_family(db->rdb, db->opts, name, &e);
+        if (e)
+            return rerr(err, errlen, "create column family", e);
+    }
+    wh_info("tenant %s: column families created", t->name);
+    return WH_OK;
+}
+
+/* Takes the tenant's lock for reading with its column families present:
+ * *out = the tenant (release with ten_done), or NULL when the tenant has
+ * none and create is 0. With create, they are made first. */
+static int ten_open(st_db *db, const char *tenant, int create, st_tenant **out, char *err,
+                    size_t errlen)
+{
+    *out = NULL;
+    if (create && db->read_only)
+        return wh_seterr(err, errlen, "store opened read-only");
+    st_tenant *t = tenant_find(db, tenant, create);
+    if (t == NULL)
+        return create ? wh_seterr(err, errlen, "tenant: too many tenants (max %d) or out of memory",
+                                  ST_MAX_TENANTS)
+                      : WH_OK;
+    for (;;) {
+        pthread_rwlock_rdlock(&t->lock);
+        if (t->ev != NULL && t->meta != NULL) {
+            *out = t;
+            return WH_OK;
+        }
+        pthread_rwlock_unlock(&t->lock);
+        if (!create)
+            return WH_OK;
+        pthread_rwlock_wrlock(&t->lock);
+        int rc = tenant_cf_create(t, err, errlen);
+        pthread_rwlock_unlock(&t->lock);
+        if (rc != WH_OK)
+            return WH_ERR;
+    }
+}
+
+static void ten_done(st_tenant *t)
+{
+    if (t != NULL)
+        pthread_rwlock_unlock(&t->lock);
+}
+
+static void tenants_free(st_db *db)
+{
+    st_tenant *t = db->tenants;
+    while (t != NULL) {
+        st_tenant *n = t->next;
+        pthread_rwlock_destroy(&t->lock);
+        pthread_mutex_destroy(&t->wm_mu);
+        free(t);
+        t = n;
+    }
+    db->tenants = NULL;
 }
 
 /* ---- offsets table (hash) ---- */
@@ -344,6 +510,12 @@ static st_off *off_get(st_db *db, const char *tenant, const char *consumer, char
     pthread_rwlock_unlock(&db->off_lock);
     if (o != NULL)
         return o;
+    st_tenant *t = tenant_find(db, tenant, 1);
+    if (t == NULL) {
+        wh_seterr(err, errlen, "tenant: too many tenants (max %d) or out of memory",
+                  ST_MAX_TENANTS);
+        return NULL;
+    }
     pthread_rwlock_wrlock(&db->off_lock);
     o = off_lookup(db, h, tenant, consumer);
     if (o == NULL) {
@@ -361,6 +533,9 @@ static st_off *off_get(st_db *db, const char *tenant, const char *consumer, char
             pthread_mutex_init(&o->vmu, NULL);
             o->next = db->buckets[h & (db->nbuckets - 1)];
             db->buckets[h & (db->nbuckets - 1)] = o;
+            o->ten = t;
+            o->tnext = t->offs;
+            t->offs = o;
             db->noffs++;
         }
     }
@@ -410,51 +585,250 @@ static void off_write(st_off *o, off_val v)
     pthread_mutex_unlock(&o->vmu);
 }
 
+typedef int (*meta_fn)(st_db *db, st_tenant *t, const char *k, size_t kl, const char *v, size_t vl,
+                       char *err, size_t errlen);
+
+/* Calls fn for each key of `type` in every tenant's meta CF (at open). */
+static int meta_scan(st_db *db, char type, meta_fn fn, char *err, size_t errlen)
+{
+    int rc = WH_OK;
+    for (st_tenant *t = db->tenants; t != NULL && rc == WH_OK; t = t->next) {
+        if (t->meta == NULL)
+            continue;
+        char lo[1] = {type}, hi[1] = {(char)(type + 1)};
+        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+        rocksdb_readoptions_set_iterate_upper_bound(ro, hi, 1);
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->meta);
+        for (rocksdb_iter_seek(it, lo, 1); rocksdb_iter_valid(it) && rc == WH_OK;
+             rocksdb_iter_next(it)) {
+            size_t kl, vl;
+            const char *k = rocksdb_iter_key(it, &kl);
+            const char *v = rocksdb_iter_value(it, &vl);
+            rc = fn(db, t, k, kl, v, vl, err, errlen);
+        }
+        char *e = NULL;
+        rocksdb_iter_get_error(it, &e);
+        if (e && rc == WH_OK)
+            rc = rerr(err, errlen, "loading the tenant's keys", e);
+        else if (e)
+            rocksdb_free(e);
+        rocksdb_iter_destroy(it);
+        rocksdb_readoptions_destroy(ro);
+    }
+    return rc;
+}
+
+/* Splits a "<type> tenant \0 consumer" key; WH_ERR when malformed. */
+static int split_consumer_key(const char *k, size_t kl, char *tenant, char *consumer)
+{
+    const char *z = kl > 1 ? memchr(k + 1, '\0', kl - 1) : NULL;
+    if (z == NULL)
+        return WH_ERR;
+    size_t tl = (size_t)(z - (k + 1)), cl = kl - tl - 2;
+    if (tl == 0 || tl > ST_NAME_MAX || cl == 0 || cl > ST_NAME_MAX ||
+        memchr(z + 1, '\0', cl) != NULL)
+        return WH_ERR;
+    memcpy(tenant, k + 1, tl);
+    tenant[tl] = '\0';
+    memcpy(consumer, z + 1, cl);
+    consumer[cl] = '\0';
+    return WH_OK;
+}
+
+static int load_offset(st_db *db, st_tenant *t, const char *k, size_t kl, const char *v, size_t vl,
+                       char *err, size_t errlen)
+{
+    WH_UNUSED(t);
+    char tenant[ST_NAME_MAX + 1], consumer[ST_NAME_MAX + 1];
+    if ((vl != ST_POS_LEN && vl != ST_OFF_VAL_LEN && vl != ST_OFF_VAL_LEN + 1) ||
+        split_consumer_key(k, kl, tenant, consumer) != WH_OK)
+        return WH_OK;
+    st_off *o = off_get(db, tenant, consumer, err, errlen);
+    if (o == NULL)
+        return WH_ERR;
+    /* 12 bytes: written before epochs existed (epoch 0); 21: flags */
+    off_val ov = {wh_get_be64((const uint8_t *)v), wh_get_be32((const uint8_t *)v + 8),
+                  vl >= ST_OFF_VAL_LEN ? wh_get_be64((const uint8_t *)v + 12) : 0, ST_OFF_LIVE};
+    off_write(o, ov);
+    o->needs_snapshot = vl == ST_OFF_VAL_LEN + 1 && (v[ST_OFF_VAL_LEN] & 1);
+    return WH_OK;
+}
+
+static int load_watermark(st_db *db, st_tenant *t, const char *k, size_t kl, const char *v,
+                          size_t vl, char *err, size_t errlen)
+{
+    WH_UNUSED(db);
+    WH_UNUSED(err);
+    WH_UNUSED(errlen);
+    if (vl == ST_POS_LEN && kl == 1 + strlen(t->name) && memcmp(k + 1, t->name, kl - 1) == 0) {
+        t->wm_lsn = t->wm_stored_lsn = wh_get_be64((const uint8_t *)v);
+        t->wm_seq = t->wm_stored_seq = wh_get_be32((const uint8_t *)v + 8);
+    }
+    return WH_OK;
+}
+
 static int load_offsets(st_db *db, char *err, size_t errlen)
 {
-    static const char lo[] = "O", hi[] = "P";
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, 1);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(db->rdb, ro);
+    if (meta_scan(db, 'O', load_offset, err, errlen) != WH_OK ||
+        meta_scan(db, 'W', load_watermark, err, errlen) != WH_OK)
+        return WH_ERR;
+    return WH_OK;
+}
+
+static int load_leases(st_db *db, char *err, size_t errlen);
+
+static void *maint_main(void *arg);
+
+/* Opens the DB with every column family it has: "default" (state document,
+ * and the keys of stores older than per-tenant CFs until migrate_default
+ * moved them), "e:<tenant>" and "m:<tenant>". */
+static rocksdb_t *open_cfs(st_db *db, const char *path, char **e)
+{
+    size_t n = 0;
+    char *le = NULL;
+    char **names = rocksdb_list_column_families(db->opts, path, &n, &le);
+    if (le != NULL) { /* no DB yet (the array is allocated all the same) */
+        rocksdb_free(le);
+        if (names)
+            rocksdb_list_column_families_destroy(names, n);
+        names = NULL;
+        n = 0;
+    }
+    size_t total = n ? n : 1;
+    const char **nv = calloc(total, sizeof(*nv));
+    const rocksdb_options_t **ov = calloc(total, sizeof(*ov));
+    rocksdb_options_t **own = calloc(total, sizeof(*own));
+    rocksdb_column_family_handle_t **hv = calloc(total, sizeof(*hv));
+    st_tenant **tv = calloc(total, sizeof(*tv));
+    rocksdb_t *r = NULL;
+    if (!nv || !ov || !own || !hv || !tv) {
+        *e = strdup("out of memory");
+        goto out;
+    }
+    if (n == 0) {
+        nv[0] = "default";
+        ov[0] = db->opts;
+    }
+    for (size_t i = 0; i < n; i++) {
+        nv[i] = names[i];
+        ov[i] = db->opts;
+        size_t l = strlen(names[i]);
+        if (l > 2 && l <= 2 + ST_NAME_MAX && names[i][1] == ':' &&
+            (names[i][0] == ST_CF_EVENTS || names[i][0] == ST_CF_META)) {
+            tv[i] = tenant_find(db, names[i] + 2, 1);
+            if (tv[i] == NULL) {
+                *e = strdup("out of memory");
+                goto out;
+            }
+            if (names[i][0] == ST_CF_EVENTS)
+                ov[i] = own[i] = events_options(db, tv[i]);
+        }
+    }
+    if (db->read_only)
+        r = rocksdb_open_for_read_only_column_families(db->opts, path, (int)total, nv, ov, hv, 0,
+                                                       e);
+    else
+        r = rocksdb_open_column_families(db->opts, path, (int)total, nv, ov, hv, e);
+    if (r == NULL)
+        goto out;
+    db->cf_other = calloc(total, sizeof(*db->cf_other));
+    for (size_t i = 0; i < total; i++) {
+        if (strcmp(nv[i], "default") == 0)
+            db->cf_default = hv[i];
+        else if (tv[i] != NULL && nv[i][0] == ST_CF_EVENTS)
+            tv[i]->ev = hv[i];
+        else if (tv[i] != NULL)
+            tv[i]->meta = hv[i];
+        else if (db->cf_other != NULL)
+            db->cf_other[db->ncf_other++] = hv[i];
+        else
+            rocksdb_column_family_handle_destroy(hv[i]);
+    }
+out:
+    for (size_t i = 0; own != NULL && i < total; i++)
+        if (own[i])
+            rocksdb_options_destroy(own[i]);
+    if (names)
+        rocksdb_list_column_families_destroy(names, n);
+    free(nv);
+    free(ov);
+    free(own);
+    free(hv);
+    free(tv);
+    return r;
+}
+
+/* Stores made before per-tenant column families kept every key in the
+ * default CF. Their tenant keys (E O D Q R L) are copied into the tenants'
+ * CFs in synced batches, then removed from the default CF with one range
+ * delete per key type. A crash in between repeats the copy (same bytes). */
+#define ST_MIGRATE_BATCH (4u << 20)
+static int migrate_default(st_db *db, char *err, size_t errlen)
+{
+    static const char types[] = "DELOQR";
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, db->ro, db->cf_default);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    uint64_t moved = 0;
     int rc = WH_OK;
-    for (rocksdb_iter_seek(it, lo, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+    size_t bytes = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it) && rc == WH_OK;
+         rocksdb_iter_next(it)) {
         size_t kl, vl;
         const char *k = rocksdb_iter_key(it, &kl);
         const char *v = rocksdb_iter_value(it, &vl);
-        const char *z = kl > 1 ? memchr(k + 1, '\0', kl - 1) : NULL;
-        if (z == NULL || (vl != ST_POS_LEN && vl != ST_OFF_VAL_LEN))
+        if (kl < 2 || strchr(types, k[0]) == NULL)
             continue;
-        size_t tl = (size_t)(z - (k + 1)), cl = kl - tl - 2;
-        if (tl == 0 || tl > ST_NAME_MAX || cl == 0 || cl > ST_NAME_MAX ||
-            memchr(z + 1, '\0', cl) != NULL)
+        char tenant[ST_NAME_MAX + 1];
+        const char *z = memchr(k + 1, '\0', kl - 1);
+        size_t tl = k[0] == 'D' ? kl - 1 : (z ? (size_t)(z - (k + 1)) : 0);
+        if (tl == 0 || tl > ST_NAME_MAX)
             continue;
-        char tenant[ST_NAME_MAX + 1], consumer[ST_NAME_MAX + 1];
         memcpy(tenant, k + 1, tl);
         tenant[tl] = '\0';
-        memcpy(consumer, z + 1, cl);
-        consumer[cl] = '\0';
-        st_off *o = off_get(db, tenant, consumer, err, errlen);
-        if (o == NULL) {
+        st_tenant *t = tenant_find(db, tenant, 1);
+        if (t == NULL) {
+            rc = wh_seterr(err, errlen, "out of memory");
+            break;
+        }
+        if ((t->ev == NULL || t->meta == NULL) && tenant_cf_create(t, err, errlen) != WH_OK) {
             rc = WH_ERR;
             break;
         }
-        /* 12 bytes: written before epochs existed (epoch 0) */
-        off_val ov = {wh_get_be64((const uint8_t *)v), wh_get_be32((const uint8_t *)v + 8),
-                      vl == ST_OFF_VAL_LEN ? wh_get_be64((const uint8_t *)v + 12) : 0, ST_OFF_LIVE};
-        off_write(o, ov);
+        rocksdb_writebatch_put_cf(wb, k[0] == 'E' ? t->ev : t->meta, k, kl, v, vl);
+        moved++;
+        bytes += kl + vl;
+        if (bytes >= ST_MIGRATE_BATCH) {
+            char *e = NULL;
+            rocksdb_write(db->rdb, db->wo, wb, &e);
+            if (e)
+                rc = rerr(err, errlen, "migrating to column families", e);
+            rocksdb_writebatch_clear(wb);
+            bytes = 0;
+        }
     }
     char *e = NULL;
     rocksdb_iter_get_error(it, &e);
     if (e && rc == WH_OK)
-        rc = rerr(err, errlen, "loading offsets", e);
+        rc = rerr(err, errlen, "migrating to column families", e);
     else if (e)
         rocksdb_free(e);
     rocksdb_iter_destroy(it);
-    rocksdb_readoptions_destroy(ro);
+    if (rc == WH_OK && moved > 0) {
+        for (const char *p = types; *p; p++) {
+            char lo[1] = {*p}, hi[1] = {(char)(*p + 1)};
+            rocksdb_writebatch_delete_range_cf(wb, db->cf_default, lo, 1, hi, 1);
+        }
+        rocksdb_write(db->rdb, db->wo, wb, &e);
+        if (e)
+            rc = rerr(err, errlen, "migrating to column families", e);
+        else
+            wh_info("moved %" PRIu64 " keys of the default column family into per-tenant "
+                    "column families",
+                    moved);
+    }
+    rocksdb_writebatch_destroy(wb);
     return rc;
 }
-
-static int load_leases(st_db *db, char *err, size_t errlen);
 
 /* ---- open / close ---- */
 
@@ -476,9 +850,17 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     if (db == NULL)
         return wh_seterr(err, errlen, "out of memory");
     db->read_only = o->read_only;
+    db->write_buffer_bytes = o->write_buffer_bytes;
     for (int i = 0; i < ST_LOCK_STRIPES; i++)
         pthread_mutex_init(&db->append_mu[i], NULL);
     pthread_rwlock_init(&db->off_lock, NULL);
+    pthread_rwlock_init(&db->ten_lock, NULL);
+    pthread_mutex_init(&db->maint_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&db->maint_cond, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&db->health_mu, NULL);
     pthread_mutex_init(&db->owners_mu, NULL);
 
@@ -486,6 +868,11 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     rocksdb_options_set_create_if_missing(db->opts, 1);
     rocksdb_options_set_write_buffer_size(db->opts, (size_t)o->write_buffer_bytes);
     rocksdb_options_set_max_write_buffer_number(db->opts, ST_MAX_WRITE_BUFFERS);
+    /* memtables of every column family (two per tenant) together: past
+     * this RocksDB flushes the largest, so the store's memtable memory does
+     * not grow with the number of tenants (st_db_memory_need counts it) */
+    rocksdb_options_set_db_write_buffer_size(db->opts,
+                                             (size_t)o->write_buffer_bytes * ST_MAX_WRITE_BUFFERS);
     rocksdb_options_set_max_background_jobs(db->opts, 2);
     rocksdb_options_set_max_open_files(db->opts, 256);
     rocksdb_options_set_keep_log_file_num(db->opts, 2);
@@ -514,15 +901,11 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     if (!o->read_only) {
         db->rl = rocksdb_ratelimiter_create(ST_RATE_BYTES_PER_SEC, 100 * 1000, 10);
         rocksdb_options_set_ratelimiter(db->opts, db->rl);
-        /* The options own the factory (shared_ptr); its state is the db. */
-        rocksdb_compactionfilterfactory_t *f = rocksdb_compactionfilterfactory_create(
-            db, gc_factory_destroy, gc_factory_create, gc_factory_name);
-        rocksdb_options_set_compaction_filter_factory(db->opts, f);
     }
 
     char *e = NULL;
     if (o->read_only) {
-        db->rdb = rocksdb_open_for_read_only(db->opts, path, 0, &e);
+        db->rdb = open_cfs(db, path, &e);
     } else {
         /* LZ4 if this librocksdb was built with it, otherwise no
          * compression; and none in levels 0 and 1: delivered events die
@@ -535,7 +918,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
             levels[i] = i < 2 ? rocksdb_no_compression : rocksdb_lz4_compression;
         rocksdb_options_set_num_levels(db->opts, ST_LEVELS);
         rocksdb_options_set_compression_per_level(db->opts, levels, ST_LEVELS);
-        db->rdb = rocksdb_open(db->opts, path, &e);
+        db->rdb = open_cfs(db, path, &e);
         if (db->rdb == NULL && e && strstr(e, "ompression")) {
             wh_warn("lz4 not available in librocksdb, storing uncompressed");
             rocksdb_free(e);
@@ -543,7 +926,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
             for (int i = 0; i < ST_LEVELS; i++)
                 levels[i] = rocksdb_no_compression;
             rocksdb_options_set_compression_per_level(db->opts, levels, ST_LEVELS);
-            db->rdb = rocksdb_open(db->opts, path, &e);
+            db->rdb = open_cfs(db, path, &e);
         }
     }
     if (db->rdb == NULL) {
@@ -558,9 +941,18 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     rocksdb_writeoptions_set_sync(db->wo, 1);
     db->ro = rocksdb_readoptions_create();
 
-    if (load_offsets(db, err, errlen) != WH_OK || load_leases(db, err, errlen) != WH_OK) {
+    if ((!db->read_only && migrate_default(db, err, errlen) != WH_OK) ||
+        load_offsets(db, err, errlen) != WH_OK || load_leases(db, err, errlen) != WH_OK) {
         st_db_close(db);
         return WH_ERR;
+    }
+    if (!db->read_only) {
+        if (pthread_create(&db->maint, NULL, maint_main, db) != 0) {
+            wh_seterr(err, errlen, "cannot start the store's maintenance thread");
+            st_db_close(db);
+            return WH_ERR;
+        }
+        db->maint_started = 1;
     }
     *out = db;
     return WH_OK;
@@ -573,10 +965,31 @@ void st_db_close(st_db *db)
 {
     if (db == NULL)
         return;
+    if (db->maint_started) {
+        pthread_mutex_lock(&db->maint_mu);
+        db->maint_stop = 1;
+        pthread_cond_signal(&db->maint_cond);
+        pthread_mutex_unlock(&db->maint_mu);
+        /* a garbage-range compaction in progress returns at once */
+        rocksdb_disable_manual_compaction(db->rdb);
+        pthread_join(db->maint, NULL);
+    }
     if (db->rdb) {
         rocksdb_cancel_all_background_work(db->rdb, 1);
+        for (st_tenant *t = db->tenants; t != NULL; t = t->next) {
+            if (t->ev)
+                rocksdb_column_family_handle_destroy(t->ev);
+            if (t->meta)
+                rocksdb_column_family_handle_destroy(t->meta);
+            t->ev = t->meta = NULL;
+        }
+        for (size_t i = 0; i < db->ncf_other; i++)
+            rocksdb_column_family_handle_destroy(db->cf_other[i]);
+        if (db->cf_default)
+            rocksdb_column_family_handle_destroy(db->cf_default);
         rocksdb_close(db->rdb);
     }
+    free(db->cf_other);
     if (db->wo)
         rocksdb_writeoptions_destroy(db->wo);
     if (db->ro)
@@ -590,6 +1003,10 @@ void st_db_close(st_db *db)
     if (db->rl)
         rocksdb_ratelimiter_destroy(db->rl);
     off_free_all(db);
+    tenants_free(db);
+    pthread_rwlock_destroy(&db->ten_lock);
+    pthread_mutex_destroy(&db->maint_mu);
+    pthread_cond_destroy(&db->maint_cond);
     for (int i = 0; i < ST_LOCK_STRIPES; i++)
         pthread_mutex_destroy(&db->append_mu[i]);
     pthread_rwlock_destroy(&db->off_lock);
@@ -646,14 +1063,14 @@ static unsigned stripe_of(const char *tenant)
     return h % ST_LOCK_STRIPES;
 }
 
-static int get_durable_locked(st_db *db, const char *tenant, uint64_t *lsn, char *err,
-                              size_t errlen)
+/* The tenant's D key; caller holds t->lock (read). */
+static int get_durable_locked(st_db *db, st_tenant *t, uint64_t *lsn, char *err, size_t errlen)
 {
     char k[ST_KEY_MAX];
-    size_t kl = key_durable(k, tenant);
+    size_t kl = key_durable(k, t->name);
     size_t vl = 0;
     char *e = NULL;
-    char *v = rocksdb_get(db->rdb, db->ro, k, kl, &vl, &e);
+    char *v = rocksdb_get_cf(db->rdb, db->ro, t->meta, k, kl, &vl, &e);
     if (e)
         return rerr(err, errlen, "get durable", e);
     *lsn = (v && vl == 8) ? wh_get_be64((const uint8_t *)v) : 0;
@@ -667,7 +1084,14 @@ int st_db_get_durable(st_db *db, const char *tenant, uint64_t *lsn, char *err, s
     *lsn = 0;
     if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
         return WH_ERR;
-    return get_durable_locked(db, tenant, lsn, err, errlen);
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK;
+    int rc = get_durable_locked(db, t, lsn, err, errlen);
+    ten_done(t);
+    return rc;
 }
 
 int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
@@ -680,6 +1104,9 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
     if (n > 0 && ev == NULL)
         return wh_seterr(err, errlen, "events: NULL");
 
+    st_tenant *t;
+    if (ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+        return WH_ERR;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     char k[ST_KEY_MAX];
     for (size_t i = 0; i < n; i++) {
@@ -690,20 +1117,20 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
         size_t sizes[2] = {8, ev[i].json ? ev[i].json_len : 0};
         const char *kp[1] = {k};
         size_t ks[1] = {kl};
-        rocksdb_writebatch_putv(wb, 1, kp, ks, 2, parts, sizes);
+        rocksdb_writebatch_putv_cf(wb, t->ev, 1, kp, ks, 2, parts, sizes);
     }
 
     pthread_mutex_t *mu = &db->append_mu[stripe_of(tenant)];
     pthread_mutex_lock(mu);
     uint64_t old = 0;
-    int rc = get_durable_locked(db, tenant, &old, err, errlen);
+    int rc = get_durable_locked(db, t, &old, err, errlen);
     if (rc == WH_OK) {
         uint64_t d = ack_lsn > old ? ack_lsn : old;
         if (d != old) {
             uint8_t v[8];
             wh_put_be64(v, d);
             size_t kl = key_durable(k, tenant);
-            rocksdb_writebatch_put(wb, k, kl, (const char *)v, 8);
+            rocksdb_writebatch_put_cf(wb, t->meta, k, kl, (const char *)v, 8);
         }
         if (rocksdb_writebatch_count(wb) > 0) {
             char *e = NULL;
@@ -716,6 +1143,7 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
             *durable_lsn = d;
     }
     pthread_mutex_unlock(mu);
+    ten_done(t);
     rocksdb_writebatch_destroy(wb);
     return rc;
 }
@@ -730,6 +1158,11 @@ int st_db_read(st_db *db, const char *tenant, uint64_t from_lsn, uint32_t from_s
         *nread = 0;
     if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
         return WH_ERR;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK;
     char seek[ST_KEY_MAX], upper[ST_KEY_MAX];
     size_t sl = key_event(seek, tenant, from_lsn, from_seq);
     size_t ul = key_prefix(upper, 'E', tenant);
@@ -740,7 +1173,7 @@ int st_db_read(st_db *db, const char *tenant, uint64_t from_lsn, uint32_t from_s
     /* events are read once, in order: keep their data blocks out of the
      * block cache (the iterator pins the block it is on) */
     rocksdb_readoptions_set_fill_cache(ro, 0);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(db->rdb, ro);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->ev);
     rocksdb_iter_seek(it, seek, sl);
     if (rocksdb_iter_valid(it)) {
         size_t kl;
@@ -770,6 +1203,7 @@ int st_db_read(st_db *db, const char *tenant, uint64_t from_lsn, uint32_t from_s
     rocksdb_iter_get_error(it, &e);
     rocksdb_iter_destroy(it);
     rocksdb_readoptions_destroy(ro);
+    ten_done(t);
     if (nread)
         *nread = count;
     if (e)
@@ -790,17 +1224,28 @@ static int check_names(st_db *db, const char *tenant, const char *consumer, int 
     return WH_OK;
 }
 
-/* Stores the offset value with sync. Caller holds o->wmu. */
+/* An O value: lsn seq epoch, and a flags byte when a flag is set. */
+static size_t off_encode(uint8_t *b, off_val v, int needs_snapshot)
+{
+    wh_put_be64(b, v.lsn);
+    wh_put_be32(b + 8, v.seq);
+    wh_put_be64(b + 12, v.epoch);
+    if (!needs_snapshot)
+        return ST_OFF_VAL_LEN;
+    b[ST_OFF_VAL_LEN] = 1;
+    return ST_OFF_VAL_LEN + 1;
+}
+
+/* Stores the offset value with sync. Caller holds the tenant's lock (read,
+ * column families present) and o->wmu. */
 static int off_persist(st_db *db, st_off *o, off_val v, char *err, size_t errlen)
 {
     char k[ST_KEY_MAX];
     size_t kl = key_offset(k, o->tenant, o->consumer);
-    uint8_t b[ST_OFF_VAL_LEN];
-    wh_put_be64(b, v.lsn);
-    wh_put_be32(b + 8, v.seq);
-    wh_put_be64(b + 12, v.epoch);
+    uint8_t b[ST_OFF_VAL_LEN + 1];
+    size_t bl = off_encode(b, v, o->needs_snapshot);
     char *e = NULL;
-    rocksdb_put(db->rdb, db->wo, k, kl, (const char *)b, sizeof(b), &e);
+    rocksdb_put_cf(db->rdb, db->wo, o->ten->meta, k, kl, (const char *)b, bl, &e);
     note_write(db, e);
     if (e)
         return rerr(err, errlen, "offset write", e);
@@ -822,7 +1267,8 @@ int st_db_commit_fenced(st_db *db, const char *tenant, const char *consumer, uin
     if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
         return WH_ERR;
     st_off *o = off_get(db, tenant, consumer, err, errlen);
-    if (o == NULL)
+    st_tenant *t;
+    if (o == NULL || ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
         return WH_ERR;
     int rc = WH_OK;
     pthread_mutex_lock(&o->wmu);
@@ -849,6 +1295,7 @@ int st_db_commit_fenced(st_db *db, const char *tenant, const char *consumer, uin
         }
     }
     pthread_mutex_unlock(&o->wmu);
+    ten_done(t);
     if (out != NULL) {
         out->lsn = cur.lsn;
         out->seq = cur.seq;
@@ -884,6 +1331,9 @@ int st_db_register(st_db *db, const char *tenant, const char *consumer, st_offse
     off_val cur = off_read(o); /* fast path: no wait for a commit's fsync */
     int rc = WH_OK;
     if (cur.state == ST_OFF_NEW && !db->read_only) {
+        st_tenant *t;
+        if (ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+            return WH_ERR;
         pthread_mutex_lock(&o->wmu);
         cur = off_read(o);
         if (cur.state == ST_OFF_NEW) {
@@ -895,6 +1345,7 @@ int st_db_register(st_db *db, const char *tenant, const char *consumer, st_offse
             }
         }
         pthread_mutex_unlock(&o->wmu);
+        ten_done(t);
     }
     out->lsn = cur.state == ST_OFF_DROPPED ? 0 : cur.lsn;
     out->seq = cur.state == ST_OFF_DROPPED ? 0 : cur.seq;
@@ -909,15 +1360,23 @@ int st_db_set_offset(st_db *db, const char *tenant, const char *consumer, uint64
     if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
         return WH_ERR;
     st_off *o = off_get(db, tenant, consumer, err, errlen);
-    if (o == NULL)
+    st_tenant *t;
+    if (o == NULL || ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
         return WH_ERR;
     pthread_mutex_lock(&o->wmu);
     off_val cur = off_read(o);
     off_val nv = {lsn, seq, cur.epoch + 1, ST_OFF_LIVE};
+    /* a set offset (a snapshot resumed the target, or an operator moved
+     * it) clears NEEDS_SNAPSHOT */
+    int had_ns = o->needs_snapshot;
+    o->needs_snapshot = 0;
     int rc = off_persist(db, o, nv, err, errlen);
     if (rc == WH_OK)
         off_write(o, nv);
+    else
+        o->needs_snapshot = had_ns;
     pthread_mutex_unlock(&o->wmu);
+    ten_done(t);
     if (prev != NULL) {
         int had = cur.state == ST_OFF_LIVE;
         prev->lsn = had ? cur.lsn : 0;
@@ -945,21 +1404,27 @@ int st_db_drop_offset(st_db *db, const char *tenant, const char *consumer, st_of
     if (o == NULL)
         return WH_OK; /* nothing to drop */
     int rc = WH_OK;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
     pthread_mutex_lock(&o->wmu);
     off_val cur = off_read(o);
     if (cur.state != ST_OFF_DROPPED) {
-        if (cur.state == ST_OFF_LIVE) {
+        if (cur.state == ST_OFF_LIVE && t != NULL) {
             char k[ST_KEY_MAX];
             size_t kl = key_offset(k, tenant, consumer);
             char *e = NULL;
-            rocksdb_delete(db->rdb, db->wo, k, kl, &e);
+            rocksdb_delete_cf(db->rdb, db->wo, t->meta, k, kl, &e);
             if (e)
                 rc = rerr(err, errlen, "offset delete", e);
         }
-        if (rc == WH_OK)
+        if (rc == WH_OK) {
             off_write(o, (off_val){0, 0, cur.epoch + 1, ST_OFF_DROPPED});
+            o->needs_snapshot = 0;
+        }
     }
     pthread_mutex_unlock(&o->wmu);
+    ten_done(t);
     if (prev != NULL) {
         int had = cur.state == ST_OFF_LIVE;
         prev->lsn = had ? cur.lsn : 0;
@@ -1031,13 +1496,18 @@ int st_db_tenant_end(st_db *db, const char *tenant, uint64_t *lsn, uint32_t *seq
     *seq = 0;
     if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
         return WH_ERR;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK;
     char lower[ST_KEY_MAX], last[ST_KEY_MAX];
     size_t ll = key_prefix(lower, 'E', tenant);
     size_t kl = key_event(last, tenant, UINT64_MAX, UINT32_MAX);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_iterate_lower_bound(ro, lower, ll);
     rocksdb_readoptions_set_fill_cache(ro, 0);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(db->rdb, ro);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->ev);
     rocksdb_iter_seek_for_prev(it, last, kl);
     if (rocksdb_iter_valid(it)) {
         size_t n;
@@ -1049,6 +1519,7 @@ int st_db_tenant_end(st_db *db, const char *tenant, uint64_t *lsn, uint32_t *seq
     rocksdb_iter_get_error(it, &e);
     rocksdb_iter_destroy(it);
     rocksdb_readoptions_destroy(ro);
+    ten_done(t);
     if (e)
         return rerr(err, errlen, "tenant end", e);
     return WH_OK;
@@ -1109,53 +1580,121 @@ int st_db_state_put(st_db *db, uint64_t version, const char *doc, size_t len, ch
 
 /* ---- dump / compact ---- */
 
+static int ten_cmp(const void *a, const void *b)
+{
+    return strcmp((*(st_tenant *const *)a)->name, (*(st_tenant *const *)b)->name);
+}
+
+/* The tenants known now, sorted by name (malloc'ed; NULL and 0 when none). */
+static st_tenant **tenants_sorted(st_db *db, size_t *n)
+{
+    pthread_rwlock_rdlock(&db->ten_lock);
+    size_t cap = db->ntenants;
+    st_tenant **v = cap ? malloc(cap * sizeof(*v)) : NULL;
+    *n = 0;
+    for (st_tenant *t = db->tenants; v != NULL && t != NULL && *n < cap; t = t->next)
+        v[(*n)++] = t;
+    pthread_rwlock_unlock(&db->ten_lock);
+    if (*n > 1)
+        qsort(v, *n, sizeof(*v), ten_cmp);
+    return v;
+}
+
 int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen)
 {
-    static const char lo[] = "E", hi[] = "F";
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, 1);
-    rocksdb_readoptions_set_fill_cache(ro, 0);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(db->rdb, ro);
-    for (rocksdb_iter_seek(it, lo, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-        size_t kl;
-        const char *k = rocksdb_iter_key(it, &kl);
-        char tenant[ST_NAME_MAX + 1], l[WH_LSN_STRLEN];
-        uint64_t lsn;
-        uint32_t seq;
-        if (parse_event_key(k, kl, tenant, &lsn, &seq) != WH_OK)
+    size_t nt;
+    st_tenant **tv = tenants_sorted(db, &nt);
+    int rc = WH_OK;
+    for (size_t i = 0; i < nt && rc == WH_OK; i++) {
+        st_tenant *t;
+        if (ten_open(db, tv[i]->name, 0, &t, err, errlen) != WH_OK) {
+            rc = WH_ERR;
+            break;
+        }
+        if (t == NULL)
             continue;
-        wh_lsn_format(lsn, l, sizeof(l));
-        fprintf(out, "%s %s %" PRIu32 "\n", tenant, l, seq);
+        static const char lo[] = "E", hi[] = "F";
+        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+        rocksdb_readoptions_set_iterate_upper_bound(ro, hi, 1);
+        rocksdb_readoptions_set_fill_cache(ro, 0);
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->ev);
+        for (rocksdb_iter_seek(it, lo, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+            size_t kl;
+            const char *k = rocksdb_iter_key(it, &kl);
+            char tenant[ST_NAME_MAX + 1], l[WH_LSN_STRLEN];
+            uint64_t lsn;
+            uint32_t seq;
+            if (parse_event_key(k, kl, tenant, &lsn, &seq) != WH_OK)
+                continue;
+            wh_lsn_format(lsn, l, sizeof(l));
+            fprintf(out, "%s %s %" PRIu32 "\n", tenant, l, seq);
+        }
+        char *e = NULL;
+        rocksdb_iter_get_error(it, &e);
+        rocksdb_iter_destroy(it);
+        rocksdb_readoptions_destroy(ro);
+        ten_done(t);
+        if (e)
+            rc = rerr(err, errlen, "dump", e);
     }
-    char *e = NULL;
-    rocksdb_iter_get_error(it, &e);
-    rocksdb_iter_destroy(it);
-    rocksdb_readoptions_destroy(ro);
-    if (e)
-        return rerr(err, errlen, "dump", e);
+    free(tv);
+    if (rc != WH_OK)
+        return rc;
     if (fflush(out) != 0 || ferror(out))
         return wh_seterr(err, errlen, "dump: write error");
     return WH_OK;
 }
 
-int st_db_compact(st_db *db, char *err, size_t errlen)
+/* Flush and compact the tenant's CFs (or every tenant's when NULL). */
+static int compact_tenants(st_db *db, const char *only, char *err, size_t errlen)
 {
     if (db->read_only)
         return wh_seterr(err, errlen, "store opened read-only");
-    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
-    rocksdb_flushoptions_set_wait(fo, 1);
-    char *e = NULL;
-    rocksdb_flush(db->rdb, fo, &e);
-    rocksdb_flushoptions_destroy(fo);
-    if (e)
-        return rerr(err, errlen, "flush", e);
-    rocksdb_compact_range(db->rdb, NULL, 0, NULL, 0);
-    return WH_OK;
+    size_t nt;
+    st_tenant **tv = tenants_sorted(db, &nt);
+    int rc = WH_OK;
+    for (size_t i = 0; i < nt && rc == WH_OK; i++) {
+        if (only != NULL && strcmp(tv[i]->name, only) != 0)
+            continue;
+        st_tenant *t;
+        if (ten_open(db, tv[i]->name, 0, &t, err, errlen) != WH_OK) {
+            rc = WH_ERR;
+            break;
+        }
+        if (t == NULL)
+            continue;
+        rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+        rocksdb_flushoptions_set_wait(fo, 1);
+        char *e = NULL;
+        rocksdb_flush_cf(db->rdb, fo, t->ev, &e);
+        if (e == NULL)
+            rocksdb_flush_cf(db->rdb, fo, t->meta, &e);
+        rocksdb_flushoptions_destroy(fo);
+        if (e) {
+            rc = rerr(err, errlen, "flush", e);
+        } else {
+            rocksdb_compact_range_cf(db->rdb, t->ev, NULL, 0, NULL, 0);
+            rocksdb_compact_range_cf(db->rdb, t->meta, NULL, 0, NULL, 0);
+        }
+        ten_done(t);
+    }
+    free(tv);
+    return rc;
+}
+
+int st_db_compact(st_db *db, char *err, size_t errlen)
+{
+    return compact_tenants(db, NULL, err, errlen);
 }
 
 uint64_t st_db_gc_dropped(st_db *db)
 {
     return atomic_load(&db->gc_dropped);
+}
+
+uint64_t st_db_gc_compactions(st_db *db)
+{
+    return atomic_load(&db->gc_compactions);
 }
 
 /* ---- dead-letter queue ---- */
@@ -1236,7 +1775,7 @@ static int lease_persist(st_db *db, st_off *o, char *err, size_t errlen)
     wh_put_be32(v + 8, o->lease_ttl_ms);
     memcpy(v + 12, o->lease_owner, ol);
     char *e = NULL;
-    rocksdb_put(db->rdb, db->wo, k, kl, (const char *)v, 12 + ol, &e);
+    rocksdb_put_cf(db->rdb, db->wo, o->ten->meta, k, kl, (const char *)v, 12 + ol, &e);
     note_write(db, e);
     if (e)
         return rerr(err, errlen, "lease write", e);
@@ -1274,7 +1813,8 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
     if (lease_args(db, tenant, consumer, owner, ttl_ms, 1, err, errlen) != WH_OK)
         return WH_ERR;
     st_off *o = off_get(db, tenant, consumer, err, errlen);
-    if (o == NULL)
+    st_tenant *t;
+    if (o == NULL || ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
         return WH_ERR;
     int rc = WH_OK;
     pthread_mutex_lock(&o->wmu);
@@ -1304,6 +1844,7 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
     }
     lease_out(o, owner, out);
     pthread_mutex_unlock(&o->wmu);
+    ten_done(t);
     return rc;
 }
 
@@ -1335,6 +1876,9 @@ int st_db_lease_release(st_db *db, const char *tenant, const char *consumer, con
     if (o == NULL)
         return WH_OK;
     int rc = WH_OK;
+    st_tenant *t;
+    if (ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+        return WH_ERR;
     pthread_mutex_lock(&o->wmu);
     if (epoch == o->lease_epoch && strcmp(o->lease_owner, owner) == 0) {
         o->lease_owner[0] = '\0';
@@ -1343,6 +1887,7 @@ int st_db_lease_release(st_db *db, const char *tenant, const char *consumer, con
     }
     lease_out(o, owner, out);
     pthread_mutex_unlock(&o->wmu);
+    ten_done(t);
     return rc;
 }
 
@@ -1403,51 +1948,28 @@ int st_db_owners_live(st_db *db, const char *owner, uint32_t ttl_ms,
     return WH_OK;
 }
 
+static int load_lease(st_db *db, st_tenant *t, const char *k, size_t kl, const char *v, size_t vl,
+                      char *err, size_t errlen)
+{
+    WH_UNUSED(t);
+    char tenant[ST_NAME_MAX + 1], consumer[ST_NAME_MAX + 1];
+    if (vl < 12 || vl > 12 + ST_OWNER_MAX || split_consumer_key(k, kl, tenant, consumer) != WH_OK)
+        return WH_OK;
+    st_off *o = off_get(db, tenant, consumer, err, errlen);
+    if (o == NULL)
+        return WH_ERR;
+    o->lease_epoch = wh_get_be64((const uint8_t *)v);
+    o->lease_ttl_ms = wh_get_be32((const uint8_t *)v + 8);
+    memcpy(o->lease_owner, v + 12, vl - 12);
+    o->lease_owner[vl - 12] = '\0';
+    /* live for its TTL again: the owner renews before anyone takes it */
+    o->lease_expiry_ms = o->lease_owner[0] ? wall_ms() + o->lease_ttl_ms : 0;
+    return WH_OK;
+}
+
 static int load_leases(st_db *db, char *err, size_t errlen)
 {
-    static const char lo[] = "L", hi[] = "M";
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, 1);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(db->rdb, ro);
-    int rc = WH_OK;
-    int64_t now = wall_ms();
-    for (rocksdb_iter_seek(it, lo, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-        size_t kl, vl;
-        const char *k = rocksdb_iter_key(it, &kl);
-        const char *v = rocksdb_iter_value(it, &vl);
-        const char *z = kl > 1 ? memchr(k + 1, '\0', kl - 1) : NULL;
-        if (z == NULL || vl < 12 || vl > 12 + ST_OWNER_MAX)
-            continue;
-        size_t tl = (size_t)(z - (k + 1)), cl = kl - tl - 2;
-        if (tl == 0 || tl > ST_NAME_MAX || cl == 0 || cl > ST_NAME_MAX ||
-            memchr(z + 1, '\0', cl) != NULL)
-            continue;
-        char tenant[ST_NAME_MAX + 1], consumer[ST_NAME_MAX + 1];
-        memcpy(tenant, k + 1, tl);
-        tenant[tl] = '\0';
-        memcpy(consumer, z + 1, cl);
-        consumer[cl] = '\0';
-        st_off *o = off_get(db, tenant, consumer, err, errlen);
-        if (o == NULL) {
-            rc = WH_ERR;
-            break;
-        }
-        o->lease_epoch = wh_get_be64((const uint8_t *)v);
-        o->lease_ttl_ms = wh_get_be32((const uint8_t *)v + 8);
-        memcpy(o->lease_owner, v + 12, vl - 12);
-        o->lease_owner[vl - 12] = '\0';
-        /* live for its TTL again: the owner renews before anyone takes it */
-        o->lease_expiry_ms = o->lease_owner[0] ? now + o->lease_ttl_ms : 0;
-    }
-    char *e = NULL;
-    rocksdb_iter_get_error(it, &e);
-    if (e && rc == WH_OK)
-        rc = rerr(err, errlen, "loading leases", e);
-    else if (e)
-        rocksdb_free(e);
-    rocksdb_iter_destroy(it);
-    rocksdb_readoptions_destroy(ro);
-    return rc;
+    return meta_scan(db, 'L', load_lease, err, errlen);
 }
 
 int st_db_dlq_write(st_db *db, const char *tenant, const char *consumer, const st_dlq_item *items,
@@ -1463,7 +1985,8 @@ int st_db_dlq_write(st_db *db, const char *tenant, const char *consumer, const s
         if (wh_pos_cmp(items[i].lsn, items[i].seq, lsn, seq) > 0)
             return wh_seterr(err, errlen, "records[%zu]: position after pos", i);
     st_off *o = off_get(db, tenant, consumer, err, errlen);
-    if (o == NULL)
+    st_tenant *t;
+    if (o == NULL || ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
         return WH_ERR;
     int rc = WH_OK;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
@@ -1485,24 +2008,22 @@ int st_db_dlq_write(st_db *db, const char *tenant, const char *consumer, const s
         char k[ST_KEY_MAX];
         for (size_t i = 0; i < n; i++) {
             size_t kl = key_queue(k, 'Q', tenant, consumer, items[i].lsn, items[i].seq);
-            rocksdb_writebatch_put(wb, k, kl, items[i].val, items[i].len);
+            rocksdb_writebatch_put_cf(wb, t->meta, k, kl, items[i].val, items[i].len);
         }
         if (has_ack) {
             char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
             size_t ll = key_queue_prefix(lo, 'R', tenant, consumer);
             size_t hl = key_queue(hi, 'R', tenant, consumer, ack_lsn, ack_seq);
             /* [lo, hi] inclusive: delete the range then the last key */
-            rocksdb_writebatch_delete_range(wb, lo, ll, hi, hl);
-            rocksdb_writebatch_delete(wb, hi, hl);
+            rocksdb_writebatch_delete_range_cf(wb, t->meta, lo, ll, hi, hl);
+            rocksdb_writebatch_delete_cf(wb, t->meta, hi, hl);
         }
         if (has_pos && (cur.state == ST_OFF_NEW || wh_pos_cmp(lsn, seq, cur.lsn, cur.seq) > 0)) {
             nv = (off_val){lsn, seq, cur.epoch, ST_OFF_LIVE};
             size_t kl = key_offset(k, tenant, consumer);
-            uint8_t b[ST_OFF_VAL_LEN];
-            wh_put_be64(b, nv.lsn);
-            wh_put_be32(b + 8, nv.seq);
-            wh_put_be64(b + 12, nv.epoch);
-            rocksdb_writebatch_put(wb, k, kl, (const char *)b, sizeof(b));
+            uint8_t b[ST_OFF_VAL_LEN + 1];
+            size_t bl = off_encode(b, nv, o->needs_snapshot);
+            rocksdb_writebatch_put_cf(wb, t->meta, k, kl, (const char *)b, bl);
         }
         if (rocksdb_writebatch_count(wb) > 0) {
             char *e = NULL;
@@ -1517,6 +2038,7 @@ int st_db_dlq_write(st_db *db, const char *tenant, const char *consumer, const s
             nv = cur;
     }
     pthread_mutex_unlock(&o->wmu);
+    ten_done(t);
     rocksdb_writebatch_destroy(wb);
     if (out) {
         out->lsn = nv.state == ST_OFF_LIVE ? nv.lsn : 0;
@@ -1529,7 +2051,7 @@ int st_db_dlq_write(st_db *db, const char *tenant, const char *consumer, const s
 
 /* Iterates queue `kind` of the consumer from the first key after the
  * optional position. */
-static rocksdb_iterator_t *queue_iter(st_db *db, char kind, const char *tenant,
+static rocksdb_iterator_t *queue_iter(st_db *db, st_tenant *t, char kind, const char *tenant,
                                       const char *consumer, int has_after, uint64_t lsn,
                                       uint32_t seq, rocksdb_readoptions_t **rop, char *upper,
                                       size_t *ul)
@@ -1538,7 +2060,7 @@ static rocksdb_iterator_t *queue_iter(st_db *db, char kind, const char *tenant,
     upper[*ul - 1] = '\x01';
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_iterate_upper_bound(ro, upper, *ul);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(db->rdb, ro);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->meta);
     char seek[ST_KEY_MAX];
     size_t sl;
     if (has_after) {
@@ -1588,11 +2110,16 @@ int st_db_dlq_list(st_db *db, const char *tenant, const char *consumer, char kin
         return WH_ERR;
     if (kind != 'Q' && kind != 'R')
         return wh_seterr(err, errlen, "queue: unknown kind");
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK;
     char upper[ST_KEY_MAX];
     size_t ul;
     rocksdb_readoptions_t *ro;
     rocksdb_iterator_t *it =
-        queue_iter(db, kind, tenant, consumer, has_after, lsn, seq, &ro, upper, &ul);
+        queue_iter(db, t, kind, tenant, consumer, has_after, lsn, seq, &ro, upper, &ul);
     uint32_t count = 0;
     size_t bytes = 0;
     for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
@@ -1612,7 +2139,9 @@ int st_db_dlq_list(st_db *db, const char *tenant, const char *consumer, char kin
         if (fn(arg, l, s, v, vl) != 0)
             break;
     }
-    return iter_done(it, ro, "dead-letter list", err, errlen);
+    int rc = iter_done(it, ro, "dead-letter list", err, errlen);
+    ten_done(t);
+    return rc;
 }
 
 int st_db_dlq_get(st_db *db, const char *tenant, const char *consumer, uint64_t lsn, uint32_t seq,
@@ -1621,18 +2150,26 @@ int st_db_dlq_get(st_db *db, const char *tenant, const char *consumer, uint64_t 
     *found = 0;
     if (check_names(db, tenant, consumer, 0, err, errlen) != WH_OK)
         return WH_ERR;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK;
     char k[ST_KEY_MAX];
     size_t kl = key_queue(k, 'Q', tenant, consumer, lsn, seq);
     size_t vl = 0;
     char *e = NULL;
-    char *v = rocksdb_get(db->rdb, db->ro, k, kl, &vl, &e);
-    if (e)
+    char *v = rocksdb_get_cf(db->rdb, db->ro, t->meta, k, kl, &vl, &e);
+    if (e) {
+        ten_done(t);
         return rerr(err, errlen, "dead-letter read", e);
+    }
     if (v != NULL) {
         *found = 1;
         fn(arg, lsn, seq, v, vl);
         rocksdb_free(v);
     }
+    ten_done(t);
     return WH_OK;
 }
 
@@ -1642,13 +2179,20 @@ int st_db_dlq_count(st_db *db, const char *tenant, const char *consumer, char ki
     *n = 0;
     if (check_names(db, tenant, consumer, 0, err, errlen) != WH_OK)
         return WH_ERR;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK;
     char upper[ST_KEY_MAX];
     size_t ul;
     rocksdb_readoptions_t *ro;
-    rocksdb_iterator_t *it = queue_iter(db, kind, tenant, consumer, 0, 0, 0, &ro, upper, &ul);
+    rocksdb_iterator_t *it = queue_iter(db, t, kind, tenant, consumer, 0, 0, 0, &ro, upper, &ul);
     for (; rocksdb_iter_valid(it) && *n < cap; rocksdb_iter_next(it))
         (*n)++;
-    return iter_done(it, ro, "dead-letter count", err, errlen);
+    int rc = iter_done(it, ro, "dead-letter count", err, errlen);
+    ten_done(t);
+    return rc;
 }
 
 /* Moves (to_replay) or deletes the dead letters selected; caller-held lock
@@ -1661,8 +2205,11 @@ static int queue_edit(st_db *db, const char *tenant, const char *consumer, int a
     if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
         return WH_ERR;
     st_off *o = off_get(db, tenant, consumer, err, errlen);
-    if (o == NULL)
+    st_tenant *t;
+    if (o == NULL || ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
         return WH_ERR;
+    if (t == NULL)
+        return WH_OK; /* nothing stored */
     int rc = WH_OK;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     pthread_mutex_lock(&o->wmu);
@@ -1671,7 +2218,7 @@ static int queue_edit(st_db *db, const char *tenant, const char *consumer, int a
         char upper[ST_KEY_MAX];
         size_t ul;
         rocksdb_readoptions_t *ro;
-        rocksdb_iterator_t *it = queue_iter(db, 'Q', tenant, consumer, 0, 0, 0, &ro, upper, &ul);
+        rocksdb_iterator_t *it = queue_iter(db, t, 'Q', tenant, consumer, 0, 0, 0, &ro, upper, &ul);
         for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
             size_t kl, vl;
             const char *kk = rocksdb_iter_key(it, &kl);
@@ -1682,9 +2229,9 @@ static int queue_edit(st_db *db, const char *tenant, const char *consumer, int a
                 continue;
             if (to_replay) {
                 size_t rl = key_queue(rk, 'R', tenant, consumer, l, s);
-                rocksdb_writebatch_put(wb, rk, rl, v, vl);
+                rocksdb_writebatch_put_cf(wb, t->meta, rk, rl, v, vl);
             }
-            rocksdb_writebatch_delete(wb, kk, kl);
+            rocksdb_writebatch_delete_cf(wb, t->meta, kk, kl);
             (*count)++;
         }
         rc = iter_done(it, ro, "dead-letter scan", err, errlen);
@@ -1693,7 +2240,7 @@ static int queue_edit(st_db *db, const char *tenant, const char *consumer, int a
             size_t kl = key_queue(k, 'Q', tenant, consumer, lsns[i], seqs[i]);
             size_t vl = 0;
             char *e = NULL;
-            char *v = rocksdb_get(db->rdb, db->ro, k, kl, &vl, &e);
+            char *v = rocksdb_get_cf(db->rdb, db->ro, t->meta, k, kl, &vl, &e);
             if (e) {
                 rc = rerr(err, errlen, "dead-letter read", e);
                 break;
@@ -1702,10 +2249,10 @@ static int queue_edit(st_db *db, const char *tenant, const char *consumer, int a
                 continue;
             if (to_replay) {
                 size_t rl = key_queue(rk, 'R', tenant, consumer, lsns[i], seqs[i]);
-                rocksdb_writebatch_put(wb, rk, rl, v, vl);
+                rocksdb_writebatch_put_cf(wb, t->meta, rk, rl, v, vl);
             }
             rocksdb_free(v);
-            rocksdb_writebatch_delete(wb, k, kl);
+            rocksdb_writebatch_delete_cf(wb, t->meta, k, kl);
             (*count)++;
         }
     }
@@ -1719,6 +2266,7 @@ static int queue_edit(st_db *db, const char *tenant, const char *consumer, int a
     if (rc != WH_OK)
         *count = 0;
     pthread_mutex_unlock(&o->wmu);
+    ten_done(t);
     rocksdb_writebatch_destroy(wb);
     return rc;
 }
@@ -1745,7 +2293,8 @@ int st_db_replay_ack(st_db *db, const char *tenant, const char *consumer, uint64
     if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
         return WH_ERR;
     st_off *o = off_get(db, tenant, consumer, err, errlen);
-    if (o == NULL)
+    st_tenant *t;
+    if (o == NULL || ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
         return WH_ERR;
     int rc = WH_OK;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
@@ -1756,7 +2305,7 @@ int st_db_replay_ack(st_db *db, const char *tenant, const char *consumer, uint64
         char upper[ST_KEY_MAX];
         size_t ul;
         rocksdb_readoptions_t *ro;
-        rocksdb_iterator_t *it = queue_iter(db, 'R', tenant, consumer, 0, 0, 0, &ro, upper, &ul);
+        rocksdb_iterator_t *it = queue_iter(db, t, 'R', tenant, consumer, 0, 0, 0, &ro, upper, &ul);
         for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
             size_t kl;
             const char *kk = rocksdb_iter_key(it, &kl);
@@ -1766,7 +2315,7 @@ int st_db_replay_ack(st_db *db, const char *tenant, const char *consumer, uint64
                 continue;
             if (wh_pos_cmp(l, s, lsn, seq) > 0)
                 break;
-            rocksdb_writebatch_delete(wb, kk, kl);
+            rocksdb_writebatch_delete_cf(wb, t->meta, kk, kl);
             (*deleted)++;
         }
         rc = iter_done(it, ro, "replay scan", err, errlen);
@@ -1779,6 +2328,7 @@ int st_db_replay_ack(st_db *db, const char *tenant, const char *consumer, uint64
         }
     }
     pthread_mutex_unlock(&o->wmu);
+    ten_done(t);
     rocksdb_writebatch_destroy(wb);
     return rc;
 }
@@ -1787,6 +2337,11 @@ int st_db_dlq_drop(st_db *db, const char *tenant, const char *consumer, char *er
 {
     if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
         return WH_ERR;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK; /* nothing stored */
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     const char kinds[2] = {'Q', 'R'};
     for (int i = 0; i < 2; i++) {
@@ -1794,7 +2349,7 @@ int st_db_dlq_drop(st_db *db, const char *tenant, const char *consumer, char *er
         size_t ll = key_queue_prefix(lo, kinds[i], tenant, consumer);
         memcpy(hi, lo, ll);
         hi[ll - 1] = '\x01';
-        rocksdb_writebatch_delete_range(wb, lo, ll, hi, ll);
+        rocksdb_writebatch_delete_range_cf(wb, t->meta, lo, ll, hi, ll);
     }
     /* the lease is freed but its epoch kept, so an old holder stays fenced
      * if the target comes back */
@@ -1807,7 +2362,7 @@ int st_db_dlq_drop(st_db *db, const char *tenant, const char *consumer, char *er
         uint8_t v[12];
         wh_put_be64(v, o->lease_epoch);
         wh_put_be32(v + 8, o->lease_ttl_ms);
-        rocksdb_writebatch_put(wb, k, kl, (const char *)v, sizeof(v));
+        rocksdb_writebatch_put_cf(wb, t->meta, k, kl, (const char *)v, sizeof(v));
     }
     char *e = NULL;
     rocksdb_write(db->rdb, db->wo, wb, &e);
@@ -1819,8 +2374,553 @@ int st_db_dlq_drop(st_db *db, const char *tenant, const char *consumer, char *er
         }
         pthread_mutex_unlock(&o->wmu);
     }
+    ten_done(t);
     rocksdb_writebatch_destroy(wb);
     if (e)
         return rerr(err, errlen, "dead-letter drop", e);
     return WH_OK;
+}
+
+/* ---- tenants: create, drop ---- */
+
+int st_db_tenant_create(st_db *db, const char *tenant, char *err, size_t errlen)
+{
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    st_tenant *t;
+    if (ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    ten_done(t);
+    return WH_OK;
+}
+
+int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
+{
+    if (db->read_only)
+        return wh_seterr(err, errlen, "store opened read-only");
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    st_tenant *t = tenant_find(db, tenant, 0);
+    if (t == NULL)
+        return WH_OK;
+    int rc = WH_OK;
+    pthread_rwlock_wrlock(&t->lock);
+    rocksdb_column_family_handle_t *h[2] = {t->ev, t->meta};
+    for (int i = 0; i < 2 && rc == WH_OK; i++) {
+        if (h[i] == NULL)
+            continue;
+        char *e = NULL;
+        rocksdb_drop_column_family(db->rdb, h[i], &e);
+        note_write(db, e);
+        if (e) {
+            rc = rerr(err, errlen, "drop column family", e);
+            break;
+        }
+        rocksdb_column_family_handle_destroy(h[i]);
+        if (i == 0)
+            t->ev = NULL;
+        else
+            t->meta = NULL;
+    }
+    if (rc == WH_OK) {
+        /* its consumers become tombstones (a late commit or read of a
+         * removed target does not bring the tenant back); st_db_undrop
+         * when the tenant and target come back */
+        pthread_rwlock_rdlock(&db->off_lock);
+        for (st_off *o = t->offs; o != NULL; o = o->tnext) {
+            pthread_mutex_lock(&o->wmu);
+            off_val cur = off_read(o);
+            off_write(o, (off_val){0, 0, cur.epoch + 1, ST_OFF_DROPPED});
+            o->needs_snapshot = 0;
+            o->lease_owner[0] = '\0';
+            o->lease_expiry_ms = 0;
+            pthread_mutex_unlock(&o->wmu);
+        }
+        pthread_rwlock_unlock(&db->off_lock);
+        pthread_mutex_lock(&t->wm_mu);
+        t->wm_lsn = t->wm_stored_lsn = t->floor_lsn = 0;
+        t->wm_seq = t->wm_stored_seq = t->floor_seq = 0;
+        memset(&t->stats, 0, sizeof(t->stats));
+        t->stats.oldest_age_ms = -1;
+        pthread_mutex_unlock(&t->wm_mu);
+        atomic_store(&t->gc_dropped, 0);
+        wh_info("tenant %s: column families dropped", tenant);
+    }
+    pthread_rwlock_unlock(&t->lock);
+    return rc;
+}
+
+int st_db_tenant_exists(st_db *db, const char *tenant)
+{
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, NULL, 0) != WH_OK || t == NULL)
+        return 0;
+    ten_done(t);
+    return 1;
+}
+
+/* ---- limits, maintenance (GC watermark, retention, per-tenant metrics) ---- */
+
+void st_db_set_limits(st_db *db, const st_db_limits *l)
+{
+    atomic_store(&db->ret_bytes, l->retention_bytes);
+    atomic_store(&db->ret_age_ms, l->retention_age_ms);
+    atomic_store(&db->rate_bytes, l->rate_bytes_per_s);
+    atomic_store(&db->rate_events, l->rate_events_per_s);
+    atomic_store(&db->rate_burst_ms, l->rate_burst_ms);
+}
+
+/* A scan from a position: stops at the first event whose commit time is at
+ * least cutoff_us (age cap), or once `skip` bytes were passed (bytes cap),
+ * at most ST_RET_SCAN events a pass. */
+#define ST_RET_SCAN 200000
+
+typedef struct ret_scan {
+    int64_t cutoff_us;
+    uint64_t skip;
+    uint64_t passed;
+    uint64_t lsn; /* the last event looked at */
+    uint32_t seq;
+    int64_t ts;
+    int found; /* stopped at (lsn, seq): the first event kept */
+} ret_scan;
+
+static int ret_step(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json, size_t len)
+{
+    WH_UNUSED(json);
+    ret_scan *r = arg;
+    r->lsn = lsn;
+    r->seq = seq;
+    r->ts = ts;
+    if ((r->cutoff_us > 0 && ts >= r->cutoff_us) || (r->skip > 0 && r->passed >= r->skip)) {
+        r->found = 1;
+        return 1;
+    }
+    r->passed += len + 8 + ST_POS_LEN + 2; /* value + key, roughly */
+    return 0;
+}
+
+/* The position just before (lsn, seq), for an exclusive read that must
+ * include (lsn, seq). */
+static void pos_prev(uint64_t *lsn, uint32_t *seq)
+{
+    if (*seq > 0) {
+        (*seq)--;
+    } else if (*lsn > 0) {
+        (*lsn)--;
+        *seq = UINT32_MAX;
+    }
+}
+
+/* Scans from the watermark (inclusive); *next = the first position kept. */
+static int ret_floor(st_db *db, st_tenant *t, uint64_t wl, uint32_t ws, ret_scan *r, uint64_t *fl,
+                     uint32_t *fs)
+{
+    char err[WH_ERRLEN];
+    uint64_t l = wl;
+    uint32_t q = ws;
+    pos_prev(&l, &q);
+    size_t n = 0;
+    if (st_db_read(db, t->name, l, q, ST_RET_SCAN, SIZE_MAX, ret_step, r, &n, err, sizeof(err)) !=
+            WH_OK ||
+        n == 0)
+        return 0;
+    *fl = r->lsn;
+    *fs = r->seq;
+    if (!r->found) { /* everything looked at goes */
+        if (*fs == UINT32_MAX) {
+            (*fl)++;
+            *fs = 0;
+        } else {
+            (*fs)++;
+        }
+    }
+    return 1;
+}
+
+/* The CF's bytes: SST files + memtables. */
+static uint64_t cf_bytes(st_db *db, rocksdb_column_family_handle_t *cf)
+{
+    uint64_t a = 0, b = 0;
+    rocksdb_property_int_cf(db->rdb, cf, "rocksdb.total-sst-files-size", &a);
+    rocksdb_property_int_cf(db->rdb, cf, "rocksdb.cur-size-all-mem-tables", &b);
+    return a + b;
+}
+
+/* Approximate on-disk bytes of the tenant's events in [from, end). */
+static uint64_t events_bytes_from(st_db *db, st_tenant *t, uint64_t lsn, uint32_t seq, int below)
+{
+    char a[ST_KEY_MAX], b[ST_KEY_MAX];
+    size_t al, bl;
+    if (below) {
+        al = key_prefix(a, 'E', t->name);
+        bl = key_event(b, t->name, lsn, seq);
+    } else {
+        al = key_event(a, t->name, lsn, seq);
+        bl = key_prefix(b, 'E', t->name);
+        b[bl - 1] = '\x01';
+    }
+    const char *sk[1] = {a}, *lk[1] = {b};
+    size_t sl[1] = {al}, ll[1] = {bl};
+    uint64_t sz[1] = {0};
+    char *e = NULL;
+    rocksdb_approximate_sizes_cf(db->rdb, t->ev, 1, sk, sl, lk, ll, sz, &e);
+    if (e) {
+        rocksdb_free(e);
+        return 0;
+    }
+    return sz[0];
+}
+
+typedef struct first_ev {
+    int64_t ts;
+} first_ev;
+
+static int first_step(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json,
+                      size_t len)
+{
+    WH_UNUSED(lsn);
+    WH_UNUSED(seq);
+    WH_UNUSED(json);
+    WH_UNUSED(len);
+    ((first_ev *)arg)->ts = ts;
+    return 1;
+}
+
+/* Marks the tenant's live consumers below the floor NEEDS_SNAPSHOT (stored
+ * with the offset, so a restart keeps it); returns how many are marked. */
+static uint32_t mark_behind(st_db *db, st_tenant *t, uint64_t fl, uint32_t fs)
+{
+    char err[WH_ERRLEN];
+    uint32_t marked = 0;
+    st_tenant *h;
+    if (ten_open(db, t->name, 0, &h, err, sizeof(err)) != WH_OK || h == NULL)
+        return 0;
+    pthread_rwlock_rdlock(&db->off_lock);
+    size_t n = 0;
+    for (st_off *o = t->offs; o != NULL; o = o->tnext)
+        n++;
+    st_off **v = n ? malloc(n * sizeof(*v)) : NULL;
+    n = 0;
+    for (st_off *o = t->offs; v != NULL && o != NULL; o = o->tnext)
+        v[n++] = o;
+    pthread_rwlock_unlock(&db->off_lock);
+    for (size_t i = 0; i < n; i++) {
+        st_off *o = v[i];
+        pthread_mutex_lock(&o->wmu);
+        off_val cur = off_read(o);
+        if (cur.state == ST_OFF_LIVE && !o->needs_snapshot &&
+            wh_pos_cmp(cur.lsn, cur.seq, fl, fs) < 0) {
+            o->needs_snapshot = 1;
+            if (off_persist(db, o, cur, err, sizeof(err)) != WH_OK)
+                wh_error("target %s/%s: storing NEEDS_SNAPSHOT: %s", t->name, o->consumer, err);
+            wh_warn("target %s/%s is behind the tenant's retention cap: NEEDS_SNAPSHOT (its "
+                    "events below the cap are dropped; a snapshot or a set offset resumes it)",
+                    t->name, o->consumer);
+        }
+        if (o->needs_snapshot)
+            marked++;
+        pthread_mutex_unlock(&o->wmu);
+    }
+    ten_done(h);
+    free(v);
+    return marked;
+}
+
+/* One pass over a tenant: retention floor, NEEDS_SNAPSHOT marks, the W key
+ * when the watermark moved, a compaction of the garbage range below it, and
+ * the tenant's figures. */
+static void maintain_tenant(st_db *db, st_tenant *t)
+{
+    char err[WH_ERRLEN];
+    if (!st_db_tenant_exists(db, t->name))
+        return;
+    int64_t now_us = wh_wallclock_us();
+    uint64_t wl;
+    uint32_t ws;
+    tenant_watermark(t, &wl, &ws);
+
+    /* retention caps */
+    int64_t cap_age_ms = atomic_load(&db->ret_age_ms);
+    int64_t cap_bytes = atomic_load(&db->ret_bytes);
+    uint64_t fl = 0;
+    uint32_t fs = 0;
+    int floor = 0;
+    uint64_t live = events_bytes_from(db, t, wl, ws, 0);
+    if (cap_age_ms > 0) {
+        ret_scan r = {0};
+        r.cutoff_us = now_us - cap_age_ms * 1000;
+        uint64_t l;
+        uint32_t q;
+        if (ret_floor(db, t, wl, ws, &r, &l, &q) && wh_pos_cmp(l, q, wl, ws) > 0) {
+            fl = l, fs = q, floor = 1;
+        }
+    }
+    if (cap_bytes > 0 && live > (uint64_t)cap_bytes) {
+        ret_scan r = {0};
+        r.skip = live - (uint64_t)cap_bytes;
+        uint64_t l;
+        uint32_t q;
+        if (ret_floor(db, t, wl, ws, &r, &l, &q) && wh_pos_cmp(l, q, wl, ws) > 0 &&
+            (!floor || wh_pos_cmp(l, q, fl, fs) > 0)) {
+            fl = l, fs = q, floor = 1;
+        }
+    }
+    uint32_t ns = 0;
+    if (floor) {
+        pthread_mutex_lock(&t->wm_mu);
+        if (wh_pos_cmp(fl, fs, t->floor_lsn, t->floor_seq) > 0) {
+            t->floor_lsn = fl;
+            t->floor_seq = fs;
+        }
+        pthread_mutex_unlock(&t->wm_mu);
+    }
+    pthread_mutex_lock(&t->wm_mu);
+    fl = t->floor_lsn;
+    fs = t->floor_seq;
+    pthread_mutex_unlock(&t->wm_mu);
+    ns = mark_behind(db, t, fl, fs);
+    tenant_watermark(t, &wl, &ws);
+
+    /* W key, and the garbage below the watermark */
+    st_tenant *h;
+    if (ten_open(db, t->name, 0, &h, err, sizeof(err)) == WH_OK && h != NULL) {
+        pthread_mutex_lock(&t->wm_mu);
+        int moved = wh_pos_cmp(wl, ws, t->wm_stored_lsn, t->wm_stored_seq) > 0;
+        pthread_mutex_unlock(&t->wm_mu);
+        if (moved) {
+            char k[ST_KEY_MAX];
+            size_t kl = key_durable(k, t->name);
+            k[0] = 'W';
+            uint8_t v[ST_POS_LEN];
+            wh_put_be64(v, wl);
+            wh_put_be32(v + 8, ws);
+            char *e = NULL;
+            /* synced: the retention floor is not stored elsewhere */
+            rocksdb_put_cf(db->rdb, db->wo, t->meta, k, kl, (const char *)v, sizeof(v), &e);
+            if (e) {
+                rocksdb_free(e);
+            } else {
+                pthread_mutex_lock(&t->wm_mu);
+                t->wm_stored_lsn = wl;
+                t->wm_stored_seq = ws;
+                pthread_mutex_unlock(&t->wm_mu);
+            }
+        }
+        /* Garbage below the watermark: compact that key range only (the
+         * filter drops it; the file that straddles the watermark is the
+         * only live data rewritten). Event keys arrive in order, so
+         * RocksDB's own compactions move files down without rewriting
+         * them and would never run the filter on them; SuggestCompactRange
+         * does not mark files of the last level. Not exclusive: RocksDB's
+         * automatic compactions go on meanwhile; I/O is rate limited. */
+        uint64_t garbage = events_bytes_from(db, t, wl, ws, 1);
+        if ((wl > 0 || ws > 0) && garbage >= (uint64_t)db->write_buffer_bytes) {
+            char a[ST_KEY_MAX], b[ST_KEY_MAX];
+            size_t al = key_prefix(a, 'E', t->name);
+            size_t bl = key_event(b, t->name, wl, ws);
+            rocksdb_compactoptions_t *co = rocksdb_compactoptions_create();
+            rocksdb_compactoptions_set_exclusive_manual_compaction(co, 0);
+            rocksdb_compact_range_cf_opt(db->rdb, t->ev, co, a, al, b, bl);
+            rocksdb_compactoptions_destroy(co);
+            atomic_fetch_add(&db->gc_compactions, 1);
+        }
+        uint64_t bytes = cf_bytes(db, t->ev) + cf_bytes(db, t->meta);
+        ten_done(h);
+
+        uint64_t el = 0;
+        uint32_t es = 0;
+        st_db_tenant_end(db, t->name, &el, &es, err, sizeof(err));
+        first_ev f = {-1};
+        uint64_t pl = wl;
+        uint32_t ps = ws;
+        pos_prev(&pl, &ps);
+        size_t n = 0;
+        st_db_read(db, t->name, pl, ps, 1, SIZE_MAX, first_step, &f, &n, err, sizeof(err));
+        pthread_mutex_lock(&t->wm_mu);
+        st_tenant_stats *st = &t->stats;
+        wh_strlcpy(st->tenant, t->name, sizeof(st->tenant));
+        st->bytes = bytes;
+        st->live_bytes = live;
+        st->end_lsn = el;
+        st->end_seq = es;
+        st->wm_lsn = wl;
+        st->wm_seq = ws;
+        st->wm_lag_bytes = el > wl ? el - wl : 0;
+        st->oldest_age_ms = n > 0 && f.ts >= 0 ? (now_us - f.ts) / 1000 : -1;
+        if (st->oldest_age_ms < -1)
+            st->oldest_age_ms = 0;
+        st->needs_snapshot = ns;
+        st->gc_dropped = atomic_load(&t->gc_dropped);
+        pthread_mutex_unlock(&t->wm_mu);
+    }
+}
+
+void st_db_maintain(st_db *db)
+{
+    size_t nt;
+    st_tenant **tv = tenants_sorted(db, &nt);
+    for (size_t i = 0; i < nt; i++)
+        maintain_tenant(db, tv[i]);
+    free(tv);
+}
+
+static void *maint_main(void *arg)
+{
+    st_db *db = arg;
+    pthread_mutex_lock(&db->maint_mu);
+    while (!db->maint_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += ST_MAINT_MS / 1000;
+        pthread_cond_timedwait(&db->maint_cond, &db->maint_mu, &ts);
+        if (db->maint_stop)
+            break;
+        pthread_mutex_unlock(&db->maint_mu);
+        st_db_maintain(db);
+        pthread_mutex_lock(&db->maint_mu);
+    }
+    pthread_mutex_unlock(&db->maint_mu);
+    return NULL;
+}
+
+size_t st_db_tenant_stats(st_db *db, st_tenant_stats *out, size_t max)
+{
+    size_t nt;
+    st_tenant **tv = tenants_sorted(db, &nt);
+    size_t n = 0;
+    for (size_t i = 0; i < nt && n < max; i++) {
+        if (!st_db_tenant_exists(db, tv[i]->name))
+            continue;
+        pthread_mutex_lock(&tv[i]->wm_mu);
+        out[n] = tv[i]->stats;
+        wh_strlcpy(out[n].tenant, tv[i]->name, sizeof(out[n].tenant));
+        pthread_mutex_unlock(&tv[i]->wm_mu);
+        n++;
+    }
+    free(tv);
+    return n;
+}
+
+int st_db_watermark(st_db *db, const char *tenant, uint64_t *lsn, uint32_t *seq)
+{
+    *lsn = 0;
+    *seq = 0;
+    st_tenant *t = tenant_find(db, tenant, 0);
+    if (t == NULL)
+        return WH_OK;
+    tenant_watermark(t, lsn, seq);
+    return WH_OK;
+}
+
+int st_db_needs_snapshot(st_db *db, const char *tenant, const char *consumer)
+{
+    st_off *o = off_find(db, tenant, consumer);
+    return o != NULL && o->needs_snapshot;
+}
+
+void st_db_needs_snapshot_each(st_db *db, st_consumer_fn fn, void *arg)
+{
+    pthread_rwlock_rdlock(&db->off_lock);
+    for (size_t b = 0; b < db->nbuckets; b++)
+        for (st_off *o = db->buckets[b]; o != NULL; o = o->next)
+            if (o->needs_snapshot)
+                fn(arg, o->tenant, o->consumer);
+    pthread_rwlock_unlock(&db->off_lock);
+}
+
+/* ---- per-tenant write token bucket ---- */
+
+int st_db_admit(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, uint32_t *retry_ms)
+{
+    *retry_ms = 0;
+    int64_t rb = atomic_load(&db->rate_bytes), re = atomic_load(&db->rate_events);
+    if (rb <= 0 && re <= 0)
+        return WH_OK;
+    int64_t burst_ms = atomic_load(&db->rate_burst_ms);
+    if (burst_ms <= 0)
+        burst_ms = 1000;
+    st_tenant *t = tenant_find(db, tenant, 1);
+    if (t == NULL)
+        return WH_OK; /* out of memory: the append itself will say so */
+    uint64_t now = wh_now_ms();
+    double cap_b = (double)rb * (double)burst_ms / 1000.0;
+    double cap_e = (double)re * (double)burst_ms / 1000.0;
+    int rc = WH_OK;
+    pthread_mutex_lock(&t->wm_mu);
+    if (t->tb_ms == 0) { /* first use: a full bucket */
+        t->tb_bytes = cap_b;
+        t->tb_events = cap_e;
+    } else {
+        double dt = (double)(now - t->tb_ms) / 1000.0;
+        t->tb_bytes = t->tb_bytes + dt * (double)rb;
+        t->tb_events = t->tb_events + dt * (double)re;
+        if (t->tb_bytes > cap_b)
+            t->tb_bytes = cap_b;
+        if (t->tb_events > cap_e)
+            t->tb_events = cap_e;
+    }
+    t->tb_ms = now;
+    /* an append is admitted while the bucket holds no debt, and charged in
+     * full (a batch bigger than the bucket goes through when it is full);
+     * the debt is paid back at the rate before the next one */
+    double wait = 0;
+    if (rb > 0 && t->tb_bytes < 0)
+        wait = -t->tb_bytes / (double)rb;
+    if (re > 0 && t->tb_events < 0 && -t->tb_events / (double)re > wait)
+        wait = -t->tb_events / (double)re;
+    if (wait > 0) {
+        uint64_t ms = (uint64_t)(wait * 1000.0) + 1;
+        *retry_ms = ms > 60000 ? 60000 : (uint32_t)ms;
+        rc = ST_DB_SLOW;
+    } else {
+        if (rb > 0)
+            t->tb_bytes -= (double)bytes;
+        if (re > 0)
+            t->tb_events -= (double)events;
+    }
+    pthread_mutex_unlock(&t->wm_mu);
+    return rc;
+}
+
+/* ---- group commit figures ---- */
+
+int st_db_write_groups(st_db *db, uint64_t *writes, uint64_t *groups, uint64_t *syncs)
+{
+    *writes = *groups = *syncs = 0;
+    char *v = rocksdb_property_value(db->rdb, "rocksdb.dbstats");
+    if (v == NULL)
+        return WH_ERR;
+    /* "Cumulative writes: 10K writes, 10K keys, 4937 commit groups, 2.0 writes per commit
+     * group, ..." and "Cumulative WAL: 10K writes, 4937 syncs, ..." (K/M suffixes) */
+    int rc = WH_ERR;
+    const char *w = strstr(v, "Cumulative writes: ");
+    const char *g = w ? strstr(w, " keys, ") : NULL;
+    const char *s = strstr(v, "Cumulative WAL: ");
+    const char *sy = s ? strstr(s, " writes, ") : NULL;
+    if (w && g && sy) {
+        double a, b, c;
+        char ua = 0, ub = 0, uc = 0;
+        if (sscanf(w + 19, "%lf%c", &a, &ua) == 2 && sscanf(g + 7, "%lf%c", &b, &ub) == 2 &&
+            sscanf(sy + 9, "%lf%c", &c, &uc) == 2) {
+            double m[3] = {ua == 'K'   ? 1e3
+                           : ua == 'M' ? 1e6
+                           : ua == 'G' ? 1e9
+                                       : 1,
+                           ub == 'K'   ? 1e3
+                           : ub == 'M' ? 1e6
+                           : ub == 'G' ? 1e9
+                                       : 1,
+                           uc == 'K'   ? 1e3
+                           : uc == 'M' ? 1e6
+                           : uc == 'G' ? 1e9
+                                       : 1};
+            *writes = (uint64_t)(a * m[0]);
+            *groups = (uint64_t)(b * m[1]);
+            *syncs = (uint64_t)(c * m[2]);
+            rc = WH_OK;
+        }
+    }
+    rocksdb_free(v);
+    return rc;
 }

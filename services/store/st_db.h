@@ -1,12 +1,20 @@
 /* st_db: the store's RocksDB wrapper (C API).
  *
- * Data lives in <data_dir>/rocksdb, default column family, keys as in
- * docs/INTERNALS.md:
- *   'E' tenant '\0' commit_lsn(8, BE) seq(4, BE) -> commit_ts_us(8, BE) json
- *   'O' tenant '\0' consumer                      -> lsn(8, BE) seq(4, BE) epoch(8, BE)
- *                                                    (12-byte values of older stores: epoch 0)
- *   'D' tenant                                    -> durable ack_lsn(8, BE)
- *   'S' "state"                                   -> version(8, BE) + state document
+ * Data lives in <data_dir>/rocksdb. Each tenant has two column families of
+ * its own, created when the tenant appears (first write, or the runtime
+ * state names it) and dropped with it (st_db_tenant_drop), so compaction,
+ * GC and deletion of one tenant never touch another's files:
+ *   "e:<tenant>"  'E' tenant '\0' commit_lsn(8, BE) seq(4, BE) -> commit_ts_us(8, BE) json
+ *   "m:<tenant>"  'O' tenant '\0' consumer -> lsn(8) seq(4) epoch(8) [flags(1): 1 = NEEDS_SNAPSHOT]
+ *                                            (12-byte values of older stores: epoch 0)
+ *                 'D' tenant               -> durable ack_lsn(8, BE)
+ *                 'W' tenant               -> GC watermark lsn(8) seq(4)
+ *                 'Q'/'R'/'L' ...          -> dead letters, replay queue, leases (below)
+ *   "default"     'S' "state"              -> version(8, BE) + state document
+ * Keys keep their tenant prefix inside the tenant's CFs (one key format in
+ * every place). A data directory of an older store (every key in the
+ * default CF) is migrated at open: tenant keys are copied into the
+ * tenants' CFs in synced batches, then removed from the default CF.
  *
  * Offsets are kept in memory in a hash table; each consumer has its own
  * writer lock held across its synced put, so commits of different consumers
@@ -22,13 +30,25 @@
  * RocksDB returned. Appends are idempotent: a position written again is
  * overwritten with the same bytes. Offsets never move backwards.
  *
- * GC: a compaction filter drops E keys of a tenant that are strictly below
- * the minimum committed offset of all its consumers (only when the tenant
- * has at least one consumer). Watermarks are snapshotted when a compaction
- * starts.
+ * GC: each tenant's events CF has its own compaction filter; it drops E
+ * keys strictly below the tenant's watermark, taken when a compaction
+ * starts. The watermark is the minimum committed offset of the tenant's
+ * consumers (its consumer registry), never moves back (kept in memory and
+ * in the W key), and is (0,0), dropping nothing, while the tenant has no
+ * consumer. A maintenance thread (every ST_MAINT_MS) applies the retention
+ * caps (st_db_set_limits): the events past the caps are put below a floor
+ * the watermark cannot stay under, and consumers behind it are marked
+ * NEEDS_SNAPSHOT (they no longer hold GC; SetOffset clears the mark).
+ * When the bytes below a watermark pass one memtable's size, it compacts
+ * that key range only (never the whole DB, never a range delete): event
+ * keys arrive in key order, so RocksDB moves flushed files down without
+ * rewriting them (trivial moves run no filter), and SuggestCompactRange
+ * does not mark files of the last level. It also computes each tenant's
+ * figures (st_db_tenant_stats).
  *
  * All functions are thread-safe. Appends of the same tenant are serialised
- * (the D key is a read-modify-write); different tenants may group-commit.
+ * (the D key is a read-modify-write); different tenants' appends run
+ * concurrently and RocksDB's write group commits them with one WAL sync.
  *
  * Write health: the outcome of the last synced write (append or offset
  * commit) is kept, so the store can say it cannot write (e.g. "No space left
@@ -46,14 +66,43 @@
 #define ST_MAX_WRITE_BUFFERS 2                      /* memtables per DB (memory budget uses it) */
 #define ST_RATE_BYTES_PER_SEC (128LL * 1024 * 1024) /* flush+compaction I/O */
 #define ST_MAX_CONSUMERS 65536                      /* offset table entries, all tenants */
+#define ST_MAX_TENANTS 256 /* tenants with column families (a write of one more is refused) */
 
 #define ST_OWNER_MAX 127    /* bytes of a lease owner id */
 #define ST_OWNERS_MAX 256   /* lease owners remembered (replicas) */
 #define ST_DLQ_EXCERPT 1024 /* bytes of a response body kept in a dead letter */
 
 #define ST_DB_STALE 1 /* st_db_commit_epoch: epoch mismatch or dropped consumer (409) */
+#define ST_DB_SLOW 2  /* st_db_admit: over the tenant's write budget (429) */
+
+#define ST_MAINT_MS 1000 /* maintenance pass period */
 
 typedef struct st_db st_db;
+
+/* Runtime limits, 0 = none (the store.* runtime settings). Retention caps
+ * apply to each tenant's events at or after its watermark. */
+typedef struct st_db_limits {
+    int64_t retention_bytes;
+    int64_t retention_age_ms;
+    int64_t rate_bytes_per_s; /* per-tenant write token bucket */
+    int64_t rate_events_per_s;
+    int64_t rate_burst_ms; /* bucket size in ms of the rates (0 = 1000) */
+} st_db_limits;
+
+/* A tenant's figures from the last maintenance pass. */
+typedef struct st_tenant_stats {
+    char tenant[ST_NAME_MAX + 1];
+    uint64_t bytes;      /* SST files + memtables of its two CFs */
+    uint64_t live_bytes; /* approximate on-disk bytes of events at/after the watermark */
+    uint64_t end_lsn;
+    uint32_t end_seq;
+    uint64_t wm_lsn; /* GC watermark */
+    uint32_t wm_seq;
+    uint64_t wm_lag_bytes;   /* end_lsn - wm_lsn (WAL bytes) */
+    int64_t oldest_age_ms;   /* commit age of the oldest event at/after the watermark; -1 none */
+    uint32_t needs_snapshot; /* consumers marked NEEDS_SNAPSHOT */
+    uint64_t gc_dropped;     /* events the filter dropped since open */
+} st_tenant_stats;
 
 /* A consumer's offset as returned by the offset calls. */
 typedef struct st_offset {
@@ -83,7 +132,9 @@ typedef struct st_event {
 typedef int (*st_read_fn)(void *arg, uint64_t lsn, uint32_t seq, int64_t commit_ts_us,
                           const void *json, size_t json_len);
 
-/* Bytes the DB will hold in memory for these settings: cache + memtables. */
+/* Bytes the DB will hold in memory for these settings: cache + memtables
+ * (all column families together are capped at ST_MAX_WRITE_BUFFERS
+ * memtables' worth: db_write_buffer_size). */
 int64_t st_db_memory_need(int64_t cache_bytes, int64_t write_buffer_bytes);
 
 /* Checks a tenant or consumer name: 1..ST_NAME_MAX bytes. `what` names the
@@ -179,6 +230,8 @@ int st_db_compact(st_db *db, char *err, size_t errlen);
 
 /* E keys dropped by the GC filter since open. */
 uint64_t st_db_gc_dropped(st_db *db);
+/* Compactions of a garbage range (below a watermark) since open. */
+uint64_t st_db_gc_compactions(st_db *db);
 
 /* WH_OK when the last synced write succeeded (or none was made yet); WH_ERR
  * while writes fail, with why = "cannot write for N s: <RocksDB's error>". */
@@ -264,5 +317,40 @@ int st_db_owners_live(st_db *db, const char *owner, uint32_t ttl_ms,
                       void (*fn)(void *arg, const char *owner), void *arg);
 /* Checks a lease owner id: 1..ST_OWNER_MAX printable bytes. */
 int st_db_check_owner(const char *owner, char *err, size_t errlen);
+
+/* ---- tenants, GC, retention ---- */
+
+/* Creates the tenant's column families (no-op when they exist). */
+int st_db_tenant_create(st_db *db, const char *tenant, char *err, size_t errlen);
+/* Drops the tenant's column families (its events, offsets, dead letters,
+ * leases); its consumers become tombstones (as DropOffset) until
+ * st_db_undrop. Unknown tenant: WH_OK. */
+int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen);
+/* 1 when the tenant has column families. */
+int st_db_tenant_exists(st_db *db, const char *tenant);
+void st_db_set_limits(st_db *db, const st_db_limits *l);
+/* One maintenance pass now (the thread runs one every ST_MAINT_MS). */
+void st_db_maintain(st_db *db);
+/* Up to max tenants' figures (tenants with column families), by name. */
+size_t st_db_tenant_stats(st_db *db, st_tenant_stats *out, size_t max);
+/* The tenant's GC watermark, moved forward to its consumers' minimum now. */
+int st_db_watermark(st_db *db, const char *tenant, uint64_t *lsn, uint32_t *seq);
+/* 1 when the consumer is marked NEEDS_SNAPSHOT. */
+int st_db_needs_snapshot(st_db *db, const char *tenant, const char *consumer);
+/* The tenant's write token bucket (store.tenant_rate_bytes/_events,
+ * store.tenant_burst_ms): WH_OK charges the append; ST_DB_SLOW refuses it
+ * with *retry_ms, the time until the bucket has paid its debt back. A
+ * batch bigger than the bucket passes when the bucket is full. Unlimited
+ * when both rates are 0. */
+int st_db_admit(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, uint32_t *retry_ms);
+/* RocksDB's cumulative write figures since open: synced writes (appends,
+ * commits...), the commit groups they were coalesced into (one WAL write
+ * and one sync each: concurrent appends of several tenants share one), and
+ * WAL syncs. Parsed from "rocksdb.dbstats" (K/M rounded). */
+int st_db_write_groups(st_db *db, uint64_t *writes, uint64_t *groups, uint64_t *syncs);
+/* Calls fn for every consumer marked NEEDS_SNAPSHOT (under the offsets
+ * table's read lock: fn must not call st_db). */
+typedef void (*st_consumer_fn)(void *arg, const char *tenant, const char *consumer);
+void st_db_needs_snapshot_each(st_db *db, st_consumer_fn fn, void *arg);
 
 #endif

@@ -43,6 +43,7 @@ struct st_server {
     wh_counter events_stored;
     wh_counter appends;
     wh_counter reads;
+    wh_counter slowed; /* appends answered "slow down" */
 };
 
 /* Everything a reply points at; freed by st_server_done. */
@@ -126,25 +127,44 @@ static void notify_tenant(st_server *s, const char *tenant)
     pthread_mutex_unlock(&s->wmu);
 }
 
+/* The preamble every handler shares, in two parts joined with ||:
+ * present() answers 400 "<what>: missing" when the body is absent;
+ * names_ok() checks the tenant (and the consumer when need_consumer) and
+ * answers 400 naming the field. Both return 1 when the request goes on. */
+static int present(Walhook__Reply *rep, const void *body, const char *what)
+{
+    if (body != NULL)
+        return 1;
+    wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s: missing", what);
+    return 0;
+}
+
+static int names_ok(Walhook__Reply *rep, const char *tenant, const char *consumer,
+                    int need_consumer)
+{
+    char err[WH_ERRLEN];
+    if (st_db_check_name(tenant, "tenant", err, sizeof(err)) != WH_OK ||
+        (need_consumer && st_db_check_name(consumer, "consumer", err, sizeof(err)) != WH_OK)) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
+        return 0;
+    }
+    return 1;
+}
+
 /* ---- Append ---- */
 
 static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Reply *rep,
                       st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (a == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "append: missing");
+    if (!present(rep, a, "append") || !names_ok(rep, a->tenant, NULL, 0))
         return;
-    }
-    if (st_db_check_name(a->tenant, "tenant", err, sizeof(err)) != WH_OK) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
-        return;
-    }
     if (a->n_events > 0 && a->events == NULL) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "events: missing");
         return;
     }
     st_event *ev = NULL;
+    uint64_t bytes = 0;
     if (a->n_events > 0) {
         ev = calloc(a->n_events, sizeof(*ev));
         if (ev == NULL) {
@@ -174,6 +194,18 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
         ev[i].commit_ts_us = e->commit_ts_us;
         ev[i].json = e->json.data;
         ev[i].json_len = e->json.len;
+        bytes += e->json.len;
+    }
+    uint32_t retry_ms = 0;
+    if (st_db_admit(s->db, a->tenant, bytes, a->n_events, &retry_ms) == ST_DB_SLOW) {
+        free(ev);
+        wh_counter_add(&s->slowed, 1);
+        wh_reply_error(rep, ST_STATUS_SLOW_DOWN,
+                       "slow down: tenant %s is over its write budget (store.tenant_rate_*); "
+                       "send again in %u ms",
+                       a->tenant, retry_ms);
+        rep->retry_after_ms = retry_ms;
+        return;
     }
     uint64_t durable = 0;
     int rc =
@@ -246,21 +278,11 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
                     st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (r == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "read: missing");
+    if (!present(rep, r, "read") || !names_ok(rep, r->tenant, NULL, 0))
         return;
-    }
-    if (st_db_check_name(r->tenant, "tenant", err, sizeof(err)) != WH_OK) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
-        return;
-    }
     int have_consumer = r->consumer != NULL && r->consumer[0] != '\0';
-    if (!r->has_from || have_consumer) {
-        if (st_db_check_name(r->consumer, "consumer", err, sizeof(err)) != WH_OK) {
-            wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
-            return;
-        }
-    }
+    if ((!r->has_from || have_consumer) && !names_ok(rep, r->tenant, r->consumer, 1))
+        return;
     uint64_t c_lsn = 0, c_epoch = 0;
     uint32_t c_seq = 0;
     /* A consumer seen for the first time is stored at (0,0) (so the GC
@@ -361,6 +383,7 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
     m->read.events = m->evp;
     m->read.committed = &m->committed;
     m->read.epoch = c_epoch;
+    m->read.needs_snapshot = have_consumer && st_db_needs_snapshot(s->db, r->tenant, r->consumer);
     rep->body_case = WALHOOK__REPLY__BODY_READ;
     rep->read = &m->read;
 }
@@ -386,30 +409,12 @@ static void offset_reply(Walhook__Reply *rep, st_reply_mem *m, const st_offset *
     rep->offset = &m->off;
 }
 
-static int check_names(Walhook__Reply *rep, const char *tenant, const char *consumer)
-{
-    char err[WH_ERRLEN];
-    if (st_db_check_name(tenant, "tenant", err, sizeof(err)) != WH_OK ||
-        (consumer != NULL && st_db_check_name(consumer, "consumer", err, sizeof(err)) != WH_OK)) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
-        return WH_ERR;
-    }
-    return WH_OK;
-}
-
 static void do_commit(st_server *s, const Walhook__CommitOffset *c, Walhook__Reply *rep,
                       st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (c == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "commit: missing");
+    if (!present(rep, c, "commit") || !names_ok(rep, c->tenant, c->consumer, 1))
         return;
-    }
-    if (st_db_check_name(c->tenant, "tenant", err, sizeof(err)) != WH_OK ||
-        st_db_check_name(c->consumer, "consumer", err, sizeof(err)) != WH_OK) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
-        return;
-    }
     if (c->pos == NULL) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "pos: missing");
         return;
@@ -433,15 +438,8 @@ static void do_get_offset(st_server *s, const Walhook__GetOffset *g, Walhook__Re
                           st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (g == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "get_offset: missing");
+    if (!present(rep, g, "get_offset") || !names_ok(rep, g->tenant, g->consumer, 1))
         return;
-    }
-    if (st_db_check_name(g->tenant, "tenant", err, sizeof(err)) != WH_OK ||
-        st_db_check_name(g->consumer, "consumer", err, sizeof(err)) != WH_OK) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
-        return;
-    }
     st_offset now;
     if (st_db_offset_info(s->db, g->tenant, g->consumer, &now, err, sizeof(err)) != WH_OK) {
         wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
@@ -454,11 +452,7 @@ static void do_set_offset(st_server *s, const Walhook__SetOffset *so, Walhook__R
                           st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (so == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "set_offset: missing");
-        return;
-    }
-    if (check_names(rep, so->tenant, so->consumer) != WH_OK)
+    if (!present(rep, so, "set_offset") || !names_ok(rep, so->tenant, so->consumer, 1))
         return;
     uint64_t lsn = 0;
     uint32_t seq = 0;
@@ -489,11 +483,7 @@ static void do_drop_offset(st_server *s, const Walhook__DropOffset *d, Walhook__
                            st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (d == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "drop_offset: missing");
-        return;
-    }
-    if (check_names(rep, d->tenant, d->consumer) != WH_OK)
+    if (!present(rep, d, "drop_offset") || !names_ok(rep, d->tenant, d->consumer, 1))
         return;
     st_offset prev, now;
     if (st_db_drop_offset(s->db, d->tenant, d->consumer, &prev, err, sizeof(err)) != WH_OK ||
@@ -508,11 +498,7 @@ static void do_tenant_info(st_server *s, const Walhook__TenantInfo *t, Walhook__
                            st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (t == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "tenant_info: missing");
-        return;
-    }
-    if (check_names(rep, t->tenant, NULL) != WH_OK)
+    if (!present(rep, t, "tenant_info") || !names_ok(rep, t->tenant, NULL, 0))
         return;
     uint64_t lsn, durable;
     uint32_t seq;
@@ -527,6 +513,9 @@ static void do_tenant_info(st_server *s, const Walhook__TenantInfo *t, Walhook__
     m->committed.seq = seq;
     m->tinfo.end = &m->committed;
     m->tinfo.durable_lsn = durable;
+    walhook__position__init(&m->previous);
+    st_db_watermark(s->db, t->tenant, &m->previous.lsn, &m->previous.seq);
+    m->tinfo.watermark = &m->previous;
     rep->body_case = WALHOOK__REPLY__BODY_TENANT_INFO;
     rep->tenant_info = &m->tinfo;
 }
@@ -555,11 +544,7 @@ static void do_backlog(st_server *s, const Walhook__Backlog *b, Walhook__Reply *
                        st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (b == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "backlog: missing");
-        return;
-    }
-    if (check_names(rep, b->tenant, b->consumer) != WH_OK)
+    if (!present(rep, b, "backlog") || !names_ok(rep, b->tenant, b->consumer, 1))
         return;
     uint32_t max =
         b->max_events == 0 || b->max_events > ST_BACKLOG_MAX ? ST_BACKLOG_MAX : b->max_events;
@@ -619,10 +604,8 @@ static void do_put_state(st_server *s, const Walhook__PutState *p, Walhook__Repl
         wh_reply_error(rep, ST_STATUS_UNAVAILABLE, "%s", "state: not kept by this store");
         return;
     }
-    if (p == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "put_state: missing");
+    if (!present(rep, p, "put_state"))
         return;
-    }
     if (p->doc.len == 0 || p->doc.data == NULL) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "doc: empty");
         return;
@@ -638,6 +621,104 @@ static void do_put_state(st_server *s, const Walhook__PutState *p, Walhook__Repl
 }
 
 /* ---- Stats ---- */
+
+/* A label value: '"' '\\' and newlines escaped (Prometheus text format). */
+static void label_value(char *out, size_t len, const char *v)
+{
+    size_t j = 0;
+    for (; *v && j + 3 < len; v++) {
+        if (*v == '"' || *v == '\\' || *v == '\n') {
+            out[j++] = '\\';
+            out[j++] = *v == '\n' ? 'n' : *v;
+        } else {
+            out[j++] = *v;
+        }
+    }
+    out[j] = '\0';
+}
+
+typedef struct ns_acc {
+    wh_buf *b;
+    int rc;
+} ns_acc;
+
+static void needs_snapshot_metric(void *arg, const char *tenant, const char *consumer)
+{
+    ns_acc *a = arg;
+    char t[2 * ST_NAME_MAX + 2], c[2 * ST_NAME_MAX + 2], lab[5 * ST_NAME_MAX + 32];
+    label_value(t, sizeof(t), tenant);
+    label_value(c, sizeof(c), consumer);
+    snprintf(lab, sizeof(lab), "tenant=\"%s\",target=\"%s\"", t, c);
+    a->rc |= wh_metric_u64(a->b, "walhook_store_target_needs_snapshot", lab, 1);
+}
+
+/* Per tenant: size, live bytes, watermark lag, oldest event age, targets
+ * marked NEEDS_SNAPSHOT (from the last maintenance pass), and one sample
+ * per marked target. */
+#define ST_METRIC_TENANTS 256
+static int tenant_metrics(st_server *s, wh_buf *b)
+{
+    st_tenant_stats *ts = malloc(ST_METRIC_TENANTS * sizeof(*ts));
+    if (ts == NULL)
+        return WH_ERR;
+    size_t n = st_db_tenant_stats(s->db, ts, ST_METRIC_TENANTS);
+    static const struct {
+        const char *name, *help;
+    } m[] = {
+        {"walhook_store_tenant_bytes", "bytes of the tenant's column families (SST + memtables)"},
+        {"walhook_store_tenant_live_bytes", "on-disk bytes of the tenant's events at or after "
+                                            "its GC watermark (approximate)"},
+        {"walhook_store_watermark_lag_bytes", "WAL bytes between the tenant's last stored event "
+                                              "and its GC watermark"},
+        {"walhook_store_oldest_event_age_seconds",
+         "commit age of the tenant's oldest event at or after its GC watermark (-1: none)"},
+        {"walhook_store_needs_snapshot_targets",
+         "targets of the tenant marked NEEDS_SNAPSHOT (behind its retention cap)"},
+        {"walhook_store_tenant_gc_dropped_total",
+         "events of the tenant dropped by the GC filter since start"},
+    };
+    int rc = 0;
+    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+        rc |= wh_metric_header(b, m[k].name, k == 5 ? "counter" : "gauge", m[k].help);
+        for (size_t i = 0; i < n; i++) {
+            char t[2 * ST_NAME_MAX + 2], lab[2 * ST_NAME_MAX + 16];
+            label_value(t, sizeof(t), ts[i].tenant);
+            snprintf(lab, sizeof(lab), "tenant=\"%s\"", t);
+            switch (k) {
+            case 0:
+                rc |= wh_metric_u64(b, m[k].name, lab, ts[i].bytes);
+                break;
+            case 1:
+                rc |= wh_metric_u64(b, m[k].name, lab, ts[i].live_bytes);
+                break;
+            case 2:
+                rc |= wh_metric_u64(b, m[k].name, lab, ts[i].wm_lag_bytes);
+                break;
+            case 3:
+                rc |= wh_metric_i64(b, m[k].name, lab,
+                                    ts[i].oldest_age_ms < 0 ? -1 : ts[i].oldest_age_ms / 1000);
+                break;
+            case 4:
+                rc |= wh_metric_u64(b, m[k].name, lab, ts[i].needs_snapshot);
+                break;
+            default:
+                rc |= wh_metric_u64(b, m[k].name, lab, ts[i].gc_dropped);
+                break;
+            }
+        }
+    }
+    free(ts);
+    ns_acc a = {b, 0};
+    rc |=
+        wh_metric_header(b, "walhook_store_target_needs_snapshot", "gauge",
+                         "1 for a target marked NEEDS_SNAPSHOT: behind its tenant's retention "
+                         "cap, its unread events may be gone; a snapshot or SetOffset resumes it");
+    st_db_needs_snapshot_each(s->db, needs_snapshot_metric, &a);
+    rc |= wh_metric_header(b, "walhook_store_gc_compactions_total", "counter",
+                           "compactions of a key range below a GC watermark since start");
+    rc |= wh_metric_u64(b, "walhook_store_gc_compactions_total", "", st_db_gc_compactions(s->db));
+    return rc | a.rc;
+}
 
 /* wh_stats_fn: the store's own metrics (wh_stats_reply adds the process ones).
  * Not ready while its synced writes fail: the ingestor's appends then fail
@@ -668,6 +749,10 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
                                "version of the runtime state document in the store");
         rc |= wh_metric_u64(b, "walhook_state_version", "", st_state_version(s->state));
     }
+    rc |= tenant_metrics(s, b);
+    rc |= wh_metric_header(b, "walhook_store_appends_slowed_total", "counter",
+                           "appends answered \"slow down\" (a tenant over its write budget)");
+    rc |= wh_metric_u64(b, "walhook_store_appends_slowed_total", "", wh_counter_get(&s->slowed));
     rc |= wh_metric_header(b, "walhook_store_write_errors_total", "counter",
                            "synced writes (appends, offset commits) that failed since start");
     rc |= wh_metric_u64(b, "walhook_store_write_errors_total", "", st_db_write_errors(s->db));
@@ -715,11 +800,7 @@ static void do_dlq_write(st_server *s, const Walhook__DlqWrite *w, Walhook__Repl
                          st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (w == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "dlq_write: missing");
-        return;
-    }
-    if (check_names(rep, w->tenant, w->consumer) != WH_OK)
+    if (!present(rep, w, "dlq_write") || !names_ok(rep, w->tenant, w->consumer, 1))
         return;
     if (w->has_pos && w->pos == NULL) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "pos: missing (has_pos is set)");
@@ -809,11 +890,7 @@ static void do_dlq_list(st_server *s, const Walhook__DlqList *l, Walhook__Reply 
                         st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (l == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "dlq_list: missing");
-        return;
-    }
-    if (check_names(rep, l->tenant, l->consumer) != WH_OK)
+    if (!present(rep, l, "dlq_list") || !names_ok(rep, l->tenant, l->consumer, 1))
         return;
     if (l->limit > ST_DLQ_LIST_MAX) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "limit: %u is above %d", l->limit,
@@ -843,11 +920,7 @@ static void do_dlq_list(st_server *s, const Walhook__DlqList *l, Walhook__Reply 
 static void do_dlq_get(st_server *s, const Walhook__DlqGet *g, Walhook__Reply *rep, st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (g == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "dlq_get: missing");
-        return;
-    }
-    if (check_names(rep, g->tenant, g->consumer) != WH_OK)
+    if (!present(rep, g, "dlq_get") || !names_ok(rep, g->tenant, g->consumer, 1))
         return;
     if (g->pos == NULL) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "pos: missing");
@@ -867,12 +940,8 @@ static void do_dlq_edit(st_server *s, const char *tenant, const char *consumer, 
                         st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (tenant == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s",
-                       to_replay ? "dlq_replay: missing" : "dlq_purge: missing");
-        return;
-    }
-    if (check_names(rep, tenant, consumer) != WH_OK)
+    if (!present(rep, tenant, to_replay ? "dlq_replay" : "dlq_purge") ||
+        !names_ok(rep, tenant, consumer, 1))
         return;
     if (!all && n == 0) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "positions: empty (or all)");
@@ -932,11 +1001,7 @@ static void do_replay_read(st_server *s, const Walhook__ReplayRead *r, Walhook__
                            st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (r == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "replay_read: missing");
-        return;
-    }
-    if (check_names(rep, r->tenant, r->consumer) != WH_OK)
+    if (!present(rep, r, "replay_read") || !names_ok(rep, r->tenant, r->consumer, 1))
         return;
     uint32_t max_events = r->max_events ? r->max_events : ST_DEFAULT_MAX_EVENTS;
     if (max_events > ST_MAX_EVENTS)
@@ -979,11 +1044,7 @@ static void do_replay_ack(st_server *s, const Walhook__ReplayAck *a, Walhook__Re
                           st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (a == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "replay_ack: missing");
-        return;
-    }
-    if (check_names(rep, a->tenant, a->consumer) != WH_OK)
+    if (!present(rep, a, "replay_ack") || !names_ok(rep, a->tenant, a->consumer, 1))
         return;
     if (a->upto == NULL) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "upto: missing");
@@ -1142,10 +1203,8 @@ static void do_lease_list(st_server *s, const Walhook__LeaseList *l, Walhook__Re
                           st_reply_mem *m)
 {
     char err[WH_ERRLEN];
-    if (l == NULL) {
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "lease_list: missing");
+    if (!present(rep, l, "lease_list"))
         return;
-    }
     int has_owner = l->owner != NULL && l->owner[0] != '\0';
     if (has_owner && st_db_check_owner(l->owner, err, sizeof(err)) != WH_OK) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);

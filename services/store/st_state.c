@@ -18,6 +18,20 @@ struct st_state {
     wh_state *cur; /* parsed; NULL if the stored bytes no longer parse */
 };
 
+static void reconcile_tenants(st_state *st, const wh_state *old, const wh_state *cur);
+
+/* The store's runtime settings of state s (retention caps, write rates)
+ * into the db. */
+static void apply_limits(st_state *st, const wh_state *s)
+{
+    static wh_config eff; /* large; callers hold st->mu or run at open */
+    wh_state_effective(&eff, &st->base, s, NULL);
+    st_db_limits l = {eff.store_retention_bytes, eff.store_retention_age_s * 1000,
+                      eff.store_tenant_rate_bytes, eff.store_tenant_rate_events,
+                      eff.store_tenant_burst_ms};
+    st_db_set_limits(st->db, &l);
+}
+
 /* Renders s as version `version` into out (reset first). */
 static int render_version(wh_state *s, uint64_t version, wh_buf *out)
 {
@@ -71,6 +85,12 @@ int st_state_open(st_state **out, st_db *db, const wh_config *base, const char *
         st->version = st->cur->version = 1;
         wh_info("state version 1 written from the configuration (%d tenants)", st->cur->ntenants);
     }
+    if (st->cur != NULL) {
+        reconcile_tenants(st, NULL, st->cur);
+        apply_limits(st, st->cur);
+    } else {
+        apply_limits(st, NULL);
+    }
     *out = st;
     return WH_OK;
 error:
@@ -109,6 +129,25 @@ uint64_t st_state_version(st_state *st)
     return v;
 }
 
+/* A tenant of `cur` gets its column families; a tenant of `old` that `cur`
+ * no longer has loses them (its events, offsets, dead letters). */
+static void reconcile_tenants(st_state *st, const wh_state *old, const wh_state *cur)
+{
+    char err[WH_ERRLEN];
+    for (int i = 0; old != NULL && i < old->ntenants; i++) {
+        const char *name = old->tenants[i].name;
+        if (wh_state_tenant_find(cur, name) != NULL)
+            continue;
+        if (st_db_tenant_drop(st->db, name, err, sizeof(err)) != WH_OK)
+            wh_error("state: dropping removed tenant %s: %s", name, err);
+        else
+            wh_info("state: tenant %s removed, its data is dropped", name);
+    }
+    for (int i = 0; i < cur->ntenants; i++)
+        if (st_db_tenant_create(st->db, cur->tenants[i].name, err, sizeof(err)) != WH_OK)
+            wh_error("state: tenant %s: %s", cur->tenants[i].name, err);
+}
+
 /* Drops offsets of targets of `old` that `cur` no longer has, un-drops
  * targets `cur` has that `old` did not. Caller holds mu. */
 static void reconcile_offsets(st_state *st, const wh_state *old, const wh_state *cur)
@@ -132,6 +171,7 @@ static void reconcile_offsets(st_state *st, const wh_state *old, const wh_state 
                          name, err);
         }
     }
+    reconcile_tenants(st, old, cur);
     for (int i = 0; i < cur->ntenants; i++) {
         const wh_state_tenant *nt = &cur->tenants[i];
         const wh_state_tenant *ot = wh_state_tenant_find(old, nt->name);
@@ -184,6 +224,7 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
     }
     s->version = nv;
     reconcile_offsets(st, st->cur, s);
+    apply_limits(st, s);
     wh_buf tmp = st->doc;
     st->doc = next;
     next = tmp;

@@ -57,6 +57,10 @@ start_daemons() {
 }
 start_daemons
 wh_wait_slot_active walhook 60 || wh_fail "the ingestor never started streaming"
+# a consumer that never reads holds the GC at (0,0): step 8 checks that the
+# store holds every position once, which needs them all kept
+"$BIN/tests/wh_statectl" -c "$CONF" set-offset default hold 0/0:0 >/dev/null ||
+    wh_fail "cannot register the consumer that holds the GC"
 METRICS="http://127.0.0.1:$APORT/metrics"
 SC=("$BIN/tests/wh_statectl" -c "$CONF")
 # the admin made a token for the API (no token configured)

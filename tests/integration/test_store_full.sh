@@ -65,6 +65,16 @@ grep -q "append .* failed: .*No space left on device" "$WH_TMP/store.log" ||
 errors=$(wh_metric "$ADMIN/metrics" walhook_store_write_errors_total)
 [ "$errors" -ge 1 ] 2>/dev/null || wh_fail "walhook_store_write_errors_total is $errors"
 wh_alive store || wh_fail "the store died on a full disk"
+# the ingestor stops confirming to PostgreSQL: the slot holds while the disk
+# is full (it confirms only what the store acknowledged)
+_slot_flush() { pg_psql -At -c "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'walhook'"; }
+f1=$(_slot_flush)
+sleep 2
+_store_not_ready || wh_fail "the store became writable again by itself while the disk was full"
+f2=$(_slot_flush)
+[ "$f1" = "$f2" ] || wh_fail "the slot's confirmed flush moved from $f1 to $f2 while the store could not write"
+grep -q "append of batches .* failed: .*No space left on device" "$WH_TMP/ingestor.log" ||
+    wh_fail "the ingestor did not report the store's clear error"
 
 # Space comes back: ready again, and everything arrives in order.
 rm -f "$DATA/filler"
@@ -74,4 +84,4 @@ wait "${WH_PIDS[loadgen]}" || wh_fail "load generation failed"
 unset "WH_PIDS[loadgen]"
 wh_wait_received 120 "$WH_TMP/expected.jsonl" "$WH_TMP/received.jsonl" ||
     wh_fail "not every change arrived in order after space came back"
-wh_pass "/readyz was 503 naming the store and 'No space left on device' while the disk was full ($errors failed writes), 200 again after space came back; $CHANGES changes delivered in order"
+wh_pass "/readyz was 503 naming the store and 'No space left on device' while the disk was full ($errors failed writes), the slot held at $f1, 200 again after space came back; $CHANGES changes delivered in order"

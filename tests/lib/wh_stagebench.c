@@ -5,6 +5,13 @@
  *   wh_stagebench append URL N       N orders-shaped events to the store at URL
  *                                    in AppendBatch requests of ~512 KiB
  *   wh_stagebench read URL N         reads them back (Read of 1000 events)
+ *   wh_stagebench tenants URL SECS   two tenants on one store: "steady"
+ *                                    appends 10 events every 10 ms (1,000
+ *                                    events/s) for SECS alone, then SECS while
+ *                                    "flood" appends ~512 KiB requests as fast
+ *                                    as the store takes them; prints the
+ *                                    steady tenant's append latency p50/p99
+ *                                    alone and under the flood, and the ratio
  *
  * Each prints one line: "stage N events in S s: R events/s, C us CPU/event
  * (this process)". The store's and the dispatcher's own CPU are read from
@@ -12,6 +19,8 @@
  * table: id bigint, customer text, amount numeric(12,2), note text,
  * created_at timestamptz. */
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -271,6 +280,9 @@ static int do_append(const char *url, size_t n)
         i += k;
     }
     report("append", n, now_s(CLOCK_MONOTONIC) - w0, now_s(CLOCK_PROCESS_CPUTIME_ID) - c0);
+    /* for a like-for-like db_bench run (bench/tenants.sh) */
+    printf("append shape: value_size %zu (json + 8-byte commit time), batch_size %zu\n",
+           r.json.len / n + 8, (size_t)SB_REQ_BYTES / (r.json.len / n) + 1);
     wh_client_close(c);
     free(ev);
     free(evp);
@@ -321,6 +333,150 @@ static int do_read(const char *url, size_t n)
     return WH_OK;
 }
 
+/* ---- two tenants (make bench-tenants) ---- */
+
+typedef struct tn_ctx {
+    const char *url;
+    rendered r;
+    _Atomic int stop;
+    _Atomic uint64_t flood_events;
+    int failed;
+} tn_ctx;
+
+/* Appends events [i, i+k) of r as tenant, positions from base. */
+static int tn_append(wh_client *c, const rendered *r, const char *tenant, uint64_t base, size_t i,
+                     size_t k, Walhook__Event *ev, Walhook__Event **evp, char *err, size_t errlen)
+{
+    for (size_t j = 0; j < k; j++) {
+        size_t e = (i + j) % r->n;
+        walhook__event__init(&ev[j]);
+        ev[j].commit_lsn = base + (uint64_t)(i + j) * 0x100;
+        ev[j].commit_ts_us = wh_wallclock_us();
+        ev[j].json.data = (uint8_t *)r->json.data + r->off[e];
+        ev[j].json.len = r->off[e + 1] - r->off[e];
+        evp[j] = &ev[j];
+    }
+    Walhook__AppendBatch ab = WALHOOK__APPEND_BATCH__INIT;
+    ab.tenant = (char *)tenant;
+    ab.n_events = k;
+    ab.events = evp;
+    ab.ack_lsn = ev[k - 1].commit_lsn + 0x30;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_APPEND;
+    req.append = &ab;
+    Walhook__Reply *rep = NULL;
+    if (wh_client_call(c, &req, &rep, err, errlen) != WH_OK)
+        return WH_ERR;
+    walhook__reply__free_unpacked(rep, NULL);
+    return WH_OK;
+}
+
+static void *tn_flood(void *arg)
+{
+    tn_ctx *x = arg;
+    char err[WH_ERRLEN];
+    wh_client *c = NULL;
+    size_t per = 0, bytes = 0;
+    while (per < x->r.n && bytes < SB_REQ_BYTES)
+        bytes += x->r.off[per + 1] - x->r.off[per], per++;
+    Walhook__Event *ev = calloc(per, sizeof(*ev));
+    Walhook__Event **evp = calloc(per, sizeof(*evp));
+    if (!ev || !evp || wh_client_open(&c, x->url, 30000, 64u << 20, err, sizeof(err)) != WH_OK) {
+        x->failed = 1;
+        return NULL;
+    }
+    for (size_t i = 0; !atomic_load(&x->stop); i += per) {
+        if (tn_append(c, &x->r, "flood", SB_LSN0, i, per, ev, evp, err, sizeof(err)) != WH_OK) {
+            fprintf(stderr, "wh_stagebench: flood: %s\n", err);
+            x->failed = 1;
+            break;
+        }
+        atomic_fetch_add(&x->flood_events, per);
+    }
+    wh_client_close(c);
+    free(ev);
+    free(evp);
+    return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The steady tenant for secs seconds: 10 events every 10 ms; latencies (us)
+ * of its appends into lat (sorted), their number into *n. */
+static int tn_steady(tn_ctx *x, wh_client *c, uint64_t *next, double secs, uint64_t *lat,
+                     size_t cap, size_t *n)
+{
+    char err[WH_ERRLEN];
+    Walhook__Event ev[10], *evp[10];
+    *n = 0;
+    double t0 = now_s(CLOCK_MONOTONIC), tick = t0;
+    while (now_s(CLOCK_MONOTONIC) - t0 < secs && *n < cap) {
+        double a = now_s(CLOCK_MONOTONIC);
+        if (tn_append(c, &x->r, "steady", SB_LSN0, *next, 10, ev, evp, err, sizeof(err)) != WH_OK) {
+            fprintf(stderr, "wh_stagebench: steady: %s\n", err);
+            return WH_ERR;
+        }
+        lat[(*n)++] = (uint64_t)((now_s(CLOCK_MONOTONIC) - a) * 1e6);
+        *next += 10;
+        tick += 0.010;
+        double wait = tick - now_s(CLOCK_MONOTONIC);
+        if (wait > 0)
+            wh_sleep_ms((int)(wait * 1000));
+        else
+            tick = now_s(CLOCK_MONOTONIC); /* behind: no catch-up burst */
+    }
+    qsort(lat, *n, sizeof(*lat), cmp_u64);
+    return WH_OK;
+}
+
+static int do_tenants(const char *url, double secs)
+{
+    tn_ctx x = {.url = url};
+    if (decode_render(20000, &x.r, 1) != WH_OK)
+        return WH_ERR;
+    char err[WH_ERRLEN];
+    wh_client *c = NULL;
+    if (wh_client_open(&c, url, 30000, 64u << 20, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "wh_stagebench: %s\n", err);
+        return WH_ERR;
+    }
+    size_t cap = (size_t)(secs * 200) + 16, n1 = 0, n2 = 0;
+    uint64_t *l1 = calloc(cap, sizeof(*l1)), *l2 = calloc(cap, sizeof(*l2));
+    uint64_t next = 0;
+    if (!l1 || !l2 || tn_steady(&x, c, &next, secs, l1, cap, &n1) != WH_OK || n1 == 0)
+        return WH_ERR;
+    pthread_t th;
+    pthread_create(&th, NULL, tn_flood, &x);
+    wh_sleep_ms(200); /* the flood is going */
+    double f0 = now_s(CLOCK_MONOTONIC);
+    uint64_t e0 = atomic_load(&x.flood_events);
+    int rc = tn_steady(&x, c, &next, secs, l2, cap, &n2);
+    double fw = now_s(CLOCK_MONOTONIC) - f0;
+    uint64_t fe = atomic_load(&x.flood_events) - e0;
+    atomic_store(&x.stop, 1);
+    pthread_join(th, NULL);
+    wh_client_close(c);
+    if (rc != WH_OK || n2 == 0 || x.failed)
+        return WH_ERR;
+    double p99a = (double)l1[n1 * 99 / 100] / 1000.0, p99b = (double)l2[n2 * 99 / 100] / 1000.0;
+    printf("tenants steady 1000 events/s alone:      %zu appends, p50 %.2f ms, p99 %.2f ms\n", n1,
+           (double)l1[n1 / 2] / 1000.0, p99a);
+    printf("tenants steady with the flood on:        %zu appends, p50 %.2f ms, p99 %.2f ms\n", n2,
+           (double)l2[n2 / 2] / 1000.0, p99b);
+    printf("tenants flood: %.0f events/s meanwhile; steady p99 ratio (flood/alone) %.2f "
+           "(bar: <= 2)\n",
+           (double)fe / fw, p99a > 0 ? p99b / p99a : 0.0);
+    free(l1);
+    free(l2);
+    free(x.r.off);
+    wh_buf_free(&x.r.json);
+    return WH_OK;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "ingest") == 0) {
@@ -333,6 +489,9 @@ int main(int argc, char **argv)
         return do_append(argv[2], strtoul(argv[3], NULL, 10)) == WH_OK ? 0 : 1;
     if (argc == 4 && strcmp(argv[1], "read") == 0)
         return do_read(argv[2], strtoul(argv[3], NULL, 10)) == WH_OK ? 0 : 1;
-    fprintf(stderr, "usage: wh_stagebench ingest N | append URL N | read URL N\n");
+    if (argc == 4 && strcmp(argv[1], "tenants") == 0)
+        return do_tenants(argv[2], strtod(argv[3], NULL)) == WH_OK ? 0 : 1;
+    fprintf(stderr,
+            "usage: wh_stagebench ingest N | append URL N | read URL N | tenants URL SECS\n");
     return 2;
 }

@@ -17,6 +17,8 @@
  *        events after the consumer's offset (status 500, "boom", 3 attempts)
  *        and moves the offset past them in the same request, as the
  *        dispatcher does; prints the new offset
+ *   wh_statectl [-c FILE] positions TENANT CONSUMER    prints, as decimal
+ *        integers: offset_lsn offset_seq watermark_lsn watermark_seq end_lsn
  *   wh_statectl [-c FILE] replay-read TENANT CONSUMER    prints the ids
  *        waiting in the replay queue, one a line
  *
@@ -38,7 +40,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: wh_statectl [-c FILE] get | version | add-target T NAME URL [SECRET...] "
             "| set-target T NAME K=V... | del-target T NAME | add-tenant NAME DSN SLOT PUB "
-            "| del-tenant NAME | set SETTING VALUE | set-offset T CONSUMER end|LSN:SEQ\n");
+            "| del-tenant NAME | set SETTING VALUE | set-offset T CONSUMER end|LSN:SEQ "
+            "| positions T CONSUMER\n");
     exit(2);
 }
 
@@ -211,6 +214,42 @@ static int set_offset(wh_client *c, int argc, char **argv)
     return 0;
 }
 
+static int positions(wh_client *c, int argc, char **argv)
+{
+    if (argc < 3)
+        usage();
+    char err[WH_ERRLEN];
+    Walhook__GetOffset g = WALHOOK__GET_OFFSET__INIT;
+    g.tenant = argv[1];
+    g.consumer = argv[2];
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_GET_OFFSET;
+    req.get_offset = &g;
+    Walhook__Reply *o = NULL, *t = NULL;
+    if (wh_client_call(c, &req, &o, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "wh_statectl: GetOffset: %s\n", err);
+        return 1;
+    }
+    Walhook__TenantInfo ti = WALHOOK__TENANT_INFO__INIT;
+    ti.tenant = argv[1];
+    req.body_case = WALHOOK__REQUEST__BODY_TENANT_INFO;
+    req.tenant_info = &ti;
+    if (wh_client_call(c, &req, &t, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "wh_statectl: TenantInfo: %s\n", err);
+        walhook__reply__free_unpacked(o, NULL);
+        return 1;
+    }
+    const Walhook__Position *op = o->offset ? o->offset->committed : NULL;
+    const Walhook__Position *wp = t->tenant_info ? t->tenant_info->watermark : NULL;
+    const Walhook__Position *ep = t->tenant_info ? t->tenant_info->end : NULL;
+    printf("%llu %u %llu %u %llu\n", (unsigned long long)(op ? op->lsn : 0), op ? op->seq : 0,
+           (unsigned long long)(wp ? wp->lsn : 0), wp ? wp->seq : 0,
+           (unsigned long long)(ep ? ep->lsn : 0));
+    walhook__reply__free_unpacked(o, NULL);
+    walhook__reply__free_unpacked(t, NULL);
+    return 0;
+}
+
 /* Event id from an envelope (the "id" member), for replay-read. */
 static void print_id(const Walhook__Event *e)
 {
@@ -349,6 +388,10 @@ int main(int argc, char **argv)
     int ac = argc - i;
     if (strcmp(av[0], "set-offset") == 0) {
         rc = set_offset(c, ac, av);
+        goto out;
+    }
+    if (strcmp(av[0], "positions") == 0) {
+        rc = positions(c, ac, av);
         goto out;
     }
     if (strcmp(av[0], "dlq-write") == 0 || strcmp(av[0], "replay-read") == 0) {

@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <rocksdb/c.h>
 
 #include "../../services/store/st_db.h"
 #include "wh_util.h"
@@ -314,6 +317,400 @@ static void test_gc(void **state)
     assert_int_equal(read_all(f->db, "t", 4, 1, &g), 12);
 }
 
+/* Column families of the DB in dir, as "name,name,..." */
+static void cf_list(const char *dir, char *out, size_t len)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/rocksdb", dir);
+    rocksdb_options_t *o = rocksdb_options_create();
+    size_t n = 0;
+    char *e = NULL;
+    char **names = rocksdb_list_column_families(o, path, &n, &e);
+    assert_null(e);
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        strncat(out, names[i], len - strlen(out) - 2);
+        strcat(out, ",");
+    }
+    rocksdb_list_column_families_destroy(names, n);
+    rocksdb_options_destroy(o);
+}
+
+static void test_tenant_drop(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN], cfs[512];
+    uint64_t l;
+    uint32_t s;
+    for (uint64_t lsn = 1; lsn <= 20; lsn++) {
+        append1(f->db, "a", lsn, 0, "a-ev", lsn);
+        append1(f->db, "b", lsn, 0, "b-ev", lsn);
+    }
+    assert_int_equal(st_db_commit(f->db, "a", "c", 5, 0, &l, &s, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_commit(f->db, "b", "c", 7, 0, &l, &s, err, sizeof(err)), WH_OK);
+    assert_true(st_db_tenant_exists(f->db, "a"));
+    cf_list(f->dir, cfs, sizeof(cfs));
+    assert_non_null(strstr(cfs, "e:a,"));
+    assert_non_null(strstr(cfs, "m:b,"));
+
+    assert_int_equal(st_db_tenant_drop(f->db, "a", err, sizeof(err)), WH_OK);
+    assert_false(st_db_tenant_exists(f->db, "a"));
+    got g;
+    assert_int_equal(read_all(f->db, "a", 0, 0, &g), 0);
+    assert_int_equal(st_db_get_offset(f->db, "a", "c", &l, &s, err, sizeof(err)), WH_OK);
+    assert_int_equal(l, 0);
+    /* the other tenant is untouched */
+    assert_int_equal(read_all(f->db, "b", 0, 0, &g), 20);
+    assert_string_equal(g.json[19], "b-ev");
+    assert_int_equal(st_db_get_offset(f->db, "b", "c", &l, &s, err, sizeof(err)), WH_OK);
+    assert_int_equal(l, 7);
+    uint64_t d;
+    assert_int_equal(st_db_get_durable(f->db, "b", &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(d, 20);
+    assert_int_equal(st_db_get_durable(f->db, "a", &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(d, 0);
+    /* dropping twice, or an unknown tenant, is fine */
+    assert_int_equal(st_db_tenant_drop(f->db, "a", err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_tenant_drop(f->db, "nobody", err, sizeof(err)), WH_OK);
+
+    reopen(f);
+    cf_list(f->dir, cfs, sizeof(cfs));
+    assert_null(strstr(cfs, "e:a,"));
+    assert_null(strstr(cfs, "m:a,"));
+    assert_non_null(strstr(cfs, "e:b,"));
+    assert_int_equal(read_all(f->db, "a", 0, 0, &g), 0);
+    assert_int_equal(read_all(f->db, "b", 0, 0, &g), 20);
+    assert_int_equal(st_db_get_offset(f->db, "b", "c", &l, &s, err, sizeof(err)), WH_OK);
+    assert_int_equal(l, 7);
+    /* the tenant can come back: new column families, empty */
+    append1(f->db, "a", 100, 0, "again", 0);
+    assert_int_equal(read_all(f->db, "a", 0, 0, &g), 1);
+    assert_string_equal(g.json[0], "again");
+}
+
+/* A data directory of a store before per-tenant column families: every key
+ * in the default CF. It opens, its keys move to the tenants' CFs. */
+static void test_migrate_single_cf(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN], path[128];
+    st_db_close(f->db);
+    f->db = NULL;
+    nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    mkdir(f->dir, 0700);
+    snprintf(path, sizeof(path), "%s/rocksdb", f->dir);
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(o, 1);
+    char *e = NULL;
+    rocksdb_t *r = rocksdb_open(o, path, &e);
+    assert_null(e);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    for (int i = 1; i <= 3; i++) { /* E old \0 lsn seq -> ts json */
+        char k[32] = "Eold", v[16] = {0};
+        uint8_t *p = (uint8_t *)k + 5;
+        memset(p, 0, 12);
+        p[7] = (uint8_t)i;
+        memcpy(v + 8, "{}", 2);
+        rocksdb_put(r, wo, k, 5 + 12, v, 10, &e);
+        assert_null(e);
+    }
+    char ok[] = "Oold\0c1", ov[20] = {0};
+    ov[7] = 2; /* offset (2, 0), epoch 0 */
+    rocksdb_put(r, wo, ok, sizeof(ok) - 1, ov, sizeof(ov), &e);
+    char dv[8] = {0};
+    dv[7] = 3;
+    rocksdb_put(r, wo, "Dold", 4, dv, 8, &e);
+    rocksdb_put(r, wo, "Sstate", 6, "\0\0\0\0\0\0\0\1{}", 10, &e);
+    assert_null(e);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_close(r);
+
+    open_db(f, 0);
+    got g;
+    assert_int_equal(read_all(f->db, "old", 0, 0, &g), 3);
+    assert_int_equal(g.lsn[2], 3);
+    uint64_t l, d;
+    uint32_t s;
+    assert_int_equal(st_db_get_offset(f->db, "old", "c1", &l, &s, err, sizeof(err)), WH_OK);
+    assert_int_equal(l, 2);
+    assert_int_equal(st_db_get_durable(f->db, "old", &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(d, 3);
+    uint64_t v;
+    char *doc;
+    size_t dl;
+    assert_int_equal(st_db_state_get(f->db, &v, &doc, &dl, err, sizeof(err)), WH_OK);
+    assert_int_equal(v, 1);
+    free(doc);
+    st_db_close(f->db);
+    f->db = NULL;
+
+    /* the default CF holds the state key only */
+    char cfs[512];
+    cf_list(f->dir, cfs, sizeof(cfs));
+    assert_non_null(strstr(cfs, "e:old,"));
+    const char *names[1] = {"default"};
+    const rocksdb_options_t *opts[1] = {o};
+    rocksdb_column_family_handle_t *h[1];
+    r = rocksdb_open_for_read_only_column_families(o, path, 1, names, opts, h, 0, &e);
+    assert_null(e);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(r, ro, h[0]);
+    int n = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        assert_int_equal(k[0], 'S');
+        n++;
+    }
+    assert_int_equal(n, 1);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_column_family_handle_destroy(h[0]);
+    rocksdb_close(r);
+    rocksdb_options_destroy(o);
+    open_db(f, 0); /* a second open finds nothing to move */
+    assert_int_equal(read_all(f->db, "old", 0, 0, &g), 3);
+}
+
+static int count_cb(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json, size_t len)
+{
+    (void)lsn, (void)seq, (void)ts, (void)json, (void)len;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+/* Events of the tenant still stored (from the very start). */
+static size_t live_events(st_db *db, const char *tenant)
+{
+    char err[WH_ERRLEN];
+    size_t n = 0, got_n = 0;
+    assert_int_equal(
+        st_db_read(db, tenant, 0, 0, 1000000, SIZE_MAX, count_cb, &n, &got_n, err, sizeof(err)),
+        WH_OK);
+    return n;
+}
+
+static uint64_t tenant_bytes(st_db *db, const char *tenant)
+{
+    st_tenant_stats ts[8];
+    st_db_maintain(db);
+    size_t n = st_db_tenant_stats(db, ts, 8);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(ts[i].tenant, tenant) == 0)
+            return ts[i].bytes;
+    fail_msg("no stats for %s", tenant);
+    return 0;
+}
+
+#define GC_EVENTS 4000
+#define GC_BATCH 100
+
+/* Appends GC_EVENTS events of ~600 bytes to tenant g; commit_as_we_go: the
+ * consumer c commits each batch right after it. */
+static void gc_fill(st_db *db, int commit_as_we_go)
+{
+    char err[WH_ERRLEN], json[600];
+    memset(json, 'x', sizeof(json));
+    json[0] = '{';
+    json[sizeof(json) - 1] = '}';
+    st_event ev[GC_BATCH];
+    uint64_t d, l;
+    uint32_t s;
+    for (uint64_t b = 0; b < GC_EVENTS / GC_BATCH; b++) {
+        for (int i = 0; i < GC_BATCH; i++)
+            ev[i] = (st_event){b + 1, (uint32_t)i, 1, json, sizeof(json)};
+        assert_int_equal(st_db_append(db, "g", ev, GC_BATCH, b + 1, &d, err, sizeof(err)), WH_OK);
+        if (commit_as_we_go)
+            assert_int_equal(
+                st_db_commit(db, "g", "c", b + 1, GC_BATCH - 1, &l, &s, err, sizeof(err)), WH_OK);
+    }
+}
+
+static void open_small(fx *f)
+{
+    char err[WH_ERRLEN];
+    st_db_close(f->db);
+    f->db = NULL;
+    st_db_opts o = {f->dir, 1 << 20, 64 << 10, 0}; /* 64 KiB memtables: many flushes */
+    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
+        fail_msg("open: %s", err);
+}
+
+/* A consumer that keeps up: the events it passed die in the compactions
+ * RocksDB runs on its own (no st_db_compact). */
+static void test_gc_natural_compaction(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    open_small(f);
+    uint64_t l;
+    uint32_t s;
+    assert_int_equal(st_db_commit(f->db, "g", "c", 0, 0, &l, &s, err, sizeof(err)), WH_OK);
+    gc_fill(f->db, 1);
+    for (int i = 0; i < 300 && live_events(f->db, "g") > GC_EVENTS / 2; i++)
+        wh_sleep_ms(50);
+    assert_true(st_db_gc_dropped(f->db) >= GC_EVENTS / 2);
+    assert_true(live_events(f->db, "g") <= GC_EVENTS / 2);
+    /* the consumer still reads from its offset: nothing it needs is gone */
+    got g;
+    assert_int_equal(read_all(f->db, "g", GC_EVENTS / GC_BATCH, GC_BATCH - 2, &g), 1);
+}
+
+/* A backlog that reached the lower levels: once the consumer commits past
+ * it, the maintenance pass marks the range for compaction and the
+ * background compaction removes it; the tenant's bytes fall. */
+static void test_gc_backlog_released(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    open_small(f);
+    uint64_t l;
+    uint32_t s;
+    assert_int_equal(st_db_commit(f->db, "g", "c", 0, 0, &l, &s, err, sizeof(err)), WH_OK);
+    gc_fill(f->db, 0);
+    wh_sleep_ms(500); /* flushes and compactions of the fill settle */
+    assert_int_equal(live_events(f->db, "g"), GC_EVENTS);
+    uint64_t before = tenant_bytes(f->db, "g");
+    assert_true(before > 1000000);
+    assert_int_equal(
+        st_db_commit(f->db, "g", "c", GC_EVENTS / GC_BATCH, GC_BATCH - 1, &l, &s, err, sizeof(err)),
+        WH_OK);
+    uint64_t after = before;
+    for (int i = 0; i < 300 && (after = tenant_bytes(f->db, "g")) > before / 4; i++)
+        wh_sleep_ms(50);
+    assert_true(after <= before / 4);
+    assert_true(live_events(f->db, "g") <= 1);
+    assert_true(st_db_gc_dropped(f->db) >= GC_EVENTS - 1);
+}
+
+/* The watermark is the consumers' minimum and never moves back: not when
+ * an offset is set back, not when a new consumer appears. */
+static void test_watermark_monotonic(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    uint64_t l, wl;
+    uint32_t s, ws;
+    for (uint64_t lsn = 1; lsn <= 10; lsn++)
+        append1(f->db, "w", lsn, 0, "ev", lsn);
+    assert_int_equal(st_db_watermark(f->db, "w", &wl, &ws), WH_OK);
+    assert_true(wl == 0 && ws == 0); /* no consumer: nothing is garbage */
+    assert_int_equal(st_db_commit(f->db, "w", "a", 6, 0, &l, &s, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_commit(f->db, "w", "b", 4, 0, &l, &s, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_watermark(f->db, "w", &wl, &ws), WH_OK);
+    assert_int_equal(wl, 4);
+    assert_int_equal(st_db_commit(f->db, "w", "b", 8, 0, &l, &s, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_watermark(f->db, "w", &wl, &ws), WH_OK);
+    assert_int_equal(wl, 6);
+    /* b set back to 2, a new consumer at (0,0): the watermark stays */
+    assert_int_equal(st_db_set_offset(f->db, "w", "b", 2, 0, NULL, NULL, err, sizeof(err)), WH_OK);
+    st_offset o;
+    assert_int_equal(st_db_register(f->db, "w", "new", &o, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_watermark(f->db, "w", &wl, &ws), WH_OK);
+    assert_int_equal(wl, 6);
+    /* and across a restart (the W key) */
+    st_db_maintain(f->db);
+    reopen(f);
+    assert_int_equal(st_db_watermark(f->db, "w", &wl, &ws), WH_OK);
+    assert_int_equal(wl, 6);
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    got g;
+    assert_int_equal(read_all(f->db, "w", 0, 0, &g), 5); /* 6..10 */
+}
+
+static const st_tenant_stats *stats_of(st_db *db, const char *tenant, st_tenant_stats *buf)
+{
+    size_t n = st_db_tenant_stats(db, buf, 8);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(buf[i].tenant, tenant) == 0)
+            return &buf[i];
+    fail_msg("no stats for %s", tenant);
+    return NULL;
+}
+
+/* Age cap: events older than it go even though a target has not read
+ * them; that target is marked NEEDS_SNAPSHOT instead of pinning the disk;
+ * a set offset clears the mark. */
+static void test_retention_age(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    uint64_t l, d;
+    uint32_t s;
+    int64_t now = wh_wallclock_us();
+    st_offset o;
+    assert_int_equal(st_db_register(f->db, "r", "slow", &o, err, sizeof(err)), WH_OK);
+    for (uint64_t lsn = 1; lsn <= 100; lsn++) {
+        /* 1..50 are two hours old, 51..100 fresh */
+        st_event e = {lsn, 0, lsn <= 50 ? now - 7200LL * 1000000 : now, "{}", 2};
+        assert_int_equal(st_db_append(f->db, "r", &e, 1, lsn, &d, err, sizeof(err)), WH_OK);
+    }
+    st_tenant_stats buf[8];
+    st_db_maintain(f->db);
+    const st_tenant_stats *ts = stats_of(f->db, "r", buf);
+    assert_true(ts->oldest_age_ms >= 7200 * 1000 - 60000);
+    assert_int_equal(ts->needs_snapshot, 0);
+    assert_false(st_db_needs_snapshot(f->db, "r", "slow"));
+
+    st_db_limits lim = {0, 3600 * 1000, 0, 0, 0}; /* one hour */
+    st_db_set_limits(f->db, &lim);
+    st_db_maintain(f->db);
+    assert_true(st_db_needs_snapshot(f->db, "r", "slow"));
+    uint64_t wl;
+    uint32_t ws;
+    assert_int_equal(st_db_watermark(f->db, "r", &wl, &ws), WH_OK);
+    assert_int_equal(wl, 51); /* the first event within the cap */
+    ts = stats_of(f->db, "r", buf);
+    assert_int_equal(ts->needs_snapshot, 1);
+    assert_true(ts->oldest_age_ms >= 0 && ts->oldest_age_ms < 600 * 1000);
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    assert_int_equal(live_events(f->db, "r"), 50);
+    /* the mark survives a restart; a set offset clears it */
+    reopen(f);
+    assert_true(st_db_needs_snapshot(f->db, "r", "slow"));
+    assert_int_equal(st_db_watermark(f->db, "r", &wl, &ws), WH_OK);
+    assert_int_equal(wl, 51);
+    assert_int_equal(st_db_set_offset(f->db, "r", "slow", 100, 0, NULL, NULL, err, sizeof(err)),
+                     WH_OK);
+    assert_false(st_db_needs_snapshot(f->db, "r", "slow"));
+    reopen(f);
+    assert_false(st_db_needs_snapshot(f->db, "r", "slow"));
+    /* a consumer ahead of the floor is not marked */
+    assert_int_equal(st_db_commit(f->db, "r", "fast", 90, 0, &l, &s, err, sizeof(err)), WH_OK);
+    st_db_set_limits(f->db, &lim);
+    st_db_maintain(f->db);
+    assert_false(st_db_needs_snapshot(f->db, "r", "fast"));
+}
+
+/* Bytes cap: a target far behind does not keep more than the cap. */
+static void test_retention_bytes(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    open_small(f);
+    st_offset o;
+    assert_int_equal(st_db_register(f->db, "g", "slow", &o, err, sizeof(err)), WH_OK);
+    gc_fill(f->db, 0); /* ~2.4 MB, nothing read */
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    st_tenant_stats buf[8];
+    st_db_maintain(f->db);
+    const st_tenant_stats *ts = stats_of(f->db, "g", buf);
+    assert_true(ts->live_bytes > 2000000);
+    assert_false(st_db_needs_snapshot(f->db, "g", "slow"));
+    st_db_limits lim = {500 * 1024, 0, 0, 0, 0};
+    st_db_set_limits(f->db, &lim);
+    for (int i = 0; i < 5; i++)
+        st_db_maintain(f->db);
+    assert_true(st_db_needs_snapshot(f->db, "g", "slow"));
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    st_db_maintain(f->db);
+    ts = stats_of(f->db, "g", buf);
+    assert_true(ts->live_bytes <= 500 * 1024 * 3 / 2);
+    assert_true(ts->bytes < 1500 * 1024);
+    size_t n = live_events(f->db, "g");
+    assert_true(n > 0 && n < GC_EVENTS / 2);
+}
+
 static void test_bad_names(void **state)
 {
     fx *f = *state;
@@ -416,6 +813,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_with_appends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tenant_drop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_natural_compaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_backlog_released, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watermark_monotonic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention_age, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_single_cf, setup, teardown),
         cmocka_unit_test(test_memory_need),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -112,8 +112,8 @@ static int setup_tmpfs(void **state)
 typedef struct append_req {
     Walhook__Request req;
     Walhook__AppendBatch a;
-    Walhook__Event ev[8];
-    Walhook__Event *evp[8];
+    Walhook__Event ev[64];
+    Walhook__Event *evp[64];
 } append_req;
 
 static void make_append(append_req *r, const char *tenant, size_t n, uint64_t lsn, uint64_t ack)
@@ -260,6 +260,132 @@ static void test_append_read_commit(void **state)
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_up{daemon=\"store\"} 1"));
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_peak_rss_bytes{daemon=\"store\"}"));
     st_server_done(f->srv, &rep, cookie);
+
+    /* per-tenant figures after a maintenance pass; a target behind the
+     * retention cap is NEEDS_SNAPSHOT in its Read and in /metrics */
+    st_db_limits lim = {0, 1, 0, 0, 0}; /* 1 ms: every event is past the cap */
+    st_db_set_limits(f->db, &lim);
+    wh_sleep_ms(5);
+    st_db_maintain(f->db);
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    const char *mt = rep.stats->metrics_text;
+    assert_non_null(strstr(mt, "walhook_store_tenant_bytes{tenant=\"t\"} "));
+    assert_non_null(strstr(mt, "walhook_store_watermark_lag_bytes{tenant=\"t\"} "));
+    assert_non_null(strstr(mt, "walhook_store_oldest_event_age_seconds{tenant=\"t\"} "));
+    assert_non_null(strstr(mt, "walhook_store_needs_snapshot_targets{tenant=\"t\"} 1\n"));
+    assert_non_null(
+        strstr(mt, "walhook_store_target_needs_snapshot{tenant=\"t\",target=\"c1\"} 1\n"));
+    st_server_done(f->srv, &rep, cookie);
+    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_true(rep.read->needs_snapshot);
+    st_server_done(f->srv, &rep, cookie);
+}
+
+/* A tenant over its write budget gets "slow down" (429) with a retry delay
+ * instead of an ack, nothing of that append is stored; another tenant is
+ * not affected; after the delay the same append is stored. */
+static void test_slow_down(void **state)
+{
+    fx *f = *state;
+    Walhook__Reply rep;
+    void *cookie;
+    st_db_limits lim = {0, 0, 0, 20, 1000}; /* 20 events/s, a 1 s bucket */
+    st_db_set_limits(f->db, &lim);
+    append_req a;
+    make_append(&a, "t", 60, 0x200, 0x200);
+    /* a full bucket lets a bigger batch through: 20 -> -40, 2 s of debt */
+    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    st_server_done(f->srv, &rep, cookie);
+    make_append(&a, "t", 60, 0x300, 0x300);
+    assert_int_equal(call(f, &a.req, &rep, &cookie), ST_STATUS_SLOW_DOWN);
+    assert_non_null(strstr(rep.error, "slow down"));
+    uint32_t retry = rep.retry_after_ms;
+    assert_true(retry > 0 && retry <= 2000);
+    st_server_done(f->srv, &rep, cookie);
+    char err[WH_ERRLEN];
+    uint64_t d;
+    assert_int_equal(st_db_get_durable(f->db, "t", &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(d, 0x200); /* not acknowledged */
+    uint64_t l;
+    uint32_t sq;
+    assert_int_equal(st_db_tenant_end(f->db, "t", &l, &sq, err, sizeof(err)), WH_OK);
+    assert_int_equal(l, 0x200);
+    /* another tenant has a bucket of its own */
+    append_req b;
+    make_append(&b, "u", 60, 0x100, 0x100);
+    assert_int_equal(call(f, &b.req, &rep, &cookie), 0);
+    st_server_done(f->srv, &rep, cookie);
+    /* after the delay the same append goes through */
+    wh_sleep_ms((int)retry + 20);
+    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    assert_int_equal(rep.append->durable_lsn, 0x300);
+    st_server_done(f->srv, &rep, cookie);
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_STATS;
+    req.stats = &sr;
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_appends_slowed_total 1\n"));
+    st_server_done(f->srv, &rep, cookie);
+    /* rates 0: unlimited again */
+    st_db_limits none = {0, 0, 0, 0, 0};
+    st_db_set_limits(f->db, &none);
+    for (uint64_t i = 0; i < 5; i++) {
+        make_append(&a, "t", 60, 0x400 + i, 0x400 + i);
+        assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+        st_server_done(f->srv, &rep, cookie);
+    }
+}
+
+typedef struct gc_arg {
+    fx *f;
+    char tenant[16];
+} gc_arg;
+
+static void *group_appender(void *p)
+{
+    gc_arg *g = p;
+    char err[WH_ERRLEN];
+    for (uint64_t i = 1; i <= 50; i++) {
+        st_event e = {i, 0, 1, "{}", 2};
+        uint64_t d;
+        if (st_db_append(g->f->db, g->tenant, &e, 1, i, &d, err, sizeof(err)) != WH_OK || d != i)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+/* Appends of several tenants arriving together share one WAL write and
+ * sync (RocksDB's write group); each append still returns only after its
+ * own data was synced (its durable position is its own). */
+static void test_group_commit(void **state)
+{
+    fx *f = *state;
+    uint64_t w0, g0, s0, w1, g1, s1;
+    assert_int_equal(st_db_write_groups(f->db, &w0, &g0, &s0), WH_OK);
+    pthread_t th[8];
+    gc_arg args[8];
+    for (int i = 0; i < 8; i++) {
+        args[i].f = f;
+        snprintf(args[i].tenant, sizeof(args[i].tenant), "t%d", i);
+        pthread_create(&th[i], NULL, group_appender, &args[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        void *rv;
+        pthread_join(th[i], &rv);
+        assert_null(rv);
+    }
+    assert_int_equal(st_db_write_groups(f->db, &w1, &g1, &s1), WH_OK);
+    assert_true(w1 - w0 >= 400);
+    assert_true(g1 - g0 < w1 - w0); /* coalesced */
+    assert_true(s1 - s0 <= g1 - g0 + 8);
+    for (int i = 0; i < 8; i++) {
+        char err[WH_ERRLEN];
+        uint64_t l;
+        uint32_t sq;
+        assert_int_equal(st_db_tenant_end(f->db, args[i].tenant, &l, &sq, err, sizeof(err)), WH_OK);
+        assert_int_equal(l, 50);
+    }
 }
 
 static void test_malformed(void **state)
@@ -652,6 +778,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_append_read_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slow_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_no_from_pointer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_registers_consumer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_poll, setup, teardown),

@@ -382,6 +382,9 @@ static void test_removed_target_offset_dropped(void **state)
     assert_true(o.lsn == 0);
     assert_int_equal(st_db_offset_info(f->db, "other", "x", &o, err, sizeof(err)), WH_OK);
     assert_int_equal(o.dropped, 1);
+    /* the removed tenant's column families are gone, the other's stay */
+    assert_false(st_db_tenant_exists(f->db, "other"));
+    assert_true(st_db_tenant_exists(f->db, "default"));
     assert_int_equal(st_db_offset_info(f->db, "default", "a", &o, err, sizeof(err)), WH_OK);
     assert_int_equal(o.dropped, 0);
     assert_true(o.lsn == 0x100 && o.seq == 1);
@@ -639,10 +642,13 @@ static void test_legacy_offset_value(void **state)
 {
     fx *f = *state;
     close_all(f);
-    /* an offset as older stores wrote it: 12 bytes, no epoch */
+    /* an offset as older stores wrote it: 12 bytes, no epoch, in the
+     * default column family of a store before per-tenant ones */
     char path[128];
     snprintf(path, sizeof(path), "%s/rocksdb", f->dir);
+    nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(o, 1);
     char *e = NULL;
     rocksdb_t *db = rocksdb_open(o, path, &e);
     if (db == NULL)
