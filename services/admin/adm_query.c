@@ -217,6 +217,50 @@ static void query_ingestors(adm_query *q, adm_stat *st)
     wh_buf_free(&all);
 }
 
+/* When no dispatcher answers Stats at dispatcher.control (replicas on the
+ * host network each keep a private control socket; behind one address only
+ * one replica answers), the store's lease table still says which replicas
+ * are alive: owners that renewed within their TTL. With one or more, the
+ * dispatcher counts as up, state "leasing", and /metrics gets
+ * walhook_dispatcher_replicas. */
+static void dispatchers_from_leases(adm_query *q, adm_stat *st)
+{
+    if (q->state_client == NULL)
+        return;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__LeaseList ll = WALHOOK__LEASE_LIST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_LEASE_LIST;
+    req.lease_list = &ll;
+    Walhook__Reply *rep = NULL;
+    char e[WH_ERRLEN];
+    pthread_mutex_lock(&q->mu[1]); /* state_client is shared with the ingestor query */
+    int rc = wh_client_call(q->state_client, &req, &rep, e, sizeof(e));
+    pthread_mutex_unlock(&q->mu[1]);
+    if (rc != WH_OK)
+        return;
+    size_t n = 0;
+    if (rep->body_case == WALHOOK__REPLY__BODY_LEASE && rep->lease != NULL)
+        n = rep->lease->n_owners;
+    walhook__reply__free_unpacked(rep, NULL);
+    if (n == 0)
+        return;
+    char why[sizeof(st->error)];
+    wh_strlcpy(why, st->error, sizeof(why));
+    st->up = 1;
+    st->ready = 1;
+    st->error[0] = '\0';
+    wh_strlcpy(st->state, "leasing", sizeof(st->state));
+    snprintf(st->reason, sizeof(st->reason),
+             "%zu replica(s) renewing leases in the store; Stats at dispatcher.control: %.150s", n,
+             why);
+    char text[256];
+    snprintf(text, sizeof(text),
+             "# HELP walhook_dispatcher_replicas Dispatcher replicas renewing leases in the "
+             "store.\n# TYPE walhook_dispatcher_replicas gauge\nwalhook_dispatcher_replicas %zu\n",
+             n);
+    st->metrics = strdup(text);
+}
+
 static void adm_query_one(adm_query *q, int i, adm_stat *st)
 {
     memset(st, 0, sizeof(*st));
@@ -243,6 +287,8 @@ static void adm_query_one(adm_query *q, int i, adm_stat *st)
     pthread_mutex_unlock(&q->mu[i]);
     if (rc != WH_OK) {
         snprintf(st->error, sizeof(st->error), "no stats reply: %.200s", e[0] ? e : "error");
+        if (i == 2)
+            dispatchers_from_leases(q, st);
         return;
     }
     adm_stat_from_reply(st, rep);
