@@ -284,6 +284,12 @@ int dsp_next_delay_ms(const char *ra, int attempt, int base_ms, int max_ms, int6
 
 /* ---- reader thread ---------------------------------------------------- */
 
+/* A batch that has room for more events (count and bytes). */
+static int batch_partial(const dsp_batch *b, uint32_t max_events, uint32_t max_bytes)
+{
+    return b->scanned < max_events && b->body.len + b->body.len / (b->scanned + 1) < max_bytes;
+}
+
 /* Waits on cv up to ms unless stop is set. Called with mu held. */
 static void timed_wait_locked(dsp_target *t, int ms)
 {
@@ -635,6 +641,11 @@ static void *reader_main(void *arg)
             t->next_replay_ms = wh_now_ms() + 1000;
             continue;
         }
+        int age_ms =
+            t->set.dl.batch_max_age_ms > 0 ? t->set.dl.batch_max_age_ms : DSP_BATCH_AGE_DEFAULT_MS;
+        int has_from = t->has_from;
+        uint64_t from_lsn = t->from_lsn;
+        uint32_t from_seq = t->from_seq;
         pthread_mutex_unlock(&t->mu);
         /* The slot is invisible to the loop until count is incremented. */
         uint64_t t0 = wh_now_ms();
@@ -643,6 +654,31 @@ static void *reader_main(void *arg)
         pthread_mutex_lock(&t->mu);
         if (t->gen != gen)
             continue; /* reset while reading: drop it */
+        if (kept > 0 && t->count > 0 && batch_partial(slot, max_events, max_bytes)) {
+            /* The micro-batcher: the target is busy (a request in flight or
+             * queued), so this batch may grow until the loop needs it or it
+             * is batch_max_age_ms old; then it is read again from the same
+             * position (full or not). A target with nothing in flight got
+             * what was ready at once (count == 0 above). */
+            uint64_t until = t0 + (uint64_t)age_ms;
+            while (!t->stop && !t->reset_req && t->gen == gen && t->count > 0 && !t->dlq_pending &&
+                   !t->ack_pending) {
+                uint64_t now = wh_now_ms();
+                if (now >= until)
+                    break;
+                timed_wait_locked(t, (int)(until - now));
+            }
+            if (t->gen != gen || t->stop)
+                continue;
+            t->has_from = has_from;
+            t->from_lsn = from_lsn;
+            t->from_seq = from_seq;
+            pthread_mutex_unlock(&t->mu);
+            kept = do_read(t, slot, max_events, max_bytes, err, sizeof(err));
+            pthread_mutex_lock(&t->mu);
+            if (t->gen != gen)
+                continue;
+        }
         if (kept > 0) {
             t->count++;
             read_fail = 0;

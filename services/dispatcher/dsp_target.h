@@ -90,6 +90,7 @@
 #define DSP_ID_MAX (WH_NAME_MAX + 48)
 #define DSP_RESP_CAP (64 * 1024) /* response bytes read at most */
 #define DSP_RETRY_AFTER_MAX_MS (3600 * 1000)
+#define DSP_BATCH_AGE_DEFAULT_MS 50 /* batch_max_age_ms unset */
 
 /* Settings a target needs (copied from wh_config). */
 typedef struct dsp_settings {
