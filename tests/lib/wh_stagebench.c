@@ -2,8 +2,9 @@
  *
  *   wh_stagebench ingest N           decode + render N orders-shaped changes
  *                                    (pgoutput Begin/Insert/Commit, no network)
- *   wh_stagebench append URL N       N orders-shaped events to the store at URL
- *                                    in AppendBatch requests of ~512 KiB
+ *   wh_stagebench append URL N [T]   N orders-shaped events to the store at URL
+ *                                    in AppendBatch requests of ~512 KiB (to
+ *                                    tenant T, default "default")
  *   wh_stagebench read URL N         reads them back (Read of 1000 events)
  *
  * Each prints one line: "stage N events in S s: R events/s, C us CPU/event
@@ -26,6 +27,8 @@
 
 #define SB_REQ_BYTES (512u << 10)
 #define SB_LSN0 UINT64_C(0x10000000)
+
+static const char *g_append_tenant = "default"; /* append: the tenant written to */
 
 static double now_s(clockid_t c)
 {
@@ -254,7 +257,7 @@ static int do_append(const char *url, size_t n)
         while (i + k < n && bytes < SB_REQ_BYTES)
             bytes += ev[i + k++].json.len;
         Walhook__AppendBatch ab = WALHOOK__APPEND_BATCH__INIT;
-        ab.tenant = "default";
+        ab.tenant = (char *)g_append_tenant;
         ab.n_events = k;
         ab.events = &evp[i];
         ab.ack_lsn = ev[i + k - 1].commit_lsn + 0x30;
@@ -323,6 +326,10 @@ static int do_read(const char *url, size_t n)
 
 int main(int argc, char **argv)
 {
+    if (argc == 5 && strcmp(argv[1], "append") == 0) {
+        g_append_tenant = argv[4];
+        argc = 4;
+    }
     if (argc == 3 && strcmp(argv[1], "ingest") == 0) {
         rendered r;
         int rc = decode_render(strtoul(argv[2], NULL, 10), &r, 0);
