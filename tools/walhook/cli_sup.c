@@ -69,6 +69,31 @@ void cli_sup_describe(int status, char *buf, size_t len)
         snprintf(buf, len, "stopped (status 0x%x)", (unsigned)status);
 }
 
+/* In a child just forked by walhook up (PARENT): its own process group (the
+ * terminal's Ctrl-C reaches only the supervisor, which stops children in
+ * order), death with the parent, default signal handling, and the mark that
+ * tells a later walhook up the daemon was ours (cli_stale). */
+void cli_sup_child_setup(pid_t parent)
+{
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent)
+        _exit(1);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGPIPE, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    char up[32];
+    snprintf(up, sizeof(up), "%d", (int)parent);
+    setenv(CLI_SUP_ENV, up, 1);
+}
+
 static int sup_spawn(sup_child *c, const char *config_path)
 {
     pid_t parent = getpid();
@@ -78,26 +103,7 @@ static int sup_spawn(sup_child *c, const char *config_path)
         return WH_ERR;
     }
     if (pid == 0) {
-        /* Own process group: the terminal's Ctrl-C reaches only the
-         * supervisor, which stops children in order. Die with it. */
-        setpgid(0, 0);
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent)
-            _exit(1);
-        struct sigaction sa;
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = SIG_DFL;
-        sigaction(SIGPIPE, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGHUP, &sa, NULL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        /* marks the daemon as ours for a later walhook up (cli_stale) */
-        char up[32];
-        snprintf(up, sizeof(up), "%d", (int)parent);
-        setenv(CLI_SUP_ENV, up, 1);
+        cli_sup_child_setup(parent);
         char *argv[4];
         int n = 0;
         argv[n++] = c->path;

@@ -17,6 +17,7 @@
 #define CLI_SUP_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Environment variable naming the walhook up (pid) that started a daemon. */
 #define CLI_SUP_ENV "WH_WALHOOK_UP"
@@ -40,6 +41,9 @@ int cli_sup_run(const cli_sup_opts *o);
  * before it became ready. was_ready resets it; then 0 ms for the first such
  * death, 250 ms for the second, doubling up to 10000 ms. Updates *failures. */
 int cli_sup_next_delay(int *failures, int was_ready);
+
+/* Prepares a child forked by walhook up (see cli_sup.c). */
+void cli_sup_child_setup(pid_t parent);
 
 /* Describes a wait status: "exited with code 3", "killed by signal 9 (Killed)". */
 void cli_sup_describe(int status, char *buf, size_t len);

@@ -81,21 +81,7 @@ static void spawn(cli_tenants *t, ct_child *c)
         return;
     }
     if (pid == 0) {
-        /* like cli_sup's children: own process group, die with the parent */
-        setpgid(0, 0);
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent)
-            _exit(1);
-        struct sigaction sa;
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = SIG_DFL;
-        sigaction(SIGPIPE, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGHUP, &sa, NULL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
+        cli_sup_child_setup(parent);
         char *argv[6];
         int n = 0;
         argv[n++] = t->path;
