@@ -8,6 +8,11 @@
 #   capped   by_key, 8 lanes, 2 connections   -> never more than 2 in flight
 #   wide     by_key, 16 lanes, 16 connections -> never more than the global
 #            cap dispatcher.max_inflight = MAXIN (over every target)
+#   bad      by_key, 4 lanes; answers 400 to the first bodies (3 at most) holding the
+#            change v=POISON of key 7 -> its lane fails for good, the rest of
+#            that batch goes one event at a time (events the lanes delivered
+#            are skipped), the poison change goes to the dead-letter queue
+#            alone and every other change arrives, in order per key
 # Every target gets every change, and the first arrival of each change is in
 # order per key (by_key) or in total (strict). The dispatcher is SIGKILLed
 # once mid-stream and restarted by walhook up: the offsets it committed never
@@ -20,19 +25,22 @@ DELAY=${DELAY:-150}
 MAXIN=${MAXIN:-6}
 trap wh_cleanup EXIT
 wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin \
-    walhook-receiver
+    walhook-receiver tests/wh_statectl
 wh_tmpdir
 pg_start || wh_fail "cannot start PostgreSQL"
 pg_psql -c "CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL)" >/dev/null ||
     wh_fail "cannot create the table"
 export WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS="127.0.0.1/32,::1"
-NAMES=(strict bykey capped wide)
+POISON=${POISON:-50}
+NAMES=(strict bykey capped wide bad)
 declare -A PORT
 for r in "${NAMES[@]}"; do PORT[$r]=$(wh_free_port); done
 APORT=$(wh_free_port)
 for r in "${NAMES[@]}"; do
+    extra=()
+    [ "$r" = bad ] && extra=(--reject-match "\"id\":7,\"v\":$POISON}" --reject-times 3)
     wh_spawn "r_$r" "$BIN/walhook-receiver" --listen "127.0.0.1:${PORT[$r]}" \
-        --out "$WH_TMP/$r.jsonl" --delay-ms "$DELAY"
+        --out "$WH_TMP/$r.jsonl" --delay-ms "$DELAY" "${extra[@]}"
 done
 u() { echo "http://127.0.0.1:${PORT[$1]}/hook"; }
 CONF="$WH_TMP/walhook.conf"
@@ -50,7 +58,8 @@ tenants = (
       { name = "strict"; url = "$(u strict)"; },
       { name = "bykey"; url = "$(u bykey)"; ordering = "by_key"; lanes = 4; max_connections = 4; },
       { name = "capped"; url = "$(u capped)"; ordering = "by_key"; lanes = 8; max_connections = 2; },
-      { name = "wide"; url = "$(u wide)"; ordering = "by_key"; lanes = 16; max_connections = 16; }
+      { name = "wide"; url = "$(u wide)"; ordering = "by_key"; lanes = 16; max_connections = 16; },
+      { name = "bad"; url = "$(u bad)"; ordering = "by_key"; lanes = 4; max_connections = 4; on_failure = "dlq"; }
     ); }
 );
 CONFEOF
@@ -73,9 +82,10 @@ wh_log "$TOTAL changes of $KEYS keys made"
 # CHECK FILE MODE: every (id, v) arrived; first arrivals in order per key
 # (mode key) or in total (mode all). Prints a reason on failure.
 check() {
-    python3 - "$1" "$2" "$KEYS" "$ROUNDS" <<'PY'
+    python3 - "$1" "$2" "$KEYS" "$ROUNDS" "${3:-}" <<'PY'
 import json, sys
 path, mode, keys, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+skip = tuple(int(x) for x in sys.argv[5].split(",")) if sys.argv[5] else None
 seen, last, order = set(), {}, []
 try:
     lines = open(path).read().splitlines()
@@ -92,7 +102,9 @@ for line in lines:
             print(f"key {k}: change v={v} arrived after v={last[k]}"); sys.exit(1)
         last[k] = v
         order.append(e["lsn"] + "/" + str(e.get("seq", 0)))
-want = keys * (rounds + 1)
+want = keys * (rounds + 1) - (1 if skip else 0)
+if skip in seen:
+    print(f"the dead-lettered change {skip} arrived"); sys.exit(1)
 if len(seen) != want:
     print(f"{len(seen)} of {want} changes"); sys.exit(2)
 if mode == "all":
@@ -101,7 +113,7 @@ if mode == "all":
         print("first arrivals not in commit order"); sys.exit(1)
 PY
 }
-_complete() { check "$WH_TMP/$1.jsonl" "$2" >/dev/null; }
+_complete() { check "$WH_TMP/$1.jsonl" "$2" "${3:-}" >/dev/null; }
 
 # SIGKILL the dispatcher while the by_key target is mid-stream
 received() { wh_count_events "$WH_TMP/bykey.jsonl"; }
@@ -113,11 +125,19 @@ kill -KILL "$old"
 wh_log "SIGKILL walhook-dispatcher (pid $old) at $(received) of $TOTAL changes received by bykey"
 
 for t in "${NAMES[@]}"; do
-    mode=key
+    mode=key skip=""
     [ "$t" = strict ] && mode=all
-    wh_wait_until 120 _complete "$t" "$mode" ||
-        wh_fail "target $t: $(check "$WH_TMP/$t.jsonl" "$mode")"
+    [ "$t" = bad ] && skip="7,$POISON"
+    wh_wait_until 120 _complete "$t" "$mode" "$skip" ||
+        wh_fail "target $t: $(check "$WH_TMP/$t.jsonl" "$mode" "$skip")"
 done
+# the poison change alone is in bad's dead-letter queue
+_dead() { [ "$("$BIN/tests/wh_statectl" -c "$CONF" dlq-ids d bad 2>/dev/null | wc -l)" -ge 1 ]; }
+wh_wait_until 20 _dead || wh_fail "target bad: no dead letter"
+dl=$("$BIN/tests/wh_statectl" -c "$CONF" dlq-ids d bad)
+[ "$(wc -l <<<"$dl")" = 1 ] || wh_fail "target bad: $(wc -l <<<"$dl") dead letters, expected the poison change only"
+grep -q "lane .* failed for good" "$WH_TMP"/walhook.log ||
+    wh_fail "target bad: no log line of a lane failing for good"
 maxc() { curl -fsS --max-time 3 "http://127.0.0.1:${PORT[$1]}/" | sed -n 's/.*, \([0-9]*\) max concurrent.*/\1/p'; }
 s=$(maxc strict) b=$(maxc bykey) c=$(maxc capped) w=$(maxc wide)
 wh_log "most POSTs in flight at once: strict $s, bykey $b, capped $c, wide $w"
@@ -127,4 +147,4 @@ wh_log "most POSTs in flight at once: strict $s, bykey $b, capped $c, wide $w"
 [ "${w:-0}" -ge 2 ] && [ "$w" -le "$MAXIN" ] || wh_fail "dispatcher.max_inflight = $MAXIN but $w requests of one target were in flight at once"
 wh_kill walhook TERM
 for r in "${NAMES[@]}"; do wh_kill "r_$r" TERM; done
-wh_pass "$TOTAL changes of $KEYS keys; in order per key with by_key (at most $b, $c, $w in flight), in total with strict; a dispatcher SIGKILL lost nothing"
+wh_pass "$TOTAL changes of $KEYS keys; in order per key with by_key (at most $b, $c, $w in flight), in total with strict; a lane failing for good dead-letters the poison change alone; a dispatcher SIGKILL lost nothing"
