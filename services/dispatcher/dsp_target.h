@@ -5,7 +5,10 @@
  *    it long-polls Read (tenant, consumer = target name, from = last position
  *    read, max events/bytes from the config) and renders each batch's body
  *    into one of DSP_PREFETCH reusable slots, so the next batch is ready
- *    while the current one is posting; it also sends CommitOffset when the
+ *    while the current one is posting (the micro-batcher: a batch read while
+ *    the target is busy and not full waits until the loop needs it or it is
+ *    batch_max_age_ms old, then is read again from the same position, so it
+ *    grows; an idle target gets what is ready at once); it also sends CommitOffset when the
  *    loop reports a delivered batch (coalesced: only the newest position).
  *    Blocking store calls therefore never stall the HTTP loop or another
  *    target.
