@@ -340,14 +340,31 @@ error:
     return WH_ERR;
 }
 
-static wh_state_tenant *add_tenant(wh_state *s)
+/* The array v of n elements of `size` bytes grown by one zeroed element:
+ * the new array, NULL when out of memory (v unchanged). */
+static void *grow_one(void *v, int n, size_t size)
 {
-    wh_state_tenant *n = realloc(s->tenants, (size_t)(s->ntenants + 1) * sizeof(*n));
+    char *p = realloc(v, ((size_t)n + 1) * size);
+    if (p != NULL)
+        memset(p + (size_t)n * size, 0, size);
+    return p;
+}
+
+/* Removes element i of the array v of *n elements of `size` bytes. */
+static void remove_at(void *v, int *n, size_t size, int i)
+{
+    char *p = v;
+    memmove(p + (size_t)i * size, p + ((size_t)i + 1) * size, (size_t)(*n - i - 1) * size);
+    (*n)--;
+}
+
+wh_state_tenant *wh_state_tenant_add(wh_state *s)
+{
+    wh_state_tenant *n = grow_one(s->tenants, s->ntenants, sizeof(*n));
     if (n == NULL)
         return NULL;
     s->tenants = n;
     wh_state_tenant *t = &n[s->ntenants++];
-    memset(t, 0, sizeof(*t));
     wh_strlcpy(t->slot, def_str("source.slot"), sizeof(t->slot));
     wh_strlcpy(t->publication, def_str("source.publication"), sizeof(t->publication));
     const wh_config_entry *cs = wh_config_find("source.create_slot");
@@ -355,15 +372,33 @@ static wh_state_tenant *add_tenant(wh_state *s)
     return t;
 }
 
-static wh_state_target *add_target(wh_state_tenant *t)
+wh_state_target *wh_state_target_add(wh_state_tenant *t)
 {
-    wh_state_target *n = realloc(t->targets, (size_t)(t->ntargets + 1) * sizeof(*n));
+    wh_state_target *n = grow_one(t->targets, t->ntargets, sizeof(*n));
     if (n == NULL)
         return NULL;
     t->targets = n;
-    wh_state_target *g = &n[t->ntargets++];
-    memset(g, 0, sizeof(*g));
-    return g;
+    return &n[t->ntargets++];
+}
+
+int wh_state_tenant_remove(wh_state *s, const char *name)
+{
+    const wh_state_tenant *t = wh_state_tenant_find(s, name);
+    if (t == NULL)
+        return WH_ERR;
+    int i = (int)(t - s->tenants);
+    free(s->tenants[i].targets);
+    remove_at(s->tenants, &s->ntenants, sizeof(s->tenants[0]), i);
+    return WH_OK;
+}
+
+int wh_state_target_remove(wh_state_tenant *t, const char *name)
+{
+    const wh_state_target *g = wh_state_target_find(t, name);
+    if (g == NULL)
+        return WH_ERR;
+    remove_at(t->targets, &t->ntargets, sizeof(t->targets[0]), (int)(g - t->targets));
+    return WH_OK;
 }
 
 const wh_state_tenant *wh_state_tenant_find(const wh_state *s, const char *tenant)
@@ -746,7 +781,7 @@ static int parse_tenant(json_t *o, wh_state_tenant *t, const char *path, char *e
             for (size_t j = 0; j < json_array_size(v); j++) {
                 char tp[WH_PATHLEN];
                 pathf(tp, sizeof(tp), "%s[%zu]", fp, j);
-                wh_state_target *g = add_target(t);
+                wh_state_target *g = wh_state_target_add(t);
                 if (g == NULL)
                     return wh_seterr(err, errlen, "out of memory");
                 if (parse_target(json_array_get(v, j), g, tp, err, errlen) != WH_OK)
@@ -811,7 +846,7 @@ int wh_state_parse(wh_state **out, const char *json, size_t len, const wh_config
             for (size_t i = 0; i < json_array_size(v); i++) {
                 char tp[WH_PATHLEN];
                 pathf(tp, sizeof(tp), "tenants[%zu]", i);
-                wh_state_tenant *t = add_tenant(s);
+                wh_state_tenant *t = wh_state_tenant_add(s);
                 if (t == NULL) {
                     wh_seterr(err, errlen, "out of memory");
                     goto error;
@@ -1111,7 +1146,7 @@ static int cf_tenant(config_setting_t *g, wh_state_tenant *t, const char *path, 
             for (int k = 0; rc == WH_OK && k < nt; k++) {
                 char tp[WH_PATHLEN];
                 pathf(tp, sizeof(tp), "%s[%d]", fp, k);
-                wh_state_target *tg = add_target(t);
+                wh_state_target *tg = wh_state_target_add(t);
                 if (tg == NULL)
                     return wh_seterr(err, errlen, "out of memory");
                 rc = cf_target(config_setting_get_elem(f, (unsigned)k), tg, tp, err, errlen);
@@ -1157,7 +1192,7 @@ static int load_tenants_list(wh_state *s, const char *path, int *nlist, char *er
     for (int i = 0; i < n; i++) {
         char tp[WH_PATHLEN], sub[WH_ERRLEN];
         pathf(tp, sizeof(tp), "tenants[%d]", i);
-        wh_state_tenant *t = add_tenant(s);
+        wh_state_tenant *t = wh_state_tenant_add(s);
         if (t == NULL) {
             rc = wh_seterr(err, errlen, "out of memory");
             goto out;
@@ -1198,7 +1233,7 @@ int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path,
     /* The top-level tenant/source/targets form a tenant unless the file
      * declares its tenants only in the list (no source.dsn, no targets). */
     if (nlist == 0 || cfg->source_dsn[0] != '\0' || cfg->ntargets > 0) {
-        wh_state_tenant *t = add_tenant(s);
+        wh_state_tenant *t = wh_state_tenant_add(s);
         if (t == NULL) {
             wh_seterr(err, errlen, "out of memory");
             goto error;
@@ -1210,7 +1245,7 @@ int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path,
         wh_strlcpy(t->tables, cfg->tables, sizeof(t->tables));
         t->create_slot = cfg->create_slot;
         for (int i = 0; i < cfg->ntargets; i++) {
-            wh_state_target *g = add_target(t);
+            wh_state_target *g = wh_state_target_add(t);
             if (g == NULL) {
                 wh_seterr(err, errlen, "out of memory");
                 goto error;
@@ -1224,7 +1259,7 @@ int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path,
         }
     }
     for (int i = 0; list != NULL && i < list->ntenants; i++) {
-        wh_state_tenant *t = add_tenant(s);
+        wh_state_tenant *t = wh_state_tenant_add(s);
         if (t == NULL) {
             wh_seterr(err, errlen, "out of memory");
             goto error;

@@ -130,6 +130,15 @@ void wh_state_unref(wh_state *s); /* frees at zero; NULL is fine */
 const wh_state_tenant *wh_state_tenant_find(const wh_state *s, const char *tenant);
 const wh_state_target *wh_state_target_find(const wh_state_tenant *t, const char *name);
 
+/* Editing a private state (wh_state_clone): append a zeroed tenant (slot,
+ * publication and create_slot at their defaults) or target, NULL when out of
+ * memory (the state unchanged); remove one by name (a tenant with its
+ * targets), WH_ERR when there is none. */
+wh_state_tenant *wh_state_tenant_add(wh_state *s);
+wh_state_target *wh_state_target_add(wh_state_tenant *t);
+int wh_state_tenant_remove(wh_state *s, const char *name);
+int wh_state_target_remove(wh_state_tenant *t, const char *name);
+
 /* The effective configuration of a daemon: base (file + env) with the
  * state's runtime settings, and the tenant's source when `tenant` is not
  * NULL and exists. */

@@ -1028,13 +1028,12 @@ static int m_tenant_create(ctx *c, write_op *op, wh_state *s)
             nt.ntargets++;
         }
     }
-    wh_state_tenant *grown = realloc(s->tenants, ((size_t)s->ntenants + 1) * sizeof(*grown));
-    if (!grown) {
+    wh_state_tenant *added = wh_state_tenant_add(s);
+    if (!added) {
         free(nt.targets);
         return fail(c->resp, 500, NULL, "out of memory");
     }
-    s->tenants = grown;
-    s->tenants[s->ntenants++] = nt;
+    *added = nt;
     wh_strlcpy(op->start, nt.name, sizeof(op->start)); /* the created name */
     return WH_OK;
 }
@@ -1093,16 +1092,34 @@ static int m_tenant_patch(ctx *c, write_op *op, wh_state *s)
 
 static int m_tenant_delete(ctx *c, write_op *op, wh_state *s)
 {
-    for (int i = 0; i < s->ntenants; i++) {
-        if (strcmp(s->tenants[i].name, c->tenant) != 0)
-            continue;
-        free(s->tenants[i].targets);
-        memmove(&s->tenants[i], &s->tenants[i + 1],
-                (size_t)(s->ntenants - i - 1) * sizeof(s->tenants[0]));
-        s->ntenants--;
-        return WH_OK;
+    return wh_state_tenant_remove(s, c->tenant) == WH_OK ? WH_OK : tenant_missing(c);
+}
+
+/* PATCH (mutate with the parsed body) or DELETE of the request's target, or
+ * of its tenant when the route names no target: 200 with the object as it
+ * now is, or {"deleted": NAME, ["tenant": TENANT,] "version": V}. */
+static void write_object(ctx *c, int (*mutate)(ctx *c, write_op *op, wh_state *s))
+{
+    write_op op = {mutate, NULL, NULL, "", {0, 0}, {0, 0}, 0};
+    if (c->method == M_PATCH && !(op.body = parse_body(c, 0)))
+        return;
+    wh_state *s = NULL;
+    if (write_state(c, &op, &s) == WH_OK) {
+        json_t *j;
+        if (c->method == M_PATCH) {
+            j = c->target ? target_json(s, c->tenant, c->target) : tenant_json(s, c->tenant);
+            if (!j)
+                j = json_object();
+        } else if (c->target) {
+            j = json_pack("{s:s,s:s,s:I}", "deleted", c->target, "tenant", c->tenant, "version",
+                          (json_int_t)s->version);
+        } else {
+            j = json_pack("{s:s,s:I}", "deleted", c->tenant, "version", (json_int_t)s->version);
+        }
+        reply_json(c->resp, 200, j, s->version);
+        wh_state_unref(s);
     }
-    return tenant_missing(c);
+    json_decref(op.body);
 }
 
 static void r_tenant(ctx *c)
@@ -1119,24 +1136,7 @@ static void r_tenant(ctx *c)
         wh_state_unref(s);
         return;
     }
-    write_op op = {
-        c->method == M_PATCH ? m_tenant_patch : m_tenant_delete, NULL, NULL, "", {0, 0}, {0, 0}, 0};
-    if (c->method == M_PATCH && !(op.body = parse_body(c, 0)))
-        return;
-    wh_state *s = NULL;
-    if (write_state(c, &op, &s) == WH_OK) {
-        if (c->method == M_PATCH) {
-            json_t *t = tenant_json(s, c->tenant);
-            reply_json(c->resp, 200, t ? t : json_object(), s->version);
-        } else {
-            reply_json(
-                c->resp, 200,
-                json_pack("{s:s,s:I}", "deleted", c->tenant, "version", (json_int_t)s->version),
-                s->version);
-        }
-        wh_state_unref(s);
-    }
-    json_decref(op.body);
+    write_object(c, c->method == M_PATCH ? m_tenant_patch : m_tenant_delete);
 }
 
 /* ---- /v1/tenants/{t}/targets ---- */
@@ -1171,11 +1171,10 @@ static int m_target_create(ctx *c, write_op *op, wh_state *s)
         return fail(c->resp, 409, "name", "tenant '%s' has a target '%s'", t->name, nt.name);
     if (t->ntargets >= WH_MAX_TARGETS)
         return fail(c->resp, 409, "name", "at most %d targets per tenant", WH_MAX_TARGETS);
-    wh_state_target *grown = realloc(t->targets, ((size_t)t->ntargets + 1) * sizeof(*grown));
-    if (!grown)
+    wh_state_target *added = wh_state_target_add(t);
+    if (!added)
         return fail(c->resp, 500, NULL, "out of memory");
-    t->targets = grown;
-    t->targets[t->ntargets++] = nt;
+    *added = nt;
     return WH_OK;
 }
 
@@ -1229,15 +1228,24 @@ static void r_targets(ctx *c)
     json_decref(op.body);
 }
 
-static int m_target_patch(ctx *c, write_op *op, wh_state *s)
+/* The request's target in s (editable); NULL once a 404 is answered. */
+static wh_state_target *target_mut(ctx *c, wh_state *s)
 {
     wh_state_tenant *t = tenant_mut(s, c->tenant);
-    if (!t)
-        return tenant_missing(c);
+    if (!t) {
+        tenant_missing(c);
+        return NULL;
+    }
     wh_state_target *tg = (wh_state_target *)wh_state_target_find(t, c->target);
     if (!tg)
-        return target_missing(c);
-    return apply_target(c, op->body, tg, 0, NULL, 0);
+        target_missing(c);
+    return tg;
+}
+
+static int m_target_patch(ctx *c, write_op *op, wh_state *s)
+{
+    wh_state_target *tg = target_mut(c, s);
+    return tg ? apply_target(c, op->body, tg, 0, NULL, 0) : WH_ERR;
 }
 
 static int m_target_delete(ctx *c, write_op *op, wh_state *s)
@@ -1245,15 +1253,7 @@ static int m_target_delete(ctx *c, write_op *op, wh_state *s)
     wh_state_tenant *t = tenant_mut(s, c->tenant);
     if (!t)
         return tenant_missing(c);
-    for (int i = 0; i < t->ntargets; i++) {
-        if (strcmp(t->targets[i].name, c->target) != 0)
-            continue;
-        memmove(&t->targets[i], &t->targets[i + 1],
-                (size_t)(t->ntargets - i - 1) * sizeof(t->targets[0]));
-        t->ntargets--;
-        return WH_OK;
-    }
-    return target_missing(c);
+    return wh_state_target_remove(t, c->target) == WH_OK ? WH_OK : target_missing(c);
 }
 
 static void r_target(ctx *c)
@@ -1273,34 +1273,14 @@ static void r_target(ctx *c)
         wh_state_unref(s);
         return;
     }
-    write_op op = {
-        c->method == M_PATCH ? m_target_patch : m_target_delete, NULL, NULL, "", {0, 0}, {0, 0}, 0};
-    if (c->method == M_PATCH && !(op.body = parse_body(c, 0)))
-        return;
-    wh_state *s = NULL;
-    if (write_state(c, &op, &s) == WH_OK) {
-        if (c->method == M_PATCH) {
-            json_t *t = target_json(s, c->tenant, c->target);
-            reply_json(c->resp, 200, t ? t : json_object(), s->version);
-        } else {
-            reply_json(c->resp, 200,
-                       json_pack("{s:s,s:s,s:I}", "deleted", c->target, "tenant", c->tenant,
-                                 "version", (json_int_t)s->version),
-                       s->version);
-        }
-        wh_state_unref(s);
-    }
-    json_decref(op.body);
+    write_object(c, c->method == M_PATCH ? m_target_patch : m_target_delete);
 }
 
 static int m_target_pause(ctx *c, write_op *op, wh_state *s)
 {
-    wh_state_tenant *t = tenant_mut(s, c->tenant);
-    if (!t)
-        return tenant_missing(c);
-    wh_state_target *tg = (wh_state_target *)wh_state_target_find(t, c->target);
+    wh_state_target *tg = target_mut(c, s);
     if (!tg)
-        return target_missing(c);
+        return WH_ERR;
     tg->paused = strcmp(c->action, "pause") == 0;
     return WH_OK;
 }

@@ -3,7 +3,12 @@
 # - compose: `docker-compose config` accepts it; every service has a
 #   healthcheck, every depends_on waits for service_healthy, volumes are
 #   named, the dispatcher has nothing fixed per replica (container_name,
-#   published port, control socket on a volume).
+#   published port, control socket on a volume); the host-network variant
+#   (docker-compose.host.yml) merged onto it: every service on the host's
+#   network with loopback listeners only, no published port, each dispatcher
+#   replica with a private control socket and a random lease owner id. (The
+#   real run, up and healthy, --scale dispatcher=3, is deploy/compose/smoke.sh:
+#   it needs a Docker daemon, so it is not part of CI.)
 # - k8s: every object passes the Kubernetes API schema (npm kubernetes-models,
 #   installed into build/npm-k8s on first use; the schema step is skipped with
 #   a message when npm cannot install it), and walhook's own rules: a pinned
@@ -18,18 +23,27 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 command -v python3 >/dev/null || wh_fail "python3 missing"
 wh_tmpdir
 
+COMPOSE="$ROOT/deploy/compose"
+variants="bridge"
 if command -v docker-compose >/dev/null; then
-    docker-compose -f "$ROOT/deploy/compose/docker-compose.yml" config >"$WH_TMP/compose.yml" ||
+    docker-compose -f "$COMPOSE/docker-compose.yml" config >"$WH_TMP/compose-bridge.yml" ||
         wh_fail "docker-compose config refused the compose file"
+    docker-compose -f "$COMPOSE/docker-compose.yml" -f "$COMPOSE/docker-compose.host.yml" \
+        config >"$WH_TMP/compose-host.yml" ||
+        wh_fail "docker-compose config refused the host-network variant (docker-compose.host.yml)"
+    variants="bridge host"
 else
-    wh_log "docker-compose missing: checking the raw file"
-    cp "$ROOT/deploy/compose/docker-compose.yml" "$WH_TMP/compose.yml"
+    wh_log "docker-compose missing: checking the raw file (the host variant needs the merge: skipped)"
+    cp "$COMPOSE/docker-compose.yml" "$WH_TMP/compose-bridge.yml"
 fi
-python3 - "$WH_TMP/compose.yml" <<'PY' || wh_fail "compose rules"
+for variant in $variants; do
+python3 - "$WH_TMP/compose-$variant.yml" "$variant" <<'PY' || wh_fail "compose rules ($variant)"
 import sys, yaml
 doc = yaml.safe_load(open(sys.argv[1]))
+host = sys.argv[2] == "host"
 bad = []
-svcs = doc["services"]
+# a service left to a profile is not started by a plain `up`
+svcs = {n: s for n, s in doc["services"].items() if not s.get("profiles")}
 for name, s in svcs.items():
     if "healthcheck" not in s or not s["healthcheck"].get("test"):
         bad.append(f"{name}: no healthcheck")
@@ -50,12 +64,38 @@ for name, s in svcs.items():
         typ = v.get("type") if isinstance(v, dict) else ("bind" if src.startswith((".", "/")) else "volume")
         if typ == "volume" and src not in (doc.get("volumes") or {}):
             bad.append(f"{name}: volume {src} is not a named volume")
+    if "admin" in name and "walhook health --daemon admin" not in test:
+        bad.append(f"{name}: not probed as the admin")
+    if host:
+        # host networking: nothing on a bridge, every listener on the loopback
+        if s.get("network_mode") != "host" or s.get("networks"):
+            bad.append(f"{name}: not network_mode host")
+        if s.get("ports"):
+            bad.append(f"{name}: publishes ports (host networking refuses them)")
+        for k, v in (s.get("environment") or {}).items():
+            v = str(v)
+            if k.endswith(("_ENDPOINT", "_CONTROL", "_LISTEN", "_DSN")) and "0.0.0.0" in v:
+                bad.append(f"{name}: {k}={v} listens beyond the loopback")
+            if k.endswith(("_ENDPOINT", "_CONTROL", "_LISTEN")) and not (
+                    v.startswith(("tcp://127.0.0.1:", "127.0.0.1:", "ipc:///var/lib/walhook/"))):
+                bad.append(f"{name}: {k}={v} is neither on 127.0.0.1 nor a private socket")
+if not any("admin" in n for n in svcs):
+    bad.append("no admin service is started")
 d = svcs["dispatcher"]
 if "container_name" in d or d.get("ports"):
     bad.append("dispatcher: fixed container_name or published port (cannot --scale)")
 env = d.get("environment", {})
 ctl = env.get("WALHOOK_DISPATCHER_CONTROL", "")
-if not ctl.startswith(("tcp://0.0.0.0:", "tls+tcp://0.0.0.0:")):
+if host:
+    # replicas share the host's network and hostname: the control endpoint
+    # is a socket in the replica's own tmpfs, the lease owner id random
+    if not ctl.startswith("ipc:///var/lib/walhook/"):
+        bad.append(f"dispatcher: control endpoint {ctl!r} is not a socket of the replica's own")
+    if not any(str(t).startswith("/var/lib/walhook") for t in d.get("tmpfs", [])):
+        bad.append("dispatcher: /var/lib/walhook is not a private tmpfs")
+    if "WALHOOK_DISPATCHER_ID=" not in " ".join(d.get("command", [])) or "random" not in " ".join(d.get("command", [])):
+        bad.append("dispatcher: no per-replica lease owner id (hostname-pid is the same in every replica)")
+elif not ctl.startswith(("tcp://0.0.0.0:", "tls+tcp://0.0.0.0:")):
     bad.append(f"dispatcher: control endpoint {ctl!r} is not per replica (listen on 0.0.0.0)")
 for v in d.get("volumes", []):
     tgt = v.get("target") if isinstance(v, dict) else v.split(":")[1]
@@ -65,6 +105,8 @@ for b in bad:
     print("compose:", b)
 sys.exit(1 if bad else 0)
 PY
+done
+bash -n "$COMPOSE/smoke.sh" || wh_fail "deploy/compose/smoke.sh does not parse"
 
 K8S="$ROOT/deploy/k8s"
 python3 - "$K8S" <<'PY' || wh_fail "k8s rules"
@@ -170,4 +212,4 @@ if [ ! -d "$NPMDIR/node_modules/kubernetes-models" ]; then
 fi
 node "$ROOT/tests/lib/k8s_validate.mjs" "$NPMDIR" "$K8S"/*.yaml >"$WH_TMP/schema.out" 2>&1 ||
     { cat "$WH_TMP/schema.out" >&2; wh_fail "a manifest does not match the Kubernetes API schema"; }
-wh_pass "compose rules; k8s rules; $(tail -n 1 "$WH_TMP/schema.out") against the Kubernetes schema"
+wh_pass "compose rules ($variants); k8s rules; $(tail -n 1 "$WH_TMP/schema.out") against the Kubernetes schema"

@@ -125,12 +125,8 @@ static int edit(wh_state *s, int argc, char **argv, char *err, size_t errlen)
                 usage();
             if (tg != NULL)
                 return wh_seterr(err, errlen, "target %s/%s exists", argv[1], argv[2]);
-            wh_state_target *nt = realloc(tn->targets, (size_t)(tn->ntargets + 1) * sizeof(*nt));
-            if (nt == NULL)
+            if ((tg = wh_state_target_add(tn)) == NULL)
                 return wh_seterr(err, errlen, "out of memory");
-            tn->targets = nt;
-            tg = &nt[tn->ntargets++];
-            memset(tg, 0, sizeof(*tg));
             wh_strlcpy(tg->name, argv[2], sizeof(tg->name));
             wh_strlcpy(tg->url, argv[3], sizeof(tg->url));
             for (int i = 4; i < argc && tg->nsecrets < WH_MAX_SECRETS; i++)
@@ -139,13 +135,8 @@ static int edit(wh_state *s, int argc, char **argv, char *err, size_t errlen)
         }
         if (tg == NULL)
             return wh_seterr(err, errlen, "no target %s/%s", argv[1], argv[2]);
-        if (cmd[0] == 'd') {
-            int i = (int)(tg - tn->targets);
-            memmove(&tn->targets[i], &tn->targets[i + 1],
-                    (size_t)(tn->ntargets - i - 1) * sizeof(*tg));
-            tn->ntargets--;
-            return WH_OK;
-        }
+        if (cmd[0] == 'd')
+            return wh_state_target_remove(tn, argv[2]);
         for (int i = 3; i < argc; i++)
             if (set_kv(tg, argv[i], err, errlen) != WH_OK)
                 return WH_ERR;
@@ -156,12 +147,9 @@ static int edit(wh_state *s, int argc, char **argv, char *err, size_t errlen)
             usage();
         if (tenant_mut(s, argv[1]) != NULL)
             return wh_seterr(err, errlen, "tenant %s exists", argv[1]);
-        wh_state_tenant *nt = realloc(s->tenants, (size_t)(s->ntenants + 1) * sizeof(*nt));
-        if (nt == NULL)
+        wh_state_tenant *tn = wh_state_tenant_add(s);
+        if (tn == NULL)
             return wh_seterr(err, errlen, "out of memory");
-        s->tenants = nt;
-        wh_state_tenant *tn = &nt[s->ntenants++];
-        memset(tn, 0, sizeof(*tn));
         wh_strlcpy(tn->name, argv[1], sizeof(tn->name));
         wh_strlcpy(tn->dsn, argv[2], sizeof(tn->dsn));
         wh_strlcpy(tn->slot, argv[3], sizeof(tn->slot));
@@ -172,13 +160,8 @@ static int edit(wh_state *s, int argc, char **argv, char *err, size_t errlen)
     if (strcmp(cmd, "del-tenant") == 0) {
         if (argc < 2)
             usage();
-        wh_state_tenant *tn = tenant_mut(s, argv[1]);
-        if (tn == NULL)
+        if (wh_state_tenant_remove(s, argv[1]) != WH_OK)
             return wh_seterr(err, errlen, "no tenant %s", argv[1]);
-        int i = (int)(tn - s->tenants);
-        free(tn->targets);
-        memmove(&s->tenants[i], &s->tenants[i + 1], (size_t)(s->ntenants - i - 1) * sizeof(*tn));
-        s->ntenants--;
         return WH_OK;
     }
     if (strcmp(cmd, "set") == 0) {

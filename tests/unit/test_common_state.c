@@ -317,6 +317,50 @@ static void test_clone_ref(void **state)
     free(d);
 }
 
+/* Editing a clone: add and remove tenants and targets by name; the order of
+ * the others is kept, a missing name is WH_ERR, a new tenant has the
+ * default slot and publication. */
+static void test_edit(void **state)
+{
+    wh_state *s = parse_ok(GOOD);
+    int n0 = s->ntenants;
+    wh_state_tenant *t = wh_state_tenant_add(s);
+    assert_non_null(t);
+    wh_strlcpy(t->name, "added", sizeof(t->name));
+    assert_string_equal(t->slot, "walhook");
+    assert_string_equal(t->publication, "walhook");
+    assert_int_equal(t->create_slot, 1);
+    assert_int_equal(t->ntargets, 0);
+    const char *names[] = {"a", "b", "c"};
+    for (int i = 0; i < 3; i++) {
+        wh_state_target *g = wh_state_target_add(t);
+        assert_non_null(g);
+        assert_string_equal(g->url, "");
+        wh_strlcpy(g->name, names[i], sizeof(g->name));
+    }
+    assert_int_equal(t->ntargets, 3);
+    assert_int_equal(wh_state_target_remove(t, "b"), WH_OK);
+    assert_int_equal(t->ntargets, 2);
+    assert_string_equal(t->targets[0].name, "a");
+    assert_string_equal(t->targets[1].name, "c");
+    assert_int_equal(wh_state_target_remove(t, "b"), WH_ERR);
+    assert_int_equal(wh_state_target_remove(t, "c"), WH_OK);
+    assert_int_equal(wh_state_target_remove(t, "a"), WH_OK);
+    assert_int_equal(t->ntargets, 0);
+    assert_non_null(wh_state_target_add(t)); /* the tenant keeps its array: freed below */
+    assert_int_equal(s->ntenants, n0 + 1);
+    char first[WH_NAME_MAX];
+    wh_strlcpy(first, s->tenants[0].name, sizeof(first));
+    assert_int_equal(wh_state_tenant_remove(s, "nope"), WH_ERR);
+    assert_int_equal(wh_state_tenant_remove(s, first), WH_OK);
+    assert_int_equal(s->ntenants, n0);
+    assert_null(wh_state_tenant_find(s, first));
+    assert_string_equal(s->tenants[s->ntenants - 1].name, "added");
+    assert_int_equal(wh_state_tenant_remove(s, "added"), WH_OK);
+    assert_int_equal(s->ntenants, n0 - 1);
+    wh_state_unref(s);
+}
+
 static void test_effective(void **state)
 {
     wh_config base;
@@ -602,6 +646,7 @@ int main(void)
         cmocka_unit_test(test_from_config_with_tenants),
         cmocka_unit_test(test_from_config_env_targets),
         cmocka_unit_test(test_clone_ref),
+        cmocka_unit_test(test_edit),
         cmocka_unit_test(test_effective),
         cmocka_unit_test(test_hooks),
         cmocka_unit_test(test_watcher),
