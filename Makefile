@@ -6,6 +6,7 @@
 #   make bench-latency  commit_ts -> arrival latency under pgbench -R
 #   make bench-stages   each stage alone (decode+render, store IPC, dispatcher)
 #   make bench-tenants  two tenants on one store (isolation) and Append vs db_bench
+#   make bench-dispatch dispatcher CPU/event native vs Debezium + filter, PSS with 100 targets
 #   make demo       the README's demo
 #   make deps       install the Debian packages (as root)
 #   make asan       build with AddressSanitizer + UBSan into build-asan/
@@ -178,6 +179,9 @@ bench-tenants: all
 bench-stages: all
 	bench/stages.sh
 
+bench-dispatch: all
+	bench/dispatch.sh
+
 demo:
 	scripts/demo.sh
 
@@ -194,6 +198,6 @@ format:
 clean:
 	rm -rf build build-asan bin
 
-.PHONY: all deps unit test bench bench-latency bench-stages bench-tenants demo asan fuzz format clean FORCE
+.PHONY: all deps unit test bench bench-latency bench-stages bench-tenants bench-dispatch demo asan fuzz format clean FORCE
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 .SECONDARY:

@@ -725,6 +725,15 @@ int wh_json_span_strcmp(const wh_json_span *s, const char *lit, size_t n)
 {
     if (s->type != WH_JSON_STRING || s->len < 2)
         return 2;
+    size_t raw = s->len - 2;
+    if (memchr(s->p + 1, '\\', raw) == NULL) {
+        /* no escape: the bytes are the string (the hot path of member
+         * lookups) */
+        int c = memcmp(s->p + 1, lit, raw < n ? raw : n);
+        if (c != 0)
+            return c < 0 ? -1 : 1;
+        return raw < n ? -1 : raw > n ? 1 : 0;
+    }
     size_t i = 1, j = 0;
     char d[4];
     int k;

@@ -80,11 +80,12 @@ typedef struct rcv_state {
     FILE *requests_f;
     FILE *latency;
     pthread_mutex_t mu;
-    unsigned long requests; /* POSTs seen */
-    unsigned long stored;   /* bodies acknowledged with 2xx */
-    unsigned long rejected; /* bodies answered 400 for --reject-match */
-    unsigned long inflight; /* POSTs between their headers and their completion */
-    unsigned long overlaps; /* POSTs that began while another was in flight */
+    unsigned long requests;     /* POSTs seen */
+    unsigned long stored;       /* bodies acknowledged with 2xx */
+    unsigned long rejected;     /* bodies answered 400 for --reject-match */
+    unsigned long inflight;     /* POSTs between their headers and their completion */
+    unsigned long overlaps;     /* POSTs that began while another was in flight */
+    unsigned long max_inflight; /* most POSTs in flight at once */
 } rcv_state;
 
 typedef struct rcv_req {
@@ -255,7 +256,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
             rq->counted = 1;
             rq->s = s;
             pthread_mutex_lock(&s->mu);
-            if (++s->inflight > 1) {
+            if (++s->inflight > s->max_inflight)
+                s->max_inflight = s->inflight;
+            if (s->inflight > 1) {
                 s->overlaps++;
                 fprintf(stderr, "walhook-receiver: overlapping POST (%lu in flight)\n",
                         s->inflight);
@@ -273,11 +276,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         return MHD_YES;
     }
     if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0) {
-        char line[128];
+        char line[160];
         pthread_mutex_lock(&s->mu);
-        snprintf(line, sizeof(line),
-                 "walhook-receiver: %lu requests, %lu stored, %lu overlapping\n", s->requests,
-                 s->stored, s->overlaps);
+        snprintf(
+            line, sizeof(line),
+            "walhook-receiver: %lu requests, %lu stored, %lu overlapping, %lu max concurrent\n",
+            s->requests, s->stored, s->overlaps, s->max_inflight);
         pthread_mutex_unlock(&s->mu);
         return reply(conn, MHD_HTTP_OK, line);
     }

@@ -69,14 +69,15 @@ int dsp_env_time_ms(const char *s, size_t n, int64_t *out)
     }
     if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60)
         return WH_ERR;
-    struct tm tm = {0};
-    tm.tm_year = Y - 1900;
-    tm.tm_mon = M - 1;
-    tm.tm_mday = D;
-    tm.tm_hour = h;
-    tm.tm_min = m;
-    tm.tm_sec = sec;
-    *out = (int64_t)timegm(&tm) * 1000 + ms;
+    /* days since 1970-01-01 of the proleptic Gregorian date (H. Hinnant's
+     * days_from_civil): what timegm computes, without its time-zone work */
+    int64_t y = M <= 2 ? Y - 1 : Y;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (M + (M > 2 ? -3 : 9)) + 2) / 5 + D - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = era * 146097 + doe - 719468;
+    *out = ((days * 24 + h) * 60 + m) * 60000 + (int64_t)sec * 1000 + ms;
     return WH_OK;
 }
 
@@ -88,31 +89,39 @@ typedef struct {
     char opname[16];
 } fields;
 
-static int need(const wh_json_span *ev, const char *k, wh_json_span *out, size_t idx, char *err,
-                size_t errlen)
-{
-    if (wh_json_span_get(ev, k, strlen(k), out) != WH_OK)
-        return wh_seterr(err, errlen, "event %zu: field \"%s\" missing", idx, k);
-    return WH_OK;
-}
-
+/* The members an envelope needs, in one pass over the event object (the
+ * first occurrence of each name wins, like wh_json_span_get). */
 static int get_fields(const char *json, size_t len, size_t idx, fields *f, char *err, size_t errlen)
 {
     memset(f, 0, sizeof(*f));
-    if (wh_json_span_value(json, len, &f->ev) != WH_OK || f->ev.type != WH_JSON_OBJECT)
+    if (dsp_json_object(json, len, &f->ev) != WH_OK)
         return wh_seterr(err, errlen, "event %zu: not a JSON object", idx);
-    if (need(&f->ev, "id", &f->id, idx, err, errlen) ||
-        need(&f->ev, "tenant", &f->tenant, idx, err, errlen) ||
-        need(&f->ev, "lsn", &f->lsn, idx, err, errlen) ||
-        need(&f->ev, "xid", &f->xid, idx, err, errlen) ||
-        need(&f->ev, "commit_ts", &f->ts, idx, err, errlen) ||
-        need(&f->ev, "op", &f->op, idx, err, errlen) ||
-        need(&f->ev, "schema", &f->schema, idx, err, errlen) ||
-        need(&f->ev, "table", &f->table, idx, err, errlen) ||
-        need(&f->ev, "key", &f->key, idx, err, errlen) ||
-        need(&f->ev, "before", &f->before, idx, err, errlen) ||
-        need(&f->ev, "after", &f->after, idx, err, errlen))
-        return WH_ERR;
+    static const char *const names[] = {"id",    "tenant", "lsn",    "xid", "commit_ts",
+                                        "op",    "schema", "table",  "key", "before",
+                                        "after", "prefix", "content"};
+    wh_json_span *slots[] = {&f->id,    &f->tenant, &f->lsn,    &f->xid, &f->ts,
+                             &f->op,    &f->schema, &f->table,  &f->key, &f->before,
+                             &f->after, &f->prefix, &f->content};
+    _Static_assert(sizeof(names) / sizeof(names[0]) == sizeof(slots) / sizeof(slots[0]),
+                   "a slot per name");
+    unsigned found = 0;
+    size_t pos = 0;
+    wh_json_span k, v;
+    int r;
+    while ((r = wh_json_span_next(&f->ev, &pos, &k, &v)) == 1) {
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+            if ((found & (1u << i)) || wh_json_span_strcmp(&k, names[i], strlen(names[i])) != 0)
+                continue;
+            *slots[i] = v;
+            found |= 1u << i;
+            break;
+        }
+    }
+    if (r < 0)
+        return wh_seterr(err, errlen, "event %zu: not a JSON object", idx);
+    for (size_t i = 0; i < 11; i++)
+        if (!(found & (1u << i)))
+            return wh_seterr(err, errlen, "event %zu: field \"%s\" missing", idx, names[i]);
     if (f->id.type != WH_JSON_STRING || f->tenant.type != WH_JSON_STRING ||
         f->lsn.type != WH_JSON_STRING || f->xid.type != WH_JSON_NUMBER)
         return wh_seterr(err, errlen, "event %zu: id, tenant, lsn or xid of the wrong type", idx);
@@ -122,8 +131,8 @@ static int get_fields(const char *json, size_t len, size_t idx, fields *f, char 
     for (size_t i = 0; i < n; i++)
         if (f->opname[i] < 'a' || f->opname[i] > 'z')
             return wh_seterr(err, errlen, "event %zu: field \"op\" is not an operation", idx);
-    f->has_prefix = wh_json_span_get(&f->ev, "prefix", 6, &f->prefix) == WH_OK;
-    f->has_content = wh_json_span_get(&f->ev, "content", 7, &f->content) == WH_OK;
+    f->has_prefix = (found >> 11) & 1u;
+    f->has_content = (found >> 12) & 1u;
     return WH_OK;
 }
 
@@ -139,9 +148,22 @@ static int event_data(const dsp_env_opts *o, wh_buf *b, const fields *f)
     return wh_buf_append(b, f->ev.p, f->ev.len);
 }
 
+static int put_u64(wh_buf *b, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return wh_buf_append(b, tmp + i, sizeof(tmp) - i);
+}
+
 static int put_i64(wh_buf *b, int64_t v)
 {
-    return wh_buf_printf(b, "%lld", (long long)v);
+    if (v < 0)
+        return wh_buf_putc(b, '-') || put_u64(b, (uint64_t)0 - (uint64_t)v);
+    return put_u64(b, (uint64_t)v);
 }
 
 static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t idx, char *err,
@@ -185,13 +207,13 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
                  : wh_buf_append(b, f->tenant.p, f->tenant.len)) ||
         PUTLIT(b, ",\"ts_ms\":") || put_i64(b, ts_ms) ||
         PUTLIT(b, ",\"snapshot\":\"false\",\"db\":") || wh_json_str(b, db, strlen(db)) ||
-        wh_buf_printf(b, ",\"sequence\":\"[null,\\\"%llu\\\"]\"", (unsigned long long)lsn) ||
+        PUTLIT(b, ",\"sequence\":\"[null,\\\"") || put_u64(b, lsn) || PUTLIT(b, "\\\"]\"") ||
         PUTLIT(b, ",\"schema\":") || wh_buf_append(b, f->schema.p, f->schema.len) ||
         PUTLIT(b, ",\"table\":") || wh_buf_append(b, f->table.p, f->table.len) ||
         PUTLIT(b, ",\"txId\":") || wh_buf_append(b, f->xid.p, f->xid.len) ||
-        wh_buf_printf(b, ",\"lsn\":%llu,\"xmin\":null},\"op\":\"%s\",\"ts_ms\":",
-                      (unsigned long long)lsn, code) ||
-        put_i64(b, now) || PUTLIT(b, ",\"transaction\":null}"))
+        PUTLIT(b, ",\"lsn\":") || put_u64(b, lsn) || PUTLIT(b, ",\"xmin\":null},\"op\":\"") ||
+        wh_buf_putc(b, code[0]) || PUTLIT(b, "\",\"ts_ms\":") || put_i64(b, now) ||
+        PUTLIT(b, ",\"transaction\":null}"))
         return WH_ERR;
     return WH_OK;
 }
@@ -368,6 +390,10 @@ int dsp_env_render(const dsp_env_opts *o, const void *const *jsons, const size_t
     if (n == 0)
         return wh_seterr(err, errlen, "envelope: empty batch");
     fields f;
+    dsp_env_opts oo = *o; /* Debezium ts_ms: one clock read per batch */
+    if (oo.now_ms == 0)
+        oo.now_ms = wh_wallclock_us() / 1000;
+    o = &oo;
     switch (o->kind) {
     case DSP_ENV_CLOUDEVENTS_BINARY:
         snprintf(out->content_type, sizeof(out->content_type), "application/json");

@@ -41,7 +41,10 @@ typedef struct {
     int nseg;
     const char *seg[DSP_FILTER_PATH_MAX];
     size_t seglen[DSP_FILTER_PATH_MAX];
+    int head; /* O_PATH: index of seg[0] in the filter's heads, -1: looked up alone */
 } opnd;
+
+#define DSP_FILTER_HEADS_MAX 16
 
 typedef enum { N_OR, N_AND, N_NOT, N_CMP, N_IN, N_PREFIX, N_TRUTHY } node_kind;
 typedef enum { C_EQ, C_NE, C_LT, C_LE, C_GT, C_GE } cmp_kind;
@@ -73,7 +76,19 @@ struct dsp_filter {
     int nopnds;
     char *pool; /* literals and path segments */
     size_t poolcap, poollen;
+    /* distinct first segments of the paths: found in one pass over the
+     * event's members per match */
+    const char *heads[DSP_FILTER_HEADS_MAX];
+    size_t headlen[DSP_FILTER_HEADS_MAX];
+    int nheads;
 };
+
+/* One match: the event and the spans of its members named by the heads. */
+typedef struct {
+    const wh_json_span *ev;
+    wh_json_span hv[DSP_FILTER_HEADS_MAX];
+    unsigned found;
+} ectx;
 
 /* ---- compile: lexer ---- */
 
@@ -508,6 +523,20 @@ static int compile_expr(dsp_filter *f, const char *expr, char *err, size_t errle
                  p.tok == T_RP || p.tok == T_RB || p.tok == T_COMMA ? tok_text(p.tok) : "token");
         return perr(&p, p.tpos, what);
     }
+    for (int i = 0; i < f->nopnds; i++) {
+        opnd *o = &f->opnds[i];
+        o->head = -1;
+        if (o->kind != O_PATH || o->nseg == 0)
+            continue;
+        for (int h = 0; h < f->nheads && o->head < 0; h++)
+            if (f->headlen[h] == o->seglen[0] && memcmp(f->heads[h], o->seg[0], o->seglen[0]) == 0)
+                o->head = h;
+        if (o->head < 0 && f->nheads < DSP_FILTER_HEADS_MAX) {
+            f->heads[f->nheads] = o->seg[0];
+            f->headlen[f->nheads] = o->seglen[0];
+            o->head = f->nheads++;
+        }
+    }
     return WH_OK;
 }
 
@@ -609,7 +638,7 @@ typedef struct {
     size_t n;
 } val;
 
-static void resolve(const opnd *o, const wh_json_span *ev, val *v)
+static void resolve(const opnd *o, const ectx *x, val *v)
 {
     memset(v, 0, sizeof(*v));
     switch (o->kind) {
@@ -632,8 +661,17 @@ static void resolve(const opnd *o, const wh_json_span *ev, val *v)
     case O_PATH:
         break;
     }
-    wh_json_span cur = *ev;
-    for (int i = 0; i < o->nseg; i++) {
+    wh_json_span cur = *x->ev;
+    int i = 0;
+    if (o->head >= 0) {
+        if (!(x->found & (1u << o->head))) {
+            v->kind = V_NULL;
+            return;
+        }
+        cur = x->hv[o->head];
+        i = 1;
+    }
+    for (; i < o->nseg; i++) {
         wh_json_span next;
         if (wh_json_span_get(&cur, o->seg[i], o->seglen[i], &next) != WH_OK) {
             v->kind = V_NULL;
@@ -721,7 +759,7 @@ static int equal(const val *a, const val *b)
     return order(a, b) == 0;
 }
 
-static int eval(const dsp_filter *f, int ni, const wh_json_span *ev, int depth)
+static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth)
 {
     const node *n = &f->nodes[ni];
     val a, b;
@@ -812,19 +850,56 @@ static int ops_match(const dsp_filter *f, const wh_json_span *ev)
     return 0;
 }
 
+int dsp_json_object(const char *json, size_t len, wh_json_span *out)
+{
+    if (json == NULL)
+        return WH_ERR;
+    while (len > 0 && (*json == ' ' || *json == '\n' || *json == '\t' || *json == '\r')) {
+        json++;
+        len--;
+    }
+    while (len > 0 && (json[len - 1] == ' ' || json[len - 1] == '\n' || json[len - 1] == '\t' ||
+                       json[len - 1] == '\r'))
+        len--;
+    if (len < 2 || json[0] != '{' || json[len - 1] != '}')
+        return WH_ERR;
+    out->p = json;
+    out->len = len;
+    out->type = WH_JSON_OBJECT;
+    return WH_OK;
+}
+
 int dsp_filter_match(const dsp_filter *f, const char *json, size_t len)
 {
     if (!f)
         return 1;
     wh_json_span ev;
-    if (wh_json_span_value(json, len, &ev) != WH_OK || ev.type != WH_JSON_OBJECT)
+    if (dsp_json_object(json, len, &ev) != WH_OK)
         return 1;
     if (f->ops && !ops_match(f, &ev))
         return 0;
     if (f->ntables && !tables_match(f, &ev))
         return 0;
-    if (f->root >= 0 && !eval(f, f->root, &ev, 0))
-        return 0;
+    if (f->root >= 0) {
+        ectx x;
+        x.ev = &ev;
+        x.found = 0;
+        unsigned all = (1u << f->nheads) - 1;
+        size_t pos = 0;
+        wh_json_span k, v;
+        while (x.found != all && wh_json_span_next(&ev, &pos, &k, &v) == 1) {
+            for (int h = 0; h < f->nheads; h++) {
+                if ((x.found & (1u << h)) ||
+                    wh_json_span_strcmp(&k, f->heads[h], f->headlen[h]) != 0)
+                    continue;
+                x.hv[h] = v;
+                x.found |= 1u << h;
+                break;
+            }
+        }
+        if (!eval(f, f->root, &x, 0))
+            return 0;
+    }
     return 1;
 }
 

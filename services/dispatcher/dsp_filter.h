@@ -67,6 +67,11 @@ void dsp_filter_free(dsp_filter *f);
 /* 1 when the event (one native envelope object, json[0..len)) passes, 0
  * when it is filtered out (committed past, not a failure). A malformed
  * event passes (the body renderer reports it). f may be NULL. */
+/* An object span over a stored event without scanning it first: json (after
+ * leading and trailing whitespace) must start with '{' and end with '}';
+ * members are then walked with wh_json_span_next, which checks every value
+ * it passes (a malformed member ends the walk with -1). WH_ERR otherwise. */
+int dsp_json_object(const char *json, size_t len, wh_json_span *out);
 int dsp_filter_match(const dsp_filter *f, const char *json, size_t len);
 
 /* 1 when f has column lists (rows are rewritten). */

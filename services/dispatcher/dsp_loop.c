@@ -2,6 +2,7 @@
 #include "dsp_loop.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -153,11 +154,7 @@ static int add_target(dsp_loop *l, const dsp_spec *sp, char *err, size_t errlen)
 static void remove_target(dsp_loop *l, int i)
 {
     dsp_target *t = l->targets[i];
-    if (t->state == DSP_T_POSTING) {
-        curl_multi_remove_handle(l->multi, t->easy);
-        l->inflight--;
-        t->state = DSP_T_IDLE;
-    }
+    l->inflight -= dsp_target_abandon(t, l->multi);
     pthread_mutex_lock(&l->tmu);
     l->targets[i] = l->targets[--l->ntargets];
     pthread_mutex_unlock(&l->tmu);
@@ -411,13 +408,16 @@ static int reap(dsp_loop *l)
             continue;
         CURL *e = m->easy_handle;
         CURLcode res = m->data.result;
-        dsp_target *t = NULL;
-        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&t);
-        if (t == NULL) {
+        dsp_xfer *x = NULL;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
+        if (x == NULL) {
             curl_multi_remove_handle(l->multi, e);
             continue;
         }
-        dsp_target_finished(t, l->multi, res, wh_now_ms());
+        if (x->lane >= 0)
+            dsp_target_lane_finished(x->t, x, l->multi, res, wh_now_ms());
+        else
+            dsp_target_finished(x->t, l->multi, res, wh_now_ms());
         l->inflight--;
         n++;
     }
@@ -434,9 +434,11 @@ static int start_ready(dsp_loop *l)
         if (l->max_inflight > 0 && l->inflight >= l->max_inflight)
             break;
         dsp_target *t = l->targets[(l->rr + k) % l->ntargets];
-        if (dsp_target_maybe_post(t, l->multi, now) == 1) {
-            l->inflight++;
-            started++;
+        int budget = l->max_inflight > 0 ? l->max_inflight - l->inflight : INT_MAX;
+        int r = dsp_target_maybe_post(t, l->multi, now, budget);
+        if (r > 0) {
+            l->inflight += r;
+            started += r;
         }
     }
     l->rr = (l->rr + 1) % l->ntargets;
@@ -526,7 +528,7 @@ int dsp_loop_run(dsp_loop *l)
         reap(l);
     }
     for (int i = 0; i < l->ntargets; i++)
-        dsp_target_abandon(l->targets[i], l->multi);
+        l->inflight -= dsp_target_abandon(l->targets[i], l->multi);
     l->inflight = 0;
     return WH_OK;
 }

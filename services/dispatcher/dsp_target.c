@@ -9,12 +9,16 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "dsp_lane.h"
 #include "dsp_ssrf.h"
 #include "wh_lsn.h"
 #include "wh_util.h"
 
 #define DSP_WARN_EVERY_MS 10000 /* repeated failure warnings per target */
 #define DSP_STOP_COMMIT_TRIES 3
+
+static void lanes_leave(dsp_target *t);
+static void lane_free(dsp_lanereq *ln);
 
 void dsp_settings_clamp(dsp_settings *s)
 {
@@ -279,6 +283,12 @@ int dsp_next_delay_ms(const char *ra, int attempt, int base_ms, int max_ms, int6
 }
 
 /* ---- reader thread ---------------------------------------------------- */
+
+/* A batch that has room for more events (count and bytes). */
+static int batch_partial(const dsp_batch *b, uint32_t max_events, uint32_t max_bytes)
+{
+    return b->scanned < max_events && b->body.len + b->body.len / (b->scanned + 1) < max_bytes;
+}
 
 /* Waits on cv up to ms unless stop is set. Called with mu held. */
 static void timed_wait_locked(dsp_target *t, int ms)
@@ -631,6 +641,11 @@ static void *reader_main(void *arg)
             t->next_replay_ms = wh_now_ms() + 1000;
             continue;
         }
+        int age_ms =
+            t->set.dl.batch_max_age_ms > 0 ? t->set.dl.batch_max_age_ms : DSP_BATCH_AGE_DEFAULT_MS;
+        int has_from = t->has_from;
+        uint64_t from_lsn = t->from_lsn;
+        uint32_t from_seq = t->from_seq;
         pthread_mutex_unlock(&t->mu);
         /* The slot is invisible to the loop until count is incremented. */
         uint64_t t0 = wh_now_ms();
@@ -639,6 +654,31 @@ static void *reader_main(void *arg)
         pthread_mutex_lock(&t->mu);
         if (t->gen != gen)
             continue; /* reset while reading: drop it */
+        if (kept > 0 && t->count > 0 && batch_partial(slot, max_events, max_bytes)) {
+            /* The micro-batcher: the target is busy (a request in flight or
+             * queued), so this batch may grow until the loop needs it or it
+             * is batch_max_age_ms old; then it is read again from the same
+             * position (full or not). A target with nothing in flight got
+             * what was ready at once (count == 0 above). */
+            uint64_t until = t0 + (uint64_t)age_ms;
+            while (!t->stop && !t->reset_req && t->gen == gen && t->count > 0 && !t->dlq_pending &&
+                   !t->ack_pending) {
+                uint64_t now = wh_now_ms();
+                if (now >= until)
+                    break;
+                timed_wait_locked(t, (int)(until - now));
+            }
+            if (t->gen != gen || t->stop)
+                continue;
+            t->has_from = has_from;
+            t->from_lsn = from_lsn;
+            t->from_seq = from_seq;
+            pthread_mutex_unlock(&t->mu);
+            kept = do_read(t, slot, max_events, max_bytes, err, sizeof(err));
+            pthread_mutex_lock(&t->mu);
+            if (t->gen != gen)
+                continue;
+        }
         if (kept > 0) {
             t->count++;
             read_fail = 0;
@@ -674,18 +714,18 @@ static void *reader_main(void *arg)
  * the transfer is cut (the status is known by then). */
 static size_t body_cb(char *p, size_t size, size_t n, void *ud)
 {
-    dsp_target *t = ud;
+    dsp_xfer *x = ud;
     size_t len = size * n;
-    if (t->resp_len < sizeof(t->resp)) {
-        size_t k = sizeof(t->resp) - t->resp_len;
+    if (x->resp_len < sizeof(x->resp)) {
+        size_t k = sizeof(x->resp) - x->resp_len;
         if (k > len)
             k = len;
-        memcpy(t->resp + t->resp_len, p, k);
-        t->resp_len += k;
+        memcpy(x->resp + x->resp_len, p, k);
+        x->resp_len += k;
     }
-    t->resp_total += len;
-    if (t->resp_total > DSP_RESP_CAP) {
-        t->resp_capped = 1;
+    x->resp_total += len;
+    if (x->resp_total > DSP_RESP_CAP) {
+        x->resp_capped = 1;
         return 0;
     }
     return len;
@@ -694,16 +734,16 @@ static size_t body_cb(char *p, size_t size, size_t n, void *ud)
 /* Response headers: Retry-After is kept (bounded). */
 static size_t header_cb(char *p, size_t size, size_t n, void *ud)
 {
-    dsp_target *t = ud;
+    dsp_xfer *x = ud;
     size_t len = size * n;
     static const char name[] = "retry-after:";
     if (len > sizeof(name) - 1 && strncasecmp(p, name, sizeof(name) - 1) == 0) {
         size_t vl = len - (sizeof(name) - 1);
-        if (vl >= sizeof(t->retry_after))
-            vl = sizeof(t->retry_after) - 1;
-        memcpy(t->retry_after, p + sizeof(name) - 1, vl);
-        t->retry_after[vl] = '\0';
-        t->has_retry_after = 1;
+        if (vl >= sizeof(x->retry_after))
+            vl = sizeof(x->retry_after) - 1;
+        memcpy(x->retry_after, p + sizeof(name) - 1, vl);
+        x->retry_after[vl] = '\0';
+        x->has_retry_after = 1;
     }
     return len;
 }
@@ -711,14 +751,30 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud)
 /* The SSRF guard: every address curl connects to, after DNS. */
 static curl_socket_t open_cb(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
 {
-    dsp_target *t = ud;
+    dsp_xfer *x = ud;
     if (purpose != CURLSOCKTYPE_IPCXN)
         return CURL_SOCKET_BAD;
-    if (!dsp_ssrf_allowed(&a->addr, &t->allow_g, &t->allow_t, t->ssrf_why, sizeof(t->ssrf_why))) {
-        t->ssrf_refused = 1;
+    if (!dsp_ssrf_allowed(&a->addr, &x->t->allow_g, &x->t->allow_t, x->ssrf_why,
+                          sizeof(x->ssrf_why))) {
+        x->ssrf_refused = 1;
         return CURL_SOCKET_BAD;
     }
     return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* The options that point at the xfer itself (callbacks' data, error buffer,
+ * CURLOPT_PRIVATE). */
+static int xfer_bind(dsp_xfer *x)
+{
+    CURL *e = x->easy;
+    return curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_cb) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, (void *)x) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)x) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, body_cb) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)x) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->curl_err) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x) == CURLE_OK;
 }
 
 /* Loop thread: the delivery settings that live outside the mutex. */
@@ -815,7 +871,9 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
     CURL *e = curl_easy_init();
     if (e == NULL)
         return wh_seterr(err, errlen, "target %s: curl_easy_init failed", t->name);
-    t->easy = e;
+    t->x.easy = e;
+    t->x.t = t;
+    t->x.lane = -1;
     int ok =
         curl_easy_setopt(e, CURLOPT_URL, t->url) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
@@ -826,18 +884,11 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms(t)) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_PROXY, "") == CURLE_OK &&
-        curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_cb) == CURLE_OK &&
-        curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, (void *)t) == CURLE_OK &&
-        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb) == CURLE_OK &&
-        curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)t) == CURLE_OK &&
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)t) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_POST, 1L) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_USERAGENT, "walhook-dispatcher/1") == CURLE_OK &&
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, body_cb) == CURLE_OK &&
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->curl_err) == CURLE_OK &&
-        curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)t) == CURLE_OK;
+        xfer_bind(&t->x);
     if (!ok)
         return wh_seterr(err, errlen,
                          "target %s: setting curl options failed (url or libcurl "
@@ -896,11 +947,16 @@ int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t 
     t->lfmt = nf;
     if (strcmp(t->url, sp->url) != 0) {
         wh_strlcpy(t->url, sp->url, sizeof(t->url));
-        curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
+        curl_easy_setopt(t->x.easy, CURLOPT_URL, t->url);
     }
     dsp_target_apply_settings(t, &sp->set);
     t->lease_epoch = sp->lease_epoch;
-    curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms(t));
+    curl_easy_setopt(t->x.easy, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms(t));
+    for (int i = 0; i < t->nlanes; i++) {
+        curl_easy_setopt(t->lanes[i].x.easy, CURLOPT_URL, t->url);
+        curl_easy_setopt(t->lanes[i].x.easy, CURLOPT_CONNECTTIMEOUT_MS,
+                         (long)connect_timeout_ms(t));
+    }
     if (fmt_changed) {
         /* batches read ahead were filtered and rendered the old way */
         pthread_mutex_lock(&t->mu);
@@ -944,6 +1000,8 @@ void dsp_target_reset(dsp_target *t)
     t->single_i = 0;
     t->first_fail_ms = 0;
     t->blocked = 0;
+    t->done_valid = 0;
+    lanes_leave(t);
     atomic_store(&t->blocked_pub, 0);
 }
 
@@ -974,11 +1032,19 @@ void dsp_target_destroy(dsp_target *t)
     if (t->store != NULL)
         wh_client_close(t->store);
     t->store = NULL;
-    if (t->easy != NULL)
-        curl_easy_cleanup(t->easy);
-    t->easy = NULL;
-    curl_slist_free_all(t->hdrs);
-    t->hdrs = NULL;
+    if (t->x.easy != NULL)
+        curl_easy_cleanup(t->x.easy);
+    t->x.easy = NULL;
+    curl_slist_free_all(t->x.hdrs);
+    t->x.hdrs = NULL;
+    for (int i = 0; i < t->nlanes; i++)
+        lane_free(&t->lanes[i]);
+    free(t->lanes);
+    t->lanes = NULL;
+    t->nlanes = 0;
+    free(t->ev_lane);
+    free(t->ev_done);
+    t->ev_lane = t->ev_done = NULL;
     for (int i = 0; i < DSP_PREFETCH; i++)
         dsp_batch_free(&t->slots[i]);
     wh_buf_free(&t->one);
@@ -1045,6 +1111,7 @@ static void advance(dsp_target *t, dsp_batch *b, size_t to, int commit)
     if (to >= b->n) {
         t->single = 0;
         t->single_i = 0;
+        t->done_valid = 0;
         t->head = (t->head + 1) % DSP_PREFETCH;
         t->count--;
     } else {
@@ -1132,7 +1199,332 @@ static void wait_until(dsp_target *t, uint64_t at_ms)
     t->retry_at_ms = at_ms;
 }
 
-int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
+/* Signs body for x, sets its headers and body and adds it to multi. */
+static int xfer_start(dsp_target *t, dsp_xfer *x, CURLM *multi, const char *body, size_t blen,
+                      const dsp_env_out *env, const char *id, size_t n, char *err, size_t errlen)
+{
+    int64_t ts = wh_wallclock_us() / 1000000;
+    if (dsp_headers_build(&x->hdr, t->keys, t->nkeys, id, n, ts, body, blen, err, errlen) != WH_OK)
+        return WH_ERR;
+    curl_slist_free_all(x->hdrs);
+    x->hdrs = NULL;
+    if (env != NULL && env->content_type[0])
+        snprintf(x->hdr.content_type, sizeof(x->hdr.content_type), "Content-Type: %s",
+                 env->content_type);
+    const char *lines[6 + DSP_ENV_HEADERS_MAX] = {x->hdr.content_type, x->hdr.batch_size,
+                                                  x->hdr.id,           x->hdr.timestamp,
+                                                  x->hdr.signature,    "Expect:"};
+    size_t nlines = 6;
+    for (size_t k = 0; env != NULL && k < env->nheaders && k < DSP_ENV_HEADERS_MAX; k++)
+        lines[nlines++] = env->headers[k];
+    for (size_t i = 0; i < nlines; i++) {
+        if (lines[i][0] == '\0')
+            continue;
+        struct curl_slist *sl = curl_slist_append(x->hdrs, lines[i]);
+        if (sl == NULL)
+            return wh_seterr(err, errlen, "out of memory building headers");
+        x->hdrs = sl;
+    }
+    x->curl_err[0] = '\0';
+    x->resp_len = x->resp_total = 0;
+    x->resp_capped = 0;
+    x->has_retry_after = 0;
+    x->ssrf_refused = 0;
+    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
+    curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, (long)t->set.http_timeout_ms);
+    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+    CURLMcode mc = curl_multi_add_handle(multi, x->easy);
+    if (mc != CURLM_OK)
+        return wh_seterr(err, errlen, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+    return WH_OK;
+}
+
+/* ---- ordering = by_key: lanes ------------------------------------------ */
+
+static int strict_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget);
+
+static int nlanes_of(const dsp_target *t)
+{
+    int n = t->set.dl.lanes > 0 ? t->set.dl.lanes : DSP_LANES_DEFAULT;
+    return n > DSP_LANES_MAX ? DSP_LANES_MAX : n;
+}
+
+static int max_conn_of(const dsp_target *t)
+{
+    return t->set.dl.max_connections > 0 ? t->set.dl.max_connections : DSP_MAX_CONN_DEFAULT;
+}
+
+int dsp_target_inflight(const dsp_target *t)
+{
+    return (t->state == DSP_T_POSTING && !t->lmode ? 1 : 0) + t->lposting;
+}
+
+static void lane_free(dsp_lanereq *ln)
+{
+    if (ln->x.easy != NULL)
+        curl_easy_cleanup(ln->x.easy);
+    curl_slist_free_all(ln->x.hdrs);
+    free(ln->idx);
+    free(ln->ptrs);
+    free(ln->plens);
+    wh_buf_free(&ln->body);
+    wh_buf_free(&ln->wire);
+    memset(ln, 0, sizeof(*ln));
+}
+
+/* Grows the lane array to n, each lane with a copy of the target's handle. */
+static int lanes_alloc(dsp_target *t, int n)
+{
+    if (t->nlanes >= n)
+        return WH_OK;
+    dsp_lanereq *p = realloc(t->lanes, (size_t)n * sizeof(*p));
+    if (p == NULL)
+        return WH_ERR;
+    t->lanes = p;
+    for (int i = t->nlanes; i < n; i++) {
+        dsp_lanereq *ln = &p[i];
+        memset(ln, 0, sizeof(*ln));
+        wh_buf_init(&ln->body, 0);
+        wh_buf_init(&ln->wire, 0);
+        ln->x.t = t;
+        ln->x.lane = i;
+        ln->x.easy = curl_easy_duphandle(t->x.easy);
+        if (ln->x.easy == NULL || !xfer_bind(&ln->x)) {
+            lane_free(ln);
+            return WH_ERR;
+        }
+        t->nlanes = i + 1;
+    }
+    return WH_OK;
+}
+
+/* A fresh head batch goes to the lanes when ordering = by_key. */
+static int lanes_enter(dsp_target *t, const dsp_batch *b)
+{
+    if (strcmp(t->set.dl.ordering, "by_key") != 0 || t->lfmt.single)
+        return WH_ERR;
+    int nl = nlanes_of(t);
+    if (nl < 2)
+        return WH_ERR;
+    if (lanes_alloc(t, nl) != WH_OK) {
+        wh_warn("target %s/%s: cannot set up %d lanes (out of memory); posting in order",
+                t->set.tenant, t->name, nl);
+        return WH_ERR;
+    }
+    if (b->n > t->ev_cap) {
+        uint8_t *a = realloc(t->ev_lane, b->n), *d = NULL;
+        if (a != NULL)
+            t->ev_lane = a;
+        if (a != NULL && (d = realloc(t->ev_done, b->n)) != NULL)
+            t->ev_done = d;
+        if (a == NULL || d == NULL)
+            return WH_ERR;
+        t->ev_cap = b->n;
+    }
+    for (size_t i = 0; i < b->n; i++)
+        t->ev_lane[i] =
+            (uint8_t)dsp_lane_of(b->body.data + b->ev_off[i], b->ev_len[i], (unsigned)nl);
+    memset(t->ev_done, 0, b->n);
+    for (int i = 0; i < t->nlanes; i++) {
+        t->lanes[i].state = DSP_LN_IDLE;
+        t->lanes[i].attempt = 0;
+        t->lanes[i].first_fail_ms = 0;
+    }
+    t->lnl = nl;
+    t->lmode = 1;
+    t->lfail = 0;
+    t->done_valid = 1;
+    t->done_upto = 0;
+    return WH_OK;
+}
+
+static void lanes_leave(dsp_target *t)
+{
+    t->lmode = 0;
+    t->lfail = 0;
+    for (int i = 0; i < t->nlanes; i++)
+        t->lanes[i].state = DSP_LN_IDLE;
+}
+
+/* Collects the lane's undelivered events of b and renders its body. */
+static int lane_build(dsp_target *t, dsp_lanereq *ln, int lane, const dsp_batch *b)
+{
+    ln->nidx = 0;
+    if (ln->cap < b->n) {
+        uint32_t *ix = realloc(ln->idx, b->n * sizeof(*ix));
+        if (ix != NULL)
+            ln->idx = ix;
+        const void **pp = ix ? realloc(ln->ptrs, b->n * sizeof(*pp)) : NULL;
+        if (pp != NULL)
+            ln->ptrs = pp;
+        size_t *pl = pp ? realloc(ln->plens, b->n * sizeof(*pl)) : NULL;
+        if (pl == NULL)
+            return WH_ERR;
+        ln->plens = pl;
+        ln->cap = b->n;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        if (t->ev_lane[i] != lane || t->ev_done[i])
+            continue;
+        ln->idx[ln->nidx] = (uint32_t)i;
+        ln->ptrs[ln->nidx] = b->body.data + b->ev_off[i];
+        ln->plens[ln->nidx++] = b->ev_len[i];
+    }
+    if (ln->nidx == 0)
+        return WH_OK;
+    uint32_t last = ln->idx[ln->nidx - 1];
+    if (wh_event_id(t->set.tenant, b->ev_lsn[last], b->ev_seq[last], ln->id, sizeof(ln->id)) < 0)
+        return WH_ERR;
+    if (t->lfmt.render) {
+        dsp_env_opts o;
+        memset(&o, 0, sizeof(o));
+        o.kind = t->lfmt.env;
+        o.columns = t->lfmt.filter;
+        char err[WH_ERRLEN];
+        return dsp_env_render(&o, ln->ptrs, ln->plens, ln->nidx, &ln->wire, &ln->env, err,
+                              sizeof(err));
+    }
+    return dsp_body_build(&ln->body, (const void *const *)ln->ptrs, ln->plens, ln->nidx);
+}
+
+/* The loop's view of a target in lane mode: posting while a lane posts,
+ * else waiting for the earliest lane in backoff. */
+static void lanes_state(dsp_target *t)
+{
+    if (t->lposting > 0) {
+        t->state = DSP_T_POSTING;
+        return;
+    }
+    t->state = DSP_T_IDLE;
+    for (int i = 0; i < t->lnl && i < t->nlanes; i++) {
+        const dsp_lanereq *ln = &t->lanes[i];
+        if (ln->state == DSP_LN_BACKOFF &&
+            (t->state != DSP_T_BACKOFF || ln->retry_at_ms < t->retry_at_ms))
+            wait_until(t, ln->retry_at_ms);
+    }
+}
+
+static int lanes_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
+{
+    pthread_mutex_lock(&t->mu);
+    int reset = t->reset_req;
+    pthread_mutex_unlock(&t->mu);
+    if (reset) {
+        /* the offset moved: the lanes' results in flight are dropped */
+        if (t->lposting == 0)
+            dsp_target_reset(t);
+        return 0;
+    }
+    dsp_batch *b = current_batch(t);
+    if (b == NULL) {
+        lanes_leave(t);
+        return 0;
+    }
+    if (t->lfail) {
+        if (t->lposting > 0)
+            return 0;
+        /* a lane failed for good: the rest of the batch one event at a time
+         * (dead letters, on_failure) from the first event not delivered */
+        lanes_leave(t);
+        t->single = 1;
+        t->single_i = t->done_upto;
+        t->attempt = 0;
+        t->first_fail_ms = 0;
+        t->state = DSP_T_IDLE;
+        return strict_post(t, multi, now_ms, budget);
+    }
+    dsp_target_publish(t);
+    int started = 0, done = 0;
+    int cap = max_conn_of(t);
+    uint64_t now_us = wh_now_us();
+    for (int i = 0; i < t->lnl; i++) {
+        dsp_lanereq *ln = &t->lanes[i];
+        if (ln->state == DSP_LN_DONE) {
+            done++;
+            continue;
+        }
+        if (ln->state == DSP_LN_POSTING || started >= budget || t->lposting >= cap || t->paused ||
+            t->disabled)
+            continue;
+        if (ln->state == DSP_LN_BACKOFF && now_ms < ln->retry_at_ms)
+            continue;
+        if (ln->state == DSP_LN_IDLE) {
+            if (lane_build(t, ln, i, b) != WH_OK) {
+                wh_error("target %s/%s: building the request of lane %d failed", t->set.tenant,
+                         t->name, i);
+                ln->state = DSP_LN_BACKOFF;
+                ln->retry_at_ms = now_ms + 1000;
+                continue;
+            }
+            if (ln->nidx == 0) {
+                ln->state = DSP_LN_DONE;
+                done++;
+                continue;
+            }
+        }
+        long w = dsp_breaker_wait_ms(&t->br, now_ms);
+        if (w <= 0) {
+            w = dsp_limit_wait_ms(&t->lim, (uint32_t)ln->nidx, now_us);
+            if (w > 0)
+                wh_counter_add(&t->rate_waits, 1);
+        }
+        if (w > 0) {
+            ln->state = DSP_LN_BACKOFF;
+            ln->retry_at_ms = now_ms + (uint64_t)w;
+            continue;
+        }
+        const wh_buf *body = t->lfmt.render ? &ln->wire : &ln->body;
+        char err[WH_ERRLEN];
+        if (xfer_start(t, &ln->x, multi, body->data, body->len, t->lfmt.render ? &ln->env : NULL,
+                       ln->id, ln->nidx, err, sizeof(err)) != WH_OK) {
+            wh_error("target %s/%s: lane %d: %s", t->set.tenant, t->name, i, err);
+            ln->state = DSP_LN_BACKOFF;
+            ln->retry_at_ms = now_ms + 1000;
+            continue;
+        }
+        dsp_limit_take(&t->lim, (uint32_t)ln->nidx, now_us);
+        dsp_breaker_on_send(&t->br);
+        ln->state = DSP_LN_POSTING;
+        t->lposting++;
+        started++;
+    }
+    if (done == t->lnl) {
+        /* every lane delivered its events: past the batch (and its
+         * filtered tail) */
+        lanes_leave(t);
+        advance(t, b, b->n, 1);
+        return started + strict_post(t, multi, now_ms, budget - started);
+    }
+    lanes_state(t);
+    return started;
+}
+
+/* Lane mode: the offset moves up to the first event not delivered yet. */
+static void lanes_commit(dsp_target *t, const dsp_batch *b)
+{
+    size_t u = t->done_upto;
+    while (u < b->n && t->ev_done[u])
+        u++;
+    if (u == t->done_upto || u >= b->n)
+        return; /* the whole batch: committed when it is popped */
+    t->done_upto = u;
+    pthread_mutex_lock(&t->mu);
+    uint64_t lsn = b->ev_lsn[u - 1];
+    uint32_t seq = b->ev_seq[u - 1];
+    if (!t->commit_pending || wh_pos_cmp(lsn, seq, t->commit_lsn, t->commit_seq) > 0) {
+        t->commit_lsn = lsn;
+        t->commit_seq = seq;
+        t->commit_epoch = b->epoch;
+    }
+    t->commit_pending = 1;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* The strict path: one request for the head batch (or one event of it in
+ * single mode); by_key hands a fresh batch to the lanes. */
+static int strict_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
 {
     if (t->state == DSP_T_POSTING)
         return 0;
@@ -1158,6 +1550,17 @@ int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
         t->single = 1; /* cloudevents-binary: one event per request */
         t->single_i = 0;
     }
+    if (t->single && t->done_valid) {
+        /* after lanes: the events they delivered are not posted again */
+        size_t i = t->single_i;
+        while (i < b->n && t->ev_done[i])
+            i++;
+        if (i >= b->n) {
+            advance(t, b, b->n, 1);
+            return strict_post(t, multi, now_ms, budget);
+        }
+        t->single_i = i;
+    }
     if (should_shed(t, b)) {
         wh_counter_add(&t->shed, b->n - (t->single ? t->single_i : 0));
         start_deadletter(t, b, t->single ? t->single_i : 0, b->n,
@@ -1166,6 +1569,8 @@ int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
     }
     if (t->state == DSP_T_BACKOFF && now_ms < t->retry_at_ms)
         return 0;
+    if (t->attempt == 0 && !t->single && !b->replay && b->n > 1 && lanes_enter(t, b) == WH_OK)
+        return lanes_post(t, multi, now_ms, budget);
     long w = dsp_breaker_wait_ms(&t->br, now_ms);
     if (w > 0) {
         wait_until(t, now_ms + (uint64_t)w);
@@ -1216,50 +1621,10 @@ int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
         id = idbuf;
     }
     char err[WH_ERRLEN];
-    int64_t ts = wh_wallclock_us() / 1000000;
-    if (dsp_headers_build(&t->hdr, t->keys, t->nkeys, id, n, ts, body, blen, err, sizeof(err)) !=
-        WH_OK) {
+    if (xfer_start(t, &t->x, multi, body, blen, env, id, n, err, sizeof(err)) != WH_OK) {
         wh_error("target %s/%s: %s", t->set.tenant, t->name, err);
         wait_until(t, now_ms + (uint64_t)dsp_retry_delay_ms(++t->attempt, t->set.retry_base_ms,
                                                             t->set.retry_max_ms));
-        return -1;
-    }
-    curl_slist_free_all(t->hdrs);
-    t->hdrs = NULL;
-    if (env != NULL && env->content_type[0])
-        snprintf(t->hdr.content_type, sizeof(t->hdr.content_type), "Content-Type: %s",
-                 env->content_type);
-    const char *lines[6 + DSP_ENV_HEADERS_MAX] = {t->hdr.content_type, t->hdr.batch_size,
-                                                  t->hdr.id,           t->hdr.timestamp,
-                                                  t->hdr.signature,    "Expect:"};
-    size_t nlines = 6;
-    for (size_t k = 0; env != NULL && k < env->nheaders && k < DSP_ENV_HEADERS_MAX; k++)
-        lines[nlines++] = env->headers[k];
-    for (size_t i = 0; i < nlines; i++) {
-        if (lines[i][0] == '\0')
-            continue;
-        struct curl_slist *sl = curl_slist_append(t->hdrs, lines[i]);
-        if (sl == NULL) {
-            wh_error("target %s/%s: out of memory building headers", t->set.tenant, t->name);
-            wait_until(t, now_ms + 1000);
-            return -1;
-        }
-        t->hdrs = sl;
-    }
-    t->curl_err[0] = '\0';
-    t->resp_len = t->resp_total = 0;
-    t->resp_capped = 0;
-    t->has_retry_after = 0;
-    t->ssrf_refused = 0;
-    curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->hdrs);
-    curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long)t->set.http_timeout_ms);
-    curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
-    CURLMcode mc = curl_multi_add_handle(multi, t->easy);
-    if (mc != CURLM_OK) {
-        wh_error("target %s/%s: curl_multi_add_handle: %s", t->set.tenant, t->name,
-                 curl_multi_strerror(mc));
-        wait_until(t, now_ms + 1000);
         return -1;
     }
     dsp_limit_take(&t->lim, (uint32_t)n, now_us);
@@ -1268,45 +1633,41 @@ int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms)
     return 1;
 }
 
+int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
+{
+    if (budget <= 0)
+        return 0;
+    if (t->lmode)
+        return lanes_post(t, multi, now_ms, budget);
+    return strict_post(t, multi, now_ms, budget);
+}
+
 static void note_error(dsp_target *t, CURLcode res, long code)
 {
     dsp_attempt_error *e = &t->last_err;
     memset(e, 0, sizeof(*e));
     e->status = code;
     e->curl_code = (int)res;
-    if (t->ssrf_refused)
-        wh_strlcpy(e->curl_err, t->ssrf_why, sizeof(e->curl_err));
+    if (t->x.ssrf_refused)
+        wh_strlcpy(e->curl_err, t->x.ssrf_why, sizeof(e->curl_err));
     else if (res != CURLE_OK)
-        wh_strlcpy(e->curl_err, t->curl_err[0] ? t->curl_err : curl_easy_strerror(res),
+        wh_strlcpy(e->curl_err, t->x.curl_err[0] ? t->x.curl_err : curl_easy_strerror(res),
                    sizeof(e->curl_err));
-    memcpy(e->body, t->resp, t->resp_len);
-    e->body_len = t->resp_len;
+    memcpy(e->body, t->x.resp, t->x.resp_len);
+    e->body_len = t->x.resp_len;
     e->at_us = wh_wallclock_us();
     if (t->attempt == 0)
         t->first_err = *e;
 }
 
-void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now_ms)
+/* Classifies an answer and feeds the breaker and the nack window. */
+static dsp_outcome record_outcome(dsp_target *t, const dsp_xfer *x, CURLcode *res, long code,
+                                  uint64_t now_ms)
 {
-    long code = 0;
-    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
-    curl_multi_remove_handle(multi, t->easy);
-    t->state = DSP_T_IDLE;
-    dsp_batch *b = current_batch(t);
-    if (b == NULL) /* cannot happen: the slot is held while posting */
-        return;
-    pthread_mutex_lock(&t->mu);
-    int reset = t->reset_req;
-    pthread_mutex_unlock(&t->mu);
-    if (reset) {
-        /* the offset moved while this request was in flight: its result
-         * must not be committed */
-        dsp_target_reset(t);
-        return;
-    }
-    if (res == CURLE_WRITE_ERROR && t->resp_capped && code > 0)
-        res = CURLE_OK; /* we cut a long answer short; its status stands */
-    dsp_outcome out = t->ssrf_refused && res != CURLE_OK ? DSP_OUT_RETRY : dsp_classify(res, code);
+    if (*res == CURLE_WRITE_ERROR && x->resp_capped && code > 0)
+        *res = CURLE_OK; /* we cut a long answer short; its status stands */
+    dsp_outcome out =
+        x->ssrf_refused && *res != CURLE_OK ? DSP_OUT_RETRY : dsp_classify(*res, code);
     uint64_t opened = t->br.opened;
     dsp_breaker_record(&t->br, out == DSP_OUT_RETRY, now_ms);
     if (t->br.opened != opened) {
@@ -1322,6 +1683,28 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
         wh_warn("target %s/%s: %s (%d failures in the last %d attempts)", t->set.tenant, t->name,
                 was_degraded ? "no longer degraded" : "degraded", t->nack.win.fails,
                 t->nack.win.count);
+    return out;
+}
+
+void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now_ms)
+{
+    long code = 0;
+    curl_easy_getinfo(t->x.easy, CURLINFO_RESPONSE_CODE, &code);
+    curl_multi_remove_handle(multi, t->x.easy);
+    t->state = DSP_T_IDLE;
+    dsp_batch *b = current_batch(t);
+    if (b == NULL) /* cannot happen: the slot is held while posting */
+        return;
+    pthread_mutex_lock(&t->mu);
+    int reset = t->reset_req;
+    pthread_mutex_unlock(&t->mu);
+    if (reset) {
+        /* the offset moved while this request was in flight: its result
+         * must not be committed */
+        dsp_target_reset(t);
+        return;
+    }
+    dsp_outcome out = record_outcome(t, &t->x, &res, code, now_ms);
     size_t first = t->single ? t->single_i : 0;
     size_t n = t->single ? 1 : b->n;
 
@@ -1350,9 +1733,9 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
         t->first_fail_ms = now_ms;
     t->attempt++;
     char why[DSP_CURLERR_MAX + 64];
-    if (t->ssrf_refused && res != CURLE_OK) {
+    if (t->x.ssrf_refused && res != CURLE_OK) {
         wh_counter_add(&t->ssrf_refusals, 1);
-        snprintf(why, sizeof(why), "refused by the SSRF guard: %s", t->ssrf_why);
+        snprintf(why, sizeof(why), "refused by the SSRF guard: %s", t->x.ssrf_why);
     } else if (res != CURLE_OK)
         snprintf(why, sizeof(why), "%s", t->last_err.curl_err);
     else
@@ -1376,7 +1759,7 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
     }
     if (out == DSP_OUT_RETRY && !exhausted) {
         wh_counter_add(&t->retries, 1);
-        int delay = dsp_next_delay_ms(t->has_retry_after ? t->retry_after : NULL, t->attempt,
+        int delay = dsp_next_delay_ms(t->x.has_retry_after ? t->x.retry_after : NULL, t->attempt,
                                       t->set.retry_base_ms, t->set.retry_max_ms,
                                       wh_wallclock_us() / 1000000);
         wait_until(t, now_ms + (uint64_t)delay);
@@ -1388,7 +1771,7 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
             wh_warn("target %s/%s: delivery of %zu events (webhook-id %s) failed: %s; attempt %d, "
                     "retrying in %d ms%s (%" PRIu64 " failures in total)",
                     t->set.tenant, t->name, n, b->id, why, t->attempt, delay,
-                    t->has_retry_after ? " (Retry-After)" : "", wh_counter_get(&t->failures));
+                    t->x.has_retry_after ? " (Retry-After)" : "", wh_counter_get(&t->failures));
             t->last_warn_ms = now_ms;
         }
         dsp_target_publish(t);
@@ -1425,18 +1808,131 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
     dsp_target_publish(t);
 }
 
-void dsp_target_abandon(dsp_target *t, CURLM *multi)
+void dsp_target_lane_finished(dsp_target *t, dsp_xfer *x, CURLM *multi, CURLcode res,
+                              uint64_t now_ms)
 {
-    if (t->state == DSP_T_POSTING) {
-        curl_multi_remove_handle(multi, t->easy);
-        wh_warn("target %s/%s: abandoning an unfinished request at shutdown (not committed)",
-                t->set.tenant, t->name);
+    dsp_lanereq *ln = &t->lanes[x->lane];
+    long code = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+    curl_multi_remove_handle(multi, x->easy);
+    t->lposting--;
+    ln->state = DSP_LN_IDLE;
+    dsp_batch *b = current_batch(t);
+    pthread_mutex_lock(&t->mu);
+    int reset = t->reset_req;
+    pthread_mutex_unlock(&t->mu);
+    if (reset || b == NULL || !t->lmode) {
+        /* the offset moved while this request was in flight: its result
+         * must not be committed; the reset waits for the other lanes */
+        if (t->lposting == 0)
+            dsp_target_reset(t);
+        return;
     }
+    dsp_outcome out = record_outcome(t, x, &res, code, now_ms);
+    if (out == DSP_OUT_OK) {
+        int64_t now_wall = wh_wallclock_us();
+        for (size_t k = 0; k < ln->nidx; k++) {
+            uint32_t i = ln->idx[k];
+            t->ev_done[i] = 1;
+            if (b->commit_ts[i] == 0)
+                continue;
+            int64_t d = now_wall - b->commit_ts[i];
+            wh_hist_observe_us(&t->latency, d > 0 ? (uint64_t)d : 0);
+        }
+        wh_counter_add(&t->delivered, ln->nidx);
+        ln->state = DSP_LN_DONE;
+        ln->attempt = 0;
+        lanes_commit(t, b);
+        lanes_state(t);
+        dsp_target_publish(t);
+        return;
+    }
+    wh_counter_add(&t->failures, 1);
+    if (ln->attempt == 0)
+        ln->first_fail_ms = now_ms;
+    ln->attempt++;
+    char why[DSP_CURLERR_MAX + 64];
+    if (x->ssrf_refused && res != CURLE_OK) {
+        wh_counter_add(&t->ssrf_refusals, 1);
+        snprintf(why, sizeof(why), "refused by the SSRF guard: %s", x->ssrf_why);
+    } else if (res != CURLE_OK)
+        snprintf(why, sizeof(why), "%s", x->curl_err[0] ? x->curl_err : curl_easy_strerror(res));
+    else
+        snprintf(why, sizeof(why), "HTTP %ld (%s)", code, dsp_outcome_name(out));
+    if (out == DSP_OUT_GONE) {
+        t->disabled = 1;
+        wh_warn("target %s/%s: answered 410 Gone: disabled, nothing more is posted until an "
+                "operator pauses and resumes it (its offset is kept)",
+                t->set.tenant, t->name);
+        lanes_state(t);
+        dsp_target_publish(t);
+        return;
+    }
+    const wh_delivery *d = &t->set.dl;
+    int exhausted = out != DSP_OUT_RETRY ||
+                    (d->max_attempts > 0 && ln->attempt >= d->max_attempts) ||
+                    (d->max_age_ms > 0 && now_ms - ln->first_fail_ms >= (uint64_t)d->max_age_ms);
+    if (!exhausted) {
+        wh_counter_add(&t->retries, 1);
+        int delay = dsp_next_delay_ms(x->has_retry_after ? x->retry_after : NULL, ln->attempt,
+                                      t->set.retry_base_ms, t->set.retry_max_ms,
+                                      wh_wallclock_us() / 1000000);
+        ln->state = DSP_LN_BACKOFF;
+        ln->retry_at_ms = now_ms + (uint64_t)delay;
+        if (t->last_warn_ms == 0 || now_ms - t->last_warn_ms >= 1000) {
+            wh_warn("target %s/%s: lane %d: delivery of %zu events (webhook-id %s) failed: %s; "
+                    "attempt %d, retrying in %d ms",
+                    t->set.tenant, t->name, x->lane, ln->nidx, ln->id, why, ln->attempt, delay);
+            t->last_warn_ms = now_ms;
+        }
+    } else {
+        if (out != DSP_OUT_RETRY)
+            wh_counter_add(&t->permanent, 1);
+        wh_warn("target %s/%s: lane %d: %zu events (webhook-id %s) failed for good (%s); the rest "
+                "of the batch goes one event at a time",
+                t->set.tenant, t->name, x->lane, ln->nidx, ln->id, why);
+        t->lfail = 1;
+    }
+    lanes_state(t);
+    dsp_target_publish(t);
+}
+
+int dsp_target_abandon(dsp_target *t, CURLM *multi)
+{
+    int n = 0;
+    if (t->state == DSP_T_POSTING && !t->lmode) {
+        curl_multi_remove_handle(multi, t->x.easy);
+        n++;
+    }
+    for (int i = 0; i < t->nlanes; i++)
+        if (t->lanes[i].state == DSP_LN_POSTING) {
+            curl_multi_remove_handle(multi, t->lanes[i].x.easy);
+            t->lanes[i].state = DSP_LN_IDLE;
+            n++;
+        }
+    if (n > 0)
+        wh_warn("target %s/%s: abandoning %d unfinished request(s) (not committed)", t->set.tenant,
+                t->name, n);
+    t->lposting = 0;
     t->state = DSP_T_IDLE;
+    return n;
 }
 
 long dsp_target_timeout_ms(const dsp_target *t, uint64_t now_ms)
 {
+    if (t->lmode && t->lposting > 0) {
+        /* lanes in backoff next to lanes posting */
+        long to = -1;
+        for (int i = 0; i < t->lnl && i < t->nlanes; i++) {
+            const dsp_lanereq *ln = &t->lanes[i];
+            if (ln->state != DSP_LN_BACKOFF)
+                continue;
+            long w = ln->retry_at_ms > now_ms ? (long)(ln->retry_at_ms - now_ms) : 0;
+            if (to < 0 || w < to)
+                to = w;
+        }
+        return to;
+    }
     if (t->state != DSP_T_BACKOFF)
         return -1;
     return t->retry_at_ms > now_ms ? (long)(t->retry_at_ms - now_ms) : 0;

@@ -5,7 +5,10 @@
  *    it long-polls Read (tenant, consumer = target name, from = last position
  *    read, max events/bytes from the config) and renders each batch's body
  *    into one of DSP_PREFETCH reusable slots, so the next batch is ready
- *    while the current one is posting; it also sends CommitOffset when the
+ *    while the current one is posting (the micro-batcher: a batch read while
+ *    the target is busy and not full waits until the loop needs it or it is
+ *    batch_max_age_ms old, then is read again from the same position, so it
+ *    grows; an idle target gets what is ready at once); it also sends CommitOffset when the
  *    loop reports a delivered batch (coalesced: only the newest position).
  *    Blocking store calls therefore never stall the HTTP loop or another
  *    target.
@@ -35,6 +38,19 @@
  *
  * One easy handle per target is reused for every request, so the multi
  * handle's connection cache keeps the HTTP/1.1 connection alive.
+ *
+ * ordering = by_key: a fresh head batch is split into lanes (dsp_lane.h: a
+ * hash of each event's key), each lane one request with its own easy handle
+ * (a copy of the target's), at most max_connections of them in flight (and
+ * dispatcher.max_inflight over every target: the loop's budget). Changes of
+ * one row stay in one lane, in batch order, and batches go one after the
+ * other, so the order per row is kept. The offset moves up to the first event
+ * of the batch not delivered yet (cooperative checkpoint); when every lane is
+ * done the batch is popped like a strict one. A lane's retryable failure is
+ * retried by that lane alone (its own backoff); a permanent one, or
+ * exhausted retries, stops the lanes, and once none is in flight the rest of
+ * the batch goes through single mode from the first undelivered event,
+ * skipping the events the lanes delivered (dead letters, on_failure).
  *
  * Runtime changes (dsp_state.c, on the loop thread): a changed URL, secrets
  * or delivery settings are swapped in between requests
@@ -77,6 +93,7 @@
 #define DSP_ID_MAX (WH_NAME_MAX + 48)
 #define DSP_RESP_CAP (64 * 1024) /* response bytes read at most */
 #define DSP_RETRY_AFTER_MAX_MS (3600 * 1000)
+#define DSP_BATCH_AGE_DEFAULT_MS 50 /* batch_max_age_ms unset */
 
 /* Settings a target needs (copied from wh_config). */
 typedef struct dsp_settings {
@@ -179,6 +196,56 @@ typedef enum {
 
 typedef void (*dsp_notify_fn)(void *arg);
 
+struct dsp_target;
+
+/* One HTTP request's curl handle and what its answer left (response
+ * excerpt, Retry-After, SSRF refusal, curl's error text). The target's own
+ * request uses t->x; each by_key lane has one more (CURLOPT_PRIVATE points
+ * at the xfer). */
+typedef struct dsp_xfer {
+    CURL *easy;
+    struct curl_slist *hdrs;
+    dsp_headers hdr;
+    struct dsp_target *t;
+    int lane; /* -1: the target's strict request, else the lane index */
+    char resp[DSP_EXCERPT_MAX];
+    size_t resp_len, resp_total;
+    int resp_capped;
+    char retry_after[64];
+    int has_retry_after;
+    int ssrf_refused;
+    char ssrf_why[192];
+    char curl_err[CURL_ERROR_SIZE];
+} dsp_xfer;
+
+#define DSP_LANES_DEFAULT 4
+#define DSP_LANES_MAX 64
+#define DSP_MAX_CONN_DEFAULT 2
+
+typedef enum {
+    DSP_LN_IDLE = 0, /* nothing built for the head batch yet */
+    DSP_LN_POSTING,
+    DSP_LN_BACKOFF, /* retrying its request after retry_at_ms */
+    DSP_LN_DONE     /* its events of the head batch are delivered */
+} dsp_lnstate;
+
+/* ordering = by_key: one lane's request for the head batch: the events of
+ * the batch whose key hashes to this lane (dsp_lane.h), in batch order. */
+typedef struct dsp_lanereq {
+    dsp_xfer x;
+    dsp_lnstate state;
+    uint32_t *idx; /* event indices (head batch) of this request */
+    size_t nidx, cap;
+    const void **ptrs; /* for rendering */
+    size_t *plens;
+    wh_buf body; /* "[e..]" */
+    wh_buf wire; /* rendered envelope (fmt->render) */
+    dsp_env_out env;
+    char id[DSP_ID_MAX];
+    int attempt;
+    uint64_t first_fail_ms, retry_at_ms;
+} dsp_lanereq;
+
 typedef struct dsp_target {
     /* static */
     char name[WH_NAME_MAX];
@@ -224,9 +291,7 @@ typedef struct dsp_target {
     unsigned my_gen;
 
     /* loop private */
-    CURL *easy;
-    struct curl_slist *hdrs;
-    dsp_headers hdr;
+    dsp_xfer x; /* the strict request (and the handle lanes are copied from) */
     dsp_tstate state;
     int attempt;             /* failed attempts of the current request */
     int single;              /* single mode: posting the head batch one event at a time */
@@ -236,14 +301,22 @@ typedef struct dsp_target {
     int blocked;             /* on_failure = block and the head event failed for good */
     uint64_t first_fail_ms;
     dsp_attempt_error first_err, last_err;
-    /* the response of the request in flight */
-    char resp[DSP_EXCERPT_MAX];
-    size_t resp_len, resp_total;
-    int resp_capped;
-    char retry_after[64];
-    int has_retry_after;
-    int ssrf_refused;
-    char ssrf_why[192];
+    /* ordering = by_key (loop private): the head batch is posted by lanes,
+     * each its own request; the batch is popped when every lane is done and
+     * the offset moves meanwhile up to the first event not delivered yet
+     * (cooperative checkpoint). A lane that fails for good sends the rest of
+     * the batch to single mode (events delivered by lanes are skipped). */
+    dsp_lanereq *lanes;
+    int nlanes;       /* allocated */
+    int lnl;          /* lanes of the head batch */
+    int lmode;        /* the head batch is handled by lanes */
+    int lfail;        /* a lane failed for good: no new lane request */
+    int lposting;     /* lane requests in flight */
+    uint8_t *ev_lane; /* lane of each event of the head batch */
+    uint8_t *ev_done; /* 1: delivered by a lane */
+    size_t ev_cap;
+    int done_valid;      /* ev_done describes the head batch (single mode skips those) */
+    size_t done_upto;    /* events [0, done_upto) of the head batch are done and committed */
     wh_buf one;          /* single mode body "[e]" */
     dsp_env_out one_env; /* single mode: its content type and headers */
     dsp_format lfmt;     /* the loop's format (single mode) */
@@ -256,7 +329,6 @@ typedef struct dsp_target {
     wh_cidr_list allow_g, allow_t;
     uint64_t retry_at_ms; /* BACKOFF: monotonic ms of the next attempt */
     uint64_t last_warn_ms;
-    char curl_err[CURL_ERROR_SIZE];
     int paused;    /* written under the loop's metrics lock */
     dsp_spec spec; /* what the target runs with (for comparisons) */
     int has_spec;
@@ -316,14 +388,22 @@ void dsp_target_stop_reader(dsp_target *t);
 void dsp_target_destroy(dsp_target *t);
 
 /* Loop side. */
-/* If a batch is ready and no backoff is pending, adds the request to multi:
- * returns 1 when a request was started, 0 when nothing to do, -1 on error. */
-int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms);
+/* If a batch is ready and no backoff is pending, adds up to `budget`
+ * requests to multi (one in strict ordering; by_key: one per lane, at most
+ * max_connections in flight): returns the number started, 0 when nothing to
+ * do, -1 on error. */
+int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget);
+/* A lane's transfer (x->lane >= 0) finished: like dsp_target_finished. */
+void dsp_target_lane_finished(dsp_target *t, dsp_xfer *x, CURLM *multi, CURLcode res,
+                              uint64_t now_ms);
+/* Requests of this target in flight. */
+int dsp_target_inflight(const dsp_target *t);
 /* A transfer of this target finished with `res`: removes it from multi,
  * then commits and advances on 2xx, or schedules a retry. */
 void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now_ms);
-/* Removes an unfinished transfer (shutdown): nothing is committed for it. */
-void dsp_target_abandon(dsp_target *t, CURLM *multi);
+/* Removes unfinished transfers (shutdown, removal): nothing is committed
+ * for them. Returns how many were removed. */
+int dsp_target_abandon(dsp_target *t, CURLM *multi);
 /* Milliseconds until this target wants attention from the loop (-1: none). */
 long dsp_target_timeout_ms(const dsp_target *t, uint64_t now_ms);
 

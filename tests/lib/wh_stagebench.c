@@ -2,8 +2,9 @@
  *
  *   wh_stagebench ingest N           decode + render N orders-shaped changes
  *                                    (pgoutput Begin/Insert/Commit, no network)
- *   wh_stagebench append URL N       N orders-shaped events to the store at URL
- *                                    in AppendBatch requests of ~512 KiB
+ *   wh_stagebench append URL N [T]   N orders-shaped events to the store at URL
+ *                                    in AppendBatch requests of ~512 KiB (to
+ *                                    tenant T, default "default")
  *   wh_stagebench read URL N         reads them back (Read of 1000 events)
  *   wh_stagebench tenants URL SECS   two tenants on one store: "steady"
  *                                    appends 10 events every 10 ms (1,000
@@ -35,6 +36,8 @@
 
 #define SB_REQ_BYTES (512u << 10)
 #define SB_LSN0 UINT64_C(0x10000000)
+
+static const char *g_append_tenant = "default"; /* append: the tenant written to */
 
 static double now_s(clockid_t c)
 {
@@ -263,7 +266,7 @@ static int do_append(const char *url, size_t n)
         while (i + k < n && bytes < SB_REQ_BYTES)
             bytes += ev[i + k++].json.len;
         Walhook__AppendBatch ab = WALHOOK__APPEND_BATCH__INIT;
-        ab.tenant = "default";
+        ab.tenant = (char *)g_append_tenant;
         ab.n_events = k;
         ab.events = &evp[i];
         ab.ack_lsn = ev[i + k - 1].commit_lsn + 0x30;
@@ -479,6 +482,10 @@ static int do_tenants(const char *url, double secs)
 
 int main(int argc, char **argv)
 {
+    if (argc == 5 && strcmp(argv[1], "append") == 0) {
+        g_append_tenant = argv[4];
+        argc = 4;
+    }
     if (argc == 3 && strcmp(argv[1], "ingest") == 0) {
         rendered r;
         int rc = decode_render(strtoul(argv[2], NULL, 10), &r, 0);

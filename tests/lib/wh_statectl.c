@@ -21,6 +21,10 @@
  *        integers: offset_lsn offset_seq watermark_lsn watermark_seq end_lsn
  *   wh_statectl [-c FILE] replay-read TENANT CONSUMER    prints the ids
  *        waiting in the replay queue, one a line
+ *   wh_statectl [-c FILE] offset TENANT CONSUMER   prints the committed offset
+ *        as "LSN-AS-DECIMAL SEQ" (0 0 when none)
+ *   wh_statectl [-c FILE] dlq-ids TENANT CONSUMER  prints the id of every dead
+ *        letter of the consumer, in position order, one a line
  *
  * Each change: GetState, edit, PutState(expected = the version read);
  * retried on a version conflict. Prints the new version. Exit 0 ok, 1
@@ -41,7 +45,7 @@ static void usage(void)
             "usage: wh_statectl [-c FILE] get | version | add-target T NAME URL [SECRET...] "
             "| set-target T NAME K=V... | del-target T NAME | add-tenant NAME DSN SLOT PUB "
             "| del-tenant NAME | set SETTING VALUE | set-offset T CONSUMER end|LSN:SEQ "
-            "| positions T CONSUMER\n");
+            "| positions T CONSUMER | offset T CONSUMER | dlq-ids T CONSUMER\n");
     exit(2);
 }
 
@@ -264,6 +268,65 @@ static void print_id(const Walhook__Event *e)
     printf("%.*s\n", q ? (int)(q - p) : 0, p);
 }
 
+/* offset: GetOffset; dlq-ids: DlqList paged to the end. */
+static int inspect(wh_client *c, int argc, char **argv)
+{
+    if (argc < 3)
+        usage();
+    char err[WH_ERRLEN];
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__Reply *rep = NULL;
+    if (strcmp(argv[0], "offset") == 0) {
+        Walhook__GetOffset go = WALHOOK__GET_OFFSET__INIT;
+        go.tenant = argv[1];
+        go.consumer = argv[2];
+        req.body_case = WALHOOK__REQUEST__BODY_GET_OFFSET;
+        req.get_offset = &go;
+        if (wh_client_call(c, &req, &rep, err, sizeof(err)) != WH_OK) {
+            fprintf(stderr, "wh_statectl: GetOffset: %s\n", err);
+            return 1;
+        }
+        const Walhook__Position *p = rep->body_case == WALHOOK__REPLY__BODY_OFFSET && rep->offset
+                                         ? rep->offset->committed
+                                         : NULL;
+        printf("%llu %u\n", p ? (unsigned long long)p->lsn : 0ULL, p ? p->seq : 0);
+        walhook__reply__free_unpacked(rep, NULL);
+        return 0;
+    }
+    Walhook__Position after = WALHOOK__POSITION__INIT;
+    Walhook__DlqList dl = WALHOOK__DLQ_LIST__INIT;
+    dl.tenant = argv[1];
+    dl.consumer = argv[2];
+    dl.limit = 1000;
+    req.body_case = WALHOOK__REQUEST__BODY_DLQ_LIST;
+    req.dlq_list = &dl;
+    for (;;) {
+        if (wh_client_call(c, &req, &rep, err, sizeof(err)) != WH_OK) {
+            fprintf(stderr, "wh_statectl: DlqList: %s\n", err);
+            return 1;
+        }
+        if (rep->body_case != WALHOOK__REPLY__BODY_DLQ || rep->dlq == NULL) {
+            walhook__reply__free_unpacked(rep, NULL);
+            fprintf(stderr, "wh_statectl: DlqList: no list in the reply\n");
+            return 1;
+        }
+        int more = rep->dlq->more && rep->dlq->n_records > 0;
+        for (size_t i = 0; i < rep->dlq->n_records; i++) {
+            const Walhook__Event *e = rep->dlq->records[i]->event;
+            if (e == NULL)
+                continue;
+            print_id(e);
+            after.lsn = e->commit_lsn;
+            after.seq = e->seq;
+        }
+        walhook__reply__free_unpacked(rep, NULL);
+        if (!more)
+            return 0;
+        dl.has_after = 1;
+        dl.after = &after;
+    }
+}
+
 static int dlq_tools(wh_client *c, int argc, char **argv)
 {
     char err[WH_ERRLEN];
@@ -396,6 +459,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(av[0], "dlq-write") == 0 || strcmp(av[0], "replay-read") == 0) {
         rc = dlq_tools(c, ac, av);
+        goto out;
+    }
+    if (strcmp(av[0], "offset") == 0 || strcmp(av[0], "dlq-ids") == 0) {
+        rc = inspect(c, ac, av);
         goto out;
     }
     for (int attempt = 0; attempt < 10; attempt++) {
