@@ -59,7 +59,8 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BIN)/tests/%)
 
 all: $(DAEMONS) $(TOOLS) $(UNIT_BIN) $(BIN)/tests/wh_loadgen $(BIN)/tests/wh_check \
-     $(BIN)/tests/wh_statectl $(BIN)/tests/wh_render $(BIN)/tests/wh_stagebench
+     $(BIN)/tests/wh_statectl $(BIN)/tests/wh_render $(BIN)/tests/wh_stagebench \
+     $(BIN)/tests/wh_dspbench
 
 $(PROTO_C) $(PROTO_H): proto/walhook.proto
 	@mkdir -p $(BUILD)/gen
@@ -136,6 +137,11 @@ $(BIN)/tests/wh_statectl: $(BUILD)/tests/lib/wh_statectl.o $(BUILD)/libwhcommon.
 
 # renders a request with the dispatcher's envelope and signing modules
 $(BIN)/tests/wh_render: $(BUILD)/tests/lib/wh_render.o $(call lib_objs,dispatcher) $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)/tests
+	$(CC) $(LDFLAGS) -o $@ $^ -lcurl -lcrypto $(LIBS_COMMON)
+
+# the dispatcher's per-event work alone (filter + envelope), for callgrind
+$(BIN)/tests/wh_dspbench: $(BUILD)/tests/lib/wh_dspbench.o $(call lib_objs,dispatcher) $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
 	$(CC) $(LDFLAGS) -o $@ $^ -lcurl -lcrypto $(LIBS_COMMON)
 

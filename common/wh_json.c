@@ -3,6 +3,7 @@
  * stack; every read is bounds-checked against len. */
 #include "wh_json.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -496,16 +497,40 @@ static size_t span_ws(const char *s, size_t len, size_t i)
 
 /* End (one past the closing quote) of the string starting at s[i] == '"',
  * or 0 when unterminated. */
-static size_t span_str_end(const char *s, size_t len, size_t i)
+static inline __attribute__((always_inline)) size_t span_str_end(const char *s, size_t len,
+                                                                 size_t i)
 {
-    for (i++; i < len; i++) {
-        if (s[i] == '\\')
-            i++;
-        else if (s[i] == '"')
+    const uint64_t ones = UINT64_C(0x0101010101010101), highs = UINT64_C(0x8080808080808080);
+    i++;
+    while (i < len) {
+        if (len - i >= 8) {
+            /* 8 bytes at once: a zero-byte test on w ^ '"' and w ^ '\\'
+             * (little-endian load: the lowest flagged byte is exact, higher
+             * ones may be false, so only the lowest is used) */
+            uint64_t w, q, b, m;
+            memcpy(&w, s + i, 8);
+            w = le64toh(w);
+            q = w ^ (ones * '"');
+            b = w ^ (ones * '\\');
+            m = (((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+            if (m == 0) {
+                i += 8;
+                continue;
+            }
+            i += (size_t)__builtin_ctzll(m) >> 3;
+        }
+        char c = s[i];
+        if (c == '"')
             return i + 1;
+        i += c == '\\' ? 2 : 1;
     }
     return 0;
 }
+
+/* Bytes that matter when skipping over a container: quotes and brackets. */
+static const unsigned char span_special[256] = {
+    ['"'] = 1, ['{'] = 1, ['['] = 1, ['}'] = 1, [']'] = 1,
+};
 
 /* Scans one value at s[i..len): fills *out, returns the index after it or 0. */
 static size_t span_scan(const char *s, size_t len, size_t i, wh_json_span *out)
@@ -525,6 +550,10 @@ static size_t span_scan(const char *s, size_t len, size_t i, wh_json_span *out)
         size_t depth = 0;
         while (i < len) {
             char ch = s[i];
+            if (!span_special[(unsigned char)ch]) { /* most bytes: one load */
+                i++;
+                continue;
+            }
             if (ch == '"') {
                 size_t e = span_str_end(s, len, i);
                 if (e == 0)
@@ -765,6 +794,38 @@ int wh_json_span_num(const wh_json_span *s, double *out)
     }
     if (len >= 64 || wh_json_number_len(p, len, NULL, NULL) != len)
         return WH_ERR;
+    /* exact fast path (Clinger): at most 15 digits and no exponent; the
+     * integer mantissa and the power of ten are exact doubles, so one IEEE
+     * division rounds like strtod */
+    {
+        static const double pow10[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                       1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+        size_t i = 0;
+        int neg = 0, digs = 0, frac = -1;
+        uint64_t m = 0;
+        if (p[0] == '-') {
+            neg = 1;
+            i = 1;
+        }
+        for (; i < len; i++) {
+            char c = p[i];
+            if (c >= '0' && c <= '9') {
+                m = m * 10 + (uint64_t)(c - '0');
+                digs++;
+                if (frac >= 0)
+                    frac++;
+            } else if (c == '.' && frac < 0) {
+                frac = 0;
+            } else {
+                break;
+            }
+        }
+        if (i == len && digs <= 15) {
+            double v = (double)m / pow10[frac > 0 ? frac : 0];
+            *out = neg ? -v : v;
+            return WH_OK;
+        }
+    }
     char tmp[64];
     memcpy(tmp, p, len);
     tmp[len] = '\0';

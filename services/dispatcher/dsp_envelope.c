@@ -89,39 +89,35 @@ typedef struct {
     char opname[16];
 } fields;
 
-/* The members an envelope needs, in one pass over the event object (the
- * first occurrence of each name wins, like wh_json_span_get). */
-static int get_fields(const char *json, size_t len, size_t idx, fields *f, char *err, size_t errlen)
+/* The members an envelope needs, from the event's index (dsp_evidx: one
+ * pass over the event object, the first occurrence of each name wins, like
+ * wh_json_span_get); xi NULL or not built yet: indexed here. */
+static int get_fields(const char *json, size_t len, const dsp_evidx *xi, size_t idx, fields *f,
+                      char *err, size_t errlen)
 {
-    memset(f, 0, sizeof(*f));
-    if (dsp_json_object(json, len, &f->ev) != WH_OK)
-        return wh_seterr(err, errlen, "event %zu: not a JSON object", idx);
     static const char *const names[] = {"id",    "tenant", "lsn",    "xid", "commit_ts",
                                         "op",    "schema", "table",  "key", "before",
                                         "after", "prefix", "content"};
-    wh_json_span *slots[] = {&f->id,    &f->tenant, &f->lsn,    &f->xid, &f->ts,
-                             &f->op,    &f->schema, &f->table,  &f->key, &f->before,
-                             &f->after, &f->prefix, &f->content};
-    _Static_assert(sizeof(names) / sizeof(names[0]) == sizeof(slots) / sizeof(slots[0]),
-                   "a slot per name");
-    unsigned found = 0;
-    size_t pos = 0;
-    wh_json_span k, v;
-    int r;
-    while ((r = wh_json_span_next(&f->ev, &pos, &k, &v)) == 1) {
-        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-            if ((found & (1u << i)) || wh_json_span_strcmp(&k, names[i], strlen(names[i])) != 0)
-                continue;
-            *slots[i] = v;
-            found |= 1u << i;
-            break;
-        }
+    _Static_assert(sizeof(names) / sizeof(names[0]) == DSP_EV_NFIELDS, "a name per field");
+    dsp_evidx local;
+    if (xi == NULL || xi->state == DSP_EVX_NONE) {
+        dsp_evidx_build(json, len, &local);
+        xi = &local;
     }
-    if (r < 0)
+    if (xi->state == DSP_EVX_NOTOBJ || xi->state == DSP_EVX_BROKEN)
         return wh_seterr(err, errlen, "event %zu: not a JSON object", idx);
-    for (size_t i = 0; i < 11; i++)
-        if (!(found & (1u << i)))
+    for (int i = 0; i <= DSP_EV_AFTER; i++)
+        if (!(xi->found & (1u << i)))
             return wh_seterr(err, errlen, "event %zu: field \"%s\" missing", idx, names[i]);
+    f->ev.p = json + xi->ev_off;
+    f->ev.len = xi->ev_len;
+    f->ev.type = WH_JSON_OBJECT;
+    wh_json_span *slots[DSP_EV_NFIELDS] = {&f->id,    &f->tenant, &f->lsn,    &f->xid, &f->ts,
+                                           &f->op,    &f->schema, &f->table,  &f->key, &f->before,
+                                           &f->after, &f->prefix, &f->content};
+    for (int i = 0; i < DSP_EV_NFIELDS; i++)
+        if (dsp_evidx_get(xi, json, i, slots[i]) != WH_OK)
+            memset(slots[i], 0, sizeof(*slots[i]));
     if (f->id.type != WH_JSON_STRING || f->tenant.type != WH_JSON_STRING ||
         f->lsn.type != WH_JSON_STRING || f->xid.type != WH_JSON_NUMBER)
         return wh_seterr(err, errlen, "event %zu: id, tenant, lsn or xid of the wrong type", idx);
@@ -131,8 +127,8 @@ static int get_fields(const char *json, size_t len, size_t idx, fields *f, char 
     for (size_t i = 0; i < n; i++)
         if (f->opname[i] < 'a' || f->opname[i] > 'z')
             return wh_seterr(err, errlen, "event %zu: field \"op\" is not an operation", idx);
-    f->has_prefix = (found >> 11) & 1u;
-    f->has_content = (found >> 12) & 1u;
+    f->has_prefix = (xi->found >> DSP_EV_PREFIX) & 1u;
+    f->has_content = (xi->found >> DSP_EV_CONTENT) & 1u;
     return WH_OK;
 }
 
@@ -383,6 +379,13 @@ too_long:
 int dsp_env_render(const dsp_env_opts *o, const void *const *jsons, const size_t *lens, size_t n,
                    wh_buf *body, dsp_env_out *out, char *err, size_t errlen)
 {
+    return dsp_env_render_ix(o, jsons, lens, NULL, n, body, out, err, errlen);
+}
+
+int dsp_env_render_ix(const dsp_env_opts *o, const void *const *jsons, const size_t *lens,
+                      const dsp_evidx *ix, size_t n, wh_buf *body, dsp_env_out *out, char *err,
+                      size_t errlen)
+{
     wh_buf_reset(body);
     out->nheaders = 0;
     out->consumed = 0;
@@ -397,7 +400,7 @@ int dsp_env_render(const dsp_env_opts *o, const void *const *jsons, const size_t
     switch (o->kind) {
     case DSP_ENV_CLOUDEVENTS_BINARY:
         snprintf(out->content_type, sizeof(out->content_type), "application/json");
-        if (get_fields(jsons[0], lens[0], 0, &f, err, errlen) ||
+        if (get_fields(jsons[0], lens[0], ix, 0, &f, err, errlen) ||
             ce_binary(o, body, &f, out, 0, err, errlen))
             goto error;
         out->consumed = 1;
@@ -430,7 +433,7 @@ int dsp_env_render(const dsp_env_opts *o, const void *const *jsons, const size_t
             continue;
         }
         size_t before = body->len;
-        if (get_fields(jsons[i], lens[i], i, &f, err, errlen) != WH_OK)
+        if (get_fields(jsons[i], lens[i], ix ? &ix[i] : NULL, i, &f, err, errlen) != WH_OK)
             goto error;
         if (err && errlen)
             err[0] = '\0';

@@ -77,6 +77,14 @@ typedef struct dsp_env_out {
 int dsp_env_render(const dsp_env_opts *o, const void *const *jsons, const size_t *lens, size_t n,
                    wh_buf *body, dsp_env_out *out, char *err, size_t errlen);
 
+/* dsp_env_render with the events' indexes (dsp_filter_match_ix), so an
+ * event the filter walked is not walked again: ix[i] indexes jsons[i] (the
+ * same bytes, or a copy); ix NULL or an entry with state DSP_EVX_NONE: the
+ * event is indexed here. The output is the same either way. */
+int dsp_env_render_ix(const dsp_env_opts *o, const void *const *jsons, const size_t *lens,
+                      const dsp_evidx *ix, size_t n, wh_buf *body, dsp_env_out *out, char *err,
+                      size_t errlen);
+
 /* Milliseconds since the epoch of an ISO 8601 UTC time as the ingestor
  * renders it ("2026-11-22T01:02:03.123456Z"); WH_ERR otherwise. */
 int dsp_env_time_ms(const char *s, size_t n, int64_t *out);

@@ -80,8 +80,103 @@ struct dsp_filter {
      * event's members per match */
     const char *heads[DSP_FILTER_HEADS_MAX];
     size_t headlen[DSP_FILTER_HEADS_MAX];
+    int headslot[DSP_FILTER_HEADS_MAX]; /* DSP_EV_* of the head, -1: not indexed */
     int nheads;
+    unsigned unindexed; /* heads (bits) that dsp_evidx does not cover */
 };
+
+static const char *const ev_names[DSP_EV_NFIELDS] = {
+    [DSP_EV_ID] = "id",          [DSP_EV_TENANT] = "tenant",       [DSP_EV_LSN] = "lsn",
+    [DSP_EV_XID] = "xid",        [DSP_EV_COMMIT_TS] = "commit_ts", [DSP_EV_OP] = "op",
+    [DSP_EV_SCHEMA] = "schema",  [DSP_EV_TABLE] = "table",         [DSP_EV_KEY] = "key",
+    [DSP_EV_BEFORE] = "before",  [DSP_EV_AFTER] = "after",         [DSP_EV_PREFIX] = "prefix",
+    [DSP_EV_CONTENT] = "content"};
+
+/* The DSP_EV_* slot of a member name given as bytes, or -1. */
+static int ev_slot_raw(const char *k, size_t n)
+{
+    int i = -1;
+    switch (n) {
+    case 2:
+        i = k[0] == 'i' ? DSP_EV_ID : DSP_EV_OP;
+        break;
+    case 3:
+        i = k[0] == 'l' ? DSP_EV_LSN : k[0] == 'x' ? DSP_EV_XID : DSP_EV_KEY;
+        break;
+    case 5:
+        i = k[0] == 't' ? DSP_EV_TABLE : DSP_EV_AFTER;
+        break;
+    case 6:
+        i = k[0] == 't'   ? DSP_EV_TENANT
+            : k[0] == 's' ? DSP_EV_SCHEMA
+            : k[0] == 'b' ? DSP_EV_BEFORE
+                          : DSP_EV_PREFIX;
+        break;
+    case 7:
+        i = DSP_EV_CONTENT;
+        break;
+    case 9:
+        i = DSP_EV_COMMIT_TS;
+        break;
+    default:
+        return -1;
+    }
+    return memcmp(k, ev_names[i], n) == 0 ? i : -1;
+}
+
+/* The slot of a member name span (escapes decoded), or -1. */
+static int ev_slot(const wh_json_span *k)
+{
+    if (k->len < 2)
+        return -1;
+    const char *raw = k->p + 1;
+    size_t n = k->len - 2;
+    for (size_t j = 0; j < n; j++) {
+        if (raw[j] == '\\') { /* rare: compare decoded */
+            for (int i = 0; i < DSP_EV_NFIELDS; i++)
+                if (wh_json_span_strcmp(k, ev_names[i], strlen(ev_names[i])) == 0)
+                    return i;
+            return -1;
+        }
+    }
+    return ev_slot_raw(raw, n);
+}
+
+void dsp_evidx_build(const char *json, size_t len, dsp_evidx *x)
+{
+    x->found = 0;
+    x->ev_off = x->ev_len = 0;
+    wh_json_span ev;
+    if (dsp_json_object(json, len, &ev) != WH_OK || len > UINT32_MAX) {
+        x->state = DSP_EVX_NOTOBJ;
+        return;
+    }
+    x->ev_off = (uint32_t)(ev.p - json);
+    x->ev_len = (uint32_t)ev.len;
+    size_t pos = 0;
+    wh_json_span k, v;
+    int r;
+    while ((r = wh_json_span_next(&ev, &pos, &k, &v)) == 1) {
+        int i = ev_slot(&k);
+        if (i < 0 || (x->found & (1u << i)))
+            continue;
+        x->off[i] = (uint32_t)(v.p - json);
+        x->len[i] = (uint32_t)v.len;
+        x->type[i] = (uint8_t)v.type;
+        x->found |= (uint16_t)(1u << i);
+    }
+    x->state = r < 0 ? DSP_EVX_BROKEN : DSP_EVX_OK;
+}
+
+int dsp_evidx_get(const dsp_evidx *x, const char *json, int i, wh_json_span *out)
+{
+    if (i < 0 || i >= DSP_EV_NFIELDS || !(x->found & (1u << i)))
+        return WH_ERR;
+    out->p = json + x->off[i];
+    out->len = x->len[i];
+    out->type = (wh_json_type)x->type[i];
+    return WH_OK;
+}
 
 /* One match: the event and the spans of its members named by the heads. */
 typedef struct {
@@ -534,6 +629,9 @@ static int compile_expr(dsp_filter *f, const char *expr, char *err, size_t errle
         if (o->head < 0 && f->nheads < DSP_FILTER_HEADS_MAX) {
             f->heads[f->nheads] = o->seg[0];
             f->headlen[f->nheads] = o->seglen[0];
+            f->headslot[f->nheads] = ev_slot_raw(o->seg[0], o->seglen[0]);
+            if (f->headslot[f->nheads] < 0)
+                f->unindexed |= 1u << f->nheads;
             o->head = f->nheads++;
         }
     }
@@ -815,17 +913,17 @@ static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth)
     return 0;
 }
 
-static int tables_match(const dsp_filter *f, const wh_json_span *ev)
+static int tables_match(const dsp_filter *f, const char *json, const dsp_evidx *x)
 {
     wh_json_span t, s;
-    if (wh_json_span_get(ev, "table", 5, &t) != WH_OK || t.type != WH_JSON_STRING)
+    if (dsp_evidx_get(x, json, DSP_EV_TABLE, &t) != WH_OK || t.type != WH_JSON_STRING)
         return 1; /* no table (a logical message): not subject to tables */
     char table[256], full[520];
     size_t tn, sn = 0;
     if (wh_json_span_str(&t, table, sizeof(table), &tn) != WH_OK)
         return 0;
     full[0] = '\0';
-    if (wh_json_span_get(ev, "schema", 6, &s) == WH_OK && s.type == WH_JSON_STRING &&
+    if (dsp_evidx_get(x, json, DSP_EV_SCHEMA, &s) == WH_OK && s.type == WH_JSON_STRING &&
         wh_json_span_str(&s, full, 256, &sn) == WH_OK) {
         full[sn] = '.';
         memcpy(full + sn + 1, table, tn + 1);
@@ -839,10 +937,10 @@ static int tables_match(const dsp_filter *f, const wh_json_span *ev)
     return 0;
 }
 
-static int ops_match(const dsp_filter *f, const wh_json_span *ev)
+static int ops_match(const dsp_filter *f, const char *json, const dsp_evidx *x)
 {
     wh_json_span o;
-    if (wh_json_span_get(ev, "op", 2, &o) != WH_OK)
+    if (dsp_evidx_get(x, json, DSP_EV_OP, &o) != WH_OK)
         return 0;
     for (size_t k = 0; k < sizeof(op_names) / sizeof(op_names[0]); k++)
         if (wh_json_span_strcmp(&o, op_names[k].name, strlen(op_names[k].name)) == 0)
@@ -871,30 +969,45 @@ int dsp_json_object(const char *json, size_t len, wh_json_span *out)
 
 int dsp_filter_match(const dsp_filter *f, const char *json, size_t len)
 {
+    dsp_evidx x;
+    return dsp_filter_match_ix(f, json, len, &x);
+}
+
+int dsp_filter_match_ix(const dsp_filter *f, const char *json, size_t len, dsp_evidx *xi)
+{
+    xi->state = DSP_EVX_NONE;
     if (!f)
         return 1;
-    wh_json_span ev;
-    if (dsp_json_object(json, len, &ev) != WH_OK)
+    dsp_evidx_build(json, len, xi);
+    if (xi->state == DSP_EVX_NOTOBJ)
         return 1;
-    if (f->ops && !ops_match(f, &ev))
+    if (f->ops && !ops_match(f, json, xi))
         return 0;
-    if (f->ntables && !tables_match(f, &ev))
+    if (f->ntables && !tables_match(f, json, xi))
         return 0;
     if (f->root >= 0) {
+        wh_json_span ev = {json + xi->ev_off, xi->ev_len, WH_JSON_OBJECT};
         ectx x;
         x.ev = &ev;
         x.found = 0;
-        unsigned all = (1u << f->nheads) - 1;
-        size_t pos = 0;
-        wh_json_span k, v;
-        while (x.found != all && wh_json_span_next(&ev, &pos, &k, &v) == 1) {
-            for (int h = 0; h < f->nheads; h++) {
-                if ((x.found & (1u << h)) ||
-                    wh_json_span_strcmp(&k, f->heads[h], f->headlen[h]) != 0)
-                    continue;
-                x.hv[h] = v;
+        for (int h = 0; h < f->nheads; h++)
+            if (f->headslot[h] >= 0 && dsp_evidx_get(xi, json, f->headslot[h], &x.hv[h]) == WH_OK)
                 x.found |= 1u << h;
-                break;
+        if (f->unindexed) {
+            /* heads the index does not cover (seq, unchanged, options...):
+             * one more walk, stopping when they are found */
+            unsigned all = x.found | f->unindexed;
+            size_t pos = 0;
+            wh_json_span k, v;
+            while (x.found != all && wh_json_span_next(&ev, &pos, &k, &v) == 1) {
+                for (int h = 0; h < f->nheads; h++) {
+                    if (!(f->unindexed & (1u << h)) || (x.found & (1u << h)) ||
+                        wh_json_span_strcmp(&k, f->heads[h], f->headlen[h]) != 0)
+                        continue;
+                    x.hv[h] = v;
+                    x.found |= 1u << h;
+                    break;
+                }
             }
         }
         if (!eval(f, f->root, &x, 0))

@@ -32,6 +32,7 @@
 #define DSP_FILTER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "wh_buf.h"
 #include "wh_json.h"
@@ -64,15 +65,61 @@ typedef struct dsp_filter dsp_filter;
 int dsp_filter_compile(const dsp_filter_spec *spec, dsp_filter **out, char *err, size_t errlen);
 void dsp_filter_free(dsp_filter *f);
 
-/* 1 when the event (one native envelope object, json[0..len)) passes, 0
- * when it is filtered out (committed past, not a failure). A malformed
- * event passes (the body renderer reports it). f may be NULL. */
 /* An object span over a stored event without scanning it first: json (after
  * leading and trailing whitespace) must start with '{' and end with '}';
  * members are then walked with wh_json_span_next, which checks every value
  * it passes (a malformed member ends the walk with -1). WH_ERR otherwise. */
 int dsp_json_object(const char *json, size_t len, wh_json_span *out);
+
+/* The top-level members of one event that the filter and the envelopes
+ * read, found in one walk over the event (the first occurrence of a name
+ * wins, like wh_json_span_get). Positions are offsets into the event's
+ * bytes, so the index stays valid for a copy of them (the batch body). */
+enum {
+    DSP_EV_ID,
+    DSP_EV_TENANT,
+    DSP_EV_LSN,
+    DSP_EV_XID,
+    DSP_EV_COMMIT_TS,
+    DSP_EV_OP,
+    DSP_EV_SCHEMA,
+    DSP_EV_TABLE,
+    DSP_EV_KEY,
+    DSP_EV_BEFORE,
+    DSP_EV_AFTER,
+    DSP_EV_PREFIX,
+    DSP_EV_CONTENT,
+    DSP_EV_NFIELDS
+};
+typedef enum {
+    DSP_EVX_NONE = 0, /* not indexed yet */
+    DSP_EVX_OK,       /* every member walked */
+    DSP_EVX_NOTOBJ,   /* not an object (dsp_json_object failed) */
+    DSP_EVX_BROKEN    /* a malformed member ended the walk (found: those before) */
+} dsp_evx_state;
+typedef struct dsp_evidx {
+    uint32_t off[DSP_EV_NFIELDS]; /* member value i: json + off[i], len[i] bytes */
+    uint32_t len[DSP_EV_NFIELDS];
+    uint8_t type[DSP_EV_NFIELDS]; /* wh_json_type */
+    uint8_t state;                /* dsp_evx_state */
+    uint16_t found;               /* bit i: member i present */
+    uint32_t ev_off, ev_len;      /* the object (dsp_json_object) */
+} dsp_evidx;
+
+/* Indexes the event json[0..len) into *x (one walk, no allocation). */
+void dsp_evidx_build(const char *json, size_t len, dsp_evidx *x);
+/* Member i of an indexed event as a span into json (the bytes indexed, or
+ * a copy of them); WH_ERR when absent. */
+int dsp_evidx_get(const dsp_evidx *x, const char *json, int i, wh_json_span *out);
+
+/* 1 when the event (one native envelope object, json[0..len)) passes, 0
+ * when it is filtered out (committed past, not a failure). A malformed
+ * event passes (the body renderer reports it). f may be NULL. */
 int dsp_filter_match(const dsp_filter *f, const char *json, size_t len);
+/* dsp_filter_match that also leaves the event's index in *x (when f is not
+ * NULL; x->state stays DSP_EVX_NONE otherwise): hand it to dsp_env_render_ix
+ * so the event is walked once for filter and envelope. */
+int dsp_filter_match_ix(const dsp_filter *f, const char *json, size_t len, dsp_evidx *x);
 
 /* 1 when f has column lists (rows are rewritten). */
 int dsp_filter_has_columns(const dsp_filter *f);

@@ -178,6 +178,15 @@ int dsp_batch_fill_fmt(dsp_batch *b, const char *tenant, Walhook__Event *const *
         b->plens = pl;
         b->ts_cap = n;
     }
+    /* filter and renderer share one walk per event (dsp_evidx) */
+    int share = fmt != NULL && fmt->filter != NULL && fmt->render && !fmt->single;
+    if (share && n > b->ix_cap) {
+        dsp_evidx *x = realloc(b->ev_ix, n * sizeof(*x));
+        if (x == NULL)
+            return -1;
+        b->ev_ix = x;
+        b->ix_cap = n;
+    }
     size_t total = 2;
     for (size_t i = 0; i < n; i++)
         total += events[i]->json.len + 1;
@@ -201,7 +210,9 @@ int dsp_batch_fill_fmt(dsp_batch *b, const char *tenant, Walhook__Event *const *
         have_prev = 1;
         b->scanned++;
         if (fmt != NULL && fmt->filter != NULL &&
-            !dsp_filter_match(fmt->filter, (const char *)e->json.data, e->json.len)) {
+            !(share ? dsp_filter_match_ix(fmt->filter, (const char *)e->json.data, e->json.len,
+                                          &b->ev_ix[b->n])
+                    : dsp_filter_match(fmt->filter, (const char *)e->json.data, e->json.len))) {
             if (filtered != NULL)
                 (*filtered)++;
             continue; /* committed past with the batch, never posted */
@@ -235,8 +246,8 @@ int dsp_batch_fill_fmt(dsp_batch *b, const char *tenant, Walhook__Event *const *
         o.kind = fmt->env;
         o.columns = fmt->filter;
         char err[WH_ERRLEN];
-        if (dsp_env_render(&o, b->ptrs, b->plens, b->n, &b->wire, &b->env, err, sizeof(err)) !=
-            WH_OK) {
+        if (dsp_env_render_ix(&o, b->ptrs, b->plens, share ? b->ev_ix : NULL, b->n, &b->wire,
+                              &b->env, err, sizeof(err)) != WH_OK) {
             wh_warn("tenant %s: rendering a batch failed: %s", tenant, err);
             return -1;
         }
@@ -255,6 +266,9 @@ void dsp_batch_free(dsp_batch *b)
     free(b->ev_seq);
     free(b->ptrs);
     free(b->plens);
+    free(b->ev_ix);
+    b->ev_ix = NULL;
+    b->ix_cap = 0;
     b->ptrs = NULL;
     b->plens = NULL;
     wh_buf_free(&b->wire);

@@ -156,6 +156,8 @@ typedef struct dsp_batch {
     uint32_t *ev_seq;
     const void **ptrs; /* event i's JSON pointer, for dsp_env_render */
     size_t *plens;
+    dsp_evidx *ev_ix; /* event i's member index from the filter, for the renderer */
+    size_t ix_cap;
     size_t ts_cap;   /* capacity of the per-event arrays (grown, never per event) */
     size_t scanned;  /* events read (kept + filtered out); n == 0 < scanned: skip only */
     int rendered;    /* wire/env hold the rendered body (else body goes as is) */
