@@ -622,9 +622,18 @@ int wh_json_span_next(const wh_json_span *c, size_t *pos, wh_json_span *key, wh_
     }
     if (c->type == WH_JSON_OBJECT) {
         wh_json_span k;
-        i = span_scan(s, len, i, &k);
-        if (i == 0 || k.type != WH_JSON_STRING)
-            return -1;
+        i = span_ws(s, len, i);
+        if (i < len && s[i] == '"') { /* the key: span_scan's string case, inline */
+            size_t e = span_str_end(s, len, i);
+            if (e == 0)
+                return -1;
+            k.p = s + i;
+            k.len = e - i;
+            k.type = WH_JSON_STRING;
+            i = e;
+        } else {
+            return -1; /* span_scan: not a string (or nothing) */
+        }
         i = span_ws(s, len, i);
         if (i >= len || s[i] != ':')
             return -1;
@@ -632,7 +641,18 @@ int wh_json_span_next(const wh_json_span *c, size_t *pos, wh_json_span *key, wh_
         if (key)
             *key = k;
     }
-    i = span_scan(s, len, i, val);
+    i = span_ws(s, len, i);
+    if (i < len && s[i] == '"') { /* a string value: span_scan's case, inline */
+        size_t e = span_str_end(s, len, i);
+        if (e == 0)
+            return -1;
+        val->p = s + i;
+        val->len = e - i;
+        val->type = WH_JSON_STRING;
+        i = e;
+    } else {
+        i = span_scan(s, len, i, val);
+    }
     if (i == 0 || i >= len)
         return -1;
     *pos = i;
@@ -733,6 +753,25 @@ int wh_json_span_str(const wh_json_span *s, char *out, size_t cap, size_t *outle
 {
     if (s->type != WH_JSON_STRING || s->len < 2 || cap == 0)
         return WH_ERR;
+    if (s->p[s->len - 1] == '"') {
+        /* no escape and no inner quote (the common case): the bytes are the
+         * string */
+        const char *raw = s->p + 1;
+        size_t rn = s->len - 2, j = 0;
+        while (j < rn && raw[j] != '\\' && raw[j] != '"')
+            j++;
+        if (j == rn) {
+            if (outlen)
+                *outlen = rn;
+            if (rn >= cap) {
+                out[0] = '\0';
+                return WH_ERR;
+            }
+            memcpy(out, raw, rn);
+            out[rn] = '\0';
+            return WH_OK;
+        }
+    }
     size_t i = 1, n = 0;
     char d[4];
     int k;

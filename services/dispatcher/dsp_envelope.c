@@ -162,8 +162,20 @@ static int put_i64(wh_buf *b, int64_t v)
     return put_u64(b, (uint64_t)v);
 }
 
-static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t idx, char *err,
-                    size_t errlen)
+/* Decimal digits of v at the end of tmp[24]; returns where they start. */
+static size_t u64_digits(char tmp[24], uint64_t v)
+{
+    size_t i = 24;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return i;
+}
+
+/* now: the batch's ts_ms, already in digits */
+static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t idx, const char *now,
+                    size_t nowlen, char *err, size_t errlen)
 {
     static const struct {
         const char *op, *code;
@@ -184,7 +196,8 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
     if (f->ts.type == WH_JSON_STRING &&
         dsp_env_time_ms(f->ts.p + 1, f->ts.len - 2, &ts_ms) != WH_OK)
         return wh_seterr(err, errlen, "event %zu: field \"commit_ts\" is not a UTC time", idx);
-    int64_t now = o->now_ms ? o->now_ms : wh_wallclock_us() / 1000;
+    char lsnd[24];
+    size_t lsn0 = u64_digits(lsnd, lsn);
     const char *db = o->db ? o->db : "";
     if (code[0] == 'm') {
         if (PUTLIT(b, "{\"message\":{\"prefix\":") ||
@@ -203,12 +216,13 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
                  : wh_buf_append(b, f->tenant.p, f->tenant.len)) ||
         PUTLIT(b, ",\"ts_ms\":") || put_i64(b, ts_ms) ||
         PUTLIT(b, ",\"snapshot\":\"false\",\"db\":") || wh_json_str(b, db, strlen(db)) ||
-        PUTLIT(b, ",\"sequence\":\"[null,\\\"") || put_u64(b, lsn) || PUTLIT(b, "\\\"]\"") ||
-        PUTLIT(b, ",\"schema\":") || wh_buf_append(b, f->schema.p, f->schema.len) ||
-        PUTLIT(b, ",\"table\":") || wh_buf_append(b, f->table.p, f->table.len) ||
-        PUTLIT(b, ",\"txId\":") || wh_buf_append(b, f->xid.p, f->xid.len) ||
-        PUTLIT(b, ",\"lsn\":") || put_u64(b, lsn) || PUTLIT(b, ",\"xmin\":null},\"op\":\"") ||
-        wh_buf_putc(b, code[0]) || PUTLIT(b, "\",\"ts_ms\":") || put_i64(b, now) ||
+        PUTLIT(b, ",\"sequence\":\"[null,\\\"") || wh_buf_append(b, lsnd + lsn0, 24 - lsn0) ||
+        PUTLIT(b, "\\\"]\"") || PUTLIT(b, ",\"schema\":") ||
+        wh_buf_append(b, f->schema.p, f->schema.len) || PUTLIT(b, ",\"table\":") ||
+        wh_buf_append(b, f->table.p, f->table.len) || PUTLIT(b, ",\"txId\":") ||
+        wh_buf_append(b, f->xid.p, f->xid.len) || PUTLIT(b, ",\"lsn\":") ||
+        wh_buf_append(b, lsnd + lsn0, 24 - lsn0) || PUTLIT(b, ",\"xmin\":null},\"op\":\"") ||
+        wh_buf_putc(b, code[0]) || PUTLIT(b, "\",\"ts_ms\":") || wh_buf_append(b, now, nowlen) ||
         PUTLIT(b, ",\"transaction\":null}"))
         return WH_ERR;
     return WH_OK;
@@ -413,6 +427,15 @@ int dsp_env_render_ix(const dsp_env_opts *o, const void *const *jsons, const siz
         snprintf(out->content_type, sizeof(out->content_type), "application/json");
         break;
     }
+    char nowd[24]; /* Debezium ts_ms, rendered once per batch */
+    size_t now0 = 23;
+    nowd[23] = '0';
+    if (o->kind == DSP_ENV_DEBEZIUM) {
+        now0 = u64_digits(nowd,
+                          o->now_ms < 0 ? (uint64_t)0 - (uint64_t)o->now_ms : (uint64_t)o->now_ms);
+        if (o->now_ms < 0)
+            nowd[--now0] = '-';
+    }
     int array = !(o->kind == DSP_ENV_CLOUDEVENTS && n == 1);
     if (array && wh_buf_putc(body, '['))
         goto full;
@@ -437,8 +460,9 @@ int dsp_env_render_ix(const dsp_env_opts *o, const void *const *jsons, const siz
             goto error;
         if (err && errlen)
             err[0] = '\0';
-        int rc = o->kind == DSP_ENV_DEBEZIUM ? debezium(o, body, &f, i, err, errlen)
-                                             : ce_structured(o, body, &f, i, err, errlen);
+        int rc = o->kind == DSP_ENV_DEBEZIUM
+                     ? debezium(o, body, &f, i, nowd + now0, sizeof(nowd) - now0, err, errlen)
+                     : ce_structured(o, body, &f, i, err, errlen);
         if (rc != WH_OK) {
             body->len = before;
             if (!err || errlen == 0 || err[0] == '\0')

@@ -121,7 +121,11 @@ static int ev_slot_raw(const char *k, size_t n)
     default:
         return -1;
     }
-    return memcmp(k, ev_names[i], n) == 0 ? i : -1;
+    const char *name = ev_names[i];
+    for (size_t j = 0; j < n; j++) /* short names: no call to memcmp */
+        if (k[j] != name[j])
+            return -1;
+    return i;
 }
 
 /* The slot of a member name span (escapes decoded), or -1. */
