@@ -41,21 +41,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dsp_filter *f = NULL;
     char err[256];
     if (dsp_filter_compile(&spec, &f, err, sizeof(err)) == WH_OK) {
-        (void)dsp_filter_match(f, ev, evlen);
-        wh_buf b;
+        dsp_evidx ix[2];
+        int m1 = dsp_filter_match(f, ev, evlen);
+        if (dsp_filter_match_ix(f, ev, evlen, &ix[0]) != m1)
+            __builtin_trap(); /* one answer with or without the index */
+        ix[1] = ix[0];
+        wh_buf b, b2;
         wh_buf_init(&b, 1 << 20);
+        wh_buf_init(&b2, 1 << 20);
         (void)dsp_filter_rewrite(f, ev, evlen, &b);
         const void *p[2] = {ev, ev};
         size_t l[2] = {evlen, evlen};
         dsp_env_out *out = malloc(sizeof(*out));
         for (int k = DSP_ENV_NATIVE; out && k <= DSP_ENV_CLOUDEVENTS_BINARY; k++) {
             dsp_env_opts o = {.kind = (dsp_env_kind)k, .columns = (k & 1) ? f : NULL, .now_ms = 1};
-            if (dsp_env_render(&o, p, l, 2, &b, out, err, sizeof(err)) == WH_OK &&
-                out->nheaders > DSP_ENV_HEADERS_MAX)
+            int r1 = dsp_env_render(&o, p, l, 2, &b, out, err, sizeof(err));
+            if (r1 == WH_OK && out->nheaders > DSP_ENV_HEADERS_MAX)
+                __builtin_trap();
+            /* the filter's index gives the same body as a fresh walk */
+            size_t nh = out->nheaders;
+            int r2 = dsp_env_render_ix(&o, p, l, ix, 2, &b2, out, err, sizeof(err));
+            if (r1 != r2 || b.len != b2.len || memcmp(b.data, b2.data, b.len) != 0 ||
+                out->nheaders != nh)
                 __builtin_trap();
         }
         free(out);
         wh_buf_free(&b);
+        wh_buf_free(&b2);
         dsp_filter_free(f);
     } else if (strstr(err, "filter.expression") == NULL) {
         __builtin_trap(); /* every expression error names the part */

@@ -281,13 +281,88 @@ static void test_malformed(void **state)
     assert_int_equal(dsp_env_time_ms("2026-11-22 01:02:03Z", 20, &ms), WH_ERR);
 }
 
+/* The index the filter leaves (dsp_filter_match_ix) renders the same bytes
+ * as a fresh walk, for every format, on well-formed, odd (escaped member
+ * names, repeated members, a copy of the bytes) and malformed events. */
+static void test_index_same_output(void **state)
+{
+    (void)state;
+    static const char *odd[] = {
+        /* escaped member names and a repeated "op" (the first one wins) */
+        "{\"\\u0069d\":\"t:0/1:0\",\"tenant\":\"t\",\"lsn\":\"0/1\",\"xid\":7,\"commit_ts\":"
+        "\"2026-11-22T01:02:03Z\",\"o\\u0070\":\"insert\",\"op\":\"delete\",\"schema\":\"s\","
+        "\"table\":\"t\\\"q\",\"key\":null,\"before\":null,\"after\":{\"a\":\"\\\\\"}}",
+        /* malformed after the members the envelope needs */
+        "{\"id\":\"t:0/1:0\",\"tenant\":\"t\",\"lsn\":\"0/1\",\"xid\":7,\"commit_ts\":null,"
+        "\"op\":\"insert\",\"schema\":\"s\",\"table\":\"t\",\"key\":null,\"before\":null,"
+        "\"after\":null,\"x\":tru}",
+        "  {\"id\":1}  ",
+        "[1]",
+        "{\"id\":\"a\",\"tenant\":\"t\",\"lsn\":\"0/1\",\"xid\":1}",
+    };
+    const char *all[] = {EV_UPD, EV_INS, EV_DEL, EV_TRUNC, EV_MSG,
+                         odd[0], odd[1], odd[2], odd[3],   odd[4]};
+    const char *cols[] = {"note"};
+    dsp_filter_spec spec = {.expr = "table == \"orders\" || after.id > 1 || op == \"message\"",
+                            .columns_exclude = cols,
+                            .ncolumns_exclude = 1};
+    dsp_filter *f = NULL;
+    char err[256], err2[256];
+    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    wh_buf a, b;
+    wh_buf_init(&a, 1 << 20);
+    wh_buf_init(&b, 1 << 20);
+    dsp_env_out *o1 = malloc(sizeof(*o1)), *o2 = malloc(sizeof(*o2));
+    assert_non_null(o1);
+    assert_non_null(o2);
+    for (size_t e = 0; e < sizeof(all) / sizeof(all[0]); e++) {
+        size_t len = strlen(all[e]);
+        dsp_evidx ix;
+        int m = dsp_filter_match_ix(f, all[e], len, &ix);
+        assert_int_equal(m, dsp_filter_match(f, all[e], len));
+        assert_int_not_equal(ix.state, DSP_EVX_NONE);
+        char *copy = malloc(len + 1); /* the index is valid for a copy of the bytes */
+        assert_non_null(copy);
+        memcpy(copy, all[e], len + 1);
+        const void *p[1] = {copy};
+        size_t l[1] = {len};
+        for (int k = DSP_ENV_NATIVE; k <= DSP_ENV_CLOUDEVENTS_BINARY; k++) {
+            for (int c = 0; c < 2; c++) {
+                dsp_env_opts op = {.kind = (dsp_env_kind)k, .columns = c ? f : NULL, .now_ms = 7};
+                int r1 = dsp_env_render(&op, p, l, 1, &a, o1, err, sizeof(err));
+                int r2 = dsp_env_render_ix(&op, p, l, &ix, 1, &b, o2, err2, sizeof(err2));
+                assert_int_equal(r1, r2);
+                assert_int_equal(a.len, b.len);
+                assert_memory_equal(a.data, b.data, a.len);
+                if (r1 != WH_OK)
+                    assert_string_equal(err, err2);
+                assert_int_equal(o1->nheaders, o2->nheaders);
+                for (size_t h = 0; h < o1->nheaders; h++)
+                    assert_string_equal(o1->headers[h], o2->headers[h]);
+            }
+        }
+        free(copy);
+    }
+    /* the first "op" wins in the filter too: odd[0] is an insert */
+    dsp_filter *fo = NULL;
+    dsp_filter_spec so = {.expr = "op == \"insert\" && table == \"t\\\"q\""};
+    assert_int_equal(dsp_filter_compile(&so, &fo, err, sizeof(err)), WH_OK);
+    assert_int_equal(dsp_filter_match(fo, odd[0], strlen(odd[0])), 1);
+    dsp_filter_free(fo);
+    free(o1);
+    free(o2);
+    wh_buf_free(&a);
+    wh_buf_free(&b);
+    dsp_filter_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_names),        cmocka_unit_test(test_native),
         cmocka_unit_test(test_debezium_fields),    cmocka_unit_test(test_cloudevents_structured),
         cmocka_unit_test(test_cloudevents_binary), cmocka_unit_test(test_columns),
-        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_malformed),          cmocka_unit_test(test_index_same_output),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
