@@ -182,8 +182,8 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
     } codes[] = {{"insert", "c"},   {"update", "u"},  {"delete", "d"},
                  {"truncate", "t"}, {"message", "m"}, {"read", "r"}};
     const char *code = NULL;
-    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
-        if (strcmp(f->opname, codes[i].op) == 0)
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]) && !code; i++)
+        if (f->opname[0] == codes[i].op[0] && strcmp(f->opname, codes[i].op) == 0)
             code = codes[i].code;
     if (!code)
         return wh_seterr(err, errlen, "event %zu: unknown op \"%s\"", idx, f->opname);

@@ -92,40 +92,32 @@ static const char *const ev_names[DSP_EV_NFIELDS] = {
     [DSP_EV_BEFORE] = "before",  [DSP_EV_AFTER] = "after",         [DSP_EV_PREFIX] = "prefix",
     [DSP_EV_CONTENT] = "content"};
 
-/* The DSP_EV_* slot of a member name given as bytes, or -1. */
+/* The DSP_EV_* slot of a member name given as bytes, or -1 (constant-size
+ * compares: the compiler inlines them). */
 static int ev_slot_raw(const char *k, size_t n)
 {
-    int i = -1;
+#define EQ(lit) (memcmp(k, lit, sizeof(lit) - 1) == 0)
     switch (n) {
     case 2:
-        i = k[0] == 'i' ? DSP_EV_ID : DSP_EV_OP;
-        break;
+        return EQ("id") ? DSP_EV_ID : EQ("op") ? DSP_EV_OP : -1;
     case 3:
-        i = k[0] == 'l' ? DSP_EV_LSN : k[0] == 'x' ? DSP_EV_XID : DSP_EV_KEY;
-        break;
+        return EQ("lsn") ? DSP_EV_LSN : EQ("xid") ? DSP_EV_XID : EQ("key") ? DSP_EV_KEY : -1;
     case 5:
-        i = k[0] == 't' ? DSP_EV_TABLE : DSP_EV_AFTER;
-        break;
+        return EQ("table") ? DSP_EV_TABLE : EQ("after") ? DSP_EV_AFTER : -1;
     case 6:
-        i = k[0] == 't'   ? DSP_EV_TENANT
-            : k[0] == 's' ? DSP_EV_SCHEMA
-            : k[0] == 'b' ? DSP_EV_BEFORE
-                          : DSP_EV_PREFIX;
-        break;
+        return EQ("tenant")   ? DSP_EV_TENANT
+               : EQ("schema") ? DSP_EV_SCHEMA
+               : EQ("before") ? DSP_EV_BEFORE
+               : EQ("prefix") ? DSP_EV_PREFIX
+                              : -1;
     case 7:
-        i = DSP_EV_CONTENT;
-        break;
+        return EQ("content") ? DSP_EV_CONTENT : -1;
     case 9:
-        i = DSP_EV_COMMIT_TS;
-        break;
+        return EQ("commit_ts") ? DSP_EV_COMMIT_TS : -1;
     default:
         return -1;
     }
-    const char *name = ev_names[i];
-    for (size_t j = 0; j < n; j++) /* short names: no call to memcmp */
-        if (k[j] != name[j])
-            return -1;
-    return i;
+#undef EQ
 }
 
 /* The slot of a member name span (escapes decoded), or -1. */
