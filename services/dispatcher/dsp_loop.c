@@ -591,6 +591,7 @@ typedef enum {
     M_BLOCKED,
     M_FILTERED,
     M_REPLAYED,
+    M_NEEDS_SNAPSHOT,
     M_N
 } metric_kind;
 
@@ -615,11 +616,12 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
                                   "walhook_target_disabled",
                                   "walhook_target_blocked",
                                   "walhook_target_filtered_total",
-                                  "walhook_target_replayed_total"};
-    static const char *types[] = {"counter", "counter", "histogram", "gauge",   "gauge",
-                                  "gauge",   "counter", "counter",   "counter", "counter",
-                                  "counter", "counter", "counter",   "gauge",   "counter",
-                                  "gauge",   "gauge",   "gauge",     "counter", "counter"};
+                                  "walhook_target_replayed_total",
+                                  "walhook_target_needs_snapshot"};
+    static const char *types[] = {
+        "counter", "counter", "histogram", "gauge",   "gauge",   "gauge",   "counter",
+        "counter", "counter", "counter",   "counter", "counter", "counter", "gauge",
+        "counter", "gauge",   "gauge",     "gauge",   "counter", "counter", "gauge"};
     _Static_assert(sizeof(names) / sizeof(names[0]) == M_N, "a name per metric");
     _Static_assert(sizeof(types) / sizeof(types[0]) == M_N, "a type per metric");
     static const char *helps[] = {
@@ -643,7 +645,9 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
         "1 while the target is disabled after a 410 Gone (resume it).",
         "1 while on_failure = block holds the target at a failing event.",
         "Events the target's filter skipped (committed past, not posted).",
-        "Dead letters delivered again after an operator replayed them."};
+        "Dead letters delivered again after an operator replayed them.",
+        "1 while the store marks the target NEEDS_SNAPSHOT (behind its tenant's retention cap): "
+        "nothing is posted until its offset is set."};
     _Static_assert(sizeof(helps) / sizeof(helps[0]) == M_N, "a help per metric");
     if (wh_metric_header(out, names[kind], types[kind], helps[kind]) != WH_OK)
         return WH_ERR;
@@ -718,6 +722,10 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
             break;
         case M_BLOCKED:
             rc = wh_metric_u64(out, names[kind], lab.data, (uint64_t)atomic_load(&t->blocked_pub));
+            break;
+        case M_NEEDS_SNAPSHOT:
+            rc = wh_metric_u64(out, names[kind], lab.data,
+                               (uint64_t)atomic_load(&t->needs_snapshot_pub));
             break;
         default:
             break;
@@ -809,7 +817,8 @@ int dsp_loop_nunhealthy(dsp_loop *l)
     for (int i = 0; i < l->ntargets; i++) {
         dsp_target *t = l->targets[i];
         if (atomic_load(&t->breaker_pub) == DSP_BR_OPEN || atomic_load(&t->degraded_pub) ||
-            atomic_load(&t->disabled_pub) || atomic_load(&t->blocked_pub))
+            atomic_load(&t->disabled_pub) || atomic_load(&t->blocked_pub) ||
+            atomic_load(&t->needs_snapshot_pub))
             n++;
     }
     pthread_mutex_unlock(&l->tmu);

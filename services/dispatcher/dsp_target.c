@@ -347,8 +347,11 @@ static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, uint64_t epoch, 
     return WH_OK;
 }
 
-/* Reads one batch into the free slot. Returns events kept, 0, -1 (error)
- * or -2 (the consumer's epoch changed: reset). */
+/* Reads one batch into the free slot. Returns events kept, 0, -1 (error),
+ * -2 (the consumer's epoch changed: reset) or -3 (the store marked the
+ * target NEEDS_SNAPSHOT: events it had not read may be gone, so nothing read
+ * now is posted, which would hide a gap, until an operator or a snapshot
+ * sets its offset). */
 static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t max_bytes,
                    char *err, size_t errlen)
 {
@@ -398,6 +401,10 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
         t->has_epoch = 1;
         t->epoch = rd->epoch;
         slot->epoch = rd->epoch;
+        if (rd->needs_snapshot) {
+            walhook__reply__free_unpacked(rep, NULL);
+            return -3;
+        }
         uint64_t filtered = 0;
         kept = dsp_batch_fill_fmt(slot, t->set.tenant, rd->events, rd->n_events, has_after, alsn,
                                   aseq, &t->rfmt, &filtered);
@@ -693,7 +700,22 @@ static void *reader_main(void *arg)
             if (t->gen != gen)
                 continue;
         }
-        if (kept > 0) {
+        if (kept != -3 && atomic_load(&t->needs_snapshot_pub)) {
+            atomic_store(&t->needs_snapshot_pub, 0);
+            wh_info("target %s/%s: no longer marked NEEDS_SNAPSHOT; delivering again",
+                    t->set.tenant, t->name);
+        }
+        if (kept == -3) {
+            if (!atomic_load(&t->needs_snapshot_pub)) {
+                atomic_store(&t->needs_snapshot_pub, 1);
+                wh_warn("target %s/%s: NEEDS_SNAPSHOT: it fell behind tenant %s's retention cap "
+                        "(store.retention_bytes / store.retention_age_s) and changes it had not "
+                        "read may be gone; nothing more is posted to it until its offset is set "
+                        "(POST /v1/tenants/%s/targets/%s/offset)",
+                        t->set.tenant, t->name, t->set.tenant, t->set.tenant, t->name);
+            }
+            timed_wait_locked(t, 1000);
+        } else if (kept > 0) {
             t->count++;
             read_fail = 0;
             pthread_mutex_unlock(&t->mu);

@@ -357,6 +357,7 @@ typedef struct dsp_target {
     atomic_int degraded_pub; /* nack window over its threshold */
     atomic_int disabled_pub;
     atomic_int blocked_pub;
+    atomic_int needs_snapshot_pub; /* the store marked it behind the retention cap */
 } dsp_target;
 
 /* Swaps in the runtime settings (batch limits, retry backoff, HTTP timeout)

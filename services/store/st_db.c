@@ -71,6 +71,9 @@ struct st_tenant {
     uint32_t wm_stored_seq;
     uint64_t floor_lsn; /* retention floor: events below it may go */
     uint32_t floor_seq;
+    uint64_t drop_lsn; /* the last event below the floor (has_drop): a consumer */
+    uint32_t drop_seq; /* whose offset is below it missed events that go */
+    int has_drop;
     st_tenant_stats stats; /* last maintenance pass */
     _Atomic uint64_t gc_dropped;
     /* write token bucket (under wm_mu) */
@@ -2438,8 +2441,9 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         }
         pthread_rwlock_unlock(&db->off_lock);
         pthread_mutex_lock(&t->wm_mu);
-        t->wm_lsn = t->wm_stored_lsn = t->floor_lsn = 0;
-        t->wm_seq = t->wm_stored_seq = t->floor_seq = 0;
+        t->wm_lsn = t->wm_stored_lsn = t->floor_lsn = t->drop_lsn = 0;
+        t->wm_seq = t->wm_stored_seq = t->floor_seq = t->drop_seq = 0;
+        t->has_drop = 0;
         memset(&t->stats, 0, sizeof(t->stats));
         t->stats.oldest_age_ms = -1;
         pthread_mutex_unlock(&t->wm_mu);
@@ -2482,13 +2486,19 @@ typedef struct ret_scan {
     uint64_t lsn; /* the last event looked at */
     uint32_t seq;
     int64_t ts;
-    int found; /* stopped at (lsn, seq): the first event kept */
+    int found;     /* stopped at (lsn, seq): the first event kept */
+    uint64_t plsn; /* the event looked at before it (nseen > 1) */
+    uint32_t pseq;
+    size_t nseen;
 } ret_scan;
 
 static int ret_step(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json, size_t len)
 {
     WH_UNUSED(json);
     ret_scan *r = arg;
+    r->plsn = r->lsn;
+    r->pseq = r->seq;
+    r->nseen++;
     r->lsn = lsn;
     r->seq = seq;
     r->ts = ts;
@@ -2512,9 +2522,10 @@ static void pos_prev(uint64_t *lsn, uint32_t *seq)
     }
 }
 
-/* Scans from the watermark (inclusive); *next = the first position kept. */
+/* Scans from the watermark (inclusive); (fl, fs) = the first position kept,
+ * (dl, ds) = the last event that goes (has_drop: there is one). */
 static int ret_floor(st_db *db, st_tenant *t, uint64_t wl, uint32_t ws, ret_scan *r, uint64_t *fl,
-                     uint32_t *fs)
+                     uint32_t *fs, uint64_t *dl, uint32_t *ds, int *has_drop)
 {
     char err[WH_ERRLEN];
     uint64_t l = wl;
@@ -2527,6 +2538,9 @@ static int ret_floor(st_db *db, st_tenant *t, uint64_t wl, uint32_t ws, ret_scan
         return 0;
     *fl = r->lsn;
     *fs = r->seq;
+    *has_drop = !r->found || r->nseen > 1;
+    *dl = r->found ? r->plsn : r->lsn;
+    *ds = r->found ? r->pseq : r->seq;
     if (!r->found) { /* everything looked at goes */
         if (*fs == UINT32_MAX) {
             (*fl)++;
@@ -2587,8 +2601,9 @@ static int first_step(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const v
     return 1;
 }
 
-/* Marks the tenant's live consumers below the floor NEEDS_SNAPSHOT (stored
- * with the offset, so a restart keeps it); returns how many are marked. */
+/* Marks the tenant's live consumers whose offset is below (fl, fs), the last
+ * event the retention cap drops, NEEDS_SNAPSHOT (stored with the offset, so
+ * a restart keeps it); returns how many are marked. */
 static uint32_t mark_behind(st_db *db, st_tenant *t, uint64_t fl, uint32_t fs)
 {
     char err[WH_ERRLEN];
@@ -2643,27 +2658,33 @@ static void maintain_tenant(st_db *db, st_tenant *t)
     /* retention caps */
     int64_t cap_age_ms = atomic_load(&db->ret_age_ms);
     int64_t cap_bytes = atomic_load(&db->ret_bytes);
-    uint64_t fl = 0;
-    uint32_t fs = 0;
-    int floor = 0;
+    uint64_t fl = 0, dl = 0;
+    uint32_t fs = 0, ds = 0;
+    int floor = 0, drop = 0;
     uint64_t live = events_bytes_from(db, t, wl, ws, 0);
     if (cap_age_ms > 0) {
         ret_scan r = {0};
         r.cutoff_us = now_us - cap_age_ms * 1000;
-        uint64_t l;
-        uint32_t q;
-        if (ret_floor(db, t, wl, ws, &r, &l, &q) && wh_pos_cmp(l, q, wl, ws) > 0) {
+        uint64_t l, d;
+        uint32_t q, e;
+        int hd = 0;
+        if (ret_floor(db, t, wl, ws, &r, &l, &q, &d, &e, &hd) && wh_pos_cmp(l, q, wl, ws) > 0) {
             fl = l, fs = q, floor = 1;
+            if (hd)
+                dl = d, ds = e, drop = 1;
         }
     }
     if (cap_bytes > 0 && live > (uint64_t)cap_bytes) {
         ret_scan r = {0};
         r.skip = live - (uint64_t)cap_bytes;
-        uint64_t l;
-        uint32_t q;
-        if (ret_floor(db, t, wl, ws, &r, &l, &q) && wh_pos_cmp(l, q, wl, ws) > 0 &&
+        uint64_t l, d;
+        uint32_t q, e;
+        int hd = 0;
+        if (ret_floor(db, t, wl, ws, &r, &l, &q, &d, &e, &hd) && wh_pos_cmp(l, q, wl, ws) > 0 &&
             (!floor || wh_pos_cmp(l, q, fl, fs) > 0)) {
             fl = l, fs = q, floor = 1;
+            if (hd)
+                dl = d, ds = e, drop = 1;
         }
     }
     uint32_t ns = 0;
@@ -2673,13 +2694,21 @@ static void maintain_tenant(st_db *db, st_tenant *t)
             t->floor_lsn = fl;
             t->floor_seq = fs;
         }
+        if (drop && (!t->has_drop || wh_pos_cmp(dl, ds, t->drop_lsn, t->drop_seq) > 0)) {
+            t->drop_lsn = dl;
+            t->drop_seq = ds;
+            t->has_drop = 1;
+        }
         pthread_mutex_unlock(&t->wm_mu);
     }
     pthread_mutex_lock(&t->wm_mu);
-    fl = t->floor_lsn;
-    fs = t->floor_seq;
+    drop = t->has_drop;
+    dl = t->drop_lsn;
+    ds = t->drop_seq;
     pthread_mutex_unlock(&t->wm_mu);
-    ns = mark_behind(db, t, fl, fs);
+    /* a consumer is behind when an event after its offset goes: its offset
+     * is below the last event that goes (one at that event has it) */
+    ns = mark_behind(db, t, drop ? dl : 0, drop ? ds : 0); /* (0,0): counts the marks only */
     tenant_watermark(t, &wl, &ws);
 
     /* W key, and the garbage below the watermark */
