@@ -1696,6 +1696,30 @@ static void note_error(dsp_target *t, CURLcode res, long code)
         t->first_err = *e;
 }
 
+/* The text of a failed attempt for logs and dead letters (never a body):
+ * the SSRF guard's refusal (counted), curl's error, or the HTTP status. */
+static void describe_failure(dsp_target *t, const dsp_xfer *x, CURLcode res, long code,
+                             dsp_outcome out, const char *curl_err, char *why, size_t len)
+{
+    if (x->ssrf_refused && res != CURLE_OK) {
+        wh_counter_add(&t->ssrf_refusals, 1);
+        snprintf(why, len, "refused by the SSRF guard: %s", x->ssrf_why);
+    } else if (res != CURLE_OK) {
+        snprintf(why, len, "%s", curl_err);
+    } else {
+        snprintf(why, len, "HTTP %ld (%s)", code, dsp_outcome_name(out));
+    }
+}
+
+/* 410 Gone: the target is disabled until an operator resumes it. */
+static void disable_gone(dsp_target *t)
+{
+    t->disabled = 1;
+    wh_warn("target %s/%s: answered 410 Gone: disabled, nothing more is posted until an "
+            "operator pauses and resumes it (its offset is kept)",
+            t->set.tenant, t->name);
+}
+
 /* Classifies an answer and feeds the breaker and the nack window. */
 static dsp_outcome record_outcome(dsp_target *t, const dsp_xfer *x, CURLcode *res, long code,
                                   uint64_t now_ms)
@@ -1769,19 +1793,10 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
         t->first_fail_ms = now_ms;
     t->attempt++;
     char why[DSP_CURLERR_MAX + 64];
-    if (t->x.ssrf_refused && res != CURLE_OK) {
-        wh_counter_add(&t->ssrf_refusals, 1);
-        snprintf(why, sizeof(why), "refused by the SSRF guard: %s", t->x.ssrf_why);
-    } else if (res != CURLE_OK)
-        snprintf(why, sizeof(why), "%s", t->last_err.curl_err);
-    else
-        snprintf(why, sizeof(why), "HTTP %ld (%s)", code, dsp_outcome_name(out));
+    describe_failure(t, &t->x, res, code, out, t->last_err.curl_err, why, sizeof(why));
 
     if (out == DSP_OUT_GONE) {
-        t->disabled = 1;
-        wh_warn("target %s/%s: answered 410 Gone: disabled, nothing more is posted until an "
-                "operator pauses and resumes it (its offset is kept)",
-                t->set.tenant, t->name);
+        disable_gone(t);
         dsp_target_publish(t);
         return;
     }
@@ -1888,18 +1903,10 @@ void dsp_target_lane_finished(dsp_target *t, dsp_xfer *x, CURLM *multi, CURLcode
         ln->first_fail_ms = now_ms;
     ln->attempt++;
     char why[DSP_CURLERR_MAX + 64];
-    if (x->ssrf_refused && res != CURLE_OK) {
-        wh_counter_add(&t->ssrf_refusals, 1);
-        snprintf(why, sizeof(why), "refused by the SSRF guard: %s", x->ssrf_why);
-    } else if (res != CURLE_OK)
-        snprintf(why, sizeof(why), "%s", x->curl_err[0] ? x->curl_err : curl_easy_strerror(res));
-    else
-        snprintf(why, sizeof(why), "HTTP %ld (%s)", code, dsp_outcome_name(out));
+    describe_failure(t, x, res, code, out, x->curl_err[0] ? x->curl_err : curl_easy_strerror(res),
+                     why, sizeof(why));
     if (out == DSP_OUT_GONE) {
-        t->disabled = 1;
-        wh_warn("target %s/%s: answered 410 Gone: disabled, nothing more is posted until an "
-                "operator pauses and resumes it (its offset is kept)",
-                t->set.tenant, t->name);
+        disable_gone(t);
         lanes_state(t);
         dsp_target_publish(t);
         return;

@@ -677,6 +677,18 @@ static int handle_copy(repl *r, const uint8_t *p, size_t n, char *err, size_t er
 
 enum { LOOP_STOP = 0, LOOP_RECONNECT = 1, LOOP_FATAL = 2, LOOP_SOURCE = 3 };
 
+/* Reads what the socket has into libpq's buffer; WH_ERR (err: the
+ * connection was lost, libpq's reason) when it cannot. */
+static int consume_input(repl *r, char *err, size_t errlen)
+{
+    if (PQconsumeInput(r->conn))
+        return WH_OK;
+    char m[256];
+    wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
+    chomp(m);
+    return wh_seterr(err, errlen, "replication connection lost: %s", m);
+}
+
 static int stream(repl *r, char *err, size_t errlen)
 {
     const uint64_t interval_ms = (uint64_t)r->cfg->status_interval_ms;
@@ -716,13 +728,8 @@ static int stream(repl *r, char *err, size_t errlen)
                     if (drains < ING_DRAIN_READS && sock >= 0 &&
                         ioctl(sock, FIONREAD, &avail) == 0 && avail > 0) {
                         drains++;
-                        if (!PQconsumeInput(r->conn)) {
-                            char m[256];
-                            wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
-                            chomp(m);
-                            wh_seterr(err, errlen, "replication connection lost: %s", m);
+                        if (consume_input(r, err, errlen) != WH_OK)
                             return LOOP_RECONNECT;
-                        }
                         continue;
                     }
                     need_wait = 1;
@@ -815,13 +822,8 @@ static int stream(repl *r, char *err, size_t errlen)
             rd = 1;
         if (rd) {
             last_read_us = t;
-            if (!PQconsumeInput(r->conn)) {
-                char m[256];
-                wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
-                chomp(m);
-                wh_seterr(err, errlen, "replication connection lost: %s", m);
+            if (consume_input(r, err, errlen) != WH_OK)
                 return LOOP_RECONNECT;
-            }
         }
     }
 }

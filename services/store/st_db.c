@@ -592,6 +592,21 @@ typedef int (*meta_fn)(st_db *db, st_tenant *t, const char *k, size_t kl, const 
                        char *err, size_t errlen);
 
 /* Calls fn for each key of `type` in every tenant's meta CF (at open). */
+
+/* Ends an iteration: destroys IT and returns RC, or, when RC is WH_OK and
+ * the iterator met an error, that error (WHAT names the work). */
+static int iter_end(rocksdb_iterator_t *it, int rc, const char *what, char *err, size_t errlen)
+{
+    char *e = NULL;
+    rocksdb_iter_get_error(it, &e);
+    rocksdb_iter_destroy(it);
+    if (e && rc == WH_OK)
+        return rerr(err, errlen, what, e);
+    if (e)
+        rocksdb_free(e);
+    return rc;
+}
+
 static int meta_scan(st_db *db, char type, meta_fn fn, char *err, size_t errlen)
 {
     int rc = WH_OK;
@@ -609,13 +624,7 @@ static int meta_scan(st_db *db, char type, meta_fn fn, char *err, size_t errlen)
             const char *v = rocksdb_iter_value(it, &vl);
             rc = fn(db, t, k, kl, v, vl, err, errlen);
         }
-        char *e = NULL;
-        rocksdb_iter_get_error(it, &e);
-        if (e && rc == WH_OK)
-            rc = rerr(err, errlen, "loading the tenant's keys", e);
-        else if (e)
-            rocksdb_free(e);
-        rocksdb_iter_destroy(it);
+        rc = iter_end(it, rc, "loading the tenant's keys", err, errlen);
         rocksdb_readoptions_destroy(ro);
     }
     return rc;
@@ -809,13 +818,8 @@ static int migrate_default(st_db *db, char *err, size_t errlen)
             bytes = 0;
         }
     }
+    rc = iter_end(it, rc, "migrating to column families", err, errlen);
     char *e = NULL;
-    rocksdb_iter_get_error(it, &e);
-    if (e && rc == WH_OK)
-        rc = rerr(err, errlen, "migrating to column families", e);
-    else if (e)
-        rocksdb_free(e);
-    rocksdb_iter_destroy(it);
     if (rc == WH_OK && moved > 0) {
         for (const char *p = types; *p; p++) {
             char lo[1] = {*p}, hi[1] = {(char)(*p + 1)};
@@ -2095,13 +2099,9 @@ static int queue_key_pos(const char *k, size_t kl, size_t plen, uint64_t *lsn, u
 static int iter_done(rocksdb_iterator_t *it, rocksdb_readoptions_t *ro, const char *what, char *err,
                      size_t errlen)
 {
-    char *e = NULL;
-    rocksdb_iter_get_error(it, &e);
-    rocksdb_iter_destroy(it);
+    int rc = iter_end(it, WH_OK, what, err, errlen);
     rocksdb_readoptions_destroy(ro);
-    if (e)
-        return rerr(err, errlen, what, e);
-    return WH_OK;
+    return rc;
 }
 
 int st_db_dlq_list(st_db *db, const char *tenant, const char *consumer, char kind, int has_after,
