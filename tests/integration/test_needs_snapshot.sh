@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A target behind its tenant's retention cap (store.retention_age_s = 2) while
-# its receiver is down is marked NEEDS_SNAPSHOT by the store; the dispatcher
-# then posts nothing more to it (changes it had not read may be gone, and
-# posting what is left would hide the gap): walhook_target_needs_snapshot is
-# 1 and changes made meanwhile do not arrive, even with the receiver back.
+# its receiver is down is marked NEEDS_SNAPSHOT by the store; once the
+# receiver is back the dispatcher delivers what it had already read, then
+# posts nothing more (changes it had not read may be gone, and posting what
+# is left would hide the gap): walhook_target_needs_snapshot is 1 and changes
+# made meanwhile do not arrive.
 # Once its offset is set (to the end, as an operator does), the mark is gone
 # and later changes arrive.
 set -uo pipefail
@@ -18,7 +19,16 @@ pg_psql -c "CREATE TABLE t (id int PRIMARY KEY)" || wh_fail "table"
 RPORT=$(wh_free_port)
 APORT=$(wh_free_port)
 CONF="$WH_TMP/walhook.conf"
-wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$RPORT/hook"
+cat >"$CONF" <<CONFEOF
+data_dir = "$WH_TMP/data";
+log_level = "info";
+admin = { listen = "127.0.0.1:$APORT"; };
+tenants = (
+  { name = "default";
+    source = { dsn = "$PG_DSN"; slot = "walhook"; publication = "walhook"; create_slot = true; };
+    targets = ( { name = "t0"; url = "http://127.0.0.1:$RPORT/hook"; breaker_cooldown_ms = 300; } ); }
+);
+CONFEOF
 export WALHOOK_STORE_RETENTION_AGE_S=2 WALHOOK_DISPATCHER_RETRY_MAX_MS=500
 mkdir -m 700 "$WH_TMP/data"
 wh_spawn store "$BIN/walhook-store" -c "$CONF"
@@ -32,12 +42,14 @@ wh_wait_slot_active walhook 60 || wh_fail "the ingestor never started streaming"
 # the receiver is down: these changes wait, age past the cap, the target is marked
 pg_psql -c "INSERT INTO t SELECT generate_series(1, 100)" || wh_fail "insert 1..100"
 wh_wait_metric "$M" walhook_store_needs_snapshot_targets 1 60 || wh_fail "the store never marked the target"
-wh_wait_metric "$M" walhook_target_needs_snapshot 1 60 || wh_fail "the dispatcher never reported the mark"
-grep -q "NEEDS_SNAPSHOT" "$WH_TMP/dispatcher.log" || wh_fail "the dispatcher did not log the mark"
 
-# the receiver comes back; changes made now must not be posted past the gap
+# the receiver comes back: the dispatcher delivers what it had read before
+# the mark (a read-ahead that is complete), then its next Read shows the mark
 wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --out "$WH_TMP/received.jsonl"
 wh_wait_http "http://127.0.0.1:$RPORT/" 10 || true
+wh_wait_metric "$M" walhook_target_needs_snapshot 1 60 || wh_fail "the dispatcher never reported the mark"
+grep -q "NEEDS_SNAPSHOT" "$WH_TMP/dispatcher.log" || wh_fail "the dispatcher did not log the mark"
+# changes made now must not be posted past the gap
 pg_psql -c "INSERT INTO t SELECT generate_series(101, 150)" || wh_fail "insert 101..150"
 sleep 4 # negative check: a stopped target must stay stopped (long enough for a read and a post)
 ids() { grep -o '"id":[0-9]\+' "$WH_TMP/received.jsonl" 2>/dev/null | cut -d: -f2 | sort -n | uniq; }
