@@ -675,6 +675,30 @@ static void client_abandon(wh_client *c, const char *what)
         wh_warn("ipc %s: %s", c->url, err); /* the next call tries again */
 }
 
+/* No peer took a request within the call's timeout: close the socket and
+ * dial afresh on the next call. NNG's dialer redials by itself, but a store
+ * SIGKILLed many times in a row once left a client whose dialer never
+ * connected again (its ingestor retried for over a minute while other
+ * clients reached the new store at once). The call's aio is idle here. */
+static void client_redial(wh_client *c)
+{
+    wh_info("ipc %s: no peer within the timeout; dialing again", c->url);
+    pthread_mutex_lock(&c->mu);
+    nng_socket old = c->sock;
+    int was = c->connected;
+    nng_aio *aio = c->aio;
+    aio_waiter *w = c->w;
+    c->aio = NULL;
+    c->w = NULL;
+    c->connected = 0;
+    pthread_mutex_unlock(&c->mu);
+    nng_aio_stop(aio);
+    nng_aio_free(aio);
+    waiter_free(w);
+    if (was)
+        close_socket(old, c->url);
+}
+
 int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_msg, char *err,
                    size_t errlen)
 {
@@ -733,8 +757,11 @@ int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Re
     if ((rv = nng_aio_result(c->aio)) != 0) {
         nng_msg_free(nng_aio_get_msg(c->aio));
         nng_aio_set_msg(c->aio, NULL);
-        return wh_seterr(err, errlen, "%s: send failed: %s", c->url,
-                         rv == NNG_ETIMEDOUT ? "no peer within the timeout" : nng_strerror(rv));
+        wh_seterr(err, errlen, "%s: send failed: %s", c->url,
+                  rv == NNG_ETIMEDOUT ? "no peer within the timeout" : nng_strerror(rv));
+        if (rv == NNG_ETIMEDOUT)
+            client_redial(c);
+        return WH_ERR;
     }
     waiter_arm(c->w);
     nng_recv_aio(c->sock, c->aio);
