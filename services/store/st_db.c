@@ -591,8 +591,6 @@ static void off_write(st_off *o, off_val v)
 typedef int (*meta_fn)(st_db *db, st_tenant *t, const char *k, size_t kl, const char *v, size_t vl,
                        char *err, size_t errlen);
 
-/* Calls fn for each key of `type` in every tenant's meta CF (at open). */
-
 /* Ends an iteration: destroys IT and returns RC, or, when RC is WH_OK and
  * the iterator met an error, that error (WHAT names the work). */
 static int iter_end(rocksdb_iterator_t *it, int rc, const char *what, char *err, size_t errlen)
@@ -607,6 +605,16 @@ static int iter_end(rocksdb_iterator_t *it, int rc, const char *what, char *err,
     return rc;
 }
 
+/* iter_end for an iteration of its own read options: destroys both. */
+static int iter_done(rocksdb_iterator_t *it, rocksdb_readoptions_t *ro, const char *what, char *err,
+                     size_t errlen)
+{
+    int rc = iter_end(it, WH_OK, what, err, errlen);
+    rocksdb_readoptions_destroy(ro);
+    return rc;
+}
+
+/* Calls fn for each key of `type` in every tenant's meta CF (at open). */
 static int meta_scan(st_db *db, char type, meta_fn fn, char *err, size_t errlen)
 {
     int rc = WH_OK;
@@ -1636,13 +1644,8 @@ int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen)
             wh_lsn_format(lsn, l, sizeof(l));
             fprintf(out, "%s %s %" PRIu32 "\n", tenant, l, seq);
         }
-        char *e = NULL;
-        rocksdb_iter_get_error(it, &e);
-        rocksdb_iter_destroy(it);
-        rocksdb_readoptions_destroy(ro);
+        rc = iter_done(it, ro, "dump", err, errlen);
         ten_done(t);
-        if (e)
-            rc = rerr(err, errlen, "dump", e);
     }
     free(tv);
     if (rc != WH_OK)
@@ -2094,14 +2097,6 @@ static int queue_key_pos(const char *k, size_t kl, size_t plen, uint64_t *lsn, u
     *lsn = wh_get_be64((const uint8_t *)k + plen);
     *seq = wh_get_be32((const uint8_t *)k + plen + 8);
     return WH_OK;
-}
-
-static int iter_done(rocksdb_iterator_t *it, rocksdb_readoptions_t *ro, const char *what, char *err,
-                     size_t errlen)
-{
-    int rc = iter_end(it, WH_OK, what, err, errlen);
-    rocksdb_readoptions_destroy(ro);
-    return rc;
 }
 
 int st_db_dlq_list(st_db *db, const char *tenant, const char *consumer, char kind, int has_after,
