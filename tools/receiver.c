@@ -16,7 +16,9 @@
  * a missing header), so line N of both files belong together. GET answers a one-line summary (for
  * health checks), including "N overlapping": POSTs that arrived while another POST was
  * in progress (two dispatchers posting to one target at once; also logged on
- * stderr). Bodies over 64 MiB get 413.
+ * stderr). GET /reset-max restarts the "max concurrent" count from the POSTs in
+ * flight now (a test that kills a dispatcher clears the dead one's requests).
+ * Bodies over 64 MiB get 413.
  *
  * Failure modes for the dispatcher's tests (issue 8):
  *   --first N         --status/--hang/--reset apply to the first N POSTs only,
@@ -278,6 +280,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0) {
         char line[160];
         pthread_mutex_lock(&s->mu);
+        if (strcmp(url, "/reset-max") == 0)
+            s->max_inflight = s->inflight;
         snprintf(
             line, sizeof(line),
             "walhook-receiver: %lu requests, %lu stored, %lu overlapping, %lu max concurrent\n",

@@ -91,6 +91,8 @@ static pid_t started_by(pid_t pid)
         return -1;
     size_t n = fread(buf, 1, sizeof(buf) - 1, f);
     fclose(f);
+    if (n == 0)
+        return -1; /* exiting: its memory, and so its environment, is gone */
     buf[n] = '\0';
     const char *key = CLI_SUP_ENV "=";
     size_t klen = strlen(key);
@@ -185,6 +187,8 @@ int cli_stale_stop(const char *data_dir, int term_wait_ms, char *err, size_t err
     for (int i = 0; i < n; i++) {
         char exe[256];
         pid_t up = started_by(v[i].pid);
+        if (up < 0 && wait_gone(&v[i], 1, STALE_KILL_WAIT_MS) == 0)
+            continue; /* it was exiting while we looked (a SIGTERM from its walhook up) */
         if (up <= 0)
             return wh_seterr(err, errlen,
                              "%s (pid %d) runs on the data directory %s and was not started by "
@@ -198,6 +202,8 @@ int cli_stale_stop(const char *data_dir, int term_wait_ms, char *err, size_t err
                              (int)up, data_dir, v[i].name, (int)v[i].pid);
     }
     for (int i = 0; i < n; i++) {
+        if (v[i].pid <= 0)
+            continue; /* already gone (negated by wait_gone) */
         wh_warn("%s (pid %d, %s) of a previous instance is still running on %s; stopping it "
                 "(SIGTERM)",
                 v[i].name, (int)v[i].pid, v[i].how, data_dir);
