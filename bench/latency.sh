@@ -45,6 +45,7 @@ wh_wait_slot_active walhook 60 || { echo "bench-latency: the ingestor did not st
 
 RESULTS=()
 for rate in $RATES; do
+    t_start=$(date +%s%6N)
     d0=$(wh_metric "$M" walhook_events_delivered_total)
     [ "$d0" -lt 0 ] && d0=0
     : >"$LAT"
@@ -71,6 +72,20 @@ for rate in $RATES; do
         }')
     echo "$line"
     RESULTS+=("$line")
+    if [ "${WH_LAT_TRACE:-0}" = 1 ]; then
+        # per-hop breakdown (WH_LAT_TRACE=1: every hop writes one LAT line
+        # per event): the age (now - commit_ts) of the events as they pass
+        # each hop, p50 and p99
+        cat "$WH_TMP"/ingestor.log "$WH_TMP"/store.log "$WH_TMP"/dispatcher.log |
+            awk -v t0="$t_start" '$1 == "LAT" && $3 >= t0 { print $2, $3 - $4 }' >"$WH_TMP/lat-$rate"
+        for hop in ing_commit ing_send st_recv st_synced ing_acked st_read dsp_read dsp_post dsp_ok; do
+            awk -v h=$hop '$1 == h { print $2 }' "$WH_TMP/lat-$rate" | sort -n | awk -v h=$hop '
+                { a[NR] = $1 } END {
+                    if (NR == 0) exit
+                    printf "  %-10s events %7d  age p50 %7.2f p99 %7.2f ms\n",
+                        h, NR, a[int(NR * 0.5) + 1] / 1000, a[int(NR * 0.99) + 1] / 1000 }'
+        done
+    fi
 done
 echo
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

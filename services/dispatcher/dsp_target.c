@@ -12,6 +12,7 @@
 #include "dsp_lane.h"
 #include "dsp_ssrf.h"
 #include "wh_lsn.h"
+#include "wh_lattrace.h"
 #include "wh_util.h"
 
 #define DSP_WARN_EVERY_MS 10000 /* repeated failure warnings per target */
@@ -294,6 +295,16 @@ int dsp_next_delay_ms(const char *ra, int attempt, int base_ms, int max_ms, int6
         return ms < 1 ? 1 : (int)ms;
     }
     return dsp_retry_delay_ms(attempt, base_ms, max_ms);
+}
+
+/* WH_LAT_TRACE=1: one line per event at this hop (bench/latency.sh) */
+static void lat_trace(const char *hop, const int64_t *ts, size_t n)
+{
+    if (!wh_lat_trace_on())
+        return;
+    for (size_t i = 0; i < n; i++)
+        wh_lat_trace_add(hop, ts[i]);
+    wh_lat_trace_flush();
 }
 
 /* ---- reader thread ---------------------------------------------------- */
@@ -672,6 +683,8 @@ static void *reader_main(void *arg)
         uint64_t t0 = wh_now_ms();
         int kept = do_read(t, slot, max_events, max_bytes, err, sizeof(err));
         uint64_t took = wh_now_ms() - t0;
+        if (kept > 0)
+            lat_trace("dsp_read", slot->commit_ts, slot->n);
         pthread_mutex_lock(&t->mu);
         if (t->gen != gen)
             continue; /* reset while reading: drop it */
@@ -1663,6 +1676,7 @@ static int strict_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
                                                             t->set.retry_max_ms));
         return -1;
     }
+    lat_trace("dsp_post", b->commit_ts + first, n);
     dsp_limit_take(&t->lim, (uint32_t)n, now_us);
     dsp_breaker_on_send(&t->br);
     t->state = DSP_T_POSTING;
@@ -1770,6 +1784,7 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
 
     if (out == DSP_OUT_OK) {
         int64_t now_wall = wh_wallclock_us();
+        lat_trace("dsp_ok", b->commit_ts + first, n);
         for (size_t i = first; i < first + n; i++) {
             if (b->commit_ts[i] == 0)
                 continue; /* no commit time (non-transactional message) */

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "wh_ipc.h"
+#include "wh_lattrace.h"
 #include "wh_lsn.h"
 #include "wh_util.h"
 
@@ -142,6 +143,15 @@ static int pack_reserve(ing_batcher *bt, size_t n)
 
 #define ING_STATUS_SLOW_DOWN 429 /* the store's "slow down" (tenant write budget) */
 
+static void lat_trace(const ing_batcher *bt, const char *hop, size_t n)
+{
+    if (!wh_lat_trace_on())
+        return;
+    for (size_t i = 0; i < n; i++)
+        wh_lat_trace_add(hop, bt->pev[i].commit_ts_us);
+    wh_lat_trace_flush();
+}
+
 /* Sends one AppendBatch of the packed events [0, n), retrying with backoff
  * until it succeeds (Append is idempotent); a "slow down" answer is
  * retried after the delay it names. WH_ERR: stopping. */
@@ -162,6 +172,7 @@ static int send_retry(ing_batcher *bt, size_t n, uint64_t ack, uint64_t id, uint
     req.append = &ab;
     char err[WH_ERRLEN];
     int slowed = 0;
+    lat_trace(bt, "ing_send", n);
     for (int attempt = 0;; attempt++) {
         Walhook__Reply *rep = NULL;
         int status = 0;
@@ -173,6 +184,7 @@ static int send_retry(ing_batcher *bt, size_t n, uint64_t ack, uint64_t id, uint
         }
         if (rc == WH_OK) {
             walhook__reply__free_unpacked(rep, NULL);
+            lat_trace(bt, "ing_acked", n);
             if (attempt > 0)
                 wh_info("append of batches %llu..%llu succeeded after %d retries",
                         (unsigned long long)first_id, (unsigned long long)id, attempt);

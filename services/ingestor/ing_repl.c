@@ -12,6 +12,7 @@
 #include "ing_event.h"
 #include "ing_pgoutput.h"
 #include "wh_lsn.h"
+#include "wh_lattrace.h"
 #include "wh_util.h"
 
 /* While a request is in flight the open batch cannot go out anyway: the
@@ -576,6 +577,10 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
         break;
     case 'C':
         r->in_txn = 0;
+        if (wh_lat_trace_on()) {
+            wh_lat_trace_add("ing_commit", r->txn.commit_ts_us);
+            wh_lat_trace_flush();
+        }
         ing_batcher_note_commit(r->bt, m.end_lsn);
         if (ing_batcher_idle(r->bt) && m.end_lsn > r->idle_confirm)
             r->idle_confirm = m.end_lsn;

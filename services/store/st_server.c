@@ -11,6 +11,7 @@
 
 #include "wh_buf.h"
 #include "wh_ipc.h"
+#include "wh_lattrace.h"
 #include "wh_metrics.h"
 #include "wh_daemon.h"
 #include "wh_util.h"
@@ -196,6 +197,11 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
         ev[i].json_len = e->json.len;
         bytes += e->json.len;
     }
+    if (wh_lat_trace_on()) {
+        for (size_t i = 0; i < a->n_events; i++)
+            wh_lat_trace_add("st_recv", a->events[i]->commit_ts_us);
+        wh_lat_trace_flush();
+    }
     uint32_t retry_ms = 0;
     if (st_db_admit(s->db, a->tenant, bytes, a->n_events, &retry_ms) == ST_DB_SLOW) {
         free(ev);
@@ -218,6 +224,11 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     }
     wh_counter_add(&s->appends, 1);
     wh_counter_add(&s->events_stored, a->n_events);
+    if (wh_lat_trace_on()) {
+        for (size_t i = 0; i < a->n_events; i++)
+            wh_lat_trace_add("st_synced", a->events[i]->commit_ts_us);
+        wh_lat_trace_flush();
+    }
     if (a->n_events > 0)
         notify_tenant(s, a->tenant);
     walhook__append_reply__init(&m->app);
@@ -375,6 +386,11 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
         }
     }
     wh_counter_add(&s->reads, 1);
+    if (wh_lat_trace_on()) {
+        for (size_t i = 0; i < m->nev; i++)
+            wh_lat_trace_add("st_read", m->evs[i].commit_ts_us);
+        wh_lat_trace_flush();
+    }
     walhook__read_reply__init(&m->read);
     walhook__position__init(&m->committed);
     m->committed.lsn = c_lsn;
