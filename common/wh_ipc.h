@@ -73,6 +73,34 @@ void wh_client_close(wh_client *c);
  * (wh_daemon_init does, from ipc.tls_*). */
 int wh_ipc_tls_set(const char *cert, const char *key, const char *ca, const char *server_name);
 
+/* Durability notifications (pub/sub): the store publishes one short
+ * message per synced Append (a hint: "tenant T has events up to (lsn,
+ * seq)"); dispatchers subscribe and Read when a tenant of theirs moved,
+ * instead of polling. Delivery is best effort (NNG pub drops for a slow
+ * subscriber), so a subscriber still reads now and then without one.
+ * The endpoint is derived from store.endpoint (wh_notify_url). */
+typedef struct wh_pub wh_pub;
+typedef struct wh_sub wh_sub;
+
+/* ipc://PATH -> ipc://PATH.notify; tcp://HOST:PORT and tls+tcp://HOST:PORT
+ * -> the same host, PORT + 1. WH_ERR (err names the endpoint) otherwise. */
+int wh_notify_url(const char *store_url, char *out, size_t len, char *err, size_t errlen);
+int wh_pub_open(wh_pub **out, const char *url, char *err, size_t errlen);
+/* Never blocks (a subscriber that does not keep up loses messages). */
+void wh_pub_send(wh_pub *p, const void *msg, size_t len);
+void wh_pub_close(wh_pub *p);
+/* Dials url (non-blocking: reconnects by itself), subscribed to every
+ * message. */
+int wh_sub_open(wh_sub **out, const char *url, char *err, size_t errlen);
+/* Waits up to timeout_ms for one message: its length (at most cap bytes
+ * are copied), 0 on timeout, -1 when closed or interrupted. */
+int wh_sub_recv(wh_sub *s, void *buf, size_t cap, int timeout_ms);
+/* 1 while connected to a publisher. */
+int wh_sub_connected(wh_sub *s);
+/* From any thread: a wh_sub_recv in progress returns -1 soon. */
+void wh_sub_interrupt(wh_sub *s);
+void wh_sub_close(wh_sub *s);
+
 /* Helper for handlers: sets status and error text on a reply. The text is
  * copied into a thread-local buffer valid until the reply is packed. */
 void wh_reply_error(Walhook__Reply *rep, int status, const char *fmt, ...)

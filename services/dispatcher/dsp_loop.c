@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wh_lsn.h"
 #include "wh_metrics.h"
 #include "wh_util.h"
 
@@ -51,7 +52,55 @@ struct dsp_loop {
      * setup): the others go on; under tmu (the metrics read them) */
     dsp_refused refused[DSP_MAX_REFUSED];
     int nrefused;
+
+    /* durability notifications from the store (wh_sub): a thread wakes
+     * the readers of the tenant named (dsp_target_note) */
+    wh_sub *sub;
+    pthread_t nthr;
+    int nthr_started;
+    atomic_int nstop;
+    wh_counter notes; /* notifications received */
 };
+
+/* Notification thread: "tenant T durable up to (lsn, seq)" (st_server's
+ * publish_durable) -> every target of T is noted. After a (re)connect every
+ * target is noted once: what was published while disconnected is lost. */
+static void *notify_main(void *arg)
+{
+    dsp_loop *l = arg;
+    uint8_t msg[WH_NAME_MAX + 16];
+    int was = 0;
+    while (!atomic_load(&l->nstop)) {
+        int n = wh_sub_recv(l->sub, msg, sizeof(msg), 250);
+        if (n < 0)
+            break;
+        int now = wh_sub_connected(l->sub);
+        int all = now && !was;
+        was = now;
+        const char *tenant = NULL;
+        uint64_t lsn = 0;
+        uint32_t seq = 0;
+        if (n > 0) {
+            const uint8_t *z = memchr(msg, '\0', (size_t)n);
+            if (z == NULL || (size_t)n - (size_t)(z - msg) != 13)
+                continue; /* not a notification of ours */
+            tenant = (const char *)msg;
+            lsn = wh_get_be64(z + 1);
+            seq = ((uint32_t)z[9] << 24) | ((uint32_t)z[10] << 16) | ((uint32_t)z[11] << 8) | z[12];
+            wh_counter_add(&l->notes, 1);
+        }
+        if (tenant == NULL && !all)
+            continue;
+        pthread_mutex_lock(&l->tmu);
+        for (int i = 0; i < l->ntargets; i++) {
+            dsp_target *t = l->targets[i];
+            if (all || strcmp(t->set.tenant, tenant) == 0)
+                dsp_target_note(t, all ? 1 : lsn, all ? 0 : seq);
+        }
+        pthread_mutex_unlock(&l->tmu);
+    }
+    return NULL;
+}
 
 /* Loop thread: notes that (tenant, name) was refused; counts every time. */
 static void note_refused(dsp_loop *l, const char *tenant, const char *name)
@@ -135,8 +184,9 @@ static int add_target(dsp_loop *l, const dsp_spec *sp, char *err, size_t errlen)
     s.set.ipc_timeout_ms = l->base.ipc_timeout_ms;
     s.set.ipc_max_msg = l->base.ipc_max_msg;
     dsp_settings_clamp(&s.set);
-    if (dsp_target_init(t, &s, wake, l, err, errlen) != WH_OK ||
-        dsp_target_start_reader(t, err, errlen) != WH_OK) {
+    int rc = dsp_target_init(t, &s, wake, l, err, errlen);
+    t->notify_sub = l->sub;
+    if (rc != WH_OK || dsp_target_start_reader(t, err, errlen) != WH_OK) {
         dsp_target_destroy(t);
         free(t);
         return WH_ERR;
@@ -208,6 +258,18 @@ int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errl
     curl_multi_setopt(l->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
     curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, (long)(cfg->ntargets * 2 + 4));
     dsp_settings_from_config(&l->base, cfg);
+    char nurl[WH_URL_MAX + 16], nerr[WH_ERRLEN];
+    if (wh_notify_url(l->base.store_endpoint, nurl, sizeof(nurl), nerr, sizeof(nerr)) != WH_OK ||
+        wh_sub_open(&l->sub, nurl, nerr, sizeof(nerr)) != WH_OK) {
+        wh_warn("no durability notifications (readers long-poll the store): %s", nerr);
+        l->sub = NULL;
+    } else if (pthread_create(&l->nthr, NULL, notify_main, l) != 0) {
+        wh_warn("no durability notifications: cannot start their thread");
+        wh_sub_close(l->sub);
+        l->sub = NULL;
+    } else {
+        l->nthr_started = 1;
+    }
     for (int i = 0; i < cfg->ntargets; i++) {
         dsp_spec sp;
         memset(&sp, 0, sizeof(sp));
@@ -761,6 +823,30 @@ int dsp_loop_metrics(dsp_loop *l, wh_buf *out)
                               "Targets the dispatcher runs (every tenant).");
     if (rc == WH_OK)
         rc = wh_metric_i64(out, "walhook_dispatcher_targets", "", n);
+    uint64_t empty = 0;
+    pthread_mutex_lock(&l->tmu);
+    for (int i = 0; i < l->ntargets; i++)
+        empty += wh_counter_get(&l->targets[i]->empty_reads);
+    pthread_mutex_unlock(&l->tmu);
+    if (rc == WH_OK)
+        rc = wh_metric_header(out, "walhook_dispatcher_notifications_total", "counter",
+                              "Durability notifications received from the store (readers read "
+                              "when their tenant has new events).");
+    if (rc == WH_OK)
+        rc = wh_metric_u64(out, "walhook_dispatcher_notifications_total", "",
+                           wh_counter_get(&l->notes));
+    if (rc == WH_OK)
+        rc = wh_metric_header(out, "walhook_dispatcher_notify_connected", "gauge",
+                              "1 while subscribed to the store's durability notifications "
+                              "(else readers long-poll).");
+    if (rc == WH_OK)
+        rc = wh_metric_u64(out, "walhook_dispatcher_notify_connected", "",
+                           (uint64_t)wh_sub_connected(l->sub));
+    if (rc == WH_OK)
+        rc = wh_metric_header(out, "walhook_dispatcher_empty_reads_total", "counter",
+                              "Reads from the store that found no event (all targets).");
+    if (rc == WH_OK)
+        rc = wh_metric_u64(out, "walhook_dispatcher_empty_reads_total", "", empty);
     if (rc == WH_OK)
         rc = wh_metric_header(out, "walhook_state_version", "gauge",
                               "Version of the runtime state the daemon applied last.");
@@ -776,6 +862,11 @@ void dsp_loop_destroy(dsp_loop *l)
 {
     if (l == NULL)
         return;
+    if (l->nthr_started) {
+        atomic_store(&l->nstop, 1);
+        wh_sub_interrupt(l->sub);
+        pthread_join(l->nthr, NULL);
+    }
     /* stop every reader first so their final commits run in parallel */
     for (int i = 0; i < l->ntargets; i++)
         if (l->targets[i]->thr_started)
@@ -786,6 +877,7 @@ void dsp_loop_destroy(dsp_loop *l)
         free(l->targets[i]);
     }
     free(l->targets);
+    wh_sub_close(l->sub); /* after the readers: they look at its state */
     free(l->pend);
     if (l->multi != NULL)
         curl_multi_cleanup(l->multi);

@@ -364,7 +364,7 @@ static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, uint64_t epoch, 
  * now is posted, which would hide a gap, until an operator or a snapshot
  * sets its offset). */
 static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t max_bytes,
-                   char *err, size_t errlen)
+                   uint32_t wait_ms, char *err, size_t errlen)
 {
     Walhook__Position from = WALHOOK__POSITION__INIT;
     Walhook__ReadRequest rr = WALHOOK__READ_REQUEST__INIT;
@@ -378,7 +378,7 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
     }
     rr.max_events = max_events;
     rr.max_bytes = max_bytes;
-    rr.wait_ms = t->set.read_wait_ms;
+    rr.wait_ms = wait_ms;
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_READ;
     req.read = &rr;
@@ -506,6 +506,12 @@ static void *reader_main(void *arg)
     char err[WH_ERRLEN];
     int read_fail = 0, commit_fail = 0, stop_tries = 0;
     uint64_t last_warn = 0;
+    /* idle: the last Read found nothing while notifications flow; the next
+     * one waits for a notification of the tenant (note_gen moves), a reset
+     * (gen moves) or the fallback deadline */
+    int idle = 0;
+    uint64_t idle_note = 0, idle_until = 0;
+    unsigned idle_gen = 0;
 
     pthread_mutex_lock(&t->mu);
     t->my_gen = t->gen;
@@ -670,9 +676,23 @@ static void *reader_main(void *arg)
                 pthread_mutex_lock(&t->mu);
                 continue;
             }
-            t->next_replay_ms = wh_now_ms() + 1000;
+            t->next_replay_ms =
+                wh_now_ms() + (wh_sub_connected(t->notify_sub) ? DSP_NOTIFY_FALLBACK_MS : 1000);
             continue;
         }
+        int live = wh_sub_connected(t->notify_sub);
+        if (idle && live && t->note_gen == idle_note && t->gen == idle_gen) {
+            uint64_t now = wh_now_ms(), until = idle_until;
+            if (!t->replay_inflight && t->next_replay_ms < until)
+                until = t->next_replay_ms;
+            if (now < until) {
+                timed_wait_locked(t, (int)(until - now));
+                continue;
+            }
+        }
+        idle = 0;
+        uint64_t note0 = t->note_gen;
+        uint32_t wait_ms = live ? 0 : t->set.read_wait_ms;
         int age_ms =
             t->set.dl.batch_max_age_ms > 0 ? t->set.dl.batch_max_age_ms : DSP_BATCH_AGE_DEFAULT_MS;
         int has_from = t->has_from;
@@ -681,7 +701,7 @@ static void *reader_main(void *arg)
         pthread_mutex_unlock(&t->mu);
         /* The slot is invisible to the loop until count is incremented. */
         uint64_t t0 = wh_now_ms();
-        int kept = do_read(t, slot, max_events, max_bytes, err, sizeof(err));
+        int kept = do_read(t, slot, max_events, max_bytes, wait_ms, err, sizeof(err));
         uint64_t took = wh_now_ms() - t0;
         if (kept > 0)
             lat_trace("dsp_read", slot->commit_ts, slot->n);
@@ -704,14 +724,18 @@ static void *reader_main(void *arg)
             }
             if (t->gen != gen || t->stop)
                 continue;
-            t->has_from = has_from;
-            t->from_lsn = from_lsn;
-            t->from_seq = from_seq;
-            pthread_mutex_unlock(&t->mu);
-            kept = do_read(t, slot, max_events, max_bytes, err, sizeof(err));
-            pthread_mutex_lock(&t->mu);
-            if (t->gen != gen)
-                continue;
+            /* nothing new was notified since the read: the batch is what
+             * the store has, no second Read */
+            if (!live || t->note_gen != note0) {
+                t->has_from = has_from;
+                t->from_lsn = from_lsn;
+                t->from_seq = from_seq;
+                pthread_mutex_unlock(&t->mu);
+                kept = do_read(t, slot, max_events, max_bytes, wait_ms, err, sizeof(err));
+                pthread_mutex_lock(&t->mu);
+                if (t->gen != gen)
+                    continue;
+            }
         }
         if (kept != -3 && atomic_load(&t->needs_snapshot_pub)) {
             atomic_store(&t->needs_snapshot_pub, 0);
@@ -748,13 +772,31 @@ static void *reader_main(void *arg)
                 last_warn = now;
             }
             timed_wait_locked(t, dsp_retry_delay_ms(read_fail, 50, 2000));
-        } else if (took < 5 && t->set.read_wait_ms > 0 && !t->commit_pending) {
-            /* an empty reply that did not long-poll: do not spin */
-            timed_wait_locked(t, 20);
+        } else {
+            wh_counter_add(&t->empty_reads, 1);
+            if (live) {
+                idle = 1;
+                idle_note = note0;
+                idle_gen = t->gen;
+                idle_until = wh_now_ms() + DSP_NOTIFY_FALLBACK_MS;
+            } else if (took < 5 && t->set.read_wait_ms > 0 && !t->commit_pending) {
+                /* an empty reply that did not long-poll: do not spin */
+                timed_wait_locked(t, 20);
+            }
         }
     }
     pthread_mutex_unlock(&t->mu);
     return NULL;
+}
+
+void dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq)
+{
+    pthread_mutex_lock(&t->mu);
+    t->note_gen++;
+    if (lsn == 0 && seq == 0)
+        t->next_replay_ms = 0; /* dead letters queued for replay */
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
 }
 
 /* ---- lifecycle -------------------------------------------------------- */

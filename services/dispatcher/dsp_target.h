@@ -94,6 +94,9 @@
 #define DSP_RESP_CAP (64 * 1024) /* response bytes read at most */
 #define DSP_RETRY_AFTER_MAX_MS (3600 * 1000)
 #define DSP_BATCH_AGE_DEFAULT_MS 50 /* batch_max_age_ms unset */
+/* With durability notifications flowing, an idle reader reads again after
+ * this long without one (a lost notification costs at most this much) */
+#define DSP_NOTIFY_FALLBACK_MS 5000
 
 /* Settings a target needs (copied from wh_config). */
 typedef struct dsp_settings {
@@ -278,10 +281,13 @@ typedef struct dsp_target {
     uint32_t commit_seq;
     uint64_t commit_epoch;
     int stop;
+    uint64_t note_gen; /* durability notifications of its tenant (dsp_target_note) */
     int reset_req; /* reader: the offset moved; loop: drop and reset */
     unsigned gen;  /* bumped by each reset; a read of an older gen is dropped */
 
     /* reader private */
+    wh_sub *notify_sub; /* the dispatcher's notification subscriber (NULL: none) */
+    wh_counter empty_reads; /* Reads that found nothing */
     pthread_t thr;
     int thr_started;
     wh_client *store;
@@ -382,6 +388,10 @@ void dsp_target_reset(dsp_target *t);
 /* The target was removed: forget a commit that was not sent yet (its
  * offset is dropped by the store). Before dsp_target_stop_reader. */
 void dsp_target_forget_commit(dsp_target *t);
+/* Any thread: the store made events of the target's tenant durable up to
+ * (lsn, seq) ((0, 0): dead letters were queued for replay): wakes the
+ * reader, which reads only when notified while notifications flow. */
+void dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq);
 /* Opens the store client and starts the reader thread. */
 int dsp_target_start_reader(dsp_target *t, char *err, size_t errlen);
 /* Asks the reader to stop; it sends a pending commit first (bounded tries). */

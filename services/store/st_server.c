@@ -12,6 +12,7 @@
 #include "wh_buf.h"
 #include "wh_ipc.h"
 #include "wh_lattrace.h"
+#include "wh_lsn.h"
 #include "wh_metrics.h"
 #include "wh_daemon.h"
 #include "wh_util.h"
@@ -34,6 +35,7 @@ struct st_server {
     int workers;
     size_t max_msg;
     wh_server *nng;
+    wh_pub *pub; /* durability notifications; NULL: none (dispatchers poll) */
 
     pthread_mutex_t wmu; /* guards waitq list, gens, stopping, nwaiting */
     st_waitq *waitq;
@@ -45,6 +47,7 @@ struct st_server {
     wh_counter appends;
     wh_counter reads;
     wh_counter slowed; /* appends answered "slow down" */
+    wh_counter notified; /* durability notifications published */
 };
 
 /* Everything a reply points at; freed by st_server_done. */
@@ -115,6 +118,24 @@ static st_waitq *waitq_get(st_server *s, const char *tenant, int create)
     s->waitq = q;
     s->nwaitq++;
     return q;
+}
+
+/* Publishes "tenant T is durable up to (lsn, seq)": the tenant's name, a
+ * NUL, the big-endian lsn (8 bytes) and seq (4 bytes). After the sync: a
+ * subscriber that reads at once finds the events. */
+static void publish_durable(st_server *s, const char *tenant, uint64_t lsn, uint32_t seq)
+{
+    if (s->pub == NULL)
+        return;
+    uint8_t msg[ST_NAME_MAX + 1 + 12];
+    size_t tl = strlen(tenant);
+    if (tl > ST_NAME_MAX)
+        return;
+    memcpy(msg, tenant, tl + 1);
+    wh_put_be64(msg + tl + 1, lsn);
+    wh_put_be32(msg + tl + 9, seq);
+    wh_pub_send(s->pub, msg, tl + 13);
+    wh_counter_add(&s->notified, 1);
 }
 
 static void notify_tenant(st_server *s, const char *tenant)
@@ -229,8 +250,11 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
             wh_lat_trace_add("st_synced", a->events[i]->commit_ts_us);
         wh_lat_trace_flush();
     }
-    if (a->n_events > 0)
+    if (a->n_events > 0) {
+        const Walhook__Event *last = a->events[a->n_events - 1];
+        publish_durable(s, a->tenant, last->commit_lsn, last->seq);
         notify_tenant(s, a->tenant);
+    }
     walhook__append_reply__init(&m->app);
     m->app.durable_lsn = durable;
     m->app.stored = (uint32_t)a->n_events;
@@ -754,6 +778,9 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_header(b, "walhook_store_appends_total", "counter",
                            "append batches made durable since start");
     rc |= wh_metric_u64(b, "walhook_store_appends_total", "", wh_counter_get(&s->appends));
+    rc |= wh_metric_header(b, "walhook_store_notifications_total", "counter",
+                           "durability notifications published (one per synced append)");
+    rc |= wh_metric_u64(b, "walhook_store_notifications_total", "", wh_counter_get(&s->notified));
     rc |= wh_metric_header(b, "walhook_store_reads_total", "counter",
                            "read requests served since start");
     rc |= wh_metric_u64(b, "walhook_store_reads_total", "", wh_counter_get(&s->reads));
@@ -991,8 +1018,10 @@ static void do_dlq_edit(st_server *s, const char *tenant, const char *consumer, 
     if (count > 0) {
         wh_info("%u dead letter(s) of %s/%s %s", count, tenant, consumer,
                 to_replay ? "queued for replay" : "purged");
-        if (to_replay)
-            notify_tenant(s, tenant); /* a long-polling dispatcher looks again */
+        if (to_replay) {
+            notify_tenant(s, tenant);         /* a long-polling dispatcher looks again */
+            publish_durable(s, tenant, 0, 0); /* a subscribed one too */
+        }
     }
     dlq_reply(rep, m);
     m->dlq.affected = count;
@@ -1398,6 +1427,10 @@ int st_server_listen(st_server *s, const char *url, char *err, size_t errlen)
 {
     if (s->nng)
         return wh_seterr(err, errlen, "store: already listening");
+    char nurl[1100], nerr[WH_ERRLEN];
+    if (wh_notify_url(url, nurl, sizeof(nurl), nerr, sizeof(nerr)) != WH_OK ||
+        wh_pub_open(&s->pub, nurl, nerr, sizeof(nerr)) != WH_OK)
+        wh_warn("durability notifications are off (dispatchers poll the store): %s", nerr);
     return wh_server_start(&s->nng, url, s->workers, s->max_msg, st_server_handle, st_server_done,
                            s, err, errlen);
 }
@@ -1415,6 +1448,8 @@ void st_server_stop(st_server *s)
         wh_server_stop(s->nng); /* closes the socket, joins the workers */
         s->nng = NULL;
     }
+    wh_pub_close(s->pub);
+    s->pub = NULL;
 }
 
 void st_server_destroy(st_server *s)

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Readers are woken by the store's durability notifications, not by polling
+# (issue 10 "Reads", issue 6 latency): the store publishes one notification
+# per synced append on its notify endpoint (store.endpoint + ".notify"); the
+# dispatcher's readers read when their tenant moved. Checked on mechanisms,
+# never on tight times:
+#   - the dispatcher is subscribed (walhook_dispatcher_notify_connected 1);
+#   - while nothing is written for 3 s, the store serves no Read at all (a
+#     long-polling reader read again every 200 ms: ~15 reads);
+#   - rows written after the idle time arrive, and the notifications the
+#     dispatcher received grew with them.
+set -uo pipefail
+source "$(dirname "$0")/../lib/helpers.sh"
+trap wh_cleanup EXIT
+wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver
+wh_tmpdir
+pg_start || wh_fail "cannot start PostgreSQL"
+pg_psql -c "CREATE TABLE items (id int PRIMARY KEY); CREATE PUBLICATION walhook FOR ALL TABLES;" \
+    >/dev/null || wh_fail "cannot create the table"
+export WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS="127.0.0.1/32,::1"
+RPORT=$(wh_free_port)
+APORT=$(wh_free_port)
+wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --out "$WH_TMP/received.jsonl"
+CONF="$WH_TMP/walhook.conf"
+DATA="$WH_TMP/data"
+wh_write_conf "$CONF" "$PG_DSN" "$DATA" "$APORT" "http://127.0.0.1:$RPORT/hook"
+mkdir -p -m 700 "$DATA"
+for d in store ingestor dispatcher admin; do
+    wh_spawn "$d" "$BIN/walhook-$d" -c "$CONF"
+done
+M="http://127.0.0.1:$APORT/metrics"
+wh_wait_slot_active walhook 60 || wh_fail "the ingestor did not start streaming"
+wh_wait_metric "$M" walhook_dispatcher_notify_connected 1 30 ||
+    wh_fail "the dispatcher never subscribed to the store's notifications"
+
+insert() { # FROM TO: one row per transaction
+    for ((i = $1; i <= $2; i++)); do echo "INSERT INTO items VALUES ($i);"; done |
+        pg_psql >/dev/null || wh_fail "inserts failed"
+}
+insert 1 20
+wh_wait_metric "$M" walhook_events_delivered_total 20 60 || wh_fail "the first 20 rows not delivered"
+sleep 1 # the readers go idle (their last Read found nothing)
+
+r0=$(wh_metric "$M" walhook_store_reads_total)
+n0=$(wh_metric "$M" walhook_dispatcher_notifications_total)
+sleep 3
+r1=$(wh_metric "$M" walhook_store_reads_total)
+wh_log "store reads during 3 s of idleness: $((r1 - r0))"
+# one read may be the fallback of a reader that saw no notification for 5 s
+[ $((r1 - r0)) -le 1 ] || wh_fail "the store served $((r1 - r0)) reads while nothing was written (polling)"
+
+insert 21 40
+wh_wait_metric "$M" walhook_events_delivered_total 40 60 || wh_fail "rows written after idleness not delivered"
+n1=$(wh_metric "$M" walhook_dispatcher_notifications_total)
+wh_log "notifications received: $((n1 - n0)) for 20 rows"
+[ "$n1" -gt "$n0" ] || wh_fail "no notification received for the new rows"
+s=$(wh_metric "$M" walhook_store_notifications_total)
+[ "$s" -ge "$n1" ] || wh_fail "the dispatcher counted $n1 notifications, the store published $s"
+n=$(grep -o '"after":{"id":[0-9]*' "$WH_TMP/received.jsonl" | cut -d: -f3 | sort -un | wc -l)
+[ "$n" -eq 40 ] || wh_fail "receiver got $n distinct rows, want 40"
+wh_pass "idle: $((r1 - r0)) reads in 3 s; $((n1 - n0)) notifications for 20 rows"
