@@ -547,16 +547,19 @@ uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us)
     batch *b = bt->open;
     if (b->nev == 0)
         return UINT64_MAX;
-    /* Adaptive batching: with nothing in flight the open batch goes out at
-     * once; while a request is in flight it grows, and is sealed when the
-     * sender is free again (the sender wakes the replication thread) or at
-     * flush_bytes (ing_batcher_add): no timer wakes this thread meanwhile,
-     * sealing earlier would not send it sooner. While the slot has a
-     * backlog (latency is the backlog's, not the batch's), a batch waits
-     * with nothing in flight until it holds a request's worth of JSON
-     * (ING_BATCH_FILL) or is busy_linger_us old: every request, wake-up and
-     * sync then carries hundreds of events instead of a handful. */
-    if (atomic_load(&bt->sender_busy))
+    /* Adaptive batching (group commit). Live stream: what was decoded is
+     * sealed at once, in flight or not; sealed batches queue while a
+     * request is in flight and the sender takes the whole queue as its next
+     * request the moment the store acknowledged (send_chain combines them):
+     * the request grows while one is in flight, and the replication thread
+     * is not on the path from an ack to the next send (it used to be woken
+     * to seal, then woke the sender: two thread hand-offs per request).
+     * Backlog (latency is the backlog's, not the batch's): while a request
+     * is in flight the batch grows, and with nothing in flight it waits
+     * until it holds a request's worth of JSON (ING_BATCH_FILL) or is
+     * busy_linger_us old: every request, wake-up and sync then carries
+     * hundreds of events instead of a handful. */
+    if (bt->backlog && atomic_load(&bt->sender_busy))
         return UINT64_MAX;
     if (bt->backlog && b->json.len < ING_BATCH_FILL) {
         uint64_t due = b->first_us + (uint64_t)atomic_load(&bt->backlog_linger_us);

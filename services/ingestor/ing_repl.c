@@ -15,12 +15,11 @@
 #include "wh_lattrace.h"
 #include "wh_util.h"
 
-/* While a request is in flight the open batch cannot go out anyway: the
- * replication socket wakes the loop only once this many bytes are buffered
- * (SO_RCVLOWAT), so a wake-up moves many messages instead of a handful; the
- * sender's wake fd (request done) and the timers still wake it at once. */
-#define ING_RCVLOWAT (32 * 1024)
-/* ... and this many with a backlog (see ING_BACKLOG_AGE_US) */
+/* With a backlog (see ING_BACKLOG_AGE_US) the replication socket wakes the
+ * loop only once this many bytes are buffered (SO_RCVLOWAT), so a wake-up
+ * moves many messages instead of a handful; the sender's wake fd (request
+ * done) and the timers still wake it at once. A live stream is read as it
+ * arrives (its latency is the point). */
 #define ING_RCVLOWAT_BACKLOG (128 * 1024)
 /* Reads per loop pass while the socket still holds data once libpq's buffer
  * (16 KiB) is parsed: a wake-up moves up to 1 MiB, and libpq's buffer does
@@ -797,9 +796,10 @@ static int stream(repl *r, char *err, size_t errlen)
             wh_seterr(err, errlen, "replication connection has no socket");
             return LOOP_RECONNECT;
         }
-        int want = backlog                          ? ING_RCVLOWAT_BACKLOG
-                   : ing_batcher_sender_busy(r->bt) ? ING_RCVLOWAT
-                                                    : 1;
+        /* live: read what arrives at once (it is sealed and queued for the
+         * sender, which sends it the moment the request in flight is
+         * acknowledged) */
+        int want = backlog ? ING_RCVLOWAT_BACKLOG : 1;
         if (want != lowat && setsockopt(sock, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof(want)) == 0)
             lowat = want;
         int wfd = ing_batcher_wake_fd(r->bt);

@@ -63,6 +63,7 @@ struct st_tenant {
     char name[ST_NAME_MAX + 1];
     pthread_rwlock_t lock;
     rocksdb_column_family_handle_t *ev, *meta; /* NULL: none (never created or dropped) */
+    uint64_t cf_gen; /* bumped when ev/meta are created or dropped (under lock, write) */
     st_off *offs;                              /* its consumers, under db->off_lock */
     pthread_mutex_t wm_mu;                     /* the fields below */
     uint64_t wm_lsn;                           /* GC watermark: never moves back */
@@ -384,6 +385,7 @@ static int tenant_cf_create(st_tenant *t, char *err, size_t errlen)
         cf_name(name, sizeof(name), ST_CF_EVENTS, t->name);
         t->ev = rocksdb_create_column_family(db->rdb, o, name, &e);
         rocksdb_options_destroy(o);
+        t->cf_gen++;
         if (e)
             return rerr(err, errlen, "create column family", e);
     }
@@ -1165,30 +1167,38 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
 
 /* ---- read ---- */
 
-int st_db_read(st_db *db, const char *tenant, uint64_t from_lsn, uint32_t from_seq,
-               uint32_t max_events, size_t max_bytes, st_read_fn fn, void *arg, size_t *nread,
-               char *err, size_t errlen)
+/* The upper bound of the tenant's event keys: just past every
+ * "E tenant \0 ..." key. */
+static size_t events_upper(char *upper, const char *tenant)
 {
-    if (nread)
-        *nread = 0;
-    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
-        return WH_ERR;
-    st_tenant *t;
-    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
-        return WH_ERR;
-    if (t == NULL)
-        return WH_OK;
-    char seek[ST_KEY_MAX], upper[ST_KEY_MAX];
-    size_t sl = key_event(seek, tenant, from_lsn, from_seq);
     size_t ul = key_prefix(upper, 'E', tenant);
-    upper[ul - 1] = '\x01'; /* just past every "E tenant \0 ..." key */
+    upper[ul - 1] = '\x01';
+    return ul;
+}
 
+/* Read options for the tenant's events (upper is kept by the caller while
+ * they live). Events are read once, in order: their data blocks stay out of
+ * the block cache (the iterator pins the block it is on). tailing: the
+ * iterator sees what is written after its creation (a reader's reused
+ * iterator, st_db_reader_read). */
+static rocksdb_readoptions_t *events_readoptions(const char *upper, size_t ul, int tailing)
+{
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_iterate_upper_bound(ro, upper, ul);
-    /* events are read once, in order: keep their data blocks out of the
-     * block cache (the iterator pins the block it is on) */
     rocksdb_readoptions_set_fill_cache(ro, 0);
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->ev);
+    if (tailing)
+        rocksdb_readoptions_set_tailing(ro, 1);
+    return ro;
+}
+
+/* Seeks it just past (from_lsn, from_seq) and passes events to fn (see
+ * st_db_read); the number passed. */
+static size_t iter_events(rocksdb_iterator_t *it, const char *tenant, uint64_t from_lsn,
+                          uint32_t from_seq, uint32_t max_events, size_t max_bytes, st_read_fn fn,
+                          void *arg)
+{
+    char seek[ST_KEY_MAX];
+    size_t sl = key_event(seek, tenant, from_lsn, from_seq);
     rocksdb_iter_seek(it, seek, sl);
     if (rocksdb_iter_valid(it)) {
         size_t kl;
@@ -1214,6 +1224,27 @@ int st_db_read(st_db *db, const char *tenant, uint64_t from_lsn, uint32_t from_s
         if (fn(arg, lsn, seq, ts, v + 8, jl) != 0)
             break;
     }
+    return count;
+}
+
+int st_db_read(st_db *db, const char *tenant, uint64_t from_lsn, uint32_t from_seq,
+               uint32_t max_events, size_t max_bytes, st_read_fn fn, void *arg, size_t *nread,
+               char *err, size_t errlen)
+{
+    if (nread)
+        *nread = 0;
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK;
+    char upper[ST_KEY_MAX];
+    size_t ul = events_upper(upper, tenant);
+    rocksdb_readoptions_t *ro = events_readoptions(upper, ul, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->ev);
+    size_t count = iter_events(it, tenant, from_lsn, from_seq, max_events, max_bytes, fn, arg);
     char *e = NULL;
     rocksdb_iter_get_error(it, &e);
     rocksdb_iter_destroy(it);
@@ -1224,6 +1255,134 @@ int st_db_read(st_db *db, const char *tenant, uint64_t from_lsn, uint32_t from_s
     if (e)
         return rerr(err, errlen, "read", e);
     return WH_OK;
+}
+
+/* ---- a reader's cursor ---- */
+
+struct st_reader {
+    st_db *db;
+    st_tenant *t;
+    st_off *o; /* NULL: no consumer */
+    char tenant[ST_NAME_MAX + 1];
+    char upper[ST_KEY_MAX];
+    size_t ul;
+    rocksdb_readoptions_t *ro; /* tailing */
+    rocksdb_iterator_t *it;    /* NULL: none yet, or dropped after an error */
+    uint64_t it_gen;           /* t->cf_gen when it was made */
+};
+
+static off_val off_read(st_off *o);
+static void off_write(st_off *o, off_val v);
+static int off_persist(st_db *db, st_off *o, off_val v, char *err, size_t errlen);
+
+int st_db_reader_open(st_db *db, const char *tenant, const char *consumer, st_reader **out,
+                      char *err, size_t errlen)
+{
+    *out = NULL;
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK ||
+        (consumer != NULL && st_db_check_name(consumer, "consumer", err, errlen) != WH_OK))
+        return WH_ERR;
+    st_tenant *t = tenant_find(db, tenant, 1);
+    if (t == NULL)
+        return wh_seterr(err, errlen, "tenant: too many tenants (max %d) or out of memory",
+                         ST_MAX_TENANTS);
+    st_off *o = NULL;
+    if (consumer != NULL && (o = off_get(db, tenant, consumer, err, errlen)) == NULL)
+        return WH_ERR;
+    st_reader *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    r->db = db;
+    r->t = t;
+    r->o = o;
+    wh_strlcpy(r->tenant, tenant, sizeof(r->tenant));
+    r->ul = events_upper(r->upper, tenant);
+    r->ro = events_readoptions(r->upper, r->ul, 1);
+    *out = r;
+    return WH_OK;
+}
+
+int st_db_reader_register(st_reader *r, st_offset *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    st_off *o = r->o;
+    if (o == NULL)
+        return wh_seterr(err, errlen, "consumer: missing");
+    off_val cur = off_read(o); /* fast path: no lock but the entry's own */
+    int rc = WH_OK;
+    if (cur.state == ST_OFF_NEW && !r->db->read_only) {
+        st_tenant *t;
+        if (ten_open(r->db, r->tenant, 1, &t, err, errlen) != WH_OK)
+            return WH_ERR;
+        pthread_mutex_lock(&o->wmu);
+        cur = off_read(o);
+        if (cur.state == ST_OFF_NEW) {
+            off_val nv = {cur.lsn, cur.seq, cur.epoch, ST_OFF_LIVE};
+            rc = off_persist(r->db, o, nv, err, errlen);
+            if (rc == WH_OK) {
+                off_write(o, nv);
+                cur = nv;
+            }
+        }
+        pthread_mutex_unlock(&o->wmu);
+        ten_done(t);
+    }
+    int dropped = cur.state == ST_OFF_DROPPED;
+    out->lsn = dropped ? 0 : cur.lsn;
+    out->seq = dropped ? 0 : cur.seq;
+    out->epoch = cur.epoch;
+    out->dropped = dropped;
+    return rc;
+}
+
+int st_db_reader_needs_snapshot(const st_reader *r)
+{
+    return r->o != NULL && r->o->needs_snapshot;
+}
+
+int st_db_reader_read(st_reader *r, uint64_t from_lsn, uint32_t from_seq, uint32_t max_events,
+                      size_t max_bytes, st_read_fn fn, void *arg, size_t *nread, char *err,
+                      size_t errlen)
+{
+    if (nread)
+        *nread = 0;
+    st_tenant *t = r->t;
+    pthread_rwlock_rdlock(&t->lock);
+    if (r->it != NULL && (r->it_gen != t->cf_gen || t->ev == NULL)) {
+        rocksdb_iter_destroy(r->it); /* made on a column family since dropped */
+        r->it = NULL;
+    }
+    if (t->ev == NULL || t->meta == NULL) {
+        pthread_rwlock_unlock(&t->lock);
+        return WH_OK; /* nothing stored for the tenant */
+    }
+    if (r->it == NULL) {
+        r->it = rocksdb_create_iterator_cf(r->db->rdb, r->ro, t->ev);
+        r->it_gen = t->cf_gen;
+    }
+    size_t count = iter_events(r->it, r->tenant, from_lsn, from_seq, max_events, max_bytes, fn, arg);
+    char *e = NULL;
+    rocksdb_iter_get_error(r->it, &e);
+    if (e != NULL) {
+        rocksdb_iter_destroy(r->it); /* the next read starts afresh */
+        r->it = NULL;
+    }
+    pthread_rwlock_unlock(&t->lock);
+    if (nread)
+        *nread = count;
+    if (e)
+        return rerr(err, errlen, "read", e);
+    return WH_OK;
+}
+
+void st_db_reader_close(st_reader *r)
+{
+    if (r == NULL)
+        return;
+    if (r->it != NULL)
+        rocksdb_iter_destroy(r->it);
+    rocksdb_readoptions_destroy(r->ro);
+    free(r);
 }
 
 /* ---- offsets ---- */
@@ -2415,6 +2574,7 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
             break;
         }
         rocksdb_column_family_handle_destroy(h[i]);
+        t->cf_gen++;
         if (i == 0)
             t->ev = NULL;
         else

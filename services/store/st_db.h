@@ -157,6 +157,27 @@ int st_db_read(st_db *db, const char *tenant, uint64_t from_lsn, uint32_t from_s
                uint32_t max_events, size_t max_bytes, st_read_fn fn, void *arg, size_t *nread,
                char *err, size_t errlen);
 
+/* A reader's cursor: (tenant, consumer) with the consumer's offset entry
+ * found once (its reads never look it up in the offsets table, whose lock
+ * is global) and a tailing iterator reused by every read (it sees what is
+ * written after it was made; remade when the tenant's column families are
+ * dropped or made again). Used by one thread at a time; closed before
+ * st_db_close. An open cursor pins the RocksDB files and memtables its
+ * iterator last saw until its next read: the server closes idle ones.
+ * consumer may be NULL (reads from explicit positions only). */
+typedef struct st_reader st_reader;
+int st_db_reader_open(st_db *db, const char *tenant, const char *consumer, st_reader **out,
+                      char *err, size_t errlen);
+/* st_db_register through the cursor (its consumer). */
+int st_db_reader_register(st_reader *r, st_offset *out, char *err, size_t errlen);
+/* st_db_needs_snapshot through the cursor. */
+int st_db_reader_needs_snapshot(const st_reader *r);
+/* st_db_read through the cursor's iterator. */
+int st_db_reader_read(st_reader *r, uint64_t from_lsn, uint32_t from_seq, uint32_t max_events,
+                      size_t max_bytes, st_read_fn fn, void *arg, size_t *nread, char *err,
+                      size_t errlen);
+void st_db_reader_close(st_reader *r);
+
 /* Moves the consumer's offset to (lsn, seq) unless it is already there or
  * beyond; *out_* receive the resulting offset. */
 int st_db_commit(st_db *db, const char *tenant, const char *consumer, uint64_t lsn, uint32_t seq,

@@ -20,6 +20,19 @@
 #define ST_MAX_WAITQ 1024          /* tenants with a long-poll queue */
 #define ST_EVENT_OVERHEAD 48       /* protobuf framing per event, upper bound */
 #define ST_READ_RESERVE (4u << 20) /* Read reply bytes reserved up front, at most */
+#define ST_READER_STRIPES 16       /* reader cursors: lock stripes */
+#define ST_MAX_READERS 1024        /* cursors kept at most; past that, reads make their own */
+#define ST_READER_IDLE_MS 30000    /* a cursor unused this long is closed */
+
+/* A reader's cursor (st_db_reader) kept between its Reads. */
+typedef struct st_rent {
+    struct st_rent *next;
+    char tenant[ST_NAME_MAX + 1];
+    char consumer[ST_NAME_MAX + 1];
+    st_reader *r;
+    int busy; /* a Read uses it (one at a time; another gets its own iterator) */
+    uint64_t used_ms;
+} st_rent;
 
 /* One per tenant that was ever long-polled; freed at destroy. */
 typedef struct st_waitq {
@@ -48,6 +61,14 @@ struct st_server {
     wh_counter reads;
     wh_counter slowed; /* appends answered "slow down" */
     wh_counter notified; /* durability notifications published */
+
+    /* reader cursors by (tenant, consumer), striped by hash: no lock is
+     * shared by every Read */
+    pthread_mutex_t rmu[ST_READER_STRIPES];
+    st_rent *rents[ST_READER_STRIPES];
+    atomic_int nrents;
+    _Atomic uint64_t swept_ms;
+    wh_counter cursor_reads; /* Reads served by a kept cursor */
 };
 
 /* Everything a reply points at; freed by st_server_done. */
@@ -83,6 +104,8 @@ typedef struct st_reply_mem {
     char lowner[ST_OWNER_MAX + 1];
     char **owners; /* LeaseList's owners array (strings in strs) */
 } st_reply_mem;
+
+static void rent_sweep(st_server *s);
 
 /* ---- helpers ---- */
 
@@ -250,6 +273,7 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
             wh_lat_trace_add("st_synced", a->events[i]->commit_ts_us);
         wh_lat_trace_flush();
     }
+    rent_sweep(s);
     if (a->n_events > 0) {
         const Walhook__Event *last = a->events[a->n_events - 1];
         publish_durable(s, a->tenant, last->commit_lsn, last->seq);
@@ -260,6 +284,123 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     m->app.stored = (uint32_t)a->n_events;
     rep->body_case = WALHOOK__REPLY__BODY_APPEND;
     rep->append = &m->app;
+}
+
+/* ---- reader cursors ---- */
+
+static unsigned rent_stripe(const char *tenant, const char *consumer)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)tenant; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    for (const unsigned char *p = (const unsigned char *)consumer; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % ST_READER_STRIPES;
+}
+
+/* The consumer's cursor, marked busy (rent_release); NULL when another Read
+ * uses it, too many are kept, or it cannot be opened: the caller then reads
+ * without one. */
+static st_rent *rent_acquire(st_server *s, const char *tenant, const char *consumer)
+{
+    unsigned k = rent_stripe(tenant, consumer);
+    pthread_mutex_lock(&s->rmu[k]);
+    st_rent *e = s->rents[k];
+    while (e != NULL && (strcmp(e->tenant, tenant) != 0 || strcmp(e->consumer, consumer) != 0))
+        e = e->next;
+    if (e != NULL) {
+        if (e->busy)
+            e = NULL;
+        else
+            e->busy = 1;
+        pthread_mutex_unlock(&s->rmu[k]);
+        return e;
+    }
+    pthread_mutex_unlock(&s->rmu[k]);
+    if (atomic_load(&s->nrents) >= ST_MAX_READERS)
+        return NULL;
+    e = calloc(1, sizeof(*e));
+    char err[WH_ERRLEN];
+    if (e == NULL || st_db_reader_open(s->db, tenant, consumer, &e->r, err, sizeof(err)) != WH_OK) {
+        free(e);
+        return NULL;
+    }
+    wh_strlcpy(e->tenant, tenant, sizeof(e->tenant));
+    wh_strlcpy(e->consumer, consumer, sizeof(e->consumer));
+    e->busy = 1;
+    pthread_mutex_lock(&s->rmu[k]);
+    st_rent *o = s->rents[k];
+    while (o != NULL && (strcmp(o->tenant, tenant) != 0 || strcmp(o->consumer, consumer) != 0))
+        o = o->next;
+    if (o != NULL) { /* another Read made one meanwhile: keep the first */
+        pthread_mutex_unlock(&s->rmu[k]);
+        st_db_reader_close(e->r);
+        free(e);
+        return NULL;
+    }
+    e->next = s->rents[k];
+    s->rents[k] = e;
+    atomic_fetch_add(&s->nrents, 1);
+    pthread_mutex_unlock(&s->rmu[k]);
+    return e;
+}
+
+/* Closes the cursors unused for ST_READER_IDLE_MS (at most once a second,
+ * from any request): an idle cursor pins the files its iterator saw. */
+static void rent_sweep(st_server *s)
+{
+    uint64_t now = wh_now_ms(), last = atomic_load(&s->swept_ms);
+    if (now - last < 1000 || !atomic_compare_exchange_strong(&s->swept_ms, &last, now))
+        return;
+    st_rent *gone = NULL;
+    for (int k = 0; k < ST_READER_STRIPES; k++) {
+        pthread_mutex_lock(&s->rmu[k]);
+        for (st_rent **pp = &s->rents[k]; *pp != NULL;) {
+            st_rent *e = *pp;
+            if (!e->busy && now - e->used_ms > ST_READER_IDLE_MS) {
+                *pp = e->next;
+                e->next = gone;
+                gone = e;
+                atomic_fetch_sub(&s->nrents, 1);
+            } else {
+                pp = &e->next;
+            }
+        }
+        pthread_mutex_unlock(&s->rmu[k]);
+    }
+    while (gone != NULL) {
+        st_rent *n = gone->next;
+        st_db_reader_close(gone->r);
+        free(gone);
+        gone = n;
+    }
+}
+
+static void rent_release(st_server *s, st_rent *e)
+{
+    if (e == NULL)
+        return;
+    unsigned k = rent_stripe(e->tenant, e->consumer);
+    pthread_mutex_lock(&s->rmu[k]);
+    e->busy = 0;
+    e->used_ms = wh_now_ms();
+    pthread_mutex_unlock(&s->rmu[k]);
+    rent_sweep(s);
+}
+
+static void rents_free(st_server *s)
+{
+    for (int k = 0; k < ST_READER_STRIPES; k++) {
+        st_rent *e = s->rents[k];
+        while (e != NULL) {
+            st_rent *n = e->next;
+            st_db_reader_close(e->r);
+            free(e);
+            e = n;
+        }
+        s->rents[k] = NULL;
+        pthread_mutex_destroy(&s->rmu[k]);
+    }
 }
 
 /* ---- Read ---- */
@@ -294,7 +435,7 @@ static int collect_event(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, cons
     return 0;
 }
 
-static int read_once(st_server *s, const char *tenant, uint64_t lsn, uint32_t seq,
+static int read_once(st_server *s, st_rent *c, const char *tenant, uint64_t lsn, uint32_t seq,
                      uint32_t max_events, size_t max_bytes, st_reply_mem *m, char *err,
                      size_t errlen)
 {
@@ -305,6 +446,11 @@ static int read_once(st_server *s, const char *tenant, uint64_t lsn, uint32_t se
     if (wh_buf_reserve(&m->data, max_bytes < ST_READ_RESERVE ? max_bytes : ST_READ_RESERVE) !=
         WH_OK)
         return wh_seterr(err, errlen, "out of memory");
+    if (c != NULL) {
+        wh_counter_add(&s->cursor_reads, 1);
+        return st_db_reader_read(c->r, lsn, seq, max_events, max_bytes, collect_event, m, NULL, err,
+                                 errlen);
+    }
     return st_db_read(s->db, tenant, lsn, seq, max_events, max_bytes, collect_event, m, NULL, err,
                       errlen);
 }
@@ -320,11 +466,17 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
         return;
     uint64_t c_lsn = 0, c_epoch = 0;
     uint32_t c_seq = 0;
+    /* the consumer's cursor: its offset entry and a reused iterator (NULL:
+     * the read makes its own) */
+    st_rent *c = have_consumer ? rent_acquire(s, r->tenant, r->consumer) : NULL;
     /* A consumer seen for the first time is stored at (0,0) (so the GC
      * watermark waits for it); a dropped one reads nothing. */
     if (have_consumer) {
         st_offset off;
-        if (st_db_register(s->db, r->tenant, r->consumer, &off, err, sizeof(err)) != WH_OK) {
+        if ((c != NULL ? st_db_reader_register(c->r, &off, err, sizeof(err))
+                       : st_db_register(s->db, r->tenant, r->consumer, &off, err, sizeof(err))) !=
+            WH_OK) {
+            rent_release(s, c);
             wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
             return;
         }
@@ -332,6 +484,7 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
         c_seq = off.seq;
         c_epoch = off.epoch;
         if (off.dropped) {
+            rent_release(s, c);
             walhook__read_reply__init(&m->read);
             walhook__position__init(&m->committed);
             m->read.committed = &m->committed;
@@ -372,7 +525,7 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
         pthread_mutex_unlock(&s->wmu);
     }
 
-    int rc = read_once(s, r->tenant, f_lsn, f_seq, max_events, max_bytes, m, err, sizeof(err));
+    int rc = read_once(s, c, r->tenant, f_lsn, f_seq, max_events, max_bytes, m, err, sizeof(err));
     if (rc == WH_OK && q && m->nev == 0) {
         struct timespec deadline;
         now_plus_ms_mono(&deadline, wait_ms);
@@ -386,13 +539,18 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
         woke = q->gen != gen0;
         pthread_mutex_unlock(&s->wmu);
         if (woke)
-            rc = read_once(s, r->tenant, f_lsn, f_seq, max_events, max_bytes, m, err, sizeof(err));
+            rc = read_once(s, c, r->tenant, f_lsn, f_seq, max_events, max_bytes, m, err,
+                           sizeof(err));
     }
     if (q) {
         pthread_mutex_lock(&s->wmu);
         s->nwaiting--;
         pthread_mutex_unlock(&s->wmu);
     }
+    int needs_snapshot = have_consumer && (c != NULL ? st_db_reader_needs_snapshot(c->r)
+                                                     : st_db_needs_snapshot(s->db, r->tenant,
+                                                                            r->consumer));
+    rent_release(s, c);
     if (rc != WH_OK) {
         wh_error("read tenant=%s failed: %s", r->tenant, err);
         wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
@@ -423,7 +581,7 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
     m->read.events = m->evp;
     m->read.committed = &m->committed;
     m->read.epoch = c_epoch;
-    m->read.needs_snapshot = have_consumer && st_db_needs_snapshot(s->db, r->tenant, r->consumer);
+    m->read.needs_snapshot = needs_snapshot;
     rep->body_case = WALHOOK__REPLY__BODY_READ;
     rep->read = &m->read;
 }
@@ -781,6 +939,13 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_header(b, "walhook_store_notifications_total", "counter",
                            "durability notifications published (one per synced append)");
     rc |= wh_metric_u64(b, "walhook_store_notifications_total", "", wh_counter_get(&s->notified));
+    rc |= wh_metric_header(b, "walhook_store_reader_cursors", "gauge",
+                           "readers' cursors kept (a reused iterator each)");
+    rc |= wh_metric_i64(b, "walhook_store_reader_cursors", "", atomic_load(&s->nrents));
+    rc |= wh_metric_header(b, "walhook_store_cursor_reads_total", "counter",
+                           "reads served by a reader's kept cursor");
+    rc |= wh_metric_u64(b, "walhook_store_cursor_reads_total", "",
+                        wh_counter_get(&s->cursor_reads));
     rc |= wh_metric_header(b, "walhook_store_reads_total", "counter",
                            "read requests served since start");
     rc |= wh_metric_u64(b, "walhook_store_reads_total", "", wh_counter_get(&s->reads));
@@ -1414,6 +1579,8 @@ int st_server_create(st_server **out, st_db *db, int workers, size_t max_msg, ch
     s->workers = workers;
     s->max_msg = max_msg > 0 ? max_msg : 64u * 1024 * 1024;
     pthread_mutex_init(&s->wmu, NULL);
+    for (int k = 0; k < ST_READER_STRIPES; k++)
+        pthread_mutex_init(&s->rmu[k], NULL);
     *out = s;
     return WH_OK;
 }
@@ -1464,6 +1631,7 @@ void st_server_destroy(st_server *s)
         free(q);
         q = n;
     }
+    rents_free(s); /* after the workers stopped; before the db closes */
     pthread_mutex_destroy(&s->wmu);
     free(s);
 }
