@@ -2,13 +2,13 @@
  *
  * The replication thread renders each event straight into the open batch's
  * JSON buffer (ing_batcher_buf), then records it (ing_batcher_add). Adaptive
- * batching (group commit): the open batch is sealed at once when the sender
- * has nothing in flight (ing_batcher_tick); while a request is in flight it
- * grows until the sender is free again (the sender signals
- * ing_batcher_wake_fd after every acknowledged request), its bytes reach
- * flush_bytes or its first event is older than flush_age_us, whichever comes
- * first; sealed batches queue to a sender thread that packs one
- * Walhook__AppendBatch per batch and calls the store, retrying with backoff
+ * batching (group commit, ing_batcher_tick): on a live stream the open batch
+ * is sealed as soon as what was read is decoded; sealed batches queue while
+ * a request is in flight and the sender takes the whole queue as its next
+ * request once the store acknowledged. With a backlog the open batch grows
+ * while a request is in flight and, with none, until it holds a request's
+ * worth or is busy_linger_us old. Sealed batches go to a sender thread that
+ * packs Walhook__AppendBatch requests and calls the store, retrying with backoff
  * until it succeeds (Append is idempotent). Every batch carries ack_lsn = the
  * end LSN of the last Commit noted before it was sealed; when the store
  * confirms it, that LSN is published as the acked LSN (atomic). Batch
@@ -45,9 +45,9 @@ size_t ing_batcher_open_events(const ing_batcher *bt);
 void ing_batcher_note_commit(ing_batcher *bt, uint64_t end_lsn);
 /* Seals the open batch if it holds events. */
 int ing_batcher_seal(ing_batcher *bt, char *err, size_t errlen);
-/* Seals the open batch when the sender has nothing in flight (with a
- * backlog: and the batch holds a request's worth of JSON or is
- * busy_linger_us old); returns the monotonic time (us) by which it must be
+/* Seals the open batch (with a backlog: only when the sender has nothing in
+ * flight and the batch holds a request's worth of JSON or is busy_linger_us
+ * old); returns the monotonic time (us) by which it must be
  * called again (UINT64_MAX: no deadline; the wake fd signals when the
  * sender is free). */
 uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us);

@@ -14,6 +14,11 @@
  * error) state "write-failing", not ready, and the reason names RocksDB's
  * error, until a write succeeds again (st_db_write_health).
  *
+ * Durability notifications: after every synced Append the tenant's last
+ * position is published on wh_notify_url(endpoint) (wh_pub); dispatchers
+ * read when notified instead of long-polling. A Read naming a consumer
+ * uses its cursor (st_db_reader: reused iterator, no offsets-table lock).
+ *
  * Long poll: a Read with wait_ms > 0 that finds nothing waits (at most
  * ST_MAX_WAIT_MS) on a per-tenant condition variable that Append of that
  * tenant signals. At most workers-1 requests long-poll at once so that one
