@@ -68,6 +68,9 @@ const wh_config_entry wh_config_table[] = {
     I(reconnect_max_ms, "ingestor.reconnect_max_ms", 10000, 100, 600000, 0,
       "maximum reconnect backoff"),
     S(store_endpoint, "store.endpoint", "", 0, "store request endpoint (ipc:// or tcp://)"),
+    S(store_notify_endpoint, "store.notify_endpoint", "", 0,
+      "the store's durability notifications (pub/sub; dispatchers read when notified): \"\" "
+      "= store.endpoint + \".notify\" for ipc://, none for tcp:// (readers then long-poll)"),
     I(store_workers, "store.workers", 4, 1, 64, 0, "store request worker threads"),
     L(rocksdb_cache_bytes, "store.cache_bytes", 4 * MiB, 0, 64 * GiB, 0,
       "RocksDB block cache size"),
@@ -836,6 +839,19 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
                              "setting '%s': a tls+tcp:// endpoint needs ipc.tls_cert, "
                              "ipc.tls_key and ipc.tls_ca",
                              eps[i].key);
+    }
+    if (c->store_notify_endpoint[0] != '\0') {
+        if (check_endpoint("store.notify_endpoint", c->store_notify_endpoint, err, errlen) != WH_OK)
+            return WH_ERR;
+        if (strcmp(c->store_notify_endpoint, c->store_endpoint) == 0)
+            return wh_seterr(err, errlen,
+                             "setting 'store.notify_endpoint': must differ from store.endpoint (%s)",
+                             c->store_endpoint);
+        if (strncmp(c->store_notify_endpoint, "tls+tcp://", 10) == 0 &&
+            (!c->ipc_tls_cert[0] || !c->ipc_tls_key[0] || !c->ipc_tls_ca[0]))
+            return wh_seterr(err, errlen,
+                             "setting 'store.notify_endpoint': a tls+tcp:// endpoint needs "
+                             "ipc.tls_cert, ipc.tls_key and ipc.tls_ca");
     }
     if (strchr(c->admin_listen, ':') == NULL)
         return wh_seterr(err, errlen, "setting 'admin.listen': '%s' must be host:port",

@@ -75,6 +75,7 @@ typedef struct wh_config {
     int reconnect_max_ms;
     /* store */
     char store_endpoint[WH_URL_MAX];
+    char store_notify_endpoint[WH_URL_MAX]; /* "" = derived for ipc://, none for tcp:// */
     int store_workers;
     int64_t rocksdb_cache_bytes;
     int64_t rocksdb_write_buffer_bytes;

@@ -847,27 +847,23 @@ struct wh_sub {
     char url[1024];
 };
 
-int wh_notify_url(const char *store_url, char *out, size_t len, char *err, size_t errlen)
+int wh_notify_url(const char *store_url, const char *setting, char *out, size_t len, char *err,
+                  size_t errlen)
 {
+    if (setting != NULL && setting[0] != '\0') {
+        if (wh_strlcpy(out, setting, len) != WH_OK)
+            return wh_seterr(err, errlen, "store.notify_endpoint %s: too long", setting);
+        return WH_OK;
+    }
     if (strncmp(store_url, "ipc://", 6) == 0) {
         if ((size_t)snprintf(out, len, "%s.notify", store_url) >= len)
             return wh_seterr(err, errlen, "store.endpoint %s: too long for its notify endpoint",
                              store_url);
         return WH_OK;
     }
-    const char *colon = strrchr(store_url, ':');
-    char *end = NULL;
-    long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
-    if ((strncmp(store_url, "tcp://", 6) != 0 && !is_tls_url(store_url)) || colon == NULL ||
-        end == colon + 1 || *end != '\0' || port < 1 || port >= 65535)
-        return wh_seterr(err, errlen,
-                         "store.endpoint %s: no notify endpoint (ipc://PATH or [tls+]tcp://HOST:PORT "
-                         "with PORT < 65535)",
-                         store_url);
-    if ((size_t)snprintf(out, len, "%.*s:%ld", (int)(colon - store_url), store_url, port + 1) >=
-        len)
-        return wh_seterr(err, errlen, "store.endpoint %s: too long", store_url);
-    return WH_OK;
+    return wh_seterr(err, errlen,
+                     "store.endpoint %s is not ipc:// and store.notify_endpoint is not set",
+                     store_url);
 }
 
 int wh_pub_open(wh_pub **out, const char *url, char *err, size_t errlen)

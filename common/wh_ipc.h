@@ -82,9 +82,12 @@ int wh_ipc_tls_set(const char *cert, const char *key, const char *ca, const char
 typedef struct wh_pub wh_pub;
 typedef struct wh_sub wh_sub;
 
-/* ipc://PATH -> ipc://PATH.notify; tcp://HOST:PORT and tls+tcp://HOST:PORT
- * -> the same host, PORT + 1. WH_ERR (err names the endpoint) otherwise. */
-int wh_notify_url(const char *store_url, char *out, size_t len, char *err, size_t errlen);
+/* The notify endpoint: `setting` (store.notify_endpoint) when set, else
+ * for an ipc://PATH store ipc://PATH.notify; WH_ERR (err says why) when
+ * there is none (a tcp:// store without the setting: no port is taken
+ * that the operator did not name). */
+int wh_notify_url(const char *store_url, const char *setting, char *out, size_t len, char *err,
+                  size_t errlen);
 int wh_pub_open(wh_pub **out, const char *url, char *err, size_t errlen);
 /* Never blocks (a subscriber that does not keep up loses messages). */
 void wh_pub_send(wh_pub *p, const void *msg, size_t len);

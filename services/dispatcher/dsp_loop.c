@@ -259,9 +259,10 @@ int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errl
     curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, (long)(cfg->ntargets * 2 + 4));
     dsp_settings_from_config(&l->base, cfg);
     char nurl[WH_URL_MAX + 16], nerr[WH_ERRLEN];
-    if (wh_notify_url(l->base.store_endpoint, nurl, sizeof(nurl), nerr, sizeof(nerr)) != WH_OK ||
+    if (wh_notify_url(cfg->store_endpoint, cfg->store_notify_endpoint, nurl, sizeof(nurl), nerr,
+                      sizeof(nerr)) != WH_OK ||
         wh_sub_open(&l->sub, nurl, nerr, sizeof(nerr)) != WH_OK) {
-        wh_warn("no durability notifications (readers long-poll the store): %s", nerr);
+        wh_info("no durability notifications (readers long-poll the store): %s", nerr);
         l->sub = NULL;
     } else if (pthread_create(&l->nthr, NULL, notify_main, l) != 0) {
         wh_warn("no durability notifications: cannot start their thread");

@@ -119,6 +119,7 @@ int main(int argc, char **argv)
         return 1;
     }
     st_server_set_state(srv, state);
+    st_server_set_notify(srv, cfg.store_notify_endpoint);
     if (st_server_listen(srv, cfg.store_endpoint, err, sizeof(err)) != WH_OK) {
         wh_error("cannot start the store server: %s", err);
         st_server_destroy(srv);

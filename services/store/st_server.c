@@ -49,6 +49,7 @@ struct st_server {
     size_t max_msg;
     wh_server *nng;
     wh_pub *pub; /* durability notifications; NULL: none (dispatchers poll) */
+    char notify_setting[WH_URL_MAX]; /* store.notify_endpoint ("" = derived) */
 
     pthread_mutex_t wmu; /* guards waitq list, gens, stopping, nwaiting */
     st_waitq *waitq;
@@ -1585,6 +1586,11 @@ int st_server_create(st_server **out, st_db *db, int workers, size_t max_msg, ch
     return WH_OK;
 }
 
+void st_server_set_notify(st_server *s, const char *setting)
+{
+    wh_strlcpy(s->notify_setting, setting != NULL ? setting : "", sizeof(s->notify_setting));
+}
+
 void st_server_set_state(st_server *s, st_state *st)
 {
     s->state = st;
@@ -1595,9 +1601,12 @@ int st_server_listen(st_server *s, const char *url, char *err, size_t errlen)
     if (s->nng)
         return wh_seterr(err, errlen, "store: already listening");
     char nurl[1100], nerr[WH_ERRLEN];
-    if (wh_notify_url(url, nurl, sizeof(nurl), nerr, sizeof(nerr)) != WH_OK ||
-        wh_pub_open(&s->pub, nurl, nerr, sizeof(nerr)) != WH_OK)
-        wh_warn("durability notifications are off (dispatchers poll the store): %s", nerr);
+    if (wh_notify_url(url, s->notify_setting, nurl, sizeof(nurl), nerr, sizeof(nerr)) != WH_OK)
+        wh_info("durability notifications are off (dispatchers long-poll the store): %s", nerr);
+    else if (wh_pub_open(&s->pub, nurl, nerr, sizeof(nerr)) != WH_OK)
+        wh_warn("durability notifications are off (dispatchers long-poll the store): "
+                "store.notify_endpoint: %s",
+                nerr);
     return wh_server_start(&s->nng, url, s->workers, s->max_msg, st_server_handle, st_server_done,
                            s, err, errlen);
 }
