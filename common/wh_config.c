@@ -844,9 +844,10 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
         if (check_endpoint("store.notify_endpoint", c->store_notify_endpoint, err, errlen) != WH_OK)
             return WH_ERR;
         if (strcmp(c->store_notify_endpoint, c->store_endpoint) == 0)
-            return wh_seterr(err, errlen,
-                             "setting 'store.notify_endpoint': must differ from store.endpoint (%s)",
-                             c->store_endpoint);
+            return wh_seterr(
+                err, errlen,
+                "setting 'store.notify_endpoint': must differ from store.endpoint (%s)",
+                c->store_endpoint);
         if (strncmp(c->store_notify_endpoint, "tls+tcp://", 10) == 0 &&
             (!c->ipc_tls_cert[0] || !c->ipc_tls_key[0] || !c->ipc_tls_ca[0]))
             return wh_seterr(err, errlen,

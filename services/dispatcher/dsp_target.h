@@ -282,11 +282,11 @@ typedef struct dsp_target {
     uint64_t commit_epoch;
     int stop;
     uint64_t note_gen; /* durability notifications of its tenant (dsp_target_note) */
-    int reset_req; /* reader: the offset moved; loop: drop and reset */
-    unsigned gen;  /* bumped by each reset; a read of an older gen is dropped */
+    int reset_req;     /* reader: the offset moved; loop: drop and reset */
+    unsigned gen;      /* bumped by each reset; a read of an older gen is dropped */
 
     /* reader private */
-    wh_sub *notify_sub; /* the dispatcher's notification subscriber (NULL: none) */
+    wh_sub *notify_sub;     /* the dispatcher's notification subscriber (NULL: none) */
     wh_counter empty_reads; /* Reads that found nothing */
     pthread_t thr;
     int thr_started;

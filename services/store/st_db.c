@@ -63,7 +63,6 @@ struct st_tenant {
     char name[ST_NAME_MAX + 1];
     pthread_rwlock_t lock;
     rocksdb_column_family_handle_t *ev, *meta; /* NULL: none (never created or dropped) */
-    uint64_t cf_gen; /* bumped when ev/meta are created or dropped (under lock, write) */
     st_off *offs;                              /* its consumers, under db->off_lock */
     pthread_mutex_t wm_mu;                     /* the fields below */
     uint64_t wm_lsn;                           /* GC watermark: never moves back */
@@ -80,6 +79,8 @@ struct st_tenant {
     /* write token bucket (under wm_mu) */
     double tb_bytes, tb_events;
     uint64_t tb_ms;
+    /* bumped when ev/meta are created or dropped (under lock, write) */
+    uint64_t cf_gen;
 };
 
 /* Per-compaction snapshot of a tenant's watermark. */
@@ -1360,7 +1361,8 @@ int st_db_reader_read(st_reader *r, uint64_t from_lsn, uint32_t from_seq, uint32
         r->it = rocksdb_create_iterator_cf(r->db->rdb, r->ro, t->ev);
         r->it_gen = t->cf_gen;
     }
-    size_t count = iter_events(r->it, r->tenant, from_lsn, from_seq, max_events, max_bytes, fn, arg);
+    size_t count =
+        iter_events(r->it, r->tenant, from_lsn, from_seq, max_events, max_bytes, fn, arg);
     char *e = NULL;
     rocksdb_iter_get_error(r->it, &e);
     if (e != NULL) {

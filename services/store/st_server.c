@@ -48,7 +48,7 @@ struct st_server {
     int workers;
     size_t max_msg;
     wh_server *nng;
-    wh_pub *pub; /* durability notifications; NULL: none (dispatchers poll) */
+    wh_pub *pub;                     /* durability notifications; NULL: none (dispatchers poll) */
     char notify_setting[WH_URL_MAX]; /* store.notify_endpoint ("" = derived) */
 
     pthread_mutex_t wmu; /* guards waitq list, gens, stopping, nwaiting */
@@ -60,7 +60,7 @@ struct st_server {
     wh_counter events_stored;
     wh_counter appends;
     wh_counter reads;
-    wh_counter slowed; /* appends answered "slow down" */
+    wh_counter slowed;   /* appends answered "slow down" */
     wh_counter notified; /* durability notifications published */
 
     /* reader cursors by (tenant, consumer), striped by hash: no lock is
@@ -548,9 +548,9 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
         s->nwaiting--;
         pthread_mutex_unlock(&s->wmu);
     }
-    int needs_snapshot = have_consumer && (c != NULL ? st_db_reader_needs_snapshot(c->r)
-                                                     : st_db_needs_snapshot(s->db, r->tenant,
-                                                                            r->consumer));
+    int needs_snapshot =
+        have_consumer && (c != NULL ? st_db_reader_needs_snapshot(c->r)
+                                    : st_db_needs_snapshot(s->db, r->tenant, r->consumer));
     rent_release(s, c);
     if (rc != WH_OK) {
         wh_error("read tenant=%s failed: %s", r->tenant, err);
@@ -945,8 +945,8 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_i64(b, "walhook_store_reader_cursors", "", atomic_load(&s->nrents));
     rc |= wh_metric_header(b, "walhook_store_cursor_reads_total", "counter",
                            "reads served by a reader's kept cursor");
-    rc |= wh_metric_u64(b, "walhook_store_cursor_reads_total", "",
-                        wh_counter_get(&s->cursor_reads));
+    rc |=
+        wh_metric_u64(b, "walhook_store_cursor_reads_total", "", wh_counter_get(&s->cursor_reads));
     rc |= wh_metric_header(b, "walhook_store_reads_total", "counter",
                            "read requests served since start");
     rc |= wh_metric_u64(b, "walhook_store_reads_total", "", wh_counter_get(&s->reads));

@@ -153,7 +153,7 @@ static void test_flow(void **state)
     assert_true(ing_batcher_sender_busy(bt));
     struct pollfd pfd = {.fd = ing_batcher_wake_fd(bt), .events = POLLIN};
     assert_int_equal(poll(&pfd, 1, 5000), 1); /* the first ack woke the replication thread */
-    wait_events(&s, 6); /* and the queued batch went without it */
+    wait_events(&s, 6);                       /* and the queued batch went without it */
     assert_int_equal(ing_batcher_drain(bt, 5000), WH_OK);
     assert_int_equal(ing_batcher_acked_lsn(bt), 160);
     for (int i = 0; i < 500 && ing_batcher_sender_busy(bt); i++)
