@@ -388,6 +388,57 @@ static void test_tenant_drop(void **state)
     assert_string_equal(g.json[0], "again");
 }
 
+static size_t reader_read(st_reader *r, uint64_t lsn, uint32_t seq, got *g)
+{
+    char err[WH_ERRLEN];
+    size_t n = 0;
+    memset(g, 0, sizeof(*g));
+    if (st_db_reader_read(r, lsn, seq, 1000, 1 << 20, collect, g, &n, err, sizeof(err)) != WH_OK)
+        fail_msg("reader read: %s", err);
+    assert_int_equal(n, g->n);
+    return n;
+}
+
+/* A reader's cursor: one iterator for every read, which sees what is
+ * appended after it was made (tailing) and from any position; register
+ * through it; a dropped tenant reads nothing and a tenant made again is
+ * read from its new column families. */
+static void test_reader_cursor(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    st_reader *r = NULL;
+    got g;
+    assert_int_equal(st_db_reader_open(f->db, "a", "c", &r, err, sizeof(err)), WH_OK);
+    assert_int_equal(reader_read(r, 0, 0, &g), 0); /* no column families yet */
+    st_offset off;
+    assert_int_equal(st_db_reader_register(r, &off, err, sizeof(err)), WH_OK);
+    assert_int_equal(off.lsn, 0);
+    assert_false(off.dropped);
+    for (uint64_t lsn = 1; lsn <= 5; lsn++)
+        append1(f->db, "a", lsn, 0, "a-ev", lsn);
+    append1(f->db, "b", 3, 0, "b-ev", 3);
+    assert_int_equal(reader_read(r, 0, 0, &g), 5);
+    assert_int_equal(g.lsn[4], 5);
+    append1(f->db, "a", 6, 0, "six", 6); /* after the iterator was made */
+    assert_int_equal(reader_read(r, 5, 0, &g), 1);
+    assert_string_equal(g.json[0], "six");
+    assert_int_equal(reader_read(r, 2, 0, &g), 4); /* backwards too */
+    assert_int_equal(g.lsn[0], 3);
+    uint64_t l;
+    uint32_t s;
+    assert_int_equal(st_db_commit(f->db, "a", "c", 4, 0, &l, &s, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_reader_register(r, &off, err, sizeof(err)), WH_OK);
+    assert_int_equal(off.lsn, 4);
+
+    assert_int_equal(st_db_tenant_drop(f->db, "a", err, sizeof(err)), WH_OK);
+    assert_int_equal(reader_read(r, 0, 0, &g), 0);
+    append1(f->db, "a", 100, 0, "again", 0);
+    assert_int_equal(reader_read(r, 0, 0, &g), 1);
+    assert_string_equal(g.json[0], "again");
+    st_db_reader_close(r);
+}
+
 /* A data directory of a store before per-tenant column families: every key
  * in the default CF. It opens, its keys move to the tenants' CFs. */
 static void test_migrate_single_cf(void **state)
@@ -814,6 +865,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_with_appends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tenant_drop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_cursor, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_natural_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_backlog_released, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watermark_monotonic, setup, teardown),
