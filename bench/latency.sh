@@ -4,7 +4,13 @@
 # max = unthrottled) for BENCH_SECONDS (20) each, with walhook streaming to a
 # local walhook-receiver that answers at once; the receiver records, for every
 # event, the time from its commit_ts to its arrival. Prints p50/p99/max per
-# rate. PostgreSQL and walhook run on the same host (one clock).
+# rate, and the four daemons' CPU per event. PostgreSQL and walhook run on
+# the same host (one clock). WH_LAT_TRACE=1: every hop logs each event's
+# time (common/wh_lattrace.h) and a per-hop breakdown of the age
+# (now - commit_ts) of the events is printed for each rate: PostgreSQL ->
+# ingestor (ing_commit), Append sent (ing_send), received by the store
+# (st_recv), synced (st_synced), acked (ing_acked), read for the dispatcher
+# (st_read), received by it (dsp_read), POST started (dsp_post), 2xx (dsp_ok).
 # BENCH_SYNC_COMMIT (on) is the writers' synchronous_commit: with off, WAL is
 # flushed (and so decoded) only every wal_writer_delay (200 ms).
 set -euo pipefail
@@ -43,8 +49,17 @@ done
 M="http://127.0.0.1:$APORT/metrics"
 wh_wait_slot_active walhook 60 || { echo "bench-latency: the ingestor did not start streaming" >&2; exit 1; }
 
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { # the four daemons' utime+stime, in clock ticks
+    local t=0 d
+    for d in store ingestor dispatcher admin; do
+        t=$((t + $(awk '{ print $14 + $15 }' "/proc/${WH_PIDS[$d]}/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
 RESULTS=()
 for rate in $RATES; do
+    c0=$(cpu_ticks)
     t_start=$(date +%s%6N)
     d0=$(wh_metric "$M" walhook_events_delivered_total)
     [ "$d0" -lt 0 ] && d0=0
@@ -62,13 +77,15 @@ for rate in $RATES; do
         sleep 0.2
     done
     sleep 0.3 # the receiver writes its lines before answering; let the last flush land
-    line=$(sort -n "$LAT" | awk -v n="$n" -v r="$rate" -v s="$SECS" '
+    cpu_us=$(awk -v a="$c0" -v b="$(cpu_ticks)" -v hz="$HZ" -v n="$n" \
+        'BEGIN { printf "%.1f", n > 0 ? (b - a) / hz * 1e6 / n : 0 }')
+    line=$(sort -n "$LAT" | awk -v n="$n" -v r="$rate" -v s="$SECS" -v cpu="$cpu_us" '
         { v[NR] = $1 }
         END {
             if (NR == 0) { printf "%-6s no events recorded", r; exit }
             p50 = v[int(NR * 0.50) > 0 ? int(NR * 0.50) : 1]
             p99 = v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1]
-            printf "%-6s %8d %8.0f %8.2f %8.2f %8.2f", r, NR, NR / s, p50 / 1000, p99 / 1000, v[NR] / 1000
+            printf "%-6s %8d %8.0f %8.2f %8.2f %8.2f %8s", r, NR, NR / s, p50 / 1000, p99 / 1000, v[NR] / 1000, cpu
         }')
     echo "$line"
     RESULTS+=("$line")
@@ -89,6 +106,7 @@ for rate in $RATES; do
 done
 echo
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "commit_ts -> arrival at the receiver, ms (bars at 1000/s and 3000/s: p50 <= 2, p99 <= 10)"
-printf '%-6s %8s %8s %8s %8s %8s\n' rate events ev_per_s p50_ms p99_ms max_ms
+echo "commit_ts -> arrival at the receiver, ms (bars at 1000/s and 3000/s: p50 <= 2, p99 <= 10);"
+echo "cpu_us_ev: CPU of the four daemons per event during the rate (and its drain)"
+printf '%-6s %8s %8s %8s %8s %8s %8s\n' rate events ev_per_s p50_ms p99_ms max_ms cpu_us_ev
 for r in "${RESULTS[@]}"; do echo "$r"; done
