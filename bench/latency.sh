@@ -78,7 +78,7 @@ for rate in $RATES; do
     done
     sleep 0.3 # the receiver writes its lines before answering; let the last flush land
     cpu_us=$(awk -v a="$c0" -v b="$(cpu_ticks)" -v hz="$HZ" -v n="$n" \
-        'BEGIN { printf "%.1f", n > 0 ? (b - a) / hz * 1e6 / n : 0 }')
+        'BEGIN { printf "%.1f", (n > 0 ? (b - a) / hz * 1e6 / n : 0) }')
     line=$(sort -n "$LAT" | awk -v n="$n" -v r="$rate" -v s="$SECS" -v cpu="$cpu_us" '
         { v[NR] = $1 }
         END {
