@@ -50,12 +50,11 @@ M="http://127.0.0.1:$APORT/metrics"
 wh_wait_slot_active walhook 60 || { echo "bench-latency: the ingestor did not start streaming" >&2; exit 1; }
 
 HZ=$(getconf CLK_TCK)
-cpu_ticks() { # the four daemons' utime+stime, in clock ticks
-    local t=0 d
-    for d in store ingestor dispatcher admin; do
-        t=$((t + $(awk '{ print $14 + $15 }' "/proc/${WH_PIDS[$d]}/stat" 2>/dev/null || echo 0)))
+cpu_ticks() { # each daemon's utime+stime in clock ticks: ingestor store dispatcher admin
+    local d
+    for d in ingestor store dispatcher admin; do
+        awk '{ printf "%d ", $14 + $15 }' "/proc/${WH_PIDS[$d]}/stat" 2>/dev/null || printf '0 '
     done
-    echo "$t"
 }
 RESULTS=()
 for rate in $RATES; do
@@ -77,15 +76,21 @@ for rate in $RATES; do
         sleep 0.2
     done
     sleep 0.3 # the receiver writes its lines before answering; let the last flush land
-    cpu_us=$(awk -v a="$c0" -v b="$(cpu_ticks)" -v hz="$HZ" -v n="$n" \
-        'BEGIN { printf "%.1f", (n > 0 ? (b - a) / hz * 1e6 / n : 0) }')
+    # total and per daemon (ingestor/store/dispatcher/admin), us per event
+    cpu_us=$(awk -v a="$c0" -v b="$(cpu_ticks)" -v hz="$HZ" -v n="$n" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); t = 0; per = ""
+        for (i = 1; i <= 4; i++) {
+            u = (n > 0 ? (y[i] - x[i]) / hz * 1e6 / n : 0); t += u
+            per = per (i > 1 ? "/" : "") sprintf("%.0f", u)
+        }
+        printf "%.0f (%s)", t, per }')
     line=$(sort -n "$LAT" | awk -v n="$n" -v r="$rate" -v s="$SECS" -v cpu="$cpu_us" '
         { v[NR] = $1 }
         END {
             if (NR == 0) { printf "%-6s no events recorded", r; exit }
             p50 = v[int(NR * 0.50) > 0 ? int(NR * 0.50) : 1]
             p99 = v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1]
-            printf "%-6s %8d %8.0f %8.2f %8.2f %8.2f %8s", r, NR, NR / s, p50 / 1000, p99 / 1000, v[NR] / 1000, cpu
+            printf "%-6s %8d %8.0f %8.2f %8.2f %8.2f  %s", r, NR, NR / s, p50 / 1000, p99 / 1000, v[NR] / 1000, cpu
         }')
     echo "$line"
     RESULTS+=("$line")
@@ -107,6 +112,7 @@ done
 echo
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "commit_ts -> arrival at the receiver, ms (bars at 1000/s and 3000/s: p50 <= 2, p99 <= 10);"
-echo "cpu_us_ev: CPU of the four daemons per event during the rate (and its drain)"
+echo "cpu_us_ev: CPU of the four daemons per event during the rate (and its drain), and"
+echo "  per daemon (ingestor/store/dispatcher/admin)"
 printf '%-6s %8s %8s %8s %8s %8s %8s\n' rate events ev_per_s p50_ms p99_ms max_ms cpu_us_ev
 for r in "${RESULTS[@]}"; do echo "$r"; done
