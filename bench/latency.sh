@@ -59,6 +59,8 @@ cpu_ticks() { # each daemon's utime+stime in clock ticks: ingestor store dispatc
 RESULTS=()
 for rate in $RATES; do
     c0=$(cpu_ticks)
+    m0=$(for k in walhook_store_appends_total walhook_store_reads_total \
+        walhook_dispatcher_notifications_total; do wh_metric "$M" $k; done | tr '\n' ' ')
     t_start=$(date +%s%6N)
     d0=$(wh_metric "$M" walhook_events_delivered_total)
     [ "$d0" -lt 0 ] && d0=0
@@ -94,6 +96,11 @@ for rate in $RATES; do
         }')
     echo "$line"
     RESULTS+=("$line")
+    m1=$(for k in walhook_store_appends_total walhook_store_reads_total \
+        walhook_dispatcher_notifications_total; do wh_metric "$M" $k; done | tr '\n' ' ')
+    awk -v a="$m0" -v b="$m1" -v n="$n" 'BEGIN { split(a, x, " "); split(b, y, " ")
+        printf "  per 100 events: %.1f appends, %.1f reads, %.1f notifications\n",
+            (y[1] - x[1]) * 100 / n, (y[2] - x[2]) * 100 / n, (y[3] < 0 ? 0 : y[3] - x[3]) * 100 / n }'
     if [ "${WH_LAT_TRACE:-0}" = 1 ]; then
         # per-hop breakdown (WH_LAT_TRACE=1: every hop writes one LAT line
         # per event): the age (now - commit_ts) of the events as they pass
