@@ -75,6 +75,19 @@ int wh_json_span_hasprefix(const wh_json_span *s, const char *lit, size_t n);
  * number, e.g. PostgreSQL numeric); WH_ERR otherwise. */
 int wh_json_span_num(const wh_json_span *s, double *out);
 
+/* Lower-level pieces of the span walker, for callers that walk an object's
+ * members themselves (the dispatcher's event index): wh_json_span_next is
+ * built from exactly these.
+ * wh_json_span_at: scans the value at text[i..len) (leading whitespace
+ * skipped) into *out with at most maxdepth nested brackets (the span
+ * functions allow WH_JSON_SPAN_DEPTH); returns the index after it, or 0
+ * when it is not a well-bracketed value. */
+#define WH_JSON_SPAN_DEPTH 256
+size_t wh_json_span_at(const char *text, size_t len, size_t i, wh_json_span *out, size_t maxdepth);
+/* End (one past the closing quote) of the string starting at s[i] == '"',
+ * or 0 when it is unterminated before len. */
+size_t wh_json_span_str_end(const char *s, size_t len, size_t i);
+
 /* Appends j as compact JSON (NULL renders as null). Depth-bounded. */
 struct wh_buf;
 int wh_json_render(struct wh_buf *b, const wh_json *j);
