@@ -4,9 +4,6 @@
 #include "wh_json.h"
 
 #include <endian.h>
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -500,69 +497,16 @@ static inline size_t span_ws(const char *s, size_t len, size_t i)
     return i;
 }
 
-/* End (one past the closing quote) of the string starting at s[i] == '"',
- * or 0 when unterminated. */
-static inline __attribute__((always_inline)) size_t span_str_end(const char *s, size_t len,
-                                                                 size_t i)
-{
-    const uint64_t ones = UINT64_C(0x0101010101010101), highs = UINT64_C(0x8080808080808080);
-    i++;
-#ifdef __SSE2__
-    /* 16 bytes at once: the first '"' or '\\' of the window is exact */
-    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
-    while (i + 16 <= len) {
-        __m128i w = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
-        unsigned m = (unsigned)_mm_movemask_epi8(
-            _mm_or_si128(_mm_cmpeq_epi8(w, quote), _mm_cmpeq_epi8(w, bslash)));
-        if (m == 0) {
-            i += 16;
-            continue;
-        }
-        i += (size_t)__builtin_ctz(m);
-        if (s[i] == '"')
-            return i + 1;
-        i += 2; /* an escape (i may pass len: the loops below end then) */
-    }
-#endif
-    while (i < len) {
-        if (len - i >= 8) {
-            /* 8 bytes at once: a zero-byte test on w ^ '"' and w ^ '\\'
-             * (little-endian load: the lowest flagged byte is exact, higher
-             * ones may be false, so only the lowest is used) */
-            uint64_t w, q, b, m;
-            memcpy(&w, s + i, 8);
-            w = le64toh(w);
-            q = w ^ (ones * '"');
-            b = w ^ (ones * '\\');
-            m = (((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
-            if (m == 0) {
-                i += 8;
-                continue;
-            }
-            i += (size_t)__builtin_ctzll(m) >> 3;
-        }
-        char c = s[i];
-        if (c == '"')
-            return i + 1;
-        i += c == '\\' ? 2 : 1;
-    }
-    return 0;
-}
+#define span_str_end wh_json_span_str_end
 
 /* Bytes that matter when skipping over a container: quotes and brackets. */
 static const unsigned char span_special[256] = {
     ['"'] = 1, ['{'] = 1, ['['] = 1, ['}'] = 1, [']'] = 1,
 };
 
-size_t wh_json_span_str_end(const char *s, size_t len, size_t i)
-{
-    return span_str_end(s, len, i);
-}
-
 /* Scans one value at s[i..len) with at most maxdepth nested brackets: fills
  * *out, returns the index after it or 0. */
-static size_t span_scan_d(const char *s, size_t len, size_t i, wh_json_span *out,
-                          size_t maxdepth)
+static size_t span_scan_d(const char *s, size_t len, size_t i, wh_json_span *out, size_t maxdepth)
 {
     i = span_ws(s, len, i);
     if (i >= len)

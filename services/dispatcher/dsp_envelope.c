@@ -47,14 +47,37 @@ static int digits(const char *s, size_t n, int *out)
     return WH_OK;
 }
 
+/* Decimal digits of v at the end of tmp[24]; returns where they start. */
+static size_t u64_digits(char tmp[24], uint64_t v)
+{
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324"
+                                   "25262728293031323334353637383940414243444546474849"
+                                   "50515253545556575859606162636465666768697071727374"
+                                   "75767778798081828384858687888990919293949596979899";
+    size_t i = 24;
+    while (v >= 100) { /* two digits per division */
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        tmp[--i] = pairs[2 * r + 1];
+        tmp[--i] = pairs[2 * r];
+    }
+    if (v >= 10) {
+        tmp[--i] = pairs[2 * v + 1];
+        tmp[--i] = pairs[2 * v];
+    } else {
+        tmp[--i] = (char)('0' + v);
+    }
+    return i;
+}
+
 /* The seconds part "YYYY-MM-DDTHH:MM:SS" of a commit time (s[0..19)) in
  * milliseconds since the epoch. */
 static int time_secs_ms(const char *s, int64_t *out)
 {
     int Y, M, D, h, m, sec;
     if (s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' ||
-        digits(s, 4, &Y) || digits(s + 5, 2, &M) || digits(s + 8, 2, &D) ||
-        digits(s + 11, 2, &h) || digits(s + 14, 2, &m) || digits(s + 17, 2, &sec))
+        digits(s, 4, &Y) || digits(s + 5, 2, &M) || digits(s + 8, 2, &D) || digits(s + 11, 2, &h) ||
+        digits(s + 14, 2, &m) || digits(s + 17, 2, &sec))
         return WH_ERR;
     if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60)
         return WH_ERR;
@@ -70,11 +93,14 @@ static int time_secs_ms(const char *s, int64_t *out)
     return WH_OK;
 }
 
-/* The last seconds part converted (events of one batch share it mostly). */
+/* The last seconds part converted (events of one batch share it mostly),
+ * and the digits of its seconds since the epoch when positive. */
 typedef struct {
     int valid;
     char key[19];
     int64_t ms;
+    char secd[24];
+    size_t sec0;
 } time_cache;
 
 static int time_ms(time_cache *c, const char *s, size_t n, int64_t *out)
@@ -105,6 +131,7 @@ static int time_ms(time_cache *c, const char *s, size_t n, int64_t *out)
             memcpy(c->key, s, sizeof(c->key));
             c->ms = base;
             c->valid = 1;
+            c->sec0 = base >= 1000 ? u64_digits(c->secd, (uint64_t)base / 1000) : 24;
         }
     }
     *out = base + ms;
@@ -141,7 +168,8 @@ static int get_fields(const char *json, size_t len, const dsp_evidx *xi, size_t 
     }
     if (xi->state == DSP_EVX_NOTOBJ || xi->state == DSP_EVX_BROKEN)
         return wh_seterr(err, errlen, "event %zu: not a JSON object", idx);
-    for (int i = 0; i <= DSP_EV_AFTER; i++)
+    const unsigned need = (1u << (DSP_EV_AFTER + 1)) - 1;
+    for (int i = 0; (xi->found & need) != need && i <= DSP_EV_AFTER; i++)
         if (!(xi->found & (1u << i)))
             return wh_seterr(err, errlen, "event %zu: field \"%s\" missing", idx, names[i]);
     f->ev.p = json + xi->ev_off;
@@ -177,12 +205,20 @@ static int get_fields(const char *json, size_t len, const dsp_evidx *xi, size_t 
     if (f->id.type != WH_JSON_STRING || f->tenant.type != WH_JSON_STRING ||
         f->lsn.type != WH_JSON_STRING || f->xid.type != WH_JSON_NUMBER)
         return wh_seterr(err, errlen, "event %zu: id, tenant, lsn or xid of the wrong type", idx);
-    size_t n;
-    if (wh_json_span_str(&f->op, f->opname, sizeof(f->opname), &n) != WH_OK || n == 0)
-        return wh_seterr(err, errlen, "event %zu: field \"op\" is not a short string", idx);
-    for (size_t i = 0; i < n; i++)
-        if (f->opname[i] < 'a' || f->opname[i] > 'z')
-            return wh_seterr(err, errlen, "event %zu: field \"op\" is not an operation", idx);
+    size_t n = f->op.type == WH_JSON_STRING && f->op.len >= 2 ? f->op.len - 2 : 0, i = 0;
+    if (n > 0 && n < sizeof(f->opname)) /* a-z only (the common case): the bytes are the name */
+        while (i < n && f->op.p[1 + i] >= 'a' && f->op.p[1 + i] <= 'z')
+            i++;
+    if (n > 0 && i == n) {
+        memcpy(f->opname, f->op.p + 1, n);
+        f->opname[n] = '\0';
+    } else {
+        if (wh_json_span_str(&f->op, f->opname, sizeof(f->opname), &n) != WH_OK || n == 0)
+            return wh_seterr(err, errlen, "event %zu: field \"op\" is not a short string", idx);
+        for (i = 0; i < n; i++)
+            if (f->opname[i] < 'a' || f->opname[i] > 'z')
+                return wh_seterr(err, errlen, "event %zu: field \"op\" is not an operation", idx);
+    }
     f->has_prefix = (xi->found >> DSP_EV_PREFIX) & 1u;
     f->has_content = (xi->found >> DSP_EV_CONTENT) & 1u;
     return WH_OK;
@@ -198,17 +234,6 @@ static int event_data(const dsp_env_opts *o, wh_buf *b, const fields *f)
     if (dsp_filter_has_columns(o->columns))
         return dsp_filter_rewrite(o->columns, f->ev.p, f->ev.len, b);
     return wh_buf_append(b, f->ev.p, f->ev.len);
-}
-
-/* Decimal digits of v at the end of tmp[24]; returns where they start. */
-static size_t u64_digits(char tmp[24], uint64_t v)
-{
-    size_t i = 24;
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return i;
 }
 
 /* What a Debezium batch shares: ts_ms in digits, source.name and source.db
@@ -230,10 +255,14 @@ static int lsn_raw(const wh_json_span *sp, uint64_t *out)
     for (int h = 0; h < 2; h++) {
         int n = 0;
         for (; p < end && n <= 8; p++, n++) {
-            int v = wh_hexval(*p);
-            if (v < 0)
+            unsigned c = (unsigned char)*p, v;
+            if (c - '0' < 10)
+                v = c - '0';
+            else if ((c | 0x20) - 'a' < 6)
+                v = (c | 0x20) - 'a' + 10;
+            else
                 break;
-            half[h] = (half[h] << 4) | (uint64_t)v;
+            half[h] = (half[h] << 4) | v;
         }
         if (n == 0 || n > 8)
             return WH_ERR;
@@ -249,8 +278,33 @@ static int lsn_raw(const wh_json_span *sp, uint64_t *out)
     return WH_OK;
 }
 
+/* Copies n bytes to w, returns w + n: up to 16 bytes with two overlapping
+ * loads and stores instead of a call. */
+static inline char *ws_copy(char *w, const char *p, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        uint64_t a, b;
+        memcpy(&a, p, 8);
+        memcpy(&b, p + n - 8, 8);
+        memcpy(w, &a, 8);
+        memcpy(w + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        memcpy(w, &a, 4);
+        memcpy(w + n - 4, &b, 4);
+    } else if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            w[i] = p[i];
+    } else {
+        memcpy(w, p, n);
+    }
+    return w + n;
+}
+
 #define W(w, lit) (memcpy((w), (lit), sizeof(lit) - 1), (w) + sizeof(lit) - 1)
-#define WS(w, p, n) (memcpy((w), (p), (n)), (w) + (n))
+#define WS(w, p, n) ws_copy((w), (p), (n))
 
 static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t idx, dbz_batch *d,
                     char *err, size_t errlen)
@@ -272,14 +326,27 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
          wh_lsn_parse(lsnstr, &lsn) != WH_OK))
         return wh_seterr(err, errlen, "event %zu: field \"lsn\" is not an LSN", idx);
     int64_t ts_ms = 0;
-    if (f->ts.type == WH_JSON_STRING && time_ms(&d->tc, f->ts.p + 1, f->ts.len - 2, &ts_ms) != WH_OK)
+    if (f->ts.type == WH_JSON_STRING &&
+        time_ms(&d->tc, f->ts.p + 1, f->ts.len - 2, &ts_ms) != WH_OK)
         return wh_seterr(err, errlen, "event %zu: field \"commit_ts\" is not a UTC time", idx);
     char lsnd[24];
     size_t lsn0 = u64_digits(lsnd, lsn), lsnn = 24 - lsn0;
     char tsd[24];
-    size_t ts0 = u64_digits(tsd, ts_ms < 0 ? (uint64_t)0 - (uint64_t)ts_ms : (uint64_t)ts_ms);
-    if (ts_ms < 0)
-        tsd[--ts0] = '-';
+    size_t ts0;
+    if (f->ts.type == WH_JSON_STRING && d->tc.valid && d->tc.sec0 < 24 && ts_ms >= d->tc.ms &&
+        ts_ms - d->tc.ms < 1000) {
+        /* the cached seconds' digits, then the milliseconds in 3 digits */
+        unsigned ms = (unsigned)(ts_ms - d->tc.ms);
+        ts0 = d->tc.sec0 - 3;
+        memcpy(tsd + ts0, d->tc.secd + d->tc.sec0, 24 - d->tc.sec0);
+        tsd[21] = (char)('0' + ms / 100);
+        tsd[22] = (char)('0' + ms / 10 % 10);
+        tsd[23] = (char)('0' + ms % 10);
+    } else {
+        ts0 = u64_digits(tsd, ts_ms < 0 ? (uint64_t)0 - (uint64_t)ts_ms : (uint64_t)ts_ms);
+        if (ts_ms < 0)
+            tsd[--ts0] = '-';
+    }
     size_t tsn = 24 - ts0;
     const char *name = d->name ? d->name : f->tenant.p;
     size_t namelen = d->name ? d->namelen : f->tenant.len;
@@ -290,15 +357,15 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
                           p3[] = ",\"source\":{\"version\":\"walhook\",\"connector\":"
                                  "\"postgresql\",\"name\":",
                           p4[] = ",\"ts_ms\":", p5[] = ",\"snapshot\":\"false\",\"db\":",
-                          p6[] = ",\"sequence\":\"[null,\\\"", p7[] = "\\\"]\",\"schema\":",
-                          p8[] = ",\"table\":", p9[] = ",\"txId\":", p10[] = ",\"lsn\":",
-                          p11[] = ",\"xmin\":null},\"op\":\"", p12[] = "\",\"ts_ms\":",
-                          p13[] = ",\"transaction\":null}";
-        size_t need = sizeof(p1) + sizeof(p2) + sizeof(p3) + sizeof(p4) + sizeof(p5) +
-                      sizeof(p6) + sizeof(p7) + sizeof(p8) + sizeof(p9) + sizeof(p10) +
-                      sizeof(p11) + sizeof(p12) + sizeof(p13) - 13 + f->before.len +
-                      f->after.len + namelen + tsn + d->dblen + 2 * lsnn + f->schema.len +
-                      f->table.len + f->xid.len + 1 + d->nowlen;
+                          p6[] = ",\"sequence\":\"[null,\\\"",
+                          p7[] = "\\\"]\",\"schema\":", p8[] = ",\"table\":", p9[] = ",\"txId\":",
+                          p10[] = ",\"lsn\":", p11[] = ",\"xmin\":null},\"op\":\"",
+                          p12[] = "\",\"ts_ms\":", p13[] = ",\"transaction\":null}";
+        size_t need = sizeof(p1) + sizeof(p2) + sizeof(p3) + sizeof(p4) + sizeof(p5) + sizeof(p6) +
+                      sizeof(p7) + sizeof(p8) + sizeof(p9) + sizeof(p10) + sizeof(p11) +
+                      sizeof(p12) + sizeof(p13) - 13 + f->before.len + f->after.len + namelen +
+                      tsn + d->dblen + 2 * lsnn + f->schema.len + f->table.len + f->xid.len + 1 +
+                      d->nowlen;
         if (wh_buf_reserve(b, need) != WH_OK)
             return WH_ERR;
         char *w = b->data + b->len;
@@ -346,14 +413,13 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
         wh_buf_append(b, name, namelen) || PUTLIT(b, ",\"ts_ms\":") ||
         wh_buf_append(b, tsd + ts0, tsn) || PUTLIT(b, ",\"snapshot\":\"false\",\"db\":") ||
         wh_buf_append(b, d->db, d->dblen) || PUTLIT(b, ",\"sequence\":\"[null,\\\"") ||
-        wh_buf_append(b, lsnd + lsn0, lsnn) || PUTLIT(b, "\\\"]\"") ||
-        PUTLIT(b, ",\"schema\":") || wh_buf_append(b, f->schema.p, f->schema.len) ||
-        PUTLIT(b, ",\"table\":") || wh_buf_append(b, f->table.p, f->table.len) ||
-        PUTLIT(b, ",\"txId\":") || wh_buf_append(b, f->xid.p, f->xid.len) ||
-        PUTLIT(b, ",\"lsn\":") || wh_buf_append(b, lsnd + lsn0, lsnn) ||
-        PUTLIT(b, ",\"xmin\":null},\"op\":\"") || wh_buf_putc(b, code[0]) ||
-        PUTLIT(b, "\",\"ts_ms\":") || wh_buf_append(b, d->now, d->nowlen) ||
-        PUTLIT(b, ",\"transaction\":null}"))
+        wh_buf_append(b, lsnd + lsn0, lsnn) || PUTLIT(b, "\\\"]\"") || PUTLIT(b, ",\"schema\":") ||
+        wh_buf_append(b, f->schema.p, f->schema.len) || PUTLIT(b, ",\"table\":") ||
+        wh_buf_append(b, f->table.p, f->table.len) || PUTLIT(b, ",\"txId\":") ||
+        wh_buf_append(b, f->xid.p, f->xid.len) || PUTLIT(b, ",\"lsn\":") ||
+        wh_buf_append(b, lsnd + lsn0, lsnn) || PUTLIT(b, ",\"xmin\":null},\"op\":\"") ||
+        wh_buf_putc(b, code[0]) || PUTLIT(b, "\",\"ts_ms\":") ||
+        wh_buf_append(b, d->now, d->nowlen) || PUTLIT(b, ",\"transaction\":null}"))
         return WH_ERR;
     return WH_OK;
 }

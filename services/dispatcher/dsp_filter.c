@@ -41,8 +41,8 @@ typedef struct {
     int nseg;
     const char *seg[DSP_FILTER_PATH_MAX];
     size_t seglen[DSP_FILTER_PATH_MAX];
-    int head; /* O_PATH: index of seg[0] in the filter's heads, -1: looked up alone */
-    int sub;  /* O_PATH: the filter's sub-member of seg[0].seg[1] (dsp_evidx), -1: none */
+    int head;  /* O_PATH: index of seg[0] in the filter's heads, -1: looked up alone */
+    int sub;   /* O_PATH: the filter's sub-member of seg[0].seg[1] (dsp_evidx), -1: none */
     int plain; /* O_STR: no backslash in the literal (raw JSON bytes equal to it are it) */
 } opnd;
 
@@ -103,7 +103,7 @@ static const char *const ev_names[DSP_EV_NFIELDS] = {
 
 /* The DSP_EV_* slot of a member name given as bytes, or -1 (constant-size
  * compares: the compiler inlines them). */
-static int ev_slot_raw(const char *k, size_t n)
+static inline __attribute__((always_inline)) int ev_slot_raw(const char *k, size_t n)
 {
 #define EQ(lit) (memcmp(k, lit, sizeof(lit) - 1) == 0)
     switch (n) {
@@ -134,7 +134,7 @@ static int ev_slot_raw(const char *k, size_t n)
  * form: raw bytes equal to a name are that name, and only a key with an
  * escape (3 raw bytes at least) is compared decoded when its raw bytes
  * match no name. */
-static int ev_slot(const wh_json_span *k)
+static inline __attribute__((always_inline)) int ev_slot(const wh_json_span *k)
 {
     if (k->len < 2)
         return -1;
@@ -155,7 +155,7 @@ static int key_is(const wh_json_span *k, const char *name, size_t n)
 {
     size_t rn = k->len - 2;
     if (rn == n)
-        return memcmp(k->p + 1, name, n) == 0;
+        return n == 0 || (k->p[1] == name[0] && memcmp(k->p + 1, name, n) == 0);
     return rn > n && memchr(k->p + 1, '\\', rn) != NULL && wh_json_span_strcmp(k, name, n) == 0;
 }
 
@@ -171,7 +171,8 @@ static inline size_t ev_ws(const char *s, size_t len, size_t i)
 /* The object member at s[i..len) after a '{' or ',' (whitespace skipped):
  * its key into *k and the index of its value's first byte, or 0 when
  * malformed (what wh_json_span_next checks before the value). */
-static inline size_t ev_member_key(const char *s, size_t len, size_t i, wh_json_span *k)
+static inline __attribute__((always_inline)) size_t ev_member_key(const char *s, size_t len,
+                                                                  size_t i, wh_json_span *k)
 {
     if (i >= len || s[i] != '"')
         return 0;
@@ -181,6 +182,8 @@ static inline size_t ev_member_key(const char *s, size_t len, size_t i, wh_json_
     k->p = s + i;
     k->len = e - i;
     k->type = WH_JSON_STRING;
+    if (e + 1 < len && s[e] == ':' && (unsigned char)s[e + 1] > ' ')
+        return e + 1; /* compact JSON: no whitespace around ':' */
     i = ev_ws(s, len, e);
     if (i >= len || s[i] != ':')
         return 0;
@@ -190,8 +193,8 @@ static inline size_t ev_member_key(const char *s, size_t len, size_t i, wh_json_
 
 /* The value at s[i] (i < len, not whitespace) into *v with at most maxdepth
  * nested brackets; the index after it, or 0. */
-static inline size_t ev_value(const char *s, size_t len, size_t i, wh_json_span *v,
-                              size_t maxdepth)
+static inline __attribute__((always_inline)) size_t ev_value(const char *s, size_t len, size_t i,
+                                                             wh_json_span *v, size_t maxdepth)
 {
     if (s[i] == '"') {
         size_t e = wh_json_span_str_end(s, len, i);
@@ -1046,8 +1049,7 @@ static int span_eq_plain(const wh_json_span *sp, const char *lit, size_t n)
     size_t rn = sp->len - 2;
     if (rn == n)
         return memcmp(sp->p + 1, lit, n) == 0;
-    return rn > n && memchr(sp->p + 1, '\\', rn) != NULL &&
-           wh_json_span_strcmp(sp, lit, n) == 0;
+    return rn > n && memchr(sp->p + 1, '\\', rn) != NULL && wh_json_span_strcmp(sp, lit, n) == 0;
 }
 
 static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth)
