@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dsp_lane.h"
 #include "dsp_ssrf.h"
@@ -795,16 +796,43 @@ static curl_socket_t open_cb(void *ud, curlsocktype purpose, struct curl_sockadd
         x->ssrf_refused = 1;
         return CURL_SOCKET_BAD;
     }
-    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd != CURL_SOCKET_BAD)
+        x->t->nsock++;
+    return fd;
+}
+
+/* Every socket open_cb opened is closed here (ud: the target). */
+static int close_cb(void *ud, curl_socket_t fd)
+{
+    dsp_target *t = ud;
+    t->nsock--;
+    return close(fd);
+}
+
+/* A connection pool of its own for one target (see dsp_target.h). Only the
+ * loop thread uses it: no lock callbacks. */
+static CURLSH *pool_new(void)
+{
+    CURLSH *sh = curl_share_init();
+    if (sh != NULL &&
+        curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK) {
+        curl_share_cleanup(sh);
+        sh = NULL;
+    }
+    return sh;
 }
 
 /* The options that point at the xfer itself (callbacks' data, error buffer,
- * CURLOPT_PRIVATE). */
+ * CURLOPT_PRIVATE) and the target's pool. */
 static int xfer_bind(dsp_xfer *x)
 {
     CURL *e = x->easy;
     return curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_cb) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, (void *)x) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, (void *)x->t) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_SHARE, x->t->share) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)x) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, body_cb) == CURLE_OK &&
@@ -904,6 +932,9 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
                          ferr);
     t->fmt_gen = 1;
 
+    t->share = pool_new();
+    if (t->share == NULL)
+        return wh_seterr(err, errlen, "target %s: curl_share_init failed", t->name);
     CURL *e = curl_easy_init();
     if (e == NULL)
         return wh_seterr(err, errlen, "target %s: curl_easy_init failed", t->name);
@@ -1078,6 +1109,9 @@ void dsp_target_destroy(dsp_target *t)
     free(t->lanes);
     t->lanes = NULL;
     t->nlanes = 0;
+    if (t->share != NULL) /* closes the pooled connections (close_cb) */
+        curl_share_cleanup(t->share);
+    t->share = NULL;
     free(t->ev_lane);
     free(t->ev_done);
     t->ev_lane = t->ev_done = NULL;
@@ -1669,9 +1703,43 @@ static int strict_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
     return 1;
 }
 
+/* Over max_connections sockets (the setting was lowered, or a connection
+ * was not reused): nothing new starts until the target's requests are done,
+ * then every handle moves to a fresh pool and the old one is closed with its
+ * idle connections. 1 while the target must wait. */
+static int pool_over(dsp_target *t)
+{
+    int max = max_conn_of(t);
+    if (t->nsock <= max)
+        return 0;
+    if (dsp_target_inflight(t) > 0)
+        return 1;
+    CURLSH *sh = pool_new();
+    if (sh == NULL)
+        return 1;
+    int before = t->nsock;
+    curl_easy_setopt(t->x.easy, CURLOPT_SHARE, sh);
+    for (int i = 0; i < t->nlanes; i++)
+        curl_easy_setopt(t->lanes[i].x.easy, CURLOPT_SHARE, sh);
+    if (curl_share_cleanup(t->share) != CURLSHE_OK) {
+        /* still in use (cannot happen with nothing in flight): keep it */
+        curl_easy_setopt(t->x.easy, CURLOPT_SHARE, t->share);
+        for (int i = 0; i < t->nlanes; i++)
+            curl_easy_setopt(t->lanes[i].x.easy, CURLOPT_SHARE, t->share);
+        curl_share_cleanup(sh);
+        return 0;
+    }
+    t->share = sh;
+    wh_info("target %s/%s: closed %d pooled connection(s) over max_connections = %d", t->set.tenant,
+            t->name, before - t->nsock, max);
+    return 0;
+}
+
 int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
 {
     if (budget <= 0)
+        return 0;
+    if (pool_over(t))
         return 0;
     if (t->lmode)
         return lanes_post(t, multi, now_ms, budget);

@@ -294,6 +294,15 @@ typedef struct dsp_target {
 
     /* loop private */
     dsp_xfer x; /* the strict request (and the handle lanes are copied from) */
+    /* The target's own connection pool: every handle of the target shares
+     * this connection cache (CURL_LOCK_DATA_CONNECT), so no other target
+     * reuses its connections and it reuses no one else's. nsock counts the
+     * sockets open for it (CURLOPT_OPENSOCKETFUNCTION / CLOSESOCKETFUNCTION),
+     * idle pooled ones included; over max_connections (the setting was
+     * lowered) the target starts nothing until its requests finish, then
+     * swaps in a fresh pool and closes the old one's connections. */
+    CURLSH *share;
+    int nsock;
     dsp_tstate state;
     int attempt;             /* failed attempts of the current request */
     int single;              /* single mode: posting the head batch one event at a time */
