@@ -1452,10 +1452,14 @@ static dsp_batch *next_batch(dsp_target *t, int *slot)
 
 /* The next batch when lanes may run ahead into it (its lanes assigned on
  * first use), else NULL: not while a lane failed for good, nor into a
- * replayed, empty or single-event batch. */
+ * replayed, empty or single-event batch, nor while a change of the target's
+ * settings waits for a moment with nothing in flight (the loop applies it
+ * then: the lanes stop at the end of the head batch). */
 static dsp_batch *ahead_batch(dsp_target *t, const dsp_batch *head)
 {
     int slot = -1;
+    if (t->next_spec != NULL)
+        return NULL;
     dsp_batch *nb = next_batch(t, &slot);
     if (nb == NULL || nb->n == 0 || nb->replay || head->replay || t->lfail || t->ah_fail ||
         t->lfmt.single || t->single)

@@ -15,8 +15,8 @@
 # idle keep-alive connections stayed open). Every event still arrives.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-N=${N:-3000}
-DELAY=${DELAY:-60}
+N=${N:-4000}
+DELAY=${DELAY:-100}
 trap wh_cleanup EXIT
 wh_require_bins walhook-store walhook-dispatcher walhook-receiver tests/wh_stagebench \
     tests/wh_statectl
