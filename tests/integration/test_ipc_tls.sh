@@ -34,10 +34,11 @@ APORT=$(wh_free_port)
 SPORT=$(wh_free_port)
 IPORT=$(wh_free_port)
 DPORT=$(wh_free_port)
+NPORT=$(wh_free_port)
 CONF="$WH_TMP/walhook.conf"
 wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$RPORT/hook"
 cat >>"$CONF" <<EOC
-store = { endpoint = "tls+tcp://localhost:$SPORT"; };
+store = { endpoint = "tls+tcp://localhost:$SPORT"; notify_endpoint = "tls+tcp://localhost:$NPORT"; };
 ingestor = { control = "tls+tcp://localhost:$IPORT"; };
 dispatcher = { control = "tls+tcp://localhost:$DPORT"; };
 ipc = { tls_cert = "$PKI/node.crt"; tls_key = "$PKI/node.key"; tls_ca = "$PKI/ca.crt"; };
@@ -58,6 +59,13 @@ wh_wait_metric "http://127.0.0.1:$APORT/metrics" walhook_events_delivered_total 
     wh_fail "not all events delivered over the TLS links"
 "$BIN/tests/wh_check" --expect "$WH_TMP/expected.jsonl" --received "$WH_TMP/received.jsonl" ||
     wh_fail "received stream does not match"
+# the durability notifications over TLS too: the dispatcher is subscribed and
+# was notified (it reads when notified instead of long-polling)
+M=$(curl -fsS --max-time 5 "http://127.0.0.1:$APORT/metrics")
+grep -q '^walhook_dispatcher_notify_connected 1' <<<"$M" ||
+    wh_fail "the dispatcher is not subscribed to the store's notifications over tls+tcp://"
+n=$(sed -n 's/^walhook_dispatcher_notifications_total \([0-9]*\).*/\1/p' <<<"$M")
+[ "${n:-0}" -ge 1 ] || wh_fail "the dispatcher got no notification over tls+tcp:// (${n:-none})"
 for d in store ingestor dispatcher; do
     "$BIN/walhook" health --daemon "$d" --ready -c "$CONF" >"$WH_TMP/h.out" 2>&1 ||
         { cat "$WH_TMP/h.out" >&2; wh_fail "walhook health --daemon $d over TLS failed"; }
@@ -72,4 +80,4 @@ WALHOOK_STORE_ENDPOINT="tcp://localhost:$SPORT" \
 kill -TERM "${WH_PIDS[walhook]}"
 wh_wait_until 20 bash -c "! kill -0 ${WH_PIDS[walhook]} 2>/dev/null" || wh_fail "walhook up did not stop"
 unset "WH_PIDS[walhook]"
-wh_pass "1000 changes over tls+tcp:// links; foreign CA and plain tcp refused"
+wh_pass "1000 changes over tls+tcp:// links (notifications too: $n received); foreign CA and plain tcp refused"
