@@ -499,11 +499,36 @@ static void server_teardown(wh_server *s)
     free(s);
 }
 
+/* Listens on url with sock: ipc:// files 0600, tls+tcp:// with the server
+ * side of the TLS configuration. */
+static int listen_on(nng_socket sock, const char *url, char *err, size_t errlen)
+{
+    nng_listener l;
+    int rv;
+    if ((rv = nng_listener_create(&l, sock, url)) != 0)
+        return wh_seterr(err, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
+    if (strncmp(url, "ipc://", 6) == 0)
+        nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0600);
+    if (is_tls_url(url)) {
+        nng_tls_config *tc = NULL;
+        if (tls_config_new(&tc, 1, url, err, errlen) != WH_OK)
+            return WH_ERR;
+        rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, tc);
+        nng_tls_config_free(tc); /* the listener holds its own reference */
+        if (rv != 0)
+            return wh_seterr(err, errlen, "%s: cannot apply the TLS configuration: %s", url,
+                             nng_strerror(rv));
+    }
+    if ((rv = nng_listener_start(l, 0)) != 0)
+        return wh_seterr(err, errlen, "cannot listen on %s: %s%s", url, nng_strerror(rv),
+                         rv == NNG_EADDRINUSE ? " (is another instance running?)" : "");
+    return WH_OK;
+}
+
 int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_msg, wh_server_fn fn,
                     wh_server_done_fn done, void *arg, char *err, size_t errlen)
 {
     wh_server *s = calloc(1, sizeof(*s));
-    nng_listener l;
     int rv;
     if (s == NULL)
         return wh_seterr(err, errlen, "out of memory");
@@ -545,29 +570,8 @@ int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_m
         }
     }
     nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, max_msg);
-    if ((rv = nng_listener_create(&l, s->sock, url)) != 0) {
-        wh_seterr(err, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
+    if (listen_on(s->sock, url, err, errlen) != WH_OK)
         goto error;
-    }
-    if (strncmp(url, "ipc://", 6) == 0)
-        nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0600);
-    if (is_tls_url(url)) {
-        nng_tls_config *tc = NULL;
-        if (tls_config_new(&tc, 1, url, err, errlen) != WH_OK)
-            goto error;
-        rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, tc);
-        nng_tls_config_free(tc); /* the listener holds its own reference */
-        if (rv != 0) {
-            wh_seterr(err, errlen, "%s: cannot apply the TLS configuration: %s", url,
-                      nng_strerror(rv));
-            goto error;
-        }
-    }
-    if ((rv = nng_listener_start(l, 0)) != 0) {
-        wh_seterr(err, errlen, "cannot listen on %s: %s%s", url, nng_strerror(rv),
-                  rv == NNG_EADDRINUSE ? " (is another instance running?)" : "");
-        goto error;
-    }
     for (int i = 0; i < nworkers; i++) {
         if (pthread_create(&s->workers[i].thr, NULL, server_worker, &s->workers[i]) != 0) {
             wh_seterr(err, errlen, "cannot start worker thread: %s", strerror(errno));
@@ -869,7 +873,6 @@ int wh_notify_url(const char *store_url, const char *setting, char *out, size_t 
 int wh_pub_open(wh_pub **out, const char *url, char *err, size_t errlen)
 {
     wh_pub *p = calloc(1, sizeof(*p));
-    nng_listener l;
     int rv;
     if (p == NULL)
         return wh_seterr(err, errlen, "out of memory");
@@ -882,29 +885,8 @@ int wh_pub_open(wh_pub **out, const char *url, char *err, size_t errlen)
         free(p);
         return wh_seterr(err, errlen, "cannot open pub socket: %s", nng_strerror(rv));
     }
-    if ((rv = nng_listener_create(&l, p->sock, url)) != 0) {
-        wh_seterr(err, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
+    if (listen_on(p->sock, url, err, errlen) != WH_OK)
         goto error;
-    }
-    if (strncmp(url, "ipc://", 6) == 0)
-        nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0600);
-    if (is_tls_url(url)) {
-        nng_tls_config *tc = NULL;
-        if (tls_config_new(&tc, 1, url, err, errlen) != WH_OK)
-            goto error;
-        rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, tc);
-        nng_tls_config_free(tc);
-        if (rv != 0) {
-            wh_seterr(err, errlen, "%s: cannot apply the TLS configuration: %s", url,
-                      nng_strerror(rv));
-            goto error;
-        }
-    }
-    if ((rv = nng_listener_start(l, 0)) != 0) {
-        wh_seterr(err, errlen, "cannot listen on %s: %s%s", url, nng_strerror(rv),
-                  rv == NNG_EADDRINUSE ? " (is another instance running?)" : "");
-        goto error;
-    }
     *out = p;
     return WH_OK;
 error:
