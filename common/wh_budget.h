@@ -37,39 +37,52 @@
 #define WH_BUDGET_MAX_PARTS 16
 
 /* ---- RocksDB sizes the store is configured with (st_db.c uses them) ---- */
-#define WH_BUDGET_ST_MAX_WRITE_BUFFERS                                                             \
-    2 /* memtables per column family, and db_write_buffer_size = this x write_buffer_bytes */
-#define WH_BUDGET_ST_BLOCK_BYTES (64 * 1024)           /* SST block size */
-#define WH_BUDGET_ST_READAHEAD_BYTES (256 * 1024)      /* compaction readahead, per input file */
-#define WH_BUDGET_ST_ITER_READAHEAD_BYTES (256 * 1024) /* an iterator's auto readahead, at most */
-#define WH_BUDGET_ST_ITER_FILES 4                    /* files an in-order iterator reads at once */
-#define WH_BUDGET_ST_FILE_BUFFER_BYTES (1024 * 1024) /* writable_file_max_buffer_size (default) */
-#define WH_BUDGET_ST_L0_TRIGGER 4                    /* level0_file_num_compaction_trigger */
-#define WH_BUDGET_ST_COMPACTION_INPUTS (WH_BUDGET_ST_L0_TRIGGER + 4) /* L0 files + overlapping L1  \
-                                                                      */
+/* memtables per column family; db_write_buffer_size = this x write_buffer */
+#define WH_BUDGET_ST_MAX_WRITE_BUFFERS 2
+/* SST block size */
+#define WH_BUDGET_ST_BLOCK_BYTES (64 * 1024)
+/* compaction readahead, per input file */
+#define WH_BUDGET_ST_READAHEAD_BYTES (256 * 1024)
+/* an iterator's auto readahead, at most, per file it reads */
+#define WH_BUDGET_ST_ITER_READAHEAD_BYTES (256 * 1024)
+/* files an in-order iterator reads at once (L0 files and levels) */
+#define WH_BUDGET_ST_ITER_FILES 4
+/* writable_file_max_buffer_size: a flush's or compaction's output buffer */
+#define WH_BUDGET_ST_FILE_BUFFER_BYTES (1024 * 1024)
+/* level0_file_num_compaction_trigger */
+#define WH_BUDGET_ST_L0_TRIGGER 4
+/* input files of one compaction: L0 files + overlapping L1 */
+#define WH_BUDGET_ST_COMPACTION_INPUTS (WH_BUDGET_ST_L0_TRIGGER + 4)
+/* max_open_files, and an open SST's reader beyond its cached blocks */
 #define WH_BUDGET_ST_MAX_OPEN_FILES 256
-#define WH_BUDGET_ST_TABLE_READER_BYTES                                                            \
-    (16 * 1024) /* an open SST's reader, beyond its cached blocks */
-#define WH_BUDGET_ST_ARENA_MAX                                                                     \
-    (1024 * 1024)                     /* memtable arena block: write_buffer/8, at most this */
-#define WH_BUDGET_ST_CF_FIXED 1       /* the default column family */
-#define WH_BUDGET_ST_CFS_PER_TENANT 2 /* e:<tenant>, m:<tenant> */
+#define WH_BUDGET_ST_TABLE_READER_BYTES (16 * 1024)
+/* memtable arena block: write_buffer / 8, at most this */
+#define WH_BUDGET_ST_ARENA_MAX (1024 * 1024)
+/* column families: "default", and e:<tenant> m:<tenant> per tenant */
+#define WH_BUDGET_ST_CF_FIXED 1
+#define WH_BUDGET_ST_CFS_PER_TENANT 2
 
 /* ---- dispatcher and admin sizes (their code asserts the shared ones) ---- */
-#define WH_BUDGET_DSP_BATCHES_PER_TARGET 3     /* DSP_PREFETCH read-ahead + the one posted */
-#define WH_BUDGET_DSP_CONN_BYTES (96 * 1024)   /* a pooled connection: curl handle, buffers, TLS */
-#define WH_BUDGET_DSP_TARGET_BYTES (64 * 1024) /* a target's state beyond its batches */
-#define WH_BUDGET_ADM_CONNS 1000               /* ADM_HTTP_MAX_CONNS */
-#define WH_BUDGET_ADM_BODY_BYTES (1024 * 1024) /* ADM_MAX_BODY: a request body, buffered */
+/* DSP_PREFETCH read-ahead batches + the one posted */
+#define WH_BUDGET_DSP_BATCHES_PER_TARGET 3
+/* a pooled connection: curl handle, buffers, TLS */
+#define WH_BUDGET_DSP_CONN_BYTES (96 * 1024)
+/* a target's state beyond its batches */
+#define WH_BUDGET_DSP_TARGET_BYTES (64 * 1024)
+/* ADM_HTTP_MAX_CONNS, and ADM_MAX_BODY (a request body, buffered) */
+#define WH_BUDGET_ADM_CONNS 1000
+#define WH_BUDGET_ADM_BODY_BYTES (1024 * 1024)
 #define WH_BUDGET_ADM_CONN_BYTES (WH_BUDGET_ADM_BODY_BYTES + WH_BUDGET_STACK_BYTES)
-#define WH_BUDGET_ADM_MIN_CONNS 16 /* fewer than this fitting: the admin refuses to start */
+/* fewer connections than this fitting: the admin refuses to start */
+#define WH_BUDGET_ADM_MIN_CONNS 16
 
 /* ---- the process itself ---- */
-#define WH_BUDGET_STACK_BYTES                                                                      \
-    (256 * 1024) /* resident stack per thread (touched pages, not the 8 MiB reserved) */
-#define WH_BUDGET_BASE_BYTES (16 * 1024 * 1024) /* code, libraries, static data, heap bookkeeping  \
-                                                 */
-#define WH_BUDGET_STORE_BASE_BYTES (24 * 1024 * 1024) /* the store links RocksDB statically */
+/* resident stack per thread (touched pages, not the 8 MiB reserved) */
+#define WH_BUDGET_STACK_BYTES (256 * 1024)
+/* code, libraries, static data, heap bookkeeping */
+#define WH_BUDGET_BASE_BYTES (16 * 1024 * 1024)
+/* the store links RocksDB statically */
+#define WH_BUDGET_STORE_BASE_BYTES (24 * 1024 * 1024)
 
 typedef struct wh_budget_part {
     char name[32];

@@ -71,12 +71,15 @@
 #include "wh_budget.h"
 
 #define ST_NAME_MAX 63 /* max bytes of a tenant or consumer name */
-#define ST_MAX_WRITE_BUFFERS WH_BUDGET_ST_MAX_WRITE_BUFFERS /* memtables per CF, x = db-wide cap   \
-                                                             */
-#define ST_MAX_COMPACTION_BYTES (64LL * 1024 * 1024) /* one automatic compaction job, at most */
-#define ST_GC_SLICE_BUFFERS 4  /* a GC compaction covers at most this many memtables of SST bytes  \
-                                */
-#define ST_GC_PASS_SLICES 64   /* GC compactions per maintenance pass, all tenants */
+/* memtables per column family; this many write buffers is also the cap of
+ * all column families together (db_write_buffer_size) */
+#define ST_MAX_WRITE_BUFFERS WH_BUDGET_ST_MAX_WRITE_BUFFERS
+/* one automatic compaction job, at most (tenants take turns) */
+#define ST_MAX_COMPACTION_BYTES (64LL * 1024 * 1024)
+/* a GC compaction covers at most this many memtables of SST bytes */
+#define ST_GC_SLICE_BUFFERS 4
+/* GC compactions per maintenance pass, all tenants */
+#define ST_GC_PASS_SLICES 64
 #define ST_MAX_CONSUMERS 65536 /* offset table entries, all tenants */
 #define ST_MAX_TENANTS 256     /* tenants with column families (a write of one more is refused) */
 
