@@ -69,9 +69,13 @@ static int plan_check(const wh_config *cfg, const char *path, st_state *state, w
         wh_error("%s", err);
         return WH_ERR;
     }
-    wh_info("memory plan: %lld MiB + %d%% headroom within %lld MiB (%s; %d tenants, %d targets)",
-            (long long)(wh_budget_sum(&b) >> 20), WH_BUDGET_HEADROOM_PCT, (long long)(limit >> 20),
-            src, n->tenants, n->targets);
+    for (int i = 0; i < b.nparts; i++)
+        wh_info("memory part %s: %lld bytes (%s)", b.parts[i].name, (long long)b.parts[i].bytes,
+                b.parts[i].how);
+    wh_info("memory plan: sum %lld bytes + %d%% headroom = %lld within memory_budget_bytes %lld "
+            "(%s; %d tenants, %d targets)",
+            (long long)wh_budget_sum(&b), WH_BUDGET_HEADROOM_PCT, (long long)wh_budget_need(&b),
+            (long long)limit, src, n->tenants, n->targets);
     return WH_OK;
 }
 
