@@ -77,6 +77,7 @@ struct st_tenant {
     st_tenant_stats stats; /* last maintenance pass */
     _Atomic uint64_t gc_dropped;
     _Atomic uint64_t gc_compactions; /* GC slices compacted */
+    _Atomic int gc_tail; /* a slice left garbage below the watermark: collect all of it */
     /* write token bucket (under wm_mu) */
     double tb_bytes, tb_events;
     uint64_t tb_ms;
@@ -116,7 +117,7 @@ struct st_db {
     _Atomic uint64_t gc_dropped;
     _Atomic uint64_t gc_compactions; /* garbage ranges compacted */
     uint64_t gc_slice_bytes;         /* most SST bytes one GC compaction covers */
-    size_t gc_next;                  /* round-robin start (maintenance thread) */
+    _Atomic size_t gc_next;          /* round-robin start, moved on by every pass */
     st_gc_hook gc_hook;              /* observer of GC slices (tests) */
     void *gc_hook_arg;
     _Atomic int stopping; /* st_db_close: no new GC compaction */
@@ -2787,8 +2788,8 @@ static void maintain_tenant(st_db *db, st_tenant *t)
  * db->gc_slice_bytes of SST data below it (bisection on the LSN with
  * approximate sizes; at least one step of the LSN). 0 when the garbage is
  * below the threshold (one memtable; any garbage with tail: the rest of a
- * tenant already sliced in this pass, so a backlog is collected to its
- * watermark as one whole-range compaction would). */
+ * tenant whose last slice stopped short of its watermark, so a backlog is
+ * collected to its watermark as one whole-range compaction would). */
 static int gc_slice(st_db *db, st_tenant *t, int tail, uint64_t *end_lsn, uint32_t *end_seq,
                     uint64_t *bytes)
 {
@@ -2797,8 +2798,10 @@ static int gc_slice(st_db *db, st_tenant *t, int tail, uint64_t *end_lsn, uint32
     tenant_watermark(t, &wl, &ws);
     if (wl == 0 && ws == 0)
         return 0;
+    /* approximate sizes read 0 for a range inside one block: with tail
+     * such a rest is compacted too (to the watermark, once) */
     uint64_t garbage = events_bytes_from(db, t, wl, ws, 1);
-    if (garbage == 0 || (!tail && garbage < (uint64_t)db->write_buffer_bytes))
+    if (!tail && garbage < (uint64_t)db->write_buffer_bytes)
         return 0;
     *end_lsn = wl;
     *end_seq = ws;
@@ -2858,7 +2861,7 @@ static void gc_round_robin(st_db *db, st_tenant **tv, size_t nt)
         return;
     if (nt > ST_MAX_TENANTS)
         nt = ST_MAX_TENANTS;
-    size_t start = db->gc_next++ % nt;
+    size_t start = atomic_fetch_add(&db->gc_next, 1) % nt;
     int done[ST_MAX_TENANTS], sliced[ST_MAX_TENANTS];
     size_t ndone = 0, slices = 0;
     memset(done, 0, sizeof(done));
@@ -2879,14 +2882,23 @@ static void gc_round_robin(st_db *db, st_tenant **tv, size_t nt)
                 done[i] = 1, ndone++;
                 continue;
             }
-            if (!gc_slice(db, tv[i], sliced[i], &el, &es, &bytes)) {
+            int tail = sliced[i] || atomic_load(&tv[i]->gc_tail);
+            if (!gc_slice(db, tv[i], tail, &el, &es, &bytes)) {
                 done[i] = 1, ndone++;
             } else {
+                uint64_t wl;
+                uint32_t ws;
+                tenant_watermark(tv[i], &wl, &ws);
                 gc_compact(db, tv[i], el, es, bytes);
                 slices++;
                 sliced[i] = 1;
-                /* no progress (what is left is live or not compactable) */
-                if (events_bytes_from(db, tv[i], el, es, 1) >= bytes)
+                /* a slice short of the watermark: the rest goes whatever
+                 * its size, in this pass or the next */
+                int reached = wh_pos_cmp(el, es, wl, ws) >= 0;
+                atomic_store(&tv[i]->gc_tail, !reached);
+                /* collected to its watermark, or no progress (the next
+                 * pass tries again) */
+                if (reached || events_bytes_from(db, tv[i], el, es, 1) >= bytes)
                     done[i] = 1, ndone++;
             }
             ten_done(h);
