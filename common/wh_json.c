@@ -488,52 +488,25 @@ int wh_json_render(wh_buf *b, const wh_json *j)
 
 /* ---- zero-allocation spans (wh_json_span_*) ---- */
 
-static size_t span_ws(const char *s, size_t len, size_t i)
+static inline size_t span_ws(const char *s, size_t len, size_t i)
 {
+    if (i < len && (unsigned char)s[i] > ' ') /* the common case: no whitespace */
+        return i;
     while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
         i++;
     return i;
 }
 
-/* End (one past the closing quote) of the string starting at s[i] == '"',
- * or 0 when unterminated. */
-static inline __attribute__((always_inline)) size_t span_str_end(const char *s, size_t len,
-                                                                 size_t i)
-{
-    const uint64_t ones = UINT64_C(0x0101010101010101), highs = UINT64_C(0x8080808080808080);
-    i++;
-    while (i < len) {
-        if (len - i >= 8) {
-            /* 8 bytes at once: a zero-byte test on w ^ '"' and w ^ '\\'
-             * (little-endian load: the lowest flagged byte is exact, higher
-             * ones may be false, so only the lowest is used) */
-            uint64_t w, q, b, m;
-            memcpy(&w, s + i, 8);
-            w = le64toh(w);
-            q = w ^ (ones * '"');
-            b = w ^ (ones * '\\');
-            m = (((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
-            if (m == 0) {
-                i += 8;
-                continue;
-            }
-            i += (size_t)__builtin_ctzll(m) >> 3;
-        }
-        char c = s[i];
-        if (c == '"')
-            return i + 1;
-        i += c == '\\' ? 2 : 1;
-    }
-    return 0;
-}
+#define span_str_end wh_json_span_str_end
 
 /* Bytes that matter when skipping over a container: quotes and brackets. */
 static const unsigned char span_special[256] = {
     ['"'] = 1, ['{'] = 1, ['['] = 1, ['}'] = 1, [']'] = 1,
 };
 
-/* Scans one value at s[i..len): fills *out, returns the index after it or 0. */
-static size_t span_scan(const char *s, size_t len, size_t i, wh_json_span *out)
+/* Scans one value at s[i..len) with at most maxdepth nested brackets: fills
+ * *out, returns the index after it or 0. */
+static size_t span_scan_d(const char *s, size_t len, size_t i, wh_json_span *out, size_t maxdepth)
 {
     i = span_ws(s, len, i);
     if (i >= len)
@@ -546,7 +519,9 @@ static size_t span_scan(const char *s, size_t len, size_t i, wh_json_span *out)
     } else if (c == '{' || c == '[') {
         out->type = c == '{' ? WH_JSON_OBJECT : WH_JSON_ARRAY;
         /* brackets are counted; strings skipped; no recursion */
-        char stack[WH_JSON_MAX_DEPTH];
+        char stack[WH_JSON_SPAN_DEPTH];
+        if (maxdepth > sizeof(stack))
+            maxdepth = sizeof(stack);
         size_t depth = 0;
         while (i < len) {
             char ch = s[i];
@@ -562,7 +537,7 @@ static size_t span_scan(const char *s, size_t len, size_t i, wh_json_span *out)
                 continue;
             }
             if (ch == '{' || ch == '[') {
-                if (depth >= sizeof(stack))
+                if (depth >= maxdepth)
                     return 0;
                 stack[depth++] = ch == '{' ? '}' : ']';
             } else if (ch == '}' || ch == ']') {
@@ -594,6 +569,16 @@ static size_t span_scan(const char *s, size_t len, size_t i, wh_json_span *out)
     out->p = s + start;
     out->len = end - start;
     return end;
+}
+
+static size_t span_scan(const char *s, size_t len, size_t i, wh_json_span *out)
+{
+    return span_scan_d(s, len, i, out, WH_JSON_SPAN_DEPTH);
+}
+
+size_t wh_json_span_at(const char *text, size_t len, size_t i, wh_json_span *out, size_t maxdepth)
+{
+    return span_scan_d(text, len, i, out, maxdepth);
 }
 
 int wh_json_span_value(const char *text, size_t len, wh_json_span *out)
@@ -830,6 +815,38 @@ int wh_json_span_num(const wh_json_span *s, double *out)
         len -= 2;
     } else if (s->type != WH_JSON_NUMBER) {
         return WH_ERR;
+    }
+    {
+        /* one pass for [-]int[.frac] of at most 15 digits (what the grammar
+         * check and the exact path below decide, together); anything else
+         * goes the long way */
+        size_t i = 0;
+        int neg = 0, digs = 0, frac = 0;
+        uint64_t m = 0;
+        if (p[0] == '-') {
+            neg = 1;
+            i = 1;
+        }
+        if (i < len && p[i] >= '0' && p[i] <= '9' && len < 64) {
+            if (p[i] == '0') {
+                i++;
+                digs = 1;
+            } else {
+                for (; i < len && p[i] >= '0' && p[i] <= '9'; i++, digs++)
+                    m = m * 10 + (uint64_t)(p[i] - '0');
+            }
+            if (i + 1 < len && p[i] == '.' && p[i + 1] >= '0' && p[i + 1] <= '9') {
+                for (i++; i < len && p[i] >= '0' && p[i] <= '9'; i++, digs++, frac++)
+                    m = m * 10 + (uint64_t)(p[i] - '0');
+            }
+            if (i == len && digs <= 15) {
+                static const double p10[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                             1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+                double v = (double)m / p10[frac];
+                *out = neg ? -v : v;
+                return WH_OK;
+            }
+        }
     }
     if (len >= 64 || wh_json_number_len(p, len, NULL, NULL) != len)
         return WH_ERR;

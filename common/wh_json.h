@@ -3,8 +3,13 @@
 #ifndef WH_JSON_H
 #define WH_JSON_H
 
+#include <endian.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 typedef enum {
     WH_JSON_NULL,
@@ -74,6 +79,65 @@ int wh_json_span_hasprefix(const wh_json_span *s, const char *lit, size_t n);
 /* The number of a NUMBER span (or of a STRING span holding exactly a JSON
  * number, e.g. PostgreSQL numeric); WH_ERR otherwise. */
 int wh_json_span_num(const wh_json_span *s, double *out);
+
+/* Lower-level pieces of the span walker, for callers that walk an object's
+ * members themselves (the dispatcher's event index): wh_json_span_next is
+ * built from exactly these.
+ * wh_json_span_at: scans the value at text[i..len) (leading whitespace
+ * skipped) into *out with at most maxdepth nested brackets (the span
+ * functions allow WH_JSON_SPAN_DEPTH); returns the index after it, or 0
+ * when it is not a well-bracketed value. */
+#define WH_JSON_SPAN_DEPTH 256
+size_t wh_json_span_at(const char *text, size_t len, size_t i, wh_json_span *out, size_t maxdepth);
+/* End (one past the closing quote) of the string starting at s[i] == '"',
+ * or 0 when it is unterminated before len (inline: the span walkers'
+ * innermost loop). */
+static inline __attribute__((always_inline)) size_t wh_json_span_str_end(const char *s, size_t len,
+                                                                         size_t i)
+{
+    const uint64_t ones = UINT64_C(0x0101010101010101), highs = UINT64_C(0x8080808080808080);
+    i++;
+#ifdef __SSE2__
+    /* 16 bytes at once: the first '"' or '\\' of the window is exact */
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+    while (i + 16 <= len) {
+        __m128i w = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        unsigned m = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(w, quote), _mm_cmpeq_epi8(w, bslash)));
+        if (m == 0) {
+            i += 16;
+            continue;
+        }
+        i += (size_t)__builtin_ctz(m);
+        if (s[i] == '"')
+            return i + 1;
+        i += 2; /* an escape (i may pass len: the loops below end then) */
+    }
+#endif
+    while (i < len) {
+        if (len - i >= 8) {
+            /* 8 bytes at once: a zero-byte test on w ^ '"' and w ^ '\\'
+             * (little-endian load: the lowest flagged byte is exact, higher
+             * ones may be false, so only the lowest is used) */
+            uint64_t w, q, b, m;
+            memcpy(&w, s + i, 8);
+            w = le64toh(w);
+            q = w ^ (ones * '"');
+            b = w ^ (ones * '\\');
+            m = (((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+            if (m == 0) {
+                i += 8;
+                continue;
+            }
+            i += (size_t)__builtin_ctzll(m) >> 3;
+        }
+        char c = s[i];
+        if (c == '"')
+            return i + 1;
+        i += c == '\\' ? 2 : 1;
+    }
+    return 0;
+}
 
 /* Appends j as compact JSON (NULL renders as null). Depth-bounded. */
 struct wh_buf;

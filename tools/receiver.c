@@ -1,7 +1,8 @@
 /* walhook-receiver: a sample webhook target for demos and tests.
  *
  *   walhook-receiver --listen 127.0.0.1:9000 [--out FILE] [--print]
- *                    [--fail-every N] [--delay-ms N] [--status CODE] [--headers FILE]
+ *                    [--fail-every N] [--delay-ms N] [--delay-match S] [--status CODE] [--headers
+ * FILE]
  *                    [--first N] [--retry-after V] [--location URL] [--reject-match S]
  *                    [--slow-body-ms N] [--hang] [--reset] [--requests FILE]
  *                    [--latency FILE]
@@ -11,10 +12,10 @@
  * reads from FILE was acknowledged. --print prints one line per event.
  * --fail-every N answers 500 to every Nth POST; --status CODE answers CODE to
  * every POST (bodies are recorded only when CODE is 2xx); --delay-ms waits
- * before answering. --headers FILE appends, for each body written to --out,
- * one line "webhook-id<TAB>webhook-timestamp<TAB>webhook-signature" ("-" for
- * a missing header), so line N of both files belong together. GET answers a one-line summary (for
- * health checks), including "N overlapping": POSTs that arrived while another POST was
+ * before answering (with --delay-match S: only for bodies containing S). --headers FILE appends,
+ * for each body written to --out, one line "webhook-id<TAB>webhook-timestamp<TAB>webhook-signature"
+ * ("-" for a missing header), so line N of both files belong together. GET answers a one-line
+ * summary (for health checks), including "N overlapping": POSTs that arrived while another POST was
  * in progress (two dispatchers posting to one target at once; also logged on
  * stderr). GET /reset-max restarts the "max concurrent" count from the POSTs in
  * flight now (a test that kills a dispatcher clears the dead one's requests).
@@ -61,6 +62,7 @@ typedef struct rcv_opts {
     int print;
     long fail_every;
     long delay_ms;
+    const char *delay_match;
     int status;
     const char *headers;
     long first;
@@ -100,7 +102,8 @@ typedef struct rcv_req {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: walhook-receiver --listen HOST:PORT [--out FILE] [--print]\n"
-               "                        [--fail-every N] [--delay-ms N] [--status CODE]\n"
+               "                        [--fail-every N] [--delay-ms N] [--delay-match S] "
+               "[--status CODE]\n"
                "                        [--headers FILE] [--first N] [--retry-after V]\n"
                "                        [--location URL] [--reject-match S] [--slow-body-ms N]\n"
                "                        [--hang] [--reset] [--requests FILE] [--latency FILE]\n");
@@ -294,7 +297,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     if (rq->too_big)
         return reply(conn, MHD_HTTP_CONTENT_TOO_LARGE, "body too large\n");
 
-    if (s->o.delay_ms > 0)
+    if (s->o.delay_ms > 0 &&
+        (!s->o.delay_match ||
+         (rq->body.data &&
+          memmem(rq->body.data, rq->body.len, s->o.delay_match, strlen(s->o.delay_match)) != NULL)))
         wh_sleep_ms((int)s->o.delay_ms);
 
     unsigned status = MHD_HTTP_OK;
@@ -416,6 +422,8 @@ static int parse_args(int argc, char **argv, rcv_opts *o)
             o->out = v;
         } else if (strcmp(a, "--headers") == 0) {
             o->headers = v;
+        } else if (strcmp(a, "--delay-match") == 0) {
+            o->delay_match = v;
         } else if (strcmp(a, "--latency") == 0) {
             o->latency = v;
         } else if (strcmp(a, "--fail-every") == 0 && parse_long(v, 0, 1000000000, &n) == WH_OK) {

@@ -47,13 +47,67 @@ static int digits(const char *s, size_t n, int *out)
     return WH_OK;
 }
 
-int dsp_env_time_ms(const char *s, size_t n, int64_t *out)
+/* Decimal digits of v at the end of tmp[24]; returns where they start. */
+static size_t u64_digits(char tmp[24], uint64_t v)
+{
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324"
+                                   "25262728293031323334353637383940414243444546474849"
+                                   "50515253545556575859606162636465666768697071727374"
+                                   "75767778798081828384858687888990919293949596979899";
+    size_t i = 24;
+    while (v >= 100) { /* two digits per division */
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        tmp[--i] = pairs[2 * r + 1];
+        tmp[--i] = pairs[2 * r];
+    }
+    if (v >= 10) {
+        tmp[--i] = pairs[2 * v + 1];
+        tmp[--i] = pairs[2 * v];
+    } else {
+        tmp[--i] = (char)('0' + v);
+    }
+    return i;
+}
+
+/* The seconds part "YYYY-MM-DDTHH:MM:SS" of a commit time (s[0..19)) in
+ * milliseconds since the epoch. */
+static int time_secs_ms(const char *s, int64_t *out)
+{
+    int Y, M, D, h, m, sec;
+    if (s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' ||
+        digits(s, 4, &Y) || digits(s + 5, 2, &M) || digits(s + 8, 2, &D) || digits(s + 11, 2, &h) ||
+        digits(s + 14, 2, &m) || digits(s + 17, 2, &sec))
+        return WH_ERR;
+    if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60)
+        return WH_ERR;
+    /* days since 1970-01-01 of the proleptic Gregorian date (H. Hinnant's
+     * days_from_civil): what timegm computes, without its time-zone work */
+    int64_t y = M <= 2 ? Y - 1 : Y;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (M + (M > 2 ? -3 : 9)) + 2) / 5 + D - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = era * 146097 + doe - 719468;
+    *out = ((days * 24 + h) * 60 + m) * 60000 + (int64_t)sec * 1000;
+    return WH_OK;
+}
+
+/* The last seconds part converted (events of one batch share it mostly),
+ * and the digits of its seconds since the epoch when positive. */
+typedef struct {
+    int valid;
+    char key[19];
+    int64_t ms;
+    char secd[24];
+    size_t sec0;
+} time_cache;
+
+static int time_ms(time_cache *c, const char *s, size_t n, int64_t *out)
 {
     /* YYYY-MM-DDTHH:MM:SS[.ffffff]Z */
-    int Y, M, D, h, m, sec, ms = 0;
-    if (n < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' ||
-        s[n - 1] != 'Z' || digits(s, 4, &Y) || digits(s + 5, 2, &M) || digits(s + 8, 2, &D) ||
-        digits(s + 11, 2, &h) || digits(s + 14, 2, &m) || digits(s + 17, 2, &sec))
+    int ms = 0;
+    if (n < 20 || s[n - 1] != 'Z')
         return WH_ERR;
     if (n > 20) {
         if (s[19] != '.' || n - 21 < 1 || n - 21 > 9)
@@ -67,18 +121,26 @@ int dsp_env_time_ms(const char *s, size_t n, int64_t *out)
     } else if (s[19] != 'Z') {
         return WH_ERR;
     }
-    if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60)
-        return WH_ERR;
-    /* days since 1970-01-01 of the proleptic Gregorian date (H. Hinnant's
-     * days_from_civil): what timegm computes, without its time-zone work */
-    int64_t y = M <= 2 ? Y - 1 : Y;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (M + (M > 2 ? -3 : 9)) + 2) / 5 + D - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    int64_t days = era * 146097 + doe - 719468;
-    *out = ((days * 24 + h) * 60 + m) * 60000 + (int64_t)sec * 1000 + ms;
+    int64_t base;
+    if (c != NULL && c->valid && memcmp(c->key, s, sizeof(c->key)) == 0) {
+        base = c->ms;
+    } else {
+        if (time_secs_ms(s, &base) != WH_OK)
+            return WH_ERR;
+        if (c != NULL) {
+            memcpy(c->key, s, sizeof(c->key));
+            c->ms = base;
+            c->valid = 1;
+            c->sec0 = base >= 1000 ? u64_digits(c->secd, (uint64_t)base / 1000) : 24;
+        }
+    }
+    *out = base + ms;
     return WH_OK;
+}
+
+int dsp_env_time_ms(const char *s, size_t n, int64_t *out)
+{
+    return time_ms(NULL, s, n, out);
 }
 
 /* The fields every format needs, as spans into the event. */
@@ -106,27 +168,57 @@ static int get_fields(const char *json, size_t len, const dsp_evidx *xi, size_t 
     }
     if (xi->state == DSP_EVX_NOTOBJ || xi->state == DSP_EVX_BROKEN)
         return wh_seterr(err, errlen, "event %zu: not a JSON object", idx);
-    for (int i = 0; i <= DSP_EV_AFTER; i++)
+    const unsigned need = (1u << (DSP_EV_AFTER + 1)) - 1;
+    for (int i = 0; (xi->found & need) != need && i <= DSP_EV_AFTER; i++)
         if (!(xi->found & (1u << i)))
             return wh_seterr(err, errlen, "event %zu: field \"%s\" missing", idx, names[i]);
     f->ev.p = json + xi->ev_off;
     f->ev.len = xi->ev_len;
     f->ev.type = WH_JSON_OBJECT;
-    wh_json_span *slots[DSP_EV_NFIELDS] = {&f->id,    &f->tenant, &f->lsn,    &f->xid, &f->ts,
-                                           &f->op,    &f->schema, &f->table,  &f->key, &f->before,
-                                           &f->after, &f->prefix, &f->content};
-    for (int i = 0; i < DSP_EV_NFIELDS; i++)
-        if (dsp_evidx_get(xi, json, i, slots[i]) != WH_OK)
-            memset(slots[i], 0, sizeof(*slots[i]));
+#define SLOT(i, fld)                                                                               \
+    do {                                                                                           \
+        f->fld.p = json + xi->off[i];                                                              \
+        f->fld.len = xi->len[i];                                                                   \
+        f->fld.type = (wh_json_type)xi->type[i];                                                   \
+    } while (0)
+    /* fields 0..DSP_EV_AFTER are present (checked above) */
+    SLOT(DSP_EV_ID, id);
+    SLOT(DSP_EV_TENANT, tenant);
+    SLOT(DSP_EV_LSN, lsn);
+    SLOT(DSP_EV_XID, xid);
+    SLOT(DSP_EV_COMMIT_TS, ts);
+    SLOT(DSP_EV_OP, op);
+    SLOT(DSP_EV_SCHEMA, schema);
+    SLOT(DSP_EV_TABLE, table);
+    SLOT(DSP_EV_KEY, key);
+    SLOT(DSP_EV_BEFORE, before);
+    SLOT(DSP_EV_AFTER, after);
+    if (xi->found & (1u << DSP_EV_PREFIX))
+        SLOT(DSP_EV_PREFIX, prefix);
+    else
+        memset(&f->prefix, 0, sizeof(f->prefix));
+    if (xi->found & (1u << DSP_EV_CONTENT))
+        SLOT(DSP_EV_CONTENT, content);
+    else
+        memset(&f->content, 0, sizeof(f->content));
+#undef SLOT
     if (f->id.type != WH_JSON_STRING || f->tenant.type != WH_JSON_STRING ||
         f->lsn.type != WH_JSON_STRING || f->xid.type != WH_JSON_NUMBER)
         return wh_seterr(err, errlen, "event %zu: id, tenant, lsn or xid of the wrong type", idx);
-    size_t n;
-    if (wh_json_span_str(&f->op, f->opname, sizeof(f->opname), &n) != WH_OK || n == 0)
-        return wh_seterr(err, errlen, "event %zu: field \"op\" is not a short string", idx);
-    for (size_t i = 0; i < n; i++)
-        if (f->opname[i] < 'a' || f->opname[i] > 'z')
-            return wh_seterr(err, errlen, "event %zu: field \"op\" is not an operation", idx);
+    size_t n = f->op.type == WH_JSON_STRING && f->op.len >= 2 ? f->op.len - 2 : 0, i = 0;
+    if (n > 0 && n < sizeof(f->opname)) /* a-z only (the common case): the bytes are the name */
+        while (i < n && f->op.p[1 + i] >= 'a' && f->op.p[1 + i] <= 'z')
+            i++;
+    if (n > 0 && i == n) {
+        memcpy(f->opname, f->op.p + 1, n);
+        f->opname[n] = '\0';
+    } else {
+        if (wh_json_span_str(&f->op, f->opname, sizeof(f->opname), &n) != WH_OK || n == 0)
+            return wh_seterr(err, errlen, "event %zu: field \"op\" is not a short string", idx);
+        for (i = 0; i < n; i++)
+            if (f->opname[i] < 'a' || f->opname[i] > 'z')
+                return wh_seterr(err, errlen, "event %zu: field \"op\" is not an operation", idx);
+    }
     f->has_prefix = (xi->found >> DSP_EV_PREFIX) & 1u;
     f->has_content = (xi->found >> DSP_EV_CONTENT) & 1u;
     return WH_OK;
@@ -144,38 +236,78 @@ static int event_data(const dsp_env_opts *o, wh_buf *b, const fields *f)
     return wh_buf_append(b, f->ev.p, f->ev.len);
 }
 
-static int put_u64(wh_buf *b, uint64_t v)
+/* What a Debezium batch shares: ts_ms in digits, source.name and source.db
+ * as JSON strings (name NULL: each event's tenant), the last commit second. */
+typedef struct {
+    const char *now;
+    size_t nowlen;
+    const char *name, *db;
+    size_t namelen, dblen;
+    time_cache tc;
+} dbz_batch;
+
+/* The LSN "X/X" of a string span without escapes; WH_ERR otherwise (the
+ * caller then decodes it the long way). */
+static int lsn_raw(const wh_json_span *sp, uint64_t *out)
 {
-    char tmp[24];
-    size_t i = sizeof(tmp);
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return wh_buf_append(b, tmp + i, sizeof(tmp) - i);
+    const char *p = sp->p + 1, *end = sp->p + sp->len - 1;
+    uint64_t half[2] = {0, 0};
+    for (int h = 0; h < 2; h++) {
+        int n = 0;
+        for (; p < end && n <= 8; p++, n++) {
+            unsigned c = (unsigned char)*p, v;
+            if (c - '0' < 10)
+                v = c - '0';
+            else if ((c | 0x20) - 'a' < 6)
+                v = (c | 0x20) - 'a' + 10;
+            else
+                break;
+            half[h] = (half[h] << 4) | v;
+        }
+        if (n == 0 || n > 8)
+            return WH_ERR;
+        if (h == 0) {
+            if (p >= end || *p != '/')
+                return WH_ERR;
+            p++;
+        }
+    }
+    if (p != end)
+        return WH_ERR;
+    *out = (half[0] << 32) | half[1];
+    return WH_OK;
 }
 
-static int put_i64(wh_buf *b, int64_t v)
+/* Copies n bytes to w, returns w + n: up to 16 bytes with two overlapping
+ * loads and stores instead of a call. */
+static inline char *ws_copy(char *w, const char *p, size_t n)
 {
-    if (v < 0)
-        return wh_buf_putc(b, '-') || put_u64(b, (uint64_t)0 - (uint64_t)v);
-    return put_u64(b, (uint64_t)v);
+    if (n >= 8 && n <= 16) {
+        uint64_t a, b;
+        memcpy(&a, p, 8);
+        memcpy(&b, p + n - 8, 8);
+        memcpy(w, &a, 8);
+        memcpy(w + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        memcpy(w, &a, 4);
+        memcpy(w + n - 4, &b, 4);
+    } else if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            w[i] = p[i];
+    } else {
+        memcpy(w, p, n);
+    }
+    return w + n;
 }
 
-/* Decimal digits of v at the end of tmp[24]; returns where they start. */
-static size_t u64_digits(char tmp[24], uint64_t v)
-{
-    size_t i = 24;
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return i;
-}
+#define W(w, lit) (memcpy((w), (lit), sizeof(lit) - 1), (w) + sizeof(lit) - 1)
+#define WS(w, p, n) ws_copy((w), (p), (n))
 
-/* now: the batch's ts_ms, already in digits */
-static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t idx, const char *now,
-                    size_t nowlen, char *err, size_t errlen)
+static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t idx, dbz_batch *d,
+                    char *err, size_t errlen)
 {
     static const struct {
         const char *op, *code;
@@ -189,16 +321,82 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
         return wh_seterr(err, errlen, "event %zu: unknown op \"%s\"", idx, f->opname);
     char lsnstr[WH_LSN_STRLEN];
     uint64_t lsn = 0;
-    if (wh_json_span_str(&f->lsn, lsnstr, sizeof(lsnstr), NULL) != WH_OK ||
-        wh_lsn_parse(lsnstr, &lsn) != WH_OK)
+    if (lsn_raw(&f->lsn, &lsn) != WH_OK &&
+        (wh_json_span_str(&f->lsn, lsnstr, sizeof(lsnstr), NULL) != WH_OK ||
+         wh_lsn_parse(lsnstr, &lsn) != WH_OK))
         return wh_seterr(err, errlen, "event %zu: field \"lsn\" is not an LSN", idx);
     int64_t ts_ms = 0;
     if (f->ts.type == WH_JSON_STRING &&
-        dsp_env_time_ms(f->ts.p + 1, f->ts.len - 2, &ts_ms) != WH_OK)
+        time_ms(&d->tc, f->ts.p + 1, f->ts.len - 2, &ts_ms) != WH_OK)
         return wh_seterr(err, errlen, "event %zu: field \"commit_ts\" is not a UTC time", idx);
     char lsnd[24];
-    size_t lsn0 = u64_digits(lsnd, lsn);
-    const char *db = o->db ? o->db : "";
+    size_t lsn0 = u64_digits(lsnd, lsn), lsnn = 24 - lsn0;
+    char tsd[24];
+    size_t ts0;
+    if (f->ts.type == WH_JSON_STRING && d->tc.valid && d->tc.sec0 < 24 && ts_ms >= d->tc.ms &&
+        ts_ms - d->tc.ms < 1000) {
+        /* the cached seconds' digits, then the milliseconds in 3 digits */
+        unsigned ms = (unsigned)(ts_ms - d->tc.ms);
+        ts0 = d->tc.sec0 - 3;
+        memcpy(tsd + ts0, d->tc.secd + d->tc.sec0, 24 - d->tc.sec0);
+        tsd[21] = (char)('0' + ms / 100);
+        tsd[22] = (char)('0' + ms / 10 % 10);
+        tsd[23] = (char)('0' + ms % 10);
+    } else {
+        ts0 = u64_digits(tsd, ts_ms < 0 ? (uint64_t)0 - (uint64_t)ts_ms : (uint64_t)ts_ms);
+        if (ts_ms < 0)
+            tsd[--ts0] = '-';
+    }
+    size_t tsn = 24 - ts0;
+    const char *name = d->name ? d->name : f->tenant.p;
+    size_t namelen = d->name ? d->namelen : f->tenant.len;
+    if (code[0] != 'm' && !dsp_filter_has_columns(o->columns)) {
+        /* the exact size reserved once, then the parts copied in (what the
+         * appends below write, without a check per part) */
+        static const char p1[] = "{\"before\":", p2[] = ",\"after\":",
+                          p3[] = ",\"source\":{\"version\":\"walhook\",\"connector\":"
+                                 "\"postgresql\",\"name\":",
+                          p4[] = ",\"ts_ms\":", p5[] = ",\"snapshot\":\"false\",\"db\":",
+                          p6[] = ",\"sequence\":\"[null,\\\"",
+                          p7[] = "\\\"]\",\"schema\":", p8[] = ",\"table\":", p9[] = ",\"txId\":",
+                          p10[] = ",\"lsn\":", p11[] = ",\"xmin\":null},\"op\":\"",
+                          p12[] = "\",\"ts_ms\":", p13[] = ",\"transaction\":null}";
+        size_t need = sizeof(p1) + sizeof(p2) + sizeof(p3) + sizeof(p4) + sizeof(p5) + sizeof(p6) +
+                      sizeof(p7) + sizeof(p8) + sizeof(p9) + sizeof(p10) + sizeof(p11) +
+                      sizeof(p12) + sizeof(p13) - 13 + f->before.len + f->after.len + namelen +
+                      tsn + d->dblen + 2 * lsnn + f->schema.len + f->table.len + f->xid.len + 1 +
+                      d->nowlen;
+        if (wh_buf_reserve(b, need) != WH_OK)
+            return WH_ERR;
+        char *w = b->data + b->len;
+        w = W(w, p1);
+        w = WS(w, f->before.p, f->before.len);
+        w = W(w, p2);
+        w = WS(w, f->after.p, f->after.len);
+        w = W(w, p3);
+        w = WS(w, name, namelen);
+        w = W(w, p4);
+        w = WS(w, tsd + ts0, tsn);
+        w = W(w, p5);
+        w = WS(w, d->db, d->dblen);
+        w = W(w, p6);
+        w = WS(w, lsnd + lsn0, lsnn);
+        w = W(w, p7);
+        w = WS(w, f->schema.p, f->schema.len);
+        w = W(w, p8);
+        w = WS(w, f->table.p, f->table.len);
+        w = W(w, p9);
+        w = WS(w, f->xid.p, f->xid.len);
+        w = W(w, p10);
+        w = WS(w, lsnd + lsn0, lsnn);
+        w = W(w, p11);
+        *w++ = code[0];
+        w = W(w, p12);
+        w = WS(w, d->now, d->nowlen);
+        w = W(w, p13);
+        b->len = (size_t)(w - b->data);
+        return WH_OK;
+    }
     if (code[0] == 'm') {
         if (PUTLIT(b, "{\"message\":{\"prefix\":") ||
             (f->has_prefix ? wh_buf_append(b, f->prefix.p, f->prefix.len) : PUTLIT(b, "null")) ||
@@ -212,18 +410,16 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
             return WH_ERR;
     }
     if (PUTLIT(b, ",\"source\":{\"version\":\"walhook\",\"connector\":\"postgresql\",\"name\":") ||
-        (o->name ? wh_json_str(b, o->name, strlen(o->name))
-                 : wh_buf_append(b, f->tenant.p, f->tenant.len)) ||
-        PUTLIT(b, ",\"ts_ms\":") || put_i64(b, ts_ms) ||
-        PUTLIT(b, ",\"snapshot\":\"false\",\"db\":") || wh_json_str(b, db, strlen(db)) ||
-        PUTLIT(b, ",\"sequence\":\"[null,\\\"") || wh_buf_append(b, lsnd + lsn0, 24 - lsn0) ||
-        PUTLIT(b, "\\\"]\"") || PUTLIT(b, ",\"schema\":") ||
+        wh_buf_append(b, name, namelen) || PUTLIT(b, ",\"ts_ms\":") ||
+        wh_buf_append(b, tsd + ts0, tsn) || PUTLIT(b, ",\"snapshot\":\"false\",\"db\":") ||
+        wh_buf_append(b, d->db, d->dblen) || PUTLIT(b, ",\"sequence\":\"[null,\\\"") ||
+        wh_buf_append(b, lsnd + lsn0, lsnn) || PUTLIT(b, "\\\"]\"") || PUTLIT(b, ",\"schema\":") ||
         wh_buf_append(b, f->schema.p, f->schema.len) || PUTLIT(b, ",\"table\":") ||
         wh_buf_append(b, f->table.p, f->table.len) || PUTLIT(b, ",\"txId\":") ||
         wh_buf_append(b, f->xid.p, f->xid.len) || PUTLIT(b, ",\"lsn\":") ||
-        wh_buf_append(b, lsnd + lsn0, 24 - lsn0) || PUTLIT(b, ",\"xmin\":null},\"op\":\"") ||
-        wh_buf_putc(b, code[0]) || PUTLIT(b, "\",\"ts_ms\":") || wh_buf_append(b, now, nowlen) ||
-        PUTLIT(b, ",\"transaction\":null}"))
+        wh_buf_append(b, lsnd + lsn0, lsnn) || PUTLIT(b, ",\"xmin\":null},\"op\":\"") ||
+        wh_buf_putc(b, code[0]) || PUTLIT(b, "\",\"ts_ms\":") ||
+        wh_buf_append(b, d->now, d->nowlen) || PUTLIT(b, ",\"transaction\":null}"))
         return WH_ERR;
     return WH_OK;
 }
@@ -407,6 +603,8 @@ int dsp_env_render_ix(const dsp_env_opts *o, const void *const *jsons, const siz
     if (n == 0)
         return wh_seterr(err, errlen, "envelope: empty batch");
     fields f;
+    wh_buf names; /* Debezium source.name and source.db as JSON strings */
+    wh_buf_init(&names, 0);
     dsp_env_opts oo = *o; /* Debezium ts_ms: one clock read per batch */
     if (oo.now_ms == 0)
         oo.now_ms = wh_wallclock_us() / 1000;
@@ -430,11 +628,27 @@ int dsp_env_render_ix(const dsp_env_opts *o, const void *const *jsons, const siz
     char nowd[24]; /* Debezium ts_ms, rendered once per batch */
     size_t now0 = 23;
     nowd[23] = '0';
+    dbz_batch dz;
+    memset(&dz, 0, sizeof(dz));
     if (o->kind == DSP_ENV_DEBEZIUM) {
         now0 = u64_digits(nowd,
                           o->now_ms < 0 ? (uint64_t)0 - (uint64_t)o->now_ms : (uint64_t)o->now_ms);
         if (o->now_ms < 0)
             nowd[--now0] = '-';
+        dz.now = nowd + now0;
+        dz.nowlen = sizeof(nowd) - now0;
+        const char *db = o->db ? o->db : "";
+        if (wh_json_str(&names, db, strlen(db)) != WH_OK)
+            goto full;
+        dz.dblen = names.len;
+        if (o->name) {
+            if (wh_json_str(&names, o->name, strlen(o->name)) != WH_OK)
+                goto full;
+            dz.namelen = names.len - dz.dblen;
+        }
+        dz.db = names.data; /* stable now: no more appends */
+        if (o->name)
+            dz.name = names.data + dz.dblen;
     }
     int array = !(o->kind == DSP_ENV_CLOUDEVENTS && n == 1);
     if (array && wh_buf_putc(body, '['))
@@ -460,9 +674,8 @@ int dsp_env_render_ix(const dsp_env_opts *o, const void *const *jsons, const siz
             goto error;
         if (err && errlen)
             err[0] = '\0';
-        int rc = o->kind == DSP_ENV_DEBEZIUM
-                     ? debezium(o, body, &f, i, nowd + now0, sizeof(nowd) - now0, err, errlen)
-                     : ce_structured(o, body, &f, i, err, errlen);
+        int rc = o->kind == DSP_ENV_DEBEZIUM ? debezium(o, body, &f, i, &dz, err, errlen)
+                                             : ce_structured(o, body, &f, i, err, errlen);
         if (rc != WH_OK) {
             body->len = before;
             if (!err || errlen == 0 || err[0] == '\0')
@@ -472,11 +685,13 @@ int dsp_env_render_ix(const dsp_env_opts *o, const void *const *jsons, const siz
     }
     if (array && wh_buf_putc(body, ']'))
         goto full;
+    wh_buf_free(&names);
     out->consumed = n;
     return WH_OK;
 full:
     wh_seterr(err, errlen, "envelope: body larger than its buffer allows or out of memory");
 error:
+    wh_buf_free(&names);
     wh_buf_reset(body);
     out->nheaders = 0;
     return WH_ERR;

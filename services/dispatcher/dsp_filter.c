@@ -41,7 +41,9 @@ typedef struct {
     int nseg;
     const char *seg[DSP_FILTER_PATH_MAX];
     size_t seglen[DSP_FILTER_PATH_MAX];
-    int head; /* O_PATH: index of seg[0] in the filter's heads, -1: looked up alone */
+    int head;  /* O_PATH: index of seg[0] in the filter's heads, -1: looked up alone */
+    int sub;   /* O_PATH: the filter's sub-member of seg[0].seg[1] (dsp_evidx), -1: none */
+    int plain; /* O_STR: no backslash in the literal (raw JSON bytes equal to it are it) */
 } opnd;
 
 #define DSP_FILTER_HEADS_MAX 16
@@ -83,6 +85,13 @@ struct dsp_filter {
     int headslot[DSP_FILTER_HEADS_MAX]; /* DSP_EV_* of the head, -1: not indexed */
     int nheads;
     unsigned unindexed; /* heads (bits) that dsp_evidx does not cover */
+    /* members of indexed heads (key, before, after) that paths name:
+     * indexed in the event's one walk (dsp_evidx sub_*) */
+    int nsubs;
+    unsigned sub_heads; /* DSP_EV_* slots (bits) with sub-members */
+    int sub_slot[DSP_EVX_SUB_MAX];
+    const char *sub_name[DSP_EVX_SUB_MAX];
+    size_t sub_namelen[DSP_EVX_SUB_MAX];
 };
 
 static const char *const ev_names[DSP_EV_NFIELDS] = {
@@ -94,7 +103,7 @@ static const char *const ev_names[DSP_EV_NFIELDS] = {
 
 /* The DSP_EV_* slot of a member name given as bytes, or -1 (constant-size
  * compares: the compiler inlines them). */
-static int ev_slot_raw(const char *k, size_t n)
+static inline __attribute__((always_inline)) int ev_slot_raw(const char *k, size_t n)
 {
 #define EQ(lit) (memcmp(k, lit, sizeof(lit) - 1) == 0)
     switch (n) {
@@ -120,27 +129,151 @@ static int ev_slot_raw(const char *k, size_t n)
 #undef EQ
 }
 
-/* The slot of a member name span (escapes decoded), or -1. */
-static int ev_slot(const wh_json_span *k)
+/* The slot of a member name span (escapes decoded), or -1. The names have
+ * no escapes and an escape makes the raw text longer than its decoded
+ * form: raw bytes equal to a name are that name, and only a key with an
+ * escape (3 raw bytes at least) is compared decoded when its raw bytes
+ * match no name. */
+static inline __attribute__((always_inline)) int ev_slot(const wh_json_span *k)
 {
     if (k->len < 2)
         return -1;
     const char *raw = k->p + 1;
     size_t n = k->len - 2;
-    for (size_t j = 0; j < n; j++) {
-        if (raw[j] == '\\') { /* rare: compare decoded */
-            for (int i = 0; i < DSP_EV_NFIELDS; i++)
-                if (wh_json_span_strcmp(k, ev_names[i], strlen(ev_names[i])) == 0)
-                    return i;
-            return -1;
-        }
-    }
-    return ev_slot_raw(raw, n);
+    int i = ev_slot_raw(raw, n);
+    if (i >= 0 || n < 3 || memchr(raw, '\\', n) == NULL)
+        return i;
+    for (i = 0; i < DSP_EV_NFIELDS; i++) /* rare: compare decoded */
+        if (wh_json_span_strcmp(k, ev_names[i], strlen(ev_names[i])) == 0)
+            return i;
+    return -1;
 }
 
-void dsp_evidx_build(const char *json, size_t len, dsp_evidx *x)
+/* 1 when the string span k (a member name), escapes decoded, is
+ * name[0..n) (name without escapes: see ev_slot). */
+static int key_is(const wh_json_span *k, const char *name, size_t n)
+{
+    size_t rn = k->len - 2;
+    if (rn == n)
+        return n == 0 || (k->p[1] == name[0] && memcmp(k->p + 1, name, n) == 0);
+    return rn > n && memchr(k->p + 1, '\\', rn) != NULL && wh_json_span_strcmp(k, name, n) == 0;
+}
+
+static inline size_t ev_ws(const char *s, size_t len, size_t i)
+{
+    if (i < len && (unsigned char)s[i] > ' ') /* the common case: no whitespace */
+        return i;
+    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* The object member at s[i..len) after a '{' or ',' (whitespace skipped):
+ * its key into *k and the index of its value's first byte, or 0 when
+ * malformed (what wh_json_span_next checks before the value). */
+static inline __attribute__((always_inline)) size_t ev_member_key(const char *s, size_t len,
+                                                                  size_t i, wh_json_span *k)
+{
+    if (i >= len || s[i] != '"')
+        return 0;
+    size_t e = wh_json_span_str_end(s, len, i);
+    if (e == 0)
+        return 0;
+    k->p = s + i;
+    k->len = e - i;
+    k->type = WH_JSON_STRING;
+    if (e + 1 < len && s[e] == ':' && (unsigned char)s[e + 1] > ' ')
+        return e + 1; /* compact JSON: no whitespace around ':' */
+    i = ev_ws(s, len, e);
+    if (i >= len || s[i] != ':')
+        return 0;
+    i = ev_ws(s, len, i + 1);
+    return i < len ? i : 0;
+}
+
+/* The value at s[i] (i < len, not whitespace) into *v with at most maxdepth
+ * nested brackets; the index after it, or 0. */
+static inline __attribute__((always_inline)) size_t ev_value(const char *s, size_t len, size_t i,
+                                                             wh_json_span *v, size_t maxdepth)
+{
+    if (s[i] == '"') {
+        size_t e = wh_json_span_str_end(s, len, i);
+        v->p = s + i;
+        v->len = e - i;
+        v->type = WH_JSON_STRING;
+        return e;
+    }
+    if (s[i] >= '0' && s[i] <= '9') {
+        /* an integer (xid, seq, ids): wh_json_number_len's integer part; a
+         * fraction or an exponent goes the long way */
+        size_t e = i + 1;
+        if (s[i] != '0')
+            while (e < len && s[e] >= '0' && s[e] <= '9')
+                e++;
+        if (e < len && s[e] != '.' && s[e] != 'e' && s[e] != 'E') {
+            v->p = s + i;
+            v->len = e - i;
+            v->type = WH_JSON_NUMBER;
+            return e;
+        }
+    }
+    return wh_json_span_at(s, len, i, v, maxdepth);
+}
+
+/* The object value of head slot `slot` at s[start] == '{', walked member
+ * by member to index the filter's sub-members of that head. A member walk
+ * that reaches the closing brace ends where the bracket scan
+ * (wh_json_span_at) would: it reads the same strings and brackets, and its
+ * nested values one level deeper (hence the depth limit less one). When
+ * the walk meets something malformed, the sub-members found before it are
+ * what wh_json_span_get finds too, and the bracket scan decides the value.
+ * Returns the index after the value, or 0. */
+static size_t ev_sub_walk(const dsp_filter *f, dsp_evidx *x, const char *json, int slot,
+                          const char *s, size_t len, size_t start, wh_json_span *v)
+{
+    size_t i = start + 1;
+    for (int first = 1;; first = 0) {
+        i = ev_ws(s, len, i);
+        if (i >= len)
+            break;
+        if (s[i] == '}') {
+            v->p = s + start;
+            v->len = i + 1 - start;
+            v->type = WH_JSON_OBJECT;
+            return i + 1;
+        }
+        if (!first) {
+            if (s[i] != ',')
+                break;
+            i = ev_ws(s, len, i + 1);
+        }
+        wh_json_span k, m;
+        i = ev_member_key(s, len, i, &k);
+        if (i == 0)
+            break;
+        size_t e = ev_value(s, len, i, &m, WH_JSON_SPAN_DEPTH - 1);
+        if (e == 0 || e >= len)
+            break;
+        for (int j = 0; j < f->nsubs; j++) {
+            if (f->sub_slot[j] != slot || (x->sub_found & (1u << j)) ||
+                !key_is(&k, f->sub_name[j], f->sub_namelen[j]))
+                continue;
+            x->sub_off[j] = (uint32_t)(m.p - json);
+            x->sub_len[j] = (uint32_t)m.len;
+            x->sub_type[j] = (uint8_t)m.type;
+            x->sub_found |= (uint8_t)(1u << j);
+        }
+        i = e;
+    }
+    return wh_json_span_at(s, len, start, v, WH_JSON_SPAN_DEPTH);
+}
+
+/* One walk over the event's members (what wh_json_span_next accepts, member
+ * by member); f (may be NULL): also its sub-members. */
+static void evidx_build(const dsp_filter *f, const char *json, size_t len, dsp_evidx *x)
 {
     x->found = 0;
+    x->sub_found = 0;
     x->ev_off = x->ev_len = 0;
     wh_json_span ev;
     if (dsp_json_object(json, len, &ev) != WH_OK || len > UINT32_MAX) {
@@ -149,19 +282,47 @@ void dsp_evidx_build(const char *json, size_t len, dsp_evidx *x)
     }
     x->ev_off = (uint32_t)(ev.p - json);
     x->ev_len = (uint32_t)ev.len;
-    size_t pos = 0;
-    wh_json_span k, v;
-    int r;
-    while ((r = wh_json_span_next(&ev, &pos, &k, &v)) == 1) {
-        int i = ev_slot(&k);
-        if (i < 0 || (x->found & (1u << i)))
-            continue;
-        x->off[i] = (uint32_t)(v.p - json);
-        x->len[i] = (uint32_t)v.len;
-        x->type[i] = (uint8_t)v.type;
-        x->found |= (uint16_t)(1u << i);
+    unsigned subheads = f ? f->sub_heads : 0;
+    const char *s = ev.p;
+    size_t n = ev.len, i = 1;
+    for (int first = 1;; first = 0) {
+        i = ev_ws(s, n, i);
+        if (i >= n)
+            break;
+        if (s[i] == '}') {
+            x->state = DSP_EVX_OK;
+            return;
+        }
+        if (!first) {
+            if (s[i] != ',')
+                break;
+            i = ev_ws(s, n, i + 1);
+        }
+        wh_json_span k, v;
+        i = ev_member_key(s, n, i, &k);
+        if (i == 0)
+            break;
+        int slot = ev_slot(&k);
+        int want = slot >= 0 && !(x->found & (1u << slot));
+        size_t e = want && ((subheads >> slot) & 1u) && s[i] == '{'
+                       ? ev_sub_walk(f, x, json, slot, s, n, i, &v)
+                       : ev_value(s, n, i, &v, WH_JSON_SPAN_DEPTH);
+        if (e == 0 || e >= n)
+            break;
+        if (want) {
+            x->off[slot] = (uint32_t)(v.p - json);
+            x->len[slot] = (uint32_t)v.len;
+            x->type[slot] = (uint8_t)v.type;
+            x->found |= (uint16_t)(1u << slot);
+        }
+        i = e;
     }
-    x->state = r < 0 ? DSP_EVX_BROKEN : DSP_EVX_OK;
+    x->state = DSP_EVX_BROKEN;
+}
+
+void dsp_evidx_build(const char *json, size_t len, dsp_evidx *x)
+{
+    evidx_build(NULL, json, len, x);
 }
 
 int dsp_evidx_get(const dsp_evidx *x, const char *json, int i, wh_json_span *out)
@@ -176,6 +337,8 @@ int dsp_evidx_get(const dsp_evidx *x, const char *json, int i, wh_json_span *out
 
 /* One match: the event and the spans of its members named by the heads. */
 typedef struct {
+    const char *json;
+    const dsp_evidx *xi;
     const wh_json_span *ev;
     wh_json_span hv[DSP_FILTER_HEADS_MAX];
     unsigned found;
@@ -433,6 +596,7 @@ static int operand(parser *p, int *out)
         o->kind = O_STR;
         o->s = p->tstr;
         o->n = p->tstrlen;
+        o->plain = memchr(o->s, '\\', o->n) == NULL;
         break;
     case T_NUM:
         o->kind = O_NUM;
@@ -630,6 +794,21 @@ static int compile_expr(dsp_filter *f, const char *expr, char *err, size_t errle
                 f->unindexed |= 1u << f->nheads;
             o->head = f->nheads++;
         }
+        o->sub = -1;
+        int slot = o->head >= 0 ? f->headslot[o->head] : -1;
+        if (o->nseg < 2 || (slot != DSP_EV_KEY && slot != DSP_EV_BEFORE && slot != DSP_EV_AFTER))
+            continue;
+        for (int j = 0; j < f->nsubs && o->sub < 0; j++)
+            if (f->sub_slot[j] == slot && f->sub_namelen[j] == o->seglen[1] &&
+                memcmp(f->sub_name[j], o->seg[1], o->seglen[1]) == 0)
+                o->sub = j;
+        if (o->sub < 0 && f->nsubs < DSP_EVX_SUB_MAX) {
+            f->sub_slot[f->nsubs] = slot;
+            f->sub_name[f->nsubs] = o->seg[1];
+            f->sub_namelen[f->nsubs] = o->seglen[1];
+            f->sub_heads |= 1u << slot;
+            o->sub = f->nsubs++;
+        }
     }
     return WH_OK;
 }
@@ -734,7 +913,6 @@ typedef struct {
 
 static void resolve(const opnd *o, const ectx *x, val *v)
 {
-    memset(v, 0, sizeof(*v));
     switch (o->kind) {
     case O_STR:
         v->kind = V_LIT;
@@ -764,6 +942,16 @@ static void resolve(const opnd *o, const ectx *x, val *v)
         }
         cur = x->hv[o->head];
         i = 1;
+        if (o->sub >= 0) { /* head.member: found in the event's walk */
+            if (!(x->xi->sub_found & (1u << o->sub))) {
+                v->kind = V_NULL;
+                return;
+            }
+            cur.p = x->json + x->xi->sub_off[o->sub];
+            cur.len = x->xi->sub_len[o->sub];
+            cur.type = (wh_json_type)x->xi->sub_type[o->sub];
+            i = 2;
+        }
     }
     for (; i < o->nseg; i++) {
         wh_json_span next;
@@ -853,6 +1041,17 @@ static int equal(const val *a, const val *b)
     return order(a, b) == 0;
 }
 
+/* 1 when the string span sp, escapes decoded, is lit[0..n) (lit without a
+ * backslash): raw bytes equal to lit are lit; otherwise only an escaped
+ * string, whose raw text is longer than its decoded form, can be. */
+static int span_eq_plain(const wh_json_span *sp, const char *lit, size_t n)
+{
+    size_t rn = sp->len - 2;
+    if (rn == n)
+        return memcmp(sp->p + 1, lit, n) == 0;
+    return rn > n && memchr(sp->p + 1, '\\', rn) != NULL && wh_json_span_strcmp(sp, lit, n) == 0;
+}
+
 static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth)
 {
     const node *n = &f->nodes[ni];
@@ -885,8 +1084,16 @@ static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth)
         }
         return 0;
     case N_CMP: {
+        const opnd *ro = &f->opnds[n->r];
         resolve(&f->opnds[n->l], ev, &a);
-        resolve(&f->opnds[n->r], ev, &b);
+        if (a.kind == V_SPAN && ro->kind == O_STR && ro->plain &&
+            (n->cmp == C_EQ || n->cmp == C_NE)) {
+            /* a string member against a string literal (table == "orders"):
+             * what str_cmp decides, without decoding unless escaped */
+            int eq = span_eq_plain(&a.sp, ro->s, ro->n);
+            return n->cmp == C_EQ ? eq : !eq;
+        }
+        resolve(ro, ev, &b);
         if (n->cmp == C_EQ)
             return equal(&a, &b);
         if (n->cmp == C_NE)
@@ -974,7 +1181,7 @@ int dsp_filter_match_ix(const dsp_filter *f, const char *json, size_t len, dsp_e
     xi->state = DSP_EVX_NONE;
     if (!f)
         return 1;
-    dsp_evidx_build(json, len, xi);
+    evidx_build(f, json, len, xi);
     if (xi->state == DSP_EVX_NOTOBJ)
         return 1;
     if (f->ops && !ops_match(f, json, xi))
@@ -984,6 +1191,8 @@ int dsp_filter_match_ix(const dsp_filter *f, const char *json, size_t len, dsp_e
     if (f->root >= 0) {
         wh_json_span ev = {json + xi->ev_off, xi->ev_len, WH_JSON_OBJECT};
         ectx x;
+        x.json = json;
+        x.xi = xi;
         x.ev = &ev;
         x.found = 0;
         for (int h = 0; h < f->nheads; h++)

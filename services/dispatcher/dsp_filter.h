@@ -97,6 +97,7 @@ typedef enum {
     DSP_EVX_NOTOBJ,   /* not an object (dsp_json_object failed) */
     DSP_EVX_BROKEN    /* a malformed member ended the walk (found: those before) */
 } dsp_evx_state;
+#define DSP_EVX_SUB_MAX 8 /* members of key/before/after a filter's paths name */
 typedef struct dsp_evidx {
     uint32_t off[DSP_EV_NFIELDS]; /* member value i: json + off[i], len[i] bytes */
     uint32_t len[DSP_EV_NFIELDS];
@@ -104,6 +105,12 @@ typedef struct dsp_evidx {
     uint8_t state;                /* dsp_evx_state */
     uint16_t found;               /* bit i: member i present */
     uint32_t ev_off, ev_len;      /* the object (dsp_json_object) */
+    /* filled by dsp_filter_match_ix only: the members of key, before or
+     * after that the filter's paths name (after.amount), found in the same
+     * walk (the first occurrence wins, like wh_json_span_get) */
+    uint8_t sub_found; /* bit k: the filter's sub-member k present */
+    uint8_t sub_type[DSP_EVX_SUB_MAX];
+    uint32_t sub_off[DSP_EVX_SUB_MAX], sub_len[DSP_EVX_SUB_MAX];
 } dsp_evidx;
 
 /* Indexes the event json[0..len) into *x (one walk, no allocation). */

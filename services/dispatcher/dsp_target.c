@@ -3,11 +3,13 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dsp_lane.h"
 #include "dsp_ssrf.h"
@@ -795,16 +797,43 @@ static curl_socket_t open_cb(void *ud, curlsocktype purpose, struct curl_sockadd
         x->ssrf_refused = 1;
         return CURL_SOCKET_BAD;
     }
-    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd != CURL_SOCKET_BAD)
+        x->t->nsock++;
+    return fd;
+}
+
+/* Every socket open_cb opened is closed here (ud: the target). */
+static int close_cb(void *ud, curl_socket_t fd)
+{
+    dsp_target *t = ud;
+    t->nsock--;
+    return close(fd);
+}
+
+/* A connection pool of its own for one target (see dsp_target.h). Only the
+ * loop thread uses it: no lock callbacks. */
+static CURLSH *pool_new(void)
+{
+    CURLSH *sh = curl_share_init();
+    if (sh != NULL &&
+        curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK) {
+        curl_share_cleanup(sh);
+        sh = NULL;
+    }
+    return sh;
 }
 
 /* The options that point at the xfer itself (callbacks' data, error buffer,
- * CURLOPT_PRIVATE). */
+ * CURLOPT_PRIVATE) and the target's pool. */
 static int xfer_bind(dsp_xfer *x)
 {
     CURL *e = x->easy;
     return curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_cb) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, (void *)x) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, (void *)x->t) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_SHARE, x->t->share) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)x) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, body_cb) == CURLE_OK &&
@@ -904,6 +933,9 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
                          ferr);
     t->fmt_gen = 1;
 
+    t->share = pool_new();
+    if (t->share == NULL)
+        return wh_seterr(err, errlen, "target %s: curl_share_init failed", t->name);
     CURL *e = curl_easy_init();
     if (e == NULL)
         return wh_seterr(err, errlen, "target %s: curl_easy_init failed", t->name);
@@ -1078,9 +1110,15 @@ void dsp_target_destroy(dsp_target *t)
     free(t->lanes);
     t->lanes = NULL;
     t->nlanes = 0;
+    if (t->share != NULL) /* closes the pooled connections (close_cb) */
+        curl_share_cleanup(t->share);
+    t->share = NULL;
     free(t->ev_lane);
     free(t->ev_done);
     t->ev_lane = t->ev_done = NULL;
+    free(t->ah_lane);
+    free(t->ah_done);
+    t->ah_lane = t->ah_done = NULL;
     for (int i = 0; i < DSP_PREFETCH; i++)
         dsp_batch_free(&t->slots[i]);
     wh_buf_free(&t->one);
@@ -1279,6 +1317,7 @@ static int xfer_start(dsp_target *t, dsp_xfer *x, CURLM *multi, const char *body
 /* ---- ordering = by_key: lanes ------------------------------------------ */
 
 static int strict_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget);
+static void lanes_commit(dsp_target *t, const dsp_batch *b);
 
 static int nlanes_of(const dsp_target *t)
 {
@@ -1358,14 +1397,27 @@ static int lanes_enter(dsp_target *t, const dsp_batch *b)
             return WH_ERR;
         t->ev_cap = b->n;
     }
-    for (size_t i = 0; i < b->n; i++)
-        t->ev_lane[i] =
-            (uint8_t)dsp_lane_of(b->body.data + b->ev_off[i], b->ev_len[i], (unsigned)nl);
-    memset(t->ev_done, 0, b->n);
+    pthread_mutex_lock(&t->mu);
+    int slot = t->head;
+    pthread_mutex_unlock(&t->mu);
+    if (t->ah_ready && t->ah_slot == slot && t->ah_gen == t->gen && t->lnl == nl) {
+        /* lanes ran ahead into this batch before single mode took the last
+         * one: what they delivered is not posted again */
+        memcpy(t->ev_lane, t->ah_lane, b->n);
+        memcpy(t->ev_done, t->ah_done, b->n);
+    } else {
+        for (size_t i = 0; i < b->n; i++)
+            t->ev_lane[i] =
+                (uint8_t)dsp_lane_of(b->body.data + b->ev_off[i], b->ev_len[i], (unsigned)nl);
+        memset(t->ev_done, 0, b->n);
+    }
+    t->ah_ready = 0;
+    t->ah_fail = 0;
     for (int i = 0; i < t->nlanes; i++) {
         t->lanes[i].state = DSP_LN_IDLE;
         t->lanes[i].attempt = 0;
         t->lanes[i].first_fail_ms = 0;
+        t->lanes[i].ahead = 0;
     }
     t->lnl = nl;
     t->lmode = 1;
@@ -1379,13 +1431,97 @@ static void lanes_leave(dsp_target *t)
 {
     t->lmode = 0;
     t->lfail = 0;
-    for (int i = 0; i < t->nlanes; i++)
+    for (int i = 0; i < t->nlanes; i++) {
         t->lanes[i].state = DSP_LN_IDLE;
+        t->lanes[i].ahead = 0;
+    }
+}
+
+/* The batch after the head, or NULL. */
+static dsp_batch *next_batch(dsp_target *t, int *slot)
+{
+    dsp_batch *b = NULL;
+    pthread_mutex_lock(&t->mu);
+    if (t->count > 1) {
+        *slot = (t->head + 1) % DSP_PREFETCH;
+        b = &t->slots[*slot];
+    }
+    pthread_mutex_unlock(&t->mu);
+    return b;
+}
+
+/* The next batch when lanes may run ahead into it (its lanes assigned on
+ * first use), else NULL: not while a lane failed for good, nor into a
+ * replayed, empty or single-event batch, nor while a change of the target's
+ * settings waits for a moment with nothing in flight (the loop applies it
+ * then: the lanes stop at the end of the head batch). */
+static dsp_batch *ahead_batch(dsp_target *t, const dsp_batch *head)
+{
+    int slot = -1;
+    if (t->next_spec != NULL)
+        return NULL;
+    dsp_batch *nb = next_batch(t, &slot);
+    if (nb == NULL || nb->n == 0 || nb->replay || head->replay || t->lfail || t->ah_fail ||
+        t->lfmt.single || t->single)
+        return NULL;
+    if (t->ah_ready && t->ah_slot == slot && t->ah_gen == t->gen)
+        return nb;
+    if (nb->n > t->ah_cap) {
+        uint8_t *a = realloc(t->ah_lane, nb->n), *d = NULL;
+        if (a != NULL)
+            t->ah_lane = a;
+        if (a != NULL && (d = realloc(t->ah_done, nb->n)) != NULL)
+            t->ah_done = d;
+        if (a == NULL || d == NULL)
+            return NULL;
+        t->ah_cap = nb->n;
+    }
+    for (size_t i = 0; i < nb->n; i++)
+        t->ah_lane[i] =
+            (uint8_t)dsp_lane_of(nb->body.data + nb->ev_off[i], nb->ev_len[i], (unsigned)t->lnl);
+    memset(t->ah_done, 0, nb->n);
+    t->ah_ready = 1;
+    t->ah_slot = slot;
+    t->ah_gen = t->gen;
+    t->ah_fail = 0;
+    return nb;
+}
+
+/* The head batch is popped (every lane is done with it or ahead): the next
+ * batch's lane state becomes the head's. */
+static void lanes_shift(dsp_target *t)
+{
+    uint8_t *p = t->ev_lane;
+    t->ev_lane = t->ah_lane;
+    t->ah_lane = p;
+    p = t->ev_done;
+    t->ev_done = t->ah_done;
+    t->ah_done = p;
+    size_t c = t->ev_cap;
+    t->ev_cap = t->ah_cap;
+    t->ah_cap = c;
+    t->ah_ready = 0;
+    t->lfail = t->ah_fail;
+    t->ah_fail = 0;
+    for (int i = 0; i < t->nlanes; i++) {
+        dsp_lanereq *ln = &t->lanes[i];
+        if (ln->ahead) {
+            ln->ahead = 0; /* its state (posting, backoff, done) goes on */
+        } else {
+            ln->state = DSP_LN_IDLE;
+            ln->attempt = 0;
+            ln->first_fail_ms = 0;
+        }
+    }
+    t->done_valid = 1;
+    t->done_upto = 0;
 }
 
 /* Collects the lane's undelivered events of b and renders its body. */
 static int lane_build(dsp_target *t, dsp_lanereq *ln, int lane, const dsp_batch *b)
 {
+    const uint8_t *ev_lane = ln->ahead ? t->ah_lane : t->ev_lane;
+    const uint8_t *ev_done = ln->ahead ? t->ah_done : t->ev_done;
     ln->nidx = 0;
     if (ln->cap < b->n) {
         uint32_t *ix = realloc(ln->idx, b->n * sizeof(*ix));
@@ -1401,7 +1537,7 @@ static int lane_build(dsp_target *t, dsp_lanereq *ln, int lane, const dsp_batch 
         ln->cap = b->n;
     }
     for (size_t i = 0; i < b->n; i++) {
-        if (t->ev_lane[i] != lane || t->ev_done[i])
+        if (ev_lane[i] != lane || ev_done[i])
             continue;
         ln->idx[ln->nidx] = (uint32_t)i;
         ln->ptrs[ln->nidx] = b->body.data + b->ev_off[i];
@@ -1474,10 +1610,30 @@ static int lanes_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
     int started = 0, done = 0;
     int cap = max_conn_of(t);
     uint64_t now_us = wh_now_us();
+    dsp_batch *nb = NULL;
     for (int i = 0; i < t->lnl; i++) {
         dsp_lanereq *ln = &t->lanes[i];
+        if (ln->state == DSP_LN_DONE && !ln->ahead && !t->paused && !t->disabled &&
+            (nb = ahead_batch(t, b)) != NULL) {
+            /* done with the head batch: on with its events of the next */
+            if (!t->ah_logged) {
+                t->ah_logged = 1;
+                wh_info("target %s/%s: a lane done with its batch runs ahead into the next one",
+                        t->set.tenant, t->name);
+            }
+            ln->ahead = 1;
+            ln->state = DSP_LN_IDLE;
+            ln->attempt = 0;
+            ln->first_fail_ms = 0;
+        }
+        if (ln->ahead) {
+            done++; /* its events of the head batch are delivered */
+            if (t->ah_fail)
+                continue;
+        }
         if (ln->state == DSP_LN_DONE) {
-            done++;
+            if (!ln->ahead)
+                done++;
             continue;
         }
         if (ln->state == DSP_LN_POSTING || started >= budget || t->lposting >= cap || t->paused ||
@@ -1485,8 +1641,12 @@ static int lanes_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
             continue;
         if (ln->state == DSP_LN_BACKOFF && now_ms < ln->retry_at_ms)
             continue;
+        const dsp_batch *lb = b;
+        if (ln->ahead && (lb = nb != NULL ? nb : ahead_batch(t, b)) == NULL)
+            continue;
+        nb = ln->ahead ? (dsp_batch *)lb : nb;
         if (ln->state == DSP_LN_IDLE) {
-            if (lane_build(t, ln, i, b) != WH_OK) {
+            if (lane_build(t, ln, i, lb) != WH_OK) {
                 wh_error("target %s/%s: building the request of lane %d failed", t->set.tenant,
                          t->name, i);
                 ln->state = DSP_LN_BACKOFF;
@@ -1495,7 +1655,8 @@ static int lanes_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
             }
             if (ln->nidx == 0) {
                 ln->state = DSP_LN_DONE;
-                done++;
+                if (!ln->ahead) /* a lane ahead was counted above */
+                    done++;
                 continue;
             }
         }
@@ -1528,6 +1689,21 @@ static int lanes_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
     if (done == t->lnl) {
         /* every lane delivered its events: past the batch (and its
          * filtered tail) */
+        int ahead = 0;
+        for (int i = 0; i < t->lnl; i++)
+            ahead |= t->lanes[i].ahead;
+        if (ahead && t->ah_ready && t->ah_gen == t->gen) {
+            advance(t, b, b->n, 1);
+            lanes_shift(t);
+            dsp_batch *h = current_batch(t);
+            if (h == NULL) { /* cannot happen: the next batch was there */
+                lanes_leave(t);
+                return started;
+            }
+            lanes_commit(t, h);
+            lanes_state(t);
+            return started + lanes_post(t, multi, now_ms, budget - started);
+        }
         lanes_leave(t);
         advance(t, b, b->n, 1);
         return started + strict_post(t, multi, now_ms, budget - started);
@@ -1669,9 +1845,43 @@ static int strict_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
     return 1;
 }
 
+/* Over max_connections sockets (the setting was lowered, or a connection
+ * was not reused): nothing new starts until the target's requests are done,
+ * then every handle moves to a fresh pool and the old one is closed with its
+ * idle connections. 1 while the target must wait. */
+static int pool_over(dsp_target *t)
+{
+    int max = max_conn_of(t);
+    if (t->nsock <= max)
+        return 0;
+    if (dsp_target_inflight(t) > 0)
+        return 1;
+    CURLSH *sh = pool_new();
+    if (sh == NULL)
+        return 1;
+    int before = t->nsock;
+    curl_easy_setopt(t->x.easy, CURLOPT_SHARE, sh);
+    for (int i = 0; i < t->nlanes; i++)
+        curl_easy_setopt(t->lanes[i].x.easy, CURLOPT_SHARE, sh);
+    if (curl_share_cleanup(t->share) != CURLSHE_OK) {
+        /* still in use (cannot happen with nothing in flight): keep it */
+        curl_easy_setopt(t->x.easy, CURLOPT_SHARE, t->share);
+        for (int i = 0; i < t->nlanes; i++)
+            curl_easy_setopt(t->lanes[i].x.easy, CURLOPT_SHARE, t->share);
+        curl_share_cleanup(sh);
+        return 0;
+    }
+    t->share = sh;
+    wh_info("target %s/%s: closed %d pooled connection(s) over max_connections = %d", t->set.tenant,
+            t->name, before - t->nsock, max);
+    return 0;
+}
+
 int dsp_target_maybe_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
 {
     if (budget <= 0)
+        return 0;
+    if (pool_over(t))
         return 0;
     if (t->lmode)
         return lanes_post(t, multi, now_ms, budget);
@@ -1869,6 +2079,11 @@ void dsp_target_lane_finished(dsp_target *t, dsp_xfer *x, CURLM *multi, CURLcode
     t->lposting--;
     ln->state = DSP_LN_IDLE;
     dsp_batch *b = current_batch(t);
+    int nslot = -1;
+    if (ln->ahead)
+        b = t->ah_ready && t->ah_gen == t->gen ? next_batch(t, &nslot) : NULL;
+    if (ln->ahead && b != NULL && nslot != t->ah_slot)
+        b = NULL;
     pthread_mutex_lock(&t->mu);
     int reset = t->reset_req;
     pthread_mutex_unlock(&t->mu);
@@ -1882,9 +2097,10 @@ void dsp_target_lane_finished(dsp_target *t, dsp_xfer *x, CURLM *multi, CURLcode
     dsp_outcome out = record_outcome(t, x, &res, code, now_ms);
     if (out == DSP_OUT_OK) {
         int64_t now_wall = wh_wallclock_us();
+        uint8_t *ev_done = ln->ahead ? t->ah_done : t->ev_done;
         for (size_t k = 0; k < ln->nidx; k++) {
             uint32_t i = ln->idx[k];
-            t->ev_done[i] = 1;
+            ev_done[i] = 1;
             if (b->commit_ts[i] == 0)
                 continue;
             int64_t d = now_wall - b->commit_ts[i];
@@ -1893,7 +2109,8 @@ void dsp_target_lane_finished(dsp_target *t, dsp_xfer *x, CURLM *multi, CURLcode
         wh_counter_add(&t->delivered, ln->nidx);
         ln->state = DSP_LN_DONE;
         ln->attempt = 0;
-        lanes_commit(t, b);
+        if (!ln->ahead) /* the offset moves within the head batch only */
+            lanes_commit(t, b);
         lanes_state(t);
         dsp_target_publish(t);
         return;
@@ -1934,7 +2151,10 @@ void dsp_target_lane_finished(dsp_target *t, dsp_xfer *x, CURLM *multi, CURLcode
         wh_warn("target %s/%s: lane %d: %zu events (webhook-id %s) failed for good (%s); the rest "
                 "of the batch goes one event at a time",
                 t->set.tenant, t->name, x->lane, ln->nidx, ln->id, why);
-        t->lfail = 1;
+        if (ln->ahead)
+            t->ah_fail = 1; /* the next batch goes one event at a time when it is the head */
+        else
+            t->lfail = 1;
     }
     lanes_state(t);
     dsp_target_publish(t);

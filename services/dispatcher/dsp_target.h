@@ -246,6 +246,7 @@ typedef struct dsp_lanereq {
     char id[DSP_ID_MAX];
     int attempt;
     uint64_t first_fail_ms, retry_at_ms;
+    int ahead; /* 1: done with the head batch, working on the next one */
 } dsp_lanereq;
 
 typedef struct dsp_target {
@@ -294,6 +295,15 @@ typedef struct dsp_target {
 
     /* loop private */
     dsp_xfer x; /* the strict request (and the handle lanes are copied from) */
+    /* The target's own connection pool: every handle of the target shares
+     * this connection cache (CURL_LOCK_DATA_CONNECT), so no other target
+     * reuses its connections and it reuses no one else's. nsock counts the
+     * sockets open for it (CURLOPT_OPENSOCKETFUNCTION / CLOSESOCKETFUNCTION),
+     * idle pooled ones included; over max_connections (the setting was
+     * lowered) the target starts nothing until its requests finish, then
+     * swaps in a fresh pool and closes the old one's connections. */
+    CURLSH *share;
+    int nsock;
     dsp_tstate state;
     int attempt;             /* failed attempts of the current request */
     int single;              /* single mode: posting the head batch one event at a time */
@@ -317,6 +327,20 @@ typedef struct dsp_target {
     uint8_t *ev_lane; /* lane of each event of the head batch */
     uint8_t *ev_done; /* 1: delivered by a lane */
     size_t ev_cap;
+    /* A lane done with the head batch goes on with its events of the next
+     * batch (the slot after the head) while the others finish theirs, so
+     * lanes do not wait for each other at the end of each batch; per-key
+     * order holds (a key's events stay in one lane, batch after batch) and
+     * the offset still moves only within the head batch. When the head is
+     * popped, the next batch's lane state becomes the head's. */
+    int ah_ready;     /* ah_* describe the batch in slot ah_slot */
+    int ah_slot;      /* slot index of the next batch */
+    unsigned ah_gen;  /* t->gen when it was set up (a reset drops it) */
+    int ah_fail;      /* a lane failed for good on the next batch */
+    int ah_logged;    /* the first run-ahead was logged */
+    uint8_t *ah_lane; /* lane of each event of the next batch */
+    uint8_t *ah_done; /* 1: delivered by a lane ahead */
+    size_t ah_cap;
     int done_valid;      /* ev_done describes the head batch (single mode skips those) */
     size_t done_upto;    /* events [0, done_upto) of the head batch are done and committed */
     wh_buf one;          /* single mode body "[e]" */

@@ -8,6 +8,10 @@
 #   capped   by_key, 8 lanes, 2 connections   -> never more than 2 in flight
 #   wide     by_key, 16 lanes, 16 connections -> never more than the global
 #            cap dispatcher.max_inflight = MAXIN (over every target)
+#   slow     by_key, 4 lanes, 4 connections; only bodies holding a change of
+#            key 7 wait DELAY ms: the other lanes, done with a batch, run
+#            ahead into the next one (logged once) instead of waiting for
+#            key 7's lane; order per key still holds
 #   bad      by_key, 4 lanes; answers 400 to the first bodies (3 at most) holding the
 #            change v=POISON of key 7 -> its lane fails for good, the rest of
 #            that batch goes one event at a time (events the lanes delivered
@@ -32,13 +36,14 @@ pg_psql -c "CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL)" >/dev/null ||
     wh_fail "cannot create the table"
 export WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS="127.0.0.1/32,::1"
 POISON=${POISON:-50}
-NAMES=(strict bykey capped wide bad)
+NAMES=(strict bykey capped wide slow bad)
 declare -A PORT
 for r in "${NAMES[@]}"; do PORT[$r]=$(wh_free_port); done
 APORT=$(wh_free_port)
 for r in "${NAMES[@]}"; do
     extra=()
     [ "$r" = bad ] && extra=(--reject-match "\"id\":7,\"v\":$POISON}" --reject-times 3)
+    [ "$r" = slow ] && extra=(--delay-match '"id":7,"v"')
     wh_spawn "r_$r" "$BIN/walhook-receiver" --listen "127.0.0.1:${PORT[$r]}" \
         --out "$WH_TMP/$r.jsonl" --delay-ms "$DELAY" "${extra[@]}"
 done
@@ -59,6 +64,7 @@ tenants = (
       { name = "bykey"; url = "$(u bykey)"; ordering = "by_key"; lanes = 4; max_connections = 4; },
       { name = "capped"; url = "$(u capped)"; ordering = "by_key"; lanes = 8; max_connections = 2; },
       { name = "wide"; url = "$(u wide)"; ordering = "by_key"; lanes = 16; max_connections = 16; },
+      { name = "slow"; url = "$(u slow)"; ordering = "by_key"; lanes = 4; max_connections = 4; },
       { name = "bad"; url = "$(u bad)"; ordering = "by_key"; lanes = 4; max_connections = 4; on_failure = "dlq"; }
     ); }
 );
@@ -145,6 +151,8 @@ dl=$("$BIN/tests/wh_statectl" -c "$CONF" dlq-ids d bad)
 [ "$(wc -l <<<"$dl")" = 1 ] || wh_fail "target bad: $(wc -l <<<"$dl") dead letters, expected the poison change only"
 grep -q "lane .* failed for good" "$WH_TMP"/walhook.log ||
     wh_fail "target bad: no log line of a lane failing for good"
+grep -q "target d/slow: a lane done with its batch runs ahead" "$WH_TMP"/walhook.log ||
+    wh_fail "target slow: no lane ran ahead of key 7's slow lane"
 most() { local m; m=$(maxc "$1"); [ "${BEFORE[$1]:-0}" -gt "${m:-0}" ] && m=${BEFORE[$1]}; echo "$m"; }
 s=$(most strict) b=$(most bykey) c=$(most capped) w=$(most wide)
 wh_log "most POSTs in flight at once: strict $s, bykey $b, capped $c, wide $w"
@@ -154,4 +162,4 @@ wh_log "most POSTs in flight at once: strict $s, bykey $b, capped $c, wide $w"
 [ "${w:-0}" -ge 2 ] && [ "$w" -le "$MAXIN" ] || wh_fail "dispatcher.max_inflight = $MAXIN but $w requests of one target were in flight at once"
 wh_kill walhook TERM
 for r in "${NAMES[@]}"; do wh_kill "r_$r" TERM; done
-wh_pass "$TOTAL changes of $KEYS keys; in order per key with by_key (at most $b, $c, $w in flight), in total with strict; a lane failing for good dead-letters the poison change alone; a dispatcher SIGKILL lost nothing"
+wh_pass "$TOTAL changes of $KEYS keys; in order per key with by_key (at most $b, $c, $w in flight; lanes run ahead of a slow one), in total with strict; a lane failing for good dead-letters the poison change alone; a dispatcher SIGKILL lost nothing"

@@ -7,7 +7,8 @@
  *   wh_statectl [-c FILE] set-target TENANT NAME KEY=VALUE...
  *        keys: url, secrets (comma-separated, "" = none), paused (0|1),
  *        batch_max_events, batch_max_bytes, retry_base_ms, retry_max_ms,
- *        http_timeout_ms
+ *        http_timeout_ms, and any delivery setting (max_connections=1,
+ *        ordering=by_key, ...)
  *   wh_statectl [-c FILE] del-target TENANT NAME
  *   wh_statectl [-c FILE] add-tenant NAME DSN SLOT PUBLICATION
  *   wh_statectl [-c FILE] del-tenant NAME
@@ -29,6 +30,7 @@
  * Each change: GetState, edit, PutState(expected = the version read);
  * retried on a version conflict. Prints the new version. Exit 0 ok, 1
  * store error, 2 usage or a document the store refused. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,8 +107,16 @@ static int set_kv(wh_state_target *tg, const char *kv, char *err, size_t errlen)
         tg->retry_max_ms = (int)n;
     else if (strcmp(key, "http_timeout_ms") == 0)
         tg->http_timeout_ms = (int)n;
-    else
-        return wh_seterr(err, errlen, "unknown target key %s", key);
+    else {
+        /* a delivery setting (max_connections, ordering, ...): a number when
+         * the value is one, else a string */
+        char *end = NULL;
+        long long num = strtoll(v, &end, 10);
+        json_t *j = (*v != '\0' && end && *end == '\0') ? json_integer(num) : json_string(v);
+        int rc = j ? wh_delivery_set(&tg->dl, key, j, err, errlen) : WH_ERR;
+        json_decref(j);
+        return rc;
+    }
     return WH_OK;
 }
 
