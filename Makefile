@@ -59,6 +59,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BIN)/tests/%)
 
 all: $(DAEMONS) $(TOOLS) $(UNIT_BIN) $(BIN)/tests/wh_loadgen $(BIN)/tests/wh_check \
+     $(BIN)/tests/wh_storeload \
      $(BIN)/tests/wh_statectl $(BIN)/tests/wh_render $(BIN)/tests/wh_stagebench \
      $(BIN)/tests/wh_dspbench
 
@@ -119,6 +120,10 @@ $(BIN)/walhook-receiver: $(BUILD)/tools/receiver.o $(BUILD)/libwhcommon.a
 	$(CC) $(LDFLAGS) -o $@ $^ -lmicrohttpd $(LIBS_COMMON)
 
 $(BIN)/tests/wh_loadgen: $(BUILD)/tests/lib/wh_loadgen.o $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)/tests
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
+
+$(BIN)/tests/wh_storeload: $(BUILD)/tests/lib/wh_storeload.o $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
 

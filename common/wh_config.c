@@ -48,7 +48,9 @@ const wh_config_entry wh_config_table[] = {
     S(log_format, "log_format", "text", WH_CF_RUNTIME,
       "text | json (one JSON object a line, OpenTelemetry log data model names)"),
     L(memory_budget_bytes, "memory_budget_bytes", 0, 0, 1024 * GiB, 0,
-      "refuse to start when planned memory exceeds this (0 = unchecked)"),
+      "per daemon: refuse to start (and the admin refuses tenants/targets, 409) when the "
+      "daemon's planned memory + 20% exceeds this (0 = the container's cgroup memory limit, "
+      "else MemTotal)"),
     S(source_dsn, "source.dsn", "", 0, "PostgreSQL connection URI or key=value string"),
     S(slot, "source.slot", "walhook", 0, "logical replication slot name"),
     S(publication, "source.publication", "walhook", 0, "publication name"),
@@ -72,6 +74,11 @@ const wh_config_entry wh_config_table[] = {
       "the store's durability notifications (pub/sub; dispatchers read when notified): \"\" "
       "= store.endpoint + \".notify\" for ipc://, none for tcp:// (readers then long-poll)"),
     I(store_workers, "store.workers", 4, 1, 64, 0, "store request worker threads"),
+    I(store_background_jobs, "store.background_jobs", 2, 2, 32, 0,
+      "RocksDB background threads: max(1, n/4) flush, the rest compaction (shared by every "
+      "tenant, round-robin; each costs compaction buffers in the memory budget)"),
+    L(store_io_rate_bytes, "store.io_rate_bytes", 128 * MiB, 1 * MiB, 64 * GiB, 0,
+      "RocksDB rate limiter: bytes/s of flush and compaction writes, all tenants together"),
     L(rocksdb_cache_bytes, "store.cache_bytes", 4 * MiB, 0, 64 * GiB, 0,
       "RocksDB block cache size"),
     L(rocksdb_write_buffer_bytes, "store.write_buffer_bytes", 4 * MiB, 64 * KiB, 4 * GiB, 0,

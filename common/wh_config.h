@@ -58,7 +58,7 @@ typedef struct wh_config {
     char data_dir[WH_PATH_MAX];
     char log_level[16];
     char log_format[8];          /* runtime: "text" | "json" */
-    int64_t memory_budget_bytes; /* 0 = unchecked */
+    int64_t memory_budget_bytes; /* per daemon; 0 = the cgroup's limit, else MemTotal (wh_budget) */
     /* source */
     char source_dsn[WH_URL_MAX];
     char slot[WH_NAME_MAX];
@@ -77,6 +77,8 @@ typedef struct wh_config {
     char store_endpoint[WH_URL_MAX];
     char store_notify_endpoint[WH_URL_MAX]; /* "" = derived for ipc://, none for tcp:// */
     int store_workers;
+    int store_background_jobs;   /* RocksDB flushes + compactions */
+    int64_t store_io_rate_bytes; /* RocksDB rate limiter: flush + compaction writes */
     int64_t rocksdb_cache_bytes;
     int64_t rocksdb_write_buffer_bytes;
     int64_t store_retention_bytes;    /* runtime: per tenant, 0 = no cap */

@@ -1,5 +1,6 @@
 /* wh_daemon: shared start-up, Stats endpoint and process metrics. */
 #include "wh_daemon.h"
+#include "wh_budget.h"
 #include "wh_metrics.h"
 #include "wh_util.h"
 
@@ -210,6 +211,7 @@ int wh_metric_process(wh_buf *b, const char *daemon)
                            "start time of the process since the Unix epoch in seconds");
     rc |= wh_buf_printf(b, "process_start_time_seconds{%s} %.3f\n", labels,
                         (double)process_start_us / 1e6);
+    rc |= wh_budget_metrics(b); /* the plan the daemon checked at start, if any */
     return rc == WH_OK ? WH_OK : WH_ERR;
 }
 

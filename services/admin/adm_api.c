@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "adm_page.h"
+#include "wh_budget.h"
 #include "wh_lsn.h"
 #include "wh_metrics.h"
 #include "wh_util.h"
@@ -889,6 +890,70 @@ static int parse_if_match(ctx *c, uint64_t *out)
     return WH_OK;
 }
 
+/* ---- memory budget of a change (wh_budget) ---- */
+
+#define ADM_NPLANS 3 /* store, dispatcher, ingestor */
+
+/* The plans of the daemons whose memory a state change moves: the store
+ * (tenants' column families, a reader per target), the dispatcher (a
+ * target's batches, state and thread) and an ingestor (its settings). */
+static void plans_of(const wh_config *eff, const wh_state *s, wh_budget out[ADM_NPLANS])
+{
+    wh_budget_counts n;
+    wh_budget_counts_of(s, &n);
+    wh_budget_plan_store(&out[0], eff, &n);
+    wh_budget_plan_dispatcher(&out[1], eff, &n);
+    wh_budget_plan_ingestor(&out[2], eff, "ingestor");
+}
+
+/* The budget a daemon reported (walhook_memory_budget_bytes), -1 if none. */
+static int64_t reported_budget(const adm_stat *st, int n, const char *daemon)
+{
+    char needle[96];
+    snprintf(needle, sizeof(needle), "walhook_memory_budget_bytes{daemon=\"%.40s\"} ", daemon);
+    for (int i = 0; i < n; i++) {
+        const char *p = st[i].up && st[i].metrics ? strstr(st[i].metrics, needle) : NULL;
+        if (p) {
+            long long v = strtoll(p + strlen(needle), NULL, 10);
+            return v > 0 ? (int64_t)v : -1;
+        }
+    }
+    return -1;
+}
+
+/* A change that makes a daemon's plan grow past its budget is refused with
+ * 409 naming the daemon and its parts (the check each daemon makes at
+ * start). The budget is the one the daemon reports in its metrics, else
+ * this admin's own (memory_budget_bytes or its container's limit). A change
+ * that does not grow a plan passes, so removing things always works. */
+static int budget_check(ctx *c, const wh_budget cur[ADM_NPLANS], const wh_budget next[ADM_NPLANS],
+                        const wh_config *eff)
+{
+    int grows = 0;
+    for (int i = 0; i < ADM_NPLANS; i++)
+        grows |= wh_budget_need(&next[i]) > wh_budget_need(&cur[i]);
+    if (!grows)
+        return WH_OK;
+    adm_stat st[ADM_NDAEMONS];
+    query_stats(c, st);
+    int rc = WH_OK;
+    for (int i = 0; i < ADM_NPLANS && rc == WH_OK; i++) {
+        if (wh_budget_need(&next[i]) <= wh_budget_need(&cur[i]))
+            continue;
+        int64_t limit = reported_budget(st, ADM_NDAEMONS, next[i].daemon);
+        if (limit < 0)
+            limit = wh_budget_limit(eff, NULL, 0);
+        char err[1024];
+        if (wh_budget_check(&next[i], limit, err, sizeof(err)) != WH_OK)
+            rc = fail(c->resp, 409, "memory_budget_bytes",
+                      "refused: after this change %s (remove tenants or targets, lower the "
+                      "settings of the largest parts, or raise memory_budget_bytes)",
+                      err);
+    }
+    adm_stats_free(st, ADM_NDAEMONS);
+    return rc;
+}
+
 /* Runs op against the store; *out receives the written state (version set). */
 static int write_state(ctx *c, write_op *op, wh_state **out)
 {
@@ -910,6 +975,11 @@ static int write_state(ctx *c, write_op *op, wh_state **out)
                         want);
         }
         uint64_t expected = cur->version;
+        static __thread wh_config base, eff;
+        static __thread wh_budget plans_cur[ADM_NPLANS], plans_next[ADM_NPLANS];
+        base_copy(c->a, &base);
+        wh_state_effective(&eff, &base, cur, NULL);
+        plans_of(&eff, cur, plans_cur);
         wh_state *next = NULL;
         int rc = wh_state_clone(&next, cur);
         wh_state_unref(cur);
@@ -925,12 +995,16 @@ static int write_state(ctx *c, write_op *op, wh_state **out)
             return fail_validation(c->resp, 400, err);
         }
         /* cross-field rules of the settings (retry_max >= retry_base ...) */
-        static __thread wh_config base, eff;
-        base_copy(c->a, &base);
         wh_state_effective(&eff, &base, next, NULL);
         if (wh_config_validate(&eff, err, sizeof(err)) != WH_OK) {
             wh_state_unref(next);
             return fail_validation(c->resp, 400, err);
+        }
+        /* more tenants, targets or larger settings: within the budgets */
+        plans_of(&eff, next, plans_next);
+        if (budget_check(c, plans_cur, plans_next, &eff) != WH_OK) {
+            wh_state_unref(next);
+            return WH_ERR;
         }
         if (op->before_put && op->before_put(c, op, next) != WH_OK) {
             wh_state_unref(next);

@@ -159,12 +159,20 @@ static void adm_notify(void *cls, struct MHD_Connection *conn, void **socket_con
     pthread_mutex_unlock(&h->cl_mu);
 }
 
-/* ADM_HTTP_MAX_CONNS, or fewer when this process may not open that many
- * files (a connection is one; keep some for everything else). */
+static _Atomic unsigned conn_cap = ADM_HTTP_MAX_CONNS; /* adm_http_set_max_conns */
+
+void adm_http_set_max_conns(unsigned n)
+{
+    conn_cap = n > 0 && n < ADM_HTTP_MAX_CONNS ? n : ADM_HTTP_MAX_CONNS;
+}
+
+/* ADM_HTTP_MAX_CONNS (or what the memory budget allows,
+ * adm_http_set_max_conns), or fewer when this process may not open that
+ * many files (a connection is one; keep some for everything else). */
 static unsigned conn_limit(void)
 {
     struct rlimit rl;
-    rlim_t max = ADM_HTTP_MAX_CONNS;
+    rlim_t max = conn_cap;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
         rl.rlim_cur < max + 64)
         max = rl.rlim_cur > 128 ? rl.rlim_cur - 64 : rl.rlim_cur / 2;

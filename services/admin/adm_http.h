@@ -32,6 +32,10 @@ typedef struct adm_http adm_http;
 
 /* Listens on `listen` ("host:port"; port 0 picks a free one). q may be NULL
  * (every daemon then reads as down). cfg is copied. */
+/* Lowers the connection limit (the admin's memory budget: each connection
+ * may hold a request body and a thread); before adm_http_start. */
+void adm_http_set_max_conns(unsigned n);
+
 int adm_http_start(adm_http **out, const char *listen, adm_query *q, const wh_config *cfg,
                    char *err, size_t errlen);
 /* The bound port. */

@@ -8,12 +8,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "adm_api.h"
 #include "adm_http.h"
 #include "adm_query.h"
+#include "wh_budget.h"
 #include "wh_config.h"
 #include "wh_daemon.h"
 #include "wh_state.h"
 #include "wh_util.h"
+
+_Static_assert(ADM_HTTP_MAX_CONNS == WH_BUDGET_ADM_CONNS &&
+                   ADM_MAX_BODY == WH_BUDGET_ADM_BODY_BYTES,
+               "the memory budget counts the admin's connections and their bodies");
 
 static wh_config cfg; /* large: keep off the stack */
 static _Atomic(wh_state_watch *) watch;
@@ -44,6 +50,20 @@ int main(int argc, char **argv)
     const char *path = wh_daemon_init(argc, argv, "admin", &cfg);
     wh_daemon_pidfile(&cfg, "admin");
 
+    {
+        char src[64], berr[2048];
+        int64_t limit = wh_budget_limit(&cfg, src, sizeof(src));
+        wh_budget b;
+        int conns = wh_budget_admin_conns(&cfg, limit);
+        wh_budget_plan_admin(&b, &cfg, conns);
+        adm_http_set_max_conns((unsigned)conns);
+        wh_budget_publish(&b, limit);
+        if (wh_budget_check(&b, limit, berr, sizeof(berr)) != WH_OK) {
+            wh_budget_print(&b, limit, src, stderr);
+            wh_error("%s", berr);
+            return 2;
+        }
+    }
     adm_query *q = NULL;
     adm_http *h = NULL;
     if (adm_query_open(&q, &cfg, err, sizeof(err)) != WH_OK) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wh_budget.h"
 #include "wh_util.h"
 
 _Static_assert(DSP_KEYS_MAX >= WH_MAX_SECRETS, "a target's secrets fit the dispatcher's keys");
@@ -139,6 +140,15 @@ static void apply(void *arg, wh_state *s, const wh_config *eff)
         wh_error("state version %" PRIu64 ": %s; keeping the running targets", s->version, err);
         return;
     }
+    /* the memory gauges follow the targets (the admin refused a change
+     * over the budget; one made otherwise is logged) */
+    wh_budget b;
+    wh_budget_counts bc = {s->ntenants, n};
+    wh_budget_plan_dispatcher(&b, eff, &bc);
+    int64_t limit = wh_budget_limit(eff, NULL, 0);
+    wh_budget_publish(&b, limit);
+    if (wh_budget_check(&b, limit, err, sizeof(err)) != WH_OK)
+        wh_warn("state version %" PRIu64 ": over the memory budget: %s", s->version, err);
     if (ds->lease) {
         apply_leased(ds, specs, n, s->version);
         return;

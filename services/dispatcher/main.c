@@ -17,10 +17,14 @@
 #include "dsp_loop.h"
 #include "dsp_state.h"
 #include "dsp_target.h"
+#include "wh_budget.h"
 #include "wh_daemon.h"
 #include "wh_util.h"
 
 #define DSP_STORE_WAIT_MS 30000
+
+_Static_assert(DSP_PREFETCH + 1 == WH_BUDGET_DSP_BATCHES_PER_TARGET,
+               "the memory budget counts the read-ahead batches of a target");
 
 int main(int argc, char **argv)
 {
@@ -29,16 +33,20 @@ int main(int argc, char **argv)
     const char *path = wh_daemon_init(argc, argv, "dispatcher", &cfg);
     wh_daemon_pidfile(&cfg, "dispatcher");
 
-    /* memory: per target the read-ahead batches and the one being posted,
-     * each up to batch_max_bytes, plus curl and the process itself */
-    int64_t need =
-        (int64_t)cfg.ntargets * (DSP_PREFETCH + 1) * cfg.batch_max_bytes + 16 * 1024 * 1024;
-    if (cfg.memory_budget_bytes > 0 && need > cfg.memory_budget_bytes) {
-        wh_error("memory_budget_bytes (%lld) is below what the dispatcher needs: %d target(s) x "
-                 "%d batches x dispatcher.batch_max_bytes (%lld) + 16 MiB = %lld",
-                 (long long)cfg.memory_budget_bytes, cfg.ntargets, DSP_PREFETCH + 1,
-                 (long long)cfg.batch_max_bytes, (long long)need);
-        return 2;
+    /* memory: the plan for the file's targets (the runtime state's are
+     * checked by the admin before it adds one, 409) */
+    {
+        char src[64], berr[2048];
+        int64_t limit = wh_budget_limit(&cfg, src, sizeof(src));
+        wh_budget b;
+        wh_budget_counts n = {0, cfg.ntargets};
+        wh_budget_plan_dispatcher(&b, &cfg, &n);
+        wh_budget_publish(&b, limit);
+        if (wh_budget_check(&b, limit, berr, sizeof(berr)) != WH_OK) {
+            wh_budget_print(&b, limit, src, stderr);
+            wh_error("%s", berr);
+            return 2;
+        }
     }
     /* the targets come from the runtime state, not from the file */
     loopcfg = cfg;

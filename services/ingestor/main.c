@@ -11,6 +11,7 @@
 #include "ing_repl.h"
 #include "ing_state.h"
 #include "ing_stats.h"
+#include "wh_budget.h"
 #include "wh_pgcheck.h"
 #include "wh_config.h"
 #include "wh_daemon.h"
@@ -44,16 +45,18 @@ static const char *take_tenant_arg(int *argc, char **argv)
     return tenant;
 }
 
-/* memory: the window of unacked batches, the open batch, the one in flight */
-static int check_budget(const wh_config *c)
+/* The memory plan (wh_budget_plan_ingestor) against memory_budget_bytes:
+ * published for the metrics; over it, one line per part and exit 2. */
+static int check_budget(const wh_config *c, const char *daemon)
 {
-    int64_t need = c->window_bytes + 2 * c->flush_bytes + 16 * 1024 * 1024;
-    if (c->memory_budget_bytes > 0 && need > c->memory_budget_bytes) {
-        fprintf(stderr,
-                "walhook-ingestor: memory_budget_bytes (%lld) is below what the "
-                "ingestor needs: ingestor.window_bytes + 2 * ingestor.flush_bytes + 16 MiB = "
-                "%lld\n",
-                (long long)c->memory_budget_bytes, (long long)need);
+    char src[64], err[2048];
+    int64_t limit = wh_budget_limit(c, src, sizeof(src));
+    wh_budget b;
+    wh_budget_plan_ingestor(&b, c, daemon);
+    wh_budget_publish(&b, limit);
+    if (wh_budget_check(&b, limit, err, sizeof(err)) != WH_OK) {
+        wh_budget_print(&b, limit, src, stderr);
+        fprintf(stderr, "walhook-ingestor: %s\n", err);
         return WH_ERR;
     }
     return WH_OK;
@@ -103,7 +106,7 @@ int main(int argc, char **argv)
     wh_daemon_pidfile(&base, daemon_name);
 
     /* the budget of the file's settings first: a refusal needs no store */
-    if (check_budget(&base) != WH_OK)
+    if (check_budget(&base, daemon_name) != WH_OK)
         return 2;
     ing_state *is = NULL;
     if (ing_state_start(&is, &base, tenant, path, ING_STORE_WAIT_MS, &cfg, err, sizeof(err)) !=
@@ -123,7 +126,7 @@ int main(int argc, char **argv)
         rc = 2;
         goto out;
     }
-    if (check_budget(&cfg) != WH_OK) { /* the state's runtime settings may differ */
+    if (check_budget(&cfg, daemon_name) != WH_OK) { /* the state's runtime settings may differ */
         rc = 2;
         goto out;
     }

@@ -19,16 +19,92 @@
 #include "st_db.h"
 #include "st_server.h"
 #include "st_state.h"
+#include "wh_budget.h"
 #include "wh_config.h"
 #include "wh_daemon.h"
 #include "wh_state.h"
 #include "wh_util.h"
 
+/* Tenants and targets of the stored state (state NULL: of the file). */
+static int state_counts(const wh_config *cfg, const char *path, st_state *state,
+                        wh_budget_counts *n)
+{
+    char err[WH_ERRLEN];
+    wh_state *s = NULL;
+    int rc = WH_ERR;
+    if (state == NULL) {
+        rc = wh_state_from_config(&s, cfg, path, err, sizeof(err));
+    } else {
+        wh_buf doc;
+        wh_buf_init(&doc, 0);
+        uint64_t v = 0;
+        if (st_state_get(state, 0, &v, &doc, err, sizeof(err)) == WH_OK && doc.len > 0)
+            rc = wh_state_parse(&s, doc.data, doc.len, cfg, err, sizeof(err));
+        wh_buf_free(&doc);
+    }
+    if (rc == WH_OK)
+        wh_budget_counts_of(s, n);
+    wh_state_unref(s);
+    return rc;
+}
+
+/* The store's memory plan for its tenants and targets against its budget:
+ * published for the metrics; over the budget it prints the parts and
+ * returns WH_ERR (exit 2). */
+static int plan_check(const wh_config *cfg, const char *path, st_state *state, wh_budget_counts *n)
+{
+    wh_budget_counts c = *n;
+    if (state_counts(cfg, path, state, &c) == WH_OK) {
+        if (c.tenants < n->tenants)
+            c.tenants = n->tenants;
+        *n = c;
+    }
+    char src[64], err[2048];
+    int64_t limit = wh_budget_limit(cfg, src, sizeof(src));
+    wh_budget b;
+    wh_budget_plan_store(&b, cfg, n);
+    wh_budget_publish(&b, limit);
+    if (wh_budget_check(&b, limit, err, sizeof(err)) != WH_OK) {
+        wh_budget_print(&b, limit, src, stderr);
+        wh_error("%s", err);
+        return WH_ERR;
+    }
+    for (int i = 0; i < b.nparts; i++)
+        wh_info("memory part %s: %lld bytes (%s)", b.parts[i].name, (long long)b.parts[i].bytes,
+                b.parts[i].how);
+    wh_info("memory plan: sum %lld bytes + %d%% headroom = %lld within memory_budget_bytes %lld "
+            "(%s; %d tenants, %d targets)",
+            (long long)wh_budget_sum(&b), WH_BUDGET_HEADROOM_PCT, (long long)wh_budget_need(&b),
+            (long long)limit, src, n->tenants, n->targets);
+    return WH_OK;
+}
+
+/* After a state change: the plan for the new counts (a change over the
+ * budget was refused by the admin; one made otherwise is logged). */
+static void replan(const wh_config *cfg, st_state *state)
+{
+    wh_budget_counts n = {0, 0};
+    if (state_counts(cfg, NULL, state, &n) != WH_OK)
+        return;
+    char src[64], err[2048];
+    int64_t limit = wh_budget_limit(cfg, src, sizeof(src));
+    wh_budget b;
+    wh_budget_plan_store(&b, cfg, &n);
+    wh_budget_publish(&b, limit);
+    if (wh_budget_check(&b, limit, err, sizeof(err)) != WH_OK)
+        wh_warn("the runtime state's tenants and targets exceed the memory budget: %s", err);
+}
+
 static int run_dump(const wh_config *cfg)
 {
     char err[WH_ERRLEN];
     st_db *db = NULL;
-    st_db_opts o = {cfg->data_dir, cfg->rocksdb_cache_bytes, cfg->rocksdb_write_buffer_bytes, 1};
+    st_db_opts o = {cfg->data_dir,
+                    cfg->rocksdb_cache_bytes,
+                    cfg->rocksdb_write_buffer_bytes,
+                    1,
+                    cfg->store_background_jobs,
+                    cfg->store_io_rate_bytes};
     if (st_db_open(&db, &o, err, sizeof(err)) != WH_OK) {
         fprintf(stderr, "walhook-store --dump: %s\n", err);
         return 1;
@@ -87,21 +163,20 @@ int main(int argc, char **argv)
         return run_dump(&cfg);
     wh_daemon_pidfile(&cfg, "store");
 
-    int64_t need = st_db_memory_need(cfg.rocksdb_cache_bytes, cfg.rocksdb_write_buffer_bytes);
-    if (cfg.memory_budget_bytes > 0 && need > cfg.memory_budget_bytes) {
-        fprintf(stderr,
-                "walhook-store: memory budget exceeded: store.cache_bytes (%lld) + %d x "
-                "store.write_buffer_bytes (%lld) = %lld > memory_budget_bytes (%lld)\n",
-                (long long)cfg.rocksdb_cache_bytes, ST_MAX_WRITE_BUFFERS,
-                (long long)cfg.rocksdb_write_buffer_bytes, (long long)need,
-                (long long)cfg.memory_budget_bytes);
+    /* the memory budget of the file's tenants and targets first: a refusal
+     * opens nothing */
+    wh_budget_counts counts = {0, 0};
+    if (plan_check(&cfg, path, NULL, &counts) != WH_OK)
         return 2;
-    }
-
     st_db *db = NULL;
     st_state *state = NULL;
     st_server *srv = NULL;
-    st_db_opts o = {cfg.data_dir, cfg.rocksdb_cache_bytes, cfg.rocksdb_write_buffer_bytes, 0};
+    st_db_opts o = {cfg.data_dir,
+                    cfg.rocksdb_cache_bytes,
+                    cfg.rocksdb_write_buffer_bytes,
+                    0,
+                    cfg.store_background_jobs,
+                    cfg.store_io_rate_bytes};
     if (st_db_open(&db, &o, err, sizeof(err)) != WH_OK) {
         wh_error("cannot open the store: %s", err);
         return 1;
@@ -118,6 +193,13 @@ int main(int argc, char **argv)
         st_db_close(db);
         return 1;
     }
+    /* again with the stored state's tenants and targets (added at runtime) */
+    if (plan_check(&cfg, path, state, &counts) != WH_OK) {
+        st_server_destroy(srv);
+        st_state_close(state);
+        st_db_close(db);
+        return 2;
+    }
     st_server_set_state(srv, state);
     st_server_set_notify(srv, cfg.store_notify_endpoint);
     if (st_server_listen(srv, cfg.store_endpoint, err, sizeof(err)) != WH_OK) {
@@ -130,12 +212,19 @@ int main(int argc, char **argv)
     wh_info("store running on %s (data_dir %s, %d workers)", cfg.store_endpoint, cfg.data_dir,
             cfg.store_workers);
 
+    uint64_t planned = st_state_version(state);
+    int ticks = 0;
     while (!wh_stop_requested) {
         if (wh_reload_requested) {
             wh_reload_requested = 0;
             reload_file(state, path);
         }
         wh_sleep_ms(100);
+        /* the gauges follow the tenants and targets of the current state */
+        if (++ticks % 10 == 0 && st_state_version(state) != planned) {
+            planned = st_state_version(state);
+            replan(&cfg, state);
+        }
     }
 
     wh_info("stopping");

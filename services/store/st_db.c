@@ -76,6 +76,8 @@ struct st_tenant {
     int has_drop;
     st_tenant_stats stats; /* last maintenance pass */
     _Atomic uint64_t gc_dropped;
+    _Atomic uint64_t gc_compactions; /* GC slices compacted */
+    _Atomic int gc_tail; /* a slice left garbage below the watermark: collect all of it */
     /* write token bucket (under wm_mu) */
     double tb_bytes, tb_events;
     uint64_t tb_ms;
@@ -116,6 +118,11 @@ struct st_db {
 
     _Atomic uint64_t gc_dropped;
     _Atomic uint64_t gc_compactions; /* garbage ranges compacted */
+    uint64_t gc_slice_bytes;         /* most SST bytes one GC compaction covers */
+    _Atomic size_t gc_next;          /* round-robin start, moved on by every pass */
+    st_gc_hook gc_hook;              /* observer of GC slices (tests) */
+    void *gc_hook_arg;
+    _Atomic int stopping; /* st_db_close: no new GC compaction */
 
     /* runtime limits (st_db_set_limits) */
     _Atomic int64_t ret_bytes, ret_age_ms;
@@ -144,11 +151,6 @@ struct st_db {
     } owners[ST_OWNERS_MAX];
     size_t nowners;
 };
-
-int64_t st_db_memory_need(int64_t cache_bytes, int64_t write_buffer_bytes)
-{
-    return cache_bytes + write_buffer_bytes * ST_MAX_WRITE_BUFFERS;
-}
 
 int st_db_check_name(const char *name, const char *what, char *err, size_t errlen)
 {
@@ -869,6 +871,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
         return wh_seterr(err, errlen, "out of memory");
     db->read_only = o->read_only;
     db->write_buffer_bytes = o->write_buffer_bytes;
+    db->gc_slice_bytes = (uint64_t)o->write_buffer_bytes * ST_GC_SLICE_BUFFERS;
     for (int i = 0; i < ST_LOCK_STRIPES; i++)
         pthread_mutex_init(&db->append_mu[i], NULL);
     pthread_rwlock_init(&db->off_lock, NULL);
@@ -882,17 +885,31 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     pthread_mutex_init(&db->health_mu, NULL);
     pthread_mutex_init(&db->owners_mu, NULL);
 
+    /* Every size here is one the memory budget declares (wh_budget.h,
+     * wh_budget_plan_store): change both together. */
+    int jobs = o->background_jobs > 0 ? o->background_jobs : 2;
+    int64_t io_rate = o->io_rate_bytes > 0 ? o->io_rate_bytes : 128LL * 1024 * 1024;
     db->opts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(db->opts, 1);
     rocksdb_options_set_write_buffer_size(db->opts, (size_t)o->write_buffer_bytes);
     rocksdb_options_set_max_write_buffer_number(db->opts, ST_MAX_WRITE_BUFFERS);
+    rocksdb_options_set_arena_block_size(db->opts,
+                                         (size_t)wh_budget_arena_block(o->write_buffer_bytes));
     /* memtables of every column family (two per tenant) together: past
      * this RocksDB flushes the largest, so the store's memtable memory does
-     * not grow with the number of tenants (st_db_memory_need counts it) */
+     * not grow with the number of tenants (the budget's "memtables") */
     rocksdb_options_set_db_write_buffer_size(db->opts,
                                              (size_t)o->write_buffer_bytes * ST_MAX_WRITE_BUFFERS);
-    rocksdb_options_set_max_background_jobs(db->opts, 2);
-    rocksdb_options_set_max_open_files(db->opts, 256);
+    /* flushes max(1, jobs/4), compactions the rest; RocksDB queues the
+     * column families that need a compaction and puts one back at the tail
+     * after each job, so tenants take turns on the compaction threads */
+    rocksdb_options_set_max_background_jobs(db->opts, jobs);
+    rocksdb_options_set_max_open_files(db->opts, WH_BUDGET_ST_MAX_OPEN_FILES);
+    rocksdb_options_set_level0_file_num_compaction_trigger(db->opts, WH_BUDGET_ST_L0_TRIGGER);
+    rocksdb_options_set_writable_file_max_buffer_size(db->opts, WH_BUDGET_ST_FILE_BUFFER_BYTES);
+    /* one automatic compaction job holds a thread for a bounded amount of
+     * work, so another tenant's turn comes soon */
+    rocksdb_options_set_max_compaction_bytes(db->opts, ST_MAX_COMPACTION_BYTES);
     rocksdb_options_set_keep_log_file_num(db->opts, 2);
     /* FATAL only: the info LOG lives on the data disk, and with Debian's
      * librocksdb (assertions enabled) a LOG file whose write failed (disk
@@ -912,12 +929,14 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
      * compaction readahead (a buffer per input file: more costs PSS) make
      * that one pread per 256 KiB instead of one per 4 KiB block (syscalls
      * dominated the compaction's CPU). */
-    rocksdb_block_based_options_set_block_size(db->bbto, 64 * 1024);
-    rocksdb_options_compaction_readahead_size(db->opts, 256 * 1024);
+    rocksdb_block_based_options_set_block_size(db->bbto, WH_BUDGET_ST_BLOCK_BYTES);
+    rocksdb_options_compaction_readahead_size(db->opts, WH_BUDGET_ST_READAHEAD_BYTES);
     rocksdb_options_set_block_based_table_factory(db->opts, db->bbto);
 
     if (!o->read_only) {
-        db->rl = rocksdb_ratelimiter_create(ST_RATE_BYTES_PER_SEC, 100 * 1000, 10);
+        /* flush and compaction writes of every tenant together (RocksDB's
+         * rate limiter is per DB; appends are not limited by it) */
+        db->rl = rocksdb_ratelimiter_create(io_rate, 100 * 1000, 10);
         rocksdb_options_set_ratelimiter(db->opts, db->rl);
     }
 
@@ -986,6 +1005,7 @@ void st_db_close(st_db *db)
     if (db->maint_started) {
         pthread_mutex_lock(&db->maint_mu);
         db->maint_stop = 1;
+        atomic_store(&db->stopping, 1);
         pthread_cond_signal(&db->maint_cond);
         pthread_mutex_unlock(&db->maint_mu);
         /* a garbage-range compaction in progress returns at once */
@@ -2893,24 +2913,6 @@ static void maintain_tenant(st_db *db, st_tenant *t)
                 pthread_mutex_unlock(&t->wm_mu);
             }
         }
-        /* Garbage below the watermark: compact that key range only (the
-         * filter drops it; the file that straddles the watermark is the
-         * only live data rewritten). Event keys arrive in order, so
-         * RocksDB's own compactions move files down without rewriting
-         * them and would never run the filter on them; SuggestCompactRange
-         * does not mark files of the last level. Not exclusive: RocksDB's
-         * automatic compactions go on meanwhile; I/O is rate limited. */
-        uint64_t garbage = events_bytes_from(db, t, wl, ws, 1);
-        if ((wl > 0 || ws > 0) && garbage >= (uint64_t)db->write_buffer_bytes) {
-            char a[ST_KEY_MAX], b[ST_KEY_MAX];
-            size_t al = key_prefix(a, 'E', t->name);
-            size_t bl = key_event(b, t->name, wl, ws);
-            rocksdb_compactoptions_t *co = rocksdb_compactoptions_create();
-            rocksdb_compactoptions_set_exclusive_manual_compaction(co, 0);
-            rocksdb_compact_range_cf_opt(db->rdb, t->ev, co, a, al, b, bl);
-            rocksdb_compactoptions_destroy(co);
-            atomic_fetch_add(&db->gc_compactions, 1);
-        }
         uint64_t bytes = cf_bytes(db, t->ev) + cf_bytes(db, t->meta);
         ten_done(h);
 
@@ -2938,7 +2940,131 @@ static void maintain_tenant(st_db *db, st_tenant *t)
             st->oldest_age_ms = 0;
         st->needs_snapshot = ns;
         st->gc_dropped = atomic_load(&t->gc_dropped);
+        st->gc_compactions = atomic_load(&t->gc_compactions);
         pthread_mutex_unlock(&t->wm_mu);
+    }
+}
+
+/* The key range of the tenant's garbage to compact next: from its first
+ * event to the last position (lsn, 0) at or below the watermark with at most
+ * db->gc_slice_bytes of SST data below it (bisection on the LSN with
+ * approximate sizes; at least one step of the LSN). 0 when the garbage is
+ * below the threshold (one memtable; any garbage with tail: the rest of a
+ * tenant whose last slice stopped short of its watermark, so a backlog is
+ * collected to its watermark as one whole-range compaction would). */
+static int gc_slice(st_db *db, st_tenant *t, int tail, uint64_t *end_lsn, uint32_t *end_seq,
+                    uint64_t *bytes)
+{
+    uint64_t wl;
+    uint32_t ws;
+    tenant_watermark(t, &wl, &ws);
+    if (wl == 0 && ws == 0)
+        return 0;
+    /* approximate sizes read 0 for a range inside one block: with tail
+     * such a rest is compacted too (to the watermark, once) */
+    uint64_t garbage = events_bytes_from(db, t, wl, ws, 1);
+    if (!tail && garbage < (uint64_t)db->write_buffer_bytes)
+        return 0;
+    *end_lsn = wl;
+    *end_seq = ws;
+    *bytes = garbage;
+    if (garbage <= db->gc_slice_bytes)
+        return 1;
+    uint64_t lo = 0, hi = wl; /* bytes_below(lo) <= slice < bytes_below(hi) */
+    for (int i = 0; i < 64 && hi - lo > 1; i++) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (events_bytes_from(db, t, mid, 0, 1) <= db->gc_slice_bytes)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    if (lo == 0)
+        lo = hi; /* one block is larger than a slice: take it */
+    *end_lsn = lo;
+    *end_seq = 0;
+    *bytes = events_bytes_from(db, t, lo, 0, 1);
+    return 1;
+}
+
+/* Compacts [first event, end) of the tenant's events: the GC filter drops
+ * what is below the watermark (taken when the compaction starts). */
+static void gc_compact(st_db *db, st_tenant *t, uint64_t end_lsn, uint32_t end_seq, uint64_t bytes)
+{
+    char a[ST_KEY_MAX], b[ST_KEY_MAX];
+    size_t al = key_prefix(a, 'E', t->name);
+    size_t bl = key_event(b, t->name, end_lsn, end_seq);
+    if (db->gc_hook)
+        db->gc_hook(db->gc_hook_arg, t->name, bytes);
+    rocksdb_compactoptions_t *co = rocksdb_compactoptions_create();
+    rocksdb_compactoptions_set_exclusive_manual_compaction(co, 0);
+    rocksdb_compact_range_cf_opt(db->rdb, t->ev, co, a, al, b, bl);
+    rocksdb_compactoptions_destroy(co);
+    atomic_fetch_add(&db->gc_compactions, 1);
+    atomic_fetch_add(&t->gc_compactions, 1);
+}
+
+/* Garbage below the watermarks: compact those key ranges only (the filter
+ * drops them; the file that straddles a watermark is the only live data
+ * rewritten). Event keys arrive in order, so RocksDB's own compactions move
+ * files down without rewriting them and would never run the filter on them;
+ * SuggestCompactRange does not mark files of the last level. Not
+ * exclusive: RocksDB's automatic compactions go on meanwhile; writes are
+ * rate limited (store.io_rate_bytes).
+ *
+ * Fair between tenants: one slice (at most gc_slice_bytes) per tenant per
+ * round, round-robin, the first tenant served moving on by one every pass;
+ * so a tenant with a large backlog of garbage holds the maintenance thread
+ * (and the one compaction thread its manual compaction takes) one slice at
+ * a time, and a tenant with a little garbage waits for at most one slice
+ * of each other tenant. A pass stops after ST_GC_PASS_SLICES slices. */
+static void gc_round_robin(st_db *db, st_tenant **tv, size_t nt)
+{
+    if (nt == 0)
+        return;
+    if (nt > ST_MAX_TENANTS)
+        nt = ST_MAX_TENANTS;
+    size_t start = atomic_fetch_add(&db->gc_next, 1) % nt;
+    int done[ST_MAX_TENANTS], sliced[ST_MAX_TENANTS];
+    size_t ndone = 0, slices = 0;
+    memset(done, 0, sizeof(done));
+    memset(sliced, 0, sizeof(sliced));
+    for (int round = 0; round < ST_GC_PASS_SLICES && ndone < nt && slices < ST_GC_PASS_SLICES &&
+                        !atomic_load(&db->stopping);
+         round++) {
+        for (size_t k = 0; k < nt && slices < ST_GC_PASS_SLICES; k++) {
+            size_t i = (start + k) % nt;
+            if (done[i])
+                continue;
+            st_tenant *h = NULL;
+            char err[WH_ERRLEN];
+            uint64_t el = 0, bytes = 0;
+            uint32_t es = 0;
+            if (atomic_load(&db->stopping) ||
+                ten_open(db, tv[i]->name, 0, &h, err, sizeof(err)) != WH_OK || h == NULL) {
+                done[i] = 1, ndone++;
+                continue;
+            }
+            int tail = sliced[i] || atomic_load(&tv[i]->gc_tail);
+            if (!gc_slice(db, tv[i], tail, &el, &es, &bytes)) {
+                done[i] = 1, ndone++;
+            } else {
+                uint64_t wl;
+                uint32_t ws;
+                tenant_watermark(tv[i], &wl, &ws);
+                gc_compact(db, tv[i], el, es, bytes);
+                slices++;
+                sliced[i] = 1;
+                /* a slice short of the watermark: the rest goes whatever
+                 * its size, in this pass or the next */
+                int reached = wh_pos_cmp(el, es, wl, ws) >= 0;
+                atomic_store(&tv[i]->gc_tail, !reached);
+                /* collected to its watermark, or no progress (the next
+                 * pass tries again) */
+                if (reached || events_bytes_from(db, tv[i], el, es, 1) >= bytes)
+                    done[i] = 1, ndone++;
+            }
+            ten_done(h);
+        }
     }
 }
 
@@ -2948,7 +3074,14 @@ void st_db_maintain(st_db *db)
     st_tenant **tv = tenants_sorted(db, &nt);
     for (size_t i = 0; i < nt; i++)
         maintain_tenant(db, tv[i]);
+    gc_round_robin(db, tv, nt);
     free(tv);
+}
+
+void st_db_set_gc_hook(st_db *db, st_gc_hook fn, void *arg)
+{
+    db->gc_hook_arg = arg;
+    db->gc_hook = fn;
 }
 
 static void *maint_main(void *arg)

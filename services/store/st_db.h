@@ -43,8 +43,14 @@
  * that key range only (never the whole DB, never a range delete): event
  * keys arrive in key order, so RocksDB moves flushed files down without
  * rewriting them (trivial moves run no filter), and SuggestCompactRange
- * does not mark files of the last level. It also computes each tenant's
- * figures (st_db_tenant_stats).
+ * does not mark files of the last level. These GC compactions are shared
+ * fairly between tenants: slices of at most ST_GC_SLICE_BUFFERS memtables
+ * of SST bytes, one per tenant per round, round-robin (st_db_maintain).
+ * RocksDB's own compactions take turns per column family, each job bounded
+ * by ST_MAX_COMPACTION_BYTES, on store.background_jobs threads; flush and
+ * compaction writes of all tenants together are bounded by RocksDB's rate
+ * limiter (store.io_rate_bytes). It also computes each tenant's figures
+ * (st_db_tenant_stats).
  *
  * All functions are thread-safe. Appends of the same tenant are serialised
  * (the D key is a read-modify-write); different tenants' appends run
@@ -62,11 +68,20 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define ST_NAME_MAX 63                              /* max bytes of a tenant or consumer name */
-#define ST_MAX_WRITE_BUFFERS 2                      /* memtables per DB (memory budget uses it) */
-#define ST_RATE_BYTES_PER_SEC (128LL * 1024 * 1024) /* flush+compaction I/O */
-#define ST_MAX_CONSUMERS 65536                      /* offset table entries, all tenants */
-#define ST_MAX_TENANTS 256 /* tenants with column families (a write of one more is refused) */
+#include "wh_budget.h"
+
+#define ST_NAME_MAX 63 /* max bytes of a tenant or consumer name */
+/* memtables per column family; this many write buffers is also the cap of
+ * all column families together (db_write_buffer_size) */
+#define ST_MAX_WRITE_BUFFERS WH_BUDGET_ST_MAX_WRITE_BUFFERS
+/* one automatic compaction job, at most (tenants take turns) */
+#define ST_MAX_COMPACTION_BYTES (64LL * 1024 * 1024)
+/* a GC compaction covers at most this many memtables of SST bytes */
+#define ST_GC_SLICE_BUFFERS 4
+/* GC compactions per maintenance pass, all tenants */
+#define ST_GC_PASS_SLICES 64
+#define ST_MAX_CONSUMERS 65536 /* offset table entries, all tenants */
+#define ST_MAX_TENANTS 256     /* tenants with column families (a write of one more is refused) */
 
 #define ST_OWNER_MAX 127    /* bytes of a lease owner id */
 #define ST_OWNERS_MAX 256   /* lease owners remembered (replicas) */
@@ -102,6 +117,7 @@ typedef struct st_tenant_stats {
     int64_t oldest_age_ms;   /* commit age of the oldest event at/after the watermark; -1 none */
     uint32_t needs_snapshot; /* consumers marked NEEDS_SNAPSHOT */
     uint64_t gc_dropped;     /* events the filter dropped since open */
+    uint64_t gc_compactions; /* GC slices compacted since open */
 } st_tenant_stats;
 
 /* A consumer's offset as returned by the offset calls. */
@@ -117,6 +133,8 @@ typedef struct st_db_opts {
     int64_t cache_bytes;        /* block cache */
     int64_t write_buffer_bytes; /* per memtable */
     int read_only;              /* open for read only (--dump) */
+    int background_jobs;        /* RocksDB flushes + compactions (0 = 2) */
+    int64_t io_rate_bytes;      /* rate limiter, flush + compaction bytes/s (0 = 128 MiB/s) */
 } st_db_opts;
 
 typedef struct st_event {
@@ -131,11 +149,6 @@ typedef struct st_event {
  * valid only during the call. Return 0 to continue, non-zero to stop. */
 typedef int (*st_read_fn)(void *arg, uint64_t lsn, uint32_t seq, int64_t commit_ts_us,
                           const void *json, size_t json_len);
-
-/* Bytes the DB will hold in memory for these settings: cache + memtables
- * (all column families together are capped at ST_MAX_WRITE_BUFFERS
- * memtables' worth: db_write_buffer_size). */
-int64_t st_db_memory_need(int64_t cache_bytes, int64_t write_buffer_bytes);
 
 /* Checks a tenant or consumer name: 1..ST_NAME_MAX bytes. `what` names the
  * field in the message. */
@@ -352,6 +365,10 @@ int st_db_tenant_exists(st_db *db, const char *tenant);
 void st_db_set_limits(st_db *db, const st_db_limits *l);
 /* One maintenance pass now (the thread runs one every ST_MAINT_MS). */
 void st_db_maintain(st_db *db);
+/* Observer of the GC compactions (tests): called on the maintenance thread
+ * before each slice with the tenant and the SST bytes of the slice. */
+typedef void (*st_gc_hook)(void *arg, const char *tenant, uint64_t bytes);
+void st_db_set_gc_hook(st_db *db, st_gc_hook fn, void *arg);
 /* Up to max tenants' figures (tenants with column families), by name. */
 size_t st_db_tenant_stats(st_db *db, st_tenant_stats *out, size_t max);
 /* The tenant's GC watermark, moved forward to its consumers' minimum now. */

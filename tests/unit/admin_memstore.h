@@ -28,7 +28,8 @@ typedef struct memstore {
     mem_offset offsets[64];
     int noffsets;
     int puts, set_offsets;
-    int fail_next_put_412; /* simulate another writer winning once */
+    int fail_next_put_412;     /* simulate another writer winning once */
+    const char *store_metrics; /* the store's metrics text (its memory budget), or NULL */
 } memstore;
 
 static int mem_get_state(void *arg, wh_state **out, char *err, size_t errlen)
@@ -142,6 +143,7 @@ static int mem_progress(void *arg, const char *tenant, const char *consumer, adm
 
 static void mem_stats(void *arg, adm_stat st[ADM_NDAEMONS])
 {
+    memstore *m = arg;
     static const char *const names[ADM_NDAEMONS] = {"store", "ingestor", "dispatcher"};
     for (int i = 0; i < ADM_NDAEMONS; i++) {
         memset(&st[i], 0, sizeof(st[i]));
@@ -150,6 +152,8 @@ static void mem_stats(void *arg, adm_stat st[ADM_NDAEMONS])
         st[i].ready = 1;
         wh_strlcpy(st[i].state, i == 1 ? "streaming" : "running", sizeof(st[i].state));
     }
+    if (m->store_metrics)
+        st[0].metrics = strdup(m->store_metrics);
     st[2].metrics = strdup("# TYPE walhook_events_delivered_total counter\n"
                            "walhook_events_delivered_total{target=\"t0\"} 42\n"
                            "walhook_delivery_latency_seconds_sum{target=\"t0\"} 0.5\n"

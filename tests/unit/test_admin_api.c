@@ -16,6 +16,7 @@
 #include "../../services/admin/adm_api.h"
 #include "../../services/admin/adm_auth.h"
 #include "../../services/admin/adm_page.h"
+#include "wh_budget.h"
 
 #define READ_TOK "Bearer read-token-0123456789"
 #define ADMIN_TOK "Bearer admin-token-0123456789"
@@ -279,6 +280,62 @@ static void test_targets(void **state)
                      404);
 }
 
+/* A tenant or a target that would take the store over its memory budget
+ * (the one it reports in its metrics) is refused with 409 naming the
+ * parts; within the budget it is created; removing always works. */
+static void test_memory_budget_409(void **state)
+{
+    fx *f = *state;
+    const char *tenant = "{\"name\":\"t2\",\"source\":{\"dsn\":\"postgresql://u@127.0.0.1/x\"}}";
+    const char *target = "{\"name\":\"a\",\"url\":\"http://127.0.0.1:1/a\"}";
+    /* the store's plan for the current state fits, one more tenant not */
+    static wh_config eff;
+    wh_budget cur, more;
+    wh_budget_counts n;
+    wh_budget_counts_of(f->m.cur, &n);
+    wh_state_effective(&eff, &f->m.base, f->m.cur, NULL);
+    wh_budget_plan_store(&cur, &eff, &n);
+    n.tenants++;
+    wh_budget_plan_store(&more, &eff, &n);
+    static char metrics[256];
+    snprintf(metrics, sizeof(metrics),
+             "# TYPE walhook_memory_budget_bytes gauge\n"
+             "walhook_memory_budget_bytes{daemon=\"store\"} %lld\n",
+             (long long)(wh_budget_need(&cur) + wh_budget_need(&more)) / 2);
+    f->m.store_metrics = metrics;
+    assert_int_equal(call(f, "POST", "/v1/tenants", ADMIN_TOK, NULL, tenant), 409);
+    assert_error(f, "conflict", "memory_budget_bytes");
+    assert_non_null(strstr(body(f), "walhook-store needs"));
+    assert_non_null(strstr(body(f), "memtables"));
+    assert_non_null(strstr(body(f), "ipc_buffers"));
+    /* a target: the store's iterators and the dispatcher grow; the store's
+     * budget holds one more reader but not 20 */
+    snprintf(metrics, sizeof(metrics), "walhook_memory_budget_bytes{daemon=\"store\"} %lld\n",
+             (long long)wh_budget_need(&cur) + 2 * 1024 * 1024);
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets", ADMIN_TOK, NULL, target), 201);
+    char name[64], body_[160];
+    int refused = 0;
+    for (int i = 0; i < 20 && !refused; i++) {
+        snprintf(name, sizeof(name), "x%d", i);
+        snprintf(body_, sizeof(body_), "{\"name\":\"%s\",\"url\":\"http://127.0.0.1:1/a\"}", name);
+        int st = call(f, "POST", "/v1/tenants/default/targets", ADMIN_TOK, NULL, body_);
+        if (st == 409) {
+            refused = 1;
+            assert_non_null(strstr(body(f), "iterators"));
+        } else {
+            assert_int_equal(st, 201);
+        }
+    }
+    assert_true(refused);
+    /* removing passes although the state is at the budget */
+    assert_int_equal(call(f, "DELETE", "/v1/tenants/default/targets/a", ADMIN_TOK, NULL, NULL),
+                     200);
+    /* with a large budget the tenant is created */
+    f->m.store_metrics = "walhook_memory_budget_bytes{daemon=\"store\"} 68719476736\n";
+    assert_int_equal(call(f, "POST", "/v1/tenants", ADMIN_TOK, NULL, tenant), 201);
+    f->m.store_metrics = NULL;
+}
+
 static void test_settings(void **state)
 {
     fx *f = *state;
@@ -479,6 +536,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tenants_and_redaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_targets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_memory_budget_409, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page, setup, teardown),
         cmocka_unit_test_setup_teardown(test_openapi_matches_routes, setup, teardown),
