@@ -41,7 +41,7 @@ status=$(curl -fsS --max-time 3 "$READYZ" 2>/dev/null || true)
     wh_fail "/readyz does not show the dispatcher leasing: $status"
 
 pg_psql -c "INSERT INTO t SELECT generate_series(1, 100)" || wh_fail "insert"
-wh_wait_until 30 test "$(wh_count_events "$WH_TMP/received.jsonl")" -ge 100 ||
+wh_wait_until 30 wh_events_at_least "$WH_TMP/received.jsonl" 100 ||
     wh_fail "the 100 changes did not arrive"
 
 wh_kill dispatcher-d1 KILL

@@ -111,7 +111,7 @@ wh_log "healthy, flaky and down-then-back targets got every row in order"
 # the poison row is dead-lettered, its neighbours and the rest flow
 wh_wait_until 60 complete_in_order "$WH_TMP/bad.jsonl" "$POISON" ||
     wh_fail "target bad: the rows around the poison row did not all arrive in order"
-wh_wait_until 20 test "$(wh_metric_label "$METRICS" walhook_target_dead_letters_total 'target="bad"')" -eq 1 ||
+wh_wait_until 20 wh_metric_label_is "$METRICS" walhook_target_dead_letters_total 'target="bad"' -eq 1 ||
     wh_fail "target bad: the poison row is not in the dead-letter queue ($(wh_metric_label "$METRICS" walhook_target_dead_letters_total 'target="bad"'))"
 grep -q "go to the dead-letter queue" "$WH_TMP/walhook.log" "$WH_TMP"/*.log 2>/dev/null ||
     wh_log "note: no dead-letter log line found"
@@ -130,7 +130,7 @@ wh_wait_until 30 grep -q '"note":"poison"' "$WH_TMP/bad.jsonl" ||
 wh_log "the dead letter was replayed and delivered"
 
 # 410: disabled after its first request
-wh_wait_until 20 test "$(wh_metric_label "$METRICS" walhook_target_disabled 'target="gone"')" -eq 1 ||
+wh_wait_until 20 wh_metric_label_is "$METRICS" walhook_target_disabled 'target="gone"' -eq 1 ||
     wh_fail "target gone is not disabled after a 410"
 n_gone=$(wc -l <"$WH_TMP/gone.req")
 sleep 1
@@ -147,14 +147,14 @@ t2=$(sed -n 2p "$WH_TMP/slow429.req" | cut -d' ' -f1)
 wh_log "Retry-After honoured: next attempt after $((t2 - t1)) ms"
 
 # 301: not followed; on_failure block holds the target at the first event
-wh_wait_until 20 test "$(wh_metric_label "$METRICS" walhook_target_blocked 'target="redirect"')" -eq 1 ||
+wh_wait_until 20 wh_metric_label_is "$METRICS" walhook_target_blocked 'target="redirect"' -eq 1 ||
     wh_fail "target redirect is not blocked after a 301"
 [ -s "$WH_TMP/sink.req" ] && wh_fail "the redirect was followed to the sink"
 [ "$(wh_metric_label "$METRICS" walhook_target_dead_letters_total 'target="redirect"')" -le 0 ] ||
     wh_fail "on_failure block wrote dead letters"
 
 # SSRF: 127.0.0.2 is not allowed: refused at connect time, nothing posted
-wh_wait_until 20 test "$(wh_metric_label "$METRICS" walhook_target_ssrf_refused_total 'target="private"')" -ge 1 ||
+wh_wait_until 20 wh_metric_label_is "$METRICS" walhook_target_ssrf_refused_total 'target="private"' -ge 1 ||
     wh_fail "the SSRF guard did not refuse 127.0.0.2"
 [ -s "$WH_TMP/private.req" ] && wh_fail "a request reached the private address"
 grep -q "127.0.0.2 is loopback" "$WH_TMP/walhook.log" || wh_fail "the refusal is not logged by address class"

@@ -83,7 +83,7 @@ curl -fsS --max-time 10 -X PATCH -H "Authorization: Bearer $TOKEN" -H 'Content-T
 wh_wait_slot_active wh_b2 30 || wh_fail "tenant b's ingestor did not move to slot wh_b2"
 grep -q "tenant b: the source changed" "$WH_TMP/walhook.log" ||
     wh_fail "the ingestor did not log the source change"
-wh_wait_until 20 test -z "$(wh_slot_pid wh_b)" || wh_fail "the old slot wh_b is still in use"
+wh_wait_until 20 wh_slot_free wh_b || wh_fail "the old slot wh_b is still in use"
 psql -X -q -d "$DSN_B" -c "SELECT pg_logical_emit_message(false, 'wh-moved', 'x')" >/dev/null ||
     wh_fail "cannot emit a message on tenant b"
 wh_wait_until 20 grep -q '"prefix":"wh-moved"' "$WH_TMP/b.jsonl" ||
@@ -94,7 +94,7 @@ pg_psql -c "SELECT pg_drop_replication_slot('wh_b')" >/dev/null || true
 "$BIN/tests/wh_statectl" -c "$CONF" del-tenant b >/dev/null || wh_fail "cannot remove tenant b"
 wh_wait_until 20 grep -q "walhook-ingestor of tenant b (pid [0-9]*) exited with code 0" \
     "$WH_TMP/walhook.log" || wh_fail "tenant b's ingestor did not stop after its removal"
-wh_wait_until 20 test -z "$(wh_slot_pid wh_b)" || wh_fail "tenant b's slot is still in use"
+wh_wait_until 20 wh_slot_free wh_b || wh_fail "tenant b's slot is still in use"
 [ -n "$(wh_slot_pid wh_a)" ] || wh_fail "tenant a's ingestor stopped too"
 
 pid=${WH_PIDS[walhook]}

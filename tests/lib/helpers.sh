@@ -237,6 +237,23 @@ wh_metric_label() {
                                  END { if (found) printf "%.0f\n", s; else print -1 }'
 }
 
+# wh_metric_label_is URL NAME LABEL OP VALUE: the labelled metric's sum
+# compares (test OP) to VALUE now; for wh_wait_until, which runs its command
+# again each time (a "$(...)" argument would be expanded once, at the call)
+wh_metric_label_is() {
+    test "$(wh_metric_label "$1" "$2" "$3")" "$4" "$5"
+}
+
+# wh_slot_free SLOT: no process holds the replication slot (for wh_wait_until)
+wh_slot_free() {
+    [ -z "$(wh_slot_pid "$1")" ]
+}
+
+# wh_events_at_least FILE N: FILE holds at least N events (for wh_wait_until)
+wh_events_at_least() {
+    [ "$(wh_count_events "$1")" -ge "$2" ]
+}
+
 wh_lsn_num() {
     local hi=${1%%/*} lo=${1##*/}
     echo $(( (16#$hi << 32) | 16#$lo ))
