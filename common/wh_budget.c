@@ -478,3 +478,14 @@ int wh_budget_metrics(wh_buf *out)
     pthread_mutex_unlock(&pub_mu);
     return rc == WH_OK ? WH_OK : WH_ERR;
 }
+
+int wh_budget_enforce(const wh_budget *b, int64_t limit, const char *limit_src)
+{
+    char err[2048];
+    wh_budget_publish(b, limit);
+    if (wh_budget_check(b, limit, err, sizeof(err)) == WH_OK)
+        return WH_OK;
+    wh_budget_print(b, limit, limit_src, stderr);
+    wh_error("%s", err);
+    return WH_ERR;
+}

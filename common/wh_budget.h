@@ -152,6 +152,10 @@ int64_t wh_budget_arena_block(int64_t write_buffer_bytes);
 
 /* Publishes b and its limit for the metrics (copied). */
 void wh_budget_publish(const wh_budget *b, int64_t limit);
+/* A daemon's start check: publishes the plan against limit; over it, prints
+ * one line per part to stderr (limit_src names where the limit came from),
+ * logs the refusal and returns WH_ERR (the daemon exits 2). */
+int wh_budget_enforce(const wh_budget *b, int64_t limit, const char *limit_src);
 /* Appends walhook_memory_budget_bytes, walhook_memory_need_bytes and
  * walhook_memory_part_bytes{daemon,part} of the published plan (nothing
  * when none was published). */

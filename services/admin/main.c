@@ -51,18 +51,14 @@ int main(int argc, char **argv)
     wh_daemon_pidfile(&cfg, "admin");
 
     {
-        char src[64], berr[2048];
+        char src[64];
         int64_t limit = wh_budget_limit(&cfg, src, sizeof(src));
         wh_budget b;
         int conns = wh_budget_admin_conns(&cfg, limit);
         wh_budget_plan_admin(&b, &cfg, conns);
         adm_http_set_max_conns((unsigned)conns);
-        wh_budget_publish(&b, limit);
-        if (wh_budget_check(&b, limit, berr, sizeof(berr)) != WH_OK) {
-            wh_budget_print(&b, limit, src, stderr);
-            wh_error("%s", berr);
+        if (wh_budget_enforce(&b, limit, src) != WH_OK)
             return 2;
-        }
     }
     adm_query *q = NULL;
     adm_http *h = NULL;

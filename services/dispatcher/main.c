@@ -36,17 +36,13 @@ int main(int argc, char **argv)
     /* memory: the plan for the file's targets (the runtime state's are
      * checked by the admin before it adds one, 409) */
     {
-        char src[64], berr[2048];
+        char src[64];
         int64_t limit = wh_budget_limit(&cfg, src, sizeof(src));
         wh_budget b;
         wh_budget_counts n = {0, cfg.ntargets};
         wh_budget_plan_dispatcher(&b, &cfg, &n);
-        wh_budget_publish(&b, limit);
-        if (wh_budget_check(&b, limit, berr, sizeof(berr)) != WH_OK) {
-            wh_budget_print(&b, limit, src, stderr);
-            wh_error("%s", berr);
+        if (wh_budget_enforce(&b, limit, src) != WH_OK)
             return 2;
-        }
     }
     /* the targets come from the runtime state, not from the file */
     loopcfg = cfg;

@@ -49,17 +49,11 @@ static const char *take_tenant_arg(int *argc, char **argv)
  * published for the metrics; over it, one line per part and exit 2. */
 static int check_budget(const wh_config *c, const char *daemon)
 {
-    char src[64], err[2048];
+    char src[64];
     int64_t limit = wh_budget_limit(c, src, sizeof(src));
     wh_budget b;
     wh_budget_plan_ingestor(&b, c, daemon);
-    wh_budget_publish(&b, limit);
-    if (wh_budget_check(&b, limit, err, sizeof(err)) != WH_OK) {
-        wh_budget_print(&b, limit, src, stderr);
-        fprintf(stderr, "walhook-ingestor: %s\n", err);
-        return WH_ERR;
-    }
-    return WH_OK;
+    return wh_budget_enforce(&b, limit, src);
 }
 
 static int ing_preflight(const wh_config *c)

@@ -59,16 +59,12 @@ static int plan_check(const wh_config *cfg, const char *path, st_state *state, w
             c.tenants = n->tenants;
         *n = c;
     }
-    char src[64], err[2048];
+    char src[64];
     int64_t limit = wh_budget_limit(cfg, src, sizeof(src));
     wh_budget b;
     wh_budget_plan_store(&b, cfg, n);
-    wh_budget_publish(&b, limit);
-    if (wh_budget_check(&b, limit, err, sizeof(err)) != WH_OK) {
-        wh_budget_print(&b, limit, src, stderr);
-        wh_error("%s", err);
+    if (wh_budget_enforce(&b, limit, src) != WH_OK)
         return WH_ERR;
-    }
     for (int i = 0; i < b.nparts; i++)
         wh_info("memory part %s: %lld bytes (%s)", b.parts[i].name, (long long)b.parts[i].bytes,
                 b.parts[i].how);
