@@ -50,8 +50,10 @@ static int state_counts(const wh_config *cfg, const char *path, st_state *state,
 
 /* The store's memory plan for its tenants and targets against its budget:
  * published for the metrics; over the budget it prints the parts and
- * returns WH_ERR (exit 2). */
-static int plan_check(const wh_config *cfg, const char *path, st_state *state, wh_budget_counts *n)
+ * returns WH_ERR (exit 2). log: the plan is logged part by part (once, at
+ * the last check before serving). */
+static int plan_check(const wh_config *cfg, const char *path, st_state *state, wh_budget_counts *n,
+                      int log)
 {
     wh_budget_counts c = *n;
     if (state_counts(cfg, path, state, &c) == WH_OK) {
@@ -65,6 +67,8 @@ static int plan_check(const wh_config *cfg, const char *path, st_state *state, w
     wh_budget_plan_store(&b, cfg, n);
     if (wh_budget_enforce(&b, limit, src) != WH_OK)
         return WH_ERR;
+    if (!log)
+        return WH_OK;
     for (int i = 0; i < b.nparts; i++)
         wh_info("memory part %s: %lld bytes (%s)", b.parts[i].name, (long long)b.parts[i].bytes,
                 b.parts[i].how);
@@ -162,7 +166,7 @@ int main(int argc, char **argv)
     /* the memory budget of the file's tenants and targets first: a refusal
      * opens nothing */
     wh_budget_counts counts = {0, 0};
-    if (plan_check(&cfg, path, NULL, &counts) != WH_OK)
+    if (plan_check(&cfg, path, NULL, &counts, 0) != WH_OK)
         return 2;
     st_db *db = NULL;
     st_state *state = NULL;
@@ -190,7 +194,7 @@ int main(int argc, char **argv)
         return 1;
     }
     /* again with the stored state's tenants and targets (added at runtime) */
-    if (plan_check(&cfg, path, state, &counts) != WH_OK) {
+    if (plan_check(&cfg, path, state, &counts, 1) != WH_OK) {
         st_server_destroy(srv);
         st_state_close(state);
         st_db_close(db);
