@@ -499,6 +499,29 @@ static void server_teardown(wh_server *s)
     free(s);
 }
 
+/* Dials url from sock without waiting for the peer (NNG redials by
+ * itself); tls+tcp:// with the client side of the TLS configuration, set
+ * before the dialer starts. */
+static int dial_on(nng_socket sock, const char *url, nng_dialer *out, char *err, size_t errlen)
+{
+    nng_dialer d;
+    int rv = nng_dialer_create(&d, sock, url);
+    if (rv == 0 && is_tls_url(url)) {
+        nng_tls_config *tc = NULL;
+        if (tls_config_new(&tc, 0, url, err, errlen) != WH_OK)
+            return WH_ERR;
+        rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, tc);
+        nng_tls_config_free(tc); /* the dialer holds its own reference */
+    }
+    if (rv == 0)
+        rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+    if (rv != 0)
+        return wh_seterr(err, errlen, "cannot dial %s: %s", url, nng_strerror(rv));
+    if (out != NULL)
+        *out = d;
+    return WH_OK;
+}
+
 /* Listens on url with sock: ipc:// files 0600, tls+tcp:// with the server
  * side of the TLS configuration. */
 static int listen_on(nng_socket sock, const char *url, char *err, size_t errlen)
@@ -624,33 +647,11 @@ static int client_connect(wh_client *c, char *err, size_t errlen)
     nng_socket_set_ms(sock, NNG_OPT_REQ_RESENDTIME, c->timeout_ms + 1000);
     nng_socket_set_ms(sock, NNG_OPT_RECONNMINT, 20);
     nng_socket_set_ms(sock, NNG_OPT_RECONNMAXT, 500);
-    if (is_tls_url(c->url)) {
-        /* mutual TLS: the dialer gets its configuration before it starts */
-        nng_tls_config *tc = NULL;
-        int trc = WH_ERR;
-        if ((rv = nng_dialer_create(&dialer, sock, c->url)) != 0) {
-            wh_seterr(err, errlen, "cannot dial %s: %s", c->url, nng_strerror(rv));
-        } else if (tls_config_new(&tc, 0, c->url, err, errlen) == WH_OK) {
-            rv = nng_dialer_set_ptr(dialer, NNG_OPT_TLS_CONFIG, tc);
-            nng_tls_config_free(tc); /* the dialer holds its own reference */
-            if (rv == 0)
-                rv = nng_dialer_start(dialer, NNG_FLAG_NONBLOCK);
-            if (rv != 0)
-                wh_seterr(err, errlen, "cannot dial %s: %s", c->url, nng_strerror(rv));
-            else
-                trc = WH_OK;
-        }
-        if (trc != WH_OK) {
-            nng_close(sock);
-            nng_aio_free(aio);
-            waiter_free(w);
-            return WH_ERR;
-        }
-    } else if ((rv = nng_dial(sock, c->url, &dialer, NNG_FLAG_NONBLOCK)) != 0) {
+    if (dial_on(sock, c->url, &dialer, err, errlen) != WH_OK) {
         nng_close(sock);
         nng_aio_free(aio);
         waiter_free(w);
-        return wh_seterr(err, errlen, "cannot dial %s: %s", c->url, nng_strerror(rv));
+        return WH_ERR;
     }
     pthread_mutex_lock(&c->mu);
     c->sock = sock;
@@ -939,7 +940,6 @@ int wh_sub_open(wh_sub **out, const char *url, char *err, size_t errlen)
         free(s);
         return wh_seterr(err, errlen, "cannot open sub socket: %s", nng_strerror(rv));
     }
-    nng_dialer d;
     if ((rv = nng_aio_alloc(&s->aio, waiter_done, s->w)) != 0 ||
         (rv = nng_socket_set(s->sock, NNG_OPT_SUB_SUBSCRIBE, "", 0)) != 0) {
         wh_seterr(err, errlen, "%s: %s", url, nng_strerror(rv));
@@ -950,25 +950,8 @@ int wh_sub_open(wh_sub **out, const char *url, char *err, size_t errlen)
     nng_socket_set_ms(s->sock, NNG_OPT_RECONNMAXT, 500);
     nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_POST, sub_pipe_cb, s);
     nng_pipe_notify(s->sock, NNG_PIPE_EV_REM_POST, sub_pipe_cb, s);
-    if ((rv = nng_dialer_create(&d, s->sock, url)) != 0) {
-        wh_seterr(err, errlen, "cannot dial %s: %s", url, nng_strerror(rv));
+    if (dial_on(s->sock, url, NULL, err, errlen) != WH_OK)
         goto error;
-    }
-    if (is_tls_url(url)) {
-        nng_tls_config *tc = NULL;
-        if (tls_config_new(&tc, 0, url, err, errlen) != WH_OK)
-            goto error;
-        rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, tc);
-        nng_tls_config_free(tc);
-        if (rv != 0) {
-            wh_seterr(err, errlen, "cannot dial %s: %s", url, nng_strerror(rv));
-            goto error;
-        }
-    }
-    if ((rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK)) != 0) {
-        wh_seterr(err, errlen, "cannot dial %s: %s", url, nng_strerror(rv));
-        goto error;
-    }
     *out = s;
     return WH_OK;
 error:
