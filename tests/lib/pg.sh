@@ -16,11 +16,18 @@ PG_PORT=""
 PG_DSN=""
 PG_RUNAS=""
 
-# Prints a free TCP port on 127.0.0.1.
+# Prints a free TCP port on 127.0.0.1, below the kernel's ephemeral range
+# (ip_local_port_range): a port from that range can be taken between this
+# check and the listen by any outgoing connection's local end (the
+# dispatcher's to another receiver, libpq's to PostgreSQL), which a
+# listener cannot share even with SO_REUSEADDR.
 wh_free_port() {
-    local p
+    local p lo=32768 hi=60999 span
+    read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    span=$(( lo - 10000 ))
+    [ "$span" -ge 1000 ] || span=1000
     for _ in $(seq 1 200); do
-        p=$(( (RANDOM % 20000) + 20000 ))
+        p=$(( (RANDOM * 32768 + RANDOM) % span + 10000 ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return 0
