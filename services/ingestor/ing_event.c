@@ -103,8 +103,10 @@ static int row(wh_buf *b, const ing_relation *r, const ing_tuple *t, int keys_on
                 (*nunch)++;
             continue;
         }
-        if ((!first && wh_buf_putc(b, ',')) || wh_json_str(b, a->name, strlen(a->name)) ||
-            wh_buf_putc(b, ':') || col_value(b, a, c))
+        if ((!first && wh_buf_putc(b, ',')) ||
+            (a->member != NULL ? wh_buf_append(b, a->member, a->member_len)
+                               : wh_json_str(b, a->name, strlen(a->name)) || wh_buf_putc(b, ':')) ||
+            col_value(b, a, c))
             return WH_ERR;
         first = 0;
     }

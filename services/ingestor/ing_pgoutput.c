@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wh_buf.h"
 #include "wh_lsn.h"
 #include "wh_util.h"
 
@@ -110,8 +111,10 @@ static void rel_free(ing_relation *r)
 {
     if (!r)
         return;
-    for (int i = 0; i < r->natts; i++)
+    for (int i = 0; i < r->natts; i++) {
         free(r->atts[i].name);
+        free(r->atts[i].member);
+    }
     free(r->atts);
     free(r->nspname);
     free(r->relname);
@@ -174,6 +177,21 @@ static int cache_put(ing_parser *p, ing_relation *r, char *err, size_t errlen)
     return WH_OK;
 }
 
+/* a->member = the column name escaped as a JSON member, "name": (once per
+ * Relation message, instead of per value rendered) */
+static int member_of(ing_attr *a)
+{
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    if (wh_json_str(&b, a->name, strlen(a->name)) != WH_OK || wh_buf_putc(&b, ':') != WH_OK) {
+        wh_buf_free(&b);
+        return WH_ERR;
+    }
+    a->member = b.data;
+    a->member_len = b.len;
+    return WH_OK;
+}
+
 static int parse_relation(ing_parser *p, cur *c, ing_msg *m)
 {
     uint32_t oid = 0;
@@ -211,7 +229,7 @@ static int parse_relation(ing_parser *p, cur *c, ing_msg *m)
         r->atts[i].typmod = (int32_t)mod;
         r->atts[i].name = strdup(an);
         r->natts = i + 1;
-        if (!r->atts[i].name) {
+        if (!r->atts[i].name || member_of(&r->atts[i]) != WH_OK) {
             rel_free(r);
             return cur_fail(c, "out of memory");
         }

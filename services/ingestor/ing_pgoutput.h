@@ -30,6 +30,9 @@ typedef struct ing_attr {
     char *name;
     uint32_t type_oid;
     int32_t typmod;
+    char *member;      /* the name as a JSON object member, "name": (escaped;
+                          NULL in a relation not made by the parser) */
+    size_t member_len; /* its length, the ':' included */
 } ing_attr;
 
 typedef struct ing_relation {

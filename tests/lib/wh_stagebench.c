@@ -14,6 +14,11 @@
  *                                    steady tenant's append latency p50/p99
  *                                    alone and under the flood, and the ratio
  *
+ *   --wide (before the stage): events shaped like bench/run.sh's backlog
+ *   (d) instead: updates of a 20-column row of about 1 KiB (text, jsonb,
+ *   text[], timestamptz, numeric) with REPLICA IDENTITY FULL (old and new
+ *   tuple: key, before and after are all rendered)
+ *
  * Each prints one line: "stage N events in S s: R events/s, C us CPU/event
  * (this process)". The store's and the dispatcher's own CPU are read from
  * /proc by bench/stages.sh. Events look like the rows of the issue's orders
@@ -38,6 +43,7 @@
 #define SB_LSN0 UINT64_C(0x10000000)
 
 static const char *g_append_tenant = "default"; /* append: the tenant written to */
+static int g_wide;                              /* --wide: wide-row updates */
 
 static double now_s(clockid_t c)
 {
@@ -114,6 +120,103 @@ static void msg_relation(wh_buf *b)
     }
 }
 
+/* bench/run.sh's table wide, REPLICA IDENTITY FULL: every column is flagged
+ * as part of the key */
+static const struct {
+    const char *name;
+    uint32_t oid;
+} wide_cols[20] = {{"id", 23},   {"c1", 25},   {"c2", 25},   {"c3", 25},   {"c4", 25},
+                   {"c5", 25},   {"j1", 3802}, {"j2", 3802}, {"a1", 1009}, {"a2", 1009},
+                   {"t1", 1184}, {"t2", 1184}, {"t3", 1184}, {"n1", 1700}, {"n2", 1700},
+                   {"n3", 1700}, {"n4", 1700}, {"c6", 25},   {"c7", 25},   {"c8", 25}};
+
+static void msg_relation_wide(wh_buf *b)
+{
+    wh_buf_reset(b);
+    put8(b, 'R');
+    put32(b, 16384);
+    putstr(b, "public");
+    putstr(b, "wide");
+    put8(b, 'f');
+    put16(b, 20);
+    for (int i = 0; i < 20; i++) {
+        put8(b, 1);
+        putstr(b, wide_cols[i].name);
+        put32(b, wide_cols[i].oid);
+        put32(b, (uint32_t)-1);
+    }
+}
+
+/* A 32-hex-digit string derived from x (the table's md5(...) columns). */
+static void hex32(char *out, uint64_t x)
+{
+    static const char hx[] = "0123456789abcdef";
+    uint64_t h = x * 0x9E3779B97F4A7C15u + 0x632BE59BD9B4E019u;
+    for (int i = 0; i < 32; i++) {
+        h ^= h >> 29;
+        h *= 0xBF58476D1CE4E5B9u;
+        out[i] = hx[h >> 60];
+    }
+    out[32] = '\0';
+}
+
+/* One tuple of the wide row id (the text forms PostgreSQL sends, as
+ * bench/run.sh's prep_wide makes them); updated: n1 and c8 as after its
+ * UPDATE. */
+static void tuple_wide(wh_buf *b, uint64_t id, int updated)
+{
+    char v[20][512], m[6][33];
+    hex32(m[0], id);
+    hex32(m[1], id + 1);
+    hex32(m[2], id + 2);
+    hex32(m[3], id * 7);
+    hex32(m[4], id * 3);
+    snprintf(v[0], sizeof(v[0]), "%" PRIu64, id);
+    snprintf(v[1], sizeof(v[1]), "%s%s%s", m[0], m[0], m[0]);
+    snprintf(v[2], sizeof(v[2]), "%s%s%s", m[1], m[1], m[1]);
+    snprintf(v[3], sizeof(v[3]), "%s%s", m[2], m[2]);
+    snprintf(v[4], sizeof(v[4]), "customer %" PRIu64, id);
+    memset(v[5], 'x', 64);
+    v[5][64] = '\0';
+    snprintf(v[6], sizeof(v[6]),
+             "{\"id\": %" PRIu64 ", \"ok\": true, \"name\": \"item %" PRIu64
+             "\", \"tags\": [\"a\", \"b\", %" PRIu64 "], \"price\": %" PRIu64 ".%02u}",
+             id, id, id, id * 5 / 4, (unsigned)(id * 125 % 100));
+    snprintf(v[7], sizeof(v[7]), "{\"zip\": %" PRIu64 ", \"address\": \"%s%s\"}", id % 100000, m[0],
+             m[0]);
+    snprintf(v[8], sizeof(v[8]), "{alpha,beta,%s,gamma}", m[0]);
+    snprintf(v[9], sizeof(v[9]), "{%s,delta}", m[3]);
+    snprintf(v[10], sizeof(v[10]), "2026-12-01 21:50:12.123456+00");
+    snprintf(v[11], sizeof(v[11]), "2026-11-30 21:50:12.123456+00");
+    snprintf(v[12], sizeof(v[12]), "2026-12-02 %02u:%02u:%02u.123456+00",
+             (unsigned)(id / 3600 % 24), (unsigned)(id / 60 % 60), (unsigned)(id % 60));
+    snprintf(v[13], sizeof(v[13]), "%" PRIu64 ".%05u", id * 314159 / 100000 + (updated ? 1 : 0),
+             (unsigned)(id * 314159 % 100000));
+    snprintf(v[14], sizeof(v[14]), "%" PRIu64 ".%020u", id / 7, 0u);
+    snprintf(v[15], sizeof(v[15]), "12345678.9");
+    snprintf(v[16], sizeof(v[16]), "%" PRIu64, id % 1000);
+    snprintf(v[17], sizeof(v[17]), "%s%s", m[4], m[4]);
+    snprintf(v[18], sizeof(v[18]), "status %" PRIu64, id % 10);
+    if (updated)
+        snprintf(v[19], sizeof(v[19]), "updated %" PRIu64, id);
+    else
+        snprintf(v[19], sizeof(v[19]), "x");
+    put16(b, 20);
+    for (int i = 0; i < 20; i++)
+        putcol(b, v[i]);
+}
+
+static void msg_update_wide(wh_buf *b, uint64_t id)
+{
+    wh_buf_reset(b);
+    put8(b, 'U');
+    put32(b, 16384);
+    put8(b, 'O');
+    tuple_wide(b, id, 0);
+    put8(b, 'N');
+    tuple_wide(b, id, 1);
+}
+
 static void msg_begin(wh_buf *b, uint64_t lsn, int64_t ts_pg, uint32_t xid)
 {
     wh_buf_reset(b);
@@ -172,7 +275,10 @@ static int decode_render(size_t n, rendered *r, int keep)
         ing_txn_set_tenant(&txn, "default", err, sizeof(err)) != WH_OK)
         goto error;
     ing_msg msg;
-    msg_relation(&m);
+    if (g_wide)
+        msg_relation_wide(&m);
+    else
+        msg_relation(&m);
     if (ing_parse(p, (const uint8_t *)m.data, m.len, &msg, err, sizeof(err)) != WH_OK)
         goto error;
     wh_buf_init(&r->json, 0);
@@ -189,7 +295,10 @@ static int decode_render(size_t n, rendered *r, int keep)
     for (size_t i = 0; i < n; i++) {
         uint64_t lsn = SB_LSN0 + (uint64_t)i * 0x100;
         msg_begin(&bm, lsn, ts_pg + (int64_t)i, (uint32_t)(1000 + i));
-        msg_insert(&im, i + 1);
+        if (g_wide)
+            msg_update_wide(&im, i + 1);
+        else
+            msg_insert(&im, i + 1);
         msg_commit(&cm, lsn, ts_pg + (int64_t)i);
         if (!keep && i == 0)
             break;
@@ -199,7 +308,10 @@ static int decode_render(size_t n, rendered *r, int keep)
         if (keep) { /* distinct rows and positions */
             uint64_t lsn = SB_LSN0 + (uint64_t)i * 0x100;
             msg_begin(&bm, lsn, ts_pg + (int64_t)i, (uint32_t)(1000 + i));
-            msg_insert(&im, i + 1);
+            if (g_wide)
+                msg_update_wide(&im, i + 1);
+            else
+                msg_insert(&im, i + 1);
             msg_commit(&cm, lsn, ts_pg + (int64_t)i);
         }
         if (ing_parse(p, (const uint8_t *)bm.data, bm.len, &msg, err, sizeof(err)) != WH_OK)
@@ -221,6 +333,8 @@ static int decode_render(size_t n, rendered *r, int keep)
     r->n = n;
     if (!keep)
         report("ingest", n, now_s(CLOCK_MONOTONIC) - w0, now_s(CLOCK_PROCESS_CPUTIME_ID) - c0);
+    if (!keep && getenv("WH_STAGEBENCH_PRINT")) /* the last event, to look at */
+        printf("%.*s\n", (int)r->json.len, r->json.data);
     wh_buf_free(&bm);
     wh_buf_free(&im);
     wh_buf_free(&cm);
@@ -482,6 +596,11 @@ static int do_tenants(const char *url, double secs)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "--wide") == 0) {
+        g_wide = 1;
+        argv++;
+        argc--;
+    }
     if (argc == 5 && strcmp(argv[1], "append") == 0) {
         g_append_tenant = argv[4];
         argc = 4;
@@ -498,7 +617,8 @@ int main(int argc, char **argv)
         return do_read(argv[2], strtoul(argv[3], NULL, 10)) == WH_OK ? 0 : 1;
     if (argc == 4 && strcmp(argv[1], "tenants") == 0)
         return do_tenants(argv[2], strtod(argv[3], NULL)) == WH_OK ? 0 : 1;
-    fprintf(stderr,
-            "usage: wh_stagebench ingest N | append URL N | read URL N | tenants URL SECS\n");
+    fprintf(
+        stderr,
+        "usage: wh_stagebench [--wide] ingest N | append URL N | read URL N | tenants URL SECS\n");
     return 2;
 }

@@ -92,6 +92,49 @@ static void test_json_str(void **state)
     wh_buf_free(&b);
 }
 
+/* The 16-byte scan of wh_json_str: a byte to escape (or UTF-8, or a control
+ * byte) at every position of strings of 0..40 bytes, in buffers that start
+ * empty and non-empty, against the escape written out by hand. */
+static void test_json_str_scan(void **state)
+{
+    static const struct {
+        const char *in, *out;
+    } sp[] = {{"\"", "\\\""},  {"\\", "\\\\"},           {"\x1f", "\\u001f"},
+              {"\t", "\\t"},   {"\xc3\xa9", "\xc3\xa9"}, {"\x80", "\xef\xbf\xbd"},
+              {"\x7f", "\x7f"}};
+    for (size_t k = 0; k < sizeof(sp) / sizeof(sp[0]); k++) {
+        for (size_t n = 0; n <= 40; n++) {
+            for (size_t at = 0; at <= n; at++) {
+                char in[64], want[128];
+                size_t il = 0, wl = 0;
+                want[wl++] = '"';
+                for (size_t i = 0; i < n; i++) {
+                    if (i == at) {
+                        memcpy(in + il, sp[k].in, strlen(sp[k].in));
+                        il += strlen(sp[k].in);
+                        memcpy(want + wl, sp[k].out, strlen(sp[k].out));
+                        wl += strlen(sp[k].out);
+                    } else {
+                        in[il++] = (char)('a' + i % 26);
+                        want[wl++] = (char)('a' + i % 26);
+                    }
+                }
+                want[wl++] = '"';
+                for (int pre = 0; pre < 2; pre++) {
+                    wh_buf b;
+                    wh_buf_init(&b, 0);
+                    if (pre)
+                        wh_buf_append(&b, "x", 1);
+                    assert_int_equal(wh_json_str(&b, in, il), WH_OK);
+                    assert_int_equal(b.len, wl + (size_t)pre);
+                    assert_memory_equal(b.data + pre, want, wl);
+                    wh_buf_free(&b);
+                }
+            }
+        }
+    }
+}
+
 static void test_base64(void **state)
 {
     const char *plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
@@ -157,6 +200,7 @@ int main(void)
         cmocka_unit_test(test_event_id_and_order),
         cmocka_unit_test(test_buf_limits),
         cmocka_unit_test(test_json_str),
+        cmocka_unit_test(test_json_str_scan),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_metrics_render),

@@ -213,7 +213,9 @@ static void test_session_envelopes(void **state)
 /* Exact bytes for a synthetic update, so the format is pinned down. */
 static void test_exact_bytes(void **state)
 {
-    ing_attr atts[3] = {{1, "id", 23, -1}, {0, "name", 25, -1}, {0, "doc", 25, -1}};
+    ing_attr atts[3] = {{.flags = 1, .name = "id", .type_oid = 23, .typmod = -1},
+                        {.flags = 0, .name = "name", .type_oid = 25, .typmod = -1},
+                        {.flags = 0, .name = "doc", .type_oid = 25, .typmod = -1}};
     ing_relation rel = {42, "s", "t", 'd', 3, atts};
     ing_col oldc[3] = {{'t', 1, "7"}, {'n', 0, NULL}, {'n', 0, NULL}};
     ing_col newc[3] = {{'t', 1, "8"}, {'t', 2, "a\""}, {'u', 0, NULL}};
