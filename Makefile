@@ -44,13 +44,14 @@ $(BUILD)/gen/wh_build_info.o: $(BUILD)/gen/wh_build_info.c
 	$(CC) $(OPT) $(SAN) -c $< -o $@
 FORCE:
 
-# Each daemon: every .c in its directory; main.c holds main().
+# Each daemon: every .c in its directory; main.c holds main(). A .cc is C++
+# only where a library's C++ symbol is defined (services/store/st_crc32c.cc).
 define daemon_objs
-$(patsubst %.c,$(BUILD)/%.o,$(wildcard services/$(1)/*.c))
+$(patsubst %.c,$(BUILD)/%.o,$(wildcard services/$(1)/*.c)) $(patsubst %.cc,$(BUILD)/%.o,$(wildcard services/$(1)/*.cc))
 endef
 # Library objects of a service (everything but main.c), for unit tests.
 define lib_objs
-$(patsubst %.c,$(BUILD)/%.o,$(filter-out services/$(1)/main.c,$(wildcard services/$(1)/*.c)))
+$(patsubst %.c,$(BUILD)/%.o,$(filter-out services/$(1)/main.c,$(wildcard services/$(1)/*.c))) $(patsubst %.cc,$(BUILD)/%.o,$(wildcard services/$(1)/*.cc))
 endef
 
 DAEMONS = $(BIN)/walhook-ingestor $(BIN)/walhook-store $(BIN)/walhook-dispatcher $(BIN)/walhook-admin
@@ -73,6 +74,11 @@ $(BUILD)/gen/walhook.pb-c.o: $(PROTO_C)
 $(BUILD)/%.o: %.c $(PROTO_H) $(wildcard common/*.h) | $(BUILD)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+CXX ?= c++
+$(BUILD)/%.o: %.cc $(wildcard services/*/*.h) | $(BUILD)
+	@mkdir -p $(dir $@)
+	$(CXX) $(OPT) -std=gnu++17 -Wall -Wextra -Werror -fno-exceptions -Icommon $(SAN) -MMD -MP -c $< -o $@
 
 $(BUILD):
 	@mkdir -p $(BUILD)/gen
@@ -161,7 +167,7 @@ $(BIN)/tests/test_ingestor_%: $(BUILD)/tests/unit/test_ingestor_%.o $(call lib_o
 	$(TEST_LINK) -lcmocka $(LIBS_COMMON)
 $(BIN)/tests/test_store_%: $(BUILD)/tests/unit/test_store_%.o $(call lib_objs,store) $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
-	$(TEST_LINK) -lcmocka -lrocksdb $(LIBS_COMMON)
+	$(TEST_LINK) -lcmocka -lrocksdb -lstdc++ $(LIBS_COMMON)
 $(BIN)/tests/test_dispatcher_%: $(BUILD)/tests/unit/test_dispatcher_%.o $(call lib_objs,dispatcher) $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
 	$(TEST_LINK) -lcmocka -lcurl -lcrypto $(LIBS_COMMON)
