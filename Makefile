@@ -210,7 +210,7 @@ fuzz:
 	tests/fuzz/run.sh
 
 format:
-	clang-format -i $$(git ls-files '*.c' '*.h' | grep -v '^tests/unit/data/')
+	clang-format -i $$(git ls-files '*.c' '*.cc' '*.h' | grep -v '^tests/unit/data/')
 
 clean:
 	rm -rf build build-asan bin

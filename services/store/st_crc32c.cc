@@ -27,7 +27,8 @@
 #include <nmmintrin.h>
 #endif
 
-namespace {
+namespace
+{
 
 const uint32_t kPoly = 0x82F63B78u; /* CRC32C, reflected */
 
@@ -170,8 +171,10 @@ extern "C" uint32_t st_crc32c_combine(uint32_t crc1, uint32_t crc2, size_t len2)
 }
 
 /* RocksDB's declarations (util/crc32c.h) */
-namespace rocksdb {
-namespace crc32c {
+namespace rocksdb
+{
+namespace crc32c
+{
 
 std::string IsFastCrc32Supported()
 {
