@@ -1,11 +1,14 @@
 /* wh_budget: the memory plans of the daemons and the budget check (see
  * wh_budget.h). */
 #include "wh_budget.h"
+#include "wh_daemon.h"
 #include "wh_metrics.h"
 #include "wh_state.h"
 #include "wh_util.h"
 
 #include <inttypes.h>
+#include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -297,6 +300,15 @@ int64_t wh_budget_arena_block(int64_t write_buffer_bytes)
         a = WH_BUDGET_ST_ARENA_MAX;
     a = (a + 4095) / 4096 * 4096;
     return a < 4096 ? 4096 : a;
+}
+
+void wh_budget_store_malloc(const wh_config *c)
+{
+    int64_t keep = c->rocksdb_write_buffer_bytes * (WH_BUDGET_ST_MAX_WRITE_BUFFERS + 1);
+    if (keep > INT_MAX)
+        keep = INT_MAX;
+    if (keep > WH_TRIM_THRESHOLD)
+        mallopt(M_TRIM_THRESHOLD, (int)keep);
 }
 
 /* NNG's own threads (task queue: 2 per CPU, at least 2, at most 16; timer,

@@ -149,6 +149,13 @@ int wh_budget_admin_conns(const wh_config *c, int64_t limit);
 void wh_budget_store_threads(int jobs, int *flushes, int *compactions);
 /* The memtable arena block RocksDB uses for this write buffer size. */
 int64_t wh_budget_arena_block(int64_t write_buffer_bytes);
+/* The store's malloc: free heap at the top of an arena is kept up to the
+ * memtables' declared size (write_buffer_bytes x (max buffers + 1)) instead
+ * of WH_TRIM_THRESHOLD: a flushed memtable's arena blocks become the next
+ * memtable's, not returned to the kernel and page-faulted in again (a page
+ * fault per 4 KiB of events written). The memory is the budget's
+ * "memtables" part either way. */
+void wh_budget_store_malloc(const wh_config *c);
 
 /* Publishes b and its limit for the metrics (copied). */
 void wh_budget_publish(const wh_budget *b, int64_t limit);

@@ -559,25 +559,63 @@ static void r_metrics(ctx *c)
     c->resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
 }
 
+#define ADM_NPLANS 3 /* store, dispatcher, ingestor */
+
+/* The request handlers' large working copies (two configurations of 57 KiB
+ * and the budget plans), per thread from the heap on a thread's first
+ * request, freed when it exits: as static __thread arrays they were zeroed,
+ * so resident, in every thread of the process (NNG's too), 256 KiB each. */
+typedef struct scratch {
+    wh_config base, eff;
+    wh_budget plans_cur[ADM_NPLANS], plans_next[ADM_NPLANS];
+} scratch;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_key_init(void)
+{
+    pthread_key_create(&scratch_key, free);
+}
+
+/* NULL: out of memory */
+static scratch *scratch_get(void)
+{
+    pthread_once(&scratch_once, scratch_key_init);
+    scratch *w = pthread_getspecific(scratch_key);
+    if (w == NULL) {
+        w = calloc(1, sizeof(*w));
+        if (w != NULL && pthread_setspecific(scratch_key, w) != 0) {
+            free(w);
+            w = NULL;
+        }
+    }
+    return w;
+}
+
 /* /config: the effective configuration (file + env overlaid with the
  * runtime state), redacted, with the state's version and tenants. Falls
  * back to the file configuration when the store cannot be read. */
 static void r_config(ctx *c)
 {
-    static __thread wh_config base, eff;
-    base_copy(c->a, &base);
+    scratch *w = scratch_get();
+    if (w == NULL) {
+        fail(c->resp, 500, NULL, "out of memory");
+        return;
+    }
+    wh_config *const base = &w->base, *const eff = &w->eff;
+    base_copy(c->a, base);
     wh_state *s = NULL;
     char err[WH_ERRLEN] = "";
     if (c->a->be.get_state && c->a->be.get_state(c->a->be.arg, &s, err, sizeof(err)) != WH_OK)
         s = NULL;
     if (s)
-        wh_state_effective(&eff, &base, s, base.tenant);
+        wh_state_effective(eff, base, s, base->tenant);
     else
-        memcpy(&eff, &base, sizeof(eff));
+        memcpy(eff, base, sizeof(*eff));
     wh_buf b;
     wh_buf_init(&b, 0);
     json_t *j = NULL;
-    if (wh_config_to_json(&eff, &b) == WH_OK)
+    if (wh_config_to_json(eff, &b) == WH_OK)
         j = json_loadb(b.data ? b.data : "", b.len, 0, NULL);
     wh_buf_free(&b);
     if (!j) {
@@ -892,8 +930,6 @@ static int parse_if_match(ctx *c, uint64_t *out)
 
 /* ---- memory budget of a change (wh_budget) ---- */
 
-#define ADM_NPLANS 3 /* store, dispatcher, ingestor */
-
 /* The plans of the daemons whose memory a state change moves: the store
  * (tenants' column families, a reader per target), the dispatcher (a
  * target's batches, state and thread) and an ingestor (its settings). */
@@ -975,11 +1011,16 @@ static int write_state(ctx *c, write_op *op, wh_state **out)
                         want);
         }
         uint64_t expected = cur->version;
-        static __thread wh_config base, eff;
-        static __thread wh_budget plans_cur[ADM_NPLANS], plans_next[ADM_NPLANS];
-        base_copy(c->a, &base);
-        wh_state_effective(&eff, &base, cur, NULL);
-        plans_of(&eff, cur, plans_cur);
+        scratch *w = scratch_get();
+        if (w == NULL) {
+            wh_state_unref(cur);
+            return fail(c->resp, 500, NULL, "out of memory");
+        }
+        wh_config *const base = &w->base, *const eff = &w->eff;
+        wh_budget *const plans_cur = w->plans_cur, *const plans_next = w->plans_next;
+        base_copy(c->a, base);
+        wh_state_effective(eff, base, cur, NULL);
+        plans_of(eff, cur, plans_cur);
         wh_state *next = NULL;
         int rc = wh_state_clone(&next, cur);
         wh_state_unref(cur);
@@ -995,14 +1036,14 @@ static int write_state(ctx *c, write_op *op, wh_state **out)
             return fail_validation(c->resp, 400, err);
         }
         /* cross-field rules of the settings (retry_max >= retry_base ...) */
-        wh_state_effective(&eff, &base, next, NULL);
-        if (wh_config_validate(&eff, err, sizeof(err)) != WH_OK) {
+        wh_state_effective(eff, base, next, NULL);
+        if (wh_config_validate(eff, err, sizeof(err)) != WH_OK) {
             wh_state_unref(next);
             return fail_validation(c->resp, 400, err);
         }
         /* more tenants, targets or larger settings: within the budgets */
-        plans_of(&eff, next, plans_next);
-        if (budget_check(c, plans_cur, plans_next, &eff) != WH_OK) {
+        plans_of(eff, next, plans_next);
+        if (budget_check(c, plans_cur, plans_next, eff) != WH_OK) {
             wh_state_unref(next);
             return WH_ERR;
         }

@@ -168,6 +168,7 @@ int main(int argc, char **argv)
     wh_budget_counts counts = {0, 0};
     if (plan_check(&cfg, path, NULL, &counts, 0) != WH_OK)
         return 2;
+    wh_budget_store_malloc(&cfg);
     st_db *db = NULL;
     st_state *state = NULL;
     st_server *srv = NULL;
