@@ -98,20 +98,45 @@ bool have_sse42()
 }
 #endif
 
-/* zlib's crc32_combine, for this polynomial: GF(2) matrix powers */
-uint32_t gf2_times(const uint32_t *mat, uint32_t vec)
+/* zlib's crc32_combine (1.2.12 on), for this polynomial: a * b modulo P
+ * (reflected), and x^(n * 2^k) modulo P from the table of x^(2^k) */
+uint32_t multmodp(uint32_t a, uint32_t b)
 {
-    uint32_t sum = 0;
-    for (; vec != 0; vec >>= 1, mat++)
-        if (vec & 1)
-            sum ^= *mat;
-    return sum;
+    uint32_t m = 1u << 31, p = 0;
+    for (;;) {
+        if (a & m) {
+            p ^= b;
+            if ((a & (m - 1)) == 0)
+                break;
+        }
+        m >>= 1;
+        b = b & 1 ? (b >> 1) ^ kPoly : b >> 1;
+    }
+    return p;
 }
 
-void gf2_square(uint32_t *sq, const uint32_t *mat)
+struct X2n {
+    uint32_t t[32];
+    X2n()
+    {
+        uint32_t p = 1u << 30; /* x^1 */
+        t[0] = p;
+        for (int n = 1; n < 32; n++)
+            t[n] = p = multmodp(p, p);
+    }
+};
+
+uint32_t x2nmodp(uint64_t n, unsigned k)
 {
-    for (int n = 0; n < 32; n++)
-        sq[n] = gf2_times(mat, mat[n]);
+    static const X2n x2n;
+    uint32_t p = 1u << 31; /* x^0 */
+    while (n) {
+        if (n & 1)
+            p = multmodp(x2n.t[k & 31], p);
+        n >>= 1;
+        k++;
+    }
+    return p;
 }
 
 } // namespace
@@ -144,30 +169,7 @@ extern "C" int st_crc32c_hardware(void)
 
 extern "C" uint32_t st_crc32c_combine(uint32_t crc1, uint32_t crc2, size_t len2)
 {
-    if (len2 == 0)
-        return crc1;
-    uint32_t even[32], odd[32];
-    odd[0] = kPoly;
-    uint32_t row = 1;
-    for (int n = 1; n < 32; n++) {
-        odd[n] = row;
-        row <<= 1;
-    }
-    gf2_square(even, odd); /* 2 zero bits */
-    gf2_square(odd, even); /* 4 zero bits */
-    do {
-        gf2_square(even, odd);
-        if (len2 & 1)
-            crc1 = gf2_times(even, crc1);
-        len2 >>= 1;
-        if (len2 == 0)
-            break;
-        gf2_square(odd, even);
-        if (len2 & 1)
-            crc1 = gf2_times(odd, crc1);
-        len2 >>= 1;
-    } while (len2 != 0);
-    return crc1 ^ crc2;
+    return multmodp(x2nmodp(len2, 3), crc1) ^ crc2;
 }
 
 /* RocksDB's declarations (util/crc32c.h) */

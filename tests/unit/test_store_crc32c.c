@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../services/store/st_crc32c.h"
@@ -57,6 +58,21 @@ static void test_paths_agree(void **state)
         }
     }
     assert_int_equal(st_crc32c_extend(0, buf, 4096), st_crc32c_extend_portable(0, buf, 4096));
+    /* long second parts: every bit of the length used by the combine */
+    size_t big = (size_t)3 << 20;
+    unsigned char *m = malloc(big);
+    assert_non_null(m);
+    for (size_t i = 0; i < big; i++)
+        m[i] = buf[i % sizeof(buf)] ^ (unsigned char)(i >> 12);
+    size_t cuts[] = {0, 1, 4095, 65537, (size_t)1 << 20, big - 1};
+    uint32_t all = st_crc32c_extend(0, m, big);
+    assert_int_equal(all, st_crc32c_extend_portable(0, m, big));
+    for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        uint32_t c1 = st_crc32c_extend(0, m, cuts[i]);
+        uint32_t c2 = st_crc32c_extend(0, m + cuts[i], big - cuts[i]);
+        assert_int_equal(st_crc32c_combine(c1, c2, big - cuts[i]), all);
+    }
+    free(m);
 }
 
 int main(void)
