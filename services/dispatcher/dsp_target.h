@@ -309,7 +309,8 @@ typedef struct dsp_target {
      * lowered) the target starts nothing until its requests finish, then
      * swaps in a fresh pool and closes the old one's connections. */
     CURLSH *share;
-    int nsock;
+    atomic_int nsock; /* read by the metrics thread too */
+    int pool_stale;   /* http_version changed: renew the pool when idle */
     dsp_tstate state;
     int attempt;             /* failed attempts of the current request */
     int single;              /* single mode: posting the head batch one event at a time */
