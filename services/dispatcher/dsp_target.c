@@ -60,6 +60,7 @@ void dsp_settings_from_config(dsp_settings *s, const wh_config *c)
     s->retry_max_ms = c->retry_max_ms;
     s->http_timeout_ms = c->http_timeout_ms;
     wh_strlcpy(s->allow_global, c->allow_private_networks, sizeof(s->allow_global));
+    wh_strlcpy(s->ca_file, c->dispatcher_ca_file, sizeof(s->ca_file));
     dsp_settings_clamp(s);
 }
 
@@ -1051,6 +1052,8 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
         curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_USERAGENT, "walhook-dispatcher/1") == CURLE_OK &&
+        (t->set.ca_file[0] == '\0' ||
+         curl_easy_setopt(e, CURLOPT_CAINFO, t->set.ca_file) == CURLE_OK) &&
         xfer_bind(&t->x);
     if (!ok)
         return wh_seterr(err, errlen,

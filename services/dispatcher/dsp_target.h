@@ -110,8 +110,9 @@ typedef struct dsp_settings {
     int retry_base_ms;
     int retry_max_ms;
     int http_timeout_ms;
-    char allow_global[256]; /* dispatcher.allow_private_networks */
-    wh_delivery dl;         /* the target's delivery settings (wh_state.h) */
+    char allow_global[256];    /* dispatcher.allow_private_networks */
+    char ca_file[WH_PATH_MAX]; /* dispatcher.ca_file ("" = libcurl's default bundle) */
+    wh_delivery dl;            /* the target's delivery settings (wh_state.h) */
 } dsp_settings;
 
 void dsp_settings_from_config(dsp_settings *s, const wh_config *c);

@@ -16,7 +16,13 @@
 #   phase 2  at runtime, h moves to http_version = "auto" and another
 #            HTTP/1.1 receiver: the pooled connections of the old version
 #            are closed once idle and the rest arrives there.
-# Every event arrives, none twice. Skips when node is not installed.
+# A second target s posts to https:// (http_version "auto"), an HTTP/2-only
+# TLS server (node, certificate of a throwaway CA given to the dispatcher as
+# dispatcher.ca_file): every request arrives as HTTP/2 (ALPN), multiplexed
+# over at most max_connections = 2 sessions. A dispatcher.ca_file that
+# cannot be read stops the dispatcher with exit 2 naming the setting.
+# Every event arrives at each target, none twice. Skips when node is not
+# installed.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 N=${N:-6000}
@@ -31,6 +37,10 @@ wh_tmpdir
 export WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS="127.0.0.1/32"
 HPORT=$(wh_free_port)
 RPORT=$(wh_free_port)
+SPORT=$(wh_free_port)
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
+    -addext "subjectAltName=IP:127.0.0.1" -keyout "$WH_TMP/tls.key" -out "$WH_TMP/tls.crt" \
+    >/dev/null 2>&1 || wh_fail "openssl could not make a certificate"
 VERNUM=$(curl-config --vernum 2>/dev/null || echo 0)
 H2C=0
 [ $((16#$VERNUM)) -ge $((16#080000)) ] && H2C=1
@@ -41,12 +51,13 @@ cat >"$CONF" <<CONFEOF
 data_dir = "$DATA";
 log_level = "info";
 admin = { listen = "127.0.0.1:$APORT"; };
-dispatcher = { batch_max_events = 20; retry_base_ms = 20; retry_max_ms = 200; };
+dispatcher = { batch_max_events = 20; retry_base_ms = 20; retry_max_ms = 200; ca_file = "$WH_TMP/tls.crt"; };
 tenants = (
   { name = "default";
     source = { dsn = "postgresql://unused@127.0.0.1:1/x"; slot = "w_default"; publication = "w_default"; create_slot = false; };
     targets = (
-      { name = "h"; url = "http://127.0.0.1:$HPORT/h"; http_version = "2"; ordering = "by_key"; lanes = 4; max_connections = 2; }
+      { name = "h"; url = "http://127.0.0.1:$HPORT/h"; http_version = "2"; ordering = "by_key"; lanes = 4; max_connections = 2; },
+      { name = "s"; url = "https://127.0.0.1:$SPORT/s"; ordering = "by_key"; lanes = 4; max_connections = 2; }
     ); } );
 CONFEOF
 # an HTTP/2-only cleartext server: appends each body as a line, counts
@@ -55,10 +66,11 @@ CONFEOF
 cat >"$WH_TMP/h2.js" <<'JSEOF'
 const http2 = require('http2');
 const fs = require('fs');
-const [port, out, stats] = process.argv.slice(2);
+const [port, out, stats, cert, key] = process.argv.slice(2);
 let sessions = 0, open = 0, maxOpen = 0;
 const versions = {};
-const server = http2.createServer();
+const server = cert ? http2.createSecureServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key) })
+                    : http2.createServer();
 server.on('session', (s) => {
   sessions++; open++; if (open > maxOpen) maxOpen = open;
   s.on('close', () => { open--; });
@@ -77,7 +89,7 @@ server.on('request', (req, res) => {
     setTimeout(() => { res.writeHead(200); res.end(); }, 30);
   });
 });
-server.listen(Number(port), '127.0.0.1', () => console.log('h2c server listening on ' + port));
+server.listen(Number(port), '127.0.0.1', () => console.log('h2 server listening on ' + port));
 JSEOF
 mkdir -p -m 700 "$DATA"
 wh_spawn store "$BIN/walhook-store" -c "$CONF"
@@ -92,9 +104,19 @@ else
     wh_spawn h1 "$BIN/walhook-receiver" --listen "127.0.0.1:$HPORT" --delay-ms 30 --out "$WH_TMP/h2.jsonl"
 fi
 wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --out "$WH_TMP/r.jsonl"
+wh_spawn tls node "$WH_TMP/h2.js" "$SPORT" "$WH_TMP/s.jsonl" "$WH_TMP/s.stats" "$WH_TMP/tls.crt" \
+    "$WH_TMP/tls.key"
+wh_wait_until 20 grep -q listening "$WH_TMP/tls.log" || wh_fail "the node h2 TLS server did not start"
+# an unreadable dispatcher.ca_file: exit 2, named
+sed "s|ca_file = \"$WH_TMP/tls.crt\"|ca_file = \"$WH_TMP/missing.crt\"|" "$CONF" >"$WH_TMP/bad.conf"
+"$BIN/walhook-dispatcher" -c "$WH_TMP/bad.conf" >"$WH_TMP/bad.log" 2>&1
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "setting 'dispatcher.ca_file': cannot read $WH_TMP/missing.crt" "$WH_TMP/bad.log" ||
+    wh_fail "an unreadable dispatcher.ca_file gave exit $rc: $(tail -2 "$WH_TMP/bad.log")"
 wh_spawn admin "$BIN/walhook-admin" -c "$CONF"
 wh_spawn dispatcher "$BIN/walhook-dispatcher" -c "$CONF"
 
+s_all() { [ "$(wh_count_events "$WH_TMP/s.jsonl")" -ge "$N" ]; }
 h2_ge() { [ "$(wh_count_events "$WH_TMP/h2.jsonl")" -ge "$1" ]; }
 all_in() {
     [ $(($(wh_count_events "$WH_TMP/h2.jsonl") + $(wh_count_events "$WH_TMP/r.jsonl"))) -ge "$N" ]
@@ -134,9 +156,23 @@ wh_wait_until 30 grep -q "target default/h: closed [0-9]* pooled connection(s) m
 wh_wait_until 120 all_in ||
     wh_fail "not delivered: $(wh_count_events "$WH_TMP/h2.jsonl") + $(wh_count_events "$WH_TMP/r.jsonl") of $N"
 nr=$(wh_count_events "$WH_TMP/r.jsonl")
+# the https:// target: HTTP/2 by ALPN, multiplexed
+wh_wait_until 120 s_all ||
+    wh_fail "https target: $(wh_count_events "$WH_TMP/s.jsonl") of $N: $(grep 'default/s' "$WH_TMP/dispatcher.log" | tail -2)"
+stats_s=$(cat "$WH_TMP/s.stats")
+wh_log "https target: $stats_s"
+echo "$stats_s" | grep -q '"2.0":' || wh_fail "https target: no HTTP/2 request: $stats_s"
+echo "$stats_s" | grep -q '"1.1":' && wh_fail "https target: HTTP/1.1 requests: $stats_s"
+s_open=$(echo "$stats_s" | sed 's/.*"maxOpen":\([0-9]*\).*/\1/')
+s_req=$(echo "$stats_s" | sed 's/.*"2.0":\([0-9]*\).*/\1/')
+[ "$s_open" -le 2 ] || wh_fail "https target: $s_open sessions at once (max_connections = 2)"
+s_ids=$(grep -o '"id":"default:[^"]*"' "$WH_TMP/s.jsonl" | sort | uniq | wc -l)
+s_dups=$(grep -o '"id":"default:[^"]*"' "$WH_TMP/s.jsonl" | sort | uniq -d | wc -l)
+[ "$s_ids" -eq "$N" ] && [ "$s_dups" -eq 0 ] ||
+    wh_fail "https target: $s_ids distinct ids of $N, $s_dups twice"
 [ "$nr" -gt 0 ] || wh_fail "everything was delivered before the switch (raise N)"
 ids=$(cat "$WH_TMP/h2.jsonl" "$WH_TMP/r.jsonl" | grep -o '"id":"default:[^"]*"' | sort | uniq | wc -l)
 dups=$(cat "$WH_TMP/h2.jsonl" "$WH_TMP/r.jsonl" | grep -o '"id":"default:[^"]*"' | sort | uniq -d | wc -l)
 [ "$ids" -eq "$N" ] || wh_fail "$ids distinct ids, expected $N"
 [ "$dups" -eq 0 ] || wh_fail "$dups ids delivered twice"
-wh_pass "http_version = 2 over cleartext: $((N - nr)) events $how, walhook_target_connections $conns; switched to auto and another receiver at runtime (old connections closed): $nr events there; $N ids once each"
+wh_pass "http_version = 2 over cleartext: $((N - nr)) events $how, walhook_target_connections $conns; switched to auto and another receiver at runtime (old connections closed): $nr events there; $N ids once each; https target (dispatcher.ca_file): $N events in $s_req HTTP/2 requests over at most $s_open session(s)"
