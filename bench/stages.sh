@@ -11,13 +11,17 @@
 #   dispatch   walhook-dispatcher posting the pre-filled store to a local
 #              walhook-receiver that answers at once (its CPU, and the store's
 #              CPU serving its Reads and Commits)
-# BENCH_STAGE_EVENTS (300000) events per stage.
+# BENCH_STAGE_EVENTS (300000) events per stage. BENCH_STAGE_WIDE=1: events
+# shaped like make bench's backlog (d) instead (updates of 20-column rows,
+# REPLICA IDENTITY FULL, about 3 KiB of JSON each; wh_stagebench --wide).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/lib/helpers.sh
 WH_TEST_NAME=bench-stages
 N=${BENCH_STAGE_EVENTS:-300000}
 HZ=$(getconf CLK_TCK)
+SHAPE=()
+[ -n "${BENCH_STAGE_WIDE:-}" ] && SHAPE=(--wide)
 trap wh_cleanup EXIT
 wh_require_bins walhook-store walhook-dispatcher walhook-admin walhook-receiver tests/wh_stagebench
 wh_tmpdir
@@ -26,7 +30,7 @@ cpu_s() { awk -v hz="$HZ" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat";
 per() { awk -v a="$1" -v b="$2" -v n="$N" 'BEGIN { printf "%.2f", (b - a) * 1e6 / n }'; }
 now() { date +%s.%N; }
 
-"$BIN/tests/wh_stagebench" ingest "$N"
+"$BIN/tests/wh_stagebench" "${SHAPE[@]}" ingest "$N"
 
 DATA="$WH_TMP/data"
 mkdir -p -m 700 "$DATA"
@@ -39,10 +43,10 @@ URL="ipc://$DATA/store.sock"
 for _ in $(seq 1 100); do [ -S "$DATA/store.sock" ] && break; sleep 0.1; done
 SP=${WH_PIDS[store]}
 c0=$(cpu_s "$SP")
-"$BIN/tests/wh_stagebench" append "$URL" "$N"
+"$BIN/tests/wh_stagebench" "${SHAPE[@]}" append "$URL" "$N"
 c1=$(cpu_s "$SP")
 echo "        walhook-store: $(per "$c0" "$c1") us CPU/event for Append (fsync on)"
-"$BIN/tests/wh_stagebench" read "$URL" "$N"
+"$BIN/tests/wh_stagebench" "${SHAPE[@]}" read "$URL" "$N"
 c2=$(cpu_s "$SP")
 echo "        walhook-store: $(per "$c1" "$c2") us CPU/event for Read"
 
