@@ -413,6 +413,7 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
         }
         t->has_epoch = 1;
         t->epoch = rd->epoch;
+        t->moves = rd->moves;
         slot->epoch = rd->epoch;
         if (rd->needs_snapshot) {
             walhook__reply__free_unpacked(rep, NULL);
@@ -500,6 +501,159 @@ static void request_reset_locked(dsp_target *t)
     if (t->notify)
         t->notify(t->notify_arg);
     pthread_mutex_lock(&t->mu);
+}
+
+/* ---- pushed events (dsp_push) ---- */
+
+static atomic_uint_fast64_t push_batches; /* dsp_push_batches */
+
+uint64_t dsp_push_batches(void)
+{
+    return atomic_load(&push_batches);
+}
+
+dsp_push *dsp_push_new(wh_note *note)
+{
+    if (note->push == NULL)
+        return NULL;
+    dsp_push *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    atomic_init(&p->refs, 1);
+    p->note = *note;
+    note->push = NULL;
+    return p;
+}
+
+void dsp_push_unref(dsp_push *p)
+{
+    if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1)
+        return;
+    wh_note_free(&p->note);
+    free(p);
+}
+
+/* Called with mu held: drops the oldest kept push. */
+static void push_drop_first(dsp_target *t)
+{
+    dsp_push_unref(t->push[0]);
+    memmove(&t->push[0], &t->push[1], (size_t)(t->npush - 1) * sizeof(t->push[0]));
+    t->push[--t->npush] = NULL;
+}
+
+/* Called with mu held (released while the batch is built, held again on
+ * return). Takes the pushed events right after the reader's position into
+ * slot, as a Read would have returned them: only while the reader knows its
+ * position, epoch and the store's offset-move count from a Read since the
+ * last reset, the target is not NEEDS_SNAPSHOT, and the pushes are
+ * contiguous from its position (each push holds every event of the tenant
+ * in (prev, its last]). Returns what do_read returns for events taken (> 0),
+ * or 0: nothing usable (the caller Reads). */
+static int push_take(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t max_bytes)
+{
+    /* pushes the reader has passed are of no more use */
+    while (t->npush > 0) {
+        const Walhook__DurableNote *dn = t->push[0]->note.push;
+        const Walhook__Event *l = dn->events[dn->n_events - 1];
+        if (t->has_from && wh_pos_cmp(l->commit_lsn, l->seq, t->from_lsn, t->from_seq) > 0 &&
+            (!t->has_epoch || dn->moves == t->moves))
+            break;
+        push_drop_first(t);
+    }
+    if (t->npush == 0 || !t->has_from || !t->has_epoch || atomic_load(&t->needs_snapshot_pub) ||
+        max_events == 0)
+        return 0;
+    uint64_t cl = t->from_lsn;
+    uint32_t cs = t->from_seq;
+    size_t n = 0, bytes = 0;
+    int used = 0, full = 0;
+    for (int i = 0; i < t->npush && !full; i++) {
+        const Walhook__DurableNote *dn = t->push[i]->note.push;
+        if (dn->moves != t->moves)
+            break; /* an offset moved since the last Read */
+        size_t k = 0;
+        if (wh_pos_cmp(dn->prev->lsn, dn->prev->seq, cl, cs) != 0) {
+            /* the position may be inside this push (a partial batch) */
+            while (k < dn->n_events &&
+                   wh_pos_cmp(dn->events[k]->commit_lsn, dn->events[k]->seq, cl, cs) < 0)
+                k++;
+            if (k == dn->n_events ||
+                wh_pos_cmp(dn->events[k]->commit_lsn, dn->events[k]->seq, cl, cs) != 0)
+                break; /* a gap: read */
+            k++;
+        }
+        if (k == dn->n_events)
+            continue;
+        if (n + (dn->n_events - k) > t->pevs_cap) {
+            size_t cap = t->pevs_cap ? t->pevs_cap : 64;
+            while (cap < n + (dn->n_events - k))
+                cap *= 2;
+            Walhook__Event **pe = realloc(t->pevs, cap * sizeof(*pe));
+            if (pe == NULL)
+                return 0;
+            t->pevs = pe;
+            t->pevs_cap = cap;
+        }
+        for (; k < dn->n_events; k++) {
+            Walhook__Event *e = dn->events[k];
+            if (n >= max_events || (n > 0 && bytes + e->json.len > max_bytes)) {
+                full = 1;
+                break;
+            }
+            t->pevs[n++] = e;
+            bytes += e->json.len;
+            cl = e->commit_lsn;
+            cs = e->seq;
+        }
+        used = i + 1;
+    }
+    if (n == 0)
+        return 0;
+    /* the events stay valid while the pushes they are in are referenced */
+    dsp_push *refs[DSP_PUSH_RING];
+    for (int i = 0; i < used; i++) {
+        refs[i] = t->push[i];
+        atomic_fetch_add(&refs[i]->refs, 1);
+    }
+    uint64_t alsn = t->from_lsn;
+    uint32_t aseq = t->from_seq;
+    uint64_t epoch = t->epoch;
+    pthread_mutex_unlock(&t->mu);
+    uint64_t filtered = 0;
+    slot->replay = 0;
+    slot->epoch = epoch;
+    int kept =
+        dsp_batch_fill_fmt(slot, t->set.tenant, t->pevs, n, 1, alsn, aseq, &t->rfmt, &filtered);
+    if (filtered > 0)
+        wh_counter_add(&t->filtered, filtered);
+    if (kept > 0)
+        lat_trace("dsp_read", slot->commit_ts, slot->n);
+    for (int i = 0; i < used; i++)
+        dsp_push_unref(refs[i]);
+    pthread_mutex_lock(&t->mu);
+    if (kept <= 0)
+        return 0; /* out of memory or rendering: a Read does the same again */
+    atomic_fetch_add(&push_batches, 1);
+    t->has_from = 1;
+    t->from_lsn = slot->last_lsn;
+    t->from_seq = slot->last_seq;
+    return kept;
+}
+
+/* Called with mu held (released meanwhile): the next batch, from pushed
+ * events when they fit the reader's position (push_take), else a Read. */
+static int next_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t max_bytes,
+                     uint32_t wait_ms, int live, char *err, size_t errlen)
+{
+    int kept = live ? push_take(t, slot, max_events, max_bytes) : 0;
+    if (kept > 0)
+        return kept;
+    pthread_mutex_unlock(&t->mu);
+    kept = do_read(t, slot, max_events, max_bytes, wait_ms, err, errlen);
+    if (kept > 0)
+        lat_trace("dsp_read", slot->commit_ts, slot->n);
+    pthread_mutex_lock(&t->mu);
+    return kept;
 }
 
 static void *reader_main(void *arg)
@@ -700,14 +854,10 @@ static void *reader_main(void *arg)
         int has_from = t->has_from;
         uint64_t from_lsn = t->from_lsn;
         uint32_t from_seq = t->from_seq;
-        pthread_mutex_unlock(&t->mu);
         /* The slot is invisible to the loop until count is incremented. */
         uint64_t t0 = wh_now_ms();
-        int kept = do_read(t, slot, max_events, max_bytes, wait_ms, err, sizeof(err));
+        int kept = next_read(t, slot, max_events, max_bytes, wait_ms, live, err, sizeof(err));
         uint64_t took = wh_now_ms() - t0;
-        if (kept > 0)
-            lat_trace("dsp_read", slot->commit_ts, slot->n);
-        pthread_mutex_lock(&t->mu);
         if (t->gen != gen)
             continue; /* reset while reading: drop it */
         if (kept > 0 && t->count > 0 && batch_partial(slot, max_events, max_bytes)) {
@@ -734,9 +884,7 @@ static void *reader_main(void *arg)
                 t->has_from = has_from;
                 t->from_lsn = from_lsn;
                 t->from_seq = from_seq;
-                pthread_mutex_unlock(&t->mu);
-                kept = do_read(t, slot, max_events, max_bytes, wait_ms, err, sizeof(err));
-                pthread_mutex_lock(&t->mu);
+                kept = next_read(t, slot, max_events, max_bytes, wait_ms, live, err, sizeof(err));
                 if (t->gen != gen)
                     continue;
             }
@@ -793,10 +941,16 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
-void dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq)
+void dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq, dsp_push *push)
 {
     pthread_mutex_lock(&t->mu);
     t->note_gen++;
+    if (push != NULL) {
+        if (t->npush == DSP_PUSH_RING)
+            push_drop_first(t);
+        atomic_fetch_add(&push->refs, 1);
+        t->push[t->npush++] = push;
+    }
     if (lsn == 0 && seq == 0)
         t->next_replay_ms = 0; /* dead letters queued for replay */
     pthread_cond_broadcast(&t->cv);
@@ -1178,6 +1332,10 @@ void dsp_target_destroy(dsp_target *t)
     t->ah_lane = t->ah_done = NULL;
     for (int i = 0; i < DSP_PREFETCH; i++)
         dsp_batch_free(&t->slots[i]);
+    while (t->npush > 0)
+        push_drop_first(t);
+    free(t->pevs);
+    t->pevs = NULL;
     wh_buf_free(&t->one);
     dsp_format_free(&t->lfmt);
     dsp_format_free(&t->rfmt);
