@@ -98,8 +98,8 @@ static void *notify_main(void *arg)
             dsp_target *t = l->targets[i];
             if (have && strcmp(t->set.tenant, note.tenant) == 0)
                 dsp_target_note(t, note.lsn, note.seq, push);
-            else if (all)
-                dsp_target_note(t, 1, 0, NULL);
+            else if (all) /* notifications may have been lost: read */
+                dsp_target_note(t, UINT64_MAX, UINT32_MAX, NULL);
         }
         pthread_mutex_unlock(&l->tmu);
         dsp_push_unref(push);

@@ -548,9 +548,13 @@ static void push_drop_first(dsp_target *t)
  * last reset, the target is not NEEDS_SNAPSHOT, and the pushes are
  * contiguous from its position (each push holds every event of the tenant
  * in (prev, its last]). Returns what do_read returns for events taken (> 0),
- * or 0: nothing usable (the caller Reads). */
-static int push_take(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t max_bytes)
+ * or 0: nothing usable (the caller Reads). *tail_note: the notification
+ * count when the batch reached the latest notified position (the reader may
+ * then wait for the next notification, as after an empty Read), else 0. */
+static int push_take(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t max_bytes,
+                     uint64_t *tail_note)
 {
+    *tail_note = 0;
     /* pushes the reader has passed are of no more use */
     while (t->npush > 0) {
         const Walhook__DurableNote *dn = t->push[0]->note.push;
@@ -609,6 +613,9 @@ static int push_take(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32
     }
     if (n == 0)
         return 0;
+    uint64_t at_note = 0;
+    if (!full && wh_pos_cmp(cl, cs, t->note_lsn, t->note_seq) >= 0)
+        at_note = t->note_gen;
     /* the events stay valid while the pushes they are in are referenced */
     dsp_push *refs[DSP_PUSH_RING];
     for (int i = 0; i < used; i++) {
@@ -637,15 +644,17 @@ static int push_take(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32
     t->has_from = 1;
     t->from_lsn = slot->last_lsn;
     t->from_seq = slot->last_seq;
+    *tail_note = at_note;
     return kept;
 }
 
 /* Called with mu held (released meanwhile): the next batch, from pushed
  * events when they fit the reader's position (push_take), else a Read. */
 static int next_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t max_bytes,
-                     uint32_t wait_ms, int live, char *err, size_t errlen)
+                     uint32_t wait_ms, int live, uint64_t *tail_note, char *err, size_t errlen)
 {
-    int kept = live ? push_take(t, slot, max_events, max_bytes) : 0;
+    *tail_note = 0;
+    int kept = live ? push_take(t, slot, max_events, max_bytes, tail_note) : 0;
     if (kept > 0)
         return kept;
     pthread_mutex_unlock(&t->mu);
@@ -856,7 +865,9 @@ static void *reader_main(void *arg)
         uint32_t from_seq = t->from_seq;
         /* The slot is invisible to the loop until count is incremented. */
         uint64_t t0 = wh_now_ms();
-        int kept = next_read(t, slot, max_events, max_bytes, wait_ms, live, err, sizeof(err));
+        uint64_t tail_note = 0;
+        int kept = next_read(t, slot, max_events, max_bytes, wait_ms, live, &tail_note, err,
+                             sizeof(err));
         uint64_t took = wh_now_ms() - t0;
         if (t->gen != gen)
             continue; /* reset while reading: drop it */
@@ -884,7 +895,8 @@ static void *reader_main(void *arg)
                 t->has_from = has_from;
                 t->from_lsn = from_lsn;
                 t->from_seq = from_seq;
-                kept = next_read(t, slot, max_events, max_bytes, wait_ms, live, err, sizeof(err));
+                kept = next_read(t, slot, max_events, max_bytes, wait_ms, live, &tail_note, err,
+                                 sizeof(err));
                 if (t->gen != gen)
                     continue;
             }
@@ -907,6 +919,14 @@ static void *reader_main(void *arg)
         } else if (kept > 0) {
             t->count++;
             read_fail = 0;
+            if (tail_note != 0) {
+                /* pushed events up to the latest notification: the store has
+                 * nothing newer until the next one (no empty Read) */
+                idle = 1;
+                idle_note = tail_note;
+                idle_gen = t->gen;
+                idle_until = wh_now_ms() + DSP_NOTIFY_FALLBACK_MS;
+            }
             pthread_mutex_unlock(&t->mu);
             if (t->notify)
                 t->notify(t->notify_arg);
@@ -945,6 +965,10 @@ void dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq, dsp_push *push)
 {
     pthread_mutex_lock(&t->mu);
     t->note_gen++;
+    if (lsn != 0 || seq != 0) {
+        t->note_lsn = lsn;
+        t->note_seq = seq;
+    }
     if (push != NULL) {
         if (t->npush == DSP_PUSH_RING)
             push_drop_first(t);

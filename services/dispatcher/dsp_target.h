@@ -301,6 +301,8 @@ typedef struct dsp_target {
     uint64_t note_gen;             /* durability notifications of its tenant (dsp_target_note) */
     dsp_push *push[DSP_PUSH_RING]; /* pushed events not yet passed, oldest first */
     int npush;
+    uint64_t note_lsn; /* position of the latest notification (UINT64_MAX: read) */
+    uint32_t note_seq;
     int reset_req; /* reader: the offset moved; loop: drop and reset */
     unsigned gen;  /* bumped by each reset; a read of an older gen is dropped */
 
