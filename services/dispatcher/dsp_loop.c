@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wh_lattrace.h"
 #include "wh_lsn.h"
 #include "wh_metrics.h"
 #include "wh_util.h"
@@ -92,6 +93,11 @@ static void *notify_main(void *arg)
             wh_counter_add(&l->notes, 1);
         if (!have && !all)
             continue;
+        if (have && note.push != NULL && wh_lat_trace_on()) {
+            for (size_t i = 0; i < note.push->n_events; i++)
+                wh_lat_trace_add("dsp_note", note.push->events[i]->commit_ts_us);
+            wh_lat_trace_flush();
+        }
         dsp_push *push = have ? dsp_push_new(&note) : NULL;
         pthread_mutex_lock(&l->tmu);
         for (int i = 0; i < l->ntargets; i++) {

@@ -333,8 +333,8 @@ static void timed_wait_locked(dsp_target *t, int ms)
 }
 
 /* WH_OK, WH_ERR, or 409 when the store refused a stale epoch. */
-static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, uint64_t epoch, char *err,
-                     size_t errlen)
+static int do_commit(dsp_target *t, wh_client *c, uint64_t lsn, uint32_t seq, uint64_t epoch,
+                     char *err, size_t errlen)
 {
     Walhook__Position pos = WALHOOK__POSITION__INIT;
     pos.lsn = lsn;
@@ -350,7 +350,7 @@ static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, uint64_t epoch, 
     req.commit = &co;
     Walhook__Reply *rep = NULL;
     int status = 0;
-    if (wh_client_call_status(t->store, &req, &rep, &status, err, errlen) != WH_OK)
+    if (wh_client_call_status(c, &req, &rep, &status, err, errlen) != WH_OK)
         return status == 409 ? 409 : WH_ERR;
     int ok = rep->body_case == WALHOOK__REPLY__BODY_OFFSET && rep->offset != NULL;
     walhook__reply__free_unpacked(rep, NULL);
@@ -665,66 +665,29 @@ static int next_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32
     return kept;
 }
 
-static void *reader_main(void *arg)
+/* The committer thread: sends the latest CommitOffset the loop asked for
+ * (commit_pending), with its own store client, so that the reader is free
+ * to take the next batch while a commit syncs. At a stop it sends a pending
+ * commit first (bounded tries). */
+static void *committer_main(void *arg)
 {
     dsp_target *t = arg;
     char err[WH_ERRLEN];
-    int read_fail = 0, commit_fail = 0, stop_tries = 0;
+    int commit_fail = 0, stop_tries = 0;
     uint64_t last_warn = 0;
-    /* idle: the last Read found nothing while notifications flow; the next
-     * one waits for a notification of the tenant (note_gen moves), a reset
-     * (gen moves) or the fallback deadline */
-    int idle = 0;
-    uint64_t idle_note = 0, idle_until = 0;
-    unsigned idle_gen = 0;
-
     pthread_mutex_lock(&t->mu);
-    t->my_gen = t->gen;
     for (;;) {
-        while (!t->stop && !t->commit_pending && !t->ack_pending &&
-               !(t->dlq_pending && !t->reset_req) && (t->count == DSP_PREFETCH || t->reset_req))
+        while (!t->stop && !t->commit_pending)
             pthread_cond_wait(&t->cv, &t->mu);
-        if (t->gen != t->my_gen) {
-            /* the loop dropped what was read: read from the committed offset */
-            t->my_gen = t->gen;
-            t->has_from = 0;
-            t->has_epoch = 0;
-            t->replay_inflight = 0; /* a dropped replay batch is read again */
-            t->ack_pending = 0;
-        }
-        if (t->ack_pending) {
-            uint64_t lsn = t->ack_lsn;
-            uint32_t seq = t->ack_seq;
-            int fin = t->ack_final;
-            t->ack_pending = 0;
-            t->ack_final = 0;
-            pthread_mutex_unlock(&t->mu);
-            int rc = do_replay_ack(t, lsn, seq, err, sizeof(err));
-            pthread_mutex_lock(&t->mu);
-            if (rc == WH_OK) {
-                if (fin)
-                    t->replay_inflight = 0;
-                continue;
-            }
-            if (!t->ack_pending) {
-                t->ack_pending = 1;
-                t->ack_lsn = lsn;
-                t->ack_seq = seq;
-            }
-            t->ack_final |= fin;
-            wh_warn("target %s/%s: ReplayAck failed (%s), retrying", t->set.tenant, t->name, err);
-            if (t->stop)
-                break;
-            timed_wait_locked(t, 500);
-            continue;
-        }
+        if (!t->commit_pending)
+            break; /* stopping, nothing to send */
         if (t->commit_pending) {
             uint64_t lsn = t->commit_lsn;
             uint32_t seq = t->commit_seq;
             uint64_t epoch = t->commit_epoch;
             t->commit_pending = 0;
             pthread_mutex_unlock(&t->mu);
-            int rc = do_commit(t, lsn, seq, epoch, err, sizeof(err));
+            int rc = do_commit(t, t->cstore, lsn, seq, epoch, err, sizeof(err));
             pthread_mutex_lock(&t->mu);
             if (rc == WH_OK) {
                 commit_fail = 0;
@@ -759,6 +722,64 @@ static void *reader_main(void *arg)
                 break;
             }
             timed_wait_locked(t, dsp_retry_delay_ms(commit_fail, 50, 2000));
+            continue;
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+static void *reader_main(void *arg)
+{
+    dsp_target *t = arg;
+    char err[WH_ERRLEN];
+    int read_fail = 0, commit_fail = 0;
+    uint64_t last_warn = 0;
+    /* idle: the last Read found nothing while notifications flow; the next
+     * one waits for a notification of the tenant (note_gen moves), a reset
+     * (gen moves) or the fallback deadline */
+    int idle = 0;
+    uint64_t idle_note = 0, idle_until = 0;
+    unsigned idle_gen = 0;
+
+    pthread_mutex_lock(&t->mu);
+    t->my_gen = t->gen;
+    for (;;) {
+        while (!t->stop && !t->ack_pending && !(t->dlq_pending && !t->reset_req) &&
+               (t->count == DSP_PREFETCH || t->reset_req))
+            pthread_cond_wait(&t->cv, &t->mu);
+        if (t->gen != t->my_gen) {
+            /* the loop dropped what was read: read from the committed offset */
+            t->my_gen = t->gen;
+            t->has_from = 0;
+            t->has_epoch = 0;
+            t->replay_inflight = 0; /* a dropped replay batch is read again */
+            t->ack_pending = 0;
+        }
+        if (t->ack_pending) {
+            uint64_t lsn = t->ack_lsn;
+            uint32_t seq = t->ack_seq;
+            int fin = t->ack_final;
+            t->ack_pending = 0;
+            t->ack_final = 0;
+            pthread_mutex_unlock(&t->mu);
+            int rc = do_replay_ack(t, lsn, seq, err, sizeof(err));
+            pthread_mutex_lock(&t->mu);
+            if (rc == WH_OK) {
+                if (fin)
+                    t->replay_inflight = 0;
+                continue;
+            }
+            if (!t->ack_pending) {
+                t->ack_pending = 1;
+                t->ack_lsn = lsn;
+                t->ack_seq = seq;
+            }
+            t->ack_final |= fin;
+            wh_warn("target %s/%s: ReplayAck failed (%s), retrying", t->set.tenant, t->name, err);
+            if (t->stop)
+                break;
+            timed_wait_locked(t, 500);
             continue;
         }
         if (t->dlq_pending && !t->reset_req) {
@@ -866,8 +887,8 @@ static void *reader_main(void *arg)
         /* The slot is invisible to the loop until count is incremented. */
         uint64_t t0 = wh_now_ms();
         uint64_t tail_note = 0;
-        int kept = next_read(t, slot, max_events, max_bytes, wait_ms, live, &tail_note, err,
-                             sizeof(err));
+        int kept =
+            next_read(t, slot, max_events, max_bytes, wait_ms, live, &tail_note, err, sizeof(err));
         uint64_t took = wh_now_ms() - t0;
         if (t->gen != gen)
             continue; /* reset while reading: drop it */
@@ -1205,9 +1226,15 @@ int dsp_target_start_reader(dsp_target *t, char *err, size_t errlen)
     if (wh_client_open(&t->store, t->set.store_endpoint, t->set.ipc_timeout_ms, t->set.ipc_max_msg,
                        err, errlen) != WH_OK)
         return WH_ERR;
+    if (wh_client_open(&t->cstore, t->set.store_endpoint, t->set.ipc_timeout_ms, t->set.ipc_max_msg,
+                       err, errlen) != WH_OK)
+        return WH_ERR;
     if (pthread_create(&t->thr, NULL, reader_main, t) != 0)
         return wh_seterr(err, errlen, "target %s: cannot start reader thread", t->name);
     t->thr_started = 1;
+    if (pthread_create(&t->cthr, NULL, committer_main, t) != 0)
+        return wh_seterr(err, errlen, "target %s: cannot start committer thread", t->name);
+    t->cthr_started = 1;
     return WH_OK;
 }
 
@@ -1323,18 +1350,27 @@ void dsp_target_stop_reader(dsp_target *t)
     pthread_mutex_unlock(&t->mu);
     /* a Read or Commit waiting on a store that is gone returns now */
     wh_client_interrupt(t->store);
+    wh_client_interrupt(t->cstore);
 }
 
 void dsp_target_destroy(dsp_target *t)
 {
-    if (t->thr_started) {
+    if (t->thr_started || t->cthr_started)
         dsp_target_stop_reader(t);
+    if (t->thr_started) {
         pthread_join(t->thr, NULL);
         t->thr_started = 0;
+    }
+    if (t->cthr_started) {
+        pthread_join(t->cthr, NULL);
+        t->cthr_started = 0;
     }
     if (t->store != NULL)
         wh_client_close(t->store);
     t->store = NULL;
+    if (t->cstore != NULL)
+        wh_client_close(t->cstore);
+    t->cstore = NULL;
     if (t->x.easy != NULL)
         curl_easy_cleanup(t->x.easy);
     t->x.easy = NULL;

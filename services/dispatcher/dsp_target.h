@@ -312,6 +312,11 @@ typedef struct dsp_target {
     pthread_t thr;
     int thr_started;
     wh_client *store;
+    /* the committer thread sends CommitOffset with its own client, so the
+     * reader takes the next batch (pushed events) while a commit syncs */
+    pthread_t cthr;
+    int cthr_started;
+    wh_client *cstore;
     int has_from;
     uint64_t from_lsn;
     uint32_t from_seq;

@@ -11,7 +11,7 @@
 typedef struct st_pten {
     struct st_pten *next;
     char tenant[ST_NAME_MAX + 1];
-    int known;         /* lsn/seq is the tenant's last stored position */
+    int known; /* lsn/seq is the tenant's last stored position */
     uint64_t lsn;
     uint32_t seq;
     uint64_t moves_at; /* st_db_offset_moves when the tail was read */

@@ -23,11 +23,11 @@
 typedef struct st_push st_push;
 
 typedef struct st_push_tok {
-    void *ten;      /* the tenant's entry; NULL: no push */
-    int known;      /* the tail was known at the start */
-    uint64_t lsn;   /* the tail at the start */
+    void *ten;    /* the tenant's entry; NULL: no push */
+    int known;    /* the tail was known at the start */
+    uint64_t lsn; /* the tail at the start */
     uint32_t seq;
-    uint64_t gen;   /* Appends of the tenant finished before the start */
+    uint64_t gen; /* Appends of the tenant finished before the start */
 } st_push_tok;
 
 int st_push_new(st_push **out);

@@ -62,8 +62,7 @@ static void test_push_roundtrip(void **state)
     wh_buf b;
     wh_buf_init(&b, WH_NOTE_MSG_MAX);
     int pushed = 0;
-    assert_int_equal(
-        wh_note_encode(&b, "t", 0x200, 2, 1, 0x100, 4, 99, e.evp, 3, &pushed), WH_OK);
+    assert_int_equal(wh_note_encode(&b, "t", 0x200, 2, 1, 0x100, 4, 99, e.evp, 3, &pushed), WH_OK);
     assert_int_equal(pushed, 1);
     wh_note n;
     assert_int_equal(wh_note_decode((const uint8_t *)b.data, b.len, &n), WH_OK);
