@@ -1581,6 +1581,7 @@ int st_db_set_offset(st_db *db, const char *tenant, const char *consumer, uint64
     else
         o->needs_snapshot = had_ns;
     pthread_mutex_unlock(&o->wmu);
+    atomic_fetch_add(&db->moves, 1); /* before and after: see st_db_offset_moves */
     ten_done(t);
     if (prev != NULL) {
         int had = cur.state == ST_OFF_LIVE;
@@ -1630,6 +1631,7 @@ int st_db_drop_offset(st_db *db, const char *tenant, const char *consumer, st_of
         }
     }
     pthread_mutex_unlock(&o->wmu);
+    atomic_fetch_add(&db->moves, 1);
     ten_done(t);
     if (prev != NULL) {
         int had = cur.state == ST_OFF_LIVE;
@@ -1654,6 +1656,7 @@ int st_db_undrop(st_db *db, const char *tenant, const char *consumer)
     if (cur.state == ST_OFF_DROPPED)
         off_write(o, (off_val){0, 0, cur.epoch + 1, ST_OFF_NEW});
     pthread_mutex_unlock(&o->wmu);
+    atomic_fetch_add(&db->moves, 1);
     return WH_OK;
 }
 
@@ -2645,6 +2648,7 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         wh_info("tenant %s: column families dropped", tenant);
     }
     pthread_rwlock_unlock(&t->lock);
+    atomic_fetch_add(&db->moves, 1);
     return rc;
 }
 
