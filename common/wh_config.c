@@ -119,6 +119,9 @@ const wh_config_entry wh_config_table[] = {
     S(allow_private_networks, "dispatcher.allow_private_networks", "", WH_CF_RUNTIME,
       "CIDRs (\"127.0.0.0/8,::1\") a target may resolve to although loopback, private, "
       "link-local, CGNAT, multicast or metadata (SSRF guard)"),
+    S(dispatcher_ca_file, "dispatcher.ca_file", "", 0,
+      "PEM CA bundle that https:// targets' certificates are verified against (\"\" = the "
+      "system's, /etc/ssl/certs)"),
     S(dispatcher_id, "dispatcher.id", "", 0,
       "this dispatcher's lease owner id (\"\" = <hostname>-<pid>)"),
     I(dispatcher_lease_ttl_ms, "dispatcher.lease_ttl_ms", 0, 0, 600000, 0,

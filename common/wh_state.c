@@ -91,6 +91,7 @@ static const dl_field dl_fields[] = {
     DLS(filter_columns_exclude, NULL),
     DLS(filter_expr, NULL),
     DLS(allow_private, NULL),
+    DLS(http_version, "auto|1.1|2"),
 };
 
 static const dl_field *dl_find(const char *name)
