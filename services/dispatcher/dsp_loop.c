@@ -98,7 +98,7 @@ static void *notify_main(void *arg)
                 wh_lat_trace_add("dsp_note", note.push->events[i]->commit_ts_us);
             wh_lat_trace_flush();
         }
-        dsp_push *push = have ? dsp_push_new(&note) : NULL;
+        dsp_push *push = have ? dsp_push_new(&note, (size_t)n) : NULL;
         pthread_mutex_lock(&l->tmu);
         for (int i = 0; i < l->ntargets; i++) {
             dsp_target *t = l->targets[i];

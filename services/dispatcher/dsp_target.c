@@ -13,6 +13,7 @@
 
 #include "dsp_lane.h"
 #include "dsp_ssrf.h"
+#include "wh_budget.h"
 #include "wh_lsn.h"
 #include "wh_lattrace.h"
 #include "wh_util.h"
@@ -507,20 +508,28 @@ static void request_reset_locked(dsp_target *t)
 /* ---- pushed events (dsp_push) ---- */
 
 static atomic_uint_fast64_t push_batches; /* dsp_push_batches */
+static atomic_size_t push_held;           /* bytes of live pushes, every target */
 
 uint64_t dsp_push_batches(void)
 {
     return atomic_load(&push_batches);
 }
 
-dsp_push *dsp_push_new(wh_note *note)
+dsp_push *dsp_push_new(wh_note *note, size_t bytes)
 {
     if (note->push == NULL)
         return NULL;
+    if (atomic_fetch_add(&push_held, bytes) + bytes > WH_BUDGET_DSP_PUSH_BYTES) {
+        atomic_fetch_sub(&push_held, bytes);
+        return NULL; /* slow readers hold enough: the others Read */
+    }
     dsp_push *p = calloc(1, sizeof(*p));
-    if (p == NULL)
+    if (p == NULL) {
+        atomic_fetch_sub(&push_held, bytes);
         return NULL;
+    }
     atomic_init(&p->refs, 1);
+    p->bytes = bytes;
     p->note = *note;
     note->push = NULL;
     return p;
@@ -530,6 +539,7 @@ void dsp_push_unref(dsp_push *p)
 {
     if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1)
         return;
+    atomic_fetch_sub(&push_held, p->bytes);
     wh_note_free(&p->note);
     free(p);
 }
@@ -537,6 +547,7 @@ void dsp_push_unref(dsp_push *p)
 /* Called with mu held: drops the oldest kept push. */
 static void push_drop_first(dsp_target *t)
 {
+    t->push_bytes -= t->push[0]->bytes;
     dsp_push_unref(t->push[0]);
     memmove(&t->push[0], &t->push[1], (size_t)(t->npush - 1) * sizeof(t->push[0]));
     t->push[--t->npush] = NULL;
@@ -992,10 +1003,12 @@ void dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq, dsp_push *push)
         t->note_seq = seq;
     }
     if (push != NULL) {
-        if (t->npush == DSP_PUSH_RING)
-            push_drop_first(t);
+        while (t->npush > 0 &&
+               (t->npush == DSP_PUSH_RING || t->push_bytes + push->bytes > DSP_PUSH_TARGET_BYTES))
+            push_drop_first(t); /* a reader this far behind Reads anyway */
         atomic_fetch_add(&push->refs, 1);
         t->push[t->npush++] = push;
+        t->push_bytes += push->bytes;
     }
     if (lsn == 0 && seq == 0)
         t->next_replay_ms = 0; /* dead letters queued for replay */

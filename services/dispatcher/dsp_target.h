@@ -258,13 +258,17 @@ typedef struct dsp_lanereq {
  * push), shared by the targets of its tenant: each holds a reference. */
 typedef struct dsp_push {
     atomic_int refs;
+    size_t bytes; /* the packed note's size (what it holds, about) */
     wh_note note;
 } dsp_push;
-#define DSP_PUSH_RING 16 /* pushes a target keeps until its reader passes them */
+#define DSP_PUSH_RING 16                   /* pushes a target keeps until its reader passes them */
+#define DSP_PUSH_TARGET_BYTES (256 * 1024) /* ...and their bytes at most (older ones dropped) */
 
-/* A new push (one reference, the caller's); NULL when note has no push. The
- * note's push moves into it (note->push becomes NULL). */
-dsp_push *dsp_push_new(wh_note *note);
+/* A new push (one reference, the caller's) of a note received in `bytes`
+ * bytes; NULL when note has no push or the pushes kept by every target
+ * together would exceed WH_BUDGET_DSP_PUSH_BYTES (the readers then Read).
+ * The note's push moves into it (note->push becomes NULL). */
+dsp_push *dsp_push_new(wh_note *note, size_t bytes);
 void dsp_push_unref(dsp_push *p);
 /* Batches taken from pushes instead of a Read, every target together. */
 uint64_t dsp_push_batches(void);
@@ -302,6 +306,7 @@ typedef struct dsp_target {
     uint64_t note_gen;             /* durability notifications of its tenant (dsp_target_note) */
     dsp_push *push[DSP_PUSH_RING]; /* pushed events not yet passed, oldest first */
     int npush;
+    size_t push_bytes; /* their bytes */
     uint64_t note_lsn; /* position of the latest notification (UINT64_MAX: read) */
     uint32_t note_seq;
     int reset_req; /* reader: the offset moved; loop: drop and reset */
