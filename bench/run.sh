@@ -153,15 +153,12 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     # WALHOOK_* environment variables work too
     [ -n "${BENCH_CONF:-}" ] && echo "$BENCH_CONF" >>"$conf"
     # BENCH_TARGET: extra settings of the one target (e.g. 'envelope = "debezium";
-    # filter_expr = "...";', see bench/envelope.sh); delivery settings are
-    # taken in the file's tenants list, so the tenant moves there
+    # filter_expr = "...";', see bench/envelope.sh)
     if [ -n "${BENCH_TARGET:-}" ]; then
-        {
-            grep -v '^source = \|^targets = (\|^  { name = "t0"\|^);$\|^tenant = ' "$conf"
-            echo "tenants = ( { name = \"default\";"
-            echo "  source = { dsn = \"$PG_DSN\"; slot = \"$slot\"; publication = \"walhook\"; create_slot = true; };"
-            echo "  targets = ( { name = \"t0\"; url = \"http://127.0.0.1:$RPORT/hook\"; $BENCH_TARGET } ); } );"
-        } >"$conf.t" && mv "$conf.t" "$conf"
+        BENCH_TARGET=$BENCH_TARGET awk '{ i = index($0, "{ name = \"t0\"; ")
+            if (i) $0 = substr($0, 1, i + 14) ENVIRON["BENCH_TARGET"] " " substr($0, i + 15)
+            print }' "$conf" >"$conf.t" && mv "$conf.t" "$conf"
+        grep -qF "$BENCH_TARGET" "$conf" || { echo "bench: BENCH_TARGET not applied" >&2; exit 2; }
     fi
     mkdir -p -m 700 "$data" # private, as every daemon requires
     local m="http://127.0.0.1:$aport/metrics" d
