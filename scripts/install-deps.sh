@@ -13,11 +13,13 @@ PKGS=(build-essential pkg-config libpq-dev libnng-dev librocksdb-dev libcurl4-op
 # packages); a node from another source counts.
 # --test also: jq (test_json_logs), openssl (test_ipc_tls's throwaway CA),
 # prometheus for promtool (test_monitoring; 19 MB download, 96 MB installed),
-# chromium (test_status_page: the status page rendered by a real browser).
+# chromium (test_status_page: the status page rendered by a real browser),
+# rocksdb-tools (test_store_crc32c: Debian's ldb reads the store's WAL, so the
+# store's own CRC32C is checked against the library's).
 for a in "$@"; do
     case "$a" in
     --test)
-        PKGS+=(jq openssl prometheus chromium)
+        PKGS+=(jq openssl prometheus chromium rocksdb-tools)
         if ! { command -v node && command -v npm; } >/dev/null 2>&1; then
             PKGS+=(nodejs npm)
         fi
