@@ -60,8 +60,9 @@ struct st_server {
     wh_counter events_stored;
     wh_counter appends;
     wh_counter reads;
-    wh_counter slowed;   /* appends answered "slow down" */
-    wh_counter notified; /* durability notifications published */
+    wh_counter slowed;        /* appends answered "slow down" */
+    wh_counter notified;      /* durability notifications published */
+    wh_histogram append_time; /* Append requests, handler entry to reply */
 
     /* reader cursors by (tenant, consumer), striped by hash: no lock is
      * shared by every Read */
@@ -203,6 +204,7 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
                       st_reply_mem *m)
 {
     char err[WH_ERRLEN];
+    uint64_t t0 = wh_now_us();
     if (!present(rep, a, "append") || !names_ok(rep, a->tenant, NULL, 0))
         return;
     if (a->n_events > 0 && a->events == NULL) {
@@ -285,6 +287,7 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     m->app.stored = (uint32_t)a->n_events;
     rep->body_case = WALHOOK__REPLY__BODY_APPEND;
     rep->append = &m->app;
+    wh_hist_observe_us(&s->append_time, wh_now_us() - t0);
 }
 
 /* ---- reader cursors ---- */
@@ -965,6 +968,26 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_header(b, "walhook_store_write_errors_total", "counter",
                            "synced writes (appends, offset commits) that failed since start");
     rc |= wh_metric_u64(b, "walhook_store_write_errors_total", "", st_db_write_errors(s->db));
+    st_append_stats as;
+    st_db_append_stats(s->db, &as);
+    rc |= wh_metric_header(b, "walhook_store_commit_groups_total", "counter",
+                           "synced writes of the store's group commit (appends coalesced)");
+    rc |= wh_metric_u64(b, "walhook_store_commit_groups_total", "", as.groups);
+    rc |= wh_metric_header(b, "walhook_store_commit_groups_sliced_total", "counter",
+                           "of those, groups sliced because a tenant makes light appends "
+                           "(store.commit_share_bytes)");
+    rc |= wh_metric_u64(b, "walhook_store_commit_groups_sliced_total", "", as.shared_groups);
+    rc |= wh_metric_header(b, "walhook_store_append_stage_seconds", "histogram",
+                           "time of an append in each stage: handler (the whole request in the "
+                           "store), queue (until the write of the group with its last event "
+                           "began), write (that group's WAL write, sync and memtable insert), "
+                           "wake (back to its request thread)");
+    rc |= wh_metric_hist(b, "walhook_store_append_stage_seconds", "stage=\"handler\"",
+                         &s->append_time);
+    static const char *const names[ST_APPEND_STAGES] = {"stage=\"queue\"", "stage=\"write\"",
+                                                        "stage=\"wake\""};
+    for (int i = 0; i < ST_APPEND_STAGES; i++)
+        rc |= wh_metric_hist(b, "walhook_store_append_stage_seconds", names[i], as.stage[i]);
     return rc == 0 ? WH_OK : WH_ERR;
 }
 
