@@ -125,7 +125,7 @@ struct st_db {
     _Atomic uint64_t cq_groups, cq_shared_groups;
     st_commit_hook cq_hook; /* observer of groups (tests) */
     void *cq_hook_arg;
-    wh_histogram cq_stage[ST_APPEND_STAGES];
+    wh_histogram cq_stage[2][ST_APPEND_STAGES]; /* light, big */
 
     pthread_rwlock_t ten_lock; /* the tenants list's structure */
     st_tenant *tenants;
@@ -1417,9 +1417,7 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
     st_tenant *t;
     if (ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
         return WH_ERR;
-    uint64_t bytes = 0;
-    for (size_t i = 0; i < n; i++)
-        bytes += event_bytes(&ev[i]);
+    int light = st_db_append_light(db, ev, n);
     st_wreq r = {.t = t, .ev = ev, .n = n, .ack_lsn = ack_lsn, .rc = WH_OK};
     pthread_cond_init(&r.cond, NULL);
     pthread_mutex_lock(&db->cq_mu);
@@ -1437,7 +1435,7 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
             db->cq_ring = t;
         db->cq_ring_tail = t;
     }
-    if (bytes <= atomic_load(&db->cq_share)) { /* a light append */
+    if (light) {
         if (db->cq_light_t[0] != t) {
             db->cq_light_t[1] = db->cq_light_t[0];
             db->cq_light_ms[1] = db->cq_light_ms[0];
@@ -1458,9 +1456,10 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
     if (r.rc != WH_OK)
         return wh_seterr(err, errlen, "%s", r.err);
     if (r.end_us != 0) {
-        wh_hist_observe_us(&db->cq_stage[ST_APPEND_QUEUE], r.start_us - r.enq_us);
-        wh_hist_observe_us(&db->cq_stage[ST_APPEND_WRITE], r.end_us - r.start_us);
-        wh_hist_observe_us(&db->cq_stage[ST_APPEND_WAKE], woke - r.end_us);
+        wh_histogram *h = db->cq_stage[light ? 0 : 1];
+        wh_hist_observe_us(&h[ST_APPEND_QUEUE], r.start_us - r.enq_us);
+        wh_hist_observe_us(&h[ST_APPEND_WRITE], r.end_us - r.start_us);
+        wh_hist_observe_us(&h[ST_APPEND_WAKE], woke - r.end_us);
     }
     if (durable_lsn)
         *durable_lsn = r.durable;
@@ -1471,8 +1470,22 @@ void st_db_append_stats(st_db *db, st_append_stats *out)
 {
     out->groups = atomic_load(&db->cq_groups);
     out->shared_groups = atomic_load(&db->cq_shared_groups);
-    for (int i = 0; i < ST_APPEND_STAGES; i++)
-        out->stage[i] = &db->cq_stage[i];
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; i < ST_APPEND_STAGES; i++)
+            out->stage[l][i] = &db->cq_stage[l][i];
+}
+
+static uint64_t append_bytes(const st_event *ev, size_t n)
+{
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += event_bytes(&ev[i]);
+    return bytes;
+}
+
+int st_db_append_light(st_db *db, const st_event *ev, size_t n)
+{
+    return append_bytes(ev, n) <= atomic_load(&db->cq_share);
 }
 
 /* ---- read ---- */

@@ -403,16 +403,20 @@ int st_db_admit(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, 
  * and one sync each: concurrent appends of several tenants share one), and
  * WAL syncs. Parsed from "rocksdb.dbstats" (K/M rounded). */
 int st_db_write_groups(st_db *db, uint64_t *writes, uint64_t *groups, uint64_t *syncs);
-/* The group commit's figures: groups written, those shared between tenants
- * (capped), and per append the time of each stage: queued until the write
- * of the group with its last event began (ST_APPEND_QUEUE), that write with
- * its sync (ST_APPEND_WRITE), the hand-back to its thread (ST_APPEND_WAKE).
- * The histograms are the db's (valid until st_db_close). */
+/* The group commit's figures: groups written, those sliced because a
+ * tenant makes light appends, and per append the time of each stage:
+ * queued until the write of the group with its last event began
+ * (ST_APPEND_QUEUE), that write with its sync (ST_APPEND_WRITE), the
+ * hand-back to its thread (ST_APPEND_WAKE); light appends (at most
+ * store.commit_share_bytes: st_db_append_light) in stage[0], the others in
+ * stage[1]. The histograms are the db's (valid until st_db_close). */
 enum { ST_APPEND_QUEUE, ST_APPEND_WRITE, ST_APPEND_WAKE, ST_APPEND_STAGES };
 typedef struct st_append_stats {
     uint64_t groups, shared_groups;
-    const wh_histogram *stage[ST_APPEND_STAGES];
+    const wh_histogram *stage[2][ST_APPEND_STAGES];
 } st_append_stats;
+/* 1 when the append of these events is light (the group commit's slices). */
+int st_db_append_light(st_db *db, const st_event *ev, size_t n);
 void st_db_append_stats(st_db *db, st_append_stats *out);
 /* Observer of the group commit (tests): called by the leader after each
  * group's write with the appends' parts in it, its bytes (about: values and

@@ -60,9 +60,9 @@ struct st_server {
     wh_counter events_stored;
     wh_counter appends;
     wh_counter reads;
-    wh_counter slowed;        /* appends answered "slow down" */
-    wh_counter notified;      /* durability notifications published */
-    wh_histogram append_time; /* Append requests, handler entry to reply */
+    wh_counter slowed;           /* appends answered "slow down" */
+    wh_counter notified;         /* durability notifications published */
+    wh_histogram append_time[2]; /* Append requests, handler entry to reply: light, big */
 
     /* reader cursors by (tenant, consumer), striped by hash: no lock is
      * shared by every Read */
@@ -263,6 +263,7 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     uint64_t durable = 0;
     int rc =
         st_db_append(s->db, a->tenant, ev, a->n_events, a->ack_lsn, &durable, err, sizeof(err));
+    int light = st_db_append_light(s->db, ev, a->n_events);
     free(ev);
     if (rc != WH_OK) {
         wh_error("append tenant=%s batch=%" PRIu64 " failed: %s", a->tenant, a->batch_id, err);
@@ -287,7 +288,7 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     m->app.stored = (uint32_t)a->n_events;
     rep->body_case = WALHOOK__REPLY__BODY_APPEND;
     rep->append = &m->app;
-    wh_hist_observe_us(&s->append_time, wh_now_us() - t0);
+    wh_hist_observe_us(&s->append_time[light ? 0 : 1], wh_now_us() - t0);
 }
 
 /* ---- reader cursors ---- */
@@ -981,13 +982,19 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
                            "time of an append in each stage: handler (the whole request in the "
                            "store), queue (until the write of the group with its last event "
                            "began), write (that group's WAL write, sync and memtable insert), "
-                           "wake (back to its request thread)");
-    rc |= wh_metric_hist(b, "walhook_store_append_stage_seconds", "stage=\"handler\"",
-                         &s->append_time);
-    static const char *const names[ST_APPEND_STAGES] = {"stage=\"queue\"", "stage=\"write\"",
-                                                        "stage=\"wake\""};
-    for (int i = 0; i < ST_APPEND_STAGES; i++)
-        rc |= wh_metric_hist(b, "walhook_store_append_stage_seconds", names[i], as.stage[i]);
+                           "wake (back to its request thread); size light (at most "
+                           "store.commit_share_bytes) or big");
+    static const char *const stages[ST_APPEND_STAGES] = {"queue", "write", "wake"};
+    for (int l = 0; l < 2; l++) {
+        const char *size = l == 0 ? "light" : "big";
+        char lab[64];
+        snprintf(lab, sizeof(lab), "stage=\"handler\",size=\"%s\"", size);
+        rc |= wh_metric_hist(b, "walhook_store_append_stage_seconds", lab, &s->append_time[l]);
+        for (int i = 0; i < ST_APPEND_STAGES; i++) {
+            snprintf(lab, sizeof(lab), "stage=\"%s\",size=\"%s\"", stages[i], size);
+            rc |= wh_metric_hist(b, "walhook_store_append_stage_seconds", lab, as.stage[l][i]);
+        }
+    }
     return rc == 0 ? WH_OK : WH_ERR;
 }
 

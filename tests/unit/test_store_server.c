@@ -364,7 +364,7 @@ static void test_group_commit(void **state)
     uint64_t w0, g0, s0, w1, g1, s1;
     st_append_stats a0, a1;
     st_db_append_stats(f->db, &a0);
-    uint64_t n0 = a0.stage[ST_APPEND_WRITE]->count;
+    uint64_t n0 = a0.stage[0][ST_APPEND_WRITE]->count;
     assert_int_equal(st_db_write_groups(f->db, &w0, &g0, &s0), WH_OK);
     pthread_t th[8];
     gc_arg args[8];
@@ -385,7 +385,7 @@ static void test_group_commit(void **state)
     assert_true(groups < 400);          /* coalesced: 400 appends */
     assert_true(w1 - w0 <= groups + 8); /* one RocksDB write per group */
     assert_true(s1 - s0 <= w1 - w0 + 8);
-    assert_int_equal(a1.stage[ST_APPEND_WRITE]->count - n0, 400); /* a write stage each */
+    assert_int_equal(a1.stage[0][ST_APPEND_WRITE]->count - n0, 400); /* light, a write stage each */
     for (int i = 0; i < 8; i++) {
         char err[WH_ERRLEN];
         uint64_t l;
