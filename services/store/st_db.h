@@ -104,7 +104,7 @@
  * queue in one group (up to ST_COMMIT_MAX_BYTES). An append is acknowledged
  * once its last event's group is synced; a group that fails fails every
  * append in it and the rest of their tenants' queues. */
-#define ST_COMMIT_SHARE_BYTES (64 << 10)
+#define ST_COMMIT_SHARE_BYTES (128 << 10)
 #define ST_COMMIT_MAX_BYTES (4u << 20)
 #define ST_COMMIT_LIGHT_MS 1000 /* a light append this recent slices the others */
 
