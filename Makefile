@@ -7,6 +7,7 @@
 #   make bench-stages   each stage alone (decode+render, store IPC, dispatcher)
 #   make bench-tenants  two tenants on one store (isolation) and Append vs db_bench
 #   make bench-dispatch dispatcher CPU/event native vs Debezium + filter, PSS with 100 targets
+#   make bench-envelope hot-path bench (pgbench backlog) native vs Debezium + filter, four daemons
 #   make demo       the README's demo
 #   make deps       install the Debian packages (as root)
 #   make asan       build with AddressSanitizer + UBSan into build-asan/
@@ -193,6 +194,9 @@ bench-stages: all
 bench-dispatch: all
 	bench/dispatch.sh
 
+bench-envelope: all
+	bench/envelope.sh
+
 demo:
 	scripts/demo.sh
 
@@ -209,6 +213,6 @@ format:
 clean:
 	rm -rf build build-asan bin
 
-.PHONY: all deps unit test bench bench-latency bench-stages bench-tenants bench-dispatch demo asan fuzz format clean FORCE
+.PHONY: all deps unit test bench bench-latency bench-stages bench-tenants bench-dispatch bench-envelope demo asan fuzz format clean FORCE
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 .SECONDARY:

@@ -124,6 +124,9 @@ const wh_config_entry wh_config_table[] = {
     S(allow_private_networks, "dispatcher.allow_private_networks", "", WH_CF_RUNTIME,
       "CIDRs (\"127.0.0.0/8,::1\") a target may resolve to although loopback, private, "
       "link-local, CGNAT, multicast or metadata (SSRF guard)"),
+    S(dispatcher_ca_file, "dispatcher.ca_file", "", 0,
+      "PEM CA bundle that https:// targets' certificates are verified against (\"\" = the "
+      "system's, /etc/ssl/certs)"),
     S(dispatcher_id, "dispatcher.id", "", 0,
       "this dispatcher's lease owner id (\"\" = <hostname>-<pid>)"),
     I(dispatcher_lease_ttl_ms, "dispatcher.lease_ttl_ms", 0, 0, 600000, 0,
@@ -162,7 +165,30 @@ static int is_group(const char *path)
 }
 
 /* The members a target group may have. */
+/* A target's settings besides its delivery fields (wh_delivery_is_field),
+ * in the top-level `targets` list and in a tenant's. */
+static const char *const target_fields[] = {"name",
+                                            "url",
+                                            "secret",
+                                            "secrets",
+                                            "paused",
+                                            "batch_max_events",
+                                            "batch_max_bytes",
+                                            "retry_base_ms",
+                                            "retry_max_ms",
+                                            "http_timeout_ms"};
+
+/* name, url and secret are read here; the others (types and values) by
+ * wh_state_from_config, which builds the targets of the runtime state. */
 static int is_target_field(const char *name)
+{
+    for (size_t i = 0; i < WH_ARRAY_LEN(target_fields); i++)
+        if (strcmp(name, target_fields[i]) == 0)
+            return 1;
+    return wh_delivery_is_field(name);
+}
+
+static int is_target_own_field(const char *name)
 {
     return strcmp(name, "name") == 0 || strcmp(name, "url") == 0 || strcmp(name, "secret") == 0;
 }
@@ -541,6 +567,8 @@ static int load_group(wh_config *c, config_setting_t *group, const char *prefix,
                         snprintf(tpath, sizeof(tpath), "targets[%d].%s", k, fn);
                         return unknown_setting(err, errlen, tpath, config_setting_source_line(f));
                     }
+                    if (!is_target_own_field(fn))
+                        continue;
                     if (config_setting_type(f) != CONFIG_TYPE_STRING)
                         return wh_seterr(err, errlen, "targets[%d].%s (line %d): expected a string",
                                          k, fn, config_setting_source_line(f));
@@ -653,16 +681,6 @@ static int scan_tenants_path(const char *rest)
 {
     static const char *const source_fields[] = {"dsn", "slot", "publication", "tables",
                                                 "create_slot"};
-    static const char *const target_fields[] = {"name",
-                                                "url",
-                                                "secret",
-                                                "secrets",
-                                                "paused",
-                                                "batch_max_events",
-                                                "batch_max_bytes",
-                                                "retry_base_ms",
-                                                "retry_max_ms",
-                                                "http_timeout_ms"};
     const char *p = rest;
     if (*p == '\0')
         return WH_CFGSCAN_DESCEND;
@@ -689,10 +707,7 @@ static int scan_tenants_path(const char *rest)
         return WH_CFGSCAN_DESCEND;
     if (*p++ != '.')
         return WH_CFGSCAN_STOP;
-    for (size_t i = 0; i < WH_ARRAY_LEN(target_fields); i++)
-        if (strcmp(p, target_fields[i]) == 0)
-            return WH_CFGSCAN_SKIP;
-    return wh_delivery_is_field(p) ? WH_CFGSCAN_SKIP : WH_CFGSCAN_STOP;
+    return is_target_field(p) ? WH_CFGSCAN_SKIP : WH_CFGSCAN_STOP;
 }
 
 typedef struct scan_check {

@@ -101,7 +101,8 @@ typedef struct wh_config {
     int retry_max_ms;        /* runtime */
     int http_timeout_ms;     /* runtime */
     int max_inflight;
-    char allow_private_networks[256]; /* runtime: CIDRs the SSRF guard lets through */
+    char allow_private_networks[256];     /* runtime: CIDRs the SSRF guard lets through */
+    char dispatcher_ca_file[WH_PATH_MAX]; /* PEM CAs for https:// targets ("" = the system's) */
     /* dispatcher scale-out (services/dispatcher/dsp_lease.h) */
     char dispatcher_id[128];        /* lease owner id; "" = <hostname>-<pid> */
     int dispatcher_lease_ttl_ms;    /* 0 = no leases (one dispatcher owns every target) */

@@ -91,6 +91,7 @@ static const dl_field dl_fields[] = {
     DLS(filter_columns_exclude, NULL),
     DLS(filter_expr, NULL),
     DLS(allow_private, NULL),
+    DLS(http_version, "auto|1.1|2"),
 };
 
 static const dl_field *dl_find(const char *name)
@@ -1164,6 +1165,41 @@ static int cf_tenant(config_setting_t *g, wh_state_tenant *t, const char *path, 
 }
 
 /* Reads the file's `tenants` list into s (nothing when there is none). */
+/* The file's top-level `targets` list with every target setting (wh_config
+ * reads only name, url and secret of it) into scratch tenant t; nothing
+ * when the file has none. */
+static int load_top_targets(wh_state_tenant *t, const char *path, char *err, size_t errlen)
+{
+    config_t cf;
+    config_init(&cf);
+    int rc = WH_OK;
+    if (config_read_file(&cf, path) != CONFIG_TRUE) {
+        rc = wh_seterr(err, errlen, "config file %s line %d: %s", path, config_error_line(&cf),
+                       config_error_text(&cf));
+        goto out;
+    }
+    config_setting_t *list = config_setting_get_member(config_root_setting(&cf), "targets");
+    int n = list != NULL ? config_setting_length(list) : 0;
+    for (int k = 0; k < n && k < WH_MAX_TARGETS; k++) {
+        char tp[WH_PATHLEN], sub[WH_ERRLEN];
+        pathf(tp, sizeof(tp), "targets[%d]", k);
+        wh_state_target *g = wh_state_target_add(t);
+        if (g == NULL) {
+            rc = wh_seterr(err, errlen, "out of memory");
+            goto out;
+        }
+        snprintf(g->name, sizeof(g->name), "t%d", k); /* wh_config's default name */
+        if (cf_target(config_setting_get_elem(list, (unsigned)k), g, tp, sub, sizeof(sub)) !=
+            WH_OK) {
+            rc = wh_seterr(err, errlen, "config file %s: %s", path, sub);
+            goto out;
+        }
+    }
+out:
+    config_destroy(&cf);
+    return rc;
+}
+
 static int load_tenants_list(wh_state *s, const char *path, int *nlist, char *err, size_t errlen)
 {
     *nlist = 0;
@@ -1244,12 +1280,28 @@ int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path,
         wh_strlcpy(t->publication, cfg->publication, sizeof(t->publication));
         wh_strlcpy(t->tables, cfg->tables, sizeof(t->tables));
         t->create_slot = cfg->create_slot;
+        /* the file's targets with all their settings; a target that the
+         * environment (WALHOOK_TARGETS) replaced keeps only name and url */
+        wh_state_tenant top;
+        memset(&top, 0, sizeof(top));
+        if (path != NULL && cfg->ntargets > 0 &&
+            load_top_targets(&top, path, err, errlen) != WH_OK) {
+            free(top.targets);
+            goto error;
+        }
         for (int i = 0; i < cfg->ntargets; i++) {
             wh_state_target *g = wh_state_target_add(t);
             if (g == NULL) {
+                free(top.targets);
                 wh_seterr(err, errlen, "out of memory");
                 goto error;
             }
+            for (int j = 0; j < top.ntargets; j++)
+                if (strcmp(top.targets[j].name, cfg->targets[i].name) == 0 &&
+                    strcmp(top.targets[j].url, cfg->targets[i].url) == 0) {
+                    *g = top.targets[j];
+                    break;
+                }
             wh_strlcpy(g->name, cfg->targets[i].name, sizeof(g->name));
             wh_strlcpy(g->url, cfg->targets[i].url, sizeof(g->url));
             if (cfg->targets[i].secret[0] != '\0') {
@@ -1257,6 +1309,7 @@ int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path,
                 g->nsecrets = 1;
             }
         }
+        free(top.targets);
     }
     for (int i = 0; list != NULL && i < list->ntenants; i++) {
         wh_state_tenant *t = wh_state_tenant_add(s);

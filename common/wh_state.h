@@ -52,6 +52,7 @@ typedef struct wh_delivery {
     char filter_columns_exclude[WH_DL_STR]; /* comma-separated */
     char filter_expr[WH_DL_EXPR];           /* dsp_filter expression ("" = none) */
     char allow_private[WH_DL_STR];          /* CIDRs the SSRF guard lets through for this target */
+    char http_version[8]; /* "auto" | "1.1" | "2" ("" = auto: HTTP/2 over TLS by ALPN, else 1.1) */
 } wh_delivery;
 
 /* Reads one delivery field `key` (JSON value v, libjansson's json_t) into d.

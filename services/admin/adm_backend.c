@@ -10,12 +10,30 @@
 #include "wh_ipc.h"
 #include "wh_util.h"
 
+/* A tenant's source connection for the slot query, kept open between
+ * scrapes (a new connection forks a backend on the source each time, ~10 ms
+ * of its CPU), and the last answer, reused for ADM_SLOT_FRESH_MS. */
+#define ADM_SLOT_FRESH_MS 1000
+#define ADM_SLOT_IDLE_MS 120000 /* a connection unused this long is closed */
+typedef struct adm_slotconn {
+    pthread_mutex_t mu; /* one query at a time on pg; guards the rest */
+    char tenant[WH_NAME_MAX];
+    char dsn[WH_URL_MAX];
+    char slot[WH_NAME_MAX];
+    PGconn *pg;
+    adm_slot_info info;
+    uint64_t at_ms; /* when info was read; 0 = never */
+    uint64_t used_ms;
+} adm_slotconn;
+
 struct adm_store {
     pthread_mutex_t mu; /* one request at a time on client; guards cached */
     wh_client *client;
     wh_config *base;
     wh_state *cached;
     adm_query *q;
+    pthread_mutex_t slots_mu; /* guards the tenant names of slots */
+    adm_slotconn slots[WH_MAX_TENANTS];
 };
 
 #define ADM_STORE_TIMEOUT_MS 3000
@@ -163,52 +181,135 @@ static void b_stats(void *arg, adm_stat st[ADM_NDAEMONS])
     }
 }
 
-void adm_slot_query(const char *dsn, const char *slot, adm_slot_info *out)
+/* Connects *pg when it is not connected; 1 when it is. */
+static int slot_connect(PGconn **pg, const char *dsn, adm_slot_info *out)
+{
+    if (*pg != NULL && PQstatus(*pg) == CONNECTION_OK)
+        return 1;
+    PQfinish(*pg);
+    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
+    const char *vals[] = {dsn, "3", "walhook-admin", NULL};
+    *pg = PQconnectdbParams(keys, vals, 1);
+    if (*pg != NULL && PQstatus(*pg) == CONNECTION_OK)
+        return 1;
+    /* libpq's messages name host and port, never the password */
+    const char *m = *pg ? PQerrorMessage(*pg) : "out of memory";
+    snprintf(out->error, sizeof(out->error), "source unreachable: %.200s", m);
+    size_t n = strlen(out->error);
+    while (n > 0 && (out->error[n - 1] == '\n' || out->error[n - 1] == ' '))
+        out->error[--n] = '\0';
+    PQfinish(*pg);
+    *pg = NULL;
+    return 0;
+}
+
+/* The slot query on *pg, (re)connected as needed: a connection the source
+ * closed meanwhile (a restart) is replaced once. */
+static void slot_query_on(PGconn **pg, const char *dsn, const char *slot, adm_slot_info *out)
 {
     memset(out, 0, sizeof(*out));
     out->lag_bytes = -1;
     out->safe_wal_size = -1;
-    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
-    const char *vals[] = {dsn, "3", "walhook-admin", NULL};
-    PGconn *pg = PQconnectdbParams(keys, vals, 1);
-    if (!pg || PQstatus(pg) != CONNECTION_OK) {
-        /* libpq's messages name host and port, never the password */
-        const char *m = pg ? PQerrorMessage(pg) : "out of memory";
-        snprintf(out->error, sizeof(out->error), "source unreachable: %.200s", m);
-        size_t n = strlen(out->error);
-        while (n > 0 && (out->error[n - 1] == '\n' || out->error[n - 1] == ' '))
-            out->error[--n] = '\0';
-        PQfinish(pg);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fresh = *pg == NULL || PQstatus(*pg) != CONNECTION_OK;
+        if (!slot_connect(pg, dsn, out))
+            return;
+        const char *params[] = {slot};
+        PGresult *r = PQexecParams(
+            *pg,
+            "SELECT confirmed_flush_lsn::text, CASE WHEN pg_is_in_recovery() THEN NULL ELSE "
+            "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint END, "
+            "wal_status, safe_wal_size, active FROM pg_replication_slots WHERE slot_name = $1",
+            1, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            snprintf(out->error, sizeof(out->error), "slot query failed: %.200s",
+                     PQresultErrorMessage(r));
+            PQclear(r);
+            if (PQstatus(*pg) == CONNECTION_OK || fresh)
+                return;
+            PQfinish(*pg); /* the kept connection broke: once more on a new one */
+            *pg = NULL;
+            out->error[0] = '\0';
+            continue;
+        }
+        if (PQntuples(r) == 1) {
+            out->found = 1;
+            wh_strlcpy(out->confirmed_flush_lsn, PQgetvalue(r, 0, 0),
+                       sizeof(out->confirmed_flush_lsn));
+            if (!PQgetisnull(r, 0, 1))
+                out->lag_bytes = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+            wh_strlcpy(out->wal_status, PQgetvalue(r, 0, 2), sizeof(out->wal_status));
+            if (!PQgetisnull(r, 0, 3))
+                out->safe_wal_size = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+            out->active = strcmp(PQgetvalue(r, 0, 4), "t") == 0;
+        }
+        PQclear(r);
         return;
     }
-    const char *params[] = {slot};
-    PGresult *r = PQexecParams(
-        pg,
-        "SELECT confirmed_flush_lsn::text, CASE WHEN pg_is_in_recovery() THEN NULL ELSE "
-        "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint END, "
-        "wal_status, safe_wal_size, active FROM pg_replication_slots WHERE slot_name = $1",
-        1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        snprintf(out->error, sizeof(out->error), "slot query failed: %.200s",
-                 PQresultErrorMessage(r));
-    } else if (PQntuples(r) == 1) {
-        out->found = 1;
-        wh_strlcpy(out->confirmed_flush_lsn, PQgetvalue(r, 0, 0), sizeof(out->confirmed_flush_lsn));
-        if (!PQgetisnull(r, 0, 1))
-            out->lag_bytes = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
-        wh_strlcpy(out->wal_status, PQgetvalue(r, 0, 2), sizeof(out->wal_status));
-        if (!PQgetisnull(r, 0, 3))
-            out->safe_wal_size = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
-        out->active = strcmp(PQgetvalue(r, 0, 4), "t") == 0;
-    }
-    PQclear(r);
+}
+
+void adm_slot_query(const char *dsn, const char *slot, adm_slot_info *out)
+{
+    PGconn *pg = NULL;
+    slot_query_on(&pg, dsn, slot, out);
     PQfinish(pg);
+}
+
+/* The tenant's entry, claimed if new (the least recently used one goes
+ * when all are taken). */
+static adm_slotconn *slot_entry(adm_store *s, const char *tenant)
+{
+    pthread_mutex_lock(&s->slots_mu);
+    adm_slotconn *e = NULL, *lru = &s->slots[0];
+    for (int i = 0; i < WH_MAX_TENANTS && e == NULL; i++) {
+        if (strcmp(s->slots[i].tenant, tenant) == 0)
+            e = &s->slots[i];
+        else if (s->slots[i].used_ms < lru->used_ms)
+            lru = &s->slots[i];
+    }
+    if (e == NULL) {
+        e = lru;
+        pthread_mutex_lock(&e->mu);
+        wh_strlcpy(e->tenant, tenant, sizeof(e->tenant));
+        e->at_ms = 0;
+        e->dsn[0] = '\0';
+        pthread_mutex_unlock(&e->mu);
+    }
+    uint64_t now = wh_now_ms();
+    e->used_ms = now;
+    /* a removed tenant's connection is not kept */
+    for (int i = 0; i < WH_MAX_TENANTS; i++) {
+        adm_slotconn *o = &s->slots[i];
+        if (o != e && o->pg != NULL && now - o->used_ms > ADM_SLOT_IDLE_MS &&
+            pthread_mutex_trylock(&o->mu) == 0) {
+            PQfinish(o->pg);
+            o->pg = NULL;
+            pthread_mutex_unlock(&o->mu);
+        }
+    }
+    pthread_mutex_unlock(&s->slots_mu);
+    return e;
 }
 
 static void b_slot(void *arg, const wh_state_tenant *t, adm_slot_info *out)
 {
-    (void)arg;
-    adm_slot_query(t->dsn, t->slot, out);
+    adm_store *s = arg;
+    adm_slotconn *e = slot_entry(s, t->name);
+    pthread_mutex_lock(&e->mu);
+    uint64_t now = wh_now_ms();
+    if (strcmp(e->dsn, t->dsn) != 0 || strcmp(e->slot, t->slot) != 0) {
+        PQfinish(e->pg); /* a new source: not the old connection */
+        e->pg = NULL;
+        e->at_ms = 0;
+        wh_strlcpy(e->dsn, t->dsn, sizeof(e->dsn));
+        wh_strlcpy(e->slot, t->slot, sizeof(e->slot));
+    }
+    if (e->at_ms == 0 || now - e->at_ms >= ADM_SLOT_FRESH_MS) {
+        slot_query_on(&e->pg, e->dsn, e->slot, &e->info);
+        e->at_ms = wh_now_ms();
+    }
+    *out = e->info;
+    pthread_mutex_unlock(&e->mu);
 }
 
 int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char *err, size_t errlen)
@@ -230,6 +331,9 @@ int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char 
         return WH_ERR;
     }
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->slots_mu, NULL);
+    for (int i = 0; i < WH_MAX_TENANTS; i++)
+        pthread_mutex_init(&s->slots[i].mu, NULL);
     s->q = q;
     memset(out, 0, sizeof(*out));
     out->arg = s;
@@ -250,6 +354,11 @@ void adm_backend_close(adm_backend *be)
         return;
     wh_client_close(s->client);
     wh_state_unref(s->cached);
+    for (int i = 0; i < WH_MAX_TENANTS; i++) {
+        PQfinish(s->slots[i].pg);
+        pthread_mutex_destroy(&s->slots[i].mu);
+    }
+    pthread_mutex_destroy(&s->slots_mu);
     pthread_mutex_destroy(&s->mu);
     free(s->base);
     free(s);

@@ -3,7 +3,8 @@
  * serialised by a mutex; the last state read is cached and re-fetched with
  * GetState(known_version), so an unchanged state costs one small round
  * trip), the daemons' Stats through adm_query, and each tenant's slot from
- * its source database (libpq, connect_timeout 3 s, no replication).
+ * its source database (libpq, connect_timeout 3 s, no replication; one
+ * connection per tenant kept between scrapes, the answer reused for 1 s).
  *
  * Teardown: stop the HTTP server first (no request in flight), then
  * adm_backend_close. */

@@ -655,6 +655,7 @@ typedef enum {
     M_FILTERED,
     M_REPLAYED,
     M_NEEDS_SNAPSHOT,
+    M_CONNECTIONS,
     M_N
 } metric_kind;
 
@@ -680,11 +681,12 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
                                   "walhook_target_blocked",
                                   "walhook_target_filtered_total",
                                   "walhook_target_replayed_total",
-                                  "walhook_target_needs_snapshot"};
+                                  "walhook_target_needs_snapshot",
+                                  "walhook_target_connections"};
     static const char *types[] = {
-        "counter", "counter", "histogram", "gauge",   "gauge",   "gauge",   "counter",
-        "counter", "counter", "counter",   "counter", "counter", "counter", "gauge",
-        "counter", "gauge",   "gauge",     "gauge",   "counter", "counter", "gauge"};
+        "counter", "counter", "histogram", "gauge",   "gauge",   "gauge", "counter", "counter",
+        "counter", "counter", "counter",   "counter", "counter", "gauge", "counter", "gauge",
+        "gauge",   "gauge",   "counter",   "counter", "gauge",   "gauge"};
     _Static_assert(sizeof(names) / sizeof(names[0]) == M_N, "a name per metric");
     _Static_assert(sizeof(types) / sizeof(types[0]) == M_N, "a type per metric");
     static const char *helps[] = {
@@ -710,7 +712,8 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
         "Events the target's filter skipped (committed past, not posted).",
         "Dead letters delivered again after an operator replayed them.",
         "1 while the store marks the target NEEDS_SNAPSHOT (behind its tenant's retention cap): "
-        "nothing is posted until its offset is set."};
+        "nothing is posted until its offset is set.",
+        "Sockets open to the target, idle keep-alive ones included (at most max_connections)."};
     _Static_assert(sizeof(helps) / sizeof(helps[0]) == M_N, "a help per metric");
     if (wh_metric_header(out, names[kind], types[kind], helps[kind]) != WH_OK)
         return WH_ERR;
@@ -790,6 +793,11 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
             rc = wh_metric_u64(out, names[kind], lab.data,
                                (uint64_t)atomic_load(&t->needs_snapshot_pub));
             break;
+        case M_CONNECTIONS: {
+            int n = atomic_load(&t->nsock);
+            rc = wh_metric_u64(out, names[kind], lab.data, n > 0 ? (uint64_t)n : 0);
+            break;
+        }
         default:
             break;
         }

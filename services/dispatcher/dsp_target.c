@@ -60,6 +60,7 @@ void dsp_settings_from_config(dsp_settings *s, const wh_config *c)
     s->retry_max_ms = c->retry_max_ms;
     s->http_timeout_ms = c->http_timeout_ms;
     wh_strlcpy(s->allow_global, c->allow_private_networks, sizeof(s->allow_global));
+    wh_strlcpy(s->ca_file, c->dispatcher_ca_file, sizeof(s->ca_file));
     dsp_settings_clamp(s);
 }
 
@@ -961,6 +962,42 @@ static int connect_timeout_ms(const dsp_target *t)
     return t->set.http_timeout_ms < 10000 ? t->set.http_timeout_ms : 10000;
 }
 
+/* libcurl before 8.0 fails every request that reuses an h2c (prior
+ * knowledge) connection with "Error in the HTTP2 framing layer" (curl issue
+ * 10634, fixed in 8.0.0); Debian 12 ships 7.88. */
+static int h2c_usable(void)
+{
+    return curl_version_info(CURLVERSION_NOW)->version_num >= 0x080000;
+}
+
+/* The target's http_version as libcurl's CURLOPT_HTTP_VERSION: "1.1" only
+ * HTTP/1.1; "2" HTTP/2 (over TLS by ALPN, falling back to 1.1 when the
+ * target does not offer h2; over cleartext with prior knowledge, h2c, where
+ * libcurl can reuse such connections, else HTTP/1.1); "auto" (default)
+ * HTTP/2 over TLS when the target offers it, 1.1 over cleartext (no h2c
+ * Upgrade header, which some servers reject). */
+static long http_version_of(const char *setting, const char *url)
+{
+    if (strcmp(setting, "1.1") == 0)
+        return CURL_HTTP_VERSION_1_1;
+    if (strcmp(setting, "2") == 0) {
+        if (strncasecmp(url, "http://", 7) != 0)
+            return CURL_HTTP_VERSION_2_0;
+        return h2c_usable() ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE : CURL_HTTP_VERSION_1_1;
+    }
+    return CURL_HTTP_VERSION_2TLS;
+}
+
+/* Says once per set-up or change when http_version = "2" cannot be h2c. */
+static void http_version_note(const dsp_target *t)
+{
+    if (strcmp(t->set.dl.http_version, "2") == 0 && strncasecmp(t->url, "http://", 7) == 0 &&
+        !h2c_usable())
+        wh_warn("target %s/%s: http_version = \"2\" over cleartext (h2c) needs libcurl 8.0 or "
+                "later (this one, %s, fails on reused h2c connections); posting with HTTP/1.1",
+                t->set.tenant, t->name, curl_version_info(CURLVERSION_NOW)->version);
+}
+
 int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, void *notify_arg,
                     char *err, size_t errlen)
 {
@@ -990,6 +1027,7 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
                          ferr);
     t->fmt_gen = 1;
 
+    http_version_note(t);
     t->share = pool_new();
     if (t->share == NULL)
         return wh_seterr(err, errlen, "target %s: curl_share_init failed", t->name);
@@ -1007,12 +1045,15 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
         curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)t->set.http_timeout_ms) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms(t)) == CURLE_OK &&
-        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+                         http_version_of(t->set.dl.http_version, t->url)) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_PROXY, "") == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_POST, 1L) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_USERAGENT, "walhook-dispatcher/1") == CURLE_OK &&
+        (t->set.ca_file[0] == '\0' ||
+         curl_easy_setopt(e, CURLOPT_CAINFO, t->set.ca_file) == CURLE_OK) &&
         xfer_bind(&t->x);
     if (!ok)
         return wh_seterr(err, errlen,
@@ -1070,6 +1111,7 @@ int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t 
         strcmp(t->set.dl.filter_expr, sp->set.dl.filter_expr) != 0;
     dsp_format_free(&t->lfmt);
     t->lfmt = nf;
+    long hv_old = http_version_of(t->set.dl.http_version, t->url);
     if (strcmp(t->url, sp->url) != 0) {
         wh_strlcpy(t->url, sp->url, sizeof(t->url));
         curl_easy_setopt(t->x.easy, CURLOPT_URL, t->url);
@@ -1077,10 +1119,18 @@ int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t 
     dsp_target_apply_settings(t, &sp->set);
     t->lease_epoch = sp->lease_epoch;
     curl_easy_setopt(t->x.easy, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms(t));
+    long hv = http_version_of(t->set.dl.http_version, t->url);
+    curl_easy_setopt(t->x.easy, CURLOPT_HTTP_VERSION, hv);
     for (int i = 0; i < t->nlanes; i++) {
         curl_easy_setopt(t->lanes[i].x.easy, CURLOPT_URL, t->url);
         curl_easy_setopt(t->lanes[i].x.easy, CURLOPT_CONNECTTIMEOUT_MS,
                          (long)connect_timeout_ms(t));
+        curl_easy_setopt(t->lanes[i].x.easy, CURLOPT_HTTP_VERSION, hv);
+    }
+    /* connections made with the old protocol version are not reused */
+    if (hv != hv_old) {
+        t->pool_stale = 1;
+        http_version_note(t);
     }
     if (fmt_changed) {
         /* batches read ahead were filtered and rendered the old way */
@@ -1904,13 +1954,14 @@ static int strict_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
 }
 
 /* Over max_connections sockets (the setting was lowered, or a connection
- * was not reused): nothing new starts until the target's requests are done,
- * then every handle moves to a fresh pool and the old one is closed with its
- * idle connections. 1 while the target must wait. */
+ * was not reused), or http_version changed: nothing new starts until the
+ * target's requests are done, then every handle moves to a fresh pool and
+ * the old one is closed with its idle connections. 1 while the target must
+ * wait. */
 static int pool_over(dsp_target *t)
 {
     int max = max_conn_of(t);
-    if (t->nsock <= max)
+    if (t->nsock <= max && !t->pool_stale)
         return 0;
     if (dsp_target_inflight(t) > 0)
         return 1;
@@ -1930,8 +1981,13 @@ static int pool_over(dsp_target *t)
         return 0;
     }
     t->share = sh;
-    wh_info("target %s/%s: closed %d pooled connection(s) over max_connections = %d", t->set.tenant,
-            t->name, before - t->nsock, max);
+    if (t->pool_stale)
+        wh_info("target %s/%s: closed %d pooled connection(s) made before http_version changed",
+                t->set.tenant, t->name, before - t->nsock);
+    else
+        wh_info("target %s/%s: closed %d pooled connection(s) over max_connections = %d",
+                t->set.tenant, t->name, before - t->nsock, max);
+    t->pool_stale = 0;
     return 0;
 }
 

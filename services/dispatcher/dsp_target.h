@@ -110,8 +110,9 @@ typedef struct dsp_settings {
     int retry_base_ms;
     int retry_max_ms;
     int http_timeout_ms;
-    char allow_global[256]; /* dispatcher.allow_private_networks */
-    wh_delivery dl;         /* the target's delivery settings (wh_state.h) */
+    char allow_global[256];    /* dispatcher.allow_private_networks */
+    char ca_file[WH_PATH_MAX]; /* dispatcher.ca_file ("" = libcurl's default bundle) */
+    wh_delivery dl;            /* the target's delivery settings (wh_state.h) */
 } dsp_settings;
 
 void dsp_settings_from_config(dsp_settings *s, const wh_config *c);
@@ -309,7 +310,8 @@ typedef struct dsp_target {
      * lowered) the target starts nothing until its requests finish, then
      * swaps in a fresh pool and closes the old one's connections. */
     CURLSH *share;
-    int nsock;
+    atomic_int nsock; /* read by the metrics thread too */
+    int pool_stale;   /* http_version changed: renew the pool when idle */
     dsp_tstate state;
     int attempt;             /* failed attempts of the current request */
     int single;              /* single mode: posting the head batch one event at a time */

@@ -9,7 +9,10 @@
  * the control endpoint (no more Stats), the backlog poller, the leases (released, so another
  * replica takes over at once), then the loop (stops the store
  * readers after their final commits). */
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "dsp_backlog.h"
 #include "dsp_control.h"
@@ -43,6 +46,11 @@ int main(int argc, char **argv)
         wh_budget_plan_dispatcher(&b, &cfg, &n);
         if (wh_budget_enforce(&b, limit, src) != WH_OK)
             return 2;
+    }
+    if (cfg.dispatcher_ca_file[0] != '\0' && access(cfg.dispatcher_ca_file, R_OK) != 0) {
+        wh_error("setting 'dispatcher.ca_file': cannot read %s: %s", cfg.dispatcher_ca_file,
+                 strerror(errno));
+        return 2;
     }
     /* the targets come from the runtime state, not from the file */
     loopcfg = cfg;

@@ -220,6 +220,8 @@ int main(int argc, char **argv)
             reload_file(state, path);
         }
         wh_sleep_ms(100);
+        if (ticks % 10 == 0)
+            st_server_tick(srv);
         /* the gauges follow the tenants and targets of the current state */
         if (++ticks % 10 == 0 && st_state_version(state) != planned) {
             planned = st_state_version(state);

@@ -350,8 +350,10 @@ static st_rent *rent_acquire(st_server *s, const char *tenant, const char *consu
     return e;
 }
 
-/* Closes the cursors unused for ST_READER_IDLE_MS (at most once a second,
- * from any request): an idle cursor pins the files its iterator saw. */
+/* Closes the cursors unused for ST_READER_IDLE_MS, and at once the idle
+ * ones of a tenant that was removed (at most once a second, from any
+ * request and from st_server_tick): an idle cursor pins the files its
+ * iterator saw, a removed tenant's column families included. */
 static void rent_sweep(st_server *s)
 {
     uint64_t now = wh_now_ms(), last = atomic_load(&s->swept_ms);
@@ -362,7 +364,8 @@ static void rent_sweep(st_server *s)
         pthread_mutex_lock(&s->rmu[k]);
         for (st_rent **pp = &s->rents[k]; *pp != NULL;) {
             st_rent *e = *pp;
-            if (!e->busy && now - e->used_ms > ST_READER_IDLE_MS) {
+            if (!e->busy &&
+                (now - e->used_ms > ST_READER_IDLE_MS || !st_db_tenant_exists(s->db, e->tenant))) {
                 *pp = e->next;
                 e->next = gone;
                 gone = e;
@@ -379,6 +382,11 @@ static void rent_sweep(st_server *s)
         free(gone);
         gone = n;
     }
+}
+
+void st_server_tick(st_server *s)
+{
+    rent_sweep(s);
 }
 
 static void rent_release(st_server *s, st_rent *e)

@@ -58,6 +58,10 @@ int st_server_create(st_server **out, st_db *db, int workers, size_t max_msg, ch
  * PutState answer ST_STATUS_UNAVAILABLE. */
 void st_server_set_state(st_server *s, st_state *st);
 /* Starts serving on url with `workers` threads (wh_server_start). */
+/* Housekeeping without requests (the main loop, about once a second):
+ * closes idle reader cursors, those of removed tenants at once. */
+void st_server_tick(st_server *s);
+
 /* store.notify_endpoint, before st_server_listen ("" = derived). */
 void st_server_set_notify(st_server *s, const char *setting);
 int st_server_listen(st_server *s, const char *url, char *err, size_t errlen);

@@ -91,7 +91,16 @@ wh_wait_until 20 grep -q '"prefix":"wh-moved"' "$WH_TMP/b.jsonl" ||
 pg_psql -c "SELECT pg_drop_replication_slot('wh_b')" >/dev/null || true
 
 # removing tenant b from the state stops its ingestor (and only that one)
+cursors() { wh_metric "http://127.0.0.1:$APORT/metrics" walhook_store_reader_cursors; }
+cursors_le() { [ "$(cursors)" -le "$1" ] 2>/dev/null; }
+c0=$(cursors)
 "$BIN/tests/wh_statectl" -c "$CONF" del-tenant b >/dev/null || wh_fail "cannot remove tenant b"
+# its reader cursor (which pins its column families' files) closes at once,
+# not after the 30 s idle time
+[ "$c0" -ge 2 ] 2>/dev/null || wh_fail "expected a reader cursor per tenant, the store has $c0"
+wh_wait_until 5 cursors_le $((c0 - 1)) ||
+    wh_fail "tenant b's reader cursor still open 5 s after its removal ($(cursors) of $c0)"
+wh_log "reader cursors: $c0 before tenant b's removal, $(cursors) after"
 wh_wait_until 20 grep -q "walhook-ingestor of tenant b (pid [0-9]*) exited with code 0" \
     "$WH_TMP/walhook.log" || wh_fail "tenant b's ingestor did not stop after its removal"
 wh_wait_until 20 wh_slot_free wh_b || wh_fail "tenant b's slot is still in use"

@@ -276,6 +276,59 @@ static void test_from_config_with_tenants(void **state)
     unlink(path);
 }
 
+/* The top-level targets take every target setting, as a tenant's do. */
+static void test_from_config_top_targets(void **state)
+{
+    const char *p = write_conf(
+        "source = { dsn = \"dbname=d\"; };\n"
+        "targets = ( { name = \"a\"; url = \"http://127.0.0.1:9/a\"; envelope = \"debezium\";\n"
+        "  filter_expr = \"op == \\\"insert\\\"\"; max_attempts = 3; paused = true;\n"
+        "  secrets = [ \"" SECRET2 "\", \"" SECRET1 "\" ]; batch_max_events = 7; },\n"
+        "  { url = \"http://127.0.0.1:9/b\"; http_version = \"1.1\"; } );\n");
+    wh_config cfg;
+    char err[WH_ERRLEN];
+    if (wh_config_load(&cfg, p, err, sizeof(err)) != WH_OK)
+        fail_msg("load: %s", err);
+    wh_state *s = NULL;
+    if (wh_state_from_config(&s, &cfg, p, err, sizeof(err)) != WH_OK)
+        fail_msg("from_config: %s", err);
+    assert_int_equal(s->ntenants, 1);
+    assert_int_equal(s->tenants[0].ntargets, 2);
+    const wh_state_target *a = &s->tenants[0].targets[0];
+    assert_string_equal(a->name, "a");
+    assert_string_equal(a->dl.envelope, "debezium");
+    assert_string_equal(a->dl.filter_expr, "op == \"insert\"");
+    assert_int_equal(a->dl.max_attempts, 3);
+    assert_int_equal(a->paused, 1);
+    assert_int_equal(a->nsecrets, 2);
+    assert_string_equal(a->secrets[1], SECRET1);
+    assert_int_equal(a->batch_max_events, 7);
+    const wh_state_target *b = &s->tenants[0].targets[1];
+    assert_string_equal(b->name, "t1");
+    assert_string_equal(b->dl.http_version, "1.1");
+    wh_state_unref(s);
+
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"targets = ( { name = \"a\"; url = \"http://h/\"; colour = 1; } );\n",
+         "unknown setting 'targets[0].colour'"},
+        {"targets = ( { name = \"a\"; url = \"http://h/\"; envelope = \"xml\"; } );\n", "envelope"},
+        {"targets = ( { name = \"a\"; url = \"http://h/\"; max_attempts = \"x\"; } );\n",
+         "targets[0] (line 1): max_attempts: expected an integer"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        p = write_conf(bad[i].text);
+        err[0] = '\0';
+        int rc = wh_config_load(&cfg, p, err, sizeof(err));
+        if (rc == WH_OK)
+            rc = wh_state_from_config(&s, &cfg, p, err, sizeof(err));
+        if (rc != WH_ERR || strstr(err, bad[i].want) == NULL)
+            fail_msg("bad %zu: rc %d err '%s' want '%s'", i, rc, err, bad[i].want);
+    }
+    unlink(path);
+}
+
 static void test_from_config_env_targets(void **state)
 {
     wh_config cfg;
@@ -644,6 +697,7 @@ int main(void)
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_render_canonical_and_redacted),
         cmocka_unit_test(test_from_config_with_tenants),
+        cmocka_unit_test(test_from_config_top_targets),
         cmocka_unit_test(test_from_config_env_targets),
         cmocka_unit_test(test_clone_ref),
         cmocka_unit_test(test_edit),

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# walhook envelope benchmark (make bench-envelope), for issue 8's bar "the
+# hot-path bench bars still hold with a filter and the Debezium envelope on
+# (CPU per event at most 20% above the native envelope without a filter)":
+# runs bench/run.sh on the same backlogs (BENCH_CASES, default "pgbench":
+# 200,000 one-row transactions from 4 pgbench clients into orders) twice,
+#   native    the native envelope, no filter
+#   debezium  envelope = "debezium" and the filter
+#             table == "orders" && op == "insert" && after.amount > 1
+#             (passes ~all rows, so every event is filtered and rendered)
+# and prints, per backlog, the four daemons' total CPU per event of each, the
+# dispatcher's own, and the differences. The hot-path bars apply to both
+# (bench/run.sh prints them). BENCH_ROUNDS (1) repeats the pair; every other
+# bench/run.sh variable (BENCH_SCALE, ...) is passed through.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+CASES=${BENCH_CASES:-pgbench}
+ROUNDS=${BENCH_ROUNDS:-1}
+DBZ='envelope = "debezium"; filter_expr = "table == \"orders\" && op == \"insert\" && after.amount > 1";'
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+echo "bench-envelope: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq 1 "$ROUNDS"); do
+    for v in native debezium; do
+        echo "== round $r: $v"
+        if [ "$v" = native ]; then
+            BENCH_CASES=$CASES BENCH_TARGET="" bench/run.sh >"$out/$v-$r.log" 2>&1
+        else
+            BENCH_CASES=$CASES BENCH_TARGET=$DBZ bench/run.sh >"$out/$v-$r.log" 2>&1
+        fi || { echo "bench-envelope: bench/run.sh ($v) failed:" >&2; tail -20 "$out/$v-$r.log" >&2; exit 1; }
+        # the summary table: case events rl_s rl_us stored_s deliv_s r_st r_dl ing sto dsp adm total pss
+        sed -n '/^case /,$p' "$out/$v-$r.log" | tail -n +2 | sed "s/^/$v $r /" >>"$out/table"
+        sed -n '/^case /,$p' "$out/$v-$r.log"
+    done
+done
+echo
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "CPU us/event: total = the four daemons, dsp = walhook-dispatcher; diff = debezium over native"
+awk '{ k = $3 " " $2; if ($1 == "native") { nt[k] = $13; nd[k] = $11; nr[k] = $10 } else { dt[k] = $13; dd[k] = $11; dr[k] = $10 } }
+     END {
+       printf "%-8s %5s %8s %8s %7s %6s %6s %7s %8s %8s\n", "case", "round", "native", "debezium", "diff", "dsp_n", "dsp_d", "diff", "ratio_n", "ratio_d"
+       for (k in nt) { split(k, a, " ")
+         printf "%-8s %5s %8.2f %8.2f %+6.1f%% %6.2f %6.2f %+6.1f%% %8s %8s\n", a[1], a[2], nt[k], dt[k],
+                (dt[k] / nt[k] - 1) * 100, nd[k], dd[k], (dd[k] / nd[k] - 1) * 100, nr[k], dr[k] } }' "$out/table" | sort

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The admin's slot metrics (walhook_slot_*, /v1/slots) keep one connection
+# to the source per tenant between scrapes and answer from the last query
+# for up to a second: 40 scrapes of /metrics open one backend on
+# PostgreSQL (application_name walhook-admin), not one per scrape (each a
+# fork of a backend, ~10 ms of the source's CPU). After PostgreSQL restarts
+# (immediate mode, so the kept connection breaks), the next scrape
+# reconnects by itself: walhook_slot_query_ok is 1 again, on a new backend.
+set -uo pipefail
+source "$(dirname "$0")/../lib/helpers.sh"
+trap wh_cleanup EXIT
+wh_require_bins walhook-store walhook-ingestor walhook-admin
+wh_tmpdir
+pg_start || wh_fail "cannot start PostgreSQL"
+APORT=$(wh_free_port)
+CONF="$WH_TMP/walhook.conf"
+DATA="$WH_TMP/data"
+mkdir -m 700 "$DATA"
+wh_write_conf "$CONF" "$PG_DSN" "$DATA" "$APORT" "http://127.0.0.1:9/hook"
+M="http://127.0.0.1:$APORT/metrics"
+wh_spawn store "$BIN/walhook-store" -c "$CONF"
+wh_wait_until 30 test -S "$DATA/store.sock" || wh_fail "the store did not start"
+wh_spawn ingestor "$BIN/walhook-ingestor" -c "$CONF"
+wh_spawn admin "$BIN/walhook-admin" -c "$CONF"
+wh_wait_http "http://127.0.0.1:$APORT/livez" 30 || wh_fail "the admin does not answer /livez"
+wh_wait_slot_active walhook 60 || wh_fail "the ingestor never started streaming"
+
+admin_backends() {
+    pg_psql -At -c "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity
+                    WHERE application_name = 'walhook-admin'"
+}
+query_ok() { [ "$(wh_metric "$M" walhook_slot_query_ok)" = 1 ]; }
+
+wh_wait_until 10 query_ok || wh_fail "walhook_slot_query_ok is not 1: $(curl -s "$M" | grep walhook_slot_query_ok)"
+first=$(admin_backends)
+[ -n "$first" ] || wh_fail "no walhook-admin backend after a scrape"
+for i in $(seq 1 40); do
+    query_ok || wh_fail "scrape $i: walhook_slot_query_ok is not 1"
+    sleep 0.05
+done
+after=$(admin_backends)
+[ "$after" = "$first" ] || wh_fail "the admin's source backends changed over 40 scrapes: $first -> $after"
+case $first in *,*) wh_fail "more than one walhook-admin backend: $first" ;; esac
+wh_log "40 scrapes in 2+ s on backend $first"
+
+pg_restart immediate || wh_fail "PostgreSQL did not restart"
+wh_wait_until 30 query_ok || wh_fail "walhook_slot_query_ok never came back after the restart"
+again=$(admin_backends)
+[ -n "$again" ] && [ "$again" != "$first" ] ||
+    wh_fail "after the restart the admin's backend is '$again' (before: $first)"
+wh_pass "slot metrics: 40 scrapes on one kept source connection (backend $first), reconnected by itself after an immediate restart (backend $again)"
