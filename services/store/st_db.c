@@ -86,6 +86,7 @@ struct st_tenant {
     /* commit queue (under db->cq_mu): its appends not wholly in a group
      * yet, in arrival order; in_ring: it is in db's round-robin ring */
     struct st_wreq *cq_head, *cq_tail;
+    uint64_t cq_bytes; /* bytes of its queued events not in a group yet */
     st_tenant *cq_next;
     int in_ring;
 };
@@ -117,6 +118,7 @@ struct st_db {
     pthread_mutex_t cq_mu;
     st_tenant *cq_ring, *cq_ring_tail; /* tenants with queued appends */
     int cq_busy;                       /* a leader is writing */
+    int cq_jumped;                     /* the last group: light queues only */
     /* the last two tenants with a light append (at most cq_share bytes),
      * newest first, and when it came */
     st_tenant *cq_light_t[2];
@@ -1142,6 +1144,7 @@ int st_db_get_durable(st_db *db, const char *tenant, uint64_t *lsn, char *err, s
     return rc;
 }
 
+static uint64_t append_bytes(const st_event *ev, size_t n);
 /* One append in the commit queue; lives on its appender's stack. */
 typedef struct st_wreq {
     struct st_wreq *next; /* the tenant's queue */
@@ -1185,6 +1188,7 @@ static uint64_t cq_take(st_tenant *t, uint64_t max, st_gpart **parts, size_t *np
             if (to > from && bytes + b > max)
                 break;
             bytes += b;
+            t->cq_bytes -= b;
             to++;
         }
         if (*np == *cap) {
@@ -1222,17 +1226,23 @@ static int cq_light_other(st_db *db, st_tenant *t, uint64_t now)
 /* Caller holds cq_mu. The next group: round-robin over the tenants with
  * queued appends. While another tenant makes light appends (at most
  * `share` bytes), a tenant takes a slice of at most `share` bytes, and such
- * a group is that one round: a light append waits for at most one such
- * group and is synced in the next, never behind or with another tenant's
- * megabytes. Otherwise (tenants alone, or all appending big batches) each
- * tenant's queue goes whole, rounds go on up to ST_COMMIT_MAX_BYTES.
- * Returns 1 for a sliced group. */
+ * a group is that one round; when a light append is queued, the group
+ * holds the light queues only (it jumps ahead of the big ones' slices),
+ * unless the last group did (so big ones are never starved). So a light
+ * append waits for at most one group of `share` bytes (and a light one),
+ * then is synced with no other tenant's bulk. Otherwise (tenants alone, or all
+ * appending big batches) each tenant's queue goes whole, rounds go on up
+ * to ST_COMMIT_MAX_BYTES. Returns 1 for a sliced group. */
 static int cq_form(st_db *db, st_gpart **parts, size_t *np, size_t *cap, uint64_t *gbytes)
 {
     *np = 0;
     uint64_t now = wh_now_ms(), share = atomic_load(&db->cq_share);
     uint64_t bytes = 0;
-    int sliced = 0;
+    int sliced = 0, light_queued = 0, skipped = 0;
+    /* after a group that jumped ahead, the big ones' turn: never starved */
+    for (st_tenant *t = db->cq_ring; t != NULL && !db->cq_jumped; t = t->cq_next)
+        if (t->cq_head != NULL && t->cq_bytes <= share)
+            light_queued = 1;
     while (db->cq_ring != NULL && bytes < ST_COMMIT_MAX_BYTES && !sliced) {
         /* one round: every tenant in the ring once */
         st_tenant *end = db->cq_ring_tail;
@@ -1247,7 +1257,12 @@ static int cq_form(st_db *db, st_gpart **parts, size_t *np, size_t *cap, uint64_
                 slice = share;
                 sliced = 1;
             }
-            bytes += cq_take(t, slice, parts, np, cap);
+            /* a light append queued jumps ahead: its group holds no slice of
+             * a big one */
+            if (sliced && light_queued && t->cq_bytes > share)
+                skipped = 1;
+            else
+                bytes += cq_take(t, slice, parts, np, cap);
             if (t->cq_head != NULL) { /* back at the tail */
                 if (db->cq_ring_tail)
                     db->cq_ring_tail->cq_next = t;
@@ -1261,6 +1276,7 @@ static int cq_form(st_db *db, st_gpart **parts, size_t *np, size_t *cap, uint64_
                 break;
         }
     }
+    db->cq_jumped = skipped;
     *gbytes = bytes;
     return sliced;
 }
@@ -1349,6 +1365,7 @@ static void cq_fail(st_wreq *r, const char *err, st_wreq *self)
     st_tenant *t = r->t;
     st_wreq *w = t->cq_head;
     t->cq_head = t->cq_tail = NULL;
+    t->cq_bytes = 0;
     cq_done(r, err, self);
     while (w != NULL) {
         st_wreq *next = w->next; /* w's thread waits for cq_mu, held here */
@@ -1417,7 +1434,8 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
     st_tenant *t;
     if (ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
         return WH_ERR;
-    int light = st_db_append_light(db, ev, n);
+    uint64_t bytes = append_bytes(ev, n);
+    int light = bytes <= atomic_load(&db->cq_share);
     st_wreq r = {.t = t, .ev = ev, .n = n, .ack_lsn = ack_lsn, .rc = WH_OK};
     pthread_cond_init(&r.cond, NULL);
     pthread_mutex_lock(&db->cq_mu);
@@ -1427,6 +1445,7 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
     else
         t->cq_head = &r;
     t->cq_tail = &r;
+    t->cq_bytes += bytes;
     if (!t->in_ring) {
         t->in_ring = 1;
         if (db->cq_ring_tail)
@@ -3388,6 +3407,17 @@ void st_db_set_commit_hook(st_db *db, st_commit_hook fn, void *arg)
     db->cq_hook_arg = arg;
     db->cq_hook = fn;
     pthread_mutex_unlock(&db->cq_mu);
+}
+
+uint64_t st_db_commit_queued(st_db *db, const char *tenant)
+{
+    st_tenant *t = tenant_find(db, tenant, 0);
+    if (t == NULL)
+        return 0;
+    pthread_mutex_lock(&db->cq_mu);
+    uint64_t b = t->cq_head != NULL ? t->cq_bytes : 0;
+    pthread_mutex_unlock(&db->cq_mu);
+    return b;
 }
 
 void st_db_set_gc_hook(st_db *db, st_gc_hook fn, void *arg)

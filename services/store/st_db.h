@@ -423,6 +423,8 @@ void st_db_append_stats(st_db *db, st_append_stats *out);
  * keys) and whether it was sliced (tenants sharing). */
 typedef void (*st_commit_hook)(void *arg, size_t parts, uint64_t bytes, int sliced);
 void st_db_set_commit_hook(st_db *db, st_commit_hook fn, void *arg);
+/* Bytes of the tenant's appends queued and not in a group yet (tests). */
+uint64_t st_db_commit_queued(st_db *db, const char *tenant);
 /* Calls fn for every consumer marked NEEDS_SNAPSHOT (under the offsets
  * table's read lock: fn must not call st_db). */
 typedef void (*st_consumer_fn)(void *arg, const char *tenant, const char *consumer);

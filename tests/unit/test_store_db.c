@@ -1084,6 +1084,82 @@ static void test_commit_share_setting(void **state)
     free(buf);
 }
 
+/* After the big append's first group, the leader starts the light append
+ * and waits (bounded) until it is queued, so the next group is formed with
+ * both queued. */
+typedef struct cq_jump {
+    st_db *db;
+    pthread_mutex_t mu;
+    pthread_t th;
+    int started;
+    size_t groups;
+    uint64_t bytes[64];
+    size_t parts[64];
+} cq_jump;
+
+static void *small_appender(void *p)
+{
+    cq_jump *j = p;
+    char err[WH_ERRLEN];
+    st_event e = {2, 0, 1, "{}", 2};
+    uint64_t d = 0;
+    if (st_db_append(j->db, "small", &e, 1, 2, &d, err, sizeof(err)) != WH_OK || d != 2)
+        return (void *)1;
+    return NULL;
+}
+
+static void jump_hook(void *arg, size_t parts, uint64_t bytes, int sliced)
+{
+    cq_jump *j = arg;
+    (void)sliced;
+    pthread_mutex_lock(&j->mu);
+    size_t g = j->groups++;
+    if (g < 64) {
+        j->bytes[g] = bytes;
+        j->parts[g] = parts;
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (g == 0 && pthread_create(&j->th, NULL, small_appender, j) == 0) {
+        j->started = 1;
+        for (int i = 0; i < 10000 && st_db_commit_queued(j->db, "small") == 0; i++)
+            wh_sleep_ms(1);
+    }
+}
+
+/* A light append queued behind a big one's slices jumps ahead: the next
+ * group holds it alone; the group after that is the big one's again. */
+static void test_commit_jump_ahead(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN], *buf = malloc(BIG_JSON);
+    st_event *ev = calloc(BIG_EVENTS, sizeof(*ev));
+    cq_jump j = {.db = f->db, .mu = PTHREAD_MUTEX_INITIALIZER};
+    uint64_t d = 0;
+    assert_non_null(buf);
+    assert_non_null(ev);
+    st_event small = {1, 0, 1, "{}", 2};
+    assert_int_equal(st_db_append(f->db, "small", &small, 1, 1, &d, err, sizeof(err)), WH_OK);
+    st_db_set_commit_hook(f->db, jump_hook, &j);
+    big_events(ev, BIG_EVENTS, 1, buf);
+    assert_int_equal(st_db_append(f->db, "big", ev, BIG_EVENTS, 9999, &d, err, sizeof(err)), WH_OK);
+    assert_true(j.started);
+    void *rv;
+    pthread_join(j.th, &rv);
+    assert_null(rv);
+    st_db_set_commit_hook(f->db, NULL, NULL);
+    assert_true(j.groups >= 4);
+    assert_true(j.bytes[0] > ST_COMMIT_SHARE_BYTES / 2); /* a slice of the big one */
+    assert_int_equal(j.parts[1], 1);                     /* the light one alone */
+    assert_true(j.bytes[1] < 1024);
+    assert_true(j.bytes[2] > ST_COMMIT_SHARE_BYTES / 2); /* then the big one's turn */
+    for (size_t g = 0; g < j.groups && g < 64; g++)
+        assert_true(j.bytes[g] <= ST_COMMIT_SHARE_BYTES);
+    assert_int_equal(st_db_get_durable(f->db, "small", &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(d, 2);
+    free(ev);
+    free(buf);
+}
+
 typedef struct cq_big {
     st_db *db;
     _Atomic int stop;
@@ -1168,6 +1244,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_slices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_share_setting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_jump_ahead, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
