@@ -1154,6 +1154,7 @@ typedef struct st_wreq {
     size_t taken; /* events [0, taken) are in a group (written or being written) */
     uint64_t ack_lsn;
     uint64_t durable; /* the D value once done */
+    int light;        /* at most store.commit_share_bytes */
     int done;         /* all its events synced, or failed (rc) */
     int rc;
     char err[WH_ERRLEN];
@@ -1223,6 +1224,13 @@ static int cq_light_other(st_db *db, st_tenant *t, uint64_t now)
     return 0;
 }
 
+/* Caller holds cq_mu: 1 when t's queue holds light appends only (not the
+ * rest of a big one). */
+static int cq_light_queue(const st_tenant *t, uint64_t share)
+{
+    return t->cq_head != NULL && t->cq_head->light && t->cq_bytes <= share;
+}
+
 /* Caller holds cq_mu. The next group: round-robin over the tenants with
  * queued appends. While another tenant makes light appends (at most
  * `share` bytes), a tenant takes a slice of at most `share` bytes, and such
@@ -1241,7 +1249,7 @@ static int cq_form(st_db *db, st_gpart **parts, size_t *np, size_t *cap, uint64_
     int sliced = 0, light_queued = 0, skipped = 0;
     /* after a group that jumped ahead, the big ones' turn: never starved */
     for (st_tenant *t = db->cq_ring; t != NULL && !db->cq_jumped; t = t->cq_next)
-        if (t->cq_head != NULL && t->cq_bytes <= share)
+        if (cq_light_queue(t, share))
             light_queued = 1;
     while (db->cq_ring != NULL && bytes < ST_COMMIT_MAX_BYTES && !sliced) {
         /* one round: every tenant in the ring once */
@@ -1259,7 +1267,7 @@ static int cq_form(st_db *db, st_gpart **parts, size_t *np, size_t *cap, uint64_
             }
             /* a light append queued jumps ahead: its group holds no slice of
              * a big one */
-            if (sliced && light_queued && t->cq_bytes > share)
+            if (sliced && light_queued && !cq_light_queue(t, share))
                 skipped = 1;
             else
                 bytes += cq_take(t, slice, parts, np, cap);
@@ -1436,7 +1444,7 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
         return WH_ERR;
     uint64_t bytes = append_bytes(ev, n);
     int light = bytes <= atomic_load(&db->cq_share);
-    st_wreq r = {.t = t, .ev = ev, .n = n, .ack_lsn = ack_lsn, .rc = WH_OK};
+    st_wreq r = {.t = t, .ev = ev, .n = n, .ack_lsn = ack_lsn, .light = light, .rc = WH_OK};
     pthread_cond_init(&r.cond, NULL);
     pthread_mutex_lock(&db->cq_mu);
     r.enq_us = wh_now_us();
