@@ -10,7 +10,10 @@
 # (now - commit_ts) of the events is printed for each rate: PostgreSQL ->
 # ingestor (ing_commit), Append sent (ing_send), received by the store
 # (st_recv), synced (st_synced), acked (ing_acked), read for the dispatcher
-# (st_read), received by it (dsp_read), POST started (dsp_post), 2xx (dsp_ok).
+# (st_read: only events that went by a Read), pushed events received by the
+# dispatcher's notification thread (dsp_note), taken by a reader (dsp_read: by
+# a Read or pushed with the durability notification), POST started
+# (dsp_post), 2xx (dsp_ok).
 # BENCH_SYNC_COMMIT (on) is the writers' synchronous_commit: with off, WAL is
 # flushed (and so decoded) only every wal_writer_delay (200 ms).
 set -euo pipefail
@@ -60,7 +63,8 @@ RESULTS=()
 for rate in $RATES; do
     c0=$(cpu_ticks)
     m0=$(for k in walhook_store_appends_total walhook_store_reads_total \
-        walhook_dispatcher_notifications_total; do wh_metric "$M" $k; done | tr '\n' ' ')
+        walhook_dispatcher_notifications_total walhook_dispatcher_push_batches_total; do
+        wh_metric "$M" $k; done | tr '\n' ' ')
     t_start=$(date +%s%6N)
     d0=$(wh_metric "$M" walhook_events_delivered_total)
     [ "$d0" -lt 0 ] && d0=0
@@ -97,17 +101,19 @@ for rate in $RATES; do
     echo "$line"
     RESULTS+=("$line")
     m1=$(for k in walhook_store_appends_total walhook_store_reads_total \
-        walhook_dispatcher_notifications_total; do wh_metric "$M" $k; done | tr '\n' ' ')
+        walhook_dispatcher_notifications_total walhook_dispatcher_push_batches_total; do
+        wh_metric "$M" $k; done | tr '\n' ' ')
     awk -v a="$m0" -v b="$m1" -v n="$n" 'BEGIN { split(a, x, " "); split(b, y, " ")
-        printf "  per 100 events: %.1f appends, %.1f reads, %.1f notifications\n",
-            (y[1] - x[1]) * 100 / n, (y[2] - x[2]) * 100 / n, (y[3] < 0 ? 0 : y[3] - x[3]) * 100 / n }'
+        printf "  per 100 events: %.1f appends, %.1f reads, %.1f notifications, %.1f batches from pushes\n",
+            (y[1] - x[1]) * 100 / n, (y[2] - x[2]) * 100 / n, (y[3] < 0 ? 0 : y[3] - x[3]) * 100 / n,
+            (y[4] < 0 ? 0 : y[4] - (x[4] < 0 ? 0 : x[4])) * 100 / n }'
     if [ "${WH_LAT_TRACE:-0}" = 1 ]; then
         # per-hop breakdown (WH_LAT_TRACE=1: every hop writes one LAT line
         # per event): the age (now - commit_ts) of the events as they pass
         # each hop, p50 and p99
         cat "$WH_TMP"/ingestor.log "$WH_TMP"/store.log "$WH_TMP"/dispatcher.log |
             awk -v t0="$t_start" '$1 == "LAT" && $3 >= t0 { print $2, $3 - $4 }' >"$WH_TMP/lat-$rate"
-        for hop in ing_commit ing_send st_recv st_synced ing_acked st_read dsp_read dsp_post dsp_ok; do
+        for hop in ing_commit ing_send st_recv st_synced ing_acked st_read dsp_note dsp_read dsp_post dsp_ok; do
             awk -v h=$hop '$1 == h { print $2 }' "$WH_TMP/lat-$rate" | sort -n | awk -v h=$hop '
                 { a[NR] = $1 } END {
                     if (NR == 0) exit

@@ -1,6 +1,7 @@
 /* wh_budget: the memory plans of the daemons and the budget check (see
  * wh_budget.h). */
 #include "wh_budget.h"
+#include "wh_notify.h"
 #include "wh_metrics.h"
 #include "wh_state.h"
 #include "wh_util.h"
@@ -396,13 +397,17 @@ void wh_budget_plan_dispatcher(wh_budget *b, const wh_config *c, const wh_budget
                   "dispatcher.max_inflight (%d) x %d KiB (curl handle, buffers, TLS)", inflight,
                   WH_BUDGET_DSP_CONN_BYTES / 1024);
     wh_budget_add(b, "target_state", (int64_t)targets * WH_BUDGET_DSP_TARGET_BYTES,
-                  "%d targets x %d KiB (breaker, filter, limits, metrics, store client)", targets,
-                  WH_BUDGET_DSP_TARGET_BYTES / 1024);
+                  "%d targets x %d KiB (breaker, filter, limits, metrics, two store clients)",
+                  targets, WH_BUDGET_DSP_TARGET_BYTES / 1024);
     wh_budget_add(b, "ipc_buffers", c->ipc_max_msg_bytes,
                   "ipc.max_msg_bytes (largest reply: state document, dead-letter page)");
-    int threads = 6 + targets + nng_threads();
+    wh_budget_add(b, "pushed_events", WH_BUDGET_DSP_PUSH_BYTES + WH_NOTE_MSG_MAX,
+                  "events pushed with the store's notifications, kept for the readers "
+                  "(%d KiB), and the message being received",
+                  WH_BUDGET_DSP_PUSH_BYTES / 1024);
+    int threads = 6 + 2 * targets + nng_threads();
     wh_budget_add(b, "thread_stacks", (int64_t)threads * WH_BUDGET_STACK_BYTES,
-                  "%d threads (one reader per target) x %d KiB resident", threads,
+                  "%d threads (a reader and a committer per target) x %d KiB resident", threads,
                   WH_BUDGET_STACK_BYTES / 1024);
     wh_budget_add(b, "process", WH_BUDGET_BASE_BYTES,
                   "code, libraries (libcurl, TLS), static data");

@@ -69,6 +69,9 @@
 #define WH_BUDGET_DSP_CONN_BYTES (96 * 1024)
 /* a target's state beyond its batches */
 #define WH_BUDGET_DSP_TARGET_BYTES (64 * 1024)
+/* events pushed with durability notifications that the dispatcher keeps
+ * for its readers, all targets together (dsp_push) */
+#define WH_BUDGET_DSP_PUSH_BYTES (4 * 1024 * 1024)
 /* ADM_HTTP_MAX_CONNS, and ADM_MAX_BODY (a request body, buffered) */
 #define WH_BUDGET_ADM_CONNS 1000
 #define WH_BUDGET_ADM_BODY_BYTES (1024 * 1024)

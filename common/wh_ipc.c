@@ -1,5 +1,6 @@
 /* wh_ipc: NNG req/rep transport for Walhook__Request / Walhook__Reply. */
 #include "wh_ipc.h"
+#include "wh_notify.h"
 #include "wh_util.h"
 
 #include <errno.h>
@@ -945,7 +946,7 @@ int wh_sub_open(wh_sub **out, const char *url, char *err, size_t errlen)
         wh_seterr(err, errlen, "%s: %s", url, nng_strerror(rv));
         goto error;
     }
-    nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, 4096);
+    nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, WH_NOTE_MSG_MAX); /* pushed events */
     nng_socket_set_ms(s->sock, NNG_OPT_RECONNMINT, 20);
     nng_socket_set_ms(s->sock, NNG_OPT_RECONNMAXT, 500);
     nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_POST, sub_pipe_cb, s);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wh_lattrace.h"
 #include "wh_lsn.h"
 #include "wh_metrics.h"
 #include "wh_util.h"
@@ -63,42 +64,55 @@ struct dsp_loop {
 };
 
 /* Notification thread: "tenant T durable up to (lsn, seq)" (st_server's
- * publish_durable) -> every target of T is noted. After a (re)connect every
- * target is noted once: what was published while disconnected is lost. */
+ * publish_durable, wh_notify.h) -> every target of T is noted, with the
+ * pushed events when they came along (dsp_push, shared). After a
+ * (re)connect every target is noted once: what was published while
+ * disconnected is lost (the readers' positions then no longer match a push,
+ * so they Read). */
 static void *notify_main(void *arg)
 {
     dsp_loop *l = arg;
-    uint8_t msg[WH_NAME_MAX + 16];
+    uint8_t *msg = malloc(WH_NOTE_MSG_MAX);
+    if (msg == NULL) {
+        wh_warn("no durability notifications: out of memory");
+        return NULL;
+    }
     int was = 0;
     while (!atomic_load(&l->nstop)) {
-        int n = wh_sub_recv(l->sub, msg, sizeof(msg), 250);
+        int n = wh_sub_recv(l->sub, msg, WH_NOTE_MSG_MAX, 250);
         if (n < 0)
             break;
         int now = wh_sub_connected(l->sub);
         int all = now && !was;
         was = now;
-        const char *tenant = NULL;
-        uint64_t lsn = 0;
-        uint32_t seq = 0;
-        if (n > 0) {
-            const uint8_t *z = memchr(msg, '\0', (size_t)n);
-            if (z == NULL || (size_t)n - (size_t)(z - msg) != 13)
-                continue; /* not a notification of ours */
-            tenant = (const char *)msg;
-            lsn = wh_get_be64(z + 1);
-            seq = ((uint32_t)z[9] << 24) | ((uint32_t)z[10] << 16) | ((uint32_t)z[11] << 8) | z[12];
+        wh_note note;
+        int have = n > 0 && wh_note_decode(msg, (size_t)n, &note) == WH_OK;
+        if (n > 0 && !have)
+            continue; /* not a notification of ours */
+        if (have)
             wh_counter_add(&l->notes, 1);
-        }
-        if (tenant == NULL && !all)
+        if (!have && !all)
             continue;
+        if (have && note.push != NULL && wh_lat_trace_on()) {
+            for (size_t i = 0; i < note.push->n_events; i++)
+                wh_lat_trace_add("dsp_note", note.push->events[i]->commit_ts_us);
+            wh_lat_trace_flush();
+        }
+        dsp_push *push = have ? dsp_push_new(&note, (size_t)n) : NULL;
         pthread_mutex_lock(&l->tmu);
         for (int i = 0; i < l->ntargets; i++) {
             dsp_target *t = l->targets[i];
-            if (all || strcmp(t->set.tenant, tenant) == 0)
-                dsp_target_note(t, all ? 1 : lsn, all ? 0 : seq);
+            if (have && strcmp(t->set.tenant, note.tenant) == 0)
+                dsp_target_note(t, note.lsn, note.seq, push);
+            else if (all) /* notifications may have been lost: read */
+                dsp_target_note(t, UINT64_MAX, UINT32_MAX, NULL);
         }
         pthread_mutex_unlock(&l->tmu);
+        dsp_push_unref(push);
+        if (have)
+            wh_note_free(&note);
     }
+    free(msg);
     return NULL;
 }
 
@@ -844,6 +858,12 @@ int dsp_loop_metrics(dsp_loop *l, wh_buf *out)
     if (rc == WH_OK)
         rc = wh_metric_u64(out, "walhook_dispatcher_notifications_total", "",
                            wh_counter_get(&l->notes));
+    if (rc == WH_OK)
+        rc = wh_metric_header(out, "walhook_dispatcher_push_batches_total", "counter",
+                              "Batches taken from the events pushed with durability "
+                              "notifications, without a Read (all targets).");
+    if (rc == WH_OK)
+        rc = wh_metric_u64(out, "walhook_dispatcher_push_batches_total", "", dsp_push_batches());
     if (rc == WH_OK)
         rc = wh_metric_header(out, "walhook_dispatcher_notify_connected", "gauge",
                               "1 while subscribed to the store's durability notifications "

@@ -13,6 +13,7 @@
 
 #include "dsp_lane.h"
 #include "dsp_ssrf.h"
+#include "wh_budget.h"
 #include "wh_lsn.h"
 #include "wh_lattrace.h"
 #include "wh_util.h"
@@ -334,8 +335,8 @@ static void timed_wait_locked(dsp_target *t, int ms)
 }
 
 /* WH_OK, WH_ERR, or 409 when the store refused a stale epoch. */
-static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, uint64_t epoch, char *err,
-                     size_t errlen)
+static int do_commit(dsp_target *t, wh_client *c, uint64_t lsn, uint32_t seq, uint64_t epoch,
+                     char *err, size_t errlen)
 {
     Walhook__Position pos = WALHOOK__POSITION__INIT;
     pos.lsn = lsn;
@@ -351,7 +352,7 @@ static int do_commit(dsp_target *t, uint64_t lsn, uint32_t seq, uint64_t epoch, 
     req.commit = &co;
     Walhook__Reply *rep = NULL;
     int status = 0;
-    if (wh_client_call_status(t->store, &req, &rep, &status, err, errlen) != WH_OK)
+    if (wh_client_call_status(c, &req, &rep, &status, err, errlen) != WH_OK)
         return status == 409 ? 409 : WH_ERR;
     int ok = rep->body_case == WALHOOK__REPLY__BODY_OFFSET && rep->offset != NULL;
     walhook__reply__free_unpacked(rep, NULL);
@@ -414,6 +415,7 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
         }
         t->has_epoch = 1;
         t->epoch = rd->epoch;
+        t->moves = rd->moves;
         slot->epoch = rd->epoch;
         if (rd->needs_snapshot) {
             walhook__reply__free_unpacked(rep, NULL);
@@ -503,66 +505,201 @@ static void request_reset_locked(dsp_target *t)
     pthread_mutex_lock(&t->mu);
 }
 
-static void *reader_main(void *arg)
+/* ---- pushed events (dsp_push) ---- */
+
+static atomic_uint_fast64_t push_batches; /* dsp_push_batches */
+static atomic_size_t push_held;           /* bytes of live pushes, every target */
+
+uint64_t dsp_push_batches(void)
+{
+    return atomic_load(&push_batches);
+}
+
+dsp_push *dsp_push_new(wh_note *note, size_t bytes)
+{
+    if (note->push == NULL)
+        return NULL;
+    if (atomic_fetch_add(&push_held, bytes) + bytes > WH_BUDGET_DSP_PUSH_BYTES) {
+        atomic_fetch_sub(&push_held, bytes);
+        return NULL; /* slow readers hold enough: the others Read */
+    }
+    dsp_push *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        atomic_fetch_sub(&push_held, bytes);
+        return NULL;
+    }
+    atomic_init(&p->refs, 1);
+    p->bytes = bytes;
+    p->note = *note;
+    note->push = NULL;
+    return p;
+}
+
+void dsp_push_unref(dsp_push *p)
+{
+    if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1)
+        return;
+    atomic_fetch_sub(&push_held, p->bytes);
+    wh_note_free(&p->note);
+    free(p);
+}
+
+/* Called with mu held: drops the oldest kept push. */
+static void push_drop_first(dsp_target *t)
+{
+    t->push_bytes -= t->push[0]->bytes;
+    dsp_push_unref(t->push[0]);
+    memmove(&t->push[0], &t->push[1], (size_t)(t->npush - 1) * sizeof(t->push[0]));
+    t->push[--t->npush] = NULL;
+}
+
+/* Called with mu held (released while the batch is built, held again on
+ * return). Takes the pushed events right after the reader's position into
+ * slot, as a Read would have returned them: only while the reader knows its
+ * position, epoch and the store's offset-move count from a Read since the
+ * last reset, the target is not NEEDS_SNAPSHOT, and the pushes are
+ * contiguous from its position (each push holds every event of the tenant
+ * in (prev, its last]). Returns what do_read returns for events taken (> 0),
+ * or 0: nothing usable (the caller Reads). *tail_note: the notification
+ * count when the batch reached the latest notified position (the reader may
+ * then wait for the next notification, as after an empty Read), else 0. */
+static int push_take(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t max_bytes,
+                     uint64_t *tail_note)
+{
+    *tail_note = 0;
+    /* pushes the reader has passed are of no more use */
+    while (t->npush > 0) {
+        const Walhook__DurableNote *dn = t->push[0]->note.push;
+        const Walhook__Event *l = dn->events[dn->n_events - 1];
+        if (t->has_from && wh_pos_cmp(l->commit_lsn, l->seq, t->from_lsn, t->from_seq) > 0 &&
+            (!t->has_epoch || dn->moves == t->moves))
+            break;
+        push_drop_first(t);
+    }
+    if (t->npush == 0 || !t->has_from || !t->has_epoch || atomic_load(&t->needs_snapshot_pub) ||
+        max_events == 0)
+        return 0;
+    uint64_t cl = t->from_lsn;
+    uint32_t cs = t->from_seq;
+    size_t n = 0, bytes = 0;
+    int used = 0, full = 0;
+    for (int i = 0; i < t->npush && !full; i++) {
+        const Walhook__DurableNote *dn = t->push[i]->note.push;
+        if (dn->moves != t->moves)
+            break; /* an offset moved since the last Read */
+        size_t k = 0;
+        if (wh_pos_cmp(dn->prev->lsn, dn->prev->seq, cl, cs) != 0) {
+            /* the position may be inside this push (a partial batch) */
+            while (k < dn->n_events &&
+                   wh_pos_cmp(dn->events[k]->commit_lsn, dn->events[k]->seq, cl, cs) < 0)
+                k++;
+            if (k == dn->n_events ||
+                wh_pos_cmp(dn->events[k]->commit_lsn, dn->events[k]->seq, cl, cs) != 0)
+                break; /* a gap: read */
+            k++;
+        }
+        if (k == dn->n_events)
+            continue;
+        if (n + (dn->n_events - k) > t->pevs_cap) {
+            size_t cap = t->pevs_cap ? t->pevs_cap : 64;
+            while (cap < n + (dn->n_events - k))
+                cap *= 2;
+            Walhook__Event **pe = realloc(t->pevs, cap * sizeof(*pe));
+            if (pe == NULL)
+                return 0;
+            t->pevs = pe;
+            t->pevs_cap = cap;
+        }
+        for (; k < dn->n_events; k++) {
+            Walhook__Event *e = dn->events[k];
+            if (n >= max_events || (n > 0 && bytes + e->json.len > max_bytes)) {
+                full = 1;
+                break;
+            }
+            t->pevs[n++] = e;
+            bytes += e->json.len;
+            cl = e->commit_lsn;
+            cs = e->seq;
+        }
+        used = i + 1;
+    }
+    if (n == 0)
+        return 0;
+    uint64_t at_note = 0;
+    if (!full && wh_pos_cmp(cl, cs, t->note_lsn, t->note_seq) >= 0)
+        at_note = t->note_gen;
+    /* the events stay valid while the pushes they are in are referenced */
+    dsp_push *refs[DSP_PUSH_RING];
+    for (int i = 0; i < used; i++) {
+        refs[i] = t->push[i];
+        atomic_fetch_add(&refs[i]->refs, 1);
+    }
+    uint64_t alsn = t->from_lsn;
+    uint32_t aseq = t->from_seq;
+    uint64_t epoch = t->epoch;
+    pthread_mutex_unlock(&t->mu);
+    uint64_t filtered = 0;
+    slot->replay = 0;
+    slot->epoch = epoch;
+    int kept =
+        dsp_batch_fill_fmt(slot, t->set.tenant, t->pevs, n, 1, alsn, aseq, &t->rfmt, &filtered);
+    if (filtered > 0)
+        wh_counter_add(&t->filtered, filtered);
+    if (kept > 0)
+        lat_trace("dsp_read", slot->commit_ts, slot->n);
+    for (int i = 0; i < used; i++)
+        dsp_push_unref(refs[i]);
+    pthread_mutex_lock(&t->mu);
+    if (kept <= 0)
+        return 0; /* out of memory or rendering: a Read does the same again */
+    atomic_fetch_add(&push_batches, 1);
+    t->has_from = 1;
+    t->from_lsn = slot->last_lsn;
+    t->from_seq = slot->last_seq;
+    *tail_note = at_note;
+    return kept;
+}
+
+/* Called with mu held (released meanwhile): the next batch, from pushed
+ * events when they fit the reader's position (push_take), else a Read. */
+static int next_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t max_bytes,
+                     uint32_t wait_ms, int live, uint64_t *tail_note, char *err, size_t errlen)
+{
+    *tail_note = 0;
+    int kept = live ? push_take(t, slot, max_events, max_bytes, tail_note) : 0;
+    if (kept > 0)
+        return kept;
+    pthread_mutex_unlock(&t->mu);
+    kept = do_read(t, slot, max_events, max_bytes, wait_ms, err, errlen);
+    if (kept > 0)
+        lat_trace("dsp_read", slot->commit_ts, slot->n);
+    pthread_mutex_lock(&t->mu);
+    return kept;
+}
+
+/* The committer thread: sends the latest CommitOffset the loop asked for
+ * (commit_pending), with its own store client, so that the reader is free
+ * to take the next batch while a commit syncs. At a stop it sends a pending
+ * commit first (bounded tries). */
+static void *committer_main(void *arg)
 {
     dsp_target *t = arg;
     char err[WH_ERRLEN];
-    int read_fail = 0, commit_fail = 0, stop_tries = 0;
+    int commit_fail = 0, stop_tries = 0;
     uint64_t last_warn = 0;
-    /* idle: the last Read found nothing while notifications flow; the next
-     * one waits for a notification of the tenant (note_gen moves), a reset
-     * (gen moves) or the fallback deadline */
-    int idle = 0;
-    uint64_t idle_note = 0, idle_until = 0;
-    unsigned idle_gen = 0;
-
     pthread_mutex_lock(&t->mu);
-    t->my_gen = t->gen;
     for (;;) {
-        while (!t->stop && !t->commit_pending && !t->ack_pending &&
-               !(t->dlq_pending && !t->reset_req) && (t->count == DSP_PREFETCH || t->reset_req))
+        while (!t->stop && !t->commit_pending)
             pthread_cond_wait(&t->cv, &t->mu);
-        if (t->gen != t->my_gen) {
-            /* the loop dropped what was read: read from the committed offset */
-            t->my_gen = t->gen;
-            t->has_from = 0;
-            t->has_epoch = 0;
-            t->replay_inflight = 0; /* a dropped replay batch is read again */
-            t->ack_pending = 0;
-        }
-        if (t->ack_pending) {
-            uint64_t lsn = t->ack_lsn;
-            uint32_t seq = t->ack_seq;
-            int fin = t->ack_final;
-            t->ack_pending = 0;
-            t->ack_final = 0;
-            pthread_mutex_unlock(&t->mu);
-            int rc = do_replay_ack(t, lsn, seq, err, sizeof(err));
-            pthread_mutex_lock(&t->mu);
-            if (rc == WH_OK) {
-                if (fin)
-                    t->replay_inflight = 0;
-                continue;
-            }
-            if (!t->ack_pending) {
-                t->ack_pending = 1;
-                t->ack_lsn = lsn;
-                t->ack_seq = seq;
-            }
-            t->ack_final |= fin;
-            wh_warn("target %s/%s: ReplayAck failed (%s), retrying", t->set.tenant, t->name, err);
-            if (t->stop)
-                break;
-            timed_wait_locked(t, 500);
-            continue;
-        }
+        if (!t->commit_pending)
+            break; /* stopping, nothing to send */
         if (t->commit_pending) {
             uint64_t lsn = t->commit_lsn;
             uint32_t seq = t->commit_seq;
             uint64_t epoch = t->commit_epoch;
             t->commit_pending = 0;
             pthread_mutex_unlock(&t->mu);
-            int rc = do_commit(t, lsn, seq, epoch, err, sizeof(err));
+            int rc = do_commit(t, t->cstore, lsn, seq, epoch, err, sizeof(err));
             pthread_mutex_lock(&t->mu);
             if (rc == WH_OK) {
                 commit_fail = 0;
@@ -597,6 +734,64 @@ static void *reader_main(void *arg)
                 break;
             }
             timed_wait_locked(t, dsp_retry_delay_ms(commit_fail, 50, 2000));
+            continue;
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+static void *reader_main(void *arg)
+{
+    dsp_target *t = arg;
+    char err[WH_ERRLEN];
+    int read_fail = 0, commit_fail = 0;
+    uint64_t last_warn = 0;
+    /* idle: the last Read found nothing while notifications flow; the next
+     * one waits for a notification of the tenant (note_gen moves), a reset
+     * (gen moves) or the fallback deadline */
+    int idle = 0;
+    uint64_t idle_note = 0, idle_until = 0;
+    unsigned idle_gen = 0;
+
+    pthread_mutex_lock(&t->mu);
+    t->my_gen = t->gen;
+    for (;;) {
+        while (!t->stop && !t->ack_pending && !(t->dlq_pending && !t->reset_req) &&
+               (t->count == DSP_PREFETCH || t->reset_req))
+            pthread_cond_wait(&t->cv, &t->mu);
+        if (t->gen != t->my_gen) {
+            /* the loop dropped what was read: read from the committed offset */
+            t->my_gen = t->gen;
+            t->has_from = 0;
+            t->has_epoch = 0;
+            t->replay_inflight = 0; /* a dropped replay batch is read again */
+            t->ack_pending = 0;
+        }
+        if (t->ack_pending) {
+            uint64_t lsn = t->ack_lsn;
+            uint32_t seq = t->ack_seq;
+            int fin = t->ack_final;
+            t->ack_pending = 0;
+            t->ack_final = 0;
+            pthread_mutex_unlock(&t->mu);
+            int rc = do_replay_ack(t, lsn, seq, err, sizeof(err));
+            pthread_mutex_lock(&t->mu);
+            if (rc == WH_OK) {
+                if (fin)
+                    t->replay_inflight = 0;
+                continue;
+            }
+            if (!t->ack_pending) {
+                t->ack_pending = 1;
+                t->ack_lsn = lsn;
+                t->ack_seq = seq;
+            }
+            t->ack_final |= fin;
+            wh_warn("target %s/%s: ReplayAck failed (%s), retrying", t->set.tenant, t->name, err);
+            if (t->stop)
+                break;
+            timed_wait_locked(t, 500);
             continue;
         }
         if (t->dlq_pending && !t->reset_req) {
@@ -701,14 +896,12 @@ static void *reader_main(void *arg)
         int has_from = t->has_from;
         uint64_t from_lsn = t->from_lsn;
         uint32_t from_seq = t->from_seq;
-        pthread_mutex_unlock(&t->mu);
         /* The slot is invisible to the loop until count is incremented. */
         uint64_t t0 = wh_now_ms();
-        int kept = do_read(t, slot, max_events, max_bytes, wait_ms, err, sizeof(err));
+        uint64_t tail_note = 0;
+        int kept =
+            next_read(t, slot, max_events, max_bytes, wait_ms, live, &tail_note, err, sizeof(err));
         uint64_t took = wh_now_ms() - t0;
-        if (kept > 0)
-            lat_trace("dsp_read", slot->commit_ts, slot->n);
-        pthread_mutex_lock(&t->mu);
         if (t->gen != gen)
             continue; /* reset while reading: drop it */
         if (kept > 0 && t->count > 0 && batch_partial(slot, max_events, max_bytes)) {
@@ -735,9 +928,8 @@ static void *reader_main(void *arg)
                 t->has_from = has_from;
                 t->from_lsn = from_lsn;
                 t->from_seq = from_seq;
-                pthread_mutex_unlock(&t->mu);
-                kept = do_read(t, slot, max_events, max_bytes, wait_ms, err, sizeof(err));
-                pthread_mutex_lock(&t->mu);
+                kept = next_read(t, slot, max_events, max_bytes, wait_ms, live, &tail_note, err,
+                                 sizeof(err));
                 if (t->gen != gen)
                     continue;
             }
@@ -760,6 +952,14 @@ static void *reader_main(void *arg)
         } else if (kept > 0) {
             t->count++;
             read_fail = 0;
+            if (tail_note != 0) {
+                /* pushed events up to the latest notification: the store has
+                 * nothing newer until the next one (no empty Read) */
+                idle = 1;
+                idle_note = tail_note;
+                idle_gen = t->gen;
+                idle_until = wh_now_ms() + DSP_NOTIFY_FALLBACK_MS;
+            }
             pthread_mutex_unlock(&t->mu);
             if (t->notify)
                 t->notify(t->notify_arg);
@@ -794,10 +994,22 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
-void dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq)
+void dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq, dsp_push *push)
 {
     pthread_mutex_lock(&t->mu);
     t->note_gen++;
+    if (lsn != 0 || seq != 0) {
+        t->note_lsn = lsn;
+        t->note_seq = seq;
+    }
+    if (push != NULL) {
+        while (t->npush > 0 &&
+               (t->npush == DSP_PUSH_RING || t->push_bytes + push->bytes > DSP_PUSH_TARGET_BYTES))
+            push_drop_first(t); /* a reader this far behind Reads anyway */
+        atomic_fetch_add(&push->refs, 1);
+        t->push[t->npush++] = push;
+        t->push_bytes += push->bytes;
+    }
     if (lsn == 0 && seq == 0)
         t->next_replay_ms = 0; /* dead letters queued for replay */
     pthread_cond_broadcast(&t->cv);
@@ -1068,9 +1280,15 @@ int dsp_target_start_reader(dsp_target *t, char *err, size_t errlen)
     if (wh_client_open(&t->store, t->set.store_endpoint, t->set.ipc_timeout_ms, t->set.ipc_max_msg,
                        err, errlen) != WH_OK)
         return WH_ERR;
+    if (wh_client_open(&t->cstore, t->set.store_endpoint, t->set.ipc_timeout_ms, t->set.ipc_max_msg,
+                       err, errlen) != WH_OK)
+        return WH_ERR;
     if (pthread_create(&t->thr, NULL, reader_main, t) != 0)
         return wh_seterr(err, errlen, "target %s: cannot start reader thread", t->name);
     t->thr_started = 1;
+    if (pthread_create(&t->cthr, NULL, committer_main, t) != 0)
+        return wh_seterr(err, errlen, "target %s: cannot start committer thread", t->name);
+    t->cthr_started = 1;
     return WH_OK;
 }
 
@@ -1195,18 +1413,27 @@ void dsp_target_stop_reader(dsp_target *t)
     pthread_mutex_unlock(&t->mu);
     /* a Read or Commit waiting on a store that is gone returns now */
     wh_client_interrupt(t->store);
+    wh_client_interrupt(t->cstore);
 }
 
 void dsp_target_destroy(dsp_target *t)
 {
-    if (t->thr_started) {
+    if (t->thr_started || t->cthr_started)
         dsp_target_stop_reader(t);
+    if (t->thr_started) {
         pthread_join(t->thr, NULL);
         t->thr_started = 0;
+    }
+    if (t->cthr_started) {
+        pthread_join(t->cthr, NULL);
+        t->cthr_started = 0;
     }
     if (t->store != NULL)
         wh_client_close(t->store);
     t->store = NULL;
+    if (t->cstore != NULL)
+        wh_client_close(t->cstore);
+    t->cstore = NULL;
     if (t->x.easy != NULL)
         curl_easy_cleanup(t->x.easy);
     t->x.easy = NULL;
@@ -1228,6 +1455,10 @@ void dsp_target_destroy(dsp_target *t)
     t->ah_lane = t->ah_done = NULL;
     for (int i = 0; i < DSP_PREFETCH; i++)
         dsp_batch_free(&t->slots[i]);
+    while (t->npush > 0)
+        push_drop_first(t);
+    free(t->pevs);
+    t->pevs = NULL;
     wh_buf_free(&t->one);
     dsp_format_free(&t->lfmt);
     dsp_format_free(&t->rfmt);

@@ -88,6 +88,7 @@
 #include "wh_config.h"
 #include "wh_ipc.h"
 #include "wh_metrics.h"
+#include "wh_notify.h"
 
 #define DSP_PREFETCH 2 /* batches read ahead per target */
 #define DSP_ID_MAX (WH_NAME_MAX + 48)
@@ -253,6 +254,25 @@ typedef struct dsp_lanereq {
     int ahead; /* 1: done with the head batch, working on the next one */
 } dsp_lanereq;
 
+/* Events the store pushed with a durability notification (wh_note with
+ * push), shared by the targets of its tenant: each holds a reference. */
+typedef struct dsp_push {
+    atomic_int refs;
+    size_t bytes; /* the packed note's size (what it holds, about) */
+    wh_note note;
+} dsp_push;
+#define DSP_PUSH_RING 16                   /* pushes a target keeps until its reader passes them */
+#define DSP_PUSH_TARGET_BYTES (256 * 1024) /* ...and their bytes at most (older ones dropped) */
+
+/* A new push (one reference, the caller's) of a note received in `bytes`
+ * bytes; NULL when note has no push or the pushes kept by every target
+ * together would exceed WH_BUDGET_DSP_PUSH_BYTES (the readers then Read).
+ * The note's push moves into it (note->push becomes NULL). */
+dsp_push *dsp_push_new(wh_note *note, size_t bytes);
+void dsp_push_unref(dsp_push *p);
+/* Batches taken from pushes instead of a Read, every target together. */
+uint64_t dsp_push_batches(void);
+
 typedef struct dsp_target {
     /* static */
     char name[WH_NAME_MAX];
@@ -283,9 +303,14 @@ typedef struct dsp_target {
     uint32_t commit_seq;
     uint64_t commit_epoch;
     int stop;
-    uint64_t note_gen; /* durability notifications of its tenant (dsp_target_note) */
-    int reset_req;     /* reader: the offset moved; loop: drop and reset */
-    unsigned gen;      /* bumped by each reset; a read of an older gen is dropped */
+    uint64_t note_gen;             /* durability notifications of its tenant (dsp_target_note) */
+    dsp_push *push[DSP_PUSH_RING]; /* pushed events not yet passed, oldest first */
+    int npush;
+    size_t push_bytes; /* their bytes */
+    uint64_t note_lsn; /* position of the latest notification (UINT64_MAX: read) */
+    uint32_t note_seq;
+    int reset_req; /* reader: the offset moved; loop: drop and reset */
+    unsigned gen;  /* bumped by each reset; a read of an older gen is dropped */
 
     /* reader private */
     wh_sub *notify_sub;     /* the dispatcher's notification subscriber (NULL: none) */
@@ -293,11 +318,19 @@ typedef struct dsp_target {
     pthread_t thr;
     int thr_started;
     wh_client *store;
+    /* the committer thread sends CommitOffset with its own client, so the
+     * reader takes the next batch (pushed events) while a commit syncs */
+    pthread_t cthr;
+    int cthr_started;
+    wh_client *cstore;
     int has_from;
     uint64_t from_lsn;
     uint32_t from_seq;
     int has_epoch; /* epoch of the reads since the last reset */
     uint64_t epoch;
+    uint64_t moves;        /* the store's offset-move count at the last Read (pushes must match) */
+    Walhook__Event **pevs; /* pushed events of the batch being taken (push_take) */
+    size_t pevs_cap;
     unsigned my_gen;
 
     /* loop private */
@@ -416,8 +449,12 @@ void dsp_target_reset(dsp_target *t);
 void dsp_target_forget_commit(dsp_target *t);
 /* Any thread: the store made events of the target's tenant durable up to
  * (lsn, seq) ((0, 0): dead letters were queued for replay): wakes the
- * reader, which reads only when notified while notifications flow. */
-void dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq);
+ * reader, which reads only when notified while notifications flow. With
+ * push (may be NULL; the target takes its own reference) the events came
+ * along: a reader exactly at push's prev, or at one of its events, takes
+ * them instead of a Read (same epoch, same offset-move count as its last
+ * Read, not NEEDS_SNAPSHOT); anything else is read. */
+void dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq, dsp_push *push);
 /* Opens the store client and starts the reader thread. */
 int dsp_target_start_reader(dsp_target *t, char *err, size_t errlen);
 /* Asks the reader to stop; it sends a pending commit first (bounded tries). */

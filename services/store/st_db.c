@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "wh_config.h"
 #include "wh_lsn.h"
@@ -162,6 +163,10 @@ struct st_db {
     uint64_t fail_since_ms;
     char write_err[200];
     _Atomic uint64_t write_errors;
+
+    /* offset moves (st_db_offset_moves): bumped before every SetOffset,
+     * DropOffset, undrop and tenant drop; starts at the open's wall clock */
+    _Atomic uint64_t moves;
 
     /* lease owners seen (LeaseList's replicas), guarded by owners_mu */
     pthread_mutex_t owners_mu;
@@ -891,6 +896,9 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     if (db == NULL)
         return wh_seterr(err, errlen, "out of memory");
     db->read_only = o->read_only;
+    struct timespec now_ts;
+    clock_gettime(CLOCK_REALTIME, &now_ts);
+    atomic_store(&db->moves, (uint64_t)now_ts.tv_sec * 1000000u + (uint64_t)now_ts.tv_nsec / 1000u);
     db->write_buffer_bytes = o->write_buffer_bytes;
     db->gc_slice_bytes = (uint64_t)o->write_buffer_bytes * ST_GC_SLICE_BUFFERS;
     pthread_mutex_init(&db->cq_mu, NULL);
@@ -1884,6 +1892,7 @@ int st_db_set_offset(st_db *db, const char *tenant, const char *consumer, uint64
 {
     if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
         return WH_ERR;
+    atomic_fetch_add(&db->moves, 1);
     st_off *o = off_get(db, tenant, consumer, err, errlen);
     st_tenant *t;
     if (o == NULL || ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
@@ -1901,6 +1910,7 @@ int st_db_set_offset(st_db *db, const char *tenant, const char *consumer, uint64
     else
         o->needs_snapshot = had_ns;
     pthread_mutex_unlock(&o->wmu);
+    atomic_fetch_add(&db->moves, 1); /* before and after: see st_db_offset_moves */
     ten_done(t);
     if (prev != NULL) {
         int had = cur.state == ST_OFF_LIVE;
@@ -1925,6 +1935,7 @@ int st_db_drop_offset(st_db *db, const char *tenant, const char *consumer, st_of
         memset(prev, 0, sizeof(*prev));
     if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
         return WH_ERR;
+    atomic_fetch_add(&db->moves, 1);
     st_off *o = off_find(db, tenant, consumer);
     if (o == NULL)
         return WH_OK; /* nothing to drop */
@@ -1949,6 +1960,7 @@ int st_db_drop_offset(st_db *db, const char *tenant, const char *consumer, st_of
         }
     }
     pthread_mutex_unlock(&o->wmu);
+    atomic_fetch_add(&db->moves, 1);
     ten_done(t);
     if (prev != NULL) {
         int had = cur.state == ST_OFF_LIVE;
@@ -1964,6 +1976,7 @@ int st_db_undrop(st_db *db, const char *tenant, const char *consumer)
 {
     if (check_names(db, tenant, consumer, 0, NULL, 0) != WH_OK)
         return WH_ERR;
+    atomic_fetch_add(&db->moves, 1);
     st_off *o = off_find(db, tenant, consumer);
     if (o == NULL)
         return WH_OK;
@@ -1972,6 +1985,7 @@ int st_db_undrop(st_db *db, const char *tenant, const char *consumer)
     if (cur.state == ST_OFF_DROPPED)
         off_write(o, (off_val){0, 0, cur.epoch + 1, ST_OFF_NEW});
     pthread_mutex_unlock(&o->wmu);
+    atomic_fetch_add(&db->moves, 1);
     return WH_OK;
 }
 
@@ -2205,6 +2219,11 @@ static int compact_tenants(st_db *db, const char *only, char *err, size_t errlen
 int st_db_compact(st_db *db, char *err, size_t errlen)
 {
     return compact_tenants(db, NULL, err, errlen);
+}
+
+uint64_t st_db_offset_moves(st_db *db)
+{
+    return atomic_load(&db->moves);
 }
 
 uint64_t st_db_gc_dropped(st_db *db)
@@ -2908,6 +2927,7 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         return wh_seterr(err, errlen, "store opened read-only");
     if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
         return WH_ERR;
+    atomic_fetch_add(&db->moves, 1);
     st_tenant *t = tenant_find(db, tenant, 0);
     if (t == NULL)
         return WH_OK;
@@ -2957,6 +2977,7 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         wh_info("tenant %s: column families dropped", tenant);
     }
     pthread_rwlock_unlock(&t->lock);
+    atomic_fetch_add(&db->moves, 1);
     return rc;
 }
 

@@ -254,6 +254,14 @@ int st_db_offset_info(st_db *db, const char *tenant, const char *consumer, st_of
 /* Consumers in the offset table (tombstones included). */
 size_t st_db_consumer_count(st_db *db);
 
+/* The offset-move count: changes before and after every SetOffset,
+ * DropOffset, undrop and tenant drop, and starts at the open's
+ * wall clock (a restarted store has another). A reader that noted it before
+ * its Read of an offset knows that no offset moved since that Read while the
+ * count is the same: a move racing with the Read leaves the count it saw
+ * behind (the durability notification's pushed events rely on it). */
+uint64_t st_db_offset_moves(st_db *db);
+
 /* The tenant's last stored position, (0,0) when it has no events. */
 int st_db_tenant_end(st_db *db, const char *tenant, uint64_t *lsn, uint32_t *seq, char *err,
                      size_t errlen);

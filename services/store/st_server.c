@@ -1,6 +1,8 @@
 /* st_server: request handler of walhook-store. See st_server.h. */
 #include "st_server.h"
 
+#include "st_push.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -14,6 +16,7 @@
 #include "wh_lattrace.h"
 #include "wh_lsn.h"
 #include "wh_metrics.h"
+#include "wh_notify.h"
 #include "wh_daemon.h"
 #include "wh_util.h"
 
@@ -49,6 +52,9 @@ struct st_server {
     size_t max_msg;
     wh_server *nng;
     wh_pub *pub;                     /* durability notifications; NULL: none (dispatchers poll) */
+    st_push *push;                   /* which Appends push their events (st_push.h) */
+    pthread_mutex_t nmu;             /* guards nbuf */
+    wh_buf nbuf;                     /* a notification being built (reused) */
     char notify_setting[WH_URL_MAX]; /* store.notify_endpoint ("" = derived) */
 
     pthread_mutex_t wmu; /* guards waitq list, gens, stopping, nwaiting */
@@ -62,6 +68,7 @@ struct st_server {
     wh_counter reads;
     wh_counter slowed;           /* appends answered "slow down" */
     wh_counter notified;         /* durability notifications published */
+    wh_counter pushed;           /* ...of them with the events */
     wh_histogram append_time[2]; /* Append requests, handler entry to reply: light, big */
 
     /* reader cursors by (tenant, consumer), striped by hash: no lock is
@@ -145,22 +152,29 @@ static st_waitq *waitq_get(st_server *s, const char *tenant, int create)
     return q;
 }
 
-/* Publishes "tenant T is durable up to (lsn, seq)": the tenant's name, a
- * NUL, the big-endian lsn (8 bytes) and seq (4 bytes). After the sync: a
+/* Publishes "tenant T is durable up to (lsn, seq)" (wh_notify.h): the
+ * tenant's name, a NUL, the big-endian lsn (8 bytes) and seq (4 bytes),
+ * and with has_prev the events themselves when they fit. After the sync: a
  * subscriber that reads at once finds the events. */
-static void publish_durable(st_server *s, const char *tenant, uint64_t lsn, uint32_t seq)
+static void publish_durable(st_server *s, const char *tenant, uint64_t lsn, uint32_t seq,
+                            int has_prev, uint64_t prev_lsn, uint32_t prev_seq, uint64_t moves,
+                            Walhook__Event *const *events, size_t n)
 {
     if (s->pub == NULL)
         return;
-    uint8_t msg[ST_NAME_MAX + 1 + 12];
-    size_t tl = strlen(tenant);
-    if (tl > ST_NAME_MAX)
+    int pushed = 0;
+    pthread_mutex_lock(&s->nmu);
+    if (wh_note_encode(&s->nbuf, tenant, lsn, seq, has_prev, prev_lsn, prev_seq, moves, events, n,
+                       &pushed) == WH_OK)
+        wh_pub_send(s->pub, s->nbuf.data, s->nbuf.len);
+    else
+        pushed = -1;
+    pthread_mutex_unlock(&s->nmu);
+    if (pushed < 0)
         return;
-    memcpy(msg, tenant, tl + 1);
-    wh_put_be64(msg + tl + 1, lsn);
-    wh_put_be32(msg + tl + 9, seq);
-    wh_pub_send(s->pub, msg, tl + 13);
     wh_counter_add(&s->notified, 1);
+    if (pushed)
+        wh_counter_add(&s->pushed, 1);
 }
 
 static void notify_tenant(st_server *s, const char *tenant)
@@ -213,6 +227,7 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     }
     st_event *ev = NULL;
     uint64_t bytes = 0;
+    int ordered = 1; /* positions strictly increasing (a tail st_push can keep) */
     if (a->n_events > 0) {
         ev = calloc(a->n_events, sizeof(*ev));
         if (ev == NULL) {
@@ -237,6 +252,8 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
             free(ev);
             return;
         }
+        if (i > 0 && wh_pos_cmp(e->commit_lsn, e->seq, ev[i - 1].lsn, ev[i - 1].seq) <= 0)
+            ordered = 0;
         ev[i].lsn = e->commit_lsn;
         ev[i].seq = e->seq;
         ev[i].commit_ts_us = e->commit_ts_us;
@@ -261,9 +278,21 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
         return;
     }
     uint64_t durable = 0;
+    st_push_tok tok;
+    int track = a->n_events > 0 && s->pub != NULL;
+    if (track)
+        st_push_begin(s->push, s->db, a->tenant, &tok);
     int rc =
         st_db_append(s->db, a->tenant, ev, a->n_events, a->ack_lsn, &durable, err, sizeof(err));
     int light = st_db_append_light(s->db, ev, a->n_events);
+    int has_prev = 0;
+    uint64_t prev_lsn = 0, moves = 0;
+    uint32_t prev_seq = 0;
+    if (track) {
+        const st_event *f = &ev[0], *l = &ev[a->n_events - 1];
+        has_prev = st_push_end(s->push, s->db, &tok, rc == WH_OK && ordered, f->lsn, f->seq, l->lsn,
+                               l->seq, &prev_lsn, &prev_seq, &moves);
+    }
     free(ev);
     if (rc != WH_OK) {
         wh_error("append tenant=%s batch=%" PRIu64 " failed: %s", a->tenant, a->batch_id, err);
@@ -280,7 +309,8 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     rent_sweep(s);
     if (a->n_events > 0) {
         const Walhook__Event *last = a->events[a->n_events - 1];
-        publish_durable(s, a->tenant, last->commit_lsn, last->seq);
+        publish_durable(s, a->tenant, last->commit_lsn, last->seq, has_prev, prev_lsn, prev_seq,
+                        moves, a->events, a->n_events);
         notify_tenant(s, a->tenant);
     }
     walhook__append_reply__init(&m->app);
@@ -479,6 +509,9 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
         return;
     uint64_t c_lsn = 0, c_epoch = 0;
     uint32_t c_seq = 0;
+    /* before the offset is read: a push with this count comes after no
+     * offset move the reply does not show (DurableNote.moves) */
+    uint64_t moves = st_db_offset_moves(s->db);
     /* the consumer's cursor: its offset entry and a reused iterator (NULL:
      * the read makes its own) */
     st_rent *c = have_consumer ? rent_acquire(s, r->tenant, r->consumer) : NULL;
@@ -502,6 +535,7 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
             walhook__position__init(&m->committed);
             m->read.committed = &m->committed;
             m->read.epoch = c_epoch;
+            m->read.moves = moves;
             rep->body_case = WALHOOK__REPLY__BODY_READ;
             rep->read = &m->read;
             return;
@@ -590,6 +624,7 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
     walhook__position__init(&m->committed);
     m->committed.lsn = c_lsn;
     m->committed.seq = c_seq;
+    m->read.moves = moves;
     m->read.n_events = m->nev;
     m->read.events = m->evp;
     m->read.committed = &m->committed;
@@ -952,6 +987,10 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_header(b, "walhook_store_notifications_total", "counter",
                            "durability notifications published (one per synced append)");
     rc |= wh_metric_u64(b, "walhook_store_notifications_total", "", wh_counter_get(&s->notified));
+    rc |= wh_metric_header(b, "walhook_store_notifications_pushed_total", "counter",
+                           "durability notifications that carried the appended events");
+    rc |= wh_metric_u64(b, "walhook_store_notifications_pushed_total", "",
+                        wh_counter_get(&s->pushed));
     rc |= wh_metric_header(b, "walhook_store_reader_cursors", "gauge",
                            "readers' cursors kept (a reused iterator each)");
     rc |= wh_metric_i64(b, "walhook_store_reader_cursors", "", atomic_load(&s->nrents));
@@ -1223,8 +1262,8 @@ static void do_dlq_edit(st_server *s, const char *tenant, const char *consumer, 
         wh_info("%u dead letter(s) of %s/%s %s", count, tenant, consumer,
                 to_replay ? "queued for replay" : "purged");
         if (to_replay) {
-            notify_tenant(s, tenant);         /* a long-polling dispatcher looks again */
-            publish_durable(s, tenant, 0, 0); /* a subscribed one too */
+            notify_tenant(s, tenant); /* a long-polling dispatcher looks again */
+            publish_durable(s, tenant, 0, 0, 0, 0, 0, 0, NULL, 0); /* a subscribed one too */
         }
     }
     dlq_reply(rep, m);
@@ -1617,7 +1656,13 @@ int st_server_create(st_server **out, st_db *db, int workers, size_t max_msg, ch
     s->db = db;
     s->workers = workers;
     s->max_msg = max_msg > 0 ? max_msg : 64u * 1024 * 1024;
+    if (st_push_new(&s->push) != WH_OK) {
+        free(s);
+        return wh_seterr(err, errlen, "out of memory");
+    }
     pthread_mutex_init(&s->wmu, NULL);
+    pthread_mutex_init(&s->nmu, NULL);
+    wh_buf_init(&s->nbuf, WH_NOTE_MSG_MAX);
     for (int k = 0; k < ST_READER_STRIPES; k++)
         pthread_mutex_init(&s->rmu[k], NULL);
     *out = s;
@@ -1679,6 +1724,9 @@ void st_server_destroy(st_server *s)
         q = n;
     }
     rents_free(s); /* after the workers stopped; before the db closes */
+    st_push_free(s->push);
+    wh_buf_free(&s->nbuf);
+    pthread_mutex_destroy(&s->nmu);
     pthread_mutex_destroy(&s->wmu);
     free(s);
 }

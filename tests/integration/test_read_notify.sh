@@ -8,7 +8,10 @@
 #   - while nothing is written for 3 s, the store serves no Read at all (a
 #     long-polling reader read again every 200 ms: ~15 reads);
 #   - rows written after the idle time arrive, and the notifications the
-#     dispatcher received grew with them.
+#     dispatcher received grew with them;
+#   - the notifications carried the events (pushed) and the dispatcher
+#     posted batches taken from them (test_push_kill: the same under
+#     SIGKILLs).
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 trap wh_cleanup EXIT
@@ -56,6 +59,12 @@ wh_log "notifications received: $((n1 - n0)) for 20 rows"
 [ "$n1" -gt "$n0" ] || wh_fail "no notification received for the new rows"
 s=$(wh_metric "$M" walhook_store_notifications_total)
 [ "$s" -ge "$n1" ] || wh_fail "the dispatcher counted $n1 notifications, the store published $s"
+# the rows came with their notifications (pushed events): taken without a Read
+pb=$(wh_metric "$M" walhook_dispatcher_push_batches_total)
+ps=$(wh_metric "$M" walhook_store_notifications_pushed_total)
+wh_log "pushed notifications: $ps; batches taken from them: $pb"
+[ "$ps" -gt 0 ] || wh_fail "the store pushed no events with its notifications"
+[ "$pb" -gt 0 ] || wh_fail "the dispatcher took no batch from pushed events"
 n=$(grep -o '"after":{"id":[0-9]*' "$WH_TMP/received.jsonl" | cut -d: -f3 | sort -un | wc -l)
 [ "$n" -eq 40 ] || wh_fail "receiver got $n distinct rows, want 40"
 wh_pass "idle: $((r1 - r0)) reads in 3 s; $((n1 - n0)) notifications for 20 rows"

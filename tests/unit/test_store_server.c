@@ -18,7 +18,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../services/store/st_push.h"
 #include "../../services/store/st_server.h"
+#include "wh_notify.h"
 #include "wh_ipc.h"
 #include "wh_util.h"
 
@@ -779,6 +781,181 @@ static void test_disk_full(void **state)
     st_server_done(f->srv, &rep, cookie);
 }
 
+/* ---- durability notifications with pushed events ---- */
+
+/* Appends through the handler; returns the notification received next. */
+static void append_note(fx *f, wh_sub *sub, append_req *a, wh_note *n)
+{
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &a->req, &rep, &cookie), 0);
+    st_server_done(f->srv, &rep, cookie);
+    static uint8_t msg[WH_NOTE_MSG_MAX];
+    int len = wh_sub_recv(sub, msg, sizeof(msg), 5000);
+    assert_true(len > 0);
+    assert_int_equal(wh_note_decode(msg, (size_t)len, n), WH_OK);
+}
+
+static uint64_t read_moves(fx *f)
+{
+    read_req r;
+    make_read(&r, "p", "d", 0, 0, 0, 0);
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    uint64_t mv = rep.read->moves;
+    st_server_done(f->srv, &rep, cookie);
+    return mv;
+}
+
+/* The store pushes an Append's events with its notification, with the
+ * tenant's position before them (read from the database the first time),
+ * and only when that is sure: a re-sent Append (not after the tail), one
+ * too big, and the first after an offset moved (tail read again, new
+ * move count) behave as specified. */
+static void test_notify_push(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    /* events already stored before the server knows the tenant's tail */
+    st_event pre = {0x50, 0, 1, "{\"k\":0}", 7};
+    uint64_t durable;
+    assert_int_equal(st_db_append(f->db, "p", &pre, 1, 0, &durable, err, sizeof(err)), WH_OK);
+    if (st_server_listen(f->srv, f->url, err, sizeof(err)) != WH_OK)
+        fail_msg("listen: %s", err);
+    char nurl[200];
+    snprintf(nurl, sizeof(nurl), "%s.notify", f->url);
+    wh_sub *sub = NULL;
+    assert_int_equal(wh_sub_open(&sub, nurl, err, sizeof(err)), WH_OK);
+    for (int i = 0; i < 500 && !wh_sub_connected(sub); i++)
+        wh_sleep_ms(10);
+    assert_true(wh_sub_connected(sub));
+    wh_sleep_ms(50); /* the subscription reaches the publisher */
+    uint64_t mv0 = read_moves(f);
+
+    append_req a;
+    wh_note n;
+    make_append(&a, "p", 3, 0x100, 0);
+    append_note(f, sub, &a, &n);
+    assert_string_equal(n.tenant, "p");
+    assert_true(n.lsn == 0x100);
+    assert_int_equal(n.seq, 2);
+    assert_non_null(n.push);
+    assert_true(n.push->prev->lsn == 0x50); /* the stored tail */
+    assert_int_equal(n.push->prev->seq, 0);
+    assert_true(n.push->moves == mv0);
+    assert_int_equal(n.push->n_events, 3);
+    wh_note_free(&n);
+
+    make_append(&a, "p", 2, 0x200, 0);
+    append_note(f, sub, &a, &n);
+    assert_non_null(n.push);
+    assert_true(n.push->prev->lsn == 0x100);
+    assert_int_equal(n.push->prev->seq, 2);
+    wh_note_free(&n);
+
+    /* the same Append again (a retry): not after the tail, position only */
+    append_note(f, sub, &a, &n);
+    assert_true(n.lsn == 0x200);
+    assert_null(n.push);
+
+    /* an offset moved: the next push carries the new count, the Read too */
+    st_offset prev, now;
+    assert_int_equal(st_db_set_offset(f->db, "p", "d", 0x100, 2, &prev, &now, err, sizeof(err)),
+                     WH_OK);
+    uint64_t mv1 = read_moves(f);
+    assert_true(mv1 != mv0);
+    make_append(&a, "p", 1, 0x300, 0);
+    append_note(f, sub, &a, &n);
+    assert_non_null(n.push);
+    assert_true(n.push->prev->lsn == 0x200);
+    assert_int_equal(n.push->prev->seq, 1);
+    assert_true(n.push->moves == mv1);
+    wh_note_free(&n);
+
+    /* too big to push: the position only, and the next one pushes again */
+    static uint8_t blob[64 * 1024];
+    memset(blob, 'x', sizeof(blob));
+    make_append(&a, "p", 8, 0x400, 0);
+    for (int i = 0; i < 8; i++) {
+        a.ev[i].json.data = blob;
+        a.ev[i].json.len = sizeof(blob);
+    }
+    append_note(f, sub, &a, &n);
+    assert_true(n.lsn == 0x400);
+    assert_int_equal(n.seq, 7);
+    assert_null(n.push);
+    make_append(&a, "p", 1, 0x500, 0);
+    append_note(f, sub, &a, &n);
+    assert_non_null(n.push);
+    assert_true(n.push->prev->lsn == 0x400);
+    assert_int_equal(n.push->prev->seq, 7);
+    wh_note_free(&n);
+
+    /* out of order inside the Append: stored, never pushed, tail read again */
+    make_append(&a, "p", 2, 0x600, 0);
+    a.ev[0].seq = 1;
+    a.ev[1].seq = 0;
+    append_note(f, sub, &a, &n);
+    assert_null(n.push);
+    make_append(&a, "p", 1, 0x700, 0);
+    append_note(f, sub, &a, &n);
+    assert_non_null(n.push);
+    assert_true(n.push->prev->lsn == 0x600);
+    assert_int_equal(n.push->prev->seq, 1);
+    wh_note_free(&n);
+
+    wh_sub_interrupt(sub);
+    wh_sub_close(sub);
+    st_server_stop(f->srv);
+}
+
+/* Appends of one tenant that overlap push nothing (neither knows what the
+ * other wrote); the next one alone pushes after the highest of them; a
+ * failed write forgets the tail. */
+static void test_push_overlap(void **state)
+{
+    fx *f = *state;
+    st_push *p = NULL;
+    assert_int_equal(st_push_new(&p), WH_OK);
+    st_push_tok a, b, c;
+    uint64_t pl, mv;
+    uint32_t ps;
+    st_push_begin(p, f->db, "o", &a);
+    assert_int_equal(st_push_end(p, f->db, &a, 1, 0x10, 0, 0x10, 3, &pl, &ps, &mv), 1);
+    assert_true(pl == 0 && ps == 0); /* an empty tenant */
+
+    st_push_begin(p, f->db, "o", &a);
+    st_push_begin(p, f->db, "o", &b);
+    assert_int_equal(st_push_end(p, f->db, &a, 1, 0x30, 0, 0x30, 0, &pl, &ps, &mv), 0);
+    assert_int_equal(st_push_end(p, f->db, &b, 1, 0x20, 0, 0x20, 0, &pl, &ps, &mv), 0);
+    st_push_begin(p, f->db, "o", &c);
+    assert_int_equal(st_push_end(p, f->db, &c, 1, 0x40, 0, 0x40, 1, &pl, &ps, &mv), 1);
+    assert_true(pl == 0x30 && ps == 0);
+
+    /* one that started before another and ends after it: no push either */
+    st_push_begin(p, f->db, "o", &a);
+    st_push_begin(p, f->db, "o", &b);
+    assert_int_equal(st_push_end(p, f->db, &b, 1, 0x60, 0, 0x60, 0, &pl, &ps, &mv), 0);
+    assert_int_equal(st_push_end(p, f->db, &a, 1, 0x50, 0, 0x50, 0, &pl, &ps, &mv), 0);
+
+    /* another tenant is independent */
+    st_push_begin(p, f->db, "q", &a);
+    st_push_begin(p, f->db, "o", &b);
+    assert_int_equal(st_push_end(p, f->db, &a, 1, 0x10, 0, 0x10, 0, &pl, &ps, &mv), 1);
+    assert_int_equal(st_push_end(p, f->db, &b, 1, 0x70, 0, 0x70, 0, &pl, &ps, &mv), 1);
+    assert_true(pl == 0x60 && ps == 0);
+
+    /* a failed write: no push, and the tail is read from the database
+     * again (empty here: nothing was really written) */
+    st_push_begin(p, f->db, "o", &a);
+    assert_int_equal(st_push_end(p, f->db, &a, 0, 0x80, 0, 0x80, 0, &pl, &ps, &mv), 0);
+    st_push_begin(p, f->db, "o", &a);
+    assert_int_equal(st_push_end(p, f->db, &a, 1, 0x90, 0, 0x90, 0, &pl, &ps, &mv), 1);
+    assert_true(pl == 0 && ps == 0);
+    st_push_free(p);
+}
+
 int main(void)
 {
     wh_log_init("test", WH_LOG_WARN);
@@ -792,6 +969,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_long_poll, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_poll_single_worker, setup1, teardown),
         cmocka_unit_test_setup_teardown(test_ipc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_notify_push, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push_overlap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, setup_tmpfs, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
