@@ -95,6 +95,11 @@ const wh_config_entry wh_config_table[] = {
       "per tenant: appended events/s before the store answers \"slow down\" (0 = unlimited)"),
     I(store_tenant_burst_ms, "store.tenant_burst_ms", 1000, 10, 60000, WH_CF_RUNTIME,
       "per tenant: token bucket size, in ms of the rates"),
+    L(store_commit_share_bytes, "store.commit_share_bytes", 128 * KiB, 4 * KiB, 64 * MiB,
+      WH_CF_RUNTIME,
+      "group commit: while a tenant makes appends of at most this size, another tenant's "
+      "appends are synced in slices of this size, so the small ones never wait behind a big "
+      "sync (smaller: better isolation; larger: more throughput for a flooding tenant)"),
     L(ipc_max_msg_bytes, "ipc.max_msg_bytes", 64 * MiB, 64 * KiB, 1 * GiB, 0,
       "largest IPC message accepted"),
     I(ipc_timeout_ms, "ipc.timeout_ms", 10000, 100, 600000, 0, "IPC request timeout"),

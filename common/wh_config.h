@@ -86,6 +86,7 @@ typedef struct wh_config {
     int64_t store_tenant_rate_bytes;  /* runtime: per-tenant append bytes/s, 0 = unlimited */
     int64_t store_tenant_rate_events; /* runtime: per-tenant append events/s, 0 = unlimited */
     int store_tenant_burst_ms;        /* runtime: bucket size in ms of the rates */
+    int64_t store_commit_share_bytes; /* runtime: group commit slice while tenants share */
     int64_t ipc_max_msg_bytes;
     int ipc_timeout_ms;
     char ipc_tls_cert[WH_PATH_MAX]; /* tls+tcp:// endpoints: PEM certificate */

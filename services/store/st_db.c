@@ -11,9 +11,9 @@
 
 #include "wh_config.h"
 #include "wh_lsn.h"
+#include "wh_metrics.h"
 #include "wh_util.h"
 
-#define ST_LOCK_STRIPES 16
 #define ST_POS_LEN 12     /* lsn(8) seq(4) */
 #define ST_OFF_VAL_LEN 20 /* lsn(8) seq(4) epoch(8) */
 #define ST_KEY_MAX (1 + ST_NAME_MAX + 1 + ST_NAME_MAX + ST_POS_LEN)
@@ -84,6 +84,12 @@ struct st_tenant {
     uint64_t tb_ms;
     /* bumped when ev/meta are created or dropped (under lock, write) */
     uint64_t cf_gen;
+    /* commit queue (under db->cq_mu): its appends not wholly in a group
+     * yet, in arrival order; in_ring: it is in db's round-robin ring */
+    struct st_wreq *cq_head, *cq_tail;
+    uint64_t cq_bytes; /* bytes of its queued events not in a group yet */
+    st_tenant *cq_next;
+    int in_ring;
 };
 
 /* Per-compaction snapshot of a tenant's watermark. */
@@ -107,7 +113,22 @@ struct st_db {
     rocksdb_column_family_handle_t **cf_other; /* unknown CFs found at open */
     size_t ncf_other;
 
-    pthread_mutex_t append_mu[ST_LOCK_STRIPES];
+    /* the store's group commit (st_db_append): appends queue per tenant;
+     * one appender at a time (the leader) writes groups taken round-robin
+     * from the tenants' queues */
+    pthread_mutex_t cq_mu;
+    st_tenant *cq_ring, *cq_ring_tail; /* tenants with queued appends */
+    int cq_busy;                       /* a leader is writing */
+    int cq_jumped;                     /* the last group: light queues only */
+    /* the last two tenants with a light append (at most cq_share bytes),
+     * newest first, and when it came */
+    st_tenant *cq_light_t[2];
+    uint64_t cq_light_ms[2];
+    _Atomic uint64_t cq_share; /* store.commit_share_bytes (st_db_set_limits) */
+    _Atomic uint64_t cq_groups, cq_shared_groups;
+    st_commit_hook cq_hook; /* observer of groups (tests) */
+    void *cq_hook_arg;
+    wh_histogram cq_stage[2][ST_APPEND_STAGES]; /* light, big */
 
     pthread_rwlock_t ten_lock; /* the tenants list's structure */
     st_tenant *tenants;
@@ -880,8 +901,8 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     atomic_store(&db->moves, (uint64_t)now_ts.tv_sec * 1000000u + (uint64_t)now_ts.tv_nsec / 1000u);
     db->write_buffer_bytes = o->write_buffer_bytes;
     db->gc_slice_bytes = (uint64_t)o->write_buffer_bytes * ST_GC_SLICE_BUFFERS;
-    for (int i = 0; i < ST_LOCK_STRIPES; i++)
-        pthread_mutex_init(&db->append_mu[i], NULL);
+    pthread_mutex_init(&db->cq_mu, NULL);
+    db->cq_share = ST_COMMIT_SHARE_BYTES;
     pthread_rwlock_init(&db->off_lock, NULL);
     pthread_rwlock_init(&db->ten_lock, NULL);
     pthread_mutex_init(&db->maint_mu, NULL);
@@ -1053,8 +1074,7 @@ void st_db_close(st_db *db)
     pthread_rwlock_destroy(&db->ten_lock);
     pthread_mutex_destroy(&db->maint_mu);
     pthread_cond_destroy(&db->maint_cond);
-    for (int i = 0; i < ST_LOCK_STRIPES; i++)
-        pthread_mutex_destroy(&db->append_mu[i]);
+    pthread_mutex_destroy(&db->cq_mu);
     pthread_rwlock_destroy(&db->off_lock);
     pthread_mutex_destroy(&db->health_mu);
     pthread_mutex_destroy(&db->owners_mu);
@@ -1101,14 +1121,6 @@ uint64_t st_db_write_errors(st_db *db)
 
 /* ---- append ---- */
 
-static unsigned stripe_of(const char *tenant)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)tenant; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return h % ST_LOCK_STRIPES;
-}
-
 /* The tenant's D key; caller holds t->lock (read). */
 static int get_durable_locked(st_db *db, st_tenant *t, uint64_t *lsn, char *err, size_t errlen)
 {
@@ -1140,6 +1152,291 @@ int st_db_get_durable(st_db *db, const char *tenant, uint64_t *lsn, char *err, s
     return rc;
 }
 
+static uint64_t append_bytes(const st_event *ev, size_t n);
+/* One append in the commit queue; lives on its appender's stack. */
+typedef struct st_wreq {
+    struct st_wreq *next; /* the tenant's queue */
+    st_tenant *t;
+    const st_event *ev;
+    size_t n;
+    size_t taken; /* events [0, taken) are in a group (written or being written) */
+    uint64_t ack_lsn;
+    uint64_t durable; /* the D value once done */
+    int light;        /* at most store.commit_share_bytes */
+    int done;         /* all its events synced, or failed (rc) */
+    int rc;
+    char err[WH_ERRLEN];
+    pthread_cond_t cond;
+    uint64_t enq_us, start_us, end_us; /* queued; its last group's write began, ended */
+} st_wreq;
+
+/* One group: the appends it holds events of, [from, to) each. */
+typedef struct st_gpart {
+    st_wreq *r;
+    size_t from, to;
+} st_gpart;
+
+/* An event's bytes in a group, about: its value, and its key with a
+ * tenant name of average length. */
+static size_t event_bytes(const st_event *e)
+{
+    return 8 + e->json_len + ST_POS_LEN + 18;
+}
+
+/* Caller holds cq_mu. Takes up to `max` bytes (at least one event, or an
+ * empty append whole) of the tenant's queue into parts; appends taken
+ * whole leave the queue. Returns the bytes taken. */
+static uint64_t cq_take(st_tenant *t, uint64_t max, st_gpart **parts, size_t *np, size_t *cap)
+{
+    uint64_t bytes = 0;
+    while (t->cq_head != NULL && (bytes < max || bytes == 0)) {
+        st_wreq *r = t->cq_head;
+        size_t from = r->taken, to = from;
+        while (to < r->n && (bytes < max || to == from)) {
+            uint64_t b = event_bytes(&r->ev[to]);
+            if (to > from && bytes + b > max)
+                break;
+            bytes += b;
+            t->cq_bytes -= b;
+            to++;
+        }
+        if (*np == *cap) {
+            size_t nc = *cap ? *cap * 2 : 16;
+            st_gpart *p = realloc(*parts, nc * sizeof(*p));
+            if (p == NULL)
+                break; /* the rest waits for the next group */
+            *parts = p;
+            *cap = nc;
+        }
+        (*parts)[(*np)++] = (st_gpart){r, from, to};
+        r->taken = to;
+        if (to < r->n)
+            break; /* the slice is full */
+        t->cq_head = r->next;
+        if (t->cq_head == NULL)
+            t->cq_tail = NULL;
+        if (bytes == 0)
+            bytes = 1; /* an empty append counts, so a queue of them ends */
+    }
+    return bytes;
+}
+
+/* Caller holds cq_mu: 1 when a tenant other than t made a light append
+ * within ST_COMMIT_LIGHT_MS (t's big appends then go in slices). */
+static int cq_light_other(st_db *db, st_tenant *t, uint64_t now)
+{
+    for (int i = 0; i < 2; i++)
+        if (db->cq_light_t[i] != NULL && db->cq_light_t[i] != t &&
+            now - db->cq_light_ms[i] < ST_COMMIT_LIGHT_MS)
+            return 1;
+    return 0;
+}
+
+/* Caller holds cq_mu: 1 when t's queue holds light appends only (not the
+ * rest of a big one). */
+static int cq_light_queue(const st_tenant *t, uint64_t share)
+{
+    return t->cq_head != NULL && t->cq_head->light && t->cq_bytes <= share;
+}
+
+/* Caller holds cq_mu. The next group: round-robin over the tenants with
+ * queued appends. While another tenant makes light appends (at most
+ * `share` bytes), a tenant takes a slice of at most `share` bytes, and such
+ * a group is that one round; when a light append is queued, the group
+ * holds the light queues only (it jumps ahead of the big ones' slices),
+ * unless the last group did (so big ones are never starved). So a light
+ * append waits for at most one group of `share` bytes (and a light one),
+ * then is synced with no other tenant's bulk. Otherwise (tenants alone, or all
+ * appending big batches) each tenant's queue goes whole, rounds go on up
+ * to ST_COMMIT_MAX_BYTES. Returns 1 for a sliced group. */
+static int cq_form(st_db *db, st_gpart **parts, size_t *np, size_t *cap, uint64_t *gbytes)
+{
+    *np = 0;
+    uint64_t now = wh_now_ms(), share = atomic_load(&db->cq_share);
+    uint64_t bytes = 0;
+    int sliced = 0, light_queued = 0, skipped = 0;
+    /* after a group that jumped ahead, the big ones' turn: never starved */
+    for (st_tenant *t = db->cq_ring; t != NULL && !db->cq_jumped; t = t->cq_next)
+        if (cq_light_queue(t, share))
+            light_queued = 1;
+    while (db->cq_ring != NULL && bytes < ST_COMMIT_MAX_BYTES && !sliced) {
+        /* one round: every tenant in the ring once */
+        st_tenant *end = db->cq_ring_tail;
+        for (;;) {
+            st_tenant *t = db->cq_ring;
+            db->cq_ring = t->cq_next;
+            if (db->cq_ring == NULL)
+                db->cq_ring_tail = NULL;
+            t->cq_next = NULL;
+            uint64_t slice = ST_COMMIT_MAX_BYTES;
+            if (cq_light_other(db, t, now)) {
+                slice = share;
+                sliced = 1;
+            }
+            /* a light append queued jumps ahead: its group holds no slice of
+             * a big one */
+            if (sliced && light_queued && !cq_light_queue(t, share))
+                skipped = 1;
+            else
+                bytes += cq_take(t, slice, parts, np, cap);
+            if (t->cq_head != NULL) { /* back at the tail */
+                if (db->cq_ring_tail)
+                    db->cq_ring_tail->cq_next = t;
+                else
+                    db->cq_ring = t;
+                db->cq_ring_tail = t;
+            } else {
+                t->in_ring = 0;
+            }
+            if (t == end || db->cq_ring == NULL)
+                break;
+        }
+    }
+    db->cq_jumped = skipped;
+    *gbytes = bytes;
+    return sliced;
+}
+
+/* Writes one group with sync (no lock held): its events, and the D key of
+ * every tenant with an append that ends in it. Sets each such append's
+ * durable value. */
+static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t errlen)
+{
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    char k[ST_KEY_MAX];
+    int rc = WH_OK;
+    for (size_t i = 0; i < np; i++) {
+        st_wreq *r = parts[i].r;
+        for (size_t e = parts[i].from; e < parts[i].to; e++) {
+            const st_event *ev = &r->ev[e];
+            size_t kl = key_event(k, r->t->name, ev->lsn, ev->seq);
+            uint8_t ts[8];
+            wh_put_be64(ts, (uint64_t)ev->commit_ts_us);
+            const char *vp[2] = {(const char *)ts, ev->json ? ev->json : ""};
+            size_t vs[2] = {8, ev->json ? ev->json_len : 0};
+            const char *kp[1] = {k};
+            size_t ks[1] = {kl};
+            rocksdb_writebatch_putv_cf(wb, r->t->ev, 1, kp, ks, 2, vp, vs);
+        }
+    }
+    /* D: per tenant, the appends ending here in their order (a tenant's
+     * parts are in queue order); max with the stored value */
+    for (size_t i = 0; i < np && rc == WH_OK; i++) {
+        st_tenant *t = parts[i].r->t;
+        int first = 1;
+        for (size_t j = 0; j < i; j++)
+            if (parts[j].r->t == t)
+                first = 0;
+        if (!first)
+            continue;
+        uint64_t old = 0, d;
+        if ((rc = get_durable_locked(db, t, &old, err, errlen)) != WH_OK)
+            break;
+        d = old;
+        for (size_t j = i; j < np; j++) {
+            st_wreq *r = parts[j].r;
+            if (r->t != t || parts[j].to != r->n)
+                continue;
+            if (r->ack_lsn > d)
+                d = r->ack_lsn;
+            r->durable = d;
+        }
+        if (d != old) {
+            uint8_t v[8];
+            wh_put_be64(v, d);
+            size_t kl = key_durable(k, t->name);
+            rocksdb_writebatch_put_cf(wb, t->meta, k, kl, (const char *)v, 8);
+        }
+    }
+    if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0) {
+        char *e = NULL;
+        rocksdb_write(db->rdb, db->wo, wb, &e);
+        note_write(db, e);
+        if (e)
+            rc = rerr(err, errlen, "write", e);
+    }
+    rocksdb_writebatch_destroy(wb);
+    return rc;
+}
+
+static void cq_done(st_wreq *w, const char *err, st_wreq *self)
+{
+    if (w->done)
+        return;
+    if (err != NULL) {
+        w->rc = WH_ERR;
+        wh_strlcpy(w->err, err, sizeof(w->err));
+    }
+    w->done = 1;
+    if (w != self)
+        pthread_cond_signal(&w->cond);
+}
+
+/* Caller holds cq_mu: r failed. Every append of its tenant still queued
+ * fails with it (a partly written r is at the head; the rest came after
+ * it: nothing of a later append is written past a gap). The tenant leaves
+ * the ring at the next cq_form. */
+static void cq_fail(st_wreq *r, const char *err, st_wreq *self)
+{
+    st_tenant *t = r->t;
+    st_wreq *w = t->cq_head;
+    t->cq_head = t->cq_tail = NULL;
+    t->cq_bytes = 0;
+    cq_done(r, err, self);
+    while (w != NULL) {
+        st_wreq *next = w->next; /* w's thread waits for cq_mu, held here */
+        cq_done(w, err, self);
+        w = next;
+    }
+}
+
+/* Caller holds cq_mu; r is queued. Writes groups until r is done, then
+ * hands the lead to a queued append, if any. */
+static void cq_lead(st_db *db, st_wreq *r)
+{
+    st_gpart *parts = NULL;
+    size_t np = 0, cap = 0;
+    char err[WH_ERRLEN];
+    db->cq_busy = 1;
+    while (!r->done) {
+        uint64_t gbytes = 0;
+        int shared = cq_form(db, &parts, &np, &cap, &gbytes);
+        if (np == 0) { /* out of memory for the parts */
+            if (!r->done)
+                cq_fail(r, "out of memory", r);
+            break;
+        }
+        pthread_mutex_unlock(&db->cq_mu);
+        uint64_t t0 = wh_now_us();
+        int rc = cq_write(db, parts, np, err, sizeof(err));
+        uint64_t t1 = wh_now_us();
+        if (db->cq_hook != NULL)
+            db->cq_hook(db->cq_hook_arg, np, gbytes, shared);
+        pthread_mutex_lock(&db->cq_mu);
+        atomic_fetch_add(&db->cq_groups, 1);
+        if (shared)
+            atomic_fetch_add(&db->cq_shared_groups, 1);
+        for (size_t i = 0; i < np; i++) {
+            st_wreq *w = parts[i].r;
+            if (w->done || (rc == WH_OK && parts[i].to != w->n))
+                continue; /* failed before, or not wholly written yet */
+            w->start_us = t0;
+            w->end_us = t1;
+            if (rc != WH_OK)
+                cq_fail(w, err, r);
+            else
+                cq_done(w, NULL, r);
+        }
+    }
+    db->cq_busy = 0;
+    for (st_tenant *t = db->cq_ring; t != NULL; t = t->cq_next)
+        if (t->cq_head != NULL) { /* the next leader */
+            pthread_cond_signal(&t->cq_head->cond);
+            break;
+        }
+    free(parts);
+}
+
 int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                  uint64_t *durable_lsn, char *err, size_t errlen)
 {
@@ -1153,45 +1450,77 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
     st_tenant *t;
     if (ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
         return WH_ERR;
-    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    char k[ST_KEY_MAX];
-    for (size_t i = 0; i < n; i++) {
-        size_t kl = key_event(k, tenant, ev[i].lsn, ev[i].seq);
-        uint8_t ts[8];
-        wh_put_be64(ts, (uint64_t)ev[i].commit_ts_us);
-        const char *parts[2] = {(const char *)ts, ev[i].json ? ev[i].json : ""};
-        size_t sizes[2] = {8, ev[i].json ? ev[i].json_len : 0};
-        const char *kp[1] = {k};
-        size_t ks[1] = {kl};
-        rocksdb_writebatch_putv_cf(wb, t->ev, 1, kp, ks, 2, parts, sizes);
+    uint64_t bytes = append_bytes(ev, n);
+    int light = bytes <= atomic_load(&db->cq_share);
+    st_wreq r = {.t = t, .ev = ev, .n = n, .ack_lsn = ack_lsn, .light = light, .rc = WH_OK};
+    pthread_cond_init(&r.cond, NULL);
+    pthread_mutex_lock(&db->cq_mu);
+    r.enq_us = wh_now_us();
+    if (t->cq_tail)
+        t->cq_tail->next = &r;
+    else
+        t->cq_head = &r;
+    t->cq_tail = &r;
+    t->cq_bytes += bytes;
+    if (!t->in_ring) {
+        t->in_ring = 1;
+        if (db->cq_ring_tail)
+            db->cq_ring_tail->cq_next = t;
+        else
+            db->cq_ring = t;
+        db->cq_ring_tail = t;
     }
-
-    pthread_mutex_t *mu = &db->append_mu[stripe_of(tenant)];
-    pthread_mutex_lock(mu);
-    uint64_t old = 0;
-    int rc = get_durable_locked(db, t, &old, err, errlen);
-    if (rc == WH_OK) {
-        uint64_t d = ack_lsn > old ? ack_lsn : old;
-        if (d != old) {
-            uint8_t v[8];
-            wh_put_be64(v, d);
-            size_t kl = key_durable(k, tenant);
-            rocksdb_writebatch_put_cf(wb, t->meta, k, kl, (const char *)v, 8);
+    if (light) {
+        if (db->cq_light_t[0] != t) {
+            db->cq_light_t[1] = db->cq_light_t[0];
+            db->cq_light_ms[1] = db->cq_light_ms[0];
+            db->cq_light_t[0] = t;
         }
-        if (rocksdb_writebatch_count(wb) > 0) {
-            char *e = NULL;
-            rocksdb_write(db->rdb, db->wo, wb, &e);
-            note_write(db, e);
-            if (e)
-                rc = rerr(err, errlen, "write", e);
-        }
-        if (rc == WH_OK && durable_lsn)
-            *durable_lsn = d;
+        db->cq_light_ms[0] = wh_now_ms();
     }
-    pthread_mutex_unlock(mu);
+    while (!r.done) {
+        if (!db->cq_busy)
+            cq_lead(db, &r);
+        else
+            pthread_cond_wait(&r.cond, &db->cq_mu);
+    }
+    pthread_mutex_unlock(&db->cq_mu);
+    uint64_t woke = wh_now_us();
+    pthread_cond_destroy(&r.cond);
     ten_done(t);
-    rocksdb_writebatch_destroy(wb);
-    return rc;
+    if (r.rc != WH_OK)
+        return wh_seterr(err, errlen, "%s", r.err);
+    if (r.end_us != 0) {
+        wh_histogram *h = db->cq_stage[light ? 0 : 1];
+        wh_hist_observe_us(&h[ST_APPEND_QUEUE], r.start_us - r.enq_us);
+        wh_hist_observe_us(&h[ST_APPEND_WRITE], r.end_us - r.start_us);
+        wh_hist_observe_us(&h[ST_APPEND_WAKE], woke - r.end_us);
+    }
+    if (durable_lsn)
+        *durable_lsn = r.durable;
+    return WH_OK;
+}
+
+void st_db_append_stats(st_db *db, st_append_stats *out)
+{
+    out->groups = atomic_load(&db->cq_groups);
+    out->shared_groups = atomic_load(&db->cq_shared_groups);
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; i < ST_APPEND_STAGES; i++)
+            out->stage[l][i] = &db->cq_stage[l][i];
+}
+
+static uint64_t append_bytes(const st_event *ev, size_t n)
+{
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += event_bytes(&ev[i]);
+    return bytes;
+}
+
+int st_db_append_light(st_db *db, const st_event *ev, size_t n)
+{
+    return append_bytes(ev, n) <= atomic_load(&db->cq_share);
 }
 
 /* ---- read ---- */
@@ -2670,6 +2999,8 @@ void st_db_set_limits(st_db *db, const st_db_limits *l)
     atomic_store(&db->rate_bytes, l->rate_bytes_per_s);
     atomic_store(&db->rate_events, l->rate_events_per_s);
     atomic_store(&db->rate_burst_ms, l->rate_burst_ms);
+    atomic_store(&db->cq_share, l->commit_share_bytes > 0 ? (uint64_t)l->commit_share_bytes
+                                                          : ST_COMMIT_SHARE_BYTES);
 }
 
 /* A scan from a position: stops at the first event whose commit time is at
@@ -3097,6 +3428,25 @@ void st_db_maintain(st_db *db)
         maintain_tenant(db, tv[i]);
     gc_round_robin(db, tv, nt);
     free(tv);
+}
+
+void st_db_set_commit_hook(st_db *db, st_commit_hook fn, void *arg)
+{
+    pthread_mutex_lock(&db->cq_mu);
+    db->cq_hook_arg = arg;
+    db->cq_hook = fn;
+    pthread_mutex_unlock(&db->cq_mu);
+}
+
+uint64_t st_db_commit_queued(st_db *db, const char *tenant)
+{
+    st_tenant *t = tenant_find(db, tenant, 0);
+    if (t == NULL)
+        return 0;
+    pthread_mutex_lock(&db->cq_mu);
+    uint64_t b = t->cq_head != NULL ? t->cq_bytes : 0;
+    pthread_mutex_unlock(&db->cq_mu);
+    return b;
 }
 
 void st_db_set_gc_hook(st_db *db, st_gc_hook fn, void *arg)

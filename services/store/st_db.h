@@ -52,9 +52,9 @@
  * limiter (store.io_rate_bytes). It also computes each tenant's figures
  * (st_db_tenant_stats).
  *
- * All functions are thread-safe. Appends of the same tenant are serialised
- * (the D key is a read-modify-write); different tenants' appends run
- * concurrently and RocksDB's write group commits them with one WAL sync.
+ * All functions are thread-safe. Appends go through the store's group
+ * commit (below): concurrent appends of all tenants are written by one
+ * leader at a time, in synced groups; a tenant's appends in arrival order.
  *
  * Write health: the outcome of the last synced write (append or offset
  * commit) is kept, so the store can say it cannot write (e.g. "No space left
@@ -69,6 +69,7 @@
 #include <stdio.h>
 
 #include "wh_budget.h"
+#include "wh_metrics.h"
 
 #define ST_NAME_MAX 63 /* max bytes of a tenant or consumer name */
 /* memtables per column family; this many write buffers is also the cap of
@@ -92,6 +93,21 @@
 
 #define ST_MAINT_MS 1000 /* maintenance pass period */
 
+/* Group commit (st_db_append): appends queue per tenant; one appender at
+ * a time (the leader) writes groups of them with one synced WriteBatch,
+ * taken round-robin from the tenants' queues. While a tenant makes light
+ * appends (at most store.commit_share_bytes, default ST_COMMIT_SHARE_BYTES),
+ * the other tenants' appends go in slices of that size, and a group ends
+ * once it holds that much: a light append waits for at most one short
+ * group and is synced in the next, never behind another tenant's
+ * megabytes. Tenants alone, or all appending big batches, get their whole
+ * queue in one group (up to ST_COMMIT_MAX_BYTES). An append is acknowledged
+ * once its last event's group is synced; a group that fails fails every
+ * append in it and the rest of their tenants' queues. */
+#define ST_COMMIT_SHARE_BYTES (128 << 10)
+#define ST_COMMIT_MAX_BYTES (4u << 20)
+#define ST_COMMIT_LIGHT_MS 1000 /* a light append this recent slices the others */
+
 typedef struct st_db st_db;
 
 /* Runtime limits, 0 = none (the store.* runtime settings). Retention caps
@@ -101,7 +117,8 @@ typedef struct st_db_limits {
     int64_t retention_age_ms;
     int64_t rate_bytes_per_s; /* per-tenant write token bucket */
     int64_t rate_events_per_s;
-    int64_t rate_burst_ms; /* bucket size in ms of the rates (0 = 1000) */
+    int64_t rate_burst_ms;      /* bucket size in ms of the rates (0 = 1000) */
+    int64_t commit_share_bytes; /* group commit slice while tenants share (0 = default) */
 } st_db_limits;
 
 /* A tenant's figures from the last maintenance pass. */
@@ -394,6 +411,28 @@ int st_db_admit(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, 
  * and one sync each: concurrent appends of several tenants share one), and
  * WAL syncs. Parsed from "rocksdb.dbstats" (K/M rounded). */
 int st_db_write_groups(st_db *db, uint64_t *writes, uint64_t *groups, uint64_t *syncs);
+/* The group commit's figures: groups written, those sliced because a
+ * tenant makes light appends, and per append the time of each stage:
+ * queued until the write of the group with its last event began
+ * (ST_APPEND_QUEUE), that write with its sync (ST_APPEND_WRITE), the
+ * hand-back to its thread (ST_APPEND_WAKE); light appends (at most
+ * store.commit_share_bytes: st_db_append_light) in stage[0], the others in
+ * stage[1]. The histograms are the db's (valid until st_db_close). */
+enum { ST_APPEND_QUEUE, ST_APPEND_WRITE, ST_APPEND_WAKE, ST_APPEND_STAGES };
+typedef struct st_append_stats {
+    uint64_t groups, shared_groups;
+    const wh_histogram *stage[2][ST_APPEND_STAGES];
+} st_append_stats;
+/* 1 when the append of these events is light (the group commit's slices). */
+int st_db_append_light(st_db *db, const st_event *ev, size_t n);
+void st_db_append_stats(st_db *db, st_append_stats *out);
+/* Observer of the group commit (tests): called by the leader after each
+ * group's write with the appends' parts in it, its bytes (about: values and
+ * keys) and whether it was sliced (tenants sharing). */
+typedef void (*st_commit_hook)(void *arg, size_t parts, uint64_t bytes, int sliced);
+void st_db_set_commit_hook(st_db *db, st_commit_hook fn, void *arg);
+/* Bytes of the tenant's appends queued and not in a group yet (tests). */
+uint64_t st_db_commit_queued(st_db *db, const char *tenant);
 /* Calls fn for every consumer marked NEEDS_SNAPSHOT (under the offsets
  * table's read lock: fn must not call st_db). */
 typedef void (*st_consumer_fn)(void *arg, const char *tenant, const char *consumer);

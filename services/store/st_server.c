@@ -66,9 +66,10 @@ struct st_server {
     wh_counter events_stored;
     wh_counter appends;
     wh_counter reads;
-    wh_counter slowed;   /* appends answered "slow down" */
-    wh_counter notified; /* durability notifications published */
-    wh_counter pushed;   /* ...of them with the events */
+    wh_counter slowed;           /* appends answered "slow down" */
+    wh_counter notified;         /* durability notifications published */
+    wh_counter pushed;           /* ...of them with the events */
+    wh_histogram append_time[2]; /* Append requests, handler entry to reply: light, big */
 
     /* reader cursors by (tenant, consumer), striped by hash: no lock is
      * shared by every Read */
@@ -217,6 +218,7 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
                       st_reply_mem *m)
 {
     char err[WH_ERRLEN];
+    uint64_t t0 = wh_now_us();
     if (!present(rep, a, "append") || !names_ok(rep, a->tenant, NULL, 0))
         return;
     if (a->n_events > 0 && a->events == NULL) {
@@ -282,6 +284,7 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
         st_push_begin(s->push, s->db, a->tenant, &tok);
     int rc =
         st_db_append(s->db, a->tenant, ev, a->n_events, a->ack_lsn, &durable, err, sizeof(err));
+    int light = st_db_append_light(s->db, ev, a->n_events);
     int has_prev = 0;
     uint64_t prev_lsn = 0, moves = 0;
     uint32_t prev_seq = 0;
@@ -315,6 +318,7 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     m->app.stored = (uint32_t)a->n_events;
     rep->body_case = WALHOOK__REPLY__BODY_APPEND;
     rep->append = &m->app;
+    wh_hist_observe_us(&s->append_time[light ? 0 : 1], wh_now_us() - t0);
 }
 
 /* ---- reader cursors ---- */
@@ -1012,6 +1016,32 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_header(b, "walhook_store_write_errors_total", "counter",
                            "synced writes (appends, offset commits) that failed since start");
     rc |= wh_metric_u64(b, "walhook_store_write_errors_total", "", st_db_write_errors(s->db));
+    st_append_stats as;
+    st_db_append_stats(s->db, &as);
+    rc |= wh_metric_header(b, "walhook_store_commit_groups_total", "counter",
+                           "synced writes of the store's group commit (appends coalesced)");
+    rc |= wh_metric_u64(b, "walhook_store_commit_groups_total", "", as.groups);
+    rc |= wh_metric_header(b, "walhook_store_commit_groups_sliced_total", "counter",
+                           "of those, groups sliced because a tenant makes light appends "
+                           "(store.commit_share_bytes)");
+    rc |= wh_metric_u64(b, "walhook_store_commit_groups_sliced_total", "", as.shared_groups);
+    rc |= wh_metric_header(b, "walhook_store_append_stage_seconds", "histogram",
+                           "time of an append in each stage: handler (the whole request in the "
+                           "store), queue (until the write of the group with its last event "
+                           "began), write (that group's WAL write, sync and memtable insert), "
+                           "wake (back to its request thread); size light (at most "
+                           "store.commit_share_bytes) or big");
+    static const char *const stages[ST_APPEND_STAGES] = {"queue", "write", "wake"};
+    for (int l = 0; l < 2; l++) {
+        const char *size = l == 0 ? "light" : "big";
+        char lab[64];
+        snprintf(lab, sizeof(lab), "stage=\"handler\",size=\"%s\"", size);
+        rc |= wh_metric_hist(b, "walhook_store_append_stage_seconds", lab, &s->append_time[l]);
+        for (int i = 0; i < ST_APPEND_STAGES; i++) {
+            snprintf(lab, sizeof(lab), "stage=\"%s\",size=\"%s\"", stages[i], size);
+            rc |= wh_metric_hist(b, "walhook_store_append_stage_seconds", lab, as.stage[l][i]);
+        }
+    }
     return rc == 0 ? WH_OK : WH_ERR;
 }
 

@@ -26,9 +26,9 @@ static void apply_limits(st_state *st, const wh_state *s)
 {
     static wh_config eff; /* large; callers hold st->mu or run at open */
     wh_state_effective(&eff, &st->base, s, NULL);
-    st_db_limits l = {eff.store_retention_bytes, eff.store_retention_age_s * 1000,
+    st_db_limits l = {eff.store_retention_bytes,   eff.store_retention_age_s * 1000,
                       eff.store_tenant_rate_bytes, eff.store_tenant_rate_events,
-                      eff.store_tenant_burst_ms};
+                      eff.store_tenant_burst_ms,   eff.store_commit_share_bytes};
     st_db_set_limits(st->db, &l);
 }
 

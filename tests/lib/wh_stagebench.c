@@ -550,6 +550,66 @@ static int tn_steady(tn_ctx *x, wh_client *c, uint64_t *next, double secs, uint6
     return WH_OK;
 }
 
+/* The store's stage sums and counts of light appends (the steady
+ * tenant's: walhook_store_append_stage_seconds{size="light"}) and its
+ * commit groups, from its Stats metrics. */
+typedef struct tn_stages {
+    double sum[4]; /* handler, queue, write, wake: seconds */
+    double count[4];
+    double groups, sliced;
+} tn_stages;
+
+static double metric_value(const char *text, const char *name)
+{
+    const char *p = text;
+    size_t nl = strlen(name);
+    while ((p = strstr(p, name)) != NULL) {
+        if ((p == text || p[-1] == '\n') && p[nl] == ' ')
+            return strtod(p + nl + 1, NULL);
+        p += nl;
+    }
+    return 0;
+}
+
+static void tn_stats(wh_client *c, tn_stages *st)
+{
+    static const char *const names[4] = {"handler", "queue", "write", "wake"};
+    memset(st, 0, sizeof(*st));
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_STATS;
+    req.stats = &sr;
+    Walhook__Reply *rep = NULL;
+    char err[WH_ERRLEN], name[128];
+    if (wh_client_call(c, &req, &rep, err, sizeof(err)) != WH_OK)
+        return;
+    const char *m = rep->stats && rep->stats->metrics_text ? rep->stats->metrics_text : "";
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof(name),
+                 "walhook_store_append_stage_seconds_sum{stage=\"%s\",size=\"light\"}", names[i]);
+        st->sum[i] = metric_value(m, name);
+        snprintf(name, sizeof(name),
+                 "walhook_store_append_stage_seconds_count{stage=\"%s\",size=\"light\"}", names[i]);
+        st->count[i] = metric_value(m, name);
+    }
+    st->groups = metric_value(m, "walhook_store_commit_groups_total");
+    st->sliced = metric_value(m, "walhook_store_commit_groups_sliced_total");
+    walhook__reply__free_unpacked(rep, NULL);
+}
+
+/* Mean ms per light append of each stage between a and b. */
+static void tn_stages_print(const char *phase, const tn_stages *a, const tn_stages *b)
+{
+    double ms[4];
+    for (int i = 0; i < 4; i++) {
+        double n = b->count[i] - a->count[i];
+        ms[i] = n > 0 ? (b->sum[i] - a->sum[i]) * 1000.0 / n : 0;
+    }
+    printf("tenants store, steady's appends %s: mean ms handler %.2f = queue %.2f + write %.2f "
+           "+ wake %.2f (+ checks); %.0f synced groups, %.0f sliced\n",
+           phase, ms[0], ms[1], ms[2], ms[3], b->groups - a->groups, b->sliced - a->sliced);
+}
+
 static int do_tenants(const char *url, double secs)
 {
     tn_ctx x = {.url = url};
@@ -564,16 +624,22 @@ static int do_tenants(const char *url, double secs)
     size_t cap = (size_t)(secs * 200) + 16, n1 = 0, n2 = 0;
     uint64_t *l1 = calloc(cap, sizeof(*l1)), *l2 = calloc(cap, sizeof(*l2));
     uint64_t next = 0;
+    tn_stages s0, s1, s2;
+    tn_stats(c, &s0);
     if (!l1 || !l2 || tn_steady(&x, c, &next, secs, l1, cap, &n1) != WH_OK || n1 == 0)
         return WH_ERR;
+    tn_stats(c, &s1);
     pthread_t th;
     pthread_create(&th, NULL, tn_flood, &x);
     wh_sleep_ms(200); /* the flood is going */
     double f0 = now_s(CLOCK_MONOTONIC);
     uint64_t e0 = atomic_load(&x.flood_events);
+    tn_stages s1f;
+    tn_stats(c, &s1f); /* the flood is going: its appends from here on */
     int rc = tn_steady(&x, c, &next, secs, l2, cap, &n2);
     double fw = now_s(CLOCK_MONOTONIC) - f0;
     uint64_t fe = atomic_load(&x.flood_events) - e0;
+    tn_stats(c, &s2);
     atomic_store(&x.stop, 1);
     pthread_join(th, NULL);
     wh_client_close(c);
@@ -587,6 +653,8 @@ static int do_tenants(const char *url, double secs)
     printf("tenants flood: %.0f events/s meanwhile; steady p99 ratio (flood/alone) %.2f "
            "(bar: <= 2)\n",
            (double)fe / fw, p99a > 0 ? p99b / p99a : 0.0);
+    tn_stages_print("alone", &s0, &s1);
+    tn_stages_print("with the flood", &s1f, &s2);
     free(l1);
     free(l2);
     free(x.r.off);

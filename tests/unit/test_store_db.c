@@ -1,5 +1,6 @@
 /* Unit tests of st_db against a real RocksDB in a temporary directory. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -706,7 +707,7 @@ static void test_retention_age(void **state)
     assert_int_equal(ts->needs_snapshot, 0);
     assert_false(st_db_needs_snapshot(f->db, "r", "slow"));
 
-    st_db_limits lim = {0, 3600 * 1000, 0, 0, 0}; /* one hour */
+    st_db_limits lim = {0, 3600 * 1000, 0, 0, 0, 0}; /* one hour */
     st_db_set_limits(f->db, &lim);
     st_db_maintain(f->db);
     assert_true(st_db_needs_snapshot(f->db, "r", "slow"));
@@ -751,7 +752,7 @@ static void test_retention_bytes(void **state)
     const st_tenant_stats *ts = stats_of(f->db, "g", buf);
     assert_true(ts->live_bytes > 2000000);
     assert_false(st_db_needs_snapshot(f->db, "g", "slow"));
-    st_db_limits lim = {500 * 1024, 0, 0, 0, 0};
+    st_db_limits lim = {500 * 1024, 0, 0, 0, 0, 0};
     st_db_set_limits(f->db, &lim);
     for (int i = 0; i < 5; i++)
         st_db_maintain(f->db);
@@ -963,6 +964,259 @@ static void test_io_rate_limited(void **state)
     assert_int_equal(live_events(f->db, "r"), 3500);
 }
 
+/* ---- group commit ---- */
+
+typedef struct cq_trace {
+    pthread_mutex_t mu;
+    size_t groups, sliced;
+    uint64_t max_bytes, max_sliced_bytes;
+} cq_trace;
+
+static void trace_commit(void *arg, size_t parts, uint64_t bytes, int sliced)
+{
+    cq_trace *tr = arg;
+    (void)parts;
+    pthread_mutex_lock(&tr->mu);
+    tr->groups++;
+    if (bytes > tr->max_bytes)
+        tr->max_bytes = bytes;
+    if (sliced) {
+        tr->sliced++;
+        if (bytes > tr->max_sliced_bytes)
+            tr->max_sliced_bytes = bytes;
+    }
+    pthread_mutex_unlock(&tr->mu);
+}
+
+#define BIG_EVENTS 512
+#define BIG_JSON 2000
+
+/* n events of about 2 KB at lsn from..from+n-1 (json in buf). */
+static void big_events(st_event *ev, size_t n, uint64_t from, char *buf)
+{
+    memset(buf, 'x', BIG_JSON);
+    buf[0] = '"';
+    buf[BIG_JSON - 1] = '"';
+    for (size_t i = 0; i < n; i++)
+        ev[i] = (st_event){from + i, 0, 1, buf, BIG_JSON};
+}
+
+/* While another tenant makes light appends, a big append (1 MiB) is synced
+ * in slices of store.commit_share_bytes; alone it is one synced write. Its
+ * events all land, and its durable position comes with its last slice. */
+static void test_commit_slices(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN], *buf = malloc(BIG_JSON);
+    st_event *ev = calloc(BIG_EVENTS, sizeof(*ev));
+    cq_trace tr = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    uint64_t d = 0, l;
+    uint32_t sq;
+    assert_non_null(buf);
+    assert_non_null(ev);
+    st_db_set_commit_hook(f->db, trace_commit, &tr);
+    st_event small = {1, 0, 1, "{}", 2};
+    assert_int_equal(st_db_append(f->db, "small", &small, 1, 1, &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(tr.groups, 1);
+    assert_int_equal(tr.sliced, 0); /* nobody else appends: not sliced */
+
+    big_events(ev, BIG_EVENTS, 1, buf);
+    assert_int_equal(st_db_append(f->db, "big", ev, BIG_EVENTS, 9999, &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(d, 9999);
+    size_t groups = tr.groups - 1;
+    /* 1 MiB in slices of at most 128 KiB (ST_COMMIT_SHARE_BYTES) */
+    assert_true(groups >= (BIG_EVENTS * BIG_JSON) / ST_COMMIT_SHARE_BYTES);
+    assert_int_equal(tr.sliced, groups);
+    assert_true(tr.max_sliced_bytes <= ST_COMMIT_SHARE_BYTES);
+    assert_int_equal(st_db_tenant_end(f->db, "big", &l, &sq, err, sizeof(err)), WH_OK);
+    assert_int_equal(l, BIG_EVENTS);
+    assert_int_equal(st_db_get_durable(f->db, "big", &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(d, 9999);
+    st_append_stats as;
+    st_db_append_stats(f->db, &as);
+    assert_int_equal(as.groups, tr.groups);
+    assert_int_equal(as.shared_groups, tr.sliced);
+
+    /* the same append alone (a store that saw no light append): one write */
+    st_db_set_commit_hook(f->db, NULL, NULL);
+    reopen(f);
+    memset(&tr, 0, sizeof(tr));
+    pthread_mutex_init(&tr.mu, NULL);
+    st_db_set_commit_hook(f->db, trace_commit, &tr);
+    big_events(ev, BIG_EVENTS, BIG_EVENTS + 1, buf);
+    assert_int_equal(st_db_append(f->db, "big", ev, BIG_EVENTS, 19999, &d, err, sizeof(err)),
+                     WH_OK);
+    assert_int_equal(tr.groups, 1);
+    assert_int_equal(tr.sliced, 0);
+    assert_int_equal(d, 19999);
+    /* a light append of another tenant slices the next big one */
+    assert_int_equal(st_db_append(f->db, "small", &small, 1, 1, &d, err, sizeof(err)), WH_OK);
+    big_events(ev, BIG_EVENTS, 2 * BIG_EVENTS + 1, buf);
+    assert_int_equal(st_db_append(f->db, "big", ev, BIG_EVENTS, 29999, &d, err, sizeof(err)),
+                     WH_OK);
+    assert_true(tr.sliced >= 4);
+    st_db_set_commit_hook(f->db, NULL, NULL);
+    free(ev);
+    free(buf);
+}
+
+/* The slice size (store.commit_share_bytes) is a runtime
+ * setting: raised to 4 MiB, the big append goes in one write again. */
+static void test_commit_share_setting(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN], *buf = malloc(BIG_JSON);
+    st_event *ev = calloc(BIG_EVENTS, sizeof(*ev));
+    cq_trace tr = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    uint64_t d = 0;
+    assert_non_null(buf);
+    assert_non_null(ev);
+    st_db_limits lim = {0, 0, 0, 0, 0, 4 << 20};
+    st_db_set_limits(f->db, &lim);
+    st_db_set_commit_hook(f->db, trace_commit, &tr);
+    st_event small = {1, 0, 1, "{}", 2};
+    assert_int_equal(st_db_append(f->db, "small", &small, 1, 1, &d, err, sizeof(err)), WH_OK);
+    big_events(ev, BIG_EVENTS, 1, buf);
+    assert_int_equal(st_db_append(f->db, "big", ev, BIG_EVENTS, 9999, &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(tr.groups, 2);
+    st_db_set_commit_hook(f->db, NULL, NULL);
+    free(ev);
+    free(buf);
+}
+
+/* After the big append's first group, the leader starts the light append
+ * and waits (bounded) until it is queued, so the next group is formed with
+ * both queued. */
+typedef struct cq_jump {
+    st_db *db;
+    pthread_mutex_t mu;
+    pthread_t th;
+    int started;
+    size_t groups;
+    uint64_t bytes[64];
+    size_t parts[64];
+} cq_jump;
+
+static void *small_appender(void *p)
+{
+    cq_jump *j = p;
+    char err[WH_ERRLEN];
+    st_event e = {2, 0, 1, "{}", 2};
+    uint64_t d = 0;
+    if (st_db_append(j->db, "small", &e, 1, 2, &d, err, sizeof(err)) != WH_OK || d != 2)
+        return (void *)1;
+    return NULL;
+}
+
+static void jump_hook(void *arg, size_t parts, uint64_t bytes, int sliced)
+{
+    cq_jump *j = arg;
+    (void)sliced;
+    pthread_mutex_lock(&j->mu);
+    size_t g = j->groups++;
+    if (g < 64) {
+        j->bytes[g] = bytes;
+        j->parts[g] = parts;
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (g == 0 && pthread_create(&j->th, NULL, small_appender, j) == 0) {
+        j->started = 1;
+        for (int i = 0; i < 10000 && st_db_commit_queued(j->db, "small") == 0; i++)
+            wh_sleep_ms(1);
+    }
+}
+
+/* A light append queued behind a big one's slices jumps ahead: the next
+ * group holds it alone; the group after that is the big one's again. */
+static void test_commit_jump_ahead(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN], *buf = malloc(BIG_JSON);
+    st_event *ev = calloc(BIG_EVENTS, sizeof(*ev));
+    cq_jump j = {.db = f->db, .mu = PTHREAD_MUTEX_INITIALIZER};
+    uint64_t d = 0;
+    assert_non_null(buf);
+    assert_non_null(ev);
+    st_event small = {1, 0, 1, "{}", 2};
+    assert_int_equal(st_db_append(f->db, "small", &small, 1, 1, &d, err, sizeof(err)), WH_OK);
+    st_db_set_commit_hook(f->db, jump_hook, &j);
+    big_events(ev, BIG_EVENTS, 1, buf);
+    assert_int_equal(st_db_append(f->db, "big", ev, BIG_EVENTS, 9999, &d, err, sizeof(err)), WH_OK);
+    assert_true(j.started);
+    void *rv;
+    pthread_join(j.th, &rv);
+    assert_null(rv);
+    st_db_set_commit_hook(f->db, NULL, NULL);
+    assert_true(j.groups >= 4);
+    assert_true(j.bytes[0] > ST_COMMIT_SHARE_BYTES / 2); /* a slice of the big one */
+    assert_int_equal(j.parts[1], 1);                     /* the light one alone */
+    assert_true(j.bytes[1] < 1024);
+    assert_true(j.bytes[2] > ST_COMMIT_SHARE_BYTES / 2); /* then the big one's turn */
+    for (size_t g = 0; g < j.groups && g < 64; g++)
+        assert_true(j.bytes[g] <= ST_COMMIT_SHARE_BYTES);
+    assert_int_equal(st_db_get_durable(f->db, "small", &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(d, 2);
+    free(ev);
+    free(buf);
+}
+
+typedef struct cq_big {
+    st_db *db;
+    _Atomic int stop;
+    int failed;
+    uint64_t next;
+} cq_big;
+
+static void *big_appender(void *p)
+{
+    cq_big *b = p;
+    char err[WH_ERRLEN], buf[BIG_JSON];
+    st_event ev[128];
+    while (!atomic_load(&b->stop)) {
+        big_events(ev, 128, b->next, buf);
+        uint64_t d = 0;
+        if (st_db_append(b->db, "big", ev, 128, b->next + 127, &d, err, sizeof(err)) != WH_OK ||
+            d != b->next + 127) {
+            b->failed = 1;
+            break;
+        }
+        b->next += 128;
+    }
+    return NULL;
+}
+
+/* A tenant appending small batches while another floods: both go through
+ * the group commit concurrently; every append returns its own durable
+ * position and every event of both tenants is stored. */
+static void test_commit_concurrent(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    cq_trace tr = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    st_db_set_commit_hook(f->db, trace_commit, &tr);
+    cq_big b = {.db = f->db, .next = 1};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, big_appender, &b), 0);
+    for (uint64_t i = 1; i <= 40; i++) {
+        st_event e[2] = {{2 * i - 1, 0, 1, "{}", 2}, {2 * i, 0, 1, "{}", 2}};
+        uint64_t d = 0;
+        assert_int_equal(st_db_append(f->db, "small", e, 2, 2 * i, &d, err, sizeof(err)), WH_OK);
+        assert_int_equal(d, 2 * i);
+        wh_sleep_ms(5);
+    }
+    atomic_store(&b.stop, 1);
+    pthread_join(th, NULL);
+    st_db_set_commit_hook(f->db, NULL, NULL);
+    assert_false(b.failed);
+    uint64_t l;
+    uint32_t sq;
+    assert_int_equal(st_db_tenant_end(f->db, "small", &l, &sq, err, sizeof(err)), WH_OK);
+    assert_int_equal(l, 80);
+    assert_int_equal(st_db_tenant_end(f->db, "big", &l, &sq, err, sizeof(err)), WH_OK);
+    assert_int_equal(l, b.next - 1);
+    assert_true(tr.sliced > 0);
+}
+
 int main(void)
 {
     wh_log_init("test", WH_LOG_WARN);
@@ -987,6 +1241,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migrate_single_cf, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_fair_between_tenants, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_rate_limited, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_slices, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_share_setting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_jump_ahead, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
