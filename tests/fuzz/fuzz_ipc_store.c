@@ -17,7 +17,7 @@
  * GetState/PutState/SetOffset/DropOffset/TenantInfo are exercised too.
  *
  * fuzz-sources: services/store/st_db.c services/store/st_server.c
- * fuzz-sources: services/store/st_state.c
+ * fuzz-sources: services/store/st_state.c services/store/st_push.c
  * fuzz-sources: services/admin/adm_query.c
  * fuzz-libs: -lrocksdb
  */

@@ -27,6 +27,7 @@
 #define SUP_STOP_WAIT_MS (WH_SHUTDOWN_DEADLINE_MS + 5000)
 #define SUP_PROBE_EVERY_MS 100
 #define SUP_PROBE_TIMEOUT_MS 300
+#define SUP_SLOW_READY_MS 10000 /* a daemon not ready after this is logged, with the cause */
 
 enum { SUP_STORE, SUP_INGESTOR, SUP_DISPATCHER, SUP_ADMIN, SUP_N };
 
@@ -43,6 +44,9 @@ typedef struct sup_child {
     int ready_logged;       /* "is ready" logged for this pid */
     atomic_int probe_pid;   /* the probe thread checks this pid's readiness */
     atomic_int ready_pid;   /* the last pid the probe saw ready */
+    int slow_logged;        /* "not ready yet" logged for this pid */
+    pthread_mutex_t why_mu; /* guards why */
+    char why[256];          /* the probe's last error for this child */
 } sup_child;
 
 int cli_sup_next_delay(int *failures, int was_ready)
@@ -119,6 +123,10 @@ static int sup_spawn(sup_child *c, const char *config_path)
     c->pid = pid;
     c->started_ms = wh_now_ms();
     c->ready_logged = 0;
+    c->slow_logged = 0;
+    pthread_mutex_lock(&c->why_mu);
+    c->why[0] = '\0';
+    pthread_mutex_unlock(&c->why_mu);
     atomic_store(&c->ready_pid, 0); /* a reused pid is not ready yet */
     atomic_store(&c->probe_pid, (int)pid);
     wh_info("started walhook-%s (pid %d)", c->name, (int)pid);
@@ -311,9 +319,19 @@ static int probe_ready(sup_probe *p, int i)
         return 0;
     Walhook__Reply *rep = NULL;
     char err[WH_ERRLEN];
-    if (wh_stats_call(p->cl[i], &rep, err, sizeof(err)) != WH_OK)
+    if (wh_stats_call(p->cl[i], &rep, err, sizeof(err)) != WH_OK) {
+        pthread_mutex_lock(&p->ch[i].why_mu);
+        wh_strlcpy(p->ch[i].why, err, sizeof(p->ch[i].why));
+        pthread_mutex_unlock(&p->ch[i].why_mu);
         return 0;
+    }
     int ready = rep->stats->ready ? 1 : 0;
+    if (!ready) {
+        pthread_mutex_lock(&p->ch[i].why_mu);
+        snprintf(p->ch[i].why, sizeof(p->ch[i].why), "it answers, not ready: %.200s",
+                 rep->stats->reason ? rep->stats->reason : "(no reason given)");
+        pthread_mutex_unlock(&p->ch[i].why_mu);
+    }
     walhook__reply__free_unpacked(rep, NULL);
     return ready;
 }
@@ -388,6 +406,7 @@ int cli_sup_run(const cli_sup_opts *o)
     sup_child ch[SUP_N];
     memset(ch, 0, sizeof(ch));
     for (int i = 0; i < SUP_N; i++) {
+        pthread_mutex_init(&ch[i].why_mu, NULL);
         ch[i].name = names[i];
         snprintf(ch[i].path, sizeof(ch[i].path), "%.4000s/walhook-%s", o->bindir, names[i]);
         if (access(ch[i].path, X_OK) != 0) {
@@ -429,6 +448,16 @@ int cli_sup_run(const cli_sup_opts *o)
                 ch[i].failures = 0; /* ready: the backoff starts over */
                 wh_info("walhook-%s (pid %d) is ready after %llu ms", ch[i].name, (int)ch[i].pid,
                         (unsigned long long)(now - ch[i].started_ms));
+            }
+            if (ch[i].pid > 0 && !ch[i].ready_logged && !ch[i].slow_logged &&
+                now - ch[i].started_ms > SUP_SLOW_READY_MS) {
+                char why[256];
+                pthread_mutex_lock(&ch[i].why_mu);
+                wh_strlcpy(why, ch[i].why[0] ? ch[i].why : "no answer yet", sizeof(why));
+                pthread_mutex_unlock(&ch[i].why_mu);
+                ch[i].slow_logged = 1;
+                wh_warn("walhook-%s (pid %d) is not ready after %d s: %s", ch[i].name,
+                        (int)ch[i].pid, SUP_SLOW_READY_MS / 1000, why);
             }
         }
         if (wh_reload_requested) {
