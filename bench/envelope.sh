@@ -36,7 +36,8 @@ done
 echo
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "CPU us/event: total = the four daemons, dsp = walhook-dispatcher; diff = debezium over native"
-awk '{ k = $3 " " $2; if ($1 == "native") { nt[k] = $13; nd[k] = $11; nr[k] = $10 } else { dt[k] = $13; dd[k] = $11; dr[k] = $10 } }
+# fields: variant round case events rl_s rl_us stored_s deliv_s r_st r_dl ing sto dsp adm total pss
+awk '{ k = $3 " " $2; if ($1 == "native") { nt[k] = $15; nd[k] = $13; nr[k] = $10 } else { dt[k] = $15; dd[k] = $13; dr[k] = $10 } }
      END {
        printf "%-8s %5s %8s %8s %7s %6s %6s %7s %8s %8s\n", "case", "round", "native", "debezium", "diff", "dsp_n", "dsp_d", "diff", "ratio_n", "ratio_d"
        for (k in nt) { split(k, a, " ")
