@@ -1092,6 +1092,31 @@ static int cf_target(config_setting_t *g, wh_state_target *t, const char *path, 
     return WH_OK;
 }
 
+/* The targets of the list f (at path fp) appended to t; with default_names
+ * a target without a name is t<k>, as wh_config names the top-level ones. */
+static int cf_targets(config_setting_t *f, wh_state_tenant *t, const char *fp, int default_names,
+                      char *err, size_t errlen)
+{
+    if (config_setting_type(f) != CONFIG_TYPE_LIST)
+        return wh_seterr(err, errlen, "%s (line %d): expected a list ( {...}, ... )", fp,
+                         config_setting_source_line(f));
+    int nt = config_setting_length(f);
+    if (nt > WH_MAX_TARGETS)
+        return wh_seterr(err, errlen, "%s: more than %d targets", fp, WH_MAX_TARGETS);
+    for (int k = 0; k < nt; k++) {
+        char tp[WH_PATHLEN];
+        pathf(tp, sizeof(tp), "%s[%d]", fp, k);
+        wh_state_target *tg = wh_state_target_add(t);
+        if (tg == NULL)
+            return wh_seterr(err, errlen, "out of memory");
+        if (default_names)
+            snprintf(tg->name, sizeof(tg->name), "t%d", k);
+        if (cf_target(config_setting_get_elem(f, (unsigned)k), tg, tp, err, errlen) != WH_OK)
+            return WH_ERR;
+    }
+    return WH_OK;
+}
+
 static int cf_tenant(config_setting_t *g, wh_state_tenant *t, const char *path, char *err,
                      size_t errlen)
 {
@@ -1137,21 +1162,7 @@ static int cf_tenant(config_setting_t *g, wh_state_tenant *t, const char *path, 
                                    config_setting_source_line(sf));
             }
         } else if (strcmp(fn, "targets") == 0) {
-            int ty = config_setting_type(f);
-            if (ty != CONFIG_TYPE_LIST)
-                return wh_seterr(err, errlen, "%s (line %d): expected a list ( {...}, ... )", fp,
-                                 config_setting_source_line(f));
-            int nt = config_setting_length(f);
-            if (nt > WH_MAX_TARGETS)
-                return wh_seterr(err, errlen, "%s: more than %d targets", fp, WH_MAX_TARGETS);
-            for (int k = 0; rc == WH_OK && k < nt; k++) {
-                char tp[WH_PATHLEN];
-                pathf(tp, sizeof(tp), "%s[%d]", fp, k);
-                wh_state_target *tg = wh_state_target_add(t);
-                if (tg == NULL)
-                    return wh_seterr(err, errlen, "out of memory");
-                rc = cf_target(config_setting_get_elem(f, (unsigned)k), tg, tp, err, errlen);
-            }
+            rc = cf_targets(f, t, fp, 0, err, errlen);
         } else {
             rc = wh_seterr(err, errlen, "unknown setting '%s' (line %d)", fp,
                            config_setting_source_line(f));
@@ -1165,84 +1176,32 @@ static int cf_tenant(config_setting_t *g, wh_state_tenant *t, const char *path, 
 }
 
 /* Reads the file's `tenants` list into s (nothing when there is none). */
-/* The file's top-level `targets` list with every target setting (wh_config
- * reads only name, url and secret of it) into scratch tenant t; nothing
- * when the file has none. */
-static int load_top_targets(wh_state_tenant *t, const char *path, char *err, size_t errlen)
-{
-    config_t cf;
-    config_init(&cf);
-    int rc = WH_OK;
-    if (config_read_file(&cf, path) != CONFIG_TRUE) {
-        rc = wh_seterr(err, errlen, "config file %s line %d: %s", path, config_error_line(&cf),
-                       config_error_text(&cf));
-        goto out;
-    }
-    config_setting_t *list = config_setting_get_member(config_root_setting(&cf), "targets");
-    int n = list != NULL ? config_setting_length(list) : 0;
-    for (int k = 0; k < n && k < WH_MAX_TARGETS; k++) {
-        char tp[WH_PATHLEN], sub[WH_ERRLEN];
-        pathf(tp, sizeof(tp), "targets[%d]", k);
-        wh_state_target *g = wh_state_target_add(t);
-        if (g == NULL) {
-            rc = wh_seterr(err, errlen, "out of memory");
-            goto out;
-        }
-        snprintf(g->name, sizeof(g->name), "t%d", k); /* wh_config's default name */
-        if (cf_target(config_setting_get_elem(list, (unsigned)k), g, tp, sub, sizeof(sub)) !=
-            WH_OK) {
-            rc = wh_seterr(err, errlen, "config file %s: %s", path, sub);
-            goto out;
-        }
-    }
-out:
-    config_destroy(&cf);
-    return rc;
-}
-
-static int load_tenants_list(wh_state *s, const char *path, int *nlist, char *err, size_t errlen)
+static int load_tenants_list(wh_state *s, config_t *cf, const char *path, int *nlist, char *err,
+                             size_t errlen)
 {
     *nlist = 0;
-    config_t cf;
-    config_init(&cf);
-    int rc = WH_OK;
-    if (config_read_file(&cf, path) != CONFIG_TRUE) {
-        rc = wh_seterr(err, errlen, "config file %s line %d: %s", path, config_error_line(&cf),
-                       config_error_text(&cf));
-        goto out;
-    }
-    config_setting_t *list = config_setting_get_member(config_root_setting(&cf), "tenants");
+    config_setting_t *list = config_setting_get_member(config_root_setting(cf), "tenants");
     if (list == NULL)
-        goto out;
-    if (config_setting_type(list) != CONFIG_TYPE_LIST) {
-        rc = wh_seterr(err, errlen, "config file %s: setting 'tenants' (line %d): expected a list",
-                       path, config_setting_source_line(list));
-        goto out;
-    }
+        return WH_OK;
+    if (config_setting_type(list) != CONFIG_TYPE_LIST)
+        return wh_seterr(err, errlen,
+                         "config file %s: setting 'tenants' (line %d): expected a list", path,
+                         config_setting_source_line(list));
     int n = config_setting_length(list);
-    if (n > WH_MAX_TENANTS) {
-        rc = wh_seterr(err, errlen, "config file %s: tenants: more than %d tenants", path,
-                       WH_MAX_TENANTS);
-        goto out;
-    }
+    if (n > WH_MAX_TENANTS)
+        return wh_seterr(err, errlen, "config file %s: tenants: more than %d tenants", path,
+                         WH_MAX_TENANTS);
     for (int i = 0; i < n; i++) {
         char tp[WH_PATHLEN], sub[WH_ERRLEN];
         pathf(tp, sizeof(tp), "tenants[%d]", i);
         wh_state_tenant *t = wh_state_tenant_add(s);
-        if (t == NULL) {
-            rc = wh_seterr(err, errlen, "out of memory");
-            goto out;
-        }
-        if (cf_tenant(config_setting_get_elem(list, (unsigned)i), t, tp, sub, sizeof(sub)) !=
-            WH_OK) {
-            rc = wh_seterr(err, errlen, "config file %s: %s", path, sub);
-            goto out;
-        }
+        if (t == NULL)
+            return wh_seterr(err, errlen, "out of memory");
+        if (cf_tenant(config_setting_get_elem(list, (unsigned)i), t, tp, sub, sizeof(sub)) != WH_OK)
+            return wh_seterr(err, errlen, "config file %s: %s", path, sub);
     }
     *nlist = n;
-out:
-    config_destroy(&cf);
-    return rc;
+    return WH_OK;
 }
 
 int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path, char *err,
@@ -1254,16 +1213,28 @@ int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path,
         return wh_seterr(err, errlen, "out of memory");
     s->settings = *cfg;
     int nlist = 0;
+    /* the file once more, for what wh_config leaves to the state: the
+     * tenants list and the top-level targets' delivery settings */
+    config_t cf;
+    config_init(&cf);
+    int cf_live = 1;
+    wh_state_tenant top;
+    memset(&top, 0, sizeof(top));
     /* list tenants are read into a scratch state, then appended after the
      * top-level one so that it stays tenants[0] */
     wh_state *list = NULL;
     if (path != NULL) {
+        if (config_read_file(&cf, path) != CONFIG_TRUE) {
+            wh_seterr(err, errlen, "config file %s line %d: %s", path, config_error_line(&cf),
+                      config_error_text(&cf));
+            goto error;
+        }
         list = state_new();
         if (list == NULL) {
             wh_seterr(err, errlen, "out of memory");
             goto error;
         }
-        if (load_tenants_list(list, path, &nlist, err, errlen) != WH_OK)
+        if (load_tenants_list(list, &cf, path, &nlist, err, errlen) != WH_OK)
             goto error;
     }
     /* The top-level tenant/source/targets form a tenant unless the file
@@ -1282,17 +1253,17 @@ int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path,
         t->create_slot = cfg->create_slot;
         /* the file's targets with all their settings; a target that the
          * environment (WALHOOK_TARGETS) replaced keeps only name and url */
-        wh_state_tenant top;
-        memset(&top, 0, sizeof(top));
-        if (path != NULL && cfg->ntargets > 0 &&
-            load_top_targets(&top, path, err, errlen) != WH_OK) {
-            free(top.targets);
+        config_setting_t *tl =
+            path != NULL ? config_setting_get_member(config_root_setting(&cf), "targets") : NULL;
+        char terr[WH_ERRLEN];
+        if (tl != NULL && cfg->ntargets > 0 &&
+            cf_targets(tl, &top, "targets", 1, terr, sizeof(terr)) != WH_OK) {
+            wh_seterr(err, errlen, "config file %s: %s", path, terr);
             goto error;
         }
         for (int i = 0; i < cfg->ntargets; i++) {
             wh_state_target *g = wh_state_target_add(t);
             if (g == NULL) {
-                free(top.targets);
                 wh_seterr(err, errlen, "out of memory");
                 goto error;
             }
@@ -1309,7 +1280,6 @@ int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path,
                 g->nsecrets = 1;
             }
         }
-        free(top.targets);
     }
     for (int i = 0; list != NULL && i < list->ntenants; i++) {
         wh_state_tenant *t = wh_state_tenant_add(s);
@@ -1323,6 +1293,10 @@ int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path,
     }
     state_free(list);
     list = NULL;
+    free(top.targets);
+    top.targets = NULL;
+    config_destroy(&cf);
+    cf_live = 0;
     char sub[WH_ERRLEN];
     if (wh_state_validate(s, sub, sizeof(sub)) != WH_OK) {
         if (path != NULL)
@@ -1335,6 +1309,9 @@ int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path,
     return WH_OK;
 error:
     state_free(list);
+    free(top.targets);
+    if (cf_live)
+        config_destroy(&cf);
     state_free(s);
     return WH_ERR;
 }

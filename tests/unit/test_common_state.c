@@ -201,6 +201,21 @@ static void test_render_canonical_and_redacted(void **state)
     wh_state_unref(s3);
 }
 
+/* The file `text` is refused by wh_config_load or wh_state_from_config
+ * with an error containing `want`. */
+static void expect_refused(size_t i, const char *text, const char *want)
+{
+    const char *p = write_conf(text);
+    wh_config cfg;
+    wh_state *s = NULL;
+    char err[WH_ERRLEN] = "";
+    int rc = wh_config_load(&cfg, p, err, sizeof(err));
+    if (rc == WH_OK)
+        rc = wh_state_from_config(&s, &cfg, p, err, sizeof(err));
+    if (rc != WH_ERR || strstr(err, want) == NULL)
+        fail_msg("bad %zu: rc %d err '%s' want '%s'", i, rc, err, want);
+}
+
 static void test_from_config_with_tenants(void **state)
 {
     const char *p = write_conf(
@@ -264,15 +279,8 @@ static void test_from_config_with_tenants(void **state)
         {"source = { dsn = \"dbname=d\"; };\ntenants = ( { name = \"default\"; } );\n",
          "tenants[1].name: duplicate tenant name"},
     };
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        p = write_conf(bad[i].text);
-        err[0] = '\0';
-        int rc = wh_config_load(&cfg, p, err, sizeof(err));
-        if (rc == WH_OK)
-            rc = wh_state_from_config(&s, &cfg, p, err, sizeof(err));
-        if (rc != WH_ERR || strstr(err, bad[i].want) == NULL)
-            fail_msg("bad %zu: rc %d err '%s' want '%s'", i, rc, err, bad[i].want);
-    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_refused(i, bad[i].text, bad[i].want);
     unlink(path);
 }
 
@@ -317,15 +325,8 @@ static void test_from_config_top_targets(void **state)
         {"targets = ( { name = \"a\"; url = \"http://h/\"; max_attempts = \"x\"; } );\n",
          "targets[0] (line 1): max_attempts: expected an integer"},
     };
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        p = write_conf(bad[i].text);
-        err[0] = '\0';
-        int rc = wh_config_load(&cfg, p, err, sizeof(err));
-        if (rc == WH_OK)
-            rc = wh_state_from_config(&s, &cfg, p, err, sizeof(err));
-        if (rc != WH_ERR || strstr(err, bad[i].want) == NULL)
-            fail_msg("bad %zu: rc %d err '%s' want '%s'", i, rc, err, bad[i].want);
-    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_refused(i, bad[i].text, bad[i].want);
     unlink(path);
 }
 
