@@ -30,6 +30,13 @@
 #define WH_IPC_CLOSE_MS 1000       /* nng_close() */
 #define WH_IPC_STUCK_GRACE_MS 1000 /* a call beyond its own timeout */
 #define WH_IPC_STOP_GRACE_MS 500   /* an operation cancelled at teardown */
+/* A server worker's receive is posted again after this (an idle worker
+ * wakes once a second), and its reply send gives up after WH_IPC_REPLY_MS:
+ * a reply to a client that closed its socket at that moment once never
+ * completed, and the control endpoint's one worker answered nobody again
+ * (walhook up and the admin both saw "no reply" for a minute). */
+#define WH_IPC_RECV_REPOST_MS 1000
+#define WH_IPC_REPLY_MS 5000
 
 /* Completion of one aio. Freed with its aio, or abandoned with it. */
 typedef struct aio_waiter {
@@ -405,6 +412,7 @@ static void *server_worker(void *p)
     nng_aio *aio = w->aio;
     while (!atomic_load(&s->stopping)) {
         waiter_arm(w->w);
+        nng_aio_set_timeout(aio, WH_IPC_RECV_REPOST_MS);
         nng_ctx_recv(ctx, aio);
         if (!worker_wait(w))
             break;
@@ -453,6 +461,7 @@ static void *server_worker(void *p)
         }
         nng_aio_set_msg(aio, out);
         waiter_arm(w->w);
+        nng_aio_set_timeout(aio, WH_IPC_REPLY_MS);
         nng_ctx_send(ctx, aio);
         if (!worker_wait(w))
             break; /* the message stays with the abandoned aio */
