@@ -250,7 +250,8 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
                     END { for (k in n) printf "     %-28s %8d switches %6.2f CPU-s\n", k, n[k], c[k] }' | sort
     fi
     echo "   store: $(wh_metric "$m" walhook_store_appends_total) appends," \
-        "$(wh_metric "$m" walhook_store_reads_total) reads;" \
+        "$(wh_metric "$m" walhook_store_reads_total) reads," \
+        "$(wh_metric "$m" walhook_store_gc_dropped_total) events dropped by GC;" \
         "ingestor: $(wh_metric "$m" walhook_ingestor_batches_sent_total) batches"
     RESULTS+=("$(printf '%-8s %8d %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s %7s' "$name" "$events" \
         "$t_rl" "$(us_per "$rl_cpu" "$events")" "$t_st" "$t_dl" "$r_st" "$r_dl" \

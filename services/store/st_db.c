@@ -1,5 +1,6 @@
 /* st_db: RocksDB wrapper of walhook-store. See st_db.h. */
 #include "st_db.h"
+#include "st_gcfilter.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -265,17 +266,10 @@ static const char *gc_name(void *state)
     return "walhook-gc";
 }
 
-static unsigned char gc_filter(void *state, int level, const char *key, size_t key_length,
-                               const char *existing_value, size_t value_length, char **new_value,
-                               size_t *new_value_length, unsigned char *value_changed)
+/* 1 when the event key is strictly below the snapshot's watermark */
+static int gc_drop(void *snap, const char *key, size_t key_length)
 {
-    WH_UNUSED(level);
-    WH_UNUSED(existing_value);
-    WH_UNUSED(value_length);
-    WH_UNUSED(new_value);
-    WH_UNUSED(new_value_length);
-    st_gc_snap *s = state;
-    *value_changed = 0;
+    st_gc_snap *s = snap;
     if (s == NULL || (s->lsn == 0 && s->seq == 0))
         return 0;
     uint64_t lsn;
@@ -288,6 +282,19 @@ static unsigned char gc_filter(void *state, int level, const char *key, size_t k
         return 1;
     }
     return 0;
+}
+
+static unsigned char gc_filter(void *state, int level, const char *key, size_t key_length,
+                               const char *existing_value, size_t value_length, char **new_value,
+                               size_t *new_value_length, unsigned char *value_changed)
+{
+    WH_UNUSED(level);
+    WH_UNUSED(existing_value);
+    WH_UNUSED(value_length);
+    WH_UNUSED(new_value);
+    WH_UNUSED(new_value_length);
+    *value_changed = 0;
+    return (unsigned char)gc_drop(state, key, key_length);
 }
 
 static void gc_factory_destroy(void *state)
@@ -338,19 +345,33 @@ static void tenant_watermark(st_tenant *t, uint64_t *lsn, uint32_t *seq)
     pthread_mutex_unlock(&t->wm_mu);
 }
 
-/* Called by RocksDB at the start of each compaction of the events CF. */
-static rocksdb_compactionfilter_t *gc_factory_create(void *state,
-                                                     rocksdb_compactionfiltercontext_t *ctx)
+/* The tenant's watermark now, for one flush or compaction job; NULL when
+ * out of memory (nothing is dropped) */
+static void *gc_snap_take(void *state)
 {
-    WH_UNUSED(ctx);
     st_tenant *t = state;
     st_gc_snap *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
     s->t = t;
     tenant_watermark(t, &s->lsn, &s->seq);
+    return s;
+}
+
+/* Called by RocksDB at the start of each compaction of the events CF when
+ * st_gcfilter cannot be installed. */
+static rocksdb_compactionfilter_t *gc_factory_create(void *state,
+                                                     rocksdb_compactionfiltercontext_t *ctx)
+{
+    WH_UNUSED(ctx);
+    st_gc_snap *s = gc_snap_take(state);
+    if (s == NULL)
+        return NULL;
     return rocksdb_compactionfilter_create(s, gc_snap_free, gc_filter, gc_name);
 }
+
+/* The filter applied at flush and compaction (st_gcfilter) */
+static const st_gcfilter_ops gc_ops = {gc_snap_take, gc_snap_free, gc_drop};
 
 /* ---- tenants and their column families ---- */
 
@@ -395,10 +416,17 @@ static rocksdb_options_t *events_options(st_db *db, st_tenant *t)
 {
     rocksdb_options_t *o = rocksdb_options_create_copy(db->opts);
     if (!db->read_only) {
-        /* the options own the factory (shared_ptr); its state is the tenant */
-        rocksdb_compactionfilterfactory_t *f = rocksdb_compactionfilterfactory_create(
-            t, gc_factory_destroy, gc_factory_create, gc_factory_name);
-        rocksdb_options_set_compaction_filter_factory(o, f);
+        /* the options own the factory (shared_ptr); its state is the tenant.
+         * Flushes drop delivered events too; else compactions only. */
+        char e[WH_ERRLEN];
+        if (st_gcfilter_install(o, t, &gc_ops, e, sizeof(e)) != WH_OK) {
+            static atomic_int warned;
+            if (atomic_exchange(&warned, 1) == 0)
+                wh_warn("%s", e);
+            rocksdb_compactionfilterfactory_t *f = rocksdb_compactionfilterfactory_create(
+                t, gc_factory_destroy, gc_factory_create, gc_factory_name);
+            rocksdb_options_set_compaction_filter_factory(o, f);
+        }
     }
     return o;
 }
@@ -2180,7 +2208,9 @@ int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen)
 }
 
 /* Flush and compact the tenant's CFs (or every tenant's when NULL). */
-static int compact_tenants(st_db *db, const char *only, char *err, size_t errlen)
+/* Flushes each tenant's column families (only: that tenant), then compacts
+ * them fully when compact. */
+static int compact_tenants(st_db *db, const char *only, int compact, char *err, size_t errlen)
 {
     if (db->read_only)
         return wh_seterr(err, errlen, "store opened read-only");
@@ -2206,7 +2236,7 @@ static int compact_tenants(st_db *db, const char *only, char *err, size_t errlen
         rocksdb_flushoptions_destroy(fo);
         if (e) {
             rc = rerr(err, errlen, "flush", e);
-        } else {
+        } else if (compact) {
             rocksdb_compact_range_cf(db->rdb, t->ev, NULL, 0, NULL, 0);
             rocksdb_compact_range_cf(db->rdb, t->meta, NULL, 0, NULL, 0);
         }
@@ -2218,7 +2248,12 @@ static int compact_tenants(st_db *db, const char *only, char *err, size_t errlen
 
 int st_db_compact(st_db *db, char *err, size_t errlen)
 {
-    return compact_tenants(db, NULL, err, errlen);
+    return compact_tenants(db, NULL, 1, err, errlen);
+}
+
+int st_db_flush(st_db *db, char *err, size_t errlen)
+{
+    return compact_tenants(db, NULL, 0, err, errlen);
 }
 
 uint64_t st_db_offset_moves(st_db *db)

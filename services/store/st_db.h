@@ -286,6 +286,9 @@ int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen);
 
 /* Flush and full manual compaction (runs the GC filter); for tests/tools. */
 int st_db_compact(st_db *db, char *err, size_t errlen);
+/* Flush of every tenant's memtables, waited for (the GC filter runs at
+ * flush too: st_gcfilter.h); for tests/tools. */
+int st_db_flush(st_db *db, char *err, size_t errlen);
 
 /* E keys dropped by the GC filter since open. */
 uint64_t st_db_gc_dropped(st_db *db);

@@ -45,8 +45,25 @@ for src in tests/fuzz/fuzz_*.c; do
         incs+=(-I"$(dirname "$s")")
     done
     echo "== building $name"
-    if ! clang "${CFLAGS[@]}" "${incs[@]}" -o "$OUT/$name" "$src" "${extra_src[@]}" common/*.c \
-            "$OUT/gen/walhook.pb-c.c" "$OUT/gen/wh_build_info.c" "${extra_libs[@]}" "${LIBS[@]}"; then
+    # a .cc source (C++ for a RocksDB class) is compiled apart and linked in
+    c_src=()
+    cc_obj=()
+    cc_ok=1
+    for s in "${extra_src[@]}"; do
+        case "$s" in
+        *.cc)
+            o="$OUT/$(basename "$s" .cc).o"
+            clang++ -g -O1 -std=gnu++17 -fno-exceptions -Icommon "${incs[@]}" \
+                -fsanitize=address,undefined -fno-sanitize=vptr,function -c "$s" -o "$o" || cc_ok=0
+            cc_obj+=("$o" -lstdc++)
+            ;;
+        *) c_src+=("$s") ;;
+        esac
+    done
+    if [ "$cc_ok" != 1 ] ||
+        ! clang "${CFLAGS[@]}" "${incs[@]}" -o "$OUT/$name" "$src" "${c_src[@]}" common/*.c \
+            "$OUT/gen/walhook.pb-c.c" "$OUT/gen/wh_build_info.c" "${cc_obj[@]}" \
+            "${extra_libs[@]}" "${LIBS[@]}"; then
         echo "fuzz: $name does not build"
         status=1
         continue

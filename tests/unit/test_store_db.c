@@ -638,6 +638,31 @@ static void test_gc_backlog_released(void **state)
     assert_true(st_db_gc_dropped(f->db) >= GC_EVENTS - 1);
 }
 
+/* A memtable flushed after its consumer committed past its events writes
+ * none of them: the GC filter runs at flush (st_gcfilter), not only at
+ * compaction. One flush, no compaction: the old factory dropped nothing. */
+static void test_gc_at_flush(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    uint64_t l;
+    uint32_t s;
+    for (uint64_t lsn = 1; lsn <= 50; lsn++)
+        append1(f->db, "t", lsn, 0, "{\"a\":1}", lsn);
+    assert_int_equal(st_db_commit(f->db, "t", "c", 40, 0, &l, &s, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_gc_dropped(f->db), 0);
+    assert_int_equal(st_db_flush(f->db, err, sizeof(err)), WH_OK);
+    /* strictly below (40,0): 39 events never reach a table file */
+    assert_int_equal(st_db_gc_dropped(f->db), 39);
+    got g;
+    assert_int_equal(read_all(f->db, "t", 0, 0, &g), 11);
+    assert_int_equal(g.lsn[0], 40);
+    /* the consumer reads on from its offset; a reopen reads the same */
+    assert_int_equal(read_all(f->db, "t", 40, 0, &g), 10);
+    reopen(f);
+    assert_int_equal(read_all(f->db, "t", 0, 0, &g), 11);
+}
+
 /* The watermark is the consumers' minimum and never moves back: not when
  * an offset is set back, not when a new consumer appears. */
 static void test_watermark_monotonic(void **state)
@@ -1229,6 +1254,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tenant_isolation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_dump, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_at_flush, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_with_appends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tenant_drop, setup, teardown),

@@ -1,0 +1,89 @@
+/* st_gcfilter: see st_gcfilter.h. */
+#include "st_gcfilter.h"
+
+#include <rocksdb/compaction_filter.h>
+#include <rocksdb/options.h>
+
+#include <cstdio>
+#include <memory>
+
+/* RocksDB's c.cc: `struct rocksdb_options_t { Options rep; };`. Declared the
+ * same here to reach the C++ options; checked by layout_ok(). */
+struct rocksdb_options_t {
+    rocksdb::Options rep;
+};
+
+namespace
+{
+
+class GcFilter : public rocksdb::CompactionFilter
+{
+  public:
+    GcFilter(const st_gcfilter_ops *ops, void *snap) : ops_(ops), snap_(snap) {}
+    ~GcFilter() override
+    {
+        if (snap_ != nullptr)
+            ops_->snap_free(snap_);
+    }
+    bool Filter(int, const rocksdb::Slice &key, const rocksdb::Slice &, std::string *,
+                bool *value_changed) const override
+    {
+        *value_changed = false;
+        return snap_ != nullptr && ops_->drop(snap_, key.data(), key.size()) != 0;
+    }
+    const char *Name() const override { return "walhook-gc"; }
+
+  private:
+    const st_gcfilter_ops *ops_;
+    void *snap_;
+};
+
+class GcFactory : public rocksdb::CompactionFilterFactory
+{
+  public:
+    GcFactory(const st_gcfilter_ops *ops, void *state) : ops_(ops), state_(state) {}
+    bool ShouldFilterTableFileCreation(rocksdb::TableFileCreationReason r) const override
+    {
+        return r == rocksdb::TableFileCreationReason::kFlush ||
+               r == rocksdb::TableFileCreationReason::kCompaction;
+    }
+    std::unique_ptr<rocksdb::CompactionFilter>
+    CreateCompactionFilter(const rocksdb::CompactionFilter::Context &) override
+    {
+        return std::unique_ptr<rocksdb::CompactionFilter>(
+            new GcFilter(ops_, ops_->snap(state_)));
+    }
+    const char *Name() const override { return "walhook-gc-factory"; }
+
+  private:
+    const st_gcfilter_ops *ops_;
+    void *state_;
+};
+
+/* Two settings written through the C API read back through the C++ view. */
+bool layout_ok(rocksdb_options_t *o)
+{
+    size_t wb = o->rep.write_buffer_size;
+    int levels = o->rep.num_levels;
+    rocksdb_options_set_write_buffer_size(o, wb + 4096);
+    rocksdb_options_set_num_levels(o, levels + 1);
+    bool ok = o->rep.write_buffer_size == wb + 4096 && o->rep.num_levels == levels + 1;
+    rocksdb_options_set_write_buffer_size(o, wb);
+    rocksdb_options_set_num_levels(o, levels);
+    return ok;
+}
+
+} // namespace
+
+extern "C" int st_gcfilter_install(rocksdb_options_t *o, void *state, const st_gcfilter_ops *ops,
+                                   char *err, size_t errlen)
+{
+    if (!layout_ok(o)) {
+        if (err != nullptr && errlen > 0)
+            std::snprintf(err, errlen, "rocksdb_options_t is not the layout st_gcfilter was "
+                                       "built for: events are filtered at compaction only");
+        return -1;
+    }
+    o->rep.compaction_filter_factory.reset(new GcFactory(ops, state));
+    return 0;
+}

@@ -1,0 +1,48 @@
+/* st_gcfilter: the events column family's garbage filter, applied when a
+ * memtable is flushed as well as when files are compacted.
+ *
+ * RocksDB's C API builds a CompactionFilterFactory whose
+ * ShouldFilterTableFileCreation keeps the default (compactions only), so
+ * every event a memtable held was written to a level-0 file at flush even
+ * when every consumer had delivered it milliseconds after it was synced,
+ * and a garbage compaction read it back later only to drop it. With this
+ * factory, a flush drops the events below the tenant's watermark at once
+ * (the same rule as a compaction: strictly below the minimum committed
+ * offset of the tenant's live consumers, never moving back), so a store
+ * whose readers keep up writes almost nothing but its WAL.
+ *
+ * The filter is the caller's C function; this module only adapts it. It is
+ * C++ for RocksDB's classes, and it reaches the C++ Options behind a
+ * rocksdb_options_t (RocksDB's c.cc wraps them as its only member). That
+ * layout is checked when the filter is installed; when the check fails the
+ * caller falls back to the C API's factory (compactions only). */
+#ifndef ST_GCFILTER_H
+#define ST_GCFILTER_H
+
+#include <rocksdb/c.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct st_gcfilter_ops {
+    /* A snapshot of the drop rule, taken when a flush or compaction
+     * starts; NULL: drop nothing in that job. */
+    void *(*snap)(void *state);
+    void (*snap_free)(void *snap);
+    /* 1: drop this key (the snapshot's rule) */
+    int (*drop)(void *snap, const char *key, size_t klen);
+} st_gcfilter_ops;
+
+/* Sets on o a compaction filter factory applied at flush and compaction,
+ * calling ops with state. WH_ERR (err names why) when o's layout is not
+ * the one this file was built for; o is then unchanged. ops must outlive o
+ * and every DB opened with it. */
+int st_gcfilter_install(rocksdb_options_t *o, void *state, const st_gcfilter_ops *ops, char *err,
+                        size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
