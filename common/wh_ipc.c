@@ -1,6 +1,7 @@
 /* wh_ipc: NNG req/rep transport for Walhook__Request / Walhook__Reply. */
 #include "wh_ipc.h"
 #include "wh_notify.h"
+#include "wh_uds.h"
 #include "wh_util.h"
 
 #include <errno.h>
@@ -16,8 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* NNG 1.5.2 sometimes never finishes an aio whose operation raced with its
  * peer going away: neither its timeout nor nng_aio_cancel() completes it,
@@ -37,6 +40,9 @@
  * (walhook up and the admin both saw "no reply" for a minute). */
 #define WH_IPC_RECV_REPOST_MS 1000
 #define WH_IPC_REPLY_MS 5000
+/* Direct connections (wh_uds) a server serves at once, one thread each;
+ * clients past that use NNG. */
+#define WH_IPC_DIRECT_MAX 64
 
 /* Completion of one aio. Freed with its aio, or abandoned with it. */
 typedef struct aio_waiter {
@@ -58,6 +64,7 @@ typedef struct wh_worker {
 
 struct wh_server {
     nng_socket sock;
+    wh_uds_server *direct; /* ipc:// only: the direct socket (wh_uds.h) */
     wh_worker *workers;
     int nworkers;
     atomic_int stopping;
@@ -78,6 +85,12 @@ struct wh_client {
     size_t max_msg;
     atomic_int interrupted;
     uint32_t retry_after_ms; /* of the last error reply (429 "slow down") */
+    /* ipc:// endpoints: calls go over a direct socket (wh_uds.h) unless the
+     * server had no room for it (then NNG, for good) */
+    int direct;  /* 1: use it */
+    int dfd;     /* -1: not connected (under mu) */
+    wh_buf dbuf; /* request, then reply bytes */
+    char dpath[128];
     char url[1024];
 };
 
@@ -404,6 +417,43 @@ static int worker_wait(wh_worker *w)
     return 0;
 }
 
+/* Runs the handler on an unpacked request (NULL: it did not unpack), or
+ * answers 400. 1 when the handler ran (its `done` is due). */
+static int serve_call(wh_server *s, const Walhook__Request *req, size_t inlen, Walhook__Reply *rep,
+                      void **cookie)
+{
+    if (req == NULL) {
+        wh_reply_error(rep, 400, "malformed request: not a walhook.Request message (%zu bytes)",
+                       inlen);
+        return 0;
+    }
+    if (req->body_case == WALHOOK__REQUEST__BODY__NOT_SET) {
+        wh_reply_error(rep, 400, "malformed request: no request body set");
+        return 0;
+    }
+    s->fn(s->arg, req, rep, cookie);
+    return 1;
+}
+
+/* A request on a direct connection (wh_uds_fn): its reply into out. */
+static int serve_direct(void *arg, const uint8_t *in, size_t inlen, wh_buf *out)
+{
+    wh_server *s = arg;
+    Walhook__Request *req = walhook__request__unpack(NULL, inlen, in);
+    Walhook__Reply rep = WALHOOK__REPLY__INIT;
+    void *cookie = NULL;
+    int called = serve_call(s, req, inlen, &rep, &cookie);
+    size_t sz = walhook__reply__get_packed_size(&rep);
+    int rc = wh_buf_reserve(out, sz);
+    if (rc == WH_OK)
+        out->len = walhook__reply__pack(&rep, (uint8_t *)out->data);
+    if (called && s->done != NULL)
+        s->done(s->arg, &rep, cookie);
+    if (req != NULL)
+        walhook__request__free_unpacked(req, NULL);
+    return rc;
+}
+
 static void *server_worker(void *p)
 {
     wh_worker *w = p;
@@ -433,16 +483,7 @@ static void *server_worker(void *p)
         nng_msg_free(in);
         Walhook__Reply rep = WALHOOK__REPLY__INIT;
         void *cookie = NULL;
-        int called = 0;
-        if (req == NULL) {
-            wh_reply_error(&rep, 400,
-                           "malformed request: not a walhook.Request message (%zu bytes)", inlen);
-        } else if (req->body_case == WALHOOK__REQUEST__BODY__NOT_SET) {
-            wh_reply_error(&rep, 400, "malformed request: no request body set");
-        } else {
-            s->fn(s->arg, req, &rep, &cookie);
-            called = 1;
-        }
+        int called = serve_call(s, req, inlen, &rep, &cookie);
         size_t sz = walhook__reply__get_packed_size(&rep);
         nng_msg *out = NULL;
         if (nng_msg_alloc(&out, sz) == 0)
@@ -485,6 +526,8 @@ static void *server_worker(void *p)
 static void server_teardown(wh_server *s)
 {
     atomic_store(&s->stopping, 1);
+    wh_uds_stop(s->direct);
+    s->direct = NULL;
     for (int i = 0; i < s->nworkers; i++) {
         if (s->workers[i].aio != NULL)
             nng_aio_cancel(s->workers[i].aio);
@@ -605,6 +648,12 @@ int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_m
     nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, max_msg);
     if (listen_on(s->sock, url, err, errlen) != WH_OK)
         goto error;
+    /* after NNG's listener: that one refuses a second instance */
+    char dpath[128];
+    if (wh_uds_path(url, dpath, sizeof(dpath)) == WH_OK &&
+        wh_uds_listen(&s->direct, dpath, max_msg, WH_IPC_DIRECT_MAX, serve_direct, s, err,
+                      errlen) != WH_OK)
+        goto error;
     for (int i = 0; i < nworkers; i++) {
         if (pthread_create(&s->workers[i].thr, NULL, server_worker, &s->workers[i]) != 0) {
             wh_seterr(err, errlen, "cannot start worker thread: %s", strerror(errno));
@@ -724,6 +773,9 @@ int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_
         return wh_seterr(err, errlen, "out of memory");
     c->timeout_ms = timeout_ms;
     c->max_msg = max_msg;
+    c->dfd = -1;
+    c->direct = wh_uds_path(url, c->dpath, sizeof(c->dpath)) == WH_OK;
+    wh_buf_init(&c->dbuf, 0);
     pthread_mutex_init(&c->mu, NULL);
     int rc = wh_strlcpy(c->url, url, sizeof(c->url)) == WH_OK
                  ? client_connect(c, err, errlen)
@@ -744,10 +796,94 @@ int wh_client_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **r
     return wh_client_call_status(c, req, rep, &status, err, errlen);
 }
 
+/* The reply bytes of a call: WH_OK with *rep, or WH_ERR (status, err). */
+static int take_reply(wh_client *c, const uint8_t *data, size_t len, Walhook__Reply **rep,
+                      int *status, char *err, size_t errlen)
+{
+    Walhook__Reply *r = walhook__reply__unpack(NULL, len, data);
+    if (r == NULL)
+        return wh_seterr(err, errlen, "%s: malformed reply (%zu bytes)", c->url, len);
+    c->retry_after_ms = r->retry_after_ms;
+    if (r->status != 0) {
+        *status = r->status;
+        wh_seterr(err, errlen, "%s: error %d: %s", c->url, r->status,
+                  r->error ? r->error : "(no message)");
+        walhook__reply__free_unpacked(r, NULL);
+        return WH_ERR;
+    }
+    *rep = r;
+    return WH_OK;
+}
+
+static void direct_drop(wh_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->dfd >= 0)
+        close(c->dfd);
+    c->dfd = -1;
+    pthread_mutex_unlock(&c->mu);
+}
+
+#define WH_IPC_USE_NNG 1 /* direct_call: the server has no room, call over NNG */
+
+/* A call over the direct socket (wh_uds), connected on first use and after
+ * any failure. WH_OK, WH_ERR, or WH_IPC_USE_NNG. */
+static int direct_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep, int *status,
+                       int timeout, char *err, size_t errlen)
+{
+    char e[WH_ERRLEN];
+    pthread_mutex_lock(&c->mu);
+    int fd = c->dfd;
+    pthread_mutex_unlock(&c->mu);
+    if (fd < 0) {
+        int refused = 0;
+        if (wh_uds_connect(&fd, c->dpath, timeout, &refused, e, sizeof(e)) != WH_OK) {
+            if (refused) {
+                wh_info("ipc %s: %s; calls go over NNG", c->url, e);
+                c->direct = 0;
+                return WH_IPC_USE_NNG;
+            }
+            return wh_seterr(err, errlen, "%s: %s", c->url, e);
+        }
+        pthread_mutex_lock(&c->mu);
+        c->dfd = fd;
+        if (atomic_load(&c->interrupted))
+            shutdown(fd, SHUT_RDWR);
+        pthread_mutex_unlock(&c->mu);
+    }
+    size_t sz = walhook__request__get_packed_size(req);
+    if (sz > c->max_msg)
+        return wh_seterr(err, errlen,
+                         "%s: request of %zu bytes is larger than ipc.max_msg_bytes (%zu)", c->url,
+                         sz, c->max_msg);
+    wh_buf_reset(&c->dbuf);
+    if (wh_buf_reserve(&c->dbuf, sz) != WH_OK)
+        return wh_seterr(err, errlen, "cannot allocate %zu byte request", sz);
+    walhook__request__pack(req, (uint8_t *)c->dbuf.data);
+    /* the reply is read into the same buffer once the request is sent */
+    if (wh_uds_call(fd, c->dbuf.data, sz, &c->dbuf, c->max_msg, timeout, e, sizeof(e)) != WH_OK) {
+        direct_drop(c);
+        return wh_seterr(err, errlen, "%s: %s", c->url, e);
+    }
+    int rc = take_reply(c, (const uint8_t *)c->dbuf.data, c->dbuf.len, rep, status, err, errlen);
+    if (c->dbuf.cap > (4u << 20))
+        wh_buf_free(&c->dbuf);
+    return rc;
+}
+
 int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep,
                           int *status, char *err, size_t errlen)
 {
     *status = 0;
+    *rep = NULL;
+    if (c->direct) {
+        int timeout = c->timeout_ms;
+        if (atomic_load(&c->interrupted) && timeout > 1000)
+            timeout = 1000;
+        int rc = direct_call(c, req, rep, status, timeout, err, errlen);
+        if (rc != WH_IPC_USE_NNG)
+            return rc;
+    }
     size_t sz = walhook__request__get_packed_size(req);
     nng_msg *m = NULL;
     int rv;
@@ -793,21 +929,14 @@ int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Re
     }
     m = nng_aio_get_msg(c->aio);
     nng_aio_set_msg(c->aio, NULL);
-    Walhook__Reply *r = walhook__reply__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
-    size_t len = nng_msg_len(m);
+    int rc = take_reply(c, nng_msg_body(m), nng_msg_len(m), rep, status, err, errlen);
     nng_msg_free(m);
-    if (r == NULL)
-        return wh_seterr(err, errlen, "%s: malformed reply (%zu bytes)", c->url, len);
-    c->retry_after_ms = r->retry_after_ms;
-    if (r->status != 0) {
-        *status = r->status;
-        wh_seterr(err, errlen, "%s: error %d: %s", c->url, r->status,
-                  r->error ? r->error : "(no message)");
-        walhook__reply__free_unpacked(r, NULL);
-        return WH_ERR;
-    }
-    *rep = r;
-    return WH_OK;
+    return rc;
+}
+
+int wh_client_is_direct(const wh_client *c)
+{
+    return c->direct;
 }
 
 uint32_t wh_client_retry_after_ms(const wh_client *c)
@@ -821,6 +950,8 @@ void wh_client_interrupt(wh_client *c)
         return;
     atomic_store(&c->interrupted, 1);
     pthread_mutex_lock(&c->mu);
+    if (c->dfd >= 0)
+        shutdown(c->dfd, SHUT_RDWR); /* a direct call in progress fails now */
     if (c->aio != NULL)
         nng_aio_cancel(c->aio);
     if (c->w != NULL)
@@ -841,6 +972,9 @@ void wh_client_close(wh_client *c)
     waiter_free(c->w);
     if (c->connected)
         close_socket(c->sock, c->url);
+    if (c->dfd >= 0)
+        close(c->dfd);
+    wh_buf_free(&c->dbuf);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }

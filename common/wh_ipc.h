@@ -5,6 +5,11 @@
  * block the others. ipc:// sockets get permissions 0600 and their directory
  * is created 0700. NNG_OPT_RECVMAXSZ bounds message size.
  *
+ * ipc:// endpoints are also served, and called, over a direct unix socket
+ * at PATH.direct (wh_uds.h: one thread per connection, no NNG threads in
+ * between); clients use it unless the server has no room
+ * (WH_IPC_DIRECT_MAX connections), and NNG otherwise.
+ *
  * Client: a req socket dialing `url` (non-blocking dial: reconnects by
  * itself). wh_client_call() is safe to retry: every handler is idempotent.
  * A client is used by one thread at a time.
@@ -61,6 +66,10 @@ int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Re
 /* retry_after_ms of the last reply (the store's 429 "slow down": send the
  * same request again after that many ms); 0 when it had none. */
 uint32_t wh_client_retry_after_ms(const wh_client *c);
+/* 1 when the client's calls go over the direct socket of an ipc://
+ * endpoint (wh_uds.h), 0 over NNG (tcp://, tls+tcp://, or the server had
+ * no room for another direct connection). */
+int wh_client_is_direct(const wh_client *c);
 /* From any thread: cancels the call in progress (it returns WH_ERR) and caps
  * the timeout of later calls at 1 s. For a stopping process. */
 void wh_client_interrupt(wh_client *c);

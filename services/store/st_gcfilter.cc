@@ -31,7 +31,10 @@ class GcFilter : public rocksdb::CompactionFilter
         *value_changed = false;
         return snap_ != nullptr && ops_->drop(snap_, key.data(), key.size()) != 0;
     }
-    const char *Name() const override { return "walhook-gc"; }
+    const char *Name() const override
+    {
+        return "walhook-gc";
+    }
 
   private:
     const st_gcfilter_ops *ops_;
@@ -50,10 +53,12 @@ class GcFactory : public rocksdb::CompactionFilterFactory
     std::unique_ptr<rocksdb::CompactionFilter>
     CreateCompactionFilter(const rocksdb::CompactionFilter::Context &) override
     {
-        return std::unique_ptr<rocksdb::CompactionFilter>(
-            new GcFilter(ops_, ops_->snap(state_)));
+        return std::unique_ptr<rocksdb::CompactionFilter>(new GcFilter(ops_, ops_->snap(state_)));
     }
-    const char *Name() const override { return "walhook-gc-factory"; }
+    const char *Name() const override
+    {
+        return "walhook-gc-factory";
+    }
 
   private:
     const st_gcfilter_ops *ops_;
@@ -80,8 +85,9 @@ extern "C" int st_gcfilter_install(rocksdb_options_t *o, void *state, const st_g
 {
     if (!layout_ok(o)) {
         if (err != nullptr && errlen > 0)
-            std::snprintf(err, errlen, "rocksdb_options_t is not the layout st_gcfilter was "
-                                       "built for: events are filtered at compaction only");
+            std::snprintf(err, errlen,
+                          "rocksdb_options_t is not the layout st_gcfilter was "
+                          "built for: events are filtered at compaction only");
         return -1;
     }
     o->rep.compaction_filter_factory.reset(new GcFactory(ops, state));

@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "wh_ipc.h"
@@ -135,6 +137,119 @@ static void test_roundtrip_and_errors(void **state)
     }
     assert_true(ok);
     wh_client_close(c);
+    wh_server_stop(s);
+}
+
+/* A raw connection to the direct socket: connected and greeted. */
+static int direct_raw(const char *u)
+{
+    struct sockaddr_un sa = {0};
+    sa.sun_family = AF_UNIX;
+    int pn = snprintf(sa.sun_path, sizeof(sa.sun_path), "%.90s.direct", u + 6);
+    assert_true(pn > 0 && (size_t)pn < sizeof(sa.sun_path));
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    char hello = 0;
+    assert_int_equal(read(fd, &hello, 1), 1);
+    assert_int_equal(hello, 'Y');
+    return fd;
+}
+
+static void frame_send(int fd, uint32_t len, const void *body, size_t n)
+{
+    uint8_t h[4] = {(uint8_t)len, (uint8_t)(len >> 8), (uint8_t)(len >> 16), (uint8_t)(len >> 24)};
+    assert_int_equal(write(fd, h, 4), 4);
+    if (n > 0)
+        assert_int_equal(write(fd, body, n), (ssize_t)n);
+}
+
+/* ipc:// calls go over the direct socket (0600); bad frames get a 400 or
+ * close that connection only; the server serves on. */
+static void test_direct(void **state)
+{
+    int calls = 0;
+    wh_server *s;
+    wh_client *c;
+    char err[WH_ERRLEN], path[160];
+    assert_int_equal(
+        wh_server_start(&s, url, 1, 1 << 16, echo_handler, echo_done, &calls, err, sizeof(err)),
+        WH_OK);
+    snprintf(path, sizeof(path), "%s.direct", url + 6);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(S_ISSOCK(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(wh_client_open(&c, url, 2000, 1 << 16, err, sizeof(err)), WH_OK);
+    assert_true(wh_client_is_direct(c));
+    Walhook__Reply *rep;
+    assert_int_equal(call_offset(c, "t", "abc", &rep, err), WH_OK);
+    assert_int_equal(rep->offset->committed->seq, 3);
+    walhook__reply__free_unpacked(rep, NULL);
+    assert_int_equal(calls, 1);
+
+    /* garbage in a well-formed frame: a 400 reply */
+    int fd = direct_raw(url);
+    frame_send(fd, 12, "\xff\xff\xff\xff garbage", 12);
+    uint8_t h[4], body[256];
+    assert_int_equal(recv(fd, h, 4, MSG_WAITALL), 4);
+    uint32_t n = h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+    assert_true(n > 0 && n < sizeof(body));
+    assert_int_equal(recv(fd, body, n, MSG_WAITALL), (ssize_t)n);
+    Walhook__Reply *r = walhook__reply__unpack(NULL, n, body);
+    assert_non_null(r);
+    assert_int_equal(r->status, 400);
+    assert_non_null(strstr(r->error, "malformed request"));
+    walhook__reply__free_unpacked(r, NULL);
+    /* a frame above max_msg, and one of length 0: the connection closes */
+    frame_send(fd, (1 << 16) + 1, NULL, 0);
+    assert_int_equal(recv(fd, h, 4, MSG_WAITALL), 0);
+    close(fd);
+    fd = direct_raw(url);
+    frame_send(fd, 0, NULL, 0);
+    assert_int_equal(recv(fd, h, 4, MSG_WAITALL), 0);
+    close(fd);
+    /* a peer that sends half a frame and goes away */
+    fd = direct_raw(url);
+    frame_send(fd, 100, "abc", 3);
+    close(fd);
+    assert_int_equal(call_offset(c, "t", "abcd", &rep, err), WH_OK);
+    assert_int_equal(rep->offset->committed->seq, 4);
+    walhook__reply__free_unpacked(rep, NULL);
+    /* a request larger than max_msg fails on the client's side of things
+     * too, without taking the server down */
+    char big[70000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    assert_int_equal(call_offset(c, "t", big, &rep, err), WH_ERR);
+    assert_int_equal(call_offset(c, "t", "ab", &rep, err), WH_OK);
+    walhook__reply__free_unpacked(rep, NULL);
+    wh_client_close(c);
+    wh_server_stop(s);
+    assert_int_not_equal(stat(path, &st), 0); /* removed at stop */
+}
+
+/* Past WH_IPC_DIRECT_MAX (64) direct connections a client is told so and
+ * calls over NNG. */
+static void test_direct_full(void **state)
+{
+    int calls = 0;
+    wh_server *s;
+    wh_client *c[65];
+    char err[WH_ERRLEN];
+    assert_int_equal(
+        wh_server_start(&s, url, 2, 1 << 16, echo_handler, echo_done, &calls, err, sizeof(err)),
+        WH_OK);
+    for (int i = 0; i < 65; i++) {
+        Walhook__Reply *rep;
+        assert_int_equal(wh_client_open(&c[i], url, 2000, 1 << 16, err, sizeof(err)), WH_OK);
+        assert_int_equal(call_offset(c[i], "t", "x", &rep, err), WH_OK);
+        walhook__reply__free_unpacked(rep, NULL);
+        assert_int_equal(wh_client_is_direct(c[i]), i < 64);
+    }
+    assert_int_equal(calls, 65);
+    for (int i = 0; i < 65; i++)
+        wh_client_close(c[i]);
     wh_server_stop(s);
 }
 
@@ -358,6 +473,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_and_errors),
+        cmocka_unit_test(test_direct),
+        cmocka_unit_test(test_direct_full),
         cmocka_unit_test(test_timeout_names_endpoint),
         cmocka_unit_test(test_interrupt),
         cmocka_unit_test(test_pubsub),

@@ -1,0 +1,446 @@
+/* wh_uds: length-prefixed messages over a unix stream socket (wh_uds.h). */
+#include "wh_uds.h"
+#include "wh_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WH_UDS_REPLY_MS 5000 /* a server's reply write */
+/* A connection's receive buffer is kept between requests up to this size
+ * (batches of up to a few MiB arrive one after the other; mapping and
+ * unmapping them each time costs page faults); a larger one is freed after
+ * its request. */
+#define WH_UDS_KEEP_BYTES (4u << 20)
+
+typedef struct uds_conn {
+    struct wh_uds_server *s;
+    int fd;
+    pthread_t thr;
+    int done; /* the thread ended and closed fd (under s->mu) */
+    struct uds_conn *next;
+} uds_conn;
+
+struct wh_uds_server {
+    int lfd;
+    int wake[2]; /* the accept thread's stop pipe */
+    pthread_t acc;
+    int has_acc;
+    atomic_int stopping;
+    pthread_mutex_t mu;
+    uds_conn *conns;
+    int nconns; /* live */
+    int max_conns;
+    size_t max_msg;
+    wh_uds_fn fn;
+    void *arg;
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+};
+
+int wh_uds_path(const char *url, char *out, size_t len)
+{
+    if (strncmp(url, "ipc://", 6) != 0)
+        return WH_ERR;
+    int n = snprintf(out, len, "%s.direct", url + 6);
+    if (n < 0 || (size_t)n >= len || (size_t)n >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        return WH_ERR;
+    return WH_OK;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits for events on fd until the deadline (ms, CLOCK_MONOTONIC; < 0: none).
+ * 1 ready, 0 timed out, -1 error. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        int ms = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - now_ms();
+            ms = left <= 0 ? 0 : left > 1000000 ? 1000000 : (int)left;
+        }
+        struct pollfd p = {fd, events, 0};
+        int r = poll(&p, 1, ms);
+        if (r > 0)
+            return 1;
+        if (r == 0)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+/* Reads exactly n bytes. 1 done, 0 peer closed before the first byte,
+ * -1 error or timeout (errno ETIMEDOUT), or closed midway (EPIPE). */
+static int read_full(int fd, void *buf, size_t n, int64_t deadline)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = recv(fd, (char *)buf + got, n - got, MSG_DONTWAIT);
+        if (r > 0) {
+            got += (size_t)r;
+            continue;
+        }
+        if (r == 0) {
+            if (got == 0)
+                return 0;
+            errno = EPIPE;
+            return -1;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        int w = wait_fd(fd, POLLIN, deadline);
+        if (w <= 0) {
+            if (w == 0)
+                errno = ETIMEDOUT;
+            return -1;
+        }
+    }
+    return 1;
+}
+
+/* Writes the frame header then body. WH_OK or WH_ERR (errno). */
+static int write_frame(int fd, const void *body, size_t len, int64_t deadline)
+{
+    uint8_t hdr[4] = {(uint8_t)len, (uint8_t)(len >> 8), (uint8_t)(len >> 16),
+                      (uint8_t)(len >> 24)};
+    size_t total = 4 + len, sent = 0;
+    while (sent < total) {
+        struct iovec iov[2];
+        int n = 0;
+        if (sent < 4) {
+            iov[n].iov_base = hdr + sent;
+            iov[n++].iov_len = 4 - sent;
+            iov[n].iov_base = (void *)body;
+            iov[n++].iov_len = len;
+        } else {
+            iov[n].iov_base = (char *)body + (sent - 4);
+            iov[n++].iov_len = len - (sent - 4);
+        }
+        struct msghdr mh = {0};
+        mh.msg_iov = iov;
+        mh.msg_iovlen = (size_t)n;
+        ssize_t r = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r >= 0) {
+            sent += (size_t)r;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return WH_ERR;
+        int w = wait_fd(fd, POLLOUT, deadline);
+        if (w <= 0) {
+            if (w == 0)
+                errno = ETIMEDOUT;
+            return WH_ERR;
+        }
+    }
+    return WH_OK;
+}
+
+/* Reads one frame into b (reset first). 1 done, 0 peer closed, -1 error
+ * (errno; EMSGSIZE for a length of 0 or above max). */
+static int read_frame(int fd, wh_buf *b, size_t max, int64_t deadline)
+{
+    uint8_t hdr[4];
+    int r = read_full(fd, hdr, 4, deadline);
+    if (r <= 0)
+        return r;
+    size_t len = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
+    if (len == 0 || len > max) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    wh_buf_reset(b);
+    if (wh_buf_reserve(b, len) != WH_OK) {
+        errno = ENOMEM;
+        return -1;
+    }
+    r = read_full(fd, b->data, len, deadline);
+    if (r <= 0) {
+        if (r == 0)
+            errno = EPIPE;
+        return -1;
+    }
+    b->len = len;
+    return 1;
+}
+
+/* ---- server ---- */
+
+static void *conn_thread(void *p)
+{
+    uds_conn *c = p;
+    wh_uds_server *s = c->s;
+    wh_buf in, out;
+    wh_buf_init(&in, 0);
+    wh_buf_init(&out, 0);
+    while (!atomic_load(&s->stopping)) {
+        int r = read_frame(c->fd, &in, s->max_msg, -1);
+        if (r <= 0) {
+            if (r < 0 && errno == EMSGSIZE)
+                wh_warn("ipc %s: a message of a wrong size (0 or over ipc.max_msg_bytes = %zu); "
+                        "closing that connection",
+                        s->path, s->max_msg);
+            break;
+        }
+        wh_buf_reset(&out);
+        if (s->fn(s->arg, (const uint8_t *)in.data, in.len, &out) != WH_OK)
+            break;
+        if (in.cap > WH_UDS_KEEP_BYTES)
+            wh_buf_free(&in);
+        if (atomic_load(&s->stopping))
+            break; /* the client resends to the next instance */
+        if (write_frame(c->fd, out.data, out.len, now_ms() + WH_UDS_REPLY_MS) != WH_OK)
+            break;
+        if (out.cap > WH_UDS_KEEP_BYTES)
+            wh_buf_free(&out);
+    }
+    wh_buf_free(&in);
+    wh_buf_free(&out);
+    pthread_mutex_lock(&s->mu);
+    close(c->fd);
+    c->fd = -1;
+    c->done = 1;
+    s->nconns--;
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* Joins and frees connections whose thread ended. */
+static void reap(wh_uds_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uds_conn **pp = &s->conns, *dead = NULL;
+    while (*pp != NULL) {
+        uds_conn *c = *pp;
+        if (c->done) {
+            *pp = c->next;
+            c->next = dead;
+            dead = c;
+        } else {
+            pp = &c->next;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    while (dead != NULL) {
+        uds_conn *n = dead->next;
+        pthread_join(dead->thr, NULL);
+        free(dead);
+        dead = n;
+    }
+}
+
+static void *accept_thread(void *p)
+{
+    wh_uds_server *s = p;
+    while (!atomic_load(&s->stopping)) {
+        struct pollfd pf[2] = {{s->lfd, POLLIN, 0}, {s->wake[0], POLLIN, 0}};
+        int r = poll(pf, 2, 1000);
+        reap(s);
+        if (r < 0 && errno != EINTR)
+            break;
+        if (r <= 0 || (pf[1].revents & POLLIN) || !(pf[0].revents & POLLIN))
+            continue;
+        int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue;
+        pthread_mutex_lock(&s->mu);
+        int room = s->nconns < s->max_conns && !atomic_load(&s->stopping);
+        uds_conn *c = room ? calloc(1, sizeof(*c)) : NULL;
+        if (c != NULL) {
+            c->s = s;
+            c->fd = fd;
+            if (send(fd, "Y", 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1 ||
+                pthread_create(&c->thr, NULL, conn_thread, c) != 0) {
+                free(c);
+                c = NULL;
+            } else {
+                c->next = s->conns;
+                s->conns = c;
+                s->nconns++;
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (c == NULL) {
+            if (!room)
+                (void)!send(fd, "N", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            close(fd);
+        }
+    }
+    return NULL;
+}
+
+int wh_uds_listen(wh_uds_server **out, const char *path, size_t max_msg, int max_conns,
+                  wh_uds_fn fn, void *arg, char *err, size_t errlen)
+{
+    wh_uds_server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    s->lfd = -1;
+    s->wake[0] = s->wake[1] = -1;
+    s->max_msg = max_msg;
+    s->max_conns = max_conns > 0 ? max_conns : 1;
+    s->fn = fn;
+    s->arg = arg;
+    pthread_mutex_init(&s->mu, NULL);
+    struct sockaddr_un sa = {0};
+    sa.sun_family = AF_UNIX;
+    if (wh_strlcpy(s->path, path, sizeof(s->path)) != WH_OK ||
+        wh_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) != WH_OK) {
+        wh_seterr(err, errlen, "ipc socket path too long: %s", path);
+        goto error;
+    }
+    s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s->lfd < 0 || pipe2(s->wake, O_CLOEXEC) != 0) {
+        wh_seterr(err, errlen, "ipc %s: %s", path, strerror(errno));
+        goto error;
+    }
+    /* a socket file left by a killed process: nobody answers on it */
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(path);
+    mode_t old = umask(0077);
+    int rc = bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (rc != 0 || chmod(path, 0600) != 0 || listen(s->lfd, 64) != 0) {
+        wh_seterr(err, errlen, "ipc %s: cannot listen: %s", path, strerror(errno));
+        goto error;
+    }
+    if (pthread_create(&s->acc, NULL, accept_thread, s) != 0) {
+        wh_seterr(err, errlen, "ipc %s: cannot start a thread: %s", path, strerror(errno));
+        unlink(path);
+        goto error;
+    }
+    s->has_acc = 1;
+    *out = s;
+    return WH_OK;
+error:
+    if (s->lfd >= 0)
+        close(s->lfd);
+    if (s->wake[0] >= 0) {
+        close(s->wake[0]);
+        close(s->wake[1]);
+    }
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+    return WH_ERR;
+}
+
+void wh_uds_stop(wh_uds_server *s)
+{
+    if (s == NULL)
+        return;
+    atomic_store(&s->stopping, 1);
+    if (s->has_acc) {
+        (void)!write(s->wake[1], "x", 1);
+        pthread_join(s->acc, NULL);
+    }
+    pthread_mutex_lock(&s->mu);
+    for (uds_conn *c = s->conns; c != NULL; c = c->next)
+        if (!c->done)
+            shutdown(c->fd, SHUT_RDWR);
+    pthread_mutex_unlock(&s->mu);
+    for (uds_conn *c = s->conns, *n; c != NULL; c = n) {
+        n = c->next;
+        pthread_join(c->thr, NULL);
+        free(c);
+    }
+    close(s->lfd);
+    close(s->wake[0]);
+    close(s->wake[1]);
+    unlink(s->path);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+int wh_uds_conns(wh_uds_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = s->nconns;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+/* ---- client ---- */
+
+int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char *err,
+                   size_t errlen)
+{
+    *refused = 0;
+    *fd = -1;
+    struct sockaddr_un sa = {0};
+    sa.sun_family = AF_UNIX;
+    if (wh_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) != WH_OK)
+        return wh_seterr(err, errlen, "ipc socket path too long: %s", path);
+    int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    for (;;) {
+        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (s < 0)
+            return wh_seterr(err, errlen, "ipc %s: %s", path, strerror(errno));
+        if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+            char hello = 0;
+            int r = read_full(s, &hello, 1, deadline);
+            if (r == 1 && hello == 'Y') {
+                *fd = s;
+                return WH_OK;
+            }
+            close(s);
+            if (r == 1 && hello == 'N') {
+                *refused = 1;
+                return wh_seterr(err, errlen, "ipc %s: the server has no room for another "
+                                              "direct connection",
+                                 path);
+            }
+            /* closed at once: the server is stopping; try again */
+        } else {
+            int e = errno;
+            close(s);
+            if (e != ENOENT && e != ECONNREFUSED && e != EAGAIN && e != EINTR)
+                return wh_seterr(err, errlen, "ipc %s: cannot connect: %s", path, strerror(e));
+        }
+        if (now_ms() >= deadline)
+            return wh_seterr(err, errlen, "ipc %s: no server within %d ms", path, timeout_ms);
+        wh_sleep_ms(10);
+    }
+}
+
+int wh_uds_call(int fd, const void *req, size_t len, wh_buf *reply, size_t max, int timeout_ms,
+                char *err, size_t errlen)
+{
+    int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    if (len == 0 || len > 0xffffffffu)
+        return wh_seterr(err, errlen, "request of %zu bytes cannot be framed", len);
+    if (write_frame(fd, req, len, deadline) != WH_OK)
+        return wh_seterr(err, errlen, "send failed: %s",
+                         errno == ETIMEDOUT ? "no peer within the timeout" : strerror(errno));
+    int r = read_frame(fd, reply, max, deadline);
+    if (r == 1)
+        return WH_OK;
+    if (r == 0)
+        return wh_seterr(err, errlen, "no reply: the server closed the connection");
+    if (errno == ETIMEDOUT)
+        return wh_seterr(err, errlen, "no reply within %d ms", timeout_ms);
+    if (errno == EMSGSIZE)
+        return wh_seterr(err, errlen, "reply larger than ipc.max_msg_bytes (%zu)", max);
+    return wh_seterr(err, errlen, "receive failed: %s", strerror(errno));
+}
