@@ -86,9 +86,10 @@ static int col_value(wh_buf *b, const ing_attr *a, const ing_col *c)
     }
 }
 
-/* Renders an object of the tuple's columns. keys_only: only replica identity
- * columns. Unchanged TOAST columns are skipped (and counted in *nunch). */
-static int row(wh_buf *b, const ing_relation *r, const ing_tuple *t, int keys_only, int *nunch)
+/* Renders an object of the tuple's columns: those with a flag of mask
+ * (ING_ATTR_*), or all of them when mask is 0. Unchanged TOAST columns are
+ * skipped (and counted in *nunch). */
+static int row(wh_buf *b, const ing_relation *r, const ing_tuple *t, uint8_t mask, int *nunch)
 {
     int first = 1;
     if (wh_buf_putc(b, '{'))
@@ -96,7 +97,7 @@ static int row(wh_buf *b, const ing_relation *r, const ing_tuple *t, int keys_on
     for (int i = 0; i < t->ncols; i++) {
         const ing_attr *a = &r->atts[i];
         const ing_col *c = &t->cols[i];
-        if (keys_only && !(a->flags & 1))
+        if (mask && !(a->flags & mask))
             continue;
         if (c->kind == 'u') {
             if (nunch)
@@ -113,10 +114,18 @@ static int row(wh_buf *b, const ing_relation *r, const ing_tuple *t, int keys_on
     return wh_buf_putc(b, '}');
 }
 
-static int has_key(const ing_relation *r)
+/* The key's columns: the primary key of a REPLICA IDENTITY FULL table when
+ * it was found (key_pk), else the replica identity columns (with FULL and no
+ * primary key: every column). */
+static uint8_t key_mask(const ing_relation *r)
+{
+    return r->key_pk ? ING_ATTR_PK : ING_ATTR_IDENT;
+}
+
+static int has_key(const ing_relation *r, uint8_t mask)
 {
     for (int i = 0; i < r->natts; i++)
-        if (r->atts[i].flags & 1)
+        if (r->atts[i].flags & mask)
             return 1;
     return 0;
 }
@@ -147,10 +156,12 @@ int ing_event_change(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m
     int nunch = 0;
     if (head(b, t, seq, op) || rel_names(b, r) || PUTLIT(b, ",\"key\":"))
         goto full;
-    /* key: identity columns from the old tuple when present, else the new one */
+    /* key: the key columns (key_mask) from the old tuple when present, else
+     * the new one */
     const ing_tuple *kt = m->old_kind ? &m->oldtup : m->has_new ? &m->newtup : NULL;
-    if (kt && has_key(r)) {
-        if (row(b, r, kt, 1, NULL))
+    uint8_t km = key_mask(r);
+    if (kt && has_key(r, km)) {
+        if (row(b, r, kt, km, NULL))
             goto full;
     } else if (PUTLIT(b, "null")) {
         goto full;
@@ -158,7 +169,7 @@ int ing_event_change(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m
     if (PUTLIT(b, ",\"before\":"))
         goto full;
     if (m->old_kind) {
-        if (row(b, r, &m->oldtup, m->old_kind == 'K', NULL))
+        if (row(b, r, &m->oldtup, m->old_kind == 'K' ? ING_ATTR_IDENT : 0, NULL))
             goto full;
     } else if (PUTLIT(b, "null")) {
         goto full;

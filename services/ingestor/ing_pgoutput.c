@@ -152,6 +152,37 @@ size_t ing_relation_count(const ing_parser *p)
     return p->nrels;
 }
 
+int ing_relation_set_pk(ing_parser *p, uint32_t oid, const char *const *names, int n, char *err,
+                        size_t errlen)
+{
+    ing_relation *r = p->slots[slot_of(p, oid)];
+    if (!r)
+        return wh_seterr(err, errlen, "relation OID %u is not cached", oid);
+    r->key_pk = 0;
+    for (int i = 0; i < r->natts; i++)
+        r->atts[i].flags &= (uint8_t)~ING_ATTR_PK;
+    if (n < 1)
+        return wh_seterr(err, errlen, "no primary key column");
+    for (int k = 0; k < n; k++) {
+        int found = 0;
+        for (int i = 0; i < r->natts && !found; i++) {
+            if (strcmp(r->atts[i].name, names[k]) == 0) {
+                r->atts[i].flags |= ING_ATTR_PK;
+                found = 1;
+            }
+        }
+        if (!found) {
+            for (int i = 0; i < r->natts; i++)
+                r->atts[i].flags &= (uint8_t)~ING_ATTR_PK;
+            return wh_seterr(err, errlen,
+                             "primary key column \"%s\" of %s.%s is not in its Relation message",
+                             names[k], r->nspname, r->relname);
+        }
+    }
+    r->key_pk = 1;
+    return WH_OK;
+}
+
 static int cache_put(ing_parser *p, ing_relation *r, char *err, size_t errlen)
 {
     if ((p->nrels + 1) * 2 > p->nslots) {
@@ -224,7 +255,7 @@ static int parse_relation(ing_parser *p, cur *c, ing_msg *m)
             rel_free(r);
             return WH_ERR;
         }
-        r->atts[i].flags = fl;
+        r->atts[i].flags = fl & ING_ATTR_IDENT;
         r->atts[i].type_oid = typ;
         r->atts[i].typmod = (int32_t)mod;
         r->atts[i].name = strdup(an);

@@ -25,8 +25,14 @@ typedef struct ing_tuple {
     ing_col *cols; /* owned by the parser, reused */
 } ing_tuple;
 
+/* ing_attr.flags: ING_ATTR_IDENT comes from the Relation message (the
+ * column is part of the replica identity; the parser keeps no other bit of
+ * it); ING_ATTR_PK is set by ing_relation_set_pk. */
+#define ING_ATTR_IDENT 1
+#define ING_ATTR_PK 2
+
 typedef struct ing_attr {
-    uint8_t flags; /* bit 1: part of the replica identity key */
+    uint8_t flags; /* ING_ATTR_* */
     char *name;
     uint32_t type_oid;
     int32_t typmod;
@@ -42,6 +48,9 @@ typedef struct ing_relation {
     char replident; /* 'd', 'n', 'f', 'i' */
     int natts;
     ing_attr *atts;
+    int key_pk; /* 1: the envelope key is the ING_ATTR_PK columns (a REPLICA
+                   IDENTITY FULL table whose primary key was found); 0: the
+                   ING_ATTR_IDENT columns */
 } ing_relation;
 
 typedef struct ing_msg {
@@ -88,6 +97,13 @@ int ing_parse(ing_parser *p, const uint8_t *buf, size_t len, ing_msg *msg, char 
 /* The cached relation of an OID, or NULL. */
 const ing_relation *ing_relation_get(const ing_parser *p, uint32_t oid);
 size_t ing_relation_count(const ing_parser *p);
+
+/* Marks the cached relation oid's columns named in names[0..n) ING_ATTR_PK
+ * and sets key_pk. WH_ERR (err says why, the relation left with key_pk 0
+ * and no ING_ATTR_PK column) when the relation is not cached, n < 1, or a
+ * name is not one of its columns. */
+int ing_relation_set_pk(ing_parser *p, uint32_t oid, const char *const *names, int n, char *err,
+                        size_t errlen);
 
 /* PostgreSQL epoch (2000-01-01) offset to the Unix epoch, microseconds. */
 #define ING_PG_EPOCH_OFFSET_US INT64_C(946684800000000)

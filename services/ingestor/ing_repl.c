@@ -9,6 +9,7 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 
+#include "ing_catalog.h"
 #include "ing_event.h"
 #include "ing_pgoutput.h"
 #include "wh_lsn.h"
@@ -44,6 +45,7 @@ typedef struct repl {
     ing_batcher *bt;
     ing_stats *st;
     ing_parser *parser;
+    ing_catalog *catalog; /* primary keys of REPLICA IDENTITY FULL tables */
     PGconn *conn;
     char where[512]; /* "host=... port=... dbname=... user=..." for messages */
 
@@ -88,24 +90,6 @@ static void describe_target(repl *r, PQconninfoOption *opts)
              port ? port : "(default)", db ? db : "(default)", user ? user : "(default)");
 }
 
-/* libpq messages end with a newline and may span lines: one log line. */
-static void chomp(char *s)
-{
-    char *w = s;
-    for (char *p = s; *p; p++) {
-        if (*p == '\n' || *p == '\t' || *p == '\r') {
-            if (w > s && w[-1] != ' ')
-                *w++ = ' ';
-            continue;
-        }
-        *w++ = *p;
-    }
-    *w = '\0';
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' '))
-        s[--n] = '\0';
-}
-
 static int repl_connect(repl *r, char *err, size_t errlen)
 {
     char *perr = NULL;
@@ -116,47 +100,11 @@ static int repl_connect(repl *r, char *err, size_t errlen)
         return rc;
     }
     describe_target(r, opts);
-    const char *kw[64], *val[64];
-    char options[1024];
-    int n = 0;
-    const char *user_opts = NULL, *app = NULL;
-    for (PQconninfoOption *o = opts; o->keyword && n < 60; o++) {
-        if (!o->val)
-            continue;
-        if (!strcmp(o->keyword, "replication"))
-            continue;
-        if (!strcmp(o->keyword, "options")) {
-            user_opts = o->val;
-            continue;
-        }
-        if (!strcmp(o->keyword, "application_name"))
-            app = o->val;
-        kw[n] = o->keyword;
-        val[n++] = o->val;
-    }
-    snprintf(options, sizeof(options), "%s%s" SESSION_OPTS, user_opts ? user_opts : "",
-             user_opts ? " " : "");
-    kw[n] = "replication";
-    val[n++] = "database";
-    kw[n] = "options";
-    val[n++] = options;
-    if (!app) {
-        kw[n] = "application_name";
-        val[n++] = "walhook-ingestor";
-    }
-    kw[n] = NULL;
-    val[n] = NULL;
-    r->conn = PQconnectdbParams(kw, val, 0);
     PQconninfoFree(opts);
-    if (!r->conn || PQstatus(r->conn) != CONNECTION_OK) {
-        char msg[512];
-        wh_strlcpy(msg, r->conn ? PQerrorMessage(r->conn) : "out of memory", sizeof(msg));
-        chomp(msg);
-        if (r->conn)
-            PQfinish(r->conn);
-        r->conn = NULL;
+    char msg[512];
+    if (ing_pg_connect(&r->conn, r->cfg->source_dsn, "database", SESSION_OPTS, "walhook-ingestor",
+                       NULL, msg, sizeof(msg)) != WH_OK)
         return wh_seterr(err, errlen, "cannot connect to PostgreSQL (%s): %s", r->where, msg);
-    }
     return WH_OK;
 }
 
@@ -170,7 +118,7 @@ static PGresult *exec_cmd(repl *r, const char *sql, int want_tuples, const char 
         (!want_tuples && s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)) {
         char msg[512];
         wh_strlcpy(msg, PQerrorMessage(r->conn), sizeof(msg));
-        chomp(msg);
+        ing_pg_chomp(msg);
         wh_seterr(err, errlen, "%s failed: %s", what, msg);
         PQclear(res);
         return NULL;
@@ -478,7 +426,7 @@ static int repl_setup(repl *r, char *err, size_t errlen)
     if (PQresultStatus(res) != PGRES_COPY_BOTH) {
         char msg[512];
         wh_strlcpy(msg, PQerrorMessage(r->conn), sizeof(msg));
-        chomp(msg);
+        ing_pg_chomp(msg);
         PQclear(res);
         return wh_seterr(err, errlen, "START_REPLICATION on slot \"%s\" failed: %s", r->cfg->slot,
                          msg);
@@ -520,7 +468,7 @@ static int send_status(repl *r, char *err, size_t errlen)
     if (PQputCopyData(r->conn, (const char *)msg, sizeof(msg)) <= 0 || PQflush(r->conn) < 0) {
         char m[256];
         wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
-        chomp(m);
+        ing_pg_chomp(m);
         return wh_seterr(err, errlen, "sending a standby status update failed: %s", m);
     }
     r->flushed = flush;
@@ -561,6 +509,46 @@ static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const
     wh_lsn_format(t->commit_lsn, lsn, sizeof(lsn));
     return wh_seterr(err, errlen, "event at %s is larger than the batch limit (ipc.max_msg_bytes)",
                      lsn);
+}
+
+/* Warnings of relation_key, once per relation each. */
+#define KEY_WARN_NOPK 1u
+#define KEY_WARN_LOOKUP 2u
+#define KEY_WARN_MISMATCH 4u
+
+/* A Relation message of a REPLICA IDENTITY FULL table: its envelope key is
+ * the primary key, looked up in the catalog at each Relation message of the
+ * OID (a schema change sends one again). Without a primary key, or when the
+ * lookup fails, the key stays every identity column (all of them) and the
+ * next Relation message of the OID tries again. Never fails the stream. */
+static void relation_key(repl *r, const ing_relation *rel)
+{
+    if (rel == NULL || rel->replident != 'f')
+        return;
+    const char *const *names = NULL;
+    int n = 0;
+    char cerr[WH_ERRLEN];
+    if (ing_catalog_pk(r->catalog, r->cfg->source_dsn, rel->oid, &names, &n, cerr, sizeof(cerr)) !=
+        WH_OK) {
+        if (ing_catalog_warn_once(r->catalog, rel->oid, KEY_WARN_LOOKUP))
+            wh_warn("%s.%s has REPLICA IDENTITY FULL and its primary key could not be read (%s): "
+                    "its events' key is every column until a later Relation message",
+                    rel->nspname, rel->relname, cerr);
+        return;
+    }
+    if (n == 0) {
+        if (ing_catalog_warn_once(r->catalog, rel->oid, KEY_WARN_NOPK))
+            wh_warn("%s.%s has REPLICA IDENTITY FULL and no primary key: its events' key is "
+                    "every column",
+                    rel->nspname, rel->relname);
+        return;
+    }
+    if (ing_relation_set_pk(r->parser, rel->oid, names, n, cerr, sizeof(cerr)) != WH_OK) {
+        if (ing_catalog_warn_once(r->catalog, rel->oid, KEY_WARN_MISMATCH))
+            wh_warn("%s: its events' key is every column", cerr);
+        return;
+    }
+    ing_catalog_warned_reset(r->catalog, rel->oid);
 }
 
 static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_t errlen)
@@ -634,7 +622,10 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
         }
         wh_counter_add(&r->st->changes_received, 1);
         break;
-    default: /* R, Y, O: nothing to emit */
+    case 'R':
+        relation_key(r, m.rel);
+        break;
+    default: /* Y, O: nothing to emit */
         break;
     }
     return WH_OK;
@@ -689,7 +680,7 @@ static int consume_input(repl *r, char *err, size_t errlen)
         return WH_OK;
     char m[256];
     wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
-    chomp(m);
+    ing_pg_chomp(m);
     return wh_seterr(err, errlen, "replication connection lost: %s", m);
 }
 
@@ -743,14 +734,14 @@ static int stream(repl *r, char *err, size_t errlen)
                     PGresult *res = PQgetResult(r->conn);
                     char m[256];
                     wh_strlcpy(m, PQresultErrorMessage(res), sizeof(m));
-                    chomp(m);
+                    ing_pg_chomp(m);
                     PQclear(res);
                     wh_seterr(err, errlen, "replication stream ended%s%s", m[0] ? ": " : "", m);
                     return LOOP_RECONNECT;
                 }
                 char m[256];
                 wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
-                chomp(m);
+                ing_pg_chomp(m);
                 wh_seterr(err, errlen, "replication connection lost: %s", m);
                 return LOOP_RECONNECT;
             }
@@ -835,6 +826,7 @@ static int stream(repl *r, char *err, size_t errlen)
 
 static void disconnect(repl *r)
 {
+    ing_catalog_close(r->catalog);
     if (r->conn)
         PQfinish(r->conn);
     r->conn = NULL;
@@ -1006,10 +998,13 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
     if (ing_txn_set_tenant(&r->txn, cfg->tenant, err, errlen) != WH_OK)
         goto out;
     for (int first = 1;; first = 0) {
-        if (ing_parser_new(&r->parser, err, errlen) != WH_OK)
+        if (ing_parser_new(&r->parser, err, errlen) != WH_OK ||
+            ing_catalog_new(&r->catalog, err, errlen) != WH_OK)
             goto out;
         rc = run_source(r, first, err, errlen);
         disconnect(r);
+        ing_catalog_free(r->catalog);
+        r->catalog = NULL;
         ing_parser_free(r->parser);
         r->parser = NULL;
         if (rc != 2)
@@ -1029,6 +1024,7 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
     }
 out:
     disconnect(r);
+    ing_catalog_free(r->catalog);
     ing_parser_free(r->parser);
     free(r);
     free(own);

@@ -5,7 +5,10 @@
  * the slot when missing and source.create_slot is set; refuses an invalidated
  * slot (wal_status = lost); streams with START_REPLICATION; decodes each
  * change into the batcher; answers keepalives; sends standby status updates
- * whose flush is the LSN the store confirmed; reconnects with backoff. */
+ * whose flush is the LSN the store confirmed; reconnects with backoff. At a
+ * Relation message of a REPLICA IDENTITY FULL table it reads the table's
+ * primary key (the envelope key) on a second connection (ing_catalog),
+ * closed with the replication connection. */
 #ifndef ING_REPL_H
 #define ING_REPL_H
 

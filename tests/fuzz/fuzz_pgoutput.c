@@ -6,6 +6,9 @@
  *   2. the input split at FUZZ_SEP into a sequence of messages, fed to one
  *      parser in order (so Relation messages fill the cache before changes),
  *      and every parsed change rendered as the ingestor's decoder does.
+ * A Relation message with REPLICA IDENTITY FULL gets a stand-in primary
+ * key (its last column, as ing_repl.c relation_key would from the catalog),
+ * so the primary-key key rendering is fuzzed too.
  * Oracles: no sanitizer report; parsed pointers stay inside the input; a
  * rendered envelope (without json/jsonb columns, which are embedded
  * verbatim by design) is valid JSON.
@@ -171,6 +174,14 @@ static void feed(state *s, const uint8_t *buf, size_t len)
         break;
     case 'C':
         s->in_txn = 0;
+        break;
+    case 'R':
+        if (m.rel && m.rel->replident == 'f' && m.rel->natts > 0) {
+            const char *pk[1] = {m.rel->atts[m.rel->natts - 1].name};
+            if (ing_relation_set_pk(s->p, m.rel->oid, pk, 1, err, sizeof err) != WH_OK ||
+                !m.rel->key_pk)
+                __builtin_trap();
+        }
         break;
     case 'I':
     case 'U':

@@ -9,6 +9,8 @@
 # run: REPLICATION revoked (state `error` with the cause in /readyz and
 # `walhook status`, the same ingestor process, back to streaming once it is
 # granted again) and the publication dropped (state `error` naming it).
+# In between, the table gets REPLICA IDENTITY FULL: the role reads its
+# primary key from the catalog for the envelope key.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 trap wh_cleanup EXIT
@@ -71,6 +73,27 @@ wh_wait_until 60 bash -c "[ \$(grep -o '\"op\":\"insert\"' '$WH_TMP/received.jso
     wh_fail "the 50 inserts did not arrive"
 ING=$(wh_child_pid "$UP" ingestor)
 [ -n "$ING" ] || wh_fail "no ingestor child"
+# REPLICA IDENTITY FULL: the key is the primary key, read from pg_index and
+# pg_attribute (readable by every role; wh still has no SELECT on orders).
+# First with pg_index unreadable: the lookup fails, key = every column and one
+# warning; then readable again: the next Relation message (a new column)
+# looks it up again and key = the primary key.
+last_update() { grep -o '"op":"update"[^]]*' "$WH_TMP/received.jsonl" | tail -n 1; }
+psql -X -q -v ON_ERROR_STOP=1 -d "$SUPER_SHOP" -c "REVOKE SELECT ON pg_catalog.pg_index FROM PUBLIC" \
+    -c "ALTER TABLE orders REPLICA IDENTITY FULL" \
+    -c "UPDATE orders SET note = 'full' WHERE id = 7" || wh_fail "identity full update failed"
+wh_wait_until 60 grep -q '"op":"update"' "$WH_TMP/received.jsonl" || wh_fail "the update did not arrive"
+last_update | grep -q '"key":{"id":7,"note":"n7"},"before":{"id":7,"note":"n7"}' ||
+    wh_fail "identity full, catalog unreadable: the key is not every column: $(last_update | cut -c1-200)"
+grep -q 'public.orders has REPLICA IDENTITY FULL and its primary key could not be read' \
+    "$WH_TMP/walhook.log" || wh_fail "identity full: no warning about the failed primary key lookup"
+psql -X -q -v ON_ERROR_STOP=1 -d "$SUPER_SHOP" -c "GRANT SELECT ON pg_catalog.pg_index TO PUBLIC" \
+    -c "ALTER TABLE orders ADD COLUMN extra int" \
+    -c "UPDATE orders SET note = 'full' WHERE id = 8" || wh_fail "identity full update 2 failed"
+wh_wait_until 60 bash -c "grep -q '\"key\":{\"id\":8}' '$WH_TMP/received.jsonl'" ||
+    wh_fail "identity full: the key is not the primary key {\"id\":8} for the least-privilege role: $(last_update | cut -c1-200)"
+last_update | grep -q '"key":{"id":8},"before":{"id":8,"note":"n8","extra":null}' ||
+    wh_fail "identity full: before is not the whole old row: $(last_update | cut -c1-200)"
 
 # 4: REPLICATION revoked while running: state error with the cause, no restart
 pg_psql -c "ALTER ROLE wh NOREPLICATION" || wh_fail "alter role failed"

@@ -216,7 +216,8 @@ static void test_exact_bytes(void **state)
     ing_attr atts[3] = {{.flags = 1, .name = "id", .type_oid = 23, .typmod = -1},
                         {.flags = 0, .name = "name", .type_oid = 25, .typmod = -1},
                         {.flags = 0, .name = "doc", .type_oid = 25, .typmod = -1}};
-    ing_relation rel = {42, "s", "t", 'd', 3, atts};
+    ing_relation rel = {
+        .oid = 42, .nspname = "s", .relname = "t", .replident = 'd', .natts = 3, .atts = atts};
     ing_col oldc[3] = {{'t', 1, "7"}, {'n', 0, NULL}, {'n', 0, NULL}};
     ing_col newc[3] = {{'t', 1, "8"}, {'t', 2, "a\""}, {'u', 0, NULL}};
     ing_msg m;
@@ -280,11 +281,123 @@ static void test_exact_bytes(void **state)
     assert_string_equal(t.tenant_esc, "a\\\"b");
 }
 
+/* REPLICA IDENTITY FULL: every column is flagged identity and the old
+ * tuple ('O') is the whole row. With the primary key known (key_pk, set by
+ * ing_relation_set_pk from the catalog) key = the primary key columns only,
+ * before = the whole old row; without it, key = every column as before. */
+static void render(wh_buf *b, const ing_msg *m)
+{
+    ing_txn t;
+    char err[WH_ERRLEN];
+    assert_int_equal(ing_txn_set_tenant(&t, "acme", err, sizeof(err)), WH_OK);
+    ing_txn_begin(&t, UINT64_C(0x1A2B3C8), 735, INT64_C(1795309323123456));
+    wh_buf_reset(b);
+    assert_int_equal(ing_event_change(b, &t, 0, m, err, sizeof(err)), WH_OK);
+    wh_buf_cstr(b);
+}
+
+static void test_identity_full_pk(void **state)
+{
+    ing_attr atts[4] = {{.flags = 1, .name = "a", .type_oid = 23, .typmod = -1},
+                        {.flags = 1, .name = "v", .type_oid = 25, .typmod = -1},
+                        {.flags = 1, .name = "b", .type_oid = 23, .typmod = -1},
+                        {.flags = 1, .name = "w", .type_oid = 23, .typmod = -1}};
+    ing_relation rel = {
+        .oid = 9, .nspname = "s", .relname = "t", .replident = 'f', .natts = 4, .atts = atts};
+    ing_col oldc[4] = {{'t', 1, "1"}, {'t', 1, "x"}, {'t', 1, "2"}, {'n', 0, NULL}};
+    ing_col newc[4] = {{'t', 1, "1"}, {'t', 1, "y"}, {'t', 1, "2"}, {'t', 1, "5"}};
+    ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = 'U';
+    m.rel = &rel;
+    m.rel_oid = 9;
+    m.old_kind = 'O';
+    m.oldtup.ncols = 4;
+    m.oldtup.cols = oldc;
+    m.has_new = 1;
+    m.newtup.ncols = 4;
+    m.newtup.cols = newc;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+
+    /* no primary key known: key = every identity column (all of them) */
+    render(&b, &m);
+    assert_non_null(strstr(b.data, "\"key\":{\"a\":1,\"v\":\"x\",\"b\":2,\"w\":null},"
+                                   "\"before\":{\"a\":1,\"v\":\"x\",\"b\":2,\"w\":null},"
+                                   "\"after\":{\"a\":1,\"v\":\"y\",\"b\":2,\"w\":5}}"));
+
+    /* composite primary key (b, a): key = those columns only, before whole */
+    atts[0].flags |= ING_ATTR_PK;
+    atts[2].flags |= ING_ATTR_PK;
+    rel.key_pk = 1;
+    render(&b, &m);
+    assert_non_null(strstr(b.data, "\"key\":{\"a\":1,\"b\":2},"
+                                   "\"before\":{\"a\":1,\"v\":\"x\",\"b\":2,\"w\":null},"
+                                   "\"after\":{\"a\":1,\"v\":\"y\",\"b\":2,\"w\":5}}"));
+    /* delete: key from the old tuple */
+    m.type = 'D';
+    m.has_new = 0;
+    render(&b, &m);
+    assert_non_null(strstr(b.data, "\"key\":{\"a\":1,\"b\":2},\"before\":{\"a\":1,"));
+    assert_non_null(strstr(b.data, "\"after\":null}"));
+    /* insert: key from the new tuple */
+    m.type = 'I';
+    m.old_kind = 0;
+    m.has_new = 1;
+    newc[0].data = "3";
+    render(&b, &m);
+    assert_non_null(strstr(b.data, "\"key\":{\"a\":3,\"b\":2},\"before\":null,"));
+    wh_buf_free(&b);
+}
+
+/* ing_relation_set_pk on a parsed Relation message: names matched to
+ * columns; an unknown name or an empty list leaves key_pk 0 and no PK bit;
+ * a flags byte with other bits than the identity one keeps only that bit. */
+static void test_relation_set_pk(void **state)
+{
+    /* 'R', oid 77, "s\0", "t\0", 'f', 3 columns: (0xFF, "id", int4, -1),
+     * (1, "x", text, -1), (1, "y", text, -1) */
+    static const uint8_t msg[] = {'R',  0,   0,   0, 77, 's', 0,    't',  0,    'f',  0,    3,
+                                  0xFF, 'i', 'd', 0, 0,  0,   0,    23,   0xFF, 0xFF, 0xFF, 0xFF,
+                                  1,    'x', 0,   0, 0,  0,   25,   0xFF, 0xFF, 0xFF, 0xFF, 1,
+                                  'y',  0,   0,   0, 0,  25,  0xFF, 0xFF, 0xFF, 0xFF};
+    ing_parser *p;
+    char err[WH_ERRLEN];
+    assert_int_equal(ing_parser_new(&p, err, sizeof(err)), WH_OK);
+    ing_msg m;
+    assert_int_equal(ing_parse(p, msg, sizeof(msg), &m, err, sizeof(err)), WH_OK);
+    const ing_relation *r = ing_relation_get(p, 77);
+    assert_non_null(r);
+    assert_int_equal(r->replident, 'f');
+    assert_int_equal(r->atts[0].flags, ING_ATTR_IDENT);
+    const char *ok[] = {"y", "id"};
+    assert_int_equal(ing_relation_set_pk(p, 77, ok, 2, err, sizeof(err)), WH_OK);
+    assert_int_equal(r->key_pk, 1);
+    assert_int_equal(r->atts[0].flags, ING_ATTR_IDENT | ING_ATTR_PK);
+    assert_int_equal(r->atts[1].flags, ING_ATTR_IDENT);
+    assert_int_equal(r->atts[2].flags, ING_ATTR_IDENT | ING_ATTR_PK);
+    const char *bad[] = {"id", "gone"};
+    assert_int_equal(ing_relation_set_pk(p, 77, bad, 2, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "\"gone\""));
+    assert_int_equal(r->key_pk, 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(r->atts[i].flags & ING_ATTR_PK, 0);
+    assert_int_equal(ing_relation_set_pk(p, 77, ok, 0, err, sizeof(err)), WH_ERR);
+    assert_int_equal(ing_relation_set_pk(p, 78, ok, 2, err, sizeof(err)), WH_ERR);
+    /* a new Relation message for the OID starts without the key */
+    assert_int_equal(ing_relation_set_pk(p, 77, ok, 2, err, sizeof(err)), WH_OK);
+    assert_int_equal(ing_parse(p, msg, sizeof(msg), &m, err, sizeof(err)), WH_OK);
+    assert_int_equal(ing_relation_get(p, 77)->key_pk, 0);
+    ing_parser_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_session_envelopes),
         cmocka_unit_test(test_exact_bytes),
+        cmocka_unit_test(test_identity_full_pk),
+        cmocka_unit_test(test_relation_set_pk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

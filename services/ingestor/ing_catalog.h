@@ -1,0 +1,61 @@
+/* ing_catalog: the primary key of a REPLICA IDENTITY FULL table, read from
+ * the source's catalog for the envelope's `key` (docs/INTERNALS.md "Event
+ * identity and envelope").
+ *
+ * The replication connection cannot run queries while it streams, so this
+ * module keeps a second, ordinary connection built from the source DSN
+ * (without `replication`), opened on first need, kept while the stream
+ * runs, closed by ing_catalog_close (the replication connection's
+ * disconnect). Each lookup is bounded: connect_timeout 3 s, and the query
+ * waits at most ING_CATALOG_TIMEOUT_MS (statement_timeout on the server, a
+ * client-side deadline too); after a failed connect no new connection is
+ * tried for ING_CATALOG_HOLDOFF_MS, so a source whose catalog connection
+ * fails costs the stream one timeout, not one per Relation message. The
+ * query reads pg_index and pg_attribute, which every role can read: no
+ * privilege beyond the replication role's own is needed.
+ *
+ * Owned by ing_repl, one per source; freed after the replication
+ * connection. */
+#ifndef ING_CATALOG_H
+#define ING_CATALOG_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ING_CATALOG_TIMEOUT_MS 3000
+#define ING_CATALOG_HOLDOFF_MS 10000
+
+typedef struct ing_catalog ing_catalog;
+
+int ing_catalog_new(ing_catalog **out, char *err, size_t errlen);
+void ing_catalog_free(ing_catalog *c);
+/* Closes the catalog connection (the next lookup opens one again). */
+void ing_catalog_close(ing_catalog *c);
+
+/* The primary key columns of relation oid, in index order, read through a
+ * connection to dsn (opened when none is). WH_OK: *n names in *names (owned
+ * by the catalog, valid until the next call); *n = 0 when the table has no
+ * primary key (or is gone). WH_ERR: the lookup failed (err says why, without
+ * the DSN's password). */
+int ing_catalog_pk(ing_catalog *c, const char *dsn, uint32_t oid, const char *const **names, int *n,
+                   char *err, size_t errlen);
+
+/* Warnings logged once per relation: returns 1 the first time (oid, what)
+ * is seen since the last ing_catalog_warned_reset of that oid, else 0. */
+int ing_catalog_warn_once(ing_catalog *c, uint32_t oid, unsigned what);
+void ing_catalog_warned_reset(ing_catalog *c, uint32_t oid);
+
+/* Shared with ing_repl. Opens a connection to dsn with its settings, less
+ * `replication` (set to replication when not NULL) and with extra_opts
+ * appended to its `options`; application_name app unless the DSN has one;
+ * connect_timeout (when not NULL) replaces the DSN's. On WH_ERR *out is NULL
+ * and err holds libpq's message on one line ("source.dsn: ..." when the DSN
+ * does not parse). */
+int ing_pg_connect(PGconn **out, const char *dsn, const char *replication, const char *extra_opts,
+                   const char *app, const char *connect_timeout, char *err, size_t errlen);
+/* A libpq message on one line: newlines and tabs as one space, no trailing
+ * space. */
+void ing_pg_chomp(char *s);
+
+#endif
