@@ -981,20 +981,42 @@ void wh_client_close(wh_client *c)
 
 /* ---- durability notifications (pub/sub) ---- */
 
+/* ipc:// endpoints also publish over a direct socket (wh_uds_pub, at
+ * PATH.direct); subscribers use it, and NNG only when the publisher has
+ * no room (WH_IPC_DIRECT_MAX). NNG's copy of a message is made only while
+ * an NNG subscriber is connected. */
 struct wh_pub {
     nng_socket sock;
+    wh_uds_pub *direct;
+    atomic_int pipes; /* NNG subscribers */
     char url[1024];
 };
 
 struct wh_sub {
     nng_socket sock;
+    int has_sock; /* NNG: opened when the direct socket is refused */
     nng_aio *aio;
     aio_waiter *w;
-    atomic_int pipes; /* connected publishers */
+    atomic_int pipes; /* connected publishers (NNG) */
     atomic_int interrupted;
     int abandoned;
+    int direct;          /* 1: the direct socket */
+    int dfd;             /* -1: not connected (under mu) */
+    pthread_mutex_t mu;  /* dfd against wh_sub_interrupt */
+    pthread_mutex_t cmu; /* one connect attempt at a time */
+    char dpath[128];
     char url[1024];
 };
+
+static void pipe_count_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    WH_UNUSED(pipe);
+    atomic_int *n = arg;
+    if (ev == NNG_PIPE_EV_ADD_POST)
+        atomic_fetch_add(n, 1);
+    else if (ev == NNG_PIPE_EV_REM_POST)
+        atomic_fetch_sub(n, 1);
+}
 
 int wh_notify_url(const char *store_url, const char *setting, char *out, size_t len, char *err,
                   size_t errlen)
@@ -1030,7 +1052,13 @@ int wh_pub_open(wh_pub **out, const char *url, char *err, size_t errlen)
         free(p);
         return wh_seterr(err, errlen, "cannot open pub socket: %s", nng_strerror(rv));
     }
+    nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, pipe_count_cb, &p->pipes);
+    nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, pipe_count_cb, &p->pipes);
     if (listen_on(p->sock, url, err, errlen) != WH_OK)
+        goto error;
+    char dpath[128];
+    if (wh_uds_path(url, dpath, sizeof(dpath)) == WH_OK &&
+        wh_uds_pub_listen(&p->direct, dpath, WH_IPC_DIRECT_MAX, err, errlen) != WH_OK)
         goto error;
     *out = p;
     return WH_OK;
@@ -1044,6 +1072,9 @@ void wh_pub_send(wh_pub *p, const void *msg, size_t len)
 {
     if (p == NULL)
         return;
+    wh_uds_pub_send(p->direct, msg, len);
+    if (atomic_load(&p->pipes) <= 0)
+        return;
     nng_msg *m = NULL;
     if (nng_msg_alloc(&m, len) != 0)
         return;
@@ -1056,60 +1087,125 @@ void wh_pub_close(wh_pub *p)
 {
     if (p == NULL)
         return;
+    wh_uds_pub_stop(p->direct);
     close_socket(p->sock, p->url);
     free(p);
 }
 
-static void sub_pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+/* Opens the NNG subscriber (no direct socket, or no room on it). */
+static int sub_nng_open(wh_sub *s, char *err, size_t errlen)
 {
-    WH_UNUSED(pipe);
-    wh_sub *s = arg;
-    if (ev == NNG_PIPE_EV_ADD_POST)
-        atomic_fetch_add(&s->pipes, 1);
-    else if (ev == NNG_PIPE_EV_REM_POST)
-        atomic_fetch_sub(&s->pipes, 1);
-}
-
-int wh_sub_open(wh_sub **out, const char *url, char *err, size_t errlen)
-{
-    wh_sub *s = calloc(1, sizeof(*s));
     int rv;
-    if (s == NULL || (s->w = waiter_new()) == NULL) {
-        free(s);
+    if ((s->w = waiter_new()) == NULL)
         return wh_seterr(err, errlen, "out of memory");
-    }
-    wh_strlcpy(s->url, url, sizeof(s->url));
     if ((rv = nng_sub0_open(&s->sock)) != 0) {
         waiter_free(s->w);
-        free(s);
+        s->w = NULL;
         return wh_seterr(err, errlen, "cannot open sub socket: %s", nng_strerror(rv));
     }
     if ((rv = nng_aio_alloc(&s->aio, waiter_done, s->w)) != 0 ||
         (rv = nng_socket_set(s->sock, NNG_OPT_SUB_SUBSCRIBE, "", 0)) != 0) {
-        wh_seterr(err, errlen, "%s: %s", url, nng_strerror(rv));
+        wh_seterr(err, errlen, "%s: %s", s->url, nng_strerror(rv));
         goto error;
     }
     nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, WH_NOTE_MSG_MAX); /* pushed events */
     nng_socket_set_ms(s->sock, NNG_OPT_RECONNMINT, 20);
     nng_socket_set_ms(s->sock, NNG_OPT_RECONNMAXT, 500);
-    nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_POST, sub_pipe_cb, s);
-    nng_pipe_notify(s->sock, NNG_PIPE_EV_REM_POST, sub_pipe_cb, s);
-    if (dial_on(s->sock, url, NULL, err, errlen) != WH_OK)
+    nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_POST, pipe_count_cb, &s->pipes);
+    nng_pipe_notify(s->sock, NNG_PIPE_EV_REM_POST, pipe_count_cb, &s->pipes);
+    if (dial_on(s->sock, s->url, NULL, err, errlen) != WH_OK)
         goto error;
-    *out = s;
+    s->has_sock = 1;
     return WH_OK;
 error:
     if (s->aio != NULL)
         nng_aio_free(s->aio);
+    s->aio = NULL;
     close_socket(s->sock, s->url);
     waiter_free(s->w);
-    free(s);
+    s->w = NULL;
     return WH_ERR;
+}
+
+int wh_sub_open(wh_sub **out, const char *url, char *err, size_t errlen)
+{
+    wh_sub *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    wh_strlcpy(s->url, url, sizeof(s->url));
+    s->dfd = -1;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->cmu, NULL);
+    s->direct = wh_uds_path(url, s->dpath, sizeof(s->dpath)) == WH_OK;
+    if (!s->direct && sub_nng_open(s, err, errlen) != WH_OK) {
+        pthread_mutex_destroy(&s->cmu);
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return WH_ERR;
+    }
+    *out = s;
+    return WH_OK;
+}
+
+/* Connects the direct subscriber when it is not (waiting at most timeout_ms
+ * for the publisher). The connected fd, or -1; *nng set when the publisher
+ * had no room (the subscriber switched to NNG). Caller holds cmu. */
+static int sub_direct_connect(wh_sub *s, int timeout_ms, int *nng)
+{
+    *nng = 0;
+    pthread_mutex_lock(&s->mu);
+    int fd = s->dfd;
+    pthread_mutex_unlock(&s->mu);
+    if (fd >= 0 || !s->direct)
+        return fd;
+    int refused = 0;
+    char e[WH_ERRLEN];
+    if (wh_uds_connect(&fd, s->dpath, timeout_ms, &refused, e, sizeof(e)) != WH_OK) {
+        if (refused) {
+            wh_info("ipc %s: %s; notifications come over NNG", s->url, e);
+            if (sub_nng_open(s, e, sizeof(e)) != WH_OK)
+                wh_warn("ipc %s: %s", s->url, e);
+            s->direct = 0;
+            *nng = 1;
+        }
+        return -1;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->dfd = fd;
+    if (atomic_load(&s->interrupted))
+        shutdown(fd, SHUT_RDWR);
+    pthread_mutex_unlock(&s->mu);
+    return fd;
+}
+
+/* The direct subscriber: connects when not connected (at most the
+ * timeout), then reads one frame. */
+static int sub_direct_recv(wh_sub *s, void *buf, size_t cap, int timeout_ms)
+{
+    int nng;
+    pthread_mutex_lock(&s->cmu);
+    int fd = sub_direct_connect(s, timeout_ms, &nng);
+    pthread_mutex_unlock(&s->cmu);
+    if (fd < 0)
+        return nng && s->has_sock ? 0 : atomic_load(&s->interrupted) || nng ? -1 : 0;
+    int n = wh_uds_recv(fd, buf, cap, timeout_ms);
+    if (n < 0) {
+        pthread_mutex_lock(&s->mu);
+        close(s->dfd);
+        s->dfd = -1;
+        pthread_mutex_unlock(&s->mu);
+        return atomic_load(&s->interrupted) ? -1 : 0;
+    }
+    return n;
 }
 
 int wh_sub_recv(wh_sub *s, void *buf, size_t cap, int timeout_ms)
 {
     if (s->abandoned || atomic_load(&s->interrupted))
+        return -1;
+    if (s->direct)
+        return sub_direct_recv(s, buf, cap, timeout_ms);
+    if (!s->has_sock)
         return -1;
     nng_aio_set_timeout(s->aio, timeout_ms);
     waiter_arm(s->w);
@@ -1134,7 +1230,21 @@ int wh_sub_recv(wh_sub *s, void *buf, size_t cap, int timeout_ms)
 
 int wh_sub_connected(wh_sub *s)
 {
-    return s != NULL && atomic_load(&s->pipes) > 0;
+    if (s == NULL)
+        return 0;
+    if (s->direct && pthread_mutex_trylock(&s->cmu) == 0) {
+        /* like NNG's dialer: connect in the background of a check */
+        int nng;
+        sub_direct_connect(s, 0, &nng);
+        pthread_mutex_unlock(&s->cmu);
+    }
+    if (s->direct) {
+        pthread_mutex_lock(&s->mu);
+        int c = s->dfd >= 0;
+        pthread_mutex_unlock(&s->mu);
+        return c;
+    }
+    return s->has_sock && atomic_load(&s->pipes) > 0;
 }
 
 void wh_sub_interrupt(wh_sub *s)
@@ -1142,8 +1252,14 @@ void wh_sub_interrupt(wh_sub *s)
     if (s == NULL)
         return;
     atomic_store(&s->interrupted, 1);
-    nng_aio_cancel(s->aio);
-    waiter_wake(s->w);
+    pthread_mutex_lock(&s->mu);
+    if (s->dfd >= 0)
+        shutdown(s->dfd, SHUT_RDWR);
+    pthread_mutex_unlock(&s->mu);
+    if (s->has_sock) {
+        nng_aio_cancel(s->aio);
+        waiter_wake(s->w);
+    }
 }
 
 /* The receiving thread has returned (joined) before this. */
@@ -1151,11 +1267,17 @@ void wh_sub_close(wh_sub *s)
 {
     if (s == NULL)
         return;
-    if (!s->abandoned) {
-        nng_aio_stop(s->aio);
-        nng_aio_free(s->aio);
-        waiter_free(s->w);
+    if (s->has_sock) {
+        if (!s->abandoned) {
+            nng_aio_stop(s->aio);
+            nng_aio_free(s->aio);
+            waiter_free(s->w);
+        }
+        close_socket(s->sock, s->url);
     }
-    close_socket(s->sock, s->url);
+    if (s->dfd >= 0)
+        close(s->dfd);
+    pthread_mutex_destroy(&s->cmu);
+    pthread_mutex_destroy(&s->mu);
     free(s);
 }

@@ -398,8 +398,11 @@ int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char
         if (s < 0)
             return wh_seterr(err, errlen, "ipc %s: %s", path, strerror(errno));
         if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+            /* a live server greets at once: at least 200 ms for that,
+             * whatever is left of the timeout */
             char hello = 0;
-            int r = read_full(s, &hello, 1, deadline);
+            int64_t hd = now_ms() + 200;
+            int r = read_full(s, &hello, 1, hd > deadline ? hd : deadline);
             if (r == 1 && hello == 'Y') {
                 *fd = s;
                 return WH_OK;
@@ -407,8 +410,9 @@ int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char
             close(s);
             if (r == 1 && hello == 'N') {
                 *refused = 1;
-                return wh_seterr(err, errlen, "ipc %s: the server has no room for another "
-                                              "direct connection",
+                return wh_seterr(err, errlen,
+                                 "ipc %s: the server has no room for another "
+                                 "direct connection",
                                  path);
             }
             /* closed at once: the server is stopping; try again */
@@ -443,4 +447,287 @@ int wh_uds_call(int fd, const void *req, size_t len, wh_buf *reply, size_t max, 
     if (errno == EMSGSIZE)
         return wh_seterr(err, errlen, "reply larger than ipc.max_msg_bytes (%zu)", max);
     return wh_seterr(err, errlen, "receive failed: %s", strerror(errno));
+}
+
+/* ---- broadcast ---- */
+
+typedef struct uds_sub {
+    int fd;
+    char *pend; /* the rest of a frame the socket had no room for */
+    size_t pend_len, pend_off;
+    struct uds_sub *next;
+} uds_sub;
+
+struct wh_uds_pub {
+    int lfd;
+    int wake[2];
+    pthread_t acc;
+    atomic_int stopping;
+    pthread_mutex_t mu;
+    uds_sub *subs;
+    int nsubs, max_subs;
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+};
+
+static void sub_free(uds_sub *u)
+{
+    close(u->fd);
+    free(u->pend);
+    free(u);
+}
+
+/* Writes what is pending. 1 all written, 0 some left, -1 dead. Under mu. */
+static int sub_flush(uds_sub *u)
+{
+    while (u->pend_off < u->pend_len) {
+        ssize_t r = send(u->fd, u->pend + u->pend_off, u->pend_len - u->pend_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r > 0) {
+            u->pend_off += (size_t)r;
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        return -1;
+    }
+    free(u->pend);
+    u->pend = NULL;
+    u->pend_len = u->pend_off = 0;
+    return 1;
+}
+
+/* Removes dead subscribers (dead[i] set). Under mu. */
+static void subs_prune(wh_uds_pub *p, uds_sub *dead)
+{
+    for (uds_sub **pp = &p->subs; *pp != NULL;) {
+        if (*pp == dead) {
+            *pp = dead->next;
+            sub_free(dead);
+            p->nsubs--;
+            return;
+        }
+        pp = &(*pp)->next;
+    }
+}
+
+static void *pub_thread(void *arg)
+{
+    wh_uds_pub *p = arg;
+    struct pollfd pf[2 + 64];
+    uds_sub *who[64];
+    while (!atomic_load(&p->stopping)) {
+        int n = 2;
+        pf[0] = (struct pollfd){p->lfd, POLLIN, 0};
+        pf[1] = (struct pollfd){p->wake[0], POLLIN, 0};
+        pthread_mutex_lock(&p->mu);
+        for (uds_sub *u = p->subs; u != NULL && n < 2 + 64; u = u->next) {
+            who[n - 2] = u;
+            pf[n++] = (struct pollfd){u->fd, (short)(u->pend != NULL ? POLLOUT : 0), 0};
+        }
+        pthread_mutex_unlock(&p->mu);
+        int r = poll(pf, (nfds_t)n, 1000);
+        if (r < 0 && errno != EINTR)
+            break;
+        if (r <= 0)
+            continue;
+        if (pf[1].revents & POLLIN) {
+            char b[64];
+            (void)!read(p->wake[0], b, sizeof(b));
+        }
+        pthread_mutex_lock(&p->mu);
+        for (int i = 2; i < n; i++) {
+            if (pf[i].revents == 0)
+                continue;
+            /* still listed? (a send may have removed it meanwhile) */
+            uds_sub *u = p->subs;
+            while (u != NULL && u != who[i - 2])
+                u = u->next;
+            if (u == NULL)
+                continue;
+            if ((pf[i].revents & (POLLHUP | POLLERR)) ||
+                ((pf[i].revents & POLLOUT) && sub_flush(u) < 0))
+                subs_prune(p, u);
+        }
+        pthread_mutex_unlock(&p->mu);
+        if (!(pf[0].revents & POLLIN))
+            continue;
+        int fd = accept4(p->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0)
+            continue;
+        pthread_mutex_lock(&p->mu);
+        int room = p->nsubs < p->max_subs;
+        uds_sub *u = room ? calloc(1, sizeof(*u)) : NULL;
+        if (u != NULL && send(fd, "Y", 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1) {
+            int sz = 4 << 20; /* a few pushes of events in flight */
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+            u->fd = fd;
+            u->next = p->subs;
+            p->subs = u;
+            p->nsubs++;
+            fd = -1;
+        } else {
+            free(u);
+        }
+        pthread_mutex_unlock(&p->mu);
+        if (fd >= 0) {
+            if (!room)
+                (void)!send(fd, "N", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            close(fd);
+        }
+    }
+    return NULL;
+}
+
+int wh_uds_pub_listen(wh_uds_pub **out, const char *path, int max_subs, char *err, size_t errlen)
+{
+    wh_uds_pub *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    p->lfd = -1;
+    p->wake[0] = p->wake[1] = -1;
+    p->max_subs = max_subs < 1 ? 1 : max_subs > 64 ? 64 : max_subs;
+    pthread_mutex_init(&p->mu, NULL);
+    struct sockaddr_un sa = {0};
+    sa.sun_family = AF_UNIX;
+    if (wh_strlcpy(p->path, path, sizeof(p->path)) != WH_OK ||
+        wh_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) != WH_OK) {
+        wh_seterr(err, errlen, "ipc socket path too long: %s", path);
+        goto error;
+    }
+    p->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (p->lfd < 0 || pipe2(p->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        wh_seterr(err, errlen, "ipc %s: %s", path, strerror(errno));
+        goto error;
+    }
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(path);
+    mode_t old = umask(0077);
+    int rc = bind(p->lfd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (rc != 0 || chmod(path, 0600) != 0 || listen(p->lfd, 64) != 0) {
+        wh_seterr(err, errlen, "ipc %s: cannot listen: %s", path, strerror(errno));
+        goto error;
+    }
+    if (pthread_create(&p->acc, NULL, pub_thread, p) != 0) {
+        wh_seterr(err, errlen, "ipc %s: cannot start a thread: %s", path, strerror(errno));
+        unlink(path);
+        goto error;
+    }
+    *out = p;
+    return WH_OK;
+error:
+    if (p->lfd >= 0)
+        close(p->lfd);
+    if (p->wake[0] >= 0) {
+        close(p->wake[0]);
+        close(p->wake[1]);
+    }
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+    return WH_ERR;
+}
+
+void wh_uds_pub_send(wh_uds_pub *p, const void *msg, size_t len)
+{
+    if (p == NULL || len == 0 || len > 0xffffffffu)
+        return;
+    uint8_t hdr[4] = {(uint8_t)len, (uint8_t)(len >> 8), (uint8_t)(len >> 16),
+                      (uint8_t)(len >> 24)};
+    int wake = 0;
+    pthread_mutex_lock(&p->mu);
+    for (uds_sub *u = p->subs, *next; u != NULL; u = next) {
+        next = u->next;
+        int f = u->pend != NULL ? sub_flush(u) : 1;
+        if (f < 0) {
+            subs_prune(p, u);
+            continue;
+        }
+        if (f == 0)
+            continue; /* still behind: this message is dropped for it */
+        struct iovec iov[2] = {{hdr, 4}, {(void *)msg, len}};
+        struct msghdr mh = {0};
+        mh.msg_iov = iov;
+        mh.msg_iovlen = 2;
+        ssize_t r;
+        do
+            r = sendmsg(u->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (r < 0 && errno == EINTR);
+        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            subs_prune(p, u);
+            continue;
+        }
+        size_t sent = r < 0 ? 0 : (size_t)r;
+        if (sent == 0 || sent == 4 + len)
+            continue; /* nothing of it went (dropped whole), or all of it */
+        /* a frame begun must be finished: keep its rest */
+        size_t rest = 4 + len - sent;
+        u->pend = malloc(rest);
+        if (u->pend == NULL) {
+            subs_prune(p, u); /* its stream would be corrupt */
+            continue;
+        }
+        size_t off = 0;
+        if (sent < 4) {
+            memcpy(u->pend, hdr + sent, 4 - sent);
+            off = 4 - sent;
+            memcpy(u->pend + off, msg, len);
+        } else {
+            memcpy(u->pend, (const char *)msg + (sent - 4), rest);
+        }
+        u->pend_len = rest;
+        u->pend_off = 0;
+        wake = 1;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (wake)
+        (void)!write(p->wake[1], "x", 1);
+}
+
+int wh_uds_pub_subs(wh_uds_pub *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int n = p->nsubs;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+void wh_uds_pub_stop(wh_uds_pub *p)
+{
+    if (p == NULL)
+        return;
+    atomic_store(&p->stopping, 1);
+    (void)!write(p->wake[1], "x", 1);
+    pthread_join(p->acc, NULL);
+    for (uds_sub *u = p->subs, *n; u != NULL; u = n) {
+        n = u->next;
+        sub_free(u);
+    }
+    close(p->lfd);
+    close(p->wake[0]);
+    close(p->wake[1]);
+    unlink(p->path);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+int wh_uds_recv(int fd, void *buf, size_t cap, int timeout_ms)
+{
+    int w = wait_fd(fd, POLLIN, now_ms() + (timeout_ms > 0 ? timeout_ms : 0));
+    if (w == 0)
+        return 0;
+    if (w < 0)
+        return -1;
+    int64_t deadline = now_ms() + 1000;
+    uint8_t hdr[4];
+    if (read_full(fd, hdr, 4, deadline) != 1)
+        return -1;
+    size_t len = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
+    if (len == 0 || len > cap || len > 0x7fffffff)
+        return -1;
+    if (read_full(fd, buf, len, deadline) != 1)
+        return -1;
+    return (int)len;
 }

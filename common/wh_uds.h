@@ -49,7 +49,8 @@ void wh_uds_stop(wh_uds_server *s);
 /* Connections served now */
 int wh_uds_conns(wh_uds_server *s);
 
-/* Connects to path, waiting up to timeout_ms for the server to be there.
+/* Connects to path, trying for up to timeout_ms (0: once) for the server
+ * to be there, then up to 200 ms for its greeting.
  * WH_OK: *fd is served. WH_ERR with *refused = 1: the server has no room
  * (use another transport); else the server is not reachable (err). */
 int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char *err,
@@ -58,5 +59,24 @@ int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char
  * first; at most max bytes), within timeout_ms. */
 int wh_uds_call(int fd, const void *req, size_t len, wh_buf *reply, size_t max, int timeout_ms,
                 char *err, size_t errlen);
+
+/* Broadcast (the durability notifications' direct path): a publisher
+ * sends each message to every connected subscriber without ever blocking.
+ * A message a subscriber's socket has no room for is dropped for that
+ * subscriber (whole: a frame already begun is finished first, by the
+ * accept thread when the socket drains). Subscribers get the same 'Y'/'N'
+ * greeting and then only read frames. */
+typedef struct wh_uds_pub wh_uds_pub;
+int wh_uds_pub_listen(wh_uds_pub **out, const char *path, int max_subs, char *err, size_t errlen);
+void wh_uds_pub_send(wh_uds_pub *p, const void *msg, size_t len);
+/* Subscribers connected now */
+int wh_uds_pub_subs(wh_uds_pub *p);
+void wh_uds_pub_stop(wh_uds_pub *p);
+
+/* A subscriber's next frame: waits up to timeout_ms for it to begin, then
+ * up to a second for the rest. Its length (at most cap bytes copied: a
+ * larger frame is an error), 0 on timeout, -1 when the connection failed
+ * (close it and connect again). */
+int wh_uds_recv(int fd, void *buf, size_t cap, int timeout_ms);
 
 #endif

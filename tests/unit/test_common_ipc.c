@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "wh_ipc.h"
+#include "wh_notify.h"
 #include "wh_util.h"
 
 static char dir[64], url[128];
@@ -469,6 +470,69 @@ static void test_pubsub(void **state)
     wh_pub_close(p);
 }
 
+/* The direct publisher never blocks on a subscriber that does not read:
+ * what does not fit is dropped whole, a frame begun is finished, and the
+ * subscriber reads intact messages in order. The 65th subscriber gets
+ * them over NNG. */
+static void test_pubsub_direct(void **state)
+{
+    char nurl[256], err[WH_ERRLEN];
+    snprintf(nurl, sizeof(nurl), "ipc://%s/d.sock", dir);
+    wh_pub *p = NULL;
+    wh_sub *s = NULL;
+    assert_int_equal(wh_pub_open(&p, nurl, err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_sub_open(&s, nurl, err, sizeof(err)), WH_OK);
+    for (int i = 0; i < 200 && !wh_sub_connected(s); i++)
+        usleep(10000);
+    assert_true(wh_sub_connected(s));
+    size_t big = 200u << 10;
+    char *m = malloc(big), *buf = malloc(WH_NOTE_MSG_MAX);
+    assert_non_null(m);
+    assert_non_null(buf);
+    for (int i = 1; i <= 200; i++) { /* 40 MB at a subscriber that is not reading */
+        memset(m, i, big);
+        wh_pub_send(p, m, big);
+    }
+    int last = 0, n, got = 0;
+    while ((n = wh_sub_recv(s, buf, WH_NOTE_MSG_MAX, 300)) > 0) {
+        assert_int_equal(n, (int)big);
+        int v = (unsigned char)buf[0];
+        assert_true(v > last);
+        for (size_t k = 0; k < big; k += 4093)
+            assert_int_equal((unsigned char)buf[k], v);
+        assert_int_equal((unsigned char)buf[big - 1], v);
+        last = v;
+        got++;
+    }
+    assert_true(got >= 1 && got < 200); /* some dropped, none corrupt */
+    wh_pub_send(p, "after", 5);
+    assert_int_equal(wh_sub_recv(s, buf, WH_NOTE_MSG_MAX, 2000), 5);
+    assert_memory_equal(buf, "after", 5);
+
+    wh_sub *many[65];
+    for (int i = 0; i < 64; i++) /* 63 more direct, and one over NNG */
+        assert_int_equal(wh_sub_open(&many[i], nurl, err, sizeof(err)), WH_OK);
+    for (int i = 0; i < 64; i++)
+        for (int k = 0; k < 300 && !wh_sub_connected(many[i]); k++) {
+            wh_sub_recv(many[i], buf, WH_NOTE_MSG_MAX, 10);
+            usleep(5000);
+        }
+    int ok = 0;
+    for (int i = 0; i < 50 && ok == 0; i++) {
+        wh_pub_send(p, "hint", 4);
+        ok = wh_sub_recv(many[63], buf, WH_NOTE_MSG_MAX, 100) == 4;
+    }
+    assert_true(ok);
+    for (int i = 0; i < 64; i++)
+        wh_sub_close(many[i]);
+    wh_sub_interrupt(s);
+    assert_int_equal(wh_sub_recv(s, buf, WH_NOTE_MSG_MAX, 5000), -1);
+    wh_sub_close(s);
+    wh_pub_close(p);
+    free(m);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -478,6 +542,7 @@ int main(void)
         cmocka_unit_test(test_timeout_names_endpoint),
         cmocka_unit_test(test_interrupt),
         cmocka_unit_test(test_pubsub),
+        cmocka_unit_test(test_pubsub_direct),
         /* last: a stuck NNG reaper would slow down every later close */
         cmocka_unit_test(test_stop_with_peers_vanishing),
     };
