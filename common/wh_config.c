@@ -109,6 +109,9 @@ const wh_config_entry wh_config_table[] = {
     S(ipc_tls_ca, "ipc.tls_ca", "", 0, "PEM CA certificate that signs every peer's certificate"),
     S(ipc_tls_server_name, "ipc.tls_server_name", "", 0,
       "name the servers' certificates carry (\"\" = the endpoint's host)"),
+    B(ipc_direct, "ipc.direct", 1, 0,
+      "ipc:// endpoints: call over a plain unix socket next to the endpoint (PATH.direct) "
+      "instead of NNG (servers always offer it; false: this daemon's clients use NNG)"),
     S(dispatcher_control, "dispatcher.control", "", 0, "dispatcher control endpoint (Stats)"),
     I(batch_max_events, "dispatcher.batch_max_events", 1000, 1, 100000, WH_CF_RUNTIME,
       "most events in one webhook request"),

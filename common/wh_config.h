@@ -93,6 +93,7 @@ typedef struct wh_config {
     char ipc_tls_key[WH_PATH_MAX];  /* its private key */
     char ipc_tls_ca[WH_PATH_MAX];   /* CA that signs every peer */
     char ipc_tls_server_name[256];  /* name in the servers' certificates ("" = URL host) */
+    int ipc_direct;                 /* clients of ipc:// endpoints use PATH.direct */
     /* dispatcher */
     char dispatcher_control[WH_URL_MAX];
     int batch_max_events;    /* runtime */

@@ -29,6 +29,7 @@ __attribute__((constructor)) static void note_start(void)
 void wh_ipc_tls_configure(const wh_config *cfg)
 {
     wh_ipc_tls_set(cfg->ipc_tls_cert, cfg->ipc_tls_key, cfg->ipc_tls_ca, cfg->ipc_tls_server_name);
+    wh_ipc_direct_set(cfg->ipc_direct);
 }
 
 const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config *cfg)

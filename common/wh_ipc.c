@@ -95,6 +95,7 @@ struct wh_client {
 };
 
 static __thread char reply_errbuf[WH_ERRLEN];
+static atomic_int direct_on = 1; /* ipc.direct (wh_ipc_direct_set) */
 
 /* ---- TLS for tls+tcp:// endpoints (set once at start, before any thread) */
 
@@ -774,7 +775,7 @@ int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_
     c->timeout_ms = timeout_ms;
     c->max_msg = max_msg;
     c->dfd = -1;
-    c->direct = wh_uds_path(url, c->dpath, sizeof(c->dpath)) == WH_OK;
+    c->direct = atomic_load(&direct_on) && wh_uds_path(url, c->dpath, sizeof(c->dpath)) == WH_OK;
     wh_buf_init(&c->dbuf, 0);
     pthread_mutex_init(&c->mu, NULL);
     int rc = wh_strlcpy(c->url, url, sizeof(c->url)) == WH_OK
@@ -932,6 +933,11 @@ int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Re
     int rc = take_reply(c, nng_msg_body(m), nng_msg_len(m), rep, status, err, errlen);
     nng_msg_free(m);
     return rc;
+}
+
+void wh_ipc_direct_set(int on)
+{
+    atomic_store(&direct_on, on != 0);
 }
 
 int wh_client_is_direct(const wh_client *c)
@@ -1136,7 +1142,7 @@ int wh_sub_open(wh_sub **out, const char *url, char *err, size_t errlen)
     s->dfd = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->cmu, NULL);
-    s->direct = wh_uds_path(url, s->dpath, sizeof(s->dpath)) == WH_OK;
+    s->direct = atomic_load(&direct_on) && wh_uds_path(url, s->dpath, sizeof(s->dpath)) == WH_OK;
     if (!s->direct && sub_nng_open(s, err, errlen) != WH_OK) {
         pthread_mutex_destroy(&s->cmu);
         pthread_mutex_destroy(&s->mu);

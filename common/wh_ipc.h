@@ -70,6 +70,10 @@ uint32_t wh_client_retry_after_ms(const wh_client *c);
  * endpoint (wh_uds.h), 0 over NNG (tcp://, tls+tcp://, or the server had
  * no room for another direct connection). */
 int wh_client_is_direct(const wh_client *c);
+/* ipc.direct: 0 makes clients and subscribers opened afterwards use NNG
+ * only (servers and publishers still offer the direct socket). Set at
+ * start (wh_daemon_init). */
+void wh_ipc_direct_set(int on);
 /* From any thread: cancels the call in progress (it returns WH_ERR) and caps
  * the timeout of later calls at 1 s. For a stopping process. */
 void wh_client_interrupt(wh_client *c);
