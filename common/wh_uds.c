@@ -24,6 +24,13 @@
  * its request. */
 #define WH_UDS_KEEP_BYTES (4u << 20)
 
+/* a listening socket (server and publisher) */
+typedef struct uds_listener {
+    int lfd;
+    int wake[2]; /* its thread's stop pipe */
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+} uds_listener;
+
 typedef struct uds_conn {
     struct wh_uds_server *s;
     int fd;
@@ -33,8 +40,7 @@ typedef struct uds_conn {
 } uds_conn;
 
 struct wh_uds_server {
-    int lfd;
-    int wake[2]; /* the accept thread's stop pipe */
+    uds_listener l;
     pthread_t acc;
     int has_acc;
     atomic_int stopping;
@@ -45,7 +51,6 @@ struct wh_uds_server {
     size_t max_msg;
     wh_uds_fn fn;
     void *arg;
-    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
 
 int wh_uds_path(const char *url, char *out, size_t len)
@@ -185,6 +190,57 @@ static int read_frame(int fd, wh_buf *b, size_t max, int64_t deadline)
     return 1;
 }
 
+/* ---- listening socket (server and publisher) ---- */
+
+/* Binds path (mode 0600; a stale socket file is replaced) and listens. */
+static int listener_open(uds_listener *l, const char *path, char *err, size_t errlen)
+{
+    l->lfd = -1;
+    l->wake[0] = l->wake[1] = -1;
+    struct sockaddr_un sa = {0};
+    sa.sun_family = AF_UNIX;
+    if (wh_strlcpy(l->path, path, sizeof(l->path)) != WH_OK ||
+        wh_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) != WH_OK)
+        return wh_seterr(err, errlen, "ipc socket path too long: %s", path);
+    l->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (l->lfd < 0 || pipe2(l->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        wh_seterr(err, errlen, "ipc %s: %s", path, strerror(errno));
+        goto error;
+    }
+    /* a socket file left by a killed process: nobody answers on it (the
+     * caller's NNG listener on the endpoint already refused a second
+     * instance) */
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(path);
+    mode_t old = umask(0077);
+    int rc = bind(l->lfd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (rc != 0 || chmod(path, 0600) != 0 || listen(l->lfd, 64) != 0) {
+        wh_seterr(err, errlen, "ipc %s: cannot listen: %s", path, strerror(errno));
+        goto error;
+    }
+    return WH_OK;
+error:
+    if (l->lfd >= 0)
+        close(l->lfd);
+    if (l->wake[0] >= 0) {
+        close(l->wake[0]);
+        close(l->wake[1]);
+    }
+    l->lfd = l->wake[0] = l->wake[1] = -1;
+    return WH_ERR;
+}
+
+static void listener_close(uds_listener *l, int unlink_path)
+{
+    close(l->lfd);
+    close(l->wake[0]);
+    close(l->wake[1]);
+    if (unlink_path)
+        unlink(l->path);
+}
+
 /* ---- server ---- */
 
 static void *conn_thread(void *p)
@@ -200,7 +256,7 @@ static void *conn_thread(void *p)
             if (r < 0 && errno == EMSGSIZE)
                 wh_warn("ipc %s: a message of a wrong size (0 or over ipc.max_msg_bytes = %zu); "
                         "closing that connection",
-                        s->path, s->max_msg);
+                        s->l.path, s->max_msg);
             break;
         }
         wh_buf_reset(&out);
@@ -254,14 +310,14 @@ static void *accept_thread(void *p)
 {
     wh_uds_server *s = p;
     while (!atomic_load(&s->stopping)) {
-        struct pollfd pf[2] = {{s->lfd, POLLIN, 0}, {s->wake[0], POLLIN, 0}};
+        struct pollfd pf[2] = {{s->l.lfd, POLLIN, 0}, {s->l.wake[0], POLLIN, 0}};
         int r = poll(pf, 2, 1000);
         reap(s);
         if (r < 0 && errno != EINTR)
             break;
         if (r <= 0 || (pf[1].revents & POLLIN) || !(pf[0].revents & POLLIN))
             continue;
-        int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+        int fd = accept4(s->l.lfd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0)
             continue;
         pthread_mutex_lock(&s->mu);
@@ -296,54 +352,25 @@ int wh_uds_listen(wh_uds_server **out, const char *path, size_t max_msg, int max
     wh_uds_server *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return wh_seterr(err, errlen, "out of memory");
-    s->lfd = -1;
-    s->wake[0] = s->wake[1] = -1;
     s->max_msg = max_msg;
     s->max_conns = max_conns > 0 ? max_conns : 1;
     s->fn = fn;
     s->arg = arg;
+    if (listener_open(&s->l, path, err, errlen) != WH_OK) {
+        free(s);
+        return WH_ERR;
+    }
     pthread_mutex_init(&s->mu, NULL);
-    struct sockaddr_un sa = {0};
-    sa.sun_family = AF_UNIX;
-    if (wh_strlcpy(s->path, path, sizeof(s->path)) != WH_OK ||
-        wh_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) != WH_OK) {
-        wh_seterr(err, errlen, "ipc socket path too long: %s", path);
-        goto error;
-    }
-    s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s->lfd < 0 || pipe2(s->wake, O_CLOEXEC) != 0) {
-        wh_seterr(err, errlen, "ipc %s: %s", path, strerror(errno));
-        goto error;
-    }
-    /* a socket file left by a killed process: nobody answers on it */
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(path);
-    mode_t old = umask(0077);
-    int rc = bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa));
-    umask(old);
-    if (rc != 0 || chmod(path, 0600) != 0 || listen(s->lfd, 64) != 0) {
-        wh_seterr(err, errlen, "ipc %s: cannot listen: %s", path, strerror(errno));
-        goto error;
-    }
     if (pthread_create(&s->acc, NULL, accept_thread, s) != 0) {
         wh_seterr(err, errlen, "ipc %s: cannot start a thread: %s", path, strerror(errno));
-        unlink(path);
-        goto error;
+        listener_close(&s->l, 1);
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return WH_ERR;
     }
     s->has_acc = 1;
     *out = s;
     return WH_OK;
-error:
-    if (s->lfd >= 0)
-        close(s->lfd);
-    if (s->wake[0] >= 0) {
-        close(s->wake[0]);
-        close(s->wake[1]);
-    }
-    pthread_mutex_destroy(&s->mu);
-    free(s);
-    return WH_ERR;
 }
 
 void wh_uds_stop(wh_uds_server *s)
@@ -352,7 +379,7 @@ void wh_uds_stop(wh_uds_server *s)
         return;
     atomic_store(&s->stopping, 1);
     if (s->has_acc) {
-        (void)!write(s->wake[1], "x", 1);
+        (void)!write(s->l.wake[1], "x", 1);
         pthread_join(s->acc, NULL);
     }
     pthread_mutex_lock(&s->mu);
@@ -365,10 +392,7 @@ void wh_uds_stop(wh_uds_server *s)
         pthread_join(c->thr, NULL);
         free(c);
     }
-    close(s->lfd);
-    close(s->wake[0]);
-    close(s->wake[1]);
-    unlink(s->path);
+    listener_close(&s->l, 1);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -459,14 +483,12 @@ typedef struct uds_sub {
 } uds_sub;
 
 struct wh_uds_pub {
-    int lfd;
-    int wake[2];
+    uds_listener l;
     pthread_t acc;
     atomic_int stopping;
     pthread_mutex_t mu;
     uds_sub *subs;
     int nsubs, max_subs;
-    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
 
 static void sub_free(uds_sub *u)
@@ -519,8 +541,8 @@ static void *pub_thread(void *arg)
     uds_sub *who[64];
     while (!atomic_load(&p->stopping)) {
         int n = 2;
-        pf[0] = (struct pollfd){p->lfd, POLLIN, 0};
-        pf[1] = (struct pollfd){p->wake[0], POLLIN, 0};
+        pf[0] = (struct pollfd){p->l.lfd, POLLIN, 0};
+        pf[1] = (struct pollfd){p->l.wake[0], POLLIN, 0};
         pthread_mutex_lock(&p->mu);
         for (uds_sub *u = p->subs; u != NULL && n < 2 + 64; u = u->next) {
             who[n - 2] = u;
@@ -534,7 +556,7 @@ static void *pub_thread(void *arg)
             continue;
         if (pf[1].revents & POLLIN) {
             char b[64];
-            (void)!read(p->wake[0], b, sizeof(b));
+            (void)!read(p->l.wake[0], b, sizeof(b));
         }
         pthread_mutex_lock(&p->mu);
         for (int i = 2; i < n; i++) {
@@ -553,7 +575,7 @@ static void *pub_thread(void *arg)
         pthread_mutex_unlock(&p->mu);
         if (!(pf[0].revents & POLLIN))
             continue;
-        int fd = accept4(p->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        int fd = accept4(p->l.lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0)
             continue;
         pthread_mutex_lock(&p->mu);
@@ -585,49 +607,21 @@ int wh_uds_pub_listen(wh_uds_pub **out, const char *path, int max_subs, char *er
     wh_uds_pub *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return wh_seterr(err, errlen, "out of memory");
-    p->lfd = -1;
-    p->wake[0] = p->wake[1] = -1;
     p->max_subs = max_subs < 1 ? 1 : max_subs > 64 ? 64 : max_subs;
+    if (listener_open(&p->l, path, err, errlen) != WH_OK) {
+        free(p);
+        return WH_ERR;
+    }
     pthread_mutex_init(&p->mu, NULL);
-    struct sockaddr_un sa = {0};
-    sa.sun_family = AF_UNIX;
-    if (wh_strlcpy(p->path, path, sizeof(p->path)) != WH_OK ||
-        wh_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) != WH_OK) {
-        wh_seterr(err, errlen, "ipc socket path too long: %s", path);
-        goto error;
-    }
-    p->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (p->lfd < 0 || pipe2(p->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-        wh_seterr(err, errlen, "ipc %s: %s", path, strerror(errno));
-        goto error;
-    }
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(path);
-    mode_t old = umask(0077);
-    int rc = bind(p->lfd, (struct sockaddr *)&sa, sizeof(sa));
-    umask(old);
-    if (rc != 0 || chmod(path, 0600) != 0 || listen(p->lfd, 64) != 0) {
-        wh_seterr(err, errlen, "ipc %s: cannot listen: %s", path, strerror(errno));
-        goto error;
-    }
     if (pthread_create(&p->acc, NULL, pub_thread, p) != 0) {
         wh_seterr(err, errlen, "ipc %s: cannot start a thread: %s", path, strerror(errno));
-        unlink(path);
-        goto error;
+        listener_close(&p->l, 1);
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return WH_ERR;
     }
     *out = p;
     return WH_OK;
-error:
-    if (p->lfd >= 0)
-        close(p->lfd);
-    if (p->wake[0] >= 0) {
-        close(p->wake[0]);
-        close(p->wake[1]);
-    }
-    pthread_mutex_destroy(&p->mu);
-    free(p);
-    return WH_ERR;
 }
 
 void wh_uds_pub_send(wh_uds_pub *p, const void *msg, size_t len)
@@ -683,7 +677,7 @@ void wh_uds_pub_send(wh_uds_pub *p, const void *msg, size_t len)
     }
     pthread_mutex_unlock(&p->mu);
     if (wake)
-        (void)!write(p->wake[1], "x", 1);
+        (void)!write(p->l.wake[1], "x", 1);
 }
 
 int wh_uds_pub_subs(wh_uds_pub *p)
@@ -699,16 +693,13 @@ void wh_uds_pub_stop(wh_uds_pub *p)
     if (p == NULL)
         return;
     atomic_store(&p->stopping, 1);
-    (void)!write(p->wake[1], "x", 1);
+    (void)!write(p->l.wake[1], "x", 1);
     pthread_join(p->acc, NULL);
     for (uds_sub *u = p->subs, *n; u != NULL; u = n) {
         n = u->next;
         sub_free(u);
     }
-    close(p->lfd);
-    close(p->wake[0]);
-    close(p->wake[1]);
-    unlink(p->path);
+    listener_close(&p->l, 1);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
