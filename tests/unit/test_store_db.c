@@ -732,7 +732,7 @@ static void test_retention_age(void **state)
     assert_int_equal(ts->needs_snapshot, 0);
     assert_false(st_db_needs_snapshot(f->db, "r", "slow"));
 
-    st_db_limits lim = {0, 3600 * 1000, 0, 0, 0, 0}; /* one hour */
+    st_db_limits lim = {0, 3600 * 1000, 0, 0, 0, 0, 0}; /* one hour */
     st_db_set_limits(f->db, &lim);
     st_db_maintain(f->db);
     assert_true(st_db_needs_snapshot(f->db, "r", "slow"));
@@ -777,7 +777,7 @@ static void test_retention_bytes(void **state)
     const st_tenant_stats *ts = stats_of(f->db, "g", buf);
     assert_true(ts->live_bytes > 2000000);
     assert_false(st_db_needs_snapshot(f->db, "g", "slow"));
-    st_db_limits lim = {500 * 1024, 0, 0, 0, 0, 0};
+    st_db_limits lim = {500 * 1024, 0, 0, 0, 0, 0, 0};
     st_db_set_limits(f->db, &lim);
     for (int i = 0; i < 5; i++)
         st_db_maintain(f->db);
@@ -989,6 +989,42 @@ static void test_io_rate_limited(void **state)
     assert_int_equal(live_events(f->db, "r"), 3500);
 }
 
+/* store.io_rate_bytes is a runtime setting: opened at 64 MiB/s, lowered
+ * to 1 MiB/s through st_db_set_limits (as a state change does), the running
+ * limiter reads back 1 MiB/s and the same 2 MiB flushed and compacted
+ * (4 MiB written) cannot take less than about 4 s (asserted: 2 s). Before
+ * st_bgio the limiter's rate was fixed at open: this took well under 1 s. */
+static void test_io_rate_runtime(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    st_db_close(f->db);
+    f->db = NULL;
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 2, 64 << 20};
+    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
+        fail_msg("open: %s", err);
+    assert_int_equal(st_db_io_rate(f->db), 64 << 20);
+    st_db_limits lim = {0, 0, 0, 0, 0, 0, 1 << 20};
+    st_db_set_limits(f->db, &lim);
+    assert_int_equal(st_db_io_rate(f->db), 1 << 20);
+    uint64_t t0 = wh_now_ms();
+    fill_tenant(f->db, "r", 3500); /* ~2 MiB */
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    uint64_t ms = wh_now_ms() - t0;
+    print_message("2 MiB flushed and compacted after store.io_rate_bytes went from 64 to "
+                  "1 MiB/s at runtime: %llu ms\n",
+                  (unsigned long long)ms);
+    assert_true(ms >= 2000);
+    assert_int_equal(live_events(f->db, "r"), 3500);
+    /* back up; 0 leaves the rate as it is */
+    lim.io_rate_bytes = 64 << 20;
+    st_db_set_limits(f->db, &lim);
+    assert_int_equal(st_db_io_rate(f->db), 64 << 20);
+    lim.io_rate_bytes = 0;
+    st_db_set_limits(f->db, &lim);
+    assert_int_equal(st_db_io_rate(f->db), 64 << 20);
+}
+
 /* ---- group commit ---- */
 
 typedef struct cq_trace {
@@ -1096,7 +1132,7 @@ static void test_commit_share_setting(void **state)
     uint64_t d = 0;
     assert_non_null(buf);
     assert_non_null(ev);
-    st_db_limits lim = {0, 0, 0, 0, 0, 4 << 20};
+    st_db_limits lim = {0, 0, 0, 0, 0, 4 << 20, 0};
     st_db_set_limits(f->db, &lim);
     st_db_set_commit_hook(f->db, trace_commit, &tr);
     st_event small = {1, 0, 1, "{}", 2};
@@ -1267,6 +1303,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migrate_single_cf, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_fair_between_tenants, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_rate_limited, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_rate_runtime, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_slices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_share_setting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_concurrent, setup, teardown),

@@ -265,7 +265,7 @@ static void test_append_read_commit(void **state)
 
     /* per-tenant figures after a maintenance pass; a target behind the
      * retention cap is NEEDS_SNAPSHOT in its Read and in /metrics */
-    st_db_limits lim = {0, 1, 0, 0, 0, 0}; /* 1 ms: every event is past the cap */
+    st_db_limits lim = {0, 1, 0, 0, 0, 0, 0}; /* 1 ms: every event is past the cap */
     st_db_set_limits(f->db, &lim);
     wh_sleep_ms(5);
     st_db_maintain(f->db);
@@ -291,7 +291,7 @@ static void test_slow_down(void **state)
     fx *f = *state;
     Walhook__Reply rep;
     void *cookie;
-    st_db_limits lim = {0, 0, 0, 20, 1000, 0}; /* 20 events/s, a 1 s bucket */
+    st_db_limits lim = {0, 0, 0, 20, 1000, 0, 0}; /* 20 events/s, a 1 s bucket */
     st_db_set_limits(f->db, &lim);
     append_req a;
     make_append(&a, "t", 60, 0x200, 0x200);
@@ -330,7 +330,7 @@ static void test_slow_down(void **state)
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_appends_slowed_total 1\n"));
     st_server_done(f->srv, &rep, cookie);
     /* rates 0: unlimited again */
-    st_db_limits none = {0, 0, 0, 0, 0, 0};
+    st_db_limits none = {0, 0, 0, 0, 0, 0, 0};
     st_db_set_limits(f->db, &none);
     for (uint64_t i = 0; i < 5; i++) {
         make_append(&a, "t", 60, 0x400 + i, 0x400 + i);
