@@ -5,6 +5,7 @@
 #include <rocksdb/options.h>
 #include <rocksdb/rate_limiter.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -23,6 +24,13 @@ struct rocksdb_options_t {
 namespace
 {
 
+int64_t now_us()
+{
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
 class CompactionLog : public rocksdb::EventListener
 {
   public:
@@ -33,10 +41,22 @@ class CompactionLog : public rocksdb::EventListener
         std::snprintf(r.cf, sizeof(r.cf), "%s", ci.cf_name.c_str());
         r.manual = ci.compaction_reason == rocksdb::CompactionReason::kManualCompaction;
         r.output_level = ci.output_level;
+        r.job_id = ci.job_id;
+        r.begin_us = now_us();
         std::lock_guard<std::mutex> g(mu_);
         counts_[ci.cf_name]++;
         if (log_.size() < ST_BGIO_LOG_MAX)
             log_.push_back(r);
+    }
+    void OnCompactionCompleted(rocksdb::DB *, const rocksdb::CompactionJobInfo &ci) override
+    {
+        int64_t t = now_us();
+        std::lock_guard<std::mutex> g(mu_);
+        for (size_t i = log_.size(); i-- > 0;)
+            if (log_[i].job_id == ci.job_id && log_[i].end_us == 0 && ci.cf_name == log_[i].cf) {
+                log_[i].end_us = t;
+                break;
+            }
     }
     const char *Name() const override
     {

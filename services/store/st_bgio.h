@@ -25,6 +25,8 @@ typedef struct st_bgio_rec {
     char cf[80];      /* column family name (truncated) */
     int manual;       /* CompactRange (the store's GC slices, st_db_compact) */
     int output_level; /* the level it writes */
+    int job_id;
+    int64_t begin_us, end_us; /* steady clock; end_us 0 while it runs */
 } st_bgio_rec;
 
 #define ST_BGIO_LOG_MAX 4096 /* compactions logged; later ones are only counted */
