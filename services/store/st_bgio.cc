@@ -48,12 +48,25 @@ class CompactionLog : public rocksdb::EventListener
         if (log_.size() < ST_BGIO_LOG_MAX)
             log_.push_back(r);
     }
+    void OnFlushCompleted(rocksdb::DB *, const rocksdb::FlushJobInfo &fi) override
+    {
+        st_bgio_rec r;
+        std::memset(&r, 0, sizeof(r));
+        std::snprintf(r.cf, sizeof(r.cf), "%s", fi.cf_name.c_str());
+        r.flush = 1;
+        r.job_id = fi.job_id;
+        r.begin_us = r.end_us = now_us();
+        std::lock_guard<std::mutex> g(mu_);
+        if (log_.size() < ST_BGIO_LOG_MAX)
+            log_.push_back(r);
+    }
     void OnCompactionCompleted(rocksdb::DB *, const rocksdb::CompactionJobInfo &ci) override
     {
         int64_t t = now_us();
         std::lock_guard<std::mutex> g(mu_);
         for (size_t i = log_.size(); i-- > 0;)
-            if (log_[i].job_id == ci.job_id && log_[i].end_us == 0 && ci.cf_name == log_[i].cf) {
+            if (!log_[i].flush && log_[i].job_id == ci.job_id && log_[i].end_us == 0 &&
+                ci.cf_name == log_[i].cf) {
                 log_[i].end_us = t;
                 break;
             }

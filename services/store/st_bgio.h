@@ -20,16 +20,18 @@ extern "C" {
 
 typedef struct st_bgio st_bgio;
 
-/* One compaction as RocksDB began it (st_bgio_log). */
+/* One compaction as RocksDB began it, or a flush as it completed
+ * (st_bgio_log). */
 typedef struct st_bgio_rec {
     char cf[80];      /* column family name (truncated) */
+    int flush;        /* a flush completed (begin_us = end_us), not a compaction */
     int manual;       /* CompactRange (the store's GC slices, st_db_compact) */
     int output_level; /* the level it writes */
     int job_id;
     int64_t begin_us, end_us; /* steady clock; end_us 0 while it runs */
 } st_bgio_rec;
 
-#define ST_BGIO_LOG_MAX 4096 /* compactions logged; later ones are only counted */
+#define ST_BGIO_LOG_MAX 4096 /* records logged; later compactions are only counted */
 
 /* Sets on o a generic rate limiter of writes at rate bytes/s (100 ms
  * refill, fairness 10: RocksDB's C API's parameters) and the compaction
@@ -48,9 +50,9 @@ int64_t st_bgio_rate(const st_bgio *b);
 /* Compactions begun on column family cf since install (0: none or unknown). */
 uint64_t st_bgio_compactions(const st_bgio *b, const char *cf);
 
-/* Copies the first min(max, logged) compactions, in the order they began,
- * into out; returns how many compactions were logged (at most
- * ST_BGIO_LOG_MAX). */
+/* Copies the first min(max, logged) records (compactions as they began,
+ * flushes as they completed, in that order) into out; returns how many
+ * were logged (at most ST_BGIO_LOG_MAX). */
 size_t st_bgio_log(const st_bgio *b, st_bgio_rec *out, size_t max);
 
 #ifdef __cplusplus

@@ -303,7 +303,8 @@ uint64_t st_db_gc_compactions(st_db *db);
  * (store.io_rate_bytes, retuned by st_db_set_limits), bytes/s; 0 read-only. */
 int64_t st_db_io_rate(st_db *db);
 
-/* The compactions RocksDB began since open, in order (st_bgio_log): fills
+/* The compactions RocksDB began and the flushes it completed since open, in
+ * order (st_bgio_log): fills
  * out with at most max, returns how many were logged; 0 when st_bgio could
  * not be installed. */
 size_t st_db_compaction_log(st_db *db, st_bgio_rec *out, size_t max);

@@ -1056,6 +1056,11 @@ static void *flood_main(void *arg)
     return NULL;
 }
 
+static int is_compaction(const st_bgio_rec *r, const char *cf)
+{
+    return !r->flush && strcmp(r->cf, cf) == 0;
+}
+
 /* RocksDB's automatic compactions take turns between tenants: one
  * compaction thread (store.background_jobs = 2), tenant a with a backlog
  * of compactions that keeps coming (flood_main), tenant b that then needs
@@ -1063,10 +1068,12 @@ static void *flood_main(void *arg)
  * compaction and puts one back at the tail after picking a job, so b's
  * first compaction begins after at most the one a's job running when b
  * became due and one of a's already queued ahead of b; not after a's
- * backlog is done (a still needs compactions when b's begins). Measured
- * (2 cores, 512 KiB/s): the thread busy with a's jobs 91-99% of the time
- * before b's turn, one of a's jobs between b due and b's first, which
- * began 1-5 ms after that job ended. */
+ * backlog is done (a still needs compactions when b's begins). b is due
+ * once its fourth flush completes (the listener logs flushes too).
+ * Measured (2 cores, 512 KiB/s, 3 runs): the thread busy with a's jobs
+ * 87-100% of the time before b's turn; 0 or 1 of a's jobs began between b
+ * due and b's first, which began 0-6 ms after a's job before it ended
+ * (0.4-2.9 s after b was due: the rest of a's running job). */
 static void test_compactions_alternate(void **state)
 {
     fx *f = *state;
@@ -1093,19 +1100,17 @@ static void test_compactions_alternate(void **state)
             from = n;
         size_t na = 0;
         for (size_t k = from == SIZE_MAX ? n : from; k < n; k++)
-            na += strcmp(log[k].cf, "e:a") == 0;
+            na += is_compaction(&log[k], "e:a");
         if (na >= 3)
             break;
         wh_sleep_ms(50);
     }
-    /* b: four overlapping level-0 files (the trigger), flushed now */
+    assert_true(from != SIZE_MAX);
+    /* b: four overlapping level-0 files (the trigger) */
     char json[GC_BATCH][600];
     st_event ev[GC_BATCH];
     uint64_t d;
-    size_t mark = 0;
     for (int r = 0; r < 4; r++) {
-        if (r == 3) /* b is due once this flush is done */
-            mark = st_db_compaction_log(f->db, log, ST_BGIO_LOG_MAX);
         for (int i = 0; i < GC_BATCH; i++) {
             noise_json(json[i], sizeof(json[i]), (uint64_t)r * 1000 + (uint64_t)i);
             ev[i] = (st_event){1, (uint32_t)i, 1, json[i], sizeof(json[i])};
@@ -1113,13 +1118,18 @@ static void test_compactions_alternate(void **state)
         assert_int_equal(st_db_append(f->db, "b", ev, GC_BATCH, 1, &d, err, sizeof(err)), WH_OK);
         assert_int_equal(st_db_flush(f->db, err, sizeof(err)), WH_OK);
     }
-    size_t first_b = SIZE_MAX;
-    for (int i = 0; i < 400 && first_b == SIZE_MAX; i++) {
+    /* due: b's fourth flush completed; then b's first compaction */
+    size_t due = SIZE_MAX, first_b = SIZE_MAX;
+    for (int i = 0; i < 400 && (due == SIZE_MAX || first_b == SIZE_MAX); i++) {
         n = st_db_compaction_log(f->db, log, ST_BGIO_LOG_MAX);
-        for (size_t k = mark; k < n && k < ST_BGIO_LOG_MAX && first_b == SIZE_MAX; k++)
-            if (strcmp(log[k].cf, "e:b") == 0)
+        int flushes = 0;
+        for (size_t k = 0; k < n && k < ST_BGIO_LOG_MAX; k++) {
+            if (log[k].flush && strcmp(log[k].cf, "e:b") == 0 && ++flushes == 4)
+                due = k;
+            if (first_b == SIZE_MAX && is_compaction(&log[k], "e:b"))
                 first_b = k;
-        if (first_b == SIZE_MAX)
+        }
+        if (due == SIZE_MAX || first_b == SIZE_MAX)
             wh_sleep_ms(50);
     }
     /* a's backlog goes on after b's turn */
@@ -1128,51 +1138,55 @@ static void test_compactions_alternate(void **state)
         n = st_db_compaction_log(f->db, log, ST_BGIO_LOG_MAX);
         a_after = 0;
         for (size_t k = first_b + 1; k < n && k < ST_BGIO_LOG_MAX; k++)
-            a_after += strcmp(log[k].cf, "e:a") == 0;
+            a_after += is_compaction(&log[k], "e:a");
         if (a_after >= 2)
             break;
         wh_sleep_ms(50);
     }
     atomic_store(&fl.stop, 1);
     pthread_join(th, NULL);
+    assert_true(due != SIZE_MAX);
+    assert_true(first_b != SIZE_MAX);
     n = st_db_compaction_log(f->db, log, ST_BGIO_LOG_MAX);
-    static char order[ST_BGIO_LOG_MAX + 2];
+    static char order[ST_BGIO_LOG_MAX + 1];
     size_t no = 0, a_before = 0, a_total = 0;
     for (size_t k = 0; k < n && k < ST_BGIO_LOG_MAX; k++) {
-        int is_a = strcmp(log[k].cf, "e:a") == 0, is_b = strcmp(log[k].cf, "e:b") == 0;
-        if (k == mark)
+        int is_a = is_compaction(&log[k], "e:a");
+        if (k == due)
             order[no++] = '|';
-        order[no++] = is_a   ? (log[k].manual ? 'A' : (char)('0' + log[k].output_level))
-                      : is_b ? 'b'
-                             : '.';
+        else if (is_a)
+            order[no++] = log[k].manual ? 'A' : 'a';
+        else if (is_compaction(&log[k], "e:b"))
+            order[no++] = 'b';
+        else if (!log[k].flush)
+            order[no++] = '.';
         a_total += is_a;
-        if (is_a && k >= mark && k < first_b)
+        if (is_a && k > due && k < first_b)
             a_before++;
     }
     order[no] = '\0';
-    print_message("compactions in order (a's: output level, b, .: other CFs, |: b due): %s\n",
+    print_message("compactions in order (a, b; .: other column families; |: b's fourth flush "
+                  "done): %s\n",
                   order);
     /* the compaction thread's time on a's jobs from a's third round to b's
      * first job: a's backlog kept it busy */
-    int64_t busy = 0, t0 = 0, t1 = 0;
-    for (size_t k = from; first_b != SIZE_MAX && k < first_b; k++)
-        if (strcmp(log[k].cf, "e:a") == 0 && log[k].end_us > 0) {
+    int64_t busy = 0, t0 = 0, prev_end = 0;
+    for (size_t k = from; k < first_b; k++)
+        if (is_compaction(&log[k], "e:a") && log[k].end_us > 0) {
             if (t0 == 0)
                 t0 = log[k].begin_us;
             busy += log[k].end_us - log[k].begin_us;
+            prev_end = log[k].end_us;
         }
-    if (first_b != SIZE_MAX)
-        t1 = log[first_b].begin_us;
-    print_message("compaction thread busy with a before b's turn: %lld of %lld ms; b's first "
-                  "job began %lld ms after a's previous one ended\n",
-                  (long long)busy / 1000, (long long)(t1 - t0) / 1000,
-                  first_b != SIZE_MAX && first_b > 0
-                      ? (long long)(log[first_b].begin_us - log[first_b - 1].end_us) / 1000
-                      : -1LL);
-    print_message("a's compactions between b due and b's first: %zu; a's after b's first: %zu; "
-                  "a's in all: %zu (%zu rounds of a)\n",
+    print_message("compaction thread busy with a's jobs before b's turn: %lld of %lld ms; b's "
+                  "first began %lld ms after b was due, %lld ms after a's last job before it "
+                  "ended\n",
+                  (long long)busy / 1000, (long long)(log[first_b].begin_us - t0) / 1000,
+                  (long long)(log[first_b].begin_us - log[due].begin_us) / 1000,
+                  (long long)(log[first_b].begin_us - prev_end) / 1000);
+    print_message("a's compactions begun between b due and b's first: %zu; a's after b's first: "
+                  "%zu; a's in all: %zu (%zu rounds of a)\n",
                   a_before, a_after, a_total, atomic_load(&fl.rounds));
-    assert_true(first_b != SIZE_MAX);
     assert_true(a_before <= 2);
     assert_true(a_after >= 2); /* b's turn came while a still had a backlog */
     st_tenant_stats ts[8];
