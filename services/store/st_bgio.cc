@@ -45,7 +45,7 @@ class CompactionLog : public rocksdb::EventListener
         r.begin_us = now_us();
         std::lock_guard<std::mutex> g(mu_);
         counts_[ci.cf_name]++;
-        if (log_.size() < ST_BGIO_LOG_MAX)
+        if (logging_ && log_.size() < ST_BGIO_LOG_MAX)
             log_.push_back(r);
     }
     void OnFlushCompleted(rocksdb::DB *, const rocksdb::FlushJobInfo &fi) override
@@ -57,7 +57,7 @@ class CompactionLog : public rocksdb::EventListener
         r.job_id = fi.job_id;
         r.begin_us = r.end_us = now_us();
         std::lock_guard<std::mutex> g(mu_);
-        if (log_.size() < ST_BGIO_LOG_MAX)
+        if (logging_ && log_.size() < ST_BGIO_LOG_MAX)
             log_.push_back(r);
     }
     void OnCompactionCompleted(rocksdb::DB *, const rocksdb::CompactionJobInfo &ci) override
@@ -81,6 +81,11 @@ class CompactionLog : public rocksdb::EventListener
         auto it = counts_.find(cf);
         return it == counts_.end() ? 0 : it->second;
     }
+    void start()
+    {
+        std::lock_guard<std::mutex> g(mu_);
+        logging_ = true;
+    }
     size_t copy(st_bgio_rec *out, size_t max)
     {
         std::lock_guard<std::mutex> g(mu_);
@@ -93,6 +98,7 @@ class CompactionLog : public rocksdb::EventListener
     std::mutex mu_;
     std::map<std::string, uint64_t> counts_;
     std::vector<st_bgio_rec> log_;
+    bool logging_ = false;
 };
 
 /* Two settings written through the C API read back through the C++ view. */
@@ -156,6 +162,12 @@ extern "C" int64_t st_bgio_rate(const st_bgio *b)
 extern "C" uint64_t st_bgio_compactions(const st_bgio *b, const char *cf)
 {
     return b == nullptr ? 0 : b->log->count(cf);
+}
+
+extern "C" void st_bgio_log_start(st_bgio *b)
+{
+    if (b != nullptr)
+        b->log->start();
 }
 
 extern "C" size_t st_bgio_log(const st_bgio *b, st_bgio_rec *out, size_t max)

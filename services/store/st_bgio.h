@@ -33,6 +33,10 @@ typedef struct st_bgio_rec {
 
 #define ST_BGIO_LOG_MAX 4096 /* records logged; later compactions are only counted */
 
+/* Starts the log (tests): until then compactions are only counted, so the
+ * log costs no memory in a running store. */
+void st_bgio_log_start(st_bgio *b);
+
 /* Sets on o a generic rate limiter of writes at rate bytes/s (100 ms
  * refill, fairness 10: RocksDB's C API's parameters) and the compaction
  * listener. NULL (err names why) when o's layout is not the one this file

@@ -3069,6 +3069,11 @@ size_t st_db_compaction_log(st_db *db, st_bgio_rec *out, size_t max)
     return st_bgio_log(db->bgio, out, max);
 }
 
+void st_db_compaction_log_start(st_db *db)
+{
+    st_bgio_log_start(db->bgio);
+}
+
 /* A scan from a position: stops at the first event whose commit time is at
  * least cutoff_us (age cap), or once `skip` bytes were passed (bytes cap),
  * at most ST_RET_SCAN events a pass. */

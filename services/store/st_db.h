@@ -308,6 +308,8 @@ int64_t st_db_io_rate(st_db *db);
  * out with at most max, returns how many were logged; 0 when st_bgio could
  * not be installed. */
 size_t st_db_compaction_log(st_db *db, st_bgio_rec *out, size_t max);
+/* Starts that log (tests; off by default: compactions are only counted). */
+void st_db_compaction_log_start(st_db *db);
 
 /* WH_OK when the last synced write succeeded (or none was made yet); WH_ERR
  * while writes fail, with why = "cannot write for N s: <RocksDB's error>". */

@@ -1085,6 +1085,7 @@ static void test_compactions_alternate(void **state)
         fail_msg("open: %s", err);
     st_db_limits lim = {0, 0, 0, 0, 0, 0, 512 << 10}; /* a's compactions take ~1 s */
     st_db_set_limits(f->db, &lim);
+    st_db_compaction_log_start(f->db);
     static flood fl;
     memset(&fl, 0, sizeof(fl));
     fl.db = f->db;
