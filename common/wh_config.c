@@ -77,7 +77,7 @@ const wh_config_entry wh_config_table[] = {
     I(store_background_jobs, "store.background_jobs", 2, 2, 32, 0,
       "RocksDB background threads: max(1, n/4) flush, the rest compaction (shared by every "
       "tenant, round-robin; each costs compaction buffers in the memory budget)"),
-    L(store_io_rate_bytes, "store.io_rate_bytes", 128 * MiB, 1 * MiB, 64 * GiB, 0,
+    L(store_io_rate_bytes, "store.io_rate_bytes", 128 * MiB, 1 * MiB, 64 * GiB, WH_CF_RUNTIME,
       "RocksDB rate limiter: bytes/s of flush and compaction writes, all tenants together"),
     L(rocksdb_cache_bytes, "store.cache_bytes", 4 * MiB, 0, 64 * GiB, 0,
       "RocksDB block cache size"),

@@ -1,5 +1,6 @@
 /* st_db: RocksDB wrapper of walhook-store. See st_db.h. */
 #include "st_db.h"
+#include "st_bgio.h"
 #include "st_gcfilter.h"
 
 #include <inttypes.h>
@@ -105,7 +106,9 @@ struct st_db {
     rocksdb_options_t *opts; /* DB and default CF; tenant CFs copy it */
     rocksdb_block_based_table_options_t *bbto;
     rocksdb_cache_t *cache;
-    rocksdb_ratelimiter_t *rl;
+    rocksdb_ratelimiter_t *rl;  /* the C API's limiter (fixed rate) when bgio is NULL */
+    st_bgio *bgio;              /* the limiter, retuned at runtime; compaction counts */
+    int64_t io_rate_fixed;      /* rl's rate */
     rocksdb_writeoptions_t *wo; /* sync = true */
     rocksdb_readoptions_t *ro;
     int read_only;
@@ -993,8 +996,14 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     if (!o->read_only) {
         /* flush and compaction writes of every tenant together (RocksDB's
          * rate limiter is per DB; appends are not limited by it) */
-        db->rl = rocksdb_ratelimiter_create(io_rate, 100 * 1000, 10);
-        rocksdb_options_set_ratelimiter(db->opts, db->rl);
+        char e[WH_ERRLEN];
+        db->bgio = st_bgio_install(db->opts, io_rate, e, sizeof(e));
+        if (db->bgio == NULL) {
+            wh_warn("%s", e);
+            db->rl = rocksdb_ratelimiter_create(io_rate, 100 * 1000, 10);
+            rocksdb_options_set_ratelimiter(db->opts, db->rl);
+            db->io_rate_fixed = io_rate;
+        }
     }
 
     char *e = NULL;
@@ -1097,6 +1106,7 @@ void st_db_close(st_db *db)
         rocksdb_cache_destroy(db->cache);
     if (db->rl)
         rocksdb_ratelimiter_destroy(db->rl);
+    st_bgio_free(db->bgio);
     off_free_all(db);
     tenants_free(db);
     pthread_rwlock_destroy(&db->ten_lock);
@@ -3036,6 +3046,32 @@ void st_db_set_limits(st_db *db, const st_db_limits *l)
     atomic_store(&db->rate_burst_ms, l->rate_burst_ms);
     atomic_store(&db->cq_share, l->commit_share_bytes > 0 ? (uint64_t)l->commit_share_bytes
                                                           : ST_COMMIT_SHARE_BYTES);
+    if (l->io_rate_bytes > 0 && !db->read_only) {
+        if (db->bgio != NULL) {
+            st_bgio_set_rate(db->bgio, l->io_rate_bytes);
+        } else if (l->io_rate_bytes != db->io_rate_fixed) {
+            static atomic_int warned;
+            if (atomic_exchange(&warned, 1) == 0)
+                wh_warn("store.io_rate_bytes cannot change at runtime with this librocksdb: "
+                        "%" PRId64 " bytes/s until the store restarts",
+                        db->io_rate_fixed);
+        }
+    }
+}
+
+int64_t st_db_io_rate(st_db *db)
+{
+    return db->bgio != NULL ? st_bgio_rate(db->bgio) : db->io_rate_fixed;
+}
+
+size_t st_db_compaction_log(st_db *db, st_bgio_rec *out, size_t max)
+{
+    return st_bgio_log(db->bgio, out, max);
+}
+
+void st_db_compaction_log_start(st_db *db)
+{
+    st_bgio_log_start(db->bgio);
 }
 
 /* A scan from a position: stops at the first event whose commit time is at
@@ -3312,6 +3348,11 @@ static void maintain_tenant(st_db *db, st_tenant *t)
         pos_prev(&pl, &ps);
         size_t n = 0;
         st_db_read(db, t->name, pl, ps, 1, SIZE_MAX, first_step, &f, &n, err, sizeof(err));
+        char cf[ST_NAME_MAX + 3];
+        cf_name(cf, sizeof(cf), ST_CF_EVENTS, t->name);
+        uint64_t compactions = st_bgio_compactions(db->bgio, cf);
+        cf_name(cf, sizeof(cf), ST_CF_META, t->name);
+        compactions += st_bgio_compactions(db->bgio, cf);
         pthread_mutex_lock(&t->wm_mu);
         st_tenant_stats *st = &t->stats;
         wh_strlcpy(st->tenant, t->name, sizeof(st->tenant));
@@ -3328,6 +3369,7 @@ static void maintain_tenant(st_db *db, st_tenant *t)
         st->needs_snapshot = ns;
         st->gc_dropped = atomic_load(&t->gc_dropped);
         st->gc_compactions = atomic_load(&t->gc_compactions);
+        st->compactions = compactions;
         pthread_mutex_unlock(&t->wm_mu);
     }
 }

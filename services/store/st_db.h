@@ -68,6 +68,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "st_bgio.h"
+
 #include "wh_budget.h"
 #include "wh_metrics.h"
 
@@ -119,6 +121,7 @@ typedef struct st_db_limits {
     int64_t rate_events_per_s;
     int64_t rate_burst_ms;      /* bucket size in ms of the rates (0 = 1000) */
     int64_t commit_share_bytes; /* group commit slice while tenants share (0 = default) */
+    int64_t io_rate_bytes;      /* RocksDB rate limiter, flush + compaction bytes/s (0 = as is) */
 } st_db_limits;
 
 /* A tenant's figures from the last maintenance pass. */
@@ -135,6 +138,7 @@ typedef struct st_tenant_stats {
     uint32_t needs_snapshot; /* consumers marked NEEDS_SNAPSHOT */
     uint64_t gc_dropped;     /* events the filter dropped since open */
     uint64_t gc_compactions; /* GC slices compacted since open */
+    uint64_t compactions;    /* RocksDB compactions of its column families since open */
 } st_tenant_stats;
 
 /* A consumer's offset as returned by the offset calls. */
@@ -294,6 +298,18 @@ int st_db_flush(st_db *db, char *err, size_t errlen);
 uint64_t st_db_gc_dropped(st_db *db);
 /* Compactions of a garbage range (below a watermark) since open. */
 uint64_t st_db_gc_compactions(st_db *db);
+
+/* The rate of RocksDB's limiter of flush and compaction writes now
+ * (store.io_rate_bytes, retuned by st_db_set_limits), bytes/s; 0 read-only. */
+int64_t st_db_io_rate(st_db *db);
+
+/* The compactions RocksDB began and the flushes it completed since open, in
+ * order (st_bgio_log): fills
+ * out with at most max, returns how many were logged; 0 when st_bgio could
+ * not be installed. */
+size_t st_db_compaction_log(st_db *db, st_bgio_rec *out, size_t max);
+/* Starts that log (tests; off by default: compactions are only counted). */
+void st_db_compaction_log_start(st_db *db);
 
 /* WH_OK when the last synced write succeeded (or none was made yet); WH_ERR
  * while writes fail, with why = "cannot write for N s: <RocksDB's error>". */

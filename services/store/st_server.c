@@ -922,10 +922,13 @@ static int tenant_metrics(st_server *s, wh_buf *b)
          "targets of the tenant marked NEEDS_SNAPSHOT (behind its retention cap)"},
         {"walhook_store_tenant_gc_dropped_total",
          "events of the tenant dropped by the GC filter since start"},
+        {"walhook_store_tenant_compactions_total",
+         "compactions RocksDB began on the tenant's column families since start (automatic "
+         "and the store's own)"},
     };
     int rc = 0;
     for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
-        rc |= wh_metric_header(b, m[k].name, k == 5 ? "counter" : "gauge", m[k].help);
+        rc |= wh_metric_header(b, m[k].name, k >= 5 ? "counter" : "gauge", m[k].help);
         for (size_t i = 0; i < n; i++) {
             char t[2 * ST_NAME_MAX + 2], lab[2 * ST_NAME_MAX + 16];
             label_value(t, sizeof(t), ts[i].tenant);
@@ -947,8 +950,11 @@ static int tenant_metrics(st_server *s, wh_buf *b)
             case 4:
                 rc |= wh_metric_u64(b, m[k].name, lab, ts[i].needs_snapshot);
                 break;
-            default:
+            case 5:
                 rc |= wh_metric_u64(b, m[k].name, lab, ts[i].gc_dropped);
+                break;
+            default:
+                rc |= wh_metric_u64(b, m[k].name, lab, ts[i].compactions);
                 break;
             }
         }
@@ -1004,6 +1010,10 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_header(b, "walhook_store_gc_dropped_total", "counter",
                            "events dropped below the GC watermark since start");
     rc |= wh_metric_u64(b, "walhook_store_gc_dropped_total", "", st_db_gc_dropped(s->db));
+    rc |= wh_metric_header(b, "walhook_store_io_rate_bytes", "gauge",
+                           "RocksDB's rate limit of flush and compaction writes in force, "
+                           "bytes/s (store.io_rate_bytes, runtime)");
+    rc |= wh_metric_i64(b, "walhook_store_io_rate_bytes", "", st_db_io_rate(s->db));
     if (s->state != NULL) {
         rc |= wh_metric_header(b, "walhook_state_version", "gauge",
                                "version of the runtime state document in the store");

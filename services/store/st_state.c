@@ -28,7 +28,8 @@ static void apply_limits(st_state *st, const wh_state *s)
     wh_state_effective(&eff, &st->base, s, NULL);
     st_db_limits l = {eff.store_retention_bytes,   eff.store_retention_age_s * 1000,
                       eff.store_tenant_rate_bytes, eff.store_tenant_rate_events,
-                      eff.store_tenant_burst_ms,   eff.store_commit_share_bytes};
+                      eff.store_tenant_burst_ms,   eff.store_commit_share_bytes,
+                      eff.store_io_rate_bytes};
     st_db_set_limits(st->db, &l);
 }
 

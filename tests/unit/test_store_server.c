@@ -261,11 +261,19 @@ static void test_append_read_commit(void **state)
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_reads_total 2\n"));
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_up{daemon=\"store\"} 1"));
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_peak_rss_bytes{daemon=\"store\"}"));
+    /* store.io_rate_bytes (default 128 MiB/s), changed at runtime: the
+     * gauge shows the rate in force */
+    assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_io_rate_bytes 134217728\n"));
+    st_server_done(f->srv, &rep, cookie);
+    st_db_limits lim = {0, 0, 0, 0, 0, 0, 8 << 20};
+    st_db_set_limits(f->db, &lim);
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_io_rate_bytes 8388608\n"));
     st_server_done(f->srv, &rep, cookie);
 
     /* per-tenant figures after a maintenance pass; a target behind the
      * retention cap is NEEDS_SNAPSHOT in its Read and in /metrics */
-    st_db_limits lim = {0, 1, 0, 0, 0, 0}; /* 1 ms: every event is past the cap */
+    lim = (st_db_limits){0, 1, 0, 0, 0, 0, 0}; /* 1 ms: every event is past the cap */
     st_db_set_limits(f->db, &lim);
     wh_sleep_ms(5);
     st_db_maintain(f->db);
@@ -275,6 +283,7 @@ static void test_append_read_commit(void **state)
     assert_non_null(strstr(mt, "walhook_store_watermark_lag_bytes{tenant=\"t\"} "));
     assert_non_null(strstr(mt, "walhook_store_oldest_event_age_seconds{tenant=\"t\"} "));
     assert_non_null(strstr(mt, "walhook_store_needs_snapshot_targets{tenant=\"t\"} 1\n"));
+    assert_non_null(strstr(mt, "walhook_store_tenant_compactions_total{tenant=\"t\"} "));
     assert_non_null(
         strstr(mt, "walhook_store_target_needs_snapshot{tenant=\"t\",target=\"c1\"} 1\n"));
     st_server_done(f->srv, &rep, cookie);
@@ -291,7 +300,7 @@ static void test_slow_down(void **state)
     fx *f = *state;
     Walhook__Reply rep;
     void *cookie;
-    st_db_limits lim = {0, 0, 0, 20, 1000, 0}; /* 20 events/s, a 1 s bucket */
+    st_db_limits lim = {0, 0, 0, 20, 1000, 0, 0}; /* 20 events/s, a 1 s bucket */
     st_db_set_limits(f->db, &lim);
     append_req a;
     make_append(&a, "t", 60, 0x200, 0x200);
@@ -330,7 +339,7 @@ static void test_slow_down(void **state)
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_appends_slowed_total 1\n"));
     st_server_done(f->srv, &rep, cookie);
     /* rates 0: unlimited again */
-    st_db_limits none = {0, 0, 0, 0, 0, 0};
+    st_db_limits none = {0, 0, 0, 0, 0, 0, 0};
     st_db_set_limits(f->db, &none);
     for (uint64_t i = 0; i < 5; i++) {
         make_append(&a, "t", 60, 0x400 + i, 0x400 + i);

@@ -1,0 +1,176 @@
+/* st_bgio: see st_bgio.h. */
+#include "st_bgio.h"
+
+#include <rocksdb/listener.h>
+#include <rocksdb/options.h>
+#include <rocksdb/rate_limiter.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+/* RocksDB's c.cc: `struct rocksdb_options_t { Options rep; };` (as in
+ * st_gcfilter.cc); checked by layout_ok(). */
+struct rocksdb_options_t {
+    rocksdb::Options rep;
+};
+
+namespace
+{
+
+int64_t now_us()
+{
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+class CompactionLog : public rocksdb::EventListener
+{
+  public:
+    void OnCompactionBegin(rocksdb::DB *, const rocksdb::CompactionJobInfo &ci) override
+    {
+        st_bgio_rec r;
+        std::memset(&r, 0, sizeof(r));
+        std::snprintf(r.cf, sizeof(r.cf), "%s", ci.cf_name.c_str());
+        r.manual = ci.compaction_reason == rocksdb::CompactionReason::kManualCompaction;
+        r.output_level = ci.output_level;
+        r.job_id = ci.job_id;
+        r.begin_us = now_us();
+        std::lock_guard<std::mutex> g(mu_);
+        counts_[ci.cf_name]++;
+        if (logging_ && log_.size() < ST_BGIO_LOG_MAX)
+            log_.push_back(r);
+    }
+    void OnFlushCompleted(rocksdb::DB *, const rocksdb::FlushJobInfo &fi) override
+    {
+        st_bgio_rec r;
+        std::memset(&r, 0, sizeof(r));
+        std::snprintf(r.cf, sizeof(r.cf), "%s", fi.cf_name.c_str());
+        r.flush = 1;
+        r.job_id = fi.job_id;
+        r.begin_us = r.end_us = now_us();
+        std::lock_guard<std::mutex> g(mu_);
+        if (logging_ && log_.size() < ST_BGIO_LOG_MAX)
+            log_.push_back(r);
+    }
+    void OnCompactionCompleted(rocksdb::DB *, const rocksdb::CompactionJobInfo &ci) override
+    {
+        int64_t t = now_us();
+        std::lock_guard<std::mutex> g(mu_);
+        for (size_t i = log_.size(); i-- > 0;)
+            if (!log_[i].flush && log_[i].job_id == ci.job_id && log_[i].end_us == 0 &&
+                ci.cf_name == log_[i].cf) {
+                log_[i].end_us = t;
+                break;
+            }
+    }
+    const char *Name() const override
+    {
+        return "walhook-compaction-log";
+    }
+    uint64_t count(const char *cf)
+    {
+        std::lock_guard<std::mutex> g(mu_);
+        auto it = counts_.find(cf);
+        return it == counts_.end() ? 0 : it->second;
+    }
+    void start()
+    {
+        std::lock_guard<std::mutex> g(mu_);
+        logging_ = true;
+    }
+    size_t copy(st_bgio_rec *out, size_t max)
+    {
+        std::lock_guard<std::mutex> g(mu_);
+        for (size_t i = 0; i < max && i < log_.size(); i++)
+            out[i] = log_[i];
+        return log_.size();
+    }
+
+  private:
+    std::mutex mu_;
+    std::map<std::string, uint64_t> counts_;
+    std::vector<st_bgio_rec> log_;
+    bool logging_ = false;
+};
+
+/* Two settings written through the C API read back through the C++ view. */
+bool layout_ok(rocksdb_options_t *o)
+{
+    size_t wb = o->rep.write_buffer_size;
+    int levels = o->rep.num_levels;
+    rocksdb_options_set_write_buffer_size(o, wb + 4096);
+    rocksdb_options_set_num_levels(o, levels + 1);
+    bool ok = o->rep.write_buffer_size == wb + 4096 && o->rep.num_levels == levels + 1;
+    rocksdb_options_set_write_buffer_size(o, wb);
+    rocksdb_options_set_num_levels(o, levels);
+    return ok;
+}
+
+} // namespace
+
+struct st_bgio {
+    std::shared_ptr<rocksdb::RateLimiter> rl;
+    std::shared_ptr<CompactionLog> log;
+};
+
+extern "C" st_bgio *st_bgio_install(rocksdb_options_t *o, int64_t rate, char *err, size_t errlen)
+{
+    if (!layout_ok(o)) {
+        if (err != nullptr && errlen > 0)
+            std::snprintf(err, errlen,
+                          "rocksdb_options_t is not the layout st_bgio was built for: "
+                          "store.io_rate_bytes cannot change at runtime (restart to apply)");
+        return nullptr;
+    }
+    st_bgio *b = new (std::nothrow) st_bgio;
+    if (b == nullptr) {
+        if (err != nullptr && errlen > 0)
+            std::snprintf(err, errlen, "out of memory");
+        return nullptr;
+    }
+    b->rl.reset(rocksdb::NewGenericRateLimiter(rate, 100 * 1000, 10));
+    b->log.reset(new CompactionLog());
+    o->rep.rate_limiter = b->rl;
+    o->rep.listeners.push_back(b->log);
+    return b;
+}
+
+extern "C" void st_bgio_free(st_bgio *b)
+{
+    delete b;
+}
+
+extern "C" void st_bgio_set_rate(st_bgio *b, int64_t rate)
+{
+    if (b != nullptr && rate > 0 && rate != b->rl->GetBytesPerSecond())
+        b->rl->SetBytesPerSecond(rate);
+}
+
+extern "C" int64_t st_bgio_rate(const st_bgio *b)
+{
+    return b == nullptr ? 0 : b->rl->GetBytesPerSecond();
+}
+
+extern "C" uint64_t st_bgio_compactions(const st_bgio *b, const char *cf)
+{
+    return b == nullptr ? 0 : b->log->count(cf);
+}
+
+extern "C" void st_bgio_log_start(st_bgio *b)
+{
+    if (b != nullptr)
+        b->log->start();
+}
+
+extern "C" size_t st_bgio_log(const st_bgio *b, st_bgio_rec *out, size_t max)
+{
+    return b == nullptr ? 0 : b->log->copy(out, max);
+}
