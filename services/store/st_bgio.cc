@@ -1,5 +1,6 @@
 /* st_bgio: see st_bgio.h. */
 #include "st_bgio.h"
+#include "st_gcfilter.h"
 
 #include <rocksdb/listener.h>
 #include <rocksdb/options.h>
@@ -16,7 +17,7 @@
 #include <vector>
 
 /* RocksDB's c.cc: `struct rocksdb_options_t { Options rep; };` (as in
- * st_gcfilter.cc); checked by layout_ok(). */
+ * st_gcfilter.cc); checked by st_rocks_layout_ok() (st_gcfilter.h). */
 struct rocksdb_options_t {
     rocksdb::Options rep;
 };
@@ -101,19 +102,6 @@ class CompactionLog : public rocksdb::EventListener
     bool logging_ = false;
 };
 
-/* Two settings written through the C API read back through the C++ view. */
-bool layout_ok(rocksdb_options_t *o)
-{
-    size_t wb = o->rep.write_buffer_size;
-    int levels = o->rep.num_levels;
-    rocksdb_options_set_write_buffer_size(o, wb + 4096);
-    rocksdb_options_set_num_levels(o, levels + 1);
-    bool ok = o->rep.write_buffer_size == wb + 4096 && o->rep.num_levels == levels + 1;
-    rocksdb_options_set_write_buffer_size(o, wb);
-    rocksdb_options_set_num_levels(o, levels);
-    return ok;
-}
-
 } // namespace
 
 struct st_bgio {
@@ -123,7 +111,7 @@ struct st_bgio {
 
 extern "C" st_bgio *st_bgio_install(rocksdb_options_t *o, int64_t rate, char *err, size_t errlen)
 {
-    if (!layout_ok(o)) {
+    if (!st_rocks_layout_ok(o)) {
         if (err != nullptr && errlen > 0)
             std::snprintf(err, errlen,
                           "rocksdb_options_t is not the layout st_bgio was built for: "

@@ -8,7 +8,7 @@
 #include <memory>
 
 /* RocksDB's c.cc: `struct rocksdb_options_t { Options rep; };`. Declared the
- * same here to reach the C++ options; checked by layout_ok(). */
+ * same here to reach the C++ options; checked by st_rocks_layout_ok(). */
 struct rocksdb_options_t {
     rocksdb::Options rep;
 };
@@ -65,8 +65,10 @@ class GcFactory : public rocksdb::CompactionFilterFactory
     void *state_;
 };
 
+} // namespace
+
 /* Two settings written through the C API read back through the C++ view. */
-bool layout_ok(rocksdb_options_t *o)
+extern "C" int st_rocks_layout_ok(rocksdb_options_t *o)
 {
     size_t wb = o->rep.write_buffer_size;
     int levels = o->rep.num_levels;
@@ -78,12 +80,10 @@ bool layout_ok(rocksdb_options_t *o)
     return ok;
 }
 
-} // namespace
-
 extern "C" int st_gcfilter_install(rocksdb_options_t *o, void *state, const st_gcfilter_ops *ops,
                                    char *err, size_t errlen)
 {
-    if (!layout_ok(o)) {
+    if (!st_rocks_layout_ok(o)) {
         if (err != nullptr && errlen > 0)
             std::snprintf(err, errlen,
                           "rocksdb_options_t is not the layout st_gcfilter was "

@@ -39,6 +39,10 @@ typedef struct st_gcfilter_ops {
  * calling ops with state. WH_ERR (err names why) when o's layout is not
  * the one this file was built for; o is then unchanged. ops must outlive o
  * and every DB opened with it. */
+/* 1 when o's C++ view is the layout this file was built for (two settings
+ * written through the C API read back through it); st_bgio.cc uses it too. */
+int st_rocks_layout_ok(rocksdb_options_t *o);
+
 int st_gcfilter_install(rocksdb_options_t *o, void *state, const st_gcfilter_ops *ops, char *err,
                         size_t errlen);
 
