@@ -819,13 +819,25 @@ static int take_reply(wh_client *c, const uint8_t *data, size_t len, Walhook__Re
     return WH_OK;
 }
 
-static void direct_drop(wh_client *c)
+/* A direct socket's descriptor, shared with wh_client_interrupt or
+ * wh_sub_interrupt under mu: set once connected (shut down at once when
+ * interrupted meanwhile), closed after a failure. */
+static void dfd_set(pthread_mutex_t *mu, int *dfd, int fd, atomic_int *interrupted)
 {
-    pthread_mutex_lock(&c->mu);
-    if (c->dfd >= 0)
-        close(c->dfd);
-    c->dfd = -1;
-    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_lock(mu);
+    *dfd = fd;
+    if (atomic_load(interrupted))
+        shutdown(fd, SHUT_RDWR);
+    pthread_mutex_unlock(mu);
+}
+
+static void dfd_close(pthread_mutex_t *mu, int *dfd)
+{
+    pthread_mutex_lock(mu);
+    if (*dfd >= 0)
+        close(*dfd);
+    *dfd = -1;
+    pthread_mutex_unlock(mu);
 }
 
 #define WH_IPC_USE_NNG 1 /* direct_call: the server has no room, call over NNG */
@@ -849,11 +861,7 @@ static int direct_call(wh_client *c, const Walhook__Request *req, Walhook__Reply
             }
             return wh_seterr(err, errlen, "%s: %s", c->url, e);
         }
-        pthread_mutex_lock(&c->mu);
-        c->dfd = fd;
-        if (atomic_load(&c->interrupted))
-            shutdown(fd, SHUT_RDWR);
-        pthread_mutex_unlock(&c->mu);
+        dfd_set(&c->mu, &c->dfd, fd, &c->interrupted);
     }
     size_t sz = walhook__request__get_packed_size(req);
     if (sz > c->max_msg)
@@ -866,7 +874,7 @@ static int direct_call(wh_client *c, const Walhook__Request *req, Walhook__Reply
     walhook__request__pack(req, (uint8_t *)c->dbuf.data);
     /* the reply is read into the same buffer once the request is sent */
     if (wh_uds_call(fd, c->dbuf.data, sz, &c->dbuf, c->max_msg, timeout, e, sizeof(e)) != WH_OK) {
-        direct_drop(c);
+        dfd_close(&c->mu, &c->dfd);
         return wh_seterr(err, errlen, "%s: %s", c->url, e);
     }
     int rc = take_reply(c, (const uint8_t *)c->dbuf.data, c->dbuf.len, rep, status, err, errlen);
@@ -1179,11 +1187,7 @@ static int sub_direct_connect(wh_sub *s, int timeout_ms, int *nng)
         }
         return -1;
     }
-    pthread_mutex_lock(&s->mu);
-    s->dfd = fd;
-    if (atomic_load(&s->interrupted))
-        shutdown(fd, SHUT_RDWR);
-    pthread_mutex_unlock(&s->mu);
+    dfd_set(&s->mu, &s->dfd, fd, &s->interrupted);
     return fd;
 }
 
@@ -1199,10 +1203,7 @@ static int sub_direct_recv(wh_sub *s, void *buf, size_t cap, int timeout_ms)
         return nng && s->has_sock ? 0 : atomic_load(&s->interrupted) || nng ? -1 : 0;
     int n = wh_uds_recv(fd, buf, cap, timeout_ms);
     if (n < 0) {
-        pthread_mutex_lock(&s->mu);
-        close(s->dfd);
-        s->dfd = -1;
-        pthread_mutex_unlock(&s->mu);
+        dfd_close(&s->mu, &s->dfd);
         return atomic_load(&s->interrupted) ? -1 : 0;
     }
     return n;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #define WH_UDS_REPLY_MS 5000 /* a server's reply write */
+#define WH_UDS_MAX_SUBS 64   /* a publisher's subscribers (its poll set) */
 /* A connection's receive buffer is kept between requests up to this size
  * (batches of up to a few MiB arrive one after the other; mapping and
  * unmapping them each time costs page faults); a larger one is freed after
@@ -65,9 +66,7 @@ int wh_uds_path(const char *url, char *out, size_t len)
 
 static int64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)wh_now_ms();
 }
 
 /* Waits for events on fd until the deadline (ms, CLOCK_MONOTONIC; < 0: none).
@@ -122,11 +121,36 @@ static int read_full(int fd, void *buf, size_t n, int64_t deadline)
     return 1;
 }
 
+/* A frame's 4-byte little-endian length */
+static void hdr_put(uint8_t hdr[4], size_t len)
+{
+    hdr[0] = (uint8_t)len;
+    hdr[1] = (uint8_t)(len >> 8);
+    hdr[2] = (uint8_t)(len >> 16);
+    hdr[3] = (uint8_t)(len >> 24);
+}
+
+/* Reads a frame's length. 1 done, 0 peer closed, -1 error (errno; EMSGSIZE
+ * for a length of 0 or above max). */
+static int read_len(int fd, size_t max, int64_t deadline, size_t *len)
+{
+    uint8_t hdr[4];
+    int r = read_full(fd, hdr, 4, deadline);
+    if (r <= 0)
+        return r;
+    *len = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
+    if (*len == 0 || *len > max) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    return 1;
+}
+
 /* Writes the frame header then body. WH_OK or WH_ERR (errno). */
 static int write_frame(int fd, const void *body, size_t len, int64_t deadline)
 {
-    uint8_t hdr[4] = {(uint8_t)len, (uint8_t)(len >> 8), (uint8_t)(len >> 16),
-                      (uint8_t)(len >> 24)};
+    uint8_t hdr[4];
+    hdr_put(hdr, len);
     size_t total = 4 + len, sent = 0;
     while (sent < total) {
         struct iovec iov[2];
@@ -166,15 +190,10 @@ static int write_frame(int fd, const void *body, size_t len, int64_t deadline)
  * (errno; EMSGSIZE for a length of 0 or above max). */
 static int read_frame(int fd, wh_buf *b, size_t max, int64_t deadline)
 {
-    uint8_t hdr[4];
-    int r = read_full(fd, hdr, 4, deadline);
+    size_t len;
+    int r = read_len(fd, max, deadline, &len);
     if (r <= 0)
         return r;
-    size_t len = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
-    if (len == 0 || len > max) {
-        errno = EMSGSIZE;
-        return -1;
-    }
     wh_buf_reset(b);
     if (wh_buf_reserve(b, len) != WH_OK) {
         errno = ENOMEM;
@@ -520,7 +539,7 @@ static int sub_flush(uds_sub *u)
     return 1;
 }
 
-/* Removes dead subscribers (dead[i] set). Under mu. */
+/* Unlinks and frees a dead subscriber. Under mu. */
 static void subs_prune(wh_uds_pub *p, uds_sub *dead)
 {
     for (uds_sub **pp = &p->subs; *pp != NULL;) {
@@ -537,14 +556,14 @@ static void subs_prune(wh_uds_pub *p, uds_sub *dead)
 static void *pub_thread(void *arg)
 {
     wh_uds_pub *p = arg;
-    struct pollfd pf[2 + 64];
-    uds_sub *who[64];
+    struct pollfd pf[2 + WH_UDS_MAX_SUBS];
+    uds_sub *who[WH_UDS_MAX_SUBS];
     while (!atomic_load(&p->stopping)) {
         int n = 2;
         pf[0] = (struct pollfd){p->l.lfd, POLLIN, 0};
         pf[1] = (struct pollfd){p->l.wake[0], POLLIN, 0};
         pthread_mutex_lock(&p->mu);
-        for (uds_sub *u = p->subs; u != NULL && n < 2 + 64; u = u->next) {
+        for (uds_sub *u = p->subs; u != NULL && n < 2 + WH_UDS_MAX_SUBS; u = u->next) {
             who[n - 2] = u;
             pf[n++] = (struct pollfd){u->fd, (short)(u->pend != NULL ? POLLOUT : 0), 0};
         }
@@ -607,7 +626,7 @@ int wh_uds_pub_listen(wh_uds_pub **out, const char *path, int max_subs, char *er
     wh_uds_pub *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return wh_seterr(err, errlen, "out of memory");
-    p->max_subs = max_subs < 1 ? 1 : max_subs > 64 ? 64 : max_subs;
+    p->max_subs = max_subs < 1 ? 1 : max_subs > WH_UDS_MAX_SUBS ? WH_UDS_MAX_SUBS : max_subs;
     if (listener_open(&p->l, path, err, errlen) != WH_OK) {
         free(p);
         return WH_ERR;
@@ -628,8 +647,8 @@ void wh_uds_pub_send(wh_uds_pub *p, const void *msg, size_t len)
 {
     if (p == NULL || len == 0 || len > 0xffffffffu)
         return;
-    uint8_t hdr[4] = {(uint8_t)len, (uint8_t)(len >> 8), (uint8_t)(len >> 16),
-                      (uint8_t)(len >> 24)};
+    uint8_t hdr[4];
+    hdr_put(hdr, len);
     int wake = 0;
     pthread_mutex_lock(&p->mu);
     for (uds_sub *u = p->subs, *next; u != NULL; u = next) {
@@ -712,11 +731,8 @@ int wh_uds_recv(int fd, void *buf, size_t cap, int timeout_ms)
     if (w < 0)
         return -1;
     int64_t deadline = now_ms() + 1000;
-    uint8_t hdr[4];
-    if (read_full(fd, hdr, 4, deadline) != 1)
-        return -1;
-    size_t len = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
-    if (len == 0 || len > cap || len > 0x7fffffff)
+    size_t len;
+    if (read_len(fd, cap < 0x7fffffff ? cap : 0x7fffffff, deadline, &len) != 1)
         return -1;
     if (read_full(fd, buf, len, deadline) != 1)
         return -1;
