@@ -2,9 +2,11 @@
  * wh_budget.h). */
 #include "wh_budget.h"
 #include "wh_daemon.h"
+#include "wh_ipc.h"
 #include "wh_notify.h"
 #include "wh_metrics.h"
 #include "wh_state.h"
+#include "wh_uds.h"
 #include "wh_util.h"
 
 #include <inttypes.h>
@@ -323,6 +325,34 @@ static int nng_threads(void)
     return tq + 8;
 }
 
+int64_t wh_budget_direct(int busy, int64_t max_req, int64_t max_reply)
+{
+    int64_t keep = (int64_t)WH_UDS_KEEP_BYTES;
+    return (int64_t)WH_IPC_DIRECT_MAX * (WH_BUDGET_STACK_BYTES + 2 * keep) +
+           (int64_t)(busy > 0 ? busy : 1) * (max_req + max_reply);
+}
+
+int wh_budget_is_direct(const char *url)
+{
+    return url == NULL || url[0] == '\0' || strncmp(url, "ipc://", 6) == 0;
+}
+
+/* A daemon's control endpoint (wh_control_start: one worker): its direct
+ * socket, when it is ipc:// */
+static void add_control_direct(wh_budget *b, const char *url, const char *key)
+{
+    int direct = wh_budget_is_direct(url);
+    wh_budget_add(
+        b, "ipc_direct",
+        direct ? wh_budget_direct(1, WH_BUDGET_CONTROL_REQ_BYTES, WH_BUDGET_CONTROL_REPLY_BYTES)
+               : 0,
+        "%s%s direct socket: %d connections x (%d KiB stack + 2 x %u KiB kept "
+        "buffers) + 1 request served at once x (%d KiB + %d KiB Stats reply)",
+        direct ? "" : "none (not ipc://); else ", key, WH_IPC_DIRECT_MAX,
+        WH_BUDGET_STACK_BYTES / 1024, WH_UDS_KEEP_BYTES / 1024, WH_BUDGET_CONTROL_REQ_BYTES / 1024,
+        WH_BUDGET_CONTROL_REPLY_BYTES / 1024);
+}
+
 void wh_budget_plan_store(wh_budget *b, const wh_config *c, const wh_budget_counts *n)
 {
     wh_budget_init(b, "store");
@@ -369,6 +399,22 @@ void wh_budget_plan_store(wh_budget *b, const wh_config *c, const wh_budget_coun
                   threads, WH_BUDGET_STACK_BYTES / 1024);
     wh_budget_add(b, "ipc_buffers", (int64_t)c->store_workers * 2 * c->ipc_max_msg_bytes,
                   "store.workers (%d) x 2 (request + reply) x ipc.max_msg_bytes", c->store_workers);
+    /* store.endpoint's direct socket serves store.workers requests at once
+     * (wh_ipc.h); store.notify_endpoint's keeps at most one unsent
+     * notification per subscriber */
+    int direct = wh_budget_is_direct(c->store_endpoint);
+    int pub = wh_budget_is_direct(c->store_notify_endpoint);
+    wh_budget_add(
+        b, "ipc_direct",
+        (direct ? wh_budget_direct(c->store_workers, c->ipc_max_msg_bytes, c->ipc_max_msg_bytes)
+                : 0) +
+            (pub ? (int64_t)WH_IPC_DIRECT_MAX * WH_NOTE_MSG_MAX : 0),
+        "store.endpoint%s: %d connections x (%d KiB stack + 2 x %u KiB kept buffers) + "
+        "store.workers (%d) x 2 x ipc.max_msg_bytes in flight; notify_endpoint%s: %d "
+        "subscribers x %u KiB",
+        direct ? "" : " (not ipc://: none)", WH_IPC_DIRECT_MAX, WH_BUDGET_STACK_BYTES / 1024,
+        WH_UDS_KEEP_BYTES / 1024, c->store_workers, pub ? "" : " (not ipc://: none)",
+        WH_IPC_DIRECT_MAX, (unsigned)(WH_NOTE_MSG_MAX / 1024));
     wh_budget_add(b, "process", WH_BUDGET_STORE_BASE_BYTES,
                   "code (RocksDB linked in), libraries, offsets and tenant tables");
 }
@@ -387,6 +433,7 @@ void wh_budget_plan_ingestor(wh_budget *b, const wh_config *c, const char *daemo
     int threads = 5 + nng_threads();
     wh_budget_add(b, "thread_stacks", (int64_t)threads * WH_BUDGET_STACK_BYTES,
                   "%d threads x %d KiB resident", threads, WH_BUDGET_STACK_BYTES / 1024);
+    add_control_direct(b, c->ingestor_control, "ingestor.control");
     wh_budget_add(b, "process", WH_BUDGET_BASE_BYTES, "code, libraries (libpq), static data");
 }
 
@@ -421,6 +468,7 @@ void wh_budget_plan_dispatcher(wh_budget *b, const wh_config *c, const wh_budget
     wh_budget_add(b, "thread_stacks", (int64_t)threads * WH_BUDGET_STACK_BYTES,
                   "%d threads (a reader and a committer per target) x %d KiB resident", threads,
                   WH_BUDGET_STACK_BYTES / 1024);
+    add_control_direct(b, c->dispatcher_control, "dispatcher.control");
     wh_budget_add(b, "process", WH_BUDGET_BASE_BYTES,
                   "code, libraries (libcurl, TLS), static data");
 }

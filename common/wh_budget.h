@@ -79,6 +79,12 @@
 /* fewer connections than this fitting: the admin refuses to start */
 #define WH_BUDGET_ADM_MIN_CONNS 16
 
+/* ---- direct unix-socket servers (wh_uds.h, "Memory") ---- */
+/* a control endpoint's request (wh_control_start's max message) and its
+ * Stats reply (the metrics text), at most about */
+#define WH_BUDGET_CONTROL_REQ_BYTES (64 * 1024)
+#define WH_BUDGET_CONTROL_REPLY_BYTES (1024 * 1024)
+
 /* ---- the process itself ---- */
 /* resident stack per thread (touched pages, not the 8 MiB reserved) */
 #define WH_BUDGET_STACK_BYTES (256 * 1024)
@@ -159,6 +165,15 @@ int64_t wh_budget_arena_block(int64_t write_buffer_bytes);
  * fault per 4 KiB of events written). The memory is the budget's
  * "memtables" part either way. */
 void wh_budget_store_malloc(const wh_config *c);
+
+/* What a direct-socket server (wh_uds) may hold: WH_IPC_DIRECT_MAX
+ * connections x (a thread's stack + request and reply buffers kept between
+ * requests, WH_UDS_KEEP_BYTES each) + busy requests served at once x
+ * (max_req + max_reply). */
+int64_t wh_budget_direct(int busy, int64_t max_req, int64_t max_reply);
+/* 1 when url is served over a direct socket too (ipc://, or "": the
+ * default endpoint in data_dir, ipc://). */
+int wh_budget_is_direct(const char *url);
 
 /* Publishes b and its limit for the metrics (copied). */
 void wh_budget_publish(const wh_budget *b, int64_t limit);

@@ -296,8 +296,8 @@ int wh_control_start(wh_control **out, const char *url, const char *daemon, wh_s
     c->daemon = daemon;
     c->fn = fn;
     c->arg = arg;
-    if (wh_server_start(&c->srv, url, 1, 64 * 1024, control_handle, control_done, c, err, errlen) !=
-        WH_OK) {
+    if (wh_server_start(&c->srv, url, 1, WH_BUDGET_CONTROL_REQ_BYTES, control_handle, control_done,
+                        c, err, errlen) != WH_OK) {
         free(c);
         return WH_ERR;
     }

@@ -40,9 +40,6 @@
  * (walhook up and the admin both saw "no reply" for a minute). */
 #define WH_IPC_RECV_REPOST_MS 1000
 #define WH_IPC_REPLY_MS 5000
-/* Direct connections (wh_uds) a server serves at once, one thread each;
- * clients past that use NNG. */
-#define WH_IPC_DIRECT_MAX 64
 
 /* Completion of one aio. Freed with its aio, or abandoned with it. */
 typedef struct aio_waiter {
@@ -652,7 +649,7 @@ int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_m
     /* after NNG's listener: that one refuses a second instance */
     char dpath[128];
     if (wh_uds_path(url, dpath, sizeof(dpath)) == WH_OK &&
-        wh_uds_listen(&s->direct, dpath, max_msg, WH_IPC_DIRECT_MAX, serve_direct, s, err,
+        wh_uds_listen(&s->direct, dpath, max_msg, WH_IPC_DIRECT_MAX, nworkers, serve_direct, s, err,
                       errlen) != WH_OK)
         goto error;
     for (int i = 0; i < nworkers; i++) {

@@ -8,7 +8,9 @@
  * ipc:// endpoints are also served, and called, over a direct unix socket
  * at PATH.direct (wh_uds.h: one thread per connection, no NNG threads in
  * between); clients use it unless the server has no room
- * (WH_IPC_DIRECT_MAX connections), and NNG otherwise.
+ * (WH_IPC_DIRECT_MAX connections), and NNG otherwise. The direct socket
+ * serves nworkers requests at once too (wh_uds_listen's max_busy), so
+ * each path holds at most nworkers requests and their replies in flight.
  *
  * Client: a req socket dialing `url` (non-blocking dial: reconnects by
  * itself). wh_client_call() is safe to retry: every handler is idempotent.
@@ -36,6 +38,10 @@
 
 #include <stddef.h>
 #include "walhook.pb-c.h"
+
+/* Direct connections (wh_uds) a server serves at once, one thread each;
+ * clients past that use NNG. */
+#define WH_IPC_DIRECT_MAX 64
 
 typedef struct wh_server wh_server;
 typedef struct wh_client wh_client;

@@ -18,12 +18,8 @@
 #include <unistd.h>
 
 #define WH_UDS_REPLY_MS 5000 /* a server's reply write */
+#define WH_UDS_BODY_MS 30000 /* a request's body, once its length came */
 #define WH_UDS_MAX_SUBS 64   /* a publisher's subscribers (its poll set) */
-/* A connection's receive buffer is kept between requests up to this size
- * (batches of up to a few MiB arrive one after the other; mapping and
- * unmapping them each time costs page faults); a larger one is freed after
- * its request. */
-#define WH_UDS_KEEP_BYTES (4u << 20)
 
 /* a listening socket (server and publisher) */
 typedef struct uds_listener {
@@ -46,9 +42,12 @@ struct wh_uds_server {
     int has_acc;
     atomic_int stopping;
     pthread_mutex_t mu;
+    pthread_cond_t slot_cv; /* a serving slot came free, or stopping (mu) */
     uds_conn *conns;
     int nconns; /* live */
     int max_conns;
+    int busy, max_busy; /* requests being served (mu), at most max_busy */
+    atomic_size_t held; /* the connections' buffers between requests */
     size_t max_msg;
     wh_uds_fn fn;
     void *arg;
@@ -186,14 +185,11 @@ static int write_frame(int fd, const void *body, size_t len, int64_t deadline)
     return WH_OK;
 }
 
-/* Reads one frame into b (reset first). 1 done, 0 peer closed, -1 error
- * (errno; EMSGSIZE for a length of 0 or above max). */
-static int read_frame(int fd, wh_buf *b, size_t max, int64_t deadline)
+/* Reads a frame's body of len bytes into b (reset first). 1 done, -1
+ * error (errno). */
+static int read_body(int fd, wh_buf *b, size_t len, int64_t deadline)
 {
-    size_t len;
-    int r = read_len(fd, max, deadline, &len);
-    if (r <= 0)
-        return r;
+    int r;
     wh_buf_reset(b);
     if (wh_buf_reserve(b, len) != WH_OK) {
         errno = ENOMEM;
@@ -207,6 +203,17 @@ static int read_frame(int fd, wh_buf *b, size_t max, int64_t deadline)
     }
     b->len = len;
     return 1;
+}
+
+/* Reads one frame into b (reset first). 1 done, 0 peer closed, -1 error
+ * (errno; EMSGSIZE for a length of 0 or above max). */
+static int read_frame(int fd, wh_buf *b, size_t max, int64_t deadline)
+{
+    size_t len;
+    int r = read_len(fd, max, deadline, &len);
+    if (r <= 0)
+        return r;
+    return read_body(fd, b, len, deadline);
 }
 
 /* ---- listening socket (server and publisher) ---- */
@@ -262,6 +269,41 @@ static void listener_close(uds_listener *l, int unlink_path)
 
 /* ---- server ---- */
 
+/* Takes a serving slot: WH_ERR when the server stops meanwhile. */
+static int slot_take(wh_uds_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    while (s->busy >= s->max_busy && !atomic_load(&s->stopping))
+        pthread_cond_wait(&s->slot_cv, &s->mu);
+    int ok = !atomic_load(&s->stopping);
+    if (ok)
+        s->busy++;
+    pthread_mutex_unlock(&s->mu);
+    return ok ? WH_OK : WH_ERR;
+}
+
+static void slot_give(wh_uds_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->busy--;
+    pthread_cond_signal(&s->slot_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* A buffer kept between requests: at most WH_UDS_KEEP_BYTES. */
+static void keep_small(wh_buf *b)
+{
+    if (b->cap > WH_UDS_KEEP_BYTES)
+        wh_buf_free(b);
+    else
+        wh_buf_reset(b);
+}
+
+/* Each request is served holding one of the server's max_busy slots,
+ * taken once its length is known and before its body is allocated; its
+ * buffers are brought back to WH_UDS_KEEP_BYTES before the slot is given
+ * back. So the connections hold at most max_conns x 2 x WH_UDS_KEEP_BYTES
+ * between requests, and max_busy x (request + reply) in flight. */
 static void *conn_thread(void *p)
 {
     uds_conn *c = p;
@@ -269,8 +311,10 @@ static void *conn_thread(void *p)
     wh_buf in, out;
     wh_buf_init(&in, 0);
     wh_buf_init(&out, 0);
+    size_t held = 0; /* what this connection counts in s->held */
     while (!atomic_load(&s->stopping)) {
-        int r = read_frame(c->fd, &in, s->max_msg, -1);
+        size_t len;
+        int r = read_len(c->fd, s->max_msg, -1, &len);
         if (r <= 0) {
             if (r < 0 && errno == EMSGSIZE)
                 wh_warn("ipc %s: a message of a wrong size (0 or over ipc.max_msg_bytes = %zu); "
@@ -278,20 +322,31 @@ static void *conn_thread(void *p)
                         s->l.path, s->max_msg);
             break;
         }
-        wh_buf_reset(&out);
-        if (s->fn(s->arg, (const uint8_t *)in.data, in.len, &out) != WH_OK)
+        if (slot_take(s) != WH_OK)
             break;
-        if (in.cap > WH_UDS_KEEP_BYTES)
-            wh_buf_free(&in);
-        if (atomic_load(&s->stopping))
-            break; /* the client resends to the next instance */
-        if (write_frame(c->fd, out.data, out.len, now_ms() + WH_UDS_REPLY_MS) != WH_OK)
+        int ok = read_body(c->fd, &in, len, now_ms() + WH_UDS_BODY_MS) == 1;
+        if (ok) {
+            wh_buf_reset(&out);
+            ok = s->fn(s->arg, (const uint8_t *)in.data, in.len, &out) == WH_OK &&
+                 !atomic_load(&s->stopping); /* stopping: the client resends to the next one */
+        }
+        keep_small(&in);
+        if (ok)
+            ok = write_frame(c->fd, out.data, out.len, now_ms() + WH_UDS_REPLY_MS) == WH_OK;
+        keep_small(&out);
+        size_t now = in.cap + out.cap;
+        if (now != held) {
+            atomic_fetch_add(&s->held, now);
+            atomic_fetch_sub(&s->held, held);
+            held = now;
+        }
+        slot_give(s);
+        if (!ok)
             break;
-        if (out.cap > WH_UDS_KEEP_BYTES)
-            wh_buf_free(&out);
     }
     wh_buf_free(&in);
     wh_buf_free(&out);
+    atomic_fetch_sub(&s->held, held);
     pthread_mutex_lock(&s->mu);
     close(c->fd);
     c->fd = -1;
@@ -366,13 +421,14 @@ static void *accept_thread(void *p)
 }
 
 int wh_uds_listen(wh_uds_server **out, const char *path, size_t max_msg, int max_conns,
-                  wh_uds_fn fn, void *arg, char *err, size_t errlen)
+                  int max_busy, wh_uds_fn fn, void *arg, char *err, size_t errlen)
 {
     wh_uds_server *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return wh_seterr(err, errlen, "out of memory");
     s->max_msg = max_msg;
     s->max_conns = max_conns > 0 ? max_conns : 1;
+    s->max_busy = max_busy > 0 ? max_busy : 1;
     s->fn = fn;
     s->arg = arg;
     if (listener_open(&s->l, path, err, errlen) != WH_OK) {
@@ -380,9 +436,11 @@ int wh_uds_listen(wh_uds_server **out, const char *path, size_t max_msg, int max
         return WH_ERR;
     }
     pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->slot_cv, NULL);
     if (pthread_create(&s->acc, NULL, accept_thread, s) != 0) {
         wh_seterr(err, errlen, "ipc %s: cannot start a thread: %s", path, strerror(errno));
         listener_close(&s->l, 1);
+        pthread_cond_destroy(&s->slot_cv);
         pthread_mutex_destroy(&s->mu);
         free(s);
         return WH_ERR;
@@ -402,6 +460,7 @@ void wh_uds_stop(wh_uds_server *s)
         pthread_join(s->acc, NULL);
     }
     pthread_mutex_lock(&s->mu);
+    pthread_cond_broadcast(&s->slot_cv); /* waiting for a slot: they end */
     for (uds_conn *c = s->conns; c != NULL; c = c->next)
         if (!c->done)
             shutdown(c->fd, SHUT_RDWR);
@@ -412,6 +471,7 @@ void wh_uds_stop(wh_uds_server *s)
         free(c);
     }
     listener_close(&s->l, 1);
+    pthread_cond_destroy(&s->slot_cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -420,6 +480,19 @@ int wh_uds_conns(wh_uds_server *s)
 {
     pthread_mutex_lock(&s->mu);
     int n = s->nconns;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+size_t wh_uds_held(wh_uds_server *s)
+{
+    return atomic_load(&s->held);
+}
+
+int wh_uds_busy(wh_uds_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = s->busy;
     pthread_mutex_unlock(&s->mu);
     return n;
 }

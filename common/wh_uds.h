@@ -16,7 +16,16 @@
  * Server: wh_uds_listen() binds PATH (mode 0600, a stale socket file is
  * replaced), an accept thread takes connections, each served by its own
  * thread until the peer closes, a frame is malformed (length 0 or above
- * max_msg) or the server stops. Teardown (wh_uds_stop): stop flag, wake
+ * max_msg) or the server stops.
+ *
+ * Memory: at most max_busy requests are served at once (a connection
+ * waits for a slot once a request's length is read, before its body is
+ * allocated), and a connection's request and reply buffers are brought
+ * back to WH_UDS_KEEP_BYTES each after every request. So a server holds
+ * at most max_conns x 2 x WH_UDS_KEEP_BYTES between requests, plus
+ * max_busy x (max_msg request + its reply) in flight, plus a thread per
+ * connection: the daemons' memory plans count that (wh_budget, part
+ * "ipc_direct"). Teardown (wh_uds_stop): stop flag, wake
  * the accept thread (a pipe) and every connection (shutdown), join them
  * all, close the sockets, unlink PATH. A handler running at that moment
  * finishes first.
@@ -35,6 +44,11 @@
 
 typedef struct wh_uds_server wh_uds_server;
 
+/* A connection's request buffer and reply buffer are each kept between
+ * requests up to this size (small requests, the most, reuse them); a
+ * larger one is freed after its request. */
+#define WH_UDS_KEEP_BYTES (128u << 10)
+
 /* One request: in[0..inlen) -> reply bytes appended to out (empty on
  * entry). WH_ERR: nothing is answered and the connection is closed. */
 typedef int (*wh_uds_fn)(void *arg, const uint8_t *in, size_t inlen, wh_buf *out);
@@ -43,11 +57,18 @@ typedef int (*wh_uds_fn)(void *arg, const uint8_t *in, size_t inlen, wh_buf *out
  * when the URL is not ipc:// or the path does not fit a sockaddr_un. */
 int wh_uds_path(const char *url, char *out, size_t len);
 
+/* max_conns connections at most (more are told 'N'), max_busy requests
+ * served at once. */
 int wh_uds_listen(wh_uds_server **out, const char *path, size_t max_msg, int max_conns,
-                  wh_uds_fn fn, void *arg, char *err, size_t errlen);
+                  int max_busy, wh_uds_fn fn, void *arg, char *err, size_t errlen);
 void wh_uds_stop(wh_uds_server *s);
 /* Connections served now */
 int wh_uds_conns(wh_uds_server *s);
+/* Bytes the connections' buffers hold between requests (updated after
+ * each request) */
+size_t wh_uds_held(wh_uds_server *s);
+/* Requests being served now */
+int wh_uds_busy(wh_uds_server *s);
 
 /* Connects to path, trying for up to timeout_ms (0: once) for the server
  * to be there, then up to 200 ms for its greeting.

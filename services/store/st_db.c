@@ -1467,11 +1467,23 @@ static void cq_lead(st_db *db, st_wreq *r)
         }
     }
     db->cq_busy = 0;
-    for (st_tenant *t = db->cq_ring; t != NULL; t = t->cq_next)
-        if (t->cq_head != NULL) { /* the next leader */
-            pthread_cond_signal(&t->cq_head->cond);
+    /* the next leader: a light append if one is queued (its own thread then
+     * writes its group and answers, with no second wake-up after the write
+     * as when another appender writes it), else the first one queued */
+    st_tenant *next = NULL;
+    uint64_t share = atomic_load(&db->cq_share);
+    for (st_tenant *t = db->cq_ring; t != NULL; t = t->cq_next) {
+        if (t->cq_head == NULL)
+            continue;
+        if (next == NULL)
+            next = t;
+        if (cq_light_queue(t, share)) {
+            next = t;
             break;
         }
+    }
+    if (next != NULL)
+        pthread_cond_signal(&next->cq_head->cond);
     free(parts);
 }
 

@@ -103,7 +103,9 @@
  * once it holds that much: a light append waits for at most one short
  * group and is synced in the next, never behind another tenant's
  * megabytes. Tenants alone, or all appending big batches, get their whole
- * queue in one group (up to ST_COMMIT_MAX_BYTES). An append is acknowledged
+ * queue in one group (up to ST_COMMIT_MAX_BYTES). A leader whose own append
+ * is done hands the lead to a queued light append first, which then writes
+ * its own group (no wake-up after its write). An append is acknowledged
  * once its last event's group is synced; a group that fails fails every
  * append in it and the rest of their tenants' queues. */
 #define ST_COMMIT_SHARE_BYTES (128 << 10)

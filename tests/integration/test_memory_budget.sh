@@ -50,7 +50,7 @@ wh_wait_http "$A/livez" 30 || wh_fail "the admin does not answer /livez"
 M=$(curl -sS --max-time 10 "$A/metrics")
 grep -q "^walhook_memory_budget_bytes{daemon=\"store\"} $BUDGET\$" <<<"$M" ||
     wh_fail "no walhook_memory_budget_bytes of the store ($BUDGET) in /metrics"
-for p in block_cache memtables iterators compaction_buffers thread_stacks ipc_buffers; do
+for p in block_cache memtables iterators compaction_buffers thread_stacks ipc_buffers ipc_direct; do
     grep -q "^walhook_memory_part_bytes{daemon=\"store\",part=\"$p\"} [0-9]" <<<"$M" ||
         wh_fail "no gauge for the store's part $p in /metrics"
 done

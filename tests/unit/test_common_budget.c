@@ -13,6 +13,9 @@
 
 #include "wh_budget.h"
 #include "wh_config.h"
+#include "wh_ipc.h"
+#include "wh_notify.h"
+#include "wh_uds.h"
 #include "wh_util.h"
 
 #define MiB (1024LL * 1024LL)
@@ -145,6 +148,44 @@ static void test_other_plans(void **state)
     assert_int_equal(wh_budget_admin_conns(&c, 64 * MiB), WH_BUDGET_ADM_MIN_CONNS);
 }
 
+/* The direct unix sockets (wh_uds) are in the plans: the store's endpoint
+ * (WH_IPC_DIRECT_MAX connections with their stacks and kept buffers, and
+ * store.workers requests in flight) and its notifications' subscribers,
+ * the ingestor's and the dispatcher's control endpoints; none for a
+ * tcp:// endpoint. */
+static void test_direct_sockets(void **state)
+{
+    (void)state;
+    static wh_config c;
+    wh_config_defaults(&c);
+    wh_budget_counts n = {1, 1};
+    wh_budget b;
+    int64_t conns = (int64_t)WH_IPC_DIRECT_MAX * (WH_BUDGET_STACK_BYTES + 2 * WH_UDS_KEEP_BYTES);
+    /* what a connection keeps between requests is bounded, and small */
+    assert_true(WH_UDS_KEEP_BYTES <= 256 * 1024);
+    wh_budget_plan_store(&b, &c, &n);
+    int64_t store = conns + (int64_t)c.store_workers * 2 * c.ipc_max_msg_bytes +
+                    (int64_t)WH_IPC_DIRECT_MAX * WH_NOTE_MSG_MAX;
+    assert_int_equal(part(&b, "ipc_direct"), store);
+    /* more workers: more requests in flight on the direct socket too */
+    c.store_workers = 8;
+    wh_budget_plan_store(&b, &c, &n);
+    assert_int_equal(part(&b, "ipc_direct"), store + 4 * 2 * c.ipc_max_msg_bytes);
+    c.store_workers = 4;
+    wh_strlcpy(c.store_endpoint, "tcp://127.0.0.1:7000", sizeof(c.store_endpoint));
+    wh_budget_plan_store(&b, &c, &n);
+    assert_int_equal(part(&b, "ipc_direct"), (int64_t)WH_IPC_DIRECT_MAX * WH_NOTE_MSG_MAX);
+    int64_t control = conns + WH_BUDGET_CONTROL_REQ_BYTES + (int64_t)WH_BUDGET_CONTROL_REPLY_BYTES;
+    wh_budget_plan_ingestor(&b, &c, "ingestor");
+    assert_int_equal(part(&b, "ipc_direct"), control);
+    wh_budget_plan_dispatcher(&b, &c, &n);
+    assert_int_equal(part(&b, "ipc_direct"), control);
+    wh_strlcpy(c.dispatcher_control, "tcp://127.0.0.1:7001", sizeof(c.dispatcher_control));
+    wh_budget_plan_dispatcher(&b, &c, &n);
+    assert_int_equal(part(&b, "ipc_direct"), 0);
+    assert_non_null(strstr(b.parts[b.nparts - 2].how, "not ipc://"));
+}
+
 /* ---- the system's limit, from fake /proc and /sys trees ---- */
 
 static char root[64];
@@ -267,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_too_many_parts),
         cmocka_unit_test(test_store_plan),
         cmocka_unit_test(test_other_plans),
+        cmocka_unit_test(test_direct_sockets),
         cmocka_unit_test_setup_teardown(test_limit_memtotal, fs_setup, fs_teardown),
         cmocka_unit_test_setup_teardown(test_limit_cgroup_v2, fs_setup, fs_teardown),
         cmocka_unit_test_setup_teardown(test_limit_cgroup_v1, fs_setup, fs_teardown),

@@ -1450,6 +1450,99 @@ static void test_commit_concurrent(void **state)
     assert_true(tr.sliced > 0);
 }
 
+/* The lead goes to a queued light append when the leader's own append is
+ * done: "big" is written in one group; meanwhile "big2" then "small" queue
+ * (in that order). The group of "small" is written by small's own thread
+ * (no second wake-up after its write), not by big2's. */
+typedef struct cq_hand {
+    st_db *db;
+    pthread_mutex_t mu;
+    size_t groups;
+    pthread_t small_th, big2_th;
+    int started;
+    _Atomic int small_self; /* small's group was written on small's thread */
+    _Atomic int small_seen;
+    st_event *ev2;
+    char *buf2;
+} cq_hand;
+
+static __thread int tl_small; /* this thread appends "small" */
+
+static void *hand_small(void *p)
+{
+    cq_hand *h = p;
+    char err[WH_ERRLEN];
+    st_event e = {1, 0, 1, "{}", 2};
+    uint64_t d = 0;
+    tl_small = 1;
+    if (st_db_append(h->db, "small", &e, 1, 1, &d, err, sizeof(err)) != WH_OK || d != 1)
+        return (void *)1;
+    return NULL;
+}
+
+static void *hand_big2(void *p)
+{
+    cq_hand *h = p;
+    char err[WH_ERRLEN];
+    uint64_t d = 0;
+    if (st_db_append(h->db, "big2", h->ev2, 100, 100, &d, err, sizeof(err)) != WH_OK || d != 100)
+        return (void *)1;
+    return NULL;
+}
+
+static void hand_hook(void *arg, size_t parts, uint64_t bytes, int sliced)
+{
+    cq_hand *h = arg;
+    (void)sliced;
+    pthread_mutex_lock(&h->mu);
+    size_t g = h->groups++;
+    pthread_mutex_unlock(&h->mu);
+    if (parts == 1 && bytes < 1024) { /* small's group */
+        atomic_store(&h->small_seen, 1);
+        atomic_store(&h->small_self, tl_small);
+    }
+    if (g != 0)
+        return;
+    /* big's only group is written: big2, then small, queue behind it */
+    if (pthread_create(&h->big2_th, NULL, hand_big2, h) != 0)
+        return;
+    for (int i = 0; i < 10000 && st_db_commit_queued(h->db, "big2") == 0; i++)
+        wh_sleep_ms(1);
+    if (pthread_create(&h->small_th, NULL, hand_small, h) != 0)
+        return;
+    h->started = 1;
+    for (int i = 0; i < 10000 && st_db_commit_queued(h->db, "small") == 0; i++)
+        wh_sleep_ms(1);
+}
+
+static void test_commit_handoff_light(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN], *buf = malloc(BIG_JSON);
+    st_event *ev = calloc(BIG_EVENTS, sizeof(*ev)), *ev2 = calloc(100, sizeof(*ev2));
+    cq_hand h = {.db = f->db, .mu = PTHREAD_MUTEX_INITIALIZER, .ev2 = ev2};
+    uint64_t d = 0;
+    assert_non_null(buf);
+    assert_non_null(ev);
+    assert_non_null(ev2);
+    big_events(ev, 100, 1, buf); /* about 200 KB: not light, one group */
+    big_events(ev2, 100, 1, buf);
+    st_db_set_commit_hook(f->db, hand_hook, &h);
+    assert_int_equal(st_db_append(f->db, "big", ev, 100, 100, &d, err, sizeof(err)), WH_OK);
+    assert_true(h.started);
+    void *rv1, *rv2;
+    pthread_join(h.small_th, &rv1);
+    pthread_join(h.big2_th, &rv2);
+    st_db_set_commit_hook(f->db, NULL, NULL);
+    assert_null(rv1);
+    assert_null(rv2);
+    assert_true(atomic_load(&h.small_seen));
+    assert_true(atomic_load(&h.small_self));
+    free(ev);
+    free(ev2);
+    free(buf);
+}
+
 int main(void)
 {
     wh_log_init("test", WH_LOG_WARN);
@@ -1480,6 +1573,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_slices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_share_setting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_handoff_light, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_jump_ahead, setup, teardown),
     };
     if (getenv("TEST_FILTER"))

@@ -1,0 +1,224 @@
+/* Unit tests: wh_uds servers' memory: what connections keep between
+ * requests, and how many requests are served at once. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "wh_uds.h"
+#include "wh_util.h"
+
+static char dir[64], path[128];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/wh_uds_%d", (int)getpid());
+    snprintf(path, sizeof(path), "%s/s.direct", dir);
+    mkdir(dir, 0700);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    unlink(path);
+    rmdir(dir);
+    return 0;
+}
+
+/* Echoes the request back (a reply as large as it). */
+static int echo(void *arg, const uint8_t *in, size_t inlen, wh_buf *out)
+{
+    (void)arg;
+    return wh_buf_append(out, in, inlen);
+}
+
+/* Waits (bounded) until the server's held bytes are at most max. */
+static size_t held_within(wh_uds_server *s, size_t max)
+{
+    size_t h = wh_uds_held(s);
+    for (int i = 0; i < 1000 && (h = wh_uds_held(s)) > max; i++)
+        wh_sleep_ms(5);
+    return h;
+}
+
+/* After a request of several MiB (and its reply as large), the connection
+ * keeps at most WH_UDS_KEEP_BYTES of each buffer: the few-MiB buffers are
+ * not held between requests. A small request after it is served from the
+ * kept buffers. */
+static void test_kept_buffers_bounded(void **state)
+{
+    (void)state;
+    wh_uds_server *s;
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_uds_listen(&s, path, 8u << 20, 4, 1, echo, NULL, err, sizeof(err)), WH_OK);
+    int fd, refused;
+    assert_int_equal(wh_uds_connect(&fd, path, 2000, &refused, err, sizeof(err)), WH_OK);
+    size_t big = 3u << 20; /* below the old 4 MiB kept size */
+    char *req = malloc(big);
+    assert_non_null(req);
+    memset(req, 'b', big);
+    wh_buf rep;
+    wh_buf_init(&rep, 0);
+    assert_int_equal(wh_uds_call(fd, req, big, &rep, 8u << 20, 5000, err, sizeof(err)), WH_OK);
+    assert_int_equal(rep.len, big);
+    assert_int_equal(memcmp(rep.data, req, big), 0);
+    size_t h = held_within(s, 2 * WH_UDS_KEEP_BYTES);
+    assert_true(h <= 2 * WH_UDS_KEEP_BYTES);
+    assert_true(h < big / 4); /* what is kept is small beside the request */
+    /* a small one keeps its buffers */
+    assert_int_equal(wh_uds_call(fd, "hello", 5, &rep, 8u << 20, 5000, err, sizeof(err)), WH_OK);
+    assert_int_equal(rep.len, 5);
+    h = held_within(s, 2 * WH_UDS_KEEP_BYTES);
+    assert_true(h > 0 && h <= 2 * WH_UDS_KEEP_BYTES);
+    close(fd);
+    /* a closed connection holds nothing */
+    assert_int_equal(held_within(s, 0), 0);
+    wh_buf_free(&rep);
+    free(req);
+    wh_uds_stop(s);
+}
+
+/* A handler that blocks until released, counting how many run at once. */
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int in, max_in, open;
+} gate;
+
+static gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+
+static int blocking(void *arg, const uint8_t *in, size_t inlen, wh_buf *out)
+{
+    (void)arg;
+    pthread_mutex_lock(&g.mu);
+    g.in++;
+    if (g.in > g.max_in)
+        g.max_in = g.in;
+    pthread_cond_broadcast(&g.cv);
+    while (!g.open)
+        pthread_cond_wait(&g.cv, &g.mu);
+    g.in--;
+    pthread_mutex_unlock(&g.mu);
+    return wh_buf_append(out, in, inlen);
+}
+
+typedef struct caller {
+    int rc;
+} caller;
+
+static void *call_thread(void *p)
+{
+    caller *c = p;
+    char err[WH_ERRLEN];
+    int fd, refused;
+    c->rc = WH_ERR;
+    if (wh_uds_connect(&fd, path, 2000, &refused, err, sizeof(err)) != WH_OK)
+        return NULL;
+    wh_buf rep;
+    wh_buf_init(&rep, 0);
+    c->rc = wh_uds_call(fd, "x", 1, &rep, 1024, 30000, err, sizeof(err));
+    wh_buf_free(&rep);
+    close(fd);
+    return NULL;
+}
+
+/* With max_busy 2, five connections sending at once are served two at a
+ * time (so at most two requests and their replies are in memory); all are
+ * answered once the handlers are released. */
+static void test_busy_bounded(void **state)
+{
+    (void)state;
+    wh_uds_server *s;
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_uds_listen(&s, path, 1 << 16, 8, 2, blocking, NULL, err, sizeof(err)),
+                     WH_OK);
+    pthread_t th[5];
+    caller cs[5];
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, call_thread, &cs[i]), 0);
+    pthread_mutex_lock(&g.mu);
+    while (g.in < 2)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    /* the other three are connected and have sent: they wait for a slot */
+    for (int i = 0; i < 1000 && wh_uds_conns(s) < 5; i++)
+        wh_sleep_ms(5);
+    assert_int_equal(wh_uds_conns(s), 5);
+    wh_sleep_ms(200);
+    assert_int_equal(wh_uds_busy(s), 2);
+    pthread_mutex_lock(&g.mu);
+    assert_int_equal(g.in, 2);
+    g.open = 1;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    for (int i = 0; i < 5; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(cs[i].rc, WH_OK);
+    }
+    assert_int_equal(g.max_in, 2);
+    wh_uds_stop(s);
+}
+
+static void *open_later(void *p)
+{
+    (void)p;
+    wh_sleep_ms(300);
+    pthread_mutex_lock(&g.mu);
+    g.open = 1;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    return NULL;
+}
+
+/* A connection waiting for a slot when the server stops is not served:
+ * the stop waits for the running handler only. */
+static void test_stop_while_waiting(void **state)
+{
+    (void)state;
+    wh_uds_server *s;
+    char err[WH_ERRLEN];
+    pthread_mutex_lock(&g.mu);
+    g.in = g.max_in = g.open = 0;
+    pthread_mutex_unlock(&g.mu);
+    assert_int_equal(wh_uds_listen(&s, path, 1 << 16, 8, 1, blocking, NULL, err, sizeof(err)),
+                     WH_OK);
+    pthread_t th[2], opener;
+    caller cs[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, call_thread, &cs[i]), 0);
+    pthread_mutex_lock(&g.mu);
+    while (g.in < 1)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    for (int i = 0; i < 1000 && wh_uds_conns(s) < 2; i++)
+        wh_sleep_ms(5);
+    assert_int_equal(pthread_create(&opener, NULL, open_later, NULL), 0);
+    wh_uds_stop(s);
+    pthread_join(opener, NULL);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(cs[i].rc, WH_ERR); /* stopping: no reply */
+    }
+    assert_int_equal(g.max_in, 1);
+}
+
+int main(void)
+{
+    wh_log_init("test", WH_LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_kept_buffers_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_busy_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_while_waiting, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
