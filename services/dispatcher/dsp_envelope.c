@@ -149,6 +149,7 @@ typedef struct {
     wh_json_span prefix, content;
     int has_prefix, has_content;
     char opname[16];
+    size_t oplen;
 } fields;
 
 /* The members an envelope needs, from the event's index (dsp_evidx: one
@@ -219,6 +220,7 @@ static int get_fields(const char *json, size_t len, const dsp_evidx *xi, size_t 
             if (f->opname[i] < 'a' || f->opname[i] > 'z')
                 return wh_seterr(err, errlen, "event %zu: field \"op\" is not an operation", idx);
     }
+    f->oplen = n;
     f->has_prefix = (xi->found >> DSP_EV_PREFIX) & 1u;
     f->has_content = (xi->found >> DSP_EV_CONTENT) & 1u;
     return WH_OK;
@@ -251,30 +253,34 @@ typedef struct {
 static int lsn_raw(const wh_json_span *sp, uint64_t *out)
 {
     const char *p = sp->p + 1, *end = sp->p + sp->len - 1;
-    uint64_t half[2] = {0, 0};
-    for (int h = 0; h < 2; h++) {
-        int n = 0;
-        for (; p < end && n <= 8; p++, n++) {
-            unsigned c = (unsigned char)*p, v;
-            if (c - '0' < 10)
-                v = c - '0';
-            else if ((c | 0x20) - 'a' < 6)
-                v = (c | 0x20) - 'a' + 10;
-            else
-                break;
-            half[h] = (half[h] << 4) | v;
-        }
-        if (n == 0 || n > 8)
-            return WH_ERR;
-        if (h == 0) {
-            if (p >= end || *p != '/')
-                return WH_ERR;
-            p++;
-        }
+    uint64_t hi = 0, lo = 0;
+    int n = 0;
+    for (; p < end && n <= 8; p++, n++) { /* the high half, up to '/' */
+        unsigned c = (unsigned char)*p, v;
+        if (c - '0' < 10)
+            v = c - '0';
+        else if ((c | 0x20) - 'a' < 6)
+            v = (c | 0x20) - 'a' + 10;
+        else
+            break;
+        hi = (hi << 4) | v;
     }
-    if (p != end)
+    if (n == 0 || n > 8 || p >= end || *p != '/')
         return WH_ERR;
-    *out = (half[0] << 32) | half[1];
+    p++;
+    for (n = 0; p < end && n <= 8; p++, n++) { /* the low half, to the end */
+        unsigned c = (unsigned char)*p, v;
+        if (c - '0' < 10)
+            v = c - '0';
+        else if ((c | 0x20) - 'a' < 6)
+            v = (c | 0x20) - 'a' + 10;
+        else
+            break;
+        lo = (lo << 4) | v;
+    }
+    if (n == 0 || n > 8 || p != end)
+        return WH_ERR;
+    *out = (hi << 32) | lo;
     return WH_OK;
 }
 
@@ -309,14 +315,27 @@ static inline char *ws_copy(char *w, const char *p, size_t n)
 static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t idx, dbz_batch *d,
                     char *err, size_t errlen)
 {
-    static const struct {
-        const char *op, *code;
-    } codes[] = {{"insert", "c"},   {"update", "u"},  {"delete", "d"},
-                 {"truncate", "t"}, {"message", "m"}, {"read", "r"}};
-    const char *code = NULL;
-    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]) && !code; i++)
-        if (f->opname[0] == codes[i].op[0] && strcmp(f->opname, codes[i].op) == 0)
-            code = codes[i].code;
+    /* insert c, update u, delete d, truncate t, message m, read r */
+    const char *code = NULL, *op = f->opname;
+    switch (f->oplen) {
+    case 4:
+        code = memcmp(op, "read", 4) == 0 ? "r" : NULL;
+        break;
+    case 6:
+        code = memcmp(op, "insert", 6) == 0   ? "c"
+               : memcmp(op, "update", 6) == 0 ? "u"
+               : memcmp(op, "delete", 6) == 0 ? "d"
+                                              : NULL;
+        break;
+    case 7:
+        code = memcmp(op, "message", 7) == 0 ? "m" : NULL;
+        break;
+    case 8:
+        code = memcmp(op, "truncate", 8) == 0 ? "t" : NULL;
+        break;
+    default:
+        break;
+    }
     if (!code)
         return wh_seterr(err, errlen, "event %zu: unknown op \"%s\"", idx, f->opname);
     char lsnstr[WH_LSN_STRLEN];
