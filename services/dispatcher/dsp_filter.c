@@ -216,14 +216,8 @@ static int qmap_build(qmap *m, const char *s, size_t n)
 #ifdef __SSE2__
     const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
     __m128i anyb = _mm_setzero_si128();
-    for (size_t w = 0; w < nw; w++) {
-        char tail[64];
+    for (size_t w = 0; w < full; w++) {
         const char *p = s + w * 64;
-        if (w == full) { /* the last, partial block: zero-padded */
-            memset(tail, 0, sizeof(tail));
-            memcpy(tail, p, n - w * 64);
-            p = tail;
-        }
         __m128i x0 = _mm_loadu_si128((const __m128i *)(const void *)p);
         __m128i x1 = _mm_loadu_si128((const __m128i *)(const void *)(p + 16));
         __m128i x2 = _mm_loadu_si128((const __m128i *)(const void *)(p + 32));
@@ -233,12 +227,34 @@ static int qmap_build(qmap *m, const char *s, size_t n)
         uint64_t q2 = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x2, quote));
         uint64_t q3 = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x3, quote));
         m->w[w] = q0 | q1 << 16 | q2 << 32 | q3 << 48;
-        anyb = _mm_or_si128(anyb, _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x0, bslash),
-                                                            _mm_cmpeq_epi8(x1, bslash)),
-                                               _mm_or_si128(_mm_cmpeq_epi8(x2, bslash),
-                                                            _mm_cmpeq_epi8(x3, bslash))));
+        anyb = _mm_or_si128(
+            anyb,
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x0, bslash), _mm_cmpeq_epi8(x1, bslash)),
+                         _mm_or_si128(_mm_cmpeq_epi8(x2, bslash), _mm_cmpeq_epi8(x3, bslash))));
     }
-    bs = (uint64_t)_mm_movemask_epi8(anyb);
+    if (full < nw) { /* the last, partial block of r bytes */
+        size_t base = full * 64, r = n - base, k = 0;
+        uint64_t bits = 0;
+        for (; k + 16 <= r; k += 16) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + base + k));
+            bits |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, quote)) << k;
+            anyb = _mm_or_si128(anyb, _mm_cmpeq_epi8(x, bslash));
+        }
+        if (k < r && n >= 16) {
+            /* the last 16 bytes of s, of which the last r - k are new */
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + n - 16));
+            unsigned mq = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, quote));
+            bits |= (uint64_t)(mq >> (16 - (r - k))) << k;
+            anyb = _mm_or_si128(anyb, _mm_cmpeq_epi8(x, bslash));
+        } else {
+            for (; k < r; k++) {
+                bits |= (uint64_t)(s[base + k] == '"') << k;
+                bs |= s[base + k] == '\\';
+            }
+        }
+        m->w[full] = bits;
+    }
+    bs |= (uint64_t)_mm_movemask_epi8(anyb);
 #else
     for (size_t w = 0; w < nw; w++) {
         uint64_t bits = 0;
@@ -286,9 +302,8 @@ static inline __attribute__((always_inline)) size_t ev_str_end(const qmap *m, co
 /* The object member at s[i..len) after a '{' or ',' (whitespace skipped):
  * its key into *k and the index of its value's first byte, or 0 when
  * malformed (what wh_json_span_next checks before the value). */
-static inline __attribute__((always_inline)) size_t ev_member_key(const qmap *qm, const char *s,
-                                                                  size_t len, size_t i,
-                                                                  wh_json_span *k)
+static inline __attribute__((always_inline)) size_t
+ev_member_key(const qmap *qm, const char *s, size_t len, size_t i, wh_json_span *k)
 {
     if (i >= len || s[i] != '"')
         return 0;
@@ -311,9 +326,8 @@ static inline __attribute__((always_inline)) size_t ev_member_key(const qmap *qm
  * nested brackets; the index after it, or 0. Strings, integers and the
  * literals are read here (what wh_json_span_at reads them as), the rest by
  * wh_json_span_at. */
-static inline __attribute__((always_inline)) size_t ev_value(const qmap *qm, const char *s,
-                                                             size_t len, size_t i,
-                                                             wh_json_span *v, size_t maxdepth)
+static inline __attribute__((always_inline)) size_t
+ev_value(const qmap *qm, const char *s, size_t len, size_t i, wh_json_span *v, size_t maxdepth)
 {
     char c = s[i];
     if (c == '"') {
@@ -353,9 +367,10 @@ static inline __attribute__((always_inline)) size_t ev_value(const qmap *qm, con
  * less one). When the walk meets something malformed, the sub-members
  * found before it are what wh_json_span_get finds too, and the bracket scan
  * decides the value. Returns the index after the value, or 0. */
-static inline __attribute__((always_inline)) size_t
-ev_sub_walk(const qmap *qm, const dsp_filter *f, dsp_evidx *x, const char *json, int slot,
-            const char *s, size_t len, size_t start, wh_json_span *v)
+static inline __attribute__((always_inline)) size_t ev_sub_walk(const qmap *qm, const dsp_filter *f,
+                                                                dsp_evidx *x, const char *json,
+                                                                int slot, const char *s, size_t len,
+                                                                size_t start, wh_json_span *v)
 {
     int nsubs = f && ((f->sub_heads >> slot) & 1u) ? f->nsubs : 0;
     size_t i = start + 1;
@@ -434,9 +449,9 @@ static inline __attribute__((always_inline)) int ev_order_at(size_t k, const cha
 /* One walk over the event's members (what wh_json_span_next accepts, member
  * by member); f (may be NULL): also its sub-members; qm: the event's quote
  * map (NULL: strings are scanned). s[0..n) is the object (dsp_json_object). */
-static inline __attribute__((always_inline)) void
-evidx_walk(const qmap *qm, const dsp_filter *f, const char *json, const char *s, size_t n,
-           dsp_evidx *x)
+static inline __attribute__((always_inline)) void evidx_walk(const qmap *qm, const dsp_filter *f,
+                                                             const char *json, const char *s,
+                                                             size_t n, dsp_evidx *x)
 {
     size_t i = 1, next = 0; /* next: the member ev_order expects */
     for (int first = 1;; first = 0) {
@@ -1298,8 +1313,7 @@ static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth)
             wh_json_span sp;
             double d;
             c = 2;
-            if (path_get(lo, ev, &sp) &&
-                (sp.type == WH_JSON_NUMBER || sp.type == WH_JSON_STRING) &&
+            if (path_get(lo, ev, &sp) && (sp.type == WH_JSON_NUMBER || sp.type == WH_JSON_STRING) &&
                 wh_json_span_num(&sp, &d) == WH_OK)
                 c = d < ro->num ? -1 : d > ro->num ? 1 : d == ro->num ? 0 : 2;
             goto ordered;
