@@ -56,7 +56,16 @@ typedef struct {
     cmp_kind cmp;
     int l, r;        /* OR/AND/NOT: child nodes; CMP/PREFIX/TRUTHY: operands */
     int list, nlist; /* IN: operands list..list+nlist, l the tested operand */
+    /* CMP of an indexed path (head, or head.member) with a literal, set at
+     * compile time so that the evaluation reads the node alone: */
+    int fk;        /* FK_NONE, FK_NUM (any comparison), FK_STR (== and != only) */
+    int head, sub; /* the path's head and sub-member (-1: none) */
+    double num;    /* FK_NUM: the number */
+    const char *s; /* FK_STR: the string (without a backslash) */
+    size_t sn;
 } node;
+
+enum { FK_NONE = 0, FK_NUM, FK_STR };
 
 typedef struct {
     char *s;
@@ -455,6 +464,19 @@ static inline __attribute__((always_inline)) void evidx_walk(const qmap *qm, con
 {
     size_t i = 1, next = 0; /* next: the member ev_order expects */
     for (int first = 1;; first = 0) {
+        wh_json_span v;
+        int slot;
+        if (!first && next < EV_ORDER_N && i + 1 < n && s[i] == ',' &&
+            ev_order_at(next, s, n, i + 1)) {
+            /* the common case: ',' and the expected name right after the
+             * value (what the general steps below find then) */
+            slot = ev_order[next].slot;
+            i = ev_ws(s, n, i + 1 + ev_order[next].len);
+            next++;
+            if (i >= n)
+                break;
+            goto value;
+        }
         i = ev_ws(s, n, i);
         if (i >= n)
             break;
@@ -467,8 +489,6 @@ static inline __attribute__((always_inline)) void evidx_walk(const qmap *qm, con
                 break;
             i = ev_ws(s, n, i + 1);
         }
-        wh_json_span v;
-        int slot;
         if (next < EV_ORDER_N && i < n && ev_order_at(next, s, n, i)) {
             /* what ev_member_key finds: the name, the colon, whitespace */
             slot = ev_order[next].slot;
@@ -483,6 +503,7 @@ static inline __attribute__((always_inline)) void evidx_walk(const qmap *qm, con
                 break;
             slot = ev_slot(&k);
         }
+    value:;
         int want = slot >= 0 && !(x->found & (1u << slot));
         size_t e = want && s[i] == '{' && slot >= DSP_EV_KEY && slot <= DSP_EV_AFTER
                        ? ev_sub_walk(qm, f, x, json, slot, s, n, i, &v)
@@ -1023,6 +1044,26 @@ static int compile_expr(dsp_filter *f, const char *expr, char *err, size_t errle
             o->sub = f->nsubs++;
         }
     }
+    for (int i = 0; i < f->nnodes; i++) {
+        node *n = &f->nodes[i];
+        n->fk = FK_NONE;
+        if (n->kind != N_CMP)
+            continue;
+        const opnd *lo = &f->opnds[n->l], *ro = &f->opnds[n->r];
+        if (lo->kind != O_PATH || lo->head < 0 || lo->nseg < 1 || lo->nseg > 2 ||
+            (lo->nseg == 2 && lo->sub < 0))
+            continue;
+        n->head = lo->head;
+        n->sub = lo->nseg == 2 ? lo->sub : -1;
+        if (ro->kind == O_NUM) {
+            n->fk = FK_NUM;
+            n->num = ro->num;
+        } else if (ro->kind == O_STR && ro->plain && (n->cmp == C_EQ || n->cmp == C_NE)) {
+            n->fk = FK_STR;
+            n->s = ro->s;
+            n->sn = ro->n;
+        }
+    }
     return WH_OK;
 }
 
@@ -1271,17 +1312,95 @@ static int span_eq_plain(const wh_json_span *sp, const char *lit, size_t n)
     return rn > n && memchr(sp->p + 1, '\\', rn) != NULL && wh_json_span_strcmp(sp, lit, n) == 0;
 }
 
-static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth)
+static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth);
+
+/* A comparison node. */
+static inline __attribute__((always_inline)) int eval_cmp(const dsp_filter *f, const node *n,
+                                                          const ectx *ev)
 {
-    const node *n = &f->nodes[ni];
     val a, b;
-    if (depth > 2 * DSP_FILTER_DEPTH_MAX + DSP_FILTER_NODES_MAX)
+    int c;
+    if (n->fk != FK_NONE) {
+        /* path_get for a head (and sub-member) path, from the node */
+        wh_json_span sp;
+        int have = (ev->found >> n->head) & 1u;
+        if (have) {
+            sp = ev->hv[n->head];
+            if (n->sub >= 0) {
+                have = (ev->xi->sub_found >> n->sub) & 1u;
+                if (have) {
+                    sp.p = ev->json + ev->xi->sub_off[n->sub];
+                    sp.len = ev->xi->sub_len[n->sub];
+                    sp.type = (wh_json_type)ev->xi->sub_type[n->sub];
+                }
+            }
+        }
+        if (n->fk == FK_STR) { /* as below */
+            int eq = have && sp.type == WH_JSON_STRING && span_eq_plain(&sp, n->s, n->sn);
+            return n->cmp == C_EQ ? eq : !eq;
+        }
+        double d;
+        c = 2;
+        if (have && (sp.type == WH_JSON_NUMBER || sp.type == WH_JSON_STRING) &&
+            wh_json_span_num(&sp, &d) == WH_OK)
+            c = d < n->num ? -1 : d > n->num ? 1 : d == n->num ? 0 : 2;
+        goto ordered;
+    }
+    const opnd *lo = &f->opnds[n->l], *ro = &f->opnds[n->r];
+    if (lo->kind == O_PATH && ro->kind == O_NUM) {
+        /* a member against a number (after.amount > 100): what order()
+         * decides for a resolved path and V_NUM, without the values: a
+         * number or a string holding one compares numerically, anything
+         * else (missing, null, bool, object...) is not comparable */
+        wh_json_span sp;
+        double d;
+        c = 2;
+        if (path_get(lo, ev, &sp) && (sp.type == WH_JSON_NUMBER || sp.type == WH_JSON_STRING) &&
+            wh_json_span_num(&sp, &d) == WH_OK)
+            c = d < ro->num ? -1 : d > ro->num ? 1 : d == ro->num ? 0 : 2;
+        goto ordered;
+    }
+    if (lo->kind == O_PATH && ro->kind == O_STR && ro->plain &&
+        (n->cmp == C_EQ || n->cmp == C_NE)) {
+        /* a member against a string literal (table == "orders"): what
+         * equal() decides, without decoding unless escaped; only a
+         * string equals a string */
+        wh_json_span sp;
+        int eq =
+            path_get(lo, ev, &sp) && sp.type == WH_JSON_STRING && span_eq_plain(&sp, ro->s, ro->n);
+        return n->cmp == C_EQ ? eq : !eq;
+    }
+    resolve(lo, ev, &a);
+    resolve(ro, ev, &b);
+    if (n->cmp == C_EQ)
+        return equal(&a, &b);
+    if (n->cmp == C_NE)
+        return !equal(&a, &b);
+    c = order(&a, &b);
+ordered:
+    if (n->cmp == C_EQ)
+        return c == 0;
+    if (n->cmp == C_NE)
+        return c != 0;
+    if (c == 2)
         return 0;
+    switch (n->cmp) {
+    case C_LT:
+        return c < 0;
+    case C_LE:
+        return c <= 0;
+    case C_GT:
+        return c > 0;
+    default:
+        return c >= 0;
+    }
+}
+
+/* The nodes other than comparisons, && and ||. */
+static int eval_other(const dsp_filter *f, const node *n, const ectx *ev, int depth)
+{
+    val a, b;
     switch (n->kind) {
-    case N_OR:
-        return eval(f, n->l, ev, depth + 1) || eval(f, n->r, ev, depth + 1);
-    case N_AND:
-        return eval(f, n->l, ev, depth + 1) && eval(f, n->r, ev, depth + 1);
     case N_NOT:
         return !eval(f, n->l, ev, depth + 1);
     case N_TRUTHY:
@@ -1302,59 +1421,34 @@ static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth)
                 return 1;
         }
         return 0;
-    case N_CMP: {
-        const opnd *lo = &f->opnds[n->l], *ro = &f->opnds[n->r];
-        int c;
-        if (lo->kind == O_PATH && ro->kind == O_NUM) {
-            /* a member against a number (after.amount > 100): what order()
-             * decides for a resolved path and V_NUM, without the values: a
-             * number or a string holding one compares numerically, anything
-             * else (missing, null, bool, object...) is not comparable */
-            wh_json_span sp;
-            double d;
-            c = 2;
-            if (path_get(lo, ev, &sp) && (sp.type == WH_JSON_NUMBER || sp.type == WH_JSON_STRING) &&
-                wh_json_span_num(&sp, &d) == WH_OK)
-                c = d < ro->num ? -1 : d > ro->num ? 1 : d == ro->num ? 0 : 2;
-            goto ordered;
-        }
-        if (lo->kind == O_PATH && ro->kind == O_STR && ro->plain &&
-            (n->cmp == C_EQ || n->cmp == C_NE)) {
-            /* a member against a string literal (table == "orders"): what
-             * equal() decides, without decoding unless escaped; only a
-             * string equals a string */
-            wh_json_span sp;
-            int eq = path_get(lo, ev, &sp) && sp.type == WH_JSON_STRING &&
-                     span_eq_plain(&sp, ro->s, ro->n);
-            return n->cmp == C_EQ ? eq : !eq;
-        }
-        resolve(lo, ev, &a);
-        resolve(ro, ev, &b);
-        if (n->cmp == C_EQ)
-            return equal(&a, &b);
-        if (n->cmp == C_NE)
-            return !equal(&a, &b);
-        c = order(&a, &b);
-    ordered:
-        if (n->cmp == C_EQ)
-            return c == 0;
-        if (n->cmp == C_NE)
-            return c != 0;
-        if (c == 2)
+    default:
+        return 0;
+    }
+}
+
+/* && and || chains are followed in a loop (their right operands), the
+ * common leaves tested before the others: what the recursive switch over
+ * every node kind decides, with the same depth bound. */
+static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth)
+{
+    for (;;) {
+        const node *n = &f->nodes[ni];
+        if (depth > 2 * DSP_FILTER_DEPTH_MAX + DSP_FILTER_NODES_MAX)
             return 0;
-        switch (n->cmp) {
-        case C_LT:
-            return c < 0;
-        case C_LE:
-            return c <= 0;
-        case C_GT:
-            return c > 0;
-        default:
-            return c >= 0;
+        if (n->kind == N_CMP)
+            return eval_cmp(f, n, ev);
+        if (n->kind == N_AND) {
+            if (!eval(f, n->l, ev, depth + 1))
+                return 0;
+        } else if (n->kind == N_OR) {
+            if (eval(f, n->l, ev, depth + 1))
+                return 1;
+        } else {
+            return eval_other(f, n, ev, depth);
         }
+        ni = n->r;
+        depth++;
     }
-    }
-    return 0;
 }
 
 static int tables_match(const dsp_filter *f, const char *json, const dsp_evidx *x)
