@@ -681,13 +681,6 @@ int dsp_env_render_ix(const dsp_env_opts *o, const void *const *jsons, const siz
     if (array && wh_buf_putc(body, '['))
         goto full;
     for (size_t i = 0; i < n; i++) {
-        if (i + 2 < n) {
-            /* the event after next into the cache while this one renders
-             * (a batch's events are far apart in memory: misses otherwise) */
-            const char *pf = jsons[i + 2];
-            for (size_t k = 0; k < lens[i + 2]; k += 64)
-                __builtin_prefetch(pf + k);
-        }
         if (i > 0 && wh_buf_putc(body, ','))
             goto full;
         if (o->kind == DSP_ENV_NATIVE) {
