@@ -335,8 +335,9 @@ ev_member_key(const qmap *qm, const char *s, size_t len, size_t i, wh_json_span 
  * nested brackets; the index after it, or 0. Strings, integers and the
  * literals are read here (what wh_json_span_at reads them as), the rest by
  * wh_json_span_at. */
-static inline __attribute__((always_inline)) size_t
-ev_value(const qmap *qm, const char *s, size_t len, size_t i, wh_json_span *v, size_t maxdepth)
+static inline __attribute__((always_inline)) size_t ev_value(const qmap *qm, int plain,
+                                                             const char *s, size_t len, size_t i,
+                                                             wh_json_span *v, size_t maxdepth)
 {
     char c = s[i];
     if (c == '"') {
@@ -359,7 +360,7 @@ ev_value(const qmap *qm, const char *s, size_t len, size_t i, wh_json_span *v, s
             v->type = WH_JSON_NUMBER;
             return e;
         }
-    } else if (c == 'n' && len - i >= 4 && memcmp(s + i, "null", 4) == 0) {
+    } else if (!plain && c == 'n' && len - i >= 4 && memcmp(s + i, "null", 4) == 0) {
         v->p = s + i;
         v->len = 4;
         v->type = WH_JSON_NULL;
@@ -376,10 +377,9 @@ ev_value(const qmap *qm, const char *s, size_t len, size_t i, wh_json_span *v, s
  * less one). When the walk meets something malformed, the sub-members
  * found before it are what wh_json_span_get finds too, and the bracket scan
  * decides the value. Returns the index after the value, or 0. */
-static inline __attribute__((always_inline)) size_t ev_sub_walk(const qmap *qm, const dsp_filter *f,
-                                                                dsp_evidx *x, const char *json,
-                                                                int slot, const char *s, size_t len,
-                                                                size_t start, wh_json_span *v)
+static inline __attribute__((always_inline)) size_t
+ev_sub_walk(const qmap *qm, int plain, const dsp_filter *f, dsp_evidx *x, const char *json,
+            int slot, const char *s, size_t len, size_t start, wh_json_span *v)
 {
     int nsubs = f && ((f->sub_heads >> slot) & 1u) ? f->nsubs : 0;
     size_t i = start + 1;
@@ -402,7 +402,7 @@ static inline __attribute__((always_inline)) size_t ev_sub_walk(const qmap *qm, 
         i = ev_member_key(qm, s, len, i, &k);
         if (i == 0)
             break;
-        size_t e = ev_value(qm, s, len, i, &m, WH_JSON_SPAN_DEPTH - 1);
+        size_t e = ev_value(qm, plain, s, len, i, &m, WH_JSON_SPAN_DEPTH - 1);
         if (e == 0 || e >= len)
             break;
         for (int j = 0; j < nsubs; j++) {
@@ -457,12 +457,16 @@ static inline __attribute__((always_inline)) int ev_order_at(size_t k, const cha
 
 /* One walk over the event's members (what wh_json_span_next accepts, member
  * by member); f (may be NULL): also its sub-members; qm: the event's quote
- * map (NULL: strings are scanned). s[0..n) is the object (dsp_json_object). */
-static inline __attribute__((always_inline)) void evidx_walk(const qmap *qm, const dsp_filter *f,
-                                                             const char *json, const char *s,
-                                                             size_t n, dsp_evidx *x)
+ * map (NULL: strings are scanned). s[0..n) is the object (dsp_json_object).
+ * plain: none of the shortcuts (predicted names, null read inline, key and
+ * before walked member by member without sub-members): the walk as it was
+ * before them, kept as the reference the tests compare with. */
+static inline __attribute__((always_inline)) void evidx_walk(const qmap *qm, int plain,
+                                                             const dsp_filter *f, const char *json,
+                                                             const char *s, size_t n, dsp_evidx *x)
 {
-    size_t i = 1, next = 0; /* next: the member ev_order expects */
+    size_t i = 1, next = plain ? EV_ORDER_N : 0; /* next: the member ev_order expects */
+    unsigned subheads = f ? f->sub_heads : 0;
     for (int first = 1;; first = 0) {
         wh_json_span v;
         int slot;
@@ -505,9 +509,13 @@ static inline __attribute__((always_inline)) void evidx_walk(const qmap *qm, con
         }
     value:;
         int want = slot >= 0 && !(x->found & (1u << slot));
-        size_t e = want && s[i] == '{' && slot >= DSP_EV_KEY && slot <= DSP_EV_AFTER
-                       ? ev_sub_walk(qm, f, x, json, slot, s, n, i, &v)
-                       : ev_value(qm, s, n, i, &v, WH_JSON_SPAN_DEPTH);
+        /* key, before and after walked member by member (plain: only the
+         * heads with sub-members, as before) */
+        size_t e = want && s[i] == '{' &&
+                           (plain ? ((subheads >> slot) & 1u) != 0
+                                  : slot >= DSP_EV_KEY && slot <= DSP_EV_AFTER)
+                       ? ev_sub_walk(qm, plain, f, x, json, slot, s, n, i, &v)
+                       : ev_value(qm, plain, s, n, i, &v, WH_JSON_SPAN_DEPTH);
         if (e == 0 || e >= n)
             break;
         if (want) {
@@ -522,8 +530,7 @@ static inline __attribute__((always_inline)) void evidx_walk(const qmap *qm, con
 }
 
 /* Indexes the event: with a quote map when it has no backslash and fits,
- * else scanning strings (scan = 1: always scanning; the reference the tests
- * compare the map's walk with). */
+ * else scanning strings; scan = 1: the plain walk (see evidx_walk). */
 static void evidx_build_mode(const dsp_filter *f, const char *json, size_t len, dsp_evidx *x,
                              int scan)
 {
@@ -538,10 +545,12 @@ static void evidx_build_mode(const dsp_filter *f, const char *json, size_t len, 
     x->ev_off = (uint32_t)(ev.p - json);
     x->ev_len = (uint32_t)ev.len;
     qmap qm;
-    if (!scan && ev.len <= QMAP_MAX && qmap_build(&qm, ev.p, ev.len))
-        evidx_walk(&qm, f, json, ev.p, ev.len, x);
+    if (scan)
+        evidx_walk(NULL, 1, f, json, ev.p, ev.len, x);
+    else if (ev.len <= QMAP_MAX && qmap_build(&qm, ev.p, ev.len))
+        evidx_walk(&qm, 0, f, json, ev.p, ev.len, x);
     else
-        evidx_walk(NULL, f, json, ev.p, ev.len, x);
+        evidx_walk(NULL, 0, f, json, ev.p, ev.len, x);
 }
 
 static void evidx_build(const dsp_filter *f, const char *json, size_t len, dsp_evidx *x)
