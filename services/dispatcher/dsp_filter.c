@@ -407,7 +407,9 @@ ev_sub_walk(const qmap *qm, int plain, const dsp_filter *f, dsp_evidx *x, const 
             break;
         for (int j = 0; j < nsubs; j++) {
             if (f->sub_slot[j] != slot || (x->sub_found & (1u << j)) ||
-                !key_is(&k, f->sub_name[j], f->sub_namelen[j]))
+                !(qm ? k.len - 2 == f->sub_namelen[j] && /* no escape: raw bytes decide */
+                           same_bytes(k.p + 1, f->sub_name[j], f->sub_namelen[j])
+                     : key_is(&k, f->sub_name[j], f->sub_namelen[j])))
                 continue;
             x->sub_off[j] = (uint32_t)(m.p - json);
             x->sub_len[j] = (uint32_t)m.len;
@@ -505,7 +507,8 @@ static inline __attribute__((always_inline)) void evidx_walk(const qmap *qm, int
             i = ev_member_key(qm, s, n, i, &k);
             if (i == 0)
                 break;
-            slot = ev_slot(&k);
+            /* no escape in the event (quote map): the raw bytes decide */
+            slot = qm ? (k.len >= 2 ? ev_slot_raw(k.p + 1, k.len - 2) : -1) : ev_slot(&k);
         }
     value:;
         int want = slot >= 0 && !(x->found & (1u << slot));
