@@ -220,9 +220,10 @@ typedef struct {
 /* Fills m for s[0..n) (n <= QMAP_MAX); 0 when s holds a backslash. */
 static int qmap_build(qmap *m, const char *s, size_t n)
 {
-    size_t nw = (n + 63) / 64, full = n / 64;
+    size_t nw = (n + 63) / 64;
     uint64_t bs = 0;
 #ifdef __SSE2__
+    size_t full = n / 64;
     const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
     __m128i anyb = _mm_setzero_si128();
     for (size_t w = 0; w < full; w++) {
