@@ -251,8 +251,6 @@ typedef struct {
     time_cache tc;
 } dbz_batch;
 
-/* The LSN "X/X" of a string span without escapes; WH_ERR otherwise (the
- * caller then decodes it the long way). */
 /* Hex digit values plus one; 0: not a hex digit. */
 static const unsigned char hexval1[256] = {
     ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,  ['7'] = 8,
@@ -275,6 +273,8 @@ static inline int hex_run(const char *p, const char *end, uint64_t *v)
     return n;
 }
 
+/* The LSN "X/X" of a string span without escapes; WH_ERR otherwise (the
+ * caller then decodes it the long way). */
 static int lsn_raw(const wh_json_span *sp, uint64_t *out)
 {
     const char *p = sp->p + 1, *end = sp->p + sp->len - 1;
