@@ -41,6 +41,8 @@ wh_tmpdir
 export WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS="127.0.0.1/32"
 echo "bench-dispatch: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 cpu_s() { awk -v hz="$HZ" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+# user and system CPU seconds of PID: "U S"
+cpu_us() { awk -v hz="$HZ" '{ printf "%.3f %.3f", $14 / hz, $15 / hz }' "/proc/$1/stat"; }
 now() { date +%s.%N; }
 
 # CONF DATA ADMINPORT BATCH TARGETS...: tenant "default" (no source: the
@@ -121,10 +123,13 @@ run_cpu() { # TARGET
     done
     t1=$(now)
     c=$(cpu_s "$dp")
+    local us
+    us=$(cpu_us "$dp")
     wh_kill dispatcher TERM
     US[$t]=$(awk -v c="$c" -v n="$N" 'BEGIN { printf "%.2f", c * 1e6 / n }')
     awk -v t="$t" -v n="$N" -v s="$(awk -v a="$t1" -v b="$t0" 'BEGIN { print a - b }')" -v u="${US[$t]}" \
-        'BEGIN { printf "%-9s %8d events in %6.2f s: %9.0f events/s, %6.2f us CPU/event (walhook-dispatcher)\n", t, n, s, n / s, u }'
+        -v us="$us" \
+        'BEGIN { split(us, x, " "); printf "%-9s %8d events in %6.2f s: %9.0f events/s, %6.2f us CPU/event (walhook-dispatcher; user %.2f, system %.2f)\n", t, n, s, n / s, u, x[1] * 1e6 / n, x[2] * 1e6 / n }'
 }
 ratios=()
 for ((r = 1; r <= ROUNDS; r++)); do

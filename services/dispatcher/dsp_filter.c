@@ -197,7 +197,7 @@ static int key_is(const wh_json_span *k, const char *name, size_t n)
     return rn > n && memchr(k->p + 1, '\\', rn) != NULL && wh_json_span_strcmp(k, name, n) == 0;
 }
 
-static inline size_t ev_ws(const char *s, size_t len, size_t i)
+static inline __attribute__((always_inline)) size_t ev_ws(const char *s, size_t len, size_t i)
 {
     if (i < len && (unsigned char)s[i] > ' ') /* the common case: no whitespace */
         return i;
