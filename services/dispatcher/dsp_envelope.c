@@ -149,6 +149,8 @@ typedef struct {
     wh_json_span prefix, content;
     int has_prefix, has_content;
     char opname[16];
+    size_t oplen;
+    const char *opraw; /* the name's oplen bytes: in the event when not escaped, else opname */
 } fields;
 
 /* The members an envelope needs, from the event's index (dsp_evidx: one
@@ -212,13 +214,16 @@ static int get_fields(const char *json, size_t len, const dsp_evidx *xi, size_t 
     if (n > 0 && i == n) {
         memcpy(f->opname, f->op.p + 1, n);
         f->opname[n] = '\0';
+        f->opraw = f->op.p + 1;
     } else {
+        f->opraw = f->opname;
         if (wh_json_span_str(&f->op, f->opname, sizeof(f->opname), &n) != WH_OK || n == 0)
             return wh_seterr(err, errlen, "event %zu: field \"op\" is not a short string", idx);
         for (i = 0; i < n; i++)
             if (f->opname[i] < 'a' || f->opname[i] > 'z')
                 return wh_seterr(err, errlen, "event %zu: field \"op\" is not an operation", idx);
     }
+    f->oplen = n;
     f->has_prefix = (xi->found >> DSP_EV_PREFIX) & 1u;
     f->has_content = (xi->found >> DSP_EV_CONTENT) & 1u;
     return WH_OK;
@@ -246,35 +251,44 @@ typedef struct {
     time_cache tc;
 } dbz_batch;
 
+/* Hex digit values plus one; 0: not a hex digit. */
+static const unsigned char hexval1[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,  ['7'] = 8,
+    ['8'] = 9,  ['9'] = 10, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+    ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+};
+
+/* The hex digits at p (at most 9 read, before end) into *v; how many. */
+static inline int hex_run(const char *p, const char *end, uint64_t *v)
+{
+    int n = 0;
+    uint64_t x = 0;
+    for (; p < end && n <= 8; p++, n++) {
+        unsigned d = hexval1[(unsigned char)*p];
+        if (d == 0)
+            break;
+        x = (x << 4) | (d - 1);
+    }
+    *v = x;
+    return n;
+}
+
 /* The LSN "X/X" of a string span without escapes; WH_ERR otherwise (the
  * caller then decodes it the long way). */
 static int lsn_raw(const wh_json_span *sp, uint64_t *out)
 {
     const char *p = sp->p + 1, *end = sp->p + sp->len - 1;
-    uint64_t half[2] = {0, 0};
-    for (int h = 0; h < 2; h++) {
-        int n = 0;
-        for (; p < end && n <= 8; p++, n++) {
-            unsigned c = (unsigned char)*p, v;
-            if (c - '0' < 10)
-                v = c - '0';
-            else if ((c | 0x20) - 'a' < 6)
-                v = (c | 0x20) - 'a' + 10;
-            else
-                break;
-            half[h] = (half[h] << 4) | v;
-        }
-        if (n == 0 || n > 8)
-            return WH_ERR;
-        if (h == 0) {
-            if (p >= end || *p != '/')
-                return WH_ERR;
-            p++;
-        }
-    }
-    if (p != end)
+    uint64_t hi, lo;
+    int n = hex_run(p, end, &hi); /* the high half, up to '/' */
+    p += n;
+    if (n == 0 || n > 8 || p >= end || *p != '/')
         return WH_ERR;
-    *out = (half[0] << 32) | half[1];
+    p++;
+    n = hex_run(p, end, &lo); /* the low half, to the end */
+    p += n;
+    if (n == 0 || n > 8 || p != end)
+        return WH_ERR;
+    *out = (hi << 32) | lo;
     return WH_OK;
 }
 
@@ -309,14 +323,27 @@ static inline char *ws_copy(char *w, const char *p, size_t n)
 static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t idx, dbz_batch *d,
                     char *err, size_t errlen)
 {
-    static const struct {
-        const char *op, *code;
-    } codes[] = {{"insert", "c"},   {"update", "u"},  {"delete", "d"},
-                 {"truncate", "t"}, {"message", "m"}, {"read", "r"}};
-    const char *code = NULL;
-    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]) && !code; i++)
-        if (f->opname[0] == codes[i].op[0] && strcmp(f->opname, codes[i].op) == 0)
-            code = codes[i].code;
+    /* insert c, update u, delete d, truncate t, message m, read r */
+    const char *code = NULL, *op = f->opraw;
+    switch (f->oplen) {
+    case 4:
+        code = memcmp(op, "read", 4) == 0 ? "r" : NULL;
+        break;
+    case 6:
+        code = memcmp(op, "insert", 6) == 0   ? "c"
+               : memcmp(op, "update", 6) == 0 ? "u"
+               : memcmp(op, "delete", 6) == 0 ? "d"
+                                              : NULL;
+        break;
+    case 7:
+        code = memcmp(op, "message", 7) == 0 ? "m" : NULL;
+        break;
+    case 8:
+        code = memcmp(op, "truncate", 8) == 0 ? "t" : NULL;
+        break;
+    default:
+        break;
+    }
     if (!code)
         return wh_seterr(err, errlen, "event %zu: unknown op \"%s\"", idx, f->opname);
     char lsnstr[WH_LSN_STRLEN];

@@ -56,7 +56,16 @@ typedef struct {
     cmp_kind cmp;
     int l, r;        /* OR/AND/NOT: child nodes; CMP/PREFIX/TRUTHY: operands */
     int list, nlist; /* IN: operands list..list+nlist, l the tested operand */
+    /* CMP of an indexed path (head, or head.member) with a literal, set at
+     * compile time so that the evaluation reads the node alone: */
+    int fk;        /* FK_NONE, FK_NUM (any comparison), FK_STR (== and != only) */
+    int head, sub; /* the path's head and sub-member (-1: none) */
+    double num;    /* FK_NUM: the number */
+    const char *s; /* FK_STR: the string (without a backslash) */
+    size_t sn;
 } node;
+
+enum { FK_NONE = 0, FK_NUM, FK_STR };
 
 typedef struct {
     char *s;
@@ -149,17 +158,46 @@ static inline __attribute__((always_inline)) int ev_slot(const wh_json_span *k)
     return -1;
 }
 
+/* memcmp(a, b, n) == 0, inline for up to 16 bytes (two overlapping loads
+ * of each side). */
+static inline __attribute__((always_inline)) int same_bytes(const char *a, const char *b, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        uint64_t a0, a1, b0, b1;
+        memcpy(&a0, a, 8);
+        memcpy(&a1, a + n - 8, 8);
+        memcpy(&b0, b, 8);
+        memcpy(&b1, b + n - 8, 8);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    if (n >= 4 && n < 8) {
+        uint32_t a0, a1, b0, b1;
+        memcpy(&a0, a, 4);
+        memcpy(&a1, a + n - 4, 4);
+        memcpy(&b0, b, 4);
+        memcpy(&b1, b + n - 4, 4);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            if (a[i] != b[i])
+                return 0;
+        return 1;
+    }
+    return memcmp(a, b, n) == 0;
+}
+
 /* 1 when the string span k (a member name), escapes decoded, is
  * name[0..n) (name without escapes: see ev_slot). */
 static int key_is(const wh_json_span *k, const char *name, size_t n)
 {
     size_t rn = k->len - 2;
     if (rn == n)
-        return n == 0 || (k->p[1] == name[0] && memcmp(k->p + 1, name, n) == 0);
+        return n == 0 || (k->p[1] == name[0] && same_bytes(k->p + 1, name, n));
     return rn > n && memchr(k->p + 1, '\\', rn) != NULL && wh_json_span_strcmp(k, name, n) == 0;
 }
 
-static inline size_t ev_ws(const char *s, size_t len, size_t i)
+static inline __attribute__((always_inline)) size_t ev_ws(const char *s, size_t len, size_t i)
 {
     if (i < len && (unsigned char)s[i] > ' ') /* the common case: no whitespace */
         return i;
@@ -168,15 +206,118 @@ static inline size_t ev_ws(const char *s, size_t len, size_t i)
     return i;
 }
 
+/* The quotes of an event object without a backslash, as a bitmap (bit j of
+ * w[j / 64]: s[j] == '"'): a string then ends at the next quote, which the
+ * walk finds with a bit scan instead of scanning the string's bytes. Events
+ * with a backslash (an escape somewhere) or longer than QMAP_MAX are walked
+ * by scanning, as wh_json_span_str_end does; both give the same index. */
+#define QMAP_MAX 8192
+typedef struct {
+    uint64_t w[QMAP_MAX / 64];
+    size_t nw;
+} qmap;
+
+/* Fills m for s[0..n) (n <= QMAP_MAX); 0 when s holds a backslash. */
+static int qmap_build(qmap *m, const char *s, size_t n)
+{
+    size_t nw = (n + 63) / 64;
+    uint64_t bs = 0;
+#ifdef __SSE2__
+    size_t full = n / 64;
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+    __m128i anyb = _mm_setzero_si128();
+    for (size_t w = 0; w < full; w++) {
+        const char *p = s + w * 64;
+        __m128i x0 = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i x1 = _mm_loadu_si128((const __m128i *)(const void *)(p + 16));
+        __m128i x2 = _mm_loadu_si128((const __m128i *)(const void *)(p + 32));
+        __m128i x3 = _mm_loadu_si128((const __m128i *)(const void *)(p + 48));
+        uint64_t q0 = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x0, quote));
+        uint64_t q1 = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x1, quote));
+        uint64_t q2 = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x2, quote));
+        uint64_t q3 = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x3, quote));
+        m->w[w] = q0 | q1 << 16 | q2 << 32 | q3 << 48;
+        anyb = _mm_or_si128(
+            anyb,
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x0, bslash), _mm_cmpeq_epi8(x1, bslash)),
+                         _mm_or_si128(_mm_cmpeq_epi8(x2, bslash), _mm_cmpeq_epi8(x3, bslash))));
+    }
+    if (full < nw) { /* the last, partial block of r bytes */
+        size_t base = full * 64, r = n - base, k = 0;
+        uint64_t bits = 0;
+        for (; k + 16 <= r; k += 16) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + base + k));
+            bits |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, quote)) << k;
+            anyb = _mm_or_si128(anyb, _mm_cmpeq_epi8(x, bslash));
+        }
+        if (k < r && n >= 16) {
+            /* the last 16 bytes of s, of which the last r - k are new */
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + n - 16));
+            unsigned mq = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, quote));
+            bits |= (uint64_t)(mq >> (16 - (r - k))) << k;
+            anyb = _mm_or_si128(anyb, _mm_cmpeq_epi8(x, bslash));
+        } else {
+            for (; k < r; k++) {
+                bits |= (uint64_t)(s[base + k] == '"') << k;
+                bs |= s[base + k] == '\\';
+            }
+        }
+        m->w[full] = bits;
+    }
+    bs |= (uint64_t)_mm_movemask_epi8(anyb);
+#else
+    for (size_t w = 0; w < nw; w++) {
+        uint64_t bits = 0;
+        size_t end = w * 64 + 64 < n ? w * 64 + 64 : n;
+        for (size_t j = w * 64; j < end; j++) {
+            bits |= (uint64_t)(s[j] == '"') << (j & 63);
+            bs |= s[j] == '\\';
+        }
+        m->w[w] = bits;
+    }
+#endif
+    m->nw = nw;
+    return bs == 0;
+}
+
+/* wh_json_span_str_end(s, len, i) over s[0..len) (len: the length the map
+ * was built for): one past the first quote after s[i], or 0. */
+static inline __attribute__((always_inline)) size_t qmap_str_end(const qmap *m, size_t len,
+                                                                 size_t i)
+{
+    size_t j = i + 1, w = j >> 6;
+    if (w >= m->nw)
+        return 0;
+    uint64_t bits = m->w[w] >> (j & 63);
+    if (bits != 0) {
+        j += (size_t)__builtin_ctzll(bits);
+        return j < len ? j + 1 : 0;
+    }
+    for (w++; w < m->nw; w++) {
+        if (m->w[w] != 0) {
+            j = w * 64 + (size_t)__builtin_ctzll(m->w[w]);
+            return j < len ? j + 1 : 0;
+        }
+    }
+    return 0;
+}
+
+/* The end of the string at s[i] == '"': by the map when there is one. */
+static inline __attribute__((always_inline)) size_t ev_str_end(const qmap *m, const char *s,
+                                                               size_t len, size_t i)
+{
+    return m ? qmap_str_end(m, len, i) : wh_json_span_str_end(s, len, i);
+}
+
 /* The object member at s[i..len) after a '{' or ',' (whitespace skipped):
  * its key into *k and the index of its value's first byte, or 0 when
  * malformed (what wh_json_span_next checks before the value). */
-static inline __attribute__((always_inline)) size_t ev_member_key(const char *s, size_t len,
-                                                                  size_t i, wh_json_span *k)
+static inline __attribute__((always_inline)) size_t
+ev_member_key(const qmap *qm, const char *s, size_t len, size_t i, wh_json_span *k)
 {
     if (i >= len || s[i] != '"')
         return 0;
-    size_t e = wh_json_span_str_end(s, len, i);
+    size_t e = ev_str_end(qm, s, len, i);
     if (e == 0)
         return 0;
     k->p = s + i;
@@ -192,22 +333,26 @@ static inline __attribute__((always_inline)) size_t ev_member_key(const char *s,
 }
 
 /* The value at s[i] (i < len, not whitespace) into *v with at most maxdepth
- * nested brackets; the index after it, or 0. */
-static inline __attribute__((always_inline)) size_t ev_value(const char *s, size_t len, size_t i,
+ * nested brackets; the index after it, or 0. Strings, integers and the
+ * literals are read here (what wh_json_span_at reads them as), the rest by
+ * wh_json_span_at. */
+static inline __attribute__((always_inline)) size_t ev_value(const qmap *qm, int plain,
+                                                             const char *s, size_t len, size_t i,
                                                              wh_json_span *v, size_t maxdepth)
 {
-    if (s[i] == '"') {
-        size_t e = wh_json_span_str_end(s, len, i);
+    char c = s[i];
+    if (c == '"') {
+        size_t e = ev_str_end(qm, s, len, i);
         v->p = s + i;
         v->len = e - i;
         v->type = WH_JSON_STRING;
         return e;
     }
-    if (s[i] >= '0' && s[i] <= '9') {
+    if (c >= '0' && c <= '9') {
         /* an integer (xid, seq, ids): wh_json_number_len's integer part; a
          * fraction or an exponent goes the long way */
         size_t e = i + 1;
-        if (s[i] != '0')
+        if (c != '0')
             while (e < len && s[e] >= '0' && s[e] <= '9')
                 e++;
         if (e < len && s[e] != '.' && s[e] != 'e' && s[e] != 'E') {
@@ -216,21 +361,28 @@ static inline __attribute__((always_inline)) size_t ev_value(const char *s, size
             v->type = WH_JSON_NUMBER;
             return e;
         }
+    } else if (!plain && c == 'n' && len - i >= 4 && memcmp(s + i, "null", 4) == 0) {
+        v->p = s + i;
+        v->len = 4;
+        v->type = WH_JSON_NULL;
+        return i + 4;
     }
     return wh_json_span_at(s, len, i, v, maxdepth);
 }
 
 /* The object value of head slot `slot` at s[start] == '{', walked member
- * by member to index the filter's sub-members of that head. A member walk
- * that reaches the closing brace ends where the bracket scan
- * (wh_json_span_at) would: it reads the same strings and brackets, and its
- * nested values one level deeper (hence the depth limit less one). When
- * the walk meets something malformed, the sub-members found before it are
- * what wh_json_span_get finds too, and the bracket scan decides the value.
- * Returns the index after the value, or 0. */
-static size_t ev_sub_walk(const dsp_filter *f, dsp_evidx *x, const char *json, int slot,
-                          const char *s, size_t len, size_t start, wh_json_span *v)
+ * by member (to index the filter's sub-members of that head, f may be
+ * NULL). A member walk that reaches the closing brace ends where the
+ * bracket scan (wh_json_span_at) would: it reads the same strings and
+ * brackets, and its nested values one level deeper (hence the depth limit
+ * less one). When the walk meets something malformed, the sub-members
+ * found before it are what wh_json_span_get finds too, and the bracket scan
+ * decides the value. Returns the index after the value, or 0. */
+static inline __attribute__((always_inline)) size_t
+ev_sub_walk(const qmap *qm, int plain, const dsp_filter *f, dsp_evidx *x, const char *json,
+            int slot, const char *s, size_t len, size_t start, wh_json_span *v)
 {
+    int nsubs = f && ((f->sub_heads >> slot) & 1u) ? f->nsubs : 0;
     size_t i = start + 1;
     for (int first = 1;; first = 0) {
         i = ev_ws(s, len, i);
@@ -248,15 +400,17 @@ static size_t ev_sub_walk(const dsp_filter *f, dsp_evidx *x, const char *json, i
             i = ev_ws(s, len, i + 1);
         }
         wh_json_span k, m;
-        i = ev_member_key(s, len, i, &k);
+        i = ev_member_key(qm, s, len, i, &k);
         if (i == 0)
             break;
-        size_t e = ev_value(s, len, i, &m, WH_JSON_SPAN_DEPTH - 1);
+        size_t e = ev_value(qm, plain, s, len, i, &m, WH_JSON_SPAN_DEPTH - 1);
         if (e == 0 || e >= len)
             break;
-        for (int j = 0; j < f->nsubs; j++) {
+        for (int j = 0; j < nsubs; j++) {
             if (f->sub_slot[j] != slot || (x->sub_found & (1u << j)) ||
-                !key_is(&k, f->sub_name[j], f->sub_namelen[j]))
+                !(qm ? k.len - 2 == f->sub_namelen[j] && /* no escape: raw bytes decide */
+                           same_bytes(k.p + 1, f->sub_name[j], f->sub_namelen[j])
+                     : key_is(&k, f->sub_name[j], f->sub_namelen[j])))
                 continue;
             x->sub_off[j] = (uint32_t)(m.p - json);
             x->sub_len[j] = (uint32_t)m.len;
@@ -268,24 +422,68 @@ static size_t ev_sub_walk(const dsp_filter *f, dsp_evidx *x, const char *json, i
     return wh_json_span_at(s, len, start, v, WH_JSON_SPAN_DEPTH);
 }
 
-/* One walk over the event's members (what wh_json_span_next accepts, member
- * by member); f (may be NULL): also its sub-members. */
-static void evidx_build(const dsp_filter *f, const char *json, size_t len, dsp_evidx *x)
+/* The members of a stored event in the order the ingestor writes them
+ * (docs/INTERNALS.md): the walk first compares the next one's name, colon
+ * included, with the bytes at hand, and reads the name only when they
+ * differ. Raw bytes equal to `"name":` are that member's name (no escape
+ * in it, the closing quote ends it). */
+static const struct {
+    char lit[16]; /* "name": zero-padded */
+    uint8_t len;
+    int8_t slot; /* DSP_EV_*, -1: not indexed */
+} ev_order[] = {
+    {"\"id\":", 5, DSP_EV_ID},         {"\"tenant\":", 9, DSP_EV_TENANT},
+    {"\"lsn\":", 6, DSP_EV_LSN},       {"\"seq\":", 6, -1},
+    {"\"xid\":", 6, DSP_EV_XID},       {"\"commit_ts\":", 12, DSP_EV_COMMIT_TS},
+    {"\"op\":", 5, DSP_EV_OP},         {"\"schema\":", 9, DSP_EV_SCHEMA},
+    {"\"table\":", 8, DSP_EV_TABLE},   {"\"key\":", 6, DSP_EV_KEY},
+    {"\"before\":", 9, DSP_EV_BEFORE}, {"\"after\":", 8, DSP_EV_AFTER},
+};
+#define EV_ORDER_N (sizeof(ev_order) / sizeof(ev_order[0]))
+
+/* 1 when s[i..len) starts with ev_order[k].lit. */
+static inline __attribute__((always_inline)) int ev_order_at(size_t k, const char *s, size_t len,
+                                                             size_t i)
 {
-    x->found = 0;
-    x->sub_found = 0;
-    x->ev_off = x->ev_len = 0;
-    wh_json_span ev;
-    if (dsp_json_object(json, len, &ev) != WH_OK || len > UINT32_MAX) {
-        x->state = DSP_EVX_NOTOBJ;
-        return;
+    size_t n = ev_order[k].len;
+#ifdef __SSE2__
+    if (len - i >= 16) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        __m128i b = _mm_loadu_si128((const __m128i *)(const void *)ev_order[k].lit);
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(a, b));
+        unsigned need = (1u << n) - 1;
+        return (m & need) == need;
     }
-    x->ev_off = (uint32_t)(ev.p - json);
-    x->ev_len = (uint32_t)ev.len;
+#endif
+    return len - i >= n && memcmp(s + i, ev_order[k].lit, n) == 0;
+}
+
+/* One walk over the event's members (what wh_json_span_next accepts, member
+ * by member); f (may be NULL): also its sub-members; qm: the event's quote
+ * map (NULL: strings are scanned). s[0..n) is the object (dsp_json_object).
+ * plain: none of the shortcuts (predicted names, null read inline, key and
+ * before walked member by member without sub-members): the walk as it was
+ * before them, kept as the reference the tests compare with. */
+static inline __attribute__((always_inline)) void evidx_walk(const qmap *qm, int plain,
+                                                             const dsp_filter *f, const char *json,
+                                                             const char *s, size_t n, dsp_evidx *x)
+{
+    size_t i = 1, next = plain ? EV_ORDER_N : 0; /* next: the member ev_order expects */
     unsigned subheads = f ? f->sub_heads : 0;
-    const char *s = ev.p;
-    size_t n = ev.len, i = 1;
     for (int first = 1;; first = 0) {
+        wh_json_span v;
+        int slot;
+        if (!first && next < EV_ORDER_N && i + 1 < n && s[i] == ',' &&
+            ev_order_at(next, s, n, i + 1)) {
+            /* the common case: ',' and the expected name right after the
+             * value (what the general steps below find then) */
+            slot = ev_order[next].slot;
+            i = ev_ws(s, n, i + 1 + ev_order[next].len);
+            next++;
+            if (i >= n)
+                break;
+            goto value;
+        }
         i = ev_ws(s, n, i);
         if (i >= n)
             break;
@@ -298,15 +496,30 @@ static void evidx_build(const dsp_filter *f, const char *json, size_t len, dsp_e
                 break;
             i = ev_ws(s, n, i + 1);
         }
-        wh_json_span k, v;
-        i = ev_member_key(s, n, i, &k);
-        if (i == 0)
-            break;
-        int slot = ev_slot(&k);
+        if (next < EV_ORDER_N && i < n && ev_order_at(next, s, n, i)) {
+            /* what ev_member_key finds: the name, the colon, whitespace */
+            slot = ev_order[next].slot;
+            i = ev_ws(s, n, i + ev_order[next].len);
+            next++;
+            if (i >= n)
+                break;
+        } else {
+            wh_json_span k;
+            i = ev_member_key(qm, s, n, i, &k);
+            if (i == 0)
+                break;
+            /* no escape in the event (quote map): the raw bytes decide */
+            slot = qm ? (k.len >= 2 ? ev_slot_raw(k.p + 1, k.len - 2) : -1) : ev_slot(&k);
+        }
+    value:;
         int want = slot >= 0 && !(x->found & (1u << slot));
-        size_t e = want && ((subheads >> slot) & 1u) && s[i] == '{'
-                       ? ev_sub_walk(f, x, json, slot, s, n, i, &v)
-                       : ev_value(s, n, i, &v, WH_JSON_SPAN_DEPTH);
+        /* key, before and after walked member by member (plain: only the
+         * heads with sub-members, as before) */
+        size_t e = want && s[i] == '{' &&
+                           (plain ? ((subheads >> slot) & 1u) != 0
+                                  : slot >= DSP_EV_KEY && slot <= DSP_EV_AFTER)
+                       ? ev_sub_walk(qm, plain, f, x, json, slot, s, n, i, &v)
+                       : ev_value(qm, plain, s, n, i, &v, WH_JSON_SPAN_DEPTH);
         if (e == 0 || e >= n)
             break;
         if (want) {
@@ -320,9 +533,43 @@ static void evidx_build(const dsp_filter *f, const char *json, size_t len, dsp_e
     x->state = DSP_EVX_BROKEN;
 }
 
+/* Indexes the event: with a quote map when it has no backslash and fits,
+ * else scanning strings; scan = 1: the plain walk (see evidx_walk). */
+static void evidx_build_mode(const dsp_filter *f, const char *json, size_t len, dsp_evidx *x,
+                             int scan)
+{
+    x->found = 0;
+    x->sub_found = 0;
+    x->ev_off = x->ev_len = 0;
+    wh_json_span ev;
+    if (dsp_json_object(json, len, &ev) != WH_OK || len > UINT32_MAX) {
+        x->state = DSP_EVX_NOTOBJ;
+        return;
+    }
+    x->ev_off = (uint32_t)(ev.p - json);
+    x->ev_len = (uint32_t)ev.len;
+    qmap qm;
+    if (scan)
+        evidx_walk(NULL, 1, f, json, ev.p, ev.len, x);
+    else if (ev.len <= QMAP_MAX && qmap_build(&qm, ev.p, ev.len))
+        evidx_walk(&qm, 0, f, json, ev.p, ev.len, x);
+    else
+        evidx_walk(NULL, 0, f, json, ev.p, ev.len, x);
+}
+
+static void evidx_build(const dsp_filter *f, const char *json, size_t len, dsp_evidx *x)
+{
+    evidx_build_mode(f, json, len, x, 0);
+}
+
 void dsp_evidx_build(const char *json, size_t len, dsp_evidx *x)
 {
     evidx_build(NULL, json, len, x);
+}
+
+void dsp_evidx_build_scan(const dsp_filter *f, const char *json, size_t len, dsp_evidx *x)
+{
+    evidx_build_mode(f, json, len, x, 1);
 }
 
 int dsp_evidx_get(const dsp_evidx *x, const char *json, int i, wh_json_span *out)
@@ -810,6 +1057,26 @@ static int compile_expr(dsp_filter *f, const char *expr, char *err, size_t errle
             o->sub = f->nsubs++;
         }
     }
+    for (int i = 0; i < f->nnodes; i++) {
+        node *n = &f->nodes[i];
+        n->fk = FK_NONE;
+        if (n->kind != N_CMP)
+            continue;
+        const opnd *lo = &f->opnds[n->l], *ro = &f->opnds[n->r];
+        if (lo->kind != O_PATH || lo->head < 0 || lo->nseg < 1 || lo->nseg > 2 ||
+            (lo->nseg == 2 && lo->sub < 0))
+            continue;
+        n->head = lo->head;
+        n->sub = lo->nseg == 2 ? lo->sub : -1;
+        if (ro->kind == O_NUM) {
+            n->fk = FK_NUM;
+            n->num = ro->num;
+        } else if (ro->kind == O_STR && ro->plain && (n->cmp == C_EQ || n->cmp == C_NE)) {
+            n->fk = FK_STR;
+            n->s = ro->s;
+            n->sn = ro->n;
+        }
+    }
     return WH_OK;
 }
 
@@ -911,6 +1178,35 @@ typedef struct {
     size_t n;
 } val;
 
+/* The value of the path o in the event: 1 and *cur, or 0 when missing. */
+static inline __attribute__((always_inline)) int path_get(const opnd *o, const ectx *x,
+                                                          wh_json_span *cur)
+{
+    *cur = *x->ev;
+    int i = 0;
+    if (o->head >= 0) {
+        if (!(x->found & (1u << o->head)))
+            return 0;
+        *cur = x->hv[o->head];
+        i = 1;
+        if (o->sub >= 0) { /* head.member: found in the event's walk */
+            if (!(x->xi->sub_found & (1u << o->sub)))
+                return 0;
+            cur->p = x->json + x->xi->sub_off[o->sub];
+            cur->len = x->xi->sub_len[o->sub];
+            cur->type = (wh_json_type)x->xi->sub_type[o->sub];
+            i = 2;
+        }
+    }
+    for (; i < o->nseg; i++) {
+        wh_json_span next;
+        if (wh_json_span_get(cur, o->seg[i], o->seglen[i], &next) != WH_OK)
+            return 0;
+        *cur = next;
+    }
+    return 1;
+}
+
 static void resolve(const opnd *o, const ectx *x, val *v)
 {
     switch (o->kind) {
@@ -933,33 +1229,10 @@ static void resolve(const opnd *o, const ectx *x, val *v)
     case O_PATH:
         break;
     }
-    wh_json_span cur = *x->ev;
-    int i = 0;
-    if (o->head >= 0) {
-        if (!(x->found & (1u << o->head))) {
-            v->kind = V_NULL;
-            return;
-        }
-        cur = x->hv[o->head];
-        i = 1;
-        if (o->sub >= 0) { /* head.member: found in the event's walk */
-            if (!(x->xi->sub_found & (1u << o->sub))) {
-                v->kind = V_NULL;
-                return;
-            }
-            cur.p = x->json + x->xi->sub_off[o->sub];
-            cur.len = x->xi->sub_len[o->sub];
-            cur.type = (wh_json_type)x->xi->sub_type[o->sub];
-            i = 2;
-        }
-    }
-    for (; i < o->nseg; i++) {
-        wh_json_span next;
-        if (wh_json_span_get(&cur, o->seg[i], o->seglen[i], &next) != WH_OK) {
-            v->kind = V_NULL;
-            return;
-        }
-        cur = next;
+    wh_json_span cur;
+    if (!path_get(o, x, &cur)) {
+        v->kind = V_NULL;
+        return;
     }
     switch (cur.type) {
     case WH_JSON_NULL:
@@ -1048,21 +1321,99 @@ static int span_eq_plain(const wh_json_span *sp, const char *lit, size_t n)
 {
     size_t rn = sp->len - 2;
     if (rn == n)
-        return memcmp(sp->p + 1, lit, n) == 0;
+        return same_bytes(sp->p + 1, lit, n);
     return rn > n && memchr(sp->p + 1, '\\', rn) != NULL && wh_json_span_strcmp(sp, lit, n) == 0;
 }
 
-static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth)
+static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth);
+
+/* A comparison node. */
+static inline __attribute__((always_inline)) int eval_cmp(const dsp_filter *f, const node *n,
+                                                          const ectx *ev)
 {
-    const node *n = &f->nodes[ni];
     val a, b;
-    if (depth > 2 * DSP_FILTER_DEPTH_MAX + DSP_FILTER_NODES_MAX)
+    int c;
+    if (n->fk != FK_NONE) {
+        /* path_get for a head (and sub-member) path, from the node */
+        wh_json_span sp;
+        int have = (ev->found >> n->head) & 1u;
+        if (have) {
+            sp = ev->hv[n->head];
+            if (n->sub >= 0) {
+                have = (ev->xi->sub_found >> n->sub) & 1u;
+                if (have) {
+                    sp.p = ev->json + ev->xi->sub_off[n->sub];
+                    sp.len = ev->xi->sub_len[n->sub];
+                    sp.type = (wh_json_type)ev->xi->sub_type[n->sub];
+                }
+            }
+        }
+        if (n->fk == FK_STR) { /* as below */
+            int eq = have && sp.type == WH_JSON_STRING && span_eq_plain(&sp, n->s, n->sn);
+            return n->cmp == C_EQ ? eq : !eq;
+        }
+        double d;
+        c = 2;
+        if (have && (sp.type == WH_JSON_NUMBER || sp.type == WH_JSON_STRING) &&
+            wh_json_span_num(&sp, &d) == WH_OK)
+            c = d < n->num ? -1 : d > n->num ? 1 : d == n->num ? 0 : 2;
+        goto ordered;
+    }
+    const opnd *lo = &f->opnds[n->l], *ro = &f->opnds[n->r];
+    if (lo->kind == O_PATH && ro->kind == O_NUM) {
+        /* a member against a number (after.amount > 100): what order()
+         * decides for a resolved path and V_NUM, without the values: a
+         * number or a string holding one compares numerically, anything
+         * else (missing, null, bool, object...) is not comparable */
+        wh_json_span sp;
+        double d;
+        c = 2;
+        if (path_get(lo, ev, &sp) && (sp.type == WH_JSON_NUMBER || sp.type == WH_JSON_STRING) &&
+            wh_json_span_num(&sp, &d) == WH_OK)
+            c = d < ro->num ? -1 : d > ro->num ? 1 : d == ro->num ? 0 : 2;
+        goto ordered;
+    }
+    if (lo->kind == O_PATH && ro->kind == O_STR && ro->plain &&
+        (n->cmp == C_EQ || n->cmp == C_NE)) {
+        /* a member against a string literal (table == "orders"): what
+         * equal() decides, without decoding unless escaped; only a
+         * string equals a string */
+        wh_json_span sp;
+        int eq =
+            path_get(lo, ev, &sp) && sp.type == WH_JSON_STRING && span_eq_plain(&sp, ro->s, ro->n);
+        return n->cmp == C_EQ ? eq : !eq;
+    }
+    resolve(lo, ev, &a);
+    resolve(ro, ev, &b);
+    if (n->cmp == C_EQ)
+        return equal(&a, &b);
+    if (n->cmp == C_NE)
+        return !equal(&a, &b);
+    c = order(&a, &b);
+ordered:
+    if (n->cmp == C_EQ)
+        return c == 0;
+    if (n->cmp == C_NE)
+        return c != 0;
+    if (c == 2)
         return 0;
+    switch (n->cmp) {
+    case C_LT:
+        return c < 0;
+    case C_LE:
+        return c <= 0;
+    case C_GT:
+        return c > 0;
+    default:
+        return c >= 0;
+    }
+}
+
+/* The nodes other than comparisons, && and ||. */
+static int eval_other(const dsp_filter *f, const node *n, const ectx *ev, int depth)
+{
+    val a, b;
     switch (n->kind) {
-    case N_OR:
-        return eval(f, n->l, ev, depth + 1) || eval(f, n->r, ev, depth + 1);
-    case N_AND:
-        return eval(f, n->l, ev, depth + 1) && eval(f, n->r, ev, depth + 1);
     case N_NOT:
         return !eval(f, n->l, ev, depth + 1);
     case N_TRUTHY:
@@ -1083,37 +1434,34 @@ static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth)
                 return 1;
         }
         return 0;
-    case N_CMP: {
-        const opnd *ro = &f->opnds[n->r];
-        resolve(&f->opnds[n->l], ev, &a);
-        if (a.kind == V_SPAN && ro->kind == O_STR && ro->plain &&
-            (n->cmp == C_EQ || n->cmp == C_NE)) {
-            /* a string member against a string literal (table == "orders"):
-             * what str_cmp decides, without decoding unless escaped */
-            int eq = span_eq_plain(&a.sp, ro->s, ro->n);
-            return n->cmp == C_EQ ? eq : !eq;
-        }
-        resolve(ro, ev, &b);
-        if (n->cmp == C_EQ)
-            return equal(&a, &b);
-        if (n->cmp == C_NE)
-            return !equal(&a, &b);
-        int c = order(&a, &b);
-        if (c == 2)
+    default:
+        return 0;
+    }
+}
+
+/* && and || chains are followed in a loop (their right operands), the
+ * common leaves tested before the others: what the recursive switch over
+ * every node kind decides, with the same depth bound. */
+static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth)
+{
+    for (;;) {
+        const node *n = &f->nodes[ni];
+        if (depth > 2 * DSP_FILTER_DEPTH_MAX + DSP_FILTER_NODES_MAX)
             return 0;
-        switch (n->cmp) {
-        case C_LT:
-            return c < 0;
-        case C_LE:
-            return c <= 0;
-        case C_GT:
-            return c > 0;
-        default:
-            return c >= 0;
+        if (n->kind == N_CMP)
+            return eval_cmp(f, n, ev);
+        if (n->kind == N_AND) {
+            if (!eval(f, n->l, ev, depth + 1))
+                return 0;
+        } else if (n->kind == N_OR) {
+            if (eval(f, n->l, ev, depth + 1))
+                return 1;
+        } else {
+            return eval_other(f, n, ev, depth);
         }
+        ni = n->r;
+        depth++;
     }
-    }
-    return 0;
 }
 
 static int tables_match(const dsp_filter *f, const char *json, const dsp_evidx *x)

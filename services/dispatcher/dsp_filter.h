@@ -115,6 +115,10 @@ typedef struct dsp_evidx {
 
 /* Indexes the event json[0..len) into *x (one walk, no allocation). */
 void dsp_evidx_build(const char *json, size_t len, dsp_evidx *x);
+/* The same index built the plain way (every string scanned, none of the
+ * walk's shortcuts), with f's sub-members (f may be NULL): the reference
+ * that tests and the fuzz target compare dsp_filter_match_ix's index with. */
+void dsp_evidx_build_scan(const dsp_filter *f, const char *json, size_t len, dsp_evidx *x);
 /* Member i of an indexed event as a span into json (the bytes indexed, or
  * a copy of them); WH_ERR when absent. */
 int dsp_evidx_get(const dsp_evidx *x, const char *json, int i, wh_json_span *out);

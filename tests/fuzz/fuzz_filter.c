@@ -45,6 +45,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int m1 = dsp_filter_match(f, ev, evlen);
         if (dsp_filter_match_ix(f, ev, evlen, &ix[0]) != m1)
             __builtin_trap(); /* one answer with or without the index */
+        /* the walk's index (quote map, predicted member order) is the
+         * plain walk's */
+        dsp_evidx ref;
+        dsp_evidx_build_scan(f, ev, evlen, &ref);
+        if (ix[0].state != ref.state || ix[0].found != ref.found ||
+            ix[0].sub_found != ref.sub_found || ix[0].ev_off != ref.ev_off ||
+            ix[0].ev_len != ref.ev_len)
+            __builtin_trap();
+        for (int i = 0; i < DSP_EV_NFIELDS; i++)
+            if ((ref.found & (1u << i)) &&
+                (ix[0].off[i] != ref.off[i] || ix[0].len[i] != ref.len[i] ||
+                 ix[0].type[i] != ref.type[i]))
+                __builtin_trap();
+        for (int j = 0; j < DSP_EVX_SUB_MAX; j++)
+            if ((ref.sub_found & (1u << j)) &&
+                (ix[0].sub_off[j] != ref.sub_off[j] || ix[0].sub_len[j] != ref.sub_len[j] ||
+                 ix[0].sub_type[j] != ref.sub_type[j]))
+                __builtin_trap();
         ix[1] = ix[0];
         wh_buf b, b2;
         wh_buf_init(&b, 1 << 20);

@@ -2,11 +2,13 @@
  * dsp_batch_fill_fmt over orders-shaped events (the shape wh_stagebench
  * appends), in batches, for one target format.
  *
- *   wh_dspbench native|debezium N [BATCH]
+ *   wh_dspbench native|debezium|filter|dbzonly N [BATCH]
  *
  * native:   the native envelope, no filter (the stored bytes are copied)
  * debezium: the Debezium envelope and the filter expression
  *           table == "orders" && op == "insert" && after.amount > 1
+ * filter:   the native envelope and that filter (the filter's share)
+ * dbzonly:  the Debezium envelope without a filter (the envelope's share)
  * Prints "KIND N events: C us CPU/event (this process)". Stable under
  * `valgrind --tool=callgrind` (instructions per event = Ir / N, minus the
  * set-up, which is measured by running with N = 0). */
@@ -29,8 +31,11 @@ static double cpu_s(void)
 
 int main(int argc, char **argv)
 {
-    if (argc < 3 || (strcmp(argv[1], "native") != 0 && strcmp(argv[1], "debezium") != 0)) {
-        fprintf(stderr, "usage: wh_dspbench native|debezium N [BATCH]\n");
+    const char *kind = argc > 1 ? argv[1] : "";
+    int dbz = strcmp(kind, "debezium") == 0 || strcmp(kind, "dbzonly") == 0;
+    int filt = strcmp(kind, "debezium") == 0 || strcmp(kind, "filter") == 0;
+    if (argc < 3 || (!dbz && !filt && strcmp(kind, "native") != 0)) {
+        fprintf(stderr, "usage: wh_dspbench native|debezium|filter|dbzonly N [BATCH]\n");
         return 2;
     }
     size_t n = strtoul(argv[2], NULL, 10);
@@ -39,11 +44,11 @@ int main(int argc, char **argv)
         batch = 1000;
     wh_delivery d;
     memset(&d, 0, sizeof(d));
-    if (strcmp(argv[1], "debezium") == 0) {
+    if (dbz)
         wh_strlcpy(d.envelope, "debezium", sizeof(d.envelope));
+    if (filt)
         wh_strlcpy(d.filter_expr, "table == \"orders\" && op == \"insert\" && after.amount > 1",
                    sizeof(d.filter_expr));
-    }
     dsp_format fmt;
     memset(&fmt, 0, sizeof(fmt));
     char err[WH_ERRLEN];

@@ -240,12 +240,156 @@ static void test_spans(void **state)
     assert_int_equal(wh_json_span_num(&notnum, &d), WH_ERR);
 }
 
+/* The index dsp_filter_match_ix leaves (quote map, predicted member order)
+ * equals the plain walk's (dsp_evidx_build_scan) member for member. */
+static void assert_same_index(const dsp_filter *f, const char *ev, size_t len)
+{
+    dsp_evidx a, b;
+    memset(&a, 0xA5, sizeof(a));
+    memset(&b, 0x5A, sizeof(b));
+    int m = dsp_filter_match_ix(f, ev, len, &a);
+    dsp_evidx_build_scan(f, ev, len, &b);
+    if (a.state != b.state || a.found != b.found || a.ev_off != b.ev_off || a.ev_len != b.ev_len ||
+        a.sub_found != b.sub_found)
+        fail_msg("index differs (state %d/%d found %x/%x sub %x/%x) on %.*s", a.state, b.state,
+                 a.found, b.found, a.sub_found, b.sub_found, (int)len, ev);
+    for (int i = 0; i < DSP_EV_NFIELDS; i++)
+        if ((a.found & (1u << i)) &&
+            (a.off[i] != b.off[i] || a.len[i] != b.len[i] || a.type[i] != b.type[i]))
+            fail_msg("member %d differs on %.*s", i, (int)len, ev);
+    for (int j = 0; j < DSP_EVX_SUB_MAX; j++)
+        if ((a.sub_found & (1u << j)) &&
+            (a.sub_off[j] != b.sub_off[j] || a.sub_len[j] != b.sub_len[j] ||
+             a.sub_type[j] != b.sub_type[j]))
+            fail_msg("sub-member %d differs on %.*s", j, (int)len, ev);
+    /* and the answer is the one of a fresh match */
+    assert_int_equal(m, dsp_filter_match(f, ev, len));
+}
+
+static void test_index_walks(void **state)
+{
+    (void)state;
+    static const char *evs[] = {
+        /* the ingestor's layout, with and without escapes */
+        "{\"id\":\"default:0/1A2B3C8:0\",\"tenant\":\"default\",\"lsn\":\"0/1A2B3C8\",\"seq\":0,"
+        "\"xid\":735,\"commit_ts\":\"2026-11-22T01:02:03.123456Z\",\"op\":\"insert\",\"schema\":"
+        "\"public\",\"table\":\"orders\",\"key\":{\"id\":1},\"before\":null,\"after\":{\"id\":1,"
+        "\"customer\":\"customer 7\",\"amount\":\"12.50\",\"note\":\"n\",\"created_at\":"
+        "\"2026-12-01T21:50:06.5Z\"}}",
+        NULL, /* EV */
+        /* members out of order, repeated, unknown, whitespace */
+        " { \"op\" : \"update\" , \"table\":\"t\", \"id\":\"x\",\"op\":\"delete\",\"zz\":[1,{\"a\":"
+        "\"}\"}],\"after\" :{ \"amount\" : -1.5e2 , \"amount\":3 },\"after\":{\"amount\":9}}\n",
+        /* names that start like the predicted ones */
+        "{\"id\":\"a\",\"tenantx\":\"b\",\"tenant\":\"t\",\"lsn\":\"0/1\",\"seq\":1,\"xid\":2,"
+        "\"commit_ts\":null,\"op\":\"message\",\"schema\":null,\"table\":null,\"key\":null,"
+        "\"before\":null,\"after\":null,\"prefix\":\"p\",\"content\":\"aGk=\"}",
+        /* nested values in key/before/after, and arrays of strings */
+        "{\"id\":\"a\",\"key\":{\"k\":{\"x\":[\"]\",\"}\"]},\"id\":2},\"before\":{\"id\":[],"
+        "\"amount\":"
+        "{}},\"after\":{\"id\":{\"amount\":5},\"amount\":\"7\",\"tags\":[\"a\",\"b\"]}}",
+        /* malformed: scalars, unterminated strings, brackets */
+        "{\"id\":\"a\",\"after\":{\"amount\":tru,\"x\":1},\"op\":\"insert\"}",
+        "{\"id\":\"a\",\"after\":{\"amount\":1,\"x\":nul},\"op\":\"insert\"}",
+        "{\"id\":\"a\",\"after\":{\"amount\":1,\"x\":\"},\"op\":\"insert\"}",
+        "{\"id\":\"a\",\"after\":{\"amount\":1]},\"op\":\"insert\"}",
+        "{\"id\":\"a\",\"op\":\"insert\",}",
+        "{\"id\":\"a\" \"op\":\"insert\"}",
+        "{\"id\"\"a\"}",
+        "{\"id\":}",
+        "{}",
+        "{ }",
+        "[]",
+        "{\"id\":0123}",
+        "{\"id\":12.5,\"xid\":1e3,\"seq\":-1}",
+    };
+    const char *cols[] = {"note"};
+    dsp_filter_spec spec = {
+        .expr = "table == \"orders\" && op == \"insert\" && after.amount > 1 || key.id == 2 || "
+                "before.amount == null || after.customer startswith \"c\"",
+        .columns_exclude = cols,
+        .ncolumns_exclude = 1};
+    dsp_filter *f = NULL;
+    char err[256];
+    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    char buf[12000];
+    for (size_t e = 0; e < sizeof(evs) / sizeof(evs[0]); e++) {
+        const char *ev = evs[e] ? evs[e] : EV;
+        size_t len = strlen(ev);
+        assert_same_index(f, ev, len);
+        /* every prefix closed with '}', and every byte replaced by a
+         * structural character, a quote or a backslash */
+        static const char subst[] = "\"\\{}[],: n1t-";
+        for (size_t p = 0; p < len; p++) {
+            memcpy(buf, ev, p);
+            buf[p] = '}';
+            assert_same_index(f, buf, p + 1);
+            for (size_t k = 0; k < sizeof(subst) - 1; k++) {
+                memcpy(buf, ev, len);
+                buf[p] = subst[k];
+                assert_same_index(f, buf, len);
+            }
+        }
+    }
+    /* long strings: quotes on both sides of 64-byte blocks, and an event
+     * longer than the quote map holds */
+    for (size_t pad = 0; pad < 140; pad++) {
+        int n = snprintf(buf, sizeof(buf),
+                         "{\"id\":\"%.*s\",\"op\":\"insert\",\"table\":\"orders\",\"after\":"
+                         "{\"note\":\"%.*s\",\"amount\":2}}",
+                         (int)pad,
+                         "................................................................"
+                         "................................................................"
+                         "..............",
+                         (int)(pad / 2),
+                         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+        assert_same_index(f, buf, (size_t)n);
+        assert_true(dsp_filter_match(f, buf, (size_t)n));
+    }
+    size_t at = (size_t)snprintf(buf, sizeof(buf), "{\"after\":{\"amount\":5,\"big\":\"");
+    memset(buf + at, 'y', 9000);
+    at += 9000;
+    at +=
+        (size_t)snprintf(buf + at, sizeof(buf) - at, "\"},\"table\":\"orders\",\"op\":\"insert\"}");
+    assert_same_index(f, buf, at);
+    assert_true(dsp_filter_match(f, buf, at));
+    dsp_filter_free(f);
+}
+
+/* `path OP literal` (read without building values) answers what the
+ * mirrored `literal OP' path` (the general comparison) answers. */
+static void test_compare_mirrored(void **state)
+{
+    (void)state;
+    static const char *paths[] = {"after.amount", "after.price",  "after.note", "after.vip",
+                                  "after.gone",   "after.nosuch", "after.tags", "table",
+                                  "xid",          "key",          "before",     "seq"};
+    static const char *lits[] = {"150",   "99.9",      "0",       "-1",   "1e3", "\"orders\"",
+                                 "\"x\"", "\"99.90\"", "\"150\"", "true", "null"};
+    static const struct {
+        const char *op, *mirror;
+    } ops[] = {{"==", "=="}, {"!=", "!="}, {"<", ">"}, {"<=", ">="}, {">", "<"}, {">=", "<="}};
+    for (size_t p = 0; p < sizeof(paths) / sizeof(paths[0]); p++)
+        for (size_t l = 0; l < sizeof(lits) / sizeof(lits[0]); l++)
+            for (size_t o = 0; o < sizeof(ops) / sizeof(ops[0]); o++) {
+                char a[128], b[128];
+                snprintf(a, sizeof(a), "%s %s %s", paths[p], ops[o].op, lits[l]);
+                snprintf(b, sizeof(b), "%s %s %s", lits[l], ops[o].mirror, paths[p]);
+                if (expr_match(a, EV) != expr_match(b, EV))
+                    fail_msg("\"%s\" and \"%s\" differ", a, b);
+            }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_expressions), cmocka_unit_test(test_compile_errors),
-        cmocka_unit_test(test_tables_ops),  cmocka_unit_test(test_columns_rewrite),
+        cmocka_unit_test(test_expressions),
+        cmocka_unit_test(test_compile_errors),
+        cmocka_unit_test(test_tables_ops),
+        cmocka_unit_test(test_columns_rewrite),
         cmocka_unit_test(test_spans),
+        cmocka_unit_test(test_index_walks),
+        cmocka_unit_test(test_compare_mirrored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
