@@ -115,13 +115,18 @@ class PrefillFile : public rocksdb::FSWritableFileOwnerWrapper
 
   private:
     /* makes [0, upto) written: zeros from the zeroed end on, `chunk` past
-     * upto */
+     * upto. Not for a big write (an eighth of the chunk or more): its one
+     * journal commit is spread over many events, while zeros ahead of it
+     * would double the WAL's disk writes (a backlog's appends) */
     void ahead(uint64_t upto)
     {
         if (fd_ < 0 || stopped_ || upto <= zeroed_)
             return;
+        uint64_t at0 = zeroed_ > end_ ? zeroed_ : end_;
+        if (upto - end_ >= chunk_ / 8 && upto > at0)
+            return;
         uint64_t to = (upto + chunk_ + kZeroBlock - 1) / kZeroBlock * kZeroBlock;
-        uint64_t at = zeroed_ > end_ ? zeroed_ : end_;
+        uint64_t at = at0;
         while (at < to) {
             size_t len = (size_t)(to - at < kZeroBlock ? to - at : kZeroBlock);
             ssize_t w = ::pwrite(fd_, kZeros, len, (off_t)at);
