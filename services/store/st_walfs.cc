@@ -37,8 +37,7 @@ class PrefillFile : public rocksdb::FSWritableFileOwnerWrapper
   public:
     PrefillFile(std::unique_ptr<rocksdb::FSWritableFile> &&t, int fd, uint64_t chunk,
                 std::atomic<uint64_t> *zeroed)
-        : rocksdb::FSWritableFileOwnerWrapper(std::move(t)), fd_(fd), chunk_(chunk),
-          total_(zeroed)
+        : rocksdb::FSWritableFileOwnerWrapper(std::move(t)), fd_(fd), chunk_(chunk), total_(zeroed)
     {
     }
     ~PrefillFile() override
