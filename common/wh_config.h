@@ -81,12 +81,14 @@ typedef struct wh_config {
     int64_t store_io_rate_bytes; /* RocksDB rate limiter: flush + compaction writes */
     int64_t rocksdb_cache_bytes;
     int64_t rocksdb_write_buffer_bytes;
-    int64_t store_retention_bytes;      /* runtime: per tenant, 0 = no cap */
-    int64_t store_retention_age_s;      /* runtime: per tenant, 0 = no cap */
-    int64_t store_tenant_rate_bytes;    /* runtime: per-tenant append bytes/s, 0 = unlimited */
-    int64_t store_tenant_rate_events;   /* runtime: per-tenant append events/s, 0 = unlimited */
-    int store_tenant_burst_ms;          /* runtime: bucket size in ms of the rates */
-    int64_t store_commit_share_bytes;   /* runtime: group commit slice while tenants share */
+    int64_t store_retention_bytes;    /* runtime: per tenant, 0 = no cap */
+    int64_t store_retention_age_s;    /* runtime: per tenant, 0 = no cap */
+    int64_t store_tenant_rate_bytes;  /* runtime: per-tenant append bytes/s, 0 = unlimited */
+    int64_t store_tenant_rate_events; /* runtime: per-tenant append events/s, 0 = unlimited */
+    int store_tenant_burst_ms;        /* runtime: bucket size in ms of the rates */
+    int64_t store_commit_share_bytes; /* runtime: group commit slice while tenants share */
+
+    /* store syncs (latency) */
     int64_t store_offset_sync_wait_us;  /* offset commits wait this long for a synced append */
     int64_t store_wal_zero_ahead_bytes; /* WAL zero-filled this far ahead (0 = off) */
     int64_t ipc_max_msg_bytes;

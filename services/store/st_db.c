@@ -107,11 +107,12 @@ struct st_db {
     rocksdb_options_t *opts; /* DB and default CF; tenant CFs copy it */
     rocksdb_block_based_table_options_t *bbto;
     rocksdb_cache_t *cache;
-    rocksdb_ratelimiter_t *rl;       /* the C API's limiter (fixed rate) when bgio is NULL */
-    st_bgio *bgio;                   /* the limiter, retuned at runtime; compaction counts */
+    rocksdb_ratelimiter_t *rl;  /* the C API's limiter (fixed rate) when bgio is NULL */
+    st_bgio *bgio;              /* the limiter, retuned at runtime; compaction counts */
+    int64_t io_rate_fixed;      /* rl's rate */
+    rocksdb_writeoptions_t *wo; /* sync = true */
+
     st_walfs *walfs;                 /* WALs zero-filled ahead (NULL: RocksDB's own files) */
-    int64_t io_rate_fixed;           /* rl's rate */
-    rocksdb_writeoptions_t *wo;      /* sync = true */
     rocksdb_writeoptions_t *wo_lazy; /* sync = false: offset commits (off_persist_lazy) */
     /* synced writes that make the WAL durable up to where they began: each
      * takes a ticket (sync_begun) before it writes; sync_done is the highest
@@ -121,6 +122,7 @@ struct st_db {
     pthread_cond_t sync_cv;
     uint64_t sync_begun, sync_done;
     int64_t offset_sync_wait_us; /* 0: offset commits sync at once */
+
     rocksdb_readoptions_t *ro;
     int read_only;
     int64_t write_buffer_bytes;
