@@ -97,6 +97,16 @@ class PrefillFile : public rocksdb::FSWritableFileOwnerWrapper
         }
         return s;
     }
+    rocksdb::IOStatus Sync(const rocksdb::IOOptions &o, rocksdb::IODebugContext *d) override
+    {
+        synced();
+        return target()->Sync(o, d);
+    }
+    rocksdb::IOStatus Fsync(const rocksdb::IOOptions &o, rocksdb::IODebugContext *d) override
+    {
+        synced();
+        return target()->Fsync(o, d);
+    }
     /* RocksDB trims a closed WAL to its data when it preallocated; the
      * zeros are trimmed here in any case */
     rocksdb::IOStatus Close(const rocksdb::IOOptions &o, rocksdb::IODebugContext *d) override
@@ -113,13 +123,22 @@ class PrefillFile : public rocksdb::FSWritableFileOwnerWrapper
     }
 
   private:
+    /* a sync: was it of a small write (latency) or of a big one (a
+     * backlog)? */
+    void synced()
+    {
+        small_ = end_ - synced_end_ < chunk_ / 8;
+        synced_end_ = end_;
+    }
     /* makes [0, upto) written: zeros from the zeroed end on, `chunk` past
-     * upto. Not for a big write (an eighth of the chunk or more): its one
-     * journal commit is spread over many events, while zeros ahead of it
-     * would double the WAL's disk writes (a backlog's appends) */
+     * upto. Only while syncs are of small writes, and not for a big write
+     * (an eighth of the chunk or more): a big sync's one journal commit is
+     * spread over many events, while zeros ahead of it (or ahead of the
+     * small writes between a backlog's big ones, which the next big one
+     * overwrites) would double the WAL's disk writes */
     void ahead(uint64_t upto)
     {
-        if (fd_ < 0 || stopped_ || upto <= zeroed_)
+        if (fd_ < 0 || stopped_ || !small_ || upto <= zeroed_)
             return;
         uint64_t at0 = zeroed_ > end_ ? zeroed_ : end_;
         if (upto - end_ >= chunk_ / 8 && upto > at0)
@@ -146,8 +165,10 @@ class PrefillFile : public rocksdb::FSWritableFileOwnerWrapper
     uint64_t chunk_;
     std::atomic<uint64_t> *total_;
     bool stopped_ = false;
-    uint64_t end_ = 0;    /* the data's end */
-    uint64_t zeroed_ = 0; /* [0, zeroed_) written (data or zeros) */
+    bool small_ = true;       /* the last sync was of a small write */
+    uint64_t synced_end_ = 0; /* end_ at the last sync */
+    uint64_t end_ = 0;        /* the data's end */
+    uint64_t zeroed_ = 0;     /* [0, zeroed_) written (data or zeros) */
 };
 
 class WalFs : public rocksdb::FileSystemWrapper
