@@ -100,6 +100,15 @@ const wh_config_entry wh_config_table[] = {
       "group commit: while a tenant makes appends of at most this size, another tenant's "
       "appends are synced in slices of this size, so the small ones never wait behind a big "
       "sync (smaller: better isolation; larger: more throughput for a flooding tenant)"),
+    L(store_offset_sync_wait_us, "store.offset_sync_wait_us", 2000, 0, 1000000, 0,
+      "an offset commit is written without sync and answered once the next synced group of "
+      "appends (which syncs the WAL before it) returned, or after this long its own WAL sync: "
+      "one sync fewer per delivered batch, so appends do not queue behind commits (0 = every "
+      "offset commit syncs at once)"),
+    L(store_wal_zero_ahead_bytes, "store.wal_zero_ahead_bytes", 1 * MiB, 0, 1 * GiB, 0,
+      "write zeros this far ahead of the end of RocksDB's WAL, so a synced append overwrites "
+      "written blocks inside the file size and its fdatasync commits no file system journal "
+      "(ext4, XFS; 0 = off)"),
     L(ipc_max_msg_bytes, "ipc.max_msg_bytes", 64 * MiB, 64 * KiB, 1 * GiB, 0,
       "largest IPC message accepted"),
     I(ipc_timeout_ms, "ipc.timeout_ms", 10000, 100, 600000, 0, "IPC request timeout"),

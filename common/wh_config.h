@@ -87,6 +87,10 @@ typedef struct wh_config {
     int64_t store_tenant_rate_events; /* runtime: per-tenant append events/s, 0 = unlimited */
     int store_tenant_burst_ms;        /* runtime: bucket size in ms of the rates */
     int64_t store_commit_share_bytes; /* runtime: group commit slice while tenants share */
+
+    /* store syncs (latency) */
+    int64_t store_offset_sync_wait_us;  /* offset commits wait this long for a synced append */
+    int64_t store_wal_zero_ahead_bytes; /* WAL zero-filled this far ahead (0 = off) */
     int64_t ipc_max_msg_bytes;
     int ipc_timeout_ms;
     char ipc_tls_cert[WH_PATH_MAX]; /* tls+tcp:// endpoints: PEM certificate */

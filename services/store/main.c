@@ -104,7 +104,9 @@ static int run_dump(const wh_config *cfg)
                     cfg->rocksdb_write_buffer_bytes,
                     1,
                     cfg->store_background_jobs,
-                    cfg->store_io_rate_bytes};
+                    cfg->store_io_rate_bytes,
+                    cfg->store_offset_sync_wait_us,
+                    cfg->store_wal_zero_ahead_bytes};
     if (st_db_open(&db, &o, err, sizeof(err)) != WH_OK) {
         fprintf(stderr, "walhook-store --dump: %s\n", err);
         return 1;
@@ -177,7 +179,9 @@ int main(int argc, char **argv)
                     cfg.rocksdb_write_buffer_bytes,
                     0,
                     cfg.store_background_jobs,
-                    cfg.store_io_rate_bytes};
+                    cfg.store_io_rate_bytes,
+                    cfg.store_offset_sync_wait_us,
+                    cfg.store_wal_zero_ahead_bytes};
     if (st_db_open(&db, &o, err, sizeof(err)) != WH_OK) {
         wh_error("cannot open the store: %s", err);
         return 1;

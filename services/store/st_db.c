@@ -2,6 +2,7 @@
 #include "st_db.h"
 #include "st_bgio.h"
 #include "st_gcfilter.h"
+#include "st_walfs.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -110,6 +111,18 @@ struct st_db {
     st_bgio *bgio;              /* the limiter, retuned at runtime; compaction counts */
     int64_t io_rate_fixed;      /* rl's rate */
     rocksdb_writeoptions_t *wo; /* sync = true */
+
+    st_walfs *walfs;                 /* WALs zero-filled ahead (NULL: RocksDB's own files) */
+    rocksdb_writeoptions_t *wo_lazy; /* sync = false: offset commits (off_persist_lazy) */
+    /* synced writes that make the WAL durable up to where they began: each
+     * takes a ticket (sync_begun) before it writes; sync_done is the highest
+     * ticket of one that succeeded. An offset commit written without sync
+     * waits for a ticket taken after its write (wal_synced_after). */
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    uint64_t sync_begun, sync_done;
+    int64_t offset_sync_wait_us; /* 0: offset commits sync at once */
+
     rocksdb_readoptions_t *ro;
     int read_only;
     int64_t write_buffer_bytes;
@@ -944,6 +957,12 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&db->health_mu, NULL);
     pthread_mutex_init(&db->owners_mu, NULL);
+    pthread_mutex_init(&db->sync_mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&db->sync_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    db->offset_sync_wait_us = o->offset_sync_wait_us > 0 ? o->offset_sync_wait_us : 0;
 
     /* Every size here is one the memory budget declares (wh_budget.h,
      * wh_budget_plan_store): change both together. */
@@ -1004,6 +1023,11 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
             rocksdb_options_set_ratelimiter(db->opts, db->rl);
             db->io_rate_fixed = io_rate;
         }
+        if (o->wal_zero_ahead_bytes > 0) {
+            db->walfs = st_walfs_install(db->opts, (uint64_t)o->wal_zero_ahead_bytes, e, sizeof(e));
+            if (db->walfs == NULL)
+                wh_warn("%s", e);
+        }
     }
 
     char *e = NULL;
@@ -1042,6 +1066,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
 
     db->wo = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(db->wo, 1);
+    db->wo_lazy = rocksdb_writeoptions_create();
     db->ro = rocksdb_readoptions_create();
 
     if ((!db->read_only && migrate_default(db, err, errlen) != WH_OK) ||
@@ -1096,6 +1121,8 @@ void st_db_close(st_db *db)
     free(db->cf_other);
     if (db->wo)
         rocksdb_writeoptions_destroy(db->wo);
+    if (db->wo_lazy)
+        rocksdb_writeoptions_destroy(db->wo_lazy);
     if (db->ro)
         rocksdb_readoptions_destroy(db->ro);
     if (db->opts)
@@ -1107,6 +1134,7 @@ void st_db_close(st_db *db)
     if (db->rl)
         rocksdb_ratelimiter_destroy(db->rl);
     st_bgio_free(db->bgio);
+    st_walfs_free(db->walfs);
     off_free_all(db);
     tenants_free(db);
     pthread_rwlock_destroy(&db->ten_lock);
@@ -1116,6 +1144,8 @@ void st_db_close(st_db *db)
     pthread_rwlock_destroy(&db->off_lock);
     pthread_mutex_destroy(&db->health_mu);
     pthread_mutex_destroy(&db->owners_mu);
+    pthread_mutex_destroy(&db->sync_mu);
+    pthread_cond_destroy(&db->sync_cv);
     free(db);
 }
 
@@ -1188,6 +1218,56 @@ int st_db_get_durable(st_db *db, const char *tenant, uint64_t *lsn, char *err, s
     int rc = get_durable_locked(db, t, lsn, err, errlen);
     ten_done(t);
     return rc;
+}
+
+/* A synced write begins: its ticket (sync_end once it succeeded). */
+static uint64_t sync_begin(st_db *db)
+{
+    pthread_mutex_lock(&db->sync_mu);
+    uint64_t tk = ++db->sync_begun;
+    pthread_mutex_unlock(&db->sync_mu);
+    return tk;
+}
+
+static void sync_end(st_db *db, uint64_t tk)
+{
+    pthread_mutex_lock(&db->sync_mu);
+    if (tk > db->sync_done) {
+        db->sync_done = tk;
+        pthread_cond_broadcast(&db->sync_cv);
+    }
+    pthread_mutex_unlock(&db->sync_mu);
+}
+
+/* Returns once the WAL written before the call is synced: by a synced
+ * write that began after the call (RocksDB syncs every live WAL file up to
+ * a synced write's end, so it covers what was written before it), waited
+ * for up to offset_sync_wait_us, else by a WAL sync of its own. */
+static int wal_synced_after(st_db *db, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&db->sync_mu);
+    uint64_t need = db->sync_begun + 1;
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    uint64_t ns = (uint64_t)dl.tv_nsec + (uint64_t)db->offset_sync_wait_us * 1000u;
+    dl.tv_sec += (time_t)(ns / 1000000000u);
+    dl.tv_nsec = (long)(ns % 1000000000u);
+    while (db->sync_done < need)
+        if (pthread_cond_timedwait(&db->sync_cv, &db->sync_mu, &dl) != 0)
+            break; /* timed out */
+    if (db->sync_done >= need) {
+        pthread_mutex_unlock(&db->sync_mu);
+        return WH_OK;
+    }
+    uint64_t tk = ++db->sync_begun;
+    pthread_mutex_unlock(&db->sync_mu);
+    char *e = NULL;
+    rocksdb_flush_wal(db->rdb, 1, &e);
+    note_write(db, e);
+    if (e)
+        return rerr(err, errlen, "WAL sync", e);
+    sync_end(db, tk);
+    return WH_OK;
 }
 
 static uint64_t append_bytes(const st_event *ev, size_t n);
@@ -1388,10 +1468,13 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
     }
     if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0) {
         char *e = NULL;
+        uint64_t tk = sync_begin(db);
         rocksdb_write(db->rdb, db->wo, wb, &e);
         note_write(db, e);
         if (e)
             rc = rerr(err, errlen, "write", e);
+        else
+            sync_end(db, tk);
     }
     rocksdb_writebatch_destroy(wb);
     return rc;
@@ -1835,6 +1918,25 @@ static int off_persist(st_db *db, st_off *o, off_val v, char *err, size_t errlen
     return WH_OK;
 }
 
+/* off_persist for an offset commit: written without sync, durable before
+ * it returns (wal_synced_after), so it shares the sync of the appends that
+ * come meanwhile instead of adding one of its own before them. Same locks. */
+static int off_persist_lazy(st_db *db, st_off *o, off_val v, char *err, size_t errlen)
+{
+    if (db->offset_sync_wait_us <= 0)
+        return off_persist(db, o, v, err, errlen);
+    char k[ST_KEY_MAX];
+    size_t kl = key_offset(k, o->tenant, o->consumer);
+    uint8_t b[ST_OFF_VAL_LEN + 1];
+    size_t bl = off_encode(b, v, o->needs_snapshot);
+    char *e = NULL;
+    rocksdb_put_cf(db->rdb, db->wo_lazy, o->ten->meta, k, kl, (const char *)b, bl, &e);
+    note_write(db, e);
+    if (e)
+        return rerr(err, errlen, "offset write", e);
+    return wal_synced_after(db, err, errlen);
+}
+
 static int lease_check(st_off *o, uint64_t lease_epoch, char *err, size_t errlen);
 
 int st_db_commit_epoch(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
@@ -1871,7 +1973,7 @@ int st_db_commit_fenced(st_db *db, const char *tenant, const char *consumer, uin
         /* A new consumer is always stored (even at (0,0): it then pins GC).
          * A new entry is at (0,0), so this never moves an offset backwards. */
         off_val nv = {lsn, seq, cur.epoch, ST_OFF_LIVE};
-        rc = off_persist(db, o, nv, err, errlen);
+        rc = off_persist_lazy(db, o, nv, err, errlen);
         if (rc == WH_OK) {
             off_write(o, nv);
             cur = nv;

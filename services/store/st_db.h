@@ -158,6 +158,13 @@ typedef struct st_db_opts {
     int read_only;              /* open for read only (--dump) */
     int background_jobs;        /* RocksDB flushes + compactions (0 = 2) */
     int64_t io_rate_bytes;      /* rate limiter, flush + compaction bytes/s (0 = 128 MiB/s) */
+    /* an offset commit is written without sync and replied to once a synced
+     * write that began after it returned (the next group of appends, which
+     * syncs the WAL before it), or after this long its own WAL sync
+     * (0 = every offset commit syncs at once) */
+    int64_t offset_sync_wait_us;
+    /* WAL files zero-filled this far ahead of their end (st_walfs.h; 0 = off) */
+    int64_t wal_zero_ahead_bytes;
 } st_db_opts;
 
 typedef struct st_event {

@@ -12,7 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <rocksdb/c.h>
@@ -44,7 +47,7 @@ static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw
 static void open_db(fx *f, int read_only)
 {
     char err[WH_ERRLEN];
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, read_only, 0, 0};
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, read_only, 0, 0, 2000, 1 << 20};
     int rc = st_db_open(&f->db, &o, err, sizeof(err));
     if (rc != WH_OK)
         fail_msg("open: %s", err);
@@ -583,7 +586,7 @@ static void open_small(fx *f)
     char err[WH_ERRLEN];
     st_db_close(f->db);
     f->db = NULL;
-    st_db_opts o = {f->dir, 1 << 20, 64 << 10, 0, 0, 0}; /* 64 KiB memtables: many flushes */
+    st_db_opts o = {f->dir, 1 << 20, 64 << 10, 0, 0, 0, 0, 0}; /* 64 KiB memtables: many flushes */
     if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
         fail_msg("open: %s", err);
 }
@@ -976,7 +979,7 @@ static void test_io_rate_limited(void **state)
     char err[WH_ERRLEN];
     st_db_close(f->db);
     f->db = NULL;
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 2, 1 << 20};
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 2, 1 << 20, 0, 0};
     if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
         fail_msg("open: %s", err);
     uint64_t t0 = wh_now_ms();
@@ -1000,7 +1003,7 @@ static void test_io_rate_runtime(void **state)
     char err[WH_ERRLEN];
     st_db_close(f->db);
     f->db = NULL;
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 2, 64 << 20};
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 2, 64 << 20, 0, 0};
     if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
         fail_msg("open: %s", err);
     assert_int_equal(st_db_io_rate(f->db), 64 << 20);
@@ -1080,7 +1083,7 @@ static void test_compactions_alternate(void **state)
     char err[WH_ERRLEN];
     st_db_close(f->db);
     f->db = NULL;
-    st_db_opts o = {f->dir, 1 << 20, 64 << 10, 0, 2, 64 << 20};
+    st_db_opts o = {f->dir, 1 << 20, 64 << 10, 0, 2, 64 << 20, 0, 0};
     if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
         fail_msg("open: %s", err);
     st_db_limits lim = {0, 0, 0, 0, 0, 0, 512 << 10}; /* a's compactions take ~1 s */
@@ -1543,9 +1546,112 @@ static void test_commit_handoff_light(void **state)
     free(buf);
 }
 
+/* The WAL zero-filled ahead (store.wal_zero_ahead_bytes) and offset commits
+ * written without sync (store.offset_sync_wait_us) after a SIGKILL: a child
+ * process (this program again, TEST_STORE_CRASH_DIR set) appends, commits
+ * an offset and kills itself with the WAL's zeros after its data; the store
+ * reopened holds every acknowledged event and the offset, once. */
+#define CRASH_BATCHES 50
+#define CRASH_PER 4
+
+static void crash_child(const char *dir)
+{
+    char err[WH_ERRLEN];
+    st_db *db = NULL;
+    st_db_opts o = {dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 1 << 20};
+    if (st_db_open(&db, &o, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "crash child: open: %s\n", err);
+        _exit(2);
+    }
+    char json[CRASH_PER][100];
+    st_event ev[CRASH_PER];
+    uint64_t d;
+    for (int b = 0; b < CRASH_BATCHES; b++) {
+        for (int i = 0; i < CRASH_PER; i++) {
+            snprintf(json[i], sizeof(json[i]), "{\"b\":%d,\"i\":%d}", b, i);
+            ev[i] = (st_event){(uint64_t)b + 1, (uint32_t)i, 7, json[i], strlen(json[i])};
+        }
+        if (st_db_append(db, "t", ev, CRASH_PER, (uint64_t)b + 1, &d, err, sizeof(err)) != WH_OK) {
+            fprintf(stderr, "crash child: append: %s\n", err);
+            _exit(2);
+        }
+    }
+    uint64_t l;
+    uint32_t sq;
+    if (st_db_commit(db, "t", "c", 30, 2, &l, &sq, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "crash child: commit: %s\n", err);
+        _exit(2);
+    }
+    kill(getpid(), SIGKILL);
+    _exit(3);
+}
+
+/* size of the largest *.log (WAL) in dir/rocksdb */
+static off_t wal_size(const char *dir)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/rocksdb", dir);
+    DIR *d = opendir(p);
+    assert_non_null(d);
+    off_t max = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        if (l < 5 || strcmp(e->d_name + l - 4, ".log") != 0)
+            continue;
+        char f[1024];
+        snprintf(f, sizeof(f), "%s/%s", p, e->d_name);
+        struct stat st;
+        if (stat(f, &st) == 0 && st.st_size > max)
+            max = st.st_size;
+    }
+    closedir(d);
+    return max;
+}
+
+static void test_crash_zeroed_wal(void **state)
+{
+    fx *f = *state;
+    char dir[128], err[WH_ERRLEN];
+    snprintf(dir, sizeof(dir), "%s/crash", f->dir);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setenv("TEST_STORE_CRASH_DIR", dir, 1);
+        execl("/proc/self/exe", "test_store_db", (char *)NULL);
+        _exit(4);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGKILL);
+    /* the WAL was zero-filled past its data (a few KiB) when the store died */
+    assert_true(wal_size(dir) >= (1 << 20));
+    st_db *db = NULL;
+    st_db_opts o = {dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 1 << 20};
+    if (st_db_open(&db, &o, err, sizeof(err)) != WH_OK)
+        fail_msg("reopen after SIGKILL: %s", err);
+    got g;
+    assert_int_equal(read_all(db, "t", 0, 0, &g), CRASH_BATCHES * CRASH_PER);
+    for (size_t k = 0; k < g.n; k++) {
+        assert_int_equal(g.lsn[k], k / CRASH_PER + 1);
+        assert_int_equal(g.seq[k], k % CRASH_PER);
+    }
+    uint64_t l;
+    uint32_t sq;
+    assert_int_equal(st_db_get_offset(db, "t", "c", &l, &sq, err, sizeof(err)), WH_OK);
+    assert_int_equal(l, 30);
+    assert_int_equal(sq, 2);
+    assert_int_equal(st_db_get_durable(db, "t", &l, err, sizeof(err)), WH_OK);
+    assert_int_equal(l, CRASH_BATCHES);
+    st_db_close(db);
+}
+
 int main(void)
 {
     wh_log_init("test", WH_LOG_WARN);
+    if (getenv("TEST_STORE_CRASH_DIR"))
+        crash_child(getenv("TEST_STORE_CRASH_DIR"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idempotent, setup, teardown),
@@ -1575,6 +1681,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_handoff_light, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_jump_ahead, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_zeroed_wal, setup, teardown),
     };
     if (getenv("TEST_FILTER"))
         cmocka_set_test_filter(getenv("TEST_FILTER"));

@@ -34,7 +34,7 @@ static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw
 static void open_db(fx *f)
 {
     char err[WH_ERRLEN];
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0};
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 0, 0};
     if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
         fail_msg("open: %s", err);
 }

@@ -49,7 +49,7 @@ static int setup_n(void **state, int workers)
     strcpy(f->dir, "/tmp/test_store_srv.XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->url, sizeof(f->url), "ipc://%s/store.sock", f->dir);
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0};
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 1 << 20};
     if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
         fail_msg("open: %s", err);
     if (st_server_create(&f->srv, f->db, workers, MAX_MSG, err, sizeof(err)) != WH_OK)
@@ -100,7 +100,7 @@ static int setup_tmpfs(void **state)
     }
     f->mounted = 1;
     snprintf(f->url, sizeof(f->url), "ipc://%s/store.sock", f->dir);
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0};
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 0, 0};
     if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
         fail_msg("open: %s", err);
     if (st_server_create(&f->srv, f->db, 4, MAX_MSG, err, sizeof(err)) != WH_OK)

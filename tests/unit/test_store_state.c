@@ -53,7 +53,7 @@ static const char *CONF =
 static void open_all(fx *f)
 {
     char err[WH_ERRLEN];
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0};
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 0, 0};
     if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
         fail_msg("open: %s", err);
     if (wh_config_load(&f->cfg, f->conf, err, sizeof(err)) != WH_OK)

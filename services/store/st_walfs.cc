@@ -1,0 +1,266 @@
+/* st_walfs: see st_walfs.h. */
+#include "st_walfs.h"
+#include "st_gcfilter.h"
+
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
+#include <rocksdb/options.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <memory>
+#include <new>
+#include <string>
+#include <unistd.h>
+
+/* RocksDB's c.cc: `struct rocksdb_options_t { Options rep; };` (as in
+ * st_gcfilter.cc); checked by st_rocks_layout_ok() (st_gcfilter.h). */
+struct rocksdb_options_t {
+    rocksdb::Options rep;
+};
+
+namespace
+{
+
+constexpr uint64_t kZeroBlock = 64 * 1024;
+const char kZeros[kZeroBlock] = {};
+
+/* A WAL file: before each append that would pass the zeroed region, the
+ * region grows to `chunk` bytes past the append's end (pwrite of zeros on
+ * a second descriptor, beyond the data: a crash meanwhile leaves the synced
+ * data and zeros after it). A failed zero write only stops the zeroing. */
+class PrefillFile : public rocksdb::FSWritableFileOwnerWrapper
+{
+  public:
+    PrefillFile(std::unique_ptr<rocksdb::FSWritableFile> &&t, int fd, uint64_t chunk,
+                std::atomic<uint64_t> *zeroed)
+        : rocksdb::FSWritableFileOwnerWrapper(std::move(t)), fd_(fd), chunk_(chunk), total_(zeroed)
+    {
+    }
+    ~PrefillFile() override
+    {
+        if (fd_ >= 0)
+            ::close(fd_);
+    }
+    rocksdb::IOStatus Append(const rocksdb::Slice &data, const rocksdb::IOOptions &o,
+                             rocksdb::IODebugContext *d) override
+    {
+        ahead(end_ + data.size());
+        rocksdb::IOStatus s = target()->Append(data, o, d);
+        if (s.ok())
+            end_ += data.size();
+        return s;
+    }
+    rocksdb::IOStatus Append(const rocksdb::Slice &data, const rocksdb::IOOptions &o,
+                             const rocksdb::DataVerificationInfo &v,
+                             rocksdb::IODebugContext *d) override
+    {
+        ahead(end_ + data.size());
+        rocksdb::IOStatus s = target()->Append(data, o, v, d);
+        if (s.ok())
+            end_ += data.size();
+        return s;
+    }
+    /* not used for WALs without direct I/O; kept exact anyway */
+    rocksdb::IOStatus PositionedAppend(const rocksdb::Slice &data, uint64_t off,
+                                       const rocksdb::IOOptions &o,
+                                       rocksdb::IODebugContext *d) override
+    {
+        ahead(off + data.size());
+        rocksdb::IOStatus s = target()->PositionedAppend(data, off, o, d);
+        if (s.ok() && off + data.size() > end_)
+            end_ = off + data.size();
+        return s;
+    }
+    rocksdb::IOStatus PositionedAppend(const rocksdb::Slice &data, uint64_t off,
+                                       const rocksdb::IOOptions &o,
+                                       const rocksdb::DataVerificationInfo &v,
+                                       rocksdb::IODebugContext *d) override
+    {
+        ahead(off + data.size());
+        rocksdb::IOStatus s = target()->PositionedAppend(data, off, o, v, d);
+        if (s.ok() && off + data.size() > end_)
+            end_ = off + data.size();
+        return s;
+    }
+    rocksdb::IOStatus Truncate(uint64_t size, const rocksdb::IOOptions &o,
+                               rocksdb::IODebugContext *d) override
+    {
+        rocksdb::IOStatus s = target()->Truncate(size, o, d);
+        if (s.ok()) {
+            end_ = size;
+            if (zeroed_ > size)
+                zeroed_ = size;
+        }
+        return s;
+    }
+    rocksdb::IOStatus Sync(const rocksdb::IOOptions &o, rocksdb::IODebugContext *d) override
+    {
+        synced();
+        return target()->Sync(o, d);
+    }
+    rocksdb::IOStatus Fsync(const rocksdb::IOOptions &o, rocksdb::IODebugContext *d) override
+    {
+        synced();
+        return target()->Fsync(o, d);
+    }
+    /* RocksDB trims a closed WAL to its data when it preallocated; the
+     * zeros are trimmed here in any case */
+    rocksdb::IOStatus Close(const rocksdb::IOOptions &o, rocksdb::IODebugContext *d) override
+    {
+        rocksdb::IOStatus s = target()->Close(o, d);
+        if (fd_ >= 0) {
+            if (zeroed_ > end_ && ::ftruncate(fd_, (off_t)end_) != 0 && s.ok())
+                s = rocksdb::IOStatus::IOError("truncating the WAL's zeroed tail",
+                                               std::strerror(errno));
+            ::close(fd_);
+            fd_ = -1;
+        }
+        return s;
+    }
+
+  private:
+    /* a sync: was it of a small write (latency) or of a big one (a
+     * backlog)? */
+    void synced()
+    {
+        small_ = end_ - synced_end_ < chunk_ / 8;
+        synced_end_ = end_;
+    }
+    /* makes [0, upto) written: zeros from the zeroed end on, `chunk` past
+     * upto. Only while syncs are of small writes, and not for a big write
+     * (an eighth of the chunk or more): a big sync's one journal commit is
+     * spread over many events, while zeros ahead of it (or ahead of the
+     * small writes between a backlog's big ones, which the next big one
+     * overwrites) would double the WAL's disk writes */
+    void ahead(uint64_t upto)
+    {
+        if (fd_ < 0 || stopped_ || !small_ || upto <= zeroed_)
+            return;
+        uint64_t at0 = zeroed_ > end_ ? zeroed_ : end_;
+        if (upto - end_ >= chunk_ / 8 && upto > at0)
+            return;
+        uint64_t to = (upto + chunk_ + kZeroBlock - 1) / kZeroBlock * kZeroBlock;
+        uint64_t at = at0;
+        while (at < to) {
+            size_t len = (size_t)(to - at < kZeroBlock ? to - at : kZeroBlock);
+            ssize_t w = ::pwrite(fd_, kZeros, len, (off_t)at);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0) {
+                stopped_ = true; /* what was zeroed stays until Close trims it */
+                break;
+            }
+            at += (uint64_t)w;
+            total_->fetch_add((uint64_t)w, std::memory_order_relaxed);
+        }
+        if (at > zeroed_)
+            zeroed_ = at;
+    }
+
+    int fd_;
+    uint64_t chunk_;
+    std::atomic<uint64_t> *total_;
+    bool stopped_ = false;
+    bool small_ = true;       /* the last sync was of a small write */
+    uint64_t synced_end_ = 0; /* end_ at the last sync */
+    uint64_t end_ = 0;        /* the data's end */
+    uint64_t zeroed_ = 0;     /* [0, zeroed_) written (data or zeros) */
+};
+
+class WalFs : public rocksdb::FileSystemWrapper
+{
+  public:
+    WalFs(const std::shared_ptr<rocksdb::FileSystem> &t, uint64_t chunk)
+        : rocksdb::FileSystemWrapper(t), chunk_(chunk)
+    {
+    }
+    const char *Name() const override
+    {
+        return "walhook-walfs";
+    }
+    rocksdb::IOStatus NewWritableFile(const std::string &f, const rocksdb::FileOptions &fo,
+                                      std::unique_ptr<rocksdb::FSWritableFile> *r,
+                                      rocksdb::IODebugContext *d) override
+    {
+        rocksdb::IOStatus s = target()->NewWritableFile(f, fo, r, d);
+        if (!s.ok() || !is_wal(f) || fo.use_direct_writes || fo.use_mmap_writes)
+            return s;
+        int fd = ::open(f.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            return s; /* no zeroing: RocksDB's file as is */
+        PrefillFile *p = new (std::nothrow) PrefillFile(std::move(*r), fd, chunk_, &zeroed_);
+        if (p == nullptr) {
+            ::close(fd);
+            return rocksdb::IOStatus::NoSpace("out of memory");
+        }
+        r->reset(p);
+        return s;
+    }
+    uint64_t zeroed() const
+    {
+        return zeroed_.load(std::memory_order_relaxed);
+    }
+
+  private:
+    /* RocksDB names its WALs <number>.log (the info log is LOG, LOG.old.*) */
+    static bool is_wal(const std::string &f)
+    {
+        return f.size() > 4 && f.compare(f.size() - 4, 4, ".log") == 0;
+    }
+    uint64_t chunk_;
+    std::atomic<uint64_t> zeroed_{0};
+};
+
+} // namespace
+
+struct st_walfs {
+    std::shared_ptr<WalFs> fs;
+    std::unique_ptr<rocksdb::Env> env;
+};
+
+extern "C" st_walfs *st_walfs_install(rocksdb_options_t *o, uint64_t chunk, char *err,
+                                      size_t errlen)
+{
+    if (!st_rocks_layout_ok(o)) {
+        if (err != nullptr && errlen > 0)
+            std::snprintf(err, errlen,
+                          "rocksdb_options_t is not the layout st_walfs was built for: "
+                          "WAL files are not zero-filled ahead");
+        return nullptr;
+    }
+    if (chunk < kZeroBlock)
+        chunk = kZeroBlock;
+    chunk = (chunk + kZeroBlock - 1) / kZeroBlock * kZeroBlock;
+    st_walfs *w = new (std::nothrow) st_walfs;
+    if (w == nullptr) {
+        if (err != nullptr && errlen > 0)
+            std::snprintf(err, errlen, "out of memory");
+        return nullptr;
+    }
+    /* not make_shared: its tag is a global symbol without our prefix */
+    WalFs *fs = new (std::nothrow) WalFs(rocksdb::FileSystem::Default(), chunk);
+    if (fs == nullptr) {
+        delete w;
+        if (err != nullptr && errlen > 0)
+            std::snprintf(err, errlen, "out of memory");
+        return nullptr;
+    }
+    w->fs.reset(fs);
+    w->env = rocksdb::NewCompositeEnv(w->fs);
+    o->rep.env = w->env.get();
+    return w;
+}
+
+extern "C" void st_walfs_free(st_walfs *w)
+{
+    delete w;
+}
+
+extern "C" uint64_t st_walfs_zeroed(const st_walfs *w)
+{
+    return w == nullptr ? 0 : w->fs->zeroed();
+}
