@@ -1902,20 +1902,27 @@ static size_t off_encode(uint8_t *b, off_val v, int needs_snapshot)
     return ST_OFF_VAL_LEN + 1;
 }
 
-/* Stores the offset value with sync. Caller holds the tenant's lock (read,
- * column families present) and o->wmu. */
-static int off_persist(st_db *db, st_off *o, off_val v, char *err, size_t errlen)
+/* Stores the offset value with write options wo. Caller holds the tenant's
+ * lock (read, column families present) and o->wmu. */
+static int off_put(st_db *db, st_off *o, off_val v, rocksdb_writeoptions_t *wo, char *err,
+                   size_t errlen)
 {
     char k[ST_KEY_MAX];
     size_t kl = key_offset(k, o->tenant, o->consumer);
     uint8_t b[ST_OFF_VAL_LEN + 1];
     size_t bl = off_encode(b, v, o->needs_snapshot);
     char *e = NULL;
-    rocksdb_put_cf(db->rdb, db->wo, o->ten->meta, k, kl, (const char *)b, bl, &e);
+    rocksdb_put_cf(db->rdb, wo, o->ten->meta, k, kl, (const char *)b, bl, &e);
     note_write(db, e);
     if (e)
         return rerr(err, errlen, "offset write", e);
     return WH_OK;
+}
+
+/* Stores the offset value with sync. Same locks as off_put. */
+static int off_persist(st_db *db, st_off *o, off_val v, char *err, size_t errlen)
+{
+    return off_put(db, o, v, db->wo, err, errlen);
 }
 
 /* off_persist for an offset commit: written without sync, durable before
@@ -1925,15 +1932,8 @@ static int off_persist_lazy(st_db *db, st_off *o, off_val v, char *err, size_t e
 {
     if (db->offset_sync_wait_us <= 0)
         return off_persist(db, o, v, err, errlen);
-    char k[ST_KEY_MAX];
-    size_t kl = key_offset(k, o->tenant, o->consumer);
-    uint8_t b[ST_OFF_VAL_LEN + 1];
-    size_t bl = off_encode(b, v, o->needs_snapshot);
-    char *e = NULL;
-    rocksdb_put_cf(db->rdb, db->wo_lazy, o->ten->meta, k, kl, (const char *)b, bl, &e);
-    note_write(db, e);
-    if (e)
-        return rerr(err, errlen, "offset write", e);
+    if (off_put(db, o, v, db->wo_lazy, err, errlen) != WH_OK)
+        return WH_ERR;
     return wal_synced_after(db, err, errlen);
 }
 
