@@ -16,12 +16,6 @@
 #include <string>
 #include <vector>
 
-/* RocksDB's c.cc: `struct rocksdb_options_t { Options rep; };` (as in
- * st_gcfilter.cc); checked by st_rocks_layout_ok() (st_gcfilter.h). */
-struct rocksdb_options_t {
-    rocksdb::Options rep;
-};
-
 namespace
 {
 

@@ -7,12 +7,6 @@
 #include <cstdio>
 #include <memory>
 
-/* RocksDB's c.cc: `struct rocksdb_options_t { Options rep; };`. Declared the
- * same here to reach the C++ options; checked by st_rocks_layout_ok(). */
-struct rocksdb_options_t {
-    rocksdb::Options rep;
-};
-
 namespace
 {
 

@@ -35,18 +35,29 @@ typedef struct st_gcfilter_ops {
     int (*drop)(void *snap, const char *key, size_t klen);
 } st_gcfilter_ops;
 
+/* 1 when o's C++ view (rocksdb_options_t below) is the layout this file
+ * was built for (two settings written through the C API read back through
+ * it); st_bgio.cc and st_walfs.cc use it too. */
+int st_rocks_layout_ok(rocksdb_options_t *o);
+
 /* Sets on o a compaction filter factory applied at flush and compaction,
  * calling ops with state. WH_ERR (err names why) when o's layout is not
  * the one this file was built for; o is then unchanged. ops must outlive o
  * and every DB opened with it. */
-/* 1 when o's C++ view is the layout this file was built for (two settings
- * written through the C API read back through it); st_bgio.cc uses it too. */
-int st_rocks_layout_ok(rocksdb_options_t *o);
-
 int st_gcfilter_install(rocksdb_options_t *o, void *state, const st_gcfilter_ops *ops, char *err,
                         size_t errlen);
 
 #ifdef __cplusplus
 }
+
+#include <rocksdb/options.h>
+
+/* RocksDB's c.cc: `struct rocksdb_options_t { Options rep; };`. Declared
+ * the same here, once for the store's C++ bridges (st_gcfilter.cc,
+ * st_bgio.cc, st_walfs.cc), to reach the C++ options; checked by
+ * st_rocks_layout_ok(). */
+struct rocksdb_options_t {
+    rocksdb::Options rep;
+};
 #endif
 #endif
