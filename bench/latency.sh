@@ -23,7 +23,7 @@ WH_TEST_NAME=bench-latency
 RATES=${BENCH_RATES:-1000 3000 max}
 SECS=${BENCH_SECONDS:-20}
 trap wh_cleanup EXIT
-wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver
+wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver tests/wh_pglat
 command -v pgbench >/dev/null || PATH="$PG_BIN:$PATH"
 wh_tmpdir
 echo "bench-latency: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -36,6 +36,54 @@ cat >"$WH_TMP/orders.sql" <<'SQL'
 \set c random(1, 100000)
 INSERT INTO orders (customer, amount, note) VALUES ('customer ' || :c, :c * 0.37, 'note for order of customer ' || :c);
 SQL
+# pgbench at RATE (max = unthrottled) for SECS; prints the transactions done
+run_pgbench() {
+    local rate=$1 args=(-n -c 4 -j 2 -T "$SECS" -f "$WH_TMP/orders.sql")
+    [ "$rate" != max ] && args+=(-R "$rate")
+    PGOPTIONS="-c synchronous_commit=${BENCH_SYNC_COMMIT:-on}" pgbench "${args[@]}" "$PG_DSN" \
+        >"$WH_TMP/pgbench-$rate.log" 2>&1 || { cat "$WH_TMP/pgbench-$rate.log" >&2; return 1; }
+    awk '/number of transactions actually processed/ { print $NF }' "$WH_TMP/pgbench-$rate.log" |
+        cut -d/ -f1
+}
+# "RATE EVENTS EV/S P50 P99 MAX" (ms) of a file of microseconds, one a line
+percentiles() { # FILE RATE
+    sort -n "$1" | awk -v r="$2" -v s="$SECS" '
+        { v[NR] = $1 }
+        END {
+            if (NR == 0) { printf "%-6s no events recorded", r; exit }
+            p50 = v[int(NR * 0.50) > 0 ? int(NR * 0.50) : 1]
+            p99 = v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1]
+            printf "%-6s %8d %8.0f %8.2f %8.2f %8.2f", r, NR, NR / s, p50 / 1000, p99 / 1000, v[NR] / 1000
+        }'
+}
+
+# PostgreSQL alone, before walhook starts (BENCH_PG_FLOOR=0 skips it): the
+# same pgbench runs streamed to wh_pglat, a libpq client that only records
+# commit_ts -> arrival of each Commit message. That is what PostgreSQL takes
+# before any logical client can act on a transaction (its commit and WAL
+# flush, the walsender's wake-up and decoding): the floor under walhook's
+# figures below, which add the ingestor, the store's synced write, the
+# dispatcher and the HTTP POST.
+FLOOR=()
+if [ "${BENCH_PG_FLOOR:-1}" = 1 ]; then
+    for rate in $RATES; do
+        "$BIN/tests/wh_pglat" --dsn "$PG_DSN" --out "$WH_TMP/pglat-$rate" \
+            >"$WH_TMP/pglat-$rate.log" 2>&1 &
+        pl=$!
+        for _ in $(seq 1 100); do
+            grep -q streaming "$WH_TMP/pglat-$rate.log" && break
+            kill -0 "$pl" 2>/dev/null || { cat "$WH_TMP/pglat-$rate.log" >&2; exit 1; }
+            sleep 0.1
+        done
+        run_pgbench "$rate" >/dev/null
+        sleep 0.5
+        kill -TERM "$pl"
+        wait "$pl" || { cat "$WH_TMP/pglat-$rate.log" >&2; exit 1; }
+        FLOOR+=("$(percentiles "$WH_TMP/pglat-$rate" "$rate")")
+        echo "PostgreSQL alone: ${FLOOR[-1]}"
+    done
+fi
+
 LAT="$WH_TMP/latency"
 : >"$LAT"
 RPORT=$(wh_free_port)
@@ -69,12 +117,7 @@ for rate in $RATES; do
     d0=$(wh_metric "$M" walhook_events_delivered_total)
     [ "$d0" -lt 0 ] && d0=0
     : >"$LAT"
-    args=(-n -c 4 -j 2 -T "$SECS" -f "$WH_TMP/orders.sql")
-    [ "$rate" != max ] && args+=(-R "$rate")
-    PGOPTIONS="-c synchronous_commit=${BENCH_SYNC_COMMIT:-on}" pgbench "${args[@]}" "$PG_DSN" \
-        >"$WH_TMP/pgbench-$rate.log" 2>&1 || { cat "$WH_TMP/pgbench-$rate.log" >&2; exit 1; }
-    n=$(awk '/number of transactions actually processed/ { print $NF }' "$WH_TMP/pgbench-$rate.log" |
-        cut -d/ -f1)
+    n=$(run_pgbench "$rate")
     want=$((d0 + n))
     deadline=$(($(date +%s) + 120))
     while [ "$(wh_metric "$M" walhook_events_delivered_total)" -lt "$want" ]; do
@@ -90,14 +133,7 @@ for rate in $RATES; do
             per = per (i > 1 ? "/" : "") sprintf("%.0f", u)
         }
         printf "%.0f (%s)", t, per }')
-    line=$(sort -n "$LAT" | awk -v n="$n" -v r="$rate" -v s="$SECS" -v cpu="$cpu_us" '
-        { v[NR] = $1 }
-        END {
-            if (NR == 0) { printf "%-6s no events recorded", r; exit }
-            p50 = v[int(NR * 0.50) > 0 ? int(NR * 0.50) : 1]
-            p99 = v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1]
-            printf "%-6s %8d %8.0f %8.2f %8.2f %8.2f  %s", r, NR, NR / s, p50 / 1000, p99 / 1000, v[NR] / 1000, cpu
-        }')
+    line="$(percentiles "$LAT" "$rate")  $cpu_us"
     echo "$line"
     RESULTS+=("$line")
     m1=$(for k in walhook_store_appends_total walhook_store_reads_total \
@@ -129,3 +165,7 @@ echo "cpu_us_ev: CPU of the four daemons per event during the rate (and its drai
 echo "  per daemon (ingestor/store/dispatcher/admin)"
 printf '%-6s %8s %8s %8s %8s %8s %8s\n' rate events ev_per_s p50_ms p99_ms max_ms cpu_us_ev
 for r in "${RESULTS[@]}"; do echo "$r"; done
+if [ ${#FLOOR[@]} -gt 0 ]; then
+    echo "PostgreSQL alone (wh_pglat: commit_ts -> a libpq client's receipt of the Commit):"
+    for r in "${FLOOR[@]}"; do echo "$r"; done
+fi
