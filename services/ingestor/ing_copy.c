@@ -234,8 +234,8 @@ static int write_all(ing_copy *c, const uint8_t *p, size_t n, int timeout_ms, ch
 }
 
 /* Writes a message: type, length, body. */
-static int put_msg(ing_copy *c, uint8_t type, const void *body, size_t n, int timeout_ms,
-                   char *err, size_t errlen)
+static int put_msg(ing_copy *c, uint8_t type, const void *body, size_t n, int timeout_ms, char *err,
+                   size_t errlen)
 {
     uint8_t small[256];
     uint8_t *m = n + 5 <= sizeof(small) ? small : malloc(n + 5);
@@ -285,8 +285,8 @@ int ing_copy_start(ing_copy *c, const char *sql, int timeout_ms, volatile const 
             const uint8_t *m = c->buf + c->start;
             uint32_t len = wh_get_be32(m + 1);
             if (len < 4 || len > (1u << 20))
-                return wh_seterr(err, errlen, "bad message length %u (type 0x%02x)",
-                                 (unsigned)len, m[0]);
+                return wh_seterr(err, errlen, "bad message length %u (type 0x%02x)", (unsigned)len,
+                                 m[0]);
             if (c->end - c->start < (size_t)len + 1)
                 break;
             c->start += (size_t)len + 1;
