@@ -114,7 +114,8 @@ static void test_start_and_messages(void **state)
     write_all(sv[1], out, o);
     assert_int_equal(ing_copy_fill(c, err, sizeof(err)), 0);
     assert_int_equal(ing_copy_next(c, &p, &n, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "replication stream ended: ERROR:  replication slot \"s\" is active"));
+    assert_non_null(
+        strstr(err, "replication stream ended: ERROR:  replication slot \"s\" is active"));
 
     /* the peer closes */
     close(sv[1]);
