@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -122,6 +123,33 @@ static batch *batch_get(ing_batcher *bt)
     b->ack_lsn = 0;
     b->first_us = 0;
     return b;
+}
+
+/* With a backlog a batch fills up to a request's worth of JSON: a new (or
+ * small recycled) buffer is grown to that at once and its pages are faulted
+ * in with one madvise(MADV_POPULATE_WRITE), rather than one page fault per
+ * page as events are rendered into it. On a paravirtualized guest a page
+ * fault's entry and exit cost far more than zeroing the page: on the wide
+ * backlog the faults of the batch buffers' first fill were about a seventh
+ * of the replication thread's CPU. Best effort: without it (kernel before
+ * 5.14) the pages fault as before. */
+static void batch_prefault(ing_batcher *bt, batch *b)
+{
+    size_t want = (size_t)atomic_load(&bt->flush_bytes);
+    if (want > ING_BATCH_FILL)
+        want = ING_BATCH_FILL;
+    if (b->json.cap > want || wh_buf_reserve(&b->json, want) != WH_OK)
+        return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)b->json.data + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)b->json.data + b->json.cap) & ~(page - 1);
+#ifdef MADV_POPULATE_WRITE
+    if (hi > lo)
+        (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+#else
+    (void)lo;
+    (void)hi;
+#endif
 }
 
 /* Makes room for n packed events in the sender's arrays. */
@@ -627,6 +655,8 @@ int ing_batcher_seal(ing_batcher *bt, char *err, size_t errlen)
     batch *nb = batch_get(bt);
     if (!nb)
         return wh_seterr(err, errlen, "out of memory");
+    if (bt->backlog)
+        batch_prefault(bt, nb);
     b->ack_lsn = bt->last_commit_end;
     b->batch_id = ++bt->next_id;
     pthread_mutex_lock(&bt->mu);
