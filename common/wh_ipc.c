@@ -841,8 +841,9 @@ static void dfd_close(pthread_mutex_t *mu, int *dfd)
 
 /* A call over the direct socket (wh_uds), connected on first use and after
  * any failure. WH_OK, WH_ERR, or WH_IPC_USE_NNG. */
-static int direct_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep, int *status,
-                       int timeout, char *err, size_t errlen)
+/* The direct socket, connected if it is not: WH_OK (*fd), WH_ERR, or
+ * WH_IPC_USE_NNG. */
+static int direct_fd(wh_client *c, int timeout, int *fdp, char *err, size_t errlen)
 {
     char e[WH_ERRLEN];
     pthread_mutex_lock(&c->mu);
@@ -860,6 +861,18 @@ static int direct_call(wh_client *c, const Walhook__Request *req, Walhook__Reply
         }
         dfd_set(&c->mu, &c->dfd, fd, &c->interrupted);
     }
+    *fdp = fd;
+    return WH_OK;
+}
+
+static int direct_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep, int *status,
+                       int timeout, char *err, size_t errlen)
+{
+    char e[WH_ERRLEN];
+    int fd = -1;
+    int rc = direct_fd(c, timeout, &fd, err, errlen);
+    if (rc != WH_OK)
+        return rc;
     size_t sz = walhook__request__get_packed_size(req);
     if (sz > c->max_msg)
         return wh_seterr(err, errlen,
@@ -874,11 +887,37 @@ static int direct_call(wh_client *c, const Walhook__Request *req, Walhook__Reply
         dfd_close(&c->mu, &c->dfd);
         return wh_seterr(err, errlen, "%s: %s", c->url, e);
     }
-    int rc = take_reply(c, (const uint8_t *)c->dbuf.data, c->dbuf.len, rep, status, err, errlen);
+    rc = take_reply(c, (const uint8_t *)c->dbuf.data, c->dbuf.len, rep, status, err, errlen);
     if (c->dbuf.cap > (4u << 20))
         wh_buf_free(&c->dbuf);
     return rc;
 }
+
+/* direct_call of a request already packed, in pieces (wh_client_call_iov). */
+static int direct_callv(wh_client *c, const struct iovec *iov, int iovcnt, size_t sz,
+                        Walhook__Reply **rep, int *status, int timeout, char *err, size_t errlen)
+{
+    char e[WH_ERRLEN];
+    int fd = -1;
+    int rc = direct_fd(c, timeout, &fd, err, errlen);
+    if (rc != WH_OK)
+        return rc;
+    if (sz > c->max_msg)
+        return wh_seterr(err, errlen,
+                         "%s: request of %zu bytes is larger than ipc.max_msg_bytes (%zu)", c->url,
+                         sz, c->max_msg);
+    if (wh_uds_callv(fd, iov, iovcnt, &c->dbuf, c->max_msg, timeout, e, sizeof(e)) != WH_OK) {
+        dfd_close(&c->mu, &c->dfd);
+        return wh_seterr(err, errlen, "%s: %s", c->url, e);
+    }
+    rc = take_reply(c, (const uint8_t *)c->dbuf.data, c->dbuf.len, rep, status, err, errlen);
+    if (c->dbuf.cap > (4u << 20))
+        wh_buf_free(&c->dbuf);
+    return rc;
+}
+
+static int nng_call(wh_client *c, nng_msg *m, Walhook__Reply **rep, int *status, char *err,
+                    size_t errlen);
 
 int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep,
                           int *status, char *err, size_t errlen)
@@ -902,6 +941,45 @@ int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Re
     if ((rv = nng_msg_alloc(&m, sz)) != 0)
         return wh_seterr(err, errlen, "cannot allocate %zu byte request: %s", sz, nng_strerror(rv));
     walhook__request__pack(req, nng_msg_body(m));
+    return nng_call(c, m, rep, status, err, errlen);
+}
+
+int wh_client_call_iov(wh_client *c, const struct iovec *iov, int iovcnt, Walhook__Reply **rep,
+                       int *status, char *err, size_t errlen)
+{
+    *status = 0;
+    *rep = NULL;
+    size_t sz = 0;
+    for (int i = 0; i < iovcnt; i++)
+        sz += iov[i].iov_len;
+    if (c->direct) {
+        int timeout = c->timeout_ms;
+        if (atomic_load(&c->interrupted) && timeout > 1000)
+            timeout = 1000;
+        int rc = direct_callv(c, iov, iovcnt, sz, rep, status, timeout, err, errlen);
+        if (rc != WH_IPC_USE_NNG)
+            return rc;
+    }
+    nng_msg *m = NULL;
+    int rv;
+    if (c->aio == NULL && client_connect(c, err, errlen) != WH_OK)
+        return WH_ERR;
+    if ((rv = nng_msg_alloc(&m, sz)) != 0)
+        return wh_seterr(err, errlen, "cannot allocate %zu byte request: %s", sz, nng_strerror(rv));
+    uint8_t *body = nng_msg_body(m);
+    for (int i = 0; i < iovcnt; i++) {
+        if (iov[i].iov_len > 0)
+            memcpy(body, iov[i].iov_base, iov[i].iov_len);
+        body += iov[i].iov_len;
+    }
+    return nng_call(c, m, rep, status, err, errlen);
+}
+
+/* Sends the packed request m over NNG (taking it) and waits for the reply. */
+static int nng_call(wh_client *c, nng_msg *m, Walhook__Reply **rep, int *status, char *err,
+                    size_t errlen)
+{
+    int rv;
     /* after wh_client_interrupt() calls are short: a stopping process must
      * not wait a full timeout for a peer that is gone */
     int timeout = c->timeout_ms;

@@ -37,6 +37,7 @@
 #define WH_IPC_H
 
 #include <stddef.h>
+#include <sys/uio.h>
 #include "walhook.pb-c.h"
 
 /* Direct connections (wh_uds) a server serves at once, one thread each;
@@ -69,6 +70,12 @@ int wh_client_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **r
  * answered with an error (e.g. 409, 412), 0 for a transport failure. */
 int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep,
                           int *status, char *err, size_t errlen);
+/* wh_client_call_status of a request already packed (a Walhook__Request's
+ * bytes in iovcnt pieces): over a direct socket written from where the
+ * pieces are, without a copy into one buffer; over NNG copied into one
+ * message. */
+int wh_client_call_iov(wh_client *c, const struct iovec *iov, int iovcnt, Walhook__Reply **rep,
+                       int *status, char *err, size_t errlen);
 /* retry_after_ms of the last reply (the store's 429 "slow down": send the
  * same request again after that many ms); 0 when it had none. */
 uint32_t wh_client_retry_after_ms(const wh_client *c);

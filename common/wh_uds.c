@@ -544,15 +544,10 @@ int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char
     }
 }
 
-int wh_uds_call(int fd, const void *req, size_t len, wh_buf *reply, size_t max, int timeout_ms,
-                char *err, size_t errlen)
+/* Reads a call's reply frame. */
+static int read_reply(int fd, wh_buf *reply, size_t max, int64_t deadline, int timeout_ms,
+                      char *err, size_t errlen)
 {
-    int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
-    if (len == 0 || len > 0xffffffffu)
-        return wh_seterr(err, errlen, "request of %zu bytes cannot be framed", len);
-    if (write_frame(fd, req, len, deadline) != WH_OK)
-        return wh_seterr(err, errlen, "send failed: %s",
-                         errno == ETIMEDOUT ? "no peer within the timeout" : strerror(errno));
     int r = read_frame(fd, reply, max, deadline);
     if (r == 1)
         return WH_OK;
@@ -563,6 +558,95 @@ int wh_uds_call(int fd, const void *req, size_t len, wh_buf *reply, size_t max, 
     if (errno == EMSGSIZE)
         return wh_seterr(err, errlen, "reply larger than ipc.max_msg_bytes (%zu)", max);
     return wh_seterr(err, errlen, "receive failed: %s", strerror(errno));
+}
+
+int wh_uds_call(int fd, const void *req, size_t len, wh_buf *reply, size_t max, int timeout_ms,
+                char *err, size_t errlen)
+{
+    int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    if (len == 0 || len > 0xffffffffu)
+        return wh_seterr(err, errlen, "request of %zu bytes cannot be framed", len);
+    if (write_frame(fd, req, len, deadline) != WH_OK)
+        return wh_seterr(err, errlen, "send failed: %s",
+                         errno == ETIMEDOUT ? "no peer within the timeout" : strerror(errno));
+    return read_reply(fd, reply, max, deadline, timeout_ms, err, errlen);
+}
+
+/* Writes the frame header then the pieces, at most WH_UDS_IOV_MAX iovecs a
+ * sendmsg. WH_OK or WH_ERR (errno). */
+#define WH_UDS_IOV_MAX 1024
+static int write_framev(int fd, const struct iovec *iov, int iovcnt, size_t len, int64_t deadline)
+{
+    uint8_t hdr[4];
+    hdr_put(hdr, len);
+    int i = -1;     /* piece being written (-1: the header) */
+    size_t off = 0; /* bytes of it already written */
+    while (i < iovcnt) {
+        struct iovec v[WH_UDS_IOV_MAX];
+        int n = 0;
+        for (int k = i; k < iovcnt && n < WH_UDS_IOV_MAX; k++) {
+            const char *base = k < 0 ? (const char *)hdr : (const char *)iov[k].iov_base;
+            size_t l = k < 0 ? sizeof(hdr) : iov[k].iov_len;
+            if (k == i) {
+                base += off;
+                l -= off;
+            }
+            if (l == 0)
+                continue;
+            v[n].iov_base = (void *)base;
+            v[n++].iov_len = l;
+        }
+        if (n == 0)
+            break;
+        struct msghdr mh = {0};
+        mh.msg_iov = v;
+        mh.msg_iovlen = (size_t)n;
+        ssize_t r = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r >= 0) {
+            /* move past what was written */
+            size_t w = (size_t)r;
+            while (i < iovcnt && w > 0) {
+                size_t l = (i < 0 ? sizeof(hdr) : iov[i].iov_len) - off;
+                if (w < l) {
+                    off += w;
+                    w = 0;
+                    break;
+                }
+                w -= l;
+                i++;
+                off = 0;
+            }
+            while (i >= 0 && i < iovcnt && iov[i].iov_len == 0)
+                i++;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return WH_ERR;
+        int wr = wait_fd(fd, POLLOUT, deadline);
+        if (wr <= 0) {
+            if (wr == 0)
+                errno = ETIMEDOUT;
+            return WH_ERR;
+        }
+    }
+    return WH_OK;
+}
+
+int wh_uds_callv(int fd, const struct iovec *iov, int iovcnt, wh_buf *reply, size_t max,
+                 int timeout_ms, char *err, size_t errlen)
+{
+    int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    size_t len = 0;
+    for (int k = 0; k < iovcnt; k++)
+        len += iov[k].iov_len;
+    if (len == 0 || len > 0xffffffffu)
+        return wh_seterr(err, errlen, "request of %zu bytes cannot be framed", len);
+    if (write_framev(fd, iov, iovcnt, len, deadline) != WH_OK)
+        return wh_seterr(err, errlen, "send failed: %s",
+                         errno == ETIMEDOUT ? "no peer within the timeout" : strerror(errno));
+    return read_reply(fd, reply, max, deadline, timeout_ms, err, errlen);
 }
 
 /* ---- broadcast ---- */

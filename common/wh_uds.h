@@ -39,6 +39,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "wh_buf.h"
 
@@ -80,6 +81,10 @@ int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char
  * first; at most max bytes), within timeout_ms. */
 int wh_uds_call(int fd, const void *req, size_t len, wh_buf *reply, size_t max, int timeout_ms,
                 char *err, size_t errlen);
+/* wh_uds_call with the request in iovcnt pieces (their total is the frame's
+ * length), written from where they are: no copy into one buffer. */
+int wh_uds_callv(int fd, const struct iovec *iov, int iovcnt, wh_buf *reply, size_t max,
+                 int timeout_ms, char *err, size_t errlen);
 
 /* Broadcast (the durability notifications' direct path): a publisher
  * sends each message to every connected subscriber without ever blocking.

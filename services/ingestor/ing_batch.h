@@ -18,9 +18,11 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "wh_buf.h"
 #include "wh_config.h"
+#include "walhook.pb-c.h"
 
 typedef struct ing_batcher ing_batcher;
 
@@ -77,5 +79,13 @@ uint64_t ing_batcher_events_sent(const ing_batcher *bt);
 /* Waits up to timeout_ms for every sealed batch to be acked. WH_OK when
  * drained. */
 int ing_batcher_drain(ing_batcher *bt, int timeout_ms);
+
+/* The bytes of the Walhook__Request carrying AppendBatch{tenant, ev[0..n),
+ * ack, id} (those walhook__request__pack writes) as pieces: the protobuf
+ * framing in hdr (reset first), each event's json where it is. iov has room
+ * for iovcap pieces (at least 2n + 2); *iovcnt gets their number. WH_ERR:
+ * out of memory, or iov too small. */
+int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uint64_t ack,
+                     uint64_t id, wh_buf *hdr, struct iovec *iov, size_t iovcap, int *iovcnt);
 
 #endif

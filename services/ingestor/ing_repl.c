@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "ing_catalog.h"
+#include "ing_copy.h"
 #include "ing_event.h"
 #include "ing_pgoutput.h"
 #include "wh_lsn.h"
@@ -22,9 +23,10 @@
  * done) and the timers still wake it at once. A live stream is read as it
  * arrives (its latency is the point). */
 #define ING_RCVLOWAT_BACKLOG (128 * 1024)
-/* Reads per loop pass while the socket still holds data once libpq's buffer
- * (16 KiB) is parsed: a wake-up moves up to 1 MiB, and libpq's buffer does
- * not grow. */
+/* Reads per loop pass while the socket still holds data once what was read
+ * is parsed: with libpq (16 KiB a read) a wake-up moves up to 1 MiB, and
+ * libpq's buffer does not grow; on the socket itself (ing_copy) a read takes
+ * what the socket holds, up to ING_COPY_BUF. */
 #define ING_DRAIN_READS 64
 /* The slot has a backlog while the open batch's newest transaction
  * committed more than this long ago (a logical walsender reports no WAL end
@@ -35,6 +37,11 @@
  * downtime or a bulk load, not a live stream that fell a little behind
  * under load (whose latency the hold would add to). */
 #define ING_BACKLOG_AGE_US (1000 * 1000)
+
+/* The longest wait for the answer to START_REPLICATION, and for room in
+ * the socket to write a status update, on the socket itself (ing_copy). */
+#define ING_START_TIMEOUT_MS (5 * 60 * 1000)
+#define ING_WRITE_TIMEOUT_MS (60 * 1000)
 
 #define SESSION_OPTS                                                                               \
     "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c IntervalStyle=iso_8601"
@@ -47,6 +54,12 @@ typedef struct repl {
     ing_parser *parser;
     ing_catalog *catalog; /* primary keys of REPLICA IDENTITY FULL tables */
     PGconn *conn;
+    /* the stream on the socket itself (ing_copy), on a connection without
+     * TLS or GSS encryption; libpq's COPY functions otherwise */
+    ing_copy *copy;
+    int direct;
+    int more;        /* direct: the last read filled the buffer, the socket may hold more */
+    int lost;        /* direct: writing to the socket failed */
     char where[512]; /* "host=... port=... dbname=... user=..." for messages */
 
     uint64_t start_lsn;    /* slot's confirmed_flush_lsn at connect */
@@ -422,6 +435,22 @@ static int repl_setup(repl *r, char *err, size_t errlen)
              r->cfg->slot, lsn, publit);
     PQfreemem(pubident);
     PQfreemem(publit);
+    r->direct = !PQsslInUse(r->conn) && !PQgssEncInUse(r->conn) && PQsocket(r->conn) >= 0;
+    r->more = 0;
+    r->lost = 0;
+    if (r->direct) {
+        /* libpq is idle (every earlier result was read): its buffer holds
+         * nothing of the stream, which is read from the socket from now on */
+        char msg[512];
+        ing_copy_reset(r->copy, PQsocket(r->conn));
+        if (ing_copy_start(r->copy, sql, ING_START_TIMEOUT_MS, &wh_stop_requested, msg,
+                           sizeof(msg)) != WH_OK) {
+            ing_pg_chomp(msg);
+            return wh_seterr(err, errlen, "START_REPLICATION on slot \"%s\" failed: %s",
+                             r->cfg->slot, msg);
+        }
+        goto started;
+    }
     res = PQexec(r->conn, sql);
     if (PQresultStatus(res) != PGRES_COPY_BOTH) {
         char msg[512];
@@ -432,6 +461,7 @@ static int repl_setup(repl *r, char *err, size_t errlen)
                          msg);
     }
     PQclear(res);
+started:
     if (r->start_lsn > r->flushed)
         r->flushed = r->start_lsn;
     if (r->flushed > r->idle_confirm)
@@ -465,7 +495,14 @@ static int send_status(repl *r, char *err, size_t errlen)
     wh_put_be64(msg + 17, flush);
     wh_put_be64(msg + 25, (uint64_t)now);
     msg[33] = 0;
-    if (PQputCopyData(r->conn, (const char *)msg, sizeof(msg)) <= 0 || PQflush(r->conn) < 0) {
+    if (r->direct) {
+        char m[256];
+        if (ing_copy_put(r->copy, msg, sizeof(msg), ING_WRITE_TIMEOUT_MS, m, sizeof(m)) != WH_OK) {
+            r->lost = 1;
+            return wh_seterr(err, errlen, "sending a standby status update failed: %s", m);
+        }
+    } else if (PQputCopyData(r->conn, (const char *)msg, sizeof(msg)) <= 0 ||
+               PQflush(r->conn) < 0) {
         char m[256];
         wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
         ing_pg_chomp(m);
@@ -672,16 +709,71 @@ static int handle_copy(repl *r, const uint8_t *p, size_t n, char *err, size_t er
 
 enum { LOOP_STOP = 0, LOOP_RECONNECT = 1, LOOP_FATAL = 2, LOOP_SOURCE = 3 };
 
-/* Reads what the socket has into libpq's buffer; WH_ERR (err: the
- * connection was lost, libpq's reason) when it cannot. */
+/* Reads what the socket has into libpq's buffer (or ing_copy's); WH_ERR
+ * (err: the connection was lost, the reason) when it cannot. */
 static int consume_input(repl *r, char *err, size_t errlen)
 {
+    if (r->direct) {
+        int f = ing_copy_fill(r->copy, err, errlen);
+        r->more = f == 1;
+        return f < 0 ? WH_ERR : WH_OK;
+    }
     if (PQconsumeInput(r->conn))
         return WH_OK;
     char m[256];
     wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
     ing_pg_chomp(m);
     return wh_seterr(err, errlen, "replication connection lost: %s", m);
+}
+
+/* The next CopyData message already read: 1 (*p, *n; *lbuf, if set, is
+ * libpq's copy to free with PQfreemem), 0 none, -1 the stream ended or the
+ * connection was lost (err). */
+static int next_copy(repl *r, const uint8_t **p, size_t *n, char **lbuf, char *err, size_t errlen)
+{
+    *lbuf = NULL;
+    if (r->direct)
+        return ing_copy_next(r->copy, p, n, err, errlen);
+    char *buf = NULL;
+    int got = PQgetCopyData(r->conn, &buf, 1);
+    if (got > 0) {
+        *p = (const uint8_t *)buf;
+        *n = (size_t)got;
+        *lbuf = buf;
+        return 1;
+    }
+    if (got == 0)
+        return 0;
+    char m[256];
+    if (got == -1) {
+        PGresult *res = PQgetResult(r->conn);
+        wh_strlcpy(m, PQresultErrorMessage(res), sizeof(m));
+        ing_pg_chomp(m);
+        PQclear(res);
+        wh_seterr(err, errlen, "replication stream ended%s%s", m[0] ? ": " : "", m);
+        return -1;
+    }
+    wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
+    ing_pg_chomp(m);
+    wh_seterr(err, errlen, "replication connection lost: %s", m);
+    return -1;
+}
+
+/* What was read is parsed: reads again at once if the socket may hold more
+ * (rather than after a select, which with a low-water mark would wait for
+ * more to arrive). 1 read, 0 the socket is drained, -1 lost (err). */
+static int read_more(repl *r, char *err, size_t errlen)
+{
+    if (r->direct) {
+        if (!r->more)
+            return 0;
+    } else {
+        /* libpq reads one 16 KiB buffer at a time */
+        int avail = 0, sock = PQsocket(r->conn);
+        if (sock < 0 || ioctl(sock, FIONREAD, &avail) != 0 || avail <= 0)
+            return 0;
+    }
+    return consume_input(r, err, errlen) == WH_OK ? 1 : -1;
 }
 
 static int stream(repl *r, char *err, size_t errlen)
@@ -701,13 +793,16 @@ static int stream(repl *r, char *err, size_t errlen)
         int drains = 0;
         if (!throttled) {
             for (int i = 0; i < 4096; i++) {
-                char *buf = NULL;
-                int n = PQgetCopyData(r->conn, &buf, 1);
+                const uint8_t *msg = NULL;
+                size_t mlen = 0;
+                char *lbuf = NULL;
+                int n = next_copy(r, &msg, &mlen, &lbuf, err, errlen);
                 if (n > 0) {
-                    int rc = handle_copy(r, (const uint8_t *)buf, (size_t)n, err, errlen);
-                    PQfreemem(buf);
+                    int rc = handle_copy(r, msg, mlen, err, errlen);
+                    PQfreemem(lbuf);
                     if (rc != WH_OK)
-                        return PQstatus(r->conn) == CONNECTION_OK ? LOOP_FATAL : LOOP_RECONNECT;
+                        return PQstatus(r->conn) == CONNECTION_OK && !r->lost ? LOOP_FATAL
+                                                                              : LOOP_RECONNECT;
                     if (ing_batcher_window_full(r->bt)) {
                         throttled = 1;
                         break;
@@ -715,34 +810,17 @@ static int stream(repl *r, char *err, size_t errlen)
                     continue;
                 }
                 if (n == 0) {
-                    /* libpq's buffer is drained; the socket may hold more
-                     * (libpq reads one 16 KiB buffer at a time): read it
-                     * now rather than after a select, which with a
-                     * low-water mark would wait for more to arrive */
-                    int avail = 0, sock = PQsocket(r->conn);
-                    if (drains < ING_DRAIN_READS && sock >= 0 &&
-                        ioctl(sock, FIONREAD, &avail) == 0 && avail > 0) {
+                    /* what was read is parsed; the socket may hold more */
+                    int m = drains < ING_DRAIN_READS ? read_more(r, err, errlen) : 0;
+                    if (m < 0)
+                        return LOOP_RECONNECT;
+                    if (m > 0) {
                         drains++;
-                        if (consume_input(r, err, errlen) != WH_OK)
-                            return LOOP_RECONNECT;
                         continue;
                     }
                     need_wait = 1;
                     break;
                 }
-                if (n == -1) {
-                    PGresult *res = PQgetResult(r->conn);
-                    char m[256];
-                    wh_strlcpy(m, PQresultErrorMessage(res), sizeof(m));
-                    ing_pg_chomp(m);
-                    PQclear(res);
-                    wh_seterr(err, errlen, "replication stream ended%s%s", m[0] ? ": " : "", m);
-                    return LOOP_RECONNECT;
-                }
-                char m[256];
-                wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
-                ing_pg_chomp(m);
-                wh_seterr(err, errlen, "replication connection lost: %s", m);
                 return LOOP_RECONNECT;
             }
         }
@@ -831,6 +909,9 @@ static void disconnect(repl *r)
         PQfinish(r->conn);
     r->conn = NULL;
     r->in_txn = 0;
+    r->direct = 0;
+    if (r->copy)
+        ing_copy_reset(r->copy, -1);
 }
 
 /* Backoff of the retries in state error: 1 s doubling up to
@@ -961,7 +1042,9 @@ static int run_source(repl *r, int first, char *err, size_t errlen)
                 wh_lsn_format(r->flushed, l, sizeof(l));
                 wh_info("confirmed flush LSN %s to PostgreSQL", l);
             }
-            if (r->conn)
+            if (r->conn && r->direct)
+                ing_copy_end(r->copy, 1000, lerr, sizeof(lerr));
+            else if (r->conn)
                 PQputCopyEnd(r->conn, NULL);
             return what == LOOP_STOP ? WH_OK : 2;
         }
@@ -999,7 +1082,8 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
         goto out;
     for (int first = 1;; first = 0) {
         if (ing_parser_new(&r->parser, err, errlen) != WH_OK ||
-            ing_catalog_new(&r->catalog, err, errlen) != WH_OK)
+            ing_catalog_new(&r->catalog, err, errlen) != WH_OK ||
+            ing_copy_new(&r->copy, err, errlen) != WH_OK)
             goto out;
         rc = run_source(r, first, err, errlen);
         disconnect(r);
@@ -1007,6 +1091,8 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
         r->catalog = NULL;
         ing_parser_free(r->parser);
         r->parser = NULL;
+        ing_copy_free(r->copy);
+        r->copy = NULL;
         if (rc != 2)
             break;
         /* a new source: its LSNs have nothing to do with the old one's */
@@ -1026,6 +1112,7 @@ out:
     disconnect(r);
     ing_catalog_free(r->catalog);
     ing_parser_free(r->parser);
+    ing_copy_free(r->copy);
     free(r);
     free(own);
     return rc;

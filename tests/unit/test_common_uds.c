@@ -88,6 +88,49 @@ static void test_kept_buffers_bounded(void **state)
     wh_uds_stop(s);
 }
 
+/* wh_uds_callv: a request in more pieces than one sendmsg takes (some
+ * empty, one of several MiB, so writes are partial) arrives as their
+ * concatenation. */
+static void test_callv_pieces(void **state)
+{
+    (void)state;
+    wh_uds_server *s;
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_uds_listen(&s, path, 8u << 20, 4, 1, echo, NULL, err, sizeof(err)), WH_OK);
+    int fd, refused;
+    assert_int_equal(wh_uds_connect(&fd, path, 2000, &refused, err, sizeof(err)), WH_OK);
+    enum { NP = 3000 };
+    struct iovec *iov = calloc(NP, sizeof(*iov));
+    size_t big = 3u << 20;
+    char *data = malloc(big + NP * 8);
+    assert_non_null(iov);
+    assert_non_null(data);
+    size_t total = 0;
+    for (int i = 0; i < NP; i++) {
+        size_t l = i == 1500 ? big : i % 7 == 0 ? 0 : (size_t)(i % 5) + 1;
+        for (size_t j = 0; j < l; j++)
+            data[total + j] = (char)(i * 31 + (int)j);
+        iov[i].iov_base = data + total;
+        iov[i].iov_len = l;
+        total += l;
+    }
+    wh_buf rep;
+    wh_buf_init(&rep, 0);
+    assert_int_equal(wh_uds_callv(fd, iov, NP, &rep, 8u << 20, 5000, err, sizeof(err)), WH_OK);
+    assert_int_equal(rep.len, total);
+    assert_int_equal(memcmp(rep.data, data, total), 0);
+    /* one piece; then nothing to send */
+    assert_int_equal(wh_uds_callv(fd, iov + 1, 1, &rep, 8u << 20, 5000, err, sizeof(err)), WH_OK);
+    assert_int_equal(rep.len, 2);
+    assert_memory_equal(rep.data, iov[1].iov_base, 2);
+    assert_int_equal(wh_uds_callv(fd, iov, 1, &rep, 8u << 20, 5000, err, sizeof(err)), WH_ERR);
+    close(fd);
+    wh_buf_free(&rep);
+    free(data);
+    free(iov);
+    wh_uds_stop(s);
+}
+
 /* A handler that blocks until released, counting how many run at once. */
 typedef struct gate {
     pthread_mutex_t mu;
@@ -217,6 +260,7 @@ int main(void)
     wh_log_init("test", WH_LOG_WARN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_kept_buffers_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_callv_pieces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_while_waiting, setup, teardown),
     };

@@ -282,12 +282,86 @@ static void test_store_late(void **state)
     rmdir(dir);
 }
 
+/* ing_batch_encode writes the bytes walhook__request__pack does, for zero
+ * and large field values, negative times, empty tenants and many events. */
+static void test_encode_matches_pack(void **state)
+{
+    (void)state;
+    enum { N = 700 };
+    Walhook__Event *ev = calloc(N, sizeof(*ev));
+    Walhook__Event **evp = calloc(N, sizeof(*evp));
+    struct iovec *iov = calloc(2 * N + 2, sizeof(*iov));
+    char *json = malloc(N * 300);
+    assert_non_null(ev);
+    assert_non_null(evp);
+    assert_non_null(iov);
+    assert_non_null(json);
+    uint64_t x = 88172645463325252ull;
+    wh_buf hdr, flat;
+    wh_buf_init(&hdr, 0);
+    wh_buf_init(&flat, 0);
+    for (int round = 0; round < 40; round++) {
+        size_t n = round == 0 ? 0 : round == 1 ? 1 : (size_t)(round * 17) % N + 1;
+        size_t off = 0;
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            walhook__event__init(&ev[i]);
+            int shape = (int)(x % 5);
+            ev[i].commit_lsn = shape == 0 ? 0 : shape == 1 ? UINT64_MAX : x >> (x % 60);
+            ev[i].seq = shape == 2 ? 0 : (uint32_t)(x >> 7) >> (x % 30);
+            ev[i].commit_ts_us = shape == 3 ? -(int64_t)(x % 1000000) : (int64_t)(x >> 12);
+            size_t jl = (size_t)(x % 299) + 1;
+            for (size_t j = 0; j < jl; j++)
+                json[off + j] = (char)('a' + (j + i) % 26);
+            ev[i].json.data = (uint8_t *)json + off;
+            ev[i].json.len = jl;
+            off += jl;
+            evp[i] = &ev[i];
+        }
+        Walhook__AppendBatch ab;
+        walhook__append_batch__init(&ab);
+        ab.tenant = round % 3 == 0 ? "" : "tenant-x";
+        ab.n_events = n;
+        ab.events = evp;
+        ab.ack_lsn = round % 4 == 0 ? 0 : x;
+        ab.batch_id = round % 5 == 0 ? 0 : (uint64_t)round * 1000003;
+        Walhook__Request req;
+        walhook__request__init(&req);
+        req.body_case = WALHOOK__REQUEST__BODY_APPEND;
+        req.append = &ab;
+        size_t sz = walhook__request__get_packed_size(&req);
+        uint8_t *want = malloc(sz);
+        assert_non_null(want);
+        walhook__request__pack(&req, want);
+        int cnt = 0;
+        assert_int_equal(
+            ing_batch_encode(ab.tenant, ev, n, ab.ack_lsn, ab.batch_id, &hdr, iov, 2 * N + 2, &cnt),
+            WH_OK);
+        wh_buf_reset(&flat);
+        for (int k = 0; k < cnt; k++)
+            assert_int_equal(wh_buf_append(&flat, iov[k].iov_base, iov[k].iov_len), WH_OK);
+        assert_int_equal(flat.len, sz);
+        assert_memory_equal(flat.data, want, sz);
+        free(want);
+    }
+    /* too few iovecs */
+    int cnt = 0;
+    assert_int_equal(ing_batch_encode("t", ev, 10, 1, 1, &hdr, iov, 21, &cnt), WH_ERR);
+    wh_buf_free(&hdr);
+    wh_buf_free(&flat);
+    free(json);
+    free(iov);
+    free(evp);
+    free(ev);
+}
+
 int main(void)
 {
     wh_log_init("test", WH_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_flow),
         cmocka_unit_test(test_store_late),
+        cmocka_unit_test(test_encode_matches_pack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
