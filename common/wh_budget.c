@@ -427,7 +427,8 @@ void wh_budget_plan_ingestor(wh_budget *b, const wh_config *c, const char *daemo
     wh_budget_add(b, "batch_buffers", 2 * c->flush_bytes,
                   "2 x ingestor.flush_bytes (the open batch and the request being packed)");
     wh_budget_add(b, "libpq_buffers", 2 * MiB,
-                  "the replication connection's input buffer (grows with the largest row)");
+                  "the replication stream's read buffer (ing_copy, 512 KiB, grows with the "
+                  "largest message; libpq's input buffer with TLS/GSS)");
     wh_budget_add(b, "ipc_buffers", c->ipc_max_msg_bytes,
                   "ipc.max_msg_bytes (largest reply: the runtime state document)");
     int threads = 5 + nng_threads();

@@ -96,10 +96,18 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'd': dsn = optarg; break;
-        case 'o': out = optarg; break;
-        case 'p': pub = optarg; break;
-        case 's': seconds = atoi(optarg); break;
+        case 'd':
+            dsn = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'p':
+            pub = optarg;
+            break;
+        case 's':
+            seconds = atoi(optarg);
+            break;
         default:
             fprintf(stderr, "usage: wh_pglat --dsn DSN --out FILE [--publication P] "
                             "[--seconds N]\n");
