@@ -1024,8 +1024,13 @@ static void *reader_main(void *arg)
         } else if (kept > 0) {
             t->count++;
             read_fail = 0;
+            if (tail_note == 0 && live && t->note_gen != 0 && t->note_lsn != UINT64_MAX &&
+                t->has_from && wh_pos_cmp(t->from_lsn, t->from_seq, t->note_lsn, t->note_seq) >= 0)
+                /* a Read up to the latest notified position: the same (no
+                 * empty Read after it; bench (d): 95 of 269 Reads were) */
+                tail_note = t->note_gen;
             if (tail_note != 0) {
-                /* pushed events up to the latest notification: the store has
+                /* events up to the latest notification: the store has
                  * nothing newer until the next one (no empty Read) */
                 idle = 1;
                 idle_note = tail_note;
@@ -1282,6 +1287,23 @@ static void http_version_note(const dsp_target *t)
                 t->set.tenant, t->name, curl_version_info(CURLVERSION_NOW)->version);
 }
 
+/* libcurl's upload buffer (CURLOPT_UPLOAD_BUFFERSIZE): a body larger than
+ * 64 KiB is copied into it and sent one buffer per send() and loop round
+ * (each its own epoll_wait and curl_multi_socket_action). curl's 64 KiB
+ * default took ~17 of each for a 1 MiB batch; the batch size (within
+ * 64 KiB .. 1 MiB) takes one or two. Its pages are touched as far as the
+ * largest body copied into it (at most request_bodies of the memory plan,
+ * with the native staging copy of rendered batches gone). */
+#define DSP_UPLOAD_BUF_MIN (64 * 1024)
+#define DSP_UPLOAD_BUF_MAX (1024 * 1024)
+static long upload_buffer_of(const dsp_settings *set)
+{
+    long n = (long)set->batch_max_bytes;
+    return n < DSP_UPLOAD_BUF_MIN   ? DSP_UPLOAD_BUF_MIN
+           : n > DSP_UPLOAD_BUF_MAX ? DSP_UPLOAD_BUF_MAX
+                                    : n;
+}
+
 int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, void *notify_arg,
                     char *err, size_t errlen)
 {
@@ -1335,6 +1357,7 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
         curl_easy_setopt(e, CURLOPT_POST, 1L) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, upload_buffer_of(&t->set)) == CURLE_OK &&
         curl_easy_setopt(e, CURLOPT_USERAGENT, "walhook-dispatcher/1") == CURLE_OK &&
         (t->set.ca_file[0] == '\0' ||
          curl_easy_setopt(e, CURLOPT_CAINFO, t->set.ca_file) == CURLE_OK) &&
@@ -1402,6 +1425,7 @@ int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t 
     dsp_format_free(&t->lfmt);
     t->lfmt = nf;
     long hv_old = http_version_of(t->set.dl.http_version, t->url);
+    long ub_old = upload_buffer_of(&t->set);
     if (strcmp(t->url, sp->url) != 0) {
         wh_strlcpy(t->url, sp->url, sizeof(t->url));
         curl_easy_setopt(t->x.easy, CURLOPT_URL, t->url);
@@ -1411,7 +1435,13 @@ int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t 
     curl_easy_setopt(t->x.easy, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms(t));
     long hv = http_version_of(t->set.dl.http_version, t->url);
     curl_easy_setopt(t->x.easy, CURLOPT_HTTP_VERSION, hv);
+    /* (setting it frees curl's buffer: only between requests, as here) */
+    long ub = upload_buffer_of(&t->set);
+    if (ub != ub_old)
+        curl_easy_setopt(t->x.easy, CURLOPT_UPLOAD_BUFFERSIZE, ub);
     for (int i = 0; i < t->nlanes; i++) {
+        if (ub != ub_old)
+            curl_easy_setopt(t->lanes[i].x.easy, CURLOPT_UPLOAD_BUFFERSIZE, ub);
         curl_easy_setopt(t->lanes[i].x.easy, CURLOPT_URL, t->url);
         curl_easy_setopt(t->lanes[i].x.easy, CURLOPT_CONNECTTIMEOUT_MS,
                          (long)connect_timeout_ms(t));
