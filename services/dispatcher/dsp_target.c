@@ -361,8 +361,9 @@ static int batch_partial(const dsp_batch *b, uint32_t max_events, uint32_t max_b
     return b->scanned < max_events && b->body.len + b->body.len / (b->scanned + 1) < max_bytes;
 }
 
-/* Waits on cv up to ms unless stop is set. Called with mu held. */
-static void timed_wait_locked(dsp_target *t, int ms)
+/* Waits on cv (the reader's t->cv or the committer's t->ccv) up to ms
+ * unless stop is set. Called with mu held. */
+static void timed_wait_on(dsp_target *t, pthread_cond_t *cv, int ms)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -373,7 +374,12 @@ static void timed_wait_locked(dsp_target *t, int ms)
         ts.tv_nsec -= 1000000000L;
     }
     if (!t->stop)
-        pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+        pthread_cond_timedwait(cv, &t->mu, &ts);
+}
+
+static void timed_wait_locked(dsp_target *t, int ms)
+{
+    timed_wait_on(t, &t->cv, ms);
 }
 
 /* WH_OK, WH_ERR, or 409 when the store refused a stale epoch. */
@@ -762,7 +768,7 @@ static void *committer_main(void *arg)
     pthread_mutex_lock(&t->mu);
     for (;;) {
         while (!t->stop && !t->commit_pending)
-            pthread_cond_wait(&t->cv, &t->mu);
+            pthread_cond_wait(&t->ccv, &t->mu);
         if (!t->commit_pending)
             break; /* stopping, nothing to send */
         if (t->commit_pending) {
@@ -805,7 +811,7 @@ static void *committer_main(void *arg)
                         t->set.tenant, t->name);
                 break;
             }
-            timed_wait_locked(t, dsp_retry_delay_ms(commit_fail, 50, 2000));
+            timed_wait_on(t, &t->ccv, dsp_retry_delay_ms(commit_fail, 50, 2000));
             continue;
         }
     }
@@ -1324,6 +1330,7 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
     apply_delivery(t, &t->set);
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
+    pthread_cond_init(&t->ccv, NULL);
     if (check_spec(sp, err, errlen) != WH_OK ||
         parse_keys(t->keys, &t->nkeys, sp, err, errlen) != WH_OK)
         return WH_ERR;
@@ -1512,6 +1519,7 @@ void dsp_target_stop_reader(dsp_target *t)
     pthread_mutex_lock(&t->mu);
     t->stop = 1;
     pthread_cond_broadcast(&t->cv);
+    pthread_cond_broadcast(&t->ccv);
     pthread_mutex_unlock(&t->mu);
     /* a Read or Commit waiting on a store that is gone returns now */
     wh_client_interrupt(t->store);
@@ -1566,6 +1574,7 @@ void dsp_target_destroy(dsp_target *t)
     dsp_format_free(&t->rfmt);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);
+    pthread_cond_destroy(&t->ccv);
 }
 
 /* ---- loop side -------------------------------------------------------- */
@@ -1621,6 +1630,7 @@ static void advance(dsp_target *t, dsp_batch *b, size_t to, int commit)
             t->commit_epoch = b->epoch;
         }
         t->commit_pending = 1;
+        pthread_cond_signal(&t->ccv);
     }
     if (to >= b->n) {
         t->single = 0;
@@ -2167,7 +2177,7 @@ static void lanes_commit(dsp_target *t, const dsp_batch *b)
         t->commit_epoch = b->epoch;
     }
     t->commit_pending = 1;
-    pthread_cond_broadcast(&t->cv);
+    pthread_cond_signal(&t->ccv);
     pthread_mutex_unlock(&t->mu);
 }
 

@@ -298,7 +298,8 @@ typedef struct dsp_target {
 
     /* shared between reader and loop, guarded by mu */
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv;  /* the reader waits on it (notes, slots, dead letters, acks) */
+    pthread_cond_t ccv; /* the committer waits on it (commit_pending, stop) */
     dsp_batch slots[DSP_PREFETCH];
     unsigned head, count;
     int commit_pending;
