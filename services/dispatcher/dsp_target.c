@@ -220,6 +220,7 @@ int dsp_batch_fill_ex(dsp_batch *b, const char *tenant, Walhook__Event *const *e
     b->n = 0;
     b->scanned = 0;
     b->rendered = 0;
+    b->nbytes = 2;
     if (render) {
         dsp_env_opts o;
         memset(&o, 0, sizeof(o));
@@ -271,6 +272,7 @@ int dsp_batch_fill_ex(dsp_batch *b, const char *tenant, Walhook__Event *const *e
             b->ptrs[b->n] = json;
         }
         b->plens[b->n] = e->json.len;
+        b->nbytes += e->json.len + (b->n > 0);
         b->ev_len[b->n] = (uint32_t)e->json.len;
         b->ev_lsn[b->n] = e->commit_lsn;
         b->ev_seq[b->n] = e->seq;
@@ -358,7 +360,7 @@ static void lat_trace(const char *hop, const int64_t *ts, size_t n)
 /* A batch that has room for more events (count and bytes). */
 static int batch_partial(const dsp_batch *b, uint32_t max_events, uint32_t max_bytes)
 {
-    return b->scanned < max_events && b->body.len + b->body.len / (b->scanned + 1) < max_bytes;
+    return b->scanned < max_events && b->nbytes + b->nbytes / (b->scanned + 1) < max_bytes;
 }
 
 /* Waits on cv (the reader's t->cv or the committer's t->ccv) up to ms

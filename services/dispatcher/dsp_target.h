@@ -165,6 +165,7 @@ typedef struct dsp_batch {
     size_t *plens;
     size_t ts_cap;    /* capacity of the per-event arrays (grown, never per event) */
     size_t scanned;   /* events read (kept + filtered out); n == 0 < scanned: skip only */
+    size_t nbytes;    /* the native body's length "[e1,...]", copied into body or not */
     int rendered;     /* wire/env hold the rendered body (else body goes as is) */
     int replay;       /* events of the replay queue (DLQ replay): acked, not committed */
     wh_buf wire;      /* the envelope rendering of the kept events */

@@ -14,6 +14,7 @@
 
 #include "../../services/dispatcher/dsp_envelope.h"
 #include "../../services/dispatcher/dsp_target.h"
+#include "../../services/dispatcher/dsp_webhook.h"
 #include "wh_util.h"
 
 static const char *EV_UPD =
@@ -453,6 +454,9 @@ static void test_batch_fill_rendered(void **state)
                             if (borrow)
                                 assert_ptr_equal(b.ptrs[i], p[i]);
                         }
+                        /* the micro-batcher's size: the native body's, copied or not */
+                        assert_int_equal(dsp_body_build(&got, p, l, nk), WH_OK);
+                        assert_int_equal(b.nbytes, got.len);
                         if (nk == 0) {
                             assert_int_equal(b.rendered, 0);
                             continue;
