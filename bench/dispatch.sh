@@ -21,6 +21,11 @@
 # Debezium + filter (each round has its own two targets over the same
 # store), and prints each round's difference and their range: on a shared
 # machine CPU per event moves between runs by more than the difference.
+# BENCH_DISPATCH_WIDE=1: the events of bench/run.sh's backlog (d) instead
+# (updates of a 20-column ~1 KiB row with REPLICA IDENTITY FULL, ~2.1 KiB of
+# JSON each; wh_stagebench --wide), the Debezium target's filter then
+# table == "wide" && op == "update" && after.n1 > 1 (passes ~all rows).
+# BENCH_DISPATCH_PSS=0 skips (ii).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source tests/lib/helpers.sh
@@ -33,6 +38,11 @@ NT=${BENCH_PSS_TARGETS:-100}
 NF=${BENCH_PSS_FAILING:-30}
 PBATCH=${BENCH_PSS_BATCH:-100}
 FILTER='table == \"orders\" && op == \"insert\" && after.amount > 1'
+WIDE=()
+if [ "${BENCH_DISPATCH_WIDE:-0}" = 1 ]; then
+    WIDE=(--wide)
+    FILTER='table == \"wide\" && op == \"update\" && after.n1 > 1'
+fi
 HZ=$(getconf CLK_TCK)
 trap wh_cleanup EXIT
 wh_require_bins walhook-store walhook-dispatcher walhook-admin walhook-receiver \
@@ -101,7 +111,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 write_conf "$CONF" "$DATA" "$APORT" "$BATCH" default: "${tl[@]}"
 start_store "$CONF" "$DATA"
-"$BIN/tests/wh_stagebench" append "ipc://$DATA/store.sock" "$N" >/dev/null || { echo "bench-dispatch: append failed" >&2; exit 1; }
+"$BIN/tests/wh_stagebench" "${WIDE[@]}" append "ipc://$DATA/store.sock" "$N" >/dev/null || { echo "bench-dispatch: append failed" >&2; exit 1; }
 wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT"
 wh_spawn admin "$BIN/walhook-admin" -c "$CONF"
 wh_wait_http "http://127.0.0.1:$APORT/livez" 30 >/dev/null 2>&1 || true
@@ -152,6 +162,10 @@ if [ "$ROUNDS" -gt 1 ]; then
         awk '{ v[NR] = $1 } END { printf "over %d rounds: %+.1f %% to %+.1f %% (median %+.1f %%)\n", NR, v[1], v[NR], (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
 fi
 for d in admin receiver store; do wh_kill "$d" TERM; done
+if [ "${BENCH_DISPATCH_PSS:-1}" = 0 ]; then
+    echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    exit 0
+fi
 
 # ---- (ii) peak PSS with NT targets, NF failing ------------------------------
 GPORT=$(wh_free_port)

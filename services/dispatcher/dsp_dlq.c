@@ -40,7 +40,7 @@ int dsp_dlq_write(wh_client *store, const dsp_dlq_req *r, char *err, size_t errl
         evs[i].commit_lsn = r->lsns[i];
         evs[i].seq = r->seqs[i];
         evs[i].commit_ts_us = r->commit_ts_us[i];
-        evs[i].json.data = (uint8_t *)(r->body + r->offs[i]);
+        evs[i].json.data = (uint8_t *)r->jsons[i];
         evs[i].json.len = r->lens[i];
         walhook__dlq_record__init(&recs[i]);
         recs[i].event = &evs[i];

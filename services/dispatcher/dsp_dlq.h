@@ -36,9 +36,8 @@ typedef struct dsp_dlq_req {
     uint64_t epoch;       /* the offset epoch the events were read with */
     uint64_t lease_epoch; /* the target's lease (0 = none) */
     size_t n;
-    const char *body; /* event i's JSON: body + offs[i], lens[i] bytes */
-    const uint32_t *offs;
-    const uint32_t *lens;
+    const void *const *jsons; /* event i's JSON: jsons[i], lens[i] bytes */
+    const size_t *lens;
     const uint64_t *lsns;
     const uint32_t *seqs;
     const int64_t *commit_ts_us;

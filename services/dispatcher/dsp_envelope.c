@@ -93,15 +93,7 @@ static int time_secs_ms(const char *s, int64_t *out)
     return WH_OK;
 }
 
-/* The last seconds part converted (events of one batch share it mostly),
- * and the digits of its seconds since the epoch when positive. */
-typedef struct {
-    int valid;
-    char key[19];
-    int64_t ms;
-    char secd[24];
-    size_t sec0;
-} time_cache;
+typedef dsp_env_tcache time_cache;
 
 static int time_ms(time_cache *c, const char *s, size_t n, int64_t *out)
 {
@@ -241,15 +233,7 @@ static int event_data(const dsp_env_opts *o, wh_buf *b, const fields *f)
     return wh_buf_append(b, f->ev.p, f->ev.len);
 }
 
-/* What a Debezium batch shares: ts_ms in digits, source.name and source.db
- * as JSON strings (name NULL: each event's tenant), the last commit second. */
-typedef struct {
-    const char *now;
-    size_t nowlen;
-    const char *name, *db;
-    size_t namelen, dblen;
-    time_cache tc;
-} dbz_batch;
+typedef dsp_env_dbz dbz_batch;
 
 /* Hex digit values plus one; 0: not a hex digit. */
 static const unsigned char hexval1[256] = {
@@ -619,10 +603,173 @@ int dsp_env_render(const dsp_env_opts *o, const void *const *jsons, const size_t
     return dsp_env_render_ix(o, jsons, lens, NULL, n, body, out, err, errlen);
 }
 
+void dsp_env_ctx_init(dsp_env_ctx *c)
+{
+    memset(c, 0, sizeof(*c));
+    wh_buf_init(&c->names, 0);
+}
+
+void dsp_env_ctx_free(dsp_env_ctx *c)
+{
+    wh_buf_free(&c->names);
+}
+
+/* A failed begin/add/end: the body and the headers are cleared. */
+static int ctx_fail(dsp_env_ctx *c)
+{
+    wh_buf_reset(c->body);
+    c->out->nheaders = 0;
+    c->failed = 1;
+    return WH_ERR;
+}
+
+int dsp_env_begin(dsp_env_ctx *c, const dsp_env_opts *o, wh_buf *body, dsp_env_out *out, char *err,
+                  size_t errlen)
+{
+    c->o = *o;
+    c->body = body;
+    c->out = out;
+    c->n = 0;
+    c->failed = 0;
+    wh_buf_reset(body);
+    wh_buf_reset(&c->names);
+    memset(&c->dz, 0, sizeof(c->dz));
+    out->nheaders = 0;
+    out->consumed = 0;
+    out->content_type[0] = '\0';
+    if (c->o.now_ms == 0) /* Debezium ts_ms: one clock read per batch */
+        c->o.now_ms = wh_wallclock_us() / 1000;
+    if (c->o.kind == DSP_ENV_CLOUDEVENTS_BINARY) {
+        wh_seterr(err, errlen, "envelope: cloudevents-binary posts one event per request");
+        return ctx_fail(c);
+    }
+    snprintf(out->content_type, sizeof(out->content_type), "application/json");
+    if (c->o.kind == DSP_ENV_DEBEZIUM) {
+        size_t now0 = u64_digits(c->nowd, c->o.now_ms < 0 ? (uint64_t)0 - (uint64_t)c->o.now_ms
+                                                          : (uint64_t)c->o.now_ms);
+        if (c->o.now_ms < 0)
+            c->nowd[--now0] = '-';
+        c->dz.now = c->nowd + now0;
+        c->dz.nowlen = sizeof(c->nowd) - now0;
+        const char *db = c->o.db ? c->o.db : "";
+        if (wh_json_str(&c->names, db, strlen(db)) != WH_OK)
+            goto full;
+        c->dz.dblen = c->names.len;
+        if (c->o.name) {
+            if (wh_json_str(&c->names, c->o.name, strlen(c->o.name)) != WH_OK)
+                goto full;
+            c->dz.namelen = c->names.len - c->dz.dblen;
+        }
+        c->dz.db = c->names.data; /* stable now: no more appends */
+        if (c->o.name)
+            c->dz.name = c->names.data + c->dz.dblen;
+    }
+    /* the array's '[' (a single structured CloudEvent drops it at the end) */
+    if (wh_buf_putc(body, '['))
+        goto full;
+    return WH_OK;
+full:
+    wh_seterr(err, errlen, "envelope: body larger than its buffer allows or out of memory");
+    return ctx_fail(c);
+}
+
+int dsp_env_add(dsp_env_ctx *c, const void *json, size_t len, const dsp_evidx *ix, char *err,
+                size_t errlen)
+{
+    if (c->failed)
+        return wh_seterr(err, errlen, "envelope: the batch failed already");
+    const dsp_env_opts *o = &c->o;
+    wh_buf *body = c->body;
+    size_t i = c->n;
+    if (i > 0 && wh_buf_putc(body, ','))
+        goto full;
+    if (o->kind == DSP_ENV_NATIVE) {
+        wh_json_span ev;
+        if (wh_json_span_value(json, len, &ev) != WH_OK || ev.type != WH_JSON_OBJECT) {
+            wh_seterr(err, errlen, "event %zu: not a JSON object", i);
+            return ctx_fail(c);
+        }
+        int rc = dsp_filter_has_columns(o->columns)
+                     ? dsp_filter_rewrite(o->columns, ev.p, ev.len, body)
+                     : wh_buf_append(body, ev.p, ev.len);
+        if (rc != WH_OK)
+            goto full;
+        c->n++;
+        return WH_OK;
+    }
+    size_t before = body->len;
+    fields f;
+    if (get_fields(json, len, ix, i, &f, err, errlen) != WH_OK)
+        return ctx_fail(c);
+    if (err && errlen)
+        err[0] = '\0';
+    int rc = o->kind == DSP_ENV_DEBEZIUM ? debezium(o, body, &f, i, &c->dz, err, errlen)
+                                         : ce_structured(o, body, &f, i, err, errlen);
+    if (rc != WH_OK) {
+        body->len = before;
+        if (!err || errlen == 0 || err[0] == '\0')
+            goto full;
+        return ctx_fail(c);
+    }
+    c->n++;
+    return WH_OK;
+full:
+    wh_seterr(err, errlen, "envelope: body larger than its buffer allows or out of memory");
+    return ctx_fail(c);
+}
+
+int dsp_env_end(dsp_env_ctx *c, char *err, size_t errlen)
+{
+    if (c->failed)
+        return wh_seterr(err, errlen, "envelope: the batch failed already");
+    if (c->n == 0) {
+        wh_seterr(err, errlen, "envelope: empty batch");
+        return ctx_fail(c);
+    }
+    wh_buf *body = c->body;
+    if (c->o.kind == DSP_ENV_CLOUDEVENTS) {
+        snprintf(c->out->content_type, sizeof(c->out->content_type), "%s",
+                 c->n == 1 ? "application/cloudevents+json" : "application/cloudevents-batch+json");
+        if (c->n == 1) { /* one structured event: the object alone, no array */
+            memmove(body->data, body->data + 1, body->len - 1);
+            body->len--;
+            c->out->consumed = 1;
+            if (wh_buf_cstr(body) != WH_OK)
+                goto full;
+            return WH_OK;
+        }
+    }
+    if (wh_buf_putc(body, ']'))
+        goto full;
+    c->out->consumed = c->n;
+    return WH_OK;
+full:
+    wh_seterr(err, errlen, "envelope: body larger than its buffer allows or out of memory");
+    return ctx_fail(c);
+}
+
 int dsp_env_render_ix(const dsp_env_opts *o, const void *const *jsons, const size_t *lens,
                       const dsp_evidx *ix, size_t n, wh_buf *body, dsp_env_out *out, char *err,
                       size_t errlen)
 {
+    if (o->kind != DSP_ENV_CLOUDEVENTS_BINARY) {
+        if (n == 0) {
+            wh_buf_reset(body);
+            out->nheaders = 0;
+            out->consumed = 0;
+            out->content_type[0] = '\0';
+            return wh_seterr(err, errlen, "envelope: empty batch");
+        }
+        dsp_env_ctx c;
+        dsp_env_ctx_init(&c);
+        int rc = dsp_env_begin(&c, o, body, out, err, errlen);
+        for (size_t i = 0; i < n && rc == WH_OK; i++)
+            rc = dsp_env_add(&c, jsons[i], lens[i], ix ? &ix[i] : NULL, err, errlen);
+        if (rc == WH_OK)
+            rc = dsp_env_end(&c, err, errlen);
+        dsp_env_ctx_free(&c);
+        return rc;
+    }
     wh_buf_reset(body);
     out->nheaders = 0;
     out->consumed = 0;
@@ -630,96 +777,16 @@ int dsp_env_render_ix(const dsp_env_opts *o, const void *const *jsons, const siz
     if (n == 0)
         return wh_seterr(err, errlen, "envelope: empty batch");
     fields f;
-    wh_buf names; /* Debezium source.name and source.db as JSON strings */
-    wh_buf_init(&names, 0);
-    dsp_env_opts oo = *o; /* Debezium ts_ms: one clock read per batch */
+    dsp_env_opts oo = *o;
     if (oo.now_ms == 0)
         oo.now_ms = wh_wallclock_us() / 1000;
-    o = &oo;
-    switch (o->kind) {
-    case DSP_ENV_CLOUDEVENTS_BINARY:
-        snprintf(out->content_type, sizeof(out->content_type), "application/json");
-        if (get_fields(jsons[0], lens[0], ix, 0, &f, err, errlen) ||
-            ce_binary(o, body, &f, out, 0, err, errlen))
-            goto error;
-        out->consumed = 1;
-        return WH_OK;
-    case DSP_ENV_CLOUDEVENTS:
-        snprintf(out->content_type, sizeof(out->content_type), "%s",
-                 n == 1 ? "application/cloudevents+json" : "application/cloudevents-batch+json");
-        break;
-    default:
-        snprintf(out->content_type, sizeof(out->content_type), "application/json");
-        break;
+    snprintf(out->content_type, sizeof(out->content_type), "application/json");
+    if (get_fields(jsons[0], lens[0], ix, 0, &f, err, errlen) ||
+        ce_binary(&oo, body, &f, out, 0, err, errlen)) {
+        wh_buf_reset(body);
+        out->nheaders = 0;
+        return WH_ERR;
     }
-    char nowd[24]; /* Debezium ts_ms, rendered once per batch */
-    size_t now0 = 23;
-    nowd[23] = '0';
-    dbz_batch dz;
-    memset(&dz, 0, sizeof(dz));
-    if (o->kind == DSP_ENV_DEBEZIUM) {
-        now0 = u64_digits(nowd,
-                          o->now_ms < 0 ? (uint64_t)0 - (uint64_t)o->now_ms : (uint64_t)o->now_ms);
-        if (o->now_ms < 0)
-            nowd[--now0] = '-';
-        dz.now = nowd + now0;
-        dz.nowlen = sizeof(nowd) - now0;
-        const char *db = o->db ? o->db : "";
-        if (wh_json_str(&names, db, strlen(db)) != WH_OK)
-            goto full;
-        dz.dblen = names.len;
-        if (o->name) {
-            if (wh_json_str(&names, o->name, strlen(o->name)) != WH_OK)
-                goto full;
-            dz.namelen = names.len - dz.dblen;
-        }
-        dz.db = names.data; /* stable now: no more appends */
-        if (o->name)
-            dz.name = names.data + dz.dblen;
-    }
-    int array = !(o->kind == DSP_ENV_CLOUDEVENTS && n == 1);
-    if (array && wh_buf_putc(body, '['))
-        goto full;
-    for (size_t i = 0; i < n; i++) {
-        if (i > 0 && wh_buf_putc(body, ','))
-            goto full;
-        if (o->kind == DSP_ENV_NATIVE) {
-            wh_json_span ev;
-            if (wh_json_span_value(jsons[i], lens[i], &ev) != WH_OK || ev.type != WH_JSON_OBJECT) {
-                wh_seterr(err, errlen, "event %zu: not a JSON object", i);
-                goto error;
-            }
-            int rc = dsp_filter_has_columns(o->columns)
-                         ? dsp_filter_rewrite(o->columns, ev.p, ev.len, body)
-                         : wh_buf_append(body, ev.p, ev.len);
-            if (rc != WH_OK)
-                goto full;
-            continue;
-        }
-        size_t before = body->len;
-        if (get_fields(jsons[i], lens[i], ix ? &ix[i] : NULL, i, &f, err, errlen) != WH_OK)
-            goto error;
-        if (err && errlen)
-            err[0] = '\0';
-        int rc = o->kind == DSP_ENV_DEBEZIUM ? debezium(o, body, &f, i, &dz, err, errlen)
-                                             : ce_structured(o, body, &f, i, err, errlen);
-        if (rc != WH_OK) {
-            body->len = before;
-            if (!err || errlen == 0 || err[0] == '\0')
-                goto full;
-            goto error;
-        }
-    }
-    if (array && wh_buf_putc(body, ']'))
-        goto full;
-    wh_buf_free(&names);
-    out->consumed = n;
+    out->consumed = 1;
     return WH_OK;
-full:
-    wh_seterr(err, errlen, "envelope: body larger than its buffer allows or out of memory");
-error:
-    wh_buf_free(&names);
-    wh_buf_reset(body);
-    out->nheaders = 0;
-    return WH_ERR;
 }

@@ -85,6 +85,51 @@ int dsp_env_render_ix(const dsp_env_opts *o, const void *const *jsons, const siz
                       const dsp_evidx *ix, size_t n, wh_buf *body, dsp_env_out *out, char *err,
                       size_t errlen);
 
+/* Incremental rendering of one batch, for a caller that renders each
+ * event right after it looked at it (dsp_target: after the filter, while
+ * its bytes are still in the cache): begin, add each event, end. The body
+ * and headers are the same as dsp_env_render's over the same events (every
+ * format but cloudevents-binary, which posts one event per request:
+ * dsp_env_begin refuses it). A failed call clears the body; the batch then
+ * stays failed until the next begin. The context is reused across batches
+ * (dsp_env_ctx_init once, dsp_env_ctx_free at the end) and must not move
+ * between begin and end. */
+typedef struct dsp_env_tcache { /* the last commit second converted */
+    int valid;
+    char key[19];
+    int64_t ms;
+    char secd[24];
+    size_t sec0;
+} dsp_env_tcache;
+typedef struct dsp_env_dbz { /* what a Debezium batch shares */
+    const char *now;         /* ts_ms digits */
+    size_t nowlen;
+    const char *name, *db; /* source.name (NULL: each event's tenant), source.db: JSON strings */
+    size_t namelen, dblen;
+    dsp_env_tcache tc;
+} dsp_env_dbz;
+typedef struct dsp_env_ctx {
+    dsp_env_opts o;
+    wh_buf *body;
+    dsp_env_out *out;
+    size_t n; /* events added */
+    int failed;
+    wh_buf names; /* source.db and source.name as JSON strings */
+    char nowd[24];
+    dsp_env_dbz dz;
+} dsp_env_ctx;
+
+void dsp_env_ctx_init(dsp_env_ctx *c);
+void dsp_env_ctx_free(dsp_env_ctx *c);
+/* Resets body and starts a batch for o->kind (o->now_ms 0: read now). */
+int dsp_env_begin(dsp_env_ctx *c, const dsp_env_opts *o, wh_buf *body, dsp_env_out *out, char *err,
+                  size_t errlen);
+/* Appends one event (ix: its index from dsp_filter_match_ix, or NULL). */
+int dsp_env_add(dsp_env_ctx *c, const void *json, size_t len, const dsp_evidx *ix, char *err,
+                size_t errlen);
+/* Closes the batch (WH_ERR when no event was added). */
+int dsp_env_end(dsp_env_ctx *c, char *err, size_t errlen);
+
 /* Milliseconds since the epoch of an ISO 8601 UTC time as the ingestor
  * renders it ("2026-11-22T01:02:03.123456Z"); WH_ERR otherwise. */
 int dsp_env_time_ms(const char *s, size_t n, int64_t *out);

@@ -147,11 +147,14 @@ static void wake(void *arg)
     }
 }
 
-/* CURLMOPT_SOCKETFUNCTION: watch, change or forget a socket. */
+/* CURLMOPT_SOCKETFUNCTION: watch, change or forget a socket. socketp
+ * (curl_multi_assign) marks a socket already in the epoll set: one
+ * epoll_ctl per change (a keep-alive connection is forgotten between its
+ * requests and watched again for the next one: before, each time a MOD
+ * that failed, then an ADD). */
 static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     WH_UNUSED(e);
-    WH_UNUSED(socketp);
     dsp_loop *l = userp;
     if (what == CURL_POLL_REMOVE) {
         epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL); /* may be closed already */
@@ -161,9 +164,14 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socke
     memset(&ev, 0, sizeof(ev));
     ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
     ev.data.fd = fd;
-    if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 &&
-        (errno != ENOENT || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0))
+    int op = socketp != NULL ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(l->epfd, op, fd, &ev) != 0 &&
+        epoll_ctl(l->epfd, errno == ENOENT ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev) != 0) {
         wh_error("epoll_ctl(socket %d): %s", (int)fd, strerror(errno));
+        return 0;
+    }
+    if (socketp == NULL)
+        curl_multi_assign(l->multi, fd, l); /* any non-NULL mark */
     return 0;
 }
 

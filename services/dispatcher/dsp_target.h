@@ -153,22 +153,28 @@ void dsp_format_free(dsp_format *f);
 
 /* One batch ready to post. */
 typedef struct dsp_batch {
-    wh_buf body;        /* "[e1,e2,...]", memory reused across batches */
+    wh_buf body;        /* "[e1,e2,...]", memory reused across batches (empty when rendered
+                           from borrowed events: see dsp_batch_fill_ex) */
     int64_t *commit_ts; /* commit_ts_us of each event, for latency */
-    uint32_t *ev_off;   /* event i's JSON: body.data + ev_off[i], ev_len[i] bytes */
+    uint32_t *ev_off;   /* event i's JSON in body: body.data + ev_off[i] (when copied) */
     uint32_t *ev_len;
     uint64_t *ev_lsn; /* event i's position */
     uint32_t *ev_seq;
-    const void **ptrs; /* event i's JSON pointer, for dsp_env_render */
+    const void **ptrs; /* event i's native JSON: ptrs[i], plens[i] bytes (in body, or the
+                          borrowed event's own bytes) for single mode, lanes, dead letters */
     size_t *plens;
-    dsp_evidx *ev_ix; /* event i's member index from the filter, for the renderer */
-    size_t ix_cap;
-    size_t ts_cap;   /* capacity of the per-event arrays (grown, never per event) */
-    size_t scanned;  /* events read (kept + filtered out); n == 0 < scanned: skip only */
-    int rendered;    /* wire/env hold the rendered body (else body goes as is) */
-    int replay;      /* events of the replay queue (DLQ replay): acked, not committed */
-    wh_buf wire;     /* the envelope rendering of body */
-    dsp_env_out env; /* its content type and extra headers */
+    size_t ts_cap;    /* capacity of the per-event arrays (grown, never per event) */
+    size_t scanned;   /* events read (kept + filtered out); n == 0 < scanned: skip only */
+    size_t nbytes;    /* the native body's length "[e1,...]", copied into body or not */
+    int rendered;     /* wire/env hold the rendered body (else body goes as is) */
+    int replay;       /* events of the replay queue (DLQ replay): acked, not committed */
+    wh_buf wire;      /* the envelope rendering of the kept events */
+    dsp_env_out env;  /* its content type and extra headers */
+    dsp_env_ctx rctx; /* the renderer's state (reused) */
+    /* the Read reply whose events a batch filled with borrow points at:
+     * kept while the batch may be posted, freed when the slot is filled
+     * again (or freed) */
+    Walhook__Reply *held;
     size_t n;
     uint64_t last_lsn;
     uint32_t last_seq;
@@ -185,11 +191,18 @@ void dsp_batch_free(dsp_batch *b);
 /* dsp_batch_fill with a format: events the filter refuses are skipped
  * (counted in *filtered; last_lsn/last_seq still move past them, so a batch
  * of only filtered events is a "skip" batch with n == 0 that the loop
- * commits without posting); when fmt->render the wire body is rendered too.
- * Returns b->scanned (0 = nothing read) or -1 (allocation, rendering). */
+ * commits without posting); when fmt->render the wire body is rendered too,
+ * each event right after the filter passed it. Returns b->scanned (0 =
+ * nothing read) or -1 (allocation, rendering). */
 int dsp_batch_fill_fmt(dsp_batch *b, const char *tenant, Walhook__Event *const *events, size_t n,
                        int has_after, uint64_t after_lsn, uint32_t after_seq, const dsp_format *fmt,
                        uint64_t *filtered);
+/* dsp_batch_fill_fmt; borrow 1: the events' bytes stay valid as long as
+ * the batch is used (the caller keeps them, e.g. in b->held), so a rendered
+ * batch does not copy them into body (ptrs point at them). */
+int dsp_batch_fill_ex(dsp_batch *b, const char *tenant, Walhook__Event *const *events, size_t n,
+                      int has_after, uint64_t after_lsn, uint32_t after_seq, const dsp_format *fmt,
+                      uint64_t *filtered, int borrow);
 
 typedef enum {
     DSP_T_IDLE = 0,
@@ -286,7 +299,8 @@ typedef struct dsp_target {
 
     /* shared between reader and loop, guarded by mu */
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv;  /* the reader waits on it (notes, slots, dead letters, acks) */
+    pthread_cond_t ccv; /* the committer waits on it (commit_pending, stop) */
     dsp_batch slots[DSP_PREFETCH];
     unsigned head, count;
     int commit_pending;

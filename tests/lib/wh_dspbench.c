@@ -1,5 +1,5 @@
 /* wh_dspbench: the dispatcher's per-event work alone (no store, no HTTP):
- * dsp_batch_fill_fmt over orders-shaped events (the shape wh_stagebench
+ * dsp_batch_fill_ex over orders-shaped events (the shape wh_stagebench
  * appends), in batches, for one target format.
  *
  *   wh_dspbench native|debezium|filter|dbzonly N [BATCH]
@@ -94,9 +94,10 @@ int main(int argc, char **argv)
     double c0 = cpu_s();
     for (size_t done = 0; done < n; done += batch) {
         size_t k = n - done < batch ? n - done : batch;
-        int r = dsp_batch_fill_fmt(&b, "default", evp, k, 0, 0, 0, &fmt, &filtered);
+        /* the events stay (as a Read reply's do in the slot that holds it) */
+        int r = dsp_batch_fill_ex(&b, "default", evp, k, 0, 0, 0, &fmt, &filtered, 1);
         if (r < 0) {
-            fprintf(stderr, "wh_dspbench: dsp_batch_fill_fmt failed\n");
+            fprintf(stderr, "wh_dspbench: dsp_batch_fill_ex failed\n");
             return 1;
         }
         kept += b.n;

@@ -34,6 +34,15 @@
 static const char *ev_json[NEV] = {"{\"n\":0}", "{\"n\":1}", "{\"n\":2}", "{\"n\":3}", "{\"n\":4}"};
 static const uint64_t ev_lsn[NEV] = {0x100, 0x100, 0x200, 0x300, 0x300};
 static const uint32_t ev_seq[NEV] = {0, 1, 0, 0, 1};
+/* the stored events served (full envelopes for a test that renders them) */
+static const char *const *ev_served = ev_json;
+#define ENV(lsn, seq, id)                                                                          \
+    "{\"id\":\"t1:0/" lsn ":" seq "\",\"tenant\":\"t1\",\"lsn\":\"0/" lsn "\",\"seq\":" seq        \
+    ",\"xid\":7,\"commit_ts\":\"2026-11-22T01:02:03.123456Z\",\"op\":\"insert\",\"schema\":"       \
+    "\"public\",\"table\":\"orders\",\"key\":{\"id\":" id                                          \
+    "},\"before\":null,\"after\":{\"id\":" id ",\"note\":\"n" id "\"}}"
+static const char *ev_env[NEV] = {ENV("100", "0", "1"), ENV("100", "1", "2"), ENV("200", "0", "3"),
+                                  ENV("300", "0", "4"), ENV("300", "1", "5")};
 
 typedef struct fake_store {
     pthread_mutex_t mu;
@@ -112,8 +121,8 @@ static void store_fn(void *arg, const Walhook__Request *req, Walhook__Reply *rep
         c->ev[n].commit_lsn = ev_lsn[i];
         c->ev[n].seq = ev_seq[i];
         c->ev[n].commit_ts_us = wh_wallclock_us() - 1000;
-        c->ev[n].json.data = (uint8_t *)ev_json[i];
-        c->ev[n].json.len = strlen(ev_json[i]);
+        c->ev[n].json.data = (uint8_t *)ev_served[i];
+        c->ev[n].json.len = strlen(ev_served[i]);
         c->evp[n] = &c->ev[n];
         n++;
     }
@@ -542,6 +551,110 @@ static void test_runtime_targets(void **state)
     http_stop(&h2);
 }
 
+/* s with every Debezium top-level ts_ms (the render time, before
+ * ,"transaction") written as 0, into out (cap bytes). */
+static void dbz_now_blank(const char *s, char *out, size_t cap)
+{
+    static const char key[] = "\"ts_ms\":", next[] = ",\"transaction\"";
+    size_t o = 0;
+    while (*s && o + 1 < cap) {
+        if (strncmp(s, key, sizeof(key) - 1) == 0) {
+            const char *d = s + sizeof(key) - 1, *e = d;
+            while (*e == '-' || (*e >= '0' && *e <= '9'))
+                e++;
+            if (strncmp(e, next, sizeof(next) - 1) == 0) {
+                size_t k = (size_t)(d - s);
+                if (o + k + 2 >= cap)
+                    break;
+                memcpy(out + o, s, k);
+                o += k;
+                out[o++] = '0';
+                s = e;
+                continue;
+            }
+        }
+        out[o++] = *s++;
+    }
+    out[o] = '\0';
+}
+
+/* A Debezium target: batches are rendered from the Read reply's own events
+ * (no native copy); a batch that fails for good is posted again one event
+ * at a time, each rendered from those same events, and everything is
+ * committed in order. */
+static void test_rendered_single_mode(void **state)
+{
+    (void)state;
+    http_srv hs;
+    http_start(&hs, 1); /* the first batch gets a 500: max_attempts 1 makes it final */
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/dbz", hs.port);
+    static wh_config cfg;
+    make_config(&cfg, url, "");
+    cfg.ntargets = 0;
+    memset(&FS, 0, sizeof(FS));
+    pthread_mutex_init(&FS.mu, NULL);
+    ev_served = ev_env;
+    char err[WH_ERRLEN];
+    wh_server *store = NULL;
+    assert_int_equal(wh_server_start(&store, cfg.store_endpoint, 2, (size_t)cfg.ipc_max_msg_bytes,
+                                     store_fn, store_done, NULL, err, sizeof(err)),
+                     WH_OK);
+    dsp_loop *loop = NULL;
+    if (dsp_loop_create(&loop, &cfg, err, sizeof(err)) != WH_OK)
+        fail_msg("dsp_loop_create: %s", err);
+    pthread_t lt;
+    assert_int_equal(pthread_create(&lt, NULL, loop_main, loop), 0);
+    static dsp_spec sp;
+    memset(&sp, 0, sizeof(sp));
+    wh_strlcpy(sp.name, "a", sizeof(sp.name));
+    wh_strlcpy(sp.url, url, sizeof(sp.url));
+    dsp_settings_from_config(&sp.set, &cfg);
+    wh_strlcpy(sp.set.dl.envelope, "debezium", sizeof(sp.set.dl.envelope));
+    wh_strlcpy(sp.set.dl.filter_expr, "after.id != 4", sizeof(sp.set.dl.filter_expr));
+    sp.set.dl.max_attempts = 1;
+    assert_int_equal(dsp_loop_set_targets(loop, &sp, 1, 2), WH_OK);
+    assert_true(wait_until(all_committed, NULL, 5000));
+    dsp_loop_stop(loop);
+    pthread_join(lt, NULL);
+    dsp_loop_destroy(loop);
+    wh_server_stop(store);
+    http_stop(&hs);
+    ev_served = ev_json;
+
+    /* [e0,e1] (500), then e0 and e1 one at a time, then [e2] (e3 filtered
+     * out of the second batch), then [e4] */
+    assert_int_equal(hs.nreq, 5);
+    const int first[5] = {0, 0, 1, 2, 4}, count[5] = {2, 1, 1, 1, 1};
+    for (int r = 0; r < 5; r++) {
+        http_req *q = &hs.reqs[r];
+        assert_int_equal(q->status, r == 0 ? 500 : 200);
+        const void *p[2];
+        size_t l[2];
+        for (int k = 0; k < count[r]; k++) {
+            p[k] = ev_env[first[r] + k];
+            l[k] = strlen(ev_env[first[r] + k]);
+        }
+        dsp_env_opts o = {.kind = DSP_ENV_DEBEZIUM};
+        wh_buf want;
+        wh_buf_init(&want, 0);
+        dsp_env_out *out = malloc(sizeof(*out));
+        assert_non_null(out);
+        assert_int_equal(dsp_env_render(&o, p, l, (size_t)count[r], &want, out, err, sizeof(err)),
+                         WH_OK);
+        assert_int_equal(wh_buf_cstr(&want), WH_OK);
+        char a[4096], b[4096];
+        dbz_now_blank(want.data, a, sizeof(a));
+        dbz_now_blank(q->body, b, sizeof(b));
+        assert_string_equal(b, a);
+        free(out);
+        wh_buf_free(&want);
+        char v[64];
+        header_value(q->head, "X-Batch-Size", v, sizeof(v));
+        assert_int_equal(atoi(v), count[r]);
+    }
+}
+
 /* A change that arrives while a request is in flight waits for it: the
  * request finishes (and is committed) at the old URL, the next ones go to
  * the new one. */
@@ -722,6 +835,7 @@ int main(void)
         cmocka_unit_test(test_unreachable_target),
         cmocka_unit_test(test_runtime_targets),
         cmocka_unit_test(test_change_between_requests),
+        cmocka_unit_test(test_rendered_single_mode),
         cmocka_unit_test(test_bad_target_refused),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

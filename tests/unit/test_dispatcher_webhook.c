@@ -129,6 +129,9 @@ static void test_batch_fill(void **state)
     wh_buf_init(&b.body, 0);
     assert_int_equal(dsp_batch_fill(&b, "t1", ev, 4, 0, 0, 0), 3);
     assert_string_equal(b.body.data, "[{\"n\":0},{\"n\":1},{\"n\":2}]");
+    assert_int_equal(b.nbytes, b.body.len);
+    assert_ptr_equal(b.ptrs[1], b.body.data + 9); /* each event's bytes in the body */
+    assert_int_equal(b.plens[1], 7);
     assert_string_equal(b.id, "t1:0/16B3748:0");
     assert_true(b.last_lsn == 0x16B3748);
     assert_int_equal(b.last_seq, 0);
