@@ -453,6 +453,13 @@ void wh_budget_plan_dispatcher(wh_budget *b, const wh_config *c, const wh_budget
                   (int64_t)(targets < inflight ? targets : inflight) * 2 * c->batch_max_bytes,
                   "min(targets, dispatcher.max_inflight) x 2 x dispatcher.batch_max_bytes "
                   "(an envelope is up to twice the native batch)");
+    int64_t ub = c->batch_max_bytes < WH_BUDGET_DSP_UPLOAD_MIN   ? WH_BUDGET_DSP_UPLOAD_MIN
+                 : c->batch_max_bytes > WH_BUDGET_DSP_UPLOAD_MAX ? WH_BUDGET_DSP_UPLOAD_MAX
+                                                                 : c->batch_max_bytes;
+    wh_budget_add(b, "upload_buffers", (int64_t)targets * ub,
+                  "%d targets x libcurl's upload buffer (dispatcher.batch_max_bytes within "
+                  "64 KiB .. 1 MiB, kept per target)",
+                  targets);
     wh_budget_add(b, "connection_pool", (int64_t)inflight * WH_BUDGET_DSP_CONN_BYTES,
                   "dispatcher.max_inflight (%d) x %d KiB (curl handle, buffers, TLS)", inflight,
                   WH_BUDGET_DSP_CONN_BYTES / 1024);

@@ -67,6 +67,10 @@
 #define WH_BUDGET_DSP_BATCHES_PER_TARGET 3
 /* a pooled connection: curl handle, buffers, TLS */
 #define WH_BUDGET_DSP_CONN_BYTES (96 * 1024)
+/* libcurl's upload buffer per target (dsp_target.c): the batch size, within
+ * these bounds; it stays allocated, touched as far as the largest body */
+#define WH_BUDGET_DSP_UPLOAD_MIN (64 * 1024)
+#define WH_BUDGET_DSP_UPLOAD_MAX (1024 * 1024)
 /* a target's state beyond its batches */
 #define WH_BUDGET_DSP_TARGET_BYTES (64 * 1024)
 /* events pushed with durability notifications that the dispatcher keeps

@@ -1300,16 +1300,14 @@ static void http_version_note(const dsp_target *t)
  * (each its own epoll_wait and curl_multi_socket_action). curl's 64 KiB
  * default took ~17 of each for a 1 MiB batch; the batch size (within
  * 64 KiB .. 1 MiB) takes one or two. Its pages are touched as far as the
- * largest body copied into it (at most request_bodies of the memory plan,
- * with the native staging copy of rendered batches gone). */
-#define DSP_UPLOAD_BUF_MIN (64 * 1024)
-#define DSP_UPLOAD_BUF_MAX (1024 * 1024)
+ * largest body copied into it, and stays allocated: the memory plan's
+ * upload_buffers part (wh_budget.h), one per target. */
 static long upload_buffer_of(const dsp_settings *set)
 {
     long n = (long)set->batch_max_bytes;
-    return n < DSP_UPLOAD_BUF_MIN   ? DSP_UPLOAD_BUF_MIN
-           : n > DSP_UPLOAD_BUF_MAX ? DSP_UPLOAD_BUF_MAX
-                                    : n;
+    return n < WH_BUDGET_DSP_UPLOAD_MIN   ? WH_BUDGET_DSP_UPLOAD_MIN
+           : n > WH_BUDGET_DSP_UPLOAD_MAX ? WH_BUDGET_DSP_UPLOAD_MAX
+                                          : n;
 }
 
 int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, void *notify_arg,
