@@ -148,10 +148,6 @@ struct st_db {
     uint64_t cq_light_ms[2];
     _Atomic uint64_t cq_share; /* store.commit_share_bytes (st_db_set_limits) */
     _Atomic uint64_t cq_groups, cq_shared_groups;
-    /* the leader's WriteBatch, cleared after each group and kept (its
-     * buffer is not grown again from empty by every group of big appends)
-     * while at most ST_CQ_BATCH_KEEP bytes */
-    rocksdb_writebatch_t *cq_wb;
     st_commit_hook cq_hook; /* observer of groups (tests) */
     void *cq_hook_arg;
     wh_histogram cq_stage[2][ST_APPEND_STAGES]; /* light, big */
@@ -1243,8 +1239,6 @@ void st_db_close(st_db *db)
         rocksdb_close(db->rdb);
     }
     free(db->cf_other);
-    if (db->cq_wb)
-        rocksdb_writebatch_destroy(db->cq_wb);
     if (db->wo)
         rocksdb_writeoptions_destroy(db->wo);
     if (db->wo_lazy)
@@ -1577,10 +1571,7 @@ static void note_appended(st_gpart *parts, size_t np)
 
 static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t errlen)
 {
-    /* the leader's batch, kept between groups (one leader at a time) */
-    rocksdb_writebatch_t *wb = db->cq_wb;
-    if (wb == NULL)
-        wb = db->cq_wb = rocksdb_writebatch_create();
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     char k[ST_KEY_MAX];
     int rc = WH_OK;
     for (size_t i = 0; i < np; i++) {
@@ -1639,14 +1630,7 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             note_appended(parts, np);
         fw_wake(db);
     }
-    size_t used = 0;
-    rocksdb_writebatch_data(wb, &used);
-    if (used > ST_CQ_BATCH_KEEP) { /* a big group's buffer is not kept */
-        rocksdb_writebatch_destroy(wb);
-        db->cq_wb = NULL;
-    } else {
-        rocksdb_writebatch_clear(wb);
-    }
+    rocksdb_writebatch_destroy(wb);
     return rc;
 }
 

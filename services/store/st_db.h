@@ -94,9 +94,6 @@
 #define ST_DB_SLOW 2  /* st_db_admit: over the tenant's write budget (429) */
 
 #define ST_MAINT_MS 1000 /* maintenance pass period */
-/* the group commit's WriteBatch is kept for the next group after one of at
- * most this many bytes (its buffer, up to twice that, is reused) */
-#define ST_CQ_BATCH_KEEP (2 << 20)
 
 /* A memtable flush of a tenant's events waits for its consumers to pass
  * the events appended before it began (flush_wait in st_db.c), at most
