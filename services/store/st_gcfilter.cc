@@ -45,9 +45,12 @@ class GcFactory : public rocksdb::CompactionFilterFactory
                r == rocksdb::TableFileCreationReason::kCompaction;
     }
     std::unique_ptr<rocksdb::CompactionFilter>
-    CreateCompactionFilter(const rocksdb::CompactionFilter::Context &) override
+    CreateCompactionFilter(const rocksdb::CompactionFilter::Context &c) override
     {
-        return std::unique_ptr<rocksdb::CompactionFilter>(new GcFilter(ops_, ops_->snap(state_)));
+        void *snap = c.reason == rocksdb::TableFileCreationReason::kFlush && ops_->flush_snap
+                         ? ops_->flush_snap(state_)
+                         : ops_->snap(state_);
+        return std::unique_ptr<rocksdb::CompactionFilter>(new GcFilter(ops_, snap));
     }
     const char *Name() const override
     {
