@@ -130,11 +130,14 @@ static void test_other_plans(void **state)
     wh_budget_plan_dispatcher(&b2, &c, &n3);
     assert_int_equal(part(&b, "read_ahead"),
                      2LL * WH_BUDGET_DSP_BATCHES_PER_TARGET * c.batch_max_bytes);
-    /* one target more: its read-ahead, its body, its state, its reader and
-     * committer threads */
+    /* one target more: its read-ahead, its body, libcurl's upload buffer
+     * (1 MiB batches: the 1 MiB cap), its state, its reader and committer
+     * threads */
+    assert_int_equal(part(&b, "upload_buffers"), 2LL * WH_BUDGET_DSP_UPLOAD_MAX);
     assert_int_equal(wh_budget_sum(&b2) - wh_budget_sum(&b),
                      WH_BUDGET_DSP_BATCHES_PER_TARGET * c.batch_max_bytes + 2 * c.batch_max_bytes +
-                         WH_BUDGET_DSP_TARGET_BYTES + 2 * WH_BUDGET_STACK_BYTES);
+                         WH_BUDGET_DSP_UPLOAD_MAX + WH_BUDGET_DSP_TARGET_BYTES +
+                         2 * WH_BUDGET_STACK_BYTES);
     /* the admin takes as many connections as fit */
     assert_int_equal(wh_budget_admin_conns(&c, 64LL * 1024 * MiB), WH_BUDGET_ADM_CONNS);
     int n256 = wh_budget_admin_conns(&c, 256 * MiB);
