@@ -83,11 +83,6 @@ struct st_tenant {
     _Atomic uint64_t gc_dropped;
     _Atomic uint64_t gc_compactions; /* GC slices compacted */
     _Atomic int gc_tail; /* a slice left garbage below the watermark: collect all of it */
-    /* event bytes appended (synced), and the last position appended (under
-     * wm_mu): what a flush of its memtable waits for (flush_wait) */
-    _Atomic uint64_t appended;
-    uint64_t end_lsn;
-    uint32_t end_seq;
     /* write token bucket (under wm_mu) */
     double tb_bytes, tb_events;
     uint64_t tb_ms;
@@ -168,15 +163,6 @@ struct st_db {
     st_gc_hook gc_hook;              /* observer of GC slices (tests) */
     void *gc_hook_arg;
     _Atomic int stopping; /* st_db_close: no new GC compaction */
-
-    /* flushes of events waiting for consumers (flush_wait): woken by
-     * offset moves and appends while fw_waiters > 0 */
-    pthread_mutex_t fw_mu;
-    pthread_cond_t fw_cv;
-    _Atomic int fw_waiters;
-    _Atomic int manual_flushes; /* st_db_flush/st_db_compact running: no wait */
-    _Atomic uint64_t fw_count, fw_us;
-    _Atomic uint32_t fw_max_ms, fw_idle_ms; /* limits (st_db_set_flush_wait) */
 
     /* runtime limits (st_db_set_limits) */
     _Atomic int64_t ret_bytes, ret_age_ms;
@@ -401,98 +387,8 @@ static rocksdb_compactionfilter_t *gc_factory_create(void *state,
     return rocksdb_compactionfilter_create(s, gc_snap_free, gc_filter, gc_name);
 }
 
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-/* 1 when RocksDB stopped writes (a memtable limit: e.g. another column
- * family's memtables wait for the flush thread this flush holds) */
-static int writes_stopped(st_db *db)
-{
-    uint64_t v = 0;
-    return rocksdb_property_int(db->rdb, "rocksdb.is-write-stopped", &v) == 0 && v != 0;
-}
-
-/* Called on RocksDB's flush thread when a memtable of the tenant's events
- * is about to be written to a table file, before the filter takes the
- * watermark. The consumers are usually a little behind the appends (the
- * events in flight to the targets): a flush that began at once wrote those
- * events to level 0, and a GC compaction later read them back to drop
- * them. Waiting until the watermark passes the last event appended when
- * the flush began lets the filter drop them at flush instead. Memory: the
- * memtables RocksDB may hold are unchanged (max_write_buffer_number); this
- * one is kept a little longer while the next one fills. The wait ends,
- * whichever comes first: when every consumer passed that event; after
- * ST_FLUSH_WAIT_MS; after ST_FLUSH_WAIT_IDLE_MS without the watermark
- * moving (a consumer stopped or slow: nothing to gain); once
- * 1/ST_FLUSH_WAIT_FILL of a memtable was appended to the tenant meanwhile
- * (the next memtable must not fill up before this flush ends); when
- * RocksDB stops writes (its flush thread is shared by all column
- * families); on a manual flush or compaction; when the store closes.
- * Nothing waits while the tenant has no consumer (watermark (0,0)). */
-static void flush_wait(st_tenant *t)
-{
-    st_db *db = t->db;
-    if (atomic_load(&db->stopping) || atomic_load(&db->manual_flushes) > 0)
-        return;
-    uint64_t el, wl, pl;
-    uint32_t es, ws, ps;
-    pthread_mutex_lock(&t->wm_mu);
-    el = t->end_lsn;
-    es = t->end_seq;
-    pthread_mutex_unlock(&t->wm_mu);
-    tenant_watermark(t, &wl, &ws);
-    if ((wl == 0 && ws == 0) || wh_pos_cmp(wl, ws, el, es) >= 0)
-        return;
-    uint64_t a0 = atomic_load(&t->appended);
-    uint64_t fill = (uint64_t)db->write_buffer_bytes / ST_FLUSH_WAIT_FILL;
-    uint64_t t0 = mono_us(), moved = t0;
-    pl = wl;
-    ps = ws;
-    atomic_fetch_add(&db->fw_waiters, 1);
-    for (;;) {
-        pthread_mutex_lock(&db->fw_mu);
-        struct timespec dl;
-        clock_gettime(CLOCK_MONOTONIC, &dl);
-        dl.tv_nsec += 10 * 1000000L; /* the limits are checked at least this often */
-        if (dl.tv_nsec >= 1000000000L) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&db->fw_cv, &db->fw_mu, &dl);
-        pthread_mutex_unlock(&db->fw_mu);
-        uint64_t now = mono_us();
-        if (atomic_load(&db->stopping) || atomic_load(&db->manual_flushes) > 0)
-            break;
-        tenant_watermark(t, &wl, &ws);
-        if (wh_pos_cmp(wl, ws, el, es) >= 0)
-            break;
-        if (wh_pos_cmp(wl, ws, pl, ps) > 0) {
-            pl = wl;
-            ps = ws;
-            moved = now;
-        }
-        if (now - t0 >= atomic_load(&db->fw_max_ms) * 1000ull ||
-            now - moved >= atomic_load(&db->fw_idle_ms) * 1000ull ||
-            atomic_load(&t->appended) - a0 >= fill || writes_stopped(db))
-            break;
-    }
-    atomic_fetch_sub(&db->fw_waiters, 1);
-    atomic_fetch_add(&db->fw_count, 1);
-    atomic_fetch_add(&db->fw_us, mono_us() - t0);
-}
-
-static void *gc_flush_snap_take(void *state)
-{
-    flush_wait(state);
-    return gc_snap_take(state);
-}
-
 /* The filter applied at flush and compaction (st_gcfilter) */
-static const st_gcfilter_ops gc_ops = {gc_snap_take, gc_snap_free, gc_drop, gc_flush_snap_take};
+static const st_gcfilter_ops gc_ops = {gc_snap_take, gc_snap_free, gc_drop};
 
 /* ---- tenants and their column families ---- */
 
@@ -750,16 +646,6 @@ typedef struct off_val {
     int state;
 } off_val;
 
-/* Wakes the flushes waiting for consumers (flush_wait), if any. */
-static void fw_wake(st_db *db)
-{
-    if (atomic_load(&db->fw_waiters) == 0)
-        return;
-    pthread_mutex_lock(&db->fw_mu);
-    pthread_cond_broadcast(&db->fw_cv);
-    pthread_mutex_unlock(&db->fw_mu);
-}
-
 static off_val off_read(st_off *o)
 {
     pthread_mutex_lock(&o->vmu);
@@ -776,7 +662,6 @@ static void off_write(st_off *o, off_val v)
     o->epoch = v.epoch;
     o->state = v.state;
     pthread_mutex_unlock(&o->vmu);
-    fw_wake(o->ten->db);
 }
 
 typedef int (*meta_fn)(st_db *db, st_tenant *t, const char *k, size_t kl, const char *v, size_t vl,
@@ -1077,11 +962,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&db->sync_cv, &ca);
-    pthread_cond_init(&db->fw_cv, &ca);
     pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&db->fw_mu, NULL);
-    db->fw_max_ms = ST_FLUSH_WAIT_MS;
-    db->fw_idle_ms = ST_FLUSH_WAIT_IDLE_MS;
     db->offset_sync_wait_us = o->offset_sync_wait_us > 0 ? o->offset_sync_wait_us : 0;
 
     /* Every size here is one the memory budget declares (wh_budget.h,
@@ -1225,7 +1106,6 @@ void st_db_close(st_db *db)
         atomic_store(&db->stopping, 1);
         pthread_cond_signal(&db->maint_cond);
         pthread_mutex_unlock(&db->maint_mu);
-        fw_wake(db); /* a flush waiting for consumers goes on at once */
         /* a garbage-range compaction in progress returns at once */
         rocksdb_disable_manual_compaction(db->rdb);
         pthread_join(db->maint, NULL);
@@ -1273,8 +1153,6 @@ void st_db_close(st_db *db)
     pthread_mutex_destroy(&db->owners_mu);
     pthread_mutex_destroy(&db->sync_mu);
     pthread_cond_destroy(&db->sync_cv);
-    pthread_mutex_destroy(&db->fw_mu);
-    pthread_cond_destroy(&db->fw_cv);
     free(db);
 }
 
@@ -1547,35 +1425,6 @@ static int cq_form(st_db *db, st_gpart **parts, size_t *np, size_t *cap, uint64_
 /* Writes one group with sync (no lock held): its events, and the D key of
  * every tenant with an append that ends in it. Sets each such append's
  * durable value. */
-/* After a group's write: the tenants' appended bytes and last positions
- * (flush_wait) */
-static void note_appended(st_gpart *parts, size_t np)
-{
-    for (size_t i = 0; i < np; i++) {
-        st_wreq *r = parts[i].r;
-        st_tenant *t = r->t;
-        uint64_t bytes = 0, l = 0;
-        uint32_t q = 0;
-        for (size_t e = parts[i].from; e < parts[i].to; e++) {
-            const st_event *ev = &r->ev[e];
-            bytes += event_bytes(ev);
-            if (wh_pos_cmp(ev->lsn, ev->seq, l, q) > 0) {
-                l = ev->lsn;
-                q = ev->seq;
-            }
-        }
-        if (bytes == 0)
-            continue;
-        atomic_fetch_add(&t->appended, bytes);
-        pthread_mutex_lock(&t->wm_mu);
-        if (wh_pos_cmp(l, q, t->end_lsn, t->end_seq) > 0) {
-            t->end_lsn = l;
-            t->end_seq = q;
-        }
-        pthread_mutex_unlock(&t->wm_mu);
-    }
-}
-
 static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t errlen)
 {
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
@@ -1633,9 +1482,6 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             rc = rerr(err, errlen, "write", e);
         else
             sync_end(db, tk);
-        if (e == NULL)
-            note_appended(parts, np);
-        fw_wake(db);
     }
     rocksdb_writebatch_destroy(wb);
     return rc;
@@ -2502,9 +2348,6 @@ static int compact_tenants(st_db *db, const char *only, int compact, char *err, 
     size_t nt;
     st_tenant **tv = tenants_sorted(db, &nt);
     int rc = WH_OK;
-    /* a flush asked for now does not wait for consumers (flush_wait) */
-    atomic_fetch_add(&db->manual_flushes, 1);
-    fw_wake(db);
     for (size_t i = 0; i < nt && rc == WH_OK; i++) {
         if (only != NULL && strcmp(tv[i]->name, only) != 0)
             continue;
@@ -2530,7 +2373,6 @@ static int compact_tenants(st_db *db, const char *only, int compact, char *err, 
         }
         ten_done(t);
     }
-    atomic_fetch_sub(&db->manual_flushes, 1);
     free(tv);
     return rc;
 }
@@ -2553,24 +2395,6 @@ uint64_t st_db_offset_moves(st_db *db)
 uint64_t st_db_gc_dropped(st_db *db)
 {
     return atomic_load(&db->gc_dropped);
-}
-
-void st_db_flush_waits(st_db *db, uint64_t *n, uint64_t *us)
-{
-    *n = atomic_load(&db->fw_count);
-    *us = atomic_load(&db->fw_us);
-}
-
-int st_db_flush_waiting(st_db *db)
-{
-    return atomic_load(&db->fw_waiters);
-}
-
-void st_db_set_flush_wait(st_db *db, uint32_t max_ms, uint32_t idle_ms)
-{
-    atomic_store(&db->fw_max_ms, max_ms);
-    atomic_store(&db->fw_idle_ms, idle_ms);
-    fw_wake(db);
 }
 
 uint64_t st_db_gc_compactions(st_db *db)

@@ -95,16 +95,6 @@
 
 #define ST_MAINT_MS 1000 /* maintenance pass period */
 
-/* A memtable flush of a tenant's events waits for its consumers to pass
- * the events appended before it began (flush_wait in st_db.c), at most
- * this long, */
-#define ST_FLUSH_WAIT_MS 250
-/* and no longer than this without the watermark moving, */
-#define ST_FLUSH_WAIT_IDLE_MS 50
-/* nor past 1/ST_FLUSH_WAIT_FILL of store.write_buffer_bytes appended to the
- * tenant meanwhile (the next memtable must not fill before the flush ends) */
-#define ST_FLUSH_WAIT_FILL 2
-
 /* Group commit (st_db_append): appends queue per tenant; one appender at
  * a time (the leader) writes groups of them with one synced WriteBatch,
  * taken round-robin from the tenants' queues. While a tenant makes light
@@ -317,13 +307,6 @@ int st_db_flush(st_db *db, char *err, size_t errlen);
 uint64_t st_db_gc_dropped(st_db *db);
 /* Compactions of a garbage range (below a watermark) since open. */
 uint64_t st_db_gc_compactions(st_db *db);
-/* Memtable flushes of events that waited for consumers (flush_wait), and
- * their waits' total in microseconds */
-void st_db_flush_waits(st_db *db, uint64_t *n, uint64_t *us);
-/* Tests: flushes waiting for consumers now; the wait's time limits
- * (default ST_FLUSH_WAIT_MS and ST_FLUSH_WAIT_IDLE_MS) */
-int st_db_flush_waiting(st_db *db);
-void st_db_set_flush_wait(st_db *db, uint32_t max_ms, uint32_t idle_ms);
 
 /* The rate of RocksDB's limiter of flush and compaction writes now
  * (store.io_rate_bytes, retuned by st_db_set_limits), bytes/s; 0 read-only. */

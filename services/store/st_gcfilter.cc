@@ -45,12 +45,9 @@ class GcFactory : public rocksdb::CompactionFilterFactory
                r == rocksdb::TableFileCreationReason::kCompaction;
     }
     std::unique_ptr<rocksdb::CompactionFilter>
-    CreateCompactionFilter(const rocksdb::CompactionFilter::Context &c) override
+    CreateCompactionFilter(const rocksdb::CompactionFilter::Context &) override
     {
-        void *snap = c.reason == rocksdb::TableFileCreationReason::kFlush && ops_->flush_snap
-                         ? ops_->flush_snap(state_)
-                         : ops_->snap(state_);
-        return std::unique_ptr<rocksdb::CompactionFilter>(new GcFilter(ops_, snap));
+        return std::unique_ptr<rocksdb::CompactionFilter>(new GcFilter(ops_, ops_->snap(state_)));
     }
     const char *Name() const override
     {

@@ -33,9 +33,6 @@ typedef struct st_gcfilter_ops {
     void (*snap_free)(void *snap);
     /* 1: drop this key (the snapshot's rule) */
     int (*drop)(void *snap, const char *key, size_t klen);
-    /* The same for a memtable flush (it may first wait a little for the
-     * consumers, st_db.c's flush_wait); NULL: snap */
-    void *(*flush_snap)(void *state);
 } st_gcfilter_ops;
 
 /* 1 when o's C++ view (rocksdb_options_t below) is the layout this file

@@ -666,71 +666,6 @@ static void test_gc_at_flush(void **state)
     assert_int_equal(read_all(f->db, "t", 0, 0, &g), 11);
 }
 
-/* Appends events (b, 0..FW_BATCH-1) of ~600 bytes to tenant w until a
- * memtable flush waits for the consumer (flush_wait); returns the last
- * batch. Batches are small beside a 64 KiB memtable, so the one that
- * switched memtables does not end the wait by itself (its fill limit). */
-#define FW_BATCH 8
-static uint64_t fw_fill_until_waiting(st_db *db, uint64_t b)
-{
-    char err[WH_ERRLEN], json[600];
-    memset(json, 'x', sizeof(json));
-    json[0] = '{';
-    json[sizeof(json) - 1] = '}';
-    st_event ev[FW_BATCH];
-    uint64_t d;
-    for (uint64_t end = b + 64; !st_db_flush_waiting(db);) {
-        b++;
-        assert_true(b <= end);
-        for (int i = 0; i < FW_BATCH; i++)
-            ev[i] = (st_event){b, (uint32_t)i, 1, json, sizeof(json)};
-        assert_int_equal(st_db_append(db, "w", ev, FW_BATCH, b, &d, err, sizeof(err)), WH_OK);
-        for (int i = 0; i < 200 && !st_db_flush_waiting(db); i++)
-            wh_sleep_ms(5);
-    }
-    return b;
-}
-
-/* A memtable flushed while its consumer is a little behind waits for it
- * (flush_wait), so the events the consumer passes meanwhile die at flush
- * instead of in a table file. The wait's time limits are lifted here:
- * only the consumer's commit, a manual flush or the close end it. */
-static void test_flush_waits_for_consumer(void **state)
-{
-    fx *f = *state;
-    char err[WH_ERRLEN];
-    open_small(f);
-    st_db_set_flush_wait(f->db, 600000, 600000);
-    uint64_t l, n = 0, us;
-    uint32_t s;
-    got g;
-    /* the consumer is at (1,0): a watermark, below the events appended
-     * (without a consumer nothing would wait: nothing can be dropped) */
-    assert_int_equal(st_db_commit(f->db, "w", "c", 1, 0, &l, &s, err, sizeof(err)), WH_OK);
-    uint64_t b = fw_fill_until_waiting(f->db, 0);
-    assert_int_equal(st_db_gc_dropped(f->db), 0);
-    assert_true(st_db_flush_waiting(f->db) > 0);
-    /* it passes every event appended: the waiting flush drops the
-     * memtable's events (all but (b, FW_BATCH - 1) are below it) */
-    assert_int_equal(st_db_commit(f->db, "w", "c", b, FW_BATCH - 1, &l, &s, err, sizeof(err)),
-                     WH_OK);
-    for (int i = 0; i < 400 && st_db_gc_dropped(f->db) == 0; i++)
-        wh_sleep_ms(5);
-    st_db_flush_waits(f->db, &n, &us);
-    assert_true(n >= 1);
-    /* a 64 KiB memtable holds about 100 events of 600 bytes */
-    assert_true(st_db_gc_dropped(f->db) >= 50);
-    assert_int_equal(read_all(f->db, "w", b, FW_BATCH - 1, &g), 0);
-    /* a manual flush does not wait: it ends a waiting one */
-    uint64_t b2 = fw_fill_until_waiting(f->db, b);
-    assert_int_equal(st_db_flush(f->db, err, sizeof(err)), WH_OK);
-    assert_int_equal(st_db_flush_waiting(f->db), 0);
-    /* nothing the consumer has not passed was dropped */
-    assert_int_equal(read_all(f->db, "w", b, FW_BATCH - 1, &g), (b2 - b) * FW_BATCH);
-    /* and the close (teardown) ends a waiting flush too */
-    fw_fill_until_waiting(f->db, b2);
-}
-
 /* The watermark is the consumers' minimum and never moves back: not when
  * an offset is set back, not when a new consumer appears. */
 static void test_watermark_monotonic(void **state)
@@ -1727,7 +1662,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reopen_and_dump, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_at_flush, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_flush_waits_for_consumer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_with_appends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tenant_drop, setup, teardown),
