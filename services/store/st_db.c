@@ -20,7 +20,6 @@
 #define ST_POS_LEN 12     /* lsn(8) seq(4) */
 #define ST_OFF_VAL_LEN 20 /* lsn(8) seq(4) epoch(8) */
 #define ST_KEY_MAX (1 + ST_NAME_MAX + 1 + ST_NAME_MAX + ST_POS_LEN)
-#define ST_BYTES_PER_SYNC (1u << 20) /* table files written out as they grow */
 
 typedef struct st_tenant st_tenant;
 
@@ -1014,12 +1013,6 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     rocksdb_options_set_block_based_table_factory(db->opts, db->bbto);
 
     if (!o->read_only) {
-        /* table files (flush, compaction) written out every 1 MiB as they
-         * grow (sync_file_range), not all at their closing fsync: a synced
-         * append's fdatasync shares the disk with that closing flush, and
-         * waited for tens of MiB of it (the tail of the append latency) */
-        if (getenv("WALHOOK_NO_BPS") == NULL)
-            rocksdb_options_set_bytes_per_sync(db->opts, ST_BYTES_PER_SYNC);
         /* flush and compaction writes of every tenant together (RocksDB's
          * rate limiter is per DB; appends are not limited by it) */
         char e[WH_ERRLEN];
