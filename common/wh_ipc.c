@@ -919,16 +919,23 @@ static int direct_callv(wh_client *c, const struct iovec *iov, int iovcnt, size_
 static int nng_call(wh_client *c, nng_msg *m, Walhook__Reply **rep, int *status, char *err,
                     size_t errlen);
 
+/* A direct call's timeout: ipc.timeout_ms, at most 1 s once interrupted
+ * (stopping). */
+static int direct_timeout(wh_client *c)
+{
+    int timeout = c->timeout_ms;
+    if (atomic_load(&c->interrupted) && timeout > 1000)
+        timeout = 1000;
+    return timeout;
+}
+
 int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep,
                           int *status, char *err, size_t errlen)
 {
     *status = 0;
     *rep = NULL;
     if (c->direct) {
-        int timeout = c->timeout_ms;
-        if (atomic_load(&c->interrupted) && timeout > 1000)
-            timeout = 1000;
-        int rc = direct_call(c, req, rep, status, timeout, err, errlen);
+        int rc = direct_call(c, req, rep, status, direct_timeout(c), err, errlen);
         if (rc != WH_IPC_USE_NNG)
             return rc;
     }
@@ -953,10 +960,7 @@ int wh_client_call_iov(wh_client *c, const struct iovec *iov, int iovcnt, Walhoo
     for (int i = 0; i < iovcnt; i++)
         sz += iov[i].iov_len;
     if (c->direct) {
-        int timeout = c->timeout_ms;
-        if (atomic_load(&c->interrupted) && timeout > 1000)
-            timeout = 1000;
-        int rc = direct_callv(c, iov, iovcnt, sz, rep, status, timeout, err, errlen);
+        int rc = direct_callv(c, iov, iovcnt, sz, rep, status, direct_timeout(c), err, errlen);
         if (rc != WH_IPC_USE_NNG)
             return rc;
     }
