@@ -865,55 +865,63 @@ static int direct_fd(wh_client *c, int timeout, int *fdp, char *err, size_t errl
     return WH_OK;
 }
 
-static int direct_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep, int *status,
-                       int timeout, char *err, size_t errlen)
+/* The direct connection for a request of sz bytes: its fd, or the status of
+ * direct_fd (WH_IPC_USE_NNG: go by NNG), or an error for a request over
+ * ipc.max_msg_bytes. */
+static int direct_open(wh_client *c, size_t sz, int timeout, int *fd, char *err, size_t errlen)
 {
-    char e[WH_ERRLEN];
-    int fd = -1;
-    int rc = direct_fd(c, timeout, &fd, err, errlen);
+    int rc = direct_fd(c, timeout, fd, err, errlen);
     if (rc != WH_OK)
         return rc;
-    size_t sz = walhook__request__get_packed_size(req);
     if (sz > c->max_msg)
         return wh_seterr(err, errlen,
                          "%s: request of %zu bytes is larger than ipc.max_msg_bytes (%zu)", c->url,
                          sz, c->max_msg);
+    return WH_OK;
+}
+
+/* Sends a framed request (its pieces) on the direct connection fd and takes
+ * the reply, read into c->dbuf; a failed exchange drops the connection. */
+static int direct_exchange(wh_client *c, int fd, const struct iovec *iov, int iovcnt,
+                           Walhook__Reply **rep, int *status, int timeout, char *err, size_t errlen)
+{
+    char e[WH_ERRLEN];
+    if (wh_uds_callv(fd, iov, iovcnt, &c->dbuf, c->max_msg, timeout, e, sizeof(e)) != WH_OK) {
+        dfd_close(&c->mu, &c->dfd);
+        return wh_seterr(err, errlen, "%s: %s", c->url, e);
+    }
+    int rc = take_reply(c, (const uint8_t *)c->dbuf.data, c->dbuf.len, rep, status, err, errlen);
+    if (c->dbuf.cap > (4u << 20))
+        wh_buf_free(&c->dbuf);
+    return rc;
+}
+
+static int direct_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **rep, int *status,
+                       int timeout, char *err, size_t errlen)
+{
+    size_t sz = walhook__request__get_packed_size(req);
+    int fd = -1;
+    int rc = direct_open(c, sz, timeout, &fd, err, errlen);
+    if (rc != WH_OK)
+        return rc;
     wh_buf_reset(&c->dbuf);
     if (wh_buf_reserve(&c->dbuf, sz) != WH_OK)
         return wh_seterr(err, errlen, "cannot allocate %zu byte request", sz);
     walhook__request__pack(req, (uint8_t *)c->dbuf.data);
     /* the reply is read into the same buffer once the request is sent */
-    if (wh_uds_call(fd, c->dbuf.data, sz, &c->dbuf, c->max_msg, timeout, e, sizeof(e)) != WH_OK) {
-        dfd_close(&c->mu, &c->dfd);
-        return wh_seterr(err, errlen, "%s: %s", c->url, e);
-    }
-    rc = take_reply(c, (const uint8_t *)c->dbuf.data, c->dbuf.len, rep, status, err, errlen);
-    if (c->dbuf.cap > (4u << 20))
-        wh_buf_free(&c->dbuf);
-    return rc;
+    struct iovec v = {.iov_base = c->dbuf.data, .iov_len = sz};
+    return direct_exchange(c, fd, &v, 1, rep, status, timeout, err, errlen);
 }
 
 /* direct_call of a request already packed, in pieces (wh_client_call_iov). */
 static int direct_callv(wh_client *c, const struct iovec *iov, int iovcnt, size_t sz,
                         Walhook__Reply **rep, int *status, int timeout, char *err, size_t errlen)
 {
-    char e[WH_ERRLEN];
     int fd = -1;
-    int rc = direct_fd(c, timeout, &fd, err, errlen);
+    int rc = direct_open(c, sz, timeout, &fd, err, errlen);
     if (rc != WH_OK)
         return rc;
-    if (sz > c->max_msg)
-        return wh_seterr(err, errlen,
-                         "%s: request of %zu bytes is larger than ipc.max_msg_bytes (%zu)", c->url,
-                         sz, c->max_msg);
-    if (wh_uds_callv(fd, iov, iovcnt, &c->dbuf, c->max_msg, timeout, e, sizeof(e)) != WH_OK) {
-        dfd_close(&c->mu, &c->dfd);
-        return wh_seterr(err, errlen, "%s: %s", c->url, e);
-    }
-    rc = take_reply(c, (const uint8_t *)c->dbuf.data, c->dbuf.len, rep, status, err, errlen);
-    if (c->dbuf.cap > (4u << 20))
-        wh_buf_free(&c->dbuf);
-    return rc;
+    return direct_exchange(c, fd, iov, iovcnt, rep, status, timeout, err, errlen);
 }
 
 static int nng_call(wh_client *c, nng_msg *m, Walhook__Reply **rep, int *status, char *err,

@@ -563,13 +563,8 @@ static int read_reply(int fd, wh_buf *reply, size_t max, int64_t deadline, int t
 int wh_uds_call(int fd, const void *req, size_t len, wh_buf *reply, size_t max, int timeout_ms,
                 char *err, size_t errlen)
 {
-    int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
-    if (len == 0 || len > 0xffffffffu)
-        return wh_seterr(err, errlen, "request of %zu bytes cannot be framed", len);
-    if (write_frame(fd, req, len, deadline) != WH_OK)
-        return wh_seterr(err, errlen, "send failed: %s",
-                         errno == ETIMEDOUT ? "no peer within the timeout" : strerror(errno));
-    return read_reply(fd, reply, max, deadline, timeout_ms, err, errlen);
+    struct iovec v = {.iov_base = (void *)req, .iov_len = len};
+    return wh_uds_callv(fd, &v, 1, reply, max, timeout_ms, err, errlen);
 }
 
 /* Writes the frame header then the pieces, at most WH_UDS_IOV_MAX iovecs a
