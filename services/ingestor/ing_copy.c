@@ -246,12 +246,8 @@ static int put_msg(ing_copy *c, uint8_t type, const void *body, size_t n, int ti
             free(m);
         return wh_seterr(err, errlen, "message of %zu bytes is too long", n);
     }
-    uint32_t len = (uint32_t)(n + 4);
     m[0] = type;
-    m[1] = (uint8_t)(len >> 24);
-    m[2] = (uint8_t)(len >> 16);
-    m[3] = (uint8_t)(len >> 8);
-    m[4] = (uint8_t)len;
+    wh_put_be32(m + 1, (uint32_t)(n + 4));
     if (n > 0)
         memcpy(m + 5, body, n);
     int rc = write_all(c, m, n + 5, timeout_ms, err, errlen);

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/select.h>
 
+#include "wh_lsn.h"
 #include "wh_util.h"
 
 /* microseconds between the Unix epoch and PostgreSQL's (2000-01-01) */
@@ -36,22 +37,6 @@ static void pglat_on_signal(int sig)
     pglat_stop = 1;
 }
 
-static uint64_t pglat_be64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static void pglat_put_be64(unsigned char *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (unsigned char)(v & 0xff);
-        v >>= 8;
-    }
-}
-
 static int64_t pglat_pg_now_us(void)
 {
     return (int64_t)wh_wallclock_us() - PGLAT_EPOCH_DIFF_US;
@@ -62,10 +47,10 @@ static int pglat_status(PGconn *conn, uint64_t lsn, int reply)
 {
     unsigned char m[34];
     m[0] = 'r';
-    pglat_put_be64(m + 1, lsn);
-    pglat_put_be64(m + 9, lsn);
-    pglat_put_be64(m + 17, lsn);
-    pglat_put_be64(m + 25, (uint64_t)pglat_pg_now_us());
+    wh_put_be64(m + 1, lsn);
+    wh_put_be64(m + 9, lsn);
+    wh_put_be64(m + 17, lsn);
+    wh_put_be64(m + 25, (uint64_t)pglat_pg_now_us());
     m[33] = (unsigned char)reply;
     if (PQputCopyData(conn, (const char *)m, sizeof(m)) != 1 || PQflush(conn) != 0) {
         fprintf(stderr, "wh_pglat: status update: %s", PQerrorMessage(conn));
@@ -175,19 +160,19 @@ int main(int argc, char **argv)
         } else {
             const unsigned char *m = (const unsigned char *)buf;
             if (m[0] == 'w' && n >= 25) {
-                uint64_t start = pglat_be64(m + 1);
+                uint64_t start = wh_get_be64(m + 1);
                 const unsigned char *p = m + 25;
                 size_t len = (size_t)n - 25;
                 /* Commit: 'C', flags, commit LSN, end LSN, timestamp */
                 if (len >= 26 && p[0] == 'C') {
-                    int64_t ts = (int64_t)pglat_be64(p + 18);
+                    int64_t ts = (int64_t)wh_get_be64(p + 18);
                     fprintf(f, "%" PRId64 "\n", pglat_pg_now_us() - ts);
-                    received = pglat_be64(p + 10);
+                    received = wh_get_be64(p + 10);
                 } else if (start > received) {
                     received = start;
                 }
             } else if (m[0] == 'k' && n >= 18) {
-                uint64_t end = pglat_be64(m + 1);
+                uint64_t end = wh_get_be64(m + 1);
                 if (end > received)
                     received = end;
                 if (m[17] && pglat_status(conn, received, 0) != 0) {
