@@ -1229,14 +1229,17 @@ static uint64_t sync_begin(st_db *db)
     return tk;
 }
 
+/* The waiters are woken after the unlock: woken under it, each would
+ * only block again on sync_mu (two more futex calls and a switch each). */
 static void sync_end(st_db *db, uint64_t tk)
 {
     pthread_mutex_lock(&db->sync_mu);
-    if (tk > db->sync_done) {
+    int moved = tk > db->sync_done;
+    if (moved)
         db->sync_done = tk;
-        pthread_cond_broadcast(&db->sync_cv);
-    }
     pthread_mutex_unlock(&db->sync_mu);
+    if (moved)
+        pthread_cond_broadcast(&db->sync_cv);
 }
 
 /* Returns once the WAL written before the call is synced: by a synced

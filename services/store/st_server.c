@@ -177,15 +177,17 @@ static void publish_durable(st_server *s, const char *tenant, uint64_t lsn, uint
         wh_counter_add(&s->pushed, 1);
 }
 
+/* Woken after the unlock (as in st_db's sync_end); a waitq lives until
+ * st_server_destroy. */
 static void notify_tenant(st_server *s, const char *tenant)
 {
     pthread_mutex_lock(&s->wmu);
     st_waitq *q = waitq_get(s, tenant, 0);
-    if (q) {
+    if (q)
         q->gen++;
-        pthread_cond_broadcast(&q->cond);
-    }
     pthread_mutex_unlock(&s->wmu);
+    if (q)
+        pthread_cond_broadcast(&q->cond);
 }
 
 /* The preamble every handler shares, in two parts joined with ||:
