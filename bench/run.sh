@@ -40,7 +40,7 @@ LIMIT=${BENCH_TIMEOUT:-900}
 DAEMONS=(ingestor store dispatcher admin)
 HZ=$(getconf CLK_TCK)
 trap wh_cleanup EXIT
-wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver
+wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver tests/wh_pss
 command -v pgbench >/dev/null || PATH="$PG_BIN:$PATH"
 wh_tmpdir
 echo "bench: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -75,7 +75,17 @@ REQLOG="$WH_TMP/requests.log"
 : >"$REQLOG"
 wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --requests "$REQLOG"
 
-now() { date +%s.%N; }
+now() { echo "$EPOCHREALTIME"; }
+# the sum of a metric's series from the admin at 127.0.0.1:PORT, fetched by
+# bash itself (no curl to start: 16 ms of CPU each time here); -1 if absent
+metric_sum() {
+    local fd
+    exec {fd}<>"/dev/tcp/127.0.0.1/$1" || return 1
+    printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&"$fd"
+    awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF; found = 1 }
+                   END { if (found) printf "%.0f\n", s; else print -1 }' <&"$fd"
+    exec {fd}>&-
+}
 fmt() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
 rate() { awk -v n="$1" -v t="$2" 'BEGIN { if (t > 0) printf "%.0f", n / t; else print "inf" }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -86,19 +96,6 @@ cpu_s() { awk -v hz="$HZ" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 
 # that ended: pg_recvlogical's walsender, the admin's per-scrape connections)
 pg_children_cpu() {
     awk -v hz="$HZ" '{ printf "%.2f", ($16 + $17) / hz }' "/proc/$(head -1 "$PG_DIR/data/postmaster.pid")/stat"
-}
-
-# Samples the Pss of every PID every 100 ms into FILE ("pid kib" lines).
-pss_sampler() {
-    local out=$1
-    shift
-    local files=()
-    local p
-    for p in "$@"; do files+=("/proc/$p/smaps_rollup"); done
-    while :; do
-        awk '/^Pss:/ { split(FILENAME, a, "/"); print a[3], $2 }' "${files[@]}" 2>/dev/null || true
-        sleep 0.1
-    done >"$out"
 }
 
 write_pgbench() {
@@ -170,13 +167,17 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     pgc2=$(pg_children_cpu)
     local req0
     req0=$(wc -l <"$REQLOG")
+    local rcv0
+    rcv0=$(cpu_s "${WH_PIDS[receiver]}")
     t0=$(now)
     local pids=()
     for d in "${DAEMONS[@]}"; do
         wh_spawn "$d-$name" "$BIN/walhook-$d" -c "$conf"
         pids+=("${WH_PIDS[$d-$name]}")
     done
-    pss_sampler "$WH_TMP/pss-$name" "${pids[@]}" &
+    # peak PSS every 100 ms, by a small program: a shell loop forking awk
+    # ten times a second took ~0.3 s from walhook's run on (d)
+    "$BIN/tests/wh_pss" 100 "${pids[@]}" >"$WH_TMP/pss-$name" &
     local sampler=$! perfpid=""
     if [ -n "${BENCH_PERF:-}" ]; then # BENCH_PERF=DIR: perf record -g of each daemon into DIR
         mkdir -p "$BENCH_PERF"
@@ -184,35 +185,44 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
             -p "$(IFS=,; echo "${pids[*]}")" >/dev/null 2>&1 &
         perfpid=$!
     fi
-    local t_st="" t_dl="" deadline=$(($(date +%s) + LIMIT)) v
+    # the poll forks as little as it can (its CPU is taken from walhook and
+    # the walsender): bash's clocks, the admin's /metrics only until all are
+    # stored, then the receiver's request log
+    local t_st="" t_dl="" deadline=$((EPOCHSECONDS + LIMIT)) v
     while [ -z "$t_dl" ]; do
-        [ "$(date +%s)" -ge "$deadline" ] && { echo "bench: timed out" >&2; exit 1; }
+        [ "$EPOCHSECONDS" -ge "$deadline" ] && { echo "bench: timed out" >&2; exit 1; }
         for d in "${DAEMONS[@]}"; do
             wh_alive "$d-$name" || { echo "bench: walhook-$d died" >&2; tail "$WH_TMP/$d-$name.log" >&2; exit 1; }
         done
         if [ -z "$t_st" ]; then
-            v=$(wh_metric "$m" walhook_events_stored_total) || v=-1
-            [ "${v:--1}" -ge "$events" ] 2>/dev/null && t_st=$(fmt "$(now)" "$t0")
+            v=$(metric_sum "$aport" walhook_events_stored_total) || v=-1
+            [ "${v:--1}" -ge "$events" ] 2>/dev/null && t_st=$(fmt "$EPOCHREALTIME" "$t0")
         fi
-        if [ -n "$t_st" ]; then
-            # a filter's dropped events count as done (BENCH_TARGET)
+        if [ -n "$t_st" ] && [ -n "${BENCH_TARGET:-}" ]; then
+            # a filter's dropped events count as done: the admin's counters
             v=$(curl -fsS --max-time 3 "$m" 2>/dev/null | awk '
                 $1 == "walhook_events_delivered_total" || index($1, "walhook_events_delivered_total{") == 1 ||
                 index($1, "walhook_target_filtered_total{") == 1 { s += $NF; f = 1 }
                 END { if (f) printf "%.0f\n", s; else print -1 }') || v=-1
-            [ "${v:--1}" -ge "$events" ] 2>/dev/null && t_dl=$(fmt "$(now)" "$t0")
+            [ "${v:--1}" -ge "$events" ] 2>/dev/null && t_dl=$(fmt "$EPOCHREALTIME" "$t0")
+        elif [ -n "$t_st" ]; then
+            v=$(awk -v skip="$req0" 'NR > skip && $2 ~ /^2/ && $3 ~ /^[0-9]+$/ { s += $3 }
+                END { printf "%.0f\n", s }' "$REQLOG") || v=-1
+            [ "${v:--1}" -ge "$events" ] 2>/dev/null && t_dl=$(fmt "$EPOCHREALTIME" "$t0")
         fi
         # every admin scrape gathers every daemon's metrics and the slot's
         # (on a kept PostgreSQL connection, at most once a second): poll at
         # 4 Hz, not 10; the delivered time comes from the receiver's log
         [ -z "$t_dl" ] && sleep 0.25
     done
-    local wsp pgc3
+    local wsp pgc3 rcv1
     pgc3=$(pg_children_cpu)
+    rcv1=$(cpu_s "${WH_PIDS[receiver]}")
     wsp=$(pg_psql -At -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot'")
     echo "   PostgreSQL CPU: pg_recvlogical's walsender $(fmt "$pgc1" "$pgc0") s;" \
         "walhook's walsender $(cpu_s "${wsp:-0}") s, exited backends meanwhile (the admin's" \
-        "per-scrape slot queries) $(fmt "$pgc3" "$pgc2") s"
+        "per-scrape slot queries) $(fmt "$pgc3" "$pgc2") s; the local receiver (a real target" \
+        "runs elsewhere) $(fmt "$rcv1" "$rcv0") s"
     local cpu=() total=0 c i flt="" csw=""
     for i in "${!DAEMONS[@]}"; do
         flt+=" ${DAEMONS[$i]} $(awk '{ print $10 }' "/proc/${pids[$i]}/stat");"
