@@ -58,6 +58,17 @@ int wh_metric_i64(wh_buf *b, const char *name, const char *labels, int64_t v)
     return wh_buf_printf(b, "%s %" PRId64 "\n", name, v);
 }
 
+int wh_metric_us_as_s(wh_buf *b, const char *name, const char *labels, int64_t us)
+{
+    const char *sign = us < 0 ? "-" : "";
+    uint64_t a = us < 0 ? (uint64_t)0 - (uint64_t)us : (uint64_t)us;
+    if (labels != NULL && *labels)
+        return wh_buf_printf(b, "%s{%s} %s%" PRIu64 ".%06" PRIu64 "\n", name, labels, sign,
+                             a / 1000000, a % 1000000);
+    return wh_buf_printf(b, "%s %s%" PRIu64 ".%06" PRIu64 "\n", name, sign, a / 1000000,
+                         a % 1000000);
+}
+
 int wh_metric_hist(wh_buf *b, const char *name, const char *labels, const wh_histogram *h)
 {
     const char *sep = (labels != NULL && *labels) ? "," : "";

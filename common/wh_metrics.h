@@ -34,6 +34,8 @@ void wh_hist_observe_us(wh_histogram *h, uint64_t us);
 int wh_metric_header(wh_buf *b, const char *name, const char *type, const char *help);
 int wh_metric_u64(wh_buf *b, const char *name, const char *labels, uint64_t v);
 int wh_metric_i64(wh_buf *b, const char *name, const char *labels, int64_t v);
+/* A time given in microseconds, rendered in seconds with six decimals. */
+int wh_metric_us_as_s(wh_buf *b, const char *name, const char *labels, int64_t us);
 int wh_metric_hist(wh_buf *b, const char *name, const char *labels, const wh_histogram *h);
 
 #endif

@@ -64,6 +64,7 @@ struct st_server {
     int stopping;
 
     wh_counter events_stored;
+    wh_gauge last_append_us; /* wall clock of the last synced append with events */
     wh_counter appends;
     wh_counter reads;
     wh_counter slowed;           /* appends answered "slow down" */
@@ -303,6 +304,8 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     }
     wh_counter_add(&s->appends, 1);
     wh_counter_add(&s->events_stored, a->n_events);
+    if (a->n_events > 0)
+        wh_gauge_set(&s->last_append_us, (int64_t)wh_wallclock_us());
     if (wh_lat_trace_on()) {
         for (size_t i = 0; i < a->n_events; i++)
             wh_lat_trace_add("st_synced", a->events[i]->commit_ts_us);
@@ -989,6 +992,10 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_header(b, "walhook_events_stored_total", "counter",
                            "events appended (durable) since start");
     rc |= wh_metric_u64(b, "walhook_events_stored_total", "", wh_counter_get(&s->events_stored));
+    rc |= wh_metric_header(b, "walhook_store_last_append_timestamp_seconds", "gauge",
+                           "Unix time of the last synced append of events (0: none since start)");
+    rc |= wh_metric_us_as_s(b, "walhook_store_last_append_timestamp_seconds", "",
+                            wh_gauge_get(&s->last_append_us));
     rc |= wh_metric_header(b, "walhook_store_appends_total", "counter",
                            "append batches made durable since start");
     rc |= wh_metric_u64(b, "walhook_store_appends_total", "", wh_counter_get(&s->appends));

@@ -31,7 +31,8 @@ typedef struct fx {
     char url[128];
     st_db *db;
     st_server *srv;
-    int mounted; /* dir is a tmpfs this test mounted */
+    int mounted;      /* dir is a tmpfs this test mounted */
+    int64_t wall0_us; /* wall clock at setup */
 } fx;
 
 static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
@@ -46,6 +47,7 @@ static int setup_n(void **state, int workers)
 {
     char err[WH_ERRLEN];
     fx *f = calloc(1, sizeof(*f));
+    f->wall0_us = wh_wallclock_us();
     strcpy(f->dir, "/tmp/test_store_srv.XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->url, sizeof(f->url), "ipc://%s/store.sock", f->dir);
@@ -259,6 +261,13 @@ static void test_append_read_commit(void **state)
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_events_stored_total 6\n"));
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_appends_total 2\n"));
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_reads_total 2\n"));
+    /* the last synced append's wall clock: after the test began, not after now */
+    const char *la =
+        strstr(rep.stats->metrics_text, "\nwalhook_store_last_append_timestamp_seconds ");
+    assert_non_null(la);
+    double la_s = strtod(la + strlen("\nwalhook_store_last_append_timestamp_seconds "), NULL);
+    assert_true(la_s >= (double)f->wall0_us / 1e6 - 0.001);
+    assert_true(la_s <= (double)wh_wallclock_us() / 1e6 + 0.001);
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_up{daemon=\"store\"} 1"));
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_peak_rss_bytes{daemon=\"store\"}"));
     /* store.io_rate_bytes (default 128 MiB/s), changed at runtime: the
