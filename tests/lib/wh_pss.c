@@ -102,8 +102,7 @@ int main(int argc, char **argv)
         if (alive == 0)
             break;
         pss_add_ms(&next, interval);
-        while (!pss_stop &&
-               clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
+        while (!pss_stop && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
             ;
     }
     for (int i = 0; i < n; i++)
