@@ -14,6 +14,8 @@
 #            REPLICA IDENTITY FULL, in one statement
 # BENCH_PERF=DIR records a CPU profile (perf record -g) of the daemons of
 # each backlog into DIR/perf-NAME.data.
+# BENCH_RL_STREAMING=1 also times pg_recvlogical with pgoutput streaming on
+# (protocol 2) on each backlog, for reference.
 # BENCH_SCALE (1) multiplies every default size (BENCH_SCALE=0.1: a quick
 # run); BENCH_CASES ("pgbench small big wide") picks backlogs.
 #
@@ -127,6 +129,8 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     pg_psql -c "CHECKPOINT" >/dev/null
     pg_psql -c "SELECT pg_create_logical_replication_slot('$rl', 'pgoutput')" >/dev/null
     pg_psql -c "SELECT pg_create_logical_replication_slot('$slot', 'pgoutput')" >/dev/null
+    [ "${BENCH_RL_STREAMING:-0}" = 1 ] &&
+        pg_psql -c "SELECT pg_create_logical_replication_slot('${rl}_s', 'pgoutput')" >/dev/null
     local t0 t1
     t0=$(now)
     "$write"
@@ -140,6 +144,14 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     { time pg_recvlogical -d "$PG_DSN" -S "$rl" --start -o proto_version=1 \
         -o publication_names=walhook -E "$end" -f /dev/null --no-loop; } 2>"$tf"
     pgc1=$(pg_children_cpu)
+    if [ "${BENCH_RL_STREAMING:-0}" = 1 ]; then
+        # what pgoutput's streaming of large in-progress transactions (protocol
+        # 2, which walhook does not use yet) would give PostgreSQL's side
+        { time pg_recvlogical -d "$PG_DSN" -S "${rl}_s" --start -o proto_version=2 -o streaming=on \
+            -o publication_names=walhook -E "$end" -f /dev/null --no-loop; } 2>"$tf.s"
+        pg_psql -c "SELECT pg_drop_replication_slot('${rl}_s')" >/dev/null
+        echo "   pg_recvlogical with streaming=on (protocol 2): $(awk '{ printf "%.2f s, CPU %.2f s", $1, $2 + $3 }' "$tf.s")"
+    fi
     local t_rl rl_cpu
     t_rl=$(awk '{ printf "%.2f", $1 }' "$tf")
     rl_cpu=$(awk '{ printf "%.2f", $2 + $3 }' "$tf")
