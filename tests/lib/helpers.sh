@@ -135,6 +135,21 @@ wh_wait_slot_active() {
     return 1
 }
 
+# PORT NAME [FORMAT] [REGEX]: the sum of NAME's series (those whose name
+# and labels match REGEX, when given) from the admin's /metrics at
+# 127.0.0.1:PORT, fetched by bash's /dev/tcp rather than curl (a curl
+# process costs ~16 ms of CPU here, taken from what the benches measure);
+# printed with FORMAT (%.0f), -1 when there is none
+wh_metric_tcp() {
+    local fd
+    exec {fd}<>"/dev/tcp/127.0.0.1/$1" || return 1
+    printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&"$fd"
+    awk -v m="$2" -v f="${3:-%.0f}\n" -v r="${4:-}" '
+        ($1 == m || index($1, m "{") == 1) && (r == "" || $1 ~ r) { s += $NF; found = 1 }
+        END { if (found) printf f, s; else print -1 }' <&"$fd"
+    exec {fd}>&-
+}
+
 wh_metric() {
     curl -fsS --max-time 3 "$1" 2>/dev/null |
         awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF; found = 1 }
