@@ -63,7 +63,7 @@ const wh_config_entry wh_config_table[] = {
       "ignored (adaptive batching seals when the sender is free); accepted so older files load"),
     L(busy_linger_us, "ingestor.busy_linger_us", 100000, 0, 10000000, WH_CF_RUNTIME,
       "with a backlog (commits older than 1 s), hold a batch up to this long to fill"),
-    L(window_bytes, "ingestor.window_bytes", 4 * MiB, 64 * KiB, 16 * GiB, WH_CF_RUNTIME,
+    L(window_bytes, "ingestor.window_bytes", 2 * MiB, 64 * KiB, 16 * GiB, WH_CF_RUNTIME,
       "stop reading WAL while this many bytes are unacked by the store"),
     I(status_interval_ms, "ingestor.status_interval_ms", 1000, 10, 60000, 0,
       "standby status update interval"),
