@@ -84,9 +84,10 @@ struct wh_client {
     uint32_t retry_after_ms; /* of the last error reply (429 "slow down") */
     /* ipc:// endpoints: calls go over a direct socket (wh_uds.h) unless the
      * server had no room for it (then NNG, for good) */
-    int direct;  /* 1: use it */
-    int dfd;     /* -1: not connected (under mu) */
-    wh_buf dbuf; /* request, then reply bytes */
+    int direct;          /* 1: use it */
+    int dfd;             /* -1: not connected (under mu) */
+    int connect_wait_ms; /* -1: timeout_ms (wh_client_set_connect_wait) */
+    wh_buf dbuf;         /* request, then reply bytes */
     char dpath[128];
     char url[1024];
 };
@@ -772,6 +773,7 @@ int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_
     c->timeout_ms = timeout_ms;
     c->max_msg = max_msg;
     c->dfd = -1;
+    c->connect_wait_ms = -1;
     c->direct = atomic_load(&direct_on) && wh_uds_path(url, c->dpath, sizeof(c->dpath)) == WH_OK;
     wh_buf_init(&c->dbuf, 0);
     pthread_mutex_init(&c->mu, NULL);
@@ -851,7 +853,9 @@ static int direct_fd(wh_client *c, int timeout, int *fdp, char *err, size_t errl
     pthread_mutex_unlock(&c->mu);
     if (fd < 0) {
         int refused = 0;
-        if (wh_uds_connect(&fd, c->dpath, timeout, &refused, e, sizeof(e)) != WH_OK) {
+        int wait =
+            c->connect_wait_ms >= 0 && c->connect_wait_ms < timeout ? c->connect_wait_ms : timeout;
+        if (wh_uds_connect(&fd, c->dpath, wait, &refused, e, sizeof(e)) != WH_OK) {
             if (refused) {
                 wh_info("ipc %s: %s; calls go over NNG", c->url, e);
                 c->direct = 0;
@@ -929,6 +933,11 @@ static int nng_call(wh_client *c, nng_msg *m, Walhook__Reply **rep, int *status,
 
 /* A direct call's timeout: ipc.timeout_ms, at most 1 s once interrupted
  * (stopping). */
+void wh_client_set_connect_wait(wh_client *c, int ms)
+{
+    c->connect_wait_ms = ms < 0 ? -1 : ms;
+}
+
 static int direct_timeout(wh_client *c)
 {
     int timeout = c->timeout_ms;

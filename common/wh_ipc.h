@@ -61,6 +61,11 @@ void wh_server_stop(wh_server *s);
 
 int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_msg, char *err,
                    size_t errlen);
+/* How long a call over a direct socket waits for the server's socket to
+ * appear when it is not there (no file, or refused): by default the call's
+ * timeout (a daemon starting); 0 fails the call at once (a probe, such as
+ * the admin's Stats, that must say "down" without waiting). */
+void wh_client_set_connect_wait(wh_client *c, int ms);
 /* Sends req, waits up to the client's timeout for the reply. On WH_OK *rep is
  * an unpacked reply with status 0 (free with walhook__reply__free_unpacked(rep,
  * NULL)). A reply with status != 0 returns WH_ERR with its error text. */

@@ -509,6 +509,7 @@ int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char
     if (wh_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) != WH_OK)
         return wh_seterr(err, errlen, "ipc socket path too long: %s", path);
     int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int last = 0; /* why the last try failed: an errno, or 0 (closed at once) */
     for (;;) {
         int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (s < 0)
@@ -532,14 +533,21 @@ int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char
                                  path);
             }
             /* closed at once: the server is stopping; try again */
+            last = 0;
         } else {
             int e = errno;
             close(s);
             if (e != ENOENT && e != ECONNREFUSED && e != EAGAIN && e != EINTR)
                 return wh_seterr(err, errlen, "ipc %s: cannot connect: %s", path, strerror(e));
+            last = e;
         }
-        if (now_ms() >= deadline)
-            return wh_seterr(err, errlen, "ipc %s: no server within %d ms", path, timeout_ms);
+        if (now_ms() >= deadline) {
+            const char *why = last ? strerror(last) : "closed at once";
+            if (timeout_ms <= 0)
+                return wh_seterr(err, errlen, "ipc %s: no server (%s)", path, why);
+            return wh_seterr(err, errlen, "ipc %s: no server within %d ms (%s)", path, timeout_ms,
+                             why);
+        }
         wh_sleep_ms(10);
     }
 }

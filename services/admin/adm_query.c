@@ -57,6 +57,10 @@ int adm_query_open(adm_query **out, const wh_config *c, char *err, size_t errlen
             q->client[i] = NULL;
             snprintf(q->open_err[i], sizeof(q->open_err[i]), "cannot open client: %.200s", e);
             wh_warn("%s: %s", adm_names[i], q->open_err[i]);
+        } else {
+            /* a daemon whose socket is not there is down now: /metrics,
+             * /readyz and the status page say so without waiting */
+            wh_client_set_connect_wait(q->client[i], 0);
         }
     }
     q->cfg = malloc(sizeof(*q->cfg));
@@ -188,6 +192,7 @@ static void query_ingestors(adm_query *q, adm_stat *st)
             g->client = NULL;
             snprintf(one.error, sizeof(one.error), "cannot open client: %.200s", e);
         } else {
+            wh_client_set_connect_wait(g->client, 0);
             stats_call(g->client, &one);
         }
         if (!one.up && up) {

@@ -267,6 +267,38 @@ static void test_timeout_names_endpoint(void **state)
     wh_client_close(c);
 }
 
+/* A client told not to wait for a server that is not there fails its call
+ * at once ("no server (...)"), where by default it waits for the server to
+ * appear up to its timeout ("no server within N ms"); once the server is
+ * up, the same client calls it. */
+static void test_connect_wait_zero(void **state)
+{
+    wh_client *c, *d;
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_client_open(&c, url, 30000, 1 << 16, err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_client_open(&d, url, 300, 1 << 16, err, sizeof(err)), WH_OK);
+    wh_client_set_connect_wait(c, 0);
+    Walhook__Reply *rep;
+    assert_int_equal(call_offset(c, "t", "x", &rep, err), WH_ERR);
+    assert_non_null(strstr(err, "no server ("));
+    assert_null(strstr(err, "within"));
+    assert_int_equal(call_offset(d, "t", "x", &rep, err), WH_ERR);
+    assert_non_null(strstr(err, "no server within 300 ms ("));
+
+    int calls = 0;
+    wh_server *s;
+    assert_int_equal(
+        wh_server_start(&s, url, 1, 1 << 16, echo_handler, echo_done, &calls, err, sizeof(err)),
+        WH_OK);
+    assert_int_equal(call_offset(c, "t", "abc", &rep, err), WH_OK);
+    assert_int_equal(rep->offset->committed->seq, 3);
+    walhook__reply__free_unpacked(rep, NULL);
+    assert_true(wh_client_is_direct(c));
+    wh_client_close(c);
+    wh_client_close(d);
+    wh_server_stop(s);
+}
+
 static void slow_handler(void *arg, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
 {
     wh_sleep_ms(3000);
@@ -540,6 +572,7 @@ int main(void)
         cmocka_unit_test(test_direct),
         cmocka_unit_test(test_direct_full),
         cmocka_unit_test(test_timeout_names_endpoint),
+        cmocka_unit_test(test_connect_wait_zero),
         cmocka_unit_test(test_interrupt),
         cmocka_unit_test(test_pubsub),
         cmocka_unit_test(test_pubsub_direct),
