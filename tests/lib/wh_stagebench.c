@@ -557,6 +557,7 @@ typedef struct tn_stages {
     double sum[4]; /* handler, queue, write, wake: seconds */
     double count[4];
     double groups, sliced;
+    double le5[4]; /* appends whose stage took at most 5 ms */
 } tn_stages;
 
 static double metric_value(const char *text, const char *name)
@@ -591,6 +592,11 @@ static void tn_stats(wh_client *c, tn_stages *st)
         snprintf(name, sizeof(name),
                  "walhook_store_append_stage_seconds_count{stage=\"%s\",size=\"light\"}", names[i]);
         st->count[i] = metric_value(m, name);
+        snprintf(
+            name, sizeof(name),
+            "walhook_store_append_stage_seconds_bucket{stage=\"%s\",size=\"light\",le=\"0.005\"}",
+            names[i]);
+        st->le5[i] = metric_value(m, name);
     }
     st->groups = metric_value(m, "walhook_store_commit_groups_total");
     st->sliced = metric_value(m, "walhook_store_commit_groups_sliced_total");
@@ -605,9 +611,14 @@ static void tn_stages_print(const char *phase, const tn_stages *a, const tn_stag
         double n = b->count[i] - a->count[i];
         ms[i] = n > 0 ? (b->sum[i] - a->sum[i]) * 1000.0 / n : 0;
     }
+    double over[4];
+    for (int i = 0; i < 4; i++)
+        over[i] = (b->count[i] - a->count[i]) - (b->le5[i] - a->le5[i]);
     printf("tenants store, steady's appends %s: mean ms handler %.2f = queue %.2f + write %.2f "
-           "+ wake %.2f (+ checks); %.0f synced groups, %.0f sliced\n",
-           phase, ms[0], ms[1], ms[2], ms[3], b->groups - a->groups, b->sliced - a->sliced);
+           "+ wake %.2f (+ checks); %.0f synced groups, %.0f sliced; over 5 ms: handler %.0f, "
+           "queue %.0f, write %.0f, wake %.0f\n",
+           phase, ms[0], ms[1], ms[2], ms[3], b->groups - a->groups, b->sliced - a->sliced, over[0],
+           over[1], over[2], over[3]);
 }
 
 static int do_tenants(const char *url, double secs)
