@@ -931,13 +931,13 @@ static int direct_callv(wh_client *c, const struct iovec *iov, int iovcnt, size_
 static int nng_call(wh_client *c, nng_msg *m, Walhook__Reply **rep, int *status, char *err,
                     size_t errlen);
 
-/* A direct call's timeout: ipc.timeout_ms, at most 1 s once interrupted
- * (stopping). */
 void wh_client_set_connect_wait(wh_client *c, int ms)
 {
     c->connect_wait_ms = ms < 0 ? -1 : ms;
 }
 
+/* A direct call's timeout: ipc.timeout_ms, at most 1 s once interrupted
+ * (stopping). */
 static int direct_timeout(wh_client *c)
 {
     int timeout = c->timeout_ms;
