@@ -9,6 +9,9 @@
 #     `db_bench --benchmarks=fillseq --sync=1` with the same value size and
 #     batch size, in the same run (bar: >= 0.8x).
 # BENCH_TENANT_SECS (10) seconds per phase; BENCH_APPEND_EVENTS (300000).
+# BENCH_TENANT_BUDGET=BYTES: in (1), every tenant's write budget
+# (store.tenant_rate_bytes; default none): the flood then gets "slow down"
+# answers and waits as an ingestor does (the steady tenant stays far below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/lib/helpers.sh
@@ -20,15 +23,16 @@ wh_require_bins walhook-store tests/wh_stagebench
 wh_tmpdir
 echo "bench-tenants: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-start_store() { # DIR
+start_store() { # DIR [BUDGET]
     mkdir -p -m 700 "$1"
     local conf="$1.conf"
     wh_write_conf "$conf" "postgresql://unused@127.0.0.1:1/x" "$1" "$(wh_free_port)" "http://127.0.0.1:9/x"
-    wh_spawn "store_$(basename "$1")" "$BIN/walhook-store" -c "$conf"
+    wh_spawn "store_$(basename "$1")" env WALHOOK_STORE_TENANT_RATE_BYTES="${2:-0}" \
+        "$BIN/walhook-store" -c "$conf"
     for _ in $(seq 1 100); do [ -S "$1/store.sock" ] && break; sleep 0.1; done
 }
 
-start_store "$WH_TMP/iso"
+start_store "$WH_TMP/iso" "${BENCH_TENANT_BUDGET:-0}"
 "$BIN/tests/wh_stagebench" tenants "ipc://$WH_TMP/iso/store.sock" "$SECS"
 wh_kill store_iso TERM
 
