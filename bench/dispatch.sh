@@ -131,8 +131,7 @@ run_cpu() { # TARGET
     # the admin's delivered + filtered counters then confirm the count
     local got prev=-1
     while :; do
-        got=$(awk -v skip="$R0" 'NR > skip && $2 ~ /^2/ && $3 ~ /^[0-9]+$/ { s += $3 }
-            END { printf "%.0f\n", s }' "$REQLOG")
+        got=$(wh_reqlog_events "$REQLOG" "$R0")
         [ "$got" -ge "$N" ] && break
         [ "$got" -ge $((N * 99 / 100)) ] && [ "$got" = "$prev" ] && break
         prev=$got
@@ -143,11 +142,9 @@ run_cpu() { # TARGET
     c=$(cpu_s "$dp")
     local us
     us=$(cpu_us "$dp")
-    local done_=0 dv fv
+    local done_=0
     while [ "$done_" -lt "$N" ]; do
-        dv=$(wh_metric_tcp "$APORT" walhook_events_delivered_total %.0f "target=\"$t\"") || dv=-1
-        fv=$(wh_metric_tcp "$APORT" walhook_target_filtered_total %.0f "target=\"$t\"") || fv=-1
-        done_=$(( (dv < 0 ? 0 : dv) + (fv < 0 ? 0 : fv) ))
+        done_=$(wh_metric_done "$APORT" "target=\"$t\"")
         [ "$(date +%s)" -ge "$deadline" ] && { echo "bench-dispatch: $t: delivered + filtered $done_ of $N" >&2; exit 1; }
         [ "$done_" -lt "$N" ] && sleep 0.25
     done

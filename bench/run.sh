@@ -192,28 +192,23 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     # log; the admin is asked only at the end of a BENCH_TARGET run (a
     # filter's dropped events count as done), since each scrape gathers
     # every daemon's metrics. The exact times are read afterwards.
-    local t_st="" t_dl="" deadline=$((EPOCHSECONDS + LIMIT)) v
+    local t_dl="" deadline=$((EPOCHSECONDS + LIMIT)) v
     while [ -z "$t_dl" ]; do
         [ "$EPOCHSECONDS" -ge "$deadline" ] && { echo "bench: timed out" >&2; exit 1; }
         for d in "${DAEMONS[@]}"; do
             wh_alive "$d-$name" || { echo "bench: walhook-$d died" >&2; tail "$WH_TMP/$d-$name.log" >&2; exit 1; }
         done
-        v=$(awk -v skip="$req0" 'NR > skip && $2 ~ /^2/ && $3 ~ /^[0-9]+$/ { s += $3 }
-            END { printf "%.0f\n", s }' "$REQLOG") || v=-1
+        v=$(wh_reqlog_events "$REQLOG" "$req0") || v=-1
         # with a filter (BENCH_TARGET) some events never arrive: once 99 %
         # have, the admin's delivered + filtered counters decide
         if [ -n "${BENCH_TARGET:-}" ] && [ "${v:-0}" -ge $((events * 99 / 100)) ]; then
-            local dv fv
-            dv=$(wh_metric_tcp "$aport" walhook_events_delivered_total) || dv=-1
-            fv=$(wh_metric_tcp "$aport" walhook_target_filtered_total) || fv=-1
-            v=$(( (dv < 0 ? 0 : dv) + (fv < 0 ? 0 : fv) ))
+            v=$(wh_metric_done "$aport")
         fi
         [ "${v:--1}" -ge "$events" ] 2>/dev/null && t_dl=$(fmt "$EPOCHREALTIME" "$t0")
         [ -z "$t_dl" ] && sleep 0.25
     done
     v=$(wh_metric_tcp "$aport" walhook_events_stored_total) || v=-1
     [ "$v" -ge "$events" ] || { echo "bench: $v events stored, $events expected" >&2; exit 1; }
-    t_st=$t_dl
     local wsp pgc3 rcv1
     pgc3=$(pg_children_cpu)
     rcv1=$(cpu_s "${WH_PIDS[receiver]}")
@@ -246,13 +241,12 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
         'NR > skip && $2 ~ /^2/ && $3 ~ /^[0-9]+$/ { s += $3; if (s >= n) { printf "%.2f", $1 / 1000 - t0; exit } }' \
         "$REQLOG")
     [ -n "$t_arr" ] && t_dl=$t_arr
-    # the exact stored time: the store's last synced append of events (the
-    # poll saw it up to 0.25 s later); stored before delivered
-    local t_la
+    # the exact stored time: the store's last synced append of events, at
+    # most the delivered time
+    local t_la t_st
     t_la=$(wh_metric_tcp "$aport" walhook_store_last_append_timestamp_seconds %.6f) || t_la=-1
-    t_st=$(awk -v a="$t_st" -v b="$t_dl" -v l="$t_la" -v t0="$t0" 'BEGIN {
-        if (l > 0 && l - t0 < a) a = l - t0
-        printf "%.2f", (a < b ? a : b) }')
+    t_st=$(awk -v b="$t_dl" -v l="$t_la" -v t0="$t0" 'BEGIN {
+        printf "%.2f", (l > 0 && l - t0 < b ? l - t0 : b) }')
     local r_st r_dl
     r_st=$(ratio "$t_rl" "$t_st")
     r_dl=$(ratio "$t_rl" "$t_dl")

@@ -150,6 +150,22 @@ wh_metric_tcp() {
     exec {fd}>&-
 }
 
+# PORT [REGEX]: events delivered plus events a filter dropped (both count
+# as done for a target), summed over the series matching REGEX
+wh_metric_done() {
+    local dv fv
+    dv=$(wh_metric_tcp "$1" walhook_events_delivered_total %.0f "${2:-}") || dv=-1
+    fv=$(wh_metric_tcp "$1" walhook_target_filtered_total %.0f "${2:-}") || fv=-1
+    echo $(((dv < 0 ? 0 : dv) + (fv < 0 ? 0 : fv)))
+}
+
+# FILE SKIP: the events acknowledged (2xx, X-Batch-Size) in a
+# walhook-receiver --requests log after its first SKIP lines
+wh_reqlog_events() {
+    awk -v skip="$2" 'NR > skip && $2 ~ /^2/ && $3 ~ /^[0-9]+$/ { s += $3 }
+        END { printf "%.0f\n", s }' "$1"
+}
+
 wh_metric() {
     curl -fsS --max-time 3 "$1" 2>/dev/null |
         awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF; found = 1 }
