@@ -426,6 +426,8 @@ void wh_budget_plan_ingestor(wh_budget *b, const wh_config *c, const char *daemo
                   "ingestor.window_bytes (sent to the store, not yet acknowledged)");
     wh_budget_add(b, "batch_buffers", 2 * c->flush_bytes,
                   "2 x ingestor.flush_bytes (the open batch and the request being packed)");
+    wh_budget_add(b, "toast_cache", c->toast_cache_bytes,
+                  "ingestor.toast_cache_bytes (last values of TOASTed columns)");
     wh_budget_add(b, "libpq_buffers", 2 * MiB,
                   "the replication stream's read buffer (ing_copy, 512 KiB, grows with the "
                   "largest message; libpq's input buffer with TLS/GSS)");

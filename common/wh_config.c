@@ -65,6 +65,9 @@ const wh_config_entry wh_config_table[] = {
       "with a backlog (commits older than 1 s), hold a batch up to this long to fill"),
     L(window_bytes, "ingestor.window_bytes", 2 * MiB, 64 * KiB, 16 * GiB, WH_CF_RUNTIME,
       "stop reading WAL while this many bytes are unacked by the store"),
+    L(toast_cache_bytes, "ingestor.toast_cache_bytes", 8 * MiB, 0, 16 * GiB, 0,
+      "keep the last value of TOASTed columns up to this many bytes, to fill updates that "
+      "leave them unchanged (0: list them as \"unchanged\")"),
     I(status_interval_ms, "ingestor.status_interval_ms", 1000, 10, 60000, 0,
       "standby status update interval"),
     I(reconnect_max_ms, "ingestor.reconnect_max_ms", 10000, 100, 600000, 0,

@@ -71,6 +71,7 @@ typedef struct wh_config {
     int64_t flush_age_us;   /* runtime */
     int64_t busy_linger_us; /* runtime */
     int64_t window_bytes;   /* runtime */
+    int64_t toast_cache_bytes;
     int status_interval_ms;
     int reconnect_max_ms;
     /* store */

@@ -3,12 +3,14 @@
 
 #include <string.h>
 
+#include "ing_toast.h"
 #include "ing_values.h"
 #include "wh_lsn.h"
 #include "wh_util.h"
 
 int ing_txn_set_tenant(ing_txn *t, const char *tenant, char *err, size_t errlen)
 {
+    memset(t, 0, sizeof(*t)); /* no TOAST cache until one is set */
     wh_buf b;
     wh_buf_init(&b, sizeof(t->tenant_esc) - 1);
     if (wh_json_str(&b, tenant, strlen(tenant)) != WH_OK || b.len < 2) {
@@ -86,10 +88,54 @@ static int col_value(wh_buf *b, const ing_attr *a, const ing_col *c)
     }
 }
 
+/* Where unchanged TOAST values of a new row come from (ing_toast.h): the
+ * REPLICA IDENTITY FULL old row, else the cache under the event's key
+ * (lkey); values worth keeping go into the cache under the new row's key
+ * (pkey). NULL in row(): nothing is filled or kept. */
+typedef struct toast_ctx {
+    ing_toast *cache;     /* may be NULL */
+    ing_toast *stats;     /* counts filled and listed values (may be NULL) */
+    const ing_tuple *old; /* the old row when it is whole ('O'), else NULL */
+    const char *lkey, *pkey;
+    size_t lkeylen, pkeylen;
+    uint64_t lsn;
+    uint8_t missed[(ING_TOAST_MAX_COLS + 7) / 8]; /* unchanged and not filled */
+    int nmissed;
+} toast_ctx;
+
+/* Appends the value of unchanged column i when tx knows it: 1 appended, 0
+ * not known, -1 the buffer is full. */
+static int filled(wh_buf *b, const ing_relation *r, int i, toast_ctx *tx)
+{
+    const ing_attr *a = &r->atts[i];
+    if (tx->old != NULL && tx->old->cols[i].kind != 'u' && tx->old->cols[i].kind != 'n') {
+        if (col_value(b, a, &tx->old->cols[i]))
+            return -1;
+        ing_toast_note(tx->stats, ING_TOAST_FROM_OLD);
+        return 1;
+    }
+    size_t n, at = b->len;
+    const char *v =
+        tx->cache && tx->lkey ? ing_toast_get(tx->cache, r, tx->lkey, tx->lkeylen, i, &n) : NULL;
+    if (v == NULL)
+        return 0;
+    if (wh_buf_append(b, v, n))
+        return -1;
+    ing_toast_note(tx->stats, ING_TOAST_HIT);
+    /* the key changed: the row's value now lives under its new key (copied
+     * from b: putting may evict the entry v points into) */
+    if (tx->pkey != tx->lkey &&
+        ing_toast_put(tx->cache, r, tx->pkey, tx->pkeylen, i, b->data + at, n, tx->lsn))
+        return -1;
+    return 1;
+}
+
 /* Renders an object of the tuple's columns: those with a flag of mask
  * (ING_ATTR_*), or all of them when mask is 0. Unchanged TOAST columns are
- * skipped (and counted in *nunch). */
-static int row(wh_buf *b, const ing_relation *r, const ing_tuple *t, uint8_t mask, int *nunch)
+ * filled through tx when it can (see toast_ctx), else skipped (and counted
+ * in *nunch, marked in tx->missed). */
+static int row(wh_buf *b, const ing_relation *r, const ing_tuple *t, uint8_t mask, int *nunch,
+               toast_ctx *tx)
 {
     int first = 1;
     if (wh_buf_putc(b, '{'))
@@ -99,17 +145,48 @@ static int row(wh_buf *b, const ing_relation *r, const ing_tuple *t, uint8_t mas
         const ing_col *c = &t->cols[i];
         if (mask && !(a->flags & mask))
             continue;
-        if (c->kind == 'u') {
+        if (c->kind == 'u' && (tx == NULL || i >= ING_TOAST_MAX_COLS)) {
             if (nunch)
                 (*nunch)++;
             continue;
         }
+        size_t mark = b->len;
         if ((!first && wh_buf_putc(b, ',')) ||
             (a->member != NULL ? wh_buf_append(b, a->member, a->member_len)
-                               : wh_json_str(b, a->name, strlen(a->name)) || wh_buf_putc(b, ':')) ||
-            col_value(b, a, c))
+                               : wh_json_str(b, a->name, strlen(a->name)) || wh_buf_putc(b, ':')))
+            return WH_ERR;
+        if (c->kind == 'u') {
+            int f = filled(b, r, i, tx);
+            if (f < 0)
+                return WH_ERR;
+            if (f == 0) { /* listed in "unchanged" instead */
+                b->len = mark;
+                if (nunch)
+                    (*nunch)++;
+                if (tx->nmissed++ == 0)
+                    memset(tx->missed, 0, sizeof(tx->missed));
+                tx->missed[i / 8] |= (uint8_t)(1u << (i % 8));
+                ing_toast_note(tx->stats, ING_TOAST_MISS);
+                continue;
+            }
+            first = 0;
+            continue;
+        }
+        size_t vstart = b->len;
+        if (col_value(b, a, c))
             return WH_ERR;
         first = 0;
+        if (tx && tx->cache && tx->pkey && c->kind != 'n') {
+            if (ing_toast_wanted(tx->cache, r, i, c->len)) {
+                if (ing_toast_put(tx->cache, r, tx->pkey, tx->pkeylen, i, b->data + vstart,
+                                  b->len - vstart, tx->lsn))
+                    return WH_ERR;
+            } else {
+                ing_toast_forget(tx->cache, r, tx->pkey, tx->pkeylen, i);
+            }
+        } else if (tx && tx->cache && tx->pkey) {
+            ing_toast_forget(tx->cache, r, tx->pkey, tx->pkeylen, i);
+        }
     }
     return wh_buf_putc(b, '}');
 }
@@ -154,30 +231,66 @@ int ing_event_change(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m
     const char *op = m->type == 'I' ? "insert" : m->type == 'U' ? "update" : "delete";
     size_t start = b->len;
     int nunch = 0;
+    wh_buf pk = {0};
     if (head(b, t, seq, op) || rel_names(b, r) || PUTLIT(b, ",\"key\":"))
         goto full;
     /* key: the key columns (key_mask) from the old tuple when present, else
      * the new one */
     const ing_tuple *kt = m->old_kind ? &m->oldtup : m->has_new ? &m->newtup : NULL;
     uint8_t km = key_mask(r);
-    if (kt && has_key(r, km)) {
-        if (row(b, r, kt, km, NULL))
+    size_t kstart = b->len;
+    int keyed = kt && has_key(r, km);
+    if (keyed) {
+        if (row(b, r, kt, km, NULL, NULL))
             goto full;
     } else if (PUTLIT(b, "null")) {
         goto full;
     }
+    size_t kend = b->len;
+    if (m->type == 'D' && keyed && !ing_toast_empty(t->toast))
+        ing_toast_forget_row(t->toast, r, b->data + kstart, kend - kstart);
     if (PUTLIT(b, ",\"before\":"))
         goto full;
     if (m->old_kind) {
-        if (row(b, r, &m->oldtup, m->old_kind == 'K' ? ING_ATTR_IDENT : 0, NULL))
+        if (row(b, r, &m->oldtup, m->old_kind == 'K' ? ING_ATTR_IDENT : 0, NULL, NULL))
             goto full;
     } else if (PUTLIT(b, "null")) {
         goto full;
     }
     if (PUTLIT(b, ",\"after\":"))
         goto full;
+    toast_ctx tx, *txp = NULL;
     if (m->has_new && m->type != 'D') {
-        if (row(b, r, &m->newtup, 0, &nunch))
+        if (t->toast != NULL || m->old_kind == 'O') {
+            txp = &tx;
+            /* a REPLICA IDENTITY FULL table's old row has every value */
+            tx.cache = r->replident == 'f' ? NULL : t->toast;
+            tx.stats = t->toast;
+            tx.old = m->old_kind == 'O' ? &m->oldtup : NULL;
+            tx.lkey = tx.pkey = NULL;
+            tx.lkeylen = tx.pkeylen = 0;
+            tx.lsn = t->commit_lsn;
+            tx.nmissed = 0;
+            if (keyed && tx.cache != NULL) {
+                /* the key's text is copied: the buffer may move as it grows */
+                wh_buf_init(&pk, ING_TOAST_MAX_KEY);
+                if (wh_buf_append(&pk, b->data + kstart, kend - kstart))
+                    goto full;
+                tx.lkey = pk.data;
+                tx.lkeylen = pk.len;
+                tx.pkey = pk.data;
+                tx.pkeylen = pk.len;
+                if (m->old_kind && has_key(r, km)) { /* the new row's own key */
+                    size_t at = pk.len;
+                    if (row(&pk, r, &m->newtup, km, NULL, NULL))
+                        goto full;
+                    tx.lkey = pk.data; /* pk.data may have moved */
+                    tx.pkey = pk.data + at;
+                    tx.pkeylen = pk.len - at;
+                }
+            }
+        }
+        if (row(b, r, &m->newtup, 0, &nunch, txp))
             goto full;
     } else if (PUTLIT(b, "null")) {
         goto full;
@@ -189,6 +302,9 @@ int ing_event_change(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m
         for (int i = 0; i < m->newtup.ncols; i++) {
             if (m->newtup.cols[i].kind != 'u')
                 continue;
+            if (txp != NULL && i < ING_TOAST_MAX_COLS &&
+                (tx.nmissed == 0 || !(tx.missed[i / 8] & (1u << (i % 8)))))
+                continue; /* filled */
             const char *n = r->atts[i].name;
             if ((!first && wh_buf_putc(b, ',')) || wh_json_str(b, n, strlen(n)))
                 goto full;
@@ -197,10 +313,12 @@ int ing_event_change(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m
         if (wh_buf_putc(b, ']'))
             goto full;
     }
+    wh_buf_free(&pk);
     if (wh_buf_putc(b, '}'))
         goto full;
     return WH_OK;
 full:
+    wh_buf_free(&pk);
     b->len = start;
     return wh_seterr(err, errlen, "event buffer full or out of memory");
 }

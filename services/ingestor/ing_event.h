@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "ing_pgoutput.h"
+#include "ing_toast.h"
 #include "wh_buf.h"
 
 /* Per-transaction context, filled once at Begin. */
@@ -21,9 +22,10 @@ typedef struct ing_txn {
     size_t lsn_len;
     char ts_str[48];
     size_t ts_len;
+    ing_toast *toast; /* unchanged TOAST values (NULL: none kept) */
 } ing_txn;
 
-/* Sets the tenant (escaped once). */
+/* Clears t and sets the tenant (escaped once). */
 int ing_txn_set_tenant(ing_txn *t, const char *tenant, char *err, size_t errlen);
 /* Starts a transaction: commit LSN, xid, commit time (us since the epoch). */
 void ing_txn_begin(ing_txn *t, uint64_t commit_lsn, uint32_t xid, int64_t commit_ts_us);

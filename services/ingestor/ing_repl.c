@@ -53,6 +53,7 @@ typedef struct repl {
     ing_stats *st;
     ing_parser *parser;
     ing_catalog *catalog; /* primary keys of REPLICA IDENTITY FULL tables */
+    ing_toast *toast;     /* last values of TOASTed columns (kept across reconnects) */
     PGconn *conn;
     /* the stream on the socket itself (ing_copy), on a connection without
      * TLS or GSS encryption; libpq's COPY functions otherwise */
@@ -462,6 +463,8 @@ static int repl_setup(repl *r, char *err, size_t errlen)
     }
     PQclear(res);
 started:
+    /* what PostgreSQL sends again must not read values from its future */
+    ing_toast_rewind(r->toast, r->start_lsn);
     if (r->start_lsn > r->flushed)
         r->flushed = r->start_lsn;
     if (r->flushed > r->idle_confirm)
@@ -629,6 +632,7 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
                         m.rel_oids[i]);
                 continue;
             }
+            ing_toast_forget_rel(r->toast, rel->oid);
             if (emit(r, &r->txn, r->seq, &m, rel, 1, err, errlen))
                 return WH_ERR;
             r->seq++;
@@ -660,6 +664,7 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
         wh_counter_add(&r->st->changes_received, 1);
         break;
     case 'R':
+        ing_toast_relation(r->toast, m.rel);
         relation_key(r, m.rel);
         break;
     default: /* Y, O: nothing to emit */
@@ -1078,8 +1083,10 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
     r->sw = sw;
     r->bt = bt;
     r->st = st;
-    if (ing_txn_set_tenant(&r->txn, cfg->tenant, err, errlen) != WH_OK)
+    if (ing_txn_set_tenant(&r->txn, cfg->tenant, err, errlen) != WH_OK ||
+        ing_toast_new(&r->toast, (size_t)cfg->toast_cache_bytes, &st->toast, err, errlen) != WH_OK)
         goto out;
+    r->txn.toast = r->toast;
     for (int first = 1;; first = 0) {
         if (ing_parser_new(&r->parser, err, errlen) != WH_OK ||
             ing_catalog_new(&r->catalog, err, errlen) != WH_OK ||
@@ -1099,7 +1106,10 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
         sw->take(sw->arg, own);
         ing_batcher_reset_lsn(bt);
         ing_txn txn = r->txn;
+        ing_toast *toast = r->toast;
+        ing_toast_clear(toast); /* another database's rows */
         memset(r, 0, sizeof(*r));
+        r->toast = toast;
         r->cfg = own;
         r->sw = sw;
         r->bt = bt;
@@ -1110,6 +1120,7 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
     }
 out:
     disconnect(r);
+    ing_toast_free(r->toast);
     ing_catalog_free(r->catalog);
     ing_parser_free(r->parser);
     ing_copy_free(r->copy);

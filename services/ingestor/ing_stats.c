@@ -62,6 +62,31 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
                          "permanent errors (permission, publication, slot) entered") ||
         wh_metric_u64(b, "walhook_ingestor_errors_total", l, wh_counter_get(&st->errors)))
         return WH_ERR;
+    const ing_toast_stats *t = &st->toast;
+    char lc[WH_NAME_MAX + 40], lo[WH_NAME_MAX + 40], ll[WH_NAME_MAX + 40];
+    snprintf(lc, sizeof(lc), "%s%sfrom=\"cache\"", l, l[0] ? "," : "");
+    snprintf(lo, sizeof(lo), "%s%sfrom=\"old_row\"", l, l[0] ? "," : "");
+    snprintf(ll, sizeof(ll), "%s%sfrom=\"listed\"", l, l[0] ? "," : "");
+    if (wh_metric_header(
+            b, "walhook_ingestor_unchanged_toast_total", "counter",
+            "updates' unchanged TOAST values: filled from the cache (cache), from a "
+            "REPLICA IDENTITY FULL old row (old_row), or listed as unchanged (listed)") ||
+        wh_metric_u64(b, "walhook_ingestor_unchanged_toast_total", lc, wh_counter_get(&t->hits)) ||
+        wh_metric_u64(b, "walhook_ingestor_unchanged_toast_total", lo,
+                      wh_counter_get(&t->from_old)) ||
+        wh_metric_u64(b, "walhook_ingestor_unchanged_toast_total", ll,
+                      wh_counter_get(&t->misses)) ||
+        wh_metric_header(b, "walhook_ingestor_toast_cache_bytes", "gauge",
+                         "bytes held by the TOAST value cache (ingestor.toast_cache_bytes)") ||
+        wh_metric_i64(b, "walhook_ingestor_toast_cache_bytes", l, wh_gauge_get(&t->bytes)) ||
+        wh_metric_header(b, "walhook_ingestor_toast_cache_entries", "gauge",
+                         "values held by the TOAST value cache") ||
+        wh_metric_i64(b, "walhook_ingestor_toast_cache_entries", l, wh_gauge_get(&t->entries)) ||
+        wh_metric_header(b, "walhook_ingestor_toast_cache_evictions_total", "counter",
+                         "values dropped from the TOAST value cache to stay within its bound") ||
+        wh_metric_u64(b, "walhook_ingestor_toast_cache_evictions_total", l,
+                      wh_counter_get(&t->evicted)))
+        return WH_ERR;
     return WH_OK;
 }
 

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "ing_batch.h"
+#include "ing_toast.h"
 #include "wh_buf.h"
 #include "wh_config.h"
 #include "wh_daemon.h"
@@ -26,6 +27,7 @@ typedef struct ing_stats {
     pthread_mutex_t reason_mu;     /* guards reason (PTHREAD_MUTEX_INITIALIZER) */
     char reason[256];              /* why not streaming ("" = none): /readyz, status */
     wh_counter errors;             /* permanent errors entered (state "error") */
+    ing_toast_stats toast;         /* the TOAST value cache (ing_toast) */
 } ing_stats;
 
 /* Sets the state and the reason shown by /readyz and `walhook status`

@@ -8,13 +8,15 @@
  *      and every parsed change rendered as the ingestor's decoder does.
  * A Relation message with REPLICA IDENTITY FULL gets a stand-in primary
  * key (its last column, as ing_repl.c relation_key would from the catalog),
- * so the primary-key key rendering is fuzzed too.
+ * so the primary-key key rendering is fuzzed too. The split sequence renders
+ * with a small TOAST value cache (ing_toast), so unchanged values are filled
+ * from it and entries are evicted.
  * Oracles: no sanitizer report; parsed pointers stay inside the input; a
  * rendered envelope (without json/jsonb columns, which are embedded
  * verbatim by design) is valid JSON.
  *
  * fuzz-sources: services/ingestor/ing_pgoutput.c services/ingestor/ing_event.c
- * fuzz-sources: services/ingestor/ing_values.c
+ * fuzz-sources: services/ingestor/ing_values.c services/ingestor/ing_toast.c
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -176,6 +178,7 @@ static void feed(state *s, const uint8_t *buf, size_t len)
         s->in_txn = 0;
         break;
     case 'R':
+        ing_toast_relation(s->txn.toast, m.rel);
         if (m.rel && m.rel->replident == 'f' && m.rel->natts > 0) {
             const char *pk[1] = {m.rel->atts[m.rel->natts - 1].name};
             if (ing_relation_set_pk(s->p, m.rel->oid, pk, 1, err, sizeof err) != WH_OK ||
@@ -200,6 +203,7 @@ static void feed(state *s, const uint8_t *buf, size_t len)
             const ing_relation *rel = ing_relation_get(s->p, m.rel_oids[i]);
             if (!rel)
                 continue;
+            ing_toast_forget_rel(s->txn.toast, rel->oid);
             int rc = ing_event_truncate(&s->out, &s->txn, s->seq, rel, m.flags, err, sizeof err);
             after_render(&s->out, start, rc, 0);
             s->seq++;
@@ -229,6 +233,8 @@ static void run(const uint8_t *data, size_t size, int split)
     if (ing_txn_set_tenant(&s.txn, "fu\"zz", err, sizeof err) != WH_OK)
         __builtin_trap();
     ing_txn_begin(&s.txn, 1, 1, 0);
+    if (split && ing_toast_new(&s.txn.toast, 4096, NULL, err, sizeof err) != WH_OK)
+        __builtin_trap();
     wh_buf_init(&s.out, FUZZ_MAX_EVENT);
     if (!split) {
         /* a private copy: pointers past the message end hit the redzone */
@@ -259,6 +265,7 @@ static void run(const uint8_t *data, size_t size, int split)
     if (ing_relation_count(s.p) > 0 && size == 0)
         __builtin_trap();
     wh_buf_free(&s.out);
+    ing_toast_free(s.txn.toast);
     ing_parser_free(s.p);
 }
 

@@ -125,6 +125,7 @@ static void test_other_plans(void **state)
     assert_string_equal(b.daemon, "ingestor-x");
     assert_int_equal(part(&b, "window"), c.window_bytes);
     assert_int_equal(part(&b, "batch_buffers"), 2 * c.flush_bytes);
+    assert_int_equal(part(&b, "toast_cache"), c.toast_cache_bytes);
     wh_budget_counts n = {1, 2}, n3 = {1, 3};
     wh_budget_plan_dispatcher(&b, &c, &n);
     wh_budget_plan_dispatcher(&b2, &c, &n3);
