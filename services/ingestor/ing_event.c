@@ -96,8 +96,11 @@ typedef struct toast_ctx {
     ing_toast *cache;     /* may be NULL */
     ing_toast *stats;     /* counts filled and listed values (may be NULL) */
     const ing_tuple *old; /* the old row when it is whole ('O'), else NULL */
-    const char *lkey, *pkey;
-    size_t lkeylen, pkeylen;
+    /* the keys' text lies in buffers that may move as they grow: kept as
+     * offsets, the pointer taken at each use (lkey_of, pkey_of) */
+    const wh_buf *lb, *pb; /* NULL: no key, nothing kept */
+    size_t lstart, llen, pstart, plen;
+    int moved; /* the key changed: pkey is not lkey */
     uint64_t lsn;
     uint8_t missed[(ING_TOAST_MAX_COLS + 7) / 8]; /* unchanged and not filled */
     int nmissed;
@@ -105,6 +108,16 @@ typedef struct toast_ctx {
 
 /* Appends the value of unchanged column i when tx knows it: 1 appended, 0
  * not known, -1 the buffer is full. */
+static const char *lkey_of(const toast_ctx *tx)
+{
+    return tx->lb->data + tx->lstart;
+}
+
+static const char *pkey_of(const toast_ctx *tx)
+{
+    return tx->pb->data + tx->pstart;
+}
+
 static int filled(wh_buf *b, const ing_relation *r, int i, toast_ctx *tx)
 {
     const ing_attr *a = &r->atts[i];
@@ -116,7 +129,7 @@ static int filled(wh_buf *b, const ing_relation *r, int i, toast_ctx *tx)
     }
     size_t n, at = b->len;
     const char *v =
-        tx->cache && tx->lkey ? ing_toast_get(tx->cache, r, tx->lkey, tx->lkeylen, i, &n) : NULL;
+        tx->cache && tx->lb ? ing_toast_get(tx->cache, r, lkey_of(tx), tx->llen, i, &n) : NULL;
     if (v == NULL)
         return 0;
     if (wh_buf_append(b, v, n))
@@ -124,8 +137,8 @@ static int filled(wh_buf *b, const ing_relation *r, int i, toast_ctx *tx)
     ing_toast_note(tx->stats, ING_TOAST_HIT);
     /* the key changed: the row's value now lives under its new key (copied
      * from b: putting may evict the entry v points into) */
-    if (tx->pkey != tx->lkey &&
-        ing_toast_put(tx->cache, r, tx->pkey, tx->pkeylen, i, b->data + at, n, tx->lsn))
+    if (tx->moved &&
+        ing_toast_put(tx->cache, r, pkey_of(tx), tx->plen, i, b->data + at, n, tx->lsn))
         return -1;
     return 1;
 }
@@ -176,16 +189,16 @@ static int row(wh_buf *b, const ing_relation *r, const ing_tuple *t, uint8_t mas
         if (col_value(b, a, c))
             return WH_ERR;
         first = 0;
-        if (tx && tx->cache && tx->pkey && c->kind != 'n') {
+        if (tx && tx->cache && tx->pb && c->kind != 'n') {
             if (ing_toast_wanted(tx->cache, r, i, c->len)) {
-                if (ing_toast_put(tx->cache, r, tx->pkey, tx->pkeylen, i, b->data + vstart,
+                if (ing_toast_put(tx->cache, r, pkey_of(tx), tx->plen, i, b->data + vstart,
                                   b->len - vstart, tx->lsn))
                     return WH_ERR;
             } else {
-                ing_toast_forget(tx->cache, r, tx->pkey, tx->pkeylen, i);
+                ing_toast_forget(tx->cache, r, pkey_of(tx), tx->plen, i);
             }
-        } else if (tx && tx->cache && tx->pkey) {
-            ing_toast_forget(tx->cache, r, tx->pkey, tx->pkeylen, i);
+        } else if (tx && tx->cache && tx->pb) {
+            ing_toast_forget(tx->cache, r, pkey_of(tx), tx->plen, i);
         }
     }
     return wh_buf_putc(b, '}');
@@ -231,7 +244,6 @@ int ing_event_change(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m
     const char *op = m->type == 'I' ? "insert" : m->type == 'U' ? "update" : "delete";
     size_t start = b->len;
     int nunch = 0;
-    wh_buf pk = {0};
     if (head(b, t, seq, op) || rel_names(b, r) || PUTLIT(b, ",\"key\":"))
         goto full;
     /* key: the key columns (key_mask) from the old tuple when present, else
@@ -267,26 +279,26 @@ int ing_event_change(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m
             tx.cache = r->replident == 'f' ? NULL : t->toast;
             tx.stats = t->toast;
             tx.old = m->old_kind == 'O' ? &m->oldtup : NULL;
-            tx.lkey = tx.pkey = NULL;
-            tx.lkeylen = tx.pkeylen = 0;
+            tx.lb = tx.pb = NULL;
+            tx.moved = 0;
             tx.lsn = t->commit_lsn;
             tx.nmissed = 0;
             if (keyed && tx.cache != NULL) {
-                /* the key's text is copied: the buffer may move as it grows */
-                wh_buf_init(&pk, ING_TOAST_MAX_KEY);
-                if (wh_buf_append(&pk, b->data + kstart, kend - kstart))
-                    goto full;
-                tx.lkey = pk.data;
-                tx.lkeylen = pk.len;
-                tx.pkey = pk.data;
-                tx.pkeylen = pk.len;
-                if (m->old_kind && has_key(r, km)) { /* the new row's own key */
-                    size_t at = pk.len;
-                    if (row(&pk, r, &m->newtup, km, NULL, NULL))
-                        goto full;
-                    tx.lkey = pk.data; /* pk.data may have moved */
-                    tx.pkey = pk.data + at;
-                    tx.pkeylen = pk.len - at;
+                tx.lb = tx.pb = b;
+                tx.lstart = tx.pstart = kstart;
+                tx.llen = tx.plen = kend - kstart;
+                if (m->old_kind) { /* the key came from the old row: the new row's own */
+                    wh_buf *nk = ing_toast_keybuf(tx.cache);
+                    if (row(nk, r, &m->newtup, km, NULL, NULL) == WH_OK) {
+                        tx.pb = nk;
+                        tx.pstart = 0;
+                        tx.plen = nk->len;
+                        tx.moved = 1;
+                    } else { /* a key over ING_TOAST_MAX_KEY: keep nothing of the table */
+                        ing_toast_forget_rel(tx.cache, r->oid);
+                        tx.cache = NULL;
+                        tx.lb = tx.pb = NULL;
+                    }
                 }
             }
         }
@@ -313,12 +325,10 @@ int ing_event_change(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m
         if (wh_buf_putc(b, ']'))
             goto full;
     }
-    wh_buf_free(&pk);
     if (wh_buf_putc(b, '}'))
         goto full;
     return WH_OK;
 full:
-    wh_buf_free(&pk);
     b->len = start;
     return wh_seterr(err, errlen, "event buffer full or out of memory");
 }

@@ -34,6 +34,7 @@ struct ing_toast {
     relinfo *rels;
     size_t nrels, caprels;
     int nmarked; /* marked columns over every relation */
+    wh_buf keybuf;
     ing_toast_stats *st;
 };
 
@@ -72,14 +73,14 @@ static void publish(ing_toast *c)
     }
 }
 
-int ing_toast_new(ing_toast **out, size_t max_bytes, ing_toast_stats *st, char *err,
-                  size_t errlen)
+int ing_toast_new(ing_toast **out, size_t max_bytes, ing_toast_stats *st, char *err, size_t errlen)
 {
     ing_toast *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return wh_seterr(err, errlen, "out of memory");
     c->max_bytes = max_bytes;
     c->st = st;
+    wh_buf_init(&c->keybuf, ING_TOAST_MAX_KEY);
     *out = c;
     return WH_OK;
 }
@@ -167,7 +168,16 @@ void ing_toast_free(ing_toast *c)
     ing_toast_clear(c);
     free(c->rels);
     free(c->buckets);
+    wh_buf_free(&c->keybuf);
     free(c);
+}
+
+wh_buf *ing_toast_keybuf(ing_toast *c)
+{
+    if (c == NULL)
+        return NULL;
+    wh_buf_reset(&c->keybuf);
+    return &c->keybuf;
 }
 
 int ing_toast_empty(const ing_toast *c)
@@ -228,12 +238,11 @@ static int grow(ing_toast *c)
     return WH_OK;
 }
 
-static void forget_one(ing_toast *c, uint32_t oid, const char *key, size_t keylen,
-                       const char *name)
+static void forget_one(ing_toast *c, uint32_t oid, const char *key, size_t keylen, const char *name)
 {
     size_t namelen = strlen(name);
-    entry *e = lookup(c, entry_hash(oid, key, keylen, name, namelen), oid, key, keylen, name,
-                      namelen);
+    entry *e =
+        lookup(c, entry_hash(oid, key, keylen, name, namelen), oid, key, keylen, name, namelen);
     if (e != NULL)
         unlink_entry(c, e);
 }
@@ -310,9 +319,8 @@ const char *ing_toast_get(ing_toast *c, const ing_relation *rel, const char *key
         }
     }
     size_t namelen = strlen(name);
-    entry *e =
-        lookup(c, entry_hash(rel->oid, key, keylen, name, namelen), rel->oid, key, keylen, name,
-               namelen);
+    entry *e = lookup(c, entry_hash(rel->oid, key, keylen, name, namelen), rel->oid, key, keylen,
+                      name, namelen);
     if (e == NULL)
         return NULL;
     if (e != c->head) { /* most recently used */

@@ -23,10 +23,11 @@
 #include <stdint.h>
 
 #include "ing_pgoutput.h"
+#include "wh_buf.h"
 #include "wh_metrics.h"
 
 #define ING_TOAST_MIN_VALUE 2000
-#define ING_TOAST_MAX_COLS 1664        /* PostgreSQL's MaxTupleAttributeNumber */
+#define ING_TOAST_MAX_COLS 1664         /* PostgreSQL's MaxTupleAttributeNumber */
 #define ING_TOAST_MAX_KEY (1024 * 1024) /* the longest key text kept */
 
 enum { ING_TOAST_HIT, ING_TOAST_FROM_OLD, ING_TOAST_MISS };
@@ -44,8 +45,7 @@ typedef struct ing_toast ing_toast;
 
 /* A cache of at most max_bytes (0: nothing is kept, lookups miss). st may
  * be NULL. */
-int ing_toast_new(ing_toast **out, size_t max_bytes, ing_toast_stats *st, char *err,
-                  size_t errlen);
+int ing_toast_new(ing_toast **out, size_t max_bytes, ing_toast_stats *st, char *err, size_t errlen);
 void ing_toast_free(ing_toast *c);
 
 /* 1 when a value of column col of rel (len bytes of text) should be kept:
@@ -78,6 +78,9 @@ void ing_toast_relation(ing_toast *c, const ing_relation *rel);
 void ing_toast_rewind(ing_toast *c, uint64_t lsn);
 /* Drops everything (a new source). */
 void ing_toast_clear(ing_toast *c);
+/* An emptied scratch buffer for a key's text (at most ING_TOAST_MAX_KEY
+ * bytes), owned by the cache; NULL when c is NULL. */
+wh_buf *ing_toast_keybuf(ing_toast *c);
 /* 1 when the cache holds no entry (a cheap test for the hot path). */
 int ing_toast_empty(const ing_toast *c);
 

@@ -284,7 +284,8 @@ static void test_event_full_old_row(void **state)
     newc[0].kind = 'u';
     oldc[0].kind = 'u';
     render(&b, &m, 400);
-    assert_non_null(strstr(b.data, "\"after\":{\"doc\":\"big!!\",\"n\":6},\"unchanged\":[\"id\"]}"));
+    assert_non_null(
+        strstr(b.data, "\"after\":{\"doc\":\"big!!\",\"n\":6},\"unchanged\":[\"id\"]}"));
     ing_toast_free(g_txn.toast);
     g_txn.toast = NULL;
     wh_buf_free(&b);
