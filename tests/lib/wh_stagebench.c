@@ -278,6 +278,12 @@ static int decode_render(size_t n, rendered *r, int keep)
     if (ing_parser_new(&p, err, sizeof(err)) != WH_OK ||
         ing_txn_set_tenant(&txn, "default", err, sizeof(err)) != WH_OK)
         goto error;
+    /* the TOAST value cache of the daemon's default size
+     * (WH_STAGEBENCH_TOAST=0: none) */
+    const char *tc = getenv("WH_STAGEBENCH_TOAST");
+    if ((tc == NULL || strcmp(tc, "0") != 0) &&
+        ing_toast_new(&txn.toast, 8u << 20, NULL, err, sizeof(err)) != WH_OK)
+        goto error;
     ing_msg msg;
     if (g_wide)
         msg_relation_wide(&m);
@@ -344,11 +350,13 @@ static int decode_render(size_t n, rendered *r, int keep)
     wh_buf_free(&cm);
     wh_buf_free(&m);
     ing_parser_free(p);
+    ing_toast_free(txn.toast);
     return WH_OK;
 error:
     fprintf(stderr, "wh_stagebench: %s\n", err);
     wh_buf_free(&m);
     ing_parser_free(p);
+    ing_toast_free(txn.toast);
     return WH_ERR;
 }
 
