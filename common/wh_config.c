@@ -56,6 +56,11 @@ const wh_config_entry wh_config_table[] = {
     S(publication, "source.publication", "walhook", 0, "publication name"),
     B(create_slot, "source.create_slot", 1, 0, "create slot and publication when missing"),
     S(tables, "source.tables", "", 0, "\"\" = all tables, else schema.table,schema.table"),
+    I(heartbeat_interval_ms, "source.heartbeat_interval_ms", 0, 0, 86400000, 0,
+      "with no change for this long, run source.heartbeat_query on the source (0: never)"),
+    S(heartbeat_query, "source.heartbeat_query", "", 0,
+      "the heartbeat statement; \"\" = a non-transactional logical message with the prefix "
+      "walhook.heartbeat, consumed by the ingestor (never an event)"),
     S(ingestor_control, "ingestor.control", "", 0, "ingestor control endpoint (Stats)"),
     L(flush_bytes, "ingestor.flush_bytes", 4 * MiB, 1 * KiB, 256 * MiB, WH_CF_RUNTIME,
       "seal a batch at this many bytes of JSON (at most about 1 MiB: one request)"),

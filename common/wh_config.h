@@ -63,8 +63,10 @@ typedef struct wh_config {
     char source_dsn[WH_URL_MAX];
     char slot[WH_NAME_MAX];
     char publication[WH_NAME_MAX];
-    int create_slot;         /* bool: create slot/publication if missing */
-    char tables[WH_URL_MAX]; /* "" = FOR ALL TABLES, else "s.t1,s.t2" */
+    int create_slot;                  /* bool: create slot/publication if missing */
+    char tables[WH_URL_MAX];          /* "" = FOR ALL TABLES, else "s.t1,s.t2" */
+    int heartbeat_interval_ms;        /* 0 = no heartbeat */
+    char heartbeat_query[WH_URL_MAX]; /* "" = pg_logical_emit_message (ING_HEARTBEAT_PREFIX) */
     /* ingestor */
     char ingestor_control[WH_URL_MAX];
     int64_t flush_bytes;    /* runtime */

@@ -260,6 +260,37 @@ int ing_catalog_pk(ing_catalog *c, const char *dsn, uint32_t oid, const char *co
     return WH_OK;
 }
 
+int ing_catalog_exec(ing_catalog *c, const char *dsn, const char *sql, char *err, size_t errlen)
+{
+    if (c->conn && PQstatus(c->conn) != CONNECTION_OK)
+        ing_catalog_close(c);
+    if (!c->conn && cat_connect(c, dsn, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (!PQsendQuery(c->conn, sql)) {
+        char msg[384];
+        one_line(msg, sizeof(msg), PQerrorMessage(c->conn));
+        ing_catalog_close(c);
+        return wh_seterr(err, errlen, "%s", msg);
+    }
+    uint64_t deadline = wh_now_ms() + ING_CATALOG_TIMEOUT_MS + 1000;
+    int rc = WH_OK;
+    PGresult *res;
+    while ((res = wait_result(c, deadline, err, errlen)) != NULL) {
+        ExecStatusType st = PQresultStatus(res);
+        if (rc == WH_OK && st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+            char msg[384];
+            one_line(msg, sizeof(msg), PQresultErrorMessage(res));
+            rc = wh_seterr(err, errlen, "%s", msg);
+        }
+        PQclear(res);
+    }
+    if (PQisBusy(c->conn)) { /* wait_result gave up: no answer in time */
+        ing_catalog_close(c);
+        return WH_ERR;
+    }
+    return rc;
+}
+
 int ing_catalog_warn_once(ing_catalog *c, uint32_t oid, unsigned what)
 {
     for (size_t i = 0; i < c->nwarned; i++) {

@@ -41,6 +41,10 @@ void ing_catalog_close(ing_catalog *c);
 int ing_catalog_pk(ing_catalog *c, const char *dsn, uint32_t oid, const char *const **names, int *n,
                    char *err, size_t errlen);
 
+/* Runs sql (one statement, its rows ignored) through the connection to
+ * dsn, within the same bounds as a lookup. WH_ERR: err says why (the
+ * server's message on one line). */
+int ing_catalog_exec(ing_catalog *c, const char *dsn, const char *sql, char *err, size_t errlen);
 /* Warnings logged once per relation: returns 1 the first time (oid, what)
  * is seen since the last ing_catalog_warned_reset of that oid, else 0. */
 int ing_catalog_warn_once(ing_catalog *c, uint32_t oid, unsigned what);

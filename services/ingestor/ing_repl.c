@@ -43,6 +43,12 @@
 #define ING_START_TIMEOUT_MS (5 * 60 * 1000)
 #define ING_WRITE_TIMEOUT_MS (60 * 1000)
 
+/* The prefix of the heartbeat's logical message (source.heartbeat_query
+ * ""): such messages are consumed, never events. */
+#define ING_HEARTBEAT_PREFIX "walhook.heartbeat"
+#define ING_HEARTBEAT_SQL                                                                          \
+    "SELECT pg_catalog.pg_logical_emit_message(false, '" ING_HEARTBEAT_PREFIX "', '')"
+
 #define SESSION_OPTS                                                                               \
     "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c IntervalStyle=iso_8601"
 
@@ -69,6 +75,9 @@ typedef struct repl {
     uint64_t idle_confirm; /* safe to confirm: nothing pending at that point */
     uint64_t flushed;      /* last flush LSN reported */
     uint64_t last_status_ms;
+    uint64_t last_change_ms; /* a change, truncate or message (not a heartbeat) decoded */
+    uint64_t last_hb_ms;     /* the last heartbeat statement run */
+    int hb_failing;          /* the last heartbeat statement failed (warned once) */
     int in_txn;
     int fatal;   /* the last setup error will not go away by retrying */
     int slot_ok; /* the slot was found or created once */
@@ -517,6 +526,32 @@ static int send_status(repl *r, char *err, size_t errlen)
     return WH_OK;
 }
 
+/* source.heartbeat_interval_ms: with no change decoded for an interval,
+ * runs the heartbeat statement on the catalog connection (bounded like a
+ * key lookup). A failure is logged when it starts and when it ends, and
+ * counted; the stream goes on either way. */
+static void heartbeat(repl *r, uint64_t now_ms)
+{
+    uint64_t every = (uint64_t)r->cfg->heartbeat_interval_ms;
+    if (every == 0 || now_ms - r->last_hb_ms < every || now_ms - r->last_change_ms < every)
+        return;
+    r->last_hb_ms = now_ms;
+    const char *sql = r->cfg->heartbeat_query[0] ? r->cfg->heartbeat_query : ING_HEARTBEAT_SQL;
+    char msg[512];
+    if (ing_catalog_exec(r->catalog, r->cfg->source_dsn, sql, msg, sizeof(msg)) != WH_OK) {
+        wh_counter_add(&r->st->heartbeat_errors, 1);
+        if (!r->hb_failing)
+            wh_warn("heartbeat (source.heartbeat_query) failed: %s; retried every %d ms", msg,
+                    r->cfg->heartbeat_interval_ms);
+        r->hb_failing = 1;
+        return;
+    }
+    wh_counter_add(&r->st->heartbeats_sent, 1);
+    if (r->hb_failing)
+        wh_info("heartbeat (source.heartbeat_query) works again");
+    r->hb_failing = 0;
+}
+
 /* ---- decoding ------------------------------------------------------------ */
 
 /* Renders one event into the open batch, sealing and retrying once when the
@@ -620,6 +655,7 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
         if (emit(r, &r->txn, r->seq, &m, NULL, 0, err, errlen))
             return WH_ERR;
         r->seq++;
+        r->last_change_ms = wh_now_ms();
         wh_counter_add(&r->st->changes_received, 1);
         break;
     case 'T':
@@ -640,6 +676,16 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
         }
         break;
     case 'M':
+        if (!(m.flags & 1) && m.name != NULL && strcmp(m.name, ING_HEARTBEAT_PREFIX) == 0) {
+            /* our heartbeat came through: the stream is alive; nothing is
+             * pending at its position when the batcher is idle */
+            wh_counter_add(&r->st->heartbeats_seen, 1);
+            wh_gauge_set(&r->st->heartbeat_seen_us, wh_wallclock_us());
+            if (!r->in_txn && ing_batcher_idle(r->bt) && m.lsn > r->idle_confirm)
+                r->idle_confirm = m.lsn;
+            break;
+        }
+        r->last_change_ms = wh_now_ms();
         if ((m.flags & 1) && r->in_txn) {
             if (emit(r, &r->txn, r->seq, &m, NULL, 2, err, errlen))
                 return WH_ERR;
@@ -846,6 +892,7 @@ static int stream(repl *r, char *err, size_t errlen)
                 return LOOP_RECONNECT;
         }
         wh_gauge_set(&r->st->server_wal_end, (int64_t)r->server_end);
+        heartbeat(r, now_ms);
 
         /* wait for the socket (unless throttled), the sender (an ack:
          * window room, a flush LSN to report, an open batch to send), the

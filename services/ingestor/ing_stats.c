@@ -87,6 +87,24 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
         wh_metric_u64(b, "walhook_ingestor_toast_cache_evictions_total", l,
                       wh_counter_get(&t->evicted)))
         return WH_ERR;
+    char ok[WH_NAME_MAX + 40], bad[WH_NAME_MAX + 40];
+    snprintf(ok, sizeof(ok), "%s%sresult=\"ok\"", l, l[0] ? "," : "");
+    snprintf(bad, sizeof(bad), "%s%sresult=\"error\"", l, l[0] ? "," : "");
+    int64_t seen = wh_gauge_get(&st->heartbeat_seen_us);
+    if (wh_metric_header(b, "walhook_ingestor_heartbeats_total", "counter",
+                         "heartbeat statements run on the source (source.heartbeat_interval_ms)") ||
+        wh_metric_u64(b, "walhook_ingestor_heartbeats_total", ok,
+                      wh_counter_get(&st->heartbeats_sent)) ||
+        wh_metric_u64(b, "walhook_ingestor_heartbeats_total", bad,
+                      wh_counter_get(&st->heartbeat_errors)) ||
+        wh_metric_header(b, "walhook_ingestor_heartbeats_seen_total", "counter",
+                         "heartbeat messages received back through the replication stream") ||
+        wh_metric_u64(b, "walhook_ingestor_heartbeats_seen_total", l,
+                      wh_counter_get(&st->heartbeats_seen)) ||
+        wh_metric_header(b, "walhook_ingestor_last_heartbeat_timestamp_seconds", "gauge",
+                         "when the last heartbeat message came through the stream (0: none)") ||
+        wh_metric_us_as_s(b, "walhook_ingestor_last_heartbeat_timestamp_seconds", l, seen))
+        return WH_ERR;
     return WH_OK;
 }
 

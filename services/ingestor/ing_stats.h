@@ -28,6 +28,10 @@ typedef struct ing_stats {
     char reason[256];              /* why not streaming ("" = none): /readyz, status */
     wh_counter errors;             /* permanent errors entered (state "error") */
     ing_toast_stats toast;         /* the TOAST value cache (ing_toast) */
+    wh_counter heartbeats_sent;    /* heartbeat statements run (source.heartbeat_*) */
+    wh_counter heartbeat_errors;   /* heartbeat statements that failed */
+    wh_counter heartbeats_seen;    /* walhook.heartbeat messages back through the stream */
+    wh_gauge heartbeat_seen_us;    /* wall clock of the last one (0: none) */
 } ing_stats;
 
 /* Sets the state and the reason shown by /readyz and `walhook status`
