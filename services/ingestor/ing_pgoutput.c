@@ -1,4 +1,5 @@
-/* ing_pgoutput: bounds-checked parser of pgoutput v1 messages. */
+/* ing_pgoutput: bounds-checked parser of pgoutput messages (protocol 1,
+ * and 2's streamed transactions). */
 #include "ing_pgoutput.h"
 
 #include <stdlib.h>
@@ -18,6 +19,7 @@ struct ing_parser {
     int oldcap, newcap;
     uint32_t *oids;
     int oidcap;
+    int in_stream; /* between Stream Start and Stream Stop */
 };
 
 /* A read cursor over one message. */
@@ -391,7 +393,37 @@ int ing_parse(ing_parser *p, const uint8_t *buf, size_t len, ing_msg *m, char *e
     m->type = c.type;
     int rc;
     uint64_t u64 = 0;
+    /* protocol 2: inside a stream block the messages of the transaction
+     * carry the xid of the (sub)transaction that made them */
+    if (p->in_stream && strchr("RYIUDTM", c.type) != NULL && rd_u32(&c, &m->xid))
+        return WH_ERR;
     switch (c.type) {
+    case 'S':
+        if (p->in_stream)
+            return cur_fail(&c, "stream start inside a stream");
+        rc = rd_u32(&c, &m->xid) || rd_u8(&c, &m->flags);
+        if (!rc)
+            p->in_stream = 1;
+        break;
+    case 'E':
+        if (!p->in_stream)
+            return cur_fail(&c, "stream stop outside a stream");
+        p->in_stream = 0;
+        rc = WH_OK;
+        break;
+    case 'c':
+        if (p->in_stream)
+            return cur_fail(&c, "stream commit inside a stream");
+        rc = rd_u32(&c, &m->xid) || rd_u8(&c, &m->flags) || rd_u64(&c, &m->commit_lsn) ||
+             rd_u64(&c, &m->end_lsn) || rd_u64(&c, &u64);
+        if (!rc)
+            m->commit_ts_us = pg_ts_to_unix(u64);
+        break;
+    case 'A':
+        if (p->in_stream)
+            return cur_fail(&c, "stream abort inside a stream");
+        rc = rd_u32(&c, &m->xid) || rd_u32(&c, &m->subxid);
+        break;
     case 'B':
         rc = rd_u64(&c, &m->final_lsn) || rd_u64(&c, &u64) || rd_u32(&c, &m->xid);
         if (!rc)
@@ -446,4 +478,14 @@ int ing_parse(ing_parser *p, const uint8_t *buf, size_t len, ing_msg *m, char *e
     if (c.off != c.len)
         return cur_fail(&c, "trailing bytes");
     return WH_OK;
+}
+
+int ing_parser_in_stream(const ing_parser *p)
+{
+    return p->in_stream;
+}
+
+void ing_parser_stream_reset(ing_parser *p)
+{
+    p->in_stream = 0;
 }

@@ -1,5 +1,8 @@
-/* ing_pgoutput: a pure parser of pgoutput protocol version 1 messages (the
- * payload of XLogData), plus the relation cache (latest Relation per OID).
+/* ing_pgoutput: a pure parser of pgoutput messages (the payload of
+ * XLogData): protocol version 1, and version 2's streamed transactions
+ * (Stream Start 'S', Stop 'E', Commit 'c', Abort 'A'; inside a stream block
+ * R/Y/I/U/D/T/M carry the (sub)transaction's xid, in msg->xid); plus the
+ * relation cache (latest Relation per OID).
  *
  * Every read is bounds-checked: malformed input returns WH_ERR with a message
  * naming the message type and the byte offset; it never crashes. Parsed
@@ -54,14 +57,17 @@ typedef struct ing_relation {
 } ing_relation;
 
 typedef struct ing_msg {
-    char type; /* 'B','C','R','Y','O','I','U','D','T','M' */
+    char type; /* 'B','C','R','Y','O','I','U','D','T','M'; streaming: 'S','E','c','A' */
     /* Begin */
     uint64_t final_lsn;
-    int64_t commit_ts_us; /* Begin/Commit: microseconds since the Unix epoch */
-    uint32_t xid;
+    int64_t commit_ts_us; /* Begin/Commit/Stream Commit: microseconds since the Unix epoch */
+    uint32_t xid;         /* Begin, Stream Start/Commit/Abort: the transaction; a message
+                             inside a stream block: its (sub)transaction */
+    uint32_t subxid;      /* Stream Abort: the aborted (sub)transaction (== xid: all of it) */
     /* Commit */
     uint8_t flags; /* Commit flags; Message: 1 = transactional;
-                      Truncate: 1 cascade, 2 restart identity */
+                      Truncate: 1 cascade, 2 restart identity;
+                      Stream Start: 1 = the transaction's first segment */
     uint64_t commit_lsn;
     uint64_t end_lsn;
     /* Relation (points into the cache), Insert/Update/Delete */
@@ -94,6 +100,10 @@ void ing_parser_free(ing_parser *p);
 int ing_parse(ing_parser *p, const uint8_t *buf, size_t len, ing_msg *msg, char *err,
               size_t errlen);
 
+/* 1 between a Stream Start and its Stream Stop. */
+int ing_parser_in_stream(const ing_parser *p);
+/* Forgets an open stream block (a new connection starts outside one). */
+void ing_parser_stream_reset(ing_parser *p);
 /* The cached relation of an OID, or NULL. */
 const ing_relation *ing_relation_get(const ing_parser *p, uint32_t oid);
 size_t ing_relation_count(const ing_parser *p);
