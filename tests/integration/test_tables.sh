@@ -17,7 +17,8 @@
 #              with its own column order; a row moved between partitions is
 #              a delete and an insert; TRUNCATE meas is one event per leaf),
 #              on (ALTER PUBLICATION mid-stream) names meas, rows in meas's
-#              column order (TRUNCATE meas: one event, meas)
+#              column order (TRUNCATE meas: one event, meas; TRUNCATE of one
+#              leaf: none, pgoutput does not send it)
 #   TRUNCATE parent_t, other_t RESTART IDENTITY CASCADE (child_t references
 #              parent_t) between two inserts of one transaction: one event
 #              per table, cascade and restart_identity true, in order; a
@@ -122,6 +123,7 @@ INSERT INTO meas VALUES (3, 'us', 30), (4, 'eu', 40);
 UPDATE meas SET v = 31 WHERE id = 3;
 UPDATE meas SET region = 'eu' WHERE id = 3;
 DELETE FROM meas WHERE id = 2;
+TRUNCATE meas_eu;
 TRUNCATE meas;
 SQL
 
