@@ -13,12 +13,13 @@ int ing_origin_step(ing_origin *o, ing_txn *t, const ing_msg *m, int in_txn,
     case 'O':
         if (!in_txn)
             return ING_ORIGIN_KEEP; /* only after Begin; nothing to attach it to */
-        if (ing_txn_set_origin(t, m->name, err, errlen) != WH_OK)
-            return -1;
         if (!o->skip && skip != NULL && m->name != NULL && skip(arg, m->name)) {
             o->skip = 1;
             o->skipped_txns++;
         }
+        /* a name too long to render matters only when events carry it */
+        if (ing_txn_set_origin(t, m->name, err, errlen) != WH_OK && !o->skip)
+            return -1;
         return ING_ORIGIN_KEEP;
     case 'I':
     case 'U':

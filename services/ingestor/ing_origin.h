@@ -40,8 +40,9 @@ enum { ING_ORIGIN_KEEP = 0, ING_ORIGIN_DROP = 1 };
  * o and t (Begin: after the decoder's ing_txn_begin; Origin: t's origin).
  * Returns ING_ORIGIN_DROP when m is a change (I, U, D, T, or a transactional
  * M inside a transaction) of a skipped transaction, else ING_ORIGIN_KEEP; -1
- * (err says why) for an origin name that cannot be rendered. skip may be
- * NULL (nothing skipped). */
+ * (err says why) for the origin name of a transaction that is not skipped
+ * and cannot be rendered (longer than WH_ORIGIN_NAME_MAX). skip may be NULL
+ * (nothing skipped). */
 int ing_origin_step(ing_origin *o, ing_txn *t, const ing_msg *m, int in_txn,
                     ing_origin_skip_fn skip, void *arg, char *err, size_t errlen);
 

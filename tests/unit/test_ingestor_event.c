@@ -552,6 +552,12 @@ static void test_origin_step(void **state)
     m.name = longname;
     assert_int_equal(STEP('O', 1), -1);
     assert_non_null(strstr(err, "longer than 512 bytes"));
+    /* ... unless its transaction is skipped (its events are not rendered) */
+    list = "*";
+    assert_int_equal(STEP('B', 0), ING_ORIGIN_KEEP);
+    assert_int_equal(STEP('O', 1), ING_ORIGIN_KEEP);
+    assert_int_equal(o.skip, 1);
+    assert_int_equal(STEP('I', 1), ING_ORIGIN_DROP);
     /* an escaped name at the limit fits its buffer */
     static char ctl[WH_ORIGIN_NAME_MAX + 1];
     memset(ctl, 1, sizeof(ctl) - 1);
