@@ -651,6 +651,12 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
         /* a change of a transaction from a skipped origin: its Commit still
            moves the flush LSN */
         wh_counter_add(&r->st->changes_skipped, m.type == 'T' ? (uint64_t)m.nrels : 1);
+        /* the TOAST cache would keep values this change replaced */
+        if (m.type == 'I' || m.type == 'U' || m.type == 'D')
+            ing_toast_forget_rel(r->toast, m.rel_oid);
+        else if (m.type == 'T')
+            for (int i = 0; i < m.nrels; i++)
+                ing_toast_forget_rel(r->toast, m.rel_oids[i]);
         return WH_OK;
     }
     switch (m.type) {
