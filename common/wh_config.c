@@ -61,6 +61,9 @@ const wh_config_entry wh_config_table[] = {
     S(heartbeat_query, "source.heartbeat_query", "", 0,
       "the heartbeat statement; \"\" = a non-transactional logical message with the prefix "
       "walhook.heartbeat, consumed by the ingestor (never an event)"),
+    S(skip_origins, "source.skip_origins", "", WH_CF_RUNTIME,
+      "replication origins (comma-separated names, \"*\" = any) whose transactions are not "
+      "delivered: for two-way setups (\"\" = deliver every transaction)"),
     S(ingestor_control, "ingestor.control", "", 0, "ingestor control endpoint (Stats)"),
     L(flush_bytes, "ingestor.flush_bytes", 4 * MiB, 1 * KiB, 256 * MiB, WH_CF_RUNTIME,
       "seal a batch at this many bytes of JSON (at most about 1 MiB: one request)"),
@@ -340,6 +343,59 @@ static int valid_name(const char *s)
         if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' && *s != '.')
             return 0;
     return 1;
+}
+
+/* ---- replication origins (source.skip_origins) ------------------------- */
+
+/* The next item of a comma-separated list at *p: [*s, *s + *n) without the
+ * whitespace around it; *p moves past the comma. 0 at the end. */
+static int origin_item(const char **p, const char **s, size_t *n)
+{
+    const char *q = *p;
+    if (q == NULL)
+        return 0;
+    const char *comma = strchr(q, ',');
+    const char *end = comma ? comma : q + strlen(q);
+    while (q < end && (*q == ' ' || *q == '\t'))
+        q++;
+    const char *e = end;
+    while (e > q && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    *s = q;
+    *n = (size_t)(e - q);
+    *p = comma ? comma + 1 : NULL;
+    return 1;
+}
+
+int wh_origins_check(const char *list, char *err, size_t errlen)
+{
+    const char *p = list, *s;
+    size_t n;
+    for (const char *q = list; *q; q++)
+        if ((unsigned char)*q < 0x20 && *q != '\t')
+            return wh_seterr(err, errlen, "byte %zu is a control character", (size_t)(q - list));
+    if (list[strspn(list, " \t")] == '\0')
+        return WH_OK; /* "" or blanks: no origin skipped */
+    for (int k = 1; origin_item(&p, &s, &n); k++) {
+        if (n == 0)
+            return wh_seterr(err, errlen,
+                             "item %d is empty (a list of origin "
+                             "names separated by ',', or \"*\" for every origin)",
+                             k);
+        if (n > WH_ORIGIN_NAME_MAX)
+            return wh_seterr(err, errlen, "item %d is longer than %d bytes", k, WH_ORIGIN_NAME_MAX);
+    }
+    return WH_OK;
+}
+
+int wh_origins_match(const char *list, const char *name)
+{
+    const char *p = list, *s;
+    size_t n, len = strlen(name);
+    while (origin_item(&p, &s, &n))
+        if ((n == 1 && s[0] == '*') || (n == len && n > 0 && memcmp(s, name, n) == 0))
+            return 1;
+    return 0;
 }
 
 /* ---- targets ---------------------------------------------------------- */
@@ -864,6 +920,9 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
     if (!valid_name(c->publication))
         return wh_seterr(err, errlen, "setting 'source.publication': '%s' is not a valid name",
                          c->publication);
+    char osub[WH_ERRLEN];
+    if (wh_origins_check(c->skip_origins, osub, sizeof(osub)) != WH_OK)
+        return wh_seterr(err, errlen, "setting 'source.skip_origins': %s", osub);
     struct {
         char *v;
         const char *key;

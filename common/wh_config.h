@@ -67,6 +67,8 @@ typedef struct wh_config {
     char tables[WH_URL_MAX];          /* "" = FOR ALL TABLES, else "s.t1,s.t2" */
     int heartbeat_interval_ms;        /* 0 = no heartbeat */
     char heartbeat_query[WH_URL_MAX]; /* "" = pg_logical_emit_message (ING_HEARTBEAT_PREFIX) */
+    char skip_origins[WH_URL_MAX];    /* runtime: replication origins whose transactions are
+                                         dropped ("" = none, "*" = any; wh_origins_match) */
     /* ingestor */
     char ingestor_control[WH_URL_MAX];
     int64_t flush_bytes;    /* runtime */
@@ -177,6 +179,16 @@ int wh_config_to_json(const wh_config *c, struct wh_buf *out);
 typedef void (*wh_config_apply_fn)(void *arg, const wh_config *c);
 int wh_config_hook(const char *path, wh_config_apply_fn fn, void *arg, char *err, size_t errlen);
 void wh_config_apply_hooks(const wh_config *old, const wh_config *cur);
+
+/* source.skip_origins: a comma-separated list of replication origin names
+ * (whitespace around each name ignored; "*" = every origin; "" = none).
+ * wh_origins_check refuses an empty item, a control character or a name
+ * longer than WH_ORIGIN_NAME_MAX bytes, naming the item ("item 2 is empty";
+ * the caller names the setting).
+ * wh_origins_match: 1 when name is listed (or "*" is), else 0. */
+#define WH_ORIGIN_NAME_MAX 512 /* PostgreSQL 16+ refuses longer origin names */
+int wh_origins_check(const char *list, char *err, size_t errlen);
+int wh_origins_match(const char *list, const char *name);
 
 /* The table entry of a setting, or NULL. */
 const wh_config_entry *wh_config_find(const char *path);

@@ -465,6 +465,8 @@ static int validate_settings(const wh_config *c, char *err, size_t errlen)
     char csub[WH_ERRLEN];
     if (wh_cidr_list_parse(c->allow_private_networks, &cl, csub, sizeof(csub)) != WH_OK)
         return wh_seterr(err, errlen, "settings.dispatcher.allow_private_networks: %s", csub);
+    if (wh_origins_check(c->skip_origins, csub, sizeof(csub)) != WH_OK)
+        return wh_seterr(err, errlen, "settings.source.skip_origins: %s", csub);
     if (c->flush_bytes > c->ipc_max_msg_bytes / 2)
         return wh_seterr(err, errlen,
                          "settings.ingestor.flush_bytes: %" PRId64

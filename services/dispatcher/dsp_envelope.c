@@ -138,8 +138,8 @@ int dsp_env_time_ms(const char *s, size_t n, int64_t *out)
 /* The fields every format needs, as spans into the event. */
 typedef struct {
     wh_json_span ev, id, tenant, lsn, xid, ts, op, schema, table, key, before, after;
-    wh_json_span prefix, content;
-    int has_prefix, has_content;
+    wh_json_span prefix, content, origin;
+    int has_prefix, has_content, has_origin; /* origin: a string */
     char opname[16];
     size_t oplen;
     const char *opraw; /* the name's oplen bytes: in the event when not escaped, else opname */
@@ -151,9 +151,9 @@ typedef struct {
 static int get_fields(const char *json, size_t len, const dsp_evidx *xi, size_t idx, fields *f,
                       char *err, size_t errlen)
 {
-    static const char *const names[] = {"id",    "tenant", "lsn",    "xid", "commit_ts",
-                                        "op",    "schema", "table",  "key", "before",
-                                        "after", "prefix", "content"};
+    static const char *const names[] = {"id",    "tenant", "lsn",     "xid",   "commit_ts",
+                                        "op",    "schema", "table",   "key",   "before",
+                                        "after", "prefix", "content", "origin"};
     _Static_assert(sizeof(names) / sizeof(names[0]) == DSP_EV_NFIELDS, "a name per field");
     dsp_evidx local;
     if (xi == NULL || xi->state == DSP_EVX_NONE) {
@@ -195,6 +195,10 @@ static int get_fields(const char *json, size_t len, const dsp_evidx *xi, size_t 
         SLOT(DSP_EV_CONTENT, content);
     else
         memset(&f->content, 0, sizeof(f->content));
+    if (xi->found & (1u << DSP_EV_ORIGIN))
+        SLOT(DSP_EV_ORIGIN, origin);
+    else
+        memset(&f->origin, 0, sizeof(f->origin));
 #undef SLOT
     if (f->id.type != WH_JSON_STRING || f->tenant.type != WH_JSON_STRING ||
         f->lsn.type != WH_JSON_STRING || f->xid.type != WH_JSON_NUMBER)
@@ -218,6 +222,7 @@ static int get_fields(const char *json, size_t len, const dsp_evidx *xi, size_t 
     f->oplen = n;
     f->has_prefix = (xi->found >> DSP_EV_PREFIX) & 1u;
     f->has_content = (xi->found >> DSP_EV_CONTENT) & 1u;
+    f->has_origin = ((xi->found >> DSP_EV_ORIGIN) & 1u) && f->origin.type == WH_JSON_STRING;
     return WH_OK;
 }
 
@@ -370,13 +375,15 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
                           p4[] = ",\"ts_ms\":", p5[] = ",\"snapshot\":\"false\",\"db\":",
                           p6[] = ",\"sequence\":\"[null,\\\"",
                           p7[] = "\\\"]\",\"schema\":", p8[] = ",\"table\":", p9[] = ",\"txId\":",
-                          p10[] = ",\"lsn\":", p11[] = ",\"xmin\":null},\"op\":\"",
+                          p10[] = ",\"lsn\":", p11a[] = ",\"xmin\":null",
+                          p11o[] = ",\"origin\":", p11[] = "},\"op\":\"",
                           p12[] = "\",\"ts_ms\":", p13[] = ",\"transaction\":null}";
         size_t need = sizeof(p1) + sizeof(p2) + sizeof(p3) + sizeof(p4) + sizeof(p5) + sizeof(p6) +
                       sizeof(p7) + sizeof(p8) + sizeof(p9) + sizeof(p10) + sizeof(p11) +
-                      sizeof(p12) + sizeof(p13) - 13 + f->before.len + f->after.len + namelen +
-                      tsn + d->dblen + 2 * lsnn + f->schema.len + f->table.len + f->xid.len + 1 +
-                      d->nowlen;
+                      sizeof(p12) + sizeof(p13) + sizeof(p11a) - 14 + f->before.len + f->after.len +
+                      namelen + tsn + d->dblen + 2 * lsnn + f->schema.len + f->table.len +
+                      f->xid.len + 1 + d->nowlen +
+                      (f->has_origin ? sizeof(p11o) - 1 + f->origin.len : 0);
         if (wh_buf_reserve(b, need) != WH_OK)
             return WH_ERR;
         char *w = b->data + b->len;
@@ -400,6 +407,11 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
         w = WS(w, f->xid.p, f->xid.len);
         w = W(w, p10);
         w = WS(w, lsnd + lsn0, lsnn);
+        w = W(w, p11a);
+        if (f->has_origin) {
+            w = W(w, p11o);
+            w = WS(w, f->origin.p, f->origin.len);
+        }
         w = W(w, p11);
         *w++ = code[0];
         w = W(w, p12);
@@ -428,8 +440,10 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
         wh_buf_append(b, f->schema.p, f->schema.len) || PUTLIT(b, ",\"table\":") ||
         wh_buf_append(b, f->table.p, f->table.len) || PUTLIT(b, ",\"txId\":") ||
         wh_buf_append(b, f->xid.p, f->xid.len) || PUTLIT(b, ",\"lsn\":") ||
-        wh_buf_append(b, lsnd + lsn0, lsnn) || PUTLIT(b, ",\"xmin\":null},\"op\":\"") ||
-        wh_buf_putc(b, code[0]) || PUTLIT(b, "\",\"ts_ms\":") ||
+        wh_buf_append(b, lsnd + lsn0, lsnn) || PUTLIT(b, ",\"xmin\":null") ||
+        (f->has_origin &&
+         (PUTLIT(b, ",\"origin\":") || wh_buf_append(b, f->origin.p, f->origin.len))) ||
+        PUTLIT(b, "},\"op\":\"") || wh_buf_putc(b, code[0]) || PUTLIT(b, "\",\"ts_ms\":") ||
         wh_buf_append(b, d->now, d->nowlen) || PUTLIT(b, ",\"transaction\":null}"))
         return WH_ERR;
     return WH_OK;

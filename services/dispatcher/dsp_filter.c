@@ -104,11 +104,11 @@ struct dsp_filter {
 };
 
 static const char *const ev_names[DSP_EV_NFIELDS] = {
-    [DSP_EV_ID] = "id",          [DSP_EV_TENANT] = "tenant",       [DSP_EV_LSN] = "lsn",
-    [DSP_EV_XID] = "xid",        [DSP_EV_COMMIT_TS] = "commit_ts", [DSP_EV_OP] = "op",
-    [DSP_EV_SCHEMA] = "schema",  [DSP_EV_TABLE] = "table",         [DSP_EV_KEY] = "key",
-    [DSP_EV_BEFORE] = "before",  [DSP_EV_AFTER] = "after",         [DSP_EV_PREFIX] = "prefix",
-    [DSP_EV_CONTENT] = "content"};
+    [DSP_EV_ID] = "id",           [DSP_EV_TENANT] = "tenant",       [DSP_EV_LSN] = "lsn",
+    [DSP_EV_XID] = "xid",         [DSP_EV_COMMIT_TS] = "commit_ts", [DSP_EV_OP] = "op",
+    [DSP_EV_SCHEMA] = "schema",   [DSP_EV_TABLE] = "table",         [DSP_EV_KEY] = "key",
+    [DSP_EV_BEFORE] = "before",   [DSP_EV_AFTER] = "after",         [DSP_EV_PREFIX] = "prefix",
+    [DSP_EV_CONTENT] = "content", [DSP_EV_ORIGIN] = "origin"};
 
 /* The DSP_EV_* slot of a member name given as bytes, or -1 (constant-size
  * compares: the compiler inlines them). */
@@ -127,6 +127,7 @@ static inline __attribute__((always_inline)) int ev_slot_raw(const char *k, size
                : EQ("schema") ? DSP_EV_SCHEMA
                : EQ("before") ? DSP_EV_BEFORE
                : EQ("prefix") ? DSP_EV_PREFIX
+               : EQ("origin") ? DSP_EV_ORIGIN
                               : -1;
     case 7:
         return EQ("content") ? DSP_EV_CONTENT : -1;

@@ -89,6 +89,7 @@ enum {
     DSP_EV_AFTER,
     DSP_EV_PREFIX,
     DSP_EV_CONTENT,
+    DSP_EV_ORIGIN, /* present only in events of a transaction with a replication origin */
     DSP_EV_NFIELDS
 };
 typedef enum {

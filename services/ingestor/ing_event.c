@@ -34,6 +34,28 @@ void ing_txn_begin(ing_txn *t, uint64_t commit_lsn, uint32_t xid, int64_t commit
     /* 0 = no commit time (a non-transactional message): "commit_ts":null */
     n = commit_ts_us != 0 ? ing_format_ts_utc(commit_ts_us, t->ts_str, sizeof(t->ts_str)) : 0;
     t->ts_len = n > 0 ? (size_t)n : 0;
+    t->origin_len = 0;
+}
+
+int ing_txn_set_origin(ing_txn *t, const char *name, char *err, size_t errlen)
+{
+    t->origin_len = 0;
+    if (name == NULL)
+        return WH_OK;
+    size_t n = strlen(name);
+    if (n > WH_ORIGIN_NAME_MAX)
+        return wh_seterr(err, errlen, "replication origin name longer than %d bytes (%zu)",
+                         WH_ORIGIN_NAME_MAX, n);
+    wh_buf b;
+    wh_buf_init(&b, sizeof(t->origin_json));
+    if (wh_json_str(&b, name, n) != WH_OK) {
+        wh_buf_free(&b);
+        return wh_seterr(err, errlen, "out of memory");
+    }
+    memcpy(t->origin_json, b.data, b.len);
+    t->origin_len = b.len;
+    wh_buf_free(&b);
+    return WH_OK;
 }
 
 static int put_u64(wh_buf *b, uint64_t v)
@@ -49,7 +71,8 @@ static int put_u64(wh_buf *b, uint64_t v)
 
 #define PUTLIT(b, s) wh_buf_append((b), (s), sizeof(s) - 1)
 
-/* {"id":"..","tenant":"..","lsn":"..","seq":N,"xid":N,"commit_ts":"..","op":"OP" */
+/* {"id":"..","tenant":"..","lsn":"..","seq":N,"xid":N,"commit_ts":"..",
+ * ["origin":"..",]"op":"OP" */
 static int head(wh_buf *b, const ing_txn *t, uint32_t seq, const char *op)
 {
     if (PUTLIT(b, "{\"id\":\"") || wh_buf_append(b, t->tenant_esc, t->tenant_len) ||
@@ -62,6 +85,9 @@ static int head(wh_buf *b, const ing_txn *t, uint32_t seq, const char *op)
     if (t->ts_len == 0 ? PUTLIT(b, ",\"commit_ts\":null") != WH_OK
                        : (PUTLIT(b, ",\"commit_ts\":\"") ||
                           wh_buf_append(b, t->ts_str, t->ts_len) || wh_buf_putc(b, '"')))
+        return WH_ERR;
+    if (t->origin_len > 0 &&
+        (PUTLIT(b, ",\"origin\":") || wh_buf_append(b, t->origin_json, t->origin_len)))
         return WH_ERR;
     if (PUTLIT(b, ",\"op\":\"") || wh_buf_puts(b, op) || wh_buf_putc(b, '"'))
         return WH_ERR;

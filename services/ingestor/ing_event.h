@@ -10,6 +10,11 @@
 #include "ing_pgoutput.h"
 #include "ing_toast.h"
 #include "wh_buf.h"
+#include "wh_config.h"
+
+/* The longest origin name rendered (WH_ORIGIN_NAME_MAX: PostgreSQL 16 and
+ * later refuse longer ones), escaped: every byte may take 6 ("\u00XX"). */
+#define ING_ORIGIN_JSON_MAX (WH_ORIGIN_NAME_MAX * 6 + 3)
 
 /* Per-transaction context, filled once at Begin. */
 typedef struct ing_txn {
@@ -23,12 +28,21 @@ typedef struct ing_txn {
     char ts_str[48];
     size_t ts_len;
     ing_toast *toast; /* unchanged TOAST values (NULL: none kept) */
+    /* the replication origin (pgoutput's Origin message after Begin) as a
+       JSON string, quotes included; origin_len 0: none (no "origin" member) */
+    char origin_json[ING_ORIGIN_JSON_MAX];
+    size_t origin_len;
 } ing_txn;
 
 /* Clears t and sets the tenant (escaped once). */
 int ing_txn_set_tenant(ing_txn *t, const char *tenant, char *err, size_t errlen);
-/* Starts a transaction: commit LSN, xid, commit time (us since the epoch). */
+/* Starts a transaction: commit LSN, xid, commit time (us since the epoch);
+ * no origin. */
 void ing_txn_begin(ing_txn *t, uint64_t commit_lsn, uint32_t xid, int64_t commit_ts_us);
+/* The transaction's replication origin (name NULL: none): its events carry
+ * "origin":"name" after commit_ts. WH_ERR (no origin set) when the name is
+ * longer than WH_ORIGIN_NAME_MAX bytes. */
+int ing_txn_set_origin(ing_txn *t, const char *name, char *err, size_t errlen);
 
 /* WH_OK when an Insert/Update/Delete can be rendered: its relation is known
  * and its tuples have the relation's column count. */

@@ -12,6 +12,7 @@
 #include "ing_catalog.h"
 #include "ing_copy.h"
 #include "ing_event.h"
+#include "ing_origin.h"
 #include "ing_pgoutput.h"
 #include "wh_lsn.h"
 #include "wh_lattrace.h"
@@ -83,7 +84,8 @@ typedef struct repl {
     int slot_ok; /* the slot was found or created once */
     uint32_t seq;
     ing_txn txn;
-    char sysid[32]; /* system identifier and timeline of the first connection */
+    ing_origin origin; /* the transaction's origin, source.skip_origins */
+    char sysid[32];    /* system identifier and timeline of the first connection */
     char timeline[16];
 } repl;
 
@@ -626,11 +628,37 @@ static void relation_key(repl *r, const ing_relation *rel)
     ing_catalog_warned_reset(r->catalog, rel->oid);
 }
 
+/* ing_origin_skip_fn without a source watch: the file's list. */
+static int skip_origin_cfg(void *arg, const char *name)
+{
+    const repl *r = arg;
+    return wh_origins_match(r->cfg->skip_origins, name);
+}
+
 static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_t errlen)
 {
     ing_msg m;
     if (ing_parse(r->parser, p, n, &m, err, errlen) != WH_OK)
         return WH_ERR;
+    int keep =
+        r->sw != NULL && r->sw->skip_origin != NULL
+            ? ing_origin_step(&r->origin, &r->txn, &m, r->in_txn, r->sw->skip_origin, r->sw->arg,
+                              err, errlen)
+            : ing_origin_step(&r->origin, &r->txn, &m, r->in_txn, skip_origin_cfg, r, err, errlen);
+    if (keep < 0)
+        return WH_ERR;
+    if (keep == ING_ORIGIN_DROP) {
+        /* a change of a transaction from a skipped origin: its Commit still
+           moves the flush LSN */
+        wh_counter_add(&r->st->changes_skipped, m.type == 'T' ? (uint64_t)m.nrels : 1);
+        /* the TOAST cache would keep values this change replaced */
+        if (m.type == 'I' || m.type == 'U' || m.type == 'D')
+            ing_toast_forget_rel(r->toast, m.rel_oid);
+        else if (m.type == 'T')
+            for (int i = 0; i < m.nrels; i++)
+                ing_toast_forget_rel(r->toast, m.rel_oids[i]);
+        return WH_OK;
+    }
     switch (m.type) {
     case 'B':
         r->in_txn = 1;
@@ -713,7 +741,7 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
         ing_toast_relation(r->toast, m.rel);
         relation_key(r, m.rel);
         break;
-    default: /* Y, O: nothing to emit */
+    default: /* Y, and O (ing_origin_step put the origin on the transaction) */
         break;
     }
     return WH_OK;

@@ -8,7 +8,9 @@
  * whose flush is the LSN the store confirmed; reconnects with backoff. At a
  * Relation message of a REPLICA IDENTITY FULL table it reads the table's
  * primary key (the envelope key) on a second connection (ing_catalog),
- * closed with the replication connection. */
+ * closed with the replication connection. A transaction with a replication
+ * origin carries it on its events, and one whose origin is listed in
+ * source.skip_origins is dropped (ing_origin). */
 #ifndef ING_REPL_H
 #define ING_REPL_H
 
@@ -24,6 +26,9 @@
 typedef struct ing_source_watch {
     int (*changed)(void *arg);
     void (*take)(void *arg, wh_config *cfg);
+    /* 1 when transactions of replication origin `name` are skipped: the
+       source.skip_origins in force (a runtime setting); any thread */
+    int (*skip_origin)(void *arg, const char *name);
     void *arg;
 } ing_source_watch;
 

@@ -62,6 +62,9 @@ static void apply(void *arg, wh_state *s, const wh_config *eff)
         return;
     }
     is->missing = 0;
+    if (is->have_latest && strcmp(is->latest.skip_origins, eff->skip_origins) != 0)
+        wh_info("source.skip_origins is now \"%s\" (state version %" PRIu64 ")", eff->skip_origins,
+                s->version);
     is->latest = *eff;
     wh_strlcpy(is->latest.source_dsn, tn->dsn, sizeof(is->latest.source_dsn));
     wh_strlcpy(is->latest.slot, tn->slot, sizeof(is->latest.slot));
@@ -87,6 +90,15 @@ static int sw_changed(void *arg)
         ing_state_reload(is);
     }
     return atomic_load(&is->source_changed);
+}
+
+static int sw_skip_origin(void *arg, const char *name)
+{
+    ing_state *is = arg;
+    pthread_mutex_lock(&is->mu);
+    int skip = wh_origins_match(is->latest.skip_origins, name);
+    pthread_mutex_unlock(&is->mu);
+    return skip;
 }
 
 static void sw_take(void *arg, wh_config *cfg)
@@ -115,6 +127,7 @@ int ing_state_start(ing_state **out, const wh_config *base, const char *tenant,
     is->base = *base;
     is->sw.changed = sw_changed;
     is->sw.take = sw_take;
+    is->sw.skip_origin = sw_skip_origin;
     is->sw.arg = is;
     if (wh_state_watch_start(&is->watch, base, tenant, 200, wait_ms, apply, is, err, errlen) !=
         WH_OK)

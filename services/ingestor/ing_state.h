@@ -8,7 +8,9 @@
  *  - a changed source is handed to ing_repl (ing_state_source_watch), which
  *    drains and reconnects to the new one;
  *  - a removed tenant makes the ingestor stop (exit 0, logged);
- *  - runtime settings reach the batcher through the hooks.
+ *  - runtime settings reach the batcher through the hooks;
+ *  - source.skip_origins is read by the decoder at each Origin message
+ *    (ing_source_watch.skip_origin, under the state's lock).
  * SIGHUP re-reads the file through the same path (ing_state_reload).
  *
  * Teardown: ing_state_stop before the batcher is freed. */

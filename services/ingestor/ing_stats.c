@@ -41,6 +41,11 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
                          "row changes decoded from the replication stream") ||
         wh_metric_u64(b, "walhook_changes_received_total", l,
                       wh_counter_get(&st->changes_received)) ||
+        wh_metric_header(b, "walhook_changes_skipped_total", "counter",
+                         "changes and messages not delivered: their transaction's replication "
+                         "origin is listed in source.skip_origins") ||
+        wh_metric_u64(b, "walhook_changes_skipped_total", l,
+                      wh_counter_get(&st->changes_skipped)) ||
         wh_metric_header(b, "walhook_confirmed_flush_lsn", "gauge",
                          "flush LSN last reported to PostgreSQL (numeric)") ||
         wh_metric_i64(b, "walhook_confirmed_flush_lsn", l, flush) ||

@@ -18,6 +18,7 @@ enum { ING_STATE_CONNECTING = 0, ING_STATE_STREAMING = 1, ING_STATE_ERROR = 2 };
 
 typedef struct ing_stats {
     wh_counter changes_received;
+    wh_counter changes_skipped; /* of transactions from a skipped origin */
     wh_gauge confirmed_flush_lsn;
     wh_gauge server_wal_end;
     wh_gauge state;

@@ -10,13 +10,16 @@
  * key (its last column, as ing_repl.c relation_key would from the catalog),
  * so the primary-key key rendering is fuzzed too. The split sequence renders
  * with a small TOAST value cache (ing_toast), so unchanged values are filled
- * from it and entries are evicted.
+ * from it and entries are evicted. Origin messages go through
+ * ing_origin_step as in the decoder (origins whose name starts with 's' are
+ * skipped), so events carry fuzzed origin names.
  * Oracles: no sanitizer report; parsed pointers stay inside the input; a
  * rendered envelope (without json/jsonb columns, which are embedded
  * verbatim by design) is valid JSON.
  *
  * fuzz-sources: services/ingestor/ing_pgoutput.c services/ingestor/ing_event.c
  * fuzz-sources: services/ingestor/ing_values.c services/ingestor/ing_toast.c
+ * fuzz-sources: services/ingestor/ing_origin.c
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +27,7 @@
 #include <string.h>
 
 #include "ing_event.h"
+#include "ing_origin.h"
 #include "ing_pgoutput.h"
 #include "ing_values.h"
 #include "wh_buf.h"
@@ -148,10 +152,18 @@ static void check_msg(const ing_parser *p, const ing_msg *m)
 typedef struct state {
     ing_parser *p;
     ing_txn txn;
+    ing_origin origin;
     int in_txn;
     uint32_t seq;
     wh_buf out;
 } state;
+
+/* ing_origin_skip_fn: origins whose name starts with 's' are skipped. */
+static int skip_s(void *arg, const char *name)
+{
+    (void)arg;
+    return name[0] == 's';
+}
 
 /* Mirrors ing_repl.c handle_xlogdata, rendering into a plain buffer. */
 static void feed(state *s, const uint8_t *buf, size_t len)
@@ -168,6 +180,11 @@ static void feed(state *s, const uint8_t *buf, size_t len)
     }
     check_msg(s->p, &m);
     size_t start = s->out.len;
+    int keep = ing_origin_step(&s->origin, &s->txn, &m, s->in_txn, skip_s, NULL, err, sizeof err);
+    if (keep < 0 && err[0] == '\0')
+        __builtin_trap(); /* an error must say what was wrong */
+    if (keep != ING_ORIGIN_KEEP)
+        return;
     switch (m.type) {
     case 'B':
         s->in_txn = 1;

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes the seed corpora under tests/fuzz/seeds/<target>/ (committed; rerun
-after changing this file). pgoutput seeds come from the captured session in
-tests/unit/data/ingestor/pgoutput_session.hex; IPC seeds are protobuf
-messages encoded by hand (walhook.proto field numbers)."""
+after changing this file). pgoutput seeds come from the captured sessions in
+tests/unit/data/ingestor/pgoutput_session.hex and pgoutput_origin.hex; IPC
+seeds are protobuf messages encoded by hand (walhook.proto field numbers)."""
 import os
 import shutil
 
@@ -43,6 +43,13 @@ def pgoutput():
             txn = []
     if txn:
         out("fuzz_pgoutput", "txn-%02d" % n, SEP.join(rels + txn))
+    # transactions with a replication origin ('O' after 'B')
+    path = os.path.join(ROOT, "tests", "unit", "data", "ingestor", "pgoutput_origin.hex")
+    omsgs = [bytes.fromhex(l.strip()) for l in open(path) if l.strip()]
+    for i, m in enumerate(omsgs):
+        if m[:1] == b"O":
+            out("fuzz_pgoutput", "origin-msg-%02d" % i, m)
+    out("fuzz_pgoutput", "origin-session", SEP.join(omsgs))
 
 
 # ---- protobuf encoding ----------------------------------------------------

@@ -119,11 +119,59 @@ static void test_errors(void **state)
     expect_error("tenant = \"a\"\n x", "line");
     expect_error("log_level = \"loud\";\n", "log_level");
     expect_error("source = { slot = \"Bad-Slot\"; };\n", "source.slot");
+    expect_error("source = { skip_origins = \"a,\"; };\n",
+                 "setting 'source.skip_origins': item 2 is empty");
+    expect_error("source = { skip_origins = \" , b\"; };\n",
+                 "setting 'source.skip_origins': item 1 is empty");
+    expect_error("source = { skip_origins = \"a\\nb\"; };\n",
+                 "setting 'source.skip_origins': byte 1 is a control character");
 
     wh_config c;
     char err[WH_ERRLEN];
     assert_int_equal(wh_config_load(&c, "/nonexistent/walhook.conf", err, sizeof(err)), WH_ERR);
     assert_non_null(strstr(err, "/nonexistent/walhook.conf"));
+}
+
+/* source.skip_origins: the list's syntax and which names it matches. */
+static void test_skip_origins(void **state)
+{
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_origins_check("", err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_origins_check("  ", err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_origins_check("pg_16384", err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_origins_check(" peer_a , peer b,* ", err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_origins_check("a,,b", err, sizeof(err)), WH_ERR);
+    assert_string_equal(err, "item 2 is empty (a list of origin names separated by ',', or "
+                             "\"*\" for every origin)");
+    char longname[WH_ORIGIN_NAME_MAX + 8];
+    memset(longname, 'x', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    assert_int_equal(wh_origins_check(longname, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "item 1 is longer than 512 bytes"));
+    longname[WH_ORIGIN_NAME_MAX] = '\0';
+    assert_int_equal(wh_origins_check(longname, err, sizeof(err)), WH_OK);
+
+    assert_int_equal(wh_origins_match("", "peer"), 0);
+    assert_int_equal(wh_origins_match("peer", "peer"), 1);
+    assert_int_equal(wh_origins_match("peer", "pee"), 0);
+    assert_int_equal(wh_origins_match("peer", "peer2"), 0);
+    assert_int_equal(wh_origins_match("a, peer b ,c", "peer b"), 1);
+    assert_int_equal(wh_origins_match("a, peer b ,c", "c"), 1);
+    assert_int_equal(wh_origins_match("a, peer b ,c", "b"), 0);
+    assert_int_equal(wh_origins_match("*", "anything"), 1);
+    assert_int_equal(wh_origins_match("x,*", "y"), 1);
+    assert_int_equal(wh_origins_match("Peer", "peer"), 0); /* names are case-sensitive */
+
+    /* in the file, in the environment; a runtime setting */
+    wh_config c;
+    assert_int_equal(
+        load_text(&c, "source = { skip_origins = \"pg_1, pg_2\"; };\n", err, sizeof(err)), WH_OK);
+    assert_string_equal(c.skip_origins, "pg_1, pg_2");
+    assert_true(wh_config_find("source.skip_origins")->flags & WH_CF_RUNTIME);
+    setenv("WALHOOK_SOURCE_SKIP_ORIGINS", "a,", 1);
+    assert_int_equal(wh_config_load(&c, NULL, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "setting 'source.skip_origins': item 2 is empty"));
+    unsetenv("WALHOOK_SOURCE_SKIP_ORIGINS");
 }
 
 static void test_env_overrides(void **state)
@@ -455,15 +503,11 @@ static void test_cfgscan(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_full_file),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_env_overrides),
-        cmocka_unit_test(test_static_diff_and_json),
-        cmocka_unit_test(test_dsn_syntax),
-        cmocka_unit_test(test_dsn_redact),
-        cmocka_unit_test(test_target_validate),
-        cmocka_unit_test(test_many_unknown_settings),
+        cmocka_unit_test(test_defaults),        cmocka_unit_test(test_full_file),
+        cmocka_unit_test(test_errors),          cmocka_unit_test(test_skip_origins),
+        cmocka_unit_test(test_env_overrides),   cmocka_unit_test(test_static_diff_and_json),
+        cmocka_unit_test(test_dsn_syntax),      cmocka_unit_test(test_dsn_redact),
+        cmocka_unit_test(test_target_validate), cmocka_unit_test(test_many_unknown_settings),
         cmocka_unit_test(test_cfgscan),
     };
     return cmocka_run_group_tests_name("common_config", tests, NULL, NULL);

@@ -107,6 +107,8 @@ static void test_parse_errors(void **state)
         {"{\"settings\":{\"ingestor.flush_bytes\":1}}",
          "settings.ingestor.flush_bytes: 1 is out of range"},
         {"{\"settings\":{\"log_level\":\"loud\"}}", "settings.log_level: 'loud'"},
+        {"{\"settings\":{\"source.skip_origins\":\"a,,b\"}}",
+         "settings.source.skip_origins: item 2 is empty"},
         {"{\"settings\":{\"dispatcher.retry_base_ms\":500,\"dispatcher.retry_max_ms\":100}}",
          "settings.dispatcher.retry_max_ms: 100 is below"},
         {"{\"tenants\":{}}", "tenants: expected a list"},

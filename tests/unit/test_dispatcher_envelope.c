@@ -162,6 +162,69 @@ static void test_debezium_fields(void **state)
     wh_buf_free(&b);
 }
 
+/* An event of a transaction with a replication origin ("origin" after
+ * commit_ts, as the ingestor writes it): Debezium's source carries it (the
+ * fast path and the one with column lists), events without one have no
+ * source.origin; a filter can select on it. */
+static const char *EV_ORIG_UPD =
+    "{\"id\":\"default:0/1A2B400:0\",\"tenant\":\"default\",\"lsn\":\"0/1A2B400\",\"seq\":0,"
+    "\"xid\":740,\"commit_ts\":\"2026-11-22T01:02:03Z\",\"origin\":\"peer \\\"b\\\"\","
+    "\"op\":\"update\",\"schema\":\"public\",\"table\":\"orders\",\"key\":{\"id\":1},"
+    "\"before\":null,\"after\":{\"id\":1,\"note\":\"y\"}}";
+static const char *EV_ORIG_MSG =
+    "{\"id\":\"default:0/1A2B400:1\",\"tenant\":\"default\",\"lsn\":\"0/1A2B400\",\"seq\":1,"
+    "\"xid\":740,\"commit_ts\":\"2026-11-22T01:02:03Z\",\"origin\":\"peer \\\"b\\\"\","
+    "\"op\":\"message\",\"schema\":null,\"table\":null,\"key\":null,\"before\":null,"
+    "\"after\":null,\"prefix\":\"p\",\"content\":\"aGk=\"}";
+
+static void test_debezium_origin(void **state)
+{
+    (void)state;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    dsp_env_out out;
+    char err[256];
+    const char *evs[] = {EV_ORIG_UPD, EV_INS, EV_ORIG_MSG};
+    const char *exc[] = {"note"};
+    dsp_filter_spec spec = {.columns_exclude = exc, .ncolumns_exclude = 1};
+    dsp_filter *f;
+    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    for (int cols = 0; cols < 2; cols++) {
+        assert_int_equal(render(DSP_ENV_DEBEZIUM, cols ? f : NULL, evs, 3, &b, &out, err), WH_OK);
+        json_t *a = parse(&b);
+        assert_int_equal(json_array_size(a), 3);
+        for (size_t i = 0; i < 3; i++) {
+            json_t *src = json_object_get(json_array_get(a, i), "source");
+            json_t *o = json_object_get(src, "origin");
+            if (i == 1) {
+                assert_null(o);
+            } else {
+                assert_string_equal(json_string_value(o), "peer \"b\"");
+                assert_true(json_is_null(json_object_get(src, "xmin")));
+                assert_int_equal(json_integer_value(json_object_get(src, "txId")), 740);
+            }
+        }
+        json_decref(a);
+    }
+    dsp_filter_free(f);
+    /* the native body is the events as stored */
+    assert_int_equal(render(DSP_ENV_NATIVE, NULL, evs, 1, &b, &out, err), WH_OK);
+    wh_buf_cstr(&b);
+    assert_non_null(strstr(b.data, EV_ORIG_UPD));
+    /* a filter on the origin */
+    dsp_filter_spec fs = {.expr = "origin startswith \"peer \""};
+    assert_int_equal(dsp_filter_compile(&fs, &f, err, sizeof(err)), WH_OK);
+    assert_int_equal(dsp_filter_match(f, EV_ORIG_UPD, strlen(EV_ORIG_UPD)), 1);
+    assert_int_equal(dsp_filter_match(f, EV_INS, strlen(EV_INS)), 0);
+    dsp_filter_free(f);
+    dsp_filter_spec fn = {.expr = "origin == null"};
+    assert_int_equal(dsp_filter_compile(&fn, &f, err, sizeof(err)), WH_OK);
+    assert_int_equal(dsp_filter_match(f, EV_ORIG_UPD, strlen(EV_ORIG_UPD)), 0);
+    assert_int_equal(dsp_filter_match(f, EV_INS, strlen(EV_INS)), 1);
+    dsp_filter_free(f);
+    wh_buf_free(&b);
+}
+
 static void test_cloudevents_structured(void **state)
 {
     (void)state;
@@ -488,10 +551,15 @@ static void test_batch_fill_rendered(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_names),         cmocka_unit_test(test_native),
-        cmocka_unit_test(test_debezium_fields),     cmocka_unit_test(test_cloudevents_structured),
-        cmocka_unit_test(test_cloudevents_binary),  cmocka_unit_test(test_columns),
-        cmocka_unit_test(test_malformed),           cmocka_unit_test(test_index_same_output),
+        cmocka_unit_test(test_parse_names),
+        cmocka_unit_test(test_native),
+        cmocka_unit_test(test_debezium_fields),
+        cmocka_unit_test(test_debezium_origin),
+        cmocka_unit_test(test_cloudevents_structured),
+        cmocka_unit_test(test_cloudevents_binary),
+        cmocka_unit_test(test_columns),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_index_same_output),
         cmocka_unit_test(test_batch_fill_rendered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

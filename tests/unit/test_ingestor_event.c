@@ -12,11 +12,13 @@
 #include <cmocka.h>
 
 #include "../../services/ingestor/ing_event.h"
+#include "../../services/ingestor/ing_origin.h"
 #include "../../services/ingestor/ing_pgoutput.h"
 #include "wh_json.h"
 #include "wh_lsn.h"
 #include "wh_util.h"
 
+#include "data/ingestor/pgoutput_origin.h"
 #include "ingestor_session.h"
 
 /* Renders the whole session like the replication loop does. */
@@ -391,13 +393,185 @@ static void test_relation_set_pk(void **state)
     ing_parser_free(p);
 }
 
+/* ing_origin_skip_fn over a fixed source.skip_origins list */
+static int skip_listed(void *arg, const char *name)
+{
+    return wh_origins_match(arg, name);
+}
+
+/* Renders the captured origin session (data/ingestor/pgoutput_origin.*)
+ * the way the replication loop does, with source.skip_origins = list:
+ * every event's JSON into out[], one per line; returns the count. */
+static int render_origin_session(const char *list, ing_origin *o, char out[][512], int max)
+{
+    ing_parser *p;
+    char err[WH_ERRLEN];
+    assert_int_equal(ing_parser_new(&p, err, sizeof(err)), WH_OK);
+    ing_txn txn;
+    memset(&txn, 0, sizeof(txn));
+    memset(o, 0, sizeof(*o));
+    assert_int_equal(ing_txn_set_tenant(&txn, "default", err, sizeof(err)), WH_OK);
+    uint32_t seq = 0;
+    int in_txn = 0, nev = 0;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    for (size_t i = 0; i < sizeof(pgoutput_origin_hex) / sizeof(pgoutput_origin_hex[0]); i++) {
+        size_t n;
+        uint8_t *buf = unhex(pgoutput_origin_hex[i], &n);
+        ing_msg m;
+        assert_int_equal(ing_parse(p, buf, n, &m, err, sizeof(err)), WH_OK);
+        int keep =
+            ing_origin_step(o, &txn, &m, in_txn, skip_listed, (void *)list, err, sizeof(err));
+        assert_true(keep == ING_ORIGIN_KEEP || keep == ING_ORIGIN_DROP);
+        if (keep == ING_ORIGIN_KEEP) {
+            switch (m.type) {
+            case 'B':
+                ing_txn_begin(&txn, m.final_lsn, m.xid, m.commit_ts_us);
+                seq = 0;
+                in_txn = 1;
+                break;
+            case 'C':
+                in_txn = 0;
+                break;
+            case 'I':
+            case 'U':
+            case 'D':
+                wh_buf_reset(&b);
+                assert_int_equal(ing_event_change(&b, &txn, seq++, &m, err, sizeof(err)), WH_OK);
+                wh_json *j;
+                if (wh_json_parse(b.data, b.len, &j, err, sizeof(err)))
+                    fail_msg("invalid JSON: %s", err);
+                wh_json_free(j);
+                assert_true(nev < max && b.len < 512);
+                memcpy(out[nev], b.data, b.len);
+                out[nev++][b.len] = '\0';
+                break;
+            }
+        }
+        free(buf);
+    }
+    wh_buf_free(&b);
+    ing_parser_free(p);
+    return nev;
+}
+
+/* The origin of a transaction on its events ("origin" after commit_ts,
+ * absent without one), and source.skip_origins: a listed origin's
+ * transactions are dropped whole, the others' events are unchanged. */
+static void test_origin_events(void **state)
+{
+    char ev[8][512];
+    ing_origin o;
+    int n = render_origin_session("", &o, ev, 8);
+    assert_int_equal(n, 5);
+    assert_true(o.skipped_txns == 0 && o.skipped_changes == 0);
+    /* local, peer (insert, update), peer, local again */
+    static const int has[] = {0, 1, 1, 1, 0};
+    for (int i = 0; i < n; i++) {
+        const char *at = strstr(ev[i], ",\"origin\":");
+        if (has[i]) {
+            assert_non_null(at);
+            assert_non_null(strstr(ev[i], "\"commit_ts\":\"2026-11-22T01:02:03.000000Z\","
+                                          "\"origin\":\"peer \\\"b\\\"\",\"op\":"));
+        } else {
+            assert_null(at);
+            assert_non_null(strstr(ev[i], "Z\",\"op\":\"insert\""));
+        }
+    }
+    assert_non_null(strstr(ev[2], "\"seq\":1,"));
+    assert_non_null(strstr(ev[2], "\"op\":\"update\""));
+
+    /* the peer's two transactions skipped (3 changes); the local ones kept
+     * byte for byte */
+    char kept[8][512];
+    static const char *const lists[] = {"peer \"b\"", "other, peer \"b\"", "*"};
+    for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++) {
+        int m = render_origin_session(lists[k], &o, kept, 8);
+        assert_int_equal(m, 2);
+        assert_string_equal(kept[0], ev[0]);
+        assert_string_equal(kept[1], ev[4]);
+        assert_true(o.skipped_txns == 2);
+        assert_true(o.skipped_changes == 3);
+        assert_int_equal(o.skip, 0); /* reset at the Commit */
+    }
+    /* other names: nothing skipped */
+    assert_int_equal(render_origin_session("peer, peer \"c\"", &o, kept, 8), 5);
+    assert_true(o.skipped_txns == 0);
+}
+
+/* ing_origin_step on synthetic messages: what is dropped while skipping,
+ * and that Begin, Relation and Commit never are. */
+static void test_origin_step(void **state)
+{
+    ing_origin o;
+    memset(&o, 0, sizeof(o));
+    ing_txn t;
+    char err[WH_ERRLEN];
+    memset(&t, 0, sizeof(t));
+    assert_int_equal(ing_txn_set_tenant(&t, "x", err, sizeof(err)), WH_OK);
+    ing_msg m;
+    memset(&m, 0, sizeof(m));
+    const char *list = "peer";
+#define STEP(type_, in_txn_)                                                                       \
+    (m.type = (type_),                                                                             \
+     ing_origin_step(&o, &t, &m, (in_txn_), skip_listed, (void *)list, err, sizeof(err)))
+    assert_int_equal(STEP('B', 0), ING_ORIGIN_KEEP);
+    ing_txn_begin(&t, 100, 1, 1);
+    m.name = "peer";
+    assert_int_equal(STEP('O', 1), ING_ORIGIN_KEEP);
+    assert_int_equal(o.skip, 1);
+    assert_true(t.origin_len > 0);
+    assert_int_equal(STEP('R', 1), ING_ORIGIN_KEEP);
+    assert_int_equal(STEP('Y', 1), ING_ORIGIN_KEEP);
+    assert_int_equal(STEP('I', 1), ING_ORIGIN_DROP);
+    assert_int_equal(STEP('U', 1), ING_ORIGIN_DROP);
+    assert_int_equal(STEP('D', 1), ING_ORIGIN_DROP);
+    m.nrels = 3;
+    assert_int_equal(STEP('T', 1), ING_ORIGIN_DROP);
+    m.flags = 1; /* transactional message */
+    assert_int_equal(STEP('M', 1), ING_ORIGIN_DROP);
+    m.flags = 0; /* non-transactional: its origin is not known */
+    assert_int_equal(STEP('M', 1), ING_ORIGIN_KEEP);
+    assert_true(o.skipped_changes == 7);
+    assert_int_equal(STEP('C', 1), ING_ORIGIN_KEEP);
+    assert_int_equal(o.skip, 0);
+    /* the next transaction has no origin: kept, no origin member */
+    assert_int_equal(STEP('B', 0), ING_ORIGIN_KEEP);
+    ing_txn_begin(&t, 200, 2, 1);
+    assert_int_equal(t.origin_len, 0);
+    assert_int_equal(STEP('I', 1), ING_ORIGIN_KEEP);
+    /* no skip function: nothing skipped, the origin still recorded */
+    m.type = 'O';
+    m.name = "peer";
+    assert_int_equal(ing_origin_step(&o, &t, &m, 1, NULL, NULL, err, sizeof(err)), ING_ORIGIN_KEEP);
+    assert_int_equal(o.skip, 0);
+    assert_true(t.origin_len == 6);
+    /* a name too long to render fails the message */
+    static char longname[WH_ORIGIN_NAME_MAX + 2];
+    memset(longname, 'x', sizeof(longname) - 1);
+    m.name = longname;
+    assert_int_equal(STEP('O', 1), -1);
+    assert_non_null(strstr(err, "longer than 512 bytes"));
+    /* ... unless its transaction is skipped (its events are not rendered) */
+    list = "*";
+    assert_int_equal(STEP('B', 0), ING_ORIGIN_KEEP);
+    assert_int_equal(STEP('O', 1), ING_ORIGIN_KEEP);
+    assert_int_equal(o.skip, 1);
+    assert_int_equal(STEP('I', 1), ING_ORIGIN_DROP);
+    /* an escaped name at the limit fits its buffer */
+    static char ctl[WH_ORIGIN_NAME_MAX + 1];
+    memset(ctl, 1, sizeof(ctl) - 1);
+    assert_int_equal(ing_txn_set_origin(&t, ctl, err, sizeof(err)), WH_OK);
+    assert_int_equal(t.origin_len, WH_ORIGIN_NAME_MAX * 6 + 2);
+#undef STEP
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_session_envelopes),
-        cmocka_unit_test(test_exact_bytes),
-        cmocka_unit_test(test_identity_full_pk),
-        cmocka_unit_test(test_relation_set_pk),
+        cmocka_unit_test(test_session_envelopes), cmocka_unit_test(test_exact_bytes),
+        cmocka_unit_test(test_identity_full_pk),  cmocka_unit_test(test_relation_set_pk),
+        cmocka_unit_test(test_origin_events),     cmocka_unit_test(test_origin_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,6 @@
 /* Parser tests on real pgoutput v1 messages captured from PostgreSQL 15
- * (data/ingestor/pgoutput_session.*), truncated and corrupted inputs. */
+ * (data/ingestor/pgoutput_session.*, pgoutput_origin.*), truncated and
+ * corrupted inputs. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,7 +17,10 @@
 #include "wh_lsn.h"
 #include "wh_util.h"
 
+#include "data/ingestor/pgoutput_origin.h"
 #include "ingestor_session.h"
+
+#define NORIGIN (sizeof(pgoutput_origin_hex) / sizeof(pgoutput_origin_hex[0]))
 
 static void test_session_types(void **state)
 {
@@ -240,6 +244,53 @@ static void test_bad_inputs(void **state)
     ing_parser_free(p);
 }
 
+/* Origin messages ('O': the origin's commit LSN, its name) right after the
+ * Begin of each transaction written with a replication origin; every
+ * strict prefix of one is refused, a missing terminator too. */
+static void test_origin_messages(void **state)
+{
+    static const char expect[] = "BRICBOIUCBOICBIC";
+    assert_int_equal(NORIGIN, strlen(expect));
+    ing_parser *p;
+    char err[WH_ERRLEN];
+    assert_int_equal(ing_parser_new(&p, err, sizeof(err)), WH_OK);
+    int norigin = 0;
+    for (size_t i = 0; i < NORIGIN; i++) {
+        size_t n;
+        uint8_t *b = unhex(pgoutput_origin_hex[i], &n);
+        ing_msg m;
+        if (ing_parse(p, b, n, &m, err, sizeof(err)) != WH_OK)
+            fail_msg("message %zu: %s", i, err);
+        assert_int_equal(m.type, expect[i]);
+        if (m.type == 'O') {
+            assert_int_equal(expect[i - 1], 'B');
+            assert_string_equal(m.name, "peer \"b\"");
+            assert_true(m.lsn == UINT64_C(0xABCDEF0)); /* pg_replication_origin_xact_setup */
+            norigin++;
+            for (size_t k = 0; k < n; k++) {
+                uint8_t *c = malloc(k ? k : 1);
+                memcpy(c, b, k);
+                assert_int_equal(ing_parse(p, k ? c : NULL, k, &m, err, sizeof(err)), WH_ERR);
+                if (k > 0 && !strstr(err, "'O'"))
+                    fail_msg("prefix %zu: %s", k, err);
+                free(c);
+            }
+        }
+        free(b);
+    }
+    assert_int_equal(norigin, 2);
+    ing_msg m;
+    static const uint8_t unterminated[] = {'O', 0, 0, 0, 0, 0, 0, 0, 1, 'p', 'e'};
+    assert_int_equal(ing_parse(p, unterminated, sizeof(unterminated), &m, err, sizeof(err)),
+                     WH_ERR);
+    assert_non_null(strstr(err, "unterminated string"));
+    static const uint8_t empty_name[] = {'O', 0, 0, 0, 0, 0, 0, 0, 1, 0};
+    assert_int_equal(ing_parse(p, empty_name, sizeof(empty_name), &m, err, sizeof(err)), WH_OK);
+    assert_string_equal(m.name, "");
+    assert_true(m.lsn == 1);
+    ing_parser_free(p);
+}
+
 /* Relation cache: a newer Relation for the same OID wins. */
 static void test_relation_replaced(void **state)
 {
@@ -279,6 +330,7 @@ int main(void)
         cmocka_unit_test(test_session_types),     cmocka_unit_test(test_session_fields),
         cmocka_unit_test(test_prefixes_rejected), cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_bad_inputs),        cmocka_unit_test(test_relation_replaced),
+        cmocka_unit_test(test_origin_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
