@@ -71,16 +71,29 @@ static int put_u64(wh_buf *b, uint64_t v)
 
 #define PUTLIT(b, s) wh_buf_append((b), (s), sizeof(s) - 1)
 
-/* {"id":"..","tenant":"..","lsn":"..","seq":N,"xid":N,"commit_ts":"..",
- * ["origin":"..",]"op":"OP" */
-static int head(wh_buf *b, const ing_txn *t, uint32_t seq, const char *op)
+/* The head of an event is part0 + seq + part1 + seq + part2 + ,"op":"OP":
+ * {"id":"T:LSN:  seq  ","tenant":"T","lsn":"LSN","seq":  seq
+ * ,"xid":N,"commit_ts":"..",["origin":"..",] */
+static int head_part0(wh_buf *b, const ing_txn *t)
 {
     if (PUTLIT(b, "{\"id\":\"") || wh_buf_append(b, t->tenant_esc, t->tenant_len) ||
-        wh_buf_putc(b, ':') || wh_buf_append(b, t->lsn_str, t->lsn_len) || wh_buf_putc(b, ':') ||
-        put_u64(b, seq) || PUTLIT(b, "\",\"tenant\":\"") ||
-        wh_buf_append(b, t->tenant_esc, t->tenant_len) || PUTLIT(b, "\",\"lsn\":\"") ||
-        wh_buf_append(b, t->lsn_str, t->lsn_len) || PUTLIT(b, "\",\"seq\":") || put_u64(b, seq) ||
-        PUTLIT(b, ",\"xid\":") || put_u64(b, t->xid))
+        wh_buf_putc(b, ':') || wh_buf_append(b, t->lsn_str, t->lsn_len) || wh_buf_putc(b, ':'))
+        return WH_ERR;
+    return WH_OK;
+}
+
+static int head_part1(wh_buf *b, const ing_txn *t)
+{
+    if (PUTLIT(b, "\",\"tenant\":\"") || wh_buf_append(b, t->tenant_esc, t->tenant_len) ||
+        PUTLIT(b, "\",\"lsn\":\"") || wh_buf_append(b, t->lsn_str, t->lsn_len) ||
+        PUTLIT(b, "\",\"seq\":"))
+        return WH_ERR;
+    return WH_OK;
+}
+
+static int head_part2(wh_buf *b, const ing_txn *t)
+{
+    if (PUTLIT(b, ",\"xid\":") || put_u64(b, t->xid))
         return WH_ERR;
     if (t->ts_len == 0 ? PUTLIT(b, ",\"commit_ts\":null") != WH_OK
                        : (PUTLIT(b, ",\"commit_ts\":\"") ||
@@ -89,9 +102,32 @@ static int head(wh_buf *b, const ing_txn *t, uint32_t seq, const char *op)
     if (t->origin_len > 0 &&
         (PUTLIT(b, ",\"origin\":") || wh_buf_append(b, t->origin_json, t->origin_len)))
         return WH_ERR;
+    return WH_OK;
+}
+
+/* {"id":"..","tenant":"..","lsn":"..","seq":N,"xid":N,"commit_ts":"..",
+ * ["origin":"..",]"op":"OP"; a staged event (t->staged) has only its
+ * ,"op":"OP" (the store adds the rest at the commit: ing_event_head_parts) */
+static int head(wh_buf *b, const ing_txn *t, uint32_t seq, const char *op)
+{
+    if (!t->staged && (head_part0(b, t) || put_u64(b, seq) || head_part1(b, t) ||
+                       put_u64(b, seq) || head_part2(b, t)))
+        return WH_ERR;
     if (PUTLIT(b, ",\"op\":\"") || wh_buf_puts(b, op) || wh_buf_putc(b, '"'))
         return WH_ERR;
     return WH_OK;
+}
+
+int ing_event_head_parts(const ing_txn *t, wh_buf *out, size_t cut[2])
+{
+    wh_buf_reset(out);
+    if (head_part0(out, t))
+        return WH_ERR;
+    cut[0] = out->len;
+    if (head_part1(out, t))
+        return WH_ERR;
+    cut[1] = out->len;
+    return head_part2(out, t);
 }
 
 static int rel_names(wh_buf *b, const ing_relation *r)

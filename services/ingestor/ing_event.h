@@ -28,6 +28,11 @@ typedef struct ing_txn {
     char ts_str[48];
     size_t ts_len;
     ing_toast *toast; /* unchanged TOAST values (NULL: none kept) */
+    /* a streamed transaction (pgoutput protocol 2): its changes are rendered
+     * before its commit, so nothing of them goes into the TOAST cache (they
+     * may still abort); staged: their events are rendered without the head
+     * (the store adds it at the commit, ing_event_head_parts) */
+    int streamed, staged;
     /* the replication origin (pgoutput's Origin message after Begin) as a
        JSON string, quotes included; origin_len 0: none (no "origin" member) */
     char origin_json[ING_ORIGIN_JSON_MAX];
@@ -44,6 +49,10 @@ void ing_txn_begin(ing_txn *t, uint64_t commit_lsn, uint32_t xid, int64_t commit
  * longer than WH_ORIGIN_NAME_MAX bytes. */
 int ing_txn_set_origin(ing_txn *t, const char *name, char *err, size_t errlen);
 
+/* A streamed transaction's event heads, for the store (StageCommit): out =
+ * part0 + part1 + part2, cut[0] and cut[1] where part1 and part2 start;
+ * an event's head is part0 + seq + part1 + seq + part2 (then ,"op":...). */
+int ing_event_head_parts(const ing_txn *t, wh_buf *out, size_t cut[2]);
 /* WH_OK when an Insert/Update/Delete can be rendered: its relation is known
  * and its tuples have the relation's column count. */
 int ing_event_check(const ing_msg *m, char *err, size_t errlen);
