@@ -192,17 +192,25 @@ static int filled(wh_buf *b, const ing_relation *r, int i, toast_ctx *tx)
     size_t n, at = b->len;
     const char *v =
         tx->cache && tx->lb ? ing_toast_get(tx->cache, r, lkey_of(tx), tx->llen, i, &n) : NULL;
-    if (v == NULL)
-        return 0;
-    if (wh_buf_append(b, v, n))
-        return -1;
-    ing_toast_note(tx->stats, ING_TOAST_HIT);
-    /* the key changed: the row's value now lives under its new key (copied
-     * from b: putting may evict the entry v points into) */
-    if (tx->moved &&
-        ing_toast_put(tx->cache, r, pkey_of(tx), tx->plen, i, b->data + at, n, tx->lsn))
-        return -1;
-    return 1;
+    if (v != NULL) {
+        if (wh_buf_append(b, v, n))
+            return -1;
+        ing_toast_note(tx->stats, ING_TOAST_HIT);
+    }
+    if (tx->moved) {
+        /* the key changed: the row's value now lives under its new key
+         * (copied from b: putting may evict the entry v points into), and
+         * nothing of it under the old one, or under the new one when it is
+         * not known (an entry there is another row's, gone) */
+        if (v != NULL) {
+            if (ing_toast_put(tx->cache, r, pkey_of(tx), tx->plen, i, b->data + at, n, tx->lsn))
+                return -1;
+        } else {
+            ing_toast_forget(tx->cache, r, pkey_of(tx), tx->plen, i);
+        }
+        ing_toast_forget(tx->cache, r, lkey_of(tx), tx->llen, i);
+    }
+    return v != NULL;
 }
 
 /* Renders an object of the tuple's columns: those with a flag of mask
