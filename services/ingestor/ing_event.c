@@ -162,7 +162,8 @@ typedef struct toast_ctx {
      * offsets, the pointer taken at each use (lkey_of, pkey_of) */
     const wh_buf *lb, *pb; /* NULL: no key, nothing kept */
     size_t lstart, llen, pstart, plen;
-    int moved; /* the key changed: pkey is not lkey */
+    int moved;    /* the key changed: pkey is not lkey */
+    int streamed; /* a streamed transaction (may abort): nothing is kept, only dropped */
     uint64_t lsn;
     uint8_t missed[(ING_TOAST_MAX_COLS + 7) / 8]; /* unchanged and not filled */
     int nmissed;
@@ -202,7 +203,7 @@ static int filled(wh_buf *b, const ing_relation *r, int i, toast_ctx *tx)
          * (copied from b: putting may evict the entry v points into), and
          * nothing of it under the old one, or under the new one when it is
          * not known (an entry there is another row's, gone) */
-        if (v != NULL) {
+        if (v != NULL && !tx->streamed) {
             if (ing_toast_put(tx->cache, r, pkey_of(tx), tx->plen, i, b->data + at, n, tx->lsn))
                 return -1;
         } else {
@@ -260,7 +261,7 @@ static int row(wh_buf *b, const ing_relation *r, const ing_tuple *t, uint8_t mas
             return WH_ERR;
         first = 0;
         if (tx && tx->cache && tx->pb && c->kind != 'n') {
-            if (ing_toast_wanted(tx->cache, r, i, c->len)) {
+            if (!tx->streamed && ing_toast_wanted(tx->cache, r, i, c->len)) {
                 if (ing_toast_put(tx->cache, r, pkey_of(tx), tx->plen, i, b->data + vstart,
                                   b->len - vstart, tx->lsn))
                     return WH_ERR;
@@ -351,6 +352,7 @@ int ing_event_change(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m
             tx.old = m->old_kind == 'O' ? &m->oldtup : NULL;
             tx.lb = tx.pb = NULL;
             tx.moved = 0;
+            tx.streamed = t->streamed;
             tx.lsn = t->commit_lsn;
             tx.nmissed = 0;
             if (keyed && tx.cache != NULL) {
