@@ -35,7 +35,8 @@
  * in 32 bits: a batch is below ipc.max_msg_bytes <= 1 GiB). */
 typedef struct ev_meta {
     uint32_t off, len;
-    uint32_t seq;
+    uint32_t seq;    /* a staged event: its staging index */
+    uint32_t subxid; /* a staged event: its (sub)transaction */
 } ev_meta;
 
 /* Commit LSN and timestamp of a run of consecutive events (one run per
@@ -46,7 +47,15 @@ typedef struct ev_run {
     size_t first; /* index of the run's first event */
 } ev_run;
 
+/* What a batch carries (one kind per request): events; staged events of a
+ * streamed transaction (stage_xid); or a request packed beforehand (a
+ * stage commit or abort, in json). */
+enum { BATCH_EVENTS = 0, BATCH_STAGED, BATCH_PACKED };
+
 typedef struct batch {
+    int kind; /* BATCH_* */
+    uint32_t stage_xid;
+    int stage_reset;
     wh_buf json;
     ev_meta *ev;
     size_t nev, evcap;
@@ -117,6 +126,9 @@ static batch *batch_get(ing_batcher *bt)
         wh_buf_init(&b->json, bt->max_batch_bytes);
     }
     b->next = NULL;
+    b->kind = BATCH_EVENTS;
+    b->stage_xid = 0;
+    b->stage_reset = 0;
     wh_buf_reset(&b->json);
     b->nev = 0;
     b->nrun = 0;
@@ -200,22 +212,25 @@ static uint8_t *varint_put(uint8_t *p, uint64_t v)
     return p;
 }
 
-/* An Event's fields before its json's bytes (fields 1-3, json's tag and
- * length), as protobuf-c packs them: zero fields left out. */
+/* An Event's fields but its json's bytes (fields 1-3, json's tag and
+ * length, subxid), as protobuf-c packs them: zero fields left out. */
 static size_t event_head_len(const Walhook__Event *e)
 {
     return (e->commit_lsn ? 1 + varint_len(e->commit_lsn) : 0) +
            (e->seq ? 1 + varint_len(e->seq) : 0) +
            (e->commit_ts_us ? 1 + varint_len((uint64_t)e->commit_ts_us) : 0) +
-           (e->json.len ? 1 + varint_len(e->json.len) : 0);
+           (e->json.len ? 1 + varint_len(e->json.len) : 0) +
+           (e->subxid ? 1 + varint_len(e->subxid) : 0);
 }
 
 int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uint64_t ack,
-                     uint64_t id, wh_buf *hdr, struct iovec *iov, size_t iovcap, int *iovcnt)
+                     uint64_t id, uint32_t stage_xid, int stage_reset, wh_buf *hdr,
+                     struct iovec *iov, size_t iovcap, int *iovcnt)
 {
     size_t tlen = strlen(tenant);
     size_t ab = (tlen ? 1 + varint_len(tlen) + tlen : 0) + (ack ? 1 + varint_len(ack) : 0) +
-                (id ? 1 + varint_len(id) : 0);
+                (id ? 1 + varint_len(id) : 0) + (stage_xid ? 1 + varint_len(stage_xid) : 0) +
+                (stage_reset ? 2 : 0);
     for (size_t i = 0; i < n; i++) {
         size_t el = event_head_len(&ev[i]) + ev[i].json.len;
         ab += 1 + varint_len(el) + el;
@@ -223,9 +238,9 @@ int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uin
     if (iovcap < 2 * n + 2)
         return WH_ERR;
     /* every piece of framing first, so the buffer does not move under the
-     * iovecs: at most 11 + 16 + tlen, 40 a event, 22 */
+     * iovecs: at most 11 + 16 + tlen, 46 a event, 22 + 8 */
     wh_buf_reset(hdr);
-    if (wh_buf_reserve(hdr, 27 + tlen + 40 * n + 22) != WH_OK)
+    if (wh_buf_reserve(hdr, 27 + tlen + 46 * n + 30) != WH_OK)
         return WH_ERR;
     uint8_t *base = (uint8_t *)hdr->data, *p = base, *piece = base;
     int k = 0;
@@ -262,6 +277,10 @@ int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uin
             iov[k++].iov_len = e->json.len;
             piece = p;
         }
+        if (e->subxid) {
+            *p++ = 0x28; /* Event.subxid */
+            p = varint_put(p, e->subxid);
+        }
     }
     if (ack) {
         *p++ = 0x18; /* AppendBatch.ack_lsn */
@@ -270,6 +289,14 @@ int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uin
     if (id) {
         *p++ = 0x20; /* AppendBatch.batch_id */
         p = varint_put(p, id);
+    }
+    if (stage_xid) {
+        *p++ = 0x28; /* AppendBatch.stage_xid */
+        p = varint_put(p, stage_xid);
+    }
+    if (stage_reset) {
+        *p++ = 0x30; /* AppendBatch.stage_reset */
+        *p++ = 1;
     }
     if (p > piece) {
         iov[k].iov_base = piece;
@@ -285,14 +312,28 @@ int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uin
  * retried after the delay it names. The request goes out from where its
  * pieces are (ing_batch_encode: each event's json from its batch buffer),
  * not packed into one buffer first. WH_ERR: stopping. */
-static int send_retry(ing_batcher *bt, size_t n, uint64_t ack, uint64_t id, uint64_t first_id)
+/* The kind of request send_retry sends: events (packed in bt->pev), staged
+ * events (the same, with the xid and the reset flag), or bytes packed
+ * beforehand. */
+typedef struct req_kind {
+    int kind; /* BATCH_* */
+    uint32_t xid;
+    int reset;
+    const wh_buf *packed;
+} req_kind;
+
+static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t ack, uint64_t id,
+                      uint64_t first_id)
 {
     char err[WH_ERRLEN];
     int slowed = 0;
     int iovcnt = 0;
     lat_trace(bt, "ing_send", n);
-    while (ing_batch_encode(bt->tenant, bt->pev, n, ack, id, &bt->hdr, bt->iov, bt->iovcap,
-                            &iovcnt) != WH_OK) {
+    while (kind->kind != BATCH_PACKED &&
+           ing_batch_encode(bt->tenant, bt->pev, n, ack, id,
+                            kind->kind == BATCH_STAGED ? kind->xid : 0,
+                            kind->kind == BATCH_STAGED && kind->reset, &bt->hdr, bt->iov,
+                            bt->iovcap, &iovcnt) != WH_OK) {
         pthread_mutex_lock(&bt->mu);
         int stop = bt->stop;
         pthread_mutex_unlock(&bt->mu);
@@ -300,10 +341,15 @@ static int send_retry(ing_batcher *bt, size_t n, uint64_t ack, uint64_t id, uint
             return WH_ERR;
         wh_sleep_ms(50); /* out of memory for a few KiB: wait */
     }
+    struct iovec packed = {.iov_base = kind->packed ? kind->packed->data : NULL,
+                           .iov_len = kind->packed ? kind->packed->len : 0};
     for (int attempt = 0;; attempt++) {
         Walhook__Reply *rep = NULL;
         int status = 0;
-        int rc = wh_client_call_iov(bt->client, bt->iov, iovcnt, &rep, &status, err, sizeof(err));
+        int rc =
+            kind->kind == BATCH_PACKED
+                ? wh_client_call_iov(bt->client, &packed, 1, &rep, &status, err, sizeof(err))
+                : wh_client_call_iov(bt->client, bt->iov, iovcnt, &rep, &status, err, sizeof(err));
         if (rc == WH_OK && (rep->body_case != WALHOOK__REPLY__BODY_APPEND || !rep->append)) {
             wh_seterr(err, sizeof(err), "the store replied to Append without an append body");
             walhook__reply__free_unpacked(rep, NULL);
@@ -371,20 +417,32 @@ static int send_chain(ing_batcher *bt, batch *first)
     uint64_t ack = 0;
     size_t k = 0, bytes = 0;
     batch *b = first;
+    req_kind rk = {.kind = first->kind,
+                   .xid = first->stage_xid,
+                   .reset = first->stage_reset,
+                   .packed = &first->json};
+    if (first->kind == BATCH_PACKED) { /* one request, as packed */
+        if (send_retry(bt, &rk, 0, first->ack_lsn, first->batch_id, first->batch_id) != WH_OK)
+            return WH_ERR;
+        request_done(bt, first->ack_lsn, first->json.len, 0);
+        return WH_OK;
+    }
     for (; b; b = b->next) {
         size_t r = 0;
         for (size_t i = 0; i < b->nev; i++) {
             if (k > 0 && bytes >= ING_REQ_BYTES) {
-                if (send_retry(bt, k, ack, b->batch_id, first->batch_id) != WH_OK)
+                if (send_retry(bt, &rk, k, ack, b->batch_id, first->batch_id) != WH_OK)
                     return WH_ERR;
                 request_done(bt, ack, bytes, k);
+                rk.reset = 0; /* the staging was reset by the first request */
                 k = bytes = 0;
             }
             while (pack_reserve(bt, k + 1) != WH_OK) {
                 if (k > 0) { /* out of memory: send what is packed */
-                    if (send_retry(bt, k, ack, b->batch_id, first->batch_id) != WH_OK)
+                    if (send_retry(bt, &rk, k, ack, b->batch_id, first->batch_id) != WH_OK)
                         return WH_ERR;
                     request_done(bt, ack, bytes, k);
+                    rk.reset = 0;
                     k = bytes = 0;
                     continue;
                 }
@@ -402,6 +460,7 @@ static int send_chain(ing_batcher *bt, batch *first)
             e->commit_lsn = b->run[r].commit_lsn;
             e->commit_ts_us = b->run[r].commit_ts_us;
             e->seq = b->ev[i].seq;
+            e->subxid = b->ev[i].subxid;
             e->json.data = (uint8_t *)b->json.data + b->ev[i].off;
             e->json.len = b->ev[i].len;
             k++;
@@ -413,7 +472,7 @@ static int send_chain(ing_batcher *bt, batch *first)
             break;
     }
     if (k > 0) {
-        if (send_retry(bt, k, ack, b->batch_id, first->batch_id) != WH_OK)
+        if (send_retry(bt, &rk, k, ack, b->batch_id, first->batch_id) != WH_OK)
             return WH_ERR;
         request_done(bt, ack, bytes, k);
     }
@@ -443,7 +502,12 @@ static void *sender_main(void *arg)
             cap = (size_t)atomic_load(&bt->flush_bytes);
         if (cap > bt->max_batch_bytes)
             cap = bt->max_batch_bytes;
-        while (last->next && nb < 256 && bytes + last->next->json.len <= cap) {
+        /* one kind per request: events with events, a streamed
+         * transaction's staged events with its own (the reset only on the
+         * first), a packed request alone */
+        while (last->next && nb < 256 && bytes + last->next->json.len <= cap &&
+               first->kind != BATCH_PACKED && last->next->kind == first->kind &&
+               last->next->stage_xid == first->stage_xid && !last->next->stage_reset) {
             last = last->next;
             nb++;
             bytes += last->json.len;
@@ -603,8 +667,24 @@ size_t ing_batcher_open_events(const ing_batcher *bt)
     return bt->open->nev;
 }
 
-int ing_batcher_add(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, int64_t commit_ts_us,
-                    size_t start, char *err, size_t errlen)
+/* The open batch for events of kind (and xid): the open one when it is of
+ * that kind, else a new one after sealing it. WH_ERR: out of memory. */
+static int open_kind(ing_batcher *bt, int kind, uint32_t xid, int reset, char *err, size_t errlen)
+{
+    batch *b = bt->open;
+    if (b->kind == kind && b->stage_xid == xid && !reset)
+        return WH_OK;
+    if (b->nev > 0 && ing_batcher_seal(bt, err, errlen) != WH_OK)
+        return WH_ERR;
+    b = bt->open;
+    b->kind = kind;
+    b->stage_xid = xid;
+    b->stage_reset = reset;
+    return WH_OK;
+}
+
+static int add_event(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, uint32_t subxid,
+                     int64_t commit_ts_us, size_t start, char *err, size_t errlen)
 {
     batch *b = bt->open;
     if (b->nev == b->evcap) {
@@ -632,12 +712,69 @@ int ing_batcher_add(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, int64_t 
     }
     ev_meta *e = &b->ev[b->nev++];
     e->seq = seq;
+    e->subxid = subxid;
     e->off = (uint32_t)start;
     e->len = (uint32_t)(b->json.len - start);
     if (b->nev == 1)
         b->first_us = wh_now_us();
     if ((int64_t)b->json.len >= atomic_load(&bt->flush_bytes) || b->json.len >= ING_BATCH_FILL)
         return ing_batcher_seal(bt, err, errlen);
+    return WH_OK;
+}
+
+int ing_batcher_add(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, int64_t commit_ts_us,
+                    size_t start, char *err, size_t errlen)
+{
+    if (bt->open->kind != BATCH_EVENTS) { /* not reached: ing_batcher_unstage ends a block */
+        size_t len = bt->open->json.len - start;
+        return wh_seterr(err, errlen, "an event of %zu bytes rendered into a staged batch", len);
+    }
+    return add_event(bt, commit_lsn, seq, 0, commit_ts_us, start, err, errlen);
+}
+
+int ing_batcher_stage(ing_batcher *bt, uint32_t xid, int reset, char *err, size_t errlen)
+{
+    return open_kind(bt, BATCH_STAGED, xid, reset, err, errlen);
+}
+
+int ing_batcher_add_staged(ing_batcher *bt, uint32_t index, uint32_t subxid, size_t start,
+                           char *err, size_t errlen)
+{
+    if (bt->open->kind != BATCH_STAGED)
+        return wh_seterr(err, errlen, "a staged event outside a stream block");
+    return add_event(bt, 0, index, subxid, 0, start, err, errlen);
+}
+
+int ing_batcher_unstage(ing_batcher *bt, char *err, size_t errlen)
+{
+    return open_kind(bt, BATCH_EVENTS, 0, 0, err, errlen);
+}
+
+int ing_batcher_packed(ing_batcher *bt, const void *req, size_t len, char *err, size_t errlen)
+{
+    if (bt->open->nev > 0 && ing_batcher_seal(bt, err, errlen) != WH_OK)
+        return WH_ERR;
+    batch *b = batch_get(bt);
+    if (!b)
+        return wh_seterr(err, errlen, "out of memory");
+    b->kind = BATCH_PACKED;
+    if (wh_buf_append(&b->json, req, len) != WH_OK) {
+        batch_free(b);
+        return wh_seterr(err, errlen, "a packed request of %zu bytes: too large or out of memory",
+                         len);
+    }
+    b->ack_lsn = bt->last_commit_end;
+    b->batch_id = ++bt->next_id;
+    pthread_mutex_lock(&bt->mu);
+    atomic_fetch_add(&bt->unacked_bytes, (int64_t)b->json.len);
+    if (bt->qtail)
+        bt->qtail->next = b;
+    else
+        bt->qhead = b;
+    bt->qtail = b;
+    atomic_store(&bt->sender_busy, 1);
+    pthread_cond_signal(&bt->cv);
+    pthread_mutex_unlock(&bt->mu);
     return WH_OK;
 }
 
@@ -657,6 +794,10 @@ int ing_batcher_seal(ing_batcher *bt, char *err, size_t errlen)
         return wh_seterr(err, errlen, "out of memory");
     if (bt->backlog)
         batch_prefault(bt, nb);
+    if (b->kind == BATCH_STAGED) { /* the block goes on in the next batch */
+        nb->kind = BATCH_STAGED;
+        nb->stage_xid = b->stage_xid;
+    }
     b->ack_lsn = bt->last_commit_end;
     b->batch_id = ++bt->next_id;
     pthread_mutex_lock(&bt->mu);

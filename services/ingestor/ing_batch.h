@@ -41,6 +41,22 @@ wh_buf *ing_batcher_buf(ing_batcher *bt);
  * reached flush_bytes. */
 int ing_batcher_add(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, int64_t commit_ts_us,
                     size_t start, char *err, size_t errlen);
+/* Streamed transactions (pgoutput protocol 2): the events of a stream
+ * block of xid are staged in the store (AppendBatch.stage_xid).
+ * ing_batcher_stage starts (or goes on with) xid's staged batch (reset:
+ * the store drops what it has staged for xid first: a first segment);
+ * ing_batcher_add_staged records a staged event rendered at buf[start..len)
+ * (index: its staging index, subxid its subtransaction);
+ * ing_batcher_unstage ends the block (events are ordinary again). */
+int ing_batcher_stage(ing_batcher *bt, uint32_t xid, int reset, char *err, size_t errlen);
+int ing_batcher_add_staged(ing_batcher *bt, uint32_t index, uint32_t subxid, size_t start,
+                           char *err, size_t errlen);
+int ing_batcher_unstage(ing_batcher *bt, char *err, size_t errlen);
+/* Queues a request packed beforehand (a Walhook__Request with an
+ * AppendBatch: a stage commit or abort), after everything sealed before
+ * it, carrying the last noted commit as its ack_lsn (seals the open batch
+ * first). */
+int ing_batcher_packed(ing_batcher *bt, const void *req, size_t len, char *err, size_t errlen);
 /* Number of events in the open batch. */
 size_t ing_batcher_open_events(const ing_batcher *bt);
 /* Notes a Commit (its end LSN): the next sealed batch carries it. */
@@ -81,11 +97,12 @@ uint64_t ing_batcher_events_sent(const ing_batcher *bt);
 int ing_batcher_drain(ing_batcher *bt, int timeout_ms);
 
 /* The bytes of the Walhook__Request carrying AppendBatch{tenant, ev[0..n),
- * ack, id} (those walhook__request__pack writes) as pieces: the protobuf
+ * ack, id, stage_xid, stage_reset} (those walhook__request__pack writes) as pieces: the protobuf
  * framing in hdr (reset first), each event's json where it is. iov has room
  * for iovcap pieces (at least 2n + 2); *iovcnt gets their number. WH_ERR:
  * out of memory, or iov too small. */
 int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uint64_t ack,
-                     uint64_t id, wh_buf *hdr, struct iovec *iov, size_t iovcap, int *iovcnt);
+                     uint64_t id, uint32_t stage_xid, int stage_reset, wh_buf *hdr,
+                     struct iovec *iov, size_t iovcap, int *iovcnt);
 
 #endif

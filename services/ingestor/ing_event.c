@@ -110,8 +110,8 @@ static int head_part2(wh_buf *b, const ing_txn *t)
  * ,"op":"OP" (the store adds the rest at the commit: ing_event_head_parts) */
 static int head(wh_buf *b, const ing_txn *t, uint32_t seq, const char *op)
 {
-    if (!t->staged && (head_part0(b, t) || put_u64(b, seq) || head_part1(b, t) ||
-                       put_u64(b, seq) || head_part2(b, t)))
+    if (!t->staged && (head_part0(b, t) || put_u64(b, seq) || head_part1(b, t) || put_u64(b, seq) ||
+                       head_part2(b, t)))
         return WH_ERR;
     if (PUTLIT(b, ",\"op\":\"") || wh_buf_puts(b, op) || wh_buf_putc(b, '"'))
         return WH_ERR;

@@ -84,6 +84,16 @@ typedef struct repl {
     int slot_ok; /* the slot was found or created once */
     uint32_t seq;
     ing_txn txn;
+    /* streamed transactions (source.streaming): the one whose stream block
+     * is open (0: none), its rendering context (staged events), and the next
+     * staging index of every streamed transaction not yet committed */
+    uint32_t stream_xid;
+    ing_txn stxn;
+    struct stream_next {
+        uint32_t xid, next;
+    } * streams;
+    size_t nstreams, capstreams;
+    int streaming;     /* this connection uses protocol 2 with streaming */
     ing_origin origin; /* the transaction's origin, source.skip_origins */
     char sysid[32];    /* system identifier and timeline of the first connection */
     char timeline[16];
@@ -441,10 +451,16 @@ static int repl_setup(repl *r, char *err, size_t errlen)
     }
     char lsn[WH_LSN_STRLEN], sql[1024];
     wh_lsn_format(r->start_lsn, lsn, sizeof(lsn));
+    r->streaming = r->cfg->streaming && PQserverVersion(r->conn) >= 140000;
+    if (r->cfg->streaming && !r->streaming)
+        wh_warn("source.streaming: PostgreSQL %d has no streaming of transactions in progress "
+                "(14 or later has); large transactions are sent at their commit",
+                PQserverVersion(r->conn) / 10000);
     snprintf(sql, sizeof(sql),
-             "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '1', publication_names "
-             "%s, messages 'true')",
-             r->cfg->slot, lsn, publit);
+             "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '%s', publication_names "
+             "%s, messages 'true'%s)",
+             r->cfg->slot, lsn, r->streaming ? "2" : "1", publit,
+             r->streaming ? ", streaming 'on'" : "");
     PQfreemem(pubident);
     PQfreemem(publit);
     r->direct = !PQsslInUse(r->conn) && !PQgssEncInUse(r->conn) && PQsocket(r->conn) >= 0;
@@ -474,6 +490,13 @@ static int repl_setup(repl *r, char *err, size_t errlen)
     }
     PQclear(res);
 started:
+    /* a new stream starts outside any stream block; PostgreSQL sends every
+     * transaction in progress again from its first segment */
+    r->stream_xid = 0;
+    r->nstreams = 0;
+    ing_parser_stream_reset(r->parser);
+    if (ing_batcher_unstage(r->bt, err, errlen) != WH_OK)
+        return WH_ERR;
     /* what PostgreSQL sends again must not read values from its future */
     ing_toast_rewind(r->toast, r->start_lsn);
     if (r->start_lsn > r->flushed)
@@ -574,7 +597,9 @@ static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const
         else
             rc = ing_event_message(b, t, seq, m, err, errlen);
         if (rc == WH_OK)
-            return ing_batcher_add(r->bt, t->commit_lsn, seq, t->commit_ts_us, start, err, errlen);
+            return t->staged ? ing_batcher_add_staged(r->bt, seq, m->xid, start, err, errlen)
+                             : ing_batcher_add(r->bt, t->commit_lsn, seq, t->commit_ts_us, start,
+                                               err, errlen);
         if (attempt == 0 && ing_batcher_open_events(r->bt) > 0) {
             if (ing_batcher_seal(r->bt, err, errlen))
                 return WH_ERR;
@@ -586,6 +611,166 @@ static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const
     wh_lsn_format(t->commit_lsn, lsn, sizeof(lsn));
     return wh_seterr(err, errlen, "event at %s is larger than the batch limit (ipc.max_msg_bytes)",
                      lsn);
+}
+
+/* ---- streamed transactions (pgoutput protocol 2) --------------------------
+ * A stream block of xid (Stream Start .. Stop) carries changes of a
+ * transaction still running. They are rendered without their head and
+ * staged in the store under xid, each with its staging index (counting on
+ * from the transaction's first segment) and its subtransaction. Stream
+ * Abort drops a subtransaction's (or the whole transaction's) staged
+ * changes; Stream Commit asks the store to turn them into events at
+ * (commit LSN, 0..n-1) with the heads ing_event_head_parts gives, and carries
+ * the commit's end LSN as ack_lsn, like a Commit. */
+
+static struct stream_next *stream_find(repl *r, uint32_t xid, int create)
+{
+    for (size_t i = 0; i < r->nstreams; i++)
+        if (r->streams[i].xid == xid)
+            return &r->streams[i];
+    if (!create)
+        return NULL;
+    if (r->nstreams == r->capstreams) {
+        size_t cap = r->capstreams ? r->capstreams * 2 : 8;
+        struct stream_next *n = realloc(r->streams, cap * sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        r->streams = n;
+        r->capstreams = cap;
+    }
+    struct stream_next *s = &r->streams[r->nstreams++];
+    s->xid = xid;
+    s->next = 0;
+    return s;
+}
+
+static void stream_drop(repl *r, uint32_t xid)
+{
+    struct stream_next *s = stream_find(r, xid, 0);
+    if (s != NULL)
+        *s = r->streams[--r->nstreams];
+}
+
+static int stream_start(repl *r, const ing_msg *m, char *err, size_t errlen)
+{
+    if (r->in_txn)
+        return wh_seterr(err, errlen, "pgoutput: stream start inside a transaction");
+    if (m->xid == 0)
+        return wh_seterr(err, errlen, "pgoutput: stream start of xid 0");
+    int first = m->flags & 1;
+    struct stream_next *s = stream_find(r, m->xid, 1);
+    if (s == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    if (first)
+        s->next = 0;
+    r->stream_xid = m->xid;
+    ing_txn *t = &r->stxn;
+    *t = r->txn; /* tenant, TOAST cache */
+    ing_txn_begin(t, 0, m->xid, 0);
+    t->origin_len = 0;
+    t->streamed = 1;
+    t->staged = 1;
+    return ing_batcher_stage(r->bt, m->xid, first, err, errlen);
+}
+
+/* Packs a Request carrying ab (tenant set here) and queues it. */
+static int queue_packed(repl *r, Walhook__AppendBatch *ab, char *err, size_t errlen)
+{
+    Walhook__Request req;
+    walhook__request__init(&req);
+    req.body_case = WALHOOK__REQUEST__BODY_APPEND;
+    req.append = ab;
+    ab->tenant = r->cfg->tenant;
+    size_t n = walhook__request__get_packed_size(&req);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (buf == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    walhook__request__pack(&req, buf);
+    int rc = ing_batcher_packed(r->bt, buf, n, err, errlen);
+    free(buf);
+    return rc;
+}
+
+static int stream_commit(repl *r, const ing_msg *m, char *err, size_t errlen)
+{
+    if (r->in_txn)
+        return wh_seterr(err, errlen, "pgoutput: stream commit inside a transaction");
+    stream_drop(r, m->xid);
+    ing_txn t = r->txn;
+    ing_txn_begin(&t, m->commit_lsn, m->xid, m->commit_ts_us);
+    t.origin_len = 0;
+    wh_buf head;
+    wh_buf_init(&head, 0);
+    size_t cut[2];
+    if (ing_event_head_parts(&t, &head, cut) != WH_OK) {
+        wh_buf_free(&head);
+        return wh_seterr(err, errlen, "out of memory");
+    }
+    ProtobufCBinaryData parts[3] = {
+        {.data = (uint8_t *)head.data, .len = cut[0]},
+        {.data = (uint8_t *)head.data + cut[0], .len = cut[1] - cut[0]},
+        {.data = (uint8_t *)head.data + cut[1], .len = head.len - cut[1]},
+    };
+    Walhook__StageCommit sc;
+    walhook__stage_commit__init(&sc);
+    sc.xid = m->xid;
+    sc.commit_lsn = m->commit_lsn;
+    sc.commit_ts_us = m->commit_ts_us;
+    sc.n_head_parts = 3;
+    sc.head_parts = parts;
+    ing_batcher_note_commit(r->bt, m->end_lsn);
+    Walhook__AppendBatch ab;
+    walhook__append_batch__init(&ab);
+    ab.stage_commit = &sc;
+    ab.ack_lsn = m->end_lsn;
+    int rc = queue_packed(r, &ab, err, errlen);
+    wh_buf_free(&head);
+    return rc;
+}
+
+static int stream_abort(repl *r, const ing_msg *m, char *err, size_t errlen)
+{
+    Walhook__StageAbort sa;
+    walhook__stage_abort__init(&sa);
+    sa.xid = m->xid;
+    sa.subxid = m->subxid;
+    Walhook__StageAbort *list[1] = {&sa};
+    Walhook__AppendBatch ab;
+    walhook__append_batch__init(&ab);
+    ab.n_stage_aborts = 1;
+    ab.stage_aborts = list;
+    if (m->subxid == m->xid)
+        stream_drop(r, m->xid);
+    return queue_packed(r, &ab, err, errlen);
+}
+
+/* A change, truncate or transactional message inside a stream block. */
+static int stream_change(repl *r, const ing_msg *m, char *err, size_t errlen)
+{
+    struct stream_next *s = stream_find(r, r->stream_xid, 1);
+    if (s == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    if (m->type == 'T') {
+        for (int i = 0; i < m->nrels; i++) {
+            const ing_relation *rel = ing_relation_get(r->parser, m->rel_oids[i]);
+            if (!rel) {
+                wh_warn("truncate of relation OID %u without a Relation message: skipped",
+                        m->rel_oids[i]);
+                continue;
+            }
+            ing_toast_forget_rel(r->toast, rel->oid);
+            if (emit(r, &r->stxn, s->next, m, rel, 1, err, errlen))
+                return WH_ERR;
+            s->next++;
+        }
+    } else {
+        if (emit(r, &r->stxn, s->next, m, NULL, m->type == 'M' ? 2 : 0, err, errlen))
+            return WH_ERR;
+        s->next++;
+    }
+    r->last_change_ms = wh_now_ms();
+    wh_counter_add(&r->st->changes_received, m->type == 'T' ? (uint64_t)m->nrels : 1);
+    return WH_OK;
 }
 
 /* Warnings of relation_key, once per relation each. */
@@ -659,7 +844,19 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
                 ing_toast_forget_rel(r->toast, m.rel_oids[i]);
         return WH_OK;
     }
+    if (r->stream_xid != 0 && (m.type == 'I' || m.type == 'U' || m.type == 'D' || m.type == 'T' ||
+                               (m.type == 'M' && (m.flags & 1))))
+        return stream_change(r, &m, err, errlen);
     switch (m.type) {
+    case 'S':
+        return stream_start(r, &m, err, errlen);
+    case 'E':
+        r->stream_xid = 0;
+        return ing_batcher_unstage(r->bt, err, errlen);
+    case 'c':
+        return stream_commit(r, &m, err, errlen);
+    case 'A':
+        return stream_abort(r, &m, err, errlen);
     case 'B':
         r->in_txn = 1;
         r->seq = 0;
@@ -1183,6 +1380,7 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
         ing_txn txn = r->txn;
         ing_toast *toast = r->toast;
         ing_toast_clear(toast); /* another database's rows */
+        free(r->streams);
         memset(r, 0, sizeof(*r));
         r->toast = toast;
         r->cfg = own;
@@ -1195,6 +1393,7 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
     }
 out:
     disconnect(r);
+    free(r->streams);
     ing_toast_free(r->toast);
     ing_catalog_free(r->catalog);
     ing_parser_free(r->parser);

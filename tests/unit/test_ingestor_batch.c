@@ -283,7 +283,8 @@ static void test_store_late(void **state)
 }
 
 /* ing_batch_encode writes the bytes walhook__request__pack does, for zero
- * and large field values, negative times, empty tenants and many events. */
+ * and large field values, negative times, empty tenants and many events,
+ * staged or not. */
 static void test_encode_matches_pack(void **state)
 {
     (void)state;
@@ -310,6 +311,8 @@ static void test_encode_matches_pack(void **state)
             ev[i].commit_lsn = shape == 0 ? 0 : shape == 1 ? UINT64_MAX : x >> (x % 60);
             ev[i].seq = shape == 2 ? 0 : (uint32_t)(x >> 7) >> (x % 30);
             ev[i].commit_ts_us = shape == 3 ? -(int64_t)(x % 1000000) : (int64_t)(x >> 12);
+            /* staged events (odd rounds): a subtransaction, often none */
+            ev[i].subxid = round % 2 && shape != 4 ? (uint32_t)(x >> 9) >> (x % 31) : 0;
             size_t jl = (size_t)(x % 299) + 1;
             for (size_t j = 0; j < jl; j++)
                 json[off + j] = (char)('a' + (j + i) % 26);
@@ -325,6 +328,8 @@ static void test_encode_matches_pack(void **state)
         ab.events = evp;
         ab.ack_lsn = round % 4 == 0 ? 0 : x;
         ab.batch_id = round % 5 == 0 ? 0 : (uint64_t)round * 1000003;
+        ab.stage_xid = round % 2 ? (uint32_t)(x >> 3) >> (round % 29) : 0;
+        ab.stage_reset = round % 6 == 1;
         Walhook__Request req;
         walhook__request__init(&req);
         req.body_case = WALHOOK__REQUEST__BODY_APPEND;
@@ -334,9 +339,9 @@ static void test_encode_matches_pack(void **state)
         assert_non_null(want);
         walhook__request__pack(&req, want);
         int cnt = 0;
-        assert_int_equal(
-            ing_batch_encode(ab.tenant, ev, n, ab.ack_lsn, ab.batch_id, &hdr, iov, 2 * N + 2, &cnt),
-            WH_OK);
+        assert_int_equal(ing_batch_encode(ab.tenant, ev, n, ab.ack_lsn, ab.batch_id, ab.stage_xid,
+                                          ab.stage_reset, &hdr, iov, 2 * N + 2, &cnt),
+                         WH_OK);
         wh_buf_reset(&flat);
         for (int k = 0; k < cnt; k++)
             assert_int_equal(wh_buf_append(&flat, iov[k].iov_base, iov[k].iov_len), WH_OK);
@@ -346,7 +351,7 @@ static void test_encode_matches_pack(void **state)
     }
     /* too few iovecs */
     int cnt = 0;
-    assert_int_equal(ing_batch_encode("t", ev, 10, 1, 1, &hdr, iov, 21, &cnt), WH_ERR);
+    assert_int_equal(ing_batch_encode("t", ev, 10, 1, 1, 0, 0, &hdr, iov, 21, &cnt), WH_ERR);
     wh_buf_free(&hdr);
     wh_buf_free(&flat);
     free(json);

@@ -324,13 +324,78 @@ static void test_relation_replaced(void **state)
     ing_parser_free(p);
 }
 
+/* Protocol 2: Stream Start/Stop/Commit/Abort, and the xid that messages
+ * carry inside a stream block (not outside). */
+static void test_stream_messages(void **state)
+{
+    (void)state;
+    ing_parser *p;
+    char err[WH_ERRLEN];
+    ing_msg m;
+    assert_int_equal(ing_parser_new(&p, err, sizeof(err)), WH_OK);
+    static const uint8_t start[] = {'S', 0, 0, 2, 0xBC, 1};
+    static const uint8_t rel[] = {'R', 0, 0, 2,   0xBD, 0, 0, 0x40, 0, 'p', 0,    't',  0,    'd',
+                                  0,   1, 1, 'i', 'd',  0, 0, 0,    0, 23,  0xFF, 0xFF, 0xFF, 0xFF};
+    static const uint8_t ins[] = {'I', 0, 0, 2,   0xBD, 0, 0, 0x40, 0,
+                                  'N', 0, 1, 't', 0,    0, 0, 1,    '7'};
+    static const uint8_t stop[] = {'E'};
+    static const uint8_t abort_sub[] = {'A', 0, 0, 2, 0xBC, 0, 0, 2, 0xBD};
+    static const uint8_t commit[] = {'c',  0,    0,    2,    0xBC, 0, 0, 0, 0,    0,
+                                     0x01, 0x5A, 0x2B, 0x10, 0,    0, 0, 0, 0x01, 0x5A,
+                                     0x2B, 0x40, 0,    0,    0,    0, 0, 0, 0,    1};
+    assert_int_equal(ing_parse(p, start, sizeof(start), &m, err, sizeof(err)), WH_OK);
+    assert_int_equal(m.type, 'S');
+    assert_int_equal(m.xid, 700);
+    assert_int_equal(m.flags, 1);
+    assert_true(ing_parser_in_stream(p));
+    /* a second start inside the block */
+    assert_int_equal(ing_parse(p, start, sizeof(start), &m, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "stream start inside a stream"));
+    assert_int_equal(ing_parse(p, rel, sizeof(rel), &m, err, sizeof(err)), WH_OK);
+    assert_int_equal(m.xid, 701);
+    assert_non_null(m.rel);
+    assert_int_equal(m.rel->oid, 0x4000);
+    assert_int_equal(ing_parse(p, ins, sizeof(ins), &m, err, sizeof(err)), WH_OK);
+    assert_int_equal(m.type, 'I');
+    assert_int_equal(m.xid, 701);
+    assert_int_equal(m.rel_oid, 0x4000);
+    assert_int_equal(m.newtup.ncols, 1);
+    assert_memory_equal(m.newtup.cols[0].data, "7", 1);
+    /* commit and abort belong outside a block */
+    assert_int_equal(ing_parse(p, commit, sizeof(commit), &m, err, sizeof(err)), WH_ERR);
+    assert_int_equal(ing_parse(p, stop, sizeof(stop), &m, err, sizeof(err)), WH_OK);
+    assert_false(ing_parser_in_stream(p));
+    assert_int_equal(ing_parse(p, stop, sizeof(stop), &m, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "stream stop outside a stream"));
+    /* outside a block the same insert has no xid: its bytes no longer parse */
+    assert_int_equal(ing_parse(p, ins, sizeof(ins), &m, err, sizeof(err)), WH_ERR);
+    assert_int_equal(ing_parse(p, abort_sub, sizeof(abort_sub), &m, err, sizeof(err)), WH_OK);
+    assert_int_equal(m.type, 'A');
+    assert_int_equal(m.xid, 700);
+    assert_int_equal(m.subxid, 701);
+    assert_int_equal(ing_parse(p, commit, sizeof(commit), &m, err, sizeof(err)), WH_OK);
+    assert_int_equal(m.type, 'c');
+    assert_int_equal(m.xid, 700);
+    assert_int_equal(m.commit_lsn, UINT64_C(0x15A2B10));
+    assert_int_equal(m.end_lsn, UINT64_C(0x15A2B40));
+    assert_int_equal(m.commit_ts_us, 1 + ING_PG_EPOCH_OFFSET_US);
+    /* truncated */
+    assert_int_equal(ing_parse(p, commit, sizeof(commit) - 1, &m, err, sizeof(err)), WH_ERR);
+    assert_int_equal(ing_parse(p, start, 3, &m, err, sizeof(err)), WH_ERR);
+    assert_false(ing_parser_in_stream(p));
+    assert_int_equal(ing_parse(p, start, sizeof(start), &m, err, sizeof(err)), WH_OK);
+    ing_parser_stream_reset(p);
+    assert_false(ing_parser_in_stream(p));
+    ing_parser_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_session_types),     cmocka_unit_test(test_session_fields),
         cmocka_unit_test(test_prefixes_rejected), cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_bad_inputs),        cmocka_unit_test(test_relation_replaced),
-        cmocka_unit_test(test_origin_messages),
+        cmocka_unit_test(test_origin_messages),   cmocka_unit_test(test_stream_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
