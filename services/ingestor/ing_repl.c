@@ -91,6 +91,8 @@ typedef struct repl {
     ing_txn stxn;
     struct stream_next {
         uint32_t xid, next;
+        int skip;     /* its origin is in source.skip_origins: nothing staged */
+        char *origin; /* its origin (the first segment's Origin message), or NULL */
     } * streams;
     size_t nstreams, capstreams;
     int streaming;     /* this connection uses protocol 2 with streaming */
@@ -98,6 +100,8 @@ typedef struct repl {
     char sysid[32];    /* system identifier and timeline of the first connection */
     char timeline[16];
 } repl;
+
+static void streams_clear(repl *r);
 
 /* ---- connection -------------------------------------------------------- */
 
@@ -493,7 +497,7 @@ started:
     /* a new stream starts outside any stream block; PostgreSQL sends every
      * transaction in progress again from its first segment */
     r->stream_xid = 0;
-    r->nstreams = 0;
+    streams_clear(r);
     ing_parser_stream_reset(r->parser);
     if (ing_batcher_unstage(r->bt, err, errlen) != WH_OK)
         return WH_ERR;
@@ -641,14 +645,50 @@ static struct stream_next *stream_find(repl *r, uint32_t xid, int create)
     struct stream_next *s = &r->streams[r->nstreams++];
     s->xid = xid;
     s->next = 0;
+    s->skip = 0;
+    s->origin = NULL;
     return s;
 }
 
 static void stream_drop(repl *r, uint32_t xid)
 {
     struct stream_next *s = stream_find(r, xid, 0);
-    if (s != NULL)
+    if (s != NULL) {
+        free(s->origin);
         *s = r->streams[--r->nstreams];
+    }
+}
+
+static void streams_clear(repl *r)
+{
+    for (size_t i = 0; i < r->nstreams; i++)
+        free(r->streams[i].origin);
+    r->nstreams = 0;
+}
+
+static int skip_origin_cfg(void *arg, const char *name);
+
+/* An Origin message in a stream block (after a first segment's Stream
+ * Start): the transaction's events carry it, or, when source.skip_origins
+ * lists it, nothing of the transaction is staged (its commit still moves
+ * the flush LSN). */
+static int stream_origin(repl *r, const ing_msg *m, char *err, size_t errlen)
+{
+    struct stream_next *s = stream_find(r, r->stream_xid, 1);
+    if (s == NULL || m->name == NULL)
+        return s == NULL ? wh_seterr(err, errlen, "out of memory") : WH_OK;
+    int skip = r->sw != NULL && r->sw->skip_origin != NULL ? r->sw->skip_origin(r->sw->arg, m->name)
+                                                           : skip_origin_cfg(r, m->name);
+    if (skip) {
+        s->skip = 1;
+        return WH_OK;
+    }
+    ing_txn probe = r->stxn; /* the name must render */
+    if (ing_txn_set_origin(&probe, m->name, err, errlen) != WH_OK)
+        return WH_ERR;
+    free(s->origin);
+    s->origin = strdup(m->name);
+    return s->origin != NULL ? WH_OK : wh_seterr(err, errlen, "out of memory");
 }
 
 static int stream_start(repl *r, const ing_msg *m, char *err, size_t errlen)
@@ -695,10 +735,20 @@ static int stream_commit(repl *r, const ing_msg *m, char *err, size_t errlen)
 {
     if (r->in_txn)
         return wh_seterr(err, errlen, "pgoutput: stream commit inside a transaction");
-    stream_drop(r, m->xid);
     ing_txn t = r->txn;
     ing_txn_begin(&t, m->commit_lsn, m->xid, m->commit_ts_us);
     t.origin_len = 0;
+    struct stream_next *s = stream_find(r, m->xid, 0);
+    if (s != NULL && s->skip) { /* nothing staged: only the flush LSN moves */
+        stream_drop(r, m->xid);
+        ing_batcher_note_commit(r->bt, m->end_lsn);
+        if (ing_batcher_idle(r->bt) && m->end_lsn > r->idle_confirm)
+            r->idle_confirm = m->end_lsn;
+        return WH_OK;
+    }
+    if (s != NULL && s->origin != NULL && ing_txn_set_origin(&t, s->origin, err, errlen) != WH_OK)
+        return WH_ERR;
+    stream_drop(r, m->xid);
     wh_buf head;
     wh_buf_init(&head, 0);
     size_t cut[2];
@@ -750,6 +800,15 @@ static int stream_change(repl *r, const ing_msg *m, char *err, size_t errlen)
     struct stream_next *s = stream_find(r, r->stream_xid, 1);
     if (s == NULL)
         return wh_seterr(err, errlen, "out of memory");
+    if (s->skip) { /* from a skipped origin */
+        wh_counter_add(&r->st->changes_skipped, m->type == 'T' ? (uint64_t)m->nrels : 1);
+        if (m->type == 'T')
+            for (int i = 0; i < m->nrels; i++)
+                ing_toast_forget_rel(r->toast, m->rel_oids[i]);
+        else
+            ing_toast_forget_rel(r->toast, m->rel_oid);
+        return WH_OK;
+    }
     if (m->type == 'T') {
         for (int i = 0; i < m->nrels; i++) {
             const ing_relation *rel = ing_relation_get(r->parser, m->rel_oids[i]);
@@ -844,6 +903,8 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
                 ing_toast_forget_rel(r->toast, m.rel_oids[i]);
         return WH_OK;
     }
+    if (r->stream_xid != 0 && m.type == 'O')
+        return stream_origin(r, &m, err, errlen);
     if (r->stream_xid != 0 && (m.type == 'I' || m.type == 'U' || m.type == 'D' || m.type == 'T' ||
                                (m.type == 'M' && (m.flags & 1))))
         return stream_change(r, &m, err, errlen);
@@ -1380,6 +1441,7 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
         ing_txn txn = r->txn;
         ing_toast *toast = r->toast;
         ing_toast_clear(toast); /* another database's rows */
+        streams_clear(r);
         free(r->streams);
         memset(r, 0, sizeof(*r));
         r->toast = toast;
@@ -1393,6 +1455,7 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
     }
 out:
     disconnect(r);
+    streams_clear(r);
     free(r->streams);
     ing_toast_free(r->toast);
     ing_catalog_free(r->catalog);

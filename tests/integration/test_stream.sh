@@ -8,6 +8,9 @@
 #         another session committing while it runs (delivered before it: they
 #         commit first); the ingestor is SIGKILLed while the big one streams.
 #   gone  a large transaction rolled back: nothing of it delivered.
+#   orig  large transactions with a replication origin: one carries it in
+#         every event, one from an origin in source.skip_origins is not
+#         delivered.
 # Every delivered event has the head a non-streamed transaction's event
 # would have (id = tenant:lsn:seq, seq contiguous from 0, commit_ts), each
 # row exactly once, in commit order.
@@ -21,7 +24,9 @@ wh_tmpdir
 pg_start || wh_fail "cannot start PostgreSQL"
 pg_psql -c "ALTER SYSTEM SET logical_decoding_work_mem = '64kB'" -c "SELECT pg_reload_conf()" \
     -c "CREATE TABLE big (id int PRIMARY KEY, note text)" \
-    -c "CREATE TABLE small (id int PRIMARY KEY)" >/dev/null || wh_fail "cannot set up"
+    -c "CREATE TABLE small (id int PRIMARY KEY)" -c "CREATE TABLE orig (id int PRIMARY KEY)" \
+    -c "SELECT pg_replication_origin_create('peer_keep')" \
+    -c "SELECT pg_replication_origin_create('peer_skip')" >/dev/null || wh_fail "cannot set up"
 PORT=$(wh_free_port)
 APORT=$(wh_free_port)
 wh_spawn recv "$BIN/walhook-receiver" --listen "127.0.0.1:$PORT" --out "$WH_TMP/got.jsonl"
@@ -29,7 +34,7 @@ CONF="$WH_TMP/walhook.conf"
 cat >"$CONF" <<CONFEOF
 tenant = "default";
 source = { dsn = "$PG_DSN"; slot = "walhook"; publication = "walhook"; create_slot = true;
-           streaming = true; };
+           streaming = true; skip_origins = "peer_skip"; };
 data_dir = "$WH_TMP/data";
 log_level = "info";
 admin = { listen = "127.0.0.1:$APORT"; };
@@ -66,9 +71,15 @@ pg_psql <<SQL >/dev/null || wh_fail "the rolled-back transaction failed"
 BEGIN;
 INSERT INTO big SELECT g, 'gone' FROM generate_series($ROWS + 10001, $ROWS + 30000) g;
 ROLLBACK;
+SELECT pg_replication_origin_session_setup('peer_skip');
+INSERT INTO orig SELECT g FROM generate_series(100001, 103000) g;
+SELECT pg_replication_origin_session_reset();
+SELECT pg_replication_origin_session_setup('peer_keep');
+INSERT INTO orig SELECT g FROM generate_series(1, 3000) g;
+SELECT pg_replication_origin_session_reset();
 INSERT INTO small VALUES (6);
 SQL
-WANT=$((ROWS + 6))
+WANT=$((ROWS + 3006))
 _all() { [ "$(wh_count_events "$WH_TMP/got.jsonl")" -ge "$WANT" ]; }
 wh_wait_until 180 _all || wh_fail "$(wh_count_events "$WH_TMP/got.jsonl") of $WANT events delivered"
 sleep 1 # anything extra (a rolled-back row) would arrive with the last ones
@@ -93,6 +104,13 @@ for line in open(path):
         if not e.get("commit_ts"):
             fail(f"{e['id']}: no commit_ts")
         per_txn.setdefault(e["lsn"], []).append(e)
+        if e["table"] == "orig":
+            if e["after"]["id"] > 100000:
+                fail(f"{e['id']}: a row from the skipped origin was delivered")
+            if e.get("origin") != "peer_keep":
+                fail(f"{e['id']}: origin {e.get('origin')}, expected peer_keep")
+        elif "origin" in e:
+            fail(f"{e['id']}: origin {e['origin']} on a change without one")
         k = (e["table"], e["after"]["id"])
         if k in ids:
             fail(f"row {k} delivered twice, as {ids[k]} and {e['id']}")
@@ -121,6 +139,9 @@ blsn = lsn(big[0]["lsn"])
 early = [e for e in small if e["after"]["id"] <= 5 and lsn(e["lsn"]) > blsn]
 if early:
     fail("a small transaction that committed before big comes after it")
+orig = sorted(e["after"]["id"] for t in per_txn.values() for e in t if e["table"] == "orig")
+if orig != list(range(1, 3001)):
+    fail(f"{len(orig)} rows of orig, expected ids 1..3000")
 print(f"ok: {rows} rows of big in one transaction (seq 0..{rows - 1}), 6 small ones around it")
 PY
 ) || wh_fail "$out"
@@ -130,4 +151,4 @@ wh_log "PostgreSQL streamed $streamed transactions"
 [ "${streamed:-0}" -gt 0 ] || wh_fail "PostgreSQL streamed no transaction (stream_txns $streamed)"
 wh_kill walhook TERM
 wh_kill recv TERM
-wh_pass "$ROWS rows streamed in one transaction with a subtransaction rolled back and an ingestor SIGKILL: each row once, seq contiguous, heads as unstreamed; a rolled-back streamed transaction delivered nothing"
+wh_pass "$ROWS rows streamed in one transaction with a subtransaction rolled back and an ingestor SIGKILL: each row once, seq contiguous, heads as unstreamed; a rolled-back streamed transaction delivered nothing; streamed transactions carry their origin, a skipped origin's not delivered"
