@@ -8,6 +8,8 @@
 #         another session committing while it runs (delivered before it: they
 #         commit first); the ingestor is SIGKILLed while the big one streams.
 #   gone  a large transaction rolled back: nothing of it delivered.
+#   late  after those: ROWS rows in one transaction while the store is
+#         SIGKILLed (during its staging or its commit): each row once.
 #   orig  large transactions with a replication origin: one carries it in
 #         every event, one from an origin in source.skip_origins is not
 #         delivered.
@@ -25,6 +27,7 @@ pg_start || wh_fail "cannot start PostgreSQL"
 pg_psql -c "ALTER SYSTEM SET logical_decoding_work_mem = '64kB'" -c "SELECT pg_reload_conf()" \
     -c "CREATE TABLE big (id int PRIMARY KEY, note text)" \
     -c "CREATE TABLE small (id int PRIMARY KEY)" -c "CREATE TABLE orig (id int PRIMARY KEY)" \
+    -c "CREATE TABLE late (id int PRIMARY KEY)" \
     -c "SELECT pg_replication_origin_create('peer_keep')" \
     -c "SELECT pg_replication_origin_create('peer_skip')" >/dev/null || wh_fail "cannot set up"
 PORT=$(wh_free_port)
@@ -146,9 +149,32 @@ print(f"ok: {rows} rows of big in one transaction (seq 0..{rows - 1}), 6 small o
 PY
 ) || wh_fail "$out"
 wh_log "$out"
+# the store killed while a big transaction is staged and committed
+pg_psql -c "INSERT INTO late SELECT g FROM generate_series(1, $ROWS) g" >/dev/null &
+latepid=$!
+sleep 0.7
+st=$(wh_child_pid "${WH_PIDS[walhook]}" store)
+[ -n "$st" ] || wh_fail "no store process"
+wh_log "SIGKILL the store ($st) while a big transaction is staged or committed"
+kill -KILL "$st"
+wait "$latepid" || wh_fail "the late transaction failed"
+_late() {
+    python3 - "$WH_TMP/got.jsonl" "$ROWS" <<'PY'
+import json, sys
+ids = {}
+for line in open(sys.argv[1]):
+    for e in json.loads(line):
+        if e["table"] == "late":
+            ids.setdefault(e["after"]["id"], set()).add(e["id"])
+if any(len(v) != 1 for v in ids.values()):
+    print("a late row stored twice (two ids)"); sys.exit(3)
+sys.exit(0 if sorted(ids) == list(range(1, int(sys.argv[2]) + 1)) else 1)
+PY
+}
+wh_wait_until 180 _late || wh_fail "the late transaction's rows are not all delivered once (exit $?)"
 streamed=$(pg_psql -At -c "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'walhook'")
 wh_log "PostgreSQL streamed $streamed transactions"
 [ "${streamed:-0}" -gt 0 ] || wh_fail "PostgreSQL streamed no transaction (stream_txns $streamed)"
 wh_kill walhook TERM
 wh_kill recv TERM
-wh_pass "$ROWS rows streamed in one transaction with a subtransaction rolled back and an ingestor SIGKILL: each row once, seq contiguous, heads as unstreamed; a rolled-back streamed transaction delivered nothing; streamed transactions carry their origin, a skipped origin's not delivered"
+wh_pass "$ROWS rows streamed in one transaction with a subtransaction rolled back and an ingestor SIGKILL: each row once, seq contiguous, heads as unstreamed; a rolled-back streamed transaction delivered nothing; streamed transactions carry their origin, a skipped origin's not delivered; a store SIGKILL during a streamed transaction lost and doubled nothing"
