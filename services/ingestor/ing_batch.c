@@ -725,7 +725,7 @@ static int add_event(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, uint32_
 int ing_batcher_add(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, int64_t commit_ts_us,
                     size_t start, char *err, size_t errlen)
 {
-    if (bt->open->kind != BATCH_EVENTS) { /* not reached: ing_batcher_unstage ends a block */
+    if (bt->open->kind != BATCH_EVENTS) { /* not reached: ing_batcher_unstage comes first */
         size_t len = bt->open->json.len - start;
         return wh_seterr(err, errlen, "an event of %zu bytes rendered into a staged batch", len);
     }
@@ -831,6 +831,10 @@ uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us)
      * until it holds a request's worth of JSON (ING_BATCH_FILL) or is
      * busy_linger_us old: every request, wake-up and sync then carries
      * hundreds of events instead of a handful. */
+    /* staged events are delivered only at their transaction's commit: they
+     * wait for a request's worth (or the commit, or an event after them) */
+    if (b->kind == BATCH_STAGED && b->json.len < ING_BATCH_FILL)
+        return UINT64_MAX;
     if (bt->backlog && atomic_load(&bt->sender_busy))
         return UINT64_MAX;
     if (bt->backlog && b->json.len < ING_BATCH_FILL) {

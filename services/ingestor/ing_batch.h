@@ -47,7 +47,9 @@ int ing_batcher_add(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, int64_t 
  * the store drops what it has staged for xid first: a first segment);
  * ing_batcher_add_staged records a staged event rendered at buf[start..len)
  * (index: its staging index, subxid its subtransaction);
- * ing_batcher_unstage ends the block (events are ordinary again). */
+ * staged events wait in the open batch for a request's worth (they are
+ * delivered only at the commit), across blocks of the same transaction;
+ * ing_batcher_unstage (before an ordinary event is rendered) seals them. */
 int ing_batcher_stage(ing_batcher *bt, uint32_t xid, int reset, char *err, size_t errlen);
 int ing_batcher_add_staged(ing_batcher *bt, uint32_t index, uint32_t subxid, size_t start,
                            char *err, size_t errlen);

@@ -912,13 +912,15 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
     case 'S':
         return stream_start(r, &m, err, errlen);
     case 'E':
-        r->stream_xid = 0;
-        return ing_batcher_unstage(r->bt, err, errlen);
+        r->stream_xid = 0; /* its staged events wait for more (ing_batcher_tick) */
+        return WH_OK;
     case 'c':
         return stream_commit(r, &m, err, errlen);
     case 'A':
         return stream_abort(r, &m, err, errlen);
     case 'B':
+        if (ing_batcher_unstage(r->bt, err, errlen) != WH_OK)
+            return WH_ERR;
         r->in_txn = 1;
         r->seq = 0;
         ing_txn_begin(&r->txn, m.final_lsn, m.xid, m.commit_ts_us);
@@ -988,6 +990,8 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
                                  "pgoutput: transactional message outside a transaction");
             if (m.lsn == 0)
                 return wh_seterr(err, errlen, "pgoutput: message with LSN 0");
+            if (ing_batcher_unstage(r->bt, err, errlen) != WH_OK)
+                return WH_ERR;
             ing_txn t = r->txn;
             ing_txn_begin(&t, m.lsn - 1, 0, 0);
             if (emit(r, &t, 0, &m, NULL, 2, err, errlen))
