@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "wh_util.h"
@@ -52,15 +51,20 @@ static int bytea_json(wh_buf *b, const char *s, size_t n)
 static size_t iso_date_time(const char *s, size_t n)
 {
     static const char pat[] = "-dd-dd dd:dd:dd";
-    size_t y = 0;
+    if (n < 19 || !is_digit(s[0]) || !is_digit(s[1]) || !is_digit(s[2]) || !is_digit(s[3]))
+        return 0;
+    size_t y = 4;
     while (y < n && y < 10 && is_digit(s[y]))
         y++;
-    if (y < 4 || y > 9 || n - y < sizeof(pat) - 1)
+    if (y > 9 || n - y < sizeof(pat) - 1)
         return 0;
-    for (size_t i = 0; i < sizeof(pat) - 1; i++) {
-        if (pat[i] == 'd' ? !is_digit(s[y + i]) : s[y + i] != pat[i])
-            return 0;
-    }
+    const char *p = s + y;
+    if (p[0] != '-' || p[3] != '-' || p[6] != ' ' || p[9] != ':' || p[12] != ':')
+        return 0;
+    if (!is_digit(p[1]) || !is_digit(p[2]) || !is_digit(p[4]) || !is_digit(p[5]) ||
+        !is_digit(p[7]) || !is_digit(p[8]) || !is_digit(p[10]) || !is_digit(p[11]) ||
+        !is_digit(p[13]) || !is_digit(p[14]))
+        return 0;
     return y + 6;
 }
 
@@ -182,10 +186,28 @@ static int is_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
-static void skip_space(const char *s, size_t n, size_t *i)
+static inline void skip_space(const char *s, size_t n, size_t *i)
 {
     while (*i < n && is_space(s[*i]))
         (*i)++;
+}
+
+/* "NULL" in any case */
+static inline int is_null_word(const char *s, size_t n)
+{
+    return n == 4 && (s[0] | 0x20) == 'n' && (s[1] | 0x20) == 'u' && (s[2] | 0x20) == 'l' &&
+           (s[3] | 0x20) == 'l';
+}
+
+/* wh_buf_putc without the call when there is room (cap never exceeds
+ * max + 1: the room is within the limit) */
+static inline int put1(wh_buf *b, char c)
+{
+    if (b->len + 1 < b->cap) {
+        b->data[b->len++] = c;
+        return WH_OK;
+    }
+    return wh_buf_putc(b, c);
 }
 
 static int render(wh_buf *b, uint32_t oid, const ing_vtype *t, const char *s, size_t n, int depth);
@@ -281,8 +303,7 @@ static int array_elem(const char *s, size_t n, size_t *i, char delim, int depth,
             e--;
         if (e == a)
             return BAD; /* "{1,,2}" */
-        if (e - a == 4 && strncasecmp(s + a, "NULL", 4) == 0)
-            *isnull = 1;
+        *isnull = is_null_word(s + a, e - a);
         out->p = s + a;
         out->n = e - a;
         return WH_OK;
@@ -292,6 +313,27 @@ static int array_elem(const char *s, size_t n, size_t *i, char delim, int depth,
 
 /* PostgreSQL's MAXDIM */
 #define ARRAY_MAXDIM 6
+
+/* Bytes of an unquoted array element whose JSON string is the bytes
+ * themselves: printable ASCII but the delimiter ',', braces, quote,
+ * backslash and space (an element with any other byte takes the general
+ * path). */
+static const unsigned char plain_elem[256] = {
+    ['!'] = 1, ['#'] = 1,  ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['('] = 1, [')'] = 1,
+    ['*'] = 1, ['+'] = 1,  ['-'] = 1, ['.'] = 1, ['/'] = 1, ['0'] = 1,  ['1'] = 1, ['2'] = 1,
+    ['3'] = 1, ['4'] = 1,  ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1,  ['9'] = 1, [':'] = 1,
+    [';'] = 1, ['<'] = 1,  ['='] = 1, ['>'] = 1, ['?'] = 1, ['@'] = 1,  ['A'] = 1, ['B'] = 1,
+    ['C'] = 1, ['D'] = 1,  ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,  ['I'] = 1, ['J'] = 1,
+    ['K'] = 1, ['L'] = 1,  ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,  ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1,  ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,  ['Y'] = 1, ['Z'] = 1,
+    ['['] = 1, [']'] = 1,  ['^'] = 1, ['_'] = 1, ['`'] = 1, ['a'] = 1,  ['b'] = 1, ['c'] = 1,
+    ['d'] = 1, ['e'] = 1,  ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,  ['j'] = 1, ['k'] = 1,
+    ['l'] = 1, ['m'] = 1,  ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1,  ['r'] = 1, ['s'] = 1,
+    ['t'] = 1, ['u'] = 1,  ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1,  ['z'] = 1, ['|'] = 1,
+    ['~'] = 1, [0x7f] = 1,
+};
+
+static int string_form(uint32_t oid);
 
 /* An array literal: optional "[l:u]..=" decoration (its bounds are not
  * kept: to_jsonb does not keep them either), then nested braces. Elements
@@ -320,24 +362,28 @@ static int array_parse(wh_buf *b, uint32_t eoid, const ing_vtype *et, char delim
     }
     if (i >= n || s[i] != '{')
         return BAD;
+    /* elements whose form is their text as a JSON string (text[], ...):
+     * a plain unquoted one is copied between quotes at once */
+    int fast = et == NULL && delim == ',' && string_form(eoid);
     enum { OPENED, NEED_ITEM, AFTER_ITEM } st = OPENED;
     int level = 1, leaf = 0;
     i++;
-    if (wh_buf_putc(b, '['))
+    if (put1(b, '['))
         return WH_ERR;
     while (level > 0) {
-        skip_space(s, n, &i);
+        if (i < n && is_space(s[i]))
+            skip_space(s, n, &i);
         if (i >= n)
             return BAD;
         char c = s[i];
         if (st == AFTER_ITEM) {
             if (c == delim) {
-                if (wh_buf_putc(b, ','))
+                if (put1(b, ','))
                     return WH_ERR;
                 i++;
                 st = NEED_ITEM;
             } else if (c == '}') {
-                if (wh_buf_putc(b, ']'))
+                if (put1(b, ']'))
                     return WH_ERR;
                 i++;
                 level--;
@@ -349,7 +395,7 @@ static int array_parse(wh_buf *b, uint32_t eoid, const ing_vtype *et, char delim
         if (c == '}') {
             if (st == NEED_ITEM)
                 return BAD; /* "{1,}" */
-            if (wh_buf_putc(b, ']'))
+            if (put1(b, ']'))
                 return WH_ERR;
             i++;
             level--;
@@ -359,7 +405,7 @@ static int array_parse(wh_buf *b, uint32_t eoid, const ing_vtype *et, char delim
         if (c == '{') {
             if (level >= ARRAY_MAXDIM || (leaf && level >= leaf))
                 return BAD;
-            if (wh_buf_putc(b, '['))
+            if (put1(b, '['))
                 return WH_ERR;
             i++;
             level++;
@@ -370,6 +416,22 @@ static int array_parse(wh_buf *b, uint32_t eoid, const ing_vtype *et, char delim
             leaf = level;
         else if (leaf != level)
             return BAD; /* elements beside sub-arrays */
+        st = AFTER_ITEM;
+        if (fast) {
+            size_t j = i;
+            while (j < n && plain_elem[(unsigned char)s[j]])
+                j++;
+            if (j > i && j < n && (s[j] == ',' || s[j] == '}') && !is_null_word(s + i, j - i)) {
+                if (wh_buf_reserve(b, j - i + 2))
+                    return WH_ERR;
+                b->data[b->len] = '"';
+                memcpy(b->data + b->len + 1, s + i, j - i);
+                b->len += j - i + 2;
+                b->data[b->len - 1] = '"';
+                i = j;
+                continue;
+            }
+        }
         span e;
         int isnull, rc = array_elem(s, n, &i, delim, depth, &e, &isnull);
         if (rc != WH_OK)
@@ -377,7 +439,6 @@ static int array_parse(wh_buf *b, uint32_t eoid, const ing_vtype *et, char delim
         rc = isnull ? wh_buf_append(b, "null", 4) : render(b, eoid, et, e.p, e.n, depth + 1);
         if (rc != WH_OK)
             return rc;
-        st = AFTER_ITEM;
     }
     skip_space(s, n, &i);
     return i == n ? WH_OK : BAD;
@@ -501,8 +562,7 @@ static int hstore_item(const char *s, size_t n, size_t *i, int depth, span *out,
     if (j == a)
         return BAD;
     *i = j;
-    if (j - a == 4 && strncasecmp(s + a, "NULL", 4) == 0)
-        *isnull = 1;
+    *isnull = is_null_word(s + a, j - a);
     out->p = s + a;
     out->n = j - a;
     return WH_OK;
@@ -649,6 +709,41 @@ int ing_builtin_array(uint32_t oid, uint32_t *elem, char *delim)
         }
     }
     return 0;
+}
+
+/* 1 when render_oid sends any text of oid as that text, a JSON string. */
+static int string_form(uint32_t oid)
+{
+    switch (oid) {
+    case ING_TEXTOID:
+    case ING_VARCHAROID:
+    case ING_BPCHAROID:
+    case ING_NAMEOID:
+    case ING_NUMERICOID:
+    case ING_DATEOID:
+    case ING_UUIDOID:
+        return 1;
+    case ING_INT2OID:
+    case ING_INT4OID:
+    case ING_INT8OID:
+    case ING_OIDOID:
+    case ING_FLOAT4OID:
+    case ING_FLOAT8OID:
+    case ING_BOOLOID:
+    case ING_JSONOID:
+    case ING_JSONBOID:
+    case ING_BYTEAOID:
+    case ING_TIMESTAMPTZOID:
+    case ING_TIMESTAMPOID:
+    case ING_INT2VECTOROID:
+    case ING_OIDVECTOROID:
+        return 0;
+    default: {
+        uint32_t elem;
+        char delim;
+        return !(oid < ING_FIRST_NONBUILTIN_OID && ing_builtin_array(oid, &elem, &delim));
+    }
+    }
 }
 
 /* A value of a type known by its OID. */
