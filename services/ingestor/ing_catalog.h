@@ -1,6 +1,9 @@
-/* ing_catalog: the primary key of a REPLICA IDENTITY FULL table, read from
- * the source's catalog for the envelope's `key` (docs/INTERNALS.md "Event
- * identity and envelope").
+/* ing_catalog: what the stream needs from the source's catalog: the primary
+ * key of a REPLICA IDENTITY FULL table for the envelope's `key`
+ * (docs/INTERNALS.md "Event identity and envelope"), and the render
+ * descriptors of column types that are not built in (ing_types; the cache
+ * is owned here and lives as long as the catalog, so cached relations may
+ * point into it).
  *
  * The replication connection cannot run queries while it streams, so this
  * module keeps a second, ordinary connection built from the source DSN
@@ -11,8 +14,8 @@
  * client-side deadline too); after a failed connect no new connection is
  * tried for ING_CATALOG_HOLDOFF_MS, so a source whose catalog connection
  * fails costs the stream one timeout, not one per Relation message. The
- * query reads pg_index and pg_attribute, which every role can read: no
- * privilege beyond the replication role's own is needed.
+ * queries read pg_index, pg_attribute and pg_type, which every role can
+ * read: no privilege beyond the replication role's own is needed.
  *
  * Owned by ing_repl, one per source; freed after the replication
  * connection. */
