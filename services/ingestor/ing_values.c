@@ -256,6 +256,30 @@ static int unescape(const char *s, size_t n, int quote_dq, int trim, int depth, 
     return WH_OK;
 }
 
+/* A "quoted" item at s[*i] (array element, hstore key or value): up to the
+ * next unescaped quote, backslash escapes taken. Advances *i past it. */
+static int quoted(const char *s, size_t n, size_t *i, int depth, span *out)
+{
+    size_t a = *i + 1, j = a;
+    int esc = 0;
+    while (j < n && s[j] != '"') {
+        if (s[j] == '\\') {
+            esc = 1;
+            j++;
+        }
+        j++;
+    }
+    if (j >= n)
+        return BAD;
+    *i = j + 1;
+    if (!esc) {
+        out->p = s + a;
+        out->n = j - a;
+        return WH_OK;
+    }
+    return unescape(s + a, j - a, 0, 0, depth, out);
+}
+
 /* One array element at s[*i] (white space skipped): quoted ("...", with
  * backslash escapes) or unquoted (up to delim or '}'; NULL in any case is
  * SQL NULL). Advances *i past it. */
@@ -265,25 +289,8 @@ static int array_elem(const char *s, size_t n, size_t *i, char delim, int depth,
     size_t j = *i;
     int esc = 0;
     *isnull = 0;
-    if (s[j] == '"') {
-        size_t a = ++j;
-        while (j < n && s[j] != '"') {
-            if (s[j] == '\\') {
-                esc = 1;
-                j++;
-            }
-            j++;
-        }
-        if (j >= n)
-            return BAD;
-        *i = j + 1;
-        if (!esc) {
-            out->p = s + a;
-            out->n = j - a;
-            return WH_OK;
-        }
-        return unescape(s + a, j - a, 0, 0, depth, out);
-    }
+    if (s[j] == '"')
+        return quoted(s, n, i, depth, out);
     size_t a = j;
     while (j < n && s[j] != delim && s[j] != '}') {
         char c = s[j];
@@ -530,29 +537,11 @@ static int record_parse(wh_buf *b, const ing_vtype *t, const char *s, size_t n, 
 static int hstore_item(const char *s, size_t n, size_t *i, int depth, span *out, int *isnull)
 {
     size_t j = *i;
-    int esc = 0;
     *isnull = 0;
     if (j >= n)
         return BAD;
-    if (s[j] == '"') {
-        size_t a = ++j;
-        while (j < n && s[j] != '"') {
-            if (s[j] == '\\') {
-                esc = 1;
-                j++;
-            }
-            j++;
-        }
-        if (j >= n)
-            return BAD;
-        *i = j + 1;
-        if (!esc) {
-            out->p = s + a;
-            out->n = j - a;
-            return WH_OK;
-        }
-        return unescape(s + a, j - a, 0, 0, depth, out);
-    }
+    if (s[j] == '"')
+        return quoted(s, n, i, depth, out);
     size_t a = j;
     while (j < n && !is_space(s[j]) && s[j] != ',' && s[j] != '=' && s[j] != '>' && s[j] != '"') {
         if (s[j] == '\\')
