@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/select.h>
 
+#include "ing_types.h"
 #include "wh_util.h"
 
 /* Key columns of the primary key index, in index order (INCLUDE columns
@@ -24,8 +25,13 @@ typedef struct warned {
     unsigned what;
 } warned;
 
+typedef struct pending pending;
+
 struct ing_catalog {
     PGconn *conn;
+    ing_types *types; /* render descriptors of column types */
+    pending *pending; /* relations whose types wait for a retry */
+    size_t npending, cappending;
     uint64_t holdoff_until_ms; /* no connect before this after a failed one */
     char **names;
     int nnames;
@@ -36,8 +42,10 @@ struct ing_catalog {
 int ing_catalog_new(ing_catalog **out, char *err, size_t errlen)
 {
     ing_catalog *c = calloc(1, sizeof(*c));
-    if (!c)
+    if (!c || ing_types_new(&c->types, err, errlen) != WH_OK) {
+        free(c);
         return wh_seterr(err, errlen, "out of memory");
+    }
     *out = c;
     return WH_OK;
 }
@@ -57,6 +65,10 @@ void ing_catalog_close(ing_catalog *c)
         PQfinish(c->conn);
         c->conn = NULL;
     }
+    /* the next connection may see changed types (ALTER TYPE): read them
+     * again at their next Relation message, using the old ones meanwhile */
+    if (c)
+        ing_types_expire(c->types);
 }
 
 void ing_catalog_free(ing_catalog *c)
@@ -65,6 +77,8 @@ void ing_catalog_free(ing_catalog *c)
         return;
     ing_catalog_close(c);
     names_clear(c);
+    ing_types_free(c->types);
+    free(c->pending);
     free(c->warned);
     free(c);
 }
@@ -202,20 +216,19 @@ static PGresult *wait_result(ing_catalog *c, uint64_t deadline, char *err, size_
     return PQgetResult(c->conn);
 }
 
-int ing_catalog_pk(ing_catalog *c, const char *dsn, uint32_t oid, const char *const **names, int *n,
-                   char *err, size_t errlen)
+/* Runs sql with text parameters on the catalog connection (opened when
+ * none is). WH_OK: *out is the result of a query that returned rows
+ * (PQclear it). WH_ERR: err says why; a lost or silent connection is
+ * closed. */
+static int run_query(ing_catalog *c, const char *dsn, const char *sql, int nparams,
+                     const char *const *params, PGresult **out, char *err, size_t errlen)
 {
-    names_clear(c);
-    *names = NULL;
-    *n = 0;
+    *out = NULL;
     if (c->conn && PQstatus(c->conn) != CONNECTION_OK)
         ing_catalog_close(c);
     if (!c->conn && cat_connect(c, dsn, err, errlen) != WH_OK)
         return WH_ERR;
-    char oidstr[16];
-    snprintf(oidstr, sizeof(oidstr), "%u", oid);
-    const char *params[1] = {oidstr};
-    if (!PQsendQueryParams(c->conn, PK_SQL, 1, NULL, params, NULL, NULL, 0)) {
+    if (!PQsendQueryParams(c->conn, sql, nparams, NULL, params, NULL, NULL, 0)) {
         char msg[384];
         one_line(msg, sizeof(msg), PQerrorMessage(c->conn));
         ing_catalog_close(c);
@@ -230,10 +243,36 @@ int ing_catalog_pk(ing_catalog *c, const char *dsn, uint32_t oid, const char *co
         return WH_ERR;
     }
     int rc = WH_OK;
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 1) {
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         char msg[384];
         one_line(msg, sizeof(msg), PQresultErrorMessage(res));
         rc = wh_seterr(err, errlen, "catalog query failed: %s", msg);
+        PQclear(res);
+        res = NULL;
+    }
+    /* drain to the end of the command so the connection is ready again */
+    PGresult *more;
+    while ((more = PQgetResult(c->conn)) != NULL)
+        PQclear(more);
+    *out = res;
+    return rc;
+}
+
+int ing_catalog_pk(ing_catalog *c, const char *dsn, uint32_t oid, const char *const **names, int *n,
+                   char *err, size_t errlen)
+{
+    names_clear(c);
+    *names = NULL;
+    *n = 0;
+    char oidstr[16];
+    snprintf(oidstr, sizeof(oidstr), "%u", oid);
+    const char *params[1] = {oidstr};
+    PGresult *res;
+    if (run_query(c, dsn, PK_SQL, 1, params, &res, err, errlen) != WH_OK)
+        return WH_ERR;
+    int rc = WH_OK;
+    if (PQnfields(res) != 1) {
+        rc = wh_seterr(err, errlen, "catalog query failed: %d columns", PQnfields(res));
     } else {
         int rows = PQntuples(res);
         c->names = calloc(rows > 0 ? (size_t)rows : 1, sizeof(*c->names));
@@ -248,9 +287,6 @@ int ing_catalog_pk(ing_catalog *c, const char *dsn, uint32_t oid, const char *co
         }
     }
     PQclear(res);
-    /* drain to the end of the command so the connection is ready again */
-    while ((res = PQgetResult(c->conn)) != NULL)
-        PQclear(res);
     if (rc != WH_OK) {
         names_clear(c);
         return WH_ERR;
@@ -291,6 +327,177 @@ int ing_catalog_exec(ing_catalog *c, const char *dsn, const char *sql, char *err
     return rc;
 }
 
+/* ---- column types ---------------------------------------------------------- */
+
+/* Every type reachable from the OIDs in $1 (array elements, domain bases,
+ * composite attributes) that is not built in, with one row per attribute of
+ * a composite type. pg_type and pg_attribute are readable by every role. */
+#define TYPES_SQL                                                                                  \
+    "WITH RECURSIVE t(oid, depth) AS ("                                                            \
+    " SELECT o, 0 FROM pg_catalog.unnest($1::pg_catalog.oid[]) AS o"                               \
+    " UNION"                                                                                       \
+    " SELECT d.oid, t.depth + 1 FROM t JOIN pg_catalog.pg_type ty ON ty.oid = t.oid"               \
+    " CROSS JOIN LATERAL ("                                                                        \
+    "  SELECT ty.typelem WHERE ty.typsubscript ="                                                  \
+    "   'pg_catalog.array_subscript_handler'::pg_catalog.regproc"                                  \
+    "  UNION ALL SELECT ty.typbasetype WHERE ty.typtype = 'd'"                                     \
+    "  UNION ALL SELECT a.atttypid FROM pg_catalog.pg_attribute a WHERE ty.typtype = 'c'"          \
+    "   AND a.attrelid = ty.typrelid AND a.attnum > 0 AND NOT a.attisdropped) d(oid)"              \
+    " WHERE t.depth < 32 AND d.oid >= 10000)"                                                      \
+    " SELECT ty.oid, ty.typtype, ty.typname,"                                                      \
+    " CASE WHEN ty.typsubscript = 'pg_catalog.array_subscript_handler'::pg_catalog.regproc"        \
+    "  THEN ty.typelem ELSE 0 END, coalesce(e.typdelim, ','), ty.typbasetype, a.attname,"          \
+    " a.atttypid"                                                                                  \
+    " FROM (SELECT DISTINCT oid FROM t) u JOIN pg_catalog.pg_type ty ON ty.oid = u.oid"            \
+    " LEFT JOIN pg_catalog.pg_type e ON e.oid = ty.typelem"                                        \
+    " LEFT JOIN pg_catalog.pg_attribute a ON ty.typtype = 'c' AND a.attrelid = ty.typrelid"        \
+    "  AND a.attnum > 0 AND NOT a.attisdropped"                                                    \
+    " ORDER BY ty.oid, a.attnum"
+
+static uint32_t get_oid(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return 0;
+    return (uint32_t)strtoul(PQgetvalue(res, row, col), NULL, 10);
+}
+
+/* Reads the types oids[0..n) (and what they refer to) into the cache. */
+static int load_types(ing_catalog *c, const char *dsn, const uint32_t *oids, int n, char *err,
+                      size_t errlen)
+{
+    /* "{1,2,...}" */
+    size_t cap = (size_t)n * 11 + 3;
+    char *arr = malloc(cap);
+    if (!arr)
+        return wh_seterr(err, errlen, "out of memory");
+    size_t o = 0;
+    arr[o++] = '{';
+    for (int i = 0; i < n; i++)
+        o += (size_t)snprintf(arr + o, cap - o, "%s%u", i ? "," : "", oids[i]);
+    arr[o++] = '}';
+    arr[o] = '\0';
+    const char *params[1] = {arr};
+    PGresult *res;
+    int rc = run_query(c, dsn, TYPES_SQL, 1, params, &res, err, errlen);
+    free(arr);
+    if (rc != WH_OK)
+        return WH_ERR;
+    int rows = PQntuples(res);
+    ing_typerow *tr = NULL;
+    if (PQnfields(res) != 8) {
+        rc = wh_seterr(err, errlen, "catalog query failed: %d columns", PQnfields(res));
+    } else if (!(tr = calloc(rows > 0 ? (size_t)rows : 1, sizeof(*tr)))) {
+        rc = wh_seterr(err, errlen, "out of memory");
+    } else {
+        for (int i = 0; i < rows; i++) {
+            tr[i].oid = get_oid(res, i, 0);
+            tr[i].typtype = PQgetvalue(res, i, 1)[0];
+            tr[i].typname = PQgetvalue(res, i, 2);
+            tr[i].elem = get_oid(res, i, 3);
+            tr[i].elemdelim = PQgetvalue(res, i, 4)[0];
+            tr[i].basetype = get_oid(res, i, 5);
+            tr[i].attname = PQgetisnull(res, i, 6) ? NULL : PQgetvalue(res, i, 6);
+            tr[i].atttype = get_oid(res, i, 7);
+        }
+        rc = ing_types_load(c->types, tr, (size_t)rows, err, errlen);
+    }
+    free(tr);
+    PQclear(res);
+    return rc;
+}
+
+/* Relations whose types could not be read: tried again at a change of
+ * theirs once next_ms has come, with a backoff. */
+typedef struct pending {
+    uint32_t reloid;
+    uint64_t next_ms;
+    uint64_t backoff_ms;
+} pending;
+
+static pending *pending_find(const ing_catalog *c, uint32_t reloid)
+{
+    for (size_t i = 0; i < c->npending; i++)
+        if (c->pending[i].reloid == reloid)
+            return &c->pending[i];
+    return NULL;
+}
+
+static void pending_set(ing_catalog *c, uint32_t reloid)
+{
+    pending *p = pending_find(c, reloid);
+    if (!p) {
+        if (c->npending == c->cappending) {
+            size_t cap = c->cappending ? c->cappending * 2 : 8;
+            pending *np = realloc(c->pending, cap * sizeof(*np));
+            if (!np)
+                return; /* retried at the next Relation message only */
+            c->pending = np;
+            c->cappending = cap;
+        }
+        p = &c->pending[c->npending++];
+        p->reloid = reloid;
+        p->backoff_ms = ING_CATALOG_HOLDOFF_MS;
+    } else if (p->backoff_ms < ING_TYPES_RETRY_MAX_MS) {
+        p->backoff_ms *= 2;
+        if (p->backoff_ms > ING_TYPES_RETRY_MAX_MS)
+            p->backoff_ms = ING_TYPES_RETRY_MAX_MS;
+    }
+    p->next_ms = wh_now_ms() + p->backoff_ms;
+}
+
+static void pending_clear(ing_catalog *c, uint32_t reloid)
+{
+    pending *p = pending_find(c, reloid);
+    if (p)
+        *p = c->pending[--c->npending];
+}
+
+int ing_catalog_types_due(const ing_catalog *c, uint32_t reloid)
+{
+    if (c->npending == 0)
+        return 0;
+    const pending *p = pending_find(c, reloid);
+    return p != NULL && wh_now_ms() >= p->next_ms;
+}
+
+int ing_catalog_relation_types(ing_catalog *c, const char *dsn, ing_parser *p, uint32_t reloid,
+                               char *err, size_t errlen)
+{
+    const ing_relation *rel = ing_relation_get(p, reloid);
+    if (!rel)
+        return WH_OK;
+    int rc = WH_OK;
+    uint32_t *need = NULL;
+    int nneed = 0;
+    for (int i = 0; i < rel->natts; i++) {
+        uint32_t oid = rel->atts[i].type_oid;
+        if (!ing_types_needs(c->types, oid))
+            continue;
+        if (!need && !(need = calloc((size_t)rel->natts, sizeof(*need)))) {
+            rc = wh_seterr(err, errlen, "out of memory");
+            break;
+        }
+        int dup = 0;
+        for (int k = 0; k < nneed && !dup; k++)
+            dup = need[k] == oid;
+        if (!dup)
+            need[nneed++] = oid;
+    }
+    if (rc == WH_OK && nneed > 0)
+        rc = load_types(c, dsn, need, nneed, err, errlen);
+    free(need);
+    /* every column: what the cache has (on failure maybe an older entry,
+     * else NULL: the column is sent as its text) */
+    for (int i = 0; i < rel->natts; i++)
+        ing_relation_set_vtype(p, reloid, i, ing_types_get(c->types, rel->atts[i].type_oid));
+    if (rc != WH_OK) {
+        pending_set(c, reloid);
+        return WH_ERR;
+    }
+    pending_clear(c, reloid);
+    return WH_OK;
+}
+
 int ing_catalog_warn_once(ing_catalog *c, uint32_t oid, unsigned what)
 {
     for (size_t i = 0; i < c->nwarned; i++) {
@@ -313,6 +520,18 @@ int ing_catalog_warn_once(ing_catalog *c, uint32_t oid, unsigned what)
     c->warned[c->nwarned].what = what;
     c->nwarned++;
     return 1;
+}
+
+int ing_catalog_warned_clear(ing_catalog *c, uint32_t oid, unsigned what)
+{
+    for (size_t i = 0; i < c->nwarned; i++) {
+        if (c->warned[i].oid != oid)
+            continue;
+        int was = (c->warned[i].what & what) != 0;
+        c->warned[i].what &= ~what;
+        return was;
+    }
+    return 0;
 }
 
 void ing_catalog_warned_reset(ing_catalog *c, uint32_t oid)

@@ -1,6 +1,9 @@
-/* ing_catalog: the primary key of a REPLICA IDENTITY FULL table, read from
- * the source's catalog for the envelope's `key` (docs/INTERNALS.md "Event
- * identity and envelope").
+/* ing_catalog: what the stream needs from the source's catalog: the primary
+ * key of a REPLICA IDENTITY FULL table for the envelope's `key`
+ * (docs/INTERNALS.md "Event identity and envelope"), and the render
+ * descriptors of column types that are not built in (ing_types; the cache
+ * is owned here and lives as long as the catalog, so cached relations may
+ * point into it).
  *
  * The replication connection cannot run queries while it streams, so this
  * module keeps a second, ordinary connection built from the source DSN
@@ -11,8 +14,8 @@
  * client-side deadline too); after a failed connect no new connection is
  * tried for ING_CATALOG_HOLDOFF_MS, so a source whose catalog connection
  * fails costs the stream one timeout, not one per Relation message. The
- * query reads pg_index and pg_attribute, which every role can read: no
- * privilege beyond the replication role's own is needed.
+ * queries read pg_index, pg_attribute and pg_type, which every role can
+ * read: no privilege beyond the replication role's own is needed.
  *
  * Owned by ing_repl, one per source; freed after the replication
  * connection. */
@@ -23,8 +26,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ing_pgoutput.h"
+
 #define ING_CATALOG_TIMEOUT_MS 3000
 #define ING_CATALOG_HOLDOFF_MS 10000
+#define ING_TYPES_RETRY_MAX_MS (5 * 60 * 1000)
 
 typedef struct ing_catalog ing_catalog;
 
@@ -45,10 +51,26 @@ int ing_catalog_pk(ing_catalog *c, const char *dsn, uint32_t oid, const char *co
  * dsn, within the same bounds as a lookup. WH_ERR: err says why (the
  * server's message on one line). */
 int ing_catalog_exec(ing_catalog *c, const char *dsn, const char *sql, char *err, size_t errlen);
+/* Column types that are not built in (ing_types): sets the render
+ * descriptor of each column of the cached relation reloid in p, reading
+ * from pg_type (through the catalog connection, as for ing_catalog_pk) the
+ * types not read yet on this connection; one query for all of them. WH_ERR
+ * (err says why): some could not be read; their columns keep an older
+ * descriptor of the type when there is one, else are sent as their text,
+ * and ing_catalog_types_due says when to try again. */
+int ing_catalog_relation_types(ing_catalog *c, const char *dsn, ing_parser *p, uint32_t reloid,
+                               char *err, size_t errlen);
+/* 1 when the types of relation reloid failed to resolve and the time to
+ * try again has come (ING_CATALOG_HOLDOFF_MS doubling up to
+ * ING_TYPES_RETRY_MAX_MS). One compare when nothing waits. */
+int ing_catalog_types_due(const ing_catalog *c, uint32_t reloid);
+
 /* Warnings logged once per relation: returns 1 the first time (oid, what)
  * is seen since the last ing_catalog_warned_reset of that oid, else 0. */
 int ing_catalog_warn_once(ing_catalog *c, uint32_t oid, unsigned what);
 void ing_catalog_warned_reset(ing_catalog *c, uint32_t oid);
+/* Forgets the warnings `what` of oid; 1 when one of them had been given. */
+int ing_catalog_warned_clear(ing_catalog *c, uint32_t oid, unsigned what);
 
 /* Shared with ing_repl. Opens a connection to dsn with its settings, less
  * `replication` (set to replication when not NULL) and with extra_opts

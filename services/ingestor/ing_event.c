@@ -142,6 +142,8 @@ static int col_value(wh_buf *b, const ing_attr *a, const ing_col *c)
 {
     switch (c->kind) {
     case 't':
+        if (a->vtype)
+            return ing_value_typed(b, a->vtype, c->data, c->len);
         return ing_value_json(b, a->type_oid, c->data, c->len);
     case 'b':
         return ing_value_binary(b, c->data, c->len);

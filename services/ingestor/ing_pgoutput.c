@@ -185,6 +185,15 @@ int ing_relation_set_pk(ing_parser *p, uint32_t oid, const char *const *names, i
     return WH_OK;
 }
 
+int ing_relation_set_vtype(ing_parser *p, uint32_t oid, int att, const struct ing_vtype *vt)
+{
+    ing_relation *r = p->slots[slot_of(p, oid)];
+    if (!r || att < 0 || att >= r->natts)
+        return WH_ERR;
+    r->atts[att].vtype = vt;
+    return WH_OK;
+}
+
 static int cache_put(ing_parser *p, ing_relation *r, char *err, size_t errlen)
 {
     if ((p->nrels + 1) * 2 > p->nslots) {

@@ -34,14 +34,19 @@ typedef struct ing_tuple {
 #define ING_ATTR_IDENT 1
 #define ING_ATTR_PK 2
 
+struct ing_vtype; /* ing_values.h */
+
 typedef struct ing_attr {
     uint8_t flags; /* ING_ATTR_* */
     char *name;
     uint32_t type_oid;
     int32_t typmod;
-    char *member;      /* the name as a JSON object member, "name": (escaped;
-                          NULL in a relation not made by the parser) */
-    size_t member_len; /* its length, the ':' included */
+    const struct ing_vtype *vtype; /* how a type that is not built in renders
+                                      (ing_relation_set_vtype; owned by
+                                      ing_types); NULL: by type_oid */
+    char *member;                  /* the name as a JSON object member, "name": (escaped;
+                                      NULL in a relation not made by the parser) */
+    size_t member_len;             /* its length, the ':' included */
 } ing_attr;
 
 typedef struct ing_relation {
@@ -114,6 +119,11 @@ size_t ing_relation_count(const ing_parser *p);
  * name is not one of its columns. */
 int ing_relation_set_pk(ing_parser *p, uint32_t oid, const char *const *names, int n, char *err,
                         size_t errlen);
+
+/* Sets column att's render descriptor in the cached relation oid (NULL: by
+ * its type OID). WH_ERR when the relation is not cached or has no such
+ * column. A new Relation message of the OID starts with none. */
+int ing_relation_set_vtype(ing_parser *p, uint32_t oid, int att, const struct ing_vtype *vt);
 
 /* PostgreSQL epoch (2000-01-01) offset to the Unix epoch, microseconds. */
 #define ING_PG_EPOCH_OFFSET_US INT64_C(946684800000000)

@@ -879,6 +879,33 @@ static int skip_origin_cfg(void *arg, const char *name)
     return wh_origins_match(r->cfg->skip_origins, name);
 }
 
+/* Warning of relation_types, once per relation until its types resolve. */
+#define TYPES_WARN 8u
+
+/* A Relation message (or a retry, ing_catalog_types_due): the render
+ * descriptors of its columns whose types are not built in, read from
+ * pg_type on the catalog connection. When that fails those columns are sent
+ * as their text (one warning) and it is tried again later. Never fails the
+ * stream. */
+static void relation_types(repl *r, const ing_relation *rel)
+{
+    if (rel == NULL)
+        return;
+    char cerr[WH_ERRLEN];
+    if (ing_catalog_relation_types(r->catalog, r->cfg->source_dsn, r->parser, rel->oid, cerr,
+                                   sizeof(cerr)) != WH_OK) {
+        if (ing_catalog_warn_once(r->catalog, rel->oid, TYPES_WARN))
+            wh_warn("%s.%s: the types of its columns that are not built in could not be read "
+                    "(%s): those columns are sent as their text until they can be (tried again "
+                    "later)",
+                    rel->nspname, rel->relname, cerr);
+        return;
+    }
+    if (ing_catalog_warned_clear(r->catalog, rel->oid, TYPES_WARN))
+        wh_info("%s.%s: the types of its columns were read: values are sent in their JSON form",
+                rel->nspname, rel->relname);
+}
+
 static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_t errlen)
 {
     ing_msg m;
@@ -940,6 +967,8 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
     case 'D':
         if (!r->in_txn)
             return wh_seterr(err, errlen, "pgoutput: change outside a transaction");
+        if (ing_catalog_types_due(r->catalog, m.rel_oid))
+            relation_types(r, m.rel);
         if (emit(r, &r->txn, r->seq, &m, NULL, 0, err, errlen))
             return WH_ERR;
         r->seq++;
@@ -1002,6 +1031,7 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
     case 'R':
         ing_toast_relation(r->toast, m.rel);
         relation_key(r, m.rel);
+        relation_types(r, m.rel);
         break;
     default: /* Y, and O (ing_origin_step put the origin on the transaction) */
         break;

@@ -11,6 +11,7 @@
 #include "ing_repl.h"
 #include "ing_state.h"
 #include "ing_stats.h"
+#include "ing_values.h"
 #include "wh_budget.h"
 #include "wh_pgcheck.h"
 #include "wh_config.h"
@@ -155,6 +156,7 @@ out:
     ing_state_stop(is);
     wh_control_stop(ctl);
     ing_batcher_free(bt);
+    ing_values_thread_cleanup(); /* the value renderer's scratch (this thread's) */
     if (rc == 0)
         wh_info("stopped");
     return rc;

@@ -165,6 +165,30 @@ def values():
     for i, (t, v) in enumerate(samples):
         out("fuzz_values", "%02d-%s" % (i, t), bytes([idx[t]]) + v)
     out("fuzz_values", "raw-oid", b"\xff\x00\x00\x06\xa4" + b"3.14")
+    # arrays and vectors (indices 20.. of the OID list)
+    arrays = [(20, b'{"a b",NULL,"","x\\"y\\\\z",\xc3\xa9,plain}'), (21, b"[0:1]={{1,2},{3,NULL}}"),
+              (22, b'{"2026-11-22 01:02:03+00",infinity}'), (23, b'{"\\\\x00ff",NULL}'),
+              (24, b"{(1,1),(0,0);(2,2),(1,1)}"), (25, b"{1.50,NaN}"), (26, b"{1e+300,-Infinity}"),
+              (27, b"{t,f}"), (28, b"1 2 3"), (29, b""), (30, b'{"1 2",3}'), (31, b'{"{\\"a\\": 1}"}'),
+              (21, b"{}")]
+    for i, (k, v) in enumerate(arrays):
+        out("fuzz_values", "array-%02d" % i, bytes([k]) + v)
+    # descriptors (0xE0 + index into vts of fuzz_values.c)
+    typed = [(0, b'(1,"a b",ok,"{1,2}","2026-11-22 01:02:03+00","\\\\x01")'),
+             (1, b'{"(1,x,,,,)",NULL}'),
+             (2, b'("(1,x,ok,{3},,)","{""(2,\\\\""q\\\\"",,,,)"",NULL}")'),
+             (3, b'"a"=>"1", "b"=>NULL, "c d"=>"x\\"y"'), (4, b'{"\\"k\\"=>\\"v\\"",NULL}'),
+             (5, b'{"{1,2}",NULL}'), (6, b"{sad;ok;NULL}"), (7, b"()")]
+    for i, (k, v) in enumerate(typed):
+        out("fuzz_values", "typed-%02d" % i, bytes([0xE0 + k]) + v)
+    # catalog rows: an array of a composite (int, enum) and a domain over it
+    rows = bytes([0xDF, 5,
+                  0, 0, 0x80 | 5, 0, 0, 0,   # 10000 b: array of 10005
+                  5, 1, 0, 0, 1, 1,          # 10005 c: a int
+                  5, 1, 0, 0, 1 | 2 * 2, 6,  # 10005 c: "b c" 10006
+                  6, 3, 0, 0, 0, 0,          # 10006 e
+                  7, 2, 0, 4, 0, 0])         # 10007 d over 10000
+    out("fuzz_values", "catalog-rows", rows + b'{"(1,ok)",NULL}')
 
 
 pgoutput()

@@ -13,6 +13,7 @@
 
 #include "../../services/ingestor/ing_event.h"
 #include "../../services/ingestor/ing_origin.h"
+#include "../../services/ingestor/ing_values.h"
 #include "../../services/ingestor/ing_pgoutput.h"
 #include "wh_json.h"
 #include "wh_lsn.h"
@@ -566,12 +567,57 @@ static void test_origin_step(void **state)
 #undef STEP
 }
 
+/* ing_relation_set_vtype: a column with a descriptor renders through it (in
+ * key, before and after alike); a built-in array by its OID; a new
+ * Relation message of the OID starts without descriptors. */
+static void test_relation_vtype(void **state)
+{
+    /* 'R', oid 77, "s\0", "t\0", 'd', 3 columns: (1, "id", int4, -1),
+     * (0, "a", int4[], -1), (0, "m", 16389 (an enum array), -1) */
+    static const uint8_t msg[] = {'R', 0,   0,   0, 77,   's',  0,    't',  0,    'd',  0,    3,
+                                  1,   'i', 'd', 0, 0,    0,    0,    23,   0xFF, 0xFF, 0xFF, 0xFF,
+                                  0,   'a', 0,   0, 0,    0x03, 0xEF, 0xFF, 0xFF, 0xFF, 0xFF, 0,
+                                  'm', 0,   0,   0, 0x40, 0x05, 0xFF, 0xFF, 0xFF, 0xFF};
+    ing_parser *p;
+    char err[WH_ERRLEN];
+    assert_int_equal(ing_parser_new(&p, err, sizeof(err)), WH_OK);
+    ing_msg m;
+    assert_int_equal(ing_parse(p, msg, sizeof(msg), &m, err, sizeof(err)), WH_OK);
+    static const ing_vtype mood = {.oid = 25, .kind = ING_VT_SCALAR};
+    static const ing_vtype moods = {
+        .oid = 16389, .kind = ING_VT_ARRAY, .delim = ',', .elem_oid = 16388, .elem = &mood};
+    assert_int_equal(ing_relation_set_vtype(p, 77, 2, &moods), WH_OK);
+    assert_int_equal(ing_relation_set_vtype(p, 77, 3, &moods), WH_ERR);
+    assert_int_equal(ing_relation_set_vtype(p, 78, 0, &moods), WH_ERR);
+    ing_col newc[3] = {{'t', 1, "1"}, {'t', 8, "{2,NULL}"}, {'t', 10, "{ok,\"a b\"}"}};
+    ing_msg ins;
+    memset(&ins, 0, sizeof(ins));
+    ins.type = 'I';
+    ins.rel = ing_relation_get(p, 77);
+    ins.rel_oid = 77;
+    ins.has_new = 1;
+    ins.newtup.ncols = 3;
+    ins.newtup.cols = newc;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    render(&b, &ins);
+    assert_non_null(strstr(b.data, "\"after\":{\"id\":1,\"a\":[2,null],\"m\":[\"ok\",\"a b\"]}"));
+    /* a new Relation message: the column is sent as its text until set again */
+    assert_int_equal(ing_parse(p, msg, sizeof(msg), &m, err, sizeof(err)), WH_OK);
+    ins.rel = ing_relation_get(p, 77);
+    render(&b, &ins);
+    assert_non_null(strstr(b.data, "\"m\":\"{ok,\\\"a b\\\"}\"}"));
+    wh_buf_free(&b);
+    ing_parser_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_session_envelopes), cmocka_unit_test(test_exact_bytes),
         cmocka_unit_test(test_identity_full_pk),  cmocka_unit_test(test_relation_set_pk),
         cmocka_unit_test(test_origin_events),     cmocka_unit_test(test_origin_step),
+        cmocka_unit_test(test_relation_vtype),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

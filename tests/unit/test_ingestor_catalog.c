@@ -1,0 +1,62 @@
+/* ing_catalog without a reachable catalog: column types that are not built
+ * in keep their text form, the failure is reported, the relation waits for
+ * a retry (not due at once), and built-in columns are untouched. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../../services/ingestor/ing_catalog.h"
+#include "../../services/ingestor/ing_pgoutput.h"
+#include "wh_util.h"
+
+static void test_types_unreachable(void **state)
+{
+    /* 'R', oid 77, "s\0", "t\0", 'd', 2 columns: (1, "id", int4, -1),
+     * (0, "m", 16389, -1) */
+    static const uint8_t msg[] = {'R', 0,   0,   0, 77, 's',  0,    't',  0,    'd',  0,    2,
+                                  1,   'i', 'd', 0, 0,  0,    0,    23,   0xFF, 0xFF, 0xFF, 0xFF,
+                                  0,   'm', 0,   0, 0,  0x40, 0x05, 0xFF, 0xFF, 0xFF, 0xFF};
+    char err[WH_ERRLEN];
+    ing_parser *p;
+    ing_catalog *c;
+    assert_int_equal(ing_parser_new(&p, err, sizeof(err)), WH_OK);
+    assert_int_equal(ing_catalog_new(&c, err, sizeof(err)), WH_OK);
+    ing_msg m;
+    assert_int_equal(ing_parse(p, msg, sizeof(msg), &m, err, sizeof(err)), WH_OK);
+    /* nothing listens on port 1 of the loopback: the connect fails at once */
+    const char *dsn = "host=127.0.0.1 port=1 dbname=x user=x connect_timeout=2";
+    assert_int_equal(ing_catalog_types_due(c, 77), 0);
+    assert_int_equal(ing_catalog_relation_types(c, dsn, p, 77, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "catalog connection failed"));
+    const ing_relation *r = ing_relation_get(p, 77);
+    assert_null(r->atts[0].vtype);
+    assert_null(r->atts[1].vtype);
+    /* waits for its retry time; other relations wait for nothing */
+    assert_int_equal(ing_catalog_types_due(c, 77), 0);
+    assert_int_equal(ing_catalog_types_due(c, 78), 0);
+    /* in the hold-off after the failed connect: refused without a connect */
+    assert_int_equal(ing_catalog_relation_types(c, dsn, p, 77, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "not retried yet"));
+    /* a relation of built-in types only needs no catalog at all */
+    static const uint8_t msg2[] = {'R', 0,   0,   0, 78, 's', 0, 't', 0,    'd',  0,    1,
+                                   1,   'i', 'd', 0, 0,  0,   0, 23,  0xFF, 0xFF, 0xFF, 0xFF};
+    assert_int_equal(ing_parse(p, msg2, sizeof(msg2), &m, err, sizeof(err)), WH_OK);
+    assert_int_equal(ing_catalog_relation_types(c, dsn, p, 78, err, sizeof(err)), WH_OK);
+    /* an unknown relation: nothing to do */
+    assert_int_equal(ing_catalog_relation_types(c, dsn, p, 79, err, sizeof(err)), WH_OK);
+    ing_catalog_free(c);
+    ing_parser_free(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_types_unreachable),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
