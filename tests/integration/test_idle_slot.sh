@@ -10,11 +10,7 @@
 # fails is logged and counted, and the stream goes on.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-trap wh_cleanup EXIT
-wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin \
-    walhook-receiver
-wh_tmpdir
-pg_start || wh_fail "cannot start PostgreSQL"
+wh_pipeline_setup
 pg_psql -c "CREATE TABLE pub_t (id int PRIMARY KEY)" -c "CREATE TABLE busy (id serial, v text)" \
     >/dev/null || wh_fail "cannot create the tables"
 PORT=$(wh_free_port)
@@ -30,9 +26,7 @@ log_level = "info";
 admin = { listen = "127.0.0.1:$APORT"; };
 targets = ( { name = "t"; url = "http://127.0.0.1:$PORT/hook"; } );
 CONFEOF
-wh_spawn walhook "$BIN/walhook" up -c "$CONF"
-wh_wait_http "http://127.0.0.1:$APORT/readyz" 90 || wh_fail "walhook never became ready"
-wh_wait_slot_active walhook 60 || wh_fail "the slot is not streaming"
+wh_up "$CONF" "$APORT"
 restart0=$(pg_psql -At -c "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'walhook'")
 # 40 transactions on the unpublished table, with a checkpoint in between
 # (restart_lsn can only move past WAL the slot no longer needs)
@@ -62,9 +56,7 @@ run_hb() { # QUERY: walhook with heartbeats every 300 ms
     sed -e "s|dsn = \"[^\"]*\"|dsn = \"$HB_DSN\"|" \
         -e "s|tables = \"public.pub_t\";|tables = \"public.pub_t\"; heartbeat_interval_ms = 300; heartbeat_query = \"$1\";|" \
         "$CONF" >"$WH_TMP/hb.conf"
-    wh_spawn walhook "$BIN/walhook" up -c "$WH_TMP/hb.conf"
-    wh_wait_http "http://127.0.0.1:$APORT/readyz" 90 || wh_fail "walhook never became ready"
-    wh_wait_slot_active walhook 60 || wh_fail "the slot is not streaming"
+    wh_up "$WH_TMP/hb.conf" "$APORT"
 }
 hb_metric() { # NAME [LABEL]
     curl -fsS "http://127.0.0.1:$APORT/metrics" |

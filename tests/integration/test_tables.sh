@@ -30,11 +30,7 @@
 #              patched at runtime to skip peer_keep too; a bad value refused.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-trap wh_cleanup EXIT
-wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin \
-    walhook-receiver
-wh_tmpdir
-pg_start || wh_fail "cannot start PostgreSQL"
+wh_pipeline_setup
 pg_psql <<'SQL' >/dev/null || wh_fail "cannot create the tables"
 CREATE TABLE t_def (id int PRIMARY KEY, v text, w int);
 CREATE TABLE t_idx (id serial PRIMARY KEY, a int NOT NULL, b text NOT NULL, v text);
@@ -70,9 +66,7 @@ dispatcher = { batch_max_events = 50; retry_base_ms = 20; retry_max_ms = 200;
                allow_private_networks = "127.0.0.0/8"; };
 targets = ( { name = "r"; url = "http://127.0.0.1:$RPORT/hook"; } );
 CONFEOF
-wh_spawn walhook "$BIN/walhook" up -c "$CONF"
-wh_wait_http "http://127.0.0.1:$APORT/readyz" 90 || wh_fail "walhook never became ready"
-wh_wait_slot_active walhook 60 || wh_fail "the slot is not streaming"
+wh_up "$CONF" "$APORT"
 
 # psql_err SQL: runs SQL that must fail; prints PostgreSQL's error
 psql_err() {

@@ -15,11 +15,7 @@
 # next insert or doc update fills the cache again.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-trap wh_cleanup EXIT
-wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin \
-    walhook-receiver
-wh_tmpdir
-pg_start || wh_fail "cannot start PostgreSQL"
+wh_pipeline_setup
 pg_psql -c "CREATE TABLE doc_d (id int PRIMARY KEY, n int, doc text)" \
     -c "ALTER TABLE doc_d ALTER doc SET STORAGE EXTERNAL" \
     -c "CREATE TABLE doc_f (id int PRIMARY KEY, n int, doc text)" \
@@ -43,9 +39,7 @@ log_level = "info";
 admin = { listen = "127.0.0.1:$APORT"; };
 targets = ( { name = "t"; url = "http://127.0.0.1:$PORT/hook"; } );
 CONFEOF
-wh_spawn walhook "$BIN/walhook" up -c "$CONF"
-wh_wait_http "http://127.0.0.1:$APORT/readyz" 90 || wh_fail "walhook never became ready"
-wh_wait_slot_active walhook 60 || wh_fail "the slot is not streaming"
+wh_up "$CONF" "$APORT"
 
 # Each statement its own transaction. The expected doc of every update is
 # computed by the check below from the same big() keys.

@@ -24,11 +24,7 @@
 # arrays, with one warning per table and no row value in the log.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-trap wh_cleanup EXIT
-wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin \
-    walhook-receiver
-wh_tmpdir
-pg_start || wh_fail "cannot start PostgreSQL"
+wh_pipeline_setup
 HSTORE=0
 if pg_psql -c "CREATE EXTENSION hstore" >/dev/null 2>&1; then
     HSTORE=1
@@ -81,9 +77,7 @@ APORT=$(wh_free_port)
 wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --out "$WH_TMP/received.jsonl"
 wh_write_conf "$WH_TMP/walhook.conf" "$PG_DSN" "$WH_TMP/data" "$APORT" \
     "http://127.0.0.1:$RPORT/hook"
-wh_spawn walhook "$BIN/walhook" up -c "$WH_TMP/walhook.conf"
-wh_wait_http "http://127.0.0.1:$APORT/readyz" 60 || wh_fail "walhook never became ready"
-wh_wait_slot_active walhook 60 || wh_fail "the slot is not streaming"
+wh_up "$WH_TMP/walhook.conf" "$APORT"
 
 pg_psql <<'SQL' >/dev/null || wh_fail "cannot insert the rows"
 INSERT INTO types_t VALUES (1,

@@ -12,6 +12,10 @@
 #   wh_metric URL NAME  sum of the samples of metric NAME (labels ignored)
 #   wh_wait_metric URL NAME VALUE S   waits until metric >= VALUE
 #   wh_write_conf FILE DSN DATA ADMINPORT URL...  writes a walhook.conf
+#   wh_pipeline_setup   a test of the whole pipeline: cleanup trap, the
+#                       binaries checked, WH_TMP, a PostgreSQL (pg_start)
+#   wh_up CONF ADMINPORT  `walhook up -c CONF` as WH_PIDS[walhook], ready
+#                       and its slot streaming
 #   wh_fail MSG         prints the verdict line and exits 1
 
 WH_HELPERS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -205,6 +209,20 @@ wh_write_conf() {
         done
         echo ");"
     } >"$file"
+}
+
+wh_pipeline_setup() {
+    trap wh_cleanup EXIT
+    wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin \
+        walhook-receiver
+    wh_tmpdir
+    pg_start || wh_fail "cannot start PostgreSQL"
+}
+
+wh_up() {
+    wh_spawn walhook "$BIN/walhook" up -c "$1"
+    wh_wait_http "http://127.0.0.1:$2/readyz" 90 || wh_fail "walhook never became ready"
+    wh_wait_slot_active walhook 60 || wh_fail "the slot is not streaming"
 }
 
 wh_require_bins() {
