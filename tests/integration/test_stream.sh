@@ -19,11 +19,7 @@
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 ROWS=${ROWS:-40000}
-trap wh_cleanup EXIT
-wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin \
-    walhook-receiver
-wh_tmpdir
-pg_start || wh_fail "cannot start PostgreSQL"
+wh_pipeline_setup
 pg_psql -c "ALTER SYSTEM SET logical_decoding_work_mem = '64kB'" -c "SELECT pg_reload_conf()" \
     -c "CREATE TABLE big (id int PRIMARY KEY, note text)" \
     -c "CREATE TABLE small (id int PRIMARY KEY)" -c "CREATE TABLE orig (id int PRIMARY KEY)" \
@@ -44,9 +40,7 @@ admin = { listen = "127.0.0.1:$APORT"; };
 dispatcher = { batch_max_events = 500; };
 targets = ( { name = "t"; url = "http://127.0.0.1:$PORT/hook"; } );
 CONFEOF
-wh_spawn walhook "$BIN/walhook" up -c "$CONF"
-wh_wait_http "http://127.0.0.1:$APORT/readyz" 90 || wh_fail "walhook never became ready"
-wh_wait_slot_active walhook 60 || wh_fail "the slot is not streaming"
+wh_up "$CONF" "$APORT"
 
 HALF=$((ROWS / 2))
 # the big transaction, in the background: a first half, a rolled-back
