@@ -67,9 +67,11 @@ struct st_tenant {
     char name[ST_NAME_MAX + 1];
     pthread_rwlock_t lock;
     rocksdb_column_family_handle_t *ev, *meta; /* NULL: none (never created or dropped) */
-    st_off *offs;                              /* its consumers, under db->off_lock */
-    pthread_mutex_t wm_mu;                     /* the fields below */
-    uint64_t wm_lsn;                           /* GC watermark: never moves back */
+    rocksdb_column_family_handle_t *stage;     /* "s:<tenant>": made at its first staging */
+    _Atomic uint32_t stage_rdel; /* range deletes in stage since its last flush asked for */
+    st_off *offs;                /* its consumers, under db->off_lock */
+    pthread_mutex_t wm_mu;       /* the fields below */
+    uint64_t wm_lsn;             /* GC watermark: never moves back */
     uint32_t wm_seq;
     uint64_t wm_stored_lsn; /* the W key's value */
     uint32_t wm_stored_seq;
@@ -393,6 +395,7 @@ static const st_gcfilter_ops gc_ops = {gc_snap_take, gc_snap_free, gc_drop};
 
 #define ST_CF_EVENTS 'e'
 #define ST_CF_META 'm'
+#define ST_CF_STAGE 's'
 
 static void cf_name(char *out, size_t len, char kind, const char *tenant)
 {
@@ -809,7 +812,8 @@ static rocksdb_t *open_cfs(st_db *db, const char *path, char **e)
         ov[i] = db->opts;
         size_t l = strlen(names[i]);
         if (l > 2 && l <= 2 + ST_NAME_MAX && names[i][1] == ':' &&
-            (names[i][0] == ST_CF_EVENTS || names[i][0] == ST_CF_META)) {
+            (names[i][0] == ST_CF_EVENTS || names[i][0] == ST_CF_META ||
+             names[i][0] == ST_CF_STAGE)) {
             tv[i] = tenant_find(db, names[i] + 2, 1);
             if (tv[i] == NULL) {
                 *e = strdup("out of memory");
@@ -832,6 +836,8 @@ static rocksdb_t *open_cfs(st_db *db, const char *path, char **e)
             db->cf_default = hv[i];
         else if (tv[i] != NULL && nv[i][0] == ST_CF_EVENTS)
             tv[i]->ev = hv[i];
+        else if (tv[i] != NULL && nv[i][0] == ST_CF_STAGE)
+            tv[i]->stage = hv[i];
         else if (tv[i] != NULL)
             tv[i]->meta = hv[i];
         else if (db->cf_other != NULL)
@@ -1110,7 +1116,9 @@ void st_db_close(st_db *db)
                 rocksdb_column_family_handle_destroy(t->ev);
             if (t->meta)
                 rocksdb_column_family_handle_destroy(t->meta);
-            t->ev = t->meta = NULL;
+            if (t->stage)
+                rocksdb_column_family_handle_destroy(t->stage);
+            t->ev = t->meta = t->stage = NULL;
         }
         for (size_t i = 0; i < db->ncf_other; i++)
             rocksdb_column_family_handle_destroy(db->cf_other[i]);
@@ -1421,6 +1429,7 @@ static int cq_form(st_db *db, st_gpart **parts, size_t *np, size_t *cap, uint64_
 }
 
 static size_t stage_xid_range(char *lo, char *hi, size_t *hl, const char *tenant, uint32_t xid);
+static void stage_rdel_note(st_db *db, st_tenant *t, uint32_t n);
 
 /* Writes one group with sync (no lock held): its events, and the D key of
  * every tenant with an append that ends in it (and the range delete of
@@ -1476,10 +1485,10 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
     }
     for (size_t i = 0; i < np && rc == WH_OK; i++) {
         st_wreq *r = parts[i].r;
-        if (r->drop && parts[i].to == r->n) {
+        if (r->drop && parts[i].to == r->n && r->t->stage != NULL) {
             char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
             size_t hl, ll = stage_xid_range(lo, hi, &hl, r->t->name, r->drop_xid);
-            rocksdb_writebatch_delete_range_cf(wb, r->t->meta, lo, ll, hi, hl);
+            rocksdb_writebatch_delete_range_cf(wb, r->t->stage, lo, ll, hi, hl);
         }
     }
     if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0) {
@@ -1659,6 +1668,8 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
     pthread_mutex_unlock(&db->cq_mu);
     uint64_t woke = wh_now_us();
     pthread_cond_destroy(&r.cond);
+    if (drop && r.rc == WH_OK && t->stage != NULL)
+        stage_rdel_note(db, t, 1);
     ten_done(t);
     if (r.rc != WH_OK)
         return wh_seterr(err, errlen, "%s", r.err);
@@ -1696,7 +1707,8 @@ int st_db_append_light(st_db *db, const st_event *ev, size_t n)
 }
 
 /* ---- staged (streamed) transactions ----
- * In the tenant's meta CF, apart from every other key type:
+ * In the tenant's staging CF "s:<tenant>" (made at its first staging; its
+ * range deletes never slow the meta CF's point reads of the append path):
  *   'X' tenant \0 xid(4, BE) 'e' idx(4, BE) -> subxid(4, BE) + json
  *   'X' tenant \0 xid(4, BE) 'a' subxid(4, BE) -> "" (an aborted subtransaction)
  * A whole xid is the range [X tenant \0 xid, X tenant \0 xid \xff). */
@@ -1744,6 +1756,55 @@ static int sync_write(st_db *db, rocksdb_writebatch_t *wb, const char *what, cha
     return WH_OK;
 }
 
+/* ten_open, with the staging CF made first when create (else t->stage
+ * may be NULL: nothing staged). */
+static int ten_open_stage(st_db *db, const char *tenant, int create, st_tenant **out, char *err,
+                          size_t errlen)
+{
+    for (;;) {
+        if (ten_open(db, tenant, create, out, err, errlen) != WH_OK)
+            return WH_ERR;
+        st_tenant *t = *out;
+        if (t == NULL || t->stage != NULL || !create)
+            return WH_OK;
+        ten_done(t);
+        pthread_rwlock_wrlock(&t->lock);
+        char *e = NULL;
+        if (t->stage == NULL && t->ev != NULL) {
+            char name[ST_NAME_MAX + 3];
+            cf_name(name, sizeof(name), ST_CF_STAGE, t->name);
+            t->stage = rocksdb_create_column_family(db->rdb, db->opts, name, &e);
+            if (e == NULL)
+                wh_info("tenant %s: staging column family created", t->name);
+        }
+        pthread_rwlock_unlock(&t->lock);
+        if (e)
+            return rerr(err, errlen, "create column family", e);
+    }
+}
+
+/* Called after n range deletes were written to t's staging CF (t->lock
+ * held for reading). RocksDB (7.x) fragments a memtable's range tombstones
+ * again for every iterator and point read: past ST_STAGE_RDEL_FLUSH of
+ * them the staging CF is flushed (not waited for), so a commit's scans
+ * stay cheap however many transactions were streamed. */
+#define ST_STAGE_RDEL_FLUSH 64
+static void stage_rdel_note(st_db *db, st_tenant *t, uint32_t n)
+{
+    if (n == 0 || atomic_fetch_add(&t->stage_rdel, n) + n < ST_STAGE_RDEL_FLUSH)
+        return;
+    atomic_store(&t->stage_rdel, 0);
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, 0);
+    char *e = NULL;
+    rocksdb_flush_cf(db->rdb, fo, t->stage, &e);
+    rocksdb_flushoptions_destroy(fo);
+    if (e) {
+        wh_warn("tenant %s: flush of the staging column family: %s", t->name, e);
+        rocksdb_free(e);
+    }
+}
+
 int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, const st_staged *ev,
                     size_t n, char *err, size_t errlen)
 {
@@ -1756,13 +1817,13 @@ int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, cons
     if (n > 0 && ev == NULL)
         return wh_seterr(err, errlen, "events: NULL");
     st_tenant *t;
-    if (ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+    if (ten_open_stage(db, tenant, 1, &t, err, errlen) != WH_OK)
         return WH_ERR;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     char k[ST_KEY_MAX], hi[ST_KEY_MAX];
     if (reset) {
         size_t hl, kl = stage_xid_range(k, hi, &hl, tenant, xid);
-        rocksdb_writebatch_delete_range_cf(wb, t->meta, k, kl, hi, hl);
+        rocksdb_writebatch_delete_range_cf(wb, t->stage, k, kl, hi, hl);
     }
     for (size_t i = 0; i < n; i++) {
         size_t kl = key_stage(k, tenant, xid, ST_STAGE_EVENT, ev[i].idx);
@@ -1772,11 +1833,13 @@ int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, cons
         size_t vs[2] = {4, ev[i].json ? ev[i].json_len : 0};
         const char *kp[1] = {k};
         size_t ks[1] = {kl};
-        rocksdb_writebatch_putv_cf(wb, t->meta, 1, kp, ks, 2, vp, vs);
+        rocksdb_writebatch_putv_cf(wb, t->stage, 1, kp, ks, 2, vp, vs);
     }
     int rc = WH_OK;
     if (rocksdb_writebatch_count(wb) > 0)
         rc = sync_write(db, wb, "stage write", err, errlen);
+    if (rc == WH_OK && reset)
+        stage_rdel_note(db, t, 1);
     rocksdb_writebatch_destroy(wb);
     ten_done(t);
     return rc;
@@ -1793,25 +1856,36 @@ int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, s
         if (ab[i].xid == 0 || ab[i].subxid == 0)
             return wh_seterr(err, errlen, "stage_aborts[%zu].%s: must be > 0", i,
                              ab[i].xid == 0 ? "xid" : "subxid");
+    /* a subtransaction's abort is remembered even before anything is
+     * staged; a whole abort of nothing is a no-op */
+    int sub = 0;
+    for (size_t i = 0; i < n; i++)
+        sub |= ab[i].subxid != ab[i].xid;
     st_tenant *t;
-    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+    if (ten_open_stage(db, tenant, sub, &t, err, errlen) != WH_OK)
         return WH_ERR;
-    if (t == NULL)
+    if (t == NULL || t->stage == NULL) {
+        ten_done(t);
         return WH_OK; /* nothing staged */
+    }
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    uint32_t rdel = 0;
     for (size_t i = 0; i < n; i++) {
         char k[ST_KEY_MAX], hi[ST_KEY_MAX];
         if (ab[i].subxid == ab[i].xid) {
+            rdel++;
             size_t hl, kl = stage_xid_range(k, hi, &hl, tenant, ab[i].xid);
-            rocksdb_writebatch_delete_range_cf(wb, t->meta, k, kl, hi, hl);
+            rocksdb_writebatch_delete_range_cf(wb, t->stage, k, kl, hi, hl);
         } else {
             size_t kl = key_stage(k, tenant, ab[i].xid, ST_STAGE_ABORT, ab[i].subxid);
-            rocksdb_writebatch_put_cf(wb, t->meta, k, kl, "", 0);
+            rocksdb_writebatch_put_cf(wb, t->stage, k, kl, "", 0);
         }
     }
     int rc = WH_OK;
     if (rocksdb_writebatch_count(wb) > 0)
         rc = sync_write(db, wb, "stage abort", err, errlen);
+    if (rc == WH_OK)
+        stage_rdel_note(db, t, rdel);
     rocksdb_writebatch_destroy(wb);
     ten_done(t);
     return rc;
@@ -1828,10 +1902,12 @@ static int stage_iter(st_db *db, const char *tenant, uint32_t xid, char tag, uin
     if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
         return WH_ERR;
     st_tenant *t;
-    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+    if (ten_open_stage(db, tenant, 0, &t, err, errlen) != WH_OK)
         return WH_ERR;
-    if (t == NULL)
-        return WH_OK;
+    if (t == NULL || t->stage == NULL) {
+        ten_done(t);
+        return WH_OK; /* nothing staged */
+    }
     char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
     size_t ll = key_stage(lo, tenant, xid, tag, from);
     size_t hl = key_stage_xid(hi, tenant, xid);
@@ -1839,7 +1915,7 @@ static int stage_iter(st_db *db, const char *tenant, uint32_t xid, char tag, uin
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_iterate_upper_bound(ro, hi, hl);
     rocksdb_readoptions_set_fill_cache(ro, 0);
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->meta);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
     int rc = WH_OK;
     for (rocksdb_iter_seek(it, lo, ll); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t kl, vl;
@@ -2650,12 +2726,16 @@ static int compact_tenants(st_db *db, const char *only, int compact, char *err, 
         rocksdb_flush_cf(db->rdb, fo, t->ev, &e);
         if (e == NULL)
             rocksdb_flush_cf(db->rdb, fo, t->meta, &e);
+        if (e == NULL && t->stage != NULL)
+            rocksdb_flush_cf(db->rdb, fo, t->stage, &e);
         rocksdb_flushoptions_destroy(fo);
         if (e) {
             rc = rerr(err, errlen, "flush", e);
         } else if (compact) {
             rocksdb_compact_range_cf(db->rdb, t->ev, NULL, 0, NULL, 0);
             rocksdb_compact_range_cf(db->rdb, t->meta, NULL, 0, NULL, 0);
+            if (t->stage != NULL)
+                rocksdb_compact_range_cf(db->rdb, t->stage, NULL, 0, NULL, 0);
         }
         ten_done(t);
     }
@@ -3385,8 +3465,8 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         return WH_OK;
     int rc = WH_OK;
     pthread_rwlock_wrlock(&t->lock);
-    rocksdb_column_family_handle_t *h[2] = {t->ev, t->meta};
-    for (int i = 0; i < 2 && rc == WH_OK; i++) {
+    rocksdb_column_family_handle_t *h[3] = {t->ev, t->meta, t->stage};
+    for (int i = 0; i < 3 && rc == WH_OK; i++) {
         if (h[i] == NULL)
             continue;
         char *e = NULL;
@@ -3400,8 +3480,10 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         t->cf_gen++;
         if (i == 0)
             t->ev = NULL;
-        else
+        else if (i == 1)
             t->meta = NULL;
+        else
+            t->stage = NULL;
     }
     if (rc == WH_OK) {
         /* its consumers become tombstones (a late commit or read of a
@@ -3744,6 +3826,8 @@ static void maintain_tenant(st_db *db, st_tenant *t)
             }
         }
         uint64_t bytes = cf_bytes(db, t->ev) + cf_bytes(db, t->meta);
+        if (t->stage != NULL)
+            bytes += cf_bytes(db, t->stage);
         ten_done(h);
 
         uint64_t el = 0;
@@ -3759,6 +3843,8 @@ static void maintain_tenant(st_db *db, st_tenant *t)
         cf_name(cf, sizeof(cf), ST_CF_EVENTS, t->name);
         uint64_t compactions = st_bgio_compactions(db->bgio, cf);
         cf_name(cf, sizeof(cf), ST_CF_META, t->name);
+        compactions += st_bgio_compactions(db->bgio, cf);
+        cf_name(cf, sizeof(cf), ST_CF_STAGE, t->name);
         compactions += st_bgio_compactions(db->bgio, cf);
         pthread_mutex_lock(&t->wm_mu);
         st_tenant_stats *st = &t->stats;

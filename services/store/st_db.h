@@ -10,6 +10,7 @@
  *                 'D' tenant               -> durable ack_lsn(8, BE)
  *                 'W' tenant               -> GC watermark lsn(8) seq(4)
  *                 'Q'/'R'/'L' ...          -> dead letters, replay queue, leases (below)
+ *   "s:<tenant>"  'X' ...                  -> staged streamed transactions (below)
  *   "default"     'S' "state"              -> version(8, BE) + state document
  * Keys keep their tenant prefix inside the tenant's CFs (one key format in
  * every place). A data directory of an older store (every key in the
@@ -194,12 +195,14 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
 
 /* ---- staged (streamed) transactions ----
  * PostgreSQL streams a big transaction before its commit LSN is known; its
- * changes are staged under (tenant, xid) in the tenant's meta CF, apart
- * from the events (never read, counted, GC'd or dumped as events):
+ * changes are staged under (tenant, xid) in the tenant's third column
+ * family "s:<tenant>" (made at its first staging, dropped with the
+ * tenant), apart from the events (never read, counted, GC'd or dumped as
+ * events) and from the meta CF (whose point reads, e.g. the D key of every
+ * append, would otherwise walk the staging's range tombstones):
  *   'X' tenant \0 xid(4, BE) 'e' idx(4, BE) -> subxid(4, BE) + json
  *   'X' tenant \0 xid(4, BE) 'a' subxid(4, BE) -> "" (subtransaction aborted)
- * A whole xid is dropped with one range delete. Dropping the tenant (its
- * meta CF) drops its staging. The server turns them into events
+ * A whole xid is dropped with one range delete. The server turns them into events
  * (st_db_stage_scan in chunks, st_db_append for each, the last with
  * st_db_append_stage_end). */
 typedef struct st_staged {
