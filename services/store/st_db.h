@@ -130,7 +130,7 @@ typedef struct st_db_limits {
 /* A tenant's figures from the last maintenance pass. */
 typedef struct st_tenant_stats {
     char tenant[ST_NAME_MAX + 1];
-    uint64_t bytes;      /* SST files + memtables of its two CFs */
+    uint64_t bytes;      /* SST files + memtables of its CFs (staging included) */
     uint64_t live_bytes; /* approximate on-disk bytes of events at/after the watermark */
     uint64_t end_lsn;
     uint32_t end_seq;
