@@ -1200,7 +1200,8 @@ static void test_stage_commit(void **state)
     make_aborts(&r, "t", 800, 800);
     assert_int_equal(stage_call(f, &r.req, NULL), 0);
     assert_int_equal(staged_count(f, "t", 800), 0);
-    make_append(&a, "t", 2, 0x300, 0x310); /* a later transaction, stored first */
+    /* a transaction that committed while the big one was streamed */
+    make_append(&a, "t", 2, 0x150, 0x160);
     stage_call(f, &a.req, NULL);
 
     make_commit(&r, "t", 700, 0x200, 0x320);
@@ -1209,20 +1210,24 @@ static void test_stage_commit(void **state)
     assert_int_equal(staged_count(f, "t", 700), 0);
     assert_int_equal(metric_of(f, "walhook_events_stored_total"), stored0 + 2 + 8);
     assert_int_equal(metric_of(f, "walhook_store_stage_commits_total"), 1);
+    make_append(&a, "t", 2, 0x300, 0x310); /* one after it */
+    stage_call(f, &a.req, &durable);
+    assert_true(durable == 0x320);
 
     read_all(f, "t", c);
-    assert_int_equal(c->n, 3 + 8 + 2);
+    assert_int_equal(c->n, 3 + 2 + 8 + 2);
     static const uint32_t idx[8] = {0, 1, 2, 3, 4, 7, 8, 9};
     for (uint32_t i = 0; i < 8; i++) {
         char want[96];
         expect_json(want, sizeof(want), i, 'a', idx[i]);
-        assert_true(c->lsn[3 + i] == 0x200);
-        assert_int_equal(c->seq[3 + i], i);
-        assert_int_equal(c->ts[3 + i], 5000);
-        assert_string_equal(c->json[3 + i], want);
+        assert_true(c->lsn[5 + i] == 0x200);
+        assert_int_equal(c->seq[5 + i], i);
+        assert_int_equal(c->ts[5 + i], 5000);
+        assert_string_equal(c->json[5 + i], want);
     }
-    assert_true(c->lsn[2] == 0x100 && c->lsn[11] == 0x300);
-    assert_int_equal(backlog_of(f, "t", "c1"), 13);
+    assert_true(c->lsn[2] == 0x100 && c->lsn[3] == 0x150 && c->lsn[4] == 0x150);
+    assert_true(c->lsn[13] == 0x300 && c->lsn[14] == 0x300);
+    assert_int_equal(backlog_of(f, "t", "c1"), 15);
 
     /* resent after completion: nothing stored, ok; an aborted xid's commit too */
     assert_int_equal(stage_call(f, &r.req, &durable), 0);
@@ -1230,8 +1235,8 @@ static void test_stage_commit(void **state)
     make_commit(&r, "t", 800, 0x400, 0);
     assert_int_equal(stage_call(f, &r.req, NULL), 0);
     read_all(f, "t", c);
-    assert_int_equal(c->n, 13);
-    assert_int_equal(metric_of(f, "walhook_events_stored_total"), stored0 + 10);
+    assert_int_equal(c->n, 15);
+    assert_int_equal(metric_of(f, "walhook_events_stored_total"), stored0 + 12);
     free(c);
 }
 
@@ -1419,6 +1424,34 @@ static void test_stage_malformed(void **state)
     free(c);
 }
 
+/* The write budget admits a commit once and charges its chunks without
+ * refusing one half-way; the next request of the tenant waits. */
+static void test_stage_budget(void **state)
+{
+    fx *f = *state;
+    static stage_req r;
+    st_server_set_stage_chunk(f->srv, 1000);
+    for (uint32_t b = 0; b < 2; b++) {
+        make_stage(&r, "t", 60 + b, 0, 0, 200, 60 + b, 'q');
+        assert_int_equal(stage_call(f, &r.req, NULL), 200);
+    }
+    st_db_limits lim = {0, 0, 200, 0, 10000, 0, 0}; /* 200 B/s, a 2000-byte bucket */
+    st_db_set_limits(f->db, &lim);
+    make_commit(&r, "t", 60, 0x800, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 200); /* ~7 KiB: all of it */
+    make_commit(&r, "t", 61, 0x900, 0);
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &r.req, &rep, &cookie), ST_STATUS_SLOW_DOWN);
+    assert_true(rep.retry_after_ms > 0);
+    st_server_done(f->srv, &rep, cookie);
+    assert_int_equal(staged_count(f, "t", 61), 200);
+    collected *c = calloc(1, sizeof(*c));
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 200);
+    free(c);
+}
+
 int main(void)
 {
     wh_log_init("test", WH_LOG_WARN);
@@ -1437,6 +1470,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stage_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_chunks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, setup_tmpfs, teardown),
