@@ -67,9 +67,11 @@ struct st_tenant {
     char name[ST_NAME_MAX + 1];
     pthread_rwlock_t lock;
     rocksdb_column_family_handle_t *ev, *meta; /* NULL: none (never created or dropped) */
-    st_off *offs;                              /* its consumers, under db->off_lock */
-    pthread_mutex_t wm_mu;                     /* the fields below */
-    uint64_t wm_lsn;                           /* GC watermark: never moves back */
+    rocksdb_column_family_handle_t *stage;     /* "s:<tenant>": made at its first staging */
+    _Atomic uint32_t stage_rdel; /* range deletes in stage since its last flush asked for */
+    st_off *offs;                /* its consumers, under db->off_lock */
+    pthread_mutex_t wm_mu;       /* the fields below */
+    uint64_t wm_lsn;             /* GC watermark: never moves back */
     uint32_t wm_seq;
     uint64_t wm_stored_lsn; /* the W key's value */
     uint32_t wm_stored_seq;
@@ -393,6 +395,7 @@ static const st_gcfilter_ops gc_ops = {gc_snap_take, gc_snap_free, gc_drop};
 
 #define ST_CF_EVENTS 'e'
 #define ST_CF_META 'm'
+#define ST_CF_STAGE 's'
 
 static void cf_name(char *out, size_t len, char kind, const char *tenant)
 {
@@ -809,7 +812,8 @@ static rocksdb_t *open_cfs(st_db *db, const char *path, char **e)
         ov[i] = db->opts;
         size_t l = strlen(names[i]);
         if (l > 2 && l <= 2 + ST_NAME_MAX && names[i][1] == ':' &&
-            (names[i][0] == ST_CF_EVENTS || names[i][0] == ST_CF_META)) {
+            (names[i][0] == ST_CF_EVENTS || names[i][0] == ST_CF_META ||
+             names[i][0] == ST_CF_STAGE)) {
             tv[i] = tenant_find(db, names[i] + 2, 1);
             if (tv[i] == NULL) {
                 *e = strdup("out of memory");
@@ -832,6 +836,8 @@ static rocksdb_t *open_cfs(st_db *db, const char *path, char **e)
             db->cf_default = hv[i];
         else if (tv[i] != NULL && nv[i][0] == ST_CF_EVENTS)
             tv[i]->ev = hv[i];
+        else if (tv[i] != NULL && nv[i][0] == ST_CF_STAGE)
+            tv[i]->stage = hv[i];
         else if (tv[i] != NULL)
             tv[i]->meta = hv[i];
         else if (db->cf_other != NULL)
@@ -1110,7 +1116,9 @@ void st_db_close(st_db *db)
                 rocksdb_column_family_handle_destroy(t->ev);
             if (t->meta)
                 rocksdb_column_family_handle_destroy(t->meta);
-            t->ev = t->meta = NULL;
+            if (t->stage)
+                rocksdb_column_family_handle_destroy(t->stage);
+            t->ev = t->meta = t->stage = NULL;
         }
         for (size_t i = 0; i < db->ncf_other; i++)
             rocksdb_column_family_handle_destroy(db->cf_other[i]);
@@ -1283,8 +1291,10 @@ typedef struct st_wreq {
     size_t taken; /* events [0, taken) are in a group (written or being written) */
     uint64_t ack_lsn;
     uint64_t durable; /* the D value once done */
-    int light;        /* at most store.commit_share_bytes */
-    int done;         /* all its events synced, or failed (rc) */
+    int drop;         /* its last group also drops the staging of drop_xid */
+    uint32_t drop_xid;
+    int light; /* at most store.commit_share_bytes */
+    int done;  /* all its events synced, or failed (rc) */
     int rc;
     char err[WH_ERRLEN];
     pthread_cond_t cond;
@@ -1418,8 +1428,12 @@ static int cq_form(st_db *db, st_gpart **parts, size_t *np, size_t *cap, uint64_
     return sliced;
 }
 
+static size_t stage_xid_range(char *lo, char *hi, size_t *hl, const char *tenant, uint32_t xid);
+static void stage_rdel_note(st_db *db, st_tenant *t, uint32_t n);
+
 /* Writes one group with sync (no lock held): its events, and the D key of
- * every tenant with an append that ends in it. Sets each such append's
+ * every tenant with an append that ends in it (and the range delete of
+ * the staging a stage commit's last append drops). Sets each such append's
  * durable value. */
 static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t errlen)
 {
@@ -1467,6 +1481,14 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             wh_put_be64(v, d);
             size_t kl = key_durable(k, t->name);
             rocksdb_writebatch_put_cf(wb, t->meta, k, kl, (const char *)v, 8);
+        }
+    }
+    for (size_t i = 0; i < np && rc == WH_OK; i++) {
+        st_wreq *r = parts[i].r;
+        if (r->drop && parts[i].to == r->n && r->t->stage != NULL) {
+            char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
+            size_t hl, ll = stage_xid_range(lo, hi, &hl, r->t->name, r->drop_xid);
+            rocksdb_writebatch_delete_range_cf(wb, r->t->stage, lo, ll, hi, hl);
         }
     }
     if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0) {
@@ -1573,8 +1595,24 @@ static void cq_lead(st_db *db, st_wreq *r)
     free(parts);
 }
 
+static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
+                     int drop, uint32_t drop_xid, uint64_t *durable_lsn, char *err, size_t errlen);
+
 int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                  uint64_t *durable_lsn, char *err, size_t errlen)
+{
+    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, durable_lsn, err, errlen);
+}
+
+int st_db_append_stage_end(st_db *db, const char *tenant, const st_event *ev, size_t n,
+                           uint64_t ack_lsn, uint32_t xid, uint64_t *durable_lsn, char *err,
+                           size_t errlen)
+{
+    return append_do(db, tenant, ev, n, ack_lsn, 1, xid, durable_lsn, err, errlen);
+}
+
+static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
+                     int drop, uint32_t drop_xid, uint64_t *durable_lsn, char *err, size_t errlen)
 {
     if (db->read_only)
         return wh_seterr(err, errlen, "store opened read-only");
@@ -1588,7 +1626,14 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
         return WH_ERR;
     uint64_t bytes = append_bytes(ev, n);
     int light = bytes <= atomic_load(&db->cq_share);
-    st_wreq r = {.t = t, .ev = ev, .n = n, .ack_lsn = ack_lsn, .light = light, .rc = WH_OK};
+    st_wreq r = {.t = t,
+                 .ev = ev,
+                 .n = n,
+                 .ack_lsn = ack_lsn,
+                 .light = light,
+                 .rc = WH_OK,
+                 .drop = drop,
+                 .drop_xid = drop_xid};
     pthread_cond_init(&r.cond, NULL);
     pthread_mutex_lock(&db->cq_mu);
     r.enq_us = wh_now_us();
@@ -1623,6 +1668,8 @@ int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, ui
     pthread_mutex_unlock(&db->cq_mu);
     uint64_t woke = wh_now_us();
     pthread_cond_destroy(&r.cond);
+    if (drop && r.rc == WH_OK && t->stage != NULL)
+        stage_rdel_note(db, t, 1);
     ten_done(t);
     if (r.rc != WH_OK)
         return wh_seterr(err, errlen, "%s", r.err);
@@ -1657,6 +1704,325 @@ static uint64_t append_bytes(const st_event *ev, size_t n)
 int st_db_append_light(st_db *db, const st_event *ev, size_t n)
 {
     return append_bytes(ev, n) <= atomic_load(&db->cq_share);
+}
+
+/* ---- staged (streamed) transactions ----
+ * In the tenant's staging CF "s:<tenant>" (made at its first staging; its
+ * range deletes never slow the meta CF's point reads of the append path):
+ *   'X' tenant \0 xid(4, BE) 'e' idx(4, BE) -> subxid(4, BE) + json
+ *   'X' tenant \0 xid(4, BE) 'a' subxid(4, BE) -> "" (an aborted subtransaction)
+ * A whole xid is the range [X tenant \0 xid, X tenant \0 xid \xff). */
+
+#define ST_STAGE_EVENT 'e'
+#define ST_STAGE_ABORT 'a'
+
+/* 'X' tenant \0 xid: the xid's prefix */
+static size_t key_stage_xid(char *k, const char *tenant, uint32_t xid)
+{
+    size_t n = key_prefix(k, 'X', tenant);
+    wh_put_be32((uint8_t *)k + n, xid);
+    return n + 4;
+}
+
+static size_t key_stage(char *k, const char *tenant, uint32_t xid, char tag, uint32_t v)
+{
+    size_t n = key_stage_xid(k, tenant, xid);
+    k[n] = tag;
+    wh_put_be32((uint8_t *)k + n + 1, v);
+    return n + 5;
+}
+
+/* Every key of the xid: [lo, hi); returns lo's length, *hl hi's. */
+static size_t stage_xid_range(char *lo, char *hi, size_t *hl, const char *tenant, uint32_t xid)
+{
+    size_t ll = key_stage_xid(lo, tenant, xid);
+    memcpy(hi, lo, ll);
+    hi[ll] = '\xff';
+    *hl = ll + 1;
+    return ll;
+}
+
+/* A synced write of wb (a ticket for the lazy offset commits). */
+static int sync_write(st_db *db, rocksdb_writebatch_t *wb, const char *what, char *err,
+                      size_t errlen)
+{
+    char *e = NULL;
+    uint64_t tk = sync_begin(db);
+    rocksdb_write(db->rdb, db->wo, wb, &e);
+    note_write(db, e);
+    if (e)
+        return rerr(err, errlen, what, e);
+    sync_end(db, tk);
+    return WH_OK;
+}
+
+/* ten_open, with the staging CF made first when create (else t->stage
+ * may be NULL: nothing staged). */
+static int ten_open_stage(st_db *db, const char *tenant, int create, st_tenant **out, char *err,
+                          size_t errlen)
+{
+    for (;;) {
+        if (ten_open(db, tenant, create, out, err, errlen) != WH_OK)
+            return WH_ERR;
+        st_tenant *t = *out;
+        if (t == NULL || t->stage != NULL || !create)
+            return WH_OK;
+        ten_done(t);
+        pthread_rwlock_wrlock(&t->lock);
+        char *e = NULL;
+        if (t->stage == NULL && t->ev != NULL) {
+            char name[ST_NAME_MAX + 3];
+            cf_name(name, sizeof(name), ST_CF_STAGE, t->name);
+            t->stage = rocksdb_create_column_family(db->rdb, db->opts, name, &e);
+            if (e == NULL)
+                wh_info("tenant %s: staging column family created", t->name);
+        }
+        pthread_rwlock_unlock(&t->lock);
+        if (e)
+            return rerr(err, errlen, "create column family", e);
+    }
+}
+
+/* Called after n range deletes were written to t's staging CF (t->lock
+ * held for reading). RocksDB (7.x) fragments a memtable's range tombstones
+ * again for every iterator and point read: past ST_STAGE_RDEL_FLUSH of
+ * them the staging CF is flushed (not waited for), so a commit's scans
+ * stay cheap however many transactions were streamed. */
+#define ST_STAGE_RDEL_FLUSH 64
+static void stage_rdel_note(st_db *db, st_tenant *t, uint32_t n)
+{
+    if (n == 0 || atomic_fetch_add(&t->stage_rdel, n) + n < ST_STAGE_RDEL_FLUSH)
+        return;
+    atomic_store(&t->stage_rdel, 0);
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, 0);
+    char *e = NULL;
+    rocksdb_flush_cf(db->rdb, fo, t->stage, &e);
+    rocksdb_flushoptions_destroy(fo);
+    if (e) {
+        wh_warn("tenant %s: flush of the staging column family: %s", t->name, e);
+        rocksdb_free(e);
+    }
+}
+
+int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, const st_staged *ev,
+                    size_t n, char *err, size_t errlen)
+{
+    if (db->read_only)
+        return wh_seterr(err, errlen, "store opened read-only");
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    if (xid == 0)
+        return wh_seterr(err, errlen, "stage_xid: must be > 0");
+    if (n > 0 && ev == NULL)
+        return wh_seterr(err, errlen, "events: NULL");
+    st_tenant *t;
+    if (ten_open_stage(db, tenant, 1, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    char k[ST_KEY_MAX], hi[ST_KEY_MAX];
+    if (reset) {
+        size_t hl, kl = stage_xid_range(k, hi, &hl, tenant, xid);
+        rocksdb_writebatch_delete_range_cf(wb, t->stage, k, kl, hi, hl);
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t kl = key_stage(k, tenant, xid, ST_STAGE_EVENT, ev[i].idx);
+        uint8_t sx[4];
+        wh_put_be32(sx, ev[i].subxid);
+        const char *vp[2] = {(const char *)sx, ev[i].json ? ev[i].json : ""};
+        size_t vs[2] = {4, ev[i].json ? ev[i].json_len : 0};
+        const char *kp[1] = {k};
+        size_t ks[1] = {kl};
+        rocksdb_writebatch_putv_cf(wb, t->stage, 1, kp, ks, 2, vp, vs);
+    }
+    int rc = WH_OK;
+    if (rocksdb_writebatch_count(wb) > 0)
+        rc = sync_write(db, wb, "stage write", err, errlen);
+    if (rc == WH_OK && reset)
+        stage_rdel_note(db, t, 1);
+    rocksdb_writebatch_destroy(wb);
+    ten_done(t);
+    return rc;
+}
+
+int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, size_t n, char *err,
+                      size_t errlen)
+{
+    if (db->read_only)
+        return wh_seterr(err, errlen, "store opened read-only");
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    for (size_t i = 0; i < n; i++)
+        if (ab[i].xid == 0 || ab[i].subxid == 0)
+            return wh_seterr(err, errlen, "stage_aborts[%zu].%s: must be > 0", i,
+                             ab[i].xid == 0 ? "xid" : "subxid");
+    /* a subtransaction's abort is remembered even before anything is
+     * staged; a whole abort of nothing is a no-op */
+    int sub = 0;
+    for (size_t i = 0; i < n; i++)
+        sub |= ab[i].subxid != ab[i].xid;
+    st_tenant *t;
+    if (ten_open_stage(db, tenant, sub, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL || t->stage == NULL) {
+        ten_done(t);
+        return WH_OK; /* nothing staged */
+    }
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    uint32_t rdel = 0;
+    for (size_t i = 0; i < n; i++) {
+        char k[ST_KEY_MAX], hi[ST_KEY_MAX];
+        if (ab[i].subxid == ab[i].xid) {
+            rdel++;
+            size_t hl, kl = stage_xid_range(k, hi, &hl, tenant, ab[i].xid);
+            rocksdb_writebatch_delete_range_cf(wb, t->stage, k, kl, hi, hl);
+        } else {
+            size_t kl = key_stage(k, tenant, ab[i].xid, ST_STAGE_ABORT, ab[i].subxid);
+            rocksdb_writebatch_put_cf(wb, t->stage, k, kl, "", 0);
+        }
+    }
+    int rc = WH_OK;
+    if (rocksdb_writebatch_count(wb) > 0)
+        rc = sync_write(db, wb, "stage abort", err, errlen);
+    if (rc == WH_OK)
+        stage_rdel_note(db, t, rdel);
+    rocksdb_writebatch_destroy(wb);
+    ten_done(t);
+    return rc;
+}
+
+/* Iterates the keys of xid with tag from v on: fn(arg, v, value, len) per
+ * key (a non-zero return stops before the key counts: *stopped). */
+typedef int (*stage_key_fn)(void *arg, uint32_t v, const char *val, size_t len);
+
+static int stage_iter(st_db *db, const char *tenant, uint32_t xid, char tag, uint32_t from,
+                      stage_key_fn fn, void *arg, int *stopped, char *err, size_t errlen)
+{
+    *stopped = 0;
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    st_tenant *t;
+    if (ten_open_stage(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL || t->stage == NULL) {
+        ten_done(t);
+        return WH_OK; /* nothing staged */
+    }
+    char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
+    size_t ll = key_stage(lo, tenant, xid, tag, from);
+    size_t hl = key_stage_xid(hi, tenant, xid);
+    hi[hl++] = (char)(tag + 1);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, hl);
+    rocksdb_readoptions_set_fill_cache(ro, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
+    int rc = WH_OK;
+    for (rocksdb_iter_seek(it, lo, ll); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        if (kl != hl + 4)
+            continue; /* not a key of this layout */
+        if (fn(arg, wh_get_be32((const uint8_t *)k + hl), v, vl) != 0) {
+            *stopped = 1;
+            break;
+        }
+    }
+    rc = iter_done(it, ro, "reading staged events", err, errlen);
+    ten_done(t);
+    return rc;
+}
+
+typedef struct aborted_acc {
+    uint32_t *v;
+    size_t n, cap;
+    int oom;
+} aborted_acc;
+
+static int aborted_step(void *arg, uint32_t sub, const char *val, size_t len)
+{
+    WH_UNUSED(val);
+    WH_UNUSED(len);
+    aborted_acc *a = arg;
+    if (a->n == a->cap) {
+        size_t nc = a->cap ? a->cap * 2 : 16;
+        uint32_t *p = realloc(a->v, nc * sizeof(*p));
+        if (p == NULL) {
+            a->oom = 1;
+            return 1;
+        }
+        a->v = p;
+        a->cap = nc;
+    }
+    a->v[a->n++] = sub; /* in key order: ascending */
+    return 0;
+}
+
+int st_db_stage_aborted(st_db *db, const char *tenant, uint32_t xid, uint32_t **subs, size_t *n,
+                        char *err, size_t errlen)
+{
+    aborted_acc a = {0};
+    int stopped;
+    int rc =
+        stage_iter(db, tenant, xid, ST_STAGE_ABORT, 0, aborted_step, &a, &stopped, err, errlen);
+    if (rc == WH_OK && a.oom)
+        rc = wh_seterr(err, errlen, "out of memory");
+    if (rc != WH_OK) {
+        free(a.v);
+        a.v = NULL;
+        a.n = 0;
+    }
+    *subs = a.v;
+    *n = a.n;
+    return rc;
+}
+
+typedef struct stage_scan_arg {
+    st_stage_fn fn;
+    void *arg;
+} stage_scan_arg;
+
+static int stage_scan_step(void *arg, uint32_t idx, const char *val, size_t len)
+{
+    stage_scan_arg *a = arg;
+    if (len < 4)
+        return 0; /* not a staged event's value */
+    return a->fn(a->arg, idx, wh_get_be32((const uint8_t *)val), val + 4, len - 4);
+}
+
+int st_db_stage_scan(st_db *db, const char *tenant, uint32_t xid, uint32_t from_idx, st_stage_fn fn,
+                     void *arg, int *stopped, char *err, size_t errlen)
+{
+    stage_scan_arg a = {fn, arg};
+    return stage_iter(db, tenant, xid, ST_STAGE_EVENT, from_idx, stage_scan_step, &a, stopped, err,
+                      errlen);
+}
+
+typedef struct stage_count_arg {
+    uint64_t n, cap;
+} stage_count_arg;
+
+static int stage_count_step(void *arg, uint32_t idx, const char *val, size_t len)
+{
+    WH_UNUSED(idx);
+    WH_UNUSED(val);
+    WH_UNUSED(len);
+    stage_count_arg *a = arg;
+    if (a->n >= a->cap)
+        return 1;
+    a->n++;
+    return 0;
+}
+
+int st_db_stage_count(st_db *db, const char *tenant, uint32_t xid, uint64_t cap, uint64_t *n,
+                      char *err, size_t errlen)
+{
+    stage_count_arg a = {0, cap};
+    int stopped;
+    int rc =
+        stage_iter(db, tenant, xid, ST_STAGE_EVENT, 0, stage_count_step, &a, &stopped, err, errlen);
+    *n = a.n;
+    return rc;
 }
 
 /* ---- read ---- */
@@ -2360,12 +2726,16 @@ static int compact_tenants(st_db *db, const char *only, int compact, char *err, 
         rocksdb_flush_cf(db->rdb, fo, t->ev, &e);
         if (e == NULL)
             rocksdb_flush_cf(db->rdb, fo, t->meta, &e);
+        if (e == NULL && t->stage != NULL)
+            rocksdb_flush_cf(db->rdb, fo, t->stage, &e);
         rocksdb_flushoptions_destroy(fo);
         if (e) {
             rc = rerr(err, errlen, "flush", e);
         } else if (compact) {
             rocksdb_compact_range_cf(db->rdb, t->ev, NULL, 0, NULL, 0);
             rocksdb_compact_range_cf(db->rdb, t->meta, NULL, 0, NULL, 0);
+            if (t->stage != NULL)
+                rocksdb_compact_range_cf(db->rdb, t->stage, NULL, 0, NULL, 0);
         }
         ten_done(t);
     }
@@ -3095,8 +3465,8 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         return WH_OK;
     int rc = WH_OK;
     pthread_rwlock_wrlock(&t->lock);
-    rocksdb_column_family_handle_t *h[2] = {t->ev, t->meta};
-    for (int i = 0; i < 2 && rc == WH_OK; i++) {
+    rocksdb_column_family_handle_t *h[3] = {t->ev, t->meta, t->stage};
+    for (int i = 0; i < 3 && rc == WH_OK; i++) {
         if (h[i] == NULL)
             continue;
         char *e = NULL;
@@ -3110,8 +3480,10 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         t->cf_gen++;
         if (i == 0)
             t->ev = NULL;
-        else
+        else if (i == 1)
             t->meta = NULL;
+        else
+            t->stage = NULL;
     }
     if (rc == WH_OK) {
         /* its consumers become tombstones (a late commit or read of a
@@ -3454,6 +3826,8 @@ static void maintain_tenant(st_db *db, st_tenant *t)
             }
         }
         uint64_t bytes = cf_bytes(db, t->ev) + cf_bytes(db, t->meta);
+        if (t->stage != NULL)
+            bytes += cf_bytes(db, t->stage);
         ten_done(h);
 
         uint64_t el = 0;
@@ -3469,6 +3843,8 @@ static void maintain_tenant(st_db *db, st_tenant *t)
         cf_name(cf, sizeof(cf), ST_CF_EVENTS, t->name);
         uint64_t compactions = st_bgio_compactions(db->bgio, cf);
         cf_name(cf, sizeof(cf), ST_CF_META, t->name);
+        compactions += st_bgio_compactions(db->bgio, cf);
+        cf_name(cf, sizeof(cf), ST_CF_STAGE, t->name);
         compactions += st_bgio_compactions(db->bgio, cf);
         pthread_mutex_lock(&t->wm_mu);
         st_tenant_stats *st = &t->stats;
@@ -3715,7 +4091,22 @@ void st_db_needs_snapshot_each(st_db *db, st_consumer_fn fn, void *arg)
 
 /* ---- per-tenant write token bucket ---- */
 
+static int bucket_take(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, int force,
+                       uint32_t *retry_ms);
+
 int st_db_admit(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, uint32_t *retry_ms)
+{
+    return bucket_take(db, tenant, bytes, events, 0, retry_ms);
+}
+
+void st_db_charge(st_db *db, const char *tenant, uint64_t bytes, uint64_t events)
+{
+    uint32_t retry_ms;
+    (void)bucket_take(db, tenant, bytes, events, 1, &retry_ms);
+}
+
+static int bucket_take(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, int force,
+                       uint32_t *retry_ms)
 {
     *retry_ms = 0;
     int64_t rb = atomic_load(&db->rate_bytes), re = atomic_load(&db->rate_events);
@@ -3753,7 +4144,7 @@ int st_db_admit(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, 
         wait = -t->tb_bytes / (double)rb;
     if (re > 0 && t->tb_events < 0 && -t->tb_events / (double)re > wait)
         wait = -t->tb_events / (double)re;
-    if (wait > 0) {
+    if (wait > 0 && !force) {
         uint64_t ms = (uint64_t)(wait * 1000.0) + 1;
         *retry_ms = ms > 60000 ? 60000 : (uint32_t)ms;
         rc = ST_DB_SLOW;

@@ -10,6 +10,7 @@
  *                 'D' tenant               -> durable ack_lsn(8, BE)
  *                 'W' tenant               -> GC watermark lsn(8) seq(4)
  *                 'Q'/'R'/'L' ...          -> dead letters, replay queue, leases (below)
+ *   "s:<tenant>"  'X' ...                  -> staged streamed transactions (below)
  *   "default"     'S' "state"              -> version(8, BE) + state document
  * Keys keep their tenant prefix inside the tenant's CFs (one key format in
  * every place). A data directory of an older store (every key in the
@@ -129,7 +130,7 @@ typedef struct st_db_limits {
 /* A tenant's figures from the last maintenance pass. */
 typedef struct st_tenant_stats {
     char tenant[ST_NAME_MAX + 1];
-    uint64_t bytes;      /* SST files + memtables of its two CFs */
+    uint64_t bytes;      /* SST files + memtables of its CFs (staging included) */
     uint64_t live_bytes; /* approximate on-disk bytes of events at/after the watermark */
     uint64_t end_lsn;
     uint32_t end_seq;
@@ -191,6 +192,59 @@ void st_db_close(st_db *db);
  * *durable_lsn receives the stored D value. */
 int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                  uint64_t *durable_lsn, char *err, size_t errlen);
+
+/* ---- staged (streamed) transactions ----
+ * PostgreSQL streams a big transaction before its commit LSN is known; its
+ * changes are staged under (tenant, xid) in the tenant's third column
+ * family "s:<tenant>" (made at its first staging, dropped with the
+ * tenant), apart from the events (never read, counted, GC'd or dumped as
+ * events) and from the meta CF (whose point reads, e.g. the D key of every
+ * append, would otherwise walk the staging's range tombstones):
+ *   'X' tenant \0 xid(4, BE) 'e' idx(4, BE) -> subxid(4, BE) + json
+ *   'X' tenant \0 xid(4, BE) 'a' subxid(4, BE) -> "" (subtransaction aborted)
+ * A whole xid is dropped with one range delete. The server turns them into events
+ * (st_db_stage_scan in chunks, st_db_append for each, the last with
+ * st_db_append_stage_end). */
+typedef struct st_staged {
+    uint32_t idx; /* staging index (Event.seq of a staged batch) */
+    uint32_t subxid;
+    const void *json;
+    size_t json_len;
+} st_staged;
+
+typedef struct st_stage_abort {
+    uint32_t xid, subxid; /* subxid == xid: the whole transaction */
+} st_stage_abort;
+
+/* One synced WriteBatch: with reset, everything staged under xid is
+ * dropped first; then the events are put (idempotent: same index, same
+ * bytes). */
+int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, const st_staged *ev,
+                    size_t n, char *err, size_t errlen);
+/* One synced WriteBatch: per entry, subxid == xid drops all of xid's
+ * staging; otherwise subxid is noted as aborted (its events are skipped by
+ * the commit, and dropped with the xid). */
+int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, size_t n, char *err,
+                      size_t errlen);
+/* The aborted subxids of xid, ascending (*subs malloc'ed, free it; NULL
+ * when none). */
+int st_db_stage_aborted(st_db *db, const char *tenant, uint32_t xid, uint32_t **subs, size_t *n,
+                        char *err, size_t errlen);
+/* Called per staged event in index order; json is valid only during the
+ * call. Non-zero: stop, the event is not taken (*stopped = 1). */
+typedef int (*st_stage_fn)(void *arg, uint32_t idx, uint32_t subxid, const void *json,
+                           size_t json_len);
+/* Staged events of xid from index from_idx on (aborted ones included). */
+int st_db_stage_scan(st_db *db, const char *tenant, uint32_t xid, uint32_t from_idx, st_stage_fn fn,
+                     void *arg, int *stopped, char *err, size_t errlen);
+/* Staged events of xid, counted up to cap (tests, tools). */
+int st_db_stage_count(st_db *db, const char *tenant, uint32_t xid, uint64_t cap, uint64_t *n,
+                      char *err, size_t errlen);
+/* st_db_append whose write also drops the staging of xid (the last chunk
+ * of a stage commit: its events, ack_lsn and the drop in one WriteBatch). */
+int st_db_append_stage_end(st_db *db, const char *tenant, const st_event *ev, size_t n,
+                           uint64_t ack_lsn, uint32_t xid, uint64_t *durable_lsn, char *err,
+                           size_t errlen);
 
 /* Events of tenant strictly after (from_lsn, from_seq) in position order, at
  * most max_events, and stopping before max_bytes of json would be exceeded
@@ -434,6 +488,9 @@ int st_db_needs_snapshot(st_db *db, const char *tenant, const char *consumer);
  * batch bigger than the bucket passes when the bucket is full. Unlimited
  * when both rates are 0. */
 int st_db_admit(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, uint32_t *retry_ms);
+/* Charges the bucket without refusing (a stage commit's chunks, admitted
+ * once as a whole: a commit refused half-way would start again). */
+void st_db_charge(st_db *db, const char *tenant, uint64_t bytes, uint64_t events);
 /* RocksDB's cumulative write figures since open: synced writes (appends,
  * commits...), the commit groups they were coalesced into (one WAL write
  * and one sync each: concurrent appends of several tenants share one), and

@@ -67,10 +67,12 @@ struct st_server {
     wh_gauge last_append_us; /* wall clock of the last synced append with events */
     wh_counter appends;
     wh_counter reads;
-    wh_counter slowed;           /* appends answered "slow down" */
-    wh_counter notified;         /* durability notifications published */
-    wh_counter pushed;           /* ...of them with the events */
-    wh_histogram append_time[2]; /* Append requests, handler entry to reply: light, big */
+    wh_counter slowed;              /* appends answered "slow down" */
+    wh_counter notified;            /* durability notifications published */
+    wh_counter pushed;              /* ...of them with the events */
+    wh_histogram append_time[2];    /* Append requests, handler entry to reply: light, big */
+    _Atomic size_t stage_chunk;     /* stage commit: bytes of events per internal append */
+    _Atomic uint64_t stage_commits; /* stage commits completed */
 
     /* reader cursors by (tenant, consumer), striped by hash: no lock is
      * shared by every Read */
@@ -217,6 +219,55 @@ static int names_ok(Walhook__Reply *rep, const char *tenant, const char *consume
 
 /* ---- Append ---- */
 
+/* Stores events as every Append does: the group commit (st_db_append; the
+ * last chunk of a stage commit also drops the staging of drop_xid), the
+ * tenant's push tail, counters, the durability notification and the
+ * long polls' wake-up. pev: the same events as protobuf (the
+ * notification's). WH_ERR (err set) when the write failed. */
+static int store_events(st_server *s, const char *tenant, const st_event *ev,
+                        Walhook__Event *const *pev, size_t n, int ordered, uint64_t ack_lsn,
+                        int has_drop, uint32_t drop_xid, uint64_t *durable, char *err,
+                        size_t errlen)
+{
+    st_push_tok tok;
+    int track = n > 0 && s->pub != NULL;
+    if (track)
+        st_push_begin(s->push, s->db, tenant, &tok);
+    int rc = has_drop ? st_db_append_stage_end(s->db, tenant, ev, n, ack_lsn, drop_xid, durable,
+                                               err, errlen)
+                      : st_db_append(s->db, tenant, ev, n, ack_lsn, durable, err, errlen);
+    int has_prev = 0;
+    uint64_t prev_lsn = 0, moves = 0;
+    uint32_t prev_seq = 0;
+    if (track) {
+        const st_event *f = &ev[0], *l = &ev[n - 1];
+        has_prev = st_push_end(s->push, s->db, &tok, rc == WH_OK && ordered, f->lsn, f->seq, l->lsn,
+                               l->seq, &prev_lsn, &prev_seq, &moves);
+    }
+    if (rc != WH_OK)
+        return WH_ERR;
+    wh_counter_add(&s->appends, 1);
+    wh_counter_add(&s->events_stored, n);
+    if (n > 0)
+        wh_gauge_set(&s->last_append_us, (int64_t)wh_wallclock_us());
+    if (wh_lat_trace_on()) {
+        for (size_t i = 0; i < n; i++)
+            wh_lat_trace_add("st_synced", pev[i]->commit_ts_us);
+        wh_lat_trace_flush();
+    }
+    rent_sweep(s);
+    if (n > 0) {
+        const Walhook__Event *last = pev[n - 1];
+        publish_durable(s, tenant, last->commit_lsn, last->seq, has_prev, prev_lsn, prev_seq, moves,
+                        pev, n);
+        notify_tenant(s, tenant);
+    }
+    return WH_OK;
+}
+
+static void do_stage(st_server *s, const Walhook__AppendBatch *a, Walhook__Reply *rep,
+                     st_reply_mem *m);
+
 static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Reply *rep,
                       st_reply_mem *m)
 {
@@ -224,6 +275,10 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     uint64_t t0 = wh_now_us();
     if (!present(rep, a, "append") || !names_ok(rep, a->tenant, NULL, 0))
         return;
+    if (a->stage_xid != 0 || a->stage_reset || a->stage_commit != NULL || a->n_stage_aborts > 0) {
+        do_stage(s, a, rep, m);
+        return;
+    }
     if (a->n_events > 0 && a->events == NULL) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "events: missing");
         return;
@@ -281,42 +336,14 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
         return;
     }
     uint64_t durable = 0;
-    st_push_tok tok;
-    int track = a->n_events > 0 && s->pub != NULL;
-    if (track)
-        st_push_begin(s->push, s->db, a->tenant, &tok);
-    int rc =
-        st_db_append(s->db, a->tenant, ev, a->n_events, a->ack_lsn, &durable, err, sizeof(err));
+    int rc = store_events(s, a->tenant, ev, a->events, a->n_events, ordered, a->ack_lsn, 0, 0,
+                          &durable, err, sizeof(err));
     int light = st_db_append_light(s->db, ev, a->n_events);
-    int has_prev = 0;
-    uint64_t prev_lsn = 0, moves = 0;
-    uint32_t prev_seq = 0;
-    if (track) {
-        const st_event *f = &ev[0], *l = &ev[a->n_events - 1];
-        has_prev = st_push_end(s->push, s->db, &tok, rc == WH_OK && ordered, f->lsn, f->seq, l->lsn,
-                               l->seq, &prev_lsn, &prev_seq, &moves);
-    }
     free(ev);
     if (rc != WH_OK) {
         wh_error("append tenant=%s batch=%" PRIu64 " failed: %s", a->tenant, a->batch_id, err);
         wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
         return;
-    }
-    wh_counter_add(&s->appends, 1);
-    wh_counter_add(&s->events_stored, a->n_events);
-    if (a->n_events > 0)
-        wh_gauge_set(&s->last_append_us, (int64_t)wh_wallclock_us());
-    if (wh_lat_trace_on()) {
-        for (size_t i = 0; i < a->n_events; i++)
-            wh_lat_trace_add("st_synced", a->events[i]->commit_ts_us);
-        wh_lat_trace_flush();
-    }
-    rent_sweep(s);
-    if (a->n_events > 0) {
-        const Walhook__Event *last = a->events[a->n_events - 1];
-        publish_durable(s, a->tenant, last->commit_lsn, last->seq, has_prev, prev_lsn, prev_seq,
-                        moves, a->events, a->n_events);
-        notify_tenant(s, a->tenant);
     }
     walhook__append_reply__init(&m->app);
     m->app.durable_lsn = durable;
@@ -324,6 +351,367 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     rep->body_case = WALHOOK__REPLY__BODY_APPEND;
     rep->append = &m->app;
     wh_hist_observe_us(&s->append_time[light ? 0 : 1], wh_now_us() - t0);
+}
+
+/* ---- streamed transactions: staging (AppendBatch.stage_*) ---- */
+
+/* A stage commit's chunk being filled by st_db_stage_scan. */
+typedef struct stage_chunk {
+    const Walhook__StageCommit *c;
+    const uint32_t *aborted; /* ascending */
+    size_t naborted;
+    size_t max_bytes;
+    uint64_t seq;      /* the next event's seq */
+    uint64_t next_idx; /* the staging index to scan from next */
+    int seen;          /* a staged event was found */
+    int too_many;      /* seq would pass UINT32_MAX */
+    int oom;
+    wh_buf data; /* the chunk's json: head(seq) + staged json */
+    st_event *ev;
+    Walhook__Event *pe;
+    Walhook__Event **pp;
+    size_t *off;
+    size_t n, cap;
+} stage_chunk;
+
+static int u32_cmp(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* head(seq): the parts joined by seq in decimal */
+static int head_render(wh_buf *b, const Walhook__StageCommit *c, uint64_t seq)
+{
+    char num[24];
+    int nl = snprintf(num, sizeof(num), "%" PRIu64, seq);
+    for (size_t i = 0; i < c->n_head_parts; i++) {
+        if (i > 0 && wh_buf_append(b, num, (size_t)nl) != WH_OK)
+            return WH_ERR;
+        if (c->head_parts[i].len > 0 &&
+            wh_buf_append(b, c->head_parts[i].data, c->head_parts[i].len) != WH_OK)
+            return WH_ERR;
+    }
+    return WH_OK;
+}
+
+static int chunk_step(void *arg, uint32_t idx, uint32_t subxid, const void *json, size_t len)
+{
+    stage_chunk *k = arg;
+    k->seen = 1;
+    if (k->naborted > 0 && bsearch(&subxid, k->aborted, k->naborted, sizeof(uint32_t), u32_cmp)) {
+        k->next_idx = (uint64_t)idx + 1;
+        return 0; /* an aborted subtransaction's: never an event */
+    }
+    if (k->seq > UINT32_MAX) {
+        k->too_many = 1;
+        return 1;
+    }
+    if (k->n > 0 && k->data.len + len > k->max_bytes)
+        return 1; /* the chunk is full: this one starts the next */
+    if (k->n == k->cap) {
+        size_t nc = k->cap ? k->cap * 2 : 256;
+        st_event *e = realloc(k->ev, nc * sizeof(*e));
+        if (e != NULL)
+            k->ev = e;
+        Walhook__Event *pe = realloc(k->pe, nc * sizeof(*pe));
+        if (pe != NULL)
+            k->pe = pe;
+        Walhook__Event **pp = realloc(k->pp, nc * sizeof(*pp));
+        if (pp != NULL)
+            k->pp = pp;
+        size_t *off = realloc(k->off, nc * sizeof(*off));
+        if (off != NULL)
+            k->off = off;
+        if (e == NULL || pe == NULL || pp == NULL || off == NULL) {
+            k->oom = 1;
+            return 1;
+        }
+        k->cap = nc;
+    }
+    size_t at = k->data.len;
+    if (head_render(&k->data, k->c, k->seq) != WH_OK ||
+        wh_buf_append(&k->data, json, len) != WH_OK) {
+        k->data.len = at;
+        k->oom = 1;
+        return 1;
+    }
+    k->off[k->n] = at;
+    k->ev[k->n] =
+        (st_event){k->c->commit_lsn, (uint32_t)k->seq, k->c->commit_ts_us, NULL, k->data.len - at};
+    k->n++;
+    k->seq++;
+    k->next_idx = (uint64_t)idx + 1;
+    return 0;
+}
+
+static void chunk_free(stage_chunk *k)
+{
+    wh_buf_free(&k->data);
+    free(k->ev);
+    free(k->pe);
+    free(k->pp);
+    free(k->off);
+}
+
+/* The request's durable_lsn: ack_lsn applied through the group commit (so
+ * D only ever grows) when given, else the stored value. */
+static int stage_durable(st_server *s, const Walhook__AppendBatch *a, uint64_t *durable, char *err,
+                         size_t errlen)
+{
+    if (a->ack_lsn == 0)
+        return st_db_get_durable(s->db, a->tenant, durable, err, errlen);
+    return st_db_append(s->db, a->tenant, NULL, 0, a->ack_lsn, durable, err, errlen);
+}
+
+static void stage_reply(Walhook__Reply *rep, st_reply_mem *m, uint64_t durable, size_t stored)
+{
+    walhook__append_reply__init(&m->app);
+    m->app.durable_lsn = durable;
+    m->app.stored = (uint32_t)stored;
+    rep->body_case = WALHOOK__REPLY__BODY_APPEND;
+    rep->append = &m->app;
+}
+
+static int stage_slow(st_server *s, const char *tenant, uint64_t bytes, uint64_t events,
+                      Walhook__Reply *rep)
+{
+    uint32_t retry_ms = 0;
+    if (st_db_admit(s->db, tenant, bytes, events, &retry_ms) != ST_DB_SLOW)
+        return 0;
+    wh_counter_add(&s->slowed, 1);
+    wh_reply_error(rep, ST_STATUS_SLOW_DOWN,
+                   "slow down: tenant %s is over its write budget (store.tenant_rate_*); "
+                   "send again in %u ms",
+                   tenant, retry_ms);
+    rep->retry_after_ms = retry_ms;
+    return 1;
+}
+
+/* Staged events: kept under stage_xid, not events. */
+static void stage_put(st_server *s, const Walhook__AppendBatch *a, Walhook__Reply *rep,
+                      st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    st_staged *ev = NULL;
+    uint64_t bytes = 0, durable = 0;
+    if (a->n_events > 0 && (ev = calloc(a->n_events, sizeof(*ev))) == NULL) {
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < a->n_events; i++) {
+        const Walhook__Event *e = a->events[i];
+        const char *bad = NULL;
+        if (e == NULL)
+            bad = "missing";
+        else if (e->commit_lsn != 0)
+            bad = "commit_lsn: must be 0 in a staged batch (stage_xid)";
+        else if (e->commit_ts_us != 0)
+            bad = "commit_ts_us: must be 0 in a staged batch (stage_xid)";
+        else if (e->json.len == 0 || e->json.data == NULL)
+            bad = "json: empty";
+        if (bad) {
+            wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "events[%zu]%s%s", i, e == NULL ? ": " : ".",
+                           bad);
+            free(ev);
+            return;
+        }
+        ev[i] = (st_staged){e->seq, e->subxid, e->json.data, e->json.len};
+        bytes += e->json.len;
+    }
+    if (stage_slow(s, a->tenant, bytes, a->n_events, rep)) {
+        free(ev);
+        return;
+    }
+    int rc = st_db_stage_put(s->db, a->tenant, a->stage_xid, a->stage_reset, ev, a->n_events, err,
+                             sizeof(err));
+    free(ev);
+    if (rc == WH_OK)
+        rc = stage_durable(s, a, &durable, err, sizeof(err));
+    if (rc != WH_OK) {
+        wh_error("stage tenant=%s xid=%u batch=%" PRIu64 " failed: %s", a->tenant, a->stage_xid,
+                 a->batch_id, err);
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    stage_reply(rep, m, durable, a->n_events);
+}
+
+static void stage_aborts(st_server *s, const Walhook__AppendBatch *a, Walhook__Reply *rep,
+                         st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    uint64_t durable = 0;
+    st_stage_abort *ab = calloc(a->n_stage_aborts, sizeof(*ab));
+    if (ab == NULL) {
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < a->n_stage_aborts; i++) {
+        const Walhook__StageAbort *x = a->stage_aborts[i];
+        if (x == NULL || x->xid == 0 || x->subxid == 0) {
+            wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "stage_aborts[%zu]%s", i,
+                           x == NULL     ? ": missing"
+                           : x->xid == 0 ? ".xid: must be > 0"
+                                         : ".subxid: must be > 0");
+            free(ab);
+            return;
+        }
+        ab[i] = (st_stage_abort){x->xid, x->subxid};
+    }
+    int rc = st_db_stage_abort(s->db, a->tenant, ab, a->n_stage_aborts, err, sizeof(err));
+    free(ab);
+    if (rc == WH_OK)
+        rc = stage_durable(s, a, &durable, err, sizeof(err));
+    if (rc != WH_OK) {
+        wh_error("stage abort tenant=%s batch=%" PRIu64 " failed: %s", a->tenant, a->batch_id, err);
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    stage_reply(rep, m, durable, 0);
+}
+
+/* The staged events of xid become events at (commit_lsn, 0..n-1), in
+ * chunks of about s->stage_chunk bytes, each stored as an Append; the last
+ * carries ack_lsn and drops the staging in its WriteBatch. A crash half-way
+ * leaves the staging: the commit sent again writes the same events again
+ * (same positions, same bytes) and finishes. */
+static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__Reply *rep,
+                         st_reply_mem *m)
+{
+    const Walhook__StageCommit *c = a->stage_commit;
+    char err[WH_ERRLEN];
+    size_t head = 0;
+    for (size_t i = 0; i < c->n_head_parts; i++) {
+        if (c->head_parts[i].len > 0 && c->head_parts[i].data == NULL) {
+            wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "stage_commit.head_parts[%zu]: missing", i);
+            return;
+        }
+        head += c->head_parts[i].len;
+    }
+    const char *bad = NULL;
+    if (c->xid == 0)
+        bad = "xid: must be > 0";
+    else if (c->commit_lsn == 0)
+        bad = "commit_lsn: must be > 0";
+    else if (c->commit_ts_us < 0)
+        bad = "commit_ts_us: must be >= 0";
+    else if (c->n_head_parts == 0)
+        bad = "head_parts: empty (at least one part)";
+    if (bad) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "stage_commit.%s", bad);
+        return;
+    }
+    if (c->n_head_parts > ST_STAGE_HEAD_PARTS || head > ST_STAGE_HEAD_BYTES) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST,
+                       "stage_commit.head_parts: %zu parts of %zu bytes (max %d parts, %d bytes)",
+                       c->n_head_parts, head, ST_STAGE_HEAD_PARTS, ST_STAGE_HEAD_BYTES);
+        return;
+    }
+    if (stage_slow(s, a->tenant, 0, 0, rep))
+        return;
+    stage_chunk k = {.c = c, .max_bytes = atomic_load(&s->stage_chunk)};
+    wh_buf_init(&k.data, 0);
+    uint32_t *aborted = NULL;
+    uint64_t durable = 0, stored = 0;
+    int rc = st_db_stage_aborted(s->db, a->tenant, c->xid, &aborted, &k.naborted, err, sizeof(err));
+    k.aborted = aborted;
+    int last = 0;
+    while (rc == WH_OK && !last) {
+        k.n = 0;
+        wh_buf_reset(&k.data);
+        int stopped = 0;
+        if (k.next_idx <= UINT32_MAX)
+            rc = st_db_stage_scan(s->db, a->tenant, c->xid, (uint32_t)k.next_idx, chunk_step, &k,
+                                  &stopped, err, sizeof(err));
+        if (rc != WH_OK)
+            break;
+        if (k.oom) {
+            rc = wh_seterr(err, sizeof(err), "out of memory");
+            break;
+        }
+        if (k.too_many) {
+            wh_reply_error(rep, ST_STATUS_BAD_REQUEST,
+                           "stage_commit: xid %u holds more events than a transaction can "
+                           "number (seq is 32 bits)",
+                           c->xid);
+            free(aborted);
+            chunk_free(&k);
+            return;
+        }
+        last = !stopped;
+        for (size_t i = 0; i < k.n; i++) {
+            const char *j = k.data.data + k.off[i];
+            k.ev[i].json = j;
+            walhook__event__init(&k.pe[i]);
+            k.pe[i].commit_lsn = k.ev[i].lsn;
+            k.pe[i].seq = k.ev[i].seq;
+            k.pe[i].commit_ts_us = k.ev[i].commit_ts_us;
+            k.pe[i].json.data = (uint8_t *)j;
+            k.pe[i].json.len = k.ev[i].json_len;
+            k.pp[i] = &k.pe[i];
+        }
+        st_db_charge(s->db, a->tenant, k.data.len, k.n);
+        int drop = last && (k.seen || k.naborted > 0);
+        rc = store_events(s, a->tenant, k.ev, k.pp, k.n, 1, last ? a->ack_lsn : 0, drop, c->xid,
+                          &durable, err, sizeof(err));
+        stored += k.n;
+    }
+    free(aborted);
+    chunk_free(&k);
+    if (rc != WH_OK) {
+        wh_error("stage commit tenant=%s xid=%u batch=%" PRIu64 " failed after %" PRIu64
+                 " events: %s",
+                 a->tenant, c->xid, a->batch_id, stored, err);
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    atomic_fetch_add(&s->stage_commits, 1);
+    stage_reply(rep, m, durable, stored > UINT32_MAX ? UINT32_MAX : (size_t)stored);
+}
+
+/* A request with any stage_* field: exactly one kind, well formed. */
+static void do_stage(st_server *s, const Walhook__AppendBatch *a, Walhook__Reply *rep,
+                     st_reply_mem *m)
+{
+    if (a->stage_reset && a->stage_xid == 0) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s",
+                       "stage_reset: needs stage_xid (the transaction to stage again)");
+        return;
+    }
+    const char *kinds[3];
+    size_t nk = 0;
+    if (a->stage_xid != 0)
+        kinds[nk++] = "staged events (stage_xid)";
+    else if (a->n_events > 0)
+        kinds[nk++] = "events";
+    if (a->stage_commit != NULL)
+        kinds[nk++] = "stage_commit";
+    if (a->n_stage_aborts > 0 && nk < 3)
+        kinds[nk++] = "stage_aborts";
+    if (nk > 1) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST,
+                       "append: %s and %s in one request (a request carries one of events, "
+                       "staged events, stage_commit or stage_aborts)",
+                       kinds[0], kinds[1]);
+        return;
+    }
+    if ((a->n_events > 0 && a->events == NULL) ||
+        (a->n_stage_aborts > 0 && a->stage_aborts == NULL)) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "events: missing");
+        return;
+    }
+    if (a->stage_xid != 0)
+        stage_put(s, a, rep, m);
+    else if (a->stage_commit != NULL)
+        stage_commit(s, a, rep, m);
+    else
+        stage_aborts(s, a, rep, m);
+}
+
+void st_server_set_stage_chunk(st_server *s, size_t bytes)
+{
+    atomic_store(&s->stage_chunk, bytes > 0 ? bytes : ST_STAGE_CHUNK_BYTES);
 }
 
 /* ---- reader cursors ---- */
@@ -999,6 +1387,9 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_header(b, "walhook_store_appends_total", "counter",
                            "append batches made durable since start");
     rc |= wh_metric_u64(b, "walhook_store_appends_total", "", wh_counter_get(&s->appends));
+    rc |= wh_metric_header(b, "walhook_store_stage_commits_total", "counter",
+                           "streamed transactions turned into events (stage commits) since start");
+    rc |= wh_metric_u64(b, "walhook_store_stage_commits_total", "", atomic_load(&s->stage_commits));
     rc |= wh_metric_header(b, "walhook_store_notifications_total", "counter",
                            "durability notifications published (one per synced append)");
     rc |= wh_metric_u64(b, "walhook_store_notifications_total", "", wh_counter_get(&s->notified));
@@ -1674,6 +2065,7 @@ int st_server_create(st_server **out, st_db *db, int workers, size_t max_msg, ch
         return wh_seterr(err, errlen, "out of memory");
     s->db = db;
     s->workers = workers;
+    s->stage_chunk = ST_STAGE_CHUNK_BYTES;
     s->max_msg = max_msg > 0 ? max_msg : 64u * 1024 * 1024;
     if (st_push_new(&s->push) != WH_OK) {
         free(s);

@@ -50,6 +50,21 @@
 #define ST_MAX_EVENTS 10000
 #define ST_DEFAULT_MAX_BYTES (1024 * 1024)
 
+/* Streamed transactions (AppendBatch.stage_*, proto/walhook.proto): an
+ * Append carries one of events, staged events (stage_xid: st_db_stage_put),
+ * stage_aborts (st_db_stage_abort) or a stage_commit; a mix, or a stage
+ * field malformed, is answered 400 naming it, nothing stored. A
+ * stage_commit turns the staged events into events (commit_lsn, 0..n-1),
+ * json = head(seq) + staged json, in chunks of ST_STAGE_CHUNK_BYTES of
+ * json, each stored as an Append is (group commit, push, notification,
+ * counters, the tenant's write budget: admitted once, then charged); the
+ * last chunk carries ack_lsn and drops the staging in its WriteBatch.
+ * AppendReply.stored: staged events in the request, or events the commit
+ * made. */
+#define ST_STAGE_CHUNK_BYTES (4u << 20)
+#define ST_STAGE_HEAD_PARTS 64    /* stage_commit.head_parts, at most */
+#define ST_STAGE_HEAD_BYTES 65536 /* their bytes together, at most */
+
 typedef struct st_server st_server;
 
 int st_server_create(st_server **out, st_db *db, int workers, size_t max_msg, char *err,
@@ -61,6 +76,9 @@ void st_server_set_state(st_server *s, st_state *st);
 /* Housekeeping without requests (the main loop, about once a second):
  * closes idle reader cursors, those of removed tenants at once. */
 void st_server_tick(st_server *s);
+
+/* Bytes of json per internal append of a stage commit (tests; 0 = default). */
+void st_server_set_stage_chunk(st_server *s, size_t bytes);
 
 /* store.notify_endpoint, before st_server_listen ("" = derived). */
 void st_server_set_notify(st_server *s, const char *setting);

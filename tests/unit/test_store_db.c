@@ -1649,6 +1649,116 @@ static void test_crash_zeroed_wal(void **state)
     st_db_close(db);
 }
 
+typedef struct staged_got {
+    size_t n;
+    uint32_t idx[64];
+    uint32_t sub[64];
+    char json[64][32];
+} staged_got;
+
+static int staged_step(void *arg, uint32_t idx, uint32_t subxid, const void *json, size_t len)
+{
+    staged_got *g = arg;
+    if (g->n == 64)
+        return 1;
+    g->idx[g->n] = idx;
+    g->sub[g->n] = subxid;
+    size_t l = len < 31 ? len : 31;
+    memcpy(g->json[g->n], json, l);
+    g->json[g->n][l] = '\0';
+    g->n++;
+    return 0;
+}
+
+/* Staged events live apart from events: a scan returns them in staging
+ * order, they are invisible to Read, the tenant's end, the dump and GC
+ * (a watermark past everything and a full compaction keep them), and a
+ * whole-xid abort or the commit's last append drops exactly that xid. */
+static void test_stage_keys(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    st_staged s[3] = {{2, 7, "two", 3}, {0, 7, "zero", 4}, {1, 8, "one", 3}};
+    assert_int_equal(st_db_stage_put(f->db, "t", 7, 0, s, 3, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_stage_put(f->db, "t", 9, 0, s, 1, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_stage_put(f->db, "u", 7, 0, s, 1, err, sizeof(err)), WH_OK);
+    st_event ev = {0x100, 0, 1, "{}", 2};
+    uint64_t d;
+    assert_int_equal(st_db_append(f->db, "t", &ev, 1, 0, &d, err, sizeof(err)), WH_OK);
+    st_stage_abort ab = {7, 8};
+    assert_int_equal(st_db_stage_abort(f->db, "t", &ab, 1, err, sizeof(err)), WH_OK);
+
+    uint64_t el;
+    uint32_t es;
+    assert_int_equal(st_db_tenant_end(f->db, "t", &el, &es, err, sizeof(err)), WH_OK);
+    assert_true(el == 0x100 && es == 0);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *mf = open_memstream(&buf, &len);
+    assert_int_equal(st_db_dump(f->db, mf, err, sizeof(err)), WH_OK);
+    fclose(mf);
+    assert_string_equal(buf, "t 0/100 0\n");
+    free(buf);
+
+    /* GC: a consumer past everything, then a full compaction */
+    uint64_t ol;
+    uint32_t os;
+    assert_int_equal(st_db_commit(f->db, "t", "c", 0x999, 0, &ol, &os, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    reopen(f);
+
+    staged_got g = {0};
+    int stopped = 1;
+    assert_int_equal(
+        st_db_stage_scan(f->db, "t", 7, 0, staged_step, &g, &stopped, err, sizeof(err)), WH_OK);
+    assert_false(stopped);
+    assert_int_equal(g.n, 3);
+    assert_int_equal(g.idx[0], 0);
+    assert_string_equal(g.json[0], "zero");
+    assert_int_equal(g.idx[2], 2);
+    assert_int_equal(g.sub[1], 8);
+    memset(&g, 0, sizeof(g));
+    assert_int_equal(
+        st_db_stage_scan(f->db, "t", 7, 1, staged_step, &g, &stopped, err, sizeof(err)), WH_OK);
+    assert_int_equal(g.n, 2); /* from index 1 on */
+    uint32_t *subs = NULL;
+    size_t ns = 0;
+    assert_int_equal(st_db_stage_aborted(f->db, "t", 7, &subs, &ns, err, sizeof(err)), WH_OK);
+    assert_int_equal(ns, 1);
+    assert_int_equal(subs[0], 8);
+    free(subs);
+
+    /* GC ran: the event below the watermark is gone, the staging is not */
+    assert_int_equal(st_db_tenant_end(f->db, "t", &el, &es, err, sizeof(err)), WH_OK);
+    assert_true(el == 0 && es == 0);
+    /* the commit's last append drops xid 7 of t only */
+    st_event c = {0x200, 0, 1, "{\"x\":0}", 7};
+    assert_int_equal(st_db_append_stage_end(f->db, "t", &c, 1, 0x250, 7, &d, err, sizeof(err)),
+                     WH_OK);
+    assert_true(d == 0x250);
+    uint64_t n;
+    assert_int_equal(st_db_stage_count(f->db, "t", 7, 100, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(st_db_stage_aborted(f->db, "t", 7, &subs, &ns, err, sizeof(err)), WH_OK);
+    assert_int_equal(ns, 0);
+    assert_int_equal(st_db_stage_count(f->db, "t", 9, 100, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(st_db_stage_count(f->db, "u", 7, 100, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 1);
+    /* a whole abort; then the tenant's drop takes the rest */
+    ab = (st_stage_abort){9, 9};
+    assert_int_equal(st_db_stage_abort(f->db, "t", &ab, 1, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_stage_count(f->db, "t", 9, 100, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(st_db_tenant_drop(f->db, "u", err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_stage_count(f->db, "u", 7, 100, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 0);
+    /* bad input */
+    assert_int_equal(st_db_stage_put(f->db, "t", 0, 0, s, 1, err, sizeof(err)), WH_ERR);
+    ab = (st_stage_abort){0, 1};
+    assert_int_equal(st_db_stage_abort(f->db, "t", &ab, 1, err, sizeof(err)), WH_ERR);
+}
+
 int main(void)
 {
     wh_log_init("test", WH_LOG_WARN);
@@ -1684,6 +1794,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_handoff_light, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_jump_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_zeroed_wal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_keys, setup, teardown),
     };
     if (getenv("TEST_FILTER"))
         cmocka_set_test_filter(getenv("TEST_FILTER"));

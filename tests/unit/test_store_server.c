@@ -974,6 +974,484 @@ static void test_push_overlap(void **state)
     st_push_free(p);
 }
 
+/* ---- streamed transactions (AppendBatch.stage_*) ---- */
+
+typedef struct stage_req {
+    Walhook__Request req;
+    Walhook__AppendBatch a;
+    Walhook__StageCommit c;
+    ProtobufCBinaryData parts[4];
+    Walhook__StageAbort ab[4];
+    Walhook__StageAbort *abp[4];
+    Walhook__Event ev[256];
+    Walhook__Event *evp[256];
+    char body[256][40];
+} stage_req;
+
+static void stage_init(stage_req *r, const char *tenant)
+{
+    memset(r, 0, sizeof(*r));
+    walhook__request__init(&r->req);
+    walhook__append_batch__init(&r->a);
+    r->a.tenant = (char *)tenant;
+    r->req.body_case = WALHOOK__REQUEST__BODY_APPEND;
+    r->req.append = &r->a;
+}
+
+/* Staged events idx first..first+n-1 of xid, bodies "\"b\":<tag><idx>}" */
+static void make_stage(stage_req *r, const char *tenant, uint32_t xid, int reset, uint32_t first,
+                       size_t n, uint32_t subxid, char tag)
+{
+    stage_init(r, tenant);
+    assert_true(n <= 256);
+    for (size_t i = 0; i < n; i++) {
+        walhook__event__init(&r->ev[i]);
+        r->ev[i].seq = first + (uint32_t)i;
+        r->ev[i].subxid = subxid;
+        int l =
+            snprintf(r->body[i], sizeof(r->body[i]), "\"b\":\"%c%u\"}", tag, first + (uint32_t)i);
+        r->ev[i].json.data = (uint8_t *)r->body[i];
+        r->ev[i].json.len = (size_t)l;
+        r->evp[i] = &r->ev[i];
+    }
+    r->a.n_events = n;
+    r->a.events = r->evp;
+    r->a.stage_xid = xid;
+    r->a.stage_reset = reset;
+}
+
+static const char *const HEAD[3] = {"{\"id\":\"t:", "\",\"seq\":", ","};
+
+static void make_commit(stage_req *r, const char *tenant, uint32_t xid, uint64_t lsn, uint64_t ack)
+{
+    stage_init(r, tenant);
+    walhook__stage_commit__init(&r->c);
+    r->c.xid = xid;
+    r->c.commit_lsn = lsn;
+    r->c.commit_ts_us = 5000;
+    for (int i = 0; i < 3; i++) {
+        r->parts[i].data = (uint8_t *)HEAD[i];
+        r->parts[i].len = strlen(HEAD[i]);
+    }
+    r->c.n_head_parts = 3;
+    r->c.head_parts = r->parts;
+    r->a.stage_commit = &r->c;
+    r->a.ack_lsn = ack;
+}
+
+static void make_aborts(stage_req *r, const char *tenant, uint32_t xid, uint32_t subxid)
+{
+    stage_init(r, tenant);
+    walhook__stage_abort__init(&r->ab[0]);
+    r->ab[0].xid = xid;
+    r->ab[0].subxid = subxid;
+    r->abp[0] = &r->ab[0];
+    r->a.n_stage_aborts = 1;
+    r->a.stage_aborts = r->abp;
+}
+
+/* Sends req; status 0 expected; returns AppendReply.stored, *durable. */
+static uint32_t stage_call(fx *f, const Walhook__Request *req, uint64_t *durable)
+{
+    Walhook__Reply rep;
+    void *cookie;
+    int st = call(f, req, &rep, &cookie);
+    if (st != 0)
+        fail_msg("status %d: %s", st, rep.error ? rep.error : "");
+    assert_int_equal(rep.body_case, WALHOOK__REPLY__BODY_APPEND);
+    uint32_t stored = rep.append->stored;
+    if (durable)
+        *durable = rep.append->durable_lsn;
+    st_server_done(f->srv, &rep, cookie);
+    return stored;
+}
+
+/* The json a committed staged event must have: head(seq) + body */
+static size_t expect_json(char *out, size_t len, uint32_t seq, char tag, uint32_t idx)
+{
+    return (size_t)snprintf(out, len, "%s%u%s%u%s\"b\":\"%c%u\"}", HEAD[0], seq, HEAD[1], seq,
+                            HEAD[2], tag, idx);
+}
+
+typedef struct collected {
+    size_t n;
+    uint64_t lsn[2048];
+    uint32_t seq[2048];
+    int64_t ts[2048];
+    char json[2048][96];
+} collected;
+
+/* Every event of the tenant through Read (from (0,0), no consumer). */
+static void read_all(fx *f, const char *tenant, collected *out)
+{
+    out->n = 0;
+    uint64_t lsn = 0;
+    uint32_t seq = 0;
+    for (;;) {
+        read_req r;
+        make_read(&r, tenant, NULL, 1, lsn, seq, 0);
+        r.r.max_events = 1000;
+        Walhook__Reply rep;
+        void *cookie;
+        assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+        size_t n = rep.read->n_events;
+        for (size_t i = 0; i < n; i++) {
+            const Walhook__Event *e = rep.read->events[i];
+            assert_true(out->n < 2048);
+            out->lsn[out->n] = e->commit_lsn;
+            out->seq[out->n] = e->seq;
+            out->ts[out->n] = e->commit_ts_us;
+            size_t jl = e->json.len < 95 ? e->json.len : 95;
+            memcpy(out->json[out->n], e->json.data, jl);
+            out->json[out->n][jl] = '\0';
+            out->n++;
+            lsn = e->commit_lsn;
+            seq = e->seq;
+        }
+        st_server_done(f->srv, &rep, cookie);
+        if (n == 0)
+            break;
+    }
+}
+
+static uint64_t backlog_of(fx *f, const char *tenant, const char *consumer)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__Backlog b = WALHOOK__BACKLOG__INIT;
+    b.tenant = (char *)tenant;
+    b.consumer = (char *)consumer;
+    req.body_case = WALHOOK__REQUEST__BODY_BACKLOG;
+    req.backlog = &b;
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    uint64_t n = rep.backlog->events;
+    st_server_done(f->srv, &rep, cookie);
+    return n;
+}
+
+static uint64_t staged_count(fx *f, const char *tenant, uint32_t xid)
+{
+    char err[WH_ERRLEN];
+    uint64_t n = 0;
+    assert_int_equal(st_db_stage_count(f->db, tenant, xid, 1000000, &n, err, sizeof(err)), WH_OK);
+    return n;
+}
+
+static uint64_t metric_of(fx *f, const char *name)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_STATS;
+    req.stats = &sr;
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    char needle[128];
+    snprintf(needle, sizeof(needle), "\n%s ", name);
+    const char *p = strstr(rep.stats->metrics_text, needle);
+    assert_non_null(p);
+    uint64_t v = strtoull(p + strlen(needle), NULL, 10);
+    st_server_done(f->srv, &rep, cookie);
+    return v;
+}
+
+/* A transaction staged in two requests with a subtransaction aborted
+ * becomes events at (commit_lsn, 0..n-1) with head(seq) + body, contiguous
+ * seq, between normal appends before and after it in LSN order; staged
+ * events are never read nor counted; a resent commit stores nothing. */
+static void test_stage_commit(void **state)
+{
+    fx *f = *state;
+    static stage_req r;
+    append_req a;
+    uint64_t durable = 0;
+    make_append(&a, "t", 3, 0x100, 0x180);
+    stage_call(f, &a.req, NULL);
+    uint64_t stored0 = metric_of(f, "walhook_events_stored_total");
+
+    make_stage(&r, "t", 700, 0, 0, 5, 700, 'a');
+    assert_int_equal(stage_call(f, &r.req, &durable), 5);
+    assert_true(durable == 0x180);
+    make_stage(&r, "t", 700, 0, 5, 5, 700, 'a');
+    r.ev[0].subxid = r.ev[1].subxid = 701; /* idx 5 and 6: a subtransaction */
+    r.a.ack_lsn = 0x190;                   /* applied like an Append's */
+    assert_int_equal(stage_call(f, &r.req, &durable), 5);
+    assert_true(durable == 0x190);
+    /* another transaction staged meanwhile, aborted later */
+    make_stage(&r, "t", 800, 0, 0, 3, 800, 'z');
+    assert_int_equal(stage_call(f, &r.req, NULL), 3);
+    assert_int_equal(staged_count(f, "t", 700), 10);
+
+    /* staged: never read, counted or stored as events */
+    collected *c = calloc(1, sizeof(*c));
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 3);
+    assert_int_equal(backlog_of(f, "t", "c1"), 3);
+    assert_int_equal(metric_of(f, "walhook_events_stored_total"), stored0);
+    char err[WH_ERRLEN];
+    uint64_t el;
+    uint32_t es;
+    assert_int_equal(st_db_tenant_end(f->db, "t", &el, &es, err, sizeof(err)), WH_OK);
+    assert_true(el == 0x100 && es == 2);
+
+    make_aborts(&r, "t", 700, 701);
+    assert_int_equal(stage_call(f, &r.req, NULL), 0);
+    make_aborts(&r, "t", 800, 800);
+    assert_int_equal(stage_call(f, &r.req, NULL), 0);
+    assert_int_equal(staged_count(f, "t", 800), 0);
+    /* a transaction that committed while the big one was streamed */
+    make_append(&a, "t", 2, 0x150, 0x160);
+    stage_call(f, &a.req, NULL);
+
+    make_commit(&r, "t", 700, 0x200, 0x320);
+    assert_int_equal(stage_call(f, &r.req, &durable), 8);
+    assert_true(durable == 0x320);
+    assert_int_equal(staged_count(f, "t", 700), 0);
+    assert_int_equal(metric_of(f, "walhook_events_stored_total"), stored0 + 2 + 8);
+    assert_int_equal(metric_of(f, "walhook_store_stage_commits_total"), 1);
+    make_append(&a, "t", 2, 0x300, 0x310); /* one after it */
+    stage_call(f, &a.req, &durable);
+    assert_true(durable == 0x320);
+
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 3 + 2 + 8 + 2);
+    static const uint32_t idx[8] = {0, 1, 2, 3, 4, 7, 8, 9};
+    for (uint32_t i = 0; i < 8; i++) {
+        char want[96];
+        expect_json(want, sizeof(want), i, 'a', idx[i]);
+        assert_true(c->lsn[5 + i] == 0x200);
+        assert_int_equal(c->seq[5 + i], i);
+        assert_int_equal(c->ts[5 + i], 5000);
+        assert_string_equal(c->json[5 + i], want);
+    }
+    assert_true(c->lsn[2] == 0x100 && c->lsn[3] == 0x150 && c->lsn[4] == 0x150);
+    assert_true(c->lsn[13] == 0x300 && c->lsn[14] == 0x300);
+    assert_int_equal(backlog_of(f, "t", "c1"), 15);
+
+    /* resent after completion: nothing stored, ok; an aborted xid's commit too */
+    assert_int_equal(stage_call(f, &r.req, &durable), 0);
+    assert_true(durable == 0x320);
+    make_commit(&r, "t", 800, 0x400, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 0);
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 15);
+    assert_int_equal(metric_of(f, "walhook_events_stored_total"), stored0 + 12);
+    free(c);
+}
+
+/* stage_reset replaces what was staged; a commit with one head part (no
+ * seq in the head) keeps the bytes. */
+static void test_stage_reset(void **state)
+{
+    fx *f = *state;
+    static stage_req r;
+    make_stage(&r, "t", 900, 0, 0, 6, 900, 'a');
+    assert_int_equal(stage_call(f, &r.req, NULL), 6);
+    make_stage(&r, "t", 900, 1, 0, 2, 900, 'b'); /* PostgreSQL sends it again */
+    assert_int_equal(stage_call(f, &r.req, NULL), 2);
+    assert_int_equal(staged_count(f, "t", 900), 2);
+    /* a reset with no events drops everything */
+    make_stage(&r, "t", 901, 0, 0, 3, 901, 'c');
+    assert_int_equal(stage_call(f, &r.req, NULL), 3);
+    make_stage(&r, "t", 901, 1, 0, 0, 901, 'c');
+    assert_int_equal(stage_call(f, &r.req, NULL), 0);
+    assert_int_equal(staged_count(f, "t", 901), 0);
+
+    make_commit(&r, "t", 900, 0x500, 0);
+    r.c.n_head_parts = 1;
+    assert_int_equal(stage_call(f, &r.req, NULL), 2);
+    collected *c = calloc(1, sizeof(*c));
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 2);
+    assert_string_equal(c->json[0], "{\"id\":\"t:\"b\":\"b0\"}");
+    assert_string_equal(c->json[1], "{\"id\":\"t:\"b\":\"b1\"}");
+    free(c);
+}
+
+/* A commit bigger than one chunk goes in several internal appends, with
+ * contiguous seq, each notified; a commit that crashed after its first
+ * chunk completes with the same bytes. */
+static void test_stage_chunks(void **state)
+{
+    fx *f = *state;
+    static stage_req r;
+    st_server_set_stage_chunk(f->srv, 1000); /* ~25 events a chunk */
+    for (uint32_t b = 0; b < 4; b++) {
+        make_stage(&r, "t", 1000, b == 0, b * 100, 100, 1000, 'k');
+        assert_int_equal(stage_call(f, &r.req, NULL), 100);
+    }
+    /* a crash after the first chunk: its events are there already */
+    char err[WH_ERRLEN];
+    st_event pre[3];
+    char pj[3][96];
+    for (uint32_t i = 0; i < 3; i++) {
+        size_t l = expect_json(pj[i], sizeof(pj[i]), i, 'k', i);
+        pre[i] = (st_event){0x700, i, 5000, pj[i], l};
+    }
+    uint64_t d;
+    assert_int_equal(st_db_append(f->db, "t", pre, 3, 0, &d, err, sizeof(err)), WH_OK);
+    uint64_t appends0 = metric_of(f, "walhook_store_appends_total");
+    make_commit(&r, "t", 1000, 0x700, 0x710);
+    assert_int_equal(stage_call(f, &r.req, &d), 400);
+    assert_true(d == 0x710);
+    uint64_t appends = metric_of(f, "walhook_store_appends_total") - appends0;
+    assert_true(appends >= 400 * 30 / 1000);
+    assert_true(appends <= 400);
+    assert_int_equal(staged_count(f, "t", 1000), 0);
+    collected *c = calloc(1, sizeof(*c));
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 400);
+    for (uint32_t i = 0; i < 400; i++) {
+        char want[96];
+        expect_json(want, sizeof(want), i, 'k', i);
+        assert_true(c->lsn[i] == 0x700);
+        assert_int_equal(c->seq[i], i);
+        assert_string_equal(c->json[i], want);
+    }
+    free(c);
+}
+
+/* Staged events and a subtransaction abort survive a restart of the
+ * store (close and open the DB) and commit after it; a tenant dropped
+ * drops its staging. */
+static void test_stage_reopen(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    static stage_req r;
+    make_stage(&r, "t", 42, 0, 0, 4, 42, 'r');
+    r.ev[1].subxid = 43;
+    assert_int_equal(stage_call(f, &r.req, NULL), 4);
+    make_aborts(&r, "t", 42, 43);
+    assert_int_equal(stage_call(f, &r.req, NULL), 0);
+    make_stage(&r, "gone", 5, 0, 0, 2, 5, 'g');
+    assert_int_equal(stage_call(f, &r.req, NULL), 2);
+    assert_int_equal(st_db_tenant_drop(f->db, "gone", err, sizeof(err)), WH_OK);
+    assert_int_equal(staged_count(f, "gone", 5), 0);
+
+    st_server_destroy(f->srv);
+    st_db_close(f->db);
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 1 << 20};
+    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
+        fail_msg("open: %s", err);
+    if (st_server_create(&f->srv, f->db, 4, MAX_MSG, err, sizeof(err)) != WH_OK)
+        fail_msg("server: %s", err);
+    assert_int_equal(staged_count(f, "t", 42), 4);
+
+    make_commit(&r, "t", 42, 0x900, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 3);
+    collected *c = calloc(1, sizeof(*c));
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 3);
+    char want[96];
+    expect_json(want, sizeof(want), 1, 'r', 2);
+    assert_string_equal(c->json[1], want);
+    free(c);
+}
+
+/* Mixed or malformed stage requests: 400 naming the field, nothing stored. */
+static void test_stage_malformed(void **state)
+{
+    fx *f = *state;
+    static stage_req r;
+    append_req a;
+
+    make_stage(&r, "t", 0, 1, 0, 1, 1, 'x');
+    expect_error(f, &r.req, "stage_reset: needs stage_xid");
+    make_stage(&r, "t", 7, 0, 0, 1, 7, 'x');
+    walhook__stage_commit__init(&r.c);
+    r.c.xid = 7;
+    r.c.commit_lsn = 0x10;
+    r.c.n_head_parts = 1;
+    r.c.head_parts = r.parts;
+    r.a.stage_commit = &r.c;
+    expect_error(f, &r.req, "staged events (stage_xid) and stage_commit in one request");
+    make_aborts(&r, "t", 7, 8);
+    r.a.stage_xid = 7;
+    expect_error(f, &r.req, "staged events (stage_xid) and stage_aborts");
+    make_append(&a, "t", 2, 0x10, 0);
+    make_commit(&r, "t", 7, 0x10, 0);
+    r.a.n_events = a.a.n_events;
+    r.a.events = a.a.events;
+    expect_error(f, &r.req, "events and stage_commit");
+    make_commit(&r, "t", 7, 0x10, 0);
+    make_aborts(&r, "t", 7, 8);
+    r.a.stage_commit = &r.c;
+    walhook__stage_commit__init(&r.c);
+    expect_error(f, &r.req, "stage_commit and stage_aborts");
+
+    make_commit(&r, "t", 7, 0x10, 0);
+    r.c.n_head_parts = 0;
+    expect_error(f, &r.req, "stage_commit.head_parts: empty");
+    make_commit(&r, "t", 0, 0x10, 0);
+    expect_error(f, &r.req, "stage_commit.xid");
+    make_commit(&r, "t", 7, 0, 0);
+    expect_error(f, &r.req, "stage_commit.commit_lsn");
+    make_commit(&r, "t", 7, 0x10, 0);
+    r.c.commit_ts_us = -1;
+    expect_error(f, &r.req, "stage_commit.commit_ts_us");
+    make_commit(&r, "t", 7, 0x10, 0);
+    static uint8_t big[ST_STAGE_HEAD_BYTES + 1];
+    r.parts[1].data = big;
+    r.parts[1].len = sizeof(big);
+    expect_error(f, &r.req, "stage_commit.head_parts: 3 parts");
+
+    make_stage(&r, "t", 7, 0, 0, 2, 7, 'x');
+    r.ev[1].commit_lsn = 0x10;
+    expect_error(f, &r.req, "events[1].commit_lsn: must be 0");
+    make_stage(&r, "t", 7, 0, 0, 2, 7, 'x');
+    r.ev[0].commit_ts_us = 3;
+    expect_error(f, &r.req, "events[0].commit_ts_us: must be 0");
+    make_stage(&r, "t", 7, 0, 0, 2, 7, 'x');
+    r.ev[1].json.len = 0;
+    expect_error(f, &r.req, "events[1].json: empty");
+    make_stage(&r, "t", 7, 0, 0, 2, 7, 'x');
+    r.evp[0] = NULL;
+    expect_error(f, &r.req, "events[0]: missing");
+    make_aborts(&r, "t", 0, 8);
+    expect_error(f, &r.req, "stage_aborts[0].xid");
+    make_aborts(&r, "t", 7, 0);
+    expect_error(f, &r.req, "stage_aborts[0].subxid");
+    make_aborts(&r, "t", 7, 8);
+    r.abp[0] = NULL;
+    expect_error(f, &r.req, "stage_aborts[0]: missing");
+
+    assert_int_equal(staged_count(f, "t", 7), 0);
+    collected *c = calloc(1, sizeof(*c));
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 0);
+    free(c);
+}
+
+/* The write budget admits a commit once and charges its chunks without
+ * refusing one half-way; the next request of the tenant waits. */
+static void test_stage_budget(void **state)
+{
+    fx *f = *state;
+    static stage_req r;
+    st_server_set_stage_chunk(f->srv, 1000);
+    for (uint32_t b = 0; b < 2; b++) {
+        make_stage(&r, "t", 60 + b, 0, 0, 200, 60 + b, 'q');
+        assert_int_equal(stage_call(f, &r.req, NULL), 200);
+    }
+    st_db_limits lim = {0, 0, 200, 0, 10000, 0, 0}; /* 200 B/s, a 2000-byte bucket */
+    st_db_set_limits(f->db, &lim);
+    make_commit(&r, "t", 60, 0x800, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 200); /* ~7 KiB: all of it */
+    make_commit(&r, "t", 61, 0x900, 0);
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &r.req, &rep, &cookie), ST_STATUS_SLOW_DOWN);
+    assert_true(rep.retry_after_ms > 0);
+    st_server_done(f->srv, &rep, cookie);
+    assert_int_equal(staged_count(f, "t", 61), 200);
+    collected *c = calloc(1, sizeof(*c));
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 200);
+    free(c);
+}
+
 int main(void)
 {
     wh_log_init("test", WH_LOG_WARN);
@@ -989,6 +1467,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ipc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notify_push, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push_overlap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_reset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_chunks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, setup_tmpfs, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
