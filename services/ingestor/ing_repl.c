@@ -1198,8 +1198,12 @@ static int stream(repl *r, char *err, size_t errlen)
         /* what was read is decoded: with nothing in flight it goes out at
          * once (ing_batcher_tick); while a request is in flight the open
          * batch grows (group commit) */
-        int backlog = ing_batcher_open_events(r->bt) > 0 && r->txn.commit_ts_us > 0 &&
-                      wh_wallclock_us() - r->txn.commit_ts_us > ING_BACKLOG_AGE_US;
+        /* a streamed transaction's changes are a backlog too: nothing of
+         * them is delivered before its commit, so they are read in large
+         * pieces */
+        int backlog =
+            r->stream_xid != 0 || (ing_batcher_open_events(r->bt) > 0 && r->txn.commit_ts_us > 0 &&
+                                   wh_wallclock_us() - r->txn.commit_ts_us > ING_BACKLOG_AGE_US);
         ing_batcher_set_backlog(r->bt, backlog);
         uint64_t now_us = wh_now_us();
         uint64_t bdue = ing_batcher_tick(r->bt, now_us);
