@@ -750,7 +750,8 @@ int ing_batcher_unstage(ing_batcher *bt, char *err, size_t errlen)
     return open_kind(bt, BATCH_EVENTS, 0, 0, err, errlen);
 }
 
-int ing_batcher_packed(ing_batcher *bt, const void *req, size_t len, char *err, size_t errlen)
+int ing_batcher_packed(ing_batcher *bt, const void *req, size_t len, uint64_t commit_end, char *err,
+                       size_t errlen)
 {
     if (bt->open->nev > 0 && ing_batcher_seal(bt, err, errlen) != WH_OK)
         return WH_ERR;
@@ -763,6 +764,8 @@ int ing_batcher_packed(ing_batcher *bt, const void *req, size_t len, char *err, 
         return wh_seterr(err, errlen, "a packed request of %zu bytes: too large or out of memory",
                          len);
     }
+    if (commit_end > bt->last_commit_end) /* batches sealed from now on carry it */
+        bt->last_commit_end = commit_end;
     b->ack_lsn = bt->last_commit_end;
     b->batch_id = ++bt->next_id;
     pthread_mutex_lock(&bt->mu);

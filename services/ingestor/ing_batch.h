@@ -55,10 +55,13 @@ int ing_batcher_add_staged(ing_batcher *bt, uint32_t index, uint32_t subxid, siz
                            char *err, size_t errlen);
 int ing_batcher_unstage(ing_batcher *bt, char *err, size_t errlen);
 /* Queues a request packed beforehand (a Walhook__Request with an
- * AppendBatch: a stage commit or abort), after everything sealed before
- * it, carrying the last noted commit as its ack_lsn (seals the open batch
- * first). */
-int ing_batcher_packed(ing_batcher *bt, const void *req, size_t len, char *err, size_t errlen);
+ * AppendBatch: a stage commit or abort) after everything sealed before it
+ * (the open batch is sealed first, without commit_end). commit_end (0:
+ * none) is the end LSN of the commit the request completes: the request
+ * carries it as its ack_lsn and the batches after it do too (as
+ * ing_batcher_note_commit); otherwise the last noted commit. */
+int ing_batcher_packed(ing_batcher *bt, const void *req, size_t len, uint64_t commit_end, char *err,
+                       size_t errlen);
 /* Number of events in the open batch. */
 size_t ing_batcher_open_events(const ing_batcher *bt);
 /* Notes a Commit (its end LSN): the next sealed batch carries it. */

@@ -313,6 +313,11 @@ int ing_catalog_exec(ing_catalog *c, const char *dsn, const char *sql, char *err
     PGresult *res;
     while ((res = wait_result(c, deadline, err, errlen)) != NULL) {
         ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_COPY_OUT || st == PGRES_COPY_IN || st == PGRES_COPY_BOTH) {
+            PQclear(res); /* a COPY would never end here: drop the connection */
+            ing_catalog_close(c);
+            return wh_seterr(err, errlen, "the statement starts a COPY");
+        }
         if (rc == WH_OK && st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
             char msg[384];
             one_line(msg, sizeof(msg), PQresultErrorMessage(res));

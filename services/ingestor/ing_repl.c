@@ -92,6 +92,7 @@ typedef struct repl {
     struct stream_next {
         uint32_t xid, next;
         int skip;     /* its origin is in source.skip_origins: nothing staged */
+        int reset;    /* a first segment: the store's staging of it is dropped first */
         char *origin; /* its origin (the first segment's Origin message), or NULL */
     } * streams;
     size_t nstreams, capstreams;
@@ -646,6 +647,7 @@ static struct stream_next *stream_find(repl *r, uint32_t xid, int create)
     s->xid = xid;
     s->next = 0;
     s->skip = 0;
+    s->reset = 0;
     s->origin = NULL;
     return s;
 }
@@ -701,8 +703,10 @@ static int stream_start(repl *r, const ing_msg *m, char *err, size_t errlen)
     struct stream_next *s = stream_find(r, m->xid, 1);
     if (s == NULL)
         return wh_seterr(err, errlen, "out of memory");
-    if (first)
+    if (first) { /* the reset goes with its first staged event (stream_change) */
         s->next = 0;
+        s->reset = 1;
+    }
     r->stream_xid = m->xid;
     ing_txn *t = &r->stxn;
     *t = r->txn; /* tenant, TOAST cache */
@@ -710,11 +714,13 @@ static int stream_start(repl *r, const ing_msg *m, char *err, size_t errlen)
     t->origin_len = 0;
     t->streamed = 1;
     t->staged = 1;
-    return ing_batcher_stage(r->bt, m->xid, first, err, errlen);
+    return WH_OK;
 }
 
-/* Packs a Request carrying ab (tenant set here) and queues it. */
-static int queue_packed(repl *r, Walhook__AppendBatch *ab, char *err, size_t errlen)
+/* Packs a Request carrying ab (tenant set here) and queues it; commit_end
+ * (0: none) is the end LSN of the commit it completes (its ack_lsn). */
+static int queue_packed(repl *r, Walhook__AppendBatch *ab, uint64_t commit_end, char *err,
+                        size_t errlen)
 {
     Walhook__Request req;
     walhook__request__init(&req);
@@ -726,7 +732,7 @@ static int queue_packed(repl *r, Walhook__AppendBatch *ab, char *err, size_t err
     if (buf == NULL)
         return wh_seterr(err, errlen, "out of memory");
     walhook__request__pack(&req, buf);
-    int rc = ing_batcher_packed(r->bt, buf, n, err, errlen);
+    int rc = ing_batcher_packed(r->bt, buf, n, commit_end, err, errlen);
     free(buf);
     return rc;
 }
@@ -748,6 +754,24 @@ static int stream_commit(repl *r, const ing_msg *m, char *err, size_t errlen)
     }
     if (s != NULL && s->origin != NULL && ing_txn_set_origin(&t, s->origin, err, errlen) != WH_OK)
         return WH_ERR;
+    if (s != NULL && s->reset) {
+        /* sent again after a reconnect without a change to stage: what the
+         * store staged of it before is not part of it any more */
+        Walhook__StageAbort sa;
+        walhook__stage_abort__init(&sa);
+        sa.xid = sa.subxid = m->xid;
+        Walhook__StageAbort *list[1] = {&sa};
+        Walhook__AppendBatch drop;
+        walhook__append_batch__init(&drop);
+        drop.n_stage_aborts = 1;
+        drop.stage_aborts = list;
+        if (queue_packed(r, &drop, 0, err, errlen) != WH_OK)
+            return WH_ERR;
+    } else if (s == NULL) {
+        wh_warn("stream commit of transaction %u without its stream in this connection: what "
+                "the store staged of it is committed",
+                m->xid);
+    }
     stream_drop(r, m->xid);
     wh_buf head;
     wh_buf_init(&head, 0);
@@ -768,12 +792,14 @@ static int stream_commit(repl *r, const ing_msg *m, char *err, size_t errlen)
     sc.commit_ts_us = m->commit_ts_us;
     sc.n_head_parts = 3;
     sc.head_parts = parts;
-    ing_batcher_note_commit(r->bt, m->end_lsn);
+    /* the staged events before it go first, without this commit's end as
+     * their ack: the flush LSN passes it only once the commit is durable
+     * (ing_batcher_packed notes the commit) */
     Walhook__AppendBatch ab;
     walhook__append_batch__init(&ab);
     ab.stage_commit = &sc;
     ab.ack_lsn = m->end_lsn;
-    int rc = queue_packed(r, &ab, err, errlen);
+    int rc = queue_packed(r, &ab, m->end_lsn, err, errlen);
     wh_buf_free(&head);
     return rc;
 }
@@ -791,7 +817,7 @@ static int stream_abort(repl *r, const ing_msg *m, char *err, size_t errlen)
     ab.stage_aborts = list;
     if (m->subxid == m->xid)
         stream_drop(r, m->xid);
-    return queue_packed(r, &ab, err, errlen);
+    return queue_packed(r, &ab, 0, err, errlen);
 }
 
 /* A change, truncate or transactional message inside a stream block. */
@@ -809,6 +835,9 @@ static int stream_change(repl *r, const ing_msg *m, char *err, size_t errlen)
             ing_toast_forget_rel(r->toast, m->rel_oid);
         return WH_OK;
     }
+    if (ing_batcher_stage(r->bt, r->stream_xid, s->reset, err, errlen) != WH_OK)
+        return WH_ERR;
+    s->reset = 0;
     if (m->type == 'T') {
         for (int i = 0; i < m->nrels; i++) {
             const ing_relation *rel = ing_relation_get(r->parser, m->rel_oids[i]);

@@ -429,11 +429,14 @@ void ing_toast_relation(ing_toast *c, const ing_relation *rel)
     relinfo *ri = rel_find(c, rel->oid);
     if (ri == NULL)
         return; /* nothing kept of it */
-    uint64_t fp = fingerprint(rel);
-    if (ri->fingerprint == fp)
-        return;
-    /* another shape: a retyped column's kept text is not its new form */
+    /* PostgreSQL sends a Relation message again after anything that may
+     * have changed what it sends of the table (a schema change, its replica
+     * identity, the publication): changes it did not send may have replaced
+     * kept values, so none is trusted */
     ing_toast_forget_rel(c, rel->oid);
-    marks_clear(c, ri);
-    ri->fingerprint = fp;
+    uint64_t fp = fingerprint(rel);
+    if (ri->fingerprint != fp) { /* another shape: the marked columns too */
+        marks_clear(c, ri);
+        ri->fingerprint = fp;
+    }
 }

@@ -14,8 +14,9 @@
  * Every entry remembers the commit LSN of the transaction that wrote it, so
  * a stream that starts again at an earlier LSN (a reconnect replays what the
  * store has not acknowledged) never reads a value from its own future
- * (ing_toast_rewind). A relation whose columns change (a new Relation
- * message with other names or types) loses its entries. One thread. */
+ * (ing_toast_rewind). Every Relation message of a table drops its entries
+ * (PostgreSQL sends one again after anything that may have changed what it
+ * sends of the table). One thread. */
 #ifndef ING_TOAST_H
 #define ING_TOAST_H
 
@@ -70,8 +71,8 @@ void ing_toast_note(ing_toast *c, int what);
 void ing_toast_forget_row(ing_toast *c, const ing_relation *rel, const char *key, size_t keylen);
 /* Drops every entry of a relation OID (truncate, a skipped change). */
 void ing_toast_forget_rel(ing_toast *c, uint32_t oid);
-/* A Relation message: when the relation's column names or types differ
- * from the last one seen for its OID, its entries and marks are dropped. */
+/* A Relation message: the relation's entries are dropped, and its marks
+ * when its column names or types differ from the last one seen. */
 void ing_toast_relation(ing_toast *c, const ing_relation *rel);
 /* A stream starts (again) at lsn: entries written by a transaction that
  * commits at or after it (PostgreSQL sends those again) are dropped. */
