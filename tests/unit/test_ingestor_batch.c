@@ -282,6 +282,107 @@ static void test_store_late(void **state)
     rmdir(dir);
 }
 
+/* Requests as a store receives them: kind, xid, reset, ack. */
+typedef struct kinds {
+    pthread_mutex_t mu;
+    int n;
+    struct {
+        uint32_t xid;
+        int reset, commit, nev;
+        uint64_t ack;
+    } r[16];
+} kinds;
+
+static void on_req_kinds(void *arg, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
+{
+    (void)cookie;
+    kinds *k = arg;
+    const Walhook__AppendBatch *ab = req->append;
+    pthread_mutex_lock(&k->mu);
+    if (k->n < 16) {
+        k->r[k->n].xid = ab->stage_xid;
+        k->r[k->n].reset = ab->stage_reset;
+        k->r[k->n].commit = ab->stage_commit != NULL;
+        k->r[k->n].nev = (int)ab->n_events;
+        k->r[k->n].ack = ab->ack_lsn;
+        k->n++;
+    }
+    pthread_mutex_unlock(&k->mu);
+    static __thread Walhook__AppendReply ar;
+    walhook__append_reply__init(&ar);
+    rep->body_case = WALHOOK__REPLY__BODY_APPEND;
+    rep->append = &ar;
+}
+
+static void add_staged(ing_batcher *bt, uint32_t xid, int reset, int n)
+{
+    char err[WH_ERRLEN];
+    assert_int_equal(ing_batcher_stage(bt, xid, reset, err, sizeof(err)), WH_OK);
+    for (int i = 0; i < n; i++) {
+        wh_buf *b = ing_batcher_buf(bt);
+        size_t start = b->len;
+        wh_buf_append(b, ",\"op\":\"insert\"}", 15);
+        assert_int_equal(ing_batcher_add_staged(bt, (uint32_t)i, xid, start, err, sizeof(err)),
+                         WH_OK);
+    }
+}
+
+/* Staged events wait for their commit (never sealed by a tick alone); a
+ * stream commit sends them first, without its end LSN as their ack (the
+ * flush LSN must not pass the transaction before its events exist), then
+ * itself with it; the reset goes with the first request only; a later
+ * event is a request of its own. */
+static void test_staged_then_commit(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/wh_ing_stage_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static wh_config cfg;
+    setup_cfg(&cfg, dir);
+    kinds k = {0};
+    pthread_mutex_init(&k.mu, NULL);
+    wh_server *srv;
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_server_start(&srv, cfg.store_endpoint, 1, 64 << 20, on_req_kinds, NULL, &k,
+                                     err, sizeof(err)),
+                     WH_OK);
+    ing_batcher *bt;
+    assert_int_equal(ing_batcher_new(&bt, &cfg, err, sizeof(err)), WH_OK);
+    ing_batcher_note_commit(bt, 50);
+    add_staged(bt, 700, 1, 3);
+    assert_int_equal(ing_batcher_tick(bt, wh_now_us()), UINT64_MAX);
+    assert_int_equal(ing_batcher_open_events(bt), 3); /* waiting: not sealed */
+    /* append { ack_lsn: 100, stage_commit {} }, as ing_repl packs it */
+    static const uint8_t commit_req[] = {0x0a, 0x04, 0x18, 0x64, 0x3a, 0x00};
+    assert_int_equal(ing_batcher_packed(bt, commit_req, sizeof(commit_req), 100, err, sizeof(err)),
+                     WH_OK);
+    assert_int_equal(ing_batcher_open_events(bt), 0);
+    assert_int_equal(ing_batcher_unstage(bt, err, sizeof(err)), WH_OK);
+    add_events(bt, 200, 1, 50);
+    ing_batcher_note_commit(bt, 250);
+    assert_int_equal(ing_batcher_seal(bt, err, sizeof(err)), WH_OK);
+    assert_int_equal(ing_batcher_drain(bt, 5000), WH_OK);
+    assert_int_equal(ing_batcher_acked_lsn(bt), 250);
+    pthread_mutex_lock(&k.mu);
+    assert_int_equal(k.n, 3);
+    assert_int_equal(k.r[0].xid, 700);
+    assert_int_equal(k.r[0].reset, 1);
+    assert_int_equal(k.r[0].nev, 3);
+    assert_true(k.r[0].ack <= 50); /* not the commit's end */
+    assert_int_equal(k.r[1].commit, 1);
+    assert_int_equal(k.r[1].ack, 100);
+    assert_int_equal(k.r[2].xid, 0);
+    assert_int_equal(k.r[2].nev, 1);
+    assert_int_equal(k.r[2].ack, 250);
+    pthread_mutex_unlock(&k.mu);
+    ing_batcher_free(bt);
+    wh_server_stop(srv);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/store.sock", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* ing_batch_encode writes the bytes walhook__request__pack does, for zero
  * and large field values, negative times, empty tenants and many events,
  * staged or not. */
@@ -367,6 +468,7 @@ int main(void)
         cmocka_unit_test(test_flow),
         cmocka_unit_test(test_store_late),
         cmocka_unit_test(test_encode_matches_pack),
+        cmocka_unit_test(test_staged_then_commit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
