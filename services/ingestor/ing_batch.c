@@ -667,6 +667,23 @@ size_t ing_batcher_open_events(const ing_batcher *bt)
     return bt->open->nev;
 }
 
+/* Queues b for the sender, carrying the last noted commit as its ack_lsn. */
+static void enqueue(ing_batcher *bt, batch *b)
+{
+    b->ack_lsn = bt->last_commit_end;
+    b->batch_id = ++bt->next_id;
+    pthread_mutex_lock(&bt->mu);
+    atomic_fetch_add(&bt->unacked_bytes, (int64_t)b->json.len);
+    if (bt->qtail)
+        bt->qtail->next = b;
+    else
+        bt->qhead = b;
+    bt->qtail = b;
+    atomic_store(&bt->sender_busy, 1);
+    pthread_cond_signal(&bt->cv);
+    pthread_mutex_unlock(&bt->mu);
+}
+
 /* The open batch for events of kind (and xid): the open one when it is of
  * that kind, else a new one after sealing it. WH_ERR: out of memory. */
 static int open_kind(ing_batcher *bt, int kind, uint32_t xid, int reset, char *err, size_t errlen)
@@ -766,18 +783,7 @@ int ing_batcher_packed(ing_batcher *bt, const void *req, size_t len, uint64_t co
     }
     if (commit_end > bt->last_commit_end) /* batches sealed from now on carry it */
         bt->last_commit_end = commit_end;
-    b->ack_lsn = bt->last_commit_end;
-    b->batch_id = ++bt->next_id;
-    pthread_mutex_lock(&bt->mu);
-    atomic_fetch_add(&bt->unacked_bytes, (int64_t)b->json.len);
-    if (bt->qtail)
-        bt->qtail->next = b;
-    else
-        bt->qhead = b;
-    bt->qtail = b;
-    atomic_store(&bt->sender_busy, 1);
-    pthread_cond_signal(&bt->cv);
-    pthread_mutex_unlock(&bt->mu);
+    enqueue(bt, b);
     return WH_OK;
 }
 
@@ -801,18 +807,7 @@ int ing_batcher_seal(ing_batcher *bt, char *err, size_t errlen)
         nb->kind = BATCH_STAGED;
         nb->stage_xid = b->stage_xid;
     }
-    b->ack_lsn = bt->last_commit_end;
-    b->batch_id = ++bt->next_id;
-    pthread_mutex_lock(&bt->mu);
-    atomic_fetch_add(&bt->unacked_bytes, (int64_t)b->json.len);
-    if (bt->qtail)
-        bt->qtail->next = b;
-    else
-        bt->qhead = b;
-    bt->qtail = b;
-    atomic_store(&bt->sender_busy, 1);
-    pthread_cond_signal(&bt->cv);
-    pthread_mutex_unlock(&bt->mu);
+    enqueue(bt, b);
     bt->open = nb;
     return WH_OK;
 }
