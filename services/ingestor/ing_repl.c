@@ -103,6 +103,7 @@ typedef struct repl {
 } repl;
 
 static void streams_clear(repl *r);
+static int streams_abandon(repl *r, char *err, size_t errlen);
 
 /* ---- connection -------------------------------------------------------- */
 
@@ -498,9 +499,9 @@ started:
     /* a new stream starts outside any stream block; PostgreSQL sends every
      * transaction in progress again from its first segment */
     r->stream_xid = 0;
-    streams_clear(r);
     ing_parser_stream_reset(r->parser);
-    if (ing_batcher_unstage(r->bt, err, errlen) != WH_OK)
+    if (ing_batcher_unstage(r->bt, err, errlen) != WH_OK ||
+        streams_abandon(r, err, errlen) != WH_OK)
         return WH_ERR;
     /* what PostgreSQL sends again must not read values from its future */
     ing_toast_rewind(r->toast, r->start_lsn);
@@ -734,6 +735,30 @@ static int queue_packed(repl *r, Walhook__AppendBatch *ab, uint64_t commit_end, 
     walhook__request__pack(&req, buf);
     int rc = ing_batcher_packed(r->bt, buf, n, commit_end, err, errlen);
     free(buf);
+    return rc;
+}
+
+/* A new stream: the staging of every transaction that was streaming on the
+ * last connection is dropped. One still running is sent again from its
+ * first segment; one that ended meanwhile (PostgreSQL crashed: implicitly
+ * aborted) would otherwise leave its staging in the store for good. */
+static int streams_abandon(repl *r, char *err, size_t errlen)
+{
+    int rc = WH_OK;
+    for (size_t i = 0; i < r->nstreams && rc == WH_OK; i++) {
+        if (r->streams[i].skip)
+            continue; /* nothing staged */
+        Walhook__StageAbort sa;
+        walhook__stage_abort__init(&sa);
+        sa.xid = sa.subxid = r->streams[i].xid;
+        Walhook__StageAbort *list[1] = {&sa};
+        Walhook__AppendBatch ab;
+        walhook__append_batch__init(&ab);
+        ab.n_stage_aborts = 1;
+        ab.stage_aborts = list;
+        rc = queue_packed(r, &ab, 0, err, errlen);
+    }
+    streams_clear(r);
     return rc;
 }
 

@@ -10,6 +10,9 @@
 #   gone  a large transaction rolled back: nothing of it delivered.
 #   late  after those: ROWS rows in one transaction while the store is
 #         SIGKILLed (during its staging or its commit): each row once.
+#   crash PostgreSQL crash-restarted while a large transaction streams (it
+#         is implicitly aborted): nothing of it delivered, the stream goes on
+#         (the ingestor drops the staging of what was streaming).
 #   orig  large transactions with a replication origin: one carries it in
 #         every event, one from an origin in source.skip_origins is not
 #         delivered.
@@ -166,9 +169,22 @@ sys.exit(0 if sorted(ids) == list(range(1, int(sys.argv[2]) + 1)) else 1)
 PY
 }
 wh_wait_until 180 _late || wh_fail "the late transaction's rows are not all delivered once (exit $?)"
+# PostgreSQL crashes while a large transaction streams
+pg_psql -c "CREATE TABLE crashed (id int)" >/dev/null
+pg_psql -c "BEGIN" -c "INSERT INTO crashed SELECT g FROM generate_series(1, $ROWS) g" \
+    -c "SELECT pg_sleep(30)" -c "COMMIT" >/dev/null 2>&1 &
+crashpid=$!
+sleep 2
+wh_log "PostgreSQL crash-restart while a transaction streams"
+pg_restart || wh_fail "PostgreSQL did not restart"
+wait "$crashpid" 2>/dev/null
+pg_psql -c "INSERT INTO small VALUES (7)" >/dev/null || wh_fail "insert after the restart failed"
+_seven() { grep -q '"table":"small","key":{"id":7}' "$WH_TMP/got.jsonl"; }
+wh_wait_until 120 _seven || wh_fail "the change after PostgreSQL's restart was not delivered"
+grep -q '"table":"crashed"' "$WH_TMP/got.jsonl" && wh_fail "a row of the crashed transaction was delivered"
 streamed=$(pg_psql -At -c "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'walhook'")
 wh_log "PostgreSQL streamed $streamed transactions"
 [ "${streamed:-0}" -gt 0 ] || wh_fail "PostgreSQL streamed no transaction (stream_txns $streamed)"
 wh_kill walhook TERM
 wh_kill recv TERM
-wh_pass "$ROWS rows streamed in one transaction with a subtransaction rolled back and an ingestor SIGKILL: each row once, seq contiguous, heads as unstreamed; a rolled-back streamed transaction delivered nothing; streamed transactions carry their origin, a skipped origin's not delivered; a store SIGKILL during a streamed transaction lost and doubled nothing"
+wh_pass "$ROWS rows streamed in one transaction with a subtransaction rolled back and an ingestor SIGKILL: each row once, seq contiguous, heads as unstreamed; a rolled-back streamed transaction delivered nothing; streamed transactions carry their origin, a skipped origin's not delivered; a store SIGKILL during a streamed transaction lost and doubled nothing; a transaction streaming when PostgreSQL crashed delivered nothing"
