@@ -738,6 +738,21 @@ static int queue_packed(repl *r, Walhook__AppendBatch *ab, uint64_t commit_end, 
     return rc;
 }
 
+/* Queues a StageAbort of (xid, subxid): subxid == xid drops all of xid. */
+static int queue_abort(repl *r, uint32_t xid, uint32_t subxid, char *err, size_t errlen)
+{
+    Walhook__StageAbort sa;
+    walhook__stage_abort__init(&sa);
+    sa.xid = xid;
+    sa.subxid = subxid;
+    Walhook__StageAbort *list[1] = {&sa};
+    Walhook__AppendBatch ab;
+    walhook__append_batch__init(&ab);
+    ab.n_stage_aborts = 1;
+    ab.stage_aborts = list;
+    return queue_packed(r, &ab, 0, err, errlen);
+}
+
 /* A new stream: the staging of every transaction that was streaming on the
  * last connection is dropped. One still running is sent again from its
  * first segment; one that ended meanwhile (PostgreSQL crashed: implicitly
@@ -748,15 +763,7 @@ static int streams_abandon(repl *r, char *err, size_t errlen)
     for (size_t i = 0; i < r->nstreams && rc == WH_OK; i++) {
         if (r->streams[i].skip)
             continue; /* nothing staged */
-        Walhook__StageAbort sa;
-        walhook__stage_abort__init(&sa);
-        sa.xid = sa.subxid = r->streams[i].xid;
-        Walhook__StageAbort *list[1] = {&sa};
-        Walhook__AppendBatch ab;
-        walhook__append_batch__init(&ab);
-        ab.n_stage_aborts = 1;
-        ab.stage_aborts = list;
-        rc = queue_packed(r, &ab, 0, err, errlen);
+        rc = queue_abort(r, r->streams[i].xid, r->streams[i].xid, err, errlen);
     }
     streams_clear(r);
     return rc;
@@ -782,15 +789,7 @@ static int stream_commit(repl *r, const ing_msg *m, char *err, size_t errlen)
     if (s != NULL && s->reset) {
         /* sent again after a reconnect without a change to stage: what the
          * store staged of it before is not part of it any more */
-        Walhook__StageAbort sa;
-        walhook__stage_abort__init(&sa);
-        sa.xid = sa.subxid = m->xid;
-        Walhook__StageAbort *list[1] = {&sa};
-        Walhook__AppendBatch drop;
-        walhook__append_batch__init(&drop);
-        drop.n_stage_aborts = 1;
-        drop.stage_aborts = list;
-        if (queue_packed(r, &drop, 0, err, errlen) != WH_OK)
+        if (queue_abort(r, m->xid, m->xid, err, errlen) != WH_OK)
             return WH_ERR;
     } else if (s == NULL) {
         wh_warn("stream commit of transaction %u without its stream in this connection: what "
@@ -831,18 +830,9 @@ static int stream_commit(repl *r, const ing_msg *m, char *err, size_t errlen)
 
 static int stream_abort(repl *r, const ing_msg *m, char *err, size_t errlen)
 {
-    Walhook__StageAbort sa;
-    walhook__stage_abort__init(&sa);
-    sa.xid = m->xid;
-    sa.subxid = m->subxid;
-    Walhook__StageAbort *list[1] = {&sa};
-    Walhook__AppendBatch ab;
-    walhook__append_batch__init(&ab);
-    ab.n_stage_aborts = 1;
-    ab.stage_aborts = list;
     if (m->subxid == m->xid)
         stream_drop(r, m->xid);
-    return queue_packed(r, &ab, 0, err, errlen);
+    return queue_abort(r, m->xid, m->subxid, err, errlen);
 }
 
 /* A change, truncate or transactional message inside a stream block. */
