@@ -169,6 +169,10 @@ sys.exit(0 if sorted(ids) == list(range(1, int(sys.argv[2]) + 1)) else 1)
 PY
 }
 wh_wait_until 180 _late || wh_fail "the late transaction's rows are not all delivered once (exit $?)"
+# (before the crash below: a crash restart resets PostgreSQL's statistics)
+streamed=$(pg_psql -At -c "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'walhook'")
+wh_log "PostgreSQL streamed $streamed transactions"
+[ "${streamed:-0}" -gt 0 ] || wh_fail "PostgreSQL streamed no transaction (stream_txns $streamed)"
 # PostgreSQL crashes while a large transaction streams
 pg_psql -c "CREATE TABLE crashed (id int)" >/dev/null
 pg_psql -c "BEGIN" -c "INSERT INTO crashed SELECT g FROM generate_series(1, $ROWS) g" \
@@ -182,9 +186,6 @@ pg_psql -c "INSERT INTO small VALUES (7)" >/dev/null || wh_fail "insert after th
 _seven() { grep -q '"table":"small","key":{"id":7}' "$WH_TMP/got.jsonl"; }
 wh_wait_until 120 _seven || wh_fail "the change after PostgreSQL's restart was not delivered"
 grep -q '"table":"crashed"' "$WH_TMP/got.jsonl" && wh_fail "a row of the crashed transaction was delivered"
-streamed=$(pg_psql -At -c "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'walhook'")
-wh_log "PostgreSQL streamed $streamed transactions"
-[ "${streamed:-0}" -gt 0 ] || wh_fail "PostgreSQL streamed no transaction (stream_txns $streamed)"
 wh_kill walhook TERM
 wh_kill recv TERM
 wh_pass "$ROWS rows streamed in one transaction with a subtransaction rolled back and an ingestor SIGKILL: each row once, seq contiguous, heads as unstreamed; a rolled-back streamed transaction delivered nothing; streamed transactions carry their origin, a skipped origin's not delivered; a store SIGKILL during a streamed transaction lost and doubled nothing; a transaction streaming when PostgreSQL crashed delivered nothing"
