@@ -619,6 +619,43 @@ static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const
                      lsn);
 }
 
+/* A Truncate: one event per truncated relation (a relation without a
+ * Relation message is skipped with a warning), at *seq on; the TOAST cache
+ * drops what it kept of them. */
+static int emit_truncate(repl *r, const ing_txn *t, uint32_t *seq, const ing_msg *m, char *err,
+                         size_t errlen)
+{
+    for (int i = 0; i < m->nrels; i++) {
+        const ing_relation *rel = ing_relation_get(r->parser, m->rel_oids[i]);
+        if (!rel) {
+            wh_warn("truncate of relation OID %u without a Relation message: skipped",
+                    m->rel_oids[i]);
+            continue;
+        }
+        ing_toast_forget_rel(r->toast, rel->oid);
+        if (emit(r, t, *seq, m, rel, 1, err, errlen))
+            return WH_ERR;
+        (*seq)++;
+        r->last_change_ms = wh_now_ms();
+        wh_counter_add(&r->st->changes_received, 1);
+    }
+    return WH_OK;
+}
+
+/* A change (I/U/D/T or a transactional message) of a transaction from a
+ * skipped origin: counted, and the TOAST cache drops what it kept of its
+ * tables (the change may have replaced it). Its Commit still moves the
+ * flush LSN. */
+static void skipped(repl *r, const ing_msg *m)
+{
+    wh_counter_add(&r->st->changes_skipped, m->type == 'T' ? (uint64_t)m->nrels : 1);
+    if (m->type == 'I' || m->type == 'U' || m->type == 'D')
+        ing_toast_forget_rel(r->toast, m->rel_oid);
+    else if (m->type == 'T')
+        for (int i = 0; i < m->nrels; i++)
+            ing_toast_forget_rel(r->toast, m->rel_oids[i]);
+}
+
 /* ---- streamed transactions (pgoutput protocol 2) --------------------------
  * A stream block of xid (Stream Start .. Stop) carries changes of a
  * transaction still running. They are rendered without their head and
@@ -669,7 +706,7 @@ static void streams_clear(repl *r)
     r->nstreams = 0;
 }
 
-static int skip_origin_cfg(void *arg, const char *name);
+static int skip_origin(void *arg, const char *name);
 
 /* An Origin message in a stream block (after a first segment's Stream
  * Start): the transaction's events carry it, or, when source.skip_origins
@@ -680,9 +717,7 @@ static int stream_origin(repl *r, const ing_msg *m, char *err, size_t errlen)
     struct stream_next *s = stream_find(r, r->stream_xid, 1);
     if (s == NULL || m->name == NULL)
         return s == NULL ? wh_seterr(err, errlen, "out of memory") : WH_OK;
-    int skip = r->sw != NULL && r->sw->skip_origin != NULL ? r->sw->skip_origin(r->sw->arg, m->name)
-                                                           : skip_origin_cfg(r, m->name);
-    if (skip) {
+    if (skip_origin(r, m->name)) {
         s->skip = 1;
         return WH_OK;
     }
@@ -842,37 +877,19 @@ static int stream_change(repl *r, const ing_msg *m, char *err, size_t errlen)
     if (s == NULL)
         return wh_seterr(err, errlen, "out of memory");
     if (s->skip) { /* from a skipped origin */
-        wh_counter_add(&r->st->changes_skipped, m->type == 'T' ? (uint64_t)m->nrels : 1);
-        if (m->type == 'T')
-            for (int i = 0; i < m->nrels; i++)
-                ing_toast_forget_rel(r->toast, m->rel_oids[i]);
-        else
-            ing_toast_forget_rel(r->toast, m->rel_oid);
+        skipped(r, m);
         return WH_OK;
     }
     if (ing_batcher_stage(r->bt, r->stream_xid, s->reset, err, errlen) != WH_OK)
         return WH_ERR;
     s->reset = 0;
-    if (m->type == 'T') {
-        for (int i = 0; i < m->nrels; i++) {
-            const ing_relation *rel = ing_relation_get(r->parser, m->rel_oids[i]);
-            if (!rel) {
-                wh_warn("truncate of relation OID %u without a Relation message: skipped",
-                        m->rel_oids[i]);
-                continue;
-            }
-            ing_toast_forget_rel(r->toast, rel->oid);
-            if (emit(r, &r->stxn, s->next, m, rel, 1, err, errlen))
-                return WH_ERR;
-            s->next++;
-        }
-    } else {
-        if (emit(r, &r->stxn, s->next, m, NULL, m->type == 'M' ? 2 : 0, err, errlen))
-            return WH_ERR;
-        s->next++;
-    }
+    if (m->type == 'T')
+        return emit_truncate(r, &r->stxn, &s->next, m, err, errlen);
+    if (emit(r, &r->stxn, s->next, m, NULL, m->type == 'M' ? 2 : 0, err, errlen))
+        return WH_ERR;
+    s->next++;
     r->last_change_ms = wh_now_ms();
-    wh_counter_add(&r->st->changes_received, m->type == 'T' ? (uint64_t)m->nrels : 1);
+    wh_counter_add(&r->st->changes_received, 1);
     return WH_OK;
 }
 
@@ -916,10 +933,13 @@ static void relation_key(repl *r, const ing_relation *rel)
     ing_catalog_warned_reset(r->catalog, rel->oid);
 }
 
-/* ing_origin_skip_fn without a source watch: the file's list. */
-static int skip_origin_cfg(void *arg, const char *name)
+/* ing_origin_skip_fn (arg: the repl): source.skip_origins as the source
+ * watch has it (the runtime list), else the file's list. */
+static int skip_origin(void *arg, const char *name)
 {
     const repl *r = arg;
+    if (r->sw != NULL && r->sw->skip_origin != NULL)
+        return r->sw->skip_origin(r->sw->arg, name);
     return wh_origins_match(r->cfg->skip_origins, name);
 }
 
@@ -955,23 +975,11 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
     ing_msg m;
     if (ing_parse(r->parser, p, n, &m, err, errlen) != WH_OK)
         return WH_ERR;
-    int keep =
-        r->sw != NULL && r->sw->skip_origin != NULL
-            ? ing_origin_step(&r->origin, &r->txn, &m, r->in_txn, r->sw->skip_origin, r->sw->arg,
-                              err, errlen)
-            : ing_origin_step(&r->origin, &r->txn, &m, r->in_txn, skip_origin_cfg, r, err, errlen);
+    int keep = ing_origin_step(&r->origin, &r->txn, &m, r->in_txn, skip_origin, r, err, errlen);
     if (keep < 0)
         return WH_ERR;
     if (keep == ING_ORIGIN_DROP) {
-        /* a change of a transaction from a skipped origin: its Commit still
-           moves the flush LSN */
-        wh_counter_add(&r->st->changes_skipped, m.type == 'T' ? (uint64_t)m.nrels : 1);
-        /* the TOAST cache would keep values this change replaced */
-        if (m.type == 'I' || m.type == 'U' || m.type == 'D')
-            ing_toast_forget_rel(r->toast, m.rel_oid);
-        else if (m.type == 'T')
-            for (int i = 0; i < m.nrels; i++)
-                ing_toast_forget_rel(r->toast, m.rel_oids[i]);
+        skipped(r, &m);
         return WH_OK;
     }
     if (r->stream_xid != 0 && m.type == 'O')
@@ -1022,19 +1030,8 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
     case 'T':
         if (!r->in_txn)
             return wh_seterr(err, errlen, "pgoutput: truncate outside a transaction");
-        for (int i = 0; i < m.nrels; i++) {
-            const ing_relation *rel = ing_relation_get(r->parser, m.rel_oids[i]);
-            if (!rel) {
-                wh_warn("truncate of relation OID %u without a Relation message: skipped",
-                        m.rel_oids[i]);
-                continue;
-            }
-            ing_toast_forget_rel(r->toast, rel->oid);
-            if (emit(r, &r->txn, r->seq, &m, rel, 1, err, errlen))
-                return WH_ERR;
-            r->seq++;
-            wh_counter_add(&r->st->changes_received, 1);
-        }
+        if (emit_truncate(r, &r->txn, &r->seq, &m, err, errlen))
+            return WH_ERR;
         break;
     case 'M':
         if (!(m.flags & 1) && m.name != NULL && strcmp(m.name, ING_HEARTBEAT_PREFIX) == 0) {
