@@ -96,6 +96,7 @@ typedef struct repl {
         char *origin; /* its origin (the first segment's Origin message), or NULL */
     } * streams;
     size_t nstreams, capstreams;
+    int staging_swept; /* this process dropped earlier processes' staging */
     int streaming;     /* this connection uses protocol 2 with streaming */
     ing_origin origin; /* the transaction's origin, source.skip_origins */
     char sysid[32];    /* system identifier and timeline of the first connection */
@@ -791,10 +792,21 @@ static int queue_abort(repl *r, uint32_t xid, uint32_t subxid, char *err, size_t
 /* A new stream: the staging of every transaction that was streaming on the
  * last connection is dropped. One still running is sent again from its
  * first segment; one that ended meanwhile (PostgreSQL crashed: implicitly
- * aborted) would otherwise leave its staging in the store for good. */
+ * aborted) would otherwise leave its staging in the store for good. The
+ * first stream of a process drops all of the tenant's staging: an earlier
+ * process (SIGKILLed, say) may have staged transactions that ended while
+ * no ingestor ran, and PostgreSQL sends every transaction whose commit was
+ * not confirmed again, from its first change. */
 static int streams_abandon(repl *r, char *err, size_t errlen)
 {
     int rc = WH_OK;
+    if (!r->staging_swept) {
+        streams_clear(r);
+        rc = queue_abort(r, 0, 0, err, errlen);
+        if (rc == WH_OK)
+            r->staging_swept = 1;
+        return rc;
+    }
     for (size_t i = 0; i < r->nstreams && rc == WH_OK; i++) {
         if (r->streams[i].skip)
             continue; /* nothing staged */

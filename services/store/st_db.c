@@ -1853,8 +1853,9 @@ int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, s
     if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
         return WH_ERR;
     for (size_t i = 0; i < n; i++)
-        if (ab[i].xid == 0 || ab[i].subxid == 0)
-            return wh_seterr(err, errlen, "stage_aborts[%zu].%s: must be > 0", i,
+        if ((ab[i].xid == 0) != (ab[i].subxid == 0))
+            return wh_seterr(err, errlen,
+                             "stage_aborts[%zu].%s: must be > 0 (both 0: drop all staging)", i,
                              ab[i].xid == 0 ? "xid" : "subxid");
     /* a subtransaction's abort is remembered even before anything is
      * staged; a whole abort of nothing is a no-op */
@@ -1872,7 +1873,13 @@ int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, s
     uint32_t rdel = 0;
     for (size_t i = 0; i < n; i++) {
         char k[ST_KEY_MAX], hi[ST_KEY_MAX];
-        if (ab[i].subxid == ab[i].xid) {
+        if (ab[i].xid == 0) { /* everything the tenant has staged */
+            rdel++;
+            size_t kl = key_prefix(k, 'X', tenant);
+            memcpy(hi, k, kl);
+            hi[kl - 1] = '\x01'; /* past 'X' tenant '\0' ... */
+            rocksdb_writebatch_delete_range_cf(wb, t->stage, k, kl, hi, kl);
+        } else if (ab[i].subxid == ab[i].xid) {
             rdel++;
             size_t hl, kl = stage_xid_range(k, hi, &hl, tenant, ab[i].xid);
             rocksdb_writebatch_delete_range_cf(wb, t->stage, k, kl, hi, hl);
@@ -2690,6 +2697,57 @@ int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen)
             fprintf(out, "%s %s %" PRIu32 "\n", tenant, l, seq);
         }
         rc = iter_done(it, ro, "dump", err, errlen);
+        ten_done(t);
+    }
+    free(tv);
+    if (rc != WH_OK)
+        return rc;
+    if (fflush(out) != 0 || ferror(out))
+        return wh_seterr(err, errlen, "dump: write error");
+    return WH_OK;
+}
+
+int st_db_dump_staged(st_db *db, FILE *out, char *err, size_t errlen)
+{
+    size_t nt;
+    st_tenant **tv = tenants_sorted(db, &nt);
+    int rc = WH_OK;
+    for (size_t i = 0; i < nt && rc == WH_OK; i++) {
+        st_tenant *t;
+        if (ten_open_stage(db, tv[i]->name, 0, &t, err, errlen) != WH_OK) {
+            rc = WH_ERR;
+            break;
+        }
+        if (t == NULL || t->stage == NULL) {
+            ten_done(t);
+            continue;
+        }
+        char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
+        size_t pl = key_prefix(lo, 'X', t->name);
+        memcpy(hi, lo, pl);
+        hi[pl - 1] = '\x01';
+        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+        rocksdb_readoptions_set_iterate_upper_bound(ro, hi, pl);
+        rocksdb_readoptions_set_fill_cache(ro, 0);
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
+        uint32_t xid = 0;
+        uint64_t n = 0;
+        for (rocksdb_iter_seek(it, lo, pl); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+            size_t kl;
+            const char *k = rocksdb_iter_key(it, &kl);
+            if (kl != pl + 9 || k[pl + 4] != ST_STAGE_EVENT)
+                continue;
+            uint32_t x = wh_get_be32((const uint8_t *)k + pl);
+            if (n > 0 && x != xid) {
+                fprintf(out, "%s %" PRIu32 " %" PRIu64 "\n", t->name, xid, n);
+                n = 0;
+            }
+            xid = x;
+            n++;
+        }
+        if (n > 0)
+            fprintf(out, "%s %" PRIu32 " %" PRIu64 "\n", t->name, xid, n);
+        rc = iter_done(it, ro, "dump of staged events", err, errlen);
         ten_done(t);
     }
     free(tv);

@@ -222,8 +222,9 @@ typedef struct st_stage_abort {
 int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, const st_staged *ev,
                     size_t n, char *err, size_t errlen);
 /* One synced WriteBatch: per entry, subxid == xid drops all of xid's
- * staging; otherwise subxid is noted as aborted (its events are skipped by
- * the commit, and dropped with the xid). */
+ * staging (xid == subxid == 0: all of the tenant's staging); otherwise
+ * subxid is noted as aborted (its events are skipped by the commit, and
+ * dropped with the xid). */
 int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, size_t n, char *err,
                       size_t errlen);
 /* The aborted subxids of xid, ascending (*subs malloc'ed, free it; NULL
@@ -350,6 +351,9 @@ int st_db_get_durable(st_db *db, const char *tenant, uint64_t *lsn, char *err, s
 
 /* Prints "tenant X/X seq" per E key in key order. */
 int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen);
+/* Prints "tenant xid n" per streamed transaction with n staged events
+ * (walhook-store --dump-staged). */
+int st_db_dump_staged(st_db *db, FILE *out, char *err, size_t errlen);
 
 /* Flush and full manual compaction (runs the GC filter); for tests/tools. */
 int st_db_compact(st_db *db, char *err, size_t errlen);

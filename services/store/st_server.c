@@ -549,11 +549,11 @@ static void stage_aborts(st_server *s, const Walhook__AppendBatch *a, Walhook__R
     }
     for (size_t i = 0; i < a->n_stage_aborts; i++) {
         const Walhook__StageAbort *x = a->stage_aborts[i];
-        if (x == NULL || x->xid == 0 || x->subxid == 0) {
+        if (x == NULL || (x->xid == 0) != (x->subxid == 0)) {
             wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "stage_aborts[%zu]%s", i,
                            x == NULL     ? ": missing"
-                           : x->xid == 0 ? ".xid: must be > 0"
-                                         : ".subxid: must be > 0");
+                           : x->xid == 0 ? ".xid: must be > 0 (both 0: drop all staging)"
+                                         : ".subxid: must be > 0 (both 0: drop all staging)");
             free(ab);
             return;
         }

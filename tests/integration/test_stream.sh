@@ -11,8 +11,9 @@
 #   late  after those: ROWS rows in one transaction while the store is
 #         SIGKILLed (during its staging or its commit): each row once.
 #   crash PostgreSQL crash-restarted while a large transaction streams (it
-#         is implicitly aborted): nothing of it delivered, the stream goes on
-#         (the ingestor drops the staging of what was streaming).
+#         is implicitly aborted) and the ingestor SIGKILLed: nothing of it
+#         delivered, the stream goes on, and the new ingestor process drops
+#         the staging it left (none is left in the store at the end).
 #   orig  large transactions with a replication origin: one carries it in
 #         every event, one from an origin in source.skip_origins is not
 #         delivered.
@@ -179,7 +180,12 @@ pg_psql -c "BEGIN" -c "INSERT INTO crashed SELECT g FROM generate_series(1, $ROW
     -c "SELECT pg_sleep(30)" -c "COMMIT" >/dev/null 2>&1 &
 crashpid=$!
 sleep 2
-wh_log "PostgreSQL crash-restart while a transaction streams"
+# the ingestor dies with PostgreSQL: the next ingestor process does not know
+# the transaction that was streaming, and still drops its staging
+ing=$(wh_child_pid "${WH_PIDS[walhook]}" ingestor)
+[ -n "$ing" ] || wh_fail "no ingestor process"
+wh_log "SIGKILL the ingestor ($ing) and crash-restart PostgreSQL while a transaction streams"
+kill -KILL "$ing"
 pg_restart || wh_fail "PostgreSQL did not restart"
 wait "$crashpid" 2>/dev/null
 pg_psql -c "INSERT INTO small VALUES (7)" >/dev/null || wh_fail "insert after the restart failed"
@@ -188,4 +194,6 @@ wh_wait_until 120 _seven || wh_fail "the change after PostgreSQL's restart was n
 grep -q '"table":"crashed"' "$WH_TMP/got.jsonl" && wh_fail "a row of the crashed transaction was delivered"
 wh_kill walhook TERM
 wh_kill recv TERM
+staged=$("$BIN/walhook-store" --dump-staged -c "$CONF" 2>&1) || wh_fail "--dump-staged: $staged"
+[ -z "$staged" ] || wh_fail "staging left in the store (tenant xid events): $staged"
 wh_pass "$ROWS rows streamed in one transaction with a subtransaction rolled back and an ingestor SIGKILL: each row once, seq contiguous, heads as unstreamed; a rolled-back streamed transaction delivered nothing; streamed transactions carry their origin, a skipped origin's not delivered; a store SIGKILL during a streamed transaction lost and doubled nothing; a transaction streaming when PostgreSQL crashed delivered nothing"

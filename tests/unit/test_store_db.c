@@ -1757,6 +1757,28 @@ static void test_stage_keys(void **state)
     assert_int_equal(st_db_stage_put(f->db, "t", 0, 0, s, 1, err, sizeof(err)), WH_ERR);
     ab = (st_stage_abort){0, 1};
     assert_int_equal(st_db_stage_abort(f->db, "t", &ab, 1, err, sizeof(err)), WH_ERR);
+    ab = (st_stage_abort){1, 0};
+    assert_int_equal(st_db_stage_abort(f->db, "t", &ab, 1, err, sizeof(err)), WH_ERR);
+    /* {0, 0}: all of one tenant's staging, none of another's */
+    assert_int_equal(st_db_stage_put(f->db, "t", 11, 0, s, 2, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_stage_put(f->db, "t", 0xffffffffu, 0, s, 1, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_stage_put(f->db, "t2", 11, 0, s, 1, err, sizeof(err)), WH_OK);
+    ab = (st_stage_abort){0, 0};
+    assert_int_equal(st_db_stage_abort(f->db, "t", &ab, 1, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_stage_count(f->db, "t", 11, 100, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(st_db_stage_count(f->db, "t", 0xffffffffu, 100, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(st_db_stage_count(f->db, "t2", 11, 100, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 1);
+    char *dump = NULL;
+    size_t blen = 0;
+    FILE *mem = open_memstream(&dump, &blen);
+    assert_non_null(mem);
+    assert_int_equal(st_db_dump_staged(f->db, mem, err, sizeof(err)), WH_OK);
+    fclose(mem);
+    assert_string_equal(dump, "t2 11 1\n");
+    free(dump);
 }
 
 int main(void)
