@@ -23,6 +23,7 @@
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 ROWS=${ROWS:-40000}
+WAIT=$((180 + ROWS / 4000)) # seconds: ROWS=2000000 runs outside CI
 wh_pipeline_setup
 pg_psql -c "ALTER SYSTEM SET logical_decoding_work_mem = '64kB'" -c "SELECT pg_reload_conf()" \
     -c "CREATE TABLE big (id int PRIMARY KEY, note text)" \
@@ -82,7 +83,7 @@ INSERT INTO small VALUES (6);
 SQL
 WANT=$((ROWS + 3006))
 _all() { [ "$(wh_count_events "$WH_TMP/got.jsonl")" -ge "$WANT" ]; }
-wh_wait_until 180 _all || wh_fail "$(wh_count_events "$WH_TMP/got.jsonl") of $WANT events delivered"
+wh_wait_until "$WAIT" _all || wh_fail "$(wh_count_events "$WH_TMP/got.jsonl") of $WANT events delivered"
 sleep 1 # anything extra (a rolled-back row) would arrive with the last ones
 
 out=$(python3 - "$WH_TMP/got.jsonl" "$ROWS" <<'PY'
@@ -169,7 +170,7 @@ if any(len(v) != 1 for v in ids.values()):
 sys.exit(0 if sorted(ids) == list(range(1, int(sys.argv[2]) + 1)) else 1)
 PY
 }
-wh_wait_until 180 _late || wh_fail "the late transaction's rows are not all delivered once (exit $?)"
+wh_wait_until "$WAIT" _late || wh_fail "the late transaction's rows are not all delivered once (exit $?)"
 # (before the crash below: a crash restart resets PostgreSQL's statistics)
 streamed=$(pg_psql -At -c "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'walhook'")
 wh_log "PostgreSQL streamed $streamed transactions"
@@ -190,7 +191,7 @@ pg_restart || wh_fail "PostgreSQL did not restart"
 wait "$crashpid" 2>/dev/null
 pg_psql -c "INSERT INTO small VALUES (7)" >/dev/null || wh_fail "insert after the restart failed"
 _seven() { grep -q '"table":"small","key":{"id":7}' "$WH_TMP/got.jsonl"; }
-wh_wait_until 120 _seven || wh_fail "the change after PostgreSQL's restart was not delivered"
+wh_wait_until "$WAIT" _seven || wh_fail "the change after PostgreSQL's restart was not delivered"
 grep -q '"table":"crashed"' "$WH_TMP/got.jsonl" && wh_fail "a row of the crashed transaction was delivered"
 wh_kill walhook TERM
 wh_kill recv TERM
