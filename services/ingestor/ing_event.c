@@ -297,7 +297,10 @@ static int has_key(const ing_relation *r, uint8_t mask)
  * for its op */
 static const char *op_name(const ing_msg *m)
 {
-    return m->type == 'I' ? "insert" : m->type == 'U' ? "update" : m->type == 'r' ? "read" : "delete";
+    return m->type == 'I'   ? "insert"
+           : m->type == 'U' ? "update"
+           : m->type == 'r' ? "read"
+                            : "delete";
 }
 
 int ing_event_check(const ing_msg *m, char *err, size_t errlen)

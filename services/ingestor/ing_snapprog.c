@@ -199,9 +199,9 @@ static int parse_job(ing_snapprog *p, const char *s, size_t n)
     }
     uint64_t kind, state, done, est, started, nlast;
     if (nf < 8 || parse_u64(f[0], fl[0], &kind) || kind > 1 || parse_u64(f[1], fl[1], &state) ||
-        state > ING_SNAP_REFUSED || parse_u64(f[2], fl[2], &done) ||
-        parse_u64(f[3], fl[3], &est) || parse_u64(f[4], fl[4], &started) ||
-        parse_u64(f[7], fl[7], &nlast) || nlast > ING_SNAP_MAXKEY || (uint64_t)nf != 8 + nlast)
+        state > ING_SNAP_REFUSED || parse_u64(f[2], fl[2], &done) || parse_u64(f[3], fl[3], &est) ||
+        parse_u64(f[4], fl[4], &started) || parse_u64(f[7], fl[7], &nlast) ||
+        nlast > ING_SNAP_MAXKEY || (uint64_t)nf != 8 + nlast)
         return WH_ERR;
     char *id = unhex(f[5], fl[5]), *table = unhex(f[6], fl[6]);
     ing_snapjob *j = id && table && table[0] ? ing_snapprog_add(p, (int)kind, id, table) : NULL;

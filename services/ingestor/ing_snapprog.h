@@ -37,7 +37,7 @@ typedef struct ing_snapjob {
     int kind;  /* ING_SNAP_INITIAL | ING_SNAP_BACKFILL */
     int state; /* ING_SNAP_* */
     uint64_t rows_done, rows_est;
-    int64_t started_us; /* wall clock of its first chunk (0: not started) */
+    int64_t started_us;            /* wall clock of its first chunk (0: not started) */
     char id[ING_SNAP_IDMAX];       /* "initial" or the backfill request's id */
     char table[ING_SNAP_TABLEMAX]; /* schema.table */
     int nlast;

@@ -45,9 +45,9 @@ struct ing_snapshot {
     char *kname[ING_SNAP_MAXKEY];
     char *select_sql; /* the next chunk's query, NUL, the first chunk's */
     size_t first_sql_at;
-    int limit;      /* rows of the chunk read */
-    int chunk_cap;  /* 0, or a smaller limit after a chunk too large for a request */
-    int truncated;  /* the table was truncated: the job starts over */
+    int limit;     /* rows of the chunk read */
+    int chunk_cap; /* 0, or a smaller limit after a chunk too large for a request */
+    int truncated; /* the table was truncated: the job starts over */
 
     /* the chunk in progress: between its low watermark and the high one */
     int pending, window, discard;
@@ -182,8 +182,9 @@ static void publish_metrics(ing_snapshot *s)
                 rate = (double)s->run_rows * 1e6 / (double)(now - s->run_start_us);
             int64_t eta = j->state >= ING_SNAP_DONE ? 0 : -1;
             if (eta < 0 && rate > 0)
-                eta = j->rows_est > j->rows_done ? (int64_t)((double)(j->rows_est - j->rows_done) / rate)
-                                                 : 0;
+                eta = j->rows_est > j->rows_done
+                          ? (int64_t)((double)(j->rows_est - j->rows_done) / rate)
+                          : 0;
             if (rc)
                 ;
             else if (k == 0)
@@ -306,8 +307,9 @@ int ing_snapshot_plan(ing_snapshot *s, char *err, size_t errlen)
     if (strcmp(s->cfg->snapshot, "initial") != 0)
         return WH_OK;
     if (!s->loaded && load_progress(s, err, errlen) != WH_OK)
-        return wh_seterr(err, errlen, "source.snapshot = initial: cannot read the snapshot "
-                                      "progress from the store before creating the slot");
+        return wh_seterr(err, errlen,
+                         "source.snapshot = initial: cannot read the snapshot "
+                         "progress from the store before creating the slot");
     if (s->prog.plan != 0)
         return WH_OK;
     s->prog.plan = 1;
@@ -343,8 +345,8 @@ static int conn_open(ing_snapshot *s, char *err, size_t errlen)
     if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
         return WH_OK;
     close_conn(s);
-    return ing_pg_connect(&s->conn, s->cfg->source_dsn, NULL, ING_SESSION_OPTS, SNAP_APP, "10",
-                          err, errlen);
+    return ing_pg_connect(&s->conn, s->cfg->source_dsn, NULL, ING_SESSION_OPTS, SNAP_APP, "10", err,
+                          errlen);
 }
 
 static PGresult *query(ing_snapshot *s, const char *sql, int nparams, const uint32_t *types,
@@ -369,10 +371,11 @@ static PGresult *query(ing_snapshot *s, const char *sql, int nparams, const uint
 static int list_initial(ing_snapshot *s, char *err, size_t errlen)
 {
     const char *vals[1] = {s->cfg->publication};
-    PGresult *res = query(s,
-                          "SELECT schemaname || '.' || tablename FROM pg_catalog.pg_publication_tables "
-                          "WHERE pubname = $1 ORDER BY 1",
-                          1, NULL, vals, "listing the published tables", err, errlen);
+    PGresult *res =
+        query(s,
+              "SELECT schemaname || '.' || tablename FROM pg_catalog.pg_publication_tables "
+              "WHERE pubname = $1 ORDER BY 1",
+              1, NULL, vals, "listing the published tables", err, errlen);
     if (res == NULL)
         return WH_ERR;
     for (int i = 0; i < PQntuples(res); i++) {
@@ -602,10 +605,9 @@ static int describe(ing_snapshot *s, ing_catalog *cat, char *err, size_t errlen)
 static int watermark(ing_snapshot *s, const char *content, char *err, size_t errlen)
 {
     const char *vals[1] = {content};
-    PGresult *res = query(s,
-                          "SELECT pg_catalog.pg_logical_emit_message(true, '" ING_SNAPSHOT_PREFIX
-                          "', $1)",
-                          1, NULL, vals, "writing a watermark", err, errlen);
+    PGresult *res =
+        query(s, "SELECT pg_catalog.pg_logical_emit_message(true, '" ING_SNAPSHOT_PREFIX "', $1)",
+              1, NULL, vals, "writing a watermark", err, errlen);
     PQclear(res);
     return res ? WH_OK : WH_ERR;
 }

@@ -1302,8 +1302,8 @@ typedef struct st_wreq {
     uint32_t drop_xid;
     const char *prog; /* snapshot progress to put with its last group (NULL: none); */
     size_t prog_len;  /* such an append is never split across groups */
-    int light; /* at most store.commit_share_bytes */
-    int done;  /* all its events synced, or failed (rc) */
+    int light;        /* at most store.commit_share_bytes */
+    int done;         /* all its events synced, or failed (rc) */
     int rc;
     char err[WH_ERRLEN];
     pthread_cond_t cond;

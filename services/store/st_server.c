@@ -233,11 +233,11 @@ static int store_events(st_server *s, const char *tenant, const st_event *ev,
     int track = n > 0 && s->pub != NULL;
     if (track)
         st_push_begin(s->push, s->db, tenant, &tok);
-    int rc = has_drop  ? st_db_append_stage_end(s->db, tenant, ev, n, ack_lsn, drop_xid, durable,
-                                                err, errlen)
+    int rc = has_drop ? st_db_append_stage_end(s->db, tenant, ev, n, ack_lsn, drop_xid, durable,
+                                               err, errlen)
              : prog != NULL ? st_db_append_progress(s->db, tenant, ev, n, ack_lsn, prog->data,
-                                                   prog->len, durable, err, errlen)
-                           : st_db_append(s->db, tenant, ev, n, ack_lsn, durable, err, errlen);
+                                                    prog->len, durable, err, errlen)
+                            : st_db_append(s->db, tenant, ev, n, ack_lsn, durable, err, errlen);
     int has_prev = 0;
     uint64_t prev_lsn = 0, moves = 0;
     uint32_t prev_seq = 0;
