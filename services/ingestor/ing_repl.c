@@ -1001,7 +1001,7 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
         r->stream_xid = 0; /* its staged events wait for more (ing_batcher_tick) */
         return WH_OK;
     case 'c':
-        ing_snapshot_stream_commit(r->snap);
+        ing_snapshot_stream_commit(r->snap, m.xid);
         return stream_commit(r, &m, err, errlen);
     case 'A':
         return stream_abort(r, &m, err, errlen);
@@ -1031,7 +1031,7 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
             relation_types(r, m.rel);
         if (emit(r, &r->txn, r->seq, &m, NULL, 0, err, errlen))
             return WH_ERR;
-        ing_snapshot_change(r->snap, &m);
+        ing_snapshot_change(r->snap, &m, r->txn.xid);
         r->seq++;
         r->last_change_ms = wh_now_ms();
         wh_counter_add(&r->st->changes_received, 1);

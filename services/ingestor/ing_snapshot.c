@@ -3,12 +3,13 @@
 
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "ing_snapprog.h"
+#include "wh_snapprog.h"
 #include "wh_ipc.h"
 #include "wh_lsn.h"
 #include "wh_util.h"
@@ -18,6 +19,21 @@
 #define SNAP_APP "walhook-snapshot"
 
 static _Atomic int g_chunk_rows = 2048;
+
+/* the tenant's backfill requests (runtime state, ing_snapshot_requests) */
+static pthread_mutex_t g_req_mu = PTHREAD_MUTEX_INITIALIZER;
+static char g_req[WH_URL_MAX];
+static _Atomic unsigned g_req_gen;
+
+void ing_snapshot_requests(const char *list)
+{
+    pthread_mutex_lock(&g_req_mu);
+    if (strcmp(g_req, list) != 0) {
+        wh_strlcpy(g_req, list, sizeof(g_req));
+        atomic_fetch_add(&g_req_gen, 1);
+    }
+    pthread_mutex_unlock(&g_req_mu);
+}
 
 void ing_snapshot_set_chunk_rows(int rows)
 {
@@ -34,15 +50,15 @@ struct ing_snapshot {
     int loaded;         /* the progress was read from the store */
     uint64_t retry_at_ms;
     int warned; /* the last failure was logged */
-    ing_snapprog prog;
+    wh_snapprog prog;
 
     /* the job being read and its description (read again at each chunk) */
-    ing_snapjob *job;
+    wh_snapjob *job;
     uint32_t oid;
     const ing_relation *rel;
     int nkey;
-    int kidx[ING_SNAP_MAXKEY];
-    char *kname[ING_SNAP_MAXKEY];
+    int kidx[WH_SNAP_MAXKEY];
+    char *kname[WH_SNAP_MAXKEY];
     char *select_sql; /* the next chunk's query, NUL, the first chunk's */
     size_t first_sql_at;
     int limit;     /* rows of the chunk read */
@@ -55,12 +71,23 @@ struct ing_snapshot {
     char nonce[24];
     uint64_t chunk_no;
     char low[128], high[128];
-    ing_keyset keys;
+    wh_keyset keys;
 
     /* rates: rows read since this job started in this process */
     uint64_t run_rows;
     int64_t run_start_us;
     uint64_t discarded, chunks;
+    unsigned req_gen; /* the requests taken (g_req_gen) */
+
+    /* visibility (see ing_snapshot.h): xids of committed transactions seen
+     * changing rows while jobs run, and the chunk's snapshot */
+    int active; /* jobs to run: xids are kept */
+    uint32_t *recent;
+    size_t nrecent, caprecent;
+    int recent_full_warned;
+    uint32_t xmin;
+    uint32_t *xip;
+    size_t nxip, capxip;
 
     wh_buf json, key, progbuf;
     ing_col *cols;
@@ -86,16 +113,16 @@ static int load_progress(ing_snapshot *s, char *err, size_t errlen)
         rc = wh_seterr(err, errlen, "the store answered TenantInfo without its body");
     } else if (rep->tenant_info->snapshot_progress.len > 0) {
         const ProtobufCBinaryData *p = &rep->tenant_info->snapshot_progress;
-        rc = ing_snapprog_decode(&s->prog, (const char *)p->data, p->len, err, errlen);
+        rc = wh_snapprog_decode(&s->prog, (const char *)p->data, p->len, err, errlen);
     } else {
-        ing_snapprog_clear(&s->prog);
+        wh_snapprog_clear(&s->prog);
     }
     walhook__reply__free_unpacked(rep, NULL);
     if (rc == WH_OK) {
         s->loaded = 1;
         size_t open = 0;
         for (size_t i = 0; i < s->prog.njobs; i++)
-            open += s->prog.jobs[i].state < ING_SNAP_DONE;
+            open += s->prog.jobs[i].state < WH_SNAP_DONE;
         if (s->prog.plan != 0 || s->prog.njobs > 0)
             wh_info("snapshot progress read from the store: plan %d, %zu table%s, %zu to do",
                     s->prog.plan, s->prog.njobs, s->prog.njobs == 1 ? "" : "s", open);
@@ -106,7 +133,7 @@ static int load_progress(ing_snapshot *s, char *err, size_t errlen)
 /* Packs AppendBatch{events ev[0..n), snapshot_progress} and queues it. */
 static int queue_request(ing_snapshot *s, Walhook__Event **ev, size_t n, char *err, size_t errlen)
 {
-    if (ing_snapprog_encode(&s->prog, &s->progbuf) != WH_OK)
+    if (wh_snapprog_encode(&s->prog, &s->progbuf) != WH_OK)
         return wh_seterr(err, errlen, "out of memory");
     Walhook__Request req;
     Walhook__AppendBatch ab;
@@ -168,19 +195,19 @@ static void publish_metrics(ing_snapshot *s)
     for (size_t k = 0; k < WH_ARRAY_LEN(m) && !rc; k++) {
         rc |= wh_metric_header(&b, m[k].name, m[k].type, m[k].help);
         for (size_t i = 0; i < s->prog.njobs && !rc; i++) {
-            const ing_snapjob *j = &s->prog.jobs[i];
+            const wh_snapjob *j = &s->prog.jobs[i];
             wh_buf l;
             wh_buf_init(&l, 0);
             rc |= wh_buf_printf(&l, "tenant=\"%s\",table=\"", t) || label_str(&l, j->table) ||
                   wh_buf_printf(&l, "\",kind=\"%s\"",
-                                j->kind == ING_SNAP_INITIAL ? "initial" : "backfill");
+                                j->kind == WH_SNAP_INITIAL ? "initial" : "backfill");
             if (k == 4)
-                rc |= wh_buf_printf(&l, ",state=\"%s\"", ing_snap_state_name(j->state));
+                rc |= wh_buf_printf(&l, ",state=\"%s\"", wh_snap_state_name(j->state));
             rc |= wh_buf_cstr(&l);
             double rate = 0;
             if (j == s->job && s->run_rows > 0 && now > s->run_start_us)
                 rate = (double)s->run_rows * 1e6 / (double)(now - s->run_start_us);
-            int64_t eta = j->state >= ING_SNAP_DONE ? 0 : -1;
+            int64_t eta = j->state >= WH_SNAP_DONE ? 0 : -1;
             if (eta < 0 && rate > 0)
                 eta = j->rows_est > j->rows_done
                           ? (int64_t)((double)(j->rows_est - j->rows_done) / rate)
@@ -231,7 +258,7 @@ int ing_snapshot_new(ing_snapshot **out, const wh_config *cfg, ing_batcher *bt, 
     s->cfg = cfg;
     s->bt = bt;
     s->st = st;
-    ing_keyset_init(&s->keys);
+    wh_keyset_init(&s->keys);
     wh_buf_init(&s->json, 0);
     wh_buf_init(&s->key, 0);
     wh_buf_init(&s->progbuf, 0);
@@ -249,12 +276,86 @@ int ing_snapshot_new(ing_snapshot **out, const wh_config *cfg, ing_batcher *bt, 
     return WH_OK;
 }
 
+/* xid a precedes b (modulo 2^32, as PostgreSQL compares them) */
+static int xid_before(uint32_t a, uint32_t b)
+{
+    return (int32_t)(a - b) < 0;
+}
+
+static void recent_add(ing_snapshot *s, uint32_t xid)
+{
+    if (s->nrecent > 0 && s->recent[s->nrecent - 1] == xid)
+        return;
+    if (s->nrecent == s->caprecent) {
+        size_t cap = s->caprecent ? s->caprecent * 2 : 1024;
+        if (cap > (1u << 20)) { /* xmin held back for long: the oldest half goes */
+            if (!s->recent_full_warned)
+                wh_warn("snapshot: more than %u recent transactions kept (a long transaction "
+                        "holds the source's xmin): the oldest are forgotten",
+                        1u << 20);
+            s->recent_full_warned = 1;
+            size_t half = s->nrecent / 2;
+            memmove(s->recent, s->recent + half, (s->nrecent - half) * sizeof(*s->recent));
+            s->nrecent -= half;
+        } else {
+            uint32_t *n = realloc(s->recent, cap * sizeof(*n));
+            if (n == NULL)
+                return;
+            s->recent = n;
+            s->caprecent = cap;
+        }
+    }
+    s->recent[s->nrecent++] = xid;
+}
+
+/* Drops the kept xids below xmin: every later snapshot sees them (or they
+ * aborted). */
+static void recent_prune(ing_snapshot *s, uint32_t xmin)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < s->nrecent; i++)
+        if (!xid_before(s->recent[i], xmin))
+            s->recent[k++] = s->recent[i];
+    s->nrecent = k;
+}
+
+/* The snapshot "xmin:xmax:xip,..." (pg_current_snapshot, 64-bit xids):
+ * xmin and the in-progress list, as 32-bit xids. */
+static int parse_snapshot(ing_snapshot *s, const char *t)
+{
+    char *end;
+    unsigned long long v = strtoull(t, &end, 10);
+    if (*end != ':')
+        return WH_ERR;
+    s->xmin = (uint32_t)v;
+    end = strchr(end + 1, ':');
+    if (end == NULL)
+        return WH_ERR;
+    s->nxip = 0;
+    for (const char *p = end + 1; *p;) {
+        v = strtoull(p, &end, 10);
+        if (end == p)
+            return WH_ERR;
+        if (s->nxip == s->capxip) {
+            size_t cap = s->capxip ? s->capxip * 2 : 64;
+            uint32_t *n = realloc(s->xip, cap * sizeof(*n));
+            if (n == NULL)
+                return WH_ERR;
+            s->xip = n;
+            s->capxip = cap;
+        }
+        s->xip[s->nxip++] = (uint32_t)v;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return WH_OK;
+}
+
 static void drop_chunk(ing_snapshot *s)
 {
     PQclear(s->rows);
     s->rows = NULL;
     s->pending = s->window = s->discard = 0;
-    ing_keyset_clear(&s->keys);
+    wh_keyset_clear(&s->keys);
 }
 
 static void close_conn(ing_snapshot *s)
@@ -282,8 +383,10 @@ void ing_snapshot_free(ing_snapshot *s)
     drop_chunk(s);
     close_conn(s);
     forget_description(s);
-    ing_keyset_free(&s->keys);
-    ing_snapprog_clear(&s->prog);
+    wh_keyset_free(&s->keys);
+    free(s->recent);
+    free(s->xip);
+    wh_snapprog_clear(&s->prog);
     ing_parser_free(s->parser);
     if (s->store)
         wh_client_close(s->store);
@@ -327,14 +430,41 @@ int ing_snapshot_plan(ing_snapshot *s, char *err, size_t errlen)
     return WH_OK;
 }
 
+/* New backfill requests ("id:schema.table;..."): a job each, unless one
+ * with that id is known (done ones stay in the progress). */
+static void take_requests(ing_snapshot *s)
+{
+    unsigned gen = atomic_load(&g_req_gen);
+    if (gen == s->req_gen)
+        return;
+    char list[WH_URL_MAX];
+    pthread_mutex_lock(&g_req_mu);
+    wh_strlcpy(list, g_req, sizeof(list));
+    gen = atomic_load(&g_req_gen);
+    pthread_mutex_unlock(&g_req_mu);
+    s->req_gen = gen;
+    char *save = NULL;
+    for (char *it = strtok_r(list, ";", &save); it; it = strtok_r(NULL, ";", &save)) {
+        char *colon = strchr(it, ':');
+        if (colon == NULL || colon == it || colon[1] == '\0')
+            continue;
+        *colon = '\0';
+        char id[WH_SNAP_IDMAX];
+        snprintf(id, sizeof(id), "bf-%.40s", it);
+        if (ing_snapshot_backfill(s, id, colon + 1) != WH_OK)
+            wh_warn("backfill %s: cannot queue it (name too long or out of memory)", id);
+    }
+}
+
 int ing_snapshot_backfill(ing_snapshot *s, const char *id, const char *table)
 {
-    if (ing_snapprog_find(&s->prog, id, table) != NULL)
+    if (wh_snapprog_find(&s->prog, id, table) != NULL)
         return WH_OK;
-    ing_snapjob *j = ing_snapprog_add(&s->prog, ING_SNAP_BACKFILL, id, table);
+    wh_snapjob *j = wh_snapprog_add(&s->prog, WH_SNAP_BACKFILL, id, table);
     if (j == NULL)
         return WH_ERR;
     wh_info("backfill %s of %s queued", id, table);
+    publish_metrics(s);
     return WH_OK;
 }
 
@@ -380,8 +510,8 @@ static int list_initial(ing_snapshot *s, char *err, size_t errlen)
         return WH_ERR;
     for (int i = 0; i < PQntuples(res); i++) {
         const char *t = PQgetvalue(res, i, 0);
-        if (ing_snapprog_find(&s->prog, "initial", t) == NULL &&
-            ing_snapprog_add(&s->prog, ING_SNAP_INITIAL, "initial", t) == NULL)
+        if (wh_snapprog_find(&s->prog, "initial", t) == NULL &&
+            wh_snapprog_add(&s->prog, WH_SNAP_INITIAL, "initial", t) == NULL)
             wh_warn("initial snapshot: table name too long, skipped (%zu bytes)", strlen(t));
     }
     wh_info("initial snapshot: %d table%s of publication \"%s\" to read", PQntuples(res),
@@ -425,7 +555,7 @@ static char *quote_ident(ing_snapshot *s, const char *v)
  * err), WH_ERR: failed (retried), WH_OK. */
 static int describe(ing_snapshot *s, ing_catalog *cat, char *err, size_t errlen)
 {
-    ing_snapjob *j = s->job;
+    wh_snapjob *j = s->job;
     int pg15 = PQserverVersion(s->conn) >= 150000;
     char sql[2048];
     snprintf(sql, sizeof(sql),
@@ -502,7 +632,7 @@ static int describe(ing_snapshot *s, ing_catalog *cat, char *err, size_t errlen)
     /* rows of the first index only */
     int nk = 0;
     const char *first_kind = PQntuples(res) > 0 ? PQgetvalue(res, 0, 1) : NULL;
-    for (int i = 0; i < PQntuples(res) && nk < ING_SNAP_MAXKEY; i++) {
+    for (int i = 0; i < PQntuples(res) && nk < WH_SNAP_MAXKEY; i++) {
         if (strcmp(PQgetvalue(res, i, 1), first_kind) != 0 ||
             (i > 0 && strcmp(PQgetvalue(res, i, 0), PQgetvalue(res, 0, 0)) == 0))
             break;
@@ -533,7 +663,7 @@ static int describe(ing_snapshot *s, ing_catalog *cat, char *err, size_t errlen)
         return 1;
     }
     if (replident == 'f') { /* its events' key: the primary key (as relation_key does) */
-        const char *pk[ING_SNAP_MAXKEY];
+        const char *pk[WH_SNAP_MAXKEY];
         int npk = 0;
         if (strcmp(first_kind, "t") == 0)
             for (int i = 0; i < nk; i++)
@@ -616,7 +746,7 @@ static int watermark(ing_snapshot *s, const char *content, char *err, size_t err
  * rows after its last key). */
 static int read_chunk(ing_snapshot *s, char *err, size_t errlen)
 {
-    ing_snapjob *j = s->job;
+    wh_snapjob *j = s->job;
     int limit = atomic_load(&g_chunk_rows);
     if (s->chunk_cap > 0 && s->chunk_cap < limit)
         limit = s->chunk_cap;
@@ -627,9 +757,25 @@ static int read_chunk(ing_snapshot *s, char *err, size_t errlen)
              s->chunk_no);
     if (watermark(s, s->low, err, errlen) != WH_OK)
         return WH_ERR;
+    /* the rows and the snapshot they were read in (see ing_snapshot.h) */
+    PGresult *tx = query(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL,
+                         "starting the chunk's transaction", err, errlen);
+    if (tx == NULL)
+        return WH_ERR;
+    PQclear(tx);
+    tx = query(s, "SELECT pg_catalog.pg_current_snapshot()::text", 0, NULL, NULL,
+               "reading the chunk's snapshot", err, errlen);
+    if (tx == NULL || PQntuples(tx) != 1 || parse_snapshot(s, PQgetvalue(tx, 0, 0)) != WH_OK) {
+        if (tx != NULL)
+            wh_seterr(err, errlen, "cannot parse the chunk's snapshot");
+        PQclear(tx);
+        PQclear(PQexec(s->conn, "ROLLBACK"));
+        return WH_ERR;
+    }
+    PQclear(tx);
     /* the first chunk (no last key yet) has no lower bound */
-    const char *vals[ING_SNAP_MAXKEY + 1];
-    uint32_t types[ING_SNAP_MAXKEY + 1];
+    const char *vals[WH_SNAP_MAXKEY + 1];
+    uint32_t types[WH_SNAP_MAXKEY + 1];
     char lim[16];
     snprintf(lim, sizeof(lim), "%d", limit);
     PGresult *res;
@@ -647,8 +793,19 @@ static int read_chunk(ing_snapshot *s, char *err, size_t errlen)
         res = query(s, s->select_sql + s->first_sql_at, 1, types, vals, "reading a chunk", err,
                     errlen);
     }
-    if (res == NULL)
+    if (res == NULL) {
+        if (s->conn != NULL)
+            PQclear(PQexec(s->conn, "ROLLBACK"));
         return WH_ERR;
+    }
+    PGresult *end =
+        query(s, "COMMIT", 0, NULL, NULL, "ending the chunk's transaction", err, errlen);
+    if (end == NULL) {
+        PQclear(res);
+        return WH_ERR;
+    }
+    PQclear(end);
+    recent_prune(s, s->xmin);
     if (PQnfields(res) != s->rel->natts) {
         PQclear(res);
         return wh_seterr(err, errlen, "the chunk has %d columns, the table %d", PQnfields(res),
@@ -667,14 +824,14 @@ static int read_chunk(ing_snapshot *s, char *err, size_t errlen)
     s->pending = 1;
     s->window = 0;
     s->discard = 0;
-    ing_keyset_clear(&s->keys);
+    wh_keyset_clear(&s->keys);
     return WH_OK;
 }
 
-static ing_snapjob *next_job(ing_snapshot *s)
+static wh_snapjob *next_job(ing_snapshot *s)
 {
     for (size_t i = 0; i < s->prog.njobs; i++)
-        if (s->prog.jobs[i].state == ING_SNAP_RUNNING || s->prog.jobs[i].state == ING_SNAP_PENDING)
+        if (s->prog.jobs[i].state == WH_SNAP_RUNNING || s->prog.jobs[i].state == WH_SNAP_PENDING)
             return &s->prog.jobs[i];
     return NULL;
 }
@@ -699,7 +856,9 @@ void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat)
         }
         publish_metrics(s);
     }
-    if (s->prog.plan != 1 && next_job(s) == NULL)
+    take_requests(s);
+    s->active = s->prog.plan == 1 || next_job(s) != NULL;
+    if (!s->active)
         return;
     if (ing_batcher_window_full(s->bt))
         return;
@@ -712,7 +871,7 @@ void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat)
         failed(s, "listing the tables of the initial snapshot", err);
         return;
     }
-    ing_snapjob *j = next_job(s);
+    wh_snapjob *j = next_job(s);
     if (j == NULL)
         return;
     if (j != s->job) {
@@ -723,7 +882,7 @@ void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat)
     }
     int d = describe(s, cat, err, sizeof(err));
     if (d == 1) {
-        j->state = ING_SNAP_REFUSED;
+        j->state = WH_SNAP_REFUSED;
         wh_warn("snapshot of %s refused: %s", j->table, err);
         s->job = NULL;
         if (queue_request(s, NULL, 0, err, sizeof(err)) != WH_OK)
@@ -735,11 +894,11 @@ void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat)
         failed(s, "reading the table's description", err);
         return;
     }
-    if (j->state == ING_SNAP_PENDING) {
-        j->state = ING_SNAP_RUNNING;
+    if (j->state == WH_SNAP_PENDING) {
+        j->state = WH_SNAP_RUNNING;
         j->started_us = wh_wallclock_us();
         wh_info("snapshot of %s (%s) started: about %" PRIu64 " rows, chunks of %d", j->table,
-                j->kind == ING_SNAP_INITIAL ? "initial" : "backfill", j->rows_est,
+                j->kind == WH_SNAP_INITIAL ? "initial" : "backfill", j->rows_est,
                 atomic_load(&g_chunk_rows));
     }
     int rc = read_chunk(s, err, sizeof(err));
@@ -751,7 +910,7 @@ void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat)
         wh_info("snapshot: works again");
     s->warned = 0;
     if (rc == 1) { /* no rows after the last key: done */
-        j->state = ING_SNAP_DONE;
+        j->state = WH_SNAP_DONE;
         double secs = (double)(wh_wallclock_us() - j->started_us) / 1e6;
         wh_info("snapshot of %s done: %" PRIu64 " rows in %.1f s", j->table, j->rows_done, secs);
         s->job = NULL;
@@ -779,8 +938,8 @@ static int find_att(const ing_relation *r, const char *name)
 /* Records the chunk key of tuple t (of relation r): 0 done, -1 not readable. */
 static int note_key(ing_snapshot *s, const ing_relation *r, const ing_tuple *t)
 {
-    const char *vals[ING_SNAP_MAXKEY];
-    size_t lens[ING_SNAP_MAXKEY];
+    const char *vals[WH_SNAP_MAXKEY];
+    size_t lens[WH_SNAP_MAXKEY];
     for (int i = 0; i < s->nkey; i++) {
         int a = find_att(r, s->kname[i]);
         if (a < 0 || a >= t->ncols || t->cols[a].kind != 't')
@@ -789,14 +948,16 @@ static int note_key(ing_snapshot *s, const ing_relation *r, const ing_tuple *t)
         lens[i] = t->cols[a].len;
     }
     wh_buf_reset(&s->key);
-    if (ing_snapkey_encode(&s->key, vals, lens, s->nkey) != WH_OK ||
-        ing_keyset_add(&s->keys, s->key.data, s->key.len) != WH_OK)
+    if (wh_snapkey_encode(&s->key, vals, lens, s->nkey) != WH_OK ||
+        wh_keyset_add(&s->keys, s->key.data, s->key.len) != WH_OK)
         return -1;
     return 0;
 }
 
-void ing_snapshot_change(ing_snapshot *s, const ing_msg *m)
+void ing_snapshot_change(ing_snapshot *s, const ing_msg *m, uint32_t xid)
 {
+    if (s->active)
+        recent_add(s, xid);
     if (!s->pending || !s->window || s->discard || m->rel == NULL || m->rel->oid != s->oid)
         return;
     int got = 0;
@@ -819,8 +980,10 @@ void ing_snapshot_truncate(ing_snapshot *s, const ing_msg *m)
             s->discard = 1;
 }
 
-void ing_snapshot_stream_commit(ing_snapshot *s)
+void ing_snapshot_stream_commit(ing_snapshot *s, uint32_t xid)
 {
+    if (s->active)
+        recent_add(s, xid);
     if (s->pending && s->window)
         s->discard = 1; /* its changes were not all seen in the window */
 }
@@ -829,7 +992,7 @@ void ing_snapshot_stream_commit(ing_snapshot *s)
  * (t's commit LSN, *seq...), with the job's progress, in one request. */
 static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *err, size_t errlen)
 {
-    ing_snapjob *j = s->job;
+    wh_snapjob *j = s->job;
     int n = PQntuples(s->rows), nat = s->rel->natts;
     size_t nev = 0;
     Walhook__Event *ev = calloc((size_t)n, sizeof(*ev));
@@ -849,8 +1012,8 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
     m.has_new = 1;
     m.newtup.ncols = nat;
     m.newtup.cols = s->cols;
-    const char *kv[ING_SNAP_MAXKEY];
-    size_t kl[ING_SNAP_MAXKEY];
+    const char *kv[WH_SNAP_MAXKEY];
+    size_t kl[WH_SNAP_MAXKEY];
     uint32_t first = *seq;
     for (int r = 0; r < n; r++) {
         for (int k = 0; k < s->nkey; k++) {
@@ -858,11 +1021,11 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
             kl[k] = (size_t)PQgetlength(s->rows, r, s->kidx[k]);
         }
         wh_buf_reset(&s->key);
-        if (ing_snapkey_encode(&s->key, kv, kl, s->nkey) != WH_OK) {
+        if (wh_snapkey_encode(&s->key, kv, kl, s->nkey) != WH_OK) {
             wh_seterr(err, errlen, "out of memory");
             goto out;
         }
-        if (ing_keyset_has(&s->keys, s->key.data, s->key.len))
+        if (wh_keyset_has(&s->keys, s->key.data, s->key.len))
             continue; /* changed in the window: the stream has it */
         for (int c = 0; c < nat; c++) {
             int null = PQgetisnull(s->rows, r, c);
@@ -894,24 +1057,24 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
     /* the job as it was, for a request that cannot be queued */
     uint64_t saved_done = j->rows_done;
     int saved_state = j->state, saved_n = j->nlast;
-    char *saved_last[ING_SNAP_MAXKEY];
-    size_t saved_len[ING_SNAP_MAXKEY];
+    char *saved_last[WH_SNAP_MAXKEY];
+    size_t saved_len[WH_SNAP_MAXKEY];
     for (int k = 0; k < saved_n; k++) {
         saved_last[k] = j->last[k];
         saved_len[k] = strlen(j->last[k]);
         j->last[k] = NULL;
     }
     j->nlast = 0;
-    if (ing_snapjob_set_last(j, kv, kl, s->nkey) != WH_OK) {
+    if (wh_snapjob_set_last(j, kv, kl, s->nkey) != WH_OK) {
         wh_seterr(err, errlen, "out of memory");
     } else {
         j->rows_done += (uint64_t)n;
         if (n < s->limit) /* the last chunk: rows with later keys come from the stream */
-            j->state = ING_SNAP_DONE;
+            j->state = WH_SNAP_DONE;
         rc = queue_request(s, evp, nev, err, errlen);
     }
     if (rc != WH_OK) { /* not queued: the chunk is read again */
-        if (ing_snapjob_set_last(j, (const char *const *)saved_last, saved_len, saved_n) != WH_OK)
+        if (wh_snapjob_set_last(j, (const char *const *)saved_last, saved_len, saved_n) != WH_OK)
             j->nlast = 0; /* out of memory: read from the start (nothing is lost) */
         j->rows_done = saved_done;
         j->state = saved_state;
@@ -925,7 +1088,7 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
     } else {
         s->chunks++;
         s->run_rows += (uint64_t)n;
-        if (j->state == ING_SNAP_DONE) {
+        if (j->state == WH_SNAP_DONE) {
             wh_info("snapshot of %s done: %" PRIu64 " rows in %.1f s", j->table, j->rows_done,
                     (double)(wh_wallclock_us() - j->started_us) / 1e6);
             s->job = NULL;
@@ -949,7 +1112,14 @@ int ing_snapshot_message(ing_snapshot *s, const ing_msg *m, const ing_txn *t, ui
     size_t ll = strlen(s->low), hl = strlen(s->high);
     if (m->content_len == ll && memcmp(m->content, s->low, ll) == 0) {
         s->window = 1;
-        ing_keyset_clear(&s->keys);
+        wh_keyset_clear(&s->keys);
+        /* a transaction the chunk's snapshot saw in progress that committed
+         * before this point: its changes are not in the rows, and came
+         * before the window (see ing_snapshot.h) */
+        for (size_t i = 0; i < s->nxip && !s->discard; i++)
+            for (size_t k = 0; k < s->nrecent && !s->discard; k++)
+                if (s->recent[k] == s->xip[i])
+                    s->discard = 1;
         return WH_OK;
     }
     if (m->content_len != hl || memcmp(m->content, s->high, hl) != 0)

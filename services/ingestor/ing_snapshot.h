@@ -16,7 +16,7 @@
  * table inside the window, or a change whose key cannot be read, discards
  * the chunk (read again with new watermarks).
  *
- * The chunk's events and the tenant's progress document (ing_snapprog:
+ * The chunk's events and the tenant's progress document (wh_snapprog:
  * per table the last key done and rows done) go to the store in one
  * AppendBatch (snapshot_progress), written in one WriteBatch: after a
  * SIGKILL the ingestor reads the progress back (TenantInfo) and goes on
@@ -59,6 +59,11 @@ void ing_snapshot_set_chunk_rows(int rows);
  * confirm it. WH_ERR (err): not stored; the slot must not be created. */
 int ing_snapshot_plan(ing_snapshot *s, char *err, size_t errlen);
 
+/* The tenant's backfill requests from the runtime state
+ * (wh_state_tenant.backfills; any thread): each id not known yet becomes a
+ * job at the next tick. */
+void ing_snapshot_requests(const char *list);
+
 /* A backfill request of table "schema.table" with id (runtime state): a
  * job unless one with that id is known. */
 int ing_snapshot_backfill(ing_snapshot *s, const char *id, const char *table);
@@ -70,11 +75,22 @@ void ing_snapshot_reset(ing_snapshot *s);
  * (catalog: for the column types; dsn: the source). */
 void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat);
 
-/* Stream hooks: an Insert/Update/Delete decoded; a Truncate; a streamed
- * transaction's commit. */
-void ing_snapshot_change(ing_snapshot *s, const ing_msg *m);
+/* Stream hooks: an Insert/Update/Delete decoded (of transaction xid); a
+ * Truncate; a streamed transaction's commit.
+ *
+ * Commit order is not visibility order: a transaction whose commit record
+ * precedes the low watermark may still be invisible to the chunk's SELECT
+ * (its backend had not left the proc array yet, e.g. waiting for a
+ * synchronous standby), so its change would come before the window and the
+ * chunk's row would be older. The chunk is read in a REPEATABLE READ
+ * transaction whose snapshot (pg_current_snapshot) lists the transactions
+ * in progress; while jobs run, the xids of the stream's transactions that
+ * changed rows (or streamed transactions that committed) are kept (those
+ * below the snapshot's xmin dropped), and a chunk whose in-progress list
+ * names one of them committed before its low watermark is read again. */
+void ing_snapshot_change(ing_snapshot *s, const ing_msg *m, uint32_t xid);
 void ing_snapshot_truncate(ing_snapshot *s, const ing_msg *m);
-void ing_snapshot_stream_commit(ing_snapshot *s);
+void ing_snapshot_stream_commit(ing_snapshot *s, uint32_t xid);
 
 /* 1 when m is a watermark message (prefix ING_SNAPSHOT_PREFIX). */
 int ing_snapshot_is_watermark(const ing_msg *m);

@@ -72,6 +72,7 @@ static void apply(void *arg, wh_state *s, const wh_config *eff)
     wh_strlcpy(is->latest.publication, tn->publication, sizeof(is->latest.publication));
     wh_strlcpy(is->latest.tables, tn->tables, sizeof(is->latest.tables));
     is->latest.create_slot = tn->create_slot;
+    ing_snapshot_requests(tn->backfills);
     wh_strlcpy(is->latest.tenant, is->tenant, sizeof(is->latest.tenant));
     is->have_latest = 1;
     int changed = atomic_load(&is->started) && ing_state_source_differs(&is->latest, &is->running);

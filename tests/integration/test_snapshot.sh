@@ -69,6 +69,8 @@ for i in range(2000):
     print(f"UPDATE snap SET n = n + 1000 WHERE id IN ({keys});")
     print("SELECT pg_sleep(0.003);")
 PY
+TOKEN=admin-token-$RANDOM-0123456789
+export WALHOOK_ADMIN_ADMIN_TOKEN=$TOKEN
 wh_up "$CONF" "$APORT"
 pg_psql -q -f "$WH_TMP/live.sql" >/dev/null 2>&1 &
 LIVE=$!
@@ -98,17 +100,17 @@ snap_done() { [ "$(wh_metric_tcp "$APORT" walhook_ingestor_snapshot_state %.0f '
 wh_wait_until 300 snap_done || wh_fail "the snapshot of public.snap never finished ($(snap_rows) rows)"
 wait "$LIVE" || wh_fail "the live changes failed"
 wait "$HOT" || wh_fail "the hot updates failed"
-wh_log "snapshot done, live changes over: $(snap_rows) rows read"
+wh_log "snapshot done, live changes over: $(snap_rows) rows read, $(wh_metric_tcp "$APORT" walhook_ingestor_snapshot_chunks_discarded_total) chunks read again since the last restart"
 [ "$(snap_rows)" -ge "$ROWS" ] || true # rows read counts chunks stored, >= ROWS minus deleted
 
 pg_psql -At -c "SELECT json_agg(json_build_object('id', id, 'v', v, 'n', n, 'ts', ts) ORDER BY id)
                 FROM snap" >"$WH_TMP/final.json" || wh_fail "cannot read the table"
 pg_psql -At -c "SELECT json_agg(id) FROM other" >"$WH_TMP/other.json" || wh_fail "cannot read other"
 
-check() {
-    python3 - "$WH_TMP/got.jsonl" "$WH_TMP/final.json" "$ROWS" "$WH_TMP/other.json" <<'PY'
+check() { # TABLE FINAL ROWS [OTHER]
+    python3 - "$WH_TMP/got.jsonl" "$2" "$3" "${4:-}" "$1" <<'PY'
 import json, sys
-got, final, rows, other = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+got, final, rows, other, tname = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 byid, bypos = {}, {}
 for line in open(got):
     for e in json.loads(line):
@@ -127,7 +129,7 @@ for e in evs:
 # a read must never be older than a change delivered before it
 table, changed, reads, last = {}, set(), {}, {}
 for e in evs:
-    if e.get("table") != "snap":
+    if e.get("table") != tname:
         continue
     op = e["op"]
     if op == "delete":
@@ -163,6 +165,8 @@ for k, r in want.items():
 for k in range(1, rows + 1):
     if k not in changed and k not in reads:
         print(f"row {k} existed, was never changed, and has no read event"); sys.exit(1)
+if not other:
+    print(f"ok {tname}: {len(evs)} events, {len(reads)} reads, {len(changed)} keys changed, {len(table)} rows"); sys.exit(0)
 otherids = set(json.loads(open(other).read()))
 oreads = {e["after"]["id"] for e in evs if e.get("table") == "other" and e["op"] == "read"}
 if oreads != otherids:
@@ -173,12 +177,66 @@ PY
 # what is delivered converges to the table; exit 2 is a wrong event (no
 # waiting helps)
 deadline=$(($(date +%s) + 120))
-until check >"$WH_TMP/check.out" 2>&1; do
+until check snap "$WH_TMP/final.json" "$ROWS" "$WH_TMP/other.json" >"$WH_TMP/check.out" 2>&1; do
     [ $? -eq 2 ] && wh_fail "$(cat "$WH_TMP/check.out")"
     [ "$(date +%s)" -ge "$deadline" ] && wh_fail "$(cat "$WH_TMP/check.out")"
     sleep 0.5
 done
 wh_log "$(cat "$WH_TMP/check.out")"
+
+# ---- part 2: a backfill through the REST API of a table that streams ----
+BF=${BF_ROWS:-5000}
+pg_psql -c "CREATE TABLE bf (id int PRIMARY KEY, v text, n int, ts timestamptz)" \
+    -c "INSERT INTO bf SELECT g, 'b' || g, 0, now() FROM generate_series(1, $BF) g" >/dev/null ||
+    wh_fail "cannot create table bf"
+API="http://127.0.0.1:$APORT/v1/tenants/default/backfill"
+AUTH="Authorization: Bearer $TOKEN"
+post() { curl -sS -o "$WH_TMP/post.out" -w '%{http_code}' -X POST -H "$AUTH" -H 'Content-Type: application/json' -d "$2" "$1"; }
+for bad in '{}' '{"table": 5}' '{"table": "nodot"}' '{"table": "public.bf", "x": 1}' '[1]' 'not json'; do
+    code=$(post "$API" "$bad")
+    [ "$code" = 400 ] || wh_fail "POST $bad: HTTP $code, expected 400 ($(cat "$WH_TMP/post.out"))"
+done
+code=$(post "$API" '{"table": "public.nosuch"}')
+[ "$code" = 404 ] || wh_fail "backfill of an unknown table: HTTP $code, expected 404"
+code=$(post "http://127.0.0.1:$APORT/v1/tenants/nosuch/backfill" '{"table": "public.bf"}')
+[ "$code" = 404 ] || wh_fail "backfill of an unknown tenant: HTTP $code, expected 404"
+python3 - "$BF" >"$WH_TMP/bflive.sql" <<'PY'
+import random, sys
+rows = int(sys.argv[1]); r = random.Random(11)
+for i in range(600):
+    k = r.random(); a = r.randint(1, rows)
+    if k < 0.7:
+        print(f"UPDATE bf SET n = n + 1, v = md5(random()::text) WHERE id = {a};")
+    elif k < 0.85:
+        print(f"DELETE FROM bf WHERE id = {a};")
+    else:
+        print(f"INSERT INTO bf VALUES ({rows + i + 1}, 'x', {i}, now());")
+    if i % 5 == 0:
+        print("SELECT pg_sleep(0.01);")
+PY
+pg_psql -q -f "$WH_TMP/bflive.sql" >/dev/null 2>&1 &
+LIVE=$!
+code=$(post "$API" '{"table": "public.bf"}')
+[ "$code" = 202 ] || wh_fail "backfill request: HTTP $code ($(cat "$WH_TMP/post.out"))"
+grep -q '"id": *"bf-1"' "$WH_TMP/post.out" || wh_fail "backfill reply: $(cat "$WH_TMP/post.out")"
+bf_done() {
+    curl -fsS -H "$AUTH" "$API" 2>/dev/null | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+sys.exit(0 if any(j["id"] == "bf-1" and j["state"] == "done" for j in d["jobs"] or []) else 1)'
+}
+wh_wait_until 120 bf_done || wh_fail "the backfill never finished: $(curl -sS -H "$AUTH" "$API")"
+wait "$LIVE" || wh_fail "the live changes on bf failed"
+wh_log "backfill: $(curl -sS -H "$AUTH" "$API" | tr -d '\n' | cut -c1-300)"
+pg_psql -At -c "SELECT json_agg(json_build_object('id', id, 'v', v, 'n', n, 'ts', ts) ORDER BY id)
+                FROM bf" >"$WH_TMP/bf.json" || wh_fail "cannot read bf"
+deadline=$(($(date +%s) + 60))
+until check bf "$WH_TMP/bf.json" "$BF" >"$WH_TMP/check.out" 2>&1; do
+    [ $? -eq 2 ] && wh_fail "backfill: $(cat "$WH_TMP/check.out")"
+    [ "$(date +%s)" -ge "$deadline" ] && wh_fail "backfill: $(cat "$WH_TMP/check.out")"
+    sleep 0.5
+done
+wh_log "$(cat "$WH_TMP/check.out")"
 wh_kill walhook TERM
 wh_kill recv TERM
-wh_pass "$ROWS rows snapshotted with live changes and two ingestor SIGKILLs: replay equals the table, every untouched row read once, no id with two contents"
+wh_pass "$ROWS rows snapshotted with live changes and two ingestor SIGKILLs, and a $BF-row table backfilled through the REST API while it streams: replays equal the tables, every untouched row read once, no read older than a change before it, no id with two contents"

@@ -1,5 +1,5 @@
-/* ing_snapprog: snapshot progress document and key set (pure). */
-#include "ing_snapprog.h"
+/* wh_snapprog: snapshot progress document and key set (pure). */
+#include "wh_snapprog.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -10,14 +10,14 @@
 
 #define MAGIC "walhook-snapshot 1\n"
 
-static void job_free_last(ing_snapjob *j)
+static void job_free_last(wh_snapjob *j)
 {
     for (int i = 0; i < j->nlast; i++)
         free(j->last[i]);
     j->nlast = 0;
 }
 
-void ing_snapprog_clear(ing_snapprog *p)
+void wh_snapprog_clear(wh_snapprog *p)
 {
     for (size_t i = 0; i < p->njobs; i++)
         job_free_last(&p->jobs[i]);
@@ -25,28 +25,28 @@ void ing_snapprog_clear(ing_snapprog *p)
     memset(p, 0, sizeof(*p));
 }
 
-ing_snapjob *ing_snapprog_add(ing_snapprog *p, int kind, const char *id, const char *table)
+wh_snapjob *wh_snapprog_add(wh_snapprog *p, int kind, const char *id, const char *table)
 {
-    if (strlen(id) >= ING_SNAP_IDMAX || strlen(table) >= ING_SNAP_TABLEMAX)
+    if (strlen(id) >= WH_SNAP_IDMAX || strlen(table) >= WH_SNAP_TABLEMAX)
         return NULL;
     if (p->njobs == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 8;
-        ing_snapjob *n = realloc(p->jobs, cap * sizeof(*n));
+        wh_snapjob *n = realloc(p->jobs, cap * sizeof(*n));
         if (n == NULL)
             return NULL;
         p->jobs = n;
         p->cap = cap;
     }
-    ing_snapjob *j = &p->jobs[p->njobs++];
+    wh_snapjob *j = &p->jobs[p->njobs++];
     memset(j, 0, sizeof(*j));
     j->kind = kind;
-    j->state = ING_SNAP_PENDING;
+    j->state = WH_SNAP_PENDING;
     wh_strlcpy(j->id, id, sizeof(j->id));
     wh_strlcpy(j->table, table, sizeof(j->table));
     return j;
 }
 
-ing_snapjob *ing_snapprog_find(ing_snapprog *p, const char *id, const char *table)
+wh_snapjob *wh_snapprog_find(wh_snapprog *p, const char *id, const char *table)
 {
     for (size_t i = 0; i < p->njobs; i++)
         if (strcmp(p->jobs[i].id, id) == 0 && strcmp(p->jobs[i].table, table) == 0)
@@ -54,11 +54,11 @@ ing_snapjob *ing_snapprog_find(ing_snapprog *p, const char *id, const char *tabl
     return NULL;
 }
 
-int ing_snapjob_set_last(ing_snapjob *j, const char *const *vals, const size_t *lens, int n)
+int wh_snapjob_set_last(wh_snapjob *j, const char *const *vals, const size_t *lens, int n)
 {
-    if (n < 0 || n > ING_SNAP_MAXKEY)
+    if (n < 0 || n > WH_SNAP_MAXKEY)
         return WH_ERR;
-    char *nv[ING_SNAP_MAXKEY];
+    char *nv[WH_SNAP_MAXKEY];
     for (int i = 0; i < n; i++) {
         nv[i] = malloc(lens[i] + 1);
         if (nv[i] == NULL) {
@@ -76,16 +76,16 @@ int ing_snapjob_set_last(ing_snapjob *j, const char *const *vals, const size_t *
     return WH_OK;
 }
 
-const char *ing_snap_state_name(int state)
+const char *wh_snap_state_name(int state)
 {
     switch (state) {
-    case ING_SNAP_PENDING:
+    case WH_SNAP_PENDING:
         return "pending";
-    case ING_SNAP_RUNNING:
+    case WH_SNAP_RUNNING:
         return "running";
-    case ING_SNAP_DONE:
+    case WH_SNAP_DONE:
         return "done";
-    case ING_SNAP_REFUSED:
+    case WH_SNAP_REFUSED:
         return "refused";
     default:
         return "unknown";
@@ -107,7 +107,7 @@ static int put_hex(wh_buf *b, const char *s, size_t n)
     return WH_OK;
 }
 
-int ing_snapprog_encode(const ing_snapprog *p, wh_buf *out)
+int wh_snapprog_encode(const wh_snapprog *p, wh_buf *out)
 {
     char tmp[160];
     wh_buf_reset(out);
@@ -115,7 +115,7 @@ int ing_snapprog_encode(const ing_snapprog *p, wh_buf *out)
     if (wh_buf_append(out, tmp, (size_t)n))
         return WH_ERR;
     for (size_t i = 0; i < p->njobs; i++) {
-        const ing_snapjob *j = &p->jobs[i];
+        const wh_snapjob *j = &p->jobs[i];
         n = snprintf(tmp, sizeof(tmp), "job\t%d\t%d\t%" PRIu64 "\t%" PRIu64 "\t%" PRId64, j->kind,
                      j->state, j->rows_done, j->rows_est, j->started_us);
         if (wh_buf_append(out, tmp, (size_t)n) || put_hex(out, j->id, strlen(j->id)) ||
@@ -182,10 +182,10 @@ static int parse_u64(const char *f, size_t n, uint64_t *v)
 }
 
 /* One job line (without "job\t" and the newline). */
-static int parse_job(ing_snapprog *p, const char *s, size_t n)
+static int parse_job(wh_snapprog *p, const char *s, size_t n)
 {
-    const char *f[8 + ING_SNAP_MAXKEY];
-    size_t fl[8 + ING_SNAP_MAXKEY];
+    const char *f[8 + WH_SNAP_MAXKEY];
+    size_t fl[8 + WH_SNAP_MAXKEY];
     int nf = 0;
     size_t start = 0;
     for (size_t i = 0; i <= n; i++) {
@@ -199,12 +199,12 @@ static int parse_job(ing_snapprog *p, const char *s, size_t n)
     }
     uint64_t kind, state, done, est, started, nlast;
     if (nf < 8 || parse_u64(f[0], fl[0], &kind) || kind > 1 || parse_u64(f[1], fl[1], &state) ||
-        state > ING_SNAP_REFUSED || parse_u64(f[2], fl[2], &done) || parse_u64(f[3], fl[3], &est) ||
+        state > WH_SNAP_REFUSED || parse_u64(f[2], fl[2], &done) || parse_u64(f[3], fl[3], &est) ||
         parse_u64(f[4], fl[4], &started) || parse_u64(f[7], fl[7], &nlast) ||
-        nlast > ING_SNAP_MAXKEY || (uint64_t)nf != 8 + nlast)
+        nlast > WH_SNAP_MAXKEY || (uint64_t)nf != 8 + nlast)
         return WH_ERR;
     char *id = unhex(f[5], fl[5]), *table = unhex(f[6], fl[6]);
-    ing_snapjob *j = id && table && table[0] ? ing_snapprog_add(p, (int)kind, id, table) : NULL;
+    wh_snapjob *j = id && table && table[0] ? wh_snapprog_add(p, (int)kind, id, table) : NULL;
     free(id);
     free(table);
     if (j == NULL)
@@ -222,9 +222,9 @@ static int parse_job(ing_snapprog *p, const char *s, size_t n)
     return WH_OK;
 }
 
-int ing_snapprog_decode(ing_snapprog *p, const char *s, size_t n, char *err, size_t errlen)
+int wh_snapprog_decode(wh_snapprog *p, const char *s, size_t n, char *err, size_t errlen)
 {
-    ing_snapprog_clear(p);
+    wh_snapprog_clear(p);
     size_t ml = strlen(MAGIC);
     if (n < ml || memcmp(s, MAGIC, ml) != 0)
         return wh_seterr(err, errlen, "snapshot progress: not a walhook-snapshot 1 document");
@@ -233,7 +233,7 @@ int ing_snapprog_decode(ing_snapprog *p, const char *s, size_t n, char *err, siz
     while (pos < n) {
         const char *nl = memchr(s + pos, '\n', n - pos);
         if (nl == NULL) {
-            ing_snapprog_clear(p);
+            wh_snapprog_clear(p);
             return wh_seterr(err, errlen, "snapshot progress: line %d has no end", line);
         }
         size_t len = (size_t)(nl - (s + pos));
@@ -249,20 +249,20 @@ int ing_snapprog_decode(ing_snapprog *p, const char *s, size_t n, char *err, siz
             ok = 0;
         }
         if (!ok) {
-            ing_snapprog_clear(p);
+            wh_snapprog_clear(p);
             return wh_seterr(err, errlen, "snapshot progress: line %d is not valid", line);
         }
         pos += len + 1;
         line++;
     }
     if (!have_plan) {
-        ing_snapprog_clear(p);
+        wh_snapprog_clear(p);
         return wh_seterr(err, errlen, "snapshot progress: no plan line");
     }
     return WH_OK;
 }
 
-int ing_snapkey_encode(wh_buf *out, const char *const *vals, const size_t *lens, int n)
+int wh_snapkey_encode(wh_buf *out, const char *const *vals, const size_t *lens, int n)
 {
     char num[24];
     for (int i = 0; i < n; i++) {
@@ -285,20 +285,20 @@ static uint64_t hash(const char *k, size_t n)
     return h;
 }
 
-void ing_keyset_init(ing_keyset *s)
+void wh_keyset_init(wh_keyset *s)
 {
     memset(s, 0, sizeof(*s));
     wh_buf_init(&s->arena, 0);
 }
 
-void ing_keyset_free(ing_keyset *s)
+void wh_keyset_free(wh_keyset *s)
 {
     free(s->slots);
     wh_buf_free(&s->arena);
     memset(s, 0, sizeof(*s));
 }
 
-void ing_keyset_clear(ing_keyset *s)
+void wh_keyset_clear(wh_keyset *s)
 {
     if (s->slots)
         memset(s->slots, 0, s->nslots * sizeof(*s->slots));
@@ -306,7 +306,7 @@ void ing_keyset_clear(ing_keyset *s)
     wh_buf_reset(&s->arena);
 }
 
-static int entry_eq(const ing_keyset *s, size_t slot, const char *k, size_t n)
+static int entry_eq(const wh_keyset *s, size_t slot, const char *k, size_t n)
 {
     const char *e = s->arena.data + s->slots[slot] - 1;
     uint64_t len;
@@ -314,7 +314,7 @@ static int entry_eq(const ing_keyset *s, size_t slot, const char *k, size_t n)
     return len == n && memcmp(e + 8, k, n) == 0;
 }
 
-int ing_keyset_has(const ing_keyset *s, const char *k, size_t n)
+int wh_keyset_has(const wh_keyset *s, const char *k, size_t n)
 {
     if (s->count == 0)
         return 0;
@@ -327,7 +327,7 @@ int ing_keyset_has(const ing_keyset *s, const char *k, size_t n)
     }
 }
 
-static int grow(ing_keyset *s)
+static int grow(wh_keyset *s)
 {
     size_t nn = s->nslots ? s->nslots * 2 : 1024;
     size_t *ns = calloc(nn, sizeof(*ns));
@@ -350,9 +350,9 @@ static int grow(ing_keyset *s)
     return WH_OK;
 }
 
-int ing_keyset_add(ing_keyset *s, const char *k, size_t n)
+int wh_keyset_add(wh_keyset *s, const char *k, size_t n)
 {
-    if (ing_keyset_has(s, k, n))
+    if (wh_keyset_has(s, k, n))
         return WH_OK;
     if ((s->count + 1) * 2 > s->nslots && grow(s) != WH_OK)
         return WH_ERR;
