@@ -855,6 +855,10 @@ void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat)
             return;
         }
         publish_metrics(s);
+        if (strcmp(s->cfg->snapshot, "initial") == 0 && s->prog.plan == 0)
+            wh_info("source.snapshot = initial: the slot existed before walhook created it, so "
+                    "there is no initial snapshot (POST /v1/tenants/%s/backfill reads a table)",
+                    s->cfg->tenant);
     }
     take_requests(s);
     s->active = s->prog.plan == 1 || next_job(s) != NULL;

@@ -22,6 +22,7 @@ pg_psql -c "CREATE TABLE snap (id int PRIMARY KEY, v text, n int, ts timestamptz
         FROM generate_series(1, $ROWS) g" \
     -c "CREATE TABLE other (id int PRIMARY KEY, v text)" \
     -c "INSERT INTO other SELECT g, 'o' || g FROM generate_series(1, 100) g" \
+    -c "CREATE TABLE nokey (a int, b text)" -c "INSERT INTO nokey VALUES (1, 'x')" \
     -c "ANALYZE snap" >/dev/null || wh_fail "cannot create the tables"
 PORT=$(wh_free_port)
 APORT=$(wh_free_port)
@@ -183,6 +184,13 @@ until check snap "$WH_TMP/final.json" "$ROWS" "$WH_TMP/other.json" >"$WH_TMP/che
     sleep 0.5
 done
 wh_log "$(cat "$WH_TMP/check.out")"
+# a table without a key is refused, by name, never read in part
+[ "$(wh_metric_tcp "$APORT" walhook_ingestor_snapshot_state %.0f 'table="public.nokey".*state="refused"')" = 1 ] ||
+    wh_fail "public.nokey (no key) is not refused"
+grep -q 'snapshot of public.nokey refused: it has no primary key nor replica identity index' "$WH_TMP/walhook.log" ||
+    wh_fail "no log line names the refusal of public.nokey"
+# no row value in any log (row 1's v)
+! grep -rq "$(printf 1 | md5sum | cut -c1-32)" "$WH_TMP"/*.log || wh_fail "a row value is in a log"
 
 # ---- part 2: a backfill through the REST API of a table that streams ----
 BF=${BF_ROWS:-5000}

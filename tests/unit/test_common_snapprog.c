@@ -78,11 +78,11 @@ static void test_progress_bad(void **state)
     static const char *const bad[] = {
         "",
         "walhook-snapshot 2\nplan 0\n",
-        "walhook-snapshot 1\n",                      /* no plan */
-        "walhook-snapshot 1\nplan 3\n",              /* unknown plan */
-        "walhook-snapshot 1\nplan 0\nplan 1\n",      /* two plans */
-        "walhook-snapshot 1\nplan 0",                /* no end of line */
-        "walhook-snapshot 1\nplan 0\nfoo\n",         /* unknown record */
+        "walhook-snapshot 1\n",                                        /* no plan */
+        "walhook-snapshot 1\nplan 3\n",                                /* unknown plan */
+        "walhook-snapshot 1\nplan 0\nplan 1\n",                        /* two plans */
+        "walhook-snapshot 1\nplan 0",                                  /* no end of line */
+        "walhook-snapshot 1\nplan 0\nfoo\n",                           /* unknown record */
         "walhook-snapshot 1\nplan 0\njob\t0\t1\t5\t9\t0\t61\t61\t0\n", /* table "a" ok... */
     };
     char err[WH_ERRLEN];
@@ -100,14 +100,14 @@ static void test_progress_bad(void **state)
     assert_int_equal(p.njobs, 1);
     assert_string_equal(p.jobs[0].table, "a");
     static const char *const badjobs[] = {
-        "job\t2\t1\t5\t9\t0\t61\t61\t0\n",      /* kind */
-        "job\t0\t4\t5\t9\t0\t61\t61\t0\n",      /* state */
-        "job\t0\t1\t-5\t9\t0\t61\t61\t0\n",     /* rows */
-        "job\t0\t1\t5\t9\t0\t6\t61\t0\n",       /* odd hex */
-        "job\t0\t1\t5\t9\t0\t61\t-\t0\n",       /* empty table */
-        "job\t0\t1\t5\t9\t0\t61\t61\t2\t62\n",  /* fewer key values than said */
-        "job\t0\t1\t5\t9\t0\t61\t61\t1\t62\t63\n", /* more */
-        "job\t0\t1\t5\t9\t0\t61\t0061\t0\n",    /* a NUL byte */
+        "job\t2\t1\t5\t9\t0\t61\t61\t0\n",                    /* kind */
+        "job\t0\t4\t5\t9\t0\t61\t61\t0\n",                    /* state */
+        "job\t0\t1\t-5\t9\t0\t61\t61\t0\n",                   /* rows */
+        "job\t0\t1\t5\t9\t0\t6\t61\t0\n",                     /* odd hex */
+        "job\t0\t1\t5\t9\t0\t61\t-\t0\n",                     /* empty table */
+        "job\t0\t1\t5\t9\t0\t61\t61\t2\t62\n",                /* fewer key values than said */
+        "job\t0\t1\t5\t9\t0\t61\t61\t1\t62\t63\n",            /* more */
+        "job\t0\t1\t5\t9\t0\t61\t0061\t0\n",                  /* a NUL byte */
         "job\t0\t1\t99999999999999999999\t9\t0\t61\t61\t0\n", /* overflow */
     };
     for (size_t i = 0; i < WH_ARRAY_LEN(badjobs); i++) {
