@@ -199,6 +199,10 @@ pg_psql -c "CREATE TABLE bf (id int PRIMARY KEY, v text, n int, ts timestamptz)"
     wh_fail "cannot create table bf"
 API="http://127.0.0.1:$APORT/v1/tenants/default/backfill"
 AUTH="Authorization: Bearer $TOKEN"
+# the status page lists the jobs
+curl -fsS -H "$AUTH" "http://127.0.0.1:$APORT/" >"$WH_TMP/page.html" || wh_fail "no status page"
+grep -q '<table id="snapshots">' "$WH_TMP/page.html" && grep -q '<td class="name">public.snap</td><td>initial</td><td class="ok">done</td>' "$WH_TMP/page.html" ||
+    wh_fail "the status page has no snapshot row for public.snap: $(grep -o '<table id="snapshots">.*' "$WH_TMP/page.html" | head -c 400)"
 post() { curl -sS -o "$WH_TMP/post.out" -w '%{http_code}' -X POST -H "$AUTH" -H 'Content-Type: application/json' -d "$2" "$1"; }
 for bad in '{}' '{"table": 5}' '{"table": "nodot"}' '{"table": "public.bf", "x": 1}' '[1]' 'not json'; do
     code=$(post "$API" "$bad")
