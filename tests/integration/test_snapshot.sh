@@ -226,6 +226,12 @@ for i in range(600):
     if i % 5 == 0:
         print("SELECT pg_sleep(0.01);")
 PY
+# the chunk size is a runtime setting: the backfill reads chunks of 300
+code=$(curl -sS -o "$WH_TMP/patch.out" -w '%{http_code}' -X PATCH -H "$AUTH" -H 'Content-Type: application/json' \
+    -d '{"source.snapshot_chunk_rows": 300}' "http://127.0.0.1:$APORT/v1/settings")
+[ "$code" = 200 ] || wh_fail "PATCH source.snapshot_chunk_rows: HTTP $code ($(cat "$WH_TMP/patch.out"))"
+_chunk_rows_applied() { grep -q 'source.snapshot_chunk_rows=300' "$WH_TMP/walhook.log"; }
+wh_wait_until 30 _chunk_rows_applied || wh_fail "the ingestor did not apply source.snapshot_chunk_rows"
 pg_psql -q -f "$WH_TMP/bflive.sql" >/dev/null 2>&1 &
 LIVE=$!
 code=$(post "$API" '{"table": "public.bf"}')
