@@ -82,6 +82,7 @@ struct ing_snapshot {
     /* visibility (see ing_snapshot.h): xids of committed transactions seen
      * changing rows while jobs run, and the chunk's snapshot */
     int active; /* jobs to run: xids are kept */
+    int idle;   /* no job to run and none planned: ticks only look for requests */
     uint32_t *recent;
     size_t nrecent, caprecent;
     int recent_full_warned;
@@ -443,6 +444,7 @@ static void take_requests(ing_snapshot *s)
     gen = atomic_load(&g_req_gen);
     pthread_mutex_unlock(&g_req_mu);
     s->req_gen = gen;
+    s->idle = 0;
     char *save = NULL;
     for (char *it = strtok_r(list, ";", &save); it; it = strtok_r(NULL, ";", &save)) {
         char *colon = strchr(it, ':');
@@ -861,9 +863,13 @@ void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat)
                     s->cfg->tenant);
     }
     take_requests(s);
-    s->active = s->prog.plan == 1 || next_job(s) != NULL;
-    if (!s->active)
+    if (s->idle)
         return;
+    s->active = s->prog.plan == 1 || next_job(s) != NULL;
+    if (!s->active) {
+        s->idle = 1; /* until a request comes */
+        return;
+    }
     if (ing_batcher_window_full(s->bt))
         return;
     if (conn_open(s, err, sizeof(err)) != WH_OK) {
