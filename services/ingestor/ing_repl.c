@@ -991,6 +991,10 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
     }
     if (r->stream_xid != 0 && m.type == 'O')
         return stream_origin(r, &m, err, errlen);
+    if (r->stream_xid != 0 && m.type == 'M' && ing_snapshot_is_watermark(&m)) {
+        ing_snapshot_streamed_watermark(r->snap, &m); /* never an event */
+        return WH_OK;
+    }
     if (r->stream_xid != 0 && (m.type == 'I' || m.type == 'U' || m.type == 'D' || m.type == 'T' ||
                                (m.type == 'M' && (m.flags & 1))))
         return stream_change(r, &m, err, errlen);

@@ -1114,6 +1114,22 @@ out:
     return rc;
 }
 
+void ing_snapshot_streamed_watermark(ing_snapshot *s, const ing_msg *m)
+{
+    if (!s->pending || m->content == NULL)
+        return;
+    size_t ll = strlen(s->low), hl = strlen(s->high);
+    if ((m->content_len == ll && memcmp(m->content, s->low, ll) == 0) ||
+        (m->content_len == hl && memcmp(m->content, s->high, hl) == 0)) {
+        s->discarded++;
+        wh_info("snapshot of %s: a watermark came in a streamed transaction; the chunk is read "
+                "again",
+                s->job ? s->job->table : "?");
+        drop_chunk(s);
+        publish_metrics(s);
+    }
+}
+
 int ing_snapshot_message(ing_snapshot *s, const ing_msg *m, const ing_txn *t, uint32_t *seq,
                          char *err, size_t errlen)
 {

@@ -92,6 +92,11 @@ void ing_snapshot_change(ing_snapshot *s, const ing_msg *m, uint32_t xid);
 void ing_snapshot_truncate(ing_snapshot *s, const ing_msg *m);
 void ing_snapshot_stream_commit(ing_snapshot *s, uint32_t xid);
 
+/* A watermark message inside a stream block (PostgreSQL streamed its
+ * transaction, protocol 2): its chunk, if it is this one's, is read again
+ * (its position is not known before the commit). */
+void ing_snapshot_streamed_watermark(ing_snapshot *s, const ing_msg *m);
+
 /* 1 when m is a watermark message (prefix ING_SNAPSHOT_PREFIX). */
 int ing_snapshot_is_watermark(const ing_msg *m);
 /* A watermark message inside transaction t, whose next event seq is *seq:
