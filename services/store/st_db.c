@@ -235,6 +235,13 @@ static size_t key_event(char *k, const char *tenant, uint64_t lsn, uint32_t seq)
     return n + ST_POS_LEN;
 }
 
+/* 'P' tenant \0: the ingestor's snapshot progress (AppendBatch.snapshot_progress,
+ * an opaque document), written with the events it goes with. */
+static size_t key_progress(char *k, const char *tenant)
+{
+    return key_prefix(k, 'P', tenant);
+}
+
 static size_t key_offset(char *k, const char *tenant, const char *consumer)
 {
     size_t n = key_prefix(k, 'O', tenant);
@@ -1293,8 +1300,10 @@ typedef struct st_wreq {
     uint64_t durable; /* the D value once done */
     int drop;         /* its last group also drops the staging of drop_xid */
     uint32_t drop_xid;
-    int light; /* at most store.commit_share_bytes */
-    int done;  /* all its events synced, or failed (rc) */
+    const char *prog; /* snapshot progress to put with its last group (NULL: none); */
+    size_t prog_len;  /* such an append is never split across groups */
+    int light;        /* at most store.commit_share_bytes */
+    int done;         /* all its events synced, or failed (rc) */
     int rc;
     char err[WH_ERRLEN];
     pthread_cond_t cond;
@@ -1323,9 +1332,13 @@ static uint64_t cq_take(st_tenant *t, uint64_t max, st_gpart **parts, size_t *np
     while (t->cq_head != NULL && (bytes < max || bytes == 0)) {
         st_wreq *r = t->cq_head;
         size_t from = r->taken, to = from;
-        while (to < r->n && (bytes < max || to == from)) {
+        /* an append with snapshot progress goes whole into one group (its
+         * events and the progress in one WriteBatch): after the others */
+        if (r->prog != NULL && bytes > 0 && bytes + append_bytes(r->ev, r->n) > max)
+            break;
+        while (to < r->n && (bytes < max || to == from || r->prog != NULL)) {
             uint64_t b = event_bytes(&r->ev[to]);
-            if (to > from && bytes + b > max)
+            if (to > from && bytes + b > max && r->prog == NULL)
                 break;
             bytes += b;
             t->cq_bytes -= b;
@@ -1485,6 +1498,13 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
     }
     for (size_t i = 0; i < np && rc == WH_OK; i++) {
         st_wreq *r = parts[i].r;
+        if (r->prog != NULL && parts[i].to == r->n) {
+            size_t kl = key_progress(k, r->t->name);
+            rocksdb_writebatch_put_cf(wb, r->t->meta, k, kl, r->prog, r->prog_len);
+        }
+    }
+    for (size_t i = 0; i < np && rc == WH_OK; i++) {
+        st_wreq *r = parts[i].r;
         if (r->drop && parts[i].to == r->n && r->t->stage != NULL) {
             char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
             size_t hl, ll = stage_xid_range(lo, hi, &hl, r->t->name, r->drop_xid);
@@ -1596,23 +1616,69 @@ static void cq_lead(st_db *db, st_wreq *r)
 }
 
 static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
-                     int drop, uint32_t drop_xid, uint64_t *durable_lsn, char *err, size_t errlen);
+                     int drop, uint32_t drop_xid, const char *prog, size_t prog_len,
+                     uint64_t *durable_lsn, char *err, size_t errlen);
 
 int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                  uint64_t *durable_lsn, char *err, size_t errlen)
 {
-    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, durable_lsn, err, errlen);
+    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, NULL, 0, durable_lsn, err, errlen);
+}
+
+int st_db_append_progress(st_db *db, const char *tenant, const st_event *ev, size_t n,
+                          uint64_t ack_lsn, const void *prog, size_t prog_len,
+                          uint64_t *durable_lsn, char *err, size_t errlen)
+{
+    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, prog != NULL ? prog : "", prog_len,
+                     durable_lsn, err, errlen);
+}
+
+int st_db_get_progress(st_db *db, const char *tenant, char **out, size_t *len, char *err,
+                       size_t errlen)
+{
+    *out = NULL;
+    *len = 0;
+    st_tenant *t;
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL || t->meta == NULL) {
+        if (t != NULL)
+            ten_done(t);
+        return WH_OK;
+    }
+    char k[ST_KEY_MAX];
+    size_t kl = key_progress(k, t->name), vl = 0;
+    char *e = NULL;
+    char *v = rocksdb_get_cf(db->rdb, db->ro, t->meta, k, kl, &vl, &e);
+    ten_done(t);
+    if (e)
+        return rerr(err, errlen, "get snapshot progress", e);
+    if (v == NULL)
+        return WH_OK;
+    *out = malloc(vl + 1);
+    if (*out == NULL) {
+        rocksdb_free(v);
+        return wh_seterr(err, errlen, "out of memory");
+    }
+    memcpy(*out, v, vl);
+    (*out)[vl] = '\0';
+    *len = vl;
+    rocksdb_free(v);
+    return WH_OK;
 }
 
 int st_db_append_stage_end(st_db *db, const char *tenant, const st_event *ev, size_t n,
                            uint64_t ack_lsn, uint32_t xid, uint64_t *durable_lsn, char *err,
                            size_t errlen)
 {
-    return append_do(db, tenant, ev, n, ack_lsn, 1, xid, durable_lsn, err, errlen);
+    return append_do(db, tenant, ev, n, ack_lsn, 1, xid, NULL, 0, durable_lsn, err, errlen);
 }
 
 static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
-                     int drop, uint32_t drop_xid, uint64_t *durable_lsn, char *err, size_t errlen)
+                     int drop, uint32_t drop_xid, const char *prog, size_t prog_len,
+                     uint64_t *durable_lsn, char *err, size_t errlen)
 {
     if (db->read_only)
         return wh_seterr(err, errlen, "store opened read-only");
@@ -1633,7 +1699,9 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
                  .light = light,
                  .rc = WH_OK,
                  .drop = drop,
-                 .drop_xid = drop_xid};
+                 .drop_xid = drop_xid,
+                 .prog = prog,
+                 .prog_len = prog_len};
     pthread_cond_init(&r.cond, NULL);
     pthread_mutex_lock(&db->cq_mu);
     r.enq_us = wh_now_us();

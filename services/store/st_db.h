@@ -192,6 +192,16 @@ void st_db_close(st_db *db);
  * *durable_lsn receives the stored D value. */
 int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                  uint64_t *durable_lsn, char *err, size_t errlen);
+/* st_db_append that also puts the tenant's snapshot progress (an opaque
+ * document of the ingestor, AppendBatch.snapshot_progress) in the same
+ * WriteBatch: such an append is never split across group writes. */
+int st_db_append_progress(st_db *db, const char *tenant, const st_event *ev, size_t n,
+                          uint64_t ack_lsn, const void *prog, size_t prog_len,
+                          uint64_t *durable_lsn, char *err, size_t errlen);
+/* The tenant's snapshot progress: *out (malloc'd, NUL-terminated; NULL and
+ * *len 0 when none was stored). */
+int st_db_get_progress(st_db *db, const char *tenant, char **out, size_t *len, char *err,
+                       size_t errlen);
 
 /* ---- staged (streamed) transactions ----
  * PostgreSQL streams a big transaction before its commit LSN is known; its
