@@ -5,6 +5,7 @@
 
 #include "ing_toast.h"
 #include "ing_values.h"
+#include "wh_json.h"
 #include "wh_lsn.h"
 #include "wh_util.h"
 
@@ -134,6 +135,10 @@ static int rel_names(wh_buf *b, const ing_relation *r)
 {
     if (PUTLIT(b, ",\"schema\":") || wh_json_str(b, r->nspname, strlen(r->nspname)) ||
         PUTLIT(b, ",\"table\":") || wh_json_str(b, r->relname, strlen(r->relname)))
+        return WH_ERR;
+    /* its schema version (ing_schema), computed at the Relation message */
+    if (r->version_hex[0] != '\0' && (PUTLIT(b, ",\"schema_version\":\"") ||
+                                      wh_buf_append(b, r->version_hex, 16) || wh_buf_putc(b, '"')))
         return WH_ERR;
     return WH_OK;
 }
@@ -298,8 +303,10 @@ int ing_event_check(const ing_msg *m, char *err, size_t errlen)
     const ing_relation *r = m->rel;
     const char *op = m->type == 'I' ? "insert" : m->type == 'U' ? "update" : "delete";
     if (!r)
-        return wh_seterr(err, errlen, "%s for relation OID %u before its Relation message", op,
-                         m->rel_oid);
+        return wh_seterr(err, errlen,
+                         "pgoutput: %s of relation OID %u, which has had no Relation message on "
+                         "this connection: not decoded (reconnecting)",
+                         op, m->rel_oid);
     if ((m->old_kind && m->oldtup.ncols != r->natts) || (m->has_new && m->newtup.ncols != r->natts))
         return wh_seterr(err, errlen,
                          "%s on %s.%s: tuple column count does not match the "
@@ -431,6 +438,61 @@ int ing_event_message(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *
                   "\"prefix\":") ||
         wh_json_str(b, prefix, strlen(prefix)) || PUTLIT(b, ",\"content\":\"") ||
         wh_base64(b, m->content, m->content_len) || PUTLIT(b, "\"}")) {
+        b->len = start;
+        return wh_seterr(err, errlen, "event buffer full or out of memory");
+    }
+    return WH_OK;
+}
+
+int ing_event_schema(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_relation *r,
+                     const char *desc, size_t dlen, char *err, size_t errlen)
+{
+    size_t start = b->len;
+    /* desc is {"schema":..,"table":..,...}: its members follow ours */
+    if (dlen < 2 || desc[0] != '{' || head(b, t, seq, "schema") ||
+        PUTLIT(b, ",\"key\":null,\"before\":null,\"after\":null,\"schema_version\":\"") ||
+        wh_buf_append(b, r->version_hex, strlen(r->version_hex)) || PUTLIT(b, "\",") ||
+        wh_buf_append(b, desc + 1, dlen - 1)) {
+        b->len = start;
+        return wh_seterr(err, errlen, "event buffer full or out of memory");
+    }
+    return WH_OK;
+}
+
+/* A member of the DDL message's object as a JSON string, or null. */
+static int ddl_value(wh_buf *b, const wh_json *o, const char *name)
+{
+    const wh_json *v = wh_json_get(o, name);
+    if (v == NULL || v->type != WH_JSON_STRING)
+        return PUTLIT(b, "null");
+    return wh_json_str(b, v->str, v->len);
+}
+
+int ing_event_ddl(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m, char *err,
+                  size_t errlen)
+{
+    wh_json *o = NULL;
+    char perr[128];
+    if (m->content_len > ING_DDL_MAX_BYTES ||
+        wh_json_parse((const char *)m->content, m->content_len, &o, perr, sizeof(perr)) != WH_OK)
+        return wh_seterr(err, errlen, "DDL message (%u bytes) is not a JSON object%s",
+                         m->content_len, m->content_len > ING_DDL_MAX_BYTES ? " (too long)" : "");
+    if (o->type != WH_JSON_OBJECT) {
+        wh_json_free(o);
+        return wh_seterr(err, errlen, "DDL message (%u bytes) is not a JSON object",
+                         m->content_len);
+    }
+    size_t start = b->len;
+    int rc = head(b, t, seq, "ddl") || PUTLIT(b, ",\"schema\":") || ddl_value(b, o, "schema") ||
+             PUTLIT(b, ",\"table\":null,\"key\":null,\"before\":null,\"after\":null,"
+                       "\"ddl\":{\"event\":") ||
+             ddl_value(b, o, "event") || PUTLIT(b, ",\"command_tag\":") ||
+             ddl_value(b, o, "command_tag") || PUTLIT(b, ",\"object_type\":") ||
+             ddl_value(b, o, "object_type") || PUTLIT(b, ",\"object_identity\":") ||
+             ddl_value(b, o, "object_identity") || PUTLIT(b, ",\"statement\":") ||
+             ddl_value(b, o, "statement") || PUTLIT(b, "}}");
+    wh_json_free(o);
+    if (rc) {
         b->len = start;
         return wh_seterr(err, errlen, "event buffer full or out of memory");
     }

@@ -1293,6 +1293,8 @@ typedef struct st_wreq {
     uint64_t durable; /* the D value once done */
     int drop;         /* its last group also drops the staging of drop_xid */
     uint32_t drop_xid;
+    const st_schema *sv; /* schema versions, written in its first group */
+    size_t nsv;
     int light; /* at most store.commit_share_bytes */
     int done;  /* all its events synced, or failed (rc) */
     int rc;
@@ -1430,6 +1432,8 @@ static int cq_form(st_db *db, st_gpart **parts, size_t *np, size_t *cap, uint64_
 
 static size_t stage_xid_range(char *lo, char *hi, size_t *hl, const char *tenant, uint32_t xid);
 static void stage_rdel_note(st_db *db, st_tenant *t, uint32_t n);
+static int schema_batch_put(st_db *db, rocksdb_writebatch_t *wb, st_tenant *t, const st_schema *sv,
+                            size_t n, char *err, size_t errlen);
 
 /* Writes one group with sync (no lock held): its events, and the D key of
  * every tenant with an append that ends in it (and the range delete of
@@ -1482,6 +1486,11 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             size_t kl = key_durable(k, t->name);
             rocksdb_writebatch_put_cf(wb, t->meta, k, kl, (const char *)v, 8);
         }
+    }
+    for (size_t i = 0; i < np && rc == WH_OK; i++) {
+        st_wreq *r = parts[i].r;
+        if (r->nsv > 0 && parts[i].from == 0)
+            rc = schema_batch_put(db, wb, r->t, r->sv, r->nsv, err, errlen);
     }
     for (size_t i = 0; i < np && rc == WH_OK; i++) {
         st_wreq *r = parts[i].r;
@@ -1596,23 +1605,32 @@ static void cq_lead(st_db *db, st_wreq *r)
 }
 
 static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
-                     int drop, uint32_t drop_xid, uint64_t *durable_lsn, char *err, size_t errlen);
+                     int drop, uint32_t drop_xid, const st_schema *sv, size_t nsv,
+                     uint64_t *durable_lsn, char *err, size_t errlen);
 
 int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                  uint64_t *durable_lsn, char *err, size_t errlen)
 {
-    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, durable_lsn, err, errlen);
+    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, NULL, 0, durable_lsn, err, errlen);
+}
+
+int st_db_append_schemas(st_db *db, const char *tenant, const st_event *ev, size_t n,
+                         uint64_t ack_lsn, const st_schema *sv, size_t nsv, uint64_t *durable_lsn,
+                         char *err, size_t errlen)
+{
+    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, sv, nsv, durable_lsn, err, errlen);
 }
 
 int st_db_append_stage_end(st_db *db, const char *tenant, const st_event *ev, size_t n,
                            uint64_t ack_lsn, uint32_t xid, uint64_t *durable_lsn, char *err,
                            size_t errlen)
 {
-    return append_do(db, tenant, ev, n, ack_lsn, 1, xid, durable_lsn, err, errlen);
+    return append_do(db, tenant, ev, n, ack_lsn, 1, xid, NULL, 0, durable_lsn, err, errlen);
 }
 
 static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
-                     int drop, uint32_t drop_xid, uint64_t *durable_lsn, char *err, size_t errlen)
+                     int drop, uint32_t drop_xid, const st_schema *sv, size_t nsv,
+                     uint64_t *durable_lsn, char *err, size_t errlen)
 {
     if (db->read_only)
         return wh_seterr(err, errlen, "store opened read-only");
@@ -1633,7 +1651,9 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
                  .light = light,
                  .rc = WH_OK,
                  .drop = drop,
-                 .drop_xid = drop_xid};
+                 .drop_xid = drop_xid,
+                 .sv = sv,
+                 .nsv = nsv};
     pthread_cond_init(&r.cond, NULL);
     pthread_mutex_lock(&db->cq_mu);
     r.enq_us = wh_now_us();
@@ -4197,5 +4217,145 @@ int st_db_write_groups(st_db *db, uint64_t *writes, uint64_t *groups, uint64_t *
         }
     }
     rocksdb_free(v);
+    return rc;
+}
+
+/* ---- schema registry ----
+ * In the tenant's meta CF:
+ *   'V' tenant \0 table \0 fingerprint(8, BE) -> first_lsn(8, BE) first_xid(4, BE) description
+ * A version is written once: registering it again leaves it as it is. */
+
+#define ST_SCHEMA_KEY_MAX (1 + ST_NAME_MAX + 1 + ST_SCHEMA_TABLE_MAX + 1 + 8)
+
+static size_t key_schema(char *k, const char *tenant, const char *table, uint64_t fp)
+{
+    size_t tl = strlen(tenant), bl = strlen(table);
+    k[0] = 'V';
+    memcpy(k + 1, tenant, tl);
+    k[1 + tl] = '\0';
+    memcpy(k + 2 + tl, table, bl);
+    k[2 + tl + bl] = '\0';
+    wh_put_be64((uint8_t *)k + 3 + tl + bl, fp);
+    return 3 + tl + bl + 8;
+}
+
+static int schema_check(const st_schema *v, char *err, size_t errlen)
+{
+    size_t bl = v->table ? strlen(v->table) : 0;
+    if (bl == 0 || bl > ST_SCHEMA_TABLE_MAX)
+        return wh_seterr(err, errlen, "schemas: table must be 1..%d bytes", ST_SCHEMA_TABLE_MAX);
+    if (v->desc_len > 0 && v->desc == NULL)
+        return wh_seterr(err, errlen, "schemas: description missing");
+    return WH_OK;
+}
+
+/* Puts the versions of sv not yet stored into wb (reads the meta CF). */
+static int schema_batch_put(st_db *db, rocksdb_writebatch_t *wb, st_tenant *t, const st_schema *sv,
+                            size_t n, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (schema_check(&sv[i], err, errlen) != WH_OK)
+            return WH_ERR;
+        char k[ST_SCHEMA_KEY_MAX];
+        size_t kl = key_schema(k, t->name, sv[i].table, sv[i].fp), vl = 0;
+        char *e = NULL;
+        char *old = rocksdb_get_cf(db->rdb, db->ro, t->meta, k, kl, &vl, &e);
+        if (e)
+            return rerr(err, errlen, "get schema version", e);
+        if (old != NULL) {
+            rocksdb_free(old);
+            continue;
+        }
+        int dup = 0; /* the same version twice in one batch */
+        for (size_t j = 0; j < i && !dup; j++)
+            dup = sv[j].fp == sv[i].fp && strcmp(sv[j].table, sv[i].table) == 0;
+        if (dup)
+            continue;
+        uint8_t head[12];
+        wh_put_be64(head, sv[i].first_lsn);
+        wh_put_be32(head + 8, sv[i].first_xid);
+        const char *kp[1] = {k}, *vp[2] = {(const char *)head, sv[i].desc ? sv[i].desc : ""};
+        size_t ks[1] = {kl}, vs[2] = {12, sv[i].desc_len};
+        rocksdb_writebatch_putv_cf(wb, t->meta, 1, kp, ks, 2, vp, vs);
+    }
+    return WH_OK;
+}
+
+int st_db_schema_put(st_db *db, const char *tenant, const st_schema *sv, size_t n, char *err,
+                     size_t errlen)
+{
+    if (db->read_only)
+        return wh_seterr(err, errlen, "store opened read-only");
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    if (n == 0)
+        return WH_OK;
+    st_tenant *t;
+    if (ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    int rc = schema_batch_put(db, wb, t, sv, n, err, errlen);
+    if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0) {
+        char *e = NULL;
+        rocksdb_write(db->rdb, db->wo, wb, &e);
+        note_write(db, e);
+        if (e)
+            rc = rerr(err, errlen, "write schema versions", e);
+    }
+    rocksdb_writebatch_destroy(wb);
+    ten_done(t);
+    return rc;
+}
+
+int st_db_schema_list(st_db *db, const char *tenant, st_schema_fn fn, void *arg, char *err,
+                      size_t errlen)
+{
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK;
+    int rc = WH_OK;
+    if (t->meta != NULL) {
+        char lo[1 + ST_NAME_MAX + 1], hi[1 + ST_NAME_MAX + 1];
+        size_t tl = strlen(tenant);
+        lo[0] = hi[0] = 'V';
+        memcpy(lo + 1, tenant, tl);
+        memcpy(hi + 1, tenant, tl);
+        lo[1 + tl] = '\0';
+        hi[1 + tl] = '\1';
+        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+        rocksdb_readoptions_set_iterate_upper_bound(ro, hi, tl + 2);
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->meta);
+        for (rocksdb_iter_seek(it, lo, tl + 2); rocksdb_iter_valid(it) && rc == WH_OK;
+             rocksdb_iter_next(it)) {
+            size_t kl, vl;
+            const char *k = rocksdb_iter_key(it, &kl);
+            const char *v = rocksdb_iter_value(it, &vl);
+            const char *tb = k + tl + 2;
+            const char *z = kl > tl + 2 ? memchr(tb, '\0', kl - tl - 2) : NULL;
+            if (z == NULL || (size_t)(k + kl - (z + 1)) != 8 || vl < 12)
+                continue; /* not a version key */
+            char table[ST_SCHEMA_TABLE_MAX + 1];
+            size_t bl = (size_t)(z - tb);
+            if (bl > ST_SCHEMA_TABLE_MAX)
+                continue;
+            memcpy(table, tb, bl);
+            table[bl] = '\0';
+            st_schema sv = {.table = table,
+                            .fp = wh_get_be64((const uint8_t *)z + 1),
+                            .first_lsn = wh_get_be64((const uint8_t *)v),
+                            .first_xid = wh_get_be32((const uint8_t *)v + 8),
+                            .desc = v + 12,
+                            .desc_len = vl - 12};
+            if (fn(arg, &sv) != 0)
+                break;
+        }
+        rc = iter_end(it, rc, "reading the schema registry", err, errlen);
+        rocksdb_readoptions_destroy(ro);
+    }
+    ten_done(t);
     return rc;
 }

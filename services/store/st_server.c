@@ -2,6 +2,7 @@
 #include "st_server.h"
 
 #include "st_push.h"
+#include "st_schema.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -93,7 +94,8 @@ typedef struct st_reply_mem {
     Walhook__StateReply state;
     Walhook__TenantInfoReply tinfo;
     Walhook__BacklogReply backlog;
-    void *stats; /* wh_stats_reply's */
+    void *stats;   /* wh_stats_reply's */
+    void *schemas; /* st_schema_list's */
     /* Read: events collected into arrays; json bytes in one buffer, the
      * pointers are fixed up once the buffer stopped growing. */
     Walhook__Event *evs;
@@ -226,16 +228,17 @@ static int names_ok(Walhook__Reply *rep, const char *tenant, const char *consume
  * notification's). WH_ERR (err set) when the write failed. */
 static int store_events(st_server *s, const char *tenant, const st_event *ev,
                         Walhook__Event *const *pev, size_t n, int ordered, uint64_t ack_lsn,
-                        int has_drop, uint32_t drop_xid, uint64_t *durable, char *err,
-                        size_t errlen)
+                        int has_drop, uint32_t drop_xid, const st_schema *sv, size_t nsv,
+                        uint64_t *durable, char *err, size_t errlen)
 {
     st_push_tok tok;
     int track = n > 0 && s->pub != NULL;
     if (track)
         st_push_begin(s->push, s->db, tenant, &tok);
-    int rc = has_drop ? st_db_append_stage_end(s->db, tenant, ev, n, ack_lsn, drop_xid, durable,
-                                               err, errlen)
-                      : st_db_append(s->db, tenant, ev, n, ack_lsn, durable, err, errlen);
+    int rc =
+        has_drop
+            ? st_db_append_stage_end(s->db, tenant, ev, n, ack_lsn, drop_xid, durable, err, errlen)
+            : st_db_append_schemas(s->db, tenant, ev, n, ack_lsn, sv, nsv, durable, err, errlen);
     int has_prev = 0;
     uint64_t prev_lsn = 0, moves = 0;
     uint32_t prev_seq = 0;
@@ -336,8 +339,16 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
         return;
     }
     uint64_t durable = 0;
-    int rc = store_events(s, a->tenant, ev, a->events, a->n_events, ordered, a->ack_lsn, 0, 0,
-                          &durable, err, sizeof(err));
+    st_schema *sv = NULL; /* schema versions: in the same WriteBatch as the first events */
+    int rc = st_schema_from_batch(a, &sv, err, sizeof(err));
+    if (rc != WH_OK) {
+        free(ev);
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
+        return;
+    }
+    rc = store_events(s, a->tenant, ev, a->events, a->n_events, ordered, a->ack_lsn, 0, 0, sv,
+                      a->n_schemas, &durable, err, sizeof(err));
+    free(sv);
     int light = st_db_append_light(s->db, ev, a->n_events);
     free(ev);
     if (rc != WH_OK) {
@@ -654,7 +665,7 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
         st_db_charge(s->db, a->tenant, k.data.len, k.n);
         int drop = last && (k.seen || k.naborted > 0);
         rc = store_events(s, a->tenant, k.ev, k.pp, k.n, 1, last ? a->ack_lsn : 0, drop, c->xid,
-                          &durable, err, sizeof(err));
+                          NULL, 0, &durable, err, sizeof(err));
         stored += k.n;
     }
     free(aborted);
@@ -700,6 +711,20 @@ static void do_stage(st_server *s, const Walhook__AppendBatch *a, Walhook__Reply
         (a->n_stage_aborts > 0 && a->stage_aborts == NULL)) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "events: missing");
         return;
+    }
+    if (a->n_schemas > 0) { /* schema versions of staged events: before them */
+        char err[WH_ERRLEN];
+        st_schema *sv = NULL;
+        if (st_schema_from_batch(a, &sv, err, sizeof(err)) != WH_OK) {
+            wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
+            return;
+        }
+        int rc = st_db_schema_put(s->db, a->tenant, sv, a->n_schemas, err, sizeof(err));
+        free(sv);
+        if (rc != WH_OK) {
+            wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+            return;
+        }
     }
     if (a->stage_xid != 0)
         stage_put(s, a, rep, m);
@@ -2020,6 +2045,9 @@ void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *re
     case WALHOOK__REQUEST__BODY_BACKLOG:
         do_backlog(s, req->backlog, rep, m);
         break;
+    case WALHOOK__REQUEST__BODY_SCHEMA_LIST:
+        st_schema_list(s->db, req->schema_list, rep, &m->schemas);
+        break;
     default:
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "body: empty or unknown request type");
         break;
@@ -2034,6 +2062,7 @@ void st_server_done(void *arg, Walhook__Reply *rep, void *cookie)
     if (m == NULL)
         return;
     wh_stats_reply_free(m->stats);
+    st_schema_reply_free(m->schemas);
     wh_buf_free(&m->data);
     for (size_t i = 0; i < m->nrec; i++)
         walhook__dlq_record__free_unpacked(m->recs[i], NULL);
