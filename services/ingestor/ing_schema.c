@@ -38,8 +38,8 @@ int ing_schema_describe(wh_buf *b, const ing_relation *r)
     uint8_t km = r->key_pk ? ING_ATTR_PK : ING_ATTR_IDENT;
     if (PUTLIT(b, "{\"schema\":") || wh_json_str(b, r->nspname, strlen(r->nspname)) ||
         PUTLIT(b, ",\"table\":") || wh_json_str(b, r->relname, strlen(r->relname)) ||
-        PUTLIT(b, ",\"replica_identity\":\"") || wh_buf_puts(b, ing_schema_identity_name(r->replident)) ||
-        PUTLIT(b, "\",\"key_columns\":["))
+        PUTLIT(b, ",\"replica_identity\":\"") ||
+        wh_buf_puts(b, ing_schema_identity_name(r->replident)) || PUTLIT(b, "\",\"key_columns\":["))
         return WH_ERR;
     int first = 1;
     for (int i = 0; i < r->natts; i++) {
@@ -197,8 +197,7 @@ int ing_schema_load(ing_schema *s, const wh_config *cfg, char *err, size_t errle
         }
     }
     s->loaded = 1;
-    wh_info("schema registry of tenant %s: %zu version%s", cfg->tenant, s->n,
-            s->n == 1 ? "" : "s");
+    wh_info("schema registry of tenant %s: %zu version%s", cfg->tenant, s->n, s->n == 1 ? "" : "s");
     rc = WH_OK;
 out:
     if (rep)
@@ -265,23 +264,23 @@ int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_
  * (sql_drop): {"event","command_tag","object_type","object_identity",
  * "schema","statement"}. */
 #define DDL_FUNCTION_SQL                                                                           \
-    "CREATE OR REPLACE FUNCTION public.walhook_ddl_capture() RETURNS event_trigger "              \
+    "CREATE OR REPLACE FUNCTION public.walhook_ddl_capture() RETURNS event_trigger "               \
     "LANGUAGE plpgsql SET search_path = pg_catalog AS $walhook$\n"                                 \
     "DECLARE r record;\n"                                                                          \
     "BEGIN\n"                                                                                      \
     "  IF TG_EVENT = 'sql_drop' THEN\n"                                                            \
     "    FOR r IN SELECT * FROM pg_catalog.pg_event_trigger_dropped_objects() LOOP\n"              \
-    "      PERFORM pg_catalog.pg_logical_emit_message(true, '" ING_SCHEMA_DDL_PREFIX "',\n"       \
+    "      PERFORM pg_catalog.pg_logical_emit_message(true, '" ING_SCHEMA_DDL_PREFIX "',\n"        \
     "        pg_catalog.json_build_object('event', TG_EVENT, 'command_tag', TG_TAG,\n"             \
-    "          'object_type', r.object_type, 'object_identity', r.object_identity,\n"            \
-    "          'schema', r.schema_name, 'statement', pg_catalog.current_query())::text);\n"      \
+    "          'object_type', r.object_type, 'object_identity', r.object_identity,\n"              \
+    "          'schema', r.schema_name, 'statement', pg_catalog.current_query())::text);\n"        \
     "    END LOOP;\n"                                                                              \
     "  ELSE\n"                                                                                     \
     "    FOR r IN SELECT * FROM pg_catalog.pg_event_trigger_ddl_commands() LOOP\n"                 \
-    "      PERFORM pg_catalog.pg_logical_emit_message(true, '" ING_SCHEMA_DDL_PREFIX "',\n"       \
+    "      PERFORM pg_catalog.pg_logical_emit_message(true, '" ING_SCHEMA_DDL_PREFIX "',\n"        \
     "        pg_catalog.json_build_object('event', TG_EVENT, 'command_tag', r.command_tag,\n"      \
-    "          'object_type', r.object_type, 'object_identity', r.object_identity,\n"            \
-    "          'schema', r.schema_name, 'statement', pg_catalog.current_query())::text);\n"      \
+    "          'object_type', r.object_type, 'object_identity', r.object_identity,\n"              \
+    "          'schema', r.schema_name, 'statement', pg_catalog.current_query())::text);\n"        \
     "    END LOOP;\n"                                                                              \
     "  END IF;\n"                                                                                  \
     "END\n"                                                                                        \
@@ -306,9 +305,9 @@ int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_
 #define DDL_STATE_SQL                                                                              \
     "SELECT r.rolsuper, (SELECT count(*) FROM pg_catalog.pg_event_trigger WHERE evtname IN "       \
     "('walhook_ddl_end', 'walhook_ddl_drop')) = 2, "                                               \
-    "COALESCE((SELECT p.proowner = r.oid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace " \
+    "COALESCE((SELECT p.proowner = r.oid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace "  \
     "n ON n.oid = p.pronamespace WHERE n.nspname = 'public' AND p.proname = "                      \
-    "'walhook_ddl_capture' AND p.pronargs = 0), false), current_user "                            \
+    "'walhook_ddl_capture' AND p.pronargs = 0), false), current_user "                             \
     "FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"
 
 static int run(PGconn *conn, const char *sql, const char *what, char *err, size_t errlen)

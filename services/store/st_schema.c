@@ -8,8 +8,7 @@
 #include "wh_ipc.h"
 #include "wh_util.h"
 
-int st_schema_from_batch(const Walhook__AppendBatch *a, st_schema **out, char *err,
-                         size_t errlen)
+int st_schema_from_batch(const Walhook__AppendBatch *a, st_schema **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (a->n_schemas == 0)

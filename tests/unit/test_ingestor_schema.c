@@ -132,11 +132,11 @@ static void test_fingerprint_stable(void **state)
     wh_buf_init(&d, 0);
     assert_int_equal(ing_schema_describe(&d, r), WH_OK);
     assert_int_equal(wh_buf_cstr(&d), WH_OK);
-    assert_string_equal(d.data,
-                        "{\"schema\":\"public\",\"table\":\"items\",\"replica_identity\":\"default\","
-                        "\"key_columns\":[\"id\"],\"columns\":[{\"name\":\"id\",\"type_oid\":23,"
-                        "\"typmod\":-1},{\"name\":\"name\",\"type_oid\":1043,\"typmod\":68},"
-                        "{\"name\":\"price\",\"type_oid\":1700,\"typmod\":655366}]}");
+    assert_string_equal(
+        d.data, "{\"schema\":\"public\",\"table\":\"items\",\"replica_identity\":\"default\","
+                "\"key_columns\":[\"id\"],\"columns\":[{\"name\":\"id\",\"type_oid\":23,"
+                "\"typmod\":-1},{\"name\":\"name\",\"type_oid\":1043,\"typmod\":68},"
+                "{\"name\":\"price\",\"type_oid\":1700,\"typmod\":655366}]}");
     assert_true(r->version == ing_schema_hash(d.data, d.len));
     char hex[17];
     snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)r->version);
@@ -366,9 +366,10 @@ static void test_ddl_events(void **state)
     ing_txn_begin(&t, 0x2000, 78, 1700000000000000);
     wh_buf b;
     wh_buf_init(&b, 0);
-    const char *ok = "{\"event\":\"ddl_command_end\",\"command_tag\":\"ALTER TABLE\",\"object_type\":"
-                     "\"table\",\"object_identity\":\"public.items\",\"schema\":\"public\","
-                     "\"statement\":\"ALTER TABLE items ADD COLUMN secret text DEFAULT 'x\\\"y'\"}";
+    const char *ok =
+        "{\"event\":\"ddl_command_end\",\"command_tag\":\"ALTER TABLE\",\"object_type\":"
+        "\"table\",\"object_identity\":\"public.items\",\"schema\":\"public\","
+        "\"statement\":\"ALTER TABLE items ADD COLUMN secret text DEFAULT 'x\\\"y'\"}";
     ing_msg m = ddl_msg(ok, strlen(ok));
     assert_int_equal(ing_event_ddl(&b, &t, 3, &m, err, sizeof(err)), WH_OK);
     wh_json *j = parse_json(&b);
@@ -391,8 +392,14 @@ static void test_ddl_events(void **state)
     assert_int_equal(wh_json_get(wh_json_get(j, "ddl"), "statement")->type, WH_JSON_NULL);
     wh_json_free(j);
     /* malformed: not JSON, not an object, truncated, empty, binary */
-    const char *bad[] = {"", "ALTER TABLE secret_value", "[1,2]", "\"s\"", "{\"statement\":\"x",
-                         "{\"a\":1,}", "\x01\x02\xff{", "null"};
+    const char *bad[] = {"",
+                         "ALTER TABLE secret_value",
+                         "[1,2]",
+                         "\"s\"",
+                         "{\"statement\":\"x",
+                         "{\"a\":1,}",
+                         "\x01\x02\xff{",
+                         "null"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         m = ddl_msg(bad[i], strlen(bad[i]));
         wh_buf_reset(&b);
