@@ -136,11 +136,19 @@ static int rel_names(wh_buf *b, const ing_relation *r)
     if (PUTLIT(b, ",\"schema\":") || wh_json_str(b, r->nspname, strlen(r->nspname)) ||
         PUTLIT(b, ",\"table\":") || wh_json_str(b, r->relname, strlen(r->relname)))
         return WH_ERR;
-    /* its schema version (ing_schema), computed at the Relation message */
-    if (r->version_hex[0] != '\0' && (PUTLIT(b, ",\"schema_version\":\"") ||
-                                      wh_buf_append(b, r->version_hex, 16) || wh_buf_putc(b, '"')))
-        return WH_ERR;
     return WH_OK;
+}
+
+/* ,"schema_version":"<16 hex>" (ing_schema, computed once at the Relation
+ * message) and the closing brace. Last: the dispatcher's event walk
+ * predicts the members before it (dsp_filter ev_order). */
+static int version_end(wh_buf *b, const ing_relation *r)
+{
+    if (r->version_hex[0] != '\0' &&
+        (PUTLIT(b, ",\"schema_version\":\"") || wh_buf_append(b, r->version_hex, 16) ||
+         wh_buf_putc(b, '"')))
+        return WH_ERR;
+    return wh_buf_putc(b, '}');
 }
 
 static int col_value(wh_buf *b, const ing_attr *a, const ing_col *c)
@@ -406,7 +414,7 @@ int ing_event_change(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m
         if (wh_buf_putc(b, ']'))
             goto full;
     }
-    if (wh_buf_putc(b, '}'))
+    if (version_end(b, r))
         goto full;
     return WH_OK;
 full:
@@ -421,7 +429,8 @@ int ing_event_truncate(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_rela
     if (head(b, t, seq, "truncate") || rel_names(b, r) ||
         PUTLIT(b, ",\"key\":null,\"before\":null,\"after\":null,\"options\":{\"cascade\":") ||
         wh_buf_puts(b, (options & 1) ? "true" : "false") || PUTLIT(b, ",\"restart_identity\":") ||
-        wh_buf_puts(b, (options & 2) ? "true" : "false") || PUTLIT(b, "}}")) {
+        wh_buf_puts(b, (options & 2) ? "true" : "false") || wh_buf_putc(b, '}') ||
+        version_end(b, r)) {
         b->len = start;
         return wh_seterr(err, errlen, "event buffer full or out of memory");
     }
@@ -448,11 +457,14 @@ int ing_event_schema(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_relati
                      const char *desc, size_t dlen, char *err, size_t errlen)
 {
     size_t start = b->len;
-    /* desc is {"schema":..,"table":..,...}: its members follow ours */
-    if (dlen < 2 || desc[0] != '{' || head(b, t, seq, "schema") ||
+    /* desc is {"schema":..,"table":..,"replica_identity":..}: its members
+     * from replica_identity on follow ours, in the order of a change */
+    static const char ri[] = ",\"replica_identity\":";
+    const char *rest = dlen > 0 ? memmem(desc, dlen, ri, sizeof(ri) - 1) : NULL;
+    if (rest == NULL || head(b, t, seq, "schema") || rel_names(b, r) ||
         PUTLIT(b, ",\"key\":null,\"before\":null,\"after\":null,\"schema_version\":\"") ||
-        wh_buf_append(b, r->version_hex, strlen(r->version_hex)) || PUTLIT(b, "\",") ||
-        wh_buf_append(b, desc + 1, dlen - 1)) {
+        wh_buf_append(b, r->version_hex, strlen(r->version_hex)) || wh_buf_putc(b, '"') ||
+        wh_buf_append(b, rest, dlen - (size_t)(rest - desc))) {
         b->len = start;
         return wh_seterr(err, errlen, "event buffer full or out of memory");
     }

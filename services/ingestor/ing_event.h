@@ -66,10 +66,11 @@ int ing_event_truncate(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_rela
 int ing_event_message(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m, char *err,
                       size_t errlen);
 
-/* A table's new schema version (ing_schema): {head,"op":"schema","key":null,
- * "before":null,"after":null,"schema_version":"..", then desc's members
- * (ing_schema_describe: schema, table, replica_identity, key_columns,
- * columns)}. */
+/* A table's new schema version (ing_schema): {head,"op":"schema","schema":..,
+ * "table":..,"key":null,"before":null,"after":null,"schema_version":"..",
+ * then desc's members from replica_identity on (ing_schema_describe:
+ * replica_identity, key_columns, columns)}. Changes and truncates carry
+ * "schema_version" as their last member. */
 int ing_event_schema(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_relation *r,
                      const char *desc, size_t dlen, char *err, size_t errlen);
 /* A DDL command captured by the event trigger (a transactional message

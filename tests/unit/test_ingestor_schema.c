@@ -327,6 +327,13 @@ static void test_schema_events(void **state)
     assert_int_equal(wh_json_get(j, "before")->type, WH_JSON_NULL);
     assert_int_equal(wh_json_get(j, "after")->type, WH_JSON_NULL);
     wh_json_free(j);
+    /* members in a change's order, each once */
+    assert_int_equal(wh_buf_cstr(&b), WH_OK);
+    const char *sc = strstr(b.data, "\"op\":\"schema\",\"schema\":\"public\",\"table\":\"items\","
+                                    "\"key\":null,\"before\":null,\"after\":null,");
+    assert_non_null(sc);
+    assert_null(strstr(strstr(sc, "\"key\":null"), "\"table\":"));
+    assert_null(strstr(strstr(sc, "\"key\":null"), "\"schema\":"));
     /* an insert of the relation */
     msgb m;
     insert_msg(&m, 5, 3);
@@ -337,6 +344,18 @@ static void test_schema_events(void **state)
     j = parse_json(&b);
     assert_string_equal(wh_json_get(j, "schema_version")->str, r->version_hex);
     assert_string_equal(wh_json_get(j, "op")->str, "insert");
+    wh_json_free(j);
+    /* the last member (the dispatcher's walk predicts the ones before) */
+    char tail[64];
+    snprintf(tail, sizeof(tail), ",\"schema_version\":\"%s\"}", r->version_hex);
+    assert_true(b.len > strlen(tail));
+    assert_memory_equal(b.data + b.len - strlen(tail), tail, strlen(tail));
+    /* a truncate carries it too */
+    wh_buf_reset(&b);
+    assert_int_equal(ing_event_truncate(&b, &t, 2, r, 1, err, sizeof(err)), WH_OK);
+    assert_memory_equal(b.data + b.len - strlen(tail), tail, strlen(tail));
+    j = parse_json(&b);
+    assert_true(wh_json_get(wh_json_get(j, "options"), "cascade")->boolean);
     wh_json_free(j);
     wh_buf_free(&b);
     wh_buf_free(&d);
