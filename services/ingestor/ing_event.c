@@ -144,9 +144,8 @@ static int rel_names(wh_buf *b, const ing_relation *r)
  * predicts the members before it (dsp_filter ev_order). */
 static int version_end(wh_buf *b, const ing_relation *r)
 {
-    if (r->version_hex[0] != '\0' &&
-        (PUTLIT(b, ",\"schema_version\":\"") || wh_buf_append(b, r->version_hex, 16) ||
-         wh_buf_putc(b, '"')))
+    if (r->version_hex[0] != '\0' && (PUTLIT(b, ",\"schema_version\":\"") ||
+                                      wh_buf_append(b, r->version_hex, 16) || wh_buf_putc(b, '"')))
         return WH_ERR;
     return wh_buf_putc(b, '}');
 }

@@ -4,7 +4,8 @@
  * version (origin "file").
  *
  *   walhook-store [-c walhook.conf]          run the daemon
- *   walhook-store --dump [-c walhook.conf]   print "tenant X/X seq" per stored
+ *   walhook-store --dump [-c walhook.conf]   print "tenant X/X seq" (+ " schema" or " ddl" for
+ *                                            schema registry events) per stored
  *                                            event (read-only open), exit 0
  *
  * Teardown order (reverse of start): stop the server (wakes long polls,

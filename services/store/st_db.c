@@ -2707,7 +2707,16 @@ int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen)
             if (parse_event_key(k, kl, tenant, &lsn, &seq) != WH_OK)
                 continue;
             wh_lsn_format(lsn, l, sizeof(l));
-            fprintf(out, "%s %s %" PRIu32 "\n", tenant, l, seq);
+            /* a schema registry event (its op, the first in the JSON) is
+             * marked: it is no change of the source */
+            size_t vl;
+            const char *v = rocksdb_iter_value(it, &vl);
+            const char *op = vl > 8 ? memmem(v + 8, vl - 8, ",\"op\":\"", 7) : NULL;
+            size_t left = op ? vl - (size_t)(op + 7 - v) : 0;
+            const char *mark = op && left >= 7 && memcmp(op + 7, "schema\"", 7) == 0 ? " schema"
+                               : op && left >= 4 && memcmp(op + 7, "ddl\"", 4) == 0  ? " ddl"
+                                                                                     : "";
+            fprintf(out, "%s %s %" PRIu32 "%s\n", tenant, l, seq, mark);
         }
         rc = iter_done(it, ro, "dump", err, errlen);
         ten_done(t);

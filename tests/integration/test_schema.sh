@@ -223,18 +223,24 @@ wh_kill walhook TERM
     wh_fail "walhook-store --dump failed"
 out=$(python3 - "$WH_TMP/dump.txt" "$WH_TMP/got.jsonl" <<'PY'
 import json, sys
-stored = set()
+stored, marked = set(), set()
 for line in open(sys.argv[1]):
-    t, l, s = line.split()
-    if t == "default":
-        stored.add(f"{l}:{s}")
-got = set()
+    f = line.split()
+    if f[0] == "default":
+        stored.add(f"{f[1]}:{f[2]}")
+        if len(f) > 3:
+            marked.add(f"{f[1]}:{f[2]}")
+got, meta = set(), set()
 for line in open(sys.argv[2]):
     for e in json.loads(line):
         got.add(e["id"].split(":", 1)[1])
+        if e["op"] in ("schema", "ddl"):
+            meta.add(e["id"].split(":", 1)[1])
 extra = sorted(stored - got)
 if extra:
     sys.exit(f"{len(extra)} stored events never delivered (stored twice?): {extra[:5]}")
+if marked != meta:
+    sys.exit(f"the dump marks {len(marked)} schema/ddl events, {len(meta)} were delivered")
 print(f"ok: {len(stored)} stored positions, all delivered")
 PY
 ) || wh_fail "$out"
