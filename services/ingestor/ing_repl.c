@@ -509,6 +509,7 @@ started:
      * transaction in progress again from its first segment */
     r->stream_xid = 0;
     ing_parser_new_connection(r->parser);
+    ing_schema_new_connection(r->schema);
     if (ing_batcher_unstage(r->bt, err, errlen) != WH_OK ||
         streams_abandon(r, err, errlen) != WH_OK)
         return WH_ERR;

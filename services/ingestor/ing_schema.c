@@ -94,12 +94,17 @@ typedef struct known {
     uint64_t first_lsn;
     uint32_t first_xid;
     int used;
+    /* its last schema event on this connection: the transaction (commit
+       LSN, 0 when staged; xid) and the connection number */
+    uint64_t ann_lsn;
+    uint32_t ann_xid, ann_conn;
 } known;
 
 struct ing_schema {
     known *slots;
     size_t nslots, n; /* nslots: a power of two */
     int loaded;
+    uint32_t conn; /* ing_schema_new_connection */
 };
 
 int ing_schema_new(ing_schema **out, char *err, size_t errlen)
@@ -206,24 +211,36 @@ out:
     return rc;
 }
 
+void ing_schema_new_connection(ing_schema *s)
+{
+    s->conn++;
+}
+
 int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uint32_t xid,
                         int staged)
 {
     r->version_done = 1;
     if (r->version_hex[0] == '\0')
         return 0;
+    uint64_t lsn = staged ? 0 : commit_lsn;
     known *k = slot_of(s, r->version);
     if (!k->used) {
-        if (ing_schema_known(s, r->version, staged ? 0 : commit_lsn, xid) != WH_OK) {
+        if (ing_schema_known(s, r->version, lsn, xid) != WH_OK) {
             r->version_done = 0; /* out of memory: tried again at the next change */
             return 0;
         }
-        return ING_SCHEMA_EMIT;
+        k = slot_of(s, r->version); /* the table may have grown */
+    } else if (k->first_xid != xid || k->first_lsn != lsn) {
+        return 0; /* announced by an earlier transaction */
+    } else if (k->ann_conn == s->conn && k->ann_lsn == lsn && k->ann_xid == xid) {
+        return 0; /* a second Relation message of it in the transaction (e.g. at a TRUNCATE) */
     }
-    /* the transaction that first used it, sent again: the same events */
-    if (k->first_xid == xid && (staged ? k->first_lsn == 0 : k->first_lsn == commit_lsn))
-        return ING_SCHEMA_EMIT;
-    return 0;
+    /* new, or the transaction that first used it sent again (after a
+     * reconnect or a crash): the same events at the same positions */
+    k->ann_lsn = lsn;
+    k->ann_xid = xid;
+    k->ann_conn = s->conn;
+    return ING_SCHEMA_EMIT;
 }
 
 int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_t dlen,

@@ -14,7 +14,8 @@
  * version (ing_schema_announce) gets a `schema` event before it when the
  * version is new, and again when this is the replay of the transaction that
  * first used it (after a crash PostgreSQL sends it again: the same events
- * at the same positions, so a change never moves to another seq); the
+ * at the same positions, so a change never moves to another seq), once per
+ * transaction and connection; the
  * registration (AppendBatch.schemas) travels in the same batch as that
  * event.
  *
@@ -71,6 +72,10 @@ size_t ing_schema_count(const ing_schema *s);
 #define ING_SCHEMA_EMIT 1
 int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uint32_t xid,
                         int staged);
+/* A new replication connection (PostgreSQL sends each transaction again
+ * from its start): a version is announced once per transaction and
+ * connection, at its first change in it. */
+void ing_schema_new_connection(ing_schema *s);
 /* The registration of r's version as an AppendBatch.schemas field (tag,
  * length, SchemaVersion), appended to out; desc: its description. */
 int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_t dlen,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Schema changes (docs/INTERNALS.md "Schema versions and DDL"): a DDL
 # sequence mid-stream while inserts run (add, drop, rename and retype
-# columns; create and drop a table), with source.ddl on, and a SIGKILL of
+# columns; create, truncate and drop a table), with source.ddl on, and a SIGKILL of
 # the ingestor in the middle of it. Checked on what the target received and
 # on GET /v1/tenants/{t}/schemas:
 #   - every change carries schema_version, a version the registry holds, and
@@ -92,7 +92,15 @@ ddl "INSERT INTO t1 (id, a) VALUES (5, 5000000000)"
 ddl "ALTER TABLE t1 DROP COLUMN c"
 ddl "INSERT INTO t1 (id) VALUES (6)"
 ddl "CREATE TABLE t2 (k int PRIMARY KEY, v text)"
-ddl "INSERT INTO t2 VALUES (1, 'x')"
+# a TRUNCATE makes PostgreSQL send t2's Relation message again in the
+# transaction of its first use: still one schema event
+pg_psql >/dev/null <<'SQL' || wh_fail "the t2 transaction failed"
+BEGIN;
+INSERT INTO t2 VALUES (1, 'x');
+TRUNCATE t2;
+INSERT INTO t2 VALUES (2, 'y');
+COMMIT;
+SQL
 ddl "DROP TABLE t2"
 wh_wait_until 120 bash -c "! kill -0 ${WH_PIDS[loop]} 2>/dev/null" || wh_fail "the insert loop hangs"
 ddl "INSERT INTO t1 (id) VALUES (999999)"
@@ -210,7 +218,7 @@ else:
 print(f"ok: {len(evs)} events, {len(versions)} versions, {len(ddl)} ddl events")
 PY
 }
-out=$(check 1 "$WH_TMP/schemas1.json") || wh_fail "$out"
+out=$(check 1 "$WH_TMP/schemas1.json" 2>&1) || wh_fail "$out"
 wh_log "$out"
 grep -l "$SECRET" "$WH_TMP"/*.log 2>/dev/null && wh_fail "a DDL statement's text is in a log"
 
@@ -254,7 +262,7 @@ ddl "INSERT INTO t1 (id, e) VALUES (7, 7)"
 _seven() { grep -q '"id":7,' "$WH_TMP/got.jsonl" 2>/dev/null; }
 wh_wait_until 60 _seven || wh_fail "the insert after ADD COLUMN e never arrived"
 schemas >"$WH_TMP/schemas2.json" || wh_fail "GET /v1/tenants/default/schemas failed"
-out=$(check 2 "$WH_TMP/schemas2.json") || wh_fail "$out"
+out=$(check 2 "$WH_TMP/schemas2.json" 2>&1) || wh_fail "$out"
 wh_log "$out"
 [ "$(pg_psql -At -c "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'walhook_ddl_%'")" = 0 ] ||
     wh_fail "source.ddl = false installed the triggers"

@@ -214,9 +214,9 @@ static void test_fingerprint_changes(void **state)
     ing_parser_free(p);
 }
 
-/* A new version is announced; the transaction that first used it, sent
- * again, announces it again (same events at the same positions); any
- * other transaction does not. */
+/* A new version is announced once in its transaction; that transaction,
+ * sent again on a new connection, announces it again (same events at the
+ * same positions); any other transaction does not. */
 static void test_announce_rule(void **state)
 {
     (void)state;
@@ -229,8 +229,16 @@ static void test_announce_rule(void **state)
     assert_int_equal(ing_schema_announce(s, r, 0x1000, 700, 0), ING_SCHEMA_EMIT);
     assert_int_equal(r->version_done, 1);
     assert_int_equal(ing_schema_count(s), 1);
+    /* its Relation message again in the same transaction (a TRUNCATE sends
+     * one): not announced twice */
+    r = parse_rel(p, 5, "public", "t", 'd', base_cols, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0x1000, 700, 0), 0);
+    /* the transaction sent again on a new connection: the same events */
+    ing_schema_new_connection(s);
     r = parse_rel(p, 5, "public", "t", 'd', base_cols, 3);
     assert_int_equal(ing_schema_announce(s, r, 0x1000, 700, 0), ING_SCHEMA_EMIT); /* replay */
+    r = parse_rel(p, 5, "public", "t", 'd', base_cols, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0x1000, 700, 0), 0);
     r = parse_rel(p, 5, "public", "t", 'd', base_cols, 3);
     assert_int_equal(ing_schema_announce(s, r, 0x2000, 701, 0), 0); /* a later session */
     assert_int_equal(ing_schema_count(s), 1);
@@ -240,6 +248,9 @@ static void test_announce_rule(void **state)
     c[2].name = "cost";
     r = parse_rel(p, 5, "public", "t", 'd', c, 3);
     assert_int_equal(ing_schema_announce(s, r, 0, 900, 1), ING_SCHEMA_EMIT);
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0, 900, 1), 0);
+    ing_schema_new_connection(s);
     r = parse_rel(p, 5, "public", "t", 'd', c, 3);
     assert_int_equal(ing_schema_announce(s, r, 0, 900, 1), ING_SCHEMA_EMIT);
     r = parse_rel(p, 5, "public", "t", 'd', c, 3);
