@@ -277,13 +277,8 @@ int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_
 
 /* ---- DDL capture ------------------------------------------------------------ */
 
-/* One message per command (ddl_command_end) and per dropped object
- * (sql_drop): {"event","command_tag","object_type","object_identity",
- * "schema","statement"}. */
-#define DDL_FUNCTION_SQL                                                                           \
-    "CREATE OR REPLACE FUNCTION public.walhook_ddl_capture() RETURNS event_trigger "               \
-    "LANGUAGE plpgsql SET search_path = pg_catalog AS $walhook$\n"                                 \
-    "DECLARE r record;\n"                                                                          \
+#define DDL_FUNCTION_BODY                                                                          \
+    "\nDECLARE r record;\n"                                                                        \
     "BEGIN\n"                                                                                      \
     "  IF TG_EVENT = 'sql_drop' THEN\n"                                                            \
     "    FOR r IN SELECT * FROM pg_catalog.pg_event_trigger_dropped_objects() LOOP\n"              \
@@ -300,8 +295,15 @@ int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_
     "          'schema', r.schema_name, 'statement', pg_catalog.current_query())::text);\n"        \
     "    END LOOP;\n"                                                                              \
     "  END IF;\n"                                                                                  \
-    "END\n"                                                                                        \
-    "$walhook$"
+    "END\n"
+
+/* One message per command (ddl_command_end) and per dropped object
+ * (sql_drop): {"event","command_tag","object_type","object_identity",
+ * "schema","statement"}. Replaced only when its source differs (a CREATE
+ * OR REPLACE is itself a DDL command the trigger would report). */
+#define DDL_FUNCTION_SQL                                                                           \
+    "CREATE OR REPLACE FUNCTION public.walhook_ddl_capture() RETURNS event_trigger "               \
+    "LANGUAGE plpgsql SET search_path = pg_catalog AS $walhook$" DDL_FUNCTION_BODY "$walhook$"
 
 #define DDL_TRIGGERS_SQL                                                                           \
     "DO $walhook$ BEGIN\n"                                                                         \
@@ -318,14 +320,16 @@ int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_
     "END $walhook$"
 
 /* The state: 0 superuser, 1 both triggers exist, 2 the function exists and
- * is owned by the current user. */
+ * is owned by the current user, 3 the user, 4 the function has this source. */
+#define DDL_PROC_WHERE                                                                             \
+    " FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE "   \
+    "n.nspname = 'public' AND p.proname = 'walhook_ddl_capture' AND p.pronargs = 0"
 #define DDL_STATE_SQL                                                                              \
     "SELECT r.rolsuper, (SELECT count(*) FROM pg_catalog.pg_event_trigger WHERE evtname IN "       \
     "('walhook_ddl_end', 'walhook_ddl_drop')) = 2, "                                               \
-    "COALESCE((SELECT p.proowner = r.oid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace "  \
-    "n ON n.oid = p.pronamespace WHERE n.nspname = 'public' AND p.proname = "                      \
-    "'walhook_ddl_capture' AND p.pronargs = 0), false), current_user "                             \
-    "FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"
+    "COALESCE((SELECT p.proowner = r.oid" DDL_PROC_WHERE "), false), current_user, "               \
+    "COALESCE((SELECT p.prosrc = $walhook$" DDL_FUNCTION_BODY "$walhook$" DDL_PROC_WHERE           \
+    "), false) FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"
 
 static int run(PGconn *conn, const char *sql, const char *what, char *err, size_t errlen)
 {
@@ -359,7 +363,10 @@ int ing_schema_install_ddl(PGconn *conn, char *err, size_t errlen)
     int owner = PQgetvalue(res, 0, 2)[0] == 't';
     char user[128];
     wh_strlcpy(user, PQgetvalue(res, 0, 3), sizeof(user));
+    int same = PQgetvalue(res, 0, 4)[0] == 't';
     PQclear(res);
+    if (triggers && same)
+        return WH_OK; /* installed as this version does it */
     if (!super && !triggers)
         return wh_seterr(err, errlen,
                          "source.ddl: creating the event triggers walhook_ddl_end and "
@@ -367,12 +374,13 @@ int ing_schema_install_ddl(PGconn *conn, char *err, size_t errlen)
                          "connect once as a superuser (or create them as such, see docs), or "
                          "set source.ddl = false",
                          user);
-    if (!super && !owner)
+    if (!same && !super && !owner)
         return wh_seterr(err, errlen,
                          "source.ddl: replacing function public.walhook_ddl_capture() needs its "
                          "ownership (or a superuser), and user \"%s\" has neither",
                          user);
-    if (run(conn, DDL_FUNCTION_SQL, "CREATE OR REPLACE FUNCTION public.walhook_ddl_capture()", err,
+    if (!same &&
+        run(conn, DDL_FUNCTION_SQL, "CREATE OR REPLACE FUNCTION public.walhook_ddl_capture()", err,
             errlen) != WH_OK)
         return WH_ERR;
     if (!triggers &&

@@ -209,6 +209,8 @@ if part == "1":
     for e in ddl:
         if e["ddl"]["event"] not in ("ddl_command_end", "sql_drop"):
             sys.exit(f"ddl event {e['ddl']}")
+        if "walhook_ddl_capture" in (e["ddl"]["object_identity"] or ""):
+            sys.exit("the ingestor's reconnect replaced its own DDL function (a ddl event of it)")
 else:
     if len(per_table.get("public.t1", ())) != 7:
         sys.exit(f"t1 versions: {len(per_table.get('public.t1', ()))}, expected 7")
