@@ -658,7 +658,6 @@ static int schema_first_use(repl *r, const ing_txn *t, uint32_t *seq, uint32_t o
         emit(r, t, *seq, NULL, rel, 3, err, errlen) != WH_OK)
         return WH_ERR;
     (*seq)++;
-    wh_counter_add(&r->st->changes_received, 1);
     wh_info("schema version %s of %s.%s (%d columns, replica identity %s)", rel->version_hex,
             rel->nspname, rel->relname, rel->natts, ing_schema_identity_name(rel->replident));
     return WH_OK;
