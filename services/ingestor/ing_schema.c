@@ -371,7 +371,8 @@ int ing_schema_install_ddl(PGconn *conn, char *err, size_t errlen)
         return wh_seterr(err, errlen,
                          "source.ddl: creating the event triggers walhook_ddl_end and "
                          "walhook_ddl_drop needs a superuser, and user \"%s\" is not one: "
-                         "connect once as a superuser (or create them as such, see docs), or "
+                         "connect once as a superuser (docs/INTERNALS.md \"Schema versions and "
+                         "DDL\"), or "
                          "set source.ddl = false",
                          user);
     if (!same && !super && !owner)

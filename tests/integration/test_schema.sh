@@ -16,6 +16,9 @@
 #   - the DDL statements' text (it may hold values) is in no log.
 # Then without the trigger (source.ddl false, triggers dropped): a new shape
 # still registers a version and emits its schema event, and no ddl event.
+# Last, source.ddl as a role that is no superuser: an error naming what is
+# missing (state error), and, once a superuser installed the triggers, a
+# stream with ddl events.
 # SCHEMA_ROWS (default 300): inserts of the background loop.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
@@ -27,12 +30,12 @@ pg_psql -c "CREATE TABLE t1 (id int PRIMARY KEY, a int, b text)" >/dev/null ||
 PORT=$(wh_free_port)
 APORT=$(wh_free_port)
 wh_spawn recv "$BIN/walhook-receiver" --listen "127.0.0.1:$PORT" --out "$WH_TMP/got.jsonl"
-write_conf() { # DDL
+write_conf() { # DDL [DSN DATA_DIR]
     cat >"$WH_TMP/walhook.conf" <<CONFEOF
 tenant = "default";
-source = { dsn = "$PG_DSN"; slot = "walhook"; publication = "walhook"; create_slot = true;
+source = { dsn = "${2:-$PG_DSN}"; slot = "walhook"; publication = "walhook"; create_slot = true;
            ddl = $1; };
-data_dir = "$WH_TMP/data";
+data_dir = "${3:-$WH_TMP/data}";
 log_level = "info";
 admin = { listen = "127.0.0.1:$APORT"; };
 targets = ( { name = "t"; url = "http://127.0.0.1:$PORT/hook"; } );
@@ -268,6 +271,30 @@ out=$(check 2 "$WH_TMP/schemas2.json" 2>&1) || wh_fail "$out"
 wh_log "$out"
 [ "$(pg_psql -At -c "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'walhook_ddl_%'")" = 0 ] ||
     wh_fail "source.ddl = false installed the triggers"
+wh_kill walhook TERM
+
+# ---- source.ddl as a role that is no superuser: a clear error naming what
+# is missing; once a superuser installed the triggers, it streams ----
+pg_psql -c "CREATE ROLE whddl LOGIN REPLICATION" -c "GRANT SELECT ON t1 TO whddl" >/dev/null ||
+    wh_fail "cannot create the role"
+# (a data directory of its own: the tenant's source is runtime state)
+WHDDL="postgresql://whddl@127.0.0.1:$PG_PORT/postgres"
+write_conf true "$WHDDL" "$WH_TMP/data3"
+wh_spawn walhook "$BIN/walhook" up -c "$WH_TMP/walhook.conf"
+_refused() { grep -q 'needs a superuser, and user "whddl" is not one' "$WH_TMP/walhook.log"; }
+wh_wait_until 60 _refused || wh_fail "no error naming the missing superuser for source.ddl"
+grep -q "state error" "$WH_TMP/walhook.log" || wh_fail "the ingestor is not in state error"
+wh_log "as whddl: $(grep -o 'source.ddl: creating[^;]*' "$WH_TMP/walhook.log" | head -1)"
+wh_kill walhook TERM
+write_conf true "$PG_DSN" "$WH_TMP/data4" # the superuser installs the triggers once ...
+wh_up "$WH_TMP/walhook.conf" "$APORT"
+wh_kill walhook TERM
+write_conf true "$WHDDL" "$WH_TMP/data3" # ... then whddl streams with them
+wh_up "$WH_TMP/walhook.conf" "$APORT"
+ddl "ALTER TABLE t1 ADD COLUMN f int"
+ddl "INSERT INTO t1 (id, f) VALUES (8, 8)"
+_eight() { grep -q '"id":8,' "$WH_TMP/got.jsonl" 2>/dev/null && grep -q 'ADD COLUMN f' "$WH_TMP/got.jsonl"; }
+wh_wait_until 60 _eight || wh_fail "as whddl: the insert after ADD COLUMN f, or its ddl event, never arrived"
 wh_kill walhook TERM
 wh_kill recv TERM
 wh_pass
