@@ -508,6 +508,13 @@ void ing_parser_stream_reset(ing_parser *p)
     p->in_stream = 0;
 }
 
+void ing_parser_versions_reset(ing_parser *p)
+{
+    for (size_t i = 0; i < p->nslots; i++)
+        if (p->slots[i] != NULL)
+            p->slots[i]->version_done = 0;
+}
+
 void ing_parser_new_connection(ing_parser *p)
 {
     p->in_stream = 0;

@@ -124,6 +124,8 @@ void ing_parser_stream_reset(ing_parser *p);
  * ing_relation_get/mut return NULL): a relation is never decoded with
  * what another connection said of it. */
 void ing_parser_new_connection(ing_parser *p);
+/* Clears version_done of every cached relation (ing_schema_forget_xid). */
+void ing_parser_versions_reset(ing_parser *p);
 /* The cached relation of an OID (sent on this connection), or NULL. */
 const ing_relation *ing_relation_get(const ing_parser *p, uint32_t oid);
 /* The same, to set what the parser does not fill (ing_schema). */

@@ -835,9 +835,12 @@ static int queue_packed(repl *r, Walhook__AppendBatch *ab, uint64_t commit_end, 
     return rc;
 }
 
-/* Queues a StageAbort of (xid, subxid): subxid == xid drops all of xid. */
+/* Queues a StageAbort of (xid, subxid): subxid == xid drops all of xid
+ * (and the schema versions it first used: ing_schema_forget_xid). */
 static int queue_abort(repl *r, uint32_t xid, uint32_t subxid, char *err, size_t errlen)
 {
+    if (subxid == xid && ing_schema_forget_xid(r->schema, xid) > 0)
+        ing_parser_versions_reset(r->parser);
     Walhook__StageAbort sa;
     walhook__stage_abort__init(&sa);
     sa.xid = xid;

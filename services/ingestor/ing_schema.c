@@ -94,6 +94,7 @@ typedef struct known {
     uint64_t first_lsn;
     uint32_t first_xid;
     int used;
+    int gone; /* its first use was a streamed transaction that aborted */
     /* its last schema event on this connection: the transaction (commit
        LSN, 0 when staged; xid) and the connection number */
     uint64_t ann_lsn;
@@ -154,8 +155,12 @@ int ing_schema_known(ing_schema *s, uint64_t fp, uint64_t first_lsn, uint32_t fi
         free(old);
     }
     known *k = slot_of(s, fp);
-    if (k->used)
+    if (k->used && !k->gone)
         return WH_OK; /* the first registration stays */
+    if (k->used) {    /* registered again after its streamed first use aborted */
+        *k = (known){.fp = fp, .first_lsn = first_lsn, .first_xid = first_xid, .used = 1};
+        return WH_OK;
+    }
     *k = (known){.fp = fp, .first_lsn = first_lsn, .first_xid = first_xid, .used = 1};
     s->n++;
     return WH_OK;
@@ -216,6 +221,19 @@ void ing_schema_new_connection(ing_schema *s)
     s->conn++;
 }
 
+size_t ing_schema_forget_xid(ing_schema *s, uint32_t xid)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->nslots; i++) {
+        known *k = &s->slots[i];
+        if (k->used && !k->gone && k->first_lsn == 0 && k->first_xid == xid) {
+            k->gone = 1; /* kept in its probe chain; unknown to announce */
+            n++;
+        }
+    }
+    return n;
+}
+
 int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uint32_t xid,
                         int staged)
 {
@@ -224,7 +242,7 @@ int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uin
         return 0;
     uint64_t lsn = staged ? 0 : commit_lsn;
     known *k = slot_of(s, r->version);
-    if (!k->used) {
+    if (!k->used || k->gone) {
         if (ing_schema_known(s, r->version, lsn, xid) != WH_OK) {
             r->version_done = 0; /* out of memory: tried again at the next change */
             return 0;

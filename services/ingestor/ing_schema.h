@@ -76,6 +76,12 @@ int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uin
  * from its start): a version is announced once per transaction and
  * connection, at its first change in it. */
 void ing_schema_new_connection(ing_schema *s);
+/* The streamed transaction xid is dropped whole (Stream Abort, or staged
+ * again from its start): the versions it first used (and staged a schema
+ * event for) are unknown again, as the store forgets them at the same
+ * StageAbort (st_db_schema_drop_xid). Returns how many; the caller makes
+ * the relations check again (ing_parser_versions_reset). */
+size_t ing_schema_forget_xid(ing_schema *s, uint32_t xid);
 /* The registration of r's version as an AppendBatch.schemas field (tag,
  * length, SchemaVersion), appended to out; desc: its description. */
 int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_t dlen,

@@ -4316,6 +4316,52 @@ int st_db_schema_put(st_db *db, const char *tenant, const st_schema *sv, size_t 
     return rc;
 }
 
+/* Calls fn for each version of the opened tenant t. */
+static int schema_scan(st_db *db, st_tenant *t, const char *tenant, st_schema_fn fn, void *arg,
+                       char *err, size_t errlen)
+{
+    int rc = WH_OK;
+    if (t->meta == NULL)
+        return WH_OK;
+    char lo[1 + ST_NAME_MAX + 1], hi[1 + ST_NAME_MAX + 1];
+    size_t tl = strlen(tenant);
+    lo[0] = hi[0] = 'V';
+    memcpy(lo + 1, tenant, tl);
+    memcpy(hi + 1, tenant, tl);
+    lo[1 + tl] = '\0';
+    hi[1 + tl] = '\1';
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, tl + 2);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->meta);
+    for (rocksdb_iter_seek(it, lo, tl + 2); rocksdb_iter_valid(it) && rc == WH_OK;
+         rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        const char *tb = k + tl + 2;
+        const char *z = kl > tl + 2 ? memchr(tb, '\0', kl - tl - 2) : NULL;
+        if (z == NULL || (size_t)(k + kl - (z + 1)) != 8 || vl < 12)
+            continue; /* not a version key */
+        char table[ST_SCHEMA_TABLE_MAX + 1];
+        size_t bl = (size_t)(z - tb);
+        if (bl > ST_SCHEMA_TABLE_MAX)
+            continue;
+        memcpy(table, tb, bl);
+        table[bl] = '\0';
+        st_schema sv = {.table = table,
+                        .fp = wh_get_be64((const uint8_t *)z + 1),
+                        .first_lsn = wh_get_be64((const uint8_t *)v),
+                        .first_xid = wh_get_be32((const uint8_t *)v + 8),
+                        .desc = v + 12,
+                        .desc_len = vl - 12};
+        if (fn(arg, &sv) != 0)
+            break;
+    }
+    rc = iter_end(it, rc, "reading the schema registry", err, errlen);
+    rocksdb_readoptions_destroy(ro);
+    return rc;
+}
+
 int st_db_schema_list(st_db *db, const char *tenant, st_schema_fn fn, void *arg, char *err,
                       size_t errlen)
 {
@@ -4326,45 +4372,56 @@ int st_db_schema_list(st_db *db, const char *tenant, st_schema_fn fn, void *arg,
         return WH_ERR;
     if (t == NULL)
         return WH_OK;
-    int rc = WH_OK;
-    if (t->meta != NULL) {
-        char lo[1 + ST_NAME_MAX + 1], hi[1 + ST_NAME_MAX + 1];
-        size_t tl = strlen(tenant);
-        lo[0] = hi[0] = 'V';
-        memcpy(lo + 1, tenant, tl);
-        memcpy(hi + 1, tenant, tl);
-        lo[1 + tl] = '\0';
-        hi[1 + tl] = '\1';
-        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-        rocksdb_readoptions_set_iterate_upper_bound(ro, hi, tl + 2);
-        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->meta);
-        for (rocksdb_iter_seek(it, lo, tl + 2); rocksdb_iter_valid(it) && rc == WH_OK;
-             rocksdb_iter_next(it)) {
-            size_t kl, vl;
-            const char *k = rocksdb_iter_key(it, &kl);
-            const char *v = rocksdb_iter_value(it, &vl);
-            const char *tb = k + tl + 2;
-            const char *z = kl > tl + 2 ? memchr(tb, '\0', kl - tl - 2) : NULL;
-            if (z == NULL || (size_t)(k + kl - (z + 1)) != 8 || vl < 12)
-                continue; /* not a version key */
-            char table[ST_SCHEMA_TABLE_MAX + 1];
-            size_t bl = (size_t)(z - tb);
-            if (bl > ST_SCHEMA_TABLE_MAX)
-                continue;
-            memcpy(table, tb, bl);
-            table[bl] = '\0';
-            st_schema sv = {.table = table,
-                            .fp = wh_get_be64((const uint8_t *)z + 1),
-                            .first_lsn = wh_get_be64((const uint8_t *)v),
-                            .first_xid = wh_get_be32((const uint8_t *)v + 8),
-                            .desc = v + 12,
-                            .desc_len = vl - 12};
-            if (fn(arg, &sv) != 0)
-                break;
-        }
-        rc = iter_end(it, rc, "reading the schema registry", err, errlen);
-        rocksdb_readoptions_destroy(ro);
-    }
+    int rc = schema_scan(db, t, tenant, fn, arg, err, errlen);
     ten_done(t);
+    return rc;
+}
+
+/* st_db_schema_drop_xid's collector: the keys to delete. */
+typedef struct drop_acc {
+    const char *tenant;
+    uint32_t xid;
+    rocksdb_writebatch_t *wb;
+    st_tenant *t;
+    size_t n;
+} drop_acc;
+
+static int drop_collect(void *arg, const st_schema *sv)
+{
+    drop_acc *a = arg;
+    if (sv->first_lsn == 0 && sv->first_xid == a->xid) {
+        char k[ST_SCHEMA_KEY_MAX];
+        size_t kl = key_schema(k, a->tenant, sv->table, sv->fp);
+        rocksdb_writebatch_delete_cf(a->wb, a->t->meta, k, kl);
+        a->n++;
+    }
+    return 0;
+}
+
+int st_db_schema_drop_xid(st_db *db, const char *tenant, uint32_t xid, size_t *n, char *err,
+                          size_t errlen)
+{
+    *n = 0;
+    if (db->read_only)
+        return wh_seterr(err, errlen, "store opened read-only");
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK;
+    drop_acc a = {tenant, xid, rocksdb_writebatch_create(), t, 0};
+    int rc = schema_scan(db, t, tenant, drop_collect, &a, err, errlen);
+    if (rc == WH_OK && a.n > 0) {
+        char *e = NULL;
+        rocksdb_write(db->rdb, db->wo, a.wb, &e);
+        note_write(db, e);
+        if (e)
+            rc = rerr(err, errlen, "delete schema versions", e);
+    }
+    rocksdb_writebatch_destroy(a.wb);
+    ten_done(t);
+    *n = a.n;
     return rc;
 }

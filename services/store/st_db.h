@@ -217,6 +217,10 @@ int st_db_append_schemas(st_db *db, const char *tenant, const st_event *ev, size
 /* The same versions alone, in one synced write. */
 int st_db_schema_put(st_db *db, const char *tenant, const st_schema *sv, size_t n, char *err,
                      size_t errlen);
+/* Deletes the versions whose first use was the streamed transaction xid
+ * (first_lsn 0): it is dropped whole (a StageAbort of xid). *n: how many. */
+int st_db_schema_drop_xid(st_db *db, const char *tenant, uint32_t xid, size_t *n, char *err,
+                          size_t errlen);
 /* Calls fn for each registered version of the tenant (by table, then
  * fingerprint); sv's pointers are valid during the call only. Non-zero from
  * fn stops. */

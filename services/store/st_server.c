@@ -571,6 +571,12 @@ static void stage_aborts(st_server *s, const Walhook__AppendBatch *a, Walhook__R
         ab[i] = (st_stage_abort){x->xid, x->subxid};
     }
     int rc = st_db_stage_abort(s->db, a->tenant, ab, a->n_stage_aborts, err, sizeof(err));
+    /* a transaction dropped whole: the schema versions it first used too */
+    for (size_t i = 0; i < a->n_stage_aborts && rc == WH_OK; i++) {
+        size_t nd = 0;
+        if (ab[i].xid == ab[i].subxid)
+            rc = st_db_schema_drop_xid(s->db, a->tenant, ab[i].xid, &nd, err, sizeof(err));
+    }
     free(ab);
     if (rc == WH_OK)
         rc = stage_durable(s, a, &durable, err, sizeof(err));

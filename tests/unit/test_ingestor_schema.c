@@ -255,6 +255,16 @@ static void test_announce_rule(void **state)
     assert_int_equal(ing_schema_announce(s, r, 0, 900, 1), ING_SCHEMA_EMIT);
     r = parse_rel(p, 5, "public", "t", 'd', c, 3);
     assert_int_equal(ing_schema_announce(s, r, 0x3000, 901, 0), 0);
+    /* its streamed transaction dropped whole: unknown again, announced by
+     * the next transaction that uses it */
+    assert_int_equal(ing_schema_forget_xid(s, 900), 1);
+    assert_int_equal(ing_schema_forget_xid(s, 900), 0);
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0x3800, 902, 0), ING_SCHEMA_EMIT);
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0x3900, 903, 0), 0);
+    ing_parser_versions_reset(p);
+    assert_int_equal(ing_relation_get(p, 5)->version_done, 0);
     /* known from the store (loaded): not announced again */
     memcpy(c, base_cols, sizeof(c));
     c[0].name = "key";

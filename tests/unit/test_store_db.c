@@ -1820,6 +1820,16 @@ static void test_schema_registry(void **state)
     memset(&g, 0, sizeof(g));
     assert_int_equal(st_db_schema_list(f->db, "t2", sv_collect, &g, err, sizeof(err)), WH_OK);
     assert_int_equal(g.n, 0);
+    /* the streamed transaction 11 dropped whole: its first use goes */
+    size_t nd = 0;
+    assert_int_equal(st_db_schema_drop_xid(f->db, "t1", 7, &nd, err, sizeof(err)), WH_OK);
+    assert_int_equal(nd, 0); /* 7's first use was committed (first_lsn set) */
+    assert_int_equal(st_db_schema_drop_xid(f->db, "t1", 11, &nd, err, sizeof(err)), WH_OK);
+    assert_int_equal(nd, 1);
+    assert_int_equal(st_db_schema_drop_xid(f->db, "nosuch", 11, &nd, err, sizeof(err)), WH_OK);
+    memset(&g, 0, sizeof(g));
+    assert_int_equal(st_db_schema_list(f->db, "t1", sv_collect, &g, err, sizeof(err)), WH_OK);
+    assert_int_equal(g.n, 2);
     /* malformed: no table */
     st_schema bad = {"", 1, 1, 1, "{}", 2};
     assert_int_equal(st_db_schema_put(f->db, "t1", &bad, 1, err, sizeof(err)), WH_ERR);
