@@ -16,7 +16,9 @@
 #   - the DDL statements' text (it may hold values) is in no log.
 # Then without the trigger (source.ddl false, triggers dropped): a new shape
 # still registers a version and emits its schema event, and no ddl event.
-# Last, source.ddl as a role that is no superuser: an error naming what is
+# Then a streamed transaction (source.streaming) that first used a version
+# and rolled back: the version is forgotten with it, the next use announces
+# it. Last, source.ddl as a role that is no superuser: an error naming what is
 # missing (state error), and, once a superuser installed the triggers, a
 # stream with ddl events.
 # SCHEMA_ROWS (default 300): inserts of the background loop.
@@ -30,11 +32,11 @@ pg_psql -c "CREATE TABLE t1 (id int PRIMARY KEY, a int, b text)" >/dev/null ||
 PORT=$(wh_free_port)
 APORT=$(wh_free_port)
 wh_spawn recv "$BIN/walhook-receiver" --listen "127.0.0.1:$PORT" --out "$WH_TMP/got.jsonl"
-write_conf() { # DDL [DSN DATA_DIR]
+write_conf() { # DDL [DSN DATA_DIR STREAMING]
     cat >"$WH_TMP/walhook.conf" <<CONFEOF
 tenant = "default";
 source = { dsn = "${2:-$PG_DSN}"; slot = "walhook"; publication = "walhook"; create_slot = true;
-           ddl = $1; };
+           ddl = $1; streaming = ${4:-false}; };
 data_dir = "${3:-$WH_TMP/data}";
 log_level = "info";
 admin = { listen = "127.0.0.1:$APORT"; };
@@ -271,6 +273,53 @@ out=$(check 2 "$WH_TMP/schemas2.json" 2>&1) || wh_fail "$out"
 wh_log "$out"
 [ "$(pg_psql -At -c "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'walhook_ddl_%'")" = 0 ] ||
     wh_fail "source.ddl = false installed the triggers"
+wh_kill walhook TERM
+
+# ---- a streamed transaction that first used a version, rolled back: the
+# version is forgotten with it, and the next use announces it ----
+pg_psql -c "ALTER SYSTEM SET logical_decoding_work_mem = '64kB'" -c "SELECT pg_reload_conf()" \
+    >/dev/null || wh_fail "cannot lower logical_decoding_work_mem"
+write_conf false "$PG_DSN" "$WH_TMP/data" true
+wh_up "$WH_TMP/walhook.conf" "$APORT"
+ddl "ALTER TABLE t1 ADD COLUMN g int"
+# open while PostgreSQL streams it (a transaction already rolled back when
+# decoding reaches it is not streamed: a concurrent abort)
+wh_spawn big psql -X -q -v ON_ERROR_STOP=1 -d "$PG_DSN" -o /dev/null -c "BEGIN" \
+    -c "INSERT INTO t1 (id, g) SELECT i, i FROM generate_series(200001, 203000) i" \
+    -c "SELECT pg_sleep(2)" -c "ROLLBACK"
+_g_shape() { [ "$(grep -c 'of public.t1 (6 columns' "$WH_TMP/walhook.log")" -ge "$1" ]; }
+wh_wait_until 30 _g_shape 1 || wh_fail "the streamed transaction's schema event was not staged"
+wh_wait_until 30 bash -c "! kill -0 ${WH_PIDS[big]} 2>/dev/null" || wh_fail "the streamed transaction hangs"
+ddl "INSERT INTO t1 (id, g) VALUES (9, 9)"
+wh_wait_until 30 _g_shape 2 || wh_fail "the version of the rolled-back transaction was not announced again"
+_nine() { grep -q '"id":9,' "$WH_TMP/got.jsonl" 2>/dev/null; }
+wh_wait_until 60 _nine || wh_fail "the insert after the rolled-back streamed transaction never arrived"
+streamed=$(pg_psql -At -c "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'walhook'")
+[ "${streamed:-0}" -gt 0 ] || wh_fail "PostgreSQL streamed no transaction (stream_txns ${streamed:-none})"
+schemas >"$WH_TMP/schemas4.json" || wh_fail "GET /v1/tenants/default/schemas failed"
+out=$(python3 - "$WH_TMP/schemas4.json" "$WH_TMP/got.jsonl" <<'PY' 2>&1
+import json, sys
+reg = {v["fingerprint"]: v for t in json.load(open(sys.argv[1]))["tables"] for v in t["versions"]}
+evs, seen = [], set()
+for line in open(sys.argv[2]):
+    for e in json.loads(line):
+        if e["id"] not in seen:
+            seen.add(e["id"]); evs.append(e)
+nine = [e for e in evs if e["op"] == "insert" and e["table"] == "t1" and e["after"]["id"] == 9]
+if len(nine) != 1:
+    sys.exit(f"{len(nine)} inserts of id 9")
+fp = nine[0]["schema_version"]
+if fp not in reg or reg[fp]["first_lsn"] != nine[0]["lsn"]:
+    sys.exit(f"version {fp}: first use {reg.get(fp, {}).get('first_lsn')}, expected {nine[0]['lsn']}")
+ann = [e for e in evs if e["op"] == "schema" and e["schema_version"] == fp]
+if len(ann) != 1 or ann[0]["lsn"] != nine[0]["lsn"] or ann[0]["seq"] >= nine[0]["seq"]:
+    sys.exit(f"schema events of {fp}: {[(e['lsn'], e['seq']) for e in ann]}, expected one before id 9")
+if any(e["op"] == "insert" and e["table"] == "t1" and 200000 < e["after"]["id"] <= 203000 for e in evs):
+    sys.exit("a row of the rolled-back transaction was delivered")
+print("ok: the version first used by the rolled-back streamed transaction is announced by id 9")
+PY
+) || wh_fail "$out"
+wh_log "$out"
 wh_kill walhook TERM
 
 # ---- source.ddl as a role that is no superuser: a clear error naming what
