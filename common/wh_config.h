@@ -66,6 +66,7 @@ typedef struct wh_config {
     int create_slot;                  /* bool: create slot/publication if missing */
     char tables[WH_URL_MAX];          /* "" = FOR ALL TABLES, else "s.t1,s.t2" */
     int streaming;                    /* bool: pgoutput protocol 2, streaming on */
+    int ddl;                          /* bool: DDL capture (event triggers, ing_schema) */
     int heartbeat_interval_ms;        /* 0 = no heartbeat */
     char heartbeat_query[WH_URL_MAX]; /* "" = pg_logical_emit_message (ING_HEARTBEAT_PREFIX) */
     char skip_origins[WH_URL_MAX];    /* runtime: replication origins whose transactions are

@@ -246,6 +246,7 @@ static void r_settings(ctx *c);
 static void r_slots(ctx *c);
 static void r_dlq(ctx *c);
 static void r_backfill(ctx *c);
+static void r_schemas(ctx *c);
 
 typedef struct route {
     const char *pattern;
@@ -275,6 +276,7 @@ static const route routes[] = {
      "GET, HEAD, DELETE"},
     {"/v1/tenants/{tenant}/targets/{target}/dlq/replay", M_POST, r_dlq, "POST"},
     {"/v1/tenants/{tenant}/targets/{target}/dlq/{id}", M_GET | M_HEAD, r_dlq, "GET, HEAD"},
+    {"/v1/tenants/{tenant}/schemas", M_GET | M_HEAD, r_schemas, "GET, HEAD"},
     {"/v1/settings", M_GET | M_HEAD | M_PATCH, r_settings, "GET, HEAD, PATCH"},
     {"/v1/slots", M_GET | M_HEAD, r_slots, "GET, HEAD"},
 };
@@ -297,6 +299,7 @@ static const adm_route_info route_infos[] = {
     {"/v1/tenants/{tenant}/targets/{target}/dlq", "GET,DELETE"},
     {"/v1/tenants/{tenant}/targets/{target}/dlq/replay", "POST"},
     {"/v1/tenants/{tenant}/targets/{target}/dlq/{id}", "GET"},
+    {"/v1/tenants/{tenant}/schemas", "GET"},
     {"/v1/settings", "GET,PATCH"},
     {"/v1/slots", "GET"},
 };
@@ -2010,6 +2013,90 @@ int adm_api_new(adm_api **out, const wh_config *base, const adm_backend *be, adm
     pthread_mutex_init(&a->mu, NULL);
     *out = a;
     return WH_OK;
+}
+
+/* ---- /v1/tenants/{t}/schemas: the tenant's schema registry (the store's) ----
+ * {"tenant","tables":[{"table":"s.t","versions":[{"fingerprint","first_lsn",
+ * "first_xid","schema","table","replica_identity","key_columns","columns"}]}]}:
+ * tables by name, each one's versions in the order they were first used. */
+
+static int schema_cmp(const void *a, const void *b)
+{
+    const Walhook__SchemaVersion *x = *(Walhook__SchemaVersion *const *)a;
+    const Walhook__SchemaVersion *y = *(Walhook__SchemaVersion *const *)b;
+    int c = strcmp(x->table ? x->table : "", y->table ? y->table : "");
+    if (c != 0)
+        return c;
+    /* streamed first uses (no commit LSN known) after the others */
+    uint64_t xl = x->first_lsn ? x->first_lsn : UINT64_MAX;
+    uint64_t yl = y->first_lsn ? y->first_lsn : UINT64_MAX;
+    if (xl != yl)
+        return xl < yl ? -1 : 1;
+    return x->fingerprint < y->fingerprint ? -1 : x->fingerprint > y->fingerprint;
+}
+
+static void r_schemas(ctx *c)
+{
+    wh_state *s = get_state(c);
+    if (!s)
+        return;
+    int found = wh_state_tenant_find(s, c->tenant) != NULL;
+    wh_state_unref(s);
+    if (!found) {
+        tenant_missing(c);
+        return;
+    }
+    if (!c->a->be.store_call) {
+        fail(c->resp, 503, NULL, "the schema registry needs the store (no store configured)");
+        return;
+    }
+    Walhook__SchemaList sl = WALHOOK__SCHEMA_LIST__INIT;
+    sl.tenant = (char *)c->tenant;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_SCHEMA_LIST;
+    req.schema_list = &sl;
+    Walhook__Reply *rep = NULL;
+    int status = 0;
+    char err[WH_ERRLEN];
+    if (c->a->be.store_call(c->a->be.arg, &req, &rep, &status, err, sizeof(err)) != WH_OK) {
+        fail(c->resp, status == 400 ? 400 : 503, NULL,
+             status == 400 ? "%s" : "the store did not answer: %s", err);
+        return;
+    }
+    if (rep->body_case != WALHOOK__REPLY__BODY_SCHEMAS || !rep->schemas) {
+        walhook__reply__free_unpacked(rep, NULL);
+        fail(c->resp, 500, NULL, "the store's reply has no schema body");
+        return;
+    }
+    size_t n = rep->schemas->n_versions;
+    Walhook__SchemaVersion **v = rep->schemas->versions;
+    if (n > 1)
+        qsort(v, n, sizeof(*v), schema_cmp);
+    json_t *tables = json_array(), *cur = NULL;
+    const char *cur_name = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const char *tn = v[i]->table ? v[i]->table : "";
+        if (cur_name == NULL || strcmp(cur_name, tn) != 0) {
+            cur = json_array();
+            json_array_append_new(tables, json_pack("{s:s,s:o}", "table", tn, "versions", cur));
+            cur_name = tn;
+        }
+        char fp[17], lsn[WH_LSN_STRLEN];
+        snprintf(fp, sizeof(fp), "%016" PRIx64, v[i]->fingerprint);
+        wh_lsn_format(v[i]->first_lsn, lsn, sizeof(lsn));
+        json_t *ver = json_pack("{s:s,s:o,s:I}", "fingerprint", fp, "first_lsn",
+                                v[i]->first_lsn ? json_string(lsn) : json_null(), "first_xid",
+                                (json_int_t)v[i]->first_xid);
+        json_t *d =
+            json_loadb((const char *)v[i]->description.data, v[i]->description.len, 0, NULL);
+        if (json_is_object(d))
+            json_object_update(ver, d); /* schema, table, replica_identity, key_columns, columns */
+        json_decref(d);
+        json_array_append_new(cur, ver);
+    }
+    json_t *out = json_pack("{s:s,s:o}", "tenant", c->tenant, "tables", tables);
+    walhook__reply__free_unpacked(rep, NULL);
+    reply_json(c->resp, 200, out, 0);
 }
 
 void adm_api_set_config(adm_api *a, const wh_config *base)

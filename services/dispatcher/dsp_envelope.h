@@ -15,7 +15,9 @@
  *                       source.ts_ms is the commit time, ts_ms the render
  *                       time; lsn the numeric LSN of the commit; a logical
  *                       message carries "message":{"prefix","content"}
- *                       instead of before/after rows.
+ *                       instead of before/after rows; a schema or ddl event
+ *                       (no Debezium op) has before/after null, the native
+ *                       event as "walhook", and op "schema" / "ddl".
  *   cloudevents         CloudEvents 1.0 structured mode: one event ->
  *                       application/cloudevents+json, several ->
  *                       application/cloudevents-batch+json (a JSON array)

@@ -19,16 +19,17 @@ enum {
     OPM_DELETE = 4,
     OPM_TRUNCATE = 8,
     OPM_MESSAGE = 16,
+    OPM_SCHEMA = 32, /* a table's new schema version (ing_schema) */
+    OPM_DDL = 64,    /* a captured DDL command (source.ddl) */
 };
 
 static const struct {
     const char *name;
     unsigned bit;
-} op_names[] = {{"insert", OPM_INSERT},
-                {"update", OPM_UPDATE},
-                {"delete", OPM_DELETE},
-                {"truncate", OPM_TRUNCATE},
-                {"message", OPM_MESSAGE}};
+} op_names[] = {{"insert", OPM_INSERT},   {"update", OPM_UPDATE},
+                {"delete", OPM_DELETE},   {"truncate", OPM_TRUNCATE},
+                {"message", OPM_MESSAGE}, {"schema", OPM_SCHEMA},
+                {"ddl", OPM_DDL}};
 
 typedef enum { O_PATH, O_STR, O_NUM, O_BOOL, O_NULL } opnd_kind;
 
@@ -1151,7 +1152,7 @@ int dsp_filter_compile(const dsp_filter_spec *spec, dsp_filter **out, char *err,
         if (!bit) {
             wh_seterr(err, errlen,
                       "filter.operations[%zu]: unknown operation \"%.32s\" (insert, update, "
-                      "delete, truncate, message)",
+                      "delete, truncate, message, schema, ddl)",
                       i, o ? o : "");
             goto error;
         }

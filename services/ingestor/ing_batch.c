@@ -64,6 +64,7 @@ typedef struct batch {
     uint64_t ack_lsn;
     uint64_t batch_id;
     uint64_t first_us;
+    wh_buf schemas; /* AppendBatch.schemas fields (ing_batcher_add_schema) */
     struct batch *next;
 } batch;
 
@@ -94,6 +95,7 @@ struct ing_batcher {
     Walhook__Event *pev;
     size_t pcap;
     wh_buf hdr;        /* a request's protobuf framing (ing_batch_encode) */
+    wh_buf sch;        /* a request's schema registrations (its batches') */
     struct iovec *iov; /* a request's pieces */
     size_t iovcap;
 
@@ -107,6 +109,7 @@ static void batch_free(batch *b)
     if (!b)
         return;
     wh_buf_free(&b->json);
+    wh_buf_free(&b->schemas);
     free(b->ev);
     free(b->run);
     free(b);
@@ -124,7 +127,9 @@ static batch *batch_get(ing_batcher *bt)
         if (!b)
             return NULL;
         wh_buf_init(&b->json, bt->max_batch_bytes);
+        wh_buf_init(&b->schemas, 0);
     }
+    wh_buf_reset(&b->schemas);
     b->next = NULL;
     b->kind = BATCH_EVENTS;
     b->stage_xid = 0;
@@ -176,11 +181,11 @@ static int pack_reserve(ing_batcher *bt, size_t n)
     if (!pe)
         return WH_ERR;
     bt->pev = pe;
-    struct iovec *iv = realloc(bt->iov, (2 * nc + 2) * sizeof(*iv));
+    struct iovec *iv = realloc(bt->iov, (2 * nc + 3) * sizeof(*iv));
     if (!iv)
         return WH_ERR;
     bt->iov = iv;
-    bt->iovcap = 2 * nc + 2;
+    bt->iovcap = 2 * nc + 3;
     bt->pcap = nc;
     return WH_OK;
 }
@@ -224,18 +229,19 @@ static size_t event_head_len(const Walhook__Event *e)
 }
 
 int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uint64_t ack,
-                     uint64_t id, uint32_t stage_xid, int stage_reset, wh_buf *hdr,
-                     struct iovec *iov, size_t iovcap, int *iovcnt)
+                     uint64_t id, uint32_t stage_xid, int stage_reset, const wh_buf *schemas,
+                     wh_buf *hdr, struct iovec *iov, size_t iovcap, int *iovcnt)
 {
     size_t tlen = strlen(tenant);
+    size_t slen = schemas ? schemas->len : 0;
     size_t ab = (tlen ? 1 + varint_len(tlen) + tlen : 0) + (ack ? 1 + varint_len(ack) : 0) +
                 (id ? 1 + varint_len(id) : 0) + (stage_xid ? 1 + varint_len(stage_xid) : 0) +
-                (stage_reset ? 2 : 0);
+                (stage_reset ? 2 : 0) + slen;
     for (size_t i = 0; i < n; i++) {
         size_t el = event_head_len(&ev[i]) + ev[i].json.len;
         ab += 1 + varint_len(el) + el;
     }
-    if (iovcap < 2 * n + 2)
+    if (iovcap < 2 * n + 2 + (slen > 0))
         return WH_ERR;
     /* every piece of framing first, so the buffer does not move under the
      * iovecs: at most 11 + 16 + tlen, 46 a event, 22 + 8 */
@@ -302,6 +308,10 @@ int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uin
         iov[k].iov_base = piece;
         iov[k++].iov_len = (size_t)(p - piece);
     }
+    if (slen > 0) { /* AppendBatch.schemas, encoded by ing_schema_field */
+        iov[k].iov_base = schemas->data;
+        iov[k++].iov_len = slen;
+    }
     hdr->len = (size_t)(p - base);
     *iovcnt = k;
     return WH_OK;
@@ -332,7 +342,7 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
     while (kind->kind != BATCH_PACKED &&
            ing_batch_encode(bt->tenant, bt->pev, n, ack, id,
                             kind->kind == BATCH_STAGED ? kind->xid : 0,
-                            kind->kind == BATCH_STAGED && kind->reset, &bt->hdr, bt->iov,
+                            kind->kind == BATCH_STAGED && kind->reset, &bt->sch, &bt->hdr, bt->iov,
                             bt->iovcap, &iovcnt) != WH_OK) {
         pthread_mutex_lock(&bt->mu);
         int stop = bt->stop;
@@ -427,8 +437,20 @@ static int send_chain(ing_batcher *bt, batch *first)
         request_done(bt, first->ack_lsn, first->json.len, 0);
         return WH_OK;
     }
+    wh_buf_reset(&bt->sch);
     for (; b; b = b->next) {
         size_t r = 0;
+        /* the batch's schema registrations go with the request that holds
+         * its first events (or an earlier one): durable no later */
+        while (b->schemas.len > 0 &&
+               wh_buf_append(&bt->sch, b->schemas.data, b->schemas.len) != WH_OK) {
+            pthread_mutex_lock(&bt->mu);
+            int stop = bt->stop;
+            pthread_mutex_unlock(&bt->mu);
+            if (stop)
+                return WH_ERR;
+            wh_sleep_ms(50);
+        }
         for (size_t i = 0; i < b->nev; i++) {
             if (k > 0 && bytes >= ING_REQ_BYTES) {
                 if (send_retry(bt, &rk, k, ack, b->batch_id, first->batch_id) != WH_OK)
@@ -436,6 +458,7 @@ static int send_chain(ing_batcher *bt, batch *first)
                 request_done(bt, ack, bytes, k);
                 rk.reset = 0; /* the staging was reset by the first request */
                 k = bytes = 0;
+                wh_buf_reset(&bt->sch);
             }
             while (pack_reserve(bt, k + 1) != WH_OK) {
                 if (k > 0) { /* out of memory: send what is packed */
@@ -444,6 +467,7 @@ static int send_chain(ing_batcher *bt, batch *first)
                     request_done(bt, ack, bytes, k);
                     rk.reset = 0;
                     k = bytes = 0;
+                    wh_buf_reset(&bt->sch);
                     continue;
                 }
                 pthread_mutex_lock(&bt->mu);
@@ -625,6 +649,7 @@ void ing_batcher_free(ing_batcher *bt)
     free(bt->pev);
     free(bt->iov);
     wh_buf_free(&bt->hdr);
+    wh_buf_free(&bt->sch);
     for (batch *b = bt->qhead, *n; b; b = n) {
         n = b->next;
         batch_free(b);
@@ -760,6 +785,13 @@ int ing_batcher_add_staged(ing_batcher *bt, uint32_t index, uint32_t subxid, siz
     if (bt->open->kind != BATCH_STAGED)
         return wh_seterr(err, errlen, "a staged event outside a stream block");
     return add_event(bt, 0, index, subxid, 0, start, err, errlen);
+}
+
+int ing_batcher_add_schema(ing_batcher *bt, const void *field, size_t len, char *err, size_t errlen)
+{
+    if (wh_buf_append(&bt->open->schemas, field, len) != WH_OK)
+        return wh_seterr(err, errlen, "out of memory");
+    return WH_OK;
 }
 
 int ing_batcher_unstage(ing_batcher *bt, char *err, size_t errlen)

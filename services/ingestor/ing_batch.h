@@ -54,6 +54,11 @@ int ing_batcher_stage(ing_batcher *bt, uint32_t xid, int reset, char *err, size_
 int ing_batcher_add_staged(ing_batcher *bt, uint32_t index, uint32_t subxid, size_t start,
                            char *err, size_t errlen);
 int ing_batcher_unstage(ing_batcher *bt, char *err, size_t errlen);
+/* A schema registration (an AppendBatch.schemas field, ing_schema_field)
+ * for the open batch: it goes with the request that holds the batch's
+ * first events (so it is durable no later than the events after it). */
+int ing_batcher_add_schema(ing_batcher *bt, const void *field, size_t len, char *err,
+                           size_t errlen);
 /* Queues a request packed beforehand (a Walhook__Request with an
  * AppendBatch: a stage commit or abort) after everything sealed before it
  * (the open batch is sealed first, without commit_end). commit_end (0:
@@ -102,12 +107,12 @@ uint64_t ing_batcher_events_sent(const ing_batcher *bt);
 int ing_batcher_drain(ing_batcher *bt, int timeout_ms);
 
 /* The bytes of the Walhook__Request carrying AppendBatch{tenant, ev[0..n),
- * ack, id, stage_xid, stage_reset} (those walhook__request__pack writes) as pieces: the protobuf
- * framing in hdr (reset first), each event's json where it is. iov has room
- * for iovcap pieces (at least 2n + 2); *iovcnt gets their number. WH_ERR:
- * out of memory, or iov too small. */
+ * ack, id, stage_xid, stage_reset, schemas} (those walhook__request__pack writes) as pieces: the
+ * protobuf framing in hdr (reset first), each event's json where it is, then the schemas' bytes
+ * (NULL or empty: none; already framed fields). iov has room for iovcap pieces (at least 2n + 3);
+ * *iovcnt gets their number. WH_ERR: out of memory, or iov too small. */
 int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uint64_t ack,
-                     uint64_t id, uint32_t stage_xid, int stage_reset, wh_buf *hdr,
-                     struct iovec *iov, size_t iovcap, int *iovcnt);
+                     uint64_t id, uint32_t stage_xid, int stage_reset, const wh_buf *schemas,
+                     wh_buf *hdr, struct iovec *iov, size_t iovcap, int *iovcnt);
 
 #endif

@@ -5,6 +5,7 @@
 
 #include "ing_toast.h"
 #include "ing_values.h"
+#include "wh_json.h"
 #include "wh_lsn.h"
 #include "wh_util.h"
 
@@ -136,6 +137,17 @@ static int rel_names(wh_buf *b, const ing_relation *r)
         PUTLIT(b, ",\"table\":") || wh_json_str(b, r->relname, strlen(r->relname)))
         return WH_ERR;
     return WH_OK;
+}
+
+/* ,"schema_version":"<16 hex>" (ing_schema, computed once at the Relation
+ * message) and the closing brace. Last: the dispatcher's event walk
+ * predicts the members before it (dsp_filter ev_order). */
+static int version_end(wh_buf *b, const ing_relation *r)
+{
+    if (r->version_hex[0] != '\0' && (PUTLIT(b, ",\"schema_version\":\"") ||
+                                      wh_buf_append(b, r->version_hex, 16) || wh_buf_putc(b, '"')))
+        return WH_ERR;
+    return wh_buf_putc(b, '}');
 }
 
 static int col_value(wh_buf *b, const ing_attr *a, const ing_col *c)
@@ -308,8 +320,10 @@ int ing_event_check(const ing_msg *m, char *err, size_t errlen)
     const ing_relation *r = m->rel;
     const char *op = op_name(m);
     if (!r)
-        return wh_seterr(err, errlen, "%s for relation OID %u before its Relation message", op,
-                         m->rel_oid);
+        return wh_seterr(err, errlen,
+                         "pgoutput: %s of relation OID %u, which has had no Relation message on "
+                         "this connection: not decoded (reconnecting)",
+                         op, m->rel_oid);
     if ((m->old_kind && m->oldtup.ncols != r->natts) || (m->has_new && m->newtup.ncols != r->natts))
         return wh_seterr(err, errlen,
                          "%s on %s.%s: tuple column count does not match the "
@@ -409,7 +423,7 @@ int ing_event_change(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m
         if (wh_buf_putc(b, ']'))
             goto full;
     }
-    if (wh_buf_putc(b, '}'))
+    if (version_end(b, r))
         goto full;
     return WH_OK;
 full:
@@ -424,7 +438,8 @@ int ing_event_truncate(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_rela
     if (head(b, t, seq, "truncate") || rel_names(b, r) ||
         PUTLIT(b, ",\"key\":null,\"before\":null,\"after\":null,\"options\":{\"cascade\":") ||
         wh_buf_puts(b, (options & 1) ? "true" : "false") || PUTLIT(b, ",\"restart_identity\":") ||
-        wh_buf_puts(b, (options & 2) ? "true" : "false") || PUTLIT(b, "}}")) {
+        wh_buf_puts(b, (options & 2) ? "true" : "false") || wh_buf_putc(b, '}') ||
+        version_end(b, r)) {
         b->len = start;
         return wh_seterr(err, errlen, "event buffer full or out of memory");
     }
@@ -441,6 +456,64 @@ int ing_event_message(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *
                   "\"prefix\":") ||
         wh_json_str(b, prefix, strlen(prefix)) || PUTLIT(b, ",\"content\":\"") ||
         wh_base64(b, m->content, m->content_len) || PUTLIT(b, "\"}")) {
+        b->len = start;
+        return wh_seterr(err, errlen, "event buffer full or out of memory");
+    }
+    return WH_OK;
+}
+
+int ing_event_schema(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_relation *r,
+                     const char *desc, size_t dlen, char *err, size_t errlen)
+{
+    size_t start = b->len;
+    /* desc is {"schema":..,"table":..,"replica_identity":..}: its members
+     * from replica_identity on follow ours, in the order of a change */
+    static const char ri[] = ",\"replica_identity\":";
+    const char *rest = dlen > 0 ? memmem(desc, dlen, ri, sizeof(ri) - 1) : NULL;
+    if (rest == NULL || head(b, t, seq, "schema") || rel_names(b, r) ||
+        PUTLIT(b, ",\"key\":null,\"before\":null,\"after\":null,\"schema_version\":\"") ||
+        wh_buf_append(b, r->version_hex, strlen(r->version_hex)) || wh_buf_putc(b, '"') ||
+        wh_buf_append(b, rest, dlen - (size_t)(rest - desc))) {
+        b->len = start;
+        return wh_seterr(err, errlen, "event buffer full or out of memory");
+    }
+    return WH_OK;
+}
+
+/* A member of the DDL message's object as a JSON string, or null. */
+static int ddl_value(wh_buf *b, const wh_json *o, const char *name)
+{
+    const wh_json *v = wh_json_get(o, name);
+    if (v == NULL || v->type != WH_JSON_STRING)
+        return PUTLIT(b, "null");
+    return wh_json_str(b, v->str, v->len);
+}
+
+int ing_event_ddl(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m, char *err,
+                  size_t errlen)
+{
+    wh_json *o = NULL;
+    char perr[128];
+    if (m->content_len > ING_DDL_MAX_BYTES ||
+        wh_json_parse((const char *)m->content, m->content_len, &o, perr, sizeof(perr)) != WH_OK)
+        return wh_seterr(err, errlen, "DDL message (%u bytes) is not a JSON object%s",
+                         m->content_len, m->content_len > ING_DDL_MAX_BYTES ? " (too long)" : "");
+    if (o->type != WH_JSON_OBJECT) {
+        wh_json_free(o);
+        return wh_seterr(err, errlen, "DDL message (%u bytes) is not a JSON object",
+                         m->content_len);
+    }
+    size_t start = b->len;
+    int rc = head(b, t, seq, "ddl") || PUTLIT(b, ",\"schema\":") || ddl_value(b, o, "schema") ||
+             PUTLIT(b, ",\"table\":null,\"key\":null,\"before\":null,\"after\":null,"
+                       "\"ddl\":{\"event\":") ||
+             ddl_value(b, o, "event") || PUTLIT(b, ",\"command_tag\":") ||
+             ddl_value(b, o, "command_tag") || PUTLIT(b, ",\"object_type\":") ||
+             ddl_value(b, o, "object_type") || PUTLIT(b, ",\"object_identity\":") ||
+             ddl_value(b, o, "object_identity") || PUTLIT(b, ",\"statement\":") ||
+             ddl_value(b, o, "statement") || PUTLIT(b, "}}");
+    wh_json_free(o);
+    if (rc) {
         b->len = start;
         return wh_seterr(err, errlen, "event buffer full or out of memory");
     }

@@ -67,4 +67,22 @@ int ing_event_truncate(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_rela
 int ing_event_message(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m, char *err,
                       size_t errlen);
 
+/* A table's new schema version (ing_schema): {head,"op":"schema","schema":..,
+ * "table":..,"key":null,"before":null,"after":null,"schema_version":"..",
+ * then desc's members from replica_identity on (ing_schema_describe:
+ * replica_identity, key_columns, columns)}. Changes and truncates carry
+ * "schema_version" as their last member. */
+int ing_event_schema(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_relation *r,
+                     const char *desc, size_t dlen, char *err, size_t errlen);
+/* A DDL command captured by the event trigger (a transactional message
+ * with prefix walhook.ddl whose content is a JSON object): {head,"op":"ddl",
+ * "schema":..,"table":null,"key":null,"before":null,"after":null,"ddl":
+ * {"event","command_tag","object_type","object_identity","statement"}}
+ * (strings or null). WH_ERR (nothing appended; err never quotes the
+ * content) when the content is not a JSON object of at most
+ * ING_DDL_MAX_BYTES. */
+#define ING_DDL_MAX_BYTES (1u << 20)
+int ing_event_ddl(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m, char *err,
+                  size_t errlen);
+
 #endif

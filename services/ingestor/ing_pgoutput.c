@@ -20,6 +20,7 @@ struct ing_parser {
     uint32_t *oids;
     int oidcap;
     int in_stream; /* between Stream Start and Stream Stop */
+    uint32_t conn; /* connection number (ing_parser_new_connection) */
 };
 
 /* A read cursor over one message. */
@@ -146,7 +147,14 @@ static size_t slot_of(const ing_parser *p, uint32_t oid)
 
 const ing_relation *ing_relation_get(const ing_parser *p, uint32_t oid)
 {
-    return p->slots[slot_of(p, oid)];
+    const ing_relation *r = p->slots[slot_of(p, oid)];
+    return r != NULL && r->conn == p->conn ? r : NULL;
+}
+
+ing_relation *ing_relation_mut(ing_parser *p, uint32_t oid)
+{
+    ing_relation *r = p->slots[slot_of(p, oid)];
+    return r != NULL && r->conn == p->conn ? r : NULL;
 }
 
 size_t ing_relation_count(const ing_parser *p)
@@ -250,6 +258,7 @@ static int parse_relation(ing_parser *p, cur *c, ing_msg *m)
     if (!r)
         return cur_fail(c, "out of memory");
     r->oid = oid;
+    r->conn = p->conn;
     r->replident = (char)ident;
     r->nspname = strdup(nsp);
     r->relname = strdup(name);
@@ -497,4 +506,17 @@ int ing_parser_in_stream(const ing_parser *p)
 void ing_parser_stream_reset(ing_parser *p)
 {
     p->in_stream = 0;
+}
+
+void ing_parser_versions_reset(ing_parser *p)
+{
+    for (size_t i = 0; i < p->nslots; i++)
+        if (p->slots[i] != NULL)
+            p->slots[i]->version_done = 0;
+}
+
+void ing_parser_new_connection(ing_parser *p)
+{
+    p->in_stream = 0;
+    p->conn++;
 }

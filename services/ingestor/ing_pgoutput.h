@@ -59,6 +59,15 @@ typedef struct ing_relation {
     int key_pk; /* 1: the envelope key is the ING_ATTR_PK columns (a REPLICA
                    IDENTITY FULL table whose primary key was found); 0: the
                    ING_ATTR_IDENT columns */
+    /* its schema version (ing_schema_version): the fingerprint, and as
+       16 lowercase hex digits (version_hex[0] == 0: none, events carry no
+       schema_version); version_done: its schema event was decided (emitted
+       or not needed) on this Relation message. A new Relation message of the
+       OID starts with none. */
+    uint64_t version;
+    char version_hex[17];
+    int version_done;
+    uint32_t conn; /* the parser's connection number when it was parsed */
 } ing_relation;
 
 typedef struct ing_msg {
@@ -109,8 +118,18 @@ int ing_parse(ing_parser *p, const uint8_t *buf, size_t len, ing_msg *msg, char 
 int ing_parser_in_stream(const ing_parser *p);
 /* Forgets an open stream block (a new connection starts outside one). */
 void ing_parser_stream_reset(ing_parser *p);
-/* The cached relation of an OID, or NULL. */
+/* A new replication connection: ing_parser_stream_reset, and the cached
+ * relations become unknown until PostgreSQL sends their Relation message
+ * again on it (a change of such a relation gets msg->rel NULL, and
+ * ing_relation_get/mut return NULL): a relation is never decoded with
+ * what another connection said of it. */
+void ing_parser_new_connection(ing_parser *p);
+/* Clears version_done of every cached relation (ing_schema_forget_xid). */
+void ing_parser_versions_reset(ing_parser *p);
+/* The cached relation of an OID (sent on this connection), or NULL. */
 const ing_relation *ing_relation_get(const ing_parser *p, uint32_t oid);
+/* The same, to set what the parser does not fill (ing_schema). */
+ing_relation *ing_relation_mut(ing_parser *p, uint32_t oid);
 size_t ing_relation_count(const ing_parser *p);
 
 /* Marks the cached relation oid's columns named in names[0..n) ING_ATTR_PK

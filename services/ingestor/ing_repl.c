@@ -15,6 +15,7 @@
 #include "ing_origin.h"
 #include "ing_pgoutput.h"
 #include "ing_snapshot.h"
+#include "ing_schema.h"
 #include "wh_lsn.h"
 #include "wh_lattrace.h"
 #include "wh_util.h"
@@ -62,6 +63,8 @@ typedef struct repl {
     ing_catalog *catalog; /* primary keys of REPLICA IDENTITY FULL tables */
     ing_toast *toast;     /* last values of TOASTed columns (kept across reconnects) */
     ing_snapshot *snap;   /* snapshot and backfill chunks (ing_snapshot) */
+    ing_schema *schema;   /* the tenant's schema versions (kept across reconnects) */
+    wh_buf sdesc, sfield; /* a schema event's description and registration */
     PGconn *conn;
     /* the stream on the socket itself (ing_copy), on a connection without
      * TLS or GSS encryption; libpq's COPY functions otherwise */
@@ -453,6 +456,12 @@ static int repl_setup(repl *r, char *err, size_t errlen)
     PQclear(res);
     if (ensure_publication(r, err, errlen) || ensure_slot(r, first, err, errlen))
         return WH_ERR;
+    if (ing_schema_load(r->schema, r->cfg, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (r->cfg->ddl && ing_schema_install_ddl(r->conn, err, errlen) != WH_OK) {
+        r->fatal = 1;
+        return WH_ERR;
+    }
 
     char *publit = NULL,
          *pubident = PQescapeIdentifier(r->conn, r->cfg->publication, strlen(r->cfg->publication));
@@ -506,7 +515,8 @@ started:
     /* a new stream starts outside any stream block; PostgreSQL sends every
      * transaction in progress again from its first segment */
     r->stream_xid = 0;
-    ing_parser_stream_reset(r->parser);
+    ing_parser_new_connection(r->parser);
+    ing_schema_new_connection(r->schema);
     ing_snapshot_reset(r->snap);
     if (ing_batcher_unstage(r->bt, err, errlen) != WH_OK ||
         streams_abandon(r, err, errlen) != WH_OK)
@@ -594,10 +604,13 @@ static void heartbeat(repl *r, uint64_t now_ms)
 /* ---- decoding ------------------------------------------------------------ */
 
 /* Renders one event into the open batch, sealing and retrying once when the
- * batch is full. kind: 0 change, 1 truncate, 2 message. */
+ * batch is full. kind: 0 change, 1 truncate, 2 message, 3 schema (rel, its
+ * description in r->sdesc; m NULL), 4 DDL message. */
 static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const ing_relation *rel,
                 int kind, char *err, size_t errlen)
 {
+    /* a staged schema event belongs to the whole transaction */
+    uint32_t subxid = m != NULL ? m->xid : t->xid;
     if (kind == 0 && ing_event_check(m, err, errlen) != WH_OK)
         return WH_ERR;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -608,10 +621,14 @@ static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const
             rc = ing_event_change(b, t, seq, m, err, errlen);
         else if (kind == 1)
             rc = ing_event_truncate(b, t, seq, rel, m->flags, err, errlen);
+        else if (kind == 3)
+            rc = ing_event_schema(b, t, seq, rel, r->sdesc.data, r->sdesc.len, err, errlen);
+        else if (kind == 4)
+            rc = ing_event_ddl(b, t, seq, m, err, errlen);
         else
             rc = ing_event_message(b, t, seq, m, err, errlen);
         if (rc == WH_OK)
-            return t->staged ? ing_batcher_add_staged(r->bt, seq, m->xid, start, err, errlen)
+            return t->staged ? ing_batcher_add_staged(r->bt, seq, subxid, start, err, errlen)
                              : ing_batcher_add(r->bt, t->commit_lsn, seq, t->commit_ts_us, start,
                                                err, errlen);
         if (attempt == 0 && ing_batcher_open_events(r->bt) > 0) {
@@ -627,20 +644,65 @@ static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const
                      lsn);
 }
 
+/* Before the first change of relation oid's version (since its Relation
+ * message) in transaction t: its schema event at *seq (then *seq moves on),
+ * with its registration in the same batch, when ing_schema_announce says
+ * so. */
+static int schema_first_use(repl *r, const ing_txn *t, uint32_t *seq, uint32_t oid, char *err,
+                            size_t errlen)
+{
+    ing_relation *rel = ing_relation_mut(r->parser, oid);
+    if (rel == NULL || rel->version_done)
+        return WH_OK;
+    if (ing_schema_announce(r->schema, rel, t->commit_lsn, t->xid, t->staged) != ING_SCHEMA_EMIT)
+        return WH_OK;
+    wh_buf_reset(&r->sdesc);
+    wh_buf_reset(&r->sfield);
+    if (ing_schema_describe(&r->sdesc, rel) != WH_OK ||
+        ing_schema_field(&r->sfield, rel, r->sdesc.data, r->sdesc.len,
+                         t->staged ? 0 : t->commit_lsn, t->xid) != WH_OK)
+        return wh_seterr(err, errlen, "out of memory");
+    if (ing_batcher_add_schema(r->bt, r->sfield.data, r->sfield.len, err, errlen) != WH_OK ||
+        emit(r, t, *seq, NULL, rel, 3, err, errlen) != WH_OK)
+        return WH_ERR;
+    (*seq)++;
+    wh_info("schema version %s of %s.%s (%d columns, replica identity %s)", rel->version_hex,
+            rel->nspname, rel->relname, rel->natts, ing_schema_identity_name(rel->replident));
+    return WH_OK;
+}
+
+/* A DDL command's message (source.ddl): a ddl event; content that is not
+ * a JSON object (never logged: it holds the statement) goes as a plain
+ * message event, with a warning. */
+static int emit_ddl(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, char *err,
+                    size_t errlen)
+{
+    wh_buf probe;
+    wh_buf_init(&probe, 0);
+    char derr[WH_ERRLEN];
+    int ok = ing_event_ddl(&probe, t, seq, m, derr, sizeof(derr)) == WH_OK;
+    wh_buf_free(&probe);
+    if (!ok)
+        wh_warn("%s (prefix %s): sent as a message event", derr, ING_SCHEMA_DDL_PREFIX);
+    return emit(r, t, seq, m, NULL, ok ? 4 : 2, err, errlen);
+}
+
 /* A Truncate: one event per truncated relation (a relation without a
- * Relation message is skipped with a warning), at *seq on; the TOAST cache
- * drops what it kept of them. */
+ * Relation message on this connection fails it), at *seq on; the TOAST
+ * cache drops what it kept of them. */
 static int emit_truncate(repl *r, const ing_txn *t, uint32_t *seq, const ing_msg *m, char *err,
                          size_t errlen)
 {
     for (int i = 0; i < m->nrels; i++) {
         const ing_relation *rel = ing_relation_get(r->parser, m->rel_oids[i]);
-        if (!rel) {
-            wh_warn("truncate of relation OID %u without a Relation message: skipped",
-                    m->rel_oids[i]);
-            continue;
-        }
+        if (!rel) /* never guessed: the connection fails and is made again */
+            return wh_seterr(err, errlen,
+                             "pgoutput: truncate of relation OID %u, which has had no Relation "
+                             "message on this connection: not decoded (reconnecting)",
+                             m->rel_oids[i]);
         ing_toast_forget_rel(r->toast, rel->oid);
+        if (!rel->version_done && schema_first_use(r, t, seq, rel->oid, err, errlen) != WH_OK)
+            return WH_ERR;
         if (emit(r, t, *seq, m, rel, 1, err, errlen))
             return WH_ERR;
         (*seq)++;
@@ -781,9 +843,12 @@ static int queue_packed(repl *r, Walhook__AppendBatch *ab, uint64_t commit_end, 
     return rc;
 }
 
-/* Queues a StageAbort of (xid, subxid): subxid == xid drops all of xid. */
+/* Queues a StageAbort of (xid, subxid): subxid == xid drops all of xid
+ * (and the schema versions it first used: ing_schema_forget_xid). */
 static int queue_abort(repl *r, uint32_t xid, uint32_t subxid, char *err, size_t errlen)
 {
+    if (subxid == xid && ing_schema_forget_xid(r->schema, xid) > 0)
+        ing_parser_versions_reset(r->parser);
     Walhook__StageAbort sa;
     walhook__stage_abort__init(&sa);
     sa.xid = xid;
@@ -904,7 +969,12 @@ static int stream_change(repl *r, const ing_msg *m, char *err, size_t errlen)
     s->reset = 0;
     if (m->type == 'T')
         return emit_truncate(r, &r->stxn, &s->next, m, err, errlen);
-    if (emit(r, &r->stxn, s->next, m, NULL, m->type == 'M' ? 2 : 0, err, errlen))
+    if (m->type != 'M' && m->rel != NULL && !m->rel->version_done &&
+        schema_first_use(r, &r->stxn, &s->next, m->rel_oid, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (m->type == 'M' && m->name != NULL && strcmp(m->name, ING_SCHEMA_DDL_PREFIX) == 0
+            ? emit_ddl(r, &r->stxn, s->next, m, err, errlen)
+            : emit(r, &r->stxn, s->next, m, NULL, m->type == 'M' ? 2 : 0, err, errlen))
         return WH_ERR;
     s->next++;
     r->last_change_ms = wh_now_ms();
@@ -1045,6 +1115,9 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
             return wh_seterr(err, errlen, "pgoutput: change outside a transaction");
         if (ing_catalog_types_due(r->catalog, m.rel_oid))
             relation_types(r, m.rel);
+        if (m.rel != NULL && !m.rel->version_done &&
+            schema_first_use(r, &r->txn, &r->seq, m.rel_oid, err, errlen) != WH_OK)
+            return WH_ERR;
         if (emit(r, &r->txn, r->seq, &m, NULL, 0, err, errlen))
             return WH_ERR;
         ing_snapshot_change(r->snap, &m, r->txn.xid);
@@ -1076,7 +1149,9 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
         }
         r->last_change_ms = wh_now_ms();
         if ((m.flags & 1) && r->in_txn) {
-            if (emit(r, &r->txn, r->seq, &m, NULL, 2, err, errlen))
+            if (m.name != NULL && strcmp(m.name, ING_SCHEMA_DDL_PREFIX) == 0
+                    ? emit_ddl(r, &r->txn, r->seq, &m, err, errlen)
+                    : emit(r, &r->txn, r->seq, &m, NULL, 2, err, errlen))
                 return WH_ERR;
             r->seq++;
         } else {
@@ -1104,6 +1179,9 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
         ing_toast_relation(r->toast, m.rel);
         relation_key(r, m.rel);
         relation_types(r, m.rel);
+        /* its schema version (the key above is part of it) */
+        if (ing_schema_version(ing_relation_mut(r->parser, m.rel_oid), &r->sdesc) != WH_OK)
+            return wh_seterr(err, errlen, "out of memory");
         break;
     default: /* Y, and O (ing_origin_step put the origin on the transaction) */
         break;
@@ -1531,6 +1609,8 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
         ing_toast_new(&r->toast, (size_t)cfg->toast_cache_bytes, &st->toast, err, errlen) != WH_OK)
         goto out;
     r->txn.toast = r->toast;
+    if (ing_schema_new(&r->schema, err, errlen) != WH_OK)
+        goto out;
     for (int first = 1;; first = 0) {
         if (ing_parser_new(&r->parser, err, errlen) != WH_OK ||
             ing_catalog_new(&r->catalog, err, errlen) != WH_OK ||
@@ -1554,11 +1634,15 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
         ing_batcher_reset_lsn(bt);
         ing_txn txn = r->txn;
         ing_toast *toast = r->toast;
+        ing_schema *schema = r->schema;
         ing_toast_clear(toast); /* another database's rows */
         streams_clear(r);
         free(r->streams);
+        wh_buf_free(&r->sdesc);
+        wh_buf_free(&r->sfield);
         memset(r, 0, sizeof(*r));
         r->toast = toast;
+        r->schema = schema;
         r->cfg = own;
         r->sw = sw;
         r->bt = bt;
@@ -1573,6 +1657,9 @@ out:
     free(r->streams);
     ing_toast_free(r->toast);
     ing_snapshot_free(r->snap);
+    ing_schema_free(r->schema);
+    wh_buf_free(&r->sdesc);
+    wh_buf_free(&r->sfield);
     ing_catalog_free(r->catalog);
     ing_parser_free(r->parser);
     ing_copy_free(r->copy);

@@ -4,7 +4,8 @@
  * version (origin "file").
  *
  *   walhook-store [-c walhook.conf]          run the daemon
- *   walhook-store --dump [-c walhook.conf]   print "tenant X/X seq" per stored
+ *   walhook-store --dump [-c walhook.conf]   print "tenant X/X seq" (+ " schema" or " ddl" for
+ *                                            schema registry events) per stored
  *                                            event (read-only open), exit 0
  *   walhook-store --dump-staged [-c ...]     print "tenant xid n" per streamed
  *                                            transaction with n staged events

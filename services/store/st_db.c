@@ -1300,10 +1300,12 @@ typedef struct st_wreq {
     uint64_t durable; /* the D value once done */
     int drop;         /* its last group also drops the staging of drop_xid */
     uint32_t drop_xid;
-    const char *prog; /* snapshot progress to put with its last group (NULL: none); */
-    size_t prog_len;  /* such an append is never split across groups */
-    int light;        /* at most store.commit_share_bytes */
-    int done;         /* all its events synced, or failed (rc) */
+    const char *prog;    /* snapshot progress to put with its last group (NULL: none); */
+    size_t prog_len;     /* such an append is never split across groups */
+    const st_schema *sv; /* schema versions, written in its first group */
+    size_t nsv;
+    int light; /* at most store.commit_share_bytes */
+    int done;  /* all its events synced, or failed (rc) */
     int rc;
     char err[WH_ERRLEN];
     pthread_cond_t cond;
@@ -1443,6 +1445,8 @@ static int cq_form(st_db *db, st_gpart **parts, size_t *np, size_t *cap, uint64_
 
 static size_t stage_xid_range(char *lo, char *hi, size_t *hl, const char *tenant, uint32_t xid);
 static void stage_rdel_note(st_db *db, st_tenant *t, uint32_t n);
+static int schema_batch_put(st_db *db, rocksdb_writebatch_t *wb, st_tenant *t, const st_schema *sv,
+                            size_t n, char *err, size_t errlen);
 
 /* Writes one group with sync (no lock held): its events, and the D key of
  * every tenant with an append that ends in it (and the range delete of
@@ -1502,6 +1506,8 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             size_t kl = key_progress(k, r->t->name);
             rocksdb_writebatch_put_cf(wb, r->t->meta, k, kl, r->prog, r->prog_len);
         }
+        if (r->nsv > 0 && parts[i].from == 0)
+            rc = schema_batch_put(db, wb, r->t, r->sv, r->nsv, err, errlen);
     }
     for (size_t i = 0; i < np && rc == WH_OK; i++) {
         st_wreq *r = parts[i].r;
@@ -1616,21 +1622,35 @@ static void cq_lead(st_db *db, st_wreq *r)
 }
 
 static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
-                     int drop, uint32_t drop_xid, const char *prog, size_t prog_len,
-                     uint64_t *durable_lsn, char *err, size_t errlen);
+                     int drop, uint32_t drop_xid, const st_append_extra *x, uint64_t *durable_lsn,
+                     char *err, size_t errlen);
 
 int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                  uint64_t *durable_lsn, char *err, size_t errlen)
 {
-    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, NULL, 0, durable_lsn, err, errlen);
+    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, NULL, durable_lsn, err, errlen);
 }
 
 int st_db_append_progress(st_db *db, const char *tenant, const st_event *ev, size_t n,
                           uint64_t ack_lsn, const void *prog, size_t prog_len,
                           uint64_t *durable_lsn, char *err, size_t errlen)
 {
-    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, prog != NULL ? prog : "", prog_len,
-                     durable_lsn, err, errlen);
+    st_append_extra x = {prog != NULL ? prog : "", prog_len, NULL, 0};
+    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, &x, durable_lsn, err, errlen);
+}
+
+int st_db_append_schemas(st_db *db, const char *tenant, const st_event *ev, size_t n,
+                         uint64_t ack_lsn, const st_schema *sv, size_t nsv, uint64_t *durable_lsn,
+                         char *err, size_t errlen)
+{
+    st_append_extra x = {NULL, 0, sv, nsv};
+    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, &x, durable_lsn, err, errlen);
+}
+
+int st_db_append_ext(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
+                     const st_append_extra *x, uint64_t *durable_lsn, char *err, size_t errlen)
+{
+    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, x, durable_lsn, err, errlen);
 }
 
 int st_db_get_progress(st_db *db, const char *tenant, char **out, size_t *len, char *err,
@@ -1673,12 +1693,12 @@ int st_db_append_stage_end(st_db *db, const char *tenant, const st_event *ev, si
                            uint64_t ack_lsn, uint32_t xid, uint64_t *durable_lsn, char *err,
                            size_t errlen)
 {
-    return append_do(db, tenant, ev, n, ack_lsn, 1, xid, NULL, 0, durable_lsn, err, errlen);
+    return append_do(db, tenant, ev, n, ack_lsn, 1, xid, NULL, durable_lsn, err, errlen);
 }
 
 static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
-                     int drop, uint32_t drop_xid, const char *prog, size_t prog_len,
-                     uint64_t *durable_lsn, char *err, size_t errlen)
+                     int drop, uint32_t drop_xid, const st_append_extra *x, uint64_t *durable_lsn,
+                     char *err, size_t errlen)
 {
     if (db->read_only)
         return wh_seterr(err, errlen, "store opened read-only");
@@ -1700,8 +1720,10 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
                  .rc = WH_OK,
                  .drop = drop,
                  .drop_xid = drop_xid,
-                 .prog = prog,
-                 .prog_len = prog_len};
+                 .prog = x != NULL ? x->prog : NULL,
+                 .prog_len = x != NULL ? x->prog_len : 0,
+                 .sv = x != NULL ? x->sv : NULL,
+                 .nsv = x != NULL ? x->nsv : 0};
     pthread_cond_init(&r.cond, NULL);
     pthread_mutex_lock(&db->cq_mu);
     r.enq_us = wh_now_us();
@@ -2762,7 +2784,16 @@ int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen)
             if (parse_event_key(k, kl, tenant, &lsn, &seq) != WH_OK)
                 continue;
             wh_lsn_format(lsn, l, sizeof(l));
-            fprintf(out, "%s %s %" PRIu32 "\n", tenant, l, seq);
+            /* a schema registry event (its op, the first in the JSON) is
+             * marked: it is no change of the source */
+            size_t vl;
+            const char *v = rocksdb_iter_value(it, &vl);
+            const char *op = vl > 8 ? memmem(v + 8, vl - 8, ",\"op\":\"", 7) : NULL;
+            size_t left = op ? vl - (size_t)(op + 7 - v) : 0;
+            const char *mark = op && left >= 7 && memcmp(op + 7, "schema\"", 7) == 0 ? " schema"
+                               : op && left >= 4 && memcmp(op + 7, "ddl\"", 4) == 0  ? " ddl"
+                                                                                     : "";
+            fprintf(out, "%s %s %" PRIu32 "%s\n", tenant, l, seq, mark);
         }
         rc = iter_done(it, ro, "dump", err, errlen);
         ten_done(t);
@@ -4323,5 +4354,202 @@ int st_db_write_groups(st_db *db, uint64_t *writes, uint64_t *groups, uint64_t *
         }
     }
     rocksdb_free(v);
+    return rc;
+}
+
+/* ---- schema registry ----
+ * In the tenant's meta CF:
+ *   'V' tenant \0 table \0 fingerprint(8, BE) -> first_lsn(8, BE) first_xid(4, BE) description
+ * A version is written once: registering it again leaves it as it is. */
+
+#define ST_SCHEMA_KEY_MAX (1 + ST_NAME_MAX + 1 + ST_SCHEMA_TABLE_MAX + 1 + 8)
+
+static size_t key_schema(char *k, const char *tenant, const char *table, uint64_t fp)
+{
+    size_t tl = strlen(tenant), bl = strlen(table);
+    k[0] = 'V';
+    memcpy(k + 1, tenant, tl);
+    k[1 + tl] = '\0';
+    memcpy(k + 2 + tl, table, bl);
+    k[2 + tl + bl] = '\0';
+    wh_put_be64((uint8_t *)k + 3 + tl + bl, fp);
+    return 3 + tl + bl + 8;
+}
+
+static int schema_check(const st_schema *v, char *err, size_t errlen)
+{
+    size_t bl = v->table ? strlen(v->table) : 0;
+    if (bl == 0 || bl > ST_SCHEMA_TABLE_MAX)
+        return wh_seterr(err, errlen, "schemas: table must be 1..%d bytes", ST_SCHEMA_TABLE_MAX);
+    if (v->desc_len > 0 && v->desc == NULL)
+        return wh_seterr(err, errlen, "schemas: description missing");
+    return WH_OK;
+}
+
+/* Puts the versions of sv not yet stored into wb (reads the meta CF). */
+static int schema_batch_put(st_db *db, rocksdb_writebatch_t *wb, st_tenant *t, const st_schema *sv,
+                            size_t n, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (schema_check(&sv[i], err, errlen) != WH_OK)
+            return WH_ERR;
+        char k[ST_SCHEMA_KEY_MAX];
+        size_t kl = key_schema(k, t->name, sv[i].table, sv[i].fp), vl = 0;
+        char *e = NULL;
+        char *old = rocksdb_get_cf(db->rdb, db->ro, t->meta, k, kl, &vl, &e);
+        if (e)
+            return rerr(err, errlen, "get schema version", e);
+        if (old != NULL) {
+            rocksdb_free(old);
+            continue;
+        }
+        int dup = 0; /* the same version twice in one batch */
+        for (size_t j = 0; j < i && !dup; j++)
+            dup = sv[j].fp == sv[i].fp && strcmp(sv[j].table, sv[i].table) == 0;
+        if (dup)
+            continue;
+        uint8_t head[12];
+        wh_put_be64(head, sv[i].first_lsn);
+        wh_put_be32(head + 8, sv[i].first_xid);
+        const char *kp[1] = {k}, *vp[2] = {(const char *)head, sv[i].desc ? sv[i].desc : ""};
+        size_t ks[1] = {kl}, vs[2] = {12, sv[i].desc_len};
+        rocksdb_writebatch_putv_cf(wb, t->meta, 1, kp, ks, 2, vp, vs);
+    }
+    return WH_OK;
+}
+
+int st_db_schema_put(st_db *db, const char *tenant, const st_schema *sv, size_t n, char *err,
+                     size_t errlen)
+{
+    if (db->read_only)
+        return wh_seterr(err, errlen, "store opened read-only");
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    if (n == 0)
+        return WH_OK;
+    st_tenant *t;
+    if (ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    int rc = schema_batch_put(db, wb, t, sv, n, err, errlen);
+    if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0) {
+        char *e = NULL;
+        rocksdb_write(db->rdb, db->wo, wb, &e);
+        note_write(db, e);
+        if (e)
+            rc = rerr(err, errlen, "write schema versions", e);
+    }
+    rocksdb_writebatch_destroy(wb);
+    ten_done(t);
+    return rc;
+}
+
+/* Calls fn for each version of the opened tenant t. */
+static int schema_scan(st_db *db, st_tenant *t, const char *tenant, st_schema_fn fn, void *arg,
+                       char *err, size_t errlen)
+{
+    int rc = WH_OK;
+    if (t->meta == NULL)
+        return WH_OK;
+    char lo[1 + ST_NAME_MAX + 1], hi[1 + ST_NAME_MAX + 1];
+    size_t tl = strlen(tenant);
+    lo[0] = hi[0] = 'V';
+    memcpy(lo + 1, tenant, tl);
+    memcpy(hi + 1, tenant, tl);
+    lo[1 + tl] = '\0';
+    hi[1 + tl] = '\1';
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, tl + 2);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->meta);
+    for (rocksdb_iter_seek(it, lo, tl + 2); rocksdb_iter_valid(it) && rc == WH_OK;
+         rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        const char *tb = k + tl + 2;
+        const char *z = kl > tl + 2 ? memchr(tb, '\0', kl - tl - 2) : NULL;
+        if (z == NULL || (size_t)(k + kl - (z + 1)) != 8 || vl < 12)
+            continue; /* not a version key */
+        char table[ST_SCHEMA_TABLE_MAX + 1];
+        size_t bl = (size_t)(z - tb);
+        if (bl > ST_SCHEMA_TABLE_MAX)
+            continue;
+        memcpy(table, tb, bl);
+        table[bl] = '\0';
+        st_schema sv = {.table = table,
+                        .fp = wh_get_be64((const uint8_t *)z + 1),
+                        .first_lsn = wh_get_be64((const uint8_t *)v),
+                        .first_xid = wh_get_be32((const uint8_t *)v + 8),
+                        .desc = v + 12,
+                        .desc_len = vl - 12};
+        if (fn(arg, &sv) != 0)
+            break;
+    }
+    rc = iter_end(it, rc, "reading the schema registry", err, errlen);
+    rocksdb_readoptions_destroy(ro);
+    return rc;
+}
+
+int st_db_schema_list(st_db *db, const char *tenant, st_schema_fn fn, void *arg, char *err,
+                      size_t errlen)
+{
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK;
+    int rc = schema_scan(db, t, tenant, fn, arg, err, errlen);
+    ten_done(t);
+    return rc;
+}
+
+/* st_db_schema_drop_xid's collector: the keys to delete. */
+typedef struct drop_acc {
+    const char *tenant;
+    uint32_t xid;
+    rocksdb_writebatch_t *wb;
+    st_tenant *t;
+    size_t n;
+} drop_acc;
+
+static int drop_collect(void *arg, const st_schema *sv)
+{
+    drop_acc *a = arg;
+    if (sv->first_lsn == 0 && sv->first_xid == a->xid) {
+        char k[ST_SCHEMA_KEY_MAX];
+        size_t kl = key_schema(k, a->tenant, sv->table, sv->fp);
+        rocksdb_writebatch_delete_cf(a->wb, a->t->meta, k, kl);
+        a->n++;
+    }
+    return 0;
+}
+
+int st_db_schema_drop_xid(st_db *db, const char *tenant, uint32_t xid, size_t *n, char *err,
+                          size_t errlen)
+{
+    *n = 0;
+    if (db->read_only)
+        return wh_seterr(err, errlen, "store opened read-only");
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK;
+    drop_acc a = {tenant, xid, rocksdb_writebatch_create(), t, 0};
+    int rc = schema_scan(db, t, tenant, drop_collect, &a, err, errlen);
+    if (rc == WH_OK && a.n > 0) {
+        char *e = NULL;
+        rocksdb_write(db->rdb, db->wo, a.wb, &e);
+        note_write(db, e);
+        if (e)
+            rc = rerr(err, errlen, "delete schema versions", e);
+    }
+    rocksdb_writebatch_destroy(a.wb);
+    ten_done(t);
+    *n = a.n;
     return rc;
 }

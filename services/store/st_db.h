@@ -10,6 +10,7 @@
  *                 'D' tenant               -> durable ack_lsn(8, BE)
  *                 'W' tenant               -> GC watermark lsn(8) seq(4)
  *                 'Q'/'R'/'L' ...          -> dead letters, replay queue, leases (below)
+ *                 'V' tenant '\0' table '\0' fp(8) -> schema versions (below)
  *   "s:<tenant>"  'X' ...                  -> staged streamed transactions (below)
  *   "default"     'S' "state"              -> version(8, BE) + state document
  * Keys keep their tenant prefix inside the tenant's CFs (one key format in
@@ -202,6 +203,51 @@ int st_db_append_progress(st_db *db, const char *tenant, const st_event *ev, siz
  * *len 0 when none was stored). */
 int st_db_get_progress(st_db *db, const char *tenant, char **out, size_t *len, char *err,
                        size_t errlen);
+
+/* ---- schema registry ----
+ * A tenant's schema versions (the ingestor's ing_schema), in its meta CF:
+ * one per (table, fingerprint), written once (registering a known version
+ * leaves it as it is). */
+#define ST_SCHEMA_TABLE_MAX 300 /* "schema.table" bytes */
+typedef struct st_schema {
+    const char *table; /* "schema.table" */
+    uint64_t fp;
+    uint64_t first_lsn; /* commit LSN of the transaction that first used it (0: streamed) */
+    uint32_t first_xid;
+    const char *desc; /* canonical JSON description */
+    size_t desc_len;
+} st_schema;
+
+/* st_db_append, and the versions sv[0..nsv) not yet registered are written
+ * in the synced WriteBatch that holds the append's first events (so they
+ * are durable no later than any of them). */
+int st_db_append_schemas(st_db *db, const char *tenant, const st_event *ev, size_t n,
+                         uint64_t ack_lsn, const st_schema *sv, size_t nsv, uint64_t *durable_lsn,
+                         char *err, size_t errlen);
+/* What an append may carry besides its events (st_db_append_ext): the
+ * snapshot progress (as st_db_append_progress) and schema versions (as
+ * st_db_append_schemas). */
+typedef struct st_append_extra {
+    const char *prog; /* NULL: none */
+    size_t prog_len;
+    const st_schema *sv;
+    size_t nsv;
+} st_append_extra;
+int st_db_append_ext(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
+                     const st_append_extra *x, uint64_t *durable_lsn, char *err, size_t errlen);
+/* The same versions alone, in one synced write. */
+int st_db_schema_put(st_db *db, const char *tenant, const st_schema *sv, size_t n, char *err,
+                     size_t errlen);
+/* Deletes the versions whose first use was the streamed transaction xid
+ * (first_lsn 0): it is dropped whole (a StageAbort of xid). *n: how many. */
+int st_db_schema_drop_xid(st_db *db, const char *tenant, uint32_t xid, size_t *n, char *err,
+                          size_t errlen);
+/* Calls fn for each registered version of the tenant (by table, then
+ * fingerprint); sv's pointers are valid during the call only. Non-zero from
+ * fn stops. */
+typedef int (*st_schema_fn)(void *arg, const st_schema *sv);
+int st_db_schema_list(st_db *db, const char *tenant, st_schema_fn fn, void *arg, char *err,
+                      size_t errlen);
 
 /* ---- staged (streamed) transactions ----
  * PostgreSQL streams a big transaction before its commit LSN is known; its

@@ -2,6 +2,7 @@
 #include "st_server.h"
 
 #include "st_push.h"
+#include "st_schema.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -93,7 +94,8 @@ typedef struct st_reply_mem {
     Walhook__StateReply state;
     Walhook__TenantInfoReply tinfo;
     Walhook__BacklogReply backlog;
-    void *stats; /* wh_stats_reply's */
+    void *stats;   /* wh_stats_reply's */
+    void *schemas; /* st_schema_list's */
     /* Read: events collected into arrays; json bytes in one buffer, the
      * pointers are fixed up once the buffer stopped growing. */
     Walhook__Event *evs;
@@ -226,7 +228,7 @@ static int names_ok(Walhook__Reply *rep, const char *tenant, const char *consume
  * notification's). WH_ERR (err set) when the write failed. */
 static int store_events(st_server *s, const char *tenant, const st_event *ev,
                         Walhook__Event *const *pev, size_t n, int ordered, uint64_t ack_lsn,
-                        int has_drop, uint32_t drop_xid, const ProtobufCBinaryData *prog,
+                        int has_drop, uint32_t drop_xid, const st_append_extra *x,
                         uint64_t *durable, char *err, size_t errlen)
 {
     st_push_tok tok;
@@ -235,9 +237,7 @@ static int store_events(st_server *s, const char *tenant, const st_event *ev,
         st_push_begin(s->push, s->db, tenant, &tok);
     int rc = has_drop ? st_db_append_stage_end(s->db, tenant, ev, n, ack_lsn, drop_xid, durable,
                                                err, errlen)
-             : prog != NULL ? st_db_append_progress(s->db, tenant, ev, n, ack_lsn, prog->data,
-                                                    prog->len, durable, err, errlen)
-                            : st_db_append(s->db, tenant, ev, n, ack_lsn, durable, err, errlen);
+                      : st_db_append_ext(s->db, tenant, ev, n, ack_lsn, x, durable, err, errlen);
     int has_prev = 0;
     uint64_t prev_lsn = 0, moves = 0;
     uint32_t prev_seq = 0;
@@ -338,9 +338,19 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
         return;
     }
     uint64_t durable = 0;
-    int rc = store_events(s, a->tenant, ev, a->events, a->n_events, ordered, a->ack_lsn, 0, 0,
-                          a->snapshot_progress.len > 0 ? &a->snapshot_progress : NULL, &durable,
-                          err, sizeof(err));
+    st_schema *sv = NULL; /* schema versions: in the same WriteBatch as the first events */
+    int rc = st_schema_from_batch(a, &sv, err, sizeof(err));
+    if (rc != WH_OK) {
+        free(ev);
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
+        return;
+    }
+    st_append_extra x = {a->snapshot_progress.len > 0 ? (const char *)a->snapshot_progress.data
+                                                      : NULL,
+                         a->snapshot_progress.len, sv, a->n_schemas};
+    rc = store_events(s, a->tenant, ev, a->events, a->n_events, ordered, a->ack_lsn, 0, 0, &x,
+                      &durable, err, sizeof(err));
+    free(sv);
     int light = st_db_append_light(s->db, ev, a->n_events);
     free(ev);
     if (rc != WH_OK) {
@@ -563,6 +573,12 @@ static void stage_aborts(st_server *s, const Walhook__AppendBatch *a, Walhook__R
         ab[i] = (st_stage_abort){x->xid, x->subxid};
     }
     int rc = st_db_stage_abort(s->db, a->tenant, ab, a->n_stage_aborts, err, sizeof(err));
+    /* a transaction dropped whole: the schema versions it first used too */
+    for (size_t i = 0; i < a->n_stage_aborts && rc == WH_OK; i++) {
+        size_t nd = 0;
+        if (ab[i].xid == ab[i].subxid)
+            rc = st_db_schema_drop_xid(s->db, a->tenant, ab[i].xid, &nd, err, sizeof(err));
+    }
     free(ab);
     if (rc == WH_OK)
         rc = stage_durable(s, a, &durable, err, sizeof(err));
@@ -703,6 +719,20 @@ static void do_stage(st_server *s, const Walhook__AppendBatch *a, Walhook__Reply
         (a->n_stage_aborts > 0 && a->stage_aborts == NULL)) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "events: missing");
         return;
+    }
+    if (a->n_schemas > 0) { /* schema versions of staged events: before them */
+        char err[WH_ERRLEN];
+        st_schema *sv = NULL;
+        if (st_schema_from_batch(a, &sv, err, sizeof(err)) != WH_OK) {
+            wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
+            return;
+        }
+        int rc = st_db_schema_put(s->db, a->tenant, sv, a->n_schemas, err, sizeof(err));
+        free(sv);
+        if (rc != WH_OK) {
+            wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+            return;
+        }
     }
     if (a->stage_xid != 0)
         stage_put(s, a, rep, m);
@@ -2040,6 +2070,9 @@ void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *re
     case WALHOOK__REQUEST__BODY_BACKLOG:
         do_backlog(s, req->backlog, rep, m);
         break;
+    case WALHOOK__REQUEST__BODY_SCHEMA_LIST:
+        st_schema_list(s->db, req->schema_list, rep, &m->schemas);
+        break;
     default:
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "body: empty or unknown request type");
         break;
@@ -2054,6 +2087,7 @@ void st_server_done(void *arg, Walhook__Reply *rep, void *cookie)
     if (m == NULL)
         return;
     wh_stats_reply_free(m->stats);
+    st_schema_reply_free(m->schemas);
     wh_buf_free(&m->data);
     for (size_t i = 0; i < m->nrec; i++)
         walhook__dlq_record__free_unpacked(m->recs[i], NULL);

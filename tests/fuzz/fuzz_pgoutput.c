@@ -12,14 +12,17 @@
  * with a small TOAST value cache (ing_toast), so unchanged values are filled
  * from it and entries are evicted. Origin messages go through
  * ing_origin_step as in the decoder (origins whose name starts with 's' are
- * skipped), so events carry fuzzed origin names.
+ * skipped), so events carry fuzzed origin names. Each Relation message gets
+ * its schema version (ing_schema) and a schema event; every logical
+ * message's content is also rendered as a DDL message (ing_event_ddl:
+ * malformed content is refused, never a crash or broken JSON).
  * Oracles: no sanitizer report; parsed pointers stay inside the input; a
  * rendered envelope (without json/jsonb columns, which are embedded
  * verbatim by design) is valid JSON.
  *
  * fuzz-sources: services/ingestor/ing_pgoutput.c services/ingestor/ing_event.c
  * fuzz-sources: services/ingestor/ing_values.c services/ingestor/ing_toast.c
- * fuzz-sources: services/ingestor/ing_origin.c
+ * fuzz-sources: services/ingestor/ing_origin.c services/ingestor/ing_schema.c
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -29,6 +32,7 @@
 #include "ing_event.h"
 #include "ing_origin.h"
 #include "ing_pgoutput.h"
+#include "ing_schema.h"
 #include "ing_values.h"
 #include "wh_buf.h"
 #include "wh_json.h"
@@ -202,6 +206,17 @@ static void feed(state *s, const uint8_t *buf, size_t len)
                 !m.rel->key_pk)
                 __builtin_trap();
         }
+        if (m.rel) {
+            ing_relation *r = ing_relation_mut(s->p, m.rel->oid);
+            wh_buf desc;
+            wh_buf_init(&desc, FUZZ_MAX_EVENT);
+            if (r == NULL || ing_schema_version(r, &desc) != WH_OK || strlen(r->version_hex) != 16)
+                __builtin_trap();
+            int rc =
+                ing_event_schema(&s->out, &s->txn, s->seq, r, desc.data, desc.len, err, sizeof err);
+            after_render(&s->out, start, rc, 0);
+            wh_buf_free(&desc);
+        }
         break;
     case 'I':
     case 'U':
@@ -231,6 +246,8 @@ static void feed(state *s, const uint8_t *buf, size_t len)
         if (!((m.flags & 1) && s->in_txn))
             ing_txn_begin(&t, m.lsn, 0, 1700000000000000);
         int rc = ing_event_message(&s->out, &t, s->seq, &m, err, sizeof err);
+        after_render(&s->out, start, rc, 0);
+        rc = ing_event_ddl(&s->out, &t, s->seq, &m, err, sizeof err);
         after_render(&s->out, start, rc, 0);
         s->seq++;
         break;

@@ -140,7 +140,7 @@ for e in evs:
 # a read must never be older than a change delivered before it
 table, changed, reads, last = {}, set(), {}, {}
 for e in evs:
-    if e.get("table") != tname:
+    if e.get("table") != tname or e["op"] in ("schema", "ddl"):
         continue
     op = e["op"]
     if op == "delete":
@@ -214,7 +214,7 @@ import json, sys
 rows = {}
 for line in open(sys.argv[1]):
     for e in json.loads(line):
-        if e.get("table") == "typed":
+        if e.get("table") == "typed" and e["op"] in ("read", "insert"):
             rows[(e["op"], e["after"]["id"])] = e
 r, i = rows.get(("read", 1)), rows.get(("insert", 2))
 if not r or not i:

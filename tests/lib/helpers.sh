@@ -242,7 +242,8 @@ wh_require_bins() {
 #                                  contain LABEL (e.g. 'target="a"'), -1 if none
 #   wh_lsn_num X/Y                 the LSN as a decimal number
 #   wh_last_lsn FILE               the highest envelope LSN in a received file
-#   wh_count_events FILE           envelopes in a received file (duplicates counted)
+#   wh_count_events FILE           change envelopes in a received file (duplicates counted;
+#                                  schema and ddl events not)
 #   wh_child_pid PPID NAME         pid of PPID's child running walhook-NAME
 #   wh_wait_received S EXPECT FILE.. waits until wh_check accepts every FILE
 
@@ -317,8 +318,12 @@ wh_last_lsn() {
     [ -n "$best" ] && echo "$best"
 }
 
-wh_count_events() {
-    if [ -f "$1" ]; then grep -o '"id":"' "$1" | wc -l; else echo 0; fi
+wh_count_events() { # change events: schema and ddl events (test_schema.sh) not counted
+    if [ -f "$1" ]; then
+        echo $(($(grep -o '"id":"' "$1" | wc -l) - $(grep -o '"op":"\(schema\|ddl\)"' "$1" | wc -l)))
+    else
+        echo 0
+    fi
 }
 
 wh_child_pid() {

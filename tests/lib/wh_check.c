@@ -322,6 +322,12 @@ static int check_received(const char *expect_path, const char *recv_path, const 
             last_lsn = l;
             last_seq = s;
             have_last = 1;
+            /* schema and ddl events (the schema registry's) are no changes:
+             * in order and never twice, as every event, and not expected */
+            const wh_json *op = wh_json_get(ev, "op");
+            if (op && op->type == WH_JSON_STRING &&
+                (strcmp(op->str, "schema") == 0 || strcmp(op->str, "ddl") == 0))
+                continue;
             uniq++;
             wh_json *exp = expect_next(&er);
             if (!exp) {
@@ -389,11 +395,11 @@ static int check_dump(const char *dump_path, long expected, const char *tenant)
     int have_last = 0, failed = 0;
     while (getline(&line, &cap, f) >= 0) {
         lineno++;
-        char t[128], lsn[64];
+        char t[128], lsn[64], mark[16] = "";
         unsigned long long seq;
         if (line[0] == '\n')
             continue;
-        if (sscanf(line, "%127s %63s %llu", t, lsn, &seq) != 3) {
+        if (sscanf(line, "%127s %63s %llu %15s", t, lsn, &seq, mark) < 3) {
             fprintf(stderr, "FAIL %s:%ld: cannot parse '%s'\n", dump_path, lineno, line);
             failed = 1;
             break;
@@ -436,7 +442,8 @@ static int check_dump(const char *dump_path, long expected, const char *tenant)
         last_lsn = l;
         last_seq = s;
         have_last = 1;
-        total++;
+        if (mark[0] == '\0') /* schema and ddl events are no changes */
+            total++;
     }
     if (!failed && expected >= 0 && total != expected) {
         fprintf(stderr, "FAIL %s: %ld events stored for tenant %s, expected %ld\n", dump_path,

@@ -577,6 +577,81 @@ static void test_openapi_matches_routes(void **state)
     json_decref(doc);
 }
 
+/* GET /v1/tenants/{t}/schemas: the store's versions grouped by table, in
+ * the order of their first use, each with its description's members; 404
+ * for an unknown tenant; 503 without a store. */
+static int fake_schemas(void *arg, const Walhook__Request *req, Walhook__Reply **rep, int *status,
+                        char *err, size_t errlen)
+{
+    (void)arg;
+    *status = 0;
+    if (req->body_case != WALHOOK__REQUEST__BODY_SCHEMA_LIST)
+        return wh_seterr(err, errlen, "unexpected request");
+    static const char *da =
+        "{\"schema\":\"public\",\"table\":\"a\",\"replica_identity\":\"default\","
+        "\"key_columns\":[\"id\"],\"columns\":[{\"name\":\"id\",\"type_oid\":"
+        "23,\"typmod\":-1}]}";
+    Walhook__SchemaVersion v[3], *vp[3] = {&v[0], &v[1], &v[2]};
+    const char *tables[3] = {"public.a", "public.a", "public.b"};
+    uint64_t fps[3] = {9, 5, 2}, lsns[3] = {0x30, 0x10, 0x20};
+    for (int i = 0; i < 3; i++) {
+        walhook__schema_version__init(&v[i]);
+        v[i].table = (char *)tables[i];
+        v[i].fingerprint = fps[i];
+        v[i].first_lsn = lsns[i];
+        v[i].first_xid = 700 + (uint32_t)i;
+        v[i].description.data = (uint8_t *)da;
+        v[i].description.len = strlen(da);
+    }
+    Walhook__SchemaReply sr = WALHOOK__SCHEMA_REPLY__INIT;
+    sr.n_versions = 3;
+    sr.versions = vp;
+    Walhook__Reply r = WALHOOK__REPLY__INIT;
+    r.body_case = WALHOOK__REPLY__BODY_SCHEMAS;
+    r.schemas = &sr;
+    uint8_t buf[4096];
+    size_t n = walhook__reply__pack(&r, buf);
+    *rep = walhook__reply__unpack(NULL, n, buf);
+    return *rep ? WH_OK : wh_seterr(err, errlen, "unpack");
+}
+
+static void test_schemas(void **state)
+{
+    fx *f = *state;
+    /* no store: 503 */
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/schemas", READ_TOK, NULL, NULL), 503);
+    adm_api_free(f->api);
+    adm_backend be = memstore_backend(&f->m);
+    be.store_call = fake_schemas;
+    char err[WH_ERRLEN];
+    assert_int_equal(adm_api_new(&f->api, &f->m.base, &be, f->auth, err, sizeof(err)), WH_OK);
+    assert_int_equal(call(f, "GET", "/v1/tenants/nosuch/schemas", READ_TOK, NULL, NULL), 404);
+    assert_error(f, "not_found", "tenant");
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/schemas", NULL, NULL, NULL), 401);
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/schemas", ADMIN_TOK, NULL, "{}"), 405);
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/schemas", READ_TOK, NULL, NULL), 200);
+    json_t *j = json_loads(body(f), 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "tenant")), "default");
+    json_t *t = json_object_get(j, "tables");
+    assert_int_equal(json_array_size(t), 2);
+    json_t *ta = json_array_get(t, 0);
+    assert_string_equal(json_string_value(json_object_get(ta, "table")), "public.a");
+    json_t *va = json_object_get(ta, "versions");
+    assert_int_equal(json_array_size(va), 2);
+    json_t *v0 = json_array_get(va, 0);
+    assert_string_equal(json_string_value(json_object_get(v0, "fingerprint")), "0000000000000005");
+    assert_string_equal(json_string_value(json_object_get(v0, "first_lsn")), "0/10");
+    assert_int_equal(json_integer_value(json_object_get(v0, "first_xid")), 701);
+    assert_string_equal(json_string_value(json_object_get(v0, "replica_identity")), "default");
+    assert_int_equal(json_array_size(json_object_get(v0, "columns")), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(va, 1), "fingerprint")),
+                        "0000000000000009");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(t, 1), "table")),
+                        "public.b");
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -589,6 +664,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page, setup, teardown),
         cmocka_unit_test_setup_teardown(test_openapi_matches_routes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schemas, setup, teardown),
         cmocka_unit_test(test_auth_sources),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

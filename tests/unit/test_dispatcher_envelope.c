@@ -225,6 +225,83 @@ static void test_debezium_origin(void **state)
     wh_buf_free(&b);
 }
 
+static const char *EV_SCHEMA =
+    "{\"id\":\"default:0/1A2B400:0\",\"tenant\":\"default\",\"lsn\":\"0/1A2B400\",\"seq\":0,"
+    "\"xid\":741,\"commit_ts\":\"2026-11-22T01:02:06Z\",\"op\":\"schema\",\"key\":null,"
+    "\"before\":null,\"after\":null,\"schema_version\":\"0123456789abcdef\",\"schema\":\"public\","
+    "\"table\":\"orders\",\"replica_identity\":\"default\",\"key_columns\":[\"id\"],\"columns\":"
+    "[{\"name\":\"id\",\"type_oid\":23,\"typmod\":-1}]}";
+static const char *EV_DDL =
+    "{\"id\":\"default:0/1A2B400:1\",\"tenant\":\"default\",\"lsn\":\"0/1A2B400\",\"seq\":1,"
+    "\"xid\":741,\"commit_ts\":\"2026-11-22T01:02:06Z\",\"op\":\"ddl\",\"schema\":\"public\","
+    "\"table\":null,\"key\":null,\"before\":null,\"after\":null,\"ddl\":{\"event\":"
+    "\"ddl_command_end\",\"command_tag\":\"ALTER TABLE\",\"object_type\":\"table\","
+    "\"object_identity\":\"public.orders\",\"statement\":\"ALTER TABLE orders ADD c int\"}}";
+
+/* schema and ddl events: native as stored; Debezium (no op of its own)
+ * with op "schema"/"ddl" and the native event under "walhook"; CloudEvents
+ * type com.walhook.schema / com.walhook.ddl; a change's schema_version
+ * stays in the native event. */
+static void test_schema_ddl_events(void **state)
+{
+    (void)state;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    dsp_env_out out;
+    char err[256];
+    const char *evs[] = {EV_SCHEMA, EV_DDL, EV_UPD};
+    const char *exc[] = {"note"};
+    dsp_filter_spec spec = {.columns_exclude = exc, .ncolumns_exclude = 1};
+    dsp_filter *f;
+    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    for (int cols = 0; cols < 2; cols++) {
+        assert_int_equal(render(DSP_ENV_DEBEZIUM, cols ? f : NULL, evs, 3, &b, &out, err), WH_OK);
+        json_t *a = parse(&b);
+        assert_int_equal(json_array_size(a), 3);
+        json_t *s0 = json_array_get(a, 0), *s1 = json_array_get(a, 1);
+        assert_string_equal(json_string_value(json_object_get(s0, "op")), "schema");
+        assert_string_equal(json_string_value(json_object_get(s1, "op")), "ddl");
+        json_t *w = json_object_get(s0, "walhook");
+        assert_string_equal(json_string_value(json_object_get(w, "schema_version")),
+                            "0123456789abcdef");
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(s0, "source"), "table")), "orders");
+        w = json_object_get(s1, "walhook");
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(w, "ddl"), "command_tag")),
+            "ALTER TABLE");
+        assert_true(json_is_null(json_object_get(s1, "before")));
+        assert_string_equal(json_string_value(json_object_get(json_array_get(a, 2), "op")), "u");
+        json_decref(a);
+    }
+    dsp_filter_free(f);
+    assert_int_equal(render(DSP_ENV_CLOUDEVENTS, NULL, evs, 2, &b, &out, err), WH_OK);
+    json_t *a = parse(&b);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(a, 0), "type")),
+                        "com.walhook.schema");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(a, 1), "type")),
+                        "com.walhook.ddl");
+    json_decref(a);
+    assert_int_equal(render(DSP_ENV_NATIVE, NULL, evs, 2, &b, &out, err), WH_OK);
+    wh_buf_cstr(&b);
+    assert_non_null(strstr(b.data, EV_SCHEMA));
+    assert_non_null(strstr(b.data, EV_DDL));
+    /* operations filters name them */
+    const char *ops[] = {"schema", "ddl"};
+    dsp_filter_spec os = {.operations = ops, .noperations = 2};
+    assert_int_equal(dsp_filter_compile(&os, &f, err, sizeof(err)), WH_OK);
+    assert_true(dsp_filter_match(f, EV_SCHEMA, strlen(EV_SCHEMA)));
+    assert_true(dsp_filter_match(f, EV_DDL, strlen(EV_DDL)));
+    assert_false(dsp_filter_match(f, EV_UPD, strlen(EV_UPD)));
+    dsp_filter_free(f);
+    const char *ins[] = {"insert"};
+    dsp_filter_spec is = {.operations = ins, .noperations = 1};
+    assert_int_equal(dsp_filter_compile(&is, &f, err, sizeof(err)), WH_OK);
+    assert_false(dsp_filter_match(f, EV_SCHEMA, strlen(EV_SCHEMA)));
+    dsp_filter_free(f);
+    wh_buf_free(&b);
+}
+
 static void test_cloudevents_structured(void **state)
 {
     (void)state;
@@ -551,15 +628,11 @@ static void test_batch_fill_rendered(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_names),
-        cmocka_unit_test(test_native),
-        cmocka_unit_test(test_debezium_fields),
-        cmocka_unit_test(test_debezium_origin),
-        cmocka_unit_test(test_cloudevents_structured),
-        cmocka_unit_test(test_cloudevents_binary),
-        cmocka_unit_test(test_columns),
-        cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_index_same_output),
+        cmocka_unit_test(test_parse_names),         cmocka_unit_test(test_native),
+        cmocka_unit_test(test_debezium_fields),     cmocka_unit_test(test_debezium_origin),
+        cmocka_unit_test(test_schema_ddl_events),   cmocka_unit_test(test_cloudevents_structured),
+        cmocka_unit_test(test_cloudevents_binary),  cmocka_unit_test(test_columns),
+        cmocka_unit_test(test_malformed),           cmocka_unit_test(test_index_same_output),
         cmocka_unit_test(test_batch_fill_rendered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -392,7 +392,7 @@ static void test_encode_matches_pack(void **state)
     enum { N = 700 };
     Walhook__Event *ev = calloc(N, sizeof(*ev));
     Walhook__Event **evp = calloc(N, sizeof(*evp));
-    struct iovec *iov = calloc(2 * N + 2, sizeof(*iov));
+    struct iovec *iov = calloc(2 * N + 3, sizeof(*iov));
     char *json = malloc(N * 300);
     assert_non_null(ev);
     assert_non_null(evp);
@@ -431,6 +431,38 @@ static void test_encode_matches_pack(void **state)
         ab.batch_id = round % 5 == 0 ? 0 : (uint64_t)round * 1000003;
         ab.stage_xid = round % 2 ? (uint32_t)(x >> 3) >> (round % 29) : 0;
         ab.stage_reset = round % 6 == 1;
+        /* schema registrations (every third round): fields packed apart */
+        Walhook__SchemaVersion sv[2], *svp[2] = {&sv[0], &sv[1]};
+        wh_buf sch;
+        wh_buf_init(&sch, 0);
+        if (round % 3 == 1) {
+            for (int v = 0; v < 2; v++) {
+                walhook__schema_version__init(&sv[v]);
+                sv[v].table = v ? "public.t" : "s.u";
+                sv[v].fingerprint = x + (uint64_t)v;
+                sv[v].first_lsn = v ? 0 : x >> 3;
+                sv[v].first_xid = (uint32_t)x;
+                sv[v].description.data = (uint8_t *)json;
+                sv[v].description.len = (size_t)round * 7;
+                size_t pl = walhook__schema_version__get_packed_size(&sv[v]);
+                uint8_t tag[12];
+                size_t tl = 0;
+                tag[tl++] = 0xf2;
+                tag[tl++] = 0x01;
+                size_t q = pl;
+                while (q >= 0x80) {
+                    tag[tl++] = (uint8_t)(q | 0x80);
+                    q >>= 7;
+                }
+                tag[tl++] = (uint8_t)q;
+                assert_int_equal(wh_buf_append(&sch, tag, tl), WH_OK);
+                assert_int_equal(wh_buf_reserve(&sch, pl), WH_OK);
+                walhook__schema_version__pack(&sv[v], (uint8_t *)sch.data + sch.len);
+                sch.len += pl;
+            }
+            ab.n_schemas = 2;
+            ab.schemas = svp;
+        }
         Walhook__Request req;
         walhook__request__init(&req);
         req.body_case = WALHOOK__REQUEST__BODY_APPEND;
@@ -441,7 +473,7 @@ static void test_encode_matches_pack(void **state)
         walhook__request__pack(&req, want);
         int cnt = 0;
         assert_int_equal(ing_batch_encode(ab.tenant, ev, n, ab.ack_lsn, ab.batch_id, ab.stage_xid,
-                                          ab.stage_reset, &hdr, iov, 2 * N + 2, &cnt),
+                                          ab.stage_reset, &sch, &hdr, iov, 2 * N + 3, &cnt),
                          WH_OK);
         wh_buf_reset(&flat);
         for (int k = 0; k < cnt; k++)
@@ -449,10 +481,11 @@ static void test_encode_matches_pack(void **state)
         assert_int_equal(flat.len, sz);
         assert_memory_equal(flat.data, want, sz);
         free(want);
+        wh_buf_free(&sch);
     }
     /* too few iovecs */
     int cnt = 0;
-    assert_int_equal(ing_batch_encode("t", ev, 10, 1, 1, 0, 0, &hdr, iov, 21, &cnt), WH_ERR);
+    assert_int_equal(ing_batch_encode("t", ev, 10, 1, 1, 0, 0, NULL, &hdr, iov, 21, &cnt), WH_ERR);
     wh_buf_free(&hdr);
     wh_buf_free(&flat);
     free(json);

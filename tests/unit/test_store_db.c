@@ -1813,6 +1813,83 @@ static void test_stage_keys(void **state)
     free(dump);
 }
 
+/* Schema versions: written with the events (durable across a reopen),
+ * listed per tenant by table, a version registered again keeps its first
+ * registration, another tenant sees none; a streamed transaction's
+ * versions are written alone. */
+typedef struct sv_got {
+    int n;
+    char table[8][32];
+    uint64_t fp[8], lsn[8];
+    uint32_t xid[8];
+    char desc[8][32];
+} sv_got;
+
+static int sv_collect(void *arg, const st_schema *v)
+{
+    sv_got *g = arg;
+    if (g->n >= 8)
+        return 1;
+    snprintf(g->table[g->n], sizeof(g->table[0]), "%s", v->table);
+    g->fp[g->n] = v->fp;
+    g->lsn[g->n] = v->first_lsn;
+    g->xid[g->n] = v->first_xid;
+    snprintf(g->desc[g->n], sizeof(g->desc[0]), "%.*s", (int)v->desc_len, v->desc);
+    g->n++;
+    return 0;
+}
+
+static void test_schema_registry(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    st_event ev[2] = {{0x1000, 0, 1, "{\"op\":\"schema\"}", 15}, {0x1000, 1, 1, "{\"a\":1}", 7}};
+    st_schema sv[2] = {{"public.t", 0xabc, 0x1000, 7, "{\"v\":1}", 7},
+                       {"public.a", 0x123, 0x1000, 7, "{\"v\":2}", 7}};
+    uint64_t d = 0;
+    assert_int_equal(st_db_append_schemas(f->db, "t1", ev, 2, 0x1010, sv, 2, &d, err, sizeof(err)),
+                     WH_OK);
+    /* again (a resend), with another first use: the first stays */
+    st_schema again = {"public.t", 0xabc, 0x9000, 9, "{\"v\":9}", 7};
+    assert_int_equal(
+        st_db_append_schemas(f->db, "t1", ev, 2, 0x1010, &again, 1, &d, err, sizeof(err)), WH_OK);
+    /* a streamed one: alone */
+    st_schema streamed = {"public.t", 0xdef, 0, 11, "{\"v\":3}", 7};
+    assert_int_equal(st_db_schema_put(f->db, "t1", &streamed, 1, err, sizeof(err)), WH_OK);
+    reopen(f);
+    sv_got g;
+    memset(&g, 0, sizeof(g));
+    assert_int_equal(st_db_schema_list(f->db, "t1", sv_collect, &g, err, sizeof(err)), WH_OK);
+    assert_int_equal(g.n, 3);
+    assert_string_equal(g.table[0], "public.a"); /* by table, then fingerprint */
+    assert_string_equal(g.table[1], "public.t");
+    assert_true(g.fp[1] == 0xabc);
+    assert_true(g.lsn[1] == 0x1000);
+    assert_int_equal(g.xid[1], 7);
+    assert_string_equal(g.desc[1], "{\"v\":1}");
+    assert_true(g.fp[2] == 0xdef);
+    assert_true(g.lsn[2] == 0);
+    got e;
+    assert_int_equal(read_all(f->db, "t1", 0, 0, &e), 2);
+    memset(&g, 0, sizeof(g));
+    assert_int_equal(st_db_schema_list(f->db, "t2", sv_collect, &g, err, sizeof(err)), WH_OK);
+    assert_int_equal(g.n, 0);
+    /* the streamed transaction 11 dropped whole: its first use goes */
+    size_t nd = 0;
+    assert_int_equal(st_db_schema_drop_xid(f->db, "t1", 7, &nd, err, sizeof(err)), WH_OK);
+    assert_int_equal(nd, 0); /* 7's first use was committed (first_lsn set) */
+    assert_int_equal(st_db_schema_drop_xid(f->db, "t1", 11, &nd, err, sizeof(err)), WH_OK);
+    assert_int_equal(nd, 1);
+    assert_int_equal(st_db_schema_drop_xid(f->db, "nosuch", 11, &nd, err, sizeof(err)), WH_OK);
+    memset(&g, 0, sizeof(g));
+    assert_int_equal(st_db_schema_list(f->db, "t1", sv_collect, &g, err, sizeof(err)), WH_OK);
+    assert_int_equal(g.n, 2);
+    /* malformed: no table */
+    st_schema bad = {"", 1, 1, 1, "{}", 2};
+    assert_int_equal(st_db_schema_put(f->db, "t1", &bad, 1, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "table"));
+}
+
 int main(void)
 {
     wh_log_init("test", WH_LOG_WARN);
@@ -1850,6 +1927,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_jump_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_zeroed_wal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schema_registry, setup, teardown),
     };
     if (getenv("TEST_FILTER"))
         cmocka_set_test_filter(getenv("TEST_FILTER"));

@@ -1452,12 +1452,93 @@ static void test_stage_budget(void **state)
     free(c);
 }
 
+/* Schema versions through the handler: an Append carries them (alone or
+ * with events, staged too), SchemaList lists them once each; a malformed
+ * one is a 400 naming the field and stores nothing of the request. */
+static size_t schema_list(fx *f, const char *tenant, uint64_t *fps, size_t max)
+{
+    Walhook__SchemaList sl = WALHOOK__SCHEMA_LIST__INIT;
+    sl.tenant = (char *)tenant;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_SCHEMA_LIST;
+    req.schema_list = &sl;
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(rep.body_case, WALHOOK__REPLY__BODY_SCHEMAS);
+    size_t n = rep.schemas->n_versions;
+    for (size_t i = 0; i < n && i < max; i++)
+        fps[i] = rep.schemas->versions[i]->fingerprint;
+    st_server_done(f->srv, &rep, cookie);
+    return n;
+}
+
+static void test_schema_versions(void **state)
+{
+    fx *f = *state;
+    append_req a;
+    make_append(&a, "t1", 2, 0x5000, 0x5010);
+    Walhook__SchemaVersion v[2], *vp[2] = {&v[0], &v[1]};
+    for (int i = 0; i < 2; i++) {
+        walhook__schema_version__init(&v[i]);
+        v[i].table = i ? "public.b" : "public.a";
+        v[i].fingerprint = 0x100 + (uint64_t)i;
+        v[i].first_lsn = 0x5000;
+        v[i].first_xid = 9;
+        v[i].description.data = (uint8_t *)"{\"columns\":[]}";
+        v[i].description.len = 14;
+    }
+    a.a.n_schemas = 2;
+    a.a.schemas = vp;
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    st_server_done(f->srv, &rep, cookie);
+    assert_int_equal(call(f, &a.req, &rep, &cookie), 0); /* a resend */
+    st_server_done(f->srv, &rep, cookie);
+    uint64_t fps[8];
+    assert_int_equal(schema_list(f, "t1", fps, 8), 2);
+    assert_true(fps[0] == 0x100 && fps[1] == 0x101);
+    assert_int_equal(schema_list(f, "t2", fps, 8), 0);
+    /* with staged events: written before them */
+    stage_req st;
+    make_stage(&st, "t1", 77, 1, 0, 1, 77, 'a');
+    v[0].fingerprint = 0x200;
+    v[0].first_lsn = 0;
+    st.a.n_schemas = 1;
+    st.a.schemas = vp;
+    assert_int_equal(call(f, &st.req, &rep, &cookie), 0);
+    st_server_done(f->srv, &rep, cookie);
+    assert_int_equal(schema_list(f, "t1", fps, 8), 3);
+    /* malformed: no table, no fingerprint, no description */
+    make_append(&a, "t1", 1, 0x6000, 0x6010);
+    v[0].table = "";
+    a.a.n_schemas = 1;
+    a.a.schemas = vp;
+    expect_error(f, &a.req, "schemas[0]");
+    v[0].table = "public.a";
+    v[0].fingerprint = 0;
+    expect_error(f, &a.req, "schemas[0]");
+    v[0].fingerprint = 0x300;
+    v[0].description.len = 0;
+    expect_error(f, &a.req, "schemas[0]");
+    assert_int_equal(schema_list(f, "t1", fps, 8), 3);
+    /* a bad tenant name */
+    Walhook__SchemaList sl = WALHOOK__SCHEMA_LIST__INIT;
+    sl.tenant = "";
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_SCHEMA_LIST;
+    req.schema_list = &sl;
+    expect_error(f, &req, "tenant");
+}
+
 int main(void)
 {
     wh_log_init("test", WH_LOG_WARN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_append_read_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schema_versions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_no_from_pointer, setup, teardown),

@@ -1,0 +1,410 @@
+/* ing_schema: schema versions and DDL capture. */
+#include "ing_schema.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "walhook.pb-c.h"
+#include "wh_ipc.h"
+#include "wh_util.h"
+
+#define PUTLIT(b, s) wh_buf_append((b), (s), sizeof(s) - 1)
+
+const char *ing_schema_identity_name(char replident)
+{
+    switch (replident) {
+    case 'd':
+        return "default";
+    case 'n':
+        return "nothing";
+    case 'f':
+        return "full";
+    case 'i':
+        return "index";
+    default:
+        return "unknown";
+    }
+}
+
+static int put_i64(wh_buf *b, int64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
+    return wh_buf_append(b, tmp, (size_t)n);
+}
+
+int ing_schema_describe(wh_buf *b, const ing_relation *r)
+{
+    uint8_t km = r->key_pk ? ING_ATTR_PK : ING_ATTR_IDENT;
+    if (PUTLIT(b, "{\"schema\":") || wh_json_str(b, r->nspname, strlen(r->nspname)) ||
+        PUTLIT(b, ",\"table\":") || wh_json_str(b, r->relname, strlen(r->relname)) ||
+        PUTLIT(b, ",\"replica_identity\":\"") ||
+        wh_buf_puts(b, ing_schema_identity_name(r->replident)) || PUTLIT(b, "\",\"key_columns\":["))
+        return WH_ERR;
+    int first = 1;
+    for (int i = 0; i < r->natts; i++) {
+        if (!(r->atts[i].flags & km))
+            continue;
+        if ((!first && wh_buf_putc(b, ',')) ||
+            wh_json_str(b, r->atts[i].name, strlen(r->atts[i].name)))
+            return WH_ERR;
+        first = 0;
+    }
+    if (PUTLIT(b, "],\"columns\":["))
+        return WH_ERR;
+    for (int i = 0; i < r->natts; i++) {
+        const ing_attr *a = &r->atts[i];
+        if ((i > 0 && wh_buf_putc(b, ',')) || PUTLIT(b, "{\"name\":") ||
+            wh_json_str(b, a->name, strlen(a->name)) || PUTLIT(b, ",\"type_oid\":") ||
+            put_i64(b, a->type_oid) || PUTLIT(b, ",\"typmod\":") || put_i64(b, a->typmod) ||
+            wh_buf_putc(b, '}'))
+            return WH_ERR;
+    }
+    return PUTLIT(b, "]}");
+}
+
+uint64_t ing_schema_hash(const void *p, size_t n)
+{
+    const uint8_t *s = p;
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
+int ing_schema_version(ing_relation *r, wh_buf *scratch)
+{
+    r->version = 0;
+    r->version_hex[0] = '\0';
+    r->version_done = 0;
+    wh_buf_reset(scratch);
+    if (ing_schema_describe(scratch, r) != WH_OK)
+        return WH_ERR;
+    r->version = ing_schema_hash(scratch->data, scratch->len);
+    snprintf(r->version_hex, sizeof(r->version_hex), "%016llx", (unsigned long long)r->version);
+    return WH_OK;
+}
+
+/* ---- the registry ---------------------------------------------------------- */
+
+typedef struct known {
+    uint64_t fp;
+    uint64_t first_lsn;
+    uint32_t first_xid;
+    int used;
+    int gone; /* its first use was a streamed transaction that aborted */
+    /* its last schema event on this connection: the transaction (commit
+       LSN, 0 when staged; xid) and the connection number */
+    uint64_t ann_lsn;
+    uint32_t ann_xid, ann_conn;
+} known;
+
+struct ing_schema {
+    known *slots;
+    size_t nslots, n; /* nslots: a power of two */
+    int loaded;
+    uint32_t conn; /* ing_schema_new_connection */
+};
+
+int ing_schema_new(ing_schema **out, char *err, size_t errlen)
+{
+    ing_schema *s = calloc(1, sizeof(*s));
+    if (s != NULL) {
+        s->nslots = 64;
+        s->slots = calloc(s->nslots, sizeof(*s->slots));
+    }
+    if (s == NULL || s->slots == NULL) {
+        free(s);
+        return wh_seterr(err, errlen, "out of memory");
+    }
+    *out = s;
+    return WH_OK;
+}
+
+void ing_schema_free(ing_schema *s)
+{
+    if (s == NULL)
+        return;
+    free(s->slots);
+    free(s);
+}
+
+static known *slot_of(const ing_schema *s, uint64_t fp)
+{
+    size_t i = (size_t)(fp ^ (fp >> 29)) & (s->nslots - 1);
+    while (s->slots[i].used && s->slots[i].fp != fp)
+        i = (i + 1) & (s->nslots - 1);
+    return &s->slots[i];
+}
+
+int ing_schema_known(ing_schema *s, uint64_t fp, uint64_t first_lsn, uint32_t first_xid)
+{
+    if ((s->n + 1) * 2 > s->nslots) {
+        known *old = s->slots;
+        size_t oldn = s->nslots;
+        known *ns = calloc(oldn * 2, sizeof(*ns));
+        if (ns == NULL)
+            return WH_ERR;
+        s->slots = ns;
+        s->nslots = oldn * 2;
+        for (size_t i = 0; i < oldn; i++)
+            if (old[i].used)
+                *slot_of(s, old[i].fp) = old[i];
+        free(old);
+    }
+    known *k = slot_of(s, fp);
+    if (k->used && !k->gone)
+        return WH_OK; /* the first registration stays */
+    if (k->used) {    /* registered again after its streamed first use aborted */
+        *k = (known){.fp = fp, .first_lsn = first_lsn, .first_xid = first_xid, .used = 1};
+        return WH_OK;
+    }
+    *k = (known){.fp = fp, .first_lsn = first_lsn, .first_xid = first_xid, .used = 1};
+    s->n++;
+    return WH_OK;
+}
+
+size_t ing_schema_count(const ing_schema *s)
+{
+    return s->n;
+}
+
+int ing_schema_load(ing_schema *s, const wh_config *cfg, char *err, size_t errlen)
+{
+    if (s->loaded)
+        return WH_OK;
+    wh_client *c = NULL;
+    Walhook__Reply *rep = NULL;
+    int rc = WH_ERR;
+    if (wh_client_open(&c, cfg->store_endpoint, cfg->ipc_timeout_ms, (size_t)cfg->ipc_max_msg_bytes,
+                       err, errlen) != WH_OK)
+        return WH_ERR;
+    Walhook__SchemaList sl;
+    walhook__schema_list__init(&sl);
+    sl.tenant = (char *)cfg->tenant;
+    Walhook__Request req;
+    walhook__request__init(&req);
+    req.body_case = WALHOOK__REQUEST__BODY_SCHEMA_LIST;
+    req.schema_list = &sl;
+    char cerr[WH_ERRLEN];
+    if (wh_client_call(c, &req, &rep, cerr, sizeof(cerr)) != WH_OK) {
+        wh_seterr(err, errlen, "reading the schema registry of tenant %s from the store: %s",
+                  cfg->tenant, cerr);
+        goto out;
+    }
+    if (rep->status != 0 || rep->body_case != WALHOOK__REPLY__BODY_SCHEMAS || !rep->schemas) {
+        wh_seterr(err, errlen, "reading the schema registry of tenant %s from the store: %s",
+                  cfg->tenant, rep->status != 0 && rep->error ? rep->error : "no schemas in reply");
+        goto out;
+    }
+    for (size_t i = 0; i < rep->schemas->n_versions; i++) {
+        const Walhook__SchemaVersion *v = rep->schemas->versions[i];
+        if (ing_schema_known(s, v->fingerprint, v->first_lsn, v->first_xid) != WH_OK) {
+            wh_seterr(err, errlen, "out of memory");
+            goto out;
+        }
+    }
+    s->loaded = 1;
+    wh_info("schema registry of tenant %s: %zu version%s", cfg->tenant, s->n, s->n == 1 ? "" : "s");
+    rc = WH_OK;
+out:
+    if (rep)
+        walhook__reply__free_unpacked(rep, NULL);
+    wh_client_close(c);
+    return rc;
+}
+
+void ing_schema_new_connection(ing_schema *s)
+{
+    s->conn++;
+}
+
+size_t ing_schema_forget_xid(ing_schema *s, uint32_t xid)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->nslots; i++) {
+        known *k = &s->slots[i];
+        if (k->used && !k->gone && k->first_lsn == 0 && k->first_xid == xid) {
+            k->gone = 1; /* kept in its probe chain; unknown to announce */
+            n++;
+        }
+    }
+    return n;
+}
+
+int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uint32_t xid,
+                        int staged)
+{
+    r->version_done = 1;
+    if (r->version_hex[0] == '\0')
+        return 0;
+    uint64_t lsn = staged ? 0 : commit_lsn;
+    known *k = slot_of(s, r->version);
+    if (!k->used || k->gone) {
+        if (ing_schema_known(s, r->version, lsn, xid) != WH_OK) {
+            r->version_done = 0; /* out of memory: tried again at the next change */
+            return 0;
+        }
+        k = slot_of(s, r->version); /* the table may have grown */
+    } else if (k->first_xid != xid || k->first_lsn != lsn) {
+        return 0; /* announced by an earlier transaction */
+    } else if (k->ann_conn == s->conn && k->ann_lsn == lsn && k->ann_xid == xid) {
+        return 0; /* a second Relation message of it in the transaction (e.g. at a TRUNCATE) */
+    }
+    /* new, or the transaction that first used it sent again (after a
+     * reconnect or a crash): the same events at the same positions */
+    k->ann_lsn = lsn;
+    k->ann_xid = xid;
+    k->ann_conn = s->conn;
+    return ING_SCHEMA_EMIT;
+}
+
+int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_t dlen,
+                     uint64_t first_lsn, uint32_t first_xid)
+{
+    char table[2 * 64 + 2 + 512];
+    snprintf(table, sizeof(table), "%s.%s", r->nspname, r->relname);
+    Walhook__SchemaVersion v;
+    walhook__schema_version__init(&v);
+    v.table = table;
+    v.fingerprint = r->version;
+    v.first_lsn = first_lsn;
+    v.first_xid = first_xid;
+    v.description.data = (uint8_t *)desc;
+    v.description.len = dlen;
+    size_t n = walhook__schema_version__get_packed_size(&v);
+    /* AppendBatch.schemas = 30, length-delimited: tag (30 << 3 | 2) */
+    uint8_t head[2 + 10];
+    size_t hl = 0;
+    head[hl++] = 0xf2;
+    head[hl++] = 0x01;
+    uint64_t x = n;
+    while (x >= 0x80) {
+        head[hl++] = (uint8_t)(x | 0x80);
+        x >>= 7;
+    }
+    head[hl++] = (uint8_t)x;
+    if (wh_buf_append(out, head, hl) != WH_OK || wh_buf_reserve(out, n) != WH_OK)
+        return WH_ERR;
+    walhook__schema_version__pack(&v, (uint8_t *)out->data + out->len);
+    out->len += n;
+    return WH_OK;
+}
+
+/* ---- DDL capture ------------------------------------------------------------ */
+
+#define DDL_FUNCTION_BODY                                                                          \
+    "\nDECLARE r record;\n"                                                                        \
+    "BEGIN\n"                                                                                      \
+    "  IF TG_EVENT = 'sql_drop' THEN\n"                                                            \
+    "    FOR r IN SELECT * FROM pg_catalog.pg_event_trigger_dropped_objects() LOOP\n"              \
+    "      PERFORM pg_catalog.pg_logical_emit_message(true, '" ING_SCHEMA_DDL_PREFIX "',\n"        \
+    "        pg_catalog.json_build_object('event', TG_EVENT, 'command_tag', TG_TAG,\n"             \
+    "          'object_type', r.object_type, 'object_identity', r.object_identity,\n"              \
+    "          'schema', r.schema_name, 'statement', pg_catalog.current_query())::text);\n"        \
+    "    END LOOP;\n"                                                                              \
+    "  ELSE\n"                                                                                     \
+    "    FOR r IN SELECT * FROM pg_catalog.pg_event_trigger_ddl_commands() LOOP\n"                 \
+    "      PERFORM pg_catalog.pg_logical_emit_message(true, '" ING_SCHEMA_DDL_PREFIX "',\n"        \
+    "        pg_catalog.json_build_object('event', TG_EVENT, 'command_tag', r.command_tag,\n"      \
+    "          'object_type', r.object_type, 'object_identity', r.object_identity,\n"              \
+    "          'schema', r.schema_name, 'statement', pg_catalog.current_query())::text);\n"        \
+    "    END LOOP;\n"                                                                              \
+    "  END IF;\n"                                                                                  \
+    "END\n"
+
+/* One message per command (ddl_command_end) and per dropped object
+ * (sql_drop): {"event","command_tag","object_type","object_identity",
+ * "schema","statement"}. Replaced only when its source differs (a CREATE
+ * OR REPLACE is itself a DDL command the trigger would report). */
+#define DDL_FUNCTION_SQL                                                                           \
+    "CREATE OR REPLACE FUNCTION public.walhook_ddl_capture() RETURNS event_trigger "               \
+    "LANGUAGE plpgsql SET search_path = pg_catalog AS $walhook$" DDL_FUNCTION_BODY "$walhook$"
+
+#define DDL_TRIGGERS_SQL                                                                           \
+    "DO $walhook$ BEGIN\n"                                                                         \
+    "  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = "                  \
+    "'walhook_ddl_end') THEN\n"                                                                    \
+    "    CREATE EVENT TRIGGER walhook_ddl_end ON ddl_command_end\n"                                \
+    "      EXECUTE FUNCTION public.walhook_ddl_capture();\n"                                       \
+    "  END IF;\n"                                                                                  \
+    "  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = "                  \
+    "'walhook_ddl_drop') THEN\n"                                                                   \
+    "    CREATE EVENT TRIGGER walhook_ddl_drop ON sql_drop\n"                                      \
+    "      EXECUTE FUNCTION public.walhook_ddl_capture();\n"                                       \
+    "  END IF;\n"                                                                                  \
+    "END $walhook$"
+
+/* The state: 0 superuser, 1 both triggers exist, 2 the function exists and
+ * is owned by the current user, 3 the user, 4 the function has this source. */
+#define DDL_PROC_WHERE                                                                             \
+    " FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE "   \
+    "n.nspname = 'public' AND p.proname = 'walhook_ddl_capture' AND p.pronargs = 0"
+#define DDL_STATE_SQL                                                                              \
+    "SELECT r.rolsuper, (SELECT count(*) FROM pg_catalog.pg_event_trigger WHERE evtname IN "       \
+    "('walhook_ddl_end', 'walhook_ddl_drop')) = 2, "                                               \
+    "COALESCE((SELECT p.proowner = r.oid" DDL_PROC_WHERE "), false), current_user, "               \
+    "COALESCE((SELECT p.prosrc = $walhook$" DDL_FUNCTION_BODY "$walhook$" DDL_PROC_WHERE           \
+    "), false) FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"
+
+static int run(PGconn *conn, const char *sql, const char *what, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        char msg[512];
+        wh_strlcpy(msg, PQerrorMessage(conn), sizeof(msg));
+        size_t n = strlen(msg);
+        while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+            msg[--n] = '\0';
+        PQclear(res);
+        return wh_seterr(err, errlen, "source.ddl: %s failed: %s", what, msg);
+    }
+    PQclear(res);
+    return WH_OK;
+}
+
+int ing_schema_install_ddl(PGconn *conn, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(conn, DDL_STATE_SQL);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        char msg[512];
+        wh_strlcpy(msg, PQerrorMessage(conn), sizeof(msg));
+        PQclear(res);
+        return wh_seterr(err, errlen, "source.ddl: reading the DDL capture's state failed: %s",
+                         msg);
+    }
+    int super = PQgetvalue(res, 0, 0)[0] == 't';
+    int triggers = PQgetvalue(res, 0, 1)[0] == 't';
+    int owner = PQgetvalue(res, 0, 2)[0] == 't';
+    char user[128];
+    wh_strlcpy(user, PQgetvalue(res, 0, 3), sizeof(user));
+    int same = PQgetvalue(res, 0, 4)[0] == 't';
+    PQclear(res);
+    if (triggers && same)
+        return WH_OK; /* installed as this version does it */
+    if (!super && !triggers)
+        return wh_seterr(err, errlen,
+                         "source.ddl: creating the event triggers walhook_ddl_end and "
+                         "walhook_ddl_drop needs a superuser, and user \"%s\" is not one: "
+                         "connect once as a superuser (docs/INTERNALS.md \"Schema versions and "
+                         "DDL\"), or "
+                         "set source.ddl = false",
+                         user);
+    if (!same && !super && !owner)
+        return wh_seterr(err, errlen,
+                         "source.ddl: replacing function public.walhook_ddl_capture() needs its "
+                         "ownership (or a superuser), and user \"%s\" has neither",
+                         user);
+    if (!same &&
+        run(conn, DDL_FUNCTION_SQL, "CREATE OR REPLACE FUNCTION public.walhook_ddl_capture()", err,
+            errlen) != WH_OK)
+        return WH_ERR;
+    if (!triggers &&
+        run(conn, DDL_TRIGGERS_SQL, "CREATE EVENT TRIGGER walhook_ddl_end/walhook_ddl_drop", err,
+            errlen) != WH_OK)
+        return WH_ERR;
+    return WH_OK;
+}

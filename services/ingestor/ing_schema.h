@@ -1,0 +1,96 @@
+/* ing_schema: schema versions (registry, fingerprints) and DDL capture.
+ *
+ * A table's shape (schema and table name, replica identity, key columns,
+ * and each column's name, type OID and type modifier, in order) is
+ * described once per Relation message as a canonical JSON object
+ * (ing_schema_describe); its fingerprint is the FNV-1a 64-bit hash of those
+ * bytes, shown as 16 lowercase hex digits: the same shape gives the same
+ * fingerprint on every run and machine. The relation cache keeps it
+ * (ing_relation.version*), so an event's "schema_version" costs a copy.
+ *
+ * The registry: every version the tenant registered in the store (loaded
+ * once, ing_schema_load) plus those this process announced since, each with
+ * the transaction that first used it. The first change of a relation's
+ * version (ing_schema_announce) gets a `schema` event before it when the
+ * version is new, and again when this is the replay of the transaction that
+ * first used it (after a crash PostgreSQL sends it again: the same events
+ * at the same positions, so a change never moves to another seq), once per
+ * transaction and connection; the
+ * registration (AppendBatch.schemas) travels in the same batch as that
+ * event.
+ *
+ * DDL capture (source.ddl): ing_schema_install_ddl creates, idempotently,
+ * a function and event triggers (ddl_command_end, sql_drop) in the source
+ * database that emit each DDL command as a transactional logical message
+ * with prefix ING_SCHEMA_DDL_PREFIX; ing_event_ddl renders it. */
+#ifndef ING_SCHEMA_H
+#define ING_SCHEMA_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ing_pgoutput.h"
+#include "wh_buf.h"
+#include "wh_config.h"
+
+#define ING_SCHEMA_DDL_PREFIX "walhook.ddl"
+
+/* The canonical description of r, appended to b:
+ * {"schema":"s","table":"t","replica_identity":"default|nothing|full|index",
+ *  "key_columns":["a",...],"columns":[{"name":"a","type_oid":23,"typmod":-1},...]}
+ * key_columns: the events' key (the primary key of a REPLICA IDENTITY FULL
+ * table when it was found, else the replica identity columns). */
+int ing_schema_describe(wh_buf *b, const ing_relation *r);
+/* FNV-1a, 64 bits. */
+uint64_t ing_schema_hash(const void *p, size_t n);
+/* Sets r->version and version_hex from its description (scratch: a
+ * reusable buffer), and clears version_done. WH_ERR: out of memory (r then
+ * has no version). */
+int ing_schema_version(ing_relation *r, wh_buf *scratch);
+/* "replica identity" letter ('d','n','f','i') as the description names it. */
+const char *ing_schema_identity_name(char replident);
+
+typedef struct ing_schema ing_schema;
+
+int ing_schema_new(ing_schema **out, char *err, size_t errlen);
+void ing_schema_free(ing_schema *s);
+
+/* Loads the tenant's registered versions from the store (once: later
+ * calls return WH_OK at once). WH_ERR (err says why) when the store cannot
+ * be asked. */
+int ing_schema_load(ing_schema *s, const wh_config *cfg, char *err, size_t errlen);
+/* Adds a known version (the store's list; tests). */
+int ing_schema_known(ing_schema *s, uint64_t fp, uint64_t first_lsn, uint32_t first_xid);
+/* Versions known. */
+size_t ing_schema_count(const ing_schema *s);
+
+/* The first change of r's version in a transaction (commit LSN, xid;
+ * staged: a streamed transaction, whose commit LSN is not known yet):
+ * ING_SCHEMA_EMIT when a schema event goes before it (and its
+ * registration with the batch), else 0. Marks r->version_done. */
+#define ING_SCHEMA_EMIT 1
+int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uint32_t xid,
+                        int staged);
+/* A new replication connection (PostgreSQL sends each transaction again
+ * from its start): a version is announced once per transaction and
+ * connection, at its first change in it. */
+void ing_schema_new_connection(ing_schema *s);
+/* The streamed transaction xid is dropped whole (Stream Abort, or staged
+ * again from its start): the versions it first used (and staged a schema
+ * event for) are unknown again, as the store forgets them at the same
+ * StageAbort (st_db_schema_drop_xid). Returns how many; the caller makes
+ * the relations check again (ing_parser_versions_reset). */
+size_t ing_schema_forget_xid(ing_schema *s, uint32_t xid);
+/* The registration of r's version as an AppendBatch.schemas field (tag,
+ * length, SchemaVersion), appended to out; desc: its description. */
+int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_t dlen,
+                     uint64_t first_lsn, uint32_t first_xid);
+
+/* Installs the DDL capture in the source database over conn (a replication
+ * connection accepts plain SQL): CREATE OR REPLACE FUNCTION, and the event
+ * triggers when missing. WH_ERR with an error naming the missing privilege
+ * (superuser, or owner of the existing objects) or the failure. */
+int ing_schema_install_ddl(PGconn *conn, char *err, size_t errlen);
+
+#endif
