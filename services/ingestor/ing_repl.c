@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "ing_catalog.h"
+#include "ing_slot.h"
 #include "ing_copy.h"
 #include "ing_event.h"
 #include "ing_origin.h"
@@ -61,6 +62,7 @@ typedef struct repl {
     ing_parser *parser;
     ing_catalog *catalog; /* primary keys of REPLICA IDENTITY FULL tables */
     ing_toast *toast;     /* last values of TOASTed columns (kept across reconnects) */
+    ing_slot *slot;       /* slot policy, zones (kept across sources) */
     PGconn *conn;
     /* the stream on the socket itself (ing_copy), on a connection without
      * TLS or GSS encryption; libpq's COPY functions otherwise */
@@ -518,9 +520,11 @@ started:
 
 static uint64_t flush_lsn(repl *r)
 {
-    uint64_t f = ing_batcher_acked_lsn(r->bt);
+    uint64_t acked = ing_batcher_acked_lsn(r->bt);
+    uint64_t f = acked;
     if (r->idle_confirm > f)
         f = r->idle_confirm;
+    f = ing_slot_cap(r->slot, f, acked); /* source.slot_policy */
     if (r->flushed > f)
         f = r->flushed; /* never move backwards */
     return f;
@@ -1499,12 +1503,19 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
         ing_toast_new(&r->toast, (size_t)cfg->toast_cache_bytes, &st->toast, err, errlen) != WH_OK)
         goto out;
     r->txn.toast = r->toast;
+    if (ing_slot_new(&r->slot, cfg->tenant, err, errlen) != WH_OK)
+        goto out;
+    pthread_mutex_lock(&st->reason_mu);
+    st->slot = r->slot;
+    pthread_mutex_unlock(&st->reason_mu);
     for (int first = 1;; first = 0) {
         if (ing_parser_new(&r->parser, err, errlen) != WH_OK ||
             ing_catalog_new(&r->catalog, err, errlen) != WH_OK ||
-            ing_copy_new(&r->copy, err, errlen) != WH_OK)
+            ing_copy_new(&r->copy, err, errlen) != WH_OK ||
+            ing_slot_start(r->slot, own, err, errlen) != WH_OK)
             goto out;
         rc = run_source(r, first, err, errlen);
+        ing_slot_stop(r->slot);
         disconnect(r);
         ing_catalog_free(r->catalog);
         r->catalog = NULL;
@@ -1519,11 +1530,13 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
         ing_batcher_reset_lsn(bt);
         ing_txn txn = r->txn;
         ing_toast *toast = r->toast;
+        ing_slot *slot = r->slot;
         ing_toast_clear(toast); /* another database's rows */
         streams_clear(r);
         free(r->streams);
         memset(r, 0, sizeof(*r));
         r->toast = toast;
+        r->slot = slot;
         r->cfg = own;
         r->sw = sw;
         r->bt = bt;
@@ -1536,6 +1549,10 @@ out:
     disconnect(r);
     streams_clear(r);
     free(r->streams);
+    pthread_mutex_lock(&st->reason_mu);
+    st->slot = NULL;
+    pthread_mutex_unlock(&st->reason_mu);
+    ing_slot_free(r->slot);
     ing_toast_free(r->toast);
     ing_catalog_free(r->catalog);
     ing_parser_free(r->parser);

@@ -1,5 +1,6 @@
 /* ing_stats: metrics rendering and the control server. */
 #include "ing_stats.h"
+#include "ing_slot.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,7 +111,10 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
                          "when the last heartbeat message came through the stream (0: none)") ||
         wh_metric_us_as_s(b, "walhook_ingestor_last_heartbeat_timestamp_seconds", l, seen))
         return WH_ERR;
-    return WH_OK;
+    pthread_mutex_lock((pthread_mutex_t *)&st->reason_mu);
+    int rc = ing_slot_render(st->slot, b, l);
+    pthread_mutex_unlock((pthread_mutex_t *)&st->reason_mu);
+    return rc;
 }
 
 /* wh_stats_fn for the control endpoint. */

@@ -33,6 +33,7 @@ typedef struct ing_stats {
     wh_counter heartbeat_errors;   /* heartbeat statements that failed */
     wh_counter heartbeats_seen;    /* walhook.heartbeat messages back through the stream */
     wh_gauge heartbeat_seen_us;    /* wall clock of the last one (0: none) */
+    struct ing_slot *slot;         /* slot policy and zones (ing_slot; under reason_mu) */
 } ing_stats;
 
 /* Sets the state and the reason shown by /readyz and `walhook status`
