@@ -1024,8 +1024,10 @@ static void *reader_main(void *arg)
         if (kept == -3) {
             if (!atomic_load(&t->needs_snapshot_pub)) {
                 atomic_store(&t->needs_snapshot_pub, 1);
-                wh_warn("target %s/%s: NEEDS_SNAPSHOT: it fell behind tenant %s's retention cap "
-                        "(store.retention_bytes / store.retention_age_s) and changes it had not "
+                wh_warn("target %s/%s: NEEDS_SNAPSHOT: the store marked it (behind tenant %s's "
+                        "retention cap, store.retention_bytes / store.retention_age_s, or "
+                        "force_resync, source.force_resync_lag_bytes / "
+                        "disconnected_resync_after_s / lag_max_action) and changes it had not "
                         "read may be gone; nothing more is posted to it until its offset is set "
                         "(POST /v1/tenants/%s/targets/%s/offset)",
                         t->set.tenant, t->name, t->set.tenant, t->set.tenant, t->name);

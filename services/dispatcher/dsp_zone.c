@@ -51,8 +51,7 @@ void dsp_zone_set(const char *tenant, uint32_t zone)
                 "their DLQ; reliable targets keep their order",
                 tenant, zone_names[old]);
     else
-        wh_info("tenant %s: backpressure zone %s -> %s", tenant, zone_names[old],
-                zone_names[zone]);
+        wh_info("tenant %s: backpressure zone %s -> %s", tenant, zone_names[old], zone_names[zone]);
 }
 
 uint32_t dsp_zone_get(const char *tenant)

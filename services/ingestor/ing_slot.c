@@ -158,9 +158,8 @@ uint64_t ing_slot_cap(ing_slot *s, uint64_t f, uint64_t acked)
 static int measure(ing_slot *s, PGconn **conn, uint64_t *wal, uint64_t *confirmed, char *status,
                    size_t slen, int64_t *safe, char *err, size_t errlen)
 {
-    if (*conn == NULL &&
-        ing_pg_connect(conn, s->cfg.source_dsn, NULL, "-c statement_timeout=5000", "walhook-slot",
-                       "5", err, errlen) != WH_OK)
+    if (*conn == NULL && ing_pg_connect(conn, s->cfg.source_dsn, NULL, "-c statement_timeout=5000",
+                                        "walhook-slot", "5", err, errlen) != WH_OK)
         return WH_ERR;
     const char *params[1] = {s->cfg.slot};
     PGresult *r = PQexecParams(*conn,
@@ -255,8 +254,8 @@ static void *slot_main(void *arg)
         uint64_t wal = 0, confirmed = 0;
         int64_t safe = -1;
         char status[16] = "";
-        if (measure(s, &conn, &wal, &confirmed, status, sizeof(status), &safe, err,
-                    sizeof(err)) != WH_OK) {
+        if (measure(s, &conn, &wal, &confirmed, status, sizeof(status), &safe, err, sizeof(err)) !=
+            WH_OK) {
             pthread_mutex_lock(&s->mu);
             s->check_errors++;
             pthread_mutex_unlock(&s->mu);
@@ -297,9 +296,8 @@ static void *slot_main(void *arg)
         uint32_t targets = 0, marked = 0;
         char slowest[WH_NAME_MAX] = "";
         int have = 0;
-        if (c == NULL &&
-            wh_client_open(&c, cfg->store_endpoint, cfg->ipc_timeout_ms, 1 << 20, err,
-                           sizeof(err)) != WH_OK)
+        if (c == NULL && wh_client_open(&c, cfg->store_endpoint, cfg->ipc_timeout_ms, 1 << 20, err,
+                                        sizeof(err)) != WH_OK)
             c = NULL;
         if (c != NULL && report(s, c, wal, zone, resync, &track, &cu, &targets, &marked, slowest,
                                 sizeof(slowest), err, sizeof(err)) == WH_OK) {

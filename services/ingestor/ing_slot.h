@@ -41,10 +41,10 @@ int ing_zone_next(int cur, uint64_t lag, uint64_t warn, uint64_t max);
 
 /* The limits of ing_policy_next (from the source.* settings). */
 typedef struct ing_slot_limits {
-    int track;                /* source.slot_policy = track */
-    uint64_t warn, max;       /* source.lag_warn_bytes, source.lag_max_bytes (0 = off) */
-    int warn_independent;     /* source.lag_warn_action = independent */
-    int max_independent;      /* source.lag_max_action = independent */
+    int track;            /* source.slot_policy = track */
+    uint64_t warn, max;   /* source.lag_warn_bytes, source.lag_max_bytes (0 = off) */
+    int warn_independent; /* source.lag_warn_action = independent */
+    int max_independent;  /* source.lag_max_action = independent */
 } ing_slot_limits;
 
 /* The next effective policy. independent configured: always independent.

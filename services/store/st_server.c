@@ -1318,7 +1318,7 @@ static int tenant_metrics(st_server *s, wh_buf *b)
         {"walhook_store_oldest_event_age_seconds",
          "commit age of the tenant's oldest event at or after its GC watermark (-1: none)"},
         {"walhook_store_needs_snapshot_targets",
-         "targets of the tenant marked NEEDS_SNAPSHOT (behind its retention cap)"},
+         "targets of the tenant marked NEEDS_SNAPSHOT (behind its retention cap, or force_resync)"},
         {"walhook_store_tenant_gc_dropped_total",
          "events of the tenant dropped by the GC filter since start"},
         {"walhook_store_tenant_compactions_total",
@@ -1360,10 +1360,10 @@ static int tenant_metrics(st_server *s, wh_buf *b)
     }
     free(ts);
     ns_acc a = {b, 0};
-    rc |=
-        wh_metric_header(b, "walhook_store_target_needs_snapshot", "gauge",
-                         "1 for a target marked NEEDS_SNAPSHOT: behind its tenant's retention "
-                         "cap, its unread events may be gone; a snapshot or SetOffset resumes it");
+    rc |= wh_metric_header(b, "walhook_store_target_needs_snapshot", "gauge",
+                           "1 for a target marked NEEDS_SNAPSHOT: behind its tenant's retention "
+                           "cap or force_resync; its unread events may be gone; a snapshot or "
+                           "SetOffset resumes it");
     st_db_needs_snapshot_each(s->db, needs_snapshot_metric, &a);
     rc |= wh_metric_header(b, "walhook_store_gc_compactions_total", "counter",
                            "compactions of a key range below a GC watermark since start");

@@ -107,8 +107,7 @@ typedef struct off_list {
     int oom;
 } off_list;
 
-static void collect(void *arg, const char *consumer, uint64_t lsn, uint32_t seq,
-                    int needs_snapshot)
+static void collect(void *arg, const char *consumer, uint64_t lsn, uint32_t seq, int needs_snapshot)
 {
     off_list *l = arg;
     if (l->n == l->cap) {
@@ -128,8 +127,8 @@ static void collect(void *arg, const char *consumer, uint64_t lsn, uint32_t seq,
     it->ns = needs_snapshot;
 }
 
-int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply *out,
-                   char *slowest, size_t len, char *err, size_t errlen)
+int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply *out, char *slowest,
+                   size_t len, char *err, size_t errlen)
 {
     slowest[0] = '\0';
     uint64_t durable, elsn;

@@ -31,8 +31,8 @@ void st_slot_free(st_slot *s);
 /* Handles one report. out (initialised by the caller) receives the answer;
  * slowest (len bytes) the name of the slowest counted consumer.
  * WH_ERR with err set when the store could not read the tenant. */
-int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply *out,
-                   char *slowest, size_t len, char *err, size_t errlen);
+int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply *out, char *slowest,
+                   size_t len, char *err, size_t errlen);
 
 /* The tenant's zone for Read answers: 0 (green) when no report is current. */
 uint32_t st_slot_zone(st_slot *s, const char *tenant);
