@@ -153,6 +153,18 @@ uint64_t ing_slot_cap(ing_slot *s, uint64_t f, uint64_t acked)
     return w < f ? w : f;
 }
 
+void ing_slot_set(ing_slot *s, int policy, int have_track, uint64_t track_lsn, int caught_up,
+                  int64_t safety_lag_bytes)
+{
+    pthread_mutex_lock(&s->mu);
+    s->policy = policy;
+    s->have_track = have_track;
+    s->track_lsn = track_lsn;
+    s->caught_up = caught_up;
+    s->cfg.safety_lag_bytes = safety_lag_bytes;
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* ---- the thread ---------------------------------------------------------- */
 
 static int measure(ing_slot *s, PGconn **conn, uint64_t *wal, uint64_t *confirmed, char *status,

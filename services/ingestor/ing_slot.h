@@ -68,6 +68,11 @@ void ing_slot_stop(ing_slot *s);
  * caller never reports less than it did before. Any thread. */
 uint64_t ing_slot_cap(ing_slot *s, uint64_t f, uint64_t acked);
 
+/* Unit tests: sets what the thread would (policy, the store's answer, the
+ * safety lag) without a thread or a source. */
+void ing_slot_set(ing_slot *s, int policy, int have_track, uint64_t track_lsn, int caught_up,
+                  int64_t safety_lag_bytes);
+
 /* Prometheus samples of the slot (labels: `tenant="..."` or ""). */
 int ing_slot_render(ing_slot *s, wh_buf *b, const char *labels);
 
