@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "adm_page.h"
+#include "adm_slot.h"
 #include "wh_budget.h"
 #include "wh_lsn.h"
 #include "wh_metrics.h"
@@ -1946,6 +1947,8 @@ static void r_slots(ctx *c)
     wh_state *s = get_state(c);
     if (!s)
         return;
+    adm_stat st[ADM_NDAEMONS];
+    query_stats(c, st); /* zones, policies, NEEDS_SNAPSHOT marks (adm_slot) */
     json_t *arr = json_array();
     for (int i = 0; i < s->ntenants; i++) {
         const wh_state_tenant *t = &s->tenants[i];
@@ -1976,8 +1979,10 @@ static void r_slots(ctx *c)
                                                           : json_null());
             }
         }
+        adm_slot_json(o, t, st);
         json_array_append_new(arr, o);
     }
+    adm_stats_free(st, ADM_NDAEMONS);
     json_t *out = json_object();
     json_object_set_new(out, "version", json_integer((json_int_t)s->version));
     json_object_set_new(out, "slots", arr);

@@ -109,6 +109,16 @@ check_held() { # S WHAT
     done
 }
 
+# GET /v1/slots: the default tenant's object satisfies a Python expression on t
+slots_has() {
+    curl -fsS --max-time 5 -H "Authorization: Bearer $(cat "$WH_TMP/data/admin.token")" \
+        "http://127.0.0.1:$APORT/v1/slots" 2>/dev/null |
+        python3 -c 'import json, sys
+t = [x for x in json.load(sys.stdin)["slots"] if x["tenant"] == "default"][0]
+sys.exit(0 if eval(sys.argv[1]) else 1)' "$1"
+}
+page_has() { curl -fsS --max-time 5 "http://127.0.0.1:$APORT/" 2>/dev/null | grep -q "$1"; }
+
 wh_spawn store "$BIN/walhook-store" -c "$CONF"
 wh_wait_until 10 test -S "$WH_TMP/data/store.sock" || wh_fail "the store did not start"
 wh_spawn dispatcher "$BIN/walhook-dispatcher" -c "$CONF"
@@ -179,6 +189,8 @@ wh_wait_until 30 grep -q "slot policy track -> independent" "$WH_TMP/ingestor.lo
     wh_fail "no switch to independent past lag_warn_bytes (flush $(flush_lsn))"
 wh_wait_until 10 wh_metric_label_is "$M" walhook_slot_policy_track 'tenant="default"' = 0 ||
     wh_fail "walhook_slot_policy_track did not become 0"
+wh_wait_until 10 slots_has 't["slot_policy"] == {"configured": "track", "effective": "independent"}' ||
+    wh_fail "/v1/slots does not show the effective policy independent"
 last=$(wh_last_lsn "$WH_TMP/a.jsonl")
 _past_b() { ! lsn_le "$(flush_lsn)" "$b3"; }
 wh_wait_until 30 _past_b || wh_fail "independent: the flush stays at b's position $b3"
@@ -205,6 +217,9 @@ wh_wait_until 30 grep -q "target default/b: NEEDS_SNAPSHOT (force_resync" "$WH_T
     wh_fail "b was not marked NEEDS_SNAPSHOT after disconnected_resync_after_s"
 wh_wait_metric "$M" walhook_slot_force_resyncs_total 1 10 || wh_fail "walhook_slot_force_resyncs_total"
 wh_wait_metric "$M" walhook_store_needs_snapshot_targets 1 30 || wh_fail "the store's needs_snapshot metric"
+wh_wait_until 10 slots_has 't["needs_snapshot"] == ["b"]' || wh_fail "/v1/slots does not list b as needs_snapshot"
+wh_wait_until 10 page_has '<td class="name">b</td><td class="bad">NEEDS_SNAPSHOT</td>' ||
+    wh_fail "the status page does not show b as NEEDS_SNAPSHOT"
 insert 801 850
 wh_wait_until 60 has_rows "$WH_TMP/a.jsonl" 850 || wh_fail "a stopped delivering while b was marked"
 last=$(wh_last_lsn "$WH_TMP/a.jsonl")
@@ -242,6 +257,10 @@ wh_wait_until 30 grep -q "backpressure zone red -> green\|backpressure zone yell
     "$WH_TMP/ingestor.log" || wh_fail "the zone did not return to green after f shed"
 _green() { [ "$(wh_metric "$M" walhook_backpressure_zone)" = 0 ]; }
 wh_wait_until 10 _green || wh_fail "walhook_backpressure_zone is $(wh_metric "$M" walhook_backpressure_zone), not 0"
+wh_wait_until 10 slots_has 't["backpressure_zone"] == "green" and t["needs_snapshot"] == []' ||
+    wh_fail "/v1/slots does not show the zone green"
+page_has '<td class="zone ok">green</td><td class="policy">track</td>' ||
+    wh_fail "the status page does not show the zone and the policy"
 last_row=$((n - 1))
 wh_wait_until 60 has_rows "$WH_TMP/a.jsonl" "$last_row" || wh_fail "a did not get rows 1..$last_row"
 # a kept its order: every event's first arrival is in position order

@@ -70,8 +70,8 @@ static void test_policy(void **state)
     ing_slot_limits ind = {.track = 0, .warn = 100 * KB, .max = 400 * KB, 1, 1};
     assert_int_equal(ing_policy_next(T, UINT64_MAX, UINT64_MAX, &ind, &why), I);
 
-    ing_slot_limits l = {.track = 1, .warn = 100 * KB, .max = 400 * KB,
-                         .warn_independent = 1, .max_independent = 1};
+    ing_slot_limits l = {
+        .track = 1, .warn = 100 * KB, .max = 400 * KB, .warn_independent = 1, .max_independent = 1};
     assert_int_equal(ing_policy_next(T, 99 * KB, 99 * KB, &l, &why), T);
     assert_null(why);
     assert_int_equal(ing_policy_next(T, 100 * KB, 100 * KB, &l, &why), I);
