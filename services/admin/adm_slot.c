@@ -55,8 +55,7 @@ void adm_slot_view_get(const adm_stat st[ADM_NDAEMONS], const char *tenant, adm_
         }
 }
 
-int adm_slot_needs_snapshot(const adm_stat st[ADM_NDAEMONS], const char *tenant,
-                            const char *target)
+int adm_slot_needs_snapshot(const adm_stat st[ADM_NDAEMONS], const char *tenant, const char *target)
 {
     const char *m = metrics_of(st, "store");
     if (m == NULL)

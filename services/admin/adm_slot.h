@@ -15,9 +15,9 @@
 #include "wh_state.h"
 
 typedef struct adm_slot_view {
-    int zone;              /* 0 green, 1 yellow, 2 red; -1 unknown (no ingestor metrics) */
-    char configured[16];   /* source.slot_policy ("" unknown) */
-    char effective[16];    /* "track" | "independent" ("" unknown) */
+    int zone;            /* 0 green, 1 yellow, 2 red; -1 unknown (no ingestor metrics) */
+    char configured[16]; /* source.slot_policy ("" unknown) */
+    char effective[16];  /* "track" | "independent" ("" unknown) */
 } adm_slot_view;
 
 const char *adm_zone_name(int zone); /* "green", "yellow", "red", "unknown" */
