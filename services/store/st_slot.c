@@ -127,6 +127,13 @@ static void collect(void *arg, const char *consumer, uint64_t lsn, uint32_t seq,
     it->ns = needs_snapshot;
 }
 
+static int first_event(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json,
+                       size_t len)
+{
+    *(uint64_t *)arg = lsn;
+    return 0; /* max_events 1: the first only */
+}
+
 int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply *out, char *slowest,
                    size_t len, char *err, size_t errlen)
 {
@@ -136,6 +143,13 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
     /* the durable LSN first: the end read after it holds all its events */
     if (st_db_get_durable(s->db, r->tenant, &durable, err, errlen) != WH_OK ||
         st_db_tenant_end(s->db, r->tenant, &elsn, &eseq, err, errlen) != WH_OK)
+        return WH_ERR;
+    /* a consumer before the first stored event (a new one at (0,0)) is
+     * behind by what is stored, not by the whole WAL */
+    uint64_t first = 0;
+    size_t nr = 0;
+    if (r->resync_lag_bytes > 0 && st_db_read(s->db, r->tenant, 0, 0, 1, SIZE_MAX, first_event,
+                                              &first, &nr, err, errlen) != WH_OK)
         return WH_ERR;
     off_list l = {0};
     st_db_offsets_each(s->db, r->tenant, collect, &l);
@@ -192,7 +206,8 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
             if (p->stalled_since_ms)
                 stalled_ms = now - p->stalled_since_ms;
         }
-        uint64_t lag = !caught && r->wal_lsn > it->lsn ? r->wal_lsn - it->lsn : 0;
+        uint64_t from = it->lsn > first ? it->lsn : first;
+        uint64_t lag = !caught && r->wal_lsn > from ? r->wal_lsn - from : 0;
         if (r->resync_lag_bytes > 0 && lag > r->resync_lag_bytes) {
             snprintf(why[nmarks], sizeof(why[nmarks]),
                      "behind the source by %" PRIu64 " bytes, over %" PRIu64, lag,

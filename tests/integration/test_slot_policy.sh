@@ -14,7 +14,8 @@
 #     b catches up it switches back to track (hysteresis).
 #  4. force_resync: b down with source.disconnected_resync_after_s = 2 is
 #     marked NEEDS_SNAPSHOT (store log, metrics) while a keeps delivering and
-#     the store's GC watermark passes b; a set offset resumes b.
+#     the store's GC watermark passes b; a set offset resumes b. Then the
+#     hard cap with lag_max_action = force_resync marks b again.
 #  5. zones: warn/max of 256 KiB / 1 MiB with no policy action; f down holds
 #     the slot: green -> yellow -> red (log, metric); in red f sheds to its
 #     DLQ, the slot advances, the zone returns to green, and a kept order.
@@ -236,15 +237,34 @@ insert 851 860
 _b_new() { grep -q '"id":860[,}]' "$WH_TMP/b.jsonl"; }
 wh_wait_until 60 _b_new || wh_fail "b did not resume after the set offset"
 
+# ---- 4b. the hard cap with lag_max_action = force_resync ----
+ing_down
+ing_up WALHOOK_SOURCE_SLOT_POLICY=track WALHOOK_SOURCE_LAG_WARN_BYTES=0 \
+    WALHOOK_SOURCE_LAG_MAX_BYTES=524288 WALHOOK_SOURCE_LAG_MAX_ACTION=force_resync
+wh_kill recv_b KILL
+for i in 0 1 2 3 4 5; do insert $((861 + i * 100)) $((960 + i * 100)) 1000; done
+wh_wait_until 30 grep -q "target default/b: NEEDS_SNAPSHOT (force_resync: behind the source" \
+    "$WH_TMP/store.log" || wh_fail "the hard cap did not force_resync b"
+last=$(wh_last_lsn "$WH_TMP/a.jsonl")
+wh_wait_until 60 has_rows "$WH_TMP/a.jsonl" 1460 || wh_fail "a did not get rows 1..1460"
+last=$(wh_last_lsn "$WH_TMP/a.jsonl")
+wh_wait_slot_flush "$last" 30 walhook || wh_fail "b, force_resynced at the hard cap, still holds the slot"
+"$BIN/tests/wh_statectl" -c "$CONF" set-offset default b end >"$WH_TMP/setoff.log" 2>&1 ||
+    wh_fail "set-offset failed: $(cat "$WH_TMP/setoff.log")"
+recv_up b "$RB"
+wh_wait_until 30 _cleared || wh_fail "b still NEEDS_SNAPSHOT after the second set offset"
+
 # ---- 5. backpressure zones; red sheds the fast target ----
 ing_down
+L5=$(wc -l <"$WH_TMP/ingestor.log")
 ing_up WALHOOK_SOURCE_SLOT_POLICY=track WALHOOK_SOURCE_LAG_WARN_BYTES=262144 \
     WALHOOK_SOURCE_LAG_MAX_BYTES=1048576 WALHOOK_SOURCE_LAG_WARN_ACTION=none \
     WALHOOK_SOURCE_LAG_MAX_ACTION=none
 wh_kill recv_f KILL
-zone() { grep -c "backpressure zone $1" "$WH_TMP/ingestor.log"; }
-n=861
-while [ "$(zone "yellow -> red")$(zone "green -> red")" = 00 ] && [ "$n" -lt 3861 ]; do
+since5() { tail -n +$((L5 + 1)) "$WH_TMP/ingestor.log"; }
+zone() { since5 | grep -c "backpressure zone $1"; }
+n=1461
+while [ "$(zone "yellow -> red")$(zone "green -> red")" = 00 ] && [ "$n" -lt 4461 ]; do
     insert "$n" $((n + 99)) 1000
     n=$((n + 100))
     sleep 0.3
@@ -253,8 +273,8 @@ done
 [ "$(zone "yellow -> red")" -ge 1 ] || wh_fail "the zone never went yellow -> red"
 wh_wait_until 30 wh_metric_label_is "$M" walhook_target_shed_total 'target="f"' -gt 0 ||
     wh_fail "f did not shed in the red zone"
-wh_wait_until 30 grep -q "backpressure zone red -> green\|backpressure zone yellow -> green" \
-    "$WH_TMP/ingestor.log" || wh_fail "the zone did not return to green after f shed"
+_back_green() { since5 | grep -q "backpressure zone red -> green\|backpressure zone yellow -> green"; }
+wh_wait_until 30 _back_green || wh_fail "the zone did not return to green after f shed"
 _green() { [ "$(wh_metric "$M" walhook_backpressure_zone)" = 0 ]; }
 wh_wait_until 10 _green || wh_fail "walhook_backpressure_zone is $(wh_metric "$M" walhook_backpressure_zone), not 0"
 wh_wait_until 10 slots_has 't["backpressure_zone"] == "green" and t["needs_snapshot"] == []' ||

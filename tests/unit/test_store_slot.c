@@ -130,11 +130,18 @@ static void test_resync_lag(void **state)
     fill(f->db);
     commit(f->db, "a", 0x300);
     commit(f->db, "b", 0x100);
+    /* a new consumer at (0,0) is behind by what is stored (from 0x100),
+     * not by the whole WAL */
+    st_offset no;
+    assert_int_equal(st_db_register(f->db, "t", "new", &no, err, sizeof(err)), WH_OK);
     /* b is 0x300 behind the source's WAL: over a cap of 0x2ff */
     Walhook__SlotReply r = report(f, 0x400, 0, 0x300, 0, slowest);
     assert_int_equal(r.marked, 0); /* not over 0x300 */
+    assert_int_equal(r.targets, 3);
+    assert_int_equal(r.track_lsn, 0);
     r = report(f, 0x400, 0, 0x2ff, 0, slowest);
-    assert_int_equal(r.marked, 1);
+    assert_int_equal(r.marked, 2);
+    assert_true(st_db_needs_snapshot(f->db, "t", "new"));
     assert_true(st_db_needs_snapshot(f->db, "t", "b"));
     assert_false(st_db_needs_snapshot(f->db, "t", "a"));
     assert_int_equal(r.track_lsn, 0x350); /* b no longer counts */
