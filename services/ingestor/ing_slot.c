@@ -271,9 +271,12 @@ static void *slot_main(void *arg)
             pthread_mutex_lock(&s->mu);
             s->check_errors++;
             pthread_mutex_unlock(&s->mu);
-            if (!meas_failing)
+            /* before the replication connection made the slot: quiet */
+            if (!meas_failing && s->measured)
                 wh_warn("slot check (source.slot_check_ms) failed: %s; retried", err);
-            meas_failing = 1;
+            else if (!meas_failing)
+                wh_debug("slot check (source.slot_check_ms) failed: %s; retried", err);
+            meas_failing = s->measured ? 1 : 0;
             sleep_ms(s, cfg->slot_check_ms);
             continue;
         }
@@ -332,6 +335,10 @@ static void *slot_main(void *arg)
         if (zone != s->zone)
             s->zone_changes++;
         s->zone = zone;
+        if (have)
+            wh_debug("slot report: wal %" PRIu64 " confirmed %" PRIu64 " lag %" PRIu64
+                     " zone %s; store: track %" PRIu64 " caught_up %d targets %u slowest %s",
+                     wal, confirmed, lag, ing_zone_name(zone), track, cu, targets, slowest);
         if (have) {
             if (!s->have_track || track > s->track_lsn)
                 s->track_lsn = track;
@@ -383,6 +390,7 @@ int ing_slot_start(ing_slot *s, const wh_config *cfg, char *err, size_t errlen)
     s->caught_up = 0;
     s->policy = strcmp(cfg->slot_policy, "track") == 0 ? ING_POLICY_TRACK : ING_POLICY_INDEPENDENT;
     s->zone = ING_ZONE_GREEN;
+    s->measured = 0;
     pthread_mutex_unlock(&s->mu);
     atomic_store(&s->stop, 0);
     if (pthread_create(&s->th, NULL, slot_main, s) != 0)
