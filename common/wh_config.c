@@ -800,7 +800,7 @@ static int scan_tenants_path(const char *rest)
         for (size_t i = 0; i < WH_ARRAY_LEN(source_fields); i++)
             if (strcmp(p + 8, source_fields[i]) == 0)
                 return WH_CFGSCAN_SKIP;
-        return WH_CFGSCAN_STOP;
+        return wh_slotcfg_key(p + 8) >= 0 ? WH_CFGSCAN_SKIP : WH_CFGSCAN_STOP;
     }
     if (strncmp(p, ".targets", 8) != 0)
         return WH_CFGSCAN_STOP;

@@ -16,6 +16,7 @@
 
 #include "wh_buf.h"
 #include "wh_config.h"
+#include "wh_slotcfg.h"
 
 #define WH_MAX_TENANTS 64
 #define WH_MAX_SECRETS 4
@@ -89,6 +90,7 @@ typedef struct wh_state_tenant {
     char publication[WH_NAME_MAX];
     char tables[WH_URL_MAX];
     int create_slot;
+    wh_slotcfg slotcfg; /* source.slot_policy, lag thresholds... of this tenant (docs/SLOTS.md) */
     wh_state_target *targets;
     int ntargets;
 } wh_state_tenant;

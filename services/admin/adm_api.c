@@ -884,8 +884,14 @@ static int apply_source(ctx *c, json_t *o, wh_state_tenant *t)
             rc = get_string(c, v, field, t->tables, sizeof(t->tables));
         else if (strcmp(key, "create_slot") == 0)
             rc = get_bool(c, v, field, &t->create_slot);
-        else
-            return fail(c->resp, 400, field, "%s: unknown field of a source", field);
+        else {
+            char serr[WH_ERRLEN]; /* source.slot_policy, lag thresholds (wh_slotcfg) */
+            rc = wh_slotcfg_set_json(&t->slotcfg, key, v, field, serr, sizeof(serr));
+            if (rc == 1)
+                return fail(c->resp, 400, field, "%s: unknown field of a source", field);
+            if (rc != WH_OK)
+                return fail(c->resp, 400, field, "%s", serr);
+        }
         if (rc != WH_OK)
             return WH_ERR;
     }

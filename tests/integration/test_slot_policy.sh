@@ -19,6 +19,8 @@
 #  5. zones: warn/max of 256 KiB / 1 MiB with no policy action; f down holds
 #     the slot: green -> yellow -> red (log, metric); in red f sheds to its
 #     DLQ, the slot advances, the zone returns to green, and a kept order.
+#  6. the tenant's own slot_policy in the state document (PATCH over the
+#     admin API) wins over the ingestor's file and environment.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 trap wh_cleanup EXIT
@@ -290,4 +292,20 @@ read -r dup back < <(one_id "$WH_TMP/a.jsonl")
 [ "$dup" = 0 ] || wh_fail "a: $dup rows arrived under two event ids"
 dl=$("$BIN/tests/wh_statectl" -c "$CONF" dlq-ids default f | wc -l)
 [ "$dl" -gt 0 ] || wh_fail "f's DLQ is empty"
+
+# ---- 6. the tenant's own setting, changed at runtime over the admin API ----
+patch() { # BODY: prints the HTTP status
+    curl -sS -o "$WH_TMP/patch.out" -w '%{http_code}' -X PATCH --max-time 20 \
+        -H "Authorization: Bearer $(cat "$WH_TMP/data/admin.token")" \
+        -H 'Content-Type: application/json' --data-binary "$1" \
+        "http://127.0.0.1:$APORT/v1/tenants/default"
+}
+code=$(patch '{"source":{"slot_policy":"sometimes"}}')
+[ "$code" = 400 ] && grep -q "source.slot_policy" "$WH_TMP/patch.out" ||
+    wh_fail "a bad slot_policy: $code $(cat "$WH_TMP/patch.out")"
+code=$(patch '{"source":{"slot_policy":"independent","lag_warn_bytes":2097152}}')
+[ "$code" = 200 ] || wh_fail "PATCH of the tenant's slot_policy: $code $(cat "$WH_TMP/patch.out")"
+wh_wait_until 30 wh_metric_label_is "$M" walhook_slot_policy_effective 'configured="independent"' = 1 ||
+    wh_fail "the tenant's slot_policy from the state document was not applied"
+grep -q "lag warn 2097152 bytes" "$WH_TMP/ingestor.log" || wh_fail "the tenant's lag_warn_bytes was not applied"
 wh_pass "track holds the flush at the slowest target and survives a SIGKILL; lag_warn switches to independent and back; force_resync marks a dead target while another delivers; zones green->yellow->red->green with f shedding $dl events in red while a kept order"
