@@ -9,9 +9,9 @@
 #include "wh_util.h"
 
 static const char *const keys[WH_SLOTCFG_N] = {
-    "slot_policy",           "safety_lag_bytes", "lag_warn_bytes",
-    "lag_max_bytes",         "lag_warn_action",  "lag_max_action",
-    "force_resync_lag_bytes", "disconnected_resync_after_s", "slot_check_ms"};
+    "slot_policy",     "safety_lag_bytes", "lag_warn_bytes",         "lag_max_bytes",
+    "lag_warn_action", "lag_max_action",   "force_resync_lag_bytes", "disconnected_resync_after_s",
+    "slot_check_ms"};
 
 /* the allowed values of the string keys ("" ends a list) */
 static const char *const enums[][4] = {
@@ -46,8 +46,7 @@ int wh_slotcfg_key(const char *name)
     return -1;
 }
 
-static int set_str(wh_slotcfg *sc, int k, const char *s, const char *path, char *err,
-                   size_t errlen)
+static int set_str(wh_slotcfg *sc, int k, const char *s, const char *path, char *err, size_t errlen)
 {
     const char *const *e = enum_of(keys[k]);
     int ok = 0;
@@ -66,8 +65,8 @@ static int set_num(wh_slotcfg *sc, int k, int64_t v, const char *path, char *err
 {
     const wh_config_entry *e = entry_of(k);
     if (e == NULL || v < e->min || v > e->max)
-        return wh_seterr(err, errlen, "%s: %lld is out of range [%lld, %lld]", path,
-                         (long long)v, e ? (long long)e->min : 0LL, e ? (long long)e->max : 0LL);
+        return wh_seterr(err, errlen, "%s: %lld is out of range [%lld, %lld]", path, (long long)v,
+                         e ? (long long)e->min : 0LL, e ? (long long)e->max : 0LL);
     sc->num[k] = v;
     sc->set |= 1u << k;
     return WH_OK;
@@ -115,7 +114,7 @@ int wh_slotcfg_render(const wh_slotcfg *sc, json_t *src)
         if (!(sc->set & (1u << k)))
             continue;
         json_t *v = enum_of(keys[k]) != NULL ? json_string(sc->str[k])
-                                              : json_integer((json_int_t)sc->num[k]);
+                                             : json_integer((json_int_t)sc->num[k]);
         rc |= v == NULL || json_object_set_new(src, keys[k], v) != 0;
     }
     return rc ? WH_ERR : WH_OK;

@@ -33,8 +33,8 @@ int wh_slotcfg_set_json(wh_slotcfg *sc, const char *key, struct json_t *v, const
                         char *err, size_t errlen);
 /* The same from a libconfig setting. */
 struct config_setting_t;
-int wh_slotcfg_set_cf(wh_slotcfg *sc, const char *key, struct config_setting_t *f,
-                      const char *path, char *err, size_t errlen);
+int wh_slotcfg_set_cf(wh_slotcfg *sc, const char *key, struct config_setting_t *f, const char *path,
+                      char *err, size_t errlen);
 /* Adds the given keys to a source object. WH_OK or WH_ERR (out of memory). */
 int wh_slotcfg_render(const wh_slotcfg *sc, struct json_t *src);
 /* Writes the given keys over cfg's settings. */

@@ -98,6 +98,7 @@ struct ing_slot {
     pthread_t th;
     int running;
     atomic_int stop;
+    wh_client *client; /* the thread's store client (under mu), interrupted by a stop */
 
     pthread_mutex_t mu; /* the fields below */
     int have_track;     /* the store answered once for this source */
@@ -260,6 +261,13 @@ static void *slot_main(void *arg)
         .warn_independent = strcmp(cfg->lag_warn_action, "independent") == 0,
         .max_independent = strcmp(cfg->lag_max_action, "independent") == 0,
     };
+    if (lim.warn > 0 && lim.max > 0 && lim.max <= lim.warn) {
+        /* a tenant's own settings (wh_slotcfg) over the file's can cross */
+        wh_error("tenant %s: source.lag_max_bytes (%" PRIu64 ") is not above "
+                 "source.lag_warn_bytes (%" PRIu64 "): the warn threshold is taken as %" PRIu64,
+                 s->tenant, lim.max, lim.warn, lim.max / 2);
+        lim.warn = lim.max / 2;
+    }
     int max_resync = strcmp(cfg->lag_max_action, "force_resync") == 0 && lim.max > 0;
     while (!atomic_load(&s->stop)) {
         uint64_t t0 = wh_now_ms();
@@ -311,9 +319,15 @@ static void *slot_main(void *arg)
         uint32_t targets = 0, marked = 0;
         char slowest[WH_NAME_MAX] = "";
         int have = 0;
-        if (c == NULL && wh_client_open(&c, cfg->store_endpoint, cfg->ipc_timeout_ms, 1 << 20, err,
-                                        sizeof(err)) != WH_OK)
-            c = NULL;
+        if (c == NULL) {
+            /* a report is small and goes again soon: a short timeout */
+            int tmo = cfg->ipc_timeout_ms < 5000 ? cfg->ipc_timeout_ms : 5000;
+            if (wh_client_open(&c, cfg->store_endpoint, tmo, 1 << 20, err, sizeof(err)) != WH_OK)
+                c = NULL;
+            pthread_mutex_lock(&s->mu);
+            s->client = c;
+            pthread_mutex_unlock(&s->mu);
+        }
         if (c != NULL && report(s, c, wal, zone, resync, &track, &cu, &targets, &marked, slowest,
                                 sizeof(slowest), err, sizeof(err)) == WH_OK) {
             have = 1;
@@ -376,6 +390,9 @@ static void *slot_main(void *arg)
     }
     if (conn)
         PQfinish(conn);
+    pthread_mutex_lock(&s->mu);
+    s->client = NULL;
+    pthread_mutex_unlock(&s->mu);
     wh_client_close(c);
     return NULL;
 }
@@ -407,6 +424,10 @@ void ing_slot_stop(ing_slot *s)
     if (s == NULL || !s->running)
         return;
     atomic_store(&s->stop, 1);
+    pthread_mutex_lock(&s->mu);
+    if (s->client != NULL)
+        wh_client_interrupt(s->client); /* a report waiting for a store that is gone */
+    pthread_mutex_unlock(&s->mu);
     pthread_join(s->th, NULL);
     s->running = 0;
 }

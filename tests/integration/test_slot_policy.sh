@@ -303,9 +303,9 @@ patch() { # BODY: prints the HTTP status
 code=$(patch '{"source":{"slot_policy":"sometimes"}}')
 [ "$code" = 400 ] && grep -q "source.slot_policy" "$WH_TMP/patch.out" ||
     wh_fail "a bad slot_policy: $code $(cat "$WH_TMP/patch.out")"
-code=$(patch '{"source":{"slot_policy":"independent","lag_warn_bytes":2097152}}')
+code=$(patch '{"source":{"slot_policy":"independent","lag_warn_bytes":524288}}')
 [ "$code" = 200 ] || wh_fail "PATCH of the tenant's slot_policy: $code $(cat "$WH_TMP/patch.out")"
 wh_wait_until 30 wh_metric_label_is "$M" walhook_slot_policy_effective 'configured="independent"' = 1 ||
     wh_fail "the tenant's slot_policy from the state document was not applied"
-grep -q "lag warn 2097152 bytes" "$WH_TMP/ingestor.log" || wh_fail "the tenant's lag_warn_bytes was not applied"
+grep -q "lag warn 524288 bytes" "$WH_TMP/ingestor.log" || wh_fail "the tenant's lag_warn_bytes was not applied"
 wh_pass "track holds the flush at the slowest target and survives a SIGKILL; lag_warn switches to independent and back; force_resync marks a dead target while another delivers; zones green->yellow->red->green with f shedding $dl events in red while a kept order"

@@ -69,7 +69,8 @@ static void test_doc_errors(void **state)
     static const struct {
         const char *src, *want;
     } cases[] = {
-        {"\"slot_policy\":\"trak\"", "tenants[0].source.slot_policy: 'trak' is not independent or track"},
+        {"\"slot_policy\":\"trak\"",
+         "tenants[0].source.slot_policy: 'trak' is not independent or track"},
         {"\"slot_policy\":1", "tenants[0].source.slot_policy: expected a string"},
         {"\"lag_warn_bytes\":-1", "tenants[0].source.lag_warn_bytes: -1 is out of range"},
         {"\"lag_max_action\":\"drop\"", "'drop' is not independent, force_resync or none"},
