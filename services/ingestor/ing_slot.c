@@ -56,6 +56,15 @@ int ing_zone_next(int cur, uint64_t lag, uint64_t warn, uint64_t max)
     return ING_ZONE_GREEN;
 }
 
+uint64_t ing_slot_effective_lag(uint64_t lag, int64_t safe_wal_size, uint64_t max)
+{
+    if (max == 0 || safe_wal_size < 0)
+        return lag;
+    uint64_t left = (uint64_t)safe_wal_size;
+    uint64_t e = left >= max ? 0 : max - left;
+    return e > lag ? e : lag;
+}
+
 int ing_policy_next(int cur, uint64_t slot_lag, uint64_t track_lag, const ing_slot_limits *l,
                     const char **why)
 {
@@ -106,7 +115,8 @@ struct ing_slot {
     int caught_up;
     int policy; /* effective */
     int zone;
-    int measured; /* a measurement succeeded */
+    int measured;   /* a measurement succeeded */
+    int safe_noted; /* the thread: safe_wal_size rules the lag (warned) */
     uint64_t wal_lsn, confirmed;
     int64_t slot_lag, track_lag, safe_wal_size;
     char wal_status[16];
@@ -292,10 +302,17 @@ static void *slot_main(void *arg)
             wh_info("slot check works again");
         meas_failing = 0;
         uint64_t lag = wal > confirmed ? wal - confirmed : 0;
+        uint64_t elag = ing_slot_effective_lag(lag, safe, lim.max);
+        if (elag > lag && !s->safe_noted)
+            wh_warn("tenant %s: the slot's safe_wal_size (%" PRId64 " bytes before "
+                    "max_slot_wal_keep_size invalidates it) is below source.lag_max_bytes - slot "
+                    "lag: the thresholds act on %" PRIu64 " bytes",
+                    s->tenant, safe, elag);
+        s->safe_noted = elag > lag;
         pthread_mutex_lock(&s->mu);
         int zone0 = s->zone;
         pthread_mutex_unlock(&s->mu);
-        int zone = ing_zone_next(zone0, lag, lim.warn, lim.max);
+        int zone = ing_zone_next(zone0, elag, lim.warn, lim.max);
         if (zone != zone0) {
             char l[WH_LSN_STRLEN];
             wh_lsn_format(confirmed, l, sizeof(l));
@@ -312,8 +329,14 @@ static void *slot_main(void *arg)
         /* force_resync: the configured lag, and at the hard cap (its action
          * force_resync) every target behind by lag_max_bytes or more */
         uint64_t resync = (uint64_t)cfg->force_resync_lag_bytes;
-        if (max_resync && lag >= lim.max && (resync == 0 || resync > lim.max - 1))
-            resync = lim.max - 1;
+        if (max_resync && elag >= lim.max) {
+            /* behind by lag_max_bytes or more; less by what safe_wal_size
+             * took off (elag - lag) */
+            uint64_t cut = lim.max - 1, shift = elag - lag;
+            cut = shift < cut ? cut - shift : 1;
+            if (resync == 0 || resync > cut)
+                resync = cut;
+        }
         uint64_t track = 0;
         int cu = 0;
         uint32_t targets = 0, marked = 0;
@@ -371,7 +394,7 @@ static void *slot_main(void *arg)
         const char *why = NULL;
         /* without an answer of the store the track lag is unknown: stay */
         int p = s->have_track || p0 == ING_POLICY_TRACK
-                    ? ing_policy_next(p0, lag, s->have_track ? tl : UINT64_MAX, &lim, &why)
+                    ? ing_policy_next(p0, elag, s->have_track ? tl : UINT64_MAX, &lim, &why)
                     : p0;
         if (p != p0)
             s->switches++;

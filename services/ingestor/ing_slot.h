@@ -39,6 +39,12 @@ const char *ing_policy_name(int policy);
  * max / 2). */
 int ing_zone_next(int cur, uint64_t lag, uint64_t warn, uint64_t max);
 
+/* The lag the zones and the thresholds' actions use: the slot lag, or more
+ * when PostgreSQL would invalidate the slot (max_slot_wal_keep_size) sooner
+ * than the hard cap is reached: max - safe_wal_size when safe_wal_size is
+ * known (>= 0) and the hard cap is on, so the cap's action comes first. */
+uint64_t ing_slot_effective_lag(uint64_t lag, int64_t safe_wal_size, uint64_t max);
+
 /* The limits of ing_policy_next (from the source.* settings). */
 typedef struct ing_slot_limits {
     int track;            /* source.slot_policy = track */

@@ -98,6 +98,23 @@ static void test_policy(void **state)
     assert_string_equal(ing_policy_name(I), "independent");
 }
 
+static void test_effective_lag(void **state)
+{
+    (void)state;
+    const uint64_t m = 400 * KB;
+    /* safe_wal_size unknown (-1: max_slot_wal_keep_size unlimited) or no cap */
+    assert_int_equal(ing_slot_effective_lag(10 * KB, -1, m), 10 * KB);
+    assert_int_equal(ing_slot_effective_lag(10 * KB, 0, 0), 10 * KB);
+    /* plenty left: the slot lag */
+    assert_int_equal(ing_slot_effective_lag(10 * KB, 1u << 30, m), 10 * KB);
+    /* PostgreSQL invalidates in 100 KiB: the hard cap is 100 KiB away */
+    assert_int_equal(ing_slot_effective_lag(10 * KB, 100 * KB, m), 300 * KB);
+    assert_int_equal(ing_slot_effective_lag(350 * KB, 100 * KB, m), 350 * KB);
+    /* nothing left: at the cap, so its action comes first */
+    assert_int_equal(ing_zone_next(ING_ZONE_GREEN, ing_slot_effective_lag(0, 0, m), 100 * KB, m),
+                     ING_ZONE_RED);
+}
+
 static void test_cap(void **state)
 {
     (void)state;
@@ -131,9 +148,8 @@ static void test_cap(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_zone_walk),
-        cmocka_unit_test(test_zone_thresholds_off),
-        cmocka_unit_test(test_policy),
+        cmocka_unit_test(test_zone_walk), cmocka_unit_test(test_zone_thresholds_off),
+        cmocka_unit_test(test_policy),    cmocka_unit_test(test_effective_lag),
         cmocka_unit_test(test_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
