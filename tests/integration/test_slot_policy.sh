@@ -21,10 +21,11 @@
 #     DLQ, the slot advances, the zone returns to green, and a kept order.
 #  6. the tenant's own slot_policy in the state document (PATCH over the
 #     admin API) wins over the ingestor's file and environment.
+# SLOT_TEST_PHASE1_ONLY=1 stops after phase 1 (to repeat it alone).
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 trap wh_cleanup EXIT
-wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver \
+wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver \
     tests/wh_statectl
 wh_tmpdir
 pg_start || wh_fail "cannot start PostgreSQL"
@@ -284,6 +285,9 @@ wh_wait_until 10 slots_has 't["backpressure_zone"] == "green" and t["needs_snaps
     wh_fail "/v1/slots does not show the zone green"
 page_has '<td class="zone ok">green</td><td class="policy">track</td>' ||
     wh_fail "the status page does not show the zone and the policy"
+"$BIN/walhook" slots -c "$CONF" >"$WH_TMP/slots.txt" 2>&1 &&
+    grep -Eq '^default .* green +track ' "$WH_TMP/slots.txt" ||
+    wh_fail "walhook slots does not show the zone and the policy: $(cat "$WH_TMP/slots.txt")"
 last_row=$((n - 1))
 wh_wait_until 60 has_rows "$WH_TMP/a.jsonl" "$last_row" || wh_fail "a did not get rows 1..$last_row"
 # a kept its order: every event's first arrival is in position order
