@@ -2,6 +2,7 @@
 #include "dsp_zone.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "wh_config.h"
@@ -19,6 +20,8 @@ static struct {
     } v[DSP_ZONE_TENANTS];
     int n;
 } zones = {.mu = PTHREAD_MUTEX_INITIALIZER};
+/* tenants noted non-green: while 0, green costs a Read no lock */
+static _Atomic int nongreen;
 
 void dsp_zone_set(const char *tenant, uint32_t zone)
 {
@@ -26,6 +29,8 @@ void dsp_zone_set(const char *tenant, uint32_t zone)
         return;
     if (zone > DSP_ZONE_RED)
         zone = DSP_ZONE_RED;
+    if (zone == DSP_ZONE_GREEN && atomic_load_explicit(&nongreen, memory_order_relaxed) == 0)
+        return;
     uint32_t old = DSP_ZONE_GREEN;
     int changed = 0;
     pthread_mutex_lock(&zones.mu);
@@ -41,6 +46,8 @@ void dsp_zone_set(const char *tenant, uint32_t zone)
     if (i < zones.n) {
         old = zones.v[i].zone;
         changed = old != zone;
+        if ((old != DSP_ZONE_GREEN) != (zone != DSP_ZONE_GREEN))
+            atomic_fetch_add(&nongreen, zone != DSP_ZONE_GREEN ? 1 : -1);
         zones.v[i].zone = zone;
     }
     pthread_mutex_unlock(&zones.mu);
@@ -57,6 +64,8 @@ void dsp_zone_set(const char *tenant, uint32_t zone)
 uint32_t dsp_zone_get(const char *tenant)
 {
     uint32_t z = DSP_ZONE_GREEN;
+    if (atomic_load_explicit(&nongreen, memory_order_relaxed) == 0)
+        return z;
     pthread_mutex_lock(&zones.mu);
     for (int i = 0; i < zones.n; i++)
         if (strcmp(zones.v[i].tenant, tenant) == 0) {

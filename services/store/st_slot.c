@@ -4,6 +4,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,9 @@ struct st_slot {
     st_db *db;
     pthread_mutex_t mu;
     st_slot_tenant *tenants;
+    /* tenants whose last report was not green: while 0 a Read answers green
+     * without the lock (the common case costs the Read nothing) */
+    _Atomic int nongreen;
 };
 
 int st_slot_new(st_slot **out, st_db *db, char *err, size_t errlen)
@@ -83,6 +87,8 @@ static st_slot_tenant *tenant_get(st_slot *s, const char *name, int create)
 uint32_t st_slot_zone(st_slot *s, const char *tenant)
 {
     if (s == NULL || tenant == NULL)
+        return 0;
+    if (atomic_load_explicit(&s->nongreen, memory_order_relaxed) == 0)
         return 0;
     uint32_t z = 0;
     uint64_t now = wh_now_ms();
@@ -173,7 +179,10 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
     pthread_mutex_lock(&s->mu);
     st_slot_tenant *t = tenant_get(s, r->tenant, 1);
     if (t != NULL) {
-        t->zone = r->zone <= 2 ? r->zone : 2;
+        uint32_t nz = r->zone <= 2 ? r->zone : 2;
+        if ((t->zone != 0) != (nz != 0))
+            atomic_fetch_add(&s->nongreen, nz != 0 ? 1 : -1);
+        t->zone = nz;
         t->zone_until_ms = now + (r->zone_ttl_ms ? r->zone_ttl_ms : 10000);
         for (st_prog *p = t->progs; p != NULL; p = p->next)
             p->seen = 0;
