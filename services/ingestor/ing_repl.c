@@ -77,6 +77,7 @@ typedef struct repl {
     uint64_t server_end;   /* server WAL end from the last message */
     uint64_t idle_confirm; /* safe to confirm: nothing pending at that point */
     uint64_t flushed;      /* last flush LSN reported */
+    uint64_t last_event;   /* commit LSN of the last event rendered (ing_slot_cap) */
     uint64_t last_status_ms;
     uint64_t last_change_ms; /* a change, truncate or message (not a heartbeat) decoded */
     uint64_t last_hb_ms;     /* the last heartbeat statement run */
@@ -524,7 +525,7 @@ static uint64_t flush_lsn(repl *r)
     uint64_t f = acked;
     if (r->idle_confirm > f)
         f = r->idle_confirm;
-    f = ing_slot_cap(r->slot, f, acked); /* source.slot_policy */
+    f = ing_slot_cap(r->slot, f, acked, r->last_event); /* source.slot_policy */
     if (r->flushed > f)
         f = r->flushed; /* never move backwards */
     return f;
@@ -606,6 +607,8 @@ static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const
             rc = ing_event_truncate(b, t, seq, rel, m->flags, err, errlen);
         else
             rc = ing_event_message(b, t, seq, m, err, errlen);
+        if (rc == WH_OK && !t->staged && t->commit_lsn > r->last_event)
+            r->last_event = t->commit_lsn;
         if (rc == WH_OK)
             return t->staged ? ing_batcher_add_staged(r->bt, seq, m->xid, start, err, errlen)
                              : ing_batcher_add(r->bt, t->commit_lsn, seq, t->commit_ts_us, start,
@@ -862,6 +865,8 @@ static int stream_commit(repl *r, const ing_msg *m, char *err, size_t errlen)
     walhook__append_batch__init(&ab);
     ab.stage_commit = &sc;
     ab.ack_lsn = m->end_lsn;
+    if (m->commit_lsn > r->last_event)
+        r->last_event = m->commit_lsn; /* its staged events become events (ing_slot_cap) */
     int rc = queue_packed(r, &ab, m->end_lsn, err, errlen);
     wh_buf_free(&head);
     return rc;

@@ -113,7 +113,8 @@ struct ing_slot {
     int have_track;     /* the store answered once for this source */
     uint64_t track_lsn; /* never moves back */
     int caught_up;
-    int policy; /* effective */
+    uint64_t end_lsn; /* the store's end when it decided caught_up */
+    int policy;       /* effective */
     int zone;
     int measured;   /* a measurement succeeded */
     int safe_noted; /* the thread: safe_wal_size rules the lag (warned) */
@@ -146,28 +147,29 @@ void ing_slot_free(ing_slot *s)
     free(s);
 }
 
-uint64_t ing_slot_cap(ing_slot *s, uint64_t f, uint64_t acked)
+uint64_t ing_slot_cap(ing_slot *s, uint64_t f, uint64_t acked, uint64_t last_event)
 {
     if (s == NULL)
         return f;
     pthread_mutex_lock(&s->mu);
     int policy = s->policy, have = s->have_track, cu = s->caught_up;
-    uint64_t w = s->track_lsn;
+    uint64_t w = s->track_lsn, end = s->end_lsn;
     uint64_t safety = (uint64_t)s->cfg.safety_lag_bytes;
     pthread_mutex_unlock(&s->mu);
     if (policy == ING_POLICY_INDEPENDENT)
         return f > safety ? f - safety : 0;
     if (!have)
         return 0; /* nothing is known of the targets yet */
-    if (cu && w >= acked)
-        return f; /* every counted target delivered all that is stored */
+    if (cu && w >= acked && end >= last_event)
+        return f; /* every counted target delivered all the ingestor stored */
     return w < f ? w : f;
 }
 
 void ing_slot_set(ing_slot *s, int policy, int have_track, uint64_t track_lsn, int caught_up,
-                  int64_t safety_lag_bytes)
+                  uint64_t end_lsn, int64_t safety_lag_bytes)
 {
     pthread_mutex_lock(&s->mu);
+    s->end_lsn = end_lsn;
     s->policy = policy;
     s->have_track = have_track;
     s->track_lsn = track_lsn;
@@ -218,8 +220,8 @@ out:
 
 /* SlotReport to the store; fills the reply fields. */
 static int report(ing_slot *s, wh_client *c, uint64_t wal, int zone, uint64_t resync_lag,
-                  uint64_t *track, int *caught_up, uint32_t *targets, uint32_t *marked,
-                  char *slowest, size_t sl, char *err, size_t errlen)
+                  uint64_t *track, int *caught_up, uint64_t *end, uint32_t *targets,
+                  uint32_t *marked, char *slowest, size_t sl, char *err, size_t errlen)
 {
     Walhook__SlotReport sr = WALHOOK__SLOT_REPORT__INIT;
     sr.tenant = s->tenant;
@@ -241,6 +243,7 @@ static int report(ing_slot *s, wh_client *c, uint64_t wal, int zone, uint64_t re
     }
     *track = rep->slot->track_lsn;
     *caught_up = rep->slot->caught_up;
+    *end = rep->slot->end_lsn;
     *targets = rep->slot->targets;
     *marked = rep->slot->marked;
     wh_strlcpy(slowest, rep->slot->slowest ? rep->slot->slowest : "", sl);
@@ -339,6 +342,7 @@ static void *slot_main(void *arg)
         }
         uint64_t track = 0;
         int cu = 0;
+        uint64_t endl = 0;
         uint32_t targets = 0, marked = 0;
         char slowest[WH_NAME_MAX] = "";
         int have = 0;
@@ -351,8 +355,8 @@ static void *slot_main(void *arg)
             s->client = c;
             pthread_mutex_unlock(&s->mu);
         }
-        if (c != NULL && report(s, c, wal, zone, resync, &track, &cu, &targets, &marked, slowest,
-                                sizeof(slowest), err, sizeof(err)) == WH_OK) {
+        if (c != NULL && report(s, c, wal, zone, resync, &track, &cu, &endl, &targets, &marked,
+                                slowest, sizeof(slowest), err, sizeof(err)) == WH_OK) {
             have = 1;
             if (rep_failing)
                 wh_info("slot report to the store works again");
@@ -381,6 +385,7 @@ static void *slot_main(void *arg)
                 s->track_lsn = track;
             s->have_track = 1;
             s->caught_up = cu;
+            s->end_lsn = endl;
             s->targets = targets;
             s->resyncs += marked;
             wh_strlcpy(s->slowest, slowest, sizeof(s->slowest));

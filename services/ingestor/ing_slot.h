@@ -70,14 +70,20 @@ int ing_slot_start(ing_slot *s, const wh_config *cfg, char *err, size_t errlen);
 void ing_slot_stop(ing_slot *s);
 
 /* The flush LSN the policy allows: f is what the store fsynced (or an idle
- * position past it), acked the batcher's acknowledged commit LSN. The
- * caller never reports less than it did before. Any thread. */
-uint64_t ing_slot_cap(ing_slot *s, uint64_t f, uint64_t acked);
+ * position past it), acked the batcher's acknowledged commit LSN,
+ * last_event the commit LSN of the last event the ingestor rendered. In
+ * track, f itself (an idle position) only while the store's last answer
+ * said every counted target delivered all that is stored, and that
+ * covered both acked and last_event (an event stored after the answer, even
+ * one whose commit is not acknowledged yet, keeps the cap at the targets'
+ * position). The caller never reports less than it did before. Any
+ * thread. */
+uint64_t ing_slot_cap(ing_slot *s, uint64_t f, uint64_t acked, uint64_t last_event);
 
 /* Unit tests: sets what the thread would (policy, the store's answer, the
  * safety lag) without a thread or a source. */
 void ing_slot_set(ing_slot *s, int policy, int have_track, uint64_t track_lsn, int caught_up,
-                  int64_t safety_lag_bytes);
+                  uint64_t end_lsn, int64_t safety_lag_bytes);
 
 /* Prometheus samples of the slot (labels: `tenant="..."` or ""). */
 int ing_slot_render(ing_slot *s, wh_buf *b, const char *labels);

@@ -258,6 +258,7 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
         marked += (uint32_t)st_db_mark_needs_snapshot(s->db, r->tenant, marks[i], why[i]);
     out->track_lsn = track;
     out->caught_up = caught_all;
+    out->end_lsn = elsn;
     out->targets = counted;
     out->marked = marked;
     free(marks);

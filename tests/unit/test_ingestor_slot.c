@@ -122,27 +122,31 @@ static void test_cap(void **state)
     ing_slot *s = NULL;
     assert_int_equal(ing_slot_new(&s, "t", err, sizeof(err)), WH_OK);
     /* independent: what the store fsynced, minus the safety lag */
-    ing_slot_set(s, ING_POLICY_INDEPENDENT, 0, 0, 0, 0);
-    assert_int_equal(ing_slot_cap(s, 0x5000, 0x5000), 0x5000);
-    ing_slot_set(s, ING_POLICY_INDEPENDENT, 0, 0, 0, 0x1000);
-    assert_int_equal(ing_slot_cap(s, 0x5000, 0x5000), 0x4000);
-    assert_int_equal(ing_slot_cap(s, 0x800, 0x800), 0);
+    ing_slot_set(s, ING_POLICY_INDEPENDENT, 0, 0, 0, 0, 0);
+    assert_int_equal(ing_slot_cap(s, 0x5000, 0x5000, 0x4f00), 0x5000);
+    ing_slot_set(s, ING_POLICY_INDEPENDENT, 0, 0, 0, 0, 0x1000);
+    assert_int_equal(ing_slot_cap(s, 0x5000, 0x5000, 0x4f00), 0x4000);
+    assert_int_equal(ing_slot_cap(s, 0x800, 0x800, 0x700), 0);
     /* track before the store answered: nothing */
-    ing_slot_set(s, ING_POLICY_TRACK, 0, 0, 0, 0x1000);
-    assert_int_equal(ing_slot_cap(s, 0x5000, 0x5000), 0);
+    ing_slot_set(s, ING_POLICY_TRACK, 0, 0, 0, 0, 0x1000);
+    assert_int_equal(ing_slot_cap(s, 0x5000, 0x5000, 0x4f00), 0);
     /* track: the slowest target's position */
-    ing_slot_set(s, ING_POLICY_TRACK, 1, 0x3000, 0, 0);
-    assert_int_equal(ing_slot_cap(s, 0x5000, 0x5000), 0x3000);
-    assert_int_equal(ing_slot_cap(s, 0x2000, 0x2000), 0x2000);
-    /* every target delivered all that is stored, and that covers what the
-     * ingestor got acked: an idle position past it may go too */
-    ing_slot_set(s, ING_POLICY_TRACK, 1, 0x5000, 1, 0);
-    assert_int_equal(ing_slot_cap(s, 0x9000, 0x5000), 0x9000);
+    ing_slot_set(s, ING_POLICY_TRACK, 1, 0x3000, 0, 0x4f00, 0);
+    assert_int_equal(ing_slot_cap(s, 0x5000, 0x5000, 0x4f00), 0x3000);
+    assert_int_equal(ing_slot_cap(s, 0x2000, 0x2000, 0x1f00), 0x2000);
+    /* every target delivered all that is stored (up to the event at
+     * 0x4f00, commit end 0x5000), and that covers what the ingestor got
+     * acked and rendered: an idle position past it may go too */
+    ing_slot_set(s, ING_POLICY_TRACK, 1, 0x5000, 1, 0x4f00, 0);
+    assert_int_equal(ing_slot_cap(s, 0x9000, 0x5000, 0x4f00), 0x9000);
     /* ...but not when the ingestor got a newer commit acked since */
-    assert_int_equal(ing_slot_cap(s, 0x9000, 0x6000), 0x5000);
+    assert_int_equal(ing_slot_cap(s, 0x9000, 0x6000, 0x4f00), 0x5000);
+    /* ...nor when it rendered a newer event (stored after the answer, its
+     * commit not acknowledged yet: the acked LSN alone does not show it) */
+    assert_int_equal(ing_slot_cap(s, 0x9000, 0x5000, 0x5f00), 0x5000);
     ing_slot_free(s);
     /* no slot: the candidate unchanged */
-    assert_int_equal(ing_slot_cap(NULL, 0x42, 0x42), 0x42);
+    assert_int_equal(ing_slot_cap(NULL, 0x42, 0x42, 0x41), 0x42);
 }
 
 int main(void)

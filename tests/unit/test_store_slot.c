@@ -120,6 +120,7 @@ static void test_track(void **state)
     r = report(f, 0x400, 0, 0, 0, slowest);
     assert_int_equal(r.track_lsn, 0x350); /* both at the end: the durable LSN */
     assert_true(r.caught_up);
+    assert_int_equal(r.end_lsn, 0x300); /* the end it was decided on */
     assert_int_equal(r.marked, 0);
 }
 
