@@ -390,9 +390,10 @@ static void *slot_main(void *arg)
             s->resyncs += marked;
             wh_strlcpy(s->slowest, slowest, sizeof(s->slowest));
         }
-        /* what the slot lag would be under track */
+        /* what the slot lag would be under track (0 when every counted
+         * target delivered all that is stored: the idle position goes) */
         uint64_t tl = 0;
-        if (s->have_track && !(s->caught_up && s->track_lsn >= confirmed))
+        if (s->have_track && !s->caught_up)
             tl = wal > s->track_lsn ? wal - s->track_lsn : 0;
         s->track_lag = s->have_track ? (int64_t)tl : -1;
         int p0 = s->policy;
