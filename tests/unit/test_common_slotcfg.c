@@ -96,7 +96,7 @@ static void test_file(void **state)
 {
     (void)state;
     char p[64], err[WH_ERRLEN];
-    snprintf(p, sizeof(p), "/tmp/wh_slotcfg_test_%d.conf", (int)getpid());
+    snprintf(p, sizeof(p), "%s/wh_slotcfg_test_%d.conf", P_tmpdir, (int)getpid());
     FILE *f = fopen(p, "w");
     assert_non_null(f);
     fputs("tenants = (\n"

@@ -38,7 +38,7 @@ static int setup(void **state)
 {
     fx *f = calloc(1, sizeof(*f));
     char err[WH_ERRLEN];
-    strcpy(f->dir, "/tmp/test_store_slot.XXXXXX");
+    snprintf(f->dir, sizeof(f->dir), "%s/test_store_slot.XXXXXX", P_tmpdir);
     assert_non_null(mkdtemp(f->dir));
     st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 1 << 20};
     if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
