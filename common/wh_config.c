@@ -75,6 +75,31 @@ const wh_config_entry wh_config_table[] = {
       "`read` events (watermark chunks by key, resumable)"),
     I(snapshot_chunk_rows, "source.snapshot_chunk_rows", 2048, 1, 100000, WH_CF_RUNTIME,
       "rows per snapshot or backfill chunk (one SELECT, one store request)"),
+    S(slot_policy, "source.slot_policy", "independent", 0,
+      "independent (the flush LSN follows what the store fsynced) | track (it follows the "
+      "slowest target's delivered position)"),
+    L(safety_lag_bytes, "source.safety_lag_bytes", 0, 0, 1024 * GiB, 0,
+      "independent: the flush LSN reported to PostgreSQL stays this many bytes behind what "
+      "the store fsynced"),
+    L(lag_warn_bytes, "source.lag_warn_bytes", 1 * GiB, 0, 1024 * 1024 * GiB, 0,
+      "slot lag of the yellow backpressure zone and of source.lag_warn_action (0 = off)"),
+    L(lag_max_bytes, "source.lag_max_bytes", 4 * GiB, 0, 1024 * 1024 * GiB, 0,
+      "slot lag hard cap: the red backpressure zone and source.lag_max_action (0 = off)"),
+    S(lag_warn_action, "source.lag_warn_action", "independent", 0,
+      "at lag_warn_bytes: independent (track switches to independent, back with hysteresis) "
+      "| none"),
+    S(lag_max_action, "source.lag_max_action", "independent", 0,
+      "at lag_max_bytes: independent (track switches to independent) | force_resync (targets "
+      "behind by more than lag_max_bytes are marked NEEDS_SNAPSHOT) | none"),
+    L(force_resync_lag_bytes, "source.force_resync_lag_bytes", 0, 0, 1024 * 1024 * GiB, 0,
+      "a target behind the source by more WAL bytes is marked NEEDS_SNAPSHOT (0 = never)"),
+    L(disconnected_resync_after_s, "source.disconnected_resync_after_s", 0, 0, 10LL * 366 * 86400,
+      0,
+      "a target with events to deliver that delivered nothing for this long is marked "
+      "NEEDS_SNAPSHOT (0 = never)"),
+    I(slot_check_ms, "source.slot_check_ms", 1000, 100, 600000, 0,
+      "how often the ingestor measures the slot lag and reports to the store (slot policy, "
+      "backpressure zone)"),
     S(ingestor_control, "ingestor.control", "", 0, "ingestor control endpoint (Stats)"),
     L(flush_bytes, "ingestor.flush_bytes", 4 * MiB, 1 * KiB, 256 * MiB, WH_CF_RUNTIME,
       "seal a batch at this many bytes of JSON (at most about 1 MiB: one request)"),
@@ -783,7 +808,7 @@ static int scan_tenants_path(const char *rest)
         for (size_t i = 0; i < WH_ARRAY_LEN(source_fields); i++)
             if (strcmp(p + 8, source_fields[i]) == 0)
                 return WH_CFGSCAN_SKIP;
-        return WH_CFGSCAN_STOP;
+        return wh_slotcfg_key(p + 8) >= 0 ? WH_CFGSCAN_SKIP : WH_CFGSCAN_STOP;
     }
     if (strncmp(p, ".targets", 8) != 0)
         return WH_CFGSCAN_STOP;
@@ -934,6 +959,25 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
     if (strcmp(c->snapshot, "never") != 0 && strcmp(c->snapshot, "initial") != 0)
         return wh_seterr(err, errlen, "setting 'source.snapshot': '%s' is not never or initial",
                          c->snapshot);
+    if (strcmp(c->slot_policy, "independent") != 0 && strcmp(c->slot_policy, "track") != 0)
+        return wh_seterr(err, errlen,
+                         "setting 'source.slot_policy': '%s' is not independent or track",
+                         c->slot_policy);
+    if (strcmp(c->lag_warn_action, "independent") != 0 && strcmp(c->lag_warn_action, "none") != 0)
+        return wh_seterr(err, errlen,
+                         "setting 'source.lag_warn_action': '%s' is not independent or none",
+                         c->lag_warn_action);
+    if (strcmp(c->lag_max_action, "independent") != 0 &&
+        strcmp(c->lag_max_action, "force_resync") != 0 && strcmp(c->lag_max_action, "none") != 0)
+        return wh_seterr(err, errlen,
+                         "setting 'source.lag_max_action': '%s' is not independent, "
+                         "force_resync or none",
+                         c->lag_max_action);
+    if (c->lag_warn_bytes > 0 && c->lag_max_bytes > 0 && c->lag_max_bytes <= c->lag_warn_bytes)
+        return wh_seterr(err, errlen,
+                         "setting 'source.lag_max_bytes': %lld must be above "
+                         "source.lag_warn_bytes (%lld)",
+                         (long long)c->lag_max_bytes, (long long)c->lag_warn_bytes);
     char osub[WH_ERRLEN];
     if (wh_origins_check(c->skip_origins, osub, sizeof(osub)) != WH_OK)
         return wh_seterr(err, errlen, "setting 'source.skip_origins': %s", osub);

@@ -73,6 +73,16 @@ typedef struct wh_config {
                                          dropped ("" = none, "*" = any; wh_origins_match) */
     char snapshot[16];                /* "never" | "initial" (ing_snapshot) */
     int snapshot_chunk_rows;          /* runtime: rows per snapshot/backfill chunk */
+    /* slot safety (ing_slot, docs/SLOTS.md) */
+    char slot_policy[16];                /* "independent" | "track" */
+    int64_t safety_lag_bytes;            /* independent: flush LSN held this far behind */
+    int64_t lag_warn_bytes;              /* yellow zone; track -> independent (0 = off) */
+    int64_t lag_max_bytes;               /* red zone; the hard cap's action (0 = off) */
+    char lag_warn_action[16];            /* "independent" | "none" */
+    char lag_max_action[16];             /* "independent" | "force_resync" | "none" */
+    int64_t force_resync_lag_bytes;      /* a target behind by more: NEEDS_SNAPSHOT (0 = off) */
+    int64_t disconnected_resync_after_s; /* a target not delivering for longer (0 = off) */
+    int slot_check_ms;                   /* slot lag measured this often */
     /* ingestor */
     char ingestor_control[WH_URL_MAX];
     int64_t flush_bytes;    /* runtime */

@@ -757,7 +757,7 @@ static int parse_source(json_t *o, wh_state_tenant *t, const char *path, char *e
             rc = j_bool(v, fp, &t->create_slot, err, errlen);
         else if (strcmp(key, "backfills") == 0)
             rc = j_string(v, fp, t->backfills, sizeof(t->backfills), err, errlen);
-        else
+        else if ((rc = wh_slotcfg_set_json(&t->slotcfg, key, v, fp, err, errlen)) == 1)
             rc = wh_seterr(err, errlen, "%s: unknown field", fp);
         if (rc != WH_OK)
             return WH_ERR;
@@ -943,6 +943,7 @@ static json_t *render_tenant(const wh_state_tenant *t, int redact)
     rc |= jset(src, "create_slot", json_boolean(t->create_slot));
     if (t->backfills[0])
         rc |= jset(src, "backfills", json_string(t->backfills));
+    rc |= wh_slotcfg_render(&t->slotcfg, src) != WH_OK;
     rc |= jset(o, "source", src);
     for (int j = 0; j < t->ntargets; j++)
         rc |= json_array_append_new(tg, render_target(&t->targets[j], redact));
@@ -1168,7 +1169,7 @@ static int cf_tenant(config_setting_t *g, wh_state_tenant *t, const char *path, 
                     rc = cf_string(sf, sp, t->tables, sizeof(t->tables), err, errlen);
                 else if (strcmp(sn, "create_slot") == 0)
                     rc = cf_bool(sf, sp, &t->create_slot, err, errlen);
-                else
+                else if ((rc = wh_slotcfg_set_cf(&t->slotcfg, sn, sf, sp, err, errlen)) == 1)
                     rc = wh_seterr(err, errlen, "unknown setting '%s' (line %d)", sp,
                                    config_setting_source_line(sf));
             }
@@ -1361,6 +1362,7 @@ void wh_state_effective(wh_config *out, const wh_config *base, const wh_state *s
     wh_strlcpy(out->publication, t->publication, sizeof(out->publication));
     wh_strlcpy(out->tables, t->tables, sizeof(out->tables));
     out->create_slot = t->create_slot;
+    wh_slotcfg_apply(&t->slotcfg, out);
     out->ntargets = 0;
     for (int j = 0; j < t->ntargets && j < WH_MAX_TARGETS; j++) {
         wh_target *d = &out->targets[out->ntargets++];

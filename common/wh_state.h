@@ -16,6 +16,7 @@
 
 #include "wh_buf.h"
 #include "wh_config.h"
+#include "wh_slotcfg.h"
 
 #define WH_MAX_TENANTS 64
 #define WH_MAX_SECRETS 4
@@ -93,6 +94,7 @@ typedef struct wh_state_tenant {
      * items separated by ';', ids increasing; the oldest are dropped when it
      * is full ("" = none) */
     char backfills[WH_URL_MAX];
+    wh_slotcfg slotcfg; /* source.slot_policy, lag thresholds... of this tenant (docs/SLOTS.md) */
     wh_state_target *targets;
     int ntargets;
 } wh_state_tenant;

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "adm_page.h"
+#include "adm_slot.h"
 #include "wh_budget.h"
 #include "wh_lsn.h"
 #include "wh_metrics.h"
@@ -890,8 +891,14 @@ static int apply_source(ctx *c, json_t *o, wh_state_tenant *t)
             rc = get_string(c, v, field, t->tables, sizeof(t->tables));
         else if (strcmp(key, "create_slot") == 0)
             rc = get_bool(c, v, field, &t->create_slot);
-        else
-            return fail(c->resp, 400, field, "%s: unknown field of a source", field);
+        else {
+            char serr[WH_ERRLEN]; /* source.slot_policy, lag thresholds (wh_slotcfg) */
+            rc = wh_slotcfg_set_json(&t->slotcfg, key, v, field, serr, sizeof(serr));
+            if (rc == 1)
+                return fail(c->resp, 400, field, "%s: unknown field of a source", field);
+            if (rc != WH_OK)
+                return fail(c->resp, 400, field, "%s", serr);
+        }
         if (rc != WH_OK)
             return WH_ERR;
     }
@@ -1953,6 +1960,8 @@ static void r_slots(ctx *c)
     wh_state *s = get_state(c);
     if (!s)
         return;
+    adm_stat st[ADM_NDAEMONS];
+    query_stats(c, st); /* zones, policies, NEEDS_SNAPSHOT marks (adm_slot) */
     json_t *arr = json_array();
     for (int i = 0; i < s->ntenants; i++) {
         const wh_state_tenant *t = &s->tenants[i];
@@ -1983,8 +1992,10 @@ static void r_slots(ctx *c)
                                                           : json_null());
             }
         }
+        adm_slot_json(o, t, st);
         json_array_append_new(arr, o);
     }
+    adm_stats_free(st, ADM_NDAEMONS);
     json_t *out = json_object();
     json_object_set_new(out, "version", json_integer((json_int_t)s->version));
     json_object_set_new(out, "slots", arr);

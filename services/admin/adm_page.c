@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adm_slot.h"
 #include "wh_util.h"
 
 #define ADM_PAGE_REFRESH_S 5
@@ -273,7 +274,8 @@ int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
         rc |= wh_buf_printf(b, "<p class=\"muted\">state version %" PRIu64 "</p>\n", s->version);
         rc |= wh_buf_puts(b, "<h2>Tenants</h2>\n<table id=\"tenants\"><tr><th>tenant</th>"
                              "<th>slot</th><th>ingestor</th><th>slot lag</th>"
-                             "<th>wal_status</th><th>confirmed flush</th></tr>\n");
+                             "<th>wal_status</th><th>confirmed flush</th>"
+                             "<th>backpressure zone</th><th>slot policy</th></tr>\n");
         for (int i = 0; i < s->ntenants; i++) {
             const wh_state_tenant *t = &s->tenants[i];
             const adm_slot_info *si = slots ? &slots[i] : NULL;
@@ -304,7 +306,20 @@ int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
                 esc(b, si->confirmed_flush_lsn[0] ? si->confirmed_flush_lsn : "-");
                 rc |= wh_buf_puts(b, "</td>");
             }
-            rc |= wh_buf_puts(b, "</tr>\n");
+            /* adm_slot: from the ingestor's metrics */
+            adm_slot_view sv;
+            adm_slot_view_get(st, t->name, &sv);
+            rc |= wh_buf_printf(b, "<td class=\"zone %s\">%s</td><td class=\"policy\">",
+                                sv.zone == 2   ? "bad"
+                                : sv.zone == 1 ? "paused"
+                                : sv.zone == 0 ? "ok"
+                                               : "muted",
+                                adm_zone_name(sv.zone));
+            if (sv.configured[0] && strcmp(sv.configured, sv.effective) != 0)
+                rc |= wh_buf_printf(b, "%s (configured %s)", sv.effective, sv.configured);
+            else
+                esc(b, sv.configured[0] ? sv.configured : "-");
+            rc |= wh_buf_puts(b, "</td></tr>\n");
         }
         rc |= wh_buf_puts(b, "</table>\n");
 
@@ -331,8 +346,15 @@ int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
                 esc(b, t->name);
                 rc |= wh_buf_puts(b, "</td><td class=\"name\">");
                 esc(b, tg->name);
+                /* the store's mark (retention cap, force_resync) comes first */
+                int ns = adm_slot_needs_snapshot(st, t->name, tg->name);
                 rc |= wh_buf_printf(b, "</td><td class=\"%s\">%s</td>",
-                                    tg->paused ? "paused" : "ok", tg->paused ? "paused" : "active");
+                                    ns           ? "bad"
+                                    : tg->paused ? "paused"
+                                                 : "ok",
+                                    ns           ? "NEEDS_SNAPSHOT"
+                                    : tg->paused ? "paused"
+                                                 : "active");
                 char cell[48];
                 if (prog && prog[k].has_progress) {
                     double back = prog[k].end.lsn > prog[k].committed.lsn

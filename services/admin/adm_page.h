@@ -2,8 +2,9 @@
  * inline CSS, no external assets, server-rendered, refreshing itself every
  * few seconds with <meta http-equiv="refresh">).
  *
- * Shows the daemons, each tenant with its slot (lag, wal_status) and its
- * ingestor state, and each target with its state (active / paused), backlog
+ * Shows the daemons, each tenant with its slot (lag, wal_status), its
+ * ingestor state, its backpressure zone and slot policy (adm_slot), and each
+ * target with its state (NEEDS_SNAPSHOT / paused / active), backlog
  * (WAL bytes between its committed offset and the tenant's end), delivered/s
  * and failure rate (since the previous render, at least 1 s before) and its
  * mean delivery latency, from the dispatcher's metrics.

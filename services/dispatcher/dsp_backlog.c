@@ -1,5 +1,6 @@
 /* dsp_backlog: per-target backlog and oldest undelivered event age. */
 #include "dsp_backlog.h"
+#include "dsp_zone.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -50,6 +51,7 @@ static int ask(wh_client *c, const char *tenant, const char *target, backlog_row
         row->events = rep->backlog->events;
         row->capped = rep->backlog->capped;
         row->oldest_ts_us = rep->backlog->oldest_commit_ts_us;
+        dsp_zone_set(tenant, rep->backlog->zone);
         rc = WH_OK;
     }
     walhook__reply__free_unpacked(rep, NULL);

@@ -733,7 +733,8 @@ static int render_metric(dsp_loop *l, wh_buf *out, metric_kind kind)
         "1 while on_failure = block holds the target at a failing event.",
         "Events the target's filter skipped (committed past, not posted).",
         "Dead letters delivered again after an operator replayed them.",
-        "1 while the store marks the target NEEDS_SNAPSHOT (behind its tenant's retention cap): "
+        "1 while the store marks the target NEEDS_SNAPSHOT (behind its tenant's retention cap, or "
+        "force_resync): "
         "nothing is posted until its offset is set.",
         "Sockets open to the target, idle keep-alive ones included (at most max_connections)."};
     _Static_assert(sizeof(helps) / sizeof(helps[0]) == M_N, "a help per metric");

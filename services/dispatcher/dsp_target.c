@@ -13,6 +13,7 @@
 
 #include "dsp_lane.h"
 #include "dsp_ssrf.h"
+#include "dsp_zone.h"
 #include "wh_budget.h"
 #include "wh_lsn.h"
 #include "wh_lattrace.h"
@@ -484,6 +485,7 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
         t->epoch = rd->epoch;
         t->moves = rd->moves;
         slot->epoch = rd->epoch;
+        dsp_zone_set(t->set.tenant, rd->zone);
         if (rd->needs_snapshot) {
             walhook__reply__free_unpacked(rep, NULL);
             return -3;
@@ -1022,8 +1024,10 @@ static void *reader_main(void *arg)
         if (kept == -3) {
             if (!atomic_load(&t->needs_snapshot_pub)) {
                 atomic_store(&t->needs_snapshot_pub, 1);
-                wh_warn("target %s/%s: NEEDS_SNAPSHOT: it fell behind tenant %s's retention cap "
-                        "(store.retention_bytes / store.retention_age_s) and changes it had not "
+                wh_warn("target %s/%s: NEEDS_SNAPSHOT: the store marked it (behind tenant %s's "
+                        "retention cap, store.retention_bytes / store.retention_age_s, or "
+                        "force_resync, source.force_resync_lag_bytes / "
+                        "disconnected_resync_after_s / lag_max_action) and changes it had not "
                         "read may be gone; nothing more is posted to it until its offset is set "
                         "(POST /v1/tenants/%s/targets/%s/offset)",
                         t->set.tenant, t->name, t->set.tenant, t->set.tenant, t->name);
@@ -1702,13 +1706,16 @@ static int on_dlq(const dsp_target *t)
 }
 
 /* mode fast: the head batch's oldest undelivered event is older than the
- * cap while the target fails. */
+ * cap while the target fails; in the red backpressure zone (dsp_zone) at
+ * once while it fails. */
 static int should_shed(const dsp_target *t, const dsp_batch *b)
 {
     if (strcmp(t->set.dl.mode, "fast") != 0 || !on_dlq(t))
         return 0;
     if (t->attempt == 0 && t->br.state == DSP_BR_CLOSED)
         return 0;
+    if (dsp_zone_get(t->set.tenant) == DSP_ZONE_RED)
+        return 1;
     size_t i = t->single ? t->single_i : 0;
     if (i >= b->n || b->commit_ts[i] == 0)
         return 0;
@@ -2223,7 +2230,9 @@ static int strict_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
     if (should_shed(t, b)) {
         wh_counter_add(&t->shed, b->n - (t->single ? t->single_i : 0));
         start_deadletter(t, b, t->single ? t->single_i : 0, b->n,
-                         "backlog over backlog_max_ms while failing (mode fast)");
+                         dsp_zone_get(t->set.tenant) == DSP_ZONE_RED
+                             ? "backpressure zone red while failing (mode fast)"
+                             : "backlog over backlog_max_ms while failing (mode fast)");
         return 0;
     }
     if (t->state == DSP_T_BACKOFF && now_ms < t->retry_at_ms)

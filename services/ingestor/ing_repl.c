@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "ing_catalog.h"
+#include "ing_slot.h"
 #include "ing_copy.h"
 #include "ing_event.h"
 #include "ing_origin.h"
@@ -65,6 +66,7 @@ typedef struct repl {
     ing_snapshot *snap;   /* snapshot and backfill chunks (ing_snapshot) */
     ing_schema *schema;   /* the tenant's schema versions (kept across reconnects) */
     wh_buf sdesc, sfield; /* a schema event's description and registration */
+    ing_slot *slot;       /* slot policy, zones (kept across sources) */
     PGconn *conn;
     /* the stream on the socket itself (ing_copy), on a connection without
      * TLS or GSS encryption; libpq's COPY functions otherwise */
@@ -79,6 +81,7 @@ typedef struct repl {
     uint64_t server_end;   /* server WAL end from the last message */
     uint64_t idle_confirm; /* safe to confirm: nothing pending at that point */
     uint64_t flushed;      /* last flush LSN reported */
+    uint64_t last_event;   /* commit LSN of the last event rendered (ing_slot_cap) */
     uint64_t last_status_ms;
     uint64_t last_change_ms; /* a change, truncate or message (not a heartbeat) decoded */
     uint64_t last_hb_ms;     /* the last heartbeat statement run */
@@ -536,9 +539,11 @@ started:
 
 static uint64_t flush_lsn(repl *r)
 {
-    uint64_t f = ing_batcher_acked_lsn(r->bt);
+    uint64_t acked = ing_batcher_acked_lsn(r->bt);
+    uint64_t f = acked;
     if (r->idle_confirm > f)
         f = r->idle_confirm;
+    f = ing_slot_cap(r->slot, f, acked, r->last_event); /* source.slot_policy */
     if (r->flushed > f)
         f = r->flushed; /* never move backwards */
     return f;
@@ -627,6 +632,8 @@ static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const
             rc = ing_event_ddl(b, t, seq, m, err, errlen);
         else
             rc = ing_event_message(b, t, seq, m, err, errlen);
+        if (rc == WH_OK && !t->staged && t->commit_lsn > r->last_event)
+            r->last_event = t->commit_lsn;
         if (rc == WH_OK)
             return t->staged ? ing_batcher_add_staged(r->bt, seq, subxid, start, err, errlen)
                              : ing_batcher_add(r->bt, t->commit_lsn, seq, t->commit_ts_us, start,
@@ -942,6 +949,8 @@ static int stream_commit(repl *r, const ing_msg *m, char *err, size_t errlen)
     walhook__append_batch__init(&ab);
     ab.stage_commit = &sc;
     ab.ack_lsn = m->end_lsn;
+    if (m->commit_lsn > r->last_event)
+        r->last_event = m->commit_lsn; /* its staged events become events (ing_slot_cap) */
     int rc = queue_packed(r, &ab, m->end_lsn, err, errlen);
     wh_buf_free(&head);
     return rc;
@@ -1611,13 +1620,20 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
     r->txn.toast = r->toast;
     if (ing_schema_new(&r->schema, err, errlen) != WH_OK)
         goto out;
+    if (ing_slot_new(&r->slot, cfg->tenant, err, errlen) != WH_OK)
+        goto out;
+    pthread_mutex_lock(&st->reason_mu);
+    st->slot = r->slot;
+    pthread_mutex_unlock(&st->reason_mu);
     for (int first = 1;; first = 0) {
         if (ing_parser_new(&r->parser, err, errlen) != WH_OK ||
             ing_catalog_new(&r->catalog, err, errlen) != WH_OK ||
             ing_snapshot_new(&r->snap, own, bt, st, err, errlen) != WH_OK ||
-            ing_copy_new(&r->copy, err, errlen) != WH_OK)
+            ing_copy_new(&r->copy, err, errlen) != WH_OK ||
+            ing_slot_start(r->slot, own, err, errlen) != WH_OK)
             goto out;
         rc = run_source(r, first, err, errlen);
+        ing_slot_stop(r->slot);
         disconnect(r);
         ing_snapshot_free(r->snap);
         r->snap = NULL;
@@ -1635,6 +1651,7 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
         ing_txn txn = r->txn;
         ing_toast *toast = r->toast;
         ing_schema *schema = r->schema;
+        ing_slot *slot = r->slot;
         ing_toast_clear(toast); /* another database's rows */
         streams_clear(r);
         free(r->streams);
@@ -1643,6 +1660,7 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
         memset(r, 0, sizeof(*r));
         r->toast = toast;
         r->schema = schema;
+        r->slot = slot;
         r->cfg = own;
         r->sw = sw;
         r->bt = bt;
@@ -1655,6 +1673,10 @@ out:
     disconnect(r);
     streams_clear(r);
     free(r->streams);
+    pthread_mutex_lock(&st->reason_mu);
+    st->slot = NULL;
+    pthread_mutex_unlock(&st->reason_mu);
+    ing_slot_free(r->slot);
     ing_toast_free(r->toast);
     ing_snapshot_free(r->snap);
     ing_schema_free(r->schema);

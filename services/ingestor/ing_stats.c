@@ -1,5 +1,6 @@
 /* ing_stats: metrics rendering and the control server. */
 #include "ing_stats.h"
+#include "ing_slot.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +116,9 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
     if (st->snap_text != NULL)
         rc = wh_buf_puts(b, st->snap_text);
     pthread_mutex_unlock((pthread_mutex_t *)&st->snap_mu);
+    pthread_mutex_lock((pthread_mutex_t *)&st->reason_mu);
+    rc |= ing_slot_render(st->slot, b, l);
+    pthread_mutex_unlock((pthread_mutex_t *)&st->reason_mu);
     return rc;
 }
 

@@ -35,6 +35,7 @@ typedef struct ing_stats {
     wh_gauge heartbeat_seen_us;    /* wall clock of the last one (0: none) */
     pthread_mutex_t snap_mu;       /* guards snap_text (PTHREAD_MUTEX_INITIALIZER) */
     char *snap_text;               /* snapshot progress metrics (ing_snapshot), or NULL */
+    struct ing_slot *slot;         /* slot policy and zones (ing_slot; under reason_mu) */
 } ing_stats;
 
 /* Sets the state and the reason shown by /readyz and `walhook status`

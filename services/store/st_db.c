@@ -4246,6 +4246,51 @@ void st_db_needs_snapshot_each(st_db *db, st_consumer_fn fn, void *arg)
     pthread_rwlock_unlock(&db->off_lock);
 }
 
+void st_db_offsets_each(st_db *db, const char *tenant, st_offset_fn fn, void *arg)
+{
+    st_tenant *t = tenant_find(db, tenant, 0);
+    if (t == NULL)
+        return;
+    pthread_rwlock_rdlock(&db->off_lock);
+    for (st_off *o = t->offs; o != NULL; o = o->tnext) {
+        pthread_mutex_lock(&o->vmu);
+        int live = o->state == ST_OFF_LIVE;
+        uint64_t l = o->lsn;
+        uint32_t q = o->seq;
+        pthread_mutex_unlock(&o->vmu);
+        if (live)
+            fn(arg, o->consumer, l, q, o->needs_snapshot);
+    }
+    pthread_rwlock_unlock(&db->off_lock);
+}
+
+int st_db_mark_needs_snapshot(st_db *db, const char *tenant, const char *consumer, const char *why)
+{
+    char err[WH_ERRLEN];
+    st_off *o = off_find(db, tenant, consumer);
+    st_tenant *h;
+    if (o == NULL || ten_open(db, tenant, 0, &h, err, sizeof(err)) != WH_OK || h == NULL)
+        return 0;
+    int marked = 0;
+    atomic_fetch_add(&db->moves, 1); /* before and after, like a move: pushed events are
+                                        checked against the mark again */
+    pthread_mutex_lock(&o->wmu);
+    off_val cur = off_read(o);
+    if (cur.state == ST_OFF_LIVE && !o->needs_snapshot) {
+        o->needs_snapshot = 1;
+        marked = 1;
+        if (off_persist(db, o, cur, err, sizeof(err)) != WH_OK)
+            wh_error("target %s/%s: storing NEEDS_SNAPSHOT: %s", tenant, consumer, err);
+        wh_warn("target %s/%s: NEEDS_SNAPSHOT (force_resync: %s): its offset no longer holds "
+                "the slot or GC; a snapshot or a set offset resumes it",
+                tenant, consumer, why);
+    }
+    pthread_mutex_unlock(&o->wmu);
+    ten_done(h);
+    atomic_fetch_add(&db->moves, 1);
+    return marked;
+}
+
 /* ---- per-tenant write token bucket ---- */
 
 static int bucket_take(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, int force,

@@ -582,5 +582,14 @@ uint64_t st_db_commit_queued(st_db *db, const char *tenant);
  * table's read lock: fn must not call st_db). */
 typedef void (*st_consumer_fn)(void *arg, const char *tenant, const char *consumer);
 void st_db_needs_snapshot_each(st_db *db, st_consumer_fn fn, void *arg);
+/* The stored (live) consumers of tenant with their offsets and marks, under
+ * the offset table's read lock (fn must not call st_db). */
+typedef void (*st_offset_fn)(void *arg, const char *consumer, uint64_t lsn, uint32_t seq,
+                             int needs_snapshot);
+void st_db_offsets_each(st_db *db, const char *tenant, st_offset_fn fn, void *arg);
+/* force_resync (st_slot): marks a live consumer NEEDS_SNAPSHOT like the
+ * retention cap does (stored with the offset; SetOffset clears it) and
+ * logs `why`. 1 when it was marked now. */
+int st_db_mark_needs_snapshot(st_db *db, const char *tenant, const char *consumer, const char *why);
 
 #endif

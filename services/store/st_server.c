@@ -3,6 +3,7 @@
 
 #include "st_push.h"
 #include "st_schema.h"
+#include "st_slot.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -53,6 +54,7 @@ struct st_server {
     size_t max_msg;
     wh_server *nng;
     wh_pub *pub;                     /* durability notifications; NULL: none (dispatchers poll) */
+    st_slot *slot;                   /* SlotReport: track position, force_resync, zones */
     st_push *push;                   /* which Appends push their events (st_push.h) */
     pthread_mutex_t nmu;             /* guards nbuf */
     wh_buf nbuf;                     /* a notification being built (reused) */
@@ -94,6 +96,8 @@ typedef struct st_reply_mem {
     Walhook__StateReply state;
     Walhook__TenantInfoReply tinfo;
     Walhook__BacklogReply backlog;
+    Walhook__SlotReply slot;
+    char slowest[ST_NAME_MAX + 1];
     void *stats;   /* wh_stats_reply's */
     void *schemas; /* st_schema_list's */
     /* Read: events collected into arrays; json bytes in one buffer, the
@@ -1056,6 +1060,7 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
     m->read.committed = &m->committed;
     m->read.epoch = c_epoch;
     m->read.needs_snapshot = needs_snapshot;
+    m->read.zone = st_slot_zone(s->slot, r->tenant);
     rep->body_case = WALHOOK__REPLY__BODY_READ;
     rep->read = &m->read;
 }
@@ -1251,6 +1256,7 @@ static void do_backlog(st_server *s, const Walhook__Backlog *b, Walhook__Reply *
     m->backlog.capped = a.n > max;
     m->backlog.events = a.n > max ? max : a.n;
     m->backlog.oldest_commit_ts_us = a.first_ts;
+    m->backlog.zone = st_slot_zone(s->slot, b->tenant);
     rep->body_case = WALHOOK__REPLY__BODY_BACKLOG;
     rep->backlog = &m->backlog;
 }
@@ -1362,7 +1368,7 @@ static int tenant_metrics(st_server *s, wh_buf *b)
         {"walhook_store_oldest_event_age_seconds",
          "commit age of the tenant's oldest event at or after its GC watermark (-1: none)"},
         {"walhook_store_needs_snapshot_targets",
-         "targets of the tenant marked NEEDS_SNAPSHOT (behind its retention cap)"},
+         "targets of the tenant marked NEEDS_SNAPSHOT (behind its retention cap, or force_resync)"},
         {"walhook_store_tenant_gc_dropped_total",
          "events of the tenant dropped by the GC filter since start"},
         {"walhook_store_tenant_compactions_total",
@@ -1404,10 +1410,10 @@ static int tenant_metrics(st_server *s, wh_buf *b)
     }
     free(ts);
     ns_acc a = {b, 0};
-    rc |=
-        wh_metric_header(b, "walhook_store_target_needs_snapshot", "gauge",
-                         "1 for a target marked NEEDS_SNAPSHOT: behind its tenant's retention "
-                         "cap, its unread events may be gone; a snapshot or SetOffset resumes it");
+    rc |= wh_metric_header(b, "walhook_store_target_needs_snapshot", "gauge",
+                           "1 for a target marked NEEDS_SNAPSHOT: behind its tenant's retention "
+                           "cap or force_resync; its unread events may be gone; a snapshot or "
+                           "SetOffset resumes it");
     st_db_needs_snapshot_each(s->db, needs_snapshot_metric, &a);
     rc |= wh_metric_header(b, "walhook_store_gc_compactions_total", "counter",
                            "compactions of a key range below a GC watermark since start");
@@ -1982,6 +1988,25 @@ static void do_lease_list(st_server *s, const Walhook__LeaseList *l, Walhook__Re
     m->lease.n_owners = a.n;
 }
 
+/* ---- slot (st_slot) ---- */
+
+static void do_slot_report(st_server *s, const Walhook__SlotReport *r, Walhook__Reply *rep,
+                           st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    if (!present(rep, r, "slot_report") || !names_ok(rep, r->tenant, NULL, 0))
+        return;
+    walhook__slot_reply__init(&m->slot);
+    if (st_slot_report(s->slot, r, &m->slot, m->slowest, sizeof(m->slowest), err, sizeof(err)) !=
+        WH_OK) {
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    m->slot.slowest = m->slowest;
+    rep->body_case = WALHOOK__REPLY__BODY_SLOT;
+    rep->slot = &m->slot;
+}
+
 /* ---- dispatch ---- */
 
 void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
@@ -2073,6 +2098,9 @@ void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *re
     case WALHOOK__REQUEST__BODY_SCHEMA_LIST:
         st_schema_list(s->db, req->schema_list, rep, &m->schemas);
         break;
+    case WALHOOK__REQUEST__BODY_SLOT_REPORT:
+        do_slot_report(s, req->slot_report, rep, m);
+        break;
     default:
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "body: empty or unknown request type");
         break;
@@ -2124,6 +2152,11 @@ int st_server_create(st_server **out, st_db *db, int workers, size_t max_msg, ch
     if (st_push_new(&s->push) != WH_OK) {
         free(s);
         return wh_seterr(err, errlen, "out of memory");
+    }
+    if (st_slot_new(&s->slot, db, err, errlen) != WH_OK) {
+        st_push_free(s->push);
+        free(s);
+        return WH_ERR;
     }
     pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->nmu, NULL);
@@ -2190,6 +2223,7 @@ void st_server_destroy(st_server *s)
     }
     rents_free(s); /* after the workers stopped; before the db closes */
     st_push_free(s->push);
+    st_slot_free(s->slot);
     wh_buf_free(&s->nbuf);
     pthread_mutex_destroy(&s->nmu);
     pthread_mutex_destroy(&s->wmu);

@@ -29,6 +29,7 @@
  *
  * fuzz-sources: services/store/st_db.c services/store/st_server.c
  * fuzz-sources: services/store/st_state.c services/store/st_push.c
+ * fuzz-sources: services/store/st_slot.c
  * fuzz-sources: services/store/st_gcfilter.cc services/store/st_bgio.cc
  * fuzz-sources: services/store/st_walfs.cc services/store/st_schema.c
  * fuzz-sources: services/admin/adm_query.c

@@ -219,8 +219,8 @@ static void table_settings(json_t *j)
 
 static void table_slots(json_t *j)
 {
-    printf("%-16s %-16s %-6s %-14s %-10s %-14s %s\n", "TENANT", "SLOT", "ACTIVE", "LAG_BYTES",
-           "WAL_STATUS", "SAFE_WAL_SIZE", "CONFIRMED_FLUSH");
+    printf("%-16s %-16s %-6s %-14s %-10s %-14s %-7s %-12s %s\n", "TENANT", "SLOT", "ACTIVE",
+           "LAG_BYTES", "WAL_STATUS", "SAFE_WAL_SIZE", "ZONE", "POLICY", "CONFIRMED_FLUSH");
     size_t i;
     json_t *s;
     json_array_foreach(json_object_get(j, "slots"), i, s)
@@ -245,6 +245,12 @@ static void table_slots(json_t *j)
         json_t *safe = json_object_get(s, "safe_wal_size");
         snprintf(n, sizeof(n), "%lld", (long long)json_integer_value(safe));
         col(json_is_integer(safe) ? n : "-", 14);
+        /* docs/SLOTS.md: the zone and the policy in effect (null: unknown) */
+        const char *zone = json_string_value(json_object_get(s, "backpressure_zone"));
+        col(zone ? zone : "-", 7);
+        const char *pol =
+            json_string_value(json_object_get(json_object_get(s, "slot_policy"), "effective"));
+        col(pol ? pol : "-", 12);
         print_scalar(stdout, json_object_get(s, "confirmed_flush_lsn"));
         putchar('\n');
     }

@@ -1,0 +1,39 @@
+/* adm_slot: slot safety as the admin shows it (docs/SLOTS.md), read from
+ * the daemons' metrics (Stats): the tenant's backpressure zone and its
+ * configured and effective slot policy (ingestor: walhook_backpressure_zone,
+ * walhook_slot_policy_effective), and its targets marked NEEDS_SNAPSHOT
+ * (store: walhook_store_target_needs_snapshot; the retention cap's mark and
+ * force_resync's). GET /v1/slots and the status page use it.
+ */
+#ifndef ADM_SLOT_H
+#define ADM_SLOT_H
+
+#include <stddef.h>
+
+#include "adm_api.h"
+#include "adm_query.h"
+#include "wh_state.h"
+
+typedef struct adm_slot_view {
+    int zone;            /* 0 green, 1 yellow, 2 red; -1 unknown (no ingestor metrics) */
+    char configured[16]; /* source.slot_policy ("" unknown) */
+    char effective[16];  /* "track" | "independent" ("" unknown) */
+} adm_slot_view;
+
+const char *adm_zone_name(int zone); /* "green", "yellow", "red", "unknown" */
+
+/* The view of tenant from st (the admin's ingestor is its file's tenant's:
+ * another tenant's view is unknown). */
+void adm_slot_view_get(const adm_stat st[ADM_NDAEMONS], const char *tenant, adm_slot_view *out);
+
+/* 1 when the store's metrics mark tenant/target NEEDS_SNAPSHOT. */
+int adm_slot_needs_snapshot(const adm_stat st[ADM_NDAEMONS], const char *tenant,
+                            const char *target);
+
+/* Adds to a /v1/slots tenant object: backpressure_zone, slot_policy
+ * {configured, effective} and needs_snapshot (the names of its targets
+ * marked NEEDS_SNAPSHOT). */
+struct json_t;
+void adm_slot_json(struct json_t *o, const wh_state_tenant *t, const adm_stat st[ADM_NDAEMONS]);
+
+#endif

@@ -1,0 +1,268 @@
+/* st_slot: track position, force_resync and zones per tenant. See
+ * st_slot.h. */
+#include "st_slot.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wh_lsn.h"
+#include "wh_util.h"
+
+typedef struct st_prog {
+    struct st_prog *next;
+    char consumer[ST_NAME_MAX + 1];
+    uint64_t lsn;
+    uint32_t seq;
+    uint64_t stalled_since_ms; /* 0: delivering or nothing to deliver */
+    int seen;
+} st_prog;
+
+typedef struct st_slot_tenant {
+    struct st_slot_tenant *next;
+    char name[ST_NAME_MAX + 1];
+    uint32_t zone;
+    uint64_t zone_until_ms;
+    st_prog *progs;
+} st_slot_tenant;
+
+struct st_slot {
+    st_db *db;
+    pthread_mutex_t mu;
+    st_slot_tenant *tenants;
+    /* tenants whose last report was not green: while 0 a Read answers green
+     * without the lock (the common case costs the Read nothing) */
+    _Atomic int nongreen;
+};
+
+int st_slot_new(st_slot **out, st_db *db, char *err, size_t errlen)
+{
+    st_slot *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    s->db = db;
+    pthread_mutex_init(&s->mu, NULL);
+    *out = s;
+    return WH_OK;
+}
+
+void st_slot_free(st_slot *s)
+{
+    if (s == NULL)
+        return;
+    for (st_slot_tenant *t = s->tenants; t != NULL;) {
+        st_slot_tenant *tn = t->next;
+        for (st_prog *p = t->progs; p != NULL;) {
+            st_prog *pn = p->next;
+            free(p);
+            p = pn;
+        }
+        free(t);
+        t = tn;
+    }
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* under mu */
+static st_slot_tenant *tenant_get(st_slot *s, const char *name, int create)
+{
+    for (st_slot_tenant *t = s->tenants; t != NULL; t = t->next)
+        if (strcmp(t->name, name) == 0)
+            return t;
+    if (!create)
+        return NULL;
+    st_slot_tenant *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    wh_strlcpy(t->name, name, sizeof(t->name));
+    t->next = s->tenants;
+    s->tenants = t;
+    return t;
+}
+
+uint32_t st_slot_zone(st_slot *s, const char *tenant)
+{
+    if (s == NULL || tenant == NULL)
+        return 0;
+    if (atomic_load_explicit(&s->nongreen, memory_order_relaxed) == 0)
+        return 0;
+    uint32_t z = 0;
+    uint64_t now = wh_now_ms();
+    pthread_mutex_lock(&s->mu);
+    st_slot_tenant *t = tenant_get(s, tenant, 0);
+    if (t != NULL && now < t->zone_until_ms)
+        z = t->zone;
+    pthread_mutex_unlock(&s->mu);
+    return z;
+}
+
+typedef struct off_item {
+    char consumer[ST_NAME_MAX + 1];
+    uint64_t lsn;
+    uint32_t seq;
+    int ns;
+} off_item;
+
+typedef struct off_list {
+    off_item *v;
+    size_t n, cap;
+    int oom;
+} off_list;
+
+static void collect(void *arg, const char *consumer, uint64_t lsn, uint32_t seq, int needs_snapshot)
+{
+    off_list *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 8;
+        off_item *v = realloc(l->v, cap * sizeof(*v));
+        if (v == NULL) {
+            l->oom = 1;
+            return;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    off_item *it = &l->v[l->n++];
+    wh_strlcpy(it->consumer, consumer, sizeof(it->consumer));
+    it->lsn = lsn;
+    it->seq = seq;
+    it->ns = needs_snapshot;
+}
+
+static int first_event(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json,
+                       size_t len)
+{
+    *(uint64_t *)arg = lsn;
+    return 0; /* max_events 1: the first only */
+}
+
+int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply *out, char *slowest,
+                   size_t len, char *err, size_t errlen)
+{
+    slowest[0] = '\0';
+    uint64_t durable, elsn;
+    uint32_t eseq;
+    /* the durable LSN first: the end read after it holds all its events */
+    if (st_db_get_durable(s->db, r->tenant, &durable, err, errlen) != WH_OK ||
+        st_db_tenant_end(s->db, r->tenant, &elsn, &eseq, err, errlen) != WH_OK)
+        return WH_ERR;
+    /* a consumer before the first stored event (a new one at (0,0)) is
+     * behind by what is stored, not by the whole WAL */
+    uint64_t first = 0;
+    size_t nr = 0;
+    if (r->resync_lag_bytes > 0 && st_db_read(s->db, r->tenant, 0, 0, 1, SIZE_MAX, first_event,
+                                              &first, &nr, err, errlen) != WH_OK)
+        return WH_ERR;
+    off_list l = {0};
+    st_db_offsets_each(s->db, r->tenant, collect, &l);
+    if (l.oom) {
+        free(l.v);
+        return wh_seterr(err, errlen, "out of memory");
+    }
+    uint64_t now = wh_now_ms();
+    char **marks = l.n ? calloc(l.n, sizeof(*marks)) : NULL;
+    char(*why)[160] = l.n ? calloc(l.n, sizeof(*why)) : NULL;
+    size_t nmarks = 0;
+    if (l.n && (marks == NULL || why == NULL)) {
+        free(marks);
+        free(why);
+        free(l.v);
+        return wh_seterr(err, errlen, "out of memory");
+    }
+    uint64_t track = durable;
+    int caught_all = 1;
+    uint32_t counted = 0;
+    pthread_mutex_lock(&s->mu);
+    st_slot_tenant *t = tenant_get(s, r->tenant, 1);
+    if (t != NULL) {
+        uint32_t nz = r->zone <= 2 ? r->zone : 2;
+        if ((t->zone != 0) != (nz != 0))
+            atomic_fetch_add(&s->nongreen, nz != 0 ? 1 : -1);
+        t->zone = nz;
+        t->zone_until_ms = now + (r->zone_ttl_ms ? r->zone_ttl_ms : 10000);
+        for (st_prog *p = t->progs; p != NULL; p = p->next)
+            p->seen = 0;
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        off_item *it = &l.v[i];
+        if (it->ns)
+            continue; /* marked: holds neither the slot nor GC */
+        int caught = wh_pos_cmp(it->lsn, it->seq, elsn, eseq) >= 0;
+        st_prog *p = NULL;
+        for (p = t ? t->progs : NULL; p != NULL; p = p->next)
+            if (strcmp(p->consumer, it->consumer) == 0)
+                break;
+        if (p == NULL && t != NULL && (p = calloc(1, sizeof(*p))) != NULL) {
+            wh_strlcpy(p->consumer, it->consumer, sizeof(p->consumer));
+            p->lsn = it->lsn;
+            p->seq = it->seq;
+            p->next = t->progs;
+            t->progs = p;
+        }
+        uint64_t stalled_ms = 0;
+        if (p != NULL) {
+            p->seen = 1;
+            if (caught || it->lsn != p->lsn || it->seq != p->seq)
+                p->stalled_since_ms = 0; /* delivered since the last report */
+            if (!caught && p->stalled_since_ms == 0)
+                p->stalled_since_ms = now;
+            p->lsn = it->lsn;
+            p->seq = it->seq;
+            if (p->stalled_since_ms)
+                stalled_ms = now - p->stalled_since_ms;
+        }
+        uint64_t from = it->lsn > first ? it->lsn : first;
+        uint64_t lag = !caught && r->wal_lsn > from ? r->wal_lsn - from : 0;
+        if (r->resync_lag_bytes > 0 && lag > r->resync_lag_bytes) {
+            snprintf(why[nmarks], sizeof(why[nmarks]),
+                     "behind the source by %" PRIu64 " bytes, over %" PRIu64, lag,
+                     r->resync_lag_bytes);
+            marks[nmarks++] = it->consumer;
+            continue;
+        }
+        if (r->resync_after_ms > 0 && stalled_ms >= r->resync_after_ms) {
+            snprintf(why[nmarks], sizeof(why[nmarks]),
+                     "delivered nothing for %" PRIu64 " s with events to deliver "
+                     "(source.disconnected_resync_after_s)",
+                     stalled_ms / 1000);
+            marks[nmarks++] = it->consumer;
+            continue;
+        }
+        counted++;
+        uint64_t pos = caught ? durable : it->lsn;
+        if (!caught)
+            caught_all = 0;
+        if (pos < track) {
+            track = pos;
+            wh_strlcpy(slowest, it->consumer, len);
+        }
+    }
+    if (t != NULL) { /* forget consumers that are gone or marked */
+        for (st_prog **pp = &t->progs; *pp != NULL;) {
+            if (!(*pp)->seen) {
+                st_prog *d = *pp;
+                *pp = d->next;
+                free(d);
+            } else {
+                pp = &(*pp)->next;
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    uint32_t marked = 0;
+    for (size_t i = 0; i < nmarks; i++)
+        marked += (uint32_t)st_db_mark_needs_snapshot(s->db, r->tenant, marks[i], why[i]);
+    out->track_lsn = track;
+    out->caught_up = caught_all;
+    out->end_lsn = elsn;
+    out->targets = counted;
+    out->marked = marked;
+    free(marks);
+    free(why);
+    free(l.v);
+    return WH_OK;
+}

@@ -1,0 +1,210 @@
+/* st_slot against a real RocksDB: the track position (the slowest counted
+ * consumer; a consumer at the end counts as the durable LSN), force_resync
+ * by lag and by a stalled consumer (marked NEEDS_SNAPSHOT, no longer
+ * counted, cleared by a set offset), and the zone with its time to live. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#define _XOPEN_SOURCE_EXTENDED 1
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../../services/store/st_db.h"
+#include "../../services/store/st_slot.h"
+#include "wh_util.h"
+
+typedef struct fx {
+    char dir[64];
+    st_db *db;
+    st_slot *slot;
+} fx;
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof(*f));
+    char err[WH_ERRLEN];
+    snprintf(f->dir, sizeof(f->dir), "%s/test_store_slot.XXXXXX", P_tmpdir);
+    assert_non_null(mkdtemp(f->dir));
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 1 << 20};
+    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
+        fail_msg("open: %s", err);
+    assert_int_equal(st_slot_new(&f->slot, f->db, err, sizeof(err)), WH_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    st_slot_free(f->slot);
+    st_db_close(f->db);
+    nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* three transactions: commit LSNs 0x100, 0x200, 0x300, ends 0x150.. */
+static void fill(st_db *db)
+{
+    char err[WH_ERRLEN];
+    uint64_t d;
+    for (uint64_t l = 0x100; l <= 0x300; l += 0x100) {
+        st_event e = {l, 0, 1, "{}", 2};
+        if (st_db_append(db, "t", &e, 1, l + 0x50, &d, err, sizeof(err)) != WH_OK)
+            fail_msg("append: %s", err);
+    }
+}
+
+static void commit(st_db *db, const char *c, uint64_t lsn)
+{
+    char err[WH_ERRLEN];
+    uint64_t l;
+    uint32_t s;
+    if (st_db_commit(db, "t", c, lsn, 0, &l, &s, err, sizeof(err)) != WH_OK)
+        fail_msg("commit: %s", err);
+}
+
+static Walhook__SlotReply report(fx *f, uint64_t wal, uint32_t zone, uint64_t lag_cap,
+                                 uint64_t after_ms, char *slowest)
+{
+    char err[WH_ERRLEN];
+    Walhook__SlotReport r = WALHOOK__SLOT_REPORT__INIT;
+    r.tenant = "t";
+    r.wal_lsn = wal;
+    r.zone = zone;
+    r.resync_lag_bytes = lag_cap;
+    r.resync_after_ms = after_ms;
+    r.zone_ttl_ms = 1000;
+    Walhook__SlotReply out = WALHOOK__SLOT_REPLY__INIT;
+    if (st_slot_report(f->slot, &r, &out, slowest, 64, err, sizeof(err)) != WH_OK)
+        fail_msg("report: %s", err);
+    return out;
+}
+
+static void test_track(void **state)
+{
+    fx *f = *state;
+    char slowest[64];
+    fill(f->db);
+    /* no consumer: the durable LSN, caught up */
+    Walhook__SlotReply r = report(f, 0x400, 0, 0, 0, slowest);
+    assert_int_equal(r.track_lsn, 0x350);
+    assert_true(r.caught_up);
+    assert_int_equal(r.targets, 0);
+    commit(f->db, "fast", 0x300);
+    commit(f->db, "slow", 0x100);
+    r = report(f, 0x400, 0, 0, 0, slowest);
+    assert_int_equal(r.track_lsn, 0x100);
+    assert_false(r.caught_up);
+    assert_int_equal(r.targets, 2);
+    assert_string_equal(slowest, "slow");
+    commit(f->db, "slow", 0x200);
+    r = report(f, 0x400, 0, 0, 0, slowest);
+    assert_int_equal(r.track_lsn, 0x200);
+    commit(f->db, "slow", 0x300);
+    r = report(f, 0x400, 0, 0, 0, slowest);
+    assert_int_equal(r.track_lsn, 0x350); /* both at the end: the durable LSN */
+    assert_true(r.caught_up);
+    assert_int_equal(r.end_lsn, 0x300); /* the end it was decided on */
+    assert_int_equal(r.marked, 0);
+}
+
+static void test_resync_lag(void **state)
+{
+    fx *f = *state;
+    char slowest[64], err[WH_ERRLEN];
+    fill(f->db);
+    commit(f->db, "a", 0x300);
+    commit(f->db, "b", 0x100);
+    /* a new consumer at (0,0) is behind by what is stored (from 0x100),
+     * not by the whole WAL */
+    st_offset no;
+    assert_int_equal(st_db_register(f->db, "t", "new", &no, err, sizeof(err)), WH_OK);
+    /* b is 0x300 behind the source's WAL: over a cap of 0x2ff */
+    Walhook__SlotReply r = report(f, 0x400, 0, 0x300, 0, slowest);
+    assert_int_equal(r.marked, 0); /* not over 0x300 */
+    assert_int_equal(r.targets, 3);
+    assert_int_equal(r.track_lsn, 0);
+    r = report(f, 0x400, 0, 0x2ff, 0, slowest);
+    assert_int_equal(r.marked, 2);
+    assert_true(st_db_needs_snapshot(f->db, "t", "new"));
+    assert_true(st_db_needs_snapshot(f->db, "t", "b"));
+    assert_false(st_db_needs_snapshot(f->db, "t", "a"));
+    assert_int_equal(r.track_lsn, 0x350); /* b no longer counts */
+    assert_true(r.caught_up);
+    assert_int_equal(r.targets, 1);
+    r = report(f, 0x400, 0, 0x2ff, 0, slowest);
+    assert_int_equal(r.marked, 0); /* marked once */
+    /* the GC watermark no longer waits for b */
+    uint64_t wl;
+    uint32_t ws;
+    st_db_watermark(f->db, "t", &wl, &ws);
+    assert_int_equal(wl, 0x300);
+    /* a set offset (a snapshot, an operator) resumes it */
+    assert_int_equal(st_db_set_offset(f->db, "t", "b", 0x300, 0, NULL, NULL, err, sizeof(err)),
+                     WH_OK);
+    assert_false(st_db_needs_snapshot(f->db, "t", "b"));
+    r = report(f, 0x400, 0, 0x2ff, 0, slowest);
+    assert_int_equal(r.targets, 2);
+}
+
+static void test_resync_stalled(void **state)
+{
+    fx *f = *state;
+    char slowest[64];
+    fill(f->db);
+    commit(f->db, "dead", 0x100);
+    commit(f->db, "slow", 0x100);
+    commit(f->db, "idle", 0x300); /* nothing to deliver: never stalled */
+    Walhook__SlotReply r = report(f, 0x400, 0, 0, 1000, slowest); /* the timers start */
+    assert_int_equal(r.marked, 0);
+    usleep(1100 * 1000);
+    commit(f->db, "slow", 0x200); /* progress since the last report: its timer starts again */
+    r = report(f, 0x400, 0, 0, 1000, slowest);
+    assert_int_equal(r.marked, 1);
+    assert_true(st_db_needs_snapshot(f->db, "t", "dead"));
+    assert_false(st_db_needs_snapshot(f->db, "t", "slow"));
+    assert_false(st_db_needs_snapshot(f->db, "t", "idle"));
+    assert_int_equal(r.track_lsn, 0x200);
+    assert_string_equal(slowest, "slow");
+}
+
+static void test_zone(void **state)
+{
+    fx *f = *state;
+    char slowest[64];
+    assert_int_equal(st_slot_zone(f->slot, "t"), 0);
+    report(f, 0x400, 2, 0, 0, slowest);
+    assert_int_equal(st_slot_zone(f->slot, "t"), 2);
+    assert_int_equal(st_slot_zone(f->slot, "other"), 0);
+    usleep(1100 * 1000); /* past zone_ttl_ms (1000): no current report */
+    assert_int_equal(st_slot_zone(f->slot, "t"), 0);
+    report(f, 0x400, 7, 0, 0, slowest); /* out of range: red */
+    assert_int_equal(st_slot_zone(f->slot, "t"), 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_track, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resync_lag, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resync_stalled, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zone, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
