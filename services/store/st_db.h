@@ -70,6 +70,7 @@
 #include <stdio.h>
 
 #include "st_bgio.h"
+#include "st_toast.h"
 
 #include "wh_budget.h"
 #include "wh_metrics.h"
@@ -522,5 +523,22 @@ uint64_t st_db_commit_queued(st_db *db, const char *tenant);
  * table's read lock: fn must not call st_db). */
 typedef void (*st_consumer_fn)(void *arg, const char *tenant, const char *consumer);
 void st_db_needs_snapshot_each(st_db *db, st_consumer_fn fn, void *arg);
+
+/* ---- the TOAST value cache (st_toast.h) ----
+ * st_db_append with TOAST cache ops, applied in the WriteBatch of the
+ * append's last events (the tenant's CF "t:<tenant>" is made first). */
+int st_db_append_toast(st_db *db, const char *tenant, const st_event *ev, size_t n,
+                       uint64_t ack_lsn, const st_toast_op *ops, size_t nops, uint64_t *durable_lsn,
+                       char *err, size_t errlen);
+/* store.toast_cache_bytes: the bound of each tenant's entries (runtime). */
+void st_db_set_toast_bytes(st_db *db, int64_t bytes);
+/* st_toast_get for the tenant: 1 found (*val malloc'd), 0 none, -1 error. */
+int st_db_toast_get(st_db *db, const char *tenant, uint32_t rel, const char *key, size_t keylen,
+                    const char *col, uint64_t before_lsn, char **val, size_t *vallen, uint64_t *lsn,
+                    char *err, size_t errlen);
+int st_db_toast_tables(st_db *db, const char *tenant, st_toast_table **out, size_t *n, char *err,
+                       size_t errlen);
+/* The tenant's figures; 0 when it has no TOAST cache CF. */
+int st_db_toast_stats(st_db *db, const char *tenant, st_toast_stats *out);
 
 #endif
