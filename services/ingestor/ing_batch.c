@@ -65,6 +65,10 @@ typedef struct batch {
     uint64_t batch_id;
     uint64_t first_us;
     struct batch *next;
+    /* TOAST cache ops (AppendBatch.toast_ops, framed) sent with the
+     * batch's last events; tserial: the highest op serial among them */
+    wh_buf tops;
+    uint64_t tserial;
 } batch;
 
 struct ing_batcher {
@@ -99,6 +103,15 @@ struct ing_batcher {
 
     _Atomic uint64_t acked_lsn;
     _Atomic int64_t unacked_bytes;
+    /* TOAST cache ops (ing_batcher_toast_add): replication thread's carry,
+     * moved into the next batch of events sealed; the sender's pieces of
+     * a request; the highest serial the store made durable */
+    wh_buf tcarry;
+    uint64_t tcarry_serial, tnext_serial;
+    struct iovec *tiov;
+    size_t ntiov, captiov;
+    uint64_t tiov_serial;
+    _Atomic uint64_t tdurable;
     _Atomic uint64_t batches_sent, events_sent;
 };
 
@@ -107,6 +120,7 @@ static void batch_free(batch *b)
     if (!b)
         return;
     wh_buf_free(&b->json);
+    wh_buf_free(&b->tops);
     free(b->ev);
     free(b->run);
     free(b);
@@ -124,8 +138,11 @@ static batch *batch_get(ing_batcher *bt)
         if (!b)
             return NULL;
         wh_buf_init(&b->json, bt->max_batch_bytes);
+        wh_buf_init(&b->tops, 0);
     }
     b->next = NULL;
+    wh_buf_reset(&b->tops);
+    b->tserial = 0;
     b->kind = BATCH_EVENTS;
     b->stage_xid = 0;
     b->stage_reset = 0;
@@ -227,15 +244,26 @@ int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uin
                      uint64_t id, uint32_t stage_xid, int stage_reset, wh_buf *hdr,
                      struct iovec *iov, size_t iovcap, int *iovcnt)
 {
+    return ing_batch_encode_extra(tenant, ev, n, ack, id, stage_xid, stage_reset, NULL, 0, hdr, iov,
+                                  iovcap, iovcnt);
+}
+
+int ing_batch_encode_extra(const char *tenant, const Walhook__Event *ev, size_t n, uint64_t ack,
+                           uint64_t id, uint32_t stage_xid, int stage_reset,
+                           const struct iovec *extra, size_t nextra, wh_buf *hdr, struct iovec *iov,
+                           size_t iovcap, int *iovcnt)
+{
     size_t tlen = strlen(tenant);
     size_t ab = (tlen ? 1 + varint_len(tlen) + tlen : 0) + (ack ? 1 + varint_len(ack) : 0) +
                 (id ? 1 + varint_len(id) : 0) + (stage_xid ? 1 + varint_len(stage_xid) : 0) +
                 (stage_reset ? 2 : 0);
+    for (size_t i = 0; i < nextra; i++)
+        ab += extra[i].iov_len;
     for (size_t i = 0; i < n; i++) {
         size_t el = event_head_len(&ev[i]) + ev[i].json.len;
         ab += 1 + varint_len(el) + el;
     }
-    if (iovcap < 2 * n + 2)
+    if (iovcap < 2 * n + 2 + nextra)
         return WH_ERR;
     /* every piece of framing first, so the buffer does not move under the
      * iovecs: at most 11 + 16 + tlen, 46 a event, 22 + 8 */
@@ -302,6 +330,8 @@ int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uin
         iov[k].iov_base = piece;
         iov[k++].iov_len = (size_t)(p - piece);
     }
+    for (size_t i = 0; i < nextra; i++) /* fields framed by their writer */
+        iov[k++] = extra[i];
     hdr->len = (size_t)(p - base);
     *iovcnt = k;
     return WH_OK;
@@ -330,10 +360,19 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
     int iovcnt = 0;
     lat_trace(bt, "ing_send", n);
     while (kind->kind != BATCH_PACKED &&
-           ing_batch_encode(bt->tenant, bt->pev, n, ack, id,
-                            kind->kind == BATCH_STAGED ? kind->xid : 0,
-                            kind->kind == BATCH_STAGED && kind->reset, &bt->hdr, bt->iov,
-                            bt->iovcap, &iovcnt) != WH_OK) {
+           (bt->iovcap < 2 * n + 2 + bt->ntiov ||
+            ing_batch_encode_extra(bt->tenant, bt->pev, n, ack, id,
+                                   kind->kind == BATCH_STAGED ? kind->xid : 0,
+                                   kind->kind == BATCH_STAGED && kind->reset, bt->tiov, bt->ntiov,
+                                   &bt->hdr, bt->iov, bt->iovcap, &iovcnt) != WH_OK)) {
+        if (bt->iovcap < 2 * n + 2 + bt->ntiov) {
+            struct iovec *iv = realloc(bt->iov, (2 * n + 2 + bt->ntiov) * sizeof(*iv));
+            if (iv != NULL) {
+                bt->iov = iv;
+                bt->iovcap = 2 * n + 2 + bt->ntiov;
+                continue;
+            }
+        }
         pthread_mutex_lock(&bt->mu);
         int stop = bt->stop;
         pthread_mutex_unlock(&bt->mu);
@@ -397,6 +436,12 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
  * move, and an open batch may go out now that nothing is in flight. */
 static void request_done(ing_batcher *bt, uint64_t ack, size_t bytes, size_t nev)
 {
+    if (bt->ntiov > 0 || bt->tiov_serial > 0) { /* its TOAST ops are durable */
+        if (bt->tiov_serial > atomic_load(&bt->tdurable))
+            atomic_store(&bt->tdurable, bt->tiov_serial);
+        bt->ntiov = 0;
+        bt->tiov_serial = 0;
+    }
     uint64_t cur = atomic_load(&bt->acked_lsn);
     while (ack > cur && !atomic_compare_exchange_weak(&bt->acked_lsn, &cur, ack))
         ;
@@ -405,6 +450,24 @@ static void request_done(ing_batcher *bt, uint64_t ack, size_t bytes, size_t nev
     uint64_t one = 1;
     ssize_t w = write(bt->wake_fd, &one, sizeof(one)); /* EAGAIN: already signalled */
     WH_UNUSED(w);
+}
+
+/* Adds batch b's TOAST ops to the request being packed. */
+static int tiov_add(ing_batcher *bt, const batch *b)
+{
+    if (bt->ntiov == bt->captiov) {
+        size_t n = bt->captiov ? bt->captiov * 2 : 16;
+        struct iovec *t = realloc(bt->tiov, n * sizeof(*t));
+        if (t == NULL)
+            return WH_ERR;
+        bt->tiov = t;
+        bt->captiov = n;
+    }
+    bt->tiov[bt->ntiov].iov_base = b->tops.data;
+    bt->tiov[bt->ntiov++].iov_len = b->tops.len;
+    if (b->tserial > bt->tiov_serial)
+        bt->tiov_serial = b->tserial;
+    return WH_OK;
 }
 
 /* Sends a chain of sealed batches (first, first->next, ...) in AppendBatch
@@ -468,10 +531,20 @@ static int send_chain(ing_batcher *bt, batch *first)
         }
         if (b->ack_lsn > ack)
             ack = b->ack_lsn;
+        if (b->tops.len > 0) { /* with the batch's last events */
+            while (tiov_add(bt, b) != WH_OK) {
+                pthread_mutex_lock(&bt->mu);
+                int stop = bt->stop;
+                pthread_mutex_unlock(&bt->mu);
+                if (stop)
+                    return WH_ERR;
+                wh_sleep_ms(50);
+            }
+        }
         if (!b->next)
             break;
     }
-    if (k > 0) {
+    if (k > 0 || bt->ntiov > 0) {
         if (send_retry(bt, &rk, k, ack, b->batch_id, first->batch_id) != WH_OK)
             return WH_ERR;
         request_done(bt, ack, bytes, k);
@@ -569,6 +642,7 @@ int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t e
         return wh_seterr(err, errlen, "out of memory");
     wh_strlcpy(bt->tenant, cfg->tenant, sizeof(bt->tenant));
     wh_buf_init(&bt->hdr, 0);
+    wh_buf_init(&bt->tcarry, 0);
     /* leave room for the protobuf framing of every event */
     size_t maxmsg = (size_t)cfg->ipc_max_msg_bytes;
     bt->max_batch_bytes = maxmsg > (1u << 20) ? maxmsg - maxmsg / 8 : maxmsg / 2;
@@ -624,6 +698,8 @@ void ing_batcher_free(ing_batcher *bt)
     }
     free(bt->pev);
     free(bt->iov);
+    free(bt->tiov);
+    wh_buf_free(&bt->tcarry);
     wh_buf_free(&bt->hdr);
     for (batch *b = bt->qhead, *n; b; b = n) {
         n = b->next;
@@ -670,6 +746,13 @@ size_t ing_batcher_open_events(const ing_batcher *bt)
 /* Queues b for the sender, carrying the last noted commit as its ack_lsn. */
 static void enqueue(ing_batcher *bt, batch *b)
 {
+    if (b->kind == BATCH_EVENTS && bt->tcarry.len > 0) { /* the TOAST ops so far go with it */
+        wh_buf t = b->tops;
+        b->tops = bt->tcarry;
+        b->tserial = bt->tcarry_serial;
+        bt->tcarry = t;
+        wh_buf_reset(&bt->tcarry);
+    }
     b->ack_lsn = bt->last_commit_end;
     b->batch_id = ++bt->next_id;
     pthread_mutex_lock(&bt->mu);
@@ -767,10 +850,25 @@ int ing_batcher_unstage(ing_batcher *bt, char *err, size_t errlen)
     return open_kind(bt, BATCH_EVENTS, 0, 0, err, errlen);
 }
 
+/* The TOAST ops waiting in the carry go out now, in a batch of their own
+ * (before a request that cannot carry them). */
+static int toast_flush(ing_batcher *bt, char *err, size_t errlen)
+{
+    if (bt->tcarry.len == 0)
+        return WH_OK;
+    batch *b = batch_get(bt);
+    if (!b)
+        return wh_seterr(err, errlen, "out of memory");
+    enqueue(bt, b);
+    return WH_OK;
+}
+
 int ing_batcher_packed(ing_batcher *bt, const void *req, size_t len, uint64_t commit_end, char *err,
                        size_t errlen)
 {
     if (bt->open->nev > 0 && ing_batcher_seal(bt, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (toast_flush(bt, err, errlen) != WH_OK)
         return WH_ERR;
     batch *b = batch_get(bt);
     if (!b)
@@ -815,8 +913,12 @@ int ing_batcher_seal(ing_batcher *bt, char *err, size_t errlen)
 uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us)
 {
     batch *b = bt->open;
-    if (b->nev == 0)
+    if (b->nev == 0) {
+        char err[128];
+        if (bt->tcarry.len > 0 && toast_flush(bt, err, sizeof(err)) != WH_OK)
+            return now_us + 1000;
         return UINT64_MAX;
+    }
     /* Adaptive batching (group commit). Live stream: what was decoded is
      * sealed at once, in flight or not; sealed batches queue while a
      * request is in flight and the sender takes the whole queue as its next
@@ -886,7 +988,21 @@ int ing_batcher_window_full(const ing_batcher *bt)
 
 int ing_batcher_idle(const ing_batcher *bt)
 {
-    return bt->open->nev == 0 && ing_batcher_unacked_bytes(bt) == 0;
+    return bt->open->nev == 0 && bt->tcarry.len == 0 && ing_batcher_unacked_bytes(bt) == 0 &&
+           !ing_batcher_sender_busy(bt);
+}
+
+uint64_t ing_batcher_toast_add(ing_batcher *bt, const void *op, size_t len)
+{
+    if (wh_buf_append(&bt->tcarry, op, len) != WH_OK)
+        return 0;
+    bt->tcarry_serial = ++bt->tnext_serial;
+    return bt->tcarry_serial;
+}
+
+uint64_t ing_batcher_toast_durable(const ing_batcher *bt)
+{
+    return atomic_load(&((ing_batcher *)bt)->tdurable);
 }
 
 uint64_t ing_batcher_batches_sent(const ing_batcher *bt)

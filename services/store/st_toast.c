@@ -319,8 +319,7 @@ static int entry_del(st_toast *t, rocksdb_t *rdb, rocksdb_column_family_handle_t
     t->bytes = t->bytes > size ? t->bytes - size : 0;
     if (t->entries > 0)
         t->entries--;
-    return ov_set(t, ek, eklen, 0, 0, 0) == WH_OK ? WH_OK
-                                                  : wh_seterr(err, errlen, "out of memory");
+    return ov_set(t, ek, eklen, 0, 0, 0) == WH_OK ? WH_OK : wh_seterr(err, errlen, "out of memory");
 }
 
 static int entry_put(st_toast *t, rocksdb_t *rdb, rocksdb_column_family_handle_t *cf,

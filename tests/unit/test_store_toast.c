@@ -66,14 +66,14 @@ static void reopen(fx *f)
 static st_toast_op put(uint32_t rel, const char *key, const char *col, const char *val,
                        uint64_t lsn)
 {
-    return (st_toast_op){ST_TOAST_PUT, rel, key,         strlen(key), col, strlen(col),
-                         val,          strlen(val), lsn, 77};
+    return (st_toast_op){ST_TOAST_PUT, rel, key,         strlen(key), col,
+                         strlen(col),  val, strlen(val), lsn,         77};
 }
 
 static st_toast_op op_of(int kind, uint32_t rel, const char *key, const char *col, uint64_t fp)
 {
-    return (st_toast_op){kind, rel, key, key ? strlen(key) : 0, col, col ? strlen(col) : 0,
-                         NULL, 0,   0,   fp};
+    return (st_toast_op){kind, rel, key, key ? strlen(key) : 0, col, col ? strlen(col) : 0, NULL,
+                         0,    0,   fp};
 }
 
 /* One append of one event at lsn carrying ops. */
