@@ -423,11 +423,20 @@ static int after_lsn(const entry *e, uint64_t lsn)
     return e->lsn >= lsn; /* a transaction committing at lsn is sent again */
 }
 
+static void mem_forget_rel(ing_toast *c, uint32_t oid);
+
 void ing_toast_forget_rel(ing_toast *c, uint32_t oid)
 {
     if (c == NULL)
         return;
     ing_tstore_forget_rel(c->ts, oid);
+    mem_forget_rel(c, oid);
+}
+
+/* ing_toast_forget_rel in memory only (the store's level decides itself,
+ * ing_tstore_relation). */
+static void mem_forget_rel(ing_toast *c, uint32_t oid)
+{
     const relinfo *ri = rel_find(c, oid);
     if (ri != NULL && ri->nentries > 0)
         drop_where(c, of_rel, oid);
@@ -464,8 +473,9 @@ void ing_toast_relation(ing_toast *c, const ing_relation *rel)
     /* PostgreSQL sends a Relation message again after anything that may
      * have changed what it sends of the table (a schema change, its replica
      * identity, the publication): changes it did not send may have replaced
-     * kept values, so none is trusted */
-    ing_toast_forget_rel(c, rel->oid);
+     * kept values, so none is trusted (the store's level: see
+     * ing_tstore.h) */
+    mem_forget_rel(c, rel->oid);
     uint64_t fp = fingerprint(rel);
     if (ri->fingerprint != fp) { /* another shape: the marked columns too */
         marks_clear(c, ri);

@@ -14,11 +14,11 @@
 /* A table the store may hold entries of. */
 typedef struct ttab {
     uint32_t oid;
-    int has;       /* the store may hold entries of it (in its current generation) */
-    uint64_t sfp;  /* the fingerprint the store holds for it */
-    uint64_t fp;   /* of its last Relation message (0: none seen yet) */
-    int seen;      /* a Relation message of it in this session */
-    char **cols;   /* columns with entries in the store */
+    int has;      /* the store may hold entries of it (in its current generation) */
+    uint64_t sfp; /* the fingerprint the store holds for it */
+    uint64_t fp;  /* of its last Relation message (0: none seen yet) */
+    int seen;     /* a Relation message of it in this session */
+    char **cols;  /* columns with entries in the store */
     size_t ncols;
 } ttab;
 
@@ -26,16 +26,16 @@ struct ing_tstore {
     ing_batcher *bt;
     wh_client *client;
     char tenant[WH_NAME_MAX];
-    int loaded;   /* the store's tables were read (else: every table is "may hold") */
-    int unknown;  /* not read: a table's first Relation message bumps it */
-    int broken;   /* an op was lost (out of memory): no lookups, CLEAR at the next op */
+    int loaded;  /* the store's tables were read (else: every table is "may hold") */
+    int unknown; /* not read: a table's first Relation message bumps it */
+    int broken;  /* an op was lost (out of memory): no lookups, CLEAR at the next op */
     ttab *tabs;
     size_t ntabs, captabs;
     uint64_t col_slot[SLOTS], row_slot[SLOTS], rel_slot[REL_SLOTS];
     uint64_t clear_serial;
     uint64_t pause_until_ms;
-    wh_buf op;     /* one framed op */
-    char *val;     /* the last value found */
+    wh_buf op; /* one framed op */
+    char *val; /* the last value found */
     size_t vallen;
 };
 
@@ -313,8 +313,7 @@ void ing_tstore_forget(ing_tstore *ts, const ing_relation *rel, const char *key,
     ts->col_slot[col_hash(rel->oid, key, keylen, name) % SLOTS] = s ? s : UINT64_MAX;
 }
 
-void ing_tstore_forget_row(ing_tstore *ts, const ing_relation *rel, const char *key,
-                           size_t keylen)
+void ing_tstore_forget_row(ing_tstore *ts, const ing_relation *rel, const char *key, size_t keylen)
 {
     if (ts == NULL || ts->ntabs == 0)
         return;
@@ -393,9 +392,8 @@ void ing_tstore_clear(ing_tstore *ts)
     ts->loaded = 1;
 }
 
-const char *ing_tstore_get(ing_tstore *ts, const ing_relation *rel, const char *key,
-                           size_t keylen, int col, uint64_t lsn, size_t *len, uint64_t *at,
-                           int *failed)
+const char *ing_tstore_get(ing_tstore *ts, const ing_relation *rel, const char *key, size_t keylen,
+                           int col, uint64_t lsn, size_t *len, uint64_t *at, int *failed)
 {
     *failed = 0;
     if (ts == NULL || ts->broken || ts->ntabs == 0 || lsn == 0)

@@ -63,16 +63,14 @@ void ing_tstore_put(ing_tstore *ts, const ing_relation *rel, const char *key, si
                     int col, const char *json, size_t jsonlen, uint64_t lsn);
 void ing_tstore_forget(ing_tstore *ts, const ing_relation *rel, const char *key, size_t keylen,
                        int col);
-void ing_tstore_forget_row(ing_tstore *ts, const ing_relation *rel, const char *key,
-                           size_t keylen);
+void ing_tstore_forget_row(ing_tstore *ts, const ing_relation *rel, const char *key, size_t keylen);
 void ing_tstore_forget_rel(ing_tstore *ts, uint32_t oid);
 void ing_tstore_relation(ing_tstore *ts, const ing_relation *rel);
 void ing_tstore_clear(ing_tstore *ts);
 /* The store's value of (rel, key, col) written before lsn, or NULL (*len
  * its length, *at the commit LSN that wrote it; valid until the next
  * call). *failed: 1 when the store did not answer (timeout, error). */
-const char *ing_tstore_get(ing_tstore *ts, const ing_relation *rel, const char *key,
-                           size_t keylen, int col, uint64_t lsn, size_t *len, uint64_t *at,
-                           int *failed);
+const char *ing_tstore_get(ing_tstore *ts, const ing_relation *rel, const char *key, size_t keylen,
+                           int col, uint64_t lsn, size_t *len, uint64_t *at, int *failed);
 
 #endif

@@ -213,6 +213,13 @@ static void test_generation(void **state)
     reopen(f);
     expect(f, 1, "{\"id\":1}", "a", 1000, NULL);
     expect(f, 2, "{\"id\":1}", "a", 1000, "\"b1\"");
+    /* another row's put brings the column back: the old entry stays invalid */
+    st_toast_op q[] = {put(1, "{\"id\":9}", "a", "\"a9\"", 115)};
+    apply(f, 115, q, 1);
+    expect(f, 1, "{\"id\":9}", "a", 1000, "\"a9\"");
+    expect(f, 1, "{\"id\":1}", "a", 1000, NULL);
+    reopen(f);
+    expect(f, 1, "{\"id\":1}", "a", 1000, NULL);
     st_toast_op p[] = {put(1, "{\"id\":1}", "a", "\"a2\"", 120)};
     apply(f, 120, p, 1);
     expect(f, 1, "{\"id\":1}", "a", 1000, "\"a2\"");
