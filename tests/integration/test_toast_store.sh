@@ -21,6 +21,8 @@
 #   700  new docs for every row while the store is SIGKILLed mid-stream
 #   800  after a SIGKILL of the ingestor: every row filled (the store's
 #        cache holds what its stored events say)
+#   900  row 1 while the store is stopped (SIGSTOP): the lookup times out,
+#        the doc is listed, the event arrives once the store is back
 # Every event arrives (distinct ids), none is lost. Rows: WH_TOAST_ROWS
 # (default 20).
 set -uo pipefail
@@ -171,6 +173,21 @@ pg_psql -c "UPDATE t SET n = 800" >/dev/null || wh_fail "phase 800 failed"
 wait_events "$ROWS"
 wh_wait_until 30 _from_store || wh_fail "no value from the store after the store's SIGKILL"
 
+# a store that does not answer a lookup: listed after ING_TSTORE_TIMEOUT_MS
+# (never a wrong value), and the stream goes on once the store is back
+kill_ingestor
+st=$(wh_child_pid "${WH_PIDS[walhook]}" store)
+wh_log "SIGSTOP the store ($st) for a lookup"
+kill -STOP "$st"
+pg_psql -c "UPDATE t SET n = 900 WHERE id = 1" >/dev/null || wh_fail "phase 900 failed"
+_failed() {
+    [ "$(curl -fsS "http://127.0.0.1:$APORT/metrics" |
+        awk '/^walhook_ingestor_toast_store_failed_total/ { s += $NF } END { print s + 0 }')" -gt 0 ]
+}
+wh_wait_until 30 _failed || { kill -CONT "$st"; wh_fail "no failed lookup counted"; }
+kill -CONT "$st"
+wait_events 1
+
 out=$(python3 - "$WH_TMP/got.jsonl" "$ROWS" <<'PY'
 import hashlib, json, sys
 rows = int(sys.argv[2])
@@ -214,10 +231,11 @@ need(400, set(range(1, 6)), "listed")
 need(500, allr - set(range(1, 6)), "listed")
 need(600, {4}, "filled")
 need(800, allr, "filled")
+need(900, {1}, "listed")
 print(f"ok: {len(evs)} events")
 PY
 ) || wh_fail "$out"
 [ "$(distinct)" -eq "$EXPECT" ] || wh_fail "$(distinct) events, expected $EXPECT"
 wh_kill walhook TERM
 wh_kill recv TERM
-wh_pass "$out: unchanged TOAST values filled from the store after a clean restart and SIGKILLs of the ingestor and the store; listed (never stale) after an unsent update, ALTER TABLE (live and while down); delete and re-insert of a key gives the new doc"
+wh_pass "$out: unchanged TOAST values filled from the store after a clean restart and SIGKILLs of the ingestor and the store; listed (never stale) after an unsent update, a lookup timeout, ALTER TABLE (live and while down); delete and re-insert of a key gives the new doc"
