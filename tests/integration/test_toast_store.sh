@@ -23,6 +23,8 @@
 #        cache holds what its stored events say)
 #   900  row 1 while the store is stopped (SIGSTOP): the lookup times out,
 #        the doc is listed, the event arrives once the store is back
+#   1000 new docs after store.toast_cache_bytes is lowered at runtime: the
+#        store's entries stay within it (evictions move)
 # Every event arrives (distinct ids), none is lost. Rows: WH_TOAST_ROWS
 # (default 20).
 set -uo pipefail
@@ -37,6 +39,7 @@ pg_psql -c "CREATE TABLE t (id int PRIMARY KEY, n int, doc text, dk text)" \
     wh_fail "cannot create the table"
 PORT=$(wh_free_port)
 APORT=$(wh_free_port)
+ATOKEN=admin-token-$RANDOM-0123456789
 wh_spawn recv "$BIN/walhook-receiver" --listen "127.0.0.1:$PORT" --out "$WH_TMP/got.jsonl"
 CONF="$WH_TMP/walhook.conf"
 cat >"$CONF" <<CONFEOF
@@ -44,7 +47,7 @@ tenant = "default";
 source = { dsn = "$PG_DSN"; slot = "walhook"; publication = "walhook"; create_slot = true; };
 data_dir = "$WH_TMP/data";
 log_level = "info";
-admin = { listen = "127.0.0.1:$APORT"; };
+admin = { listen = "127.0.0.1:$APORT"; admin_token = "$ATOKEN"; };
 targets = ( { name = "t"; url = "http://127.0.0.1:$PORT/hook"; } );
 CONFEOF
 wh_up "$CONF" "$APORT"
@@ -187,6 +190,28 @@ _failed() {
 wh_wait_until 30 _failed || { kill -CONT "$st"; wh_fail "no failed lookup counted"; }
 kill -CONT "$st"
 wait_events 1
+
+# store.toast_cache_bytes at runtime: a bound of about six entries holds
+store_metric() { # NAME
+    curl -fsS "http://127.0.0.1:$APORT/metrics" | awk -v m="$1" \
+        '$1 == m || index($1, m "{") == 1 { s += $NF } END { print s + 0 }'
+}
+code=$(curl -sS -o /dev/null -w '%{http_code}' -X PATCH -H "Authorization: Bearer $ATOKEN" \
+    -H 'Content-Type: application/json' --data-binary '{"store.toast_cache_bytes":20000}' \
+    "http://127.0.0.1:$APORT/v1/settings")
+[ "$code" = 200 ] || wh_fail "PATCH store.toast_cache_bytes: HTTP $code"
+_applied() { [ "$(store_metric walhook_store_toast_bytes)" -le 20000 ]; }
+ev0=$(store_metric walhook_store_toast_evictions_total)
+EXPECT=$((EXPECT + ROWS))
+pg_psql -c "UPDATE t SET doc = big('e' || id), dk = 'e' || id, n = 1000" >/dev/null ||
+    wh_fail "phase 1000 failed"
+wait_events 0
+wh_wait_until 30 _applied || wh_fail "the store's TOAST cache holds \
+$(store_metric walhook_store_toast_bytes) bytes, over store.toast_cache_bytes = 20000"
+ev1=$(store_metric walhook_store_toast_evictions_total)
+[ "$ev1" -gt "$ev0" ] || wh_fail "no eviction ($ev0 -> $ev1)"
+wh_log "store TOAST cache: $(store_metric walhook_store_toast_entries) entries, \
+$(store_metric walhook_store_toast_bytes) bytes, evictions $ev0 -> $ev1"
 
 out=$(python3 - "$WH_TMP/got.jsonl" "$ROWS" <<'PY'
 import hashlib, json, sys
