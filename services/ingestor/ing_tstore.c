@@ -196,6 +196,8 @@ static void load(ing_tstore *ts)
     ts->unknown = 0;
     for (size_t i = 0; i < rep->toast->n_tables; i++) {
         const Walhook__ToastTable *x = rep->toast->tables[i];
+        if (tab_find(ts, x->rel) != NULL)
+            continue; /* known here since (its ops may not be durable yet) */
         ttab *t = tab_get(ts, x->rel);
         if (t == NULL) {
             ts->unknown = 1;
@@ -215,6 +217,8 @@ void ing_tstore_session(ing_tstore *ts)
 {
     if (ts == NULL)
         return;
+    if (ts->unknown)
+        ts->loaded = 0; /* the store did not answer last time: again */
     load(ts);
     for (size_t i = 0; i < ts->ntabs; i++)
         ts->tabs[i].seen = 0;
