@@ -193,7 +193,7 @@ wh_buf *ing_toast_keybuf(ing_toast *c)
 
 int ing_toast_empty(const ing_toast *c)
 {
-    return c == NULL || c->count == 0;
+    return c == NULL || (c->count == 0 && !ing_tstore_may_hold(c->ts));
 }
 
 static int is_marked(const relinfo *ri, const char *name)

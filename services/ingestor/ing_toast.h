@@ -85,7 +85,8 @@ void ing_toast_clear(ing_toast *c);
 /* An emptied scratch buffer for a key's text (at most ING_TOAST_MAX_KEY
  * bytes), owned by the cache; NULL when c is NULL. */
 wh_buf *ing_toast_keybuf(ing_toast *c);
-/* 1 when the cache holds no entry (a cheap test for the hot path). */
+/* 1 when the cache holds no entry, nor may the store's level (a cheap test
+ * for the hot path). */
 int ing_toast_empty(const ing_toast *c);
 
 /* The store-backed level (ing_tstore.h): every change to the entries is

@@ -456,3 +456,8 @@ const char *ing_tstore_get(ing_tstore *ts, const ing_relation *rel, const char *
     walhook__reply__free_unpacked(rep, NULL);
     return v;
 }
+
+int ing_tstore_may_hold(const ing_tstore *ts)
+{
+    return ts != NULL && ts->ntabs > 0;
+}

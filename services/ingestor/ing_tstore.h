@@ -67,6 +67,8 @@ void ing_tstore_forget_row(ing_tstore *ts, const ing_relation *rel, const char *
 void ing_tstore_forget_rel(ing_tstore *ts, uint32_t oid);
 void ing_tstore_relation(ing_tstore *ts, const ing_relation *rel);
 void ing_tstore_clear(ing_tstore *ts);
+/* 1 when the store may hold entries of some table (ts may be NULL). */
+int ing_tstore_may_hold(const ing_tstore *ts);
 /* The store's value of (rel, key, col) written before lsn, or NULL (*len
  * its length, *at the commit LSN that wrote it; valid until the next
  * call). *failed: 1 when the store did not answer (timeout, error). */
