@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -112,6 +113,8 @@ struct ing_batcher {
     size_t ntiov, captiov;
     uint64_t tiov_serial;
     _Atomic uint64_t tdurable;
+    uint64_t tsender;    /* AppendBatch.toast_sender: random, per process */
+    uint8_t tfields[24]; /* toast_sender and toast_serial of a request */
     _Atomic uint64_t batches_sent, events_sent;
 };
 
@@ -352,6 +355,26 @@ typedef struct req_kind {
     const wh_buf *packed;
 } req_kind;
 
+/* With TOAST ops in the request: AppendBatch.toast_sender and
+ * toast_serial as one more piece after them (tiov_add keeps room for it).
+ * Returns the number of extra pieces. */
+static size_t tfields_add(ing_batcher *bt)
+{
+    if (bt->ntiov == 0)
+        return 0;
+    uint8_t *p = bt->tfields;
+    *p++ = 0xf9; /* toast_sender = 31, fixed64 */
+    *p++ = 0x01;
+    for (int i = 0; i < 8; i++)
+        *p++ = (uint8_t)(bt->tsender >> (8 * i));
+    *p++ = 0x80; /* toast_serial = 32, varint */
+    *p++ = 0x02;
+    p = varint_put(p, bt->tiov_serial);
+    bt->tiov[bt->ntiov].iov_base = bt->tfields;
+    bt->tiov[bt->ntiov].iov_len = (size_t)(p - bt->tfields);
+    return bt->ntiov + 1;
+}
+
 static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t ack, uint64_t id,
                       uint64_t first_id)
 {
@@ -359,17 +382,18 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
     int slowed = 0;
     int iovcnt = 0;
     lat_trace(bt, "ing_send", n);
+    size_t nex = tfields_add(bt); /* the TOAST ops' pieces, then their sender and serial */
     while (kind->kind != BATCH_PACKED &&
-           (bt->iovcap < 2 * n + 2 + bt->ntiov ||
+           (bt->iovcap < 2 * n + 2 + nex ||
             ing_batch_encode_extra(bt->tenant, bt->pev, n, ack, id,
                                    kind->kind == BATCH_STAGED ? kind->xid : 0,
-                                   kind->kind == BATCH_STAGED && kind->reset, bt->tiov, bt->ntiov,
+                                   kind->kind == BATCH_STAGED && kind->reset, bt->tiov, nex,
                                    &bt->hdr, bt->iov, bt->iovcap, &iovcnt) != WH_OK)) {
-        if (bt->iovcap < 2 * n + 2 + bt->ntiov) {
-            struct iovec *iv = realloc(bt->iov, (2 * n + 2 + bt->ntiov) * sizeof(*iv));
+        if (bt->iovcap < 2 * n + 2 + nex) {
+            struct iovec *iv = realloc(bt->iov, (2 * n + 2 + nex) * sizeof(*iv));
             if (iv != NULL) {
                 bt->iov = iv;
-                bt->iovcap = 2 * n + 2 + bt->ntiov;
+                bt->iovcap = 2 * n + 2 + nex;
                 continue;
             }
         }
@@ -455,7 +479,7 @@ static void request_done(ing_batcher *bt, uint64_t ack, size_t bytes, size_t nev
 /* Adds batch b's TOAST ops to the request being packed. */
 static int tiov_add(ing_batcher *bt, const batch *b)
 {
-    if (bt->ntiov == bt->captiov) {
+    if (bt->ntiov + 1 >= bt->captiov) { /* room for tfields_add's piece too */
         size_t n = bt->captiov ? bt->captiov * 2 : 16;
         struct iovec *t = realloc(bt->tiov, n * sizeof(*t));
         if (t == NULL)
@@ -635,6 +659,15 @@ out:
     return NULL;
 }
 
+/* A random id of this process as the sender of TOAST ops. */
+static uint64_t sender_id(void)
+{
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v) || v == 0)
+        v = wh_now_us() ^ ((uint64_t)getpid() << 40) ^ UINT64_C(0x9e3779b97f4a7c15);
+    return v;
+}
+
 int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t errlen)
 {
     ing_batcher *bt = calloc(1, sizeof(*bt));
@@ -643,6 +676,7 @@ int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t e
     wh_strlcpy(bt->tenant, cfg->tenant, sizeof(bt->tenant));
     wh_buf_init(&bt->hdr, 0);
     wh_buf_init(&bt->tcarry, 0);
+    bt->tsender = sender_id();
     /* leave room for the protobuf framing of every event */
     size_t maxmsg = (size_t)cfg->ipc_max_msg_bytes;
     bt->max_batch_bytes = maxmsg > (1u << 20) ? maxmsg - maxmsg / 8 : maxmsg / 2;

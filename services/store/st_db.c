@@ -1309,6 +1309,7 @@ typedef struct st_wreq {
     int light;               /* at most store.commit_share_bytes */
     const st_toast_op *tops; /* TOAST cache ops, written with its last events */
     size_t ntops;
+    uint64_t tsender, tserial;
     int done; /* all its events synced, or failed (rc) */
     int rc;
     char err[WH_ERRLEN];
@@ -1511,8 +1512,8 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
     for (size_t i = 0; i < np && rc == WH_OK; i++) {
         st_wreq *r = parts[i].r;
         if (r->ntops > 0 && parts[i].to == r->n)
-            rc = st_toast_apply(r->t->tc, db->rdb, r->t->toast, wb, r->tops, r->ntops, tmax, err,
-                                errlen);
+            rc = st_toast_apply(r->t->tc, db->rdb, r->t->toast, wb, r->tops, r->ntops, r->tsender,
+                                r->tserial, tmax, err, errlen);
     }
     if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0) {
         char *e = NULL;
@@ -1623,33 +1624,36 @@ static void cq_lead(st_db *db, st_wreq *r)
 
 static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                      int drop, uint32_t drop_xid, const st_toast_op *tops, size_t ntops,
-                     uint64_t *durable_lsn, char *err, size_t errlen);
+                     uint64_t tsender, uint64_t tserial, uint64_t *durable_lsn, char *err,
+                     size_t errlen);
 
 int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                  uint64_t *durable_lsn, char *err, size_t errlen)
 {
-    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, NULL, 0, durable_lsn, err, errlen);
+    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, NULL, 0, 0, 0, durable_lsn, err, errlen);
 }
 
 int st_db_append_stage_end(st_db *db, const char *tenant, const st_event *ev, size_t n,
                            uint64_t ack_lsn, uint32_t xid, uint64_t *durable_lsn, char *err,
                            size_t errlen)
 {
-    return append_do(db, tenant, ev, n, ack_lsn, 1, xid, NULL, 0, durable_lsn, err, errlen);
+    return append_do(db, tenant, ev, n, ack_lsn, 1, xid, NULL, 0, 0, 0, durable_lsn, err, errlen);
 }
 
 static int ten_open_toast(st_db *db, const char *tenant, st_tenant **out, char *err, size_t errlen);
 
 int st_db_append_toast(st_db *db, const char *tenant, const st_event *ev, size_t n,
-                       uint64_t ack_lsn, const st_toast_op *ops, size_t nops, uint64_t *durable_lsn,
-                       char *err, size_t errlen)
+                       uint64_t ack_lsn, const st_toast_op *ops, size_t nops, uint64_t sender,
+                       uint64_t serial, uint64_t *durable_lsn, char *err, size_t errlen)
 {
-    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, ops, nops, durable_lsn, err, errlen);
+    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, ops, nops, sender, serial, durable_lsn, err,
+                     errlen);
 }
 
 static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                      int drop, uint32_t drop_xid, const st_toast_op *tops, size_t ntops,
-                     uint64_t *durable_lsn, char *err, size_t errlen)
+                     uint64_t tsender, uint64_t tserial, uint64_t *durable_lsn, char *err,
+                     size_t errlen)
 {
     if (db->read_only)
         return wh_seterr(err, errlen, "store opened read-only");
@@ -1673,7 +1677,9 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
                  .drop = drop,
                  .drop_xid = drop_xid,
                  .tops = tops,
-                 .ntops = ntops};
+                 .ntops = ntops,
+                 .tsender = tsender,
+                 .tserial = tserial};
     pthread_cond_init(&r.cond, NULL);
     pthread_mutex_lock(&db->cq_mu);
     r.enq_us = wh_now_us();

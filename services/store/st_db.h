@@ -526,10 +526,11 @@ void st_db_needs_snapshot_each(st_db *db, st_consumer_fn fn, void *arg);
 
 /* ---- the TOAST value cache (st_toast.h) ----
  * st_db_append with TOAST cache ops, applied in the WriteBatch of the
- * append's last events (the tenant's CF "t:<tenant>" is made first). */
+ * append's last events (the tenant's CF "t:<tenant>" is made first);
+ * sender, serial: see st_toast_apply. */
 int st_db_append_toast(st_db *db, const char *tenant, const st_event *ev, size_t n,
-                       uint64_t ack_lsn, const st_toast_op *ops, size_t nops, uint64_t *durable_lsn,
-                       char *err, size_t errlen);
+                       uint64_t ack_lsn, const st_toast_op *ops, size_t nops, uint64_t sender,
+                       uint64_t serial, uint64_t *durable_lsn, char *err, size_t errlen);
 /* store.toast_cache_bytes: the bound of each tenant's entries (runtime). */
 void st_db_set_toast_bytes(st_db *db, int64_t bytes);
 /* st_toast_get for the tenant: 1 found (*val malloc'd), 0 none, -1 error. */

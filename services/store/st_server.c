@@ -238,7 +238,8 @@ static int names_ok(Walhook__Reply *rep, const char *tenant, const char *consume
 static int store_events_toast(st_server *s, const char *tenant, const st_event *ev,
                               Walhook__Event *const *pev, size_t n, int ordered, uint64_t ack_lsn,
                               int has_drop, uint32_t drop_xid, const st_toast_op *tops,
-                              size_t ntops, uint64_t *durable, char *err, size_t errlen);
+                              size_t ntops, uint64_t tsender, uint64_t tserial, uint64_t *durable,
+                              char *err, size_t errlen);
 
 static int store_events(st_server *s, const char *tenant, const st_event *ev,
                         Walhook__Event *const *pev, size_t n, int ordered, uint64_t ack_lsn,
@@ -246,25 +247,25 @@ static int store_events(st_server *s, const char *tenant, const st_event *ev,
                         size_t errlen)
 {
     return store_events_toast(s, tenant, ev, pev, n, ordered, ack_lsn, has_drop, drop_xid, NULL, 0,
-                              durable, err, errlen);
+                              0, 0, durable, err, errlen);
 }
 
 /* store_events, with the TOAST cache ops of the request (st_toast.h). */
 static int store_events_toast(st_server *s, const char *tenant, const st_event *ev,
                               Walhook__Event *const *pev, size_t n, int ordered, uint64_t ack_lsn,
                               int has_drop, uint32_t drop_xid, const st_toast_op *tops,
-                              size_t ntops, uint64_t *durable, char *err, size_t errlen)
+                              size_t ntops, uint64_t tsender, uint64_t tserial, uint64_t *durable,
+                              char *err, size_t errlen)
 {
     st_push_tok tok;
     int track = n > 0 && s->pub != NULL;
     if (track)
         st_push_begin(s->push, s->db, tenant, &tok);
-    int rc =
-        has_drop
-            ? st_db_append_stage_end(s->db, tenant, ev, n, ack_lsn, drop_xid, durable, err, errlen)
-        : ntops > 0
-            ? st_db_append_toast(s->db, tenant, ev, n, ack_lsn, tops, ntops, durable, err, errlen)
-            : st_db_append(s->db, tenant, ev, n, ack_lsn, durable, err, errlen);
+    int rc = has_drop    ? st_db_append_stage_end(s->db, tenant, ev, n, ack_lsn, drop_xid, durable,
+                                                  err, errlen)
+             : ntops > 0 ? st_db_append_toast(s->db, tenant, ev, n, ack_lsn, tops, ntops, tsender,
+                                              tserial, durable, err, errlen)
+                         : st_db_append(s->db, tenant, ev, n, ack_lsn, durable, err, errlen);
     int has_prev = 0;
     uint64_t prev_lsn = 0, moves = 0;
     uint32_t prev_seq = 0;
@@ -378,7 +379,8 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     }
     uint64_t durable = 0;
     int rc = store_events_toast(s, a->tenant, ev, a->events, a->n_events, ordered, a->ack_lsn, 0, 0,
-                                tops, a->n_toast_ops, &durable, err, sizeof(err));
+                                tops, a->n_toast_ops, a->toast_sender, a->toast_serial, &durable,
+                                err, sizeof(err));
     int light = st_db_append_light(s->db, ev, a->n_events);
     free(ev);
     free(tops);

@@ -36,6 +36,7 @@ struct st_toast {
     pthread_mutex_t mu; /* everything below */
     int loaded;
     uint64_t bytes, entries, wseq, evictions, epoch;
+    uint64_t sender, serial; /* the last applied request's (late copies are not) */
     table *tabs;
     size_t ntabs, captabs;
     ov *ov;
@@ -76,6 +77,7 @@ static void unload(st_toast *t)
     ov_clear(t);
     t->loaded = 0;
     t->bytes = t->entries = t->wseq = t->evictions = t->epoch = 0;
+    t->sender = t->serial = 0;
     t->evict_from = 0;
 }
 
@@ -176,6 +178,10 @@ static int load(st_toast *t, rocksdb_t *rdb, rocksdb_column_family_handle_t *cf,
         t->wseq = wh_get_be64((uint8_t *)v + 16);
         t->evictions = wh_get_be64((uint8_t *)v + 24);
         t->epoch = wh_get_be64((uint8_t *)v + 32);
+        if (vl >= 56) {
+            t->sender = wh_get_be64((uint8_t *)v + 40);
+            t->serial = wh_get_be64((uint8_t *)v + 48);
+        }
     }
     rocksdb_free(v);
     if (e == NULL) {
@@ -449,8 +455,8 @@ static int evict(st_toast *t, rocksdb_t *rdb, rocksdb_column_family_handle_t *cf
 }
 
 int st_toast_apply(st_toast *t, rocksdb_t *rdb, rocksdb_column_family_handle_t *cf,
-                   rocksdb_writebatch_t *wb, const st_toast_op *ops, size_t n, uint64_t max_bytes,
-                   char *err, size_t errlen)
+                   rocksdb_writebatch_t *wb, const st_toast_op *ops, size_t n, uint64_t sender,
+                   uint64_t serial, uint64_t max_bytes, char *err, size_t errlen)
 {
     if (n == 0)
         return WH_OK;
@@ -458,6 +464,14 @@ int st_toast_apply(st_toast *t, rocksdb_t *rdb, rocksdb_column_family_handle_t *
         return wh_seterr(err, errlen, "toast cache: no column family");
     pthread_mutex_lock(&t->mu);
     int rc = load(t, rdb, cf, err, errlen);
+    if (rc == WH_OK && serial != 0 && sender == t->sender && serial <= t->serial) {
+        pthread_mutex_unlock(&t->mu); /* a late copy of a request applied before */
+        return WH_OK;
+    }
+    if (serial != 0) {
+        t->sender = sender;
+        t->serial = serial;
+    }
     t->in_batch = 1;
     wh_buf ek;
     wh_buf_init(&ek, 0);
@@ -529,14 +543,16 @@ int st_toast_apply(st_toast *t, rocksdb_t *rdb, rocksdb_column_family_handle_t *
         for (size_t i = 0; i < t->ntabs; i++)
             if (t->tabs[i].dirty)
                 tab_write(wb, cf, &t->tabs[i]);
-        uint8_t m[40];
+        uint8_t m[56];
         wh_put_be64(m, t->bytes);
         wh_put_be64(m + 8, t->entries);
         wh_put_be64(m + 16, t->wseq);
         wh_put_be64(m + 24, t->evictions);
         wh_put_be64(m + 32, t->epoch);
+        wh_put_be64(m + 40, t->sender);
+        wh_put_be64(m + 48, t->serial);
         char mk = KEY_META;
-        rocksdb_writebatch_put_cf(wb, cf, &mk, 1, (const char *)m, 40);
+        rocksdb_writebatch_put_cf(wb, cf, &mk, 1, (const char *)m, 56);
     }
     wh_buf_free(&ek);
     pthread_mutex_unlock(&t->mu);

@@ -12,6 +12,7 @@
  *   'Q' wseq(8)                  -> size(8) + the E key (eviction order)
  *   'G' rel(4)                   -> gen(8) fingerprint(8) {len(2) col}...
  *   'M'                          -> bytes(8) entries(8) wseq(8) evictions(8) epoch(8)
+ *                                   sender(8) serial(8)
  * (integers big-endian). rel is the table's OID, key the event's "key"
  * JSON, col the column name, value the column's rendered JSON, lsn the
  * commit LSN of the transaction that wrote it.
@@ -22,6 +23,11 @@
  * acknowledged position (the flush LSN PostgreSQL resends from): whatever
  * PostgreSQL resends after a crash brings its ops again. Ops are applied
  * by the group commit's leader only (one writer); lookups read the CF.
+ * Events are idempotent by position, ops are not (a late copy of a put
+ * could bring back a value a later request deleted): each request names
+ * its sender (random per ingestor process) and the serial of its last op,
+ * and a copy whose serial is not above the last applied one of the same
+ * sender is not applied again.
  *
  * Validity of an entry (st_toast_get): its epoch is the tenant's (CLEAR: a
  * new source bumps it), its gen is its table's current generation (TABLE
@@ -84,9 +90,12 @@ void st_toast_reset(st_toast *t);
 /* Puts the ops into wb (one group of the commit queue: calls for the same
  * wb see each other's writes), evicting down to max_bytes (0: every entry
  * goes). Then st_toast_end once wb was written (ok) or not. */
+/* sender, serial: AppendBatch.toast_sender and toast_serial; a request of
+ * the same sender whose serial is not above the last applied one is a late
+ * copy: nothing is applied (serial 0: always applied). */
 int st_toast_apply(st_toast *t, rocksdb_t *rdb, rocksdb_column_family_handle_t *cf,
-                   rocksdb_writebatch_t *wb, const st_toast_op *ops, size_t n, uint64_t max_bytes,
-                   char *err, size_t errlen);
+                   rocksdb_writebatch_t *wb, const st_toast_op *ops, size_t n, uint64_t sender,
+                   uint64_t serial, uint64_t max_bytes, char *err, size_t errlen);
 void st_toast_end(st_toast *t, int ok);
 
 /* The valid entry of (rel, key, col) written before before_lsn: 1 found

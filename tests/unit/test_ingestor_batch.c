@@ -32,6 +32,7 @@ typedef struct sink {
     size_t tops;           /* TOAST ops received */
     size_t tops_alone;     /* requests with ops and no event */
     uint64_t tops_lastlsn; /* the last event's lsn in the request of the last ops */
+    uint64_t tops_sender, tops_serial;
 } sink;
 
 static void on_req(void *arg, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
@@ -63,6 +64,8 @@ static void on_req(void *arg, const Walhook__Request *req, Walhook__Reply *rep, 
         s->max_ack = ab->ack_lsn;
     if (ab->n_toast_ops > 0) {
         s->tops += ab->n_toast_ops;
+        s->tops_sender = ab->toast_sender;
+        s->tops_serial = ab->toast_serial;
         if (ab->n_events == 0)
             s->tops_alone++;
         else
@@ -441,6 +444,8 @@ static void test_toast_ops(void **state)
     assert_int_equal(s.tops, 2);
     assert_int_equal(s.tops_alone, 0);
     assert_int_equal(s.tops_lastlsn, 200);
+    assert_true(s.tops_sender != 0);
+    assert_int_equal(s.tops_serial, s2);
     pthread_mutex_unlock(&s.mu);
     assert_int_equal(ing_batcher_toast_durable(bt), s2);
     /* no event follows: alone, at the next tick; not idle meanwhile */
