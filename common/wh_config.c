@@ -67,6 +67,11 @@ const wh_config_entry wh_config_table[] = {
     S(skip_origins, "source.skip_origins", "", WH_CF_RUNTIME,
       "replication origins (comma-separated names, \"*\" = any) whose transactions are not "
       "delivered: for two-way setups (\"\" = deliver every transaction)"),
+    S(snapshot, "source.snapshot", "never", 0,
+      "never | initial: when walhook creates the slot, read every published table's rows as "
+      "`read` events (watermark chunks by key, resumable)"),
+    I(snapshot_chunk_rows, "source.snapshot_chunk_rows", 2048, 1, 100000, WH_CF_RUNTIME,
+      "rows per snapshot or backfill chunk (one SELECT, one store request)"),
     S(ingestor_control, "ingestor.control", "", 0, "ingestor control endpoint (Stats)"),
     L(flush_bytes, "ingestor.flush_bytes", 4 * MiB, 1 * KiB, 256 * MiB, WH_CF_RUNTIME,
       "seal a batch at this many bytes of JSON (at most about 1 MiB: one request)"),
@@ -927,6 +932,9 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
     if (!valid_name(c->publication))
         return wh_seterr(err, errlen, "setting 'source.publication': '%s' is not a valid name",
                          c->publication);
+    if (strcmp(c->snapshot, "never") != 0 && strcmp(c->snapshot, "initial") != 0)
+        return wh_seterr(err, errlen, "setting 'source.snapshot': '%s' is not never or initial",
+                         c->snapshot);
     char osub[WH_ERRLEN];
     if (wh_origins_check(c->skip_origins, osub, sizeof(osub)) != WH_OK)
         return wh_seterr(err, errlen, "setting 'source.skip_origins': %s", osub);

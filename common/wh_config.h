@@ -70,6 +70,8 @@ typedef struct wh_config {
     char heartbeat_query[WH_URL_MAX]; /* "" = pg_logical_emit_message (ING_HEARTBEAT_PREFIX) */
     char skip_origins[WH_URL_MAX];    /* runtime: replication origins whose transactions are
                                          dropped ("" = none, "*" = any; wh_origins_match) */
+    char snapshot[16];                /* "never" | "initial" (ing_snapshot) */
+    int snapshot_chunk_rows;          /* runtime: rows per snapshot/backfill chunk */
     /* ingestor */
     char ingestor_control[WH_URL_MAX];
     int64_t flush_bytes;    /* runtime */

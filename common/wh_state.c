@@ -537,8 +537,13 @@ static int validate_tenant(const wh_state_tenant *t, const char *path, char *err
                          path, WH_NAME_MAX - 1);
     if (!terminated(t->dsn, sizeof(t->dsn)) || !terminated(t->slot, sizeof(t->slot)) ||
         !terminated(t->publication, sizeof(t->publication)) ||
-        !terminated(t->tables, sizeof(t->tables)))
+        !terminated(t->tables, sizeof(t->tables)) ||
+        !terminated(t->backfills, sizeof(t->backfills)))
         return wh_seterr(err, errlen, "%s.source: a field is too long", path);
+    for (const unsigned char *p = (const unsigned char *)t->backfills; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return wh_seterr(err, errlen, "%s.source.backfills: contains a control character",
+                             path);
     if (t->dsn[0] != '\0' && wh_dsn_check(t->dsn, sub, sizeof(sub)) != WH_OK)
         return wh_seterr(err, errlen, "%s.source.dsn: invalid connection string: %s", path, sub);
     if (t->slot[0] == '\0')
@@ -750,6 +755,8 @@ static int parse_source(json_t *o, wh_state_tenant *t, const char *path, char *e
             rc = j_string(v, fp, t->tables, sizeof(t->tables), err, errlen);
         else if (strcmp(key, "create_slot") == 0)
             rc = j_bool(v, fp, &t->create_slot, err, errlen);
+        else if (strcmp(key, "backfills") == 0)
+            rc = j_string(v, fp, t->backfills, sizeof(t->backfills), err, errlen);
         else
             rc = wh_seterr(err, errlen, "%s: unknown field", fp);
         if (rc != WH_OK)
@@ -934,6 +941,8 @@ static json_t *render_tenant(const wh_state_tenant *t, int redact)
     rc |= jset(src, "publication", json_string(t->publication));
     rc |= jset(src, "tables", json_string(t->tables));
     rc |= jset(src, "create_slot", json_boolean(t->create_slot));
+    if (t->backfills[0])
+        rc |= jset(src, "backfills", json_string(t->backfills));
     rc |= jset(o, "source", src);
     for (int j = 0; j < t->ntargets; j++)
         rc |= json_array_append_new(tg, render_target(&t->targets[j], redact));

@@ -89,6 +89,10 @@ typedef struct wh_state_tenant {
     char publication[WH_NAME_MAX];
     char tables[WH_URL_MAX];
     int create_slot;
+    /* backfill requests (POST /v1/tenants/{t}/backfill): "id:schema.table"
+     * items separated by ';', ids increasing; the oldest are dropped when it
+     * is full ("" = none) */
+    char backfills[WH_URL_MAX];
     wh_state_target *targets;
     int ntargets;
 } wh_state_tenant;

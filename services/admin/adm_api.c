@@ -16,6 +16,7 @@
 #include "wh_budget.h"
 #include "wh_lsn.h"
 #include "wh_metrics.h"
+#include "wh_snapprog.h"
 #include "wh_util.h"
 
 struct adm_api {
@@ -244,6 +245,7 @@ static void r_target_action(ctx *c);
 static void r_settings(ctx *c);
 static void r_slots(ctx *c);
 static void r_dlq(ctx *c);
+static void r_backfill(ctx *c);
 
 typedef struct route {
     const char *pattern;
@@ -263,6 +265,7 @@ static const route routes[] = {
     {"/v1/tenants/{tenant}", M_GET | M_HEAD | M_PATCH | M_DELETE, r_tenant,
      "GET, HEAD, PATCH, DELETE"},
     {"/v1/tenants/{tenant}/targets", M_GET | M_HEAD | M_POST, r_targets, "GET, HEAD, POST"},
+    {"/v1/tenants/{tenant}/backfill", M_GET | M_HEAD | M_POST, r_backfill, "GET, HEAD, POST"},
     {"/v1/tenants/{tenant}/targets/{target}", M_GET | M_HEAD | M_PATCH | M_DELETE, r_target,
      "GET, HEAD, PATCH, DELETE"},
     {"/v1/tenants/{tenant}/targets/{target}/pause", M_POST, r_target_action, "POST"},
@@ -286,6 +289,7 @@ static const adm_route_info route_infos[] = {
     {"/v1/tenants", "GET,POST"},
     {"/v1/tenants/{tenant}", "GET,PATCH,DELETE"},
     {"/v1/tenants/{tenant}/targets", "GET,POST"},
+    {"/v1/tenants/{tenant}/backfill", "GET,POST"},
     {"/v1/tenants/{tenant}/targets/{target}", "GET,PATCH,DELETE"},
     {"/v1/tenants/{tenant}/targets/{target}/pause", "POST"},
     {"/v1/tenants/{tenant}/targets/{target}/resume", "POST"},
@@ -2023,4 +2027,182 @@ void adm_api_free(adm_api *a)
     pthread_mutex_destroy(&a->mu);
     free(a->base);
     free(a);
+}
+
+/* ---- /v1/tenants/{t}/backfill: on-demand backfills (ing_snapshot) ----
+ * POST {"table":"schema.table"} records a request in the tenant's
+ * source.backfills ("id:table;..."); the tenant's ingestor reads the table
+ * by watermark chunks while it streams. GET lists the requests and the
+ * progress the store keeps (snapshot jobs included). */
+
+#define ADM_BACKFILL_TABLE_MAX 200
+
+static int m_backfill(ctx *c, write_op *op, wh_state *s)
+{
+    wh_state_tenant *t = tenant_mut(s, c->tenant);
+    if (!t)
+        return fail(c->resp, 404, "tenant", "no tenant '%s'", c->tenant);
+    const char *table = json_string_value(json_object_get(op->body, "table"));
+    /* the next id: one more than the last one listed */
+    unsigned long last = 0;
+    for (const char *p = t->backfills; *p;) {
+        unsigned long id = strtoul(p, NULL, 10);
+        if (id > last)
+            last = id;
+        const char *semi = strchr(p, ';');
+        p = semi ? semi + 1 : p + strlen(p);
+    }
+    char item[ADM_BACKFILL_TABLE_MAX + 32];
+    snprintf(item, sizeof(item), "%lu:%s", last + 1, table);
+    /* full: the oldest requests go (the ingestor has taken them long ago) */
+    while (strlen(t->backfills) + strlen(item) + 2 > sizeof(t->backfills)) {
+        char *semi = strchr(t->backfills, ';');
+        if (!semi) {
+            t->backfills[0] = '\0';
+            break;
+        }
+        memmove(t->backfills, semi + 1, strlen(semi + 1) + 1);
+    }
+    size_t used = strlen(t->backfills);
+    snprintf(t->backfills + used, sizeof(t->backfills) - used, "%s%s", used ? ";" : "", item);
+    snprintf(op->start, sizeof(op->start), "%lu", last + 1);
+    return WH_OK;
+}
+
+/* The progress document the store keeps for the tenant as JSON (null when
+ * none or when the store cannot tell). */
+static json_t *backfill_progress(ctx *c)
+{
+    if (!c->a->be.store_call)
+        return json_null();
+    Walhook__Request req;
+    Walhook__TenantInfo ti;
+    walhook__request__init(&req);
+    walhook__tenant_info__init(&ti);
+    ti.tenant = (char *)c->tenant;
+    req.body_case = WALHOOK__REQUEST__BODY_TENANT_INFO;
+    req.tenant_info = &ti;
+    Walhook__Reply *rep = NULL;
+    int status = 0;
+    char err[WH_ERRLEN];
+    if (c->a->be.store_call(c->a->be.arg, &req, &rep, &status, err, sizeof(err)) != WH_OK)
+        return json_null();
+    json_t *out = json_null();
+    wh_snapprog p;
+    memset(&p, 0, sizeof(p));
+    if (rep->body_case == WALHOOK__REPLY__BODY_TENANT_INFO && rep->tenant_info &&
+        rep->tenant_info->snapshot_progress.len > 0 &&
+        wh_snapprog_decode(&p, (const char *)rep->tenant_info->snapshot_progress.data,
+                           rep->tenant_info->snapshot_progress.len, err, sizeof(err)) == WH_OK) {
+        out = json_array();
+        for (size_t i = 0; i < p.njobs; i++) {
+            const wh_snapjob *j = &p.jobs[i];
+            json_array_append_new(out, json_pack("{s:s,s:s,s:s,s:I,s:I}", "id", j->id, "table",
+                                                 j->table, "state", wh_snap_state_name(j->state),
+                                                 "rows_done", (json_int_t)j->rows_done,
+                                                 "rows_estimated", (json_int_t)j->rows_est));
+        }
+    }
+    wh_snapprog_clear(&p);
+    walhook__reply__free_unpacked(rep, NULL);
+    return out;
+}
+
+static void r_backfill(ctx *c)
+{
+    if (c->method == M_GET) {
+        wh_state *s = get_state(c);
+        if (!s)
+            return;
+        const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
+        if (!t) {
+            wh_state_unref(s);
+            fail(c->resp, 404, "tenant", "no tenant '%s'", c->tenant);
+            return;
+        }
+        json_t *req = json_array();
+        char list[WH_URL_MAX];
+        wh_strlcpy(list, t->backfills, sizeof(list));
+        char *save = NULL;
+        for (char *it = strtok_r(list, ";", &save); it; it = strtok_r(NULL, ";", &save)) {
+            char *colon = strchr(it, ':');
+            if (!colon)
+                continue;
+            *colon = '\0';
+            char id[64];
+            snprintf(id, sizeof(id), "bf-%.40s", it);
+            json_array_append_new(req, json_pack("{s:s,s:s}", "id", id, "table", colon + 1));
+        }
+        uint64_t v = s->version;
+        wh_state_unref(s);
+        reply_json(c->resp, 200,
+                   json_pack("{s:s,s:o,s:o}", "tenant", c->tenant, "requests", req, "jobs",
+                             backfill_progress(c)),
+                   v);
+        return;
+    }
+    json_t *body = parse_body(c, 0);
+    if (!body)
+        return;
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v)
+    {
+        if (strcmp(key, "table") != 0) {
+            fail(c->resp, 400, key,
+                 "%.40s: unknown field (the body is {\"table\": \"schema.table\"})", key);
+            json_decref(body);
+            return;
+        }
+    }
+    const char *table = json_string_value(json_object_get(body, "table"));
+    const char *bad = NULL;
+    if (table == NULL)
+        bad = "table: required, a string \"schema.table\"";
+    else if (strlen(table) > ADM_BACKFILL_TABLE_MAX)
+        bad = "table: too long";
+    else if (strchr(table, '.') == NULL || table[0] == '.' || table[strlen(table) - 1] == '.')
+        bad = "table: must be \"schema.table\"";
+    for (const unsigned char *p = (const unsigned char *)(table ? table : ""); !bad && *p; p++)
+        if (*p < 0x20 || *p == 0x7f || *p == ';')
+            bad = "table: contains a control character or ';'";
+    if (bad) {
+        fail(c->resp, 400, "table", "%s", bad);
+        json_decref(body);
+        return;
+    }
+    if (c->a->be.table_check) {
+        wh_state *s = get_state(c);
+        if (!s) {
+            json_decref(body);
+            return;
+        }
+        const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
+        char err[WH_ERRLEN] = "";
+        int known = t ? c->a->be.table_check(c->a->be.arg, t, table, err, sizeof(err)) : 0;
+        if (!t)
+            fail(c->resp, 404, "tenant", "no tenant '%s'", c->tenant);
+        else if (known < 0)
+            fail(c->resp, 503, NULL, "cannot check the table on the source: %s", err);
+        else if (known == 0)
+            fail(c->resp, 404, "table", "%s is not a table of publication '%s'", table,
+                 t->publication);
+        wh_state_unref(s);
+        if (known != 1) {
+            json_decref(body);
+            return;
+        }
+    }
+    write_op op = {m_backfill, NULL, body, "", {0, 0}, {0, 0}, 0};
+    wh_state *s = NULL;
+    if (write_state(c, &op, &s) == WH_OK) {
+        char id[80];
+        snprintf(id, sizeof(id), "bf-%s", op.start);
+        reply_json(c->resp, 202,
+                   json_pack("{s:s,s:s,s:s,s:s}", "tenant", c->tenant, "id", id, "table", table,
+                             "state", "requested"),
+                   s->version);
+        wh_state_unref(s);
+    }
+    json_decref(body);
 }

@@ -82,6 +82,10 @@ typedef struct adm_backend {
      * with walhook__reply__free_unpacked. */
     int (*store_call)(void *arg, const Walhook__Request *req, Walhook__Reply **rep, int *status,
                       char *err, size_t errlen);
+    /* Optional: 1 when table ("schema.table") is in tenant t's publication,
+     * 0 when not, -1 when the source cannot tell (err says why). */
+    int (*table_check)(void *arg, const wh_state_tenant *t, const char *table, char *err,
+                       size_t errlen);
 } adm_backend;
 
 typedef struct adm_request {

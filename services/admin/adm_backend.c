@@ -291,6 +291,36 @@ static adm_slotconn *slot_entry(adm_store *s, const char *tenant)
     return e;
 }
 
+/* POST /v1/tenants/{t}/backfill: is table published? A connection of its
+ * own (rare calls), bounded like the slot query's. */
+static int b_table_check(void *arg, const wh_state_tenant *t, const char *table, char *err,
+                         size_t errlen)
+{
+    (void)arg;
+    adm_slot_info si;
+    memset(&si, 0, sizeof(si));
+    PGconn *pg = NULL;
+    if (!slot_connect(&pg, t->dsn, &si)) {
+        wh_seterr(err, errlen, "%s", si.error);
+        return -1;
+    }
+    const char *params[] = {t->publication, table};
+    PGresult *r = PQexecParams(pg,
+                               "SELECT 1 FROM pg_catalog.pg_publication_tables WHERE pubname = $1 "
+                               "AND schemaname || '.' || tablename = $2",
+                               2, NULL, params, NULL, NULL, 0);
+    int rc;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        wh_seterr(err, errlen, "publication query failed: %.200s", PQresultErrorMessage(r));
+        rc = -1;
+    } else {
+        rc = PQntuples(r) > 0;
+    }
+    PQclear(r);
+    PQfinish(pg);
+    return rc;
+}
+
 static void b_slot(void *arg, const wh_state_tenant *t, adm_slot_info *out)
 {
     adm_store *s = arg;
@@ -343,6 +373,7 @@ int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char 
     out->progress = b_progress;
     out->stats = b_stats;
     out->slot = b_slot;
+    out->table_check = b_table_check;
     out->store_call = b_store_call;
     return WH_OK;
 }

@@ -167,6 +167,58 @@ static const adm_stat *stat_of(const adm_stat st[ADM_NDAEMONS], const char *name
     return NULL;
 }
 
+/* The ingestor's snapshot and backfill jobs (ing_snapshot's metrics), one
+ * row each: table, kind, state, rows done / estimated, rate, ETA. Nothing
+ * when there are none. */
+static int snapshots(wh_buf *b, const char *im)
+{
+    static const char key[] = "walhook_ingestor_snapshot_state{";
+    int rc = 0, n = 0;
+    for (const char *l = strstr(im, key); l != NULL; l = strstr(l + 1, key)) {
+        if (l != im && l[-1] != '\n')
+            continue;
+        const char *t = strstr(l, "table=\""), *k = strstr(l, "\",kind=\"");
+        const char *st = strstr(l, "\",state=\""), *eol = strchr(l, '\n');
+        if (!t || !k || !st || (eol && st > eol) || k < t)
+            continue;
+        char label[600], table[300], kind[16], state[16];
+        snprintf(label, sizeof(label), "%.*s", (int)(st - t + 1), t); /* table="..",kind=".." */
+        snprintf(table, sizeof(table), "%.*s", (int)(k - t - 7), t + 7);
+        const char *ke = strchr(k + 8, '"'), *se = strchr(st + 9, '"');
+        if (!ke || !se)
+            continue;
+        snprintf(kind, sizeof(kind), "%.*s", (int)(ke - (k + 8)), k + 8);
+        snprintf(state, sizeof(state), "%.*s", (int)(se - (st + 9)), st + 9);
+        if (n++ == 0)
+            rc |= wh_buf_puts(b, "<h2>Snapshots and backfills</h2>\n<table id=\"snapshots\">"
+                                 "<tr><th>table</th><th>kind</th><th>state</th><th>rows</th>"
+                                 "<th>estimated</th><th>rows/s</th><th>ETA</th></tr>\n");
+        double done = adm_metric_sum(im, "walhook_ingestor_snapshot_rows_total", label);
+        double est = adm_metric_sum(im, "walhook_ingestor_snapshot_rows_estimated", label);
+        double rate = adm_metric_sum(im, "walhook_ingestor_snapshot_rows_per_second", label);
+        double eta = adm_metric_sum(im, "walhook_ingestor_snapshot_eta_seconds", label);
+        rc |= wh_buf_puts(b, "<tr class=\"snapshot\"><td class=\"name\">");
+        esc(b, table);
+        rc |= wh_buf_puts(b, "</td><td>");
+        esc(b, kind);
+        rc |= wh_buf_printf(b, "</td><td class=\"%s\">",
+                            strcmp(state, "refused") == 0 ? "bad" : "ok");
+        esc(b, state);
+        char eta_s[32];
+        if (eta >= 0)
+            snprintf(eta_s, sizeof(eta_s), "%.0f s", eta);
+        else
+            snprintf(eta_s, sizeof(eta_s), "-");
+        rc |= wh_buf_printf(b,
+                            "</td><td class=\"num\">%.0f</td><td class=\"num\">%.0f</td>"
+                            "<td class=\"num\">%.0f</td><td class=\"num\">%s</td></tr>\n",
+                            done < 0 ? 0 : done, est < 0 ? 0 : est, rate < 0 ? 0 : rate, eta_s);
+    }
+    if (n > 0)
+        rc |= wh_buf_puts(b, "</table>\n");
+    return rc ? WH_ERR : WH_OK;
+}
+
 int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
                     const adm_stat st[ADM_NDAEMONS], const adm_slot_info *slots,
                     const adm_page_target *prog, wh_buf *b)
@@ -255,6 +307,8 @@ int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
             rc |= wh_buf_puts(b, "</tr>\n");
         }
         rc |= wh_buf_puts(b, "</table>\n");
+
+        rc |= snapshots(b, ing && ing->up && ing->metrics ? ing->metrics : "");
 
         rc |= wh_buf_puts(b, "<h2>Targets</h2>\n<table id=\"targets\"><tr><th>tenant</th>"
                              "<th>target</th><th>state</th><th>backlog</th>"

@@ -72,6 +72,11 @@ void ing_catalog_warned_reset(ing_catalog *c, uint32_t oid);
 /* Forgets the warnings `what` of oid; 1 when one of them had been given. */
 int ing_catalog_warned_clear(ing_catalog *c, uint32_t oid, unsigned what);
 
+/* The session options of every connection whose values must read as the
+ * stream's (the replication connection, the snapshot's). */
+#define ING_SESSION_OPTS                                                                           \
+    "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c IntervalStyle=iso_8601"
+
 /* Shared with ing_repl. Opens a connection to dsn with its settings, less
  * `replication` (set to replication when not NULL) and with extra_opts
  * appended to its `options`; application_name app unless the DSN has one;

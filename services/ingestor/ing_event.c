@@ -295,10 +295,20 @@ static int has_key(const ing_relation *r, uint8_t mask)
     return 0;
 }
 
+/* 'r': a row read by a snapshot or backfill (ing_snapshot), an insert but
+ * for its op */
+static const char *op_name(const ing_msg *m)
+{
+    return m->type == 'I'   ? "insert"
+           : m->type == 'U' ? "update"
+           : m->type == 'r' ? "read"
+                            : "delete";
+}
+
 int ing_event_check(const ing_msg *m, char *err, size_t errlen)
 {
     const ing_relation *r = m->rel;
-    const char *op = m->type == 'I' ? "insert" : m->type == 'U' ? "update" : "delete";
+    const char *op = op_name(m);
     if (!r)
         return wh_seterr(err, errlen, "%s for relation OID %u before its Relation message", op,
                          m->rel_oid);
@@ -316,7 +326,7 @@ int ing_event_change(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m
     if (ing_event_check(m, err, errlen) != WH_OK)
         return WH_ERR;
     const ing_relation *r = m->rel;
-    const char *op = m->type == 'I' ? "insert" : m->type == 'U' ? "update" : "delete";
+    const char *op = op_name(m);
     size_t start = b->len;
     int nunch = 0;
     if (head(b, t, seq, op) || rel_names(b, r) || PUTLIT(b, ",\"key\":"))

@@ -56,7 +56,8 @@ int ing_event_head_parts(const ing_txn *t, wh_buf *out, size_t cut[2]);
 /* WH_OK when an Insert/Update/Delete can be rendered: its relation is known
  * and its tuples have the relation's column count. */
 int ing_event_check(const ing_msg *m, char *err, size_t errlen);
-/* Insert/Update/Delete (runs ing_event_check first). */
+/* Insert/Update/Delete (runs ing_event_check first); m->type 'r' renders
+ * an insert's new row with op "read" (a snapshot's row, ing_snapshot). */
 int ing_event_change(wh_buf *b, const ing_txn *t, uint32_t seq, const ing_msg *m, char *err,
                      size_t errlen);
 /* One truncated relation; options = Truncate flags (1 cascade, 2 restart). */

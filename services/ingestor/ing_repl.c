@@ -14,6 +14,7 @@
 #include "ing_event.h"
 #include "ing_origin.h"
 #include "ing_pgoutput.h"
+#include "ing_snapshot.h"
 #include "wh_lsn.h"
 #include "wh_lattrace.h"
 #include "wh_util.h"
@@ -50,8 +51,7 @@
 #define ING_HEARTBEAT_SQL                                                                          \
     "SELECT pg_catalog.pg_logical_emit_message(false, '" ING_HEARTBEAT_PREFIX "', '')"
 
-#define SESSION_OPTS                                                                               \
-    "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c IntervalStyle=iso_8601"
+#define SESSION_OPTS ING_SESSION_OPTS
 
 typedef struct repl {
     wh_config *cfg; /* own copy: the source may change at runtime */
@@ -61,6 +61,7 @@ typedef struct repl {
     ing_parser *parser;
     ing_catalog *catalog; /* primary keys of REPLICA IDENTITY FULL tables */
     ing_toast *toast;     /* last values of TOASTed columns (kept across reconnects) */
+    ing_snapshot *snap;   /* snapshot and backfill chunks (ing_snapshot) */
     PGconn *conn;
     /* the stream on the socket itself (ing_copy), on a connection without
      * TLS or GSS encryption; libpq's COPY functions otherwise */
@@ -96,6 +97,7 @@ typedef struct repl {
         char *origin; /* its origin (the first segment's Origin message), or NULL */
     } * streams;
     size_t nstreams, capstreams;
+    int staging_swept; /* this process dropped earlier processes' staging */
     int streaming;     /* this connection uses protocol 2 with streaming */
     ing_origin origin; /* the transaction's origin, source.skip_origins */
     char sysid[32];    /* system identifier and timeline of the first connection */
@@ -351,6 +353,11 @@ static int ensure_slot(repl *r, int first, char *err, size_t errlen)
         goto out;
     }
     PQclear(res);
+    res = NULL;
+    if (ing_snapshot_plan(r->snap, err, errlen) != WH_OK) { /* source.snapshot = initial */
+        transient = 1;
+        goto out;
+    }
     snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput NOEXPORT_SNAPSHOT",
              c->slot);
     res = exec_cmd(r, sql, 1, "creating the replication slot", err, errlen);
@@ -500,6 +507,7 @@ started:
      * transaction in progress again from its first segment */
     r->stream_xid = 0;
     ing_parser_stream_reset(r->parser);
+    ing_snapshot_reset(r->snap);
     if (ing_batcher_unstage(r->bt, err, errlen) != WH_OK ||
         streams_abandon(r, err, errlen) != WH_OK)
         return WH_ERR;
@@ -791,10 +799,21 @@ static int queue_abort(repl *r, uint32_t xid, uint32_t subxid, char *err, size_t
 /* A new stream: the staging of every transaction that was streaming on the
  * last connection is dropped. One still running is sent again from its
  * first segment; one that ended meanwhile (PostgreSQL crashed: implicitly
- * aborted) would otherwise leave its staging in the store for good. */
+ * aborted) would otherwise leave its staging in the store for good. The
+ * first stream of a process drops all of the tenant's staging: an earlier
+ * process (SIGKILLed, say) may have staged transactions that ended while
+ * no ingestor ran, and PostgreSQL sends every transaction whose commit was
+ * not confirmed again, from its first change. */
 static int streams_abandon(repl *r, char *err, size_t errlen)
 {
     int rc = WH_OK;
+    if (!r->staging_swept) {
+        streams_clear(r);
+        rc = queue_abort(r, 0, 0, err, errlen);
+        if (rc == WH_OK)
+            r->staging_swept = 1;
+        return rc;
+    }
     for (size_t i = 0; i < r->nstreams && rc == WH_OK; i++) {
         if (r->streams[i].skip)
             continue; /* nothing staged */
@@ -984,6 +1003,10 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
     }
     if (r->stream_xid != 0 && m.type == 'O')
         return stream_origin(r, &m, err, errlen);
+    if (r->stream_xid != 0 && m.type == 'M' && ing_snapshot_is_watermark(&m)) {
+        ing_snapshot_streamed_watermark(r->snap, &m); /* never an event */
+        return WH_OK;
+    }
     if (r->stream_xid != 0 && (m.type == 'I' || m.type == 'U' || m.type == 'D' || m.type == 'T' ||
                                (m.type == 'M' && (m.flags & 1))))
         return stream_change(r, &m, err, errlen);
@@ -994,6 +1017,7 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
         r->stream_xid = 0; /* its staged events wait for more (ing_batcher_tick) */
         return WH_OK;
     case 'c':
+        ing_snapshot_stream_commit(r->snap, m.xid);
         return stream_commit(r, &m, err, errlen);
     case 'A':
         return stream_abort(r, &m, err, errlen);
@@ -1023,6 +1047,7 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
             relation_types(r, m.rel);
         if (emit(r, &r->txn, r->seq, &m, NULL, 0, err, errlen))
             return WH_ERR;
+        ing_snapshot_change(r->snap, &m, r->txn.xid);
         r->seq++;
         r->last_change_ms = wh_now_ms();
         wh_counter_add(&r->st->changes_received, 1);
@@ -1030,10 +1055,16 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
     case 'T':
         if (!r->in_txn)
             return wh_seterr(err, errlen, "pgoutput: truncate outside a transaction");
+        ing_snapshot_truncate(r->snap, &m);
         if (emit_truncate(r, &r->txn, &r->seq, &m, err, errlen))
             return WH_ERR;
         break;
     case 'M':
+        if (ing_snapshot_is_watermark(&m)) { /* a snapshot chunk's watermark: never an event */
+            if ((m.flags & 1) && r->in_txn)
+                return ing_snapshot_message(r->snap, &m, &r->txn, &r->seq, err, errlen);
+            break;
+        }
         if (!(m.flags & 1) && m.name != NULL && strcmp(m.name, ING_HEARTBEAT_PREFIX) == 0) {
             /* our heartbeat came through: the stream is alive; nothing is
              * pending at its position when the batcher is idle */
@@ -1258,6 +1289,7 @@ static int stream(repl *r, char *err, size_t errlen)
         }
         wh_gauge_set(&r->st->server_wal_end, (int64_t)r->server_end);
         heartbeat(r, now_ms);
+        ing_snapshot_tick(r->snap, r->catalog);
 
         /* wait for the socket (unless throttled), the sender (an ack:
          * window room, a flush LSN to report, an open batch to send), the
@@ -1504,10 +1536,13 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
     for (int first = 1;; first = 0) {
         if (ing_parser_new(&r->parser, err, errlen) != WH_OK ||
             ing_catalog_new(&r->catalog, err, errlen) != WH_OK ||
+            ing_snapshot_new(&r->snap, own, bt, st, err, errlen) != WH_OK ||
             ing_copy_new(&r->copy, err, errlen) != WH_OK)
             goto out;
         rc = run_source(r, first, err, errlen);
         disconnect(r);
+        ing_snapshot_free(r->snap);
+        r->snap = NULL;
         ing_catalog_free(r->catalog);
         r->catalog = NULL;
         ing_parser_free(r->parser);
@@ -1539,6 +1574,7 @@ out:
     streams_clear(r);
     free(r->streams);
     ing_toast_free(r->toast);
+    ing_snapshot_free(r->snap);
     ing_catalog_free(r->catalog);
     ing_parser_free(r->parser);
     ing_copy_free(r->copy);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ing_snapshot.h"
 #include "wh_state.h"
 #include "wh_util.h"
 
@@ -71,6 +72,7 @@ static void apply(void *arg, wh_state *s, const wh_config *eff)
     wh_strlcpy(is->latest.publication, tn->publication, sizeof(is->latest.publication));
     wh_strlcpy(is->latest.tables, tn->tables, sizeof(is->latest.tables));
     is->latest.create_slot = tn->create_slot;
+    ing_snapshot_requests(tn->backfills);
     wh_strlcpy(is->latest.tenant, is->tenant, sizeof(is->latest.tenant));
     is->have_latest = 1;
     int changed = atomic_load(&is->started) && ing_state_source_differs(&is->latest, &is->running);
@@ -166,6 +168,13 @@ static void on_limits(void *arg, const wh_config *c)
             (long long)c->window_bytes);
 }
 
+static void on_chunk_rows(void *arg, const wh_config *c)
+{
+    (void)arg;
+    ing_snapshot_set_chunk_rows(c->snapshot_chunk_rows);
+    wh_info("runtime settings: source.snapshot_chunk_rows=%d", c->snapshot_chunk_rows);
+}
+
 int ing_state_attach(ing_state *is, ing_batcher *bt, char *err, size_t errlen)
 {
     static const char *const paths[] = {"ingestor.flush_bytes", "ingestor.flush_age_us",
@@ -174,8 +183,11 @@ int ing_state_attach(ing_state *is, ing_batcher *bt, char *err, size_t errlen)
     for (size_t i = 0; i < WH_ARRAY_LEN(paths); i++)
         if (wh_config_hook(paths[i], on_limits, is, err, errlen) != WH_OK)
             return WH_ERR;
+    if (wh_config_hook("source.snapshot_chunk_rows", on_chunk_rows, is, err, errlen) != WH_OK)
+        return WH_ERR;
     /* a version may have arrived between the start and the hooks */
     pthread_mutex_lock(&is->mu);
+    ing_snapshot_set_chunk_rows(is->latest.snapshot_chunk_rows);
     ing_batcher_set_limits(&is->latest, bt);
     pthread_mutex_unlock(&is->mu);
     return WH_OK;

@@ -119,7 +119,12 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
                          "when the last heartbeat message came through the stream (0: none)") ||
         wh_metric_us_as_s(b, "walhook_ingestor_last_heartbeat_timestamp_seconds", l, seen))
         return WH_ERR;
-    return WH_OK;
+    int rc = WH_OK;
+    pthread_mutex_lock((pthread_mutex_t *)&st->snap_mu);
+    if (st->snap_text != NULL)
+        rc = wh_buf_puts(b, st->snap_text);
+    pthread_mutex_unlock((pthread_mutex_t *)&st->snap_mu);
+    return rc;
 }
 
 /* wh_stats_fn for the control endpoint. */

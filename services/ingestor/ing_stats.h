@@ -33,6 +33,8 @@ typedef struct ing_stats {
     wh_counter heartbeat_errors;   /* heartbeat statements that failed */
     wh_counter heartbeats_seen;    /* walhook.heartbeat messages back through the stream */
     wh_gauge heartbeat_seen_us;    /* wall clock of the last one (0: none) */
+    pthread_mutex_t snap_mu;       /* guards snap_text (PTHREAD_MUTEX_INITIALIZER) */
+    char *snap_text;               /* snapshot progress metrics (ing_snapshot), or NULL */
 } ing_stats;
 
 /* Sets the state and the reason shown by /readyz and `walhook status`

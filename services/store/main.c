@@ -6,6 +6,8 @@
  *   walhook-store [-c walhook.conf]          run the daemon
  *   walhook-store --dump [-c walhook.conf]   print "tenant X/X seq" per stored
  *                                            event (read-only open), exit 0
+ *   walhook-store --dump-staged [-c ...]     print "tenant xid n" per streamed
+ *                                            transaction with n staged events
  *
  * Teardown order (reverse of start): stop the server (wakes long polls,
  * closes the socket, joins workers, so no handler touches the db any more),
@@ -95,7 +97,7 @@ static void replan(const wh_config *cfg, st_state *state)
         wh_warn("the runtime state's tenants and targets exceed the memory budget: %s", err);
 }
 
-static int run_dump(const wh_config *cfg)
+static int run_dump(const wh_config *cfg, int staged)
 {
     char err[WH_ERRLEN];
     st_db *db = NULL;
@@ -111,7 +113,8 @@ static int run_dump(const wh_config *cfg)
         fprintf(stderr, "walhook-store --dump: %s\n", err);
         return 1;
     }
-    int rc = st_db_dump(db, stdout, err, sizeof(err));
+    int rc = staged ? st_db_dump_staged(db, stdout, err, sizeof(err))
+                    : st_db_dump(db, stdout, err, sizeof(err));
     st_db_close(db);
     if (rc != WH_OK) {
         fprintf(stderr, "walhook-store --dump: %s\n", err);
@@ -154,6 +157,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < argc; i++) {
         if (i > 0 && strcmp(argv[i], "--dump") == 0)
             dump = 1;
+        else if (i > 0 && strcmp(argv[i], "--dump-staged") == 0)
+            dump = 2;
         else
             args[nargs++] = argv[i];
     }
@@ -162,7 +167,7 @@ int main(int argc, char **argv)
     static wh_config cfg;
     const char *path = wh_daemon_init(nargs, args, "store", &cfg);
     if (dump)
-        return run_dump(&cfg);
+        return run_dump(&cfg, dump == 2);
     wh_daemon_pidfile(&cfg, "store");
 
     /* the memory budget of the file's tenants and targets first: a refusal

@@ -241,6 +241,13 @@ static size_t key_event(char *k, const char *tenant, uint64_t lsn, uint32_t seq)
     return n + ST_POS_LEN;
 }
 
+/* 'P' tenant \0: the ingestor's snapshot progress (AppendBatch.snapshot_progress,
+ * an opaque document), written with the events it goes with. */
+static size_t key_progress(char *k, const char *tenant)
+{
+    return key_prefix(k, 'P', tenant);
+}
+
 static size_t key_offset(char *k, const char *tenant, const char *consumer)
 {
     size_t n = key_prefix(k, 'O', tenant);
@@ -1306,6 +1313,8 @@ typedef struct st_wreq {
     uint64_t durable; /* the D value once done */
     int drop;         /* its last group also drops the staging of drop_xid */
     uint32_t drop_xid;
+    const char *prog;        /* snapshot progress to put with its last group (NULL: none); */
+    size_t prog_len;         /* such an append is never split across groups */
     int light;               /* at most store.commit_share_bytes */
     const st_toast_op *tops; /* TOAST cache ops, written with its last events */
     size_t ntops;
@@ -1339,9 +1348,13 @@ static uint64_t cq_take(st_tenant *t, uint64_t max, st_gpart **parts, size_t *np
     while (t->cq_head != NULL && (bytes < max || bytes == 0)) {
         st_wreq *r = t->cq_head;
         size_t from = r->taken, to = from;
-        while (to < r->n && (bytes < max || to == from)) {
+        /* an append with snapshot progress goes whole into one group (its
+         * events and the progress in one WriteBatch): after the others */
+        if (r->prog != NULL && bytes > 0 && bytes + append_bytes(r->ev, r->n) > max)
+            break;
+        while (to < r->n && (bytes < max || to == from || r->prog != NULL)) {
             uint64_t b = event_bytes(&r->ev[to]);
-            if (to > from && bytes + b > max)
+            if (to > from && bytes + b > max && r->prog == NULL)
                 break;
             bytes += b;
             t->cq_bytes -= b;
@@ -1501,6 +1514,13 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
     }
     for (size_t i = 0; i < np && rc == WH_OK; i++) {
         st_wreq *r = parts[i].r;
+        if (r->prog != NULL && parts[i].to == r->n) {
+            size_t kl = key_progress(k, r->t->name);
+            rocksdb_writebatch_put_cf(wb, r->t->meta, k, kl, r->prog, r->prog_len);
+        }
+    }
+    for (size_t i = 0; i < np && rc == WH_OK; i++) {
+        st_wreq *r = parts[i].r;
         if (r->drop && parts[i].to == r->n && r->t->stage != NULL) {
             char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
             size_t hl, ll = stage_xid_range(lo, hi, &hl, r->t->name, r->drop_xid);
@@ -1623,37 +1643,84 @@ static void cq_lead(st_db *db, st_wreq *r)
 }
 
 static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
-                     int drop, uint32_t drop_xid, const st_toast_op *tops, size_t ntops,
-                     uint64_t tsender, uint64_t tserial, uint64_t *durable_lsn, char *err,
-                     size_t errlen);
+                     int drop, uint32_t drop_xid, const char *prog, size_t prog_len,
+                     const st_toast_op *tops, size_t ntops, uint64_t tsender, uint64_t tserial,
+                     uint64_t *durable_lsn, char *err, size_t errlen);
 
 int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                  uint64_t *durable_lsn, char *err, size_t errlen)
 {
-    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, NULL, 0, 0, 0, durable_lsn, err, errlen);
+    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, NULL, 0, NULL, 0, 0, 0, durable_lsn, err,
+                     errlen);
+}
+
+int st_db_append_progress(st_db *db, const char *tenant, const st_event *ev, size_t n,
+                          uint64_t ack_lsn, const void *prog, size_t prog_len,
+                          uint64_t *durable_lsn, char *err, size_t errlen)
+{
+    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, prog != NULL ? prog : "", prog_len, NULL, 0,
+                     0, 0, durable_lsn, err, errlen);
+}
+
+int st_db_get_progress(st_db *db, const char *tenant, char **out, size_t *len, char *err,
+                       size_t errlen)
+{
+    *out = NULL;
+    *len = 0;
+    st_tenant *t;
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL || t->meta == NULL) {
+        if (t != NULL)
+            ten_done(t);
+        return WH_OK;
+    }
+    char k[ST_KEY_MAX];
+    size_t kl = key_progress(k, t->name), vl = 0;
+    char *e = NULL;
+    char *v = rocksdb_get_cf(db->rdb, db->ro, t->meta, k, kl, &vl, &e);
+    ten_done(t);
+    if (e)
+        return rerr(err, errlen, "get snapshot progress", e);
+    if (v == NULL)
+        return WH_OK;
+    *out = malloc(vl + 1);
+    if (*out == NULL) {
+        rocksdb_free(v);
+        return wh_seterr(err, errlen, "out of memory");
+    }
+    memcpy(*out, v, vl);
+    (*out)[vl] = '\0';
+    *len = vl;
+    rocksdb_free(v);
+    return WH_OK;
 }
 
 int st_db_append_stage_end(st_db *db, const char *tenant, const st_event *ev, size_t n,
                            uint64_t ack_lsn, uint32_t xid, uint64_t *durable_lsn, char *err,
                            size_t errlen)
 {
-    return append_do(db, tenant, ev, n, ack_lsn, 1, xid, NULL, 0, 0, 0, durable_lsn, err, errlen);
+    return append_do(db, tenant, ev, n, ack_lsn, 1, xid, NULL, 0, NULL, 0, 0, 0, durable_lsn, err,
+                     errlen);
 }
 
 static int ten_open_toast(st_db *db, const char *tenant, st_tenant **out, char *err, size_t errlen);
 
 int st_db_append_toast(st_db *db, const char *tenant, const st_event *ev, size_t n,
-                       uint64_t ack_lsn, const st_toast_op *ops, size_t nops, uint64_t sender,
-                       uint64_t serial, uint64_t *durable_lsn, char *err, size_t errlen)
+                       uint64_t ack_lsn, const void *prog, size_t prog_len, const st_toast_op *ops,
+                       size_t nops, uint64_t sender, uint64_t serial, uint64_t *durable_lsn,
+                       char *err, size_t errlen)
 {
-    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, ops, nops, sender, serial, durable_lsn, err,
-                     errlen);
+    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, (const char *)prog, prog_len, ops, nops,
+                     sender, serial, durable_lsn, err, errlen);
 }
 
 static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
-                     int drop, uint32_t drop_xid, const st_toast_op *tops, size_t ntops,
-                     uint64_t tsender, uint64_t tserial, uint64_t *durable_lsn, char *err,
-                     size_t errlen)
+                     int drop, uint32_t drop_xid, const char *prog, size_t prog_len,
+                     const st_toast_op *tops, size_t ntops, uint64_t tsender, uint64_t tserial,
+                     uint64_t *durable_lsn, char *err, size_t errlen)
 {
     if (db->read_only)
         return wh_seterr(err, errlen, "store opened read-only");
@@ -1676,6 +1743,8 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
                  .rc = WH_OK,
                  .drop = drop,
                  .drop_xid = drop_xid,
+                 .prog = prog,
+                 .prog_len = prog_len,
                  .tops = tops,
                  .ntops = ntops,
                  .tsender = tsender,
@@ -1899,8 +1968,9 @@ int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, s
     if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
         return WH_ERR;
     for (size_t i = 0; i < n; i++)
-        if (ab[i].xid == 0 || ab[i].subxid == 0)
-            return wh_seterr(err, errlen, "stage_aborts[%zu].%s: must be > 0", i,
+        if ((ab[i].xid == 0) != (ab[i].subxid == 0))
+            return wh_seterr(err, errlen,
+                             "stage_aborts[%zu].%s: must be > 0 (both 0: drop all staging)", i,
                              ab[i].xid == 0 ? "xid" : "subxid");
     /* a subtransaction's abort is remembered even before anything is
      * staged; a whole abort of nothing is a no-op */
@@ -1918,7 +1988,13 @@ int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, s
     uint32_t rdel = 0;
     for (size_t i = 0; i < n; i++) {
         char k[ST_KEY_MAX], hi[ST_KEY_MAX];
-        if (ab[i].subxid == ab[i].xid) {
+        if (ab[i].xid == 0) { /* everything the tenant has staged */
+            rdel++;
+            size_t kl = key_prefix(k, 'X', tenant);
+            memcpy(hi, k, kl);
+            hi[kl - 1] = '\x01'; /* past 'X' tenant '\0' ... */
+            rocksdb_writebatch_delete_range_cf(wb, t->stage, k, kl, hi, kl);
+        } else if (ab[i].subxid == ab[i].xid) {
             rdel++;
             size_t hl, kl = stage_xid_range(k, hi, &hl, tenant, ab[i].xid);
             rocksdb_writebatch_delete_range_cf(wb, t->stage, k, kl, hi, hl);
@@ -2736,6 +2812,57 @@ int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen)
             fprintf(out, "%s %s %" PRIu32 "\n", tenant, l, seq);
         }
         rc = iter_done(it, ro, "dump", err, errlen);
+        ten_done(t);
+    }
+    free(tv);
+    if (rc != WH_OK)
+        return rc;
+    if (fflush(out) != 0 || ferror(out))
+        return wh_seterr(err, errlen, "dump: write error");
+    return WH_OK;
+}
+
+int st_db_dump_staged(st_db *db, FILE *out, char *err, size_t errlen)
+{
+    size_t nt;
+    st_tenant **tv = tenants_sorted(db, &nt);
+    int rc = WH_OK;
+    for (size_t i = 0; i < nt && rc == WH_OK; i++) {
+        st_tenant *t;
+        if (ten_open_stage(db, tv[i]->name, 0, &t, err, errlen) != WH_OK) {
+            rc = WH_ERR;
+            break;
+        }
+        if (t == NULL || t->stage == NULL) {
+            ten_done(t);
+            continue;
+        }
+        char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
+        size_t pl = key_prefix(lo, 'X', t->name);
+        memcpy(hi, lo, pl);
+        hi[pl - 1] = '\x01';
+        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+        rocksdb_readoptions_set_iterate_upper_bound(ro, hi, pl);
+        rocksdb_readoptions_set_fill_cache(ro, 0);
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
+        uint32_t xid = 0;
+        uint64_t n = 0;
+        for (rocksdb_iter_seek(it, lo, pl); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+            size_t kl;
+            const char *k = rocksdb_iter_key(it, &kl);
+            if (kl != pl + 9 || k[pl + 4] != ST_STAGE_EVENT)
+                continue;
+            uint32_t x = wh_get_be32((const uint8_t *)k + pl);
+            if (n > 0 && x != xid) {
+                fprintf(out, "%s %" PRIu32 " %" PRIu64 "\n", t->name, xid, n);
+                n = 0;
+            }
+            xid = x;
+            n++;
+        }
+        if (n > 0)
+            fprintf(out, "%s %" PRIu32 " %" PRIu64 "\n", t->name, xid, n);
+        rc = iter_done(it, ro, "dump of staged events", err, errlen);
         ten_done(t);
     }
     free(tv);

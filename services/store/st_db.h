@@ -193,6 +193,16 @@ void st_db_close(st_db *db);
  * *durable_lsn receives the stored D value. */
 int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                  uint64_t *durable_lsn, char *err, size_t errlen);
+/* st_db_append that also puts the tenant's snapshot progress (an opaque
+ * document of the ingestor, AppendBatch.snapshot_progress) in the same
+ * WriteBatch: such an append is never split across group writes. */
+int st_db_append_progress(st_db *db, const char *tenant, const st_event *ev, size_t n,
+                          uint64_t ack_lsn, const void *prog, size_t prog_len,
+                          uint64_t *durable_lsn, char *err, size_t errlen);
+/* The tenant's snapshot progress: *out (malloc'd, NUL-terminated; NULL and
+ * *len 0 when none was stored). */
+int st_db_get_progress(st_db *db, const char *tenant, char **out, size_t *len, char *err,
+                       size_t errlen);
 
 /* ---- staged (streamed) transactions ----
  * PostgreSQL streams a big transaction before its commit LSN is known; its
@@ -223,8 +233,9 @@ typedef struct st_stage_abort {
 int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, const st_staged *ev,
                     size_t n, char *err, size_t errlen);
 /* One synced WriteBatch: per entry, subxid == xid drops all of xid's
- * staging; otherwise subxid is noted as aborted (its events are skipped by
- * the commit, and dropped with the xid). */
+ * staging (xid == subxid == 0: all of the tenant's staging); otherwise
+ * subxid is noted as aborted (its events are skipped by the commit, and
+ * dropped with the xid). */
 int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, size_t n, char *err,
                       size_t errlen);
 /* The aborted subxids of xid, ascending (*subs malloc'ed, free it; NULL
@@ -351,6 +362,9 @@ int st_db_get_durable(st_db *db, const char *tenant, uint64_t *lsn, char *err, s
 
 /* Prints "tenant X/X seq" per E key in key order. */
 int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen);
+/* Prints "tenant xid n" per streamed transaction with n staged events
+ * (walhook-store --dump-staged). */
+int st_db_dump_staged(st_db *db, FILE *out, char *err, size_t errlen);
 
 /* Flush and full manual compaction (runs the GC filter); for tests/tools. */
 int st_db_compact(st_db *db, char *err, size_t errlen);
@@ -527,10 +541,12 @@ void st_db_needs_snapshot_each(st_db *db, st_consumer_fn fn, void *arg);
 /* ---- the TOAST value cache (st_toast.h) ----
  * st_db_append with TOAST cache ops, applied in the WriteBatch of the
  * append's last events (the tenant's CF "t:<tenant>" is made first);
- * sender, serial: see st_toast_apply. */
+ * prog: snapshot progress as st_db_append_progress (NULL: none); sender,
+ * serial: see st_toast_apply. */
 int st_db_append_toast(st_db *db, const char *tenant, const st_event *ev, size_t n,
-                       uint64_t ack_lsn, const st_toast_op *ops, size_t nops, uint64_t sender,
-                       uint64_t serial, uint64_t *durable_lsn, char *err, size_t errlen);
+                       uint64_t ack_lsn, const void *prog, size_t prog_len, const st_toast_op *ops,
+                       size_t nops, uint64_t sender, uint64_t serial, uint64_t *durable_lsn,
+                       char *err, size_t errlen);
 /* store.toast_cache_bytes: the bound of each tenant's entries (runtime). */
 void st_db_set_toast_bytes(st_db *db, int64_t bytes);
 /* st_toast_get for the tenant: 1 found (*val malloc'd), 0 none, -1 error. */

@@ -237,25 +237,25 @@ static int names_ok(Walhook__Reply *rep, const char *tenant, const char *consume
  * notification's). WH_ERR (err set) when the write failed. */
 static int store_events_toast(st_server *s, const char *tenant, const st_event *ev,
                               Walhook__Event *const *pev, size_t n, int ordered, uint64_t ack_lsn,
-                              int has_drop, uint32_t drop_xid, const st_toast_op *tops,
-                              size_t ntops, uint64_t tsender, uint64_t tserial, uint64_t *durable,
-                              char *err, size_t errlen);
+                              int has_drop, uint32_t drop_xid, const ProtobufCBinaryData *prog,
+                              const st_toast_op *tops, size_t ntops, uint64_t tsender,
+                              uint64_t tserial, uint64_t *durable, char *err, size_t errlen);
 
 static int store_events(st_server *s, const char *tenant, const st_event *ev,
                         Walhook__Event *const *pev, size_t n, int ordered, uint64_t ack_lsn,
-                        int has_drop, uint32_t drop_xid, uint64_t *durable, char *err,
-                        size_t errlen)
+                        int has_drop, uint32_t drop_xid, const ProtobufCBinaryData *prog,
+                        uint64_t *durable, char *err, size_t errlen)
 {
-    return store_events_toast(s, tenant, ev, pev, n, ordered, ack_lsn, has_drop, drop_xid, NULL, 0,
-                              0, 0, durable, err, errlen);
+    return store_events_toast(s, tenant, ev, pev, n, ordered, ack_lsn, has_drop, drop_xid, prog,
+                              NULL, 0, 0, 0, durable, err, errlen);
 }
 
 /* store_events, with the TOAST cache ops of the request (st_toast.h). */
 static int store_events_toast(st_server *s, const char *tenant, const st_event *ev,
                               Walhook__Event *const *pev, size_t n, int ordered, uint64_t ack_lsn,
-                              int has_drop, uint32_t drop_xid, const st_toast_op *tops,
-                              size_t ntops, uint64_t tsender, uint64_t tserial, uint64_t *durable,
-                              char *err, size_t errlen)
+                              int has_drop, uint32_t drop_xid, const ProtobufCBinaryData *prog,
+                              const st_toast_op *tops, size_t ntops, uint64_t tsender,
+                              uint64_t tserial, uint64_t *durable, char *err, size_t errlen)
 {
     st_push_tok tok;
     int track = n > 0 && s->pub != NULL;
@@ -263,9 +263,12 @@ static int store_events_toast(st_server *s, const char *tenant, const st_event *
         st_push_begin(s->push, s->db, tenant, &tok);
     int rc = has_drop    ? st_db_append_stage_end(s->db, tenant, ev, n, ack_lsn, drop_xid, durable,
                                                   err, errlen)
-             : ntops > 0 ? st_db_append_toast(s->db, tenant, ev, n, ack_lsn, tops, ntops, tsender,
-                                              tserial, durable, err, errlen)
-                         : st_db_append(s->db, tenant, ev, n, ack_lsn, durable, err, errlen);
+             : ntops > 0 ? st_db_append_toast(s->db, tenant, ev, n, ack_lsn,
+                                              prog ? prog->data : NULL, prog ? prog->len : 0, tops,
+                                              ntops, tsender, tserial, durable, err, errlen)
+             : prog != NULL ? st_db_append_progress(s->db, tenant, ev, n, ack_lsn, prog->data,
+                                                    prog->len, durable, err, errlen)
+                            : st_db_append(s->db, tenant, ev, n, ack_lsn, durable, err, errlen);
     int has_prev = 0;
     uint64_t prev_lsn = 0, moves = 0;
     uint32_t prev_seq = 0;
@@ -379,8 +382,9 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     }
     uint64_t durable = 0;
     int rc = store_events_toast(s, a->tenant, ev, a->events, a->n_events, ordered, a->ack_lsn, 0, 0,
-                                tops, a->n_toast_ops, a->toast_sender, a->toast_serial, &durable,
-                                err, sizeof(err));
+                                a->snapshot_progress.len > 0 ? &a->snapshot_progress : NULL, tops,
+                                a->n_toast_ops, a->toast_sender, a->toast_serial, &durable, err,
+                                sizeof(err));
     int light = st_db_append_light(s->db, ev, a->n_events);
     free(ev);
     free(tops);
@@ -593,11 +597,11 @@ static void stage_aborts(st_server *s, const Walhook__AppendBatch *a, Walhook__R
     }
     for (size_t i = 0; i < a->n_stage_aborts; i++) {
         const Walhook__StageAbort *x = a->stage_aborts[i];
-        if (x == NULL || x->xid == 0 || x->subxid == 0) {
+        if (x == NULL || (x->xid == 0) != (x->subxid == 0)) {
             wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "stage_aborts[%zu]%s", i,
                            x == NULL     ? ": missing"
-                           : x->xid == 0 ? ".xid: must be > 0"
-                                         : ".subxid: must be > 0");
+                           : x->xid == 0 ? ".xid: must be > 0 (both 0: drop all staging)"
+                                         : ".subxid: must be > 0 (both 0: drop all staging)");
             free(ab);
             return;
         }
@@ -698,7 +702,7 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
         st_db_charge(s->db, a->tenant, k.data.len, k.n);
         int drop = last && (k.seen || k.naborted > 0);
         rc = store_events(s, a->tenant, k.ev, k.pp, k.n, 1, last ? a->ack_lsn : 0, drop, c->xid,
-                          &durable, err, sizeof(err));
+                          NULL, &durable, err, sizeof(err));
         stored += k.n;
     }
     free(aborted);
@@ -1199,6 +1203,23 @@ static void do_tenant_info(st_server *s, const Walhook__TenantInfo *t, Walhook__
     walhook__position__init(&m->previous);
     st_db_watermark(s->db, t->tenant, &m->previous.lsn, &m->previous.seq);
     m->tinfo.watermark = &m->previous;
+    char *prog = NULL;
+    size_t plen = 0;
+    if (st_db_get_progress(s->db, t->tenant, &prog, &plen, err, sizeof(err)) != WH_OK) {
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+        return;
+    }
+    if (prog != NULL) {
+        wh_buf_reset(&m->data);
+        int rc = wh_buf_append(&m->data, prog, plen);
+        free(prog);
+        if (rc != WH_OK) {
+            wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", "out of memory");
+            return;
+        }
+        m->tinfo.snapshot_progress.data = (uint8_t *)m->data.data;
+        m->tinfo.snapshot_progress.len = m->data.len;
+    }
     rep->body_case = WALHOOK__REPLY__BODY_TENANT_INFO;
     rep->tenant_info = &m->tinfo;
 }

@@ -201,8 +201,9 @@ static void memstore_free(memstore *m)
 
 static adm_backend memstore_backend(memstore *m)
 {
-    adm_backend be = {m,         mem_get_state, mem_put_state, mem_set_offset, mem_progress,
-                      mem_stats, mem_slot,      NULL};
+    adm_backend be = {
+        m,        mem_get_state, mem_put_state, mem_set_offset, mem_progress, mem_stats,
+        mem_slot, NULL,          NULL};
     return be;
 }
 

@@ -171,6 +171,54 @@ static void test_tenants_and_redaction(void **state)
     assert_non_null(strstr(body(f), "\"wal_status\":\"reserved\""));
 }
 
+/* POST/GET /v1/tenants/{t}/backfill: bodies checked, requests kept in the
+ * tenant's source.backfills with increasing ids (no source check and no
+ * progress without those backends). */
+static void test_backfill(void **state)
+{
+    fx *f = *state;
+    const char *path = "/v1/tenants/default/backfill";
+    static const char *const bad[] = {"{}",
+                                      "{\"table\":5}",
+                                      "{\"table\":\"nodot\"}",
+                                      "{\"table\":\".t\"}",
+                                      "{\"table\":\"a.b;c.d\"}",
+                                      "{\"table\":\"public.t\",\"x\":1}",
+                                      "[1]",
+                                      "nope"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (call(f, "POST", path, ADMIN_TOK, NULL, bad[i]) != 400)
+            fail_msg("POST %s: %d %s", bad[i], f->r.status, body(f));
+    }
+    assert_int_equal(call(f, "POST", path, READ_TOK, NULL, "{\"table\":\"public.t\"}"), 403);
+    assert_int_equal(
+        call(f, "POST", "/v1/tenants/nope/backfill", ADMIN_TOK, NULL, "{\"table\":\"public.t\"}"),
+        404);
+    assert_int_equal(call(f, "POST", path, ADMIN_TOK, NULL, "{\"table\":\"public.t\"}"), 202);
+    assert_non_null(strstr(body(f), "\"id\":\"bf-1\""));
+    assert_int_equal(call(f, "POST", path, ADMIN_TOK, NULL, "{\"table\":\"s.u\"}"), 202);
+    assert_non_null(strstr(body(f), "\"id\":\"bf-2\""));
+    assert_int_equal(call(f, "GET", path, READ_TOK, NULL, NULL), 200);
+    assert_non_null(strstr(body(f), "{\"id\":\"bf-1\",\"table\":\"public.t\"}"));
+    assert_non_null(strstr(body(f), "{\"id\":\"bf-2\",\"table\":\"s.u\"}"));
+    assert_non_null(strstr(body(f), "\"jobs\":null"));
+    assert_int_equal(call(f, "GET", "/v1/tenants/default", READ_TOK, NULL, NULL), 200);
+    assert_non_null(strstr(body(f), "\"backfills\":\"1:public.t;2:s.u\""));
+    /* full: the oldest requests go, the ids go on */
+    char b[300];
+    char longname[200];
+    memset(longname, 'x', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    longname[5] = '.';
+    snprintf(b, sizeof(b), "{\"table\":\"%s\"}", longname);
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(call(f, "POST", path, ADMIN_TOK, NULL, b), 202);
+    assert_non_null(strstr(body(f), "\"id\":\"bf-14\""));
+    assert_int_equal(call(f, "GET", path, READ_TOK, NULL, NULL), 200);
+    assert_null(strstr(body(f), "\"bf-1\""));
+    assert_non_null(strstr(body(f), "\"bf-14\""));
+}
+
 static void test_targets(void **state)
 {
     fx *f = *state;
@@ -535,6 +583,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_routing_and_auth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tenants_and_redaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_targets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backfill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_budget_409, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bodies, setup, teardown),

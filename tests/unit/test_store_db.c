@@ -153,6 +153,38 @@ static void test_round_trip(void **state)
     assert_int_equal(d2, 0);
 }
 
+/* AppendBatch.snapshot_progress: put with the events, the last one kept,
+ * read back after a reopen; none for a tenant that never stored one. */
+static void test_snapshot_progress(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    char *p = NULL;
+    size_t pl = 7;
+    assert_int_equal(st_db_get_progress(f->db, "t1", &p, &pl, err, sizeof(err)), WH_OK);
+    assert_null(p);
+    assert_int_equal(pl, 0);
+    st_event ev[2] = {{0x1000, 0, 1, "{\"a\":0}", 7}, {0x1000, 1, 1, "{\"a\":1}", 7}};
+    uint64_t d = 0;
+    assert_int_equal(
+        st_db_append_progress(f->db, "t1", ev, 2, 0x1010, "one", 3, &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(d, 0x1010);
+    assert_int_equal(
+        st_db_append_progress(f->db, "t1", NULL, 0, 0, "two\0x", 5, &d, err, sizeof(err)), WH_OK);
+    append1(f->db, "t1", 0x2000, 0, "{}", 0); /* a plain append keeps it */
+    st_db_close(f->db);
+    open_db(f, 0);
+    assert_int_equal(st_db_get_progress(f->db, "t1", &p, &pl, err, sizeof(err)), WH_OK);
+    assert_non_null(p);
+    assert_int_equal(pl, 5);
+    assert_memory_equal(p, "two\0x", 5);
+    free(p);
+    got g;
+    assert_int_equal(read_all(f->db, "t1", 0, 0, &g), 3);
+    assert_int_equal(st_db_get_progress(f->db, "t2", &p, &pl, err, sizeof(err)), WH_OK);
+    assert_null(p);
+}
+
 static void test_idempotent(void **state)
 {
     fx *f = *state;
@@ -1757,6 +1789,28 @@ static void test_stage_keys(void **state)
     assert_int_equal(st_db_stage_put(f->db, "t", 0, 0, s, 1, err, sizeof(err)), WH_ERR);
     ab = (st_stage_abort){0, 1};
     assert_int_equal(st_db_stage_abort(f->db, "t", &ab, 1, err, sizeof(err)), WH_ERR);
+    ab = (st_stage_abort){1, 0};
+    assert_int_equal(st_db_stage_abort(f->db, "t", &ab, 1, err, sizeof(err)), WH_ERR);
+    /* {0, 0}: all of one tenant's staging, none of another's */
+    assert_int_equal(st_db_stage_put(f->db, "t", 11, 0, s, 2, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_stage_put(f->db, "t", 0xffffffffu, 0, s, 1, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_stage_put(f->db, "t2", 11, 0, s, 1, err, sizeof(err)), WH_OK);
+    ab = (st_stage_abort){0, 0};
+    assert_int_equal(st_db_stage_abort(f->db, "t", &ab, 1, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_stage_count(f->db, "t", 11, 100, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(st_db_stage_count(f->db, "t", 0xffffffffu, 100, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(st_db_stage_count(f->db, "t2", 11, 100, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 1);
+    char *dump = NULL;
+    size_t blen = 0;
+    FILE *mem = open_memstream(&dump, &blen);
+    assert_non_null(mem);
+    assert_int_equal(st_db_dump_staged(f->db, mem, err, sizeof(err)), WH_OK);
+    fclose(mem);
+    assert_string_equal(dump, "t2 11 1\n");
+    free(dump);
 }
 
 int main(void)
@@ -1766,6 +1820,7 @@ int main(void)
         crash_child(getenv("TEST_STORE_CRASH_DIR"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_progress, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),

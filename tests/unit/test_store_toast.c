@@ -82,8 +82,8 @@ static void apply(fx *f, uint64_t lsn, const st_toast_op *ops, size_t n)
     char err[WH_ERRLEN];
     st_event ev = {lsn, 0, 1, "{}", 2};
     uint64_t d = 0;
-    if (st_db_append_toast(f->db, "t1", &ev, 1, lsn + 1, ops, n, 0, 0, &d, err, sizeof(err)) !=
-        WH_OK)
+    if (st_db_append_toast(f->db, "t1", &ev, 1, lsn + 1, NULL, 0, ops, n, 0, 0, &d, err,
+                           sizeof(err)) != WH_OK)
         fail_msg("append: %s", err);
     assert_int_equal(d, lsn + 1);
 }
@@ -310,21 +310,26 @@ static void test_late_copy(void **state)
     st_toast_op p[] = {put(1, "{\"id\":1}", "a", "\"v1\"", 100)};
     st_toast_op x[] = {op_of(ST_TOAST_DEL, 1, "{\"id\":1}", "a", 0)};
     assert_int_equal(
-        st_db_append_toast(f->db, "t1", &ev, 1, 101, p, 1, 42, 5, &d, err, sizeof(err)), WH_OK);
+        st_db_append_toast(f->db, "t1", &ev, 1, 101, NULL, 0, p, 1, 42, 5, &d, err, sizeof(err)),
+        WH_OK);
     ev.lsn = 110;
     assert_int_equal(
-        st_db_append_toast(f->db, "t1", &ev, 1, 111, x, 1, 42, 6, &d, err, sizeof(err)), WH_OK);
+        st_db_append_toast(f->db, "t1", &ev, 1, 111, NULL, 0, x, 1, 42, 6, &d, err, sizeof(err)),
+        WH_OK);
     ev.lsn = 100;
     assert_int_equal(
-        st_db_append_toast(f->db, "t1", &ev, 1, 101, p, 1, 42, 5, &d, err, sizeof(err)), WH_OK);
+        st_db_append_toast(f->db, "t1", &ev, 1, 101, NULL, 0, p, 1, 42, 5, &d, err, sizeof(err)),
+        WH_OK);
     expect(f, 1, "{\"id\":1}", "a", 1000, NULL);
     reopen(f);
     assert_int_equal(
-        st_db_append_toast(f->db, "t1", &ev, 1, 101, p, 1, 42, 6, &d, err, sizeof(err)), WH_OK);
+        st_db_append_toast(f->db, "t1", &ev, 1, 101, NULL, 0, p, 1, 42, 6, &d, err, sizeof(err)),
+        WH_OK);
     expect(f, 1, "{\"id\":1}", "a", 1000, NULL);
     /* another sender (a new ingestor process) starts its own count */
     assert_int_equal(
-        st_db_append_toast(f->db, "t1", &ev, 1, 101, p, 1, 43, 1, &d, err, sizeof(err)), WH_OK);
+        st_db_append_toast(f->db, "t1", &ev, 1, 101, NULL, 0, p, 1, 43, 1, &d, err, sizeof(err)),
+        WH_OK);
     expect(f, 1, "{\"id\":1}", "a", 1000, "\"v1\"");
 }
 
