@@ -200,6 +200,10 @@ const wh_config_entry wh_config_table[] = {
       "/livez, /readyz, /metrics and the status page answer without a token"),
     S(admin_tls_cert, "admin.tls_cert", "", 0, "PEM certificate: serve HTTPS (with tls_key)"),
     S(admin_tls_key, "admin.tls_key", "", 0, "PEM private key of admin.tls_cert"),
+    L(store_toast_cache_bytes, "store.toast_cache_bytes", 64 * MiB, 0, 1024 * GiB, WH_CF_RUNTIME,
+      "per tenant, keep the last values of TOASTed columns in the store up to this many bytes "
+      "(oldest written first out), so updates that leave them unchanged are filled after an "
+      "ingestor restart (0: none kept)"),
 };
 const size_t wh_config_table_len = WH_ARRAY_LEN(wh_config_table);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -66,6 +67,10 @@ typedef struct batch {
     uint64_t first_us;
     wh_buf schemas; /* AppendBatch.schemas fields (ing_batcher_add_schema) */
     struct batch *next;
+    /* TOAST cache ops (AppendBatch.toast_ops, framed) sent with the
+     * batch's last events; tserial: the highest op serial among them */
+    wh_buf tops;
+    uint64_t tserial;
 } batch;
 
 struct ing_batcher {
@@ -101,6 +106,17 @@ struct ing_batcher {
 
     _Atomic uint64_t acked_lsn;
     _Atomic int64_t unacked_bytes;
+    /* TOAST cache ops (ing_batcher_toast_add): replication thread's carry,
+     * moved into the next batch of events sealed; the sender's pieces of
+     * a request; the highest serial the store made durable */
+    wh_buf tcarry;
+    uint64_t tcarry_serial, tnext_serial;
+    struct iovec *tiov;
+    size_t ntiov, captiov;
+    uint64_t tiov_serial;
+    _Atomic uint64_t tdurable;
+    uint64_t tsender;    /* AppendBatch.toast_sender: random, per process */
+    uint8_t tfields[24]; /* toast_sender and toast_serial of a request */
     _Atomic uint64_t batches_sent, events_sent;
 };
 
@@ -110,6 +126,7 @@ static void batch_free(batch *b)
         return;
     wh_buf_free(&b->json);
     wh_buf_free(&b->schemas);
+    wh_buf_free(&b->tops);
     free(b->ev);
     free(b->run);
     free(b);
@@ -128,9 +145,12 @@ static batch *batch_get(ing_batcher *bt)
             return NULL;
         wh_buf_init(&b->json, bt->max_batch_bytes);
         wh_buf_init(&b->schemas, 0);
+        wh_buf_init(&b->tops, 0);
     }
     wh_buf_reset(&b->schemas);
     b->next = NULL;
+    wh_buf_reset(&b->tops);
+    b->tserial = 0;
     b->kind = BATCH_EVENTS;
     b->stage_xid = 0;
     b->stage_reset = 0;
@@ -232,16 +252,27 @@ int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uin
                      uint64_t id, uint32_t stage_xid, int stage_reset, const wh_buf *schemas,
                      wh_buf *hdr, struct iovec *iov, size_t iovcap, int *iovcnt)
 {
+    return ing_batch_encode_extra(tenant, ev, n, ack, id, stage_xid, stage_reset, schemas, NULL, 0,
+                                  hdr, iov, iovcap, iovcnt);
+}
+
+int ing_batch_encode_extra(const char *tenant, const Walhook__Event *ev, size_t n, uint64_t ack,
+                           uint64_t id, uint32_t stage_xid, int stage_reset, const wh_buf *schemas,
+                           const struct iovec *extra, size_t nextra, wh_buf *hdr, struct iovec *iov,
+                           size_t iovcap, int *iovcnt)
+{
     size_t tlen = strlen(tenant);
     size_t slen = schemas ? schemas->len : 0;
     size_t ab = (tlen ? 1 + varint_len(tlen) + tlen : 0) + (ack ? 1 + varint_len(ack) : 0) +
                 (id ? 1 + varint_len(id) : 0) + (stage_xid ? 1 + varint_len(stage_xid) : 0) +
                 (stage_reset ? 2 : 0) + slen;
+    for (size_t i = 0; i < nextra; i++)
+        ab += extra[i].iov_len;
     for (size_t i = 0; i < n; i++) {
         size_t el = event_head_len(&ev[i]) + ev[i].json.len;
         ab += 1 + varint_len(el) + el;
     }
-    if (iovcap < 2 * n + 2 + (slen > 0))
+    if (iovcap < 2 * n + 2 + (slen > 0) + nextra)
         return WH_ERR;
     /* every piece of framing first, so the buffer does not move under the
      * iovecs: at most 11 + 16 + tlen, 46 a event, 22 + 8 */
@@ -312,6 +343,8 @@ int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uin
         iov[k].iov_base = schemas->data;
         iov[k++].iov_len = slen;
     }
+    for (size_t i = 0; i < nextra; i++) /* fields framed by their writer */
+        iov[k++] = extra[i];
     hdr->len = (size_t)(p - base);
     *iovcnt = k;
     return WH_OK;
@@ -332,6 +365,26 @@ typedef struct req_kind {
     const wh_buf *packed;
 } req_kind;
 
+/* With TOAST ops in the request: AppendBatch.toast_sender and
+ * toast_serial as one more piece after them (tiov_add keeps room for it).
+ * Returns the number of extra pieces. */
+static size_t tfields_add(ing_batcher *bt)
+{
+    if (bt->ntiov == 0)
+        return 0;
+    uint8_t *p = bt->tfields;
+    *p++ = 0xf9; /* toast_sender = 31, fixed64 */
+    *p++ = 0x01;
+    for (int i = 0; i < 8; i++)
+        *p++ = (uint8_t)(bt->tsender >> (8 * i));
+    *p++ = 0x80; /* toast_serial = 32, varint */
+    *p++ = 0x02;
+    p = varint_put(p, bt->tiov_serial);
+    bt->tiov[bt->ntiov].iov_base = bt->tfields;
+    bt->tiov[bt->ntiov].iov_len = (size_t)(p - bt->tfields);
+    return bt->ntiov + 1;
+}
+
 static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t ack, uint64_t id,
                       uint64_t first_id)
 {
@@ -339,11 +392,21 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
     int slowed = 0;
     int iovcnt = 0;
     lat_trace(bt, "ing_send", n);
+    size_t nex = tfields_add(bt); /* the TOAST ops' pieces, then their sender and serial */
     while (kind->kind != BATCH_PACKED &&
-           ing_batch_encode(bt->tenant, bt->pev, n, ack, id,
-                            kind->kind == BATCH_STAGED ? kind->xid : 0,
-                            kind->kind == BATCH_STAGED && kind->reset, &bt->sch, &bt->hdr, bt->iov,
-                            bt->iovcap, &iovcnt) != WH_OK) {
+           (bt->iovcap < 2 * n + 3 + nex ||
+            ing_batch_encode_extra(bt->tenant, bt->pev, n, ack, id,
+                                   kind->kind == BATCH_STAGED ? kind->xid : 0,
+                                   kind->kind == BATCH_STAGED && kind->reset, &bt->sch, bt->tiov,
+                                   nex, &bt->hdr, bt->iov, bt->iovcap, &iovcnt) != WH_OK)) {
+        if (bt->iovcap < 2 * n + 3 + nex) {
+            struct iovec *iv = realloc(bt->iov, (2 * n + 3 + nex) * sizeof(*iv));
+            if (iv != NULL) {
+                bt->iov = iv;
+                bt->iovcap = 2 * n + 3 + nex;
+                continue;
+            }
+        }
         pthread_mutex_lock(&bt->mu);
         int stop = bt->stop;
         pthread_mutex_unlock(&bt->mu);
@@ -407,6 +470,12 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
  * move, and an open batch may go out now that nothing is in flight. */
 static void request_done(ing_batcher *bt, uint64_t ack, size_t bytes, size_t nev)
 {
+    if (bt->ntiov > 0 || bt->tiov_serial > 0) { /* its TOAST ops are durable */
+        if (bt->tiov_serial > atomic_load(&bt->tdurable))
+            atomic_store(&bt->tdurable, bt->tiov_serial);
+        bt->ntiov = 0;
+        bt->tiov_serial = 0;
+    }
     uint64_t cur = atomic_load(&bt->acked_lsn);
     while (ack > cur && !atomic_compare_exchange_weak(&bt->acked_lsn, &cur, ack))
         ;
@@ -415,6 +484,24 @@ static void request_done(ing_batcher *bt, uint64_t ack, size_t bytes, size_t nev
     uint64_t one = 1;
     ssize_t w = write(bt->wake_fd, &one, sizeof(one)); /* EAGAIN: already signalled */
     WH_UNUSED(w);
+}
+
+/* Adds batch b's TOAST ops to the request being packed. */
+static int tiov_add(ing_batcher *bt, const batch *b)
+{
+    if (bt->ntiov + 1 >= bt->captiov) { /* room for tfields_add's piece too */
+        size_t n = bt->captiov ? bt->captiov * 2 : 16;
+        struct iovec *t = realloc(bt->tiov, n * sizeof(*t));
+        if (t == NULL)
+            return WH_ERR;
+        bt->tiov = t;
+        bt->captiov = n;
+    }
+    bt->tiov[bt->ntiov].iov_base = b->tops.data;
+    bt->tiov[bt->ntiov++].iov_len = b->tops.len;
+    if (b->tserial > bt->tiov_serial)
+        bt->tiov_serial = b->tserial;
+    return WH_OK;
 }
 
 /* Sends a chain of sealed batches (first, first->next, ...) in AppendBatch
@@ -492,10 +579,20 @@ static int send_chain(ing_batcher *bt, batch *first)
         }
         if (b->ack_lsn > ack)
             ack = b->ack_lsn;
+        if (b->tops.len > 0) { /* with the batch's last events */
+            while (tiov_add(bt, b) != WH_OK) {
+                pthread_mutex_lock(&bt->mu);
+                int stop = bt->stop;
+                pthread_mutex_unlock(&bt->mu);
+                if (stop)
+                    return WH_ERR;
+                wh_sleep_ms(50);
+            }
+        }
         if (!b->next)
             break;
     }
-    if (k > 0) {
+    if (k > 0 || bt->ntiov > 0) {
         if (send_retry(bt, &rk, k, ack, b->batch_id, first->batch_id) != WH_OK)
             return WH_ERR;
         request_done(bt, ack, bytes, k);
@@ -586,6 +683,15 @@ out:
     return NULL;
 }
 
+/* A random id of this process as the sender of TOAST ops. */
+static uint64_t sender_id(void)
+{
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v) || v == 0)
+        v = wh_now_us() ^ ((uint64_t)getpid() << 40) ^ UINT64_C(0x9e3779b97f4a7c15);
+    return v;
+}
+
 int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t errlen)
 {
     ing_batcher *bt = calloc(1, sizeof(*bt));
@@ -593,6 +699,8 @@ int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t e
         return wh_seterr(err, errlen, "out of memory");
     wh_strlcpy(bt->tenant, cfg->tenant, sizeof(bt->tenant));
     wh_buf_init(&bt->hdr, 0);
+    wh_buf_init(&bt->tcarry, 0);
+    bt->tsender = sender_id();
     /* leave room for the protobuf framing of every event */
     size_t maxmsg = (size_t)cfg->ipc_max_msg_bytes;
     bt->max_batch_bytes = maxmsg > (1u << 20) ? maxmsg - maxmsg / 8 : maxmsg / 2;
@@ -648,6 +756,8 @@ void ing_batcher_free(ing_batcher *bt)
     }
     free(bt->pev);
     free(bt->iov);
+    free(bt->tiov);
+    wh_buf_free(&bt->tcarry);
     wh_buf_free(&bt->hdr);
     wh_buf_free(&bt->sch);
     for (batch *b = bt->qhead, *n; b; b = n) {
@@ -695,6 +805,13 @@ size_t ing_batcher_open_events(const ing_batcher *bt)
 /* Queues b for the sender, carrying the last noted commit as its ack_lsn. */
 static void enqueue(ing_batcher *bt, batch *b)
 {
+    if (b->kind == BATCH_EVENTS && bt->tcarry.len > 0) { /* the TOAST ops so far go with it */
+        wh_buf t = b->tops;
+        b->tops = bt->tcarry;
+        b->tserial = bt->tcarry_serial;
+        bt->tcarry = t;
+        wh_buf_reset(&bt->tcarry);
+    }
     b->ack_lsn = bt->last_commit_end;
     b->batch_id = ++bt->next_id;
     pthread_mutex_lock(&bt->mu);
@@ -799,10 +916,25 @@ int ing_batcher_unstage(ing_batcher *bt, char *err, size_t errlen)
     return open_kind(bt, BATCH_EVENTS, 0, 0, err, errlen);
 }
 
+/* The TOAST ops waiting in the carry go out now, in a batch of their own
+ * (before a request that cannot carry them). */
+static int toast_flush(ing_batcher *bt, char *err, size_t errlen)
+{
+    if (bt->tcarry.len == 0)
+        return WH_OK;
+    batch *b = batch_get(bt);
+    if (!b)
+        return wh_seterr(err, errlen, "out of memory");
+    enqueue(bt, b);
+    return WH_OK;
+}
+
 int ing_batcher_packed(ing_batcher *bt, const void *req, size_t len, uint64_t commit_end, char *err,
                        size_t errlen)
 {
     if (bt->open->nev > 0 && ing_batcher_seal(bt, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (toast_flush(bt, err, errlen) != WH_OK)
         return WH_ERR;
     batch *b = batch_get(bt);
     if (!b)
@@ -847,8 +979,12 @@ int ing_batcher_seal(ing_batcher *bt, char *err, size_t errlen)
 uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us)
 {
     batch *b = bt->open;
-    if (b->nev == 0)
+    if (b->nev == 0) {
+        char err[128];
+        if (bt->tcarry.len > 0 && toast_flush(bt, err, sizeof(err)) != WH_OK)
+            return now_us + 1000;
         return UINT64_MAX;
+    }
     /* Adaptive batching (group commit). Live stream: what was decoded is
      * sealed at once, in flight or not; sealed batches queue while a
      * request is in flight and the sender takes the whole queue as its next
@@ -918,7 +1054,21 @@ int ing_batcher_window_full(const ing_batcher *bt)
 
 int ing_batcher_idle(const ing_batcher *bt)
 {
-    return bt->open->nev == 0 && ing_batcher_unacked_bytes(bt) == 0;
+    return bt->open->nev == 0 && bt->tcarry.len == 0 && ing_batcher_unacked_bytes(bt) == 0 &&
+           !ing_batcher_sender_busy(bt);
+}
+
+uint64_t ing_batcher_toast_add(ing_batcher *bt, const void *op, size_t len)
+{
+    if (wh_buf_append(&bt->tcarry, op, len) != WH_OK)
+        return 0;
+    bt->tcarry_serial = ++bt->tnext_serial;
+    return bt->tcarry_serial;
+}
+
+uint64_t ing_batcher_toast_durable(const ing_batcher *bt)
+{
+    return atomic_load(&((ing_batcher *)bt)->tdurable);
 }
 
 uint64_t ing_batcher_batches_sent(const ing_batcher *bt)

@@ -115,4 +115,20 @@ int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uin
                      uint64_t id, uint32_t stage_xid, int stage_reset, const wh_buf *schemas,
                      wh_buf *hdr, struct iovec *iov, size_t iovcap, int *iovcnt);
 
+/* ing_batch_encode, then the pieces of extra (AppendBatch fields framed by
+ * their writer: the TOAST cache ops) inside the AppendBatch; iovcap at
+ * least 2n + 3 + nextra. */
+int ing_batch_encode_extra(const char *tenant, const Walhook__Event *ev, size_t n, uint64_t ack,
+                           uint64_t id, uint32_t stage_xid, int stage_reset, const wh_buf *schemas,
+                           const struct iovec *extra, size_t nextra, wh_buf *hdr, struct iovec *iov,
+                           size_t iovcap, int *iovcnt);
+/* A TOAST cache op (AppendBatch.toast_ops, framed: tag and length) for the
+ * store: it goes with the next batch of events sealed (or alone, at the
+ * next tick or before a packed request), in the request that carries that
+ * batch's last events. Returns its serial (> 0; 0: out of memory, not
+ * queued). The batcher is not idle while ops wait. */
+uint64_t ing_batcher_toast_add(ing_batcher *bt, const void *op, size_t len);
+/* The highest op serial the store has made durable. */
+uint64_t ing_batcher_toast_durable(const ing_batcher *bt);
+
 #endif

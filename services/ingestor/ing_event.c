@@ -205,12 +205,14 @@ static int filled(wh_buf *b, const ing_relation *r, int i, toast_ctx *tx)
         return 1;
     }
     size_t n, at = b->len;
-    const char *v =
-        tx->cache && tx->lb ? ing_toast_get(tx->cache, r, lkey_of(tx), tx->llen, i, &n) : NULL;
+    int from_store = 0;
+    const char *v = tx->cache && tx->lb ? ing_toast_get_at(tx->cache, r, lkey_of(tx), tx->llen, i,
+                                                           tx->lsn, &n, &from_store)
+                                        : NULL;
     if (v != NULL) {
         if (wh_buf_append(b, v, n))
             return -1;
-        ing_toast_note(tx->stats, ING_TOAST_HIT);
+        ing_toast_note(tx->stats, from_store ? ING_TOAST_STORE : ING_TOAST_HIT);
     }
     if (tx->moved) {
         /* the key changed: the row's value now lives under its new key

@@ -1615,7 +1615,9 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
     r->bt = bt;
     r->st = st;
     if (ing_txn_set_tenant(&r->txn, cfg->tenant, err, errlen) != WH_OK ||
-        ing_toast_new(&r->toast, (size_t)cfg->toast_cache_bytes, &st->toast, err, errlen) != WH_OK)
+        ing_toast_new(&r->toast, (size_t)cfg->toast_cache_bytes, &st->toast, err, errlen) !=
+            WH_OK ||
+        ing_toast_attach_store(r->toast, cfg, bt, err, errlen) != WH_OK)
         goto out;
     r->txn.toast = r->toast;
     if (ing_schema_new(&r->schema, err, errlen) != WH_OK)

@@ -69,15 +69,19 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
         wh_metric_u64(b, "walhook_ingestor_errors_total", l, wh_counter_get(&st->errors)))
         return WH_ERR;
     const ing_toast_stats *t = &st->toast;
-    char lc[WH_NAME_MAX + 40], lo[WH_NAME_MAX + 40], ll[WH_NAME_MAX + 40];
+    char lc[WH_NAME_MAX + 40], lo[WH_NAME_MAX + 40], ll[WH_NAME_MAX + 40], ls[WH_NAME_MAX + 40];
+    snprintf(ls, sizeof(ls), "%s%sfrom=\"store\"", l, l[0] ? "," : "");
     snprintf(lc, sizeof(lc), "%s%sfrom=\"cache\"", l, l[0] ? "," : "");
     snprintf(lo, sizeof(lo), "%s%sfrom=\"old_row\"", l, l[0] ? "," : "");
     snprintf(ll, sizeof(ll), "%s%sfrom=\"listed\"", l, l[0] ? "," : "");
     if (wh_metric_header(
             b, "walhook_ingestor_unchanged_toast_total", "counter",
-            "updates' unchanged TOAST values: filled from the cache (cache), from a "
-            "REPLICA IDENTITY FULL old row (old_row), or listed as unchanged (listed)") ||
+            "updates' unchanged TOAST values: filled from the cache (cache), from the store's "
+            "cache (store), from a REPLICA IDENTITY FULL old row (old_row), or listed as "
+            "unchanged (listed)") ||
         wh_metric_u64(b, "walhook_ingestor_unchanged_toast_total", lc, wh_counter_get(&t->hits)) ||
+        wh_metric_u64(b, "walhook_ingestor_unchanged_toast_total", ls,
+                      wh_counter_get(&t->from_store)) ||
         wh_metric_u64(b, "walhook_ingestor_unchanged_toast_total", lo,
                       wh_counter_get(&t->from_old)) ||
         wh_metric_u64(b, "walhook_ingestor_unchanged_toast_total", ll,
@@ -91,7 +95,12 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
         wh_metric_header(b, "walhook_ingestor_toast_cache_evictions_total", "counter",
                          "values dropped from the TOAST value cache to stay within its bound") ||
         wh_metric_u64(b, "walhook_ingestor_toast_cache_evictions_total", l,
-                      wh_counter_get(&t->evicted)))
+                      wh_counter_get(&t->evicted)) ||
+        wh_metric_header(b, "walhook_ingestor_toast_store_failed_total", "counter",
+                         "TOAST cache lookups the store did not answer in time (the value was "
+                         "listed as unchanged)") ||
+        wh_metric_u64(b, "walhook_ingestor_toast_store_failed_total", l,
+                      wh_counter_get(&t->store_failed)))
         return WH_ERR;
     char ok[WH_NAME_MAX + 40], bad[WH_NAME_MAX + 40];
     snprintf(ok, sizeof(ok), "%s%sresult=\"ok\"", l, l[0] ? "," : "");

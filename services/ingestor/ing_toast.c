@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ing_tstore.h"
 #include "wh_util.h"
 
 typedef struct entry {
@@ -36,6 +37,7 @@ struct ing_toast {
     int nmarked; /* marked columns over every relation */
     wh_buf keybuf;
     ing_toast_stats *st;
+    ing_tstore *ts; /* the store-backed level (NULL: none) */
 };
 
 #define FNV_OFFSET UINT64_C(14695981039346656037)
@@ -149,10 +151,18 @@ static void unlink_entry(ing_toast *c, entry *e)
     free(e);
 }
 
+static void mem_clear(ing_toast *c);
+
 void ing_toast_clear(ing_toast *c)
 {
     if (c == NULL)
         return;
+    ing_tstore_clear(c->ts);
+    mem_clear(c);
+}
+
+static void mem_clear(ing_toast *c)
+{
     while (c->head)
         unlink_entry(c, c->head);
     for (size_t i = 0; i < c->nrels; i++)
@@ -165,7 +175,8 @@ void ing_toast_free(ing_toast *c)
 {
     if (c == NULL)
         return;
-    ing_toast_clear(c);
+    mem_clear(c);
+    ing_tstore_free(c->ts);
     free(c->rels);
     free(c->buckets);
     wh_buf_free(&c->keybuf);
@@ -182,7 +193,7 @@ wh_buf *ing_toast_keybuf(ing_toast *c)
 
 int ing_toast_empty(const ing_toast *c)
 {
-    return c == NULL || c->count == 0;
+    return c == NULL || (c->count == 0 && !ing_tstore_may_hold(c->ts));
 }
 
 static int is_marked(const relinfo *ri, const char *name)
@@ -247,11 +258,21 @@ static void forget_one(ing_toast *c, uint32_t oid, const char *key, size_t keyle
         unlink_entry(c, e);
 }
 
+static int mem_put(ing_toast *c, const ing_relation *rel, const char *key, size_t keylen, int col,
+                   const char *json, size_t jsonlen, uint64_t lsn);
+
 int ing_toast_put(ing_toast *c, const ing_relation *rel, const char *key, size_t keylen, int col,
                   const char *json, size_t jsonlen, uint64_t lsn)
 {
     if (c == NULL || c->max_bytes == 0)
         return WH_OK;
+    ing_tstore_put(c->ts, rel, key, keylen, col, json, jsonlen, lsn);
+    return mem_put(c, rel, key, keylen, col, json, jsonlen, lsn);
+}
+
+static int mem_put(ing_toast *c, const ing_relation *rel, const char *key, size_t keylen, int col,
+                   const char *json, size_t jsonlen, uint64_t lsn)
+{
     const char *name = rel->atts[col].name;
     size_t namelen = strlen(name);
     uint64_t h = entry_hash(rel->oid, key, keylen, name, namelen);
@@ -340,7 +361,10 @@ const char *ing_toast_get(ing_toast *c, const ing_relation *rel, const char *key
 
 void ing_toast_forget_row(ing_toast *c, const ing_relation *rel, const char *key, size_t keylen)
 {
-    if (c == NULL || c->count == 0)
+    if (c == NULL)
+        return;
+    ing_tstore_forget_row(c->ts, rel, key, keylen);
+    if (c->count == 0)
         return;
     const relinfo *ri = rel_find(c, rel->oid);
     if (ri == NULL || ri->nentries == 0)
@@ -353,7 +377,10 @@ void ing_toast_forget_row(ing_toast *c, const ing_relation *rel, const char *key
 void ing_toast_forget(ing_toast *c, const ing_relation *rel, const char *key, size_t keylen,
                       int col)
 {
-    if (c == NULL || c->count == 0)
+    if (c == NULL)
+        return;
+    ing_tstore_forget(c->ts, rel, key, keylen, col);
+    if (c->count == 0)
         return;
     const relinfo *ri = rel_find(c, rel->oid);
     if (ri == NULL || ri->nentries == 0)
@@ -368,6 +395,7 @@ void ing_toast_note(ing_toast *c, int what)
         return;
     wh_counter_add(what == ING_TOAST_HIT        ? &c->st->hits
                    : what == ING_TOAST_FROM_OLD ? &c->st->from_old
+                   : what == ING_TOAST_STORE    ? &c->st->from_store
                                                 : &c->st->misses,
                    1);
 }
@@ -395,10 +423,20 @@ static int after_lsn(const entry *e, uint64_t lsn)
     return e->lsn >= lsn; /* a transaction committing at lsn is sent again */
 }
 
+static void mem_forget_rel(ing_toast *c, uint32_t oid);
+
 void ing_toast_forget_rel(ing_toast *c, uint32_t oid)
 {
     if (c == NULL)
         return;
+    ing_tstore_forget_rel(c->ts, oid);
+    mem_forget_rel(c, oid);
+}
+
+/* ing_toast_forget_rel in memory only (the store's level decides itself,
+ * ing_tstore_relation). */
+static void mem_forget_rel(ing_toast *c, uint32_t oid)
+{
     const relinfo *ri = rel_find(c, oid);
     if (ri != NULL && ri->nentries > 0)
         drop_where(c, of_rel, oid);
@@ -406,6 +444,8 @@ void ing_toast_forget_rel(ing_toast *c, uint32_t oid)
 
 void ing_toast_rewind(ing_toast *c, uint64_t lsn)
 {
+    if (c != NULL)
+        ing_tstore_session(c->ts);
     if (c != NULL && c->count > 0)
         drop_where(c, after_lsn, lsn);
 }
@@ -426,17 +466,52 @@ void ing_toast_relation(ing_toast *c, const ing_relation *rel)
 {
     if (c == NULL || c->max_bytes == 0 || rel == NULL)
         return;
+    ing_tstore_relation(c->ts, rel);
     relinfo *ri = rel_find(c, rel->oid);
     if (ri == NULL)
         return; /* nothing kept of it */
     /* PostgreSQL sends a Relation message again after anything that may
      * have changed what it sends of the table (a schema change, its replica
      * identity, the publication): changes it did not send may have replaced
-     * kept values, so none is trusted */
-    ing_toast_forget_rel(c, rel->oid);
+     * kept values, so none is trusted (the store's level: see
+     * ing_tstore.h) */
+    mem_forget_rel(c, rel->oid);
     uint64_t fp = fingerprint(rel);
     if (ri->fingerprint != fp) { /* another shape: the marked columns too */
         marks_clear(c, ri);
         ri->fingerprint = fp;
     }
+}
+
+int ing_toast_attach_store(ing_toast *c, const wh_config *cfg, ing_batcher *bt, char *err,
+                           size_t errlen)
+{
+    if (c == NULL || c->max_bytes == 0 || c->ts != NULL)
+        return WH_OK;
+    return ing_tstore_new(&c->ts, cfg, bt, err, errlen);
+}
+
+const char *ing_toast_get_at(ing_toast *c, const ing_relation *rel, const char *key, size_t keylen,
+                             int col, uint64_t lsn, size_t *len, int *from_store)
+{
+    *from_store = 0;
+    const char *v = ing_toast_get(c, rel, key, keylen, col, len);
+    if (v != NULL || c == NULL || c->ts == NULL)
+        return v;
+    int failed = 0;
+    uint64_t at = 0;
+    v = ing_tstore_get(c->ts, rel, key, keylen, col, lsn, len, &at, &failed);
+    if (failed && c->st)
+        wh_counter_add(&c->st->store_failed, 1);
+    if (v == NULL)
+        return NULL;
+    *from_store = 1;
+    /* kept in memory again (not sent back to the store: it has it) */
+    if (mem_put(c, rel, key, keylen, col, v, *len, at) != WH_OK)
+        return v;
+    size_t n;
+    const char *m = ing_toast_get(c, rel, key, keylen, col, &n);
+    if (m != NULL)
+        *len = n;
+    return m != NULL ? m : v;
 }

@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ing_batch.h"
 #include "ing_pgoutput.h"
 #include "wh_buf.h"
 #include "wh_metrics.h"
@@ -31,7 +32,7 @@
 #define ING_TOAST_MAX_COLS 1664         /* PostgreSQL's MaxTupleAttributeNumber */
 #define ING_TOAST_MAX_KEY (1024 * 1024) /* the longest key text kept */
 
-enum { ING_TOAST_HIT, ING_TOAST_FROM_OLD, ING_TOAST_MISS };
+enum { ING_TOAST_HIT, ING_TOAST_FROM_OLD, ING_TOAST_MISS, ING_TOAST_STORE };
 
 typedef struct ing_toast_stats {
     wh_counter hits;     /* unchanged values filled from the cache */
@@ -40,6 +41,8 @@ typedef struct ing_toast_stats {
     wh_counter evicted;  /* entries dropped to stay within the bound */
     wh_gauge bytes;      /* bytes held (entries and their values) */
     wh_gauge entries;
+    wh_counter from_store;   /* unchanged values filled from the store (ing_tstore) */
+    wh_counter store_failed; /* lookups the store did not answer in time (listed instead) */
 } ing_toast_stats;
 
 typedef struct ing_toast ing_toast;
@@ -82,7 +85,18 @@ void ing_toast_clear(ing_toast *c);
 /* An emptied scratch buffer for a key's text (at most ING_TOAST_MAX_KEY
  * bytes), owned by the cache; NULL when c is NULL. */
 wh_buf *ing_toast_keybuf(ing_toast *c);
-/* 1 when the cache holds no entry (a cheap test for the hot path). */
+/* 1 when the cache holds no entry, nor may the store's level (a cheap test
+ * for the hot path). */
 int ing_toast_empty(const ing_toast *c);
+
+/* The store-backed level (ing_tstore.h): every change to the entries is
+ * sent to the store too (through bt), and ing_toast_get_at asks the store
+ * on a miss. WH_ERR: the store client could not be made. */
+int ing_toast_attach_store(ing_toast *c, const wh_config *cfg, ing_batcher *bt, char *err,
+                           size_t errlen);
+/* ing_toast_get for a change committing at lsn, then (on a miss) the
+ * store's entry written before lsn, kept in memory again (*from_store 1). */
+const char *ing_toast_get_at(ing_toast *c, const ing_relation *rel, const char *key, size_t keylen,
+                             int col, uint64_t lsn, size_t *len, int *from_store);
 
 #endif

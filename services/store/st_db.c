@@ -2,6 +2,7 @@
 #include "st_db.h"
 #include "st_bgio.h"
 #include "st_gcfilter.h"
+#include "st_toast.h"
 #include "st_walfs.h"
 
 #include <inttypes.h>
@@ -95,6 +96,10 @@ struct st_tenant {
     uint64_t cq_bytes; /* bytes of its queued events not in a group yet */
     st_tenant *cq_next;
     int in_ring;
+    /* the TOAST value cache (st_toast.h): "t:<tenant>", made at its first
+     * entry (under lock, write), dropped with the tenant */
+    rocksdb_column_family_handle_t *toast;
+    st_toast *tc;
 };
 
 /* Per-compaction snapshot of a tenant's watermark. */
@@ -187,6 +192,7 @@ struct st_db {
      * DropOffset, undrop and tenant drop; starts at the open's wall clock */
     _Atomic uint64_t moves;
 
+    _Atomic int64_t toast_bytes; /* store.toast_cache_bytes, per tenant */
     /* lease owners seen (LeaseList's replicas), guarded by owners_mu */
     pthread_mutex_t owners_mu;
     struct {
@@ -403,6 +409,7 @@ static const st_gcfilter_ops gc_ops = {gc_snap_take, gc_snap_free, gc_drop};
 #define ST_CF_EVENTS 'e'
 #define ST_CF_META 'm'
 #define ST_CF_STAGE 's'
+#define ST_CF_TOAST 't'
 
 static void cf_name(char *out, size_t len, char kind, const char *tenant)
 {
@@ -429,6 +436,7 @@ static st_tenant *tenant_find(st_db *db, const char *name, int add)
         pthread_rwlock_init(&t->lock, NULL);
         pthread_mutex_init(&t->wm_mu, NULL);
         t->stats.oldest_age_ms = -1;
+        t->tc = st_toast_new();
         t->next = db->tenants;
         db->tenants = t;
         db->ntenants++;
@@ -526,6 +534,7 @@ static void tenants_free(st_db *db)
         st_tenant *n = t->next;
         pthread_rwlock_destroy(&t->lock);
         pthread_mutex_destroy(&t->wm_mu);
+        st_toast_free(t->tc);
         free(t);
         t = n;
     }
@@ -820,7 +829,7 @@ static rocksdb_t *open_cfs(st_db *db, const char *path, char **e)
         size_t l = strlen(names[i]);
         if (l > 2 && l <= 2 + ST_NAME_MAX && names[i][1] == ':' &&
             (names[i][0] == ST_CF_EVENTS || names[i][0] == ST_CF_META ||
-             names[i][0] == ST_CF_STAGE)) {
+             names[i][0] == ST_CF_STAGE || names[i][0] == ST_CF_TOAST)) {
             tv[i] = tenant_find(db, names[i] + 2, 1);
             if (tv[i] == NULL) {
                 *e = strdup("out of memory");
@@ -845,6 +854,8 @@ static rocksdb_t *open_cfs(st_db *db, const char *path, char **e)
             tv[i]->ev = hv[i];
         else if (tv[i] != NULL && nv[i][0] == ST_CF_STAGE)
             tv[i]->stage = hv[i];
+        else if (tv[i] != NULL && nv[i][0] == ST_CF_TOAST)
+            tv[i]->toast = hv[i];
         else if (tv[i] != NULL)
             tv[i]->meta = hv[i];
         else if (db->cf_other != NULL)
@@ -1125,7 +1136,9 @@ void st_db_close(st_db *db)
                 rocksdb_column_family_handle_destroy(t->meta);
             if (t->stage)
                 rocksdb_column_family_handle_destroy(t->stage);
-            t->ev = t->meta = t->stage = NULL;
+            if (t->toast)
+                rocksdb_column_family_handle_destroy(t->toast);
+            t->ev = t->meta = t->stage = t->toast = NULL;
         }
         for (size_t i = 0; i < db->ncf_other; i++)
             rocksdb_column_family_handle_destroy(db->cf_other[i]);
@@ -1304,8 +1317,11 @@ typedef struct st_wreq {
     size_t prog_len;     /* such an append is never split across groups */
     const st_schema *sv; /* schema versions, written in its first group */
     size_t nsv;
-    int light; /* at most store.commit_share_bytes */
-    int done;  /* all its events synced, or failed (rc) */
+    int light;               /* at most store.commit_share_bytes */
+    const st_toast_op *tops; /* TOAST cache ops, written with its last events */
+    size_t ntops;
+    uint64_t tsender, tserial;
+    int done; /* all its events synced, or failed (rc) */
     int rc;
     char err[WH_ERRLEN];
     pthread_cond_t cond;
@@ -1517,6 +1533,14 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             rocksdb_writebatch_delete_range_cf(wb, r->t->stage, lo, ll, hi, hl);
         }
     }
+    /* TOAST cache ops (st_toast.h): with the append's last events and D */
+    uint64_t tmax = (uint64_t)atomic_load(&db->toast_bytes);
+    for (size_t i = 0; i < np && rc == WH_OK; i++) {
+        st_wreq *r = parts[i].r;
+        if (r->ntops > 0 && parts[i].to == r->n)
+            rc = st_toast_apply(r->t->tc, db->rdb, r->t->toast, wb, r->tops, r->ntops, r->tsender,
+                                r->tserial, tmax, err, errlen);
+    }
     if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0) {
         char *e = NULL;
         uint64_t tk = sync_begin(db);
@@ -1527,6 +1551,9 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
         else
             sync_end(db, tk);
     }
+    for (size_t i = 0; i < np; i++)
+        if (parts[i].r->ntops > 0)
+            st_toast_end(parts[i].r->t->tc, rc == WH_OK);
     rocksdb_writebatch_destroy(wb);
     return rc;
 }
@@ -1635,7 +1662,7 @@ int st_db_append_progress(st_db *db, const char *tenant, const st_event *ev, siz
                           uint64_t ack_lsn, const void *prog, size_t prog_len,
                           uint64_t *durable_lsn, char *err, size_t errlen)
 {
-    st_append_extra x = {prog != NULL ? prog : "", prog_len, NULL, 0};
+    st_append_extra x = {prog != NULL ? prog : "", prog_len, NULL, 0, NULL, 0, 0, 0};
     return append_do(db, tenant, ev, n, ack_lsn, 0, 0, &x, durable_lsn, err, errlen);
 }
 
@@ -1643,7 +1670,7 @@ int st_db_append_schemas(st_db *db, const char *tenant, const st_event *ev, size
                          uint64_t ack_lsn, const st_schema *sv, size_t nsv, uint64_t *durable_lsn,
                          char *err, size_t errlen)
 {
-    st_append_extra x = {NULL, 0, sv, nsv};
+    st_append_extra x = {NULL, 0, sv, nsv, NULL, 0, 0, 0};
     return append_do(db, tenant, ev, n, ack_lsn, 0, 0, &x, durable_lsn, err, errlen);
 }
 
@@ -1696,6 +1723,17 @@ int st_db_append_stage_end(st_db *db, const char *tenant, const st_event *ev, si
     return append_do(db, tenant, ev, n, ack_lsn, 1, xid, NULL, durable_lsn, err, errlen);
 }
 
+static int ten_open_toast(st_db *db, const char *tenant, st_tenant **out, char *err, size_t errlen);
+
+int st_db_append_toast(st_db *db, const char *tenant, const st_event *ev, size_t n,
+                       uint64_t ack_lsn, const void *prog, size_t prog_len, const st_toast_op *ops,
+                       size_t nops, uint64_t sender, uint64_t serial, uint64_t *durable_lsn,
+                       char *err, size_t errlen)
+{
+    st_append_extra x = {(const char *)prog, prog_len, NULL, 0, ops, nops, sender, serial};
+    return append_do(db, tenant, ev, n, ack_lsn, 0, 0, &x, durable_lsn, err, errlen);
+}
+
 static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                      int drop, uint32_t drop_xid, const st_append_extra *x, uint64_t *durable_lsn,
                      char *err, size_t errlen)
@@ -1708,7 +1746,8 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
         return wh_seterr(err, errlen, "events: NULL");
 
     st_tenant *t;
-    if (ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+    if ((x != NULL && x->ntops > 0 ? ten_open_toast(db, tenant, &t, err, errlen)
+                                   : ten_open(db, tenant, 1, &t, err, errlen)) != WH_OK)
         return WH_ERR;
     uint64_t bytes = append_bytes(ev, n);
     int light = bytes <= atomic_load(&db->cq_share);
@@ -1723,7 +1762,11 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
                  .prog = x != NULL ? x->prog : NULL,
                  .prog_len = x != NULL ? x->prog_len : 0,
                  .sv = x != NULL ? x->sv : NULL,
-                 .nsv = x != NULL ? x->nsv : 0};
+                 .nsv = x != NULL ? x->nsv : 0,
+                 .tops = x != NULL ? x->tops : NULL,
+                 .ntops = x != NULL ? x->ntops : 0,
+                 .tsender = x != NULL ? x->tsender : 0,
+                 .tserial = x != NULL ? x->tserial : 0};
     pthread_cond_init(&r.cond, NULL);
     pthread_mutex_lock(&db->cq_mu);
     r.enq_us = wh_now_us();
@@ -3622,8 +3665,8 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         return WH_OK;
     int rc = WH_OK;
     pthread_rwlock_wrlock(&t->lock);
-    rocksdb_column_family_handle_t *h[3] = {t->ev, t->meta, t->stage};
-    for (int i = 0; i < 3 && rc == WH_OK; i++) {
+    rocksdb_column_family_handle_t *h[4] = {t->ev, t->meta, t->stage, t->toast};
+    for (int i = 0; i < 4 && rc == WH_OK; i++) {
         if (h[i] == NULL)
             continue;
         char *e = NULL;
@@ -3639,8 +3682,10 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
             t->ev = NULL;
         else if (i == 1)
             t->meta = NULL;
-        else
+        else if (i == 2)
             t->stage = NULL;
+        else
+            t->toast = NULL;
     }
     if (rc == WH_OK) {
         /* its consumers become tombstones (a late commit or read of a
@@ -3665,6 +3710,7 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         t->stats.oldest_age_ms = -1;
         pthread_mutex_unlock(&t->wm_mu);
         atomic_store(&t->gc_dropped, 0);
+        st_toast_reset(t->tc);
         wh_info("tenant %s: column families dropped", tenant);
     }
     pthread_rwlock_unlock(&t->lock);
@@ -3985,6 +4031,8 @@ static void maintain_tenant(st_db *db, st_tenant *t)
         uint64_t bytes = cf_bytes(db, t->ev) + cf_bytes(db, t->meta);
         if (t->stage != NULL)
             bytes += cf_bytes(db, t->stage);
+        if (t->toast != NULL)
+            bytes += cf_bytes(db, t->toast);
         ten_done(h);
 
         uint64_t el = 0;
@@ -4597,4 +4645,82 @@ int st_db_schema_drop_xid(st_db *db, const char *tenant, uint32_t xid, size_t *n
     ten_done(t);
     *n = a.n;
     return rc;
+}
+
+/* ---- the TOAST value cache (st_toast.h) ---- */
+
+/* ten_open (create), with the TOAST CF made first. */
+static int ten_open_toast(st_db *db, const char *tenant, st_tenant **out, char *err, size_t errlen)
+{
+    for (;;) {
+        if (ten_open(db, tenant, 1, out, err, errlen) != WH_OK)
+            return WH_ERR;
+        st_tenant *t = *out;
+        if (t->toast != NULL)
+            return WH_OK;
+        ten_done(t);
+        pthread_rwlock_wrlock(&t->lock);
+        char *e = NULL;
+        if (t->toast == NULL && t->ev != NULL) {
+            char name[ST_NAME_MAX + 3];
+            cf_name(name, sizeof(name), ST_CF_TOAST, t->name);
+            t->toast = rocksdb_create_column_family(db->rdb, db->opts, name, &e);
+            if (e == NULL) {
+                st_toast_reset(t->tc);
+                wh_info("tenant %s: TOAST cache column family created", t->name);
+            }
+        }
+        pthread_rwlock_unlock(&t->lock);
+        if (e)
+            return rerr(err, errlen, "create column family", e);
+    }
+}
+
+void st_db_set_toast_bytes(st_db *db, int64_t bytes)
+{
+    atomic_store(&db->toast_bytes, bytes);
+}
+
+int st_db_toast_get(st_db *db, const char *tenant, uint32_t rel, const char *key, size_t keylen,
+                    const char *col, uint64_t before_lsn, char **val, size_t *vallen, uint64_t *lsn,
+                    char *err, size_t errlen)
+{
+    *val = NULL;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return -1;
+    if (t == NULL)
+        return 0;
+    int rc = st_toast_get(t->tc, db->rdb, t->toast, rel, key, keylen, col, before_lsn, val, vallen,
+                          lsn, err, errlen);
+    ten_done(t);
+    return rc;
+}
+
+int st_db_toast_tables(st_db *db, const char *tenant, st_toast_table **out, size_t *n, char *err,
+                       size_t errlen)
+{
+    *out = NULL;
+    *n = 0;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK;
+    int rc = st_toast_tables(t->tc, db->rdb, t->toast, out, n, err, errlen);
+    ten_done(t);
+    return rc;
+}
+
+int st_db_toast_stats(st_db *db, const char *tenant, st_toast_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, NULL, 0) != WH_OK || t == NULL)
+        return 0;
+    int has = t->toast != NULL;
+    if (has)
+        st_toast_get_stats(t->tc, db->rdb, t->toast, out);
+    ten_done(t);
+    return has;
 }

@@ -71,6 +71,7 @@
 #include <stdio.h>
 
 #include "st_bgio.h"
+#include "st_toast.h"
 
 #include "wh_budget.h"
 #include "wh_metrics.h"
@@ -232,6 +233,9 @@ typedef struct st_append_extra {
     size_t prog_len;
     const st_schema *sv;
     size_t nsv;
+    const st_toast_op *tops; /* TOAST cache ops (st_toast), with the last events */
+    size_t ntops;
+    uint64_t tsender, tserial;
 } st_append_extra;
 int st_db_append_ext(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                      const st_append_extra *x, uint64_t *durable_lsn, char *err, size_t errlen);
@@ -591,5 +595,25 @@ void st_db_offsets_each(st_db *db, const char *tenant, st_offset_fn fn, void *ar
  * retention cap does (stored with the offset; SetOffset clears it) and
  * logs `why`. 1 when it was marked now. */
 int st_db_mark_needs_snapshot(st_db *db, const char *tenant, const char *consumer, const char *why);
+
+/* ---- the TOAST value cache (st_toast.h) ----
+ * st_db_append with TOAST cache ops, applied in the WriteBatch of the
+ * append's last events (the tenant's CF "t:<tenant>" is made first);
+ * prog: snapshot progress as st_db_append_progress (NULL: none); sender,
+ * serial: see st_toast_apply. */
+int st_db_append_toast(st_db *db, const char *tenant, const st_event *ev, size_t n,
+                       uint64_t ack_lsn, const void *prog, size_t prog_len, const st_toast_op *ops,
+                       size_t nops, uint64_t sender, uint64_t serial, uint64_t *durable_lsn,
+                       char *err, size_t errlen);
+/* store.toast_cache_bytes: the bound of each tenant's entries (runtime). */
+void st_db_set_toast_bytes(st_db *db, int64_t bytes);
+/* st_toast_get for the tenant: 1 found (*val malloc'd), 0 none, -1 error. */
+int st_db_toast_get(st_db *db, const char *tenant, uint32_t rel, const char *key, size_t keylen,
+                    const char *col, uint64_t before_lsn, char **val, size_t *vallen, uint64_t *lsn,
+                    char *err, size_t errlen);
+int st_db_toast_tables(st_db *db, const char *tenant, st_toast_table **out, size_t *n, char *err,
+                       size_t errlen);
+/* The tenant's figures; 0 when it has no TOAST cache CF. */
+int st_db_toast_stats(st_db *db, const char *tenant, st_toast_stats *out);
 
 #endif

@@ -121,9 +121,20 @@ typedef struct st_reply_mem {
     size_t nstrs, capstrs;
     char lowner[ST_OWNER_MAX + 1];
     char **owners; /* LeaseList's owners array (strings in strs) */
+    /* ToastGet */
+    Walhook__ToastReply toast;
+    char *tval;
+    st_toast_table *ttabs;
+    size_t nttabs;
+    Walhook__ToastTable *tt;
+    Walhook__ToastTable **ttp;
 } st_reply_mem;
 
 static void rent_sweep(st_server *s);
+static void do_toast_get(st_server *s, const Walhook__ToastGet *g, Walhook__Reply *rep,
+                         st_reply_mem *m);
+static int toast_metrics(st_server *s, wh_buf *b);
+static int toast_ops(const Walhook__AppendBatch *a, st_toast_op **out, Walhook__Reply *rep);
 
 /* ---- helpers ---- */
 
@@ -282,9 +293,18 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     if (!present(rep, a, "append") || !names_ok(rep, a->tenant, NULL, 0))
         return;
     if (a->stage_xid != 0 || a->stage_reset || a->stage_commit != NULL || a->n_stage_aborts > 0) {
+        if (a->n_toast_ops > 0) {
+            wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s",
+                           "toast_ops: only on a request of events (not staged, a stage commit "
+                           "or stage aborts)");
+            return;
+        }
         do_stage(s, a, rep, m);
         return;
     }
+    st_toast_op *tops = NULL;
+    if (a->n_toast_ops > 0 && toast_ops(a, &tops, rep) != WH_OK)
+        return;
     if (a->n_events > 0 && a->events == NULL) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "events: missing");
         return;
@@ -296,6 +316,7 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
         ev = calloc(a->n_events, sizeof(*ev));
         if (ev == NULL) {
             wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", "out of memory");
+            free(tops);
             return;
         }
     }
@@ -314,6 +335,7 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
             snprintf(err, sizeof(err), "events[%zu]%s%s", i, e == NULL ? ": " : ".", bad);
             wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
             free(ev);
+            free(tops);
             return;
         }
         if (i > 0 && wh_pos_cmp(e->commit_lsn, e->seq, ev[i - 1].lsn, ev[i - 1].seq) <= 0)
@@ -333,6 +355,7 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     uint32_t retry_ms = 0;
     if (st_db_admit(s->db, a->tenant, bytes, a->n_events, &retry_ms) == ST_DB_SLOW) {
         free(ev);
+        free(tops);
         wh_counter_add(&s->slowed, 1);
         wh_reply_error(rep, ST_STATUS_SLOW_DOWN,
                        "slow down: tenant %s is over its write budget (store.tenant_rate_*); "
@@ -346,17 +369,25 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
     int rc = st_schema_from_batch(a, &sv, err, sizeof(err));
     if (rc != WH_OK) {
         free(ev);
+        free(tops);
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
         return;
     }
     st_append_extra x = {a->snapshot_progress.len > 0 ? (const char *)a->snapshot_progress.data
                                                       : NULL,
-                         a->snapshot_progress.len, sv, a->n_schemas};
+                         a->snapshot_progress.len,
+                         sv,
+                         a->n_schemas,
+                         tops,
+                         a->n_toast_ops,
+                         a->toast_sender,
+                         a->toast_serial};
     rc = store_events(s, a->tenant, ev, a->events, a->n_events, ordered, a->ack_lsn, 0, 0, &x,
                       &durable, err, sizeof(err));
     free(sv);
     int light = st_db_append_light(s->db, ev, a->n_events);
     free(ev);
+    free(tops);
     if (rc != WH_OK) {
         wh_error("append tenant=%s batch=%" PRIu64 " failed: %s", a->tenant, a->batch_id, err);
         wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
@@ -1476,6 +1507,7 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
         rc |= wh_metric_u64(b, "walhook_state_version", "", st_state_version(s->state));
     }
     rc |= tenant_metrics(s, b);
+    rc |= toast_metrics(s, b);
     rc |= wh_metric_header(b, "walhook_store_appends_slowed_total", "counter",
                            "appends answered \"slow down\" (a tenant over its write budget)");
     rc |= wh_metric_u64(b, "walhook_store_appends_slowed_total", "", wh_counter_get(&s->slowed));
@@ -2101,6 +2133,9 @@ void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *re
     case WALHOOK__REQUEST__BODY_SLOT_REPORT:
         do_slot_report(s, req->slot_report, rep, m);
         break;
+    case WALHOOK__REQUEST__BODY_TOAST_GET:
+        do_toast_get(s, req->toast_get, rep, m);
+        break;
     default:
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "body: empty or unknown request type");
         break;
@@ -2129,6 +2164,10 @@ void st_server_done(void *arg, Walhook__Reply *rep, void *cookie)
     free(m->evs);
     free(m->evp);
     free(m->json_off);
+    free(m->tval);
+    st_toast_tables_free(m->ttabs, m->nttabs);
+    free(m->tt);
+    free(m->ttp);
     free(m);
 }
 
@@ -2228,4 +2267,160 @@ void st_server_destroy(st_server *s)
     pthread_mutex_destroy(&s->nmu);
     pthread_mutex_destroy(&s->wmu);
     free(s);
+}
+
+/* ---- the TOAST value cache (st_toast.h) ---- */
+
+/* The request's toast_ops as st_toast_op (pointing into a); WH_ERR: a bad
+ * op (answered). */
+static int toast_ops(const Walhook__AppendBatch *a, st_toast_op **out, Walhook__Reply *rep)
+{
+    *out = NULL;
+    if (a->toast_ops == NULL) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "toast_ops: missing");
+        return WH_ERR;
+    }
+    st_toast_op *ops = calloc(a->n_toast_ops, sizeof(*ops));
+    if (ops == NULL) {
+        wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", "out of memory");
+        return WH_ERR;
+    }
+    for (size_t i = 0; i < a->n_toast_ops; i++) {
+        const Walhook__ToastOp *o = a->toast_ops[i];
+        const char *bad = NULL;
+        int kind = o != NULL ? (int)o->kind : 0;
+        if (o == NULL)
+            bad = "missing";
+        else if (kind < ST_TOAST_PUT || kind > ST_TOAST_CLEAR)
+            bad = "kind: unknown";
+        else if (kind != ST_TOAST_CLEAR && o->rel == 0)
+            bad = "rel: must be > 0";
+        else if ((kind == ST_TOAST_PUT || kind == ST_TOAST_DEL || kind == ST_TOAST_DEL_ROW) &&
+                 (o->key.len == 0 || o->key.len > 1024 * 1024))
+            bad = "key: empty or over 1 MiB";
+        else if ((kind == ST_TOAST_PUT || kind == ST_TOAST_DEL) &&
+                 (o->col == NULL || o->col[0] == '\0' || strlen(o->col) > 0xffff))
+            bad = "col: empty or too long";
+        else if (kind == ST_TOAST_PUT && (o->value.len == 0 || o->lsn == 0))
+            bad = "a put needs a value and an lsn";
+        if (bad != NULL) {
+            wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "toast_ops[%zu]%s%s", i,
+                           o == NULL ? ": " : ".", bad);
+            free(ops);
+            return WH_ERR;
+        }
+        ops[i] = (st_toast_op){(int)o->kind,
+                               o->rel,
+                               (const char *)o->key.data,
+                               o->key.len,
+                               o->col ? o->col : "",
+                               o->col ? strlen(o->col) : 0,
+                               (const char *)o->value.data,
+                               o->value.len,
+                               o->lsn,
+                               o->fingerprint};
+    }
+    *out = ops;
+    return WH_OK;
+}
+
+static void do_toast_get(st_server *s, const Walhook__ToastGet *g, Walhook__Reply *rep,
+                         st_reply_mem *m)
+{
+    char err[WH_ERRLEN];
+    if (!present(rep, g, "toast_get") || !names_ok(rep, g->tenant, NULL, 0))
+        return;
+    walhook__toast_reply__init(&m->toast);
+    if (g->tables) {
+        if (st_db_toast_tables(s->db, g->tenant, &m->ttabs, &m->nttabs, err, sizeof(err)) !=
+            WH_OK) {
+            wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+            return;
+        }
+        if (m->nttabs > 0) {
+            m->tt = calloc(m->nttabs, sizeof(*m->tt));
+            m->ttp = calloc(m->nttabs, sizeof(*m->ttp));
+            if (m->tt == NULL || m->ttp == NULL) {
+                wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", "out of memory");
+                return;
+            }
+        }
+        for (size_t i = 0; i < m->nttabs; i++) {
+            walhook__toast_table__init(&m->tt[i]);
+            m->tt[i].rel = m->ttabs[i].rel;
+            m->tt[i].fingerprint = m->ttabs[i].fingerprint;
+            m->tt[i].n_cols = m->ttabs[i].ncols;
+            m->tt[i].cols = m->ttabs[i].cols;
+            m->ttp[i] = &m->tt[i];
+        }
+        m->toast.n_tables = m->nttabs;
+        m->toast.tables = m->ttp;
+    } else {
+        if (g->rel == 0 || g->key.len == 0 || g->col == NULL || g->col[0] == '\0') {
+            wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s",
+                           "toast_get: rel, key and col are needed (or tables)");
+            return;
+        }
+        size_t vl = 0;
+        uint64_t lsn = 0;
+        int r = st_db_toast_get(s->db, g->tenant, g->rel, (const char *)g->key.data, g->key.len,
+                                g->col, g->before_lsn, &m->tval, &vl, &lsn, err, sizeof(err));
+        if (r < 0) {
+            wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
+            return;
+        }
+        if (r > 0) {
+            m->toast.found = 1;
+            m->toast.value.data = (uint8_t *)m->tval;
+            m->toast.value.len = vl;
+            m->toast.lsn = lsn;
+        }
+    }
+    rep->body_case = WALHOOK__REPLY__BODY_TOAST;
+    rep->toast = &m->toast;
+}
+
+static int toast_metrics(st_server *s, wh_buf *b)
+{
+    st_tenant_stats *ts = malloc(ST_METRIC_TENANTS * sizeof(*ts));
+    if (ts == NULL)
+        return WH_ERR;
+    size_t n = st_db_tenant_stats(s->db, ts, ST_METRIC_TENANTS);
+    static const struct {
+        const char *name, *type, *help;
+    } m[] = {
+        {"walhook_store_toast_entries", "gauge",
+         "entries of the tenant's TOAST value cache (store.toast_cache_bytes)"},
+        {"walhook_store_toast_bytes", "gauge", "bytes of the tenant's TOAST value cache entries"},
+        {"walhook_store_toast_evictions_total", "counter",
+         "TOAST value cache entries evicted to stay within store.toast_cache_bytes"},
+        {"walhook_store_toast_lookups_total", "counter",
+         "ToastGet lookups of the tenant since start (found: those answered with a value)"},
+    };
+    int rc = 0;
+    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+        rc |= wh_metric_header(b, m[k].name, m[k].type, m[k].help);
+        for (size_t i = 0; i < n; i++) {
+            st_toast_stats st;
+            if (!st_db_toast_stats(s->db, ts[i].tenant, &st))
+                continue;
+            char t[2 * ST_NAME_MAX + 2], lab[2 * ST_NAME_MAX + 40];
+            label_value(t, sizeof(t), ts[i].tenant);
+            snprintf(lab, sizeof(lab), "tenant=\"%s\"", t);
+            if (k == 0)
+                rc |= wh_metric_u64(b, m[k].name, lab, st.entries);
+            else if (k == 1)
+                rc |= wh_metric_u64(b, m[k].name, lab, st.bytes);
+            else if (k == 2)
+                rc |= wh_metric_u64(b, m[k].name, lab, st.evictions);
+            else {
+                snprintf(lab, sizeof(lab), "tenant=\"%s\",found=\"true\"", t);
+                rc |= wh_metric_u64(b, m[k].name, lab, st.found);
+                snprintf(lab, sizeof(lab), "tenant=\"%s\",found=\"false\"", t);
+                rc |= wh_metric_u64(b, m[k].name, lab, st.lookups - st.found);
+            }
+        }
+    }
+    free(ts);
+    return rc ? WH_ERR : WH_OK;
 }

@@ -29,6 +29,10 @@ typedef struct sink {
     uint32_t last_seq;
     int order_ok;
     int delay_ms;
+    size_t tops;           /* TOAST ops received */
+    size_t tops_alone;     /* requests with ops and no event */
+    uint64_t tops_lastlsn; /* the last event's lsn in the request of the last ops */
+    uint64_t tops_sender, tops_serial;
 } sink;
 
 static void on_req(void *arg, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
@@ -58,6 +62,15 @@ static void on_req(void *arg, const Walhook__Request *req, Walhook__Reply *rep, 
     }
     if (ab->ack_lsn > s->max_ack)
         s->max_ack = ab->ack_lsn;
+    if (ab->n_toast_ops > 0) {
+        s->tops += ab->n_toast_ops;
+        s->tops_sender = ab->toast_sender;
+        s->tops_serial = ab->toast_serial;
+        if (ab->n_events == 0)
+            s->tops_alone++;
+        else
+            s->tops_lastlsn = ab->events[ab->n_events - 1]->commit_lsn;
+    }
     pthread_mutex_unlock(&s->mu);
     /* the reply a real store gives: an AppendReply */
     static __thread Walhook__AppendReply ar;
@@ -386,6 +399,79 @@ static void test_staged_then_commit(void **state)
 /* ing_batch_encode writes the bytes walhook__request__pack does, for zero
  * and large field values, negative times, empty tenants and many events,
  * staged or not. */
+/* TOAST cache ops (ing_batcher_toast_add) go in the request with the
+ * next sealed batch's last events, alone at a tick when no event follows;
+ * the batcher is not idle while they wait; their serial is durable once
+ * acknowledged. */
+static void test_toast_ops(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/wh_ing_batch_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static wh_config cfg;
+    setup_cfg(&cfg, dir);
+    sink s = {.order_ok = 1};
+    pthread_mutex_init(&s.mu, NULL);
+    wh_server *srv;
+    char err[WH_ERRLEN];
+    assert_int_equal(
+        wh_server_start(&srv, cfg.store_endpoint, 1, 64 << 20, on_req, NULL, &s, err, sizeof(err)),
+        WH_OK);
+    ing_batcher *bt;
+    assert_int_equal(ing_batcher_new(&bt, &cfg, err, sizeof(err)), WH_OK);
+    /* a framed ToastOp: field 30, a DEL of rel 1 */
+    Walhook__ToastOp op = WALHOOK__TOAST_OP__INIT;
+    op.kind = WALHOOK__TOAST_OP__KIND__DEL;
+    op.rel = 1;
+    op.key.data = (uint8_t *)"k";
+    op.key.len = 1;
+    op.col = "c";
+    uint8_t buf[64];
+    size_t n = walhook__toast_op__pack(&op, buf + 3);
+    buf[0] = 0x8a; /* AppendBatch.toast_ops = 33 */
+    buf[1] = 0x02;
+    buf[2] = (uint8_t)n;
+    add_events(bt, 100, 2, 100);
+    uint64_t s1 = ing_batcher_toast_add(bt, buf, n + 3);
+    uint64_t s2 = ing_batcher_toast_add(bt, buf, n + 3);
+    assert_true(s1 > 0 && s2 > s1);
+    add_events(bt, 200, 1, 100);
+    ing_batcher_note_commit(bt, 250);
+    assert_int_equal(ing_batcher_tick(bt, wh_now_us()), UINT64_MAX);
+    wait_events(&s, 3);
+    assert_int_equal(ing_batcher_drain(bt, 2000), WH_OK);
+    pthread_mutex_lock(&s.mu);
+    assert_int_equal(s.tops, 2);
+    assert_int_equal(s.tops_alone, 0);
+    assert_int_equal(s.tops_lastlsn, 200);
+    assert_true(s.tops_sender != 0);
+    assert_int_equal(s.tops_serial, s2);
+    pthread_mutex_unlock(&s.mu);
+    assert_int_equal(ing_batcher_toast_durable(bt), s2);
+    /* no event follows: alone, at the next tick; not idle meanwhile */
+    assert_true(ing_batcher_idle(bt));
+    uint64_t s3 = ing_batcher_toast_add(bt, buf, n + 3);
+    assert_false(ing_batcher_idle(bt));
+    assert_true(ing_batcher_toast_durable(bt) < s3);
+    assert_int_equal(ing_batcher_tick(bt, wh_now_us()), UINT64_MAX);
+    assert_int_equal(ing_batcher_drain(bt, 2000), WH_OK);
+    for (int i = 0; i < 500 && !ing_batcher_idle(bt); i++)
+        wh_sleep_ms(10);
+    assert_true(ing_batcher_idle(bt));
+    pthread_mutex_lock(&s.mu);
+    assert_int_equal(s.tops, 3);
+    assert_int_equal(s.tops_alone, 1);
+    pthread_mutex_unlock(&s.mu);
+    assert_int_equal(ing_batcher_toast_durable(bt), s3);
+    ing_batcher_free(bt);
+    wh_server_stop(srv);
+    pthread_mutex_destroy(&s.mu);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/store.sock", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void test_encode_matches_pack(void **state)
 {
     (void)state;
@@ -501,6 +587,7 @@ int main(void)
         cmocka_unit_test(test_flow),
         cmocka_unit_test(test_store_late),
         cmocka_unit_test(test_encode_matches_pack),
+        cmocka_unit_test(test_toast_ops),
         cmocka_unit_test(test_staged_then_commit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
