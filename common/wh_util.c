@@ -334,3 +334,13 @@ long wh_peak_rss_kib(void)
     fclose(f);
     return kib;
 }
+
+uint64_t wh_fnv1a64(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= UINT64_C(1099511628211);
+    }
+    return h;
+}

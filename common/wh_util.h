@@ -46,6 +46,11 @@ void wh_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 #define wh_error(...) wh_log(WH_LOG_ERROR, __VA_ARGS__)
 
 /* Clocks. */
+/* FNV-1a, 64 bits: h = WH_FNV1A64_OFFSET to start, then fed piece by piece
+ * (wh_fnv1a64(wh_fnv1a64(WH_FNV1A64_OFFSET, a, n), b, m)). Not for
+ * untrusted keys of a hash table an attacker can fill. */
+#define WH_FNV1A64_OFFSET UINT64_C(14695981039346656037)
+uint64_t wh_fnv1a64(uint64_t h, const void *p, size_t n);
 uint64_t wh_now_us(void);      /* CLOCK_MONOTONIC, microseconds */
 uint64_t wh_now_ms(void);      /* CLOCK_MONOTONIC, milliseconds */
 int64_t wh_wallclock_us(void); /* CLOCK_REALTIME, microseconds since epoch */

@@ -65,13 +65,7 @@ int ing_schema_describe(wh_buf *b, const ing_relation *r)
 
 uint64_t ing_schema_hash(const void *p, size_t n)
 {
-    const uint8_t *s = p;
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
+    return wh_fnv1a64(WH_FNV1A64_OFFSET, p, n);
 }
 
 int ing_schema_version(ing_relation *r, wh_buf *scratch)

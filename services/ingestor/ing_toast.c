@@ -40,26 +40,13 @@ struct ing_toast {
     ing_tstore *ts; /* the store-backed level (NULL: none) */
 };
 
-#define FNV_OFFSET UINT64_C(14695981039346656037)
-#define FNV_PRIME UINT64_C(1099511628211)
-
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= FNV_PRIME;
-    }
-    return h;
-}
-
 static uint64_t entry_hash(uint32_t oid, const char *key, size_t keylen, const char *name,
                            size_t namelen)
 {
-    uint64_t h = fnv(FNV_OFFSET, &oid, sizeof(oid));
-    h = fnv(h, key, keylen);
-    h = fnv(h, "", 1); /* a separator: key "ab" + name "c" is not key "a" + name "bc" */
-    return fnv(h, name, namelen);
+    uint64_t h = wh_fnv1a64(WH_FNV1A64_OFFSET, &oid, sizeof(oid));
+    h = wh_fnv1a64(h, key, keylen);
+    h = wh_fnv1a64(h, "", 1); /* a separator: key "ab" + name "c" is not key "a" + name "bc" */
+    return wh_fnv1a64(h, name, namelen);
 }
 
 static size_t entry_size(const entry *e)
@@ -452,12 +439,12 @@ void ing_toast_rewind(ing_toast *c, uint64_t lsn)
 
 static uint64_t fingerprint(const ing_relation *rel)
 {
-    uint64_t h = fnv(FNV_OFFSET, &rel->natts, sizeof(rel->natts));
+    uint64_t h = wh_fnv1a64(WH_FNV1A64_OFFSET, &rel->natts, sizeof(rel->natts));
     for (int i = 0; i < rel->natts; i++) {
         const ing_attr *a = &rel->atts[i];
-        h = fnv(h, a->name, strlen(a->name) + 1);
-        h = fnv(h, &a->type_oid, sizeof(a->type_oid));
-        h = fnv(h, &a->typmod, sizeof(a->typmod));
+        h = wh_fnv1a64(h, a->name, strlen(a->name) + 1);
+        h = wh_fnv1a64(h, &a->type_oid, sizeof(a->type_oid));
+        h = wh_fnv1a64(h, &a->typmod, sizeof(a->typmod));
     }
     return h;
 }

@@ -39,42 +39,29 @@ struct ing_tstore {
     size_t vallen;
 };
 
-#define FNV_OFFSET UINT64_C(14695981039346656037)
-#define FNV_PRIME UINT64_C(1099511628211)
-
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= FNV_PRIME;
-    }
-    return h;
-}
-
 static uint64_t row_hash(uint32_t oid, const char *key, size_t keylen)
 {
-    return fnv(fnv(FNV_OFFSET, &oid, sizeof(oid)), key, keylen);
+    return wh_fnv1a64(wh_fnv1a64(WH_FNV1A64_OFFSET, &oid, sizeof(oid)), key, keylen);
 }
 
 static uint64_t col_hash(uint32_t oid, const char *key, size_t keylen, const char *col)
 {
-    return fnv(fnv(row_hash(oid, key, keylen), "", 1), col, strlen(col));
+    return wh_fnv1a64(wh_fnv1a64(row_hash(oid, key, keylen), "", 1), col, strlen(col));
 }
 
 /* A stable description of what the store's entries of a table depend on:
  * column names, types and modifiers, replica identity and its columns. */
 static uint64_t fingerprint(const ing_relation *rel)
 {
-    uint64_t h = fnv(FNV_OFFSET, &rel->replident, 1);
-    h = fnv(h, &rel->natts, sizeof(rel->natts));
+    uint64_t h = wh_fnv1a64(WH_FNV1A64_OFFSET, &rel->replident, 1);
+    h = wh_fnv1a64(h, &rel->natts, sizeof(rel->natts));
     for (int i = 0; i < rel->natts; i++) {
         const ing_attr *a = &rel->atts[i];
         uint8_t ident = a->flags & ING_ATTR_IDENT;
-        h = fnv(h, a->name, strlen(a->name) + 1);
-        h = fnv(h, &a->type_oid, sizeof(a->type_oid));
-        h = fnv(h, &a->typmod, sizeof(a->typmod));
-        h = fnv(h, &ident, 1);
+        h = wh_fnv1a64(h, a->name, strlen(a->name) + 1);
+        h = wh_fnv1a64(h, &a->type_oid, sizeof(a->type_oid));
+        h = wh_fnv1a64(h, &a->typmod, sizeof(a->typmod));
+        h = wh_fnv1a64(h, &ident, 1);
     }
     return h ? h : 1;
 }

@@ -224,6 +224,15 @@ static int rerr(char *err, size_t errlen, const char *what, char *rerrmsg)
 
 /* ---- keys ---- */
 
+/* A write to tenant may go ahead: the store is not read-only and the name
+ * is valid. */
+static int writable(st_db *db, const char *tenant, char *err, size_t errlen)
+{
+    if (db->read_only)
+        return wh_seterr(err, errlen, "store opened read-only");
+    return st_db_check_name(tenant, "tenant", err, errlen);
+}
+
 static size_t key_prefix(char *k, char type, const char *tenant)
 {
     size_t tl = strlen(tenant);
@@ -1738,9 +1747,7 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
                      int drop, uint32_t drop_xid, const st_append_extra *x, uint64_t *durable_lsn,
                      char *err, size_t errlen)
 {
-    if (db->read_only)
-        return wh_seterr(err, errlen, "store opened read-only");
-    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+    if (writable(db, tenant, err, errlen) != WH_OK)
         return WH_ERR;
     if (n > 0 && ev == NULL)
         return wh_seterr(err, errlen, "events: NULL");
@@ -1941,9 +1948,7 @@ static void stage_rdel_note(st_db *db, st_tenant *t, uint32_t n)
 int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, const st_staged *ev,
                     size_t n, char *err, size_t errlen)
 {
-    if (db->read_only)
-        return wh_seterr(err, errlen, "store opened read-only");
-    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+    if (writable(db, tenant, err, errlen) != WH_OK)
         return WH_ERR;
     if (xid == 0)
         return wh_seterr(err, errlen, "stage_xid: must be > 0");
@@ -1981,9 +1986,7 @@ int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, cons
 int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, size_t n, char *err,
                       size_t errlen)
 {
-    if (db->read_only)
-        return wh_seterr(err, errlen, "store opened read-only");
-    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+    if (writable(db, tenant, err, errlen) != WH_OK)
         return WH_ERR;
     for (size_t i = 0; i < n; i++)
         if ((ab[i].xid == 0) != (ab[i].subxid == 0))
@@ -2800,7 +2803,10 @@ static st_tenant **tenants_sorted(st_db *db, size_t *n)
     return v;
 }
 
-int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen)
+/* Calls one(db, t, out) for every tenant in name order; then flushes out. */
+typedef int (*dump_fn)(st_db *db, st_tenant *t, FILE *out, char *err, size_t errlen);
+
+static int dump_each(st_db *db, FILE *out, dump_fn one, char *err, size_t errlen)
 {
     size_t nt;
     st_tenant **tv = tenants_sorted(db, &nt);
@@ -2813,32 +2819,7 @@ int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen)
         }
         if (t == NULL)
             continue;
-        static const char lo[] = "E", hi[] = "F";
-        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-        rocksdb_readoptions_set_iterate_upper_bound(ro, hi, 1);
-        rocksdb_readoptions_set_fill_cache(ro, 0);
-        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->ev);
-        for (rocksdb_iter_seek(it, lo, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-            size_t kl;
-            const char *k = rocksdb_iter_key(it, &kl);
-            char tenant[ST_NAME_MAX + 1], l[WH_LSN_STRLEN];
-            uint64_t lsn;
-            uint32_t seq;
-            if (parse_event_key(k, kl, tenant, &lsn, &seq) != WH_OK)
-                continue;
-            wh_lsn_format(lsn, l, sizeof(l));
-            /* a schema registry event (its op, the first in the JSON) is
-             * marked: it is no change of the source */
-            size_t vl;
-            const char *v = rocksdb_iter_value(it, &vl);
-            const char *op = vl > 8 ? memmem(v + 8, vl - 8, ",\"op\":\"", 7) : NULL;
-            size_t left = op ? vl - (size_t)(op + 7 - v) : 0;
-            const char *mark = op && left >= 7 && memcmp(op + 7, "schema\"", 7) == 0 ? " schema"
-                               : op && left >= 4 && memcmp(op + 7, "ddl\"", 4) == 0  ? " ddl"
-                                                                                     : "";
-            fprintf(out, "%s %s %" PRIu32 "%s\n", tenant, l, seq, mark);
-        }
-        rc = iter_done(it, ro, "dump", err, errlen);
+        rc = one(db, t, out, err, errlen);
         ten_done(t);
     }
     free(tv);
@@ -2849,55 +2830,76 @@ int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen)
     return WH_OK;
 }
 
+static int dump_events(st_db *db, st_tenant *t, FILE *out, char *err, size_t errlen)
+{
+    static const char lo[] = "E", hi[] = "F";
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, 1);
+    rocksdb_readoptions_set_fill_cache(ro, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->ev);
+    for (rocksdb_iter_seek(it, lo, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        char tenant[ST_NAME_MAX + 1], l[WH_LSN_STRLEN];
+        uint64_t lsn;
+        uint32_t seq;
+        if (parse_event_key(k, kl, tenant, &lsn, &seq) != WH_OK)
+            continue;
+        wh_lsn_format(lsn, l, sizeof(l));
+        /* a schema registry event (its op, the first in the JSON) is
+         * marked: it is no change of the source */
+        size_t vl;
+        const char *v = rocksdb_iter_value(it, &vl);
+        const char *op = vl > 8 ? memmem(v + 8, vl - 8, ",\"op\":\"", 7) : NULL;
+        size_t left = op ? vl - (size_t)(op + 7 - v) : 0;
+        const char *mark = op && left >= 7 && memcmp(op + 7, "schema\"", 7) == 0 ? " schema"
+                           : op && left >= 4 && memcmp(op + 7, "ddl\"", 4) == 0  ? " ddl"
+                                                                                 : "";
+        fprintf(out, "%s %s %" PRIu32 "%s\n", tenant, l, seq, mark);
+    }
+    return iter_done(it, ro, "dump", err, errlen);
+}
+
+int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen)
+{
+    return dump_each(db, out, dump_events, err, errlen);
+}
+
+static int dump_stage(st_db *db, st_tenant *t, FILE *out, char *err, size_t errlen)
+{
+    if (t->stage == NULL)
+        return WH_OK;
+    char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
+    size_t pl = key_prefix(lo, 'X', t->name);
+    memcpy(hi, lo, pl);
+    hi[pl - 1] = '\x01';
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, pl);
+    rocksdb_readoptions_set_fill_cache(ro, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
+    uint32_t xid = 0;
+    uint64_t n = 0;
+    for (rocksdb_iter_seek(it, lo, pl); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        if (kl != pl + 9 || k[pl + 4] != ST_STAGE_EVENT)
+            continue;
+        uint32_t x = wh_get_be32((const uint8_t *)k + pl);
+        if (n > 0 && x != xid) {
+            fprintf(out, "%s %" PRIu32 " %" PRIu64 "\n", t->name, xid, n);
+            n = 0;
+        }
+        xid = x;
+        n++;
+    }
+    if (n > 0)
+        fprintf(out, "%s %" PRIu32 " %" PRIu64 "\n", t->name, xid, n);
+    return iter_done(it, ro, "dump of staged events", err, errlen);
+}
+
 int st_db_dump_staged(st_db *db, FILE *out, char *err, size_t errlen)
 {
-    size_t nt;
-    st_tenant **tv = tenants_sorted(db, &nt);
-    int rc = WH_OK;
-    for (size_t i = 0; i < nt && rc == WH_OK; i++) {
-        st_tenant *t;
-        if (ten_open_stage(db, tv[i]->name, 0, &t, err, errlen) != WH_OK) {
-            rc = WH_ERR;
-            break;
-        }
-        if (t == NULL || t->stage == NULL) {
-            ten_done(t);
-            continue;
-        }
-        char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
-        size_t pl = key_prefix(lo, 'X', t->name);
-        memcpy(hi, lo, pl);
-        hi[pl - 1] = '\x01';
-        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-        rocksdb_readoptions_set_iterate_upper_bound(ro, hi, pl);
-        rocksdb_readoptions_set_fill_cache(ro, 0);
-        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
-        uint32_t xid = 0;
-        uint64_t n = 0;
-        for (rocksdb_iter_seek(it, lo, pl); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-            size_t kl;
-            const char *k = rocksdb_iter_key(it, &kl);
-            if (kl != pl + 9 || k[pl + 4] != ST_STAGE_EVENT)
-                continue;
-            uint32_t x = wh_get_be32((const uint8_t *)k + pl);
-            if (n > 0 && x != xid) {
-                fprintf(out, "%s %" PRIu32 " %" PRIu64 "\n", t->name, xid, n);
-                n = 0;
-            }
-            xid = x;
-            n++;
-        }
-        if (n > 0)
-            fprintf(out, "%s %" PRIu32 " %" PRIu64 "\n", t->name, xid, n);
-        rc = iter_done(it, ro, "dump of staged events", err, errlen);
-        ten_done(t);
-    }
-    free(tv);
-    if (rc != WH_OK)
-        return rc;
-    if (fflush(out) != 0 || ferror(out))
-        return wh_seterr(err, errlen, "dump: write error");
-    return WH_OK;
+    return dump_each(db, out, dump_stage, err, errlen);
 }
 
 /* Flush and compact the tenant's CFs (or every tenant's when NULL). */
@@ -3655,9 +3657,7 @@ int st_db_tenant_create(st_db *db, const char *tenant, char *err, size_t errlen)
 
 int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
 {
-    if (db->read_only)
-        return wh_seterr(err, errlen, "store opened read-only");
-    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+    if (writable(db, tenant, err, errlen) != WH_OK)
         return WH_ERR;
     atomic_fetch_add(&db->moves, 1);
     st_tenant *t = tenant_find(db, tenant, 0);
@@ -4514,9 +4514,7 @@ static int schema_batch_put(st_db *db, rocksdb_writebatch_t *wb, st_tenant *t, c
 int st_db_schema_put(st_db *db, const char *tenant, const st_schema *sv, size_t n, char *err,
                      size_t errlen)
 {
-    if (db->read_only)
-        return wh_seterr(err, errlen, "store opened read-only");
-    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+    if (writable(db, tenant, err, errlen) != WH_OK)
         return WH_ERR;
     if (n == 0)
         return WH_OK;
@@ -4623,9 +4621,7 @@ int st_db_schema_drop_xid(st_db *db, const char *tenant, uint32_t xid, size_t *n
                           size_t errlen)
 {
     *n = 0;
-    if (db->read_only)
-        return wh_seterr(err, errlen, "store opened read-only");
-    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+    if (writable(db, tenant, err, errlen) != WH_OK)
         return WH_ERR;
     st_tenant *t;
     if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
