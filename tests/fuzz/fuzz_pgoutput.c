@@ -23,6 +23,7 @@
  * fuzz-sources: services/ingestor/ing_pgoutput.c services/ingestor/ing_event.c
  * fuzz-sources: services/ingestor/ing_values.c services/ingestor/ing_toast.c
  * fuzz-sources: services/ingestor/ing_origin.c services/ingestor/ing_schema.c
+ * fuzz-sources: services/ingestor/ing_tstore.c services/ingestor/ing_batch.c
  */
 #include <stddef.h>
 #include <stdint.h>
