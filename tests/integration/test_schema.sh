@@ -79,17 +79,9 @@ wh_wait_slot_flush "$(pg_psql -At -c "SELECT pg_current_wal_lsn()")" 60 ||
 # again
 wh_spawn loop psql -X -q -v ON_ERROR_STOP=1 -d "$PG_DSN" -o /dev/null -f "$WH_TMP/loop.sql"
 sleep 0.5
-ing=$(wh_child_pid "${WH_PIDS[walhook]}" ingestor)
-[ -n "$ing" ] || wh_fail "no ingestor process under walhook up"
-wh_log "SIGKILL the ingestor ($ing) in the middle of the sequence"
-kill -KILL "$ing"
+wh_kill_child ingestor "in the middle of the sequence"
 ddl "INSERT INTO t1 (id) VALUES (41)"
-_restarted() {
-    local p
-    p=$(wh_child_pid "${WH_PIDS[walhook]}" ingestor)
-    [ -n "$p" ] && [ "$p" != "$ing" ]
-}
-wh_wait_until 60 _restarted || wh_fail "the ingestor was not restarted"
+wh_wait_restarted ingestor
 _forty_one() { grep -q '"id":41,' "$WH_TMP/got.jsonl" 2>/dev/null; }
 wh_wait_until 60 _forty_one || wh_fail "the insert of id 41 (after the SIGKILL) never arrived"
 ddl "ALTER TABLE t1 ALTER COLUMN a TYPE bigint"

@@ -91,17 +91,8 @@ HOT=$!
 snap_rows() { wh_metric_tcp "$APORT" walhook_ingestor_snapshot_rows_total; }
 rows_at_least() { [ "$(snap_rows)" -ge "$1" ]; }
 kill_ingestor() {
-    local ing
-    ing=$(wh_child_pid "${WH_PIDS[walhook]}" ingestor)
-    [ -n "$ing" ] || wh_fail "no ingestor process under walhook up"
-    wh_log "SIGKILL the ingestor ($ing) at $(snap_rows) rows read"
-    kill -KILL "$ing"
-    _restarted() {
-        local p
-        p=$(wh_child_pid "${WH_PIDS[walhook]}" ingestor)
-        [ -n "$p" ] && [ "$p" != "$ing" ]
-    }
-    wh_wait_until 60 _restarted || wh_fail "the ingestor was not restarted"
+    wh_kill_child ingestor "at $(snap_rows) rows read"
+    wh_wait_restarted ingestor
 }
 wh_wait_until 120 rows_at_least $((ROWS / 4)) || wh_fail "snapshot stuck at $(snap_rows) rows"
 kill_ingestor

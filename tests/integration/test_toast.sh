@@ -80,16 +80,8 @@ for from in cache old_row listed; do
     [ "$v" -gt 0 ] || wh_fail "walhook_ingestor_unchanged_toast_total{from=\"$from\"} is $v"
 done
 
-ing=$(wh_child_pid "${WH_PIDS[walhook]}" ingestor)
-[ -n "$ing" ] || wh_fail "no ingestor process under walhook up"
-wh_log "SIGKILL the ingestor ($ing)"
-kill -KILL "$ing"
-_restarted() {
-    local p
-    p=$(wh_child_pid "${WH_PIDS[walhook]}" ingestor)
-    [ -n "$p" ] && [ "$p" != "$ing" ]
-}
-wh_wait_until 60 _restarted || wh_fail "the ingestor was not restarted"
+wh_kill_child ingestor
+wh_wait_restarted ingestor
 wh_wait_slot_active walhook 60 || wh_fail "the slot is not streaming after the restart"
 pg_psql <<'SQL' >/dev/null || wh_fail "changes after the restart failed"
 UPDATE doc_d SET n = 5 WHERE id = 2;

@@ -84,16 +84,8 @@ kill_ingestor() {
     # (a resent update would fill the ingestor's memory before the phase)
     lsn=$(wh_last_lsn "$WH_TMP/got.jsonl")
     wh_wait_slot_flush "$lsn" 30 || wh_fail "the slot's flush did not reach $lsn"
-    ing=$(wh_child_pid "${WH_PIDS[walhook]}" ingestor)
-    [ -n "$ing" ] || wh_fail "no ingestor process under walhook up"
-    wh_log "SIGKILL the ingestor ($ing)"
-    kill -KILL "$ing"
-    _restarted() {
-        local p
-        p=$(wh_child_pid "${WH_PIDS[walhook]}" ingestor)
-        [ -n "$p" ] && [ "$p" != "$ing" ]
-    }
-    wh_wait_until 60 _restarted || wh_fail "the ingestor was not restarted"
+    wh_kill_child ingestor
+    wh_wait_restarted ingestor
     wh_wait_slot_active walhook 60 || wh_fail "the slot is not streaming after the restart"
 }
 each_row() { # SQL with {i}: one statement (transaction) per row
@@ -145,12 +137,8 @@ pg_psql -c "ALTER TABLE t ADD COLUMN extra2 int" -c "UPDATE t SET n = 500 WHERE 
     >/dev/null || wh_fail "phase 500 failed"
 kill -KILL "$ing"
 kill -CONT "$ing" 2>/dev/null
-_restarted2() {
-    local p
-    p=$(wh_child_pid "${WH_PIDS[walhook]}" ingestor)
-    [ -n "$p" ] && [ "$p" != "$ing" ]
-}
-wh_wait_until 60 _restarted2 || wh_fail "the ingestor was not restarted"
+WH_KILLED=$ing
+wh_wait_restarted ingestor
 wh_wait_slot_active walhook 60 || wh_fail "the slot is not streaming after the restart"
 wait_events $((ROWS - 5))
 

@@ -330,6 +330,28 @@ wh_child_pid() {
     pgrep -P "$1" -f "/walhook-$2( |\$)" 2>/dev/null | head -n 1
 }
 
+# wh_kill_child NAME [WHAT]: SIGKILLs walhook up's NAME daemon (ingestor,
+# store, ...), logging "SIGKILL the NAME (pid) WHAT"; WH_KILLED gets its pid
+# (for wh_wait_restarted).
+wh_kill_child() {
+    WH_KILLED=$(wh_child_pid "${WH_PIDS[walhook]}" "$1")
+    [ -n "$WH_KILLED" ] || wh_fail "no $1 process under walhook up"
+    wh_log "SIGKILL the $1 ($WH_KILLED)${2:+ $2}"
+    kill -KILL "$WH_KILLED"
+}
+
+_wh_restarted() { # NAME OLD-PID
+    local p
+    p=$(wh_child_pid "${WH_PIDS[walhook]}" "$1")
+    [ -n "$p" ] && [ "$p" != "$2" ]
+}
+
+# wh_wait_restarted NAME: walhook up started NAME again after wh_kill_child
+# (a new pid; 60 s at most).
+wh_wait_restarted() {
+    wh_wait_until 60 _wh_restarted "$1" "$WH_KILLED" || wh_fail "the $1 was not restarted"
+}
+
 _wh_all_received() { # COUNT EXPECT FILE...: every FILE has COUNT envelopes and passes wh_check
     local n=$1 expect=$2 g args=()
     shift 2
