@@ -364,8 +364,10 @@ static int ensure_slot(repl *r, int first, char *err, size_t errlen)
         transient = 1;
         goto out;
     }
-    snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput NOEXPORT_SNAPSHOT",
-             c->slot);
+    /* an initial snapshot reads the tables in the slot's own snapshot */
+    int export = ing_snapshot_wants_export(r->snap);
+    snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput %s", c->slot,
+             export ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT");
     res = exec_cmd(r, sql, 1, "creating the replication slot", err, errlen);
     if (!res)
         goto out;
@@ -374,6 +376,10 @@ static int ensure_slot(repl *r, int first, char *err, size_t errlen)
         r->start_lsn = 0;
     wh_info("created logical replication slot \"%s\" at %s", c->slot,
             PQntuples(res) > 0 && PQnfields(res) > 1 ? PQgetvalue(res, 0, 1) : "?");
+    /* before any other command on this connection: the exported snapshot
+     * lives until then */
+    if (export && PQntuples(res) > 0 && PQnfields(res) > 2 && !PQgetisnull(res, 0, 2))
+        ing_snapshot_export(r->snap, r->catalog, PQgetvalue(res, 0, 2), r->start_lsn);
     rc = WH_OK;
     r->slot_ok = 1;
 out:
@@ -457,9 +463,10 @@ static int repl_setup(repl *r, char *err, size_t errlen)
         return WH_ERR;
     }
     PQclear(res);
-    if (ensure_publication(r, err, errlen) || ensure_slot(r, first, err, errlen))
-        return WH_ERR;
+    /* the registry first: an initial snapshot announces versions */
     if (ing_schema_load(r->schema, r->cfg, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (ensure_publication(r, err, errlen) || ensure_slot(r, first, err, errlen))
         return WH_ERR;
     if (r->cfg->ddl && ing_schema_install_ddl(r->conn, err, errlen) != WH_OK) {
         r->fatal = 1;
@@ -1634,6 +1641,7 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
             ing_copy_new(&r->copy, err, errlen) != WH_OK ||
             ing_slot_start(r->slot, own, err, errlen) != WH_OK)
             goto out;
+        ing_snapshot_set_schema(r->snap, r->schema);
         rc = run_source(r, first, err, errlen);
         ing_slot_stop(r->slot);
         disconnect(r);

@@ -93,6 +93,17 @@ struct ing_snapshot {
     wh_buf json, key, progbuf;
     ing_col *cols;
     int ncols;
+
+    /* schema versions (ing_snapshot_set_schema): the version of the table
+     * read, when its schema event still has to go with a chunk */
+    ing_schema *schema;
+    int sv_pending;
+    uint64_t sv_fp;
+    wh_buf sdesc;
+    char sv_table[2 * 64 + 2];
+    Walhook__SchemaVersion sv;
+
+    int exporting; /* ing_snapshot_export runs: no stream, no window */
 };
 
 /* ---- progress in the store ------------------------------------------- */
@@ -131,8 +142,10 @@ static int load_progress(ing_snapshot *s, char *err, size_t errlen)
     return rc;
 }
 
-/* Packs AppendBatch{events ev[0..n), snapshot_progress} and queues it. */
-static int queue_request(ing_snapshot *s, Walhook__Event **ev, size_t n, char *err, size_t errlen)
+/* Packs AppendBatch{events ev[0..n), snapshot_progress, schemas sv} and
+ * queues it. */
+static int queue_request_sv(ing_snapshot *s, Walhook__Event **ev, size_t n,
+                            Walhook__SchemaVersion *sv, char *err, size_t errlen)
 {
     if (wh_snapprog_encode(&s->prog, &s->progbuf) != WH_OK)
         return wh_seterr(err, errlen, "out of memory");
@@ -145,6 +158,10 @@ static int queue_request(ing_snapshot *s, Walhook__Event **ev, size_t n, char *e
     ab.n_events = n;
     ab.snapshot_progress.data = (uint8_t *)s->progbuf.data;
     ab.snapshot_progress.len = s->progbuf.len;
+    if (sv != NULL) {
+        ab.schemas = &sv;
+        ab.n_schemas = 1;
+    }
     req.body_case = WALHOOK__REQUEST__BODY_APPEND;
     req.append = &ab;
     size_t len = walhook__request__get_packed_size(&req);
@@ -157,6 +174,11 @@ static int queue_request(ing_snapshot *s, Walhook__Event **ev, size_t n, char *e
     int rc = ing_batcher_packed(s->bt, buf, len, 0, err, errlen);
     free(buf);
     return rc;
+}
+
+static int queue_request(ing_snapshot *s, Walhook__Event **ev, size_t n, char *err, size_t errlen)
+{
+    return queue_request_sv(s, ev, n, NULL, err, errlen);
 }
 
 /* ---- metrics ------------------------------------------------------------ */
@@ -263,6 +285,7 @@ int ing_snapshot_new(ing_snapshot **out, const wh_config *cfg, ing_batcher *bt, 
     wh_buf_init(&s->json, 0);
     wh_buf_init(&s->key, 0);
     wh_buf_init(&s->progbuf, 0);
+    wh_buf_init(&s->sdesc, 0);
     uint64_t r = 0;
     if (getentropy(&r, sizeof(r)) != 0)
         r = (uint64_t)wh_wallclock_us() ^ ((uint64_t)getpid() << 32);
@@ -275,6 +298,11 @@ int ing_snapshot_new(ing_snapshot **out, const wh_config *cfg, ing_batcher *bt, 
     }
     *out = s;
     return WH_OK;
+}
+
+void ing_snapshot_set_schema(ing_snapshot *s, ing_schema *schema)
+{
+    s->schema = schema;
 }
 
 /* xid a precedes b (modulo 2^32, as PostgreSQL compares them) */
@@ -394,6 +422,7 @@ void ing_snapshot_free(ing_snapshot *s)
     wh_buf_free(&s->json);
     wh_buf_free(&s->key);
     wh_buf_free(&s->progbuf);
+    wh_buf_free(&s->sdesc);
     free(s->cols);
     free(s);
 }
@@ -675,6 +704,13 @@ static int describe(ing_snapshot *s, ing_catalog *cat, char *err, size_t errlen)
     }
     if (cat != NULL)
         ing_catalog_relation_types(cat, s->cfg->source_dsn, s->parser, oid, err, errlen);
+    /* its schema version, as the stream's Relation message of the same
+     * shape gets it (the key above is part of it) */
+    if (ing_schema_version(ing_relation_mut(s->parser, oid), &s->sdesc) != WH_OK) {
+        free(rowfilter);
+        forget_description(s);
+        return wh_seterr(err, errlen, "out of memory");
+    }
     rel = ing_relation_get(s->parser, oid);
     /* SELECT cols FROM t WHERE (k) > ($1..) [AND (filter)] ORDER BY k LIMIT $n+1, and
      * for the first chunk SELECT cols FROM t [WHERE (filter)] ORDER BY k LIMIT $1 */
@@ -744,14 +780,43 @@ static int watermark(ing_snapshot *s, const char *content, char *err, size_t err
     return res ? WH_OK : WH_ERR;
 }
 
+/* The job's next rows after its last key (the first ones when it has
+ * none), at most limit, in key order, in the connection's transaction. */
+static PGresult *select_rows(ing_snapshot *s, int limit, char *err, size_t errlen)
+{
+    const wh_snapjob *j = s->job;
+    const char *vals[WH_SNAP_MAXKEY + 1];
+    uint32_t types[WH_SNAP_MAXKEY + 1];
+    char lim[16];
+    snprintf(lim, sizeof(lim), "%d", limit);
+    if (j->nlast == s->nkey) {
+        for (int i = 0; i < s->nkey; i++) {
+            vals[i] = j->last[i];
+            types[i] = s->rel->atts[s->kidx[i]].type_oid;
+        }
+        vals[s->nkey] = lim;
+        types[s->nkey] = 23; /* int4 */
+        return query(s, s->select_sql, s->nkey + 1, types, vals, "reading a chunk", err, errlen);
+    }
+    vals[0] = lim;
+    types[0] = 23;
+    return query(s, s->select_sql + s->first_sql_at, 1, types, vals, "reading a chunk", err,
+                 errlen);
+}
+
+static int chunk_limit(const ing_snapshot *s)
+{
+    int limit = atomic_load(&g_chunk_rows);
+    if (s->chunk_cap > 0 && s->chunk_cap < limit)
+        limit = s->chunk_cap;
+    return limit;
+}
+
 /* Low watermark, the next rows, high watermark. 1 when the job is done (no
  * rows after its last key). */
 static int read_chunk(ing_snapshot *s, char *err, size_t errlen)
 {
-    wh_snapjob *j = s->job;
-    int limit = atomic_load(&g_chunk_rows);
-    if (s->chunk_cap > 0 && s->chunk_cap < limit)
-        limit = s->chunk_cap;
+    int limit = chunk_limit(s);
     s->chunk_no++;
     snprintf(s->low, sizeof(s->low), "{\"chunk\":\"%s:%" PRIu64 "\",\"kind\":\"low\"}", s->nonce,
              s->chunk_no);
@@ -775,26 +840,7 @@ static int read_chunk(ing_snapshot *s, char *err, size_t errlen)
         return WH_ERR;
     }
     PQclear(tx);
-    /* the first chunk (no last key yet) has no lower bound */
-    const char *vals[WH_SNAP_MAXKEY + 1];
-    uint32_t types[WH_SNAP_MAXKEY + 1];
-    char lim[16];
-    snprintf(lim, sizeof(lim), "%d", limit);
-    PGresult *res;
-    if (j->nlast == s->nkey) {
-        for (int i = 0; i < s->nkey; i++) {
-            vals[i] = j->last[i];
-            types[i] = s->rel->atts[s->kidx[i]].type_oid;
-        }
-        vals[s->nkey] = lim;
-        types[s->nkey] = 23; /* int4 */
-        res = query(s, s->select_sql, s->nkey + 1, types, vals, "reading a chunk", err, errlen);
-    } else {
-        vals[0] = lim;
-        types[0] = 23;
-        res = query(s, s->select_sql + s->first_sql_at, 1, types, vals, "reading a chunk", err,
-                    errlen);
-    }
+    PGresult *res = select_rows(s, limit, err, errlen);
     if (res == NULL) {
         if (s->conn != NULL)
             PQclear(PQexec(s->conn, "ROLLBACK"));
@@ -846,6 +892,54 @@ static void failed(ing_snapshot *s, const char *what, const char *err)
     s->retry_at_ms = wh_now_ms() + SNAP_RETRY_MS;
 }
 
+static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *err, size_t errlen);
+
+/* Makes j the job read (its description read again). 1: the table is
+ * refused (logged, progress queued), WH_ERR: failed (err), WH_OK. */
+static int job_prepare(ing_snapshot *s, wh_snapjob *j, ing_catalog *cat, char *err, size_t errlen)
+{
+    if (j != s->job) {
+        s->job = j;
+        s->chunk_cap = 0;
+        s->run_rows = 0;
+        s->run_start_us = wh_wallclock_us();
+    }
+    int d = describe(s, cat, err, errlen);
+    if (d == 1) {
+        j->state = WH_SNAP_REFUSED;
+        wh_warn("snapshot of %s refused: %s", j->table, err);
+        s->job = NULL;
+        if (queue_request(s, NULL, 0, err, errlen) != WH_OK)
+            wh_warn("snapshot: storing the progress: %s", err);
+        publish_metrics(s);
+        return 1;
+    }
+    if (d != WH_OK)
+        return WH_ERR;
+    if (j->state == WH_SNAP_PENDING) {
+        j->state = WH_SNAP_RUNNING;
+        j->started_us = wh_wallclock_us();
+        wh_info("snapshot of %s (%s%s) started: about %" PRIu64 " rows, chunks of %d", j->table,
+                j->kind == WH_SNAP_INITIAL ? "initial" : "backfill",
+                s->exporting ? ", in the slot's exported snapshot" : "", j->rows_est,
+                atomic_load(&g_chunk_rows));
+    }
+    return WH_OK;
+}
+
+/* The job's last (empty) chunk was read: done. */
+static void job_done(ing_snapshot *s, wh_snapjob *j)
+{
+    char err[WH_ERRLEN];
+    j->state = WH_SNAP_DONE;
+    double secs = (double)(wh_wallclock_us() - j->started_us) / 1e6;
+    wh_info("snapshot of %s done: %" PRIu64 " rows in %.1f s", j->table, j->rows_done, secs);
+    s->job = NULL;
+    if (queue_request(s, NULL, 0, err, sizeof(err)) != WH_OK)
+        wh_warn("snapshot: storing the progress: %s", err);
+    publish_metrics(s);
+}
+
 void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat)
 {
     char err[WH_ERRLEN];
@@ -884,32 +978,12 @@ void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat)
     wh_snapjob *j = next_job(s);
     if (j == NULL)
         return;
-    if (j != s->job) {
-        s->job = j;
-        s->chunk_cap = 0;
-        s->run_rows = 0;
-        s->run_start_us = wh_wallclock_us();
-    }
-    int d = describe(s, cat, err, sizeof(err));
-    if (d == 1) {
-        j->state = WH_SNAP_REFUSED;
-        wh_warn("snapshot of %s refused: %s", j->table, err);
-        s->job = NULL;
-        if (queue_request(s, NULL, 0, err, sizeof(err)) != WH_OK)
-            wh_warn("snapshot: storing the progress: %s", err);
-        publish_metrics(s);
+    int d = job_prepare(s, j, cat, err, sizeof(err));
+    if (d == 1)
         return;
-    }
     if (d != WH_OK) {
         failed(s, "reading the table's description", err);
         return;
-    }
-    if (j->state == WH_SNAP_PENDING) {
-        j->state = WH_SNAP_RUNNING;
-        j->started_us = wh_wallclock_us();
-        wh_info("snapshot of %s (%s) started: about %" PRIu64 " rows, chunks of %d", j->table,
-                j->kind == WH_SNAP_INITIAL ? "initial" : "backfill", j->rows_est,
-                atomic_load(&g_chunk_rows));
     }
     int rc = read_chunk(s, err, sizeof(err));
     if (rc == WH_ERR) {
@@ -919,15 +993,148 @@ void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat)
     if (s->warned)
         wh_info("snapshot: works again");
     s->warned = 0;
-    if (rc == 1) { /* no rows after the last key: done */
-        j->state = WH_SNAP_DONE;
-        double secs = (double)(wh_wallclock_us() - j->started_us) / 1e6;
-        wh_info("snapshot of %s done: %" PRIu64 " rows in %.1f s", j->table, j->rows_done, secs);
-        s->job = NULL;
-        if (queue_request(s, NULL, 0, err, sizeof(err)) != WH_OK)
-            wh_warn("snapshot: storing the progress: %s", err);
-        publish_metrics(s);
+    if (rc == 1) /* no rows after the last key: done */
+        job_done(s, j);
+}
+
+int ing_snapshot_wants_export(const ing_snapshot *s)
+{
+    return strcmp(s->cfg->snapshot, "initial") == 0 && s->loaded && s->prog.plan == 1;
+}
+
+/* Waits until the batcher has room (the store acks): WH_ERR when a stop
+ * is requested or the store does not answer for SNAP_STORE_TIMEOUT_MS * 2. */
+static int wait_room(ing_snapshot *s, char *err, size_t errlen)
+{
+    uint64_t until = wh_now_ms() + SNAP_STORE_TIMEOUT_MS * 2;
+    while (ing_batcher_window_full(s->bt)) {
+        if (wh_stop_requested)
+            return wh_seterr(err, errlen, "stop requested");
+        if (wh_now_ms() > until)
+            return wh_seterr(err, errlen, "the store did not acknowledge the chunks in %d s",
+                             SNAP_STORE_TIMEOUT_MS * 2 / 1000);
+        ing_batcher_drain(s->bt, 100);
     }
+    return WH_OK;
+}
+
+/* One job read whole in the exported snapshot's transaction. */
+static int export_job(ing_snapshot *s, wh_snapjob *j, ing_catalog *cat, const ing_txn *t,
+                      uint32_t *seq, char *err, size_t errlen)
+{
+    int d = job_prepare(s, j, cat, err, errlen);
+    if (d != WH_OK)
+        return d == 1 ? WH_OK : WH_ERR;
+    while (s->job == j && j->state == WH_SNAP_RUNNING) {
+        if (wait_room(s, err, errlen) != WH_OK)
+            return WH_ERR;
+        int limit = chunk_limit(s);
+        if (*seq > UINT32_MAX - (uint32_t)limit - 1)
+            return wh_seterr(err, errlen, "more than %u rows: the rest goes by watermark chunks",
+                             UINT32_MAX - (uint32_t)limit - 1);
+        PGresult *res = select_rows(s, limit, err, errlen);
+        if (res == NULL)
+            return WH_ERR;
+        if (PQnfields(res) != s->rel->natts) {
+            PQclear(res);
+            return wh_seterr(err, errlen, "the chunk has %d columns, the table %d", PQnfields(res),
+                             s->rel->natts);
+        }
+        if (PQntuples(res) == 0) {
+            PQclear(res);
+            job_done(s, j);
+            break;
+        }
+        s->rows = res;
+        s->limit = limit;
+        int rc = emit_chunk(s, t, seq, err, errlen);
+        drop_chunk(s);
+        if (rc != WH_OK)
+            return WH_ERR;
+    }
+    return WH_OK;
+}
+
+void ing_snapshot_export(ing_snapshot *s, ing_catalog *cat, const char *name,
+                         uint64_t consistent_lsn)
+{
+    char err[WH_ERRLEN];
+    if (!ing_snapshot_wants_export(s))
+        return;
+    int64_t t0 = wh_wallclock_us();
+    ing_txn t;
+    uint32_t seq = 0;
+    uint64_t rows0 = 0;
+    size_t tables = 0;
+    char *lit = NULL;
+    int rc = WH_ERR;
+    s->exporting = 1;
+    ing_stats_set_state(s->st, ING_STATE_SNAPSHOTTING,
+                        "reading the initial snapshot in the new slot's exported snapshot");
+    if (consistent_lsn < 2) {
+        wh_seterr(err, sizeof(err), "no consistent point");
+        goto out;
+    }
+    if (ing_txn_set_tenant(&t, s->cfg->tenant, err, sizeof(err)) != WH_OK)
+        goto out;
+    ing_txn_begin(&t, consistent_lsn - 2, 0, t0);
+    if (conn_open(s, err, sizeof(err)) != WH_OK)
+        goto out;
+    PGresult *res = query(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL,
+                          "starting the snapshot's transaction", err, sizeof(err));
+    if (res == NULL)
+        goto out;
+    PQclear(res);
+    lit = PQescapeLiteral(s->conn, name, strlen(name));
+    if (lit == NULL) {
+        wh_seterr(err, sizeof(err), "out of memory");
+        goto out;
+    }
+    char sql[256];
+    snprintf(sql, sizeof(sql), "SET TRANSACTION SNAPSHOT %s", lit);
+    res = query(s, sql, 0, NULL, NULL, "importing the slot's exported snapshot", err, sizeof(err));
+    if (res == NULL)
+        goto out;
+    PQclear(res);
+    if (list_initial(s, err, sizeof(err)) != WH_OK)
+        goto out;
+    for (size_t i = 0; i < s->prog.njobs; i++)
+        rows0 += s->prog.jobs[i].rows_done;
+    wh_snapjob *j;
+    while ((j = next_job(s)) != NULL) {
+        if (j->kind != WH_SNAP_INITIAL)
+            break; /* a backfill: by watermarks, once streaming */
+        if (export_job(s, j, cat, &t, &seq, err, sizeof(err)) != WH_OK)
+            goto out;
+        tables++;
+    }
+    if (ing_batcher_drain(s->bt, SNAP_STORE_TIMEOUT_MS * 2) != WH_OK) {
+        wh_seterr(err, sizeof(err), "the store did not acknowledge the last chunks");
+        goto out;
+    }
+    rc = WH_OK;
+out:
+    if (s->conn != NULL)
+        PQclear(PQexec(s->conn, rc == WH_OK ? "COMMIT" : "ROLLBACK"));
+    PQfreemem(lit);
+    drop_chunk(s);
+    s->job = NULL;
+    s->exporting = 0;
+    uint64_t rows = 0;
+    for (size_t i = 0; i < s->prog.njobs; i++)
+        rows += s->prog.jobs[i].rows_done;
+    char lsn[WH_LSN_STRLEN];
+    wh_lsn_format(consistent_lsn, lsn, sizeof(lsn));
+    if (rc == WH_OK)
+        wh_info("initial snapshot in the slot's exported snapshot (consistent point %s): %zu "
+                "table%s, %" PRIu64 " rows stored in %.1f s, before the stream's first change",
+                lsn, tables, tables == 1 ? "" : "s", rows - rows0,
+                (double)(wh_wallclock_us() - t0) / 1e6);
+    else
+        wh_warn("initial snapshot in the slot's exported snapshot stopped after %" PRIu64
+                " rows: %s; what is left is read by watermark chunks once streaming",
+                rows - rows0, err);
+    publish_metrics(s);
 }
 
 /* ---- stream side ------------------------------------------------------------ */
@@ -1005,9 +1212,11 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
     wh_snapjob *j = s->job;
     int n = PQntuples(s->rows), nat = s->rel->natts;
     size_t nev = 0;
-    Walhook__Event *ev = calloc((size_t)n, sizeof(*ev));
-    Walhook__Event **evp = calloc((size_t)n, sizeof(*evp));
-    size_t *off = calloc((size_t)n, sizeof(*off));
+    /* the rows, and the table's schema event before them */
+    Walhook__Event *ev = calloc((size_t)n + 1, sizeof(*ev));
+    Walhook__Event **evp = calloc((size_t)n + 1, sizeof(*evp));
+    size_t *off = calloc((size_t)n + 1, sizeof(*off));
+    Walhook__SchemaVersion *sv = NULL;
     int rc = WH_ERR;
     if (ev == NULL || evp == NULL || off == NULL) {
         wh_seterr(err, errlen, "out of memory");
@@ -1025,7 +1234,44 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
     const char *kv[WH_SNAP_MAXKEY];
     size_t kl[WH_SNAP_MAXKEY];
     uint32_t first = *seq;
+    /* a version new to the tenant: its schema event and registration go
+     * with this chunk (again with the next one when this one is not
+     * queued) */
+    ing_relation *mrel = ing_relation_mut(s->parser, s->oid);
+    if (s->schema != NULL && mrel != NULL && !mrel->version_done &&
+        ing_schema_announce(s->schema, mrel, t->commit_lsn, t->xid, 0) == ING_SCHEMA_EMIT) {
+        s->sv_pending = 1;
+        s->sv_fp = mrel->version;
+    }
+    if (s->sv_pending && mrel != NULL && s->sv_fp == mrel->version) {
+        wh_buf_reset(&s->sdesc);
+        snprintf(s->sv_table, sizeof(s->sv_table), "%s.%s", mrel->nspname, mrel->relname);
+        walhook__schema_version__init(&s->sv);
+        s->sv.table = s->sv_table;
+        s->sv.fingerprint = mrel->version;
+        s->sv.first_lsn = t->commit_lsn;
+        s->sv.first_xid = t->xid;
+        off[nev] = s->json.len;
+        if (ing_schema_describe(&s->sdesc, mrel) != WH_OK ||
+            ing_event_schema(&s->json, t, *seq, mrel, s->sdesc.data, s->sdesc.len, err, errlen) !=
+                WH_OK) {
+            wh_seterr(err, errlen, "out of memory");
+            goto out;
+        }
+        s->sv.description.data = (uint8_t *)s->sdesc.data;
+        s->sv.description.len = s->sdesc.len;
+        sv = &s->sv;
+        walhook__event__init(&ev[nev]);
+        ev[nev].commit_lsn = t->commit_lsn;
+        ev[nev].seq = *seq;
+        ev[nev].commit_ts_us = t->commit_ts_us;
+        evp[nev] = &ev[nev];
+        nev++;
+        (*seq)++;
+    }
     for (int r = 0; r < n; r++) {
+        if (s->exporting) /* no stream runs: nothing to filter */
+            goto row;
         for (int k = 0; k < s->nkey; k++) {
             kv[k] = PQgetvalue(s->rows, r, s->kidx[k]);
             kl[k] = (size_t)PQgetlength(s->rows, r, s->kidx[k]);
@@ -1037,6 +1283,7 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
         }
         if (wh_keyset_has(&s->keys, s->key.data, s->key.len))
             continue; /* changed in the window: the stream has it */
+    row:
         for (int c = 0; c < nat; c++) {
             int null = PQgetisnull(s->rows, r, c);
             s->cols[c].kind = null ? 'n' : 't';
@@ -1081,7 +1328,12 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
         j->rows_done += (uint64_t)n;
         if (n < s->limit) /* the last chunk: rows with later keys come from the stream */
             j->state = WH_SNAP_DONE;
-        rc = queue_request(s, evp, nev, err, errlen);
+        rc = queue_request_sv(s, evp, nev, sv, err, errlen);
+        if (rc == WH_OK && sv != NULL) {
+            s->sv_pending = 0;
+            wh_info("schema version %s of %s (%d columns), with its snapshot's rows",
+                    mrel->version_hex, s->sv_table, mrel->natts);
+        }
     }
     if (rc != WH_OK) { /* not queued: the chunk is read again */
         if (wh_snapjob_set_last(j, (const char *const *)saved_last, saved_len, saved_n) != WH_OK)

@@ -1,6 +1,21 @@
 /* ing_snapshot: initial snapshot and on-demand backfills of tables that
- * already hold rows, as `read` events, by DBLog watermark chunks (the
- * method of Debezium's incremental snapshots).
+ * already hold rows, as `read` events.
+ *
+ * The initial snapshot (source.snapshot = initial, a slot walhook creates):
+ * the slot is created with EXPORT_SNAPSHOT, and before START_REPLICATION
+ * every published table is read, chunked by key, in that exported snapshot
+ * (one REPEATABLE READ transaction on a second connection, SET TRANSACTION
+ * SNAPSHOT): the rows as of the slot's consistent point, stored at
+ * positions (consistent point - 2, 0..n) before every change the stream
+ * sends (commit LSNs at or after the consistent point; a non-transactional
+ * message at L is stored at L - 1): no gap, no overlap. The exported
+ * snapshot lives only while the replication connection stays idle, so
+ * when the ingestor dies (or the source connection fails) part way, the
+ * tables and rows left are read by watermark chunks once streaming (below),
+ * after the last key stored.
+ *
+ * Backfills, and what an exported snapshot left: DBLog watermark chunks
+ * (the method of Debezium's incremental snapshots).
  *
  * One chunk of a table with a key (its primary key, or its replica identity
  * index): on an ordinary connection to the source (session options as the
@@ -39,6 +54,7 @@
 #include "ing_catalog.h"
 #include "ing_event.h"
 #include "ing_pgoutput.h"
+#include "ing_schema.h"
 #include "ing_stats.h"
 #include "wh_config.h"
 
@@ -51,6 +67,11 @@ int ing_snapshot_new(ing_snapshot **out, const wh_config *cfg, ing_batcher *bt, 
                      char *err, size_t errlen);
 void ing_snapshot_free(ing_snapshot *s);
 
+/* The tenant's schema registry (ing_repl's): read events carry their
+ * table's schema_version, and a version new to the tenant gets its schema
+ * event before the first of them, registered with them. */
+void ing_snapshot_set_schema(ing_snapshot *s, ing_schema *schema);
+
 /* source.snapshot_chunk_rows (a runtime setting; any thread). */
 void ing_snapshot_set_chunk_rows(int rows);
 
@@ -58,6 +79,21 @@ void ing_snapshot_set_chunk_rows(int rows);
  * progress stored yet, stores "initial planned" and waits for the store to
  * confirm it. WH_ERR (err): not stored; the slot must not be created. */
 int ing_snapshot_plan(ing_snapshot *s, char *err, size_t errlen);
+
+/* After ing_snapshot_plan: 1 when the slot about to be created should
+ * export its snapshot for ing_snapshot_export (an initial snapshot planned
+ * and no table listed yet). */
+int ing_snapshot_wants_export(const ing_snapshot *s);
+
+/* Right after CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT, before any other
+ * command on the replication connection: reads every published table in
+ * the exported snapshot `name` and stores its rows as read events at
+ * (consistent_lsn - 2, seq), chunk by chunk with the progress, and waits
+ * until the store has them all. Never fails: what it could not read (the
+ * source or the store failed, a stop was requested) is left to the
+ * watermark chunks of ing_snapshot_tick, logged. */
+void ing_snapshot_export(ing_snapshot *s, ing_catalog *cat, const char *name,
+                         uint64_t consistent_lsn);
 
 /* The tenant's backfill requests from the runtime state
  * (wh_state_tenant.backfills; any thread): each id not known yet becomes a

@@ -15,6 +15,8 @@ const char *ing_state_name(int state)
         return "streaming";
     case ING_STATE_ERROR:
         return "error";
+    case ING_STATE_SNAPSHOTTING:
+        return "snapshotting";
     default:
         return "connecting";
     }
@@ -142,7 +144,7 @@ static int render_stats(void *arg, wh_buf *text, const char **state, int *ready,
         wh_strlcpy(reason, st->reason, reasonlen);
     pthread_mutex_unlock(&st->reason_mu);
     *state = ing_state_name(s);
-    *ready = s == ING_STATE_STREAMING;
+    *ready = s == ING_STATE_STREAMING || s == ING_STATE_SNAPSHOTTING;
     return ing_stats_render(st, text);
 }
 

@@ -14,7 +14,14 @@
 #include "wh_daemon.h"
 #include "wh_metrics.h"
 
-enum { ING_STATE_CONNECTING = 0, ING_STATE_STREAMING = 1, ING_STATE_ERROR = 2 };
+/* snapshotting: the initial snapshot is read in the new slot's exported
+ * snapshot, before streaming (ing_snapshot_export); ready, as streaming */
+enum {
+    ING_STATE_CONNECTING = 0,
+    ING_STATE_STREAMING = 1,
+    ING_STATE_ERROR = 2,
+    ING_STATE_SNAPSHOTTING = 3
+};
 
 typedef struct ing_stats {
     wh_counter changes_received;

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Initial snapshot (source.snapshot = initial) by watermark chunks
-# (docs/INTERNALS.md "Snapshots and backfills"): a table holding ROWS rows
-# (default 50000; ROWS=1000000 for the issue's size) is read as `read`
-# events while inserts, updates (some moving a row's key) and deletes run on
-# it, and the ingestor is SIGKILLed twice during the snapshot. Checks:
+# Initial snapshot (source.snapshot = initial; docs/INTERNALS.md "Snapshots
+# and backfills"): a table holding ROWS rows (default 50000; ROWS=1000000
+# for the issue's size) is read as `read` events in the new slot's exported
+# snapshot while inserts, updates (some moving a row's key) and deletes run
+# on it. The store's write budget (store.tenant_rate_bytes) slows the
+# snapshot down so that the ingestor is SIGKILLed in the middle of the
+# exported snapshot's read (the rest then goes by watermark chunks while
+# streaming); then the budget is lifted at runtime, and the ingestor is
+# SIGKILLed once more during those chunks. Checks:
 #  - replaying the delivered events in position order (read/insert/update
 #    set the row, delete removes it) gives exactly the table's final content,
 #    values included;
 #  - an event id is never delivered with two different contents, and no
 #    position holds two rows;
 #  - every row that existed before and was never changed has a read event;
-#  - the progress metrics reach state done with rows_total >= ROWS.
+#  - the progress metrics reach state done with rows_total >= ROWS;
+#  - the exported snapshot's rows come before every change, at the
+#    position just below the slot's consistent point, with schema_version.
 # Part 2 (on-demand backfill through the REST API) is at the end.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
@@ -19,7 +25,7 @@ CHUNK=${CHUNK:-500}
 wh_pipeline_setup
 pg_psql -c "CREATE TABLE snap (id int PRIMARY KEY, v text, n int, ts timestamptz)" \
     -c "INSERT INTO snap SELECT g, md5(g::text), g % 7, '2024-01-01'::timestamptz + g * interval '1 s'
-        FROM generate_series(1, $ROWS) g" \
+        FROM generate_series(1, $ROWS) g WHERE g % 1000 <> 500" \
     -c "CREATE TABLE other (id int PRIMARY KEY, v text)" \
     -c "INSERT INTO other SELECT g, 'o' || g FROM generate_series(1, 100) g" \
     -c "CREATE TABLE nokey (a int, b text)" -c "INSERT INTO nokey VALUES (1, 'x')" \
@@ -45,6 +51,8 @@ source = { dsn = "$PG_DSN"; slot = "walhook"; publication = "walhook"; create_sl
 data_dir = "$WH_TMP/data";
 log_level = "info";
 admin = { listen = "127.0.0.1:$APORT"; };
+store = { tenant_rate_bytes = $((ROWS * 12)); };
+ingestor = { window_bytes = 131072; };
 targets = ( { name = "t"; url = "http://127.0.0.1:$PORT/hook"; } );
 CONFEOF
 
@@ -53,6 +61,11 @@ CONFEOF
 python3 - "$ROWS" >"$WH_TMP/live.sql" <<'PY'
 import random, sys
 rows = int(sys.argv[1]); r = random.Random(7); nxt = rows + 1
+# first the keys the table left out (k % 1000 = 500), in key ranges the
+# snapshot has not read yet: a read taken outside the slot's snapshot would
+# have them before their insert
+for k in range(500, rows + 1, 1000):
+    print(f"INSERT INTO snap VALUES ({k}, 'gap{k}', 0, now());")
 for i in range(3000):
     k = r.random()
     if k < 0.45:
@@ -82,7 +95,10 @@ for i in range(2000):
 PY
 TOKEN=admin-token-$RANDOM-0123456789
 export WALHOOK_ADMIN_ADMIN_TOKEN=$TOKEN
-wh_up "$CONF" "$APORT"
+# ready while it reads the exported snapshot (state snapshotting; the slot
+# is not active until streaming starts)
+wh_spawn walhook "$BIN/walhook" up -c "$CONF"
+wh_wait_http "http://127.0.0.1:$APORT/readyz" 90 || wh_fail "walhook never became ready"
 pg_psql -q -f "$WH_TMP/live.sql" >/dev/null 2>&1 &
 LIVE=$!
 pg_psql -q -f "$WH_TMP/hot.sql" >/dev/null 2>&1 &
@@ -95,8 +111,18 @@ kill_ingestor() {
     wh_wait_restarted ingestor
 }
 wh_wait_until 120 rows_at_least $((ROWS / 4)) || wh_fail "snapshot stuck at $(snap_rows) rows"
+grep -q 'snapshot of public.snap (initial, in the slot.s exported snapshot) started' "$WH_TMP/walhook.log" ||
+    wh_fail "the initial snapshot did not start in the slot's exported snapshot"
+grep -q 'initial snapshot in the slot.s exported snapshot (consistent point' "$WH_TMP/walhook.log" &&
+    wh_fail "the exported snapshot's read ended before the kill (store.tenant_rate_bytes too high?)"
 kill_ingestor
+code=$(curl -sS -o "$WH_TMP/patch.out" -w '%{http_code}' -X PATCH -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"store.tenant_rate_bytes": 0}' "http://127.0.0.1:$APORT/v1/settings")
+[ "$code" = 200 ] || wh_fail "PATCH store.tenant_rate_bytes: HTTP $code ($(cat "$WH_TMP/patch.out"))"
 wh_wait_until 120 rows_at_least $((ROWS / 2)) || wh_fail "snapshot stuck at $(snap_rows) rows after the first kill"
+grep -q 'snapshot of public.snap (initial) started' "$WH_TMP/walhook.log" ||
+    grep -q 'snapshot progress read from the store: plan 2' "$WH_TMP/walhook.log" ||
+    wh_fail "after the kill, the snapshot did not go on by watermark chunks"
 kill_ingestor
 snap_done() { [ "$(wh_metric_tcp "$APORT" walhook_ingestor_snapshot_state %.0f 'table="public.snap".*state="done"')" = 1 ]; }
 wh_wait_until 300 snap_done || wh_fail "the snapshot of public.snap never finished ($(snap_rows) rows)"
@@ -148,6 +174,9 @@ for e in evs:
             print(f"row {a['id']}: read at {e['lsn']}/{e['seq']} is older than the change before it "
                   f"(n {a['n']} vs {None if last[a['id']] is None else last[a['id']]['n']})"); sys.exit(2)
     else:
+        if op == "insert" and a["id"] in table:
+            print(f"row {a['id']} inserted at {e['lsn']}/{e['seq']} while a read had it already "
+                  f"(a read from after the insert)"); sys.exit(2)
         changed.add(a["id"])
         if e.get("before") or (e["key"] and e["key"]["id"] != a["id"]):
             old = (e.get("before") or e["key"])["id"]
@@ -185,6 +214,48 @@ until check snap "$WH_TMP/final.json" "$ROWS" "$WH_TMP/other.json" >"$WH_TMP/che
     sleep 0.5
 done
 wh_log "$(cat "$WH_TMP/check.out")"
+# the exported snapshot's rows (ck and other were read in it whole, before
+# the kill in public.snap): at (consistent point - 2, seq), before every
+# change; every read event has its table's schema_version, the one the
+# stream's changes of the same shape carry, announced by a schema event
+# before the table's first read
+CP=$(sed -n 's/.*created logical replication slot "walhook" at \([0-9A-F]*\/[0-9A-F]*\).*/\1/p' "$WH_TMP/walhook.log" | head -1)
+[ -n "$CP" ] || wh_fail "no log line gives the slot's consistent point"
+python3 - "$WH_TMP/got.jsonl" "$CP" <<'PY' || wh_fail "the exported snapshot's read events are wrong"
+import json, sys
+def num(l):
+    hi, lo = l.split("/"); return int(hi, 16) << 32 | int(lo, 16)
+cp = num(sys.argv[2])
+evs = {}
+for line in open(sys.argv[1]):
+    for e in json.loads(line):
+        evs[e["id"]] = e
+evs = sorted(evs.values(), key=lambda e: (num(e["lsn"]), e["seq"]))
+first_change = min((num(e["lsn"]), e["seq"]) for e in evs if e["op"] in ("insert", "update", "delete"))
+versions, first_read, schema_at = {}, {}, {}
+for e in evs:
+    t, pos = e.get("table"), (num(e["lsn"]), e["seq"])
+    if e["op"] == "schema":
+        schema_at.setdefault((t, e["schema_version"]), pos)
+    if e["op"] == "read":
+        v = e.get("schema_version")
+        if not v:
+            print(f"read event {e['id']} has no schema_version"); sys.exit(1)
+        first_read.setdefault((t, v), pos)
+        if t in ("ck", "other") and num(e["lsn"]) != cp - 2:
+            print(f"{t}: read event {e['id']} is not at the consistent point - 2 ({cp - 2:X})"); sys.exit(1)
+        if t in ("ck", "other") and pos >= first_change:
+            print(f"{t}: read event {e['id']} after the first change"); sys.exit(1)
+    if e["op"] in ("insert", "update", "delete", "read"):
+        versions.setdefault(t, set()).add(e.get("schema_version"))
+for (t, v), pos in first_read.items():
+    if (t, v) not in schema_at or schema_at[(t, v)] > pos:
+        print(f"{t}: version {v} read before any schema event announced it"); sys.exit(1)
+if len(versions["snap"]) != 1:
+    print(f"snap: its reads and changes carry {len(versions['snap'])} schema versions: {versions['snap']}"); sys.exit(1)
+n = sum(1 for e in evs if e["op"] == "read" and num(e["lsn"]) == cp - 2)
+print(f"{n} rows read in the exported snapshot, before the first change")
+PY
 # a composite key is read whole (chunks of CHUNK rows by (a, b))
 ckreads=$(python3 -c '
 import json, sys
