@@ -8,6 +8,7 @@
 #   make bench-tenants  two tenants on one store (isolation) and Append vs db_bench
 #   make bench-dispatch dispatcher CPU/event native vs Debezium + filter, PSS with 100 targets
 #   make bench-envelope hot-path bench (pgbench backlog) native vs Debezium + filter, four daemons
+#   make bench-snapshot initial snapshot of a 1M-row orders table vs PostgreSQL's own COPY
 #   make demo       the README's demo
 #   make deps       install the Debian packages (as root)
 #   make asan       build with AddressSanitizer + UBSan into build-asan/
@@ -211,6 +212,9 @@ bench-dispatch: all
 bench-envelope: all
 	bench/envelope.sh
 
+bench-snapshot: all
+	bench/snapshot.sh
+
 demo:
 	scripts/demo.sh
 
@@ -227,6 +231,6 @@ format:
 clean:
 	rm -rf build build-asan bin
 
-.PHONY: all deps unit test bench bench-latency bench-stages bench-tenants bench-dispatch bench-envelope demo asan fuzz format clean FORCE
+.PHONY: all deps unit test bench bench-latency bench-stages bench-tenants bench-dispatch bench-envelope bench-snapshot demo asan fuzz format clean FORCE
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 .SECONDARY:
