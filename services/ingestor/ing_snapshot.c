@@ -17,6 +17,7 @@
 #define SNAP_RETRY_MS 1000
 #define SNAP_STORE_TIMEOUT_MS 5000
 #define SNAP_APP "walhook-snapshot"
+#define SNAP_LOG_EVERY_US (10 * 1000000LL)
 
 static _Atomic int g_chunk_rows = 2048;
 
@@ -103,7 +104,8 @@ struct ing_snapshot {
     char sv_table[2 * 64 + 2];
     Walhook__SchemaVersion sv;
 
-    int exporting; /* ing_snapshot_export runs: no stream, no window */
+    int exporting;     /* ing_snapshot_export runs: no stream, no window */
+    int64_t logged_us; /* the last progress line (log_progress) */
 };
 
 /* ---- progress in the store ------------------------------------------- */
@@ -1207,6 +1209,25 @@ void ing_snapshot_stream_commit(ing_snapshot *s, uint32_t xid)
 
 /* The chunk's rows but those changed in the window, as read events at
  * (t's commit LSN, *seq...), with the job's progress, in one request. */
+/* Every SNAP_LOG_EVERY_US while a job runs: rows done of estimated, the
+ * rate since the job (re)started in this process, the time left. */
+static void log_progress(ing_snapshot *s, const wh_snapjob *j)
+{
+    int64_t now = wh_wallclock_us();
+    if (s->logged_us == 0)
+        s->logged_us = now; /* the first line SNAP_LOG_EVERY_US from now */
+    if (now - s->logged_us < SNAP_LOG_EVERY_US)
+        return;
+    s->logged_us = now;
+    double rate =
+        now > s->run_start_us ? (double)s->run_rows * 1e6 / (double)(now - s->run_start_us) : 0;
+    char eta[48] = "unknown";
+    if (rate > 0 && j->rows_est > j->rows_done)
+        snprintf(eta, sizeof(eta), "%.0f s", (double)(j->rows_est - j->rows_done) / rate);
+    wh_info("snapshot of %s: %" PRIu64 " of about %" PRIu64 " rows, %.0f rows/s, %s left", j->table,
+            j->rows_done, j->rows_est, rate, eta);
+}
+
 static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *err, size_t errlen)
 {
     wh_snapjob *j = s->job;
@@ -1354,6 +1375,8 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
             wh_info("snapshot of %s done: %" PRIu64 " rows in %.1f s", j->table, j->rows_done,
                     (double)(wh_wallclock_us() - j->started_us) / 1e6);
             s->job = NULL;
+        } else {
+            log_progress(s, j);
         }
     }
     for (int k = 0; k < saved_n; k++)
