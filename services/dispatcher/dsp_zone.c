@@ -74,12 +74,14 @@ static int zone_apply(const char *tenant, uint32_t zone, int note, uint64_t mark
     pthread_mutex_unlock(&zones.mu);
     if (!changed)
         return 0;
+    const char *via = note ? " (store notification)" : "";
     if (zone == DSP_ZONE_RED)
-        wh_warn("tenant %s: backpressure zone %s -> red: failing targets in mode fast shed to "
+        wh_warn("tenant %s: backpressure zone %s -> red%s: failing targets in mode fast shed to "
                 "their DLQ; reliable targets keep their order",
-                tenant, zone_names[old]);
+                tenant, zone_names[old], via);
     else
-        wh_info("tenant %s: backpressure zone %s -> %s", tenant, zone_names[old], zone_names[zone]);
+        wh_info("tenant %s: backpressure zone %s -> %s%s", tenant, zone_names[old],
+                zone_names[zone], via);
     return 1;
 }
 
