@@ -248,6 +248,9 @@ wh_wait_until 10 b_state_is needs_snapshot force_resync_disconnected ||
 wh_metric_label_is "$M" walhook_store_target_needs_snapshot_since_seconds \
     'target="b",reason="force_resync_disconnected"' -gt 0 ||
     wh_fail "walhook_store_target_needs_snapshot_since_seconds does not show b's mark"
+"$BIN/walhook" targets -c "$CONF" >"$WH_TMP/targets.txt" 2>&1 &&
+    grep -Eq '^b +needs_snapshot ' "$WH_TMP/targets.txt" ||
+    wh_fail "walhook targets does not show b as needs_snapshot: $(cat "$WH_TMP/targets.txt")"
 insert 801 850
 wh_wait_until 60 has_rows "$WH_TMP/a.jsonl" 850 || wh_fail "a stopped delivering while b was marked"
 last=$(wh_last_lsn "$WH_TMP/a.jsonl")
