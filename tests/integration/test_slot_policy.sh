@@ -311,6 +311,10 @@ wh_wait_metric "$M" walhook_store_zone_notes_total 2 10 || wh_fail "the store pu
 wh_wait_metric "$M" walhook_dispatcher_zone_notes_total 1 10 || wh_fail "the dispatcher received no zone note"
 wh_wait_until 10 grep -q "tenant default: backpressure zone .* -> red" "$WH_TMP/dispatcher.log" ||
     wh_fail "the dispatcher never noted the red zone"
+# and took the changes from the notes (a Read's answer may come first for
+# one change now and then, not for all of them)
+grep -q "tenant default: backpressure zone .* (store notification)" "$WH_TMP/dispatcher.log" ||
+    wh_fail "the dispatcher took no zone change from a store notification"
 wh_wait_until 30 wh_metric_label_is "$M" walhook_target_shed_total 'target="f"' -gt 0 ||
     wh_fail "f did not shed in the red zone"
 _back_green() { since5 | grep -q "backpressure zone red -> green\|backpressure zone yellow -> green"; }
