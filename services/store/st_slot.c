@@ -174,6 +174,16 @@ static void stall_keep(st_slot *s, const char *tenant, st_prog *p, int want)
                 tenant, p->consumer, err);
 }
 
+/* Under rmu: a consumer being marked starts its timer again should the
+ * mark be cleared (a set offset to the same position included). */
+static void stall_forget(st_slot *s, const char *tenant, st_prog *p)
+{
+    if (p == NULL)
+        return;
+    p->stalled_since_ms = 0;
+    stall_keep(s, tenant, p, 0);
+}
+
 int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply *out, char *slowest,
                    size_t len, int *zone_changed, char *err, size_t errlen)
 {
@@ -281,6 +291,7 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
                      r->resync_lag_bytes);
             kinds[nmarks] = ST_NS_LAG;
             marks[nmarks++] = it->consumer;
+            stall_forget(s, r->tenant, p);
             continue;
         }
         if (r->resync_after_ms > 0 && stalled_ms >= r->resync_after_ms) {
@@ -290,6 +301,7 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
                      stalled_ms / 1000);
             kinds[nmarks] = ST_NS_DISCONNECTED;
             marks[nmarks++] = it->consumer;
+            stall_forget(s, r->tenant, p);
             continue;
         }
         counted++;

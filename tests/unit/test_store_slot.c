@@ -277,8 +277,7 @@ static void test_resync_stalled_restart(void **state)
     assert_string_equal(ns.reason, "force_resync_disconnected");
     int64_t marked_at = ns.since_ms;
     assert_true(marked_at > 0);
-    /* a marked consumer's timer is dropped at the next report */
-    report(f, 0x400, 0, 0, 10000, slowest);
+    /* a marked consumer's timer is dropped with the mark */
     assert_int_equal(st_db_stall_get(f->db, "t", "dead", &since, &lsn, &seq, err, sizeof(err)), 0);
 
     fx_reopen(f);
