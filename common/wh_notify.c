@@ -43,6 +43,21 @@ int wh_note_encode(wh_buf *out, const char *tenant, uint64_t lsn, uint32_t seq, 
     return WH_OK;
 }
 
+int wh_note_encode_zone(wh_buf *out, const char *tenant, uint32_t zone)
+{
+    if (wh_note_encode(out, tenant, UINT64_MAX, UINT32_MAX, 0, 0, 0, 0, NULL, 0, NULL) != WH_OK)
+        return WH_ERR;
+    Walhook__DurableNote dn = WALHOOK__DURABLE_NOTE__INIT;
+    dn.zone_note = 1;
+    dn.zone = zone;
+    size_t sz = walhook__durable_note__get_packed_size(&dn);
+    if (wh_buf_reserve(out, sz) != WH_OK)
+        return WH_ERR;
+    walhook__durable_note__pack(&dn, (uint8_t *)out->data + out->len);
+    out->len += sz;
+    return WH_OK;
+}
+
 /* A pushed note is usable when its events are strictly after prev, in
  * position order, none empty, and the last one is the notified position. */
 static int push_ok(const Walhook__DurableNote *dn, uint64_t lsn, uint32_t seq)
@@ -80,6 +95,10 @@ int wh_note_decode(const uint8_t *msg, size_t len, wh_note *out)
     Walhook__DurableNote *dn = walhook__durable_note__unpack(NULL, rest - 12, z + 13);
     if (dn == NULL)
         return WH_OK; /* not a note we understand: the position only */
+    if (dn->zone_note) {
+        out->has_zone = 1;
+        out->zone = dn->zone;
+    }
     if (!push_ok(dn, out->lsn, out->seq)) {
         walhook__durable_note__free_unpacked(dn, NULL);
         return WH_OK;

@@ -33,6 +33,9 @@ typedef struct wh_note {
     /* the pushed events (checked: strictly after prev, in position order,
      * the last one at (lsn, seq), none empty); NULL: position only */
     Walhook__DurableNote *push;
+    /* a zone note (wh_note_encode_zone): the tenant's backpressure zone */
+    int has_zone;
+    uint32_t zone;
 } wh_note;
 
 /* Builds a notification into out (reset first). The events go with it when
@@ -42,6 +45,11 @@ typedef struct wh_note {
 int wh_note_encode(wh_buf *out, const char *tenant, uint64_t lsn, uint32_t seq, int has_prev,
                    uint64_t prev_lsn, uint32_t prev_seq, uint64_t moves,
                    Walhook__Event *const *events, size_t n, int *pushed);
+/* Builds a zone note into out (reset first): the tenant's backpressure
+ * zone changed (st_slot). Position UINT64_MAX:UINT32_MAX and a DurableNote
+ * with zone_note set and no events: an older subscriber takes it for a
+ * position-only notification (its readers Read, and get the zone there). */
+int wh_note_encode_zone(wh_buf *out, const char *tenant, uint32_t zone);
 /* Parses a received message. WH_ERR: not a notification (no NUL, wrong
  * length). A pushed note that does not check out is dropped (push NULL)
  * and the position stays. Free with wh_note_free. */

@@ -1319,6 +1319,20 @@ static int b_target_create(ctx *c, write_op *op, wh_state *s)
     return set_offset(c, op, c->tenant, name ? name : "", to_end, pos);
 }
 
+/* "state" and "needs_snapshot" (adm_slot_target_json) on each target
+ * object of arr (an array) or on the object one. */
+static void add_target_states(ctx *c, json_t *arr, json_t *one)
+{
+    adm_stat st[ADM_NDAEMONS];
+    query_stats(c, st);
+    size_t i;
+    json_t *v;
+    if (one != NULL)
+        adm_slot_target_json(one, st, c->tenant);
+    json_array_foreach(arr, i, v) adm_slot_target_json(v, st, c->tenant);
+    adm_stats_free(st, ADM_NDAEMONS);
+}
+
 static void r_targets(ctx *c)
 {
     if (c->method == M_GET) {
@@ -1331,6 +1345,7 @@ static void r_targets(ctx *c)
             json_object_set_new(out, "version", json_integer((json_int_t)s->version));
             json_object_set_new(out, "tenant", json_string(c->tenant));
             json_object_set(out, "targets", json_object_get(t, "targets"));
+            add_target_states(c, json_object_get(t, "targets"), NULL);
             json_decref(t);
             reply_json(c->resp, 200, out, s->version);
         } else {
@@ -1393,6 +1408,8 @@ static void r_target(ctx *c)
             return;
         const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
         json_t *j = t ? target_json(s, c->tenant, c->target) : NULL;
+        if (j)
+            add_target_states(c, NULL, j);
         if (j)
             reply_json(c->resp, 200, j, s->version);
         else if (!t)

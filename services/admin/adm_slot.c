@@ -4,7 +4,9 @@
 
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "adm_page.h"
 #include "wh_util.h"
@@ -80,4 +82,75 @@ void adm_slot_json(json_t *o, const wh_state_tenant *t, const adm_stat st[ADM_ND
         if (adm_slot_needs_snapshot(st, t->name, t->targets[j].name))
             json_array_append_new(ns, json_string(t->targets[j].name));
     json_object_set_new(o, "needs_snapshot", ns);
+}
+
+int adm_slot_target_info(const adm_stat st[ADM_NDAEMONS], const char *tenant, const char *target,
+                         adm_ns_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->since = -1;
+    const char *m = metrics_of(st, "store");
+    if (m == NULL)
+        return WH_ERR;
+    out->needs_snapshot = adm_slot_needs_snapshot(st, tenant, target);
+    if (!out->needs_snapshot)
+        return WH_OK;
+    /* walhook_store_target_needs_snapshot_since_seconds{tenant,target,reason} */
+    static const char name[] = "walhook_store_target_needs_snapshot_since_seconds{";
+    char lab[2 * WH_NAME_MAX + 32];
+    int ll = snprintf(lab, sizeof(lab), "tenant=\"%s\",target=\"%s\",", tenant, target);
+    for (const char *line = m; line && *line;) {
+        const char *eol = strchr(line, '\n');
+        size_t len = eol ? (size_t)(eol - line) : strlen(line);
+        if (len > sizeof(name) - 1 && strncmp(line, name, sizeof(name) - 1) == 0 &&
+            len > sizeof(name) - 1 + (size_t)ll &&
+            strncmp(line + sizeof(name) - 1, lab, (size_t)ll) == 0) {
+            const char *r = line + sizeof(name) - 1 + ll;
+            const char *close = memchr(line, '}', len);
+            if (close != NULL && strncmp(r, "reason=\"", 8) == 0) {
+                r += 8;
+                const char *q = memchr(r, '"', (size_t)(close - r));
+                if (q != NULL && (size_t)(q - r) < sizeof(out->reason)) {
+                    memcpy(out->reason, r, (size_t)(q - r));
+                    out->reason[q - r] = '\0';
+                }
+                char *end;
+                long long v = strtoll(close + 1, &end, 10);
+                if (end != close + 1 && v > 0)
+                    out->since = v;
+            }
+            break;
+        }
+        line = eol ? eol + 1 : NULL;
+    }
+    return WH_OK;
+}
+
+void adm_slot_target_json(json_t *o, const adm_stat st[ADM_NDAEMONS], const char *tenant)
+{
+    const char *name = json_string_value(json_object_get(o, "name"));
+    if (name == NULL)
+        return;
+    adm_ns_info ns;
+    int known = adm_slot_target_info(st, tenant, name, &ns) == WH_OK;
+    const char *state = ns.needs_snapshot                            ? "needs_snapshot"
+                        : json_is_true(json_object_get(o, "paused")) ? "paused"
+                        : known                                      ? "active"
+                                                                     : "unknown";
+    json_object_set_new(o, "state", json_string(state));
+    if (!ns.needs_snapshot) {
+        json_object_set_new(o, "needs_snapshot", json_null());
+        return;
+    }
+    json_t *since = json_null();
+    if (ns.since > 0) {
+        time_t t = (time_t)ns.since;
+        struct tm tm;
+        char b[32];
+        if (gmtime_r(&t, &tm) && strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%SZ", &tm) > 0)
+            since = json_string(b);
+    }
+    json_object_set_new(
+        o, "needs_snapshot",
+        json_pack("{s:o,s:s}", "since", since, "reason", ns.reason[0] ? ns.reason : "unknown"));
 }

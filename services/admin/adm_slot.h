@@ -9,6 +9,7 @@
 #define ADM_SLOT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "adm_api.h"
 #include "adm_query.h"
@@ -30,10 +31,28 @@ void adm_slot_view_get(const adm_stat st[ADM_NDAEMONS], const char *tenant, adm_
 int adm_slot_needs_snapshot(const adm_stat st[ADM_NDAEMONS], const char *tenant,
                             const char *target);
 
+/* A target's NEEDS_SNAPSHOT mark as the store's metrics show it
+ * (walhook_store_target_needs_snapshot and
+ * walhook_store_target_needs_snapshot_since_seconds{reason}). */
+typedef struct adm_ns_info {
+    int needs_snapshot;
+    int64_t since;   /* unix seconds it was marked; -1 unknown */
+    char reason[40]; /* retention_cap, force_resync_lag, force_resync_disconnected, unknown; "" */
+} adm_ns_info;
+/* WH_ERR when the store's metrics are unavailable (out says not marked). */
+int adm_slot_target_info(const adm_stat st[ADM_NDAEMONS], const char *tenant, const char *target,
+                         adm_ns_info *out);
+
+struct json_t;
+/* Adds to a target object o (GET /v1/tenants/{t}/targets[/{n}]) "state":
+ * "needs_snapshot" (first, as on the status page), "paused", "active", or
+ * "unknown" (the store's metrics unavailable), and "needs_snapshot": null or
+ * {"since": ISO 8601 UTC or null, "reason": ...}. */
+void adm_slot_target_json(struct json_t *o, const adm_stat st[ADM_NDAEMONS], const char *tenant);
+
 /* Adds to a /v1/slots tenant object: backpressure_zone, slot_policy
  * {configured, effective} and needs_snapshot (the names of its targets
  * marked NEEDS_SNAPSHOT). */
-struct json_t;
 void adm_slot_json(struct json_t *o, const wh_state_tenant *t, const adm_stat st[ADM_NDAEMONS]);
 
 #endif

@@ -42,6 +42,7 @@ static int ask(wh_client *c, const char *tenant, const char *target, backlog_row
     req.backlog = &b;
     Walhook__Reply *rep = NULL;
     char err[WH_ERRLEN];
+    uint64_t zmark = dsp_zone_mark();
     if (wh_client_call(c, &req, &rep, err, sizeof(err)) != WH_OK)
         return WH_ERR;
     int rc = WH_ERR;
@@ -51,7 +52,7 @@ static int ask(wh_client *c, const char *tenant, const char *target, backlog_row
         row->events = rep->backlog->events;
         row->capped = rep->backlog->capped;
         row->oldest_ts_us = rep->backlog->oldest_commit_ts_us;
-        dsp_zone_set(tenant, rep->backlog->zone);
+        dsp_zone_set(tenant, rep->backlog->zone, zmark);
         rc = WH_OK;
     }
     walhook__reply__free_unpacked(rep, NULL);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dsp_zone.h"
 #include "wh_lattrace.h"
 #include "wh_lsn.h"
 #include "wh_metrics.h"
@@ -69,6 +70,8 @@ struct dsp_loop {
  * (re)connect every target is noted once: what was published while
  * disconnected is lost (the readers' positions then no longer match a push,
  * so they Read). */
+static void wake(void *arg);
+
 static void *notify_main(void *arg)
 {
     dsp_loop *l = arg;
@@ -91,6 +94,16 @@ static void *notify_main(void *arg)
             continue; /* not a notification of ours */
         if (have)
             wh_counter_add(&l->notes, 1);
+        if (have && note.has_zone) {
+            /* the tenant's zone changed: no Read needed; the loop looks at
+             * its failing targets again (red sheds fast ones now) */
+            if (dsp_zone_note(note.tenant, note.zone))
+                wake(l);
+            wh_note_free(&note);
+            if (!all)
+                continue;
+            have = 0;
+        }
         if (!have && !all)
             continue;
         if (have && note.push != NULL && wh_lat_trace_on()) {
@@ -867,6 +880,12 @@ int dsp_loop_metrics(dsp_loop *l, wh_buf *out)
     if (rc == WH_OK)
         rc = wh_metric_u64(out, "walhook_dispatcher_notifications_total", "",
                            wh_counter_get(&l->notes));
+    if (rc == WH_OK)
+        rc = wh_metric_header(out, "walhook_dispatcher_zone_notes_total", "counter",
+                              "backpressure zone changes the store notified (taken at once, "
+                              "without waiting for a Read or a Backlog poll)");
+    if (rc == WH_OK)
+        rc = wh_metric_u64(out, "walhook_dispatcher_zone_notes_total", "", dsp_zone_notes());
     if (rc == WH_OK)
         rc = wh_metric_header(out, "walhook_dispatcher_push_batches_total", "counter",
                               "Batches taken from the events pushed with durability "

@@ -455,6 +455,7 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
     req.read = &rr;
     Walhook__Reply *rep = NULL;
     slot_release(slot);
+    uint64_t zmark = dsp_zone_mark();
     if (wh_client_call(t->store, &req, &rep, err, errlen) != WH_OK)
         return -1;
     int kept = 0;
@@ -485,7 +486,7 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
         t->epoch = rd->epoch;
         t->moves = rd->moves;
         slot->epoch = rd->epoch;
-        dsp_zone_set(t->set.tenant, rd->zone);
+        dsp_zone_set(t->set.tenant, rd->zone, zmark);
         if (rd->needs_snapshot) {
             walhook__reply__free_unpacked(rep, NULL);
             return -3;

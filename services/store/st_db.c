@@ -44,6 +44,8 @@ typedef struct st_off {
     uint64_t epoch;
     int state;                  /* ST_OFF_* */
     _Atomic int needs_snapshot; /* behind the retention cap: does not hold GC */
+    int64_t ns_since_ms;        /* when it was marked (wall clock; 0 unknown), under wmu */
+    int ns_kind;                /* ST_NS_*: why it was marked, under wmu */
     /* the target's dispatcher lease (guarded by wmu) */
     char lease_owner[ST_OWNER_MAX + 1]; /* "" = free */
     uint64_t lease_epoch;               /* 0 = never leased */
@@ -777,6 +779,26 @@ static int load_offset(st_db *db, st_tenant *t, const char *k, size_t kl, const 
     return WH_OK;
 }
 
+/* 'N' tenant \0 consumer -> since_ms(8, wall clock) kind(1): why and when a
+ * consumer was marked NEEDS_SNAPSHOT (ns_note_put); used while the O value
+ * says it is marked. */
+static int load_ns_note(st_db *db, st_tenant *t, const char *k, size_t kl, const char *v, size_t vl,
+                        char *err, size_t errlen)
+{
+    WH_UNUSED(t);
+    WH_UNUSED(err);
+    WH_UNUSED(errlen);
+    char tenant[ST_NAME_MAX + 1], consumer[ST_NAME_MAX + 1];
+    if (vl != 9 || split_consumer_key(k, kl, tenant, consumer) != WH_OK)
+        return WH_OK;
+    st_off *o = off_find(db, tenant, consumer);
+    if (o != NULL && o->needs_snapshot) {
+        o->ns_since_ms = (int64_t)wh_get_be64((const uint8_t *)v);
+        o->ns_kind = (uint8_t)v[8] <= ST_NS_DISCONNECTED ? (uint8_t)v[8] : ST_NS_UNKNOWN;
+    }
+    return WH_OK;
+}
+
 static int load_watermark(st_db *db, st_tenant *t, const char *k, size_t kl, const char *v,
                           size_t vl, char *err, size_t errlen)
 {
@@ -793,6 +815,7 @@ static int load_watermark(st_db *db, st_tenant *t, const char *k, size_t kl, con
 static int load_offsets(st_db *db, char *err, size_t errlen)
 {
     if (meta_scan(db, 'O', load_offset, err, errlen) != WH_OK ||
+        meta_scan(db, 'N', load_ns_note, err, errlen) != WH_OK ||
         meta_scan(db, 'W', load_watermark, err, errlen) != WH_OK)
         return WH_ERR;
     return WH_OK;
@@ -2437,6 +2460,28 @@ static int off_persist(st_db *db, st_off *o, off_val v, char *err, size_t errlen
     return off_put(db, o, v, db->wo, err, errlen);
 }
 
+/* Notes why and when o is marked NEEDS_SNAPSHOT (memory and its N key,
+ * written without sync just before the synced O value that carries the
+ * mark, so both are durable together). Same locks as off_put. */
+static void ns_note_put(st_db *db, st_off *o, int kind)
+{
+    o->ns_since_ms = wh_wallclock_us() / 1000;
+    o->ns_kind = kind;
+    char k[ST_KEY_MAX];
+    size_t kl = key_offset(k, o->tenant, o->consumer);
+    k[0] = 'N';
+    uint8_t b[9];
+    wh_put_be64(b, (uint64_t)o->ns_since_ms);
+    b[8] = (uint8_t)kind;
+    char *e = NULL;
+    rocksdb_put_cf(db->rdb, db->wo_lazy, o->ten->meta, k, kl, (const char *)b, sizeof(b), &e);
+    if (e) {
+        wh_error("target %s/%s: storing when it was marked NEEDS_SNAPSHOT: %s", o->tenant,
+                 o->consumer, e);
+        rocksdb_free(e);
+    }
+}
+
 /* off_persist for an offset commit: written without sync, durable before
  * it returns (wal_synced_after), so it shares the sync of the appends that
  * come meanwhile instead of adding one of its own before them. Same locks. */
@@ -3919,6 +3964,7 @@ static uint32_t mark_behind(st_db *db, st_tenant *t, uint64_t fl, uint32_t fs)
         if (cur.state == ST_OFF_LIVE && !o->needs_snapshot &&
             wh_pos_cmp(cur.lsn, cur.seq, fl, fs) < 0) {
             o->needs_snapshot = 1;
+            ns_note_put(db, o, ST_NS_RETENTION);
             if (off_persist(db, o, cur, err, sizeof(err)) != WH_OK)
                 wh_error("target %s/%s: storing NEEDS_SNAPSHOT: %s", t->name, o->consumer, err);
             wh_warn("target %s/%s is behind the tenant's retention cap: NEEDS_SNAPSHOT (its "
@@ -4290,7 +4336,7 @@ void st_db_needs_snapshot_each(st_db *db, st_consumer_fn fn, void *arg)
     for (size_t b = 0; b < db->nbuckets; b++)
         for (st_off *o = db->buckets[b]; o != NULL; o = o->next)
             if (o->needs_snapshot)
-                fn(arg, o->tenant, o->consumer);
+                fn(arg, o->tenant, o->consumer, o->ns_since_ms, st_db_ns_kind_name(o->ns_kind));
     pthread_rwlock_unlock(&db->off_lock);
 }
 
@@ -4312,7 +4358,8 @@ void st_db_offsets_each(st_db *db, const char *tenant, st_offset_fn fn, void *ar
     pthread_rwlock_unlock(&db->off_lock);
 }
 
-int st_db_mark_needs_snapshot(st_db *db, const char *tenant, const char *consumer, const char *why)
+int st_db_mark_needs_snapshot(st_db *db, const char *tenant, const char *consumer, int kind,
+                              const char *why)
 {
     char err[WH_ERRLEN];
     st_off *o = off_find(db, tenant, consumer);
@@ -4327,6 +4374,7 @@ int st_db_mark_needs_snapshot(st_db *db, const char *tenant, const char *consume
     if (cur.state == ST_OFF_LIVE && !o->needs_snapshot) {
         o->needs_snapshot = 1;
         marked = 1;
+        ns_note_put(db, o, kind);
         if (off_persist(db, o, cur, err, sizeof(err)) != WH_OK)
             wh_error("target %s/%s: storing NEEDS_SNAPSHOT: %s", tenant, consumer, err);
         wh_warn("target %s/%s: NEEDS_SNAPSHOT (force_resync: %s): its offset no longer holds "
@@ -4337,6 +4385,83 @@ int st_db_mark_needs_snapshot(st_db *db, const char *tenant, const char *consume
     ten_done(h);
     atomic_fetch_add(&db->moves, 1);
     return marked;
+}
+
+const char *st_db_ns_kind_name(int kind)
+{
+    switch (kind) {
+    case ST_NS_RETENTION:
+        return "retention_cap";
+    case ST_NS_LAG:
+        return "force_resync_lag";
+    case ST_NS_DISCONNECTED:
+        return "force_resync_disconnected";
+    default:
+        return "unknown";
+    }
+}
+
+/* 'T' tenant \0 consumer -> since_ms(8, wall clock) lsn(8) seq(4): st_slot's
+ * stall timer, written without sync (durable with the store's next synced
+ * write). */
+int st_db_stall_put(st_db *db, const char *tenant, const char *consumer, uint64_t since_ms,
+                    uint64_t lsn, uint32_t seq, char *err, size_t errlen)
+{
+    if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
+        return WH_ERR;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK; /* no tenant: nothing to keep */
+    char k[ST_KEY_MAX];
+    size_t kl = key_offset(k, tenant, consumer);
+    k[0] = 'T';
+    uint8_t b[20];
+    wh_put_be64(b, since_ms);
+    wh_put_be64(b + 8, lsn);
+    wh_put_be32(b + 16, seq);
+    char *e = NULL;
+    if (since_ms != 0)
+        rocksdb_put_cf(db->rdb, db->wo_lazy, t->meta, k, kl, (const char *)b, sizeof(b), &e);
+    else
+        rocksdb_delete_cf(db->rdb, db->wo_lazy, t->meta, k, kl, &e);
+    ten_done(t);
+    if (e)
+        return rerr(err, errlen, "stall timer write", e);
+    return WH_OK;
+}
+
+int st_db_stall_get(st_db *db, const char *tenant, const char *consumer, uint64_t *since_ms,
+                    uint64_t *lsn, uint32_t *seq, char *err, size_t errlen)
+{
+    if (check_names(db, tenant, consumer, 0, err, errlen) != WH_OK)
+        return -1;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return -1;
+    if (t == NULL)
+        return 0;
+    char k[ST_KEY_MAX];
+    size_t kl = key_offset(k, tenant, consumer);
+    k[0] = 'T';
+    size_t vl = 0;
+    char *e = NULL;
+    char *v = rocksdb_get_cf(db->rdb, db->ro, t->meta, k, kl, &vl, &e);
+    ten_done(t);
+    if (e) {
+        rerr(err, errlen, "stall timer read", e);
+        rocksdb_free(v);
+        return -1;
+    }
+    int found = v != NULL && vl == 20;
+    if (found) {
+        *since_ms = wh_get_be64((const uint8_t *)v);
+        *lsn = wh_get_be64((const uint8_t *)v + 8);
+        *seq = wh_get_be32((const uint8_t *)v + 16);
+    }
+    rocksdb_free(v);
+    return found;
 }
 
 /* ---- per-tenant write token bucket ---- */

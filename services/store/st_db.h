@@ -11,6 +11,10 @@
  *                 'W' tenant               -> GC watermark lsn(8) seq(4)
  *                 'Q'/'R'/'L' ...          -> dead letters, replay queue, leases (below)
  *                 'V' tenant '\0' table '\0' fp(8) -> schema versions (below)
+ *                 'N' tenant '\0' consumer -> since_ms(8) kind(1): when and why it was
+ *                                            marked NEEDS_SNAPSHOT (ST_NS_*)
+ *                 'T' tenant '\0' consumer -> since_ms(8) lsn(8) seq(4): st_slot's
+ *                                            stall timer (st_db_stall_put)
  *   "s:<tenant>"  'X' ...                  -> staged streamed transactions (below)
  *   "default"     'S' "state"              -> version(8, BE) + state document
  * Keys keep their tenant prefix inside the tenant's CFs (one key format in
@@ -583,18 +587,35 @@ void st_db_set_commit_hook(st_db *db, st_commit_hook fn, void *arg);
 /* Bytes of the tenant's appends queued and not in a group yet (tests). */
 uint64_t st_db_commit_queued(st_db *db, const char *tenant);
 /* Calls fn for every consumer marked NEEDS_SNAPSHOT (under the offsets
- * table's read lock: fn must not call st_db). */
-typedef void (*st_consumer_fn)(void *arg, const char *tenant, const char *consumer);
+ * table's read lock: fn must not call st_db), with when it was marked
+ * (wall clock ms, 0 unknown: marked by an older store) and why
+ * (st_db_ns_kind_name). */
+typedef void (*st_consumer_fn)(void *arg, const char *tenant, const char *consumer,
+                               int64_t since_ms, const char *reason);
 void st_db_needs_snapshot_each(st_db *db, st_consumer_fn fn, void *arg);
 /* The stored (live) consumers of tenant with their offsets and marks, under
  * the offset table's read lock (fn must not call st_db). */
 typedef void (*st_offset_fn)(void *arg, const char *consumer, uint64_t lsn, uint32_t seq,
                              int needs_snapshot);
 void st_db_offsets_each(st_db *db, const char *tenant, st_offset_fn fn, void *arg);
+/* Why a consumer is marked NEEDS_SNAPSHOT. */
+enum { ST_NS_UNKNOWN = 0, ST_NS_RETENTION = 1, ST_NS_LAG = 2, ST_NS_DISCONNECTED = 3 };
+/* "retention_cap", "force_resync_lag", "force_resync_disconnected", "unknown" */
+const char *st_db_ns_kind_name(int kind);
 /* force_resync (st_slot): marks a live consumer NEEDS_SNAPSHOT like the
- * retention cap does (stored with the offset; SetOffset clears it) and
- * logs `why`. 1 when it was marked now. */
-int st_db_mark_needs_snapshot(st_db *db, const char *tenant, const char *consumer, const char *why);
+ * retention cap does (stored with the offset; SetOffset clears it), notes
+ * kind (ST_NS_*) and the time, and logs `why`. 1 when it was marked now. */
+int st_db_mark_needs_snapshot(st_db *db, const char *tenant, const char *consumer, int kind,
+                              const char *why);
+/* st_slot's stall timer of a consumer, kept across restarts: since_ms (wall
+ * clock) when it was seen stalled at (lsn, seq). Written without sync (the
+ * store's next synced write makes it durable: no fsync of its own);
+ * since_ms 0 deletes it. No tenant: WH_OK, nothing kept. */
+int st_db_stall_put(st_db *db, const char *tenant, const char *consumer, uint64_t since_ms,
+                    uint64_t lsn, uint32_t seq, char *err, size_t errlen);
+/* 1 and the values when a stall timer is stored, 0 when none, -1 (err). */
+int st_db_stall_get(st_db *db, const char *tenant, const char *consumer, uint64_t *since_ms,
+                    uint64_t *lsn, uint32_t *seq, char *err, size_t errlen);
 
 /* ---- the TOAST value cache (st_toast.h) ----
  * st_db_append with TOAST cache ops, applied in the WriteBatch of the

@@ -72,6 +72,7 @@ struct st_server {
     wh_counter reads;
     wh_counter slowed;              /* appends answered "slow down" */
     wh_counter notified;            /* durability notifications published */
+    wh_counter zone_notes;          /* zone notes published (publish_zone) */
     wh_counter pushed;              /* ...of them with the events */
     wh_histogram append_time[2];    /* Append requests, handler entry to reply: light, big */
     _Atomic size_t stage_chunk;     /* stage commit: bytes of events per internal append */
@@ -195,6 +196,22 @@ static void publish_durable(st_server *s, const char *tenant, uint64_t lsn, uint
     wh_counter_add(&s->notified, 1);
     if (pushed)
         wh_counter_add(&s->pushed, 1);
+}
+
+/* Publishes a zone note (wh_note_encode_zone): the tenant's backpressure
+ * zone changed, so the dispatchers take it now rather than at their next
+ * Read or Backlog poll. Only on a change: nothing per event. */
+static void publish_zone(st_server *s, const char *tenant, uint32_t zone)
+{
+    if (s->pub == NULL)
+        return;
+    pthread_mutex_lock(&s->nmu);
+    int ok = wh_note_encode_zone(&s->nbuf, tenant, zone) == WH_OK;
+    if (ok)
+        wh_pub_send(s->pub, s->nbuf.data, s->nbuf.len);
+    pthread_mutex_unlock(&s->nmu);
+    if (ok)
+        wh_counter_add(&s->zone_notes, 1);
 }
 
 /* Woken after the unlock (as in st_db's sync_end); a waitq lives until
@@ -1366,16 +1383,24 @@ static void label_value(char *out, size_t len, const char *v)
 typedef struct ns_acc {
     wh_buf *b;
     int rc;
+    int since; /* the _since_seconds family */
 } ns_acc;
 
-static void needs_snapshot_metric(void *arg, const char *tenant, const char *consumer)
+static void needs_snapshot_metric(void *arg, const char *tenant, const char *consumer,
+                                  int64_t since_ms, const char *reason)
 {
     ns_acc *a = arg;
-    char t[2 * ST_NAME_MAX + 2], c[2 * ST_NAME_MAX + 2], lab[5 * ST_NAME_MAX + 32];
+    char t[2 * ST_NAME_MAX + 2], c[2 * ST_NAME_MAX + 2], lab[5 * ST_NAME_MAX + 64];
     label_value(t, sizeof(t), tenant);
     label_value(c, sizeof(c), consumer);
-    snprintf(lab, sizeof(lab), "tenant=\"%s\",target=\"%s\"", t, c);
-    a->rc |= wh_metric_u64(a->b, "walhook_store_target_needs_snapshot", lab, 1);
+    if (!a->since) {
+        snprintf(lab, sizeof(lab), "tenant=\"%s\",target=\"%s\"", t, c);
+        a->rc |= wh_metric_u64(a->b, "walhook_store_target_needs_snapshot", lab, 1);
+        return;
+    }
+    snprintf(lab, sizeof(lab), "tenant=\"%s\",target=\"%s\",reason=\"%s\"", t, c, reason);
+    a->rc |= wh_metric_i64(a->b, "walhook_store_target_needs_snapshot_since_seconds", lab,
+                           since_ms / 1000);
 }
 
 /* Per tenant: size, live bytes, watermark lag, oldest event age, targets
@@ -1440,11 +1465,17 @@ static int tenant_metrics(st_server *s, wh_buf *b)
         }
     }
     free(ts);
-    ns_acc a = {b, 0};
+    ns_acc a = {b, 0, 0};
     rc |= wh_metric_header(b, "walhook_store_target_needs_snapshot", "gauge",
                            "1 for a target marked NEEDS_SNAPSHOT: behind its tenant's retention "
                            "cap or force_resync; its unread events may be gone; a snapshot or "
                            "SetOffset resumes it");
+    st_db_needs_snapshot_each(s->db, needs_snapshot_metric, &a);
+    rc |= wh_metric_header(b, "walhook_store_target_needs_snapshot_since_seconds", "gauge",
+                           "when a target was marked NEEDS_SNAPSHOT (unix seconds; 0 unknown) "
+                           "and why (reason: retention_cap, force_resync_lag, "
+                           "force_resync_disconnected, unknown)");
+    a.since = 1;
     st_db_needs_snapshot_each(s->db, needs_snapshot_metric, &a);
     rc |= wh_metric_header(b, "walhook_store_gc_compactions_total", "counter",
                            "compactions of a key range below a GC watermark since start");
@@ -1480,6 +1511,9 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_header(b, "walhook_store_notifications_total", "counter",
                            "durability notifications published (one per synced append)");
     rc |= wh_metric_u64(b, "walhook_store_notifications_total", "", wh_counter_get(&s->notified));
+    rc |= wh_metric_header(b, "walhook_store_zone_notes_total", "counter",
+                           "backpressure zone changes published to the dispatchers");
+    rc |= wh_metric_u64(b, "walhook_store_zone_notes_total", "", wh_counter_get(&s->zone_notes));
     rc |= wh_metric_header(b, "walhook_store_notifications_pushed_total", "counter",
                            "durability notifications that carried the appended events");
     rc |= wh_metric_u64(b, "walhook_store_notifications_pushed_total", "",
@@ -2029,11 +2063,14 @@ static void do_slot_report(st_server *s, const Walhook__SlotReport *r, Walhook__
     if (!present(rep, r, "slot_report") || !names_ok(rep, r->tenant, NULL, 0))
         return;
     walhook__slot_reply__init(&m->slot);
-    if (st_slot_report(s->slot, r, &m->slot, m->slowest, sizeof(m->slowest), err, sizeof(err)) !=
-        WH_OK) {
+    int zone_changed = 0;
+    if (st_slot_report(s->slot, r, &m->slot, m->slowest, sizeof(m->slowest), &zone_changed, err,
+                       sizeof(err)) != WH_OK) {
         wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
         return;
     }
+    if (zone_changed)
+        publish_zone(s, r->tenant, st_slot_zone(s->slot, r->tenant));
     m->slot.slowest = m->slowest;
     rep->body_case = WALHOOK__REPLY__BODY_SLOT;
     rep->slot = &m->slot;

@@ -17,8 +17,9 @@ typedef struct st_prog {
     char consumer[ST_NAME_MAX + 1];
     uint64_t lsn;
     uint32_t seq;
-    uint64_t stalled_since_ms; /* 0: delivering or nothing to deliver */
+    uint64_t stalled_since_ms; /* wall clock; 0: delivering or nothing to deliver */
     int seen;
+    int persisted; /* its stall timer is stored (st_db_stall_put) */
 } st_prog;
 
 typedef struct st_slot_tenant {
@@ -31,8 +32,11 @@ typedef struct st_slot_tenant {
 
 struct st_slot {
     st_db *db;
-    pthread_mutex_t mu;
+    pthread_mutex_t mu;  /* the tenant list and the zones */
+    pthread_mutex_t rmu; /* one report at a time: the stall timers (progs) and their I/O */
     st_slot_tenant *tenants;
+    st_slot_clock_fn clock; /* wall clock ms of the stall timers */
+    void *clock_arg;
     /* tenants whose last report was not green: while 0 a Read answers green
      * without the lock (the common case costs the Read nothing) */
     _Atomic int nongreen;
@@ -45,8 +49,20 @@ int st_slot_new(st_slot **out, st_db *db, char *err, size_t errlen)
         return wh_seterr(err, errlen, "out of memory");
     s->db = db;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->rmu, NULL);
     *out = s;
     return WH_OK;
+}
+
+void st_slot_set_clock(st_slot *s, st_slot_clock_fn fn, void *arg)
+{
+    s->clock = fn;
+    s->clock_arg = arg;
+}
+
+static uint64_t wall_now_ms(const st_slot *s)
+{
+    return s->clock != NULL ? s->clock(s->clock_arg) : (uint64_t)(wh_wallclock_us() / 1000);
 }
 
 void st_slot_free(st_slot *s)
@@ -64,6 +80,7 @@ void st_slot_free(st_slot *s)
         t = tn;
     }
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->rmu);
     free(s);
 }
 
@@ -140,10 +157,39 @@ static int first_event(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const 
     return 0; /* max_events 1: the first only */
 }
 
+/* Under rmu: notes p's stall timer in the store when it changed: stored
+ * once the consumer was seen stalled at one report and still is at the
+ * next (a consumer that moves at every report writes nothing), deleted when
+ * it moves again or is forgotten. */
+static void stall_keep(st_slot *s, const char *tenant, st_prog *p, int want)
+{
+    if (want == p->persisted)
+        return;
+    char err[WH_ERRLEN];
+    if (st_db_stall_put(s->db, tenant, p->consumer, want ? p->stalled_since_ms : 0, p->lsn, p->seq,
+                        err, sizeof(err)) == WH_OK)
+        p->persisted = want;
+    else
+        wh_warn("target %s/%s: keeping its stall timer (source.disconnected_resync_after_s): %s",
+                tenant, p->consumer, err);
+}
+
+/* Under rmu: a consumer being marked starts its timer again should the
+ * mark be cleared (a set offset to the same position included). */
+static void stall_forget(st_slot *s, const char *tenant, st_prog *p)
+{
+    if (p == NULL)
+        return;
+    p->stalled_since_ms = 0;
+    stall_keep(s, tenant, p, 0);
+}
+
 int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply *out, char *slowest,
-                   size_t len, char *err, size_t errlen)
+                   size_t len, int *zone_changed, char *err, size_t errlen)
 {
     slowest[0] = '\0';
+    if (zone_changed != NULL)
+        *zone_changed = 0;
     uint64_t durable, elsn;
     uint32_t eseq;
     /* the durable LSN first: the end read after it holds all its events */
@@ -163,30 +209,39 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
         free(l.v);
         return wh_seterr(err, errlen, "out of memory");
     }
-    uint64_t now = wh_now_ms();
+    uint64_t now = wh_now_ms(), wnow = wall_now_ms(s);
     char **marks = l.n ? calloc(l.n, sizeof(*marks)) : NULL;
     char(*why)[160] = l.n ? calloc(l.n, sizeof(*why)) : NULL;
+    int *kinds = l.n ? calloc(l.n, sizeof(*kinds)) : NULL;
     size_t nmarks = 0;
-    if (l.n && (marks == NULL || why == NULL)) {
+    if (l.n && (marks == NULL || why == NULL || kinds == NULL)) {
         free(marks);
         free(why);
+        free(kinds);
         free(l.v);
         return wh_seterr(err, errlen, "out of memory");
     }
     uint64_t track = durable;
     int caught_all = 1;
     uint32_t counted = 0;
+    pthread_mutex_lock(&s->rmu);
     pthread_mutex_lock(&s->mu);
     st_slot_tenant *t = tenant_get(s, r->tenant, 1);
     if (t != NULL) {
         uint32_t nz = r->zone <= 2 ? r->zone : 2;
+        /* the zone Reads answered until now (a zone nobody renewed is green) */
+        uint32_t was = now < t->zone_until_ms ? t->zone : 0;
         if ((t->zone != 0) != (nz != 0))
             atomic_fetch_add(&s->nongreen, nz != 0 ? 1 : -1);
         t->zone = nz;
         t->zone_until_ms = now + (r->zone_ttl_ms ? r->zone_ttl_ms : 10000);
+        if (zone_changed != NULL)
+            *zone_changed = was != nz;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (t != NULL)
         for (st_prog *p = t->progs; p != NULL; p = p->next)
             p->seen = 0;
-    }
     for (size_t i = 0; i < l.n; i++) {
         off_item *it = &l.v[i];
         if (it->ns)
@@ -200,6 +255,18 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
             wh_strlcpy(p->consumer, it->consumer, sizeof(p->consumer));
             p->lsn = it->lsn;
             p->seq = it->seq;
+            /* a timer kept by an earlier run of the store (a restart does
+             * not start it again) */
+            char gerr[WH_ERRLEN];
+            uint64_t since, slsn;
+            uint32_t sseq;
+            if (st_db_stall_get(s->db, r->tenant, p->consumer, &since, &slsn, &sseq, gerr,
+                                sizeof(gerr)) > 0) {
+                p->persisted = 1;
+                p->stalled_since_ms = since;
+                p->lsn = slsn;
+                p->seq = sseq;
+            }
             p->next = t->progs;
             t->progs = p;
         }
@@ -209,11 +276,12 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
             if (caught || it->lsn != p->lsn || it->seq != p->seq)
                 p->stalled_since_ms = 0; /* delivered since the last report */
             if (!caught && p->stalled_since_ms == 0)
-                p->stalled_since_ms = now;
+                p->stalled_since_ms = wnow;
             p->lsn = it->lsn;
             p->seq = it->seq;
-            if (p->stalled_since_ms)
-                stalled_ms = now - p->stalled_since_ms;
+            if (p->stalled_since_ms && wnow > p->stalled_since_ms)
+                stalled_ms = wnow - p->stalled_since_ms;
+            stall_keep(s, r->tenant, p, p->stalled_since_ms != 0 && stalled_ms > 0);
         }
         uint64_t from = it->lsn > first ? it->lsn : first;
         uint64_t lag = !caught && r->wal_lsn > from ? r->wal_lsn - from : 0;
@@ -221,7 +289,9 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
             snprintf(why[nmarks], sizeof(why[nmarks]),
                      "behind the source by %" PRIu64 " bytes, over %" PRIu64, lag,
                      r->resync_lag_bytes);
+            kinds[nmarks] = ST_NS_LAG;
             marks[nmarks++] = it->consumer;
+            stall_forget(s, r->tenant, p);
             continue;
         }
         if (r->resync_after_ms > 0 && stalled_ms >= r->resync_after_ms) {
@@ -229,7 +299,9 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
                      "delivered nothing for %" PRIu64 " s with events to deliver "
                      "(source.disconnected_resync_after_s)",
                      stalled_ms / 1000);
+            kinds[nmarks] = ST_NS_DISCONNECTED;
             marks[nmarks++] = it->consumer;
+            stall_forget(s, r->tenant, p);
             continue;
         }
         counted++;
@@ -246,16 +318,17 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
             if (!(*pp)->seen) {
                 st_prog *d = *pp;
                 *pp = d->next;
+                stall_keep(s, r->tenant, d, 0);
                 free(d);
             } else {
                 pp = &(*pp)->next;
             }
         }
     }
-    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->rmu);
     uint32_t marked = 0;
     for (size_t i = 0; i < nmarks; i++)
-        marked += (uint32_t)st_db_mark_needs_snapshot(s->db, r->tenant, marks[i], why[i]);
+        marked += (uint32_t)st_db_mark_needs_snapshot(s->db, r->tenant, marks[i], kinds[i], why[i]);
     out->track_lsn = track;
     out->caught_up = caught_all;
     out->end_lsn = elsn;
@@ -263,6 +336,7 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
     out->marked = marked;
     free(marks);
     free(why);
+    free(kinds);
     free(l.v);
     return WH_OK;
 }

@@ -13,7 +13,10 @@
  *    (commit LSN) of the counted consumers (stored, not marked); a consumer
  *    at the tenant's end counts as the tenant's durable LSN. No consumer:
  *    the durable LSN. caught_up: every counted consumer is at the end.
- * The stall timers live in memory: a restarted store starts them again.
+ * The stall timers run on the wall clock and are kept in the store
+ * (st_db_stall_put, no fsync of their own): a restarted store goes on with
+ * them, its own downtime included. A zone that changed (zone_changed) is
+ * published to the dispatchers at once (st_server: a zone note, wh_notify.h).
  */
 #ifndef ST_SLOT_H
 #define ST_SLOT_H
@@ -28,11 +31,17 @@ typedef struct st_slot st_slot;
 int st_slot_new(st_slot **out, st_db *db, char *err, size_t errlen);
 void st_slot_free(st_slot *s);
 
+/* The wall clock of the stall timers, in ms (tests); NULL: the real one. */
+typedef uint64_t (*st_slot_clock_fn)(void *arg);
+void st_slot_set_clock(st_slot *s, st_slot_clock_fn fn, void *arg);
+
 /* Handles one report. out (initialised by the caller) receives the answer;
- * slowest (len bytes) the name of the slowest counted consumer.
- * WH_ERR with err set when the store could not read the tenant. */
+ * slowest (len bytes) the name of the slowest counted consumer;
+ * *zone_changed (may be NULL) 1 when the tenant's zone as Reads answer it
+ * changed with this report. WH_ERR with err set when the store could not
+ * read the tenant. */
 int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply *out, char *slowest,
-                   size_t len, char *err, size_t errlen);
+                   size_t len, int *zone_changed, char *err, size_t errlen);
 
 /* The tenant's zone for Read answers: 0 (green) when no report is current. */
 uint32_t st_slot_zone(st_slot *s, const char *tenant);

@@ -122,6 +122,22 @@ t = [x for x in json.load(sys.stdin)["slots"] if x["tenant"] == "default"][0]
 sys.exit(0 if eval(sys.argv[1]) else 1)' "$1"
 }
 page_has() { curl -fsS --max-time 5 "http://127.0.0.1:$APORT/" 2>/dev/null | grep -q "$1"; }
+# GET PATH of the admin API: the answer satisfies a Python expression on j
+api_has() { # PATH EXPR
+    curl -fsS --max-time 5 -H "Authorization: Bearer $(cat "$WH_TMP/data/admin.token")" \
+        "http://127.0.0.1:$APORT$1" 2>/dev/null |
+        python3 -c 'import json, sys
+j = json.load(sys.stdin)
+sys.exit(0 if eval(sys.argv[1]) else 1)' "$2"
+}
+# b's state in GET /v1/tenants/default/targets/b and in the targets list
+b_state_is() { # STATE [REASON]
+    local e="j[\"state\"] == \"$1\""
+    [ -n "${2:-}" ] && e="$e and j[\"needs_snapshot\"][\"reason\"] == \"$2\" and j[\"needs_snapshot\"][\"since\"].endswith(\"Z\")"
+    [ -z "${2:-}" ] && e="$e and j[\"needs_snapshot\"] is None"
+    api_has /v1/tenants/default/targets/b "$e" &&
+        api_has /v1/tenants/default/targets "[t[\"state\"] for t in j[\"targets\"] if t[\"name\"] == \"b\"] == [\"$1\"]"
+}
 
 wh_spawn store "$BIN/walhook-store" -c "$CONF"
 wh_wait_until 10 test -S "$WH_TMP/data/store.sock" || wh_fail "the store did not start"
@@ -227,6 +243,14 @@ wh_wait_metric "$M" walhook_store_needs_snapshot_targets 1 30 || wh_fail "the st
 wh_wait_until 10 slots_has 't["needs_snapshot"] == ["b"]' || wh_fail "/v1/slots does not list b as needs_snapshot"
 wh_wait_until 10 page_has '<td class="name">b</td><td class="bad">NEEDS_SNAPSHOT</td>' ||
     wh_fail "the status page does not show b as NEEDS_SNAPSHOT"
+wh_wait_until 10 b_state_is needs_snapshot force_resync_disconnected ||
+    wh_fail "GET /v1/tenants/default/targets/b does not say needs_snapshot (force_resync_disconnected): $(curl -sS -H "Authorization: Bearer $(cat "$WH_TMP/data/admin.token")" "http://127.0.0.1:$APORT/v1/tenants/default/targets/b")"
+wh_metric_label_is "$M" walhook_store_target_needs_snapshot_since_seconds \
+    'target="b",reason="force_resync_disconnected"' -gt 0 ||
+    wh_fail "walhook_store_target_needs_snapshot_since_seconds does not show b's mark"
+"$BIN/walhook" targets -c "$CONF" >"$WH_TMP/targets.txt" 2>&1 &&
+    grep -Eq '^b +needs_snapshot ' "$WH_TMP/targets.txt" ||
+    wh_fail "walhook targets does not show b as needs_snapshot: $(cat "$WH_TMP/targets.txt")"
 insert 801 850
 wh_wait_until 60 has_rows "$WH_TMP/a.jsonl" 850 || wh_fail "a stopped delivering while b was marked"
 last=$(wh_last_lsn "$WH_TMP/a.jsonl")
@@ -239,6 +263,7 @@ wh_wait_metric "$M" walhook_target_needs_snapshot 1 30 || wh_fail "the dispatche
     wh_fail "set-offset failed: $(cat "$WH_TMP/setoff.log")"
 _cleared() { [ "$(wh_metric "$M" walhook_target_needs_snapshot)" = 0 ]; }
 wh_wait_until 30 _cleared || wh_fail "b still NEEDS_SNAPSHOT after the set offset"
+wh_wait_until 10 b_state_is active || wh_fail "GET of target b does not say active after the set offset"
 insert 851 860
 _b_new() { grep -q '"id":860[,}]' "$WH_TMP/b.jsonl"; }
 wh_wait_until 60 _b_new || wh_fail "b did not resume after the set offset"
@@ -251,6 +276,8 @@ wh_kill recv_b KILL
 for i in 0 1 2 3 4 5; do insert $((861 + i * 100)) $((960 + i * 100)) 1000; done
 wh_wait_until 30 grep -q "target default/b: NEEDS_SNAPSHOT (force_resync: behind the source" \
     "$WH_TMP/store.log" || wh_fail "the hard cap did not force_resync b"
+wh_wait_until 10 b_state_is needs_snapshot force_resync_lag ||
+    wh_fail "GET of target b does not say needs_snapshot (force_resync_lag)"
 last=$(wh_last_lsn "$WH_TMP/a.jsonl")
 wh_wait_until 60 has_rows "$WH_TMP/a.jsonl" 1460 || wh_fail "a did not get rows 1..1460"
 last=$(wh_last_lsn "$WH_TMP/a.jsonl")
@@ -277,6 +304,17 @@ while [ "$(zone "yellow -> red")$(zone "green -> red")" = 00 ] && [ "$n" -lt 446
 done
 [ "$(zone "green -> yellow")" -ge 1 ] || wh_fail "the zone never went green -> yellow"
 [ "$(zone "yellow -> red")" -ge 1 ] || wh_fail "the zone never went yellow -> red"
+# each change was published to the dispatchers with the report (a zone
+# note), not left for their next Read or Backlog poll (every 5 s): the store
+# published them and the dispatcher took them
+wh_wait_metric "$M" walhook_store_zone_notes_total 2 10 || wh_fail "the store published no zone notes"
+wh_wait_metric "$M" walhook_dispatcher_zone_notes_total 1 10 || wh_fail "the dispatcher received no zone note"
+wh_wait_until 10 grep -q "tenant default: backpressure zone .* -> red" "$WH_TMP/dispatcher.log" ||
+    wh_fail "the dispatcher never noted the red zone"
+# and took the changes from the notes (a Read's answer may come first for
+# one change now and then, not for all of them)
+grep -q "tenant default: backpressure zone .* (store notification)" "$WH_TMP/dispatcher.log" ||
+    wh_fail "the dispatcher took no zone change from a store notification"
 wh_wait_until 30 wh_metric_label_is "$M" walhook_target_shed_total 'target="f"' -gt 0 ||
     wh_fail "f did not shed in the red zone"
 _back_green() { since5 | grep -q "backpressure zone red -> green\|backpressure zone yellow -> green"; }

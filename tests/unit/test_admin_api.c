@@ -331,6 +331,67 @@ static void test_targets(void **state)
 /* A tenant or a target that would take the store over its memory budget
  * (the one it reports in its metrics) is refused with 409 naming the
  * parts; within the budget it is created; removing always works. */
+/* a target's state: needs_snapshot (with since and reason from the
+ * store's metrics) before paused; active; unknown without the store's
+ * metrics */
+static void test_target_state(void **state)
+{
+    fx *f = *state;
+    const char *tg = "/v1/tenants/default/targets";
+    assert_int_equal(
+        call(f, "POST", tg, ADMIN_TOK, NULL, "{\"name\":\"b\",\"url\":\"http://127.0.0.1:1/b\"}"),
+        201);
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/t0", READ_TOK, NULL, NULL), 200);
+    assert_non_null(strstr(body(f), "\"state\":\"unknown\""));
+    f->m.store_metrics =
+        "# TYPE walhook_store_target_needs_snapshot gauge\n"
+        "walhook_store_target_needs_snapshot{tenant=\"default\",target=\"t0\"} 1\n"
+        "walhook_store_target_needs_snapshot{tenant=\"other\",target=\"b\"} 1\n"
+        "# TYPE walhook_store_target_needs_snapshot_since_seconds gauge\n"
+        "walhook_store_target_needs_snapshot_since_seconds{tenant=\"default\",target=\"t0\","
+        "reason=\"force_resync_disconnected\"} 1764772961\n"
+        "walhook_store_target_needs_snapshot_since_seconds{tenant=\"other\",target=\"b\","
+        "reason=\"retention_cap\"} 1\n";
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/t0", READ_TOK, NULL, NULL), 200);
+    json_t *j = json_loads(body(f), 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "state")), "needs_snapshot");
+    json_t *ns = json_object_get(j, "needs_snapshot");
+    assert_string_equal(json_string_value(json_object_get(ns, "since")), "2025-12-03T14:42:41Z");
+    assert_string_equal(json_string_value(json_object_get(ns, "reason")),
+                        "force_resync_disconnected");
+    json_decref(j);
+    /* the list: t0 marked, b (marked in another tenant only) active, then paused */
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/b/pause", ADMIN_TOK, NULL, NULL),
+                     200);
+    assert_int_equal(call(f, "GET", tg, READ_TOK, NULL, NULL), 200);
+    j = json_loads(body(f), 0, NULL);
+    assert_non_null(j);
+    size_t i;
+    json_t *v;
+    int seen = 0;
+    json_array_foreach(json_object_get(j, "targets"), i, v)
+    {
+        const char *n = json_string_value(json_object_get(v, "name"));
+        const char *st = json_string_value(json_object_get(v, "state"));
+        if (strcmp(n, "t0") == 0) {
+            assert_string_equal(st, "needs_snapshot");
+            seen |= 1;
+        } else if (strcmp(n, "b") == 0) {
+            assert_string_equal(st, "paused");
+            assert_true(json_is_null(json_object_get(v, "needs_snapshot")));
+            seen |= 2;
+        }
+    }
+    assert_int_equal(seen, 3);
+    json_decref(j);
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/b/resume", ADMIN_TOK, NULL, NULL),
+                     200);
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/b", READ_TOK, NULL, NULL), 200);
+    assert_non_null(strstr(body(f), "\"state\":\"active\""));
+    f->m.store_metrics = NULL;
+}
+
 static void test_memory_budget_409(void **state)
 {
     fx *f = *state;
@@ -660,6 +721,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_targets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backfill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_target_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_budget_409, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page, setup, teardown),

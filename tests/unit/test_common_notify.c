@@ -54,6 +54,29 @@ static void test_position_only(void **state)
     wh_buf_free(&b);
 }
 
+/* a zone note: the zone comes through, no push; a position-only note
+ * carries none */
+static void test_zone_note(void **state)
+{
+    (void)state;
+    wh_buf b;
+    wh_buf_init(&b, WH_NOTE_MSG_MAX);
+    wh_note n;
+    for (uint32_t z = 0; z <= 2; z++) {
+        assert_int_equal(wh_note_encode_zone(&b, "acme", z), WH_OK);
+        assert_int_equal(wh_note_decode((const uint8_t *)b.data, b.len, &n), WH_OK);
+        assert_string_equal(n.tenant, "acme");
+        assert_true(n.has_zone);
+        assert_int_equal(n.zone, z);
+        assert_true(n.lsn == UINT64_MAX);
+        assert_null(n.push);
+    }
+    assert_int_equal(wh_note_encode(&b, "acme", 0x1234, 7, 0, 0, 0, 0, NULL, 0, NULL), WH_OK);
+    assert_int_equal(wh_note_decode((const uint8_t *)b.data, b.len, &n), WH_OK);
+    assert_false(n.has_zone);
+    wh_buf_free(&b);
+}
+
 static void test_push_roundtrip(void **state)
 {
     (void)state;
@@ -150,6 +173,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_position_only),
+        cmocka_unit_test(test_zone_note),
         cmocka_unit_test(test_push_roundtrip),
         cmocka_unit_test(test_push_refused),
     };

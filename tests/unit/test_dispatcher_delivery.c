@@ -23,6 +23,7 @@
 #include "../../services/dispatcher/dsp_outcome.h"
 #include "../../services/dispatcher/dsp_ssrf.h"
 #include "../../services/dispatcher/dsp_target.h"
+#include "../../services/dispatcher/dsp_zone.h"
 #include "wh_cidr.h"
 #include "wh_state.h"
 #include "wh_util.h"
@@ -440,6 +441,32 @@ static void test_format_build(void **state)
     dsp_format_free(&f);
 }
 
+/* dsp_zone: a zone note is taken at once; the zone of an answer to a
+ * request sent before a note came is not (it may be older than the note) */
+static void test_zone_notes(void **state)
+{
+    (void)state;
+    assert_int_equal(dsp_zone_get("zt"), DSP_ZONE_GREEN);
+    uint64_t n0 = dsp_zone_notes();
+    uint64_t m = dsp_zone_mark();
+    dsp_zone_set("zt", DSP_ZONE_YELLOW, m); /* a Read's answer */
+    assert_int_equal(dsp_zone_get("zt"), DSP_ZONE_YELLOW);
+    m = dsp_zone_mark();                                    /* a Read goes out */
+    assert_int_equal(dsp_zone_note("zt", DSP_ZONE_RED), 1); /* a note meanwhile */
+    assert_int_equal(dsp_zone_get("zt"), DSP_ZONE_RED);
+    dsp_zone_set("zt", DSP_ZONE_YELLOW, m); /* the Read's older answer */
+    assert_int_equal(dsp_zone_get("zt"), DSP_ZONE_RED);
+    assert_int_equal(dsp_zone_note("zt", DSP_ZONE_RED), 0); /* no change */
+    assert_int_equal(dsp_zone_notes(), n0 + 2);
+    m = dsp_zone_mark();
+    dsp_zone_set("zt", DSP_ZONE_GREEN, m); /* a newer answer: the fallback still works */
+    assert_int_equal(dsp_zone_get("zt"), DSP_ZONE_GREEN);
+    assert_int_equal(dsp_zone_note("zt", 7), 1); /* out of range: red */
+    assert_int_equal(dsp_zone_get("zt"), DSP_ZONE_RED);
+    assert_int_equal(dsp_zone_get("other"), DSP_ZONE_GREEN);
+    assert_int_equal(dsp_zone_note("zt", DSP_ZONE_GREEN), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -448,7 +475,7 @@ int main(void)
         cmocka_unit_test(test_nack_window),  cmocka_unit_test(test_token_bucket),
         cmocka_unit_test(test_ssrf_classes), cmocka_unit_test(test_ssrf_allow_lists),
         cmocka_unit_test(test_lanes),        cmocka_unit_test(test_delivery_settings),
-        cmocka_unit_test(test_format_build),
+        cmocka_unit_test(test_format_build), cmocka_unit_test(test_zone_notes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -928,6 +928,64 @@ static void test_notify_push(void **state)
     st_server_stop(f->srv);
 }
 
+/* Sends a SlotReport of tenant "z" with zone through the handler. */
+static void slot_report(fx *f, uint32_t zone)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__SlotReport r = WALHOOK__SLOT_REPORT__INIT;
+    r.tenant = "z";
+    r.zone = zone;
+    r.zone_ttl_ms = 600000;
+    req.body_case = WALHOOK__REQUEST__BODY_SLOT_REPORT;
+    req.slot_report = &r;
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(rep.body_case, WALHOOK__REPLY__BODY_SLOT);
+    st_server_done(f->srv, &rep, cookie);
+}
+
+/* A SlotReport that changes the tenant's zone publishes a zone note at once
+ * (the dispatchers need not Read to learn it); one that does not change it
+ * publishes nothing. */
+static void test_zone_notes(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    if (st_server_listen(f->srv, f->url, err, sizeof(err)) != WH_OK)
+        fail_msg("listen: %s", err);
+    char nurl[200];
+    snprintf(nurl, sizeof(nurl), "%s.notify", f->url);
+    wh_sub *sub = NULL;
+    assert_int_equal(wh_sub_open(&sub, nurl, err, sizeof(err)), WH_OK);
+    for (int i = 0; i < 500 && !wh_sub_connected(sub); i++)
+        wh_sleep_ms(10);
+    assert_true(wh_sub_connected(sub));
+    wh_sleep_ms(50); /* the subscription reaches the publisher */
+    static uint8_t msg[WH_NOTE_MSG_MAX];
+    static const uint32_t zones[] = {2, 2, 1, 0, 0, 2};
+    static const int noted[] = {1, 0, 1, 1, 0, 1};
+    for (size_t i = 0; i < sizeof(zones) / sizeof(zones[0]); i++) {
+        slot_report(f, zones[i]);
+        /* a note, if any, was sent before the report's answer */
+        int len = wh_sub_recv(sub, msg, sizeof(msg), noted[i] ? 5000 : 300);
+        if (!noted[i]) {
+            assert_int_equal(len, 0); /* the same zone again: nothing */
+            continue;
+        }
+        assert_true(len > 0);
+        wh_note n;
+        assert_int_equal(wh_note_decode(msg, (size_t)len, &n), WH_OK);
+        assert_string_equal(n.tenant, "z");
+        assert_true(n.has_zone);
+        assert_int_equal(n.zone, zones[i]);
+        assert_null(n.push);
+    }
+    wh_sub_interrupt(sub);
+    wh_sub_close(sub);
+    st_server_stop(f->srv);
+}
+
 /* Appends of one tenant that overlap push nothing (neither knows what the
  * other wrote); the next one alone pushes after the highest of them; a
  * failed write forgets the tail. */
@@ -1547,6 +1605,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_long_poll_single_worker, setup1, teardown),
         cmocka_unit_test_setup_teardown(test_ipc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notify_push, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zone_notes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push_overlap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_reset, setup, teardown),

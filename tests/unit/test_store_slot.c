@@ -1,7 +1,9 @@
 /* st_slot against a real RocksDB: the track position (the slowest counted
  * consumer; a consumer at the end counts as the durable LSN), force_resync
  * by lag and by a stalled consumer (marked NEEDS_SNAPSHOT, no longer
- * counted, cleared by a set offset), and the zone with its time to live. */
+ * counted, cleared by a set offset), the stall timer kept across a reopen
+ * of the store (an injected wall clock), when and why a consumer was
+ * marked, and the zone with its time to live and its changes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,7 +26,31 @@ typedef struct fx {
     char dir[64];
     st_db *db;
     st_slot *slot;
+    uint64_t clock; /* the stall timers' wall clock, ms */
 } fx;
+
+static uint64_t fx_clock(void *arg)
+{
+    return ((fx *)arg)->clock;
+}
+
+static void fx_open(fx *f)
+{
+    char err[WH_ERRLEN];
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 1 << 20};
+    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
+        fail_msg("open: %s", err);
+    assert_int_equal(st_slot_new(&f->slot, f->db, err, sizeof(err)), WH_OK);
+    st_slot_set_clock(f->slot, fx_clock, f);
+}
+
+/* a restart of the store: everything in memory is gone */
+static void fx_reopen(fx *f)
+{
+    st_slot_free(f->slot);
+    st_db_close(f->db);
+    fx_open(f);
+}
 
 static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
@@ -37,13 +63,10 @@ static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw
 static int setup(void **state)
 {
     fx *f = calloc(1, sizeof(*f));
-    char err[WH_ERRLEN];
     snprintf(f->dir, sizeof(f->dir), "%s/test_store_slot.XXXXXX", P_tmpdir);
     assert_non_null(mkdtemp(f->dir));
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 1 << 20};
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
-    assert_int_equal(st_slot_new(&f->slot, f->db, err, sizeof(err)), WH_OK);
+    f->clock = 1700000000000ull;
+    fx_open(f);
     *state = f;
     return 0;
 }
@@ -79,6 +102,8 @@ static void commit(st_db *db, const char *c, uint64_t lsn)
         fail_msg("commit: %s", err);
 }
 
+static int last_zone_changed;
+
 static Walhook__SlotReply report(fx *f, uint64_t wal, uint32_t zone, uint64_t lag_cap,
                                  uint64_t after_ms, char *slowest)
 {
@@ -91,7 +116,8 @@ static Walhook__SlotReply report(fx *f, uint64_t wal, uint32_t zone, uint64_t la
     r.resync_after_ms = after_ms;
     r.zone_ttl_ms = 1000;
     Walhook__SlotReply out = WALHOOK__SLOT_REPLY__INIT;
-    if (st_slot_report(f->slot, &r, &out, slowest, 64, err, sizeof(err)) != WH_OK)
+    if (st_slot_report(f->slot, &r, &out, slowest, 64, &last_zone_changed, err, sizeof(err)) !=
+        WH_OK)
         fail_msg("report: %s", err);
     return out;
 }
@@ -173,7 +199,10 @@ static void test_resync_stalled(void **state)
     commit(f->db, "idle", 0x300); /* nothing to deliver: never stalled */
     Walhook__SlotReply r = report(f, 0x400, 0, 0, 1000, slowest); /* the timers start */
     assert_int_equal(r.marked, 0);
-    usleep(1100 * 1000);
+    f->clock += 999;
+    r = report(f, 0x400, 0, 0, 1000, slowest);
+    assert_int_equal(r.marked, 0); /* not yet */
+    f->clock += 1;
     commit(f->db, "slow", 0x200); /* progress since the last report: its timer starts again */
     r = report(f, 0x400, 0, 0, 1000, slowest);
     assert_int_equal(r.marked, 1);
@@ -182,6 +211,114 @@ static void test_resync_stalled(void **state)
     assert_false(st_db_needs_snapshot(f->db, "t", "idle"));
     assert_int_equal(r.track_lsn, 0x200);
     assert_string_equal(slowest, "slow");
+}
+
+typedef struct ns_seen {
+    int n;
+    char consumer[64];
+    int64_t since_ms;
+    char reason[64];
+} ns_seen;
+
+static void ns_cb(void *arg, const char *tenant, const char *consumer, int64_t since_ms,
+                  const char *reason)
+{
+    ns_seen *s = arg;
+    (void)tenant;
+    s->n++;
+    snprintf(s->consumer, sizeof(s->consumer), "%s", consumer);
+    s->since_ms = since_ms;
+    snprintf(s->reason, sizeof(s->reason), "%s", reason);
+}
+
+/* disconnected_resync_after across store restarts: the timer a restart
+ * would have started again is kept, the mark comes when the limit is
+ * reached counted from the first stalled report, and the mark's reason and
+ * time survive a restart too */
+static void test_resync_stalled_restart(void **state)
+{
+    fx *f = *state;
+    char slowest[64];
+    uint64_t since, lsn;
+    uint32_t seq;
+    char err[WH_ERRLEN];
+    fill(f->db);
+    commit(f->db, "dead", 0x100);
+    commit(f->db, "busy", 0x100);
+    uint64_t t0 = f->clock;
+    Walhook__SlotReply r = report(f, 0x400, 0, 0, 10000, slowest); /* the timers start at t0 */
+    assert_int_equal(r.marked, 0);
+    /* seen stalled at one report only: nothing stored yet */
+    assert_int_equal(st_db_stall_get(f->db, "t", "dead", &since, &lsn, &seq, err, sizeof(err)), 0);
+    f->clock = t0 + 2000;
+    commit(f->db, "busy", 0x200); /* busy delivers between reports: never stored */
+    r = report(f, 0x400, 0, 0, 10000, slowest);
+    assert_int_equal(r.marked, 0);
+    assert_int_equal(st_db_stall_get(f->db, "t", "dead", &since, &lsn, &seq, err, sizeof(err)), 1);
+    assert_true(since == t0);
+    assert_true(lsn == 0x100);
+    assert_int_equal(st_db_stall_get(f->db, "t", "busy", &since, &lsn, &seq, err, sizeof(err)), 0);
+
+    fx_reopen(f);
+    f->clock = t0 + 9999; /* the store was down meanwhile */
+    r = report(f, 0x400, 0, 0, 10000, slowest);
+    assert_int_equal(r.marked, 0); /* 9.999 s since t0 */
+    assert_false(st_db_needs_snapshot(f->db, "t", "dead"));
+    fx_reopen(f);
+    f->clock = t0 + 10000;
+    r = report(f, 0x400, 0, 0, 10000, slowest);
+    assert_int_equal(r.marked, 1); /* 10 s since t0, not 10 s since the restart */
+    assert_true(st_db_needs_snapshot(f->db, "t", "dead"));
+    assert_false(st_db_needs_snapshot(f->db, "t", "busy"));
+    ns_seen ns = {0};
+    st_db_needs_snapshot_each(f->db, ns_cb, &ns);
+    assert_int_equal(ns.n, 1);
+    assert_string_equal(ns.consumer, "dead");
+    assert_string_equal(ns.reason, "force_resync_disconnected");
+    int64_t marked_at = ns.since_ms;
+    assert_true(marked_at > 0);
+    /* a marked consumer's timer is dropped with the mark */
+    assert_int_equal(st_db_stall_get(f->db, "t", "dead", &since, &lsn, &seq, err, sizeof(err)), 0);
+
+    fx_reopen(f);
+    memset(&ns, 0, sizeof(ns));
+    st_db_needs_snapshot_each(f->db, ns_cb, &ns);
+    assert_int_equal(ns.n, 1);
+    assert_string_equal(ns.reason, "force_resync_disconnected");
+    assert_true(ns.since_ms == marked_at);
+
+    /* a set offset clears the mark; a later mark by lag says so */
+    assert_int_equal(st_db_set_offset(f->db, "t", "dead", 0x100, 0, NULL, NULL, err, sizeof(err)),
+                     WH_OK);
+    memset(&ns, 0, sizeof(ns));
+    st_db_needs_snapshot_each(f->db, ns_cb, &ns);
+    assert_int_equal(ns.n, 0);
+    r = report(f, 0x400, 0, 0x2ff, 0, slowest);
+    assert_int_equal(r.marked, 1);
+    st_db_needs_snapshot_each(f->db, ns_cb, &ns);
+    assert_int_equal(ns.n, 1);
+    assert_string_equal(ns.reason, "force_resync_lag");
+}
+
+/* zone_changed: only when the zone Reads answer changes (a zone note to
+ * the dispatchers goes with it) */
+static void test_zone_changed(void **state)
+{
+    fx *f = *state;
+    char slowest[64];
+    report(f, 0x400, 0, 0, 0, slowest);
+    assert_false(last_zone_changed); /* green, as before any report */
+    report(f, 0x400, 1, 0, 0, slowest);
+    assert_true(last_zone_changed);
+    report(f, 0x400, 1, 0, 0, slowest);
+    assert_false(last_zone_changed);
+    report(f, 0x400, 2, 0, 0, slowest);
+    assert_true(last_zone_changed);
+    report(f, 0x400, 9, 0, 0, slowest); /* out of range: red, no change */
+    assert_false(last_zone_changed);
+    report(f, 0x400, 0, 0, 0, slowest);
+    assert_true(last_zone_changed);
+    assert_int_equal(st_slot_zone(f->slot, "t"), 0);
 }
 
 static void test_zone(void **state)
@@ -204,7 +341,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_track, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resync_lag, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resync_stalled, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resync_stalled_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zone_changed, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -191,13 +191,15 @@ static void table_tenants(json_t *j)
 
 static void table_targets(json_t *j)
 {
-    printf("%-20s %-7s %-7s %s\n", "TARGET", "STATE", "SECRETS", "URL");
+    printf("%-20s %-14s %-7s %s\n", "TARGET", "STATE", "SECRETS", "URL");
     size_t i;
     json_t *t;
     json_array_foreach(json_object_get(j, "targets"), i, t)
     {
         col(json_string_value(json_object_get(t, "name")), 20);
-        col(json_is_true(json_object_get(t, "paused")) ? "paused" : "active", 7);
+        /* the admin's state (needs_snapshot first); an older admin has none */
+        const char *st = json_string_value(json_object_get(t, "state"));
+        col(st ? st : json_is_true(json_object_get(t, "paused")) ? "paused" : "active", 14);
         printf("%-7zu ", json_array_size(json_object_get(t, "secrets")));
         print_scalar(stdout, json_object_get(t, "url"));
         putchar('\n');
