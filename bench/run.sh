@@ -78,12 +78,7 @@ REQLOG="$WH_TMP/requests.log"
 wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --requests "$REQLOG"
 
 now() { echo "$EPOCHREALTIME"; }
-fmt() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
-rate() { awk -v n="$1" -v t="$2" 'BEGIN { if (t > 0) printf "%.0f", n / t; else print "inf" }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-us_per() { awk -v s="$1" -v n="$2" 'BEGIN { printf "%.1f", s * 1e6 / n }'; }
-cpu_s() { awk -v hz="$HZ" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+source bench/lib.sh
 # CPU-seconds of the postmaster's exited children (walsenders and backends
 # that ended: pg_recvlogical's walsender, the admin's per-scrape connections)
 pg_children_cpu() {
@@ -252,15 +247,7 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     r_dl=$(ratio "$t_rl" "$t_dl")
     echo "   walhook: all stored in $t_st s ($(rate "$events" "$t_st") changes/s, ratio $r_st)"
     echo "   walhook: all delivered in $t_dl s (the last one's arrival at the receiver, $(rate "$events" "$t_dl") changes/s, ratio $r_dl)"
-    local line="   CPU:" pss="   peak PSS:" sum=0 k
-    for i in "${!DAEMONS[@]}"; do
-        line+=" ${DAEMONS[$i]} ${cpu[$i]} s ($(us_per "${cpu[$i]}" "$events") us/ev);"
-        k=$(awk -v p="${pids[$i]}" '$1 == p && $2 > m { m = $2 } END { print m + 0 }' "$WH_TMP/pss-$name")
-        sum=$((sum + k))
-        pss+=" ${DAEMONS[$i]} $(mib "$k") MiB;"
-    done
-    echo "$line total $total s ($(us_per "$total" "$events") us/event)"
-    echo "$pss sum $(mib "$sum") MiB"
+    bench_daemons_report "$events" ev event "$WH_TMP/pss-$name"
     echo "   minor page faults:$flt"
     echo "   context switches per event:$csw"
     if [ -n "${BENCH_THREADS:-}" ]; then # per thread name: context switches, CPU-s
@@ -281,7 +268,7 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
         "$t_rl" "$(us_per "$rl_cpu" "$events")" "$t_st" "$t_dl" "$r_st" "$r_dl" \
         "$(us_per "${cpu[0]}" "$events")" "$(us_per "${cpu[1]}" "$events")" \
         "$(us_per "${cpu[2]}" "$events")" "$(us_per "${cpu[3]}" "$events")" \
-        "$(us_per "$total" "$events")" "$(mib "$sum")")")
+        "$(us_per "$total" "$events")" "$(mib "$BENCH_PSS_SUM")")")
     for d in admin dispatcher ingestor store; do wh_kill "$d-$name" TERM; done
     pg_psql -c "SELECT pg_drop_replication_slot('$rl'), pg_drop_replication_slot('$slot')" >/dev/null
 }

@@ -23,12 +23,7 @@ trap wh_cleanup EXIT
 wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver tests/wh_pss
 wh_tmpdir
 echo "bench-snapshot: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-fmt() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
-rate() { awk -v n="$1" -v t="$2" 'BEGIN { if (t > 0) printf "%.0f", n / t; else print "inf" }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-us_per() { awk -v s="$1" -v n="$2" 'BEGIN { printf "%.1f", s * 1e6 / n }'; }
-cpu_s() { awk -v hz="$HZ" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+source bench/lib.sh
 
 pg_start
 pg_psql -c "CREATE TABLE orders (id bigserial PRIMARY KEY, customer text, amount numeric(12,2),
@@ -95,12 +90,4 @@ t_read=$(sed -n 's/.* rows stored in \([0-9.]*\) s.*/\1/p' <<<"$line")
 echo "   walhook: every row read and stored in $t_read s ($(rate "$N" "$t_read") rows/s," \
     "PostgreSQL's COPY time / this: $(ratio "$t_pg" "$t_read"))"
 echo "   walhook: every row delivered $t_dl s after start ($(rate "$N" "$t_dl") rows/s, ratio $(ratio "$t_pg" "$t_dl"))"
-out="   CPU:" pss="   peak PSS:" sum=0
-for i in "${!DAEMONS[@]}"; do
-    out+=" ${DAEMONS[$i]} ${cpu[$i]} s ($(us_per "${cpu[$i]}" "$N") us/row);"
-    k=$(awk -v p="${pids[$i]}" '$1 == p && $2 > m { m = $2 } END { print m + 0 }' "$WH_TMP/pss")
-    sum=$((sum + k))
-    pss+=" ${DAEMONS[$i]} $(mib "$k") MiB;"
-done
-echo "$out total $total s ($(us_per "$total" "$N") us/row)"
-echo "$pss sum $(mib "$sum") MiB"
+bench_daemons_report "$N" row row "$WH_TMP/pss"

@@ -782,9 +782,7 @@ static int watermark(ing_snapshot *s, const char *content, char *err, size_t err
     return res ? WH_OK : WH_ERR;
 }
 
-/* The job's next rows after its last key (the first ones when it has
- * none), at most limit, in key order, in the connection's transaction. */
-static PGresult *select_rows(ing_snapshot *s, int limit, char *err, size_t errlen)
+static PGresult *select_query(ing_snapshot *s, int limit, char *err, size_t errlen)
 {
     const wh_snapjob *j = s->job;
     const char *vals[WH_SNAP_MAXKEY + 1];
@@ -804,6 +802,21 @@ static PGresult *select_rows(ing_snapshot *s, int limit, char *err, size_t errle
     types[0] = 23;
     return query(s, s->select_sql + s->first_sql_at, 1, types, vals, "reading a chunk", err,
                  errlen);
+}
+
+/* The job's next rows after its last key (the first ones when it has
+ * none), at most limit, in key order, in the connection's transaction;
+ * NULL (err) when the query fails or its columns are not the table's. */
+static PGresult *select_rows(ing_snapshot *s, int limit, char *err, size_t errlen)
+{
+    PGresult *res = select_query(s, limit, err, errlen);
+    if (res != NULL && PQnfields(res) != s->rel->natts) {
+        wh_seterr(err, errlen, "the chunk has %d columns, the table %d", PQnfields(res),
+                  s->rel->natts);
+        PQclear(res);
+        return NULL;
+    }
+    return res;
 }
 
 static int chunk_limit(const ing_snapshot *s)
@@ -856,11 +869,6 @@ static int read_chunk(ing_snapshot *s, char *err, size_t errlen)
     }
     PQclear(end);
     recent_prune(s, s->xmin);
-    if (PQnfields(res) != s->rel->natts) {
-        PQclear(res);
-        return wh_seterr(err, errlen, "the chunk has %d columns, the table %d", PQnfields(res),
-                         s->rel->natts);
-    }
     if (PQntuples(res) == 0) {
         PQclear(res);
         return 1;
@@ -1037,11 +1045,6 @@ static int export_job(ing_snapshot *s, wh_snapjob *j, ing_catalog *cat, const in
         PGresult *res = select_rows(s, limit, err, errlen);
         if (res == NULL)
             return WH_ERR;
-        if (PQnfields(res) != s->rel->natts) {
-            PQclear(res);
-            return wh_seterr(err, errlen, "the chunk has %d columns, the table %d", PQnfields(res),
-                             s->rel->natts);
-        }
         if (PQntuples(res) == 0) {
             PQclear(res);
             job_done(s, j);
@@ -1228,6 +1231,21 @@ static void log_progress(ing_snapshot *s, const wh_snapjob *j)
             j->rows_done, j->rows_est, rate, eta);
 }
 
+/* The chunk's next event (its json is set once the buffer stops moving)
+ * at t's commit LSN and *seq, which moves on. */
+static void chunk_event(Walhook__Event *ev, Walhook__Event **evp, size_t *nev, const ing_txn *t,
+                        uint32_t *seq)
+{
+    Walhook__Event *e = &ev[*nev];
+    walhook__event__init(e);
+    e->commit_lsn = t->commit_lsn;
+    e->seq = *seq;
+    e->commit_ts_us = t->commit_ts_us;
+    evp[*nev] = e;
+    (*nev)++;
+    (*seq)++;
+}
+
 static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *err, size_t errlen)
 {
     wh_snapjob *j = s->job;
@@ -1282,13 +1300,7 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
         s->sv.description.data = (uint8_t *)s->sdesc.data;
         s->sv.description.len = s->sdesc.len;
         sv = &s->sv;
-        walhook__event__init(&ev[nev]);
-        ev[nev].commit_lsn = t->commit_lsn;
-        ev[nev].seq = *seq;
-        ev[nev].commit_ts_us = t->commit_ts_us;
-        evp[nev] = &ev[nev];
-        nev++;
-        (*seq)++;
+        chunk_event(ev, evp, &nev, t, seq);
     }
     for (int r = 0; r < n; r++) {
         if (s->exporting) /* no stream runs: nothing to filter */
@@ -1314,13 +1326,7 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
         off[nev] = s->json.len;
         if (ing_event_change(&s->json, t, *seq, &m, err, errlen) != WH_OK)
             goto out;
-        walhook__event__init(&ev[nev]);
-        ev[nev].commit_lsn = t->commit_lsn;
-        ev[nev].seq = *seq;
-        ev[nev].commit_ts_us = t->commit_ts_us;
-        evp[nev] = &ev[nev];
-        nev++;
-        (*seq)++;
+        chunk_event(ev, evp, &nev, t, seq);
     }
     for (size_t i = 0; i < nev; i++) {
         size_t end = i + 1 < nev ? off[i + 1] : s->json.len;
