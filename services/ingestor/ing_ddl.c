@@ -70,9 +70,9 @@
     "pg_catalog.pg_replication_slots), '') "                                                       \
     "FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"
 
-
 #define DDL_DROP_SQL                                                                               \
-    "DROP EVENT TRIGGER IF EXISTS walhook_ddl_end; DROP EVENT TRIGGER IF EXISTS walhook_ddl_drop; " \
+    "DROP EVENT TRIGGER IF EXISTS walhook_ddl_end; DROP EVENT TRIGGER IF EXISTS "                  \
+    "walhook_ddl_drop; "                                                                           \
     "DROP FUNCTION IF EXISTS public.walhook_ddl_capture()"
 
 static int run(PGconn *conn, const char *sql, const char *what, char *err, size_t errlen)
@@ -127,13 +127,13 @@ int ing_ddl_users(const char *list, const char *slot, int add, const char *live,
                 return WH_ERR;
             keep = !listed(out->data, p, n);
         }
-        if (keep && ((out->len > 0 && wh_buf_putc(out, ',') != WH_OK) ||
-                     wh_buf_append(out, p, n) != WH_OK))
+        if (keep &&
+            ((out->len > 0 && wh_buf_putc(out, ',') != WH_OK) || wh_buf_append(out, p, n) != WH_OK))
             return WH_ERR;
         p = e ? e + 1 : NULL;
     }
-    if (add && ((out->len > 0 && wh_buf_putc(out, ',') != WH_OK) ||
-                wh_buf_append(out, slot, sn) != WH_OK))
+    if (add &&
+        ((out->len > 0 && wh_buf_putc(out, ',') != WH_OK) || wh_buf_append(out, slot, sn) != WH_OK))
         return WH_ERR;
     return wh_buf_cstr(out);
 }
@@ -219,9 +219,9 @@ static int install(PGconn *conn, const char *slot, char *err, size_t errlen)
                        st.user);
         goto out;
     }
-    if (!st.same && (rc = run(conn, DDL_FUNCTION_SQL,
-                              "CREATE OR REPLACE FUNCTION public.walhook_ddl_capture()", err,
-                              errlen)) != WH_OK)
+    if (!st.same &&
+        (rc = run(conn, DDL_FUNCTION_SQL, "CREATE OR REPLACE FUNCTION public.walhook_ddl_capture()",
+                  err, errlen)) != WH_OK)
         goto out;
     if (!st.triggers) {
         if ((rc = run(conn, DDL_TRIGGERS_SQL,
