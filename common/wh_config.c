@@ -59,7 +59,7 @@ const wh_config_entry wh_config_table[] = {
     B(streaming, "source.streaming", 0, 0,
       "pgoutput protocol 2 with streaming (PostgreSQL 14+): a large transaction is staged in "
       "the store while it runs, instead of spilled by PostgreSQL and sent at its commit"),
-    B(ddl, "source.ddl", 0, WH_CF_RUNTIME,
+    B(ddl, "source.ddl", 0, 0,
       "capture DDL: install (idempotently; needs a superuser) event triggers that emit each DDL "
       "command as a transactional logical message, delivered as a `ddl` event; turned off, "
       "walhook drops the triggers it created once no other slot uses them"),

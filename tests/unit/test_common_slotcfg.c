@@ -138,10 +138,11 @@ static void test_file(void **state)
 }
 
 /* The capture keys: a tenant's snapshot, snapshot_chunk_rows and ddl over
- * the daemon's (file, env, the state's runtime settings); absent or null
- * inherits; they are no slot-safety settings (wh_slotcfg_differs). */
+ * the daemon's (file, env, and the state's runtime setting
+ * source.snapshot_chunk_rows); absent or null inherits; they are no
+ * slot-safety settings (wh_slotcfg_differs). */
 static const char *CAPDOC =
-    "{\"version\":1,\"settings\":{\"source.snapshot_chunk_rows\":700,\"source.ddl\":false},"
+    "{\"version\":1,\"settings\":{\"source.snapshot_chunk_rows\":700},"
     "\"tenants\":[{\"name\":\"a\",\"source\":{\"dsn\":\"dbname=a\",\"slot\":\"sa\","
     "\"snapshot\":\"initial\",\"snapshot_chunk_rows\":300,\"ddl\":true}},"
     "{\"name\":\"b\",\"source\":{\"dsn\":\"dbname=a\",\"slot\":\"sb\",\"ddl\":null}}]}";
