@@ -79,10 +79,13 @@ static void apply(void *arg, wh_state *s, const wh_config *eff)
     wh_strlcpy(is->latest.tenant, is->tenant, sizeof(is->latest.tenant));
     is->have_latest = 1;
     int changed = atomic_load(&is->started) && ing_state_source_differs(&is->latest, &is->running);
+    const char *what = (is->latest.ddl != 0) == (is->running.ddl != 0) ? ""
+                       : is->latest.ddl                                ? " (source.ddl on)"
+                                                                       : " (source.ddl off)";
     pthread_mutex_unlock(&is->mu);
     if (changed && !atomic_exchange(&is->source_changed, 1))
-        wh_info("tenant %s: the source changed in state version %" PRIu64 "; reconnecting",
-                is->tenant, s->version);
+        wh_info("tenant %s: the source changed in state version %" PRIu64 "%s; reconnecting",
+                is->tenant, s->version, what);
 }
 
 /* Replication thread, every turn of the stream loop: SIGHUP goes through
