@@ -133,6 +133,21 @@ wh_wait_until 30 triggers_are 2 || wh_fail "tenant a's ddl = true did not instal
 wh_wait_until 10 mark_is "walhook ddl capture; slots: wh_a" || wh_fail "the triggers' mark: '$(mark)'"
 step "ALTER TABLE t ADD COLUMN g int" 5
 
+# a switch that PostgreSQL answers with a resend: b moves to a copy of its
+# slot made before a transaction with a DDL (a's capture) and an insert,
+# and turns ddl on. The copy sends that transaction (and every later one)
+# again: b's insert of 6 keeps its position (the ddl message that was no
+# event kept its seq), only the ddl event is new, at its own position
+pg_psql -c "SELECT pg_copy_logical_replication_slot('wh_b', 'wh_b_copy')" >/dev/null ||
+    wh_fail "cannot copy slot wh_b"
+step "BEGIN; ALTER TABLE t ADD COLUMN h int; INSERT INTO t (id, h) VALUES (6, 6); COMMIT" 7
+code=$(patch_t b '{"source":{"slot":"wh_b_copy","ddl":true}}')
+[ "$code" = 200 ] || wh_fail "PATCH b slot=wh_b_copy ddl=true: $code $(cat "$WH_TMP/patch.out")"
+wh_wait_until 30 mark_is "walhook ddl capture; slots: wh_a,wh_b_copy" ||
+    wh_fail "tenant b's ingestor did not register slot wh_b_copy: '$(mark)'"
+pg_psql -c "INSERT INTO t (id) VALUES (8)" >/dev/null || wh_fail "insert of 8 failed"
+wh_wait_until 60 got b '"id":8,' || wh_fail "tenant b did not get the insert of 8 through the copy"
+
 # a's snapshot_chunk_rows: applied at once through the hook, no reconnect
 n0=$(grep -c "tenant a: the source changed" "$WH_TMP/walhook.log")
 code=$(patch_t a '{"source":{"snapshot_chunk_rows":77}}')
@@ -173,11 +188,14 @@ out=$(python3 - "$WH_TMP" "$ROWS" <<'PY' 2>&1
 import json, sys
 tmp, rows = sys.argv[1], int(sys.argv[2])
 stored = {"a": set(), "b": set()}
+marked = {"a": set(), "b": set()}  # ddl events
 for line in open(f"{tmp}/dump.txt"):
     f = line.split()
     if len(f) >= 3 and f[0] in stored:
         stored[f[0]].add(f"{f[1]}:{f[2]}")
-want_ddl = {"a": {"c", "d", "g"}, "b": {"d", "e"}}
+        if len(f) > 3 and f[3] == "ddl":
+            marked[f[0]].add(f"{f[1]}:{f[2]}")
+want_ddl = {"a": {"c", "d", "g", "h"}, "b": {"d", "e"}}
 loop = {int(x) for x in open(f"{tmp}/t_ids.txt").read().split()}  # every insert into t
 if len(loop) < 100:
     sys.exit(f"only {len(loop)} rows in t")
@@ -215,13 +233,21 @@ for t in ("a", "b"):
     if set(ins) != loop:
         sys.exit(f"tenant {t}: inserts missing {sorted(loop - set(ins))[:10]}, unexpected {sorted(set(ins) - loop)[:10]}")
     schema = [e for e in evs if e["op"] == "schema" and e["table"] == "t"]
-    if len(schema) != 5:  # a shape per ADD COLUMN (the first one had no change)
-        sys.exit(f"tenant {t}: {len(schema)} schema events of t, expected one per shape used (5)")
+    if len(schema) != 6:  # a shape per ADD COLUMN (the first one had no change)
+        sys.exit(f"tenant {t}: {len(schema)} schema events of t, expected one per shape used (6)")
     got = {e["id"].split(":", 1)[1] for e in evs}
-    extra = sorted(stored[t] - got)
+    extra = sorted(stored[t] - got - marked[t])
     if not stored[t] or extra:
         sys.exit(f"tenant {t}: {len(stored[t])} stored positions, {len(extra)} never delivered: {extra[:5]}")
-    msg.append(f"{t}: {len(evs)} events, {len(reads)} reads, ddl {sorted(cols)}, {len(ins)} inserts")
+    late = sorted((stored[t] - got) & marked[t])  # ddl events of the resend, behind the offset
+    if t == "b":
+        six = [e for e in evs if e["op"] == "insert" and e["table"] == "t" and e["after"]["id"] == 6]
+        if f"{six[0]['lsn']}:0" not in late:
+            sys.exit(f"tenant b: no ddl event stored at {six[0]['lsn']}:0 by the resend (late: {late})")
+    elif late:
+        sys.exit(f"tenant a: ddl events stored and never delivered: {late}")
+    msg.append(f"{t}: {len(evs)} events, {len(reads)} reads, ddl {sorted(cols)}, {len(ins)} inserts, "
+               f"{len(late)} ddl events of the resend")
 print("ok: " + "; ".join(msg))
 PY
 ) || wh_fail "$out"
