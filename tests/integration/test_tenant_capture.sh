@@ -12,12 +12,15 @@
 #     a off: only b gets them, the triggers stay for b; b back to inherit
 #     (null, the daemon's false): the triggers and the function are dropped,
 #     nobody gets ddl events, schema events still come; a on again: the
-#     triggers are created again, a gets ddl events, b not; a's
+#     triggers are created again, a gets ddl events, b not; b moves to a
+#     copy of its slot made before a transaction with a DDL and an insert,
+#     with ddl on: PostgreSQL sends that transaction again, its insert keeps
+#     its position (stored once), only a ddl event is new; a's
 #     snapshot_chunk_rows applies at once, without a reconnect;
 #  3. bad values are refused by name (400);
 #  4. nothing lost, nothing twice: every insert of the loop that ran across
 #     the switches reaches each tenant once, every position the store holds
-#     was delivered.
+#     was delivered (but the ddl events of the resend, behind b's offset).
 # CAPTURE_ROWS (default 200): the rows that exist before the start.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
