@@ -61,7 +61,8 @@ const wh_config_entry wh_config_table[] = {
       "the store while it runs, instead of spilled by PostgreSQL and sent at its commit"),
     B(ddl, "source.ddl", 0, 0,
       "capture DDL: install (idempotently; needs a superuser) event triggers that emit each DDL "
-      "command as a transactional logical message, delivered as a `ddl` event"),
+      "command as a transactional logical message, delivered as a `ddl` event; turned off, "
+      "walhook drops the triggers it created once no other slot uses them"),
     I(heartbeat_interval_ms, "source.heartbeat_interval_ms", 0, 0, 86400000, 0,
       "with no change for this long, run source.heartbeat_query on the source (0: never)"),
     S(heartbeat_query, "source.heartbeat_query", "", 0,

@@ -1,4 +1,4 @@
-/* wh_slotcfg: per-tenant slot-safety settings. See wh_slotcfg.h. */
+/* wh_slotcfg: a tenant's own source settings. See wh_slotcfg.h. */
 #include "wh_slotcfg.h"
 
 #include <jansson.h>
@@ -9,15 +9,17 @@
 #include "wh_util.h"
 
 static const char *const keys[WH_SLOTCFG_N] = {
-    "slot_policy",     "safety_lag_bytes", "lag_warn_bytes",         "lag_max_bytes",
-    "lag_warn_action", "lag_max_action",   "force_resync_lag_bytes", "disconnected_resync_after_s",
-    "slot_check_ms"};
+    "slot_policy", "safety_lag_bytes", "lag_warn_bytes", "lag_max_bytes", "lag_warn_action",
+    "lag_max_action", "force_resync_lag_bytes", "disconnected_resync_after_s", "slot_check_ms",
+    /* capture (WH_SLOTCFG_NSLOT on) */
+    "snapshot", "snapshot_chunk_rows", "ddl"};
 
 /* the allowed values of the string keys ("" ends a list) */
 static const char *const enums[][4] = {
     {"independent", "track", "", ""},
     {"independent", "none", "", ""},
     {"independent", "force_resync", "none", ""},
+    {"never", "initial", "", ""},
 };
 
 static const char *const *enum_of(const char *key)
@@ -28,6 +30,8 @@ static const char *const *enum_of(const char *key)
         return enums[1];
     if (strcmp(key, "lag_max_action") == 0)
         return enums[2];
+    if (strcmp(key, "snapshot") == 0)
+        return enums[3];
     return NULL;
 }
 
@@ -36,6 +40,12 @@ static const wh_config_entry *entry_of(int k)
     char path[64];
     snprintf(path, sizeof(path), "source.%s", keys[k]);
     return wh_config_find(path);
+}
+
+static int is_bool(int k)
+{
+    const wh_config_entry *e = entry_of(k);
+    return e != NULL && e->type == WH_CT_BOOL;
 }
 
 int wh_slotcfg_key(const char *name)
@@ -78,10 +88,21 @@ int wh_slotcfg_set_json(wh_slotcfg *sc, const char *key, json_t *v, const char *
     int k = wh_slotcfg_key(key);
     if (k < 0)
         return 1;
+    if (json_is_null(v)) { /* back to the daemon's setting */
+        sc->set &= ~(1u << k);
+        return WH_OK;
+    }
     if (enum_of(key) != NULL) {
         if (!json_is_string(v))
             return wh_seterr(err, errlen, "%s: expected a string", path);
         return set_str(sc, k, json_string_value(v), path, err, errlen);
+    }
+    if (is_bool(k)) {
+        if (!json_is_boolean(v))
+            return wh_seterr(err, errlen, "%s: expected true or false", path);
+        sc->num[k] = json_is_true(v);
+        sc->set |= 1u << k;
+        return WH_OK;
     }
     if (!json_is_integer(v))
         return wh_seterr(err, errlen, "%s: expected an integer", path);
@@ -101,6 +122,14 @@ int wh_slotcfg_set_cf(wh_slotcfg *sc, const char *key, config_setting_t *f, cons
                              config_setting_source_line(f));
         return set_str(sc, k, config_setting_get_string(f), path, err, errlen);
     }
+    if (is_bool(k)) {
+        if (t != CONFIG_TYPE_BOOL)
+            return wh_seterr(err, errlen, "%s (line %d): expected true or false", path,
+                             config_setting_source_line(f));
+        sc->num[k] = config_setting_get_bool(f) != 0;
+        sc->set |= 1u << k;
+        return WH_OK;
+    }
     if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64)
         return wh_seterr(err, errlen, "%s (line %d): expected an integer", path,
                          config_setting_source_line(f));
@@ -114,6 +143,7 @@ int wh_slotcfg_render(const wh_slotcfg *sc, json_t *src)
         if (!(sc->set & (1u << k)))
             continue;
         json_t *v = enum_of(keys[k]) != NULL ? json_string(sc->str[k])
+                    : is_bool(k)             ? json_boolean(sc->num[k] != 0)
                                              : json_integer((json_int_t)sc->num[k]);
         rc |= v == NULL || json_object_set_new(src, keys[k], v) != 0;
     }
@@ -149,7 +179,7 @@ void wh_slotcfg_copy(wh_config *dst, const wh_config *src)
 
 int wh_slotcfg_differs(const wh_config *a, const wh_config *b)
 {
-    for (int k = 0; k < WH_SLOTCFG_N; k++) {
+    for (int k = 0; k < WH_SLOTCFG_NSLOT; k++) {
         const wh_config_entry *e = entry_of(k);
         if (e == NULL)
             continue;

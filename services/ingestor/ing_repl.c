@@ -12,6 +12,7 @@
 #include "ing_catalog.h"
 #include "ing_slot.h"
 #include "ing_copy.h"
+#include "ing_ddl.h"
 #include "ing_event.h"
 #include "ing_origin.h"
 #include "ing_pgoutput.h"
@@ -468,7 +469,8 @@ static int repl_setup(repl *r, char *err, size_t errlen)
         return WH_ERR;
     if (ensure_publication(r, err, errlen) || ensure_slot(r, first, err, errlen))
         return WH_ERR;
-    if (r->cfg->ddl && ing_schema_install_ddl(r->conn, err, errlen) != WH_OK) {
+    /* after the slot: an exported snapshot was read by then (ensure_slot) */
+    if (ing_ddl_setup(r->conn, r->cfg->slot, r->cfg->ddl, err, errlen) != WH_OK) {
         r->fatal = 1;
         return WH_ERR;
     }
@@ -691,6 +693,8 @@ static int schema_first_use(repl *r, const ing_txn *t, uint32_t *seq, uint32_t o
 static int emit_ddl(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, char *err,
                     size_t errlen)
 {
+    if (!r->cfg->ddl) /* another slot's capture: no event, its seq kept (ing_ddl.h) */
+        return WH_OK;
     wh_buf probe;
     wh_buf_init(&probe, 0);
     char derr[WH_ERRLEN];

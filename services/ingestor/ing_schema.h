@@ -19,10 +19,10 @@
  * registration (AppendBatch.schemas) travels in the same batch as that
  * event.
  *
- * DDL capture (source.ddl): ing_schema_install_ddl creates, idempotently,
- * a function and event triggers (ddl_command_end, sql_drop) in the source
- * database that emit each DDL command as a transactional logical message
- * with prefix ING_SCHEMA_DDL_PREFIX; ing_event_ddl renders it. */
+ * DDL capture (source.ddl): event triggers in the source database emit
+ * each DDL command as a transactional logical message with prefix
+ * ING_SCHEMA_DDL_PREFIX; ing_event_ddl renders it; ing_ddl installs and
+ * releases them. */
 #ifndef ING_SCHEMA_H
 #define ING_SCHEMA_H
 
@@ -86,11 +86,5 @@ size_t ing_schema_forget_xid(ing_schema *s, uint32_t xid);
  * length, SchemaVersion), appended to out; desc: its description. */
 int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_t dlen,
                      uint64_t first_lsn, uint32_t first_xid);
-
-/* Installs the DDL capture in the source database over conn (a replication
- * connection accepts plain SQL): CREATE OR REPLACE FUNCTION, and the event
- * triggers when missing. WH_ERR with an error naming the missing privilege
- * (superuser, or owner of the existing objects) or the failure. */
-int ing_schema_install_ddl(PGconn *conn, char *err, size_t errlen);
 
 #endif

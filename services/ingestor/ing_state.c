@@ -32,7 +32,8 @@ struct ing_state {
 
 int ing_state_source_differs(const wh_config *a, const wh_config *b)
 {
-    return wh_slotcfg_differs(a, b) || /* slot safety: the slot thread starts again */
+    return wh_slotcfg_differs(a, b) ||       /* slot safety: the slot thread starts again */
+           (a->ddl != 0) != (b->ddl != 0) || /* the capture is set up at the connection */
            strcmp(a->source_dsn, b->source_dsn) != 0 || strcmp(a->slot, b->slot) != 0 ||
            strcmp(a->publication, b->publication) != 0 || strcmp(a->tables, b->tables) != 0 ||
            (a->create_slot != 0) != (b->create_slot != 0);
@@ -45,7 +46,7 @@ static void copy_source(wh_config *dst, const wh_config *src)
     wh_strlcpy(dst->publication, src->publication, sizeof(dst->publication));
     wh_strlcpy(dst->tables, src->tables, sizeof(dst->tables));
     dst->create_slot = src->create_slot;
-    wh_slotcfg_copy(dst, src); /* the tenant's slot settings (ing_slot) */
+    wh_slotcfg_copy(dst, src); /* the tenant's slot settings (ing_slot), snapshot, ddl */
 }
 
 /* Watcher thread: a new version. */
@@ -78,10 +79,13 @@ static void apply(void *arg, wh_state *s, const wh_config *eff)
     wh_strlcpy(is->latest.tenant, is->tenant, sizeof(is->latest.tenant));
     is->have_latest = 1;
     int changed = atomic_load(&is->started) && ing_state_source_differs(&is->latest, &is->running);
+    const char *what = (is->latest.ddl != 0) == (is->running.ddl != 0) ? ""
+                       : is->latest.ddl                                ? " (source.ddl on)"
+                                                                       : " (source.ddl off)";
     pthread_mutex_unlock(&is->mu);
     if (changed && !atomic_exchange(&is->source_changed, 1))
-        wh_info("tenant %s: the source changed in state version %" PRIu64 "; reconnecting",
-                is->tenant, s->version);
+        wh_info("tenant %s: the source changed in state version %" PRIu64 "%s; reconnecting",
+                is->tenant, s->version, what);
 }
 
 /* Replication thread, every turn of the stream loop: SIGHUP goes through

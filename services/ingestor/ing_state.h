@@ -1,7 +1,8 @@
 /* ing_state: the ingestor's side of the runtime state (docs/CONTROL.md).
  *
  * The ingestor of tenant T (walhook-ingestor --tenant T) takes its source
- * (dsn, slot, publication, tables, create_slot) from T's entry in the state
+ * (dsn, slot, publication, tables, create_slot, and its own slot-safety,
+ * snapshot and ddl settings: wh_slotcfg) from T's entry in the state
  * and its runtime settings (ingestor.flush_bytes, flush_age_us,
  * busy_linger_us, window_bytes) through wh_config_hook. A wh_state_watch
  * polls the store; on a new version:
@@ -44,7 +45,8 @@ void ing_state_reload(ing_state *is);
 void ing_state_stop(ing_state *is);
 
 /* 1 when a and b name different sources (dsn, slot, publication, tables,
- * create_slot). */
+ * create_slot) or differ in a setting applied at the connection (slot
+ * safety, source.ddl): ing_repl drains and connects again. */
 int ing_state_source_differs(const wh_config *a, const wh_config *b);
 
 #endif

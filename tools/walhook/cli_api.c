@@ -32,7 +32,8 @@ static int usage(const char *cmd)
         stderr,
         "usage: walhook %s ... [--admin URL] [--json] [-c FILE] [--tenant T] [--cacert PEM]\n"
         "  walhook tenants  [list | get T | add T dsn=DSN [slot=S publication=P tables=..]\n"
-        "                   | set T key=value... | rm T]\n"
+        "                   | set T key=value... | rm T]  (keys of the tenant's source, e.g.\n"
+        "                   ddl=true snapshot=initial slot_policy=track; =null: the default)\n"
         "  walhook targets  [list | get N | add N URL [secret=.. start=end|X/X:seq key=value..]\n"
         "                   | set N key=value... | pause N | resume N | rm N\n"
         "                   | offset N end|X/X:seq]       (of --tenant, default: the file's)\n"
