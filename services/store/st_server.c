@@ -668,7 +668,13 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
     wh_buf_init(&k.data, 0);
     uint32_t *aborted = NULL;
     uint64_t durable = 0, stored = 0;
-    int rc = st_db_stage_aborted(s->db, a->tenant, c->xid, &aborted, &k.naborted, err, sizeof(err));
+    /* its pending schema starts become starts at its commit LSN, before
+     * any of its events is stored (st_db.c, "schema registry") */
+    size_t nstarts = 0;
+    int rc = st_db_schema_commit_xid(s->db, a->tenant, c->xid, c->commit_lsn, &nstarts, err,
+                                     sizeof(err));
+    if (rc == WH_OK)
+        rc = st_db_stage_aborted(s->db, a->tenant, c->xid, &aborted, &k.naborted, err, sizeof(err));
     k.aborted = aborted;
     int last = 0;
     while (rc == WH_OK && !last) {

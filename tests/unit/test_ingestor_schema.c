@@ -294,8 +294,8 @@ static void test_registration_field(void **state)
     assert_int_equal(ing_schema_describe(&d, r), WH_OK);
     /* a description over 127 bytes: a two-byte length */
     assert_true(d.len > 127);
-    assert_int_equal(ing_schema_field(&f, r, d.data, d.len, 0x16B3748, 731), WH_OK);
-    assert_int_equal(ing_schema_field(&f, r, d.data, d.len, 0, 732), WH_OK);
+    assert_int_equal(ing_schema_field(&f, r, d.data, d.len, 0x16B3748, 731, 0x16B3800, 0), WH_OK);
+    assert_int_equal(ing_schema_field(&f, r, d.data, d.len, 0, 732, 0, 732), WH_OK);
     Walhook__AppendBatch *ab = walhook__append_batch__unpack(NULL, f.len, (uint8_t *)f.data);
     assert_non_null(ab);
     assert_int_equal(ab->n_schemas, 2);
@@ -305,7 +305,11 @@ static void test_registration_field(void **state)
     assert_int_equal(ab->schemas[0]->first_xid, 731);
     assert_int_equal(ab->schemas[0]->description.len, d.len);
     assert_memory_equal(ab->schemas[0]->description.data, d.data, d.len);
+    assert_true(ab->schemas[0]->started_lsn == 0x16B3800);
+    assert_int_equal(ab->schemas[0]->started_xid, 0);
     assert_true(ab->schemas[1]->first_lsn == 0);
+    assert_true(ab->schemas[1]->started_lsn == 0);
+    assert_int_equal(ab->schemas[1]->started_xid, 732);
     walhook__append_batch__free_unpacked(ab, NULL);
     wh_buf_free(&d);
     wh_buf_free(&f);
