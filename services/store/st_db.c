@@ -129,6 +129,7 @@ struct st_db {
     pthread_mutex_t sync_mu;
     pthread_cond_t sync_cv;
     pthread_mutex_t schema_mu; /* the schema registries: reads to write (st_db_schema_prune) */
+    _Atomic int schema_prune;  /* store.schema_prune */
     uint64_t sync_begun, sync_done;
     int64_t offset_sync_wait_us; /* 0: offset commits sync at once */
 
@@ -994,6 +995,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     pthread_mutex_init(&db->owners_mu, NULL);
     pthread_mutex_init(&db->sync_mu, NULL);
     pthread_mutex_init(&db->schema_mu, NULL);
+    atomic_store(&db->schema_prune, 1);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&db->sync_cv, &ca);
@@ -5049,6 +5051,11 @@ int st_db_schema_prune(st_db *db, const char *tenant, uint64_t wm_lsn, size_t *n
     return rc;
 }
 
+void st_db_set_schema_prune(st_db *db, int on)
+{
+    atomic_store(&db->schema_prune, on != 0);
+}
+
 /* The maintenance pass of the opened tenant t: a prune when its stored
  * watermark moved since the last one. */
 static void schema_maintain(st_db *db, st_tenant *t)
@@ -5056,7 +5063,7 @@ static void schema_maintain(st_db *db, st_tenant *t)
     pthread_mutex_lock(&t->wm_mu);
     uint64_t wm = t->wm_stored_lsn;
     pthread_mutex_unlock(&t->wm_mu);
-    if (wm == atomic_load(&t->schema_wm))
+    if (wm == atomic_load(&t->schema_wm) || !atomic_load(&db->schema_prune))
         return;
     char err[WH_ERRLEN];
     size_t n = 0;

@@ -271,6 +271,8 @@ int st_db_schema_commit_xid(st_db *db, const char *tenant, uint32_t xid, uint64_
  * versions dropped. */
 int st_db_schema_prune(st_db *db, const char *tenant, uint64_t wm_lsn, size_t *n, char *err,
                        size_t errlen);
+/* store.schema_prune: 0 stops the maintenance pass's prunes (default 1). */
+void st_db_set_schema_prune(st_db *db, int on);
 /* Calls fn for each registered version of the tenant (by table, then
  * fingerprint); sv's pointers are valid during the call only. Non-zero from
  * fn stops. */
