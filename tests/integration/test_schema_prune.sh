@@ -13,6 +13,8 @@
 #      undelivered event carries is listed, and stays listed.
 #   C. the target resumed, a sentinel delivered, a SIGKILL of the store
 #      right after (a prune may be cut short): the registry shrinks to V3.
+#   D. V4 (ADD COLUMN d) started inside a streamed transaction: V3 stays
+#      until a change decoded whole proves V4, then goes.
 #   Every insert arrives once, and its columns are those of the version it
 #   names (the schema events' descriptions).
 set -uo pipefail
@@ -21,8 +23,19 @@ wh_pipeline_setup
 PORT=$(wh_free_port)
 APORT=$(wh_free_port)
 CONF="$WH_TMP/walhook.conf"
-wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$PORT/hook"
-echo 'dispatcher = { retry_max_ms = 500; };' >>"$CONF"
+cat >"$CONF" <<CONFEOF
+tenant = "default";
+data_dir = "$WH_TMP/data";
+log_level = "info";
+source = { dsn = "$PG_DSN"; slot = "walhook"; publication = "walhook"; create_slot = true;
+           streaming = true; };
+admin = { listen = "127.0.0.1:$APORT"; };
+dispatcher = { retry_max_ms = 500; };
+targets = ( { name = "t0"; url = "http://127.0.0.1:$PORT/hook"; } );
+CONFEOF
+# transactions over 64 kB are streamed (part D)
+pg_psql -c "ALTER SYSTEM SET logical_decoding_work_mem = '64kB'" -c "SELECT pg_reload_conf()" \
+    >/dev/null || wh_fail "cannot lower logical_decoding_work_mem"
 pg_psql -c "CREATE TABLE p1 (id int PRIMARY KEY, a int)" >/dev/null || wh_fail "cannot create p1"
 wh_spawn recv "$BIN/walhook-receiver" --listen "127.0.0.1:$PORT" --out "$WH_TMP/got.jsonl"
 wh_up "$CONF" "$APORT"
@@ -95,6 +108,28 @@ wh_wait_until 30 _p1_is "$V3" ||
 [ "$(version_of 5)" = "$V2" ] && [ "$(version_of 6)" = "$V1" ] ||
     wh_fail "ids 5, 6 carry $(version_of 5) $(version_of 6), expected V2 $V2, V1 $V1"
 
+# ---- D: a version started in a streamed transaction (its ALTER inside
+# it): its start only protects until a change decoded whole proves it ----
+pg_psql >/dev/null <<'SQL' || wh_fail "the streamed transaction failed"
+BEGIN;
+ALTER TABLE p1 ADD COLUMN d int;
+INSERT INTO p1 SELECT i, i, i, i FROM generate_series(1001, 4000) i;
+COMMIT;
+SQL
+wh_wait_until 60 _got_id 4000 || wh_fail "part D: the streamed transaction was not delivered"
+V4=$(version_of 4000)
+streamed=$(pg_psql -At -c "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'walhook'")
+[ "${streamed:-0}" -gt 0 ] || wh_fail "PostgreSQL streamed no transaction (stream_txns ${streamed:-none})"
+sleep 2 # maintenance passes: V3 stays, V4's only start is streamed (proves nothing)
+_p1_is "$(tr ' ' '\n' <<<"$V3 $V4" | sort | tr '\n' ' ' | sed 's/ $//')" ||
+    wh_fail "part D: p1's registry is [$(p1_versions)], expected V3 $V3 and V4 $V4"
+sql "INSERT INTO p1 VALUES (9, 9, 9, 9)" # decoded whole: V4 proven at its commit
+sql "INSERT INTO p1 VALUES (10, 10, 10, 10)"
+wh_wait_until 60 _got_id 10 || wh_fail "part D: the inserts after the streamed one were not delivered"
+wh_wait_until 30 _p1_is "$V4" ||
+    wh_fail "part D: p1's registry is [$(p1_versions)], expected only V4 $V4"
+wh_log "D: V4 $V4 (started streamed) kept V3 until proven, then V3 pruned"
+
 # every insert once, with the columns of the version it names
 out=$(python3 - "$WH_TMP/got.jsonl" <<'PY'
 import json, sys
@@ -109,12 +144,12 @@ for line in open(sys.argv[1]):
         elif e["op"] == "insert":
             ids.append((e["after"]["id"], e["schema_version"], sorted(e["after"])))
 got = sorted(i for i, _, _ in ids)
-if got != list(range(1, 9)):
-    sys.exit(f"inserts: {got}, expected 1..8 once each")
+if got != list(range(1, 11)) + list(range(1001, 4001)):
+    sys.exit(f"inserts: {len(got)}, expected 1..10 and 1001..4000 once each")
 for i, fp, cols in ids:
     if sorted(desc.get(fp, [])) != cols:
         sys.exit(f"id {i}: columns {cols}, its version {fp} has {desc.get(fp)}")
-print(f"ok: 8 inserts once, {len(desc)} schema events")
+print(f"ok: {len(got)} inserts once, {len(desc)} schema events")
 PY
 ) || wh_fail "$out"
 wh_log "$out"
