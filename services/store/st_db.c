@@ -5063,7 +5063,7 @@ static void schema_maintain(st_db *db, st_tenant *t)
     pthread_mutex_lock(&t->wm_mu);
     uint64_t wm = t->wm_stored_lsn;
     pthread_mutex_unlock(&t->wm_mu);
-    if (wm == atomic_load(&t->schema_wm) || !atomic_load(&db->schema_prune))
+    if (db->read_only || wm == atomic_load(&t->schema_wm) || !atomic_load(&db->schema_prune))
         return;
     char err[WH_ERRLEN];
     size_t n = 0;

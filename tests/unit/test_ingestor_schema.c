@@ -271,6 +271,14 @@ static void test_announce_rule(void **state)
     r = parse_rel(p, 5, "public", "t", 'd', c, 3);
     assert_int_equal(ing_schema_known(s, r->version, 0x500, 1), WH_OK);
     assert_int_equal(ing_schema_announce(s, r, 0x4000, 950, 0), 0);
+    /* its first use (the registration with a start carries it) */
+    uint64_t fl = 0;
+    uint32_t fx = 0;
+    assert_int_equal(ing_schema_first_use(s, r->version, &fl, &fx), 1);
+    assert_true(fl == 0x500);
+    assert_int_equal(fx, 1);
+    assert_int_equal(ing_schema_forget_xid(s, 902), 0); /* committed: kept */
+    assert_int_equal(ing_schema_first_use(s, 0xdead, &fl, &fx), 0);
     /* many versions (the table grows) */
     for (uint64_t i = 0; i < 500; i++)
         assert_int_equal(ing_schema_known(s, i * 7919 + 1, i, 1), WH_OK);
