@@ -128,8 +128,9 @@ struct st_db {
      * waits for a ticket taken after its write (wal_synced_after). */
     pthread_mutex_t sync_mu;
     pthread_cond_t sync_cv;
-    pthread_mutex_t schema_mu; /* the schema registries: reads to write (st_db_schema_prune) */
-    _Atomic int schema_prune;  /* store.schema_prune */
+    pthread_mutex_t schema_mu;      /* the schema registries: reads to write (st_db_schema_prune) */
+    _Atomic int schema_prune;       /* store.schema_prune */
+    _Atomic uint64_t schema_pruned; /* versions pruned since open */
     uint64_t sync_begun, sync_done;
     int64_t offset_sync_wait_us; /* 0: offset commits sync at once */
 
@@ -5030,8 +5031,10 @@ static int schema_prune_t(st_db *db, st_tenant *t, uint64_t wm, size_t *n, char 
     pthread_mutex_unlock(&db->schema_mu);
     rocksdb_writebatch_destroy(a.wb);
     free(a.v);
-    if (rc == WH_OK)
+    if (rc == WH_OK) {
         *n = a.dropped;
+        atomic_fetch_add(&db->schema_pruned, a.dropped);
+    }
     return rc;
 }
 
@@ -5054,6 +5057,11 @@ int st_db_schema_prune(st_db *db, const char *tenant, uint64_t wm_lsn, size_t *n
 void st_db_set_schema_prune(st_db *db, int on)
 {
     atomic_store(&db->schema_prune, on != 0);
+}
+
+uint64_t st_db_schema_pruned(st_db *db)
+{
+    return atomic_load(&db->schema_pruned);
 }
 
 /* The maintenance pass of the opened tenant t: a prune when its stored

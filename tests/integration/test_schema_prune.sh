@@ -129,6 +129,8 @@ wh_wait_until 60 _got_id 10 || wh_fail "part D: the inserts after the streamed o
 wh_wait_until 30 _p1_is "$V4" ||
     wh_fail "part D: p1's registry is [$(p1_versions)], expected only V4 $V4"
 wh_log "D: V4 $V4 (started streamed) kept V3 until proven, then V3 pruned"
+wh_wait_metric "http://127.0.0.1:$APORT/metrics" walhook_store_schema_versions_pruned_total 1 30 ||
+    wh_fail "walhook_store_schema_versions_pruned_total stays 0 after V3 went"
 
 # every insert once, with the columns of the version it names
 out=$(python3 - "$WH_TMP/got.jsonl" <<'PY'
