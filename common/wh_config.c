@@ -205,6 +205,9 @@ const wh_config_entry wh_config_table[] = {
       "per tenant, keep the last values of TOASTed columns in the store up to this many bytes "
       "(oldest written first out), so updates that leave them unchanged are filled after an "
       "ingestor restart (0: none kept)"),
+    B(store_schema_prune, "store.schema_prune", 1, WH_CF_RUNTIME,
+      "per tenant, drop schema versions no stored event at or above the GC watermark can carry "
+      "(never a table's current one; false: keep every version)"),
 };
 const size_t wh_config_table_len = WH_ARRAY_LEN(wh_config_table);
 

@@ -144,6 +144,7 @@ typedef struct wh_config {
     wh_target targets[WH_MAX_TARGETS];
     int ntargets;
     int64_t store_toast_cache_bytes; /* runtime: per tenant (st_toast) */
+    int store_schema_prune;          /* runtime: prune the schema registries (st_db) */
 } wh_config;
 
 typedef enum { WH_CT_STRING, WH_CT_INT, WH_CT_INT64, WH_CT_BOOL } wh_config_type;

@@ -2045,8 +2045,9 @@ int adm_api_new(adm_api **out, const wh_config *base, const adm_backend *be, adm
 
 /* ---- /v1/tenants/{t}/schemas: the tenant's schema registry (the store's) ----
  * {"tenant","tables":[{"table":"s.t","versions":[{"fingerprint","first_lsn",
- * "first_xid","schema","table","replica_identity","key_columns","columns"}]}]}:
- * tables by name, each one's versions in the order they were first used. */
+ * "first_xid","schema","table","replica_identity","key_columns","columns",
+ * "last_started_lsn"}]}]}: tables by name, each one's versions in the order
+ * they were first used; versions the store pruned are gone. */
 
 static int schema_cmp(const void *a, const void *b)
 {
@@ -2120,6 +2121,10 @@ static void r_schemas(ctx *c)
         if (json_is_object(d))
             json_object_update(ver, d); /* schema, table, replica_identity, key_columns, columns */
         json_decref(d);
+        /* the last (re)start the store knows (its registry pruning) */
+        wh_lsn_format(v[i]->started_lsn, lsn, sizeof(lsn));
+        json_object_set_new(ver, "last_started_lsn",
+                            v[i]->started_lsn ? json_string(lsn) : json_null());
         json_array_append_new(cur, ver);
     }
     json_t *out = json_pack("{s:s,s:o}", "tenant", c->tenant, "tables", tables);

@@ -661,25 +661,36 @@ static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const
 }
 
 /* Before the first change of relation oid's version (since its Relation
- * message) in transaction t: its schema event at *seq (then *seq moves on),
- * with its registration in the same batch, when ing_schema_announce says
- * so. */
+ * message) in transaction t: its registration with a start (the store's
+ * registry pruning, ing_schema.h), in the batch of the change's event, and
+ * its schema event at *seq (then *seq moves on) when ing_schema_announce
+ * says so. */
 static int schema_first_use(repl *r, const ing_txn *t, uint32_t *seq, uint32_t oid, char *err,
                             size_t errlen)
 {
     ing_relation *rel = ing_relation_mut(r->parser, oid);
     if (rel == NULL || rel->version_done)
         return WH_OK;
-    if (ing_schema_announce(r->schema, rel, t->commit_lsn, t->xid, t->staged) != ING_SCHEMA_EMIT)
+    int ev =
+        ing_schema_announce(r->schema, rel, t->commit_lsn, t->xid, t->staged) == ING_SCHEMA_EMIT;
+    if (rel->version_hex[0] == '\0') /* no version: its events carry none */
         return WH_OK;
+    uint64_t flsn = t->staged ? 0 : t->commit_lsn;
+    uint32_t fxid = t->xid;
+    /* never an event without its start registered before it */
+    if (!rel->version_done || (!ev && !ing_schema_first_use(r->schema, rel->version, &flsn, &fxid)))
+        return wh_seterr(err, errlen, "out of memory");
     wh_buf_reset(&r->sdesc);
     wh_buf_reset(&r->sfield);
     if (ing_schema_describe(&r->sdesc, rel) != WH_OK ||
-        ing_schema_field(&r->sfield, rel, r->sdesc.data, r->sdesc.len,
-                         t->staged ? 0 : t->commit_lsn, t->xid) != WH_OK)
+        ing_schema_field(&r->sfield, rel, r->sdesc.data, r->sdesc.len, flsn, fxid,
+                         t->staged ? 0 : t->commit_lsn, t->staged ? t->xid : 0) != WH_OK)
         return wh_seterr(err, errlen, "out of memory");
-    if (ing_batcher_add_schema(r->bt, r->sfield.data, r->sfield.len, err, errlen) != WH_OK ||
-        emit(r, t, *seq, NULL, rel, 3, err, errlen) != WH_OK)
+    if (ing_batcher_add_schema(r->bt, r->sfield.data, r->sfield.len, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (!ev)
+        return WH_OK;
+    if (emit(r, t, *seq, NULL, rel, 3, err, errlen) != WH_OK)
         return WH_ERR;
     (*seq)++;
     wh_info("schema version %s of %s.%s (%d columns, replica identity %s)", rel->version_hex,

@@ -255,8 +255,19 @@ int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uin
     return ING_SCHEMA_EMIT;
 }
 
+int ing_schema_first_use(const ing_schema *s, uint64_t fp, uint64_t *first_lsn, uint32_t *first_xid)
+{
+    const known *k = slot_of(s, fp);
+    if (!k->used || k->gone)
+        return 0;
+    *first_lsn = k->first_lsn;
+    *first_xid = k->first_xid;
+    return 1;
+}
+
 int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_t dlen,
-                     uint64_t first_lsn, uint32_t first_xid)
+                     uint64_t first_lsn, uint32_t first_xid, uint64_t started_lsn,
+                     uint32_t started_xid)
 {
     char table[2 * 64 + 2 + 512];
     snprintf(table, sizeof(table), "%s.%s", r->nspname, r->relname);
@@ -268,6 +279,8 @@ int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_
     v.first_xid = first_xid;
     v.description.data = (uint8_t *)desc;
     v.description.len = dlen;
+    v.started_lsn = started_lsn;
+    v.started_xid = started_xid;
     size_t n = walhook__schema_version__get_packed_size(&v);
     /* AppendBatch.schemas = 30, length-delimited: tag (30 << 3 | 2) */
     uint8_t head[2 + 10];

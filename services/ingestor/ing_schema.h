@@ -19,6 +19,14 @@
  * registration (AppendBatch.schemas) travels in the same batch as that
  * event.
  *
+ * Starts: the first change of a relation after each of its Relation
+ * messages registers its version again with a start (its commit LSN, or
+ * its streamed transaction's xid), with the description, so the store
+ * knows when each version was last (re)started and can prune the registry
+ * (st_db.c, "schema registry"), and a version the store pruned is written
+ * again when a table returns to it. Once per Relation message, never per
+ * event.
+ *
  * DDL capture (source.ddl): event triggers in the source database emit
  * each DDL command as a transactional logical message with prefix
  * ING_SCHEMA_DDL_PREFIX; ing_event_ddl renders it; ing_ddl installs and
@@ -82,9 +90,17 @@ void ing_schema_new_connection(ing_schema *s);
  * StageAbort (st_db_schema_drop_xid). Returns how many; the caller makes
  * the relations check again (ing_parser_versions_reset). */
 size_t ing_schema_forget_xid(ing_schema *s, uint32_t xid);
+/* The first use (commit LSN, 0 when streamed; xid) of a known version:
+ * 1, or 0 when it is not known. */
+int ing_schema_first_use(const ing_schema *s, uint64_t fp, uint64_t *first_lsn,
+                         uint32_t *first_xid);
 /* The registration of r's version as an AppendBatch.schemas field (tag,
- * length, SchemaVersion), appended to out; desc: its description. */
+ * length, SchemaVersion), appended to out; desc: its description. A start
+ * (the first change after a Relation message, for the store's pruning):
+ * started_lsn its commit LSN, or started_xid its streamed transaction
+ * (0, 0: none). */
 int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_t dlen,
-                     uint64_t first_lsn, uint32_t first_xid);
+                     uint64_t first_lsn, uint32_t first_xid, uint64_t started_lsn,
+                     uint32_t started_xid);
 
 #endif

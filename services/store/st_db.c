@@ -102,6 +102,7 @@ struct st_tenant {
      * entry (under lock, write), dropped with the tenant */
     rocksdb_column_family_handle_t *toast;
     st_toast *tc;
+    _Atomic uint64_t schema_wm; /* the stored watermark LSN of its last registry prune */
 };
 
 /* Per-compaction snapshot of a tenant's watermark. */
@@ -129,6 +130,9 @@ struct st_db {
      * waits for a ticket taken after its write (wal_synced_after). */
     pthread_mutex_t sync_mu;
     pthread_cond_t sync_cv;
+    pthread_mutex_t schema_mu;      /* the schema registries: reads to write (st_db_schema_prune) */
+    _Atomic int schema_prune;       /* store.schema_prune */
+    _Atomic uint64_t schema_pruned; /* versions pruned since open */
     uint64_t sync_begun, sync_done;
     int64_t offset_sync_wait_us; /* 0: offset commits sync at once */
 
@@ -1014,6 +1018,8 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     pthread_mutex_init(&db->health_mu, NULL);
     pthread_mutex_init(&db->owners_mu, NULL);
     pthread_mutex_init(&db->sync_mu, NULL);
+    pthread_mutex_init(&db->schema_mu, NULL);
+    atomic_store(&db->schema_prune, 1);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&db->sync_cv, &ca);
@@ -1205,6 +1211,7 @@ void st_db_close(st_db *db)
     pthread_mutex_destroy(&db->health_mu);
     pthread_mutex_destroy(&db->owners_mu);
     pthread_mutex_destroy(&db->sync_mu);
+    pthread_mutex_destroy(&db->schema_mu);
     pthread_cond_destroy(&db->sync_cv);
     free(db);
 }
@@ -1548,6 +1555,11 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             rocksdb_writebatch_put_cf(wb, t->meta, k, kl, (const char *)v, 8);
         }
     }
+    int reg = 0; /* schema registrations: db->schema_mu until written */
+    for (size_t i = 0; i < np && !reg; i++)
+        reg = parts[i].r->nsv > 0 && parts[i].from == 0;
+    if (reg)
+        pthread_mutex_lock(&db->schema_mu);
     for (size_t i = 0; i < np && rc == WH_OK; i++) {
         st_wreq *r = parts[i].r;
         if (r->prog != NULL && parts[i].to == r->n) {
@@ -1583,6 +1595,8 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
         else
             sync_end(db, tk);
     }
+    if (reg)
+        pthread_mutex_unlock(&db->schema_mu);
     for (size_t i = 0; i < np; i++)
         if (parts[i].r->ntops > 0)
             st_toast_end(parts[i].r->t->tc, rc == WH_OK);
@@ -3980,6 +3994,8 @@ static uint32_t mark_behind(st_db *db, st_tenant *t, uint64_t fl, uint32_t fs)
     return marked;
 }
 
+static void schema_maintain(st_db *db, st_tenant *t);
+
 /* One pass over a tenant: retention floor, NEEDS_SNAPSHOT marks, the W key
  * when the watermark moved, a compaction of the garbage range below it, and
  * the tenant's figures. */
@@ -4074,6 +4090,7 @@ static void maintain_tenant(st_db *db, st_tenant *t)
                 pthread_mutex_unlock(&t->wm_mu);
             }
         }
+        schema_maintain(db, t); /* the schema registry, at the stored watermark */
         uint64_t bytes = cf_bytes(db, t->ev) + cf_bytes(db, t->meta);
         if (t->stage != NULL)
             bytes += cf_bytes(db, t->stage);
@@ -4577,10 +4594,62 @@ int st_db_write_groups(st_db *db, uint64_t *writes, uint64_t *groups, uint64_t *
 
 /* ---- schema registry ----
  * In the tenant's meta CF:
- *   'V' tenant \0 table \0 fingerprint(8, BE) -> first_lsn(8, BE) first_xid(4, BE) description
- * A version is written once: registering it again leaves it as it is. */
+ *   'V' tenant \0 table \0 fp(8, BE)                -> first_lsn(8, BE) first_xid(4, BE)
+ * description 'V' tenant \0 table \0 fp(8, BE) 'S' lsn(8, BE) -> flags(1): a start of the version
+ * at commit LSN lsn (ST_START_PROVEN: in a transaction decoded whole) 'V' tenant \0 table \0 fp(8,
+ * BE) 'P' xid(4, BE) -> (empty): a start in the streamed transaction xid, not committed yet A
+ * version is written once: registering it again leaves it as it is (a pruned version registered
+ * again is written again). A version's S and P keys sort right after its V key.
+ *
+ * Starts. The ingestor registers a version with a start at the first
+ * change of a table after each Relation message of it (pgoutput sends one
+ * before a table's first change on every connection, and after every
+ * change of its shape): the start is that change's commit LSN, or in a
+ * streamed transaction its xid (a P key), which the transaction's
+ * StageCommit turns into a start at its commit LSN (st_db_schema_commit_xid)
+ * before its events are stored. A registration is durable no later than
+ * the event after it (the same synced WriteBatch; a staged request's
+ * registrations are written before its events). Per Relation message, not
+ * per event.
+ *
+ * The rule (st_db_schema_prune, on the maintenance pass when the tenant's
+ * stored GC watermark moved). For a version V of table T (the versions
+ * registered under one "schema.table"):
+ *   start(V)  = the highest of its starts (S keys) and first_lsn;
+ *   proven(V) = the highest of its ST_START_PROVEN starts and first_lsn:
+ *               a committed change of T at that commit LSN has shape V.
+ * V is dropped when it has an S key (versions registered before pruning
+ * existed have none and are kept), no P key, and some version W of T has
+ *   start(V) < proven(W) < wm
+ * where wm is the LSN of the tenant's stored GC watermark (wm, wseq):
+ * events below it may be dropped by GC at any time.
+ * Why it is sound: take T's changes in commit order, each with the version
+ * its event carries, cut into runs of one version. A run of V with a
+ * stored event has a start s of V stored with (or before) that event, at
+ * or after the run's first commit LSN: the connection that decoded the
+ * event had a Relation message of T either at the run's first change (the
+ * shape changed there) or, when it began inside the run, at its own first
+ * change of T. Were an event of V at a commit LSN c > proven(W), its run
+ * would begin at or before s <= start(V) < proven(W) < c, so W's change at
+ * proven(W) would lie inside a run of V: impossible. So every event of V
+ * is at a commit LSN <= proven(W) < wm, below the watermark. A table that
+ * returns to an older shape V starts a new run of V, whose start is
+ * stored before its events: V stays until a later version is proven below
+ * the watermark. Two versions started in one transaction have equal
+ * starts and neither drops the other. A streamed transaction's start only
+ * protects (its change may be in a subtransaction that aborted, so it
+ * proves nothing). The current version of a table has its highest start
+ * and is never dropped; a dropped or renamed table keeps its last version.
+ *
+ * Registrations (append groups, st_db_schema_put), st_db_schema_drop_xid,
+ * st_db_schema_commit_xid and the prune hold db->schema_mu from their
+ * reads to their write: a start registered while a prune runs is never
+ * deleted with its version. The prune reads the stored W key's value, so
+ * after a crash the watermark is never below the one that pruned; a prune
+ * cut short by a crash leaves versions (and starts) to the next one. */
 
-#define ST_SCHEMA_KEY_MAX (1 + ST_NAME_MAX + 1 + ST_SCHEMA_TABLE_MAX + 1 + 8)
+#define ST_SCHEMA_KEY_MAX (1 + ST_NAME_MAX + 1 + ST_SCHEMA_TABLE_MAX + 1 + 8 + 1 + 8)
+#define ST_START_PROVEN 1
 
 static size_t key_schema(char *k, const char *tenant, const char *table, uint64_t fp)
 {
@@ -4594,6 +4663,71 @@ static size_t key_schema(char *k, const char *tenant, const char *table, uint64_
     return 3 + tl + bl + 8;
 }
 
+/* The version's S key (a start at lsn) or P key (a pending start in xid). */
+static size_t key_schema_start(char *k, const char *tenant, const char *table, uint64_t fp,
+                               uint64_t lsn)
+{
+    size_t kl = key_schema(k, tenant, table, fp);
+    k[kl] = 'S';
+    wh_put_be64((uint8_t *)k + kl + 1, lsn);
+    return kl + 9;
+}
+
+static size_t key_schema_pending(char *k, const char *tenant, const char *table, uint64_t fp,
+                                 uint32_t xid)
+{
+    size_t kl = key_schema(k, tenant, table, fp);
+    k[kl] = 'P';
+    wh_put_be32((uint8_t *)k + kl + 1, xid);
+    return kl + 5;
+}
+
+/* A registry key parsed: kind 'V' (a version), 'S' (a start; arg: its
+ * LSN) or 'P' (a pending start; arg: its xid). */
+typedef struct skey {
+    const char *table; /* not NUL-terminated: tl bytes */
+    size_t tl;
+    uint64_t fp;
+    char kind;
+    uint64_t arg;
+} skey;
+
+/* 1 when k (kl bytes, the tenant's prefix pl bytes) is a registry key. */
+static int skey_parse(const char *k, size_t kl, size_t pl, skey *o)
+{
+    if (kl <= pl)
+        return 0;
+    const char *tb = k + pl;
+    const char *z = memchr(tb, '\0', kl - pl);
+    if (z == NULL || z == tb || (size_t)(z - tb) > ST_SCHEMA_TABLE_MAX)
+        return 0;
+    const uint8_t *p = (const uint8_t *)z + 1;
+    size_t rest = (size_t)(k + kl - (z + 1));
+    o->table = tb;
+    o->tl = (size_t)(z - tb);
+    if (rest < 8)
+        return 0;
+    o->fp = wh_get_be64(p);
+    if (rest == 8) {
+        o->kind = 'V';
+        o->arg = 0;
+    } else if (rest == 17 && p[8] == 'S') {
+        o->kind = 'S';
+        o->arg = wh_get_be64(p + 9);
+    } else if (rest == 13 && p[8] == 'P') {
+        o->kind = 'P';
+        o->arg = wh_get_be32(p + 9);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+static int skey_is(const skey *sk, const char *table, uint64_t fp)
+{
+    return sk->fp == fp && strlen(table) == sk->tl && memcmp(table, sk->table, sk->tl) == 0;
+}
+
 static int schema_check(const st_schema *v, char *err, size_t errlen)
 {
     size_t bl = v->table ? strlen(v->table) : 0;
@@ -4604,7 +4738,9 @@ static int schema_check(const st_schema *v, char *err, size_t errlen)
     return WH_OK;
 }
 
-/* Puts the versions of sv not yet stored into wb (reads the meta CF). */
+/* Puts the versions of sv not yet stored, and their starts, into wb
+ * (reads the meta CF). The caller holds db->schema_mu until wb is
+ * written. */
 static int schema_batch_put(st_db *db, rocksdb_writebatch_t *wb, st_tenant *t, const st_schema *sv,
                             size_t n, char *err, size_t errlen)
 {
@@ -4612,7 +4748,18 @@ static int schema_batch_put(st_db *db, rocksdb_writebatch_t *wb, st_tenant *t, c
         if (schema_check(&sv[i], err, errlen) != WH_OK)
             return WH_ERR;
         char k[ST_SCHEMA_KEY_MAX];
-        size_t kl = key_schema(k, t->name, sv[i].table, sv[i].fp), vl = 0;
+        size_t kl;
+        if (sv[i].started_lsn != 0) { /* blind puts: the same start again is the same key */
+            uint8_t flags = ST_START_PROVEN;
+            kl = key_schema_start(k, t->name, sv[i].table, sv[i].fp, sv[i].started_lsn);
+            rocksdb_writebatch_put_cf(wb, t->meta, k, kl, (const char *)&flags, 1);
+        }
+        if (sv[i].started_xid != 0) {
+            kl = key_schema_pending(k, t->name, sv[i].table, sv[i].fp, sv[i].started_xid);
+            rocksdb_writebatch_put_cf(wb, t->meta, k, kl, "", 0);
+        }
+        kl = key_schema(k, t->name, sv[i].table, sv[i].fp);
+        size_t vl = 0;
         char *e = NULL;
         char *old = rocksdb_get_cf(db->rdb, db->ro, t->meta, k, kl, &vl, &e);
         if (e)
@@ -4636,6 +4783,18 @@ static int schema_batch_put(st_db *db, rocksdb_writebatch_t *wb, st_tenant *t, c
     return WH_OK;
 }
 
+/* Writes wb (synced) when it holds anything. */
+static int schema_write(st_db *db, rocksdb_writebatch_t *wb, const char *what, char *err,
+                        size_t errlen)
+{
+    if (rocksdb_writebatch_count(wb) == 0)
+        return WH_OK;
+    char *e = NULL;
+    rocksdb_write(db->rdb, db->wo, wb, &e);
+    note_write(db, e);
+    return e ? rerr(err, errlen, what, e) : WH_OK;
+}
+
 int st_db_schema_put(st_db *db, const char *tenant, const st_schema *sv, size_t n, char *err,
                      size_t errlen)
 {
@@ -4647,62 +4806,120 @@ int st_db_schema_put(st_db *db, const char *tenant, const st_schema *sv, size_t 
     if (ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
         return WH_ERR;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    pthread_mutex_lock(&db->schema_mu);
     int rc = schema_batch_put(db, wb, t, sv, n, err, errlen);
-    if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0) {
-        char *e = NULL;
-        rocksdb_write(db->rdb, db->wo, wb, &e);
-        note_write(db, e);
-        if (e)
-            rc = rerr(err, errlen, "write schema versions", e);
-    }
+    if (rc == WH_OK)
+        rc = schema_write(db, wb, "write schema versions", err, errlen);
+    pthread_mutex_unlock(&db->schema_mu);
     rocksdb_writebatch_destroy(wb);
     ten_done(t);
     return rc;
 }
 
-/* Calls fn for each version of the opened tenant t. */
-static int schema_scan(st_db *db, st_tenant *t, const char *tenant, st_schema_fn fn, void *arg,
-                       char *err, size_t errlen)
+/* Calls fn for each registry key of the opened tenant t, in key order;
+ * non-zero from fn stops. */
+typedef int (*skey_fn)(void *arg, const char *k, size_t kl, const skey *sk, const char *v,
+                       size_t vl);
+static int schema_keys(st_db *db, st_tenant *t, skey_fn fn, void *arg, char *err, size_t errlen)
 {
-    int rc = WH_OK;
     if (t->meta == NULL)
         return WH_OK;
     char lo[1 + ST_NAME_MAX + 1], hi[1 + ST_NAME_MAX + 1];
-    size_t tl = strlen(tenant);
+    size_t tl = strlen(t->name);
     lo[0] = hi[0] = 'V';
-    memcpy(lo + 1, tenant, tl);
-    memcpy(hi + 1, tenant, tl);
+    memcpy(lo + 1, t->name, tl);
+    memcpy(hi + 1, t->name, tl);
     lo[1 + tl] = '\0';
     hi[1 + tl] = '\1';
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_iterate_upper_bound(ro, hi, tl + 2);
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->meta);
-    for (rocksdb_iter_seek(it, lo, tl + 2); rocksdb_iter_valid(it) && rc == WH_OK;
-         rocksdb_iter_next(it)) {
+    for (rocksdb_iter_seek(it, lo, tl + 2); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t kl, vl;
         const char *k = rocksdb_iter_key(it, &kl);
         const char *v = rocksdb_iter_value(it, &vl);
-        const char *tb = k + tl + 2;
-        const char *z = kl > tl + 2 ? memchr(tb, '\0', kl - tl - 2) : NULL;
-        if (z == NULL || (size_t)(k + kl - (z + 1)) != 8 || vl < 12)
-            continue; /* not a version key */
-        char table[ST_SCHEMA_TABLE_MAX + 1];
-        size_t bl = (size_t)(z - tb);
-        if (bl > ST_SCHEMA_TABLE_MAX)
-            continue;
-        memcpy(table, tb, bl);
-        table[bl] = '\0';
-        st_schema sv = {.table = table,
-                        .fp = wh_get_be64((const uint8_t *)z + 1),
-                        .first_lsn = wh_get_be64((const uint8_t *)v),
-                        .first_xid = wh_get_be32((const uint8_t *)v + 8),
-                        .desc = v + 12,
-                        .desc_len = vl - 12};
-        if (fn(arg, &sv) != 0)
+        skey sk;
+        if (!skey_parse(k, kl, tl + 2, &sk))
+            continue; /* not a registry key */
+        if (sk.kind == 'V' && vl < 12)
+            continue; /* not a version */
+        if (fn(arg, k, kl, &sk, v, vl) != 0)
             break;
     }
-    rc = iter_end(it, rc, "reading the schema registry", err, errlen);
+    int rc = iter_end(it, WH_OK, "reading the schema registry", err, errlen);
     rocksdb_readoptions_destroy(ro);
+    return rc;
+}
+
+/* schema_scan's state: the version being read (its S and P keys follow
+ * its V key). */
+typedef struct scan_acc {
+    st_schema_fn fn;
+    void *arg;
+    int have, stopped, oom;
+    char table[ST_SCHEMA_TABLE_MAX + 1];
+    st_schema cur;
+    wh_buf desc;
+} scan_acc;
+
+static int scan_flush(scan_acc *a)
+{
+    if (!a->have)
+        return 0;
+    a->have = 0;
+    a->cur.table = a->table;
+    a->cur.desc = a->desc.data != NULL ? a->desc.data : "";
+    a->stopped = a->fn(a->arg, &a->cur) != 0;
+    return a->stopped;
+}
+
+static int scan_step(void *arg, const char *k, size_t kl, const skey *sk, const char *v, size_t vl)
+{
+    WH_UNUSED(k);
+    WH_UNUSED(kl);
+    scan_acc *a = arg;
+    if (sk->kind == 'V') {
+        if (scan_flush(a))
+            return 1;
+        wh_buf_reset(&a->desc);
+        if (wh_buf_append(&a->desc, v + 12, vl - 12) != WH_OK) {
+            a->oom = 1;
+            return 1;
+        }
+        memcpy(a->table, sk->table, sk->tl);
+        a->table[sk->tl] = '\0';
+        a->cur = (st_schema){.fp = sk->fp,
+                             .first_lsn = wh_get_be64((const uint8_t *)v),
+                             .first_xid = wh_get_be32((const uint8_t *)v + 8),
+                             .desc_len = vl - 12};
+        a->have = 1;
+        return 0;
+    }
+    if (!a->have || !skey_is(sk, a->table, a->cur.fp))
+        return 0; /* a start without its version */
+    if (sk->kind == 'P') {
+        a->cur.pending++;
+    } else {
+        if (sk->arg > a->cur.started_lsn)
+            a->cur.started_lsn = sk->arg;
+        if (vl >= 1 && (v[0] & ST_START_PROVEN) && sk->arg > a->cur.proven_lsn)
+            a->cur.proven_lsn = sk->arg;
+    }
+    return 0;
+}
+
+/* Calls fn for each version of the opened tenant t (with its starts). */
+static int schema_scan(st_db *db, st_tenant *t, st_schema_fn fn, void *arg, char *err,
+                       size_t errlen)
+{
+    scan_acc a = {.fn = fn, .arg = arg};
+    wh_buf_init(&a.desc, 0);
+    int rc = schema_keys(db, t, scan_step, &a, err, errlen);
+    if (rc == WH_OK && !a.oom && !a.stopped)
+        scan_flush(&a);
+    if (rc == WH_OK && a.oom)
+        rc = wh_seterr(err, errlen, "out of memory");
+    wh_buf_free(&a.desc);
     return rc;
 }
 
@@ -4716,34 +4933,60 @@ int st_db_schema_list(st_db *db, const char *tenant, st_schema_fn fn, void *arg,
         return WH_ERR;
     if (t == NULL)
         return WH_OK;
-    int rc = schema_scan(db, t, tenant, fn, arg, err, errlen);
+    int rc = schema_scan(db, t, fn, arg, err, errlen);
     ten_done(t);
     return rc;
 }
 
-/* st_db_schema_drop_xid's collector: the keys to delete. */
-typedef struct drop_acc {
-    const char *tenant;
-    uint32_t xid;
-    rocksdb_writebatch_t *wb;
+/* st_db_schema_drop_xid's and st_db_schema_commit_xid's walk. */
+typedef struct xid_acc {
     st_tenant *t;
+    uint32_t xid;
+    uint64_t commit_lsn; /* 0: drop (the transaction is dropped whole) */
+    rocksdb_writebatch_t *wb;
+    char table[ST_SCHEMA_TABLE_MAX + 1]; /* the version being dropped ("": none) */
+    uint64_t fp;
     size_t n;
-} drop_acc;
+} xid_acc;
 
-static int drop_collect(void *arg, const st_schema *sv)
+static int xid_step(void *arg, const char *k, size_t kl, const skey *sk, const char *v, size_t vl)
 {
-    drop_acc *a = arg;
-    if (sv->first_lsn == 0 && sv->first_xid == a->xid) {
-        char k[ST_SCHEMA_KEY_MAX];
-        size_t kl = key_schema(k, a->tenant, sv->table, sv->fp);
+    WH_UNUSED(vl);
+    xid_acc *a = arg;
+    if (sk->kind == 'V') {
+        a->table[0] = '\0';
+        if (a->commit_lsn == 0 && wh_get_be64((const uint8_t *)v) == 0 &&
+            wh_get_be32((const uint8_t *)v + 8) == a->xid) {
+            memcpy(a->table, sk->table, sk->tl); /* first used by xid: it goes, starts too */
+            a->table[sk->tl] = '\0';
+            a->fp = sk->fp;
+            rocksdb_writebatch_delete_cf(a->wb, a->t->meta, k, kl);
+            a->n++;
+        }
+        return 0;
+    }
+    if (a->table[0] != '\0' && skey_is(sk, a->table, a->fp)) {
         rocksdb_writebatch_delete_cf(a->wb, a->t->meta, k, kl);
+        return 0;
+    }
+    if (sk->kind != 'P' || (sk->arg != a->xid && !(a->xid == 0 && a->commit_lsn == 0)))
+        return 0;
+    rocksdb_writebatch_delete_cf(a->wb, a->t->meta, k, kl); /* a pending start of xid */
+    if (a->commit_lsn != 0) {                               /* ... becomes a start at its commit */
+        char sk2[ST_SCHEMA_KEY_MAX], table[ST_SCHEMA_TABLE_MAX + 1];
+        memcpy(table, sk->table, sk->tl);
+        table[sk->tl] = '\0';
+        uint8_t flags = 0; /* streamed: protects only */
+        size_t l = key_schema_start(sk2, a->t->name, table, sk->fp, a->commit_lsn);
+        rocksdb_writebatch_put_cf(a->wb, a->t->meta, sk2, l, (const char *)&flags, 1);
         a->n++;
     }
     return 0;
 }
 
-int st_db_schema_drop_xid(st_db *db, const char *tenant, uint32_t xid, size_t *n, char *err,
-                          size_t errlen)
+/* Drops (commit_lsn 0) or commits xid's registry entries. */
+static int schema_xid(st_db *db, const char *tenant, uint32_t xid, uint64_t commit_lsn, size_t *n,
+                      char *err, size_t errlen)
 {
     *n = 0;
     if (writable(db, tenant, err, errlen) != WH_OK)
@@ -4753,19 +4996,223 @@ int st_db_schema_drop_xid(st_db *db, const char *tenant, uint32_t xid, size_t *n
         return WH_ERR;
     if (t == NULL)
         return WH_OK;
-    drop_acc a = {tenant, xid, rocksdb_writebatch_create(), t, 0};
-    int rc = schema_scan(db, t, tenant, drop_collect, &a, err, errlen);
-    if (rc == WH_OK && a.n > 0) {
-        char *e = NULL;
-        rocksdb_write(db->rdb, db->wo, a.wb, &e);
-        note_write(db, e);
-        if (e)
-            rc = rerr(err, errlen, "delete schema versions", e);
-    }
+    xid_acc a = {.t = t, .xid = xid, .commit_lsn = commit_lsn, .wb = rocksdb_writebatch_create()};
+    pthread_mutex_lock(&db->schema_mu);
+    int rc = schema_keys(db, t, xid_step, &a, err, errlen);
+    if (rc == WH_OK)
+        rc = schema_write(db, a.wb, commit_lsn ? "commit schema starts" : "delete schema versions",
+                          err, errlen);
+    pthread_mutex_unlock(&db->schema_mu);
     rocksdb_writebatch_destroy(a.wb);
     ten_done(t);
     *n = a.n;
     return rc;
+}
+
+int st_db_schema_drop_xid(st_db *db, const char *tenant, uint32_t xid, size_t *n, char *err,
+                          size_t errlen)
+{
+    return schema_xid(db, tenant, xid, 0, n, err, errlen);
+}
+
+int st_db_schema_commit_xid(st_db *db, const char *tenant, uint32_t xid, uint64_t commit_lsn,
+                            size_t *n, char *err, size_t errlen)
+{
+    *n = 0;
+    if (xid == 0 || commit_lsn == 0)
+        return wh_seterr(err, errlen, "schema starts: commit of xid %u at LSN %" PRIu64, xid,
+                         commit_lsn);
+    return schema_xid(db, tenant, xid, commit_lsn, n, err, errlen);
+}
+
+/* ---- pruning (the rule above) ---- */
+
+typedef struct pver {
+    char table[ST_SCHEMA_TABLE_MAX + 1];
+    uint64_t fp;
+    uint64_t start;   /* start(V) */
+    uint64_t proven;  /* proven(V) */
+    uint64_t s_max;   /* its S keys that count: the highest, the highest proven */
+    uint64_t s_proof; /* (0: none) */
+    uint32_t pending;
+    int drop;
+} pver;
+
+typedef struct prune_acc {
+    pver *v;
+    size_t n, cap;
+    int oom;
+    /* the walk that deletes */
+    st_tenant *t;
+    rocksdb_writebatch_t *wb;
+    const pver *cur; /* the version of the last V key (NULL: unknown) */
+    size_t dropped, starts;
+} prune_acc;
+
+static int prune_collect(void *arg, const st_schema *sv)
+{
+    prune_acc *a = arg;
+    if (a->n == a->cap) {
+        size_t nc = a->cap ? a->cap * 2 : 32;
+        pver *nv = realloc(a->v, nc * sizeof(*nv));
+        if (nv == NULL) {
+            a->oom = 1;
+            return 1;
+        }
+        a->v = nv;
+        a->cap = nc;
+    }
+    pver *p = &a->v[a->n++];
+    memset(p, 0, sizeof(*p));
+    wh_strlcpy(p->table, sv->table, sizeof(p->table));
+    p->fp = sv->fp;
+    p->start = sv->started_lsn > sv->first_lsn ? sv->started_lsn : sv->first_lsn;
+    p->proven = sv->proven_lsn > sv->first_lsn ? sv->proven_lsn : sv->first_lsn;
+    p->s_max = sv->started_lsn;
+    p->s_proof = sv->proven_lsn;
+    p->pending = sv->pending;
+    /* no S key: registered before starts were recorded, its last start
+     * unknown: kept */
+    p->drop = sv->started_lsn != 0 && sv->pending == 0;
+    return 0;
+}
+
+/* Marks what goes: the versions of each table (contiguous, by key order)
+ * whose start is below a proven start of the table under wm. */
+static void prune_decide(pver *v, size_t n, uint64_t wm)
+{
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        uint64_t best = 0; /* the highest proven start below wm */
+        while (j < n && strcmp(v[j].table, v[i].table) == 0) {
+            if (v[j].proven < wm && v[j].proven > best)
+                best = v[j].proven;
+            j++;
+        }
+        for (size_t x = i; x < j; x++)
+            v[x].drop = v[x].drop && v[x].start < best;
+        i = j;
+    }
+}
+
+static int pver_cmp(const char *table, uint64_t fp, const pver *p)
+{
+    int c = strcmp(table, p->table);
+    return c != 0 ? c : fp < p->fp ? -1 : fp > p->fp ? 1 : 0;
+}
+
+static int prune_step(void *arg, const char *k, size_t kl, const skey *sk, const char *v, size_t vl)
+{
+    WH_UNUSED(v);
+    WH_UNUSED(vl);
+    prune_acc *a = arg;
+    if (sk->kind == 'V') {
+        char table[ST_SCHEMA_TABLE_MAX + 1];
+        memcpy(table, sk->table, sk->tl);
+        table[sk->tl] = '\0';
+        size_t lo = 0, hi = a->n;
+        a->cur = NULL;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            int c = pver_cmp(table, sk->fp, &a->v[mid]);
+            if (c == 0) {
+                a->cur = &a->v[mid];
+                break;
+            }
+            if (c < 0)
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        if (a->cur != NULL && a->cur->drop) {
+            rocksdb_writebatch_delete_cf(a->wb, a->t->meta, k, kl);
+            a->dropped++;
+        }
+        return 0;
+    }
+    const pver *c = a->cur != NULL && skey_is(sk, a->cur->table, a->cur->fp) ? a->cur : NULL;
+    if (c != NULL && !c->drop && (sk->kind == 'P' || sk->arg == c->s_max || sk->arg == c->s_proof))
+        return 0;                                           /* kept: it counts */
+    rocksdb_writebatch_delete_cf(a->wb, a->t->meta, k, kl); /* dropped, or no longer counts */
+    a->starts++;
+    return 0;
+}
+
+/* The prune of the opened tenant t at watermark LSN wm. */
+static int schema_prune_t(st_db *db, st_tenant *t, uint64_t wm, size_t *n, char *err, size_t errlen)
+{
+    *n = 0;
+    prune_acc a = {.t = t, .wb = rocksdb_writebatch_create()};
+    pthread_mutex_lock(&db->schema_mu);
+    int rc = schema_scan(db, t, prune_collect, &a, err, errlen);
+    if (rc == WH_OK && a.oom)
+        rc = wh_seterr(err, errlen, "out of memory");
+    if (rc == WH_OK) {
+        prune_decide(a.v, a.n, wm);
+        rc = schema_keys(db, t, prune_step, &a, err, errlen);
+    }
+    if (rc == WH_OK)
+        rc = schema_write(db, a.wb, "prune schema versions", err, errlen);
+    pthread_mutex_unlock(&db->schema_mu);
+    rocksdb_writebatch_destroy(a.wb);
+    free(a.v);
+    if (rc == WH_OK) {
+        *n = a.dropped;
+        atomic_fetch_add(&db->schema_pruned, a.dropped);
+    }
+    return rc;
+}
+
+int st_db_schema_prune(st_db *db, const char *tenant, uint64_t wm_lsn, size_t *n, char *err,
+                       size_t errlen)
+{
+    *n = 0;
+    if (writable(db, tenant, err, errlen) != WH_OK)
+        return WH_ERR;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK;
+    int rc = schema_prune_t(db, t, wm_lsn, n, err, errlen);
+    ten_done(t);
+    return rc;
+}
+
+void st_db_set_schema_prune(st_db *db, int on)
+{
+    atomic_store(&db->schema_prune, on != 0);
+}
+
+uint64_t st_db_schema_pruned(st_db *db)
+{
+    return atomic_load(&db->schema_pruned);
+}
+
+/* The maintenance pass of the opened tenant t: a prune when its stored
+ * watermark moved since the last one. */
+static void schema_maintain(st_db *db, st_tenant *t)
+{
+    pthread_mutex_lock(&t->wm_mu);
+    uint64_t wm = t->wm_stored_lsn;
+    pthread_mutex_unlock(&t->wm_mu);
+    if (db->read_only || wm == atomic_load(&t->schema_wm) || !atomic_load(&db->schema_prune))
+        return;
+    char err[WH_ERRLEN];
+    size_t n = 0;
+    if (schema_prune_t(db, t, wm, &n, err, sizeof(err)) != WH_OK) {
+        wh_warn("tenant %s: pruning the schema registry failed (tried again at the next pass): %s",
+                t->name, err);
+        return;
+    }
+    atomic_store(&t->schema_wm, wm);
+    if (n > 0) {
+        char l[WH_LSN_STRLEN];
+        wh_lsn_format(wm, l, sizeof(l));
+        wh_info("tenant %s: %zu schema version%s pruned (no event at or above the GC watermark %s "
+                "uses %s)",
+                t->name, n, n == 1 ? "" : "s", l, n == 1 ? "it" : "them");
+    }
 }
 
 /* ---- the TOAST value cache (st_toast.h) ---- */

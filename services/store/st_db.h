@@ -212,7 +212,10 @@ int st_db_get_progress(st_db *db, const char *tenant, char **out, size_t *len, c
 /* ---- schema registry ----
  * A tenant's schema versions (the ingestor's ing_schema), in its meta CF:
  * one per (table, fingerprint), written once (registering a known version
- * leaves it as it is). */
+ * leaves it as it is), with the commit LSNs at which it was (re)started
+ * (a registration's started_lsn / started_xid). The maintenance pass
+ * prunes versions no event at or above the tenant's stored GC watermark
+ * can carry (the rule: st_db.c, "schema registry"). */
 #define ST_SCHEMA_TABLE_MAX 300 /* "schema.table" bytes */
 typedef struct st_schema {
     const char *table; /* "schema.table" */
@@ -221,6 +224,17 @@ typedef struct st_schema {
     uint32_t first_xid;
     const char *desc; /* canonical JSON description */
     size_t desc_len;
+    /* Registration: the commit LSN of a transaction (decoded whole) whose
+     * change used the version first after a Relation message (0: none), or
+     * the xid of a streamed one (its commit LSN not known yet: a pending
+     * start, resolved by st_db_schema_commit_xid; 0: none).
+     * Listing: started_lsn the highest start stored (0: none), proven_lsn
+     * the highest start of a transaction decoded whole (or first_lsn),
+     * pending the streamed transactions' starts not resolved yet. */
+    uint64_t started_lsn;
+    uint32_t started_xid;
+    uint64_t proven_lsn;
+    uint32_t pending;
 } st_schema;
 
 /* st_db_append, and the versions sv[0..nsv) not yet registered are written
@@ -250,6 +264,19 @@ int st_db_schema_put(st_db *db, const char *tenant, const st_schema *sv, size_t 
  * (first_lsn 0): it is dropped whole (a StageAbort of xid). *n: how many. */
 int st_db_schema_drop_xid(st_db *db, const char *tenant, uint32_t xid, size_t *n, char *err,
                           size_t errlen);
+/* The streamed transaction xid committed at commit_lsn (a StageCommit,
+ * before its events are stored): its pending starts become starts at
+ * commit_lsn, in one synced write. *n: how many. */
+int st_db_schema_commit_xid(st_db *db, const char *tenant, uint32_t xid, uint64_t commit_lsn,
+                            size_t *n, char *err, size_t errlen);
+/* Drops the versions of the tenant no stored event at or above wm_lsn can
+ * carry (the maintenance pass calls it with the tenant's stored GC
+ * watermark), and starts that no longer count; one synced write. *n:
+ * versions dropped. */
+int st_db_schema_prune(st_db *db, const char *tenant, uint64_t wm_lsn, size_t *n, char *err,
+                       size_t errlen);
+/* store.schema_prune: 0 stops the maintenance pass's prunes (default 1). */
+void st_db_set_schema_prune(st_db *db, int on);
 /* Calls fn for each registered version of the tenant (by table, then
  * fingerprint); sv's pointers are valid during the call only. Non-zero from
  * fn stops. */
@@ -427,6 +454,8 @@ int st_db_flush(st_db *db, char *err, size_t errlen);
 
 /* E keys dropped by the GC filter since open. */
 uint64_t st_db_gc_dropped(st_db *db);
+/* Schema versions the registry prunes dropped since open, all tenants. */
+uint64_t st_db_schema_pruned(st_db *db);
 /* Compactions of a garbage range (below a watermark) since open. */
 uint64_t st_db_gc_compactions(st_db *db);
 

@@ -34,7 +34,9 @@ int st_schema_from_batch(const Walhook__AppendBatch *a, st_schema **out, char *e
                             .first_lsn = v->first_lsn,
                             .first_xid = v->first_xid,
                             .desc = (const char *)v->description.data,
-                            .desc_len = v->description.len};
+                            .desc_len = v->description.len,
+                            .started_lsn = v->started_lsn,
+                            .started_xid = v->started_xid};
     }
     *out = sv;
     return WH_OK;
@@ -76,6 +78,7 @@ static int collect(void *arg, const st_schema *sv)
     v->fingerprint = sv->fp;
     v->first_lsn = sv->first_lsn;
     v->first_xid = sv->first_xid;
+    v->started_lsn = sv->started_lsn;
     memcpy(desc, sv->desc, sv->desc_len);
     v->description.data = desc;
     v->description.len = sv->desc_len;

@@ -685,7 +685,13 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
     wh_buf_init(&k.data, 0);
     uint32_t *aborted = NULL;
     uint64_t durable = 0, stored = 0;
-    int rc = st_db_stage_aborted(s->db, a->tenant, c->xid, &aborted, &k.naborted, err, sizeof(err));
+    /* its pending schema starts become starts at its commit LSN, before
+     * any of its events is stored (st_db.c, "schema registry") */
+    size_t nstarts = 0;
+    int rc = st_db_schema_commit_xid(s->db, a->tenant, c->xid, c->commit_lsn, &nstarts, err,
+                                     sizeof(err));
+    if (rc == WH_OK)
+        rc = st_db_stage_aborted(s->db, a->tenant, c->xid, &aborted, &k.naborted, err, sizeof(err));
     k.aborted = aborted;
     int last = 0;
     while (rc == WH_OK && !last) {
@@ -1531,6 +1537,11 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_header(b, "walhook_store_gc_dropped_total", "counter",
                            "events dropped below the GC watermark since start");
     rc |= wh_metric_u64(b, "walhook_store_gc_dropped_total", "", st_db_gc_dropped(s->db));
+    rc |= wh_metric_header(b, "walhook_store_schema_versions_pruned_total", "counter",
+                           "schema versions dropped from the tenants' registries since start "
+                           "(no event at or above the GC watermark carries them)");
+    rc |= wh_metric_u64(b, "walhook_store_schema_versions_pruned_total", "",
+                        st_db_schema_pruned(s->db));
     rc |= wh_metric_header(b, "walhook_store_io_rate_bytes", "gauge",
                            "RocksDB's rate limit of flush and compaction writes in force, "
                            "bytes/s (store.io_rate_bytes, runtime)");

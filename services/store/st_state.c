@@ -32,6 +32,7 @@ static void apply_limits(st_state *st, const wh_state *s)
                       eff.store_io_rate_bytes};
     st_db_set_limits(st->db, &l);
     st_db_set_toast_bytes(st->db, eff.store_toast_cache_bytes);
+    st_db_set_schema_prune(st->db, eff.store_schema_prune);
 }
 
 /* Renders s as version `version` into out (reset first). */

@@ -39,6 +39,8 @@ source = { dsn = "${2:-$PG_DSN}"; slot = "walhook"; publication = "walhook"; cre
            ddl = $1; streaming = ${4:-false}; };
 data_dir = "${3:-$WH_TMP/data}";
 log_level = "info";
+# every version the events name stays listed (pruning: test_schema_prune.sh)
+store = { schema_prune = false; };
 admin = { listen = "127.0.0.1:$APORT"; };
 targets = ( { name = "t"; url = "http://127.0.0.1:$PORT/hook"; } );
 CONFEOF

@@ -271,6 +271,14 @@ static void test_announce_rule(void **state)
     r = parse_rel(p, 5, "public", "t", 'd', c, 3);
     assert_int_equal(ing_schema_known(s, r->version, 0x500, 1), WH_OK);
     assert_int_equal(ing_schema_announce(s, r, 0x4000, 950, 0), 0);
+    /* its first use (the registration with a start carries it) */
+    uint64_t fl = 0;
+    uint32_t fx = 0;
+    assert_int_equal(ing_schema_first_use(s, r->version, &fl, &fx), 1);
+    assert_true(fl == 0x500);
+    assert_int_equal(fx, 1);
+    assert_int_equal(ing_schema_forget_xid(s, 902), 0); /* committed: kept */
+    assert_int_equal(ing_schema_first_use(s, 0xdead, &fl, &fx), 0);
     /* many versions (the table grows) */
     for (uint64_t i = 0; i < 500; i++)
         assert_int_equal(ing_schema_known(s, i * 7919 + 1, i, 1), WH_OK);
@@ -294,8 +302,8 @@ static void test_registration_field(void **state)
     assert_int_equal(ing_schema_describe(&d, r), WH_OK);
     /* a description over 127 bytes: a two-byte length */
     assert_true(d.len > 127);
-    assert_int_equal(ing_schema_field(&f, r, d.data, d.len, 0x16B3748, 731), WH_OK);
-    assert_int_equal(ing_schema_field(&f, r, d.data, d.len, 0, 732), WH_OK);
+    assert_int_equal(ing_schema_field(&f, r, d.data, d.len, 0x16B3748, 731, 0x16B3800, 0), WH_OK);
+    assert_int_equal(ing_schema_field(&f, r, d.data, d.len, 0, 732, 0, 732), WH_OK);
     Walhook__AppendBatch *ab = walhook__append_batch__unpack(NULL, f.len, (uint8_t *)f.data);
     assert_non_null(ab);
     assert_int_equal(ab->n_schemas, 2);
@@ -305,7 +313,11 @@ static void test_registration_field(void **state)
     assert_int_equal(ab->schemas[0]->first_xid, 731);
     assert_int_equal(ab->schemas[0]->description.len, d.len);
     assert_memory_equal(ab->schemas[0]->description.data, d.data, d.len);
+    assert_true(ab->schemas[0]->started_lsn == 0x16B3800);
+    assert_int_equal(ab->schemas[0]->started_xid, 0);
     assert_true(ab->schemas[1]->first_lsn == 0);
+    assert_true(ab->schemas[1]->started_lsn == 0);
+    assert_int_equal(ab->schemas[1]->started_xid, 732);
     walhook__append_batch__free_unpacked(ab, NULL);
     wh_buf_free(&d);
     wh_buf_free(&f);

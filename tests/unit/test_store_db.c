@@ -1844,17 +1844,17 @@ static void test_schema_registry(void **state)
     fx *f = *state;
     char err[WH_ERRLEN];
     st_event ev[2] = {{0x1000, 0, 1, "{\"op\":\"schema\"}", 15}, {0x1000, 1, 1, "{\"a\":1}", 7}};
-    st_schema sv[2] = {{"public.t", 0xabc, 0x1000, 7, "{\"v\":1}", 7},
-                       {"public.a", 0x123, 0x1000, 7, "{\"v\":2}", 7}};
+    st_schema sv[2] = {{"public.t", 0xabc, 0x1000, 7, "{\"v\":1}", 7, 0, 0, 0, 0},
+                       {"public.a", 0x123, 0x1000, 7, "{\"v\":2}", 7, 0, 0, 0, 0}};
     uint64_t d = 0;
     assert_int_equal(st_db_append_schemas(f->db, "t1", ev, 2, 0x1010, sv, 2, &d, err, sizeof(err)),
                      WH_OK);
     /* again (a resend), with another first use: the first stays */
-    st_schema again = {"public.t", 0xabc, 0x9000, 9, "{\"v\":9}", 7};
+    st_schema again = {"public.t", 0xabc, 0x9000, 9, "{\"v\":9}", 7, 0, 0, 0, 0};
     assert_int_equal(
         st_db_append_schemas(f->db, "t1", ev, 2, 0x1010, &again, 1, &d, err, sizeof(err)), WH_OK);
     /* a streamed one: alone */
-    st_schema streamed = {"public.t", 0xdef, 0, 11, "{\"v\":3}", 7};
+    st_schema streamed = {"public.t", 0xdef, 0, 11, "{\"v\":3}", 7, 0, 0, 0, 0};
     assert_int_equal(st_db_schema_put(f->db, "t1", &streamed, 1, err, sizeof(err)), WH_OK);
     reopen(f);
     sv_got g;
@@ -1885,9 +1885,188 @@ static void test_schema_registry(void **state)
     assert_int_equal(st_db_schema_list(f->db, "t1", sv_collect, &g, err, sizeof(err)), WH_OK);
     assert_int_equal(g.n, 2);
     /* malformed: no table */
-    st_schema bad = {"", 1, 1, 1, "{}", 2};
+    st_schema bad = {"", 1, 1, 1, "{}", 2, 0, 0, 0, 0};
     assert_int_equal(st_db_schema_put(f->db, "t1", &bad, 1, err, sizeof(err)), WH_ERR);
     assert_non_null(strstr(err, "table"));
+}
+
+/* ---- schema registry pruning (st_db.c, "schema registry": the rule) ---- */
+
+/* Registers version fp of table tbl with its event at (lsn, 0): first use
+ * first (0: none new), a start at lsn, or a pending start in sxid (then
+ * staged: no event). */
+static void sv_reg(fx *f, const char *tbl, uint64_t fp, uint64_t first, uint64_t lsn, uint32_t sxid)
+{
+    char err[WH_ERRLEN];
+    st_schema v = {tbl, fp, first, sxid ? sxid : 7, "{\"c\":1}", 7, sxid ? 0 : lsn, sxid, 0, 0};
+    if (sxid != 0) {
+        if (st_db_schema_put(f->db, "p", &v, 1, err, sizeof(err)) != WH_OK)
+            fail_msg("schema put: %s", err);
+        return;
+    }
+    st_event e = {lsn, 0, 1, "{\"a\":1}", 7};
+    uint64_t d;
+    if (st_db_append_schemas(f->db, "p", &e, 1, lsn, &v, 1, &d, err, sizeof(err)) != WH_OK)
+        fail_msg("append: %s", err);
+}
+
+typedef struct sv_find {
+    uint64_t fp;
+    int found;
+    st_schema got;
+    int n;
+} sv_find;
+
+static int sv_find_step(void *arg, const st_schema *v)
+{
+    sv_find *s = arg;
+    s->n++;
+    if (v->fp == s->fp) {
+        s->found = 1;
+        s->got = *v;
+    }
+    return 0;
+}
+
+/* 1 when tenant p lists version fp (*out: it) */
+static int sv_has(fx *f, uint64_t fp, st_schema *out)
+{
+    char err[WH_ERRLEN];
+    sv_find s = {.fp = fp};
+    assert_int_equal(st_db_schema_list(f->db, "p", sv_find_step, &s, err, sizeof(err)), WH_OK);
+    if (out != NULL)
+        *out = s.got;
+    return s.found;
+}
+
+static int sv_count(fx *f)
+{
+    char err[WH_ERRLEN];
+    sv_find s = {.fp = 0};
+    assert_int_equal(st_db_schema_list(f->db, "p", sv_find_step, &s, err, sizeof(err)), WH_OK);
+    return s.n;
+}
+
+/* The tenant's only consumer commits (lsn, 0); a maintenance pass stores
+ * the watermark and prunes at it. */
+static void sv_wm(fx *f, uint64_t lsn)
+{
+    char err[WH_ERRLEN];
+    uint64_t l;
+    uint32_t s;
+    assert_int_equal(st_db_commit(f->db, "p", "c1", lsn, 0, &l, &s, err, sizeof(err)), WH_OK);
+    st_db_maintain(f->db);
+}
+
+/* A table returns to an older shape: the old version stays while an event
+ * of its new run is at or above the watermark; versions go once a later
+ * version is proven below the watermark; the current one never goes. */
+static void test_schema_prune_return(void **state)
+{
+    fx *f = *state;
+    /* public.t: V1 at 0x100, V2 at 0x200 (a column added), V1 again at
+     * 0x300 (dropped again: its first use stays 0x100), V3 at 0x400 */
+    sv_reg(f, "public.t", 0x1, 0x100, 0x100, 0);
+    sv_reg(f, "public.t", 0x1, 0x100, 0x110, 0); /* a reconnect: a start again, same run */
+    sv_reg(f, "public.t", 0x2, 0x200, 0x200, 0);
+    sv_reg(f, "public.t", 0x1, 0x100, 0x300, 0);
+    sv_reg(f, "public.t", 0x3, 0x400, 0x400, 0);
+    sv_reg(f, "public.u", 0x9, 0x150, 0x150, 0); /* another table: never pruned by t's */
+    st_schema v;
+    assert_true(sv_has(f, 0x1, &v));
+    assert_true(v.started_lsn == 0x300);
+    assert_true(v.proven_lsn == 0x300);
+    assert_true(v.first_lsn == 0x100);
+    assert_int_equal(sv_count(f), 4);
+    /* wm 0x250: V1's events at 0x300 are stored, V2's at 0x200 too */
+    sv_wm(f, 0x250);
+    assert_int_equal(sv_count(f), 4);
+    /* wm exactly at V1's return: V2's last event may be at 0x300 (a change
+     * before the ALTER in V1's transaction): kept */
+    sv_wm(f, 0x300);
+    assert_true(sv_has(f, 0x2, NULL));
+    /* wm past 0x300: V2 goes (all its events are below 0x300); V1, used
+     * again since 0x300, stays though its first use 0x100 is far below */
+    sv_wm(f, 0x301);
+    assert_false(sv_has(f, 0x2, NULL));
+    assert_true(sv_has(f, 0x1, NULL));
+    assert_true(sv_has(f, 0x3, NULL));
+    assert_true(sv_has(f, 0x9, NULL));
+    /* the pruned state is durable; the watermark stays */
+    reopen(f);
+    assert_false(sv_has(f, 0x2, NULL));
+    assert_int_equal(sv_count(f), 3);
+    /* wm past 0x400: V1 goes; V3 (current) and u's only version stay */
+    sv_wm(f, 0x401);
+    assert_false(sv_has(f, 0x1, NULL));
+    assert_true(sv_has(f, 0x3, NULL));
+    assert_true(sv_has(f, 0x9, NULL));
+    /* even far past: the current version of each table stays */
+    sv_wm(f, 0x9000);
+    assert_int_equal(sv_count(f), 2);
+    /* the table returns to V2 (pruned): registered again with its start */
+    sv_reg(f, "public.t", 0x2, 0x200, 0x9100, 0);
+    assert_true(sv_has(f, 0x2, &v));
+    assert_true(v.started_lsn == 0x9100);
+    sv_wm(f, 0x9100); /* V3's events may be at 0x9100 still */
+    assert_true(sv_has(f, 0x3, NULL));
+    sv_wm(f, 0x9200); /* V2 proven at 0x9100 < wm: V3 goes, V2 is current */
+    assert_true(sv_has(f, 0x2, NULL));
+    assert_false(sv_has(f, 0x3, NULL));
+    assert_int_equal(sv_count(f), 2);
+}
+
+/* Starts of one transaction, streamed starts (pending, then protecting
+ * only) and versions without a recorded start are kept. */
+static void test_schema_prune_kept(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    /* A and B started in one transaction (0x100): neither drops the other */
+    sv_reg(f, "public.a", 0xa1, 0x100, 0x100, 0);
+    sv_reg(f, "public.a", 0xa2, 0x100, 0x100, 0);
+    /* a version registered before starts were recorded: no start */
+    st_schema old = {"public.a", 0xa0, 0x50, 3, "{\"c\":1}", 7, 0, 0, 0, 0};
+    assert_int_equal(st_db_schema_put(f->db, "p", &old, 1, err, sizeof(err)), WH_OK);
+    /* s: S1 at 0x100, then S2 in streamed transaction 77 (pending) */
+    sv_reg(f, "public.s", 0x51, 0x100, 0x100, 0);
+    sv_reg(f, "public.s", 0x52, 0, 0, 77);
+    st_schema v;
+    assert_true(sv_has(f, 0x52, &v));
+    assert_int_equal(v.pending, 1);
+    sv_wm(f, 0x1000);
+    assert_int_equal(sv_count(f), 5);
+    /* 77 commits at 0x2000: S2's start protects it, proves nothing: S1,
+     * whose events are all below 0x2000, stays until a proven start */
+    size_t n = 0;
+    assert_int_equal(st_db_schema_commit_xid(f->db, "p", 77, 0x2000, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 1);
+    assert_true(sv_has(f, 0x52, &v));
+    assert_int_equal(v.pending, 0);
+    assert_true(v.started_lsn == 0x2000);
+    assert_true(v.proven_lsn == 0);
+    sv_wm(f, 0x3000);
+    assert_true(sv_has(f, 0x51, NULL));
+    /* a change of S2 decoded whole at 0x3100 (a reconnect): proven */
+    sv_reg(f, "public.s", 0x52, 0, 0x3100, 0);
+    sv_wm(f, 0x3200);
+    assert_false(sv_has(f, 0x51, NULL));
+    assert_true(sv_has(f, 0x52, NULL));
+    /* a third in a new table: a's versions all stay (equal starts; the old
+     * one has no start) */
+    assert_true(sv_has(f, 0xa0, NULL));
+    assert_true(sv_has(f, 0xa1, NULL));
+    assert_true(sv_has(f, 0xa2, NULL));
+    /* a streamed transaction dropped whole: its pending start goes too */
+    sv_reg(f, "public.s", 0x53, 0, 0, 88);
+    sv_reg(f, "public.s", 0x52, 0, 0, 88);
+    assert_int_equal(st_db_schema_drop_xid(f->db, "p", 88, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 1); /* 0x53: first used by 88 */
+    assert_false(sv_has(f, 0x53, NULL));
+    assert_true(sv_has(f, 0x52, &v));
+    assert_int_equal(v.pending, 0);
+    /* bad commits are refused */
+    assert_int_equal(st_db_schema_commit_xid(f->db, "p", 0, 5, &n, err, sizeof(err)), WH_ERR);
 }
 
 int main(void)
@@ -1928,6 +2107,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_zeroed_wal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema_registry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schema_prune_return, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schema_prune_kept, setup, teardown),
     };
     if (getenv("TEST_FILTER"))
         cmocka_set_test_filter(getenv("TEST_FILTER"));

@@ -1531,6 +1531,26 @@ static size_t schema_list(fx *f, const char *tenant, uint64_t *fps, size_t max)
     return n;
 }
 
+/* The started_lsn SchemaList gives version fp of tenant (0: none, or not
+ * listed). */
+static uint64_t schema_started(fx *f, const char *tenant, uint64_t fp)
+{
+    Walhook__SchemaList sl = WALHOOK__SCHEMA_LIST__INIT;
+    sl.tenant = (char *)tenant;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_SCHEMA_LIST;
+    req.schema_list = &sl;
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    uint64_t l = 0;
+    for (size_t i = 0; i < rep.schemas->n_versions; i++)
+        if (rep.schemas->versions[i]->fingerprint == fp)
+            l = rep.schemas->versions[i]->started_lsn;
+    st_server_done(f->srv, &rep, cookie);
+    return l;
+}
+
 static void test_schema_versions(void **state)
 {
     fx *f = *state;
@@ -1563,11 +1583,26 @@ static void test_schema_versions(void **state)
     make_stage(&st, "t1", 77, 1, 0, 1, 77, 'a');
     v[0].fingerprint = 0x200;
     v[0].first_lsn = 0;
+    v[0].started_xid = 77; /* its start: pending until 77 commits */
     st.a.n_schemas = 1;
     st.a.schemas = vp;
     assert_int_equal(call(f, &st.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
     assert_int_equal(schema_list(f, "t1", fps, 8), 3);
+    assert_true(schema_started(f, "t1", 0x200) == 0);
+    /* the StageCommit makes it a start at the commit LSN */
+    make_commit(&st, "t1", 77, 0x7000, 0x7010);
+    assert_int_equal(stage_call(f, &st.req, NULL), 1);
+    assert_true(schema_started(f, "t1", 0x200) == 0x7000);
+    /* a start with events: in their WriteBatch */
+    v[0].started_xid = 0;
+    v[0].started_lsn = 0x7100;
+    make_append(&a, "t1", 1, 0x7100, 0x7110);
+    a.a.n_schemas = 1;
+    a.a.schemas = vp;
+    stage_call(f, &a.req, NULL);
+    assert_true(schema_started(f, "t1", 0x200) == 0x7100);
+    v[0].started_lsn = 0;
     /* malformed: no table, no fingerprint, no description */
     make_append(&a, "t1", 1, 0x6000, 0x6010);
     v[0].table = "";
