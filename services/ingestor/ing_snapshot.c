@@ -18,6 +18,7 @@
 #define SNAP_STORE_TIMEOUT_MS 5000
 #define SNAP_APP "walhook-snapshot"
 #define SNAP_LOG_EVERY_US (10 * 1000000LL)
+#define SNAP_VERSION_RETRIES 5
 
 static _Atomic int g_chunk_rows = 2048;
 
@@ -106,6 +107,7 @@ struct ing_snapshot {
 
     int exporting;     /* ing_snapshot_export runs: no stream, no window */
     int64_t logged_us; /* the last progress line (log_progress) */
+    int vmismatch;     /* chunks read again in a row for a schema version mismatch */
 };
 
 /* ---- progress in the store ------------------------------------------- */
@@ -910,6 +912,7 @@ static int job_prepare(ing_snapshot *s, wh_snapjob *j, ing_catalog *cat, char *e
 {
     if (j != s->job) {
         s->job = j;
+        s->vmismatch = 0;
         s->chunk_cap = 0;
         s->run_rows = 0;
         s->run_start_us = wh_wallclock_us();
@@ -1182,6 +1185,20 @@ void ing_snapshot_change(ing_snapshot *s, const ing_msg *m, uint32_t xid)
         recent_add(s, xid);
     if (!s->pending || !s->window || s->discard || m->rel == NULL || m->rel->oid != s->oid)
         return;
+    /* the table changed shape around the chunk: its rows may have been read
+     * with another description than the stream's (read again, described
+     * again); a mismatch that repeats is a description the two paths build
+     * differently: warned once, then accepted */
+    if (s->rel != NULL && m->rel->version != 0 && s->rel->version != 0 &&
+        m->rel->version != s->rel->version && s->vmismatch < SNAP_VERSION_RETRIES) {
+        if (++s->vmismatch == SNAP_VERSION_RETRIES)
+            wh_warn("snapshot of %s: the stream's schema version %s differs from the "
+                    "snapshot's %s %d chunks in a row; reading on",
+                    s->job ? s->job->table : "?", m->rel->version_hex, s->rel->version_hex,
+                    SNAP_VERSION_RETRIES);
+        s->discard = 1;
+        return;
+    }
     int got = 0;
     if (m->has_new && note_key(s, m->rel, &m->newtup) == 0)
         got = 1;
@@ -1273,16 +1290,19 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
     const char *kv[WH_SNAP_MAXKEY];
     size_t kl[WH_SNAP_MAXKEY];
     uint32_t first = *seq;
-    /* a version new to the tenant: its schema event and registration go
-     * with this chunk (again with the next one when this one is not
-     * queued) */
+    /* a version new to the tenant: its schema event goes with this chunk
+     * (again with the next one when this one is not queued) */
     ing_relation *mrel = ing_relation_mut(s->parser, s->oid);
     if (s->schema != NULL && mrel != NULL && !mrel->version_done &&
         ing_schema_announce(s->schema, mrel, t->commit_lsn, t->xid, 0) == ING_SCHEMA_EMIT) {
         s->sv_pending = 1;
         s->sv_fp = mrel->version;
     }
-    if (s->sv_pending && mrel != NULL && s->sv_fp == mrel->version) {
+    /* every chunk registers its version with a start at its position (as
+     * the stream's first change after a Relation message does): the store
+     * prunes no version that stored reads carry (st_db.c, "schema
+     * registry") */
+    if (s->schema != NULL && mrel != NULL && mrel->version_hex[0] != '\0') {
         wh_buf_reset(&s->sdesc);
         snprintf(s->sv_table, sizeof(s->sv_table), "%s.%s", mrel->nspname, mrel->relname);
         walhook__schema_version__init(&s->sv);
@@ -1290,16 +1310,20 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
         s->sv.fingerprint = mrel->version;
         s->sv.first_lsn = t->commit_lsn;
         s->sv.first_xid = t->xid;
-        off[nev] = s->json.len;
-        if (ing_schema_describe(&s->sdesc, mrel) != WH_OK ||
-            ing_event_schema(&s->json, t, *seq, mrel, s->sdesc.data, s->sdesc.len, err, errlen) !=
-                WH_OK) {
+        s->sv.started_lsn = t->commit_lsn;
+        if (ing_schema_describe(&s->sdesc, mrel) != WH_OK) {
             wh_seterr(err, errlen, "out of memory");
             goto out;
         }
         s->sv.description.data = (uint8_t *)s->sdesc.data;
         s->sv.description.len = s->sdesc.len;
         sv = &s->sv;
+    }
+    if (sv != NULL && s->sv_pending && s->sv_fp == mrel->version) {
+        off[nev] = s->json.len;
+        if (ing_event_schema(&s->json, t, *seq, mrel, s->sdesc.data, s->sdesc.len, err, errlen) !=
+            WH_OK)
+            goto out;
         chunk_event(ev, evp, &nev, t, seq);
     }
     for (int r = 0; r < n; r++) {
@@ -1356,7 +1380,7 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
         if (n < s->limit) /* the last chunk: rows with later keys come from the stream */
             j->state = WH_SNAP_DONE;
         rc = queue_request_sv(s, evp, nev, sv, err, errlen);
-        if (rc == WH_OK && sv != NULL) {
+        if (rc == WH_OK && sv != NULL && s->sv_pending && s->sv_fp == mrel->version) {
             s->sv_pending = 0;
             wh_info("schema version %s of %s (%d columns), with its snapshot's rows",
                     mrel->version_hex, s->sv_table, mrel->natts);
@@ -1377,6 +1401,8 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
     } else {
         s->chunks++;
         s->run_rows += (uint64_t)n;
+        if (s->vmismatch < SNAP_VERSION_RETRIES)
+            s->vmismatch = 0;
         if (j->state == WH_SNAP_DONE) {
             wh_info("snapshot of %s done: %" PRIu64 " rows in %.1f s", j->table, j->rows_done,
                     (double)(wh_wallclock_us() - j->started_us) / 1e6);
