@@ -90,6 +90,10 @@ typedef struct repl {
     int in_txn;
     int fatal;   /* the last setup error will not go away by retrying */
     int slot_ok; /* the slot was found or created once */
+    /* the DDL capture's setup ran after an exported snapshot's import
+     * (ddl_after_import): 1 done, -1 failed (ddl_err) */
+    int ddl_early;
+    char ddl_err[WH_ERRLEN];
     uint32_t seq;
     ing_txn txn;
     /* streamed transactions (source.streaming): the one whose stream block
@@ -290,6 +294,18 @@ out:
     return rc;
 }
 
+/* Once the exported snapshot is imported the replication connection is
+ * free again: the DDL capture is set up then, not after the whole read
+ * (DDL during a long initial snapshot gets its events). */
+static void ddl_after_import(void *arg)
+{
+    repl *r = arg;
+    r->ddl_early =
+        ing_ddl_setup(r->conn, r->cfg->slot, r->cfg->ddl, r->ddl_err, sizeof(r->ddl_err)) == WH_OK
+            ? 1
+            : -1;
+}
+
 /* Finds or creates the slot; sets r->start_lsn. `first`: slot creation is
  * allowed only on the first connection (a slot that vanished later means the
  * position is gone). */
@@ -380,7 +396,8 @@ static int ensure_slot(repl *r, int first, char *err, size_t errlen)
     /* before any other command on this connection: the exported snapshot
      * lives until then */
     if (export && PQntuples(res) > 0 && PQnfields(res) > 2 && !PQgetisnull(res, 0, 2))
-        ing_snapshot_export(r->snap, r->catalog, PQgetvalue(res, 0, 2), r->start_lsn);
+        ing_snapshot_export(r->snap, r->catalog, PQgetvalue(res, 0, 2), r->start_lsn,
+                            ddl_after_import, r);
     rc = WH_OK;
     r->slot_ok = 1;
 out:
@@ -440,6 +457,7 @@ static int check_same_history(repl *r, PGresult *res, char *err, size_t errlen)
 static int repl_setup(repl *r, char *err, size_t errlen)
 {
     r->fatal = 0;
+    r->ddl_early = 0;
     int first = !r->slot_ok;
     if (!valid_slot_name(r->cfg->slot)) {
         r->fatal = 1;
@@ -470,7 +488,12 @@ static int repl_setup(repl *r, char *err, size_t errlen)
     if (ensure_publication(r, err, errlen) || ensure_slot(r, first, err, errlen))
         return WH_ERR;
     /* after the slot: an exported snapshot was read by then (ensure_slot) */
-    if (ing_ddl_setup(r->conn, r->cfg->slot, r->cfg->ddl, err, errlen) != WH_OK) {
+    int early = r->ddl_early;
+    r->ddl_early = 0;
+    if (early < 0)
+        wh_seterr(err, errlen, "%s", r->ddl_err);
+    if (early < 0 ||
+        (early == 0 && ing_ddl_setup(r->conn, r->cfg->slot, r->cfg->ddl, err, errlen) != WH_OK)) {
         r->fatal = 1;
         return WH_ERR;
     }

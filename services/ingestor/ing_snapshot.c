@@ -19,6 +19,7 @@
 #define SNAP_APP "walhook-snapshot"
 #define SNAP_LOG_EVERY_US (10 * 1000000LL)
 #define SNAP_VERSION_RETRIES 5
+#define SNAP_CHUNK_WHAT "reading a chunk"
 
 static _Atomic int g_chunk_rows = 2048;
 
@@ -523,7 +524,15 @@ static PGresult *query(ing_snapshot *s, const char *sql, int nparams, const uint
         char msg[512];
         wh_strlcpy(msg, PQerrorMessage(s->conn), sizeof(msg));
         ing_pg_chomp(msg);
-        wh_seterr(err, errlen, "%s: %s", what, msg);
+        const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        /* a chunk query's error may quote a key value (its parameters):
+         * only its SQLSTATE goes into the log */
+        if (strcmp(what, SNAP_CHUNK_WHAT) == 0 && code != NULL &&
+            PQstatus(s->conn) == CONNECTION_OK)
+            wh_seterr(err, errlen, "%s: SQLSTATE %s (message withheld: it may quote a value)", what,
+                      code);
+        else
+            wh_seterr(err, errlen, "%s: %s", what, msg);
         PQclear(res);
         if (PQstatus(s->conn) != CONNECTION_OK)
             close_conn(s);
@@ -798,12 +807,11 @@ static PGresult *select_query(ing_snapshot *s, int limit, char *err, size_t errl
         }
         vals[s->nkey] = lim;
         types[s->nkey] = 23; /* int4 */
-        return query(s, s->select_sql, s->nkey + 1, types, vals, "reading a chunk", err, errlen);
+        return query(s, s->select_sql, s->nkey + 1, types, vals, SNAP_CHUNK_WHAT, err, errlen);
     }
     vals[0] = lim;
     types[0] = 23;
-    return query(s, s->select_sql + s->first_sql_at, 1, types, vals, "reading a chunk", err,
-                 errlen);
+    return query(s, s->select_sql + s->first_sql_at, 1, types, vals, SNAP_CHUNK_WHAT, err, errlen);
 }
 
 /* The job's next rows after its last key (the first ones when it has
@@ -1000,7 +1008,7 @@ void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat)
     }
     int rc = read_chunk(s, err, sizeof(err));
     if (rc == WH_ERR) {
-        failed(s, "reading a chunk", err);
+        failed(s, SNAP_CHUNK_WHAT, err);
         return;
     }
     if (s->warned)
@@ -1020,15 +1028,64 @@ int ing_snapshot_wants_export(const ing_snapshot *s)
 static int wait_room(ing_snapshot *s, char *err, size_t errlen)
 {
     uint64_t until = wh_now_ms() + SNAP_STORE_TIMEOUT_MS * 2;
+    int64_t unacked = ing_batcher_unacked_bytes(s->bt);
     while (ing_batcher_window_full(s->bt)) {
         if (wh_stop_requested)
             return wh_seterr(err, errlen, "stop requested");
         if (wh_now_ms() > until)
-            return wh_seterr(err, errlen, "the store did not acknowledge the chunks in %d s",
+            return wh_seterr(err, errlen, "the store acknowledged nothing for %d s",
                              SNAP_STORE_TIMEOUT_MS * 2 / 1000);
         ing_batcher_drain(s->bt, 100);
+        int64_t now_unacked = ing_batcher_unacked_bytes(s->bt);
+        if (now_unacked < unacked) /* acks come (a write budget may pace them) */
+            until = wh_now_ms() + SNAP_STORE_TIMEOUT_MS * 2;
+        unacked = now_unacked;
     }
     return WH_OK;
+}
+
+/* Locks the job's table (ACCESS SHARE, as pg_dump does: no rewrite until
+ * the export's transaction ends) and checks that no rewrite (ALTER TABLE
+ * ... TYPE, VACUUM FULL, CLUSTER: not MVCC-safe, the exported snapshot
+ * would see the table empty) committed since the consistent point: the
+ * file the snapshot's pg_class names is still the table's. */
+static int export_lock(ing_snapshot *s, char *err, size_t errlen)
+{
+    char *ns = quote_ident(s, s->rel->nspname), *rn = quote_ident(s, s->rel->relname);
+    char sql[600];
+    int rc = WH_ERR;
+    if (ns == NULL || rn == NULL) {
+        wh_seterr(err, errlen, "out of memory");
+        goto out;
+    }
+    snprintf(sql, sizeof(sql), "LOCK TABLE %s.%s IN ACCESS SHARE MODE", ns, rn);
+    PGresult *res = query(s, sql, 0, NULL, NULL, "locking the table", err, errlen);
+    if (res == NULL)
+        goto out;
+    PQclear(res);
+    char oid[16];
+    snprintf(oid, sizeof(oid), "%u", s->oid);
+    const char *vals[1] = {oid};
+    res = query(s,
+                "SELECT c.relfilenode = COALESCE(pg_catalog.pg_relation_filenode(c.oid), 0) "
+                "FROM pg_catalog.pg_class c WHERE c.oid = $1::oid",
+                1, NULL, vals, "checking the table's file", err, errlen);
+    if (res == NULL)
+        goto out;
+    int same = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    if (!same) {
+        wh_seterr(err, errlen,
+                  "%s was rewritten (ALTER TABLE, VACUUM FULL, CLUSTER) after the slot's "
+                  "consistent point: the exported snapshot cannot read it",
+                  s->job->table);
+        goto out;
+    }
+    rc = WH_OK;
+out:
+    free(ns);
+    free(rn);
+    return rc;
 }
 
 /* One job read whole in the exported snapshot's transaction. */
@@ -1038,7 +1095,11 @@ static int export_job(ing_snapshot *s, wh_snapjob *j, ing_catalog *cat, const in
     int d = job_prepare(s, j, cat, err, errlen);
     if (d != WH_OK)
         return d == 1 ? WH_OK : WH_ERR;
+    if (export_lock(s, err, errlen) != WH_OK)
+        return WH_ERR;
     while (s->job == j && j->state == WH_SNAP_RUNNING) {
+        if (wh_stop_requested)
+            return wh_seterr(err, errlen, "stop requested");
         if (wait_room(s, err, errlen) != WH_OK)
             return WH_ERR;
         int limit = chunk_limit(s);
@@ -1064,7 +1125,7 @@ static int export_job(ing_snapshot *s, wh_snapjob *j, ing_catalog *cat, const in
 }
 
 void ing_snapshot_export(ing_snapshot *s, ing_catalog *cat, const char *name,
-                         uint64_t consistent_lsn)
+                         uint64_t consistent_lsn, void (*after_import)(void *arg), void *arg)
 {
     char err[WH_ERRLEN];
     if (!ing_snapshot_wants_export(s))
@@ -1104,14 +1165,18 @@ void ing_snapshot_export(ing_snapshot *s, ing_catalog *cat, const char *name,
     if (res == NULL)
         goto out;
     PQclear(res);
+    if (after_import != NULL)
+        after_import(arg);
     if (list_initial(s, err, sizeof(err)) != WH_OK)
         goto out;
     for (size_t i = 0; i < s->prog.njobs; i++)
         rows0 += s->prog.jobs[i].rows_done;
-    wh_snapjob *j;
-    while ((j = next_job(s)) != NULL) {
-        if (j->kind != WH_SNAP_INITIAL)
-            break; /* a backfill: by watermarks, once streaming */
+    /* the initial jobs in order; a backfill goes by watermarks, once
+     * streaming */
+    for (size_t i = 0; i < s->prog.njobs; i++) {
+        wh_snapjob *j = &s->prog.jobs[i];
+        if (j->kind != WH_SNAP_INITIAL || j->state >= WH_SNAP_DONE)
+            continue;
         if (export_job(s, j, cat, &t, &seq, err, sizeof(err)) != WH_OK)
             goto out;
         tables++;
@@ -1392,7 +1457,15 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
         j->rows_done = saved_done;
         j->state = saved_state;
         *seq = first;
-        if (strstr(err, "too large") != NULL) {
+        if (strstr(err, "too large") != NULL && s->limit <= 1) {
+            /* one row alone is larger than a request: never readable */
+            wh_warn("snapshot of %s refused: one row is larger than a request "
+                    "(ipc.max_msg_bytes): %s",
+                    j->table, err);
+            j->state = WH_SNAP_REFUSED;
+            s->job = NULL;
+            rc = queue_request(s, NULL, 0, err, errlen);
+        } else if (strstr(err, "too large") != NULL) {
             s->chunk_cap = s->limit / 2 > 0 ? s->limit / 2 : 1;
             wh_warn("snapshot of %s: %s; chunks of %d rows from now on", j->table, err,
                     s->chunk_cap);

@@ -87,13 +87,15 @@ int ing_snapshot_wants_export(const ing_snapshot *s);
 
 /* Right after CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT, before any other
  * command on the replication connection: reads every published table in
- * the exported snapshot `name` and stores its rows as read events at
+ * the exported snapshot `name` (after_import(arg) runs once it is imported:
+ * the replication connection may be used again from then) and stores its
+ * rows as read events at
  * (consistent_lsn - 2, seq), chunk by chunk with the progress, and waits
  * until the store has them all. Never fails: what it could not read (the
  * source or the store failed, a stop was requested) is left to the
  * watermark chunks of ing_snapshot_tick, logged. */
 void ing_snapshot_export(ing_snapshot *s, ing_catalog *cat, const char *name,
-                         uint64_t consistent_lsn);
+                         uint64_t consistent_lsn, void (*after_import)(void *arg), void *arg);
 
 /* The tenant's backfill requests from the runtime state
  * (wh_state_tenant.backfills; any thread): each id not known yet becomes a

@@ -119,16 +119,15 @@ kill_ingestor() {
 wh_wait_until 120 rows_at_least $((ROWS / 4)) || wh_fail "snapshot stuck at $(snap_rows) rows"
 grep -q 'snapshot of public.snap (initial, in the slot.s exported snapshot) started' "$WH_TMP/walhook.log" ||
     wh_fail "the initial snapshot did not start in the slot's exported snapshot"
-grep -q 'initial snapshot in the slot.s exported snapshot (consistent point' "$WH_TMP/walhook.log" &&
+grep -qE 'initial snapshot in the slot.s exported snapshot (\(consistent point|stopped after)' "$WH_TMP/walhook.log" &&
     wh_fail "the exported snapshot's read ended before the kill (store.tenant_rate_bytes too high?)"
 kill_ingestor
 code=$(curl -sS -o "$WH_TMP/patch.out" -w '%{http_code}' -X PATCH -H "Authorization: Bearer $TOKEN" \
     -H 'Content-Type: application/json' -d '{"store.tenant_rate_bytes": 0}' "http://127.0.0.1:$APORT/v1/settings")
 [ "$code" = 200 ] || wh_fail "PATCH store.tenant_rate_bytes: HTTP $code ($(cat "$WH_TMP/patch.out"))"
 wh_wait_until 120 rows_at_least $((ROWS / 2)) || wh_fail "snapshot stuck at $(snap_rows) rows after the first kill"
-grep -q 'snapshot of public.snap (initial) started' "$WH_TMP/walhook.log" ||
-    grep -q 'snapshot progress read from the store: plan 2' "$WH_TMP/walhook.log" ||
-    wh_fail "after the kill, the snapshot did not go on by watermark chunks"
+grep -qE 'snapshot progress read from the store: plan 2, [0-9]+ tables?, [1-9][0-9]* to do' "$WH_TMP/walhook.log" ||
+    wh_fail "after the kill, the ingestor did not find the snapshot unfinished in the store"
 kill_ingestor
 snap_done() { [ "$(wh_metric_tcp "$APORT" walhook_ingestor_snapshot_state %.0f 'table="public.snap".*state="done"')" = 1 ]; }
 wh_wait_until 300 snap_done || wh_fail "the snapshot of public.snap never finished ($(snap_rows) rows)"
