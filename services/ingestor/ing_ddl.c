@@ -54,7 +54,7 @@
 /* The state: 0 superuser, 1 both triggers exist, 2 the function exists and
  * is owned by the current user, 3 the user, 4 the function has this source,
  * 5 the comment of walhook_ddl_end ("" without), 6 the slots of the
- * cluster, comma-separated. */
+ * cluster, comma-separated, 7 walhook_ddl_end exists. */
 #define DDL_PROC_WHERE                                                                             \
     " FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE "   \
     "n.nspname = 'public' AND p.proname = 'walhook_ddl_capture' AND p.pronargs = 0"
@@ -67,7 +67,8 @@
     "COALESCE((SELECT pg_catalog.obj_description(e.oid, 'pg_event_trigger') FROM "                 \
     "pg_catalog.pg_event_trigger e WHERE e.evtname = 'walhook_ddl_end'), ''), "                    \
     "COALESCE((SELECT pg_catalog.string_agg(slot_name, ',') FROM "                                 \
-    "pg_catalog.pg_replication_slots), '') "                                                       \
+    "pg_catalog.pg_replication_slots), ''), "                                                      \
+    "EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'walhook_ddl_end') "        \
     "FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"
 
 #define DDL_DROP_SQL                                                                               \
@@ -140,6 +141,7 @@ int ing_ddl_users(const char *list, const char *slot, int add, const char *live,
 
 typedef struct ddl_state {
     int super, triggers, owner, same, marked, listed;
+    int end_exists; /* walhook_ddl_end exists (triggers: both do) */
     char user[128];
     char *list; /* the mark's tail (users), in res */
     char *live; /* the cluster's slots, in res */
@@ -151,7 +153,7 @@ static int read_state(PGconn *conn, const char *slot, ddl_state *st, char *err, 
     memset(st, 0, sizeof(*st));
     st->res = PQexec(conn, DDL_STATE_SQL);
     if (PQresultStatus(st->res) != PGRES_TUPLES_OK || PQntuples(st->res) != 1 ||
-        PQnfields(st->res) < 7) {
+        PQnfields(st->res) < 8) {
         char msg[512];
         wh_strlcpy(msg, PQerrorMessage(conn), sizeof(msg));
         ing_pg_chomp(msg);
@@ -171,6 +173,7 @@ static int read_state(PGconn *conn, const char *slot, ddl_state *st, char *err, 
     st->list = st->marked ? (char *)c + strlen(ING_DDL_MARK) : NULL;
     st->live = PQgetvalue(res, 0, 6);
     st->listed = st->marked && listed(st->list, slot, strlen(slot));
+    st->end_exists = PQgetvalue(res, 0, 7)[0] == 't';
     return WH_OK;
 }
 
@@ -223,11 +226,24 @@ static int install(PGconn *conn, const char *slot, char *err, size_t errlen)
         (rc = run(conn, DDL_FUNCTION_SQL, "CREATE OR REPLACE FUNCTION public.walhook_ddl_capture()",
                   err, errlen)) != WH_OK)
         goto out;
-    if (!st.triggers) {
+    if (!st.triggers && st.end_exists && !st.marked) {
+        /* one of the pair was dropped by hand, and walhook_ddl_end is not
+         * walhook's (no mark): the missing one is created, no mark written
+         * (walhook never drops what it did not create) */
+        if ((rc = run(conn, DDL_TRIGGERS_SQL, "CREATE EVENT TRIGGER walhook_ddl_drop", err,
+                      errlen)) != WH_OK)
+            goto out;
+        wh_warn("source.ddl: created the missing event trigger walhook_ddl_drop next to an "
+                "existing walhook_ddl_end walhook did not create (neither is dropped when "
+                "source.ddl turns off)");
+    } else if (!st.triggers) {
+        /* none, or walhook's walhook_ddl_end without its pair: its users
+         * are kept */
         if ((rc = run(conn, DDL_TRIGGERS_SQL,
                       "CREATE EVENT TRIGGER walhook_ddl_end/walhook_ddl_drop", err, errlen)) !=
                 WH_OK ||
-            (rc = ing_ddl_users("", slot, 1, NULL, &users)) != WH_OK ||
+            (rc = ing_ddl_users(st.marked ? st.list : "", slot, 1, st.marked ? st.live : NULL,
+                                &users)) != WH_OK ||
             (rc = write_mark(conn, users.data, err, errlen)) != WH_OK)
             goto out;
         wh_info("source.ddl: created the event triggers walhook_ddl_end and walhook_ddl_drop "
