@@ -73,7 +73,12 @@ const wh_config_entry wh_config_table[] = {
       "delivered: for two-way setups (\"\" = deliver every transaction)"),
     S(snapshot, "source.snapshot", "never", 0,
       "never | initial: when walhook creates the slot, read every published table's rows as "
-      "`read` events (watermark chunks by key, resumable)"),
+      "`read` events (in the slot's exported snapshot before streaming, chunked by key, "
+      "resumable)"),
+    I(snapshot_export_max_s, "source.snapshot_export_max_s", 0, 0, 1000000000, 0,
+      "longest time the initial snapshot's read in the slot's exported snapshot may hold its "
+      "one transaction (xmin, table locks, the slot's WAL); then the rest is read by watermark "
+      "chunks while streaming (0 = no limit)"),
     I(snapshot_chunk_rows, "source.snapshot_chunk_rows", 2048, 1, 100000, WH_CF_RUNTIME,
       "rows per snapshot or backfill chunk (one SELECT, one store request)"),
     S(slot_policy, "source.slot_policy", "independent", 0,

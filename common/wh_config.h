@@ -73,6 +73,7 @@ typedef struct wh_config {
                                          dropped ("" = none, "*" = any; wh_origins_match) */
     char snapshot[16];                /* "never" | "initial" (ing_snapshot) */
     int snapshot_chunk_rows;          /* runtime: rows per snapshot/backfill chunk */
+    int snapshot_export_max_s;        /* the exported snapshot's read: longest, 0 = no limit */
     /* slot safety (ing_slot, docs/SLOTS.md) */
     char slot_policy[16];                /* "independent" | "track" */
     int64_t safety_lag_bytes;            /* independent: flush LSN held this far behind */

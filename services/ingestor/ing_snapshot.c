@@ -106,9 +106,10 @@ struct ing_snapshot {
     char sv_table[2 * 64 + 2];
     Walhook__SchemaVersion sv;
 
-    int exporting;     /* ing_snapshot_export runs: no stream, no window */
-    int64_t logged_us; /* the last progress line (log_progress) */
-    int vmismatch;     /* chunks read again in a row for a schema version mismatch */
+    int exporting;           /* ing_snapshot_export runs: no stream, no window */
+    int64_t export_until_us; /* source.snapshot_export_max_s from its start, 0: none */
+    int64_t logged_us;       /* the last progress line (log_progress) */
+    int vmismatch;           /* chunks read again in a row for a schema version mismatch */
 };
 
 /* ---- progress in the store ------------------------------------------- */
@@ -1100,6 +1101,9 @@ static int export_job(ing_snapshot *s, wh_snapjob *j, ing_catalog *cat, const in
     while (s->job == j && j->state == WH_SNAP_RUNNING) {
         if (wh_stop_requested)
             return wh_seterr(err, errlen, "stop requested");
+        if (s->export_until_us != 0 && wh_wallclock_us() > s->export_until_us)
+            return wh_seterr(err, errlen, "source.snapshot_export_max_s (%d s) reached",
+                             s->cfg->snapshot_export_max_s);
         if (wait_room(s, err, errlen) != WH_OK)
             return WH_ERR;
         int limit = chunk_limit(s);
@@ -1131,6 +1135,9 @@ void ing_snapshot_export(ing_snapshot *s, ing_catalog *cat, const char *name,
     if (!ing_snapshot_wants_export(s))
         return;
     int64_t t0 = wh_wallclock_us();
+    s->export_until_us = s->cfg->snapshot_export_max_s > 0
+                             ? t0 + (int64_t)s->cfg->snapshot_export_max_s * 1000000
+                             : 0;
     ing_txn t;
     uint32_t seq = 0;
     uint64_t rows0 = 0;
