@@ -19,11 +19,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../../services/store/st_db.h"
 #include "../../services/store/st_slot.h"
 #include "wh_util.h"
+
+/* The machine's wall clock as this process sees it: clock_gettime is
+ * replaced here (the store's code and its libraries call this one), and
+ * CLOCK_REALTIME is moved by wall_step_s (a step of the clock, as NTP makes
+ * one); the other clocks are the real ones. */
+static _Atomic long wall_step_s;
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    long rc = syscall(SYS_clock_gettime, id, ts);
+    if (rc == 0 && id == CLOCK_REALTIME)
+        ts->tv_sec += wall_step_s;
+    return (int)rc;
+}
 
 typedef struct fx {
     char dir[64];
@@ -324,6 +340,38 @@ static void test_resync_stalled_restart(void **state)
     assert_string_equal(ns.reason, "force_resync_lag");
 }
 
+/* the real clocks (no injected one): a step of the wall clock by a day
+ * marks nothing, restored or not */
+static void test_resync_stalled_wall_step(void **state)
+{
+    fx *f = *state;
+    char slowest[64];
+    st_slot_set_clock(f->slot, NULL, NULL);
+    fill(f->db);
+    commit(f->db, "c", 0x100);
+    int64_t before = wh_wallclock_us();
+    Walhook__SlotReply r = report(f, 0x400, 0, 0, 60000, slowest);
+    usleep(20 * 1000);
+    r = report(f, 0x400, 0, 0, 60000, slowest); /* stalled, stored */
+    wall_step_s = 86400;
+    assert_true(wh_wallclock_us() - before >= 86400ll * 1000000); /* the step is seen */
+    usleep(20 * 1000);
+    r = report(f, 0x400, 0, 0, 60000, slowest);
+    assert_int_equal(r.marked, 0);
+    st_slot_free(f->slot);
+    st_db_close(f->db);
+    wall_step_s = 2 * 86400;
+    char err[WH_ERRLEN];
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 1 << 20};
+    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
+        fail_msg("open: %s", err);
+    assert_int_equal(st_slot_new(&f->slot, f->db, err, sizeof(err)), WH_OK);
+    r = report(f, 0x400, 0, 0, 60000, slowest);
+    assert_int_equal(r.marked, 0);
+    assert_false(st_db_needs_snapshot(f->db, "t", "c"));
+    wall_step_s = 0;
+}
+
 /* a stalled consumer whose offset moved while the store was down starts
  * its timer again */
 static void test_resync_stalled_moved_while_down(void **state)
@@ -447,6 +495,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resync_stalled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resync_stalled_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resync_stalled_moved_while_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resync_stalled_wall_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keys_cleaned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mark_checks_offset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zone, setup, teardown),
