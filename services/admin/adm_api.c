@@ -1320,11 +1320,15 @@ static int b_target_create(ctx *c, write_op *op, wh_state *s)
 }
 
 /* "state" and "needs_snapshot" (adm_slot_target_json) on each target
- * object of arr (an array) or on the object one. */
+ * object of arr (an array) or on the object one: from the store's metrics
+ * alone (another daemon that does not answer costs no timeout). */
 static void add_target_states(ctx *c, json_t *arr, json_t *one)
 {
     adm_stat st[ADM_NDAEMONS];
-    query_stats(c, st);
+    if (c->a->be.store_stats)
+        c->a->be.store_stats(c->a->be.arg, st);
+    else
+        query_stats(c, st);
     size_t i;
     json_t *v;
     if (one != NULL)

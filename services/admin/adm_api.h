@@ -86,6 +86,9 @@ typedef struct adm_backend {
      * 0 when not, -1 when the source cannot tell (err says why). */
     int (*table_check)(void *arg, const wh_state_tenant *t, const char *table, char *err,
                        size_t errlen);
+    /* Optional: the store's Stats only (st[0]; the others down), for what
+     * needs the store's metrics alone (else stats). */
+    void (*store_stats)(void *arg, adm_stat st[ADM_NDAEMONS]);
 } adm_backend;
 
 typedef struct adm_request {

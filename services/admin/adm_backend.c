@@ -181,6 +181,16 @@ static void b_stats(void *arg, adm_stat st[ADM_NDAEMONS])
     }
 }
 
+static void b_store_stats(void *arg, adm_stat st[ADM_NDAEMONS])
+{
+    adm_store *s = arg;
+    if (s->q) {
+        adm_query_store(s->q, st);
+        return;
+    }
+    b_stats(arg, st);
+}
+
 /* Connects *pg when it is not connected; 1 when it is. */
 static int slot_connect(PGconn **pg, const char *dsn, adm_slot_info *out)
 {
@@ -375,6 +385,7 @@ int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char 
     out->slot = b_slot;
     out->table_check = b_table_check;
     out->store_call = b_store_call;
+    out->store_stats = b_store_stats;
     return WH_OK;
 }
 

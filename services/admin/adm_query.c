@@ -323,6 +323,16 @@ void adm_query_all(adm_query *q, adm_stat st[ADM_NDAEMONS])
             pthread_join(th[i], NULL);
 }
 
+void adm_query_store(adm_query *q, adm_stat st[ADM_NDAEMONS])
+{
+    adm_query_one(q, 0, &st[0]);
+    for (int i = 1; i < ADM_NDAEMONS; i++) {
+        memset(&st[i], 0, sizeof(st[i]));
+        wh_strlcpy(st[i].name, q->name[i], sizeof(st[i].name));
+        wh_strlcpy(st[i].error, "not queried", sizeof(st[i].error));
+    }
+}
+
 void adm_stats_free(adm_stat *st, int n)
 {
     for (int i = 0; i < n; i++) {

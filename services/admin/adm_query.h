@@ -34,6 +34,10 @@ void adm_query_close(adm_query *q);
 /* Queries every daemon concurrently; st[] receives store, ingestor,
  * dispatcher in that order. Free with adm_stats_free. Thread-safe. */
 void adm_query_all(adm_query *q, adm_stat st[ADM_NDAEMONS]);
+/* The store's Stats only (st[0]; the others down, "not queried"): for
+ * answers that need the store's metrics alone, so an unreachable daemon
+ * adds no timeout. Free with adm_stats_free. Thread-safe. */
+void adm_query_store(adm_query *q, adm_stat st[ADM_NDAEMONS]);
 void adm_stats_free(adm_stat *st, int n);
 
 /* Pure helpers. */

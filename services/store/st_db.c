@@ -44,8 +44,10 @@ typedef struct st_off {
     uint64_t epoch;
     int state;                  /* ST_OFF_* */
     _Atomic int needs_snapshot; /* behind the retention cap: does not hold GC */
-    int64_t ns_since_ms;        /* when it was marked (wall clock; 0 unknown), under wmu */
-    int ns_kind;                /* ST_NS_*: why it was marked, under wmu */
+    /* when it was marked (wall clock; 0 unknown) and why (ST_NS_*): written
+     * under wmu, read under only off_lock (st_db_needs_snapshot_each) */
+    _Atomic int64_t ns_since_ms;
+    _Atomic int ns_kind;
     /* the target's dispatcher lease (guarded by wmu) */
     char lease_owner[ST_OWNER_MAX + 1]; /* "" = free */
     uint64_t lease_epoch;               /* 0 = never leased */
@@ -797,8 +799,9 @@ static int load_ns_note(st_db *db, st_tenant *t, const char *k, size_t kl, const
         return WH_OK;
     st_off *o = off_find(db, tenant, consumer);
     if (o != NULL && o->needs_snapshot) {
-        o->ns_since_ms = (int64_t)wh_get_be64((const uint8_t *)v);
-        o->ns_kind = (uint8_t)v[8] <= ST_NS_DISCONNECTED ? (uint8_t)v[8] : ST_NS_UNKNOWN;
+        atomic_store(&o->ns_since_ms, (int64_t)wh_get_be64((const uint8_t *)v));
+        atomic_store(&o->ns_kind,
+                     (uint8_t)v[8] <= ST_NS_DISCONNECTED ? (uint8_t)v[8] : ST_NS_UNKNOWN);
     }
     return WH_OK;
 }
@@ -2474,18 +2477,53 @@ static int off_persist(st_db *db, st_off *o, off_val v, char *err, size_t errlen
     return off_put(db, o, v, db->wo, err, errlen);
 }
 
+/* Stores (v not NULL) or deletes (NULL) o's offset value with sync in the
+ * tenant's metadata cf meta, and deletes its N note (when and why it was
+ * marked) and, with del_stall, its T key (st_slot's stall timer) in the
+ * same write, so a later target of the same name inherits neither. Same
+ * locks as off_put. */
+static int off_put_clean(st_db *db, st_off *o, rocksdb_column_family_handle_t *meta,
+                         const off_val *v, int del_stall, char *err, size_t errlen)
+{
+    char k[ST_KEY_MAX];
+    size_t kl = key_offset(k, o->tenant, o->consumer);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    if (v != NULL) {
+        uint8_t b[ST_OFF_VAL_LEN + 1];
+        size_t bl = off_encode(b, *v, o->needs_snapshot);
+        rocksdb_writebatch_put_cf(wb, meta, k, kl, (const char *)b, bl);
+    } else {
+        rocksdb_writebatch_delete_cf(wb, meta, k, kl);
+    }
+    k[0] = 'N';
+    rocksdb_writebatch_delete_cf(wb, meta, k, kl);
+    if (del_stall) {
+        k[0] = 'T';
+        rocksdb_writebatch_delete_cf(wb, meta, k, kl);
+    }
+    char *e = NULL;
+    rocksdb_write(db->rdb, db->wo, wb, &e);
+    rocksdb_writebatch_destroy(wb);
+    if (v != NULL)
+        note_write(db, e);
+    if (e)
+        return rerr(err, errlen, v != NULL ? "offset write" : "offset delete", e);
+    return WH_OK;
+}
+
 /* Notes why and when o is marked NEEDS_SNAPSHOT (memory and its N key,
  * written without sync just before the synced O value that carries the
  * mark, so both are durable together). Same locks as off_put. */
 static void ns_note_put(st_db *db, st_off *o, int kind)
 {
-    o->ns_since_ms = wh_wallclock_us() / 1000;
-    o->ns_kind = kind;
+    int64_t since = wh_wallclock_us() / 1000;
+    atomic_store(&o->ns_since_ms, since);
+    atomic_store(&o->ns_kind, kind);
     char k[ST_KEY_MAX];
     size_t kl = key_offset(k, o->tenant, o->consumer);
     k[0] = 'N';
     uint8_t b[9];
-    wh_put_be64(b, (uint64_t)o->ns_since_ms);
+    wh_put_be64(b, (uint64_t)since);
     b[8] = (uint8_t)kind;
     char *e = NULL;
     rocksdb_put_cf(db->rdb, db->wo_lazy, o->ten->meta, k, kl, (const char *)b, sizeof(b), &e);
@@ -2627,7 +2665,7 @@ int st_db_set_offset(st_db *db, const char *tenant, const char *consumer, uint64
      * it) clears NEEDS_SNAPSHOT */
     int had_ns = o->needs_snapshot;
     o->needs_snapshot = 0;
-    int rc = off_persist(db, o, nv, err, errlen);
+    int rc = off_put_clean(db, o, o->ten->meta, &nv, 0, err, errlen);
     if (rc == WH_OK)
         off_write(o, nv);
     else
@@ -2669,14 +2707,8 @@ int st_db_drop_offset(st_db *db, const char *tenant, const char *consumer, st_of
     pthread_mutex_lock(&o->wmu);
     off_val cur = off_read(o);
     if (cur.state != ST_OFF_DROPPED) {
-        if (cur.state == ST_OFF_LIVE && t != NULL) {
-            char k[ST_KEY_MAX];
-            size_t kl = key_offset(k, tenant, consumer);
-            char *e = NULL;
-            rocksdb_delete_cf(db->rdb, db->wo, t->meta, k, kl, &e);
-            if (e)
-                rc = rerr(err, errlen, "offset delete", e);
-        }
+        if (cur.state == ST_OFF_LIVE && t != NULL)
+            rc = off_put_clean(db, o, t->meta, NULL, 1, err, errlen);
         if (rc == WH_OK) {
             off_write(o, (off_val){0, 0, cur.epoch + 1, ST_OFF_DROPPED});
             o->needs_snapshot = 0;
@@ -4353,7 +4385,8 @@ void st_db_needs_snapshot_each(st_db *db, st_consumer_fn fn, void *arg)
     for (size_t b = 0; b < db->nbuckets; b++)
         for (st_off *o = db->buckets[b]; o != NULL; o = o->next)
             if (o->needs_snapshot)
-                fn(arg, o->tenant, o->consumer, o->ns_since_ms, st_db_ns_kind_name(o->ns_kind));
+                fn(arg, o->tenant, o->consumer, atomic_load(&o->ns_since_ms),
+                   st_db_ns_kind_name(atomic_load(&o->ns_kind)));
     pthread_rwlock_unlock(&db->off_lock);
 }
 
@@ -4375,8 +4408,8 @@ void st_db_offsets_each(st_db *db, const char *tenant, st_offset_fn fn, void *ar
     pthread_rwlock_unlock(&db->off_lock);
 }
 
-int st_db_mark_needs_snapshot(st_db *db, const char *tenant, const char *consumer, int kind,
-                              const char *why)
+int st_db_mark_needs_snapshot(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
+                              uint32_t seq, int kind, const char *why)
 {
     char err[WH_ERRLEN];
     st_off *o = off_find(db, tenant, consumer);
@@ -4388,7 +4421,9 @@ int st_db_mark_needs_snapshot(st_db *db, const char *tenant, const char *consume
                                         checked against the mark again */
     pthread_mutex_lock(&o->wmu);
     off_val cur = off_read(o);
-    if (cur.state == ST_OFF_LIVE && !o->needs_snapshot) {
+    /* only at the position it was decided on: a commit (or a set offset)
+     * since then wins */
+    if (cur.state == ST_OFF_LIVE && !o->needs_snapshot && cur.lsn == lsn && cur.seq == seq) {
         o->needs_snapshot = 1;
         marked = 1;
         ns_note_put(db, o, kind);
@@ -4418,10 +4453,13 @@ const char *st_db_ns_kind_name(int kind)
     }
 }
 
-/* 'T' tenant \0 consumer -> since_ms(8, wall clock) lsn(8) seq(4): st_slot's
- * stall timer, written without sync (durable with the store's next synced
- * write). */
-int st_db_stall_put(st_db *db, const char *tenant, const char *consumer, uint64_t since_ms,
+/* 'T' tenant \0 consumer -> elapsed_ms(8) lsn(8) seq(4) format(1) = 1:
+ * st_slot's stall timer, written without sync (durable with the store's
+ * next synced write). A 20-byte value (an older store's wall-clock start)
+ * is not read: its timer starts again. */
+enum { ST_STALL_LEN = 21, ST_STALL_FORMAT = 1 };
+
+int st_db_stall_put(st_db *db, const char *tenant, const char *consumer, uint64_t elapsed_ms,
                     uint64_t lsn, uint32_t seq, char *err, size_t errlen)
 {
     if (check_names(db, tenant, consumer, 1, err, errlen) != WH_OK)
@@ -4434,12 +4472,13 @@ int st_db_stall_put(st_db *db, const char *tenant, const char *consumer, uint64_
     char k[ST_KEY_MAX];
     size_t kl = key_offset(k, tenant, consumer);
     k[0] = 'T';
-    uint8_t b[20];
-    wh_put_be64(b, since_ms);
+    uint8_t b[ST_STALL_LEN];
+    wh_put_be64(b, elapsed_ms);
     wh_put_be64(b + 8, lsn);
     wh_put_be32(b + 16, seq);
+    b[20] = ST_STALL_FORMAT;
     char *e = NULL;
-    if (since_ms != 0)
+    if (elapsed_ms != 0)
         rocksdb_put_cf(db->rdb, db->wo_lazy, t->meta, k, kl, (const char *)b, sizeof(b), &e);
     else
         rocksdb_delete_cf(db->rdb, db->wo_lazy, t->meta, k, kl, &e);
@@ -4449,7 +4488,38 @@ int st_db_stall_put(st_db *db, const char *tenant, const char *consumer, uint64_
     return WH_OK;
 }
 
-int st_db_stall_get(st_db *db, const char *tenant, const char *consumer, uint64_t *since_ms,
+int st_db_ns_note_get(st_db *db, const char *tenant, const char *consumer, int64_t *since_ms,
+                      int *kind, char *err, size_t errlen)
+{
+    if (check_names(db, tenant, consumer, 0, err, errlen) != WH_OK)
+        return -1;
+    st_tenant *t;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return -1;
+    if (t == NULL)
+        return 0;
+    char k[ST_KEY_MAX];
+    size_t kl = key_offset(k, tenant, consumer);
+    k[0] = 'N';
+    size_t vl = 0;
+    char *e = NULL;
+    char *v = rocksdb_get_cf(db->rdb, db->ro, t->meta, k, kl, &vl, &e);
+    ten_done(t);
+    if (e) {
+        rerr(err, errlen, "mark note read", e);
+        rocksdb_free(v);
+        return -1;
+    }
+    int found = v != NULL && vl == 9;
+    if (found) {
+        *since_ms = (int64_t)wh_get_be64((const uint8_t *)v);
+        *kind = (uint8_t)v[8];
+    }
+    rocksdb_free(v);
+    return found;
+}
+
+int st_db_stall_get(st_db *db, const char *tenant, const char *consumer, uint64_t *elapsed_ms,
                     uint64_t *lsn, uint32_t *seq, char *err, size_t errlen)
 {
     if (check_names(db, tenant, consumer, 0, err, errlen) != WH_OK)
@@ -4471,9 +4541,9 @@ int st_db_stall_get(st_db *db, const char *tenant, const char *consumer, uint64_
         rocksdb_free(v);
         return -1;
     }
-    int found = v != NULL && vl == 20;
+    int found = v != NULL && vl == ST_STALL_LEN && v[20] == ST_STALL_FORMAT;
     if (found) {
-        *since_ms = wh_get_be64((const uint8_t *)v);
+        *elapsed_ms = wh_get_be64((const uint8_t *)v);
         *lsn = wh_get_be64((const uint8_t *)v + 8);
         *seq = wh_get_be32((const uint8_t *)v + 16);
     }

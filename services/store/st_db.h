@@ -13,7 +13,7 @@
  *                 'V' tenant '\0' table '\0' fp(8) -> schema versions (below)
  *                 'N' tenant '\0' consumer -> since_ms(8) kind(1): when and why it was
  *                                            marked NEEDS_SNAPSHOT (ST_NS_*)
- *                 'T' tenant '\0' consumer -> since_ms(8) lsn(8) seq(4): st_slot's
+ *                 'T' tenant '\0' consumer -> elapsed_ms(8) lsn(8) seq(4) 1: st_slot's
  *                                            stall timer (st_db_stall_put)
  *   "s:<tenant>"  'X' ...                  -> staged streamed transactions (below)
  *   "default"     'S' "state"              -> version(8, BE) + state document
@@ -633,17 +633,26 @@ enum { ST_NS_UNKNOWN = 0, ST_NS_RETENTION = 1, ST_NS_LAG = 2, ST_NS_DISCONNECTED
 const char *st_db_ns_kind_name(int kind);
 /* force_resync (st_slot): marks a live consumer NEEDS_SNAPSHOT like the
  * retention cap does (stored with the offset; SetOffset clears it), notes
- * kind (ST_NS_*) and the time, and logs `why`. 1 when it was marked now. */
-int st_db_mark_needs_snapshot(st_db *db, const char *tenant, const char *consumer, int kind,
-                              const char *why);
-/* st_slot's stall timer of a consumer, kept across restarts: since_ms (wall
- * clock) when it was seen stalled at (lsn, seq). Written without sync (the
- * store's next synced write makes it durable: no fsync of its own);
- * since_ms 0 deletes it. No tenant: WH_OK, nothing kept. */
-int st_db_stall_put(st_db *db, const char *tenant, const char *consumer, uint64_t since_ms,
+ * kind (ST_NS_*) and the time, and logs `why`, only while its offset is
+ * still (lsn, seq), the position the mark was decided on (checked under
+ * the offset's write lock: a commit meanwhile wins). 1 when it was marked
+ * now. */
+int st_db_mark_needs_snapshot(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
+                              uint32_t seq, int kind, const char *why);
+/* st_slot's stall timer of a consumer, kept across restarts: elapsed_ms of
+ * stall already observed while its offset was (lsn, seq) (the store's own
+ * downtime not included). Written without sync (the store's next synced
+ * write makes it durable: no fsync of its own); elapsed_ms 0 deletes it.
+ * No tenant: WH_OK, nothing kept. SetOffset deletes the N note, DropOffset
+ * the N note and the stall timer. */
+int st_db_stall_put(st_db *db, const char *tenant, const char *consumer, uint64_t elapsed_ms,
                     uint64_t lsn, uint32_t seq, char *err, size_t errlen);
+/* 1 and the values when the N note (when and why a consumer was marked)
+ * is stored, 0 when none, -1 (err). */
+int st_db_ns_note_get(st_db *db, const char *tenant, const char *consumer, int64_t *since_ms,
+                      int *kind, char *err, size_t errlen);
 /* 1 and the values when a stall timer is stored, 0 when none, -1 (err). */
-int st_db_stall_get(st_db *db, const char *tenant, const char *consumer, uint64_t *since_ms,
+int st_db_stall_get(st_db *db, const char *tenant, const char *consumer, uint64_t *elapsed_ms,
                     uint64_t *lsn, uint32_t *seq, char *err, size_t errlen);
 
 /* ---- the TOAST value cache (st_toast.h) ----

@@ -17,9 +17,13 @@ typedef struct st_prog {
     char consumer[ST_NAME_MAX + 1];
     uint64_t lsn;
     uint32_t seq;
-    uint64_t stalled_since_ms; /* wall clock; 0: delivering or nothing to deliver */
+    /* the stall timer: while stalled, the stall observed is base_ms plus
+     * the time since start_ms (the monotonic clock of this run); base_ms is
+     * what an earlier run of the store observed (its downtime not counted) */
+    int stalled; /* 0: delivering or nothing to deliver */
+    uint64_t base_ms, start_ms;
+    uint64_t stored_ms; /* the elapsed time stored (st_db_stall_put); 0: none */
     int seen;
-    int persisted; /* its stall timer is stored (st_db_stall_put) */
 } st_prog;
 
 typedef struct st_slot_tenant {
@@ -35,8 +39,9 @@ struct st_slot {
     pthread_mutex_t mu;  /* the tenant list and the zones */
     pthread_mutex_t rmu; /* one report at a time: the stall timers (progs) and their I/O */
     st_slot_tenant *tenants;
-    st_slot_clock_fn clock; /* wall clock ms of the stall timers */
+    st_slot_clock_fn clock; /* monotonic clock ms of the stall timers (NULL: wh_now_ms) */
     void *clock_arg;
+    uint64_t open_ms; /* that clock when the store opened: restored timers go on from it */
     /* tenants whose last report was not green: while 0 a Read answers green
      * without the lock (the common case costs the Read nothing) */
     _Atomic int nongreen;
@@ -48,6 +53,7 @@ int st_slot_new(st_slot **out, st_db *db, char *err, size_t errlen)
     if (s == NULL)
         return wh_seterr(err, errlen, "out of memory");
     s->db = db;
+    s->open_ms = wh_now_ms();
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->rmu, NULL);
     *out = s;
@@ -58,11 +64,12 @@ void st_slot_set_clock(st_slot *s, st_slot_clock_fn fn, void *arg)
 {
     s->clock = fn;
     s->clock_arg = arg;
+    s->open_ms = fn != NULL ? fn(arg) : wh_now_ms();
 }
 
-static uint64_t wall_now_ms(const st_slot *s)
+static uint64_t stall_now_ms(const st_slot *s)
 {
-    return s->clock != NULL ? s->clock(s->clock_arg) : (uint64_t)(wh_wallclock_us() / 1000);
+    return s->clock != NULL ? s->clock(s->clock_arg) : wh_now_ms();
 }
 
 void st_slot_free(st_slot *s)
@@ -157,18 +164,19 @@ static int first_event(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const 
     return 0; /* max_events 1: the first only */
 }
 
-/* Under rmu: notes p's stall timer in the store when it changed: stored
- * once the consumer was seen stalled at one report and still is at the
- * next (a consumer that moves at every report writes nothing), deleted when
- * it moves again or is forgotten. */
-static void stall_keep(st_slot *s, const char *tenant, st_prog *p, int want)
+/* Under rmu: notes p's stall observed until now (elapsed_ms) in the store
+ * when it changed: stored from the second report that sees the consumer
+ * stalled at the same offset, then at every report while it stays (a
+ * consumer that moves at every report writes nothing), deleted (0) when it
+ * moves again or is forgotten. */
+static void stall_keep(st_slot *s, const char *tenant, st_prog *p, uint64_t elapsed_ms)
 {
-    if (want == p->persisted)
+    if (elapsed_ms == p->stored_ms)
         return;
     char err[WH_ERRLEN];
-    if (st_db_stall_put(s->db, tenant, p->consumer, want ? p->stalled_since_ms : 0, p->lsn, p->seq,
-                        err, sizeof(err)) == WH_OK)
-        p->persisted = want;
+    if (st_db_stall_put(s->db, tenant, p->consumer, elapsed_ms, p->lsn, p->seq, err, sizeof(err)) ==
+        WH_OK)
+        p->stored_ms = elapsed_ms;
     else
         wh_warn("target %s/%s: keeping its stall timer (source.disconnected_resync_after_s): %s",
                 tenant, p->consumer, err);
@@ -180,7 +188,7 @@ static void stall_forget(st_slot *s, const char *tenant, st_prog *p)
 {
     if (p == NULL)
         return;
-    p->stalled_since_ms = 0;
+    p->stalled = 0;
     stall_keep(s, tenant, p, 0);
 }
 
@@ -209,8 +217,8 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
         free(l.v);
         return wh_seterr(err, errlen, "out of memory");
     }
-    uint64_t now = wh_now_ms(), wnow = wall_now_ms(s);
-    char **marks = l.n ? calloc(l.n, sizeof(*marks)) : NULL;
+    uint64_t now = wh_now_ms();
+    off_item **marks = l.n ? calloc(l.n, sizeof(*marks)) : NULL;
     char(*why)[160] = l.n ? calloc(l.n, sizeof(*why)) : NULL;
     int *kinds = l.n ? calloc(l.n, sizeof(*kinds)) : NULL;
     size_t nmarks = 0;
@@ -255,15 +263,18 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
             wh_strlcpy(p->consumer, it->consumer, sizeof(p->consumer));
             p->lsn = it->lsn;
             p->seq = it->seq;
-            /* a timer kept by an earlier run of the store (a restart does
-             * not start it again) */
+            /* a timer kept by an earlier run of the store goes on from what
+             * it had observed, counted again from the store's open (its
+             * downtime is not a stall it saw; still at that offset: below) */
             char gerr[WH_ERRLEN];
-            uint64_t since, slsn;
+            uint64_t elapsed, slsn;
             uint32_t sseq;
-            if (st_db_stall_get(s->db, r->tenant, p->consumer, &since, &slsn, &sseq, gerr,
+            if (st_db_stall_get(s->db, r->tenant, p->consumer, &elapsed, &slsn, &sseq, gerr,
                                 sizeof(gerr)) > 0) {
-                p->persisted = 1;
-                p->stalled_since_ms = since;
+                p->stored_ms = elapsed;
+                p->stalled = 1;
+                p->base_ms = elapsed;
+                p->start_ms = s->open_ms;
                 p->lsn = slsn;
                 p->seq = sseq;
             }
@@ -272,16 +283,20 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
         }
         uint64_t stalled_ms = 0;
         if (p != NULL) {
+            uint64_t snow = stall_now_ms(s);
             p->seen = 1;
             if (caught || it->lsn != p->lsn || it->seq != p->seq)
-                p->stalled_since_ms = 0; /* delivered since the last report */
-            if (!caught && p->stalled_since_ms == 0)
-                p->stalled_since_ms = wnow;
+                p->stalled = 0; /* delivered since the last report */
+            if (!caught && !p->stalled) {
+                p->stalled = 1;
+                p->base_ms = 0;
+                p->start_ms = snow;
+            }
             p->lsn = it->lsn;
             p->seq = it->seq;
-            if (p->stalled_since_ms && wnow > p->stalled_since_ms)
-                stalled_ms = wnow - p->stalled_since_ms;
-            stall_keep(s, r->tenant, p, p->stalled_since_ms != 0 && stalled_ms > 0);
+            if (p->stalled)
+                stalled_ms = p->base_ms + (snow > p->start_ms ? snow - p->start_ms : 0);
+            stall_keep(s, r->tenant, p, stalled_ms);
         }
         uint64_t from = it->lsn > first ? it->lsn : first;
         uint64_t lag = !caught && r->wal_lsn > from ? r->wal_lsn - from : 0;
@@ -290,7 +305,7 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
                      "behind the source by %" PRIu64 " bytes, over %" PRIu64, lag,
                      r->resync_lag_bytes);
             kinds[nmarks] = ST_NS_LAG;
-            marks[nmarks++] = it->consumer;
+            marks[nmarks++] = it;
             stall_forget(s, r->tenant, p);
             continue;
         }
@@ -300,7 +315,7 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
                      "(source.disconnected_resync_after_s)",
                      stalled_ms / 1000);
             kinds[nmarks] = ST_NS_DISCONNECTED;
-            marks[nmarks++] = it->consumer;
+            marks[nmarks++] = it;
             stall_forget(s, r->tenant, p);
             continue;
         }
@@ -326,9 +341,12 @@ int st_slot_report(st_slot *s, const Walhook__SlotReport *r, Walhook__SlotReply 
         }
     }
     pthread_mutex_unlock(&s->rmu);
+    /* each at the offset it was decided on: one that moved meanwhile is not
+     * marked */
     uint32_t marked = 0;
     for (size_t i = 0; i < nmarks; i++)
-        marked += (uint32_t)st_db_mark_needs_snapshot(s->db, r->tenant, marks[i], kinds[i], why[i]);
+        marked += (uint32_t)st_db_mark_needs_snapshot(
+            s->db, r->tenant, marks[i]->consumer, marks[i]->lsn, marks[i]->seq, kinds[i], why[i]);
     out->track_lsn = track;
     out->caught_up = caught_all;
     out->end_lsn = elsn;

@@ -13,9 +13,11 @@
  *    (commit LSN) of the counted consumers (stored, not marked); a consumer
  *    at the tenant's end counts as the tenant's durable LSN. No consumer:
  *    the durable LSN. caught_up: every counted consumer is at the end.
- * The stall timers run on the wall clock and are kept in the store
- * (st_db_stall_put, no fsync of their own): a restarted store goes on with
- * them, its own downtime included. A zone that changed (zone_changed) is
+ * The stall timers run on the monotonic clock; the stall observed so far
+ * is kept in the store (st_db_stall_put, no fsync of their own): a
+ * restarted store goes on from it at its open, its own downtime not
+ * counted, so a target is marked after a full resync_after_ms of observed
+ * stall across restarts. A zone that changed (zone_changed) is
  * published to the dispatchers at once (st_server: a zone note, wh_notify.h).
  */
 #ifndef ST_SLOT_H
@@ -31,7 +33,8 @@ typedef struct st_slot st_slot;
 int st_slot_new(st_slot **out, st_db *db, char *err, size_t errlen);
 void st_slot_free(st_slot *s);
 
-/* The wall clock of the stall timers, in ms (tests); NULL: the real one. */
+/* The monotonic clock of the stall timers, in ms (tests); NULL: wh_now_ms.
+ * Read at once as the store's open time (restored timers go on from it). */
 typedef uint64_t (*st_slot_clock_fn)(void *arg);
 void st_slot_set_clock(st_slot *s, st_slot_clock_fn fn, void *arg);
 

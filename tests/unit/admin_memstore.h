@@ -28,8 +28,9 @@ typedef struct memstore {
     mem_offset offsets[64];
     int noffsets;
     int puts, set_offsets;
-    int fail_next_put_412;     /* simulate another writer winning once */
-    const char *store_metrics; /* the store's metrics text (its memory budget), or NULL */
+    int fail_next_put_412;      /* simulate another writer winning once */
+    const char *store_metrics;  /* the store's metrics text (its memory budget), or NULL */
+    int all_stats, store_stats; /* queries of every daemon, of the store alone */
 } memstore;
 
 static int mem_get_state(void *arg, wh_state **out, char *err, size_t errlen)
@@ -145,6 +146,7 @@ static void mem_stats(void *arg, adm_stat st[ADM_NDAEMONS])
 {
     memstore *m = arg;
     static const char *const names[ADM_NDAEMONS] = {"store", "ingestor", "dispatcher"};
+    m->all_stats++;
     for (int i = 0; i < ADM_NDAEMONS; i++) {
         memset(&st[i], 0, sizeof(st[i]));
         wh_strlcpy(st[i].name, names[i], sizeof(st[i].name));
@@ -158,6 +160,21 @@ static void mem_stats(void *arg, adm_stat st[ADM_NDAEMONS])
                            "walhook_events_delivered_total{target=\"t0\"} 42\n"
                            "walhook_delivery_latency_seconds_sum{target=\"t0\"} 0.5\n"
                            "walhook_delivery_latency_seconds_count{target=\"t0\"} 10\n");
+}
+
+/* the store alone: the others down */
+static void mem_store_stats(void *arg, adm_stat st[ADM_NDAEMONS])
+{
+    memstore *m = arg;
+    mem_stats(arg, st);
+    m->all_stats--;
+    m->store_stats++;
+    for (int i = 1; i < ADM_NDAEMONS; i++) {
+        free(st[i].metrics);
+        st[i].metrics = NULL;
+        st[i].up = st[i].ready = 0;
+        wh_strlcpy(st[i].error, "not queried", sizeof(st[i].error));
+    }
 }
 
 static void mem_slot(void *arg, const wh_state_tenant *t, adm_slot_info *out)
@@ -201,9 +218,8 @@ static void memstore_free(memstore *m)
 
 static adm_backend memstore_backend(memstore *m)
 {
-    adm_backend be = {
-        m,        mem_get_state, mem_put_state, mem_set_offset, mem_progress, mem_stats,
-        mem_slot, NULL,          NULL};
+    adm_backend be = {m,         mem_get_state, mem_put_state, mem_set_offset, mem_progress,
+                      mem_stats, mem_slot,      NULL,          NULL,           mem_store_stats};
     return be;
 }
 

@@ -390,6 +390,13 @@ static void test_target_state(void **state)
     assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/b", READ_TOK, NULL, NULL), 200);
     assert_non_null(strstr(body(f), "\"state\":\"active\""));
     f->m.store_metrics = NULL;
+    /* the targets (list and one) ask the store alone: a daemon that does
+     * not answer adds no timeout to them */
+    int all = f->m.all_stats, store = f->m.store_stats;
+    assert_int_equal(call(f, "GET", tg, READ_TOK, NULL, NULL), 200);
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/b", READ_TOK, NULL, NULL), 200);
+    assert_int_equal(f->m.all_stats, all);
+    assert_int_equal(f->m.store_stats, store + 2);
 }
 
 static void test_memory_budget_409(void **state)

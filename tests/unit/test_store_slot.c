@@ -1,9 +1,12 @@
 /* st_slot against a real RocksDB: the track position (the slowest counted
  * consumer; a consumer at the end counts as the durable LSN), force_resync
  * by lag and by a stalled consumer (marked NEEDS_SNAPSHOT, no longer
- * counted, cleared by a set offset), the stall timer kept across a reopen
- * of the store (an injected wall clock), when and why a consumer was
- * marked, and the zone with its time to live and its changes. */
+ * counted, cleared by a set offset), the stall observed kept across a
+ * reopen of the store (an injected monotonic clock; the store's downtime
+ * never counts), when and why a consumer was marked (the N note, deleted by
+ * SetOffset and DropOffset with the stall timer), a mark only at the
+ * offset it was decided on, and the zone with its time to live and its
+ * changes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,17 +19,33 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../../services/store/st_db.h"
 #include "../../services/store/st_slot.h"
 #include "wh_util.h"
 
+/* The machine's wall clock as this process sees it: clock_gettime is
+ * replaced here (the store's code and its libraries call this one), and
+ * CLOCK_REALTIME is moved by wall_step_s (a step of the clock, as NTP makes
+ * one); the other clocks are the real ones. */
+static _Atomic long wall_step_s;
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    long rc = syscall(SYS_clock_gettime, id, ts);
+    if (rc == 0 && id == CLOCK_REALTIME)
+        ts->tv_sec += wall_step_s;
+    return (int)rc;
+}
+
 typedef struct fx {
     char dir[64];
     st_db *db;
     st_slot *slot;
-    uint64_t clock; /* the stall timers' wall clock, ms */
+    uint64_t clock; /* the stall timers' monotonic clock, ms */
 } fx;
 
 static uint64_t fx_clock(void *arg)
@@ -231,15 +250,16 @@ static void ns_cb(void *arg, const char *tenant, const char *consumer, int64_t s
     snprintf(s->reason, sizeof(s->reason), "%s", reason);
 }
 
-/* disconnected_resync_after across store restarts: the timer a restart
- * would have started again is kept, the mark comes when the limit is
- * reached counted from the first stalled report, and the mark's reason and
- * time survive a restart too */
+/* disconnected_resync_after across store restarts: the stall observed
+ * before a restart is kept and goes on from the store's open, the store's
+ * own downtime is not counted (however far its monotonic clock jumped, or
+ * went back after a reboot), the mark comes after a full limit of observed
+ * stall, and the mark's reason and time survive a restart too */
 static void test_resync_stalled_restart(void **state)
 {
     fx *f = *state;
     char slowest[64];
-    uint64_t since, lsn;
+    uint64_t elapsed, lsn;
     uint32_t seq;
     char err[WH_ERRLEN];
     fill(f->db);
@@ -249,25 +269,44 @@ static void test_resync_stalled_restart(void **state)
     Walhook__SlotReply r = report(f, 0x400, 0, 0, 10000, slowest); /* the timers start at t0 */
     assert_int_equal(r.marked, 0);
     /* seen stalled at one report only: nothing stored yet */
-    assert_int_equal(st_db_stall_get(f->db, "t", "dead", &since, &lsn, &seq, err, sizeof(err)), 0);
+    assert_int_equal(st_db_stall_get(f->db, "t", "dead", &elapsed, &lsn, &seq, err, sizeof(err)),
+                     0);
     f->clock = t0 + 2000;
     commit(f->db, "busy", 0x200); /* busy delivers between reports: never stored */
     r = report(f, 0x400, 0, 0, 10000, slowest);
     assert_int_equal(r.marked, 0);
-    assert_int_equal(st_db_stall_get(f->db, "t", "dead", &since, &lsn, &seq, err, sizeof(err)), 1);
-    assert_true(since == t0);
+    assert_int_equal(st_db_stall_get(f->db, "t", "dead", &elapsed, &lsn, &seq, err, sizeof(err)),
+                     1);
+    assert_true(elapsed == 2000); /* the stall observed, not a time of day */
     assert_true(lsn == 0x100);
-    assert_int_equal(st_db_stall_get(f->db, "t", "busy", &since, &lsn, &seq, err, sizeof(err)), 0);
+    assert_int_equal(st_db_stall_get(f->db, "t", "busy", &elapsed, &lsn, &seq, err, sizeof(err)),
+                     0);
+    f->clock = t0 + 3000;
+    r = report(f, 0x400, 0, 0, 10000, slowest); /* kept up to date at every report */
+    assert_int_equal(st_db_stall_get(f->db, "t", "dead", &elapsed, &lsn, &seq, err, sizeof(err)),
+                     1);
+    assert_true(elapsed == 3000);
 
+    /* the store is down for a day (its clock jumped far past the limit):
+     * the downtime alone does not mark, the stall goes on from 3 s */
+    f->clock += 86400000ull;
     fx_reopen(f);
-    f->clock = t0 + 9999; /* the store was down meanwhile */
     r = report(f, 0x400, 0, 0, 10000, slowest);
-    assert_int_equal(r.marked, 0); /* 9.999 s since t0 */
+    assert_int_equal(r.marked, 0);
     assert_false(st_db_needs_snapshot(f->db, "t", "dead"));
-    fx_reopen(f);
-    f->clock = t0 + 10000;
+    f->clock += 4000;
     r = report(f, 0x400, 0, 0, 10000, slowest);
-    assert_int_equal(r.marked, 1); /* 10 s since t0, not 10 s since the restart */
+    assert_int_equal(r.marked, 0); /* 7 s observed */
+    /* a reboot: the monotonic clock starts again far lower */
+    f->clock = 5000;
+    fx_reopen(f);
+    f->clock += 2999;
+    r = report(f, 0x400, 0, 0, 10000, slowest);
+    assert_int_equal(r.marked, 0); /* 9.999 s observed, the time since the open included */
+    assert_false(st_db_needs_snapshot(f->db, "t", "dead"));
+    f->clock += 1;
+    r = report(f, 0x400, 0, 0, 10000, slowest);
+    assert_int_equal(r.marked, 1); /* 10 s observed over three runs of the store */
     assert_true(st_db_needs_snapshot(f->db, "t", "dead"));
     assert_false(st_db_needs_snapshot(f->db, "t", "busy"));
     ns_seen ns = {0};
@@ -278,7 +317,8 @@ static void test_resync_stalled_restart(void **state)
     int64_t marked_at = ns.since_ms;
     assert_true(marked_at > 0);
     /* a marked consumer's timer is dropped with the mark */
-    assert_int_equal(st_db_stall_get(f->db, "t", "dead", &since, &lsn, &seq, err, sizeof(err)), 0);
+    assert_int_equal(st_db_stall_get(f->db, "t", "dead", &elapsed, &lsn, &seq, err, sizeof(err)),
+                     0);
 
     fx_reopen(f);
     memset(&ns, 0, sizeof(ns));
@@ -298,6 +338,118 @@ static void test_resync_stalled_restart(void **state)
     st_db_needs_snapshot_each(f->db, ns_cb, &ns);
     assert_int_equal(ns.n, 1);
     assert_string_equal(ns.reason, "force_resync_lag");
+}
+
+/* the real clocks (no injected one): a step of the wall clock by a day
+ * marks nothing, restored or not */
+static void test_resync_stalled_wall_step(void **state)
+{
+    fx *f = *state;
+    char slowest[64];
+    st_slot_set_clock(f->slot, NULL, NULL);
+    fill(f->db);
+    commit(f->db, "c", 0x100);
+    int64_t before = wh_wallclock_us();
+    Walhook__SlotReply r = report(f, 0x400, 0, 0, 60000, slowest);
+    usleep(20 * 1000);
+    r = report(f, 0x400, 0, 0, 60000, slowest); /* stalled, stored */
+    wall_step_s = 86400;
+    assert_true(wh_wallclock_us() - before >= 86400ll * 1000000); /* the step is seen */
+    usleep(20 * 1000);
+    r = report(f, 0x400, 0, 0, 60000, slowest);
+    assert_int_equal(r.marked, 0);
+    st_slot_free(f->slot);
+    st_db_close(f->db);
+    wall_step_s = 2 * 86400;
+    char err[WH_ERRLEN];
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 1 << 20};
+    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
+        fail_msg("open: %s", err);
+    assert_int_equal(st_slot_new(&f->slot, f->db, err, sizeof(err)), WH_OK);
+    r = report(f, 0x400, 0, 0, 60000, slowest);
+    assert_int_equal(r.marked, 0);
+    assert_false(st_db_needs_snapshot(f->db, "t", "c"));
+    wall_step_s = 0;
+}
+
+/* a stalled consumer whose offset moved while the store was down starts
+ * its timer again */
+static void test_resync_stalled_moved_while_down(void **state)
+{
+    fx *f = *state;
+    char slowest[64];
+    fill(f->db);
+    commit(f->db, "c", 0x100);
+    report(f, 0x400, 0, 0, 10000, slowest);
+    f->clock += 9000;
+    report(f, 0x400, 0, 0, 10000, slowest); /* 9 s stored */
+    fx_reopen(f);
+    commit(f->db, "c", 0x200);
+    f->clock += 5000;
+    Walhook__SlotReply r = report(f, 0x400, 0, 0, 10000, slowest);
+    assert_int_equal(r.marked, 0);
+    f->clock += 9999;
+    r = report(f, 0x400, 0, 0, 10000, slowest);
+    assert_int_equal(r.marked, 0);
+    f->clock += 1;
+    r = report(f, 0x400, 0, 0, 10000, slowest);
+    assert_int_equal(r.marked, 1);
+}
+
+/* SetOffset deletes the N note; DropOffset the N note and the stall
+ * timer: a new target of the same name inherits neither */
+static void test_keys_cleaned(void **state)
+{
+    fx *f = *state;
+    char slowest[64], err[WH_ERRLEN];
+    int64_t since;
+    int kind;
+    uint64_t elapsed, lsn;
+    uint32_t seq;
+    fill(f->db);
+    commit(f->db, "x", 0x100);
+    commit(f->db, "y", 0x100);
+    Walhook__SlotReply r = report(f, 0x400, 0, 0, 10000, slowest);
+    f->clock += 1000;
+    r = report(f, 0x400, 0, 0, 10000, slowest);
+    assert_int_equal(r.marked, 0);
+    assert_int_equal(st_db_stall_get(f->db, "t", "y", &elapsed, &lsn, &seq, err, sizeof(err)), 1);
+    assert_int_equal(st_db_mark_needs_snapshot(f->db, "t", "x", 0x100, 0, ST_NS_LAG, "test"), 1);
+    assert_int_equal(st_db_mark_needs_snapshot(f->db, "t", "y", 0x100, 0, ST_NS_LAG, "test"), 1);
+    assert_int_equal(st_db_ns_note_get(f->db, "t", "x", &since, &kind, err, sizeof(err)), 1);
+    assert_int_equal(kind, ST_NS_LAG);
+    assert_int_equal(st_db_ns_note_get(f->db, "t", "y", &since, &kind, err, sizeof(err)), 1);
+    assert_int_equal(st_db_stall_get(f->db, "t", "y", &elapsed, &lsn, &seq, err, sizeof(err)), 1);
+    assert_int_equal(st_db_set_offset(f->db, "t", "x", 0x300, 0, NULL, NULL, err, sizeof(err)),
+                     WH_OK);
+    assert_int_equal(st_db_ns_note_get(f->db, "t", "x", &since, &kind, err, sizeof(err)), 0);
+    assert_int_equal(st_db_drop_offset(f->db, "t", "y", NULL, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_ns_note_get(f->db, "t", "y", &since, &kind, err, sizeof(err)), 0);
+    assert_int_equal(st_db_stall_get(f->db, "t", "y", &elapsed, &lsn, &seq, err, sizeof(err)), 0);
+    /* a new y at the old position after a restart starts from nothing */
+    fx_reopen(f);
+    st_db_undrop(f->db, "t", "y");
+    commit(f->db, "y", 0x100);
+    f->clock += 100000;
+    r = report(f, 0x400, 0, 0, 10000, slowest);
+    assert_int_equal(r.marked, 0);
+    assert_false(st_db_needs_snapshot(f->db, "t", "y"));
+}
+
+/* force_resync marks at the offset it was decided on only: a commit in
+ * between wins */
+static void test_mark_checks_offset(void **state)
+{
+    fx *f = *state;
+    fill(f->db);
+    commit(f->db, "z", 0x100);
+    commit(f->db, "z", 0x200);
+    assert_int_equal(st_db_mark_needs_snapshot(f->db, "t", "z", 0x100, 0, ST_NS_DISCONNECTED, "t"),
+                     0);
+    assert_false(st_db_needs_snapshot(f->db, "t", "z"));
+    assert_int_equal(st_db_mark_needs_snapshot(f->db, "t", "z", 0x200, 0, ST_NS_DISCONNECTED, "t"),
+                     1);
+    assert_true(st_db_needs_snapshot(f->db, "t", "z"));
 }
 
 /* zone_changed: only when the zone Reads answer changes (a zone note to
@@ -342,6 +494,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resync_lag, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resync_stalled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resync_stalled_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resync_stalled_moved_while_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resync_stalled_wall_step, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keys_cleaned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mark_checks_offset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zone_changed, setup, teardown),
     };
