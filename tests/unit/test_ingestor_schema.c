@@ -298,8 +298,7 @@ typedef struct fake_registry {
     int calls;
 } fake_registry;
 
-static void registry_req(void *arg, const Walhook__Request *req, Walhook__Reply *rep,
-                         void **cookie)
+static void registry_req(void *arg, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
 {
     (void)cookie;
     fake_registry *fr = arg;
