@@ -4609,7 +4609,8 @@ int st_db_write_groups(st_db *db, uint64_t *writes, uint64_t *groups, uint64_t *
  * and its first use as before the prune, so a transaction PostgreSQL sends
  * again from below the watermark gets the same events at the same seqs. A
  * registration with a start (S or P) over a tombstone writes the
- * description again under the same head (the table is back to that shape).
+ * description again under the same head (the table is back to that shape);
+ * by a P alone, with an S key at its first_lsn (flags 0) too.
  * What stays per version ever seen: its key and 12 bytes.
  *
  * Starts. The ingestor registers a version with a start at the first
@@ -4797,6 +4798,18 @@ static int schema_batch_put(st_db *db, rocksdb_writebatch_t *wb, st_tenant *t, c
             rocksdb_free(old);
             if (!back)
                 continue;
+            if (sv[i].started_lsn == 0) {
+                /* by a pending start alone: an S key at its first use too
+                 * (protects no later, proves nothing), so that when the
+                 * transaction is dropped whole the version, with no new
+                 * event, is pruned again rather than kept as one
+                 * registered before starts were */
+                uint8_t flags = 0;
+                uint64_t fl = wh_get_be64(head);
+                size_t sl = key_schema_start(k, t->name, sv[i].table, sv[i].fp, fl ? fl : 1);
+                rocksdb_writebatch_put_cf(wb, t->meta, k, sl, (const char *)&flags, 1);
+                kl = key_schema(k, t->name, sv[i].table, sv[i].fp);
+            }
         } else {
             int dup = 0; /* the same version twice in one batch */
             for (size_t j = 0; j < i && !dup; j++)

@@ -2163,6 +2163,14 @@ static void test_schema_tombstone(void **state)
     assert_true(sv_has(f, 0x1, NULL));
     assert_true(sv_tomb(f, 0x2, NULL));
     assert_true(sv_has(f, 0x5, NULL)); /* its pending start */
+    /* ... whose transaction is dropped whole: no event of it stored, the
+     * version is pruned again (not kept as if registered before starts) */
+    assert_int_equal(st_db_schema_drop_xid(f->db, "p", 50, &n, err, sizeof(err)), WH_OK);
+    assert_true(sv_has(f, 0x5, &v));
+    assert_int_equal(v.pending, 0);
+    sv_wm(f, 0x402);
+    assert_true(sv_tomb(f, 0x5, NULL));
+    assert_true(sv_has(f, 0x6, NULL));
     /* an empty description is refused (a tombstone has none) */
     st_schema bad = {"public.t", 0x7, 0x500, 7, "", 0, 0x500, 0, 0, 0, 0, 0};
     assert_int_equal(st_db_schema_put(f->db, "p", &bad, 1, err, sizeof(err)), WH_ERR);
