@@ -2050,8 +2050,10 @@ int adm_api_new(adm_api **out, const wh_config *base, const adm_backend *be, adm
 /* ---- /v1/tenants/{t}/schemas: the tenant's schema registry (the store's) ----
  * {"tenant","tables":[{"table":"s.t","versions":[{"fingerprint","first_lsn",
  * "first_xid","schema","table","replica_identity","key_columns","columns",
- * "last_started_lsn"}]}]}: tables by name, each one's versions in the order
- * they were first used; versions the store pruned are gone. */
+ * "last_started_lsn","pruned"}]}]}: tables by name, each one's versions in
+ * the order they were first used; a version the store pruned (its
+ * tombstone) has "pruned":true and no description members (events below
+ * the GC watermark may still carry it). */
 
 static int schema_cmp(const void *a, const void *b)
 {
@@ -2120,8 +2122,9 @@ static void r_schemas(ctx *c)
         json_t *ver = json_pack("{s:s,s:o,s:I}", "fingerprint", fp, "first_lsn",
                                 v[i]->first_lsn ? json_string(lsn) : json_null(), "first_xid",
                                 (json_int_t)v[i]->first_xid);
-        json_t *d =
-            json_loadb((const char *)v[i]->description.data, v[i]->description.len, 0, NULL);
+        json_t *d = v[i]->pruned ? NULL
+                                 : json_loadb((const char *)v[i]->description.data,
+                                              v[i]->description.len, 0, NULL);
         if (json_is_object(d))
             json_object_update(ver, d); /* schema, table, replica_identity, key_columns, columns */
         json_decref(d);
@@ -2129,6 +2132,7 @@ static void r_schemas(ctx *c)
         wh_lsn_format(v[i]->started_lsn, lsn, sizeof(lsn));
         json_object_set_new(ver, "last_started_lsn",
                             v[i]->started_lsn ? json_string(lsn) : json_null());
+        json_object_set_new(ver, "pruned", json_boolean(v[i]->pruned));
         json_array_append_new(cur, ver);
     }
     json_t *out = json_pack("{s:s,s:o}", "tenant", c->tenant, "tables", tables);

@@ -193,15 +193,21 @@ int ing_schema_load(ing_schema *s, const wh_config *cfg, char *err, size_t errle
                   cfg->tenant, rep->status != 0 && rep->error ? rep->error : "no schemas in reply");
         goto out;
     }
+    size_t pruned = 0;
     for (size_t i = 0; i < rep->schemas->n_versions; i++) {
+        /* a pruned version's tombstone too: known as before the prune (a
+         * resend below the GC watermark announces what it did the first
+         * time) */
         const Walhook__SchemaVersion *v = rep->schemas->versions[i];
         if (ing_schema_known(s, v->fingerprint, v->first_lsn, v->first_xid) != WH_OK) {
             wh_seterr(err, errlen, "out of memory");
             goto out;
         }
+        pruned += v->pruned != 0;
     }
     s->loaded = 1;
-    wh_info("schema registry of tenant %s: %zu version%s", cfg->tenant, s->n, s->n == 1 ? "" : "s");
+    wh_info("schema registry of tenant %s: %zu version%s (%zu pruned)", cfg->tenant, s->n,
+            s->n == 1 ? "" : "s", pruned);
     rc = WH_OK;
 out:
     if (rep)

@@ -1383,6 +1383,7 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
         s->sv.first_lsn = t->commit_lsn;
         s->sv.first_xid = t->xid;
         s->sv.started_lsn = t->commit_lsn;
+        s->sv.start_unproven = 1; /* protects only: its shape may not be the stream's */
         if (ing_schema_describe(&s->sdesc, mrel) != WH_OK) {
             wh_seterr(err, errlen, "out of memory");
             goto out;

@@ -4664,12 +4664,24 @@ int st_db_write_groups(st_db *db, uint64_t *writes, uint64_t *groups, uint64_t *
 
 /* ---- schema registry ----
  * In the tenant's meta CF:
- *   'V' tenant \0 table \0 fp(8, BE)                -> first_lsn(8, BE) first_xid(4, BE)
- * description 'V' tenant \0 table \0 fp(8, BE) 'S' lsn(8, BE) -> flags(1): a start of the version
- * at commit LSN lsn (ST_START_PROVEN: in a transaction decoded whole) 'V' tenant \0 table \0 fp(8,
- * BE) 'P' xid(4, BE) -> (empty): a start in the streamed transaction xid, not committed yet A
- * version is written once: registering it again leaves it as it is (a pruned version registered
- * again is written again). A version's S and P keys sort right after its V key.
+ *   'V' tenant \0 table \0 fp(8, BE) -> first_lsn(8, BE) first_xid(4, BE) description
+ *     (a tombstone: the 12 bytes alone)
+ *   ... fp(8, BE) 'S' lsn(8, BE) -> flags(1): a start of the version at
+ *     commit LSN lsn (ST_START_PROVEN: in a transaction decoded whole)
+ *   ... fp(8, BE) 'P' xid(4, BE) -> (empty): a start in the streamed
+ *     transaction xid, not committed yet
+ * A version is written once: registering it again leaves it as it is. A
+ * version's S and P keys sort right after its V key.
+ *
+ * Tombstones. A pruned version keeps its V key with the 12-byte head
+ * alone (no description: a description is never empty) and no S or P
+ * key: the ingestor loads it (SchemaList, pruned set) and knows the version
+ * and its first use as before the prune, so a transaction PostgreSQL sends
+ * again from below the watermark gets the same events at the same seqs. A
+ * registration with a start (S or P) over a tombstone writes the
+ * description again under the same head (the table is back to that shape);
+ * by a P alone, with an S key at its first_lsn (flags 0) too.
+ * What stays per version ever seen: its key and 12 bytes.
  *
  * Starts. The ingestor registers a version with a start at the first
  * change of a table after each Relation message of it (pgoutput sends one
@@ -4686,10 +4698,17 @@ int st_db_write_groups(st_db *db, uint64_t *writes, uint64_t *groups, uint64_t *
  * stored GC watermark moved). For a version V of table T (the versions
  * registered under one "schema.table"):
  *   start(V)  = the highest of its starts (S keys) and first_lsn;
- *   proven(V) = the highest of its ST_START_PROVEN starts and first_lsn:
+ *   proven(V) = the highest of its ST_START_PROVEN starts (its first_lsn
+ *               when it has no S key: registered before starts were):
  *               a committed change of T at that commit LSN has shape V.
- * V is dropped when it has an S key (versions registered before pruning
- * existed have none and are kept), no P key, and some version W of T has
+ *               A start registered start_unproven (a snapshot chunk's
+ *               position, whose description may not be the stream's) is
+ *               no proof, nor is a first_lsn that such a chunk set (the
+ *               first use of a version with S keys has a start at its
+ *               first_lsn, proven when it was a change decoded whole).
+ * V is pruned (to a tombstone) when it has an S key (versions registered
+ * before pruning existed have none and are kept), no P key, and some
+ * version W of T, not a tombstone, has
  *   start(V) < proven(W) < wm
  * where wm is the LSN of the tenant's stored GC watermark (wm, wseq):
  * events below it may be dropped by GC at any time.
@@ -4708,8 +4727,9 @@ int st_db_write_groups(st_db *db, uint64_t *writes, uint64_t *groups, uint64_t *
  * the watermark. Two versions started in one transaction have equal
  * starts and neither drops the other. A streamed transaction's start only
  * protects (its change may be in a subtransaction that aborted, so it
- * proves nothing). The current version of a table has its highest start
- * and is never dropped; a dropped or renamed table keeps its last version.
+ * proves nothing); so does a snapshot chunk's. The current version of a
+ * table has its highest start and is never dropped; a dropped or renamed
+ * table keeps its last version.
  *
  * Registrations (append groups, st_db_schema_put), st_db_schema_drop_xid,
  * st_db_schema_commit_xid and the prune hold db->schema_mu from their
@@ -4803,7 +4823,7 @@ static int schema_check(const st_schema *v, char *err, size_t errlen)
     size_t bl = v->table ? strlen(v->table) : 0;
     if (bl == 0 || bl > ST_SCHEMA_TABLE_MAX)
         return wh_seterr(err, errlen, "schemas: table must be 1..%d bytes", ST_SCHEMA_TABLE_MAX);
-    if (v->desc_len > 0 && v->desc == NULL)
+    if (v->desc_len == 0 || v->desc == NULL) /* (an empty one is a tombstone's) */
         return wh_seterr(err, errlen, "schemas: description missing");
     return WH_OK;
 }
@@ -4820,7 +4840,9 @@ static int schema_batch_put(st_db *db, rocksdb_writebatch_t *wb, st_tenant *t, c
         char k[ST_SCHEMA_KEY_MAX];
         size_t kl;
         if (sv[i].started_lsn != 0) { /* blind puts: the same start again is the same key */
-            uint8_t flags = ST_START_PROVEN;
+            /* unproven (a snapshot chunk's): protects only, as a streamed
+             * start (over a proven one at the same LSN: prunes later only) */
+            uint8_t flags = sv[i].start_unproven ? 0 : ST_START_PROVEN;
             kl = key_schema_start(k, t->name, sv[i].table, sv[i].fp, sv[i].started_lsn);
             rocksdb_writebatch_put_cf(wb, t->meta, k, kl, (const char *)&flags, 1);
         }
@@ -4834,18 +4856,37 @@ static int schema_batch_put(st_db *db, rocksdb_writebatch_t *wb, st_tenant *t, c
         char *old = rocksdb_get_cf(db->rdb, db->ro, t->meta, k, kl, &vl, &e);
         if (e)
             return rerr(err, errlen, "get schema version", e);
-        if (old != NULL) {
-            rocksdb_free(old);
-            continue;
-        }
-        int dup = 0; /* the same version twice in one batch */
-        for (size_t j = 0; j < i && !dup; j++)
-            dup = sv[j].fp == sv[i].fp && strcmp(sv[j].table, sv[i].table) == 0;
-        if (dup)
-            continue;
         uint8_t head[12];
         wh_put_be64(head, sv[i].first_lsn);
         wh_put_be32(head + 8, sv[i].first_xid);
+        if (old != NULL) {
+            /* a tombstone started again: its description back, its first
+             * use kept (the ingestor knows it by that) */
+            int back = vl == 12 && (sv[i].started_lsn != 0 || sv[i].started_xid != 0);
+            if (back)
+                memcpy(head, old, 12);
+            rocksdb_free(old);
+            if (!back)
+                continue;
+            if (sv[i].started_lsn == 0) {
+                /* by a pending start alone: an S key at its first use too
+                 * (protects no later, proves nothing), so that when the
+                 * transaction is dropped whole the version, with no new
+                 * event, is pruned again rather than kept as one
+                 * registered before starts were */
+                uint8_t flags = 0;
+                uint64_t fl = wh_get_be64(head);
+                size_t sl = key_schema_start(k, t->name, sv[i].table, sv[i].fp, fl ? fl : 1);
+                rocksdb_writebatch_put_cf(wb, t->meta, k, sl, (const char *)&flags, 1);
+                kl = key_schema(k, t->name, sv[i].table, sv[i].fp);
+            }
+        } else {
+            int dup = 0; /* the same version twice in one batch */
+            for (size_t j = 0; j < i && !dup; j++)
+                dup = sv[j].fp == sv[i].fp && strcmp(sv[j].table, sv[i].table) == 0;
+            if (dup)
+                continue;
+        }
         const char *kp[1] = {k}, *vp[2] = {(const char *)head, sv[i].desc ? sv[i].desc : ""};
         size_t ks[1] = {kl}, vs[2] = {12, sv[i].desc_len};
         rocksdb_writebatch_putv_cf(wb, t->meta, 1, kp, ks, 2, vp, vs);
@@ -4961,7 +5002,8 @@ static int scan_step(void *arg, const char *k, size_t kl, const skey *sk, const 
         a->cur = (st_schema){.fp = sk->fp,
                              .first_lsn = wh_get_be64((const uint8_t *)v),
                              .first_xid = wh_get_be32((const uint8_t *)v + 8),
-                             .desc_len = vl - 12};
+                             .desc_len = vl - 12,
+                             .pruned = vl == 12};
         a->have = 1;
         return 0;
     }
@@ -5106,6 +5148,7 @@ typedef struct pver {
     uint64_t s_proof; /* (0: none) */
     uint32_t pending;
     int drop;
+    int tomb; /* a tombstone already: neither pruned nor a proof */
 } pver;
 
 typedef struct prune_acc {
@@ -5137,13 +5180,16 @@ static int prune_collect(void *arg, const st_schema *sv)
     wh_strlcpy(p->table, sv->table, sizeof(p->table));
     p->fp = sv->fp;
     p->start = sv->started_lsn > sv->first_lsn ? sv->started_lsn : sv->first_lsn;
-    p->proven = sv->proven_lsn > sv->first_lsn ? sv->proven_lsn : sv->first_lsn;
+    /* with S keys, first_lsn proves only through its own start (a snapshot
+     * chunk's first use proves nothing) */
+    p->proven = sv->started_lsn != 0 ? sv->proven_lsn : sv->first_lsn;
     p->s_max = sv->started_lsn;
     p->s_proof = sv->proven_lsn;
     p->pending = sv->pending;
+    p->tomb = sv->pruned;
     /* no S key: registered before starts were recorded, its last start
      * unknown: kept */
-    p->drop = sv->started_lsn != 0 && sv->pending == 0;
+    p->drop = sv->started_lsn != 0 && sv->pending == 0 && !sv->pruned;
     return 0;
 }
 
@@ -5155,7 +5201,7 @@ static void prune_decide(pver *v, size_t n, uint64_t wm)
         size_t j = i;
         uint64_t best = 0; /* the highest proven start below wm */
         while (j < n && strcmp(v[j].table, v[i].table) == 0) {
-            if (v[j].proven < wm && v[j].proven > best)
+            if (!v[j].tomb && v[j].proven < wm && v[j].proven > best)
                 best = v[j].proven;
             j++;
         }
@@ -5173,8 +5219,6 @@ static int pver_cmp(const char *table, uint64_t fp, const pver *p)
 
 static int prune_step(void *arg, const char *k, size_t kl, const skey *sk, const char *v, size_t vl)
 {
-    WH_UNUSED(v);
-    WH_UNUSED(vl);
     prune_acc *a = arg;
     if (sk->kind == 'V') {
         char table[ST_SCHEMA_TABLE_MAX + 1];
@@ -5194,8 +5238,8 @@ static int prune_step(void *arg, const char *k, size_t kl, const skey *sk, const
             else
                 lo = mid + 1;
         }
-        if (a->cur != NULL && a->cur->drop) {
-            rocksdb_writebatch_delete_cf(a->wb, a->t->meta, k, kl);
+        if (a->cur != NULL && a->cur->drop && vl > 12) { /* its tombstone: the head alone */
+            rocksdb_writebatch_put_cf(a->wb, a->t->meta, k, kl, v, 12);
             a->dropped++;
         }
         return 0;
@@ -5279,8 +5323,8 @@ static void schema_maintain(st_db *db, st_tenant *t)
     if (n > 0) {
         char l[WH_LSN_STRLEN];
         wh_lsn_format(wm, l, sizeof(l));
-        wh_info("tenant %s: %zu schema version%s pruned (no event at or above the GC watermark %s "
-                "uses %s)",
+        wh_info("tenant %s: %zu schema version%s pruned to tombstones (no event at or above the "
+                "GC watermark %s uses %s)",
                 t->name, n, n == 1 ? "" : "s", l, n == 1 ? "it" : "them");
     }
 }

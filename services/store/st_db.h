@@ -215,7 +215,9 @@ int st_db_get_progress(st_db *db, const char *tenant, char **out, size_t *len, c
  * leaves it as it is), with the commit LSNs at which it was (re)started
  * (a registration's started_lsn / started_xid). The maintenance pass
  * prunes versions no event at or above the tenant's stored GC watermark
- * can carry (the rule: st_db.c, "schema registry"). */
+ * can carry (the rule: st_db.c, "schema registry"): a pruned version
+ * keeps a tombstone (its first use, no description), listed with pruned
+ * set; a registration with a start writes its description again. */
 #define ST_SCHEMA_TABLE_MAX 300 /* "schema.table" bytes */
 typedef struct st_schema {
     const char *table; /* "schema.table" */
@@ -235,6 +237,13 @@ typedef struct st_schema {
     uint32_t started_xid;
     uint64_t proven_lsn;
     uint32_t pending;
+    /* Listing: a pruned version's tombstone (table, fp, first_lsn,
+     * first_xid; no description, no start). */
+    int pruned;
+    /* Registration: started_lsn protects the version only, proves nothing
+     * (a snapshot chunk's position: its description may not be the
+     * stream's). */
+    int start_unproven;
 } st_schema;
 
 /* st_db_append, and the versions sv[0..nsv) not yet registered are written
@@ -269,17 +278,17 @@ int st_db_schema_drop_xid(st_db *db, const char *tenant, uint32_t xid, size_t *n
  * commit_lsn, in one synced write. *n: how many. */
 int st_db_schema_commit_xid(st_db *db, const char *tenant, uint32_t xid, uint64_t commit_lsn,
                             size_t *n, char *err, size_t errlen);
-/* Drops the versions of the tenant no stored event at or above wm_lsn can
- * carry (the maintenance pass calls it with the tenant's stored GC
- * watermark), and starts that no longer count; one synced write. *n:
- * versions dropped. */
+/* Prunes the versions of the tenant no stored event at or above wm_lsn
+ * can carry (the maintenance pass calls it with the tenant's stored GC
+ * watermark) to tombstones, and drops starts that no longer count; one
+ * synced write. *n: versions pruned. */
 int st_db_schema_prune(st_db *db, const char *tenant, uint64_t wm_lsn, size_t *n, char *err,
                        size_t errlen);
 /* store.schema_prune: 0 stops the maintenance pass's prunes (default 1). */
 void st_db_set_schema_prune(st_db *db, int on);
 /* Calls fn for each registered version of the tenant (by table, then
- * fingerprint); sv's pointers are valid during the call only. Non-zero from
- * fn stops. */
+ * fingerprint), tombstones too (sv->pruned); sv's pointers are valid
+ * during the call only. Non-zero from fn stops. */
 typedef int (*st_schema_fn)(void *arg, const st_schema *sv);
 int st_db_schema_list(st_db *db, const char *tenant, st_schema_fn fn, void *arg, char *err,
                       size_t errlen);

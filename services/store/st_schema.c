@@ -36,7 +36,8 @@ int st_schema_from_batch(const Walhook__AppendBatch *a, st_schema **out, char *e
                             .desc = (const char *)v->description.data,
                             .desc_len = v->description.len,
                             .started_lsn = v->started_lsn,
-                            .started_xid = v->started_xid};
+                            .started_xid = v->started_xid,
+                            .start_unproven = v->start_unproven};
     }
     *out = sv;
     return WH_OK;
@@ -79,6 +80,7 @@ static int collect(void *arg, const st_schema *sv)
     v->first_lsn = sv->first_lsn;
     v->first_xid = sv->first_xid;
     v->started_lsn = sv->started_lsn;
+    v->pruned = sv->pruned; /* a tombstone: no description */
     memcpy(desc, sv->desc, sv->desc_len);
     v->description.data = desc;
     v->description.len = sv->desc_len;

@@ -1538,8 +1538,8 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
                            "events dropped below the GC watermark since start");
     rc |= wh_metric_u64(b, "walhook_store_gc_dropped_total", "", st_db_gc_dropped(s->db));
     rc |= wh_metric_header(b, "walhook_store_schema_versions_pruned_total", "counter",
-                           "schema versions dropped from the tenants' registries since start "
-                           "(no event at or above the GC watermark carries them)");
+                           "schema versions pruned to tombstones in the tenants' registries "
+                           "since start (no event at or above the GC watermark carries them)");
     rc |= wh_metric_u64(b, "walhook_store_schema_versions_pruned_total", "",
                         st_db_schema_pruned(s->db));
     rc |= wh_metric_header(b, "walhook_store_io_rate_bytes", "gauge",

@@ -6,9 +6,12 @@
 # while its events are stored. With two SIGKILLs of the store.
 #   A. p1: V1, V2 (ADD COLUMN b), V1 again (DROP COLUMN b), a sentinel;
 #      once the target delivered them, the registry shrinks to V1 (the
-#      current version, whose first use is the oldest of all).
-#   B. the target paused: V2 again (no schema event: the ingestor knows it,
-#      its start registers it again), V1 again, V3 (ADD COLUMN c), all
+#      current version, whose first use is the oldest of all); V2 is
+#      listed as pruned, without columns (its tombstone). SIGKILL of the
+#      ingestor: it loads the registry again, tombstone included.
+#   B. the target paused: V2 again (no schema event: the restarted ingestor
+#      knows it from its tombstone, its start registers it again), V1
+#      again, V3 (ADD COLUMN c), all
 #      stored and undelivered; SIGKILL of the store; every version an
 #      undelivered event carries is listed, and stays listed.
 #   C. the target resumed, a sentinel delivered, a SIGKILL of the store
@@ -16,7 +19,8 @@
 #   D. V4 (ADD COLUMN d) started inside a streamed transaction: V3 stays
 #      until a change decoded whole proves V4, then goes.
 #   Every insert arrives once, and its columns are those of the version it
-#   names (the schema events' descriptions).
+#   names (the schema events' descriptions); each version has one schema
+#   event.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 wh_pipeline_setup
@@ -44,10 +48,18 @@ api() { # METHOD PATH
     curl -fsS -X "$1" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$APORT$2" 2>/dev/null
 }
 sql() { pg_psql -c "$1" >/dev/null || wh_fail "SQL failed: $1"; }
-# the fingerprints of p1's versions in the registry, sorted, one line
+# the fingerprints of p1's versions in the registry (not pruned), sorted,
+# one line
 p1_versions() {
     api GET /v1/tenants/default/schemas |
-        jq -r '[.tables[] | select(.table == "public.p1") | .versions[].fingerprint] | sort | join(" ")'
+        jq -r '[.tables[] | select(.table == "public.p1") | .versions[] | select(.pruned == false)
+               | .fingerprint] | sort | join(" ")'
+}
+# the same for the pruned ones (tombstones: no columns)
+p1_pruned() {
+    api GET /v1/tenants/default/schemas |
+        jq -r '[.tables[] | select(.table == "public.p1") | .versions[]
+               | select(.pruned == true and .columns == null) | .fingerprint] | sort | join(" ")'
 }
 _p1_is() { [ "$(p1_versions)" = "$1" ]; }
 _got_id() { grep -q "\"id\":$1[,}]" "$WH_TMP/got.jsonl" 2>/dev/null; }
@@ -71,7 +83,15 @@ V2=$(version_of 2)
 [ "$(version_of 3)" = "$V1" ] || wh_fail "id 3 (after DROP COLUMN b) is not of V1 $V1"
 wh_wait_until 30 _p1_is "$V1" ||
     wh_fail "part A: p1's registry is [$(p1_versions)], expected only V1 $V1 (V2 $V2 pruned)"
-wh_log "A: V2 $V2 pruned, V1 $V1 (current, first used before V2) kept"
+[ "$(p1_pruned)" = "$V2" ] || wh_fail "part A: p1's pruned versions are [$(p1_pruned)], expected V2 $V2"
+wh_log "A: V2 $V2 pruned (listed as pruned), V1 $V1 (current, first used before V2) kept"
+# the ingestor restarted knows V2 from its tombstone: going back to V2 (part
+# B) emits no second schema event of it
+wh_kill_child ingestor "with V2 pruned"
+wh_wait_restarted ingestor
+_loaded() { grep -qE 'schema registry of tenant default: [0-9]+ versions? \([1-9][0-9]* pruned\)' \
+    "$WH_TMP/walhook.log"; }
+wh_wait_until 60 _loaded || wh_fail "the restarted ingestor did not load V2's tombstone"
 
 # ---- B ----
 api POST /v1/tenants/default/targets/t0/pause >/dev/null || wh_fail "cannot pause t0"
@@ -132,10 +152,11 @@ wh_log "D: V4 $V4 (started streamed) kept V3 until proven, then V3 pruned"
 wh_wait_metric "http://127.0.0.1:$APORT/metrics" walhook_store_schema_versions_pruned_total 1 30 ||
     wh_fail "walhook_store_schema_versions_pruned_total stays 0 after V3 went"
 
-# every insert once, with the columns of the version it names
-out=$(python3 - "$WH_TMP/got.jsonl" <<'PY'
+# every insert once, with the columns of the version it names; one schema
+# event per version (none again after the ingestor's restart)
+out=$(python3 - "$WH_TMP/got.jsonl" 2>&1 <<'PY'
 import json, sys
-desc, ids, seen = {}, [], set()
+desc, ids, seen, nschema = {}, [], set(), {}
 for line in open(sys.argv[1]):
     for e in json.loads(line):
         if e["id"] in seen:
@@ -143,6 +164,7 @@ for line in open(sys.argv[1]):
         seen.add(e["id"])
         if e["op"] == "schema":
             desc[e["schema_version"]] = [c["name"] for c in e["columns"]]
+            nschema[e["schema_version"]] = nschema.get(e["schema_version"], 0) + 1
         elif e["op"] == "insert":
             ids.append((e["after"]["id"], e["schema_version"], sorted(e["after"])))
 got = sorted(i for i, _, _ in ids)
@@ -151,6 +173,9 @@ if got != list(range(1, 11)) + list(range(1001, 4001)):
 for i, fp, cols in ids:
     if sorted(desc.get(fp, [])) != cols:
         sys.exit(f"id {i}: columns {cols}, its version {fp} has {desc.get(fp)}")
+twice = {fp: n for fp, n in nschema.items() if n != 1}
+if twice:
+    sys.exit(f"versions with more than one schema event: {twice}")
 print(f"ok: {len(got)} inserts once, {len(desc)} schema events")
 PY
 ) || wh_fail "$out"

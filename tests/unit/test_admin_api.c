@@ -646,8 +646,9 @@ static void test_openapi_matches_routes(void **state)
 }
 
 /* GET /v1/tenants/{t}/schemas: the store's versions grouped by table, in
- * the order of their first use, each with its description's members; 404
- * for an unknown tenant; 503 without a store. */
+ * the order of their first use, each with its description's members (a
+ * pruned one's tombstone: "pruned":true, none); 404 for an unknown tenant;
+ * 503 without a store. */
 static int fake_schemas(void *arg, const Walhook__Request *req, Walhook__Reply **rep, int *status,
                         char *err, size_t errlen)
 {
@@ -659,10 +660,10 @@ static int fake_schemas(void *arg, const Walhook__Request *req, Walhook__Reply *
         "{\"schema\":\"public\",\"table\":\"a\",\"replica_identity\":\"default\","
         "\"key_columns\":[\"id\"],\"columns\":[{\"name\":\"id\",\"type_oid\":"
         "23,\"typmod\":-1}]}";
-    Walhook__SchemaVersion v[3], *vp[3] = {&v[0], &v[1], &v[2]};
-    const char *tables[3] = {"public.a", "public.a", "public.b"};
-    uint64_t fps[3] = {9, 5, 2}, lsns[3] = {0x30, 0x10, 0x20};
-    for (int i = 0; i < 3; i++) {
+    Walhook__SchemaVersion v[4], *vp[4] = {&v[0], &v[1], &v[2], &v[3]};
+    const char *tables[4] = {"public.a", "public.a", "public.b", "public.b"};
+    uint64_t fps[4] = {9, 5, 2, 3}, lsns[4] = {0x30, 0x10, 0x20, 0x40};
+    for (int i = 0; i < 4; i++) {
         walhook__schema_version__init(&v[i]);
         v[i].table = (char *)tables[i];
         v[i].fingerprint = fps[i];
@@ -671,8 +672,11 @@ static int fake_schemas(void *arg, const Walhook__Request *req, Walhook__Reply *
         v[i].description.data = (uint8_t *)da;
         v[i].description.len = strlen(da);
     }
+    v[3].pruned = 1; /* a tombstone: no description */
+    v[3].description.data = NULL;
+    v[3].description.len = 0;
     Walhook__SchemaReply sr = WALHOOK__SCHEMA_REPLY__INIT;
-    sr.n_versions = 3;
+    sr.n_versions = 4;
     sr.versions = vp;
     Walhook__Reply r = WALHOOK__REPLY__INIT;
     r.body_case = WALHOOK__REPLY__BODY_SCHEMAS;
@@ -715,8 +719,17 @@ static void test_schemas(void **state)
     assert_int_equal(json_array_size(json_object_get(v0, "columns")), 1);
     assert_string_equal(json_string_value(json_object_get(json_array_get(va, 1), "fingerprint")),
                         "0000000000000009");
-    assert_string_equal(json_string_value(json_object_get(json_array_get(t, 1), "table")),
-                        "public.b");
+    assert_true(json_is_false(json_object_get(v0, "pruned")));
+    json_t *tb = json_array_get(t, 1);
+    assert_string_equal(json_string_value(json_object_get(tb, "table")), "public.b");
+    json_t *vb = json_object_get(tb, "versions");
+    assert_int_equal(json_array_size(vb), 2);
+    json_t *p = json_array_get(vb, 1); /* the pruned one: listed, without columns */
+    assert_string_equal(json_string_value(json_object_get(p, "fingerprint")), "0000000000000003");
+    assert_string_equal(json_string_value(json_object_get(p, "first_lsn")), "0/40");
+    assert_true(json_is_true(json_object_get(p, "pruned")));
+    assert_null(json_object_get(p, "columns"));
+    assert_true(json_is_null(json_object_get(p, "last_started_lsn")));
     json_decref(j);
 }
 

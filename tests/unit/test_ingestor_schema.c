@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -17,6 +18,8 @@
 #include "../../services/ingestor/ing_pgoutput.h"
 #include "../../services/ingestor/ing_schema.h"
 #include "walhook.pb-c.h"
+#include "wh_config.h"
+#include "wh_ipc.h"
 #include "wh_json.h"
 #include "wh_util.h"
 
@@ -287,6 +290,108 @@ static void test_announce_rule(void **state)
     ing_parser_free(p);
 }
 
+/* A store answering SchemaList with the versions it was given (as the
+ * store lists a pruned version: its tombstone, no description). */
+typedef struct fake_registry {
+    Walhook__SchemaVersion v[2], *vp[2];
+    Walhook__SchemaReply reply;
+    int calls;
+} fake_registry;
+
+static void registry_req(void *arg, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
+{
+    (void)cookie;
+    fake_registry *fr = arg;
+    fr->calls++;
+    if (req->body_case != WALHOOK__REQUEST__BODY_SCHEMA_LIST) {
+        wh_reply_error(rep, 1, "unexpected request");
+        return;
+    }
+    rep->body_case = WALHOOK__REPLY__BODY_SCHEMAS;
+    rep->schemas = &fr->reply;
+}
+
+/* The store pruned a version to its tombstone: the ingestor, loading the
+ * registry after a restart, knows it as before the prune, so PostgreSQL's
+ * resend of a later transaction that used it gets no schema event (its
+ * changes keep their seqs), and the resend of the transaction that first
+ * used it gets the schema event it had. */
+static void test_load_tombstones(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/wh_ing_schema_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static wh_config cfg;
+    wh_config_defaults(&cfg);
+    snprintf(cfg.store_endpoint, sizeof(cfg.store_endpoint), "ipc://%s/store.sock", dir);
+    snprintf(cfg.tenant, sizeof(cfg.tenant), "%s", "default");
+    cfg.ipc_timeout_ms = 2000;
+    col c[3];
+    memcpy(c, base_cols, sizeof(c));
+    c[2].name = "cost";
+    uint64_t fp_old = fp_of("public", "t", 'd', base_cols, 3); /* pruned */
+    uint64_t fp_cur = fp_of("public", "t", 'd', c, 3);
+    static const char desc[] = "{\"columns\":[]}";
+    static fake_registry fr;
+    for (int i = 0; i < 2; i++) {
+        walhook__schema_version__init(&fr.v[i]);
+        fr.vp[i] = &fr.v[i];
+        fr.v[i].table = "public.t";
+    }
+    fr.v[0].fingerprint = fp_old;
+    fr.v[0].first_lsn = 0x1000;
+    fr.v[0].first_xid = 700;
+    fr.v[0].pruned = 1;
+    fr.v[1].fingerprint = fp_cur;
+    fr.v[1].first_lsn = 0x3000;
+    fr.v[1].first_xid = 720;
+    fr.v[1].started_lsn = 0x3000;
+    fr.v[1].description.data = (uint8_t *)desc;
+    fr.v[1].description.len = sizeof(desc) - 1;
+    walhook__schema_reply__init(&fr.reply);
+    fr.reply.n_versions = 2;
+    fr.reply.versions = fr.vp;
+    wh_server *srv;
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_server_start(&srv, cfg.store_endpoint, 1, 1 << 20, registry_req, NULL, &fr,
+                                     err, sizeof(err)),
+                     WH_OK);
+    ing_schema *s;
+    assert_int_equal(ing_schema_new(&s, err, sizeof(err)), WH_OK);
+    assert_int_equal(ing_schema_load(s, &cfg, err, sizeof(err)), WH_OK);
+    assert_int_equal(fr.calls, 1);
+    assert_int_equal(ing_schema_count(s), 2);
+    ing_parser *p;
+    assert_int_equal(ing_parser_new(&p, err, sizeof(err)), WH_OK);
+    ing_schema_new_connection(s);
+    /* the resend of transaction 710 (0x2000), which used the pruned version
+     * after its first use: no schema event */
+    ing_relation *r = parse_rel(p, 5, "public", "t", 'd', base_cols, 3);
+    assert_true(r->version == fp_old);
+    assert_int_equal(ing_schema_announce(s, r, 0x2000, 710, 0), 0);
+    /* its registration with a start carries the first use (the store keeps
+     * the tombstone's and restores it under it) */
+    uint64_t fl = 0;
+    uint32_t fx = 0;
+    assert_int_equal(ing_schema_first_use(s, fp_old, &fl, &fx), 1);
+    assert_true(fl == 0x1000);
+    assert_int_equal(fx, 700);
+    /* the resend of its first use: the schema event it had */
+    r = parse_rel(p, 5, "public", "t", 'd', base_cols, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0x1000, 700, 0), ING_SCHEMA_EMIT);
+    /* the current version: as before */
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0x4000, 730, 0), 0);
+    assert_int_equal(ing_schema_count(s), 2);
+    ing_parser_free(p);
+    ing_schema_free(s);
+    wh_server_stop(srv);
+    char sock[128];
+    snprintf(sock, sizeof(sock), "%s/store.sock", dir);
+    unlink(sock);
+    rmdir(dir);
+}
+
 /* The registration is an AppendBatch.schemas field that protobuf-c reads
  * back as written. */
 static void test_registration_field(void **state)
@@ -518,7 +623,7 @@ int main(void)
         cmocka_unit_test(test_fingerprint_stable), cmocka_unit_test(test_fingerprint_changes),
         cmocka_unit_test(test_announce_rule),      cmocka_unit_test(test_registration_field),
         cmocka_unit_test(test_schema_events),      cmocka_unit_test(test_ddl_events),
-        cmocka_unit_test(test_unknown_relation),
+        cmocka_unit_test(test_unknown_relation),   cmocka_unit_test(test_load_tombstones),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1844,17 +1844,17 @@ static void test_schema_registry(void **state)
     fx *f = *state;
     char err[WH_ERRLEN];
     st_event ev[2] = {{0x1000, 0, 1, "{\"op\":\"schema\"}", 15}, {0x1000, 1, 1, "{\"a\":1}", 7}};
-    st_schema sv[2] = {{"public.t", 0xabc, 0x1000, 7, "{\"v\":1}", 7, 0, 0, 0, 0},
-                       {"public.a", 0x123, 0x1000, 7, "{\"v\":2}", 7, 0, 0, 0, 0}};
+    st_schema sv[2] = {{"public.t", 0xabc, 0x1000, 7, "{\"v\":1}", 7, 0, 0, 0, 0, 0, 0},
+                       {"public.a", 0x123, 0x1000, 7, "{\"v\":2}", 7, 0, 0, 0, 0, 0, 0}};
     uint64_t d = 0;
     assert_int_equal(st_db_append_schemas(f->db, "t1", ev, 2, 0x1010, sv, 2, &d, err, sizeof(err)),
                      WH_OK);
     /* again (a resend), with another first use: the first stays */
-    st_schema again = {"public.t", 0xabc, 0x9000, 9, "{\"v\":9}", 7, 0, 0, 0, 0};
+    st_schema again = {"public.t", 0xabc, 0x9000, 9, "{\"v\":9}", 7, 0, 0, 0, 0, 0, 0};
     assert_int_equal(
         st_db_append_schemas(f->db, "t1", ev, 2, 0x1010, &again, 1, &d, err, sizeof(err)), WH_OK);
     /* a streamed one: alone */
-    st_schema streamed = {"public.t", 0xdef, 0, 11, "{\"v\":3}", 7, 0, 0, 0, 0};
+    st_schema streamed = {"public.t", 0xdef, 0, 11, "{\"v\":3}", 7, 0, 0, 0, 0, 0, 0};
     assert_int_equal(st_db_schema_put(f->db, "t1", &streamed, 1, err, sizeof(err)), WH_OK);
     reopen(f);
     sv_got g;
@@ -1885,7 +1885,7 @@ static void test_schema_registry(void **state)
     assert_int_equal(st_db_schema_list(f->db, "t1", sv_collect, &g, err, sizeof(err)), WH_OK);
     assert_int_equal(g.n, 2);
     /* malformed: no table */
-    st_schema bad = {"", 1, 1, 1, "{}", 2, 0, 0, 0, 0};
+    st_schema bad = {"", 1, 1, 1, "{}", 2, 0, 0, 0, 0, 0, 0};
     assert_int_equal(st_db_schema_put(f->db, "t1", &bad, 1, err, sizeof(err)), WH_ERR);
     assert_non_null(strstr(err, "table"));
 }
@@ -1898,7 +1898,8 @@ static void test_schema_registry(void **state)
 static void sv_reg(fx *f, const char *tbl, uint64_t fp, uint64_t first, uint64_t lsn, uint32_t sxid)
 {
     char err[WH_ERRLEN];
-    st_schema v = {tbl, fp, first, sxid ? sxid : 7, "{\"c\":1}", 7, sxid ? 0 : lsn, sxid, 0, 0};
+    st_schema v = {tbl, fp, first, sxid ? sxid : 7, "{\"c\":1}", 7, sxid ? 0 : lsn, sxid, 0,
+                   0,   0,  0};
     if (sxid != 0) {
         if (st_db_schema_put(f->db, "p", &v, 1, err, sizeof(err)) != WH_OK)
             fail_msg("schema put: %s", err);
@@ -1910,41 +1911,72 @@ static void sv_reg(fx *f, const char *tbl, uint64_t fp, uint64_t first, uint64_t
         fail_msg("append: %s", err);
 }
 
+/* The same with a snapshot chunk's start (start_unproven): its first use
+ * first, its start and event at lsn. */
+static void sv_reg_chunk(fx *f, const char *tbl, uint64_t fp, uint64_t first, uint64_t lsn)
+{
+    char err[WH_ERRLEN];
+    st_schema v = {tbl, fp, first, 7, "{\"c\":1}", 7, lsn, 0, 0, 0, 0, 1};
+    st_event e = {lsn, 0, 1, "{\"a\":1}", 7};
+    uint64_t d;
+    if (st_db_append_schemas(f->db, "p", &e, 1, lsn, &v, 1, &d, err, sizeof(err)) != WH_OK)
+        fail_msg("append: %s", err);
+}
+
 typedef struct sv_find {
     uint64_t fp;
-    int found;
+    int found; /* 1: listed, 2: listed as a tombstone */
     st_schema got;
-    int n;
+    char desc[32];
+    int n, ntomb; /* versions listed, tombstones among them */
 } sv_find;
 
 static int sv_find_step(void *arg, const st_schema *v)
 {
     sv_find *s = arg;
     s->n++;
+    s->ntomb += v->pruned != 0;
     if (v->fp == s->fp) {
-        s->found = 1;
+        s->found = v->pruned ? 2 : 1;
         s->got = *v;
+        s->got.table = NULL;
+        s->got.desc = NULL;
+        snprintf(s->desc, sizeof(s->desc), "%.*s", (int)v->desc_len, v->desc);
     }
     return 0;
 }
 
-/* 1 when tenant p lists version fp (*out: it) */
-static int sv_has(fx *f, uint64_t fp, st_schema *out)
+static sv_find sv_list(fx *f, uint64_t fp)
 {
     char err[WH_ERRLEN];
     sv_find s = {.fp = fp};
     assert_int_equal(st_db_schema_list(f->db, "p", sv_find_step, &s, err, sizeof(err)), WH_OK);
-    if (out != NULL)
-        *out = s.got;
-    return s.found;
+    return s;
 }
 
+/* 1 when tenant p lists version fp, not pruned (*out: it) */
+static int sv_has(fx *f, uint64_t fp, st_schema *out)
+{
+    sv_find s = sv_list(f, fp);
+    if (out != NULL)
+        *out = s.got;
+    return s.found == 1;
+}
+
+/* 1 when tenant p lists version fp as a tombstone (*out: it) */
+static int sv_tomb(fx *f, uint64_t fp, st_schema *out)
+{
+    sv_find s = sv_list(f, fp);
+    if (out != NULL)
+        *out = s.got;
+    return s.found == 2;
+}
+
+/* versions listed, tombstones not counted */
 static int sv_count(fx *f)
 {
-    char err[WH_ERRLEN];
-    sv_find s = {.fp = 0};
-    assert_int_equal(st_db_schema_list(f->db, "p", sv_find_step, &s, err, sizeof(err)), WH_OK);
-    return s.n;
+    sv_find s = sv_list(f, 0);
+    return s.n - s.ntomb;
 }
 
 /* The tenant's only consumer commits (lsn, 0); a maintenance pass stores
@@ -1989,6 +2021,7 @@ static void test_schema_prune_return(void **state)
      * again since 0x300, stays though its first use 0x100 is far below */
     sv_wm(f, 0x301);
     assert_false(sv_has(f, 0x2, NULL));
+    assert_true(sv_tomb(f, 0x2, NULL)); /* its tombstone */
     assert_true(sv_has(f, 0x1, NULL));
     assert_true(sv_has(f, 0x3, NULL));
     assert_true(sv_has(f, 0x9, NULL));
@@ -2026,7 +2059,7 @@ static void test_schema_prune_kept(void **state)
     sv_reg(f, "public.a", 0xa1, 0x100, 0x100, 0);
     sv_reg(f, "public.a", 0xa2, 0x100, 0x100, 0);
     /* a version registered before starts were recorded: no start */
-    st_schema old = {"public.a", 0xa0, 0x50, 3, "{\"c\":1}", 7, 0, 0, 0, 0};
+    st_schema old = {"public.a", 0xa0, 0x50, 3, "{\"c\":1}", 7, 0, 0, 0, 0, 0, 0};
     assert_int_equal(st_db_schema_put(f->db, "p", &old, 1, err, sizeof(err)), WH_OK);
     /* s: S1 at 0x100, then S2 in streamed transaction 77 (pending) */
     sv_reg(f, "public.s", 0x51, 0x100, 0x100, 0);
@@ -2069,6 +2102,120 @@ static void test_schema_prune_kept(void **state)
     assert_int_equal(st_db_schema_commit_xid(f->db, "p", 0, 5, &n, err, sizeof(err)), WH_ERR);
 }
 
+/* A pruned version leaves a tombstone: listed (pruned, its first use, no
+ * description, no start), durable, pruned once; a registration without a
+ * start leaves it; one with a start (or a pending one) brings its
+ * description back under its first use; a description is never empty. */
+static void test_schema_tombstone(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    sv_reg(f, "public.t", 0x1, 0x100, 0x100, 0);
+    sv_reg(f, "public.t", 0x2, 0x200, 0x200, 0);
+    sv_reg(f, "public.u", 0x5, 0x110, 0x110, 0);
+    sv_reg(f, "public.u", 0x6, 0x210, 0x210, 0);
+    sv_wm(f, 0x300);
+    st_schema v;
+    assert_true(sv_tomb(f, 0x1, &v));
+    assert_true(v.first_lsn == 0x100);
+    assert_int_equal(v.first_xid, 7);
+    assert_int_equal(v.desc_len, 0);
+    assert_true(v.started_lsn == 0 && v.proven_lsn == 0);
+    assert_int_equal(v.pending, 0);
+    assert_true(sv_tomb(f, 0x5, NULL));
+    assert_true(sv_has(f, 0x2, NULL));
+    assert_int_equal(sv_list(f, 0).n, 4);
+    assert_int_equal(sv_list(f, 0).ntomb, 2);
+    reopen(f);
+    assert_true(sv_tomb(f, 0x1, NULL));
+    /* pruned once: a later prune finds nothing to do */
+    size_t n = 9;
+    assert_int_equal(st_db_schema_prune(f->db, "p", 0x9000, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 0);
+    assert_true(sv_tomb(f, 0x1, NULL));
+    /* known again without a start (a first-use registration resent): stays
+     * a tombstone */
+    st_schema again = {"public.t", 0x1, 0x100, 7, "{\"c\":9}", 7, 0, 0, 0, 0, 0, 0};
+    assert_int_equal(st_db_schema_put(f->db, "p", &again, 1, err, sizeof(err)), WH_OK);
+    assert_true(sv_tomb(f, 0x1, NULL));
+    /* the table back to V1: a start brings the description back, its first
+     * use stays */
+    again.first_lsn = 0x999;
+    again.first_xid = 99;
+    again.started_lsn = 0x400;
+    uint64_t d;
+    st_event e = {0x400, 0, 1, "{\"a\":1}", 7};
+    assert_int_equal(
+        st_db_append_schemas(f->db, "p", &e, 1, 0x400, &again, 1, &d, err, sizeof(err)), WH_OK);
+    sv_find g = sv_list(f, 0x1);
+    assert_int_equal(g.found, 1);
+    assert_string_equal(g.desc, "{\"c\":9}");
+    assert_true(g.got.first_lsn == 0x100);
+    assert_int_equal(g.got.first_xid, 7);
+    assert_true(g.got.started_lsn == 0x400 && g.got.proven_lsn == 0x400);
+    /* a pending start (streamed) brings one back too */
+    sv_reg(f, "public.u", 0x5, 0, 0, 50);
+    assert_true(sv_has(f, 0x5, &v));
+    assert_int_equal(v.pending, 1);
+    assert_true(v.first_lsn == 0x110);
+    /* V1 proven at 0x400: V2 (started 0x200) goes to a tombstone */
+    sv_wm(f, 0x401);
+    assert_true(sv_has(f, 0x1, NULL));
+    assert_true(sv_tomb(f, 0x2, NULL));
+    assert_true(sv_has(f, 0x5, NULL)); /* its pending start */
+    /* ... whose transaction is dropped whole: no event of it stored, the
+     * version is pruned again (not kept as if registered before starts) */
+    assert_int_equal(st_db_schema_drop_xid(f->db, "p", 50, &n, err, sizeof(err)), WH_OK);
+    assert_true(sv_has(f, 0x5, &v));
+    assert_int_equal(v.pending, 0);
+    sv_wm(f, 0x402);
+    assert_true(sv_tomb(f, 0x5, NULL));
+    assert_true(sv_has(f, 0x6, NULL));
+    /* an empty description is refused (a tombstone has none) */
+    st_schema bad = {"public.t", 0x7, 0x500, 7, "", 0, 0x500, 0, 0, 0, 0, 0};
+    assert_int_equal(st_db_schema_put(f->db, "p", &bad, 1, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "description"));
+    assert_int_equal(sv_list(f, 0x7).found, 0);
+}
+
+/* A snapshot chunk's start (start_unproven) protects its version and
+ * proves nothing: neither its start nor the first use it set prunes
+ * another version; a proven start does. */
+static void test_schema_unproven(void **state)
+{
+    fx *f = *state;
+    /* t: V1 streamed (proven at 0x100); V2 first used by a chunk at 0x200
+     * whose description was not the stream's */
+    sv_reg(f, "public.t", 0x1, 0x100, 0x100, 0);
+    sv_reg_chunk(f, "public.t", 0x2, 0x200, 0x200);
+    st_schema v;
+    assert_true(sv_has(f, 0x2, &v));
+    assert_true(v.started_lsn == 0x200);
+    assert_true(v.proven_lsn == 0);
+    /* u: the same with the chunk's start proven (the old behaviour): U1
+     * goes */
+    sv_reg(f, "public.u", 0x11, 0x100, 0x100, 0);
+    sv_reg(f, "public.u", 0x12, 0x200, 0x200, 0);
+    sv_wm(f, 0x300);
+    assert_true(sv_tomb(f, 0x11, NULL));
+    /* V1, whose live events may be above the watermark, stays */
+    assert_true(sv_has(f, 0x1, NULL));
+    assert_true(sv_has(f, 0x2, NULL));
+    /* the stream starts V1 again at 0x350 (a reconnect), a chunk of V2 at
+     * 0x360: V2's start protects it from V1's proof */
+    sv_reg(f, "public.t", 0x1, 0x100, 0x350, 0);
+    sv_reg_chunk(f, "public.t", 0x2, 0x200, 0x360);
+    sv_wm(f, 0x400);
+    assert_true(sv_has(f, 0x1, NULL));
+    assert_true(sv_has(f, 0x2, &v));
+    assert_true(v.started_lsn == 0x360 && v.proven_lsn == 0);
+    /* V1 proven after V2's last chunk: V2 goes */
+    sv_reg(f, "public.t", 0x1, 0x100, 0x500, 0);
+    sv_wm(f, 0x501);
+    assert_true(sv_has(f, 0x1, NULL));
+    assert_true(sv_tomb(f, 0x2, NULL));
+}
+
 int main(void)
 {
     wh_log_init("test", WH_LOG_WARN);
@@ -2109,6 +2256,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schema_registry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema_prune_return, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema_prune_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schema_tombstone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schema_unproven, setup, teardown),
     };
     if (getenv("TEST_FILTER"))
         cmocka_set_test_filter(getenv("TEST_FILTER"));

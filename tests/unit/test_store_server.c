@@ -1625,6 +1625,106 @@ static void test_schema_versions(void **state)
     expect_error(f, &req, "tenant");
 }
 
+/* The SchemaVersion SchemaList gives for version fp of tenant t (copied;
+ * description length in *dlen); 0 when not listed. */
+static int schema_get(fx *f, const char *tenant, uint64_t fp, Walhook__SchemaVersion *out,
+                      size_t *dlen)
+{
+    Walhook__SchemaList sl = WALHOOK__SCHEMA_LIST__INIT;
+    sl.tenant = (char *)tenant;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_SCHEMA_LIST;
+    req.schema_list = &sl;
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    int found = 0;
+    for (size_t i = 0; i < rep.schemas->n_versions; i++)
+        if (rep.schemas->versions[i]->fingerprint == fp) {
+            *out = *rep.schemas->versions[i];
+            out->table = NULL;
+            *dlen = out->description.len;
+            out->description.data = NULL;
+            found = 1;
+        }
+    st_server_done(f->srv, &rep, cookie);
+    return found;
+}
+
+/* A pruned version: SchemaList gives its tombstone (pruned, its first use,
+ * no description); an Append whose registration has a start brings it
+ * back. A start_unproven start (a snapshot chunk's) is recorded and
+ * proves nothing: the other version stays. */
+static void test_schema_tombstones(void **state)
+{
+    fx *f = *state;
+    Walhook__SchemaVersion v, *vp[1] = {&v};
+    walhook__schema_version__init(&v);
+    v.table = "public.a";
+    v.description.data = (uint8_t *)"{\"columns\":[]}";
+    v.description.len = 14;
+    /* A1 at 0x5000, A2 at 0x6000, each first used and started there */
+    uint64_t at[2] = {0x5000, 0x6000};
+    for (int i = 0; i < 2; i++) {
+        append_req a;
+        make_append(&a, "t1", 1, at[i], at[i] + 0x10);
+        v.fingerprint = 0x100 + (uint64_t)i;
+        v.first_lsn = v.started_lsn = at[i];
+        v.first_xid = 9 + (uint32_t)i;
+        a.a.n_schemas = 1;
+        a.a.schemas = vp;
+        stage_call(f, &a.req, NULL);
+    }
+    /* B1 at 0x5000; B2 first used by a snapshot chunk at 0x6000 */
+    for (int i = 0; i < 2; i++) {
+        append_req a;
+        make_append(&a, "t1", 1, at[i], at[i] + 0x10);
+        v.table = "public.b";
+        v.fingerprint = 0x200 + (uint64_t)i;
+        v.first_lsn = v.started_lsn = at[i];
+        v.first_xid = 19 + (uint32_t)i;
+        v.start_unproven = i == 1;
+        a.a.n_schemas = 1;
+        a.a.schemas = vp;
+        stage_call(f, &a.req, NULL);
+    }
+    char err[WH_ERRLEN];
+    size_t n = 0;
+    assert_int_equal(st_db_schema_prune(f->db, "t1", 0x7000, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 1); /* A1; B1 stays: the chunk's start proves nothing */
+    Walhook__SchemaVersion g;
+    size_t dl = 0;
+    assert_int_equal(schema_get(f, "t1", 0x100, &g, &dl), 1);
+    assert_true(g.pruned);
+    assert_true(g.first_lsn == 0x5000);
+    assert_int_equal(g.first_xid, 9);
+    assert_true(g.started_lsn == 0);
+    assert_int_equal(dl, 0);
+    assert_int_equal(schema_get(f, "t1", 0x101, &g, &dl), 1);
+    assert_false(g.pruned);
+    assert_int_equal(dl, 14);
+    assert_int_equal(schema_get(f, "t1", 0x200, &g, &dl), 1);
+    assert_false(g.pruned);
+    assert_int_equal(schema_get(f, "t1", 0x201, &g, &dl), 1);
+    assert_true(g.started_lsn == 0x6000);
+    /* public.a back to A1 at 0x8000 */
+    append_req a;
+    make_append(&a, "t1", 1, 0x8000, 0x8010);
+    v.table = "public.a";
+    v.fingerprint = 0x100;
+    v.first_lsn = 0x5000;
+    v.first_xid = 9;
+    v.started_lsn = 0x8000;
+    v.start_unproven = 0;
+    a.a.n_schemas = 1;
+    a.a.schemas = vp;
+    stage_call(f, &a.req, NULL);
+    assert_int_equal(schema_get(f, "t1", 0x100, &g, &dl), 1);
+    assert_false(g.pruned);
+    assert_int_equal(dl, 14);
+    assert_true(g.started_lsn == 0x8000);
+}
+
 int main(void)
 {
     wh_log_init("test", WH_LOG_WARN);
@@ -1632,6 +1732,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_append_read_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema_versions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schema_tombstones, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_no_from_pointer, setup, teardown),
