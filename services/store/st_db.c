@@ -4488,9 +4488,14 @@ int st_db_stall_put(st_db *db, const char *tenant, const char *consumer, uint64_
     return WH_OK;
 }
 
-int st_db_ns_note_get(st_db *db, const char *tenant, const char *consumer, int64_t *since_ms,
-                      int *kind, char *err, size_t errlen)
+/* The consumer's metadata value under key letter `letter` (its offset key
+ * otherwise): 1 and *v (rocksdb_free it) when found, 0 when not (or the
+ * tenant is unknown), -1 on error (err names `what`). */
+static int consumer_meta_get(st_db *db, const char *tenant, const char *consumer, char letter,
+                             const char *what, char **v, size_t *vl, char *err, size_t errlen)
 {
+    *v = NULL;
+    *vl = 0;
     if (check_names(db, tenant, consumer, 0, err, errlen) != WH_OK)
         return -1;
     st_tenant *t;
@@ -4500,17 +4505,28 @@ int st_db_ns_note_get(st_db *db, const char *tenant, const char *consumer, int64
         return 0;
     char k[ST_KEY_MAX];
     size_t kl = key_offset(k, tenant, consumer);
-    k[0] = 'N';
-    size_t vl = 0;
+    k[0] = letter;
     char *e = NULL;
-    char *v = rocksdb_get_cf(db->rdb, db->ro, t->meta, k, kl, &vl, &e);
+    *v = rocksdb_get_cf(db->rdb, db->ro, t->meta, k, kl, vl, &e);
     ten_done(t);
     if (e) {
-        rerr(err, errlen, "mark note read", e);
-        rocksdb_free(v);
+        rerr(err, errlen, what, e);
+        rocksdb_free(*v);
+        *v = NULL;
         return -1;
     }
-    int found = v != NULL && vl == 9;
+    return *v != NULL;
+}
+
+int st_db_ns_note_get(st_db *db, const char *tenant, const char *consumer, int64_t *since_ms,
+                      int *kind, char *err, size_t errlen)
+{
+    char *v;
+    size_t vl;
+    int rc = consumer_meta_get(db, tenant, consumer, 'N', "mark note read", &v, &vl, err, errlen);
+    if (rc <= 0)
+        return rc;
+    int found = vl == 9;
     if (found) {
         *since_ms = (int64_t)wh_get_be64((const uint8_t *)v);
         *kind = (uint8_t)v[8];
@@ -4522,26 +4538,12 @@ int st_db_ns_note_get(st_db *db, const char *tenant, const char *consumer, int64
 int st_db_stall_get(st_db *db, const char *tenant, const char *consumer, uint64_t *elapsed_ms,
                     uint64_t *lsn, uint32_t *seq, char *err, size_t errlen)
 {
-    if (check_names(db, tenant, consumer, 0, err, errlen) != WH_OK)
-        return -1;
-    st_tenant *t;
-    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
-        return -1;
-    if (t == NULL)
-        return 0;
-    char k[ST_KEY_MAX];
-    size_t kl = key_offset(k, tenant, consumer);
-    k[0] = 'T';
-    size_t vl = 0;
-    char *e = NULL;
-    char *v = rocksdb_get_cf(db->rdb, db->ro, t->meta, k, kl, &vl, &e);
-    ten_done(t);
-    if (e) {
-        rerr(err, errlen, "stall timer read", e);
-        rocksdb_free(v);
-        return -1;
-    }
-    int found = v != NULL && vl == ST_STALL_LEN && v[20] == ST_STALL_FORMAT;
+    char *v;
+    size_t vl;
+    int rc = consumer_meta_get(db, tenant, consumer, 'T', "stall timer read", &v, &vl, err, errlen);
+    if (rc <= 0)
+        return rc;
+    int found = vl == ST_STALL_LEN && v[20] == ST_STALL_FORMAT;
     if (found) {
         *elapsed_ms = wh_get_be64((const uint8_t *)v);
         *lsn = wh_get_be64((const uint8_t *)v + 8);
