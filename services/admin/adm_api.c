@@ -273,6 +273,7 @@ static const route routes[] = {
     {"/v1/tenants/{tenant}/targets/{target}/pause", M_POST, r_target_action, "POST"},
     {"/v1/tenants/{tenant}/targets/{target}/resume", M_POST, r_target_action, "POST"},
     {"/v1/tenants/{tenant}/targets/{target}/offset", M_POST, r_target_action, "POST"},
+    {"/v1/tenants/{tenant}/targets/{target}/resync", M_POST, r_target_action, "POST"},
     {"/v1/tenants/{tenant}/targets/{target}/dlq", M_GET | M_HEAD | M_DELETE, r_dlq,
      "GET, HEAD, DELETE"},
     {"/v1/tenants/{tenant}/targets/{target}/dlq/replay", M_POST, r_dlq, "POST"},
@@ -297,6 +298,7 @@ static const adm_route_info route_infos[] = {
     {"/v1/tenants/{tenant}/targets/{target}/pause", "POST"},
     {"/v1/tenants/{tenant}/targets/{target}/resume", "POST"},
     {"/v1/tenants/{tenant}/targets/{target}/offset", "POST"},
+    {"/v1/tenants/{tenant}/targets/{target}/resync", "POST"},
     {"/v1/tenants/{tenant}/targets/{target}/dlq", "GET,DELETE"},
     {"/v1/tenants/{tenant}/targets/{target}/dlq/replay", "POST"},
     {"/v1/tenants/{tenant}/targets/{target}/dlq/{id}", "GET"},
@@ -1501,10 +1503,72 @@ out:
     json_decref(body);
 }
 
+static int m_backfill(ctx *c, write_op *op, wh_state *s);
+
+/* POST .../targets/{n}/resync: what a NEEDS_SNAPSHOT target (or any target
+ * an operator wants to start over) needs in one action: its offset to the
+ * tenant's end (which clears the mark), then a backfill of every table of
+ * the publication (request table "*": ing_snapshot makes a job per
+ * table). The read events go to every target of the tenant. */
+static void r_resync(ctx *c)
+{
+    json_t *body = parse_body(c, 1);
+    if (!body)
+        return;
+    if (json_object_size(body) != 0) {
+        json_decref(body);
+        fail(c->resp, 400, "body", "resync takes no body");
+        return;
+    }
+    json_decref(body);
+    wh_state *s = get_state(c);
+    if (!s)
+        return;
+    const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
+    int found = t && wh_state_target_find(t, c->target);
+    wh_state_unref(s);
+    if (!t) {
+        tenant_missing(c);
+        return;
+    }
+    if (!found) {
+        target_missing(c);
+        return;
+    }
+    write_op op;
+    memset(&op, 0, sizeof(op));
+    adm_pos none = {0, 0};
+    if (set_offset(c, &op, c->tenant, c->target, 1, none) != WH_OK)
+        return;
+    char prev[48], now[48];
+    adm_pos_format(op.prev, prev, sizeof(prev));
+    adm_pos_format(op.now, now, sizeof(now));
+    json_t *all = json_pack("{s:s}", "table", "*");
+    write_op bop = {m_backfill, NULL, all, "", {0, 0}, {0, 0}, 0};
+    s = NULL;
+    if (write_state(c, &bop, &s) == WH_OK) {
+        char id[80];
+        snprintf(id, sizeof(id), "bf-%s", bop.start);
+        wh_info("target %s/%s: resync: offset %s -> %s (the end), backfill %s of every table",
+                c->tenant, c->target, prev, now, id);
+        reply_json(c->resp, 202,
+                   json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "tenant", c->tenant, "target", c->target,
+                             "previous", prev, "position", now, "backfill", id, "state",
+                             "requested"),
+                   s->version);
+        wh_state_unref(s);
+    }
+    json_decref(all);
+}
+
 static void r_target_action(ctx *c)
 {
     if (strcmp(c->action, "offset") == 0) {
         r_offset(c);
+        return;
+    }
+    if (strcmp(c->action, "resync") == 0) {
+        r_resync(c);
         return;
     }
     write_op op = {m_target_pause, NULL, NULL, "", {0, 0}, {0, 0}, 0};

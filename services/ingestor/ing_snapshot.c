@@ -20,6 +20,7 @@
 #define SNAP_LOG_EVERY_US (10 * 1000000LL)
 #define SNAP_VERSION_RETRIES 5
 #define SNAP_CHUNK_WHAT "reading a chunk"
+#define SNAP_EXPAND_MAX 8
 
 static _Atomic int g_chunk_rows = 2048;
 
@@ -110,6 +111,9 @@ struct ing_snapshot {
     int64_t export_until_us; /* source.snapshot_export_max_s from its start, 0: none */
     int64_t logged_us;       /* the last progress line (log_progress) */
     int vmismatch;           /* chunks read again in a row for a schema version mismatch */
+    /* backfills of every table ("*"): their ids, until listed as jobs */
+    char expand[SNAP_EXPAND_MAX][WH_SNAP_IDMAX];
+    int nexpand;
 };
 
 /* ---- progress in the store ------------------------------------------- */
@@ -495,6 +499,20 @@ static void take_requests(ing_snapshot *s)
 
 int ing_snapshot_backfill(ing_snapshot *s, const char *id, const char *table)
 {
+    if (strcmp(table, "*") == 0) { /* every table of the publication (a resync) */
+        for (size_t i = 0; i < s->prog.njobs; i++)
+            if (strcmp(s->prog.jobs[i].id, id) == 0)
+                return WH_OK; /* listed already */
+        for (int i = 0; i < s->nexpand; i++)
+            if (strcmp(s->expand[i], id) == 0)
+                return WH_OK;
+        if (s->nexpand == SNAP_EXPAND_MAX || strlen(id) >= WH_SNAP_IDMAX)
+            return WH_ERR;
+        wh_strlcpy(s->expand[s->nexpand++], id, WH_SNAP_IDMAX);
+        s->idle = 0;
+        wh_info("backfill %s of every table of publication \"%s\" queued", id, s->cfg->publication);
+        return WH_OK;
+    }
     if (wh_snapprog_find(&s->prog, id, table) != NULL)
         return WH_OK;
     wh_snapjob *j = wh_snapprog_add(&s->prog, WH_SNAP_BACKFILL, id, table);
@@ -542,8 +560,9 @@ static PGresult *query(ing_snapshot *s, const char *sql, int nparams, const uint
     return res;
 }
 
-/* The published tables of the publication, as jobs of the initial snapshot. */
-static int list_initial(ing_snapshot *s, char *err, size_t errlen)
+/* The published tables of the publication, as jobs of kind and id (not
+ * known already). */
+static int list_tables(ing_snapshot *s, int kind, const char *id, char *err, size_t errlen)
 {
     const char *vals[1] = {s->cfg->publication};
     PGresult *res =
@@ -555,14 +574,35 @@ static int list_initial(ing_snapshot *s, char *err, size_t errlen)
         return WH_ERR;
     for (int i = 0; i < PQntuples(res); i++) {
         const char *t = PQgetvalue(res, i, 0);
-        if (wh_snapprog_find(&s->prog, "initial", t) == NULL &&
-            wh_snapprog_add(&s->prog, WH_SNAP_INITIAL, "initial", t) == NULL)
-            wh_warn("initial snapshot: table name too long, skipped (%zu bytes)", strlen(t));
+        if (wh_snapprog_find(&s->prog, id, t) == NULL &&
+            wh_snapprog_add(&s->prog, kind, id, t) == NULL)
+            wh_warn("snapshot %s: table name too long, skipped (%zu bytes)", id, strlen(t));
     }
-    wh_info("initial snapshot: %d table%s of publication \"%s\" to read", PQntuples(res),
+    wh_info("%s %s: %d table%s of publication \"%s\" to read",
+            kind == WH_SNAP_INITIAL ? "initial snapshot" : "backfill", id, PQntuples(res),
             PQntuples(res) == 1 ? "" : "s", s->cfg->publication);
     PQclear(res);
+    return WH_OK;
+}
+
+/* The published tables of the publication, as jobs of the initial snapshot. */
+static int list_initial(ing_snapshot *s, char *err, size_t errlen)
+{
+    if (list_tables(s, WH_SNAP_INITIAL, "initial", err, errlen) != WH_OK)
+        return WH_ERR;
     s->prog.plan = 2;
+    return queue_request(s, NULL, 0, err, errlen);
+}
+
+/* Backfills of every table (ing_snapshot_backfill with "*"): their jobs. */
+static int list_expand(ing_snapshot *s, char *err, size_t errlen)
+{
+    while (s->nexpand > 0) {
+        if (list_tables(s, WH_SNAP_BACKFILL, s->expand[0], err, errlen) != WH_OK)
+            return WH_ERR;
+        memmove(s->expand[0], s->expand[1], (size_t)(s->nexpand - 1) * sizeof(s->expand[0]));
+        s->nexpand--;
+    }
     return queue_request(s, NULL, 0, err, errlen);
 }
 
@@ -981,7 +1021,7 @@ void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat)
     take_requests(s);
     if (s->idle)
         return;
-    s->active = s->prog.plan == 1 || next_job(s) != NULL;
+    s->active = s->prog.plan == 1 || s->nexpand > 0 || next_job(s) != NULL;
     if (!s->active) {
         s->idle = 1; /* until a request comes */
         return;
@@ -995,6 +1035,10 @@ void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat)
     if (s->prog.plan == 1 && list_initial(s, err, sizeof(err)) != WH_OK) {
         s->prog.plan = 1;
         failed(s, "listing the tables of the initial snapshot", err);
+        return;
+    }
+    if (s->nexpand > 0 && list_expand(s, err, sizeof(err)) != WH_OK) {
+        failed(s, "listing the tables of a backfill of every table", err);
         return;
     }
     wh_snapjob *j = next_job(s);
