@@ -263,6 +263,22 @@ int wh_hexval(int c)
     return -1;
 }
 
+int wh_grow(void *arrp, size_t need, size_t *cap, size_t elem, size_t first)
+{
+    if (need <= *cap)
+        return WH_OK;
+    size_t nc = *cap ? *cap : (first ? first : 1);
+    while (nc < need)
+        nc *= 2;
+    void **arr = arrp;
+    void *n = realloc(*arr, nc * elem);
+    if (n == NULL)
+        return WH_ERR;
+    *arr = n;
+    *cap = nc;
+    return WH_OK;
+}
+
 int wh_strlcpy(char *dst, const char *src, size_t dstlen)
 {
     if (dstlen == 0)

@@ -71,6 +71,12 @@ int wh_hexval(int c);
 /* Safe string copy: always NUL-terminates; returns WH_ERR if truncated. */
 int wh_strlcpy(char *dst, const char *src, size_t dstlen);
 
+/* A growable array: arrp points to the array's pointer, *cap is its
+ * capacity in elements of elem bytes. Makes the capacity at least need
+ * (first when the array is empty, then doubling). WH_ERR when out of
+ * memory: the array and *cap are left as they were. */
+int wh_grow(void *arrp, size_t need, size_t *cap, size_t elem, size_t first);
+
 /* mkdir -p with the given mode for every created directory. */
 int wh_mkdirs(const char *path, int mode, char *err, size_t errlen);
 

@@ -489,14 +489,9 @@ static void request_done(ing_batcher *bt, uint64_t ack, size_t bytes, size_t nev
 /* Adds batch b's TOAST ops to the request being packed. */
 static int tiov_add(ing_batcher *bt, const batch *b)
 {
-    if (bt->ntiov + 1 >= bt->captiov) { /* room for tfields_add's piece too */
-        size_t n = bt->captiov ? bt->captiov * 2 : 16;
-        struct iovec *t = realloc(bt->tiov, n * sizeof(*t));
-        if (t == NULL)
-            return WH_ERR;
-        bt->tiov = t;
-        bt->captiov = n;
-    }
+    /* room for tfields_add's piece too */
+    if (wh_grow(&bt->tiov, bt->ntiov + 2, &bt->captiov, sizeof(*bt->tiov), 16) != WH_OK)
+        return WH_ERR;
     bt->tiov[bt->ntiov].iov_base = b->tops.data;
     bt->tiov[bt->ntiov++].iov_len = b->tops.len;
     if (b->tserial > bt->tiov_serial)

@@ -120,14 +120,8 @@ static ttab *tab_get(ing_tstore *ts, uint32_t oid)
     ttab *t = tab_find(ts, oid);
     if (t != NULL)
         return t;
-    if (ts->ntabs == ts->captabs) {
-        size_t n = ts->captabs ? ts->captabs * 2 : 16;
-        ttab *nt = realloc(ts->tabs, n * sizeof(*nt));
-        if (nt == NULL)
-            return NULL;
-        ts->tabs = nt;
-        ts->captabs = n;
-    }
+    if (wh_grow(&ts->tabs, ts->ntabs + 1, &ts->captabs, sizeof(*ts->tabs), 16) != WH_OK)
+        return NULL;
     t = &ts->tabs[ts->ntabs++];
     memset(t, 0, sizeof(*t));
     t->oid = oid;

@@ -5167,15 +5167,9 @@ typedef struct prune_acc {
 static int prune_collect(void *arg, const st_schema *sv)
 {
     prune_acc *a = arg;
-    if (a->n == a->cap) {
-        size_t nc = a->cap ? a->cap * 2 : 32;
-        pver *nv = realloc(a->v, nc * sizeof(*nv));
-        if (nv == NULL) {
-            a->oom = 1;
-            return 1;
-        }
-        a->v = nv;
-        a->cap = nc;
+    if (wh_grow(&a->v, a->n + 1, &a->cap, sizeof(*a->v), 32) != WH_OK) {
+        a->oom = 1;
+        return 1;
     }
     pver *p = &a->v[a->n++];
     memset(p, 0, sizeof(*p));

@@ -114,14 +114,8 @@ static table *tab_get(st_toast *t, uint32_t rel, uint64_t fp)
     table *tb = tab_find(t, rel);
     if (tb != NULL)
         return tb;
-    if (t->ntabs == t->captabs) {
-        size_t n = t->captabs ? t->captabs * 2 : 16;
-        table *nt = realloc(t->tabs, n * sizeof(*nt));
-        if (nt == NULL)
-            return NULL;
-        t->tabs = nt;
-        t->captabs = n;
-    }
+    if (wh_grow(&t->tabs, t->ntabs + 1, &t->captabs, sizeof(*t->tabs), 16) != WH_OK)
+        return NULL;
     tb = &t->tabs[t->ntabs++];
     memset(tb, 0, sizeof(*tb));
     tb->rel = rel;
@@ -248,14 +242,8 @@ static int ov_set(st_toast *t, const char *ek, size_t eklen, int present, uint64
 {
     ov *o = ov_find(t, ek, eklen);
     if (o == NULL) {
-        if (t->nov == t->capov) {
-            size_t n = t->capov ? t->capov * 2 : 64;
-            ov *no = realloc(t->ov, n * sizeof(*no));
-            if (no == NULL)
-                return WH_ERR;
-            t->ov = no;
-            t->capov = n;
-        }
+        if (wh_grow(&t->ov, t->nov + 1, &t->capov, sizeof(*t->ov), 64) != WH_OK)
+            return WH_ERR;
         char *k = malloc(eklen);
         if (k == NULL)
             return WH_ERR;

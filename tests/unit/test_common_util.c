@@ -4,12 +4,37 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "wh_buf.h"
 #include "wh_lsn.h"
 #include "wh_metrics.h"
 #include "wh_util.h"
+
+/* wh_grow: the first capacity, doubling to at least need, nothing done
+ * when there is room, and the elements kept. */
+static void test_grow(void **state)
+{
+    (void)state;
+    int *v = NULL;
+    size_t cap = 0;
+    assert_int_equal(wh_grow(&v, 1, &cap, sizeof(*v), 4), WH_OK);
+    assert_int_equal(cap, 4);
+    for (int i = 0; i < 4; i++)
+        v[i] = i;
+    int *before = v;
+    assert_int_equal(wh_grow(&v, 4, &cap, sizeof(*v), 4), WH_OK);
+    assert_ptr_equal(v, before);
+    assert_int_equal(cap, 4);
+    assert_int_equal(wh_grow(&v, 5, &cap, sizeof(*v), 4), WH_OK);
+    assert_int_equal(cap, 8);
+    assert_int_equal(wh_grow(&v, 20, &cap, sizeof(*v), 4), WH_OK);
+    assert_int_equal(cap, 32);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(v[i], i);
+    free(v);
+}
 
 static void test_lsn_roundtrip(void **state)
 {
@@ -203,6 +228,7 @@ int main(void)
         cmocka_unit_test(test_json_str_scan),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_grow),
         cmocka_unit_test(test_metrics_render),
     };
     return cmocka_run_group_tests_name("common_util", tests, NULL, NULL);
