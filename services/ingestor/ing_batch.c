@@ -385,6 +385,19 @@ static size_t tfields_add(ing_batcher *bt)
     return bt->ntiov + 1;
 }
 
+/* Sleeps ms unless the batcher is stopping: WH_ERR then (give up), else
+ * WH_OK (try again). */
+static int pause_unless_stopped(ing_batcher *bt, int ms)
+{
+    pthread_mutex_lock(&bt->mu);
+    int stop = bt->stop;
+    pthread_mutex_unlock(&bt->mu);
+    if (stop)
+        return WH_ERR;
+    wh_sleep_ms(ms);
+    return WH_OK;
+}
+
 static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t ack, uint64_t id,
                       uint64_t first_id)
 {
@@ -407,12 +420,8 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
                 continue;
             }
         }
-        pthread_mutex_lock(&bt->mu);
-        int stop = bt->stop;
-        pthread_mutex_unlock(&bt->mu);
-        if (stop)
+        if (pause_unless_stopped(bt, 50) != WH_OK) /* out of memory for a few KiB: wait */
             return WH_ERR;
-        wh_sleep_ms(50); /* out of memory for a few KiB: wait */
     }
     struct iovec packed = {.iov_base = kind->packed ? kind->packed->data : NULL,
                            .iov_len = kind->packed ? kind->packed->len : 0};
@@ -454,12 +463,8 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
         }
         /* sleep in small steps so a stop is noticed */
         for (int slept = 0; slept < ms; slept += 50) {
-            pthread_mutex_lock(&bt->mu);
-            int stop = bt->stop;
-            pthread_mutex_unlock(&bt->mu);
-            if (stop)
+            if (pause_unless_stopped(bt, ms - slept < 50 ? ms - slept : 50) != WH_OK)
                 return WH_ERR;
-            wh_sleep_ms(ms - slept < 50 ? ms - slept : 50);
         }
     }
 }
@@ -526,12 +531,8 @@ static int send_chain(ing_batcher *bt, batch *first)
          * its first events (or an earlier one): durable no later */
         while (b->schemas.len > 0 &&
                wh_buf_append(&bt->sch, b->schemas.data, b->schemas.len) != WH_OK) {
-            pthread_mutex_lock(&bt->mu);
-            int stop = bt->stop;
-            pthread_mutex_unlock(&bt->mu);
-            if (stop)
+            if (pause_unless_stopped(bt, 50) != WH_OK)
                 return WH_ERR;
-            wh_sleep_ms(50);
         }
         for (size_t i = 0; i < b->nev; i++) {
             if (k > 0 && bytes >= ING_REQ_BYTES) {
@@ -552,12 +553,8 @@ static int send_chain(ing_batcher *bt, batch *first)
                     wh_buf_reset(&bt->sch);
                     continue;
                 }
-                pthread_mutex_lock(&bt->mu);
-                int stop = bt->stop;
-                pthread_mutex_unlock(&bt->mu);
-                if (stop)
+                if (pause_unless_stopped(bt, 50) != WH_OK)
                     return WH_ERR;
-                wh_sleep_ms(50);
             }
             while (r + 1 < b->nrun && b->run[r + 1].first <= i)
                 r++;
@@ -576,12 +573,8 @@ static int send_chain(ing_batcher *bt, batch *first)
             ack = b->ack_lsn;
         if (b->tops.len > 0) { /* with the batch's last events */
             while (tiov_add(bt, b) != WH_OK) {
-                pthread_mutex_lock(&bt->mu);
-                int stop = bt->stop;
-                pthread_mutex_unlock(&bt->mu);
-                if (stop)
+                if (pause_unless_stopped(bt, 50) != WH_OK)
                     return WH_ERR;
-                wh_sleep_ms(50);
             }
         }
         if (!b->next)
