@@ -92,6 +92,7 @@ static const dl_field dl_fields[] = {
     DLS(filter_expr, NULL),
     DLS(allow_private, NULL),
     DLS(http_version, "auto|1.1|2"),
+    DLS(on_needs_snapshot, "wait|resync"),
 };
 
 static const dl_field *dl_find(const char *name)
@@ -400,6 +401,31 @@ int wh_state_target_remove(wh_state_tenant *t, const char *name)
         return WH_ERR;
     remove_at(t->targets, &t->ntargets, sizeof(t->targets[0]), (int)(g - t->targets));
     return WH_OK;
+}
+
+void wh_state_backfill_add(wh_state_tenant *t, const char *table, unsigned long *id)
+{
+    unsigned long last = 0;
+    for (const char *p = t->backfills; *p;) {
+        unsigned long n = strtoul(p, NULL, 10);
+        if (n > last)
+            last = n;
+        const char *semi = strchr(p, ';');
+        p = semi ? semi + 1 : p + strlen(p);
+    }
+    char item[WH_BACKFILL_TABLE_MAX + 32];
+    snprintf(item, sizeof(item), "%lu:%s", last + 1, table);
+    while (strlen(t->backfills) + strlen(item) + 2 > sizeof(t->backfills)) {
+        char *semi = strchr(t->backfills, ';');
+        if (!semi) {
+            t->backfills[0] = '\0';
+            break;
+        }
+        memmove(t->backfills, semi + 1, strlen(semi + 1) + 1);
+    }
+    size_t used = strlen(t->backfills);
+    snprintf(t->backfills + used, sizeof(t->backfills) - used, "%s%s", used ? ";" : "", item);
+    *id = last + 1;
 }
 
 const wh_state_tenant *wh_state_tenant_find(const wh_state *s, const char *tenant)

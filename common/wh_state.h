@@ -54,6 +54,10 @@ typedef struct wh_delivery {
     char filter_expr[WH_DL_EXPR];           /* dsp_filter expression ("" = none) */
     char allow_private[WH_DL_STR];          /* CIDRs the SSRF guard lets through for this target */
     char http_version[8]; /* "auto" | "1.1" | "2" ("" = auto: HTTP/2 over TLS by ALPN, else 1.1) */
+    /* "wait" | "resync" ("" = wait): what the store does when it marks the
+     * target NEEDS_SNAPSHOT: wait for an operator, or resync it at once
+     * (st_resync: offset to the end, then a backfill of every table) */
+    char on_needs_snapshot[8];
 } wh_delivery;
 
 /* Reads one delivery field `key` (JSON value v, libjansson's json_t) into d.
@@ -145,6 +149,14 @@ wh_state_tenant *wh_state_tenant_add(wh_state *s);
 wh_state_target *wh_state_target_add(wh_state_tenant *t);
 int wh_state_tenant_remove(wh_state *s, const char *name);
 int wh_state_target_remove(wh_state_tenant *t, const char *name);
+
+/* Appends a backfill request of `table` ("schema.table", or "*" for every
+ * table of the publication) to t->backfills with the next id (one more than
+ * the last listed), into *id; when the list is full the oldest requests go
+ * (the ingestor has taken them long ago). table must be shorter than
+ * WH_BACKFILL_TABLE_MAX. */
+#define WH_BACKFILL_TABLE_MAX 200
+void wh_state_backfill_add(wh_state_tenant *t, const char *table, unsigned long *id);
 
 /* The effective configuration of a daemon: base (file + env) with the
  * state's runtime settings, and the tenant's source when `tenant` is not

@@ -2227,37 +2227,15 @@ void adm_api_free(adm_api *a)
  * by watermark chunks while it streams. GET lists the requests and the
  * progress the store keeps (snapshot jobs included). */
 
-#define ADM_BACKFILL_TABLE_MAX 200
-
 static int m_backfill(ctx *c, write_op *op, wh_state *s)
 {
     wh_state_tenant *t = tenant_mut(s, c->tenant);
     if (!t)
         return fail(c->resp, 404, "tenant", "no tenant '%s'", c->tenant);
     const char *table = json_string_value(json_object_get(op->body, "table"));
-    /* the next id: one more than the last one listed */
-    unsigned long last = 0;
-    for (const char *p = t->backfills; *p;) {
-        unsigned long id = strtoul(p, NULL, 10);
-        if (id > last)
-            last = id;
-        const char *semi = strchr(p, ';');
-        p = semi ? semi + 1 : p + strlen(p);
-    }
-    char item[ADM_BACKFILL_TABLE_MAX + 32];
-    snprintf(item, sizeof(item), "%lu:%s", last + 1, table);
-    /* full: the oldest requests go (the ingestor has taken them long ago) */
-    while (strlen(t->backfills) + strlen(item) + 2 > sizeof(t->backfills)) {
-        char *semi = strchr(t->backfills, ';');
-        if (!semi) {
-            t->backfills[0] = '\0';
-            break;
-        }
-        memmove(t->backfills, semi + 1, strlen(semi + 1) + 1);
-    }
-    size_t used = strlen(t->backfills);
-    snprintf(t->backfills + used, sizeof(t->backfills) - used, "%s%s", used ? ";" : "", item);
-    snprintf(op->start, sizeof(op->start), "%lu", last + 1);
+    unsigned long id = 0;
+    wh_state_backfill_add(t, table, &id);
+    snprintf(op->start, sizeof(op->start), "%lu", id);
     return WH_OK;
 }
 
@@ -2351,7 +2329,7 @@ static void r_backfill(ctx *c)
     const char *bad = NULL;
     if (table == NULL)
         bad = "table: required, a string \"schema.table\"";
-    else if (strlen(table) > ADM_BACKFILL_TABLE_MAX)
+    else if (strlen(table) > WH_BACKFILL_TABLE_MAX)
         bad = "table: too long";
     else if (strchr(table, '.') == NULL || table[0] == '.' || table[strlen(table) - 1] == '.')
         bad = "table: must be \"schema.table\"";

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "st_db.h"
+#include "st_resync.h"
 #include "st_server.h"
 #include "st_state.h"
 #include "wh_budget.h"
@@ -223,6 +224,9 @@ int main(int argc, char **argv)
     wh_info("store running on %s (data_dir %s, %d workers)", cfg.store_endpoint, cfg.data_dir,
             cfg.store_workers);
 
+    st_resync *resync = NULL;
+    if (st_resync_new(&resync, db, state, ST_RESYNC_MIN_INTERVAL_MS, err, sizeof(err)) != WH_OK)
+        wh_error("automatic resyncs are off: %s", err);
     uint64_t planned = st_state_version(state);
     int ticks = 0;
     while (!wh_stop_requested) {
@@ -231,8 +235,11 @@ int main(int argc, char **argv)
             reload_file(state, path);
         }
         wh_sleep_ms(100);
-        if (ticks % 10 == 0)
+        if (ticks % 10 == 0) {
             st_server_tick(srv);
+            if (resync != NULL)
+                st_resync_run(resync);
+        }
         /* the gauges follow the tenants and targets of the current state */
         if (++ticks % 10 == 0 && st_state_version(state) != planned) {
             planned = st_state_version(state);
@@ -241,6 +248,7 @@ int main(int argc, char **argv)
     }
 
     wh_info("stopping");
+    st_resync_free(resync);
     st_server_destroy(srv);
     st_state_close(state);
     st_db_close(db);

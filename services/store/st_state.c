@@ -132,6 +132,16 @@ uint64_t st_state_version(st_state *st)
     return v;
 }
 
+wh_state *st_state_current(st_state *st)
+{
+    pthread_mutex_lock(&st->mu);
+    wh_state *s = st->cur;
+    if (s != NULL)
+        wh_state_ref(s);
+    pthread_mutex_unlock(&st->mu);
+    return s;
+}
+
 /* A tenant of `cur` gets its column families; a tenant of `old` that `cur`
  * no longer has loses them (its events, offsets, dead letters). */
 static void reconcile_tenants(st_state *st, const wh_state *old, const wh_state *cur)

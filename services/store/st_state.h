@@ -26,6 +26,7 @@
 #include "st_db.h"
 #include "wh_buf.h"
 #include "wh_config.h"
+#include "wh_state.h"
 
 #define ST_STATE_BAD 400
 #define ST_STATE_CONFLICT 412
@@ -46,6 +47,10 @@ int st_state_get(st_state *st, uint64_t known_version, uint64_t *version, wh_buf
 
 /* The current version (for metrics). */
 uint64_t st_state_version(st_state *st);
+
+/* The current parsed document with a reference the caller drops
+ * (wh_state_unref); NULL when the stored bytes no longer parse. */
+wh_state *st_state_current(st_state *st);
 
 /* Returns WH_OK with *version = the stored (or unchanged) version, or
  * WH_ERR with *status ST_STATE_BAD / ST_STATE_CONFLICT / ST_STATE_FAILED. */

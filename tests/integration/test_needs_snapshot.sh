@@ -7,6 +7,10 @@
 # made meanwhile do not arrive.
 # Once its offset is set (to the end, as an operator does), the mark is gone
 # and later changes arrive.
+# Marked again, it stays marked while on_needs_snapshot is "wait" (the
+# default); set to "resync" at runtime (PATCH), the store resyncs it by
+# itself: its offset to the end and a backfill of every table, so every row
+# of the table arrives once as a read.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 trap wh_cleanup EXIT
@@ -30,6 +34,8 @@ tenants = (
 );
 CONFEOF
 export WALHOOK_STORE_RETENTION_AGE_S=2 WALHOOK_DISPATCHER_RETRY_MAX_MS=500
+TOKEN=admin-token-$RANDOM-0123456789
+export WALHOOK_ADMIN_ADMIN_TOKEN=$TOKEN
 mkdir -m 700 "$WH_TMP/data"
 wh_spawn store "$BIN/walhook-store" -c "$CONF"
 wh_wait_until 10 test -S "$WH_TMP/data/store.sock" || wh_fail "the store did not start"
@@ -69,4 +75,39 @@ wh_wait_until 60 arrived ||
     wh_fail "changes after the set offset did not arrive ($(ids | awk '$1 > 150' | wc -l) of 50)"
 gap=$(ids | awk '$1 > 100 && $1 <= 150' | wc -l)
 [ "$gap" = 0 ] || wh_fail "$gap changes from before the set offset were posted"
-wh_pass "NEEDS_SNAPSHOT stops posting (0 of 50 changes posted while marked), the metric and the log say so; a set offset clears it and the next 50 changes arrive"
+
+# marked again, with on_needs_snapshot = wait (the default): it stays marked
+wh_kill receiver TERM
+pg_psql -c "INSERT INTO t SELECT generate_series(201, 300)" || wh_fail "insert 201..300"
+wh_wait_metric "$M" walhook_store_needs_snapshot_targets 1 60 || wh_fail "the store never marked the target again"
+wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --out "$WH_TMP/received2.jsonl"
+wh_wait_http "http://127.0.0.1:$RPORT/" 10 || true
+sleep 3 # negative check: nothing resyncs a target set to wait
+[ "$(wh_metric "$M" walhook_store_needs_snapshot_targets)" = 1 ] || wh_fail "the mark went away with on_needs_snapshot = wait"
+grep -q "automatic resync" "$WH_TMP/store.log" && wh_fail "the store resynced a target set to wait"
+code=$(curl -sS -o "$WH_TMP/patch.out" -w '%{http_code}' -X PATCH -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"on_needs_snapshot": "resync"}' \
+    "http://127.0.0.1:$APORT/v1/tenants/default/targets/t0")
+[ "$code" = 200 ] || wh_fail "PATCH on_needs_snapshot: HTTP $code ($(cat "$WH_TMP/patch.out"))"
+code=$(curl -sS -o "$WH_TMP/patch.out" -w '%{http_code}' -X PATCH -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"on_needs_snapshot": "now"}' \
+    "http://127.0.0.1:$APORT/v1/tenants/default/targets/t0")
+[ "$code" = 400 ] && grep -q on_needs_snapshot "$WH_TMP/patch.out" ||
+    wh_fail "PATCH on_needs_snapshot = now: HTTP $code ($(cat "$WH_TMP/patch.out")), expected a 400 naming it"
+reads() { # distinct ids read, read events
+    python3 -c '
+import json, sys
+ids, n = set(), 0
+for line in open(sys.argv[1]):
+    for e in json.loads(line):
+        if e.get("table") == "t" and e["op"] == "read":
+            ids.add(e["key"]["id"]); n += 1
+print(len(ids), n)' "$WH_TMP/received2.jsonl" 2>/dev/null
+}
+_all() { [ "$(reads)" = "300 300" ]; }
+wh_wait_until 90 _all || wh_fail "after the automatic resync: $(reads) (want 300 distinct ids read, 300 reads)"
+grep -q "t0: automatic resync (on_needs_snapshot = resync)" "$WH_TMP/store.log" ||
+    wh_fail "the store did not log the automatic resync"
+unmarked() { [ "$(wh_metric "$M" walhook_store_needs_snapshot_targets)" = 0 ] && cleared; }
+wh_wait_until 30 unmarked || wh_fail "still marked after the resync (store $(wh_metric "$M" walhook_store_needs_snapshot_targets), dispatcher $(wh_metric "$M" walhook_target_needs_snapshot))"
+wh_pass "NEEDS_SNAPSHOT stops posting (0 of 50 changes posted while marked), the metric and the log say so; a set offset clears it and the next 50 changes arrive; with on_needs_snapshot = resync the store resyncs it by itself: 300 rows read once each"

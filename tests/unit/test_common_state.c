@@ -294,7 +294,8 @@ static void test_from_config_top_targets(void **state)
         "targets = ( { name = \"a\"; url = \"http://127.0.0.1:9/a\"; envelope = \"debezium\";\n"
         "  filter_expr = \"op == \\\"insert\\\"\"; max_attempts = 3; paused = true;\n"
         "  secrets = [ \"" SECRET2 "\", \"" SECRET1 "\" ]; batch_max_events = 7; },\n"
-        "  { url = \"http://127.0.0.1:9/b\"; http_version = \"1.1\"; } );\n");
+        "  { url = \"http://127.0.0.1:9/b\"; http_version = \"1.1\"; on_needs_snapshot = "
+        "\"resync\"; } );\n");
     wh_config cfg;
     char err[WH_ERRLEN];
     if (wh_config_load(&cfg, p, err, sizeof(err)) != WH_OK)
@@ -316,6 +317,8 @@ static void test_from_config_top_targets(void **state)
     const wh_state_target *b = &s->tenants[0].targets[1];
     assert_string_equal(b->name, "t1");
     assert_string_equal(b->dl.http_version, "1.1");
+    assert_string_equal(b->dl.on_needs_snapshot, "resync");
+    assert_string_equal(a->dl.on_needs_snapshot, "");
     wh_state_unref(s);
 
     static const struct {
@@ -324,6 +327,8 @@ static void test_from_config_top_targets(void **state)
         {"targets = ( { name = \"a\"; url = \"http://h/\"; colour = 1; } );\n",
          "unknown setting 'targets[0].colour'"},
         {"targets = ( { name = \"a\"; url = \"http://h/\"; envelope = \"xml\"; } );\n", "envelope"},
+        {"targets = ( { name = \"a\"; url = \"http://h/\"; on_needs_snapshot = \"now\"; } );\n",
+         "on_needs_snapshot: 'now' is not one of wait|resync"},
         {"targets = ( { name = \"a\"; url = \"http://h/\"; max_attempts = \"x\"; } );\n",
          "targets[0] (line 1): max_attempts: expected an integer"},
     };
@@ -376,6 +381,37 @@ static void test_clone_ref(void **state)
 /* Editing a clone: add and remove tenants and targets by name; the order of
  * the others is kept, a missing name is WH_ERR, a new tenant has the
  * default slot and publication. */
+/* wh_state_backfill_add: ids one more than the last listed; the oldest
+ * requests go when the list is full. */
+static void test_backfill_add(void **state)
+{
+    (void)state;
+    wh_state_tenant t;
+    memset(&t, 0, sizeof(t));
+    unsigned long id = 0;
+    wh_state_backfill_add(&t, "public.a", &id);
+    assert_int_equal(id, 1);
+    assert_string_equal(t.backfills, "1:public.a");
+    wh_state_backfill_add(&t, "*", &id);
+    assert_int_equal(id, 2);
+    assert_string_equal(t.backfills, "1:public.a;2:*");
+    wh_strlcpy(t.backfills, "7:x;3:y", sizeof(t.backfills));
+    wh_state_backfill_add(&t, "z", &id);
+    assert_int_equal(id, 8);
+    assert_string_equal(t.backfills, "7:x;3:y;8:z");
+    char table[WH_BACKFILL_TABLE_MAX];
+    memset(table, 'q', sizeof(table) - 1);
+    table[sizeof(table) - 1] = '\0';
+    for (int i = 0; i < 40; i++)
+        wh_state_backfill_add(&t, table, &id);
+    assert_int_equal(id, 48);
+    assert_true(strlen(t.backfills) < sizeof(t.backfills));
+    assert_null(strstr(t.backfills, "8:z")); /* the oldest went */
+    const char *last = strrchr(t.backfills, ';');
+    assert_non_null(last);
+    assert_int_equal(strncmp(last + 1, "48:qq", 5), 0);
+}
+
 static void test_edit(void **state)
 {
     wh_state *s = parse_ok(GOOD);
@@ -703,6 +739,7 @@ int main(void)
         cmocka_unit_test(test_from_config_top_targets),
         cmocka_unit_test(test_from_config_env_targets),
         cmocka_unit_test(test_clone_ref),
+        cmocka_unit_test(test_backfill_add),
         cmocka_unit_test(test_edit),
         cmocka_unit_test(test_effective),
         cmocka_unit_test(test_hooks),

@@ -2,7 +2,8 @@
  * the state document (seeding, PutState 412/400, reopen, identical file
  * origin, offsets of removed targets dropped), SetOffset/epochs/409,
  * DropOffset, TenantInfo, the offset hash table with many consumers and
- * concurrent commits, and reading 12-byte offset values of older stores. */
+ * concurrent commits, reading 12-byte offset values of older stores, and
+ * st_resync (the automatic resync of NEEDS_SNAPSHOT targets). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../services/store/st_resync.h"
 #include "../../services/store/st_server.h"
 #include "../../services/store/st_state.h"
 #include "wh_config.h"
@@ -674,6 +676,87 @@ static void test_legacy_offset_value(void **state)
     done(&r);
 }
 
+/* st_resync: a marked target with on_needs_snapshot = resync gets its
+ * offset at the tenant's end and a backfill of every table in the state
+ * document; one set to wait (the default) is left alone; a target marked
+ * again within the minimum interval waits. */
+static void set_on_needs_snapshot(fx *f, const char *target, const char *v)
+{
+    char err[WH_ERRLEN];
+    wh_state *cur = st_state_current(f->st), *s = NULL;
+    assert_non_null(cur);
+    assert_int_equal(wh_state_clone(&s, cur), WH_OK);
+    wh_state_unref(cur);
+    wh_state_target *g =
+        (wh_state_target *)wh_state_target_find(wh_state_tenant_find(s, "default"), target);
+    assert_non_null(g);
+    wh_strlcpy(g->dl.on_needs_snapshot, v, sizeof(g->dl.on_needs_snapshot));
+    wh_buf doc;
+    wh_buf_init(&doc, 0);
+    assert_int_equal(wh_state_render(s, &doc, 0), WH_OK);
+    uint64_t version = 0;
+    int status = 0;
+    if (st_state_put(f->st, s->version, doc.data, doc.len, "api", &version, &status, err,
+                     sizeof(err)) != WH_OK)
+        fail_msg("put: %s", err);
+    wh_buf_free(&doc);
+    wh_state_unref(s);
+}
+
+static void backfills_are(fx *f, const char *want)
+{
+    wh_state *cur = st_state_current(f->st);
+    assert_non_null(cur);
+    assert_string_equal(wh_state_tenant_find(cur, "default")->backfills, want);
+    wh_state_unref(cur);
+}
+
+static void test_auto_resync(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    reply r;
+    append(f, "default", 0x100, 3, 0);
+    append(f, "default", 0x200, 2, 0);
+    assert_int_equal(commit(f, "default", "a", 0x100, 0, 0, &r), 0);
+    done(&r);
+    assert_int_equal(commit(f, "default", "b", 0x100, 0, 0, &r), 0);
+    done(&r);
+    assert_int_equal(
+        st_db_mark_needs_snapshot(f->db, "default", "a", 0x100, 0, ST_NS_RETENTION, "test"), 1);
+    assert_int_equal(
+        st_db_mark_needs_snapshot(f->db, "default", "b", 0x100, 0, ST_NS_RETENTION, "test"), 1);
+    st_resync *rs = NULL;
+    assert_int_equal(st_resync_new(&rs, f->db, f->st, 60000, err, sizeof(err)), WH_OK);
+    /* both wait (the default) */
+    assert_int_equal(st_resync_run(rs), 0);
+    assert_int_equal(st_db_needs_snapshot(f->db, "default", "a"), 1);
+    backfills_are(f, "");
+    set_on_needs_snapshot(f, "a", "resync");
+    assert_int_equal(st_resync_run(rs), 1);
+    assert_int_equal(st_db_needs_snapshot(f->db, "default", "a"), 0);
+    assert_int_equal(st_db_needs_snapshot(f->db, "default", "b"), 1);
+    uint64_t lsn = 0;
+    uint32_t seq = 0;
+    assert_int_equal(st_db_get_offset(f->db, "default", "a", &lsn, &seq, err, sizeof(err)), WH_OK);
+    assert_true(lsn == 0x200 && seq == 1);
+    backfills_are(f, "1:*");
+    /* marked again at once: it waits for the minimum interval */
+    append(f, "default", 0x300, 1, 0);
+    assert_int_equal(
+        st_db_mark_needs_snapshot(f->db, "default", "a", 0x200, 1, ST_NS_RETENTION, "test"), 1);
+    assert_int_equal(st_resync_run(rs), 0);
+    assert_int_equal(st_db_needs_snapshot(f->db, "default", "a"), 1);
+    st_resync_free(rs);
+    /* no minimum interval: resynced again, a second backfill */
+    assert_int_equal(st_resync_new(&rs, f->db, f->st, 0, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_resync_run(rs), 1);
+    assert_int_equal(st_db_get_offset(f->db, "default", "a", &lsn, &seq, err, sizeof(err)), WH_OK);
+    assert_true(lsn == 0x300 && seq == 0);
+    backfills_are(f, "1:*;2:*");
+    st_resync_free(rs);
+}
+
 static void test_no_state_attached(void **state)
 {
     fx *f = *state;
@@ -736,6 +819,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_many_consumers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_commits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_offset_value, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_auto_resync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_state_attached, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fetch_store_over_ipc, setup, teardown),
     };

@@ -1,0 +1,43 @@
+/* st_resync: the automatic resync of targets that the store marks
+ * NEEDS_SNAPSHOT (docs/SLOTS.md "Resuming a marked target"), for targets
+ * whose delivery setting on_needs_snapshot is "resync".
+ *
+ * st_resync_run, called from the store's main loop about once a second,
+ * takes every marked target of the current state document with that
+ * setting and, one by one:
+ *   1. notes the tenant's end P (st_db_tenant_end);
+ *   2. appends a backfill of every table ("*") to the tenant's
+ *      source.backfills and stores the document (st_state_put: a synced
+ *      write; a version conflict with a concurrent writer is retried on the
+ *      next run);
+ *   3. sets the target's offset to P (synced; clears the mark), the same
+ *      move as POST .../targets/{n}/resync.
+ * The backfill's read events are stored above P, so the target reads all of
+ * them. A crash between 2 and 3 leaves the mark: the next run requests
+ * another backfill (rows read twice, never not at all).
+ *
+ * One target is resynced automatically at most once per min_interval_ms: a
+ * target that falls behind again at once (its receiver still down) stays
+ * marked until then instead of backfilling the source's tables in a loop.
+ * The times are kept in memory only.
+ */
+#ifndef ST_RESYNC_H
+#define ST_RESYNC_H
+
+#include <stdint.h>
+
+#include "st_db.h"
+#include "st_state.h"
+
+#define ST_RESYNC_MIN_INTERVAL_MS (5 * 60 * 1000)
+
+typedef struct st_resync st_resync;
+
+int st_resync_new(st_resync **out, st_db *db, st_state *state, int64_t min_interval_ms, char *err,
+                  size_t errlen);
+void st_resync_free(st_resync *r);
+
+/* Returns how many targets it resynced. */
+int st_resync_run(st_resync *r);
+
+#endif
