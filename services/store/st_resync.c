@@ -112,8 +112,7 @@ static int resync_one(st_resync *r, const rs_target *m, char *err, size_t errlen
                      errlen) != WH_OK)
         goto out;
     st_offset prev, now;
-    if (st_db_set_offset(r->db, m->tenant, m->target, lsn, seq, &prev, &now, err, errlen) !=
-        WH_OK)
+    if (st_db_set_offset(r->db, m->tenant, m->target, lsn, seq, &prev, &now, err, errlen) != WH_OK)
         goto out;
     char pa[WH_LSN_STRLEN], pb[WH_LSN_STRLEN];
     wh_lsn_format(prev.lsn, pa, sizeof(pa));
@@ -139,8 +138,8 @@ int st_resync_run(st_resync *r)
     int64_t now = (int64_t)wh_now_ms();
     for (size_t i = 0; cur != NULL && i < r->nmarked; i++) {
         const rs_target *m = &r->marked[i];
-        const wh_state_target *g = wh_state_target_find(wh_state_tenant_find(cur, m->tenant),
-                                                        m->target);
+        const wh_state_target *g =
+            wh_state_target_find(wh_state_tenant_find(cur, m->tenant), m->target);
         if (g == NULL || strcmp(g->dl.on_needs_snapshot, "resync") != 0)
             continue;
         rs_target *d = done_find(r, m, 0);

@@ -58,6 +58,12 @@ static void test_paths_agree(void **state)
         }
     }
     assert_int_equal(st_crc32c_extend(0, buf, 4096), st_crc32c_extend_portable(0, buf, 4096));
+    /* around and past the three-chain rounds (3 x 512 bytes), continued */
+    for (size_t off = 0; off < 8; off += 3)
+        for (size_t n = 1500; n <= 4096; n++) {
+            uint32_t a = st_crc32c_extend(0x12345678u, buf + off, n);
+            assert_int_equal(a, st_crc32c_extend_portable(0x12345678u, buf + off, n));
+        }
     /* long second parts: every bit of the length used by the combine */
     size_t big = (size_t)3 << 20;
     unsigned char *m = malloc(big);
