@@ -403,9 +403,10 @@ int wh_state_target_remove(wh_state_tenant *t, const char *name)
     return WH_OK;
 }
 
-void wh_state_backfill_add(wh_state_tenant *t, const char *table, unsigned long *id)
+void wh_state_backfill_add(wh_state_tenant *t, const char *table, unsigned long floor,
+                           unsigned long *id)
 {
-    unsigned long last = 0;
+    unsigned long last = floor > 0 ? floor - 1 : 0;
     for (const char *p = t->backfills; *p;) {
         unsigned long n = strtoul(p, NULL, 10);
         if (n > last)

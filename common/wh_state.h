@@ -151,12 +151,16 @@ int wh_state_tenant_remove(wh_state *s, const char *name);
 int wh_state_target_remove(wh_state_tenant *t, const char *name);
 
 /* Appends a backfill request of `table` ("schema.table", or "*" for every
- * table of the publication) to t->backfills with the next id (one more than
- * the last listed), into *id; when the list is full the oldest requests go
- * (the ingestor has taken them long ago). table must be shorter than
- * WH_BACKFILL_TABLE_MAX. */
+ * table of the publication) to t->backfills with the id max(the last listed
+ * + 1, floor), into *id; when the list is full the oldest requests go (the
+ * ingestor has taken them long ago). Callers pass the state's version + 1
+ * as floor: versions never go back, so an id never comes back either, even
+ * after the list was emptied (a SIGHUP reload, a PUT of the document), and
+ * the ingestor, which skips ids it has done, never takes a new request for
+ * an old one. table is at most WH_BACKFILL_TABLE_MAX bytes. */
 #define WH_BACKFILL_TABLE_MAX 200
-void wh_state_backfill_add(wh_state_tenant *t, const char *table, unsigned long *id);
+void wh_state_backfill_add(wh_state_tenant *t, const char *table, unsigned long floor,
+                           unsigned long *id);
 
 /* The effective configuration of a daemon: base (file + env) with the
  * state's runtime settings, and the tenant's source when `tenant` is not

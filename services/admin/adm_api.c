@@ -2234,7 +2234,7 @@ static int m_backfill(ctx *c, write_op *op, wh_state *s)
         return fail(c->resp, 404, "tenant", "no tenant '%s'", c->tenant);
     const char *table = json_string_value(json_object_get(op->body, "table"));
     unsigned long id = 0;
-    wh_state_backfill_add(t, table, &id);
+    wh_state_backfill_add(t, table, (unsigned long)s->version + 1, &id);
     snprintf(op->start, sizeof(op->start), "%lu", id);
     return WH_OK;
 }

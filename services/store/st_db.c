@@ -2689,6 +2689,40 @@ int st_db_set_offset(st_db *db, const char *tenant, const char *consumer, uint64
     return rc;
 }
 
+int st_db_resync_offset(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
+                        uint32_t seq, st_offset *prev, char *err, size_t errlen)
+{
+    memset(prev, 0, sizeof(*prev));
+    st_off *o = off_find(db, tenant, consumer);
+    st_tenant *t;
+    if (o == NULL || db->read_only)
+        return 0;
+    if (ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return 0;
+    atomic_fetch_add(&db->moves, 1);
+    int rc = 0;
+    pthread_mutex_lock(&o->wmu);
+    off_val cur = off_read(o);
+    if (cur.state == ST_OFF_LIVE && o->needs_snapshot) {
+        off_val nv = {lsn, seq, cur.epoch + 1, ST_OFF_LIVE};
+        o->needs_snapshot = 0;
+        if (off_put_clean(db, o, o->ten->meta, &nv, 0, err, errlen) == WH_OK) {
+            off_write(o, nv);
+            *prev = (st_offset){cur.lsn, cur.seq, cur.epoch, 0};
+            rc = 1;
+        } else {
+            o->needs_snapshot = 1;
+            rc = WH_ERR;
+        }
+    }
+    pthread_mutex_unlock(&o->wmu);
+    atomic_fetch_add(&db->moves, 1);
+    ten_done(t);
+    return rc;
+}
+
 int st_db_drop_offset(st_db *db, const char *tenant, const char *consumer, st_offset *prev,
                       char *err, size_t errlen)
 {

@@ -406,6 +406,14 @@ int st_db_register(st_db *db, const char *tenant, const char *consumer, st_offse
 int st_db_set_offset(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
                      uint32_t seq, st_offset *prev, st_offset *now, char *err, size_t errlen);
 
+/* st_db_set_offset for st_resync: only when the consumer's offset is live
+ * and still marked NEEDS_SNAPSHOT (an operator or a commit since the scan
+ * wins), and never creating a tenant or an offset. Returns 1 when moved
+ * (*prev the offset before), 0 when not (no longer marked, dropped, no
+ * such tenant), WH_ERR when the write failed. */
+int st_db_resync_offset(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
+                        uint32_t seq, st_offset *prev, char *err, size_t errlen);
+
 /* Deletes the stored offset (no longer holds GC back) and leaves a
  * tombstone with the epoch bumped. Dropping an unknown consumer is WH_OK. */
 int st_db_drop_offset(st_db *db, const char *tenant, const char *consumer, st_offset *prev,

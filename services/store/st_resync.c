@@ -9,20 +9,27 @@
 #include "wh_state.h"
 #include "wh_util.h"
 
+#define RS_MAX_INTERVAL_MS (60LL * 60 * 1000)
+
+/* What the store remembers of one target (memory only). */
 typedef struct rs_target {
     char tenant[WH_NAME_MAX];
     char target[WH_NAME_MAX];
-    int64_t last_ms; /* the last automatic resync (monotonic ms) */
+    int64_t last_ms;     /* the last automatic resync (monotonic ms), 0 = none */
+    int64_t interval_ms; /* the wait after it; doubles while it is marked again soon */
+    int pending;         /* its backfill is requested, its offset not moved yet */
+    uint64_t p_lsn;      /* ... to here */
+    uint32_t p_seq;
+    int warned; /* a failure was logged; cleared by a success */
+    int due;    /* this run: marked, set to resync, its wait over */
 } rs_target;
 
 struct st_resync {
     st_db *db;
     st_state *state;
     int64_t min_interval_ms;
-    rs_target *done; /* targets resynced so far */
-    size_t ndone, capdone;
-    rs_target *marked; /* this run's marked targets */
-    size_t nmarked, capmarked;
+    rs_target *t;
+    size_t n, cap;
 };
 
 int st_resync_new(st_resync **out, st_db *db, st_state *state, int64_t min_interval_ms, char *err,
@@ -41,125 +48,188 @@ void st_resync_free(st_resync *r)
 {
     if (r == NULL)
         return;
-    free(r->done);
-    free(r->marked);
+    free(r->t);
     free(r);
 }
 
-/* Under the offsets' read lock: only copies the names. */
+static rs_target *find(st_resync *r, const char *tenant, const char *target)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (strcmp(r->t[i].tenant, tenant) == 0 && strcmp(r->t[i].target, target) == 0)
+            return &r->t[i];
+    return NULL;
+}
+
+/* Under the offsets' read lock: only notes the names. */
 static void collect(void *arg, const char *tenant, const char *consumer, int64_t since_ms,
                     const char *reason)
 {
     WH_UNUSED(since_ms);
     WH_UNUSED(reason);
     st_resync *r = arg;
-    if (wh_grow(&r->marked, r->nmarked + 1, &r->capmarked, sizeof(*r->marked), 8) != WH_OK)
-        return; /* out of memory: the next run sees it again */
-    rs_target *m = &r->marked[r->nmarked++];
-    memset(m, 0, sizeof(*m));
-    wh_strlcpy(m->tenant, tenant, sizeof(m->tenant));
-    wh_strlcpy(m->target, consumer, sizeof(m->target));
+    rs_target *e = find(r, tenant, consumer);
+    if (e == NULL) {
+        if (wh_grow(&r->t, r->n + 1, &r->cap, sizeof(*r->t), 8) != WH_OK)
+            return; /* out of memory: the next run sees it again */
+        e = &r->t[r->n++];
+        memset(e, 0, sizeof(*e));
+        wh_strlcpy(e->tenant, tenant, sizeof(e->tenant));
+        wh_strlcpy(e->target, consumer, sizeof(e->target));
+    }
+    e->due = 1;
 }
 
-static rs_target *done_find(st_resync *r, const rs_target *m, int add)
+static int wants_resync(const wh_state *s, const rs_target *e)
 {
-    for (size_t i = 0; i < r->ndone; i++)
-        if (strcmp(r->done[i].tenant, m->tenant) == 0 && strcmp(r->done[i].target, m->target) == 0)
-            return &r->done[i];
-    if (!add || wh_grow(&r->done, r->ndone + 1, &r->capdone, sizeof(*r->done), 8) != WH_OK)
-        return NULL;
-    r->done[r->ndone] = *m;
-    return &r->done[r->ndone++];
+    const wh_state_target *g = wh_state_target_find(wh_state_tenant_find(s, e->tenant), e->target);
+    return g != NULL && strcmp(g->dl.on_needs_snapshot, "resync") == 0;
 }
 
-/* Steps 1-3 of st_resync.h for one target. */
-static int resync_one(st_resync *r, const rs_target *m, char *err, size_t errlen)
+static void fail_once(rs_target *e, const char *what, const char *err)
 {
+    if (!e->warned)
+        wh_warn("target %s/%s: automatic resync: %s (tried again each second, logged once): %s",
+                e->tenant, e->target, what, err);
+    e->warned = 1;
+}
+
+/* Step 3 of st_resync.h for one target whose backfill is requested. */
+static int move_offset(st_resync *r, rs_target *e)
+{
+    char err[WH_ERRLEN];
+    st_offset prev;
+    int rc = st_db_resync_offset(r->db, e->tenant, e->target, e->p_lsn, e->p_seq, &prev, err,
+                                 sizeof(err));
+    if (rc == WH_ERR) {
+        fail_once(e, "setting the offset", err);
+        return 0;
+    }
+    e->pending = 0;
+    e->warned = 0;
+    if (rc == 0) {
+        wh_info("target %s/%s: automatic resync: no longer marked, its offset stays", e->tenant,
+                e->target);
+        return 0;
+    }
+    char a[WH_LSN_STRLEN], b[WH_LSN_STRLEN];
+    wh_lsn_format(prev.lsn, a, sizeof(a));
+    wh_lsn_format(e->p_lsn, b, sizeof(b));
+    wh_info("target %s/%s: automatic resync (on_needs_snapshot = resync): offset %s:%u -> %s:%u "
+            "(the end before the backfill); next automatic resync of it not before %" PRId64 " s",
+            e->tenant, e->target, a, prev.seq, b, e->p_seq, e->interval_ms / 1000);
+    return 1;
+}
+
+/* Steps 1 and 2 of st_resync.h for the due targets of tenant: one backfill
+ * of every table for all of them. */
+static void request_backfill(st_resync *r, const char *tenant, int64_t now)
+{
+    char err[WH_ERRLEN] = "";
+    const char *what = "noting the tenant's end";
     uint64_t lsn = 0;
     uint32_t seq = 0;
-    wh_state *s = NULL;
+    wh_state *s = NULL, *cur = NULL;
     wh_buf doc;
     wh_buf_init(&doc, 0);
-    int rc = WH_ERR;
-    if (st_db_tenant_end(r->db, m->tenant, &lsn, &seq, err, errlen) != WH_OK)
+    int ok = 0;
+    if (st_db_tenant_end(r->db, tenant, &lsn, &seq, err, sizeof(err)) != WH_OK)
         goto out;
-    wh_state *cur = st_state_current(r->state);
-    if (cur == NULL) {
-        wh_seterr(err, errlen, "the state document does not parse");
+    /* the mark again, after noting the end: one cleared since the scan
+     * (an operator, a set offset) is left alone */
+    int n = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        rs_target *e = &r->t[i];
+        if (e->due && strcmp(e->tenant, tenant) == 0 &&
+            !st_db_needs_snapshot(r->db, e->tenant, e->target))
+            e->due = 0;
+        n += e->due && strcmp(e->tenant, tenant) == 0;
+    }
+    if (n == 0) {
+        ok = 1;
         goto out;
     }
-    int ok = wh_state_clone(&s, cur);
-    wh_state_unref(cur);
-    if (ok != WH_OK) {
-        wh_seterr(err, errlen, "out of memory");
+    what = "storing the backfill request";
+    cur = st_state_current(r->state);
+    if (cur == NULL || wh_state_clone(&s, cur) != WH_OK) {
+        wh_strlcpy(err, cur == NULL ? "the state document does not parse" : "out of memory",
+                   sizeof(err));
         goto out;
     }
-    wh_state_tenant *t = (wh_state_tenant *)wh_state_tenant_find(s, m->tenant);
-    const wh_state_target *g = wh_state_target_find(t, m->target);
-    if (g == NULL || strcmp(g->dl.on_needs_snapshot, "resync") != 0) {
-        rc = WH_OK; /* removed, or set back to wait, since the run began */
+    wh_state_tenant *t = (wh_state_tenant *)wh_state_tenant_find(s, tenant);
+    if (t == NULL) {
+        ok = 1; /* removed since the scan */
         goto out;
     }
     unsigned long id = 0;
-    wh_state_backfill_add(t, "*", &id);
+    wh_state_backfill_add(t, "*", (unsigned long)s->version + 1, &id);
     uint64_t version = 0;
     int status = 0;
     if (wh_state_render(s, &doc, 0) != WH_OK) {
-        wh_seterr(err, errlen, "cannot render the state document");
+        wh_strlcpy(err, "cannot render the state document", sizeof(err));
         goto out;
     }
     if (st_state_put(r->state, s->version, doc.data, doc.len, "resync", &version, &status, err,
-                     errlen) != WH_OK)
+                     sizeof(err)) != WH_OK)
         goto out;
-    st_offset prev, now;
-    if (st_db_set_offset(r->db, m->tenant, m->target, lsn, seq, &prev, &now, err, errlen) != WH_OK)
-        goto out;
-    char pa[WH_LSN_STRLEN], pb[WH_LSN_STRLEN];
-    wh_lsn_format(prev.lsn, pa, sizeof(pa));
-    wh_lsn_format(lsn, pb, sizeof(pb));
-    wh_info("target %s/%s: automatic resync (on_needs_snapshot = resync): offset %s:%u -> %s:%u "
-            "(the end), backfill bf-%lu of every table (state version %" PRIu64 ")",
-            m->tenant, m->target, pa, prev.seq, pb, seq, id, version);
-    rc = 1;
+    ok = 1;
+    wh_info("tenant %s: automatic resync of %d target(s) marked NEEDS_SNAPSHOT: backfill bf-%lu "
+            "of every table requested (state version %" PRIu64 ")",
+            tenant, n, id, version);
+    for (size_t i = 0; i < r->n; i++) {
+        rs_target *e = &r->t[i];
+        if (!e->due || strcmp(e->tenant, tenant) != 0)
+            continue;
+        e->due = 0;
+        /* the wait doubles while a target is marked again soon after its
+         * last resync (its receiver still down), up to an hour */
+        if (e->interval_ms == 0 || now - e->last_ms > 4 * e->interval_ms)
+            e->interval_ms = r->min_interval_ms;
+        else if (e->interval_ms < RS_MAX_INTERVAL_MS)
+            e->interval_ms *= 2;
+        e->last_ms = now;
+        e->pending = 1;
+        e->p_lsn = lsn;
+        e->p_seq = seq;
+    }
 out:
+    if (!ok)
+        for (size_t i = 0; i < r->n; i++)
+            if (r->t[i].due && strcmp(r->t[i].tenant, tenant) == 0) {
+                fail_once(&r->t[i], what, err);
+                r->t[i].due = 0;
+            }
+    wh_state_unref(cur);
     wh_state_unref(s);
     wh_buf_free(&doc);
-    return rc;
 }
 
 int st_resync_run(st_resync *r)
 {
-    r->nmarked = 0;
+    for (size_t i = 0; i < r->n; i++)
+        r->t[i].due = 0;
     st_db_needs_snapshot_each(r->db, collect, r);
-    if (r->nmarked == 0)
-        return 0;
     wh_state *cur = st_state_current(r->state);
-    int n = 0;
+    if (cur == NULL)
+        return 0;
     int64_t now = (int64_t)wh_now_ms();
-    for (size_t i = 0; cur != NULL && i < r->nmarked; i++) {
-        const rs_target *m = &r->marked[i];
-        const wh_state_target *g =
-            wh_state_target_find(wh_state_tenant_find(cur, m->tenant), m->target);
-        if (g == NULL || strcmp(g->dl.on_needs_snapshot, "resync") != 0)
-            continue;
-        rs_target *d = done_find(r, m, 0);
-        if (d != NULL && now - d->last_ms < r->min_interval_ms)
-            continue;
-        char err[WH_ERRLEN];
-        int rc = resync_one(r, m, err, sizeof(err));
-        if (rc == WH_ERR) {
-            wh_warn("target %s/%s: automatic resync failed (tried again in a second): %s",
-                    m->tenant, m->target, err);
-            continue;
-        }
-        if (rc == 1) {
-            n++;
-            if (d == NULL)
-                d = done_find(r, m, 1);
-            if (d != NULL)
-                d->last_ms = now;
-        }
+    /* forget targets no longer set to resync (removed ones included) */
+    size_t k = 0;
+    for (size_t i = 0; i < r->n; i++)
+        if (wants_resync(cur, &r->t[i]))
+            r->t[k++] = r->t[i];
+    r->n = k;
+    for (size_t i = 0; i < r->n; i++) {
+        rs_target *e = &r->t[i];
+        if (e->due && (e->pending || (e->last_ms != 0 && now - e->last_ms < e->interval_ms)))
+            e->due = 0;
     }
     wh_state_unref(cur);
-    return n;
+    for (size_t i = 0; i < r->n; i++)
+        if (r->t[i].due)
+            request_backfill(r, r->t[i].tenant, now);
+    int moved = 0;
+    for (size_t i = 0; i < r->n; i++)
+        if (r->t[i].pending)
+            moved += move_offset(r, &r->t[i]);
+    return moved;
 }

@@ -1,25 +1,27 @@
 /* st_resync: the automatic resync of targets that the store marks
- * NEEDS_SNAPSHOT (docs/SLOTS.md "Resuming a marked target"), for targets
- * whose delivery setting on_needs_snapshot is "resync".
+ * NEEDS_SNAPSHOT (docs/SLOTS.md "force_resync and NEEDS_SNAPSHOT"), for
+ * targets whose delivery setting on_needs_snapshot is "resync".
  *
  * st_resync_run, called from the store's main loop about once a second,
  * takes every marked target of the current state document with that
- * setting and, one by one:
- *   1. notes the tenant's end P (st_db_tenant_end);
- *   2. appends a backfill of every table ("*") to the tenant's
+ * setting whose wait is over and, per tenant:
+ *   1. notes the tenant's end P (st_db_tenant_end) and checks that each is
+ *      still marked;
+ *   2. appends one backfill of every table ("*") to the tenant's
  *      source.backfills and stores the document (st_state_put: a synced
- *      write; a version conflict with a concurrent writer is retried on the
- *      next run);
- *   3. sets the target's offset to P (synced; clears the mark), the same
- *      move as POST .../targets/{n}/resync.
+ *      write; a failure, e.g. a version conflict with a concurrent writer,
+ *      is retried on the next run);
+ *   3. sets each target's offset to P if it is still marked
+ *      (st_db_resync_offset, synced; clears the mark). A failure here is
+ *      retried each run without another backfill.
  * The backfill's read events are stored above P, so the target reads all of
  * them. A crash between 2 and 3 leaves the mark: the next run requests
  * another backfill (rows read twice, never not at all).
  *
- * One target is resynced automatically at most once per min_interval_ms: a
- * target that falls behind again at once (its receiver still down) stays
- * marked until then instead of backfilling the source's tables in a loop.
- * The times are kept in memory only.
+ * After a resync a target waits min_interval_ms before the next one; the
+ * wait doubles (up to an hour) while it is marked again within four waits
+ * (its receiver still down), so a dead target does not make the source's
+ * tables be read in a tight loop. The waits are kept in memory only.
  */
 #ifndef ST_RESYNC_H
 #define ST_RESYNC_H

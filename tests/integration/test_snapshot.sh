@@ -366,12 +366,13 @@ pg_psql -q -f "$WH_TMP/bflive.sql" >/dev/null 2>&1 &
 LIVE=$!
 code=$(post "$API" '{"table": "public.bf"}')
 [ "$code" = 202 ] || wh_fail "backfill request: HTTP $code ($(cat "$WH_TMP/post.out"))"
-grep -q '"id": *"bf-1"' "$WH_TMP/post.out" || wh_fail "backfill reply: $(cat "$WH_TMP/post.out")"
+BFID=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$WH_TMP/post.out")
+[[ "$BFID" =~ ^bf-[0-9]+$ ]] || wh_fail "backfill reply: $(cat "$WH_TMP/post.out")"
 bf_done() {
     curl -fsS -H "$AUTH" "$API" 2>/dev/null | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
-sys.exit(0 if any(j["id"] == "bf-1" and j["state"] == "done" for j in d["jobs"] or []) else 1)'
+sys.exit(0 if any(j["id"] == sys.argv[1] and j["state"] == "done" for j in d["jobs"] or []) else 1)' "$BFID"
 }
 wh_wait_until 120 bf_done || wh_fail "the backfill never finished: $(curl -sS -H "$AUTH" "$API")"
 wait "$LIVE" || wh_fail "the live changes on bf failed"

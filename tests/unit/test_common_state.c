@@ -389,27 +389,34 @@ static void test_backfill_add(void **state)
     wh_state_tenant t;
     memset(&t, 0, sizeof(t));
     unsigned long id = 0;
-    wh_state_backfill_add(&t, "public.a", &id);
+    wh_state_backfill_add(&t, "public.a", 0, &id);
     assert_int_equal(id, 1);
     assert_string_equal(t.backfills, "1:public.a");
-    wh_state_backfill_add(&t, "*", &id);
+    wh_state_backfill_add(&t, "*", 0, &id);
     assert_int_equal(id, 2);
     assert_string_equal(t.backfills, "1:public.a;2:*");
     wh_strlcpy(t.backfills, "7:x;3:y", sizeof(t.backfills));
-    wh_state_backfill_add(&t, "z", &id);
+    wh_state_backfill_add(&t, "z", 5, &id);
     assert_int_equal(id, 8);
     assert_string_equal(t.backfills, "7:x;3:y;8:z");
+    /* the floor wins over the list (emptied by a reload: no id comes back) */
+    t.backfills[0] = '\0';
+    wh_state_backfill_add(&t, "z", 12, &id);
+    assert_int_equal(id, 12);
+    assert_string_equal(t.backfills, "12:z");
+    wh_state_backfill_add(&t, "z", 3, &id);
+    assert_int_equal(id, 13);
     char table[WH_BACKFILL_TABLE_MAX];
     memset(table, 'q', sizeof(table) - 1);
     table[sizeof(table) - 1] = '\0';
     for (int i = 0; i < 40; i++)
-        wh_state_backfill_add(&t, table, &id);
-    assert_int_equal(id, 48);
+        wh_state_backfill_add(&t, table, 0, &id);
+    assert_int_equal(id, 53);
     assert_true(strlen(t.backfills) < sizeof(t.backfills));
-    assert_null(strstr(t.backfills, "8:z")); /* the oldest went */
+    assert_null(strstr(t.backfills, "12:z")); /* the oldest went */
     const char *last = strrchr(t.backfills, ';');
     assert_non_null(last);
-    assert_int_equal(strncmp(last + 1, "48:qq", 5), 0);
+    assert_int_equal(strncmp(last + 1, "53:qq", 5), 0);
 }
 
 static void test_edit(void **state)

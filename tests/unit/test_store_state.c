@@ -740,7 +740,7 @@ static void test_auto_resync(void **state)
     uint32_t seq = 0;
     assert_int_equal(st_db_get_offset(f->db, "default", "a", &lsn, &seq, err, sizeof(err)), WH_OK);
     assert_true(lsn == 0x200 && seq == 1);
-    backfills_are(f, "1:*");
+    backfills_are(f, "3:*"); /* the id: the state's version (2) + 1 */
     /* marked again at once: it waits for the minimum interval */
     append(f, "default", 0x300, 1, 0);
     assert_int_equal(
@@ -748,12 +748,28 @@ static void test_auto_resync(void **state)
     assert_int_equal(st_resync_run(rs), 0);
     assert_int_equal(st_db_needs_snapshot(f->db, "default", "a"), 1);
     st_resync_free(rs);
-    /* no minimum interval: resynced again, a second backfill */
+    /* no minimum interval, both set to resync: resynced together, with one
+     * more backfill */
+    set_on_needs_snapshot(f, "b", "resync");
     assert_int_equal(st_resync_new(&rs, f->db, f->st, 0, err, sizeof(err)), WH_OK);
-    assert_int_equal(st_resync_run(rs), 1);
+    assert_int_equal(st_resync_run(rs), 2);
     assert_int_equal(st_db_get_offset(f->db, "default", "a", &lsn, &seq, err, sizeof(err)), WH_OK);
     assert_true(lsn == 0x300 && seq == 0);
-    backfills_are(f, "1:*;2:*");
+    assert_int_equal(st_db_get_offset(f->db, "default", "b", &lsn, &seq, err, sizeof(err)), WH_OK);
+    assert_true(lsn == 0x300 && seq == 0);
+    assert_int_equal(st_db_needs_snapshot(f->db, "default", "b"), 0);
+    backfills_are(f, "3:*;5:*");
+    /* nothing marked: nothing done */
+    assert_int_equal(st_resync_run(rs), 0);
+    backfills_are(f, "3:*;5:*");
+    /* st_db_resync_offset moves only a marked offset */
+    st_offset prev;
+    assert_int_equal(st_db_resync_offset(f->db, "default", "a", 0x100, 0, &prev, err, sizeof(err)),
+                     0);
+    assert_int_equal(st_db_get_offset(f->db, "default", "a", &lsn, &seq, err, sizeof(err)), WH_OK);
+    assert_true(lsn == 0x300 && seq == 0);
+    assert_int_equal(st_db_resync_offset(f->db, "nosuch", "a", 0x100, 0, &prev, err, sizeof(err)),
+                     0);
     st_resync_free(rs);
 }
 
