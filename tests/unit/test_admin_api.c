@@ -172,7 +172,8 @@ static void test_tenants_and_redaction(void **state)
 }
 
 /* POST/GET /v1/tenants/{t}/backfill: bodies checked, requests kept in the
- * tenant's source.backfills with increasing ids (no source check and no
+ * tenant's source.backfills with increasing ids, at least the state
+ * version + 1 (no source check and no
  * progress without those backends). */
 static void test_backfill(void **state)
 {
@@ -195,15 +196,15 @@ static void test_backfill(void **state)
         call(f, "POST", "/v1/tenants/nope/backfill", ADMIN_TOK, NULL, "{\"table\":\"public.t\"}"),
         404);
     assert_int_equal(call(f, "POST", path, ADMIN_TOK, NULL, "{\"table\":\"public.t\"}"), 202);
-    assert_non_null(strstr(body(f), "\"id\":\"bf-1\""));
-    assert_int_equal(call(f, "POST", path, ADMIN_TOK, NULL, "{\"table\":\"s.u\"}"), 202);
     assert_non_null(strstr(body(f), "\"id\":\"bf-2\""));
+    assert_int_equal(call(f, "POST", path, ADMIN_TOK, NULL, "{\"table\":\"s.u\"}"), 202);
+    assert_non_null(strstr(body(f), "\"id\":\"bf-3\""));
     assert_int_equal(call(f, "GET", path, READ_TOK, NULL, NULL), 200);
-    assert_non_null(strstr(body(f), "{\"id\":\"bf-1\",\"table\":\"public.t\"}"));
-    assert_non_null(strstr(body(f), "{\"id\":\"bf-2\",\"table\":\"s.u\"}"));
+    assert_non_null(strstr(body(f), "{\"id\":\"bf-2\",\"table\":\"public.t\"}"));
+    assert_non_null(strstr(body(f), "{\"id\":\"bf-3\",\"table\":\"s.u\"}"));
     assert_non_null(strstr(body(f), "\"jobs\":null"));
     assert_int_equal(call(f, "GET", "/v1/tenants/default", READ_TOK, NULL, NULL), 200);
-    assert_non_null(strstr(body(f), "\"backfills\":\"1:public.t;2:s.u\""));
+    assert_non_null(strstr(body(f), "\"backfills\":\"2:public.t;3:s.u\""));
     /* full: the oldest requests go, the ids go on */
     char b[300];
     char longname[200];
@@ -213,10 +214,10 @@ static void test_backfill(void **state)
     snprintf(b, sizeof(b), "{\"table\":\"%s\"}", longname);
     for (int i = 0; i < 12; i++)
         assert_int_equal(call(f, "POST", path, ADMIN_TOK, NULL, b), 202);
-    assert_non_null(strstr(body(f), "\"id\":\"bf-14\""));
+    assert_non_null(strstr(body(f), "\"id\":\"bf-15\""));
     assert_int_equal(call(f, "GET", path, READ_TOK, NULL, NULL), 200);
-    assert_null(strstr(body(f), "\"bf-1\""));
-    assert_non_null(strstr(body(f), "\"bf-14\""));
+    assert_null(strstr(body(f), "\"bf-2\""));
+    assert_non_null(strstr(body(f), "\"bf-15\""));
 }
 
 static void test_targets(void **state)
