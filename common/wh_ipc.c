@@ -1,6 +1,7 @@
 /* wh_ipc: NNG req/rep transport for Walhook__Request / Walhook__Reply. */
 #include "wh_ipc.h"
 #include "wh_notify.h"
+#include "wh_pbfast.h"
 #include "wh_uds.h"
 #include "wh_util.h"
 
@@ -434,11 +435,30 @@ static int serve_call(wh_server *s, const Walhook__Request *req, size_t inlen, W
     return 1;
 }
 
+/* A request: an Append of the plain form decoded in place (wh_pbfast: its
+ * events' bytes stay in `in`, which must outlive it; *fast = 1), anything
+ * else by protobuf-c (copies; NULL when malformed). */
+static Walhook__Request *req_unpack(const uint8_t *in, size_t inlen, int *fast)
+{
+    Walhook__Request *req = NULL;
+    *fast = wh_pbfast_append(in, inlen, &req) == WH_OK;
+    return *fast ? req : walhook__request__unpack(NULL, inlen, in);
+}
+
+static void req_free(Walhook__Request *req, int fast)
+{
+    if (fast)
+        free(req);
+    else if (req != NULL)
+        walhook__request__free_unpacked(req, NULL);
+}
+
 /* A request on a direct connection (wh_uds_fn): its reply into out. */
 static int serve_direct(void *arg, const uint8_t *in, size_t inlen, wh_buf *out)
 {
     wh_server *s = arg;
-    Walhook__Request *req = walhook__request__unpack(NULL, inlen, in);
+    int fast;
+    Walhook__Request *req = req_unpack(in, inlen, &fast);
     Walhook__Reply rep = WALHOOK__REPLY__INIT;
     void *cookie = NULL;
     int called = serve_call(s, req, inlen, &rep, &cookie);
@@ -448,8 +468,7 @@ static int serve_direct(void *arg, const uint8_t *in, size_t inlen, wh_buf *out)
         out->len = walhook__reply__pack(&rep, (uint8_t *)out->data);
     if (called && s->done != NULL)
         s->done(s->arg, &rep, cookie);
-    if (req != NULL)
-        walhook__request__free_unpacked(req, NULL);
+    req_free(req, fast);
     return rc;
 }
 
@@ -476,10 +495,15 @@ static void *server_worker(void *p)
         nng_msg *in = nng_aio_get_msg(aio);
         nng_aio_set_msg(aio, NULL);
         size_t inlen = nng_msg_len(in);
-        Walhook__Request *req = walhook__request__unpack(NULL, inlen, nng_msg_body(in));
-        /* unpack copied every field: free the raw bytes before the handler
-         * runs, so a large batch is not held twice */
-        nng_msg_free(in);
+        int fast;
+        Walhook__Request *req = req_unpack(nng_msg_body(in), inlen, &fast);
+        /* protobuf-c copied every field: free the raw bytes before the
+         * handler runs, so a large batch is not held twice (a fast-path
+         * Append points into them: freed after its handler) */
+        if (!fast) {
+            nng_msg_free(in);
+            in = NULL;
+        }
         Walhook__Reply rep = WALHOOK__REPLY__INIT;
         void *cookie = NULL;
         int called = serve_call(s, req, inlen, &rep, &cookie);
@@ -489,8 +513,9 @@ static void *server_worker(void *p)
             walhook__reply__pack(&rep, nng_msg_body(out));
         if (called && s->done != NULL)
             s->done(s->arg, &rep, cookie);
-        if (req != NULL)
-            walhook__request__free_unpacked(req, NULL);
+        req_free(req, fast);
+        if (in != NULL)
+            nng_msg_free(in);
         if (out == NULL)
             continue;
         /* Stopping: no new send races with the teardown. The client resends

@@ -1,0 +1,214 @@
+/* wh_pbfast: see wh_pbfast.h. */
+#include "wh_pbfast.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "wh_util.h"
+
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2 };
+
+typedef struct pb_rd {
+    const uint8_t *p, *end;
+} pb_rd;
+
+/* A varint of at most 10 bytes whose last byte fits (protobuf-c's rule). */
+static int rd_varint(pb_rd *r, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < 10; i++) {
+        if (r->p >= r->end)
+            return WH_ERR;
+        uint8_t b = *r->p++;
+        if (i == 9 && b > 1)
+            return WH_ERR;
+        x |= (uint64_t)(b & 0x7f) << (7 * i);
+        if ((b & 0x80) == 0) {
+            *v = x;
+            return WH_OK;
+        }
+    }
+    return WH_ERR;
+}
+
+/* A field's tag: number and wire type. */
+static int rd_tag(pb_rd *r, uint32_t *num, int *wt)
+{
+    uint64_t t;
+    if (rd_varint(r, &t) != WH_OK || t > UINT32_MAX || (t >> 3) == 0)
+        return WH_ERR;
+    *num = (uint32_t)(t >> 3);
+    *wt = (int)(t & 7);
+    return WH_OK;
+}
+
+static int rd_len(pb_rd *r, const uint8_t **data, size_t *n)
+{
+    uint64_t l;
+    if (rd_varint(r, &l) != WH_OK || l > (uint64_t)(r->end - r->p))
+        return WH_ERR;
+    *data = r->p;
+    *n = (size_t)l;
+    r->p += l;
+    return WH_OK;
+}
+
+static int rd_u32(pb_rd *r, uint32_t *v)
+{
+    uint64_t x;
+    if (rd_varint(r, &x) != WH_OK || x > UINT32_MAX)
+        return WH_ERR;
+    *v = (uint32_t)x;
+    return WH_OK;
+}
+
+/* Each field once: bit n of *seen. */
+static int once(uint64_t *seen, uint32_t num)
+{
+    uint64_t bit = (uint64_t)1 << (num & 63);
+    if (*seen & bit)
+        return WH_ERR;
+    *seen |= bit;
+    return WH_OK;
+}
+
+static int event_parse(const uint8_t *p, size_t n, Walhook__Event *e)
+{
+    pb_rd r = {p, p + n};
+    uint64_t seen = 0, v;
+    while (r.p < r.end) {
+        uint32_t num;
+        int wt;
+        if (rd_tag(&r, &num, &wt) != WH_OK || num > 5 || once(&seen, num) != WH_OK)
+            return WH_ERR;
+        if (num == 4) {
+            const uint8_t *d;
+            size_t l;
+            if (wt != WT_LEN || rd_len(&r, &d, &l) != WH_OK)
+                return WH_ERR;
+            e->json.len = l;
+            e->json.data = l ? (uint8_t *)d : NULL;
+            continue;
+        }
+        if (wt != WT_VARINT)
+            return WH_ERR;
+        if (num == 1) {
+            if (rd_varint(&r, &e->commit_lsn) != WH_OK)
+                return WH_ERR;
+        } else if (num == 3) {
+            if (rd_varint(&r, &v) != WH_OK)
+                return WH_ERR;
+            e->commit_ts_us = (int64_t)v;
+        } else if (rd_u32(&r, num == 2 ? &e->seq : &e->subxid) != WH_OK) {
+            return WH_ERR;
+        }
+    }
+    return WH_OK;
+}
+
+/* The AppendBatch's fields; events counted only (events_at: NULL), or
+ * parsed into events_at[0..]. */
+static int batch_parse(const uint8_t *p, size_t n, Walhook__AppendBatch *a, size_t *nev,
+                       const uint8_t **tenant, size_t *tlen, Walhook__Event *events_at)
+{
+    pb_rd r = {p, p + n};
+    uint64_t seen = 0;
+    size_t k = 0;
+    while (r.p < r.end) {
+        uint32_t num;
+        int wt;
+        const uint8_t *d;
+        size_t l;
+        if (rd_tag(&r, &num, &wt) != WH_OK)
+            return WH_ERR;
+        switch (num) {
+        case 1:  /* tenant */
+        case 2:  /* events */
+        case 20: /* snapshot_progress */
+            if (wt != WT_LEN || (num != 2 && once(&seen, num) != WH_OK) ||
+                rd_len(&r, &d, &l) != WH_OK)
+                return WH_ERR;
+            if (num == 1) {
+                *tenant = d;
+                *tlen = l;
+            } else if (num == 20) {
+                a->snapshot_progress.len = l;
+                a->snapshot_progress.data = l ? (uint8_t *)d : NULL;
+            } else if (events_at != NULL) {
+                Walhook__Event *e = &events_at[k];
+                *e = (Walhook__Event)WALHOOK__EVENT__INIT;
+                if (event_parse(d, l, e) != WH_OK)
+                    return WH_ERR;
+                a->events[k++] = e;
+            } else {
+                k++;
+            }
+            break;
+        case 3:  /* ack_lsn */
+        case 4:  /* batch_id */
+        case 32: /* toast_serial */
+            if (wt != WT_VARINT || once(&seen, num) != WH_OK ||
+                rd_varint(&r, num == 3 ? &a->ack_lsn
+                                       : num == 4 ? &a->batch_id : &a->toast_serial) != WH_OK)
+                return WH_ERR;
+            break;
+        case 31: /* toast_sender, fixed64 */
+            if (wt != WT_I64 || once(&seen, num) != WH_OK || r.end - r.p < 8)
+                return WH_ERR;
+            a->toast_sender = 0;
+            for (int i = 7; i >= 0; i--)
+                a->toast_sender = a->toast_sender << 8 | r.p[i];
+            r.p += 8;
+            break;
+        default:
+            return WH_ERR;
+        }
+    }
+    *nev = k;
+    return WH_OK;
+}
+
+int wh_pbfast_append(const uint8_t *buf, size_t len, Walhook__Request **out)
+{
+    *out = NULL;
+    pb_rd r = {buf, buf + len};
+    uint32_t num;
+    int wt;
+    const uint8_t *body;
+    size_t blen;
+    if (buf == NULL || rd_tag(&r, &num, &wt) != WH_OK || num != 1 || wt != WT_LEN ||
+        rd_len(&r, &body, &blen) != WH_OK || r.p != r.end)
+        return WH_ERR;
+    /* first pass: count the events and check every field */
+    Walhook__AppendBatch probe = WALHOOK__APPEND_BATCH__INIT;
+    size_t nev = 0, tlen = 0;
+    const uint8_t *tenant = NULL;
+    if (batch_parse(body, blen, &probe, &nev, &tenant, &tlen, NULL) != WH_OK)
+        return WH_ERR;
+    size_t need = sizeof(Walhook__Request) + sizeof(Walhook__AppendBatch) +
+                  nev * (sizeof(Walhook__Event *) + sizeof(Walhook__Event)) + tlen + 1;
+    char *m = malloc(need);
+    if (m == NULL)
+        return WH_ERR;
+    Walhook__Request *req = (Walhook__Request *)m;
+    Walhook__AppendBatch *a = (Walhook__AppendBatch *)(req + 1);
+    Walhook__Event **ptrs = (Walhook__Event **)(a + 1);
+    Walhook__Event *ev = (Walhook__Event *)(ptrs + nev);
+    char *t = (char *)(ev + nev);
+    *req = (Walhook__Request)WALHOOK__REQUEST__INIT;
+    *a = (Walhook__AppendBatch)WALHOOK__APPEND_BATCH__INIT;
+    a->events = nev ? ptrs : NULL;
+    if (batch_parse(body, blen, a, &nev, &tenant, &tlen, ev) != WH_OK) {
+        free(m);
+        return WH_ERR;
+    }
+    a->n_events = nev;
+    if (tlen)
+        memcpy(t, tenant, tlen);
+    t[tlen] = '\0';
+    a->tenant = t;
+    req->body_case = WALHOOK__REQUEST__BODY_APPEND;
+    req->append = a;
+    *out = req;
+    return WH_OK;
+}

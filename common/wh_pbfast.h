@@ -1,0 +1,32 @@
+/* wh_pbfast: the store's Append request decoded without copying its events.
+ *
+ * protobuf-c's unpack copies every bytes field into memory of its own: for
+ * the one request that carries event bytes in bulk (Request.append) that is
+ * a malloc and a copy of every event's json, then a free, in the store's
+ * hot path. wh_pbfast_append decodes the plain form of that request (the
+ * one the ingestor's ing_batch_encode writes) into one allocation whose
+ * events' json (and snapshot_progress) point into the input buffer.
+ *
+ * It accepts only a Request whose one field is `append`, whose AppendBatch
+ * has no field but tenant, events, ack_lsn, batch_id, snapshot_progress,
+ * toast_sender and toast_serial, each at most once (events repeated), with
+ * Events of commit_lsn, seq, commit_ts_us, json and subxid, each at most
+ * once, every 32-bit value within 32 bits. Anything else, malformed input
+ * included, returns WH_ERR and the caller unpacks with protobuf-c (which
+ * refuses what is malformed). For every input it accepts the result equals
+ * walhook__request__unpack's (test_common_pbfast, fuzz_pbfast).
+ *
+ * *out is freed with free() (never walhook__request__free_unpacked) and is
+ * valid while buf is.
+ */
+#ifndef WH_PBFAST_H
+#define WH_PBFAST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "walhook.pb-c.h"
+
+int wh_pbfast_append(const uint8_t *buf, size_t len, Walhook__Request **out);
+
+#endif
