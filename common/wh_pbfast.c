@@ -148,8 +148,9 @@ static int batch_parse(const uint8_t *p, size_t n, Walhook__AppendBatch *a, size
         case 4:  /* batch_id */
         case 32: /* toast_serial */
             if (wt != WT_VARINT || once(&seen, num) != WH_OK ||
-                rd_varint(&r, num == 3 ? &a->ack_lsn
-                                       : num == 4 ? &a->batch_id : &a->toast_serial) != WH_OK)
+                rd_varint(&r, num == 3   ? &a->ack_lsn
+                              : num == 4 ? &a->batch_id
+                                         : &a->toast_serial) != WH_OK)
                 return WH_ERR;
             break;
         case 31: /* toast_sender, fixed64 */

@@ -33,9 +33,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (strcmp(a->tenant, b->tenant) != 0 || a->n_events != b->n_events ||
         a->ack_lsn != b->ack_lsn || a->batch_id != b->batch_id ||
         a->toast_sender != b->toast_sender || a->toast_serial != b->toast_serial ||
-        !bytes_same(a->snapshot_progress, b->snapshot_progress, data, size) ||
-        b->stage_xid != 0 || b->stage_reset != 0 || b->stage_commit != NULL ||
-        b->n_stage_aborts != 0 || b->n_schemas != 0 || b->n_toast_ops != 0)
+        !bytes_same(a->snapshot_progress, b->snapshot_progress, data, size) || b->stage_xid != 0 ||
+        b->stage_reset != 0 || b->stage_commit != NULL || b->n_stage_aborts != 0 ||
+        b->n_schemas != 0 || b->n_toast_ops != 0)
         __builtin_trap();
     for (size_t i = 0; i < a->n_events; i++) {
         const Walhook__Event *x = a->events[i], *y = b->events[i];
