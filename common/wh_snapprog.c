@@ -29,14 +29,8 @@ wh_snapjob *wh_snapprog_add(wh_snapprog *p, int kind, const char *id, const char
 {
     if (strlen(id) >= WH_SNAP_IDMAX || strlen(table) >= WH_SNAP_TABLEMAX)
         return NULL;
-    if (p->njobs == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 8;
-        wh_snapjob *n = realloc(p->jobs, cap * sizeof(*n));
-        if (n == NULL)
-            return NULL;
-        p->jobs = n;
-        p->cap = cap;
-    }
+    if (wh_grow(&p->jobs, p->njobs + 1, &p->cap, sizeof(*p->jobs), 8) != WH_OK)
+        return NULL;
     wh_snapjob *j = &p->jobs[p->njobs++];
     memset(j, 0, sizeof(*j));
     j->kind = kind;

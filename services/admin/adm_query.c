@@ -427,14 +427,8 @@ static adm_family *fam_get(adm_families *f, const char *name, size_t len)
     adm_family *x = fam_find(f, name, len);
     if (x)
         return x;
-    if (f->n == f->cap) {
-        size_t ncap = f->cap ? f->cap * 2 : 32;
-        adm_family *nv = realloc(f->v, ncap * sizeof(*nv));
-        if (!nv)
-            return NULL;
-        f->v = nv;
-        f->cap = ncap;
-    }
+    if (wh_grow(&f->v, f->n + 1, &f->cap, sizeof(*f->v), 32) != WH_OK)
+        return NULL;
     x = &f->v[f->n];
     memset(x, 0, sizeof(*x));
     x->name = strndup(name, len);

@@ -126,15 +126,9 @@ int dsp_lease_set_targets(dsp_lease *l, const char *const *tenants, const char *
     for (size_t i = 0; i < n; i++) {
         lease_t *e = find(l, tenants[i], names[i]);
         if (e == NULL) {
-            if (l->n == l->cap) {
-                size_t nc = l->cap ? l->cap * 2 : 16;
-                lease_t *nv = realloc(l->v, nc * sizeof(*nv));
-                if (nv == NULL) {
-                    rc = WH_ERR;
-                    break;
-                }
-                l->v = nv;
-                l->cap = nc;
+            if (wh_grow(&l->v, l->n + 1, &l->cap, sizeof(*l->v), 16) != WH_OK) {
+                rc = WH_ERR;
+                break;
             }
             e = &l->v[l->n++];
             memset(e, 0, sizeof(*e));

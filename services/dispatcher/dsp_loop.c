@@ -27,7 +27,8 @@ struct dsp_loop {
     int epfd, evfd;
     int64_t curl_deadline_ms; /* -1: curl wants no timeout call */
     dsp_target **targets;     /* each heap-allocated: readers hold the pointer */
-    int ntargets, cap;
+    int ntargets;
+    size_t cap;
     int max_inflight; /* 0 = one per target */
     int inflight;
     int rr; /* round-robin start for fairness under the cap */
@@ -201,16 +202,12 @@ static int timer_cb(CURLM *m, long timeout_ms, void *userp)
 /* Creates a target and starts its reader; appends it (under tmu). */
 static int add_target(dsp_loop *l, const dsp_spec *sp, char *err, size_t errlen)
 {
-    if (l->ntargets == l->cap) {
-        int nc = l->cap ? l->cap * 2 : 8;
-        dsp_target **p = realloc(l->targets, (size_t)nc * sizeof(*p));
-        if (p == NULL)
-            return wh_seterr(err, errlen, "out of memory (targets)");
-        pthread_mutex_lock(&l->tmu);
-        l->targets = p;
-        l->cap = nc;
-        pthread_mutex_unlock(&l->tmu);
-    }
+    /* under tmu: realloc may free the array the metrics are reading */
+    pthread_mutex_lock(&l->tmu);
+    int grown = wh_grow(&l->targets, (size_t)l->ntargets + 1, &l->cap, sizeof(*l->targets), 8);
+    pthread_mutex_unlock(&l->tmu);
+    if (grown != WH_OK)
+        return wh_seterr(err, errlen, "out of memory (targets)");
     dsp_target *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return wh_seterr(err, errlen, "out of memory (target)");

@@ -844,14 +844,8 @@ static int add_event(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, uint32_
     }
     if (b->nrun == 0 || b->run[b->nrun - 1].commit_lsn != commit_lsn ||
         b->run[b->nrun - 1].commit_ts_us != commit_ts_us) {
-        if (b->nrun == b->runcap) {
-            size_t n = b->runcap ? b->runcap * 2 : 64;
-            ev_run *nr = realloc(b->run, n * sizeof(*nr));
-            if (!nr)
-                return wh_seterr(err, errlen, "out of memory");
-            b->run = nr;
-            b->runcap = n;
-        }
+        if (wh_grow(&b->run, b->nrun + 1, &b->runcap, sizeof(*b->run), 64) != WH_OK)
+            return wh_seterr(err, errlen, "out of memory");
         ev_run *r = &b->run[b->nrun++];
         r->commit_lsn = commit_lsn;
         r->commit_ts_us = commit_ts_us;

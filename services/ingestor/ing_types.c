@@ -97,14 +97,8 @@ size_t ing_types_count(const ing_types *t)
 
 static int push(entry ***arr, size_t *n, size_t *cap, entry *e)
 {
-    if (*n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 16;
-        entry **na = realloc(*arr, nc * sizeof(*na));
-        if (!na)
-            return WH_ERR;
-        *arr = na;
-        *cap = nc;
-    }
+    if (wh_grow(arr, *n + 1, cap, sizeof(**arr), 16) != WH_OK)
+        return WH_ERR;
     (*arr)[(*n)++] = e;
     return WH_OK;
 }

@@ -1404,14 +1404,8 @@ static uint64_t cq_take(st_tenant *t, uint64_t max, st_gpart **parts, size_t *np
             t->cq_bytes -= b;
             to++;
         }
-        if (*np == *cap) {
-            size_t nc = *cap ? *cap * 2 : 16;
-            st_gpart *p = realloc(*parts, nc * sizeof(*p));
-            if (p == NULL)
-                break; /* the rest waits for the next group */
-            *parts = p;
-            *cap = nc;
-        }
+        if (wh_grow(parts, *np + 1, cap, sizeof(**parts), 16) != WH_OK)
+            break; /* the rest waits for the next group */
         (*parts)[(*np)++] = (st_gpart){r, from, to};
         r->taken = to;
         if (to < r->n)
@@ -2127,15 +2121,9 @@ static int aborted_step(void *arg, uint32_t sub, const char *val, size_t len)
     WH_UNUSED(val);
     WH_UNUSED(len);
     aborted_acc *a = arg;
-    if (a->n == a->cap) {
-        size_t nc = a->cap ? a->cap * 2 : 16;
-        uint32_t *p = realloc(a->v, nc * sizeof(*p));
-        if (p == NULL) {
-            a->oom = 1;
-            return 1;
-        }
-        a->v = p;
-        a->cap = nc;
+    if (wh_grow(&a->v, a->n + 1, &a->cap, sizeof(*a->v), 16) != WH_OK) {
+        a->oom = 1;
+        return 1;
     }
     a->v[a->n++] = sub; /* in key order: ascending */
     return 0;

@@ -54,15 +54,9 @@ typedef struct list_mem {
 static int collect(void *arg, const st_schema *sv)
 {
     list_mem *m = arg;
-    if (m->n == m->cap) {
-        size_t nc = m->cap ? m->cap * 2 : 16;
-        Walhook__SchemaVersion **np = realloc(m->vp, nc * sizeof(*np));
-        if (np == NULL) {
-            m->oom = 1;
-            return 1;
-        }
-        m->vp = np;
-        m->cap = nc;
+    if (wh_grow(&m->vp, m->n + 1, &m->cap, sizeof(*m->vp), 16) != WH_OK) {
+        m->oom = 1;
+        return 1;
     }
     Walhook__SchemaVersion *v = calloc(1, sizeof(*v));
     char *table = strdup(sv->table);

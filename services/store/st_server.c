@@ -1610,14 +1610,8 @@ static int collect_record(void *arg, uint64_t lsn, uint32_t seq, const void *val
     WH_UNUSED(lsn);
     WH_UNUSED(seq);
     st_reply_mem *m = arg;
-    if (m->nrec == m->caprec) {
-        size_t nc = m->caprec ? m->caprec * 2 : 16;
-        Walhook__DlqRecord **r = realloc(m->recs, nc * sizeof(*r));
-        if (r == NULL)
-            return 1;
-        m->recs = r;
-        m->caprec = nc;
-    }
+    if (wh_grow(&m->recs, m->nrec + 1, &m->caprec, sizeof(*m->recs), 16) != WH_OK)
+        return 1;
     Walhook__DlqRecord *r = walhook__dlq_record__unpack(NULL, len, val);
     if (r == NULL)
         return 0; /* not ours: skipped */
@@ -1900,14 +1894,8 @@ static void do_replay_ack(st_server *s, const Walhook__ReplayAck *a, Walhook__Re
 
 static char *reply_str(st_reply_mem *m, const char *v)
 {
-    if (m->nstrs == m->capstrs) {
-        size_t nc = m->capstrs ? m->capstrs * 2 : 16;
-        char **n = realloc(m->strs, nc * sizeof(*n));
-        if (n == NULL)
-            return NULL;
-        m->strs = n;
-        m->capstrs = nc;
-    }
+    if (wh_grow(&m->strs, m->nstrs + 1, &m->capstrs, sizeof(*m->strs), 16) != WH_OK)
+        return NULL;
     char *d = strdup(v);
     if (d)
         m->strs[m->nstrs++] = d;
@@ -1981,14 +1969,8 @@ missing:
 static int collect_lease(void *arg, const char *tenant, const char *consumer, const st_lease *l)
 {
     st_reply_mem *m = arg;
-    if (m->nlinfo == m->caplinfo) {
-        size_t nc = m->caplinfo ? m->caplinfo * 2 : 16;
-        Walhook__LeaseInfo *n = realloc(m->linfo, nc * sizeof(*n));
-        if (n == NULL)
-            return 1;
-        m->linfo = n;
-        m->caplinfo = nc;
-    }
+    if (wh_grow(&m->linfo, m->nlinfo + 1, &m->caplinfo, sizeof(*m->linfo), 16) != WH_OK)
+        return 1;
     Walhook__LeaseInfo *i = &m->linfo[m->nlinfo];
     walhook__lease_info__init(i);
     i->tenant = reply_str(m, tenant);
@@ -2012,15 +1994,9 @@ typedef struct {
 static void collect_owner(void *arg, const char *owner)
 {
     owners_acc *a = arg;
-    if (a->n == a->cap) {
-        size_t nc = a->cap ? a->cap * 2 : 8;
-        char **n = realloc(a->v, nc * sizeof(*n));
-        if (n == NULL) {
-            a->oom = 1;
-            return;
-        }
-        a->v = n;
-        a->cap = nc;
+    if (wh_grow(&a->v, a->n + 1, &a->cap, sizeof(*a->v), 8) != WH_OK) {
+        a->oom = 1;
+        return;
     }
     char *d = reply_str(a->m, owner);
     if (d == NULL) {
