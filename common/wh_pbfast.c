@@ -1,6 +1,7 @@
 /* wh_pbfast: see wh_pbfast.h. */
 #include "wh_pbfast.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,11 +13,13 @@ typedef struct pb_rd {
     const uint8_t *p, *end;
 } pb_rd;
 
-/* A varint of at most 10 bytes whose last byte fits (protobuf-c's rule). */
-static int rd_varint(pb_rd *r, uint64_t *v)
+/* A varint of at most max bytes (10 for values; protobuf-c reads tags and
+ * lengths from at most 5). A 10th byte above 1 is refused (protobuf-c drops
+ * those bits; refusing is the safe side: protobuf-c then decides). */
+static int rd_varint_max(pb_rd *r, uint64_t *v, int max)
 {
     uint64_t x = 0;
-    for (int i = 0; i < 10; i++) {
+    for (int i = 0; i < max; i++) {
         if (r->p >= r->end)
             return WH_ERR;
         uint8_t b = *r->p++;
@@ -31,11 +34,16 @@ static int rd_varint(pb_rd *r, uint64_t *v)
     return WH_ERR;
 }
 
+static int rd_varint(pb_rd *r, uint64_t *v)
+{
+    return rd_varint_max(r, v, 10);
+}
+
 /* A field's tag: number and wire type. */
 static int rd_tag(pb_rd *r, uint32_t *num, int *wt)
 {
     uint64_t t;
-    if (rd_varint(r, &t) != WH_OK || t > UINT32_MAX || (t >> 3) == 0)
+    if (rd_varint_max(r, &t, 5) != WH_OK || t > UINT32_MAX || (t >> 3) == 0)
         return WH_ERR;
     *num = (uint32_t)(t >> 3);
     *wt = (int)(t & 7);
@@ -45,7 +53,7 @@ static int rd_tag(pb_rd *r, uint32_t *num, int *wt)
 static int rd_len(pb_rd *r, const uint8_t **data, size_t *n)
 {
     uint64_t l;
-    if (rd_varint(r, &l) != WH_OK || l > (uint64_t)(r->end - r->p))
+    if (rd_varint_max(r, &l, 5) != WH_OK || l > INT32_MAX || l > (uint64_t)(r->end - r->p))
         return WH_ERR;
     *data = r->p;
     *n = (size_t)l;
@@ -186,16 +194,20 @@ int wh_pbfast_append(const uint8_t *buf, size_t len, Walhook__Request **out)
     const uint8_t *tenant = NULL;
     if (batch_parse(body, blen, &probe, &nev, &tenant, &tlen, NULL) != WH_OK)
         return WH_ERR;
+    if (nev > (SIZE_MAX - tlen - 256) / (sizeof(Walhook__Event *) + sizeof(Walhook__Event)))
+        return WH_ERR;
     size_t need = sizeof(Walhook__Request) + sizeof(Walhook__AppendBatch) +
-                  nev * (sizeof(Walhook__Event *) + sizeof(Walhook__Event)) + tlen + 1;
+                  nev * (sizeof(Walhook__Event) + sizeof(Walhook__Event *)) + tlen + 1;
     char *m = malloc(need);
     if (m == NULL)
         return WH_ERR;
+    /* the structs first (each a multiple of the pointer alignment), then
+     * the pointers, then the tenant's characters */
     Walhook__Request *req = (Walhook__Request *)m;
     Walhook__AppendBatch *a = (Walhook__AppendBatch *)(req + 1);
-    Walhook__Event **ptrs = (Walhook__Event **)(a + 1);
-    Walhook__Event *ev = (Walhook__Event *)(ptrs + nev);
-    char *t = (char *)(ev + nev);
+    Walhook__Event *ev = (Walhook__Event *)(a + 1);
+    Walhook__Event **ptrs = (Walhook__Event **)(ev + nev);
+    char *t = (char *)(ptrs + nev);
     *req = (Walhook__Request)WALHOOK__REQUEST__INIT;
     *a = (Walhook__AppendBatch)WALHOOK__APPEND_BATCH__INIT;
     a->events = nev ? ptrs : NULL;

@@ -182,6 +182,21 @@ static void test_other_fields_refused(void **state)
     assert_int_equal(wh_pbfast_append(NULL, 0, &f), WH_ERR);
     static const uint8_t lone[] = {0x0a};
     assert_int_equal(wh_pbfast_append(lone, 1, &f), WH_ERR);
+    /* a tag or a length in more than 5 bytes: protobuf-c refuses, so must
+     * the fast path */
+    static const uint8_t longlen[] = {0x0a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00};
+    static const uint8_t longtag[] = {0x8a, 0x80, 0x80, 0x80, 0x80, 0x00, 0x00};
+    assert_null(walhook__request__unpack(NULL, sizeof(longlen), longlen));
+    assert_null(walhook__request__unpack(NULL, sizeof(longtag), longtag));
+    assert_int_equal(wh_pbfast_append(longlen, sizeof(longlen), &f), WH_ERR);
+    assert_int_equal(wh_pbfast_append(longtag, sizeof(longtag), &f), WH_ERR);
+    /* in 5 bytes both read them */
+    static const uint8_t len5[] = {0x0a, 0x80, 0x80, 0x80, 0x80, 0x00};
+    assert_int_equal(wh_pbfast_append(len5, sizeof(len5), &f), WH_OK);
+    free(f);
+    Walhook__Request *s5 = walhook__request__unpack(NULL, sizeof(len5), len5);
+    assert_non_null(s5);
+    walhook__request__free_unpacked(s5, NULL);
     /* an event's field twice: refused (protobuf-c takes the last) */
     static const uint8_t twice[] = {0x0a, 0x06, 0x12, 0x04, 0x08, 0x01, 0x08, 0x02};
     assert_int_equal(wh_pbfast_append(twice, sizeof(twice), &f), WH_ERR);
