@@ -1510,20 +1510,24 @@ static void test_stage_budget(void **state)
     free(c);
 }
 
-/* Schema versions through the handler: an Append carries them (alone or
- * with events, staged too), SchemaList lists them once each; a malformed
- * one is a 400 naming the field and stores nothing of the request. */
-static size_t schema_list(fx *f, const char *tenant, uint64_t *fps, size_t max)
+/* A SchemaList of tenant through the handler; the caller hands *rep and
+ * *cookie to st_server_done. */
+static void schema_call(fx *f, const char *tenant, Walhook__Reply *rep, void **cookie)
 {
     Walhook__SchemaList sl = WALHOOK__SCHEMA_LIST__INIT;
     sl.tenant = (char *)tenant;
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_SCHEMA_LIST;
     req.schema_list = &sl;
+    assert_int_equal(call(f, &req, rep, cookie), 0);
+    assert_int_equal(rep->body_case, WALHOOK__REPLY__BODY_SCHEMAS);
+}
+
+static size_t schema_list(fx *f, const char *tenant, uint64_t *fps, size_t max)
+{
     Walhook__Reply rep;
     void *cookie;
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
-    assert_int_equal(rep.body_case, WALHOOK__REPLY__BODY_SCHEMAS);
+    schema_call(f, tenant, &rep, &cookie);
     size_t n = rep.schemas->n_versions;
     for (size_t i = 0; i < n && i < max; i++)
         fps[i] = rep.schemas->versions[i]->fingerprint;
@@ -1531,26 +1535,39 @@ static size_t schema_list(fx *f, const char *tenant, uint64_t *fps, size_t max)
     return n;
 }
 
+/* The SchemaVersion SchemaList gives for version fp of tenant t (copied;
+ * description length in *dlen); 0 when not listed. */
+static int schema_get(fx *f, const char *tenant, uint64_t fp, Walhook__SchemaVersion *out,
+                      size_t *dlen)
+{
+    Walhook__Reply rep;
+    void *cookie;
+    schema_call(f, tenant, &rep, &cookie);
+    int found = 0;
+    for (size_t i = 0; i < rep.schemas->n_versions; i++)
+        if (rep.schemas->versions[i]->fingerprint == fp) {
+            *out = *rep.schemas->versions[i];
+            out->table = NULL;
+            *dlen = out->description.len;
+            out->description.data = NULL;
+            found = 1;
+        }
+    st_server_done(f->srv, &rep, cookie);
+    return found;
+}
+
 /* The started_lsn SchemaList gives version fp of tenant (0: none, or not
  * listed). */
 static uint64_t schema_started(fx *f, const char *tenant, uint64_t fp)
 {
-    Walhook__SchemaList sl = WALHOOK__SCHEMA_LIST__INIT;
-    sl.tenant = (char *)tenant;
-    Walhook__Request req = WALHOOK__REQUEST__INIT;
-    req.body_case = WALHOOK__REQUEST__BODY_SCHEMA_LIST;
-    req.schema_list = &sl;
-    Walhook__Reply rep;
-    void *cookie;
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
-    uint64_t l = 0;
-    for (size_t i = 0; i < rep.schemas->n_versions; i++)
-        if (rep.schemas->versions[i]->fingerprint == fp)
-            l = rep.schemas->versions[i]->started_lsn;
-    st_server_done(f->srv, &rep, cookie);
-    return l;
+    Walhook__SchemaVersion v;
+    size_t dlen;
+    return schema_get(f, tenant, fp, &v, &dlen) ? v.started_lsn : 0;
 }
 
+/* Schema versions through the handler: an Append carries them (alone or
+ * with events, staged too), SchemaList lists them once each; a malformed
+ * one is a 400 naming the field and stores nothing of the request. */
 static void test_schema_versions(void **state)
 {
     fx *f = *state;
@@ -1623,32 +1640,6 @@ static void test_schema_versions(void **state)
     req.body_case = WALHOOK__REQUEST__BODY_SCHEMA_LIST;
     req.schema_list = &sl;
     expect_error(f, &req, "tenant");
-}
-
-/* The SchemaVersion SchemaList gives for version fp of tenant t (copied;
- * description length in *dlen); 0 when not listed. */
-static int schema_get(fx *f, const char *tenant, uint64_t fp, Walhook__SchemaVersion *out,
-                      size_t *dlen)
-{
-    Walhook__SchemaList sl = WALHOOK__SCHEMA_LIST__INIT;
-    sl.tenant = (char *)tenant;
-    Walhook__Request req = WALHOOK__REQUEST__INIT;
-    req.body_case = WALHOOK__REQUEST__BODY_SCHEMA_LIST;
-    req.schema_list = &sl;
-    Walhook__Reply rep;
-    void *cookie;
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
-    int found = 0;
-    for (size_t i = 0; i < rep.schemas->n_versions; i++)
-        if (rep.schemas->versions[i]->fingerprint == fp) {
-            *out = *rep.schemas->versions[i];
-            out->table = NULL;
-            *dlen = out->description.len;
-            out->description.data = NULL;
-            found = 1;
-        }
-    st_server_done(f->srv, &rep, cookie);
-    return found;
 }
 
 /* A pruned version: SchemaList gives its tombstone (pruned, its first use,
