@@ -2636,6 +2636,24 @@ int st_db_register(st_db *db, const char *tenant, const char *consumer, st_offse
     return rc;
 }
 
+/* Moves o's offset to (lsn, seq) with the epoch bumped, clearing
+ * NEEDS_SNAPSHOT (a snapshot resumed the target, or an operator moved it):
+ * stored with sync, then in memory; on a failed write nothing changes.
+ * Under o->wmu. *nv receives the new value. */
+static int off_move_locked(st_db *db, st_off *o, off_val cur, uint64_t lsn, uint32_t seq,
+                           off_val *nv, char *err, size_t errlen)
+{
+    *nv = (off_val){lsn, seq, cur.epoch + 1, ST_OFF_LIVE};
+    int had_ns = o->needs_snapshot;
+    o->needs_snapshot = 0;
+    int rc = off_put_clean(db, o, o->ten->meta, nv, 0, err, errlen);
+    if (rc == WH_OK)
+        off_write(o, *nv);
+    else
+        o->needs_snapshot = had_ns;
+    return rc;
+}
+
 int st_db_set_offset(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
                      uint32_t seq, st_offset *prev, st_offset *now, char *err, size_t errlen)
 {
@@ -2647,17 +2665,8 @@ int st_db_set_offset(st_db *db, const char *tenant, const char *consumer, uint64
     if (o == NULL || ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
         return WH_ERR;
     pthread_mutex_lock(&o->wmu);
-    off_val cur = off_read(o);
-    off_val nv = {lsn, seq, cur.epoch + 1, ST_OFF_LIVE};
-    /* a set offset (a snapshot resumed the target, or an operator moved
-     * it) clears NEEDS_SNAPSHOT */
-    int had_ns = o->needs_snapshot;
-    o->needs_snapshot = 0;
-    int rc = off_put_clean(db, o, o->ten->meta, &nv, 0, err, errlen);
-    if (rc == WH_OK)
-        off_write(o, nv);
-    else
-        o->needs_snapshot = had_ns;
+    off_val cur = off_read(o), nv;
+    int rc = off_move_locked(db, o, cur, lsn, seq, &nv, err, errlen);
     pthread_mutex_unlock(&o->wmu);
     atomic_fetch_add(&db->moves, 1); /* before and after: see st_db_offset_moves */
     ten_done(t);
@@ -2694,16 +2703,10 @@ int st_db_resync_offset(st_db *db, const char *tenant, const char *consumer, uin
     pthread_mutex_lock(&o->wmu);
     off_val cur = off_read(o);
     if (cur.state == ST_OFF_LIVE && o->needs_snapshot) {
-        off_val nv = {lsn, seq, cur.epoch + 1, ST_OFF_LIVE};
-        o->needs_snapshot = 0;
-        if (off_put_clean(db, o, o->ten->meta, &nv, 0, err, errlen) == WH_OK) {
-            off_write(o, nv);
+        off_val nv;
+        rc = off_move_locked(db, o, cur, lsn, seq, &nv, err, errlen) == WH_OK ? 1 : WH_ERR;
+        if (rc == 1)
             *prev = (st_offset){cur.lsn, cur.seq, cur.epoch, 0};
-            rc = 1;
-        } else {
-            o->needs_snapshot = 1;
-            rc = WH_ERR;
-        }
     }
     pthread_mutex_unlock(&o->wmu);
     atomic_fetch_add(&db->moves, 1);
