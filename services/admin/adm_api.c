@@ -1437,6 +1437,25 @@ static int m_target_pause(ctx *c, write_op *op, wh_state *s)
     return WH_OK;
 }
 
+/* 404 unless the tenant and the target exist; *version (may be NULL): the
+ * state version that says so. */
+static int target_exists(ctx *c, uint64_t *version)
+{
+    wh_state *s = get_state(c);
+    if (!s)
+        return WH_ERR;
+    const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
+    int found = t && wh_state_target_find(t, c->target);
+    if (version != NULL)
+        *version = s->version;
+    wh_state_unref(s);
+    if (!t)
+        return tenant_missing(c);
+    if (!found)
+        return target_missing(c);
+    return WH_OK;
+}
+
 static void r_offset(ctx *c)
 {
     json_t *body = parse_body(c, 0);
@@ -1473,21 +1492,9 @@ static void r_offset(ctx *c)
              "give exactly one of {\"to\":\"end\"} or {\"position\":\"X/X:seq\"}");
         goto out;
     }
-    wh_state *s = get_state(c);
-    if (!s)
+    uint64_t version = 0;
+    if (target_exists(c, &version) != WH_OK)
         goto out;
-    const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
-    uint64_t version = s->version;
-    int found = t && wh_state_target_find(t, c->target);
-    wh_state_unref(s);
-    if (!t) {
-        tenant_missing(c);
-        goto out;
-    }
-    if (!found) {
-        target_missing(c);
-        goto out;
-    }
     write_op op;
     memset(&op, 0, sizeof(op));
     if (set_offset(c, &op, c->tenant, c->target, to_end, pos) != WH_OK)
@@ -1521,20 +1528,8 @@ static void r_resync(ctx *c)
         return;
     }
     json_decref(body);
-    wh_state *s = get_state(c);
-    if (!s)
+    if (target_exists(c, NULL) != WH_OK)
         return;
-    const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
-    int found = t && wh_state_target_find(t, c->target);
-    wh_state_unref(s);
-    if (!t) {
-        tenant_missing(c);
-        return;
-    }
-    if (!found) {
-        target_missing(c);
-        return;
-    }
     write_op op;
     memset(&op, 0, sizeof(op));
     adm_pos none = {0, 0};
@@ -1545,7 +1540,7 @@ static void r_resync(ctx *c)
     adm_pos_format(op.now, now, sizeof(now));
     json_t *all = json_pack("{s:s}", "table", "*");
     write_op bop = {m_backfill, NULL, all, "", {0, 0}, {0, 0}, 0};
-    s = NULL;
+    wh_state *s = NULL;
     if (write_state(c, &bop, &s) == WH_OK) {
         char id[80];
         snprintf(id, sizeof(id), "bf-%s", bop.start);
@@ -1708,22 +1703,6 @@ static Walhook__Reply *dlq_call(ctx *c, Walhook__Request *req)
     return rep;
 }
 
-/* 404 unless the tenant and the target exist. */
-static int dlq_target_exists(ctx *c)
-{
-    wh_state *s = get_state(c);
-    if (!s)
-        return WH_ERR;
-    const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
-    int found = t && wh_state_target_find(t, c->target);
-    wh_state_unref(s);
-    if (!t)
-        return tenant_missing(c);
-    if (!found)
-        return target_missing(c);
-    return WH_OK;
-}
-
 static void dlq_list(ctx *c)
 {
     Walhook__DlqList l = WALHOOK__DLQ_LIST__INIT;
@@ -1755,7 +1734,7 @@ static void dlq_list(ctx *c)
         limit = (uint32_t)v;
     }
     l.limit = limit;
-    if (dlq_target_exists(c) != WH_OK)
+    if (target_exists(c, NULL) != WH_OK)
         return;
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_DLQ_LIST;
@@ -1787,7 +1766,7 @@ static void dlq_show(ctx *c)
              c->item);
         return;
     }
-    if (dlq_target_exists(c) != WH_OK)
+    if (target_exists(c, NULL) != WH_OK)
         return;
     Walhook__DlqGet g = WALHOOK__DLQ_GET__INIT;
     Walhook__Position pos = WALHOOK__POSITION__INIT;
@@ -1898,7 +1877,7 @@ static void dlq_edit(ctx *c, int replay)
             }
         }
     }
-    if (dlq_target_exists(c) != WH_OK)
+    if (target_exists(c, NULL) != WH_OK)
         goto out;
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     Walhook__DlqReplay rp = WALHOOK__DLQ_REPLAY__INIT;
