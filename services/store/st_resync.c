@@ -179,7 +179,6 @@ static void request_backfill(st_resync *r, const char *tenant, int64_t now)
         rs_target *e = &r->t[i];
         if (!e->due || strcmp(e->tenant, tenant) != 0)
             continue;
-        e->due = 0;
         /* the wait doubles while a target is marked again soon after its
          * last resync (its receiver still down), up to an hour */
         if (e->interval_ms == 0 || now - e->last_ms > 4 * e->interval_ms)
@@ -192,12 +191,13 @@ static void request_backfill(st_resync *r, const char *tenant, int64_t now)
         e->p_seq = seq;
     }
 out:
-    if (!ok)
-        for (size_t i = 0; i < r->n; i++)
-            if (r->t[i].due && strcmp(r->t[i].tenant, tenant) == 0) {
+    /* this run is done with the tenant (a removed one included) */
+    for (size_t i = 0; i < r->n; i++)
+        if (r->t[i].due && strcmp(r->t[i].tenant, tenant) == 0) {
+            if (!ok)
                 fail_once(&r->t[i], what, err);
-                r->t[i].due = 0;
-            }
+            r->t[i].due = 0;
+        }
     wh_state_unref(cur);
     wh_state_unref(s);
     wh_buf_free(&doc);
