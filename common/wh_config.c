@@ -185,6 +185,10 @@ const wh_config_entry wh_config_table[] = {
       "largest retry backoff"),
     I(http_timeout_ms, "dispatcher.http_timeout_ms", 30000, 100, 600000, WH_CF_RUNTIME,
       "webhook request timeout"),
+    I(commit_interval_ms, "dispatcher.commit_interval_ms", 10, 0, 60000, WH_CF_RUNTIME,
+      "a target's offset is committed to the store at most this often (0 = after every "
+      "acknowledged request): the positions acknowledged meanwhile go in one commit; a "
+      "crash redelivers at most this much"),
     I(max_inflight, "dispatcher.max_inflight", 64, 1, 10000, 0, "global in-flight request cap"),
     S(allow_private_networks, "dispatcher.allow_private_networks", "", WH_CF_RUNTIME,
       "CIDRs (\"127.0.0.0/8,::1\") a target may resolve to although loopback, private, "

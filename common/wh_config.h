@@ -123,6 +123,7 @@ typedef struct wh_config {
     int batch_max_events;    /* runtime */
     int64_t batch_max_bytes; /* runtime */
     int retry_base_ms;       /* runtime */
+    int commit_interval_ms;  /* runtime */
     int retry_max_ms;        /* runtime */
     int http_timeout_ms;     /* runtime */
     int max_inflight;

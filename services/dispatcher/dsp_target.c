@@ -61,6 +61,7 @@ void dsp_settings_from_config(dsp_settings *s, const wh_config *c)
     s->retry_base_ms = c->retry_base_ms;
     s->retry_max_ms = c->retry_max_ms;
     s->http_timeout_ms = c->http_timeout_ms;
+    s->commit_interval_ms = c->commit_interval_ms;
     wh_strlcpy(s->allow_global, c->allow_private_networks, sizeof(s->allow_global));
     wh_strlcpy(s->ca_file, c->dispatcher_ca_file, sizeof(s->ca_file));
     dsp_settings_clamp(s);
@@ -78,6 +79,7 @@ int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b)
     return x->batch_max_events != y->batch_max_events || x->batch_max_bytes != y->batch_max_bytes ||
            x->retry_base_ms != y->retry_base_ms || x->retry_max_ms != y->retry_max_ms ||
            x->http_timeout_ms != y->http_timeout_ms ||
+           x->commit_interval_ms != y->commit_interval_ms ||
            strcmp(x->allow_global, y->allow_global) != 0 ||
            memcmp(&x->dl, &y->dl, sizeof(x->dl)) != 0;
 }
@@ -762,20 +764,34 @@ static int next_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32
 
 /* The committer thread: sends the latest CommitOffset the loop asked for
  * (commit_pending), with its own store client, so that the reader is free
- * to take the next batch while a commit syncs. At a stop it sends a pending
- * commit first (bounded tries). */
+ * to take the next batch while a commit syncs. At most one commit per
+ * set.commit_interval_ms: the positions acknowledged meanwhile go in the
+ * next one (at a few thousand requests a second a commit per request was
+ * two IPC round trips and four thread wake-ups each, for a position the
+ * next commit overwrites). At a stop it sends a pending commit at once
+ * (bounded tries). */
 static void *committer_main(void *arg)
 {
     dsp_target *t = arg;
     char err[WH_ERRLEN];
     int commit_fail = 0, stop_tries = 0;
-    uint64_t last_warn = 0;
+    uint64_t last_warn = 0, last_sent = 0;
     pthread_mutex_lock(&t->mu);
     for (;;) {
         while (!t->stop && !t->commit_pending)
             pthread_cond_wait(&t->ccv, &t->mu);
         if (!t->commit_pending)
             break; /* stopping, nothing to send */
+        uint64_t now = wh_now_ms(),
+                 iv = (uint64_t)(t->set.commit_interval_ms > 0 ? t->set.commit_interval_ms : 0);
+        if (!t->stop && last_sent != 0 && now < last_sent + iv) {
+            /* advance() does not wake it for each newer position meanwhile */
+            t->commit_sleep = 1;
+            timed_wait_on(t, &t->ccv, (int)(last_sent + iv - now));
+            t->commit_sleep = 0;
+            continue;
+        }
+        last_sent = now;
         if (t->commit_pending) {
             uint64_t lsn = t->commit_lsn;
             uint32_t seq = t->commit_seq;
@@ -841,8 +857,11 @@ static void *reader_main(void *arg)
     t->my_gen = t->gen;
     for (;;) {
         while (!t->stop && !t->ack_pending && !(t->dlq_pending && !t->reset_req) &&
-               (t->count == DSP_PREFETCH || t->reset_req))
+               (t->count == DSP_PREFETCH || t->reset_req)) {
+            t->rwait = 1;
             pthread_cond_wait(&t->cv, &t->mu);
+            t->rwait = 0;
+        }
         if (t->gen != t->my_gen) {
             /* the loop dropped what was read: read from the committed offset */
             t->my_gen = t->gen;
@@ -1003,7 +1022,9 @@ static void *reader_main(void *arg)
                 uint64_t now = wh_now_ms();
                 if (now >= until)
                     break;
+                t->rwait = 1;
                 timed_wait_locked(t, (int)(until - now));
+                t->rwait = 0;
             }
             if (t->gen != gen || t->stop)
                 continue;
@@ -1407,6 +1428,7 @@ void dsp_target_apply_settings(dsp_target *t, const dsp_settings *set)
     t->set.retry_base_ms = set->retry_base_ms;
     t->set.retry_max_ms = set->retry_max_ms;
     t->set.http_timeout_ms = set->http_timeout_ms;
+    t->set.commit_interval_ms = set->commit_interval_ms;
     wh_strlcpy(t->set.allow_global, set->allow_global, sizeof(t->set.allow_global));
     t->set.dl = set->dl;
     pthread_mutex_unlock(&t->mu);
@@ -1635,7 +1657,8 @@ static void advance(dsp_target *t, dsp_batch *b, size_t to, int commit)
             t->commit_epoch = b->epoch;
         }
         t->commit_pending = 1;
-        pthread_cond_signal(&t->ccv);
+        if (!t->commit_sleep)
+            pthread_cond_signal(&t->ccv);
     }
     if (to >= b->n) {
         t->single = 0;
@@ -1647,7 +1670,11 @@ static void advance(dsp_target *t, dsp_batch *b, size_t to, int commit)
         t->single = 1;
         t->single_i = to;
     }
-    pthread_cond_broadcast(&t->cv);
+    /* the reader cares when it waits for a batch to finish (a free slot,
+     * an idle target for its growing batch) or for a replay ack; idle for
+     * a notification it is not woken for every request */
+    if (t->rwait || t->ack_pending)
+        pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
 }
 

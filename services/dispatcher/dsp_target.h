@@ -111,6 +111,7 @@ typedef struct dsp_settings {
     int retry_base_ms;
     int retry_max_ms;
     int http_timeout_ms;
+    int commit_interval_ms;    /* dispatcher.commit_interval_ms: at most one commit per */
     char allow_global[256];    /* dispatcher.allow_private_networks */
     char ca_file[WH_PATH_MAX]; /* dispatcher.ca_file ("" = libcurl's default bundle) */
     wh_delivery dl;            /* the target's delivery settings (wh_state.h) */
@@ -304,8 +305,10 @@ typedef struct dsp_target {
     dsp_batch slots[DSP_PREFETCH];
     unsigned head, count;
     int commit_pending;
-    int dlq_pending; /* loop -> reader: write dlq_req */
-    int dlq_done;    /* reader -> loop: 1 written, -1 refused (reset follows) */
+    int commit_sleep; /* the committer waits out commit_interval_ms: no signal needed */
+    int rwait;        /* the reader waits for the loop to finish a batch (advance signals) */
+    int dlq_pending;  /* loop -> reader: write dlq_req */
+    int dlq_done;     /* reader -> loop: 1 written, -1 refused (reset follows) */
     dsp_dlq_req dlq_req;
     int ack_pending; /* loop -> reader: ReplayAck up to ack_lsn/ack_seq */
     int ack_final;   /* ...and the replay batch is done: the reader may read the queue again */

@@ -88,7 +88,8 @@ struct st_tenant {
     st_tenant_stats stats; /* last maintenance pass */
     _Atomic uint64_t gc_dropped;
     _Atomic uint64_t gc_compactions; /* GC slices compacted */
-    _Atomic int gc_tail; /* a slice left garbage below the watermark: collect all of it */
+    _Atomic int gc_tail;          /* a slice left garbage below the watermark: collect all of it */
+    _Atomic uint64_t gc_flush_us; /* when the last flush of its events started (gc_snap_take) */
     /* write token bucket (under wm_mu) */
     double tb_bytes, tb_events;
     uint64_t tb_ms;
@@ -110,8 +111,10 @@ struct st_tenant {
 /* Per-compaction snapshot of a tenant's watermark. */
 typedef struct st_gc_snap {
     st_tenant *t;
-    uint64_t lsn;
+    uint64_t lsn; /* the watermark: keys strictly below it are dropped */
     uint32_t seq;
+    uint64_t next_us;  /* the next re-read of the watermark */
+    uint64_t wait_end; /* a flush may wait for the readers until then */
 } st_gc_snap;
 
 struct st_db {
@@ -303,6 +306,14 @@ static int parse_event_key(const char *k, size_t kl, char *tenant, uint64_t *lsn
 
 /* ---- GC compaction filter (one factory per tenant's events CF) ---- */
 
+#define ST_GC_REFRESH_US 200      /* the watermark re-read while keys are kept */
+#define ST_GC_FLUSH_WAIT_US 40000 /* a flush waits for the readers at most this long, */
+#define ST_GC_FLUSH_WAIT_DIV 4    /* ... and a quarter of the time since the last flush */
+#define ST_GC_STALL_US 25000      /* ... while the watermark moves this often */
+#define ST_GC_STEP_US 500         /* its sleep between two re-reads */
+
+static void tenant_watermark(st_tenant *t, uint64_t *lsn, uint32_t *seq);
+
 static void gc_snap_free(void *state)
 {
     free(state);
@@ -314,7 +325,35 @@ static const char *gc_name(void *state)
     return "walhook-gc";
 }
 
-/* 1 when the event key is strictly below the snapshot's watermark */
+/* Re-reads the tenant's watermark into s (it only moves forward); 1 when
+ * it moved. */
+static int gc_snap_refresh(st_gc_snap *s, uint64_t now)
+{
+    uint64_t l;
+    uint32_t q;
+    s->next_us = now + ST_GC_REFRESH_US;
+    tenant_watermark(s->t, &l, &q);
+    if (wh_pos_cmp(l, q, s->lsn, s->seq) <= 0)
+        return 0;
+    s->lsn = l;
+    s->seq = q;
+    return 1;
+}
+
+/* 1 when the event key is strictly below the snapshot's watermark.
+ *
+ * The watermark is re-read every ST_GC_REFRESH_US while keys are kept: a
+ * job's keys come in order, the newest last, and the readers go on while
+ * it runs. A flush (wait_end set) may also wait for them: while its key is
+ * not yet delivered and the watermark keeps moving (it moved in the last
+ * ST_GC_STALL_US, more than the dispatchers' commit interval), it sleeps in
+ * steps of ST_GC_STEP_US, until wait_end. A memtable of events the readers
+ * are about to deliver is then dropped instead of written to a level-0
+ * file and compacted away later. wait_end is ST_GC_FLUSH_WAIT_US after the
+ * flush started, and at most a quarter of the time since the tenant's last
+ * flush started: the next memtable takes about that long to fill, and
+ * writes stall only when it is full before this flush ends. A reader that
+ * is stopped or gone ends the wait at once (no movement). */
 static int gc_drop(void *snap, const char *key, size_t key_length)
 {
     st_gc_snap *s = snap;
@@ -324,12 +363,28 @@ static int gc_drop(void *snap, const char *key, size_t key_length)
     uint32_t seq;
     if (parse_event_key(key, key_length, NULL, &lsn, &seq) != WH_OK)
         return 0;
-    if (wh_pos_cmp(lsn, seq, s->lsn, s->seq) < 0) {
-        atomic_fetch_add(&s->t->gc_dropped, 1);
-        atomic_fetch_add(&s->t->db->gc_dropped, 1);
-        return 1;
+    uint64_t now = 0, moved = 0;
+    while (wh_pos_cmp(lsn, seq, s->lsn, s->seq) >= 0) {
+        now = wh_now_us();
+        if (now >= s->next_us && gc_snap_refresh(s, now)) {
+            moved = now;
+            continue;
+        }
+        if (s->wait_end == 0 || now >= s->wait_end || atomic_load(&s->t->db->stopping))
+            return 0;
+        if (moved == 0)
+            moved = now;
+        if (now - moved >= ST_GC_STALL_US) {
+            s->wait_end = 0; /* the readers stopped: no more waiting in this flush */
+            return 0;
+        }
+        struct timespec ts = {0, ST_GC_STEP_US * 1000};
+        nanosleep(&ts, NULL);
+        s->next_us = 0;
     }
-    return 0;
+    atomic_fetch_add(&s->t->gc_dropped, 1);
+    atomic_fetch_add(&s->t->db->gc_dropped, 1);
+    return 1;
 }
 
 static unsigned char gc_filter(void *state, int level, const char *key, size_t key_length,
@@ -393,16 +448,26 @@ static void tenant_watermark(st_tenant *t, uint64_t *lsn, uint32_t *seq)
     pthread_mutex_unlock(&t->wm_mu);
 }
 
-/* The tenant's watermark now, for one flush or compaction job; NULL when
- * out of memory (nothing is dropped) */
-static void *gc_snap_take(void *state)
+/* The tenant's watermark now, for one flush (flush 1: it may wait for the
+ * readers, see gc_drop) or compaction job; NULL when out of memory
+ * (nothing is dropped) */
+static void *gc_snap_take(void *state, int flush)
 {
     st_tenant *t = state;
     st_gc_snap *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
     s->t = t;
-    tenant_watermark(t, &s->lsn, &s->seq);
+    uint64_t now = wh_now_us();
+    gc_snap_refresh(s, now);
+    if (flush) {
+        uint64_t last = atomic_exchange(&t->gc_flush_us, now);
+        uint64_t wait = last != 0 && now > last ? (now - last) / ST_GC_FLUSH_WAIT_DIV : 0;
+        if (wait > ST_GC_FLUSH_WAIT_US)
+            wait = ST_GC_FLUSH_WAIT_US;
+        if (wait > 0 && (s->lsn != 0 || s->seq != 0))
+            s->wait_end = now + wait;
+    }
     return s;
 }
 
@@ -412,7 +477,7 @@ static rocksdb_compactionfilter_t *gc_factory_create(void *state,
                                                      rocksdb_compactionfiltercontext_t *ctx)
 {
     WH_UNUSED(ctx);
-    st_gc_snap *s = gc_snap_take(state);
+    st_gc_snap *s = gc_snap_take(state, 0);
     if (s == NULL)
         return NULL;
     return rocksdb_compactionfilter_create(s, gc_snap_free, gc_filter, gc_name);

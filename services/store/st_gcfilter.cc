@@ -45,9 +45,11 @@ class GcFactory : public rocksdb::CompactionFilterFactory
                r == rocksdb::TableFileCreationReason::kCompaction;
     }
     std::unique_ptr<rocksdb::CompactionFilter>
-    CreateCompactionFilter(const rocksdb::CompactionFilter::Context &) override
+    CreateCompactionFilter(const rocksdb::CompactionFilter::Context &ctx) override
     {
-        return std::unique_ptr<rocksdb::CompactionFilter>(new GcFilter(ops_, ops_->snap(state_)));
+        int flush = ctx.reason == rocksdb::TableFileCreationReason::kFlush;
+        return std::unique_ptr<rocksdb::CompactionFilter>(
+            new GcFilter(ops_, ops_->snap(state_, flush)));
     }
     const char *Name() const override
     {

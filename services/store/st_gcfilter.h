@@ -27,9 +27,9 @@ extern "C" {
 #endif
 
 typedef struct st_gcfilter_ops {
-    /* A snapshot of the drop rule, taken when a flush or compaction
-     * starts; NULL: drop nothing in that job. */
-    void *(*snap)(void *state);
+    /* A snapshot of the drop rule, taken when a flush (flush 1) or a
+     * compaction starts; NULL: drop nothing in that job. */
+    void *(*snap)(void *state, int flush);
     void (*snap_free)(void *snap);
     /* 1: drop this key (the snapshot's rule) */
     int (*drop)(void *snap, const char *key, size_t klen);
