@@ -89,6 +89,7 @@ struct wh_client {
     int dfd;             /* -1: not connected (under mu) */
     int connect_wait_ms; /* -1: timeout_ms (wh_client_set_connect_wait) */
     wh_buf dbuf;         /* request, then reply bytes */
+    wh_kept *kept;       /* a wh_client_call_kept in progress: its reply's bytes go there */
     char dpath[128];
     char url[1024];
 };
@@ -824,10 +825,43 @@ int wh_client_call(wh_client *c, const Walhook__Request *req, Walhook__Reply **r
     return wh_client_call_status(c, req, rep, &status, err, errlen);
 }
 
-/* The reply bytes of a call: WH_OK with *rep, or WH_ERR (status, err). */
+struct wh_kept {
+    Walhook__Reply *rep;
+    int fast;     /* rep is wh_pbfast_read_reply's (free()), else protobuf-c's */
+    char *buf;    /* the reply's bytes when fast, read over the direct socket */
+    nng_msg *msg; /* ... or received over NNG */
+};
+
+Walhook__Reply *wh_kept_reply(const wh_kept *k)
+{
+    return k->rep;
+}
+
+void wh_kept_free(wh_kept *k)
+{
+    if (k == NULL)
+        return;
+    if (k->fast)
+        free(k->rep);
+    else if (k->rep != NULL)
+        walhook__reply__free_unpacked(k->rep, NULL);
+    free(k->buf);
+    if (k->msg != NULL)
+        nng_msg_free(k->msg);
+    free(k);
+}
+
+/* The reply bytes of a call: WH_OK with *rep, or WH_ERR (status, err). In
+ * a wh_client_call_kept, a Read's reply is decoded in place when it can be
+ * (c->kept->fast: the caller then hands the bytes to c->kept). */
 static int take_reply(wh_client *c, const uint8_t *data, size_t len, Walhook__Reply **rep,
                       int *status, char *err, size_t errlen)
 {
+    if (c->kept != NULL && wh_pbfast_read_reply(data, len, rep) == WH_OK) {
+        c->kept->fast = 1;
+        c->retry_after_ms = (*rep)->retry_after_ms;
+        return WH_OK;
+    }
     Walhook__Reply *r = walhook__reply__unpack(NULL, len, data);
     if (r == NULL)
         return wh_seterr(err, errlen, "%s: malformed reply (%zu bytes)", c->url, len);
@@ -920,6 +954,12 @@ static int direct_exchange(wh_client *c, int fd, const struct iovec *iov, int io
         return wh_seterr(err, errlen, "%s: %s", c->url, e);
     }
     int rc = take_reply(c, (const uint8_t *)c->dbuf.data, c->dbuf.len, rep, status, err, errlen);
+    if (rc == WH_OK && c->kept != NULL && c->kept->fast) {
+        /* the events point into these bytes: the next call reads into new ones */
+        c->kept->buf = c->dbuf.data;
+        c->dbuf.data = NULL;
+        c->dbuf.len = c->dbuf.cap = 0;
+    }
     if (c->dbuf.cap > (4u << 20))
         wh_buf_free(&c->dbuf);
     return rc;
@@ -993,6 +1033,25 @@ int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Re
     return nng_call(c, m, rep, status, err, errlen);
 }
 
+int wh_client_call_kept(wh_client *c, const Walhook__Request *req, wh_kept **out, int *status,
+                        char *err, size_t errlen)
+{
+    *out = NULL;
+    *status = 0;
+    wh_kept *k = calloc(1, sizeof(*k));
+    if (k == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    c->kept = k;
+    int rc = wh_client_call_status(c, req, &k->rep, status, err, errlen);
+    c->kept = NULL;
+    if (rc != WH_OK) {
+        wh_kept_free(k);
+        return rc;
+    }
+    *out = k;
+    return WH_OK;
+}
+
 int wh_client_call_iov(wh_client *c, const struct iovec *iov, int iovcnt, Walhook__Reply **rep,
                        int *status, char *err, size_t errlen)
 {
@@ -1063,7 +1122,10 @@ static int nng_call(wh_client *c, nng_msg *m, Walhook__Reply **rep, int *status,
     m = nng_aio_get_msg(c->aio);
     nng_aio_set_msg(c->aio, NULL);
     int rc = take_reply(c, nng_msg_body(m), nng_msg_len(m), rep, status, err, errlen);
-    nng_msg_free(m);
+    if (rc == WH_OK && c->kept != NULL && c->kept->fast)
+        c->kept->msg = m; /* the events point into it */
+    else
+        nng_msg_free(m);
     return rc;
 }
 

@@ -81,6 +81,18 @@ int wh_client_call_status(wh_client *c, const Walhook__Request *req, Walhook__Re
  * message. */
 int wh_client_call_iov(wh_client *c, const struct iovec *iov, int iovcnt, Walhook__Reply **rep,
                        int *status, char *err, size_t errlen);
+/* A reply that may point into the bytes it came in (wh_client_call_kept). */
+typedef struct wh_kept wh_kept;
+/* wh_client_call_status for a request whose reply is a Read's (a Read, a
+ * ReplayRead): that reply is decoded in place when it can be
+ * (wh_pbfast_read_reply), its events' json pointing into the reply's bytes,
+ * which *out keeps (the next call reads into new ones); otherwise unpacked
+ * as by wh_client_call. On WH_OK the reply is wh_kept_reply(*out), valid
+ * until wh_kept_free(*out) (from any thread). */
+int wh_client_call_kept(wh_client *c, const Walhook__Request *req, wh_kept **out, int *status,
+                        char *err, size_t errlen);
+Walhook__Reply *wh_kept_reply(const wh_kept *k);
+void wh_kept_free(wh_kept *k);
 /* retry_after_ms of the last reply (the store's 429 "slow down": send the
  * same request again after that many ms); 0 when it had none. */
 uint32_t wh_client_retry_after_ms(const wh_client *c);

@@ -225,3 +225,131 @@ int wh_pbfast_append(const uint8_t *buf, size_t len, Walhook__Request **out)
     *out = req;
     return WH_OK;
 }
+
+/* ---- Reply{read} ---- */
+
+/* The ReadReply's fields; events counted only (events_at: NULL), or parsed
+ * into events_at[0..] (and committed into *pos). */
+static int read_parse(const uint8_t *p, size_t n, Walhook__ReadReply *rr, size_t *nev,
+                      Walhook__Event *events_at, Walhook__Position *pos)
+{
+    pb_rd r = {p, p + n};
+    uint64_t seen = 0, v;
+    size_t k = 0;
+    while (r.p < r.end) {
+        uint32_t num;
+        int wt;
+        const uint8_t *d;
+        size_t l;
+        if (rd_tag(&r, &num, &wt) != WH_OK || num > 6 || (num != 1 && once(&seen, num) != WH_OK))
+            return WH_ERR;
+        if (num == 1 || num == 2) { /* events, committed */
+            if (wt != WT_LEN || rd_len(&r, &d, &l) != WH_OK)
+                return WH_ERR;
+            if (num == 2) {
+                pb_rd q = {d, d + l};
+                uint64_t pseen = 0;
+                Walhook__Position tmp = WALHOOK__POSITION__INIT;
+                while (q.p < q.end) {
+                    uint32_t pn;
+                    int pw;
+                    if (rd_tag(&q, &pn, &pw) != WH_OK || pn > 2 || pw != WT_VARINT ||
+                        once(&pseen, pn) != WH_OK ||
+                        (pn == 1 ? rd_varint(&q, &tmp.lsn) : rd_u32(&q, &tmp.seq)) != WH_OK)
+                        return WH_ERR;
+                }
+                if (pos != NULL) {
+                    *pos = tmp;
+                    rr->committed = pos;
+                }
+            } else if (events_at != NULL) {
+                Walhook__Event *e = &events_at[k];
+                *e = (Walhook__Event)WALHOOK__EVENT__INIT;
+                if (event_parse(d, l, e) != WH_OK)
+                    return WH_ERR;
+                rr->events[k++] = e;
+            } else {
+                k++;
+            }
+            continue;
+        }
+        if (wt != WT_VARINT)
+            return WH_ERR;
+        if (num == 3 || num == 5) { /* epoch, moves */
+            if (rd_varint(&r, num == 3 ? &rr->epoch : &rr->moves) != WH_OK)
+                return WH_ERR;
+        } else if (num == 4) { /* needs_snapshot */
+            if (rd_varint(&r, &v) != WH_OK)
+                return WH_ERR;
+            rr->needs_snapshot = v != 0;
+        } else if (rd_u32(&r, &rr->zone) != WH_OK) { /* 6: zone */
+            return WH_ERR;
+        }
+    }
+    *nev = k;
+    return WH_OK;
+}
+
+int wh_pbfast_read_reply(const uint8_t *buf, size_t len, Walhook__Reply **out)
+{
+    *out = NULL;
+    if (buf == NULL)
+        return WH_ERR;
+    pb_rd r = {buf, buf + len};
+    uint64_t seen = 0, v;
+    const uint8_t *body = NULL;
+    size_t blen = 0;
+    uint32_t retry = 0;
+    while (r.p < r.end) {
+        uint32_t num;
+        int wt;
+        if (rd_tag(&r, &num, &wt) != WH_OK || once(&seen, num) != WH_OK)
+            return WH_ERR;
+        if (num == 4) { /* read */
+            if (wt != WT_LEN || rd_len(&r, &body, &blen) != WH_OK)
+                return WH_ERR;
+        } else if (num == 1) { /* status: only 0 here (an error goes by protobuf-c) */
+            if (wt != WT_VARINT || rd_varint(&r, &v) != WH_OK || v != 0)
+                return WH_ERR;
+        } else if (num == 41) { /* retry_after_ms */
+            if (wt != WT_VARINT || rd_u32(&r, &retry) != WH_OK)
+                return WH_ERR;
+        } else {
+            return WH_ERR;
+        }
+    }
+    if (body == NULL)
+        return WH_ERR;
+    /* first pass: count the events and check every field */
+    Walhook__ReadReply probe = WALHOOK__READ_REPLY__INIT;
+    size_t nev = 0;
+    if (read_parse(body, blen, &probe, &nev, NULL, NULL) != WH_OK)
+        return WH_ERR;
+    if (nev > (SIZE_MAX - 1024) / (sizeof(Walhook__Event *) + sizeof(Walhook__Event)))
+        return WH_ERR;
+    size_t need = sizeof(Walhook__Reply) + sizeof(Walhook__ReadReply) + sizeof(Walhook__Position) +
+                  nev * (sizeof(Walhook__Event) + sizeof(Walhook__Event *));
+    char *m = malloc(need);
+    if (m == NULL)
+        return WH_ERR;
+    /* the structs first (each a multiple of the pointer alignment), then
+     * the pointers */
+    Walhook__Reply *rep = (Walhook__Reply *)m;
+    Walhook__ReadReply *rr = (Walhook__ReadReply *)(rep + 1);
+    Walhook__Position *pos = (Walhook__Position *)(rr + 1);
+    Walhook__Event *ev = (Walhook__Event *)(pos + 1);
+    Walhook__Event **ptrs = (Walhook__Event **)(ev + nev);
+    *rep = (Walhook__Reply)WALHOOK__REPLY__INIT;
+    *rr = (Walhook__ReadReply)WALHOOK__READ_REPLY__INIT;
+    rr->events = nev ? ptrs : NULL;
+    if (read_parse(body, blen, rr, &nev, ev, pos) != WH_OK) {
+        free(m);
+        return WH_ERR;
+    }
+    rr->n_events = nev;
+    rep->body_case = WALHOOK__REPLY__BODY_READ;
+    rep->read = rr;
+    rep->retry_after_ms = retry;
+    *out = rep;
+    return WH_OK;
+}

@@ -1,4 +1,5 @@
-/* wh_pbfast: the store's Append request decoded without copying its events.
+/* wh_pbfast: the store's Append request, and a Read's reply, decoded
+ * without copying their events.
  *
  * protobuf-c's unpack copies every bytes field into memory of its own: for
  * the one request that carries event bytes in bulk (Request.append) that is
@@ -28,5 +29,16 @@
 #include "walhook.pb-c.h"
 
 int wh_pbfast_append(const uint8_t *buf, size_t len, Walhook__Request **out);
+
+/* The dispatcher's side: a Reply whose fields are at most status (0),
+ * retry_after_ms and `read`, each once, its ReadReply of events (the
+ * Events above), committed (a Position of lsn and seq, each at most once),
+ * epoch, needs_snapshot, moves and zone (each at most once), decoded into
+ * one allocation whose events' json point into buf. Anything else, an
+ * error reply or malformed input included, returns WH_ERR and the caller
+ * unpacks with protobuf-c. For every input it accepts the result equals
+ * walhook__reply__unpack's. *out is freed with free() and valid while buf
+ * is. */
+int wh_pbfast_read_reply(const uint8_t *buf, size_t len, Walhook__Reply **out);
 
 #endif

@@ -326,8 +326,7 @@ void dsp_batch_free(dsp_batch *b)
     b->commit_ts = NULL;
     b->ts_cap = 0;
     b->n = 0;
-    if (b->held != NULL)
-        walhook__reply__free_unpacked(b->held, NULL);
+    wh_kept_free(b->held);
     b->held = NULL;
 }
 
@@ -426,8 +425,7 @@ static int fmt_borrows(const dsp_format *f)
 /* The slot is filled again: what its last batch kept goes. */
 static void slot_release(dsp_batch *slot)
 {
-    if (slot->held != NULL)
-        walhook__reply__free_unpacked(slot->held, NULL);
+    wh_kept_free(slot->held);
     slot->held = NULL;
 }
 
@@ -455,11 +453,13 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_READ;
     req.read = &rr;
-    Walhook__Reply *rep = NULL;
+    wh_kept *k = NULL;
+    int status;
     slot_release(slot);
     uint64_t zmark = dsp_zone_mark();
-    if (wh_client_call(t->store, &req, &rep, err, errlen) != WH_OK)
+    if (wh_client_call_kept(t->store, &req, &k, &status, err, errlen) != WH_OK)
         return -1;
+    Walhook__Reply *rep = wh_kept_reply(k);
     int kept = 0;
     slot->replay = 0;
     if (rep->body_case == WALHOOK__REPLY__BODY_READ && rep->read != NULL) {
@@ -481,7 +481,7 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
         }
         if (t->has_epoch && rd->epoch != t->epoch) {
             /* the offset was moved (SetOffset) since the last read */
-            walhook__reply__free_unpacked(rep, NULL);
+            wh_kept_free(k);
             return -2;
         }
         t->has_epoch = 1;
@@ -490,7 +490,7 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
         slot->epoch = rd->epoch;
         dsp_zone_set(t->set.tenant, rd->zone, zmark);
         if (rd->needs_snapshot) {
-            walhook__reply__free_unpacked(rep, NULL);
+            wh_kept_free(k);
             return -3;
         }
         uint64_t filtered = 0;
@@ -506,7 +506,7 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
             t->from_lsn = slot->last_lsn;
             t->from_seq = slot->last_seq;
             if (borrow && slot->n > 0) {
-                slot->held = rep; /* the batch points at its events */
+                slot->held = k; /* the batch points at its events */
                 return kept;
             }
         }
@@ -514,7 +514,7 @@ static int do_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, uint32_t
         wh_seterr(err, errlen, "store replied to Read without a read body");
         kept = -1;
     }
-    walhook__reply__free_unpacked(rep, NULL);
+    wh_kept_free(k);
     return kept;
 }
 
@@ -531,10 +531,12 @@ static int do_replay_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, u
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_REPLAY_READ;
     req.replay_read = &rr;
-    Walhook__Reply *rep = NULL;
+    wh_kept *k = NULL;
+    int status;
     slot_release(slot);
-    if (wh_client_call(t->store, &req, &rep, err, errlen) != WH_OK)
+    if (wh_client_call_kept(t->store, &req, &k, &status, err, errlen) != WH_OK)
         return -1;
+    Walhook__Reply *rep = wh_kept_reply(k);
     int kept = 0;
     if (rep->body_case == WALHOOK__REPLY__BODY_READ && rep->read != NULL) {
         slot->epoch = rep->read->epoch;
@@ -546,14 +548,14 @@ static int do_replay_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, u
             wh_seterr(err, errlen, "out of memory or a malformed event building a replay batch");
         slot->replay = 1;
         if (kept > 0 && borrow && slot->n > 0) {
-            slot->held = rep; /* the batch points at its events */
+            slot->held = k; /* the batch points at its events */
             return kept;
         }
     } else {
         wh_seterr(err, errlen, "store replied to ReplayRead without a read body");
         kept = -1;
     }
-    walhook__reply__free_unpacked(rep, NULL);
+    wh_kept_free(k);
     return kept;
 }
 

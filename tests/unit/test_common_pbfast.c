@@ -1,10 +1,11 @@
-/* Unit tests of wh_pbfast: the in-place decoder of the store's Append
- * request against protobuf-c's own unpack. Requests packed by protobuf-c
- * with every field it handles (random values, zeros left out, json of 0 to
- * 3000 bytes) decode to equal structures with json pointing into the input;
- * requests with other fields are refused (protobuf-c takes them); and for
- * 200,000 mutations of valid requests (bytes changed, cut, inserted), every
- * one the fast path accepts is accepted by protobuf-c with an equal result. */
+/* Unit tests of wh_pbfast: the in-place decoders of the store's Append
+ * request and of a Read's reply against protobuf-c's own unpack. Messages
+ * packed by protobuf-c with every field they handle (random values, zeros
+ * left out, json of 0 to 3000 bytes) decode to equal structures with json
+ * pointing into the input; messages with other fields (or an error reply)
+ * are refused (protobuf-c takes them); and for 200,000 mutations of valid
+ * messages of each kind (bytes changed, cut, inserted), every one the fast
+ * path accepts is accepted by protobuf-c with an equal result. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -253,12 +254,184 @@ static void test_mutations(void **state)
     assert_true(refused_both > 1000);
 }
 
+/* ---- Reply{read} ---- */
+
+/* Packs a random Read reply into *out (malloc'd); extra 1: an error reply
+ * (status, error), 2: another body, 3: a Position with no field. */
+static size_t pack_random_reply(uint8_t **out, int extra)
+{
+    Walhook__Reply rep = WALHOOK__REPLY__INIT;
+    Walhook__ReadReply rr = WALHOOK__READ_REPLY__INIT;
+    Walhook__Position pos = WALHOOK__POSITION__INIT;
+    Walhook__OffsetReply off = WALHOOK__OFFSET_REPLY__INIT;
+    Walhook__Event ev[8], *pv[8];
+    rr.n_events = rnd() % 9;
+    for (size_t i = 0; i < rr.n_events; i++) {
+        ev[i] = (Walhook__Event)WALHOOK__EVENT__INIT;
+        ev[i].commit_lsn = rval();
+        ev[i].seq = (uint32_t)rval();
+        ev[i].commit_ts_us = (int64_t)rval();
+        ev[i].subxid = (uint32_t)rval();
+        size_t l = rnd() % 4 ? rnd() % 3000 : 0;
+        for (size_t k = 0; k < l; k++)
+            jbuf[i][k] = (uint8_t)rnd();
+        ev[i].json.len = l;
+        ev[i].json.data = l ? jbuf[i] : NULL;
+        pv[i] = &ev[i];
+    }
+    rr.events = pv;
+    if (rnd() % 2 || extra == 3) {
+        pos.lsn = extra == 3 ? 0 : rval();
+        pos.seq = extra == 3 ? 0 : (uint32_t)rval();
+        rr.committed = &pos;
+    }
+    rr.epoch = rval();
+    rr.needs_snapshot = rnd() % 4 == 0;
+    rr.moves = rval();
+    rr.zone = (uint32_t)(rnd() % 3);
+    rep.body_case = WALHOOK__REPLY__BODY_READ;
+    rep.read = &rr;
+    rep.retry_after_ms = rnd() % 3 ? 0 : (uint32_t)rval();
+    if (extra == 1) {
+        rep.status = 500;
+        rep.error = "boom";
+    }
+    if (extra == 2) {
+        rep.body_case = WALHOOK__REPLY__BODY_OFFSET;
+        rep.offset = &off;
+    }
+    size_t n = walhook__reply__get_packed_size(&rep);
+    *out = malloc(n + 1);
+    assert_non_null(*out);
+    walhook__reply__pack(&rep, *out);
+    return n;
+}
+
+static void same_reply(const Walhook__Reply *f, const Walhook__Reply *s, const uint8_t *in,
+                       size_t inlen)
+{
+    assert_int_equal(f->body_case, s->body_case);
+    assert_int_equal(f->body_case, WALHOOK__REPLY__BODY_READ);
+    assert_int_equal(f->status, s->status);
+    assert_true(f->error == NULL || f->error[0] == '\0');
+    assert_true(s->error == NULL || s->error[0] == '\0');
+    assert_int_equal(f->retry_after_ms, s->retry_after_ms);
+    const Walhook__ReadReply *a = f->read, *b = s->read;
+    assert_int_equal(a->n_events, b->n_events);
+    assert_int_equal(a->epoch, b->epoch);
+    assert_int_equal(a->needs_snapshot, b->needs_snapshot);
+    assert_int_equal(a->moves, b->moves);
+    assert_int_equal(a->zone, b->zone);
+    assert_int_equal(a->committed == NULL, b->committed == NULL);
+    if (a->committed != NULL) {
+        assert_int_equal(a->committed->lsn, b->committed->lsn);
+        assert_int_equal(a->committed->seq, b->committed->seq);
+    }
+    for (size_t i = 0; i < a->n_events; i++) {
+        const Walhook__Event *x = a->events[i], *y = b->events[i];
+        assert_int_equal(x->commit_lsn, y->commit_lsn);
+        assert_int_equal(x->seq, y->seq);
+        assert_int_equal(x->commit_ts_us, y->commit_ts_us);
+        assert_int_equal(x->subxid, y->subxid);
+        bytes_equal(x->json, y->json, in, inlen);
+    }
+}
+
+static void test_packed_replies(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3000; i++) {
+        uint8_t *in;
+        size_t n = pack_random_reply(&in, i % 10 == 0 ? 3 : 0);
+        Walhook__Reply *f = NULL;
+        assert_int_equal(wh_pbfast_read_reply(in, n, &f), WH_OK);
+        Walhook__Reply *s = walhook__reply__unpack(NULL, n, in);
+        assert_non_null(s);
+        same_reply(f, s, in, n);
+        free(f);
+        walhook__reply__free_unpacked(s, NULL);
+        free(in);
+    }
+    /* an error reply and another body go by protobuf-c */
+    for (int extra = 1; extra <= 2; extra++) {
+        uint8_t *in;
+        size_t n = pack_random_reply(&in, extra);
+        Walhook__Reply *f = NULL;
+        assert_int_equal(wh_pbfast_read_reply(in, n, &f), WH_ERR);
+        assert_null(f);
+        Walhook__Reply *s = walhook__reply__unpack(NULL, n, in);
+        assert_non_null(s);
+        walhook__reply__free_unpacked(s, NULL);
+        free(in);
+    }
+    Walhook__Reply *f = NULL;
+    assert_int_equal(wh_pbfast_read_reply(NULL, 0, &f), WH_ERR);
+    /* no body at all (an empty reply): refused */
+    assert_int_equal(wh_pbfast_read_reply((const uint8_t *)"", 0, &f), WH_ERR);
+    /* committed twice: refused (protobuf-c merges them) */
+    static const uint8_t twice[] = {0x22, 0x08, 0x12, 0x02, 0x08, 0x01, 0x12, 0x02, 0x10, 0x02};
+    assert_int_equal(wh_pbfast_read_reply(twice, sizeof(twice), &f), WH_ERR);
+    Walhook__Reply *s = walhook__reply__unpack(NULL, sizeof(twice), twice);
+    assert_non_null(s);
+    walhook__reply__free_unpacked(s, NULL);
+    /* an empty ReadReply: accepted, nothing set */
+    static const uint8_t empty[] = {0x22, 0x00};
+    assert_int_equal(wh_pbfast_read_reply(empty, sizeof(empty), &f), WH_OK);
+    assert_int_equal(f->read->n_events, 0);
+    assert_null(f->read->committed);
+    free(f);
+}
+
+static void test_reply_mutations(void **state)
+{
+    (void)state;
+    size_t accepted = 0, refused_both = 0;
+    for (int i = 0; i < 200000; i++) {
+        uint8_t *in;
+        size_t n = pack_random_reply(&in, 0);
+        uint8_t *m = malloc(n + 8);
+        assert_non_null(m);
+        memcpy(m, in, n);
+        size_t len = n;
+        int kind = (int)(rnd() % 3);
+        if (kind == 0 && len > 0) {
+            for (int k = 0, c = 1 + (int)(rnd() % 3); k < c; k++)
+                m[rnd() % len] = (uint8_t)rnd();
+        } else if (kind == 1 && len > 0) {
+            len = rnd() % len;
+        } else {
+            size_t at = len ? rnd() % len : 0;
+            memmove(m + at + 1, m + at, len - at);
+            m[at] = (uint8_t)rnd();
+            len++;
+        }
+        Walhook__Reply *f = NULL;
+        int rc = wh_pbfast_read_reply(m, len, &f);
+        Walhook__Reply *s = walhook__reply__unpack(NULL, len, m);
+        if (rc == WH_OK) {
+            if (s == NULL)
+                fail_msg("mutation %d: the fast path accepted what protobuf-c refuses", i);
+            same_reply(f, s, m, len);
+            accepted++;
+        } else if (s == NULL) {
+            refused_both++;
+        }
+        free(f);
+        if (s != NULL)
+            walhook__reply__free_unpacked(s, NULL);
+        free(m);
+        free(in);
+    }
+    assert_true(accepted > 1000);
+    assert_true(refused_both > 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_packed_requests),
-        cmocka_unit_test(test_other_fields_refused),
-        cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_packed_requests), cmocka_unit_test(test_other_fields_refused),
+        cmocka_unit_test(test_mutations),       cmocka_unit_test(test_packed_replies),
+        cmocka_unit_test(test_reply_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
