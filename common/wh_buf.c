@@ -53,28 +53,14 @@ int wh_buf_reserve(wh_buf *b, size_t extra)
     return WH_OK;
 }
 
-int wh_buf_append(wh_buf *b, const void *p, size_t n)
+int wh_buf_append_grow(wh_buf *b, const void *p, size_t n)
 {
-    if (n < b->cap - b->len) { /* fits with room for a NUL (cap > len always) */
-        memcpy(b->data + b->len, p, n);
-        b->len += n;
-        return WH_OK;
-    }
     if (wh_buf_reserve(b, n) != WH_OK)
         return WH_ERR;
     if (n > 0)
         memcpy(b->data + b->len, p, n);
     b->len += n;
     return WH_OK;
-}
-
-int wh_buf_putc(wh_buf *b, char c)
-{
-    if (b->len + 1 < b->cap) {
-        b->data[b->len++] = c;
-        return WH_OK;
-    }
-    return wh_buf_append(b, &c, 1);
 }
 
 int wh_buf_puts(wh_buf *b, const char *s)

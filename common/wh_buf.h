@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct wh_buf {
     char *data;
@@ -18,8 +19,28 @@ void wh_buf_init(wh_buf *b, size_t max);
 void wh_buf_free(wh_buf *b);
 void wh_buf_reset(wh_buf *b); /* len = 0, keeps memory */
 int wh_buf_reserve(wh_buf *b, size_t extra);
-int wh_buf_append(wh_buf *b, const void *p, size_t n);
-int wh_buf_putc(wh_buf *b, char c);
+/* wh_buf_append when it has to grow the buffer (the inline functions below
+ * take the common case themselves: the renderers call them per token) */
+int wh_buf_append_grow(wh_buf *b, const void *p, size_t n);
+
+static inline int wh_buf_append(wh_buf *b, const void *p, size_t n)
+{
+    if (n < b->cap - b->len) { /* fits with room for a NUL (cap > len always) */
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        return 0;
+    }
+    return wh_buf_append_grow(b, p, n);
+}
+
+static inline int wh_buf_putc(wh_buf *b, char c)
+{
+    if (b->len + 1 < b->cap) {
+        b->data[b->len++] = c;
+        return 0;
+    }
+    return wh_buf_append_grow(b, &c, 1);
+}
 int wh_buf_puts(wh_buf *b, const char *s);
 int wh_buf_printf(wh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Ensures data is NUL-terminated (not counted in len). */
