@@ -17,6 +17,7 @@
 #include "wh_metrics.h"
 #include "wh_util.h"
 
+#define DSP_LOOP_STOP_COMMIT_MS 1000 /* every target's last commit at a stop, together */
 #define DSP_POLL_MAX_MS 1000
 
 struct dsp_loop {
@@ -925,6 +926,9 @@ void dsp_loop_destroy(dsp_loop *l)
     for (int i = 0; i < l->ntargets; i++)
         if (l->targets[i]->thr_started)
             dsp_target_stop_reader(l->targets[i]);
+    uint64_t until = wh_now_ms() + DSP_LOOP_STOP_COMMIT_MS;
+    for (int i = 0; i < l->ntargets; i++)
+        dsp_target_drain_commit(l->targets[i], until);
     for (int i = 0; i < l->ntargets; i++) {
         dsp_target_destroy(l->targets[i]);
         free(l->targets[i]->next_spec);

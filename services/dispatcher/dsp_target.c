@@ -21,6 +21,8 @@
 
 #define DSP_WARN_EVERY_MS 10000 /* repeated failure warnings per target */
 #define DSP_STOP_COMMIT_TRIES 3
+#define DSP_STOP_COMMIT_WAIT_MS 1000  /* a stop waits this long for the last commit */
+#define DSP_RESET_COMMIT_WAIT_MS 1000 /* a reset's first Read waits for a held-back commit */
 
 static void lanes_leave(dsp_target *t);
 static void lane_free(dsp_lanereq *ln);
@@ -786,7 +788,7 @@ static void *committer_main(void *arg)
             break; /* stopping, nothing to send */
         uint64_t now = wh_now_ms(),
                  iv = (uint64_t)(t->set.commit_interval_ms > 0 ? t->set.commit_interval_ms : 0);
-        if (!t->stop && last_sent != 0 && now < last_sent + iv) {
+        if (!t->stop && !t->commit_now && last_sent != 0 && now < last_sent + iv) {
             /* advance() does not wake it for each newer position meanwhile */
             t->commit_sleep = 1;
             timed_wait_on(t, &t->ccv, (int)(last_sent + iv - now));
@@ -799,9 +801,15 @@ static void *committer_main(void *arg)
             uint32_t seq = t->commit_seq;
             uint64_t epoch = t->commit_epoch;
             t->commit_pending = 0;
+            t->commit_now = 0;
+            t->commit_busy = 1;
             pthread_mutex_unlock(&t->mu);
             int rc = do_commit(t, t->cstore, lsn, seq, epoch, err, sizeof(err));
             pthread_mutex_lock(&t->mu);
+            t->commit_busy = 0;
+            /* a reader after a reset, or a stop, may wait for it */
+            pthread_cond_broadcast(&t->cv);
+            pthread_cond_broadcast(&t->ccv);
             if (rc == WH_OK) {
                 commit_fail = 0;
                 continue;
@@ -865,12 +873,21 @@ static void *reader_main(void *arg)
             t->rwait = 0;
         }
         if (t->gen != t->my_gen) {
-            /* the loop dropped what was read: read from the committed offset */
+            /* the loop dropped what was read: read from the committed offset,
+             * once a commit it held back (dsp_target_reset: commit_now) is
+             * in (bounded: a store that does not answer costs at most a
+             * redelivery) */
             t->my_gen = t->gen;
             t->has_from = 0;
             t->has_epoch = 0;
             t->replay_inflight = 0; /* a dropped replay batch is read again */
             t->ack_pending = 0;
+            uint64_t until = wh_now_ms() + DSP_RESET_COMMIT_WAIT_MS;
+            for (uint64_t now = wh_now_ms(); (t->commit_pending || t->commit_busy) && !t->stop &&
+                                             t->gen == t->my_gen && now < until;
+                 now = wh_now_ms())
+                timed_wait_locked(t, (int)(until - now));
+            continue;
         }
         if (t->ack_pending) {
             uint64_t lsn = t->ack_lsn;
@@ -1430,6 +1447,8 @@ void dsp_target_apply_settings(dsp_target *t, const dsp_settings *set)
     t->set.retry_base_ms = set->retry_base_ms;
     t->set.retry_max_ms = set->retry_max_ms;
     t->set.http_timeout_ms = set->http_timeout_ms;
+    if (t->set.commit_interval_ms != set->commit_interval_ms)
+        pthread_cond_broadcast(&t->ccv); /* a committer waiting out the old one */
     t->set.commit_interval_ms = set->commit_interval_ms;
     wh_strlcpy(t->set.allow_global, set->allow_global, sizeof(t->set.allow_global));
     t->set.dl = set->dl;
@@ -1517,7 +1536,14 @@ void dsp_target_reset(dsp_target *t)
     t->gen++;
     t->head = 0;
     t->count = 0;
-    t->commit_pending = 0;
+    if (t->reset_req) {
+        t->commit_pending = 0; /* the offset moved: refused anyway */
+    } else if (t->commit_pending) {
+        /* a format change, a resume: what was delivered stays delivered;
+         * the reader reads from the offset once this is in */
+        t->commit_now = 1;
+        pthread_cond_broadcast(&t->ccv);
+    }
     t->reset_req = 0;
     t->dlq_pending = 0;
     t->dlq_done = 0;
@@ -1550,15 +1576,40 @@ void dsp_target_stop_reader(dsp_target *t)
     pthread_cond_broadcast(&t->cv);
     pthread_cond_broadcast(&t->ccv);
     pthread_mutex_unlock(&t->mu);
-    /* a Read or Commit waiting on a store that is gone returns now */
+    /* a Read waiting on a store that is gone returns now; the committer's
+     * client only after its last commit (dsp_target_drain_commit) */
     wh_client_interrupt(t->store);
-    wh_client_interrupt(t->cstore);
+}
+
+void dsp_target_drain_commit(dsp_target *t, uint64_t until_ms)
+{
+    if (t->cthr_started) {
+        pthread_mutex_lock(&t->mu);
+        for (uint64_t now = wh_now_ms(); (t->commit_pending || t->commit_busy) && now < until_ms;
+             now = wh_now_ms()) {
+            struct timespec ts;
+            uint64_t ms = until_ms - now;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += (time_t)(ms / 1000);
+            ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&t->ccv, &t->mu, &ts);
+        }
+        pthread_mutex_unlock(&t->mu);
+    }
+    if (t->cstore != NULL)
+        wh_client_interrupt(t->cstore);
 }
 
 void dsp_target_destroy(dsp_target *t)
 {
-    if (t->thr_started || t->cthr_started)
+    if (t->thr_started || t->cthr_started) {
         dsp_target_stop_reader(t);
+        dsp_target_drain_commit(t, wh_now_ms() + DSP_STOP_COMMIT_WAIT_MS);
+    }
     if (t->thr_started) {
         pthread_join(t->thr, NULL);
         t->thr_started = 0;

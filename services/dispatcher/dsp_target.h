@@ -306,6 +306,8 @@ typedef struct dsp_target {
     unsigned head, count;
     int commit_pending;
     int commit_sleep; /* the committer waits out commit_interval_ms: no signal needed */
+    int commit_busy;  /* the committer is sending one (mu released) */
+    int commit_now;   /* send the pending one without waiting out the interval */
     int rwait;        /* the reader waits for the loop to finish a batch (advance signals) */
     int dlq_pending;  /* loop -> reader: write dlq_req */
     int dlq_done;     /* reader -> loop: 1 written, -1 refused (reset follows) */
@@ -476,6 +478,10 @@ void dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq, dsp_push *push);
 int dsp_target_start_reader(dsp_target *t, char *err, size_t errlen);
 /* Asks the reader to stop; it sends a pending commit first (bounded tries). */
 void dsp_target_stop_reader(dsp_target *t);
+/* After dsp_target_stop_reader: waits until the committer has sent its
+ * last commit (or failed to), at most until until_ms (wh_now_ms), then
+ * interrupts its store client. */
+void dsp_target_drain_commit(dsp_target *t, uint64_t until_ms);
 /* Joins the reader and frees everything. The easy handle must not be in a
  * multi handle any more. */
 void dsp_target_destroy(dsp_target *t);

@@ -110,11 +110,13 @@ int main(int argc, char **argv)
     wh_info("running (store %s, control %s)", cfg.store_endpoint, cfg.dispatcher_control);
     dsp_loop_run(loop);
     wh_info("stopping");
-    dsp_state_stop(st);
+    dsp_state_stop(st); /* unsets the lease's callback into the loop */
     wh_control_stop(ctl);
     dsp_backlog_stop(backlog);
-    dsp_lease_stop(lease);
+    /* the targets' last commits carry their leases' epochs: before the
+     * leases are released */
     dsp_loop_destroy(loop);
+    dsp_lease_stop(lease);
     wh_info("stopped");
     return 0;
 }

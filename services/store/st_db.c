@@ -90,6 +90,7 @@ struct st_tenant {
     _Atomic uint64_t gc_compactions; /* GC slices compacted */
     _Atomic int gc_tail;          /* a slice left garbage below the watermark: collect all of it */
     _Atomic uint64_t gc_flush_us; /* when the last flush of its events started (gc_snap_take) */
+    _Atomic uint64_t wm_moved_us; /* when its watermark last moved (tenant_watermark) */
     /* write token bucket (under wm_mu) */
     double tb_bytes, tb_events;
     uint64_t tb_ms;
@@ -115,6 +116,7 @@ typedef struct st_gc_snap {
     uint32_t seq;
     uint64_t next_us;  /* the next re-read of the watermark */
     uint64_t wait_end; /* a flush may wait for the readers until then */
+    int keys;          /* keys seen */
 } st_gc_snap;
 
 struct st_db {
@@ -344,16 +346,18 @@ static int gc_snap_refresh(st_gc_snap *s, uint64_t now)
  *
  * The watermark is re-read every ST_GC_REFRESH_US while keys are kept: a
  * job's keys come in order, the newest last, and the readers go on while
- * it runs. A flush (wait_end set) may also wait for them: while its key is
- * not yet delivered and the watermark keeps moving (it moved in the last
- * ST_GC_STALL_US, more than the dispatchers' commit interval), it sleeps in
- * steps of ST_GC_STEP_US, until wait_end. A memtable of events the readers
- * are about to deliver is then dropped instead of written to a level-0
- * file and compacted away later. wait_end is ST_GC_FLUSH_WAIT_US after the
- * flush started, and at most a quarter of the time since the tenant's last
- * flush started: the next memtable takes about that long to fill, and
- * writes stall only when it is full before this flush ends. A reader that
- * is stopped or gone ends the wait at once (no movement). */
+ * it runs. A flush (wait_end set) may also wait for them, when they are
+ * delivering this memtable (its first key is below the watermark: a reader
+ * further behind would not reach it in time) and the watermark moved in
+ * the last ST_GC_STALL_US (more than the dispatchers' commit interval): it
+ * sleeps in steps of ST_GC_STEP_US while its key is not yet delivered,
+ * until wait_end. A memtable of events the readers are about to deliver is
+ * then dropped instead of written to a level-0 file and compacted away
+ * later. wait_end is ST_GC_FLUSH_WAIT_US after the flush started, and at
+ * most a quarter of the time since the tenant's last flush started: the
+ * next memtable takes about that long to fill, and writes stall only when
+ * it is full before this flush ends. A reader that stopped ends the wait
+ * (no movement). */
 static int gc_drop(void *snap, const char *key, size_t key_length)
 {
     st_gc_snap *s = snap;
@@ -363,19 +367,16 @@ static int gc_drop(void *snap, const char *key, size_t key_length)
     uint32_t seq;
     if (parse_event_key(key, key_length, NULL, &lsn, &seq) != WH_OK)
         return 0;
-    uint64_t now = 0, moved = 0;
+    int first = s->keys++ == 0;
     while (wh_pos_cmp(lsn, seq, s->lsn, s->seq) >= 0) {
-        now = wh_now_us();
-        if (now >= s->next_us && gc_snap_refresh(s, now)) {
-            moved = now;
+        uint64_t now = wh_now_us();
+        if (now >= s->next_us && gc_snap_refresh(s, now))
             continue;
-        }
-        if (s->wait_end == 0 || now >= s->wait_end || atomic_load(&s->t->db->stopping))
-            return 0;
-        if (moved == 0)
-            moved = now;
-        if (now - moved >= ST_GC_STALL_US) {
-            s->wait_end = 0; /* the readers stopped: no more waiting in this flush */
+        if (first)
+            s->wait_end = 0; /* the readers have not reached this memtable */
+        if (s->wait_end == 0 || now >= s->wait_end || atomic_load(&s->t->db->stopping) ||
+            now - atomic_load(&s->t->wm_moved_us) >= ST_GC_STALL_US) {
+            s->wait_end = 0; /* no more waiting in this flush */
             return 0;
         }
         struct timespec ts = {0, ST_GC_STEP_US * 1000};
@@ -438,6 +439,7 @@ static void tenant_watermark(st_tenant *t, uint64_t *lsn, uint32_t *seq)
     if (have && wh_pos_cmp(ml, ms, t->wm_lsn, t->wm_seq) > 0) {
         t->wm_lsn = ml;
         t->wm_seq = ms;
+        atomic_store(&t->wm_moved_us, wh_now_us());
     }
     if (wh_pos_cmp(t->floor_lsn, t->floor_seq, t->wm_lsn, t->wm_seq) > 0) {
         t->wm_lsn = t->floor_lsn;
