@@ -114,6 +114,22 @@ static int event_parse(const uint8_t *p, size_t n, Walhook__Event *e)
     return WH_OK;
 }
 
+/* One of the repeated Events: counted only (events_at NULL), or parsed into
+ * events_at[*k] and listed in ptrs[*k]. */
+static int event_next(const uint8_t *d, size_t l, Walhook__Event *events_at, Walhook__Event **ptrs,
+                      size_t *k)
+{
+    if (events_at != NULL) {
+        Walhook__Event *e = &events_at[*k];
+        *e = (Walhook__Event)WALHOOK__EVENT__INIT;
+        if (event_parse(d, l, e) != WH_OK)
+            return WH_ERR;
+        ptrs[*k] = e;
+    }
+    (*k)++;
+    return WH_OK;
+}
+
 /* The AppendBatch's fields; events counted only (events_at: NULL), or
  * parsed into events_at[0..]. */
 static int batch_parse(const uint8_t *p, size_t n, Walhook__AppendBatch *a, size_t *nev,
@@ -142,14 +158,8 @@ static int batch_parse(const uint8_t *p, size_t n, Walhook__AppendBatch *a, size
             } else if (num == 20) {
                 a->snapshot_progress.len = l;
                 a->snapshot_progress.data = l ? (uint8_t *)d : NULL;
-            } else if (events_at != NULL) {
-                Walhook__Event *e = &events_at[k];
-                *e = (Walhook__Event)WALHOOK__EVENT__INIT;
-                if (event_parse(d, l, e) != WH_OK)
-                    return WH_ERR;
-                a->events[k++] = e;
-            } else {
-                k++;
+            } else if (event_next(d, l, events_at, a->events, &k) != WH_OK) {
+                return WH_ERR;
             }
             break;
         case 3:  /* ack_lsn */
@@ -177,6 +187,15 @@ static int batch_parse(const uint8_t *p, size_t n, Walhook__AppendBatch *a, size
     return WH_OK;
 }
 
+/* One allocation of head bytes, then nev Events and nev pointers, then
+ * tail bytes (NULL when too large or out of memory). */
+static char *alloc_events(size_t head, size_t nev, size_t tail)
+{
+    if (nev > (SIZE_MAX - head - tail - 256) / (sizeof(Walhook__Event *) + sizeof(Walhook__Event)))
+        return NULL;
+    return malloc(head + nev * (sizeof(Walhook__Event) + sizeof(Walhook__Event *)) + tail);
+}
+
 int wh_pbfast_append(const uint8_t *buf, size_t len, Walhook__Request **out)
 {
     *out = NULL;
@@ -194,11 +213,9 @@ int wh_pbfast_append(const uint8_t *buf, size_t len, Walhook__Request **out)
     const uint8_t *tenant = NULL;
     if (batch_parse(body, blen, &probe, &nev, &tenant, &tlen, NULL) != WH_OK)
         return WH_ERR;
-    if (nev > (SIZE_MAX - tlen - 256) / (sizeof(Walhook__Event *) + sizeof(Walhook__Event)))
+    if (tlen > SIZE_MAX / 2)
         return WH_ERR;
-    size_t need = sizeof(Walhook__Request) + sizeof(Walhook__AppendBatch) +
-                  nev * (sizeof(Walhook__Event) + sizeof(Walhook__Event *)) + tlen + 1;
-    char *m = malloc(need);
+    char *m = alloc_events(sizeof(Walhook__Request) + sizeof(Walhook__AppendBatch), nev, tlen + 1);
     if (m == NULL)
         return WH_ERR;
     /* the structs first (each a multiple of the pointer alignment), then
@@ -262,14 +279,8 @@ static int read_parse(const uint8_t *p, size_t n, Walhook__ReadReply *rr, size_t
                     *pos = tmp;
                     rr->committed = pos;
                 }
-            } else if (events_at != NULL) {
-                Walhook__Event *e = &events_at[k];
-                *e = (Walhook__Event)WALHOOK__EVENT__INIT;
-                if (event_parse(d, l, e) != WH_OK)
-                    return WH_ERR;
-                rr->events[k++] = e;
-            } else {
-                k++;
+            } else if (event_next(d, l, events_at, rr->events, &k) != WH_OK) {
+                return WH_ERR;
             }
             continue;
         }
@@ -325,11 +336,8 @@ int wh_pbfast_read_reply(const uint8_t *buf, size_t len, Walhook__Reply **out)
     size_t nev = 0;
     if (read_parse(body, blen, &probe, &nev, NULL, NULL) != WH_OK)
         return WH_ERR;
-    if (nev > (SIZE_MAX - 1024) / (sizeof(Walhook__Event *) + sizeof(Walhook__Event)))
-        return WH_ERR;
-    size_t need = sizeof(Walhook__Reply) + sizeof(Walhook__ReadReply) + sizeof(Walhook__Position) +
-                  nev * (sizeof(Walhook__Event) + sizeof(Walhook__Event *));
-    char *m = malloc(need);
+    char *m = alloc_events(
+        sizeof(Walhook__Reply) + sizeof(Walhook__ReadReply) + sizeof(Walhook__Position), nev, 0);
     if (m == NULL)
         return WH_ERR;
     /* the structs first (each a multiple of the pointer alignment), then

@@ -15,23 +15,8 @@ source "$(dirname "$0")/../lib/helpers.sh"
 trap wh_cleanup EXIT
 wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver
 wh_tmpdir
-pg_start || wh_fail "cannot start PostgreSQL"
-pg_psql -c "CREATE TABLE items (id int PRIMARY KEY); CREATE PUBLICATION walhook FOR ALL TABLES;" \
-    >/dev/null || wh_fail "cannot create the table"
-export WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS="127.0.0.1/32,::1"
 export WALHOOK_DISPATCHER_COMMIT_INTERVAL_MS=60000
-RPORT=$(wh_free_port)
-APORT=$(wh_free_port)
-wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --out "$WH_TMP/received.jsonl"
-CONF="$WH_TMP/walhook.conf"
-DATA="$WH_TMP/data"
-wh_write_conf "$CONF" "$PG_DSN" "$DATA" "$APORT" "http://127.0.0.1:$RPORT/hook"
-mkdir -p -m 700 "$DATA"
-for d in store ingestor dispatcher admin; do
-    wh_spawn "$d" "$BIN/walhook-$d" -c "$CONF"
-done
-M="http://127.0.0.1:$APORT/metrics"
-wh_wait_slot_active walhook 60 || wh_fail "the ingestor did not start streaming"
+wh_items_pipeline
 wh_wait_http "http://127.0.0.1:$APORT/livez" 30 || wh_fail "the admin does not answer /livez"
 TOKEN=$(cat "$DATA/admin.token" 2>/dev/null)
 api() { # METHOD PATH

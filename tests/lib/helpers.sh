@@ -211,6 +211,31 @@ wh_write_conf() {
     } >"$file"
 }
 
+# wh_items_pipeline: PostgreSQL with table items (id int PRIMARY KEY) in
+# publication walhook, a walhook-receiver writing $WH_TMP/received.jsonl
+# (loopback allowed), and the four daemons on one target t0 of it; sets
+# RPORT APORT CONF DATA M (the admin's /metrics URL). Returns once the slot
+# streams.
+wh_items_pipeline() {
+    pg_start || wh_fail "cannot start PostgreSQL"
+    pg_psql -c "CREATE TABLE items (id int PRIMARY KEY); CREATE PUBLICATION walhook FOR ALL TABLES;" \
+        >/dev/null || wh_fail "cannot create the table"
+    export WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS="127.0.0.1/32,::1"
+    RPORT=$(wh_free_port)
+    APORT=$(wh_free_port)
+    wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --out "$WH_TMP/received.jsonl"
+    CONF="$WH_TMP/walhook.conf"
+    DATA="$WH_TMP/data"
+    wh_write_conf "$CONF" "$PG_DSN" "$DATA" "$APORT" "http://127.0.0.1:$RPORT/hook"
+    mkdir -p -m 700 "$DATA"
+    local d
+    for d in store ingestor dispatcher admin; do
+        wh_spawn "$d" "$BIN/walhook-$d" -c "$CONF"
+    done
+    M="http://127.0.0.1:$APORT/metrics"
+    wh_wait_slot_active walhook 60 || wh_fail "the ingestor did not start streaming"
+}
+
 wh_pipeline_setup() {
     trap wh_cleanup EXIT
     wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin \
