@@ -240,17 +240,6 @@ static int prepare_ipc_dir(const char *url, char *err, size_t errlen)
     return WH_OK;
 }
 
-static void deadline_in(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 static aio_waiter *waiter_new(void)
 {
     aio_waiter *w = calloc(1, sizeof(*w));
@@ -310,12 +299,12 @@ static int waiter_wait(aio_waiter *w, int limit_ms, atomic_int *stop)
     struct timespec until;
     int limited = limit_ms >= 0, shortened = 0;
     if (limited)
-        deadline_in(&until, limit_ms);
+        wh_deadline_in(&until, CLOCK_MONOTONIC, limit_ms);
     pthread_mutex_lock(&w->mu);
     while (!w->done) {
         if (!shortened && (w->woken || (stop != NULL && atomic_load(stop)))) {
             struct timespec soon;
-            deadline_in(&soon, WH_IPC_STOP_GRACE_MS);
+            wh_deadline_in(&soon, CLOCK_MONOTONIC, WH_IPC_STOP_GRACE_MS);
             if (!limited || soon.tv_sec < until.tv_sec ||
                 (soon.tv_sec == until.tv_sec && soon.tv_nsec < until.tv_nsec))
                 until = soon;
@@ -388,7 +377,7 @@ static void close_socket(nng_socket sock, const char *url)
         return;
     }
     struct timespec until;
-    deadline_in(&until, WH_IPC_CLOSE_MS);
+    wh_deadline_in(&until, CLOCK_MONOTONIC, WH_IPC_CLOSE_MS);
     pthread_mutex_lock(&j->mu);
     while (!j->done && pthread_cond_timedwait(&j->cv, &j->mu, &until) != ETIMEDOUT)
         ;

@@ -1525,13 +1525,7 @@ static void *watch_main(void *p)
         pthread_mutex_lock(&w->mu);
         if (!w->stopping && !w->poke) {
             struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += w->interval_ms / 1000;
-            ts.tv_nsec += (long)(w->interval_ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            wh_deadline_in(&ts, CLOCK_MONOTONIC, w->interval_ms);
             while (!w->stopping && !w->poke)
                 if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) == ETIMEDOUT)
                     break;

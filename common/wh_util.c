@@ -181,6 +181,17 @@ void wh_log(int level, const char *fmt, ...)
     (void)w;
 }
 
+void wh_deadline_in(struct timespec *ts, clockid_t clock, int64_t ms)
+{
+    clock_gettime(clock, ts);
+    ts->tv_sec += (time_t)(ms / 1000);
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
 uint64_t wh_now_us(void)
 {
     struct timespec ts;

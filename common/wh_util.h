@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <signal.h>
+#include <time.h>
 
 #define WH_OK 0
 #define WH_ERR (-1)
@@ -55,6 +56,10 @@ uint64_t wh_now_us(void);      /* CLOCK_MONOTONIC, microseconds */
 uint64_t wh_now_ms(void);      /* CLOCK_MONOTONIC, milliseconds */
 int64_t wh_wallclock_us(void); /* CLOCK_REALTIME, microseconds since epoch */
 void wh_sleep_ms(int ms);
+/* *ts = now on clock + ms (ms >= 0): an absolute deadline for
+ * pthread_cond_timedwait (CLOCK_REALTIME unless the condition variable's
+ * clock was set). */
+void wh_deadline_in(struct timespec *ts, clockid_t clock, int64_t ms);
 
 /* Signals: handlers only set flags. wh_signals_install() handles SIGTERM,
  * SIGINT (stop), SIGHUP (reload) and ignores SIGPIPE. */

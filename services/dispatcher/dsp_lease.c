@@ -363,14 +363,7 @@ static void *lease_main(void *arg)
         round_once(l);
         pthread_mutex_lock(&l->mu);
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        long add_ms = l->ttl_ms / 3;
-        ts.tv_sec += add_ms / 1000;
-        ts.tv_nsec += (add_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        wh_deadline_in(&ts, CLOCK_REALTIME, l->ttl_ms / 3);
         while (!l->stopping && !l->poked) {
             if (pthread_cond_timedwait(&l->cond, &l->mu, &ts) == ETIMEDOUT)
                 break;

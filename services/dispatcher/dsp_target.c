@@ -372,13 +372,7 @@ static int batch_partial(const dsp_batch *b, uint32_t max_events, uint32_t max_b
 static void timed_wait_on(dsp_target *t, pthread_cond_t *cv, int ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    wh_deadline_in(&ts, CLOCK_REALTIME, ms);
     if (!t->stop)
         pthread_cond_timedwait(cv, &t->mu, &ts);
 }
@@ -1588,14 +1582,7 @@ void dsp_target_drain_commit(dsp_target *t, uint64_t until_ms)
         for (uint64_t now = wh_now_ms(); (t->commit_pending || t->commit_busy) && now < until_ms;
              now = wh_now_ms()) {
             struct timespec ts;
-            uint64_t ms = until_ms - now;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += (time_t)(ms / 1000);
-            ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            wh_deadline_in(&ts, CLOCK_REALTIME, (int64_t)(until_ms - now));
             pthread_cond_timedwait(&t->ccv, &t->mu, &ts);
         }
         pthread_mutex_unlock(&t->mu);

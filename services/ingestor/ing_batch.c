@@ -1072,11 +1072,7 @@ int ing_batcher_drain(ing_batcher *bt, int timeout_ms)
         if (now >= deadline)
             break;
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t wait_ms = deadline - now < 100 ? deadline - now : 100;
-        ts.tv_nsec += (long)(wait_ms * 1000000);
-        ts.tv_sec += ts.tv_nsec / 1000000000;
-        ts.tv_nsec %= 1000000000;
+        wh_deadline_in(&ts, CLOCK_REALTIME, deadline - now < 100 ? (int64_t)(deadline - now) : 100);
         pthread_cond_timedwait(&bt->acked_cv, &bt->mu, &ts);
     }
     int rc = (bt->qhead || bt->inflight) ? WH_ERR : WH_OK;

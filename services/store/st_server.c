@@ -139,17 +139,6 @@ static int toast_ops(const Walhook__AppendBatch *a, st_toast_op **out, Walhook__
 
 /* ---- helpers ---- */
 
-static void now_plus_ms_mono(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 /* Caller holds wmu. Returns the tenant's queue, creating it when `create`. */
 static st_waitq *waitq_get(st_server *s, const char *tenant, int create)
 {
@@ -1059,7 +1048,7 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
     int rc = read_once(s, c, r->tenant, f_lsn, f_seq, max_events, max_bytes, m, err, sizeof(err));
     if (rc == WH_OK && q && m->nev == 0) {
         struct timespec deadline;
-        now_plus_ms_mono(&deadline, wait_ms);
+        wh_deadline_in(&deadline, CLOCK_MONOTONIC, wait_ms);
         int woke = 0;
         pthread_mutex_lock(&s->wmu);
         while (!s->stopping && q->gen == gen0) {
