@@ -111,8 +111,8 @@ typedef struct dsp_settings {
     int retry_base_ms;
     int retry_max_ms;
     int http_timeout_ms;
-    int commit_interval_ms;    /* dispatcher.commit_interval_ms: at most one commit per */
-    char allow_global[256];    /* dispatcher.allow_private_networks */
+    int commit_interval_ms; /* dispatcher.commit_interval_ms: at most one commit per this many ms */
+    char allow_global[256]; /* dispatcher.allow_private_networks */
     char ca_file[WH_PATH_MAX]; /* dispatcher.ca_file ("" = libcurl's default bundle) */
     wh_delivery dl;            /* the target's delivery settings (wh_state.h) */
 } dsp_settings;
