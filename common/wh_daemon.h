@@ -24,10 +24,19 @@
  * exits 2. Sets the umask to 077 (files 0600, directories 0700), creates the
  * data directory 0700 or refuses it (exit 2, wh_data_dir_prepare) when group
  * or others may access it. Then names the log lines after `daemon`, sets the
- * log level, installs the signal flags and starts the shutdown watchdog
+ * log level, applies cpu_scheduling (wh_daemon_sched; a refusal is logged),
+ * installs the signal flags and starts the shutdown watchdog
  * (wh_shutdown_watchdog_start, WH_SHUTDOWN_DEADLINE_MS). Returns the config
  * path, or NULL for none. */
 const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config *cfg);
+
+/* cpu_scheduling: "batch" switches the calling thread to SCHED_BATCH (nice
+ * unchanged), so every thread it creates afterwards (pthread's default is to
+ * inherit) runs so too; "normal" leaves SCHED_OTHER. No privilege is needed.
+ * A SCHED_BATCH thread that wakes while its CPU runs another task does not
+ * preempt it: it waits for the next scheduler tick or for that task to sleep.
+ * wh_daemon_init calls it before the daemon starts any thread. */
+int wh_daemon_sched(const wh_config *cfg, char *err, size_t errlen);
 
 /* Starts a detached thread that waits for wh_stop_requested, then gives the
  * process deadline_ms to exit by itself; past that it logs that the shutdown

@@ -33,6 +33,19 @@ sleep 0.5 # let a possible redelivery land before checking
     wh_fail "received stream does not match the expected changes"
 
 wh_alive walhook || wh_fail "walhook up exited early"
+# cpu_scheduling = batch (the default): every thread of every daemon runs as
+# SCHED_BATCH (policy 3: field 41 of /proc/TID/stat)
+for d in store ingestor dispatcher admin; do
+    dp=$(cat "$WH_TMP/data/$d.pid" 2>/dev/null) || wh_fail "no pid file for walhook-$d"
+    n=0
+    for st in /proc/"$dp"/task/*/stat; do
+        line=$(cat "$st" 2>/dev/null) || continue # the thread just ended
+        pol=$(echo "${line##*) }" | awk '{ print $39 }')
+        [ "$pol" = 3 ] || wh_fail "walhook-$d thread ${st%/stat} runs with policy $pol, not SCHED_BATCH"
+        n=$((n + 1))
+    done
+    [ "$n" -gt 1 ] || wh_fail "walhook-$d: found $n threads"
+done
 pid=${WH_PIDS[walhook]}
 kill -TERM "$pid"
 rc=0
@@ -41,4 +54,4 @@ kill -0 "$pid" 2>/dev/null && wh_fail "walhook up did not stop within 15 s of SI
 wait "$pid" || rc=$?
 unset "WH_PIDS[walhook]"
 [ "$rc" = 0 ] || wh_fail "walhook up exited with $rc after SIGTERM"
-wh_pass "$CHANGES changes delivered in order with correct values"
+wh_pass "$CHANGES changes delivered in order with correct values; every daemon thread SCHED_BATCH"

@@ -65,6 +65,7 @@ static void test_defaults(void **state)
     assert_true(c.flush_bytes == 4 * 1024 * 1024);
     assert_true(c.flush_age_us == 500);
     assert_string_equal(c.store_endpoint, "ipc://./var/store.sock");
+    assert_string_equal(c.cpu_scheduling, "batch");
 }
 
 static void test_full_file(void **state)
@@ -118,6 +119,8 @@ static void test_errors(void **state)
     expect_error("targets = ( { url = \"http://x\"; colour = \"red\"; } );\n", "targets[0].colour");
     expect_error("tenant = \"a\"\n x", "line");
     expect_error("log_level = \"loud\";\n", "log_level");
+    expect_error("cpu_scheduling = \"fifo\";\n",
+                 "setting 'cpu_scheduling': 'fifo' is not batch or normal");
     expect_error("source = { slot = \"Bad-Slot\"; };\n", "source.slot");
     expect_error("source = { skip_origins = \"a,\"; };\n",
                  "setting 'source.skip_origins': item 2 is empty");
