@@ -47,11 +47,6 @@ const wh_config_entry wh_config_table[] = {
     S(log_level, "log_level", "info", WH_CF_RUNTIME, "debug | info | warn | error"),
     S(log_format, "log_format", "text", WH_CF_RUNTIME,
       "text | json (one JSON object a line, OpenTelemetry log data model names)"),
-    S(cpu_scheduling, "cpu_scheduling", "batch", 0,
-      "batch: the daemon's threads run as SCHED_BATCH: a thread woken while the CPU is busy "
-      "waits for the running task's time slice instead of preempting it, so PostgreSQL's "
-      "walsender on the same host is not cut off at every wake-up (at 3,000 events/s on 2 "
-      "CPUs this took the p99 latency from tens of ms to about 5) | normal: SCHED_OTHER"),
     L(memory_budget_bytes, "memory_budget_bytes", 0, 0, 1024 * GiB, 0,
       "per daemon: refuse to start (and the admin refuses tenants/targets, 409) when the "
       "daemon's planned memory + 20% exceeds this (0 = the container's cgroup memory limit, "
@@ -222,6 +217,9 @@ const wh_config_entry wh_config_table[] = {
     B(store_schema_prune, "store.schema_prune", 1, WH_CF_RUNTIME,
       "per tenant, drop schema versions no stored event at or above the GC watermark can carry "
       "(never a table's current one; false: keep every version)"),
+    S(cpu_scheduling, "cpu_scheduling", "auto", 0,
+      "auto (SCHED_BATCH for the ingestor, dispatcher and admin, SCHED_OTHER for the store) | "
+      "batch (all four) | normal (SCHED_OTHER for all); INTERNALS \"CPU scheduling\""),
 };
 const size_t wh_config_table_len = WH_ARRAY_LEN(wh_config_table);
 
@@ -961,8 +959,9 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
     if (wh_log_format_parse(c->log_format) < 0)
         return wh_seterr(err, errlen, "setting 'log_format': '%s' is not text or json",
                          c->log_format);
-    if (strcmp(c->cpu_scheduling, "batch") != 0 && strcmp(c->cpu_scheduling, "normal") != 0)
-        return wh_seterr(err, errlen, "setting 'cpu_scheduling': '%s' is not batch or normal",
+    if (strcmp(c->cpu_scheduling, "auto") != 0 && strcmp(c->cpu_scheduling, "batch") != 0 &&
+        strcmp(c->cpu_scheduling, "normal") != 0)
+        return wh_seterr(err, errlen, "setting 'cpu_scheduling': '%s' is not auto, batch or normal",
                          c->cpu_scheduling);
     if (c->source_dsn[0] != '\0') {
         char sub[WH_ERRLEN];

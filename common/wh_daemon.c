@@ -61,8 +61,8 @@ const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config 
     int level = wh_log_level_parse(cfg->log_level);
     wh_log_init(daemon, level < 0 ? WH_LOG_INFO : level);
     wh_log_set_format(wh_log_format_parse(cfg->log_format));
-    if (wh_daemon_sched(cfg, err, sizeof(err)) != WH_OK)
-        wh_warn("%s; running with the default scheduling", err);
+    if (wh_daemon_sched(cfg, daemon, err, sizeof(err)) != WH_OK)
+        wh_warn("%s; keeping the scheduling policy this process was started with", err);
     wh_ipc_tls_configure(cfg);
     wh_signals_install();
     if (wh_shutdown_watchdog_start(WH_SHUTDOWN_DEADLINE_MS, err, sizeof(err)) != WH_OK)
@@ -70,19 +70,33 @@ const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config 
     return path;
 }
 
-int wh_daemon_sched(const wh_config *cfg, char *err, size_t errlen)
+int wh_daemon_sched(const wh_config *cfg, const char *daemon, char *err, size_t errlen)
 {
-    if (strcmp(cfg->cpu_scheduling, "batch") != 0)
-        return WH_OK;
     /* The hot path hands every small batch from thread to thread (walsender
      * -> ingestor -> store -> dispatcher -> HTTP): as SCHED_OTHER each
      * hand-off preempted whatever ran on that CPU, often the walsender, which
-     * then fell behind the writers for a few hundred ms at a time (bench
-     * latency at 3,000 events/s on 2 CPUs: p99 8-93 ms, 4.6-4.7 as
-     * SCHED_BATCH; INTERNALS "CPU scheduling"). */
+     * then fell behind the writers for a few hundred ms at a time. The
+     * store stays SCHED_OTHER with "auto": its threads serve several
+     * tenants, and a light tenant's append must preempt a flooding one's
+     * thread (INTERNALS "CPU scheduling"). */
+    int batch = strcmp(cfg->cpu_scheduling, "batch") == 0 ||
+                (strcmp(cfg->cpu_scheduling, "auto") == 0 && strcmp(daemon, "store") != 0);
+    int want = batch ? SCHED_BATCH : SCHED_OTHER;
+    int cur = sched_getscheduler(0);
+    if (cur < 0)
+        return wh_seterr(err, errlen, "cpu_scheduling: sched_getscheduler: %s", strerror(errno));
+    if (cur == want)
+        return WH_OK;
+    if (cur != SCHED_OTHER && cur != SCHED_BATCH) {
+        wh_info("cpu_scheduling = %s: keeping the scheduling policy %d this process was started "
+                "with",
+                cfg->cpu_scheduling, cur);
+        return WH_OK;
+    }
     struct sched_param sp = {.sched_priority = 0};
-    if (sched_setscheduler(0, SCHED_BATCH, &sp) != 0)
-        return wh_seterr(err, errlen, "cpu_scheduling = batch: sched_setscheduler: %s",
+    if (sched_setscheduler(0, want, &sp) != 0)
+        return wh_seterr(err, errlen, "cpu_scheduling = %s: sched_setscheduler(%s): %s",
+                         cfg->cpu_scheduling, batch ? "SCHED_BATCH" : "SCHED_OTHER",
                          strerror(errno));
     return WH_OK;
 }

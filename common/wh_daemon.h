@@ -30,13 +30,16 @@
  * path, or NULL for none. */
 const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config *cfg);
 
-/* cpu_scheduling: "batch" switches the calling thread to SCHED_BATCH (nice
- * unchanged), so every thread it creates afterwards (pthread's default is to
- * inherit) runs so too; "normal" leaves SCHED_OTHER. No privilege is needed.
- * A SCHED_BATCH thread that wakes while its CPU runs another task does not
- * preempt it: it waits for the next scheduler tick or for that task to sleep.
- * wh_daemon_init calls it before the daemon starts any thread. */
-int wh_daemon_sched(const wh_config *cfg, char *err, size_t errlen);
+/* cpu_scheduling for this daemon ("store", "ingestor", ...): SCHED_BATCH
+ * with "batch", and with "auto" for every daemon but the store; SCHED_OTHER
+ * otherwise. Sets the calling thread's policy, so every thread created
+ * afterwards inherits it (pthread's default); needs no privilege. A policy
+ * other than those two that the daemon was started with (FIFO, RR, IDLE)
+ * is kept, with a log line. A SCHED_BATCH thread that wakes while its CPU
+ * runs another task does not preempt it: it waits for that task to sleep
+ * or for the next scheduler tick. wh_daemon_init calls it before the
+ * daemon starts any thread. */
+int wh_daemon_sched(const wh_config *cfg, const char *daemon, char *err, size_t errlen);
 
 /* Starts a detached thread that waits for wh_stop_requested, then gives the
  * process deadline_ms to exit by itself; past that it logs that the shutdown

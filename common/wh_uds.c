@@ -20,13 +20,16 @@
 #define WH_UDS_REPLY_MS 5000 /* a server's reply write */
 #define WH_UDS_BODY_MS 30000 /* a request's body, once its length came */
 #define WH_UDS_MAX_SUBS 64   /* a publisher's subscribers (its poll set) */
-/* SO_SNDBUF of a request connection's two ends (the kernel doubles it, up
- * to net.core.wmem_max): a whole request or reply of about 1 MiB (an
- * Append, a Read's events) is queued by one write instead of going over
- * in pieces of the default 212992 bytes, each a wake-up of the reader and
- * of the writer. On the wide backlog the time from an Append's send to its
- * decoding in the store went from 2.2 to 1.3 ms per 1 MiB request. Kernel
- * memory, only while the bytes are unread. */
+/* SO_SNDBUF of both ends of every direct connection (requests, replies,
+ * notifications to a subscriber): the kernel caps it at net.core.wmem_max
+ * and doubles it, so with wmem_max >= 2 MiB a whole request or reply of
+ * about 1 MiB (an Append, a Read's events) is queued by one write instead
+ * of going over in pieces, each a wake-up of the reader and of the writer.
+ * On the wide backlog (wmem_max 4 MiB) the time from an Append's send to
+ * its decoding in the store went from 2.2 to 1.3 ms per 1 MiB request; with
+ * the stock wmem_max (212992) the buffer is 416 KiB. Kernel memory, not in
+ * the daemons' memory plans: up to twice this per connection while its
+ * bytes are unread (INTERNALS "IPC"). */
 #define WH_UDS_SNDBUF (2 << 20)
 
 /* a listening socket (server and publisher) */

@@ -65,7 +65,7 @@ static void test_defaults(void **state)
     assert_true(c.flush_bytes == 4 * 1024 * 1024);
     assert_true(c.flush_age_us == 500);
     assert_string_equal(c.store_endpoint, "ipc://./var/store.sock");
-    assert_string_equal(c.cpu_scheduling, "batch");
+    assert_string_equal(c.cpu_scheduling, "auto");
 }
 
 static void test_full_file(void **state)
@@ -120,7 +120,7 @@ static void test_errors(void **state)
     expect_error("tenant = \"a\"\n x", "line");
     expect_error("log_level = \"loud\";\n", "log_level");
     expect_error("cpu_scheduling = \"fifo\";\n",
-                 "setting 'cpu_scheduling': 'fifo' is not batch or normal");
+                 "setting 'cpu_scheduling': 'fifo' is not auto, batch or normal");
     expect_error("source = { slot = \"Bad-Slot\"; };\n", "source.slot");
     expect_error("source = { skip_origins = \"a,\"; };\n",
                  "setting 'source.skip_origins': item 2 is empty");

@@ -93,8 +93,8 @@ static void test_kept_buffers_bounded(void **state)
 }
 
 /* wh_uds_callv: a request in more pieces than one sendmsg takes (some
- * empty, one of several MiB, so writes are partial) arrives as their
- * concatenation. */
+ * empty, one of 6 MiB: above the connection's send buffer, WH_UDS_SNDBUF
+ * doubled, so writes are partial) arrives as their concatenation. */
 static void test_callv_pieces(void **state)
 {
     (void)state;
@@ -105,7 +105,7 @@ static void test_callv_pieces(void **state)
     assert_int_equal(wh_uds_connect(&fd, path, 2000, &refused, err, sizeof(err)), WH_OK);
     enum { NP = 3000 };
     struct iovec *iov = calloc(NP, sizeof(*iov));
-    size_t big = 3u << 20;
+    size_t big = 6u << 20;
     char *data = malloc(big + NP * 8);
     assert_non_null(iov);
     assert_non_null(data);
