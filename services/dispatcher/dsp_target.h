@@ -175,7 +175,7 @@ typedef struct dsp_batch {
     /* the Read reply whose events a batch filled with borrow points at:
      * kept while the batch may be posted, freed when the slot is filled
      * again (or freed) */
-    wh_kept *held; /* the Read reply the batch borrows its events from */
+    wh_kept *held;
     size_t n;
     uint64_t last_lsn;
     uint32_t last_seq;
