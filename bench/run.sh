@@ -263,7 +263,8 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     echo "   store: $(wh_metric "$m" walhook_store_appends_total) appends," \
         "$(wh_metric "$m" walhook_store_reads_total) reads," \
         "$(wh_metric "$m" walhook_store_gc_dropped_total) events dropped by GC;" \
-        "ingestor: $(wh_metric "$m" walhook_ingestor_batches_sent_total) batches"
+        "ingestor: $(wh_metric "$m" walhook_ingestor_batches_sent_total) batches," \
+        "WAL not read for $(wh_metric_tcp "$aport" walhook_ingestor_window_full_seconds_total %.3f) s (window full)"
     RESULTS+=("$(printf '%-8s %8d %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s %7s' "$name" "$events" \
         "$t_rl" "$(us_per "$rl_cpu" "$events")" "$t_st" "$t_dl" "$r_st" "$r_dl" \
         "$(us_per "${cpu[0]}" "$events")" "$(us_per "${cpu[1]}" "$events")" \

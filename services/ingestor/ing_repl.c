@@ -1460,7 +1460,10 @@ static int stream(repl *r, char *err, size_t errlen)
         FD_SET(wfd, &rfds);
         struct timeval tv = {.tv_sec = (time_t)(wait_us / 1000000),
                              .tv_usec = (suseconds_t)(wait_us % 1000000)};
+        uint64_t t_sel = throttled ? wh_now_us() : 0;
         int sel = select((sock > wfd ? sock : wfd) + 1, &rfds, NULL, NULL, &tv);
+        if (throttled) /* the WAL not read meanwhile: backpressure (a metric) */
+            wh_counter_add(&r->st->window_full_us, wh_now_us() - t_sel);
         if (sel < 0 && errno != EINTR) {
             wh_seterr(err, errlen, "select: %s", strerror(errno));
             return LOOP_RECONNECT;

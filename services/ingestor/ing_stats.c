@@ -59,6 +59,11 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
                          "batches acknowledged by the store") ||
         wh_metric_u64(b, "walhook_ingestor_batches_sent_total", l,
                       st->bt ? ing_batcher_batches_sent(st->bt) : 0) ||
+        wh_metric_header(b, "walhook_ingestor_window_full_seconds_total", "counter",
+                         "time the ingestor did not read WAL because ingestor.window_bytes were "
+                         "sent and not yet acknowledged by the store (backpressure)") ||
+        wh_metric_us_as_s(b, "walhook_ingestor_window_full_seconds_total", l,
+                          (int64_t)wh_counter_get(&st->window_full_us)) ||
         wh_metric_header(b, "walhook_ingestor_unacked_bytes", "gauge",
                          "bytes sent to the store and not yet acknowledged") ||
         wh_metric_i64(b, "walhook_ingestor_unacked_bytes", l,

@@ -26,6 +26,7 @@ enum {
 typedef struct ing_stats {
     wh_counter changes_received;
     wh_counter changes_skipped; /* of transactions from a skipped origin */
+    wh_counter window_full_us;  /* WAL not read: ingestor.window_bytes unacked by the store */
     wh_gauge confirmed_flush_lsn;
     wh_gauge server_wal_end;
     wh_gauge state;

@@ -18,10 +18,13 @@ RPORT=$(wh_free_port)
 APORT=$(wh_free_port)
 wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --out "$WH_TMP/received.jsonl"
 wh_wait_http "http://127.0.0.1:$RPORT/" 10 || true
-export WALHOOK_STORE_TENANT_RATE_EVENTS=2000 WALHOOK_STORE_TENANT_BURST_MS=200
+# the smallest credit window: the store's slow downs fill it, so the
+# ingestor stops reading WAL (walhook_ingestor_window_full_seconds_total)
+export WALHOOK_STORE_TENANT_RATE_EVENTS=2000 WALHOOK_STORE_TENANT_BURST_MS=200 \
+    WALHOOK_INGESTOR_WINDOW_BYTES=65536
 wh_spawn walhook "$BIN/walhook" up --source "$PG_DSN" --target "http://127.0.0.1:$RPORT/hook" \
     --data "$WH_TMP/data" --admin "127.0.0.1:$APORT"
-unset WALHOOK_STORE_TENANT_RATE_EVENTS WALHOOK_STORE_TENANT_BURST_MS
+unset WALHOOK_STORE_TENANT_RATE_EVENTS WALHOOK_STORE_TENANT_BURST_MS WALHOOK_INGESTOR_WINDOW_BYTES
 wh_wait_http "http://127.0.0.1:$APORT/readyz" 60 || wh_fail "walhook never became ready"
 
 "$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --changes "$CHANGES" --seed 7 --max-txn 500 \
@@ -34,6 +37,9 @@ sleep 0.5
     wh_fail "received stream does not match the expected changes"
 slowed=$(wh_metric "$METRICS" walhook_store_appends_slowed_total)
 [ "${slowed:-0}" -gt 0 ] || wh_fail "the store never answered slow down (slowed=$slowed)"
+full=$(wh_metric_tcp "$APORT" walhook_ingestor_window_full_seconds_total %.3f)
+awk -v f="$full" 'BEGIN { exit !(f > 0) }' ||
+    wh_fail "the ingestor never stopped reading WAL on a full window (window_full_seconds=$full)"
 grep -q "asks tenant .* to slow down" "$WH_TMP/walhook.log" ||
     wh_fail "the ingestor did not log the store's slow down"
 grep -q "to the store failed" "$WH_TMP/walhook.log" &&
@@ -44,4 +50,4 @@ _flushed() {
     [ "$(pg_psql -At -c "SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots LIMIT 1")" = t ]
 }
 wh_wait_until 30 _flushed || wh_fail "the slot's confirmed_flush_lsn did not reach $end"
-wh_pass "$CHANGES changes through a 2000 events/s tenant budget: $slowed appends slowed down, all delivered in order, slot caught up"
+wh_pass "$CHANGES changes through a 2000 events/s tenant budget: $slowed appends slowed down, WAL not read for ${full} s (window full), all delivered in order, slot caught up"
