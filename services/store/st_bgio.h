@@ -1,5 +1,5 @@
 /* st_bgio: the store's background I/O through RocksDB's C++ classes: the
- * rate limiter of flush and compaction writes, which the store can retune
+ * rate limiter of compaction writes (flushes pass), which the store can retune
  * at runtime (store.io_rate_bytes; RocksDB's C API has no setter), and a
  * listener that counts and logs the compactions RocksDB runs per column
  * family (the C API has no listener).
@@ -37,12 +37,13 @@ typedef struct st_bgio_rec {
  * log costs no memory in a running store. */
 void st_bgio_log_start(st_bgio *b);
 
-/* Sets on o a generic rate limiter of writes at rate bytes/s (100 ms
- * refill, fairness 10: RocksDB's C API's parameters) and the compaction
- * listener. NULL (err names why) when o's layout is not the one this file
- * was built for, or out of memory; o is then unchanged. The handle shares
- * the limiter and listener with o (and with every copy of o and every DB
- * opened with them): free it in any order. */
+/* Sets on o a generic rate limiter of compaction writes at rate bytes/s
+ * (100 ms refill, fairness 10: RocksDB's C API's parameters; flushes, and
+ * a compaction while writes are stopped or delayed, are not limited: see
+ * CompactionLimiter in st_bgio.cc) and the compaction listener. NULL (err names why) when o's
+ * layout is not the one this file was built for, or out of memory; o is then unchanged. The handle
+ * shares the limiter and listener with o (and with every copy of o and every DB opened with them):
+ * free it in any order. */
 st_bgio *st_bgio_install(rocksdb_options_t *o, int64_t rate, char *err, size_t errlen);
 void st_bgio_free(st_bgio *b);
 
@@ -50,6 +51,10 @@ void st_bgio_free(st_bgio *b);
  * its next refill), and as read back (GetBytesPerSecond). */
 void st_bgio_set_rate(st_bgio *b, int64_t rate);
 int64_t st_bgio_rate(const st_bgio *b);
+
+/* Bytes written through the limiter since install: limited (compactions)
+ * and passed at once (flushes); both 0 for NULL. */
+void st_bgio_bytes(const st_bgio *b, uint64_t *limited, uint64_t *passed);
 
 /* Compactions begun on column family cf since install (0: none or unknown). */
 uint64_t st_bgio_compactions(const st_bgio *b, const char *cf);

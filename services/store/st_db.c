@@ -1145,8 +1145,9 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     rocksdb_options_set_block_based_table_factory(db->opts, db->bbto);
 
     if (!o->read_only) {
-        /* flush and compaction writes of every tenant together (RocksDB's
-         * rate limiter is per DB; appends are not limited by it) */
+        /* compaction writes of every tenant together (RocksDB's rate
+         * limiter is per DB; appends and, with st_bgio, flushes are not
+         * limited by it) */
         char e[WH_ERRLEN];
         db->bgio = st_bgio_install(db->opts, io_rate, e, sizeof(e));
         if (db->bgio == NULL) {
@@ -3937,6 +3938,11 @@ void st_db_set_limits(st_db *db, const st_db_limits *l)
 int64_t st_db_io_rate(st_db *db)
 {
     return db->bgio != NULL ? st_bgio_rate(db->bgio) : db->io_rate_fixed;
+}
+
+void st_db_io_bytes(st_db *db, uint64_t *limited, uint64_t *passed)
+{
+    st_bgio_bytes(db->bgio, limited, passed);
 }
 
 size_t st_db_compaction_log(st_db *db, st_bgio_rec *out, size_t max)

@@ -476,9 +476,14 @@ uint64_t st_db_schema_pruned(st_db *db);
 /* Compactions of a garbage range (below a watermark) since open. */
 uint64_t st_db_gc_compactions(st_db *db);
 
-/* The rate of RocksDB's limiter of flush and compaction writes now
- * (store.io_rate_bytes, retuned by st_db_set_limits), bytes/s; 0 read-only. */
+/* The rate of RocksDB's limiter of compaction writes now
+ * (store.io_rate_bytes, retuned by st_db_set_limits), bytes/s; 0 read-only.
+ * Flushes are not limited (st_bgio), unless st_bgio could not be installed
+ * (then RocksDB's C API limiter takes flushes and compactions alike). */
 int64_t st_db_io_rate(st_db *db);
+/* Bytes background writes asked the limiter for since open: limited
+ * (compactions) and passed at once (flushes); both 0 without st_bgio. */
+void st_db_io_bytes(st_db *db, uint64_t *limited, uint64_t *passed);
 
 /* The compactions RocksDB began and the flushes it completed since open, in
  * order (st_bgio_log): fills

@@ -1532,9 +1532,18 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_u64(b, "walhook_store_schema_versions_pruned_total", "",
                         st_db_schema_pruned(s->db));
     rc |= wh_metric_header(b, "walhook_store_io_rate_bytes", "gauge",
-                           "RocksDB's rate limit of flush and compaction writes in force, "
-                           "bytes/s (store.io_rate_bytes, runtime)");
+                           "RocksDB's rate limit of compaction writes in force, bytes/s "
+                           "(store.io_rate_bytes, runtime; flushes are not limited)");
     rc |= wh_metric_i64(b, "walhook_store_io_rate_bytes", "", st_db_io_rate(s->db));
+    uint64_t io_limited, io_passed;
+    st_db_io_bytes(s->db, &io_limited, &io_passed);
+    rc |= wh_metric_header(b, "walhook_store_io_background_bytes_total", "counter",
+                           "bytes RocksDB's flushes and compactions wrote through the rate "
+                           "limiter: kind=\"limited\" (compactions, store.io_rate_bytes), "
+                           "kind=\"passed\" (flushes, and compactions while writes stall)");
+    rc |=
+        wh_metric_u64(b, "walhook_store_io_background_bytes_total", "kind=\"limited\"", io_limited);
+    rc |= wh_metric_u64(b, "walhook_store_io_background_bytes_total", "kind=\"passed\"", io_passed);
     if (s->state != NULL) {
         rc |= wh_metric_header(b, "walhook_state_version", "gauge",
                                "version of the runtime state document in the store");

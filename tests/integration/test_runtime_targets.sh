@@ -127,7 +127,7 @@ ms_set=$(effect_ms grep -q "target default/t0: .*swapped in (batch_max_events=5 
 wh_wait_until 10 grep -q "runtime settings: flush_bytes=65536 " "$WH_TMP/ingestor.log" ||
     wh_fail "the ingestor did not apply flush_bytes=65536"
 r2_at_patch=$(lines "$WH_TMP/r2.jsonl")
-# the store's rate limiter of flush and compaction writes, retuned running
+# the store's rate limiter of compaction writes, retuned running
 io_rate_is() { [ "$(wh_metric "$METRICS" walhook_store_io_rate_bytes)" = "$1" ]; }
 io_rate_is 134217728 || wh_fail "walhook_store_io_rate_bytes is not the default 128 MiB/s"
 api PATCH /v1/settings '{"store.io_rate_bytes":8388608}' || wh_fail "patching store.io_rate_bytes failed"
