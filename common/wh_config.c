@@ -131,8 +131,8 @@ const wh_config_entry wh_config_table[] = {
       "RocksDB background threads: max(1, n/4) flush, the rest compaction (shared by every "
       "tenant, round-robin; each costs compaction buffers in the memory budget)"),
     L(store_io_rate_bytes, "store.io_rate_bytes", 128 * MiB, 1 * MiB, 64 * GiB, WH_CF_RUNTIME,
-      "RocksDB rate limiter: bytes/s of compaction writes, all tenants together (flushes are "
-      "not limited)"),
+      "RocksDB rate limiter: bytes/s of compaction writes, all tenants together (flushes, and "
+      "any compaction while writes stall, are not limited)"),
     L(rocksdb_cache_bytes, "store.cache_bytes", 4 * MiB, 0, 64 * GiB, 0,
       "RocksDB block cache size"),
     L(rocksdb_write_buffer_bytes, "store.write_buffer_bytes", 4 * MiB, 64 * KiB, 4 * GiB, 0,

@@ -99,7 +99,7 @@ typedef struct wh_config {
     char store_notify_endpoint[WH_URL_MAX]; /* "" = derived for ipc://, none for tcp:// */
     int store_workers;
     int store_background_jobs;   /* RocksDB flushes + compactions */
-    int64_t store_io_rate_bytes; /* RocksDB rate limiter: flush + compaction writes */
+    int64_t store_io_rate_bytes; /* RocksDB rate limiter: compaction writes */
     int64_t rocksdb_cache_bytes;
     int64_t rocksdb_write_buffer_bytes;
     int64_t store_retention_bytes;    /* runtime: per tenant, 0 = no cap */

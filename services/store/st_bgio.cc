@@ -104,9 +104,11 @@ class CompactionLog : public rocksdb::EventListener
  * column family's writes while one has its memtables full. Limited, it
  * capped the store's sustained Appends at io_rate_bytes of event bytes
  * (128 MiB/s: 343k orders-shaped events/s, to the percent, in
- * bench/tenants.sh), stalling every tenant behind the fastest one; the
- * bytes a flush writes are bounded by what was appended (the tenants'
- * write budgets), compaction's by this. */
+ * bench/tenants.sh), stalling every tenant behind the fastest one. A job
+ * asking at IO_USER runs while writes are stopped or delayed: limiting it
+ * would only make the stall last longer. What flushes write is what was
+ * appended (bounded by the tenants' write budgets, when set); what
+ * compactions write, by this. */
 class CompactionLimiter : public rocksdb::RateLimiter
 {
   public:
@@ -122,11 +124,16 @@ class CompactionLimiter : public rocksdb::RateLimiter
     {
         Request(bytes, pri, nullptr);
     }
+    /* RequestToken (the base's: capped at GetSingleBurstBytes, writes
+     * only) calls Request(bytes, pri, stats, op_type), the base's, which
+     * calls this one */
+    using rocksdb::RateLimiter::Request;
     void Request(const int64_t bytes, const rocksdb::Env::IOPriority pri,
                  rocksdb::Statistics *stats) override
     {
-        if (pri >= rocksdb::Env::IO_HIGH) {
-            passed_.fetch_add(bytes, std::memory_order_relaxed);
+        if (pri >= rocksdb::Env::IO_HIGH && pri < rocksdb::Env::IO_TOTAL) {
+            passed_[pri - rocksdb::Env::IO_HIGH].fetch_add(bytes, std::memory_order_relaxed);
+            npassed_[pri - rocksdb::Env::IO_HIGH].fetch_add(1, std::memory_order_relaxed);
             return;
         }
         limited_.fetch_add(bytes, std::memory_order_relaxed);
@@ -136,13 +143,14 @@ class CompactionLimiter : public rocksdb::RateLimiter
     {
         return inner_->GetSingleBurstBytes();
     }
+    /* the inner limiter's, and what passed at once */
     int64_t GetTotalBytesThrough(const rocksdb::Env::IOPriority pri) const override
     {
-        return inner_->GetTotalBytesThrough(pri);
+        return inner_->GetTotalBytesThrough(pri) + sum(passed_, pri);
     }
     int64_t GetTotalRequests(const rocksdb::Env::IOPriority pri) const override
     {
-        return inner_->GetTotalRequests(pri);
+        return inner_->GetTotalRequests(pri) + sum(npassed_, pri);
     }
     rocksdb::Status GetTotalPendingRequests(int64_t *total_pending_requests,
                                             const rocksdb::Env::IOPriority pri) const override
@@ -159,12 +167,22 @@ class CompactionLimiter : public rocksdb::RateLimiter
     }
     uint64_t passed() const
     {
-        return (uint64_t)passed_.load(std::memory_order_relaxed);
+        return (uint64_t)sum(passed_, rocksdb::Env::IO_TOTAL);
     }
 
   private:
+    /* a[0]: IO_HIGH, a[1]: IO_USER; pri IO_TOTAL: both */
+    static int64_t sum(const std::atomic<int64_t> *a, rocksdb::Env::IOPriority pri)
+    {
+        if (pri == rocksdb::Env::IO_TOTAL)
+            return a[0].load(std::memory_order_relaxed) + a[1].load(std::memory_order_relaxed);
+        if (pri >= rocksdb::Env::IO_HIGH && pri < rocksdb::Env::IO_TOTAL)
+            return a[pri - rocksdb::Env::IO_HIGH].load(std::memory_order_relaxed);
+        return 0;
+    }
     std::unique_ptr<rocksdb::RateLimiter> inner_;
-    std::atomic<int64_t> limited_{0}, passed_{0};
+    std::atomic<int64_t> limited_{0};
+    std::atomic<int64_t> passed_[2] = {{0}, {0}}, npassed_[2] = {{0}, {0}};
 };
 
 } // namespace

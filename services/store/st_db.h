@@ -53,9 +53,10 @@
  * fairly between tenants: slices of at most ST_GC_SLICE_BUFFERS memtables
  * of SST bytes, one per tenant per round, round-robin (st_db_maintain).
  * RocksDB's own compactions take turns per column family, each job bounded
- * by ST_MAX_COMPACTION_BYTES, on store.background_jobs threads; flush and
- * compaction writes of all tenants together are bounded by RocksDB's rate
- * limiter (store.io_rate_bytes). It also computes each tenant's figures
+ * by ST_MAX_COMPACTION_BYTES, on store.background_jobs threads; compaction
+ * writes of all tenants together are bounded by RocksDB's rate limiter
+ * (store.io_rate_bytes; flushes, and any job while writes stall, pass:
+ * st_bgio). It also computes each tenant's figures
  * (st_db_tenant_stats).
  *
  * All functions are thread-safe. Appends go through the store's group
@@ -130,7 +131,7 @@ typedef struct st_db_limits {
     int64_t rate_events_per_s;
     int64_t rate_burst_ms;      /* bucket size in ms of the rates (0 = 1000) */
     int64_t commit_share_bytes; /* group commit slice while tenants share (0 = default) */
-    int64_t io_rate_bytes;      /* RocksDB rate limiter, flush + compaction bytes/s (0 = as is) */
+    int64_t io_rate_bytes;      /* RocksDB rate limiter, compaction bytes/s (0 = as is) */
 } st_db_limits;
 
 /* A tenant's figures from the last maintenance pass. */
@@ -164,7 +165,7 @@ typedef struct st_db_opts {
     int64_t write_buffer_bytes; /* per memtable */
     int read_only;              /* open for read only (--dump) */
     int background_jobs;        /* RocksDB flushes + compactions (0 = 2) */
-    int64_t io_rate_bytes;      /* rate limiter, flush + compaction bytes/s (0 = 128 MiB/s) */
+    int64_t io_rate_bytes;      /* rate limiter, compaction bytes/s (0 = 128 MiB/s) */
     /* an offset commit is written without sync and replied to once a synced
      * write that began after it returned (the next group of appends, which
      * syncs the WAL before it), or after this long its own WAL sync

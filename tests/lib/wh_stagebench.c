@@ -369,69 +369,65 @@ static int do_append(const char *url, size_t n)
     if (decode_render(n, &r, 1) != WH_OK)
         return WH_ERR;
     char err[WH_ERRLEN];
+    int rc = WH_ERR;
     wh_client *c = NULL;
+    struct iovec *iov = NULL;
+    size_t iovcap = 0;
+    wh_buf hdr;
+    wh_buf_init(&hdr, 0);
+    Walhook__Event *ev = calloc(n, sizeof(*ev));
+    if (ev == NULL) {
+        fprintf(stderr, "wh_stagebench: out of memory\n");
+        goto out;
+    }
     if (wh_client_open(&c, url, 30000, 64u << 20, err, sizeof(err)) != WH_OK) {
         fprintf(stderr, "wh_stagebench: %s\n", err);
-        return WH_ERR;
+        goto out;
     }
-    Walhook__Event *ev = calloc(n, sizeof(*ev));
-    Walhook__Event **evp = calloc(n, sizeof(*evp));
-    if (!ev || !evp)
-        return WH_ERR;
     for (size_t i = 0; i < n; i++) {
         walhook__event__init(&ev[i]);
         ev[i].commit_lsn = SB_LSN0 + (uint64_t)i * 0x100;
         ev[i].commit_ts_us = 1796161806123456 + (int64_t)i;
         ev[i].json.data = (uint8_t *)r.json.data + r.off[i];
         ev[i].json.len = r.off[i + 1] - r.off[i];
-        evp[i] = &ev[i];
     }
-    struct iovec *iov = NULL;
-    size_t iovcap = 0;
-    wh_buf hdr;
-    wh_buf_init(&hdr, 0);
     double w0 = now_s(CLOCK_MONOTONIC), c0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
     uint64_t id = 0;
     for (size_t i = 0; i < n;) {
         size_t k = 0, bytes = 0;
         while (i + k < n && bytes < SB_REQ_BYTES)
             bytes += ev[i + k++].json.len;
-        Walhook__AppendBatch ab = WALHOOK__APPEND_BATCH__INIT;
-        ab.tenant = (char *)g_append_tenant;
-        ab.n_events = k;
-        ab.events = &evp[i];
-        ab.ack_lsn = ev[i + k - 1].commit_lsn + 0x30;
-        ab.batch_id = ++id;
         /* as the ingestor sends it (ing_batch_encode): the protobuf
          * framing in hdr, each event's json written from where it is */
         int iovcnt = 0;
         if (wh_grow(&iov, 2 * k + 3, &iovcap, sizeof(*iov), 64) != WH_OK ||
-            ing_batch_encode(ab.tenant, ev + i, k, ab.ack_lsn, ab.batch_id, 0, 0, NULL, &hdr, iov,
-                             iovcap, &iovcnt) != WH_OK) {
+            ing_batch_encode(g_append_tenant, ev + i, k, ev[i + k - 1].commit_lsn + 0x30, ++id, 0,
+                             0, NULL, &hdr, iov, iovcap, &iovcnt) != WH_OK) {
             fprintf(stderr, "wh_stagebench: append: out of memory\n");
-            return WH_ERR;
+            goto out;
         }
         Walhook__Reply *rep = NULL;
         int status = 0;
         if (wh_client_call_iov(c, iov, iovcnt, &rep, &status, err, sizeof(err)) != WH_OK) {
             fprintf(stderr, "wh_stagebench: append: %s\n", err);
-            return WH_ERR;
+            goto out;
         }
         walhook__reply__free_unpacked(rep, NULL);
         i += k;
     }
-    free(iov);
-    wh_buf_free(&hdr);
     report("append", n, now_s(CLOCK_MONOTONIC) - w0, now_s(CLOCK_PROCESS_CPUTIME_ID) - c0);
     /* for a like-for-like db_bench run (bench/tenants.sh) */
     printf("append shape: value_size %zu (json + 8-byte commit time), batch_size %zu\n",
            r.json.len / n + 8, (size_t)SB_REQ_BYTES / (r.json.len / n) + 1);
+    rc = WH_OK;
+out:
     wh_client_close(c);
+    free(iov);
+    wh_buf_free(&hdr);
     free(ev);
-    free(evp);
     free(r.off);
     wh_buf_free(&r.json);
-    return WH_OK;
+    return rc;
 }
 
 static int do_read(const char *url, size_t n)
