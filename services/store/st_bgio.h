@@ -40,10 +40,11 @@ void st_bgio_log_start(st_bgio *b);
 /* Sets on o a generic rate limiter of compaction writes at rate bytes/s
  * (100 ms refill, fairness 10: RocksDB's C API's parameters; flushes, and
  * a compaction while writes are stopped or delayed, are not limited: see
- * CompactionLimiter in st_bgio.cc) and the compaction listener. NULL (err names why) when o's
- * layout is not the one this file was built for, or out of memory; o is then unchanged. The handle
- * shares the limiter and listener with o (and with every copy of o and every DB opened with them):
- * free it in any order. */
+ * CompactionLimiter in st_bgio.cc) and the compaction listener. NULL (err
+ * names why) when o's layout is not the one this file was built for, or
+ * out of memory; o is then unchanged. The handle shares the limiter and
+ * listener with o (and with every copy of o and every DB opened with
+ * them): free it in any order. */
 st_bgio *st_bgio_install(rocksdb_options_t *o, int64_t rate, char *err, size_t errlen);
 void st_bgio_free(st_bgio *b);
 
