@@ -131,9 +131,10 @@ class CompactionLimiter : public rocksdb::RateLimiter
     void Request(const int64_t bytes, const rocksdb::Env::IOPriority pri,
                  rocksdb::Statistics *stats) override
     {
-        if (pri >= rocksdb::Env::IO_HIGH && pri < rocksdb::Env::IO_TOTAL) {
-            passed_[pri - rocksdb::Env::IO_HIGH].fetch_add(bytes, std::memory_order_relaxed);
-            npassed_[pri - rocksdb::Env::IO_HIGH].fetch_add(1, std::memory_order_relaxed);
+        int k = passes(pri);
+        if (k >= 0) {
+            passed_[k].fetch_add(bytes, std::memory_order_relaxed);
+            npassed_[k].fetch_add(1, std::memory_order_relaxed);
             return;
         }
         limited_.fetch_add(bytes, std::memory_order_relaxed);
@@ -171,14 +172,21 @@ class CompactionLimiter : public rocksdb::RateLimiter
     }
 
   private:
-    /* a[0]: IO_HIGH, a[1]: IO_USER; pri IO_TOTAL: both */
+    /* the index in passed_ and npassed_ of a priority that passes at once
+     * (0: IO_HIGH, 1: IO_USER); -1: limited */
+    static int passes(rocksdb::Env::IOPriority pri)
+    {
+        return pri >= rocksdb::Env::IO_HIGH && pri < rocksdb::Env::IO_TOTAL
+                   ? (int)(pri - rocksdb::Env::IO_HIGH)
+                   : -1;
+    }
+    /* what passed at once at pri (IO_TOTAL: at both) */
     static int64_t sum(const std::atomic<int64_t> *a, rocksdb::Env::IOPriority pri)
     {
         if (pri == rocksdb::Env::IO_TOTAL)
             return a[0].load(std::memory_order_relaxed) + a[1].load(std::memory_order_relaxed);
-        if (pri >= rocksdb::Env::IO_HIGH && pri < rocksdb::Env::IO_TOTAL)
-            return a[pri - rocksdb::Env::IO_HIGH].load(std::memory_order_relaxed);
-        return 0;
+        int k = passes(pri);
+        return k < 0 ? 0 : a[k].load(std::memory_order_relaxed);
     }
     std::unique_ptr<rocksdb::RateLimiter> inner_;
     std::atomic<int64_t> limited_{0};
