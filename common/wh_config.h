@@ -108,6 +108,7 @@ typedef struct wh_config {
     int64_t store_tenant_rate_events; /* runtime: per-tenant append events/s, 0 = unlimited */
     int store_tenant_burst_ms;        /* runtime: bucket size in ms of the rates */
     int64_t store_commit_share_bytes; /* runtime: group commit slice while tenants share */
+    int store_isolation_target_pct;   /* runtime: light appends' time with floods, % (0 = off) */
 
     /* store syncs (latency) */
     int64_t store_offset_sync_wait_us;  /* offset commits wait this long for a synced append */

@@ -2,6 +2,7 @@
 #include "st_db.h"
 #include "st_bgio.h"
 #include "st_gcfilter.h"
+#include "st_guard.h"
 #include "st_toast.h"
 #include "st_walfs.h"
 
@@ -166,6 +167,7 @@ struct st_db {
     st_commit_hook cq_hook; /* observer of groups (tests) */
     void *cq_hook_arg;
     wh_histogram cq_stage[2][ST_APPEND_STAGES]; /* light, big */
+    st_guard guard; /* slows floods down for light appends (store.isolation_target_pct) */
 
     pthread_rwlock_t ten_lock; /* the tenants list's structure */
     st_tenant *tenants;
@@ -1077,6 +1079,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     db->gc_slice_bytes = (uint64_t)o->write_buffer_bytes * ST_GC_SLICE_BUFFERS;
     pthread_mutex_init(&db->cq_mu, NULL);
     db->cq_share = ST_COMMIT_SHARE_BYTES;
+    st_guard_init(&db->guard, ST_ISOLATION_TARGET_PCT);
     pthread_rwlock_init(&db->off_lock, NULL);
     pthread_rwlock_init(&db->ten_lock, NULL);
     pthread_mutex_init(&db->maint_mu, NULL);
@@ -1278,6 +1281,7 @@ void st_db_close(st_db *db)
     pthread_mutex_destroy(&db->maint_mu);
     pthread_cond_destroy(&db->maint_cond);
     pthread_mutex_destroy(&db->cq_mu);
+    st_guard_destroy(&db->guard);
     pthread_rwlock_destroy(&db->off_lock);
     pthread_mutex_destroy(&db->health_mu);
     pthread_mutex_destroy(&db->owners_mu);
@@ -1915,6 +1919,8 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
     ten_done(t);
     if (r.rc != WH_OK)
         return wh_seterr(err, errlen, "%s", r.err);
+    if (r.rc == WH_OK && n > 0)
+        st_guard_observe(&db->guard, woke, t, light, bytes, woke - r.enq_us);
     if (r.end_us != 0) {
         wh_histogram *h = db->cq_stage[light ? 0 : 1];
         wh_hist_observe_us(&h[ST_APPEND_QUEUE], r.start_us - r.enq_us);
@@ -3922,6 +3928,7 @@ void st_db_set_limits(st_db *db, const st_db_limits *l)
     atomic_store(&db->rate_burst_ms, l->rate_burst_ms);
     atomic_store(&db->cq_share, l->commit_share_bytes > 0 ? (uint64_t)l->commit_share_bytes
                                                           : ST_COMMIT_SHARE_BYTES);
+    st_guard_set_pct(&db->guard, (int)l->isolation_target_pct);
     if (l->io_rate_bytes > 0 && !db->read_only) {
         if (db->bgio != NULL) {
             st_bgio_set_rate(db->bgio, l->io_rate_bytes);
@@ -4658,7 +4665,31 @@ static int bucket_take(st_db *db, const char *tenant, uint64_t bytes, uint64_t e
 
 int st_db_admit(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, uint32_t *retry_ms)
 {
-    return bucket_take(db, tenant, bytes, events, 0, retry_ms);
+    if (bucket_take(db, tenant, bytes, events, 0, retry_ms) == ST_DB_SLOW)
+        return ST_DB_SLOW;
+    /* the guard after the budget: what the budget refused is not charged */
+    int light = bytes <= atomic_load(&db->cq_share);
+    if (light)
+        return WH_OK;
+    st_tenant *t = tenant_find(db, tenant, 1);
+    return st_guard_admit(&db->guard, wh_now_us(), t, 0, bytes, retry_ms) ? WH_OK : ST_DB_GUARD;
+}
+
+st_guard *st_db_guard(st_db *db)
+{
+    return &db->guard;
+}
+
+const void *st_db_tenant_key(st_db *db, const char *tenant)
+{
+    return tenant_find(db, tenant, 1);
+}
+
+void st_db_guard_stats(st_db *db, st_guard_stats *out)
+{
+    out->rate_bytes = atomic_load(&db->guard.rate_gauge);
+    out->quiet_us = atomic_load(&db->guard.quiet_gauge);
+    out->slowed = atomic_load(&db->guard.slowed);
 }
 
 void st_db_charge(st_db *db, const char *tenant, uint64_t bytes, uint64_t events)

@@ -100,6 +100,7 @@
 
 #define ST_DB_STALE 1 /* st_db_commit_epoch: epoch mismatch or dropped consumer (409) */
 #define ST_DB_SLOW 2  /* st_db_admit: over the tenant's write budget (429) */
+#define ST_DB_GUARD 3 /* st_db_admit: held back by the isolation guard (429) */
 
 #define ST_MAINT_MS 1000 /* maintenance pass period */
 
@@ -118,7 +119,8 @@
  * append in it and the rest of their tenants' queues. */
 #define ST_COMMIT_SHARE_BYTES (128 << 10)
 #define ST_COMMIT_MAX_BYTES (4u << 20)
-#define ST_COMMIT_LIGHT_MS 1000 /* a light append this recent slices the others */
+#define ST_COMMIT_LIGHT_MS 1000     /* a light append this recent slices the others */
+#define ST_ISOLATION_TARGET_PCT 200 /* store.isolation_target_pct's default */
 
 typedef struct st_db st_db;
 
@@ -129,9 +131,10 @@ typedef struct st_db_limits {
     int64_t retention_age_ms;
     int64_t rate_bytes_per_s; /* per-tenant write token bucket */
     int64_t rate_events_per_s;
-    int64_t rate_burst_ms;      /* bucket size in ms of the rates (0 = 1000) */
-    int64_t commit_share_bytes; /* group commit slice while tenants share (0 = default) */
-    int64_t io_rate_bytes;      /* RocksDB rate limiter, compaction bytes/s (0 = as is) */
+    int64_t rate_burst_ms;        /* bucket size in ms of the rates (0 = 1000) */
+    int64_t commit_share_bytes;   /* group commit slice while tenants share (0 = default) */
+    int64_t io_rate_bytes;        /* RocksDB rate limiter, compaction bytes/s (0 = as is) */
+    int64_t isolation_target_pct; /* st_guard: light appends' time with floods, % (0 = off) */
 } st_db_limits;
 
 /* A tenant's figures from the last maintenance pass. */
@@ -606,8 +609,19 @@ int st_db_needs_snapshot(st_db *db, const char *tenant, const char *consumer);
  * store.tenant_burst_ms): WH_OK charges the append; ST_DB_SLOW refuses it
  * with *retry_ms, the time until the bucket has paid its debt back. A
  * batch bigger than the bucket passes when the bucket is full. Unlimited
- * when both rates are 0. */
+ * when both rates are 0. Then, for a big append, the isolation guard
+ * (st_guard.h): ST_DB_GUARD with *retry_ms when it holds it back. */
 int st_db_admit(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, uint32_t *retry_ms);
+/* The isolation guard's figures. */
+typedef struct st_guard_stats {
+    int64_t rate_bytes; /* bytes/s admitted to floods now, 0 = not limiting */
+    int64_t quiet_us;   /* light appends' quiet time it compares with (0 = none yet) */
+    uint64_t slowed;    /* big appends it refused with "slow down" */
+} st_guard_stats;
+void st_db_guard_stats(st_db *db, st_guard_stats *out);
+/* The guard itself and the key it knows tenant by (tests feed it times). */
+struct st_guard *st_db_guard(st_db *db);
+const void *st_db_tenant_key(st_db *db, const char *tenant);
 /* Charges the bucket without refusing (a stage commit's chunks, admitted
  * once as a whole: a commit refused half-way would start again). */
 void st_db_charge(st_db *db, const char *tenant, uint64_t bytes, uint64_t events);

@@ -288,6 +288,32 @@ static int store_events(st_server *s, const char *tenant, const st_event *ev,
     return WH_OK;
 }
 
+/* 1 when the append of bytes/events must wait: the reply says "slow down"
+ * and for how long (the tenant's write budget, or the isolation guard
+ * holding a flood back for another tenant's light appends). */
+static int slow_down(st_server *s, const char *tenant, uint64_t bytes, uint64_t events,
+                     Walhook__Reply *rep)
+{
+    uint32_t retry_ms = 0;
+    int rc = st_db_admit(s->db, tenant, bytes, events, &retry_ms);
+    if (rc != ST_DB_SLOW && rc != ST_DB_GUARD)
+        return 0;
+    wh_counter_add(&s->slowed, 1);
+    if (rc == ST_DB_SLOW)
+        wh_reply_error(rep, ST_STATUS_SLOW_DOWN,
+                       "slow down: tenant %s is over its write budget (store.tenant_rate_*); "
+                       "send again in %u ms",
+                       tenant, retry_ms);
+    else
+        wh_reply_error(rep, ST_STATUS_SLOW_DOWN,
+                       "slow down: another tenant's light appends are slower than "
+                       "store.isolation_target_pct allows while tenant %s floods; send "
+                       "again in %u ms",
+                       tenant, retry_ms);
+    rep->retry_after_ms = retry_ms;
+    return 1;
+}
+
 static void do_stage(st_server *s, const Walhook__AppendBatch *a, Walhook__Reply *rep,
                      st_reply_mem *m);
 
@@ -358,16 +384,9 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
             wh_lat_trace_add("st_recv", a->events[i]->commit_ts_us);
         wh_lat_trace_flush();
     }
-    uint32_t retry_ms = 0;
-    if (st_db_admit(s->db, a->tenant, bytes, a->n_events, &retry_ms) == ST_DB_SLOW) {
+    if (slow_down(s, a->tenant, bytes, a->n_events, rep)) {
         free(ev);
         free(tops);
-        wh_counter_add(&s->slowed, 1);
-        wh_reply_error(rep, ST_STATUS_SLOW_DOWN,
-                       "slow down: tenant %s is over its write budget (store.tenant_rate_*); "
-                       "send again in %u ms",
-                       a->tenant, retry_ms);
-        rep->retry_after_ms = retry_ms;
         return;
     }
     uint64_t durable = 0;
@@ -527,21 +546,6 @@ static void stage_reply(Walhook__Reply *rep, st_reply_mem *m, uint64_t durable, 
     rep->append = &m->app;
 }
 
-static int stage_slow(st_server *s, const char *tenant, uint64_t bytes, uint64_t events,
-                      Walhook__Reply *rep)
-{
-    uint32_t retry_ms = 0;
-    if (st_db_admit(s->db, tenant, bytes, events, &retry_ms) != ST_DB_SLOW)
-        return 0;
-    wh_counter_add(&s->slowed, 1);
-    wh_reply_error(rep, ST_STATUS_SLOW_DOWN,
-                   "slow down: tenant %s is over its write budget (store.tenant_rate_*); "
-                   "send again in %u ms",
-                   tenant, retry_ms);
-    rep->retry_after_ms = retry_ms;
-    return 1;
-}
-
 /* Staged events: kept under stage_xid, not events. */
 static void stage_put(st_server *s, const Walhook__AppendBatch *a, Walhook__Reply *rep,
                       st_reply_mem *m)
@@ -573,7 +577,7 @@ static void stage_put(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
         ev[i] = (st_staged){e->seq, e->subxid, e->json.data, e->json.len};
         bytes += e->json.len;
     }
-    if (stage_slow(s, a->tenant, bytes, a->n_events, rep)) {
+    if (slow_down(s, a->tenant, bytes, a->n_events, rep)) {
         free(ev);
         return;
     }
@@ -668,7 +672,7 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
                        c->n_head_parts, head, ST_STAGE_HEAD_PARTS, ST_STAGE_HEAD_BYTES);
         return;
     }
-    if (stage_slow(s, a->tenant, 0, 0, rep))
+    if (slow_down(s, a->tenant, 0, 0, rep))
         return;
     stage_chunk k = {.c = c, .max_bytes = atomic_load(&s->stage_chunk)};
     wh_buf_init(&k.data, 0);
@@ -1551,9 +1555,26 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     }
     rc |= tenant_metrics(s, b);
     rc |= toast_metrics(s, b);
-    rc |= wh_metric_header(b, "walhook_store_appends_slowed_total", "counter",
-                           "appends answered \"slow down\" (a tenant over its write budget)");
+    rc |= wh_metric_header(
+        b, "walhook_store_appends_slowed_total", "counter",
+        "appends answered \"slow down\" (a tenant over its write budget, or held back by the "
+        "isolation guard)");
     rc |= wh_metric_u64(b, "walhook_store_appends_slowed_total", "", wh_counter_get(&s->slowed));
+    st_guard_stats gs;
+    st_db_guard_stats(s->db, &gs);
+    rc |= wh_metric_header(b, "walhook_store_isolation_slowed_total", "counter",
+                           "of those, big appends the isolation guard held back while another "
+                           "tenant's light appends were slower than store.isolation_target_pct "
+                           "allows");
+    rc |= wh_metric_u64(b, "walhook_store_isolation_slowed_total", "", gs.slowed);
+    rc |= wh_metric_header(b, "walhook_store_isolation_rate_bytes", "gauge",
+                           "bytes/s the isolation guard admits to big appends of tenants other "
+                           "than the one making light appends (0: not limiting)");
+    rc |= wh_metric_i64(b, "walhook_store_isolation_rate_bytes", "", gs.rate_bytes);
+    rc |= wh_metric_header(b, "walhook_store_isolation_quiet_seconds", "gauge",
+                           "the light appends' time with no flood that the guard compares with "
+                           "(per 100 ms, the slowest; 0: none measured yet)");
+    rc |= wh_metric_us_as_s(b, "walhook_store_isolation_quiet_seconds", "", gs.quiet_us);
     rc |= wh_metric_header(b, "walhook_store_write_errors_total", "counter",
                            "synced writes (appends, offset commits) that failed since start");
     rc |= wh_metric_u64(b, "walhook_store_write_errors_total", "", st_db_write_errors(s->db));

@@ -29,7 +29,7 @@ static void apply_limits(st_state *st, const wh_state *s)
     st_db_limits l = {eff.store_retention_bytes,   eff.store_retention_age_s * 1000,
                       eff.store_tenant_rate_bytes, eff.store_tenant_rate_events,
                       eff.store_tenant_burst_ms,   eff.store_commit_share_bytes,
-                      eff.store_io_rate_bytes};
+                      eff.store_io_rate_bytes,     eff.store_isolation_target_pct};
     st_db_set_limits(st->db, &l);
     st_db_set_toast_bytes(st->db, eff.store_toast_cache_bytes);
     st_db_set_schema_prune(st->db, eff.store_schema_prune);

@@ -769,7 +769,7 @@ static void test_retention_age(void **state)
     assert_int_equal(ts->needs_snapshot, 0);
     assert_false(st_db_needs_snapshot(f->db, "r", "slow"));
 
-    st_db_limits lim = {0, 3600 * 1000, 0, 0, 0, 0, 0}; /* one hour */
+    st_db_limits lim = {0, 3600 * 1000, 0, 0, 0, 0, 0, 0}; /* one hour */
     st_db_set_limits(f->db, &lim);
     st_db_maintain(f->db);
     assert_true(st_db_needs_snapshot(f->db, "r", "slow"));
@@ -814,7 +814,7 @@ static void test_retention_bytes(void **state)
     const st_tenant_stats *ts = stats_of(f->db, "g", buf);
     assert_true(ts->live_bytes > 2000000);
     assert_false(st_db_needs_snapshot(f->db, "g", "slow"));
-    st_db_limits lim = {500 * 1024, 0, 0, 0, 0, 0, 0};
+    st_db_limits lim = {500 * 1024, 0, 0, 0, 0, 0, 0, 0};
     st_db_set_limits(f->db, &lim);
     for (int i = 0; i < 5; i++)
         st_db_maintain(f->db);
@@ -1077,7 +1077,7 @@ static void test_io_rate_runtime(void **state)
     if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
         fail_msg("open: %s", err);
     assert_int_equal(st_db_io_rate(f->db), 64 << 20);
-    st_db_limits lim = {0, 0, 0, 0, 0, 0, 1 << 20};
+    st_db_limits lim = {0, 0, 0, 0, 0, 0, 1 << 20, 0};
     st_db_set_limits(f->db, &lim);
     assert_int_equal(st_db_io_rate(f->db), 1 << 20);
     check_io_limited(f, "store.io_rate_bytes from 64 to 1 MiB/s at runtime");
@@ -1148,7 +1148,7 @@ static void test_compactions_alternate(void **state)
     st_db_opts o = {f->dir, 1 << 20, 64 << 10, 0, 2, 64 << 20, 0, 0};
     if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
         fail_msg("open: %s", err);
-    st_db_limits lim = {0, 0, 0, 0, 0, 0, 512 << 10}; /* a's compactions take ~1 s */
+    st_db_limits lim = {0, 0, 0, 0, 0, 0, 512 << 10, 0}; /* a's compactions take ~1 s */
     st_db_set_limits(f->db, &lim);
     st_db_compaction_log_start(f->db);
     static flood fl;
@@ -1369,7 +1369,7 @@ static void test_commit_share_setting(void **state)
     uint64_t d = 0;
     assert_non_null(buf);
     assert_non_null(ev);
-    st_db_limits lim = {0, 0, 0, 0, 0, 4 << 20, 0};
+    st_db_limits lim = {0, 0, 0, 0, 0, 4 << 20, 0, 0};
     st_db_set_limits(f->db, &lim);
     st_db_set_commit_hook(f->db, trace_commit, &tr);
     st_event small = {1, 0, 1, "{}", 2};

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../services/store/st_guard.h"
 #include "../../services/store/st_push.h"
 #include "../../services/store/st_server.h"
 #include "wh_notify.h"
@@ -274,7 +275,7 @@ static void test_append_read_commit(void **state)
      * gauge shows the rate in force */
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_io_rate_bytes 134217728\n"));
     st_server_done(f->srv, &rep, cookie);
-    st_db_limits lim = {0, 0, 0, 0, 0, 0, 8 << 20};
+    st_db_limits lim = {0, 0, 0, 0, 0, 0, 8 << 20, 0};
     st_db_set_limits(f->db, &lim);
     assert_int_equal(call(f, &req, &rep, &cookie), 0);
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_io_rate_bytes 8388608\n"));
@@ -282,7 +283,7 @@ static void test_append_read_commit(void **state)
 
     /* per-tenant figures after a maintenance pass; a target behind the
      * retention cap is NEEDS_SNAPSHOT in its Read and in /metrics */
-    lim = (st_db_limits){0, 1, 0, 0, 0, 0, 0}; /* 1 ms: every event is past the cap */
+    lim = (st_db_limits){0, 1, 0, 0, 0, 0, 0, 0}; /* 1 ms: every event is past the cap */
     st_db_set_limits(f->db, &lim);
     wh_sleep_ms(5);
     st_db_maintain(f->db);
@@ -309,7 +310,7 @@ static void test_slow_down(void **state)
     fx *f = *state;
     Walhook__Reply rep;
     void *cookie;
-    st_db_limits lim = {0, 0, 0, 20, 1000, 0, 0}; /* 20 events/s, a 1 s bucket */
+    st_db_limits lim = {0, 0, 0, 20, 1000, 0, 0, 0}; /* 20 events/s, a 1 s bucket */
     st_db_set_limits(f->db, &lim);
     append_req a;
     make_append(&a, "t", 60, 0x200, 0x200);
@@ -348,13 +349,98 @@ static void test_slow_down(void **state)
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_appends_slowed_total 1\n"));
     st_server_done(f->srv, &rep, cookie);
     /* rates 0: unlimited again */
-    st_db_limits none = {0, 0, 0, 0, 0, 0, 0};
+    st_db_limits none = {0, 0, 0, 0, 0, 0, 0, 0};
     st_db_set_limits(f->db, &none);
     for (uint64_t i = 0; i < 5; i++) {
         make_append(&a, "t", 60, 0x400 + i, 0x400 + i);
         assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
         st_server_done(f->srv, &rep, cookie);
     }
+}
+
+/* The isolation guard through the handler: once the guard holds floods
+ * back for tenant "light" (fed the times of slow light appends with a
+ * flood on: how fast this disk syncs does not matter), tenant "flood"'s
+ * big appends get "slow down" naming store.isolation_target_pct with a
+ * retry delay, and are not stored; "light" itself and a light append of
+ * "flood" are not held back; off (0), the same big append is stored. */
+static void test_isolation_guard(void **state)
+{
+    fx *f = *state;
+    Walhook__Reply rep;
+    void *cookie;
+    st_db_limits lim = {0, 0, 0, 0, 0, 1024, 0, 200}; /* big: over 1 KiB */
+    st_db_set_limits(f->db, &lim);
+    st_guard *g = st_db_guard(f->db);
+    const void *lt = st_db_tenant_key(f->db, "light"), *ft = st_db_tenant_key(f->db, "flood");
+    uint64_t base = wh_now_us() - 3000000;
+    for (uint64_t us = 0; us < 1000000; us += 10000) /* alone: 500 us each */
+        st_guard_observe(g, base + us, lt, 1, 100, 500);
+    for (uint64_t us = 1000000; us < 3000000; us += 10000) { /* flooded: 8 ms */
+        st_guard_observe(g, base + us, ft, 0, 4 << 20, 3000);
+        st_guard_observe(g, base + us + 5000, lt, 1, 100, 8000);
+    }
+    st_guard_stats gs;
+    st_db_guard_stats(f->db, &gs);
+    assert_int_equal(gs.rate_bytes, ST_GUARD_MIN_RATE); /* down to the floor */
+    assert_int_equal(gs.quiet_us, 500);
+    static char big[1024];
+    memset(big, 'x', sizeof(big));
+    big[0] = '"';
+    big[sizeof(big) - 1] = '"';
+    append_req a;
+    int refused = 0;
+    for (uint64_t i = 0; i < 2 && !refused; i++) {
+        make_append(&a, "flood", 64, 0x100 + i, 0x100 + i); /* 64 KiB: the bucket holds 6.4 */
+        for (int k = 0; k < 64; k++) {
+            a.ev[k].json.data = (uint8_t *)big;
+            a.ev[k].json.len = sizeof(big);
+        }
+        int rc = call(f, &a.req, &rep, &cookie);
+        if (rc == ST_STATUS_SLOW_DOWN) {
+            assert_non_null(strstr(rep.error, "store.isolation_target_pct"));
+            assert_true(rep.retry_after_ms > 0);
+            refused = 1;
+        } else {
+            assert_int_equal(rc, 0);
+        }
+        st_server_done(f->srv, &rep, cookie);
+    }
+    assert_true(refused); /* the first may use the bucket, the second is over it */
+    char err[WH_ERRLEN];
+    uint64_t d;
+    assert_int_equal(st_db_get_durable(f->db, "flood", &d, err, sizeof(err)), WH_OK);
+    assert_true(d < 0x101); /* the refused one is not acknowledged */
+    /* a light append of the flood's tenant, and the light tenant's big one */
+    make_append(&a, "flood", 1, 0x200, 0x200);
+    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    st_server_done(f->srv, &rep, cookie);
+    make_append(&a, "light", 64, 0x100, 0x100); /* 448 bytes: big at a 256-byte share */
+    lim.commit_share_bytes = 256;
+    st_db_set_limits(f->db, &lim);
+    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    st_server_done(f->srv, &rep, cookie);
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_STATS;
+    req.stats = &sr;
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_isolation_slowed_total 1\n"));
+    assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_appends_slowed_total 1\n"));
+    assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_isolation_rate_bytes 65536\n"));
+    st_server_done(f->srv, &rep, cookie);
+    /* off: the flood's big append is stored */
+    lim.isolation_target_pct = 0;
+    lim.commit_share_bytes = 1024;
+    st_db_set_limits(f->db, &lim);
+    make_append(&a, "flood", 64, 0x300, 0x300);
+    for (int k = 0; k < 64; k++) {
+        a.ev[k].json.data = (uint8_t *)big;
+        a.ev[k].json.len = sizeof(big);
+    }
+    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    assert_int_equal(rep.append->durable_lsn, 0x300);
+    st_server_done(f->srv, &rep, cookie);
 }
 
 typedef struct gc_arg {
@@ -1493,7 +1579,7 @@ static void test_stage_budget(void **state)
         make_stage(&r, "t", 60 + b, 0, 0, 200, 60 + b, 'q');
         assert_int_equal(stage_call(f, &r.req, NULL), 200);
     }
-    st_db_limits lim = {0, 0, 200, 0, 10000, 0, 0}; /* 200 B/s, a 2000-byte bucket */
+    st_db_limits lim = {0, 0, 200, 0, 10000, 0, 0, 0}; /* 200 B/s, a 2000-byte bucket */
     st_db_set_limits(f->db, &lim);
     make_commit(&r, "t", 60, 0x800, 0);
     assert_int_equal(stage_call(f, &r.req, NULL), 200); /* ~7 KiB: all of it */
@@ -1725,6 +1811,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schema_versions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema_tombstones, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_isolation_guard, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_no_from_pointer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_registers_consumer, setup, teardown),
