@@ -156,9 +156,9 @@ const wh_config_entry wh_config_table[] = {
       "sync (smaller: better isolation; larger: more throughput for a flooding tenant)"),
     I(store_isolation_target_pct, "store.isolation_target_pct", 200, 0, 100000, WH_CF_RUNTIME,
       "while a tenant makes light appends (store.commit_share_bytes or less), other tenants' "
-      "big appends are slowed down (\"slow down\" answers) as much as it takes to keep the "
-      "light ones within this percentage of their time with no flood (0 = off: a flood slows "
-      "the others' syncs)"),
+      "big appends are answered \"slow down\" as much as it takes (down to 64 KiB/s) to keep "
+      "the light ones within this percentage of their time with no flood, and at least 200 us "
+      "over it (0 = off: a flood slows the others' syncs)"),
     L(store_offset_sync_wait_us, "store.offset_sync_wait_us", 2000, 0, 1000000, 0,
       "an offset commit is written without sync and answered once the next synced group of "
       "appends (which syncs the WAL before it) returned, or after this long its own WAL sync: "

@@ -210,7 +210,7 @@ static int pack_reserve(ing_batcher *bt, size_t n)
     return WH_OK;
 }
 
-#define ING_STATUS_SLOW_DOWN 429 /* the store's "slow down" (tenant write budget) */
+#define ING_STATUS_SLOW_DOWN 429 /* the store's "slow down" (write budget, isolation guard) */
 
 static void lat_trace(const ing_batcher *bt, const char *hop, size_t n)
 {
@@ -447,15 +447,18 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
         }
         int ms = wh_backoff_ms(attempt < 20 ? attempt : 20, 20, 5000);
         if (status == ING_STATUS_SLOW_DOWN) {
-            /* over the tenant's write budget: not stored, not acked; the
-             * credit window stops the WAL reading meanwhile */
+            /* over the tenant's write budget, or held back by the store's
+             * isolation guard: not stored, not acked; the credit window
+             * stops the WAL reading meanwhile */
             uint32_t ra = wh_client_retry_after_ms(bt->client);
             ms = ra == 0 ? 10 : (ra > 10000 ? 10000 : (int)ra);
             attempt--; /* not a failure: no backoff growth */
             if (slowed++ % 1000 == 0)
-                wh_info("the store asks tenant %s to slow down (write budget); batches "
-                        "%llu..%llu wait %d ms",
-                        bt->tenant, (unsigned long long)first_id, (unsigned long long)id, ms);
+                wh_info("the store asks tenant %s to slow down (%s); batches %llu..%llu wait %d ms",
+                        bt->tenant,
+                        strstr(err, "isolation") ? "isolation guard: another tenant's light appends"
+                                                 : "write budget",
+                        (unsigned long long)first_id, (unsigned long long)id, ms);
         } else if (attempt == 0 || attempt % 20 == 0) {
             wh_warn("append of batches %llu..%llu (%zu events) to the store failed: %s; "
                     "retrying",

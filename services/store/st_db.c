@@ -1450,9 +1450,16 @@ typedef struct st_gpart {
 
 /* An event's bytes in a group, about: its value, and its key with a
  * tenant name of average length. */
+/* What the commit queue counts of an append of json bytes in events: the
+ * keys and values' sizes (light or big, slices). */
+static uint64_t queued_bytes(uint64_t json, uint64_t events)
+{
+    return json + events * (8 + ST_POS_LEN + 18);
+}
+
 static size_t event_bytes(const st_event *e)
 {
-    return 8 + e->json_len + ST_POS_LEN + 18;
+    return (size_t)queued_bytes(e->json_len, 1);
 }
 
 /* Caller holds cq_mu. Takes up to `max` bytes (at least one event, or an
@@ -1919,7 +1926,7 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
     ten_done(t);
     if (r.rc != WH_OK)
         return wh_seterr(err, errlen, "%s", r.err);
-    if (r.rc == WH_OK && n > 0)
+    if (n > 0)
         st_guard_observe(&db->guard, woke, t, light, bytes, woke - r.enq_us);
     if (r.end_us != 0) {
         wh_histogram *h = db->cq_stage[light ? 0 : 1];
@@ -2086,6 +2093,12 @@ int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, cons
         rc = sync_write(db, wb, "stage write", err, errlen);
     if (rc == WH_OK && reset)
         stage_rdel_note(db, t, 1);
+    uint64_t json = 0;
+    for (size_t i = 0; i < n; i++)
+        json += ev[i].json ? ev[i].json_len : 0;
+    uint64_t q = queued_bytes(json, n);
+    if (rc == WH_OK && q > atomic_load(&db->cq_share))
+        st_guard_observe(&db->guard, wh_now_us(), t, 0, q, 0); /* a flood too */
     rocksdb_writebatch_destroy(wb);
     ten_done(t);
     return rc;
@@ -4665,16 +4678,20 @@ static int bucket_take(st_db *db, const char *tenant, uint64_t bytes, uint64_t e
 
 int st_db_admit(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, uint32_t *retry_ms)
 {
-    if (bucket_take(db, tenant, bytes, events, 0, retry_ms) == ST_DB_SLOW)
+    /* the guard, for a big append, before the budget: the budget charges
+     * what it admits, and gives nothing back */
+    uint64_t q = queued_bytes(bytes, events);
+    int guarded = atomic_load(&db->guard.pct) > 0 && q > atomic_load(&db->cq_share);
+    if (guarded &&
+        !st_guard_admit(&db->guard, wh_now_us(), tenant_find(db, tenant, 1), 0, q, retry_ms))
+        return ST_DB_GUARD;
+    if (bucket_take(db, tenant, bytes, events, 0, retry_ms) == ST_DB_SLOW) {
+        if (guarded)
+            st_guard_refund(&db->guard, q);
         return ST_DB_SLOW;
-    /* the guard after the budget: what the budget refused is not charged */
-    int light = bytes <= atomic_load(&db->cq_share);
-    if (light)
-        return WH_OK;
-    st_tenant *t = tenant_find(db, tenant, 1);
-    return st_guard_admit(&db->guard, wh_now_us(), t, 0, bytes, retry_ms) ? WH_OK : ST_DB_GUARD;
+    }
+    return WH_OK;
 }
-
 st_guard *st_db_guard(st_db *db)
 {
     return &db->guard;

@@ -20,6 +20,61 @@ void st_guard_set_pct(st_guard *g, int pct)
     atomic_store(&g->pct, pct < 0 ? 0 : pct);
 }
 
+/* Callers hold g->mu. now as the guard has seen time: threads read the
+ * clock before they take the lock, so a later time may come first; an
+ * earlier one is taken as the latest seen (no difference goes negative). */
+static uint64_t clock_at(st_guard *g, uint64_t now)
+{
+    if (now < g->now_max)
+        return g->now_max;
+    g->now_max = now;
+    return now;
+}
+
+static int recent(uint64_t at, uint64_t now)
+{
+    return at != 0 && now - at < ST_GUARD_ACTIVE_US;
+}
+
+/* The flood entry of tenant t, or NULL. */
+static st_guard_flood *flood_of(st_guard *g, const void *t)
+{
+    for (int i = 0; i < ST_GUARD_FLOODS; i++)
+        if (g->floods[i].t == t && g->floods[i].us != 0)
+            return &g->floods[i];
+    return NULL;
+}
+
+/* Tenant t made (or tried) a big append at now: a flood for a second. */
+static void flood_note(st_guard *g, const void *t, uint64_t now)
+{
+    st_guard_flood *f = flood_of(g, t);
+    if (f == NULL) { /* a free entry, else the oldest */
+        f = &g->floods[0];
+        for (int i = 1; i < ST_GUARD_FLOODS && f->us != 0; i++)
+            if (g->floods[i].us < f->us)
+                f = &g->floods[i];
+        f->t = t;
+    }
+    f->us = now;
+}
+
+static int is_flood(st_guard *g, const void *t, uint64_t now)
+{
+    st_guard_flood *f = flood_of(g, t);
+    return f != NULL && recent(f->us, now);
+}
+
+/* A tenant other than the protected one made a big append in the last
+ * second. */
+static int contended(st_guard *g, uint64_t now)
+{
+    for (int i = 0; i < ST_GUARD_FLOODS; i++)
+        if (g->floods[i].t != g->light_t && recent(g->floods[i].us, now))
+            return 1;
+    return 0;
+}
+
 static void set_rate(st_guard *g, double rate, uint64_t now)
 {
     if (g->rate == 0 && rate > 0) { /* starts limiting: an empty bucket */
@@ -28,11 +83,6 @@ static void set_rate(st_guard *g, double rate, uint64_t now)
     }
     g->rate = rate;
     atomic_store(&g->rate_gauge, (int64_t)rate);
-}
-
-static int contended(const st_guard *g, uint64_t now)
-{
-    return g->big_us != 0 && now - g->big_us < ST_GUARD_ACTIVE_US && g->big_t != g->light_t;
 }
 
 /* The light appends' time to keep within, 0 when none is known or off. */
@@ -46,45 +96,47 @@ static double target_us(const st_guard *g)
     return t < ref + ST_GUARD_SLACK_US ? ref + ST_GUARD_SLACK_US : t;
 }
 
-/* Down by the overshoot m / target: to a half .. an eighth of the rate (of
- * what the others appended in this window when not limiting yet). */
+/* Down by the overshoot m / target: to a half .. an eighth of the rate, or
+ * when not limiting yet, of what the floods appended (in this window when
+ * it is 10 ms old, else in the last one; nothing known: not yet). */
 static void rate_down(st_guard *g, uint64_t now, double m, double target)
 {
     double span = (double)(now - g->win_us) / 1e6;
-    double used = span > 0.01 ? (double)g->win_big / span : 0;
+    double used = span >= 0.01 ? (double)g->win_big / span : 0;
     if (used < g->last_used)
-        used = g->last_used; /* early in a window: the last one's */
+        used = g->last_used;
+    if (g->rate == 0 && used == 0)
+        return;
     double f = target / m;
     f = f > 0.5 ? 0.5 : f < 0.125 ? 0.125 : f;
-    if (g->rate == 0) /* starts limiting: it never goes back above what they took */
-        g->top = used < ST_GUARD_MIN_RATE ? ST_GUARD_MIN_RATE : used;
     double r = (g->rate > 0 ? g->rate : used) * f;
     set_rate(g, r < ST_GUARD_MIN_RATE ? ST_GUARD_MIN_RATE : r, now);
     g->win_down = 1;
 }
 
-/* Closes the window that began at g->win_us: learns the quiet time, or
- * moves the rate up when the light appends kept within the target. */
+/* Closes the window that began at g->win_us: learns the quiet time, moves
+ * the rate up when the light appends kept within the target, and stops
+ * limiting when there is nothing to protect or nothing to hold back. */
 static void window_close(st_guard *g, uint64_t now)
 {
-    if (atomic_load(&g->pct) == 0 || g->light_us == 0 || now - g->light_us >= ST_GUARD_ACTIVE_US) {
-        set_rate(g, 0, now); /* off, or no light tenant to protect */
-    } else if (g->win_max > 0) {
+    int active = atomic_load(&g->pct) > 0 && recent(g->light_us, now);
+    int cont = contended(g, now);
+    if (g->win_max > 0) {
         double m = (double)g->win_max;
-        double target = target_us(g);
-        if (!contended(g, now))
+        if (!cont)
             g->quiet_us = g->quiet_us > 0 ? g->quiet_us + (m - g->quiet_us) / 8 : m;
         g->low_us = g->low_us == 0 || m < g->low_us ? m : g->low_us + g->low_us / 512;
-        if (contended(g, now) && target > 0) {
+        double target = target_us(g);
+        if (active && cont && target > 0) {
             if (m > target && !g->win_down)
                 rate_down(g, now, m, target);
-            else if (m <= target && g->rate > 0) {
-                double r = g->rate + g->rate / 32 + ST_GUARD_MIN_RATE;
-                set_rate(g, r > g->top ? g->top : r, now);
-            }
+            else if (m <= target && g->rate > 0)
+                set_rate(g, g->rate + g->rate / 32 + ST_GUARD_MIN_RATE, now);
         }
         atomic_store(&g->quiet_gauge, (int64_t)(g->quiet_us > 0 ? g->quiet_us : g->low_us));
     }
+    if (!active || !cont)
+        set_rate(g, 0, now);
     double span = (double)(now - g->win_us) / 1e6;
     g->last_used = span > 0 ? (double)g->win_big / span : 0;
     g->win_us = now;
@@ -97,25 +149,33 @@ void st_guard_observe(st_guard *g, uint64_t now, const void *t, int light, uint6
                       uint64_t took_us)
 {
     pthread_mutex_lock(&g->mu);
+    now = clock_at(g, now);
     if (g->win_us == 0)
         g->win_us = now;
     else if (now >= g->win_us + ST_GUARD_WINDOW_US)
         window_close(g, now);
-    if (light && t == g->big_t && now - g->big_us < ST_GUARD_ACTIVE_US) {
-        /* a flooding tenant's small batch: neither protected nor measured */
-    } else if (light) {
+    if (!light) {
+        if (t == g->light_t && recent(g->light_us, now)) {
+            g->own_big_us = now; /* the protected tenant's own: it waits for them */
+        } else {
+            flood_note(g, t, now);
+            g->win_big += bytes;
+        }
+    } else if (!is_flood(g, t, now)) { /* a flood's small batches count for nothing */
+        if (t != g->light_t)
+            g->own_big_us = 0;
         g->light_t = t;
         g->light_us = now;
-        if (took_us > g->win_max)
-            g->win_max = took_us;
-        /* too slow with a flood on: down at once (once a window), not at its end */
-        double target = target_us(g);
-        if (!g->win_down && target > 0 && (double)took_us > target && contended(g, now))
-            rate_down(g, now, (double)took_us, target);
-    } else if (t != g->light_t || now - g->light_us >= ST_GUARD_ACTIVE_US) {
-        g->big_t = t;
-        g->big_us = now;
-        g->win_big += bytes;
+        /* behind its own big append (one queue per tenant): not the floods' doing */
+        if (g->own_big_us == 0 || now - g->own_big_us >= ST_GUARD_WINDOW_US) {
+            if (took_us > g->win_max)
+                g->win_max = took_us;
+            /* too slow with a flood on: down at once (once a window) */
+            double target = target_us(g);
+            if (!g->win_down && target > 0 && (double)took_us > target && contended(g, now) &&
+                atomic_load(&g->pct) > 0)
+                rate_down(g, now, (double)took_us, target);
+        }
     }
     pthread_mutex_unlock(&g->mu);
 }
@@ -124,16 +184,15 @@ int st_guard_admit(st_guard *g, uint64_t now, const void *t, int light, uint64_t
                    uint32_t *retry_ms)
 {
     *retry_ms = 0;
-    if (light)
+    if (light || atomic_load(&g->pct) == 0)
         return 1;
     int ok = 1;
     pthread_mutex_lock(&g->mu);
-    if (t != g->light_t || now - g->light_us >= ST_GUARD_ACTIVE_US) {
-        g->big_t = t; /* a flood held back is still a flood */
-        g->big_us = now;
-    }
-    if (g->rate > 0 && t != g->light_t && now - g->light_us < ST_GUARD_ACTIVE_US &&
-        atomic_load(&g->pct) > 0) {
+    now = clock_at(g, now);
+    int protected_t = t == g->light_t && recent(g->light_us, now);
+    if (!protected_t)
+        flood_note(g, t, now); /* a flood held back is still a flood */
+    if (g->rate > 0 && !protected_t && recent(g->light_us, now)) {
         double cap = g->rate * ST_GUARD_BURST_US / 1e6;
         g->tokens += (double)(now - g->tok_us) * g->rate / 1e6;
         if (g->tokens > cap)
@@ -141,7 +200,7 @@ int st_guard_admit(st_guard *g, uint64_t now, const void *t, int light, uint64_t
         g->tok_us = now;
         if (g->tokens < 0) { /* the debt of the last one admitted, paid back at the rate */
             double ms = -g->tokens / g->rate * 1000.0 + 1;
-            *retry_ms = ms > 60000 ? 60000 : (uint32_t)ms;
+            *retry_ms = ms > ST_GUARD_RETRY_MAX_MS ? ST_GUARD_RETRY_MAX_MS : (uint32_t)ms;
             atomic_fetch_add(&g->slowed, 1);
             ok = 0;
         } else {
@@ -150,4 +209,12 @@ int st_guard_admit(st_guard *g, uint64_t now, const void *t, int light, uint64_t
     }
     pthread_mutex_unlock(&g->mu);
     return ok;
+}
+
+void st_guard_refund(st_guard *g, uint64_t bytes)
+{
+    pthread_mutex_lock(&g->mu);
+    if (g->rate > 0)
+        g->tokens += (double)bytes;
+    pthread_mutex_unlock(&g->mu);
 }

@@ -6,31 +6,36 @@
  * flood's (st_db's slices). The guard keeps a light tenant's appends near
  * what they take when no other tenant floods, by slowing the floods down:
  *
- * - It learns the light appends' quiet time: per window (100 ms) the
- *   slowest light append, averaged over the windows in which no other
- *   tenant made a big append in the last second.
- * - While some tenant makes light appends and another makes big ones, a
- *   light append slower than pct % of the quiet time lowers the rate
- *   (bytes/s) admitted to the other tenants' big appends, at once and once
- *   per window, by its overshoot (to target/time: at least an eighth, at
- *   most a half; the first time, of what they appended in the window). A
- *   window within the target raises the rate by a 32nd plus 64 KiB/s, never
- *   above what they appended when the limiting began. An append over the
- *   rate is refused with "slow down" and a retry delay (as a tenant's write
- *   budget does), so the flooding ingestor's credit window pauses its
- *   source.
- * - With no light append for a second, or pct 0, nothing is limited.
+ * - Light and big are st_db's: an append of at most store.commit_share_
+ *   bytes is light. A tenant that made (or tried) a big append in the
+ *   last second is a flood; its own light appends count for nothing. The
+ *   protected tenant is the one whose light append came last (its own big
+ *   appends are never held back, and its light appends that queue behind
+ *   them are not measured).
+ * - It learns the quiet time: per window (100 ms) the slowest light
+ *   append's time in the commit queue, averaged (EWMA) over the windows
+ *   with no flood. None yet: the lowest window seen, rising slowly, so a
+ *   store started under a flood still guards.
+ * - The target is pct % of the quiet time, and at least 200 us more.
+ *   While floods are on, a light append over it lowers the rate (bytes/s)
+ *   admitted to the floods' big appends, at once and once a window, by
+ *   its overshoot (to target/time: at least an eighth, at most a half; the
+ *   first time, of what the floods appended in this window, or in the
+ *   last one when this one is younger than 10 ms), never below 64 KiB/s.
+ *   A window within the target raises the rate by a 32nd plus 64 KiB/s.
+ * - A big append over the rate (a bucket of 100 ms of it, shared by the
+ *   floods) is refused with a retry delay of at most a second, which the
+ *   store answers "slow down" (as for a tenant's write budget), so the
+ *   flooding ingestor waits and its credit window pauses its source.
+ * - With no light append, or no flood, for a second, or pct 0, nothing
+ *   is limited. One tenant alone, light and big batches mixed, never is.
  *
- * A tenant is never slowed down for its own light appends: one tenant
- * alone, light and big batches mixed, is never limited. The light appends
- * of the tenant whose big append came last (within a second) count for
- * nothing: a flood's small batches do not make it the protected tenant.
- * One protected and one flooding tenant are tracked at a time (the last
- * of each), which is what one light tenant beside floods needs. No light append
- * measured alone yet: the quiet time is the lowest window maximum seen
- * (rising slowly), so a store started under a flood still guards.
- * Time is passed in (us) and tenants are opaque pointers compared only,
- * so the logic is tested without a store (test_store_guard). */
+ * One quiet time serves every light tenant (the last one measured), and
+ * ST_GUARD_FLOODS tenants are tracked as floods (the oldest replaced).
+ * Time is passed in (us; read before the lock, so an earlier time than
+ * one seen is taken as the latest) and tenants are opaque pointers
+ * compared only, so the logic is tested without a store
+ * (test_store_guard). */
 #ifndef ST_GUARD_H
 #define ST_GUARD_H
 
@@ -42,22 +47,31 @@
 #define ST_GUARD_ACTIVE_US 1000000   /* a tenant's light/big appends count this long */
 #define ST_GUARD_MIN_RATE (64 << 10) /* bytes/s: the lowest rate, and the step up */
 #define ST_GUARD_BURST_US 100000     /* the rate's bucket holds this long of it */
-#define ST_GUARD_SLACK_US 200        /* a slow light append is at least this much slower */
+#define ST_GUARD_SLACK_US 200        /* the target is at least this much over the quiet time */
+#define ST_GUARD_RETRY_MAX_MS 1000   /* the longest retry delay it asks for */
+#define ST_GUARD_FLOODS 8            /* flooding tenants tracked */
+
+typedef struct st_guard_flood {
+    const void *t;
+    uint64_t us; /* its last big append (or try); 0 = free */
+} st_guard_flood;
 
 struct st_guard {
     pthread_mutex_t mu;
-    _Atomic int pct; /* store.isolation_target_pct, 0 = off */
-    double quiet_us; /* EWMA of quiet windows' slowest light append (0: none yet) */
-    double low_us;   /* lowest window maximum seen, rising slowly (no quiet time yet) */
-    const void *light_t, *big_t;
-    uint64_t light_us, big_us; /* the last light / big append (of another tenant) */
-    uint64_t win_us;           /* this window's start */
-    uint64_t win_max;          /* its slowest light append */
-    uint64_t win_big;          /* big bytes appended in it, light_t's excepted */
-    double last_used; /* the last window's big bytes/s */
-    int win_down;              /* the rate went down in this window */
-    double rate;               /* bytes/s of other tenants' big appends; 0 = not limiting */
-    double top; /* what they appended when the limiting began */
+    _Atomic int pct;     /* store.isolation_target_pct, 0 = off */
+    uint64_t now_max;    /* the latest time seen */
+    double quiet_us;     /* EWMA of quiet windows' slowest light append (0: none yet) */
+    double low_us;       /* lowest window maximum seen, rising slowly */
+    const void *light_t; /* the protected tenant */
+    uint64_t light_us;   /* its last light append */
+    uint64_t own_big_us; /* its last big append (0: none since it became protected) */
+    st_guard_flood floods[ST_GUARD_FLOODS];
+    uint64_t win_us;  /* this window's start */
+    uint64_t win_max; /* its slowest measured light append */
+    uint64_t win_big; /* the floods' big bytes appended in it */
+    int win_down;     /* the rate went down in it */
+    double last_used; /* the floods' bytes/s in the last window */
+    double rate;      /* bytes/s admitted to the floods; 0 = not limiting */
     double tokens;
     uint64_t tok_us;
     _Atomic uint64_t slowed;    /* appends refused */
@@ -70,12 +84,16 @@ void st_guard_init(st_guard *g, int pct);
 void st_guard_destroy(st_guard *g);
 void st_guard_set_pct(st_guard *g, int pct);
 /* An append of tenant t done at now: light or big, its bytes, and the time
- * it took in the store's commit queue (queued, written, woken). */
+ * it took in the store's commit queue (queued, written, woken; for a big
+ * one it is not used). */
 void st_guard_observe(st_guard *g, uint64_t now, const void *t, int light, uint64_t bytes,
                       uint64_t took_us);
 /* 1 when tenant t's append of bytes (light or big) may go now; 0 with
  * *retry_ms when it must wait (charged in full when admitted). */
 int st_guard_admit(st_guard *g, uint64_t now, const void *t, int light, uint64_t bytes,
                    uint32_t *retry_ms);
+/* Gives back what st_guard_admit charged for an append that was then
+ * refused for another reason (the tenant's write budget). */
+void st_guard_refund(st_guard *g, uint64_t bytes);
 
 #endif

@@ -1573,7 +1573,8 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_i64(b, "walhook_store_isolation_rate_bytes", "", gs.rate_bytes);
     rc |= wh_metric_header(b, "walhook_store_isolation_quiet_seconds", "gauge",
                            "the light appends' time with no flood that the guard compares with "
-                           "(per 100 ms, the slowest; 0: none measured yet)");
+                           "(per 100 ms, the slowest; with none measured yet, the lowest window "
+                           "seen; 0: no light append yet)");
     rc |= wh_metric_us_as_s(b, "walhook_store_isolation_quiet_seconds", "", gs.quiet_us);
     rc |= wh_metric_header(b, "walhook_store_write_errors_total", "counter",
                            "synced writes (appends, offset commits) that failed since start");

@@ -41,7 +41,7 @@
 
 #define ST_STATUS_BAD_REQUEST 400 /* the error names the field */
 #define ST_STATUS_CONFLICT 409    /* commit with a stale epoch, dropped consumer */
-#define ST_STATUS_SLOW_DOWN 429   /* append over the tenant's write budget: Reply.retry_after_ms */
+#define ST_STATUS_SLOW_DOWN 429   /* write budget or isolation guard: Reply.retry_after_ms */
 #define ST_STATUS_INTERNAL 500    /* storage failure */
 #define ST_STATUS_UNAVAILABLE 503 /* no state attached */
 

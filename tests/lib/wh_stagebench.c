@@ -744,6 +744,9 @@ static int do_tenants(const char *url, double secs)
     uint64_t *lw = calloc(wcap, sizeof(*lw));
     if (lw == NULL || tn_steady(&x, c, &next, 0.5, lw, wcap, &nw) != WH_OK) {
         kill(fpid, SIGTERM);
+        waitpid(fpid, NULL, 0);
+        close(ffd);
+        free(lw);
         return WH_ERR;
     }
     tn_stages s1f;

@@ -364,12 +364,21 @@ static void test_slow_down(void **state)
  * big appends get "slow down" naming store.isolation_target_pct with a
  * retry delay, and are not stored; "light" itself and a light append of
  * "flood" are not held back; off (0), the same big append is stored. */
+/* Keeps the guard holding "flood" back for "light" now: a slow light
+ * append with a flood on, at the present time (however slow this run). */
+static void guard_hold(st_guard *g, const void *lt, const void *ft)
+{
+    uint64_t now = wh_now_us();
+    st_guard_observe(g, now, ft, 0, 4 << 20, 3000);
+    st_guard_observe(g, now, lt, 1, 100, 8000);
+}
+
 static void test_isolation_guard(void **state)
 {
     fx *f = *state;
     Walhook__Reply rep;
     void *cookie;
-    st_db_limits lim = {0, 0, 0, 0, 0, 1024, 0, 200}; /* big: over 1 KiB */
+    st_db_limits lim = {0, 0, 0, 0, 0, 8192, 0, 200}; /* big: over 8 KiB queued */
     st_db_set_limits(f->db, &lim);
     st_guard *g = st_db_guard(f->db);
     const void *lt = st_db_tenant_key(f->db, "light"), *ft = st_db_tenant_key(f->db, "flood");
@@ -396,6 +405,7 @@ static void test_isolation_guard(void **state)
             a.ev[k].json.data = (uint8_t *)big;
             a.ev[k].json.len = sizeof(big);
         }
+        guard_hold(g, lt, ft);
         int rc = call(f, &a.req, &rep, &cookie);
         if (rc == ST_STATUS_SLOW_DOWN) {
             assert_non_null(strstr(rep.error, "store.isolation_target_pct"));
@@ -412,18 +422,21 @@ static void test_isolation_guard(void **state)
     assert_int_equal(st_db_get_durable(f->db, "flood", &d, err, sizeof(err)), WH_OK);
     assert_true(d < 0x101); /* the refused one is not acknowledged */
     /* a light append of the flood's tenant, and the light tenant's big one */
+    guard_hold(g, lt, ft);
     make_append(&a, "flood", 1, 0x200, 0x200);
     assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
-    make_append(&a, "light", 64, 0x100, 0x100); /* 448 bytes: big at a 256-byte share */
+    make_append(&a, "light", 64, 0x100, 0x100); /* 2.9 KB queued: big at a 256-byte share */
     lim.commit_share_bytes = 256;
     st_db_set_limits(f->db, &lim);
+    guard_hold(g, lt, ft);
     assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_STATS;
     req.stats = &sr;
+    guard_hold(g, lt, ft);
     assert_int_equal(call(f, &req, &rep, &cookie), 0);
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_isolation_slowed_total 1\n"));
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_appends_slowed_total 1\n"));
@@ -431,7 +444,7 @@ static void test_isolation_guard(void **state)
     st_server_done(f->srv, &rep, cookie);
     /* off: the flood's big append is stored */
     lim.isolation_target_pct = 0;
-    lim.commit_share_bytes = 1024;
+    lim.commit_share_bytes = 8192;
     st_db_set_limits(f->db, &lim);
     make_append(&a, "flood", 64, 0x300, 0x300);
     for (int k = 0; k < 64; k++) {
