@@ -154,7 +154,7 @@ const wh_config_entry wh_config_table[] = {
       "group commit: while a tenant makes appends of at most this size, another tenant's "
       "appends are synced in slices of this size, so the small ones never wait behind a big "
       "sync (smaller: better isolation; larger: more throughput for a flooding tenant)"),
-    I(store_isolation_target_pct, "store.isolation_target_pct", 200, 0, 100000, WH_CF_RUNTIME,
+    I(store_isolation_target_pct, "store.isolation_target_pct", 150, 0, 100000, WH_CF_RUNTIME,
       "while a tenant makes light appends (store.commit_share_bytes or less), other tenants' "
       "big appends are answered \"slow down\" as much as it takes (down to 64 KiB/s) to keep "
       "the light ones within this percentage of their time with no flood, and at least 200 us "

@@ -120,7 +120,7 @@
 #define ST_COMMIT_SHARE_BYTES (128 << 10)
 #define ST_COMMIT_MAX_BYTES (4u << 20)
 #define ST_COMMIT_LIGHT_MS 1000     /* a light append this recent slices the others */
-#define ST_ISOLATION_TARGET_PCT 200 /* store.isolation_target_pct's default */
+#define ST_ISOLATION_TARGET_PCT 150 /* store.isolation_target_pct's default */
 
 typedef struct st_db st_db;
 
