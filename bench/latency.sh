@@ -16,6 +16,12 @@
 # (dsp_post), 2xx (dsp_ok).
 # BENCH_SYNC_COMMIT (on) is the writers' synchronous_commit: with off, WAL is
 # flushed (and so decoded) only every wal_writer_delay (200 ms).
+# BENCH_FLOOD=1: while each rate runs, another tenant ("flood") floods the
+# same store with ~512 KiB appends as fast as it takes them (wh_stagebench
+# tenants-flood, as a second ingestor with a backlog would), from 1 s
+# before pgbench starts to its end: issue 10's isolation seen end to end
+# (the store's isolation guard holds the flood back; with
+# WALHOOK_STORE_ISOLATION_TARGET_PCT=0 it does not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/lib/helpers.sh
@@ -24,6 +30,8 @@ RATES=${BENCH_RATES:-1000 3000 max}
 SECS=${BENCH_SECONDS:-20}
 trap wh_cleanup EXIT
 wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver tests/wh_pglat
+FLOOD=${BENCH_FLOOD:-0}
+[ "$FLOOD" = 1 ] && wh_require_bins tests/wh_stagebench
 command -v pgbench >/dev/null || PATH="$PG_BIN:$PATH"
 wh_tmpdir
 echo "bench-latency: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -117,7 +125,20 @@ for rate in $RATES; do
     d0=$(wh_metric "$M" walhook_events_delivered_total)
     [ "$d0" -lt 0 ] && d0=0
     : >"$LAT"
+    if [ "$FLOOD" = 1 ]; then
+        "$BIN/tests/wh_stagebench" tenants-flood "ipc://$DATA/store.sock" \
+            >"$WH_TMP/flood-$rate.out" 2>"$WH_TMP/flood-$rate.err" &
+        FPID=$!
+        sleep 1 # the flood is going (and held back, with the guard on)
+    fi
     n=$(run_pgbench "$rate")
+    if [ "$FLOOD" = 1 ]; then
+        kill -TERM "$FPID" 2>/dev/null || true
+        wait "$FPID" || { echo "bench-latency: the flood failed: $(cat "$WH_TMP/flood-$rate.err")" >&2; exit 1; }
+        read -r fev fslow fsec <"$WH_TMP/flood-$rate.out"
+        awk -v e="$fev" -v s="$fslow" -v t="$fsec" 'BEGIN {
+            printf "  flood tenant meanwhile: %.0f events/s (%d \"slow down\" answers)\n", t > 0 ? e / t : 0, s }'
+    fi
     want=$((d0 + n))
     deadline=$(($(date +%s) + 120))
     while [ "$(wh_metric "$M" walhook_events_delivered_total)" -lt "$want" ]; do

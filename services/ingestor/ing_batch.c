@@ -456,8 +456,9 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
             if (slowed++ % 1000 == 0)
                 wh_info("the store asks tenant %s to slow down (%s); batches %llu..%llu wait %d ms",
                         bt->tenant,
-                        strstr(err, "isolation") ? "isolation guard: another tenant's light appends"
-                                                 : "write budget",
+                        strstr(err, "store.isolation_target_pct")
+                            ? "isolation guard: another tenant's light appends"
+                            : "write budget",
                         (unsigned long long)first_id, (unsigned long long)id, ms);
         } else if (attempt == 0 || attempt % 20 == 0) {
             wh_warn("append of batches %llu..%llu (%zu events) to the store failed: %s; "

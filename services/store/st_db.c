@@ -1448,10 +1448,9 @@ typedef struct st_gpart {
     size_t from, to;
 } st_gpart;
 
-/* An event's bytes in a group, about: its value, and its key with a
- * tenant name of average length. */
-/* What the commit queue counts of an append of json bytes in events: the
- * keys and values' sizes (light or big, slices). */
+/* What the commit queue counts of an append of json bytes in events
+ * (light or big, slices), about: the values, and the keys with a tenant
+ * name of average length. */
 static uint64_t queued_bytes(uint64_t json, uint64_t events)
 {
     return json + events * (8 + ST_POS_LEN + 18);
@@ -1890,6 +1889,11 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
     pthread_cond_init(&r.cond, NULL);
     pthread_mutex_lock(&db->cq_mu);
     r.enq_us = wh_now_us();
+    /* a light append behind its own tenant's big one waits for that one:
+     * the isolation guard does not blame the floods for it */
+    int behind_own = 0;
+    for (const st_wreq *q = light ? t->cq_head : NULL; q != NULL && !behind_own; q = q->next)
+        behind_own = !q->light;
     if (t->cq_tail)
         t->cq_tail->next = &r;
     else
@@ -1927,7 +1931,11 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
     if (r.rc != WH_OK)
         return wh_seterr(err, errlen, "%s", r.err);
     if (n > 0)
-        st_guard_observe(&db->guard, woke, t, light, bytes, woke - r.enq_us);
+        st_guard_observe(&db->guard, woke, t,
+                         !light       ? ST_GUARD_BIG
+                         : behind_own ? ST_GUARD_LIGHT_BEHIND
+                                      : ST_GUARD_LIGHT,
+                         bytes, woke - r.enq_us);
     if (r.end_us != 0) {
         wh_histogram *h = db->cq_stage[light ? 0 : 1];
         wh_hist_observe_us(&h[ST_APPEND_QUEUE], r.start_us - r.enq_us);
@@ -2098,7 +2106,7 @@ int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, cons
         json += ev[i].json ? ev[i].json_len : 0;
     uint64_t q = queued_bytes(json, n);
     if (rc == WH_OK && q > atomic_load(&db->cq_share))
-        st_guard_observe(&db->guard, wh_now_us(), t, 0, q, 0); /* a flood too */
+        st_guard_observe(&db->guard, wh_now_us(), t, ST_GUARD_BIG, q, 0); /* a flood too */
     rocksdb_writebatch_destroy(wb);
     ten_done(t);
     return rc;
@@ -4680,14 +4688,13 @@ int st_db_admit(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, 
 {
     /* the guard, for a big append, before the budget: the budget charges
      * what it admits, and gives nothing back */
-    uint64_t q = queued_bytes(bytes, events);
-    int guarded = atomic_load(&db->guard.pct) > 0 && q > atomic_load(&db->cq_share);
-    if (guarded &&
-        !st_guard_admit(&db->guard, wh_now_us(), tenant_find(db, tenant, 1), 0, q, retry_ms))
+    uint64_t q = queued_bytes(bytes, events), charged = 0;
+    if (atomic_load(&db->guard.pct) > 0 && q > atomic_load(&db->cq_share) &&
+        !st_guard_admit(&db->guard, wh_now_us(), tenant_find(db, tenant, 1), q, retry_ms, &charged))
         return ST_DB_GUARD;
     if (bucket_take(db, tenant, bytes, events, 0, retry_ms) == ST_DB_SLOW) {
-        if (guarded)
-            st_guard_refund(&db->guard, q);
+        if (charged > 0)
+            st_guard_refund(&db->guard, charged);
         return ST_DB_SLOW;
     }
     return WH_OK;

@@ -609,8 +609,10 @@ int st_db_needs_snapshot(st_db *db, const char *tenant, const char *consumer);
  * store.tenant_burst_ms): WH_OK charges the append; ST_DB_SLOW refuses it
  * with *retry_ms, the time until the bucket has paid its debt back. A
  * batch bigger than the bucket passes when the bucket is full. Unlimited
- * when both rates are 0. Then, for a big append, the isolation guard
- * (st_guard.h): ST_DB_GUARD with *retry_ms when it holds it back. */
+ * when both rates are 0. Before it, for a big append, the isolation guard
+ * (st_guard.h): ST_DB_GUARD with *retry_ms when it holds it back (the
+ * budget is then not charged; what the guard charged is given back when
+ * the budget refuses). */
 int st_db_admit(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, uint32_t *retry_ms);
 /* The isolation guard's figures. */
 typedef struct st_guard_stats {

@@ -97,8 +97,9 @@ static double target_us(const st_guard *g)
 }
 
 /* Down by the overshoot m / target: to a half .. an eighth of the rate, or
- * when not limiting yet, of what the floods appended (in this window when
- * it is 10 ms old, else in the last one; nothing known: not yet). */
+ * when not limiting yet, of what the floods appended: the larger of this
+ * window's bytes/s (once it is 10 ms old) and the last one's (none: not
+ * yet, there is nothing to go by). */
 static void rate_down(st_guard *g, uint64_t now, double m, double target)
 {
     double span = (double)(now - g->win_us) / 1e6;
@@ -145,7 +146,7 @@ static void window_close(st_guard *g, uint64_t now)
     g->win_down = 0;
 }
 
-void st_guard_observe(st_guard *g, uint64_t now, const void *t, int light, uint64_t bytes,
+void st_guard_observe(st_guard *g, uint64_t now, const void *t, int kind, uint64_t bytes,
                       uint64_t took_us)
 {
     pthread_mutex_lock(&g->mu);
@@ -154,20 +155,16 @@ void st_guard_observe(st_guard *g, uint64_t now, const void *t, int light, uint6
         g->win_us = now;
     else if (now >= g->win_us + ST_GUARD_WINDOW_US)
         window_close(g, now);
-    if (!light) {
-        if (t == g->light_t && recent(g->light_us, now)) {
-            g->own_big_us = now; /* the protected tenant's own: it waits for them */
-        } else {
+    int protected_t = t == g->light_t && recent(g->light_us, now);
+    if (kind == ST_GUARD_BIG) {
+        if (!protected_t) { /* the protected tenant's own are not a flood */
             flood_note(g, t, now);
             g->win_big += bytes;
         }
     } else if (!is_flood(g, t, now)) { /* a flood's small batches count for nothing */
-        if (t != g->light_t)
-            g->own_big_us = 0;
         g->light_t = t;
         g->light_us = now;
-        /* behind its own big append (one queue per tenant): not the floods' doing */
-        if (g->own_big_us == 0 || now - g->own_big_us >= ST_GUARD_WINDOW_US) {
+        if (kind == ST_GUARD_LIGHT) { /* not queued behind its own big append */
             if (took_us > g->win_max)
                 g->win_max = took_us;
             /* too slow with a flood on: down at once (once a window) */
@@ -180,11 +177,12 @@ void st_guard_observe(st_guard *g, uint64_t now, const void *t, int light, uint6
     pthread_mutex_unlock(&g->mu);
 }
 
-int st_guard_admit(st_guard *g, uint64_t now, const void *t, int light, uint64_t bytes,
-                   uint32_t *retry_ms)
+int st_guard_admit(st_guard *g, uint64_t now, const void *t, uint64_t bytes, uint32_t *retry_ms,
+                   uint64_t *charged)
 {
     *retry_ms = 0;
-    if (light || atomic_load(&g->pct) == 0)
+    *charged = 0;
+    if (atomic_load(&g->pct) == 0)
         return 1;
     int ok = 1;
     pthread_mutex_lock(&g->mu);
@@ -205,16 +203,21 @@ int st_guard_admit(st_guard *g, uint64_t now, const void *t, int light, uint64_t
             ok = 0;
         } else {
             g->tokens -= (double)bytes;
+            *charged = bytes;
         }
     }
     pthread_mutex_unlock(&g->mu);
     return ok;
 }
 
-void st_guard_refund(st_guard *g, uint64_t bytes)
+void st_guard_refund(st_guard *g, uint64_t charged)
 {
     pthread_mutex_lock(&g->mu);
-    if (g->rate > 0)
-        g->tokens += (double)bytes;
+    if (g->rate > 0) {
+        double cap = g->rate * ST_GUARD_BURST_US / 1e6;
+        g->tokens += (double)charged;
+        if (g->tokens > cap)
+            g->tokens = cap;
+    }
     pthread_mutex_unlock(&g->mu);
 }

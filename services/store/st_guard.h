@@ -8,10 +8,11 @@
  *
  * - Light and big are st_db's: an append of at most store.commit_share_
  *   bytes is light. A tenant that made (or tried) a big append in the
- *   last second is a flood; its own light appends count for nothing. The
- *   protected tenant is the one whose light append came last (its own big
- *   appends are never held back, and its light appends that queue behind
- *   them are not measured).
+ *   last second is a flood, except the protected tenant: the one whose
+ *   light append came last (a flood's own light appends count for
+ *   nothing). The protected tenant's own big appends are never held back,
+ *   and its light appends that queued behind them (st_db knows: one queue
+ *   per tenant) are not measured.
  * - It learns the quiet time: per window (100 ms) the slowest light
  *   append's time in the commit queue, averaged (EWMA) over the windows
  *   with no flood. None yet: the lowest window seen, rising slowly, so a
@@ -19,16 +20,20 @@
  * - The target is pct % of the quiet time, and at least 200 us more.
  *   While floods are on, a light append over it lowers the rate (bytes/s)
  *   admitted to the floods' big appends, at once and once a window, by
- *   its overshoot (to target/time: at least an eighth, at most a half; the
- *   first time, of what the floods appended in this window, or in the
- *   last one when this one is younger than 10 ms), never below 64 KiB/s.
- *   A window within the target raises the rate by a 32nd plus 64 KiB/s.
+ *   its overshoot (to target/time: at least an eighth, at most a half),
+ *   never below 64 KiB/s; the first time, it starts from what the floods
+ *   appended: the larger of this window's bytes/s (once 10 ms old) and
+ *   the last one's (none: it waits for a window that has some). A window
+ *   within the target raises the rate by a 32nd plus 64 KiB/s.
  * - A big append over the rate (a bucket of 100 ms of it, shared by the
- *   floods) is refused with a retry delay of at most a second, which the
- *   store answers "slow down" (as for a tenant's write budget), so the
- *   flooding ingestor waits and its credit window pauses its source.
- * - With no light append, or no flood, for a second, or pct 0, nothing
- *   is limited. One tenant alone, light and big batches mixed, never is.
+ *   floods) is refused with a retry delay of at most 500 ms (shorter than
+ *   the second a flood is remembered, so a flood that waits is still one
+ *   when it comes back), which the store answers "slow down" (as for a
+ *   tenant's write budget), so the flooding ingestor waits and its credit
+ *   window pauses its source.
+ * - When a window closes with no light append, or no flood, in the last
+ *   second, or with pct 0, the limiting stops (pct 0 stops it at once).
+ *   One tenant alone, light and big batches mixed, is never limited.
  *
  * One quiet time serves every light tenant (the last one measured), and
  * ST_GUARD_FLOODS tenants are tracked as floods (the oldest replaced).
@@ -48,7 +53,7 @@
 #define ST_GUARD_MIN_RATE (64 << 10) /* bytes/s: the lowest rate, and the step up */
 #define ST_GUARD_BURST_US 100000     /* the rate's bucket holds this long of it */
 #define ST_GUARD_SLACK_US 200        /* the target is at least this much over the quiet time */
-#define ST_GUARD_RETRY_MAX_MS 1000   /* the longest retry delay it asks for */
+#define ST_GUARD_RETRY_MAX_MS 500    /* the longest retry delay (< ST_GUARD_ACTIVE_US) */
 #define ST_GUARD_FLOODS 8            /* flooding tenants tracked */
 
 typedef struct st_guard_flood {
@@ -64,7 +69,6 @@ struct st_guard {
     double low_us;       /* lowest window maximum seen, rising slowly */
     const void *light_t; /* the protected tenant */
     uint64_t light_us;   /* its last light append */
-    uint64_t own_big_us; /* its last big append (0: none since it became protected) */
     st_guard_flood floods[ST_GUARD_FLOODS];
     uint64_t win_us;  /* this window's start */
     uint64_t win_max; /* its slowest measured light append */
@@ -83,17 +87,24 @@ typedef struct st_guard st_guard;
 void st_guard_init(st_guard *g, int pct);
 void st_guard_destroy(st_guard *g);
 void st_guard_set_pct(st_guard *g, int pct);
-/* An append of tenant t done at now: light or big, its bytes, and the time
- * it took in the store's commit queue (queued, written, woken; for a big
- * one it is not used). */
-void st_guard_observe(st_guard *g, uint64_t now, const void *t, int light, uint64_t bytes,
+/* What an append was, for st_guard_observe. */
+enum {
+    ST_GUARD_LIGHT,        /* light, measured */
+    ST_GUARD_LIGHT_BEHIND, /* light, queued behind its own tenant's big append: not measured */
+    ST_GUARD_BIG,
+};
+/* An append of tenant t done at now: its kind, its bytes, and the time it
+ * took in the store's commit queue (queued, written, woken; measured for
+ * ST_GUARD_LIGHT only). */
+void st_guard_observe(st_guard *g, uint64_t now, const void *t, int kind, uint64_t bytes,
                       uint64_t took_us);
-/* 1 when tenant t's append of bytes (light or big) may go now; 0 with
- * *retry_ms when it must wait (charged in full when admitted). */
-int st_guard_admit(st_guard *g, uint64_t now, const void *t, int light, uint64_t bytes,
-                   uint32_t *retry_ms);
+/* For a big append of bytes by tenant t: 1 when it may go now (*charged:
+ * what it took from the floods' bucket, 0 when not limited), 0 with
+ * *retry_ms when it must wait. */
+int st_guard_admit(st_guard *g, uint64_t now, const void *t, uint64_t bytes, uint32_t *retry_ms,
+                   uint64_t *charged);
 /* Gives back what st_guard_admit charged for an append that was then
  * refused for another reason (the tenant's write budget). */
-void st_guard_refund(st_guard *g, uint64_t bytes);
+void st_guard_refund(st_guard *g, uint64_t charged);
 
 #endif

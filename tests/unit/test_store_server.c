@@ -358,78 +358,85 @@ static void test_slow_down(void **state)
     }
 }
 
-/* The isolation guard through the handler: once the guard holds floods
- * back for tenant "light" (fed the times of slow light appends with a
- * flood on: how fast this disk syncs does not matter), tenant "flood"'s
- * big appends get "slow down" naming store.isolation_target_pct with a
- * retry delay, and are not stored; "light" itself and a light append of
- * "flood" are not held back; off (0), the same big append is stored. */
-/* Keeps the guard holding "flood" back for "light" now: a slow light
- * append with a flood on, at the present time (however slow this run). */
+/* Keeps the guard holding "flood" back for "light" now, its bucket 64 MiB
+ * in debt however slow this run is: a flood's big append and a slow light
+ * append at the present time. */
 static void guard_hold(st_guard *g, const void *lt, const void *ft)
 {
     uint64_t now = wh_now_us();
-    st_guard_observe(g, now, ft, 0, 4 << 20, 3000);
-    st_guard_observe(g, now, lt, 1, 100, 8000);
+    st_guard_observe(g, now, ft, ST_GUARD_BIG, 4 << 20, 3000);
+    st_guard_observe(g, now, lt, ST_GUARD_LIGHT, 100, 8000);
+    pthread_mutex_lock(&g->mu);
+    g->tokens = -(double)(64 << 20);
+    g->tok_us = now;
+    pthread_mutex_unlock(&g->mu);
 }
 
+/* An Append of 64 events of 1 KiB to tenant at lsn (68 KB queued). */
+static void make_big_append(append_req *a, const char *tenant, uint64_t lsn)
+{
+    static char big[1024];
+    memset(big, 'x', sizeof(big));
+    big[0] = '"';
+    big[sizeof(big) - 1] = '"';
+    make_append(a, tenant, 64, lsn, lsn);
+    for (int k = 0; k < 64; k++) {
+        a->ev[k].json.data = (uint8_t *)big;
+        a->ev[k].json.len = sizeof(big);
+    }
+}
+
+/* The isolation guard through the handler: once the guard holds floods
+ * back for tenant "light" (fed the times of slow light appends with a
+ * flood on: how fast this disk syncs does not matter), tenant "flood"'s
+ * big append gets "slow down" naming store.isolation_target_pct with a
+ * retry delay, is not stored, and is not charged to its write budget (the
+ * guard is asked first); a light append of "flood" does not make it the
+ * protected tenant; "light"'s own big append is not held back; off (0),
+ * the budget alone answers. */
 static void test_isolation_guard(void **state)
 {
     fx *f = *state;
     Walhook__Reply rep;
     void *cookie;
-    st_db_limits lim = {0, 0, 0, 0, 0, 8192, 0, 200}; /* big: over 8 KiB queued */
+    /* big: over 8 KiB queued; a budget of 100 B/s, 1000 bytes of bucket */
+    st_db_limits lim = {0, 0, 100, 0, 10000, 8192, 0, 200};
     st_db_set_limits(f->db, &lim);
     st_guard *g = st_db_guard(f->db);
     const void *lt = st_db_tenant_key(f->db, "light"), *ft = st_db_tenant_key(f->db, "flood");
     uint64_t base = wh_now_us() - 3000000;
     for (uint64_t us = 0; us < 1000000; us += 10000) /* alone: 500 us each */
-        st_guard_observe(g, base + us, lt, 1, 100, 500);
+        st_guard_observe(g, base + us, lt, ST_GUARD_LIGHT, 100, 500);
     for (uint64_t us = 1000000; us < 3000000; us += 10000) { /* flooded: 8 ms */
-        st_guard_observe(g, base + us, ft, 0, 4 << 20, 3000);
-        st_guard_observe(g, base + us + 5000, lt, 1, 100, 8000);
+        st_guard_observe(g, base + us, ft, ST_GUARD_BIG, 4 << 20, 3000);
+        st_guard_observe(g, base + us + 5000, lt, ST_GUARD_LIGHT, 100, 8000);
     }
     st_guard_stats gs;
     st_db_guard_stats(f->db, &gs);
     assert_int_equal(gs.rate_bytes, ST_GUARD_MIN_RATE); /* down to the floor */
     assert_int_equal(gs.quiet_us, 500);
-    static char big[1024];
-    memset(big, 'x', sizeof(big));
-    big[0] = '"';
-    big[sizeof(big) - 1] = '"';
     append_req a;
-    int refused = 0;
-    for (uint64_t i = 0; i < 2 && !refused; i++) {
-        make_append(&a, "flood", 64, 0x100 + i, 0x100 + i); /* 64 KiB: the bucket holds 6.4 */
-        for (int k = 0; k < 64; k++) {
-            a.ev[k].json.data = (uint8_t *)big;
-            a.ev[k].json.len = sizeof(big);
-        }
+    for (uint64_t i = 0; i < 2; i++) {
+        make_big_append(&a, "flood", 0x100 + i);
         guard_hold(g, lt, ft);
-        int rc = call(f, &a.req, &rep, &cookie);
-        if (rc == ST_STATUS_SLOW_DOWN) {
-            assert_non_null(strstr(rep.error, "store.isolation_target_pct"));
-            assert_true(rep.retry_after_ms > 0);
-            refused = 1;
-        } else {
-            assert_int_equal(rc, 0);
-        }
+        assert_int_equal(call(f, &a.req, &rep, &cookie), ST_STATUS_SLOW_DOWN);
+        assert_non_null(strstr(rep.error, "store.isolation_target_pct"));
+        assert_true(rep.retry_after_ms > 0 && rep.retry_after_ms <= ST_GUARD_RETRY_MAX_MS);
         st_server_done(f->srv, &rep, cookie);
     }
-    assert_true(refused); /* the first may use the bucket, the second is over it */
     char err[WH_ERRLEN];
-    uint64_t d;
+    uint64_t d = 1;
     assert_int_equal(st_db_get_durable(f->db, "flood", &d, err, sizeof(err)), WH_OK);
-    assert_true(d < 0x101); /* the refused one is not acknowledged */
-    /* a light append of the flood's tenant, and the light tenant's big one */
+    assert_int_equal(d, 0); /* nothing stored, nothing acknowledged */
+    /* a light append of the flood's tenant: stored, and "light" stays the
+     * protected tenant; its own big append is not held back (the budget,
+     * full at its first use, lets it through) */
     guard_hold(g, lt, ft);
     make_append(&a, "flood", 1, 0x200, 0x200);
     assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
-    make_append(&a, "light", 64, 0x100, 0x100); /* 2.9 KB queued: big at a 256-byte share */
-    lim.commit_share_bytes = 256;
-    st_db_set_limits(f->db, &lim);
-    guard_hold(g, lt, ft);
+    assert_ptr_equal(g->light_t, lt);
+    make_big_append(&a, "light", 0x100);
     assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
     Walhook__Request req = WALHOOK__REQUEST__INIT;
@@ -438,21 +445,21 @@ static void test_isolation_guard(void **state)
     req.stats = &sr;
     guard_hold(g, lt, ft);
     assert_int_equal(call(f, &req, &rep, &cookie), 0);
-    assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_isolation_slowed_total 1\n"));
-    assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_appends_slowed_total 1\n"));
+    assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_isolation_slowed_total 2\n"));
+    assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_appends_slowed_total 2\n"));
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_isolation_rate_bytes 65536\n"));
     st_server_done(f->srv, &rep, cookie);
-    /* off: the flood's big append is stored */
+    /* off: the budget alone, whose bucket the refused appends did not
+     * touch: full at its first use, it lets one through, then says so */
     lim.isolation_target_pct = 0;
-    lim.commit_share_bytes = 8192;
     st_db_set_limits(f->db, &lim);
-    make_append(&a, "flood", 64, 0x300, 0x300);
-    for (int k = 0; k < 64; k++) {
-        a.ev[k].json.data = (uint8_t *)big;
-        a.ev[k].json.len = sizeof(big);
-    }
+    make_big_append(&a, "flood", 0x300);
     assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
     assert_int_equal(rep.append->durable_lsn, 0x300);
+    st_server_done(f->srv, &rep, cookie);
+    make_big_append(&a, "flood", 0x400);
+    assert_int_equal(call(f, &a.req, &rep, &cookie), ST_STATUS_SLOW_DOWN);
+    assert_non_null(strstr(rep.error, "write budget"));
     st_server_done(f->srv, &rep, cookie);
 }
 
@@ -1609,6 +1616,28 @@ static void test_stage_budget(void **state)
     free(c);
 }
 
+/* A streamed transaction's staged chunks count as a flood for the
+ * isolation guard (they are big appends written outside the commit queue). */
+static void test_isolation_guard_stage(void **state)
+{
+    fx *f = *state;
+    static stage_req r;
+    st_db_limits lim = {0, 0, 0, 0, 0, 4096, 0, 150}; /* big: over 4 KiB queued */
+    st_db_set_limits(f->db, &lim);
+    make_stage(&r, "stager", 70, 0, 0, 200, 70, 'q'); /* ~10 KB queued */
+    assert_int_equal(stage_call(f, &r.req, NULL), 200);
+    st_guard *g = st_db_guard(f->db);
+    const void *key = st_db_tenant_key(f->db, "stager");
+    int flood = 0;
+    pthread_mutex_lock(&g->mu);
+    for (int i = 0; i < ST_GUARD_FLOODS; i++)
+        flood |= g->floods[i].t == key && g->floods[i].us != 0;
+    uint64_t big = g->win_big;
+    pthread_mutex_unlock(&g->mu);
+    assert_true(flood);
+    assert_true(big >= 4096);
+}
+
 /* A SchemaList of tenant through the handler; the caller hands *rep and
  * *cookie to st_server_done. */
 static void schema_call(fx *f, const char *tenant, Walhook__Reply *rep, void **cookie)
@@ -1838,6 +1867,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stage_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_isolation_guard_stage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, setup_tmpfs, teardown),
