@@ -137,7 +137,7 @@ for rate in $RATES; do
         wait "$FPID" || { echo "bench-latency: the flood failed: $(cat "$WH_TMP/flood-$rate.err")" >&2; exit 1; }
         read -r fev fslow fsec <"$WH_TMP/flood-$rate.out"
         awk -v e="$fev" -v s="$fslow" -v t="$fsec" 'BEGIN {
-            printf "  flood tenant meanwhile: %.0f events/s (%d \"slow down\" answers)\n", t > 0 ? e / t : 0, s }'
+            printf "  flood tenant meanwhile: %.0f events/s (%d \"slow down\" answers)\n", (t > 0 ? e / t : 0), s }'
     fi
     want=$((d0 + n))
     deadline=$(($(date +%s) + 120))
