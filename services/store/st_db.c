@@ -4699,6 +4699,7 @@ int st_db_admit(st_db *db, const char *tenant, uint64_t bytes, uint64_t events, 
     }
     return WH_OK;
 }
+
 st_guard *st_db_guard(st_db *db)
 {
     return &db->guard;
