@@ -10,21 +10,10 @@
 
 #include <stdint.h>
 
-typedef struct dsp_bucket {
-    double rate;   /* tokens per second; 0 = unlimited */
-    double burst;  /* capacity */
-    double tokens; /* may go negative (debt) */
-    uint64_t last_us;
-} dsp_bucket;
-
-/* burst 0 = one second's worth (at least 1). Starts full. */
-void dsp_bucket_init(dsp_bucket *b, double rate, double burst, uint64_t now_us);
-/* Milliseconds until n tokens are there (0 = now). */
-long dsp_bucket_wait_ms(dsp_bucket *b, double n, uint64_t now_us);
-void dsp_bucket_take(dsp_bucket *b, double n, uint64_t now_us);
+#include "wh_bucket.h"
 
 typedef struct dsp_limit {
-    dsp_bucket events, requests;
+    wh_bucket events, requests;
 } dsp_limit;
 
 void dsp_limit_init(dsp_limit *l, int events_per_s, int requests_per_s, int burst, uint64_t now_us);

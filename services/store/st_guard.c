@@ -59,6 +59,12 @@ static void flood_note(st_guard *g, const void *t, uint64_t now)
     f->us = now;
 }
 
+/* t is the protected tenant: its light append came last, within a second. */
+static int is_protected(const st_guard *g, const void *t, uint64_t now)
+{
+    return t == g->light_t && recent(g->light_us, now);
+}
+
 static int is_flood(st_guard *g, const void *t, uint64_t now)
 {
     st_guard_flood *f = flood_of(g, t);
@@ -77,10 +83,13 @@ static int contended(st_guard *g, uint64_t now)
 
 static void set_rate(st_guard *g, double rate, uint64_t now)
 {
+    double burst = rate * ST_GUARD_BURST_US / 1e6;
     if (g->rate == 0 && rate > 0) { /* starts limiting: an empty bucket */
-        g->tokens = 0;
-        g->tok_us = now;
+        wh_bucket_init(&g->bucket, rate, burst, now);
+        g->bucket.tokens = 0;
     }
+    g->bucket.rate = rate;
+    g->bucket.burst = burst;
     g->rate = rate;
     atomic_store(&g->rate_gauge, (int64_t)rate);
 }
@@ -155,7 +164,7 @@ void st_guard_observe(st_guard *g, uint64_t now, const void *t, int kind, uint64
         g->win_us = now;
     else if (now >= g->win_us + ST_GUARD_WINDOW_US)
         window_close(g, now);
-    int protected_t = t == g->light_t && recent(g->light_us, now);
+    int protected_t = is_protected(g, t, now);
     if (kind == ST_GUARD_BIG) {
         if (!protected_t) { /* the protected tenant's own are not a flood */
             flood_note(g, t, now);
@@ -169,8 +178,7 @@ void st_guard_observe(st_guard *g, uint64_t now, const void *t, int kind, uint64
                 g->win_max = took_us;
             /* too slow with a flood on: down at once (once a window) */
             double target = target_us(g);
-            if (!g->win_down && target > 0 && (double)took_us > target && contended(g, now) &&
-                atomic_load(&g->pct) > 0)
+            if (!g->win_down && target > 0 && (double)took_us > target && contended(g, now))
                 rate_down(g, now, (double)took_us, target);
         }
     }
@@ -187,22 +195,18 @@ int st_guard_admit(st_guard *g, uint64_t now, const void *t, uint64_t bytes, uin
     int ok = 1;
     pthread_mutex_lock(&g->mu);
     now = clock_at(g, now);
-    int protected_t = t == g->light_t && recent(g->light_us, now);
+    int protected_t = is_protected(g, t, now);
     if (!protected_t)
         flood_note(g, t, now); /* a flood held back is still a flood */
     if (g->rate > 0 && !protected_t && recent(g->light_us, now)) {
-        double cap = g->rate * ST_GUARD_BURST_US / 1e6;
-        g->tokens += (double)(now - g->tok_us) * g->rate / 1e6;
-        if (g->tokens > cap)
-            g->tokens = cap;
-        g->tok_us = now;
-        if (g->tokens < 0) { /* the debt of the last one admitted, paid back at the rate */
-            double ms = -g->tokens / g->rate * 1000.0 + 1;
+        /* admitted while the bucket holds no debt, and charged in full */
+        long ms = wh_bucket_wait_ms(&g->bucket, 0, now);
+        if (ms > 0) {
             *retry_ms = ms > ST_GUARD_RETRY_MAX_MS ? ST_GUARD_RETRY_MAX_MS : (uint32_t)ms;
             atomic_fetch_add(&g->slowed, 1);
             ok = 0;
         } else {
-            g->tokens -= (double)bytes;
+            wh_bucket_take(&g->bucket, (double)bytes, now);
             *charged = bytes;
         }
     }
@@ -213,11 +217,7 @@ int st_guard_admit(st_guard *g, uint64_t now, const void *t, uint64_t bytes, uin
 void st_guard_refund(st_guard *g, uint64_t charged)
 {
     pthread_mutex_lock(&g->mu);
-    if (g->rate > 0) {
-        double cap = g->rate * ST_GUARD_BURST_US / 1e6;
-        g->tokens += (double)charged;
-        if (g->tokens > cap)
-            g->tokens = cap;
-    }
+    if (g->rate > 0)
+        wh_bucket_give(&g->bucket, (double)charged);
     pthread_mutex_unlock(&g->mu);
 }

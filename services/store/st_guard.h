@@ -48,6 +48,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "wh_bucket.h"
+
 #define ST_GUARD_WINDOW_US 100000    /* one decision per window */
 #define ST_GUARD_ACTIVE_US 1000000   /* a tenant's light/big appends count this long */
 #define ST_GUARD_MIN_RATE (64 << 10) /* bytes/s: the lowest rate, and the step up */
@@ -70,14 +72,13 @@ struct st_guard {
     const void *light_t; /* the protected tenant */
     uint64_t light_us;   /* its last light append */
     st_guard_flood floods[ST_GUARD_FLOODS];
-    uint64_t win_us;  /* this window's start */
-    uint64_t win_max; /* its slowest measured light append */
-    uint64_t win_big; /* the floods' big bytes appended in it */
-    int win_down;     /* the rate went down in it */
-    double last_used; /* the floods' bytes/s in the last window */
-    double rate;      /* bytes/s admitted to the floods; 0 = not limiting */
-    double tokens;
-    uint64_t tok_us;
+    uint64_t win_us;            /* this window's start */
+    uint64_t win_max;           /* its slowest measured light append */
+    uint64_t win_big;           /* the floods' big bytes appended in it */
+    int win_down;               /* the rate went down in it */
+    double last_used;           /* the floods' bytes/s in the last window */
+    double rate;                /* bytes/s admitted to the floods; 0 = not limiting */
+    wh_bucket bucket;           /* at rate, a burst of ST_GUARD_BURST_US of it */
     _Atomic uint64_t slowed;    /* appends refused */
     _Atomic int64_t rate_gauge; /* rate for metrics (bytes/s, 0 = not limiting) */
     _Atomic int64_t quiet_gauge;

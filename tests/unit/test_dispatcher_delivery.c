@@ -183,23 +183,23 @@ static void test_token_bucket(void **state)
 {
     (void)state;
     uint64_t t0 = 1000000000ULL;
-    dsp_bucket b;
-    dsp_bucket_init(&b, 10, 5, t0); /* 10/s, burst 5, starts full */
+    wh_bucket b;
+    wh_bucket_init(&b, 10, 5, t0); /* 10/s, burst 5, starts full */
     for (int i = 0; i < 5; i++) {
-        assert_int_equal(dsp_bucket_wait_ms(&b, 1, t0), 0);
-        dsp_bucket_take(&b, 1, t0);
+        assert_int_equal(wh_bucket_wait_ms(&b, 1, t0), 0);
+        wh_bucket_take(&b, 1, t0);
     }
-    assert_int_equal(dsp_bucket_wait_ms(&b, 1, t0), 100);
-    assert_int_equal(dsp_bucket_wait_ms(&b, 1, t0 + 100000), 0); /* 100 ms later */
+    assert_int_equal(wh_bucket_wait_ms(&b, 1, t0), 100);
+    assert_int_equal(wh_bucket_wait_ms(&b, 1, t0 + 100000), 0); /* 100 ms later */
     /* a request larger than the burst waits for a full bucket, then owes */
-    dsp_bucket_init(&b, 10, 5, t0);
-    assert_int_equal(dsp_bucket_wait_ms(&b, 50, t0), 0);
-    dsp_bucket_take(&b, 50, t0); /* 5 - 50 = -45 */
-    assert_int_equal(dsp_bucket_wait_ms(&b, 1, t0), 4600);
+    wh_bucket_init(&b, 10, 5, t0);
+    assert_int_equal(wh_bucket_wait_ms(&b, 50, t0), 0);
+    wh_bucket_take(&b, 50, t0); /* 5 - 50 = -45 */
+    assert_int_equal(wh_bucket_wait_ms(&b, 1, t0), 4600);
     /* unlimited */
-    dsp_bucket_init(&b, 0, 0, t0);
-    dsp_bucket_take(&b, 1e9, t0);
-    assert_int_equal(dsp_bucket_wait_ms(&b, 1e9, t0), 0);
+    wh_bucket_init(&b, 0, 0, t0);
+    wh_bucket_take(&b, 1e9, t0);
+    assert_int_equal(wh_bucket_wait_ms(&b, 1e9, t0), 0);
     /* both buckets */
     dsp_limit l;
     dsp_limit_init(&l, 0, 2, 0, t0); /* 2 requests/s, burst 2 */

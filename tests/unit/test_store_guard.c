@@ -242,8 +242,8 @@ static void test_clock_order_refund(void **state)
     /* an empty bucket (as when the limiting began): one append goes and
      * is charged, and its debt holds the next back */
     st_guard_observe(&g, now, &A, ST_GUARD_LIGHT, 4096, 4000);
-    g.tokens = 0;
-    g.tok_us = now;
+    g.bucket.tokens = 0;
+    g.bucket.last_us = now;
     assert_int_equal(st_guard_admit(&g, now, &B, 4096, &retry, &charged), 1);
     assert_int_equal(charged, 4096);
     assert_int_equal(admit(&g, now, &B, 4096), 0);

@@ -367,8 +367,8 @@ static void guard_hold(st_guard *g, const void *lt, const void *ft)
     st_guard_observe(g, now, ft, ST_GUARD_BIG, 4 << 20, 3000);
     st_guard_observe(g, now, lt, ST_GUARD_LIGHT, 100, 8000);
     pthread_mutex_lock(&g->mu);
-    g->tokens = -(double)(64 << 20);
-    g->tok_us = now;
+    g->bucket.tokens = -(double)(64 << 20);
+    g->bucket.last_us = now;
     pthread_mutex_unlock(&g->mu);
 }
 
