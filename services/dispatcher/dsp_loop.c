@@ -891,6 +891,12 @@ int dsp_loop_metrics(dsp_loop *l, wh_buf *out)
     if (rc == WH_OK)
         rc = wh_metric_u64(out, "walhook_dispatcher_push_batches_total", "", dsp_push_batches());
     if (rc == WH_OK)
+        rc = wh_metric_header(out, "walhook_dispatcher_push_fast_total", "counter",
+                              "Of those, batches the notification thread took for an idle "
+                              "target itself, without waking its reader (all targets).");
+    if (rc == WH_OK)
+        rc = wh_metric_u64(out, "walhook_dispatcher_push_fast_total", "", dsp_push_fast());
+    if (rc == WH_OK)
         rc = wh_metric_header(out, "walhook_dispatcher_notify_connected", "gauge",
                               "1 while subscribed to the store's durability notifications "
                               "(else readers long-poll).");

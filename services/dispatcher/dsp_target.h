@@ -277,6 +277,10 @@ typedef struct dsp_push {
 } dsp_push;
 #define DSP_PUSH_RING 16                   /* pushes a target keeps until its reader passes them */
 #define DSP_PUSH_TARGET_BYTES (256 * 1024) /* ...and their bytes at most (older ones dropped) */
+/* The notification thread takes a batch from a push itself (instead of
+ * waking the reader) only for pushes up to this size: it serves every
+ * target of the tenant in turn. */
+#define DSP_PUSH_FAST_BYTES (64 * 1024)
 
 /* A new push (one reference, the caller's) of a note received in `bytes`
  * bytes; NULL when note has no push or the pushes kept by every target
@@ -286,6 +290,8 @@ dsp_push *dsp_push_new(wh_note *note, size_t bytes);
 void dsp_push_unref(dsp_push *p);
 /* Batches taken from pushes instead of a Read, every target together. */
 uint64_t dsp_push_batches(void);
+/* ...of which the notification thread took (an idle reader's next batch). */
+uint64_t dsp_push_fast(void);
 
 typedef struct dsp_target {
     /* static */
@@ -330,8 +336,20 @@ typedef struct dsp_target {
     uint32_t note_seq;
     int reset_req; /* reader: the offset moved; loop: drop and reset */
     unsigned gen;  /* bumped by each reset; a read of an older gen is dropped */
+    /* The reader's idle wait: after a batch up to the latest notified
+     * position (or an empty Read) it waits for the next notification of
+     * its tenant (note_gen past ri_note), a reset (gen past ri_gen) or
+     * ri_until. ridle: it is in that wait now, so the notification thread
+     * may take the next batch from a push itself (dsp_target_note), marked
+     * by rbusy: the reader waits while it is set. */
+    int ri_idle;
+    uint64_t ri_note, ri_until;
+    unsigned ri_gen;
+    int ridle;
+    int rbusy;
 
-    /* reader private */
+    /* reader private (has_from to my_gen and rfmt: also the notification
+     * thread's while it sets rbusy) */
     wh_sub *notify_sub;     /* the dispatcher's notification subscriber (NULL: none) */
     wh_counter empty_reads; /* Reads that found nothing */
     pthread_t thr;

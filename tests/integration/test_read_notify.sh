@@ -11,7 +11,8 @@
 #     dispatcher received grew with them;
 #   - the notifications carried the events (pushed) and the dispatcher
 #     posted batches taken from them (test_push_kill: the same under
-#     SIGKILLs).
+#     SIGKILLs), in commit order; for a target with nothing in flight the
+#     notification thread took them itself (push_fast).
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 trap wh_cleanup EXIT
@@ -50,6 +51,15 @@ ps=$(wh_metric "$M" walhook_store_notifications_pushed_total)
 wh_log "pushed notifications: $ps; batches taken from them: $pb"
 [ "$ps" -gt 0 ] || wh_fail "the store pushed no events with its notifications"
 [ "$pb" -gt 0 ] || wh_fail "the dispatcher took no batch from pushed events"
+# one row per transaction, the target idle in between: the notification
+# thread took those batches itself (the reader not woken)
+pf=$(wh_metric "$M" walhook_dispatcher_push_fast_total)
+wh_log "batches the notification thread took: $pf"
+[ "$pf" -gt 0 ] || wh_fail "no batch taken by the notification thread for the idle target"
+[ "$pf" -le "$pb" ] || wh_fail "push_fast_total $pf over push_batches_total $pb"
 n=$(grep -o '"after":{"id":[0-9]*' "$WH_TMP/received.jsonl" | cut -d: -f3 | sort -un | wc -l)
 [ "$n" -eq 40 ] || wh_fail "receiver got $n distinct rows, want 40"
+grep -o '"after":{"id":[0-9]*' "$WH_TMP/received.jsonl" | cut -d: -f3 |
+    awk 'NR > 1 && $1 < p { bad = 1 } { p = $1 } END { exit bad }' ||
+    wh_fail "rows arrived out of commit order"
 wh_pass "idle: $((r1 - r0)) reads in 3 s; $((n1 - n0)) notifications for 20 rows"
