@@ -115,12 +115,13 @@ static void *notify_main(void *arg)
         }
         dsp_push *push = have ? dsp_push_new(&note, (size_t)n) : NULL;
         pthread_mutex_lock(&l->tmu);
+        int fast = 0; /* batches taken here for idle targets (dsp_target_note) */
         for (int i = 0; i < l->ntargets; i++) {
             dsp_target *t = l->targets[i];
             if (have && strcmp(t->set.tenant, note.tenant) == 0)
-                dsp_target_note(t, note.lsn, note.seq, push);
+                fast += dsp_target_note(t, note.lsn, note.seq, push, fast < DSP_PUSH_FAST_TARGETS);
             else if (all) /* notifications may have been lost: read */
-                dsp_target_note(t, UINT64_MAX, UINT32_MAX, NULL);
+                dsp_target_note(t, UINT64_MAX, UINT32_MAX, NULL, 0);
         }
         pthread_mutex_unlock(&l->tmu);
         dsp_push_unref(push);

@@ -876,8 +876,8 @@ static void batch_taken(dsp_target *t, uint64_t tail_note, int live)
         idle_from(t, tail_note);
 }
 
-/* Called with mu held by the notification thread, after push was kept for
- * t (dsp_target_note). When the reader waits idle for just this (its
+/* Called with mu held by the notification thread, after a push was kept
+ * for t (dsp_target_note). When the reader waits idle for just this (its
  * target has nothing read ahead or in flight, nothing else is due), the
  * batch is taken from the push here and the loop is told, as the reader
  * would have done after waking up: one thread hand-off less per
@@ -885,11 +885,11 @@ static void batch_taken(dsp_target *t, uint64_t tail_note, int live)
  * store's sync to the POST at 3,000 events/s on 2 CPUs). Anything else
  * stays with the reader. Returns 1 when a batch was taken (the caller
  * tells the loop once mu is released). */
-static int fast_take(dsp_target *t, const dsp_push *push)
+static int fast_take(dsp_target *t)
 {
     if (!t->ridle || t->rbusy || t->count != 0 || t->stop || t->reset_req || t->dlq_pending ||
         t->ack_pending || t->gen != t->my_gen || t->fmt_gen != t->rfmt_gen ||
-        push->bytes > DSP_PUSH_FAST_BYTES ||
+        t->push_bytes > DSP_PUSH_FAST_BYTES ||
         (!t->replay_inflight && wh_now_ms() >= t->next_replay_ms))
         return 0;
     dsp_batch *slot = &t->slots[t->head % DSP_PREFETCH];
@@ -1166,7 +1166,7 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
-void dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq, dsp_push *push)
+int dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq, dsp_push *push, int may_take)
 {
     pthread_mutex_lock(&t->mu);
     t->note_gen++;
@@ -1184,11 +1184,16 @@ void dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq, dsp_push *push)
     }
     if (lsn == 0 && seq == 0)
         t->next_replay_ms = 0; /* dead letters queued for replay */
-    int taken = push != NULL && fast_take(t, push);
-    pthread_cond_broadcast(&t->cv);
+    int taken = may_take && push != NULL && fast_take(t);
+    /* the reader is woken unless it has nothing to do: a batch was taken
+     * for it up to the latest notification, and it waits idle for the next
+     * one (taken with more to read: it reads the rest) */
+    if (!taken || !t->ri_idle)
+        pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
     if (taken && t->notify)
         t->notify(t->notify_arg);
+    return taken;
 }
 
 /* ---- lifecycle -------------------------------------------------------- */

@@ -281,6 +281,9 @@ typedef struct dsp_push {
  * waking the reader) only for pushes up to this size: it serves every
  * target of the tenant in turn. */
 #define DSP_PUSH_FAST_BYTES (64 * 1024)
+/* ...and for at most this many targets per notification (the others' readers
+ * take theirs, in parallel; the notification thread holds the target list) */
+#define DSP_PUSH_FAST_TARGETS 4
 
 /* A new push (one reference, the caller's) of a note received in `bytes`
  * bytes; NULL when note has no push or the pushes kept by every target
@@ -490,8 +493,11 @@ void dsp_target_forget_commit(dsp_target *t);
  * push (may be NULL; the target takes its own reference) the events came
  * along: a reader exactly at push's prev, or at one of its events, takes
  * them instead of a Read (same epoch, same offset-move count as its last
- * Read, not NEEDS_SNAPSHOT); anything else is read. */
-void dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq, dsp_push *push);
+ * Read, not NEEDS_SNAPSHOT); anything else is read. may_take: when the
+ * reader waits idle and nothing is read ahead, the calling thread takes
+ * that batch itself and tells the loop (1 returned; the reader is then not
+ * woken when the batch reached the notified position). */
+int dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq, dsp_push *push, int may_take);
 /* Opens the store client and starts the reader thread. */
 int dsp_target_start_reader(dsp_target *t, char *err, size_t errlen);
 /* Asks the reader to stop; it sends a pending commit first (bounded tries). */

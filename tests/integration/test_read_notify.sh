@@ -52,13 +52,16 @@ wh_log "pushed notifications: $ps; batches taken from them: $pb"
 [ "$ps" -gt 0 ] || wh_fail "the store pushed no events with its notifications"
 [ "$pb" -gt 0 ] || wh_fail "the dispatcher took no batch from pushed events"
 # one row per transaction, the target idle in between: the notification
-# thread took those batches itself (the reader not woken)
+# thread took those batches itself (without waking the reader)
 pf=$(wh_metric "$M" walhook_dispatcher_push_fast_total)
 wh_log "batches the notification thread took: $pf"
 [ "$pf" -gt 0 ] || wh_fail "no batch taken by the notification thread for the idle target"
 [ "$pf" -le "$pb" ] || wh_fail "push_fast_total $pf over push_batches_total $pb"
 n=$(grep -o '"after":{"id":[0-9]*' "$WH_TMP/received.jsonl" | cut -d: -f3 | sort -un | wc -l)
 [ "$n" -eq 40 ] || wh_fail "receiver got $n distinct rows, want 40"
+# nothing failed, so nothing was posted twice
+n=$(grep -o '"after":{"id":' "$WH_TMP/received.jsonl" | wc -l)
+[ "$n" -eq 40 ] || wh_fail "receiver got $n rows for 40 distinct ones (posted twice)"
 grep -o '"after":{"id":[0-9]*' "$WH_TMP/received.jsonl" | cut -d: -f3 |
     awk 'NR > 1 && $1 < p { bad = 1 } { p = $1 } END { exit bad }' ||
     wh_fail "rows arrived out of commit order"
