@@ -65,4 +65,44 @@ n=$(grep -o '"after":{"id":' "$WH_TMP/received.jsonl" | wc -l)
 grep -o '"after":{"id":[0-9]*' "$WH_TMP/received.jsonl" | cut -d: -f3 |
     awk 'NR > 1 && $1 < p { bad = 1 } { p = $1 } END { exit bad }' ||
     wh_fail "rows arrived out of commit order"
-wh_pass "idle: $((r1 - r0)) reads in 3 s; $((n1 - n0)) notifications for 20 rows"
+
+# The notification thread and the reader take turns on the target's
+# batches: rows one per transaction while the target's envelope flips at
+# runtime (the reader compiles the new format; a batch due then is left to
+# it): every row exactly once, in commit order, and the rows after the
+# last change in its envelope
+wh_wait_until 20 test -s "$WH_TMP/data/admin.token" || wh_fail "the admin wrote no token file"
+TOKEN=$(grep -v '^read:' "$WH_TMP/data/admin.token" | head -n 1)
+swapped() { grep -c "target default/t0: URL, secrets and delivery settings swapped in" "$WH_TMP/dispatcher.log"; }
+sw0=$(swapped)
+for ((i = 41; i <= 240; i++)); do # ~2 s: one row every 10 ms
+    echo "INSERT INTO items VALUES ($i); SELECT pg_sleep(0.01);"
+done | pg_psql >/dev/null &
+ins=$!
+for env in debezium native debezium native debezium native; do
+    sleep 0.3
+    curl -fsS --max-time 10 -X PATCH -H "Authorization: Bearer $TOKEN" \
+        -H 'Content-Type: application/json' -d "{\"envelope\":\"$env\"}" \
+        "http://127.0.0.1:$APORT/v1/tenants/default/targets/t0" >>"$WH_TMP/api.log" 2>&1 ||
+        wh_fail "PATCH envelope=$env failed: $(tail -n 2 "$WH_TMP/api.log")"
+done
+wait "$ins" || wh_fail "inserts 41-240 failed"
+wh_wait_metric "$M" walhook_events_delivered_total 240 60 || wh_fail "rows 41-240 not delivered"
+pf2=$(wh_metric "$M" walhook_dispatcher_push_fast_total)
+ids=$(grep -o '"after":{"id":[0-9]*' "$WH_TMP/received.jsonl" | cut -d: -f3)
+n=$(echo "$ids" | sort -un | wc -l)
+[ "$n" -eq 240 ] || wh_fail "receiver got $n distinct rows, want 240"
+n=$(echo "$ids" | wc -l)
+[ "$n" -eq 240 ] || wh_fail "receiver got $n rows for 240 distinct ones (posted twice)"
+echo "$ids" | awk 'NR > 1 && $1 < p { bad = 1 } { p = $1 } END { exit bad }' ||
+    wh_fail "rows arrived out of commit order while the envelope changed"
+grep -q '"source":{' "$WH_TMP/received.jsonl" || wh_fail "no Debezium envelope was posted"
+wh_log "200 rows while the envelope flipped 6 times: batches the notification thread took $((pf2 - pf))"
+[ "$pf2" -gt "$pf" ] || wh_fail "the notification thread took no batch while the envelope flipped"
+# once the last change (native) is in, the next rows go in it
+wh_wait_until 20 test "$(swapped)" -ge $((sw0 + 6)) || wh_fail "the envelope changes were not applied"
+insert 241 245
+wh_wait_metric "$M" walhook_events_delivered_total 245 60 || wh_fail "rows 241-245 not delivered"
+grep -E '"after":\{"id":24[1-5]' "$WH_TMP/received.jsonl" | grep -q '"source":{' &&
+    wh_fail "rows after the change back to native came in the Debezium envelope"
+wh_pass "idle: $((r1 - r0)) reads in 3 s; $((n1 - n0)) notifications for 20 rows; 245 rows once each, in order"
