@@ -277,9 +277,9 @@ typedef struct dsp_push {
 } dsp_push;
 #define DSP_PUSH_RING 16                   /* pushes a target keeps until its reader passes them */
 #define DSP_PUSH_TARGET_BYTES (256 * 1024) /* ...and their bytes at most (older ones dropped) */
-/* The notification thread takes a batch from a push itself (instead of
- * waking the reader) only for pushes up to this size: it serves every
- * target of the tenant in turn. */
+/* The notification thread takes a batch from pushes itself (instead of
+ * waking the reader) only while the target keeps at most this many bytes
+ * pushed: it serves the targets of the tenant in turn. */
 #define DSP_PUSH_FAST_BYTES (64 * 1024)
 /* ...and for at most this many targets per notification (the others' readers
  * take theirs, in parallel; the notification thread holds the target list) */
