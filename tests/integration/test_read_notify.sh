@@ -26,6 +26,18 @@ insert() { # FROM TO: one row per transaction
     for ((i = $1; i <= $2; i++)); do echo "INSERT INTO items VALUES ($i);"; done |
         pg_psql >/dev/null || wh_fail "inserts failed"
 }
+# rows_once_in_order N CONTEXT: the receiver got rows 1..N, each exactly
+# once (nothing failed, so nothing may be posted twice), in commit order
+rows_once_in_order() {
+    local ids n
+    ids=$(grep -o '"after":{"id":[0-9]*' "$WH_TMP/received.jsonl" | cut -d: -f3)
+    n=$(echo "$ids" | sort -un | wc -l)
+    [ "$n" -eq "$1" ] || wh_fail "receiver got $n distinct rows, want $1$2"
+    n=$(echo "$ids" | wc -l)
+    [ "$n" -eq "$1" ] || wh_fail "receiver got $n rows for $1 distinct ones (posted twice)$2"
+    echo "$ids" | awk 'NR > 1 && $1 < p { bad = 1 } { p = $1 } END { exit bad }' ||
+        wh_fail "rows arrived out of commit order$2"
+}
 insert 1 20
 wh_wait_metric "$M" walhook_events_delivered_total 20 60 || wh_fail "the first 20 rows not delivered"
 sleep 1 # the readers go idle (their last Read found nothing)
@@ -57,14 +69,7 @@ pf=$(wh_metric "$M" walhook_dispatcher_push_fast_total)
 wh_log "batches the notification thread took: $pf"
 [ "$pf" -gt 0 ] || wh_fail "no batch taken by the notification thread for the idle target"
 [ "$pf" -le "$pb" ] || wh_fail "push_fast_total $pf over push_batches_total $pb"
-n=$(grep -o '"after":{"id":[0-9]*' "$WH_TMP/received.jsonl" | cut -d: -f3 | sort -un | wc -l)
-[ "$n" -eq 40 ] || wh_fail "receiver got $n distinct rows, want 40"
-# nothing failed, so nothing was posted twice
-n=$(grep -o '"after":{"id":' "$WH_TMP/received.jsonl" | wc -l)
-[ "$n" -eq 40 ] || wh_fail "receiver got $n rows for 40 distinct ones (posted twice)"
-grep -o '"after":{"id":[0-9]*' "$WH_TMP/received.jsonl" | cut -d: -f3 |
-    awk 'NR > 1 && $1 < p { bad = 1 } { p = $1 } END { exit bad }' ||
-    wh_fail "rows arrived out of commit order"
+rows_once_in_order 40 ""
 
 # The notification thread and the reader take turns on the target's
 # batches: rows one per transaction while the target's envelope flips at
@@ -89,13 +94,7 @@ done
 wait "$ins" || wh_fail "inserts 41-240 failed"
 wh_wait_metric "$M" walhook_events_delivered_total 240 60 || wh_fail "rows 41-240 not delivered"
 pf2=$(wh_metric "$M" walhook_dispatcher_push_fast_total)
-ids=$(grep -o '"after":{"id":[0-9]*' "$WH_TMP/received.jsonl" | cut -d: -f3)
-n=$(echo "$ids" | sort -un | wc -l)
-[ "$n" -eq 240 ] || wh_fail "receiver got $n distinct rows, want 240"
-n=$(echo "$ids" | wc -l)
-[ "$n" -eq 240 ] || wh_fail "receiver got $n rows for 240 distinct ones (posted twice)"
-echo "$ids" | awk 'NR > 1 && $1 < p { bad = 1 } { p = $1 } END { exit bad }' ||
-    wh_fail "rows arrived out of commit order while the envelope changed"
+rows_once_in_order 240 " while the envelope changed"
 grep -q '"source":{' "$WH_TMP/received.jsonl" || wh_fail "no Debezium envelope was posted"
 wh_log "200 rows while the envelope flipped 6 times: batches the notification thread took $((pf2 - pf))"
 [ "$pf2" -gt "$pf" ] || wh_fail "the notification thread took no batch while the envelope flipped"
