@@ -19,6 +19,7 @@
 #   kustomization.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
+trap wh_cleanup EXIT
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 command -v python3 >/dev/null || wh_fail "python3 missing"
 wh_tmpdir
