@@ -15,7 +15,8 @@
  *   wh_statectl [-c FILE] set SETTING VALUE        a runtime setting
  *   wh_statectl [-c FILE] set-offset TENANT CONSUMER end|LSN:SEQ
  *   wh_statectl [-c FILE] dlq-write TENANT CONSUMER N   dead-letters the next N
- *        events after the consumer's offset (status 500, "boom", 3 attempts)
+ *        events after the consumer's offset (status 500, "boom", 3 attempts;
+ *        exit 1 while fewer than N are stored)
  *        and moves the offset past them in the same request, as the
  *        dispatcher does; prints the new offset
  *   wh_statectl [-c FILE] positions TENANT CONSUMER    prints, as decimal
@@ -374,9 +375,9 @@ static int dlq_tools(wh_client *c, int argc, char **argv)
     }
     Walhook__ReadReply *r = rep->read;
     size_t n = r ? r->n_events : 0;
-    if (n == 0) {
+    if (n < rd.max_events) { /* not stored yet: the caller retries */
         walhook__reply__free_unpacked(rep, NULL);
-        fprintf(stderr, "wh_statectl: no events after the offset\n");
+        fprintf(stderr, "wh_statectl: %zu events after the offset, want %u\n", n, rd.max_events);
         return 1;
     }
     Walhook__DlqRecord *recs = calloc(n, sizeof(*recs));
