@@ -1191,6 +1191,7 @@ struct wh_sub {
     int abandoned;
     int direct;          /* 1: the direct socket */
     int dfd;             /* -1: not connected (under mu) */
+    uint64_t dgen;       /* connects so far (under mu) */
     pthread_mutex_t mu;  /* dfd against wh_sub_interrupt */
     pthread_mutex_t cmu; /* one connect attempt at a time */
     char dpath[128];
@@ -1359,6 +1360,9 @@ static int sub_direct_connect(wh_sub *s, int timeout_ms, int *nng)
         }
         return -1;
     }
+    pthread_mutex_lock(&s->mu);
+    s->dgen++; /* before the descriptor: never a new one with the old number */
+    pthread_mutex_unlock(&s->mu);
     dfd_set(&s->mu, &s->dfd, fd, &s->interrupted);
     return fd;
 }
@@ -1427,6 +1431,18 @@ int wh_sub_connected(wh_sub *s)
         return c;
     }
     return s->has_sock && atomic_load(&s->pipes) > 0;
+}
+
+int wh_sub_direct_fd(wh_sub *s, uint64_t *gen)
+{
+    *gen = 0;
+    if (s == NULL || !s->direct)
+        return -1;
+    pthread_mutex_lock(&s->mu);
+    int fd = s->dfd;
+    *gen = s->dgen;
+    pthread_mutex_unlock(&s->mu);
+    return fd;
 }
 
 void wh_sub_interrupt(wh_sub *s)

@@ -37,6 +37,7 @@
 #define WH_IPC_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/uio.h>
 #include "walhook.pb-c.h"
 
@@ -143,6 +144,11 @@ int wh_sub_open(wh_sub **out, const char *url, char *err, size_t errlen);
 int wh_sub_recv(wh_sub *s, void *buf, size_t cap, int timeout_ms);
 /* 1 while connected to a publisher. */
 int wh_sub_connected(wh_sub *s);
+/* The direct connection's descriptor, or -1 (over NNG, or not connected),
+ * and in *gen its connection's number (one more per connect): a caller
+ * may watch the descriptor (epoll) and read it with wh_sub_recv(..., 0)
+ * for as long as both stay the same. */
+int wh_sub_direct_fd(wh_sub *s, uint64_t *gen);
 /* From any thread: a wh_sub_recv in progress returns -1 soon. */
 void wh_sub_interrupt(wh_sub *s);
 void wh_sub_close(wh_sub *s);

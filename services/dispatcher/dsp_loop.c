@@ -64,6 +64,23 @@ struct dsp_loop {
     int nthr_started;
     atomic_int nstop;
     wh_counter notes; /* notifications received */
+
+    /* Over the direct connection the loop thread reads the notifications
+     * itself (epoll): a batch taken for an idle target (dsp_target_note)
+     * is posted without waking another thread. The notification thread
+     * connects, offers the descriptor (hand: 1) and waits; the loop adopts
+     * it (2) and gives it back (0) when it closed or was replaced. */
+    pthread_mutex_t hmu;
+    pthread_cond_t hcv;
+    int hand;              /* 0 the notification thread reads, 1 offered, 2 the loop's */
+    int hand_fd;           /* under hmu */
+    uint64_t hand_gen;     /* under hmu */
+    int reg_fd;            /* loop thread: the adopted descriptor, -1 none */
+    uint64_t reg_gen;      /* loop thread */
+    uint8_t *lmsg;         /* loop thread: its receive buffer */
+    pthread_t loop_thr;    /* the thread in dsp_loop_run */
+    atomic_int loop_on;    /* 1 while dsp_loop_run runs */
+    wh_counter loop_notes; /* notifications read by the loop thread */
 };
 
 /* Notification thread: "tenant T durable up to (lsn, seq)" (st_server's
@@ -74,6 +91,49 @@ struct dsp_loop {
  * so they Read). */
 static void wake(void *arg);
 
+/* One notification (msg, n > 0), or with all set every target once. On
+ * the notification thread or the loop thread. */
+static void note_handle(dsp_loop *l, const uint8_t *msg, int n, int all)
+{
+    wh_note note;
+    int have = n > 0 && wh_note_decode(msg, (size_t)n, &note) == WH_OK;
+    if (n > 0 && !have && !all)
+        return; /* not a notification of ours */
+    if (have)
+        wh_counter_add(&l->notes, 1);
+    if (have && note.has_zone) {
+        /* the tenant's zone changed: no Read needed; the loop looks at
+         * its failing targets again (red sheds fast ones now) */
+        if (dsp_zone_note(note.tenant, note.zone))
+            wake(l);
+        wh_note_free(&note);
+        have = 0;
+    }
+    if (!have && !all)
+        return;
+    if (have && note.push != NULL && wh_lat_trace_on()) {
+        for (size_t i = 0; i < note.push->n_events; i++)
+            wh_lat_trace_add("dsp_note", note.push->events[i]->commit_ts_us);
+        wh_lat_trace_flush();
+    }
+    dsp_push *push = have ? dsp_push_new(&note, (size_t)n) : NULL;
+    pthread_mutex_lock(&l->tmu);
+    int fast = 0; /* batches taken here for idle targets (dsp_target_note) */
+    for (int i = 0; i < l->ntargets; i++) {
+        dsp_target *t = l->targets[i];
+        if (have && strcmp(t->set.tenant, note.tenant) == 0)
+            fast += dsp_target_note(t, note.lsn, note.seq, push, fast < DSP_PUSH_FAST_TARGETS);
+        else if (all) /* notifications may have been lost: read */
+            dsp_target_note(t, UINT64_MAX, UINT32_MAX, NULL, 0);
+    }
+    pthread_mutex_unlock(&l->tmu);
+    dsp_push_unref(push);
+    if (have)
+        wh_note_free(&note);
+}
+
+/* Notification thread: connects and reads until the loop takes the direct
+ * connection over, then waits for it back (it closed: reconnect). */
 static void *notify_main(void *arg)
 {
     dsp_loop *l = arg;
@@ -90,46 +150,99 @@ static void *notify_main(void *arg)
         int now = wh_sub_connected(l->sub);
         int all = now && !was;
         was = now;
-        wh_note note;
-        int have = n > 0 && wh_note_decode(msg, (size_t)n, &note) == WH_OK;
-        if (n > 0 && !have)
-            continue; /* not a notification of ours */
-        if (have)
-            wh_counter_add(&l->notes, 1);
-        if (have && note.has_zone) {
-            /* the tenant's zone changed: no Read needed; the loop looks at
-             * its failing targets again (red sheds fast ones now) */
-            if (dsp_zone_note(note.tenant, note.zone))
-                wake(l);
-            wh_note_free(&note);
-            if (!all)
-                continue;
-            have = 0;
-        }
-        if (!have && !all)
+        if (n > 0 || all)
+            note_handle(l, msg, n, all);
+        uint64_t gen;
+        int fd = wh_sub_direct_fd(l->sub, &gen);
+        if (fd < 0 || !atomic_load(&l->loop_on))
             continue;
-        if (have && note.push != NULL && wh_lat_trace_on()) {
-            for (size_t i = 0; i < note.push->n_events; i++)
-                wh_lat_trace_add("dsp_note", note.push->events[i]->commit_ts_us);
-            wh_lat_trace_flush();
+        /* the loop reads from here on; what arrives meanwhile waits in the
+         * socket (epoll is level-triggered) */
+        pthread_mutex_lock(&l->hmu);
+        l->hand_fd = fd;
+        l->hand_gen = gen;
+        l->hand = 1;
+        pthread_mutex_unlock(&l->hmu);
+        wake(l);
+        pthread_mutex_lock(&l->hmu);
+        while (l->hand != 0 && !atomic_load(&l->nstop)) {
+            if (l->hand == 1 && !atomic_load(&l->loop_on)) {
+                l->hand = 0; /* the loop ended before it took it */
+                break;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += 250 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&l->hcv, &l->hmu, &ts);
         }
-        dsp_push *push = have ? dsp_push_new(&note, (size_t)n) : NULL;
-        pthread_mutex_lock(&l->tmu);
-        int fast = 0; /* batches taken here for idle targets (dsp_target_note) */
-        for (int i = 0; i < l->ntargets; i++) {
-            dsp_target *t = l->targets[i];
-            if (have && strcmp(t->set.tenant, note.tenant) == 0)
-                fast += dsp_target_note(t, note.lsn, note.seq, push, fast < DSP_PUSH_FAST_TARGETS);
-            else if (all) /* notifications may have been lost: read */
-                dsp_target_note(t, UINT64_MAX, UINT32_MAX, NULL, 0);
-        }
-        pthread_mutex_unlock(&l->tmu);
-        dsp_push_unref(push);
-        if (have)
-            wh_note_free(&note);
+        pthread_mutex_unlock(&l->hmu);
+        was = 0; /* back after a disconnect: every target is noted again */
     }
     free(msg);
     return NULL;
+}
+
+/* Loop thread: the notification thread reads again. */
+static void note_release(dsp_loop *l)
+{
+    if (l->reg_fd >= 0)
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, l->reg_fd, NULL); /* may be closed already */
+    l->reg_fd = -1;
+    pthread_mutex_lock(&l->hmu);
+    l->hand = 0;
+    pthread_cond_broadcast(&l->hcv);
+    pthread_mutex_unlock(&l->hmu);
+}
+
+/* Loop thread: watches the descriptor the notification thread offers. */
+static void note_adopt(dsp_loop *l)
+{
+    pthread_mutex_lock(&l->hmu);
+    int offered = l->hand == 1;
+    int fd = l->hand_fd;
+    uint64_t gen = l->hand_gen;
+    if (offered)
+        l->hand = 2;
+    pthread_mutex_unlock(&l->hmu);
+    if (!offered)
+        return;
+    if (l->lmsg == NULL)
+        l->lmsg = malloc(WH_NOTE_MSG_MAX);
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (l->lmsg == NULL || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        note_release(l); /* the notification thread goes on reading */
+        return;
+    }
+    l->reg_fd = fd;
+    l->reg_gen = gen;
+}
+
+/* Loop thread: the notifications that arrived (a bounded number per call:
+ * curl's sockets wait meanwhile). */
+static void note_drain(dsp_loop *l)
+{
+    for (int k = 0; k < 64; k++) {
+        int n = wh_sub_recv(l->sub, l->lmsg, WH_NOTE_MSG_MAX, 0);
+        uint64_t gen;
+        int fd = wh_sub_direct_fd(l->sub, &gen);
+        if (n > 0) {
+            wh_counter_add(&l->loop_notes, 1);
+            note_handle(l, l->lmsg, n, 0);
+        }
+        if (n < 0 || fd != l->reg_fd || gen != l->reg_gen) {
+            note_release(l); /* closed, or replaced by a reconnect */
+            return;
+        }
+        if (n == 0)
+            return;
+    }
 }
 
 /* Loop thread: notes that (tenant, name) was refused; counts every time. */
@@ -156,6 +269,9 @@ static void note_refused(dsp_loop *l, const char *tenant, const char *name)
 static void wake(void *arg)
 {
     dsp_loop *l = arg;
+    /* on the loop thread itself: it looks at its targets before it waits */
+    if (atomic_load(&l->loop_on) && pthread_equal(pthread_self(), l->loop_thr))
+        return;
     if (l->evfd >= 0) {
         uint64_t one = 1;
         ssize_t r = write(l->evfd, &one, sizeof(one));
@@ -256,8 +372,15 @@ int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errl
     if (l == NULL)
         return wh_seterr(err, errlen, "out of memory");
     l->epfd = l->evfd = -1;
+    l->reg_fd = -1;
     pthread_mutex_init(&l->tmu, NULL);
     pthread_mutex_init(&l->pmu, NULL);
+    pthread_mutex_init(&l->hmu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->hcv, &ca);
+    pthread_condattr_destroy(&ca);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         wh_seterr(err, errlen, "curl_global_init failed");
         goto error;
@@ -579,6 +702,10 @@ static void poll_once(dsp_loop *l, int max_ms)
             }
             continue;
         }
+        if (l->reg_fd >= 0 && evs[i].data.fd == l->reg_fd) {
+            note_drain(l);
+            continue;
+        }
         int flags = ((evs[i].events & EPOLLIN) ? CURL_CSELECT_IN : 0) |
                     ((evs[i].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
                     ((evs[i].events & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
@@ -597,7 +724,10 @@ static void poll_once(dsp_loop *l, int max_ms)
 int dsp_loop_run(dsp_loop *l)
 {
     wh_info("dispatching to %d target(s)", l->ntargets);
+    l->loop_thr = pthread_self();
+    atomic_store(&l->loop_on, 1);
     while (!stopping(l)) {
+        note_adopt(l);
         if (wh_reload_requested) {
             wh_reload_requested = 0;
             if (l->on_reload != NULL)
@@ -627,6 +757,9 @@ int dsp_loop_run(dsp_loop *l)
     for (int i = 0; i < l->ntargets; i++)
         l->inflight -= dsp_target_abandon(l->targets[i], l->multi);
     l->inflight = 0;
+    atomic_store(&l->loop_on, 0);
+    if (l->reg_fd >= 0)
+        note_release(l);
     return WH_OK;
 }
 
@@ -880,6 +1013,14 @@ int dsp_loop_metrics(dsp_loop *l, wh_buf *out)
         rc = wh_metric_u64(out, "walhook_dispatcher_notifications_total", "",
                            wh_counter_get(&l->notes));
     if (rc == WH_OK)
+        rc = wh_metric_header(out, "walhook_dispatcher_notifications_loop_total", "counter",
+                              "Of those, notifications the delivery loop read itself (direct "
+                              "connection): a batch taken for an idle target is posted without "
+                              "a thread hand-off.");
+    if (rc == WH_OK)
+        rc = wh_metric_u64(out, "walhook_dispatcher_notifications_loop_total", "",
+                           wh_counter_get(&l->loop_notes));
+    if (rc == WH_OK)
         rc = wh_metric_header(out, "walhook_dispatcher_zone_notes_total", "counter",
                               "backpressure zone changes the store notified (taken at once, "
                               "without waiting for a Read or a Backlog poll)");
@@ -893,8 +1034,8 @@ int dsp_loop_metrics(dsp_loop *l, wh_buf *out)
         rc = wh_metric_u64(out, "walhook_dispatcher_push_batches_total", "", dsp_push_batches());
     if (rc == WH_OK)
         rc = wh_metric_header(out, "walhook_dispatcher_push_fast_total", "counter",
-                              "Of those, batches the notification thread took for an idle "
-                              "target itself, without waking its reader (all targets).");
+                              "Of those, batches taken for an idle target as the notification "
+                              "arrived, without waking its reader (all targets).");
     if (rc == WH_OK)
         rc = wh_metric_u64(out, "walhook_dispatcher_push_fast_total", "", dsp_push_fast());
     if (rc == WH_OK)
@@ -927,6 +1068,9 @@ void dsp_loop_destroy(dsp_loop *l)
     if (l->nthr_started) {
         atomic_store(&l->nstop, 1);
         wh_sub_interrupt(l->sub);
+        pthread_mutex_lock(&l->hmu);
+        pthread_cond_broadcast(&l->hcv); /* it may wait for the loop */
+        pthread_mutex_unlock(&l->hmu);
         pthread_join(l->nthr, NULL);
     }
     /* stop every reader first so their final commits run in parallel */
@@ -954,6 +1098,9 @@ void dsp_loop_destroy(dsp_loop *l)
         curl_global_cleanup();
     pthread_mutex_destroy(&l->tmu);
     pthread_mutex_destroy(&l->pmu);
+    pthread_mutex_destroy(&l->hmu);
+    pthread_cond_destroy(&l->hcv);
+    free(l->lmsg);
     free(l);
 }
 

@@ -861,7 +861,7 @@ static void idle_from(dsp_target *t, uint64_t note)
 }
 
 /* Called with mu held after a batch was taken (count incremented) by the
- * reader or, from a push, by the notification thread: tail_note as
+ * reader or, from a push, as the notification arrived: tail_note as
  * next_read gives it. */
 static void batch_taken(dsp_target *t, uint64_t tail_note, int live)
 {
@@ -876,7 +876,8 @@ static void batch_taken(dsp_target *t, uint64_t tail_note, int live)
         idle_from(t, tail_note);
 }
 
-/* Called with mu held by the notification thread, after a push was kept
+/* Called with mu held by the thread that received the notification (the
+ * delivery loop over the direct connection), after a push was kept
  * for t (dsp_target_note). When the reader waits idle for just this (its
  * target has nothing read ahead or in flight, nothing else is due), the
  * batch is taken from the push here and the loop is told, as the reader
@@ -920,7 +921,7 @@ static void *reader_main(void *arg)
     t->ri_idle = 0;
     t->my_gen = t->gen;
     for (;;) {
-        /* rbusy: the notification thread is taking a batch for it */
+        /* rbusy: the notification's receiver is taking a batch for it */
         while (t->rbusy || (!t->stop && !t->ack_pending && !(t->dlq_pending && !t->reset_req) &&
                             (t->count == DSP_PREFETCH || t->reset_req))) {
             t->rwait = 1;

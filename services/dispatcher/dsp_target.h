@@ -277,12 +277,12 @@ typedef struct dsp_push {
 } dsp_push;
 #define DSP_PUSH_RING 16                   /* pushes a target keeps until its reader passes them */
 #define DSP_PUSH_TARGET_BYTES (256 * 1024) /* ...and their bytes at most (older ones dropped) */
-/* The notification thread takes a batch from pushes itself (instead of
+/* A notification's receiver takes a batch from pushes itself (instead of
  * waking the reader) only while the target keeps at most this many bytes
  * pushed: it serves the targets of the tenant in turn. */
 #define DSP_PUSH_FAST_BYTES (64 * 1024)
 /* ...and for at most this many targets per notification (the others' readers
- * take theirs, in parallel; the notification thread holds the target list) */
+ * take theirs, in parallel; the receiver holds the target list) */
 #define DSP_PUSH_FAST_TARGETS 4
 
 /* A new push (one reference, the caller's) of a note received in `bytes`
@@ -293,7 +293,8 @@ dsp_push *dsp_push_new(wh_note *note, size_t bytes);
 void dsp_push_unref(dsp_push *p);
 /* Batches taken from pushes instead of a Read, every target together. */
 uint64_t dsp_push_batches(void);
-/* ...of which the notification thread took (an idle reader's next batch). */
+/* ...of which were taken as the notification arrived (an idle reader's next
+ * batch). */
 uint64_t dsp_push_fast(void);
 
 typedef struct dsp_target {
@@ -342,7 +343,7 @@ typedef struct dsp_target {
     /* The reader's idle wait: after a batch up to the latest notified
      * position (or an empty Read) it waits for the next notification of
      * its tenant (note_gen past ri_note), a reset (gen past ri_gen) or
-     * ri_until. ridle: it is in that wait now, so the notification thread
+     * ri_until. ridle: it is in that wait now, so a notification's receiver
      * may take the next batch from a push itself (dsp_target_note), marked
      * by rbusy: the reader waits while it is set. */
     int ri_idle;
