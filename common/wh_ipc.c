@@ -1445,6 +1445,18 @@ int wh_sub_direct_fd(wh_sub *s, uint64_t *gen)
     return fd;
 }
 
+_Static_assert(WH_SUB_NONE == WH_UDS_FRAME_NONE && WH_SUB_READY == WH_UDS_FRAME_READY &&
+                   WH_SUB_PART == WH_UDS_FRAME_PART,
+               "wh_sub_pending returns wh_uds_frame_ready's values");
+
+int wh_sub_pending(wh_sub *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int r = s->dfd >= 0 ? wh_uds_frame_ready(s->dfd) : WH_UDS_FRAME_READY;
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
 void wh_sub_interrupt(wh_sub *s)
 {
     if (s == NULL)

@@ -149,6 +149,14 @@ int wh_sub_connected(wh_sub *s);
  * may watch the descriptor (epoll) and read it with wh_sub_recv(..., 0)
  * for as long as both stay the same. */
 int wh_sub_direct_fd(wh_sub *s, uint64_t *gen);
+/* Without blocking, over the direct connection: what a wh_sub_recv(..., 0)
+ * would find, WH_SUB_NONE (nothing), WH_SUB_READY (a whole message, or the
+ * end of the connection) or WH_SUB_PART (the beginning of a message: the
+ * read would wait for the rest). */
+#define WH_SUB_NONE 0
+#define WH_SUB_READY 1
+#define WH_SUB_PART 2
+int wh_sub_pending(wh_sub *s);
 /* From any thread: a wh_sub_recv in progress returns -1 soon. */
 void wh_sub_interrupt(wh_sub *s);
 void wh_sub_close(wh_sub *s);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -902,6 +903,23 @@ void wh_uds_pub_stop(wh_uds_pub *p)
     listener_close(&p->l, 1);
     pthread_mutex_destroy(&p->mu);
     free(p);
+}
+
+int wh_uds_frame_ready(int fd)
+{
+    uint8_t hdr[4];
+    ssize_t r = recv(fd, hdr, sizeof(hdr), MSG_PEEK | MSG_DONTWAIT);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return WH_UDS_FRAME_NONE;
+    if (r <= 0)
+        return WH_UDS_FRAME_READY; /* ended or failed: the read says so */
+    if (r < (ssize_t)sizeof(hdr))
+        return WH_UDS_FRAME_PART;
+    size_t len = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
+    int avail = 0;
+    if (ioctl(fd, FIONREAD, &avail) != 0)
+        return WH_UDS_FRAME_READY;
+    return (size_t)avail >= sizeof(hdr) + len ? WH_UDS_FRAME_READY : WH_UDS_FRAME_PART;
 }
 
 int wh_uds_recv(int fd, void *buf, size_t cap, int timeout_ms)

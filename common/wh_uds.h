@@ -104,5 +104,13 @@ void wh_uds_pub_stop(wh_uds_pub *p);
  * larger frame is an error), 0 on timeout, -1 when the connection failed
  * (close it and connect again). */
 int wh_uds_recv(int fd, void *buf, size_t cap, int timeout_ms);
+/* Without blocking: WH_UDS_FRAME_NONE when nothing is to be read,
+ * WH_UDS_FRAME_READY when a whole frame is (or the connection ended: the
+ * read tells), WH_UDS_FRAME_PART when only its beginning is (a read would
+ * wait for the rest). */
+#define WH_UDS_FRAME_NONE 0
+#define WH_UDS_FRAME_READY 1
+#define WH_UDS_FRAME_PART 2
+int wh_uds_frame_ready(int fd);
 
 #endif

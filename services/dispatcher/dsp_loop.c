@@ -81,6 +81,7 @@ struct dsp_loop {
     pthread_t loop_thr;    /* the thread in dsp_loop_run */
     atomic_int loop_on;    /* 1 while dsp_loop_run runs */
     wh_counter loop_notes; /* notifications read by the loop thread */
+    wh_counter resyncs;    /* every target noted after a (re)connect */
 };
 
 /* Notification thread: "tenant T durable up to (lsn, seq)" (st_server's
@@ -92,15 +93,20 @@ struct dsp_loop {
 static void wake(void *arg);
 
 /* One notification (msg, n > 0), or with all set every target once. On
- * the notification thread or the loop thread. */
-static void note_handle(dsp_loop *l, const uint8_t *msg, int n, int all)
+ * the notification thread or, own set, the loop thread (which alone
+ * changes the target list: it needs no lock to walk it, so a metrics scrape
+ * holding tmu does not hold up the notifications). 1 when msg was one. */
+static int note_handle(dsp_loop *l, const uint8_t *msg, int n, int all, int own)
 {
     wh_note note;
     int have = n > 0 && wh_note_decode(msg, (size_t)n, &note) == WH_OK;
+    int was_note = have;
     if (n > 0 && !have && !all)
-        return; /* not a notification of ours */
+        return 0; /* not a notification of ours */
     if (have)
         wh_counter_add(&l->notes, 1);
+    if (all)
+        wh_counter_add(&l->resyncs, 1);
     if (have && note.has_zone) {
         /* the tenant's zone changed: no Read needed; the loop looks at
          * its failing targets again (red sheds fast ones now) */
@@ -110,14 +116,15 @@ static void note_handle(dsp_loop *l, const uint8_t *msg, int n, int all)
         have = 0;
     }
     if (!have && !all)
-        return;
+        return was_note;
     if (have && note.push != NULL && wh_lat_trace_on()) {
         for (size_t i = 0; i < note.push->n_events; i++)
             wh_lat_trace_add("dsp_note", note.push->events[i]->commit_ts_us);
         wh_lat_trace_flush();
     }
     dsp_push *push = have ? dsp_push_new(&note, (size_t)n) : NULL;
-    pthread_mutex_lock(&l->tmu);
+    if (!own)
+        pthread_mutex_lock(&l->tmu);
     int fast = 0; /* batches taken here for idle targets (dsp_target_note) */
     for (int i = 0; i < l->ntargets; i++) {
         dsp_target *t = l->targets[i];
@@ -126,10 +133,12 @@ static void note_handle(dsp_loop *l, const uint8_t *msg, int n, int all)
         else if (all) /* notifications may have been lost: read */
             dsp_target_note(t, UINT64_MAX, UINT32_MAX, NULL, 0);
     }
-    pthread_mutex_unlock(&l->tmu);
+    if (!own)
+        pthread_mutex_unlock(&l->tmu);
     dsp_push_unref(push);
     if (have)
         wh_note_free(&note);
+    return was_note;
 }
 
 /* Notification thread: connects and reads until the loop takes the direct
@@ -151,7 +160,7 @@ static void *notify_main(void *arg)
         int all = now && !was;
         was = now;
         if (n > 0 || all)
-            note_handle(l, msg, n, all);
+            note_handle(l, msg, n, all, 0);
         uint64_t gen;
         int fd = wh_sub_direct_fd(l->sub, &gen);
         if (fd < 0 || !atomic_load(&l->loop_on))
@@ -180,7 +189,11 @@ static void *notify_main(void *arg)
             pthread_cond_timedwait(&l->hcv, &l->hmu, &ts);
         }
         pthread_mutex_unlock(&l->hmu);
-        was = 0; /* back after a disconnect: every target is noted again */
+        /* back after a disconnect: every target is noted again (not when
+         * the loop left a message's rest to this thread) */
+        uint64_t gen2;
+        if (wh_sub_direct_fd(l->sub, &gen2) != fd || gen2 != gen)
+            was = 0;
     }
     free(msg);
     return NULL;
@@ -225,17 +238,24 @@ static void note_adopt(dsp_loop *l)
 }
 
 /* Loop thread: the notifications that arrived (a bounded number per call:
- * curl's sockets wait meanwhile). */
+ * curl's sockets wait meanwhile). Only whole frames: the rest of a frame
+ * the store is still sending is read by the notification thread (which may
+ * wait for it), and the socket comes back after it. */
 static void note_drain(dsp_loop *l)
 {
     for (int k = 0; k < 64; k++) {
+        int ready = wh_sub_pending(l->sub);
+        if (ready == WH_SUB_NONE)
+            return;
+        if (ready == WH_SUB_PART) {
+            note_release(l);
+            return;
+        }
         int n = wh_sub_recv(l->sub, l->lmsg, WH_NOTE_MSG_MAX, 0);
         uint64_t gen;
         int fd = wh_sub_direct_fd(l->sub, &gen);
-        if (n > 0) {
+        if (n > 0 && note_handle(l, l->lmsg, n, 0, 1))
             wh_counter_add(&l->loop_notes, 1);
-            note_handle(l, l->lmsg, n, 0);
-        }
         if (n < 0 || fd != l->reg_fd || gen != l->reg_gen) {
             note_release(l); /* closed, or replaced by a reconnect */
             return;
@@ -289,7 +309,10 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socke
     WH_UNUSED(e);
     dsp_loop *l = userp;
     if (what == CURL_POLL_REMOVE) {
-        epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL); /* may be closed already */
+        /* may be closed already, its number even the notification socket's
+         * now: that registration is not curl's */
+        if (fd != l->reg_fd)
+            epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
         return 0;
     }
     struct epoll_event ev;
@@ -1020,6 +1043,14 @@ int dsp_loop_metrics(dsp_loop *l, wh_buf *out)
     if (rc == WH_OK)
         rc = wh_metric_u64(out, "walhook_dispatcher_notifications_loop_total", "",
                            wh_counter_get(&l->loop_notes));
+    if (rc == WH_OK)
+        rc = wh_metric_header(out, "walhook_dispatcher_notify_resyncs_total", "counter",
+                              "Times every target was noted after the subscription to the "
+                              "store's notifications (re)connected (notifications may have "
+                              "been lost meanwhile: each reader Reads).");
+    if (rc == WH_OK)
+        rc = wh_metric_u64(out, "walhook_dispatcher_notify_resyncs_total", "",
+                           wh_counter_get(&l->resyncs));
     if (rc == WH_OK)
         rc = wh_metric_header(out, "walhook_dispatcher_zone_notes_total", "counter",
                               "backpressure zone changes the store notified (taken at once, "

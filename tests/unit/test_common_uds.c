@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -55,6 +56,31 @@ static size_t held_within(wh_uds_server *s, size_t max)
  * keeps at most WH_UDS_KEEP_BYTES of each buffer: the few-MiB buffers are
  * not held between requests. A small request after it is served from the
  * kept buffers. */
+/* wh_uds_frame_ready: nothing, the beginning of a frame (header or body
+ * cut), a whole one, the end of the connection; never blocks */
+static void test_frame_ready(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(wh_uds_frame_ready(sv[0]), WH_UDS_FRAME_NONE);
+    const uint8_t frame[4 + 5] = {5, 0, 0, 0, 'h', 'e', 'l', 'l', 'o'};
+    assert_int_equal(write(sv[1], frame, 2), 2); /* half a header */
+    assert_int_equal(wh_uds_frame_ready(sv[0]), WH_UDS_FRAME_PART);
+    assert_int_equal(write(sv[1], frame + 2, 4), 4); /* header and 2 of 5 */
+    assert_int_equal(wh_uds_frame_ready(sv[0]), WH_UDS_FRAME_PART);
+    assert_int_equal(write(sv[1], frame + 6, 3), 3);
+    assert_int_equal(wh_uds_frame_ready(sv[0]), WH_UDS_FRAME_READY);
+    char buf[16];
+    assert_int_equal(wh_uds_recv(sv[0], buf, sizeof(buf), 0), 5);
+    assert_memory_equal(buf, "hello", 5);
+    assert_int_equal(wh_uds_frame_ready(sv[0]), WH_UDS_FRAME_NONE);
+    close(sv[1]); /* the end: ready, and the read tells */
+    assert_int_equal(wh_uds_frame_ready(sv[0]), WH_UDS_FRAME_READY);
+    assert_int_equal(wh_uds_recv(sv[0], buf, sizeof(buf), 0), -1);
+    close(sv[0]);
+}
+
 static void test_kept_buffers_bounded(void **state)
 {
     (void)state;
@@ -263,6 +289,7 @@ int main(void)
 {
     wh_log_init("test", WH_LOG_WARN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_frame_ready),
         cmocka_unit_test_setup_teardown(test_kept_buffers_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_callv_pieces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_bounded, setup, teardown),
