@@ -246,11 +246,7 @@ static aio_waiter *waiter_new(void)
     if (w == NULL)
         return NULL;
     pthread_mutex_init(&w->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    wh_cond_init_monotonic(&w->cv);
     return w;
 }
 
@@ -362,11 +358,7 @@ static void close_socket(nng_socket sock, const char *url)
     }
     j->sock = sock;
     pthread_mutex_init(&j->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&j->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    wh_cond_init_monotonic(&j->cv);
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
     int rc = pthread_create(&t, &at, close_thread, j);

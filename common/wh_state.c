@@ -1571,11 +1571,7 @@ int wh_state_watch_start(wh_state_watch **out, const wh_config *base, const char
     w->fn = fn;
     w->arg = arg;
     pthread_mutex_init(&w->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    wh_cond_init_monotonic(&w->cv);
     int timeout = base->ipc_timeout_ms < 2000 ? base->ipc_timeout_ms : 2000;
     char sub[WH_ERRLEN];
     if (wh_client_open(&w->client, base->store_endpoint, timeout, (size_t)base->ipc_max_msg_bytes,

@@ -192,6 +192,15 @@ void wh_deadline_in(struct timespec *ts, clockid_t clock, int64_t ms)
     }
 }
 
+void wh_cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
 uint64_t wh_now_us(void)
 {
     struct timespec ts;

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <signal.h>
 #include <time.h>
 
@@ -60,6 +61,10 @@ void wh_sleep_ms(int ms);
  * pthread_cond_timedwait (CLOCK_REALTIME unless the condition variable's
  * clock was set). */
 void wh_deadline_in(struct timespec *ts, clockid_t clock, int64_t ms);
+/* A condition variable whose timed waits take CLOCK_MONOTONIC deadlines
+ * (wh_deadline_in(ts, CLOCK_MONOTONIC, ms)): a wall clock step neither
+ * shortens nor stretches them. */
+void wh_cond_init_monotonic(pthread_cond_t *cv);
 
 /* Signals: handlers only set flags. wh_signals_install() handles SIGTERM,
  * SIGINT (stop), SIGHUP (reload) and ignores SIGPIPE. */

@@ -180,12 +180,7 @@ static void *notify_main(void *arg)
                 break;
             }
             struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_nsec += 250 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            wh_deadline_in(&ts, CLOCK_MONOTONIC, 250);
             pthread_cond_timedwait(&l->hcv, &l->hmu, &ts);
         }
         pthread_mutex_unlock(&l->hmu);
@@ -399,11 +394,7 @@ int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errl
     pthread_mutex_init(&l->tmu, NULL);
     pthread_mutex_init(&l->pmu, NULL);
     pthread_mutex_init(&l->hmu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&l->hcv, &ca);
-    pthread_condattr_destroy(&ca);
+    wh_cond_init_monotonic(&l->hcv);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         wh_seterr(err, errlen, "curl_global_init failed");
         goto error;

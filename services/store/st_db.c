@@ -1083,20 +1083,13 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     pthread_rwlock_init(&db->off_lock, NULL);
     pthread_rwlock_init(&db->ten_lock, NULL);
     pthread_mutex_init(&db->maint_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&db->maint_cond, &ca);
-    pthread_condattr_destroy(&ca);
+    wh_cond_init_monotonic(&db->maint_cond);
     pthread_mutex_init(&db->health_mu, NULL);
     pthread_mutex_init(&db->owners_mu, NULL);
     pthread_mutex_init(&db->sync_mu, NULL);
     pthread_mutex_init(&db->schema_mu, NULL);
     atomic_store(&db->schema_prune, 1);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&db->sync_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    wh_cond_init_monotonic(&db->sync_cv);
     db->offset_sync_wait_us = o->offset_sync_wait_us > 0 ? o->offset_sync_wait_us : 0;
 
     /* Every size here is one the memory budget declares (wh_budget.h,

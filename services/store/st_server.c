@@ -151,11 +151,7 @@ static st_waitq *waitq_get(st_server *s, const char *tenant, int create)
     if (q == NULL)
         return NULL;
     wh_strlcpy(q->tenant, tenant, sizeof(q->tenant));
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&q->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    wh_cond_init_monotonic(&q->cond);
     q->next = s->waitq;
     s->waitq = q;
     s->nwaitq++;
