@@ -149,6 +149,11 @@ static void hdr_put(uint8_t hdr[4], size_t len)
     hdr[3] = (uint8_t)(len >> 24);
 }
 
+static size_t hdr_get(const uint8_t hdr[4])
+{
+    return (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
+}
+
 /* Reads a frame's length. 1 done, 0 peer closed, -1 error (errno; EMSGSIZE
  * for a length of 0 or above max). */
 static int read_len(int fd, size_t max, int64_t deadline, size_t *len)
@@ -157,7 +162,7 @@ static int read_len(int fd, size_t max, int64_t deadline, size_t *len)
     int r = read_full(fd, hdr, 4, deadline);
     if (r <= 0)
         return r;
-    *len = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
+    *len = hdr_get(hdr);
     if (*len == 0 || *len > max) {
         errno = EMSGSIZE;
         return -1;
@@ -915,7 +920,7 @@ int wh_uds_frame_ready(int fd)
         return WH_UDS_FRAME_READY; /* ended or failed: the read says so */
     if (r < (ssize_t)sizeof(hdr))
         return WH_UDS_FRAME_PART;
-    size_t len = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
+    size_t len = hdr_get(hdr);
     int avail = 0;
     if (ioctl(fd, FIONREAD, &avail) != 0)
         return WH_UDS_FRAME_READY;

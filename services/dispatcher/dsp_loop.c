@@ -92,11 +92,17 @@ struct dsp_loop {
  * so they Read). */
 static void wake(void *arg);
 
+/* 1 on the thread in dsp_loop_run */
+static int on_loop(dsp_loop *l)
+{
+    return atomic_load(&l->loop_on) && pthread_equal(pthread_self(), l->loop_thr);
+}
+
 /* One notification (msg, n > 0), or with all set every target once. On
- * the notification thread or, own set, the loop thread (which alone
- * changes the target list: it needs no lock to walk it, so a metrics scrape
- * holding tmu does not hold up the notifications). 1 when msg was one. */
-static int note_handle(dsp_loop *l, const uint8_t *msg, int n, int all, int own)
+ * the notification thread or the loop thread (which alone changes the
+ * target list: it needs no lock to walk it, so a metrics scrape holding
+ * tmu does not hold up the notifications). 1 when msg was one. */
+static int note_handle(dsp_loop *l, const uint8_t *msg, int n, int all)
 {
     wh_note note;
     int have = n > 0 && wh_note_decode(msg, (size_t)n, &note) == WH_OK;
@@ -123,6 +129,7 @@ static int note_handle(dsp_loop *l, const uint8_t *msg, int n, int all, int own)
         wh_lat_trace_flush();
     }
     dsp_push *push = have ? dsp_push_new(&note, (size_t)n) : NULL;
+    int own = on_loop(l);
     if (!own)
         pthread_mutex_lock(&l->tmu);
     int fast = 0; /* batches taken here for idle targets (dsp_target_note) */
@@ -160,7 +167,7 @@ static void *notify_main(void *arg)
         int all = now && !was;
         was = now;
         if (n > 0 || all)
-            note_handle(l, msg, n, all, 0);
+            note_handle(l, msg, n, all);
         uint64_t gen;
         int fd = wh_sub_direct_fd(l->sub, &gen);
         if (fd < 0 || !atomic_load(&l->loop_on))
@@ -249,7 +256,7 @@ static void note_drain(dsp_loop *l)
         int n = wh_sub_recv(l->sub, l->lmsg, WH_NOTE_MSG_MAX, 0);
         uint64_t gen;
         int fd = wh_sub_direct_fd(l->sub, &gen);
-        if (n > 0 && note_handle(l, l->lmsg, n, 0, 1))
+        if (n > 0 && note_handle(l, l->lmsg, n, 0))
             wh_counter_add(&l->loop_notes, 1);
         if (n < 0 || fd != l->reg_fd || gen != l->reg_gen) {
             note_release(l); /* closed, or replaced by a reconnect */
@@ -285,7 +292,7 @@ static void wake(void *arg)
 {
     dsp_loop *l = arg;
     /* on the loop thread itself: it looks at its targets before it waits */
-    if (atomic_load(&l->loop_on) && pthread_equal(pthread_self(), l->loop_thr))
+    if (on_loop(l))
         return;
     if (l->evfd >= 0) {
         uint64_t one = 1;

@@ -52,10 +52,6 @@ static size_t held_within(wh_uds_server *s, size_t max)
     return h;
 }
 
-/* After a request of several MiB (and its reply as large), the connection
- * keeps at most WH_UDS_KEEP_BYTES of each buffer: the few-MiB buffers are
- * not held between requests. A small request after it is served from the
- * kept buffers. */
 /* wh_uds_frame_ready: nothing, the beginning of a frame (header or body
  * cut), a whole one, the end of the connection; never blocks */
 static void test_frame_ready(void **state)
@@ -81,6 +77,10 @@ static void test_frame_ready(void **state)
     close(sv[0]);
 }
 
+/* After a request of several MiB (and its reply as large), the connection
+ * keeps at most WH_UDS_KEEP_BYTES of each buffer: the few-MiB buffers are
+ * not held between requests. A small request after it is served from the
+ * kept buffers. */
 static void test_kept_buffers_bounded(void **state)
 {
     (void)state;
