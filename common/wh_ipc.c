@@ -1184,6 +1184,8 @@ struct wh_sub {
     int direct;          /* 1: the direct socket */
     int dfd;             /* -1: not connected (under mu) */
     uint64_t dgen;       /* connects so far (under mu) */
+    wh_uds_rd rd;        /* the direct socket's buffered reader (its reader thread's) */
+    uint64_t rd_gen;     /* the connection (dgen) rd's bytes came from */
     pthread_mutex_t mu;  /* dfd against wh_sub_interrupt */
     pthread_mutex_t cmu; /* one connect attempt at a time */
     char dpath[128];
@@ -1359,6 +1361,16 @@ static int sub_direct_connect(wh_sub *s, int timeout_ms, int *nng)
     return fd;
 }
 
+/* The reader's bytes belong to connection gen: a new connection starts
+ * with none (the reading thread's). */
+static void rd_follow(wh_sub *s, uint64_t gen)
+{
+    if (s->rd_gen != gen) {
+        wh_uds_rd_reset(&s->rd);
+        s->rd_gen = gen;
+    }
+}
+
 /* The direct subscriber: connects when not connected (at most the
  * timeout), then reads one frame. */
 static int sub_direct_recv(wh_sub *s, void *buf, size_t cap, int timeout_ms)
@@ -1369,9 +1381,14 @@ static int sub_direct_recv(wh_sub *s, void *buf, size_t cap, int timeout_ms)
     pthread_mutex_unlock(&s->cmu);
     if (fd < 0)
         return nng && s->has_sock ? 0 : atomic_load(&s->interrupted) || nng ? -1 : 0;
-    int n = wh_uds_recv(fd, buf, cap, timeout_ms);
+    pthread_mutex_lock(&s->mu);
+    uint64_t gen = s->dgen;
+    pthread_mutex_unlock(&s->mu);
+    rd_follow(s, gen);
+    int n = wh_uds_rd_recv(&s->rd, fd, buf, cap, timeout_ms);
     if (n < 0) {
         dfd_close(&s->mu, &s->dfd);
+        wh_uds_rd_reset(&s->rd);
         return atomic_load(&s->interrupted) ? -1 : 0;
     }
     return n;
@@ -1439,12 +1456,16 @@ int wh_sub_direct_fd(wh_sub *s, uint64_t *gen)
 
 _Static_assert(WH_SUB_NONE == WH_UDS_FRAME_NONE && WH_SUB_READY == WH_UDS_FRAME_READY &&
                    WH_SUB_PART == WH_UDS_FRAME_PART,
-               "wh_sub_pending returns wh_uds_frame_ready's values");
+               "wh_sub_pending returns wh_uds_rd_ready's values");
 
 int wh_sub_pending(wh_sub *s)
 {
     pthread_mutex_lock(&s->mu);
-    int r = s->dfd >= 0 ? wh_uds_frame_ready(s->dfd) : WH_UDS_FRAME_READY;
+    int r = WH_UDS_FRAME_READY; /* not connected: the read tells */
+    if (s->dfd >= 0) {
+        rd_follow(s, s->dgen);
+        r = wh_uds_rd_ready(&s->rd, s->dfd);
+    }
     pthread_mutex_unlock(&s->mu);
     return r;
 }
@@ -1479,6 +1500,7 @@ void wh_sub_close(wh_sub *s)
     }
     if (s->dfd >= 0)
         close(s->dfd);
+    wh_uds_rd_free(&s->rd);
     pthread_mutex_destroy(&s->cmu);
     pthread_mutex_destroy(&s->mu);
     free(s);

@@ -152,7 +152,11 @@ int wh_sub_direct_fd(wh_sub *s, uint64_t *gen);
 /* Without blocking, over the direct connection: what a wh_sub_recv(..., 0)
  * would find, WH_SUB_NONE (nothing), WH_SUB_READY (a whole message, or the
  * end of the connection) or WH_SUB_PART (the beginning of a message: the
- * read would wait for the rest). */
+ * read would wait for the rest). At most one recv: the messages it brings
+ * are buffered for the next wh_sub_recv calls, and once it emptied the
+ * socket the next call with nothing buffered answers WH_SUB_NONE without
+ * a recv (wait for the socket to be readable, level-triggered, before the
+ * next; see wh_uds_rd_ready). */
 #define WH_SUB_NONE 0
 #define WH_SUB_READY 1
 #define WH_SUB_PART 2

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -109,6 +108,16 @@ static int wait_fd(int fd, short events, int64_t deadline)
     }
 }
 
+/* wait_fd for a call that fails on a timeout: 0 ready, -1 error or
+ * timeout (errno ETIMEDOUT). */
+static int wait_ready(int fd, short events, int64_t deadline)
+{
+    int w = wait_fd(fd, events, deadline);
+    if (w == 0)
+        errno = ETIMEDOUT;
+    return w > 0 ? 0 : -1;
+}
+
 /* Reads exactly n bytes. 1 done, 0 peer closed before the first byte,
  * -1 error or timeout (errno ETIMEDOUT), or closed midway (EPIPE). */
 static int read_full(int fd, void *buf, size_t n, int64_t deadline)
@@ -130,12 +139,8 @@ static int read_full(int fd, void *buf, size_t n, int64_t deadline)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return -1;
-        int w = wait_fd(fd, POLLIN, deadline);
-        if (w <= 0) {
-            if (w == 0)
-                errno = ETIMEDOUT;
+        if (wait_ready(fd, POLLIN, deadline) != 0)
             return -1;
-        }
     }
     return 1;
 }
@@ -200,45 +205,38 @@ static int write_frame(int fd, const void *body, size_t len, int64_t deadline)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return WH_ERR;
-        int w = wait_fd(fd, POLLOUT, deadline);
-        if (w <= 0) {
-            if (w == 0)
-                errno = ETIMEDOUT;
+        if (wait_ready(fd, POLLOUT, deadline) != 0)
             return WH_ERR;
-        }
     }
     return WH_OK;
+}
+
+/* Reads the rest of a frame's body of len bytes into b, after the b->len
+ * bytes it holds. 1 done, -1 error (errno). */
+static int read_rest(int fd, wh_buf *b, size_t len, int64_t deadline)
+{
+    if (b->len < len) {
+        if (wh_buf_reserve(b, len - b->len) != WH_OK) {
+            errno = ENOMEM;
+            return -1;
+        }
+        int r = read_full(fd, b->data + b->len, len - b->len, deadline);
+        if (r <= 0) {
+            if (r == 0)
+                errno = EPIPE;
+            return -1;
+        }
+    }
+    b->len = len;
+    return 1;
 }
 
 /* Reads a frame's body of len bytes into b (reset first). 1 done, -1
  * error (errno). */
 static int read_body(int fd, wh_buf *b, size_t len, int64_t deadline)
 {
-    int r;
     wh_buf_reset(b);
-    if (wh_buf_reserve(b, len) != WH_OK) {
-        errno = ENOMEM;
-        return -1;
-    }
-    r = read_full(fd, b->data, len, deadline);
-    if (r <= 0) {
-        if (r == 0)
-            errno = EPIPE;
-        return -1;
-    }
-    b->len = len;
-    return 1;
-}
-
-/* Reads one frame into b (reset first). 1 done, 0 peer closed, -1 error
- * (errno; EMSGSIZE for a length of 0 or above max). */
-static int read_frame(int fd, wh_buf *b, size_t max, int64_t deadline)
-{
-    size_t len;
-    int r = read_len(fd, max, deadline, &len);
-    if (r <= 0)
-        return r;
-    return read_body(fd, b, len, deadline);
+    return read_rest(fd, b, len, deadline);
 }
 
 /* ---- listening socket (server and publisher) ---- */
@@ -579,11 +577,66 @@ int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char
     }
 }
 
+/* Reads a call's reply frame into b (reset first): 1 done, 0 peer closed,
+ * -1 error (errno; EMSGSIZE for a length of 0 or above max). The
+ * reply is the only frame the connection carries then (one call at a time
+ * on it, and a failed call closes it), so once the socket is readable one
+ * recvmsg takes the header and as much of the body as is there: a wait
+ * and one read for a small reply instead of a read that finds nothing, a
+ * wait and two reads. Bytes past the frame are a protocol error. */
+static int read_reply_frame(int fd, wh_buf *b, size_t max, int64_t deadline)
+{
+    wh_buf_reset(b);
+    size_t guess = b->cap > 16384 ? b->cap - 1 : 16384;
+    if (guess > max)
+        guess = max;
+    if (wh_buf_reserve(b, guess) != WH_OK) {
+        errno = ENOMEM;
+        return -1;
+    }
+    if (wait_ready(fd, POLLIN, deadline) != 0)
+        return -1;
+    uint8_t hdr[4];
+    struct iovec v[2] = {{hdr, sizeof(hdr)}, {b->data, guess}};
+    struct msghdr mh = {0};
+    mh.msg_iov = v;
+    mh.msg_iovlen = 2;
+    ssize_t n;
+    do
+        n = recvmsg(fd, &mh, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n == 0)
+        return 0;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+        return -1;
+    size_t got = n < 0 ? 0 : (size_t)n;
+    if (got < sizeof(hdr)) { /* the header in pieces (or a wake-up for nothing) */
+        int r = read_full(fd, hdr + got, sizeof(hdr) - got, deadline);
+        if (r <= 0) {
+            if (r == 0 && got > 0)
+                errno = EPIPE;
+            return r == 0 && got > 0 ? -1 : r;
+        }
+        got = sizeof(hdr);
+    }
+    size_t len = hdr_get(hdr), body = got - sizeof(hdr);
+    if (len == 0 || len > max) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    if (body > len) {
+        errno = EPROTO;
+        return -1;
+    }
+    b->len = body;
+    return read_rest(fd, b, len, deadline);
+}
+
 /* Reads a call's reply frame. */
 static int read_reply(int fd, wh_buf *reply, size_t max, int64_t deadline, int timeout_ms,
                       char *err, size_t errlen)
 {
-    int r = read_frame(fd, reply, max, deadline);
+    int r = read_reply_frame(fd, reply, max, deadline);
     if (r == 1)
         return WH_OK;
     if (r == 0)
@@ -592,6 +645,8 @@ static int read_reply(int fd, wh_buf *reply, size_t max, int64_t deadline, int t
         return wh_seterr(err, errlen, "no reply within %d ms", timeout_ms);
     if (errno == EMSGSIZE)
         return wh_seterr(err, errlen, "reply larger than ipc.max_msg_bytes (%zu)", max);
+    if (errno == EPROTO)
+        return wh_seterr(err, errlen, "bytes past the reply (not one reply per call)");
     return wh_seterr(err, errlen, "receive failed: %s", strerror(errno));
 }
 
@@ -654,12 +709,8 @@ static int write_framev(int fd, const struct iovec *iov, int iovcnt, size_t len,
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return WH_ERR;
-        int wr = wait_fd(fd, POLLOUT, deadline);
-        if (wr <= 0) {
-            if (wr == 0)
-                errno = ETIMEDOUT;
+        if (wait_ready(fd, POLLOUT, deadline) != 0)
             return WH_ERR;
-        }
     }
     return WH_OK;
 }
@@ -910,35 +961,136 @@ void wh_uds_pub_stop(wh_uds_pub *p)
     free(p);
 }
 
-int wh_uds_frame_ready(int fd)
+void wh_uds_rd_init(wh_uds_rd *r)
 {
-    uint8_t hdr[4];
-    ssize_t r = recv(fd, hdr, sizeof(hdr), MSG_PEEK | MSG_DONTWAIT);
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return WH_UDS_FRAME_NONE;
-    if (r <= 0)
-        return WH_UDS_FRAME_READY; /* ended or failed: the read says so */
-    if (r < (ssize_t)sizeof(hdr))
-        return WH_UDS_FRAME_PART;
-    size_t len = hdr_get(hdr);
-    int avail = 0;
-    if (ioctl(fd, FIONREAD, &avail) != 0)
-        return WH_UDS_FRAME_READY;
-    return (size_t)avail >= sizeof(hdr) + len ? WH_UDS_FRAME_READY : WH_UDS_FRAME_PART;
+    memset(r, 0, sizeof(*r));
 }
 
-int wh_uds_recv(int fd, void *buf, size_t cap, int timeout_ms)
+int wh_uds_rd_reserve(wh_uds_rd *r, size_t max)
 {
-    int w = wait_fd(fd, POLLIN, now_ms() + (timeout_ms > 0 ? timeout_ms : 0));
-    if (w == 0)
+    if (max > 0x7fffffff)
+        max = 0x7fffffff;
+    if (r->cap >= 4 + max)
+        return WH_OK;
+    uint8_t *nb = realloc(r->buf, 4 + max);
+    if (nb == NULL)
+        return WH_ERR;
+    r->buf = nb;
+    r->cap = 4 + max;
+    return WH_OK;
+}
+
+void wh_uds_rd_reset(wh_uds_rd *r)
+{
+    r->off = r->end = 0;
+    r->drained = 0;
+}
+
+void wh_uds_rd_free(wh_uds_rd *r)
+{
+    free(r->buf);
+    wh_uds_rd_init(r);
+}
+
+/* 1 when a whole frame of at most max bytes is buffered (its length into
+ * *len), 0 when not yet, -1 for a length of 0 or above max (EMSGSIZE). */
+static int rd_frame(const wh_uds_rd *r, size_t max, size_t *len)
+{
+    if (r->end - r->off < 4)
         return 0;
-    if (w < 0)
+    size_t l = hdr_get(r->buf + r->off);
+    if (l == 0 || l > max || l > r->cap - 4) {
+        errno = EMSGSIZE;
         return -1;
-    int64_t deadline = now_ms() + 1000;
+    }
+    *len = l;
+    return r->end - r->off >= 4 + l ? 1 : 0;
+}
+
+/* One recv into the room after the buffered bytes (moved to the front
+ * first). The bytes read, 0 when the peer closed, -1 on error (errno;
+ * EAGAIN: nothing there). */
+static ssize_t rd_fill(wh_uds_rd *r, int fd)
+{
+    if (r->off > 0) {
+        memmove(r->buf, r->buf + r->off, r->end - r->off);
+        r->end -= r->off;
+        r->off = 0;
+    }
+    size_t room = r->cap - r->end;
+    if (room == 0) {
+        errno = EMSGSIZE; /* unreachable: a full buffer holds a whole frame */
+        return -1;
+    }
+    for (;;) {
+        ssize_t n = recv(fd, r->buf + r->end, room, MSG_DONTWAIT);
+        if (n > 0) {
+            r->end += (size_t)n;
+            r->drained = (size_t)n < room;
+            return n;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        return n;
+    }
+}
+
+int wh_uds_rd_ready(wh_uds_rd *r, int fd)
+{
     size_t len;
-    if (read_len(fd, cap < 0x7fffffff ? cap : 0x7fffffff, deadline, &len) != 1)
+    if (r->cap == 0 || rd_frame(r, r->cap, &len) != 0)
+        return WH_UDS_FRAME_READY; /* a whole frame, or one the read refuses */
+    if (r->drained) {
+        r->drained = 0; /* asked again after a wait: read then */
+        return r->end > r->off ? WH_UDS_FRAME_PART : WH_UDS_FRAME_NONE;
+    }
+    ssize_t n = rd_fill(r, fd);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return r->end > r->off ? WH_UDS_FRAME_PART : WH_UDS_FRAME_NONE;
+    if (n <= 0)
+        return WH_UDS_FRAME_READY; /* ended or failed: the read says so */
+    return rd_frame(r, r->cap, &len) != 0 ? WH_UDS_FRAME_READY : WH_UDS_FRAME_PART;
+}
+
+int wh_uds_rd_recv(wh_uds_rd *r, int fd, void *buf, size_t cap, int timeout_ms)
+{
+    if (wh_uds_rd_reserve(r, cap) != WH_OK)
         return -1;
-    if (read_full(fd, buf, len, deadline) != 1)
-        return -1;
-    return (int)len;
+    int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int begun = 0;
+    for (;;) {
+        size_t len;
+        int f = rd_frame(r, cap, &len);
+        if (f < 0)
+            return -1;
+        if (f > 0) {
+            memcpy(buf, r->buf + r->off + 4, len);
+            r->off += 4 + len;
+            if (r->off == r->end)
+                r->off = r->end = 0;
+            return (int)len;
+        }
+        if (r->end > r->off && !begun) {
+            begun = 1; /* the frame began: a second for the rest */
+            deadline = now_ms() + 1000;
+        }
+        if (r->end == r->off || r->drained) {
+            int w = wait_fd(fd, POLLIN, deadline);
+            if (w < 0)
+                return -1;
+            if (w == 0) {
+                if (!begun)
+                    return 0;
+                errno = ETIMEDOUT;
+                return -1;
+            }
+        }
+        ssize_t n = rd_fill(r, fd);
+        if (n == 0)
+            return -1; /* closed (midway or not: the caller reconnects) */
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        if (n < 0)
+            r->drained = 1; /* a spurious wake-up: wait again */
+    }
 }

@@ -99,18 +99,37 @@ void wh_uds_pub_send(wh_uds_pub *p, const void *msg, size_t len);
 int wh_uds_pub_subs(wh_uds_pub *p);
 void wh_uds_pub_stop(wh_uds_pub *p);
 
-/* A subscriber's next frame: waits up to timeout_ms for it to begin, then
- * up to a second for the rest. Its length (at most cap bytes copied: a
- * larger frame is an error), 0 on timeout, -1 when the connection failed
- * (close it and connect again). */
-int wh_uds_recv(int fd, void *buf, size_t cap, int timeout_ms);
-/* Without blocking: WH_UDS_FRAME_NONE when nothing is to be read,
- * WH_UDS_FRAME_READY when a whole frame is (or the connection ended: the
- * read tells), WH_UDS_FRAME_PART when only its beginning is (a read would
- * wait for the rest). */
+/* A subscriber's buffered reader: one recv takes whatever the socket holds
+ * (several frames, or the start of one), and frames are then cut from the
+ * buffer without further system calls. One reader per connection, used by
+ * one thread at a time; reset it when the connection is replaced. */
+typedef struct wh_uds_rd {
+    uint8_t *buf;
+    size_t cap;      /* bytes allocated: 4 + the largest frame it takes */
+    size_t off, end; /* unread bytes: buf[off..end) */
+    int drained;     /* the last recv left the socket empty */
+} wh_uds_rd;
+void wh_uds_rd_init(wh_uds_rd *r);
+/* Makes room for frames of up to max bytes. WH_OK or WH_ERR (no memory). */
+int wh_uds_rd_reserve(wh_uds_rd *r, size_t max);
+/* Forgets the bytes read (the connection was closed or replaced). */
+void wh_uds_rd_reset(wh_uds_rd *r);
+void wh_uds_rd_free(wh_uds_rd *r);
+/* Without blocking, after at most one recv: WH_UDS_FRAME_NONE when nothing
+ * is to be read, WH_UDS_FRAME_READY when a whole frame is (or the
+ * connection ended or sent a bad length: wh_uds_rd_recv tells),
+ * WH_UDS_FRAME_PART when only its beginning is (a read would wait for the
+ * rest). After a recv that emptied the socket, the next call with nothing
+ * buffered answers NONE without a recv: callers wait for readiness (epoll,
+ * level-triggered) before they ask again. */
 #define WH_UDS_FRAME_NONE 0
 #define WH_UDS_FRAME_READY 1
 #define WH_UDS_FRAME_PART 2
-int wh_uds_frame_ready(int fd);
+int wh_uds_rd_ready(wh_uds_rd *r, int fd);
+/* A subscriber's next frame (from the buffer when it is there): waits up
+ * to timeout_ms for it to begin, then up to a second for the rest. Its length (copied to buf; a
+ * frame above cap or the reader's room is an error), 0 on timeout, -1 when the connection failed
+ * (close it, reset the reader, connect again). */
+int wh_uds_rd_recv(wh_uds_rd *r, int fd, void *buf, size_t cap, int timeout_ms);
 
 #endif

@@ -718,9 +718,9 @@ static void poll_once(dsp_loop *l, int max_ms)
     }
     for (int i = 0; i < n; i++) {
         if (evs[i].data.fd == l->evfd) {
-            uint64_t v;
-            while (read(l->evfd, &v, sizeof(v)) > 0) {
-            }
+            uint64_t v; /* one read takes every wake-up (a counter) */
+            ssize_t r = read(l->evfd, &v, sizeof(v));
+            WH_UNUSED(r);
             continue;
         }
         if (l->reg_fd >= 0 && evs[i].data.fd == l->reg_fd) {

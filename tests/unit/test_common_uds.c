@@ -59,22 +59,133 @@ static void test_frame_ready(void **state)
     (void)state;
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    assert_int_equal(wh_uds_frame_ready(sv[0]), WH_UDS_FRAME_NONE);
+    wh_uds_rd rd;
+    wh_uds_rd_init(&rd);
+    /* no buffer yet: the read allocates it */
+    assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_READY);
+    assert_int_equal(wh_uds_rd_reserve(&rd, 16), WH_OK);
+    assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_NONE);
     const uint8_t frame[4 + 5] = {5, 0, 0, 0, 'h', 'e', 'l', 'l', 'o'};
     assert_int_equal(write(sv[1], frame, 2), 2); /* half a header */
-    assert_int_equal(wh_uds_frame_ready(sv[0]), WH_UDS_FRAME_PART);
+    assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_PART);
     assert_int_equal(write(sv[1], frame + 2, 4), 4); /* header and 2 of 5 */
-    assert_int_equal(wh_uds_frame_ready(sv[0]), WH_UDS_FRAME_PART);
+    /* the last recv emptied the socket: the buffer answers (no recv), and
+     * the call after it reads */
+    assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_PART);
+    assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_PART);
+    assert_int_equal(rd.end - rd.off, 6);
     assert_int_equal(write(sv[1], frame + 6, 3), 3);
-    assert_int_equal(wh_uds_frame_ready(sv[0]), WH_UDS_FRAME_READY);
+    /* that recv emptied the socket too: the buffer answers, then a recv */
+    assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_PART);
+    assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_READY);
     char buf[16];
-    assert_int_equal(wh_uds_recv(sv[0], buf, sizeof(buf), 0), 5);
+    assert_int_equal(wh_uds_rd_recv(&rd, sv[0], buf, sizeof(buf), 0), 5);
     assert_memory_equal(buf, "hello", 5);
-    assert_int_equal(wh_uds_frame_ready(sv[0]), WH_UDS_FRAME_NONE);
+    assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_NONE);
+    /* three frames in one recv: then cut from the buffer */
+    uint8_t three[3 * 9];
+    for (int i = 0; i < 3; i++) {
+        memcpy(three + 9 * i, frame, 9);
+        three[9 * i + 4] = (uint8_t)('a' + i);
+    }
+    assert_int_equal(write(sv[1], three, sizeof(three)), sizeof(three));
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_READY);
+        assert_int_equal(wh_uds_rd_recv(&rd, sv[0], buf, sizeof(buf), 0), 5);
+        assert_int_equal(buf[0], 'a' + i);
+    }
+    assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_NONE);
+    /* a frame that begins and is not finished: the read waits a second for
+     * the rest, then fails */
+    assert_int_equal(write(sv[1], frame, 6), 6);
+    assert_int_equal(wh_uds_rd_recv(&rd, sv[0], buf, sizeof(buf), 0), -1);
+    wh_uds_rd_reset(&rd); /* the caller closes and reconnects */
+    uint8_t rest[3];
+    assert_int_equal(recv(sv[0], rest, sizeof(rest), MSG_DONTWAIT), -1); /* nothing left */
+    /* a length above the caller's room is an error, not an overflow */
+    const uint8_t big[4 + 5] = {40, 0, 0, 0, 'x', 'x', 'x', 'x', 'x'};
+    assert_int_equal(write(sv[1], big, sizeof(big)), sizeof(big));
+    assert_int_equal(wh_uds_rd_recv(&rd, sv[0], buf, sizeof(buf), 1000), -1);
+    wh_uds_rd_reset(&rd);
+    /* a frame within the timeout */
+    assert_int_equal(wh_uds_rd_recv(&rd, sv[0], buf, sizeof(buf), 0), 0);
+    assert_int_equal(write(sv[1], frame, sizeof(frame)), sizeof(frame));
+    assert_int_equal(wh_uds_rd_recv(&rd, sv[0], buf, sizeof(buf), 1000), 5);
     close(sv[1]); /* the end: ready, and the read tells */
-    assert_int_equal(wh_uds_frame_ready(sv[0]), WH_UDS_FRAME_READY);
-    assert_int_equal(wh_uds_recv(sv[0], buf, sizeof(buf), 0), -1);
+    assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_NONE); /* drained by that read */
+    assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_READY);
+    assert_int_equal(wh_uds_rd_recv(&rd, sv[0], buf, sizeof(buf), 0), -1);
+    wh_uds_rd_free(&rd);
     close(sv[0]);
+}
+
+/* The peer of test_reply_pieces: reads the request frame, then writes the
+ * reply "hello" in three pieces (half a header; the rest of it and 2 bytes
+ * of the body; the rest), a little apart. */
+static void *reply_in_pieces(void *arg)
+{
+    int fd = *(int *)arg;
+    uint8_t req[4 + 3];
+    size_t got = 0;
+    while (got < sizeof(req)) {
+        ssize_t r = read(fd, req + got, sizeof(req) - got);
+        if (r <= 0)
+            return NULL;
+        got += (size_t)r;
+    }
+    const uint8_t rep[4 + 5] = {5, 0, 0, 0, 'h', 'e', 'l', 'l', 'o'};
+    const size_t cuts[] = {0, 2, 6, 9};
+    for (int i = 0; i < 3; i++) {
+        wh_sleep_ms(20);
+        if (write(fd, rep + cuts[i], cuts[i + 1] - cuts[i]) != (ssize_t)(cuts[i + 1] - cuts[i]))
+            return NULL;
+    }
+    return NULL;
+}
+
+/* A call's reply read with one recvmsg when it is all there, and put
+ * together when it comes in pieces; bytes past the reply (a second frame
+ * on a connection of one call at a time) fail the call. */
+static void test_reply_pieces(void **state)
+{
+    (void)state;
+    int sv[2];
+    char err[WH_ERRLEN];
+    wh_buf rep;
+    wh_buf_init(&rep, 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, reply_in_pieces, &sv[1]), 0);
+    assert_int_equal(wh_uds_call(sv[0], "abc", 3, &rep, 1024, 5000, err, sizeof(err)), WH_OK);
+    pthread_join(th, NULL);
+    assert_int_equal(rep.len, 5);
+    assert_memory_equal(rep.data, "hello", 5);
+    /* a whole reply waiting before the call: one read */
+    const uint8_t two[4 + 2] = {2, 0, 0, 0, 'o', 'k'};
+    assert_int_equal(write(sv[1], two, sizeof(two)), sizeof(two));
+    assert_int_equal(wh_uds_call(sv[0], "abc", 3, &rep, 1024, 5000, err, sizeof(err)), WH_OK);
+    assert_int_equal(rep.len, 2);
+    assert_memory_equal(rep.data, "ok", 2);
+    uint8_t drop[64];
+    assert_int_equal(recv(sv[1], drop, sizeof(drop), MSG_DONTWAIT), 4 + 3); /* the request */
+    /* a reply with bytes after it */
+    const uint8_t more[4 + 2 + 3] = {2, 0, 0, 0, 'o', 'k', 1, 0, 0};
+    assert_int_equal(write(sv[1], more, sizeof(more)), sizeof(more));
+    assert_int_equal(wh_uds_call(sv[0], "abc", 3, &rep, 1024, 5000, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "bytes past the reply"));
+    /* a reply above max */
+    close(sv[0]);
+    close(sv[1]);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    const uint8_t big[4] = {0, 4, 0, 0}; /* 1024 */
+    assert_int_equal(write(sv[1], big, sizeof(big)), sizeof(big));
+    assert_int_equal(wh_uds_call(sv[0], "abc", 3, &rep, 100, 5000, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "larger than"));
+    /* the peer closed before replying */
+    close(sv[1]);
+    assert_int_equal(wh_uds_call(sv[0], "abc", 3, &rep, 100, 5000, err, sizeof(err)), WH_ERR);
+    close(sv[0]);
+    wh_buf_free(&rep);
 }
 
 /* After a request of several MiB (and its reply as large), the connection
@@ -290,6 +401,7 @@ int main(void)
     wh_log_init("test", WH_LOG_WARN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_frame_ready),
+        cmocka_unit_test(test_reply_pieces),
         cmocka_unit_test_setup_teardown(test_kept_buffers_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_callv_pieces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_bounded, setup, teardown),
