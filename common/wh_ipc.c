@@ -1458,14 +1458,23 @@ _Static_assert(WH_SUB_NONE == WH_UDS_FRAME_NONE && WH_SUB_READY == WH_UDS_FRAME_
                    WH_SUB_PART == WH_UDS_FRAME_PART,
                "wh_sub_pending returns wh_uds_rd_ready's values");
 
-int wh_sub_pending(wh_sub *s)
+int wh_sub_pending(wh_sub *s, size_t max)
 {
     pthread_mutex_lock(&s->mu);
     int r = WH_UDS_FRAME_READY; /* not connected: the read tells */
     if (s->dfd >= 0) {
         rd_follow(s, s->dgen);
-        r = wh_uds_rd_ready(&s->rd, s->dfd);
+        r = wh_uds_rd_reserve(&s->rd, max) == WH_OK ? wh_uds_rd_ready(&s->rd, s->dfd)
+                                                    : WH_UDS_FRAME_PART;
     }
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+int wh_sub_buffered(wh_sub *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int r = s->dfd >= 0 && s->rd_gen == s->dgen && wh_uds_rd_buffered(&s->rd);
     pthread_mutex_unlock(&s->mu);
     return r;
 }

@@ -152,7 +152,8 @@ int wh_sub_direct_fd(wh_sub *s, uint64_t *gen);
 /* Without blocking, over the direct connection: what a wh_sub_recv(..., 0)
  * would find, WH_SUB_NONE (nothing), WH_SUB_READY (a whole message, or the
  * end of the connection) or WH_SUB_PART (the beginning of a message: the
- * read would wait for the rest). At most one recv: the messages it brings
+ * read would wait for the rest; also before any buffer room for messages of
+ * up to max bytes could be reserved). At most one recv: the messages it brings
  * are buffered for the next wh_sub_recv calls, and once it emptied the
  * socket the next call with nothing buffered answers WH_SUB_NONE without
  * a recv (wait for the socket to be readable, level-triggered, before the
@@ -160,7 +161,11 @@ int wh_sub_direct_fd(wh_sub *s, uint64_t *gen);
 #define WH_SUB_NONE 0
 #define WH_SUB_READY 1
 #define WH_SUB_PART 2
-int wh_sub_pending(wh_sub *s);
+int wh_sub_pending(wh_sub *s, size_t max);
+/* 1 when a whole message is already in the direct connection's buffer
+ * (read by an earlier recv): the socket is not readable for it, so an
+ * epoll loop asks this before it waits. Only the reading thread. */
+int wh_sub_buffered(wh_sub *s);
 /* From any thread: a wh_sub_recv in progress returns -1 soon. */
 void wh_sub_interrupt(wh_sub *s);
 void wh_sub_close(wh_sub *s);

@@ -28,15 +28,35 @@ int64_t wh_gauge_get(const wh_gauge *g)
     return atomic_load_explicit(&g->v, memory_order_relaxed);
 }
 
+/* wh_hist_bounds in microseconds (whole numbers: 1 ms to 60 s) */
+static const uint64_t bounds_us[WH_HIST_BUCKETS] = {1000,    2500,    5000,     10000,   25000,
+                                                    50000,   100000,  250000,   500000,  1000000,
+                                                    2500000, 5000000, 10000000, 60000000};
+
+int wh_hist_bucket_us(uint64_t us)
+{
+    int i = 0;
+    while (i < WH_HIST_BUCKETS && us > bounds_us[i])
+        i++;
+    return i;
+}
+
 void wh_hist_observe_us(wh_histogram *h, uint64_t us)
 {
-    double s = (double)us / 1e6;
-    int i = 0;
-    while (i < WH_HIST_BUCKETS && s > wh_hist_bounds[i])
-        i++;
-    atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->buckets[wh_hist_bucket_us(us)], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->sum_us, us, memory_order_relaxed);
+}
+
+void wh_hist_add(wh_histogram *h, const wh_hist_acc *a)
+{
+    if (a->count == 0)
+        return;
+    for (int i = 0; i <= WH_HIST_BUCKETS; i++)
+        if (a->buckets[i] != 0)
+            atomic_fetch_add_explicit(&h->buckets[i], a->buckets[i], memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, a->count, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_us, a->sum_us, memory_order_relaxed);
 }
 
 int wh_metric_header(wh_buf *b, const char *name, const char *type, const char *help)

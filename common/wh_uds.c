@@ -587,9 +587,12 @@ int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char
 static int read_reply_frame(int fd, wh_buf *b, size_t max, int64_t deadline)
 {
     wh_buf_reset(b);
-    size_t guess = b->cap > 16384 ? b->cap - 1 : 16384;
+    /* room for a small reply (a NUL's byte kept: 4 KiB allocated) */
+    size_t guess = b->cap > 4096 ? b->cap - 1 : 4095;
     if (guess > max)
         guess = max;
+    if (b->max != 0 && guess > b->max)
+        guess = b->max;
     if (wh_buf_reserve(b, guess) != WH_OK) {
         errno = ENOMEM;
         return -1;
@@ -1035,21 +1038,28 @@ static ssize_t rd_fill(wh_uds_rd *r, int fd)
     }
 }
 
-int wh_uds_rd_ready(wh_uds_rd *r, int fd)
+int wh_uds_rd_buffered(const wh_uds_rd *r)
 {
     size_t len;
-    if (r->cap == 0 || rd_frame(r, r->cap, &len) != 0)
+    return r->cap > 0 && rd_frame(r, r->cap, &len) != 0;
+}
+
+int wh_uds_rd_ready(wh_uds_rd *r, int fd)
+{
+    if (r->cap == 0)
+        return WH_UDS_FRAME_PART; /* no room reserved: the blocking read's */
+    if (wh_uds_rd_buffered(r))
         return WH_UDS_FRAME_READY; /* a whole frame, or one the read refuses */
-    if (r->drained) {
+    if (r->drained && r->end == r->off) {
         r->drained = 0; /* asked again after a wait: read then */
-        return r->end > r->off ? WH_UDS_FRAME_PART : WH_UDS_FRAME_NONE;
+        return WH_UDS_FRAME_NONE;
     }
     ssize_t n = rd_fill(r, fd);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return r->end > r->off ? WH_UDS_FRAME_PART : WH_UDS_FRAME_NONE;
     if (n <= 0)
         return WH_UDS_FRAME_READY; /* ended or failed: the read says so */
-    return rd_frame(r, r->cap, &len) != 0 ? WH_UDS_FRAME_READY : WH_UDS_FRAME_PART;
+    return wh_uds_rd_buffered(r) ? WH_UDS_FRAME_READY : WH_UDS_FRAME_PART;
 }
 
 int wh_uds_rd_recv(wh_uds_rd *r, int fd, void *buf, size_t cap, int timeout_ms)

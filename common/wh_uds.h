@@ -118,14 +118,18 @@ void wh_uds_rd_free(wh_uds_rd *r);
 /* Without blocking, after at most one recv: WH_UDS_FRAME_NONE when nothing
  * is to be read, WH_UDS_FRAME_READY when a whole frame is (or the
  * connection ended or sent a bad length: wh_uds_rd_recv tells),
- * WH_UDS_FRAME_PART when only its beginning is (a read would wait for the
- * rest). After a recv that emptied the socket, the next call with nothing
- * buffered answers NONE without a recv: callers wait for readiness (epoll,
- * level-triggered) before they ask again. */
+ * WH_UDS_FRAME_PART when only its beginning is, or no room was reserved
+ * (wh_uds_rd_reserve): a read would wait. After a recv that emptied the
+ * socket, the next call with nothing buffered answers NONE without a recv:
+ * callers wait for readiness (epoll, level-triggered) before they ask
+ * again. Frames already buffered make the socket no readier: ask
+ * wh_uds_rd_buffered before waiting. */
 #define WH_UDS_FRAME_NONE 0
 #define WH_UDS_FRAME_READY 1
 #define WH_UDS_FRAME_PART 2
 int wh_uds_rd_ready(wh_uds_rd *r, int fd);
+/* 1 when a whole frame (or a bad length) is buffered: no recv needed. */
+int wh_uds_rd_buffered(const wh_uds_rd *r);
 /* A subscriber's next frame (from the buffer when it is there): waits up
  * to timeout_ms for it to begin, then up to a second for the rest. Its length (copied to buf; a
  * frame above cap or the reader's room is an error), 0 on timeout, -1 when the connection failed

@@ -173,7 +173,8 @@ static void *notify_main(void *arg)
         if (fd < 0 || !atomic_load(&l->loop_on))
             continue;
         /* the loop reads from here on; what arrives meanwhile waits in the
-         * socket (epoll is level-triggered) */
+         * socket (epoll is level-triggered), what this thread's read took
+         * along in the buffer (poll_once looks there before it waits) */
         pthread_mutex_lock(&l->hmu);
         l->hand_fd = fd;
         l->hand_gen = gen;
@@ -246,7 +247,7 @@ static void note_adopt(dsp_loop *l)
 static void note_drain(dsp_loop *l)
 {
     for (int k = 0; k < 64; k++) {
-        int ready = wh_sub_pending(l->sub);
+        int ready = wh_sub_pending(l->sub, WH_NOTE_MSG_MAX);
         if (ready == WH_SUB_NONE)
             return;
         if (ready == WH_SUB_PART) {
@@ -710,6 +711,12 @@ static void poll_once(dsp_loop *l, int max_ms)
         if (left < wait)
             wait = left > 0 ? (int)left : 0;
     }
+    /* notifications an earlier recv left in the subscriber's buffer (the
+     * notification thread's before it handed the socket over, or past
+     * note_drain's bound): the socket is not readable for them */
+    int buffered = l->reg_fd >= 0 && wh_sub_buffered(l->sub);
+    if (buffered)
+        wait = 0;
     struct epoll_event evs[64];
     int n = epoll_wait(l->epfd, evs, (int)WH_ARRAY_LEN(evs), wait);
     if (n < 0 && errno != EINTR) {
@@ -734,6 +741,8 @@ static void poll_once(dsp_loop *l, int max_ms)
         if (mc != CURLM_OK)
             wh_error("curl_multi_socket_action: %s", curl_multi_strerror(mc));
     }
+    if (buffered && l->reg_fd >= 0 && wh_sub_buffered(l->sub))
+        note_drain(l);
     if (l->curl_deadline_ms >= 0 && (int64_t)wh_now_ms() >= l->curl_deadline_ms) {
         l->curl_deadline_ms = -1;
         CURLMcode mc = curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);

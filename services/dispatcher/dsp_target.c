@@ -2569,12 +2569,14 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
     if (out == DSP_OUT_OK) {
         int64_t now_wall = wh_wallclock_us();
         lat_trace("dsp_ok", b->commit_ts + first, n);
+        wh_hist_acc acc = {0};
         for (size_t i = first; i < first + n; i++) {
             if (b->commit_ts[i] == 0)
                 continue; /* no commit time (non-transactional message) */
             int64_t d = now_wall - b->commit_ts[i];
-            wh_hist_observe_us(&t->latency, d > 0 ? (uint64_t)d : 0);
+            wh_hist_acc_add(&acc, d > 0 ? (uint64_t)d : 0);
         }
+        wh_hist_add(&t->latency, &acc);
         wh_counter_add(&t->delivered, n);
         if (b->replay)
             wh_counter_add(&t->replayed, n);
@@ -2687,14 +2689,16 @@ void dsp_target_lane_finished(dsp_target *t, dsp_xfer *x, CURLM *multi, CURLcode
     if (out == DSP_OUT_OK) {
         int64_t now_wall = wh_wallclock_us();
         uint8_t *ev_done = ln->ahead ? t->ah_done : t->ev_done;
+        wh_hist_acc acc = {0};
         for (size_t k = 0; k < ln->nidx; k++) {
             uint32_t i = ln->idx[k];
             ev_done[i] = 1;
             if (b->commit_ts[i] == 0)
                 continue;
             int64_t d = now_wall - b->commit_ts[i];
-            wh_hist_observe_us(&t->latency, d > 0 ? (uint64_t)d : 0);
+            wh_hist_acc_add(&acc, d > 0 ? (uint64_t)d : 0);
         }
+        wh_hist_add(&t->latency, &acc);
         wh_counter_add(&t->delivered, ln->nidx);
         ln->state = DSP_LN_DONE;
         ln->attempt = 0;

@@ -502,6 +502,50 @@ static void test_pubsub(void **state)
     wh_pub_close(p);
 }
 
+/* Messages a blocking read took along stay in the subscriber's buffer,
+ * where epoll cannot see them: wh_sub_buffered says so, and wh_sub_pending
+ * then answers from the buffer (the dispatcher's loop after the
+ * notification thread handed the socket over). */
+static void test_sub_buffered(void **state)
+{
+    (void)state;
+    char nurl[256], err[WH_ERRLEN];
+    snprintf(nurl, sizeof(nurl), "ipc://%s/b.sock", dir);
+    wh_pub *p = NULL;
+    wh_sub *s = NULL;
+    assert_int_equal(wh_pub_open(&p, nurl, err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_sub_open(&s, nurl, err, sizeof(err)), WH_OK);
+    for (int i = 0; i < 200 && !wh_sub_connected(s); i++)
+        usleep(10000);
+    assert_true(wh_sub_connected(s));
+    char buf[64];
+    int seen = 0; /* the publisher has taken the subscriber on */
+    for (int i = 0; i < 200 && !seen; i++) {
+        wh_pub_send(p, "x", 1);
+        seen = wh_sub_recv(s, buf, sizeof(buf), 20) > 0;
+    }
+    assert_true(seen);
+    while (wh_sub_recv(s, buf, sizeof(buf), 100) > 0) /* the extra copies */
+        ;
+    assert_int_equal(wh_sub_buffered(s), 0);
+    wh_pub_send(p, "one", 3);
+    wh_pub_send(p, "two", 3);
+    wh_pub_send(p, "three", 5);
+    usleep(100000); /* all three in the socket */
+    assert_int_equal(wh_sub_recv(s, buf, sizeof(buf), 2000), 3);
+    assert_memory_equal(buf, "one", 3);
+    assert_int_equal(wh_sub_buffered(s), 1);
+    assert_int_equal(wh_sub_pending(s, sizeof(buf)), WH_SUB_READY);
+    assert_int_equal(wh_sub_recv(s, buf, sizeof(buf), 0), 3);
+    assert_memory_equal(buf, "two", 3);
+    assert_int_equal(wh_sub_buffered(s), 1);
+    assert_int_equal(wh_sub_recv(s, buf, sizeof(buf), 0), 5);
+    assert_memory_equal(buf, "three", 5);
+    assert_int_equal(wh_sub_buffered(s), 0);
+    wh_sub_close(s);
+    wh_pub_close(p);
+}
+
 /* The direct publisher never blocks on a subscriber that does not read:
  * what does not fit is dropped whole, a frame begun is finished, and the
  * subscriber reads intact messages in order. The 65th subscriber gets
@@ -576,6 +620,7 @@ int main(void)
         cmocka_unit_test(test_interrupt),
         cmocka_unit_test(test_pubsub),
         cmocka_unit_test(test_pubsub_direct),
+        cmocka_unit_test(test_sub_buffered),
         /* last: a stuck NNG reaper would slow down every later close */
         cmocka_unit_test(test_stop_with_peers_vanishing),
     };

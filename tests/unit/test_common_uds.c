@@ -61,28 +61,28 @@ static void test_frame_ready(void **state)
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     wh_uds_rd rd;
     wh_uds_rd_init(&rd);
-    /* no buffer yet: the read allocates it */
-    assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_READY);
+    /* no room reserved yet: left to the blocking read */
+    assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_PART);
     assert_int_equal(wh_uds_rd_reserve(&rd, 16), WH_OK);
     assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_NONE);
     const uint8_t frame[4 + 5] = {5, 0, 0, 0, 'h', 'e', 'l', 'l', 'o'};
     assert_int_equal(write(sv[1], frame, 2), 2); /* half a header */
     assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_PART);
     assert_int_equal(write(sv[1], frame + 2, 4), 4); /* header and 2 of 5 */
-    /* the last recv emptied the socket: the buffer answers (no recv), and
-     * the call after it reads */
-    assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_PART);
+    /* part of a frame buffered: every call reads on */
     assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_PART);
     assert_int_equal(rd.end - rd.off, 6);
-    assert_int_equal(write(sv[1], frame + 6, 3), 3);
-    /* that recv emptied the socket too: the buffer answers, then a recv */
     assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_PART);
+    assert_int_equal(wh_uds_rd_buffered(&rd), 0);
+    assert_int_equal(write(sv[1], frame + 6, 3), 3);
     assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_READY);
+    assert_int_equal(wh_uds_rd_buffered(&rd), 1);
     char buf[16];
     assert_int_equal(wh_uds_rd_recv(&rd, sv[0], buf, sizeof(buf), 0), 5);
     assert_memory_equal(buf, "hello", 5);
     assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_NONE);
     /* three frames in one recv: then cut from the buffer */
+    assert_int_equal(wh_uds_rd_reserve(&rd, 64), WH_OK);
     uint8_t three[3 * 9];
     for (int i = 0; i < 3; i++) {
         memcpy(three + 9 * i, frame, 9);
@@ -93,7 +93,11 @@ static void test_frame_ready(void **state)
         assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_READY);
         assert_int_equal(wh_uds_rd_recv(&rd, sv[0], buf, sizeof(buf), 0), 5);
         assert_int_equal(buf[0], 'a' + i);
+        /* the socket is empty now: the buffer alone holds the rest */
+        assert_int_equal(wh_uds_rd_buffered(&rd), i < 2);
     }
+    /* that recv emptied the socket: no recv until asked again after a wait */
+    assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_NONE);
     assert_int_equal(wh_uds_rd_ready(&rd, sv[0]), WH_UDS_FRAME_NONE);
     /* a frame that begins and is not finished: the read waits a second for
      * the rest, then fails */

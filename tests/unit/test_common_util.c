@@ -206,14 +206,28 @@ static void test_metrics_render(void **state)
     wh_hist_observe_us(&h, 500);     /* 0.0005 s -> le 0.001 */
     wh_hist_observe_us(&h, 2000000); /* 2 s -> le 2.5 */
     wh_hist_observe_us(&h, 90000000);
+    /* the bounds are inclusive (le), in microseconds as in seconds */
+    assert_int_equal(wh_hist_bucket_us(0), 0);
+    assert_int_equal(wh_hist_bucket_us(1000), 0);
+    assert_int_equal(wh_hist_bucket_us(1001), 1);
+    assert_int_equal(wh_hist_bucket_us(60000000), WH_HIST_BUCKETS - 1);
+    assert_int_equal(wh_hist_bucket_us(60000001), WH_HIST_BUCKETS);
+    for (int i = 0; i < WH_HIST_BUCKETS; i++) /* the table matches the bounds */
+        assert_int_equal(wh_hist_bucket_us((uint64_t)(wh_hist_bounds[i] * 1e6 + 0.5)), i);
+    /* gathered, then added at once: as if observed one by one */
+    wh_hist_acc acc = {0};
+    wh_hist_acc_add(&acc, 700);
+    wh_hist_acc_add(&acc, 2400000);
+    wh_hist_add(&h, &acc);
+    wh_hist_add(&h, &(wh_hist_acc){0}); /* nothing gathered: no change */
     wh_buf b;
     wh_buf_init(&b, 0);
     assert_int_equal(wh_metric_hist(&b, "lat", "target=\"a\"", &h), WH_OK);
     wh_buf_cstr(&b);
-    assert_non_null(strstr(b.data, "lat_bucket{target=\"a\",le=\"0.001\"} 1\n"));
-    assert_non_null(strstr(b.data, "lat_bucket{target=\"a\",le=\"2.5\"} 2\n"));
-    assert_non_null(strstr(b.data, "lat_bucket{target=\"a\",le=\"+Inf\"} 3\n"));
-    assert_non_null(strstr(b.data, "lat_count{target=\"a\"} 3\n"));
+    assert_non_null(strstr(b.data, "lat_bucket{target=\"a\",le=\"0.001\"} 2\n"));
+    assert_non_null(strstr(b.data, "lat_bucket{target=\"a\",le=\"2.5\"} 4\n"));
+    assert_non_null(strstr(b.data, "lat_bucket{target=\"a\",le=\"+Inf\"} 5\n"));
+    assert_non_null(strstr(b.data, "lat_count{target=\"a\"} 5\n"));
     wh_buf_free(&b);
 }
 
