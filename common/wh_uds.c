@@ -583,7 +583,8 @@ int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char
  * on it, and a failed call closes it), so once the socket is readable one
  * recvmsg takes the header and as much of the body as is there: a wait
  * and one read for a small reply instead of a read that finds nothing, a
- * wait and two reads. Bytes past the frame are a protocol error. */
+ * wait and two reads. Bytes that came along past the frame are a protocol
+ * error. */
 static int read_reply_frame(int fd, wh_buf *b, size_t max, int64_t deadline)
 {
     wh_buf_reset(b);
