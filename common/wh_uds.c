@@ -159,22 +159,6 @@ static size_t hdr_get(const uint8_t hdr[4])
     return (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
 }
 
-/* Reads a frame's length. 1 done, 0 peer closed, -1 error (errno; EMSGSIZE
- * for a length of 0 or above max). */
-static int read_len(int fd, size_t max, int64_t deadline, size_t *len)
-{
-    uint8_t hdr[4];
-    int r = read_full(fd, hdr, 4, deadline);
-    if (r <= 0)
-        return r;
-    *len = hdr_get(hdr);
-    if (*len == 0 || *len > max) {
-        errno = EMSGSIZE;
-        return -1;
-    }
-    return 1;
-}
-
 /* Writes the frame header then body. WH_OK or WH_ERR (errno). */
 static int write_frame(int fd, const void *body, size_t len, int64_t deadline)
 {
@@ -231,12 +215,66 @@ static int read_rest(int fd, wh_buf *b, size_t len, int64_t deadline)
     return 1;
 }
 
-/* Reads a frame's body of len bytes into b (reset first). 1 done, -1
- * error (errno). */
-static int read_body(int fd, wh_buf *b, size_t len, int64_t deadline)
+/* Reads a frame's header and what of its body is there into b (reset
+ * first; b->len: the body's bytes read), its length into *len: 1 done, 0
+ * peer closed, -1 error (errno; EMSGSIZE for a length of 0 or above max,
+ * EPROTO for bytes past the frame). The frame is the only one the
+ * connection carries then (one call at a time on it: a client sends a
+ * request once it has the reply to the one before, and a failed call
+ * closes it), so once the socket is readable one recvmsg takes the header
+ * and up to a small buffer's worth of the body: a wait and one read for a
+ * small frame instead of a read that finds nothing, a wait and two reads.
+ * Bytes that came along past the frame break that rule. */
+static int read_head(int fd, wh_buf *b, size_t max, int64_t deadline, size_t *len)
 {
     wh_buf_reset(b);
-    return read_rest(fd, b, len, deadline);
+    /* room for a small frame (a NUL's byte kept: 4 KiB allocated) */
+    size_t guess = b->cap > 4096 ? b->cap - 1 : 4095;
+    if (guess > max)
+        guess = max;
+    if (b->max != 0 && guess > b->max)
+        guess = b->max;
+    if (wh_buf_reserve(b, guess) != WH_OK) {
+        errno = ENOMEM;
+        return -1;
+    }
+    if (wait_ready(fd, POLLIN, deadline) != 0)
+        return -1;
+    uint8_t hdr[4];
+    struct iovec v[2] = {{hdr, sizeof(hdr)}, {b->data, guess}};
+    struct msghdr mh = {0};
+    mh.msg_iov = v;
+    mh.msg_iovlen = 2;
+    ssize_t n;
+    do
+        n = recvmsg(fd, &mh, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n == 0)
+        return 0;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+        return -1;
+    size_t got = n < 0 ? 0 : (size_t)n;
+    if (got < sizeof(hdr)) { /* the header in pieces (or a wake-up for nothing) */
+        int r = read_full(fd, hdr + got, sizeof(hdr) - got, deadline);
+        if (r <= 0) {
+            if (r == 0 && got > 0)
+                errno = EPIPE;
+            return r == 0 && got > 0 ? -1 : r;
+        }
+        got = sizeof(hdr);
+    }
+    size_t l = hdr_get(hdr), body = got - sizeof(hdr);
+    if (l == 0 || l > max) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    if (body > l) {
+        errno = EPROTO;
+        return -1;
+    }
+    b->len = body;
+    *len = l;
+    return 1;
 }
 
 /* ---- listening socket (server and publisher) ---- */
@@ -336,18 +374,24 @@ static void *conn_thread(void *p)
     wh_buf_init(&out, 0);
     size_t held = 0; /* what this connection counts in s->held */
     while (!atomic_load(&s->stopping)) {
+        /* the header and the start of the body (a small buffer's worth)
+         * before a slot, the rest in one */
         size_t len;
-        int r = read_len(c->fd, s->max_msg, -1, &len);
+        int r = read_head(c->fd, &in, s->max_msg, -1, &len);
         if (r <= 0) {
             if (r < 0 && errno == EMSGSIZE)
                 wh_warn("ipc %s: a message of a wrong size (0 or over ipc.max_msg_bytes = %zu); "
                         "closing that connection",
                         s->l.path, s->max_msg);
+            else if (r < 0 && errno == EPROTO)
+                wh_warn("ipc %s: a request sent before the reply to the one before; closing "
+                        "that connection",
+                        s->l.path);
             break;
         }
         if (slot_take(s) != WH_OK)
             break;
-        int ok = read_body(c->fd, &in, len, now_ms() + WH_UDS_BODY_MS) == 1;
+        int ok = read_rest(c->fd, &in, len, now_ms() + WH_UDS_BODY_MS) == 1;
         if (ok) {
             wh_buf_reset(&out);
             ok = s->fn(s->arg, (const uint8_t *)in.data, in.len, &out) == WH_OK &&
@@ -577,63 +621,13 @@ int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char
     }
 }
 
-/* Reads a call's reply frame into b (reset first): 1 done, 0 peer closed,
- * -1 error (errno; EMSGSIZE for a length of 0 or above max). The
- * reply is the only frame the connection carries then (one call at a time
- * on it, and a failed call closes it), so once the socket is readable one
- * recvmsg takes the header and as much of the body as is there: a wait
- * and one read for a small reply instead of a read that finds nothing, a
- * wait and two reads. Bytes that came along past the frame are a protocol
- * error. */
+/* Reads a call's reply frame into b (reset first), as read_head, then the
+ * rest of its body. */
 static int read_reply_frame(int fd, wh_buf *b, size_t max, int64_t deadline)
 {
-    wh_buf_reset(b);
-    /* room for a small reply (a NUL's byte kept: 4 KiB allocated) */
-    size_t guess = b->cap > 4096 ? b->cap - 1 : 4095;
-    if (guess > max)
-        guess = max;
-    if (b->max != 0 && guess > b->max)
-        guess = b->max;
-    if (wh_buf_reserve(b, guess) != WH_OK) {
-        errno = ENOMEM;
-        return -1;
-    }
-    if (wait_ready(fd, POLLIN, deadline) != 0)
-        return -1;
-    uint8_t hdr[4];
-    struct iovec v[2] = {{hdr, sizeof(hdr)}, {b->data, guess}};
-    struct msghdr mh = {0};
-    mh.msg_iov = v;
-    mh.msg_iovlen = 2;
-    ssize_t n;
-    do
-        n = recvmsg(fd, &mh, MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    if (n == 0)
-        return 0;
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-        return -1;
-    size_t got = n < 0 ? 0 : (size_t)n;
-    if (got < sizeof(hdr)) { /* the header in pieces (or a wake-up for nothing) */
-        int r = read_full(fd, hdr + got, sizeof(hdr) - got, deadline);
-        if (r <= 0) {
-            if (r == 0 && got > 0)
-                errno = EPIPE;
-            return r == 0 && got > 0 ? -1 : r;
-        }
-        got = sizeof(hdr);
-    }
-    size_t len = hdr_get(hdr), body = got - sizeof(hdr);
-    if (len == 0 || len > max) {
-        errno = EMSGSIZE;
-        return -1;
-    }
-    if (body > len) {
-        errno = EPROTO;
-        return -1;
-    }
-    b->len = body;
-    return read_rest(fd, b, len, deadline);
+    size_t len;
+    int r = read_head(fd, b, max, deadline, &len);
+    return r <= 0 ? r : read_rest(fd, b, len, deadline);
 }
 
 /* Reads a call's reply frame. */

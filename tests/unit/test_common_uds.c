@@ -233,6 +233,41 @@ static void test_kept_buffers_bounded(void **state)
     wh_uds_stop(s);
 }
 
+/* The server takes a request's header and the start of its body with one
+ * read: requests one at a time are served, a request in pieces too, and a
+ * client that sends the next request before the reply to the one before
+ * has its connection closed (one call at a time per connection). */
+static void test_server_one_call_at_a_time(void **state)
+{
+    (void)state;
+    wh_uds_server *s;
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_uds_listen(&s, path, 1u << 20, 4, 1, echo, NULL, err, sizeof(err)), WH_OK);
+    int fd, refused;
+    assert_int_equal(wh_uds_connect(&fd, path, 2000, &refused, err, sizeof(err)), WH_OK);
+    const uint8_t req[4 + 3] = {3, 0, 0, 0, 'a', 'b', 'c'};
+    uint8_t rep[64];
+    /* in pieces: half the header, then the rest */
+    assert_int_equal(write(fd, req, 2), 2);
+    wh_sleep_ms(20);
+    assert_int_equal(write(fd, req + 2, sizeof(req) - 2), sizeof(req) - 2);
+    size_t got = 0;
+    while (got < sizeof(req)) {
+        ssize_t r = read(fd, rep + got, sizeof(req) - got);
+        assert_true(r > 0);
+        got += (size_t)r;
+    }
+    assert_memory_equal(rep, req, sizeof(req)); /* the echo */
+    /* two requests in one write: the connection is closed */
+    uint8_t two[2 * sizeof(req)];
+    memcpy(two, req, sizeof(req));
+    memcpy(two + sizeof(req), req, sizeof(req));
+    assert_int_equal(write(fd, two, sizeof(two)), sizeof(two));
+    assert_int_equal(read(fd, rep, sizeof(rep)), 0);
+    close(fd);
+    wh_uds_stop(s);
+}
+
 /* wh_uds_callv: a request in more pieces than one sendmsg takes (some
  * empty, one of 6 MiB: above the connection's send buffer, WH_UDS_SNDBUF
  * doubled, so writes are partial) arrives as their concatenation. */
@@ -408,6 +443,7 @@ int main(void)
         cmocka_unit_test(test_reply_pieces),
         cmocka_unit_test_setup_teardown(test_kept_buffers_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_callv_pieces, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_one_call_at_a_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_while_waiting, setup, teardown),
     };
