@@ -502,6 +502,19 @@ static void test_pubsub(void **state)
     wh_pub_close(p);
 }
 
+/* A publisher on ipc://DIR/NAME.sock and a subscriber connected to it
+ * (over the direct socket). */
+static void direct_pubsub(const char *name, wh_pub **p, wh_sub **s)
+{
+    char nurl[256], err[WH_ERRLEN];
+    snprintf(nurl, sizeof(nurl), "ipc://%s/%s.sock", dir, name);
+    assert_int_equal(wh_pub_open(p, nurl, err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_sub_open(s, nurl, err, sizeof(err)), WH_OK);
+    for (int i = 0; i < 200 && !wh_sub_connected(*s); i++)
+        usleep(10000);
+    assert_true(wh_sub_connected(*s));
+}
+
 /* Messages a blocking read took along stay in the subscriber's buffer,
  * where epoll cannot see them: wh_sub_buffered says so, and wh_sub_pending
  * then answers from the buffer (the dispatcher's loop after the
@@ -509,15 +522,9 @@ static void test_pubsub(void **state)
 static void test_sub_buffered(void **state)
 {
     (void)state;
-    char nurl[256], err[WH_ERRLEN];
-    snprintf(nurl, sizeof(nurl), "ipc://%s/b.sock", dir);
     wh_pub *p = NULL;
     wh_sub *s = NULL;
-    assert_int_equal(wh_pub_open(&p, nurl, err, sizeof(err)), WH_OK);
-    assert_int_equal(wh_sub_open(&s, nurl, err, sizeof(err)), WH_OK);
-    for (int i = 0; i < 200 && !wh_sub_connected(s); i++)
-        usleep(10000);
-    assert_true(wh_sub_connected(s));
+    direct_pubsub("b", &p, &s);
     char buf[64];
     int seen = 0; /* the publisher has taken the subscriber on */
     for (int i = 0; i < 200 && !seen; i++) {
@@ -553,14 +560,10 @@ static void test_sub_buffered(void **state)
 static void test_pubsub_direct(void **state)
 {
     char nurl[256], err[WH_ERRLEN];
-    snprintf(nurl, sizeof(nurl), "ipc://%s/d.sock", dir);
     wh_pub *p = NULL;
     wh_sub *s = NULL;
-    assert_int_equal(wh_pub_open(&p, nurl, err, sizeof(err)), WH_OK);
-    assert_int_equal(wh_sub_open(&s, nurl, err, sizeof(err)), WH_OK);
-    for (int i = 0; i < 200 && !wh_sub_connected(s); i++)
-        usleep(10000);
-    assert_true(wh_sub_connected(s));
+    direct_pubsub("d", &p, &s);
+    snprintf(nurl, sizeof(nurl), "ipc://%s/d.sock", dir);
     size_t big = 200u << 10;
     char *m = malloc(big), *buf = malloc(WH_NOTE_MSG_MAX);
     assert_non_null(m);
