@@ -5,9 +5,6 @@
 #include <inttypes.h>
 #include <stdatomic.h>
 
-const double wh_hist_bounds[WH_HIST_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                0.25,  0.5,    1,     2.5,  5,     10,   60};
-
 void wh_counter_add(wh_counter *c, uint64_t n)
 {
     atomic_fetch_add_explicit(&c->v, n, memory_order_relaxed);
@@ -28,15 +25,14 @@ int64_t wh_gauge_get(const wh_gauge *g)
     return atomic_load_explicit(&g->v, memory_order_relaxed);
 }
 
-/* wh_hist_bounds in microseconds (whole numbers: 1 ms to 60 s) */
-static const uint64_t bounds_us[WH_HIST_BUCKETS] = {1000,    2500,    5000,     10000,   25000,
-                                                    50000,   100000,  250000,   500000,  1000000,
-                                                    2500000, 5000000, 10000000, 60000000};
+const uint64_t wh_hist_bounds_us[WH_HIST_BUCKETS] = {1000,    2500,    5000,     10000,   25000,
+                                                     50000,   100000,  250000,   500000,  1000000,
+                                                     2500000, 5000000, 10000000, 60000000};
 
 int wh_hist_bucket_us(uint64_t us)
 {
     int i = 0;
-    while (i < WH_HIST_BUCKETS && us > bounds_us[i])
+    while (i < WH_HIST_BUCKETS && us > wh_hist_bounds_us[i])
         i++;
     return i;
 }
@@ -99,7 +95,7 @@ int wh_metric_hist(wh_buf *b, const char *name, const char *labels, const wh_his
         int rc;
         if (i < WH_HIST_BUCKETS)
             rc = wh_buf_printf(b, "%s_bucket{%s%sle=\"%g\"} %" PRIu64 "\n", name, lab, sep,
-                               wh_hist_bounds[i], cum);
+                               (double)wh_hist_bounds_us[i] / 1e6, cum);
         else
             rc = wh_buf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", name, lab, sep, cum);
         if (rc != WH_OK)

@@ -19,8 +19,8 @@ typedef struct wh_histogram {
     _Atomic uint64_t count;
     _Atomic uint64_t sum_us;
 } wh_histogram;
-/* Bucket upper bounds in seconds: 0.001 .. 60 */
-extern const double wh_hist_bounds[WH_HIST_BUCKETS];
+/* Bucket upper bounds in microseconds: 1 ms .. 60 s (rendered in seconds) */
+extern const uint64_t wh_hist_bounds_us[WH_HIST_BUCKETS];
 
 void wh_counter_add(wh_counter *c, uint64_t n);
 uint64_t wh_counter_get(const wh_counter *c);

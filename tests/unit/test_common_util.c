@@ -212,8 +212,10 @@ static void test_metrics_render(void **state)
     assert_int_equal(wh_hist_bucket_us(1001), 1);
     assert_int_equal(wh_hist_bucket_us(60000000), WH_HIST_BUCKETS - 1);
     assert_int_equal(wh_hist_bucket_us(60000001), WH_HIST_BUCKETS);
-    for (int i = 0; i < WH_HIST_BUCKETS; i++) /* the table matches the bounds */
-        assert_int_equal(wh_hist_bucket_us((uint64_t)(wh_hist_bounds[i] * 1e6 + 0.5)), i);
+    for (int i = 0; i < WH_HIST_BUCKETS; i++) { /* each bound is its bucket's last value */
+        assert_int_equal(wh_hist_bucket_us(wh_hist_bounds_us[i]), i);
+        assert_int_equal(wh_hist_bucket_us(wh_hist_bounds_us[i] + 1), i + 1);
+    }
     /* gathered, then added at once: as if observed one by one */
     wh_hist_acc acc = {0};
     wh_hist_acc_add(&acc, 700);
@@ -226,6 +228,10 @@ static void test_metrics_render(void **state)
     wh_buf_cstr(&b);
     assert_non_null(strstr(b.data, "lat_bucket{target=\"a\",le=\"0.001\"} 2\n"));
     assert_non_null(strstr(b.data, "lat_bucket{target=\"a\",le=\"2.5\"} 4\n"));
+    /* every bound rendered in seconds, as Prometheus' default buckets */
+    assert_non_null(strstr(b.data, "le=\"0.0025\"} 2\n"));
+    assert_non_null(strstr(b.data, "le=\"0.25\"} 2\n"));
+    assert_non_null(strstr(b.data, "le=\"60\"} 4\n"));
     assert_non_null(strstr(b.data, "lat_bucket{target=\"a\",le=\"+Inf\"} 5\n"));
     assert_non_null(strstr(b.data, "lat_count{target=\"a\"} 5\n"));
     wh_buf_free(&b);
