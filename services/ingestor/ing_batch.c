@@ -78,6 +78,7 @@ struct ing_batcher {
     size_t max_batch_bytes;
     _Atomic int64_t flush_bytes, flush_age_us, window_bytes, backlog_linger_us;
     int backlog; /* replication thread: the slot has a backlog (ing_batcher_set_backlog) */
+    int held;    /* replication thread: the last tick held the open batch for a free sender */
 
     /* replication thread only */
     batch *open;
@@ -92,6 +93,7 @@ struct ing_batcher {
     batch *free_list;
     _Atomic int sender_busy; /* a chain in flight or batches queued (set under mu) */
     int wake_fd;             /* eventfd: the sender finished a request */
+    _Atomic int want_wake;   /* the replication thread waits for an ack (ing_batcher_want_wake) */
     int stop;
     int thread_started;
     pthread_t thread;
@@ -473,10 +475,24 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
     }
 }
 
+/* Wakes the replication thread if it waits for an ack. Called after the
+ * ack's effects are stored: with the replication thread's store of
+ * want_wake before it looks at them (both sequentially consistent), one of
+ * the two sees the other, so no wake-up is lost. */
+static void wake(ing_batcher *bt)
+{
+    if (!atomic_load(&bt->want_wake))
+        return;
+    uint64_t one = 1;
+    ssize_t w = write(bt->wake_fd, &one, sizeof(one)); /* EAGAIN: already signalled */
+    WH_UNUSED(w);
+}
+
 /* A request of the chain was acknowledged: everything in it is durable, and
  * so is `ack` (the ack_lsn of batches that ended in it or before it). The
  * replication thread is woken: the window has room again, the flush LSN may
- * move, and an open batch may go out now that nothing is in flight. */
+ * move, and an open batch may go out now that nothing is in flight; if it
+ * asked for that (ing_batcher_want_wake). */
 static void request_done(ing_batcher *bt, uint64_t ack, size_t bytes, size_t nev)
 {
     if (bt->ntiov > 0 || bt->tiov_serial > 0) { /* its TOAST ops are durable */
@@ -490,9 +506,7 @@ static void request_done(ing_batcher *bt, uint64_t ack, size_t bytes, size_t nev
         ;
     atomic_fetch_add(&bt->events_sent, nev);
     atomic_fetch_sub(&bt->unacked_bytes, (int64_t)bytes);
-    uint64_t one = 1;
-    ssize_t w = write(bt->wake_fd, &one, sizeof(one)); /* EAGAIN: already signalled */
-    WH_UNUSED(w);
+    wake(bt);
 }
 
 /* Adds batch b's TOAST ops to the request being packed. */
@@ -639,8 +653,10 @@ static void *sender_main(void *arg)
         atomic_fetch_add(&bt->batches_sent, nb);
         pthread_mutex_lock(&bt->mu);
         bt->inflight = NULL;
-        if (!bt->qhead)
+        if (!bt->qhead) {
             atomic_store(&bt->sender_busy, 0);
+            wake(bt); /* an open batch that waits for a free sender goes out */
+        }
         /* a large buffer is not worth keeping: it stays resident while the
          * next batches fill, and growing a fresh one costs little */
         for (batch *b = first; b; b = b->next) {
@@ -700,6 +716,7 @@ int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t e
     pthread_mutex_init(&bt->mu, NULL);
     pthread_cond_init(&bt->cv, NULL);
     pthread_cond_init(&bt->acked_cv, NULL);
+    atomic_init(&bt->want_wake, 1);
     bt->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (bt->wake_fd < 0) {
         wh_seterr(err, errlen, "eventfd: %s", strerror(errno));
@@ -965,6 +982,7 @@ int ing_batcher_seal(ing_batcher *bt, char *err, size_t errlen)
 uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us)
 {
     batch *b = bt->open;
+    bt->held = 0;
     if (b->nev == 0) {
         char err[128];
         if (bt->tcarry.len > 0 && toast_flush(bt, err, sizeof(err)) != WH_OK)
@@ -987,7 +1005,8 @@ uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us)
      * wait for a request's worth (or the commit, or an event after them) */
     if (b->kind == BATCH_STAGED && b->json.len < ING_BATCH_FILL)
         return UINT64_MAX;
-    if (bt->backlog && atomic_load(&bt->sender_busy))
+    bt->held = bt->backlog && atomic_load(&bt->sender_busy);
+    if (bt->held)
         return UINT64_MAX;
     if (bt->backlog && b->json.len < ING_BATCH_FILL) {
         uint64_t due = b->first_us + (uint64_t)atomic_load(&bt->backlog_linger_us);
@@ -1000,6 +1019,11 @@ uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us)
     return UINT64_MAX;
 }
 
+int ing_batcher_held(const ing_batcher *bt)
+{
+    return bt->held;
+}
+
 int ing_batcher_sender_busy(const ing_batcher *bt)
 {
     return atomic_load(&((ing_batcher *)bt)->sender_busy);
@@ -1008,6 +1032,11 @@ int ing_batcher_sender_busy(const ing_batcher *bt)
 int ing_batcher_wake_fd(const ing_batcher *bt)
 {
     return bt->wake_fd;
+}
+
+void ing_batcher_want_wake(ing_batcher *bt, int on)
+{
+    atomic_store(&bt->want_wake, on);
 }
 
 void ing_batcher_wake_clear(ing_batcher *bt)

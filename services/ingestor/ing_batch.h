@@ -82,11 +82,20 @@ uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us);
 /* 1 while the slot has a backlog (the server's WAL end well ahead of what
  * was received): batches then wait to fill (see ing_batcher_tick). */
 void ing_batcher_set_backlog(ing_batcher *bt, int backlog);
+/* 1 when the last ing_batcher_tick held the open batch until the sender is
+ * free (a backlog): an ack is to wake the replication thread. */
+int ing_batcher_held(const ing_batcher *bt);
 /* 1 while a request is in flight or sealed batches wait. */
 int ing_batcher_sender_busy(const ing_batcher *bt);
 /* Readable after the sender finished a request (acked LSN, window room,
- * sender free); ing_batcher_wake_clear resets it. */
+ * sender free) while the replication thread asked for that
+ * (ing_batcher_want_wake, on at first); ing_batcher_wake_clear resets it. */
 int ing_batcher_wake_fd(const ing_batcher *bt);
+/* on = 1: the replication thread is to be woken by acks; 0: it is not
+ * (it does not wait for one: a live stream with a status update just
+ * sent). After turning it on, the caller looks again at what it waits for
+ * before it sleeps (an ack that came meanwhile did not wake it). */
+void ing_batcher_want_wake(ing_batcher *bt, int on);
 void ing_batcher_wake_clear(ing_batcher *bt);
 
 uint64_t ing_batcher_acked_lsn(const ing_batcher *bt);

@@ -152,7 +152,8 @@ static void test_flow(void **state)
     /* a request in flight (live stream): what was decoded is sealed at once
      * and queued; the sender sends the queue as its next request the moment
      * the store acknowledged the one in flight, without the replication
-     * thread (which the ack still wakes: window room, a flush LSN) */
+     * thread (which the ack still wakes when it asked: window room, a
+     * flush LSN) */
     pthread_mutex_lock(&s.mu);
     s.delay_ms = 300;
     pthread_mutex_unlock(&s.mu);
@@ -175,18 +176,60 @@ static void test_flow(void **state)
     ing_batcher_wake_clear(bt);
     assert_int_equal(poll(&pfd, 1, 0), 0);
 
+    /* the replication thread does not wait for an ack (a live stream just
+     * after a status update): acks leave it asleep; when it asks again,
+     * the next ack wakes it */
+    ing_batcher_want_wake(bt, 0);
+    add_events(bt, 125, 1, 100);
+    ing_batcher_note_commit(bt, 165);
+    assert_int_equal(ing_batcher_seal(bt, err, sizeof(err)), WH_OK);
+    assert_int_equal(ing_batcher_drain(bt, 5000), WH_OK); /* acked, sender free */
+    assert_int_equal(ing_batcher_acked_lsn(bt), 165);
+    assert_false(ing_batcher_sender_busy(bt));
+    assert_int_equal(poll(&pfd, 1, 0), 0);
+    ing_batcher_want_wake(bt, 1);
+    add_events(bt, 127, 1, 100);
+    ing_batcher_note_commit(bt, 167);
+    assert_int_equal(ing_batcher_seal(bt, err, sizeof(err)), WH_OK);
+    assert_int_equal(poll(&pfd, 1, 5000), 1);
+    assert_int_equal(ing_batcher_drain(bt, 5000), WH_OK);
+    assert_int_equal(ing_batcher_acked_lsn(bt), 167);
+    ing_batcher_wake_clear(bt);
+
+    /* with a backlog, the open batch is held while a request is in flight;
+     * the ack wakes the replication thread, which is not woken again by
+     * the sender marking itself free (drain returns after both) */
+    ing_batcher_set_backlog(bt, 1);
+    add_events(bt, 128, 1, 100);
+    assert_int_equal(ing_batcher_seal(bt, err, sizeof(err)), WH_OK);
+    add_events(bt, 129, 1, 100);
+    assert_int_equal(ing_batcher_tick(bt, wh_now_us()), UINT64_MAX);
+    assert_true(ing_batcher_held(bt));
+    assert_int_equal(ing_batcher_open_events(bt), 1);
+    assert_int_equal(poll(&pfd, 1, 5000), 1);
+    assert_int_equal(ing_batcher_drain(bt, 5000), WH_OK);
+    assert_false(ing_batcher_sender_busy(bt));
+    ing_batcher_wake_clear(bt);
+    /* the sender free, the held batch (older than busy_linger_us by now)
+     * goes out */
+    assert_int_equal(ing_batcher_tick(bt, wh_now_us()), UINT64_MAX);
+    assert_false(ing_batcher_held(bt));
+    assert_int_equal(ing_batcher_open_events(bt), 0);
+    assert_int_equal(ing_batcher_drain(bt, 5000), WH_OK);
+    ing_batcher_wake_clear(bt);
+
     /* with a backlog, a small batch waits to fill (up to busy_linger_us)
      * even with nothing in flight */
-    ing_batcher_set_backlog(bt, 1);
     add_events(bt, 130, 2, 100);
     uint64_t due = ing_batcher_tick(bt, wh_now_us());
     assert_true(due != UINT64_MAX);
+    assert_false(ing_batcher_held(bt));
     assert_int_equal(ing_batcher_open_events(bt), 2);
     assert_int_equal(ing_batcher_tick(bt, due), UINT64_MAX); /* sealed by age */
     assert_int_equal(ing_batcher_open_events(bt), 0);
     ing_batcher_set_backlog(bt, 0);
     assert_int_equal(ing_batcher_drain(bt, 5000), WH_OK);
-    wait_events(&s, 8);
+    wait_events(&s, 12);
     ing_batcher_wake_clear(bt);
     pthread_mutex_lock(&s.mu);
     s.delay_ms = 0;
@@ -198,7 +241,7 @@ static void test_flow(void **state)
     ing_batcher_note_commit(bt, 250);
     assert_int_equal(ing_batcher_seal(bt, err, sizeof(err)), WH_OK);
     assert_int_equal(ing_batcher_drain(bt, 2000), WH_OK);
-    wait_events(&s, 18);
+    wait_events(&s, 22);
     assert_int_equal(ing_batcher_acked_lsn(bt), 250);
     pthread_mutex_lock(&s.mu);
     assert_int_equal(s.max_ack, 250);
@@ -212,7 +255,7 @@ static void test_flow(void **state)
     ing_batcher_note_commit(bt, 350);
     ing_batcher_seal(bt, err, sizeof(err));
     assert_int_equal(ing_batcher_drain(bt, 10000), WH_OK);
-    wait_events(&s, 38);
+    wait_events(&s, 42);
     assert_int_equal(ing_batcher_acked_lsn(bt), 350);
 
     /* credit window: a slow store lets unacked bytes pile up past it */
@@ -224,7 +267,7 @@ static void test_flow(void **state)
     assert_true(ing_batcher_unacked_bytes(bt) > 64 * 1024);
     assert_int_equal(ing_batcher_drain(bt, 20000), WH_OK);
     assert_false(ing_batcher_window_full(bt));
-    wait_events(&s, 238);
+    wait_events(&s, 242);
     pthread_mutex_lock(&s.mu);
     assert_true(s.order_ok);
     /* the queued batches were coalesced into fewer requests */
