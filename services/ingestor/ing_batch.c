@@ -93,7 +93,7 @@ struct ing_batcher {
     batch *free_list;
     _Atomic int sender_busy; /* a chain in flight or batches queued (set under mu) */
     int wake_fd;             /* eventfd: the sender finished a request */
-    _Atomic int want_wake;   /* the replication thread waits for an ack (ing_batcher_want_wake) */
+    _Atomic int want_wake;   /* ING_WAKE_*: what the replication thread waits for */
     int stop;
     int thread_started;
     pthread_t thread;
@@ -475,13 +475,14 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
     }
 }
 
-/* Wakes the replication thread if it waits for an ack. Called after the
- * ack's effects are stored: with the replication thread's store of
- * want_wake before it looks at them (both sequentially consistent), one of
- * the two sees the other, so no wake-up is lost. */
-static void wake(ing_batcher *bt)
+/* Wakes the replication thread if it waits for what happened (`what`:
+ * ING_WAKE_ACK after a request's ack, ING_WAKE_FREE once the sender is
+ * free as well). Called after the effects are stored: with the replication
+ * thread's store of want_wake before it looks at them (both sequentially
+ * consistent), one of the two sees the other, so no wake-up is lost. */
+static void wake(ing_batcher *bt, int what)
 {
-    if (!atomic_load(&bt->want_wake))
+    if (!(atomic_load(&bt->want_wake) & what))
         return;
     uint64_t one = 1;
     ssize_t w = write(bt->wake_fd, &one, sizeof(one)); /* EAGAIN: already signalled */
@@ -506,7 +507,7 @@ static void request_done(ing_batcher *bt, uint64_t ack, size_t bytes, size_t nev
         ;
     atomic_fetch_add(&bt->events_sent, nev);
     atomic_fetch_sub(&bt->unacked_bytes, (int64_t)bytes);
-    wake(bt);
+    wake(bt, ING_WAKE_ACK);
 }
 
 /* Adds batch b's TOAST ops to the request being packed. */
@@ -655,7 +656,9 @@ static void *sender_main(void *arg)
         bt->inflight = NULL;
         if (!bt->qhead) {
             atomic_store(&bt->sender_busy, 0);
-            wake(bt); /* an open batch that waits for a free sender goes out */
+            /* an open batch held for a free sender goes out (an ack alone
+             * woke for nothing: the sender was still busy) */
+            wake(bt, ING_WAKE_ACK | ING_WAKE_FREE);
         }
         /* a large buffer is not worth keeping: it stays resident while the
          * next batches fill, and growing a fresh one costs little */
@@ -716,7 +719,7 @@ int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t e
     pthread_mutex_init(&bt->mu, NULL);
     pthread_cond_init(&bt->cv, NULL);
     pthread_cond_init(&bt->acked_cv, NULL);
-    atomic_init(&bt->want_wake, 1);
+    atomic_init(&bt->want_wake, ING_WAKE_ACK | ING_WAKE_FREE);
     bt->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (bt->wake_fd < 0) {
         wh_seterr(err, errlen, "eventfd: %s", strerror(errno));
@@ -1034,9 +1037,9 @@ int ing_batcher_wake_fd(const ing_batcher *bt)
     return bt->wake_fd;
 }
 
-void ing_batcher_want_wake(ing_batcher *bt, int on)
+void ing_batcher_want_wake(ing_batcher *bt, int what)
 {
-    atomic_store(&bt->want_wake, on);
+    atomic_store(&bt->want_wake, what);
 }
 
 void ing_batcher_wake_clear(ing_batcher *bt)

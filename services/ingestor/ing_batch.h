@@ -87,15 +87,17 @@ void ing_batcher_set_backlog(ing_batcher *bt, int backlog);
 int ing_batcher_held(const ing_batcher *bt);
 /* 1 while a request is in flight or sealed batches wait. */
 int ing_batcher_sender_busy(const ing_batcher *bt);
-/* Readable after the sender finished a request (acked LSN, window room,
- * sender free) while the replication thread asked for that
- * (ing_batcher_want_wake, on at first); ing_batcher_wake_clear resets it. */
+/* Readable after the sender finished a request (acked LSN, window room)
+ * or became free, when the replication thread asked for that
+ * (ing_batcher_want_wake; both at first); ing_batcher_wake_clear resets it. */
 int ing_batcher_wake_fd(const ing_batcher *bt);
-/* on = 1: the replication thread is to be woken by acks; 0: it is not
- * (it does not wait for one: a live stream with a status update just
- * sent). After turning it on, the caller looks again at what it waits for
- * before it sleeps (an ack that came meanwhile did not wake it). */
-void ing_batcher_want_wake(ing_batcher *bt, int on);
+#define ING_WAKE_ACK 1  /* every ack: window room, a flush LSN to report */
+#define ING_WAKE_FREE 2 /* the sender free: a held batch can go out */
+/* What the replication thread is to be woken for (ING_WAKE_* bits, 0:
+ * nothing: a live stream with a status update just sent). After asking,
+ * the caller looks again at what it waits for before it sleeps (what
+ * happened before it asked did not wake it). */
+void ing_batcher_want_wake(ing_batcher *bt, int what);
 void ing_batcher_wake_clear(ing_batcher *bt);
 
 uint64_t ing_batcher_acked_lsn(const ing_batcher *bt);

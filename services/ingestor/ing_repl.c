@@ -1425,23 +1425,27 @@ static int stream(repl *r, char *err, size_t errlen)
 
         /* wait for the socket (unless throttled), the sender (an ack:
          * window room, a flush LSN to report, an open batch to send), the
-         * batch age deadline, the status timer. An ack wakes this thread
-         * only when it waits for one: throttled, an open batch held until
-         * the sender is free, or a prompt update due at the ack. A live
-         * stream just after an update sleeps through the acks (one wake-up
-         * per event fewer) and wakes for the prompt update at its time. */
+         * batch age deadline, the status timer. The sender wakes this
+         * thread only for what it waits for: every ack when throttled or
+         * when a prompt update is due; the sender free when an open batch
+         * is held for it. A live stream just after an update sleeps through
+         * the acks (one wake-up per event fewer) and wakes for the prompt
+         * update at its time. */
         int prompt_due = r->last_status_ms + prompt_ms <= now_ms;
-        int want_ack = throttled || ing_batcher_held(r->bt) || prompt_due;
-        ing_batcher_want_wake(r->bt, want_ack);
+        int want_ack = throttled || prompt_due;
+        ing_batcher_want_wake(r->bt, (want_ack ? ING_WAKE_ACK : 0) |
+                                         (ing_batcher_held(r->bt) ? ING_WAKE_FREE : 0));
         uint64_t wait_us = (r->last_status_ms + interval_ms) * 1000 > now_us
                                ? (r->last_status_ms + interval_ms) * 1000 - now_us
                                : 0;
         if (bdue != UINT64_MAX)
             wait_us = bdue > now_us ? (bdue - now_us < wait_us ? bdue - now_us : wait_us) : 0;
         /* the prompt update after an ack, or after the acks still to come
-         * (not woken by them); an ack that came before want_wake was set
-         * is seen here */
-        if (flush_lsn(r) > r->flushed || (!want_ack && ing_batcher_unacked_bytes(r->bt) > 0)) {
+         * (not woken by them: anything queued or in flight, a request
+         * without events too). The sender is seen busy before the acked
+         * LSN is read: free, it stored the LSN of its last ack before */
+        int busy = ing_batcher_sender_busy(r->bt);
+        if (flush_lsn(r) > r->flushed || (!want_ack && busy)) {
             uint64_t at = (r->last_status_ms + prompt_ms) * 1000;
             uint64_t w = at > now_us ? at - now_us : 0;
             if (w < wait_us)

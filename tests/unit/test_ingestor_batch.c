@@ -171,7 +171,7 @@ static void test_flow(void **state)
     assert_int_equal(ing_batcher_drain(bt, 5000), WH_OK);
     assert_int_equal(ing_batcher_acked_lsn(bt), 160);
     for (int i = 0; i < 500 && ing_batcher_sender_busy(bt); i++)
-        wh_sleep_ms(10); /* the sender signals, then marks itself free */
+        wh_sleep_ms(10); /* the sender signals the ack, then marks itself free */
     assert_false(ing_batcher_sender_busy(bt));
     ing_batcher_wake_clear(bt);
     assert_int_equal(poll(&pfd, 1, 0), 0);
@@ -187,7 +187,7 @@ static void test_flow(void **state)
     assert_int_equal(ing_batcher_acked_lsn(bt), 165);
     assert_false(ing_batcher_sender_busy(bt));
     assert_int_equal(poll(&pfd, 1, 0), 0);
-    ing_batcher_want_wake(bt, 1);
+    ing_batcher_want_wake(bt, ING_WAKE_ACK);
     add_events(bt, 127, 1, 100);
     ing_batcher_note_commit(bt, 167);
     assert_int_equal(ing_batcher_seal(bt, err, sizeof(err)), WH_OK);
@@ -197,21 +197,27 @@ static void test_flow(void **state)
     ing_batcher_wake_clear(bt);
 
     /* with a backlog, the open batch is held while a request is in flight;
-     * the ack wakes the replication thread, which is not woken again by
-     * the sender marking itself free (drain returns after both) */
+     * waiting only for a free sender, the replication thread is woken once
+     * the sender is free, not by the ack before (drain returns after both:
+     * the sender marks itself free and wakes under its lock) */
     ing_batcher_set_backlog(bt, 1);
+    ing_batcher_want_wake(bt, ING_WAKE_FREE);
     add_events(bt, 128, 1, 100);
+    ing_batcher_note_commit(bt, 168);
     assert_int_equal(ing_batcher_seal(bt, err, sizeof(err)), WH_OK);
     add_events(bt, 129, 1, 100);
     assert_int_equal(ing_batcher_tick(bt, wh_now_us()), UINT64_MAX);
     assert_true(ing_batcher_held(bt));
     assert_int_equal(ing_batcher_open_events(bt), 1);
-    assert_int_equal(poll(&pfd, 1, 5000), 1);
+    for (int i = 0; i < 500 && ing_batcher_acked_lsn(bt) < 168; i++)
+        wh_sleep_ms(1); /* acked; the sender marks itself free just after */
     assert_int_equal(ing_batcher_drain(bt, 5000), WH_OK);
     assert_false(ing_batcher_sender_busy(bt));
+    assert_int_equal(poll(&pfd, 1, 0), 1); /* woken by the sender free */
     ing_batcher_wake_clear(bt);
-    /* the sender free, the held batch (older than busy_linger_us by now)
-     * goes out */
+    ing_batcher_want_wake(bt, ING_WAKE_ACK | ING_WAKE_FREE);
+    /* the sender free, the held batch (older than busy_linger_us, 100 ms
+     * by default, after the store's 300 ms) goes out */
     assert_int_equal(ing_batcher_tick(bt, wh_now_us()), UINT64_MAX);
     assert_false(ing_batcher_held(bt));
     assert_int_equal(ing_batcher_open_events(bt), 0);
