@@ -83,7 +83,8 @@ uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us);
  * was received): batches then wait to fill (see ing_batcher_tick). */
 void ing_batcher_set_backlog(ing_batcher *bt, int backlog);
 /* 1 when the last ing_batcher_tick held the open batch until the sender is
- * free (a backlog): an ack is to wake the replication thread. */
+ * free (a backlog): the sender free is to wake the replication thread
+ * (ING_WAKE_FREE). */
 int ing_batcher_held(const ing_batcher *bt);
 /* 1 while a request is in flight or sealed batches wait. */
 int ing_batcher_sender_busy(const ing_batcher *bt);
