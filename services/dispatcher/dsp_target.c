@@ -359,6 +359,17 @@ static void lat_trace(const char *hop, const int64_t *ts, size_t n)
     wh_lat_trace_flush();
 }
 
+/* Adds an event's commit -> 2xx time to acc (the latency histogram's
+ * batch); an event without a commit time (a non-transactional message) is
+ * not counted. */
+static void lat_observe(wh_hist_acc *acc, int64_t now_wall, int64_t commit_ts)
+{
+    if (commit_ts == 0)
+        return;
+    int64_t d = now_wall - commit_ts;
+    wh_hist_acc_add(acc, d > 0 ? (uint64_t)d : 0);
+}
+
 /* ---- reader thread ---------------------------------------------------- */
 
 /* A batch that has room for more events (count and bytes). */
@@ -2570,12 +2581,8 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
         int64_t now_wall = wh_wallclock_us();
         lat_trace("dsp_ok", b->commit_ts + first, n);
         wh_hist_acc acc = {0};
-        for (size_t i = first; i < first + n; i++) {
-            if (b->commit_ts[i] == 0)
-                continue; /* no commit time (non-transactional message) */
-            int64_t d = now_wall - b->commit_ts[i];
-            wh_hist_acc_add(&acc, d > 0 ? (uint64_t)d : 0);
-        }
+        for (size_t i = first; i < first + n; i++)
+            lat_observe(&acc, now_wall, b->commit_ts[i]);
         wh_hist_add(&t->latency, &acc);
         wh_counter_add(&t->delivered, n);
         if (b->replay)
@@ -2693,10 +2700,7 @@ void dsp_target_lane_finished(dsp_target *t, dsp_xfer *x, CURLM *multi, CURLcode
         for (size_t k = 0; k < ln->nidx; k++) {
             uint32_t i = ln->idx[k];
             ev_done[i] = 1;
-            if (b->commit_ts[i] == 0)
-                continue;
-            int64_t d = now_wall - b->commit_ts[i];
-            wh_hist_acc_add(&acc, d > 0 ? (uint64_t)d : 0);
+            lat_observe(&acc, now_wall, b->commit_ts[i]);
         }
         wh_hist_add(&t->latency, &acc);
         wh_counter_add(&t->delivered, ln->nidx);
