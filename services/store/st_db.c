@@ -79,6 +79,8 @@ struct st_tenant {
     pthread_mutex_t wm_mu;       /* the fields below */
     uint64_t wm_lsn;             /* GC watermark: never moves back */
     uint32_t wm_seq;
+    int wm_incl;            /* 1: the consumers' minimum, passed by all (its event goes too);
+                             * 0: the retention floor or read back at open (its event stays) */
     uint64_t wm_stored_lsn; /* the W key's value */
     uint32_t wm_stored_seq;
     uint64_t floor_lsn; /* retention floor: events below it may go */
@@ -113,8 +115,9 @@ struct st_tenant {
 /* Per-compaction snapshot of a tenant's watermark. */
 typedef struct st_gc_snap {
     st_tenant *t;
-    uint64_t lsn; /* the watermark: keys strictly below it are dropped */
+    uint64_t lsn; /* the watermark: keys below it are dropped, */
     uint32_t seq;
+    int incl;          /* ... and the key at it when 1 (st_tenant.wm_incl) */
     uint64_t next_us;  /* the next re-read of the watermark */
     uint64_t wait_end; /* a flush may wait for the readers until then */
     int keys;          /* keys seen */
@@ -312,11 +315,11 @@ static int parse_event_key(const char *k, size_t kl, char *tenant, uint64_t *lsn
 
 #define ST_GC_REFRESH_US 200      /* the watermark re-read while keys are kept */
 #define ST_GC_FLUSH_WAIT_US 40000 /* a flush waits for the readers at most this long, */
-#define ST_GC_FLUSH_WAIT_DIV 4    /* ... and a quarter of the time since the last flush */
+#define ST_GC_FLUSH_WAIT_DIV 2    /* ... and half the time since the last flush */
 #define ST_GC_STALL_US 25000      /* ... while the watermark moves this often */
 #define ST_GC_STEP_US 500         /* its sleep between two re-reads */
 
-static void tenant_watermark(st_tenant *t, uint64_t *lsn, uint32_t *seq);
+static void tenant_watermark(st_tenant *t, uint64_t *lsn, uint32_t *seq, int *incl);
 
 static void gc_snap_free(void *state)
 {
@@ -335,16 +338,27 @@ static int gc_snap_refresh(st_gc_snap *s, uint64_t now)
 {
     uint64_t l;
     uint32_t q;
+    int incl;
     s->next_us = now + ST_GC_REFRESH_US;
-    tenant_watermark(s->t, &l, &q);
-    if (wh_pos_cmp(l, q, s->lsn, s->seq) <= 0)
+    tenant_watermark(s->t, &l, &q, &incl);
+    int c = wh_pos_cmp(l, q, s->lsn, s->seq);
+    if (c < 0 || (c == 0 && incl <= s->incl))
         return 0;
     s->lsn = l;
     s->seq = q;
+    s->incl = incl;
     return 1;
 }
 
-/* 1 when the event key is strictly below the snapshot's watermark.
+/* 1 when the key at (lsn, seq) is garbage under the snapshot's watermark */
+static int gc_below(const st_gc_snap *s, uint64_t lsn, uint32_t seq)
+{
+    int c = wh_pos_cmp(lsn, seq, s->lsn, s->seq);
+    return c < 0 || (c == 0 && s->incl);
+}
+
+/* 1 when the event key is below the snapshot's watermark, or at it when
+ * every consumer has passed it (gc_below).
  *
  * The watermark is re-read every ST_GC_REFRESH_US while keys are kept: a
  * job's keys come in order, the newest last, and the readers go on while
@@ -356,7 +370,7 @@ static int gc_snap_refresh(st_gc_snap *s, uint64_t now)
  * until wait_end. A memtable of events the readers are about to deliver is
  * then dropped instead of written to a level-0 file and compacted away
  * later. wait_end is ST_GC_FLUSH_WAIT_US after the flush started, and at
- * most a quarter of the time since the tenant's last flush started: the
+ * most half the time since the tenant's last flush started: the
  * next memtable takes about that long to fill, and writes stall only when
  * it is full before this flush ends. A reader that stopped ends the wait
  * (no movement). */
@@ -370,7 +384,7 @@ static int gc_drop(void *snap, const char *key, size_t key_length)
     if (parse_event_key(key, key_length, NULL, &lsn, &seq) != WH_OK)
         return 0;
     int first = s->keys++ == 0;
-    while (wh_pos_cmp(lsn, seq, s->lsn, s->seq) >= 0) {
+    while (!gc_below(s, lsn, seq)) {
         uint64_t now = wh_now_us();
         if (now >= s->next_us && gc_snap_refresh(s, now))
             continue;
@@ -417,7 +431,7 @@ static const char *gc_factory_name(void *state)
 /* The tenant's watermark, moved forward to min(offsets of its live
  * consumers not marked NEEDS_SNAPSHOT) and to the retention floor; never
  * back. No consumer and no floor: (0,0), nothing is dropped. */
-static void tenant_watermark(st_tenant *t, uint64_t *lsn, uint32_t *seq)
+static void tenant_watermark(st_tenant *t, uint64_t *lsn, uint32_t *seq, int *incl)
 {
     st_db *db = t->db;
     int have = 0;
@@ -438,17 +452,23 @@ static void tenant_watermark(st_tenant *t, uint64_t *lsn, uint32_t *seq)
     }
     pthread_rwlock_unlock(&db->off_lock);
     pthread_mutex_lock(&t->wm_mu);
-    if (have && wh_pos_cmp(ml, ms, t->wm_lsn, t->wm_seq) > 0) {
+    int c = have ? wh_pos_cmp(ml, ms, t->wm_lsn, t->wm_seq) : -1;
+    if (c > 0 || (c == 0 && !t->wm_incl)) {
+        /* a consumer's offset is the last event it passed: that one goes too */
         t->wm_lsn = ml;
         t->wm_seq = ms;
+        t->wm_incl = 1;
         atomic_store(&t->wm_moved_us, wh_now_us());
     }
     if (wh_pos_cmp(t->floor_lsn, t->floor_seq, t->wm_lsn, t->wm_seq) > 0) {
-        t->wm_lsn = t->floor_lsn;
+        t->wm_lsn = t->floor_lsn; /* the first event kept */
         t->wm_seq = t->floor_seq;
+        t->wm_incl = 0;
     }
     *lsn = t->wm_lsn;
     *seq = t->wm_seq;
+    if (incl)
+        *incl = t->wm_incl;
     pthread_mutex_unlock(&t->wm_mu);
 }
 
@@ -3908,6 +3928,7 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         pthread_rwlock_unlock(&db->off_lock);
         pthread_mutex_lock(&t->wm_mu);
         t->wm_lsn = t->wm_stored_lsn = t->floor_lsn = t->drop_lsn = 0;
+        t->wm_incl = 0;
         t->wm_seq = t->wm_stored_seq = t->floor_seq = t->drop_seq = 0;
         t->has_drop = 0;
         memset(&t->stats, 0, sizeof(t->stats));
@@ -4158,7 +4179,7 @@ static void maintain_tenant(st_db *db, st_tenant *t)
     int64_t now_us = wh_wallclock_us();
     uint64_t wl;
     uint32_t ws;
-    tenant_watermark(t, &wl, &ws);
+    tenant_watermark(t, &wl, &ws, NULL);
 
     /* retention caps */
     int64_t cap_age_ms = atomic_load(&db->ret_age_ms);
@@ -4214,7 +4235,7 @@ static void maintain_tenant(st_db *db, st_tenant *t)
     /* a consumer is behind when an event after its offset goes: its offset
      * is below the last event that goes (one at that event has it) */
     ns = mark_behind(db, t, drop ? dl : 0, drop ? ds : 0); /* (0,0): counts the marks only */
-    tenant_watermark(t, &wl, &ws);
+    tenant_watermark(t, &wl, &ws, NULL);
 
     /* W key, and the garbage below the watermark */
     st_tenant *h;
@@ -4298,7 +4319,7 @@ static int gc_slice(st_db *db, st_tenant *t, int tail, uint64_t *end_lsn, uint32
 {
     uint64_t wl;
     uint32_t ws;
-    tenant_watermark(t, &wl, &ws);
+    tenant_watermark(t, &wl, &ws, NULL);
     if (wl == 0 && ws == 0)
         return 0;
     /* approximate sizes read 0 for a range inside one block: with tail
@@ -4391,7 +4412,7 @@ static void gc_round_robin(st_db *db, st_tenant **tv, size_t nt)
             } else {
                 uint64_t wl;
                 uint32_t ws;
-                tenant_watermark(tv[i], &wl, &ws);
+                tenant_watermark(tv[i], &wl, &ws, NULL);
                 gc_compact(db, tv[i], el, es, bytes);
                 slices++;
                 sliced[i] = 1;
@@ -4488,7 +4509,7 @@ int st_db_watermark(st_db *db, const char *tenant, uint64_t *lsn, uint32_t *seq)
     st_tenant *t = tenant_find(db, tenant, 0);
     if (t == NULL)
         return WH_OK;
-    tenant_watermark(t, lsn, seq);
+    tenant_watermark(t, lsn, seq, NULL);
     return WH_OK;
 }
 
