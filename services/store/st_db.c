@@ -79,8 +79,10 @@ struct st_tenant {
     pthread_mutex_t wm_mu;       /* the fields below */
     uint64_t wm_lsn;             /* GC watermark: never moves back */
     uint32_t wm_seq;
-    int wm_incl;            /* 1: the consumers' minimum, passed by all (its event goes too);
-                             * 0: the retention floor or read back at open (its event stays) */
+    /* wm_incl 1: the watermark is the consumers' minimum, passed by all (its
+     * event goes too, unless it is the newest); 0: the retention floor or
+     * read back at open (its event stays) */
+    int wm_incl;
     uint64_t wm_stored_lsn; /* the W key's value */
     uint32_t wm_stored_seq;
     uint64_t floor_lsn; /* retention floor: events below it may go */
@@ -92,8 +94,11 @@ struct st_tenant {
     _Atomic uint64_t gc_dropped;
     _Atomic uint64_t gc_compactions; /* GC slices compacted */
     _Atomic int gc_tail;          /* a slice left garbage below the watermark: collect all of it */
-    _Atomic uint64_t gc_flush_us; /* when the last flush of its events started (gc_snap_take) */
     _Atomic uint64_t wm_moved_us; /* when its watermark last moved (tenant_watermark) */
+    /* the highest commit LSN of its events written since the store opened
+     * (0: none): the GC drops the event at the watermark only below it, so
+     * the tenant's last event, which says where it ends, stays */
+    _Atomic uint64_t newest_lsn;
     /* write token bucket (under wm_mu) */
     double tb_bytes, tb_events;
     uint64_t tb_ms;
@@ -181,6 +186,7 @@ struct st_db {
     size_t nbuckets, noffs;
 
     _Atomic uint64_t gc_dropped;
+    _Atomic uint64_t gc_flush_us;    /* when the last flush of events started (gc_snap_take) */
     _Atomic uint64_t gc_compactions; /* garbage ranges compacted */
     uint64_t gc_slice_bytes;         /* most SST bytes one GC compaction covers */
     _Atomic size_t gc_next;          /* round-robin start, moved on by every pass */
@@ -315,7 +321,7 @@ static int parse_event_key(const char *k, size_t kl, char *tenant, uint64_t *lsn
 
 #define ST_GC_REFRESH_US 200      /* the watermark re-read while keys are kept */
 #define ST_GC_FLUSH_WAIT_US 40000 /* a flush waits for the readers at most this long, */
-#define ST_GC_FLUSH_WAIT_DIV 2    /* ... and half the time since the last flush */
+#define ST_GC_FLUSH_WAIT_DIV 2    /* ... and half the time since the last flush (any tenant's) */
 #define ST_GC_STALL_US 25000      /* ... while the watermark moves this often */
 #define ST_GC_STEP_US 500         /* its sleep between two re-reads */
 
@@ -350,11 +356,13 @@ static int gc_snap_refresh(st_gc_snap *s, uint64_t now)
     return 1;
 }
 
-/* 1 when the key at (lsn, seq) is garbage under the snapshot's watermark */
+/* 1 when the key at (lsn, seq) is garbage under the snapshot's watermark:
+ * below it, or at it when every consumer passed it and a later event was
+ * written (st_tenant.newest_lsn) */
 static int gc_below(const st_gc_snap *s, uint64_t lsn, uint32_t seq)
 {
     int c = wh_pos_cmp(lsn, seq, s->lsn, s->seq);
-    return c < 0 || (c == 0 && s->incl);
+    return c < 0 || (c == 0 && s->incl && atomic_load(&s->t->newest_lsn) > lsn);
 }
 
 /* 1 when the event key is below the snapshot's watermark, or at it when
@@ -370,10 +378,12 @@ static int gc_below(const st_gc_snap *s, uint64_t lsn, uint32_t seq)
  * until wait_end. A memtable of events the readers are about to deliver is
  * then dropped instead of written to a level-0 file and compacted away
  * later. wait_end is ST_GC_FLUSH_WAIT_US after the flush started, and at
- * most half the time since the tenant's last flush started: the
- * next memtable takes about that long to fill, and writes stall only when
- * it is full before this flush ends. A reader that stopped ends the wait
- * (no movement). */
+ * most half the time since the last flush of any tenant's events started:
+ * the next memtable takes at least about that long to fill, and writes
+ * stall only when it is full before this flush ends; and the flush thread,
+ * which every column family shares, sleeps for at most half of the time
+ * between flushes, whichever tenants they are for. A reader that stopped
+ * ends the wait (no movement). */
 static int gc_drop(void *snap, const char *key, size_t key_length)
 {
     st_gc_snap *s = snap;
@@ -485,7 +495,7 @@ static void *gc_snap_take(void *state, int flush)
     uint64_t now = wh_now_us();
     gc_snap_refresh(s, now);
     if (flush) {
-        uint64_t last = atomic_exchange(&t->gc_flush_us, now);
+        uint64_t last = atomic_exchange(&t->db->gc_flush_us, now);
         uint64_t wait = last != 0 && now > last ? (now - last) / ST_GC_FLUSH_WAIT_DIV : 0;
         if (wait > ST_GC_FLUSH_WAIT_US)
             wait = ST_GC_FLUSH_WAIT_US;
@@ -902,8 +912,19 @@ static int load_watermark(st_db *db, st_tenant *t, const char *k, size_t kl, con
     WH_UNUSED(err);
     WH_UNUSED(errlen);
     if (vl == ST_POS_LEN && kl == 1 + strlen(t->name) && memcmp(k + 1, t->name, kl - 1) == 0) {
-        t->wm_lsn = t->wm_stored_lsn = wh_get_be64((const uint8_t *)v);
-        t->wm_seq = t->wm_stored_seq = wh_get_be32((const uint8_t *)v + 8);
+        uint64_t l = wh_get_be64((const uint8_t *)v);
+        uint32_t q = wh_get_be32((const uint8_t *)v + 8);
+        /* under wm_mu: a flush's GC filter may already run (the offsets are
+         * loaded first); W may be a retention floor, whose event stays */
+        pthread_mutex_lock(&t->wm_mu);
+        t->wm_stored_lsn = l;
+        t->wm_stored_seq = q;
+        if (wh_pos_cmp(l, q, t->wm_lsn, t->wm_seq) >= 0) {
+            t->wm_lsn = l;
+            t->wm_seq = q;
+            t->wm_incl = 0;
+        }
+        pthread_mutex_unlock(&t->wm_mu);
     }
     return WH_OK;
 }
@@ -1682,6 +1703,14 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             rc = rerr(err, errlen, "write", e);
         else
             sync_end(db, tk);
+    }
+    for (size_t i = 0; i < np && rc == WH_OK; i++) { /* newest_lsn: a part is in order */
+        if (parts[i].to == parts[i].from)
+            continue;
+        _Atomic uint64_t *nl = &parts[i].r->t->newest_lsn;
+        uint64_t l = parts[i].r->ev[parts[i].to - 1].lsn, cur = atomic_load(nl);
+        while (cur < l && !atomic_compare_exchange_weak(nl, &cur, l))
+            ;
     }
     if (reg)
         pthread_mutex_unlock(&db->schema_mu);
@@ -3929,6 +3958,7 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         pthread_mutex_lock(&t->wm_mu);
         t->wm_lsn = t->wm_stored_lsn = t->floor_lsn = t->drop_lsn = 0;
         t->wm_incl = 0;
+        atomic_store(&t->newest_lsn, 0);
         t->wm_seq = t->wm_stored_seq = t->floor_seq = t->drop_seq = 0;
         t->has_drop = 0;
         memset(&t->stats, 0, sizeof(t->stats));

@@ -37,8 +37,9 @@
  * overwritten with the same bytes. Offsets never move backwards.
  *
  * GC: each tenant's events CF has its own compaction filter; it drops E
- * keys strictly below the tenant's watermark, taken when a compaction
- * starts. The watermark is the minimum committed offset of the tenant's
+ * keys below the tenant's watermark, taken when a compaction starts, and
+ * the key at it when it is the consumers' minimum (an offset is the last
+ * event its consumer passed). The watermark is the minimum committed offset of the tenant's
  * consumers (its consumer registry), never moves back (kept in memory and
  * in the W key), and is (0,0), dropping nothing, while the tenant has no
  * consumer. A maintenance thread (every ST_MAINT_MS) applies the retention

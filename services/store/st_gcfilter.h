@@ -7,8 +7,8 @@
  * when every consumer had delivered it milliseconds after it was synced,
  * and a garbage compaction read it back later only to drop it. With this
  * factory, a flush drops the events below the tenant's watermark at once
- * (the same rule as a compaction: strictly below the minimum committed
- * offset of the tenant's live consumers, never moving back), so a store
+ * (the same rule as a compaction: up to the minimum committed offset of
+ * the tenant's live consumers, never moving back), so a store
  * whose readers keep up writes almost nothing but its WAL.
  *
  * The filter is the caller's C function; this module only adapts it. It is

@@ -701,6 +701,23 @@ static void test_gc_at_flush(void **state)
     assert_int_equal(read_all(f->db, "t", 40, 0, &g), 10);
     reopen(f);
     assert_int_equal(read_all(f->db, "t", 0, 0, &g), 10);
+    /* delivered to the last event: that one stays (it says where the
+     * tenant ends) until a later one is written */
+    assert_int_equal(st_db_commit(f->db, "t", "c", 50, 0, &l, &s, err, sizeof(err)), WH_OK);
+    append1(f->db, "t", 51, 0, "{\"a\":1}", 51);
+    append1(f->db, "t", 51, 1, "{\"a\":1}", 51);
+    assert_int_equal(st_db_commit(f->db, "t", "c", 51, 1, &l, &s, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    assert_int_equal(read_all(f->db, "t", 0, 0, &g), 1);
+    assert_true(g.lsn[0] == 51 && g.seq[0] == 1);
+    uint64_t el;
+    uint32_t es;
+    assert_int_equal(st_db_tenant_end(f->db, "t", &el, &es, err, sizeof(err)), WH_OK);
+    assert_true(el == 51 && es == 1);
+    append1(f->db, "t", 52, 0, "{\"a\":1}", 52);
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    assert_int_equal(read_all(f->db, "t", 0, 0, &g), 1);
+    assert_true(g.lsn[0] == 52);
 }
 
 /* The watermark is the consumers' minimum and never moves back: not when
