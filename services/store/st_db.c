@@ -99,6 +99,11 @@ struct st_tenant {
      * (0: none): the GC drops the event at the watermark only below it, so
      * the tenant's last event, which says where it ends, stays */
     _Atomic uint64_t newest_lsn;
+    /* a flush waiting for its readers (gc_drop) sleeps on gc_cv (with
+     * wm_mu) until an offset of the tenant moves (off_gen, gc_wake) */
+    pthread_cond_t gc_cv;
+    _Atomic uint64_t off_gen; /* bumped by every offset commit */
+    _Atomic int gc_waiting;   /* flushes sleeping on gc_cv */
     /* write token bucket (under wm_mu) */
     double tb_bytes, tb_events;
     uint64_t tb_ms;
@@ -323,7 +328,7 @@ static int parse_event_key(const char *k, size_t kl, char *tenant, uint64_t *lsn
 #define ST_GC_FLUSH_WAIT_US 40000 /* a flush waits for the readers at most this long, */
 #define ST_GC_FLUSH_WAIT_DIV 2    /* ... and half the time since the last flush (any tenant's) */
 #define ST_GC_STALL_US 25000      /* ... while the watermark moves this often */
-#define ST_GC_STEP_US 500         /* its sleep between two re-reads */
+#define ST_GC_STEP_US 5000        /* its longest sleep: an offset commit wakes it */
 
 static void tenant_watermark(st_tenant *t, uint64_t *lsn, uint32_t *seq, int *incl);
 
@@ -365,6 +370,35 @@ static int gc_below(const st_gc_snap *s, uint64_t lsn, uint32_t seq)
     return c < 0 || (c == 0 && s->incl && atomic_load(&s->t->newest_lsn) > lsn);
 }
 
+/* Sleeps until an offset of t moved after gen (read before the watermark
+ * was), for at most ST_GC_STEP_US and not past end. A commit bumps off_gen,
+ * then looks at gc_waiting; this counts itself in gc_waiting, then looks at
+ * off_gen (all sequentially consistent), so one of the two sees the other
+ * and no wake-up is lost. */
+static void gc_sleep(st_tenant *t, uint64_t gen, uint64_t now, uint64_t end)
+{
+    uint64_t until = now + ST_GC_STEP_US < end ? now + ST_GC_STEP_US : end;
+    struct timespec ts = {(time_t)(until / 1000000u), (long)(until % 1000000u) * 1000L};
+    pthread_mutex_lock(&t->wm_mu);
+    atomic_fetch_add(&t->gc_waiting, 1);
+    while (atomic_load(&t->off_gen) == gen && !atomic_load(&t->db->stopping))
+        if (pthread_cond_timedwait(&t->gc_cv, &t->wm_mu, &ts) != 0)
+            break;
+    atomic_fetch_sub(&t->gc_waiting, 1);
+    pthread_mutex_unlock(&t->wm_mu);
+}
+
+/* After an offset of t moved: wakes a flush waiting for its readers. */
+static void gc_wake(st_tenant *t)
+{
+    atomic_fetch_add(&t->off_gen, 1);
+    if (atomic_load(&t->gc_waiting)) {
+        pthread_mutex_lock(&t->wm_mu);
+        pthread_cond_broadcast(&t->gc_cv);
+        pthread_mutex_unlock(&t->wm_mu);
+    }
+}
+
 /* 1 when the event key is below the snapshot's watermark, or at it when
  * every consumer has passed it (gc_below).
  *
@@ -374,13 +408,12 @@ static int gc_below(const st_gc_snap *s, uint64_t lsn, uint32_t seq)
  * delivering this memtable (its first key is below the watermark: a reader
  * further behind would not reach it in time) and the watermark moved in
  * the last ST_GC_STALL_US (more than the dispatchers' commit interval): it
- * sleeps in steps of ST_GC_STEP_US while its key is not yet delivered,
- * until wait_end. A memtable of events the readers are about to deliver is
- * then dropped instead of written to a level-0 file and compacted away
- * later. wait_end is ST_GC_FLUSH_WAIT_US after the flush started, and at
- * most half the time since the last flush of any tenant's events started:
- * the next memtable takes at least about that long to fill, and writes
- * stall only when it is full before this flush ends; and the flush thread,
+ * sleeps while its key is not yet delivered, until wait_end, woken by the
+ * tenant's offset commits (gc_sleep; at least every ST_GC_STEP_US). A memtable of events the
+ * readers are about to deliver is then dropped instead of written to a level-0 file and compacted
+ * away later. wait_end is ST_GC_FLUSH_WAIT_US after the flush started, and at most half the time
+ * since the last flush of any tenant's events started: the next memtable takes at least about that
+ * long to fill, and writes stall only when it is full before this flush ends; and the flush thread,
  * which every column family shares, sleeps for at most half of the time
  * between flushes, whichever tenants they are for. A reader that stopped
  * ends the wait (no movement). */
@@ -405,8 +438,10 @@ static int gc_drop(void *snap, const char *key, size_t key_length)
             s->wait_end = 0; /* no more waiting in this flush */
             return 0;
         }
-        struct timespec ts = {0, ST_GC_STEP_US * 1000};
-        nanosleep(&ts, NULL);
+        uint64_t gen = atomic_load(&s->t->off_gen); /* then the watermark */
+        if (gc_snap_refresh(s, now))
+            continue;
+        gc_sleep(s->t, gen, now, s->wait_end);
         s->next_us = 0;
     }
     atomic_fetch_add(&s->t->gc_dropped, 1);
@@ -551,6 +586,7 @@ static st_tenant *tenant_find(st_db *db, const char *name, int add)
         wh_strlcpy(t->name, name, sizeof(t->name));
         pthread_rwlock_init(&t->lock, NULL);
         pthread_mutex_init(&t->wm_mu, NULL);
+        wh_cond_init_monotonic(&t->gc_cv);
         t->stats.oldest_age_ms = -1;
         t->tc = st_toast_new();
         t->next = db->tenants;
@@ -650,6 +686,7 @@ static void tenants_free(st_db *db)
         st_tenant *n = t->next;
         pthread_rwlock_destroy(&t->lock);
         pthread_mutex_destroy(&t->wm_mu);
+        pthread_cond_destroy(&t->gc_cv);
         st_toast_free(t->tc);
         free(t);
         t = n;
@@ -2689,7 +2726,7 @@ int st_db_commit_fenced(st_db *db, const char *tenant, const char *consumer, uin
     st_tenant *t;
     if (o == NULL || ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
         return WH_ERR;
-    int rc = WH_OK;
+    int rc = WH_OK, moved = 0;
     pthread_mutex_lock(&o->wmu);
     off_val cur = off_read(o);
     if (cur.state == ST_OFF_DROPPED) {
@@ -2711,9 +2748,12 @@ int st_db_commit_fenced(st_db *db, const char *tenant, const char *consumer, uin
         if (rc == WH_OK) {
             off_write(o, nv);
             cur = nv;
+            moved = 1;
         }
     }
     pthread_mutex_unlock(&o->wmu);
+    if (moved)
+        gc_wake(t);
     ten_done(t);
     if (out != NULL) {
         out->lsn = cur.lsn;
