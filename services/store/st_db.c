@@ -192,6 +192,7 @@ struct st_db {
 
     _Atomic uint64_t gc_dropped;
     _Atomic uint64_t gc_flush_us;    /* when the last flush of events started (gc_snap_take) */
+    _Atomic int gc_ready;            /* the offsets and watermarks are loaded: the GC may drop */
     _Atomic uint64_t gc_compactions; /* garbage ranges compacted */
     uint64_t gc_slice_bytes;         /* most SST bytes one GC compaction covers */
     _Atomic size_t gc_next;          /* round-robin start, moved on by every pass */
@@ -388,7 +389,8 @@ static void gc_sleep(st_tenant *t, uint64_t gen, uint64_t now, uint64_t end)
     pthread_mutex_unlock(&t->wm_mu);
 }
 
-/* After an offset of t moved: wakes a flush waiting for its readers. */
+/* After an offset of t changed (off_write): wakes a flush waiting for its
+ * readers. Called with o->wmu held (lock order: wmu, then wm_mu). */
 static void gc_wake(st_tenant *t)
 {
     atomic_fetch_add(&t->off_gen, 1);
@@ -420,7 +422,7 @@ static void gc_wake(st_tenant *t)
 static int gc_drop(void *snap, const char *key, size_t key_length)
 {
     st_gc_snap *s = snap;
-    if (s == NULL || (s->lsn == 0 && s->seq == 0))
+    if (s == NULL || (s->lsn == 0 && s->seq == 0) || !atomic_load(&s->t->db->gc_ready))
         return 0;
     uint64_t lsn;
     uint32_t seq;
@@ -429,17 +431,21 @@ static int gc_drop(void *snap, const char *key, size_t key_length)
     int first = s->keys++ == 0;
     while (!gc_below(s, lsn, seq)) {
         uint64_t now = wh_now_us();
-        if (now >= s->next_us && gc_snap_refresh(s, now))
+        uint64_t gen = atomic_load(&s->t->off_gen); /* before the watermark is read */
+        int fresh = now >= s->next_us;
+        if (fresh && gc_snap_refresh(s, now))
             continue;
         if (first)
             s->wait_end = 0; /* the readers have not reached this memtable */
         if (s->wait_end == 0 || now >= s->wait_end || atomic_load(&s->t->db->stopping) ||
-            now - atomic_load(&s->t->wm_moved_us) >= ST_GC_STALL_US) {
+            now - atomic_load(&s->t->wm_moved_us) >= ST_GC_STALL_US ||
+            wh_pos_cmp(lsn, seq, s->lsn, s->seq) == 0) {
+            /* (at the watermark and kept: the tenant's newest event, which
+             * only a later append, not a commit, lets go) */
             s->wait_end = 0; /* no more waiting in this flush */
             return 0;
         }
-        uint64_t gen = atomic_load(&s->t->off_gen); /* then the watermark */
-        if (gc_snap_refresh(s, now))
+        if (!fresh && gc_snap_refresh(s, now))
             continue;
         gc_sleep(s->t, gen, now, s->wait_end);
         s->next_us = 0;
@@ -497,7 +503,8 @@ static void tenant_watermark(st_tenant *t, uint64_t *lsn, uint32_t *seq, int *in
     }
     pthread_rwlock_unlock(&db->off_lock);
     pthread_mutex_lock(&t->wm_mu);
-    int c = have ? wh_pos_cmp(ml, ms, t->wm_lsn, t->wm_seq) : -1;
+    /* not while the offsets load (gc_ready): some consumers are not known yet */
+    int c = have && atomic_load(&db->gc_ready) ? wh_pos_cmp(ml, ms, t->wm_lsn, t->wm_seq) : -1;
     if (c > 0 || (c == 0 && !t->wm_incl)) {
         /* a consumer's offset is the last event it passed: that one goes too */
         t->wm_lsn = ml;
@@ -825,6 +832,10 @@ static off_val off_read(st_off *o)
     return v;
 }
 
+static void gc_wake(st_tenant *t);
+
+/* Every change of an offset in memory; wakes a flush waiting for its
+ * tenant's readers (gc_wake). */
 static void off_write(st_off *o, off_val v)
 {
     pthread_mutex_lock(&o->vmu);
@@ -833,6 +844,8 @@ static void off_write(st_off *o, off_val v)
     o->epoch = v.epoch;
     o->state = v.state;
     pthread_mutex_unlock(&o->vmu);
+    if (o->ten != NULL)
+        gc_wake(o->ten);
 }
 
 typedef int (*meta_fn)(st_db *db, st_tenant *t, const char *k, size_t kl, const char *v, size_t vl,
@@ -1281,6 +1294,9 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
         st_db_close(db);
         return WH_ERR;
     }
+    /* a flush or compaction that ran while the offsets loaded dropped
+     * nothing: a watermark over some consumers could pass another's */
+    atomic_store(&db->gc_ready, 1);
     if (!db->read_only) {
         if (pthread_create(&db->maint, NULL, maint_main, db) != 0) {
             wh_seterr(err, errlen, "cannot start the store's maintenance thread");
@@ -2726,7 +2742,7 @@ int st_db_commit_fenced(st_db *db, const char *tenant, const char *consumer, uin
     st_tenant *t;
     if (o == NULL || ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
         return WH_ERR;
-    int rc = WH_OK, moved = 0;
+    int rc = WH_OK;
     pthread_mutex_lock(&o->wmu);
     off_val cur = off_read(o);
     if (cur.state == ST_OFF_DROPPED) {
@@ -2748,12 +2764,9 @@ int st_db_commit_fenced(st_db *db, const char *tenant, const char *consumer, uin
         if (rc == WH_OK) {
             off_write(o, nv);
             cur = nv;
-            moved = 1;
         }
     }
     pthread_mutex_unlock(&o->wmu);
-    if (moved)
-        gc_wake(t);
     ten_done(t);
     if (out != NULL) {
         out->lsn = cur.lsn;
