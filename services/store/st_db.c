@@ -95,10 +95,12 @@ struct st_tenant {
     _Atomic uint64_t gc_compactions; /* GC slices compacted */
     _Atomic int gc_tail;          /* a slice left garbage below the watermark: collect all of it */
     _Atomic uint64_t wm_moved_us; /* when its watermark last moved (tenant_watermark) */
-    /* the highest commit LSN of its events written since the store opened
-     * (0: none): the GC drops the event at the watermark only below it, so
-     * the tenant's last event, which says where it ends, stays */
-    _Atomic uint64_t newest_lsn;
+    /* (under wm_mu) the position of its newest event written since the
+     * store opened ((0,0): none): the GC drops the event at the watermark
+     * only below it, so the tenant's last event, which says where it ends,
+     * stays */
+    uint64_t newest_lsn;
+    uint32_t newest_seq;
     /* a flush waiting for its readers (gc_drop) sleeps on gc_cv (with
      * wm_mu) until an offset of the tenant moves (off_gen, gc_wake) */
     pthread_cond_t gc_cv;
@@ -362,13 +364,22 @@ static int gc_snap_refresh(st_gc_snap *s, uint64_t now)
     return 1;
 }
 
+/* 1 when a later event than (lsn, seq) of t was written */
+static int newer_written(st_tenant *t, uint64_t lsn, uint32_t seq)
+{
+    pthread_mutex_lock(&t->wm_mu);
+    int n = wh_pos_cmp(t->newest_lsn, t->newest_seq, lsn, seq) > 0;
+    pthread_mutex_unlock(&t->wm_mu);
+    return n;
+}
+
 /* 1 when the key at (lsn, seq) is garbage under the snapshot's watermark:
  * below it, or at it when every consumer passed it and a later event was
- * written (st_tenant.newest_lsn) */
+ * written (st_tenant.newest_lsn, newest_seq) */
 static int gc_below(const st_gc_snap *s, uint64_t lsn, uint32_t seq)
 {
     int c = wh_pos_cmp(lsn, seq, s->lsn, s->seq);
-    return c < 0 || (c == 0 && s->incl && atomic_load(&s->t->newest_lsn) > lsn);
+    return c < 0 || (c == 0 && s->incl && newer_written(s->t, lsn, seq));
 }
 
 /* Sleeps until an offset of t moved after gen (read before the watermark
@@ -1757,13 +1768,17 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
         else
             sync_end(db, tk);
     }
-    for (size_t i = 0; i < np && rc == WH_OK; i++) { /* newest_lsn: a part is in order */
+    for (size_t i = 0; i < np && rc == WH_OK; i++) { /* newest_*: a part is in order */
         if (parts[i].to == parts[i].from)
             continue;
-        _Atomic uint64_t *nl = &parts[i].r->t->newest_lsn;
-        uint64_t l = parts[i].r->ev[parts[i].to - 1].lsn, cur = atomic_load(nl);
-        while (cur < l && !atomic_compare_exchange_weak(nl, &cur, l))
-            ;
+        st_tenant *t = parts[i].r->t;
+        const st_event *ev = &parts[i].r->ev[parts[i].to - 1];
+        pthread_mutex_lock(&t->wm_mu);
+        if (wh_pos_cmp(ev->lsn, ev->seq, t->newest_lsn, t->newest_seq) > 0) {
+            t->newest_lsn = ev->lsn;
+            t->newest_seq = ev->seq;
+        }
+        pthread_mutex_unlock(&t->wm_mu);
     }
     if (reg)
         pthread_mutex_unlock(&db->schema_mu);
@@ -4011,7 +4026,8 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         pthread_mutex_lock(&t->wm_mu);
         t->wm_lsn = t->wm_stored_lsn = t->floor_lsn = t->drop_lsn = 0;
         t->wm_incl = 0;
-        atomic_store(&t->newest_lsn, 0);
+        t->newest_lsn = 0;
+        t->newest_seq = 0;
         t->wm_seq = t->wm_stored_seq = t->floor_seq = t->drop_seq = 0;
         t->has_drop = 0;
         memset(&t->stats, 0, sizeof(t->stats));

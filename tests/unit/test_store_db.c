@@ -718,6 +718,14 @@ static void test_gc_at_flush(void **state)
     assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
     assert_int_equal(read_all(f->db, "t", 0, 0, &g), 1);
     assert_true(g.lsn[0] == 52);
+    /* inside one transaction (one commit LSN) a later seq is later too */
+    append1(f->db, "t", 60, 0, "{\"a\":1}", 60);
+    append1(f->db, "t", 60, 1, "{\"a\":1}", 60);
+    append1(f->db, "t", 60, 2, "{\"a\":1}", 60);
+    assert_int_equal(st_db_commit(f->db, "t", "c", 60, 1, &l, &s, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    assert_int_equal(read_all(f->db, "t", 0, 0, &g), 1);
+    assert_true(g.lsn[0] == 60 && g.seq[0] == 2);
 }
 
 /* The watermark is the consumers' minimum and never moves back: not when
