@@ -93,7 +93,11 @@ struct st_tenant {
     st_tenant_stats stats; /* last maintenance pass */
     _Atomic uint64_t gc_dropped;
     _Atomic uint64_t gc_compactions; /* GC slices compacted */
-    _Atomic int gc_tail;          /* a slice left garbage below the watermark: collect all of it */
+    _Atomic int gc_tail; /* a slice left garbage below the watermark: collect all of it */
+    /* (under wm_mu) the watermark at the previous GC pass, and the one the
+     * last GC compaction collected to (gc_idle) */
+    uint64_t gc_seen_lsn, gc_swept_lsn;
+    uint32_t gc_seen_seq, gc_swept_seq;
     _Atomic uint64_t wm_moved_us; /* when its watermark last moved (tenant_watermark) */
     /* (under wm_mu) the position of its newest event written since the
      * store opened ((0,0): none): the GC drops the event at the watermark
@@ -4478,6 +4482,25 @@ static void gc_compact(st_db *db, st_tenant *t, uint64_t end_lsn, uint32_t end_s
  * (and the one compaction thread its manual compaction takes) one slice at
  * a time, and a tenant with a little garbage waits for at most one slice
  * of each other tenant. A pass stops after ST_GC_PASS_SLICES slices. */
+/* 1 when t's watermark has not moved since the previous pass and the
+ * garbage below it was not swept at this watermark yet: a rest under the
+ * threshold (one memtable) that an earlier compaction left, because its
+ * filter took an older watermark, goes once the tenant's readers are idle
+ * instead of staying until more garbage comes. */
+static int gc_idle(st_tenant *t)
+{
+    uint64_t wl;
+    uint32_t ws;
+    tenant_watermark(t, &wl, &ws, NULL);
+    pthread_mutex_lock(&t->wm_mu);
+    int idle = (wl != 0 || ws != 0) && wh_pos_cmp(wl, ws, t->gc_seen_lsn, t->gc_seen_seq) == 0 &&
+               wh_pos_cmp(wl, ws, t->gc_swept_lsn, t->gc_swept_seq) != 0;
+    t->gc_seen_lsn = wl;
+    t->gc_seen_seq = ws;
+    pthread_mutex_unlock(&t->wm_mu);
+    return idle;
+}
+
 static void gc_round_robin(st_db *db, st_tenant **tv, size_t nt)
 {
     if (nt == 0)
@@ -4485,10 +4508,12 @@ static void gc_round_robin(st_db *db, st_tenant **tv, size_t nt)
     if (nt > ST_MAX_TENANTS)
         nt = ST_MAX_TENANTS;
     size_t start = atomic_fetch_add(&db->gc_next, 1) % nt;
-    int done[ST_MAX_TENANTS], sliced[ST_MAX_TENANTS];
+    int done[ST_MAX_TENANTS], sliced[ST_MAX_TENANTS], idle[ST_MAX_TENANTS];
     size_t ndone = 0, slices = 0;
     memset(done, 0, sizeof(done));
     memset(sliced, 0, sizeof(sliced));
+    for (size_t i = 0; i < nt; i++)
+        idle[i] = gc_idle(tv[i]);
     for (int round = 0; round < ST_GC_PASS_SLICES && ndone < nt && slices < ST_GC_PASS_SLICES &&
                         !atomic_load(&db->stopping);
          round++) {
@@ -4505,7 +4530,7 @@ static void gc_round_robin(st_db *db, st_tenant **tv, size_t nt)
                 done[i] = 1, ndone++;
                 continue;
             }
-            int tail = sliced[i] || atomic_load(&tv[i]->gc_tail);
+            int tail = sliced[i] || idle[i] || atomic_load(&tv[i]->gc_tail);
             if (!gc_slice(db, tv[i], tail, &el, &es, &bytes)) {
                 done[i] = 1, ndone++;
             } else {
@@ -4519,6 +4544,12 @@ static void gc_round_robin(st_db *db, st_tenant **tv, size_t nt)
                  * its size, in this pass or the next */
                 int reached = wh_pos_cmp(el, es, wl, ws) >= 0;
                 atomic_store(&tv[i]->gc_tail, !reached);
+                if (reached) { /* collected to this watermark */
+                    pthread_mutex_lock(&tv[i]->wm_mu);
+                    tv[i]->gc_swept_lsn = wl;
+                    tv[i]->gc_swept_seq = ws;
+                    pthread_mutex_unlock(&tv[i]->wm_mu);
+                }
                 /* collected to its watermark, or no progress (the next
                  * pass tries again) */
                 if (reached || events_bytes_from(db, tv[i], el, es, 1) >= bytes)

@@ -676,6 +676,18 @@ static void test_gc_backlog_released(void **state)
     assert_true(st_db_gc_dropped(f->db) >= GC_EVENTS - 1);
 }
 
+/* Tenant t: n one-event transactions at LSNs 1..n, its consumer c
+ * committed at (at, 0). */
+static void gc_fill_commit(st_db *db, uint64_t n, uint64_t at)
+{
+    char err[WH_ERRLEN];
+    uint64_t l;
+    uint32_t s;
+    for (uint64_t lsn = 1; lsn <= n; lsn++)
+        append1(db, "t", lsn, 0, "{\"a\":1}", lsn);
+    assert_int_equal(st_db_commit(db, "t", "c", at, 0, &l, &s, err, sizeof(err)), WH_OK);
+}
+
 /* A memtable flushed after its consumer committed past its events writes
  * none of them: the GC filter runs at flush (st_gcfilter), not only at
  * compaction. One flush, no compaction: the old factory dropped nothing. */
@@ -685,9 +697,7 @@ static void test_gc_at_flush(void **state)
     char err[WH_ERRLEN];
     uint64_t l;
     uint32_t s;
-    for (uint64_t lsn = 1; lsn <= 50; lsn++)
-        append1(f->db, "t", lsn, 0, "{\"a\":1}", lsn);
-    assert_int_equal(st_db_commit(f->db, "t", "c", 40, 0, &l, &s, err, sizeof(err)), WH_OK);
+    gc_fill_commit(f->db, 50, 40);
     assert_int_equal(st_db_gc_dropped(f->db), 0);
     assert_int_equal(st_db_flush(f->db, err, sizeof(err)), WH_OK);
     /* up to (40,0), the consumer's last: 40 events never reach a table
@@ -726,6 +736,27 @@ static void test_gc_at_flush(void **state)
     assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
     assert_int_equal(read_all(f->db, "t", 0, 0, &g), 1);
     assert_true(g.lsn[0] == 60 && g.seq[0] == 2);
+}
+
+/* A rest of garbage under the threshold (one memtable) that a compaction
+ * with an older watermark left goes once the watermark stays put for a
+ * maintenance pass (the idle sweep), not only when more garbage comes. */
+static void test_gc_idle_sweep(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    uint64_t l;
+    uint32_t s;
+    gc_fill_commit(f->db, 20, 10);
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    assert_int_equal(live_events(f->db, "t"), 10);
+    /* 11..15 delivered: a few hundred bytes of garbage, far under the
+     * threshold; the pass that sees the watermark move leaves it, the next
+     * one (the watermark unchanged) sweeps it */
+    assert_int_equal(st_db_commit(f->db, "t", "c", 15, 0, &l, &s, err, sizeof(err)), WH_OK);
+    st_db_maintain(f->db);
+    st_db_maintain(f->db);
+    assert_int_equal(live_events(f->db, "t"), 5);
 }
 
 /* The watermark is the consumers' minimum and never moves back: not when
@@ -2288,6 +2319,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reopen_and_dump, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_at_flush, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_idle_sweep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_with_appends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tenant_drop, setup, teardown),
