@@ -94,10 +94,9 @@ struct st_tenant {
     _Atomic uint64_t gc_dropped;
     _Atomic uint64_t gc_compactions; /* GC slices compacted */
     _Atomic int gc_tail; /* a slice left garbage below the watermark: collect all of it */
-    /* (under wm_mu) the watermark at the previous GC pass, and the one the
-     * last GC compaction collected to (gc_idle) */
-    uint64_t gc_seen_lsn, gc_swept_lsn;
-    uint32_t gc_seen_seq, gc_swept_seq;
+    /* (under wm_mu) the watermark the last GC compaction collected to */
+    uint64_t gc_swept_lsn;
+    uint32_t gc_swept_seq;
     _Atomic uint64_t wm_moved_us; /* when its watermark last moved (tenant_watermark) */
     /* (under wm_mu) the position of its newest event written since the
      * store opened ((0,0): none): the GC drops the event at the watermark
@@ -197,8 +196,9 @@ struct st_db {
     size_t nbuckets, noffs;
 
     _Atomic uint64_t gc_dropped;
-    _Atomic uint64_t gc_flush_us;    /* when the last flush of events started (gc_snap_take) */
-    _Atomic int gc_ready;            /* the offsets and watermarks are loaded: the GC may drop */
+    _Atomic uint64_t gc_flush_us; /* when the last flush of events started (gc_snap_take) */
+    _Atomic int gc_ready;         /* the offsets and watermarks are loaded: the GC may drop */
+    _Atomic int64_t gc_idle_ms;   /* a tenant's readers idle this long: its rest of garbage goes */
     _Atomic uint64_t gc_compactions; /* garbage ranges compacted */
     uint64_t gc_slice_bytes;         /* most SST bytes one GC compaction covers */
     _Atomic size_t gc_next;          /* round-robin start, moved on by every pass */
@@ -1311,6 +1311,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     }
     /* a flush or compaction that ran while the offsets loaded dropped
      * nothing: a watermark over some consumers could pass another's */
+    atomic_store(&db->gc_idle_ms, ST_GC_IDLE_MS);
     atomic_store(&db->gc_ready, 1);
     if (!db->read_only) {
         if (pthread_create(&db->maint, NULL, maint_main, db) != 0) {
@@ -4482,23 +4483,44 @@ static void gc_compact(st_db *db, st_tenant *t, uint64_t end_lsn, uint32_t end_s
  * (and the one compaction thread its manual compaction takes) one slice at
  * a time, and a tenant with a little garbage waits for at most one slice
  * of each other tenant. A pass stops after ST_GC_PASS_SLICES slices. */
-/* 1 when t's watermark has not moved since the previous pass and the
- * garbage below it was not swept at this watermark yet: a rest under the
- * threshold (one memtable) that an earlier compaction left, because its
- * filter took an older watermark, goes once the tenant's readers are idle
- * instead of staying until more garbage comes. */
-static int gc_idle(st_tenant *t)
+static int pos_step(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json, size_t len)
+{
+    WH_UNUSED(ts);
+    WH_UNUSED(json);
+    WH_UNUSED(len);
+    uint64_t *p = arg;
+    p[0] = lsn;
+    p[1] = seq;
+    return 1;
+}
+
+/* 1 when t's readers are idle (its watermark has not moved for
+ * db->gc_idle_ms), no GC compaction collected to this watermark yet, and
+ * its first event is below it: a rest under the threshold (one memtable)
+ * that an earlier compaction left, its filter having taken an older
+ * watermark, goes once instead of staying until more garbage comes. A
+ * watermark that moves now and then (a slow target) sweeps no more often
+ * than that. */
+static int gc_idle(st_db *db, st_tenant *t)
 {
     uint64_t wl;
     uint32_t ws;
     tenant_watermark(t, &wl, &ws, NULL);
+    if ((wl == 0 && ws == 0) ||
+        wh_now_us() - atomic_load(&t->wm_moved_us) < (uint64_t)atomic_load(&db->gc_idle_ms) * 1000u)
+        return 0;
     pthread_mutex_lock(&t->wm_mu);
-    int idle = (wl != 0 || ws != 0) && wh_pos_cmp(wl, ws, t->gc_seen_lsn, t->gc_seen_seq) == 0 &&
-               wh_pos_cmp(wl, ws, t->gc_swept_lsn, t->gc_swept_seq) != 0;
-    t->gc_seen_lsn = wl;
-    t->gc_seen_seq = ws;
+    int swept = wh_pos_cmp(wl, ws, t->gc_swept_lsn, t->gc_swept_seq) <= 0;
     pthread_mutex_unlock(&t->wm_mu);
-    return idle;
+    uint64_t first[2] = {UINT64_MAX, 0};
+    size_t n = 0;
+    char err[WH_ERRLEN];
+    if (swept ||
+        st_db_read(db, t->name, 0, 0, 1, SIZE_MAX, pos_step, first, &n, err, sizeof(err)) !=
+            WH_OK ||
+        n == 0)
+        return 0;
+    return wh_pos_cmp(first[0], (uint32_t)first[1], wl, ws) < 0;
 }
 
 static void gc_round_robin(st_db *db, st_tenant **tv, size_t nt)
@@ -4513,7 +4535,7 @@ static void gc_round_robin(st_db *db, st_tenant **tv, size_t nt)
     memset(done, 0, sizeof(done));
     memset(sliced, 0, sizeof(sliced));
     for (size_t i = 0; i < nt; i++)
-        idle[i] = gc_idle(tv[i]);
+        idle[i] = gc_idle(db, tv[i]);
     for (int round = 0; round < ST_GC_PASS_SLICES && ndone < nt && slices < ST_GC_PASS_SLICES &&
                         !atomic_load(&db->stopping);
          round++) {
@@ -4587,6 +4609,11 @@ uint64_t st_db_commit_queued(st_db *db, const char *tenant)
     uint64_t b = t->cq_head != NULL ? t->cq_bytes : 0;
     pthread_mutex_unlock(&db->cq_mu);
     return b;
+}
+
+void st_db_set_gc_idle_ms(st_db *db, int64_t ms)
+{
+    atomic_store(&db->gc_idle_ms, ms >= 0 ? ms : 0);
 }
 
 void st_db_set_gc_hook(st_db *db, st_gc_hook fn, void *arg)

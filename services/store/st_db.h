@@ -600,6 +600,11 @@ void st_db_maintain(st_db *db);
  * before each slice with the tenant and the SST bytes of the slice. */
 typedef void (*st_gc_hook)(void *arg, const char *tenant, uint64_t bytes);
 void st_db_set_gc_hook(st_db *db, st_gc_hook fn, void *arg);
+/* How long a tenant's watermark stays put before its rest of garbage under
+ * one memtable is compacted once (the idle sweep; ST_GC_IDLE_MS, tests
+ * set less). */
+#define ST_GC_IDLE_MS 30000
+void st_db_set_gc_idle_ms(st_db *db, int64_t ms);
 /* Up to max tenants' figures (tenants with column families), by name. */
 size_t st_db_tenant_stats(st_db *db, st_tenant_stats *out, size_t max);
 /* The tenant's GC watermark, moved forward to its consumers' minimum now. */

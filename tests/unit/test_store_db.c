@@ -739,8 +739,8 @@ static void test_gc_at_flush(void **state)
 }
 
 /* A rest of garbage under the threshold (one memtable) that a compaction
- * with an older watermark left goes once the watermark stays put for a
- * maintenance pass (the idle sweep), not only when more garbage comes. */
+ * with an older watermark left goes once the watermark stayed put for
+ * ST_GC_IDLE_MS (the idle sweep), not only when more garbage comes. */
 static void test_gc_idle_sweep(void **state)
 {
     fx *f = *state;
@@ -751,10 +751,12 @@ static void test_gc_idle_sweep(void **state)
     assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
     assert_int_equal(live_events(f->db, "t"), 10);
     /* 11..15 delivered: a few hundred bytes of garbage, far under the
-     * threshold; the pass that sees the watermark move leaves it, the next
-     * one (the watermark unchanged) sweeps it */
+     * threshold; left while the watermark moved less than ST_GC_IDLE_MS
+     * ago, swept once it stayed put that long (here 0) */
     assert_int_equal(st_db_commit(f->db, "t", "c", 15, 0, &l, &s, err, sizeof(err)), WH_OK);
     st_db_maintain(f->db);
+    assert_int_equal(live_events(f->db, "t"), 10);
+    st_db_set_gc_idle_ms(f->db, 0);
     st_db_maintain(f->db);
     assert_int_equal(live_events(f->db, "t"), 5);
 }
