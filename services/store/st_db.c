@@ -101,7 +101,8 @@ struct st_tenant {
     /* (under wm_mu) the position of its newest event written since the
      * store opened ((0,0): none): the GC drops the event at the watermark
      * only below it, so the tenant's last event, which says where it ends,
-     * stays */
+     * stays. Taken from each group part's last event: an append out of
+     * order makes it lower than the real newest, which only keeps more. */
     uint64_t newest_lsn;
     uint32_t newest_seq;
     /* a flush waiting for its readers (gc_drop) sleeps on gc_cv (with
@@ -1773,7 +1774,7 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
         else
             sync_end(db, tk);
     }
-    for (size_t i = 0; i < np && rc == WH_OK; i++) { /* newest_*: a part is in order */
+    for (size_t i = 0; i < np && rc == WH_OK; i++) { /* newest_*: a part's last event */
         if (parts[i].to == parts[i].from)
             continue;
         st_tenant *t = parts[i].r->t;
