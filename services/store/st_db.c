@@ -108,7 +108,7 @@ struct st_tenant {
     /* a flush waiting for its readers (gc_drop) sleeps on gc_cv (with
      * wm_mu) until an offset of the tenant moves (off_gen, gc_wake) */
     pthread_cond_t gc_cv;
-    _Atomic uint64_t off_gen; /* bumped by every offset commit */
+    _Atomic uint64_t off_gen; /* bumped by every change of its offsets (off_write) */
     _Atomic int gc_waiting;   /* flushes sleeping on gc_cv */
     /* write token bucket (under wm_mu) */
     double tb_bytes, tb_events;
@@ -427,14 +427,18 @@ static void gc_wake(st_tenant *t)
  * further behind would not reach it in time) and the watermark moved in
  * the last ST_GC_STALL_US (more than the dispatchers' commit interval): it
  * sleeps while its key is not yet delivered, until wait_end, woken by the
- * tenant's offset commits (gc_sleep; at least every ST_GC_STEP_US). A memtable of events the
- * readers are about to deliver is then dropped instead of written to a level-0 file and compacted
- * away later. wait_end is ST_GC_FLUSH_WAIT_US after the flush started, and at most half the time
- * since the last flush of any tenant's events started: the next memtable takes at least about that
- * long to fill, and writes stall only when it is full before this flush ends; and the flush thread,
- * which every column family shares, sleeps for at most half of the time
- * between flushes, whichever tenants they are for. A reader that stopped
- * ends the wait (no movement). */
+ * changes of the tenant's offsets (gc_sleep; at least every
+ * ST_GC_STEP_US). A memtable of events the readers are about to deliver
+ * is then dropped instead of written to a level-0 file and compacted away
+ * later. wait_end is ST_GC_FLUSH_WAIT_US after the flush started, and at
+ * most half the time since the last flush of any tenant's events started:
+ * the next memtable takes at least about that long to fill, and writes
+ * stall only when it is full before this flush ends; and the flush
+ * thread, which every column family shares, sleeps for at most half of
+ * the time between flushes, whichever tenants they are for. A reader that
+ * stopped ends the wait (no movement). It does not wait at the watermark
+ * itself: a key kept there is the tenant's newest event, which only a
+ * later append, not a commit, lets go. */
 static int gc_drop(void *snap, const char *key, size_t key_length)
 {
     st_gc_snap *s = snap;
@@ -4470,20 +4474,7 @@ static void gc_compact(st_db *db, st_tenant *t, uint64_t end_lsn, uint32_t end_s
     atomic_fetch_add(&t->gc_compactions, 1);
 }
 
-/* Garbage below the watermarks: compact those key ranges only (the filter
- * drops them; the file that straddles a watermark is the only live data
- * rewritten). Event keys arrive in order, so RocksDB's own compactions move
- * files down without rewriting them and would never run the filter on them;
- * SuggestCompactRange does not mark files of the last level. Not
- * exclusive: RocksDB's automatic compactions go on meanwhile; writes are
- * rate limited (store.io_rate_bytes).
- *
- * Fair between tenants: one slice (at most gc_slice_bytes) per tenant per
- * round, round-robin, the first tenant served moving on by one every pass;
- * so a tenant with a large backlog of garbage holds the maintenance thread
- * (and the one compaction thread its manual compaction takes) one slice at
- * a time, and a tenant with a little garbage waits for at most one slice
- * of each other tenant. A pass stops after ST_GC_PASS_SLICES slices. */
+/* st_db_read step: the first event's position into ((uint64_t *)arg)[0..1] */
 static int pos_step(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json, size_t len)
 {
     WH_UNUSED(ts);
@@ -4524,6 +4515,20 @@ static int gc_idle(st_db *db, st_tenant *t)
     return wh_pos_cmp(first[0], (uint32_t)first[1], wl, ws) < 0;
 }
 
+/* Garbage below the watermarks: compact those key ranges only (the filter
+ * drops them; the file that straddles a watermark is the only live data
+ * rewritten). Event keys arrive in order, so RocksDB's own compactions move
+ * files down without rewriting them and would never run the filter on them;
+ * SuggestCompactRange does not mark files of the last level. Not
+ * exclusive: RocksDB's automatic compactions go on meanwhile; writes are
+ * rate limited (store.io_rate_bytes).
+ *
+ * Fair between tenants: one slice (at most gc_slice_bytes) per tenant per
+ * round, round-robin, the first tenant served moving on by one every pass;
+ * so a tenant with a large backlog of garbage holds the maintenance thread
+ * (and the one compaction thread its manual compaction takes) one slice at
+ * a time, and a tenant with a little garbage waits for at most one slice
+ * of each other tenant. A pass stops after ST_GC_PASS_SLICES slices. */
 static void gc_round_robin(st_db *db, st_tenant **tv, size_t nt)
 {
     if (nt == 0)
