@@ -4218,18 +4218,22 @@ static uint64_t events_bytes_from(st_db *db, st_tenant *t, uint64_t lsn, uint32_
     return sz[0];
 }
 
+/* The first event a read returned (first_step): its commit time and position */
 typedef struct first_ev {
     int64_t ts;
+    uint64_t lsn;
+    uint32_t seq;
 } first_ev;
 
 static int first_step(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json,
                       size_t len)
 {
-    WH_UNUSED(lsn);
-    WH_UNUSED(seq);
     WH_UNUSED(json);
     WH_UNUSED(len);
-    ((first_ev *)arg)->ts = ts;
+    first_ev *f = arg;
+    f->ts = ts;
+    f->lsn = lsn;
+    f->seq = seq;
     return 1;
 }
 
@@ -4382,7 +4386,7 @@ static void maintain_tenant(st_db *db, st_tenant *t)
         uint64_t el = 0;
         uint32_t es = 0;
         st_db_tenant_end(db, t->name, &el, &es, err, sizeof(err));
-        first_ev f = {-1};
+        first_ev f = {-1, 0, 0};
         uint64_t pl = wl;
         uint32_t ps = ws;
         pos_prev(&pl, &ps);
@@ -4474,18 +4478,6 @@ static void gc_compact(st_db *db, st_tenant *t, uint64_t end_lsn, uint32_t end_s
     atomic_fetch_add(&t->gc_compactions, 1);
 }
 
-/* st_db_read step: the first event's position into ((uint64_t *)arg)[0..1] */
-static int pos_step(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json, size_t len)
-{
-    WH_UNUSED(ts);
-    WH_UNUSED(json);
-    WH_UNUSED(len);
-    uint64_t *p = arg;
-    p[0] = lsn;
-    p[1] = seq;
-    return 1;
-}
-
 /* 1 when t's readers are idle (its watermark has not moved for
  * db->gc_idle_ms), no GC compaction collected to this watermark yet, and
  * its first event is below it: a rest under the threshold (one memtable)
@@ -4504,15 +4496,14 @@ static int gc_idle(st_db *db, st_tenant *t)
     pthread_mutex_lock(&t->wm_mu);
     int swept = wh_pos_cmp(wl, ws, t->gc_swept_lsn, t->gc_swept_seq) <= 0;
     pthread_mutex_unlock(&t->wm_mu);
-    uint64_t first[2] = {UINT64_MAX, 0};
+    first_ev f = {-1, 0, 0};
     size_t n = 0;
     char err[WH_ERRLEN];
     if (swept ||
-        st_db_read(db, t->name, 0, 0, 1, SIZE_MAX, pos_step, first, &n, err, sizeof(err)) !=
-            WH_OK ||
+        st_db_read(db, t->name, 0, 0, 1, SIZE_MAX, first_step, &f, &n, err, sizeof(err)) != WH_OK ||
         n == 0)
         return 0;
-    return wh_pos_cmp(first[0], (uint32_t)first[1], wl, ws) < 0;
+    return wh_pos_cmp(f.lsn, f.seq, wl, ws) < 0;
 }
 
 /* Garbage below the watermarks: compact those key ranges only (the filter
