@@ -39,7 +39,8 @@
  * GC: each tenant's events CF has its own compaction filter; it drops E
  * keys below the tenant's watermark, taken when a compaction starts, and
  * the key at it when it is the consumers' minimum (an offset is the last
- * event its consumer passed). The watermark is the minimum committed offset of the tenant's
+ * event its consumer passed) and not the tenant's newest event. The
+ * watermark is the minimum committed offset of the tenant's
  * consumers (its consumer registry), never moves back (kept in memory and
  * in the W key), and is (0,0), dropping nothing, while the tenant has no
  * consumer. A maintenance thread (every ST_MAINT_MS) applies the retention
