@@ -14,6 +14,8 @@
 #            REPLICA IDENTITY FULL, in one statement
 # BENCH_PERF=DIR records a CPU profile (perf record -g) of the daemons of
 # each backlog into DIR/perf-NAME.data.
+# BENCH_METRICS=DIR keeps the admin's /metrics at the end of each backlog
+# (DIR/metrics-CASE.txt: the store's append stages, the ingestor's window).
 # BENCH_RL_STREAMING=1 also times pg_recvlogical with pgoutput streaming on
 # (protocol 2) on each backlog, for reference.
 # BENCH_SCALE (1) multiplies every default size (BENCH_SCALE=0.1: a quick
@@ -265,6 +267,8 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
         "$(wh_metric "$m" walhook_store_gc_dropped_total) events dropped by GC;" \
         "ingestor: $(wh_metric "$m" walhook_ingestor_batches_sent_total) batches," \
         "WAL not read for $(wh_metric_tcp "$aport" walhook_ingestor_window_full_seconds_total %.3f) s (window full)"
+    # BENCH_METRICS=DIR: keep the admin's /metrics at the end of each case
+    [ -n "${BENCH_METRICS:-}" ] && curl -s "$m" >"$BENCH_METRICS/metrics-$name.txt"
     RESULTS+=("$(printf '%-8s %8d %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s %7s' "$name" "$events" \
         "$t_rl" "$(us_per "$rl_cpu" "$events")" "$t_st" "$t_dl" "$r_st" "$r_dl" \
         "$(us_per "${cpu[0]}" "$events")" "$(us_per "${cpu[1]}" "$events")" \

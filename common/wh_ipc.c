@@ -67,6 +67,7 @@ struct wh_server {
     int nworkers;
     atomic_int stopping;
     wh_server_fn fn;
+    wh_server_wire_fn wire;
     wh_server_done_fn done;
     void *arg;
     char url[1024];
@@ -436,7 +437,7 @@ static void req_free(Walhook__Request *req, int fast)
 }
 
 /* A request on a direct connection (wh_uds_fn): its reply into out. */
-static int serve_direct(void *arg, const uint8_t *in, size_t inlen, wh_buf *out)
+static int serve_direct(void *arg, const uint8_t *in, size_t inlen, wh_buf *out, size_t *start)
 {
     wh_server *s = arg;
     int fast;
@@ -444,10 +445,16 @@ static int serve_direct(void *arg, const uint8_t *in, size_t inlen, wh_buf *out)
     Walhook__Reply rep = WALHOOK__REPLY__INIT;
     void *cookie = NULL;
     int called = serve_call(s, req, inlen, &rep, &cookie);
-    size_t sz = walhook__reply__get_packed_size(&rep);
-    int rc = wh_buf_reserve(out, sz);
-    if (rc == WH_OK)
-        out->len = walhook__reply__pack(&rep, (uint8_t *)out->data);
+    int rc = WH_OK;
+    /* a reply the handler holds in wire form goes as it is (no copy) */
+    if (!called || s->wire == NULL || s->wire(s->arg, &rep, cookie, out, start) != 1) {
+        *start = 0;
+        wh_buf_reset(out);
+        size_t sz = walhook__reply__get_packed_size(&rep);
+        rc = wh_buf_reserve(out, sz);
+        if (rc == WH_OK)
+            out->len = walhook__reply__pack(&rep, (uint8_t *)out->data);
+    }
     if (called && s->done != NULL)
         s->done(s->arg, &rep, cookie);
     req_free(req, fast);
@@ -610,11 +617,19 @@ static int listen_on(nng_socket sock, const char *url, char *err, size_t errlen)
 int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_msg, wh_server_fn fn,
                     wh_server_done_fn done, void *arg, char *err, size_t errlen)
 {
+    return wh_server_start_wire(out, url, nworkers, max_msg, fn, NULL, done, arg, err, errlen);
+}
+
+int wh_server_start_wire(wh_server **out, const char *url, int nworkers, size_t max_msg,
+                         wh_server_fn fn, wh_server_wire_fn wire, wh_server_done_fn done, void *arg,
+                         char *err, size_t errlen)
+{
     wh_server *s = calloc(1, sizeof(*s));
     int rv;
     if (s == NULL)
         return wh_seterr(err, errlen, "out of memory");
     s->fn = fn;
+    s->wire = wire;
     s->done = done;
     s->arg = arg;
     wh_strlcpy(s->url, url, sizeof(s->url));

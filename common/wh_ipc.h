@@ -40,6 +40,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 #include "walhook.pb-c.h"
+#include "wh_buf.h"
 
 /* Direct connections (wh_uds) a server serves at once, one thread each;
  * clients past that use NNG. */
@@ -56,8 +57,19 @@ typedef void (*wh_server_fn)(void *arg, const Walhook__Request *req, Walhook__Re
                              void **cookie);
 typedef void (*wh_server_done_fn)(void *arg, Walhook__Reply *rep, void *cookie);
 
+/* Optional, before `done`: a reply the handler already holds in wire form
+ * (the bytes walhook__reply__pack would write for *rep). Returns 1 after it
+ * swapped out's buffer (empty on entry) for one whose bytes from *start are
+ * the reply, 0 to have *rep packed. Used on direct connections only. */
+typedef int (*wh_server_wire_fn)(void *arg, Walhook__Reply *rep, void *cookie, wh_buf *out,
+                                 size_t *start);
+
 int wh_server_start(wh_server **out, const char *url, int nworkers, size_t max_msg, wh_server_fn fn,
                     wh_server_done_fn done, void *arg, char *err, size_t errlen);
+/* wh_server_start with a wire function (may be NULL). */
+int wh_server_start_wire(wh_server **out, const char *url, int nworkers, size_t max_msg,
+                         wh_server_fn fn, wh_server_wire_fn wire, wh_server_done_fn done, void *arg,
+                         char *err, size_t errlen);
 void wh_server_stop(wh_server *s);
 
 int wh_client_open(wh_client **out, const char *url, int timeout_ms, size_t max_msg, char *err,

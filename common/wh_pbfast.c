@@ -361,3 +361,133 @@ int wh_pbfast_read_reply(const uint8_t *buf, size_t len, Walhook__Reply **out)
     *out = rep;
     return WH_OK;
 }
+
+/* ---- encoding ---- */
+
+size_t wh_pb_varint_len(uint64_t v)
+{
+    size_t n = 1;
+    for (; v >= 0x80; v >>= 7)
+        n++;
+    return n;
+}
+
+uint8_t *wh_pb_varint_put(uint8_t *p, uint64_t v)
+{
+    for (; v >= 0x80; v >>= 7)
+        *p++ = (uint8_t)(v | 0x80);
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+size_t wh_pb_event_head_len(const Walhook__Event *e)
+{
+    return (e->commit_lsn ? 1 + wh_pb_varint_len(e->commit_lsn) : 0) +
+           (e->seq ? 1 + wh_pb_varint_len(e->seq) : 0) +
+           (e->commit_ts_us ? 1 + wh_pb_varint_len((uint64_t)e->commit_ts_us) : 0) +
+           (e->json.len ? 1 + wh_pb_varint_len(e->json.len) : 0) +
+           (e->subxid ? 1 + wh_pb_varint_len(e->subxid) : 0);
+}
+
+uint8_t *wh_pb_event_head_put(uint8_t *p, const Walhook__Event *e)
+{
+    if (e->commit_lsn) {
+        *p++ = 0x08; /* Event.commit_lsn */
+        p = wh_pb_varint_put(p, e->commit_lsn);
+    }
+    if (e->seq) {
+        *p++ = 0x10; /* Event.seq */
+        p = wh_pb_varint_put(p, e->seq);
+    }
+    if (e->commit_ts_us) {
+        *p++ = 0x18; /* Event.commit_ts_us (int64: two's complement) */
+        p = wh_pb_varint_put(p, (uint64_t)e->commit_ts_us);
+    }
+    if (e->json.len) {
+        *p++ = 0x22; /* Event.json */
+        p = wh_pb_varint_put(p, e->json.len);
+    }
+    return p;
+}
+
+uint8_t *wh_pb_event_tail_put(uint8_t *p, const Walhook__Event *e)
+{
+    if (e->subxid) {
+        *p++ = 0x28; /* Event.subxid */
+        p = wh_pb_varint_put(p, e->subxid);
+    }
+    return p;
+}
+
+int wh_pb_read_event(wh_buf *b, const Walhook__Event *e, size_t *json_off)
+{
+    /* before the first event: the room for the Reply's head */
+    size_t pre = b->len < WH_PB_READ_PREFIX ? WH_PB_READ_PREFIX - b->len : 0;
+    size_t el = wh_pb_event_head_len(e) + e->json.len;
+    if (wh_buf_reserve(b, pre + 1 + 10 + el) != WH_OK)
+        return WH_ERR;
+    b->len += pre;
+    uint8_t *p = (uint8_t *)b->data + b->len;
+    *p++ = 0x0a; /* ReadReply.events */
+    p = wh_pb_varint_put(p, el);
+    p = wh_pb_event_head_put(p, e);
+    *json_off = (size_t)(p - (uint8_t *)b->data);
+    if (e->json.len)
+        memcpy(p, e->json.data, e->json.len);
+    p = wh_pb_event_tail_put(p + e->json.len, e);
+    b->len = (size_t)(p - (uint8_t *)b->data);
+    return WH_OK;
+}
+
+int wh_pb_read_finish(wh_buf *b, const Walhook__ReadReply *rr, size_t *start)
+{
+    size_t pre = b->len < WH_PB_READ_PREFIX ? WH_PB_READ_PREFIX - b->len : 0;
+    /* the fields after events, in field order: committed (a message: there
+     * when set, even empty), epoch, needs_snapshot, moves, zone */
+    if (wh_buf_reserve(b, pre + 2 * 11 + 10 + 3 * 11 + 2 + 6) != WH_OK)
+        return WH_ERR;
+    b->len += pre;
+    uint8_t *p = (uint8_t *)b->data + b->len;
+    if (rr->committed) {
+        const Walhook__Position *c = rr->committed;
+        size_t pl = (c->lsn ? 1 + wh_pb_varint_len(c->lsn) : 0) +
+                    (c->seq ? 1 + wh_pb_varint_len(c->seq) : 0);
+        *p++ = 0x12; /* ReadReply.committed */
+        p = wh_pb_varint_put(p, pl);
+        if (c->lsn) {
+            *p++ = 0x08;
+            p = wh_pb_varint_put(p, c->lsn);
+        }
+        if (c->seq) {
+            *p++ = 0x10;
+            p = wh_pb_varint_put(p, c->seq);
+        }
+    }
+    if (rr->epoch) {
+        *p++ = 0x18;
+        p = wh_pb_varint_put(p, rr->epoch);
+    }
+    if (rr->needs_snapshot) {
+        *p++ = 0x20;
+        *p++ = 1;
+    }
+    if (rr->moves) {
+        *p++ = 0x28;
+        p = wh_pb_varint_put(p, rr->moves);
+    }
+    if (rr->zone) {
+        *p++ = 0x30;
+        p = wh_pb_varint_put(p, rr->zone);
+    }
+    b->len = (size_t)(p - (uint8_t *)b->data);
+    /* the Reply's one field, `read`, right before the ReadReply */
+    size_t rl = b->len - WH_PB_READ_PREFIX;
+    size_t h = 1 + wh_pb_varint_len(rl);
+    if (h > WH_PB_READ_PREFIX || rl > INT32_MAX)
+        return WH_ERR;
+    uint8_t *q = (uint8_t *)b->data + WH_PB_READ_PREFIX - h;
+    *q = 0x22; /* Reply.read */
+    wh_pb_varint_put(q + 1, rl);
+    *start = WH_PB_READ_PREFIX - h;
+    return WH_OK;
+}

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "walhook.pb-c.h"
+#include "wh_buf.h"
 
 int wh_pbfast_append(const uint8_t *buf, size_t len, Walhook__Request **out);
 
@@ -40,5 +41,35 @@ int wh_pbfast_append(const uint8_t *buf, size_t len, Walhook__Request **out);
  * walhook__reply__unpack's. *out is freed with free() and valid while buf
  * is. */
 int wh_pbfast_read_reply(const uint8_t *buf, size_t len, Walhook__Reply **out);
+
+/* ---- encoding: the wire form protobuf-c's pack writes, byte for byte ---- */
+
+/* Bytes of v as a varint (1-10). */
+size_t wh_pb_varint_len(uint64_t v);
+/* Writes v as a varint at p; returns the byte after it. */
+uint8_t *wh_pb_varint_put(uint8_t *p, uint64_t v);
+
+/* The length of an Event's fields but its json's bytes (fields 1-3, json's
+ * tag and length, subxid; zero fields left out, as protobuf-c packs proto3). */
+size_t wh_pb_event_head_len(const Walhook__Event *e);
+
+/* Writes e's fields before its json's bytes (commit_lsn, seq, commit_ts_us,
+ * json's tag and length) at p; returns the byte after them. subxid, when
+ * not 0, follows the json (wh_pb_event_tail_put). */
+uint8_t *wh_pb_event_head_put(uint8_t *p, const Walhook__Event *e);
+uint8_t *wh_pb_event_tail_put(uint8_t *p, const Walhook__Event *e);
+
+/* A Read reply written in place (the store's side of wh_pbfast_read_reply):
+ * the caller appends each event with wh_pb_read_event (a repeated
+ * ReadReply.events: its tag, length, head, json and tail) after
+ * WH_PB_READ_PREFIX bytes left free at the start of b, then calls
+ * wh_pb_read_finish with the ReadReply of those events (its other fields
+ * are written after them, the Reply's tag and length before them, in the
+ * room left free). *start: where the Reply begins in b. The bytes from
+ * *start equal walhook__reply__pack of a Reply whose only field is that
+ * ReadReply (status 0). */
+#define WH_PB_READ_PREFIX 8
+int wh_pb_read_event(wh_buf *b, const Walhook__Event *e, size_t *json_off);
+int wh_pb_read_finish(wh_buf *b, const Walhook__ReadReply *rr, size_t *start);
 
 #endif

@@ -392,14 +392,17 @@ static void *conn_thread(void *p)
         if (slot_take(s) != WH_OK)
             break;
         int ok = read_rest(c->fd, &in, len, now_ms() + WH_UDS_BODY_MS) == 1;
+        size_t start = 0;
         if (ok) {
             wh_buf_reset(&out);
-            ok = s->fn(s->arg, (const uint8_t *)in.data, in.len, &out) == WH_OK &&
+            ok = s->fn(s->arg, (const uint8_t *)in.data, in.len, &out, &start) == WH_OK &&
+                 start <= out.len &&
                  !atomic_load(&s->stopping); /* stopping: the client resends to the next one */
         }
         keep_small(&in);
         if (ok)
-            ok = write_frame(c->fd, out.data, out.len, now_ms() + WH_UDS_REPLY_MS) == WH_OK;
+            ok = write_frame(c->fd, out.data + start, out.len - start,
+                             now_ms() + WH_UDS_REPLY_MS) == WH_OK;
         keep_small(&out);
         size_t now = in.cap + out.cap;
         if (now != held) {

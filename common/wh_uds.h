@@ -51,8 +51,10 @@ typedef struct wh_uds_server wh_uds_server;
 #define WH_UDS_KEEP_BYTES (128u << 10)
 
 /* One request: in[0..inlen) -> reply bytes appended to out (empty on
- * entry). WH_ERR: nothing is answered and the connection is closed. */
-typedef int (*wh_uds_fn)(void *arg, const uint8_t *in, size_t inlen, wh_buf *out);
+ * entry); the reply is out's bytes from *start (0 on entry) on. The
+ * function may also swap out's buffer for one of its own. WH_ERR: nothing
+ * is answered and the connection is closed. */
+typedef int (*wh_uds_fn)(void *arg, const uint8_t *in, size_t inlen, wh_buf *out, size_t *start);
 
 /* The direct socket's path for an ipc://PATH endpoint (PATH.direct); WH_ERR
  * when the URL is not ipc:// or the path does not fit a sockaddr_un. */

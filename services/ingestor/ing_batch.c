@@ -15,6 +15,7 @@
 #include "wh_ipc.h"
 #include "wh_lattrace.h"
 #include "wh_lsn.h"
+#include "wh_pbfast.h"
 #include "wh_util.h"
 
 #define ING_SPARE_BATCHES 4 /* recycled batch buffers kept */
@@ -223,33 +224,6 @@ static void lat_trace(const ing_batcher *bt, const char *hop, size_t n)
     wh_lat_trace_flush();
 }
 
-static size_t varint_len(uint64_t v)
-{
-    size_t n = 1;
-    for (; v >= 0x80; v >>= 7)
-        n++;
-    return n;
-}
-
-static uint8_t *varint_put(uint8_t *p, uint64_t v)
-{
-    for (; v >= 0x80; v >>= 7)
-        *p++ = (uint8_t)(v | 0x80);
-    *p++ = (uint8_t)v;
-    return p;
-}
-
-/* An Event's fields but its json's bytes (fields 1-3, json's tag and
- * length, subxid), as protobuf-c packs them: zero fields left out. */
-static size_t event_head_len(const Walhook__Event *e)
-{
-    return (e->commit_lsn ? 1 + varint_len(e->commit_lsn) : 0) +
-           (e->seq ? 1 + varint_len(e->seq) : 0) +
-           (e->commit_ts_us ? 1 + varint_len((uint64_t)e->commit_ts_us) : 0) +
-           (e->json.len ? 1 + varint_len(e->json.len) : 0) +
-           (e->subxid ? 1 + varint_len(e->subxid) : 0);
-}
-
 int ing_batch_encode(const char *tenant, const Walhook__Event *ev, size_t n, uint64_t ack,
                      uint64_t id, uint32_t stage_xid, int stage_reset, const wh_buf *schemas,
                      wh_buf *hdr, struct iovec *iov, size_t iovcap, int *iovcnt)
@@ -265,14 +239,14 @@ int ing_batch_encode_extra(const char *tenant, const Walhook__Event *ev, size_t 
 {
     size_t tlen = strlen(tenant);
     size_t slen = schemas ? schemas->len : 0;
-    size_t ab = (tlen ? 1 + varint_len(tlen) + tlen : 0) + (ack ? 1 + varint_len(ack) : 0) +
-                (id ? 1 + varint_len(id) : 0) + (stage_xid ? 1 + varint_len(stage_xid) : 0) +
-                (stage_reset ? 2 : 0) + slen;
+    size_t ab = (tlen ? 1 + wh_pb_varint_len(tlen) + tlen : 0) +
+                (ack ? 1 + wh_pb_varint_len(ack) : 0) + (id ? 1 + wh_pb_varint_len(id) : 0) +
+                (stage_xid ? 1 + wh_pb_varint_len(stage_xid) : 0) + (stage_reset ? 2 : 0) + slen;
     for (size_t i = 0; i < nextra; i++)
         ab += extra[i].iov_len;
     for (size_t i = 0; i < n; i++) {
-        size_t el = event_head_len(&ev[i]) + ev[i].json.len;
-        ab += 1 + varint_len(el) + el;
+        size_t el = wh_pb_event_head_len(&ev[i]) + ev[i].json.len;
+        ab += 1 + wh_pb_varint_len(el) + el;
     }
     if (iovcap < 2 * n + 2 + (slen > 0) + nextra)
         return WH_ERR;
@@ -284,54 +258,38 @@ int ing_batch_encode_extra(const char *tenant, const Walhook__Event *ev, size_t 
     uint8_t *base = (uint8_t *)hdr->data, *p = base, *piece = base;
     int k = 0;
     *p++ = 0x0a; /* Request.append */
-    p = varint_put(p, ab);
+    p = wh_pb_varint_put(p, ab);
     if (tlen) {
         *p++ = 0x0a; /* AppendBatch.tenant */
-        p = varint_put(p, tlen);
+        p = wh_pb_varint_put(p, tlen);
         memcpy(p, tenant, tlen);
         p += tlen;
     }
     for (size_t i = 0; i < n; i++) {
         const Walhook__Event *e = &ev[i];
         *p++ = 0x12; /* AppendBatch.events */
-        p = varint_put(p, event_head_len(e) + e->json.len);
-        if (e->commit_lsn) {
-            *p++ = 0x08;
-            p = varint_put(p, e->commit_lsn);
-        }
-        if (e->seq) {
-            *p++ = 0x10;
-            p = varint_put(p, e->seq);
-        }
-        if (e->commit_ts_us) {
-            *p++ = 0x18;
-            p = varint_put(p, (uint64_t)e->commit_ts_us);
-        }
+        p = wh_pb_varint_put(p, wh_pb_event_head_len(e) + e->json.len);
+        p = wh_pb_event_head_put(p, e);
         if (e->json.len) {
-            *p++ = 0x22;
-            p = varint_put(p, e->json.len);
             iov[k].iov_base = piece;
             iov[k++].iov_len = (size_t)(p - piece);
             iov[k].iov_base = e->json.data;
             iov[k++].iov_len = e->json.len;
             piece = p;
         }
-        if (e->subxid) {
-            *p++ = 0x28; /* Event.subxid */
-            p = varint_put(p, e->subxid);
-        }
+        p = wh_pb_event_tail_put(p, e);
     }
     if (ack) {
         *p++ = 0x18; /* AppendBatch.ack_lsn */
-        p = varint_put(p, ack);
+        p = wh_pb_varint_put(p, ack);
     }
     if (id) {
         *p++ = 0x20; /* AppendBatch.batch_id */
-        p = varint_put(p, id);
+        p = wh_pb_varint_put(p, id);
     }
     if (stage_xid) {
         *p++ = 0x28; /* AppendBatch.stage_xid */
-        p = varint_put(p, stage_xid);
+        p = wh_pb_varint_put(p, stage_xid);
     }
     if (stage_reset) {
         *p++ = 0x30; /* AppendBatch.stage_reset */
@@ -381,7 +339,7 @@ static size_t tfields_add(ing_batcher *bt)
         *p++ = (uint8_t)(bt->tsender >> (8 * i));
     *p++ = 0x80; /* toast_serial = 32, varint */
     *p++ = 0x02;
-    p = varint_put(p, bt->tiov_serial);
+    p = wh_pb_varint_put(p, bt->tiov_serial);
     bt->tiov[bt->ntiov].iov_base = bt->tfields;
     bt->tiov[bt->ntiov].iov_len = (size_t)(p - bt->tfields);
     return bt->ntiov + 1;

@@ -19,6 +19,7 @@
 #include "wh_lsn.h"
 #include "wh_metrics.h"
 #include "wh_notify.h"
+#include "wh_pbfast.h"
 #include "wh_daemon.h"
 #include "wh_util.h"
 
@@ -102,7 +103,10 @@ typedef struct st_reply_mem {
     void *stats;   /* wh_stats_reply's */
     void *schemas; /* st_schema_list's */
     /* Read: events collected into arrays; json bytes in one buffer, the
-     * pointers are fixed up once the buffer stopped growing. */
+     * pointers are fixed up once the buffer stopped growing. For a Read,
+     * the buffer holds the reply's wire form around them (wh_pb_read_event:
+     * wire = 1), which st_server_wire sends as it is. */
+    int wire;
     Walhook__Event *evs;
     Walhook__Event **evp;
     size_t *json_off;
@@ -937,16 +941,16 @@ static int collect_event(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, cons
         m->json_off = o;
         m->capev = nc;
     }
-    size_t off = m->data.len;
-    if (wh_buf_append(&m->data, json, len) != WH_OK)
-        return 1;
     Walhook__Event *e = &m->evs[m->nev];
     walhook__event__init(e);
     e->commit_lsn = lsn;
     e->seq = seq;
     e->commit_ts_us = ts;
     e->json.len = len;
-    m->json_off[m->nev] = off;
+    e->json.data = (uint8_t *)json;
+    /* the event as the reply carries it, json copied once */
+    if (wh_pb_read_event(&m->data, e, &m->json_off[m->nev]) != WH_OK)
+        return 1;
     m->nev++;
     return 0;
 }
@@ -956,10 +960,12 @@ static int read_once(st_server *s, st_rent *c, const char *tenant, uint64_t lsn,
                      size_t errlen)
 {
     m->nev = 0;
+    m->wire = 1;
     wh_buf_reset(&m->data);
     /* room for a full reply at once: no copies while it grows (the reply
      * memory is per request; from the heap, reused) */
-    if (wh_buf_reserve(&m->data, max_bytes < ST_READ_RESERVE ? max_bytes : ST_READ_RESERVE) !=
+    if (wh_buf_reserve(&m->data, WH_PB_READ_PREFIX +
+                                     (max_bytes < ST_READ_RESERVE ? max_bytes : ST_READ_RESERVE)) !=
         WH_OK)
         return wh_seterr(err, errlen, "out of memory");
     if (c != NULL) {
@@ -2182,6 +2188,25 @@ void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *re
     }
 }
 
+/* wh_server_wire_fn: a Read's reply goes out of the buffer its events were
+ * collected in (wh_pb_read_event), its other fields written around them;
+ * anything else is packed. */
+static int st_server_wire(void *arg, Walhook__Reply *rep, void *cookie, wh_buf *out, size_t *start)
+{
+    WH_UNUSED(arg);
+    st_reply_mem *m = cookie;
+    if (m == NULL || !m->wire || rep->body_case != WALHOOK__REPLY__BODY_READ ||
+        rep->read != &m->read || rep->status != 0 || (rep->error && rep->error[0]) ||
+        rep->retry_after_ms != 0 || m->read.n_events != m->nev)
+        return 0;
+    if (wh_pb_read_finish(&m->data, &m->read, start) != WH_OK)
+        return 0;
+    wh_buf t = *out; /* out's (empty) buffer is freed with the reply memory */
+    *out = m->data;
+    m->data = t;
+    return 1;
+}
+
 void st_server_done(void *arg, Walhook__Reply *rep, void *cookie)
 {
     WH_UNUSED(arg);
@@ -2267,8 +2292,8 @@ int st_server_listen(st_server *s, const char *url, char *err, size_t errlen)
         wh_warn("durability notifications are off (dispatchers long-poll the store): "
                 "store.notify_endpoint: %s",
                 nerr);
-    return wh_server_start(&s->nng, url, s->workers, s->max_msg, st_server_handle, st_server_done,
-                           s, err, errlen);
+    return wh_server_start_wire(&s->nng, url, s->workers, s->max_msg, st_server_handle,
+                                st_server_wire, st_server_done, s, err, errlen);
 }
 
 void st_server_stop(st_server *s)

@@ -309,6 +309,73 @@ static void same_reply(const Walhook__Reply *f, const Walhook__Reply *s, const u
     }
 }
 
+/* The store's reply written in place (wh_pb_read_event, wh_pb_read_finish)
+ * is protobuf-c's pack of the same Reply, byte for byte; each json_off
+ * names where the event's json is. big: one event of 3 MiB too (a 4-byte
+ * length in the Reply's head). */
+static void read_wire_once(int big)
+{
+    Walhook__Reply rep = WALHOOK__REPLY__INIT;
+    Walhook__ReadReply rr = WALHOOK__READ_REPLY__INIT;
+    Walhook__Position pos = WALHOOK__POSITION__INIT;
+    Walhook__Event ev[9], *pv[9];
+    rr.n_events = random_events(ev, pv);
+    uint8_t *large = NULL;
+    if (big) {
+        size_t l = 3u << 20;
+        large = malloc(l);
+        assert_non_null(large);
+        memset(large, 'w', l);
+        ev[rr.n_events] = (Walhook__Event)WALHOOK__EVENT__INIT;
+        ev[rr.n_events].commit_lsn = rval();
+        ev[rr.n_events].json.len = l;
+        ev[rr.n_events].json.data = large;
+        pv[rr.n_events] = &ev[rr.n_events];
+        rr.n_events++;
+    }
+    rr.events = pv;
+    if (rnd() % 2) {
+        pos.lsn = rval();
+        pos.seq = (uint32_t)rval();
+        rr.committed = &pos;
+    }
+    rr.epoch = rval();
+    rr.needs_snapshot = rnd() % 4 == 0;
+    rr.moves = rval();
+    rr.zone = (uint32_t)(rnd() % 3);
+    rep.body_case = WALHOOK__REPLY__BODY_READ;
+    rep.read = &rr;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    size_t off[9];
+    for (size_t i = 0; i < rr.n_events; i++)
+        assert_int_equal(wh_pb_read_event(&b, &ev[i], &off[i]), WH_OK);
+    size_t start = 99;
+    assert_int_equal(wh_pb_read_finish(&b, &rr, &start), WH_OK);
+    assert_true(start < WH_PB_READ_PREFIX);
+    size_t n = walhook__reply__get_packed_size(&rep);
+    uint8_t *want = malloc(n + 1);
+    assert_non_null(want);
+    assert_int_equal(walhook__reply__pack(&rep, want), n);
+    assert_int_equal(b.len - start, n);
+    assert_memory_equal(b.data + start, want, n);
+    for (size_t i = 0; i < rr.n_events; i++)
+        if (ev[i].json.len)
+            assert_memory_equal(b.data + off[i], ev[i].json.data, ev[i].json.len);
+    free(want);
+    free(large);
+    wh_buf_free(&b);
+}
+
+static void test_read_wire(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3000; i++)
+        read_wire_once(0);
+    for (int i = 0; i < 3; i++)
+        read_wire_once(1);
+}
+
 static void test_packed_replies(void **state)
 {
     (void)state;
@@ -423,7 +490,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_packed_requests), cmocka_unit_test(test_other_fields_refused),
         cmocka_unit_test(test_mutations),       cmocka_unit_test(test_packed_replies),
-        cmocka_unit_test(test_reply_mutations),
+        cmocka_unit_test(test_reply_mutations), cmocka_unit_test(test_read_wire),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

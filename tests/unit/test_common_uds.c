@@ -37,10 +37,29 @@ static int teardown(void **state)
 }
 
 /* Echoes the request back (a reply as large as it). */
-static int echo(void *arg, const uint8_t *in, size_t inlen, wh_buf *out)
+static int echo(void *arg, const uint8_t *in, size_t inlen, wh_buf *out, size_t *start)
 {
     (void)arg;
+    (void)start;
     return wh_buf_append(out, in, inlen);
+}
+
+/* A reply built in a buffer of its own, behind 5 bytes the client must not
+ * get: out's buffer is swapped for it, the reply starts at *start. */
+static int swapped(void *arg, const uint8_t *in, size_t inlen, wh_buf *out, size_t *start)
+{
+    (void)arg;
+    wh_buf own;
+    wh_buf_init(&own, 0);
+    if (wh_buf_append(&own, "xxxxx", 5) != WH_OK || wh_buf_append(&own, in, inlen) != WH_OK) {
+        wh_buf_free(&own);
+        return WH_ERR;
+    }
+    wh_buf t = *out;
+    *out = own;
+    wh_buf_free(&t);
+    *start = 5;
+    return WH_OK;
 }
 
 /* Waits (bounded) until the server's held bytes are at most max. */
@@ -233,6 +252,29 @@ static void test_kept_buffers_bounded(void **state)
     wh_uds_stop(s);
 }
 
+/* The reply is out's bytes from *start: what is before it is not sent. */
+static void test_reply_from_start(void **state)
+{
+    (void)state;
+    wh_uds_server *s;
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_uds_listen(&s, path, 1u << 20, 4, 1, swapped, NULL, err, sizeof(err)),
+                     WH_OK);
+    int fd, refused;
+    assert_int_equal(wh_uds_connect(&fd, path, 2000, &refused, err, sizeof(err)), WH_OK);
+    wh_buf rep;
+    wh_buf_init(&rep, 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(wh_uds_call(fd, "hello", 5, &rep, 1u << 20, 5000, err, sizeof(err)),
+                         WH_OK);
+        assert_int_equal(rep.len, 5);
+        assert_memory_equal(rep.data, "hello", 5);
+    }
+    close(fd);
+    wh_buf_free(&rep);
+    wh_uds_stop(s);
+}
+
 /* The server takes a request's header and the start of its body with one
  * read: requests one at a time are served, a request in pieces too, and a
  * client that sends the next request before the reply to the one before
@@ -320,9 +362,10 @@ typedef struct gate {
 
 static gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
 
-static int blocking(void *arg, const uint8_t *in, size_t inlen, wh_buf *out)
+static int blocking(void *arg, const uint8_t *in, size_t inlen, wh_buf *out, size_t *start)
 {
     (void)arg;
+    (void)start;
     pthread_mutex_lock(&g.mu);
     g.in++;
     if (g.in > g.max_in)
@@ -441,6 +484,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_frame_ready),
         cmocka_unit_test(test_reply_pieces),
+        cmocka_unit_test_setup_teardown(test_reply_from_start, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kept_buffers_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_callv_pieces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_one_call_at_a_time, setup, teardown),
