@@ -60,7 +60,9 @@ typedef void (*wh_server_done_fn)(void *arg, Walhook__Reply *rep, void *cookie);
 /* Optional, before `done`: a reply the handler already holds in wire form
  * (the bytes walhook__reply__pack would write for *rep). Returns 1 after it
  * swapped out's buffer (empty on entry) for one whose bytes from *start are
- * the reply, 0 to have *rep packed. Used on direct connections only. */
+ * the reply, 0 to have *rep packed (then *rep must still be valid). After
+ * 1, whatever *rep points into that buffer is out's. Used on direct
+ * connections only. */
 typedef int (*wh_server_wire_fn)(void *arg, Walhook__Reply *rep, void *cookie, wh_buf *out,
                                  size_t *start);
 

@@ -444,7 +444,11 @@ int wh_pb_read_finish(wh_buf *b, const Walhook__ReadReply *rr, size_t *start)
     size_t pre = b->len < WH_PB_READ_PREFIX ? WH_PB_READ_PREFIX - b->len : 0;
     /* the fields after events, in field order: committed (a message: there
      * when set, even empty), epoch, needs_snapshot, moves, zone */
-    if (wh_buf_reserve(b, pre + 2 * 11 + 10 + 3 * 11 + 2 + 6) != WH_OK)
+    const size_t tail_max = 2 * 11 + 10 + 3 * 11 + 2 + 6;
+    /* refused before anything moves: the caller's pointers into b stay
+     * valid, and it packs the reply instead */
+    if (b->len + pre - WH_PB_READ_PREFIX > INT32_MAX - tail_max ||
+        wh_buf_reserve(b, pre + tail_max) != WH_OK)
         return WH_ERR;
     b->len += pre;
     uint8_t *p = (uint8_t *)b->data + b->len;
@@ -481,10 +485,8 @@ int wh_pb_read_finish(wh_buf *b, const Walhook__ReadReply *rr, size_t *start)
     }
     b->len = (size_t)(p - (uint8_t *)b->data);
     /* the Reply's one field, `read`, right before the ReadReply */
-    size_t rl = b->len - WH_PB_READ_PREFIX;
+    size_t rl = b->len - WH_PB_READ_PREFIX; /* at most INT32_MAX: h at most 6 */
     size_t h = 1 + wh_pb_varint_len(rl);
-    if (h > WH_PB_READ_PREFIX || rl > INT32_MAX)
-        return WH_ERR;
     uint8_t *q = (uint8_t *)b->data + WH_PB_READ_PREFIX - h;
     *q = 0x22; /* Reply.read */
     wh_pb_varint_put(q + 1, rl);

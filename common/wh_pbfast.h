@@ -67,7 +67,8 @@ uint8_t *wh_pb_event_tail_put(uint8_t *p, const Walhook__Event *e);
  * are written after them, the Reply's tag and length before them, in the
  * room left free). *start: where the Reply begins in b. The bytes from
  * *start equal walhook__reply__pack of a Reply whose only field is that
- * ReadReply (status 0). */
+ * ReadReply (status 0). wh_pb_read_finish fails (a reply over 2 GiB, out
+ * of memory) before it moves or changes b. */
 #define WH_PB_READ_PREFIX 8
 int wh_pb_read_event(wh_buf *b, const Walhook__Event *e, size_t *json_off);
 int wh_pb_read_finish(wh_buf *b, const Walhook__ReadReply *rr, size_t *start);

@@ -951,6 +951,7 @@ static int collect_event(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, cons
     /* the event as the reply carries it, json copied once */
     if (wh_pb_read_event(&m->data, e, &m->json_off[m->nev]) != WH_OK)
         return 1;
+    e->json.data = NULL; /* the iterator's bytes: set from json_off once collected */
     m->nev++;
     return 0;
 }
@@ -962,11 +963,11 @@ static int read_once(st_server *s, st_rent *c, const char *tenant, uint64_t lsn,
     m->nev = 0;
     m->wire = 1;
     wh_buf_reset(&m->data);
-    /* room for a full reply at once: no copies while it grows (the reply
-     * memory is per request; from the heap, reused) */
+    /* room for a full reply at once, its framing included: no copies while
+     * it grows (the reply memory is per request; from the heap, reused) */
+    size_t want = max_bytes + (size_t)max_events * ST_EVENT_OVERHEAD + 128;
     if (wh_buf_reserve(&m->data, WH_PB_READ_PREFIX +
-                                     (max_bytes < ST_READ_RESERVE ? max_bytes : ST_READ_RESERVE)) !=
-        WH_OK)
+                                     (want < ST_READ_RESERVE ? want : ST_READ_RESERVE)) != WH_OK)
         return wh_seterr(err, errlen, "out of memory");
     if (c != NULL) {
         wh_counter_add(&s->cursor_reads, 1);

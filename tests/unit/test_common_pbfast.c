@@ -348,9 +348,22 @@ static void read_wire_once(int big)
     wh_buf b;
     wh_buf_init(&b, 0);
     size_t off[9];
+    /* a buffer used before (the store's second read after a wait) */
+    if (rnd() % 2) {
+        assert_int_equal(wh_buf_append(&b, "junk", 4), WH_OK);
+        wh_buf_reset(&b);
+    }
     for (size_t i = 0; i < rr.n_events; i++)
         assert_int_equal(wh_pb_read_event(&b, &ev[i], &off[i]), WH_OK);
     size_t start = 99;
+    if (rnd() % 8 == 0) { /* a finish that fails leaves the buffer as it was */
+        wh_buf keep = b;
+        b.max = b.len + 1;
+        assert_int_equal(wh_pb_read_finish(&b, &rr, &start), WH_ERR);
+        assert_ptr_equal(b.data, keep.data);
+        assert_int_equal(b.len, keep.len);
+        b.max = 0;
+    }
     assert_int_equal(wh_pb_read_finish(&b, &rr, &start), WH_OK);
     assert_true(start < WH_PB_READ_PREFIX);
     size_t n = walhook__reply__get_packed_size(&rep);
