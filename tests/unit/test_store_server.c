@@ -759,6 +759,30 @@ static void test_ipc(void **state)
     assert_int_equal(rep->read->events[0]->seq, 2);
     assert_int_equal(rep->read->events[0]->json.len, 7);
     assert_memory_equal(rep->read->events[0]->json.data, "{\"k\":1}", 7);
+    /* the reply the direct socket sent in wire form (st_server_wire) says
+     * what the handler's reply packed by protobuf-c says */
+    Walhook__Reply hr;
+    void *cookie;
+    assert_int_equal(call(f, &r.req, &hr, &cookie), 0);
+    size_t hn = walhook__reply__get_packed_size(&hr);
+    uint8_t *hb = malloc(hn + 1);
+    assert_non_null(hb);
+    walhook__reply__pack(&hr, hb);
+    st_server_done(f->srv, &hr, cookie);
+    size_t dn = walhook__reply__get_packed_size(rep);
+    uint8_t *db = malloc(dn + 1);
+    assert_non_null(db);
+    walhook__reply__pack(rep, db);
+    assert_int_equal(dn, hn);
+    assert_memory_equal(db, hb, hn);
+    free(hb);
+    free(db);
+    walhook__reply__free_unpacked(rep, NULL);
+    /* a read past the end: no events, the consumer's fields all the same */
+    make_read(&r, "t", "d", 1, 0xFFFF, 0, 0);
+    assert_int_equal(wh_client_call(c, &r.req, &rep, err, sizeof(err)), WH_OK);
+    assert_int_equal(rep->read->n_events, 0);
+    assert_non_null(rep->read->committed);
     walhook__reply__free_unpacked(rep, NULL);
 
     /* a bad request comes back as an error naming the field */
