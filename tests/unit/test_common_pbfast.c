@@ -241,6 +241,24 @@ static uint8_t *mutate(const uint8_t *in, size_t n, size_t *len)
 
 /* ---- Reply{read} ---- */
 
+/* A ReadReply's fields but events, random, as rep's body; empty_pos: a
+ * committed Position with no field. */
+static void random_read_fields(Walhook__Reply *rep, Walhook__ReadReply *rr, Walhook__Position *pos,
+                               int empty_pos)
+{
+    if (rnd() % 2 || empty_pos) {
+        pos->lsn = empty_pos ? 0 : rval();
+        pos->seq = empty_pos ? 0 : (uint32_t)rval();
+        rr->committed = pos;
+    }
+    rr->epoch = rval();
+    rr->needs_snapshot = rnd() % 4 == 0;
+    rr->moves = rval();
+    rr->zone = (uint32_t)(rnd() % 3);
+    rep->body_case = WALHOOK__REPLY__BODY_READ;
+    rep->read = rr;
+}
+
 /* Packs a random Read reply into *out (malloc'd); extra 1: an error reply
  * (status, error), 2: another body, 3: a Position with no field. */
 static size_t pack_random_reply(uint8_t **out, int extra)
@@ -252,17 +270,7 @@ static size_t pack_random_reply(uint8_t **out, int extra)
     Walhook__Event ev[8], *pv[8];
     rr.n_events = random_events(ev, pv);
     rr.events = pv;
-    if (rnd() % 2 || extra == 3) {
-        pos.lsn = extra == 3 ? 0 : rval();
-        pos.seq = extra == 3 ? 0 : (uint32_t)rval();
-        rr.committed = &pos;
-    }
-    rr.epoch = rval();
-    rr.needs_snapshot = rnd() % 4 == 0;
-    rr.moves = rval();
-    rr.zone = (uint32_t)(rnd() % 3);
-    rep.body_case = WALHOOK__REPLY__BODY_READ;
-    rep.read = &rr;
+    random_read_fields(&rep, &rr, &pos, extra == 3);
     rep.retry_after_ms = rnd() % 3 ? 0 : (uint32_t)rval();
     if (extra == 1) {
         rep.status = 500;
@@ -334,17 +342,7 @@ static void read_wire_once(int big)
         rr.n_events++;
     }
     rr.events = pv;
-    if (rnd() % 2) {
-        pos.lsn = rval();
-        pos.seq = (uint32_t)rval();
-        rr.committed = &pos;
-    }
-    rr.epoch = rval();
-    rr.needs_snapshot = rnd() % 4 == 0;
-    rr.moves = rval();
-    rr.zone = (uint32_t)(rnd() % 3);
-    rep.body_case = WALHOOK__REPLY__BODY_READ;
-    rep.read = &rr;
+    random_read_fields(&rep, &rr, &pos, 0);
     wh_buf b;
     wh_buf_init(&b, 0);
     size_t off[9];
