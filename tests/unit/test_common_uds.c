@@ -62,6 +62,14 @@ static int swapped(void *arg, const uint8_t *in, size_t inlen, wh_buf *out, size
     return WH_OK;
 }
 
+/* A start past the reply's end: a handler's mistake. */
+static int past_end(void *arg, const uint8_t *in, size_t inlen, wh_buf *out, size_t *start)
+{
+    (void)arg;
+    *start = inlen + 1;
+    return wh_buf_append(out, in, inlen);
+}
+
 /* Waits (bounded) until the server's held bytes are at most max. */
 static size_t held_within(wh_uds_server *s, size_t max)
 {
@@ -270,6 +278,13 @@ static void test_reply_from_start(void **state)
         assert_int_equal(rep.len, 5);
         assert_memory_equal(rep.data, "hello", 5);
     }
+    close(fd);
+    wh_uds_stop(s);
+    /* a start past the end: no reply, the connection is closed */
+    assert_int_equal(wh_uds_listen(&s, path, 1u << 20, 4, 1, past_end, NULL, err, sizeof(err)),
+                     WH_OK);
+    assert_int_equal(wh_uds_connect(&fd, path, 2000, &refused, err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_uds_call(fd, "hello", 5, &rep, 1u << 20, 5000, err, sizeof(err)), WH_ERR);
     close(fd);
     wh_buf_free(&rep);
     wh_uds_stop(s);
