@@ -27,7 +27,10 @@
 # (walhook_events_delivered_total) and the ratios (pg_recvlogical time /
 # walhook time); CPU-seconds per event of each daemon (utime+stime from
 # /proc/PID/stat, start-up included) and their sum; each daemon's peak PSS
-# (/proc/PID/smaps_rollup sampled every 100 ms) and their sum.
+# (/proc/PID/smaps_rollup sampled every 100 ms) and their sum; and walhook's
+# start-up: when its walsender connected and the first events arrived (a
+# backlog of one transaction, as (c) and (d), arrives only after PostgreSQL
+# decoded all of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/lib/helpers.sh
@@ -210,6 +213,8 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     pgc3=$(pg_children_cpu)
     rcv1=$(cpu_s "${WH_PIDS[receiver]}")
     wsp=$(pg_psql -At -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot'")
+    local t_ws
+    t_ws=$(pg_psql -At -c "SELECT extract(epoch FROM backend_start) - $t0 FROM pg_stat_activity WHERE pid = ${wsp:-0}")
     echo "   PostgreSQL CPU: pg_recvlogical's walsender $(fmt "$pgc1" "$pgc0") s;" \
         "walhook's walsender $(cpu_s "${wsp:-0}") s, exited backends meanwhile (the admin's" \
         "per-scrape slot queries) $(fmt "$pgc3" "$pgc2") s; the local receiver (a real target" \
@@ -238,6 +243,10 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
         'NR > skip && $2 ~ /^2/ && $3 ~ /^[0-9]+$/ { s += $3; if (s >= n) { printf "%.2f", $1 / 1000 - t0; exit } }' \
         "$REQLOG")
     [ -n "$t_arr" ] && t_dl=$t_arr
+    # the start-up: the first POST's arrival (the daemons start, connect,
+    # and the walsender begins decoding; pg_recvlogical's time has its own)
+    local t_first
+    t_first=$(awk -v skip="$req0" -v t0="$t0" 'NR > skip && $2 ~ /^2/ { printf "%.3f", $1 / 1000 - t0; exit }' "$REQLOG")
     # the exact stored time: the store's last synced append of events, at
     # most the delivered time
     local t_la t_st
@@ -249,6 +258,9 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     r_dl=$(ratio "$t_rl" "$t_dl")
     echo "   walhook: all stored in $t_st s ($(rate "$events" "$t_st") changes/s, ratio $r_st)"
     echo "   walhook: all delivered in $t_dl s (the last one's arrival at the receiver, $(rate "$events" "$t_dl") changes/s, ratio $r_dl)"
+    [ -n "$t_ws" ] && t_ws=$(awk -v t="$t_ws" 'BEGIN { printf "%.3f", t }')
+    echo "   walhook: its walsender connected after ${t_ws:-?} s," \
+        "the first events arrived at the receiver after ${t_first:-?} s"
     bench_daemons_report "$events" ev event "$WH_TMP/pss-$name"
     echo "   minor page faults:$flt"
     echo "   context switches per event:$csw"

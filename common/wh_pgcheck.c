@@ -458,7 +458,10 @@ static void check_server(chk *k, int repl_conn, int repl_missing)
     PQfreemem(pl);
 }
 
-int wh_pg_preflight(const wh_pg_source *src, wh_buf *report, char *err, size_t errlen)
+/* Checks src on conn when it is an open replication connection (kept
+ * open), else on a connection of its own (closed). */
+static int preflight(const wh_pg_source *src, PGconn *conn, wh_buf *report, char *err,
+                     size_t errlen)
 {
     if (!src->dsn || !*src->dsn)
         return wh_seterr(err, errlen, "source.dsn is not set (use --source or WALHOOK_SOURCE_DSN)");
@@ -474,7 +477,7 @@ int wh_pg_preflight(const wh_pg_source *src, wh_buf *report, char *err, size_t e
         return WH_ERR;
     }
     int repl_conn = 1, repl_missing = 0;
-    k->conn = connect_src(src->dsn, 1);
+    k->conn = conn != NULL && PQstatus(conn) == CONNECTION_OK ? conn : connect_src(src->dsn, 1);
     if (!k->conn || PQstatus(k->conn) != CONNECTION_OK) {
         repl_missing = connect_failed(k, k->conn);
         PQfinish(k->conn);
@@ -491,13 +494,25 @@ int wh_pg_preflight(const wh_pg_source *src, wh_buf *report, char *err, size_t e
     }
     if (k->conn)
         check_server(k, repl_conn, repl_missing);
-    PQfinish(k->conn);
+    if (k->conn != conn)
+        PQfinish(k->conn);
     int n = k->n;
     if (n)
         wh_seterr(err, errlen, "the source database is not ready for walhook (%d problem%s): %s", n,
                   n == 1 ? "" : "s", k->first);
     free(k);
     return n ? WH_ERR : WH_OK;
+}
+
+int wh_pg_preflight(const wh_pg_source *src, wh_buf *report, char *err, size_t errlen)
+{
+    return preflight(src, NULL, report, err, errlen);
+}
+
+int wh_pg_preflight_conn(const wh_pg_source *src, struct pg_conn *conn, wh_buf *report, char *err,
+                         size_t errlen)
+{
+    return preflight(src, conn, report, err, errlen);
 }
 
 /* ---- setup SQL ---------------------------------------------------------- */

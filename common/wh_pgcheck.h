@@ -36,6 +36,13 @@ typedef struct wh_pg_source {
  * a one-line summary naming the first problem. */
 int wh_pg_preflight(const wh_pg_source *src, wh_buf *report, char *err, size_t errlen);
 
+/* The same checks on conn, an open replication connection (replication =
+ * database) to src->dsn that stays open and idle for its caller; a NULL or
+ * failed conn: as wh_pg_preflight (its own connection names the cause). */
+struct pg_conn;
+int wh_pg_preflight_conn(const wh_pg_source *src, struct pg_conn *conn, wh_buf *report, char *err,
+                         size_t errlen);
+
 /* The SQL that sets up `role` (default: the DSN's user) for src. */
 int wh_pg_setup_sql(const wh_pg_source *src, const char *role, wh_buf *out, char *err,
                     size_t errlen);

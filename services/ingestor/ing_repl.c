@@ -58,6 +58,7 @@
 
 typedef struct repl {
     wh_config *cfg; /* own copy: the source may change at runtime */
+    PGconn *pre;    /* the first source's connection opened at start (ing_early) */
     const ing_source_watch *sw;
     ing_batcher *bt;
     ing_stats *st;
@@ -155,6 +156,14 @@ static int repl_connect(repl *r, char *err, size_t errlen)
     }
     describe_target(r, opts);
     PQconninfoFree(opts);
+    if (r->pre != NULL) { /* opened at start (ing_early), for the first attempt */
+        r->conn = r->pre;
+        r->pre = NULL;
+        if (PQstatus(r->conn) == CONNECTION_OK)
+            return WH_OK;
+        PQfinish(r->conn); /* lost meanwhile: a connection of its own */
+        r->conn = NULL;
+    }
     char msg[512];
     if (ing_pg_connect(&r->conn, r->cfg->source_dsn, "database", SESSION_OPTS, "walhook-ingestor",
                        NULL, msg, sizeof(msg)) != WH_OK)
@@ -1664,7 +1673,7 @@ static int run_source(repl *r, int first, char *err, size_t errlen)
 }
 
 int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing_source_watch *sw,
-                 char *err, size_t errlen)
+                 PGconn *first, char *err, size_t errlen)
 {
     repl *r = calloc(1, sizeof(*r));
     wh_config *own = malloc(sizeof(*own));
@@ -1672,8 +1681,10 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
     if (r == NULL || own == NULL) {
         free(r);
         free(own);
+        PQfinish(first);
         return wh_seterr(err, errlen, "out of memory");
     }
+    r->pre = first;
     *own = *cfg;
     r->cfg = own;
     r->sw = sw;
@@ -1701,6 +1712,8 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
             goto out;
         ing_snapshot_set_schema(r->snap, r->schema);
         rc = run_source(r, first, err, errlen);
+        PQfinish(r->pre); /* for the first source only */
+        r->pre = NULL;
         ing_slot_stop(r->slot);
         disconnect(r);
         ing_snapshot_free(r->snap);
@@ -1739,6 +1752,7 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
     }
 out:
     disconnect(r);
+    PQfinish(r->pre);
     streams_clear(r);
     free(r->streams);
     pthread_mutex_lock(&st->reason_mu);

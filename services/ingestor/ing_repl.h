@@ -14,6 +14,8 @@
 #ifndef ING_REPL_H
 #define ING_REPL_H
 
+#include <libpq-fe.h>
+
 #include <stddef.h>
 
 #include "ing_batch.h"
@@ -42,8 +44,10 @@ typedef struct ing_source_watch {
  * that is wrong from the start is refused before this by the ingestor's
  * preflight (wh_pgcheck, exit 1). A changed source (sw, may be NULL) drains
  * what was received, confirms it to the old source, and connects to the new
- * one from scratch. WH_ERR only when it cannot start (err says why). */
+ * one from scratch. WH_ERR only when it cannot start (err says why).
+ * first (may be NULL) is an open replication connection to cfg's source
+ * (ing_early), taken over: the first attempt uses it instead of connecting. */
 int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing_source_watch *sw,
-                 char *err, size_t errlen);
+                 PGconn *first, char *err, size_t errlen);
 
 #endif

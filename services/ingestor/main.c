@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ing_batch.h"
+#include "ing_early.h"
 #include "ing_repl.h"
 #include "ing_state.h"
 #include "ing_stats.h"
@@ -57,7 +58,9 @@ static int check_budget(const wh_config *c, const char *daemon)
     return wh_budget_enforce(&b, limit, src);
 }
 
-static int ing_preflight(const wh_config *c)
+/* The preflight of c's source: early's (its replication connection into
+ * *conn) when it checked the same source, else one of its own. */
+static int ing_preflight(const wh_config *c, ing_early *early, PGconn **conn)
 {
     wh_pg_source src = {.dsn = c->source_dsn,
                         .slot = c->slot,
@@ -67,7 +70,10 @@ static int ing_preflight(const wh_config *c)
     wh_buf rep;
     wh_buf_init(&rep, 1 << 20);
     char err[WH_ERRLEN];
-    int rc = wh_pg_preflight(&src, &rep, err, sizeof(err));
+    int rc = WH_ERR;
+    *conn = NULL;
+    if (early == NULL || !ing_early_take(early, c, &rc, conn, &rep, err, sizeof(err)))
+        rc = wh_pg_preflight(&src, &rep, err, sizeof(err));
     if (rc != WH_OK) {
         wh_error("%s", err);
         if (wh_buf_cstr(&rep) == WH_OK) {
@@ -103,10 +109,18 @@ int main(int argc, char **argv)
     /* the budget of the file's settings first: a refusal needs no store */
     if (check_budget(&base, daemon_name) != WH_OK)
         return 2;
+    /* the file's source (the runtime state's, almost always): connected and
+     * checked while the store starts and hands over the state */
+    ing_early *early = NULL;
+    PGconn *first = NULL;
+    if (strcmp(tenant, base.tenant) == 0 && base.source_dsn[0] &&
+        ing_early_start(&early, &base, err, sizeof(err)) != WH_OK)
+        wh_warn("connecting to the source at start: %s", err);
     ing_state *is = NULL;
     if (ing_state_start(&is, &base, tenant, path, ING_STORE_WAIT_MS, &cfg, err, sizeof(err)) !=
         WH_OK) {
         fprintf(stderr, "walhook-ingestor: %s\n", err);
+        ing_early_free(early);
         return strstr(err, "not in the runtime state") ? 2 : 1;
     }
     int rc = 1;
@@ -127,7 +141,10 @@ int main(int argc, char **argv)
     }
     /* every privilege and object it needs, each missing one named with the
      * SQL that fixes it: exit 1 rather than a restart loop */
-    if (ing_preflight(&cfg) != WH_OK)
+    int pf = ing_preflight(&cfg, early, &first);
+    ing_early_free(early);
+    early = NULL;
+    if (pf != WH_OK)
         goto out;
     if (ing_batcher_new(&bt, &cfg, err, sizeof(err)) != WH_OK) {
         wh_error("%s", err);
@@ -145,12 +162,16 @@ int main(int argc, char **argv)
         goto out;
     }
     wh_info("tenant %s (control %s)", tenant, cfg.ingestor_control);
-    if (ing_repl_run(&cfg, bt, &st, ing_state_source_watch(is), err, sizeof(err)) != WH_OK) {
+    PGconn *c = first;
+    first = NULL; /* ing_repl_run's */
+    if (ing_repl_run(&cfg, bt, &st, ing_state_source_watch(is), c, err, sizeof(err)) != WH_OK) {
         wh_error("%s", err);
         goto out;
     }
     rc = 0;
 out:
+    ing_early_free(early);
+    PQfinish(first);
     if (ing_state_removed(is))
         wh_info("tenant %s is no longer in the runtime state: exiting", tenant);
     ing_state_stop(is);

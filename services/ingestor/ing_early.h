@@ -1,0 +1,43 @@
+/* ing_early: the source's connection and preflight, begun at start.
+ *
+ * At start the ingestor waits for the store (its runtime state), opens its
+ * batcher and control endpoints, and only then needs PostgreSQL. The
+ * replication connection (a backend forked, authenticated, its catalog
+ * caches warmed) and the preflight (wh_pgcheck) need only the source's
+ * settings, which the configuration file already has: ing_early_start does
+ * both in a thread meanwhile, the preflight on that same connection (one
+ * connection, not two). ing_early_take hands them over when the runtime
+ * state's source is the one the thread used; otherwise (the source was
+ * changed at runtime) the connection is closed and the caller checks and
+ * connects as without it.
+ *
+ * Teardown: ing_early_take (or ing_early_free alone) joins the thread;
+ * ing_early_free closes a connection not taken. */
+#ifndef ING_EARLY_H
+#define ING_EARLY_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+#include "wh_buf.h"
+#include "wh_config.h"
+
+typedef struct ing_early ing_early;
+
+/* Starts the thread for c's source (copied). WH_ERR (err says why) when it
+ * cannot: the caller goes on without it. */
+int ing_early_start(ing_early **out, const wh_config *c, char *err, size_t errlen);
+
+/* Waits for the thread. Returns 1 when c's source (dsn, slot, publication,
+ * tables, create_slot) is the one it checked: *preflight_rc is the
+ * preflight's result, with err and report (one entry per problem, see
+ * wh_pg_preflight) filled on WH_ERR, and *conn the open replication
+ * connection (the caller's from now on; NULL when the preflight failed).
+ * Returns 0 otherwise (nothing is handed over). */
+int ing_early_take(ing_early *e, const wh_config *c, int *preflight_rc, PGconn **conn,
+                   wh_buf *report, char *err, size_t errlen);
+
+/* Joins the thread if not yet, closes what was not taken, frees. NULL ok. */
+void ing_early_free(ing_early *e);
+
+#endif

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The ingestor's start against a real PostgreSQL 15: it opens its
+# replication connection and runs the preflight on it while it waits for the
+# store (ing_early), for the source of its configuration file; the runtime
+# state in the store decides which source is used.
+# 1. the slot exists but is physical: exit 1, the preflight names it;
+# 2. a role without REPLICATION (the early connection fails): exit 1, the
+#    preflight's own connection names the missing attribute;
+# 3. the store's state names the bad slot, the ingestor's file a good one:
+#    exit 1 naming the state's slot (the file's checked connection is not used);
+# 4. the store's state names a good slot, the ingestor's file the bad one:
+#    it streams from the state's slot, and the flush LSN confirmed to
+#    PostgreSQL passes rows inserted (the store synced them).
+set -uo pipefail
+source "$(dirname "$0")/../lib/helpers.sh"
+trap wh_cleanup EXIT
+wh_require_bins walhook-store walhook-ingestor
+wh_tmpdir
+pg_start || wh_fail "cannot start PostgreSQL"
+pg_psql -c "CREATE TABLE items (id int PRIMARY KEY);
+            CREATE PUBLICATION walhook FOR ALL TABLES;
+            CREATE ROLE norepl LOGIN;
+            SELECT pg_create_physical_replication_slot('wh_phys');" >/dev/null ||
+    wh_fail "setup failed"
+NOREPL_DSN="postgresql://norepl@127.0.0.1:$PG_PORT/postgres"
+
+conf() { # FILE DSN DATA SLOT
+    wh_write_conf "$1" "$2" "$3" "$(wh_free_port)"
+    sed -i "s/slot = \"walhook\"/slot = \"$4\"/" "$1"
+}
+# ingestor FILE LOG: runs it until it exits (at most 60 s); prints the code
+ingestor() {
+    local rc=0
+    timeout -k 5 60 "$BIN/walhook-ingestor" -c "$1" >"$2" 2>&1 || rc=$?
+    echo "$rc"
+}
+store_start() { # NAME FILE DATA
+    mkdir -p -m 700 "$3"
+    wh_spawn "$1" "$BIN/walhook-store" -c "$2"
+    wh_wait_until 30 test -S "$3/store.sock" || wh_fail "$1 did not start"
+}
+
+# 1: the file's source, checked early: the physical slot
+D1="$WH_TMP/d1"
+conf "$WH_TMP/bad1.conf" "$PG_DSN" "$D1" wh_phys
+store_start store1 "$WH_TMP/bad1.conf" "$D1"
+rc=$(ingestor "$WH_TMP/bad1.conf" "$WH_TMP/ing1.log")
+[ "$rc" = 1 ] || { cat "$WH_TMP/ing1.log" >&2; wh_fail "round 1: the ingestor exited $rc, not 1"; }
+grep -q 'preflight: - replication slot "wh_phys" exists but is not a logical pgoutput slot' \
+    "$WH_TMP/ing1.log" || { cat "$WH_TMP/ing1.log" >&2; wh_fail "round 1: the slot is not named"; }
+wh_kill store1
+
+# 2: no REPLICATION attribute: the early replication connection fails
+D2="$WH_TMP/d2"
+conf "$WH_TMP/norepl.conf" "$NOREPL_DSN" "$D2" wh_ok
+store_start store2 "$WH_TMP/norepl.conf" "$D2"
+rc=$(ingestor "$WH_TMP/norepl.conf" "$WH_TMP/ing2.log")
+[ "$rc" = 1 ] || { cat "$WH_TMP/ing2.log" >&2; wh_fail "round 2: the ingestor exited $rc, not 1"; }
+grep -q 'preflight: - role "norepl" lacks the REPLICATION attribute' "$WH_TMP/ing2.log" ||
+    { cat "$WH_TMP/ing2.log" >&2; wh_fail "round 2: the missing attribute is not named"; }
+grep -q 'fix (as a superuser): ALTER ROLE norepl WITH REPLICATION;' "$WH_TMP/ing2.log" ||
+    { cat "$WH_TMP/ing2.log" >&2; wh_fail "round 2: no fix printed"; }
+wh_kill store2
+
+# 3: the store's state is bad, the ingestor's file good: the state decides
+D3="$WH_TMP/d3"
+conf "$WH_TMP/bad3.conf" "$PG_DSN" "$D3" wh_phys
+conf "$WH_TMP/good3.conf" "$PG_DSN" "$D3" wh_ok
+store_start store3 "$WH_TMP/bad3.conf" "$D3"
+rc=$(ingestor "$WH_TMP/good3.conf" "$WH_TMP/ing3.log")
+[ "$rc" = 1 ] || { cat "$WH_TMP/ing3.log" >&2; wh_fail "round 3: the ingestor exited $rc, not 1"; }
+grep -q 'replication slot "wh_phys" exists but is not a logical pgoutput slot' "$WH_TMP/ing3.log" ||
+    { cat "$WH_TMP/ing3.log" >&2; wh_fail "round 3: the state's slot is not the one checked"; }
+[ -z "$(wh_slot_pid wh_ok)" ] || wh_fail "round 3: the file's slot wh_ok is in use"
+wh_kill store3
+
+# 4: the store's state is good, the ingestor's file bad: it streams
+D4="$WH_TMP/d4"
+conf "$WH_TMP/good4.conf" "$PG_DSN" "$D4" wh_ok
+conf "$WH_TMP/bad4.conf" "$PG_DSN" "$D4" wh_phys
+store_start store4 "$WH_TMP/good4.conf" "$D4"
+wh_spawn ingestor4 "$BIN/walhook-ingestor" -c "$WH_TMP/bad4.conf"
+wh_wait_slot_active wh_ok 30 || { cat "$WH_TMP/ingestor4.log" >&2; wh_fail "round 4: no stream on wh_ok"; }
+pg_psql -c "INSERT INTO items SELECT generate_series(1, 20)" >/dev/null || wh_fail "insert failed"
+# the flush LSN moves only once the store has synced the changes
+LSN=$(pg_psql -At -c "SELECT pg_current_wal_lsn()")
+confirmed() {
+    [ "$(pg_psql -At -c "SELECT confirmed_flush_lsn >= '$LSN' FROM pg_replication_slots WHERE slot_name = 'wh_ok'")" = t ]
+}
+wh_wait_until 30 confirmed || { cat "$WH_TMP/ingestor4.log" >&2; wh_fail "round 4: the rows were not stored and confirmed"; }
+wh_kill ingestor4
+grep -q "preflight" "$WH_TMP/ingestor4.log" && { cat "$WH_TMP/ingestor4.log" >&2; wh_fail "round 4: a preflight problem"; }
+wh_log "round 4: streamed from the state's slot wh_ok"
+echo "PASS test_ingestor_start"
