@@ -19,7 +19,9 @@
 # BENCH_RL_STREAMING=1 also times pg_recvlogical with pgoutput streaming on
 # (protocol 2) on each backlog, for reference.
 # BENCH_SCALE (1) multiplies every default size (BENCH_SCALE=0.1: a quick
-# run); BENCH_CASES ("pgbench small big wide") picks backlogs.
+# run); BENCH_CASES ("pgbench small big wide") picks backlogs; BENCH_REPEAT
+# (1) drains each backlog that many times with each tool, alternately, and
+# adds min / median / max of the ratios, the CPU total and the PSS sum.
 #
 # For each: pg_recvlogical's time and CPU (user+sys) to drain its slot up to
 # the backlog's end LSN; walhook's time until every event is durably stored
@@ -43,6 +45,8 @@ N_SMALL=${BENCH_SMALL_TXNS:-$(scaled 200000)}
 N_BIG=${BENCH_BIG_TXN:-$(scaled 1000000)}
 N_WIDE=${BENCH_WIDE_UPDATES:-$(scaled 100000)}
 CASES=${BENCH_CASES:-pgbench small big wide}
+REPEAT=${BENCH_REPEAT:-1}
+SUMMARY=()
 LIMIT=${BENCH_TIMEOUT:-900}
 DAEMONS=(ingestor store dispatcher admin)
 HZ=$(getconf CLK_TCK)
@@ -110,16 +114,23 @@ prep_wide() {
 }
 
 RESULTS=()
+# BENCH_REPEAT=N: pg_recvlogical and walhook each drain the same backlog N
+# times, alternately (a pair of fresh slots per repeat, all created before
+# the backlog is written; a fresh store each time); one row per repeat and a
+# line of min / median / max. The host's noise moves both sides of a ratio.
+sfx_of() { [ "$REPEAT" -gt 1 ] && echo "_$1" || true; }
 run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE is the backlog
-    local name=$1 events=$2 prep=$3 write=$4
-    local slot="walhook_$name" rl="rl_$name" data="$WH_TMP/data-$name"
+    local name=$1 events=$2 prep=$3 write=$4 r sfx
     echo "== backlog ($name): $events events"
     "$prep"
     pg_psql -c "CHECKPOINT" >/dev/null
-    pg_psql -c "SELECT pg_create_logical_replication_slot('$rl', 'pgoutput')" >/dev/null
-    pg_psql -c "SELECT pg_create_logical_replication_slot('$slot', 'pgoutput')" >/dev/null
+    for r in $(seq 1 "$REPEAT"); do
+        sfx=$(sfx_of "$r")
+        pg_psql -c "SELECT pg_create_logical_replication_slot('rl_$name$sfx', 'pgoutput')" >/dev/null
+        pg_psql -c "SELECT pg_create_logical_replication_slot('walhook_$name$sfx', 'pgoutput')" >/dev/null
+    done
     [ "${BENCH_RL_STREAMING:-0}" = 1 ] &&
-        pg_psql -c "SELECT pg_create_logical_replication_slot('${rl}_s', 'pgoutput')" >/dev/null
+        pg_psql -c "SELECT pg_create_logical_replication_slot('rl_${name}_s', 'pgoutput')" >/dev/null
     local t0 t1
     t0=$(now)
     "$write"
@@ -127,18 +138,40 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     local end
     end=$(pg_psql -At -c "SELECT pg_current_wal_lsn()")
     echo "   backlog written in $(fmt "$t1" "$t0") s, end LSN $end"
+    local first=${#RESULTS[@]}
+    for r in $(seq 1 "$REPEAT"); do
+        sfx=$(sfx_of "$r")
+        [ "$REPEAT" -gt 1 ] && echo "-- repeat $r of $REPEAT"
+        run_pair "$name" "$events" "$end" "$sfx" "$r"
+    done
+    [ "$REPEAT" -gt 1 ] && SUMMARY+=("$(printf '%s\n' "${RESULTS[@]:$first}" | awk -v name="$name" '
+        function med(a, n,   i, j, t) { for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+                                       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+        { n++; st[n] = $7; dl[n] = $8; to[n] = $13; ps[n] = $14 }
+        END { printf "%-8s r_st %.2f / %.2f / %.2f   r_dl %.2f / %.2f / %.2f   total %.1f / %.1f / %.1f   pss %.1f / %.1f / %.1f", name,
+                  min(st, n), med(st, n), max(st, n), min(dl, n), med(dl, n), max(dl, n),
+                  min(to, n), med(to, n), max(to, n), min(ps, n), med(ps, n), max(ps, n) }
+        function min(a, n,   i, m) { m = a[1]; for (i = 2; i <= n; i++) if (a[i] < m) m = a[i]; return m }
+        function max(a, n,   i, m) { m = a[1]; for (i = 2; i <= n; i++) if (a[i] > m) m = a[i]; return m }')")
+    return 0
+}
+
+# One pg_recvlogical run and one walhook run over a backlog already written
+run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
+    local name=$1 events=$2 end=$3 sfx=$4 rep=$5
+    local slot="walhook_$name$sfx" rl="rl_$name$sfx" data="$WH_TMP/data-$name$sfx" t0
 
     local tf="$WH_TMP/time-$name" TIMEFORMAT='%R %U %S' pgc0 pgc1
     pgc0=$(pg_children_cpu)
     { time pg_recvlogical -d "$PG_DSN" -S "$rl" --start -o proto_version=1 \
         -o publication_names=walhook -E "$end" -f /dev/null --no-loop; } 2>"$tf"
     pgc1=$(pg_children_cpu)
-    if [ "${BENCH_RL_STREAMING:-0}" = 1 ]; then
+    if [ "${BENCH_RL_STREAMING:-0}" = 1 ] && [ "$rep" = 1 ]; then
         # what pgoutput's streaming of large in-progress transactions (protocol
         # 2, which walhook does not use yet) would give PostgreSQL's side
-        { time pg_recvlogical -d "$PG_DSN" -S "${rl}_s" --start -o proto_version=2 -o streaming=on \
+        { time pg_recvlogical -d "$PG_DSN" -S "rl_${name}_s" --start -o proto_version=2 -o streaming=on \
             -o publication_names=walhook -E "$end" -f /dev/null --no-loop; } 2>"$tf.s"
-        pg_psql -c "SELECT pg_drop_replication_slot('${rl}_s')" >/dev/null
+        pg_psql -c "SELECT pg_drop_replication_slot('rl_${name}_s')" >/dev/null
         echo "   pg_recvlogical with streaming=on (protocol 2): $(awk '{ printf "%.2f s, CPU %.2f s", $1, $2 + $3 }' "$tf.s")"
     fi
     local t_rl rl_cpu
@@ -183,7 +216,7 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     local sampler=$! perfpid=""
     if [ -n "${BENCH_PERF:-}" ]; then # BENCH_PERF=DIR: perf record -g of each daemon into DIR
         mkdir -p "$BENCH_PERF"
-        perf record -q ${BENCH_PERF_OPTS:--F 1999 -g} -o "$BENCH_PERF/perf-$name.data" \
+        perf record -q ${BENCH_PERF_OPTS:--F 1999 -g} -o "$BENCH_PERF/perf-$name$sfx.data" \
             -p "$(IFS=,; echo "${pids[*]}")" >/dev/null 2>&1 &
         perfpid=$!
     fi
@@ -280,8 +313,8 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
         "ingestor: $(wh_metric "$m" walhook_ingestor_batches_sent_total) batches," \
         "WAL not read for $(wh_metric_tcp "$aport" walhook_ingestor_window_full_seconds_total %.3f) s (window full)"
     # BENCH_METRICS=DIR: keep the admin's /metrics at the end of each case
-    [ -n "${BENCH_METRICS:-}" ] && curl -s "$m" >"$BENCH_METRICS/metrics-$name.txt"
-    RESULTS+=("$(printf '%-8s %8d %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s %7s' "$name" "$events" \
+    [ -n "${BENCH_METRICS:-}" ] && curl -s "$m" >"$BENCH_METRICS/metrics-$name$sfx.txt"
+    RESULTS+=("$(printf '%-8s %8d %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s %7s' "$name$sfx" "$events" \
         "$t_rl" "$(us_per "$rl_cpu" "$events")" "$t_st" "$t_dl" "$r_st" "$r_dl" \
         "$(us_per "${cpu[0]}" "$events")" "$(us_per "${cpu[1]}" "$events")" \
         "$(us_per "${cpu[2]}" "$events")" "$(us_per "${cpu[3]}" "$events")" \
@@ -316,3 +349,8 @@ echo "pss = sum of the four daemons' peak PSS in MiB (bar: <= 64)"
 printf '%-8s %8s %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s %7s\n' case events rl_s rl_us \
     stored_s deliv_s r_st r_dl ing sto dsp adm total pss
 for r in "${RESULTS[@]}"; do echo "$r"; done
+if [ "$REPEAT" -gt 1 ]; then
+    echo
+    echo "each backlog over its $REPEAT repeats: min / median / max"
+    for r in "${SUMMARY[@]}"; do echo "$r"; done
+fi
