@@ -201,12 +201,13 @@ static PGresult *query(chk *k, const char *sql, const char *what)
     return NULL;
 }
 
-/* A connection failure: names the cause and its fix. Returns 1 when the
- * REPLICATION attribute is what is missing (a plain connection may work). */
-static int connect_failed(chk *k, PGconn *c)
+/* A connection failure (libpq's message): names the cause and its fix.
+ * Returns 1 when the REPLICATION attribute is what is missing (a plain
+ * connection may work). */
+static int connect_failed_msg(chk *k, const char *libpq_msg)
 {
     char msg[400];
-    wh_strlcpy(msg, c ? PQerrorMessage(c) : "out of memory", sizeof(msg));
+    wh_strlcpy(msg, libpq_msg, sizeof(msg));
     chomp(msg);
     wh_buf fix;
     wh_buf_init(&fix, 4096);
@@ -250,6 +251,11 @@ static int connect_failed(chk *k, PGconn *c)
     }
     wh_buf_free(&fix);
     return repl;
+}
+
+static int connect_failed(chk *k, PGconn *c)
+{
+    return connect_failed_msg(k, c ? PQerrorMessage(c) : "out of memory");
 }
 
 static char *lit(chk *k, const char *s)
@@ -459,9 +465,12 @@ static void check_server(chk *k, int repl_conn, int repl_missing)
 }
 
 /* Checks src on conn when it is an open replication connection (kept
- * open), else on a connection of its own (closed). */
-static int preflight(const wh_pg_source *src, PGconn *conn, wh_buf *report, char *err,
-                     size_t errlen)
+ * open); after conn_err (a replication connection that failed with that
+ * message) without connecting again, unless with a plain connection when
+ * the REPLICATION attribute is what is missing; else on a connection of its
+ * own (closed). */
+static int preflight(const wh_pg_source *src, PGconn *conn, const char *conn_err, wh_buf *report,
+                     char *err, size_t errlen)
 {
     if (!src->dsn || !*src->dsn)
         return wh_seterr(err, errlen, "source.dsn is not set (use --source or WALHOOK_SOURCE_DSN)");
@@ -477,19 +486,26 @@ static int preflight(const wh_pg_source *src, PGconn *conn, wh_buf *report, char
         return WH_ERR;
     }
     int repl_conn = 1, repl_missing = 0;
-    k->conn = conn != NULL && PQstatus(conn) == CONNECTION_OK ? conn : connect_src(src->dsn, 1);
-    if (!k->conn || PQstatus(k->conn) != CONNECTION_OK) {
-        repl_missing = connect_failed(k, k->conn);
-        PQfinish(k->conn);
-        k->conn = NULL;
+    if (conn != NULL && PQstatus(conn) == CONNECTION_OK) {
+        k->conn = conn;
+    } else if (conn_err != NULL) {
+        repl_missing = connect_failed_msg(k, conn_err);
         repl_conn = 0;
-        if (repl_missing) { /* go on with a plain connection: name the rest too */
-            k->conn = connect_src(src->dsn, 0);
-            if (!k->conn || PQstatus(k->conn) != CONNECTION_OK) {
-                connect_failed(k, k->conn);
-                PQfinish(k->conn);
-                k->conn = NULL;
-            }
+    } else {
+        k->conn = connect_src(src->dsn, 1);
+        if (!k->conn || PQstatus(k->conn) != CONNECTION_OK) {
+            repl_missing = connect_failed(k, k->conn);
+            PQfinish(k->conn);
+            k->conn = NULL;
+            repl_conn = 0;
+        }
+    }
+    if (repl_missing) { /* go on with a plain connection: name the rest too */
+        k->conn = connect_src(src->dsn, 0);
+        if (!k->conn || PQstatus(k->conn) != CONNECTION_OK) {
+            connect_failed(k, k->conn);
+            PQfinish(k->conn);
+            k->conn = NULL;
         }
     }
     if (k->conn)
@@ -506,13 +522,13 @@ static int preflight(const wh_pg_source *src, PGconn *conn, wh_buf *report, char
 
 int wh_pg_preflight(const wh_pg_source *src, wh_buf *report, char *err, size_t errlen)
 {
-    return preflight(src, NULL, report, err, errlen);
+    return preflight(src, NULL, NULL, report, err, errlen);
 }
 
-int wh_pg_preflight_conn(const wh_pg_source *src, struct pg_conn *conn, wh_buf *report, char *err,
-                         size_t errlen)
+int wh_pg_preflight_conn(const wh_pg_source *src, struct pg_conn *conn, const char *conn_err,
+                         wh_buf *report, char *err, size_t errlen)
 {
-    return preflight(src, conn, report, err, errlen);
+    return preflight(src, conn, conn_err, report, err, errlen);
 }
 
 /* ---- setup SQL ---------------------------------------------------------- */

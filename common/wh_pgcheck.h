@@ -37,11 +37,14 @@ typedef struct wh_pg_source {
 int wh_pg_preflight(const wh_pg_source *src, wh_buf *report, char *err, size_t errlen);
 
 /* The same checks on conn, an open replication connection (replication =
- * database) to src->dsn that stays open and idle for its caller; a NULL or
- * failed conn: as wh_pg_preflight (its own connection names the cause). */
+ * database) to src->dsn that stays open and idle for its caller. With conn
+ * NULL and conn_err set (libpq's message of such a connection that failed),
+ * the failure is named from conn_err without connecting again (a plain
+ * connection is still tried when the REPLICATION attribute is what is
+ * missing, to name the rest); with both NULL, as wh_pg_preflight. */
 struct pg_conn;
-int wh_pg_preflight_conn(const wh_pg_source *src, struct pg_conn *conn, wh_buf *report, char *err,
-                         size_t errlen);
+int wh_pg_preflight_conn(const wh_pg_source *src, struct pg_conn *conn, const char *conn_err,
+                         wh_buf *report, char *err, size_t errlen);
 
 /* The SQL that sets up `role` (default: the DSN's user) for src. */
 int wh_pg_setup_sql(const wh_pg_source *src, const char *role, wh_buf *out, char *err,

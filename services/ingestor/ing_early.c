@@ -12,6 +12,9 @@
 struct ing_early {
     pthread_t thread;
     int joined;
+    pthread_mutex_t mu; /* done, abandoned */
+    int done;           /* the thread finished */
+    int abandoned;      /* ing_early_free did not wait: the thread frees it */
     /* the source it checked (a copy: the caller's config may change) */
     char dsn[WH_URL_MAX], slot[WH_NAME_MAX], publication[WH_NAME_MAX], tables[WH_URL_MAX];
     int create;
@@ -21,6 +24,14 @@ struct ing_early {
     wh_buf report;
     char err[WH_ERRLEN];
 };
+
+static void early_destroy(ing_early *e)
+{
+    PQfinish(e->conn);
+    wh_buf_free(&e->report);
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}
 
 static void *early_main(void *arg)
 {
@@ -34,14 +45,20 @@ static void *early_main(void *arg)
     /* the replication connection as ing_repl opens it (at most 10 s, as the
      * preflight's own); when it fails, the preflight connects on its own
      * and names the cause */
-    if (ing_pg_connect(&e->conn, e->dsn, "database", ING_SESSION_OPTS, "walhook-ingestor", "10",
-                       msg, sizeof(msg)) != WH_OK)
-        e->conn = NULL;
-    e->rc = wh_pg_preflight_conn(&src, e->conn, &e->report, e->err, sizeof(e->err));
+    int failed = ing_pg_connect(&e->conn, e->dsn, "database", ING_SESSION_OPTS, "walhook-ingestor",
+                                "10", msg, sizeof(msg)) != WH_OK;
+    e->rc = wh_pg_preflight_conn(&src, e->conn, failed ? msg : NULL, &e->report, e->err,
+                                 sizeof(e->err));
     if (e->rc != WH_OK && e->conn != NULL) {
         PQfinish(e->conn);
         e->conn = NULL;
     }
+    pthread_mutex_lock(&e->mu);
+    e->done = 1;
+    int abandoned = e->abandoned;
+    pthread_mutex_unlock(&e->mu);
+    if (abandoned)
+        early_destroy(e);
     return NULL;
 }
 
@@ -57,8 +74,10 @@ int ing_early_start(ing_early **out, const wh_config *c, char *err, size_t errle
     wh_strlcpy(e->tables, c->tables, sizeof(e->tables));
     e->create = c->create_slot;
     wh_buf_init(&e->report, 1 << 20);
+    pthread_mutex_init(&e->mu, NULL);
     if (pthread_create(&e->thread, NULL, early_main, e) != 0) {
         wh_buf_free(&e->report);
+        pthread_mutex_destroy(&e->mu);
         free(e);
         return wh_seterr(err, errlen, "cannot start a thread");
     }
@@ -80,8 +99,13 @@ int ing_early_take(ing_early *e, const wh_config *c, int *preflight_rc, PGconn *
     join(e);
     if (strcmp(e->dsn, c->source_dsn) != 0 || strcmp(e->slot, c->slot) != 0 ||
         strcmp(e->publication, c->publication) != 0 || strcmp(e->tables, c->tables) != 0 ||
-        e->create != c->create_slot)
+        e->create != c->create_slot) {
+        /* not this source: its walsender goes now, before the state's
+         * source is checked (a server one sender short of full) */
+        PQfinish(e->conn);
+        e->conn = NULL;
         return 0;
+    }
     *preflight_rc = e->rc;
     *conn = e->conn;
     e->conn = NULL;
@@ -96,8 +120,19 @@ void ing_early_free(ing_early *e)
 {
     if (e == NULL)
         return;
-    join(e);
-    PQfinish(e->conn);
-    wh_buf_free(&e->report);
-    free(e);
+    if (!e->joined) {
+        /* not taken (a stop, or the store never answered): the ingestor
+         * exits without waiting for a connection attempt (up to 10 s) */
+        pthread_mutex_lock(&e->mu);
+        int done = e->done;
+        if (!done)
+            e->abandoned = 1;
+        pthread_mutex_unlock(&e->mu);
+        if (!done) {
+            pthread_detach(e->thread);
+            return;
+        }
+        join(e);
+    }
+    early_destroy(e);
 }

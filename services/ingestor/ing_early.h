@@ -11,8 +11,10 @@
  * changed at runtime) the connection is closed and the caller checks and
  * connects as without it.
  *
- * Teardown: ing_early_take (or ing_early_free alone) joins the thread;
- * ing_early_free closes a connection not taken. */
+ * Teardown: ing_early_take joins the thread; ing_early_free closes a
+ * connection not taken, and without a take does not wait for a thread
+ * still connecting: it detaches it, and the thread frees what it holds
+ * when its attempt ends. */
 #ifndef ING_EARLY_H
 #define ING_EARLY_H
 
@@ -33,11 +35,13 @@ int ing_early_start(ing_early **out, const wh_config *c, char *err, size_t errle
  * preflight's result, with err and report (one entry per problem, see
  * wh_pg_preflight) filled on WH_ERR, and *conn the open replication
  * connection (the caller's from now on; NULL when the preflight failed).
- * Returns 0 otherwise (nothing is handed over). */
+ * Returns 0 otherwise: nothing is handed over and the connection is closed
+ * at once. */
 int ing_early_take(ing_early *e, const wh_config *c, int *preflight_rc, PGconn **conn,
                    wh_buf *report, char *err, size_t errlen);
 
-/* Joins the thread if not yet, closes what was not taken, frees. NULL ok. */
+/* Closes what was not taken and frees; a thread still running (no take)
+ * is left to finish and free itself. NULL ok. */
 void ing_early_free(ing_early *e);
 
 #endif

@@ -159,7 +159,9 @@ static int repl_connect(repl *r, char *err, size_t errlen)
     if (r->pre != NULL) { /* opened at start (ing_early), for the first attempt */
         r->conn = r->pre;
         r->pre = NULL;
-        if (PQstatus(r->conn) == CONNECTION_OK)
+        /* the server may have closed it while the ingestor waited for the
+         * store: read what is there (a FATAL, an EOF) before trusting it */
+        if (PQconsumeInput(r->conn) && PQstatus(r->conn) == CONNECTION_OK)
             return WH_OK;
         PQfinish(r->conn); /* lost meanwhile: a connection of its own */
         r->conn = NULL;
@@ -1703,7 +1705,7 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
     pthread_mutex_lock(&st->reason_mu);
     st->slot = r->slot;
     pthread_mutex_unlock(&st->reason_mu);
-    for (int first = 1;; first = 0) {
+    for (int first_source = 1;; first_source = 0) {
         if (ing_parser_new(&r->parser, err, errlen) != WH_OK ||
             ing_catalog_new(&r->catalog, err, errlen) != WH_OK ||
             ing_snapshot_new(&r->snap, own, bt, st, err, errlen) != WH_OK ||
@@ -1711,7 +1713,7 @@ int ing_repl_run(const wh_config *cfg, ing_batcher *bt, ing_stats *st, const ing
             ing_slot_start(r->slot, own, err, errlen) != WH_OK)
             goto out;
         ing_snapshot_set_schema(r->snap, r->schema);
-        rc = run_source(r, first, err, errlen);
+        rc = run_source(r, first_source, err, errlen);
         PQfinish(r->pre); /* for the first source only */
         r->pre = NULL;
         ing_slot_stop(r->slot);

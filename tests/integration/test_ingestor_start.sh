@@ -8,13 +8,21 @@
 #    preflight's own connection names the missing attribute;
 # 3. the store's state names the bad slot, the ingestor's file a good one:
 #    exit 1 naming the state's slot (the file's checked connection is not used);
-# 4. the store's state names a good slot, the ingestor's file the bad one:
-#    it streams from the state's slot, and the flush LSN confirmed to
-#    PostgreSQL passes rows inserted (the store synced them).
+# 4. the store's state names one good slot, the ingestor's file another,
+#    and the server has one WAL sender free: the file's early connection
+#    (its preflight passed) is closed before the state's source is checked; it streams from the
+#    state's slot, and the flush LSN confirmed to PostgreSQL passes rows
+#    inserted (the store synced them);
+# 5. the early connection is the one that streams: started before the
+#    store, the ingestor has a walsender while it waits, and that walsender
+#    is the slot's once the store is up;
+# 6. SIGTERM while the early connection hangs (a listener that never
+#    answers) and the store is not up: the ingestor stops without its
+#    shutdown watchdog.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 trap wh_cleanup EXIT
-wh_require_bins walhook-store walhook-ingestor
+wh_require_bins walhook-store walhook-ingestor walhook-receiver
 wh_tmpdir
 pg_start || wh_fail "cannot start PostgreSQL"
 pg_psql -c "CREATE TABLE items (id int PRIMARY KEY);
@@ -71,15 +79,22 @@ rc=$(ingestor "$WH_TMP/good3.conf" "$WH_TMP/ing3.log")
 [ "$rc" = 1 ] || { cat "$WH_TMP/ing3.log" >&2; wh_fail "round 3: the ingestor exited $rc, not 1"; }
 grep -q 'replication slot "wh_phys" exists but is not a logical pgoutput slot' "$WH_TMP/ing3.log" ||
     { cat "$WH_TMP/ing3.log" >&2; wh_fail "round 3: the state's slot is not the one checked"; }
-[ -z "$(wh_slot_pid wh_ok)" ] || wh_fail "round 3: the file's slot wh_ok is in use"
 wh_kill store3
 
-# 4: the store's state is good, the ingestor's file bad: it streams
+# 4: the store's state names wh_ok, the ingestor's file wh_other: it streams
+# from wh_ok
 D4="$WH_TMP/d4"
 conf "$WH_TMP/good4.conf" "$PG_DSN" "$D4" wh_ok
-conf "$WH_TMP/bad4.conf" "$PG_DSN" "$D4" wh_phys
+conf "$WH_TMP/other4.conf" "$PG_DSN" "$D4" wh_other
 store_start store4 "$WH_TMP/good4.conf" "$D4"
-wh_spawn ingestor4 "$BIN/walhook-ingestor" -c "$WH_TMP/bad4.conf"
+# every WAL sender but one busy (max_wal_senders = 10, tests/lib/pg.sh)
+walsenders() { pg_psql -At -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'"; }
+for i in 1 2 3 4 5 6 7 8 9; do
+    wh_spawn "busy$i" psql -X -q -d "$PG_DSN?replication=database" -c "SELECT pg_sleep(300)"
+done
+wh_wait_until 30 bash -c "[ \$(psql -X -At -d '$PG_DSN' -c \"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'\") -ge 9 ]" ||
+    wh_fail "round 4: the 9 busy WAL senders did not start ($(walsenders))"
+wh_spawn ingestor4 "$BIN/walhook-ingestor" -c "$WH_TMP/other4.conf"
 wh_wait_slot_active wh_ok 30 || { cat "$WH_TMP/ingestor4.log" >&2; wh_fail "round 4: no stream on wh_ok"; }
 pg_psql -c "INSERT INTO items SELECT generate_series(1, 20)" >/dev/null || wh_fail "insert failed"
 # the flush LSN moves only once the store has synced the changes
@@ -89,6 +104,42 @@ confirmed() {
 }
 wh_wait_until 30 confirmed || { cat "$WH_TMP/ingestor4.log" >&2; wh_fail "round 4: the rows were not stored and confirmed"; }
 wh_kill ingestor4
+for i in 1 2 3 4 5 6 7 8 9; do wh_kill "busy$i"; done
 grep -q "preflight" "$WH_TMP/ingestor4.log" && { cat "$WH_TMP/ingestor4.log" >&2; wh_fail "round 4: a preflight problem"; }
 wh_log "round 4: streamed from the state's slot wh_ok"
+wh_kill store4
+
+# 5: started before the store: its walsender exists while it waits, and is
+# the one that streams
+D5="$WH_TMP/d5"
+conf "$WH_TMP/good5.conf" "$PG_DSN" "$D5" wh_five
+mkdir -p -m 700 "$D5"
+early_pid() {
+    pg_psql -At -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = 'walhook-ingestor'"
+}
+wh_spawn ingestor5 "$BIN/walhook-ingestor" -c "$WH_TMP/good5.conf"
+wh_wait_until 8 bash -c "[ -n \"\$(psql -X -At -d '$PG_DSN' -c \"SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = 'walhook-ingestor'\")\" ]" ||
+    { cat "$WH_TMP/ingestor5.log" >&2; wh_fail "round 5: no walsender while the ingestor waits for the store"; }
+P5=$(early_pid)
+store_start store5 "$WH_TMP/good5.conf" "$D5"
+wh_wait_slot_active wh_five 30 || { cat "$WH_TMP/ingestor5.log" >&2; wh_fail "round 5: no stream on wh_five"; }
+[ "$(wh_slot_pid wh_five)" = "$P5" ] ||
+    wh_fail "round 5: the slot streams on walsender $(wh_slot_pid wh_five), not the early one ($P5)"
+wh_log "round 5: the early walsender $P5 streams"
+wh_kill ingestor5
+wh_kill store5
+
+# 6: SIGTERM while the early connection hangs and the store is not up
+HPORT=$(wh_free_port)
+wh_spawn hang "$BIN/walhook-receiver" --listen "127.0.0.1:$HPORT" --hang
+wh_wait_until 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$HPORT" 2>/dev/null || wh_fail "round 6: no listener"
+D6="$WH_TMP/d6"
+conf "$WH_TMP/hang6.conf" "postgresql://postgres@127.0.0.1:$HPORT/postgres?sslmode=disable" "$D6" wh_six
+mkdir -p -m 700 "$D6"
+wh_spawn ingestor6 "$BIN/walhook-ingestor" -c "$WH_TMP/hang6.conf"
+sleep 1
+wh_kill ingestor6 TERM
+grep -q "shutdown did not finish" "$WH_TMP/ingestor6.log" &&
+    { cat "$WH_TMP/ingestor6.log" >&2; wh_fail "round 6: the stop waited for the hanging connection"; }
+wh_log "round 6: stopped while connecting"
 echo "PASS test_ingestor_start"
