@@ -122,6 +122,10 @@ sfx_of() { [ "$REPEAT" -gt 1 ] && echo "_$1" || true; }
 run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE is the backlog
     local name=$1 events=$2 prep=$3 write=$4 r sfx
     echo "== backlog ($name): $events events"
+    local slots
+    slots=$(pg_psql -At -c "SELECT current_setting('max_replication_slots')::int - count(*) FROM pg_replication_slots")
+    [ $((2 * REPEAT)) -le "$slots" ] ||
+        { echo "bench: BENCH_REPEAT=$REPEAT needs $((2 * REPEAT)) replication slots, $slots are free" >&2; exit 2; }
     "$prep"
     pg_psql -c "CHECKPOINT" >/dev/null
     for r in $(seq 1 "$REPEAT"); do

@@ -27,10 +27,10 @@
 /* Batch buffers up to this capacity are recycled (batches sealed by the
  * adaptive policy are mostly smaller); larger ones are freed. */
 #define ING_KEEP_BYTES (1u << 20)
-/* A batch is sealed at this many bytes of JSON (or flush_bytes if lower):
- * one request, and its buffer (grown by doubling) stays within
- * ING_KEEP_BYTES, so it is recycled; with a backlog it waits to fill up to
- * this. */
+/* A batch is sealed at this many bytes of JSON (or flush_bytes, or a
+ * quarter of the window, if lower: seal_bytes): one request, and its buffer
+ * (grown by doubling) stays within ING_KEEP_BYTES, so it is recycled; with
+ * a backlog it waits to fill up to this. */
 #define ING_BATCH_FILL (ING_KEEP_BYTES - (16u << 10))
 
 /* Per event: where its JSON is in the batch buffer and its seq (offsets fit
@@ -165,6 +165,23 @@ static batch *batch_get(ing_batcher *bt)
     return b;
 }
 
+/* The JSON bytes at which a batch is sealed: flush_bytes, at most
+ * ING_BATCH_FILL, and at most a quarter of the window
+ * (runtime settings both): with a 2 MiB window, batches of 512 KiB, and the
+ * sender coalesces queued batches up to a quarter of the window too. While
+ * one request is in flight the replication loop reads three more before
+ * the window is full, and every buffer that holds a request (here, in the
+ * store) is a quarter of the window, not half of it. */
+static size_t seal_bytes(const ing_batcher *bt)
+{
+    ing_batcher *b = (ing_batcher *)bt;
+    size_t n = (size_t)atomic_load(&b->flush_bytes);
+    size_t quarter = (size_t)atomic_load(&b->window_bytes) / 4;
+    if (n > ING_BATCH_FILL)
+        n = ING_BATCH_FILL;
+    return quarter < n ? quarter : n;
+}
+
 /* With a backlog a batch fills up to a request's worth of JSON: a new (or
  * small recycled) buffer is grown to that at once and its pages are faulted
  * in with one madvise(MADV_POPULATE_WRITE), rather than one page fault per
@@ -175,9 +192,7 @@ static batch *batch_get(ing_batcher *bt)
  * 5.14) the pages fault as before. */
 static void batch_prefault(ing_batcher *bt, batch *b)
 {
-    size_t want = (size_t)atomic_load(&bt->flush_bytes);
-    if (want > ING_BATCH_FILL)
-        want = ING_BATCH_FILL;
+    size_t want = seal_bytes(bt);
     if (b->json.cap > want || wh_buf_reserve(&b->json, want) != WH_OK)
         return;
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
@@ -581,11 +596,10 @@ static void *sender_main(void *arg)
          * of ING_REQ_BYTES */
         batch *first = bt->qhead, *last = first;
         size_t nb = 1, bytes = first->json.len;
-        /* at most a quarter of the window per request, so the replication
-         * loop keeps reading while the store syncs */
+        /* at most a quarter of the window per request (a batch is sealed
+         * there at the latest: seal_bytes), so the replication loop keeps
+         * reading while the store syncs; at least the first batch */
         size_t cap = (size_t)atomic_load(&bt->window_bytes) / 4;
-        if (cap < (size_t)atomic_load(&bt->flush_bytes))
-            cap = (size_t)atomic_load(&bt->flush_bytes);
         if (cap > bt->max_batch_bytes)
             cap = bt->max_batch_bytes;
         /* one kind per request: events with events, a streamed
@@ -840,7 +854,7 @@ static int add_event(ing_batcher *bt, uint64_t commit_lsn, uint32_t seq, uint32_
     e->len = (uint32_t)(b->json.len - start);
     if (b->nev == 1)
         b->first_us = wh_now_us();
-    if ((int64_t)b->json.len >= atomic_load(&bt->flush_bytes) || b->json.len >= ING_BATCH_FILL)
+    if (b->json.len >= seal_bytes(bt))
         return ing_batcher_seal(bt, err, errlen);
     return WH_OK;
 }

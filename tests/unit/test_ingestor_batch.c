@@ -253,6 +253,20 @@ static void test_flow(void **state)
     assert_int_equal(s.max_ack, 250);
     pthread_mutex_unlock(&s.mu);
 
+    /* flush_bytes above a quarter of the window (64 KiB): a batch is
+     * sealed at the quarter, 16 KiB (17 events of 1000 bytes), not at
+     * flush_bytes */
+    cfg.flush_bytes = 1 << 20;
+    ing_batcher_set_limits(&cfg, bt);
+    add_events(bt, 260, 16, 1000);
+    assert_int_equal(ing_batcher_open_events(bt), 16);
+    add_events(bt, 261, 1, 1000);
+    assert_int_equal(ing_batcher_open_events(bt), 0);
+    assert_int_equal(ing_batcher_drain(bt, 5000), WH_OK);
+    wait_events(&s, 39);
+    cfg.flush_bytes = 1024;
+    ing_batcher_set_limits(&cfg, bt);
+
     /* store errors: retried until accepted, nothing lost, order kept */
     pthread_mutex_lock(&s.mu);
     s.fail_next = 3;
@@ -261,7 +275,7 @@ static void test_flow(void **state)
     ing_batcher_note_commit(bt, 350);
     ing_batcher_seal(bt, err, sizeof(err));
     assert_int_equal(ing_batcher_drain(bt, 10000), WH_OK);
-    wait_events(&s, 42);
+    wait_events(&s, 59);
     assert_int_equal(ing_batcher_acked_lsn(bt), 350);
 
     /* credit window: a slow store lets unacked bytes pile up past it */
@@ -273,7 +287,7 @@ static void test_flow(void **state)
     assert_true(ing_batcher_unacked_bytes(bt) > 64 * 1024);
     assert_int_equal(ing_batcher_drain(bt, 20000), WH_OK);
     assert_false(ing_batcher_window_full(bt));
-    wait_events(&s, 242);
+    wait_events(&s, 259);
     pthread_mutex_lock(&s.mu);
     assert_true(s.order_ok);
     /* the queued batches were coalesced into fewer requests */
