@@ -48,38 +48,38 @@ store_start() { # NAME FILE DATA
     wh_wait_until 30 test -S "$3/store.sock" || wh_fail "$1 did not start"
 }
 
+# refused ROUND STORE-CONF INGESTOR-CONF DATA PATTERN...: with a store on
+# STORE-CONF's state, the ingestor on INGESTOR-CONF exits 1, its log naming
+# every PATTERN
+refused() {
+    local round=$1 sconf=$2 iconf=$3 data=$4 rc p
+    shift 4
+    store_start "store$round" "$sconf" "$data"
+    rc=$(ingestor "$iconf" "$WH_TMP/ing$round.log")
+    [ "$rc" = 1 ] || { cat "$WH_TMP/ing$round.log" >&2; wh_fail "round $round: the ingestor exited $rc, not 1"; }
+    for p in "$@"; do
+        grep -qF -- "$p" "$WH_TMP/ing$round.log" ||
+            { cat "$WH_TMP/ing$round.log" >&2; wh_fail "round $round: no '$p' in its log"; }
+    done
+    wh_kill "store$round"
+}
+
 # 1: the file's source, checked early: the physical slot
-D1="$WH_TMP/d1"
-conf "$WH_TMP/bad1.conf" "$PG_DSN" "$D1" wh_phys
-store_start store1 "$WH_TMP/bad1.conf" "$D1"
-rc=$(ingestor "$WH_TMP/bad1.conf" "$WH_TMP/ing1.log")
-[ "$rc" = 1 ] || { cat "$WH_TMP/ing1.log" >&2; wh_fail "round 1: the ingestor exited $rc, not 1"; }
-grep -q 'preflight: - replication slot "wh_phys" exists but is not a logical pgoutput slot' \
-    "$WH_TMP/ing1.log" || { cat "$WH_TMP/ing1.log" >&2; wh_fail "round 1: the slot is not named"; }
-wh_kill store1
+conf "$WH_TMP/bad1.conf" "$PG_DSN" "$WH_TMP/d1" wh_phys
+refused 1 "$WH_TMP/bad1.conf" "$WH_TMP/bad1.conf" "$WH_TMP/d1" \
+    'preflight: - replication slot "wh_phys" exists but is not a logical pgoutput slot'
 
 # 2: no REPLICATION attribute: the early replication connection fails
-D2="$WH_TMP/d2"
-conf "$WH_TMP/norepl.conf" "$NOREPL_DSN" "$D2" wh_ok
-store_start store2 "$WH_TMP/norepl.conf" "$D2"
-rc=$(ingestor "$WH_TMP/norepl.conf" "$WH_TMP/ing2.log")
-[ "$rc" = 1 ] || { cat "$WH_TMP/ing2.log" >&2; wh_fail "round 2: the ingestor exited $rc, not 1"; }
-grep -q 'preflight: - role "norepl" lacks the REPLICATION attribute' "$WH_TMP/ing2.log" ||
-    { cat "$WH_TMP/ing2.log" >&2; wh_fail "round 2: the missing attribute is not named"; }
-grep -q 'fix (as a superuser): ALTER ROLE norepl WITH REPLICATION;' "$WH_TMP/ing2.log" ||
-    { cat "$WH_TMP/ing2.log" >&2; wh_fail "round 2: no fix printed"; }
-wh_kill store2
+conf "$WH_TMP/norepl.conf" "$NOREPL_DSN" "$WH_TMP/d2" wh_ok
+refused 2 "$WH_TMP/norepl.conf" "$WH_TMP/norepl.conf" "$WH_TMP/d2" \
+    'preflight: - role "norepl" lacks the REPLICATION attribute' \
+    'fix (as a superuser): ALTER ROLE norepl WITH REPLICATION;'
 
 # 3: the store's state is bad, the ingestor's file good: the state decides
-D3="$WH_TMP/d3"
-conf "$WH_TMP/bad3.conf" "$PG_DSN" "$D3" wh_phys
-conf "$WH_TMP/good3.conf" "$PG_DSN" "$D3" wh_ok
-store_start store3 "$WH_TMP/bad3.conf" "$D3"
-rc=$(ingestor "$WH_TMP/good3.conf" "$WH_TMP/ing3.log")
-[ "$rc" = 1 ] || { cat "$WH_TMP/ing3.log" >&2; wh_fail "round 3: the ingestor exited $rc, not 1"; }
-grep -q 'replication slot "wh_phys" exists but is not a logical pgoutput slot' "$WH_TMP/ing3.log" ||
-    { cat "$WH_TMP/ing3.log" >&2; wh_fail "round 3: the state's slot is not the one checked"; }
-wh_kill store3
+conf "$WH_TMP/bad3.conf" "$PG_DSN" "$WH_TMP/d3" wh_phys
+conf "$WH_TMP/good3.conf" "$PG_DSN" "$WH_TMP/d3" wh_ok
+refused 3 "$WH_TMP/bad3.conf" "$WH_TMP/good3.conf" "$WH_TMP/d3" \
+    'replication slot "wh_phys" exists but is not a logical pgoutput slot'
 
 # 4: the store's state names wh_ok, the ingestor's file wh_other: it streams
 # from wh_ok
