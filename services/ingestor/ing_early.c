@@ -43,8 +43,9 @@ static void *early_main(void *arg)
                         .create = e->create};
     char msg[WH_ERRLEN];
     /* the replication connection as ing_repl opens it (at most 10 s, as the
-     * preflight's own); when it fails, the preflight connects on its own
-     * and names the cause */
+     * preflight's own); when it fails, the preflight names the cause from
+     * its message (and tries a plain connection only when the REPLICATION
+     * attribute is what is missing) */
     int failed = ing_pg_connect(&e->conn, e->dsn, "database", ING_SESSION_OPTS, "walhook-ingestor",
                                 "10", msg, sizeof(msg)) != WH_OK;
     e->rc = wh_pg_preflight_conn(&src, e->conn, failed ? msg : NULL, &e->report, e->err,
