@@ -520,6 +520,16 @@ static int preflight(const wh_pg_source *src, PGconn *conn, const char *conn_err
     return n ? WH_ERR : WH_OK;
 }
 
+wh_pg_source wh_pg_source_of(const wh_config *c)
+{
+    wh_pg_source src = {.dsn = c->source_dsn,
+                        .slot = c->slot,
+                        .publication = c->publication,
+                        .tables = c->tables,
+                        .create = c->create_slot};
+    return src;
+}
+
 int wh_pg_preflight(const wh_pg_source *src, wh_buf *report, char *err, size_t errlen)
 {
     return preflight(src, NULL, NULL, report, err, errlen);

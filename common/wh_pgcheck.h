@@ -22,6 +22,7 @@
 #include <stddef.h>
 
 #include "wh_buf.h"
+#include "wh_config.h"
 
 typedef struct wh_pg_source {
     const char *dsn;
@@ -30,6 +31,9 @@ typedef struct wh_pg_source {
     const char *tables; /* "" = FOR ALL TABLES, else "schema.table,..." */
     int create;         /* source.create_slot: walhook may create slot/publication */
 } wh_pg_source;
+
+/* The source of c (its source.* settings; pointers into c). */
+wh_pg_source wh_pg_source_of(const wh_config *c);
 
 /* WH_OK when everything is in place. WH_ERR otherwise: report gets one
  * entry per problem ("  - what is missing\n    fix (as WHO): SQL\n"), err

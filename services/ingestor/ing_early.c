@@ -3,9 +3,9 @@
 
 #include <pthread.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "ing_catalog.h"
+#include "ing_state.h"
 #include "wh_pgcheck.h"
 #include "wh_util.h"
 
@@ -15,9 +15,7 @@ struct ing_early {
     pthread_mutex_t mu; /* done, abandoned */
     int done;           /* the thread finished */
     int abandoned;      /* ing_early_free did not wait: the thread frees it */
-    /* the source it checked (a copy: the caller's config may change) */
-    char dsn[WH_URL_MAX], slot[WH_NAME_MAX], publication[WH_NAME_MAX], tables[WH_URL_MAX];
-    int create;
+    wh_config cfg;      /* the source it checked (a copy: the caller's may change) */
     /* its results, read after the join */
     int rc;
     PGconn *conn;
@@ -36,18 +34,14 @@ static void early_destroy(ing_early *e)
 static void *early_main(void *arg)
 {
     ing_early *e = arg;
-    wh_pg_source src = {.dsn = e->dsn,
-                        .slot = e->slot,
-                        .publication = e->publication,
-                        .tables = e->tables,
-                        .create = e->create};
+    wh_pg_source src = wh_pg_source_of(&e->cfg);
     char msg[WH_ERRLEN];
     /* the replication connection as ing_repl opens it (at most 10 s, as the
      * preflight's own); when it fails, the preflight names the cause from
      * its message (and tries a plain connection only when the REPLICATION
      * attribute is what is missing) */
-    int failed = ing_pg_connect(&e->conn, e->dsn, "database", ING_SESSION_OPTS, "walhook-ingestor",
-                                "10", msg, sizeof(msg)) != WH_OK;
+    int failed = ing_pg_connect(&e->conn, e->cfg.source_dsn, "database", ING_SESSION_OPTS,
+                                "walhook-ingestor", "10", msg, sizeof(msg)) != WH_OK;
     e->rc = wh_pg_preflight_conn(&src, e->conn, failed ? msg : NULL, &e->report, e->err,
                                  sizeof(e->err));
     if (e->rc != WH_OK && e->conn != NULL) {
@@ -69,11 +63,7 @@ int ing_early_start(ing_early **out, const wh_config *c, char *err, size_t errle
     ing_early *e = calloc(1, sizeof(*e));
     if (e == NULL)
         return wh_seterr(err, errlen, "out of memory");
-    wh_strlcpy(e->dsn, c->source_dsn, sizeof(e->dsn));
-    wh_strlcpy(e->slot, c->slot, sizeof(e->slot));
-    wh_strlcpy(e->publication, c->publication, sizeof(e->publication));
-    wh_strlcpy(e->tables, c->tables, sizeof(e->tables));
-    e->create = c->create_slot;
+    e->cfg = *c;
     wh_buf_init(&e->report, 1 << 20);
     pthread_mutex_init(&e->mu, NULL);
     if (pthread_create(&e->thread, NULL, early_main, e) != 0) {
@@ -94,27 +84,28 @@ static void join(ing_early *e)
     }
 }
 
-int ing_early_take(ing_early *e, const wh_config *c, int *preflight_rc, PGconn **conn,
-                   wh_buf *report, char *err, size_t errlen)
+int ing_early_preflight(ing_early *e, const wh_config *c, PGconn **conn, wh_buf *report, char *err,
+                        size_t errlen)
 {
-    join(e);
-    if (strcmp(e->dsn, c->source_dsn) != 0 || strcmp(e->slot, c->slot) != 0 ||
-        strcmp(e->publication, c->publication) != 0 || strcmp(e->tables, c->tables) != 0 ||
-        e->create != c->create_slot) {
+    *conn = NULL;
+    if (e != NULL) {
+        join(e);
+        if (!ing_state_source_differs(&e->cfg, c)) {
+            *conn = e->conn;
+            e->conn = NULL;
+            if (e->rc != WH_OK) {
+                wh_seterr(err, errlen, "%s", e->err);
+                wh_buf_append(report, e->report.data, e->report.len);
+            }
+            return e->rc;
+        }
         /* not this source: its walsender goes now, before the state's
          * source is checked (a server one sender short of full) */
         PQfinish(e->conn);
         e->conn = NULL;
-        return 0;
     }
-    *preflight_rc = e->rc;
-    *conn = e->conn;
-    e->conn = NULL;
-    if (e->rc != WH_OK) {
-        wh_seterr(err, errlen, "%s", e->err);
-        wh_buf_append(report, e->report.data, e->report.len);
-    }
-    return 1;
+    wh_pg_source src = wh_pg_source_of(c);
+    return wh_pg_preflight(&src, report, err, errlen);
 }
 
 void ing_early_free(ing_early *e)

@@ -14,7 +14,6 @@
 #include "ing_stats.h"
 #include "ing_values.h"
 #include "wh_budget.h"
-#include "wh_pgcheck.h"
 #include "wh_config.h"
 #include "wh_daemon.h"
 #include "wh_util.h"
@@ -62,18 +61,10 @@ static int check_budget(const wh_config *c, const char *daemon)
  * *conn) when it checked the same source, else one of its own. */
 static int ing_preflight(const wh_config *c, ing_early *early, PGconn **conn)
 {
-    wh_pg_source src = {.dsn = c->source_dsn,
-                        .slot = c->slot,
-                        .publication = c->publication,
-                        .tables = c->tables,
-                        .create = c->create_slot};
     wh_buf rep;
     wh_buf_init(&rep, 1 << 20);
     char err[WH_ERRLEN];
-    int rc = WH_ERR;
-    *conn = NULL;
-    if (early == NULL || !ing_early_take(early, c, &rc, conn, &rep, err, sizeof(err)))
-        rc = wh_pg_preflight(&src, &rep, err, sizeof(err));
+    int rc = ing_early_preflight(early, c, conn, &rep, err, sizeof(err));
     if (rc != WH_OK) {
         wh_error("%s", err);
         if (wh_buf_cstr(&rep) == WH_OK) {

@@ -8,11 +8,7 @@
 
 int cli_pg_preflight(const wh_config *cfg, const char *prog)
 {
-    wh_pg_source src = {.dsn = cfg->source_dsn,
-                        .slot = cfg->slot,
-                        .publication = cfg->publication,
-                        .tables = cfg->tables,
-                        .create = cfg->create_slot};
+    wh_pg_source src = wh_pg_source_of(cfg);
     wh_buf rep;
     wh_buf_init(&rep, 1 << 20);
     char err[WH_ERRLEN];

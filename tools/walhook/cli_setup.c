@@ -80,11 +80,7 @@ int cli_cmd_setup(int argc, char **argv)
                c.publication);
         return 0;
     }
-    wh_pg_source src = {.dsn = c.source_dsn,
-                        .slot = c.slot,
-                        .publication = c.publication,
-                        .tables = c.tables,
-                        .create = c.create_slot};
+    wh_pg_source src = wh_pg_source_of(&c);
     wh_buf out;
     wh_buf_init(&out, 1 << 20);
     int rc = wh_pg_setup_sql(&src, role, &out, err, sizeof(err));
