@@ -149,14 +149,13 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
         run_pair "$name" "$events" "$end" "$sfx" "$r"
     done
     [ "$REPEAT" -gt 1 ] && SUMMARY+=("$(printf '%s\n' "${RESULTS[@]:$first}" | awk -v name="$name" '
-        function med(a, n,   i, j, t) { for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-                                       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+        # "min / median / max" of a[1..n] (sorted in place)
+        function mmm(a, n, f,   i, j, t) {
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+            return sprintf(f " / " f " / " f, a[1], n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2, a[n]) }
         { n++; st[n] = $7; dl[n] = $8; to[n] = $13; ps[n] = $14 }
-        END { printf "%-8s r_st %.2f / %.2f / %.2f   r_dl %.2f / %.2f / %.2f   total %.1f / %.1f / %.1f   pss %.1f / %.1f / %.1f", name,
-                  min(st, n), med(st, n), max(st, n), min(dl, n), med(dl, n), max(dl, n),
-                  min(to, n), med(to, n), max(to, n), min(ps, n), med(ps, n), max(ps, n) }
-        function min(a, n,   i, m) { m = a[1]; for (i = 2; i <= n; i++) if (a[i] < m) m = a[i]; return m }
-        function max(a, n,   i, m) { m = a[1]; for (i = 2; i <= n; i++) if (a[i] > m) m = a[i]; return m }')")
+        END { printf "%-8s r_st %s   r_dl %s   total %s   pss %s", name,
+                  mmm(st, n, "%.2f"), mmm(dl, n, "%.2f"), mmm(to, n, "%.1f"), mmm(ps, n, "%.1f") }')")
     return 0
 }
 

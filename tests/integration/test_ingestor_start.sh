@@ -92,7 +92,8 @@ walsenders() { pg_psql -At -c "SELECT count(*) FROM pg_stat_activity WHERE backe
 for i in 1 2 3 4 5 6 7 8 9; do
     wh_spawn "busy$i" psql -X -q -d "$PG_DSN?replication=database" -c "SELECT pg_sleep(300)"
 done
-wh_wait_until 30 bash -c "[ \$(psql -X -At -d '$PG_DSN' -c \"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'\") -ge 9 ]" ||
+nine_busy() { [ "$(walsenders)" -ge 9 ]; }
+wh_wait_until 30 nine_busy ||
     wh_fail "round 4: the 9 busy WAL senders did not start ($(walsenders))"
 wh_spawn ingestor4 "$BIN/walhook-ingestor" -c "$WH_TMP/other4.conf"
 wh_wait_slot_active wh_ok 30 || { cat "$WH_TMP/ingestor4.log" >&2; wh_fail "round 4: no stream on wh_ok"; }
@@ -118,7 +119,8 @@ early_pid() {
     pg_psql -At -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = 'walhook-ingestor'"
 }
 wh_spawn ingestor5 "$BIN/walhook-ingestor" -c "$WH_TMP/good5.conf"
-wh_wait_until 8 bash -c "[ -n \"\$(psql -X -At -d '$PG_DSN' -c \"SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = 'walhook-ingestor'\")\" ]" ||
+has_early() { [ -n "$(early_pid)" ]; }
+wh_wait_until 8 has_early ||
     { cat "$WH_TMP/ingestor5.log" >&2; wh_fail "round 5: no walsender while the ingestor waits for the store"; }
 P5=$(early_pid)
 store_start store5 "$WH_TMP/good5.conf" "$D5"
