@@ -32,7 +32,11 @@
 # (/proc/PID/smaps_rollup sampled every 100 ms) and their sum; and walhook's
 # start-up: when its walsender connected and the first events arrived (a
 # backlog of one transaction, as (c) and (d), arrives only after PostgreSQL
-# decoded all of it).
+# decoded all of it). For each tool's walsender: its CPU, how long it
+# waited for a CPU (the daemons or pg_recvlogical on the other core) and how
+# often it blocked; where the drain is the walsender's pace, as on (d), a
+# tool's time is about its walsender's CPU plus that wait plus its own
+# start-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/lib/helpers.sh
@@ -88,6 +92,43 @@ wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --requests
 
 now() { echo "$EPOCHREALTIME"; }
 source bench/lib.sh
+# walsender_sample FILE: while the only walsender (pg_recvlogical's) runs,
+# keeps in FILE its time spent waiting for a CPU so far (the second field
+# of /proc/PID/schedstat, ns) and its voluntary context switches (it
+# blocked: a full socket, no WAL yet), read every 0.1 s by builtins (no
+# fork but the one pgrep): they cannot be read once it has exited
+walsender_sample() {
+    local f=$1 p="" i wait vol line fd
+    for i in $(seq 100); do
+        p=$(pgrep -f -n "postgres: walsender") && break
+        sleep 0.05
+    done
+    [ -n "$p" ] || return 0
+    mkfifo "$f.fifo" && exec {fd}<>"$f.fifo" # read -t on it: a sleep without a fork
+    while [ -r "/proc/$p/schedstat" ]; do
+        read -r _ wait _ <"/proc/$p/schedstat" 2>/dev/null || break
+        vol=""
+        while read -r line; do
+            case $line in voluntary_ctxt_switches:*) vol=${line##*[[:space:]]} ;; esac
+        done <"/proc/$p/status" 2>/dev/null
+        [ -n "$vol" ] && echo "$wait $vol" >"$f"
+        read -r -t 0.1 -u "$fd" _ || true
+    done
+}
+# walsender_waits PID-OR-FILE: "waited W s for a CPU, blocked N times"
+walsender_waits() {
+    local wait="" vol="" line
+    if [ -f "$1" ]; then
+        read -r wait vol <"$1"
+    elif [ -r "/proc/$1/schedstat" ]; then
+        read -r _ wait _ <"/proc/$1/schedstat"
+        while read -r line; do
+            case $line in voluntary_ctxt_switches:*) vol=${line##*[[:space:]]} ;; esac
+        done <"/proc/$1/status"
+    fi
+    [ -n "$wait" ] && [ -n "$vol" ] || { echo "?"; return; }
+    awk -v w="$wait" -v v="$vol" 'BEGIN { printf "waited %.2f s for a CPU, blocked %d times", w / 1e9, v }'
+}
 # CPU-seconds of the postmaster's exited children (walsenders and backends
 # that ended: pg_recvlogical's walsender, the admin's per-scrape connections)
 pg_children_cpu() {
@@ -166,8 +207,16 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
 
     local tf="$WH_TMP/time-$name" TIMEFORMAT='%R %U %S' pgc0 pgc1
     pgc0=$(pg_children_cpu)
+    rm -f "$WH_TMP/rl-ws-$name" "$WH_TMP/rl-ws-$name.fifo"
+    walsender_sample "$WH_TMP/rl-ws-$name" &
+    local wss=$!
     { time pg_recvlogical -d "$PG_DSN" -S "$rl" --start -o proto_version=1 \
         -o publication_names=walhook -E "$end" -f /dev/null --no-loop; } 2>"$tf"
+    kill "$wss" 2>/dev/null || true
+    wait "$wss" 2>/dev/null || true
+    # its walsender's CPU counts once the postmaster has reaped it
+    local i
+    for i in $(seq 40); do pgrep -f "postgres: walsender" >/dev/null || break; sleep 0.05; done
     pgc1=$(pg_children_cpu)
     if [ "${BENCH_RL_STREAMING:-0}" = 1 ] && [ "$rep" = 1 ]; then
         # what pgoutput's streaming of large in-progress transactions (protocol
@@ -251,8 +300,9 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     wsp=$(pg_psql -At -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot'")
     local t_ws
     t_ws=$(pg_psql -At -c "SELECT extract(epoch FROM backend_start) - $t0 FROM pg_stat_activity WHERE pid = ${wsp:-0}")
-    echo "   PostgreSQL CPU: pg_recvlogical's walsender $(fmt "$pgc1" "$pgc0") s;" \
-        "walhook's walsender $(cpu_s "${wsp:-0}") s, exited backends meanwhile (the admin's" \
+    echo "   PostgreSQL CPU: pg_recvlogical's walsender $(fmt "$pgc1" "$pgc0") s" \
+        "($(walsender_waits "$WH_TMP/rl-ws-$name"));" \
+        "walhook's walsender $(cpu_s "${wsp:-0}") s ($(walsender_waits "${wsp:-0}")), exited backends meanwhile (the admin's" \
         "per-scrape slot queries) $(fmt "$pgc3" "$pgc2") s; the local receiver (a real target" \
         "runs elsewhere) $(fmt "$rcv1" "$rcv0") s"
     local cpu=() total=0 c i flt="" csw=""
