@@ -35,8 +35,9 @@
 # decoded all of it). For each tool's walsender: its CPU, how long it
 # waited for a CPU (the daemons or pg_recvlogical on the other core) and how
 # often it blocked; where the drain is the walsender's pace, as on (d), a
-# tool's time is about its walsender's CPU plus that wait plus its own
-# start-up.
+# tool's time is its walsender's CPU plus that wait plus the rest (rl_x,
+# wh_x: its start-up and the walsender's blocks), a figure without the
+# walsender's CPU noise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/lib/helpers.sh
@@ -115,8 +116,9 @@ walsender_sample() {
         read -r -t 0.1 -u "$fd" _ || true
     done
 }
-# walsender_waits PID-OR-FILE: "waited W s for a CPU, blocked N times"
-walsender_waits() {
+# walsender_wait PID-OR-FILE: "W N", the seconds it waited for a CPU and
+# the times it blocked ("? ?" when unknown)
+walsender_wait() {
     local wait="" vol="" line
     if [ -f "$1" ]; then
         read -r wait vol <"$1"
@@ -126,8 +128,15 @@ walsender_waits() {
             case $line in voluntary_ctxt_switches:*) vol=${line##*[[:space:]]} ;; esac
         done <"/proc/$1/status"
     fi
-    [ -n "$wait" ] && [ -n "$vol" ] || { echo "?"; return; }
-    awk -v w="$wait" -v v="$vol" 'BEGIN { printf "waited %.2f s for a CPU, blocked %d times", w / 1e9, v }'
+    [ -n "$wait" ] && [ -n "$vol" ] || { echo "? ?"; return; }
+    awk -v w="$wait" -v v="$vol" 'BEGIN { printf "%.2f %d", w / 1e9, v }'
+}
+# beyond TIME WALSENDER-CPU "W N": the time a tool took beyond its
+# walsender's CPU and wait for a CPU (its start-up and the walsender's
+# blocks), "?" when unknown
+beyond() {
+    awk -v t="$1" -v c="$2" -v w="${3%% *}" 'BEGIN {
+        if (w == "?" || t == "" || c == "") print "?"; else printf "%.2f", t - c - w }'
 }
 # CPU-seconds of the postmaster's exited children (walsenders and backends
 # that ended: pg_recvlogical's walsender, the admin's per-scrape connections)
@@ -194,9 +203,10 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
         function mmm(a, n, f,   i, j, t) {
             for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
             return sprintf(f " / " f " / " f, a[1], n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2, a[n]) }
-        { n++; st[n] = $7; dl[n] = $8; to[n] = $13; ps[n] = $14 }
-        END { printf "%-8s r_st %s   r_dl %s   total %s   pss %s", name,
-                  mmm(st, n, "%.2f"), mmm(dl, n, "%.2f"), mmm(to, n, "%.1f"), mmm(ps, n, "%.1f") }')")
+        { n++; st[n] = $7; dl[n] = $8; to[n] = $13; ps[n] = $14; if ($16 != "?") wx[++m] = $16 }
+        END { printf "%-8s r_st %s   r_dl %s   total %s   pss %s   wh_x %s", name,
+                  mmm(st, n, "%.2f"), mmm(dl, n, "%.2f"), mmm(to, n, "%.1f"), mmm(ps, n, "%.1f"),
+                  m ? mmm(wx, m, "%.2f") : "?" }')")
     return 0
 }
 
@@ -300,9 +310,14 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     wsp=$(pg_psql -At -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot'")
     local t_ws
     t_ws=$(pg_psql -At -c "SELECT extract(epoch FROM backend_start) - $t0 FROM pg_stat_activity WHERE pid = ${wsp:-0}")
-    echo "   PostgreSQL CPU: pg_recvlogical's walsender $(fmt "$pgc1" "$pgc0") s" \
-        "($(walsender_waits "$WH_TMP/rl-ws-$name"));" \
-        "walhook's walsender $(cpu_s "${wsp:-0}") s ($(walsender_waits "${wsp:-0}")), exited backends meanwhile (the admin's" \
+    local rl_ws rl_ww wh_ws wh_ww
+    rl_ws=$(fmt "$pgc1" "$pgc0")
+    rl_ww=$(walsender_wait "$WH_TMP/rl-ws-$name")
+    wh_ws=$(cpu_s "${wsp:-0}")
+    wh_ww=$(walsender_wait "${wsp:-0}")
+    echo "   PostgreSQL CPU: pg_recvlogical's walsender $rl_ws s (waited ${rl_ww% *} s for a CPU," \
+        "blocked ${rl_ww#* } times); walhook's walsender $wh_ws s (waited ${wh_ww% *} s, blocked" \
+        "${wh_ww#* } times), exited backends meanwhile (the admin's" \
         "per-scrape slot queries) $(fmt "$pgc3" "$pgc2") s; the local receiver (a real target" \
         "runs elsewhere) $(fmt "$rcv1" "$rcv0") s"
     local cpu=() total=0 c i flt="" csw=""
@@ -343,6 +358,11 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     r_st=$(ratio "$t_rl" "$t_st")
     r_dl=$(ratio "$t_rl" "$t_dl")
     echo "   walhook: all stored in $t_st s ($(rate "$events" "$t_st") changes/s, ratio $r_st)"
+    local rl_x wh_x
+    rl_x=$(beyond "$t_rl" "$rl_ws" "$rl_ww")
+    wh_x=$(beyond "$t_st" "$wh_ws" "$wh_ww")
+    echo "   beyond its walsender's CPU and wait for a CPU (start-up, the walsender's blocks):" \
+        "pg_recvlogical $rl_x s, walhook (stored) $wh_x s"
     echo "   walhook: all delivered in $t_dl s (the last one's arrival at the receiver, $(rate "$events" "$t_dl") changes/s, ratio $r_dl)"
     [ -n "$t_ws" ] && t_ws=$(awk -v t="$t_ws" 'BEGIN { printf "%.3f", t }')
     echo "   walhook: its walsender connected after ${t_ws:-?} s," \
@@ -367,11 +387,11 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
         "WAL not read for $(wh_metric_tcp "$aport" walhook_ingestor_window_full_seconds_total %.3f) s (window full)"
     # BENCH_METRICS=DIR: keep the admin's /metrics at the end of each case
     [ -n "${BENCH_METRICS:-}" ] && curl -s "$m" >"$BENCH_METRICS/metrics-$name$sfx.txt"
-    RESULTS+=("$(printf '%-8s %8d %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s %7s' "$name$sfx" "$events" \
+    RESULTS+=("$(printf '%-8s %8d %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s %7s %5s %5s' "$name$sfx" "$events" \
         "$t_rl" "$(us_per "$rl_cpu" "$events")" "$t_st" "$t_dl" "$r_st" "$r_dl" \
         "$(us_per "${cpu[0]}" "$events")" "$(us_per "${cpu[1]}" "$events")" \
         "$(us_per "${cpu[2]}" "$events")" "$(us_per "${cpu[3]}" "$events")" \
-        "$(us_per "$total" "$events")" "$(mib "$BENCH_PSS_SUM")")")
+        "$(us_per "$total" "$events")" "$(mib "$BENCH_PSS_SUM")" "$rl_x" "$wh_x")")
     for d in admin dispatcher ingestor store; do wh_kill "$d-$name" TERM; done
     pg_psql -c "SELECT pg_drop_replication_slot('$rl'), pg_drop_replication_slot('$slot')" >/dev/null
 }
@@ -398,9 +418,11 @@ echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "ratio = pg_recvlogical time / walhook time (bars: stored >= 0.95, delivered >= 0.9);"
 echo "us/ev = CPU (user+sys) microseconds per event: rl = pg_recvlogical, ing/sto/dsp/adm = the"
 echo "daemons, total = their sum (bars: <= 10 pgbench/small, <= 6 big, <= 15 wide);"
-echo "pss = sum of the four daemons' peak PSS in MiB (bar: <= 64)"
-printf '%-8s %8s %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s %7s\n' case events rl_s rl_us \
-    stored_s deliv_s r_st r_dl ing sto dsp adm total pss
+echo "pss = sum of the four daemons' peak PSS in MiB (bar: <= 64);"
+echo "rl_x, wh_x = pg_recvlogical's and walhook's (stored) time beyond their walsender's CPU"
+echo "  and its wait for a CPU, in s: start-up and blocks, without the walsender's CPU noise"
+printf '%-8s %8s %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s %7s %5s %5s\n' case events rl_s rl_us \
+    stored_s deliv_s r_st r_dl ing sto dsp adm total pss rl_x wh_x
 for r in "${RESULTS[@]}"; do echo "$r"; done
 if [ "$REPEAT" -gt 1 ]; then
     echo
