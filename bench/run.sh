@@ -267,9 +267,21 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     local rcv0
     rcv0=$(cpu_s "${WH_PIDS[receiver]}")
     t0=$(now)
-    local pids=()
+    # in `walhook up`'s order: the store and the ingestor (which waits for
+    # the store itself) at once, the dispatcher and the admin once the
+    # store listens (its socket polled by builtins every 2 ms)
+    local pids=() fd
+    wh_spawn "store-$name" "$BIN/walhook-store" -c "$conf"
+    wh_spawn "ingestor-$name" "$BIN/walhook-ingestor" -c "$conf"
+    mkfifo "$WH_TMP/spawn.fifo" && exec {fd}<>"$WH_TMP/spawn.fifo" && rm -f "$WH_TMP/spawn.fifo"
+    local until=$((EPOCHSECONDS + 60))
+    while [ ! -S "$data/store.sock" ] && wh_alive "store-$name" && [ "$EPOCHSECONDS" -lt "$until" ]; do
+        read -r -t 0.002 -u "$fd" _ || true
+    done
+    exec {fd}<&-
+    wh_spawn "dispatcher-$name" "$BIN/walhook-dispatcher" -c "$conf"
+    wh_spawn "admin-$name" "$BIN/walhook-admin" -c "$conf"
     for d in "${DAEMONS[@]}"; do
-        wh_spawn "$d-$name" "$BIN/walhook-$d" -c "$conf"
         pids+=("${WH_PIDS[$d-$name]}")
     done
     # peak PSS every 100 ms, by a small program: a shell loop forking awk

@@ -414,15 +414,24 @@ int cli_sup_run(const cli_sup_opts *o)
             return 1;
         }
     }
+    /* The ingestor with the store: it waits for the store itself (and is
+     * restarted if it gave up first), meanwhile connecting to PostgreSQL
+     * and checking the source (ing_early). The dispatcher and the admin
+     * once the store answers: before, their start-up only takes CPU from
+     * the store's. */
     if (sup_spawn(&ch[SUP_STORE], o->config_path) != WH_OK)
         return 1;
+    if (sup_spawn(&ch[SUP_INGESTOR], o->config_path) != WH_OK) {
+        sup_stop_all(ch);
+        return 1;
+    }
     if (sup_wait_store(ch, o) != WH_OK) {
         int stopped = wh_stop_requested;
         sup_stop_all(ch);
         return stopped ? 0 : 1;
     }
     wh_info("walhook-store answers at %s", o->store_endpoint);
-    for (int i = SUP_INGESTOR; i < SUP_N; i++)
+    for (int i = SUP_DISPATCHER; i < SUP_N; i++)
         if (sup_spawn(&ch[i], o->config_path) != WH_OK) {
             sup_stop_all(ch);
             return 1;
