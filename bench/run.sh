@@ -93,43 +93,52 @@ wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --requests
 
 now() { echo "$EPOCHREALTIME"; }
 source bench/lib.sh
+# nofork_sleeper: opens a FIFO read-write on fd SLEEP_FD (nothing ever
+# writes it), so that `read -t SECONDS -u "$SLEEP_FD"` sleeps without a fork
+nofork_sleeper() {
+    local f="$WH_TMP/sleep.$BASHPID.$RANDOM"
+    mkfifo "$f" && exec {SLEEP_FD}<>"$f" && rm -f "$f"
+}
+# ws_read PID: WS_WAIT, the ns the process waited for a CPU so far (the
+# second field of /proc/PID/schedstat), and WS_VOL, its voluntary context
+# switches (it blocked: a full socket, no WAL yet), by builtins; 1 when
+# they cannot be read (it exited)
+ws_read() {
+    local line
+    WS_WAIT="" WS_VOL=""
+    read -r _ WS_WAIT _ <"/proc/$1/schedstat" 2>/dev/null || return 1
+    while read -r line; do
+        case $line in voluntary_ctxt_switches:*) WS_VOL=${line##*[[:space:]]} ;; esac
+    done <"/proc/$1/status" 2>/dev/null
+    [ -n "$WS_VOL" ]
+}
 # walsender_sample FILE: while the only walsender (pg_recvlogical's) runs,
-# keeps in FILE its time spent waiting for a CPU so far (the second field
-# of /proc/PID/schedstat, ns) and its voluntary context switches (it
-# blocked: a full socket, no WAL yet), read every 0.1 s by builtins (no
-# fork but the one pgrep): they cannot be read once it has exited
+# keeps its ws_read figures in FILE ("WAIT VOL"), read every 0.1 s (no fork
+# but the pgrep that finds it): they cannot be read once it has exited
 walsender_sample() {
-    local f=$1 p="" i wait vol line fd
+    local f=$1 p="" i
     for i in $(seq 100); do
         p=$(pgrep -f -n "postgres: walsender") && break
         sleep 0.05
     done
     [ -n "$p" ] || return 0
-    mkfifo "$f.fifo" && exec {fd}<>"$f.fifo" # read -t on it: a sleep without a fork
-    while [ -r "/proc/$p/schedstat" ]; do
-        read -r _ wait _ <"/proc/$p/schedstat" 2>/dev/null || break
-        vol=""
-        while read -r line; do
-            case $line in voluntary_ctxt_switches:*) vol=${line##*[[:space:]]} ;; esac
-        done <"/proc/$p/status" 2>/dev/null
-        [ -n "$vol" ] && echo "$wait $vol" >"$f"
-        read -r -t 0.1 -u "$fd" _ || true
+    nofork_sleeper
+    while ws_read "$p"; do
+        echo "$WS_WAIT $WS_VOL" >"$f"
+        read -r -t 0.1 -u "$SLEEP_FD" _ || true
     done
 }
-# walsender_wait PID-OR-FILE: "W N", the seconds it waited for a CPU and
-# the times it blocked ("? ?" when unknown)
+# walsender_wait PID-OR-FILE (walsender_sample's): "W N", the seconds it
+# waited for a CPU and the times it blocked ("? ?" when unknown)
 walsender_wait() {
-    local wait="" vol="" line
+    WS_WAIT="" WS_VOL=""
     if [ -f "$1" ]; then
-        read -r wait vol <"$1"
-    elif [ -r "/proc/$1/schedstat" ]; then
-        read -r _ wait _ <"/proc/$1/schedstat"
-        while read -r line; do
-            case $line in voluntary_ctxt_switches:*) vol=${line##*[[:space:]]} ;; esac
-        done <"/proc/$1/status"
+        read -r WS_WAIT WS_VOL <"$1"
+    else
+        ws_read "$1" || true
     fi
-    [ -n "$wait" ] && [ -n "$vol" ] || { echo "? ?"; return; }
-    awk -v w="$wait" -v v="$vol" 'BEGIN { printf "%.2f %d", w / 1e9, v }'
+    [ -n "$WS_WAIT" ] && [ -n "$WS_VOL" ] || { echo "? ?"; return; }
+    awk -v w="$WS_WAIT" -v v="$WS_VOL" 'BEGIN { printf "%.2f %d", w / 1e9, v }'
 }
 # beyond TIME WALSENDER-CPU "W N": the time a tool took beyond its
 # walsender's CPU and wait for a CPU (its start-up and the walsender's
@@ -217,7 +226,7 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
 
     local tf="$WH_TMP/time-$name" TIMEFORMAT='%R %U %S' pgc0 pgc1
     pgc0=$(pg_children_cpu)
-    rm -f "$WH_TMP/rl-ws-$name" "$WH_TMP/rl-ws-$name.fifo"
+    rm -f "$WH_TMP/rl-ws-$name"
     walsender_sample "$WH_TMP/rl-ws-$name" &
     local wss=$!
     { time pg_recvlogical -d "$PG_DSN" -S "$rl" --start -o proto_version=1 \
@@ -270,15 +279,15 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     # in `walhook up`'s order: the store and the ingestor (which waits for
     # the store itself) at once, the dispatcher and the admin once the
     # store listens (its socket polled by builtins every 2 ms)
-    local pids=() fd
+    local pids=()
     wh_spawn "store-$name" "$BIN/walhook-store" -c "$conf"
     wh_spawn "ingestor-$name" "$BIN/walhook-ingestor" -c "$conf"
-    mkfifo "$WH_TMP/spawn.fifo" && exec {fd}<>"$WH_TMP/spawn.fifo" && rm -f "$WH_TMP/spawn.fifo"
+    nofork_sleeper
     local until=$((EPOCHSECONDS + 60))
     while [ ! -S "$data/store.sock" ] && wh_alive "store-$name" && [ "$EPOCHSECONDS" -lt "$until" ]; do
-        read -r -t 0.002 -u "$fd" _ || true
+        read -r -t 0.002 -u "$SLEEP_FD" _ || true
     done
-    exec {fd}<&-
+    exec {SLEEP_FD}<&-
     wh_spawn "dispatcher-$name" "$BIN/walhook-dispatcher" -c "$conf"
     wh_spawn "admin-$name" "$BIN/walhook-admin" -c "$conf"
     for d in "${DAEMONS[@]}"; do
