@@ -172,11 +172,10 @@ static batch *batch_get(ing_batcher *bt)
  * one request is in flight the replication loop reads three more before
  * the window is full, and every buffer that holds a request (here, in the
  * store) is a quarter of the window, not half of it. */
-static size_t seal_bytes(const ing_batcher *bt)
+static size_t seal_bytes(ing_batcher *bt)
 {
-    ing_batcher *b = (ing_batcher *)bt;
-    size_t n = (size_t)atomic_load(&b->flush_bytes);
-    size_t quarter = (size_t)atomic_load(&b->window_bytes) / 4;
+    size_t n = (size_t)atomic_load(&bt->flush_bytes);
+    size_t quarter = (size_t)atomic_load(&bt->window_bytes) / 4;
     if (n > ING_BATCH_FILL)
         n = ING_BATCH_FILL;
     return quarter < n ? quarter : n;

@@ -40,8 +40,7 @@ int ing_early_preflight(ing_early *e, const wh_config *c, PGconn **conn, wh_buf 
                         size_t errlen);
 
 /* Closes what was not taken and frees; a thread still running (no
- * ing_early_preflight)
- * is left to finish and free itself. NULL ok. */
+ * ing_early_preflight) is left to finish and free itself. NULL ok. */
 void ing_early_free(ing_early *e);
 
 #endif
