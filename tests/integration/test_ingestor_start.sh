@@ -80,6 +80,7 @@ conf "$WH_TMP/bad3.conf" "$PG_DSN" "$WH_TMP/d3" wh_phys
 conf "$WH_TMP/good3.conf" "$PG_DSN" "$WH_TMP/d3" wh_ok
 refused 3 "$WH_TMP/bad3.conf" "$WH_TMP/good3.conf" "$WH_TMP/d3" \
     'replication slot "wh_phys" exists but is not a logical pgoutput slot'
+[ -z "$(wh_slot_pid wh_ok)" ] || wh_fail "round 3: the file's slot wh_ok is in use"
 
 # 4: the store's state names wh_ok, the ingestor's file wh_other: it streams
 # from wh_ok
