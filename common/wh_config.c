@@ -4,6 +4,7 @@
 #include "wh_buf.h"
 #include "wh_cfgscan.h"
 #include "wh_cidr.h"
+#include "wh_daemon.h"
 #include "wh_dsn.h"
 #include "wh_state.h"
 #include "wh_util.h"
@@ -226,6 +227,9 @@ const wh_config_entry wh_config_table[] = {
     S(cpu_scheduling, "cpu_scheduling", "auto", 0,
       "auto (SCHED_BATCH for the ingestor, dispatcher and admin, SCHED_OTHER for the store) | "
       "batch (all four) | normal (SCHED_OTHER for all); INTERNALS \"CPU scheduling\""),
+    S(cpu_affinity, "cpu_affinity", "", 0,
+      "CPUs the daemon and its threads may run on, a list such as \"1\" or \"0-1,3\" "
+      "(\"\": those it was started with); INTERNALS \"CPU scheduling\""),
 };
 const size_t wh_config_table_len = WH_ARRAY_LEN(wh_config_table);
 
@@ -969,6 +973,12 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
         strcmp(c->cpu_scheduling, "normal") != 0)
         return wh_seterr(err, errlen, "setting 'cpu_scheduling': '%s' is not auto, batch or normal",
                          c->cpu_scheduling);
+    if (c->cpu_affinity[0] != '\0') {
+        char sub[WH_ERRLEN];
+        cpu_set_t set;
+        if (wh_cpulist_parse(c->cpu_affinity, &set, sub, sizeof(sub)) != WH_OK)
+            return wh_seterr(err, errlen, "setting 'cpu_affinity': '%s': %s", c->cpu_affinity, sub);
+    }
     if (c->source_dsn[0] != '\0') {
         char sub[WH_ERRLEN];
         if (wh_dsn_check(c->source_dsn, sub, sizeof(sub)) != WH_OK)

@@ -59,6 +59,7 @@ typedef struct wh_config {
     char log_level[16];
     char log_format[8];          /* runtime: "text" | "json" */
     char cpu_scheduling[8];      /* "auto" | "batch" | "normal" (wh_daemon_sched) */
+    char cpu_affinity[64];       /* "" or a CPU list such as "1", "0-1,3" (wh_daemon_affinity) */
     int64_t memory_budget_bytes; /* per daemon; 0 = the cgroup's limit, else MemTotal (wh_budget) */
     /* source */
     char source_dsn[WH_URL_MAX];

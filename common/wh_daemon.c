@@ -4,6 +4,7 @@
 #include "wh_metrics.h"
 #include "wh_util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -63,6 +64,10 @@ const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config 
     wh_log_set_format(wh_log_format_parse(cfg->log_format));
     if (wh_daemon_sched(cfg, daemon, err, sizeof(err)) != WH_OK)
         wh_warn("%s; keeping the scheduling policy this process was started with", err);
+    if (wh_daemon_affinity(cfg, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        exit(2);
+    }
     wh_ipc_tls_configure(cfg);
     wh_signals_install();
     if (wh_shutdown_watchdog_start(WH_SHUTDOWN_DEADLINE_MS, err, sizeof(err)) != WH_OK)
@@ -98,6 +103,93 @@ int wh_daemon_sched(const wh_config *cfg, const char *daemon, char *err, size_t 
         return wh_seterr(err, errlen, "cpu_scheduling = %s: sched_setscheduler(%s): %s",
                          cfg->cpu_scheduling, batch ? "SCHED_BATCH" : "SCHED_OTHER",
                          strerror(errno));
+    return WH_OK;
+}
+
+/* One number of a CPU list at *p (digits only), below CPU_SETSIZE. */
+static int cpu_number(const char **p, long *out)
+{
+    if (!isdigit((unsigned char)**p))
+        return WH_ERR;
+    long v = 0;
+    while (isdigit((unsigned char)**p)) {
+        v = v * 10 + (**p - '0');
+        if (v >= CPU_SETSIZE)
+            return WH_ERR;
+        (*p)++;
+    }
+    *out = v;
+    return WH_OK;
+}
+
+int wh_cpulist_parse(const char *s, cpu_set_t *set, char *err, size_t errlen)
+{
+    CPU_ZERO(set);
+    const char *p = s;
+    for (int item = 1;; item++) {
+        while (*p == ' ')
+            p++;
+        long lo, hi;
+        if (cpu_number(&p, &lo) != WH_OK)
+            return wh_seterr(err, errlen,
+                             "item %d is not a CPU number below %d or a range such as \"0-3\"",
+                             item, CPU_SETSIZE);
+        hi = lo;
+        if (*p == '-') {
+            p++;
+            if (cpu_number(&p, &hi) != WH_OK || hi < lo)
+                return wh_seterr(err, errlen,
+                                 "item %d: a range is \"a-b\" with a <= b < %d (\"0-3\")", item,
+                                 CPU_SETSIZE);
+        }
+        for (long c = lo; c <= hi; c++)
+            CPU_SET((int)c, set);
+        while (*p == ' ')
+            p++;
+        if (*p == '\0')
+            return WH_OK;
+        if (*p != ',')
+            return wh_seterr(err, errlen, "item %d is followed by '%c', not ','", item, *p);
+        p++;
+    }
+}
+
+/* "0-1,3" from set, into out */
+static void cpulist_format(const cpu_set_t *set, char *out, size_t outlen)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int c = 0; c < CPU_SETSIZE && n < outlen; c++) {
+        if (!CPU_ISSET(c, set))
+            continue;
+        int e = c;
+        while (e + 1 < CPU_SETSIZE && CPU_ISSET(e + 1, set))
+            e++;
+        int w = e > c ? snprintf(out + n, outlen - n, "%s%d-%d", n ? "," : "", c, e)
+                      : snprintf(out + n, outlen - n, "%s%d", n ? "," : "", c);
+        if (w < 0)
+            break;
+        n += (size_t)w;
+        c = e;
+    }
+}
+
+int wh_daemon_affinity(const wh_config *cfg, char *err, size_t errlen)
+{
+    if (cfg->cpu_affinity[0] == '\0')
+        return WH_OK;
+    char sub[WH_ERRLEN], had[128] = "?";
+    cpu_set_t want, allowed;
+    if (wh_cpulist_parse(cfg->cpu_affinity, &want, sub, sizeof(sub)) != WH_OK)
+        return wh_seterr(err, errlen, "setting 'cpu_affinity': '%s': %s", cfg->cpu_affinity, sub);
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0)
+        cpulist_format(&allowed, had, sizeof(had));
+    if (sched_setaffinity(0, sizeof(want), &want) != 0)
+        return wh_seterr(err, errlen,
+                         "setting 'cpu_affinity': '%s': sched_setaffinity: %s (this process may "
+                         "run on CPUs %s)",
+                         cfg->cpu_affinity, strerror(errno), had);
+    wh_info("cpu_affinity: running on CPUs %s (started with %s)", cfg->cpu_affinity, had);
     return WH_OK;
 }
 

@@ -9,6 +9,8 @@
 #include "wh_config.h"
 #include "wh_ipc.h"
 
+#include <sched.h>
+
 /* After a stop was requested a daemon has this long to finish; then the
  * shutdown watchdog logs it and _exit()s. Everything a daemon acknowledged is
  * already durable (synced), so cutting a stuck teardown short loses nothing;
@@ -24,9 +26,9 @@
  * exits 2. Sets the umask to 077 (files 0600, directories 0700), creates the
  * data directory 0700 or refuses it (exit 2, wh_data_dir_prepare) when group
  * or others may access it. Then names the log lines after `daemon`, sets the
- * log level, applies cpu_scheduling (wh_daemon_sched; a refusal is logged),
- * installs the signal flags and starts the shutdown watchdog
- * (wh_shutdown_watchdog_start, WH_SHUTDOWN_DEADLINE_MS). Returns the config
+ * log level, applies cpu_scheduling (wh_daemon_sched; a refusal is logged)
+ * and cpu_affinity (wh_daemon_affinity; a refusal exits 2), installs the signal flags and starts
+ * the shutdown watchdog (wh_shutdown_watchdog_start, WH_SHUTDOWN_DEADLINE_MS). Returns the config
  * path, or NULL for none. */
 const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config *cfg);
 
@@ -40,6 +42,22 @@ const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config 
  * or for the next scheduler tick. wh_daemon_init calls it before the
  * daemon starts any thread. */
 int wh_daemon_sched(const wh_config *cfg, const char *daemon, char *err, size_t errlen);
+
+/* Parses a CPU list: items separated by ',', each a CPU number or a range
+ * "a-b" (a <= b), numbers below CPU_SETSIZE, spaces around items allowed
+ * ("1", "0-1,3"). Fills set; on WH_ERR err names the item and what is wrong
+ * with it. */
+int wh_cpulist_parse(const char *s, cpu_set_t *set, char *err, size_t errlen);
+
+/* cpu_affinity: "" leaves the CPUs the process was started with; a CPU list
+ * confines the calling thread to those CPUs (sched_setaffinity), so every
+ * thread created afterwards is confined too. No privilege needed. WH_ERR
+ * (err names the setting, the list and the CPUs this process may use) when
+ * none of them is one it may use. wh_daemon_init calls it before the
+ * daemon starts any thread. Why: with the daemons on one CPU every hand-off
+ * between their threads is a wake-up on the same CPU, and PostgreSQL keeps
+ * the others (INTERNALS "CPU scheduling"). */
+int wh_daemon_affinity(const wh_config *cfg, char *err, size_t errlen);
 
 /* Starts a detached thread that waits for wh_stop_requested, then gives the
  * process deadline_ms to exit by itself; past that it logs that the shutdown

@@ -2,7 +2,8 @@
 # End to end: 10,000 mixed changes over 3 tables in transactions of 1..500
 # rows go PostgreSQL -> `walhook up` -> a real HTTP receiver; every change must
 # arrive, in commit order, with the right values (wh_check). Also: each
-# daemon's threads run with the scheduling policy cpu_scheduling = auto gives.
+# daemon's threads run with the scheduling policy cpu_scheduling = auto gives,
+# and on the one CPU cpu_affinity names (the last this shell may run on).
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 CHANGES=${CHANGES:-10000}
@@ -18,7 +19,10 @@ RPORT=$(wh_free_port)
 APORT=$(wh_free_port)
 wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --out "$WH_TMP/received.jsonl"
 wh_wait_http "http://127.0.0.1:$RPORT/" 10 || true # any answer is fine; just give it time
-wh_spawn walhook "$BIN/walhook" up --source "$PG_DSN" --target "http://127.0.0.1:$RPORT/hook" \
+# cpu_affinity: every daemon and each of its threads on one CPU
+CPU=$(awk '/^Cpus_allowed_list/ {n = split($2, a, /[,-]/); print a[n]}' /proc/self/status)
+[ -n "$CPU" ] || wh_fail "cannot read this shell's CPUs"
+WALHOOK_CPU_AFFINITY=$CPU wh_spawn walhook "$BIN/walhook" up --source "$PG_DSN" --target "http://127.0.0.1:$RPORT/hook" \
     --data "$WH_TMP/data" --admin "127.0.0.1:$APORT"
 wh_wait_http "http://127.0.0.1:$APORT/readyz" 60 || wh_fail "walhook never became ready"
 wh_log "ready; generating $CHANGES changes"
@@ -48,8 +52,11 @@ for d in store ingestor dispatcher admin; do
         read -ra f <<<"${line##*) }"
         [ "${f[38]}" = "$want" ] ||
             wh_fail "walhook-$d thread ${st%/stat} runs with policy ${f[38]}, not $want"
+        cpus=$(awk '/^Cpus_allowed_list/ {print $2}' "${st%/stat}/status" 2>/dev/null) || continue
+        [ -z "$cpus" ] || [ "$cpus" = "$CPU" ] ||
+            wh_fail "walhook-$d thread ${st%/stat} may run on CPUs $cpus, not only $CPU (cpu_affinity)"
         n=$((n + 1))
     done
     [ "$n" -gt 1 ] || wh_fail "walhook-$d: found $n threads"
 done
-wh_pass "$CHANGES changes delivered in order with correct values; daemon threads SCHED_BATCH but the store's"
+wh_pass "$CHANGES changes delivered in order with correct values; daemon threads SCHED_BATCH but the store's, all on CPU $CPU"

@@ -66,6 +66,7 @@ static void test_defaults(void **state)
     assert_true(c.flush_age_us == 500);
     assert_string_equal(c.store_endpoint, "ipc://./var/store.sock");
     assert_string_equal(c.cpu_scheduling, "auto");
+    assert_string_equal(c.cpu_affinity, "");
 }
 
 static void test_full_file(void **state)
@@ -121,6 +122,10 @@ static void test_errors(void **state)
     expect_error("log_level = \"loud\";\n", "log_level");
     expect_error("cpu_scheduling = \"fifo\";\n",
                  "setting 'cpu_scheduling': 'fifo' is not auto, batch or normal");
+    expect_error("cpu_affinity = \"0-x\";\n",
+                 "setting 'cpu_affinity': '0-x': item 1: a range is \"a-b\" with a <= b < 1024 "
+                 "(\"0-3\")");
+    expect_error("cpu_affinity = 1;\n", "cpu_affinity");
     expect_error("source = { slot = \"Bad-Slot\"; };\n", "source.slot");
     expect_error("source = { skip_origins = \"a,\"; };\n",
                  "setting 'source.skip_origins': item 2 is empty");

@@ -1,11 +1,14 @@
 /* Unit tests: the start-up pieces every daemon shares (wh_daemon, wh_util):
- * the data directory rule, the shutdown watchdog, the pid file. */
+ * the data directory rule, the shutdown watchdog, the pid file, the CPU
+ * list of cpu_affinity and its effect on the threads started after it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -183,12 +186,97 @@ static void test_pidfile(void **state)
     assert_int_not_equal(access(path, F_OK), 0);
 }
 
+/* wh_cpulist_parse: what a list holds, and each error naming the item */
+static void test_cpulist_parse(void **state)
+{
+    cpu_set_t set;
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_cpulist_parse("1", &set, err, sizeof(err)), WH_OK);
+    assert_int_equal(CPU_COUNT(&set), 1);
+    assert_true(CPU_ISSET(1, &set));
+    assert_int_equal(wh_cpulist_parse(" 0-2 , 5,7-7", &set, err, sizeof(err)), WH_OK);
+    assert_int_equal(CPU_COUNT(&set), 5);
+    assert_true(CPU_ISSET(0, &set) && CPU_ISSET(2, &set) && CPU_ISSET(5, &set) &&
+                CPU_ISSET(7, &set));
+    assert_false(CPU_ISSET(3, &set) || CPU_ISSET(6, &set));
+    assert_int_equal(wh_cpulist_parse("1023", &set, err, sizeof(err)), WH_OK);
+
+    assert_int_equal(wh_cpulist_parse("", &set, err, sizeof(err)), WH_ERR);
+    assert_string_equal(err, "item 1 is not a CPU number below 1024 or a range such as \"0-3\"");
+    assert_int_equal(wh_cpulist_parse("0,,1", &set, err, sizeof(err)), WH_ERR);
+    assert_string_equal(err, "item 2 is not a CPU number below 1024 or a range such as \"0-3\"");
+    assert_int_equal(wh_cpulist_parse("1024", &set, err, sizeof(err)), WH_ERR);
+    assert_int_equal(wh_cpulist_parse("-1", &set, err, sizeof(err)), WH_ERR);
+    assert_int_equal(wh_cpulist_parse("3-1", &set, err, sizeof(err)), WH_ERR);
+    assert_string_equal(err, "item 1: a range is \"a-b\" with a <= b < 1024 (\"0-3\")");
+    assert_int_equal(wh_cpulist_parse("0-", &set, err, sizeof(err)), WH_ERR);
+    assert_int_equal(wh_cpulist_parse("0 1", &set, err, sizeof(err)), WH_ERR);
+    assert_string_equal(err, "item 1 is followed by '1', not ','");
+    assert_int_equal(wh_cpulist_parse("0;1", &set, err, sizeof(err)), WH_ERR);
+    assert_string_equal(err, "item 1 is followed by ';', not ','");
+}
+
+static void *report_affinity(void *arg)
+{
+    cpu_set_t *out = arg;
+    if (sched_getaffinity(0, sizeof(*out), out) != 0)
+        CPU_ZERO(out);
+    return NULL;
+}
+
+/* wh_daemon_affinity: confines the calling thread and the threads it starts
+ * afterwards; "" changes nothing; a CPU the process may not use is refused
+ * with the CPUs it may use named. */
+static void test_affinity(void **state)
+{
+    cpu_set_t orig, now;
+    char err[WH_ERRLEN];
+    assert_int_equal(sched_getaffinity(0, sizeof(orig), &orig), 0);
+    int last = -1;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &orig))
+            last = c;
+    assert_true(last >= 0);
+
+    wh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    assert_int_equal(wh_daemon_affinity(&cfg, err, sizeof(err)), WH_OK);
+    assert_int_equal(sched_getaffinity(0, sizeof(now), &now), 0);
+    assert_true(CPU_EQUAL(&now, &orig));
+
+    snprintf(cfg.cpu_affinity, sizeof(cfg.cpu_affinity), "%d", last);
+    assert_int_equal(wh_daemon_affinity(&cfg, err, sizeof(err)), WH_OK);
+    assert_int_equal(sched_getaffinity(0, sizeof(now), &now), 0);
+    assert_int_equal(CPU_COUNT(&now), 1);
+    assert_true(CPU_ISSET(last, &now));
+    pthread_t t;
+    cpu_set_t child;
+    assert_int_equal(pthread_create(&t, NULL, report_affinity, &child), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(CPU_COUNT(&child), 1);
+    assert_true(CPU_ISSET(last, &child));
+    assert_int_equal(sched_setaffinity(0, sizeof(orig), &orig), 0);
+
+    if (last < CPU_SETSIZE - 1) { /* a CPU this process may not run on */
+        snprintf(cfg.cpu_affinity, sizeof(cfg.cpu_affinity), "%d", CPU_SETSIZE - 1);
+        assert_int_equal(wh_daemon_affinity(&cfg, err, sizeof(err)), WH_ERR);
+        assert_non_null(strstr(err, "setting 'cpu_affinity': '1023': sched_setaffinity: "));
+        assert_non_null(strstr(err, "(this process may run on CPUs "));
+        assert_int_equal(sched_getaffinity(0, sizeof(now), &now), 0);
+        assert_true(CPU_EQUAL(&now, &orig));
+    }
+    snprintf(cfg.cpu_affinity, sizeof(cfg.cpu_affinity), "1,x");
+    assert_int_equal(wh_daemon_affinity(&cfg, err, sizeof(err)), WH_ERR);
+    assert_string_equal(err, "setting 'cpu_affinity': '1,x': item 2 is not a CPU number below "
+                             "1024 or a range such as \"0-3\"");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_data_dir_rule),
-        cmocka_unit_test(test_shutdown_watchdog),
-        cmocka_unit_test(test_pidfile),
+        cmocka_unit_test(test_data_dir_rule), cmocka_unit_test(test_shutdown_watchdog),
+        cmocka_unit_test(test_pidfile),       cmocka_unit_test(test_cpulist_parse),
+        cmocka_unit_test(test_affinity),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
