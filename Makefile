@@ -64,7 +64,7 @@ UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BIN)/tests/%)
 all: $(DAEMONS) $(TOOLS) $(UNIT_BIN) $(BIN)/tests/wh_loadgen $(BIN)/tests/wh_check \
      $(BIN)/tests/wh_storeload \
      $(BIN)/tests/wh_statectl $(BIN)/tests/wh_render $(BIN)/tests/wh_stagebench \
-     $(BIN)/tests/wh_dspbench $(BIN)/tests/wh_pglat $(BIN)/tests/wh_pss
+     $(BIN)/tests/wh_dspbench $(BIN)/tests/wh_pglat $(BIN)/tests/wh_synclat $(BIN)/tests/wh_pss
 
 $(PROTO_C) $(PROTO_H): proto/walhook.proto
 	@mkdir -p $(BUILD)/gen
@@ -132,6 +132,10 @@ $(BIN)/tests/wh_loadgen: $(BUILD)/tests/lib/wh_loadgen.o $(BUILD)/libwhcommon.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
 
 $(BIN)/tests/wh_pglat: $(BUILD)/tests/lib/wh_pglat.o $(BUILD)/libwhcommon.a
+	@mkdir -p $(BIN)/tests
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
+
+$(BIN)/tests/wh_synclat: $(BUILD)/tests/lib/wh_synclat.o $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
 

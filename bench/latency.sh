@@ -16,6 +16,9 @@
 # (dsp_post), 2xx (dsp_ok).
 # BENCH_SYNC_COMMIT (on) is the writers' synchronous_commit: with off, WAL is
 # flushed (and so decoded) only every wal_writer_delay (200 ms).
+# BENCH_DISK_FLOOR=0 skips the disk's own fdatasync latency (wh_synclat at
+# BENCH_SYNC_RATE, 1000/s, while PostgreSQL commits at the rate), printed
+# under the PostgreSQL floor.
 # BENCH_FLOOD=1: while each rate runs, another tenant ("flood") floods the
 # same store with ~512 KiB appends as fast as it takes them (wh_stagebench
 # tenants-flood, as a second ingestor with a backlog would), from 1 s
@@ -29,7 +32,8 @@ WH_TEST_NAME=bench-latency
 RATES=${BENCH_RATES:-1000 3000 max}
 SECS=${BENCH_SECONDS:-20}
 trap wh_cleanup EXIT
-wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver tests/wh_pglat
+wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver \
+    tests/wh_pglat tests/wh_synclat
 FLOOD=${BENCH_FLOOD:-0}
 [ "$FLOOD" = 1 ] && wh_require_bins tests/wh_stagebench
 command -v pgbench >/dev/null || PATH="$PG_BIN:$PATH"
@@ -89,6 +93,27 @@ if [ "${BENCH_PG_FLOOR:-1}" = 1 ]; then
         wait "$pl" || { cat "$WH_TMP/pglat-$rate.log" >&2; exit 1; }
         FLOOR+=("$(percentiles "$WH_TMP/pglat-$rate" "$rate")")
         echo "PostgreSQL alone: ${FLOOR[-1]}"
+    done
+fi
+
+# The disk alone (BENCH_DISK_FLOOR=0 skips it): while the same pgbench runs
+# again, with nothing reading its WAL, wh_synclat overwrites 512 bytes of
+# written blocks and fdatasyncs them BENCH_SYNC_RATE (1000) times a second
+# in the directory the store's data goes to. A synced Append of the store
+# waits for such an fdatasync (and PostgreSQL's commits for their own WAL
+# flush): its p99 is the share of walhook's p99 that no change to walhook
+# removes.
+DISK=()
+if [ "${BENCH_DISK_FLOOR:-1}" = 1 ]; then
+    for rate in $RATES; do
+        "$BIN/tests/wh_synclat" --dir "$WH_TMP" --out "$WH_TMP/synclat-$rate" \
+            --rate "${BENCH_SYNC_RATE:-1000}" --seconds 3600 >"$WH_TMP/synclat-$rate.log" 2>&1 &
+        sl=$!
+        run_pgbench "$rate" >/dev/null
+        kill -TERM "$sl"
+        wait "$sl" || { cat "$WH_TMP/synclat-$rate.log" >&2; exit 1; }
+        DISK+=("$(percentiles "$WH_TMP/synclat-$rate" "$rate")")
+        echo "disk alone: ${DISK[-1]}"
     done
 fi
 
@@ -189,4 +214,9 @@ for r in "${RESULTS[@]}"; do echo "$r"; done
 if [ ${#FLOOR[@]} -gt 0 ]; then
     echo "PostgreSQL alone (wh_pglat: commit_ts -> a libpq client's receipt of the Commit):"
     for r in "${FLOOR[@]}"; do echo "$r"; done
+fi
+if [ ${#DISK[@]} -gt 0 ]; then
+    echo "the disk alone (wh_synclat: 512-byte write + fdatasync, ${BENCH_SYNC_RATE:-1000}/s, while"
+    echo "  PostgreSQL commits at the rate; events = syncs, ms per sync):"
+    for r in "${DISK[@]}"; do echo "$r"; done
 fi
