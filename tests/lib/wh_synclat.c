@@ -58,21 +58,30 @@ int main(int argc, char **argv)
 {
     const char *dir = NULL, *out = NULL;
     long rate = 1000, seconds = 10, bytes = 512;
-    static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
-                                         {"out", required_argument, NULL, 'o'},
-                                         {"rate", required_argument, NULL, 'r'},
-                                         {"seconds", required_argument, NULL, 's'},
-                                         {"bytes", required_argument, NULL, 'b'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"dir", required_argument, NULL, 'd'},   {"out", required_argument, NULL, 'o'},
+        {"rate", required_argument, NULL, 'r'},  {"seconds", required_argument, NULL, 's'},
+        {"bytes", required_argument, NULL, 'b'}, {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
-        case 'd': dir = optarg; break;
-        case 'o': out = optarg; break;
-        case 'r': rate = arg_long("rate", optarg, 1, 100000); break;
-        case 's': seconds = arg_long("seconds", optarg, 1, 3600); break;
-        case 'b': bytes = arg_long("bytes", optarg, 1, SYNCLAT_FILE_BYTES); break;
-        default: usage();
+        case 'd':
+            dir = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'r':
+            rate = arg_long("rate", optarg, 1, 100000);
+            break;
+        case 's':
+            seconds = arg_long("seconds", optarg, 1, 3600);
+            break;
+        case 'b':
+            bytes = arg_long("bytes", optarg, 1, SYNCLAT_FILE_BYTES);
+            break;
+        default:
+            usage();
         }
     }
     if (dir == NULL || out == NULL || optind != argc)
