@@ -229,7 +229,7 @@ const wh_config_entry wh_config_table[] = {
       "batch (all four) | normal (SCHED_OTHER for all); INTERNALS \"CPU scheduling\""),
     S(cpu_affinity, "cpu_affinity", "", 0,
       "CPUs the daemon and its threads may run on, a list such as \"1\" or \"0-1,3\" "
-      "(\"\": those it was started with); INTERNALS \"CPU scheduling\""),
+      "(\"\": those it was started with); INTERNALS \"CPU placement\""),
 };
 const size_t wh_config_table_len = WH_ARRAY_LEN(wh_config_table);
 

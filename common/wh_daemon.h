@@ -56,7 +56,7 @@ int wh_cpulist_parse(const char *s, cpu_set_t *set, char *err, size_t errlen);
  * none of them is one it may use. wh_daemon_init calls it before the
  * daemon starts any thread. Why: with the daemons on one CPU every hand-off
  * between their threads is a wake-up on the same CPU, and PostgreSQL keeps
- * the others (INTERNALS "CPU scheduling"). */
+ * the others (INTERNALS "CPU placement"). */
 int wh_daemon_affinity(const wh_config *cfg, char *err, size_t errlen);
 
 /* Starts a detached thread that waits for wh_stop_requested, then gives the
