@@ -23,7 +23,7 @@
  * messages registers its version again with a start (its commit LSN, or
  * its streamed transaction's xid), with the description, so the store
  * knows when each version was last (re)started and can prune the registry
- * (st_db.c, "schema registry"), and a version the store pruned is written
+ * (st_db_schema.c, "schema registry"), and a version the store pruned is written
  * again when a table returns to it. Once per Relation message, never per
  * event.
  *

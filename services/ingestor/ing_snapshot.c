@@ -1416,7 +1416,7 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
     }
     /* every chunk registers its version with a start at its position (as
      * the stream's first change after a Relation message does): the store
-     * prunes no version that stored reads carry (st_db.c, "schema
+     * prunes no version that stored reads carry (st_db_schema.c, "schema
      * registry") */
     if (s->schema != NULL && mrel != NULL && mrel->version_hex[0] != '\0') {
         wh_buf_reset(&s->sdesc);

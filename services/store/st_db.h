@@ -221,7 +221,7 @@ int st_db_get_progress(st_db *db, const char *tenant, char **out, size_t *len, c
  * leaves it as it is), with the commit LSNs at which it was (re)started
  * (a registration's started_lsn / started_xid). The maintenance pass
  * prunes versions no event at or above the tenant's stored GC watermark
- * can carry (the rule: st_db.c, "schema registry"): a pruned version
+ * can carry (the rule: st_db_schema.c, "schema registry"): a pruned version
  * keeps a tombstone (its first use, no description), listed with pruned
  * set; a registration with a start writes its description again. */
 #define ST_SCHEMA_TABLE_MAX 300 /* "schema.table" bytes */

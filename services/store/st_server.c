@@ -679,7 +679,7 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
     uint32_t *aborted = NULL;
     uint64_t durable = 0, stored = 0;
     /* its pending schema starts become starts at its commit LSN, before
-     * any of its events is stored (st_db.c, "schema registry") */
+     * any of its events is stored (st_db_schema.c, "schema registry") */
     size_t nstarts = 0;
     int rc = st_db_schema_commit_xid(s->db, a->tenant, c->xid, c->commit_lsn, &nstarts, err,
                                      sizeof(err));

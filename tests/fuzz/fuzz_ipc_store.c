@@ -27,7 +27,9 @@
  * The store's state document is attached (seeded from the defaults), so
  * GetState/PutState/SetOffset/DropOffset/TenantInfo are exercised too.
  *
- * fuzz-sources: services/store/st_db.c services/store/st_server.c
+ * fuzz-sources: services/store/st_db.c services/store/st_db_target.c
+ * fuzz-sources: services/store/st_db_maint.c services/store/st_db_schema.c
+ * fuzz-sources: services/store/st_server.c
  * fuzz-sources: services/store/st_state.c services/store/st_push.c
  * fuzz-sources: services/store/st_slot.c
  * fuzz-sources: services/store/st_gcfilter.cc services/store/st_bgio.cc

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Schema registry pruning (st_db.c "schema registry", README "Schema
+# Schema registry pruning (st_db_schema.c "schema registry", README "Schema
 # versions"): the store drops a version once no event at or above the
 # tenant's GC watermark can carry it, never a table's current one, and a
 # table that returns to an older shape keeps (or gets back) that version

@@ -1979,7 +1979,7 @@ static void test_schema_registry(void **state)
     assert_non_null(strstr(err, "table"));
 }
 
-/* ---- schema registry pruning (st_db.c, "schema registry": the rule) ---- */
+/* ---- schema registry pruning (st_db_schema.c, "schema registry": the rule) ---- */
 
 /* Registers version fp of table tbl with its event at (lsn, 0): first use
  * first (0: none new), a start at lsn, or a pending start in sxid (then
