@@ -601,6 +601,12 @@ void st_db_maintain(st_db *db);
  * before each slice with the tenant and the SST bytes of the slice. */
 typedef void (*st_gc_hook)(void *arg, const char *tenant, uint64_t bytes);
 void st_db_set_gc_hook(st_db *db, st_gc_hook fn, void *arg);
+/* Observer of the retention floors (tests): called on the maintenance
+ * thread right after a tenant's floor moves up, when every flush and
+ * compaction may drop the events below it; the targets behind it are
+ * NEEDS_SNAPSHOT by then. */
+typedef void (*st_floor_hook)(void *arg, const char *tenant, uint64_t lsn, uint32_t seq);
+void st_db_set_floor_hook(st_db *db, st_floor_hook fn, void *arg);
 /* How long a tenant's watermark stays put before its rest of garbage under
  * one memtable is compacted once (the idle sweep; ST_GC_IDLE_MS, tests
  * set less). */

@@ -217,6 +217,8 @@ struct st_db {
     _Atomic size_t gc_next;          /* round-robin start, moved on by every pass */
     st_gc_hook gc_hook;              /* observer of GC slices (tests) */
     void *gc_hook_arg;
+    st_floor_hook floor_hook; /* observer of published retention floors (tests) */
+    void *floor_hook_arg;
     _Atomic int stopping; /* st_db_close: no new GC compaction */
 
     /* runtime limits (st_db_set_limits) */

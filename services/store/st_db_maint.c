@@ -214,8 +214,12 @@ static uint32_t mark_behind(st_db *db, st_tenant *t, uint64_t fl, uint32_t fs)
         st_off *o = v[i];
         pthread_mutex_lock(&o->wmu);
         off_val cur = st_dbi_off_read(o);
-        if (cur.state == ST_OFF_LIVE && !o->needs_snapshot &&
-            wh_pos_cmp(cur.lsn, cur.seq, fl, fs) < 0) {
+        int mark = cur.state == ST_OFF_LIVE && !o->needs_snapshot &&
+                   wh_pos_cmp(cur.lsn, cur.seq, fl, fs) < 0;
+        if (mark) {
+            /* before and after, like a move: a reader fed by pushed events
+             * Reads again and gets the mark (st_db_offset_moves) */
+            atomic_fetch_add(&db->moves, 1);
             o->needs_snapshot = 1;
             st_dbi_ns_note_put(db, o, ST_NS_RETENTION);
             if (st_dbi_off_persist(db, o, cur, err, sizeof(err)) != WH_OK)
@@ -227,6 +231,8 @@ static uint32_t mark_behind(st_db *db, st_tenant *t, uint64_t fl, uint32_t fs)
         if (o->needs_snapshot)
             marked++;
         pthread_mutex_unlock(&o->wmu);
+        if (mark)
+            atomic_fetch_add(&db->moves, 1);
     }
     st_dbi_ten_done(h);
     free(v);
@@ -278,12 +284,31 @@ static void maintain_tenant(st_db *db, st_tenant *t)
                 dl = d, ds = e, drop = 1;
         }
     }
-    uint32_t ns = 0;
+    /* the last event that goes: the new one, or the one of an earlier pass */
+    uint64_t ml = 0;
+    uint32_t ms = 0;
+    pthread_mutex_lock(&t->wm_mu);
+    if (t->has_drop)
+        ml = t->drop_lsn, ms = t->drop_seq;
+    pthread_mutex_unlock(&t->wm_mu);
+    if (floor && drop && wh_pos_cmp(dl, ds, ml, ms) > 0)
+        ml = dl, ms = ds;
+    /* A consumer is behind when an event after its offset goes: its offset
+     * is below the last event that goes (one at that event has it). The
+     * marks come before the floor: once published, the floor is every flush
+     * and compaction's watermark at once, so a consumer behind it must by
+     * then be NEEDS_SNAPSHOT (its Reads say so, its offset no longer holds
+     * the GC), or it could read across the hole and commit past it
+     * unmarked. An unmarked consumer holds the GC at its offset until then,
+     * and offsets only move on. (0,0): counts the marks only. */
+    uint32_t ns = mark_behind(db, t, ml, ms);
     if (floor) {
+        int published = 0;
         pthread_mutex_lock(&t->wm_mu);
         if (wh_pos_cmp(fl, fs, t->floor_lsn, t->floor_seq) > 0) {
             t->floor_lsn = fl;
             t->floor_seq = fs;
+            published = 1;
         }
         if (drop && (!t->has_drop || wh_pos_cmp(dl, ds, t->drop_lsn, t->drop_seq) > 0)) {
             t->drop_lsn = dl;
@@ -291,15 +316,10 @@ static void maintain_tenant(st_db *db, st_tenant *t)
             t->has_drop = 1;
         }
         pthread_mutex_unlock(&t->wm_mu);
+        st_floor_hook hook = db->floor_hook;
+        if (published && hook != NULL)
+            hook(db->floor_hook_arg, t->name, fl, fs);
     }
-    pthread_mutex_lock(&t->wm_mu);
-    drop = t->has_drop;
-    dl = t->drop_lsn;
-    ds = t->drop_seq;
-    pthread_mutex_unlock(&t->wm_mu);
-    /* a consumer is behind when an event after its offset goes: its offset
-     * is below the last event that goes (one at that event has it) */
-    ns = mark_behind(db, t, drop ? dl : 0, drop ? ds : 0); /* (0,0): counts the marks only */
     st_dbi_tenant_watermark(t, &wl, &ws, NULL);
 
     /* W key, and the garbage below the watermark */
@@ -563,6 +583,12 @@ uint64_t st_db_commit_queued(st_db *db, const char *tenant)
 void st_db_set_gc_idle_ms(st_db *db, int64_t ms)
 {
     atomic_store(&db->gc_idle_ms, ms >= 0 ? ms : 0);
+}
+
+void st_db_set_floor_hook(st_db *db, st_floor_hook fn, void *arg)
+{
+    db->floor_hook_arg = arg;
+    db->floor_hook = fn;
 }
 
 void st_db_set_gc_hook(st_db *db, st_gc_hook fn, void *arg)
