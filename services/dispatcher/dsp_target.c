@@ -1182,7 +1182,11 @@ int dsp_target_note(dsp_target *t, uint64_t lsn, uint32_t seq, dsp_push *push, i
 {
     pthread_mutex_lock(&t->mu);
     t->note_gen++;
-    if (lsn != 0 || seq != 0) {
+    /* the highest position notified: two Appends of the tenant that
+     * overlap in the store may publish out of order, and a lower position
+     * after a higher one would make a reader between them think it is at
+     * the end and wait for the next notification */
+    if ((lsn != 0 || seq != 0) && wh_pos_cmp(lsn, seq, t->note_lsn, t->note_seq) > 0) {
         t->note_lsn = lsn;
         t->note_seq = seq;
     }
