@@ -70,6 +70,11 @@ typedef struct adm_backend {
     /* SetOffset (to_end, or pos); previous/now receive the positions. */
     int (*set_offset)(void *arg, const char *tenant, const char *consumer, int to_end, adm_pos pos,
                       adm_pos *previous, adm_pos *now, int *status, char *err, size_t errlen);
+    /* Optional: DropOffset (the consumer reads nothing, its offset no
+     * longer holds the GC); undoes the SetOffset of a target whose create
+     * was not written. */
+    int (*drop_offset)(void *arg, const char *tenant, const char *consumer, char *err,
+                       size_t errlen);
     /* Optional: the tenant's end and the consumer's committed offset. */
     int (*progress)(void *arg, const char *tenant, const char *consumer, adm_pos *end,
                     adm_pos *committed);

@@ -69,6 +69,26 @@ static int b_put_state(void *arg, const wh_state *st, uint64_t expected, uint64_
     return rc;
 }
 
+static int b_drop_offset(void *arg, const char *tenant, const char *consumer, char *err,
+                         size_t errlen)
+{
+    adm_store *s = arg;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__DropOffset d = WALHOOK__DROP_OFFSET__INIT;
+    d.tenant = (char *)tenant;
+    d.consumer = (char *)consumer;
+    req.body_case = WALHOOK__REQUEST__BODY_DROP_OFFSET;
+    req.drop_offset = &d;
+    Walhook__Reply *rep = NULL;
+    int status = 0;
+    pthread_mutex_lock(&s->mu);
+    int rc = wh_client_call_status(s->client, &req, &rep, &status, err, errlen);
+    pthread_mutex_unlock(&s->mu);
+    if (rc == WH_OK)
+        walhook__reply__free_unpacked(rep, NULL);
+    return rc;
+}
+
 static int b_set_offset(void *arg, const char *tenant, const char *consumer, int to_end,
                         adm_pos pos, adm_pos *previous, adm_pos *now, int *status, char *err,
                         size_t errlen)
@@ -380,6 +400,7 @@ int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char 
     out->get_state = b_get_state;
     out->put_state = b_put_state;
     out->set_offset = b_set_offset;
+    out->drop_offset = b_drop_offset;
     out->progress = b_progress;
     out->stats = b_stats;
     out->slot = b_slot;

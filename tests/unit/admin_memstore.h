@@ -1,7 +1,7 @@
 /* An in-memory adm_backend for the admin API's unit tests and fuzz target:
  * the state document with PutState's version check (412) and validation
  * (the store's wh_state_parse of the rendered document, 400), SetOffset on
- * a small offset table, fixed Stats. Single file, static functions. */
+ * a small offset table (DropOffset too), fixed Stats. Single file, static functions. */
 #ifndef ADMIN_MEMSTORE_H
 #define ADMIN_MEMSTORE_H
 
@@ -19,6 +19,7 @@
 typedef struct mem_offset {
     char key[2 * WH_NAME_MAX + 2];
     adm_pos pos;
+    int dropped; /* DropOffset: a tombstone until SetOffset */
 } mem_offset;
 
 typedef struct memstore {
@@ -28,7 +29,9 @@ typedef struct memstore {
     mem_offset offsets[64];
     int noffsets;
     int puts, set_offsets;
-    int fail_next_put_412;      /* simulate another writer winning once */
+    int fail_next_put_412; /* simulate another writer winning once */
+    int fail_puts_503;     /* simulate the store refusing every write */
+    int drop_offsets;
     const char *store_metrics;  /* the store's metrics text (its memory budget), or NULL */
     int all_stats, store_stats; /* queries of every daemon, of the store alone */
 } memstore;
@@ -50,6 +53,11 @@ static int mem_put_state(void *arg, const wh_state *s, uint64_t expected, uint64
     pthread_mutex_lock(&m->mu);
     int rc = WH_ERR;
     *status = 0;
+    if (m->fail_puts_503) {
+        *status = 503;
+        wh_seterr(err, errlen, "write failing");
+        goto out;
+    }
     if (m->fail_next_put_412) {
         m->fail_next_put_412 = 0;
         m->cur->version++; /* "someone else" wrote */
@@ -114,6 +122,7 @@ static int mem_set_offset(void *arg, const char *tenant, const char *consumer, i
         wh_seterr(err, errlen, "offset table full");
     } else {
         *prev = o->pos;
+        o->dropped = 0;
         if (to_end) {
             o->pos.lsn = MEM_END_LSN;
             o->pos.seq = MEM_END_SEQ;
@@ -126,6 +135,22 @@ static int mem_set_offset(void *arg, const char *tenant, const char *consumer, i
     }
     pthread_mutex_unlock(&m->mu);
     return rc;
+}
+
+static int mem_drop_offset(void *arg, const char *tenant, const char *consumer, char *err,
+                           size_t errlen)
+{
+    memstore *m = arg;
+    pthread_mutex_lock(&m->mu);
+    mem_offset *o = mem_find_offset(m, tenant, consumer);
+    if (o) {
+        o->pos.lsn = 0;
+        o->pos.seq = 0;
+        o->dropped = 1;
+        m->drop_offsets++;
+    }
+    pthread_mutex_unlock(&m->mu);
+    return o ? WH_OK : wh_seterr(err, errlen, "offset table full");
 }
 
 static int mem_progress(void *arg, const char *tenant, const char *consumer, adm_pos *end,
@@ -218,8 +243,15 @@ static void memstore_free(memstore *m)
 
 static adm_backend memstore_backend(memstore *m)
 {
-    adm_backend be = {m,         mem_get_state, mem_put_state, mem_set_offset, mem_progress,
-                      mem_stats, mem_slot,      NULL,          NULL,           mem_store_stats};
+    adm_backend be = {.arg = m,
+                      .get_state = mem_get_state,
+                      .put_state = mem_put_state,
+                      .set_offset = mem_set_offset,
+                      .drop_offset = mem_drop_offset,
+                      .progress = mem_progress,
+                      .stats = mem_stats,
+                      .slot = mem_slot,
+                      .store_stats = mem_store_stats};
     return be;
 }
 

@@ -262,6 +262,28 @@ static void test_targets(void **state)
                           "{\"name\":\"c\",\"url\":\"http://h/\",\"batch_max_events\":\"many\"}"),
                      400);
     assert_error(f, "bad_request", "batch_max_events");
+    /* a create the store refuses to write: 503, and the offset its SetOffset
+     * made is dropped (it would hold the GC for no target); a 400 before the
+     * SetOffset drops nothing */
+    assert_int_equal(f->m.drop_offsets, 0);
+    f->m.fail_puts_503 = 1;
+    assert_int_equal(
+        call(f, "POST", tg, ADMIN_TOK, NULL, "{\"name\":\"d\",\"url\":\"http://127.0.0.1:1/d\"}"),
+        503);
+    f->m.fail_puts_503 = 0;
+    assert_int_equal(f->m.drop_offsets, 1);
+    mem_offset *od = mem_find_offset(&f->m, "default", "d");
+    assert_non_null(od);
+    assert_true(od->dropped);
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/d", READ_TOK, NULL, NULL), 404);
+    /* made again: SetOffset brings it back */
+    assert_int_equal(
+        call(f, "POST", tg, ADMIN_TOK, NULL, "{\"name\":\"d\",\"url\":\"http://127.0.0.1:1/d\"}"),
+        201);
+    assert_false(od->dropped);
+    assert_int_equal(f->m.drop_offsets, 1);
+    assert_int_equal(call(f, "DELETE", "/v1/tenants/default/targets/d", ADMIN_TOK, NULL, NULL),
+                     200);
 
     /* ETag / If-Match */
     assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/a", READ_TOK, NULL, NULL), 200);
