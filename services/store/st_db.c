@@ -460,7 +460,19 @@ int st_dbi_ten_open(st_db *db, const char *tenant, int create, st_tenant **out, 
         if (!create)
             return WH_OK;
         pthread_rwlock_wrlock(&t->lock);
-        int rc = tenant_cf_create(t, err, errlen);
+        int rc;
+        if (create == ST_DBI_CREATE && t->removed && t->ev == NULL) {
+            /* a late Append (or commit, lease, ...) of a removed tenant
+             * would bring its column families back, never collected */
+            rc = wh_seterr(err, errlen,
+                           "tenant %s was removed (its data is dropped); it takes a state that "
+                           "lists it again",
+                           tenant);
+        } else {
+            if (create == ST_DBI_CREATE_EXPLICIT)
+                t->removed = 0;
+            rc = tenant_cf_create(t, err, errlen);
+        }
         pthread_rwlock_unlock(&t->lock);
         if (rc != WH_OK)
             return WH_ERR;
@@ -1735,8 +1747,9 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
         return wh_seterr(err, errlen, "events: NULL");
 
     st_tenant *t;
-    if ((x != NULL && x->ntops > 0 ? ten_open_toast(db, tenant, &t, err, errlen)
-                                   : st_dbi_ten_open(db, tenant, 1, &t, err, errlen)) != WH_OK)
+    if ((x != NULL && x->ntops > 0
+             ? ten_open_toast(db, tenant, &t, err, errlen)
+             : st_dbi_ten_open(db, tenant, ST_DBI_CREATE, &t, err, errlen)) != WH_OK)
         return WH_ERR;
     uint64_t bytes = append_bytes(ev, n);
     int light = bytes <= atomic_load(&db->cq_share);
@@ -2304,7 +2317,7 @@ int st_db_reader_register(st_reader *r, st_offset *out, char *err, size_t errlen
     int rc = WH_OK;
     if (cur.state == ST_OFF_NEW && !r->db->read_only) {
         st_tenant *t;
-        if (st_dbi_ten_open(r->db, r->tenant, 1, &t, err, errlen) != WH_OK)
+        if (st_dbi_ten_open(r->db, r->tenant, ST_DBI_CREATE, &t, err, errlen) != WH_OK)
             return WH_ERR;
         pthread_mutex_lock(&o->wmu);
         cur = st_dbi_off_read(o);
@@ -2509,8 +2522,19 @@ int st_db_commit_fenced(st_db *db, const char *tenant, const char *consumer, uin
         return WH_ERR;
     st_off *o = st_dbi_off_get(db, tenant, consumer, err, errlen);
     st_tenant *t;
-    if (o == NULL || st_dbi_ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+    if (o == NULL)
         return WH_ERR;
+    if (st_dbi_ten_open(db, tenant, ST_DBI_CREATE, &t, err, errlen) != WH_OK) {
+        /* a late commit of a removed tenant's consumer: refused as a
+         * dropped one, without bringing the tenant back */
+        off_val cur = st_dbi_off_read(o);
+        if (cur.state != ST_OFF_DROPPED)
+            return WH_ERR;
+        wh_seterr(err, errlen, "consumer '%s' of tenant '%s' was dropped", consumer, tenant);
+        if (out != NULL)
+            *out = (st_offset){.epoch = cur.epoch, .dropped = 1};
+        return ST_DB_STALE;
+    }
     int rc = WH_OK;
     pthread_mutex_lock(&o->wmu);
     off_val cur = st_dbi_off_read(o);
@@ -2573,7 +2597,7 @@ int st_db_register(st_db *db, const char *tenant, const char *consumer, st_offse
     int rc = WH_OK;
     if (cur.state == ST_OFF_NEW && !db->read_only) {
         st_tenant *t;
-        if (st_dbi_ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+        if (st_dbi_ten_open(db, tenant, ST_DBI_CREATE, &t, err, errlen) != WH_OK)
             return WH_ERR;
         pthread_mutex_lock(&o->wmu);
         cur = st_dbi_off_read(o);
@@ -2621,7 +2645,7 @@ int st_db_set_offset(st_db *db, const char *tenant, const char *consumer, uint64
     atomic_fetch_add(&db->moves, 1);
     st_off *o = st_dbi_off_get(db, tenant, consumer, err, errlen);
     st_tenant *t;
-    if (o == NULL || st_dbi_ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+    if (o == NULL || st_dbi_ten_open(db, tenant, ST_DBI_CREATE, &t, err, errlen) != WH_OK)
         return WH_ERR;
     pthread_mutex_lock(&o->wmu);
     off_val cur = st_dbi_off_read(o), nv;
@@ -3052,7 +3076,7 @@ int st_db_tenant_create(st_db *db, const char *tenant, char *err, size_t errlen)
     if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
         return WH_ERR;
     st_tenant *t;
-    if (st_dbi_ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+    if (st_dbi_ten_open(db, tenant, ST_DBI_CREATE_EXPLICIT, &t, err, errlen) != WH_OK)
         return WH_ERR;
     st_dbi_ten_done(t);
     return WH_OK;
@@ -3117,6 +3141,7 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         pthread_mutex_unlock(&t->wm_mu);
         atomic_store(&t->gc_dropped, 0);
         st_toast_reset(t->tc);
+        t->removed = 1;
         wh_info("tenant %s: column families dropped", tenant);
     }
     pthread_rwlock_unlock(&t->lock);
@@ -3181,7 +3206,7 @@ int st_db_write_groups(st_db *db, uint64_t *writes, uint64_t *groups, uint64_t *
 static int ten_open_toast(st_db *db, const char *tenant, st_tenant **out, char *err, size_t errlen)
 {
     for (;;) {
-        if (st_dbi_ten_open(db, tenant, 1, out, err, errlen) != WH_OK)
+        if (st_dbi_ten_open(db, tenant, ST_DBI_CREATE, out, err, errlen) != WH_OK)
             return WH_ERR;
         st_tenant *t = *out;
         if (t->toast != NULL)

@@ -138,6 +138,11 @@ struct st_tenant {
     rocksdb_column_family_handle_t *toast;
     st_toast *tc;
     _Atomic uint64_t schema_wm; /* the stored watermark LSN of its last registry prune */
+    /* (under lock) dropped by st_db_tenant_drop: an implicit create
+     * (ST_DBI_CREATE: an Append, a commit, ...) is refused until
+     * st_db_tenant_create (a state that lists it again); set only with its
+     * column families gone */
+    int removed;
 };
 
 /* Per-compaction snapshot of a tenant's watermark. */
@@ -277,6 +282,10 @@ void st_dbi_tenant_watermark(st_tenant *t, uint64_t *lsn, uint32_t *seq, int *in
 void st_dbi_cf_name(char *out, size_t len, char kind, const char *tenant);
 st_tenant *st_dbi_tenant_find(st_db *db, const char *name, int add);
 st_tenant **st_dbi_tenants_sorted(st_db *db, size_t *n);
+/* create: 0 (NULL when it has no column families), ST_DBI_CREATE (made
+ * unless removed), ST_DBI_CREATE_EXPLICIT (made, removed or not) */
+#define ST_DBI_CREATE 1
+#define ST_DBI_CREATE_EXPLICIT 2
 int st_dbi_ten_open(st_db *db, const char *tenant, int create, st_tenant **out, char *err,
                     size_t errlen);
 void st_dbi_ten_done(st_tenant *t);

@@ -267,7 +267,7 @@ int st_db_schema_put(st_db *db, const char *tenant, const st_schema *sv, size_t 
     if (n == 0)
         return WH_OK;
     st_tenant *t;
-    if (st_dbi_ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+    if (st_dbi_ten_open(db, tenant, ST_DBI_CREATE, &t, err, errlen) != WH_OK)
         return WH_ERR;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     pthread_mutex_lock(&db->schema_mu);

@@ -131,7 +131,7 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
         return WH_ERR;
     st_off *o = st_dbi_off_get(db, tenant, consumer, err, errlen);
     st_tenant *t;
-    if (o == NULL || st_dbi_ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+    if (o == NULL || st_dbi_ten_open(db, tenant, ST_DBI_CREATE, &t, err, errlen) != WH_OK)
         return WH_ERR;
     int rc = WH_OK;
     pthread_mutex_lock(&o->wmu);
@@ -194,7 +194,7 @@ int st_db_lease_release(st_db *db, const char *tenant, const char *consumer, con
         return WH_OK;
     int rc = WH_OK;
     st_tenant *t;
-    if (st_dbi_ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+    if (st_dbi_ten_open(db, tenant, ST_DBI_CREATE, &t, err, errlen) != WH_OK)
         return WH_ERR;
     pthread_mutex_lock(&o->wmu);
     if (epoch == o->lease_epoch && strcmp(o->lease_owner, owner) == 0) {
@@ -304,7 +304,7 @@ int st_db_dlq_write(st_db *db, const char *tenant, const char *consumer, const s
             return wh_seterr(err, errlen, "records[%zu]: position after pos", i);
     st_off *o = st_dbi_off_get(db, tenant, consumer, err, errlen);
     st_tenant *t;
-    if (o == NULL || st_dbi_ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+    if (o == NULL || st_dbi_ten_open(db, tenant, ST_DBI_CREATE, &t, err, errlen) != WH_OK)
         return WH_ERR;
     int rc = WH_OK;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
@@ -600,7 +600,7 @@ int st_db_replay_ack(st_db *db, const char *tenant, const char *consumer, uint64
         return WH_ERR;
     st_off *o = st_dbi_off_get(db, tenant, consumer, err, errlen);
     st_tenant *t;
-    if (o == NULL || st_dbi_ten_open(db, tenant, 1, &t, err, errlen) != WH_OK)
+    if (o == NULL || st_dbi_ten_open(db, tenant, ST_DBI_CREATE, &t, err, errlen) != WH_OK)
         return WH_ERR;
     int rc = WH_OK;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();

@@ -94,6 +94,15 @@ pg_psql -c "SELECT pg_drop_replication_slot('wh_b')" >/dev/null || true
 cursors() { wh_metric "http://127.0.0.1:$APORT/metrics" walhook_store_reader_cursors; }
 cursors_le() { [ "$(cursors)" -le "$1" ] 2>/dev/null; }
 c0=$(cursors)
+# ... while it streams: its ingestor Appends until it sees the removal, and a
+# late Append must not bring the dropped column families back (the store
+# refuses it: "tenant b was removed")
+psql -X -q -d "$DSN_B" -c "DO \$\$ BEGIN FOR i IN 1..6000 LOOP
+    PERFORM pg_logical_emit_message(false, 'wh-late', i::text); PERFORM pg_sleep(0.005);
+    END LOOP; END \$\$" >/dev/null 2>&1 &
+late=$!
+wh_wait_until 20 grep -q '"prefix":"wh-late"' "$WH_TMP/b.jsonl" ||
+    wh_fail "tenant b's target got none of the messages emitted during its removal"
 "$BIN/tests/wh_statectl" -c "$CONF" del-tenant b >/dev/null || wh_fail "cannot remove tenant b"
 # its reader cursor (which pins its column families' files) closes at once,
 # not after the 30 s idle time
@@ -104,6 +113,9 @@ wh_log "reader cursors: $c0 before tenant b's removal, $(cursors) after"
 wh_wait_until 20 grep -q "walhook-ingestor of tenant b (pid [0-9]*) exited with code 0" \
     "$WH_TMP/walhook.log" || wh_fail "tenant b's ingestor did not stop after its removal"
 wh_wait_until 20 wh_slot_free wh_b || wh_fail "tenant b's slot is still in use"
+kill "$late" 2>/dev/null
+wait "$late" 2>/dev/null
+wh_log "late requests of removed tenant b refused: $(grep -c 'tenant b was removed (its data is dropped)' "$WH_TMP/walhook.log")"
 [ -n "$(wh_slot_pid wh_a)" ] || wh_fail "tenant a's ingestor stopped too"
 
 pid=${WH_PIDS[walhook]}

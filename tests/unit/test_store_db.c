@@ -438,8 +438,9 @@ static size_t reader_read(st_reader *r, uint64_t lsn, uint32_t seq, got *g)
 
 /* A reader's cursor: one iterator for every read, which sees what is
  * appended after it was made (tailing) and from any position; register
- * through it; a dropped tenant reads nothing and a tenant made again is
- * read from its new column families. */
+ * through it; a dropped tenant reads nothing, a late Append or commit of it
+ * is refused (its column families would never be collected), and a tenant
+ * made again is read from its new column families. */
 static void test_reader_cursor(void **state)
 {
     fx *f = *state;
@@ -470,6 +471,21 @@ static void test_reader_cursor(void **state)
 
     assert_int_equal(st_db_tenant_drop(f->db, "a", err, sizeof(err)), WH_OK);
     assert_int_equal(reader_read(r, 0, 0, &g), 0);
+    /* a late Append does not bring it back; a create (a state that lists
+     * it again) does */
+    st_event late = {100, 0, 0, "late", 4};
+    uint64_t d;
+    assert_int_equal(st_db_append(f->db, "a", &late, 1, 100, &d, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "tenant a was removed"));
+    assert_false(st_db_tenant_exists(f->db, "a"));
+    /* its consumer's late commit: refused as a dropped consumer's */
+    st_offset co;
+    assert_int_equal(st_db_commit_epoch(f->db, "a", "c", 100, 0, 0, &co, err, sizeof(err)),
+                     ST_DB_STALE);
+    assert_true(co.dropped);
+    assert_non_null(strstr(err, "was dropped"));
+    assert_false(st_db_tenant_exists(f->db, "a"));
+    assert_int_equal(st_db_tenant_create(f->db, "a", err, sizeof(err)), WH_OK);
     append1(f->db, "a", 100, 0, "again", 0);
     assert_int_equal(reader_read(r, 0, 0, &g), 1);
     assert_string_equal(g.json[0], "again");

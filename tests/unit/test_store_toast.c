@@ -342,6 +342,7 @@ static void test_tenant_drop(void **state)
     apply(f, 100, o, 1);
     assert_int_equal(st_db_tenant_drop(f->db, "t1", err, sizeof(err)), WH_OK);
     expect(f, 1, "{\"id\":1}", "a", 1000, NULL);
+    assert_int_equal(st_db_tenant_create(f->db, "t1", err, sizeof(err)), WH_OK); /* back */
     st_toast_op p[] = {put(1, "{\"id\":2}", "a", "\"a2\"", 100)};
     apply(f, 100, p, 1);
     expect(f, 1, "{\"id\":2}", "a", 1000, "\"a2\"");
