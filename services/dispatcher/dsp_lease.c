@@ -363,7 +363,7 @@ static void *lease_main(void *arg)
         round_once(l);
         pthread_mutex_lock(&l->mu);
         struct timespec ts;
-        wh_deadline_in(&ts, CLOCK_REALTIME, l->ttl_ms / 3);
+        wh_deadline_in(&ts, CLOCK_MONOTONIC, l->ttl_ms / 3); /* a clock step moves no renewal */
         while (!l->stopping && !l->poked) {
             if (pthread_cond_timedwait(&l->cond, &l->mu, &ts) == ETIMEDOUT)
                 break;
@@ -392,7 +392,7 @@ int dsp_lease_start(dsp_lease **out, const dsp_lease_opts *o, char *err, size_t 
     l->ttl_ms = o->ttl_ms;
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->cb_mu, NULL);
-    pthread_cond_init(&l->cond, NULL);
+    wh_cond_init_monotonic(&l->cond);
     /* calls are short; a stuck store must not hold a lease past its TTL */
     int timeout = o->ipc_timeout_ms < l->ttl_ms / 3 ? o->ipc_timeout_ms : l->ttl_ms / 3;
     if (wh_client_open(&l->store, o->store_endpoint, timeout, o->max_msg, err, errlen) != WH_OK)

@@ -65,7 +65,7 @@ typedef struct st_off {
     char lease_owner[ST_OWNER_MAX + 1]; /* "" = free */
     uint64_t lease_epoch;               /* 0 = never leased */
     uint32_t lease_ttl_ms;
-    int64_t lease_expiry_ms; /* wall clock */
+    int64_t lease_expiry_ms; /* monotonic clock (wh_now_ms) */
 } st_off;
 
 enum {

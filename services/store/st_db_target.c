@@ -43,9 +43,12 @@ static size_t key_lease(char *k, const char *tenant, const char *consumer)
     return n + cl;
 }
 
-static int64_t wall_ms(void)
+/* Lease expiries and replicas last seen: monotonic, so a step of the
+ * store's clock neither frees every lease at once nor keeps a dead owner's
+ * (only in memory: load_lease starts each stored lease's TTL again). */
+static int64_t lease_now_ms(void)
 {
-    return wh_wallclock_us() / 1000;
+    return (int64_t)wh_now_ms();
 }
 
 /* Caller holds o->wmu. */
@@ -61,7 +64,7 @@ int st_dbi_lease_check(st_off *o, uint64_t lease_epoch, char *err, size_t errlen
     }
     if (lease_epoch == o->lease_epoch)
         return WH_OK;
-    int live = o->lease_owner[0] != '\0' && o->lease_expiry_ms > wall_ms();
+    int live = o->lease_owner[0] != '\0' && o->lease_expiry_ms > lease_now_ms();
     if (lease_epoch == 0 && !live)
         return WH_OK;
     return wh_seterr(err, errlen,
@@ -74,7 +77,7 @@ int st_dbi_lease_check(st_off *o, uint64_t lease_epoch, char *err, size_t errlen
 static void lease_out(st_off *o, const char *owner, st_lease *out)
 {
     memset(out, 0, sizeof(*out));
-    int64_t left = o->lease_expiry_ms - wall_ms();
+    int64_t left = o->lease_expiry_ms - lease_now_ms();
     int live = o->lease_owner[0] != '\0' && left > 0;
     out->epoch = o->lease_epoch;
     wh_strlcpy(out->owner, live ? o->lease_owner : "", sizeof(out->owner));
@@ -135,7 +138,7 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
         return WH_ERR;
     int rc = WH_OK;
     pthread_mutex_lock(&o->wmu);
-    int64_t now = wall_ms();
+    int64_t now = lease_now_ms();
     int mine = strcmp(o->lease_owner, owner) == 0;
     int free_ = o->lease_owner[0] == '\0' || o->lease_expiry_ms <= now;
     if (mine || free_) {
@@ -177,7 +180,7 @@ int st_db_lease_renew(st_db *db, const char *tenant, const char *consumer, const
     pthread_mutex_lock(&o->wmu);
     /* still ours even after expiry, as long as nobody else took it */
     if (epoch != 0 && epoch == o->lease_epoch && strcmp(o->lease_owner, owner) == 0)
-        o->lease_expiry_ms = wall_ms() + ttl_ms;
+        o->lease_expiry_ms = lease_now_ms() + ttl_ms;
     lease_out(o, owner, out);
     pthread_mutex_unlock(&o->wmu);
     return WH_OK;
@@ -236,7 +239,7 @@ int st_db_lease_each(st_db *db, st_lease_fn fn, void *arg)
 int st_db_owners_live(st_db *db, const char *owner, uint32_t ttl_ms,
                       void (*fn)(void *arg, const char *owner), void *arg)
 {
-    int64_t now = wall_ms();
+    int64_t now = lease_now_ms();
     pthread_mutex_lock(&db->owners_mu);
     size_t j = 0;
     int found = 0;
@@ -281,7 +284,7 @@ static int load_lease(st_db *db, st_tenant *t, const char *k, size_t kl, const c
     memcpy(o->lease_owner, v + 12, vl - 12);
     o->lease_owner[vl - 12] = '\0';
     /* live for its TTL again: the owner renews before anyone takes it */
-    o->lease_expiry_ms = o->lease_owner[0] ? wall_ms() + o->lease_ttl_ms : 0;
+    o->lease_expiry_ms = o->lease_owner[0] ? lease_now_ms() + o->lease_ttl_ms : 0;
     return WH_OK;
 }
 
