@@ -258,7 +258,7 @@ static int read_parse(const uint8_t *p, size_t n, Walhook__ReadReply *rr, size_t
         int wt;
         const uint8_t *d;
         size_t l;
-        if (rd_tag(&r, &num, &wt) != WH_OK || num > 6 || (num != 1 && once(&seen, num) != WH_OK))
+        if (rd_tag(&r, &num, &wt) != WH_OK || num > 7 || (num != 1 && once(&seen, num) != WH_OK))
             return WH_ERR;
         if (num == 1 || num == 2) { /* events, committed */
             if (wt != WT_LEN || rd_len(&r, &d, &l) != WH_OK)
@@ -293,6 +293,9 @@ static int read_parse(const uint8_t *p, size_t n, Walhook__ReadReply *rr, size_t
             if (rd_varint(&r, &v) != WH_OK)
                 return WH_ERR;
             rr->needs_snapshot = v != 0;
+        } else if (num == 7) { /* replay_gen */
+            if (rd_varint(&r, &rr->replay_gen) != WH_OK)
+                return WH_ERR;
         } else if (rd_u32(&r, &rr->zone) != WH_OK) { /* 6: zone */
             return WH_ERR;
         }
@@ -443,8 +446,8 @@ int wh_pb_read_finish(wh_buf *b, const Walhook__ReadReply *rr, size_t *start)
 {
     size_t pre = b->len < WH_PB_READ_PREFIX ? WH_PB_READ_PREFIX - b->len : 0;
     /* the fields after events, in field order: committed (a message: there
-     * when set, even empty), epoch, needs_snapshot, moves, zone */
-    const size_t tail_max = 2 * 11 + 10 + 3 * 11 + 2 + 6;
+     * when set, even empty), epoch, needs_snapshot, moves, zone, replay_gen */
+    const size_t tail_max = 2 * 11 + 10 + 3 * 11 + 2 + 6 + 11;
     /* refused before anything moves: the caller's pointers into b stay
      * valid, and it packs the reply instead */
     if (b->len + pre - WH_PB_READ_PREFIX > INT32_MAX - tail_max ||
@@ -482,6 +485,10 @@ int wh_pb_read_finish(wh_buf *b, const Walhook__ReadReply *rr, size_t *start)
     if (rr->zone) {
         *p++ = 0x30;
         p = wh_pb_varint_put(p, rr->zone);
+    }
+    if (rr->replay_gen) {
+        *p++ = 0x38;
+        p = wh_pb_varint_put(p, rr->replay_gen);
     }
     b->len = (size_t)(p - (uint8_t *)b->data);
     /* the Reply's one field, `read`, right before the ReadReply */

@@ -63,6 +63,7 @@ int dsp_dlq_write(wh_client *store, const dsp_dlq_req *r, char *err, size_t errl
         /* behind the offset: the offset stays, the replay entries go */
         w.has_replay_ack = 1;
         w.replay_ack = &pos;
+        w.replay_gen = r->replay_gen;
     } else {
         w.has_pos = 1;
         w.pos = &pos;

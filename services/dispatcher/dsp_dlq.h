@@ -43,8 +43,9 @@ typedef struct dsp_dlq_req {
     const int64_t *commit_ts_us;
     int attempts;
     dsp_attempt_error first, last;
-    int replay;      /* replayed events: no offset move, their replay entries acked */
-    char reason[96]; /* "HTTP 400", "retries exhausted", "backlog over cap (fast mode)" */
+    int replay;          /* replayed events: no offset move, their replay entries acked */
+    uint64_t replay_gen; /* ... with the generation of the ReplayRead that returned them */
+    char reason[96];     /* "HTTP 400", "retries exhausted", "backlog over cap (fast mode)" */
 } dsp_dlq_req;
 
 /* WH_OK; 409 when the store refused the epoch (the offset moved or another

@@ -554,6 +554,7 @@ static int do_replay_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, u
         if (kept < 0)
             wh_seterr(err, errlen, "out of memory or a malformed event building a replay batch");
         slot->replay = 1;
+        slot->replay_gen = rep->read->replay_gen;
         if (kept > 0 && borrow && slot->n > 0) {
             slot->held = k; /* the batch points at its events */
             return kept;
@@ -566,7 +567,8 @@ static int do_replay_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, u
     return kept;
 }
 
-static int do_replay_ack(dsp_target *t, uint64_t lsn, uint32_t seq, char *err, size_t errlen)
+static int do_replay_ack(dsp_target *t, uint64_t lsn, uint32_t seq, uint64_t gen, char *err,
+                         size_t errlen)
 {
     Walhook__Position pos = WALHOOK__POSITION__INIT;
     pos.lsn = lsn;
@@ -576,6 +578,7 @@ static int do_replay_ack(dsp_target *t, uint64_t lsn, uint32_t seq, char *err, s
     ra.consumer = t->name;
     ra.upto = &pos;
     ra.lease_epoch = atomic_load(&t->lease_epoch);
+    ra.replay_gen = gen;
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_REPLAY_ACK;
     req.replay_ack = &ra;
@@ -959,11 +962,12 @@ static void *reader_main(void *arg)
         if (t->ack_pending) {
             uint64_t lsn = t->ack_lsn;
             uint32_t seq = t->ack_seq;
+            uint64_t gen = t->ack_gen;
             int fin = t->ack_final;
             t->ack_pending = 0;
             t->ack_final = 0;
             pthread_mutex_unlock(&t->mu);
-            int rc = do_replay_ack(t, lsn, seq, err, sizeof(err));
+            int rc = do_replay_ack(t, lsn, seq, gen, err, sizeof(err));
             pthread_mutex_lock(&t->mu);
             if (rc == WH_OK) {
                 if (fin)
@@ -974,6 +978,7 @@ static void *reader_main(void *arg)
                 t->ack_pending = 1;
                 t->ack_lsn = lsn;
                 t->ack_seq = seq;
+                t->ack_gen = gen;
             }
             t->ack_final |= fin;
             wh_warn("target %s/%s: ReplayAck failed (%s), retrying", t->set.tenant, t->name, err);
@@ -1755,6 +1760,7 @@ static void advance(dsp_target *t, dsp_batch *b, size_t to, int commit)
         if (commit) {
             t->ack_lsn = to >= b->n ? b->last_lsn : b->ev_lsn[to - 1];
             t->ack_seq = to >= b->n ? b->last_seq : b->ev_seq[to - 1];
+            t->ack_gen = b->replay_gen;
             t->ack_pending = 1;
             t->ack_final = to >= b->n;
         }
@@ -1812,6 +1818,7 @@ static void start_deadletter(dsp_target *t, dsp_batch *b, size_t from, size_t to
     r->first = t->first_err;
     r->last = t->last_err;
     r->replay = b->replay;
+    r->replay_gen = b->replay_gen;
     wh_strlcpy(r->reason, reason, sizeof(r->reason));
     t->dlq_pending = 1;
     t->dlq_done = 0;

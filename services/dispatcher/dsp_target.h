@@ -164,14 +164,15 @@ typedef struct dsp_batch {
     const void **ptrs; /* event i's native JSON: ptrs[i], plens[i] bytes (in body, or the
                           borrowed event's own bytes) for single mode, lanes, dead letters */
     size_t *plens;
-    size_t ts_cap;    /* capacity of the per-event arrays (grown, never per event) */
-    size_t scanned;   /* events read (kept + filtered out); n == 0 < scanned: skip only */
-    size_t nbytes;    /* the native body's length "[e1,...]", copied into body or not */
-    int rendered;     /* wire/env hold the rendered body (else body goes as is) */
-    int replay;       /* events of the replay queue (DLQ replay): acked, not committed */
-    wh_buf wire;      /* the envelope rendering of the kept events */
-    dsp_env_out env;  /* its content type and extra headers */
-    dsp_env_ctx rctx; /* the renderer's state (reused) */
+    size_t ts_cap;       /* capacity of the per-event arrays (grown, never per event) */
+    size_t scanned;      /* events read (kept + filtered out); n == 0 < scanned: skip only */
+    size_t nbytes;       /* the native body's length "[e1,...]", copied into body or not */
+    int rendered;        /* wire/env hold the rendered body (else body goes as is) */
+    int replay;          /* events of the replay queue (DLQ replay): acked, not committed */
+    uint64_t replay_gen; /* ... the replay generation of the ReplayRead (ReplayAck) */
+    wh_buf wire;         /* the envelope rendering of the kept events */
+    dsp_env_out env;     /* its content type and extra headers */
+    dsp_env_ctx rctx;    /* the renderer's state (reused) */
     /* the Read reply whose events a batch filled with borrow points at:
      * kept while the batch may be posted, freed when the slot is filled
      * again (or freed) */
@@ -326,6 +327,7 @@ typedef struct dsp_target {
     int ack_final;   /* ...and the replay batch is done: the reader may read the queue again */
     uint64_t ack_lsn;
     uint32_t ack_seq;
+    uint64_t ack_gen;        /* the replay batch's generation */
     int replay_inflight;     /* reader: a replay batch is queued or posting */
     uint64_t next_replay_ms; /* reader: when to look at the replay queue again */
     uint64_t commit_lsn;

@@ -589,6 +589,7 @@ st_off *st_dbi_off_get(st_db *db, const char *tenant, const char *consumer, char
             pthread_mutex_init(&o->vmu, NULL);
             o->next = db->buckets[h & (db->nbuckets - 1)];
             db->buckets[h & (db->nbuckets - 1)] = o;
+            o->replay_gen = db->replay_base;
             o->ten = t;
             o->tnext = t->offs;
             t->offs = o;
@@ -951,6 +952,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     struct timespec now_ts;
     clock_gettime(CLOCK_REALTIME, &now_ts);
     atomic_store(&db->moves, (uint64_t)now_ts.tv_sec * 1000000u + (uint64_t)now_ts.tv_nsec / 1000u);
+    db->replay_base = (uint64_t)now_ts.tv_sec * 1000000u + (uint64_t)now_ts.tv_nsec / 1000u;
     db->write_buffer_bytes = o->write_buffer_bytes;
     db->gc_slice_bytes = (uint64_t)o->write_buffer_bytes * ST_GC_SLICE_BUFFERS;
     pthread_mutex_init(&db->cq_mu, NULL);

@@ -523,12 +523,13 @@ typedef int (*st_dlq_fn)(void *arg, uint64_t lsn, uint32_t seq, const void *val,
 
 /* One synced WriteBatch: the records (Q), the offset moved to (lsn, seq)
  * when has_pos (never backwards), and the replay entries up to (ack_lsn,
- * ack_seq) removed when has_ack. Offset epoch and lease epoch checked as in
- * st_db_commit_fenced (ST_DB_STALE). *out: the offset after the call. */
+ * ack_seq) removed when has_ack (as st_db_replay_ack with ack_gen). Offset
+ * epoch and lease epoch checked as in st_db_commit_fenced (ST_DB_STALE).
+ * *out: the offset after the call. */
 int st_db_dlq_write(st_db *db, const char *tenant, const char *consumer, const st_dlq_item *items,
                     size_t n, int has_pos, uint64_t lsn, uint32_t seq, uint64_t epoch,
                     uint64_t lease_epoch, int has_ack, uint64_t ack_lsn, uint32_t ack_seq,
-                    st_offset *out, char *err, size_t errlen);
+                    uint64_t ack_gen, st_offset *out, char *err, size_t errlen);
 /* Entries of queue kind 'Q' (dead letters) or 'R' (replay) strictly after
  * (lsn, seq) when has_after, in position order: at most limit, stopping
  * before max_bytes (one at least); *more says whether more follow. */
@@ -550,10 +551,18 @@ int st_db_dlq_replay(st_db *db, const char *tenant, const char *consumer, int al
 int st_db_dlq_purge(st_db *db, const char *tenant, const char *consumer, int all,
                     const uint64_t *lsns, const uint32_t *seqs, size_t n, uint32_t *deleted,
                     char *err, size_t errlen);
+/* The consumer's replay generation: moved by every st_db_dlq_replay that
+ * queues entries, after their write (0: no such consumer). A ReplayRead
+ * takes it before it reads the entries. */
+uint64_t st_db_replay_gen(st_db *db, const char *tenant, const char *consumer);
 /* Removes replay entries up to (lsn, seq) inclusive (delivered); lease
- * epoch checked (ST_DB_STALE). */
+ * epoch checked (ST_DB_STALE). gen: the generation taken before the read
+ * that returned them; when a replay queued entries since, the entries up
+ * to (lsn, seq) are not all ones that read returned, and only the one at
+ * (lsn, seq) goes (the others are read and delivered again, never lost).
+ * gen 0: all up to (lsn, seq). */
 int st_db_replay_ack(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
-                     uint32_t seq, uint64_t lease_epoch, uint32_t *deleted, char *err,
+                     uint32_t seq, uint64_t lease_epoch, uint64_t gen, uint32_t *deleted, char *err,
                      size_t errlen);
 /* A removed target: deletes its dead letters, replay queue and lease. */
 int st_db_dlq_drop(st_db *db, const char *tenant, const char *consumer, char *err, size_t errlen);

@@ -66,6 +66,10 @@ typedef struct st_off {
     uint64_t lease_epoch;               /* 0 = never leased */
     uint32_t lease_ttl_ms;
     int64_t lease_expiry_ms; /* monotonic clock (wh_now_ms) */
+    /* moved (under wmu) by every replay that queues entries, after their
+     * write (st_db_replay_gen); starts at the open's wall clock, so a
+     * generation taken before a restart matches none after it */
+    _Atomic uint64_t replay_gen;
 } st_off;
 
 enum {
@@ -247,6 +251,7 @@ struct st_db {
     /* offset moves (st_db_offset_moves): bumped before every SetOffset,
      * DropOffset, undrop and tenant drop; starts at the open's wall clock */
     _Atomic uint64_t moves;
+    uint64_t replay_base; /* st_off.replay_gen's start: the open's wall clock, microseconds */
 
     _Atomic int64_t toast_bytes; /* store.toast_cache_bytes, per tenant */
     /* lease owners seen (LeaseList's replicas), guarded by owners_mu */

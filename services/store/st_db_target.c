@@ -293,10 +293,23 @@ int st_dbi_load_leases(st_db *db, char *err, size_t errlen)
     return st_dbi_meta_scan(db, 'L', load_lease, err, errlen);
 }
 
+/* Caller holds o->wmu: no replay queued entries since gen was taken (gen 0:
+ * an ack that names none, all up to its position). */
+static int replay_gen_same(st_off *o, uint64_t gen)
+{
+    return gen == 0 || gen == atomic_load(&o->replay_gen);
+}
+
+uint64_t st_db_replay_gen(st_db *db, const char *tenant, const char *consumer)
+{
+    st_off *o = st_dbi_off_find(db, tenant, consumer);
+    return o != NULL ? atomic_load(&o->replay_gen) : 0;
+}
+
 int st_db_dlq_write(st_db *db, const char *tenant, const char *consumer, const st_dlq_item *items,
                     size_t n, int has_pos, uint64_t lsn, uint32_t seq, uint64_t epoch,
                     uint64_t lease_epoch, int has_ack, uint64_t ack_lsn, uint32_t ack_seq,
-                    st_offset *out, char *err, size_t errlen)
+                    uint64_t ack_gen, st_offset *out, char *err, size_t errlen)
 {
     if (out)
         memset(out, 0, sizeof(*out));
@@ -335,8 +348,11 @@ int st_db_dlq_write(st_db *db, const char *tenant, const char *consumer, const s
             char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
             size_t ll = key_queue_prefix(lo, 'R', tenant, consumer);
             size_t hl = key_queue(hi, 'R', tenant, consumer, ack_lsn, ack_seq);
-            /* [lo, hi] inclusive: delete the range then the last key */
-            rocksdb_writebatch_delete_range_cf(wb, t->meta, lo, ll, hi, hl);
+            /* [lo, hi] inclusive: delete the range then the last key; the
+             * last key alone when a replay queued entries since the read
+             * (st_db_replay_ack) */
+            if (replay_gen_same(o, ack_gen))
+                rocksdb_writebatch_delete_range_cf(wb, t->meta, lo, ll, hi, hl);
             rocksdb_writebatch_delete_cf(wb, t->meta, hi, hl);
         }
         if (has_pos && (cur.state == ST_OFF_NEW || wh_pos_cmp(lsn, seq, cur.lsn, cur.seq) > 0)) {
@@ -574,6 +590,8 @@ static int queue_edit(st_db *db, const char *tenant, const char *consumer, int a
     }
     if (rc != WH_OK)
         *count = 0;
+    else if (to_replay && *count > 0)
+        atomic_fetch_add(&o->replay_gen, 1); /* after the write: st_db_replay_gen */
     pthread_mutex_unlock(&o->wmu);
     st_dbi_ten_done(t);
     rocksdb_writebatch_destroy(wb);
@@ -595,7 +613,7 @@ int st_db_dlq_purge(st_db *db, const char *tenant, const char *consumer, int all
 }
 
 int st_db_replay_ack(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
-                     uint32_t seq, uint64_t lease_epoch, uint32_t *deleted, char *err,
+                     uint32_t seq, uint64_t lease_epoch, uint64_t gen, uint32_t *deleted, char *err,
                      size_t errlen)
 {
     *deleted = 0;
@@ -610,6 +628,18 @@ int st_db_replay_ack(st_db *db, const char *tenant, const char *consumer, uint64
     pthread_mutex_lock(&o->wmu);
     if (st_dbi_lease_check(o, lease_epoch, err, errlen) != WH_OK) {
         rc = ST_DB_STALE;
+    } else if (!replay_gen_same(o, gen)) {
+        /* a replay queued entries since the read: the ones below (lsn,
+         * seq) may not have been in it */
+        char k[ST_KEY_MAX];
+        size_t kl = key_queue(k, 'R', tenant, consumer, lsn, seq);
+        char *e = NULL;
+        rocksdb_delete_cf(db->rdb, db->wo, t->meta, k, kl, &e);
+        st_dbi_note_write(db, e);
+        if (e)
+            rc = st_dbi_rerr(err, errlen, "replay ack", e);
+        else
+            *deleted = 1;
     } else {
         char upper[ST_KEY_MAX];
         size_t ul;

@@ -1701,11 +1701,11 @@ static void do_dlq_write(st_server *s, const Walhook__DlqWrite *w, Walhook__Repl
     for (size_t i = 0; i < w->n_records; i++)
         items[i].val = m->data.data + offs[i];
     st_offset now;
-    int rc =
-        st_db_dlq_write(s->db, w->tenant, w->consumer, items, w->n_records, w->has_pos,
-                        w->pos ? w->pos->lsn : 0, w->pos ? w->pos->seq : 0, w->epoch,
-                        w->lease_epoch, w->has_replay_ack, w->replay_ack ? w->replay_ack->lsn : 0,
-                        w->replay_ack ? w->replay_ack->seq : 0, &now, err, sizeof(err));
+    int rc = st_db_dlq_write(
+        s->db, w->tenant, w->consumer, items, w->n_records, w->has_pos, w->pos ? w->pos->lsn : 0,
+        w->pos ? w->pos->seq : 0, w->epoch, w->lease_epoch, w->has_replay_ack,
+        w->replay_ack ? w->replay_ack->lsn : 0, w->replay_ack ? w->replay_ack->seq : 0,
+        w->replay_gen, &now, err, sizeof(err));
     if (rc == ST_DB_STALE) {
         wh_reply_error(rep, ST_STATUS_CONFLICT, "%s", err);
     } else if (rc != WH_OK) {
@@ -1859,6 +1859,8 @@ static void do_replay_read(st_server *s, const Walhook__ReplayRead *r, Walhook__
         max_bytes = s->max_msg / 2;
     int more = 0;
     st_offset off;
+    /* before the entries: a replay that queues more after it moves it */
+    uint64_t gen = st_db_replay_gen(s->db, r->tenant, r->consumer);
     if (st_db_dlq_list(s->db, r->tenant, r->consumer, 'R', 0, 0, 0, max_events, max_bytes,
                        collect_replay, m, &more, err, sizeof(err)) != WH_OK ||
         st_db_offset_info(s->db, r->tenant, r->consumer, &off, err, sizeof(err)) != WH_OK) {
@@ -1884,6 +1886,7 @@ static void do_replay_read(st_server *s, const Walhook__ReplayRead *r, Walhook__
     m->read.events = m->evp;
     m->read.committed = &m->committed;
     m->read.epoch = off.epoch;
+    m->read.replay_gen = gen;
     rep->body_case = WALHOOK__REPLY__BODY_READ;
     rep->read = &m->read;
 }
@@ -1900,7 +1903,7 @@ static void do_replay_ack(st_server *s, const Walhook__ReplayAck *a, Walhook__Re
     }
     uint32_t n = 0;
     int rc = st_db_replay_ack(s->db, a->tenant, a->consumer, a->upto->lsn, a->upto->seq,
-                              a->lease_epoch, &n, err, sizeof(err));
+                              a->lease_epoch, a->replay_gen, &n, err, sizeof(err));
     if (rc == ST_DB_STALE) {
         wh_reply_error(rep, ST_STATUS_CONFLICT, "%s", err);
         return;

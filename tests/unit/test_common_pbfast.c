@@ -255,6 +255,7 @@ static void random_read_fields(Walhook__Reply *rep, Walhook__ReadReply *rr, Walh
     rr->needs_snapshot = rnd() % 4 == 0;
     rr->moves = rval();
     rr->zone = (uint32_t)(rnd() % 3);
+    rr->replay_gen = rnd() % 2 ? rval() : 0;
     rep->body_case = WALHOOK__REPLY__BODY_READ;
     rep->read = rr;
 }
@@ -302,6 +303,7 @@ static void same_reply(const Walhook__Reply *f, const Walhook__Reply *s, const u
     assert_int_equal(a->needs_snapshot, b->needs_snapshot);
     assert_int_equal(a->moves, b->moves);
     assert_int_equal(a->zone, b->zone);
+    assert_int_equal(a->replay_gen, b->replay_gen);
     assert_int_equal(a->committed == NULL, b->committed == NULL);
     if (a->committed != NULL) {
         assert_int_equal(a->committed->lsn, b->committed->lsn);

@@ -90,21 +90,21 @@ static void test_write_moves_offset(void **state)
     st_offset off;
     assert_int_equal(st_db_register(f->db, "t", "a", &off, err, sizeof(err)), WH_OK);
     st_dlq_item it[2] = {item(100, 0, "r1"), item(100, 1, "r2")};
-    assert_int_equal(st_db_dlq_write(f->db, "t", "a", it, 2, 1, 100, 2, off.epoch, 0, 0, 0, 0, &off,
-                                     err, sizeof(err)),
+    assert_int_equal(st_db_dlq_write(f->db, "t", "a", it, 2, 1, 100, 2, off.epoch, 0, 0, 0, 0, 0,
+                                     &off, err, sizeof(err)),
                      WH_OK);
     assert_int_equal(off.lsn, 100);
     assert_int_equal(off.seq, 2);
     /* idempotent: the same request again */
-    assert_int_equal(st_db_dlq_write(f->db, "t", "a", it, 2, 1, 100, 2, off.epoch, 0, 0, 0, 0, &off,
-                                     err, sizeof(err)),
+    assert_int_equal(st_db_dlq_write(f->db, "t", "a", it, 2, 1, 100, 2, off.epoch, 0, 0, 0, 0, 0,
+                                     &off, err, sizeof(err)),
                      WH_OK);
     uint64_t n;
     assert_int_equal(st_db_dlq_count(f->db, "t", "a", 'Q', 1000, &n, err, sizeof(err)), WH_OK);
     assert_int_equal(n, 2);
     /* a record after pos is refused */
     st_dlq_item late = item(200, 0, "x");
-    assert_int_equal(st_db_dlq_write(f->db, "t", "a", &late, 1, 1, 150, 0, off.epoch, 0, 0, 0, 0,
+    assert_int_equal(st_db_dlq_write(f->db, "t", "a", &late, 1, 1, 150, 0, off.epoch, 0, 0, 0, 0, 0,
                                      &off, err, sizeof(err)),
                      WH_ERR);
     assert_non_null(strstr(err, "records[0]"));
@@ -113,17 +113,17 @@ static void test_write_moves_offset(void **state)
     assert_int_equal(st_db_set_offset(f->db, "t", "a", 50, 0, &prev, &now, err, sizeof(err)),
                      WH_OK);
     st_dlq_item it3 = item(120, 0, "r3");
-    assert_int_equal(st_db_dlq_write(f->db, "t", "a", &it3, 1, 1, 120, 0, off.epoch, 0, 0, 0, 0,
+    assert_int_equal(st_db_dlq_write(f->db, "t", "a", &it3, 1, 1, 120, 0, off.epoch, 0, 0, 0, 0, 0,
                                      &off, err, sizeof(err)),
                      ST_DB_STALE);
     assert_non_null(strstr(err, "epoch"));
     assert_int_equal(st_db_dlq_count(f->db, "t", "a", 'Q', 1000, &n, err, sizeof(err)), WH_OK);
     assert_int_equal(n, 2);
     /* the offset never moves backwards through a dead-letter write */
-    assert_int_equal(st_db_dlq_write(f->db, "t", "a", &it3, 1, 1, 10, 0, now.epoch, 0, 0, 0, 0,
+    assert_int_equal(st_db_dlq_write(f->db, "t", "a", &it3, 1, 1, 10, 0, now.epoch, 0, 0, 0, 0, 0,
                                      &off, err, sizeof(err)),
                      WH_ERR); /* 120 > pos 10 */
-    assert_int_equal(st_db_dlq_write(f->db, "t", "a", NULL, 0, 1, 10, 0, now.epoch, 0, 0, 0, 0,
+    assert_int_equal(st_db_dlq_write(f->db, "t", "a", NULL, 0, 1, 10, 0, now.epoch, 0, 0, 0, 0, 0,
                                      &off, err, sizeof(err)),
                      WH_OK);
     assert_int_equal(off.lsn, 50);
@@ -139,15 +139,15 @@ static void test_list_get_replay_purge(void **state)
     const char *v[5] = {"v0", "v1", "v2", "v3", "v4"};
     for (int i = 0; i < 5; i++)
         it[i] = item(10 + (uint64_t)i, (uint32_t)i, v[i]);
-    assert_int_equal(st_db_dlq_write(f->db, "t", "a", it, 5, 1, 20, 0, off.epoch, 0, 0, 0, 0, &off,
-                                     err, sizeof(err)),
+    assert_int_equal(st_db_dlq_write(f->db, "t", "a", it, 5, 1, 20, 0, off.epoch, 0, 0, 0, 0, 0,
+                                     &off, err, sizeof(err)),
                      WH_OK);
     /* another target's queue and a tenant with a longer name stay apart */
     st_db_register(f->db, "t", "ab", &off, err, sizeof(err));
     st_dlq_item o1 = item(11, 0, "other");
-    assert_int_equal(
-        st_db_dlq_write(f->db, "t", "ab", &o1, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, err, sizeof(err)),
-        WH_OK);
+    assert_int_equal(st_db_dlq_write(f->db, "t", "ab", &o1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, err,
+                                     sizeof(err)),
+                     WH_OK);
     got g = {0};
     int more = 0;
     assert_int_equal(st_db_dlq_list(f->db, "t", "a", 'Q', 0, 0, 0, 2, 1 << 20, collect, &g, &more,
@@ -192,14 +192,14 @@ static void test_list_get_replay_purge(void **state)
     assert_string_equal(r.val[1], "v4");
     /* ack the first replayed event */
     uint32_t del = 0;
-    assert_int_equal(st_db_replay_ack(f->db, "t", "a", 11, 1, 0, &del, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_replay_ack(f->db, "t", "a", 11, 1, 0, 0, &del, err, sizeof(err)), WH_OK);
     assert_int_equal(del, 1);
     st_db_dlq_count(f->db, "t", "a", 'R', 1000, &n, err, sizeof(err));
     assert_int_equal(n, 1);
     /* a replayed event failing again: dead letter + replay ack in one batch */
     st_dlq_item again = item(14, 4, "v4b");
-    assert_int_equal(st_db_dlq_write(f->db, "t", "a", &again, 1, 0, 0, 0, 0, 0, 1, 14, 4, NULL, err,
-                                     sizeof(err)),
+    assert_int_equal(st_db_dlq_write(f->db, "t", "a", &again, 1, 0, 0, 0, 0, 0, 1, 14, 4, 0, NULL,
+                                     err, sizeof(err)),
                      WH_OK);
     st_db_dlq_count(f->db, "t", "a", 'R', 1000, &n, err, sizeof(err));
     assert_int_equal(n, 0);
@@ -219,12 +219,88 @@ static void test_list_get_replay_purge(void **state)
     assert_int_equal(st_db_dlq_replay(f->db, "t", "ab", 0, &l1, &s1, 1, &moved, err, sizeof(err)),
                      WH_OK);
     st_dlq_item o2 = item(12, 0, "other2");
-    st_db_dlq_write(f->db, "t", "ab", &o2, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, err, sizeof(err));
+    st_db_dlq_write(f->db, "t", "ab", &o2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, err, sizeof(err));
     assert_int_equal(st_db_dlq_drop(f->db, "t", "ab", err, sizeof(err)), WH_OK);
     st_db_dlq_count(f->db, "t", "ab", 'Q', 1000, &n, err, sizeof(err));
     assert_int_equal(n, 0);
     st_db_dlq_count(f->db, "t", "ab", 'R', 1000, &n, err, sizeof(err));
     assert_int_equal(n, 0);
+}
+
+/* A replay queued while a replay batch is in flight: the ack of that batch
+ * (ReplayAck, or a dead letter written again with its replay ack) removes
+ * only entries that batch could have read, never one queued after its read
+ * (which would then be in neither queue, never delivered). */
+static size_t queue_n(fx *f, char kind)
+{
+    char err[WH_ERRLEN];
+    uint64_t n = 0;
+    assert_int_equal(st_db_dlq_count(f->db, "t", "a", kind, 1000, &n, err, sizeof(err)), WH_OK);
+    return (size_t)n;
+}
+
+static void replay1(fx *f, uint64_t lsn)
+{
+    char err[WH_ERRLEN];
+    uint32_t s = 0, moved = 0;
+    assert_int_equal(st_db_dlq_replay(f->db, "t", "a", 0, &lsn, &s, 1, &moved, err, sizeof(err)),
+                     WH_OK);
+    assert_int_equal(moved, 1);
+}
+
+static void test_replay_ack_generation(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    st_offset off;
+    assert_int_equal(st_db_register(f->db, "t", "a", &off, err, sizeof(err)), WH_OK);
+    st_dlq_item it[4] = {item(7, 0, "e7"), item(10, 0, "e10"), item(15, 0, "e15"),
+                         item(20, 0, "e20")};
+    assert_int_equal(st_db_dlq_write(f->db, "t", "a", it, 4, 1, 20, 0, off.epoch, 0, 0, 0, 0, 0,
+                                     &off, err, sizeof(err)),
+                     WH_OK);
+    /* replay 10; the dispatcher reads [10] ... */
+    replay1(f, 10);
+    uint64_t g1 = st_db_replay_gen(f->db, "t", "a");
+    assert_true(g1 != 0);
+    got r = {0};
+    int more = 0;
+    assert_int_equal(st_db_dlq_list(f->db, "t", "a", 'R', 0, 0, 0, 10, 1 << 20, collect, &r, &more,
+                                    err, sizeof(err)),
+                     WH_OK);
+    assert_int_equal(r.n, 1);
+    /* ... the operator replays 7 meanwhile; 10 is delivered and acked */
+    replay1(f, 7);
+    assert_true(st_db_replay_gen(f->db, "t", "a") != g1);
+    uint32_t del = 0;
+    assert_int_equal(st_db_replay_ack(f->db, "t", "a", 10, 0, 0, g1, &del, err, sizeof(err)),
+                     WH_OK);
+    assert_int_equal(queue_n(f, 'R'), 1); /* 7 waits for its own read */
+    got r2 = {0};
+    assert_int_equal(st_db_dlq_list(f->db, "t", "a", 'R', 0, 0, 0, 10, 1 << 20, collect, &r2, &more,
+                                    err, sizeof(err)),
+                     WH_OK);
+    assert_int_equal(r2.n, 1);
+    assert_int_equal(r2.lsn[0], 7);
+    uint64_t g2 = st_db_replay_gen(f->db, "t", "a");
+    assert_int_equal(st_db_replay_ack(f->db, "t", "a", 7, 0, 0, g2, &del, err, sizeof(err)), WH_OK);
+    assert_int_equal(queue_n(f, 'R'), 0);
+    /* a replayed event failing again while another replay is queued: its
+     * dead letter is written back, the queued one stays */
+    replay1(f, 20);
+    uint64_t g3 = st_db_replay_gen(f->db, "t", "a");
+    replay1(f, 15);
+    st_dlq_item again = item(20, 0, "e20b");
+    assert_int_equal(st_db_dlq_write(f->db, "t", "a", &again, 1, 0, 0, 0, 0, 0, 1, 20, 0, g3, NULL,
+                                     err, sizeof(err)),
+                     WH_OK);
+    assert_int_equal(queue_n(f, 'R'), 1); /* 15 */
+    assert_int_equal(queue_n(f, 'Q'), 1); /* 20 again */
+    /* generation 0 (an ack that names none): everything up to its position */
+    replay1(f, 20);
+    assert_int_equal(queue_n(f, 'R'), 2);
+    assert_int_equal(st_db_replay_ack(f->db, "t", "a", 20, 0, 0, 0, &del, err, sizeof(err)), WH_OK);
+    assert_int_equal(queue_n(f, 'R'), 0);
 }
 
 static void test_lease_fencing(void **state)
@@ -276,14 +352,14 @@ static void test_lease_fencing(void **state)
                      WH_OK);
     assert_false(l.granted);
     st_dlq_item it = item(8, 0, "x");
-    assert_int_equal(st_db_dlq_write(f->db, "t", "a", &it, 1, 1, 8, 0, off.epoch, e1, 0, 0, 0, &off,
-                                     err, sizeof(err)),
+    assert_int_equal(st_db_dlq_write(f->db, "t", "a", &it, 1, 1, 8, 0, off.epoch, e1, 0, 0, 0, 0,
+                                     &off, err, sizeof(err)),
                      ST_DB_STALE);
     uint32_t del;
-    assert_int_equal(st_db_replay_ack(f->db, "t", "a", 8, 0, e1, &del, err, sizeof(err)),
+    assert_int_equal(st_db_replay_ack(f->db, "t", "a", 8, 0, e1, 0, &del, err, sizeof(err)),
                      ST_DB_STALE);
-    assert_int_equal(st_db_dlq_write(f->db, "t", "a", &it, 1, 1, 8, 0, off.epoch, e2, 0, 0, 0, &off,
-                                     err, sizeof(err)),
+    assert_int_equal(st_db_dlq_write(f->db, "t", "a", &it, 1, 1, 8, 0, off.epoch, e2, 0, 0, 0, 0,
+                                     &off, err, sizeof(err)),
                      WH_OK);
     assert_int_equal(off.lsn, 8);
     /* renew by the holder; release frees it, the epoch stays */
@@ -351,6 +427,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_write_moves_offset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_get_replay_purge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replay_ack_generation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_fencing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_list_owners, setup, teardown),
     };
