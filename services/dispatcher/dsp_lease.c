@@ -235,6 +235,7 @@ typedef struct work {
     char tenant[WH_NAME_MAX];
     char name[WH_NAME_MAX];
     uint64_t epoch;
+    uint64_t valid_until;
     uint64_t given_up;
     int listed;
 } work;
@@ -253,6 +254,38 @@ static void set_result(dsp_lease *l, const work *w, uint64_t epoch, uint64_t val
     pthread_mutex_unlock(&l->mu);
 }
 
+static void fire_change(dsp_lease *l)
+{
+    pthread_mutex_lock(&l->cb_mu);
+    pthread_mutex_lock(&l->mu);
+    void (*fn)(void *) = l->on_change;
+    void *arg = l->on_change_arg;
+    pthread_mutex_unlock(&l->mu);
+    if (fn)
+        fn(arg);
+    pthread_mutex_unlock(&l->cb_mu);
+}
+
+/* Held leases whose local validity ended (their renewals got no answer in
+ * time) are given up here first, and the loop is told at once, before this
+ * round's calls (each may wait for its timeout). */
+static void expire_lapsed(dsp_lease *l, work *w, size_t n)
+{
+    int changed = 0;
+    uint64_t now = wh_now_ms();
+    for (size_t i = 0; i < n; i++) {
+        if (w[i].epoch == 0 || now < w[i].valid_until)
+            continue;
+        wh_warn("lease of %s/%s: not renewed within its validity (no answer from the store); "
+                "the target stops here",
+                w[i].tenant, w[i].name);
+        set_result(l, &w[i], 0, 0, &changed);
+        w[i].epoch = 0;
+    }
+    if (changed)
+        fire_change(l);
+}
+
 static void round_once(dsp_lease *l)
 {
     pthread_mutex_lock(&l->mu);
@@ -262,12 +295,14 @@ static void round_once(dsp_lease *l)
         wh_strlcpy(w[i].tenant, l->v[i].tenant, sizeof(w[i].tenant));
         wh_strlcpy(w[i].name, l->v[i].name, sizeof(w[i].name));
         w[i].epoch = l->v[i].epoch;
+        w[i].valid_until = l->v[i].valid_until;
         w[i].given_up = l->v[i].given_up;
         w[i].listed = l->v[i].listed;
     }
     pthread_mutex_unlock(&l->mu);
     if (n > 0 && w == NULL)
         return;
+    expire_lapsed(l, w, n);
     size_t replicas = list_replicas(l);
     int changed = 0;
     size_t listed = 0, held = 0;
@@ -285,8 +320,21 @@ static void round_once(dsp_lease *l)
         }
         uint64_t sent = wh_now_ms();
         int granted = 0;
-        if (renew(l, w[i].tenant, w[i].name, w[i].epoch, &granted) != WH_OK)
-            continue; /* no answer: the local validity runs out by itself */
+        if (renew(l, w[i].tenant, w[i].name, w[i].epoch, &granted) != WH_OK) {
+            /* no answer: held until its local validity runs out, then
+             * given up here (the loop drops the target) before the store's
+             * expiry lets another replica take it */
+            if (wh_now_ms() >= w[i].valid_until) {
+                wh_warn("lease of %s/%s: not renewed within its validity (no answer from the "
+                        "store); the target stops here",
+                        w[i].tenant, w[i].name);
+                set_result(l, &w[i], 0, 0, &changed);
+                w[i].epoch = 0;
+            } else {
+                held++;
+            }
+            continue;
+        }
         if (granted) {
             set_result(l, &w[i], w[i].epoch, sent + (uint64_t)l->ttl_ms * 4 / 5, &changed);
             held++;
@@ -343,16 +391,20 @@ static void round_once(dsp_lease *l)
             l->v[j++] = l->v[i];
     l->n = j;
     pthread_mutex_unlock(&l->mu);
-    if (changed) {
-        pthread_mutex_lock(&l->cb_mu);
-        pthread_mutex_lock(&l->mu);
-        void (*fn)(void *) = l->on_change;
-        void *arg = l->on_change_arg;
-        pthread_mutex_unlock(&l->mu);
-        if (fn)
-            fn(arg);
-        pthread_mutex_unlock(&l->cb_mu);
-    }
+    if (changed)
+        fire_change(l);
+}
+
+/* ms until the next round: TTL/3, or sooner when a held lease's local
+ * validity ends first (its renewals got no answer: it is given up then).
+ * Caller holds mu. */
+static int next_round_in(dsp_lease *l)
+{
+    uint64_t now = wh_now_ms(), in = (uint64_t)l->ttl_ms / 3;
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].epoch != 0 && l->v[i].valid_until > now && l->v[i].valid_until - now < in)
+            in = l->v[i].valid_until - now;
+    return (int)in;
 }
 
 static void *lease_main(void *arg)
@@ -363,7 +415,8 @@ static void *lease_main(void *arg)
         round_once(l);
         pthread_mutex_lock(&l->mu);
         struct timespec ts;
-        wh_deadline_in(&ts, CLOCK_MONOTONIC, l->ttl_ms / 3); /* a clock step moves no renewal */
+        /* monotonic: a clock step moves no renewal */
+        wh_deadline_in(&ts, CLOCK_MONOTONIC, next_round_in(l));
         while (!l->stopping && !l->poked) {
             if (pthread_cond_timedwait(&l->cond, &l->mu, &ts) == ETIMEDOUT)
                 break;

@@ -9,15 +9,18 @@
  *      round (another replica picks it up); below it, acquires free or
  *      expired ones.
  * A lease counts as held locally only until the time of the request that
- * got it + TTL * 4/5 (the store's expiry is later than that), so a
- * replica that cannot reach the store stops posting before another can
- * take the target; the fencing epoch (carried by every CommitOffset and
- * DlqWrite, see dsp_lease_owns) makes the store refuse whatever a paused
- * old owner still tries to commit.
+ * got it + TTL * 4/5 (the store's expiry is later than that). The thread
+ * wakes when that validity ends; a lease not renewed by then (the store did
+ * not answer) is given up here at once and the callback tells the loop,
+ * which drops the target, so a replica that cannot reach the store stops
+ * posting before another can take the target. The fencing epoch (carried
+ * by every CommitOffset, DlqWrite and ReplayAck) makes the store refuse
+ * whatever a paused old owner still tries to commit.
  *
- * The loop asks dsp_lease_owns(tenant, target, &epoch) before it starts a
- * request of a target and passes the epoch to the store; the callback set
- * with dsp_lease_on_change wakes it when the set of held targets changed.
+ * The callback set with dsp_lease_on_change runs after every change of the
+ * held set; the loop's targets are then those dsp_lease_owns(tenant,
+ * target, &epoch) says are held, each with its epoch (a new epoch for a
+ * target it had: read again from the committed offset).
  *
  * Teardown: dsp_lease_stop releases every lease held (so another replica
  * takes over at once), stops the thread, closes the client. */

@@ -519,10 +519,19 @@ dsp_target *dsp_loop_find(dsp_loop *l, const char *tenant, const char *name)
 static void apply_change(dsp_loop *l, dsp_target *t, const dsp_spec *sp)
 {
     char err[WH_ERRLEN];
+    uint64_t old_epoch = t->lease_epoch;
     if (dsp_target_reconfigure(t, sp, err, sizeof(err)) != WH_OK) {
         note_refused(l, sp->set.tenant, sp->name);
         wh_error("%s; the target keeps its previous URL, secrets and settings", err);
         return;
+    }
+    if (old_epoch != 0 && sp->lease_epoch != old_epoch) {
+        /* the lease was lost and taken again: another replica may have
+         * delivered meanwhile, so what was read here before is stale */
+        wh_info("target %s/%s: lease epoch %" PRIu64 " -> %" PRIu64
+                "; reading again from its committed offset",
+                sp->set.tenant, sp->name, old_epoch, sp->lease_epoch);
+        dsp_target_reset(t);
     }
     wh_info("target %s/%s: URL, secrets and delivery settings swapped in (batch_max_events=%u "
             "batch_max_bytes=%u retry=%d..%d ms http_timeout=%d ms)",
