@@ -28,6 +28,7 @@
  *   --location URL    sends "Location: URL" (with --status 301: a redirect)
  *   --reject-match S  answers 400 to a body containing S (a "bad event")
  *   --reject-times N  ...only the first N such bodies (then it is accepted)
+ *   --reject-status C ...answered C instead of 400 (503: a retryable bad event)
  *   --slow-body-ms N  the answer's body trickles, one byte every N ms
  *   --hang            accepts the request and never answers
  *   --reset           closes the connection without an answer
@@ -70,6 +71,7 @@ typedef struct rcv_opts {
     const char *location;
     const char *reject_match;
     long reject_times;
+    long reject_status; /* 0: 400 */
     long slow_body_ms;
     int hang;
     int reset;
@@ -105,7 +107,8 @@ static void usage(FILE *f)
                "                        [--fail-every N] [--delay-ms N] [--delay-match S] "
                "[--status CODE]\n"
                "                        [--headers FILE] [--first N] [--retry-after V]\n"
-               "                        [--location URL] [--reject-match S] [--slow-body-ms N]\n"
+               "                        [--location URL] [--reject-match S] [--reject-times N]\n"
+               "                        [--reject-status CODE] [--slow-body-ms N]\n"
                "                        [--hang] [--reset] [--requests FILE] [--latency FILE]\n");
 }
 
@@ -325,7 +328,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     else if (s->o.reject_match && rq->body.data &&
              (s->o.reject_times <= 0 || s->rejected < (unsigned long)s->o.reject_times) &&
              memmem(rq->body.data, rq->body.len, s->o.reject_match, strlen(s->o.reject_match))) {
-        status = MHD_HTTP_BAD_REQUEST;
+        status = s->o.reject_status ? (unsigned)s->o.reject_status : MHD_HTTP_BAD_REQUEST;
         s->rejected++;
     } else if (s->o.status && failing)
         status = (unsigned)s->o.status;
@@ -442,6 +445,8 @@ static int parse_args(int argc, char **argv, rcv_opts *o)
             o->reject_match = v;
         } else if (strcmp(a, "--reject-times") == 0 && parse_long(v, 0, 1000000000, &n) == WH_OK) {
             o->reject_times = n;
+        } else if (strcmp(a, "--reject-status") == 0 && parse_long(v, 300, 599, &n) == WH_OK) {
+            o->reject_status = n;
         } else if (strcmp(a, "--slow-body-ms") == 0 && parse_long(v, 0, 60000, &n) == WH_OK) {
             o->slow_body_ms = n;
         } else if (strcmp(a, "--requests") == 0) {

@@ -2375,8 +2375,14 @@ static int strict_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
         t->single_i = i;
     }
     if (should_shed(t, b)) {
-        wh_counter_add(&t->shed, b->n - (t->single ? t->single_i : 0));
-        start_deadletter(t, b, t->single ? t->single_i : 0, b->n,
+        size_t from = t->single ? t->single_i : 0, to = b->n;
+        /* after lanes, up to the next event they delivered (never a dead
+         * letter for it); the rest goes on the next round */
+        if (t->single && t->done_valid)
+            for (to = from + 1; to < b->n && !t->ev_done[to]; to++)
+                ;
+        wh_counter_add(&t->shed, to - from);
+        start_deadletter(t, b, from, to,
                          dsp_zone_get(t->set.tenant) == DSP_ZONE_RED
                              ? "backpressure zone red while failing (mode fast)"
                              : "backlog over backlog_max_ms while failing (mode fast)");

@@ -17,6 +17,11 @@
 #            that batch goes one event at a time (events the lanes delivered
 #            are skipped), the poison change goes to the dead-letter queue
 #            alone and every other change arrives, in order per key
+#   shed     as bad with mode fast (backlog_max_ms 1, max_attempts 2): the
+#            poison change is answered 503 every time, so after its lane
+#            gives up the rest goes one event at a time and is shed to the
+#            dead-letter queue while failing; never an event a lane already
+#            delivered (each change arrives or is a dead letter, not both)
 # Every target gets every change, and the first arrival of each change is in
 # order per key (by_key) or in total (strict). The dispatcher is SIGKILLed
 # once mid-stream and restarted by walhook up: the offsets it committed never
@@ -36,13 +41,14 @@ pg_psql -c "CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL)" >/dev/null ||
     wh_fail "cannot create the table"
 export WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS="127.0.0.1/32,::1"
 POISON=${POISON:-50}
-NAMES=(strict bykey capped wide slow bad)
+NAMES=(strict bykey capped wide slow bad shed)
 declare -A PORT
 for r in "${NAMES[@]}"; do PORT[$r]=$(wh_free_port); done
 APORT=$(wh_free_port)
 for r in "${NAMES[@]}"; do
     extra=()
     [ "$r" = bad ] && extra=(--reject-match "\"id\":7,\"v\":$POISON}" --reject-times 3)
+    [ "$r" = shed ] && extra=(--reject-match "\"id\":7,\"v\":$POISON}" --reject-status 503)
     [ "$r" = slow ] && extra=(--delay-match '"id":7,"v"')
     wh_spawn "r_$r" "$BIN/walhook-receiver" --listen "127.0.0.1:${PORT[$r]}" \
         --out "$WH_TMP/$r.jsonl" --delay-ms "$DELAY" "${extra[@]}"
@@ -65,7 +71,9 @@ tenants = (
       { name = "capped"; url = "$(u capped)"; ordering = "by_key"; lanes = 8; max_connections = 2; },
       { name = "wide"; url = "$(u wide)"; ordering = "by_key"; lanes = 16; max_connections = 16; },
       { name = "slow"; url = "$(u slow)"; ordering = "by_key"; lanes = 4; max_connections = 4; },
-      { name = "bad"; url = "$(u bad)"; ordering = "by_key"; lanes = 4; max_connections = 4; on_failure = "dlq"; }
+      { name = "bad"; url = "$(u bad)"; ordering = "by_key"; lanes = 4; max_connections = 4; on_failure = "dlq"; },
+      { name = "shed"; url = "$(u shed)"; ordering = "by_key"; lanes = 4; max_connections = 4; on_failure = "dlq";
+        mode = "fast"; backlog_max_ms = 1; max_attempts = 2; }
     ); }
 );
 CONFEOF
@@ -140,6 +148,7 @@ sleep $(((DELAY * 4 + 999) / 1000))
 for t in strict bykey capped wide; do maxc $t reset-max >/dev/null; done
 
 for t in "${NAMES[@]}"; do
+    [ "$t" = shed ] && continue
     mode=key skip=""
     [ "$t" = strict ] && mode=all
     [ "$t" = bad ] && skip="7,$POISON"
@@ -151,6 +160,39 @@ _dead() { [ "$("$BIN/tests/wh_statectl" -c "$CONF" dlq-ids d bad 2>/dev/null | w
 wh_wait_until 20 _dead || wh_fail "target bad: no dead letter"
 dl=$("$BIN/tests/wh_statectl" -c "$CONF" dlq-ids d bad)
 [ "$(wc -l <<<"$dl")" = 1 ] || wh_fail "target bad: $(wc -l <<<"$dl") dead letters, expected the poison change only"
+# shed: each change arrived or is a dead letter, never both
+_shed_done() {
+    local n
+    n=$("$BIN/tests/wh_statectl" -c "$CONF" dlq-ids d shed 2>/dev/null | wc -l)
+    [ "$n" -ge 1 ] && [ $(($(python3 - "$WH_TMP/shed.jsonl" <<'PY'
+import json, sys
+seen = set()
+for line in open(sys.argv[1]).read().splitlines():
+    for e in json.loads(line):
+        a = e.get("after") or {}
+        if "id" in a:
+            seen.add((a["id"], a.get("v")))
+print(len(seen))
+PY
+) + n)) -ge "$TOTAL" ]
+}
+wh_wait_until 120 _shed_done || wh_fail "target shed: changes neither delivered nor dead-lettered"
+python3 - "$WH_TMP/shed.jsonl" "$TOTAL" <("$BIN/tests/wh_statectl" -c "$CONF" dlq-ids d shed) <<'PY' ||
+import json, sys
+got, dead = {}, set(l.strip() for l in open(sys.argv[3]) if l.strip())
+for line in open(sys.argv[1]).read().splitlines():
+    for e in json.loads(line):
+        a = e.get("after") or {}
+        if "id" in a:
+            got[e["id"]] = (a["id"], a.get("v"))
+both = dead & set(got)
+if both:
+    print(f"{len(both)} dead letter(s) the target had acknowledged, e.g. {sorted(both)[0]}"); sys.exit(1)
+if len(set(got.values())) + len(dead) != int(sys.argv[2]):
+    print(f"{len(set(got.values()))} delivered + {len(dead)} dead letters != {sys.argv[2]}"); sys.exit(1)
+print(f"shed: {len(set(got.values()))} delivered, {len(dead)} dead letters")
+PY
+    wh_fail "target shed: dead letters overlap what was delivered"
 grep -q "lane .* failed for good" "$WH_TMP"/walhook.log ||
     wh_fail "target bad: no log line of a lane failing for good"
 grep -q "target d/slow: a lane done with its batch runs ahead" "$WH_TMP"/walhook.log ||
