@@ -1647,7 +1647,16 @@ static int run_source(repl *r, int first, char *err, size_t errlen)
         if (what == LOOP_STOP || what == LOOP_SOURCE) {
             wh_info("%s: waiting for the store to acknowledge pending batches",
                     what == LOOP_STOP ? "stopping" : "source changed");
-            if (ing_batcher_drain(bt, 10000) != WH_OK)
+            int drained = ing_batcher_drain(bt, 10000) == WH_OK;
+            /* a new source waits for every ack of the old one: a late ack
+             * would set the acked LSN, which the new source's flush LSN
+             * comes from, to an LSN of the old server */
+            while (!drained && what == LOOP_SOURCE && !wh_stop_requested) {
+                wh_warn("source changed: batches of the old source still not acknowledged; the "
+                        "new source waits for them");
+                drained = ing_batcher_drain(bt, 10000) == WH_OK;
+            }
+            if (!drained)
                 wh_warn("pending batches not acknowledged in 10 s; PostgreSQL will resend them");
             if (r->conn && send_status(r, lerr, sizeof(lerr)) == WH_OK) {
                 char l[WH_LSN_STRLEN];
@@ -1658,7 +1667,8 @@ static int run_source(repl *r, int first, char *err, size_t errlen)
                 ing_copy_end(r->copy, 1000, lerr, sizeof(lerr));
             else if (r->conn)
                 PQputCopyEnd(r->conn, NULL);
-            return what == LOOP_STOP ? WH_OK : 2;
+            /* (a source change not drained: stopping meanwhile) */
+            return what == LOOP_STOP || !drained ? WH_OK : 2;
         }
         disconnect(r);
         connected = 0;

@@ -248,8 +248,13 @@ int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uin
             return 0;
         }
         k = slot_of(s, r->version); /* the table may have grown */
-    } else if (k->first_xid != xid || k->first_lsn != lsn) {
-        return 0; /* announced by an earlier transaction */
+    } else if (k->first_xid != xid || (k->first_lsn != lsn && k->first_lsn != 0 && lsn != 0)) {
+        /* announced by an earlier transaction. The transaction that first
+         * used it is matched by its xid when either use was staged (a
+         * streamed transaction's commit LSN is not known yet): PostgreSQL
+         * may send it whole the first time and streamed the next, or the
+         * reverse, and both must carry the schema event */
+        return 0;
     } else if (k->ann_conn == s->conn && k->ann_lsn == lsn && k->ann_xid == xid) {
         return 0; /* a second Relation message of it in the transaction (e.g. at a TRUNCATE) */
     }
