@@ -1157,6 +1157,15 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
     case 'A':
         return stream_abort(r, &m, err, errlen);
     case 'B':
+        /* out of order from a correct walsender never: a second Begin would
+         * number the open transaction's events from 0 again */
+        if (r->in_txn)
+            return wh_seterr(err, errlen, "pgoutput: Begin (xid %u) inside transaction xid %u",
+                             m.xid, r->txn.xid);
+        if (r->stream_xid != 0)
+            return wh_seterr(err, errlen,
+                             "pgoutput: Begin (xid %u) inside the stream block of xid %u", m.xid,
+                             r->stream_xid);
         if (ing_batcher_unstage(r->bt, err, errlen) != WH_OK)
             return WH_ERR;
         r->in_txn = 1;
@@ -1164,6 +1173,15 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
         ing_txn_begin(&r->txn, m.final_lsn, m.xid, m.commit_ts_us);
         break;
     case 'C':
+        if (!r->in_txn)
+            return wh_seterr(err, errlen, "pgoutput: Commit without a Begin");
+        if (m.commit_lsn != r->txn.commit_lsn) {
+            char a[WH_LSN_STRLEN], b[WH_LSN_STRLEN];
+            wh_lsn_format(m.commit_lsn, a, sizeof(a));
+            wh_lsn_format(r->txn.commit_lsn, b, sizeof(b));
+            return wh_seterr(err, errlen,
+                             "pgoutput: Commit at %s of a transaction whose Begin said %s", a, b);
+        }
         r->in_txn = 0;
         if (wh_lat_trace_on()) {
             wh_lat_trace_add("ing_commit", r->txn.commit_ts_us);
