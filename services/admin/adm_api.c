@@ -240,36 +240,6 @@ static void r_page(ctx *c);
 static void r_openapi(ctx *c);
 static void r_tenants(ctx *c);
 static void r_tenant(ctx *c);
-/* A create whose state was not written (the store refused it, a conflict
- * every time, the store gone) leaves the offset its SetOffset made: live,
- * it would hold the tenant's GC back for a consumer that is no target. It
- * is dropped unless the state names the target after all (a reply lost
- * after the write, or another writer made it); a PutState that lists it
- * later un-drops it. Best effort: logged when it cannot be done. */
-static void undo_target_offset(ctx *c, const char *name)
-{
-    if (!c->a->be.drop_offset || name[0] == '\0')
-        return;
-    char err[WH_ERRLEN];
-    wh_state *s = NULL;
-    if (c->a->be.get_state(c->a->be.arg, &s, err, sizeof(err)) != WH_OK) {
-        wh_warn("target %s/%s was not created; its offset is left as set (the state cannot be "
-                "read: %s)",
-                c->tenant, name, err);
-        return;
-    }
-    const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
-    int named = t != NULL && wh_state_target_find(t, name) != NULL;
-    wh_state_unref(s);
-    if (named)
-        return;
-    if (c->a->be.drop_offset(c->a->be.arg, c->tenant, name, err, sizeof(err)) != WH_OK)
-        wh_warn("target %s/%s was not created; dropping the offset set for it: %s", c->tenant, name,
-                err);
-    else
-        wh_info("target %s/%s was not created; the offset set for it is dropped", c->tenant, name);
-}
-
 static void r_targets(ctx *c);
 static void r_target(ctx *c);
 static void r_target_action(ctx *c);
@@ -1367,6 +1337,36 @@ static void add_target_states(ctx *c, json_t *arr, json_t *one)
         adm_slot_target_json(one, st, c->tenant);
     json_array_foreach(arr, i, v) adm_slot_target_json(v, st, c->tenant);
     adm_stats_free(st, ADM_NDAEMONS);
+}
+
+/* A create whose state was not written (the store refused it, a conflict
+ * every time, the store gone) leaves the offset its SetOffset made: live,
+ * it would hold the tenant's GC back for a consumer that is no target. It
+ * is dropped unless the state names the target after all (a reply lost
+ * after the write, or another writer made it); a PutState that lists it
+ * later un-drops it. Best effort: logged when it cannot be done. */
+static void undo_target_offset(ctx *c, const char *name)
+{
+    if (!c->a->be.drop_offset || name[0] == '\0')
+        return;
+    char err[WH_ERRLEN];
+    wh_state *s = NULL;
+    if (c->a->be.get_state(c->a->be.arg, &s, err, sizeof(err)) != WH_OK) {
+        wh_warn("target %s/%s was not created; its offset is left as set (the state cannot be "
+                "read: %s)",
+                c->tenant, name, err);
+        return;
+    }
+    const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
+    int named = t != NULL && wh_state_target_find(t, name) != NULL;
+    wh_state_unref(s);
+    if (named)
+        return;
+    if (c->a->be.drop_offset(c->a->be.arg, c->tenant, name, err, sizeof(err)) != WH_OK)
+        wh_warn("target %s/%s was not created; dropping the offset set for it: %s", c->tenant, name,
+                err);
+    else
+        wh_info("target %s/%s was not created; the offset set for it is dropped", c->tenant, name);
 }
 
 static void r_targets(ctx *c)

@@ -266,6 +266,17 @@ static void fire_change(dsp_lease *l)
     pthread_mutex_unlock(&l->cb_mu);
 }
 
+/* A held lease whose local validity ended without a renewal (the store did
+ * not answer): given up here, the loop told by the caller (changed). */
+static void give_up_lapsed(dsp_lease *l, work *w, int *changed)
+{
+    wh_warn("lease of %s/%s: not renewed within its validity (no answer from the store); the "
+            "target stops here",
+            w->tenant, w->name);
+    set_result(l, w, 0, 0, changed);
+    w->epoch = 0;
+}
+
 /* Held leases whose local validity ended (their renewals got no answer in
  * time) are given up here first, and the loop is told at once, before this
  * round's calls (each may wait for its timeout). */
@@ -274,13 +285,8 @@ static void expire_lapsed(dsp_lease *l, work *w, size_t n)
     int changed = 0;
     uint64_t now = wh_now_ms();
     for (size_t i = 0; i < n; i++) {
-        if (w[i].epoch == 0 || now < w[i].valid_until)
-            continue;
-        wh_warn("lease of %s/%s: not renewed within its validity (no answer from the store); "
-                "the target stops here",
-                w[i].tenant, w[i].name);
-        set_result(l, &w[i], 0, 0, &changed);
-        w[i].epoch = 0;
+        if (w[i].epoch != 0 && now >= w[i].valid_until)
+            give_up_lapsed(l, &w[i], &changed);
     }
     if (changed)
         fire_change(l);
@@ -324,15 +330,10 @@ static void round_once(dsp_lease *l)
             /* no answer: held until its local validity runs out, then
              * given up here (the loop drops the target) before the store's
              * expiry lets another replica take it */
-            if (wh_now_ms() >= w[i].valid_until) {
-                wh_warn("lease of %s/%s: not renewed within its validity (no answer from the "
-                        "store); the target stops here",
-                        w[i].tenant, w[i].name);
-                set_result(l, &w[i], 0, 0, &changed);
-                w[i].epoch = 0;
-            } else {
+            if (wh_now_ms() >= w[i].valid_until)
+                give_up_lapsed(l, &w[i], &changed);
+            else
                 held++;
-            }
             continue;
         }
         if (granted) {
