@@ -63,12 +63,18 @@ typedef struct repl {
     ing_batcher *bt;
     ing_stats *st;
     ing_parser *parser;
-    ing_catalog *catalog; /* primary keys of REPLICA IDENTITY FULL tables */
-    ing_toast *toast;     /* last values of TOASTed columns (kept across reconnects) */
-    ing_snapshot *snap;   /* snapshot and backfill chunks (ing_snapshot) */
-    ing_schema *schema;   /* the tenant's schema versions (kept across reconnects) */
-    wh_buf sdesc, sfield; /* a schema event's description and registration */
-    ing_slot *slot;       /* slot policy, zones (kept across sources) */
+    ing_catalog *catalog;     /* primary keys of REPLICA IDENTITY FULL tables */
+    ing_toast *toast;         /* last values of TOASTed columns (kept across reconnects) */
+    ing_snapshot *snap;       /* snapshot and backfill chunks (ing_snapshot) */
+    ing_schema *schema;       /* the tenant's schema versions (kept across reconnects) */
+    wh_buf sdesc, sfield;     /* a schema event's description and registration */
+    char drop_err[WH_ERRLEN]; /* drop_staged's */
+    /* stream_commit's registrations of versions it takes over (commit_reg) */
+    Walhook__SchemaVersion *creg;
+    size_t ncreg, capcreg;
+    uint32_t creg_xid;
+    uint64_t creg_lsn;
+    ing_slot *slot; /* slot policy, zones (kept across sources) */
     PGconn *conn;
     /* the stream on the socket itself (ing_copy), on a connection without
      * TLS or GSS encryption; libpq's COPY functions otherwise */
@@ -694,6 +700,28 @@ static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const
                      lsn);
 }
 
+static int queue_packed(repl *r, Walhook__AppendBatch *ab, uint64_t commit_end, char *err,
+                        size_t errlen);
+
+/* ing_schema_drop_fn: a StageAbort of xid's staged event at idx alone (a
+ * schema event another transaction announced first). */
+static int drop_staged(void *arg, uint32_t xid, uint32_t idx)
+{
+    repl *r = arg;
+    Walhook__StageAbort sa;
+    walhook__stage_abort__init(&sa);
+    sa.xid = xid;
+    sa.subxid = xid;
+    sa.one_event = 1;
+    sa.index = idx;
+    Walhook__StageAbort *list[1] = {&sa};
+    Walhook__AppendBatch ab;
+    walhook__append_batch__init(&ab);
+    ab.n_stage_aborts = 1;
+    ab.stage_aborts = list;
+    return queue_packed(r, &ab, 0, r->drop_err, sizeof(r->drop_err));
+}
+
 /* Before the first change of relation oid's version (since its Relation
  * message) in transaction t: its registration with a start (the store's
  * registry pruning, ing_schema.h), in the batch of the change's event, and
@@ -705,8 +733,9 @@ static int schema_first_use(repl *r, const ing_txn *t, uint32_t *seq, uint32_t o
     ing_relation *rel = ing_relation_mut(r->parser, oid);
     if (rel == NULL || rel->version_done)
         return WH_OK;
-    int ev =
-        ing_schema_announce(r->schema, rel, t->commit_lsn, t->xid, t->staged) == ING_SCHEMA_EMIT;
+    int ann = ing_schema_announce(r->schema, rel, t->commit_lsn, t->xid,
+                                  t->staged ? ING_SCHEMA_STAGED : ING_SCHEMA_WHOLE);
+    int ev = ann & ING_SCHEMA_EMIT;
     if (rel->version_hex[0] == '\0') /* no version: its events carry none */
         return WH_OK;
     uint64_t flsn = t->staged ? 0 : t->commit_lsn;
@@ -718,7 +747,8 @@ static int schema_first_use(repl *r, const ing_txn *t, uint32_t *seq, uint32_t o
     wh_buf_reset(&r->sfield);
     if (ing_schema_describe(&r->sdesc, rel) != WH_OK ||
         ing_schema_field(&r->sfield, rel, r->sdesc.data, r->sdesc.len, flsn, fxid,
-                         t->staged ? 0 : t->commit_lsn, t->staged ? t->xid : 0) != WH_OK)
+                         t->staged ? 0 : t->commit_lsn, t->staged ? t->xid : 0,
+                         ann & ING_SCHEMA_TAKES) != WH_OK)
         return wh_seterr(err, errlen, "out of memory");
     if (ing_batcher_add_schema(r->bt, r->sfield.data, r->sfield.len, err, errlen) != WH_OK)
         return WH_ERR;
@@ -726,6 +756,16 @@ static int schema_first_use(repl *r, const ing_txn *t, uint32_t *seq, uint32_t o
         return WH_OK;
     if (emit(r, t, *seq, NULL, rel, 3, err, errlen) != WH_OK)
         return WH_ERR;
+    if ((ann & ING_SCHEMA_TAKES) &&
+        ing_schema_take(r->schema, rel->version, t->commit_lsn, t->xid, drop_staged, r) != WH_OK)
+        return wh_seterr(err, errlen, "%s", r->drop_err);
+    if (ann & ING_SCHEMA_PENDING) {
+        char table[2 * 64 + 2];
+        snprintf(table, sizeof(table), "%s.%s", rel->nspname, rel->relname);
+        if (ing_schema_pending_add(r->schema, rel->version, t->xid, *seq, table, r->sdesc.data,
+                                   r->sdesc.len) != WH_OK)
+            return wh_seterr(err, errlen, "out of memory");
+    }
     (*seq)++;
     wh_info("schema version %s of %s.%s (%d columns, replica identity %s)", rel->version_hex,
             rel->nspname, rel->relname, rel->natts, ing_schema_identity_name(rel->replident));
@@ -738,8 +778,14 @@ static int schema_first_use(repl *r, const ing_txn *t, uint32_t *seq, uint32_t o
 static int emit_ddl(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, char *err,
                     size_t errlen)
 {
-    if (!r->cfg->ddl) /* another slot's capture: no event, its seq kept (ing_ddl.h) */
-        return WH_OK;
+    if (!r->cfg->ddl) { /* another slot's capture: no event, its seq kept (ing_ddl.h) */
+        if (!t->staged)
+            return WH_OK;
+        /* staged: an empty placeholder, which the store's commit numbers
+         * and never stores, so the seqs are those of the whole form */
+        wh_buf *b = ing_batcher_buf(r->bt);
+        return ing_batcher_add_staged(r->bt, seq, m->xid, b->len, err, errlen);
+    }
     wh_buf probe;
     wh_buf_init(&probe, 0);
     char derr[WH_ERRLEN];
@@ -951,6 +997,43 @@ static int streams_abandon(repl *r, char *err, size_t errlen)
     return rc;
 }
 
+/* ing_schema_reg_fn: the registration of a version the committing streamed
+ * transaction takes over (copies: the pending announcement goes). */
+static int commit_reg(void *arg, const char *table, uint64_t fp, const char *desc, size_t dlen)
+{
+    repl *r = arg;
+    if (wh_grow(&r->creg, r->ncreg + 1, &r->capcreg, sizeof(*r->creg), 4) != WH_OK)
+        return wh_seterr(r->drop_err, sizeof(r->drop_err), "out of memory");
+    Walhook__SchemaVersion *v = &r->creg[r->ncreg];
+    walhook__schema_version__init(v);
+    v->table = strdup(table);
+    v->description.data = malloc(dlen ? dlen : 1);
+    if (v->table == NULL || v->description.data == NULL) {
+        free(v->table);
+        free(v->description.data);
+        return wh_seterr(r->drop_err, sizeof(r->drop_err), "out of memory");
+    }
+    memcpy(v->description.data, desc, dlen);
+    v->description.len = dlen;
+    v->fingerprint = fp;
+    v->first_lsn = r->creg_lsn;
+    v->first_xid = r->creg_xid;
+    v->started_lsn = r->creg_lsn;
+    v->start_unproven = 1; /* streamed: protects only (st_db_schema.c) */
+    v->first_use_moves = 1;
+    r->ncreg++;
+    return WH_OK;
+}
+
+static void commit_reg_free(repl *r)
+{
+    for (size_t i = 0; i < r->ncreg; i++) {
+        free(r->creg[i].table);
+        free(r->creg[i].description.data);
+    }
+    r->ncreg = 0;
+}
+
 static int stream_commit(repl *r, const ing_msg *m, char *err, size_t errlen)
 {
     if (r->in_txn)
@@ -1005,9 +1088,30 @@ static int stream_commit(repl *r, const ing_msg *m, char *err, size_t errlen)
     walhook__append_batch__init(&ab);
     ab.stage_commit = &sc;
     ab.ack_lsn = m->end_lsn;
+    /* the versions it announced while another open transaction had too:
+     * first used by it now (ing_schema.h, "pending announcements"); the
+     * registrations go with the commit (the store writes them first) */
+    r->ncreg = 0;
+    r->creg_xid = m->xid;
+    r->creg_lsn = m->commit_lsn;
+    int rc = ing_schema_commit_xid(r->schema, m->xid, m->commit_lsn, drop_staged, commit_reg, r);
+    Walhook__SchemaVersion **regp = NULL;
+    if (rc == WH_OK && r->ncreg > 0 && (regp = calloc(r->ncreg, sizeof(*regp))) == NULL)
+        rc = wh_seterr(r->drop_err, sizeof(r->drop_err), "out of memory");
+    if (rc != WH_OK) {
+        commit_reg_free(r);
+        wh_buf_free(&head);
+        return wh_seterr(err, errlen, "%s", r->drop_err);
+    }
+    for (size_t i = 0; i < r->ncreg; i++)
+        regp[i] = &r->creg[i];
+    ab.n_schemas = r->ncreg;
+    ab.schemas = regp;
     if (m->commit_lsn > r->last_event)
         r->last_event = m->commit_lsn; /* its staged events become events (ing_slot_cap) */
-    int rc = queue_packed(r, &ab, m->end_lsn, err, errlen);
+    rc = queue_packed(r, &ab, m->end_lsn, err, errlen);
+    free(regp);
+    commit_reg_free(r);
     wh_buf_free(&head);
     return rc;
 }
@@ -1792,6 +1896,7 @@ out:
     ing_toast_free(r->toast);
     ing_snapshot_free(r->snap);
     ing_schema_free(r->schema);
+    free(r->creg);
     wh_buf_free(&r->sdesc);
     wh_buf_free(&r->sfield);
     ing_catalog_free(r->catalog);

@@ -95,11 +95,22 @@ typedef struct known {
     uint32_t ann_xid, ann_conn;
 } known;
 
+/* A pending announcement (ing_schema.h): open streamed transaction xid
+ * staged a schema event of version fp at staging index idx. */
+typedef struct pend {
+    uint64_t fp;
+    uint32_t xid, idx;
+    char *table, *desc; /* for its registration at the commit */
+    size_t dlen;
+} pend;
+
 struct ing_schema {
     known *slots;
     size_t nslots, n; /* nslots: a power of two */
     int loaded;
     uint32_t conn; /* ing_schema_new_connection */
+    pend *pend;    /* few: only while streamed transactions announce */
+    size_t npend, cappend;
 };
 
 int ing_schema_new(ing_schema **out, char *err, size_t errlen)
@@ -117,12 +128,31 @@ int ing_schema_new(ing_schema **out, char *err, size_t errlen)
     return WH_OK;
 }
 
+static void pend_remove(ing_schema *s, size_t i)
+{
+    free(s->pend[i].table);
+    free(s->pend[i].desc);
+    s->pend[i] = s->pend[--s->npend];
+}
+
 void ing_schema_free(ing_schema *s)
 {
     if (s == NULL)
         return;
+    while (s->npend > 0)
+        pend_remove(s, 0);
+    free(s->pend);
     free(s->slots);
     free(s);
+}
+
+/* The index of xid's pending announcement of fp (xid 0: anyone's), or -1. */
+static long pend_find(const ing_schema *s, uint64_t fp, uint32_t xid)
+{
+    for (size_t i = 0; i < s->npend; i++)
+        if (s->pend[i].fp == fp && (xid == 0 || s->pend[i].xid == xid))
+            return (long)i;
+    return -1;
 }
 
 static known *slot_of(const ing_schema *s, uint64_t fp)
@@ -223,23 +253,86 @@ void ing_schema_new_connection(ing_schema *s)
 
 size_t ing_schema_forget_xid(ing_schema *s, uint32_t xid)
 {
+    for (size_t i = s->npend; i-- > 0;)
+        if (s->pend[i].xid == xid)
+            pend_remove(s, i);
     size_t n = 0;
     for (size_t i = 0; i < s->nslots; i++) {
         known *k = &s->slots[i];
-        if (k->used && !k->gone && k->first_lsn == 0 && k->first_xid == xid) {
-            k->gone = 1; /* kept in its probe chain; unknown to announce */
-            n++;
+        if (!k->used || k->gone || k->first_lsn != 0 || k->first_xid != xid)
+            continue;
+        long o = pend_find(s, k->fp, 0);
+        if (o >= 0) { /* another open transaction announced it too */
+            k->first_xid = s->pend[o].xid;
+            continue;
         }
+        k->gone = 1; /* kept in its probe chain; unknown to announce */
+        n++;
     }
     return n;
 }
 
-int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uint32_t xid,
-                        int staged)
+int ing_schema_pending_add(ing_schema *s, uint64_t fp, uint32_t xid, uint32_t idx,
+                           const char *table, const char *desc, size_t dlen)
+{
+    if (wh_grow(&s->pend, s->npend + 1, &s->cappend, sizeof(*s->pend), 8) != WH_OK)
+        return WH_ERR;
+    pend *p = &s->pend[s->npend];
+    *p = (pend){.fp = fp,
+                .xid = xid,
+                .idx = idx,
+                .table = strdup(table),
+                .desc = malloc(dlen),
+                .dlen = dlen};
+    if (p->table == NULL || p->desc == NULL) {
+        free(p->table);
+        free(p->desc);
+        return WH_ERR;
+    }
+    memcpy(p->desc, desc, dlen);
+    s->npend++;
+    return WH_OK;
+}
+
+int ing_schema_take(ing_schema *s, uint64_t fp, uint64_t lsn, uint32_t xid, ing_schema_drop_fn drop,
+                    void *arg)
+{
+    known *k = slot_of(s, fp);
+    if (k->used) {
+        k->first_lsn = lsn;
+        k->first_xid = xid;
+        k->gone = 0;
+    }
+    int rc = WH_OK;
+    for (long i; (i = pend_find(s, fp, 0)) >= 0;) {
+        if (rc == WH_OK && s->pend[i].xid != xid)
+            rc = drop(arg, s->pend[i].xid, s->pend[i].idx);
+        pend_remove(s, (size_t)i);
+    }
+    return rc;
+}
+
+int ing_schema_commit_xid(ing_schema *s, uint32_t xid, uint64_t lsn, ing_schema_drop_fn drop,
+                          ing_schema_reg_fn reg, void *arg)
+{
+    for (size_t i = 0; i < s->npend; i++) {
+        if (s->pend[i].xid != xid)
+            continue;
+        uint64_t fp = s->pend[i].fp;
+        if (reg(arg, s->pend[i].table, fp, s->pend[i].desc, s->pend[i].dlen) != WH_OK ||
+            ing_schema_take(s, fp, lsn, xid, drop, arg) != WH_OK)
+            return WH_ERR;
+        i = (size_t)-1; /* the list changed: from its start again */
+    }
+    return WH_OK;
+}
+
+int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uint32_t xid, int mode)
 {
     r->version_done = 1;
     if (r->version_hex[0] == '\0')
         return 0;
+    int staged = mode == ING_SCHEMA_STAGED, flags = ING_SCHEMA_EMIT;
     uint64_t lsn = staged ? 0 : commit_lsn;
     known *k = slot_of(s, r->version);
     if (!k->used || k->gone) {
@@ -248,22 +341,32 @@ int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uin
             return 0;
         }
         k = slot_of(s, r->version); /* the table may have grown */
-    } else if (k->first_xid != xid || (k->first_lsn != lsn && k->first_lsn != 0 && lsn != 0)) {
-        /* announced by an earlier transaction. The transaction that first
-         * used it is matched by its xid when either use was staged (a
-         * streamed transaction's commit LSN is not known yet): PostgreSQL
-         * may send it whole the first time and streamed the next, or the
-         * reverse, and both must carry the schema event */
-        return 0;
-    } else if (k->ann_conn == s->conn && k->ann_lsn == lsn && k->ann_xid == xid) {
-        return 0; /* a second Relation message of it in the transaction (e.g. at a TRUNCATE) */
+        flags |= staged ? ING_SCHEMA_PENDING : 0;
+    } else if (staged && pend_find(s, r->version, xid) >= 0) {
+        return 0; /* announced (pending) in this transaction already */
+    } else if (k->first_xid == xid && (k->first_lsn == lsn || k->first_lsn == 0 || lsn == 0)) {
+        /* the transaction that first used it (sent again after a
+         * reconnect or a crash: the same events at the same positions). It
+         * is matched by its xid when either use was staged (a streamed
+         * transaction's commit LSN is not known yet): PostgreSQL may send
+         * it whole the first time and streamed the next, or the reverse,
+         * and both must carry the schema event */
+        if (k->ann_conn == s->conn && k->ann_lsn == lsn && k->ann_xid == xid)
+            return 0; /* a second Relation message of it in the transaction (e.g. at a TRUNCATE) */
+    } else if (mode != ING_SCHEMA_SNAPSHOT && k->first_lsn == 0 &&
+               pend_find(s, r->version, k->first_xid) >= 0) {
+        /* first used by a streamed transaction still open (ing_schema.h,
+         * "pending announcements") */
+        flags |= staged ? ING_SCHEMA_PENDING : ING_SCHEMA_TAKES;
+    } else {
+        return 0; /* announced by an earlier transaction */
     }
     /* new, or the transaction that first used it sent again (after a
      * reconnect or a crash): the same events at the same positions */
     k->ann_lsn = lsn;
     k->ann_xid = xid;
     k->ann_conn = s->conn;
-    return ING_SCHEMA_EMIT;
+    return flags;
 }
 
 int ing_schema_first_use(const ing_schema *s, uint64_t fp, uint64_t *first_lsn, uint32_t *first_xid)
@@ -278,7 +381,7 @@ int ing_schema_first_use(const ing_schema *s, uint64_t fp, uint64_t *first_lsn, 
 
 int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_t dlen,
                      uint64_t first_lsn, uint32_t first_xid, uint64_t started_lsn,
-                     uint32_t started_xid)
+                     uint32_t started_xid, int first_use_moves)
 {
     char table[2 * 64 + 2 + 512];
     snprintf(table, sizeof(table), "%s.%s", r->nspname, r->relname);
@@ -292,6 +395,7 @@ int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_
     v.description.len = dlen;
     v.started_lsn = started_lsn;
     v.started_xid = started_xid;
+    v.first_use_moves = first_use_moves != 0;
     size_t n = walhook__schema_version__get_packed_size(&v);
     /* AppendBatch.schemas = 30, length-delimited: tag (30 << 3 | 2) */
     uint8_t head[2 + 10];

@@ -73,22 +73,63 @@ int ing_schema_known(ing_schema *s, uint64_t fp, uint64_t first_lsn, uint32_t fi
 /* Versions known. */
 size_t ing_schema_count(const ing_schema *s);
 
+/* Pending announcements. A version first used by a streamed transaction X
+ * that is still open is not announced for good: X may abort (or be dropped
+ * at a reconnect). Another transaction that uses the version meanwhile
+ * announces it too (a schema event of its own):
+ * - one decoded whole (committed before X, as it is decoded at its commit)
+ *   takes the first use over (ING_SCHEMA_TAKES: ing_schema_take, its
+ *   registration with first_use_moves), and the schema events that open
+ *   streamed transactions staged for the version are dropped from their
+ *   staging (the store numbers staged events at the commit, so no seq is
+ *   lost): sent again, they are decoded after the new first use and
+ *   announce nothing;
+ * - another streamed one stages its own (ING_SCHEMA_PENDING: the caller
+ *   notes it with ing_schema_pending_add); the first of them to commit
+ *   takes the first use over (ing_schema_commit_xid).
+ * So whichever transaction commits first carries the schema event, and a
+ * transaction sent again (whole or streamed) announces what it did. */
+
 /* The first change of r's version in a transaction (commit LSN, xid;
- * staged: a streamed transaction, whose commit LSN is not known yet):
- * ING_SCHEMA_EMIT when a schema event goes before it (and its
- * registration with the batch), else 0. Marks r->version_done. */
+ * mode: how it is decoded): ING_SCHEMA_EMIT when a schema event goes
+ * before it (and its registration with the batch), with ING_SCHEMA_TAKES
+ * or ING_SCHEMA_PENDING as above; else 0. Marks r->version_done. */
 #define ING_SCHEMA_EMIT 1
+#define ING_SCHEMA_TAKES 2
+#define ING_SCHEMA_PENDING 4
+#define ING_SCHEMA_WHOLE 0    /* a transaction decoded whole, at its commit */
+#define ING_SCHEMA_STAGED 1   /* a streamed one (its commit LSN not known yet) */
+#define ING_SCHEMA_SNAPSHOT 2 /* a snapshot chunk: as whole, never takes over */
 int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uint32_t xid,
-                        int staged);
+                        int mode);
+/* A streamed transaction's schema event of version fp, staged at index idx
+ * (ING_SCHEMA_PENDING); table ("schema.table") and desc are copied for its
+ * registration at the commit. WH_ERR: out of memory. */
+int ing_schema_pending_add(ing_schema *s, uint64_t fp, uint32_t xid, uint32_t idx,
+                           const char *table, const char *desc, size_t dlen);
+/* Called for each staged schema event to drop (xid's at staging index idx). */
+typedef int (*ing_schema_drop_fn)(void *arg, uint32_t xid, uint32_t idx);
+/* Version fp's first use becomes (lsn, xid): the pending announcements of
+ * it go (drop for each). */
+int ing_schema_take(ing_schema *s, uint64_t fp, uint64_t lsn, uint32_t xid, ing_schema_drop_fn drop,
+                    void *arg);
+/* Called for each version a committing streamed transaction takes over. */
+typedef int (*ing_schema_reg_fn)(void *arg, const char *table, uint64_t fp, const char *desc,
+                                 size_t dlen);
+/* Stream Commit of xid at lsn: every version it has a pending announcement
+ * of is taken over by it (reg, then ing_schema_take). */
+int ing_schema_commit_xid(ing_schema *s, uint32_t xid, uint64_t lsn, ing_schema_drop_fn drop,
+                          ing_schema_reg_fn reg, void *arg);
 /* A new replication connection (PostgreSQL sends each transaction again
  * from its start): a version is announced once per transaction and
  * connection, at its first change in it. */
 void ing_schema_new_connection(ing_schema *s);
 /* The streamed transaction xid is dropped whole (Stream Abort, or staged
- * again from its start): the versions it first used (and staged a schema
- * event for) are unknown again, as the store forgets them at the same
- * StageAbort (st_db_schema_drop_xid). Returns how many; the caller makes
- * the relations check again (ing_parser_versions_reset). */
+ * again from its start): its pending announcements go; a version it first
+ * used passes to another open one that announced it, or is unknown again,
+ * as the store forgets it at the same StageAbort (st_db_schema_drop_xid).
+ * Returns how many are unknown again; the caller makes the relations check
+ * again (ing_parser_versions_reset). */
 size_t ing_schema_forget_xid(ing_schema *s, uint32_t xid);
 /* The first use (commit LSN, 0 when streamed; xid) of a known version:
  * 1, or 0 when it is not known. */
@@ -101,6 +142,6 @@ int ing_schema_first_use(const ing_schema *s, uint64_t fp, uint64_t *first_lsn,
  * (0, 0: none). */
 int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_t dlen,
                      uint64_t first_lsn, uint32_t first_xid, uint64_t started_lsn,
-                     uint32_t started_xid);
+                     uint32_t started_xid, int first_use_moves);
 
 #endif

@@ -1410,7 +1410,8 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
      * (again with the next one when this one is not queued) */
     ing_relation *mrel = ing_relation_mut(s->parser, s->oid);
     if (s->schema != NULL && mrel != NULL && !mrel->version_done &&
-        ing_schema_announce(s->schema, mrel, t->commit_lsn, t->xid, 0) == ING_SCHEMA_EMIT) {
+        (ing_schema_announce(s->schema, mrel, t->commit_lsn, t->xid, ING_SCHEMA_SNAPSHOT) &
+         ING_SCHEMA_EMIT)) {
         s->sv_pending = 1;
         s->sv_fp = mrel->version;
     }

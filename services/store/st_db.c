@@ -2007,11 +2007,14 @@ int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, s
             return wh_seterr(err, errlen,
                              "stage_aborts[%zu].%s: must be > 0 (both 0: drop all staging)", i,
                              ab[i].xid == 0 ? "xid" : "subxid");
+        else if (ab[i].one_event && (ab[i].xid == 0 || ab[i].subxid != ab[i].xid))
+            return wh_seterr(err, errlen, "stage_aborts[%zu]: one_event needs subxid == xid > 0",
+                             i);
     /* a subtransaction's abort is remembered even before anything is
      * staged; a whole abort of nothing is a no-op */
     int sub = 0;
     for (size_t i = 0; i < n; i++)
-        sub |= ab[i].subxid != ab[i].xid;
+        sub |= ab[i].subxid != ab[i].xid || ab[i].one_event;
     st_tenant *t;
     if (ten_open_stage(db, tenant, sub, &t, err, errlen) != WH_OK)
         return WH_ERR;
@@ -2029,6 +2032,9 @@ int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, s
             memcpy(hi, k, kl);
             hi[kl - 1] = '\x01'; /* past 'X' tenant '\0' ... */
             rocksdb_writebatch_delete_range_cf(wb, t->stage, k, kl, hi, kl);
+        } else if (ab[i].one_event) {
+            size_t kl = key_stage(k, tenant, ab[i].xid, ST_STAGE_EVENT, ab[i].index);
+            rocksdb_writebatch_delete_cf(wb, t->stage, k, kl);
         } else if (ab[i].subxid == ab[i].xid) {
             rdel++;
             size_t hl, kl = stage_xid_range(k, hi, &hl, tenant, ab[i].xid);

@@ -250,6 +250,10 @@ typedef struct st_schema {
      * (a snapshot chunk's position: its description may not be the
      * stream's). */
     int start_unproven;
+    /* Registration: a stored first use of a streamed transaction (first_lsn
+     * 0) moves to (first_lsn, first_xid): that one announced the version
+     * while the streamed one was still open, and committed first. */
+    int first_use_moves;
 } st_schema;
 
 /* st_db_append, and the versions sv[0..nsv) not yet registered are written
@@ -320,6 +324,8 @@ typedef struct st_staged {
 
 typedef struct st_stage_abort {
     uint32_t xid, subxid; /* subxid == xid: the whole transaction */
+    int one_event;        /* only the staged event at index (subxid == xid) */
+    uint32_t index;
 } st_stage_abort;
 
 /* One synced WriteBatch: with reset, everything staged under xid is
@@ -330,7 +336,7 @@ int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, cons
 /* One synced WriteBatch: per entry, subxid == xid drops all of xid's
  * staging (xid == subxid == 0: all of the tenant's staging); otherwise
  * subxid is noted as aborted (its events are skipped by the commit, and
- * dropped with the xid). */
+ * dropped with the xid); one_event drops only xid's staged event at index. */
 int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, size_t n, char *err,
                       size_t errlen);
 /* The aborted subxids of xid, ascending (*subs malloc'ed, free it; NULL

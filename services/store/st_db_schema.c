@@ -216,12 +216,16 @@ int st_dbi_schema_batch_put(st_db *db, rocksdb_writebatch_t *wb, st_tenant *t, c
             /* a tombstone started again: its description back, its first
              * use kept (the ingestor knows it by that) */
             int back = vl == 12 && (sv[i].started_lsn != 0 || sv[i].started_xid != 0);
+            /* a streamed transaction's first use taken over (it goes when
+             * that transaction is dropped whole: st_db_schema_drop_xid) */
+            int moves = sv[i].first_use_moves && vl > 12 && sv[i].first_lsn != 0 &&
+                        wh_get_be64((const uint8_t *)old) == 0;
             if (back)
                 memcpy(head, old, 12);
             rocksdb_free(old);
-            if (!back)
+            if (!back && !moves)
                 continue;
-            if (sv[i].started_lsn == 0) {
+            if (back && sv[i].started_lsn == 0) {
                 /* by a pending start alone: an S key at its first use too
                  * (protects no later, proves nothing), so that when the
                  * transaction is dropped whole the version, with no new

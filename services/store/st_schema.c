@@ -37,7 +37,8 @@ int st_schema_from_batch(const Walhook__AppendBatch *a, st_schema **out, char *e
                             .desc_len = v->description.len,
                             .started_lsn = v->started_lsn,
                             .started_xid = v->started_xid,
-                            .start_unproven = v->start_unproven};
+                            .start_unproven = v->start_unproven,
+                            .first_use_moves = v->first_use_moves};
     }
     *out = sv;
     return WH_OK;

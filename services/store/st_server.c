@@ -480,6 +480,11 @@ static int chunk_step(void *arg, uint32_t idx, uint32_t subxid, const void *json
         k->too_many = 1;
         return 1;
     }
+    if (len == 0) { /* a placeholder: takes its seq, stores nothing (ing_repl emit_ddl) */
+        k->seq++;
+        k->next_idx = (uint64_t)idx + 1;
+        return 0;
+    }
     if (k->n > 0 && k->data.len + len > k->max_bytes)
         return 1; /* the chunk is full: this one starts the next */
     if (k->n == k->cap) {
@@ -566,8 +571,8 @@ static void stage_put(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
             bad = "commit_lsn: must be 0 in a staged batch (stage_xid)";
         else if (e->commit_ts_us != 0)
             bad = "commit_ts_us: must be 0 in a staged batch (stage_xid)";
-        else if (e->json.len == 0 || e->json.data == NULL)
-            bad = "json: empty";
+        else if (e->json.len > 0 && e->json.data == NULL)
+            bad = "json: missing";
         if (bad) {
             wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "events[%zu]%s%s", i, e == NULL ? ": " : ".",
                            bad);
@@ -607,21 +612,23 @@ static void stage_aborts(st_server *s, const Walhook__AppendBatch *a, Walhook__R
     }
     for (size_t i = 0; i < a->n_stage_aborts; i++) {
         const Walhook__StageAbort *x = a->stage_aborts[i];
-        if (x == NULL || (x->xid == 0) != (x->subxid == 0)) {
+        if (x == NULL || (x->xid == 0) != (x->subxid == 0) ||
+            (x->one_event && (x->xid == 0 || x->subxid != x->xid))) {
             wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "stage_aborts[%zu]%s", i,
-                           x == NULL     ? ": missing"
-                           : x->xid == 0 ? ".xid: must be > 0 (both 0: drop all staging)"
-                                         : ".subxid: must be > 0 (both 0: drop all staging)");
+                           x == NULL      ? ": missing"
+                           : x->one_event ? ": one_event needs subxid == xid > 0"
+                           : x->xid == 0  ? ".xid: must be > 0 (both 0: drop all staging)"
+                                          : ".subxid: must be > 0 (both 0: drop all staging)");
             free(ab);
             return;
         }
-        ab[i] = (st_stage_abort){x->xid, x->subxid};
+        ab[i] = (st_stage_abort){x->xid, x->subxid, x->one_event, x->index};
     }
     int rc = st_db_stage_abort(s->db, a->tenant, ab, a->n_stage_aborts, err, sizeof(err));
     /* a transaction dropped whole: the schema versions it first used too */
     for (size_t i = 0; i < a->n_stage_aborts && rc == WH_OK; i++) {
         size_t nd = 0;
-        if (ab[i].xid == ab[i].subxid)
+        if (ab[i].xid == ab[i].subxid && !ab[i].one_event)
             rc = st_db_schema_drop_xid(s->db, a->tenant, ab[i].xid, &nd, err, sizeof(err));
     }
     free(ab);

@@ -220,6 +220,150 @@ static void test_fingerprint_changes(void **state)
 /* A new version is announced once in its transaction; that transaction,
  * sent again on a new connection, announces it again (same events at the
  * same positions); any other transaction does not. */
+/* ing_schema_drop_fn / ing_schema_reg_fn of test_pending: what was called */
+typedef struct calls {
+    uint32_t drop_xid[8], drop_idx[8];
+    int ndrop;
+    uint64_t reg_fp[8];
+    int nreg;
+} calls;
+
+static int note_drop(void *arg, uint32_t xid, uint32_t idx)
+{
+    calls *c = arg;
+    c->drop_xid[c->ndrop] = xid;
+    c->drop_idx[c->ndrop++] = idx;
+    return WH_OK;
+}
+
+static int note_reg(void *arg, const char *table, uint64_t fp, const char *desc, size_t dlen)
+{
+    calls *c = arg;
+    assert_string_equal(table, "public.t");
+    assert_int_equal(dlen, 2);
+    assert_memory_equal(desc, "{}", 2);
+    c->reg_fp[c->nreg++] = fp;
+    return WH_OK;
+}
+
+/* Pending announcements (ing_schema.h): a version first used by a streamed
+ * transaction still open is announced again by the others that use it, and
+ * the first to commit carries it. */
+static void test_pending(void **state)
+{
+    (void)state;
+    ing_parser *p;
+    ing_schema *s;
+    char err[WH_ERRLEN];
+    assert_int_equal(ing_parser_new(&p, err, sizeof(err)), WH_OK);
+    assert_int_equal(ing_schema_new(&s, err, sizeof(err)), WH_OK);
+    col c[3];
+    uint64_t fl;
+    uint32_t fx;
+    calls k = {0};
+    /* V: streamed X (900) stages its schema event at index 3; Y (901),
+     * decoded whole, commits first: it announces V as well and takes the
+     * first use over, and X's staged schema event is dropped */
+    memcpy(c, base_cols, sizeof(c));
+    c[2].name = "v1";
+    ing_relation *r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    uint64_t v = r->version;
+    assert_int_equal(ing_schema_announce(s, r, 0, 900, ING_SCHEMA_STAGED),
+                     ING_SCHEMA_EMIT | ING_SCHEMA_PENDING);
+    assert_int_equal(ing_schema_pending_add(s, v, 900, 3, "public.t", "{}", 2), WH_OK);
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0, 900, ING_SCHEMA_SNAPSHOT), 0);
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0x3000, 777, ING_SCHEMA_SNAPSHOT), 0);
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0x3000, 901, ING_SCHEMA_WHOLE),
+                     ING_SCHEMA_EMIT | ING_SCHEMA_TAKES);
+    assert_int_equal(ing_schema_take(s, v, 0x3000, 901, note_drop, &k), WH_OK);
+    assert_int_equal(k.ndrop, 1);
+    assert_int_equal(k.drop_xid[0], 900);
+    assert_int_equal(k.drop_idx[0], 3);
+    assert_int_equal(ing_schema_first_use(s, v, &fl, &fx), 1);
+    assert_true(fl == 0x3000);
+    assert_int_equal(fx, 901);
+    /* X rolls back: V stays (Y's event names it) */
+    assert_int_equal(ing_schema_forget_xid(s, 900), 0);
+    assert_int_equal(ing_schema_first_use(s, v, &fl, &fx), 1);
+    /* Y sent again (a reconnect): its schema event again; a later one: none */
+    ing_schema_new_connection(s);
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0x3000, 901, ING_SCHEMA_WHOLE), ING_SCHEMA_EMIT);
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0x3100, 902, ING_SCHEMA_WHOLE), 0);
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0, 903, ING_SCHEMA_STAGED), 0);
+
+    /* W: two streamed ones announce it (910 at 1, 911 at 5); 910 rolls
+     * back: the first use passes to 911, which commits: its registration,
+     * nothing dropped */
+    c[2].name = "w1";
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    uint64_t w = r->version;
+    assert_int_equal(ing_schema_announce(s, r, 0, 910, ING_SCHEMA_STAGED),
+                     ING_SCHEMA_EMIT | ING_SCHEMA_PENDING);
+    assert_int_equal(ing_schema_pending_add(s, w, 910, 1, "public.t", "{}", 2), WH_OK);
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0, 911, ING_SCHEMA_STAGED),
+                     ING_SCHEMA_EMIT | ING_SCHEMA_PENDING);
+    assert_int_equal(ing_schema_pending_add(s, w, 911, 5, "public.t", "{}", 2), WH_OK);
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0, 911, ING_SCHEMA_STAGED), 0);
+    assert_int_equal(ing_schema_forget_xid(s, 910), 0);
+    assert_int_equal(ing_schema_first_use(s, w, &fl, &fx), 1);
+    assert_true(fl == 0);
+    assert_int_equal(fx, 911);
+    k = (calls){0};
+    assert_int_equal(ing_schema_commit_xid(s, 911, 0x5000, note_drop, note_reg, &k), WH_OK);
+    assert_int_equal(k.ndrop, 0);
+    assert_int_equal(k.nreg, 1);
+    assert_true(k.reg_fp[0] == w);
+    assert_int_equal(ing_schema_first_use(s, w, &fl, &fx), 1);
+    assert_true(fl == 0x5000);
+    assert_int_equal(fx, 911);
+
+    /* U: 920 (at 0) and 921 (at 2) announce it; 921 commits first: 920's
+     * staged schema event is dropped, and 920 announces nothing more */
+    c[2].name = "u1";
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    uint64_t u = r->version;
+    assert_int_equal(ing_schema_announce(s, r, 0, 920, ING_SCHEMA_STAGED),
+                     ING_SCHEMA_EMIT | ING_SCHEMA_PENDING);
+    assert_int_equal(ing_schema_pending_add(s, u, 920, 0, "public.t", "{}", 2), WH_OK);
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0, 921, ING_SCHEMA_STAGED),
+                     ING_SCHEMA_EMIT | ING_SCHEMA_PENDING);
+    assert_int_equal(ing_schema_pending_add(s, u, 921, 2, "public.t", "{}", 2), WH_OK);
+    k = (calls){0};
+    assert_int_equal(ing_schema_commit_xid(s, 921, 0x6000, note_drop, note_reg, &k), WH_OK);
+    assert_int_equal(k.nreg, 1);
+    assert_int_equal(k.ndrop, 1);
+    assert_int_equal(k.drop_xid[0], 920);
+    assert_int_equal(k.drop_idx[0], 0);
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0, 920, ING_SCHEMA_STAGED), 0);
+    k = (calls){0};
+    assert_int_equal(ing_schema_commit_xid(s, 920, 0x6100, note_drop, note_reg, &k), WH_OK);
+    assert_int_equal(k.nreg + k.ndrop, 0);
+    assert_int_equal(ing_schema_first_use(s, u, &fl, &fx), 1);
+    assert_int_equal(fx, 921);
+
+    /* a version only a streamed transaction announced, which rolls back */
+    c[2].name = "z1";
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    uint64_t z = r->version;
+    assert_int_equal(ing_schema_announce(s, r, 0, 930, ING_SCHEMA_STAGED),
+                     ING_SCHEMA_EMIT | ING_SCHEMA_PENDING);
+    assert_int_equal(ing_schema_pending_add(s, z, 930, 0, "public.t", "{}", 2), WH_OK);
+    assert_int_equal(ing_schema_forget_xid(s, 930), 1);
+    assert_int_equal(ing_schema_first_use(s, z, &fl, &fx), 0);
+    ing_schema_free(s);
+    ing_parser_free(p);
+}
+
 static void test_announce_rule(void **state)
 {
     (void)state;
@@ -250,20 +394,20 @@ static void test_announce_rule(void **state)
     memcpy(c, base_cols, sizeof(c));
     c[2].name = "cost";
     r = parse_rel(p, 5, "public", "t", 'd', c, 3);
-    assert_int_equal(ing_schema_announce(s, r, 0, 900, 1), ING_SCHEMA_EMIT);
+    assert_int_equal(ing_schema_announce(s, r, 0, 900, 1), ING_SCHEMA_EMIT | ING_SCHEMA_PENDING);
+    assert_int_equal(ing_schema_pending_add(s, r->version, 900, 0, "public.t", "{}", 2), WH_OK);
     r = parse_rel(p, 5, "public", "t", 'd', c, 3);
     assert_int_equal(ing_schema_announce(s, r, 0, 900, 1), 0);
-    ing_schema_new_connection(s);
-    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
-    assert_int_equal(ing_schema_announce(s, r, 0, 900, 1), ING_SCHEMA_EMIT);
-    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
-    assert_int_equal(ing_schema_announce(s, r, 0x3000, 901, 0), 0);
     /* its streamed transaction dropped whole: unknown again, announced by
      * the next transaction that uses it */
     assert_int_equal(ing_schema_forget_xid(s, 900), 1);
     assert_int_equal(ing_schema_forget_xid(s, 900), 0);
     r = parse_rel(p, 5, "public", "t", 'd', c, 3);
     assert_int_equal(ing_schema_announce(s, r, 0x3800, 902, 0), ING_SCHEMA_EMIT);
+    /* ... sent again streamed (the first use matched by its xid) */
+    ing_schema_new_connection(s);
+    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0, 902, 1), ING_SCHEMA_EMIT);
     r = parse_rel(p, 5, "public", "t", 'd', c, 3);
     assert_int_equal(ing_schema_announce(s, r, 0x3900, 903, 0), 0);
     ing_parser_versions_reset(p);
@@ -407,8 +551,9 @@ static void test_registration_field(void **state)
     assert_int_equal(ing_schema_describe(&d, r), WH_OK);
     /* a description over 127 bytes: a two-byte length */
     assert_true(d.len > 127);
-    assert_int_equal(ing_schema_field(&f, r, d.data, d.len, 0x16B3748, 731, 0x16B3800, 0), WH_OK);
-    assert_int_equal(ing_schema_field(&f, r, d.data, d.len, 0, 732, 0, 732), WH_OK);
+    assert_int_equal(ing_schema_field(&f, r, d.data, d.len, 0x16B3748, 731, 0x16B3800, 0, 1),
+                     WH_OK);
+    assert_int_equal(ing_schema_field(&f, r, d.data, d.len, 0, 732, 0, 732, 0), WH_OK);
     Walhook__AppendBatch *ab = walhook__append_batch__unpack(NULL, f.len, (uint8_t *)f.data);
     assert_non_null(ab);
     assert_int_equal(ab->n_schemas, 2);
@@ -420,6 +565,8 @@ static void test_registration_field(void **state)
     assert_memory_equal(ab->schemas[0]->description.data, d.data, d.len);
     assert_true(ab->schemas[0]->started_lsn == 0x16B3800);
     assert_int_equal(ab->schemas[0]->started_xid, 0);
+    assert_true(ab->schemas[0]->first_use_moves);
+    assert_false(ab->schemas[1]->first_use_moves);
     assert_true(ab->schemas[1]->first_lsn == 0);
     assert_true(ab->schemas[1]->started_lsn == 0);
     assert_int_equal(ab->schemas[1]->started_xid, 732);
@@ -621,9 +768,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fingerprint_stable), cmocka_unit_test(test_fingerprint_changes),
-        cmocka_unit_test(test_announce_rule),      cmocka_unit_test(test_registration_field),
-        cmocka_unit_test(test_schema_events),      cmocka_unit_test(test_ddl_events),
-        cmocka_unit_test(test_unknown_relation),   cmocka_unit_test(test_load_tombstones),
+        cmocka_unit_test(test_announce_rule),      cmocka_unit_test(test_pending),
+        cmocka_unit_test(test_registration_field), cmocka_unit_test(test_schema_events),
+        cmocka_unit_test(test_ddl_events),         cmocka_unit_test(test_unknown_relation),
+        cmocka_unit_test(test_load_tombstones),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1901,7 +1901,7 @@ static void test_stage_keys(void **state)
     st_event ev = {0x100, 0, 1, "{}", 2};
     uint64_t d;
     assert_int_equal(st_db_append(f->db, "t", &ev, 1, 0, &d, err, sizeof(err)), WH_OK);
-    st_stage_abort ab = {7, 8};
+    st_stage_abort ab = {7, 8, 0, 0};
     assert_int_equal(st_db_stage_abort(f->db, "t", &ab, 1, err, sizeof(err)), WH_OK);
 
     uint64_t el;
@@ -1962,7 +1962,7 @@ static void test_stage_keys(void **state)
     assert_int_equal(st_db_stage_count(f->db, "u", 7, 100, &n, err, sizeof(err)), WH_OK);
     assert_int_equal(n, 1);
     /* a whole abort; then the tenant's drop takes the rest */
-    ab = (st_stage_abort){9, 9};
+    ab = (st_stage_abort){9, 9, 0, 0};
     assert_int_equal(st_db_stage_abort(f->db, "t", &ab, 1, err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_stage_count(f->db, "t", 9, 100, &n, err, sizeof(err)), WH_OK);
     assert_int_equal(n, 0);
@@ -1971,15 +1971,15 @@ static void test_stage_keys(void **state)
     assert_int_equal(n, 0);
     /* bad input */
     assert_int_equal(st_db_stage_put(f->db, "t", 0, 0, s, 1, err, sizeof(err)), WH_ERR);
-    ab = (st_stage_abort){0, 1};
+    ab = (st_stage_abort){0, 1, 0, 0};
     assert_int_equal(st_db_stage_abort(f->db, "t", &ab, 1, err, sizeof(err)), WH_ERR);
-    ab = (st_stage_abort){1, 0};
+    ab = (st_stage_abort){1, 0, 0, 0};
     assert_int_equal(st_db_stage_abort(f->db, "t", &ab, 1, err, sizeof(err)), WH_ERR);
     /* {0, 0}: all of one tenant's staging, none of another's */
     assert_int_equal(st_db_stage_put(f->db, "t", 11, 0, s, 2, err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_stage_put(f->db, "t", 0xffffffffu, 0, s, 1, err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_stage_put(f->db, "t2", 11, 0, s, 1, err, sizeof(err)), WH_OK);
-    ab = (st_stage_abort){0, 0};
+    ab = (st_stage_abort){0, 0, 0, 0};
     assert_int_equal(st_db_stage_abort(f->db, "t", &ab, 1, err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_stage_count(f->db, "t", 11, 100, &n, err, sizeof(err)), WH_OK);
     assert_int_equal(n, 0);
@@ -2028,17 +2028,17 @@ static void test_schema_registry(void **state)
     fx *f = *state;
     char err[WH_ERRLEN];
     st_event ev[2] = {{0x1000, 0, 1, "{\"op\":\"schema\"}", 15}, {0x1000, 1, 1, "{\"a\":1}", 7}};
-    st_schema sv[2] = {{"public.t", 0xabc, 0x1000, 7, "{\"v\":1}", 7, 0, 0, 0, 0, 0, 0},
-                       {"public.a", 0x123, 0x1000, 7, "{\"v\":2}", 7, 0, 0, 0, 0, 0, 0}};
+    st_schema sv[2] = {{"public.t", 0xabc, 0x1000, 7, "{\"v\":1}", 7, 0, 0, 0, 0, 0, 0, 0},
+                       {"public.a", 0x123, 0x1000, 7, "{\"v\":2}", 7, 0, 0, 0, 0, 0, 0, 0}};
     uint64_t d = 0;
     assert_int_equal(st_db_append_schemas(f->db, "t1", ev, 2, 0x1010, sv, 2, &d, err, sizeof(err)),
                      WH_OK);
     /* again (a resend), with another first use: the first stays */
-    st_schema again = {"public.t", 0xabc, 0x9000, 9, "{\"v\":9}", 7, 0, 0, 0, 0, 0, 0};
+    st_schema again = {"public.t", 0xabc, 0x9000, 9, "{\"v\":9}", 7, 0, 0, 0, 0, 0, 0, 0};
     assert_int_equal(
         st_db_append_schemas(f->db, "t1", ev, 2, 0x1010, &again, 1, &d, err, sizeof(err)), WH_OK);
     /* a streamed one: alone */
-    st_schema streamed = {"public.t", 0xdef, 0, 11, "{\"v\":3}", 7, 0, 0, 0, 0, 0, 0};
+    st_schema streamed = {"public.t", 0xdef, 0, 11, "{\"v\":3}", 7, 0, 0, 0, 0, 0, 0, 0};
     assert_int_equal(st_db_schema_put(f->db, "t1", &streamed, 1, err, sizeof(err)), WH_OK);
     reopen(f);
     sv_got g;
@@ -2068,8 +2068,25 @@ static void test_schema_registry(void **state)
     memset(&g, 0, sizeof(g));
     assert_int_equal(st_db_schema_list(f->db, "t1", sv_collect, &g, err, sizeof(err)), WH_OK);
     assert_int_equal(g.n, 2);
+    /* a streamed transaction's first use (21) taken over by one that
+     * committed first (22, first_use_moves): 21 dropped whole leaves it */
+    st_schema pend = {"public.t", 0xfee, 0, 21, "{\"v\":4}", 7, 0, 21, 0, 0, 0, 0, 0};
+    assert_int_equal(st_db_schema_put(f->db, "t1", &pend, 1, err, sizeof(err)), WH_OK);
+    st_schema moved = {"public.t", 0xfee, 0x7000, 22, "{\"v\":4}", 7, 0x7000, 0, 0, 0, 0, 0, 1};
+    st_schema late = {"public.t", 0xfee, 0x7100, 23, "{\"v\":4}", 7, 0x7100, 0, 0, 0, 0, 0, 1};
+    assert_int_equal(st_db_schema_put(f->db, "t1", &moved, 1, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_schema_put(f->db, "t1", &late, 1, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_schema_drop_xid(f->db, "t1", 21, &nd, err, sizeof(err)), WH_OK);
+    assert_int_equal(nd, 0);
+    memset(&g, 0, sizeof(g));
+    assert_int_equal(st_db_schema_list(f->db, "t1", sv_collect, &g, err, sizeof(err)), WH_OK);
+    assert_int_equal(g.n, 3);
+    assert_true(g.fp[2] == 0xfee);
+    assert_true(g.lsn[2] == 0x7000); /* moved once: a committed first use stays */
+    assert_int_equal(g.xid[2], 22);
+    assert_string_equal(g.desc[2], "{\"v\":4}");
     /* malformed: no table */
-    st_schema bad = {"", 1, 1, 1, "{}", 2, 0, 0, 0, 0, 0, 0};
+    st_schema bad = {"", 1, 1, 1, "{}", 2, 0, 0, 0, 0, 0, 0, 0};
     assert_int_equal(st_db_schema_put(f->db, "t1", &bad, 1, err, sizeof(err)), WH_ERR);
     assert_non_null(strstr(err, "table"));
 }
@@ -2082,7 +2099,7 @@ static void test_schema_registry(void **state)
 static void sv_reg(fx *f, const char *tbl, uint64_t fp, uint64_t first, uint64_t lsn, uint32_t sxid)
 {
     char err[WH_ERRLEN];
-    st_schema v = {tbl, fp, first, sxid ? sxid : 7, "{\"c\":1}", 7, sxid ? 0 : lsn, sxid, 0,
+    st_schema v = {tbl, fp, first, sxid ? sxid : 7, "{\"c\":1}", 7, sxid ? 0 : lsn, sxid, 0, 0,
                    0,   0,  0};
     if (sxid != 0) {
         if (st_db_schema_put(f->db, "p", &v, 1, err, sizeof(err)) != WH_OK)
@@ -2100,7 +2117,7 @@ static void sv_reg(fx *f, const char *tbl, uint64_t fp, uint64_t first, uint64_t
 static void sv_reg_chunk(fx *f, const char *tbl, uint64_t fp, uint64_t first, uint64_t lsn)
 {
     char err[WH_ERRLEN];
-    st_schema v = {tbl, fp, first, 7, "{\"c\":1}", 7, lsn, 0, 0, 0, 0, 1};
+    st_schema v = {tbl, fp, first, 7, "{\"c\":1}", 7, lsn, 0, 0, 0, 0, 1, 0};
     st_event e = {lsn, 0, 1, "{\"a\":1}", 7};
     uint64_t d;
     if (st_db_append_schemas(f->db, "p", &e, 1, lsn, &v, 1, &d, err, sizeof(err)) != WH_OK)
@@ -2243,7 +2260,7 @@ static void test_schema_prune_kept(void **state)
     sv_reg(f, "public.a", 0xa1, 0x100, 0x100, 0);
     sv_reg(f, "public.a", 0xa2, 0x100, 0x100, 0);
     /* a version registered before starts were recorded: no start */
-    st_schema old = {"public.a", 0xa0, 0x50, 3, "{\"c\":1}", 7, 0, 0, 0, 0, 0, 0};
+    st_schema old = {"public.a", 0xa0, 0x50, 3, "{\"c\":1}", 7, 0, 0, 0, 0, 0, 0, 0};
     assert_int_equal(st_db_schema_put(f->db, "p", &old, 1, err, sizeof(err)), WH_OK);
     /* s: S1 at 0x100, then S2 in streamed transaction 77 (pending) */
     sv_reg(f, "public.s", 0x51, 0x100, 0x100, 0);
@@ -2319,7 +2336,7 @@ static void test_schema_tombstone(void **state)
     assert_true(sv_tomb(f, 0x1, NULL));
     /* known again without a start (a first-use registration resent): stays
      * a tombstone */
-    st_schema again = {"public.t", 0x1, 0x100, 7, "{\"c\":9}", 7, 0, 0, 0, 0, 0, 0};
+    st_schema again = {"public.t", 0x1, 0x100, 7, "{\"c\":9}", 7, 0, 0, 0, 0, 0, 0, 0};
     assert_int_equal(st_db_schema_put(f->db, "p", &again, 1, err, sizeof(err)), WH_OK);
     assert_true(sv_tomb(f, 0x1, NULL));
     /* the table back to V1: a start brings the description back, its first
@@ -2356,7 +2373,7 @@ static void test_schema_tombstone(void **state)
     assert_true(sv_tomb(f, 0x5, NULL));
     assert_true(sv_has(f, 0x6, NULL));
     /* an empty description is refused (a tombstone has none) */
-    st_schema bad = {"public.t", 0x7, 0x500, 7, "", 0, 0x500, 0, 0, 0, 0, 0};
+    st_schema bad = {"public.t", 0x7, 0x500, 7, "", 0, 0x500, 0, 0, 0, 0, 0, 0};
     assert_int_equal(st_db_schema_put(f->db, "p", &bad, 1, err, sizeof(err)), WH_ERR);
     assert_non_null(strstr(err, "description"));
     assert_int_equal(sv_list(f, 0x7).found, 0);

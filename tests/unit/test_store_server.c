@@ -1428,6 +1428,38 @@ static void test_stage_commit(void **state)
     free(c);
 }
 
+/* A placeholder (a staged event with empty json: a DDL message of another
+ * slot's capture) takes its seq at the commit and is never stored; a
+ * one_event abort drops one staged event (a schema event another
+ * transaction announced first), which takes no seq. */
+static void test_stage_placeholder(void **state)
+{
+    fx *f = *state;
+    static stage_req r;
+    make_stage(&r, "t", 900, 0, 0, 6, 900, 'p');
+    r.ev[2].json.len = 0;
+    r.ev[2].json.data = NULL;
+    assert_int_equal(stage_call(f, &r.req, NULL), 6);
+    make_aborts(&r, "t", 900, 900);
+    r.ab[0].one_event = 1;
+    r.ab[0].index = 4;
+    assert_int_equal(stage_call(f, &r.req, NULL), 0);
+    make_commit(&r, "t", 900, 0x500, 0x510);
+    assert_int_equal(stage_call(f, &r.req, NULL), 4);
+    collected *c = calloc(1, sizeof(*c));
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 4);
+    static const uint32_t seq[4] = {0, 1, 3, 4}, idx[4] = {0, 1, 3, 5};
+    for (int i = 0; i < 4; i++) {
+        char want[96];
+        expect_json(want, sizeof(want), seq[i], 'p', idx[i]);
+        assert_true(c->lsn[i] == 0x500);
+        assert_int_equal(c->seq[i], seq[i]);
+        assert_string_equal(c->json[i], want);
+    }
+    free(c);
+}
+
 /* stage_reset replaces what was staged; a commit with one head part (no
  * seq in the head) keeps the bytes. */
 static void test_stage_reset(void **state)
@@ -1592,8 +1624,8 @@ static void test_stage_malformed(void **state)
     r.ev[0].commit_ts_us = 3;
     expect_error(f, &r.req, "events[0].commit_ts_us: must be 0");
     make_stage(&r, "t", 7, 0, 0, 2, 7, 'x');
-    r.ev[1].json.len = 0;
-    expect_error(f, &r.req, "events[1].json: empty");
+    r.ev[1].json.data = NULL;
+    expect_error(f, &r.req, "events[1].json: missing");
     make_stage(&r, "t", 7, 0, 0, 2, 7, 'x');
     r.evp[0] = NULL;
     expect_error(f, &r.req, "events[0]: missing");
@@ -1604,6 +1636,9 @@ static void test_stage_malformed(void **state)
     make_aborts(&r, "t", 7, 8);
     r.abp[0] = NULL;
     expect_error(f, &r.req, "stage_aborts[0]: missing");
+    make_aborts(&r, "t", 7, 8);
+    r.ab[0].one_event = 1;
+    expect_error(f, &r.req, "stage_aborts[0]: one_event needs subxid == xid > 0");
 
     assert_int_equal(staged_count(f, "t", 7), 0);
     collected *c = calloc(1, sizeof(*c));
@@ -1888,6 +1923,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_zone_notes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push_overlap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_placeholder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_budget, setup, teardown),

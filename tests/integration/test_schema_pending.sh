@@ -1,16 +1,13 @@
 #!/usr/bin/env bash
-# OPEN BUG (found by review in session 28; not run by tests/run.sh): it
-# fails with "BUG REPRODUCED" until fixed. A non-streamed transaction Y uses a
+# Pending announcements (ing_schema.h). A non-streamed transaction Y uses a
 # table version whose first use is a streamed transaction X still in
-# progress. Y gets no schema event; X rolls back (or any reconnect abandons
-# it), and its StageAbort drops the version from the registry although Y's
-# stored event names it. Then Y is sent again after a reconnect (track
-# policy: not yet confirmed) before X's changes stream: now with a schema
-# event, and Y's row lands at a second seq (the first id overwritten with the
-# schema event). Fix direction: keep every start of a version (the store has
-# them as S/P keys) in the ingestor's registry and in SchemaList, announce by
-# "this transaction is a start", and let a StageAbort drop only its own start.
-# Run: bash tests/repro/open_schema_first_use.sh (after make all).
+# progress: Y announces it too (its own schema event) and takes the first
+# use over, since it commits first. X rolls back: the version stays in the
+# registry (Y's stored event names it). Then Y is sent again after a
+# reconnect (slot_policy track: not confirmed yet): the same events at the
+# same seqs. Before, Y got no schema event, X's rollback dropped the
+# version, and the resent Y announced it: Y's row at a second seq, its first
+# id overwritten with the schema event.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 wh_pipeline_setup
@@ -70,10 +67,12 @@ wh_log "X: ROLLBACK"
 echo "ROLLBACK;" >&3
 sleep 3
 schemas >"$WH_TMP/schemas.json" || wh_fail "GET schemas failed"
-wh_log "registry after X's rollback: $(python3 -c "
+reg=$(python3 -c "
 import json
 d=json.load(open('$WH_TMP/schemas.json'))
-print([(t['table'], [(v['fingerprint'], v.get('pruned')) for v in t['versions']]) for t in d['tables']])")"
+print([(t['table'], [(v['fingerprint'], v.get('pruned')) for v in t['versions']]) for t in d['tables']])")
+wh_log "registry after X's rollback: $reg"
+case "$reg" in *"'public.t'"*) ;; *) wh_fail "X's rollback dropped t's version from the registry" ;; esac
 wh_log "terminating the walsender (the ingestor reconnects, PostgreSQL resends from the confirmed LSN)"
 wh_terminate_walsender >/dev/null || wh_fail "no walsender"
 sleep 1
@@ -87,21 +86,28 @@ exec 3>&- 4>&-
 kill $xpid $ypid 2>/dev/null
 out=$(python3 - "$WH_TMP/got.jsonl" <<'PY'
 import json, sys
-ids, schema_t = {}, []
+ids, schema_t = {}, {}
 for line in open(sys.argv[1]):
     for e in json.loads(line):
         if e.get("op") == "schema":
-            schema_t.append((e["table"], e["id"], e["schema_version"]))
+            if e["table"] == "t":
+                schema_t[e["id"]] = e["schema_version"]
             continue
         if e.get("table") == "t":
             ids.setdefault(e["after"]["id"], set()).add((e["id"], e.get("schema_version")))
-print("schema events received:", schema_t)
-print("Y's row (id -1) stored as:", sorted(ids.get(-1, [])))
+print("schema events of t:", sorted(schema_t.items()))
+y = sorted(ids.get(-1, []))
+print("Y's row (id -1) stored as:", y)
 print("rows of X delivered:", len([k for k in ids if k > 0]))
-sys.exit(1 if len(ids.get(-1, [])) > 1 else 0)
+if len(y) != 1:
+    sys.exit("Y's row stored under %d ids" % len(y))
+yid, ver = y[0]
+lsn, seq = yid.rsplit(":", 1)
+if schema_t.get("%s:%d" % (lsn, int(seq) - 1)) != ver:
+    sys.exit("no schema event of %s right before Y's row" % ver)
 PY
 )
 rc=$?
 echo "$out"
-[ $rc = 0 ] || wh_fail "BUG REPRODUCED: Y's row stored twice with different ids"
-wh_pass "no duplicate (the race did not happen as planned)"
+[ $rc = 0 ] || wh_fail "$(echo "$out" | tail -1)"
+wh_pass "Y announced the version X still held, kept it after X's rollback, and was sent again at the same seqs"
