@@ -700,26 +700,15 @@ static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const
                      lsn);
 }
 
-static int queue_packed(repl *r, Walhook__AppendBatch *ab, uint64_t commit_end, char *err,
-                        size_t errlen);
+static int queue_stage_abort(repl *r, uint32_t xid, uint32_t subxid, int one_event, uint32_t idx,
+                             char *err, size_t errlen);
 
 /* ing_schema_drop_fn: a StageAbort of xid's staged event at idx alone (a
  * schema event another transaction announced first). */
 static int drop_staged(void *arg, uint32_t xid, uint32_t idx)
 {
     repl *r = arg;
-    Walhook__StageAbort sa;
-    walhook__stage_abort__init(&sa);
-    sa.xid = xid;
-    sa.subxid = xid;
-    sa.one_event = 1;
-    sa.index = idx;
-    Walhook__StageAbort *list[1] = {&sa};
-    Walhook__AppendBatch ab;
-    walhook__append_batch__init(&ab);
-    ab.n_stage_aborts = 1;
-    ab.stage_aborts = list;
-    return queue_packed(r, &ab, 0, r->drop_err, sizeof(r->drop_err));
+    return queue_stage_abort(r, xid, xid, 1, idx, r->drop_err, sizeof(r->drop_err));
 }
 
 /* Before the first change of relation oid's version (since its Relation
@@ -952,22 +941,31 @@ static int queue_packed(repl *r, Walhook__AppendBatch *ab, uint64_t commit_end, 
     return rc;
 }
 
-/* Queues a StageAbort of (xid, subxid): subxid == xid drops all of xid
- * (and the schema versions it first used: ing_schema_forget_xid). */
-static int queue_abort(repl *r, uint32_t xid, uint32_t subxid, char *err, size_t errlen)
+/* Queues a request with one StageAbort (proto/walhook.proto). */
+static int queue_stage_abort(repl *r, uint32_t xid, uint32_t subxid, int one_event, uint32_t idx,
+                             char *err, size_t errlen)
 {
-    if (subxid == xid && ing_schema_forget_xid(r->schema, xid) > 0)
-        ing_parser_versions_reset(r->parser);
     Walhook__StageAbort sa;
     walhook__stage_abort__init(&sa);
     sa.xid = xid;
     sa.subxid = subxid;
+    sa.one_event = one_event != 0;
+    sa.index = idx;
     Walhook__StageAbort *list[1] = {&sa};
     Walhook__AppendBatch ab;
     walhook__append_batch__init(&ab);
     ab.n_stage_aborts = 1;
     ab.stage_aborts = list;
     return queue_packed(r, &ab, 0, err, errlen);
+}
+
+/* Queues a StageAbort of (xid, subxid): subxid == xid drops all of xid
+ * (and the schema versions it first used: ing_schema_forget_xid). */
+static int queue_abort(repl *r, uint32_t xid, uint32_t subxid, char *err, size_t errlen)
+{
+    if (subxid == xid && ing_schema_forget_xid(r->schema, xid) > 0)
+        ing_parser_versions_reset(r->parser);
+    return queue_stage_abort(r, xid, subxid, 0, 0, err, errlen);
 }
 
 /* A new stream: the staging of every transaction that was streaming on the

@@ -10,35 +10,13 @@
 # id overwritten with the schema event.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-wh_pipeline_setup
-pg_psql -c "ALTER SYSTEM SET logical_decoding_work_mem = '64kB'" -c "SELECT pg_reload_conf()" \
-    -c "CREATE TABLE t (id int PRIMARY KEY, note text)" \
-    -c "CREATE TABLE w (id int PRIMARY KEY)" >/dev/null || wh_fail "cannot set up"
-PORT=$(wh_free_port)
-APORT=$(wh_free_port)
-wh_spawn recv "$BIN/walhook-receiver" --listen "127.0.0.1:$PORT" --out "$WH_TMP/got.jsonl"
-CONF="$WH_TMP/walhook.conf"
-cat >"$CONF" <<CONFEOF
-tenant = "default";
-source = { dsn = "$PG_DSN"; slot = "walhook"; publication = "walhook"; create_slot = true;
-           streaming = true; slot_policy = "track"; };
-data_dir = "$WH_TMP/data";
-log_level = "info";
-admin = { listen = "127.0.0.1:$APORT"; };
-dispatcher = { retry_max_ms = 500; };
-targets = ( { name = "t"; url = "http://127.0.0.1:$PORT/hook"; } );
-CONFEOF
-wh_up "$CONF" "$APORT"
+source "$(dirname "$0")/../lib/stream_track.sh"
+wh_stream_track_up
 TOKEN=$(cat "$WH_TMP/data/admin.token" 2>/dev/null)
 schemas() { curl -fsS -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$APORT/v1/tenants/default/schemas"; }
 
-mkfifo "$WH_TMP/x.fifo" "$WH_TMP/y.fifo"
-psql -X -q -v ON_ERROR_STOP=1 -At -d "$PG_DSN" <"$WH_TMP/x.fifo" >"$WH_TMP/x.out" 2>&1 &
-xpid=$!
-exec 3>"$WH_TMP/x.fifo"
-psql -X -q -v ON_ERROR_STOP=1 -At -d "$PG_DSN" <"$WH_TMP/y.fifo" >"$WH_TMP/y.out" 2>&1 &
-ypid=$!
-exec 4>"$WH_TMP/y.fifo"
+wh_psql_session x 3
+wh_psql_session y 4
 
 wh_log "X: a large transaction on t (streamed: the first use of t's version)"
 echo "BEGIN; INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g;" >&3

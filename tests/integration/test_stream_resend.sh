@@ -14,27 +14,10 @@
 # capture; source.ddl is off here).
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-wh_pipeline_setup
+source "$(dirname "$0")/../lib/stream_track.sh"
 N=20000
 DDL_MSG=${DDL_MSG:-0}
-pg_psql -c "ALTER SYSTEM SET logical_decoding_work_mem = '64kB'" -c "SELECT pg_reload_conf()" \
-    -c "CREATE TABLE t (id int PRIMARY KEY, note text)" \
-    -c "CREATE TABLE w (id int PRIMARY KEY)" >/dev/null || wh_fail "cannot set up"
-PORT=$(wh_free_port)
-APORT=$(wh_free_port)
-wh_spawn recv "$BIN/walhook-receiver" --listen "127.0.0.1:$PORT" --out "$WH_TMP/got.jsonl"
-CONF="$WH_TMP/walhook.conf"
-cat >"$CONF" <<CONFEOF
-tenant = "default";
-source = { dsn = "$PG_DSN"; slot = "walhook"; publication = "walhook"; create_slot = true;
-           streaming = true; slot_policy = "track"; };
-data_dir = "$WH_TMP/data";
-log_level = "info";
-admin = { listen = "127.0.0.1:$APORT"; };
-dispatcher = { retry_max_ms = 500; };
-targets = ( { name = "t"; url = "http://127.0.0.1:$PORT/hook"; } );
-CONFEOF
-wh_up "$CONF" "$APORT"
+wh_stream_track_up
 # w's version registered first; t's is first used inside X (with DDL_MSG,
 # before X too: no schema event inside X)
 SETUP=1
@@ -46,10 +29,7 @@ pg_psql -c "INSERT INTO w VALUES (0)" >/dev/null
 _k() { [ "$(wh_count_events "$WH_TMP/got.jsonl")" -ge "$SETUP" ]; }
 wh_wait_until 30 _k || wh_fail "setup rows not delivered"
 
-mkfifo "$WH_TMP/x.fifo"
-psql -X -q -v ON_ERROR_STOP=1 -At -d "$PG_DSN" <"$WH_TMP/x.fifo" >"$WH_TMP/x.out" 2>&1 &
-xpid=$!
-exec 3>"$WH_TMP/x.fifo"
+wh_psql_session x 3
 MSG=""
 [ "$DDL_MSG" = 1 ] && MSG="SELECT pg_logical_emit_message(true, 'walhook.ddl', '{}');"
 wh_log "X: BEGIN; ${MSG:+a walhook.ddl message; }$N rows of t (streamed)"

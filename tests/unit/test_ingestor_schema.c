@@ -246,6 +246,18 @@ static int note_reg(void *arg, const char *table, uint64_t fp, const char *desc,
     return WH_OK;
 }
 
+/* A streamed transaction's first change of t's shape c: it announces the
+ * version, pending, its schema event staged at idx. Returns the version. */
+static uint64_t announce_pending(ing_schema *s, ing_parser *p, const col *c, uint32_t xid,
+                                 uint32_t idx)
+{
+    ing_relation *r = parse_rel(p, 5, "public", "t", 'd', c, 3);
+    assert_int_equal(ing_schema_announce(s, r, 0, xid, ING_SCHEMA_STAGED),
+                     ING_SCHEMA_EMIT | ING_SCHEMA_PENDING);
+    assert_int_equal(ing_schema_pending_add(s, r->version, xid, idx, "public.t", "{}", 2), WH_OK);
+    return r->version;
+}
+
 /* Pending announcements (ing_schema.h): a version first used by a streamed
  * transaction still open is announced again by the others that use it, and
  * the first to commit carries it. */
@@ -266,12 +278,8 @@ static void test_pending(void **state)
      * first use over, and X's staged schema event is dropped */
     memcpy(c, base_cols, sizeof(c));
     c[2].name = "v1";
+    uint64_t v = announce_pending(s, p, c, 900, 3);
     ing_relation *r = parse_rel(p, 5, "public", "t", 'd', c, 3);
-    uint64_t v = r->version;
-    assert_int_equal(ing_schema_announce(s, r, 0, 900, ING_SCHEMA_STAGED),
-                     ING_SCHEMA_EMIT | ING_SCHEMA_PENDING);
-    assert_int_equal(ing_schema_pending_add(s, v, 900, 3, "public.t", "{}", 2), WH_OK);
-    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
     assert_int_equal(ing_schema_announce(s, r, 0, 900, ING_SCHEMA_SNAPSHOT), 0);
     r = parse_rel(p, 5, "public", "t", 'd', c, 3);
     assert_int_equal(ing_schema_announce(s, r, 0x3000, 777, ING_SCHEMA_SNAPSHOT), 0);
@@ -301,15 +309,8 @@ static void test_pending(void **state)
      * back: the first use passes to 911, which commits: its registration,
      * nothing dropped */
     c[2].name = "w1";
-    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
-    uint64_t w = r->version;
-    assert_int_equal(ing_schema_announce(s, r, 0, 910, ING_SCHEMA_STAGED),
-                     ING_SCHEMA_EMIT | ING_SCHEMA_PENDING);
-    assert_int_equal(ing_schema_pending_add(s, w, 910, 1, "public.t", "{}", 2), WH_OK);
-    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
-    assert_int_equal(ing_schema_announce(s, r, 0, 911, ING_SCHEMA_STAGED),
-                     ING_SCHEMA_EMIT | ING_SCHEMA_PENDING);
-    assert_int_equal(ing_schema_pending_add(s, w, 911, 5, "public.t", "{}", 2), WH_OK);
+    uint64_t w = announce_pending(s, p, c, 910, 1);
+    announce_pending(s, p, c, 911, 5);
     r = parse_rel(p, 5, "public", "t", 'd', c, 3);
     assert_int_equal(ing_schema_announce(s, r, 0, 911, ING_SCHEMA_STAGED), 0);
     assert_int_equal(ing_schema_forget_xid(s, 910), 0);
@@ -328,15 +329,8 @@ static void test_pending(void **state)
     /* U: 920 (at 0) and 921 (at 2) announce it; 921 commits first: 920's
      * staged schema event is dropped, and 920 announces nothing more */
     c[2].name = "u1";
-    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
-    uint64_t u = r->version;
-    assert_int_equal(ing_schema_announce(s, r, 0, 920, ING_SCHEMA_STAGED),
-                     ING_SCHEMA_EMIT | ING_SCHEMA_PENDING);
-    assert_int_equal(ing_schema_pending_add(s, u, 920, 0, "public.t", "{}", 2), WH_OK);
-    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
-    assert_int_equal(ing_schema_announce(s, r, 0, 921, ING_SCHEMA_STAGED),
-                     ING_SCHEMA_EMIT | ING_SCHEMA_PENDING);
-    assert_int_equal(ing_schema_pending_add(s, u, 921, 2, "public.t", "{}", 2), WH_OK);
+    uint64_t u = announce_pending(s, p, c, 920, 0);
+    announce_pending(s, p, c, 921, 2);
     k = (calls){0};
     assert_int_equal(ing_schema_commit_xid(s, 921, 0x6000, note_drop, note_reg, &k), WH_OK);
     assert_int_equal(k.nreg, 1);
@@ -353,11 +347,7 @@ static void test_pending(void **state)
 
     /* a version only a streamed transaction announced, which rolls back */
     c[2].name = "z1";
-    r = parse_rel(p, 5, "public", "t", 'd', c, 3);
-    uint64_t z = r->version;
-    assert_int_equal(ing_schema_announce(s, r, 0, 930, ING_SCHEMA_STAGED),
-                     ING_SCHEMA_EMIT | ING_SCHEMA_PENDING);
-    assert_int_equal(ing_schema_pending_add(s, z, 930, 0, "public.t", "{}", 2), WH_OK);
+    uint64_t z = announce_pending(s, p, c, 930, 0);
     assert_int_equal(ing_schema_forget_xid(s, 930), 1);
     assert_int_equal(ing_schema_first_use(s, z, &fl, &fx), 0);
     ing_schema_free(s);

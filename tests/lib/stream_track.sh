@@ -1,0 +1,41 @@
+# Shared by the tests of transactions sent again (test_stream_resend.sh,
+# test_schema_pending.sh); source it after helpers.sh.
+
+# PostgreSQL with logical_decoding_work_mem 64kB (a transaction of a few
+# thousand rows is streamed), tables t (id, note) and w (id), a receiver on
+# PORT writing $WH_TMP/got.jsonl, and walhook up (admin on APORT, config in
+# CONF) with streaming on and slot_policy track: nothing is confirmed past
+# what the target took, so PostgreSQL sends it again after a reconnect.
+wh_stream_track_up() {
+    wh_pipeline_setup
+    pg_psql -c "ALTER SYSTEM SET logical_decoding_work_mem = '64kB'" -c "SELECT pg_reload_conf()" \
+        -c "CREATE TABLE t (id int PRIMARY KEY, note text)" \
+        -c "CREATE TABLE w (id int PRIMARY KEY)" >/dev/null || wh_fail "cannot set up"
+    PORT=$(wh_free_port)
+    APORT=$(wh_free_port)
+    wh_spawn recv "$BIN/walhook-receiver" --listen "127.0.0.1:$PORT" --out "$WH_TMP/got.jsonl"
+    CONF="$WH_TMP/walhook.conf"
+    cat >"$CONF" <<CONFEOF
+tenant = "default";
+source = { dsn = "$PG_DSN"; slot = "walhook"; publication = "walhook"; create_slot = true;
+           streaming = true; slot_policy = "track"; };
+data_dir = "$WH_TMP/data";
+log_level = "info";
+admin = { listen = "127.0.0.1:$APORT"; };
+dispatcher = { retry_max_ms = 500; };
+targets = ( { name = "t"; url = "http://127.0.0.1:$PORT/hook"; } );
+CONFEOF
+    wh_up "$CONF" "$APORT"
+}
+
+# A psql session of its own that runs what is written to file descriptor
+# FD (echo "SQL;" >&FD), its output in $WH_TMP/NAME.out, its pid in
+# ${NAME}pid: a transaction kept open across the test's steps.
+wh_psql_session() {
+    local name=$1 fd=$2
+    mkfifo "$WH_TMP/$name.fifo"
+    psql -X -q -v ON_ERROR_STOP=1 -At -d "$PG_DSN" <"$WH_TMP/$name.fifo" \
+        >"$WH_TMP/$name.out" 2>&1 &
+    printf -v "${name}pid" '%s' "$!"
+    eval "exec $fd>\"\$WH_TMP/$name.fifo\""
+}
