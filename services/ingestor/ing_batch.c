@@ -944,13 +944,19 @@ int ing_batcher_seal(ing_batcher *bt, char *err, size_t errlen)
         return wh_seterr(err, errlen, "out of memory");
     if (bt->backlog)
         batch_prefault(bt, nb);
-    if (b->kind == BATCH_STAGED) { /* the block goes on in the next batch */
+    int staged = b->kind == BATCH_STAGED;
+    if (staged) { /* the block goes on in the next batch */
         nb->kind = BATCH_STAGED;
         nb->stage_xid = b->stage_xid;
     }
     enqueue(bt, b);
     bt->open = nb;
-    return WH_OK;
+    /* a staged batch carries no TOAST ops (enqueue): those so far follow it
+     * in a batch of their own, as at a tick with no open event. A streamed
+     * transaction's open batch is hardly ever empty at a tick, and its
+     * changes add an op per value of a cached column: they would pile up
+     * without a bound, then go as one request larger than the store takes */
+    return staged ? toast_flush(bt, err, errlen) : WH_OK;
 }
 
 uint64_t ing_batcher_tick(ing_batcher *bt, uint64_t now_us)

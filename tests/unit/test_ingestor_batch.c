@@ -535,6 +535,67 @@ static void test_toast_ops(void **state)
     rmdir(dir);
 }
 
+/* In a stream block the ops do not wait for a tick with no open event
+ * (a streamed transaction's batch is hardly ever empty): each staged
+ * batch sealed takes those so far out, in a request of their own. */
+static void test_toast_ops_staged(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/wh_ing_batch_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static wh_config cfg;
+    setup_cfg(&cfg, dir);
+    sink s = {.order_ok = 1};
+    pthread_mutex_init(&s.mu, NULL);
+    wh_server *srv;
+    char err[WH_ERRLEN];
+    assert_int_equal(
+        wh_server_start(&srv, cfg.store_endpoint, 1, 64 << 20, on_req, NULL, &s, err, sizeof(err)),
+        WH_OK);
+    ing_batcher *bt;
+    assert_int_equal(ing_batcher_new(&bt, &cfg, err, sizeof(err)), WH_OK);
+    Walhook__ToastOp op = WALHOOK__TOAST_OP__INIT;
+    op.kind = WALHOOK__TOAST_OP__KIND__DEL;
+    op.rel = 1;
+    op.key.data = (uint8_t *)"k";
+    op.key.len = 1;
+    op.col = "c";
+    uint8_t buf[64];
+    size_t n = walhook__toast_op__pack(&op, buf + 3);
+    buf[0] = 0x8a; /* AppendBatch.toast_ops = 33 */
+    buf[1] = 0x02;
+    buf[2] = (uint8_t)n;
+    assert_int_equal(ing_batcher_stage(bt, 900, 1, err, sizeof(err)), WH_OK);
+    for (uint32_t i = 0; i < 3; i++) {
+        wh_buf *b = ing_batcher_buf(bt);
+        size_t start = b->len;
+        wh_buf_puts(b, "{\"a\":1}");
+        assert_int_equal(ing_batcher_add_staged(bt, i, 900, start, err, sizeof(err)), WH_OK);
+        assert_true(ing_batcher_toast_add(bt, buf, n + 3) > 0);
+        assert_int_equal(ing_batcher_seal(bt, err, sizeof(err)), WH_OK);
+    }
+    /* no tick: the three seals took the ops out */
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock(&s.mu);
+        size_t t = s.tops;
+        pthread_mutex_unlock(&s.mu);
+        if (t >= 3)
+            break;
+        wh_sleep_ms(10);
+    }
+    pthread_mutex_lock(&s.mu);
+    assert_int_equal(s.tops, 3);
+    assert_true(s.tops_alone >= 1);
+    pthread_mutex_unlock(&s.mu);
+    ing_batcher_free(bt);
+    wh_server_stop(srv);
+    pthread_mutex_destroy(&s.mu);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/store.sock", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void test_encode_matches_pack(void **state)
 {
     (void)state;
@@ -651,6 +712,7 @@ int main(void)
         cmocka_unit_test(test_store_late),
         cmocka_unit_test(test_encode_matches_pack),
         cmocka_unit_test(test_toast_ops),
+        cmocka_unit_test(test_toast_ops_staged),
         cmocka_unit_test(test_staged_then_commit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
