@@ -1450,6 +1450,32 @@ static int cq_form(st_db *db, st_gpart **parts, size_t *np, size_t *cap, uint64_
 
 static size_t stage_xid_range(char *lo, char *hi, size_t *hl, const char *tenant, uint32_t xid);
 static void stage_rdel_note(st_db *db, st_tenant *t, uint32_t n);
+/* An event at a position already written in this process (a resend:
+ * PostgreSQL sends what was not confirmed again, a stage commit cut short is
+ * sent again) must come with the same bytes: an event's id is its position
+ * (DESIGN), and other bytes change what a delivered id means. That would
+ * be an ingestor bug, which the blind put that follows would hide: counts
+ * it in *differ (walhook_store_resends_differ_total, and an error in the
+ * log). WH_ERR: the read failed. */
+static int resend_check(st_db *db, st_tenant *t, const char *k, size_t kl, const st_event *ev,
+                        size_t *differ, char *err, size_t errlen)
+{
+    size_t vl = 0;
+    char *e = NULL;
+    char *old = rocksdb_get_cf(db->rdb, db->ro, t->ev, k, kl, &vl, &e);
+    if (e)
+        return st_dbi_rerr(err, errlen, "get event", e);
+    if (old == NULL)
+        return WH_OK; /* collected (below the watermark) */
+    uint8_t ts[8];
+    wh_put_be64(ts, (uint64_t)ev->commit_ts_us);
+    size_t jl = ev->json ? ev->json_len : 0;
+    if (vl != 8 + jl || memcmp(old, ts, 8) != 0 || (jl > 0 && memcmp(old + 8, ev->json, jl) != 0))
+        (*differ)++;
+    rocksdb_free(old);
+    return WH_OK;
+}
+
 /* Writes one group with sync (no lock held): its events, and the D key of
  * every tenant with an append that ends in it (and the range delete of
  * the staging a stage commit's last append drops). Sets each such append's
@@ -1459,11 +1485,23 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     char k[ST_KEY_MAX];
     int rc = WH_OK;
-    for (size_t i = 0; i < np; i++) {
+    for (size_t i = 0; i < np && rc == WH_OK; i++) {
         st_wreq *r = parts[i].r;
+        size_t differ = 0;
+        const st_event *first_differ = NULL;
+        pthread_mutex_lock(&r->t->wm_mu); /* what this process wrote of it */
+        uint64_t nl = r->t->newest_lsn;
+        uint32_t ns = r->t->newest_seq;
+        pthread_mutex_unlock(&r->t->wm_mu);
         for (size_t e = parts[i].from; e < parts[i].to; e++) {
             const st_event *ev = &r->ev[e];
             size_t kl = st_dbi_key_event(k, r->t->name, ev->lsn, ev->seq);
+            size_t d0 = differ;
+            if (wh_pos_cmp(ev->lsn, ev->seq, nl, ns) <= 0 &&
+                (rc = resend_check(db, r->t, k, kl, ev, &differ, err, errlen)) != WH_OK)
+                break;
+            if (differ > d0 && first_differ == NULL)
+                first_differ = ev;
             uint8_t ts[8];
             wh_put_be64(ts, (uint64_t)ev->commit_ts_us);
             const char *vp[2] = {(const char *)ts, ev->json ? ev->json : ""};
@@ -1471,6 +1509,14 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             const char *kp[1] = {k};
             size_t ks[1] = {kl};
             rocksdb_writebatch_putv_cf(wb, r->t->ev, 1, kp, ks, 2, vp, vs);
+        }
+        if (differ > 0) {
+            char at[WH_LSN_STRLEN];
+            wh_lsn_format(first_differ->lsn, at, sizeof(at));
+            atomic_fetch_add(&db->resends_differ, differ);
+            wh_error("tenant %s: %zu event%s sent again with other bytes than stored, the first "
+                     "at %s seq %u (an event's id must name one content: please report this)",
+                     r->t->name, differ, differ == 1 ? "" : "s", at, first_differ->seq);
         }
     }
     /* D: per tenant, the appends ending here in their order (a tenant's
@@ -1847,6 +1893,11 @@ static uint64_t append_bytes(const st_event *ev, size_t n)
     for (size_t i = 0; i < n; i++)
         bytes += event_bytes(&ev[i]);
     return bytes;
+}
+
+uint64_t st_db_resends_differ(st_db *db)
+{
+    return atomic_load(&db->resends_differ);
 }
 
 int st_db_append_light(st_db *db, const st_event *ev, size_t n)

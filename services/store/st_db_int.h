@@ -181,6 +181,7 @@ struct st_db {
     pthread_mutex_t schema_mu;      /* the schema registries: reads to write (st_db_schema_prune) */
     _Atomic int schema_prune;       /* store.schema_prune */
     _Atomic uint64_t schema_pruned; /* versions pruned since open */
+    _Atomic uint64_t resends_differ; /* events sent again with other bytes (cq_write) */
     uint64_t sync_begun, sync_done;
     int64_t offset_sync_wait_us; /* 0: offset commits sync at once */
 

@@ -201,6 +201,11 @@ static void test_idempotent(void **state)
     assert_string_equal(g.json[0], "x");
     assert_string_equal(g.json[1], "y");
     assert_string_equal(g.json[2], "z");
+    assert_int_equal(st_db_resends_differ(f->db), 0);
+    /* sent again with other bytes (or another commit time): counted */
+    st_event ev3[3] = {{0x10, 0, 1, "x", 1}, {0x10, 1, 1, "Y", 1}, {0x20, 0, 2, "z", 1}};
+    assert_int_equal(st_db_append(f->db, "t", ev3, 3, 0, &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_resends_differ(f->db), 2);
 }
 
 static void test_order(void **state)
