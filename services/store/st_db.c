@@ -2830,6 +2830,14 @@ int st_db_offset_info(st_db *db, const char *tenant, const char *consumer, st_of
     return WH_OK;
 }
 
+int st_db_offset_live(st_db *db, const char *tenant, const char *consumer)
+{
+    if (st_dbi_check_names(db, tenant, consumer, 0, NULL, 0) != WH_OK)
+        return 0;
+    st_off *o = st_dbi_off_find(db, tenant, consumer);
+    return o != NULL && st_dbi_off_read(o).state == ST_OFF_LIVE;
+}
+
 int st_db_get_offset(st_db *db, const char *tenant, const char *consumer, uint64_t *lsn,
                      uint32_t *seq, char *err, size_t errlen)
 {

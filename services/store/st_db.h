@@ -435,6 +435,10 @@ int st_db_drop_offset(st_db *db, const char *tenant, const char *consumer, st_of
  * registers it. No-op for others. */
 int st_db_undrop(st_db *db, const char *tenant, const char *consumer);
 
+/* 1 when the consumer's offset is live (set, registered or committed and
+ * not dropped since), else 0. */
+int st_db_offset_live(st_db *db, const char *tenant, const char *consumer);
+
 /* The consumer's offset and epoch without registering it. */
 int st_db_offset_info(st_db *db, const char *tenant, const char *consumer, st_offset *out,
                       char *err, size_t errlen);

@@ -1203,8 +1203,32 @@ static void do_set_offset(st_server *s, const Walhook__SetOffset *so, Walhook__R
         seq = so->pos->seq;
     }
     st_offset prev, now;
-    if (st_db_set_offset(s->db, so->tenant, so->consumer, lsn, seq, &prev, &now, err,
-                         sizeof(err)) != WH_OK) {
+    int cond = so->condition == WALHOOK__SET_OFFSET__CONDITION__TARGET   ? ST_OFFSET_TARGET
+               : so->condition == WALHOOK__SET_OFFSET__CONDITION__CREATE ? ST_OFFSET_CREATE
+               : so->condition == WALHOOK__SET_OFFSET__CONDITION__ANY    ? ST_OFFSET_ANY
+                                                                         : -1;
+    if (cond < 0) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "condition: unknown value %d",
+                       (int)so->condition);
+        return;
+    }
+    if (cond != ST_OFFSET_ANY && s->state == NULL) {
+        wh_reply_error(rep, ST_STATUS_UNAVAILABLE, "%s",
+                       "condition: needs the state, not kept by this store");
+        return;
+    }
+    int status = 0;
+    int rc = cond == ST_OFFSET_ANY
+                 ? st_db_set_offset(s->db, so->tenant, so->consumer, lsn, seq, &prev, &now, err,
+                                    sizeof(err))
+                 : st_state_set_offset(s->state, so->tenant, so->consumer, cond, lsn, seq, &prev,
+                                       &now, &status, err, sizeof(err));
+    if (rc != WH_OK && status != 0) {
+        wh_info("offset of %s/%s not set: %s", so->tenant, so->consumer, err);
+        wh_reply_error(rep, status, "%s", err);
+        return;
+    }
+    if (rc != WH_OK) {
         wh_error("set offset tenant=%s consumer=%s failed: %s", so->tenant, so->consumer, err);
         wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
         return;

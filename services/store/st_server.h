@@ -40,6 +40,7 @@
 #include "walhook.pb-c.h"
 
 #define ST_STATUS_BAD_REQUEST 400 /* the error names the field */
+#define ST_STATUS_NOT_FOUND 404   /* SetOffset with a condition: no such tenant or target */
 #define ST_STATUS_CONFLICT 409    /* commit with a stale epoch, dropped consumer */
 #define ST_STATUS_SLOW_DOWN 429   /* write budget or isolation guard: Reply.retry_after_ms */
 #define ST_STATUS_INTERNAL 500    /* storage failure */

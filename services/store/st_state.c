@@ -254,3 +254,38 @@ out:
     wh_buf_free(&same);
     return rc;
 }
+
+int st_state_set_offset(st_state *st, const char *tenant, const char *consumer, int cond,
+                        uint64_t lsn, uint32_t seq, st_offset *prev, st_offset *now, int *status,
+                        char *err, size_t errlen)
+{
+    *status = 0;
+    pthread_mutex_lock(&st->mu);
+    const wh_state_tenant *t = wh_state_tenant_find(st->cur, tenant);
+    int named = t != NULL && wh_state_target_find(t, consumer) != NULL;
+    int rc;
+    if (cond != ST_OFFSET_ANY && t == NULL) {
+        /* also keeps st_db_set_offset from making a removed tenant again */
+        *status = 404;
+        rc = wh_seterr(err, errlen, "no tenant '%s'", tenant);
+    } else if (cond == ST_OFFSET_TARGET && !named) {
+        *status = 404;
+        rc = wh_seterr(err, errlen, "tenant '%s' has no target '%s'", tenant, consumer);
+    } else if (cond == ST_OFFSET_CREATE && named) {
+        *status = 409;
+        rc = wh_seterr(err, errlen, "tenant '%s' has a target '%s'", tenant, consumer);
+    } else if (cond == ST_OFFSET_CREATE && st_db_offset_live(st->db, tenant, consumer)) {
+        /* the SetOffset of another create of it that has not written its
+         * state yet (or one whose state write failed and whose offset could
+         * not be dropped: DropOffset clears that) */
+        *status = 409;
+        rc = wh_seterr(err, errlen,
+                       "the offset of '%s/%s' is live though no target names it: another "
+                       "create of it is under way",
+                       tenant, consumer);
+    } else {
+        rc = st_db_set_offset(st->db, tenant, consumer, lsn, seq, prev, now, err, errlen);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}

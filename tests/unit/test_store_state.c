@@ -711,6 +711,97 @@ static void backfills_are(fx *f, const char *want)
     wh_state_unref(cur);
 }
 
+static int set_offset_if(fx *f, const char *tenant, const char *consumer,
+                         Walhook__SetOffset__Condition cond, uint64_t lsn, reply *r)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__SetOffset so = WALHOOK__SET_OFFSET__INIT;
+    Walhook__Position pos = WALHOOK__POSITION__INIT;
+    so.tenant = (char *)tenant;
+    so.consumer = (char *)consumer;
+    pos.lsn = lsn;
+    so.pos = &pos;
+    so.condition = cond;
+    req.body_case = WALHOOK__REQUEST__BODY_SET_OFFSET;
+    req.set_offset = &so;
+    return call(f, &req, r);
+}
+
+static int offset_live(fx *f, const char *tenant, const char *consumer, uint64_t *lsn)
+{
+    st_offset o;
+    char err[WH_ERRLEN];
+    assert_int_equal(st_db_offset_info(f->db, tenant, consumer, &o, err, sizeof(err)), WH_OK);
+    *lsn = o.lsn;
+    return st_db_offset_live(f->db, tenant, consumer);
+}
+
+/* SetOffset's conditions, against the current state: TARGET moves only a
+ * target's offset (a removed target's dropped offset stays dropped, a
+ * removed tenant is not made again); CREATE only one no target has and no
+ * other create has set (live); ANY as before. */
+static void test_set_offset_conditions(void **state)
+{
+    fx *f = *state;
+    reply r;
+    uint64_t lsn;
+    const Walhook__SetOffset__Condition TARGET = WALHOOK__SET_OFFSET__CONDITION__TARGET;
+    const Walhook__SetOffset__Condition CREATE = WALHOOK__SET_OFFSET__CONDITION__CREATE;
+    assert_int_equal(set_offset_if(f, "default", "a", TARGET, 0x10, &r), 0);
+    done(&r);
+    assert_true(offset_live(f, "default", "a", &lsn) && lsn == 0x10);
+    assert_int_equal(set_offset_if(f, "default", "zz", TARGET, 0x10, &r), ST_STATUS_NOT_FOUND);
+    done(&r);
+    assert_false(offset_live(f, "default", "zz", &lsn));
+
+    /* b and tenant other removed: their offsets are dropped and stay so */
+    assert_int_equal(commit(f, "default", "b", 0x20, 0, 0, &r), 0);
+    done(&r);
+    char err[WH_ERRLEN];
+    wh_state *s = NULL;
+    char *doc = current_doc_replace(f, NULL, "");
+    assert_int_equal(wh_state_parse(&s, doc, strlen(doc), NULL, err, sizeof(err)), WH_OK);
+    free(doc);
+    s->tenants[0].ntargets = 1;
+    s->ntenants = 1;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    assert_int_equal(wh_state_render(s, &b, 0), WH_OK);
+    assert_int_equal(wh_buf_cstr(&b), WH_OK);
+    s->ntenants = 2;
+    wh_state_unref(s);
+    assert_int_equal(put_state(f, 1, b.data, "api", &r), 0);
+    done(&r);
+    wh_buf_free(&b);
+    assert_int_equal(set_offset_if(f, "default", "b", TARGET, 0x30, &r), ST_STATUS_NOT_FOUND);
+    done(&r);
+    assert_false(offset_live(f, "default", "b", &lsn));
+    assert_int_equal(set_offset_if(f, "other", "x", TARGET, 0x30, &r), ST_STATUS_NOT_FOUND);
+    done(&r);
+    assert_int_equal(set_offset_if(f, "other", "x", CREATE, 0x30, &r), ST_STATUS_NOT_FOUND);
+    done(&r);
+    assert_false(offset_live(f, "other", "x", &lsn));
+    assert_false(st_db_tenant_exists(f->db, "other"));
+
+    /* CREATE: a new name, once; not a target's; a dropped one again */
+    assert_int_equal(set_offset_if(f, "default", "n", CREATE, 0x40, &r), 0);
+    done(&r);
+    assert_int_equal(set_offset_if(f, "default", "n", CREATE, 0x50, &r), ST_STATUS_CONFLICT);
+    done(&r);
+    assert_true(offset_live(f, "default", "n", &lsn) && lsn == 0x40);
+    assert_int_equal(set_offset_if(f, "default", "a", CREATE, 0x50, &r), ST_STATUS_CONFLICT);
+    done(&r);
+    assert_true(offset_live(f, "default", "a", &lsn) && lsn == 0x10);
+    assert_int_equal(set_offset_if(f, "default", "b", CREATE, 0x50, &r), 0);
+    done(&r);
+    assert_true(offset_live(f, "default", "b", &lsn) && lsn == 0x50);
+
+    /* no condition: as before (any consumer) */
+    assert_int_equal(set_offset(f, "default", "zz", 0, 0x60, 0, &r), 0);
+    done(&r);
+    assert_true(offset_live(f, "default", "zz", &lsn) && lsn == 0x60);
+}
+
 static void test_auto_resync(void **state)
 {
     fx *f = *state;
@@ -838,6 +929,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_auto_resync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_state_attached, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fetch_store_over_ipc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_set_offset_conditions, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
