@@ -1272,16 +1272,24 @@ static void r_tenant(ctx *c)
 
 /* ---- /v1/tenants/{t}/targets ---- */
 
-static int set_offset(ctx *c, write_op *op, const char *tenant, const char *target, int to_end,
-                      adm_pos pos)
+/* SetOffset under cond (ADM_OFF_*): the store checks it against its
+ * current state, so a target removed or created by another writer since
+ * this request read the state is answered 404 / 409, nothing moved. */
+static int set_offset(ctx *c, write_op *op, const char *tenant, const char *target, int cond,
+                      int to_end, adm_pos pos)
 {
     if (!c->a->be.set_offset)
         return fail(c->resp, 503, NULL, "no store to move offsets in");
     char err[WH_ERRLEN];
     int status = 0;
-    if (c->a->be.set_offset(c->a->be.arg, tenant, target, to_end, pos, &op->prev, &op->now, &status,
-                            err, sizeof(err)) != WH_OK) {
-        if (status == 400 || status == 404)
+    if (c->a->be.set_offset(c->a->be.arg, tenant, target, cond, to_end, pos, &op->prev, &op->now,
+                            &status, err, sizeof(err)) != WH_OK) {
+        if (status == 404)
+            return fail(c->resp, 404, cond == ADM_OFF_ANY ? "position" : "target",
+                        "the store refused the offset: %s", err);
+        if (status == 409)
+            return fail(c->resp, 409, "name", "the store refused the offset: %s", err);
+        if (status == 400)
             return fail(c->resp, status, "position", "the store refused the offset: %s", err);
         return fail(c->resp, 503, NULL, "cannot move the offset: %s", err);
     }
@@ -1310,15 +1318,22 @@ static int m_target_create(ctx *c, write_op *op, wh_state *s)
 }
 
 /* A new target starts at the tenant's end or at the requested position:
- * its offset is set before the state that names it is written. */
+ * its offset is set before the state that names it is written. Only if no
+ * other create of it has set one (ADM_OFF_CREATE): two creates of one name
+ * that both read a state without it would otherwise both move the offset,
+ * and the loser's move could land after the winner's. A retry after a lost
+ * PutState keeps the offset this request set (no other create can have
+ * moved it since). */
 static int b_target_create(ctx *c, write_op *op, wh_state *s)
 {
+    if (op->moved)
+        return WH_OK;
     const char *name = json_string_value(json_object_get(op->body, "name"));
     adm_pos pos = {0, 0};
     int to_end = op->start[0] == '\0' || strcmp(op->start, "end") == 0;
     if (!to_end)
         adm_pos_parse(op->start, &pos);
-    return set_offset(c, op, c->tenant, name ? name : "", to_end, pos);
+    return set_offset(c, op, c->tenant, name ? name : "", ADM_OFF_CREATE, to_end, pos);
 }
 
 /* "state" and "needs_snapshot" (adm_slot_target_json) on each target
@@ -1489,6 +1504,20 @@ static int target_exists(ctx *c, uint64_t *version)
     return WH_OK;
 }
 
+/* target_exists, and If-Match (if given) names the version read: checked
+ * before the side effect of the offset routes (which write no state). */
+static int target_exists_at(ctx *c, uint64_t *version)
+{
+    uint64_t want;
+    if (parse_if_match(c, &want) != WH_OK || target_exists(c, version) != WH_OK)
+        return WH_ERR;
+    if (want && *version != want)
+        return fail(c->resp, 412, "If-Match",
+                    "version conflict: current is %" PRIu64 ", If-Match names %" PRIu64, *version,
+                    want);
+    return WH_OK;
+}
+
 static void r_offset(ctx *c)
 {
     json_t *body = parse_body(c, 0);
@@ -1526,11 +1555,13 @@ static void r_offset(ctx *c)
         goto out;
     }
     uint64_t version = 0;
-    if (target_exists(c, &version) != WH_OK)
+    if (target_exists_at(c, &version) != WH_OK)
         goto out;
+    /* the store moves it only while its state names the target: a delete
+     * since target_exists must not revive the dropped offset */
     write_op op;
     memset(&op, 0, sizeof(op));
-    if (set_offset(c, &op, c->tenant, c->target, to_end, pos) != WH_OK)
+    if (set_offset(c, &op, c->tenant, c->target, ADM_OFF_TARGET, to_end, pos) != WH_OK)
         goto out;
     char prev[48], now[48];
     adm_pos_format(op.prev, prev, sizeof(prev));
@@ -1545,11 +1576,25 @@ out:
 
 static int m_backfill(ctx *c, write_op *op, wh_state *s);
 
+/* The backfill of a resync, while the state names the target. */
+static int m_resync(ctx *c, write_op *op, wh_state *s)
+{
+    return target_mut(c, s) ? m_backfill(c, op, s) : WH_ERR;
+}
+
 /* POST .../targets/{n}/resync: what a NEEDS_SNAPSHOT target (or any target
  * an operator wants to start over) needs in one action: its offset to the
- * tenant's end (which clears the mark), then a backfill of every table of
+ * tenant's end (which clears the mark), and a backfill of every table of
  * the publication (request table "*": ing_snapshot makes a job per
- * table). The read events go to every target of the tenant. */
+ * table). The read events go to every target of the tenant.
+ *
+ * The backfill is written first (write_state: If-Match, the target, the
+ * store): an answer that is not 202 has moved no offset, so no event is
+ * skipped without a backfill to make up for it. The offset then goes to
+ * the end as read before that write, not the end at the move: the
+ * backfill's read events are stored after that write, and one the
+ * ingestor stored before the move must not be skipped. The events between
+ * the two are delivered twice at worst. */
 static void r_resync(ctx *c)
 {
     json_t *body = parse_body(c, 1);
@@ -1561,32 +1606,40 @@ static void r_resync(ctx *c)
         return;
     }
     json_decref(body);
-    if (target_exists(c, NULL) != WH_OK)
+    uint64_t version = 0;
+    if (target_exists_at(c, &version) != WH_OK)
         return;
+    adm_pos end = {0, 0}, committed = {0, 0};
+    int to_end = !c->a->be.progress ||
+                 c->a->be.progress(c->a->be.arg, c->tenant, c->target, &end, &committed) != WH_OK;
+    json_t *all = json_pack("{s:s}", "table", "*");
+    write_op bop = {m_resync, NULL, all, "", {0, 0}, {0, 0}, 0};
+    wh_state *s = NULL;
+    int rc = write_state(c, &bop, &s);
+    json_decref(all);
+    if (rc != WH_OK)
+        return;
+    char id[80];
+    snprintf(id, sizeof(id), "bf-%s", bop.start);
     write_op op;
     memset(&op, 0, sizeof(op));
-    adm_pos none = {0, 0};
-    if (set_offset(c, &op, c->tenant, c->target, 1, none) != WH_OK)
+    if (set_offset(c, &op, c->tenant, c->target, ADM_OFF_TARGET, to_end, end) != WH_OK) {
+        /* set_offset's answer stands; the backfill stays requested */
+        wh_warn("target %s/%s: resync: backfill %s requested, the offset was not moved", c->tenant,
+                c->target, id);
+        wh_state_unref(s);
         return;
+    }
     char prev[48], now[48];
     adm_pos_format(op.prev, prev, sizeof(prev));
     adm_pos_format(op.now, now, sizeof(now));
-    json_t *all = json_pack("{s:s}", "table", "*");
-    write_op bop = {m_backfill, NULL, all, "", {0, 0}, {0, 0}, 0};
-    wh_state *s = NULL;
-    if (write_state(c, &bop, &s) == WH_OK) {
-        char id[80];
-        snprintf(id, sizeof(id), "bf-%s", bop.start);
-        wh_info("target %s/%s: resync: offset %s -> %s (the end), backfill %s of every table",
-                c->tenant, c->target, prev, now, id);
-        reply_json(c->resp, 202,
-                   json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "tenant", c->tenant, "target", c->target,
-                             "previous", prev, "position", now, "backfill", id, "state",
-                             "requested"),
-                   s->version);
-        wh_state_unref(s);
-    }
-    json_decref(all);
+    wh_info("target %s/%s: resync: offset %s -> %s (the end), backfill %s of every table",
+            c->tenant, c->target, prev, now, id);
+    reply_json(c->resp, 202,
+               json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "tenant", c->tenant, "target", c->target,
+                         "previous", prev, "position", now, "backfill", id, "state", "requested"),
+               s->version);
+    wh_state_unref(s);
 }
 
 static void r_target_action(ctx *c)

@@ -43,6 +43,11 @@
 #define ADM_MAX_BODY (1u << 20) /* larger request bodies: 413 */
 #define ADM_WRITE_TRIES 5
 
+/* Conditions of a SetOffset (SetOffset.condition): */
+#define ADM_OFF_ANY 0    /* none */
+#define ADM_OFF_TARGET 1 /* the state names the target, else 404 */
+#define ADM_OFF_CREATE 2 /* no such target and no live offset (a create), else 409 */
+
 typedef struct adm_pos {
     uint64_t lsn;
     uint32_t seq;
@@ -67,9 +72,12 @@ typedef struct adm_backend {
      * another refusal, 0 on a transport failure. */
     int (*put_state)(void *arg, const wh_state *s, uint64_t expected, uint64_t *new_version,
                      int *status, char *err, size_t errlen);
-    /* SetOffset (to_end, or pos); previous/now receive the positions. */
-    int (*set_offset)(void *arg, const char *tenant, const char *consumer, int to_end, adm_pos pos,
-                      adm_pos *previous, adm_pos *now, int *status, char *err, size_t errlen);
+    /* SetOffset (to_end, or pos) under condition cond (ADM_OFF_*, checked
+     * by the store against its current state); previous/now receive the
+     * positions. *status: 404/409 when the condition does not hold. */
+    int (*set_offset)(void *arg, const char *tenant, const char *consumer, int cond, int to_end,
+                      adm_pos pos, adm_pos *previous, adm_pos *now, int *status, char *err,
+                      size_t errlen);
     /* Optional: DropOffset (the consumer reads nothing, its offset no
      * longer holds the GC); undoes the SetOffset of a target whose create
      * was not written. */

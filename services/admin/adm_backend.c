@@ -89,7 +89,7 @@ static int b_drop_offset(void *arg, const char *tenant, const char *consumer, ch
     return rc;
 }
 
-static int b_set_offset(void *arg, const char *tenant, const char *consumer, int to_end,
+static int b_set_offset(void *arg, const char *tenant, const char *consumer, int cond, int to_end,
                         adm_pos pos, adm_pos *previous, adm_pos *now, int *status, char *err,
                         size_t errlen)
 {
@@ -100,6 +100,9 @@ static int b_set_offset(void *arg, const char *tenant, const char *consumer, int
     so.tenant = (char *)tenant;
     so.consumer = (char *)consumer;
     so.to_end = to_end ? 1 : 0;
+    so.condition = cond == ADM_OFF_TARGET   ? WALHOOK__SET_OFFSET__CONDITION__TARGET
+                   : cond == ADM_OFF_CREATE ? WALHOOK__SET_OFFSET__CONDITION__CREATE
+                                            : WALHOOK__SET_OFFSET__CONDITION__ANY;
     p.lsn = pos.lsn;
     p.seq = pos.seq;
     so.pos = &p;

@@ -1,7 +1,8 @@
 /* An in-memory adm_backend for the admin API's unit tests and fuzz target:
  * the state document with PutState's version check (412) and validation
  * (the store's wh_state_parse of the rendered document, 400), SetOffset on
- * a small offset table (DropOffset too), fixed Stats. Single file, static functions. */
+ * a small offset table (DropOffset too; SetOffset's conditions against the
+ * current state), fixed Stats. Single file, static functions. */
 #ifndef ADMIN_MEMSTORE_H
 #define ADMIN_MEMSTORE_H
 
@@ -20,6 +21,7 @@ typedef struct mem_offset {
     char key[2 * WH_NAME_MAX + 2];
     adm_pos pos;
     int dropped; /* DropOffset: a tombstone until SetOffset */
+    int live;    /* set by SetOffset, not dropped since */
 } mem_offset;
 
 typedef struct memstore {
@@ -34,6 +36,9 @@ typedef struct memstore {
     int drop_offsets;
     const char *store_metrics;  /* the store's metrics text (its memory budget), or NULL */
     int all_stats, store_stats; /* queries of every daemon, of the store alone */
+    /* Once, at the next SetOffset, before its condition is checked (under
+     * mu): another writer acting between the request's read and its move. */
+    void (*before_set_offset)(struct memstore *m);
 } memstore;
 
 static int mem_get_state(void *arg, wh_state **out, char *err, size_t errlen)
@@ -109,20 +114,34 @@ static mem_offset *mem_find_offset(memstore *m, const char *tenant, const char *
     return o;
 }
 
-static int mem_set_offset(void *arg, const char *tenant, const char *consumer, int to_end,
+static int mem_set_offset(void *arg, const char *tenant, const char *consumer, int cond, int to_end,
                           adm_pos pos, adm_pos *prev, adm_pos *now, int *status, char *err,
                           size_t errlen)
 {
     memstore *m = arg;
     pthread_mutex_lock(&m->mu);
+    if (m->before_set_offset) {
+        void (*hook)(memstore *) = m->before_set_offset;
+        m->before_set_offset = NULL;
+        hook(m);
+    }
     mem_offset *o = mem_find_offset(m, tenant, consumer);
+    const wh_state_tenant *t = wh_state_tenant_find(m->cur, tenant);
+    int named = t != NULL && wh_state_target_find(t, consumer) != NULL;
     int rc = WH_ERR;
     *status = 0;
     if (!o) {
         wh_seterr(err, errlen, "offset table full");
+    } else if (cond != ADM_OFF_ANY && (t == NULL || (cond == ADM_OFF_TARGET && !named))) {
+        *status = 404;
+        wh_seterr(err, errlen, "no such tenant or target");
+    } else if (cond == ADM_OFF_CREATE && (named || o->live)) {
+        *status = 409;
+        wh_seterr(err, errlen, "the target exists or its offset is live");
     } else {
         *prev = o->pos;
         o->dropped = 0;
+        o->live = 1;
         if (to_end) {
             o->pos.lsn = MEM_END_LSN;
             o->pos.seq = MEM_END_SEQ;
@@ -147,6 +166,7 @@ static int mem_drop_offset(void *arg, const char *tenant, const char *consumer, 
         o->pos.lsn = 0;
         o->pos.seq = 0;
         o->dropped = 1;
+        o->live = 0;
         m->drop_offsets++;
     }
     pthread_mutex_unlock(&m->mu);

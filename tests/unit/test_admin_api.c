@@ -756,6 +756,164 @@ static void test_schemas(void **state)
     json_decref(j);
 }
 
+/* ---- races and read-modify-write (the memstore's before_set_offset hook
+ * plays the other writer between the request's read and its SetOffset) ---- */
+
+/* the other writer's state change: a copy of the current state, edited */
+static wh_state_tenant *hook_edit(memstore *m, wh_state **next)
+{
+    assert_int_equal(wh_state_clone(next, m->cur), WH_OK);
+    (*next)->version = m->cur->version + 1;
+    return (wh_state_tenant *)wh_state_tenant_find(*next, "default");
+}
+
+static void hook_commit(memstore *m, wh_state *next)
+{
+    wh_state_unref(m->cur);
+    m->cur = next;
+}
+
+/* another create of "r1" has set its offset and written its state */
+static void other_create_done(memstore *m)
+{
+    wh_state *next;
+    wh_state_target *t = wh_state_target_add(hook_edit(m, &next));
+    assert_non_null(t);
+    wh_strlcpy(t->name, "r1", sizeof(t->name));
+    wh_strlcpy(t->url, "http://127.0.0.1:1/r1", sizeof(t->url));
+    hook_commit(m, next);
+    mem_offset *o = mem_find_offset(m, "default", "r1");
+    o->pos = (adm_pos){0x5, 1};
+    o->live = 1;
+}
+
+/* another create of "r2" has set its offset, its state not written yet */
+static void other_create_pending(memstore *m)
+{
+    mem_offset *o = mem_find_offset(m, "default", "r2");
+    o->pos = (adm_pos){0x6, 1};
+    o->live = 1;
+}
+
+/* a DELETE of "gone": the state without it, its offset dropped */
+static void other_delete(memstore *m)
+{
+    wh_state *next;
+    assert_int_equal(wh_state_target_remove(hook_edit(m, &next), "gone"), WH_OK);
+    hook_commit(m, next);
+    mem_offset *o = mem_find_offset(m, "default", "gone");
+    o->pos = (adm_pos){0, 0};
+    o->dropped = 1;
+    o->live = 0;
+}
+
+/* Two creates of one target: the one that loses does not move the offset
+ * the winner set (and reported as its start_position). */
+static void test_create_race_keeps_winner_offset(void **state)
+{
+    fx *f = *state;
+    const char *tg = "/v1/tenants/default/targets";
+    f->m.before_set_offset = other_create_done;
+    assert_int_equal(call(f, "POST", tg, ADMIN_TOK, NULL,
+                          "{\"name\":\"r1\",\"url\":\"http://127.0.0.1:1/r1\",\"start\":\"end\"}"),
+                     409);
+    mem_offset *o = mem_find_offset(&f->m, "default", "r1");
+    assert_true(o->live);
+    assert_int_equal(o->pos.lsn, 0x5);
+    assert_int_equal(o->pos.seq, 1);
+
+    f->m.before_set_offset = other_create_pending;
+    assert_int_equal(call(f, "POST", tg, ADMIN_TOK, NULL,
+                          "{\"name\":\"r2\",\"url\":\"http://127.0.0.1:1/r2\",\"start\":\"end\"}"),
+                     409);
+    assert_error(f, "conflict", "name");
+    o = mem_find_offset(&f->m, "default", "r2");
+    assert_int_equal(o->pos.lsn, 0x6);
+    assert_int_equal(f->m.drop_offsets, 0); /* not this request's offset to drop */
+
+    /* a create that loses its PutState once keeps the offset it set */
+    f->m.fail_next_put_412 = 1;
+    assert_int_equal(
+        call(f, "POST", tg, ADMIN_TOK, NULL,
+             "{\"name\":\"r3\",\"url\":\"http://127.0.0.1:1/r3\",\"start\":\"0/7:1\"}"),
+        201);
+    assert_non_null(strstr(body(f), "\"start_position\":\"0/7:1\""));
+    assert_int_equal(mem_find_offset(&f->m, "default", "r3")->pos.lsn, 0x7);
+}
+
+/* An offset request racing a DELETE of its target: 404, and the dropped
+ * offset stays dropped (live, it would hold the tenant's GC for good). */
+static void test_offset_vs_delete(void **state)
+{
+    fx *f = *state;
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets", ADMIN_TOK, NULL,
+                          "{\"name\":\"gone\",\"url\":\"http://127.0.0.1:1/g\"}"),
+                     201);
+    f->m.before_set_offset = other_delete;
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/gone/offset", ADMIN_TOK, NULL,
+                          "{\"position\":\"0/1:1\"}"),
+                     404);
+    mem_offset *o = mem_find_offset(&f->m, "default", "gone");
+    assert_true(o->dropped);
+    assert_false(o->live);
+}
+
+static void assert_offset(fx *f, const char *target, uint64_t lsn, uint32_t seq)
+{
+    mem_offset *o = mem_find_offset(&f->m, "default", target);
+    if (o->pos.lsn != lsn || o->pos.seq != seq)
+        fail_msg("offset of %s: %llx:%u, expected %llx:%u", target, (unsigned long long)o->pos.lsn,
+                 o->pos.seq, (unsigned long long)lsn, seq);
+}
+
+static const char *backfills(fx *f)
+{
+    return wh_state_tenant_find(f->m.cur, "default")->backfills;
+}
+
+/* resync and offset: If-Match and the state write come before the offset
+ * moves; an answer that is not 2xx moved nothing. */
+static void test_resync_and_offset_if_match(void **state)
+{
+    fx *f = *state;
+    const char *rs = "/v1/tenants/default/targets/rs/resync";
+    const char *off = "/v1/tenants/default/targets/rs/offset";
+    assert_int_equal(
+        call(f, "POST", "/v1/tenants/default/targets", ADMIN_TOK, NULL,
+             "{\"name\":\"rs\",\"url\":\"http://127.0.0.1:1/rs\",\"start\":\"0/10:3\"}"),
+        201);
+    char stale[32];
+    wh_strlcpy(stale, f->r.etag, sizeof(stale));
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/rs/pause", ADMIN_TOK, NULL, NULL),
+                     200);
+    assert_int_equal(call(f, "POST", rs, ADMIN_TOK, stale, NULL), 412);
+    assert_error(f, "precondition_failed", "If-Match");
+    assert_offset(f, "rs", 0x10, 3);
+    assert_string_equal(backfills(f), "");
+    assert_int_equal(call(f, "POST", rs, ADMIN_TOK, "\"x\"", NULL), 400);
+    assert_offset(f, "rs", 0x10, 3);
+    f->m.fail_puts_503 = 1;
+    assert_int_equal(call(f, "POST", rs, ADMIN_TOK, NULL, NULL), 503);
+    f->m.fail_puts_503 = 0;
+    assert_offset(f, "rs", 0x10, 3);
+    assert_string_equal(backfills(f), "");
+    assert_int_equal(call(f, "POST", off, ADMIN_TOK, stale, "{\"to\":\"end\"}"), 412);
+    assert_error(f, "precondition_failed", "If-Match");
+    assert_offset(f, "rs", 0x10, 3);
+    assert_int_equal(call(f, "POST", off, ADMIN_TOK, "\"x\"", "{\"to\":\"end\"}"), 400);
+    assert_offset(f, "rs", 0x10, 3);
+
+    /* the current version: both go through */
+    char cur[32];
+    snprintf(cur, sizeof(cur), "\"%llu\"", (unsigned long long)f->m.cur->version);
+    assert_int_equal(call(f, "POST", off, ADMIN_TOK, cur, "{\"position\":\"0/11:1\"}"), 200);
+    assert_offset(f, "rs", 0x11, 1);
+    assert_int_equal(call(f, "POST", rs, ADMIN_TOK, cur, NULL), 202);
+    assert_non_null(strstr(body(f), "\"previous\":\"0/11:1\""));
+    assert_offset(f, "rs", MEM_END_LSN, MEM_END_SEQ);
+    assert_non_null(strstr(backfills(f), "*"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -771,6 +929,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_openapi_matches_routes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schemas, setup, teardown),
         cmocka_unit_test(test_auth_sources),
+        cmocka_unit_test_setup_teardown(test_create_race_keeps_winner_offset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_offset_vs_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resync_and_offset_if_match, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
