@@ -125,20 +125,6 @@ static int run_dump(const wh_config *cfg, int staged)
     return 0;
 }
 
-/* The file has no backfill requests: a reload keeps each tenant's pending
- * ones (source.backfills), so a request stored by the admin or st_resync
- * that the ingestor has not taken yet is not lost. */
-static void keep_backfills(wh_state *s, st_state *state)
-{
-    wh_state *cur = st_state_current(state);
-    for (int i = 0; s != NULL && i < s->ntenants; i++) {
-        const wh_state_tenant *ct = wh_state_tenant_find(cur, s->tenants[i].name);
-        if (ct != NULL)
-            wh_strlcpy(s->tenants[i].backfills, ct->backfills, sizeof(s->tenants[i].backfills));
-    }
-    wh_state_unref(cur);
-}
-
 /* SIGHUP: the file becomes the next state version (origin "file"); a bad
  * file is refused by name and the running version stays. */
 static void reload_file(st_state *state, const char *path)
@@ -156,7 +142,7 @@ static void reload_file(st_state *state, const char *path)
                wh_state_from_config(&s, &cfg, path, err, sizeof(err)) != WH_OK) {
         wh_error("SIGHUP: reload refused, the running state stays: %s", err);
     } else {
-        keep_backfills(s, state);
+        /* st_state_put keeps the pending backfill requests (origin "file") */
         if (wh_state_render(s, &doc, 0) != WH_OK ||
             st_state_put(state, 0, doc.data, doc.len, "file", &version, &status, err,
                          sizeof(err)) != WH_OK)

@@ -194,6 +194,19 @@ static void reconcile_offsets(st_state *st, const wh_state *old, const wh_state 
     }
 }
 
+/* A file has no backfill requests: an origin "file" document keeps each
+ * tenant's pending ones (source.backfills) from cur, so a request stored by
+ * the admin or st_resync that the ingestor has not taken yet is not lost,
+ * whichever daemon turned a SIGHUP into this write. Caller holds mu. */
+static void keep_backfills(wh_state *s, const wh_state *cur)
+{
+    for (int i = 0; cur != NULL && i < s->ntenants; i++) {
+        const wh_state_tenant *ct = wh_state_tenant_find(cur, s->tenants[i].name);
+        if (ct != NULL)
+            wh_strlcpy(s->tenants[i].backfills, ct->backfills, sizeof(s->tenants[i].backfills));
+    }
+}
+
 int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_t len,
                  const char *origin, uint64_t *version, int *status, char *err, size_t errlen)
 {
@@ -216,6 +229,8 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
     int rc = WH_OK;
     pthread_mutex_lock(&st->mu);
     *version = st->version;
+    if (file)
+        keep_backfills(s, st->cur);
     if (!(file && expected_version == 0) && expected_version != st->version) {
         *status = ST_STATE_CONFLICT;
         rc = wh_seterr(err, errlen, "version conflict: current is %" PRIu64, st->version);

@@ -13,7 +13,10 @@
  * new version for an origin "file" document equal to the current one, and
  * after the write drops the offsets of consumers that were a target of
  * their tenant and no longer are (a consumer that became a target again is
- * un-dropped).
+ * un-dropped). An origin "file" document keeps each tenant's pending
+ * backfill requests (source.backfills): a file has none, and a request the
+ * ingestor has not taken yet must survive a reload by whichever daemon
+ * forwards it.
  *
  * The st_db must outlive the st_state; st_state_close frees memory only.
  */

@@ -802,6 +802,39 @@ static void test_set_offset_conditions(void **state)
     assert_true(offset_live(f, "default", "zz", &lsn) && lsn == 0x60);
 }
 
+/* A reload of the file (origin "file", whichever daemon sends it) keeps
+ * the pending backfill requests: the file has none. */
+static void test_file_origin_keeps_backfills(void **state)
+{
+    fx *f = *state;
+    reply r;
+    char err[WH_ERRLEN];
+    wh_state *s = NULL;
+    char *doc = current_doc_replace(f, NULL, "");
+    assert_int_equal(wh_state_parse(&s, doc, strlen(doc), NULL, err, sizeof(err)), WH_OK);
+    free(doc);
+    wh_strlcpy(s->tenants[0].backfills, "2:public.t", sizeof(s->tenants[0].backfills));
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    assert_int_equal(wh_state_render(s, &b, 0), WH_OK);
+    assert_int_equal(wh_buf_cstr(&b), WH_OK);
+    wh_state_unref(s);
+    assert_int_equal(put_state(f, 1, b.data, "api", &r), 0);
+    done(&r);
+    wh_buf_free(&b);
+    backfills_are(f, "2:public.t");
+    /* the file as the admin, ingestor and dispatcher send it on SIGHUP */
+    assert_int_equal(wh_state_from_config(&s, &f->cfg, f->conf, err, sizeof(err)), WH_OK);
+    wh_buf_init(&b, 0);
+    assert_int_equal(wh_state_render(s, &b, 0), WH_OK);
+    assert_int_equal(wh_buf_cstr(&b), WH_OK);
+    wh_state_unref(s);
+    assert_int_equal(put_state(f, 0, b.data, "file", &r), 0);
+    done(&r);
+    wh_buf_free(&b);
+    backfills_are(f, "2:public.t");
+}
+
 static void test_auto_resync(void **state)
 {
     fx *f = *state;
@@ -930,6 +963,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_state_attached, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fetch_store_over_ipc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_offset_conditions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_origin_keeps_backfills, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
