@@ -795,8 +795,18 @@ static int apply_target(ctx *c, json_t *o, wh_state_target *t, int create, char 
                 return fail(c->resp, 400, "name", "name: a target cannot be renamed");
             wh_strlcpy(t->name, name, sizeof(t->name));
         } else if (strcmp(key, "url") == 0) {
-            if (get_string(c, v, "url", t->url, sizeof(t->url)) != WH_OK)
+            /* a GET shows the URL redacted (user:****@, ?****): that value
+             * written back (a PATCH of what was read) leaves the stored URL
+             * as it is; another one with the markers would store them */
+            char url[sizeof(t->url)], shown[sizeof(t->url)];
+            if (get_string(c, v, "url", url, sizeof(url)) != WH_OK)
                 return WH_ERR;
+            wh_config_redact_url(t->url, shown, sizeof(shown));
+            if (!create && t->url[0] != '\0' && strcmp(url, shown) == 0)
+                continue;
+            if (strstr(url, ":****@") || strstr(url, "?****"))
+                return fail(c->resp, 400, "url", "url: a redacted value cannot be written back");
+            wh_strlcpy(t->url, url, sizeof(t->url));
         } else if (strcmp(key, "secret") == 0) {
             if (json_is_null(v)) {
                 t->nsecrets = 0;

@@ -914,6 +914,38 @@ static void test_resync_and_offset_if_match(void **state)
     assert_non_null(strstr(backfills(f), "*"));
 }
 
+/* PATCH of a target with the URL a GET shows (credentials and query
+ * redacted) keeps the stored URL; other redaction markers are refused. */
+static void test_url_redacted_roundtrip(void **state)
+{
+    fx *f = *state;
+    const char *url = "http://hook:pw1@127.0.0.1:1/h?token=abc";
+    char req[256];
+    snprintf(req, sizeof(req), "{\"name\":\"u1\",\"url\":\"%s\"}", url);
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets", ADMIN_TOK, NULL, req), 201);
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/u1", READ_TOK, NULL, NULL), 200);
+    json_t *j = json_loads(body(f), 0, NULL);
+    assert_non_null(j);
+    const char *shown = json_string_value(json_object_get(j, "url"));
+    assert_non_null(shown);
+    assert_null(strstr(shown, "pw1"));
+    snprintf(req, sizeof(req), "{\"url\":\"%s\",\"batch_max_events\":9}", shown);
+    json_decref(j);
+    assert_int_equal(call(f, "PATCH", "/v1/tenants/default/targets/u1", ADMIN_TOK, NULL, req), 200);
+    const wh_state_target *t =
+        wh_state_target_find(wh_state_tenant_find(f->m.cur, "default"), "u1");
+    assert_string_equal(t->url, url);
+    assert_int_equal(call(f, "PATCH", "/v1/tenants/default/targets/u1", ADMIN_TOK, NULL,
+                          "{\"url\":\"http://other:****@127.0.0.1:1/h\"}"),
+                     400);
+    assert_error(f, "bad_request", "url");
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets", ADMIN_TOK, NULL,
+                          "{\"name\":\"u2\",\"url\":\"http://127.0.0.1:1/h?****\"}"),
+                     400);
+    t = wh_state_target_find(wh_state_tenant_find(f->m.cur, "default"), "u1");
+    assert_string_equal(t->url, url);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -932,6 +964,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_race_keeps_winner_offset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offset_vs_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resync_and_offset_if_match, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_url_redacted_roundtrip, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
