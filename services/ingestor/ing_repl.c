@@ -659,11 +659,11 @@ static void heartbeat(repl *r, uint64_t now_ms)
 
 /* Renders one event into the open batch, sealing and retrying once when the
  * batch is full. kind: 0 change, 1 truncate, 2 message, 3 schema (rel, its
- * description in r->sdesc; m NULL), 4 DDL message. */
+ * description in r->sdesc; m: only its xid, the (sub)transaction it is
+ * staged in), 4 DDL message. */
 static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const ing_relation *rel,
                 int kind, char *err, size_t errlen)
 {
-    /* a staged schema event belongs to the whole transaction */
     uint32_t subxid = m != NULL ? m->xid : t->xid;
     if (kind == 0 && ing_event_check(m, err, errlen) != WH_OK)
         return WH_ERR;
@@ -716,8 +716,8 @@ static int drop_staged(void *arg, uint32_t xid, uint32_t idx)
  * registry pruning, ing_schema.h), in the batch of the change's event, and
  * its schema event at *seq (then *seq moves on) when ing_schema_announce
  * says so. */
-static int schema_first_use(repl *r, const ing_txn *t, uint32_t *seq, uint32_t oid, char *err,
-                            size_t errlen)
+static int schema_first_use(repl *r, const ing_txn *t, uint32_t *seq, uint32_t oid, uint32_t subxid,
+                            char *err, size_t errlen)
 {
     ing_relation *rel = ing_relation_mut(r->parser, oid);
     if (rel == NULL || rel->version_done)
@@ -743,16 +743,22 @@ static int schema_first_use(repl *r, const ing_txn *t, uint32_t *seq, uint32_t o
         return WH_ERR;
     if (!ev)
         return WH_OK;
-    if (emit(r, t, *seq, NULL, rel, 3, err, errlen) != WH_OK)
+    /* staged in the change's subtransaction: an abort of it drops the
+     * schema event with the change, as the form sent whole never has it */
+    ing_msg sm;
+    memset(&sm, 0, sizeof(sm));
+    sm.xid = subxid != 0 ? subxid : t->xid;
+    if (emit(r, t, *seq, &sm, rel, 3, err, errlen) != WH_OK)
         return WH_ERR;
     if ((ann & ING_SCHEMA_TAKES) &&
         ing_schema_take(r->schema, rel->version, t->commit_lsn, t->xid, drop_staged, r) != WH_OK)
         return wh_seterr(err, errlen, "%s", r->drop_err);
-    if (ann & ING_SCHEMA_PENDING) {
+    if (t->staged) {
         char table[2 * 64 + 2];
         snprintf(table, sizeof(table), "%s.%s", rel->nspname, rel->relname);
-        if (ing_schema_pending_add(r->schema, rel->version, t->xid, *seq, table, r->sdesc.data,
-                                   r->sdesc.len) != WH_OK)
+        if (ing_schema_staged_add(r->schema, rel->version, t->xid, sm.xid, *seq,
+                                  ann & ING_SCHEMA_PENDING, table, r->sdesc.data,
+                                  r->sdesc.len) != WH_OK)
             return wh_seterr(err, errlen, "out of memory");
     }
     (*seq)++;
@@ -799,7 +805,8 @@ static int emit_truncate(repl *r, const ing_txn *t, uint32_t *seq, const ing_msg
                              "message on this connection: not decoded (reconnecting)",
                              m->rel_oids[i]);
         ing_toast_forget_rel(r->toast, rel->oid);
-        if (!rel->version_done && schema_first_use(r, t, seq, rel->oid, err, errlen) != WH_OK)
+        if (!rel->version_done &&
+            schema_first_use(r, t, seq, rel->oid, m->xid, err, errlen) != WH_OK)
             return WH_ERR;
         if (emit(r, t, *seq, m, rel, 1, err, errlen))
             return WH_ERR;
@@ -1118,6 +1125,8 @@ static int stream_abort(repl *r, const ing_msg *m, char *err, size_t errlen)
 {
     if (m->subxid == m->xid)
         stream_drop(r, m->xid);
+    else if (ing_schema_forget_sub(r->schema, m->xid, m->subxid) > 0)
+        ing_parser_versions_reset(r->parser); /* its next change of them announces again */
     return queue_abort(r, m->xid, m->subxid, err, errlen);
 }
 
@@ -1137,7 +1146,7 @@ static int stream_change(repl *r, const ing_msg *m, char *err, size_t errlen)
     if (m->type == 'T')
         return emit_truncate(r, &r->stxn, &s->next, m, err, errlen);
     if (m->type != 'M' && m->rel != NULL && !m->rel->version_done &&
-        schema_first_use(r, &r->stxn, &s->next, m->rel_oid, err, errlen) != WH_OK)
+        schema_first_use(r, &r->stxn, &s->next, m->rel_oid, m->xid, err, errlen) != WH_OK)
         return WH_ERR;
     if (m->type == 'M' && m->name != NULL && strcmp(m->name, ING_SCHEMA_DDL_PREFIX) == 0
             ? emit_ddl(r, &r->stxn, s->next, m, err, errlen)
@@ -1301,7 +1310,7 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
         if (ing_catalog_types_due(r->catalog, m.rel_oid))
             relation_types(r, m.rel);
         if (m.rel != NULL && !m.rel->version_done &&
-            schema_first_use(r, &r->txn, &r->seq, m.rel_oid, err, errlen) != WH_OK)
+            schema_first_use(r, &r->txn, &r->seq, m.rel_oid, 0, err, errlen) != WH_OK)
             return WH_ERR;
         if (emit(r, &r->txn, r->seq, &m, NULL, 0, err, errlen))
             return WH_ERR;

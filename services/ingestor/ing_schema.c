@@ -95,11 +95,15 @@ typedef struct known {
     uint32_t ann_xid, ann_conn;
 } known;
 
-/* A pending announcement (ing_schema.h): open streamed transaction xid
- * staged a schema event of version fp at staging index idx. */
+/* A staged announcement (ing_schema.h): open streamed transaction xid
+ * staged a schema event of version fp at staging index idx, in its
+ * (sub)transaction subxid; pending (ing_schema.h, "pending
+ * announcements"), or by the transaction that first used the version, sent
+ * again (noted only for a subtransaction's abort). */
 typedef struct pend {
     uint64_t fp;
-    uint32_t xid, idx;
+    uint32_t xid, subxid, idx;
+    int pending;
     char *table, *desc; /* for its registration at the commit */
     size_t dlen;
 } pend;
@@ -146,11 +150,13 @@ void ing_schema_free(ing_schema *s)
     free(s);
 }
 
-/* The index of xid's pending announcement of fp (xid 0: anyone's), or -1. */
-static long pend_find(const ing_schema *s, uint64_t fp, uint32_t xid)
+/* The index of xid's staged announcement of fp (xid 0: anyone's; pending:
+ * a pending one only), or -1. */
+static long pend_find(const ing_schema *s, uint64_t fp, uint32_t xid, int pending)
 {
     for (size_t i = 0; i < s->npend; i++)
-        if (s->pend[i].fp == fp && (xid == 0 || s->pend[i].xid == xid))
+        if (s->pend[i].fp == fp && (xid == 0 || s->pend[i].xid == xid) &&
+            (!pending || s->pend[i].pending))
             return (long)i;
     return -1;
 }
@@ -251,6 +257,19 @@ void ing_schema_new_connection(ing_schema *s)
     s->conn++;
 }
 
+/* k's first use by open transaction xid is dropped: it passes to another
+ * open transaction that announced it too, or k is unknown again (1). */
+static int first_use_dropped(ing_schema *s, known *k)
+{
+    long o = pend_find(s, k->fp, 0, 1);
+    if (o >= 0) { /* another open transaction announced it too */
+        k->first_xid = s->pend[o].xid;
+        return 0;
+    }
+    k->gone = 1; /* kept in its probe chain; unknown to announce */
+    return 1;
+}
+
 size_t ing_schema_forget_xid(ing_schema *s, uint32_t xid)
 {
     for (size_t i = s->npend; i-- > 0;)
@@ -259,30 +278,40 @@ size_t ing_schema_forget_xid(ing_schema *s, uint32_t xid)
     size_t n = 0;
     for (size_t i = 0; i < s->nslots; i++) {
         known *k = &s->slots[i];
-        if (!k->used || k->gone || k->first_lsn != 0 || k->first_xid != xid)
-            continue;
-        long o = pend_find(s, k->fp, 0);
-        if (o >= 0) { /* another open transaction announced it too */
-            k->first_xid = s->pend[o].xid;
-            continue;
-        }
-        k->gone = 1; /* kept in its probe chain; unknown to announce */
-        n++;
+        if (k->used && !k->gone && k->first_lsn == 0 && k->first_xid == xid)
+            n += (size_t)first_use_dropped(s, k);
     }
     return n;
 }
 
-int ing_schema_pending_add(ing_schema *s, uint64_t fp, uint32_t xid, uint32_t idx,
-                           const char *table, const char *desc, size_t dlen)
+size_t ing_schema_forget_sub(ing_schema *s, uint32_t xid, uint32_t subxid)
+{
+    size_t n = 0;
+    for (size_t i = s->npend; i-- > 0;) {
+        if (s->pend[i].xid != xid || s->pend[i].subxid != subxid)
+            continue;
+        known *k = slot_of(s, s->pend[i].fp);
+        pend_remove(s, i);
+        n++;
+        if (k->used && !k->gone && k->first_lsn == 0 && k->first_xid == xid)
+            first_use_dropped(s, k);
+    }
+    return n;
+}
+
+int ing_schema_staged_add(ing_schema *s, uint64_t fp, uint32_t xid, uint32_t subxid, uint32_t idx,
+                          int pending, const char *table, const char *desc, size_t dlen)
 {
     if (wh_grow(&s->pend, s->npend + 1, &s->cappend, sizeof(*s->pend), 8) != WH_OK)
         return WH_ERR;
     pend *p = &s->pend[s->npend];
     *p = (pend){.fp = fp,
                 .xid = xid,
+                .subxid = subxid,
                 .idx = idx,
+                .pending = pending != 0,
                 .table = strdup(table),
-                .desc = malloc(dlen),
+                .desc = malloc(dlen ? dlen : 1),
                 .dlen = dlen};
     if (p->table == NULL || p->desc == NULL) {
         free(p->table);
@@ -304,7 +333,7 @@ int ing_schema_take(ing_schema *s, uint64_t fp, uint64_t lsn, uint32_t xid, ing_
         k->gone = 0;
     }
     int rc = WH_OK;
-    for (long i; (i = pend_find(s, fp, 0)) >= 0;) {
+    for (long i; (i = pend_find(s, fp, 0, 1)) >= 0;) {
         if (rc == WH_OK && s->pend[i].xid != xid)
             rc = drop(arg, s->pend[i].xid, s->pend[i].idx);
         pend_remove(s, (size_t)i);
@@ -318,6 +347,11 @@ int ing_schema_commit_xid(ing_schema *s, uint32_t xid, uint64_t lsn, ing_schema_
     for (size_t i = 0; i < s->npend; i++) {
         if (s->pend[i].xid != xid)
             continue;
+        if (!s->pend[i].pending) {
+            pend_remove(s, i);
+            i = (size_t)-1;
+            continue;
+        }
         uint64_t fp = s->pend[i].fp;
         if (reg(arg, s->pend[i].table, fp, s->pend[i].desc, s->pend[i].dlen) != WH_OK ||
             ing_schema_take(s, fp, lsn, xid, drop, arg) != WH_OK)
@@ -336,14 +370,17 @@ int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uin
     uint64_t lsn = staged ? 0 : commit_lsn;
     known *k = slot_of(s, r->version);
     if (!k->used || k->gone) {
+        /* gone: the store may still list the dropped first use (a
+         * subtransaction's abort drops nothing there): it moves */
+        int moves = k->used && mode == ING_SCHEMA_WHOLE;
         if (ing_schema_known(s, r->version, lsn, xid) != WH_OK) {
             r->version_done = 0; /* out of memory: tried again at the next change */
             return 0;
         }
         k = slot_of(s, r->version); /* the table may have grown */
-        flags |= staged ? ING_SCHEMA_PENDING : 0;
-    } else if (staged && pend_find(s, r->version, xid) >= 0) {
-        return 0; /* announced (pending) in this transaction already */
+        flags |= staged ? ING_SCHEMA_PENDING : moves ? ING_SCHEMA_TAKES : 0;
+    } else if (staged && pend_find(s, r->version, xid, 0) >= 0) {
+        return 0; /* announced in this transaction already */
     } else if (k->first_xid == xid && (k->first_lsn == lsn || k->first_lsn == 0 || lsn == 0)) {
         /* the transaction that first used it (sent again after a
          * reconnect or a crash: the same events at the same positions). It
@@ -351,10 +388,10 @@ int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uin
          * transaction's commit LSN is not known yet): PostgreSQL may send
          * it whole the first time and streamed the next, or the reverse,
          * and both must carry the schema event */
-        if (k->ann_conn == s->conn && k->ann_lsn == lsn && k->ann_xid == xid)
+        if (!staged && k->ann_conn == s->conn && k->ann_lsn == lsn && k->ann_xid == xid)
             return 0; /* a second Relation message of it in the transaction (e.g. at a TRUNCATE) */
     } else if (mode != ING_SCHEMA_SNAPSHOT && k->first_lsn == 0 &&
-               pend_find(s, r->version, k->first_xid) >= 0) {
+               pend_find(s, r->version, k->first_xid, 1) >= 0) {
         /* first used by a streamed transaction still open (ing_schema.h,
          * "pending announcements") */
         flags |= staged ? ING_SCHEMA_PENDING : ING_SCHEMA_TAKES;

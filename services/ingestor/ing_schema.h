@@ -85,7 +85,7 @@ size_t ing_schema_count(const ing_schema *s);
  *   lost): sent again, they are decoded after the new first use and
  *   announce nothing;
  * - another streamed one stages its own (ING_SCHEMA_PENDING: the caller
- *   notes it with ing_schema_pending_add); the first of them to commit
+ *   notes it with ing_schema_staged_add); the first of them to commit
  *   takes the first use over (ing_schema_commit_xid).
  * So whichever transaction commits first carries the schema event, and a
  * transaction sent again (whole or streamed) announces what it did. */
@@ -102,11 +102,16 @@ size_t ing_schema_count(const ing_schema *s);
 #define ING_SCHEMA_SNAPSHOT 2 /* a snapshot chunk: as whole, never takes over */
 int ing_schema_announce(ing_schema *s, ing_relation *r, uint64_t commit_lsn, uint32_t xid,
                         int mode);
-/* A streamed transaction's schema event of version fp, staged at index idx
- * (ING_SCHEMA_PENDING); table ("schema.table") and desc are copied for its
- * registration at the commit. WH_ERR: out of memory. */
-int ing_schema_pending_add(ing_schema *s, uint64_t fp, uint32_t xid, uint32_t idx,
-                           const char *table, const char *desc, size_t dlen);
+/* A streamed transaction's schema event of version fp (ING_SCHEMA_EMIT,
+ * staged), at staging index idx in its (sub)transaction subxid: pending
+ * (ING_SCHEMA_PENDING) or not; table ("schema.table") and desc are copied
+ * for its registration at the commit. Every one is noted: a
+ * subtransaction's abort drops its schema events with its changes
+ * (ing_schema_forget_sub), and the transaction then announces the version
+ * again at its next change of that shape, as it does when sent whole.
+ * WH_ERR: out of memory. */
+int ing_schema_staged_add(ing_schema *s, uint64_t fp, uint32_t xid, uint32_t subxid, uint32_t idx,
+                          int pending, const char *table, const char *desc, size_t dlen);
 /* Called for each staged schema event to drop (xid's at staging index idx). */
 typedef int (*ing_schema_drop_fn)(void *arg, uint32_t xid, uint32_t idx);
 /* Version fp's first use becomes (lsn, xid): the pending announcements of
@@ -131,6 +136,12 @@ void ing_schema_new_connection(ing_schema *s);
  * Returns how many are unknown again; the caller makes the relations check
  * again (ing_parser_versions_reset). */
 size_t ing_schema_forget_xid(ing_schema *s, uint32_t xid);
+/* Subtransaction subxid of the streamed transaction xid aborted: the
+ * schema events staged in it are dropped with it, so xid's first use of
+ * their versions too (as ing_schema_forget_xid). Returns how many were
+ * noted; the caller makes the relations check again
+ * (ing_parser_versions_reset). */
+size_t ing_schema_forget_sub(ing_schema *s, uint32_t xid, uint32_t subxid);
 /* The first use (commit LSN, 0 when streamed; xid) of a known version:
  * 1, or 0 when it is not known. */
 int ing_schema_first_use(const ing_schema *s, uint64_t fp, uint64_t *first_lsn,

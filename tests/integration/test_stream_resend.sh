@@ -12,16 +12,20 @@
 # DDL_MSG=1 (test_stream_resend_ddl.sh): t's version is known before X, and
 # X begins with a transactional walhook.ddl message (another slot's DDL
 # capture; source.ddl is off here).
+# SUB_ABORT=1 (test_stream_resend_sub.sh): t's version is known before X,
+# and X begins with a subtransaction, rolled back, whose rows of table u
+# (u's first use) were streamed: its schema event must go with them.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 source "$(dirname "$0")/../lib/stream_track.sh"
 N=20000
 DDL_MSG=${DDL_MSG:-0}
+SUB_ABORT=${SUB_ABORT:-0}
 wh_stream_track_up
 # w's version registered first; t's is first used inside X (with DDL_MSG,
 # before X too: no schema event inside X)
 SETUP=1
-if [ "$DDL_MSG" = 1 ]; then
+if [ "$DDL_MSG" = 1 ] || [ "$SUB_ABORT" = 1 ]; then
     pg_psql -c "INSERT INTO t VALUES (0, 'known')" >/dev/null
     SETUP=2
 fi
@@ -32,7 +36,12 @@ wh_wait_until 30 _k || wh_fail "setup rows not delivered"
 wh_psql_session x 3
 MSG=""
 [ "$DDL_MSG" = 1 ] && MSG="SELECT pg_logical_emit_message(true, 'walhook.ddl', '{}');"
-wh_log "X: BEGIN; ${MSG:+a walhook.ddl message; }$N rows of t (streamed)"
+if [ "$SUB_ABORT" = 1 ]; then
+    pg_psql -c "CREATE TABLE u (id int PRIMARY KEY, note text)" >/dev/null || wh_fail "no table u"
+    MSG="SAVEPOINT a; INSERT INTO u SELECT g, repeat('u', 200) FROM generate_series(1, 5000) g;
+         SELECT pg_sleep(2); ROLLBACK TO SAVEPOINT a;"
+fi
+wh_log "X: BEGIN; ${MSG:+$MSG }$N rows of t (streamed)"
 echo "BEGIN; $MSG INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(1, $N) g;" >&3
 sleep 4
 pg_psql -c "INSERT INTO w VALUES (1)" >/dev/null || wh_fail "W failed"
