@@ -21,6 +21,18 @@
 #define SNAP_VERSION_RETRIES 5
 #define SNAP_CHUNK_WHAT "reading a chunk"
 #define SNAP_EXPAND_MAX 8
+/* The snapshot connection's statements run on the replication thread: while
+ * one waits, no WAL is read and no status is sent. A chunk that waits for a
+ * table lock (an ALTER TABLE, VACUUM FULL or LOCK TABLE of the table read)
+ * gives up after SNAP_LOCK_TIMEOUT_MS (lock_timeout) and any statement after
+ * SNAP_STATEMENT_TIMEOUT_MS (statement_timeout; less when the source's
+ * wal_sender_timeout asks for it, see conn_open); such a chunk is read again
+ * SNAP_LOCK_RETRY_MS later, the stream flowing meanwhile. */
+#define SNAP_LOCK_TIMEOUT_MS 2000
+#define SNAP_STATEMENT_TIMEOUT_MS 20000
+#define SNAP_STATEMENT_TIMEOUT_MIN_MS 500
+#define SNAP_LOCK_RETRY_MS 5000
+#define SNAP_LOCK_WARN_EVERY 12
 
 static _Atomic int g_chunk_rows = 2048;
 
@@ -53,7 +65,10 @@ struct ing_snapshot {
     ing_parser *parser; /* the relations of the tables read (built from the catalog) */
     int loaded;         /* the progress was read from the store */
     uint64_t retry_at_ms;
-    int warned; /* the last failure was logged */
+    int warned;             /* the last failure was logged */
+    char sqlstate[6];       /* of the last failed query ("" when it had none) */
+    int stmt_timeout_ms;    /* the connection's statement_timeout */
+    unsigned lock_timeouts; /* chunks in a row given up on a lock or statement timeout */
     wh_snapprog prog;
 
     /* the job being read and its description (read again at each chunk) */
@@ -525,13 +540,62 @@ int ing_snapshot_backfill(ing_snapshot *s, const char *id, const char *table)
 
 /* ---- catalog -------------------------------------------------------------- */
 
+static PGresult *query(ing_snapshot *s, const char *sql, int nparams, const uint32_t *types,
+                       const char *const *vals, const char *what, char *err, size_t errlen);
+
 static int conn_open(ing_snapshot *s, char *err, size_t errlen)
 {
     if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
         return WH_OK;
     close_conn(s);
-    return ing_pg_connect(&s->conn, s->cfg->source_dsn, NULL, ING_SESSION_OPTS, SNAP_APP, "10", err,
-                          errlen);
+    char opts[256];
+    snprintf(opts, sizeof(opts), "%s -c lock_timeout=%d -c statement_timeout=%d", ING_SESSION_OPTS,
+             SNAP_LOCK_TIMEOUT_MS, SNAP_STATEMENT_TIMEOUT_MS);
+    if (ing_pg_connect(&s->conn, s->cfg->source_dsn, NULL, opts, SNAP_APP, "10", err, errlen) !=
+        WH_OK)
+        return WH_ERR;
+    /* a statement must end before the walsender gives the stream up: the
+     * replication thread sends no status while it waits (at most one status
+     * interval since the last one, then the statement) */
+    s->stmt_timeout_ms = SNAP_STATEMENT_TIMEOUT_MS;
+    PGresult *res = query(s,
+                          "SELECT setting FROM pg_catalog.pg_settings WHERE name = "
+                          "'wal_sender_timeout'",
+                          0, NULL, NULL, "reading wal_sender_timeout", err, errlen);
+    if (res == NULL) {
+        close_conn(s); /* never used without its timeouts */
+        return WH_ERR;
+    }
+    long wst = PQntuples(res) == 1 ? strtol(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+    PQclear(res);
+    long budget = (wst - (long)s->cfg->status_interval_ms) / 2;
+    if (wst > 0 && budget < s->stmt_timeout_ms) {
+        s->stmt_timeout_ms =
+            budget > SNAP_STATEMENT_TIMEOUT_MIN_MS ? (int)budget : SNAP_STATEMENT_TIMEOUT_MIN_MS;
+        char st[16], lt[16];
+        snprintf(st, sizeof(st), "%d", s->stmt_timeout_ms);
+        snprintf(lt, sizeof(lt), "%d",
+                 s->stmt_timeout_ms < SNAP_LOCK_TIMEOUT_MS ? s->stmt_timeout_ms
+                                                           : SNAP_LOCK_TIMEOUT_MS);
+        const char *vals[2] = {st, lt};
+        res = query(s,
+                    "SELECT pg_catalog.set_config('statement_timeout', $1, false), "
+                    "pg_catalog.set_config('lock_timeout', $2, false)",
+                    2, NULL, vals, "setting the statement timeout", err, errlen);
+        if (res == NULL) {
+            close_conn(s);
+            return WH_ERR;
+        }
+        PQclear(res);
+    }
+    return WH_OK;
+}
+
+/* The last query failed on lock_timeout (55P03) or statement_timeout
+ * (57014, also a cancel): nothing is wrong with the chunk, it is read again. */
+static int timed_out(const ing_snapshot *s)
+{
+    return strcmp(s->sqlstate, "55P03") == 0 || strcmp(s->sqlstate, "57014") == 0;
 }
 
 static PGresult *query(ing_snapshot *s, const char *sql, int nparams, const uint32_t *types,
@@ -539,11 +603,14 @@ static PGresult *query(ing_snapshot *s, const char *sql, int nparams, const uint
 {
     PGresult *res = PQexecParams(s->conn, sql, nparams, (const Oid *)types, vals, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(res);
+    s->sqlstate[0] = '\0';
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         char msg[512];
         wh_strlcpy(msg, PQerrorMessage(s->conn), sizeof(msg));
         ing_pg_chomp(msg);
         const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (code != NULL)
+            wh_strlcpy(s->sqlstate, code, sizeof(s->sqlstate));
         /* a chunk query's error may quote a key value (its parameters):
          * only its SQLSTATE goes into the log */
         if (strcmp(what, SNAP_CHUNK_WHAT) == 0 && code != NULL &&
@@ -1052,10 +1119,29 @@ void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat)
         return;
     }
     int rc = read_chunk(s, err, sizeof(err));
+    if (rc == WH_ERR && timed_out(s) && s->conn != NULL) {
+        /* a lock on the table (or a slow query): the chunk is read again
+         * later, the stream goes on meanwhile; nothing of it was stored */
+        if (s->lock_timeouts++ % SNAP_LOCK_WARN_EVERY == 0)
+            wh_warn("snapshot of %s: the chunk's query gave up after waiting for a lock on the "
+                    "table (lock_timeout %d ms) or running too long (statement_timeout %d ms), "
+                    "SQLSTATE %s, %u time%s in a row; read again in %d s, the stream goes on",
+                    j->table,
+                    s->stmt_timeout_ms < SNAP_LOCK_TIMEOUT_MS ? s->stmt_timeout_ms
+                                                              : SNAP_LOCK_TIMEOUT_MS,
+                    s->stmt_timeout_ms, s->sqlstate, s->lock_timeouts,
+                    s->lock_timeouts == 1 ? "" : "s", SNAP_LOCK_RETRY_MS / 1000);
+        s->retry_at_ms = wh_now_ms() + SNAP_LOCK_RETRY_MS;
+        return;
+    }
     if (rc == WH_ERR) {
         failed(s, SNAP_CHUNK_WHAT, err);
         return;
     }
+    if (s->lock_timeouts > 0)
+        wh_info("snapshot of %s: the chunk was read after %u lock or statement timeout%s", j->table,
+                s->lock_timeouts, s->lock_timeouts == 1 ? "" : "s");
+    s->lock_timeouts = 0;
     if (s->warned)
         wh_info("snapshot: works again");
     s->warned = 0;
@@ -1213,6 +1299,16 @@ void ing_snapshot_export(ing_snapshot *s, ing_catalog *cat, const char *name,
     char sql[256];
     snprintf(sql, sizeof(sql), "SET TRANSACTION SNAPSHOT %s", lit);
     res = query(s, sql, 0, NULL, NULL, "importing the slot's exported snapshot", err, sizeof(err));
+    if (res == NULL)
+        goto out;
+    PQclear(res);
+    /* the replication connection waits idle (no wal_sender_timeout runs
+     * before START_REPLICATION): the export waits for locks as pg_dump does,
+     * bounded by source.snapshot_export_max_s */
+    res = query(s,
+                "SELECT pg_catalog.set_config('statement_timeout', '0', true), "
+                "pg_catalog.set_config('lock_timeout', '0', true)",
+                0, NULL, NULL, "lifting the timeouts for the export", err, sizeof(err));
     if (res == NULL)
         goto out;
     PQclear(res);

@@ -43,7 +43,10 @@
  * job each. Tables without a key are refused (state refused, logged).
  *
  * Owned by ing_repl, one per source; everything runs on the replication
- * thread. Logs never carry row values. */
+ * thread, so the snapshot connection's statements are bounded
+ * (lock_timeout, and a statement_timeout below the source's
+ * wal_sender_timeout): a chunk that waits for a lock on its table is read
+ * again later while the stream goes on. Logs never carry row values. */
 #ifndef ING_SNAPSHOT_H
 #define ING_SNAPSHOT_H
 
