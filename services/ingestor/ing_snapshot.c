@@ -33,6 +33,9 @@
 #define SNAP_STATEMENT_TIMEOUT_MIN_MS 500
 #define SNAP_LOCK_RETRY_MS 5000
 #define SNAP_LOCK_WARN_EVERY 12
+/* the stream's committed xids kept at most (see recent_add) */
+#define SNAP_RECENT_MAX (1u << 18)
+#define SNAP_VIS_LOG_EVERY 60
 
 static _Atomic int g_chunk_rows = 2048;
 
@@ -98,16 +101,23 @@ struct ing_snapshot {
     uint64_t discarded, chunks;
     unsigned req_gen; /* the requests taken (g_req_gen) */
 
-    /* visibility (see ing_snapshot.h): xids of committed transactions seen
-     * changing rows while jobs run, and the chunk's snapshot */
-    int active; /* jobs to run: xids are kept */
+    /* visibility (see ing_snapshot.h, "the visibility case"): xids of the
+     * transactions the stream decoded (kept whether or not a job runs, those
+     * every later snapshot sees dropped at each chunk), the chunk's snapshot
+     * (xmax and its in-progress list, sorted), and the suspects: xids in
+     * progress for the first chunk's snapshot after the kept history started,
+     * which may have committed before it (see history_update) */
+    int active; /* jobs to run */
     int idle;   /* no job to run and none planned: ticks only look for requests */
     uint32_t *recent;
     size_t nrecent, caprecent;
-    int recent_full_warned;
-    uint32_t xmin;
+    int hist_ok; /* recent holds every decoded xid that may still matter */
+    uint32_t xmax;
     uint32_t *xip;
     size_t nxip, capxip;
+    uint32_t *suspect;
+    size_t nsuspect, capsuspect;
+    unsigned vis_discards; /* chunks in a row read again for the visibility case */
 
     wh_buf json, key, progbuf;
     ing_col *cols;
@@ -336,71 +346,134 @@ static int xid_before(uint32_t a, uint32_t b)
     return (int32_t)(a - b) < 0;
 }
 
+static int xids_push(uint32_t **v, size_t *n, size_t *cap, uint32_t x)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        uint32_t *nv = realloc(*v, nc * sizeof(*nv));
+        if (nv == NULL)
+            return WH_ERR;
+        *v = nv;
+        *cap = nc;
+    }
+    (*v)[(*n)++] = x;
+    return WH_OK;
+}
+
+/* A committed xid the stream decoded. The list is bounded: past
+ * SNAP_RECENT_MAX (long without a chunk, or a chunk's window open that
+ * long) its older half goes, and the history counts as incomplete until the
+ * next chunk's snapshot (the chunk in progress, if any, is read again). */
 static void recent_add(ing_snapshot *s, uint32_t xid)
 {
     if (s->nrecent > 0 && s->recent[s->nrecent - 1] == xid)
         return;
-    if (s->nrecent == s->caprecent) {
-        size_t cap = s->caprecent ? s->caprecent * 2 : 1024;
-        if (cap > (1u << 20)) { /* xmin held back for long: the oldest half goes */
-            if (!s->recent_full_warned)
-                wh_warn("snapshot: more than %u recent transactions kept (a long transaction "
-                        "holds the source's xmin): the oldest are forgotten",
-                        1u << 20);
-            s->recent_full_warned = 1;
-            size_t half = s->nrecent / 2;
-            memmove(s->recent, s->recent + half, (s->nrecent - half) * sizeof(*s->recent));
-            s->nrecent -= half;
-        } else {
-            uint32_t *n = realloc(s->recent, cap * sizeof(*n));
-            if (n == NULL)
-                return;
-            s->recent = n;
-            s->caprecent = cap;
-        }
+    if (s->nrecent >= SNAP_RECENT_MAX) {
+        size_t half = s->nrecent / 2;
+        memmove(s->recent, s->recent + half, (s->nrecent - half) * sizeof(*s->recent));
+        s->nrecent -= half;
+        s->hist_ok = 0;
+        if (s->pending)
+            s->discard = 1;
     }
-    s->recent[s->nrecent++] = xid;
+    if (xids_push(&s->recent, &s->nrecent, &s->caprecent, xid) != WH_OK) {
+        s->hist_ok = 0; /* out of memory: forgotten, as above */
+        if (s->pending)
+            s->discard = 1;
+    }
+    /* decoded: it committed after the history started, recent has it */
+    for (size_t i = 0; i < s->nsuspect; i++)
+        if (s->suspect[i] == xid)
+            s->suspect[i] = s->suspect[--s->nsuspect];
 }
 
-/* Drops the kept xids below xmin: every later snapshot sees them (or they
- * aborted). */
-static void recent_prune(ing_snapshot *s, uint32_t xmin)
+static int cmp_u32(const void *a, const void *b)
 {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* xid is in progress for the chunk's snapshot: in its list, or not
+ * started before it (at or after its xmax) */
+static int invisible(const ing_snapshot *s, uint32_t xid)
+{
+    return !xid_before(xid, s->xmax) ||
+           bsearch(&xid, s->xip, s->nxip, sizeof(*s->xip), cmp_u32) != NULL;
+}
+
+/* After the chunk's snapshot was taken (nothing decoded since): the kept
+ * xids that snapshot sees are dropped (a transaction visible to it has left
+ * the proc array: every later snapshot sees it too), and so are suspects
+ * it no longer lists.
+ *
+ * recent holds what the stream decoded since the history started (the
+ * ingestor's start, or the list's overflow). A transaction that committed
+ * before that (decoded by a previous process, below the slot's confirmed
+ * flush, never sent again) and is still in the proc array is in the
+ * in-progress list of the first chunk's snapshot after the history started:
+ * its xid precedes the low watermark's, which completed before the
+ * snapshot, so it is below xmax. Nothing tells whether such an xid
+ * committed (pg_xact_status answers "in progress" while the backend is in
+ * the proc array), so every xid of that list is a suspect until the stream
+ * decodes it (then recent has it) or a chunk's snapshot no longer lists it:
+ * a long transaction open then delays the first chunk until it ends. */
+static int history_update(ing_snapshot *s)
+{
+    if (!s->hist_ok) {
+        for (size_t i = 0; i < s->nxip; i++)
+            if (xids_push(&s->suspect, &s->nsuspect, &s->capsuspect, s->xip[i]) != WH_OK)
+                return WH_ERR;
+        s->hist_ok = 1;
+    }
     size_t k = 0;
     for (size_t i = 0; i < s->nrecent; i++)
-        if (!xid_before(s->recent[i], xmin))
+        if (invisible(s, s->recent[i]))
             s->recent[k++] = s->recent[i];
     s->nrecent = k;
+    k = 0;
+    for (size_t i = 0; i < s->nsuspect; i++) {
+        uint32_t x = s->suspect[i];
+        int dup = 0;
+        for (size_t d = 0; d < k && !dup; d++)
+            dup = s->suspect[d] == x;
+        if (!dup && bsearch(&x, s->xip, s->nxip, sizeof(*s->xip), cmp_u32) != NULL)
+            s->suspect[k++] = x;
+    }
+    s->nsuspect = k;
+    return WH_OK;
+}
+
+/* "n,n,..." (64-bit xids) into v as 32-bit xids */
+static int parse_xids(const char *p, uint32_t **v, size_t *n, size_t *cap)
+{
+    *n = 0;
+    while (*p != '\0') {
+        char *end;
+        unsigned long long x = strtoull(p, &end, 10);
+        if (end == p || xids_push(v, n, cap, (uint32_t)x) != WH_OK)
+            return WH_ERR;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return WH_OK;
 }
 
 /* The snapshot "xmin:xmax:xip,..." (pg_current_snapshot, 64-bit xids):
- * xmin and the in-progress list, as 32-bit xids. */
+ * xmax and the in-progress list (sorted), as 32-bit xids. */
 static int parse_snapshot(ing_snapshot *s, const char *t)
 {
     char *end;
-    unsigned long long v = strtoull(t, &end, 10);
+    strtoull(t, &end, 10);
     if (*end != ':')
         return WH_ERR;
-    s->xmin = (uint32_t)v;
-    end = strchr(end + 1, ':');
-    if (end == NULL)
+    const char *p = end + 1;
+    unsigned long long v = strtoull(p, &end, 10);
+    if (end == p || *end != ':')
         return WH_ERR;
-    s->nxip = 0;
-    for (const char *p = end + 1; *p;) {
-        v = strtoull(p, &end, 10);
-        if (end == p)
-            return WH_ERR;
-        if (s->nxip == s->capxip) {
-            size_t cap = s->capxip ? s->capxip * 2 : 64;
-            uint32_t *n = realloc(s->xip, cap * sizeof(*n));
-            if (n == NULL)
-                return WH_ERR;
-            s->xip = n;
-            s->capxip = cap;
-        }
-        s->xip[s->nxip++] = (uint32_t)v;
-        p = *end == ',' ? end + 1 : end;
-    }
+    s->xmax = (uint32_t)v;
+    if (parse_xids(end + 1, &s->xip, &s->nxip, &s->capxip) != WH_OK)
+        return WH_ERR;
+    if (s->nxip > 1)
+        qsort(s->xip, s->nxip, sizeof(*s->xip), cmp_u32);
     return WH_OK;
 }
 
@@ -440,6 +513,7 @@ void ing_snapshot_free(ing_snapshot *s)
     wh_keyset_free(&s->keys);
     free(s->recent);
     free(s->xip);
+    free(s->suspect);
     wh_snapprog_clear(&s->prog);
     ing_parser_free(s->parser);
     if (s->store)
@@ -965,9 +1039,10 @@ static int read_chunk(ing_snapshot *s, char *err, size_t errlen)
     PQclear(tx);
     tx = query(s, "SELECT pg_catalog.pg_current_snapshot()::text", 0, NULL, NULL,
                "reading the chunk's snapshot", err, errlen);
-    if (tx == NULL || PQntuples(tx) != 1 || parse_snapshot(s, PQgetvalue(tx, 0, 0)) != WH_OK) {
+    if (tx == NULL || PQntuples(tx) != 1 || parse_snapshot(s, PQgetvalue(tx, 0, 0)) != WH_OK ||
+        history_update(s) != WH_OK) {
         if (tx != NULL)
-            wh_seterr(err, errlen, "cannot parse the chunk's snapshot");
+            wh_seterr(err, errlen, "cannot parse the chunk's snapshot (or out of memory)");
         PQclear(tx);
         PQclear(PQexec(s->conn, "ROLLBACK"));
         return WH_ERR;
@@ -986,7 +1061,6 @@ static int read_chunk(ing_snapshot *s, char *err, size_t errlen)
         return WH_ERR;
     }
     PQclear(end);
-    recent_prune(s, s->xmin);
     if (PQntuples(res) == 0) {
         PQclear(res);
         return 1;
@@ -1393,8 +1467,7 @@ static int note_key(ing_snapshot *s, const ing_relation *r, const ing_tuple *t)
 
 void ing_snapshot_change(ing_snapshot *s, const ing_msg *m, uint32_t xid)
 {
-    if (s->active)
-        recent_add(s, xid);
+    recent_add(s, xid); /* whether or not a job runs: see history_update */
     if (!s->pending || !s->window || s->discard || m->rel == NULL || m->rel->oid != s->oid)
         return;
     /* the table changed shape around the chunk: its rows may have been read
@@ -1433,8 +1506,7 @@ void ing_snapshot_truncate(ing_snapshot *s, const ing_msg *m)
 
 void ing_snapshot_stream_commit(ing_snapshot *s, uint32_t xid)
 {
-    if (s->active)
-        recent_add(s, xid);
+    recent_add(s, xid);
     if (s->pending && s->window)
         s->discard = 1; /* its changes were not all seen in the window */
 }
@@ -1668,13 +1740,43 @@ int ing_snapshot_message(ing_snapshot *s, const ing_msg *m, const ing_txn *t, ui
     if (m->content_len == ll && memcmp(m->content, s->low, ll) == 0) {
         s->window = 1;
         wh_keyset_clear(&s->keys);
-        /* a transaction the chunk's snapshot saw in progress that committed
+        /* a transaction in progress for the chunk's snapshot that committed
          * before this point: its changes are not in the rows, and came
-         * before the window (see ing_snapshot.h) */
-        for (size_t i = 0; i < s->nxip && !s->discard; i++)
-            for (size_t k = 0; k < s->nrecent && !s->discard; k++)
-                if (s->recent[k] == s->xip[i])
-                    s->discard = 1;
+         * before the window (see ing_snapshot.h): one the stream decoded
+         * (recent, every decoded xid since the history started), or one that
+         * may have committed before that (a suspect) */
+        uint32_t late = 0;
+        int found = 0;
+        for (size_t k = 0; k < s->nrecent && !found; k++)
+            if (invisible(s, s->recent[k])) {
+                late = s->recent[k];
+                found = 1;
+            }
+        if (!found && s->nsuspect > 0) {
+            late = s->suspect[0];
+            found = 2;
+        }
+        if (found) {
+            s->discard = 1;
+            /* it may wait long (a synchronous standby away): the next chunk
+             * after a pause growing to SNAP_RETRY_MS * 5, not at once
+             * (every chunk writes two watermarks to the WAL) */
+            unsigned sh = s->vis_discards < 7 ? s->vis_discards : 7;
+            uint64_t pause = (uint64_t)40 << sh;
+            if (pause > SNAP_RETRY_MS * 5)
+                pause = SNAP_RETRY_MS * 5;
+            s->retry_at_ms = wh_now_ms() + pause;
+            if (s->vis_discards++ % SNAP_VIS_LOG_EVERY == 0)
+                wh_info("snapshot of %s: chunk read again: transaction %u %s but was still in "
+                        "progress for its snapshot (waiting for a synchronous standby?), %u "
+                        "time%s in a row",
+                        s->job ? s->job->table : "?", late,
+                        found == 1 ? "committed before its low watermark"
+                                   : "may have committed before the ingestor's kept history began",
+                        s->vis_discards, s->vis_discards == 1 ? "" : "s");
+        } else {
+            s->vis_discards = 0;
+        }
         return WH_OK;
     }
     if (m->content_len != hl || memcmp(m->content, s->high, hl) != 0)

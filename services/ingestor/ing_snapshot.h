@@ -125,10 +125,16 @@ void ing_snapshot_tick(ing_snapshot *s, ing_catalog *cat);
  * synchronous standby), so its change would come before the window and the
  * chunk's row would be older. The chunk is read in a REPEATABLE READ
  * transaction whose snapshot (pg_current_snapshot) lists the transactions
- * in progress; while jobs run, the xids of the stream's transactions that
- * changed rows (or streamed transactions that committed) are kept (those
- * below the snapshot's xmin dropped), and a chunk whose in-progress list
- * names one of them committed before its low watermark is read again. */
+ * in progress; the xids of the stream's transactions that changed rows (or
+ * streamed transactions that committed) are kept whether or not a job runs
+ * (at each chunk those its snapshot sees are dropped; bounded), and a chunk
+ * whose snapshot has one of them in progress (listed, or at or after its
+ * xmax) at its low watermark is read again. What committed before that
+ * history started (a previous process decoded it, the slot confirmed it)
+ * is unknown: the first chunk's snapshot after the history started makes
+ * every xid it lists in progress a suspect until the stream decodes it or a
+ * snapshot no longer lists it, and a chunk whose snapshot lists a suspect
+ * is read again. */
 void ing_snapshot_change(ing_snapshot *s, const ing_msg *m, uint32_t xid);
 void ing_snapshot_truncate(ing_snapshot *s, const ing_msg *m);
 void ing_snapshot_stream_commit(ing_snapshot *s, uint32_t xid);
