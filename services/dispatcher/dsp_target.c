@@ -2586,7 +2586,10 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
     pthread_mutex_unlock(&t->mu);
     if (reset) {
         /* the offset moved while this request was in flight: its result
-         * must not be committed */
+         * must not be committed. The breaker still hears it: it says how
+         * the target is, and a half-open probe whose result never arrives
+         * keeps the breaker waiting for it for good (nothing posted). */
+        record_outcome(t, &t->x, &res, code, now_ms);
         dsp_target_reset(t);
         return;
     }
@@ -2704,7 +2707,10 @@ void dsp_target_lane_finished(dsp_target *t, dsp_xfer *x, CURLM *multi, CURLcode
     pthread_mutex_unlock(&t->mu);
     if (reset || b == NULL || !t->lmode) {
         /* the offset moved while this request was in flight: its result
-         * must not be committed; the reset waits for the other lanes */
+         * must not be committed; the reset waits for the other lanes. The
+         * breaker still hears it (a half-open probe, see
+         * dsp_target_finished). */
+        record_outcome(t, x, &res, code, now_ms);
         if (t->lposting == 0)
             dsp_target_reset(t);
         return;

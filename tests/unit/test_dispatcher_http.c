@@ -157,9 +157,12 @@ typedef struct http_srv {
     int port;
     pthread_t thr;
     atomic_int stop;
-    int fail_first; /* answer 500 to this many requests first */
-    int delay_ms;   /* wait this long before each answer */
+    int fail_first;    /* answer 500 to this many requests first */
+    int delay_ms;      /* wait this long before each answer */
+    int slow_idx;      /* the request that arrives as this one (from 0) ... */
+    int slow_ms;       /* ... waits this long instead (0: none) */
     pthread_mutex_t mu;
+    int arrived; /* requests read (answered or not yet) */
     http_req reqs[MAXREQ];
     int nreq;
     int conns;
@@ -205,8 +208,12 @@ static void serve_conn(http_srv *s, int fd)
                 return;
             len += (size_t)r;
         }
-        if (s->delay_ms > 0)
-            wh_sleep_ms(s->delay_ms);
+        pthread_mutex_lock(&s->mu);
+        int idx = s->arrived++;
+        pthread_mutex_unlock(&s->mu);
+        int delay = s->slow_ms > 0 && idx == s->slow_idx ? s->slow_ms : s->delay_ms;
+        if (delay > 0)
+            wh_sleep_ms(delay);
         pthread_mutex_lock(&s->mu);
         int status = s->nreq < s->fail_first ? 500 : 200;
         if (s->nreq < MAXREQ) {
@@ -455,6 +462,92 @@ static int version_applied(void *arg)
 {
     ver_wait *w = arg;
     return dsp_loop_version(w->l) >= w->v;
+}
+
+static int narrived3(void *arg)
+{
+    http_srv *s = arg;
+    pthread_mutex_lock(&s->mu);
+    int n = s->arrived;
+    pthread_mutex_unlock(&s->mu);
+    return n >= 3;
+}
+
+/* The store moves the offset (SetOffset: a new epoch) while a request is in
+ * flight. back: to the start (nothing committed). The reader sees it at its
+ * next Read: the tests that use it read every event in one batch, so the
+ * reader, with no batch left to read ahead, keeps polling meanwhile. */
+static void move_offset(int back)
+{
+    pthread_mutex_lock(&FS.mu);
+    FS.epoch++;
+    if (back) {
+        FS.has_committed = 0;
+        FS.c_lsn = 0;
+        FS.c_seq = 0;
+    }
+    pthread_mutex_unlock(&FS.mu);
+}
+
+/* A fake store, a loop with no target, then the one target sp (version 2). */
+typedef struct rig {
+    wh_config cfg;
+    wh_server *store;
+    dsp_loop *loop;
+    pthread_t lt;
+} rig;
+
+static void rig_start(rig *r, const char *url, const char *allow_global)
+{
+    static int nrig;
+    make_config(&r->cfg, url, "");
+    /* endpoints of its own: a failed test leaves its store and loop behind */
+    nrig++;
+    snprintf(r->cfg.store_endpoint, sizeof(r->cfg.store_endpoint), "ipc://%s/store-%d.sock", dir,
+             nrig);
+    snprintf(r->cfg.dispatcher_control, sizeof(r->cfg.dispatcher_control),
+             "ipc://%s/dispatcher-%d.sock", dir, nrig);
+    r->cfg.ntargets = 0;
+    wh_strlcpy(r->cfg.allow_private_networks, allow_global, sizeof(r->cfg.allow_private_networks));
+    memset(&FS, 0, sizeof(FS));
+    pthread_mutex_init(&FS.mu, NULL);
+    char err[WH_ERRLEN];
+    r->store = NULL;
+    assert_int_equal(wh_server_start(&r->store, r->cfg.store_endpoint, 2,
+                                     (size_t)r->cfg.ipc_max_msg_bytes, store_fn, store_done, NULL,
+                                     err, sizeof(err)),
+                     WH_OK);
+    r->loop = NULL;
+    if (dsp_loop_create(&r->loop, &r->cfg, err, sizeof(err)) != WH_OK)
+        fail_msg("dsp_loop_create: %s", err);
+    assert_int_equal(pthread_create(&r->lt, NULL, loop_main, r->loop), 0);
+}
+
+static void rig_spec(rig *r, dsp_spec *sp, const char *url)
+{
+    memset(sp, 0, sizeof(*sp));
+    wh_strlcpy(sp->name, "a", sizeof(sp->name));
+    wh_strlcpy(sp->url, url, sizeof(sp->url));
+    dsp_settings_from_config(&sp->set, &r->cfg);
+}
+
+static void rig_apply(rig *r, const dsp_spec *sp, uint64_t version)
+{
+    ver_wait vw = {r->loop, version};
+    assert_int_equal(dsp_loop_set_targets(r->loop, sp, 1, version), WH_OK);
+    assert_true(wait_until(version_applied, &vw, 5000));
+}
+
+static void rig_stop(rig *r)
+{
+    dsp_loop_stop(r->loop);
+    pthread_join(r->lt, NULL);
+}
+
+static void rig_destroy(rig *r)
+{
+    dsp_loop_destroy(r->loop);
+    wh_server_stop(r->store);
 }
 
 static int nreq(http_srv *s)
@@ -828,6 +921,38 @@ static void test_bad_target_refused(void **state)
         assert_null(strstr(hs.reqs[i].head, "X-Injected"));
 }
 
+/* The breaker's half-open probe is in flight when the offset moves: its
+ * result is not committed, but the breaker must still hear it. It was
+ * dropped with the batch, and the breaker waited for it for good
+ * (half-open, probe out): the target never posted again. */
+static void test_breaker_probe_reset(void **state)
+{
+    (void)state;
+    http_srv hs;
+    http_start(&hs, 2); /* two failures open the breaker */
+    hs.slow_idx = 2;    /* the probe after the cool-down */
+    hs.slow_ms = 1500;
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", hs.port);
+    static rig r;
+    rig_start(&r, url, "127.0.0.0/8");
+    r.cfg.batch_max_events = NEV;
+    static dsp_spec sp;
+    rig_spec(&r, &sp, url);
+    sp.set.dl.breaker_failures = 2;
+    sp.set.dl.breaker_cooldown_ms = 300;
+    rig_apply(&r, &sp, 2);
+    assert_true(wait_until(narrived3, &hs, 10000));
+    move_offset(0);
+    assert_true(wait_until(all_committed, NULL, 15000));
+    rig_stop(&r);
+    dsp_target *t = dsp_loop_target(r.loop, 0);
+    assert_int_equal(t->br.state, DSP_BR_CLOSED);
+    assert_true(t->br.opened >= 1);
+    rig_destroy(&r);
+    http_stop(&hs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -837,6 +962,7 @@ int main(void)
         cmocka_unit_test(test_change_between_requests),
         cmocka_unit_test(test_rendered_single_mode),
         cmocka_unit_test(test_bad_target_refused),
+        cmocka_unit_test(test_breaker_probe_reset),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];
