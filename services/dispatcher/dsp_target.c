@@ -1621,7 +1621,11 @@ void dsp_target_reset(dsp_target *t)
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
     wh_counter_add(&t->resets, 1);
-    if (t->state != DSP_T_POSTING)
+    /* POSTING only while a request is still in flight: in lane mode the
+     * state says POSTING until lanes_state() runs, which a reset after the
+     * last lane finished never does; kept, with lmode cleared below, nothing
+     * would post again (strict_post waits for a request that is gone) */
+    if (t->lmode ? t->lposting == 0 : t->state != DSP_T_POSTING)
         t->state = DSP_T_IDLE;
     t->attempt = 0;
     t->single = 0;

@@ -473,6 +473,15 @@ static int narrived3(void *arg)
     return n >= 3;
 }
 
+static int narrived1(void *arg)
+{
+    http_srv *s = arg;
+    pthread_mutex_lock(&s->mu);
+    int n = s->arrived;
+    pthread_mutex_unlock(&s->mu);
+    return n >= 1;
+}
+
 /* The store moves the offset (SetOffset: a new epoch) while a request is in
  * flight. back: to the start (nothing committed). The reader sees it at its
  * next Read: the tests that use it read every event in one batch, so the
@@ -953,6 +962,38 @@ static void test_breaker_probe_reset(void **state)
     http_stop(&hs);
 }
 
+/* ordering = by_key: the offset moves while a lane's request is in flight.
+ * The reset after the last lane finished kept the state POSTING with lane
+ * mode left: nothing posted again (and one request counted in flight). */
+static void test_lanes_reset(void **state)
+{
+    (void)state;
+    http_srv hs;
+    http_start(&hs, 0);
+    hs.slow_idx = 0;
+    hs.slow_ms = 1500;
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", hs.port);
+    static rig r;
+    rig_start(&r, url, "127.0.0.0/8");
+    r.cfg.batch_max_events = NEV;
+    static dsp_spec sp;
+    rig_spec(&r, &sp, url);
+    wh_strlcpy(sp.set.dl.ordering, "by_key", sizeof(sp.set.dl.ordering));
+    sp.set.dl.lanes = 2;
+    sp.set.dl.max_connections = 1; /* the responder serves one connection at a time */
+    rig_apply(&r, &sp, 2);
+    assert_true(wait_until(narrived1, &hs, 10000));
+    move_offset(1);
+    assert_true(wait_until(all_committed, NULL, 15000));
+    rig_stop(&r);
+    dsp_target *t = dsp_loop_target(r.loop, 0);
+    assert_int_equal(dsp_target_inflight(t), 0);
+    assert_true(nreq(&hs) >= 2); /* the first answer was dropped, posted again */
+    rig_destroy(&r);
+    http_stop(&hs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -963,6 +1004,7 @@ int main(void)
         cmocka_unit_test(test_rendered_single_mode),
         cmocka_unit_test(test_bad_target_refused),
         cmocka_unit_test(test_breaker_probe_reset),
+        cmocka_unit_test(test_lanes_reset),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];
