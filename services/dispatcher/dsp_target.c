@@ -1552,6 +1552,13 @@ int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t 
     t->lfmt = nf;
     long hv_old = http_version_of(t->set.dl.http_version, t->url);
     long ub_old = upload_buffer_of(&t->set);
+    /* The SSRF guard runs when curl opens a socket (open_cb), never on a
+     * pooled connection it reuses: with a list narrowed (an exception
+     * removed) or the URL moved, a keep-alive connection would go on
+     * reaching an address the guard now refuses. */
+    int reach_changed = strcmp(t->url, sp->url) != 0 ||
+                        strcmp(t->set.allow_global, sp->set.allow_global) != 0 ||
+                        strcmp(t->set.dl.allow_private, sp->set.dl.allow_private) != 0;
     if (strcmp(t->url, sp->url) != 0) {
         wh_strlcpy(t->url, sp->url, sizeof(t->url));
         curl_easy_setopt(t->x.easy, CURLOPT_URL, t->url);
@@ -1573,10 +1580,16 @@ int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t 
                          (long)connect_timeout_ms(t));
         curl_easy_setopt(t->lanes[i].x.easy, CURLOPT_HTTP_VERSION, hv);
     }
-    /* connections made with the old protocol version are not reused */
+    /* connections made with the old protocol version, or checked against
+     * the old URL and allow lists, are not reused */
     if (hv != hv_old) {
         t->pool_stale = 1;
+        t->pool_stale_why = reach_changed ? "http_version changed, and the URL or an allow list"
+                                          : "http_version changed";
         http_version_note(t);
+    } else if (reach_changed) {
+        t->pool_stale = 1;
+        t->pool_stale_why = "the URL or an allow list changed (SSRF guard)";
     }
     if (fmt_changed) {
         /* batches read ahead were filtered and rendered the old way */
@@ -2460,10 +2473,10 @@ static int strict_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
 }
 
 /* Over max_connections sockets (the setting was lowered, or a connection
- * was not reused), or http_version changed: nothing new starts until the
- * target's requests are done, then every handle moves to a fresh pool and
- * the old one is closed with its idle connections. 1 while the target must
- * wait. */
+ * was not reused), or http_version, the URL or an allow list changed
+ * (pool_stale): nothing new starts until the target's requests are done,
+ * then every handle moves to a fresh pool and the old one is closed with
+ * its idle connections. 1 while the target must wait. */
 static int pool_over(dsp_target *t)
 {
     int max = max_conn_of(t);
@@ -2488,8 +2501,8 @@ static int pool_over(dsp_target *t)
     }
     t->share = sh;
     if (t->pool_stale)
-        wh_info("target %s/%s: closed %d pooled connection(s) made before http_version changed",
-                t->set.tenant, t->name, before - t->nsock);
+        wh_info("target %s/%s: closed %d pooled connection(s) made before %s", t->set.tenant,
+                t->name, before - t->nsock, t->pool_stale_why);
     else
         wh_info("target %s/%s: closed %d pooled connection(s) over max_connections = %d",
                 t->set.tenant, t->name, before - t->nsock, max);

@@ -387,7 +387,10 @@ typedef struct dsp_target {
      * swaps in a fresh pool and closes the old one's connections. */
     CURLSH *share;
     atomic_int nsock; /* read by the metrics thread too */
-    int pool_stale;   /* http_version changed: renew the pool when idle */
+    /* http_version, the URL or an SSRF allow list changed: renew the pool
+     * when idle (pool_stale_why: what changed, for the log) */
+    int pool_stale;
+    const char *pool_stale_why;
     dsp_tstate state;
     int attempt;             /* failed attempts of the current request */
     int single;              /* single mode: posting the head batch one event at a time */

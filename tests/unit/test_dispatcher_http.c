@@ -482,6 +482,11 @@ static int narrived1(void *arg)
     return n >= 1;
 }
 
+static int target_failed(void *arg)
+{
+    return wh_counter_get(&((dsp_target *)arg)->failures) > 0;
+}
+
 /* The store moves the offset (SetOffset: a new epoch) while a request is in
  * flight. back: to the start (nothing committed). The reader sees it at its
  * next Read: the tests that use it read every event in one batch, so the
@@ -994,6 +999,38 @@ static void test_lanes_reset(void **state)
     http_stop(&hs);
 }
 
+/* The SSRF guard runs when a socket opens. A target's allow_private
+ * exception removed at runtime must hold for the next request too, which
+ * reused the pooled keep-alive connection to the now refused address. */
+static void test_ssrf_exception_removed(void **state)
+{
+    (void)state;
+    http_srv hs;
+    http_start(&hs, 0);
+    hs.delay_ms = 500;
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", hs.port);
+    static rig r;
+    rig_start(&r, url, ""); /* no global exception */
+    r.cfg.batch_max_events = 1;
+    static dsp_spec sp;
+    rig_spec(&r, &sp, url);
+    wh_strlcpy(sp.set.dl.allow_private, "127.0.0.0/8", sizeof(sp.set.dl.allow_private));
+    rig_apply(&r, &sp, 2);
+    assert_true(wait_until(narrived1, &hs, 10000));
+    sp.set.dl.allow_private[0] = '\0';
+    rig_apply(&r, &sp, 3);
+    dsp_target *t = dsp_loop_target(r.loop, 0);
+    /* refused from the next request on (retried: the loop keeps trying) */
+    assert_true(wait_until(target_failed, t, 15000));
+    rig_stop(&r);
+    assert_non_null(strstr(t->last_err.curl_err, "allow_private"));
+    assert_false(all_committed(NULL));
+    assert_true(nreq(&hs) < NEV);
+    rig_destroy(&r);
+    http_stop(&hs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1005,6 +1042,7 @@ int main(void)
         cmocka_unit_test(test_bad_target_refused),
         cmocka_unit_test(test_breaker_probe_reset),
         cmocka_unit_test(test_lanes_reset),
+        cmocka_unit_test(test_ssrf_exception_removed),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];
