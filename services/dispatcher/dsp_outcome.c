@@ -11,7 +11,11 @@ dsp_outcome dsp_classify(int curl_code, long status)
 {
     if (curl_code != CURLE_OK) {
         switch (curl_code) {
-        case CURLE_UNSUPPORTED_PROTOCOL:
+        /* Not CURLE_UNSUPPORTED_PROTOCOL: the scheme is checked up front
+         * (wh_target_validate), so libcurl only returns it here for an answer
+         * without a status line ("Received HTTP/0.9 when not allowed"), as
+         * it does CURLE_WEIRD_SERVER_REPLY for a garbled one: bytes from a
+         * middlebox or a restarting endpoint, retried like a reset. */
         case CURLE_URL_MALFORMAT:
         case CURLE_BAD_FUNCTION_ARGUMENT:
         case CURLE_TOO_MANY_REDIRECTS:

@@ -3,11 +3,12 @@
  *
  *   2xx                                     OK
  *   408, 425, 429, 5xx, timeouts, connection
- *   and transfer errors                     RETRY (Retry-After honoured)
+ *   and transfer errors, an answer without
+ *   a (valid) status line                   RETRY (Retry-After honoured)
  *   410 Gone                                GONE: the target is disabled
  *                                           until an operator resumes it
  *   other 1xx/3xx/4xx (redirects are never
- *   followed), bad URL / protocol           PERMANENT (dead letter or block)
+ *   followed), malformed URL                PERMANENT (dead letter or block)
  */
 #ifndef DSP_OUTCOME_H
 #define DSP_OUTCOME_H

@@ -47,7 +47,10 @@ static void test_classify(void **state)
     assert_int_equal(dsp_classify(CURLE_RECV_ERROR, 0), DSP_OUT_RETRY);
     assert_int_equal(dsp_classify(CURLE_GOT_NOTHING, 0), DSP_OUT_RETRY);
     assert_int_equal(dsp_classify(CURLE_COULDNT_RESOLVE_HOST, 0), DSP_OUT_RETRY);
-    assert_int_equal(dsp_classify(CURLE_UNSUPPORTED_PROTOCOL, 0), DSP_OUT_PERMANENT);
+    /* an answer without a status line ("Received HTTP/0.9 when not
+     * allowed") or a garbled one: the scheme was checked up front */
+    assert_int_equal(dsp_classify(CURLE_UNSUPPORTED_PROTOCOL, 0), DSP_OUT_RETRY);
+    assert_int_equal(dsp_classify(CURLE_WEIRD_SERVER_REPLY, 0), DSP_OUT_RETRY);
     assert_int_equal(dsp_classify(CURLE_URL_MALFORMAT, 0), DSP_OUT_PERMANENT);
     assert_string_equal(dsp_outcome_name(DSP_OUT_GONE), "gone");
 }

@@ -161,6 +161,7 @@ typedef struct http_srv {
     int delay_ms;      /* wait this long before each answer */
     int slow_idx;      /* the request that arrives as this one (from 0) ... */
     int slow_ms;       /* ... waits this long instead (0: none) */
+    int garbage_first; /* answer this many requests with bytes that are no HTTP */
     pthread_mutex_t mu;
     int arrived; /* requests read (answered or not yet) */
     http_req reqs[MAXREQ];
@@ -214,6 +215,15 @@ static void serve_conn(http_srv *s, int fd)
         int delay = s->slow_ms > 0 && idx == s->slow_idx ? s->slow_ms : s->delay_ms;
         if (delay > 0)
             wh_sleep_ms(delay);
+        if (idx < s->garbage_first) {
+            /* no status line: curl says "Received HTTP/0.9 when not allowed" */
+            static const char junk[] = "SSH-2.0-OpenSSH_9.2\r\n";
+            pthread_mutex_lock(&s->mu);
+            s->nreq++;
+            pthread_mutex_unlock(&s->mu);
+            (void)!write(fd, junk, sizeof(junk) - 1);
+            return;
+        }
         pthread_mutex_lock(&s->mu);
         int status = s->nreq < s->fail_first ? 500 : 200;
         if (s->nreq < MAXREQ) {
@@ -1031,6 +1041,33 @@ static void test_ssrf_exception_removed(void **state)
     http_stop(&hs);
 }
 
+/* An answer that is no HTTP (no status line: curl's "Received HTTP/0.9 when
+ * not allowed", CURLE_UNSUPPORTED_PROTOCOL) is a transfer error, retried;
+ * it was permanent: the batch went one event at a time and its first event
+ * to the dead-letter queue after one attempt (this fake store has none). */
+static void test_garbled_answer_retried(void **state)
+{
+    (void)state;
+    http_srv hs;
+    http_start(&hs, 0);
+    hs.garbage_first = 2;
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", hs.port);
+    static rig r;
+    rig_start(&r, url, "127.0.0.0/8");
+    static dsp_spec sp;
+    rig_spec(&r, &sp, url);
+    rig_apply(&r, &sp, 2);
+    assert_true(wait_until(all_committed, NULL, 15000));
+    rig_stop(&r);
+    dsp_target *t = dsp_loop_target(r.loop, 0);
+    assert_int_equal(wh_counter_get(&t->permanent), 0);
+    assert_true(wh_counter_get(&t->retries) >= 2);
+    assert_int_equal(nreq(&hs), 2 + 3);
+    rig_destroy(&r);
+    http_stop(&hs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1043,6 +1080,7 @@ int main(void)
         cmocka_unit_test(test_breaker_probe_reset),
         cmocka_unit_test(test_lanes_reset),
         cmocka_unit_test(test_ssrf_exception_removed),
+        cmocka_unit_test(test_garbled_answer_retried),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];
