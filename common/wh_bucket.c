@@ -22,6 +22,20 @@ void wh_bucket_init(wh_bucket *b, double rate, double burst, uint64_t now_us)
     b->last_us = now_us;
 }
 
+void wh_bucket_set(wh_bucket *b, double rate, double burst, uint64_t now_us)
+{
+    if (b->rate <= 0) {
+        /* its tokens were never counted while unlimited */
+        wh_bucket_init(b, rate, burst, now_us);
+        return;
+    }
+    refill(b, now_us);
+    b->rate = rate > 0 ? rate : 0;
+    b->burst = burst > 0 ? burst : (rate >= 1 ? rate : 1);
+    if (b->tokens > b->burst)
+        b->tokens = b->burst;
+}
+
 long wh_bucket_wait_ms(wh_bucket *b, double n, uint64_t now_us)
 {
     if (b->rate <= 0)

@@ -17,6 +17,11 @@ typedef struct wh_bucket {
 void wh_bucket_init(wh_bucket *b, double rate, double burst, uint64_t now_us);
 /* Milliseconds until n tokens are there (0 = now; n = 0: until the bucket
  * holds no debt). */
+/* A new rate and burst in place (burst 0 as in wh_bucket_init): the tokens
+ * earned at the old rate until now are kept, at most the new burst, so a
+ * change neither refills the bucket nor forgives its debt. A bucket that
+ * was unlimited starts full, as a new one. */
+void wh_bucket_set(wh_bucket *b, double rate, double burst, uint64_t now_us);
 long wh_bucket_wait_ms(wh_bucket *b, double n, uint64_t now_us);
 void wh_bucket_take(wh_bucket *b, double n, uint64_t now_us);
 /* Gives n tokens back (up to the burst). */

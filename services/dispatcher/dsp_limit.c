@@ -7,6 +7,12 @@ void dsp_limit_init(dsp_limit *l, int events_per_s, int requests_per_s, int burs
     wh_bucket_init(&l->requests, requests_per_s, burst, now_us);
 }
 
+void dsp_limit_set(dsp_limit *l, int events_per_s, int requests_per_s, int burst, uint64_t now_us)
+{
+    wh_bucket_set(&l->events, events_per_s, burst, now_us);
+    wh_bucket_set(&l->requests, requests_per_s, burst, now_us);
+}
+
 long dsp_limit_wait_ms(dsp_limit *l, uint32_t nevents, uint64_t now_us)
 {
     long a = wh_bucket_wait_ms(&l->events, nevents, now_us);

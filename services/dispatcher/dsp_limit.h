@@ -17,6 +17,9 @@ typedef struct dsp_limit {
 } dsp_limit;
 
 void dsp_limit_init(dsp_limit *l, int events_per_s, int requests_per_s, int burst, uint64_t now_us);
+/* A runtime change of the rates or the burst (wh_bucket_set): the tokens
+ * left are kept (at most the new burst). Unchanged values change nothing. */
+void dsp_limit_set(dsp_limit *l, int events_per_s, int requests_per_s, int burst, uint64_t now_us);
 long dsp_limit_wait_ms(dsp_limit *l, uint32_t nevents, uint64_t now_us);
 void dsp_limit_take(dsp_limit *l, uint32_t nevents, uint64_t now_us);
 

@@ -1322,10 +1322,10 @@ static void apply_delivery(dsp_target *t, const dsp_settings *set)
     if (t->nack.win.size != (d->nack_window > 0 ? d->nack_window : 20) ||
         t->nack.threshold != (d->nack_threshold > 0 ? d->nack_threshold : 5))
         dsp_nack_init(&t->nack, d->nack_window, d->nack_threshold);
-    if (t->lim.events.rate != d->rate_events_per_s ||
-        t->lim.requests.rate != d->rate_requests_per_s)
-        dsp_limit_init(&t->lim, d->rate_events_per_s, d->rate_requests_per_s, d->rate_burst,
-                       wh_now_us());
+    /* in place, every time: a burst changed alone counts too, and a change
+     * keeps the tokens left instead of refilling the bucket */
+    dsp_limit_set(&t->lim, d->rate_events_per_s, d->rate_requests_per_s, d->rate_burst,
+                  wh_now_us());
     char e[WH_ERRLEN];
     /* validated by wh_state; a bad list here allows nothing extra */
     if (wh_cidr_list_parse(set->allow_global, &t->allow_g, e, sizeof(e)) != WH_OK)

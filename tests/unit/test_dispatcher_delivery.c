@@ -25,6 +25,7 @@
 #include "../../services/dispatcher/dsp_target.h"
 #include "../../services/dispatcher/dsp_zone.h"
 #include "wh_cidr.h"
+#include "wh_config.h"
 #include "wh_state.h"
 #include "wh_util.h"
 
@@ -210,6 +211,53 @@ static void test_token_bucket(void **state)
     dsp_limit_take(&l, 1000, t0);
     dsp_limit_take(&l, 1000, t0);
     assert_int_equal(dsp_limit_wait_ms(&l, 1, t0), 500);
+}
+
+/* A runtime change of a target's rate limits (dsp_target_reconfigure): a
+ * burst changed alone is applied, and a change keeps the tokens left (the
+ * debt of a large request too) instead of refilling the buckets. */
+static void test_rate_change(void **state)
+{
+    (void)state;
+    static wh_config cfg;
+    wh_config_defaults(&cfg);
+    wh_strlcpy(cfg.tenant, "t1", sizeof(cfg.tenant));
+    static dsp_spec sp;
+    memset(&sp, 0, sizeof(sp));
+    wh_strlcpy(sp.name, "a", sizeof(sp.name));
+    wh_strlcpy(sp.url, "http://127.0.0.1:9/x", sizeof(sp.url));
+    dsp_settings_from_config(&sp.set, &cfg);
+    sp.set.dl.rate_events_per_s = 10;
+    sp.set.dl.rate_requests_per_s = 10;
+    sp.set.dl.rate_burst = 10;
+    static dsp_target t;
+    char err[WH_ERRLEN];
+    if (dsp_target_init(&t, &sp, NULL, NULL, err, sizeof(err)) != WH_OK)
+        fail_msg("dsp_target_init: %s", err);
+    assert_true(t.lim.events.burst == 10 && t.lim.requests.burst == 10);
+
+    sp.set.dl.rate_burst = 1000; /* the burst alone */
+    assert_int_equal(dsp_target_reconfigure(&t, &sp, err, sizeof(err)), WH_OK);
+    assert_true(t.lim.events.burst == 1000 && t.lim.requests.burst == 1000);
+    /* raised, it grants no tokens: they come at the rate, as before */
+    assert_true(t.lim.events.tokens <= 11);
+
+    /* a large request leaves the bucket in debt; a rate change keeps it */
+    dsp_limit_take(&t.lim, 1000, wh_now_us());
+    sp.set.dl.rate_events_per_s = 20;
+    assert_int_equal(dsp_target_reconfigure(&t, &sp, err, sizeof(err)), WH_OK);
+    assert_true(t.lim.events.rate == 20);
+    assert_true(dsp_limit_wait_ms(&t.lim, 1, wh_now_us()) > 10000); /* ~990 tokens owed */
+
+    /* lowered, the tokens left are at most the new burst */
+    sp.set.dl.rate_events_per_s = 0; /* unlimited, then limited: starts full */
+    assert_int_equal(dsp_target_reconfigure(&t, &sp, err, sizeof(err)), WH_OK);
+    sp.set.dl.rate_events_per_s = 10;
+    sp.set.dl.rate_burst = 3;
+    assert_int_equal(dsp_target_reconfigure(&t, &sp, err, sizeof(err)), WH_OK);
+    assert_true(t.lim.events.burst == 3 && t.lim.events.tokens <= 3);
+    assert_true(t.lim.requests.burst == 3 && t.lim.requests.tokens <= 3);
+    dsp_target_destroy(&t);
 }
 
 static int v4(const char *s, struct sockaddr_in *sa)
@@ -473,12 +521,13 @@ static void test_zone_notes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_classify),     cmocka_unit_test(test_retry_after),
-        cmocka_unit_test(test_backoff),      cmocka_unit_test(test_breaker),
-        cmocka_unit_test(test_nack_window),  cmocka_unit_test(test_token_bucket),
-        cmocka_unit_test(test_ssrf_classes), cmocka_unit_test(test_ssrf_allow_lists),
-        cmocka_unit_test(test_lanes),        cmocka_unit_test(test_delivery_settings),
-        cmocka_unit_test(test_format_build), cmocka_unit_test(test_zone_notes),
+        cmocka_unit_test(test_classify),          cmocka_unit_test(test_retry_after),
+        cmocka_unit_test(test_backoff),           cmocka_unit_test(test_breaker),
+        cmocka_unit_test(test_nack_window),       cmocka_unit_test(test_token_bucket),
+        cmocka_unit_test(test_rate_change),       cmocka_unit_test(test_ssrf_classes),
+        cmocka_unit_test(test_ssrf_allow_lists),  cmocka_unit_test(test_lanes),
+        cmocka_unit_test(test_delivery_settings), cmocka_unit_test(test_format_build),
+        cmocka_unit_test(test_zone_notes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
