@@ -9,12 +9,12 @@
 # confirmed position). The whole form must announce t's version again at
 # seq 0 (its first use is X, matched by xid while its commit LSN was not
 # known): else every row moves by one seq, each stored under two ids.
-# DDL_MSG=1 (test_stream_resend_ddl.sh): t's version is known before X, and
-# X begins with a transactional walhook.ddl message (another slot's DDL
-# capture; source.ddl is off here).
-# SUB_ABORT=1 (test_stream_resend_sub.sh): t's version is known before X,
-# and X begins with a subtransaction, rolled back, whose rows of table u
-# (u's first use) were streamed: its schema event must go with them.
+# DDL_MSG=1: t's version is known before X, and X begins with a
+# transactional walhook.ddl message (another slot's DDL capture; source.ddl
+# is off here). SUB_ABORT=1: t's version is known before X, and X begins
+# with a subtransaction, rolled back, whose rows of table u (u's first use)
+# were streamed: its schema event must go with them. test_stream_resend_sub
+# runs both.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 source "$(dirname "$0")/../lib/stream_track.sh"
@@ -38,7 +38,7 @@ MSG=""
 [ "$DDL_MSG" = 1 ] && MSG="SELECT pg_logical_emit_message(true, 'walhook.ddl', '{}');"
 if [ "$SUB_ABORT" = 1 ]; then
     pg_psql -c "CREATE TABLE u (id int PRIMARY KEY, note text)" >/dev/null || wh_fail "no table u"
-    MSG="SAVEPOINT a; INSERT INTO u SELECT g, repeat('u', 200) FROM generate_series(1, 5000) g;
+    MSG="$MSG SAVEPOINT a; INSERT INTO u SELECT g, repeat('u', 200) FROM generate_series(1, 5000) g;
          SELECT pg_sleep(2); ROLLBACK TO SAVEPOINT a;"
 fi
 wh_log "X: BEGIN; ${MSG:+$MSG }$N rows of t (streamed)"
