@@ -15,22 +15,9 @@ pg_psql -c "CREATE TABLE bf (id int PRIMARY KEY, n int)" \
     -c "CREATE PUBLICATION walhook FOR ALL TABLES" \
     -c "ALTER SYSTEM SET wal_sender_timeout = '10s'" -c "SELECT pg_reload_conf()" >/dev/null ||
     wh_fail "setup"
-PORT=$(wh_free_port)
-APORT=$(wh_free_port)
-wh_spawn recv "$BIN/walhook-receiver" --listen "127.0.0.1:$PORT" --out "$WH_TMP/got.jsonl"
-CONF="$WH_TMP/walhook.conf"
-cat >"$CONF" <<CONFEOF
-tenant = "default";
-source = { dsn = "$PG_DSN"; slot = "walhook"; publication = "walhook"; create_slot = true;
-           snapshot = "never"; };
-data_dir = "$WH_TMP/data";
-log_level = "info";
-admin = { listen = "127.0.0.1:$APORT"; };
-targets = ( { name = "t"; url = "http://127.0.0.1:$PORT/hook"; } );
-CONFEOF
 TOKEN=admin-token-$RANDOM-0123456789
 export WALHOOK_ADMIN_ADMIN_TOKEN=$TOKEN
-wh_up "$CONF" "$APORT"
+wh_up_receiver 'snapshot = "never";'
 got_other() {
     python3 -c '
 import json, sys

@@ -250,6 +250,28 @@ wh_up() {
     wh_wait_slot_active walhook 60 || wh_fail "the slot is not streaming"
 }
 
+# A receiver on PORT (writing $WH_TMP/got.jsonl) and walhook up (wh_up)
+# with tenant default, slot and publication walhook, one target t posting
+# to the receiver, the admin on APORT, the config in CONF. $1: more
+# settings of the source; $2: more top-level settings.
+wh_up_receiver() {
+    PORT=$(wh_free_port)
+    APORT=$(wh_free_port)
+    wh_spawn recv "$BIN/walhook-receiver" --listen "127.0.0.1:$PORT" --out "$WH_TMP/got.jsonl"
+    CONF="$WH_TMP/walhook.conf"
+    cat >"$CONF" <<CONFEOF
+tenant = "default";
+source = { dsn = "$PG_DSN"; slot = "walhook"; publication = "walhook"; create_slot = true;
+           ${1:-} };
+data_dir = "$WH_TMP/data";
+log_level = "info";
+admin = { listen = "127.0.0.1:$APORT"; };
+${2:-}
+targets = ( { name = "t"; url = "http://127.0.0.1:$PORT/hook"; } );
+CONFEOF
+    wh_up "$CONF" "$APORT"
+}
+
 wh_require_bins() {
     local b
     for b in "$@"; do

@@ -11,21 +11,8 @@ wh_stream_track_up() {
     pg_psql -c "ALTER SYSTEM SET logical_decoding_work_mem = '64kB'" -c "SELECT pg_reload_conf()" \
         -c "CREATE TABLE t (id int PRIMARY KEY, note text)" \
         -c "CREATE TABLE w (id int PRIMARY KEY)" >/dev/null || wh_fail "cannot set up"
-    PORT=$(wh_free_port)
-    APORT=$(wh_free_port)
-    wh_spawn recv "$BIN/walhook-receiver" --listen "127.0.0.1:$PORT" --out "$WH_TMP/got.jsonl"
-    CONF="$WH_TMP/walhook.conf"
-    cat >"$CONF" <<CONFEOF
-tenant = "default";
-source = { dsn = "$PG_DSN"; slot = "walhook"; publication = "walhook"; create_slot = true;
-           streaming = true; slot_policy = "track"; };
-data_dir = "$WH_TMP/data";
-log_level = "info";
-admin = { listen = "127.0.0.1:$APORT"; };
-dispatcher = { retry_max_ms = 500; };
-targets = ( { name = "t"; url = "http://127.0.0.1:$PORT/hook"; } );
-CONFEOF
-    wh_up "$CONF" "$APORT"
+    wh_up_receiver 'streaming = true; slot_policy = "track";' \
+        'dispatcher = { retry_max_ms = 500; };'
 }
 
 # A psql session of its own that runs what is written to file descriptor

@@ -466,54 +466,80 @@ static void test_staged_then_commit(void **state)
  * next sealed batch's last events, alone at a tick when no event follows;
  * the batcher is not idle while they wait; their serial is durable once
  * acknowledged. */
-static void test_toast_ops(void **state)
-{
-    (void)state;
-    char dir[] = "/tmp/wh_ing_batch_XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    static wh_config cfg;
-    setup_cfg(&cfg, dir);
-    sink s = {.order_ok = 1};
-    pthread_mutex_init(&s.mu, NULL);
+/* A batcher sending to a sink (the TOAST op tests). */
+typedef struct toast_fx {
+    char dir[32];
+    wh_config cfg;
+    sink s;
     wh_server *srv;
-    char err[WH_ERRLEN];
-    assert_int_equal(
-        wh_server_start(&srv, cfg.store_endpoint, 1, 64 << 20, on_req, NULL, &s, err, sizeof(err)),
-        WH_OK);
     ing_batcher *bt;
-    assert_int_equal(ing_batcher_new(&bt, &cfg, err, sizeof(err)), WH_OK);
-    /* a framed ToastOp: field 30, a DEL of rel 1 */
+    uint8_t op[64]; /* a framed ToastOp: field 33, a DEL of rel 1 */
+    size_t oplen;
+} toast_fx;
+
+static void toast_fx_start(toast_fx *x)
+{
+    char err[WH_ERRLEN];
+    snprintf(x->dir, sizeof(x->dir), "/tmp/wh_ing_batch_XXXXXX");
+    assert_non_null(mkdtemp(x->dir));
+    setup_cfg(&x->cfg, x->dir);
+    x->s = (sink){.order_ok = 1};
+    pthread_mutex_init(&x->s.mu, NULL);
+    assert_int_equal(wh_server_start(&x->srv, x->cfg.store_endpoint, 1, 64 << 20, on_req, NULL,
+                                     &x->s, err, sizeof(err)),
+                     WH_OK);
+    assert_int_equal(ing_batcher_new(&x->bt, &x->cfg, err, sizeof(err)), WH_OK);
     Walhook__ToastOp op = WALHOOK__TOAST_OP__INIT;
     op.kind = WALHOOK__TOAST_OP__KIND__DEL;
     op.rel = 1;
     op.key.data = (uint8_t *)"k";
     op.key.len = 1;
     op.col = "c";
-    uint8_t buf[64];
-    size_t n = walhook__toast_op__pack(&op, buf + 3);
-    buf[0] = 0x8a; /* AppendBatch.toast_ops = 33 */
-    buf[1] = 0x02;
-    buf[2] = (uint8_t)n;
+    size_t n = walhook__toast_op__pack(&op, x->op + 3);
+    x->op[0] = 0x8a; /* AppendBatch.toast_ops = 33 */
+    x->op[1] = 0x02;
+    x->op[2] = (uint8_t)n;
+    x->oplen = n + 3;
+}
+
+static void toast_fx_stop(toast_fx *x)
+{
+    ing_batcher_free(x->bt);
+    wh_server_stop(x->srv);
+    pthread_mutex_destroy(&x->s.mu);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/store.sock", x->dir);
+    unlink(path);
+    rmdir(x->dir);
+}
+
+static void test_toast_ops(void **state)
+{
+    (void)state;
+    static toast_fx x;
+    toast_fx_start(&x);
+    ing_batcher *bt = x.bt;
+    sink *sp = &x.s;
     add_events(bt, 100, 2, 100);
-    uint64_t s1 = ing_batcher_toast_add(bt, buf, n + 3);
-    uint64_t s2 = ing_batcher_toast_add(bt, buf, n + 3);
+    uint64_t s1 = ing_batcher_toast_add(bt, x.op, x.oplen);
+    uint64_t s2 = ing_batcher_toast_add(bt, x.op, x.oplen);
     assert_true(s1 > 0 && s2 > s1);
     add_events(bt, 200, 1, 100);
     ing_batcher_note_commit(bt, 250);
     assert_int_equal(ing_batcher_tick(bt, wh_now_us()), UINT64_MAX);
-    wait_events(&s, 3);
+    wait_events(sp, 3);
     assert_int_equal(ing_batcher_drain(bt, 2000), WH_OK);
-    pthread_mutex_lock(&s.mu);
-    assert_int_equal(s.tops, 2);
-    assert_int_equal(s.tops_alone, 0);
-    assert_int_equal(s.tops_lastlsn, 200);
-    assert_true(s.tops_sender != 0);
-    assert_int_equal(s.tops_serial, s2);
-    pthread_mutex_unlock(&s.mu);
+    pthread_mutex_lock(&sp->mu);
+    assert_int_equal(sp->tops, 2);
+    assert_int_equal(sp->tops_alone, 0);
+    assert_int_equal(sp->tops_lastlsn, 200);
+    assert_true(sp->tops_sender != 0);
+    assert_int_equal(sp->tops_serial, s2);
+    pthread_mutex_unlock(&sp->mu);
     assert_int_equal(ing_batcher_toast_durable(bt), s2);
     /* no event follows: alone, at the next tick; not idle meanwhile */
     assert_true(ing_batcher_idle(bt));
-    uint64_t s3 = ing_batcher_toast_add(bt, buf, n + 3);
+    uint64_t s3 = ing_batcher_toast_add(bt, x.op, x.oplen);
     assert_false(ing_batcher_idle(bt));
     assert_true(ing_batcher_toast_durable(bt) < s3);
     assert_int_equal(ing_batcher_tick(bt, wh_now_us()), UINT64_MAX);
@@ -521,18 +547,12 @@ static void test_toast_ops(void **state)
     for (int i = 0; i < 500 && !ing_batcher_idle(bt); i++)
         wh_sleep_ms(10);
     assert_true(ing_batcher_idle(bt));
-    pthread_mutex_lock(&s.mu);
-    assert_int_equal(s.tops, 3);
-    assert_int_equal(s.tops_alone, 1);
-    pthread_mutex_unlock(&s.mu);
+    pthread_mutex_lock(&sp->mu);
+    assert_int_equal(sp->tops, 3);
+    assert_int_equal(sp->tops_alone, 1);
+    pthread_mutex_unlock(&sp->mu);
     assert_int_equal(ing_batcher_toast_durable(bt), s3);
-    ing_batcher_free(bt);
-    wh_server_stop(srv);
-    pthread_mutex_destroy(&s.mu);
-    char path[256];
-    snprintf(path, sizeof(path), "%s/store.sock", dir);
-    unlink(path);
-    rmdir(dir);
+    toast_fx_stop(&x);
 }
 
 /* In a stream block the ops do not wait for a tick with no open event
@@ -541,59 +561,34 @@ static void test_toast_ops(void **state)
 static void test_toast_ops_staged(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/wh_ing_batch_XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    static wh_config cfg;
-    setup_cfg(&cfg, dir);
-    sink s = {.order_ok = 1};
-    pthread_mutex_init(&s.mu, NULL);
-    wh_server *srv;
+    static toast_fx x;
+    toast_fx_start(&x);
+    ing_batcher *bt = x.bt;
+    sink *sp = &x.s;
     char err[WH_ERRLEN];
-    assert_int_equal(
-        wh_server_start(&srv, cfg.store_endpoint, 1, 64 << 20, on_req, NULL, &s, err, sizeof(err)),
-        WH_OK);
-    ing_batcher *bt;
-    assert_int_equal(ing_batcher_new(&bt, &cfg, err, sizeof(err)), WH_OK);
-    Walhook__ToastOp op = WALHOOK__TOAST_OP__INIT;
-    op.kind = WALHOOK__TOAST_OP__KIND__DEL;
-    op.rel = 1;
-    op.key.data = (uint8_t *)"k";
-    op.key.len = 1;
-    op.col = "c";
-    uint8_t buf[64];
-    size_t n = walhook__toast_op__pack(&op, buf + 3);
-    buf[0] = 0x8a; /* AppendBatch.toast_ops = 33 */
-    buf[1] = 0x02;
-    buf[2] = (uint8_t)n;
     assert_int_equal(ing_batcher_stage(bt, 900, 1, err, sizeof(err)), WH_OK);
     for (uint32_t i = 0; i < 3; i++) {
         wh_buf *b = ing_batcher_buf(bt);
         size_t start = b->len;
         wh_buf_puts(b, "{\"a\":1}");
         assert_int_equal(ing_batcher_add_staged(bt, i, 900, start, err, sizeof(err)), WH_OK);
-        assert_true(ing_batcher_toast_add(bt, buf, n + 3) > 0);
+        assert_true(ing_batcher_toast_add(bt, x.op, x.oplen) > 0);
         assert_int_equal(ing_batcher_seal(bt, err, sizeof(err)), WH_OK);
     }
     /* no tick: the three seals took the ops out */
     for (int i = 0; i < 500; i++) {
-        pthread_mutex_lock(&s.mu);
-        size_t t = s.tops;
-        pthread_mutex_unlock(&s.mu);
+        pthread_mutex_lock(&sp->mu);
+        size_t t = sp->tops;
+        pthread_mutex_unlock(&sp->mu);
         if (t >= 3)
             break;
         wh_sleep_ms(10);
     }
-    pthread_mutex_lock(&s.mu);
-    assert_int_equal(s.tops, 3);
-    assert_true(s.tops_alone >= 1);
-    pthread_mutex_unlock(&s.mu);
-    ing_batcher_free(bt);
-    wh_server_stop(srv);
-    pthread_mutex_destroy(&s.mu);
-    char path[256];
-    snprintf(path, sizeof(path), "%s/store.sock", dir);
-    unlink(path);
-    rmdir(dir);
+    pthread_mutex_lock(&sp->mu);
+    assert_int_equal(sp->tops, 3);
+    assert_true(sp->tops_alone >= 1);
+    pthread_mutex_unlock(&sp->mu);
+    toast_fx_stop(&x);
 }
 
 static void test_encode_matches_pack(void **state)
