@@ -1453,12 +1453,14 @@ static void stage_rdel_note(st_db *db, st_tenant *t, uint32_t n);
 /* An event at a position already written in this process (a resend:
  * PostgreSQL sends what was not confirmed again, a stage commit cut short is
  * sent again) must come with the same bytes: an event's id is its position
- * (DESIGN), and other bytes change what a delivered id means. That would
- * be an ingestor bug, which the blind put that follows would hide: counts
- * it in *differ (walhook_store_resends_differ_total, and an error in the
- * log). WH_ERR: the read failed. */
+ * (DESIGN). Other bytes are an ingestor bug (or a value it can no longer
+ * render as it did: a TOAST value replaced since), and the stored event,
+ * durable and maybe delivered, is what the id names: *stored is set and
+ * the event is not written again (unless st_db_set_resend_overwrite), and
+ * the difference is counted in *differ (walhook_store_resends_differ_total,
+ * and an error in the log). WH_ERR: the read failed. */
 static int resend_check(st_db *db, st_tenant *t, const char *k, size_t kl, const st_event *ev,
-                        size_t *differ, char *err, size_t errlen)
+                        int *stored, size_t *differ, char *err, size_t errlen)
 {
     size_t vl = 0;
     char *e = NULL;
@@ -1467,6 +1469,7 @@ static int resend_check(st_db *db, st_tenant *t, const char *k, size_t kl, const
         return st_dbi_rerr(err, errlen, "get event", e);
     if (old == NULL)
         return WH_OK; /* collected (below the watermark) */
+    *stored = !atomic_load(&db->resend_overwrite);
     uint8_t ts[8];
     wh_put_be64(ts, (uint64_t)ev->commit_ts_us);
     size_t jl = ev->json ? ev->json_len : 0;
@@ -1497,11 +1500,14 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             const st_event *ev = &r->ev[e];
             size_t kl = st_dbi_key_event(k, r->t->name, ev->lsn, ev->seq);
             size_t d0 = differ;
+            int stored = 0;
             if (wh_pos_cmp(ev->lsn, ev->seq, nl, ns) <= 0 &&
-                (rc = resend_check(db, r->t, k, kl, ev, &differ, err, errlen)) != WH_OK)
+                (rc = resend_check(db, r->t, k, kl, ev, &stored, &differ, err, errlen)) != WH_OK)
                 break;
             if (differ > d0 && first_differ == NULL)
                 first_differ = ev;
+            if (stored)
+                continue;
             uint8_t ts[8];
             wh_put_be64(ts, (uint64_t)ev->commit_ts_us);
             const char *vp[2] = {(const char *)ts, ev->json ? ev->json : ""};
@@ -1515,7 +1521,8 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             wh_lsn_format(first_differ->lsn, at, sizeof(at));
             atomic_fetch_add(&db->resends_differ, differ);
             wh_error("tenant %s: %zu event%s sent again with other bytes than stored, the first "
-                     "at %s seq %u (an event's id must name one content: please report this)",
+                     "at %s seq %u: the stored ones kept (an event's id names one content; "
+                     "please report this)",
                      r->t->name, differ, differ == 1 ? "" : "s", at, first_differ->seq);
         }
     }
@@ -1898,6 +1905,11 @@ static uint64_t append_bytes(const st_event *ev, size_t n)
 uint64_t st_db_resends_differ(st_db *db)
 {
     return atomic_load(&db->resends_differ);
+}
+
+void st_db_set_resend_overwrite(st_db *db, int on)
+{
+    atomic_store(&db->resend_overwrite, on != 0);
 }
 
 int st_db_append_light(st_db *db, const st_event *ev, size_t n)

@@ -489,8 +489,11 @@ int st_db_flush(st_db *db, char *err, size_t errlen);
 uint64_t st_db_gc_dropped(st_db *db);
 /* Schema versions the registry prunes dropped since open, all tenants. */
 uint64_t st_db_schema_pruned(st_db *db);
-/* Events sent again with other bytes than stored (an ingestor bug). */
+/* Events sent again with other bytes than stored (kept as stored). */
 uint64_t st_db_resends_differ(st_db *db);
+/* Tests: an event sent again at a stored position is written again (the
+ * compaction tests rewrite the same keys); by default the stored one stays. */
+void st_db_set_resend_overwrite(st_db *db, int on);
 /* Compactions of a garbage range (below a watermark) since open. */
 uint64_t st_db_gc_compactions(st_db *db);
 

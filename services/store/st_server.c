@@ -1571,7 +1571,7 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
                         st_db_schema_pruned(s->db));
     rc |= wh_metric_header(b, "walhook_store_resends_differ_total", "counter",
                            "events sent again at a stored position with other bytes since "
-                           "start (an ingestor bug: each logged)");
+                           "start (the stored ones kept; an ingestor bug: each logged)");
     rc |= wh_metric_u64(b, "walhook_store_resends_differ_total", "", st_db_resends_differ(s->db));
     rc |= wh_metric_header(b, "walhook_store_io_rate_bytes", "gauge",
                            "RocksDB's rate limit of compaction writes in force, bytes/s "
