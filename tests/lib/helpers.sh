@@ -250,6 +250,18 @@ wh_up() {
     wh_wait_slot_active walhook 60 || wh_fail "the slot is not streaming"
 }
 
+# A psql session of its own that runs what is written to file descriptor
+# FD (echo "SQL;" >&FD), its output in $WH_TMP/NAME.out, its pid in
+# ${NAME}pid: a transaction kept open across the test's steps.
+wh_psql_session() {
+    local name=$1 fd=$2
+    mkfifo "$WH_TMP/$name.fifo"
+    psql -X -q -v ON_ERROR_STOP=1 -At -d "$PG_DSN" <"$WH_TMP/$name.fifo" \
+        >"$WH_TMP/$name.out" 2>&1 &
+    printf -v "${name}pid" '%s' "$!"
+    eval "exec $fd>\"\$WH_TMP/$name.fifo\""
+}
+
 # A receiver on PORT (writing $WH_TMP/got.jsonl) and walhook up (wh_up)
 # with tenant default, slot and publication walhook, one target t posting
 # to the receiver, the admin on APORT, the config in CONF. $1: more

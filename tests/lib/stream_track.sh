@@ -14,15 +14,3 @@ wh_stream_track_up() {
     wh_up_receiver 'streaming = true; slot_policy = "track";' \
         'dispatcher = { retry_max_ms = 500; };'
 }
-
-# A psql session of its own that runs what is written to file descriptor
-# FD (echo "SQL;" >&FD), its output in $WH_TMP/NAME.out, its pid in
-# ${NAME}pid: a transaction kept open across the test's steps.
-wh_psql_session() {
-    local name=$1 fd=$2
-    mkfifo "$WH_TMP/$name.fifo"
-    psql -X -q -v ON_ERROR_STOP=1 -At -d "$PG_DSN" <"$WH_TMP/$name.fifo" \
-        >"$WH_TMP/$name.out" 2>&1 &
-    printf -v "${name}pid" '%s' "$!"
-    eval "exec $fd>\"\$WH_TMP/$name.fifo\""
-}
