@@ -48,7 +48,6 @@ int main(int argc, char **argv)
 {
     char err[WH_ERRLEN];
     const char *path = wh_daemon_init(argc, argv, "admin", &cfg);
-    wh_daemon_pidfile(&cfg, "admin");
 
     {
         char src[64];
@@ -71,6 +70,9 @@ int main(int argc, char **argv)
         adm_query_close(q);
         return 1;
     }
+    /* only now: this process owns its port (an admin that lost it leaves
+     * the running one's pid file alone) */
+    wh_daemon_pidfile(&cfg, "admin");
     wh_info("listening on http://%s (port %u)", cfg.admin_listen, (unsigned)adm_http_port(h));
 
     pthread_t starter;

@@ -34,7 +34,6 @@ int main(int argc, char **argv)
     static wh_config cfg, loopcfg;
     char err[WH_ERRLEN];
     const char *path = wh_daemon_init(argc, argv, "dispatcher", &cfg);
-    wh_daemon_pidfile(&cfg, "dispatcher");
 
     /* memory: the plan for the file's targets (the runtime state's are
      * checked by the admin before it adds one, 409) */
@@ -98,6 +97,9 @@ int main(int argc, char **argv)
         dsp_loop_destroy(loop);
         return 1;
     }
+    /* only now: this process owns its control endpoint (a dispatcher that
+     * lost it leaves the running one's pid file alone) */
+    wh_daemon_pidfile(&cfg, "dispatcher");
     if (dsp_state_start_leased(&st, &cfg, path, loop, lease, DSP_STORE_WAIT_MS, err, sizeof(err)) !=
         WH_OK) {
         wh_error("runtime state: %s", err);

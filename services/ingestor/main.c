@@ -95,7 +95,6 @@ int main(int argc, char **argv)
         wh_strlcpy(daemon_name, "ingestor", sizeof(daemon_name));
     else
         snprintf(daemon_name, sizeof(daemon_name), "ingestor-%.40s", tenant);
-    wh_daemon_pidfile(&base, daemon_name);
 
     /* the budget of the file's settings first: a refusal needs no store */
     if (check_budget(&base, daemon_name) != WH_OK)
@@ -152,6 +151,9 @@ int main(int argc, char **argv)
         wh_error("control endpoint %s: %s", cfg.ingestor_control, err);
         goto out;
     }
+    /* only now: this process owns its control endpoint (an ingestor that
+     * lost it leaves the running one's pid file alone) */
+    wh_daemon_pidfile(&base, daemon_name);
     wh_info("tenant %s (control %s)", tenant, cfg.ingestor_control);
     PGconn *c = first;
     first = NULL; /* ing_repl_run's */

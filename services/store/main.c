@@ -172,7 +172,6 @@ int main(int argc, char **argv)
     const char *path = wh_daemon_init(nargs, args, "store", &cfg);
     if (dump)
         return run_dump(&cfg, dump == 2);
-    wh_daemon_pidfile(&cfg, "store");
 
     /* the memory budget of the file's tenants and targets first: a refusal
      * opens nothing */
@@ -195,6 +194,9 @@ int main(int argc, char **argv)
         wh_error("cannot open the store: %s", err);
         return 1;
     }
+    /* only now: this process holds rocksdb/LOCK, so the data directory is
+     * its (a store that lost the LOCK leaves the running one's file alone) */
+    wh_daemon_pidfile(&cfg, "store");
     if (st_state_open(&state, db, &cfg, path, err, sizeof(err)) != WH_OK) {
         wh_error("cannot load the runtime state: %s", err);
         st_db_close(db);

@@ -2,10 +2,12 @@
 #include "cli_up.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,6 +45,53 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name, in
     }
     (*i)++;
     return argv[*i];
+}
+
+/* The data directory belongs to one walhook up at a time: an exclusive
+ * flock on <data_dir>/walhook-up.lock, held until this process exits (the
+ * descriptor is close-on-exec: the daemons do not inherit it). The file
+ * holds the holder's pid, for the error of the next one. Returns the
+ * descriptor, or -1 with the reason in err. */
+static int up_lock(const char *data_dir, char *err, size_t errlen)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/walhook-up.lock", data_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        wh_seterr(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char buf[32];
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+        long holder = 0;
+        if (n > 0) {
+            buf[n] = '\0';
+            holder = strtol(buf, NULL, 10);
+        }
+        close(fd);
+        if (e == EWOULDBLOCK) {
+            if (holder > 0)
+                wh_seterr(err, errlen,
+                          "another walhook up (pid %ld) runs on the data directory %s (it holds "
+                          "%s); stop it first",
+                          holder, data_dir, path);
+            else
+                wh_seterr(err, errlen,
+                          "another walhook up runs on the data directory %s (it holds %s); stop "
+                          "it first",
+                          data_dir, path);
+        } else {
+            wh_seterr(err, errlen, "cannot lock %s: %s", path, strerror(e));
+        }
+        return -1;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        wh_warn("cannot write the pid into %s: %s", path, strerror(errno));
+    return fd;
 }
 
 /* Directory of the running walhook binary. */
@@ -132,6 +181,13 @@ int cli_cmd_up(int argc, char **argv)
     if (wh_data_dir_prepare(cfg.data_dir, 1, err, sizeof(err)) != WH_OK) {
         fprintf(stderr, "walhook up: %s\n", err);
         rc = 2;
+        goto out;
+    }
+    /* Before anything else on the data directory: a second walhook up on it
+     * (even one started at the same moment) stops here. Held until exit. */
+    if (up_lock(cfg.data_dir, err, sizeof(err)) < 0) {
+        fprintf(stderr, "walhook up: %s\n", err);
+        rc = 1;
         goto out;
     }
     /* Daemons of a previous instance still on this data directory would
