@@ -253,6 +253,14 @@ void wh_signals_install(void)
     sigaction(SIGHUP, &sa, NULL);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
+    /* walhook up starts its daemons with SIGHUP blocked (cli_sup): from
+     * here on it is a reload */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
 
 int wh_backoff_ms(int attempt, int base_ms, int max_ms)

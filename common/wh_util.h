@@ -67,7 +67,8 @@ void wh_deadline_in(struct timespec *ts, clockid_t clock, int64_t ms);
 void wh_cond_init_monotonic(pthread_cond_t *cv);
 
 /* Signals: handlers only set flags. wh_signals_install() handles SIGTERM,
- * SIGINT (stop), SIGHUP (reload) and ignores SIGPIPE. */
+ * SIGINT (stop), SIGHUP (reload), ignores SIGPIPE and unblocks the three
+ * (walhook up starts its daemons with SIGHUP blocked). */
 extern volatile sig_atomic_t wh_stop_requested;
 extern volatile sig_atomic_t wh_reload_requested;
 void wh_signals_install(void);

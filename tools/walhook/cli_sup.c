@@ -82,7 +82,11 @@ void cli_sup_describe(int status, char *buf, size_t len)
 /* In a child just forked by walhook up (PARENT): its own process group (the
  * terminal's Ctrl-C reaches only the supervisor, which stops children in
  * order), death with the parent, default signal handling, and the mark that
- * tells a later walhook up the daemon was ours (cli_stale). */
+ * tells a later walhook up the daemon was ours (cli_stale). SIGHUP stays
+ * blocked across exec: walhook up forwards a reload to children it has just
+ * forked, and with the default action it would kill them before the daemon
+ * installs its handler; wh_signals_install unblocks it, and a SIGHUP
+ * pending by then is a reload. */
 void cli_sup_child_setup(pid_t parent)
 {
     setpgid(0, 0);
@@ -96,9 +100,10 @@ void cli_sup_child_setup(pid_t parent)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    sigprocmask(SIG_SETMASK, &hup, NULL);
     char up[32];
     snprintf(up, sizeof(up), "%d", (int)parent);
     setenv(CLI_SUP_ENV, up, 1);
