@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli_tenants.h"
+#include "wh_config.h"
 #include "wh_daemon.h"
 #include "wh_ipc.h"
 #include "wh_util.h"
@@ -34,6 +35,12 @@
  * bind it and dies, which then is a failure before readiness (backoff), not
  * a ready daemon restarted at once (cli_tenants: CT_STABLE_MS). */
 #define SUP_STABLE_MS 1000
+/* Exit code 2 is a daemon's "bad configuration": walhook up re-reads the file
+ * and logs why, at most this often per daemon (unless the reason changes). */
+#define SUP_CONFIG_LOG_EVERY_MS 60000
+/* Every daemon down, each after this many exits 2 in a row: walhook up
+ * gives up (exit 2). */
+#define SUP_CONFIG_GIVE_UP 3
 
 enum { SUP_STORE, SUP_INGESTOR, SUP_DISPATCHER, SUP_ADMIN, SUP_N };
 
@@ -45,15 +52,21 @@ typedef struct sup_child {
     char path[4096];  /* <bindir>/walhook-store */
     pid_t pid;        /* 0 = not running */
     uint64_t started_ms;
-    uint64_t restart_at_ms; /* when pid == 0: start again at this time */
-    int failures;           /* deaths in a row before becoming ready */
-    int ready_logged;       /* "is ready" logged for this pid */
-    atomic_int probe_pid;   /* the probe thread checks this pid's readiness */
-    atomic_int ready_pid;   /* the last pid the probe saw ready */
-    int slow_logged;        /* "not ready yet" logged for this pid */
-    pthread_mutex_t why_mu; /* guards why */
-    char why[256];          /* the probe's last error for this child */
+    uint64_t restart_at_ms;    /* when pid == 0: start again at this time */
+    int failures;              /* deaths in a row before becoming ready */
+    int ready_logged;          /* "is ready" logged for this pid */
+    atomic_int probe_pid;      /* the probe thread checks this pid's readiness */
+    atomic_int ready_pid;      /* the last pid the probe saw ready */
+    int slow_logged;           /* "not ready yet" logged for this pid */
+    pthread_mutex_t why_mu;    /* guards why */
+    char why[256];             /* the probe's last error for this child */
+    int config_failures;       /* exits with code 2 in a row */
+    uint64_t config_logged_ms; /* when the last configuration error was logged */
+    char config_err[256];      /* and what it said */
 } sup_child;
+
+/* The file every daemon is started with (NULL: defaults and environment). */
+static const char *sup_config_path;
 
 int cli_sup_next_delay(int *failures, int was_ready)
 {
@@ -144,6 +157,33 @@ static int sup_spawn(sup_child *c, const char *config_path)
     return WH_OK;
 }
 
+/* C exited with code 2 (it refused its configuration): re-reads the file as
+ * the daemons do and logs the reason as an error, at most every
+ * SUP_CONFIG_LOG_EVERY_MS unless the reason changes. The restart keeps its
+ * backoff (DELAY_MS); the other daemons keep running. */
+static void sup_config_failed(sup_child *c, uint64_t now, int delay_ms)
+{
+    static wh_config cfg;
+    char err[WH_ERRLEN], why[sizeof(c->config_err)];
+    if (wh_config_load(&cfg, sup_config_path, err, sizeof(err)) != WH_OK)
+        snprintf(why, sizeof(why), "its configuration is invalid: %.200s", err);
+    else
+        snprintf(why, sizeof(why),
+                 "it refused its configuration (its own error is logged above; the file "
+                 "itself loads)");
+    c->config_failures++;
+    if (c->config_logged_ms != 0 && now < c->config_logged_ms + SUP_CONFIG_LOG_EVERY_MS &&
+        strcmp(why, c->config_err) == 0)
+        return;
+    c->config_logged_ms = now;
+    wh_strlcpy(c->config_err, why, sizeof(c->config_err));
+    wh_error("walhook-%s exited with code 2: %s; it is retried with backoff (next in %d ms) until "
+             "that is fixed, the other daemons keep running (%d exit%s 2 in a row; this error is "
+             "repeated at most every %d s)",
+             c->name, why, delay_ms, c->config_failures, c->config_failures == 1 ? "" : "s",
+             SUP_CONFIG_LOG_EVERY_MS / 1000);
+}
+
 /* Reaps every exited child; schedules restarts when `restart`. Returns the
  * number of children reaped. */
 static int sup_reap(sup_child *ch, int restart)
@@ -184,6 +224,10 @@ static int sup_reap(sup_child *ch, int restart)
                     wh_warn("walhook-%s (pid %d) %s after %lld ms, before it became ready (%d "
                             "times in a row); restarting walhook-%s in %d ms",
                             ch[i].name, (int)pid, how, up, ch[i].failures, ch[i].name, d);
+                if (WIFEXITED(status) && WEXITSTATUS(status) == 2)
+                    sup_config_failed(&ch[i], now, d);
+                else
+                    ch[i].config_failures = 0;
             } else {
                 wh_info("walhook-%s (pid %d) %s", ch[i].name, (int)pid, how);
             }
@@ -415,6 +459,7 @@ static void probe_stop(sup_probe *p)
 int cli_sup_run(const cli_sup_opts *o)
 {
     static const char *const names[SUP_N] = {"store", "ingestor", "dispatcher", "admin"};
+    sup_config_path = o->config_path;
     sup_child ch[SUP_N];
     memset(ch, 0, sizeof(ch));
     for (int i = 0; i < SUP_N; i++) {
@@ -454,8 +499,19 @@ int cli_sup_run(const cli_sup_opts *o)
     if (cli_tenants_start(&sup_tenants, o->bindir, o->config_path) != WH_OK)
         wh_warn("cannot follow the tenants of the runtime state; only the file's tenant runs");
 
+    int rc = 0;
     while (!wh_stop_requested) {
         sup_reap(ch, 1);
+        int bad = 0;
+        for (int i = 0; i < SUP_N; i++)
+            bad += ch[i].pid == 0 && ch[i].config_failures >= SUP_CONFIG_GIVE_UP;
+        if (bad == SUP_N) {
+            wh_error("every daemon exits with code 2 (walhook-%s: %s); giving up: fix the "
+                     "configuration and start walhook up again",
+                     ch[SUP_STORE].name, ch[SUP_STORE].config_err);
+            rc = 2;
+            break;
+        }
         cli_tenants_tick(sup_tenants);
         uint64_t now = wh_now_ms();
         for (int i = 0; i < SUP_N; i++) {
@@ -468,6 +524,8 @@ int cli_sup_run(const cli_sup_opts *o)
                 now >= ch[i].started_ms + SUP_STABLE_MS) {
                 ch[i].ready_logged = 1;
                 ch[i].failures = 0; /* ready: the backoff starts over */
+                ch[i].config_failures = 0;
+                ch[i].config_logged_ms = 0;
                 wh_info("walhook-%s (pid %d) is ready after %llu ms", ch[i].name, (int)ch[i].pid,
                         (unsigned long long)(now - ch[i].started_ms));
             }
@@ -493,9 +551,10 @@ int cli_sup_run(const cli_sup_opts *o)
         }
         wh_sleep_ms(50);
     }
-    wh_info("stop requested: stopping ingestor, then dispatcher and admin, then store");
+    if (rc == 0)
+        wh_info("stop requested: stopping ingestor, then dispatcher and admin, then store");
     probe_stop(&probe);
     sup_stop_all(ch);
     wh_info("all daemons stopped");
-    return 0;
+    return rc;
 }

@@ -33,8 +33,8 @@ typedef struct cli_sup_opts {
     int store_wait_ms; /* how long the store may take to answer */
 } cli_sup_opts;
 
-/* Runs until a stop signal; returns the exit code (0, or 1 on a startup
- * failure). */
+/* Runs until a stop signal; returns the exit code (0, 1 on a startup
+ * failure, 2 when every daemon keeps exiting 2: bad configuration). */
 int cli_sup_run(const cli_sup_opts *o);
 
 /* Restart delay of a daemon that died: *failures counts its deaths in a row
