@@ -516,9 +516,12 @@ int cli_sup_run(const cli_sup_opts *o)
         uint64_t now = wh_now_ms();
         for (int i = 0; i < SUP_N; i++) {
             if (ch[i].pid == 0 && now >= ch[i].restart_at_ms && !wh_stop_requested &&
-                (i != SUP_INGESTOR || cli_tenants_default_wanted(sup_tenants)))
+                (i != SUP_INGESTOR || cli_tenants_default_wanted(sup_tenants))) {
                 if (sup_spawn(&ch[i], o->config_path) != WH_OK)
                     ch[i].restart_at_ms = now + (uint64_t)cli_sup_next_delay(&ch[i].failures, 0);
+                else
+                    now = wh_now_ms(); /* not before the child's started_ms */
+            }
             if (ch[i].pid > 0 && !ch[i].ready_logged &&
                 atomic_load(&ch[i].ready_pid) == (int)ch[i].pid &&
                 now >= ch[i].started_ms + SUP_STABLE_MS) {
@@ -530,7 +533,7 @@ int cli_sup_run(const cli_sup_opts *o)
                         (unsigned long long)(now - ch[i].started_ms));
             }
             if (ch[i].pid > 0 && !ch[i].ready_logged && !ch[i].slow_logged &&
-                now - ch[i].started_ms > SUP_SLOW_READY_MS) {
+                now > ch[i].started_ms + SUP_SLOW_READY_MS) {
                 char why[256];
                 pthread_mutex_lock(&ch[i].why_mu);
                 wh_strlcpy(why, ch[i].why[0] ? ch[i].why : "no answer yet", sizeof(why));
