@@ -5,12 +5,7 @@
 # running; once every daemon is down on it, walhook up stops and exits 2.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-wh_pipeline_setup
-pg_psql -c "CREATE TABLE items (id int PRIMARY KEY)" >/dev/null || wh_fail "cannot create the table"
-APORT=$(wh_free_port)
-RPORT=$(wh_free_port)
-CONF="$WH_TMP/walhook.conf"
-wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$RPORT/hook"
+wh_items_conf
 wh_spawn walhook "$BIN/walhook" up -c "$CONF"
 UP=${WH_PIDS[walhook]}
 LOG="$WH_TMP/walhook.log"

@@ -7,12 +7,7 @@
 # restarting at once" ten times a second.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-wh_pipeline_setup
-pg_psql -c "CREATE TABLE items (id int PRIMARY KEY)" >/dev/null || wh_fail "cannot create the table"
-APORT=$(wh_free_port)
-RPORT=$(wh_free_port)
-CONF="$WH_TMP/walhook.conf"
-wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$RPORT/hook"
+wh_items_conf
 # the squatter on the admin port: an HTTP server that is not walhook-admin
 wh_spawn squatter "$BIN/walhook-receiver" --listen "127.0.0.1:$APORT" --out "$WH_TMP/sq.jsonl"
 wh_wait_until 30 curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$APORT/" ||

@@ -7,13 +7,7 @@
 # RocksDB LOCK) leaves the running daemon's pid file alone.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-wh_pipeline_setup
-pg_psql -c "CREATE TABLE items (id int PRIMARY KEY)" >/dev/null || wh_fail "cannot create the table"
-APORT=$(wh_free_port)
-RPORT=$(wh_free_port)
-CONF="$WH_TMP/walhook.conf"
-DATA="$WH_TMP/data"
-wh_write_conf "$CONF" "$PG_DSN" "$DATA" "$APORT" "http://127.0.0.1:$RPORT/hook"
+wh_items_conf
 
 wh_spawn upA "$BIN/walhook" up -c "$CONF"
 wh_spawn upB "$BIN/walhook" up -c "$CONF"

@@ -236,6 +236,20 @@ wh_items_pipeline() {
     wh_wait_slot_active walhook 60 || wh_fail "the ingestor did not start streaming"
 }
 
+# wh_items_conf: wh_pipeline_setup, table items, and a config of the four
+# daemons (one target on RPORT, nothing listening there) in CONF; sets
+# APORT RPORT CONF DATA. The walhook up tests start it themselves.
+wh_items_conf() {
+    wh_pipeline_setup
+    pg_psql -c "CREATE TABLE items (id int PRIMARY KEY)" >/dev/null ||
+        wh_fail "cannot create the table"
+    APORT=$(wh_free_port)
+    RPORT=$(wh_free_port)
+    CONF="$WH_TMP/walhook.conf"
+    DATA="$WH_TMP/data"
+    wh_write_conf "$CONF" "$PG_DSN" "$DATA" "$APORT" "http://127.0.0.1:$RPORT/hook"
+}
+
 wh_pipeline_setup() {
     trap wh_cleanup EXIT
     wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin \
