@@ -30,39 +30,77 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
 CFLAGS=(-g -O1 -std=gnu11 -D_GNU_SOURCE -Icommon -I"$OUT/gen" -I/usr/include/postgresql
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
 LIBS=(-lprotobuf-c -lnng -lpq -lconfig -ljansson -lpthread)
-status=0
+# Each source is compiled once (in parallel, one job per CPU) and every
+# target is linked from those objects: the common sources are shared by all.
+sources_of() { sed -n "s/^.*$1:\\(.*\\)$/\\1/p" "$2"; }
+selected=()
 for src in tests/fuzz/fuzz_*.c; do
     name=$(basename "$src" .c)
     if [ -n "${FUZZ_TARGETS:-}" ] && [[ " $FUZZ_TARGETS " != *" $name "* ]]; then
         continue
     fi
+    selected+=("$src")
+done
+declare -A SEEN=()
+units=()
+incs=()
+for s in common/*.c "$OUT/gen/walhook.pb-c.c" "$OUT/gen/wh_build_info.c" "${selected[@]}" \
+    $(for src in "${selected[@]}"; do sources_of fuzz-sources "$src"; done); do
+    [ -n "${SEEN[$s]:-}" ] && continue
+    SEEN[$s]=1
+    units+=("$s")
+    d=$(dirname "$s")
+    [ -n "${SEEN[-I$d]:-}" ] || { SEEN[-I$d]=1; incs+=(-I"$d"); }
+done
+objdir="$OUT/obj"
+mkdir -p "$objdir"
+obj_of() { local o=${1//\//_}; echo "$objdir/${o%.*}.o"; }
+compile_one() {
+    local s=$1 o
+    o=$(obj_of "$s")
+    case "$s" in
+    *.cc)
+        # C++ for a RocksDB class
+        clang++ -g -O1 -std=gnu++17 -fno-exceptions -Icommon "${incs[@]}" \
+            -fsanitize=address,undefined -fno-sanitize=vptr,function -c "$s" -o "$o"
+        ;;
+    *) clang "${CFLAGS[@]/-fsanitize=fuzzer,/-fsanitize=fuzzer-no-link,}" "${incs[@]}" -c "$s" -o "$o" ;;
+    esac || { echo "fuzz: $s does not compile"; return 1; }
+}
+status=0
+jobs_max=$(nproc 2>/dev/null || echo 2)
+running=0
+for s in "${units[@]}"; do
+    if [ "$running" -ge "$jobs_max" ]; then
+        wait -n || status=1
+        running=$((running - 1))
+    fi
+    compile_one "$s" &
+    running=$((running + 1))
+done
+while [ "$running" -gt 0 ]; do
+    wait -n || status=1
+    running=$((running - 1))
+done
+[ "$status" = 0 ] || { echo "fuzz: build failed"; exit 1; }
+shared=()
+for s in common/*.c "$OUT/gen/walhook.pb-c.c" "$OUT/gen/wh_build_info.c"; do
+    shared+=("$(obj_of "$s")")
+done
+for src in "${selected[@]}"; do
+    name=$(basename "$src" .c)
     # shellcheck disable=SC2207
-    extra_src=($(sed -n 's/^.*fuzz-sources:\(.*\)$/\1/p' "$src"))
+    extra_src=($(sources_of fuzz-sources "$src"))
     # shellcheck disable=SC2207
-    extra_libs=($(sed -n 's/^.*fuzz-libs:\(.*\)$/\1/p' "$src"))
-    incs=()
+    extra_libs=($(sources_of fuzz-libs "$src"))
+    objs=("$(obj_of "$src")")
+    cxx=()
     for s in "${extra_src[@]}"; do
-        incs+=(-I"$(dirname "$s")")
+        objs+=("$(obj_of "$s")")
+        case "$s" in *.cc) cxx=(-lstdc++) ;; esac
     done
-    echo "== building $name"
-    # a .cc source (C++ for a RocksDB class) is compiled apart and linked in
-    c_src=()
-    cc_obj=()
-    cc_ok=1
-    for s in "${extra_src[@]}"; do
-        case "$s" in
-        *.cc)
-            o="$OUT/$(basename "$s" .cc).o"
-            clang++ -g -O1 -std=gnu++17 -fno-exceptions -Icommon "${incs[@]}" \
-                -fsanitize=address,undefined -fno-sanitize=vptr,function -c "$s" -o "$o" || cc_ok=0
-            cc_obj+=("$o" -lstdc++)
-            ;;
-        *) c_src+=("$s") ;;
-        esac
-    done
-    if [ "$cc_ok" != 1 ] ||
-        ! clang "${CFLAGS[@]}" "${incs[@]}" -o "$OUT/$name" "$src" "${c_src[@]}" common/*.c \
-            "$OUT/gen/walhook.pb-c.c" "$OUT/gen/wh_build_info.c" "${cc_obj[@]}" \
+    echo "== linking $name"
+    if ! clang "${CFLAGS[@]}" -o "$OUT/$name" "${objs[@]}" "${shared[@]}" "${cxx[@]}" \
             "${extra_libs[@]}" "${LIBS[@]}"; then
         echo "fuzz: $name does not build"
         status=1
