@@ -754,8 +754,8 @@ static int schema_first_use(repl *r, const ing_txn *t, uint32_t *seq, uint32_t o
         ing_schema_take(r->schema, rel->version, t->commit_lsn, t->xid, drop_staged, r) != WH_OK)
         return wh_seterr(err, errlen, "%s", r->drop_err);
     if (t->staged) {
-        char table[2 * 64 + 2];
-        snprintf(table, sizeof(table), "%s.%s", rel->nspname, rel->relname);
+        char table[ING_SCHEMA_TABLE_MAX];
+        ing_schema_table(rel, table, sizeof(table));
         if (ing_schema_staged_add(r->schema, rel->version, t->xid, sm.xid, *seq,
                                   ann & ING_SCHEMA_PENDING, table, r->sdesc.data,
                                   r->sdesc.len) != WH_OK)

@@ -416,12 +416,18 @@ int ing_schema_first_use(const ing_schema *s, uint64_t fp, uint64_t *first_lsn, 
     return 1;
 }
 
+const char *ing_schema_table(const ing_relation *r, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s.%s", r->nspname, r->relname);
+    return buf;
+}
+
 int ing_schema_field(wh_buf *out, const ing_relation *r, const char *desc, size_t dlen,
                      uint64_t first_lsn, uint32_t first_xid, uint64_t started_lsn,
                      uint32_t started_xid, int first_use_moves)
 {
-    char table[2 * 64 + 2 + 512];
-    snprintf(table, sizeof(table), "%s.%s", r->nspname, r->relname);
+    char table[ING_SCHEMA_TABLE_MAX];
+    ing_schema_table(r, table, sizeof(table));
     Walhook__SchemaVersion v;
     walhook__schema_version__init(&v);
     v.table = table;

@@ -50,6 +50,11 @@
  * key_columns: the events' key (the primary key of a REPLICA IDENTITY FULL
  * table when it was found, else the replica identity columns). */
 int ing_schema_describe(wh_buf *b, const ing_relation *r);
+/* The registry's table name of r, "schema.table", into buf (cap bytes;
+ * ING_SCHEMA_TABLE_MAX holds any two PostgreSQL identifiers). Every path
+ * that names a version's table goes through here, so they cannot differ. */
+#define ING_SCHEMA_TABLE_MAX (2 * 64 + 2)
+const char *ing_schema_table(const ing_relation *r, char *buf, size_t cap);
 /* FNV-1a, 64 bits. */
 uint64_t ing_schema_hash(const void *p, size_t n);
 /* Sets r->version and version_hex from its description (scratch: a

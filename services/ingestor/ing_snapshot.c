@@ -129,7 +129,7 @@ struct ing_snapshot {
     int sv_pending;
     uint64_t sv_fp;
     wh_buf sdesc;
-    char sv_table[2 * 64 + 2];
+    char sv_table[ING_SCHEMA_TABLE_MAX];
     Walhook__SchemaVersion sv;
 
     int exporting;           /* ing_snapshot_export runs: no stream, no window */
@@ -1589,7 +1589,7 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
      * registry") */
     if (s->schema != NULL && mrel != NULL && mrel->version_hex[0] != '\0') {
         wh_buf_reset(&s->sdesc);
-        snprintf(s->sv_table, sizeof(s->sv_table), "%s.%s", mrel->nspname, mrel->relname);
+        ing_schema_table(mrel, s->sv_table, sizeof(s->sv_table));
         walhook__schema_version__init(&s->sv);
         s->sv.table = s->sv_table;
         s->sv.fingerprint = mrel->version;
