@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,7 +26,9 @@ typedef struct lease_t {
 } lease_t;
 
 struct dsp_lease {
-    char owner[DSP_LEASE_OWNER_MAX + 1];
+    char owner[DSP_LEASE_OWNER_MAX + 1]; /* "<id>#<instance>" */
+    size_t id_len;                       /* bytes of <id> */
+    int dup_warned;                      /* another live owner with our id was logged */
     int ttl_ms;
     wh_client *store;
     pthread_t thread;
@@ -224,8 +227,19 @@ static size_t list_replicas(dsp_lease *l)
         return 0;
     }
     size_t r = 1;
-    if (rep->body_case == WALHOOK__REPLY__BODY_LEASE && rep->lease && rep->lease->n_owners > 0)
+    if (rep->body_case == WALHOOK__REPLY__BODY_LEASE && rep->lease && rep->lease->n_owners > 0) {
         r = rep->lease->n_owners;
+        for (size_t i = 0; i < rep->lease->n_owners && !l->dup_warned; i++) {
+            const char *o = rep->lease->owners[i];
+            if (o != NULL && strcmp(o, l->owner) != 0 && strncmp(o, l->owner, l->id_len + 1) == 0) {
+                wh_warn("lease: another live dispatcher uses dispatcher.id '%.*s' (owner %s, this "
+                        "one %s): they share no lease, but give each replica its own id (their "
+                        "control endpoints and logs are told apart by it)",
+                        (int)l->id_len, l->owner, o, l->owner);
+                l->dup_warned = 1;
+            }
+        }
+    }
     walhook__reply__free_unpacked(rep, NULL);
     return r;
 }
@@ -439,10 +453,23 @@ int dsp_lease_start(dsp_lease **out, const dsp_lease_opts *o, char *err, size_t 
     dsp_lease *l = calloc(1, sizeof(*l));
     if (l == NULL)
         return wh_seterr(err, errlen, "out of memory");
+    char id[DSP_LEASE_OWNER_MAX + 1];
     if (o->owner && o->owner[0])
-        wh_strlcpy(l->owner, o->owner, sizeof(l->owner));
+        wh_strlcpy(id, o->owner, sizeof(id));
     else
-        dsp_lease_default_owner(l->owner, sizeof(l->owner));
+        dsp_lease_default_owner(id, sizeof(id));
+    uint32_t inst = 0;
+    if (getrandom(&inst, sizeof(inst), 0) != (ssize_t)sizeof(inst)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        inst = (uint32_t)ts.tv_nsec ^ ((uint32_t)getpid() << 12) ^ (uint32_t)ts.tv_sec;
+    }
+    /* "#" and 8 hex digits fit: the id is cut if it has to be */
+    int idn = (int)strlen(id);
+    if (idn > DSP_LEASE_OWNER_MAX - 9)
+        idn = DSP_LEASE_OWNER_MAX - 9;
+    snprintf(l->owner, sizeof(l->owner), "%.*s#%08" PRIx32, idn, id, inst);
+    l->id_len = (size_t)idn;
     l->ttl_ms = o->ttl_ms;
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->cb_mu, NULL);

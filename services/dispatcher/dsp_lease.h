@@ -41,11 +41,18 @@ typedef struct dsp_lease_opts {
     const char *store_endpoint;
     int ipc_timeout_ms;
     size_t max_msg;
-    const char *owner; /* NULL or "": dsp_lease_default_owner() */
+    const char *owner; /* dispatcher.id; NULL or "": dsp_lease_default_owner() */
     int ttl_ms;        /* >= 1000 */
 } dsp_lease_opts;
 
 /* "<hostname>-<pid>" (characters outside [A-Za-z0-9._-] become '_'). */
+/* The owner a replica names in the store's leases is "<id>#<instance>",
+ * the instance 8 random hex digits drawn at start: two processes given the
+ * same dispatcher.id (one config file for every replica, or replicas with
+ * the same hostname and pid 1) are still two owners, each with its own
+ * leases and fencing epochs, never one owner posting from two places. A
+ * replica restarted after a crash takes its targets back once its old
+ * leases expire (the TTL), as any other replica would. */
 void dsp_lease_default_owner(char *out, size_t len);
 
 int dsp_lease_start(dsp_lease **out, const dsp_lease_opts *o, char *err, size_t errlen);
@@ -60,6 +67,7 @@ int dsp_lease_owns(dsp_lease *l, const char *tenant, const char *target, uint64_
 void dsp_lease_on_change(dsp_lease *l, void (*fn)(void *arg), void *arg);
 /* Runs one round at once (tests, or after a target list change). */
 void dsp_lease_poke(dsp_lease *l);
+/* "<id>#<instance>", as sent to the store */
 const char *dsp_lease_owner(const dsp_lease *l);
 /* Targets held now. */
 size_t dsp_lease_held(dsp_lease *l);

@@ -77,8 +77,8 @@ int main(int argc, char **argv)
             wh_error("leases: %s", err);
             return 1;
         }
-        wh_info("sharing targets with other dispatchers as '%s' (lease TTL %d ms)", id,
-                cfg.dispatcher_lease_ttl_ms);
+        wh_info("sharing targets with other dispatchers as '%s' (lease TTL %d ms)",
+                dsp_lease_owner(lease), cfg.dispatcher_lease_ttl_ms);
     }
     if (dsp_loop_create(&loop, &loopcfg, err, sizeof(err)) != WH_OK) {
         wh_error("%s", err);
