@@ -22,6 +22,7 @@ typedef struct lease_t {
     uint64_t epoch;       /* 0: not held */
     uint64_t valid_until; /* monotonic ms; held while now < valid_until */
     uint64_t given_up;    /* monotonic ms: given up for balancing until then */
+    uint64_t handover;    /* monotonic ms: given up to balance, still valid in the store */
     int listed;           /* in the current target list */
 } lease_t;
 
@@ -85,6 +86,16 @@ int dsp_lease_owns(dsp_lease *l, const char *tenant, const char *target, uint64_
     }
     pthread_mutex_unlock(&l->mu);
     return own;
+}
+
+int dsp_lease_handing_over(dsp_lease *l, const char *tenant, const char *target)
+{
+    uint64_t now = wh_now_ms();
+    pthread_mutex_lock(&l->mu);
+    lease_t *e = find(l, tenant, target);
+    int r = e != NULL && e->epoch == 0 && now < e->handover;
+    pthread_mutex_unlock(&l->mu);
+    return r;
 }
 
 size_t dsp_lease_held(dsp_lease *l)
@@ -264,6 +275,7 @@ static void set_result(dsp_lease *l, const work *w, uint64_t epoch, uint64_t val
             *changed = 1;
         e->epoch = epoch;
         e->valid_until = valid_until;
+        e->handover = 0;
     }
     pthread_mutex_unlock(&l->mu);
 }
@@ -371,8 +383,10 @@ static void round_once(dsp_lease *l)
                 set_result(l, &w[i], 0, 0, &changed);
                 pthread_mutex_lock(&l->mu);
                 lease_t *e = find(l, w[i].tenant, w[i].name);
-                if (e)
+                if (e) {
                     e->given_up = wh_now_ms() + 2 * (uint64_t)l->ttl_ms;
+                    e->handover = w[i].valid_until;
+                }
                 pthread_mutex_unlock(&l->mu);
                 w[i].epoch = 0;
                 w[i].given_up = UINT64_MAX;

@@ -63,6 +63,9 @@ int dsp_lease_set_targets(dsp_lease *l, const char *const *tenants, const char *
 /* Thread-safe: 1 when this replica holds the target's lease now (and
  * *epoch, if not NULL, receives its fencing epoch), else 0. */
 int dsp_lease_owns(dsp_lease *l, const char *tenant, const char *target, uint64_t *epoch);
+/* Thread-safe: 1 when this replica gave the target's lease up to balance
+ * and it is still valid in the store (not renewed, not yet expired). */
+int dsp_lease_handing_over(dsp_lease *l, const char *tenant, const char *target);
 /* Called on the lease thread after a round that changed the held set. */
 void dsp_lease_on_change(dsp_lease *l, void (*fn)(void *arg), void *arg);
 /* Runs one round at once (tests, or after a target list change). */

@@ -376,15 +376,18 @@ static int add_target(dsp_loop *l, const dsp_spec *sp, char *err, size_t errlen)
     return WH_OK;
 }
 
-/* Stops and destroys targets[i] (loop thread). */
-static void remove_target(dsp_loop *l, int i)
+/* Stops and destroys targets[i] (loop thread). keep_commit: the target is
+ * handed to another replica (dsp_spec.handover), and the commit it held
+ * back is sent as it stops; otherwise it is dropped. */
+static void remove_target(dsp_loop *l, int i, int keep_commit)
 {
     dsp_target *t = l->targets[i];
     l->inflight -= dsp_target_abandon(t, l->multi);
     pthread_mutex_lock(&l->tmu);
     l->targets[i] = l->targets[--l->ntargets];
     pthread_mutex_unlock(&l->tmu);
-    dsp_target_forget_commit(t);
+    if (!keep_commit)
+        dsp_target_forget_commit(t);
     dsp_target_stop_reader(t);
     dsp_target_destroy(t);
     free(t->next_spec);
@@ -562,6 +565,8 @@ static void reconcile(dsp_loop *l)
     int added = 0, changed = 0, removed = 0;
     for (int k = 0; k < n; k++) {
         dsp_spec *sp = &specs[k];
+        if (sp->unheld)
+            continue; /* not seen: stopped below if it runs */
         wh_strlcpy(sp->set.store_endpoint, l->base.store_endpoint, sizeof(sp->set.store_endpoint));
         sp->set.ipc_timeout_ms = l->base.ipc_timeout_ms;
         sp->set.ipc_max_msg = l->base.ipc_max_msg;
@@ -621,8 +626,18 @@ static void reconcile(dsp_loop *l)
     for (int i = l->ntargets - 1; i >= 0; i--) {
         if (l->targets[i]->seen)
             continue;
-        wh_info("target %s/%s removed", l->targets[i]->set.tenant, l->targets[i]->name);
-        remove_target(l, i);
+        dsp_target *t = l->targets[i];
+        const dsp_spec *sp = NULL;
+        for (int k = 0; k < n && sp == NULL; k++)
+            if (specs[k].unheld && strcmp(specs[k].name, t->name) == 0 &&
+                strcmp(specs[k].set.tenant, t->set.tenant) == 0)
+                sp = &specs[k];
+        wh_info("target %s/%s %s", t->set.tenant, t->name,
+                sp == NULL      ? "removed"
+                : sp->handover ? "handed over (its lease given up to balance; the last commit "
+                                 "is sent)"
+                               : "removed: its lease is not held here");
+        remove_target(l, i, sp != NULL && sp->handover);
         removed++;
     }
     free(specs);

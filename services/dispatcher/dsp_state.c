@@ -36,9 +36,10 @@ static void push_held(dsp_state *ds)
     int k = 0;
     for (int i = 0; i < ds->nall; i++) {
         uint64_t epoch = 0;
-        if (!dsp_lease_owns(ds->lease, ds->all[i].set.tenant, ds->all[i].name, &epoch))
-            continue;
         v[k] = ds->all[i];
+        v[k].unheld = !dsp_lease_owns(ds->lease, ds->all[i].set.tenant, ds->all[i].name, &epoch);
+        v[k].handover =
+            v[k].unheld && dsp_lease_handing_over(ds->lease, ds->all[i].set.tenant, ds->all[i].name);
         v[k].lease_epoch = epoch;
         k++;
     }

@@ -132,6 +132,13 @@ typedef struct dsp_spec {
     int paused;
     dsp_settings set;     /* set.tenant is the target's tenant */
     uint64_t lease_epoch; /* this replica's lease of the target (dsp_lease), 0 = no leases */
+    /* a target of the state whose lease this replica does not hold: the
+     * loop does not run it, and stops it if it runs. handover: the lease
+     * was given up to balance and is still valid in the store, so the
+     * commit the target held back (commit_interval_ms) is sent as it stops
+     * and the next owner does not deliver those events again; a lease lost
+     * or lapsed drops it (the store would refuse it: fencing) */
+    int unheld, handover;
 } dsp_spec;
 
 /* 1 when a and b differ in what dsp_target_reconfigure swaps (URL,
