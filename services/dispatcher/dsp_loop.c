@@ -633,7 +633,7 @@ static void reconcile(dsp_loop *l)
                 strcmp(specs[k].set.tenant, t->set.tenant) == 0)
                 sp = &specs[k];
         wh_info("target %s/%s %s", t->set.tenant, t->name,
-                sp == NULL      ? "removed"
+                sp == NULL     ? "removed"
                 : sp->handover ? "handed over (its lease given up to balance; the last commit "
                                  "is sent)"
                                : "removed: its lease is not held here");

@@ -38,8 +38,8 @@ static void push_held(dsp_state *ds)
         uint64_t epoch = 0;
         v[k] = ds->all[i];
         v[k].unheld = !dsp_lease_owns(ds->lease, ds->all[i].set.tenant, ds->all[i].name, &epoch);
-        v[k].handover =
-            v[k].unheld && dsp_lease_handing_over(ds->lease, ds->all[i].set.tenant, ds->all[i].name);
+        v[k].handover = v[k].unheld &&
+                        dsp_lease_handing_over(ds->lease, ds->all[i].set.tenant, ds->all[i].name);
         v[k].lease_epoch = epoch;
         k++;
     }
