@@ -21,6 +21,7 @@
 #     one request at a time per target).
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
+source "$(dirname "$0")/../lib/leases.sh"
 CHANGES=${CHANGES:-100000}
 KILLS=${KILLS:-10}
 TTL=${TTL:-1500}
@@ -194,11 +195,7 @@ back=$(awk '{ key = $1; pos = $2 * 4294967296 + $3
 nsamples=$(wc -l <"$WH_TMP/offsets.txt")
 [ "$nsamples" -ge 10 ] || wh_fail "only $nsamples offset samples"
 
-ov=0
-for t in "${NAMES[@]}"; do
-    n=$(curl -fsS --max-time 3 "http://127.0.0.1:${PORT[$t]}/" | sed -n 's/.*stored, \([0-9]*\) overlapping.*/\1/p')
-    ov=$((ov + ${n:-0}))
-done
+ov=$(wh_overlaps "${NAMES[@]}")
 [ "$ov" = 0 ] || wh_fail "$ov POST(s) overlapped another POST to the same target: two replicas posted at once"
 dups=0
 for f in "${files[@]}"; do dups=$((dups + $(wh_count_events "$f") - CHANGES)); done

@@ -9,33 +9,12 @@
 # both receivers and nothing of the first round is delivered twice.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
+source "$(dirname "$0")/../lib/leases.sh"
 CHANGES=${CHANGES:-3000}
 trap wh_cleanup EXIT
-wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-receiver \
-    tests/wh_loadgen tests/wh_check
-wh_tmpdir
-pg_start || wh_fail "cannot start PostgreSQL"
-"$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --tables 2 --setup-only || wh_fail "table setup failed"
-
-NAMES=(a b)
-declare -A PORT=()
-targets=""
-for t in "${NAMES[@]}"; do
-    PORT[$t]=$(wh_free_port)
-    wh_spawn "receiver-$t" "$BIN/walhook-receiver" --listen "127.0.0.1:${PORT[$t]}" \
-        --out "$WH_TMP/received-$t.jsonl"
-    wh_wait_http "http://127.0.0.1:${PORT[$t]}/" 5 || wh_fail "receiver $t cannot listen"
-    targets+="${targets:+,}$t=http://127.0.0.1:${PORT[$t]}/hook"
-done
+export WALHOOK_DISPATCHER_LEASE_TTL_MS=2000 WALHOOK_DISPATCHER_COMMIT_INTERVAL_MS=60000
+wh_lease_stack 2 0 a b
 files=("$WH_TMP/received-a.jsonl" "$WH_TMP/received-b.jsonl")
-CONF="$WH_TMP/walhook.conf"
-wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$(wh_free_port)"
-export WALHOOK_TARGETS="$targets" WALHOOK_DISPATCHER_LEASE_TTL_MS=2000 \
-    WALHOOK_DISPATCHER_COMMIT_INTERVAL_MS=60000
-mkdir -m 700 "$WH_TMP/data"
-wh_spawn store "$BIN/walhook-store" -c "$CONF"
-wh_wait_until 10 test -S "$WH_TMP/data/store.sock" || wh_fail "the store did not start"
-wh_spawn ingestor "$BIN/walhook-ingestor" -c "$CONF"
 start_dispatcher() { WALHOOK_DISPATCHER_ID="$1" wh_spawn "dispatcher-$1" "$BIN/walhook-dispatcher" -c "$CONF"; }
 start_dispatcher d1
 wh_wait_slot_active walhook 60 || wh_fail "the ingestor never started streaming"

@@ -8,31 +8,12 @@
 # logs that another live one uses its id.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
+source "$(dirname "$0")/../lib/leases.sh"
 CHANGES=${CHANGES:-4000}
 trap wh_cleanup EXIT
-wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-receiver \
-    tests/wh_loadgen tests/wh_check
-wh_tmpdir
-pg_start || wh_fail "cannot start PostgreSQL"
-"$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --tables 2 --setup-only || wh_fail "table setup failed"
-
 NAMES=(a b)
-declare -A PORT=()
-targets=""
-for t in "${NAMES[@]}"; do
-    PORT[$t]=$(wh_free_port)
-    wh_spawn "receiver-$t" "$BIN/walhook-receiver" --listen "127.0.0.1:${PORT[$t]}" \
-        --out "$WH_TMP/received-$t.jsonl" --delay-ms 20
-    wh_wait_http "http://127.0.0.1:${PORT[$t]}/" 5 || wh_fail "receiver $t cannot listen"
-    targets+="${targets:+,}$t=http://127.0.0.1:${PORT[$t]}/hook"
-done
-CONF="$WH_TMP/walhook.conf"
-wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$(wh_free_port)"
-export WALHOOK_TARGETS="$targets" WALHOOK_DISPATCHER_LEASE_TTL_MS=3000 WALHOOK_DISPATCHER_ID=same
-mkdir -m 700 "$WH_TMP/data"
-wh_spawn store "$BIN/walhook-store" -c "$CONF"
-wh_wait_until 10 test -S "$WH_TMP/data/store.sock" || wh_fail "the store did not start"
-wh_spawn ingestor "$BIN/walhook-ingestor" -c "$CONF"
+export WALHOOK_DISPATCHER_LEASE_TTL_MS=3000 WALHOOK_DISPATCHER_ID=same
+wh_lease_stack 2 20 "${NAMES[@]}"
 for d in 1 2; do
     WALHOOK_DISPATCHER_CONTROL="ipc://$WH_TMP/data/dispatcher-$d.sock" \
         wh_spawn "dispatcher-$d" "$BIN/walhook-dispatcher" -c "$CONF"
@@ -49,11 +30,7 @@ wh_wait_received 120 "$WH_TMP/expected.jsonl" "${files[@]}" || {
     done
     wh_fail "receivers did not get every change"
 }
-ov=0
-for t in "${NAMES[@]}"; do
-    n=$(curl -fsS --max-time 3 "http://127.0.0.1:${PORT[$t]}/" | sed -n 's/.*stored, \([0-9]*\) overlapping.*/\1/p')
-    ov=$((ov + ${n:-0}))
-done
+ov=$(wh_overlaps "${NAMES[@]}")
 [ "$ov" = 0 ] || wh_fail "$ov POST(s) overlapped another POST to the same target: both replicas with id 'same' posted at once"
 held=()
 for d in 1 2; do

@@ -10,45 +10,14 @@
 # committed offset: every receiver gets every change in order, none overlaps.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
+source "$(dirname "$0")/../lib/leases.sh"
 CHANGES=${CHANGES:-20000}
 SEED=${SEED:-$RANDOM}
 TTL=${TTL:-3000}
 trap wh_cleanup EXIT
-wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-receiver \
-    tests/wh_loadgen tests/wh_check
-wh_tmpdir
-pg_start || wh_fail "cannot start PostgreSQL"
-"$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --tables 3 --setup-only || wh_fail "table setup failed"
-
 NAMES=(a b c d)
-declare -A PORT=()
-targets=""
-start_receiver() { # NAME: a port taken meanwhile by someone else is retried
-    local t=$1 p try
-    for try in 1 2 3 4 5; do
-        p=$(wh_free_port)
-        wh_spawn "receiver-$t" "$BIN/walhook-receiver" --listen "127.0.0.1:$p" \
-            --out "$WH_TMP/received-$t.jsonl" --delay-ms 20
-        if wh_wait_http "http://127.0.0.1:$p/" 5 && wh_alive "receiver-$t"; then
-            PORT[$t]=$p
-            return 0
-        fi
-        wh_kill "receiver-$t" KILL
-    done
-    wh_fail "receiver $t cannot listen"
-}
-for t in "${NAMES[@]}"; do
-    start_receiver "$t"
-    targets+="${targets:+,}$t=http://127.0.0.1:${PORT[$t]}/hook"
-done
-CONF="$WH_TMP/walhook.conf"
-wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$(wh_free_port)"
-export WALHOOK_TARGETS="$targets"
 export WALHOOK_DISPATCHER_LEASE_TTL_MS="$TTL"
-mkdir -m 700 "$WH_TMP/data"
-wh_spawn store "$BIN/walhook-store" -c "$CONF"
-wh_wait_until 10 test -S "$WH_TMP/data/store.sock" || wh_fail "the store did not start"
-wh_spawn ingestor "$BIN/walhook-ingestor" -c "$CONF"
+wh_lease_stack 3 20 "${NAMES[@]}"
 start_dispatcher() { WALHOOK_DISPATCHER_ID="$1" wh_spawn "dispatcher-$1" "$BIN/walhook-dispatcher" -c "$CONF"; }
 start_dispatcher d1
 start_dispatcher d2
@@ -58,14 +27,6 @@ for d in d1 d2; do
         wh_fail "dispatcher $d has no control endpoint of its own (dispatcher-$d.sock)"
 done
 
-overlaps() { # total overlapping POSTs over every receiver
-    local t n sum=0
-    for t in "${NAMES[@]}"; do
-        n=$(curl -fsS --max-time 3 "http://127.0.0.1:${PORT[$t]}/" | sed -n 's/.*stored, \([0-9]*\) overlapping.*/\1/p')
-        sum=$((sum + ${n:-0}))
-    done
-    echo "$sum"
-}
 held() { grep -c "lease of default/.* acquired" "$WH_TMP/dispatcher-$1.log" 2>/dev/null || echo 0; }
 check_alive() {
     local d
@@ -112,7 +73,7 @@ wh_wait_received 120 "$WH_TMP/expected.jsonl" "${files[@]}" || {
     done
     wh_fail "receivers did not get every change"
 }
-ov=$(overlaps)
+ov=$(wh_overlaps "${NAMES[@]}")
 [ "$ov" = 0 ] || wh_fail "$ov POST(s) overlapped another POST to the same target: two dispatchers posted at once"
 wh_alive dispatcher-d2 || wh_fail "dispatcher d2 exited by itself"
 dups=0
