@@ -29,12 +29,6 @@
 #define SUP_PROBE_EVERY_MS 100
 #define SUP_PROBE_TIMEOUT_MS 300
 #define SUP_SLOW_READY_MS 10000 /* a daemon not ready after this is logged, with the cause */
-/* A child counts as ready once the probe got an answer on its endpoint AND
- * it has been up this long: the answer may come from another process on
- * the endpoint (another instance, a leftover) while this child fails to
- * bind it and dies, which then is a failure before readiness (backoff), not
- * a ready daemon restarted at once (cli_tenants: CT_STABLE_MS). */
-#define SUP_STABLE_MS 1000
 /* Exit code 2 is a daemon's "bad configuration": walhook up re-reads the file
  * and logs why, at most this often per daemon (unless the reason changes). */
 #define SUP_CONFIG_LOG_EVERY_MS 60000
@@ -204,7 +198,7 @@ static int sup_reap(sup_child *ch, int restart)
             uint64_t now = wh_now_ms();
             long long up = (long long)(now - ch[i].started_ms);
             int was_ready = ch[i].ready_logged || (atomic_load(&ch[i].ready_pid) == (int)pid &&
-                                                   now >= ch[i].started_ms + SUP_STABLE_MS);
+                                                   now >= ch[i].started_ms + CLI_SUP_STABLE_MS);
             ch[i].pid = 0;
             atomic_store(&ch[i].probe_pid, 0);
             n++;
@@ -524,7 +518,7 @@ int cli_sup_run(const cli_sup_opts *o)
             }
             if (ch[i].pid > 0 && !ch[i].ready_logged &&
                 atomic_load(&ch[i].ready_pid) == (int)ch[i].pid &&
-                now >= ch[i].started_ms + SUP_STABLE_MS) {
+                now >= ch[i].started_ms + CLI_SUP_STABLE_MS) {
                 ch[i].ready_logged = 1;
                 ch[i].failures = 0; /* ready: the backoff starts over */
                 ch[i].config_failures = 0;

@@ -37,6 +37,17 @@ typedef struct cli_sup_opts {
  * failure, 2 when every daemon keeps exiting 2: bad configuration). */
 int cli_sup_run(const cli_sup_opts *o);
 
+/* When a child counts as having been ready (its restart backoff starts
+ * over; cli_sup_next_delay's was_ready). A daemon with a readiness probe:
+ * the probe got an answer on its endpoint AND it has been up
+ * CLI_SUP_STABLE_MS, since the answer may come from another process on the
+ * endpoint (another instance, a leftover) while this child fails to bind it
+ * and dies: a failure before readiness, not a ready daemon restarted at
+ * once. A child without a probe (a tenant's ingestor, cli_tenants.c): up
+ * CLI_SUP_STABLE_UNPROBED_MS. */
+#define CLI_SUP_STABLE_MS 1000
+#define CLI_SUP_STABLE_UNPROBED_MS 10000
+
 /* Restart delay of a daemon that died: *failures counts its deaths in a row
  * before it became ready. was_ready resets it; then 0 ms for the first such
  * death, 250 ms for the second, doubling up to 10000 ms. Updates *failures. */

@@ -17,9 +17,6 @@
 
 #define CT_POLL_MS 1000
 #define CT_STOP_WAIT_MS 10000
-/* no readiness probe for these children: one that ran this long counts as
- * having been ready (the restart backoff starts over) */
-#define CT_STABLE_MS 10000
 
 typedef struct ct_child {
     char tenant[WH_NAME_MAX];
@@ -27,7 +24,7 @@ typedef struct ct_child {
     int wanted; /* in the latest state */
     uint64_t started_ms;
     uint64_t restart_at_ms;
-    int failures; /* deaths in a row before it ran CT_STABLE_MS */
+    int failures; /* deaths in a row before it ran CLI_SUP_STABLE_UNPROBED_MS */
 } ct_child;
 
 struct cli_tenants {
@@ -177,7 +174,8 @@ int cli_tenants_reaped(cli_tenants *t, pid_t pid, int status)
         uint64_t now = wh_now_ms();
         c->pid = 0;
         if (c->wanted && !wh_stop_requested) {
-            int d = cli_sup_next_delay(&c->failures, now - c->started_ms >= CT_STABLE_MS);
+            int d =
+                cli_sup_next_delay(&c->failures, now - c->started_ms >= CLI_SUP_STABLE_UNPROBED_MS);
             c->restart_at_ms = now + (uint64_t)d;
             wh_warn("walhook-ingestor of tenant %s (pid %d) %s; restarting in %d ms", c->tenant,
                     (int)pid, how, d);
