@@ -78,8 +78,37 @@ static int check_ports(const char *p, size_t n, char *err, size_t errlen)
     return WH_OK;
 }
 
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* libpq percent-decodes every part of a URI: each '%' must start two hex
+ * digits, and %00 is refused. */
+static int check_escapes(const char *s, char *err, size_t errlen)
+{
+    for (const char *q = strchr(s, '%'); q != NULL; q = strchr(q + 1, '%')) {
+        if (hexval(q[1]) < 0 || hexval(q[2]) < 0)
+            return wh_seterr(err, errlen,
+                             "invalid percent-encoding at offset %d in URI ('%%' must be followed "
+                             "by two hex digits; write a '%%' as %%25)",
+                             (int)(q - s));
+        if (q[1] == '0' && q[2] == '0')
+            return wh_seterr(err, errlen, "%%00 at offset %d in URI is not allowed", (int)(q - s));
+    }
+    return WH_OK;
+}
+
 static int check_uri(const char *s, char *err, size_t errlen)
 {
+    if (check_escapes(s, err, errlen) != WH_OK)
+        return WH_ERR;
     const char *p = strstr(s, "://") + 3;
     const char *end = p + strcspn(p, "/?");
     const char *at = NULL;
@@ -94,7 +123,14 @@ static int check_uri(const char *s, char *err, size_t errlen)
             const char *rb = memchr(h, ']', (size_t)(end - h));
             if (rb == NULL)
                 return wh_seterr(err, errlen, "unterminated IPv6 address in URI");
+            if (rb == h + 1)
+                return wh_seterr(err, errlen, "empty IPv6 host address in URI ('[]')");
             item_end = rb + 1;
+            if (item_end < end && *item_end != ',' && *item_end != ':')
+                return wh_seterr(err, errlen,
+                                 "unexpected character at offset %d in URI (expected ':' or ',' "
+                                 "after an IPv6 address)",
+                                 (int)(item_end - s));
         }
         while (item_end < end && *item_end != ',' && *item_end != ':')
             item_end++;
@@ -123,6 +159,9 @@ static int check_uri(const char *s, char *err, size_t errlen)
                                  (int)(k - s));
             if (!known_keyword(k, (size_t)(eq - k)))
                 return wh_seterr(err, errlen, "unknown URI parameter at offset %d", (int)(k - s));
+            if (memchr(eq + 1, '=', n - (size_t)(eq - k) - 1) != NULL)
+                return wh_seterr(err, errlen, "URI parameter at offset %d has a second '='",
+                                 (int)(k - s));
             if ((size_t)(eq - k) == 4 && strncmp(k, "port", 4) == 0 &&
                 check_ports(eq + 1, n - (size_t)(eq - k) - 1, err, errlen) != WH_OK)
                 return WH_ERR;
@@ -312,4 +351,162 @@ void wh_dsn_redact(const char *dsn, char *out, size_t len)
         redact_uri(dsn, sch, out, len, &o);
     else
         redact_keyvalue(dsn, out, len, &o);
+}
+
+/* ---- scrubbing messages ------------------------------------------------ */
+
+#define SCRUB_MAX 12
+
+typedef struct secrets {
+    char s[SCRUB_MAX][256];
+    int n;
+} secrets;
+
+static void secret_add(secrets *z, const char *p, size_t n)
+{
+    if (n == 0 || z->n >= SCRUB_MAX)
+        return;
+    if (n >= sizeof(z->s[0]))
+        n = sizeof(z->s[0]) - 1; /* its start is still masked */
+    memcpy(z->s[z->n], p, n);
+    z->s[z->n][n] = '\0';
+    z->n++;
+}
+
+/* p[0..n) as written and percent-decoded (an invalid escape stays as it
+ * is, as far as the decoding got). */
+static void secret_add_uri(secrets *z, const char *p, size_t n)
+{
+    char d[256];
+    size_t o = 0;
+    secret_add(z, p, n);
+    for (size_t i = 0; i < n && o + 1 < sizeof(d); i++) {
+        if (p[i] == '%' && i + 2 < n && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
+            d[o++] = (char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2]));
+            i += 2;
+        } else {
+            d[o++] = p[i];
+        }
+    }
+    if (o != n || memcmp(d, p, n) != 0)
+        secret_add(z, d, o);
+}
+
+static void secrets_of_uri(const char *sch, secrets *z)
+{
+    const char *p = sch + 3;
+    const char *qm = strchr(p, '?');
+    const char *lim = qm ? qm : p + strlen(p);
+    const char *colon = memchr(p, ':', (size_t)(lim - p));
+    /* the password as libpq reads it (up to the first '@' or '/') and up
+     * to the last '@' (an unencoded '@' or '/' in it) */
+    if (colon != NULL) {
+        const char *first = colon + 1 + strcspn(colon + 1, "@/");
+        const char *last = NULL;
+        for (const char *q = colon + 1; q < lim; q++)
+            if (*q == '@')
+                last = q;
+        if (first < lim && *first == '@' && memchr(p, '/', (size_t)(colon - p)) == NULL)
+            secret_add_uri(z, colon + 1, (size_t)(first - colon - 1));
+        if (last != NULL && memchr(p, '@', (size_t)(colon - p)) == NULL)
+            secret_add_uri(z, colon + 1, (size_t)(last - colon - 1));
+    }
+    if (qm == NULL)
+        return;
+    for (const char *k = qm + 1; *k;) {
+        size_t n = strcspn(k, "&");
+        const char *eq = memchr(k, '=', n);
+        if (eq != NULL && secret_keyword(k, (size_t)(eq - k)))
+            secret_add_uri(z, eq + 1, n - (size_t)(eq - k) - 1);
+        k += n;
+        if (*k == '&')
+            k++;
+    }
+}
+
+static void secrets_of_keyvalue(const char *p, secrets *z)
+{
+    kv_pair kv;
+    int rc;
+    while ((rc = kv_next(&p, &kv)) != KV_END) {
+        if (rc == KV_NO_EQ) {
+            /* a word without '=': skip it; an unquoted password with a
+             * space leaves its tail here, which a message may quote */
+            secret_add(z, kv.key, kv.klen);
+            continue;
+        }
+        if (!secret_keyword(kv.key, kv.klen))
+            continue;
+        secret_add(z, kv.val, kv.vlen);
+        if (rc == KV_OPEN_QUOTE) {
+            secret_add(z, kv.raw, strlen(kv.raw));
+            secret_add(z, kv.raw + 1, strlen(kv.raw + 1));
+            return;
+        }
+        secret_add(z, kv.raw, kv.rawlen);
+        if (kv.rawlen >= 2 && kv.raw[0] == '\'')
+            secret_add(z, kv.raw + 1, kv.rawlen - 2);
+    }
+}
+
+/* Masks the password of every "scheme://user:password@" in s, in place. */
+static void scrub_userinfo(char *s)
+{
+    for (char *q = strstr(s, "://"); q != NULL; q = strstr(q + 1, "://")) {
+        char *u = q + 3;
+        char *colon = NULL;
+        char *e = u;
+        while (*e && !strchr("@/?\"' \t\r\n", *e)) {
+            if (*e == ':' && colon == NULL)
+                colon = e;
+            e++;
+        }
+        if (*e != '@' || colon == NULL)
+            continue;
+        /* the password is replaced by "****" (at most as long) */
+        size_t plen = (size_t)(e - colon - 1);
+        size_t put = plen < 4 ? plen : 4;
+        memset(colon + 1, '*', put);
+        memmove(colon + 1 + put, e, strlen(e) + 1);
+        q = colon;
+    }
+}
+
+void wh_dsn_scrub(const char *dsn, const char *msg, char *out, size_t len)
+{
+    if (len == 0)
+        return;
+    secrets z;
+    z.n = 0;
+    if (dsn != NULL) {
+        const char *sch = strstr(dsn, "://");
+        if (sch != NULL)
+            secrets_of_uri(sch, &z);
+        else
+            secrets_of_keyvalue(dsn, &z);
+    }
+    /* longest first: a shorter one may be a part of a longer one */
+    for (int i = 1; i < z.n; i++)
+        for (int j = i; j > 0 && strlen(z.s[j]) > strlen(z.s[j - 1]); j--) {
+            char t[256];
+            memcpy(t, z.s[j], sizeof(t));
+            memcpy(z.s[j], z.s[j - 1], sizeof(t));
+            memcpy(z.s[j - 1], t, sizeof(t));
+        }
+    size_t o = 0;
+    out[0] = '\0';
+    for (const char *m = msg ? msg : ""; *m;) {
+        int hit = 0;
+        for (int i = 0; i < z.n && !hit; i++) {
+            size_t n = strlen(z.s[i]);
+            if (strncmp(m, z.s[i], n) == 0) {
+                out_append(out, len, &o, "****", 4);
+                m += n;
+                hit = 1;
+            }
+        }
+        if (!hit)
+            out_append(out, len, &o, m++, 1);
+    }
+    scrub_userinfo(out);
 }

@@ -3,7 +3,8 @@
  * forms libpq accepts: a URI (postgresql:// or postgres://, several
  * host[:port] allowed, ?key=value parameters) and "key=value key='v a l'".
  * Keywords must be libpq connection parameters; ports must be 1..65535. The
- * ingestor still hands the string to libpq, whose own check is final. */
+ * ingestor still hands the string to libpq, whose own check is final
+ * (wh_pgerr_dsn_check, in processes that link libpq). */
 #ifndef WH_DSN_H
 #define WH_DSN_H
 
@@ -15,5 +16,14 @@ int wh_dsn_check(const char *dsn, char *err, size_t errlen);
 /* Copies dsn into out with passwords (URI userinfo, password=,
  * sslpassword=) replaced by ****; always NUL-terminates. */
 void wh_dsn_redact(const char *dsn, char *out, size_t len);
+
+/* Copies msg (a libpq or server message about a connection to dsn) into
+ * out with every form of dsn's passwords replaced by ****: the URI
+ * userinfo password and password=/sslpassword= values, as written and
+ * percent-decoded or unquoted, and the password of any
+ * "scheme://user:password@" quoted in msg. dsn may be malformed or NULL.
+ * Every libpq message about a connection goes through this before it is
+ * logged, stored or shown. Always NUL-terminates. */
+void wh_dsn_scrub(const char *dsn, const char *msg, char *out, size_t len);
 
 #endif

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wh_dsn.h"
+#include "wh_pgerr.h"
 #include "wh_util.h"
 
 #define MAX_TABLES 256
@@ -194,7 +196,7 @@ static PGresult *query(chk *k, const char *sql, const char *what)
     if (PQresultStatus(r) == PGRES_TUPLES_OK)
         return r;
     char msg[400];
-    wh_strlcpy(msg, PQerrorMessage(k->conn), sizeof(msg));
+    wh_dsn_scrub(k->src->dsn, PQerrorMessage(k->conn), msg, sizeof(msg));
     chomp(msg);
     problem(k, NULL, NULL, "%s failed: %s", what, msg);
     PQclear(r);
@@ -207,7 +209,7 @@ static PGresult *query(chk *k, const char *sql, const char *what)
 static int connect_failed_msg(chk *k, const char *libpq_msg)
 {
     char msg[400];
-    wh_strlcpy(msg, libpq_msg, sizeof(msg));
+    wh_dsn_scrub(k->src->dsn, libpq_msg, msg, sizeof(msg)); /* it may quote the DSN */
     chomp(msg);
     wh_buf fix;
     wh_buf_init(&fix, 4096);
@@ -474,6 +476,14 @@ static int preflight(const wh_pg_source *src, PGconn *conn, const char *conn_err
 {
     if (!src->dsn || !*src->dsn)
         return wh_seterr(err, errlen, "source.dsn is not set (use --source or WALHOOK_SOURCE_DSN)");
+    char why[WH_ERRLEN];
+    if (wh_pgerr_dsn_check(src->dsn, why, sizeof(why)) != WH_OK) {
+        wh_buf_printf(report, "  - source.dsn: invalid connection string: %s\n", why);
+        return wh_seterr(err, errlen,
+                         "the source database is not ready for walhook (1 problem): source.dsn: "
+                         "invalid connection string: %s",
+                         why);
+    }
     chk *k = calloc(1, sizeof(*k));
     if (!k)
         return wh_seterr(err, errlen, "out of memory");

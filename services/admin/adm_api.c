@@ -17,6 +17,7 @@
 #include "wh_budget.h"
 #include "wh_lsn.h"
 #include "wh_metrics.h"
+#include "wh_pgerr.h"
 #include "wh_snapprog.h"
 #include "wh_util.h"
 
@@ -895,6 +896,9 @@ static int apply_source(ctx *c, json_t *o, wh_state_tenant *t)
             if (rc == WH_OK && strstr(t->dsn, "***"))
                 return fail(c->resp, 400, field, "%s: a redacted value cannot be written back",
                             field);
+            char why[WH_ERRLEN];
+            if (rc == WH_OK && t->dsn[0] && wh_pgerr_dsn_check(t->dsn, why, sizeof(why)) != WH_OK)
+                return fail(c->resp, 400, field, "%s: invalid connection string: %s", field, why);
         } else if (strcmp(key, "slot") == 0)
             rc = get_string(c, v, field, t->slot, sizeof(t->slot));
         else if (strcmp(key, "publication") == 0)

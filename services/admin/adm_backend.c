@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wh_dsn.h"
 #include "wh_ipc.h"
 #include "wh_util.h"
 
@@ -225,8 +226,9 @@ static int slot_connect(PGconn **pg, const char *dsn, adm_slot_info *out)
     *pg = PQconnectdbParams(keys, vals, 1);
     if (*pg != NULL && PQstatus(*pg) == CONNECTION_OK)
         return 1;
-    /* libpq's messages name host and port, never the password */
-    const char *m = *pg ? PQerrorMessage(*pg) : "out of memory";
+    /* libpq's parse errors may quote the DSN: never its password */
+    char m[256];
+    wh_dsn_scrub(dsn, *pg ? PQerrorMessage(*pg) : "out of memory", m, sizeof(m));
     snprintf(out->error, sizeof(out->error), "source unreachable: %.200s", m);
     size_t n = strlen(out->error);
     while (n > 0 && (out->error[n - 1] == '\n' || out->error[n - 1] == ' '))
@@ -255,8 +257,9 @@ static void slot_query_on(PGconn **pg, const char *dsn, const char *slot, adm_sl
             "wal_status, safe_wal_size, active FROM pg_replication_slots WHERE slot_name = $1",
             1, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            snprintf(out->error, sizeof(out->error), "slot query failed: %.200s",
-                     PQresultErrorMessage(r));
+            char m[256];
+            wh_dsn_scrub(dsn, PQresultErrorMessage(r), m, sizeof(m));
+            snprintf(out->error, sizeof(out->error), "slot query failed: %.200s", m);
             PQclear(r);
             if (PQstatus(*pg) == CONNECTION_OK || fresh)
                 return;
@@ -344,7 +347,9 @@ static int b_table_check(void *arg, const wh_state_tenant *t, const char *table,
                                2, NULL, params, NULL, NULL, 0);
     int rc;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        wh_seterr(err, errlen, "publication query failed: %.200s", PQresultErrorMessage(r));
+        char m[256];
+        wh_dsn_scrub(t->dsn, PQresultErrorMessage(r), m, sizeof(m));
+        wh_seterr(err, errlen, "publication query failed: %.200s", m);
         rc = -1;
     } else {
         rc = PQntuples(r) > 0;

@@ -9,6 +9,8 @@
 #include <sys/select.h>
 
 #include "ing_types.h"
+#include "wh_dsn.h"
+#include "wh_pgerr.h"
 #include "wh_util.h"
 
 /* Key columns of the primary key index, in index order (INCLUDE columns
@@ -100,10 +102,11 @@ void ing_pg_chomp(char *s)
         s[--n] = '\0';
 }
 
-/* libpq's message on one line. */
-static void one_line(char *dst, size_t n, const char *msg)
+/* libpq's message about a connection to dsn on one line, without the
+ * DSN's password. */
+static void one_line(char *dst, size_t n, const char *dsn, const char *msg)
 {
-    wh_strlcpy(dst, msg ? msg : "", n);
+    wh_dsn_scrub(dsn, msg ? msg : "", dst, n);
     ing_pg_chomp(dst);
 }
 
@@ -114,9 +117,10 @@ int ing_pg_connect(PGconn **out, const char *dsn, const char *replication, const
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(dsn, &perr);
     if (!opts) {
-        int rc = wh_seterr(err, errlen, "source.dsn: %s", perr ? perr : "cannot parse");
-        PQfreemem(perr);
-        return rc;
+        char why[WH_ERRLEN];
+        PQfreemem(perr); /* it may quote the DSN */
+        wh_pgerr_dsn_check(dsn, why, sizeof(why));
+        return wh_seterr(err, errlen, "source.dsn: %s", why);
     }
     const char *kw[64], *val[64];
     char options[1024];
@@ -157,7 +161,7 @@ int ing_pg_connect(PGconn **out, const char *dsn, const char *replication, const
     PQconninfoFree(opts);
     if (!c || PQstatus(c) != CONNECTION_OK) {
         char msg[512];
-        one_line(msg, sizeof(msg), c ? PQerrorMessage(c) : "out of memory");
+        one_line(msg, sizeof(msg), dsn, c ? PQerrorMessage(c) : "out of memory");
         if (c)
             PQfinish(c);
         return wh_seterr(err, errlen, "%s", msg);
@@ -186,7 +190,8 @@ static int cat_connect(ing_catalog *c, const char *dsn, char *err, size_t errlen
 
 /* Waits for the query's result until the deadline; NULL on timeout or a
  * lost connection (err set). */
-static PGresult *wait_result(ing_catalog *c, uint64_t deadline, char *err, size_t errlen)
+static PGresult *wait_result(ing_catalog *c, const char *dsn, uint64_t deadline, char *err,
+                             size_t errlen)
 {
     while (PQisBusy(c->conn)) {
         uint64_t now = wh_now_ms();
@@ -208,7 +213,7 @@ static PGresult *wait_result(ing_catalog *c, uint64_t deadline, char *err, size_
         }
         if (!PQconsumeInput(c->conn)) {
             char msg[384];
-            one_line(msg, sizeof(msg), PQerrorMessage(c->conn));
+            one_line(msg, sizeof(msg), dsn, PQerrorMessage(c->conn));
             wh_seterr(err, errlen, "catalog query: %s", msg);
             return NULL;
         }
@@ -230,14 +235,14 @@ static int run_query(ing_catalog *c, const char *dsn, const char *sql, int npara
         return WH_ERR;
     if (!PQsendQueryParams(c->conn, sql, nparams, NULL, params, NULL, NULL, 0)) {
         char msg[384];
-        one_line(msg, sizeof(msg), PQerrorMessage(c->conn));
+        one_line(msg, sizeof(msg), dsn, PQerrorMessage(c->conn));
         ing_catalog_close(c);
         return wh_seterr(err, errlen, "catalog query: %s", msg);
     }
     /* the server's statement_timeout answers first; this deadline covers a
      * server or network that does not answer at all */
     uint64_t deadline = wh_now_ms() + ING_CATALOG_TIMEOUT_MS + 1000;
-    PGresult *res = wait_result(c, deadline, err, errlen);
+    PGresult *res = wait_result(c, dsn, deadline, err, errlen);
     if (!res) {
         ing_catalog_close(c);
         return WH_ERR;
@@ -245,7 +250,7 @@ static int run_query(ing_catalog *c, const char *dsn, const char *sql, int npara
     int rc = WH_OK;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         char msg[384];
-        one_line(msg, sizeof(msg), PQresultErrorMessage(res));
+        one_line(msg, sizeof(msg), dsn, PQresultErrorMessage(res));
         rc = wh_seterr(err, errlen, "catalog query failed: %s", msg);
         PQclear(res);
         res = NULL;
@@ -304,14 +309,14 @@ int ing_catalog_exec(ing_catalog *c, const char *dsn, const char *sql, char *err
         return WH_ERR;
     if (!PQsendQuery(c->conn, sql)) {
         char msg[384];
-        one_line(msg, sizeof(msg), PQerrorMessage(c->conn));
+        one_line(msg, sizeof(msg), dsn, PQerrorMessage(c->conn));
         ing_catalog_close(c);
         return wh_seterr(err, errlen, "%s", msg);
     }
     uint64_t deadline = wh_now_ms() + ING_CATALOG_TIMEOUT_MS + 1000;
     int rc = WH_OK;
     PGresult *res;
-    while ((res = wait_result(c, deadline, err, errlen)) != NULL) {
+    while ((res = wait_result(c, dsn, deadline, err, errlen)) != NULL) {
         ExecStatusType st = PQresultStatus(res);
         if (st == PGRES_COPY_OUT || st == PGRES_COPY_IN || st == PGRES_COPY_BOTH) {
             PQclear(res); /* a COPY would never end here: drop the connection */
@@ -320,7 +325,7 @@ int ing_catalog_exec(ing_catalog *c, const char *dsn, const char *sql, char *err
         }
         if (rc == WH_OK && st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
             char msg[384];
-            one_line(msg, sizeof(msg), PQresultErrorMessage(res));
+            one_line(msg, sizeof(msg), dsn, PQresultErrorMessage(res));
             rc = wh_seterr(err, errlen, "%s", msg);
         }
         PQclear(res);

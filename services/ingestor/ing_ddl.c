@@ -7,6 +7,7 @@
 
 #include "ing_catalog.h"
 #include "ing_schema.h"
+#include "wh_dsn.h"
 #include "wh_util.h"
 
 #define DDL_FUNCTION_BODY                                                                          \
@@ -82,7 +83,7 @@ static int run(PGconn *conn, const char *sql, const char *what, char *err, size_
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         char msg[512];
-        wh_strlcpy(msg, PQerrorMessage(conn), sizeof(msg));
+        wh_dsn_scrub(NULL, PQerrorMessage(conn), msg, sizeof(msg)); /* any URI password */
         ing_pg_chomp(msg);
         PQclear(res);
         return wh_seterr(err, errlen, "source.ddl: %s failed: %s", what, msg);
@@ -155,7 +156,7 @@ static int read_state(PGconn *conn, const char *slot, ddl_state *st, char *err, 
     if (PQresultStatus(st->res) != PGRES_TUPLES_OK || PQntuples(st->res) != 1 ||
         PQnfields(st->res) < 8) {
         char msg[512];
-        wh_strlcpy(msg, PQerrorMessage(conn), sizeof(msg));
+        wh_dsn_scrub(NULL, PQerrorMessage(conn), msg, sizeof(msg)); /* any URI password */
         ing_pg_chomp(msg);
         PQclear(st->res);
         st->res = NULL;

@@ -18,8 +18,10 @@
 #include "ing_pgoutput.h"
 #include "ing_snapshot.h"
 #include "ing_schema.h"
+#include "wh_dsn.h"
 #include "wh_lsn.h"
 #include "wh_lattrace.h"
+#include "wh_pgerr.h"
 #include "wh_util.h"
 
 /* With a backlog (see ING_BACKLOG_AGE_US) the replication socket wakes the
@@ -156,9 +158,10 @@ static int repl_connect(repl *r, char *err, size_t errlen)
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(r->cfg->source_dsn, &perr);
     if (!opts) {
-        int rc = wh_seterr(err, errlen, "source.dsn: %s", perr ? perr : "cannot parse");
-        PQfreemem(perr);
-        return rc;
+        char why[WH_ERRLEN];
+        PQfreemem(perr); /* it may quote the DSN */
+        wh_pgerr_dsn_check(r->cfg->source_dsn, why, sizeof(why));
+        return wh_seterr(err, errlen, "source.dsn: %s", why);
     }
     describe_target(r, opts);
     PQconninfoFree(opts);
@@ -188,7 +191,7 @@ static PGresult *exec_cmd(repl *r, const char *sql, int want_tuples, const char 
     if ((want_tuples && s != PGRES_TUPLES_OK) ||
         (!want_tuples && s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)) {
         char msg[512];
-        wh_strlcpy(msg, PQerrorMessage(r->conn), sizeof(msg));
+        wh_dsn_scrub(r->cfg->source_dsn, PQerrorMessage(r->conn), msg, sizeof(msg));
         ing_pg_chomp(msg);
         wh_seterr(err, errlen, "%s failed: %s", what, msg);
         PQclear(res);
@@ -556,7 +559,7 @@ static int repl_setup(repl *r, char *err, size_t errlen)
     res = PQexec(r->conn, sql);
     if (PQresultStatus(res) != PGRES_COPY_BOTH) {
         char msg[512];
-        wh_strlcpy(msg, PQerrorMessage(r->conn), sizeof(msg));
+        wh_dsn_scrub(r->cfg->source_dsn, PQerrorMessage(r->conn), msg, sizeof(msg));
         ing_pg_chomp(msg);
         PQclear(res);
         return wh_seterr(err, errlen, "START_REPLICATION on slot \"%s\" failed: %s", r->cfg->slot,
@@ -619,7 +622,7 @@ static int send_status(repl *r, char *err, size_t errlen)
     } else if (PQputCopyData(r->conn, (const char *)msg, sizeof(msg)) <= 0 ||
                PQflush(r->conn) < 0) {
         char m[256];
-        wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
+        wh_dsn_scrub(r->cfg->source_dsn, PQerrorMessage(r->conn), m, sizeof(m));
         ing_pg_chomp(m);
         return wh_seterr(err, errlen, "sending a standby status update failed: %s", m);
     }
@@ -1436,7 +1439,7 @@ static int consume_input(repl *r, char *err, size_t errlen)
     if (PQconsumeInput(r->conn))
         return WH_OK;
     char m[256];
-    wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
+    wh_dsn_scrub(r->cfg->source_dsn, PQerrorMessage(r->conn), m, sizeof(m));
     ing_pg_chomp(m);
     return wh_seterr(err, errlen, "replication connection lost: %s", m);
 }
@@ -1468,7 +1471,7 @@ static int next_copy(repl *r, const uint8_t **p, size_t *n, char **lbuf, char *e
         wh_seterr(err, errlen, "replication stream ended%s%s", m[0] ? ": " : "", m);
         return -1;
     }
-    wh_strlcpy(m, PQerrorMessage(r->conn), sizeof(m));
+    wh_dsn_scrub(r->cfg->source_dsn, PQerrorMessage(r->conn), m, sizeof(m));
     ing_pg_chomp(m);
     wh_seterr(err, errlen, "replication connection lost: %s", m);
     return -1;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "ing_catalog.h"
+#include "wh_dsn.h"
 #include "wh_ipc.h"
 #include "wh_lsn.h"
 #include "wh_metrics.h"
@@ -195,7 +196,10 @@ static int measure(ing_slot *s, PGconn **conn, uint64_t *wal, uint64_t *confirme
                                1, NULL, params, NULL, NULL, 0);
     int rc = WH_ERR;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        wh_seterr(err, errlen, "measuring the slot: %s", PQerrorMessage(*conn));
+        char msg[384];
+        wh_dsn_scrub(s->cfg.source_dsn, PQerrorMessage(*conn), msg, sizeof(msg));
+        ing_pg_chomp(msg);
+        wh_seterr(err, errlen, "measuring the slot: %s", msg);
         PQclear(r);
         PQfinish(*conn);
         *conn = NULL;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "wh_snapprog.h"
+#include "wh_dsn.h"
 #include "wh_ipc.h"
 #include "wh_lsn.h"
 #include "wh_util.h"
@@ -680,7 +681,7 @@ static PGresult *query(ing_snapshot *s, const char *sql, int nparams, const uint
     s->sqlstate[0] = '\0';
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         char msg[512];
-        wh_strlcpy(msg, PQerrorMessage(s->conn), sizeof(msg));
+        wh_dsn_scrub(s->cfg->source_dsn, PQerrorMessage(s->conn), msg, sizeof(msg));
         ing_pg_chomp(msg);
         const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         if (code != NULL)

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 #include <dlfcn.h>
 #include <libconfig.h>
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "wh_cfgscan.h"
 #include "wh_config.h"
 #include "wh_dsn.h"
+#include "wh_pgerr.h"
 #include "wh_util.h"
 
 static char path[64];
@@ -258,6 +260,11 @@ static void test_dsn_syntax(void **state)
         {"host", "missing '='"},
         {"host='x", "unterminated"},
         {"postgresql://[::1/db", "IPv6"},
+        {"postgresql://u:p@[]:5432/db", "empty IPv6"},
+        {"postgresql://u:p@[::1]x:5432/db", "unexpected character at offset 22"},
+        {"postgresql://u:p%zzq@h/db", "percent-encoding at offset 16"},
+        {"postgresql://u:p%00q@h/db", "%00 at offset 16"},
+        {"postgresql://h/db?sslmode=a=b", "second '='"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';
@@ -265,6 +272,78 @@ static void test_dsn_syntax(void **state)
             fail_msg("'%s' accepted", bad[i].dsn);
         if (strstr(err, bad[i].needle) == NULL)
             fail_msg("'%s': error '%s' does not mention '%s'", bad[i].dsn, err, bad[i].needle);
+    }
+}
+
+/* Messages libpq gives about these DSNs quote them; what goes out never
+ * holds the password, as written or decoded. */
+static void test_dsn_scrub(void **state)
+{
+    struct {
+        const char *dsn, *msg, *out;
+    } cases[] = {
+        {"postgresql://walhook:PW1@[]:5432/db",
+         "IPv6 host address may not be empty in URI: \"postgresql://walhook:PW1@[]:5432/db\"\n",
+         "IPv6 host address may not be empty in URI: \"postgresql://walhook:****@[]:5432/db\"\n"},
+        {"postgresql://walhook:ROW%zzPW2@127.0.0.1:1/db",
+         "invalid percent-encoded token: \"ROW%zzPW2\"", "invalid percent-encoded token: \"****\""},
+        {"postgresql://u:A%41B@h/db", "x AAB y A%41B z", "x **** y **** z"},
+        {"postgresql://u@h/db?password=Q%20R&sslmode=x", "Q R and Q%20R", "**** and ****"},
+        {"host=h password='s e\\'c' user=u", "s e'c|'s e\\'c'", "****|****"},
+        {"host=h password=my secret", "my secret", "**** ****"},
+        {"host=h password='open", "'open and open", "**** and ****"},
+        {"host=h", "see postgres://a:XYZ@h/x and http://b:Q@h",
+         "see postgres://a:***@h/x and "
+         "http://b:*@h"},
+        {NULL, "postgresql://a:LONGPASSWORD@h", "postgresql://a:****@h"},
+    };
+    char out[256];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        wh_dsn_scrub(cases[i].dsn, cases[i].msg, out, sizeof(out));
+        assert_string_equal(out, cases[i].out);
+    }
+    wh_dsn_scrub("postgresql://u:LONGSECRET@h", "LONGSECRET", out, 3);
+    assert_string_equal(out, "**");
+}
+
+/* Whatever libpq refuses, wh_dsn_check refuses too (the daemons that do
+ * not link libpq rely on it), and wh_pgerr_dsn_check's message never quotes
+ * the DSN. */
+static void test_dsn_libpq(void **state)
+{
+    const char *dsns[] = {
+        "postgresql://walhook:PWMARK@[]:5432/db",
+        "postgresql://walhook:PWMARK@[::1]x:5432/db",
+        "postgresql://walhook:PW%zzMARK@127.0.0.1:1/db",
+        "postgresql://walhook:PW%0MARK@127.0.0.1:1/db",
+        "postgresql://walhook:PW%00MARK@127.0.0.1:1/db",
+        "postgresql://walhook:PWMARK@h/db?sslmode=a=b",
+        "postgresql://walhook:PWMARK@h/db?sslmode",
+        "postgresql://walhook:PWMARK@h/db?x%zz=1",
+        "postgresql://walhook:PWMARK@h/db?application_name=%zzPWMARK",
+        "postgresql://walhook:PWMARK@[::1:5432/db",
+        "host=h password=PWMARK junk",
+        "host=h password='PWMARK",
+        "host=h passwrd=PWMARK",
+        "postgresql://walhook:PWMARK@h:99999/db",
+        "postgresql://walhook:PWMARK@h:5432/db",
+        "host=h password='PW MARK' user=u",
+    };
+    char err[WH_ERRLEN];
+    for (size_t i = 0; i < sizeof(dsns) / sizeof(dsns[0]); i++) {
+        char *perr = NULL;
+        PQconninfoOption *o = PQconninfoParse(dsns[i], &perr);
+        int libpq_ok = o != NULL;
+        PQconninfoFree(o);
+        PQfreemem(perr);
+        int ours = wh_dsn_check(dsns[i], err, sizeof(err));
+        if (!libpq_ok && ours == WH_OK)
+            fail_msg("'%s': libpq refuses it, wh_dsn_check accepts it", dsns[i]);
+        err[0] = '\0';
+        int rc = wh_pgerr_dsn_check(dsns[i], err, sizeof(err));
+        assert_int_equal(rc == WH_OK, libpq_ok && ours == WH_OK);
+        if (strstr(err, "MARK") || strstr(err, "walhook") || strstr(err, "junk"))
+            fail_msg("'%s': the error quotes the DSN: %s", dsns[i], err);
     }
 }
 
@@ -515,6 +594,7 @@ int main(void)
         cmocka_unit_test(test_errors),          cmocka_unit_test(test_skip_origins),
         cmocka_unit_test(test_env_overrides),   cmocka_unit_test(test_static_diff_and_json),
         cmocka_unit_test(test_dsn_syntax),      cmocka_unit_test(test_dsn_redact),
+        cmocka_unit_test(test_dsn_scrub),       cmocka_unit_test(test_dsn_libpq),
         cmocka_unit_test(test_target_validate), cmocka_unit_test(test_many_unknown_settings),
         cmocka_unit_test(test_cfgscan),
     };
