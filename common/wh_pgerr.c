@@ -53,3 +53,81 @@ int wh_pgerr_dsn_check(const char *dsn, char *err, size_t errlen)
     wh_dsn_scrub(dsn, why, safe, sizeof(safe)); /* and in case it quoted without quotes */
     return wh_seterr(err, errlen, "libpq cannot parse it: %s", safe[0] ? safe : "no reason given");
 }
+
+int wh_pgerr_value_free(const char *c)
+{
+    if (c == NULL || strlen(c) != 5)
+        return 0;
+    static const char *const classes[] = {"08", "28", "3D", "53", "58"};
+    for (size_t i = 0; i < WH_ARRAY_LEN(classes); i++)
+        if (strncmp(c, classes[i], 2) == 0)
+            return 1;
+    static const char *const codes[] = {"57014", "42501", "42704", "42883",
+                                        "42P01", "42703", "55000", "55006"};
+    for (size_t i = 0; i < WH_ARRAY_LEN(codes); i++)
+        if (strcmp(c, codes[i]) == 0)
+            return 1;
+    return strncmp(c, "57P", 3) == 0;
+}
+
+static int valid_sqlstate(const char *c)
+{
+    if (c == NULL || strlen(c) != 5)
+        return 0;
+    for (int i = 0; i < 5; i++)
+        if (!((c[i] >= '0' && c[i] <= '9') || (c[i] >= 'A' && c[i] <= 'Z')))
+            return 0;
+    return 1;
+}
+
+void wh_pgerr_server(const char *severity, const char *sqlstate, const char *primary, char *out,
+                     size_t len)
+{
+    char sev[16];
+    wh_strlcpy(sev, severity && severity[0] ? severity : "ERROR", sizeof(sev));
+    for (char *p = sev; *p; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z')))
+            *p = '?';
+    if (!valid_sqlstate(sqlstate)) {
+        snprintf(out, len,
+                 "%s:  message withheld (no SQLSTATE; it may quote a value: see the PostgreSQL "
+                 "server log)",
+                 sev);
+        return;
+    }
+    if (!wh_pgerr_value_free(sqlstate) || primary == NULL || primary[0] == '\0') {
+        snprintf(out, len,
+                 "%s:  SQLSTATE %s (message withheld: it may quote a value; see the PostgreSQL "
+                 "server log)",
+                 sev, sqlstate);
+        return;
+    }
+    char m[384];
+    wh_strlcpy(m, primary, sizeof(m));
+    for (char *p = m; *p; p++)
+        if ((unsigned char)*p < 0x20)
+            *p = ' ';
+    snprintf(out, len, "%s:  %s (SQLSTATE %s)", sev, m, sqlstate);
+}
+
+void wh_pgerr_result(const struct pg_result *res, char *out, size_t len)
+{
+    const PGresult *r = (const PGresult *)res;
+    if (r == NULL) {
+        snprintf(out, len, "no result (out of memory or the connection was lost)");
+        return;
+    }
+    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (code == NULL) { /* libpq's own (a server's error always has one) */
+        wh_strlcpy(out, PQresultErrorMessage(r), len);
+        for (char *p = out; *p; p++)
+            if ((unsigned char)*p < 0x20)
+                *p = ' ';
+        size_t n = strlen(out);
+        while (n > 0 && out[n - 1] == ' ')
+            out[--n] = '\0';
+        return;
+    }
+    wh_pgerr_server(PQresultErrorField(r, PG_DIAG_SEVERITY), code,
+                    PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY), out, len);
+}

@@ -1,10 +1,14 @@
 /* wh_pgerr: PostgreSQL error texts that are safe to log and to show.
  *
- * libpq's parse and connect messages may quote the connection string,
- * password included: wh_pgerr_dsn_check refuses a DSN libpq cannot parse
- * without quoting it, and wh_dsn_scrub (wh_dsn.h) masks the password in any
- * message about a connection. Links libpq: daemons that never talk to
- * PostgreSQL do not use this module. */
+ * Two leaks are closed here. libpq's parse and connect messages may quote
+ * the connection string, password included: wh_pgerr_dsn_check refuses a
+ * DSN libpq cannot parse without quoting it, and wh_dsn_scrub (wh_dsn.h)
+ * masks the password in any message about a connection. A server's error
+ * may quote a row's value (a publication row filter, an output function, a
+ * constraint's detail): wh_pgerr_server keeps the severity and SQLSTATE and
+ * withholds the message unless the SQLSTATE is one whose message never
+ * carries data. Links libpq: daemons that never talk to PostgreSQL do not
+ * use this module. */
 #ifndef WH_PGERR_H
 #define WH_PGERR_H
 
@@ -13,5 +17,24 @@
 /* wh_dsn_check, then libpq's own parse (PQconninfoParse). The error names
  * what is wrong and never quotes the DSN or a part of it. */
 int wh_pgerr_dsn_check(const char *dsn, char *err, size_t errlen);
+
+/* 1 when the messages of sqlstate never quote data: connection (08),
+ * authorization (28), database name (3D), resources (53), operator
+ * intervention (57P, 57014), system (58), insufficient privilege (42501),
+ * undefined object, function, table or column (42704, 42883, 42P01,
+ * 42703), object state (55000, 55006). Data exceptions (22), constraint
+ * violations (23: their detail quotes the key), syntax errors, internal
+ * errors and everything else: not. */
+int wh_pgerr_value_free(const char *sqlstate);
+
+/* "SEVERITY:  primary (SQLSTATE x)" for a value-free SQLSTATE, else
+ * "SEVERITY:  SQLSTATE x (message withheld: it may quote a value; see the
+ * PostgreSQL server log)". Any argument may be NULL; never the detail. */
+void wh_pgerr_server(const char *severity, const char *sqlstate, const char *primary, char *out,
+                     size_t len);
+
+/* wh_pgerr_server on a failed result's fields (libpq's PGresult). */
+struct pg_result;
+void wh_pgerr_result(const struct pg_result *res, char *out, size_t len);
 
 #endif

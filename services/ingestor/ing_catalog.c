@@ -110,6 +110,15 @@ static void one_line(char *dst, size_t n, const char *dsn, const char *msg)
     ing_pg_chomp(dst);
 }
 
+/* A failed result: severity, SQLSTATE and, when it cannot quote a value,
+ * the message (wh_pgerr_result). */
+static void result_line(char *dst, size_t n, const char *dsn, const PGresult *res)
+{
+    char m[384];
+    wh_pgerr_result(res, m, sizeof(m));
+    one_line(dst, n, dsn, m);
+}
+
 int ing_pg_connect(PGconn **out, const char *dsn, const char *replication, const char *extra_opts,
                    const char *app, const char *connect_timeout, char *err, size_t errlen)
 {
@@ -250,7 +259,7 @@ static int run_query(ing_catalog *c, const char *dsn, const char *sql, int npara
     int rc = WH_OK;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         char msg[384];
-        one_line(msg, sizeof(msg), dsn, PQresultErrorMessage(res));
+        result_line(msg, sizeof(msg), dsn, res);
         rc = wh_seterr(err, errlen, "catalog query failed: %s", msg);
         PQclear(res);
         res = NULL;
@@ -325,7 +334,7 @@ int ing_catalog_exec(ing_catalog *c, const char *dsn, const char *sql, char *err
         }
         if (rc == WH_OK && st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
             char msg[384];
-            one_line(msg, sizeof(msg), dsn, PQresultErrorMessage(res));
+            result_line(msg, sizeof(msg), dsn, res);
             rc = wh_seterr(err, errlen, "%s", msg);
         }
         PQclear(res);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "wh_pgerr.h"
 #include "wh_lsn.h"
 #include "wh_util.h"
 
@@ -133,11 +134,13 @@ int ing_copy_fill(ing_copy *c, char *err, size_t errlen)
     }
 }
 
-/* The text of an ErrorResponse's fields: "SEVERITY:  message" (as libpq
- * shows it), then the detail. */
+/* The text of an ErrorResponse: severity and SQLSTATE, and the primary
+ * message only when the SQLSTATE's messages never quote data (a walsender
+ * error may quote a row's value: a row filter, an output function); never
+ * the detail. */
 static void error_text(const uint8_t *p, size_t n, char *out, size_t outlen)
 {
-    const char *sev = NULL, *msg = NULL, *detail = NULL;
+    const char *sev = NULL, *code = NULL, *msg = NULL;
     size_t i = 0;
     while (i < n && p[i] != 0) {
         uint8_t f = p[i++];
@@ -147,18 +150,17 @@ static void error_text(const uint8_t *p, size_t n, char *out, size_t outlen)
             break;
         if (f == 'S')
             sev = s;
+        else if (f == 'C')
+            code = s;
         else if (f == 'M')
             msg = s;
-        else if (f == 'D')
-            detail = s;
         i = (size_t)(z - p) + 1;
     }
-    if (msg == NULL) {
+    if (msg == NULL && code == NULL) {
         snprintf(out, outlen, "malformed error message from the server");
         return;
     }
-    snprintf(out, outlen, "%s:  %s%s%s", sev ? sev : "ERROR", msg, detail ? "\nDETAIL:  " : "",
-             detail ? detail : "");
+    wh_pgerr_server(sev, code, msg, out, outlen);
 }
 
 int ing_copy_next(ing_copy *c, const uint8_t **p, size_t *n, char *err, size_t errlen)

@@ -567,6 +567,10 @@ static int repl_setup(repl *r, char *err, size_t errlen)
     }
     PQclear(res);
 started:
+    /* from here on a server error may quote a row's value (a publication
+     * row filter, an output function): libpq's own text of one (in
+     * PQerrorMessage) carries only severity and SQLSTATE */
+    PQsetErrorVerbosity(r->conn, PQERRORS_SQLSTATE);
     /* a new stream starts outside any stream block; PostgreSQL sends every
      * transaction in progress again from its first segment */
     r->stream_xid = 0;
@@ -1465,8 +1469,9 @@ static int next_copy(repl *r, const uint8_t **p, size_t *n, char **lbuf, char *e
     char m[256];
     if (got == -1) {
         PGresult *res = PQgetResult(r->conn);
-        wh_strlcpy(m, PQresultErrorMessage(res), sizeof(m));
-        ing_pg_chomp(m);
+        m[0] = '\0';
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) /* a walsender error may quote a value */
+            wh_pgerr_result(res, m, sizeof(m));
         PQclear(res);
         wh_seterr(err, errlen, "replication stream ended%s%s", m[0] ? ": " : "", m);
         return -1;

@@ -250,6 +250,30 @@ wh_items_conf() {
     wh_write_conf "$CONF" "$PG_DSN" "$DATA" "$APORT" "http://127.0.0.1:$RPORT/hook"
 }
 
+# wh_rowfilter_error_up: `walhook up` (wh_up) on a publication whose row
+# filter fails on a row: table rf (id int PRIMARY KEY, n int) published
+# WHERE make_date(n, 1, 1) IS NOT NULL, then a row with n = 987654322, on
+# which the walsender ends every stream with "date out of range:
+# 987654322-01-01" (a row's value in an error). Sets APORT RPORT CONF A
+# (the admin's URL) and T0 (seconds since the epoch at the insert).
+wh_rowfilter_error_up() {
+    wh_pipeline_setup
+    pg_psql -c "CREATE TABLE items (id int PRIMARY KEY, v text);
+        CREATE TABLE rf (id int PRIMARY KEY, n int);
+        CREATE PUBLICATION walhook FOR TABLE items, rf WHERE (make_date(n, 1, 1) IS NOT NULL)" \
+        >/dev/null || wh_fail "cannot create the tables and the publication"
+    APORT=$(wh_free_port)
+    RPORT=$(wh_free_port)
+    CONF="$WH_TMP/walhook.conf"
+    wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$RPORT/hook"
+    wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" \
+        --out "$WH_TMP/received.jsonl"
+    wh_up "$CONF" "$APORT"
+    A="http://127.0.0.1:$APORT"
+    pg_psql -c "INSERT INTO rf VALUES (2, 987654322)" >/dev/null || wh_fail "cannot insert"
+    T0=$(date +%s)
+}
+
 wh_pipeline_setup() {
     trap wh_cleanup EXIT
     wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin \

@@ -135,15 +135,59 @@ static void test_start_error(void **state)
     assert_int_equal(ing_copy_new(&c, err, sizeof(err)), WH_OK);
     ing_copy_reset(c, sv[0]);
     uint8_t out[256];
-    size_t o = msg(out, 'E', "SERROR\0Mpublication \"p\" does not exist\0\0", 40);
+    size_t o = msg(out, 'E', "SERROR\0C42704\0Mpublication \"p\" does not exist\0\0", 47);
     o += msg(out + o, 'Z', "I", 1);
     write_all(sv[1], out, o);
     assert_int_equal(ing_copy_start(c, "START_REPLICATION y", 5000, NULL, err, sizeof(err)),
                      WH_ERR);
-    assert_string_equal(err, "ERROR:  publication \"p\" does not exist");
+    assert_string_equal(err, "ERROR:  publication \"p\" does not exist (SQLSTATE 42704)");
     ing_copy_free(c);
     close(sv[0]);
     close(sv[1]);
+}
+
+/* A walsender error that may quote a row's value (a publication row filter
+ * failing on a row): severity and SQLSTATE only, never the message or the
+ * detail; an error without SQLSTATE is withheld too. */
+static void test_stream_error_withheld(void **state)
+{
+    (void)state;
+    const struct {
+        const char *body;
+        size_t len;
+        const char *want;
+    } cases[] = {
+        {"SERROR\0VERROR\0C22008\0Mdate out of range: 987654322-01-01\0Dkey (n)=(987654322)\0\0",
+         79,
+         "replication stream ended: ERROR:  SQLSTATE 22008 (message withheld: it may quote a "
+         "value; see the PostgreSQL server log)"},
+        {"SERROR\0Mvalue 987654322 bad\0\0", 29,
+         "replication stream ended: ERROR:  message withheld (no SQLSTATE; it may quote a value: "
+         "see the PostgreSQL server log)"},
+        {"SFATAL\0C57P01\0Mterminating connection due to administrator command\0\0", 68,
+         "replication stream ended: FATAL:  terminating connection due to administrator command "
+         "(SQLSTATE 57P01)"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        ing_copy *c = NULL;
+        char err[512];
+        assert_int_equal(ing_copy_new(&c, err, sizeof(err)), WH_OK);
+        ing_copy_reset(c, sv[0]);
+        uint8_t out[256];
+        size_t o = msg(out, 'E', cases[i].body, cases[i].len);
+        write_all(sv[1], out, o);
+        const uint8_t *p;
+        size_t n;
+        assert_int_equal(ing_copy_fill(c, err, sizeof(err)), 0);
+        assert_int_equal(ing_copy_next(c, &p, &n, err, sizeof(err)), -1);
+        assert_string_equal(err, cases[i].want);
+        assert_null(strstr(err, "987654322"));
+        ing_copy_free(c);
+        close(sv[0]);
+        close(sv[1]);
+    }
 }
 
 /* Messages larger than the buffer, many in one go, and CopyDone. */
@@ -213,6 +257,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start_and_messages),
         cmocka_unit_test(test_start_error),
+        cmocka_unit_test(test_stream_error_withheld),
         cmocka_unit_test(test_large_and_many),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
