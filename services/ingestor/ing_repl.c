@@ -49,6 +49,10 @@
  * the socket to write a status update, on the socket itself (ing_copy). */
 #define ING_START_TIMEOUT_MS (5 * 60 * 1000)
 #define ING_WRITE_TIMEOUT_MS (60 * 1000)
+/* A stream up this long has worked: its end starts the reconnect backoff
+ * over. One that ends sooner (the walsender fails on the same change every
+ * time) is retried with the delay still growing. */
+#define ING_STREAM_STABLE_MS (10 * 1000)
 
 /* The prefix of the heartbeat's logical message (source.heartbeat_query
  * ""): such messages are consumed, never events. */
@@ -1774,10 +1778,16 @@ static int run_source(repl *r, int first, char *err, size_t errlen)
         if (errors > 0)
             wh_info("the source works again after %d failed attempt%s: streaming", errors,
                     errors == 1 ? "" : "s");
-        attempt = 0;
-        errors = 0;
+        /* the backoff starts over only once this stream has run for a
+         * while: a stream that fails right after connecting (the walsender
+         * meets the same bad change again) is retried with a growing delay */
+        uint64_t up_since = wh_now_ms();
         ing_stats_set_state(st, ING_STATE_STREAMING, NULL);
         int what = stream(r, lerr, sizeof(lerr));
+        if (wh_now_ms() - up_since >= ING_STREAM_STABLE_MS) {
+            attempt = 0;
+            errors = 0;
+        }
         /* whatever happens, sealed events go to the store */
         char serr[128];
         ing_batcher_seal(bt, serr, sizeof(serr));
@@ -1811,10 +1821,16 @@ static int run_source(repl *r, int first, char *err, size_t errlen)
         connected = 0;
         if (what == LOOP_FATAL || stream_error_permanent(lerr)) {
             enter_error(r, lerr, &errors);
-            attempt = 1;
+            if (attempt < 1)
+                attempt = 1;
             continue;
         }
-        wh_warn("%s; reconnecting", lerr);
+        errors = 0; /* transient: the reconnect backoff (attempt) */
+        if (attempt > 1)
+            wh_warn("%s; reconnecting (attempt %d after a stream that ended at once)", lerr,
+                    attempt);
+        else
+            wh_warn("%s; reconnecting", lerr);
         ing_stats_set_state(st, ING_STATE_CONNECTING, lerr);
     }
     (void)err;
