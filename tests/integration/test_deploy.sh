@@ -67,6 +67,15 @@ for name, s in svcs.items():
             bad.append(f"{name}: volume {src} is not a named volume")
     if "admin" in name and "walhook health --daemon admin" not in test:
         bad.append(f"{name}: not probed as the admin")
+    # the source DSN (a password) only where it is used: the store seeds
+    # the runtime state from it, the ingestor connects
+    env = s.get("environment") or {}
+    has_dsn = any(k == "WALHOOK_SOURCE_DSN" or str(k).startswith("WALHOOK_SOURCE_DSN=")
+                  for k in (env if isinstance(env, list) else env.keys()))
+    if has_dsn and name not in ("store", "ingestor"):
+        bad.append(f"{name}: gets WALHOOK_SOURCE_DSN, which it never uses")
+    if not has_dsn and name in ("store", "ingestor"):
+        bad.append(f"{name}: has no WALHOOK_SOURCE_DSN")
     if host:
         # host networking: nothing on a bridge, every listener on the loopback
         if s.get("network_mode") != "host" or s.get("networks"):
@@ -147,6 +156,18 @@ for o in by.get("Deployment", []) + by.get("StatefulSet", []):
         for p in ("livenessProbe", "readinessProbe"):
             if p not in c:
                 bad.append(f"{cn}: no {p}")
+        # walhook's containers are probed with `walhook health` (an httpGet
+        # of the admin's /livez gets 401 when admin.open_probes is false)
+        if c.get("command", [""])[0].startswith("walhook-"):
+            for p in ("startupProbe", "livenessProbe", "readinessProbe"):
+                if p in c and c[p].get("exec", {}).get("command", [""])[:2] != ["walhook", "health"]:
+                    bad.append(f"{cn}: {p} is not `walhook health`")
+        # the Secret with the source DSN only where it is used (the store
+        # seeds the runtime state from it, the ingestor connects)
+        srcs = [e.get("secretRef", {}).get("name") for e in c.get("envFrom", [])]
+        uses = c.get("command", [""])[0] in ("walhook-store", "walhook-ingestor")
+        if ("walhook-source" in srcs) != uses:
+            bad.append(f"{cn}: the walhook-source Secret {'missing' if uses else 'given, never used'}")
         r = c.get("resources", {})
         if not r.get("requests") or not r.get("limits", {}).get("memory"):
             bad.append(f"{cn}: resources need requests and a memory limit")
