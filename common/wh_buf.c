@@ -145,6 +145,53 @@ static size_t plain_run(const unsigned char *s, size_t i, size_t n)
     return i;
 }
 
+/* Invalid UTF-8 bytes replaced by U+FFFD in this process. */
+static uint64_t utf8_replaced;
+
+uint64_t wh_utf8_replaced(void)
+{
+    return __atomic_load_n(&utf8_replaced, __ATOMIC_RELAXED);
+}
+
+/* The end of the valid UTF-8 from s[i] (ASCII included). */
+static size_t utf8_run(const unsigned char *s, size_t i, size_t n)
+{
+    while (i < n) {
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t l = wh_utf8_len(s + i, n - i);
+        if (l == 0)
+            break;
+        i += l;
+    }
+    return i;
+}
+
+int wh_buf_append_utf8(wh_buf *b, const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = utf8_run(s, 0, n);
+    if (i == n)
+        return wh_buf_append(b, s, n);
+    size_t len0 = b->len;
+    size_t done = 0;
+    for (;;) {
+        if (wh_buf_append(b, s + done, i - done) != WH_OK)
+            break;
+        if (i == n)
+            return WH_OK;
+        if (wh_buf_append(b, "\xEF\xBF\xBD", 3) != WH_OK)
+            break;
+        __atomic_fetch_add(&utf8_replaced, 1, __ATOMIC_RELAXED);
+        done = i + 1;
+        i = utf8_run(s, done, n);
+    }
+    b->len = len0; /* unchanged on failure */
+    return WH_ERR;
+}
+
 int wh_json_str(wh_buf *b, const char *str, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -212,6 +259,7 @@ int wh_json_str(wh_buf *b, const char *str, size_t n)
             size_t l = wh_utf8_len(s + i, n - i);
             if (l == 0) {
                 rc = wh_buf_append(b, "\xEF\xBF\xBD", 3);
+                __atomic_fetch_add(&utf8_replaced, 1, __ATOMIC_RELAXED);
                 i++;
             } else {
                 rc = wh_buf_append(b, s + i, l);

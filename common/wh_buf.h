@@ -50,6 +50,13 @@ int wh_buf_cstr(wh_buf *b);
  * surrogates, at most U+10FFFF), or 0 if invalid. n must be > 0. */
 size_t wh_utf8_len(const unsigned char *s, size_t n);
 
+/* Appends s[0..n) as it is, but each byte that does not start a valid UTF-8
+ * sequence as U+FFFD (JSON text from a SQL_ASCII database, say). */
+int wh_buf_append_utf8(wh_buf *b, const char *s, size_t n);
+/* The bytes wh_json_str and wh_buf_append_utf8 replaced by U+FFFD in this
+ * process (invalid UTF-8). */
+uint64_t wh_utf8_replaced(void);
+
 /* Appends s[0..n) as a quoted JSON string with escapes; invalid UTF-8 bytes
  * are replaced by U+FFFD. */
 int wh_json_str(wh_buf *b, const char *s, size_t n);

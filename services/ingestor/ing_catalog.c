@@ -6,9 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/select.h>
 
 #include "ing_types.h"
+#include "wh_buf.h"
 #include "wh_dsn.h"
 #include "wh_pgerr.h"
 #include "wh_util.h"
@@ -119,6 +121,89 @@ static void result_line(char *dst, size_t n, const char *dsn, const PGresult *re
     one_line(dst, n, dsn, m);
 }
 
+/* The session settings that change the text of values, pinned on every
+ * connection the ingestor opens (as `-c` switches after the user's own, so
+ * they win over ALTER ROLE/DATABASE and postgresql.conf). client_encoding
+ * is a connection keyword (ing_pg_connect), not one of these. */
+static const struct {
+    const char *name, *value;
+    int reported; /* a GUC_REPORT setting: checked after connecting */
+} PINS[] = {
+    {"TimeZone", "UTC", 1},     {"DateStyle", "ISO", 1},        {"IntervalStyle", "iso_8601", 1},
+    {"bytea_output", "hex", 0}, {"extra_float_digits", "3", 0}, {"search_path", "pg_catalog", 0},
+};
+
+/* 1 when the server's reported value of setting i is the pinned one. */
+static int pin_holds(PGconn *c, size_t i)
+{
+    const char *v = PQparameterStatus(c, PINS[i].name);
+    if (v == NULL)
+        return 0;
+    if (!strcmp(PINS[i].name, "DateStyle")) /* "ISO, MDY": the order is for input only */
+        return !strncmp(v, "ISO,", 4) || !strcmp(v, "ISO");
+    return !strcasecmp(v, PINS[i].value);
+}
+
+/* One SET on c; WH_ERR with the server's message. */
+static int set_one(PGconn *c, const char *dsn, const char *name, const char *value, char *err,
+                   size_t errlen)
+{
+    char sql[128], msg[512];
+    snprintf(sql, sizeof(sql), "SET %s = '%s'", name, value);
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    result_line(msg, sizeof(msg), dsn, r);
+    PQclear(r);
+    return ok ? WH_OK : wh_seterr(err, errlen, "cannot set %s: %s", name, msg);
+}
+
+/* After connecting: libpq sends PGDATESTYLE and PGTZ from the environment
+ * as startup parameters of their own, which the server applies after the
+ * `options` switches; SETs what the server reports as different, then
+ * checks again. A SQL_ASCII database cannot convert to UTF8 (the server
+ * fails on the first byte that is not UTF-8, for good): its values are
+ * read as they are (client_encoding SQL_ASCII) and checked by the
+ * renderers (wh_json_str, wh_buf_append_utf8). WH_ERR when a setting
+ * still differs (err says which). */
+static int pins_verify(PGconn *c, const char *dsn, char *err, size_t errlen)
+{
+    const char *server = PQparameterStatus(c, "server_encoding");
+    const char *want = server && !strcasecmp(server, "SQL_ASCII") ? "SQL_ASCII" : "UTF8";
+    const char *enc = PQparameterStatus(c, "client_encoding");
+    if ((enc == NULL || strcasecmp(enc, want) != 0) &&
+        set_one(c, dsn, "client_encoding", want, err, errlen) != WH_OK)
+        return WH_ERR;
+    enc = PQparameterStatus(c, "client_encoding");
+    if (enc == NULL || strcasecmp(enc, want) != 0)
+        return wh_seterr(err, errlen, "the connection's client_encoding is %s, not %s",
+                         enc ? enc : "unknown", want);
+    for (size_t i = 0; i < sizeof(PINS) / sizeof(PINS[0]); i++) {
+        if (!PINS[i].reported || pin_holds(c, i))
+            continue;
+        if (set_one(c, dsn, PINS[i].name, PINS[i].value, err, errlen) != WH_OK)
+            return WH_ERR;
+        if (!pin_holds(c, i)) {
+            const char *v = PQparameterStatus(c, PINS[i].name);
+            return wh_seterr(err, errlen, "the connection's %s is %s, not %s", PINS[i].name,
+                             v ? v : "unknown", PINS[i].value);
+        }
+    }
+    return WH_OK;
+}
+
+/* Once per process: a SQL_ASCII source is not converted to UTF-8. */
+static void warn_sql_ascii(PGconn *c)
+{
+    static int warned;
+    const char *enc = PQparameterStatus(c, "server_encoding");
+    if (enc == NULL || strcasecmp(enc, "SQL_ASCII") != 0 ||
+        __atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+        return;
+    wh_warn("the source database's encoding is SQL_ASCII: PostgreSQL does not convert its bytes "
+            "to UTF-8; bytes of text and json values that are not UTF-8 are sent as U+FFFD "
+            "(walhook_ingestor_invalid_utf8_total counts them)");
+}
+
 int ing_pg_connect(PGconn **out, const char *dsn, const char *replication, const char *extra_opts,
                    const char *app, const char *connect_timeout, char *err, size_t errlen)
 {
@@ -132,11 +217,11 @@ int ing_pg_connect(PGconn **out, const char *dsn, const char *replication, const
         return wh_seterr(err, errlen, "source.dsn: %s", why);
     }
     const char *kw[64], *val[64];
-    char options[1024];
     int n = 0;
     const char *user_opts = NULL, *user_app = NULL;
-    for (PQconninfoOption *o = opts; o->keyword && n < 59; o++) {
+    for (PQconninfoOption *o = opts; o->keyword && n < 58; o++) {
         if (!o->val || !strcmp(o->keyword, "replication") ||
+            !strcmp(o->keyword, "client_encoding") ||
             (connect_timeout && !strcmp(o->keyword, "connect_timeout")))
             continue;
         if (!strcmp(o->keyword, "options")) {
@@ -148,14 +233,30 @@ int ing_pg_connect(PGconn **out, const char *dsn, const char *replication, const
         kw[n] = o->keyword;
         val[n++] = o->val;
     }
-    snprintf(options, sizeof(options), "%s%s%s", user_opts ? user_opts : "", user_opts ? " " : "",
-             extra_opts);
+    /* the user's options first, walhook's pins after them (the last -c of
+     * a setting wins); no size limit */
+    wh_buf options;
+    wh_buf_init(&options, 0);
+    int rc = user_opts ? wh_buf_printf(&options, "%s ", user_opts) : WH_OK;
+    for (size_t i = 0; rc == WH_OK && i < sizeof(PINS) / sizeof(PINS[0]); i++)
+        rc = wh_buf_printf(&options, "-c %s=%s ", PINS[i].name, PINS[i].value);
+    if (rc == WH_OK && extra_opts)
+        rc = wh_buf_puts(&options, extra_opts);
+    if (rc != WH_OK || wh_buf_cstr(&options) != WH_OK) {
+        wh_buf_free(&options);
+        PQconninfoFree(opts);
+        return wh_seterr(err, errlen, "out of memory");
+    }
     if (replication) {
         kw[n] = "replication";
         val[n++] = replication;
     }
     kw[n] = "options";
-    val[n++] = options;
+    val[n++] = options.data;
+    /* a keyword: neither PGCLIENTENCODING nor the DSN can change it (but
+     * SQL_ASCII, see pins_verify) */
+    kw[n] = "client_encoding";
+    val[n++] = "UTF8";
     if (connect_timeout) {
         kw[n] = "connect_timeout";
         val[n++] = connect_timeout;
@@ -168,6 +269,7 @@ int ing_pg_connect(PGconn **out, const char *dsn, const char *replication, const
     val[n] = NULL;
     PGconn *c = PQconnectdbParams(kw, val, 0);
     PQconninfoFree(opts);
+    wh_buf_free(&options);
     if (!c || PQstatus(c) != CONNECTION_OK) {
         char msg[512];
         one_line(msg, sizeof(msg), dsn, c ? PQerrorMessage(c) : "out of memory");
@@ -175,6 +277,11 @@ int ing_pg_connect(PGconn **out, const char *dsn, const char *replication, const
             PQfinish(c);
         return wh_seterr(err, errlen, "%s", msg);
     }
+    if (pins_verify(c, dsn, err, errlen) != WH_OK) {
+        PQfinish(c);
+        return WH_ERR;
+    }
+    warn_sql_ascii(c);
     *out = c;
     return WH_OK;
 }

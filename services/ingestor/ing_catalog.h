@@ -72,17 +72,20 @@ void ing_catalog_warned_reset(ing_catalog *c, uint32_t oid);
 /* Forgets the warnings `what` of oid; 1 when one of them had been given. */
 int ing_catalog_warned_clear(ing_catalog *c, uint32_t oid, unsigned what);
 
-/* The session options of every connection whose values must read as the
- * stream's (the replication connection, the snapshot's). */
-#define ING_SESSION_OPTS                                                                           \
-    "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c IntervalStyle=iso_8601"
-
-/* Shared with ing_repl. Opens a connection to dsn with its settings, less
- * `replication` (set to replication when not NULL) and with extra_opts
- * appended to its `options`; application_name app unless the DSN has one;
- * connect_timeout (when not NULL) replaces the DSN's. On WH_ERR *out is NULL
- * and err holds libpq's message on one line ("source.dsn: ..." when the DSN
- * does not parse). */
+/* Shared with ing_repl, ing_snapshot, ing_slot, ing_early: every connection
+ * the ingestor opens. Opens a connection to dsn with its settings, less
+ * `replication` (set to replication when not NULL) and with, after the DSN's
+ * `options`, the session settings that change the text of values (TimeZone
+ * UTC, DateStyle ISO, IntervalStyle iso_8601, bytea_output hex,
+ * extra_float_digits 3, search_path pg_catalog) and then extra_opts (may be
+ * NULL); client_encoding UTF8 as a keyword (the DSN's and PGCLIENTENCODING
+ * are ignored). After connecting it checks the settings the server reports
+ * and SETs those that differ (PGTZ, PGDATESTYLE in the environment);
+ * WH_ERR when one cannot be pinned. application_name app unless the DSN has
+ * one; connect_timeout (when not NULL) replaces the DSN's. On WH_ERR *out is
+ * NULL and err holds the message on one line ("source.dsn: ..." when the DSN
+ * does not parse). Logs once per process when the source database is
+ * SQL_ASCII (no conversion to UTF-8). */
 int ing_pg_connect(PGconn **out, const char *dsn, const char *replication, const char *extra_opts,
                    const char *app, const char *connect_timeout, char *err, size_t errlen);
 /* A libpq message on one line: newlines and tabs as one space, no trailing

@@ -40,8 +40,8 @@ static void *early_main(void *arg)
      * preflight's own); when it fails, the preflight names the cause from
      * its message (and tries a plain connection only when the REPLICATION
      * attribute is what is missing) */
-    int failed = ing_pg_connect(&e->conn, e->cfg.source_dsn, "database", ING_SESSION_OPTS,
-                                "walhook-ingestor", "10", msg, sizeof(msg)) != WH_OK;
+    int failed = ing_pg_connect(&e->conn, e->cfg.source_dsn, "database", NULL, "walhook-ingestor",
+                                "10", msg, sizeof(msg)) != WH_OK;
     e->rc = wh_pg_preflight_conn(&src, e->conn, failed ? msg : NULL, &e->report, e->err,
                                  sizeof(e->err));
     if (e->rc != WH_OK && e->conn != NULL) {

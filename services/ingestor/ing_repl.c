@@ -60,8 +60,6 @@
 #define ING_HEARTBEAT_SQL                                                                          \
     "SELECT pg_catalog.pg_logical_emit_message(false, '" ING_HEARTBEAT_PREFIX "', '')"
 
-#define SESSION_OPTS ING_SESSION_OPTS
-
 typedef struct repl {
     wh_config *cfg; /* own copy: the source may change at runtime */
     PGconn *pre;    /* the first source's connection opened at start (ing_early) */
@@ -180,8 +178,8 @@ static int repl_connect(repl *r, char *err, size_t errlen)
         r->conn = NULL;
     }
     char msg[512];
-    if (ing_pg_connect(&r->conn, r->cfg->source_dsn, "database", SESSION_OPTS, "walhook-ingestor",
-                       NULL, msg, sizeof(msg)) != WH_OK)
+    if (ing_pg_connect(&r->conn, r->cfg->source_dsn, "database", NULL, "walhook-ingestor", NULL,
+                       msg, sizeof(msg)) != WH_OK)
         return wh_seterr(err, errlen, "cannot connect to PostgreSQL (%s): %s", r->where, msg);
     return WH_OK;
 }

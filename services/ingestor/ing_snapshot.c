@@ -624,8 +624,8 @@ static int conn_open(ing_snapshot *s, char *err, size_t errlen)
         return WH_OK;
     close_conn(s);
     char opts[256];
-    snprintf(opts, sizeof(opts), "%s -c lock_timeout=%d -c statement_timeout=%d", ING_SESSION_OPTS,
-             SNAP_LOCK_TIMEOUT_MS, SNAP_STATEMENT_TIMEOUT_MS);
+    snprintf(opts, sizeof(opts), "-c lock_timeout=%d -c statement_timeout=%d", SNAP_LOCK_TIMEOUT_MS,
+             SNAP_STATEMENT_TIMEOUT_MS);
     if (ing_pg_connect(&s->conn, s->cfg->source_dsn, NULL, opts, SNAP_APP, "10", err, errlen) !=
         WH_OK)
         return WH_ERR;

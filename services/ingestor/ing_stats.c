@@ -73,7 +73,11 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
         wh_metric_i64(b, "walhook_ingestor_state", l, wh_gauge_get(&st->state)) ||
         wh_metric_header(b, "walhook_ingestor_errors_total", "counter",
                          "permanent errors (permission, publication, slot) entered") ||
-        wh_metric_u64(b, "walhook_ingestor_errors_total", l, wh_counter_get(&st->errors)))
+        wh_metric_u64(b, "walhook_ingestor_errors_total", l, wh_counter_get(&st->errors)) ||
+        wh_metric_header(b, "walhook_ingestor_invalid_utf8_total", "counter",
+                         "bytes of values that were not UTF-8 (a SQL_ASCII source database), "
+                         "sent as U+FFFD") ||
+        wh_metric_u64(b, "walhook_ingestor_invalid_utf8_total", l, wh_utf8_replaced()))
         return WH_ERR;
     const ing_toast_stats *t = &st->toast;
     char lc[WH_NAME_MAX + 40], lo[WH_NAME_MAX + 40], ll[WH_NAME_MAX + 40], ls[WH_NAME_MAX + 40];

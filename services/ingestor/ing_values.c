@@ -792,10 +792,12 @@ static int render_oid(wh_buf *b, uint32_t oid, const char *s, size_t n, int dept
         return wh_json_str(b, s, n);
     case ING_JSONOID:
     case ING_JSONBOID:
-        /* PostgreSQL validated it on input; embed as is. */
+        /* PostgreSQL validated its syntax on input: embed as is, but for
+         * bytes that are not UTF-8 (a SQL_ASCII database converts nothing;
+         * they can only be inside strings), each sent as U+FFFD */
         if (n == 0)
             return wh_buf_append(b, "null", 4);
-        return wh_buf_append(b, s, n);
+        return wh_buf_append_utf8(b, s, n);
     case ING_BYTEAOID:
         return bytea_json(b, s, n);
     case ING_TIMESTAMPTZOID:

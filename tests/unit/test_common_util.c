@@ -117,6 +117,36 @@ static void test_json_str(void **state)
     wh_buf_free(&b);
 }
 
+/* JSON text with bytes that are not UTF-8 (a SQL_ASCII database): each
+ * such byte becomes U+FFFD, the rest is copied; counted. */
+static void test_append_utf8(void **state)
+{
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    uint64_t before = wh_utf8_replaced();
+    const char ok[] = "{\"k\": \"caf\xc3\xa9 \xe2\x98\x83\"}";
+    assert_int_equal(wh_buf_append_utf8(&b, ok, sizeof(ok) - 1), WH_OK);
+    wh_buf_cstr(&b);
+    assert_string_equal(b.data, ok);
+    assert_int_equal(wh_utf8_replaced(), before);
+    wh_buf_reset(&b);
+    /* a lone Latin-1 byte, a truncated sequence at the end, a surrogate */
+    const char bad[] = "{\"k\": \"caf\xe9\", \"s\": \"\xed\xa0\x80\xc3\"}\xe2\x98";
+    assert_int_equal(wh_buf_append_utf8(&b, bad, sizeof(bad) - 1), WH_OK);
+    wh_buf_cstr(&b);
+    assert_string_equal(b.data, "{\"k\": \"caf\xef\xbf\xbd\", \"s\": \"\xef\xbf\xbd\xef\xbf\xbd"
+                                "\xef\xbf\xbd\xef\xbf\xbd\"}\xef\xbf\xbd\xef\xbf\xbd");
+    assert_int_equal(wh_utf8_replaced(), before + 7);
+    /* past the buffer's maximum: WH_ERR, the buffer unchanged */
+    wh_buf small;
+    wh_buf_init(&small, 8);
+    assert_int_equal(wh_buf_append_utf8(&small, "ab", 2), WH_OK);
+    assert_int_equal(wh_buf_append_utf8(&small, "\xff\xff\xffxy", 5), WH_ERR);
+    assert_int_equal(small.len, 2);
+    wh_buf_free(&small);
+    wh_buf_free(&b);
+}
+
 /* The 16-byte scan of wh_json_str: a byte to escape (or UTF-8, or a control
  * byte) at every position of strings of 0..40 bytes, in buffers that start
  * empty and non-empty, against the escape written out by hand. */
@@ -246,6 +276,7 @@ int main(void)
         cmocka_unit_test(test_buf_limits),
         cmocka_unit_test(test_json_str),
         cmocka_unit_test(test_json_str_scan),
+        cmocka_unit_test(test_append_utf8),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_grow),

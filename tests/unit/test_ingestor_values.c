@@ -54,6 +54,8 @@ static void test_bool_json(void **state)
     check(ING_JSONBOID, "{\"a\": [1, 2]}", "{\"a\": [1, 2]}");
     check(ING_JSONOID, "[1,\n 2]", "[1,\n 2]");
     check(ING_JSONBOID, "\"s\"", "\"s\"");
+    /* bytes that are not UTF-8 (SQL_ASCII): U+FFFD, still valid JSON */
+    check(ING_JSONOID, "{\"k\": \"caf\xe9\"}", "{\"k\": \"caf\xef\xbf\xbd\"}");
 }
 
 static void test_strings(void **state)
