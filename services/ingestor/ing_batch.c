@@ -516,8 +516,10 @@ static int send_chain(ing_batcher *bt, batch *first)
         return WH_OK;
     }
     wh_buf_reset(&bt->sch);
+    size_t tbytes = 0; /* TOAST ops in the request being packed */
     for (; b; b = b->next) {
         size_t r = 0;
+        int tops_sent = 0;
         /* the batch's schema registrations go with the request that holds
          * its first events (or an earlier one): durable no later */
         while (b->schemas.len > 0 &&
@@ -525,13 +527,39 @@ static int send_chain(ing_batcher *bt, batch *first)
             if (pause_unless_stopped(bt, 50) != WH_OK)
                 return WH_ERR;
         }
+        if (b->tops.len > 0 && bytes + tbytes + b->json.len + b->tops.len > bt->max_batch_bytes) {
+            /* with its events the batch's TOAST ops would not fit in one
+             * request (large values): what is packed goes, then the ops in
+             * a request of their own, durable before the events (a crash
+             * between leaves puts whose events are sent again, never
+             * events acked without their puts) */
+            if ((k > 0 || bt->ntiov > 0) &&
+                send_retry(bt, &rk, k, ack, b->batch_id, first->batch_id) != WH_OK)
+                return WH_ERR;
+            if (k > 0 || bt->ntiov > 0) {
+                request_done(bt, ack, bytes, k);
+                rk.reset = 0;
+                k = bytes = 0;
+                wh_buf_reset(&bt->sch);
+            }
+            while (tiov_add(bt, b) != WH_OK) {
+                if (pause_unless_stopped(bt, 50) != WH_OK)
+                    return WH_ERR;
+            }
+            if (send_retry(bt, &rk, 0, ack, b->batch_id, first->batch_id) != WH_OK)
+                return WH_ERR;
+            request_done(bt, ack, 0, 0);
+            wh_buf_reset(&bt->sch);
+            tbytes = 0;
+            tops_sent = 1;
+        }
         for (size_t i = 0; i < b->nev; i++) {
             if (k > 0 && bytes >= ING_REQ_BYTES) {
                 if (send_retry(bt, &rk, k, ack, b->batch_id, first->batch_id) != WH_OK)
                     return WH_ERR;
                 request_done(bt, ack, bytes, k);
                 rk.reset = 0; /* the staging was reset by the first request */
-                k = bytes = 0;
+                k = bytes = tbytes = 0;
                 wh_buf_reset(&bt->sch);
             }
             while (pack_reserve(bt, k + 1) != WH_OK) {
@@ -562,11 +590,12 @@ static int send_chain(ing_batcher *bt, batch *first)
         }
         if (b->ack_lsn > ack)
             ack = b->ack_lsn;
-        if (b->tops.len > 0) { /* with the batch's last events */
+        if (b->tops.len > 0 && !tops_sent) { /* with the batch's last events */
             while (tiov_add(bt, b) != WH_OK) {
                 if (pause_unless_stopped(bt, 50) != WH_OK)
                     return WH_ERR;
             }
+            tbytes += b->tops.len;
         }
         if (!b->next)
             break;
@@ -1059,6 +1088,11 @@ uint64_t ing_batcher_toast_add(ing_batcher *bt, const void *op, size_t len)
         return 0;
     bt->tcarry_serial = ++bt->tnext_serial;
     return bt->tcarry_serial;
+}
+
+size_t ing_batcher_toast_pending(const ing_batcher *bt)
+{
+    return bt->tcarry.len;
 }
 
 uint64_t ing_batcher_toast_durable(const ing_batcher *bt)

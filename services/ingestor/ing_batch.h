@@ -140,6 +140,8 @@ int ing_batch_encode_extra(const char *tenant, const Walhook__Event *ev, size_t 
  * batch's last events. Returns its serial (> 0; 0: out of memory, not
  * queued). The batcher is not idle while ops wait. */
 uint64_t ing_batcher_toast_add(ing_batcher *bt, const void *op, size_t len);
+/* Bytes of TOAST cache ops waiting for the next batch. */
+size_t ing_batcher_toast_pending(const ing_batcher *bt);
 /* The highest op serial the store has made durable. */
 uint64_t ing_batcher_toast_durable(const ing_batcher *bt);
 

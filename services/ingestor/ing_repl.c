@@ -705,6 +705,18 @@ static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const
     }
     char lsn[WH_LSN_STRLEN];
     wh_lsn_format(t->commit_lsn, lsn, sizeof(lsn));
+    const ing_relation *tr = rel != NULL ? rel : (kind == 0 && m != NULL ? m->rel : NULL);
+    size_t vbytes = 0; /* the values' text, a lower bound of the event's size */
+    for (int i = 0; kind == 0 && m != NULL && i < m->newtup.ncols; i++)
+        vbytes += m->newtup.cols[i].len;
+    for (int i = 0; kind == 0 && m != NULL && i < m->oldtup.ncols; i++)
+        vbytes += m->oldtup.cols[i].len;
+    if (tr != NULL)
+        return wh_seterr(err, errlen,
+                         "a change of table %s.%s at %s cannot be delivered: its event (values of "
+                         "%zu bytes) is larger than a request can carry (ipc.max_msg_bytes %lld)",
+                         tr->nspname, tr->relname, lsn, vbytes,
+                         (long long)r->cfg->ipc_max_msg_bytes);
     return wh_seterr(err, errlen, "event at %s is larger than the batch limit (ipc.max_msg_bytes)",
                      lsn);
 }

@@ -37,6 +37,8 @@ struct ing_tstore {
     wh_buf op; /* one framed op */
     char *val; /* the last value found */
     size_t vallen;
+    size_t max_value; /* the largest value put (ING_TSTORE_MAX_VALUE_DIV) */
+    size_t max_carry; /* the most op bytes waiting for one batch (ING_TSTORE_MAX_CARRY_DIV) */
 };
 
 static uint64_t row_hash(uint32_t oid, const char *key, size_t keylen)
@@ -73,6 +75,8 @@ int ing_tstore_new(ing_tstore **out, const wh_config *cfg, ing_batcher *bt, char
     if (ts == NULL)
         return wh_seterr(err, errlen, "out of memory");
     ts->bt = bt;
+    ts->max_value = (size_t)cfg->ipc_max_msg_bytes / ING_TSTORE_MAX_VALUE_DIV;
+    ts->max_carry = (size_t)cfg->ipc_max_msg_bytes / ING_TSTORE_MAX_CARRY_DIV;
     wh_strlcpy(ts->tenant, cfg->tenant, sizeof(ts->tenant));
     wh_buf_init(&ts->op, 0);
     if (wh_client_open(&ts->client, cfg->store_endpoint, ING_TSTORE_TIMEOUT_MS,
@@ -253,6 +257,13 @@ void ing_tstore_put(ing_tstore *ts, const ing_relation *rel, const char *key, si
 {
     if (ts == NULL || lsn == 0)
         return;
+    if (jsonlen > ts->max_value || ing_batcher_toast_pending(ts->bt) + jsonlen > ts->max_carry) {
+        /* its op would make the request that carries it (with the event,
+         * itself as large) too large for the store: not kept there, and
+         * an older entry of it is no longer valid */
+        ing_tstore_forget(ts, rel, key, keylen, col);
+        return;
+    }
     const char *name = rel->atts[col].name;
     ttab *t = tab_get(ts, rel->oid);
     if (t == NULL || tab_add_col(t, name) != WH_OK) {

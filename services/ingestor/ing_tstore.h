@@ -49,6 +49,13 @@
 
 #define ING_TSTORE_TIMEOUT_MS 500
 #define ING_TSTORE_PAUSE_MS 2000
+/* No store copy of a value larger than ipc.max_msg_bytes / this (its event
+ * is as large: the request carrying both would not fit), nor of one that
+ * would bring the ops waiting for a batch past ipc.max_msg_bytes / the
+ * other; the entry is deleted instead (a later unchanged value of it is
+ * listed as unchanged unless the memory cache has it). */
+#define ING_TSTORE_MAX_VALUE_DIV 4
+#define ING_TSTORE_MAX_CARRY_DIV 2
 
 typedef struct ing_tstore ing_tstore;
 
