@@ -75,6 +75,12 @@ void ing_catalog_close(ing_catalog *c)
         ing_types_expire(c->types);
 }
 
+void ing_catalog_new_stream(ing_catalog *c)
+{
+    if (c)
+        ing_types_reclaim(c->types);
+}
+
 void ing_catalog_free(ing_catalog *c)
 {
     if (!c)

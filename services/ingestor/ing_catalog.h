@@ -36,6 +36,10 @@ typedef struct ing_catalog ing_catalog;
 
 int ing_catalog_new(ing_catalog **out, char *err, size_t errlen);
 void ing_catalog_free(ing_catalog *c);
+/* A new replication stream began (ing_parser_new_connection): the previous
+ * connection's relations are gone, so the type descriptors replaced since
+ * are freed (ing_types_reclaim). */
+void ing_catalog_new_stream(ing_catalog *c);
 /* Closes the catalog connection (the next lookup opens one again). */
 void ing_catalog_close(ing_catalog *c);
 

@@ -577,6 +577,7 @@ started:
      * transaction in progress again from its first segment */
     r->stream_xid = 0;
     ing_parser_new_connection(r->parser);
+    ing_catalog_new_stream(r->catalog); /* after it: no relation holds a replaced type */
     ing_schema_new_connection(r->schema);
     ing_snapshot_reset(r->snap);
     if (ing_batcher_unstage(r->bt, err, errlen) != WH_OK ||

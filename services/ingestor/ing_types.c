@@ -117,6 +117,58 @@ static int install(ing_types *t, entry *e)
     return push(&t->cur, &t->ncur, &t->capcur, e);
 }
 
+/* 1 when a's descriptor points into x's entry (an array's element, a
+ * field's type, or a domain's copy of x's fields). */
+static int refers(const entry *a, const entry *x)
+{
+    if (a->vt.elem == &x->vt || (x->fields != NULL && a->vt.fields == x->fields))
+        return 1;
+    for (int i = 0; i < a->nfields; i++)
+        if (a->fields[i].type == &x->vt)
+            return 1;
+    return 0;
+}
+
+size_t ing_types_reclaim(ing_types *t)
+{
+    if (t->nold == 0)
+        return 0;
+    unsigned char *keep = calloc(t->nold, 1);
+    if (keep == NULL)
+        return 0; /* kept until the next time */
+    /* the replaced entries a current one reaches, directly or through
+     * other replaced ones */
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (size_t i = 0; i < t->nold; i++) {
+            if (keep[i])
+                continue;
+            for (size_t j = 0; j < t->ncur && !keep[i]; j++)
+                keep[i] = (unsigned char)refers(t->cur[j], t->old[i]);
+            for (size_t j = 0; j < t->nold && !keep[i]; j++)
+                keep[i] = (unsigned char)(keep[j] && refers(t->old[j], t->old[i]));
+            changed |= keep[i];
+        }
+    }
+    size_t n = 0, freed = 0;
+    for (size_t i = 0; i < t->nold; i++) {
+        if (keep[i]) {
+            t->old[n++] = t->old[i];
+        } else {
+            entry_free(t->old[i]);
+            freed++;
+        }
+    }
+    t->nold = n;
+    free(keep);
+    return freed;
+}
+
+size_t ing_types_replaced(const ing_types *t)
+{
+    return t->nold;
+}
+
 /* The rows of one type in this load: rows[first .. first + count). */
 typedef struct group {
     uint32_t oid;

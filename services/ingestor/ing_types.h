@@ -10,9 +10,11 @@
  * form; the hstore extension's type as an object; any other type (ranges,
  * multiranges, other extension types) as its text.
  *
- * Entries are never changed nor freed while the cache lives (columns of
- * cached relations point at them): a type read again (ing_types_expire, then
- * a load) gets a new entry, and the old one is kept until ing_types_free.
+ * Entries are never changed (columns of cached relations point at them): a
+ * type read again (ing_types_expire, then a load) gets a new entry, and the
+ * old one is kept until ing_types_reclaim, called when no cached relation
+ * can point at it any more (a new replication connection), frees it unless
+ * a current entry still reaches it.
  * Owned by ing_catalog, one per source. Pure: no I/O. */
 #ifndef ING_TYPES_H
 #define ING_TYPES_H
@@ -60,5 +62,12 @@ void ing_types_expire(ing_types *t);
 
 /* Number of entries (current ones). */
 size_t ing_types_count(const ing_types *t);
+/* Frees the replaced entries that no current entry reaches (directly or
+ * through replaced ones); the caller guarantees that no cached relation
+ * points at a replaced entry (every relation is described again before its
+ * next use). Returns how many were freed. */
+size_t ing_types_reclaim(ing_types *t);
+/* Replaced entries still held. */
+size_t ing_types_replaced(const ing_types *t);
 
 #endif
