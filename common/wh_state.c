@@ -15,6 +15,7 @@
 
 #include "wh_cidr.h"
 #include "wh_dsn.h"
+#include "wh_filter.h"
 #include "wh_ipc.h"
 #include "wh_util.h"
 
@@ -152,7 +153,35 @@ static int dl_check_value(const dl_field *f, const wh_delivery *d, char *err, si
     return WH_OK;
 }
 
-int wh_delivery_check(const wh_delivery *d, char *err, size_t errlen)
+int wh_delivery_check_filter(const wh_delivery *d, char *err, size_t errlen)
+{
+    wh_filter *f = NULL;
+    char ferr[WH_ERRLEN];
+    if (wh_filter_compile_lists(d->filter_tables, d->filter_ops, d->filter_columns_include,
+                                d->filter_columns_exclude, d->filter_expr, &f, ferr,
+                                sizeof(ferr)) != WH_OK) {
+        /* "filter.expression: ..." -> "filter_expr: ...": the setting's name */
+        static const struct {
+            const char *part, *setting;
+        } parts[] = {{"filter.expression", "filter_expr"},
+                     {"filter.operations", "filter_ops"},
+                     {"filter.tables", "filter_tables"},
+                     {"filter.columns.include", "filter_columns_include"},
+                     {"filter.columns.exclude", "filter_columns_exclude"},
+                     {"filter.columns", "filter_columns_include, filter_columns_exclude"}};
+        for (size_t i = 0; i < WH_ARRAY_LEN(parts); i++) {
+            size_t n = strlen(parts[i].part);
+            if (strncmp(ferr, parts[i].part, n) == 0)
+                return wh_seterr(err, errlen, "%s%s", parts[i].setting, ferr + n);
+        }
+        return wh_seterr(err, errlen, "%s", ferr);
+    }
+    wh_filter_free(f);
+    return WH_OK;
+}
+
+/* filters: compile the filter settings too (wh_delivery_check) */
+static int delivery_check(const wh_delivery *d, int filters, char *err, size_t errlen)
 {
     for (size_t i = 0; i < WH_ARRAY_LEN(dl_fields); i++)
         if (dl_check_value(&dl_fields[i], d, err, errlen) != WH_OK)
@@ -164,7 +193,14 @@ int wh_delivery_check(const wh_delivery *d, char *err, size_t errlen)
     if (d->nack_threshold != 0 && d->nack_window != 0 && d->nack_threshold > d->nack_window)
         return wh_seterr(err, errlen, "nack_threshold: %d is above nack_window %d",
                          d->nack_threshold, d->nack_window);
-    return WH_OK;
+    /* the filter the dispatcher will compile: refused here, before it is
+     * stored, rather than by the dispatcher once it is */
+    return filters ? wh_delivery_check_filter(d, err, errlen) : WH_OK;
+}
+
+int wh_delivery_check(const wh_delivery *d, char *err, size_t errlen)
+{
+    return delivery_check(d, 1, err, errlen);
 }
 
 int wh_delivery_set(wh_delivery *d, const char *key, json_t *v, char *err, size_t errlen)
@@ -507,7 +543,8 @@ static int terminated(const char *s, size_t n)
     return memchr(s, '\0', n) != NULL;
 }
 
-static int validate_target(const wh_state_target *g, const char *path, char *err, size_t errlen)
+static int validate_target(const wh_state_target *g, const char *path, int filters, char *err,
+                           size_t errlen)
 {
     char sub[WH_ERRLEN];
     if (!terminated(g->name, sizeof(g->name)) || !valid_name(g->name))
@@ -551,12 +588,13 @@ static int validate_target(const wh_state_target *g, const char *path, char *err
     if (g->retry_base_ms != 0 && g->retry_max_ms != 0 && g->retry_max_ms < g->retry_base_ms)
         return wh_seterr(err, errlen, "%s.retry_max_ms: %d is below retry_base_ms %d", path,
                          g->retry_max_ms, g->retry_base_ms);
-    if (wh_delivery_check(&g->dl, sub, sizeof(sub)) != WH_OK)
+    if (delivery_check(&g->dl, filters, sub, sizeof(sub)) != WH_OK)
         return wh_seterr(err, errlen, "%s.%s", path, sub);
     return WH_OK;
 }
 
-static int validate_tenant(const wh_state_tenant *t, const char *path, char *err, size_t errlen)
+static int validate_tenant(const wh_state_tenant *t, const char *path, int filters, char *err,
+                           size_t errlen)
 {
     char sub[WH_ERRLEN], tp[WH_PATHLEN];
     if (!terminated(t->name, sizeof(t->name)) || !valid_name(t->name))
@@ -590,7 +628,7 @@ static int validate_tenant(const wh_state_tenant *t, const char *path, char *err
         return wh_seterr(err, errlen, "%s.targets: more than %d targets", path, WH_MAX_TARGETS);
     for (int j = 0; j < t->ntargets; j++) {
         pathf(tp, sizeof(tp), "%s.targets[%d]", path, j);
-        if (validate_target(&t->targets[j], tp, err, errlen) != WH_OK)
+        if (validate_target(&t->targets[j], tp, filters, err, errlen) != WH_OK)
             return WH_ERR;
         for (int k = 0; k < j; k++)
             if (strcmp(t->targets[k].name, t->targets[j].name) == 0)
@@ -600,7 +638,7 @@ static int validate_tenant(const wh_state_tenant *t, const char *path, char *err
     return WH_OK;
 }
 
-int wh_state_validate(const wh_state *s, char *err, size_t errlen)
+static int state_validate(const wh_state *s, int filters, char *err, size_t errlen)
 {
     if (validate_settings(&s->settings, err, errlen) != WH_OK)
         return WH_ERR;
@@ -609,7 +647,7 @@ int wh_state_validate(const wh_state *s, char *err, size_t errlen)
     char tp[WH_PATHLEN];
     for (int i = 0; i < s->ntenants; i++) {
         pathf(tp, sizeof(tp), "tenants[%d]", i);
-        if (validate_tenant(&s->tenants[i], tp, err, errlen) != WH_OK)
+        if (validate_tenant(&s->tenants[i], tp, filters, err, errlen) != WH_OK)
             return WH_ERR;
         for (int k = 0; k < i; k++)
             if (strcmp(s->tenants[k].name, s->tenants[i].name) == 0)
@@ -617,6 +655,11 @@ int wh_state_validate(const wh_state *s, char *err, size_t errlen)
                                  s->tenants[i].name);
     }
     return WH_OK;
+}
+
+int wh_state_validate(const wh_state *s, char *err, size_t errlen)
+{
+    return state_validate(s, 1, err, errlen);
 }
 
 /* ---- parse (JSON) ---- */
@@ -897,7 +940,10 @@ int wh_state_parse(wh_state **out, const char *json, size_t len, const wh_config
         }
     }
     json_decref(root);
-    if (wh_state_validate(s, err, errlen) != WH_OK) {
+    /* filters are compiled by wh_state_validate (every write), not here:
+     * a stored document with a filter that does not compile (written by an
+     * older walhook) is still read, and the dispatcher reports that target */
+    if (state_validate(s, 0, err, errlen) != WH_OK) {
         state_free(s);
         return WH_ERR;
     }

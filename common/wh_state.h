@@ -51,7 +51,7 @@ typedef struct wh_delivery {
     char filter_ops[64];                    /* insert,update,delete,truncate,message ("" = all) */
     char filter_columns_include[WH_DL_STR]; /* comma-separated ("" = all) */
     char filter_columns_exclude[WH_DL_STR]; /* comma-separated */
-    char filter_expr[WH_DL_EXPR];           /* dsp_filter expression ("" = none) */
+    char filter_expr[WH_DL_EXPR];           /* wh_filter expression ("" = none) */
     char allow_private[WH_DL_STR];          /* CIDRs the SSRF guard lets through for this target */
     char http_version[8]; /* "auto" | "1.1" | "2" ("" = auto: HTTP/2 over TLS by ALPN, else 1.1) */
     /* "wait" | "resync" ("" = wait): what the store does when it marks the
@@ -69,8 +69,14 @@ int wh_delivery_set(wh_delivery *d, const char *key, struct json_t *v, char *err
 /* 1 when name is a delivery field (the config file's scan accepts it in a
  * target of the tenants list). */
 int wh_delivery_is_field(const char *name);
-/* Cross-field and syntax checks (enums, CIDR lists); err names the field. */
+/* Cross-field and syntax checks (enums, CIDR lists), and the filter
+ * settings compiled (wh_filter_compile_lists) as the dispatcher compiles
+ * them; err names the field ("filter_expr: position 14: ..."). */
 int wh_delivery_check(const wh_delivery *d, char *err, size_t errlen);
+/* The filter settings alone compiled (the part of wh_delivery_check that
+ * the document parser skips): the admin reports a stored target whose
+ * filter does not compile as refused. */
+int wh_delivery_check_filter(const wh_delivery *d, char *err, size_t errlen);
 
 typedef struct wh_state_target {
     char name[WH_NAME_MAX];
@@ -119,12 +125,16 @@ int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path,
                          size_t errlen);
 
 /* Parses and validates a document; base supplies defaults for runtime
- * settings the document omits. */
+ * settings the document omits. Filter settings are not compiled here (a
+ * stored document with a filter that does not compile, written by an older
+ * walhook, is still read; the dispatcher reports that target): every write
+ * checks them with wh_state_validate. */
 int wh_state_parse(wh_state **out, const char *json, size_t len, const wh_config *base, char *err,
                    size_t errlen);
 
 /* Validates a built state (names, duplicates, targets through
- * wh_target_validate, settings through the table's bounds). */
+ * wh_target_validate and wh_delivery_check (filters compiled), settings
+ * through the table's bounds). */
 int wh_state_validate(const wh_state *s, char *err, size_t errlen);
 
 /* Canonical JSON (stable key order, so equal states render equal). With

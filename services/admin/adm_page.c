@@ -348,13 +348,25 @@ int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
                 esc(b, tg->name);
                 /* the store's mark (retention cap, force_resync) comes first */
                 int ns = adm_slot_needs_snapshot(st, t->name, tg->name);
-                rc |= wh_buf_printf(b, "</td><td class=\"%s\">%s</td>",
-                                    ns           ? "bad"
-                                    : tg->paused ? "paused"
-                                                 : "ok",
-                                    ns           ? "NEEDS_SNAPSHOT"
-                                    : tg->paused ? "paused"
-                                                 : "active");
+                /* a stored filter that does not compile: the dispatcher
+                 * refuses the target (written before filters were checked) */
+                char ferr[WH_ERRLEN];
+                int refused = wh_delivery_check_filter(&tg->dl, ferr, sizeof(ferr)) != WH_OK;
+                if (refused) {
+                    rc |= wh_buf_puts(b, "</td><td class=\"bad\" title=\"");
+                    esc(b, ferr);
+                    rc |= wh_buf_puts(b, "\">refused: ");
+                    esc(b, ferr);
+                    rc |= wh_buf_puts(b, "</td>");
+                } else {
+                    rc |= wh_buf_printf(b, "</td><td class=\"%s\">%s</td>",
+                                        ns           ? "bad"
+                                        : tg->paused ? "paused"
+                                                     : "ok",
+                                        ns           ? "NEEDS_SNAPSHOT"
+                                        : tg->paused ? "paused"
+                                                     : "active");
+                }
                 char cell[48];
                 if (prog && prog[k].has_progress) {
                     double back = prog[k].end.lsn > prog[k].committed.lsn

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "adm_page.h"
+#include "wh_state.h"
 #include "wh_util.h"
 
 static const char *metrics_of(const adm_stat st[ADM_NDAEMONS], const char *daemon)
@@ -133,11 +134,30 @@ void adm_slot_target_json(json_t *o, const adm_stat st[ADM_NDAEMONS], const char
         return;
     adm_ns_info ns;
     int known = adm_slot_target_info(st, tenant, name, &ns) == WH_OK;
-    const char *state = ns.needs_snapshot                            ? "needs_snapshot"
+    /* a stored filter that does not compile (written before the admin
+     * checked filters): the dispatcher refuses the target, nothing is
+     * delivered to it */
+    static const char *const fkeys[] = {"filter_tables", "filter_ops", "filter_columns_include",
+                                        "filter_columns_exclude", "filter_expr"};
+    wh_delivery dl;
+    memset(&dl, 0, sizeof(dl));
+    char ferr[WH_ERRLEN];
+    int refused = 0;
+    for (size_t i = 0; i < sizeof(fkeys) / sizeof(fkeys[0]); i++) {
+        json_t *v = json_object_get(o, fkeys[i]);
+        if (v != NULL && wh_delivery_set(&dl, fkeys[i], v, ferr, sizeof(ferr)) != WH_OK)
+            refused = 1;
+    }
+    if (!refused && wh_delivery_check_filter(&dl, ferr, sizeof(ferr)) != WH_OK)
+        refused = 1;
+    const char *state = refused                                      ? "refused"
+                        : ns.needs_snapshot                          ? "needs_snapshot"
                         : json_is_true(json_object_get(o, "paused")) ? "paused"
                         : known                                      ? "active"
                                                                      : "unknown";
     json_object_set_new(o, "state", json_string(state));
+    if (refused)
+        json_object_set_new(o, "config_error", json_string(ferr));
     if (!ns.needs_snapshot) {
         json_object_set_new(o, "needs_snapshot", json_null());
         return;

@@ -45,7 +45,9 @@ int adm_slot_target_info(const adm_stat st[ADM_NDAEMONS], const char *tenant, co
 
 struct json_t;
 /* Adds to a target object o (GET /v1/tenants/{t}/targets[/{n}]) "state":
- * "needs_snapshot" (first, as on the status page), "paused", "active", or
+ * "refused" with "config_error" (a stored filter that does not compile:
+ * the dispatcher delivers nothing to it), "needs_snapshot" (first, as on
+ * the status page), "paused", "active", or
  * "unknown" (the store's metrics unavailable), and "needs_snapshot": null or
  * {"since": ISO 8601 UTC or null, "reason": ...}. */
 void adm_slot_target_json(struct json_t *o, const adm_stat st[ADM_NDAEMONS], const char *tenant);

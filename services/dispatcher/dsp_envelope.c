@@ -145,25 +145,25 @@ typedef struct {
     const char *opraw; /* the name's oplen bytes: in the event when not escaped, else opname */
 } fields;
 
-/* The members an envelope needs, from the event's index (dsp_evidx: one
+/* The members an envelope needs, from the event's index (wh_evidx: one
  * pass over the event object, the first occurrence of each name wins, like
  * wh_json_span_get); xi NULL or not built yet: indexed here. */
-static int get_fields(const char *json, size_t len, const dsp_evidx *xi, size_t idx, fields *f,
+static int get_fields(const char *json, size_t len, const wh_evidx *xi, size_t idx, fields *f,
                       char *err, size_t errlen)
 {
     static const char *const names[] = {"id",    "tenant", "lsn",     "xid",   "commit_ts",
                                         "op",    "schema", "table",   "key",   "before",
                                         "after", "prefix", "content", "origin"};
-    _Static_assert(sizeof(names) / sizeof(names[0]) == DSP_EV_NFIELDS, "a name per field");
-    dsp_evidx local;
-    if (xi == NULL || xi->state == DSP_EVX_NONE) {
-        dsp_evidx_build(json, len, &local);
+    _Static_assert(sizeof(names) / sizeof(names[0]) == WH_EV_NFIELDS, "a name per field");
+    wh_evidx local;
+    if (xi == NULL || xi->state == WH_EVX_NONE) {
+        wh_evidx_build(json, len, &local);
         xi = &local;
     }
-    if (xi->state == DSP_EVX_NOTOBJ || xi->state == DSP_EVX_BROKEN)
+    if (xi->state == WH_EVX_NOTOBJ || xi->state == WH_EVX_BROKEN)
         return wh_seterr(err, errlen, "event %zu: not a JSON object", idx);
-    const unsigned need = (1u << (DSP_EV_AFTER + 1)) - 1;
-    for (int i = 0; (xi->found & need) != need && i <= DSP_EV_AFTER; i++)
+    const unsigned need = (1u << (WH_EV_AFTER + 1)) - 1;
+    for (int i = 0; (xi->found & need) != need && i <= WH_EV_AFTER; i++)
         if (!(xi->found & (1u << i)))
             return wh_seterr(err, errlen, "event %zu: field \"%s\" missing", idx, names[i]);
     f->ev.p = json + xi->ev_off;
@@ -175,28 +175,28 @@ static int get_fields(const char *json, size_t len, const dsp_evidx *xi, size_t 
         f->fld.len = xi->len[i];                                                                   \
         f->fld.type = (wh_json_type)xi->type[i];                                                   \
     } while (0)
-    /* fields 0..DSP_EV_AFTER are present (checked above) */
-    SLOT(DSP_EV_ID, id);
-    SLOT(DSP_EV_TENANT, tenant);
-    SLOT(DSP_EV_LSN, lsn);
-    SLOT(DSP_EV_XID, xid);
-    SLOT(DSP_EV_COMMIT_TS, ts);
-    SLOT(DSP_EV_OP, op);
-    SLOT(DSP_EV_SCHEMA, schema);
-    SLOT(DSP_EV_TABLE, table);
-    SLOT(DSP_EV_KEY, key);
-    SLOT(DSP_EV_BEFORE, before);
-    SLOT(DSP_EV_AFTER, after);
-    if (xi->found & (1u << DSP_EV_PREFIX))
-        SLOT(DSP_EV_PREFIX, prefix);
+    /* fields 0..WH_EV_AFTER are present (checked above) */
+    SLOT(WH_EV_ID, id);
+    SLOT(WH_EV_TENANT, tenant);
+    SLOT(WH_EV_LSN, lsn);
+    SLOT(WH_EV_XID, xid);
+    SLOT(WH_EV_COMMIT_TS, ts);
+    SLOT(WH_EV_OP, op);
+    SLOT(WH_EV_SCHEMA, schema);
+    SLOT(WH_EV_TABLE, table);
+    SLOT(WH_EV_KEY, key);
+    SLOT(WH_EV_BEFORE, before);
+    SLOT(WH_EV_AFTER, after);
+    if (xi->found & (1u << WH_EV_PREFIX))
+        SLOT(WH_EV_PREFIX, prefix);
     else
         memset(&f->prefix, 0, sizeof(f->prefix));
-    if (xi->found & (1u << DSP_EV_CONTENT))
-        SLOT(DSP_EV_CONTENT, content);
+    if (xi->found & (1u << WH_EV_CONTENT))
+        SLOT(WH_EV_CONTENT, content);
     else
         memset(&f->content, 0, sizeof(f->content));
-    if (xi->found & (1u << DSP_EV_ORIGIN))
-        SLOT(DSP_EV_ORIGIN, origin);
+    if (xi->found & (1u << WH_EV_ORIGIN))
+        SLOT(WH_EV_ORIGIN, origin);
     else
         memset(&f->origin, 0, sizeof(f->origin));
 #undef SLOT
@@ -220,21 +220,21 @@ static int get_fields(const char *json, size_t len, const dsp_evidx *xi, size_t 
                 return wh_seterr(err, errlen, "event %zu: field \"op\" is not an operation", idx);
     }
     f->oplen = n;
-    f->has_prefix = (xi->found >> DSP_EV_PREFIX) & 1u;
-    f->has_content = (xi->found >> DSP_EV_CONTENT) & 1u;
-    f->has_origin = ((xi->found >> DSP_EV_ORIGIN) & 1u) && f->origin.type == WH_JSON_STRING;
+    f->has_prefix = (xi->found >> WH_EV_PREFIX) & 1u;
+    f->has_content = (xi->found >> WH_EV_CONTENT) & 1u;
+    f->has_origin = ((xi->found >> WH_EV_ORIGIN) & 1u) && f->origin.type == WH_JSON_STRING;
     return WH_OK;
 }
 
 static int row(const dsp_env_opts *o, wh_buf *b, const wh_json_span *r)
 {
-    return o->columns ? dsp_filter_row(o->columns, r, b) : wh_buf_append(b, r->p, r->len);
+    return o->columns ? wh_filter_row(o->columns, r, b) : wh_buf_append(b, r->p, r->len);
 }
 
 static int event_data(const dsp_env_opts *o, wh_buf *b, const fields *f)
 {
-    if (dsp_filter_has_columns(o->columns))
-        return dsp_filter_rewrite(o->columns, f->ev.p, f->ev.len, b);
+    if (wh_filter_has_columns(o->columns))
+        return wh_filter_rewrite(o->columns, f->ev.p, f->ev.len, b);
     return wh_buf_append(b, f->ev.p, f->ev.len);
 }
 
@@ -371,7 +371,7 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
     const char *name = d->name ? d->name : f->tenant.p;
     size_t namelen = d->name ? d->namelen : f->tenant.len;
     int meta = code[1] != '\0'; /* schema, ddl */
-    if (code[0] != 'm' && !meta && !dsp_filter_has_columns(o->columns)) {
+    if (code[0] != 'm' && !meta && !wh_filter_has_columns(o->columns)) {
         /* the exact size reserved once, then the parts copied in (what the
          * appends below write, without a check per part) */
         static const char p1[] = "{\"before\":", p2[] = ",\"after\":",
@@ -696,7 +696,7 @@ full:
     return ctx_fail(c);
 }
 
-int dsp_env_add(dsp_env_ctx *c, const void *json, size_t len, const dsp_evidx *ix, char *err,
+int dsp_env_add(dsp_env_ctx *c, const void *json, size_t len, const wh_evidx *ix, char *err,
                 size_t errlen)
 {
     if (c->failed)
@@ -712,8 +712,8 @@ int dsp_env_add(dsp_env_ctx *c, const void *json, size_t len, const dsp_evidx *i
             wh_seterr(err, errlen, "event %zu: not a JSON object", i);
             return ctx_fail(c);
         }
-        int rc = dsp_filter_has_columns(o->columns)
-                     ? dsp_filter_rewrite(o->columns, ev.p, ev.len, body)
+        int rc = wh_filter_has_columns(o->columns)
+                     ? wh_filter_rewrite(o->columns, ev.p, ev.len, body)
                      : wh_buf_append(body, ev.p, ev.len);
         if (rc != WH_OK)
             goto full;
@@ -772,7 +772,7 @@ full:
 }
 
 int dsp_env_render_ix(const dsp_env_opts *o, const void *const *jsons, const size_t *lens,
-                      const dsp_evidx *ix, size_t n, wh_buf *body, dsp_env_out *out, char *err,
+                      const wh_evidx *ix, size_t n, wh_buf *body, dsp_env_out *out, char *err,
                       size_t errlen)
 {
     if (o->kind != DSP_ENV_CLOUDEVENTS_BINARY) {

@@ -31,7 +31,7 @@
  * "<schema>.<table>"; datacontenttype "application/json"; data = the native
  * event (with the target's column lists applied).
  *
- * Column lists of the target's filter (dsp_filter) are applied to key,
+ * Column lists of the target's filter (wh_filter) are applied to key,
  * before and after in every format. */
 #ifndef DSP_ENVELOPE_H
 #define DSP_ENVELOPE_H
@@ -39,7 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dsp_filter.h"
+#include "wh_filter.h"
 #include "wh_buf.h"
 
 typedef enum {
@@ -55,10 +55,10 @@ const char *dsp_env_name(dsp_env_kind k);
 
 typedef struct dsp_env_opts {
     dsp_env_kind kind;
-    const char *db;            /* Debezium source.db (source database); NULL = "" */
-    const char *name;          /* Debezium source.name; NULL = the event's tenant */
-    const dsp_filter *columns; /* NULL, or the target's filter (column lists) */
-    int64_t now_ms;            /* Debezium ts_ms; 0 = the wall clock */
+    const char *db;           /* Debezium source.db (source database); NULL = "" */
+    const char *name;         /* Debezium source.name; NULL = the event's tenant */
+    const wh_filter *columns; /* NULL, or the target's filter (column lists) */
+    int64_t now_ms;           /* Debezium ts_ms; 0 = the wall clock */
 } dsp_env_opts;
 
 #define DSP_ENV_HDR_MAX 1024 /* one header line "Name: value" */
@@ -79,12 +79,12 @@ typedef struct dsp_env_out {
 int dsp_env_render(const dsp_env_opts *o, const void *const *jsons, const size_t *lens, size_t n,
                    wh_buf *body, dsp_env_out *out, char *err, size_t errlen);
 
-/* dsp_env_render with the events' indexes (dsp_filter_match_ix), so an
+/* dsp_env_render with the events' indexes (wh_filter_match_ix), so an
  * event the filter walked is not walked again: ix[i] indexes jsons[i] (the
- * same bytes, or a copy); ix NULL or an entry with state DSP_EVX_NONE: the
+ * same bytes, or a copy); ix NULL or an entry with state WH_EVX_NONE: the
  * event is indexed here. The output is the same either way. */
 int dsp_env_render_ix(const dsp_env_opts *o, const void *const *jsons, const size_t *lens,
-                      const dsp_evidx *ix, size_t n, wh_buf *body, dsp_env_out *out, char *err,
+                      const wh_evidx *ix, size_t n, wh_buf *body, dsp_env_out *out, char *err,
                       size_t errlen);
 
 /* Incremental rendering of one batch, for a caller that renders each
@@ -126,8 +126,8 @@ void dsp_env_ctx_free(dsp_env_ctx *c);
 /* Resets body and starts a batch for o->kind (o->now_ms 0: read now). */
 int dsp_env_begin(dsp_env_ctx *c, const dsp_env_opts *o, wh_buf *body, dsp_env_out *out, char *err,
                   size_t errlen);
-/* Appends one event (ix: its index from dsp_filter_match_ix, or NULL). */
-int dsp_env_add(dsp_env_ctx *c, const void *json, size_t len, const dsp_evidx *ix, char *err,
+/* Appends one event (ix: its index from wh_filter_match_ix, or NULL). */
+int dsp_env_add(dsp_env_ctx *c, const void *json, size_t len, const wh_evidx *ix, char *err,
                 size_t errlen);
 /* Closes the batch (WH_ERR when no event was added). */
 int dsp_env_end(dsp_env_ctx *c, char *err, size_t errlen);

@@ -1047,6 +1047,21 @@ int dsp_loop_metrics(dsp_loop *l, wh_buf *out)
                                l->refused[i].count);
         wh_buf_free(&lab);
     }
+    if (rc == WH_OK)
+        rc = wh_metric_header(out, "walhook_target_config_error", "gauge",
+                              "1 while the target's stored settings are refused (a filter that "
+                              "does not compile, a bad URL or secret; the log says why): a new "
+                              "target then delivers nothing, a changed one keeps its previous "
+                              "settings.");
+    for (int i = 0; i < l->nrefused && rc == WH_OK; i++) {
+        wh_buf lab;
+        wh_buf_init(&lab, 0);
+        rc = put_labels_of(&lab, l->refused[i].tenant, l->refused[i].name);
+        if (rc == WH_OK)
+            rc = wh_metric_u64(out, "walhook_target_config_error", lab.data,
+                               l->refused[i].current ? 1 : 0);
+        wh_buf_free(&lab);
+    }
     int n = l->ntargets;
     pthread_mutex_unlock(&l->tmu);
     if (rc == WH_OK)

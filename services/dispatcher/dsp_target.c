@@ -90,17 +90,6 @@ int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b)
 
 /* ---- formats ---------------------------------------------------------- */
 
-/* Splits a comma-separated list in place into v (at most max). */
-static size_t split_list(char *s, const char **v, size_t max)
-{
-    size_t n = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(s, ", ", &save); tok != NULL && n < max;
-         tok = strtok_r(NULL, ", ", &save))
-        v[n++] = tok;
-    return n;
-}
-
 int dsp_format_build(dsp_format *f, const wh_delivery *d, char *err, size_t errlen)
 {
     dsp_format nf;
@@ -112,28 +101,11 @@ int dsp_format_build(dsp_format *f, const wh_delivery *d, char *err, size_t errl
             *p = '-';
     if (dsp_env_parse(env, &nf.env, err, errlen) != WH_OK)
         return WH_ERR;
-    char tables[sizeof(d->filter_tables)], ops[sizeof(d->filter_ops)];
-    char inc[sizeof(d->filter_columns_include)], exc[sizeof(d->filter_columns_exclude)];
-    static __thread const char *vt[DSP_FILTER_LIST_MAX], *vo[DSP_FILTER_LIST_MAX],
-        *vi[DSP_FILTER_LIST_MAX], *ve[DSP_FILTER_LIST_MAX];
-    wh_strlcpy(tables, d->filter_tables, sizeof(tables));
-    wh_strlcpy(ops, d->filter_ops, sizeof(ops));
-    wh_strlcpy(inc, d->filter_columns_include, sizeof(inc));
-    wh_strlcpy(exc, d->filter_columns_exclude, sizeof(exc));
-    dsp_filter_spec spec;
-    memset(&spec, 0, sizeof(spec));
-    spec.tables = vt;
-    spec.ntables = split_list(tables, vt, DSP_FILTER_LIST_MAX);
-    spec.operations = vo;
-    spec.noperations = split_list(ops, vo, DSP_FILTER_LIST_MAX);
-    spec.columns_include = vi;
-    spec.ncolumns_include = split_list(inc, vi, DSP_FILTER_LIST_MAX);
-    spec.columns_exclude = ve;
-    spec.ncolumns_exclude = split_list(exc, ve, DSP_FILTER_LIST_MAX);
-    spec.expr = d->filter_expr;
-    if (dsp_filter_compile(&spec, &nf.filter, err, errlen) != WH_OK)
+    if (wh_filter_compile_lists(d->filter_tables, d->filter_ops, d->filter_columns_include,
+                                d->filter_columns_exclude, d->filter_expr, &nf.filter, err,
+                                errlen) != WH_OK)
         return WH_ERR;
-    nf.render = nf.env != DSP_ENV_NATIVE || dsp_filter_has_columns(nf.filter);
+    nf.render = nf.env != DSP_ENV_NATIVE || wh_filter_has_columns(nf.filter);
     nf.single = nf.env == DSP_ENV_CLOUDEVENTS_BINARY;
     dsp_format_free(f);
     *f = nf;
@@ -142,7 +114,7 @@ int dsp_format_build(dsp_format *f, const wh_delivery *d, char *err, size_t errl
 
 void dsp_format_free(dsp_format *f)
 {
-    dsp_filter_free(f->filter);
+    wh_filter_free(f->filter);
     memset(f, 0, sizeof(*f));
 }
 
@@ -204,10 +176,10 @@ int dsp_batch_fill_ex(dsp_batch *b, const char *tenant, Walhook__Event *const *e
 {
     if (batch_reserve(b, n) != WH_OK)
         return -1;
-    const dsp_filter *filter = fmt != NULL ? fmt->filter : NULL;
+    const wh_filter *filter = fmt != NULL ? fmt->filter : NULL;
     /* rendered: each event goes into the envelope right after the filter
      * passed it (its bytes still in the cache), walked once for both
-     * (dsp_evidx); the native bytes are copied into body only when the
+     * (wh_evidx); the native bytes are copied into body only when the
      * events do not stay (borrow 0): they are what single mode, lanes and
      * dead letters use */
     int render = fmt != NULL && fmt->render && !fmt->single;
@@ -252,8 +224,8 @@ int dsp_batch_fill_ex(dsp_batch *b, const char *tenant, Walhook__Event *const *e
         b->scanned++;
         const char *json = (const char *)e->json.data;
         if (render) {
-            dsp_evidx ix;
-            if (!dsp_filter_match_ix(filter, json, e->json.len, &ix)) {
+            wh_evidx ix;
+            if (!wh_filter_match_ix(filter, json, e->json.len, &ix)) {
                 if (filtered != NULL)
                     (*filtered)++;
                 continue; /* committed past with the batch, never posted */
@@ -262,7 +234,7 @@ int dsp_batch_fill_ex(dsp_batch *b, const char *tenant, Walhook__Event *const *e
                 wh_warn("tenant %s: rendering a batch failed: %s", tenant, err);
                 return -1;
             }
-        } else if (filter != NULL && !dsp_filter_match(filter, json, e->json.len)) {
+        } else if (filter != NULL && !wh_filter_match(filter, json, e->json.len)) {
             if (filtered != NULL)
                 (*filtered)++;
             continue;

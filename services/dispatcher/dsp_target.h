@@ -77,7 +77,7 @@
 #include "dsp_breaker.h"
 #include "dsp_dlq.h"
 #include "dsp_envelope.h"
-#include "dsp_filter.h"
+#include "wh_filter.h"
 #include "dsp_limit.h"
 #include "dsp_outcome.h"
 #include "dsp_webhook.h"
@@ -148,7 +148,7 @@ int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b);
 /* A target's format settings compiled for one thread (the reader renders
  * batches, the loop renders single events): each thread owns its copy. */
 typedef struct dsp_format {
-    dsp_filter *filter; /* NULL: every event passes, rows unchanged */
+    wh_filter *filter; /* NULL: every event passes, rows unchanged */
     dsp_env_kind env;
     int render; /* 1 unless native without column lists: the stored bytes go as they are */
     int single; /* cloudevents-binary: one event per request */

@@ -141,7 +141,7 @@ static int rel_names(wh_buf *b, const ing_relation *r)
 
 /* ,"schema_version":"<16 hex>" (ing_schema, computed once at the Relation
  * message) and the closing brace. Last: the dispatcher's event walk
- * predicts the members before it (dsp_filter ev_order). */
+ * predicts the members before it (wh_filter ev_order). */
 static int version_end(wh_buf *b, const ing_relation *r)
 {
     if (r->version_hex[0] != '\0' && (PUTLIT(b, ",\"schema_version\":\"") ||

@@ -218,7 +218,11 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
         return wh_seterr(err, errlen, "origin: longer than 16 bytes");
     }
     wh_state *s = NULL;
-    if (wh_state_parse(&s, doc, len, &st->base, err, errlen) != WH_OK) {
+    /* wh_state_validate also compiles the targets' filters (the parser
+     * does not): a document the dispatcher could not apply is refused */
+    if (wh_state_parse(&s, doc, len, &st->base, err, errlen) != WH_OK ||
+        wh_state_validate(s, err, errlen) != WH_OK) {
+        wh_state_unref(s);
         *status = ST_STATE_BAD;
         return WH_ERR;
     }

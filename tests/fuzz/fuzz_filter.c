@@ -1,8 +1,8 @@
-/* libFuzzer target for dsp_filter (expression compiler, evaluation, column
+/* libFuzzer target for wh_filter (expression compiler, evaluation, column
  * rewriting) and dsp_envelope (every format) over one event.
  * Input: the expression, a NUL byte, then the event's JSON text (without a
  * NUL the whole input is the expression, evaluated on a fixed event).
- * fuzz-sources: services/dispatcher/dsp_filter.c services/dispatcher/dsp_envelope.c
+ * fuzz-sources: services/dispatcher/dsp_envelope.c
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "dsp_envelope.h"
-#include "dsp_filter.h"
+#include "wh_filter.h"
 #include "wh_util.h"
 
 static const char FIXED[] =
@@ -33,32 +33,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     const char *cols[] = {"a", "id"};
     const char *tables[] = {"ord*", "public.*"};
-    dsp_filter_spec spec = {.expr = expr,
-                            .columns_exclude = cols,
-                            .ncolumns_exclude = 2,
-                            .tables = tables,
-                            .ntables = 2};
-    dsp_filter *f = NULL;
+    wh_filter_spec spec = {.expr = expr,
+                           .columns_exclude = cols,
+                           .ncolumns_exclude = 2,
+                           .tables = tables,
+                           .ntables = 2};
+    wh_filter *f = NULL;
     char err[256];
-    if (dsp_filter_compile(&spec, &f, err, sizeof(err)) == WH_OK) {
-        dsp_evidx ix[2];
-        int m1 = dsp_filter_match(f, ev, evlen);
-        if (dsp_filter_match_ix(f, ev, evlen, &ix[0]) != m1)
+    if (wh_filter_compile(&spec, &f, err, sizeof(err)) == WH_OK) {
+        wh_evidx ix[2];
+        int m1 = wh_filter_match(f, ev, evlen);
+        if (wh_filter_match_ix(f, ev, evlen, &ix[0]) != m1)
             __builtin_trap(); /* one answer with or without the index */
         /* the walk's index (quote map, predicted member order) is the
          * plain walk's */
-        dsp_evidx ref;
-        dsp_evidx_build_scan(f, ev, evlen, &ref);
+        wh_evidx ref;
+        wh_evidx_build_scan(f, ev, evlen, &ref);
         if (ix[0].state != ref.state || ix[0].found != ref.found ||
             ix[0].sub_found != ref.sub_found || ix[0].ev_off != ref.ev_off ||
             ix[0].ev_len != ref.ev_len)
             __builtin_trap();
-        for (int i = 0; i < DSP_EV_NFIELDS; i++)
+        for (int i = 0; i < WH_EV_NFIELDS; i++)
             if ((ref.found & (1u << i)) &&
                 (ix[0].off[i] != ref.off[i] || ix[0].len[i] != ref.len[i] ||
                  ix[0].type[i] != ref.type[i]))
                 __builtin_trap();
-        for (int j = 0; j < DSP_EVX_SUB_MAX; j++)
+        for (int j = 0; j < WH_EVX_SUB_MAX; j++)
             if ((ref.sub_found & (1u << j)) &&
                 (ix[0].sub_off[j] != ref.sub_off[j] || ix[0].sub_len[j] != ref.sub_len[j] ||
                  ix[0].sub_type[j] != ref.sub_type[j]))
@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         wh_buf b, b2;
         wh_buf_init(&b, 1 << 20);
         wh_buf_init(&b2, 1 << 20);
-        (void)dsp_filter_rewrite(f, ev, evlen, &b);
+        (void)wh_filter_rewrite(f, ev, evlen, &b);
         const void *p[2] = {ev, ev};
         size_t l[2] = {evlen, evlen};
         dsp_env_out *out = malloc(sizeof(*out));
@@ -86,7 +86,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(out);
         wh_buf_free(&b);
         wh_buf_free(&b2);
-        dsp_filter_free(f);
+        wh_filter_free(f);
     } else if (strstr(err, "filter.expression") == NULL) {
         __builtin_trap(); /* every expression error names the part */
     }

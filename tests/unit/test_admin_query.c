@@ -8,7 +8,10 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <jansson.h>
+
 #include "../../services/admin/adm_query.h"
+#include "../../services/admin/adm_slot.h"
 #include "wh_buf.h"
 #include "wh_util.h"
 
@@ -221,13 +224,35 @@ static void test_render(void **state)
     wh_buf_free(&out);
 }
 
+/* A stored target whose filter does not compile (written before filters
+ * were checked on write) shows as refused, with the reason. */
+static void test_target_refused(void **state)
+{
+    (void)state;
+    adm_stat st[ADM_NDAEMONS];
+    memset(st, 0, sizeof(st));
+    json_t *o = json_pack("{s:s,s:s,s:s}", "name", "t0", "url", "http://h/x", "filter_expr",
+                          "after.amount => 5");
+    adm_slot_target_json(o, st, "default");
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "refused");
+    const char *why = json_string_value(json_object_get(o, "config_error"));
+    assert_non_null(why);
+    if (strncmp(why, "filter_expr: position", 21) != 0)
+        fail_msg("config_error: %s", why);
+    json_decref(o);
+    o = json_pack("{s:s,s:s,s:s}", "name", "t1", "url", "http://h/x", "filter_ops", "insert,read");
+    adm_slot_target_json(o, st, "default");
+    assert_string_not_equal(json_string_value(json_object_get(o, "state")), "refused");
+    assert_null(json_object_get(o, "config_error"));
+    json_decref(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_listen),
-        cmocka_unit_test(test_readiness),
-        cmocka_unit_test(test_merge),
-        cmocka_unit_test(test_render),
+        cmocka_unit_test(test_parse_listen),   cmocka_unit_test(test_readiness),
+        cmocka_unit_test(test_merge),          cmocka_unit_test(test_render),
+        cmocka_unit_test(test_target_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

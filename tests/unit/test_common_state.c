@@ -163,6 +163,44 @@ static void test_parse_errors(void **state)
     }
 }
 
+/* Filter settings are compiled by every write's validation (the admin's
+ * PATCH, the store's PutState), naming the setting; a stored document that
+ * already holds one that does not compile is still read. */
+static void test_filter_settings_checked(void **state)
+{
+    (void)state;
+    char err[WH_ERRLEN];
+    wh_delivery d;
+    memset(&d, 0, sizeof(d));
+    wh_strlcpy(d.filter_ops, "insert,read,update", sizeof(d.filter_ops));
+    wh_strlcpy(d.filter_expr, "after.amount > 5 && op == \"insert\"", sizeof(d.filter_expr));
+    if (wh_delivery_check(&d, err, sizeof(err)) != WH_OK)
+        fail_msg("good filter refused: %s", err);
+    wh_strlcpy(d.filter_expr, "after.amount => 5", sizeof(d.filter_expr));
+    assert_int_equal(wh_delivery_check(&d, err, sizeof(err)), WH_ERR);
+    if (strncmp(err, "filter_expr: position", 21) != 0)
+        fail_msg("error: %s", err);
+    assert_int_equal(wh_delivery_check_filter(&d, err, sizeof(err)), WH_ERR);
+    d.filter_expr[0] = '\0';
+    wh_strlcpy(d.filter_ops, "insert,upsert", sizeof(d.filter_ops));
+    assert_int_equal(wh_delivery_check(&d, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "filter_ops[1]: unknown operation \"upsert\""));
+    wh_strlcpy(d.filter_ops, "insert", sizeof(d.filter_ops));
+    wh_strlcpy(d.filter_columns_include, "a", sizeof(d.filter_columns_include));
+    wh_strlcpy(d.filter_columns_exclude, "b", sizeof(d.filter_columns_exclude));
+    assert_int_equal(wh_delivery_check(&d, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "filter_columns_include, filter_columns_exclude"));
+
+    const char *bad = "{\"tenants\":[{\"name\":\"a\",\"source\":{\"slot\":\"s\"},"
+                      "\"targets\":[{\"name\":\"t\",\"url\":\"http://h/x\","
+                      "\"filter_expr\":\"after.amount >> 5\"}]}]}";
+    wh_state *s = parse_ok(bad); /* read as stored */
+    assert_int_equal(wh_state_validate(s, err, sizeof(err)), WH_ERR);
+    if (strstr(err, "tenants[0].targets[0].filter_expr: position") == NULL)
+        fail_msg("error: %s", err);
+    wh_state_unref(s);
+}
+
 static void test_render_canonical_and_redacted(void **state)
 {
     wh_state *s = parse_ok(GOOD);
@@ -741,6 +779,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_good),
         cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_filter_settings_checked),
         cmocka_unit_test(test_render_canonical_and_redacted),
         cmocka_unit_test(test_from_config_with_tenants),
         cmocka_unit_test(test_from_config_top_targets),

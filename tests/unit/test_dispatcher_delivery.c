@@ -484,8 +484,8 @@ static void test_format_build(void **state)
     assert_non_null(f.filter);
     const char *ins = "{\"op\":\"insert\",\"table\":\"o\",\"key\":null}";
     const char *del = "{\"op\":\"delete\",\"table\":\"o\",\"key\":null}";
-    assert_int_equal(dsp_filter_match(f.filter, ins, strlen(ins)), 1);
-    assert_int_equal(dsp_filter_match(f.filter, del, strlen(del)), 0);
+    assert_int_equal(wh_filter_match(f.filter, ins, strlen(ins)), 1);
+    assert_int_equal(wh_filter_match(f.filter, del, strlen(del)), 0);
     wh_strlcpy(d.filter_expr, "after.amount >", sizeof(d.filter_expr));
     assert_int_equal(dsp_format_build(&f, &d, err, sizeof(err)), WH_ERR);
     assert_non_null(f.filter); /* untouched on error */

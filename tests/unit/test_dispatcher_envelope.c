@@ -41,7 +41,7 @@ static const char *EV_MSG =
     "\"xid\":0,\"commit_ts\":null,\"op\":\"message\",\"schema\":null,\"table\":null,\"key\":null,"
     "\"before\":null,\"after\":null,\"prefix\":\"p\",\"content\":\"aGk=\"}";
 
-static int render(dsp_env_kind k, const dsp_filter *cols, const char **evs, size_t n, wh_buf *b,
+static int render(dsp_env_kind k, const wh_filter *cols, const char **evs, size_t n, wh_buf *b,
                   dsp_env_out *out, char *err)
 {
     const void *p[8];
@@ -186,9 +186,9 @@ static void test_debezium_origin(void **state)
     char err[256];
     const char *evs[] = {EV_ORIG_UPD, EV_INS, EV_ORIG_MSG};
     const char *exc[] = {"note"};
-    dsp_filter_spec spec = {.columns_exclude = exc, .ncolumns_exclude = 1};
-    dsp_filter *f;
-    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    wh_filter_spec spec = {.columns_exclude = exc, .ncolumns_exclude = 1};
+    wh_filter *f;
+    assert_int_equal(wh_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
     for (int cols = 0; cols < 2; cols++) {
         assert_int_equal(render(DSP_ENV_DEBEZIUM, cols ? f : NULL, evs, 3, &b, &out, err), WH_OK);
         json_t *a = parse(&b);
@@ -206,22 +206,22 @@ static void test_debezium_origin(void **state)
         }
         json_decref(a);
     }
-    dsp_filter_free(f);
+    wh_filter_free(f);
     /* the native body is the events as stored */
     assert_int_equal(render(DSP_ENV_NATIVE, NULL, evs, 1, &b, &out, err), WH_OK);
     wh_buf_cstr(&b);
     assert_non_null(strstr(b.data, EV_ORIG_UPD));
     /* a filter on the origin */
-    dsp_filter_spec fs = {.expr = "origin startswith \"peer \""};
-    assert_int_equal(dsp_filter_compile(&fs, &f, err, sizeof(err)), WH_OK);
-    assert_int_equal(dsp_filter_match(f, EV_ORIG_UPD, strlen(EV_ORIG_UPD)), 1);
-    assert_int_equal(dsp_filter_match(f, EV_INS, strlen(EV_INS)), 0);
-    dsp_filter_free(f);
-    dsp_filter_spec fn = {.expr = "origin == null"};
-    assert_int_equal(dsp_filter_compile(&fn, &f, err, sizeof(err)), WH_OK);
-    assert_int_equal(dsp_filter_match(f, EV_ORIG_UPD, strlen(EV_ORIG_UPD)), 0);
-    assert_int_equal(dsp_filter_match(f, EV_INS, strlen(EV_INS)), 1);
-    dsp_filter_free(f);
+    wh_filter_spec fs = {.expr = "origin startswith \"peer \""};
+    assert_int_equal(wh_filter_compile(&fs, &f, err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_filter_match(f, EV_ORIG_UPD, strlen(EV_ORIG_UPD)), 1);
+    assert_int_equal(wh_filter_match(f, EV_INS, strlen(EV_INS)), 0);
+    wh_filter_free(f);
+    wh_filter_spec fn = {.expr = "origin == null"};
+    assert_int_equal(wh_filter_compile(&fn, &f, err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_filter_match(f, EV_ORIG_UPD, strlen(EV_ORIG_UPD)), 0);
+    assert_int_equal(wh_filter_match(f, EV_INS, strlen(EV_INS)), 1);
+    wh_filter_free(f);
     wh_buf_free(&b);
 }
 
@@ -251,9 +251,9 @@ static void test_schema_ddl_events(void **state)
     char err[256];
     const char *evs[] = {EV_SCHEMA, EV_DDL, EV_UPD};
     const char *exc[] = {"note"};
-    dsp_filter_spec spec = {.columns_exclude = exc, .ncolumns_exclude = 1};
-    dsp_filter *f;
-    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    wh_filter_spec spec = {.columns_exclude = exc, .ncolumns_exclude = 1};
+    wh_filter *f;
+    assert_int_equal(wh_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
     for (int cols = 0; cols < 2; cols++) {
         assert_int_equal(render(DSP_ENV_DEBEZIUM, cols ? f : NULL, evs, 3, &b, &out, err), WH_OK);
         json_t *a = parse(&b);
@@ -274,7 +274,7 @@ static void test_schema_ddl_events(void **state)
         assert_string_equal(json_string_value(json_object_get(json_array_get(a, 2), "op")), "u");
         json_decref(a);
     }
-    dsp_filter_free(f);
+    wh_filter_free(f);
     assert_int_equal(render(DSP_ENV_CLOUDEVENTS, NULL, evs, 2, &b, &out, err), WH_OK);
     json_t *a = parse(&b);
     assert_string_equal(json_string_value(json_object_get(json_array_get(a, 0), "type")),
@@ -288,17 +288,17 @@ static void test_schema_ddl_events(void **state)
     assert_non_null(strstr(b.data, EV_DDL));
     /* operations filters name them */
     const char *ops[] = {"schema", "ddl"};
-    dsp_filter_spec os = {.operations = ops, .noperations = 2};
-    assert_int_equal(dsp_filter_compile(&os, &f, err, sizeof(err)), WH_OK);
-    assert_true(dsp_filter_match(f, EV_SCHEMA, strlen(EV_SCHEMA)));
-    assert_true(dsp_filter_match(f, EV_DDL, strlen(EV_DDL)));
-    assert_false(dsp_filter_match(f, EV_UPD, strlen(EV_UPD)));
-    dsp_filter_free(f);
+    wh_filter_spec os = {.operations = ops, .noperations = 2};
+    assert_int_equal(wh_filter_compile(&os, &f, err, sizeof(err)), WH_OK);
+    assert_true(wh_filter_match(f, EV_SCHEMA, strlen(EV_SCHEMA)));
+    assert_true(wh_filter_match(f, EV_DDL, strlen(EV_DDL)));
+    assert_false(wh_filter_match(f, EV_UPD, strlen(EV_UPD)));
+    wh_filter_free(f);
     const char *ins[] = {"insert"};
-    dsp_filter_spec is = {.operations = ins, .noperations = 1};
-    assert_int_equal(dsp_filter_compile(&is, &f, err, sizeof(err)), WH_OK);
-    assert_false(dsp_filter_match(f, EV_SCHEMA, strlen(EV_SCHEMA)));
-    dsp_filter_free(f);
+    wh_filter_spec is = {.operations = ins, .noperations = 1};
+    assert_int_equal(wh_filter_compile(&is, &f, err, sizeof(err)), WH_OK);
+    assert_false(wh_filter_match(f, EV_SCHEMA, strlen(EV_SCHEMA)));
+    wh_filter_free(f);
     wh_buf_free(&b);
 }
 
@@ -372,10 +372,10 @@ static void test_columns(void **state)
 {
     (void)state;
     const char *exc[] = {"note"};
-    dsp_filter_spec spec = {.columns_exclude = exc, .ncolumns_exclude = 1};
-    dsp_filter *f;
+    wh_filter_spec spec = {.columns_exclude = exc, .ncolumns_exclude = 1};
+    wh_filter *f;
     char err[256];
-    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
     wh_buf b;
     wh_buf_init(&b, 0);
     dsp_env_out out;
@@ -392,7 +392,7 @@ static void test_columns(void **state)
     a = parse(&b);
     assert_null(json_object_get(json_object_get(json_array_get(a, 0), "after"), "note"));
     json_decref(a);
-    dsp_filter_free(f);
+    wh_filter_free(f);
     wh_buf_free(&b);
 }
 
@@ -423,7 +423,7 @@ static void test_malformed(void **state)
     assert_int_equal(dsp_env_time_ms("2026-11-22 01:02:03Z", 20, &ms), WH_ERR);
 }
 
-/* The index the filter leaves (dsp_filter_match_ix) renders the same bytes
+/* The index the filter leaves (wh_filter_match_ix) renders the same bytes
  * as a fresh walk, for every format, on well-formed, odd (escaped member
  * names, repeated members, a copy of the bytes) and malformed events. */
 static void test_index_same_output(void **state)
@@ -445,12 +445,12 @@ static void test_index_same_output(void **state)
     const char *all[] = {EV_UPD, EV_INS, EV_DEL, EV_TRUNC, EV_MSG,
                          odd[0], odd[1], odd[2], odd[3],   odd[4]};
     const char *cols[] = {"note"};
-    dsp_filter_spec spec = {.expr = "table == \"orders\" || after.id > 1 || op == \"message\"",
-                            .columns_exclude = cols,
-                            .ncolumns_exclude = 1};
-    dsp_filter *f = NULL;
+    wh_filter_spec spec = {.expr = "table == \"orders\" || after.id > 1 || op == \"message\"",
+                           .columns_exclude = cols,
+                           .ncolumns_exclude = 1};
+    wh_filter *f = NULL;
     char err[256], err2[256];
-    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
     wh_buf a, b;
     wh_buf_init(&a, 1 << 20);
     wh_buf_init(&b, 1 << 20);
@@ -459,10 +459,10 @@ static void test_index_same_output(void **state)
     assert_non_null(o2);
     for (size_t e = 0; e < sizeof(all) / sizeof(all[0]); e++) {
         size_t len = strlen(all[e]);
-        dsp_evidx ix;
-        int m = dsp_filter_match_ix(f, all[e], len, &ix);
-        assert_int_equal(m, dsp_filter_match(f, all[e], len));
-        assert_int_not_equal(ix.state, DSP_EVX_NONE);
+        wh_evidx ix;
+        int m = wh_filter_match_ix(f, all[e], len, &ix);
+        assert_int_equal(m, wh_filter_match(f, all[e], len));
+        assert_int_not_equal(ix.state, WH_EVX_NONE);
         char *copy = malloc(len + 1); /* the index is valid for a copy of the bytes */
         assert_non_null(copy);
         memcpy(copy, all[e], len + 1);
@@ -486,16 +486,16 @@ static void test_index_same_output(void **state)
         free(copy);
     }
     /* the first "op" wins in the filter too: odd[0] is an insert */
-    dsp_filter *fo = NULL;
-    dsp_filter_spec so = {.expr = "op == \"insert\" && table == \"t\\\"q\""};
-    assert_int_equal(dsp_filter_compile(&so, &fo, err, sizeof(err)), WH_OK);
-    assert_int_equal(dsp_filter_match(fo, odd[0], strlen(odd[0])), 1);
-    dsp_filter_free(fo);
+    wh_filter *fo = NULL;
+    wh_filter_spec so = {.expr = "op == \"insert\" && table == \"t\\\"q\""};
+    assert_int_equal(wh_filter_compile(&so, &fo, err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_filter_match(fo, odd[0], strlen(odd[0])), 1);
+    wh_filter_free(fo);
     free(o1);
     free(o2);
     wh_buf_free(&a);
     wh_buf_free(&b);
-    dsp_filter_free(f);
+    wh_filter_free(f);
 }
 
 /* b's bytes with every Debezium top-level ts_ms (the render time: the
@@ -558,21 +558,21 @@ static void test_batch_fill_rendered(void **state)
             for (int c = 0; c < 2; c++) {
                 if (k == DSP_ENV_NATIVE && !c)
                     continue; /* native without column lists is not rendered */
-                dsp_filter_spec spec = {.expr = exprs[x]};
+                wh_filter_spec spec = {.expr = exprs[x]};
                 if (c) {
                     spec.columns_exclude = cols;
                     spec.ncolumns_exclude = 1;
                 }
                 dsp_format fmt;
                 memset(&fmt, 0, sizeof(fmt));
-                assert_int_equal(dsp_filter_compile(&spec, &fmt.filter, err, sizeof(err)), WH_OK);
+                assert_int_equal(wh_filter_compile(&spec, &fmt.filter, err, sizeof(err)), WH_OK);
                 fmt.env = (dsp_env_kind)k;
                 fmt.render = 1;
                 /* the reference: the filter, then the kept events rendered */
                 const void *p[5];
                 size_t l[5], nk = 0;
                 for (size_t i = 0; i < nall; i++)
-                    if (dsp_filter_match(fmt.filter, all[i], strlen(all[i]))) {
+                    if (wh_filter_match(fmt.filter, all[i], strlen(all[i]))) {
                         p[nk] = all[i];
                         l[nk++] = strlen(all[i]);
                     }

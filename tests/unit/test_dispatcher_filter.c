@@ -1,4 +1,4 @@
-/* Unit tests for dsp_filter: tables globs, operations, the expression
+/* Unit tests for wh_filter: tables globs, operations, the expression
  * language (semantics and compile errors naming the position), column
  * lists, and the zero-allocation span reader it is built on. */
 #include <setjmp.h>
@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "../../services/dispatcher/dsp_filter.h"
+#include "wh_filter.h"
 #include "wh_util.h"
 
 static const char *EV =
@@ -23,22 +23,22 @@ static const char *EV =
 
 static int expr_match(const char *expr, const char *ev)
 {
-    dsp_filter_spec spec = {.expr = expr};
-    dsp_filter *f = NULL;
+    wh_filter_spec spec = {.expr = expr};
+    wh_filter *f = NULL;
     char err[256];
-    if (dsp_filter_compile(&spec, &f, err, sizeof(err)) != WH_OK)
+    if (wh_filter_compile(&spec, &f, err, sizeof(err)) != WH_OK)
         fail_msg("%s: %s", expr, err);
-    int r = dsp_filter_match(f, ev, strlen(ev));
-    dsp_filter_free(f);
+    int r = wh_filter_match(f, ev, strlen(ev));
+    wh_filter_free(f);
     return r;
 }
 
 static void expect_error(const char *expr, const char *needle)
 {
-    dsp_filter_spec spec = {.expr = expr};
-    dsp_filter *f = NULL;
+    wh_filter_spec spec = {.expr = expr};
+    wh_filter *f = NULL;
     char err[256];
-    if (dsp_filter_compile(&spec, &f, err, sizeof(err)) != WH_ERR)
+    if (wh_filter_compile(&spec, &f, err, sizeof(err)) != WH_ERR)
         fail_msg("%s: compiled", expr);
     assert_null(f);
     if (!strstr(err, needle))
@@ -115,9 +115,9 @@ static void test_compile_errors(void **state)
     memset(deep, '!', 100);
     snprintf(deep + 100, sizeof(deep) - 100, "true");
     expect_error(deep, "nested too deeply");
-    char *longexpr = malloc(DSP_FILTER_EXPR_MAX + 16);
-    memset(longexpr, 'a', DSP_FILTER_EXPR_MAX + 10);
-    longexpr[DSP_FILTER_EXPR_MAX + 10] = '\0';
+    char *longexpr = malloc(WH_FILTER_EXPR_MAX + 16);
+    memset(longexpr, 'a', WH_FILTER_EXPR_MAX + 10);
+    longexpr[WH_FILTER_EXPR_MAX + 10] = '\0';
     expect_error(longexpr, "longer than");
     free(longexpr);
 }
@@ -127,69 +127,158 @@ static void test_tables_ops(void **state)
     (void)state;
     const char *tables[] = {"ord*", "audit.*"};
     const char *ops[] = {"insert", "delete"};
-    dsp_filter_spec spec = {.tables = tables, .ntables = 2, .operations = ops, .noperations = 2};
-    dsp_filter *f;
+    wh_filter_spec spec = {.tables = tables, .ntables = 2, .operations = ops, .noperations = 2};
+    wh_filter *f;
     char err[256];
-    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
-    assert_true(dsp_filter_match(f, EV, strlen(EV)));
+    assert_int_equal(wh_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    assert_true(wh_filter_match(f, EV, strlen(EV)));
     const char *upd = "{\"op\":\"update\",\"schema\":\"public\",\"table\":\"orders\"}";
-    assert_false(dsp_filter_match(f, upd, strlen(upd)));
+    assert_false(wh_filter_match(f, upd, strlen(upd)));
     const char *other = "{\"op\":\"insert\",\"schema\":\"public\",\"table\":\"users\"}";
-    assert_false(dsp_filter_match(f, other, strlen(other)));
+    assert_false(wh_filter_match(f, other, strlen(other)));
     const char *audit = "{\"op\":\"delete\",\"schema\":\"audit\",\"table\":\"users\"}";
-    assert_true(dsp_filter_match(f, audit, strlen(audit)));
+    assert_true(wh_filter_match(f, audit, strlen(audit)));
     const char *msg = "{\"op\":\"message\",\"schema\":null,\"table\":null}";
-    assert_false(dsp_filter_match(f, msg, strlen(msg))); /* operations exclude it */
-    dsp_filter_free(f);
+    assert_false(wh_filter_match(f, msg, strlen(msg))); /* operations exclude it */
+    wh_filter_free(f);
     /* messages are not subject to the table globs */
     spec.operations = NULL;
     spec.noperations = 0;
-    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
-    assert_true(dsp_filter_match(f, msg, strlen(msg)));
-    dsp_filter_free(f);
+    assert_int_equal(wh_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    assert_true(wh_filter_match(f, msg, strlen(msg)));
+    wh_filter_free(f);
     /* errors name the part */
     const char *badops[] = {"insert", "upsert"};
-    dsp_filter_spec bad = {.operations = badops, .noperations = 2};
-    assert_int_equal(dsp_filter_compile(&bad, &f, err, sizeof(err)), WH_ERR);
+    wh_filter_spec bad = {.operations = badops, .noperations = 2};
+    assert_int_equal(wh_filter_compile(&bad, &f, err, sizeof(err)), WH_ERR);
     assert_non_null(strstr(err, "filter.operations[1]: unknown operation \"upsert\""));
     const char *cols[] = {"a"};
-    dsp_filter_spec both = {.columns_include = cols,
-                            .ncolumns_include = 1,
-                            .columns_exclude = cols,
-                            .ncolumns_exclude = 1};
-    assert_int_equal(dsp_filter_compile(&both, &f, err, sizeof(err)), WH_ERR);
+    wh_filter_spec both = {.columns_include = cols,
+                           .ncolumns_include = 1,
+                           .columns_exclude = cols,
+                           .ncolumns_exclude = 1};
+    assert_int_equal(wh_filter_compile(&both, &f, err, sizeof(err)), WH_ERR);
     assert_non_null(strstr(err, "filter.columns"));
     /* an empty spec compiles to NULL: everything passes */
-    dsp_filter_spec none = {0};
-    assert_int_equal(dsp_filter_compile(&none, &f, err, sizeof(err)), WH_OK);
+    wh_filter_spec none = {0};
+    assert_int_equal(wh_filter_compile(&none, &f, err, sizeof(err)), WH_OK);
     assert_null(f);
-    assert_true(dsp_filter_match(NULL, EV, strlen(EV)));
+    assert_true(wh_filter_match(NULL, EV, strlen(EV)));
+}
+
+/* Snapshot and backfill rows (op "read"): "read" can be listed, and a
+ * list naming insert passes them too (the insert of a row that existed
+ * before); a list without either drops them. */
+static void test_ops_read(void **state)
+{
+    (void)state;
+    const char *rd = "{\"op\":\"read\",\"schema\":\"public\",\"table\":\"orders\"}";
+    const char *ins = "{\"op\":\"insert\",\"schema\":\"public\",\"table\":\"orders\"}";
+    const char *upd = "{\"op\":\"update\",\"schema\":\"public\",\"table\":\"orders\"}";
+    char err[256];
+    wh_filter *f;
+    const char *iud[] = {"insert", "update", "delete"};
+    wh_filter_spec spec = {.operations = iud, .noperations = 3};
+    assert_int_equal(wh_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    assert_true(wh_filter_match(f, rd, strlen(rd)));
+    assert_true(wh_filter_match(f, ins, strlen(ins)));
+    wh_filter_free(f);
+    const char *r[] = {"read"};
+    wh_filter_spec only = {.operations = r, .noperations = 1};
+    if (wh_filter_compile(&only, &f, err, sizeof(err)) != WH_OK)
+        fail_msg("read refused: %s", err);
+    assert_true(wh_filter_match(f, rd, strlen(rd)));
+    assert_false(wh_filter_match(f, ins, strlen(ins))); /* read alone: no live inserts */
+    wh_filter_free(f);
+    const char *u[] = {"update"};
+    wh_filter_spec nor = {.operations = u, .noperations = 1};
+    assert_int_equal(wh_filter_compile(&nor, &f, err, sizeof(err)), WH_OK);
+    assert_false(wh_filter_match(f, rd, strlen(rd)));
+    assert_true(wh_filter_match(f, upd, strlen(upd)));
+    wh_filter_free(f);
+}
+
+/* Numbers compare exactly as decimal text: bigint beyond 2^53, numeric
+ * with more digits than a double holds, 64 digits and more, exponents,
+ * and PostgreSQL's Infinity, -Infinity and NaN (its order: -Infinity <
+ * numbers < Infinity < NaN). */
+static void test_numbers_exact(void **state)
+{
+    (void)state;
+    const char *big = "{\"op\":\"insert\",\"key\":{\"id\":9007199254740992},\"after\":{"
+                      "\"id\":9007199254740992,\"s\":\"9007199254740992\"}}";
+    assert_false(expr_match("key.id == 9007199254740993", big));
+    assert_true(expr_match("key.id != 9007199254740993", big));
+    assert_false(expr_match("key.id in [9007199254740993]", big));
+    assert_true(expr_match("key.id in [1, 9007199254740992]", big));
+    assert_true(expr_match("key.id < 9007199254740993", big));
+    assert_true(expr_match("after.id == 9007199254740992", big));
+    assert_true(expr_match("after.s == 9007199254740992.000", big));
+    assert_true(expr_match("after.s > 9007199254740991.9999999999999999", big));
+    assert_true(expr_match("after.id == after.s", big));
+    assert_true(expr_match("key.id == 9.007199254740992e15", big));
+    assert_false(expr_match("key.id == 9.007199254740993e15", big));
+    assert_true(expr_match("18446744073709551617 > key.id", big));
+
+    const char *num = "{\"after\":{\"a\":\"12345678901234567890.0000000001\",\"b\":\"0."
+                      "10000000000000000000001\",\"c\":\"1000."
+                      "000000000000000000000000000000000000000000000000000000000000\","
+                      "\"z\":\"-0.000\",\"n\":\"-12.5\",\"e\":1.5e3}}";
+    assert_true(expr_match("after.a > 12345678901234567890", num));
+    assert_false(expr_match("after.a == 12345678901234567890", num));
+    assert_true(expr_match("after.a < 12345678901234567890.00000000011", num));
+    assert_true(expr_match("after.b > 0.1", num));
+    assert_true(expr_match("after.b < 0.10000000000000000000002", num));
+    assert_true(expr_match("after.c > 100", num));
+    assert_true(expr_match("after.c == 1000", num));
+    assert_true(expr_match("after.c == 1e3 && after.c == 0.01e5", num));
+    assert_true(expr_match("after.z == 0 && after.z >= -0", num));
+    assert_true(expr_match("after.n < -12.49 && after.n > -12.51 && after.n < 0", num));
+    assert_true(expr_match("after.e == 1500 && after.e > 1499.999", num));
+    /* a literal of 64 digits and more */
+    assert_true(expr_match("after.c < 1000000000000000000000000000000000000000000000000000000000000"
+                           "000000000000",
+                           num));
+    assert_true(expr_match("after.a == 12345678901234567890.0000000001000000000000000000000000000"
+                           "00000000000000",
+                           num));
+
+    const char *inf = "{\"after\":{\"p\":\"Infinity\",\"m\":\"-Infinity\",\"x\":\"NaN\","
+                      "\"q\":\"Infinityx\"}}";
+    assert_true(expr_match("after.p > 1e308 && after.p >= 99999999999999999999999", inf));
+    assert_true(expr_match("after.m < -1e308", inf));
+    assert_true(expr_match("after.m < after.p && after.p < after.x", inf));
+    assert_true(expr_match("after.x > 5 && after.x == after.x", inf));
+    assert_false(expr_match("after.p == 1", inf));
+    assert_true(expr_match("after.p == \"Infinity\"", inf));
+    assert_false(expr_match("after.q > 1", inf)); /* not a number: not comparable */
+    assert_false(expr_match("after.q < 1", inf));
 }
 
 static void test_columns_rewrite(void **state)
 {
     (void)state;
     const char *inc[] = {"id", "amount"};
-    dsp_filter_spec spec = {.columns_include = inc, .ncolumns_include = 2};
-    dsp_filter *f;
+    wh_filter_spec spec = {.columns_include = inc, .ncolumns_include = 2};
+    wh_filter *f;
     char err[256];
-    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
-    assert_true(dsp_filter_has_columns(f));
+    assert_int_equal(wh_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    assert_true(wh_filter_has_columns(f));
     wh_buf b;
     wh_buf_init(&b, 0);
     const char *ev = "{\"op\":\"update\",\"key\":{\"id\":1},\"before\":{\"id\":1,\"x\":[1,{}]},"
                      "\"after\":{\"id\":1,\"amount\":2,\"big\":\"t\"},\"unchanged\":[\"big\","
                      "\"amount\"]}";
-    assert_int_equal(dsp_filter_rewrite(f, ev, strlen(ev), &b), WH_OK);
+    assert_int_equal(wh_filter_rewrite(f, ev, strlen(ev), &b), WH_OK);
     wh_buf_cstr(&b);
     assert_string_equal(b.data, "{\"op\":\"update\",\"key\":{\"id\":1},\"before\":{\"id\":1},"
                                 "\"after\":{\"id\":1,\"amount\":2},\"unchanged\":[\"amount\"]}");
     /* malformed: error, buffer restored */
     wh_buf_reset(&b);
     wh_buf_puts(&b, "keep");
-    assert_int_equal(dsp_filter_rewrite(f, "{\"after\":{\"id\":", 14, &b), WH_ERR);
+    assert_int_equal(wh_filter_rewrite(f, "{\"after\":{\"id\":", 14, &b), WH_ERR);
     assert_int_equal(b.len, 4);
-    dsp_filter_free(f);
+    wh_filter_free(f);
     wh_buf_free(&b);
 }
 
@@ -240,30 +329,30 @@ static void test_spans(void **state)
     assert_int_equal(wh_json_span_num(&notnum, &d), WH_ERR);
 }
 
-/* The index dsp_filter_match_ix leaves (quote map, predicted member order)
- * equals the plain walk's (dsp_evidx_build_scan) member for member. */
-static void assert_same_index(const dsp_filter *f, const char *ev, size_t len)
+/* The index wh_filter_match_ix leaves (quote map, predicted member order)
+ * equals the plain walk's (wh_evidx_build_scan) member for member. */
+static void assert_same_index(const wh_filter *f, const char *ev, size_t len)
 {
-    dsp_evidx a, b;
+    wh_evidx a, b;
     memset(&a, 0xA5, sizeof(a));
     memset(&b, 0x5A, sizeof(b));
-    int m = dsp_filter_match_ix(f, ev, len, &a);
-    dsp_evidx_build_scan(f, ev, len, &b);
+    int m = wh_filter_match_ix(f, ev, len, &a);
+    wh_evidx_build_scan(f, ev, len, &b);
     if (a.state != b.state || a.found != b.found || a.ev_off != b.ev_off || a.ev_len != b.ev_len ||
         a.sub_found != b.sub_found)
         fail_msg("index differs (state %d/%d found %x/%x sub %x/%x) on %.*s", a.state, b.state,
                  a.found, b.found, a.sub_found, b.sub_found, (int)len, ev);
-    for (int i = 0; i < DSP_EV_NFIELDS; i++)
+    for (int i = 0; i < WH_EV_NFIELDS; i++)
         if ((a.found & (1u << i)) &&
             (a.off[i] != b.off[i] || a.len[i] != b.len[i] || a.type[i] != b.type[i]))
             fail_msg("member %d differs on %.*s", i, (int)len, ev);
-    for (int j = 0; j < DSP_EVX_SUB_MAX; j++)
+    for (int j = 0; j < WH_EVX_SUB_MAX; j++)
         if ((a.sub_found & (1u << j)) &&
             (a.sub_off[j] != b.sub_off[j] || a.sub_len[j] != b.sub_len[j] ||
              a.sub_type[j] != b.sub_type[j]))
             fail_msg("sub-member %d differs on %.*s", j, (int)len, ev);
     /* and the answer is the one of a fresh match */
-    assert_int_equal(m, dsp_filter_match(f, ev, len));
+    assert_int_equal(m, wh_filter_match(f, ev, len));
 }
 
 static void test_index_walks(void **state)
@@ -304,14 +393,14 @@ static void test_index_walks(void **state)
         "{\"id\":12.5,\"xid\":1e3,\"seq\":-1}",
     };
     const char *cols[] = {"note"};
-    dsp_filter_spec spec = {
+    wh_filter_spec spec = {
         .expr = "table == \"orders\" && op == \"insert\" && after.amount > 1 || key.id == 2 || "
                 "before.amount == null || after.customer startswith \"c\"",
         .columns_exclude = cols,
         .ncolumns_exclude = 1};
-    dsp_filter *f = NULL;
+    wh_filter *f = NULL;
     char err[256];
-    assert_int_equal(dsp_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
     char buf[12000];
     for (size_t e = 0; e < sizeof(evs) / sizeof(evs[0]); e++) {
         const char *ev = evs[e] ? evs[e] : EV;
@@ -344,7 +433,7 @@ static void test_index_walks(void **state)
                          (int)(pad / 2),
                          "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
         assert_same_index(f, buf, (size_t)n);
-        assert_true(dsp_filter_match(f, buf, (size_t)n));
+        assert_true(wh_filter_match(f, buf, (size_t)n));
     }
     size_t at = (size_t)snprintf(buf, sizeof(buf), "{\"after\":{\"amount\":5,\"big\":\"");
     memset(buf + at, 'y', 9000);
@@ -352,8 +441,8 @@ static void test_index_walks(void **state)
     at +=
         (size_t)snprintf(buf + at, sizeof(buf) - at, "\"},\"table\":\"orders\",\"op\":\"insert\"}");
     assert_same_index(f, buf, at);
-    assert_true(dsp_filter_match(f, buf, at));
-    dsp_filter_free(f);
+    assert_true(wh_filter_match(f, buf, at));
+    wh_filter_free(f);
 }
 
 /* `path OP literal` (read without building values) answers what the
@@ -386,6 +475,8 @@ int main(void)
         cmocka_unit_test(test_expressions),
         cmocka_unit_test(test_compile_errors),
         cmocka_unit_test(test_tables_ops),
+        cmocka_unit_test(test_ops_read),
+        cmocka_unit_test(test_numbers_exact),
         cmocka_unit_test(test_columns_rewrite),
         cmocka_unit_test(test_spans),
         cmocka_unit_test(test_index_walks),

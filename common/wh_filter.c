@@ -1,9 +1,9 @@
-/* dsp_filter: compile once, evaluate per event without allocation (see
- * dsp_filter.h). The expression compiles into an array of nodes; operands
+/* wh_filter: compile once, evaluate per event without allocation (see
+ * wh_filter.h). The expression compiles into an array of nodes; operands
  * (paths and literals) live in a second array and their bytes in a pool,
  * all sized from the expression's length at compile time. Evaluation walks
  * the event's JSON text with wh_json spans. */
-#include "dsp_filter.h"
+#include "wh_filter.h"
 
 #include <fnmatch.h>
 #include <stdint.h>
@@ -21,33 +21,49 @@ enum {
     OPM_MESSAGE = 16,
     OPM_SCHEMA = 32, /* a table's new schema version (ing_schema) */
     OPM_DDL = 64,    /* a captured DDL command (source.ddl) */
+    OPM_READ = 128,  /* a snapshot or backfill row (also selected by "insert") */
 };
 
 static const struct {
     const char *name;
     unsigned bit;
-} op_names[] = {{"insert", OPM_INSERT},   {"update", OPM_UPDATE},
-                {"delete", OPM_DELETE},   {"truncate", OPM_TRUNCATE},
-                {"message", OPM_MESSAGE}, {"schema", OPM_SCHEMA},
-                {"ddl", OPM_DDL}};
+} op_names[] = {{"insert", OPM_INSERT},     {"update", OPM_UPDATE},   {"delete", OPM_DELETE},
+                {"truncate", OPM_TRUNCATE}, {"message", OPM_MESSAGE}, {"schema", OPM_SCHEMA},
+                {"ddl", OPM_DDL},           {"read", OPM_READ}};
+
+/* A number as decimal text, compared exactly (no double): a view of the
+ * digits where they are (the event's bytes, or the filter's pool), so
+ * reading one allocates nothing. value = sign * 0.D * 10^pt, where D is
+ * a[0..na) then b[0..nb) (the digits before and after the point, without
+ * leading or trailing zeros). PostgreSQL's special values, in strings
+ * only, order as PostgreSQL orders them: -Infinity < numbers < Infinity <
+ * NaN, and NaN equals NaN. */
+typedef enum { DEC_NINF, DEC_FIN, DEC_PINF, DEC_NAN } dec_kind;
+typedef struct {
+    dec_kind kind;
+    int sign; /* DEC_FIN: -1, 0 (zero), 1 */
+    const char *a, *b;
+    size_t na, nb;
+    int64_t pt;
+} dec;
 
 typedef enum { O_PATH, O_STR, O_NUM, O_BOOL, O_NULL } opnd_kind;
 
 typedef struct {
     opnd_kind kind;
     int b;
-    double num;
+    dec num;       /* O_NUM: its digits in the pool */
     const char *s; /* O_STR: decoded literal in the pool */
     size_t n;
     int nseg;
-    const char *seg[DSP_FILTER_PATH_MAX];
-    size_t seglen[DSP_FILTER_PATH_MAX];
+    const char *seg[WH_FILTER_PATH_MAX];
+    size_t seglen[WH_FILTER_PATH_MAX];
     int head;  /* O_PATH: index of seg[0] in the filter's heads, -1: looked up alone */
-    int sub;   /* O_PATH: the filter's sub-member of seg[0].seg[1] (dsp_evidx), -1: none */
+    int sub;   /* O_PATH: the filter's sub-member of seg[0].seg[1] (wh_evidx), -1: none */
     int plain; /* O_STR: no backslash in the literal (raw JSON bytes equal to it are it) */
 } opnd;
 
-#define DSP_FILTER_HEADS_MAX 16
+#define WH_FILTER_HEADS_MAX 16
 
 typedef enum { N_OR, N_AND, N_NOT, N_CMP, N_IN, N_PREFIX, N_TRUTHY } node_kind;
 typedef enum { C_EQ, C_NE, C_LT, C_LE, C_GT, C_GE } cmp_kind;
@@ -61,7 +77,7 @@ typedef struct {
      * compile time so that the evaluation reads the node alone: */
     int fk;        /* FK_NONE, FK_NUM (any comparison), FK_STR (== and != only) */
     int head, sub; /* the path's head and sub-member (-1: none) */
-    double num;    /* FK_NUM: the number */
+    dec num;       /* FK_NUM: the number */
     const char *s; /* FK_STR: the string (without a backslash) */
     size_t sn;
 } node;
@@ -73,7 +89,7 @@ typedef struct {
     size_t n;
 } name;
 
-struct dsp_filter {
+struct wh_filter {
     unsigned ops; /* 0 = every operation */
     name *tables; /* globs */
     size_t ntables;
@@ -90,50 +106,50 @@ struct dsp_filter {
     size_t poolcap, poollen;
     /* distinct first segments of the paths: found in one pass over the
      * event's members per match */
-    const char *heads[DSP_FILTER_HEADS_MAX];
-    size_t headlen[DSP_FILTER_HEADS_MAX];
-    int headslot[DSP_FILTER_HEADS_MAX]; /* DSP_EV_* of the head, -1: not indexed */
+    const char *heads[WH_FILTER_HEADS_MAX];
+    size_t headlen[WH_FILTER_HEADS_MAX];
+    int headslot[WH_FILTER_HEADS_MAX]; /* WH_EV_* of the head, -1: not indexed */
     int nheads;
-    unsigned unindexed; /* heads (bits) that dsp_evidx does not cover */
+    unsigned unindexed; /* heads (bits) that wh_evidx does not cover */
     /* members of indexed heads (key, before, after) that paths name:
-     * indexed in the event's one walk (dsp_evidx sub_*) */
+     * indexed in the event's one walk (wh_evidx sub_*) */
     int nsubs;
-    unsigned sub_heads; /* DSP_EV_* slots (bits) with sub-members */
-    int sub_slot[DSP_EVX_SUB_MAX];
-    const char *sub_name[DSP_EVX_SUB_MAX];
-    size_t sub_namelen[DSP_EVX_SUB_MAX];
+    unsigned sub_heads; /* WH_EV_* slots (bits) with sub-members */
+    int sub_slot[WH_EVX_SUB_MAX];
+    const char *sub_name[WH_EVX_SUB_MAX];
+    size_t sub_namelen[WH_EVX_SUB_MAX];
 };
 
-static const char *const ev_names[DSP_EV_NFIELDS] = {
-    [DSP_EV_ID] = "id",           [DSP_EV_TENANT] = "tenant",       [DSP_EV_LSN] = "lsn",
-    [DSP_EV_XID] = "xid",         [DSP_EV_COMMIT_TS] = "commit_ts", [DSP_EV_OP] = "op",
-    [DSP_EV_SCHEMA] = "schema",   [DSP_EV_TABLE] = "table",         [DSP_EV_KEY] = "key",
-    [DSP_EV_BEFORE] = "before",   [DSP_EV_AFTER] = "after",         [DSP_EV_PREFIX] = "prefix",
-    [DSP_EV_CONTENT] = "content", [DSP_EV_ORIGIN] = "origin"};
+static const char *const ev_names[WH_EV_NFIELDS] = {
+    [WH_EV_ID] = "id",           [WH_EV_TENANT] = "tenant",       [WH_EV_LSN] = "lsn",
+    [WH_EV_XID] = "xid",         [WH_EV_COMMIT_TS] = "commit_ts", [WH_EV_OP] = "op",
+    [WH_EV_SCHEMA] = "schema",   [WH_EV_TABLE] = "table",         [WH_EV_KEY] = "key",
+    [WH_EV_BEFORE] = "before",   [WH_EV_AFTER] = "after",         [WH_EV_PREFIX] = "prefix",
+    [WH_EV_CONTENT] = "content", [WH_EV_ORIGIN] = "origin"};
 
-/* The DSP_EV_* slot of a member name given as bytes, or -1 (constant-size
+/* The WH_EV_* slot of a member name given as bytes, or -1 (constant-size
  * compares: the compiler inlines them). */
 static inline __attribute__((always_inline)) int ev_slot_raw(const char *k, size_t n)
 {
 #define EQ(lit) (memcmp(k, lit, sizeof(lit) - 1) == 0)
     switch (n) {
     case 2:
-        return EQ("id") ? DSP_EV_ID : EQ("op") ? DSP_EV_OP : -1;
+        return EQ("id") ? WH_EV_ID : EQ("op") ? WH_EV_OP : -1;
     case 3:
-        return EQ("lsn") ? DSP_EV_LSN : EQ("xid") ? DSP_EV_XID : EQ("key") ? DSP_EV_KEY : -1;
+        return EQ("lsn") ? WH_EV_LSN : EQ("xid") ? WH_EV_XID : EQ("key") ? WH_EV_KEY : -1;
     case 5:
-        return EQ("table") ? DSP_EV_TABLE : EQ("after") ? DSP_EV_AFTER : -1;
+        return EQ("table") ? WH_EV_TABLE : EQ("after") ? WH_EV_AFTER : -1;
     case 6:
-        return EQ("tenant")   ? DSP_EV_TENANT
-               : EQ("schema") ? DSP_EV_SCHEMA
-               : EQ("before") ? DSP_EV_BEFORE
-               : EQ("prefix") ? DSP_EV_PREFIX
-               : EQ("origin") ? DSP_EV_ORIGIN
+        return EQ("tenant")   ? WH_EV_TENANT
+               : EQ("schema") ? WH_EV_SCHEMA
+               : EQ("before") ? WH_EV_BEFORE
+               : EQ("prefix") ? WH_EV_PREFIX
+               : EQ("origin") ? WH_EV_ORIGIN
                               : -1;
     case 7:
-        return EQ("content") ? DSP_EV_CONTENT : -1;
+        return EQ("content") ? WH_EV_CONTENT : -1;
     case 9:
-        return EQ("commit_ts") ? DSP_EV_COMMIT_TS : -1;
+        return EQ("commit_ts") ? WH_EV_COMMIT_TS : -1;
     default:
         return -1;
     }
@@ -154,7 +170,7 @@ static inline __attribute__((always_inline)) int ev_slot(const wh_json_span *k)
     int i = ev_slot_raw(raw, n);
     if (i >= 0 || n < 3 || memchr(raw, '\\', n) == NULL)
         return i;
-    for (i = 0; i < DSP_EV_NFIELDS; i++) /* rare: compare decoded */
+    for (i = 0; i < WH_EV_NFIELDS; i++) /* rare: compare decoded */
         if (wh_json_span_strcmp(k, ev_names[i], strlen(ev_names[i])) == 0)
             return i;
     return -1;
@@ -381,8 +397,8 @@ static inline __attribute__((always_inline)) size_t ev_value(const qmap *qm, int
  * found before it are what wh_json_span_get finds too, and the bracket scan
  * decides the value. Returns the index after the value, or 0. */
 static inline __attribute__((always_inline)) size_t
-ev_sub_walk(const qmap *qm, int plain, const dsp_filter *f, dsp_evidx *x, const char *json,
-            int slot, const char *s, size_t len, size_t start, wh_json_span *v)
+ev_sub_walk(const qmap *qm, int plain, const wh_filter *f, wh_evidx *x, const char *json, int slot,
+            const char *s, size_t len, size_t start, wh_json_span *v)
 {
     int nsubs = f && ((f->sub_heads >> slot) & 1u) ? f->nsubs : 0;
     size_t i = start + 1;
@@ -432,14 +448,14 @@ ev_sub_walk(const qmap *qm, int plain, const dsp_filter *f, dsp_evidx *x, const 
 static const struct {
     char lit[16]; /* "name": zero-padded */
     uint8_t len;
-    int8_t slot; /* DSP_EV_*, -1: not indexed */
+    int8_t slot; /* WH_EV_*, -1: not indexed */
 } ev_order[] = {
-    {"\"id\":", 5, DSP_EV_ID},         {"\"tenant\":", 9, DSP_EV_TENANT},
-    {"\"lsn\":", 6, DSP_EV_LSN},       {"\"seq\":", 6, -1},
-    {"\"xid\":", 6, DSP_EV_XID},       {"\"commit_ts\":", 12, DSP_EV_COMMIT_TS},
-    {"\"op\":", 5, DSP_EV_OP},         {"\"schema\":", 9, DSP_EV_SCHEMA},
-    {"\"table\":", 8, DSP_EV_TABLE},   {"\"key\":", 6, DSP_EV_KEY},
-    {"\"before\":", 9, DSP_EV_BEFORE}, {"\"after\":", 8, DSP_EV_AFTER},
+    {"\"id\":", 5, WH_EV_ID},         {"\"tenant\":", 9, WH_EV_TENANT},
+    {"\"lsn\":", 6, WH_EV_LSN},       {"\"seq\":", 6, -1},
+    {"\"xid\":", 6, WH_EV_XID},       {"\"commit_ts\":", 12, WH_EV_COMMIT_TS},
+    {"\"op\":", 5, WH_EV_OP},         {"\"schema\":", 9, WH_EV_SCHEMA},
+    {"\"table\":", 8, WH_EV_TABLE},   {"\"key\":", 6, WH_EV_KEY},
+    {"\"before\":", 9, WH_EV_BEFORE}, {"\"after\":", 8, WH_EV_AFTER},
 };
 #define EV_ORDER_N (sizeof(ev_order) / sizeof(ev_order[0]))
 
@@ -462,13 +478,13 @@ static inline __attribute__((always_inline)) int ev_order_at(size_t k, const cha
 
 /* One walk over the event's members (what wh_json_span_next accepts, member
  * by member); f (may be NULL): also its sub-members; qm: the event's quote
- * map (NULL: strings are scanned). s[0..n) is the object (dsp_json_object).
+ * map (NULL: strings are scanned). s[0..n) is the object (wh_json_object).
  * plain: none of the shortcuts (predicted names, null read inline, key and
  * before walked member by member without sub-members): the walk as it was
  * before them, kept as the reference the tests compare with. */
 static inline __attribute__((always_inline)) void evidx_walk(const qmap *qm, int plain,
-                                                             const dsp_filter *f, const char *json,
-                                                             const char *s, size_t n, dsp_evidx *x)
+                                                             const wh_filter *f, const char *json,
+                                                             const char *s, size_t n, wh_evidx *x)
 {
     size_t i = 1, next = plain ? EV_ORDER_N : 0; /* next: the member ev_order expects */
     unsigned subheads = f ? f->sub_heads : 0;
@@ -490,7 +506,7 @@ static inline __attribute__((always_inline)) void evidx_walk(const qmap *qm, int
         if (i >= n)
             break;
         if (s[i] == '}') {
-            x->state = DSP_EVX_OK;
+            x->state = WH_EVX_OK;
             return;
         }
         if (!first) {
@@ -519,7 +535,7 @@ static inline __attribute__((always_inline)) void evidx_walk(const qmap *qm, int
          * heads with sub-members, as before) */
         size_t e = want && s[i] == '{' &&
                            (plain ? ((subheads >> slot) & 1u) != 0
-                                  : slot >= DSP_EV_KEY && slot <= DSP_EV_AFTER)
+                                  : slot >= WH_EV_KEY && slot <= WH_EV_AFTER)
                        ? ev_sub_walk(qm, plain, f, x, json, slot, s, n, i, &v)
                        : ev_value(qm, plain, s, n, i, &v, WH_JSON_SPAN_DEPTH);
         if (e == 0 || e >= n)
@@ -532,20 +548,20 @@ static inline __attribute__((always_inline)) void evidx_walk(const qmap *qm, int
         }
         i = e;
     }
-    x->state = DSP_EVX_BROKEN;
+    x->state = WH_EVX_BROKEN;
 }
 
 /* Indexes the event: with a quote map when it has no backslash and fits,
  * else scanning strings; scan = 1: the plain walk (see evidx_walk). */
-static void evidx_build_mode(const dsp_filter *f, const char *json, size_t len, dsp_evidx *x,
+static void evidx_build_mode(const wh_filter *f, const char *json, size_t len, wh_evidx *x,
                              int scan)
 {
     x->found = 0;
     x->sub_found = 0;
     x->ev_off = x->ev_len = 0;
     wh_json_span ev;
-    if (dsp_json_object(json, len, &ev) != WH_OK || len > UINT32_MAX) {
-        x->state = DSP_EVX_NOTOBJ;
+    if (wh_json_object(json, len, &ev) != WH_OK || len > UINT32_MAX) {
+        x->state = WH_EVX_NOTOBJ;
         return;
     }
     x->ev_off = (uint32_t)(ev.p - json);
@@ -559,24 +575,24 @@ static void evidx_build_mode(const dsp_filter *f, const char *json, size_t len, 
         evidx_walk(NULL, 0, f, json, ev.p, ev.len, x);
 }
 
-static void evidx_build(const dsp_filter *f, const char *json, size_t len, dsp_evidx *x)
+static void evidx_build(const wh_filter *f, const char *json, size_t len, wh_evidx *x)
 {
     evidx_build_mode(f, json, len, x, 0);
 }
 
-void dsp_evidx_build(const char *json, size_t len, dsp_evidx *x)
+void wh_evidx_build(const char *json, size_t len, wh_evidx *x)
 {
     evidx_build(NULL, json, len, x);
 }
 
-void dsp_evidx_build_scan(const dsp_filter *f, const char *json, size_t len, dsp_evidx *x)
+void wh_evidx_build_scan(const wh_filter *f, const char *json, size_t len, wh_evidx *x)
 {
     evidx_build_mode(f, json, len, x, 1);
 }
 
-int dsp_evidx_get(const dsp_evidx *x, const char *json, int i, wh_json_span *out)
+int wh_evidx_get(const wh_evidx *x, const char *json, int i, wh_json_span *out)
 {
-    if (i < 0 || i >= DSP_EV_NFIELDS || !(x->found & (1u << i)))
+    if (i < 0 || i >= WH_EV_NFIELDS || !(x->found & (1u << i)))
         return WH_ERR;
     out->p = json + x->off[i];
     out->len = x->len[i];
@@ -587,11 +603,154 @@ int dsp_evidx_get(const dsp_evidx *x, const char *json, int i, wh_json_span *out
 /* One match: the event and the spans of its members named by the heads. */
 typedef struct {
     const char *json;
-    const dsp_evidx *xi;
+    const wh_evidx *xi;
     const wh_json_span *ev;
-    wh_json_span hv[DSP_FILTER_HEADS_MAX];
+    wh_json_span hv[WH_FILTER_HEADS_MAX];
     unsigned found;
 } ectx;
+
+/* ---- exact decimal numbers ---- */
+
+/* Reads the JSON number p[0..len) (or, with special, also "Infinity",
+ * "-Infinity" and "NaN", as in a string) into *d: 1, or 0 when it is not
+ * one. Exponents are applied exactly (saturated far beyond any double). */
+static int dec_parse(const char *p, size_t len, int special, dec *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->kind = DEC_FIN;
+    if (special && len >= 3 && (p[0] == 'I' || p[0] == 'N' || (p[0] == '-' && p[1] == 'I'))) {
+        if (len == 8 && memcmp(p, "Infinity", 8) == 0)
+            d->kind = DEC_PINF;
+        else if (len == 9 && memcmp(p, "-Infinity", 9) == 0)
+            d->kind = DEC_NINF;
+        else if (len == 3 && memcmp(p, "NaN", 3) == 0)
+            d->kind = DEC_NAN;
+        else
+            return 0;
+        return 1;
+    }
+    size_t i = 0;
+    int neg = 0;
+    if (i < len && p[i] == '-') {
+        neg = 1;
+        i++;
+    }
+    /* integer part: 0 or [1-9][0-9]* */
+    size_t i0 = i;
+    if (i >= len || p[i] < '0' || p[i] > '9')
+        return 0;
+    if (p[i] == '0')
+        i++;
+    else
+        while (i < len && p[i] >= '0' && p[i] <= '9')
+            i++;
+    const char *ip = p + i0;
+    size_t ni = i - i0;
+    const char *fp = NULL;
+    size_t nf = 0;
+    if (i < len && p[i] == '.') {
+        size_t f0 = ++i;
+        while (i < len && p[i] >= '0' && p[i] <= '9')
+            i++;
+        if (i == f0)
+            return 0;
+        fp = p + f0;
+        nf = i - f0;
+    }
+    int64_t e = 0;
+    if (i < len && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        int eneg = 0;
+        if (i < len && (p[i] == '+' || p[i] == '-'))
+            eneg = p[i++] == '-';
+        size_t e0 = i;
+        for (; i < len && p[i] >= '0' && p[i] <= '9'; i++)
+            if (e < ((int64_t)1 << 40))
+                e = e * 10 + (p[i] - '0');
+        if (i == e0)
+            return 0;
+        if (eneg)
+            e = -e;
+    }
+    if (i != len)
+        return 0;
+    while (ni > 0 && ip[0] == '0') {
+        ip++;
+        ni--;
+    }
+    if (ni > 0) {
+        d->a = ip;
+        d->na = ni;
+        d->b = fp;
+        d->nb = nf;
+        d->pt = (int64_t)ni + e;
+    } else {
+        size_t z = 0;
+        while (z < nf && fp[z] == '0')
+            z++;
+        d->a = nf > 0 ? fp + z : ip; /* (no digits: a is not read) */
+        d->na = nf - z;
+        d->pt = e - (int64_t)z;
+    }
+    while (d->nb > 0 && d->b[d->nb - 1] == '0')
+        d->nb--;
+    if (d->nb == 0)
+        while (d->na > 0 && d->a[d->na - 1] == '0')
+            d->na--;
+    d->sign = d->na + d->nb == 0 ? 0 : neg ? -1 : 1;
+    return 1;
+}
+
+static inline char dec_digit(const dec *d, size_t k)
+{
+    return k < d->na ? d->a[k] : d->b[k - d->na];
+}
+
+/* -1, 0 or 1: x against y (PostgreSQL's order, NaN included). */
+static int dec_cmp(const dec *x, const dec *y)
+{
+    if (x->kind != y->kind)
+        return x->kind < y->kind ? -1 : 1;
+    if (x->kind != DEC_FIN)
+        return 0;
+    if (x->sign != y->sign)
+        return x->sign < y->sign ? -1 : 1;
+    if (x->sign == 0)
+        return 0;
+    int mag;
+    if (x->pt != y->pt) {
+        mag = x->pt < y->pt ? -1 : 1;
+    } else {
+        size_t nx = x->na + x->nb, ny = y->na + y->nb, n = nx < ny ? nx : ny, k = 0;
+        mag = 0;
+        /* the integer digits side by side first (memcmp), then one by one */
+        if (x->na == y->na) {
+            int c = memcmp(x->a, y->a, x->na);
+            if (c != 0)
+                mag = c < 0 ? -1 : 1;
+            k = x->na;
+        }
+        for (; mag == 0 && k < n; k++) {
+            char cx = dec_digit(x, k), cy = dec_digit(y, k);
+            if (cx != cy)
+                mag = cx < cy ? -1 : 1;
+        }
+        if (mag == 0 && nx != ny) /* no trailing zeros: the longer is larger */
+            mag = nx < ny ? -1 : 1;
+    }
+    return x->sign < 0 ? -mag : mag;
+}
+
+/* A number, or a string holding one (a PostgreSQL numeric, a bigint as a
+ * string, "Infinity"...), as a dec: 1, or 0 when it is neither. */
+static inline int span_dec(const wh_json_span *sp, dec *d)
+{
+    if (sp->type == WH_JSON_NUMBER)
+        return dec_parse(sp->p, sp->len, 0, d);
+    if (sp->type == WH_JSON_STRING && sp->len >= 3)
+        return dec_parse(sp->p + 1, sp->len - 2, 1, d);
+    return 0;
+}
 
 /* ---- compile: lexer ---- */
 
@@ -623,7 +782,7 @@ typedef enum {
 } tok_kind;
 
 typedef struct {
-    dsp_filter *f;
+    wh_filter *f;
     const char *s;
     size_t len;
     size_t pos;   /* lexer position */
@@ -632,7 +791,7 @@ typedef struct {
     size_t tlen;
     const char *tstr; /* T_STR: decoded into the pool; T_IDENT: source */
     size_t tstrlen;
-    double tnum;
+    dec tnum;
     int depth;
     char *err;
     size_t errlen;
@@ -773,12 +932,15 @@ static int lex(parser *p)
         size_t m = wh_json_number_len(s + i, p->len - i, NULL, NULL);
         if (m == 0 || (i + m < p->len && is_ident(s[i + m])))
             return perr(p, i, "bad number");
-        char tmp[64];
-        if (m >= sizeof(tmp))
-            return perr(p, i, "number too long");
-        memcpy(tmp, s + i, m);
-        tmp[m] = '\0';
-        p->tnum = strtod(tmp, NULL);
+        /* its text kept in the pool: compared digit by digit (dec) */
+        if (p->f->poollen + m + 1 > p->f->poolcap)
+            return perr(p, i, "expression too long");
+        char *out = p->f->pool + p->f->poollen;
+        memcpy(out, s + i, m);
+        out[m] = '\0';
+        p->f->poollen += m + 1;
+        if (!dec_parse(out, m, 0, &p->tnum))
+            return perr(p, i, "bad number");
         p->tok = T_NUM;
         p->tlen = m;
         p->pos = i + m;
@@ -820,8 +982,8 @@ static int lex(parser *p)
 
 static int new_node(parser *p, node_kind k, int l, int r, int *out)
 {
-    dsp_filter *f = p->f;
-    if (f->nnodes >= DSP_FILTER_NODES_MAX)
+    wh_filter *f = p->f;
+    if (f->nnodes >= WH_FILTER_NODES_MAX)
         return perr(p, p->tpos, "expression too complex");
     node *n = &f->nodes[f->nnodes];
     memset(n, 0, sizeof(*n));
@@ -835,8 +997,8 @@ static int new_node(parser *p, node_kind k, int l, int r, int *out)
 /* The current token as an operand (then advances). */
 static int operand(parser *p, int *out)
 {
-    dsp_filter *f = p->f;
-    if (f->nopnds >= DSP_FILTER_NODES_MAX)
+    wh_filter *f = p->f;
+    if (f->nopnds >= WH_FILTER_NODES_MAX)
         return perr(p, p->tpos, "expression too complex");
     opnd *o = &f->opnds[f->nopnds];
     memset(o, 0, sizeof(*o));
@@ -867,7 +1029,7 @@ static int operand(parser *p, int *out)
             size_t j = i;
             while (j < p->tstrlen && s[j] != '.')
                 j++;
-            if (o->nseg >= DSP_FILTER_PATH_MAX)
+            if (o->nseg >= WH_FILTER_PATH_MAX)
                 return perr(p, p->tpos, "path has too many segments");
             o->seg[o->nseg] = s + i;
             o->seglen[o->nseg] = j - i;
@@ -946,7 +1108,7 @@ static int parse_cmp(parser *p, int *out)
 
 static int parse_unary(parser *p, int *out)
 {
-    if (++p->depth > DSP_FILTER_DEPTH_MAX)
+    if (++p->depth > WH_FILTER_DEPTH_MAX)
         return perr(p, p->tpos, "expression nested too deeply");
     int rc;
     if (p->tok == T_NOT) {
@@ -999,14 +1161,14 @@ static int parse_or(parser *p, int *out)
     return WH_OK;
 }
 
-static int compile_expr(dsp_filter *f, const char *expr, char *err, size_t errlen)
+static int compile_expr(wh_filter *f, const char *expr, char *err, size_t errlen)
 {
     size_t len = strlen(expr);
-    if (len > DSP_FILTER_EXPR_MAX)
+    if (len > WH_FILTER_EXPR_MAX)
         return wh_seterr(err, errlen, "filter.expression: longer than %d bytes",
-                         DSP_FILTER_EXPR_MAX);
-    f->nodes = calloc(DSP_FILTER_NODES_MAX, sizeof(node));
-    f->opnds = calloc(DSP_FILTER_NODES_MAX, sizeof(opnd));
+                         WH_FILTER_EXPR_MAX);
+    f->nodes = calloc(WH_FILTER_NODES_MAX, sizeof(node));
+    f->opnds = calloc(WH_FILTER_NODES_MAX, sizeof(opnd));
     /* decoded literals are never longer than their source; one NUL each */
     f->poolcap = 2 * len + 2;
     f->pool = malloc(f->poolcap);
@@ -1035,7 +1197,7 @@ static int compile_expr(dsp_filter *f, const char *expr, char *err, size_t errle
         for (int h = 0; h < f->nheads && o->head < 0; h++)
             if (f->headlen[h] == o->seglen[0] && memcmp(f->heads[h], o->seg[0], o->seglen[0]) == 0)
                 o->head = h;
-        if (o->head < 0 && f->nheads < DSP_FILTER_HEADS_MAX) {
+        if (o->head < 0 && f->nheads < WH_FILTER_HEADS_MAX) {
             f->heads[f->nheads] = o->seg[0];
             f->headlen[f->nheads] = o->seglen[0];
             f->headslot[f->nheads] = ev_slot_raw(o->seg[0], o->seglen[0]);
@@ -1045,13 +1207,13 @@ static int compile_expr(dsp_filter *f, const char *expr, char *err, size_t errle
         }
         o->sub = -1;
         int slot = o->head >= 0 ? f->headslot[o->head] : -1;
-        if (o->nseg < 2 || (slot != DSP_EV_KEY && slot != DSP_EV_BEFORE && slot != DSP_EV_AFTER))
+        if (o->nseg < 2 || (slot != WH_EV_KEY && slot != WH_EV_BEFORE && slot != WH_EV_AFTER))
             continue;
         for (int j = 0; j < f->nsubs && o->sub < 0; j++)
             if (f->sub_slot[j] == slot && f->sub_namelen[j] == o->seglen[1] &&
                 memcmp(f->sub_name[j], o->seg[1], o->seglen[1]) == 0)
                 o->sub = j;
-        if (o->sub < 0 && f->nsubs < DSP_EVX_SUB_MAX) {
+        if (o->sub < 0 && f->nsubs < WH_EVX_SUB_MAX) {
             f->sub_slot[f->nsubs] = slot;
             f->sub_name[f->nsubs] = o->seg[1];
             f->sub_namelen[f->nsubs] = o->seglen[1];
@@ -1085,8 +1247,8 @@ static int compile_expr(dsp_filter *f, const char *expr, char *err, size_t errle
 static int copy_names(const char *part, const char *const *in, size_t n, name **out, size_t *nout,
                       char *err, size_t errlen)
 {
-    if (n > DSP_FILTER_LIST_MAX)
-        return wh_seterr(err, errlen, "filter.%s: more than %d entries", part, DSP_FILTER_LIST_MAX);
+    if (n > WH_FILTER_LIST_MAX)
+        return wh_seterr(err, errlen, "filter.%s: more than %d entries", part, WH_FILTER_LIST_MAX);
     if (n == 0)
         return WH_OK;
     *out = calloc(n, sizeof(name));
@@ -1111,7 +1273,7 @@ static void free_names(name *v, size_t n)
     free(v);
 }
 
-void dsp_filter_free(dsp_filter *f)
+void wh_filter_free(wh_filter *f)
 {
     if (!f)
         return;
@@ -1124,7 +1286,7 @@ void dsp_filter_free(dsp_filter *f)
     free(f);
 }
 
-int dsp_filter_compile(const dsp_filter_spec *spec, dsp_filter **out, char *err, size_t errlen)
+int wh_filter_compile(const wh_filter_spec *spec, wh_filter **out, char *err, size_t errlen)
 {
     *out = NULL;
     int has_expr = spec->expr && spec->expr[strspn(spec->expr, " \t\r\n")] != '\0';
@@ -1133,7 +1295,7 @@ int dsp_filter_compile(const dsp_filter_spec *spec, dsp_filter **out, char *err,
         return WH_OK;
     if (spec->ncolumns_include > 0 && spec->ncolumns_exclude > 0)
         return wh_seterr(err, errlen, "filter.columns: give include or exclude, not both");
-    dsp_filter *f = calloc(1, sizeof(*f));
+    wh_filter *f = calloc(1, sizeof(*f));
     if (!f)
         return wh_seterr(err, errlen, "filter: out of memory");
     f->root = -1;
@@ -1151,20 +1313,74 @@ int dsp_filter_compile(const dsp_filter_spec *spec, dsp_filter **out, char *err,
                 bit = op_names[k].bit;
         if (!bit) {
             wh_seterr(err, errlen,
-                      "filter.operations[%zu]: unknown operation \"%.32s\" (insert, update, "
-                      "delete, truncate, message, schema, ddl)",
+                      "filter.operations[%zu]: unknown operation \"%.32s\" (insert, read, "
+                      "update, delete, truncate, message, schema, ddl)",
                       i, o ? o : "");
             goto error;
         }
-        f->ops |= bit;
+        /* a snapshot or backfill row is the insert of a row that existed
+         * before: a list naming insert passes it too */
+        f->ops |= bit == OPM_INSERT ? OPM_INSERT | OPM_READ : bit;
     }
     if (has_expr && compile_expr(f, spec->expr, err, errlen) != WH_OK)
         goto error;
     *out = f;
     return WH_OK;
 error:
-    dsp_filter_free(f);
+    wh_filter_free(f);
     return WH_ERR;
+}
+
+/* Splits a comma-separated list in place into v (at most max). */
+static size_t split_list(char *s, const char **v, size_t max)
+{
+    size_t n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(s, ", ", &save); tok != NULL && n < max;
+         tok = strtok_r(NULL, ", ", &save))
+        v[n++] = tok;
+    return n;
+}
+
+int wh_filter_compile_lists(const char *tables, const char *operations, const char *include,
+                            const char *exclude, const char *expr, wh_filter **out, char *err,
+                            size_t errlen)
+{
+    *out = NULL;
+    const char *src[4] = {tables, operations, include, exclude};
+    char *copy[4] = {NULL, NULL, NULL, NULL};
+    const char **v[4] = {NULL, NULL, NULL, NULL};
+    size_t n[4] = {0, 0, 0, 0};
+    int rc = WH_ERR;
+    for (int i = 0; i < 4; i++) {
+        if (src[i] == NULL || src[i][0] == '\0')
+            continue;
+        copy[i] = strdup(src[i]);
+        v[i] = calloc(WH_FILTER_LIST_MAX, sizeof(*v[i]));
+        if (copy[i] == NULL || v[i] == NULL) {
+            wh_seterr(err, errlen, "filter: out of memory");
+            goto done;
+        }
+        n[i] = split_list(copy[i], v[i], WH_FILTER_LIST_MAX);
+    }
+    wh_filter_spec spec;
+    memset(&spec, 0, sizeof(spec));
+    spec.tables = v[0];
+    spec.ntables = n[0];
+    spec.operations = v[1];
+    spec.noperations = n[1];
+    spec.columns_include = v[2];
+    spec.ncolumns_include = n[2];
+    spec.columns_exclude = v[3];
+    spec.ncolumns_exclude = n[3];
+    spec.expr = expr;
+    rc = wh_filter_compile(&spec, out, err, errlen);
+done:
+    for (int i = 0; i < 4; i++) {
+        free(copy[i]);
+        free(v[i]);
+    }
+    return rc;
 }
 
 /* ---- evaluation ---- */
@@ -1174,7 +1390,7 @@ typedef enum { V_NULL, V_BOOL, V_NUM, V_SPAN, V_LIT, V_OTHER } val_kind;
 typedef struct {
     val_kind kind;
     int b;
-    double num;
+    dec num;         /* V_NUM */
     wh_json_span sp; /* V_SPAN: a string span */
     const char *s;   /* V_LIT */
     size_t n;
@@ -1245,7 +1461,7 @@ static void resolve(const opnd *o, const ectx *x, val *v)
         v->b = cur.p[0] == 't';
         break;
     case WH_JSON_NUMBER:
-        v->kind = wh_json_span_num(&cur, &v->num) == WH_OK ? V_NUM : V_OTHER;
+        v->kind = span_dec(&cur, &v->num) ? V_NUM : V_OTHER;
         break;
     case WH_JSON_STRING:
         v->kind = V_SPAN;
@@ -1262,14 +1478,14 @@ static int is_str(const val *v)
     return v->kind == V_SPAN || v->kind == V_LIT;
 }
 
-static int as_num(const val *v, double *out)
+static int as_num(const val *v, dec *out)
 {
     if (v->kind == V_NUM) {
         *out = v->num;
         return 1;
     }
     if (v->kind == V_SPAN)
-        return wh_json_span_num(&v->sp, out) == WH_OK;
+        return span_dec(&v->sp, out);
     return 0;
 }
 
@@ -1299,9 +1515,9 @@ static int str_cmp(const val *a, const val *b)
 /* <0, 0, >0, or 2 when not comparable (ordering). */
 static int order(const val *a, const val *b)
 {
-    double x, y;
+    dec x, y;
     if ((a->kind == V_NUM || b->kind == V_NUM) && as_num(a, &x) && as_num(b, &y))
-        return x < y ? -1 : x > y ? 1 : x == y ? 0 : 2;
+        return dec_cmp(&x, &y);
     if (is_str(a) && is_str(b))
         return str_cmp(a, b);
     return 2;
@@ -1327,10 +1543,10 @@ static int span_eq_plain(const wh_json_span *sp, const char *lit, size_t n)
     return rn > n && memchr(sp->p + 1, '\\', rn) != NULL && wh_json_span_strcmp(sp, lit, n) == 0;
 }
 
-static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth);
+static int eval(const wh_filter *f, int ni, const ectx *ev, int depth);
 
 /* A comparison node. */
-static inline __attribute__((always_inline)) int eval_cmp(const dsp_filter *f, const node *n,
+static inline __attribute__((always_inline)) int eval_cmp(const wh_filter *f, const node *n,
                                                           const ectx *ev)
 {
     val a, b;
@@ -1354,11 +1570,8 @@ static inline __attribute__((always_inline)) int eval_cmp(const dsp_filter *f, c
             int eq = have && sp.type == WH_JSON_STRING && span_eq_plain(&sp, n->s, n->sn);
             return n->cmp == C_EQ ? eq : !eq;
         }
-        double d;
-        c = 2;
-        if (have && (sp.type == WH_JSON_NUMBER || sp.type == WH_JSON_STRING) &&
-            wh_json_span_num(&sp, &d) == WH_OK)
-            c = d < n->num ? -1 : d > n->num ? 1 : d == n->num ? 0 : 2;
+        dec d;
+        c = have && span_dec(&sp, &d) ? dec_cmp(&d, &n->num) : 2;
         goto ordered;
     }
     const opnd *lo = &f->opnds[n->l], *ro = &f->opnds[n->r];
@@ -1368,11 +1581,8 @@ static inline __attribute__((always_inline)) int eval_cmp(const dsp_filter *f, c
          * number or a string holding one compares numerically, anything
          * else (missing, null, bool, object...) is not comparable */
         wh_json_span sp;
-        double d;
-        c = 2;
-        if (path_get(lo, ev, &sp) && (sp.type == WH_JSON_NUMBER || sp.type == WH_JSON_STRING) &&
-            wh_json_span_num(&sp, &d) == WH_OK)
-            c = d < ro->num ? -1 : d > ro->num ? 1 : d == ro->num ? 0 : 2;
+        dec d;
+        c = path_get(lo, ev, &sp) && span_dec(&sp, &d) ? dec_cmp(&d, &ro->num) : 2;
         goto ordered;
     }
     if (lo->kind == O_PATH && ro->kind == O_STR && ro->plain &&
@@ -1412,7 +1622,7 @@ ordered:
 }
 
 /* The nodes other than comparisons, && and ||. */
-static int eval_other(const dsp_filter *f, const node *n, const ectx *ev, int depth)
+static int eval_other(const wh_filter *f, const node *n, const ectx *ev, int depth)
 {
     val a, b;
     switch (n->kind) {
@@ -1444,11 +1654,11 @@ static int eval_other(const dsp_filter *f, const node *n, const ectx *ev, int de
 /* && and || chains are followed in a loop (their right operands), the
  * common leaves tested before the others: what the recursive switch over
  * every node kind decides, with the same depth bound. */
-static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth)
+static int eval(const wh_filter *f, int ni, const ectx *ev, int depth)
 {
     for (;;) {
         const node *n = &f->nodes[ni];
-        if (depth > 2 * DSP_FILTER_DEPTH_MAX + DSP_FILTER_NODES_MAX)
+        if (depth > 2 * WH_FILTER_DEPTH_MAX + WH_FILTER_NODES_MAX)
             return 0;
         if (n->kind == N_CMP)
             return eval_cmp(f, n, ev);
@@ -1466,17 +1676,17 @@ static int eval(const dsp_filter *f, int ni, const ectx *ev, int depth)
     }
 }
 
-static int tables_match(const dsp_filter *f, const char *json, const dsp_evidx *x)
+static int tables_match(const wh_filter *f, const char *json, const wh_evidx *x)
 {
     wh_json_span t, s;
-    if (dsp_evidx_get(x, json, DSP_EV_TABLE, &t) != WH_OK || t.type != WH_JSON_STRING)
+    if (wh_evidx_get(x, json, WH_EV_TABLE, &t) != WH_OK || t.type != WH_JSON_STRING)
         return 1; /* no table (a logical message): not subject to tables */
     char table[256], full[520];
     size_t tn, sn = 0;
     if (wh_json_span_str(&t, table, sizeof(table), &tn) != WH_OK)
         return 0;
     full[0] = '\0';
-    if (dsp_evidx_get(x, json, DSP_EV_SCHEMA, &s) == WH_OK && s.type == WH_JSON_STRING &&
+    if (wh_evidx_get(x, json, WH_EV_SCHEMA, &s) == WH_OK && s.type == WH_JSON_STRING &&
         wh_json_span_str(&s, full, 256, &sn) == WH_OK) {
         full[sn] = '.';
         memcpy(full + sn + 1, table, tn + 1);
@@ -1490,10 +1700,10 @@ static int tables_match(const dsp_filter *f, const char *json, const dsp_evidx *
     return 0;
 }
 
-static int ops_match(const dsp_filter *f, const char *json, const dsp_evidx *x)
+static int ops_match(const wh_filter *f, const char *json, const wh_evidx *x)
 {
     wh_json_span o;
-    if (dsp_evidx_get(x, json, DSP_EV_OP, &o) != WH_OK)
+    if (wh_evidx_get(x, json, WH_EV_OP, &o) != WH_OK)
         return 0;
     for (size_t k = 0; k < sizeof(op_names) / sizeof(op_names[0]); k++)
         if (wh_json_span_strcmp(&o, op_names[k].name, strlen(op_names[k].name)) == 0)
@@ -1501,7 +1711,7 @@ static int ops_match(const dsp_filter *f, const char *json, const dsp_evidx *x)
     return 0;
 }
 
-int dsp_json_object(const char *json, size_t len, wh_json_span *out)
+int wh_json_object(const char *json, size_t len, wh_json_span *out)
 {
     if (json == NULL)
         return WH_ERR;
@@ -1520,19 +1730,19 @@ int dsp_json_object(const char *json, size_t len, wh_json_span *out)
     return WH_OK;
 }
 
-int dsp_filter_match(const dsp_filter *f, const char *json, size_t len)
+int wh_filter_match(const wh_filter *f, const char *json, size_t len)
 {
-    dsp_evidx x;
-    return dsp_filter_match_ix(f, json, len, &x);
+    wh_evidx x;
+    return wh_filter_match_ix(f, json, len, &x);
 }
 
-int dsp_filter_match_ix(const dsp_filter *f, const char *json, size_t len, dsp_evidx *xi)
+int wh_filter_match_ix(const wh_filter *f, const char *json, size_t len, wh_evidx *xi)
 {
-    xi->state = DSP_EVX_NONE;
+    xi->state = WH_EVX_NONE;
     if (!f)
         return 1;
     evidx_build(f, json, len, xi);
-    if (xi->state == DSP_EVX_NOTOBJ)
+    if (xi->state == WH_EVX_NOTOBJ)
         return 1;
     if (f->ops && !ops_match(f, json, xi))
         return 0;
@@ -1546,7 +1756,7 @@ int dsp_filter_match_ix(const dsp_filter *f, const char *json, size_t len, dsp_e
         x.ev = &ev;
         x.found = 0;
         for (int h = 0; h < f->nheads; h++)
-            if (f->headslot[h] >= 0 && dsp_evidx_get(xi, json, f->headslot[h], &x.hv[h]) == WH_OK)
+            if (f->headslot[h] >= 0 && wh_evidx_get(xi, json, f->headslot[h], &x.hv[h]) == WH_OK)
                 x.found |= 1u << h;
         if (f->unindexed) {
             /* heads the index does not cover (seq, unchanged, options...):
@@ -1573,14 +1783,14 @@ int dsp_filter_match_ix(const dsp_filter *f, const char *json, size_t len, dsp_e
 
 /* ---- columns ---- */
 
-int dsp_filter_has_columns(const dsp_filter *f)
+int wh_filter_has_columns(const wh_filter *f)
 {
     return f && (f->ninclude || f->nexclude);
 }
 
-int dsp_filter_column_keep(const dsp_filter *f, const wh_json_span *key)
+int wh_filter_column_keep(const wh_filter *f, const wh_json_span *key)
 {
-    if (!dsp_filter_has_columns(f))
+    if (!wh_filter_has_columns(f))
         return 1;
     const name *v = f->ninclude ? f->include : f->exclude;
     size_t n = f->ninclude ? f->ninclude : f->nexclude;
@@ -1590,9 +1800,9 @@ int dsp_filter_column_keep(const dsp_filter *f, const wh_json_span *key)
     return f->ninclude == 0;
 }
 
-int dsp_filter_row(const dsp_filter *f, const wh_json_span *row, wh_buf *out)
+int wh_filter_row(const wh_filter *f, const wh_json_span *row, wh_buf *out)
 {
-    if (row->type != WH_JSON_OBJECT || !dsp_filter_has_columns(f))
+    if (row->type != WH_JSON_OBJECT || !wh_filter_has_columns(f))
         return wh_buf_append(out, row->p, row->len);
     size_t start = out->len, pos = 0;
     int first = 1, r;
@@ -1600,7 +1810,7 @@ int dsp_filter_row(const dsp_filter *f, const wh_json_span *row, wh_buf *out)
     if (wh_buf_putc(out, '{'))
         goto error;
     while ((r = wh_json_span_next(row, &pos, &k, &v)) == 1) {
-        if (!dsp_filter_column_keep(f, &k))
+        if (!wh_filter_column_keep(f, &k))
             continue;
         if ((!first && wh_buf_putc(out, ',')) || wh_buf_append(out, k.p, k.len) ||
             wh_buf_putc(out, ':') || wh_buf_append(out, v.p, v.len))
@@ -1615,7 +1825,7 @@ error:
     return WH_ERR;
 }
 
-static int unchanged(const dsp_filter *f, const wh_json_span *arr, wh_buf *out)
+static int unchanged(const wh_filter *f, const wh_json_span *arr, wh_buf *out)
 {
     if (arr->type != WH_JSON_ARRAY)
         return wh_buf_append(out, arr->p, arr->len);
@@ -1625,7 +1835,7 @@ static int unchanged(const dsp_filter *f, const wh_json_span *arr, wh_buf *out)
     if (wh_buf_putc(out, '['))
         return WH_ERR;
     while ((r = wh_json_span_next(arr, &pos, NULL, &v)) == 1) {
-        if (v.type == WH_JSON_STRING && !dsp_filter_column_keep(f, &v))
+        if (v.type == WH_JSON_STRING && !wh_filter_column_keep(f, &v))
             continue;
         if ((!first && wh_buf_putc(out, ',')) || wh_buf_append(out, v.p, v.len))
             return WH_ERR;
@@ -1634,12 +1844,12 @@ static int unchanged(const dsp_filter *f, const wh_json_span *arr, wh_buf *out)
     return r < 0 ? WH_ERR : wh_buf_putc(out, ']');
 }
 
-int dsp_filter_rewrite(const dsp_filter *f, const char *json, size_t len, wh_buf *out)
+int wh_filter_rewrite(const wh_filter *f, const char *json, size_t len, wh_buf *out)
 {
     wh_json_span ev;
     if (wh_json_span_value(json, len, &ev) != WH_OK || ev.type != WH_JSON_OBJECT)
         return WH_ERR;
-    if (!dsp_filter_has_columns(f))
+    if (!wh_filter_has_columns(f))
         return wh_buf_append(out, ev.p, ev.len);
     size_t start = out->len, pos = 0;
     int first = 1, r;
@@ -1654,7 +1864,7 @@ int dsp_filter_rewrite(const dsp_filter *f, const char *json, size_t len, wh_buf
         int rc;
         if (wh_json_span_strcmp(&k, "key", 3) == 0 || wh_json_span_strcmp(&k, "before", 6) == 0 ||
             wh_json_span_strcmp(&k, "after", 5) == 0)
-            rc = dsp_filter_row(f, &v, out);
+            rc = wh_filter_row(f, &v, out);
         else if (wh_json_span_strcmp(&k, "unchanged", 9) == 0)
             rc = unchanged(f, &v, out);
         else
