@@ -510,3 +510,69 @@ void wh_dsn_scrub(const char *dsn, const char *msg, char *out, size_t len)
     }
     scrub_userinfo(out);
 }
+
+/* ---- the database name ------------------------------------------------ */
+
+/* Copies s[0..n) percent-decoded into out (truncated, NUL-terminated). */
+static void pct_decode(const char *s, size_t n, char *out, size_t len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 1 < len; i++) {
+        char c = s[i];
+        if (c == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+            isxdigit((unsigned char)s[i + 2])) {
+            char hex[3] = {s[i + 1], s[i + 2], '\0'};
+            c = (char)strtol(hex, NULL, 16);
+            i += 2;
+        }
+        out[o++] = c;
+    }
+    out[o] = '\0';
+}
+
+void wh_dsn_dbname(const char *dsn, char *out, size_t len)
+{
+    if (len == 0)
+        return;
+    out[0] = '\0';
+    char user[256] = "";
+    const char *sch = strstr(dsn, "://");
+    if (sch != NULL) {
+        /* scheme://[user[:password]@]hosts[/db][?k=v&...] */
+        const char *p = sch + 3;
+        const char *end = p + strcspn(p, "/?");
+        const char *at = NULL;
+        for (const char *q = p; q < end; q++)
+            if (*q == '@')
+                at = q;
+        if (at != NULL) {
+            const char *colon = memchr(p, ':', (size_t)(at - p));
+            pct_decode(p, (size_t)((colon ? colon : at) - p), user, sizeof(user));
+        }
+        if (*end == '/')
+            pct_decode(end + 1, strcspn(end + 1, "?"), out, len);
+        const char *qm = strchr(end, '?');
+        for (const char *k = qm ? qm + 1 : ""; *k;) {
+            size_t n = strcspn(k, "&");
+            const char *eq = memchr(k, '=', n);
+            if (eq != NULL && eq - k == 6 && strncmp(k, "dbname", 6) == 0)
+                pct_decode(eq + 1, n - 7, out, len);
+            else if (eq != NULL && eq - k == 4 && strncmp(k, "user", 4) == 0)
+                pct_decode(eq + 1, n - 5, user, sizeof(user));
+            k += n;
+            if (*k == '&')
+                k++;
+        }
+    } else {
+        const char *p = dsn;
+        kv_pair kv;
+        while (kv_next(&p, &kv) == KV_PAIR) {
+            if (kv.klen == 6 && strncmp(kv.key, "dbname", 6) == 0)
+                wh_strlcpy(out, kv.val, len);
+            else if (kv.klen == 4 && strncmp(kv.key, "user", 4) == 0)
+                wh_strlcpy(user, kv.val, sizeof(user));
+        }
+    }
+    if (out[0] == '\0')
+        wh_strlcpy(out, user, len);
+}

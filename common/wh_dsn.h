@@ -26,4 +26,10 @@ void wh_dsn_redact(const char *dsn, char *out, size_t len);
  * logged, stored or shown. Always NUL-terminates. */
 void wh_dsn_scrub(const char *dsn, const char *msg, char *out, size_t len);
 
+/* The database a connection string names, as libpq picks it: dbname (the
+ * URI's path, percent-decoded, or its ?dbname=), else the user name (libpq's
+ * default), else "" (libpq would take PGDATABASE or the OS user, which
+ * only the connecting process knows). Truncated to len - 1 bytes. */
+void wh_dsn_dbname(const char *dsn, char *out, size_t len);
+
 #endif

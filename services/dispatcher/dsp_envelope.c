@@ -140,6 +140,10 @@ typedef struct {
     wh_json_span ev, id, tenant, lsn, xid, ts, op, schema, table, key, before, after;
     wh_json_span prefix, content, origin;
     int has_prefix, has_content, has_origin; /* origin: a string */
+    /* "unchanged" (unchanged TOAST columns the ingestor could not fill): an
+     * array right after "after", where the ingestor writes it (ing_event) */
+    wh_json_span unchanged;
+    int has_unchanged; /* a non-empty array */
     char opname[16];
     size_t oplen;
     const char *opraw; /* the name's oplen bytes: in the event when not escaped, else opname */
@@ -223,12 +227,55 @@ static int get_fields(const char *json, size_t len, const wh_evidx *xi, size_t i
     f->has_prefix = (xi->found >> WH_EV_PREFIX) & 1u;
     f->has_content = (xi->found >> WH_EV_CONTENT) & 1u;
     f->has_origin = ((xi->found >> WH_EV_ORIGIN) & 1u) && f->origin.type == WH_JSON_STRING;
+    f->has_unchanged = 0;
+    {
+        static const char lit[] = ",\"unchanged\":";
+        const char *q = f->after.p + f->after.len, *end = f->ev.p + f->ev.len;
+        if (q >= f->ev.p && (size_t)(end - q) > sizeof(lit) - 1 &&
+            memcmp(q, lit, sizeof(lit) - 1) == 0 &&
+            wh_json_span_at(q, (size_t)(end - q), sizeof(lit) - 1, &f->unchanged,
+                            WH_JSON_SPAN_DEPTH) != 0 &&
+            f->unchanged.type == WH_JSON_ARRAY && f->unchanged.len > 2)
+            f->has_unchanged = 1;
+    }
     return WH_OK;
 }
 
 static int row(const dsp_env_opts *o, wh_buf *b, const wh_json_span *r)
 {
     return o->columns ? wh_filter_row(o->columns, r, b) : wh_buf_append(b, r->p, r->len);
+}
+
+/* Debezium's unavailable.value.placeholder (its default): what Debezium
+ * writes for an unchanged TOAST value it does not know */
+#define DBZ_UNAVAILABLE "__debezium_unavailable_value"
+
+/* Appends the row r (row()) with each column of f's "unchanged" that the
+ * column lists keep added as DBZ_UNAVAILABLE, so a Debezium consumer keeps
+ * its old value instead of taking a missing column for null. */
+static int row_unavailable(const dsp_env_opts *o, wh_buf *b, const wh_json_span *r, const fields *f)
+{
+    size_t start = b->len;
+    if (row(o, b, r) != WH_OK)
+        return WH_ERR;
+    if (r->type != WH_JSON_OBJECT || b->len - start < 2 || b->data[b->len - 1] != '}')
+        return WH_OK;
+    b->len--; /* reopen the object */
+    int empty = b->data[b->len - 1] == '{';
+    size_t pos = 0;
+    wh_json_span name;
+    int k;
+    while ((k = wh_json_span_next(&f->unchanged, &pos, NULL, &name)) == 1) {
+        if (name.type != WH_JSON_STRING)
+            continue;
+        if (o->columns && !wh_filter_column_keep(o->columns, &name))
+            continue;
+        if ((!empty && wh_buf_putc(b, ',')) || wh_buf_append(b, name.p, name.len) ||
+            PUTLIT(b, ":\"" DBZ_UNAVAILABLE "\""))
+            return WH_ERR;
+        empty = 0;
+    }
+    return wh_buf_putc(b, '}');
 }
 
 static int event_data(const dsp_env_opts *o, wh_buf *b, const fields *f)
@@ -371,13 +418,14 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
     const char *name = d->name ? d->name : f->tenant.p;
     size_t namelen = d->name ? d->namelen : f->tenant.len;
     int meta = code[1] != '\0'; /* schema, ddl */
-    if (code[0] != 'm' && !meta && !wh_filter_has_columns(o->columns)) {
+    if (code[0] != 'm' && !meta && !wh_filter_has_columns(o->columns) && !f->has_unchanged) {
         /* the exact size reserved once, then the parts copied in (what the
          * appends below write, without a check per part) */
         static const char p1[] = "{\"before\":", p2[] = ",\"after\":",
                           p3[] = ",\"source\":{\"version\":\"walhook\",\"connector\":"
                                  "\"postgresql\",\"name\":",
                           p4[] = ",\"ts_ms\":", p5[] = ",\"snapshot\":\"false\",\"db\":",
+                          p5r[] = ",\"snapshot\":\"true\",\"db\":",
                           p6[] = ",\"sequence\":\"[null,\\\"",
                           p7[] = "\\\"]\",\"schema\":", p8[] = ",\"table\":", p9[] = ",\"txId\":",
                           p10[] = ",\"lsn\":", p11a[] = ",\"xmin\":null",
@@ -400,7 +448,12 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
         w = WS(w, name, namelen);
         w = W(w, p4);
         w = WS(w, tsd + ts0, tsn);
-        w = W(w, p5);
+        /* a snapshot or backfill row: "true" (walhook does not mark a
+         * snapshot's last row, so never "last") */
+        if (code[0] == 'r')
+            w = W(w, p5r);
+        else
+            w = W(w, p5);
         w = WS(w, d->db, d->dblen);
         w = W(w, p6);
         w = WS(w, lsnd + lsn0, lsnn);
@@ -437,13 +490,18 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
             wh_buf_putc(b, '}'))
             return WH_ERR;
     } else {
+        /* unchanged TOAST columns: Debezium's placeholder in "after"
+         * ("before" never lists them: with REPLICA IDENTITY FULL the old
+         * row is whole, otherwise it holds key columns only) */
         if (PUTLIT(b, "{\"before\":") || row(o, b, &f->before) || PUTLIT(b, ",\"after\":") ||
-            row(o, b, &f->after))
+            (f->has_unchanged ? row_unavailable(o, b, &f->after, f) : row(o, b, &f->after)))
             return WH_ERR;
     }
     if (PUTLIT(b, ",\"source\":{\"version\":\"walhook\",\"connector\":\"postgresql\",\"name\":") ||
         wh_buf_append(b, name, namelen) || PUTLIT(b, ",\"ts_ms\":") ||
-        wh_buf_append(b, tsd + ts0, tsn) || PUTLIT(b, ",\"snapshot\":\"false\",\"db\":") ||
+        wh_buf_append(b, tsd + ts0, tsn) ||
+        (code[0] == 'r' ? PUTLIT(b, ",\"snapshot\":\"true\",\"db\":")
+                        : PUTLIT(b, ",\"snapshot\":\"false\",\"db\":")) ||
         wh_buf_append(b, d->db, d->dblen) || PUTLIT(b, ",\"sequence\":\"[null,\\\"") ||
         wh_buf_append(b, lsnd + lsn0, lsnn) || PUTLIT(b, "\\\"]\"") || PUTLIT(b, ",\"schema\":") ||
         wh_buf_append(b, f->schema.p, f->schema.len) || PUTLIT(b, ",\"table\":") ||

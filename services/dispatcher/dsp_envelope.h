@@ -8,12 +8,19 @@
  *   native              [e1,e2,...] as stored (application/json)
  *   debezium            [d1,d2,...], each a Debezium change event value:
  *                         {"before":..,"after":..,"source":{"version",
- *                          "connector":"postgresql","name","ts_ms","snapshot":
- *                          "false","db","sequence","schema","table","txId",
- *                          "lsn","xmin":null},"op":"c|u|d|t|m","ts_ms":..,
+ *                          "connector":"postgresql","name","ts_ms","snapshot",
+ *                          "db","sequence","schema","table","txId",
+ *                          "lsn","xmin":null},"op":"c|u|d|t|m|r","ts_ms":..,
  *                          "transaction":null}
  *                       source.ts_ms is the commit time, ts_ms the render
- *                       time; lsn the numeric LSN of the commit; a logical
+ *                       time; snapshot "true" for a snapshot or backfill
+ *                       row (op r; walhook does not mark a snapshot's last
+ *                       row, so never "last"), else "false"; db the
+ *                       tenant's source database (opts.db); an unchanged
+ *                       TOAST column (native "unchanged") is in "after"
+ *                       with Debezium's placeholder
+ *                       "__debezium_unavailable_value";
+ *                       lsn the numeric LSN of the commit; a logical
  *                       message carries "message":{"prefix","content"}
  *                       instead of before/after rows; a schema or ddl event
  *                       (no Debezium op) has before/after null, the native

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "wh_budget.h"
+#include "wh_dsn.h"
 #include "wh_util.h"
 
 _Static_assert(DSP_KEYS_MAX >= WH_MAX_SECRETS, "a target's secrets fit the dispatcher's keys");
@@ -110,6 +111,8 @@ int dsp_state_specs(const wh_state *s, const wh_config *eff, dsp_spec **out, int
             sp->paused = tg->paused != 0;
             sp->set = base;
             wh_strlcpy(sp->set.tenant, tn->name, sizeof(sp->set.tenant));
+            if (tn->dsn[0] != '\0')
+                wh_dsn_dbname(tn->dsn, sp->set.db, sizeof(sp->set.db));
             if (tg->batch_max_events > 0)
                 sp->set.batch_max_events = (uint32_t)tg->batch_max_events;
             if (tg->batch_max_bytes > 0)

@@ -15,6 +15,7 @@
 #include "dsp_ssrf.h"
 #include "dsp_zone.h"
 #include "wh_budget.h"
+#include "wh_dsn.h"
 #include "wh_lsn.h"
 #include "wh_lattrace.h"
 #include "wh_util.h"
@@ -66,6 +67,7 @@ void dsp_settings_from_config(dsp_settings *s, const wh_config *c)
     s->commit_interval_ms = c->commit_interval_ms;
     wh_strlcpy(s->allow_global, c->allow_private_networks, sizeof(s->allow_global));
     wh_strlcpy(s->ca_file, c->dispatcher_ca_file, sizeof(s->ca_file));
+    wh_dsn_dbname(c->source_dsn, s->db, sizeof(s->db));
     dsp_settings_clamp(s);
 }
 
@@ -82,7 +84,7 @@ int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b)
            x->retry_base_ms != y->retry_base_ms || x->retry_max_ms != y->retry_max_ms ||
            x->http_timeout_ms != y->http_timeout_ms ||
            x->commit_interval_ms != y->commit_interval_ms ||
-           strcmp(x->allow_global, y->allow_global) != 0 ||
+           strcmp(x->allow_global, y->allow_global) != 0 || strcmp(x->db, y->db) != 0 ||
            memcmp(&x->dl, &y->dl, sizeof(x->dl)) != 0;
 }
 
@@ -90,7 +92,7 @@ int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b)
 
 /* ---- formats ---------------------------------------------------------- */
 
-int dsp_format_build(dsp_format *f, const wh_delivery *d, char *err, size_t errlen)
+int dsp_format_build(dsp_format *f, const wh_delivery *d, const char *db, char *err, size_t errlen)
 {
     dsp_format nf;
     memset(&nf, 0, sizeof(nf));
@@ -107,6 +109,7 @@ int dsp_format_build(dsp_format *f, const wh_delivery *d, char *err, size_t errl
         return WH_ERR;
     nf.render = nf.env != DSP_ENV_NATIVE || wh_filter_has_columns(nf.filter);
     nf.single = nf.env == DSP_ENV_CLOUDEVENTS_BINARY;
+    wh_strlcpy(nf.db, db ? db : "", sizeof(nf.db));
     dsp_format_free(f);
     *f = nf;
     return WH_OK;
@@ -202,6 +205,7 @@ int dsp_batch_fill_ex(dsp_batch *b, const char *tenant, Walhook__Event *const *e
         dsp_env_opts o;
         memset(&o, 0, sizeof(o));
         o.kind = fmt->env;
+        o.db = fmt->db;
         o.columns = filter;
         if (dsp_env_begin(&b->rctx, &o, &b->wire, &b->env, err, sizeof(err)) != WH_OK) {
             wh_warn("tenant %s: rendering a batch failed: %s", tenant, err);
@@ -1012,9 +1016,11 @@ static void *reader_main(void *arg)
         if (fgen != t->rfmt_gen) {
             /* the format settings changed: the reader compiles its own copy */
             static __thread wh_delivery dl;
+            static __thread char db[sizeof(t->set.db)];
             dl = t->set.dl;
+            wh_strlcpy(db, t->set.db, sizeof(db));
             pthread_mutex_unlock(&t->mu);
-            if (dsp_format_build(&t->rfmt, &dl, err, sizeof(err)) != WH_OK)
+            if (dsp_format_build(&t->rfmt, &dl, db, err, sizeof(err)) != WH_OK)
                 wh_error("target %s/%s: %s; keeping the previous format", t->set.tenant, t->name,
                          err);
             pthread_mutex_lock(&t->mu);
@@ -1423,7 +1429,7 @@ int dsp_target_init(dsp_target *t, const dsp_spec *sp, dsp_notify_fn notify, voi
         parse_keys(t->keys, &t->nkeys, sp, err, errlen) != WH_OK)
         return WH_ERR;
     char ferr[WH_ERRLEN];
-    if (dsp_format_build(&t->lfmt, &sp->set.dl, ferr, sizeof(ferr)) != WH_OK)
+    if (dsp_format_build(&t->lfmt, &sp->set.dl, sp->set.db, ferr, sizeof(ferr)) != WH_OK)
         return wh_seterr(err, errlen, "tenant '%s' target '%s': %s", sp->set.tenant, sp->name,
                          ferr);
     t->fmt_gen = 1;
@@ -1506,7 +1512,7 @@ int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t 
     char ferr[WH_ERRLEN];
     if (check_spec(sp, err, errlen) != WH_OK)
         return WH_ERR;
-    if (dsp_format_build(&nf, &sp->set.dl, ferr, sizeof(ferr)) != WH_OK)
+    if (dsp_format_build(&nf, &sp->set.dl, sp->set.db, ferr, sizeof(ferr)) != WH_OK)
         return wh_seterr(err, errlen, "tenant '%s' target '%s': %s", sp->set.tenant, sp->name,
                          ferr);
     if (parse_keys(t->keys, &t->nkeys, sp, err, errlen) != WH_OK) {
@@ -1519,7 +1525,8 @@ int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t 
         strcmp(t->set.dl.filter_ops, sp->set.dl.filter_ops) != 0 ||
         strcmp(t->set.dl.filter_columns_include, sp->set.dl.filter_columns_include) != 0 ||
         strcmp(t->set.dl.filter_columns_exclude, sp->set.dl.filter_columns_exclude) != 0 ||
-        strcmp(t->set.dl.filter_expr, sp->set.dl.filter_expr) != 0;
+        strcmp(t->set.dl.filter_expr, sp->set.dl.filter_expr) != 0 ||
+        strcmp(t->set.db, sp->set.db) != 0;
     dsp_format_free(&t->lfmt);
     t->lfmt = nf;
     long hv_old = http_version_of(t->set.dl.http_version, t->url);
@@ -2142,6 +2149,7 @@ static int lane_build(dsp_target *t, dsp_lanereq *ln, int lane, const dsp_batch 
         dsp_env_opts o;
         memset(&o, 0, sizeof(o));
         o.kind = t->lfmt.env;
+        o.db = t->lfmt.db;
         o.columns = t->lfmt.filter;
         char err[WH_ERRLEN];
         return dsp_env_render(&o, ln->ptrs, ln->plens, ln->nidx, &ln->wire, &ln->env, err,
@@ -2411,6 +2419,7 @@ static int strict_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
             dsp_env_opts o;
             memset(&o, 0, sizeof(o));
             o.kind = t->lfmt.env;
+            o.db = t->lfmt.db;
             o.columns = t->lfmt.filter;
             rc = dsp_env_render(&o, &ptr, &plen, 1, &t->one, &t->one_env, rerr, sizeof(rerr));
             env = &t->one_env;

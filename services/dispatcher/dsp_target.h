@@ -115,6 +115,7 @@ typedef struct dsp_settings {
     char allow_global[256]; /* dispatcher.allow_private_networks */
     char ca_file[WH_PATH_MAX]; /* dispatcher.ca_file ("" = libcurl's default bundle) */
     wh_delivery dl;            /* the target's delivery settings (wh_state.h) */
+    char db[64]; /* the tenant's source database (wh_dsn_dbname): Debezium source.db */
 } dsp_settings;
 
 void dsp_settings_from_config(dsp_settings *s, const wh_config *c);
@@ -150,13 +151,15 @@ int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b);
 typedef struct dsp_format {
     wh_filter *filter; /* NULL: every event passes, rows unchanged */
     dsp_env_kind env;
-    int render; /* 1 unless native without column lists: the stored bytes go as they are */
-    int single; /* cloudevents-binary: one event per request */
+    int render;  /* 1 unless native without column lists: the stored bytes go as they are */
+    int single;  /* cloudevents-binary: one event per request */
+    char db[64]; /* Debezium source.db (dsp_settings.db) */
 } dsp_format;
 
-/* Compiles the envelope and filter_* settings of d (comma-separated lists).
- * Errors name the setting. f is untouched on error. */
-int dsp_format_build(dsp_format *f, const wh_delivery *d, char *err, size_t errlen);
+/* Compiles the envelope and filter_* settings of d (comma-separated lists);
+ * db (NULL: "") is the source database a Debezium envelope names. Errors
+ * name the setting. f is untouched on error. */
+int dsp_format_build(dsp_format *f, const wh_delivery *d, const char *db, char *err, size_t errlen);
 void dsp_format_free(dsp_format *f);
 
 /* One batch ready to post. */

@@ -52,7 +52,7 @@ int main(int argc, char **argv)
     dsp_format fmt;
     memset(&fmt, 0, sizeof(fmt));
     char err[WH_ERRLEN];
-    if (dsp_format_build(&fmt, &d, err, sizeof(err)) != WH_OK) {
+    if (dsp_format_build(&fmt, &d, NULL, err, sizeof(err)) != WH_OK) {
         fprintf(stderr, "wh_dspbench: %s\n", err);
         return 1;
     }

@@ -377,6 +377,34 @@ static void test_dsn_redact(void **state)
     assert_string_equal(out, "hos");
 }
 
+/* The database a DSN names (Debezium source.db), as libpq picks it. */
+static void test_dsn_dbname(void **state)
+{
+    (void)state;
+    struct {
+        const char *in, *out;
+    } cases[] = {
+        {"postgresql://bob:hunter2@db:5432/shop", "shop"},
+        {"postgres://db/caf%C3%A9?sslmode=require", "caf\xc3\xa9"},
+        {"postgresql://bob@db", "bob"},
+        {"postgresql://db/x?dbname=y&user=z", "y"},
+        {"postgresql://db?user=z", "z"},
+        {"postgresql://db", ""},
+        {"host=db dbname=orders user=x", "orders"},
+        {"host=db dbname='my db' password=s", "my db"},
+        {"host=db user=alice", "alice"},
+        {"host=db", ""},
+    };
+    char out[64];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        wh_dsn_dbname(cases[i].in, out, sizeof(out));
+        if (strcmp(out, cases[i].out) != 0)
+            fail_msg("%s: \"%s\", expected \"%s\"", cases[i].in, out, cases[i].out);
+    }
+    wh_dsn_dbname("dbname=abcdef", out, 4);
+    assert_string_equal(out, "abc");
+}
+
 #define GOOD_SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" /* 24 bytes */
 
 static int check_target(const char *name, const char *url, const char *secret, char *err,
@@ -590,12 +618,19 @@ static void test_cfgscan(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),        cmocka_unit_test(test_full_file),
-        cmocka_unit_test(test_errors),          cmocka_unit_test(test_skip_origins),
-        cmocka_unit_test(test_env_overrides),   cmocka_unit_test(test_static_diff_and_json),
-        cmocka_unit_test(test_dsn_syntax),      cmocka_unit_test(test_dsn_redact),
-        cmocka_unit_test(test_dsn_scrub),       cmocka_unit_test(test_dsn_libpq),
-        cmocka_unit_test(test_target_validate), cmocka_unit_test(test_many_unknown_settings),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_full_file),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_skip_origins),
+        cmocka_unit_test(test_env_overrides),
+        cmocka_unit_test(test_static_diff_and_json),
+        cmocka_unit_test(test_dsn_syntax),
+        cmocka_unit_test(test_dsn_redact),
+        cmocka_unit_test(test_dsn_scrub),
+        cmocka_unit_test(test_dsn_libpq),
+        cmocka_unit_test(test_dsn_dbname),
+        cmocka_unit_test(test_target_validate),
+        cmocka_unit_test(test_many_unknown_settings),
         cmocka_unit_test(test_cfgscan),
     };
     return cmocka_run_group_tests_name("common_config", tests, NULL, NULL);

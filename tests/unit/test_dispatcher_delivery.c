@@ -473,12 +473,12 @@ static void test_format_build(void **state)
     dsp_format f;
     memset(&f, 0, sizeof(f));
     char err[WH_ERRLEN];
-    assert_int_equal(dsp_format_build(&f, &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(dsp_format_build(&f, &d, NULL, err, sizeof(err)), WH_OK);
     assert_int_equal(f.render, 0); /* native without columns: bytes as stored */
     assert_null(f.filter);
     wh_strlcpy(d.envelope, "cloudevents_binary", sizeof(d.envelope));
     wh_strlcpy(d.filter_ops, "insert, update", sizeof(d.filter_ops));
-    assert_int_equal(dsp_format_build(&f, &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(dsp_format_build(&f, &d, NULL, err, sizeof(err)), WH_OK);
     assert_int_equal(f.single, 1);
     assert_int_equal(f.render, 1);
     assert_non_null(f.filter);
@@ -487,7 +487,7 @@ static void test_format_build(void **state)
     assert_int_equal(wh_filter_match(f.filter, ins, strlen(ins)), 1);
     assert_int_equal(wh_filter_match(f.filter, del, strlen(del)), 0);
     wh_strlcpy(d.filter_expr, "after.amount >", sizeof(d.filter_expr));
-    assert_int_equal(dsp_format_build(&f, &d, err, sizeof(err)), WH_ERR);
+    assert_int_equal(dsp_format_build(&f, &d, NULL, err, sizeof(err)), WH_ERR);
     assert_non_null(f.filter); /* untouched on error */
     dsp_format_free(&f);
 }

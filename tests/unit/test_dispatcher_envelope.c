@@ -368,6 +368,98 @@ static void test_cloudevents_binary(void **state)
     wh_buf_free(&b);
 }
 
+/* An unchanged TOAST value the ingestor could not fill is listed in
+ * "unchanged" (after "after"): Debezium gets its placeholder
+ * __debezium_unavailable_value in "after" (column lists apply), so the
+ * column is neither missing nor null; native keeps the list. */
+static const char *EV_TOAST =
+    "{\"id\":\"default:0/1A2B3C8:2\",\"tenant\":\"default\",\"lsn\":\"0/1A2B3C8\",\"seq\":2,"
+    "\"xid\":735,\"commit_ts\":\"2026-11-22T01:02:03.123456Z\",\"op\":\"update\",\"schema\":"
+    "\"public\",\"table\":\"docs\",\"key\":{\"id\":1},\"before\":null,"
+    "\"after\":{\"id\":1,\"status\":\"shipped\"},\"unchanged\":[\"body\",\"extra\"],"
+    "\"schema_version\":\"9c1f2e4b7a05d3e8\"}";
+
+static void test_debezium_unchanged_toast(void **state)
+{
+    (void)state;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    dsp_env_out out;
+    char err[256];
+    const char *evs[] = {EV_TOAST, EV_UPD};
+    assert_int_equal(render(DSP_ENV_DEBEZIUM, NULL, evs, 2, &b, &out, err), WH_OK);
+    json_t *a = parse(&b);
+    json_t *after = json_object_get(json_array_get(a, 0), "after");
+    assert_string_equal(json_string_value(json_object_get(after, "body")),
+                        "__debezium_unavailable_value");
+    assert_string_equal(json_string_value(json_object_get(after, "extra")),
+                        "__debezium_unavailable_value");
+    assert_string_equal(json_string_value(json_object_get(after, "status")), "shipped");
+    assert_int_equal(json_object_size(after), 4);
+    assert_true(json_is_null(json_object_get(json_array_get(a, 0), "before")));
+    /* an event without unchanged columns: none added */
+    assert_int_equal(json_object_size(json_object_get(json_array_get(a, 1), "after")), 3);
+    json_decref(a);
+    /* a column list leaves out what it excludes, placeholder included */
+    const char *exc[] = {"extra"};
+    wh_filter_spec spec = {.columns_exclude = exc, .ncolumns_exclude = 1};
+    wh_filter *f;
+    assert_int_equal(wh_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    wh_buf_reset(&b);
+    assert_int_equal(render(DSP_ENV_DEBEZIUM, f, evs, 1, &b, &out, err), WH_OK);
+    a = parse(&b);
+    after = json_object_get(json_array_get(a, 0), "after");
+    assert_string_equal(json_string_value(json_object_get(after, "body")),
+                        "__debezium_unavailable_value");
+    assert_null(json_object_get(after, "extra"));
+    json_decref(a);
+    wh_filter_free(f);
+    /* native keeps the list */
+    wh_buf_reset(&b);
+    assert_int_equal(render(DSP_ENV_NATIVE, NULL, evs, 1, &b, &out, err), WH_OK);
+    a = parse(&b);
+    assert_int_equal(json_array_size(json_object_get(json_array_get(a, 0), "unchanged")), 2);
+    json_decref(a);
+    wh_buf_free(&b);
+}
+
+/* source.snapshot: "true" for a snapshot or backfill row (op read, the
+ * fast path and the one with column lists), "false" for a change. */
+static void test_debezium_snapshot(void **state)
+{
+    (void)state;
+    static const char *EV_READ =
+        "{\"id\":\"default:0/1A2B3C8:3\",\"tenant\":\"default\",\"lsn\":\"0/1A2B3C8\","
+        "\"seq\":3,\"xid\":735,\"commit_ts\":\"2026-11-22T01:02:03.123456Z\",\"op\":\"read\","
+        "\"schema\":\"public\",\"table\":\"orders\",\"key\":{\"id\":7},\"before\":null,"
+        "\"after\":{\"id\":7,\"note\":\"old\"}}";
+    const char *evs[] = {EV_READ, EV_INS};
+    const char *exc[] = {"note"};
+    wh_filter_spec spec = {.columns_exclude = exc, .ncolumns_exclude = 1};
+    wh_filter *f;
+    char err[256];
+    assert_int_equal(wh_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    dsp_env_out out;
+    for (int k = 0; k < 2; k++) {
+        wh_buf_reset(&b);
+        assert_int_equal(render(DSP_ENV_DEBEZIUM, k ? f : NULL, evs, 2, &b, &out, err), WH_OK);
+        json_t *a = parse(&b);
+        json_t *r = json_array_get(a, 0), *c = json_array_get(a, 1);
+        assert_string_equal(json_string_value(json_object_get(r, "op")), "r");
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(r, "source"), "snapshot")), "true");
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(c, "source"), "snapshot")), "false");
+        assert_string_equal(json_string_value(json_object_get(json_object_get(r, "source"), "db")),
+                            "shop");
+        json_decref(a);
+    }
+    wh_filter_free(f);
+    wh_buf_free(&b);
+}
+
 static void test_columns(void **state)
 {
     (void)state;
@@ -633,7 +725,8 @@ int main(void)
         cmocka_unit_test(test_schema_ddl_events),   cmocka_unit_test(test_cloudevents_structured),
         cmocka_unit_test(test_cloudevents_binary),  cmocka_unit_test(test_columns),
         cmocka_unit_test(test_malformed),           cmocka_unit_test(test_index_same_output),
-        cmocka_unit_test(test_batch_fill_rendered),
+        cmocka_unit_test(test_batch_fill_rendered), cmocka_unit_test(test_debezium_unchanged_toast),
+        cmocka_unit_test(test_debezium_snapshot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The Debezium envelope end to end, with real PostgreSQL, the four daemons
+# and two receivers (native and Debezium):
+#   - an update that leaves a TOASTed value unchanged for a row written
+#     before the slot existed: native lists it in "unchanged", Debezium
+#     writes Debezium's placeholder __debezium_unavailable_value in "after"
+#     (never a missing column);
+#   - a backfill's rows carry source.snapshot "true", changes "false";
+#   - source.db is the database of the tenant's DSN.
+set -uo pipefail
+source "$(dirname "$0")/../lib/helpers.sh"
+wh_pipeline_setup
+pg_psql -c "CREATE TABLE docs (id int PRIMARY KEY, status text, body text);
+  ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;
+  INSERT INTO docs SELECT 1, 'new', string_agg(md5(g::text), '') FROM generate_series(1, 400) g;
+  CREATE PUBLICATION walhook FOR ALL TABLES;" >/dev/null || wh_fail "cannot create the table"
+for n in 0 1; do
+    ok=0
+    for try in 1 2 3 4 5; do
+        p=$(wh_free_port)
+        wh_spawn "recv$n" "$BIN/walhook-receiver" --listen "127.0.0.1:$p" --out "$WH_TMP/r$n.jsonl"
+        if wh_wait_http "http://127.0.0.1:$p/" 5; then
+            printf -v "R$n" '%s' "$p"
+            ok=1
+            break
+        fi
+        wh_kill "recv$n"
+    done
+    [ "$ok" = 1 ] || wh_fail "receiver $n did not start"
+done
+APORT=$(wh_free_port)
+CONF="$WH_TMP/walhook.conf"
+wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$R0/native" \
+    "http://127.0.0.1:$R1/dbz"
+sed -i 's|{ name = "t1"; url = \("[^"]*"\); }|{ name = "t1"; url = \1; envelope = "debezium"; }|' "$CONF"
+grep -q 'envelope = "debezium"' "$CONF" || wh_fail "config: $(cat "$CONF")"
+mkdir -m 700 "$WH_TMP/data"
+for d in store ingestor dispatcher admin; do
+    wh_spawn "$d" "$BIN/walhook-$d" -c "$CONF"
+done
+wh_wait_slot_active walhook 60 || wh_fail "the ingestor did not start streaming"
+wh_wait_until 20 test -s "$WH_TMP/data/admin.token" || wh_fail "no admin token"
+TOKEN=$(grep -v '^read:' "$WH_TMP/data/admin.token" | head -n 1)
+
+pg_psql -c "UPDATE docs SET status = 'shipped' WHERE id = 1" >/dev/null || wh_fail "update"
+wh_wait_until 30 grep -q shipped "$WH_TMP/r0.jsonl" || wh_fail "the native target got nothing"
+wh_wait_until 30 grep -q shipped "$WH_TMP/r1.jsonl" || wh_fail "the Debezium target got nothing"
+grep -q '"unchanged":\["body"\]' "$WH_TMP/r0.jsonl" ||
+    wh_fail "native: body not listed as unchanged (the test's premise): $(head -c 600 "$WH_TMP/r0.jsonl")"
+upd=$(grep -o '"after":{[^}]*}' "$WH_TMP/r1.jsonl" | grep shipped | head -n 1)
+[ "$upd" = '"after":{"id":1,"status":"shipped","body":"__debezium_unavailable_value"}' ] ||
+    wh_fail "Debezium after of the update: $upd"
+grep -o '"source":{[^}]*}' "$WH_TMP/r1.jsonl" | head -n 1 | grep -q '"snapshot":"false","db":"postgres"' ||
+    wh_fail "Debezium source of the update: $(grep -o '"source":{[^}]*}' "$WH_TMP/r1.jsonl" | head -n 1)"
+
+code=$(curl -sS -o "$WH_TMP/api.out" -w '%{http_code}' --max-time 10 -X POST \
+    -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -d '{"table":"public.docs"}' "http://127.0.0.1:$APORT/v1/tenants/default/backfill")
+case "$code" in 200 | 201 | 202) ;; *) wh_fail "backfill: $code $(cat "$WH_TMP/api.out")" ;; esac
+wh_wait_until 60 grep -q '"op":"r"' "$WH_TMP/r1.jsonl" || wh_fail "no backfill row reached the Debezium target"
+src=$(grep -o '"source":{[^}]*},"op":"r"' "$WH_TMP/r1.jsonl" | head -n 1)
+case "$src" in
+*'"snapshot":"true","db":"postgres"'*) ;;
+*) wh_fail "Debezium source of a backfill row: $src" ;;
+esac
+wh_pass "Debezium: unchanged TOAST placeholder, source.snapshot true for backfill rows, source.db"
