@@ -1505,11 +1505,7 @@ static int str_cmp(const val *a, const val *b)
         int c = wh_json_span_strcmp(&b->sp, a->s, a->n);
         return c == 2 ? 2 : -c;
     }
-    char buf[512];
-    size_t n;
-    if (wh_json_span_str(&a->sp, buf, sizeof(buf), &n) != WH_OK)
-        return 2;
-    return wh_json_span_strcmp(&b->sp, buf, n) == 2 ? 2 : -wh_json_span_strcmp(&b->sp, buf, n);
+    return wh_json_span_strcmp_span(&a->sp, &b->sp);
 }
 
 /* <0, 0, >0, or 2 when not comparable (ordering). */

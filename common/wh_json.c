@@ -804,6 +804,43 @@ int wh_json_span_strcmp(const wh_json_span *s, const char *lit, size_t n)
     return j < n ? -1 : 0;
 }
 
+int wh_json_span_strcmp_span(const wh_json_span *a, const wh_json_span *b)
+{
+    if (a->type != WH_JSON_STRING || a->len < 2 || b->type != WH_JSON_STRING || b->len < 2)
+        return 2;
+    size_t ra = a->len - 2, rb = b->len - 2;
+    if (memchr(a->p + 1, '\\', ra) == NULL && memchr(b->p + 1, '\\', rb) == NULL) {
+        int c = memcmp(a->p + 1, b->p + 1, ra < rb ? ra : rb);
+        if (c != 0)
+            return c < 0 ? -1 : 1;
+        return ra < rb ? -1 : ra > rb ? 1 : 0;
+    }
+    /* escapes decoded a character at a time on both sides, in lockstep:
+     * no buffer, no limit */
+    size_t i = 1, j = 1;
+    char da[4], db[4];
+    int na = 0, nb = 0, ka = 0, kb = 0; /* decoded bytes, and those consumed */
+    for (;;) {
+        if (ka == na) {
+            na = span_str_step(a->p, a->len, &i, da);
+            ka = 0;
+            if (na < 0)
+                return 2;
+        }
+        if (kb == nb) {
+            nb = span_str_step(b->p, b->len, &j, db);
+            kb = 0;
+            if (nb < 0)
+                return 2;
+        }
+        if (na == 0 || nb == 0) /* an end: the shorter string is smaller */
+            return na == 0 && nb == 0 ? 0 : na == 0 ? -1 : 1;
+        unsigned char x = (unsigned char)da[ka++], y = (unsigned char)db[kb++];
+        if (x != y)
+            return x < y ? -1 : 1;
+    }
+}
+
 int wh_json_span_num(const wh_json_span *s, double *out)
 {
     const char *p = s->p;

@@ -74,6 +74,10 @@ int wh_json_span_str(const wh_json_span *s, char *out, size_t cap, size_t *outle
 /* Compares a string span, escapes decoded, with lit[0..n): <0, 0, >0 like
  * memcmp, and 2 when s is not a valid string. */
 int wh_json_span_strcmp(const wh_json_span *s, const char *lit, size_t n);
+/* Compares two string spans, escapes decoded on both sides (of any
+ * length, without a buffer): <0, 0, >0, and 2 when one is not a valid
+ * string. */
+int wh_json_span_strcmp_span(const wh_json_span *a, const wh_json_span *b);
 /* 1 when the string span, escapes decoded, starts with lit[0..n); else 0. */
 int wh_json_span_hasprefix(const wh_json_span *s, const char *lit, size_t n);
 /* The number of a NUMBER span (or of a STRING span holding exactly a JSON

@@ -209,13 +209,50 @@ static void test_big_array(void **state)
     free(s);
 }
 
+/* wh_json_span_strcmp_span: two string spans, escapes decoded on both
+ * sides, any length. */
+static int span_cmp(const char *x, const char *y)
+{
+    wh_json_span a, b;
+    assert_int_equal(wh_json_span_value(x, strlen(x), &a), WH_OK);
+    assert_int_equal(wh_json_span_value(y, strlen(y), &b), WH_OK);
+    return wh_json_span_strcmp_span(&a, &b);
+}
+
+static void test_span_strcmp_span(void **state)
+{
+    (void)state;
+    assert_int_equal(span_cmp("\"abc\"", "\"abc\""), 0);
+    assert_int_equal(span_cmp("\"abc\"", "\"abd\""), -1);
+    assert_int_equal(span_cmp("\"abcd\"", "\"abc\""), 1);
+    assert_int_equal(span_cmp("\"a\\u0062c\"", "\"abc\""), 0);
+    assert_int_equal(span_cmp("\"abc\"", "\"a\\u0062\""), 1);
+    assert_int_equal(span_cmp("\"caf\\u00e9\"", "\"caf\xc3\xa9\""), 0);
+    assert_int_equal(span_cmp("\"\\n\"", "\"\\u000a\""), 0);
+    assert_int_equal(span_cmp("\"\"", "\"\\t\""), -1);
+    assert_int_equal(span_cmp("\"x\"", "1"), 2);
+    char *big = malloc(4010);
+    big[0] = '"';
+    memset(big + 1, 'q', 4000);
+    strcpy(big + 4001, "\\u0071\"");
+    char *big2 = malloc(4010);
+    big2[0] = '"';
+    memset(big2 + 1, 'q', 4001);
+    strcpy(big2 + 4002, "\"");
+    assert_int_equal(span_cmp(big, big2), 0);
+    big2[4001] = 'r';
+    assert_int_equal(span_cmp(big, big2), -1);
+    free(big);
+    free(big2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scalars),    cmocka_unit_test(test_strings),
         cmocka_unit_test(test_containers), cmocka_unit_test(test_envelope),
         cmocka_unit_test(test_errors),     cmocka_unit_test(test_depth),
-        cmocka_unit_test(test_big_array),
+        cmocka_unit_test(test_big_array),  cmocka_unit_test(test_span_strcmp_span),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -255,6 +255,32 @@ static void test_numbers_exact(void **state)
     assert_false(expr_match("after.q < 1", inf));
 }
 
+/* A string compared with another path's string: any length (the left one
+ * was decoded into a 512-byte buffer, longer ones were not comparable),
+ * escapes decoded on both sides. */
+static void test_long_strings(void **state)
+{
+    (void)state;
+    size_t n = 600;
+    char *ev = malloc(5 * n + 256);
+    char *v = malloc(n + 1);
+    memset(v, 'x', n);
+    v[n] = '\0';
+    snprintf(ev, 5 * n + 256,
+             "{\"before\":{\"note\":\"%s\"},\"after\":{\"note\":\"%s\","
+             "\"esc\":\"%.*s\\u0078\",\"big\":\"%.*sy\"}}",
+             v, v, (int)n - 1, v, (int)n - 1, v);
+    assert_true(expr_match("after.note == before.note", ev));
+    assert_false(expr_match("after.note != before.note", ev));
+    assert_true(expr_match("after.esc == before.note", ev)); /* \u0078 is x */
+    assert_true(expr_match("before.note == after.esc", ev));
+    assert_true(expr_match("after.big > before.note", ev));
+    assert_true(expr_match("before.note < after.big && after.esc < after.big", ev));
+    assert_false(expr_match("after.big == after.esc", ev));
+    free(ev);
+    free(v);
+}
+
 static void test_columns_rewrite(void **state)
 {
     (void)state;
@@ -472,15 +498,11 @@ static void test_compare_mirrored(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_expressions),
-        cmocka_unit_test(test_compile_errors),
-        cmocka_unit_test(test_tables_ops),
-        cmocka_unit_test(test_ops_read),
-        cmocka_unit_test(test_numbers_exact),
-        cmocka_unit_test(test_columns_rewrite),
-        cmocka_unit_test(test_spans),
-        cmocka_unit_test(test_index_walks),
-        cmocka_unit_test(test_compare_mirrored),
+        cmocka_unit_test(test_expressions),     cmocka_unit_test(test_compile_errors),
+        cmocka_unit_test(test_tables_ops),      cmocka_unit_test(test_ops_read),
+        cmocka_unit_test(test_numbers_exact),   cmocka_unit_test(test_long_strings),
+        cmocka_unit_test(test_columns_rewrite), cmocka_unit_test(test_spans),
+        cmocka_unit_test(test_index_walks),     cmocka_unit_test(test_compare_mirrored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
