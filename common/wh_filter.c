@@ -1858,8 +1858,9 @@ int wh_filter_rewrite(const wh_filter *f, const char *json, size_t len, wh_buf *
             goto error;
         first = 0;
         int rc;
-        if (wh_json_span_strcmp(&k, "key", 3) == 0 || wh_json_span_strcmp(&k, "before", 6) == 0 ||
-            wh_json_span_strcmp(&k, "after", 5) == 0)
+        /* key is the row's identity: kept whole (as Debezium keeps the
+         * message key), the lists apply to the rows */
+        if (wh_json_span_strcmp(&k, "before", 6) == 0 || wh_json_span_strcmp(&k, "after", 5) == 0)
             rc = wh_filter_row(f, &v, out);
         else if (wh_json_span_strcmp(&k, "unchanged", 9) == 0)
             rc = unchanged(f, &v, out);

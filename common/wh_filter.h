@@ -10,9 +10,10 @@
  *   operations  insert | read | update | delete | truncate | message | schema
  *               | ddl; "read" is a snapshot or backfill row, and a list
  *               naming insert passes read rows too
- *   columns     include or exclude lists of column names: rewrite key,
- *               before and after (and "unchanged") when the body is rendered
- *               (wh_filter_rewrite, wh_filter_row); they never drop events
+ *   columns     include or exclude lists of column names: rewrite before
+ *               and after (and "unchanged") when the body is rendered
+ *               (wh_filter_rewrite, wh_filter_row); key, the row's
+ *               identity, is kept whole; they never drop events
  *   expression  over the native envelope (docs: README "Filters"):
  *                 table == "orders" && op == "insert" && after.amount > 100
  *                 op in ["insert", "update"]   !(schema == "audit")
@@ -152,8 +153,8 @@ int wh_filter_has_columns(const wh_filter *f);
 int wh_filter_column_keep(const wh_filter *f, const wh_json_span *key);
 /* Appends the row object (or null, copied as is) with only kept columns. */
 int wh_filter_row(const wh_filter *f, const wh_json_span *row, wh_buf *out);
-/* Appends the event with key, before, after and unchanged rewritten by the
- * column lists (copied unchanged without them). WH_ERR on a malformed event
+/* Appends the event with before, after and unchanged rewritten by the
+ * column lists (copied unchanged without them; key is never rewritten). WH_ERR on a malformed event
  * or a full buffer; out->len is restored then. */
 int wh_filter_rewrite(const wh_filter *f, const char *json, size_t len, wh_buf *out);
 

@@ -38,8 +38,8 @@
  * "<schema>.<table>"; datacontenttype "application/json"; data = the native
  * event (with the target's column lists applied).
  *
- * Column lists of the target's filter (wh_filter) are applied to key,
- * before and after in every format. */
+ * Column lists of the target's filter (wh_filter) are applied to before
+ * and after in every format; key (the row's identity) is kept whole. */
 #ifndef DSP_ENVELOPE_H
 #define DSP_ENVELOPE_H
 

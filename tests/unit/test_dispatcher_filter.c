@@ -299,6 +299,19 @@ static void test_columns_rewrite(void **state)
     wh_buf_cstr(&b);
     assert_string_equal(b.data, "{\"op\":\"update\",\"key\":{\"id\":1},\"before\":{\"id\":1},"
                                 "\"after\":{\"id\":1,\"amount\":2},\"unchanged\":[\"amount\"]}");
+    /* key is the row's identity: an include list without its columns
+     * leaves it whole (a delete's before may be emptied, never its key) */
+    wh_filter_free(f);
+    const char *amt[] = {"amount"};
+    wh_filter_spec only = {.columns_include = amt, .ncolumns_include = 1};
+    assert_int_equal(wh_filter_compile(&only, &f, err, sizeof(err)), WH_OK);
+    const char *del = "{\"op\":\"delete\",\"key\":{\"id\":1,\"k2\":\"a\"},\"before\":{\"id\":1,"
+                      "\"k2\":\"a\"},\"after\":null}";
+    wh_buf_reset(&b);
+    assert_int_equal(wh_filter_rewrite(f, del, strlen(del), &b), WH_OK);
+    wh_buf_cstr(&b);
+    assert_string_equal(b.data, "{\"op\":\"delete\",\"key\":{\"id\":1,\"k2\":\"a\"},"
+                                "\"before\":{},\"after\":null}");
     /* malformed: error, buffer restored */
     wh_buf_reset(&b);
     wh_buf_puts(&b, "keep");
