@@ -608,8 +608,11 @@ static void reconcile(dsp_loop *l)
             changed++;
             t->spec = *sp;
             t->has_spec = 1;
-            if (t->state == DSP_T_POSTING) {
-                /* between requests, never mid-request */
+            if (t->state == DSP_T_POSTING || t->state == DSP_T_DEADLETTER) {
+                /* between requests, never mid-request; nor while dead
+                 * letters are written: the batches read ahead were filtered
+                 * and rendered the old way and would go on after it without
+                 * the reset a format change needs */
                 if (prev == NULL)
                     prev = malloc(sizeof(*prev));
                 if (prev != NULL) {
@@ -651,7 +654,7 @@ static void apply_deferred(dsp_loop *l)
 {
     for (int i = 0; i < l->ntargets; i++) {
         dsp_target *t = l->targets[i];
-        if (t->next_spec == NULL || t->state == DSP_T_POSTING)
+        if (t->next_spec == NULL || t->state == DSP_T_POSTING || t->state == DSP_T_DEADLETTER)
             continue;
         apply_change(l, t, t->next_spec);
         free(t->next_spec);

@@ -180,6 +180,7 @@ int dsp_batch_fill_ex(dsp_batch *b, const char *tenant, Walhook__Event *const *e
     if (batch_reserve(b, n) != WH_OK)
         return -1;
     const wh_filter *filter = fmt != NULL ? fmt->filter : NULL;
+    const wh_filter *match = fmt != NULL && fmt->match_all ? NULL : filter;
     /* rendered: each event goes into the envelope right after the filter
      * passed it (its bytes still in the cache), walked once for both
      * (wh_evidx); the native bytes are copied into body only when the
@@ -229,7 +230,7 @@ int dsp_batch_fill_ex(dsp_batch *b, const char *tenant, Walhook__Event *const *e
         const char *json = (const char *)e->json.data;
         if (render) {
             wh_evidx ix;
-            if (!wh_filter_match_ix(filter, json, e->json.len, &ix)) {
+            if (!wh_filter_match_ix(match, json, e->json.len, &ix)) {
                 if (filtered != NULL)
                     (*filtered)++;
                 continue; /* committed past with the batch, never posted */
@@ -238,7 +239,7 @@ int dsp_batch_fill_ex(dsp_batch *b, const char *tenant, Walhook__Event *const *e
                 wh_warn("tenant %s: rendering a batch failed: %s", tenant, err);
                 return -1;
             }
-        } else if (filter != NULL && !wh_filter_match(filter, json, e->json.len)) {
+        } else if (match != NULL && !wh_filter_match(match, json, e->json.len)) {
             if (filtered != NULL)
                 (*filtered)++;
             continue;
@@ -525,8 +526,13 @@ static int do_replay_read(dsp_target *t, dsp_batch *slot, uint32_t max_events, u
         slot->epoch = rep->read->epoch;
         uint64_t filtered = 0;
         int borrow = fmt_borrows(&t->rfmt);
+        /* the operator asked for these dead letters again: the target's
+         * filter does not drop them (the replay would delete them from the
+         * queue undelivered); the envelope and column lists apply */
+        dsp_format rf = t->rfmt;
+        rf.match_all = 1;
         kept = dsp_batch_fill_ex(slot, t->set.tenant, rep->read->events, rep->read->n_events, 0, 0,
-                                 0, &t->rfmt, &filtered, borrow);
+                                 0, &rf, &filtered, borrow);
         if (kept < 0)
             wh_seterr(err, errlen, "out of memory or a malformed event building a replay batch");
         slot->replay = 1;
@@ -1836,6 +1842,7 @@ static int deadletter_done(dsp_target *t)
     pthread_mutex_unlock(&t->mu);
     if (!done)
         return 0;
+    t->state = DSP_T_IDLE; /* (advance too, when the batch is still there) */
     dsp_batch *b = current_batch(t);
     wh_counter_add(&t->dead_letters, t->dlq_to - t->dlq_from);
     if (b != NULL)
@@ -2343,8 +2350,15 @@ static int strict_post(dsp_target *t, CURLM *multi, uint64_t now_ms, int budget)
     pthread_mutex_unlock(&t->mu);
     if (reset)
         dsp_target_reset(t);
-    if (t->state == DSP_T_DEADLETTER && !deadletter_done(t))
-        return 0;
+    if (t->state == DSP_T_DEADLETTER) {
+        if (!deadletter_done(t))
+            return 0;
+        /* a settings change that waited for the dead letters: the loop
+         * applies it (and reads again the batches read ahead the old way)
+         * before anything more is posted */
+        if (t->next_spec != NULL)
+            return 0;
+    }
     dsp_target_publish(t);
     if (t->paused || t->disabled)
         return 0;

@@ -151,9 +151,10 @@ int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b);
 typedef struct dsp_format {
     wh_filter *filter; /* NULL: every event passes, rows unchanged */
     dsp_env_kind env;
-    int render;  /* 1 unless native without column lists: the stored bytes go as they are */
-    int single;  /* cloudevents-binary: one event per request */
-    char db[64]; /* Debezium source.db (dsp_settings.db) */
+    int render;    /* 1 unless native without column lists: the stored bytes go as they are */
+    int single;    /* cloudevents-binary: one event per request */
+    char db[64];   /* Debezium source.db (dsp_settings.db) */
+    int match_all; /* every event passes (replayed dead letters); the column lists still apply */
 } dsp_format;
 
 /* Compiles the envelope and filter_* settings of d (comma-separated lists);
