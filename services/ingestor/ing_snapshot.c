@@ -398,8 +398,9 @@ static int cmp_u32(const void *a, const void *b)
  * started before it (at or after its xmax) */
 static int invisible(const ing_snapshot *s, uint32_t xid)
 {
+    /* bsearch with no list (nxip 0, xip NULL) is undefined behaviour */
     return !xid_before(xid, s->xmax) ||
-           bsearch(&xid, s->xip, s->nxip, sizeof(*s->xip), cmp_u32) != NULL;
+           (s->nxip > 0 && bsearch(&xid, s->xip, s->nxip, sizeof(*s->xip), cmp_u32) != NULL);
 }
 
 /* After the chunk's snapshot was taken (nothing decoded since): the kept
@@ -437,7 +438,7 @@ static int history_update(ing_snapshot *s)
         int dup = 0;
         for (size_t d = 0; d < k && !dup; d++)
             dup = s->suspect[d] == x;
-        if (!dup && bsearch(&x, s->xip, s->nxip, sizeof(*s->xip), cmp_u32) != NULL)
+        if (!dup && s->nxip > 0 && bsearch(&x, s->xip, s->nxip, sizeof(*s->xip), cmp_u32) != NULL)
             s->suspect[k++] = x;
     }
     s->nsuspect = k;
