@@ -78,23 +78,12 @@ static int check_ports(const char *p, size_t n, char *err, size_t errlen)
     return WH_OK;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* libpq percent-decodes every part of a URI: each '%' must start two hex
  * digits, and %00 is refused. */
 static int check_escapes(const char *s, char *err, size_t errlen)
 {
     for (const char *q = strchr(s, '%'); q != NULL; q = strchr(q + 1, '%')) {
-        if (hexval(q[1]) < 0 || hexval(q[2]) < 0)
+        if (wh_hexval((unsigned char)q[1]) < 0 || wh_hexval((unsigned char)q[2]) < 0)
             return wh_seterr(err, errlen,
                              "invalid percent-encoding at offset %d in URI ('%%' must be followed "
                              "by two hex digits; write a '%%' as %%25)",
@@ -381,8 +370,10 @@ static void secret_add_uri(secrets *z, const char *p, size_t n)
     size_t o = 0;
     secret_add(z, p, n);
     for (size_t i = 0; i < n && o + 1 < sizeof(d); i++) {
-        if (p[i] == '%' && i + 2 < n && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
-            d[o++] = (char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2]));
+        if (p[i] == '%' && i + 2 < n && wh_hexval((unsigned char)p[i + 1]) >= 0 &&
+            wh_hexval((unsigned char)p[i + 2]) >= 0) {
+            d[o++] = (char)(wh_hexval((unsigned char)p[i + 1]) * 16 +
+                            wh_hexval((unsigned char)p[i + 2]));
             i += 2;
         } else {
             d[o++] = p[i];
