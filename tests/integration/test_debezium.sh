@@ -15,18 +15,8 @@ pg_psql -c "CREATE TABLE docs (id int PRIMARY KEY, status text, body text);
   INSERT INTO docs SELECT 1, 'new', string_agg(md5(g::text), '') FROM generate_series(1, 400) g;
   CREATE PUBLICATION walhook FOR ALL TABLES;" >/dev/null || wh_fail "cannot create the table"
 for n in 0 1; do
-    ok=0
-    for try in 1 2 3 4 5; do
-        p=$(wh_free_port)
-        wh_spawn "recv$n" "$BIN/walhook-receiver" --listen "127.0.0.1:$p" --out "$WH_TMP/r$n.jsonl"
-        if wh_wait_http "http://127.0.0.1:$p/" 5; then
-            printf -v "R$n" '%s' "$p"
-            ok=1
-            break
-        fi
-        wh_kill "recv$n"
-    done
-    [ "$ok" = 1 ] || wh_fail "receiver $n did not start"
+    wh_start_receiver "recv$n" "$WH_TMP/r$n.jsonl"
+    printf -v "R$n" '%s' "$WH_RPORT"
 done
 APORT=$(wh_free_port)
 CONF="$WH_TMP/walhook.conf"

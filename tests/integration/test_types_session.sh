@@ -37,21 +37,8 @@ SQL
 # DSN may have 1023): with walhook's own, longer than a fixed 1024-byte buffer
 SP="-c search_path=$(seq -f 's%03g' -s , 0 180)"
 DSN="host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres client_encoding=LATIN1 options='$SP'"
-PORT=$(wh_free_port)
-APORT=$(wh_free_port)
-wh_spawn recv "$BIN/walhook-receiver" --listen "127.0.0.1:$PORT" --out "$WH_TMP/got.jsonl"
-CONF="$WH_TMP/walhook.conf"
-cat >"$CONF" <<CONFEOF
-tenant = "default";
-source = { dsn = "$DSN"; slot = "walhook"; publication = "walhook"; create_slot = true;
-           snapshot = "initial"; snapshot_chunk_rows = 1; };
-data_dir = "$WH_TMP/data";
-log_level = "info";
-admin = { listen = "127.0.0.1:$APORT"; };
-targets = ( { name = "t"; url = "http://127.0.0.1:$PORT/hook"; } );
-CONFEOF
 export PGCLIENTENCODING=LATIN1 PGTZ=America/New_York PGDATESTYLE='SQL, DMY'
-wh_up "$CONF" "$APORT"
+WH_UP_DSN="$DSN" wh_up_receiver 'snapshot = "initial"; snapshot_chunk_rows = 1;'
 unset PGCLIENTENCODING PGTZ PGDATESTYLE
 pg_psql -c "INSERT INTO vals SELECT 2, f8, f4, ts, d, iv, t, j, rc, rt FROM vals WHERE id = 1" \
     -c "INSERT INTO vals (id, t) VALUES (3, 'after')" >/dev/null || wh_fail "cannot insert"

@@ -300,10 +300,29 @@ wh_psql_session() {
     eval "exec $fd>\"\$WH_TMP/$name.fifo\""
 }
 
+# wh_start_receiver NAME OUT [ARGS...]: walhook-receiver NAME on a free
+# port writing OUT (ARGS: more of its options); a port taken meanwhile by
+# someone else is retried. Sets WH_RPORT to the port.
+wh_start_receiver() {
+    local name=$1 out=$2 p try
+    shift 2
+    for try in 1 2 3 4 5; do
+        p=$(wh_free_port)
+        wh_spawn "$name" "$BIN/walhook-receiver" --listen "127.0.0.1:$p" --out "$out" "$@"
+        if wh_wait_http "http://127.0.0.1:$p/" 5 && wh_alive "$name"; then
+            WH_RPORT=$p
+            return 0
+        fi
+        wh_kill "$name" KILL
+    done
+    wh_fail "receiver $name cannot listen"
+}
+
 # A receiver on PORT (writing $WH_TMP/got.jsonl) and walhook up (wh_up)
 # with tenant default, slot and publication walhook, one target t posting
 # to the receiver, the admin on APORT, the config in CONF. $1: more
-# settings of the source; $2: more top-level settings.
+# settings of the source; $2: more top-level settings. The source's DSN is
+# WH_UP_DSN when set, else PG_DSN.
 wh_up_receiver() {
     PORT=$(wh_free_port)
     APORT=$(wh_free_port)
@@ -311,7 +330,7 @@ wh_up_receiver() {
     CONF="$WH_TMP/walhook.conf"
     cat >"$CONF" <<CONFEOF
 tenant = "default";
-source = { dsn = "$PG_DSN"; slot = "walhook"; publication = "walhook"; create_slot = true;
+source = { dsn = "${WH_UP_DSN:-$PG_DSN}"; slot = "walhook"; publication = "walhook"; create_slot = true;
            ${1:-} };
 data_dir = "$WH_TMP/data";
 log_level = "info";

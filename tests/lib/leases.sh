@@ -10,7 +10,7 @@ declare -gA PORT=()
 # targets NAME=... in WALHOOK_TARGETS; the config CONF; the store and the
 # ingestor. The dispatchers are the test's own.
 wh_lease_stack() {
-    local tables=$1 delay=$2 t p try targets=""
+    local tables=$1 delay=$2 t targets=""
     shift 2
     wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-receiver \
         tests/wh_loadgen tests/wh_check
@@ -19,17 +19,9 @@ wh_lease_stack() {
     "$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --tables "$tables" --setup-only ||
         wh_fail "table setup failed"
     for t in "$@"; do
-        # a port taken meanwhile by someone else is retried
-        for try in 1 2 3 4 5 6; do
-            [ "$try" = 6 ] && wh_fail "receiver $t cannot listen"
-            p=$(wh_free_port)
-            wh_spawn "receiver-$t" "$BIN/walhook-receiver" --listen "127.0.0.1:$p" \
-                --out "$WH_TMP/received-$t.jsonl" --delay-ms "$delay"
-            wh_wait_http "http://127.0.0.1:$p/" 5 && wh_alive "receiver-$t" && break
-            wh_kill "receiver-$t" KILL
-        done
-        PORT[$t]=$p
-        targets+="${targets:+,}$t=http://127.0.0.1:$p/hook"
+        wh_start_receiver "receiver-$t" "$WH_TMP/received-$t.jsonl" --delay-ms "$delay"
+        PORT[$t]=$WH_RPORT
+        targets+="${targets:+,}$t=http://127.0.0.1:${PORT[$t]}/hook"
     done
     export WALHOOK_TARGETS="$targets"
     CONF="$WH_TMP/walhook.conf"
