@@ -94,16 +94,26 @@ static int check_escapes(const char *s, char *err, size_t errlen)
     return WH_OK;
 }
 
+/* p: just after a URI's "scheme://". Sets *end to the end of its
+ * authority ([user[:password]@]hosts, up to the first '/' or '?') and
+ * returns the last '@' in it, where the userinfo ends (NULL: none). */
+static const char *uri_authority(const char *p, const char **end)
+{
+    *end = p + strcspn(p, "/?");
+    const char *at = NULL;
+    for (const char *q = p; q < *end; q++)
+        if (*q == '@')
+            at = q;
+    return at;
+}
+
 static int check_uri(const char *s, char *err, size_t errlen)
 {
     if (check_escapes(s, err, errlen) != WH_OK)
         return WH_ERR;
     const char *p = strstr(s, "://") + 3;
-    const char *end = p + strcspn(p, "/?");
-    const char *at = NULL;
-    for (const char *q = p; q < end; q++)
-        if (*q == '@')
-            at = q;
+    const char *end;
+    const char *at = uri_authority(p, &end);
     const char *h = at ? at + 1 : p;
     /* hosts: host[:port][,host[:port]...]; IPv6 in brackets */
     while (h < end) {
@@ -272,11 +282,8 @@ static void redact_uri(const char *dsn, const char *sch, char *out, size_t len, 
 {
     /* scheme://[user[:password]@]hosts[/db][?k=v&...] */
     const char *p = sch + 3;
-    const char *end = p + strcspn(p, "/?");
-    const char *at = NULL;
-    for (const char *q = p; q < end; q++)
-        if (*q == '@')
-            at = q;
+    const char *end;
+    const char *at = uri_authority(p, &end);
     out_append(out, len, o, dsn, (size_t)(p - dsn));
     if (at != NULL) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
@@ -362,23 +369,33 @@ static void secret_add(secrets *z, const char *p, size_t n)
     z->n++;
 }
 
+/* Copies s[0..n) percent-decoded into out (truncated, NUL-terminated; an
+ * invalid escape stays as written). Returns the bytes written. */
+static size_t pct_decode(const char *s, size_t n, char *out, size_t len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 1 < len; i++) {
+        int hi = i + 2 < n ? wh_hexval((unsigned char)s[i + 1]) : -1;
+        int lo = i + 2 < n ? wh_hexval((unsigned char)s[i + 2]) : -1;
+        if (s[i] == '%' && hi >= 0 && lo >= 0) {
+            out[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    if (len > 0)
+        out[o] = '\0';
+    return o;
+}
+
 /* p[0..n) as written and percent-decoded (an invalid escape stays as it
  * is, as far as the decoding got). */
 static void secret_add_uri(secrets *z, const char *p, size_t n)
 {
     char d[256];
-    size_t o = 0;
     secret_add(z, p, n);
-    for (size_t i = 0; i < n && o + 1 < sizeof(d); i++) {
-        if (p[i] == '%' && i + 2 < n && wh_hexval((unsigned char)p[i + 1]) >= 0 &&
-            wh_hexval((unsigned char)p[i + 2]) >= 0) {
-            d[o++] = (char)(wh_hexval((unsigned char)p[i + 1]) * 16 +
-                            wh_hexval((unsigned char)p[i + 2]));
-            i += 2;
-        } else {
-            d[o++] = p[i];
-        }
-    }
+    size_t o = pct_decode(p, n, d, sizeof(d));
     if (o != n || memcmp(d, p, n) != 0)
         secret_add(z, d, o);
 }
@@ -504,23 +521,6 @@ void wh_dsn_scrub(const char *dsn, const char *msg, char *out, size_t len)
 
 /* ---- the database name ------------------------------------------------ */
 
-/* Copies s[0..n) percent-decoded into out (truncated, NUL-terminated). */
-static void pct_decode(const char *s, size_t n, char *out, size_t len)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 1 < len; i++) {
-        char c = s[i];
-        if (c == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
-            isxdigit((unsigned char)s[i + 2])) {
-            char hex[3] = {s[i + 1], s[i + 2], '\0'};
-            c = (char)strtol(hex, NULL, 16);
-            i += 2;
-        }
-        out[o++] = c;
-    }
-    out[o] = '\0';
-}
-
 void wh_dsn_dbname(const char *dsn, char *out, size_t len)
 {
     if (len == 0)
@@ -531,11 +531,8 @@ void wh_dsn_dbname(const char *dsn, char *out, size_t len)
     if (sch != NULL) {
         /* scheme://[user[:password]@]hosts[/db][?k=v&...] */
         const char *p = sch + 3;
-        const char *end = p + strcspn(p, "/?");
-        const char *at = NULL;
-        for (const char *q = p; q < end; q++)
-            if (*q == '@')
-                at = q;
+        const char *end;
+        const char *at = uri_authority(p, &end);
         if (at != NULL) {
             const char *colon = memchr(p, ':', (size_t)(at - p));
             pct_decode(p, (size_t)((colon ? colon : at) - p), user, sizeof(user));
