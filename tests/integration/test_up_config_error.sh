@@ -5,10 +5,7 @@
 # running; once every daemon is down on it, walhook up stops and exits 2.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-wh_items_conf
-wh_spawn walhook "$BIN/walhook" up -c "$CONF"
-UP=${WH_PIDS[walhook]}
-LOG="$WH_TMP/walhook.log"
+wh_items_up
 wh_wait_http "http://127.0.0.1:$APORT/readyz" 60 || wh_fail "walhook never became ready"
 declare -A before
 for d in store ingestor admin; do

@@ -8,10 +8,7 @@
 # and SIGHUPs right after a SIGKILLed dispatcher is restarted.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-wh_items_conf
-wh_spawn walhook "$BIN/walhook" up -c "$CONF"
-UP=${WH_PIDS[walhook]}
-LOG="$WH_TMP/walhook.log"
+wh_items_up
 wh_wait_until 30 grep -q "started walhook-ingestor" "$LOG" || wh_fail "walhook up did not start"
 kill -HUP "$UP"
 wh_wait_until 30 grep -q "reload: SIGHUP sent" "$LOG" || wh_fail "the SIGHUP was not forwarded"

@@ -5,10 +5,7 @@
 # and the unsigned age wrapped around, right after every restart).
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-wh_items_conf
-wh_spawn walhook "$BIN/walhook" up -c "$CONF"
-UP=${WH_PIDS[walhook]}
-LOG="$WH_TMP/walhook.log"
+wh_items_up
 wh_wait_http "http://127.0.0.1:$APORT/readyz" 60 || wh_fail "walhook never became ready"
 ready_child() {
     local p

@@ -250,6 +250,15 @@ wh_items_conf() {
     wh_write_conf "$CONF" "$PG_DSN" "$DATA" "$APORT" "http://127.0.0.1:$RPORT/hook"
 }
 
+# wh_items_up: wh_items_conf, then walhook up on it (process walhook, its
+# pid in UP, its log in LOG).
+wh_items_up() {
+    wh_items_conf
+    wh_spawn walhook "$BIN/walhook" up -c "$CONF"
+    UP=${WH_PIDS[walhook]}
+    LOG="$WH_TMP/walhook.log"
+}
+
 # wh_rowfilter_error_up: `walhook up` (wh_up) on a publication whose row
 # filter fails on a row: table rf (id int PRIMARY KEY, n int) published
 # WHERE make_date(n, 1, 1) IS NOT NULL, then a row with n = 987654322, on
