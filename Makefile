@@ -64,7 +64,8 @@ UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BIN)/tests/%)
 all: $(DAEMONS) $(TOOLS) $(UNIT_BIN) $(BIN)/tests/wh_loadgen $(BIN)/tests/wh_check \
      $(BIN)/tests/wh_storeload \
      $(BIN)/tests/wh_statectl $(BIN)/tests/wh_render $(BIN)/tests/wh_stagebench \
-     $(BIN)/tests/wh_dspbench $(BIN)/tests/wh_pglat $(BIN)/tests/wh_synclat $(BIN)/tests/wh_pss
+     $(BIN)/tests/wh_dspbench $(BIN)/tests/wh_pglat $(BIN)/tests/wh_synclat $(BIN)/tests/wh_pss \
+     $(BIN)/tests/wh_syncgate.so
 
 $(PROTO_C) $(PROTO_H): proto/walhook.proto
 	@mkdir -p $(BUILD)/gen
@@ -138,6 +139,12 @@ $(BIN)/tests/wh_pglat: $(BUILD)/tests/lib/wh_pglat.o $(BUILD)/libwhcommon.a
 $(BIN)/tests/wh_synclat: $(BUILD)/tests/lib/wh_synclat.o $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
+
+# an LD_PRELOAD library for tests (never in a daemon), built without the
+# sanitizers: it is preloaded into the store of bin/, not of build-asan/
+$(BIN)/tests/wh_syncgate.so: tests/lib/wh_syncgate.c
+	@mkdir -p $(BIN)/tests
+	$(CC) $(OPT) -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -fPIC -shared -o $@ $< -ldl
 
 $(BIN)/tests/wh_pss: $(BUILD)/tests/lib/wh_pss.o
 	@mkdir -p $(BIN)/tests

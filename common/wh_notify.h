@@ -1,9 +1,11 @@
-/* wh_notify: the store's durability notifications on the wire (published
- * with wh_pub, received with wh_sub). One message per synced Append:
+/* wh_notify: the store's notifications on the wire (published with
+ * wh_pub, received with wh_sub). One message per Append, sent once it is
+ * written (readable), while its WAL sync runs (the Append is acknowledged
+ * to the ingestor only after the sync):
  *
  *   tenant NUL lsn(8, BE) seq(4, BE) [a packed DurableNote]
  *
- * The 12 bytes after the name are the tenant's last durable position (a
+ * The 12 bytes after the name are the tenant's last stored position (a
  * hint: its readers Read); (0,0) says dead letters were queued for replay.
  * When the Append's events fit (WH_NOTE_PUSH_MAX) and no other Append of the
  * tenant overlapped it, a DurableNote follows (proto/walhook.proto): the
@@ -28,7 +30,7 @@
 
 typedef struct wh_note {
     char tenant[WH_NAME_MAX + 1];
-    uint64_t lsn; /* the tenant's last durable position */
+    uint64_t lsn; /* the tenant's last stored position */
     uint32_t seq;
     /* the pushed events (checked: strictly after prev, in position order,
      * the last one at (lsn, seq), none empty); NULL: position only */

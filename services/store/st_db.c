@@ -1290,6 +1290,11 @@ static int wal_synced_after(st_db *db, char *err, size_t errlen)
     return WH_OK;
 }
 
+int st_db_wal_synced(st_db *db, char *err, size_t errlen)
+{
+    return wal_synced_after(db, err, errlen);
+}
+
 static uint64_t append_bytes(const st_event *ev, size_t n);
 /* One append in the commit queue; lives on its appender's stack. */
 typedef struct st_wreq {
@@ -1310,6 +1315,8 @@ typedef struct st_wreq {
     const st_toast_op *tops; /* TOAST cache ops, written with its last events */
     size_t ntops;
     uint64_t tsender, tserial;
+    st_written_fn written; /* told once its last events are written */
+    void *written_arg;
     int done; /* all its events synced, or failed (rc) */
     int rc;
     char err[WH_ERRLEN];
@@ -1585,15 +1592,25 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             rc = st_toast_apply(r->t->tc, db->rdb, r->t->toast, wb, r->tops, r->ntops, r->tsender,
                                 r->tserial, tmax, err, errlen);
     }
-    if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0) {
-        char *e = NULL;
-        uint64_t tk = sync_begin(db);
-        rocksdb_write(db->rdb, db->wo, wb, &e);
-        st_dbi_note_write(db, e);
-        if (e)
-            rc = st_dbi_rerr(err, errlen, "write", e);
-        else
-            sync_end(db, tk);
+    /* Written without sync, then the WAL synced: the events are readable
+     * from the write on, and the appends complete in this group are told
+     * (`written`: their events go to the dispatchers while the WAL syncs);
+     * each is acknowledged only after the sync. A group with nothing new
+     * (every event sent again) syncs too: what it found stored may be the
+     * write of an append whose sync failed. */
+    int any = 0;
+    for (size_t i = 0; i < np; i++)
+        any |= parts[i].to > parts[i].from;
+    uint64_t tk = 0;
+    if (rc == WH_OK && (rocksdb_writebatch_count(wb) > 0 || any)) {
+        tk = sync_begin(db);
+        if (rocksdb_writebatch_count(wb) > 0) {
+            char *e = NULL;
+            rocksdb_write(db->rdb, db->wo_lazy, wb, &e);
+            st_dbi_note_write(db, e);
+            if (e)
+                rc = st_dbi_rerr(err, errlen, "write", e);
+        }
     }
     for (size_t i = 0; i < np && rc == WH_OK; i++) { /* newest_*: a part's last event */
         if (parts[i].to == parts[i].from)
@@ -1606,6 +1623,18 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             t->newest_seq = ev->seq;
         }
         pthread_mutex_unlock(&t->wm_mu);
+    }
+    for (size_t i = 0; i < np && rc == WH_OK; i++)
+        if (parts[i].r->written != NULL && parts[i].to == parts[i].r->n)
+            parts[i].r->written(parts[i].r->written_arg);
+    if (rc == WH_OK && tk != 0) {
+        char *e = NULL;
+        rocksdb_flush_wal(db->rdb, 1, &e);
+        st_dbi_note_write(db, e);
+        if (e)
+            rc = st_dbi_rerr(err, errlen, "WAL sync", e);
+        else
+            sync_end(db, tk);
     }
     if (reg)
         pthread_mutex_unlock(&db->schema_mu);
@@ -1720,7 +1749,7 @@ int st_db_append_progress(st_db *db, const char *tenant, const st_event *ev, siz
                           uint64_t ack_lsn, const void *prog, size_t prog_len,
                           uint64_t *durable_lsn, char *err, size_t errlen)
 {
-    st_append_extra x = {prog != NULL ? prog : "", prog_len, NULL, 0, NULL, 0, 0, 0};
+    st_append_extra x = {.prog = prog != NULL ? prog : "", .prog_len = prog_len};
     return append_do(db, tenant, ev, n, ack_lsn, 0, 0, &x, durable_lsn, err, errlen);
 }
 
@@ -1728,7 +1757,7 @@ int st_db_append_schemas(st_db *db, const char *tenant, const st_event *ev, size
                          uint64_t ack_lsn, const st_schema *sv, size_t nsv, uint64_t *durable_lsn,
                          char *err, size_t errlen)
 {
-    st_append_extra x = {NULL, 0, sv, nsv, NULL, 0, 0, 0};
+    st_append_extra x = {.sv = sv, .nsv = nsv};
     return append_do(db, tenant, ev, n, ack_lsn, 0, 0, &x, durable_lsn, err, errlen);
 }
 
@@ -1775,10 +1804,10 @@ int st_db_get_progress(st_db *db, const char *tenant, char **out, size_t *len, c
 }
 
 int st_db_append_stage_end(st_db *db, const char *tenant, const st_event *ev, size_t n,
-                           uint64_t ack_lsn, uint32_t xid, uint64_t *durable_lsn, char *err,
-                           size_t errlen)
+                           uint64_t ack_lsn, uint32_t xid, const st_append_extra *x,
+                           uint64_t *durable_lsn, char *err, size_t errlen)
 {
-    return append_do(db, tenant, ev, n, ack_lsn, 1, xid, NULL, durable_lsn, err, errlen);
+    return append_do(db, tenant, ev, n, ack_lsn, 1, xid, x, durable_lsn, err, errlen);
 }
 
 static int ten_open_toast(st_db *db, const char *tenant, st_tenant **out, char *err, size_t errlen);
@@ -1788,7 +1817,12 @@ int st_db_append_toast(st_db *db, const char *tenant, const st_event *ev, size_t
                        size_t nops, uint64_t sender, uint64_t serial, uint64_t *durable_lsn,
                        char *err, size_t errlen)
 {
-    st_append_extra x = {(const char *)prog, prog_len, NULL, 0, ops, nops, sender, serial};
+    st_append_extra x = {.prog = (const char *)prog,
+                         .prog_len = prog_len,
+                         .tops = ops,
+                         .ntops = nops,
+                         .tsender = sender,
+                         .tserial = serial};
     return append_do(db, tenant, ev, n, ack_lsn, 0, 0, &x, durable_lsn, err, errlen);
 }
 
@@ -1823,7 +1857,9 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
                  .tops = x != NULL ? x->tops : NULL,
                  .ntops = x != NULL ? x->ntops : 0,
                  .tsender = x != NULL ? x->tsender : 0,
-                 .tserial = x != NULL ? x->tserial : 0};
+                 .tserial = x != NULL ? x->tserial : 0,
+                 .written = x != NULL ? x->written : NULL,
+                 .written_arg = x != NULL ? x->written_arg : NULL};
     pthread_cond_init(&r.cond, NULL);
     pthread_mutex_lock(&db->cq_mu);
     r.enq_us = wh_now_us();

@@ -200,8 +200,11 @@ int st_db_check_name(const char *name, const char *what, char *err, size_t errle
 int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen);
 void st_db_close(st_db *db);
 
-/* One WriteBatch (sync) holding all events and D = max(old, ack_lsn).
- * *durable_lsn receives the stored D value. */
+/* One WriteBatch holding all events and D = max(old, ack_lsn), written,
+ * then the WAL synced: returns once the sync covers it. The events are
+ * readable from the write on (st_append_extra's `written` is told then,
+ * before the sync): a reader may see them before they are durable, never
+ * an acknowledgement. *durable_lsn receives the stored D value. */
 int st_db_append(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                  uint64_t *durable_lsn, char *err, size_t errlen);
 /* st_db_append that also puts the tenant's snapshot progress (an opaque
@@ -262,9 +265,14 @@ typedef struct st_schema {
 int st_db_append_schemas(st_db *db, const char *tenant, const st_event *ev, size_t n,
                          uint64_t ack_lsn, const st_schema *sv, size_t nsv, uint64_t *durable_lsn,
                          char *err, size_t errlen);
+/* Called once an append's last events are written (readable), before the
+ * WAL sync that makes them durable: on the thread writing its group
+ * (maybe not the appender's own), outside the commit queue's lock, while
+ * the appender waits. Must not call into st_db's append path. */
+typedef void (*st_written_fn)(void *arg);
 /* What an append may carry besides its events (st_db_append_ext): the
- * snapshot progress (as st_db_append_progress) and schema versions (as
- * st_db_append_schemas). */
+ * snapshot progress (as st_db_append_progress), schema versions (as
+ * st_db_append_schemas), and a hook for when it is written. */
 typedef struct st_append_extra {
     const char *prog; /* NULL: none */
     size_t prog_len;
@@ -273,6 +281,8 @@ typedef struct st_append_extra {
     const st_toast_op *tops; /* TOAST cache ops (st_toast), with the last events */
     size_t ntops;
     uint64_t tsender, tserial;
+    st_written_fn written; /* NULL: none */
+    void *written_arg;
 } st_append_extra;
 int st_db_append_ext(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                      const st_append_extra *x, uint64_t *durable_lsn, char *err, size_t errlen);
@@ -354,10 +364,11 @@ int st_db_stage_scan(st_db *db, const char *tenant, uint32_t xid, uint32_t from_
 int st_db_stage_count(st_db *db, const char *tenant, uint32_t xid, uint64_t cap, uint64_t *n,
                       char *err, size_t errlen);
 /* st_db_append whose write also drops the staging of xid (the last chunk
- * of a stage commit: its events, ack_lsn and the drop in one WriteBatch). */
+ * of a stage commit: its events, ack_lsn and the drop in one WriteBatch);
+ * x (may be NULL) as st_db_append_ext's. */
 int st_db_append_stage_end(st_db *db, const char *tenant, const st_event *ev, size_t n,
-                           uint64_t ack_lsn, uint32_t xid, uint64_t *durable_lsn, char *err,
-                           size_t errlen);
+                           uint64_t ack_lsn, uint32_t xid, const st_append_extra *x,
+                           uint64_t *durable_lsn, char *err, size_t errlen);
 
 /* Events of tenant strictly after (from_lsn, from_seq) in position order, at
  * most max_events, and stopping before max_bytes of json would be exceeded
@@ -469,6 +480,13 @@ int st_db_state_put(st_db *db, uint64_t version, const char *doc, size_t len, ch
 /* The consumer's offset, (0, 0) when it never committed. */
 int st_db_get_offset(st_db *db, const char *tenant, const char *consumer, uint64_t *lsn,
                      uint32_t *seq, char *err, size_t errlen);
+
+/* Returns once everything written before the call is synced (an append's
+ * sync that began after it, or a WAL sync of its own): for answers that
+ * hand stored state to a client that acts on it as durable (an ingestor's
+ * snapshot progress and schema registry), since appends are readable
+ * before their sync. */
+int st_db_wal_synced(st_db *db, char *err, size_t errlen);
 
 /* The durable ack_lsn of the tenant (0 when none). */
 int st_db_get_durable(st_db *db, const char *tenant, uint64_t *lsn, char *err, size_t errlen);

@@ -1,4 +1,4 @@
-/* st_push: may a synced Append push its events with the durability
+/* st_push: may a written Append push its events with the store's
  * notification (wh_notify.h)? Only when the store can say which events the
  * tenant holds right before them: each tenant's last stored position (its
  * tail, read once with st_db_tenant_end, then moved by every Append) is
@@ -33,8 +33,8 @@ typedef struct st_push_tok {
 int st_push_new(st_push **out);
 void st_push_free(st_push *p);
 void st_push_begin(st_push *p, st_db *db, const char *tenant, st_push_tok *tok);
-/* ok: the Append is synced. Returns 1 (push: *prev is the tenant's last
- * position before first) or 0 (notify the position only). */
+/* ok: the Append is written (events_written, before its sync). Returns 1 (push: *prev is the
+ * tenant's last position before first) or 0 (notify the position only). */
 int st_push_end(st_push *p, st_db *db, st_push_tok *tok, int ok, uint64_t first_lsn,
                 uint32_t first_seq, uint64_t last_lsn, uint32_t last_seq, uint64_t *prev_lsn,
                 uint32_t *prev_seq, uint64_t *moves);

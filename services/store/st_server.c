@@ -162,10 +162,11 @@ static st_waitq *waitq_get(st_server *s, const char *tenant, int create)
     return q;
 }
 
-/* Publishes "tenant T is durable up to (lsn, seq)" (wh_notify.h): the
+/* Publishes "tenant T is stored up to (lsn, seq)" (wh_notify.h): the
  * tenant's name, a NUL, the big-endian lsn (8 bytes) and seq (4 bytes),
- * and with has_prev the events themselves when they fit. After the sync: a
- * subscriber that reads at once finds the events. */
+ * and with has_prev the events themselves when they fit. After the write,
+ * maybe before its sync (events_written): a subscriber that reads at once
+ * finds the events. */
 static void publish_durable(st_server *s, const char *tenant, uint64_t lsn, uint32_t seq,
                             int has_prev, uint64_t prev_lsn, uint32_t prev_seq, uint64_t moves,
                             Walhook__Event *const *events, size_t n)
@@ -242,33 +243,83 @@ static int names_ok(Walhook__Reply *rep, const char *tenant, const char *consume
 
 /* ---- Append ---- */
 
+/* An Append being stored (store_events): what its `written` hook needs. */
+typedef struct st_wctx {
+    st_server *s;
+    const char *tenant;
+    const st_event *ev;
+    Walhook__Event *const *pev;
+    size_t n;
+    int ordered;
+    int track; /* st_push_begin was called */
+    int told;  /* the hook ran: st_push_end called, the dispatchers told */
+    st_push_tok tok;
+} st_wctx;
+
+/* The Append's events are written (readable), its WAL sync still ahead
+ * (st_written_fn; on the thread writing the group): the tenant's push tail
+ * moves, the dispatchers get the events (publish_durable) and the long
+ * polls wake, so delivery overlaps the sync. Nothing is acknowledged here:
+ * the ingestor's reply, and so PostgreSQL's flush LSN, waits for the sync.
+ * A dispatcher may post an event the store then loses with the machine (a
+ * process crash loses nothing written): the ingestor sends it again from
+ * PostgreSQL, under the same id (at-least-once), and no offset can pass it
+ * durably first (an offset's write syncs the WAL before it, events
+ * included). */
+static void events_written(void *arg)
+{
+    st_wctx *w = arg;
+    st_server *s = w->s;
+    w->told = 1;
+    if (w->n == 0)
+        return;
+    int has_prev = 0;
+    uint64_t prev_lsn = 0, moves = 0;
+    uint32_t prev_seq = 0;
+    if (w->track) {
+        const st_event *f = &w->ev[0], *l = &w->ev[w->n - 1];
+        has_prev = st_push_end(s->push, s->db, &w->tok, w->ordered, f->lsn, f->seq, l->lsn, l->seq,
+                               &prev_lsn, &prev_seq, &moves);
+    }
+    const Walhook__Event *last = w->pev[w->n - 1];
+    publish_durable(s, w->tenant, last->commit_lsn, last->seq, has_prev, prev_lsn, prev_seq, moves,
+                    w->pev, w->n);
+    notify_tenant(s, w->tenant);
+}
+
 /* Stores events as every Append does: the group commit (st_db_append; the
  * last chunk of a stage commit also drops the staging of drop_xid), the
- * tenant's push tail, counters, the durability notification and the
- * long polls' wake-up. pev: the same events as protobuf (the
- * notification's). WH_ERR (err set) when the write failed. */
+ * tenant's push tail, counters, the notification with the events and the
+ * long polls' wake-up (once written: events_written), the reply's wait for
+ * the sync. pev: the same events as protobuf (the notification's). WH_ERR
+ * (err set) when the write or the sync failed. */
 static int store_events(st_server *s, const char *tenant, const st_event *ev,
                         Walhook__Event *const *pev, size_t n, int ordered, uint64_t ack_lsn,
                         int has_drop, uint32_t drop_xid, const st_append_extra *x,
                         uint64_t *durable, char *err, size_t errlen)
 {
-    st_push_tok tok;
-    int track = n > 0 && s->pub != NULL;
-    if (track)
-        st_push_begin(s->push, s->db, tenant, &tok);
-    int rc = has_drop ? st_db_append_stage_end(s->db, tenant, ev, n, ack_lsn, drop_xid, durable,
-                                               err, errlen)
-                      : st_db_append_ext(s->db, tenant, ev, n, ack_lsn, x, durable, err, errlen);
-    int has_prev = 0;
-    uint64_t prev_lsn = 0, moves = 0;
-    uint32_t prev_seq = 0;
-    if (track) {
+    st_wctx w = {.s = s, .tenant = tenant, .ev = ev, .pev = pev, .n = n, .ordered = ordered};
+    w.track = n > 0 && s->pub != NULL;
+    if (w.track)
+        st_push_begin(s->push, s->db, tenant, &w.tok);
+    st_append_extra xw = {0};
+    if (x != NULL)
+        xw = *x;
+    xw.written = events_written;
+    xw.written_arg = &w;
+    int rc = has_drop ? st_db_append_stage_end(s->db, tenant, ev, n, ack_lsn, drop_xid, &xw,
+                                               durable, err, errlen)
+                      : st_db_append_ext(s->db, tenant, ev, n, ack_lsn, &xw, durable, err, errlen);
+    if (!w.told && w.track) { /* not written: the tail is read again */
+        uint64_t pl = 0, mv = 0;
+        uint32_t ps = 0;
         const st_event *f = &ev[0], *l = &ev[n - 1];
-        has_prev = st_push_end(s->push, s->db, &tok, rc == WH_OK && ordered, f->lsn, f->seq, l->lsn,
-                               l->seq, &prev_lsn, &prev_seq, &moves);
+        st_push_end(s->push, s->db, &w.tok, 0, f->lsn, f->seq, l->lsn, l->seq, &pl, &ps, &mv);
     }
     if (rc != WH_OK)
         return WH_ERR;
+    if (!w.told) /* cannot happen (written before a sync that succeeded) */
+        events_written(&w);
     wh_counter_add(&s->appends, 1);
     wh_counter_add(&s->events_stored, n);
     if (n > 0)
@@ -279,12 +330,6 @@ static int store_events(st_server *s, const char *tenant, const st_event *ev,
         wh_lat_trace_flush();
     }
     rent_sweep(s);
-    if (n > 0) {
-        const Walhook__Event *last = pev[n - 1];
-        publish_durable(s, tenant, last->commit_lsn, last->seq, has_prev, prev_lsn, prev_seq, moves,
-                        pev, n);
-        notify_tenant(s, tenant);
-    }
     return WH_OK;
 }
 
@@ -398,15 +443,15 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
         return;
     }
-    st_append_extra x = {a->snapshot_progress.len > 0 ? (const char *)a->snapshot_progress.data
-                                                      : NULL,
-                         a->snapshot_progress.len,
-                         sv,
-                         a->n_schemas,
-                         tops,
-                         a->n_toast_ops,
-                         a->toast_sender,
-                         a->toast_serial};
+    st_append_extra x = {
+        .prog = a->snapshot_progress.len > 0 ? (const char *)a->snapshot_progress.data : NULL,
+        .prog_len = a->snapshot_progress.len,
+        .sv = sv,
+        .nsv = a->n_schemas,
+        .tops = tops,
+        .ntops = a->n_toast_ops,
+        .tsender = a->toast_sender,
+        .tserial = a->toast_serial};
     rc = store_events(s, a->tenant, ev, a->events, a->n_events, ordered, a->ack_lsn, 0, 0, &x,
                       &durable, err, sizeof(err));
     free(sv);
@@ -1276,7 +1321,12 @@ static void do_tenant_info(st_server *s, const Walhook__TenantInfo *t, Walhook__
     m->tinfo.watermark = &m->previous;
     char *prog = NULL;
     size_t plen = 0;
-    if (st_db_get_progress(s->db, t->tenant, &prog, &plen, err, sizeof(err)) != WH_OK) {
+    /* the snapshot progress an ingestor resumes from: durable, not only
+     * written (appends are readable before their sync); what was read is
+     * covered by a sync that begins after the read */
+    if (st_db_get_progress(s->db, t->tenant, &prog, &plen, err, sizeof(err)) != WH_OK ||
+        (prog != NULL && st_db_wal_synced(s->db, err, sizeof(err)) != WH_OK)) {
+        free(prog);
         wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
         return;
     }
@@ -2212,9 +2262,15 @@ void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *re
     case WALHOOK__REQUEST__BODY_BACKLOG:
         do_backlog(s, req->backlog, rep, m);
         break;
-    case WALHOOK__REQUEST__BODY_SCHEMA_LIST:
+    case WALHOOK__REQUEST__BODY_SCHEMA_LIST: {
+        /* registrations are readable before their sync: what was listed
+         * is durable once a sync that begins after the listing ended */
+        char err[WH_ERRLEN];
         st_schema_list(s->db, req->schema_list, rep, &m->schemas);
+        if (rep->status == 0 && st_db_wal_synced(s->db, err, sizeof(err)) != WH_OK)
+            wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
         break;
+    }
     case WALHOOK__REQUEST__BODY_SLOT_REPORT:
         do_slot_report(s, req->slot_report, rep, m);
         break;

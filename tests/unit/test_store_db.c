@@ -153,6 +153,48 @@ static void test_round_trip(void **state)
     assert_int_equal(d2, 0);
 }
 
+/* st_append_extra.written: called once per append, after its last events
+ * are written and before st_db_append returns; the events are readable
+ * then (the store publishes them to the dispatchers from there, while the
+ * WAL syncs). An append of events all stored already still syncs and tells. */
+typedef struct written_probe {
+    st_db *db;
+    int calls;
+    size_t seen; /* events of t1 readable at the call */
+} written_probe;
+
+static void written_hook(void *arg)
+{
+    written_probe *p = arg;
+    got g;
+    p->calls++;
+    p->seen = read_all(p->db, "t1", 0, 0, &g);
+}
+
+static void test_append_written(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    st_event ev[2] = {{0x1000, 0, 1, "{\"a\":0}", 7}, {0x1000, 1, 1, "{\"a\":1}", 7}};
+    written_probe p = {f->db, 0, 0};
+    st_append_extra x = {.written = written_hook, .written_arg = &p};
+    uint64_t d = 0;
+    assert_int_equal(st_db_append_ext(f->db, "t1", ev, 2, 0x1010, &x, &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(p.calls, 1);
+    assert_int_equal(p.seen, 2);
+    assert_int_equal(d, 0x1010);
+    /* sent again: nothing new to write, still told */
+    assert_int_equal(st_db_append_ext(f->db, "t1", ev, 2, 0x1010, &x, &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(p.calls, 2);
+    assert_int_equal(p.seen, 2);
+    /* the last chunk of a stage commit tells too */
+    st_event c = {0x2000, 0, 2, "{\"c\":0}", 7};
+    assert_int_equal(
+        st_db_append_stage_end(f->db, "t1", &c, 1, 0x2010, 9, &x, &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(p.calls, 3);
+    assert_int_equal(p.seen, 3);
+}
+
 /* AppendBatch.snapshot_progress: put with the events, the last one kept,
  * read back after a reopen; none for a tenant that never stored one. */
 static void test_snapshot_progress(void **state)
@@ -1959,8 +2001,8 @@ static void test_stage_keys(void **state)
     assert_true(el == 0 && es == 0);
     /* the commit's last append drops xid 7 of t only */
     st_event c = {0x200, 0, 1, "{\"x\":0}", 7};
-    assert_int_equal(st_db_append_stage_end(f->db, "t", &c, 1, 0x250, 7, &d, err, sizeof(err)),
-                     WH_OK);
+    assert_int_equal(
+        st_db_append_stage_end(f->db, "t", &c, 1, 0x250, 7, NULL, &d, err, sizeof(err)), WH_OK);
     assert_true(d == 0x250);
     uint64_t n;
     assert_int_equal(st_db_stage_count(f->db, "t", 7, 100, &n, err, sizeof(err)), WH_OK);
@@ -2434,6 +2476,7 @@ int main(void)
         crash_child(getenv("TEST_STORE_CRASH_DIR"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_written, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_progress, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_order, setup, teardown),

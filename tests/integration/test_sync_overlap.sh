@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The store's Appends are delivered while their WAL sync runs, and
+# acknowledged only after it (issue 6, latency: the sync is off the
+# delivery path; the flush-LSN rule unchanged). The store runs with
+# wh_syncgate.so preloaded: while the gate file exists its WAL syncs wait
+# (GATE.held exists while one waits). Checked:
+#   - rows inserted while a sync is held reach the receiver, and the
+#     slot's confirmed flush does not pass them until the gate opens;
+#   - the store SIGKILLed while such a sync is held (rows delivered, none
+#     acknowledged): restarted, the rows are acknowledged, the receiver has
+#     every row, and each row is one event (one id) in the store and at
+#     the receiver: nothing stored twice, nothing acknowledged lost.
+set -uo pipefail
+source "$(dirname "$0")/../lib/helpers.sh"
+GATE=""
+trap '[ -n "$GATE" ] && rm -f "$GATE"; wh_cleanup' EXIT
+wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver
+[ -f "$BIN/tests/wh_syncgate.so" ] || wh_fail "no $BIN/tests/wh_syncgate.so (run make)"
+wh_tmpdir
+GATE="$WH_TMP/gate"
+export WH_SYNCGATE="$GATE" LD_PRELOAD="$BIN/tests/wh_syncgate.so"
+wh_items_pipeline
+unset LD_PRELOAD
+
+insert() { # FROM TO: one row per transaction
+    local i
+    for ((i = $1; i <= $2; i++)); do echo "INSERT INTO items VALUES ($i);"; done |
+        pg_psql >/dev/null || wh_fail "inserts $1-$2 failed"
+}
+received() { # ROW: the receiver has it
+    grep -q "\"after\":{\"id\":$1}" "$WH_TMP/received.jsonl" 2>/dev/null
+}
+received_all() { # FROM TO
+    local i
+    for ((i = $1; i <= $2; i++)); do received "$i" || return 1; done
+}
+confirmed() {
+    pg_psql -At -c "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'walhook'"
+}
+# held FROM TO: rows FROM-TO inserted in one transaction (one Append: the
+# ingestor has one in flight, so what follows waits for its ack) while the
+# store's WAL syncs wait at the gate; sets END (the WAL's end after them)
+held() {
+    touch "$GATE"
+    pg_psql -c "INSERT INTO items SELECT generate_series($1, $2)" >/dev/null ||
+        wh_fail "insert $1-$2 failed"
+    END=$(pg_psql -At -c "SELECT pg_current_wal_lsn()")
+    wh_wait_until 30 test -e "$GATE.held" || wh_fail "no WAL sync of the store reached the gate"
+    wh_wait_until 30 received_all "$1" "$2" ||
+        wh_fail "rows $1-$2, written but their WAL sync held, were not delivered (delivery waits for the sync)"
+    test -e "$GATE.held" || wh_fail "a WAL sync passed the gate"
+    _wh_slot_flushed "$END" walhook &&
+        wh_fail "the slot's confirmed flush ($(confirmed)) passed rows $1-$2 while their WAL sync was held"
+    wh_log "rows $1-$2 delivered while the WAL sync was held; confirmed flush $(confirmed), rows end at $END"
+}
+
+insert 1 10
+wh_wait_until 60 received_all 1 10 || wh_fail "rows 1-10 not delivered"
+
+held 11 20
+sleep 1 # the sync still held: the flush LSN must not move meanwhile
+_wh_slot_flushed "$END" walhook && wh_fail "the slot's confirmed flush passed rows 11-20 (sync held)"
+rm -f "$GATE"
+wh_wait_slot_flush "$END" 60 || wh_fail "the gate opened, yet the confirmed flush never reached $END"
+wh_log "gate open: confirmed flush $(confirmed)"
+
+held 21 30
+wh_kill store KILL
+rm -f "$GATE"
+wh_log "store SIGKILLed with rows 21-30 delivered and not acknowledged"
+wh_spawn store "$BIN/walhook-store" -c "$CONF"
+wh_wait_slot_flush "$END" 90 || wh_fail "after the store's restart the confirmed flush never reached $END"
+insert 31 40
+wh_wait_until 60 received_all 1 40 || wh_fail "not every row 1-40 reached the receiver"
+
+# each row is one event: one id at the receiver, one key in the store
+perl -ne 'while (/"id":"(default:[^"]+)"(?:(?!"id":"default:).)*?"after":\{"id":(\d+)\}/g) {
+        print "$2 $1\n" }' \
+    "$WH_TMP/received.jsonl" | sort -u >"$WH_TMP/row_ids.txt"
+n=$(cut -d' ' -f1 "$WH_TMP/row_ids.txt" | sort -u | wc -l)
+[ "$n" -eq 40 ] || wh_fail "the receiver has $n distinct rows, want 40"
+n=$(wc -l <"$WH_TMP/row_ids.txt")
+[ "$n" -eq 40 ] || wh_fail "the receiver has $n (row, id) pairs for 40 rows: a row under two ids"
+for d in admin dispatcher ingestor store; do wh_kill "$d" TERM; done
+"$BIN/walhook-store" --dump -c "$CONF" >"$WH_TMP/dump.txt" 2>"$WH_TMP/dump.log" ||
+    wh_fail "walhook-store --dump failed: $(tail -n 3 "$WH_TMP/dump.log")"
+stored=$(wc -l <"$WH_TMP/dump.txt")
+ids=$(grep -o '"id":"default:[^"]*"' "$WH_TMP/received.jsonl" | sort -u | wc -l)
+wh_log "store holds $stored events, the receiver $ids distinct ids ($(grep -c . "$WH_TMP/received.jsonl") requests)"
+[ "$stored" -eq "$ids" ] || wh_fail "the store holds $stored events, the receiver got $ids distinct ids"
+while read -r row id; do
+    pos=${id#default:}
+    grep -qx "default ${pos%:*} ${pos##*:}" "$WH_TMP/dump.txt" ||
+        wh_fail "row $row's event $id is not in the store (dump: $(head -n 2 "$WH_TMP/dump.txt"))"
+done <"$WH_TMP/row_ids.txt"
+wh_pass "rows delivered while their WAL sync was held, acknowledged after it; a SIGKILL then lost none and stored none twice"

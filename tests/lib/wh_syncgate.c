@@ -1,0 +1,83 @@
+/* wh_syncgate: an LD_PRELOAD library for tests that holds the store's WAL
+ * syncs at a gate, so a test can see what the pipeline does while an
+ * Append is written but not yet durable (test_sync_overlap).
+ *
+ *   LD_PRELOAD=bin/tests/wh_syncgate.so WH_SYNCGATE=FILE walhook-store ...
+ *
+ * In a process named walhook-store only (any other process that inherits
+ * the variables is left alone): while FILE exists, fdatasync and fsync of
+ * a RocksDB WAL file (a name ending in ".log") wait, and FILE.held exists
+ * while one waits (created when the wait starts, removed when it ends).
+ * Everything else, and every sync once FILE is gone, goes straight to the
+ * C library. Never in a daemon's build. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int (*real_fdatasync)(int);
+static int (*real_fsync)(int);
+static const char *gate; /* NULL: off in this process */
+
+__attribute__((constructor)) static void syncgate_init(void)
+{
+    real_fdatasync = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    real_fsync = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    const char *g = getenv("WH_SYNCGATE");
+    if (g != NULL && *g != '\0' && strcmp(program_invocation_short_name, "walhook-store") == 0)
+        gate = g;
+}
+
+static int is_wal(int fd)
+{
+    char link[64], path[PATH_MAX];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof(path) - 1);
+    if (n < 4)
+        return 0;
+    path[n] = '\0';
+    return strcmp(path + n - 4, ".log") == 0;
+}
+
+static void wait_gate(int fd)
+{
+    if (gate == NULL || access(gate, F_OK) != 0 || !is_wal(fd))
+        return;
+    char held[PATH_MAX];
+    snprintf(held, sizeof(held), "%s.held", gate);
+    FILE *f = fopen(held, "w");
+    if (f != NULL)
+        fclose(f);
+    struct timespec ts = {0, 1000000};
+    while (access(gate, F_OK) == 0)
+        nanosleep(&ts, NULL);
+    unlink(held);
+}
+
+int fdatasync(int fd)
+{
+    int saved = errno;
+    wait_gate(fd);
+    errno = saved;
+    if (real_fdatasync == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real_fdatasync(fd);
+}
+
+int fsync(int fd)
+{
+    int saved = errno;
+    wait_gate(fd);
+    errno = saved;
+    if (real_fsync == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real_fsync(fd);
+}
