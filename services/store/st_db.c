@@ -1191,8 +1191,12 @@ void st_dbi_note_write(st_db *db, const char *err)
 int st_db_write_health(st_db *db, char *why, size_t whylen)
 {
     pthread_mutex_lock(&db->health_mu);
-    int failing = db->write_failing;
-    if (failing)
+    int failing = db->write_failing || db->wal_failed;
+    if (db->wal_failed)
+        wh_seterr(why, whylen,
+                  "a WAL sync failed (%s): nothing is acknowledged until walhook-store restarts",
+                  db->wal_err);
+    else if (failing)
         wh_seterr(why, whylen, "cannot write for %.1f s: %s",
                   (double)(wh_now_ms() - db->fail_since_ms) / 1000.0, db->write_err);
     pthread_mutex_unlock(&db->health_mu);
@@ -1259,6 +1263,49 @@ static void sync_end(st_db *db, uint64_t tk)
         pthread_cond_broadcast(&db->sync_cv);
 }
 
+/* WH_ERR (err set) once a WAL sync has failed: sticky, as PostgreSQL's
+ * PANIC on a failed fsync. What the failed sync should have made durable
+ * is readable already (appends are written before their sync), so a retry
+ * may find it stored and write nothing; it may never be synced. Nothing is
+ * acknowledged until the store restarts and recovers the WAL from disk. */
+static int wal_check(st_db *db, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&db->health_mu);
+    int failed = db->wal_failed;
+    if (failed)
+        wh_seterr(err, errlen,
+                  "a WAL sync failed earlier (%s): nothing is acknowledged until walhook-store "
+                  "restarts",
+                  db->wal_err);
+    pthread_mutex_unlock(&db->health_mu);
+    return failed ? WH_ERR : WH_OK;
+}
+
+/* Syncs the WAL (everything written before the call); a failure is
+ * sticky (wal_check). */
+static int wal_sync(st_db *db, char *err, size_t errlen)
+{
+    if (wal_check(db, err, errlen) != WH_OK)
+        return WH_ERR;
+    char *e = NULL;
+    rocksdb_flush_wal(db->rdb, 1, &e);
+    st_dbi_note_write(db, e);
+    if (e == NULL)
+        return WH_OK;
+    st_dbi_rerr(err, errlen, "WAL sync", e);
+    pthread_mutex_lock(&db->health_mu);
+    int first = !db->wal_failed;
+    db->wal_failed = 1;
+    if (first)
+        wh_strlcpy(db->wal_err, err, sizeof(db->wal_err));
+    pthread_mutex_unlock(&db->health_mu);
+    if (first)
+        wh_error("%s: walhook-store acknowledges nothing more until it restarts (the WAL is then "
+                 "recovered from disk)",
+                 err);
+    return WH_ERR;
+}
+
 /* Returns once the WAL written before the call is synced: by a synced
  * write that began after the call (RocksDB syncs every live WAL file up to
  * a synced write's end, so it covers what was written before it), waited
@@ -1281,11 +1328,8 @@ static int wal_synced_after(st_db *db, char *err, size_t errlen)
     }
     uint64_t tk = ++db->sync_begun;
     pthread_mutex_unlock(&db->sync_mu);
-    char *e = NULL;
-    rocksdb_flush_wal(db->rdb, 1, &e);
-    st_dbi_note_write(db, e);
-    if (e)
-        return st_dbi_rerr(err, errlen, "WAL sync", e);
+    if (wal_sync(db, err, errlen) != WH_OK)
+        return WH_ERR;
     sync_end(db, tk);
     return WH_OK;
 }
@@ -1595,14 +1639,14 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
     /* Written without sync, then the WAL synced: the events are readable
      * from the write on, and the appends complete in this group are told
      * (`written`: their events go to the dispatchers while the WAL syncs);
-     * each is acknowledged only after the sync. A group with nothing new
-     * (every event sent again) syncs too: what it found stored may be the
-     * write of an append whose sync failed. */
-    int any = 0;
-    for (size_t i = 0; i < np; i++)
-        any |= parts[i].to > parts[i].from;
+     * each is acknowledged only after the sync. Every group syncs, one with
+     * nothing new to write too (all sent again, a stage commit retried
+     * after its staging was dropped, TOAST ops already applied): what it
+     * found may be the write of an append whose sync failed (wal_check). */
     uint64_t tk = 0;
-    if (rc == WH_OK && (rocksdb_writebatch_count(wb) > 0 || any)) {
+    if (rc == WH_OK)
+        rc = wal_check(db, err, errlen);
+    if (rc == WH_OK) {
         tk = sync_begin(db);
         if (rocksdb_writebatch_count(wb) > 0) {
             char *e = NULL;
@@ -1628,12 +1672,8 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
         if (parts[i].r->written != NULL && parts[i].to == parts[i].r->n)
             parts[i].r->written(parts[i].r->written_arg);
     if (rc == WH_OK && tk != 0) {
-        char *e = NULL;
-        rocksdb_flush_wal(db->rdb, 1, &e);
-        st_dbi_note_write(db, e);
-        if (e)
-            rc = st_dbi_rerr(err, errlen, "WAL sync", e);
-        else
+        rc = wal_sync(db, err, errlen);
+        if (rc == WH_OK)
             sync_end(db, tk);
     }
     if (reg)

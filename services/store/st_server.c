@@ -265,7 +265,8 @@ typedef struct st_wctx {
  * process crash loses nothing written): the ingestor sends it again from
  * PostgreSQL, under the same id (at-least-once), and no offset can pass it
  * durably first (an offset's write syncs the WAL before it, events
- * included). */
+ * included). A snapshot or backfill chunk is told after its sync instead
+ * (store_events). */
 static void events_written(void *arg)
 {
     st_wctx *w = arg;
@@ -305,20 +306,26 @@ static int store_events(st_server *s, const char *tenant, const st_event *ev,
     st_append_extra xw = {0};
     if (x != NULL)
         xw = *x;
-    xw.written = events_written;
-    xw.written_arg = &w;
+    /* a snapshot or backfill chunk (it carries the progress) goes out only
+     * after its sync: its ids would not survive a loss of the unsynced WAL
+     * (the ingestor reads a lost chunk again, at other positions) */
+    if (xw.prog == NULL) {
+        xw.written = events_written;
+        xw.written_arg = &w;
+    }
     int rc = has_drop ? st_db_append_stage_end(s->db, tenant, ev, n, ack_lsn, drop_xid, &xw,
                                                durable, err, errlen)
                       : st_db_append_ext(s->db, tenant, ev, n, ack_lsn, &xw, durable, err, errlen);
-    if (!w.told && w.track) { /* not written: the tail is read again */
-        uint64_t pl = 0, mv = 0;
-        uint32_t ps = 0;
-        const st_event *f = &ev[0], *l = &ev[n - 1];
-        st_push_end(s->push, s->db, &w.tok, 0, f->lsn, f->seq, l->lsn, l->seq, &pl, &ps, &mv);
-    }
-    if (rc != WH_OK)
+    if (rc != WH_OK) {
+        if (!w.told && w.track) { /* maybe not written: the tail is read again */
+            uint64_t pl = 0, mv = 0;
+            uint32_t ps = 0;
+            const st_event *f = &ev[0], *l = &ev[n - 1];
+            st_push_end(s->push, s->db, &w.tok, 0, f->lsn, f->seq, l->lsn, l->seq, &pl, &ps, &mv);
+        }
         return WH_ERR;
-    if (!w.told) /* cannot happen (written before a sync that succeeded) */
+    }
+    if (!w.told) /* a snapshot chunk: told once synced */
         events_written(&w);
     wh_counter_add(&s->appends, 1);
     wh_counter_add(&s->events_stored, n);

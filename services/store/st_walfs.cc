@@ -107,7 +107,8 @@ class PrefillFile : public rocksdb::FSWritableFileOwnerWrapper
     {
         rocksdb::IOStatus s = target()->Close(o, d);
         if (fd_ >= 0) {
-            if (zeroed_ > end_ && ::ftruncate(fd_, (off_t)end_) != 0 && s.ok())
+            uint64_t end = end_;
+            if (zeroed_ > end && ::ftruncate(fd_, (off_t)end) != 0 && s.ok())
                 s = rocksdb::IOStatus::IOError("truncating the WAL's zeroed tail",
                                                std::strerror(errno));
             ::close(fd_);
@@ -121,8 +122,9 @@ class PrefillFile : public rocksdb::FSWritableFileOwnerWrapper
      * backlog)? */
     void synced()
     {
-        small_ = end_ - synced_end_ < chunk_ / 8;
-        synced_end_ = end_;
+        uint64_t end = end_;
+        small_ = end - synced_end_ < chunk_ / 8;
+        synced_end_ = end;
     }
     /* makes [0, upto) written: zeros from the zeroed end on, `chunk` past
      * upto. Only while syncs are of small writes, and not for a big write
@@ -134,8 +136,9 @@ class PrefillFile : public rocksdb::FSWritableFileOwnerWrapper
     {
         if (fd_ < 0 || stopped_ || !small_ || upto <= zeroed_)
             return;
-        uint64_t at0 = zeroed_ > end_ ? zeroed_ : end_;
-        if (upto - end_ >= chunk_ / 8 && upto > at0)
+        uint64_t end = end_;
+        uint64_t at0 = zeroed_ > end ? zeroed_ : end;
+        if (upto - end >= chunk_ / 8 && upto > at0)
             return;
         uint64_t to = (upto + chunk_ + kZeroBlock - 1) / kZeroBlock * kZeroBlock;
         uint64_t at = at0;
@@ -159,10 +162,13 @@ class PrefillFile : public rocksdb::FSWritableFileOwnerWrapper
     uint64_t chunk_;
     std::atomic<uint64_t> *total_;
     bool stopped_ = false;
-    bool small_ = true;       /* the last sync was of a small write */
-    uint64_t synced_end_ = 0; /* end_ at the last sync */
-    uint64_t end_ = 0;        /* the data's end */
-    uint64_t zeroed_ = 0;     /* [0, zeroed_) written (data or zeros) */
+    /* Sync runs on the store's group-commit leader while other threads
+     * append to the same WAL (RocksDB serializes the appends and the syncs,
+     * not one against the other): what both touch is atomic */
+    std::atomic<bool> small_{true};       /* the last sync was of a small write */
+    std::atomic<uint64_t> synced_end_{0}; /* end_ at the last sync */
+    std::atomic<uint64_t> end_{0};        /* the data's end */
+    uint64_t zeroed_ = 0;                 /* [0, zeroed_) written (data or zeros) */
 };
 
 class WalFs : public rocksdb::FileSystemWrapper

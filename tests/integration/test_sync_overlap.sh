@@ -7,9 +7,12 @@
 #   - rows inserted while a sync is held reach the receiver, and the
 #     slot's confirmed flush does not pass them until the gate opens;
 #   - the store SIGKILLed while such a sync is held (rows delivered, none
-#     acknowledged): restarted, the rows are acknowledged, the receiver has
-#     every row, and each row is one event (one id) in the store and at
-#     the receiver: nothing stored twice, nothing acknowledged lost.
+#     acknowledged): restarted, the rows are acknowledged;
+#   - a WAL sync that fails (EIO) stops every acknowledgement (sticky, the
+#     store says so) until the store restarts; then the rows are acked;
+#   - in the end the receiver has every row, and each row is one event (one
+#     id) in the store and at the receiver: nothing stored twice, nothing
+#     acknowledged lost.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 GATE=""
@@ -21,6 +24,10 @@ GATE="$WH_TMP/gate"
 export WH_SYNCGATE="$GATE" LD_PRELOAD="$BIN/tests/wh_syncgate.so"
 wh_items_pipeline
 unset LD_PRELOAD
+restart_store() { # after a SIGKILL: its gate files go, the library stays
+    rm -f "$GATE" "$GATE.held"
+    wh_spawn store env LD_PRELOAD="$BIN/tests/wh_syncgate.so" "$BIN/walhook-store" -c "$CONF"
+}
 
 insert() { # FROM TO: one row per transaction
     local i
@@ -66,21 +73,40 @@ wh_log "gate open: confirmed flush $(confirmed)"
 
 held 21 30
 wh_kill store KILL
-rm -f "$GATE"
 wh_log "store SIGKILLed with rows 21-30 delivered and not acknowledged"
-wh_spawn store "$BIN/walhook-store" -c "$CONF"
+restart_store
 wh_wait_slot_flush "$END" 90 || wh_fail "after the store's restart the confirmed flush never reached $END"
 insert 31 40
 wh_wait_until 60 received_all 1 40 || wh_fail "not every row 1-40 reached the receiver"
+
+# A WAL sync fails (EIO): sticky. What it should have made durable is
+# readable already, so nothing is acknowledged any more (a retry finding
+# its events stored must not be answered without a sync) until a restart
+# recovers the WAL from disk.
+touch "$GATE.fail"
+pg_psql -c "INSERT INTO items SELECT generate_series(41, 50)" >/dev/null || wh_fail "insert 41-50 failed"
+wh_wait_until 30 grep -q "acknowledges nothing more until it restarts" "$WH_TMP/store.log" ||
+    wh_fail "the failed WAL sync was not reported as stopping the acknowledgements"
+test -e "$GATE.fail" && wh_fail "no WAL sync failed"
+insert 51 55
+END=$(pg_psql -At -c "SELECT pg_current_wal_lsn()")
+sleep 2 # the ingestor retries meanwhile
+_wh_slot_flushed "$END" walhook &&
+    wh_fail "the slot's confirmed flush ($(confirmed)) passed rows written after a failed WAL sync"
+wh_log "after the failed WAL sync: confirmed flush $(confirmed), rows end at $END"
+wh_kill store KILL
+restart_store
+wh_wait_slot_flush "$END" 90 || wh_fail "after the store's restart the confirmed flush never reached $END"
+wh_wait_until 60 received_all 1 55 || wh_fail "not every row 1-55 reached the receiver"
 
 # each row is one event: one id at the receiver, one key in the store
 perl -ne 'while (/"id":"(default:[^"]+)"(?:(?!"id":"default:).)*?"after":\{"id":(\d+)\}/g) {
         print "$2 $1\n" }' \
     "$WH_TMP/received.jsonl" | sort -u >"$WH_TMP/row_ids.txt"
 n=$(cut -d' ' -f1 "$WH_TMP/row_ids.txt" | sort -u | wc -l)
-[ "$n" -eq 40 ] || wh_fail "the receiver has $n distinct rows, want 40"
+[ "$n" -eq 55 ] || wh_fail "the receiver has $n distinct rows, want 55"
 n=$(wc -l <"$WH_TMP/row_ids.txt")
-[ "$n" -eq 40 ] || wh_fail "the receiver has $n (row, id) pairs for 40 rows: a row under two ids"
+[ "$n" -eq 55 ] || wh_fail "the receiver has $n (row, id) pairs for 55 rows: a row under two ids"
 for d in admin dispatcher ingestor store; do wh_kill "$d" TERM; done
 "$BIN/walhook-store" --dump -c "$CONF" >"$WH_TMP/dump.txt" 2>"$WH_TMP/dump.log" ||
     wh_fail "walhook-store --dump failed: $(tail -n 3 "$WH_TMP/dump.log")"

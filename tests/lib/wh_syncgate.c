@@ -8,8 +8,10 @@
  * the variables is left alone): while FILE exists, fdatasync and fsync of
  * a RocksDB WAL file (a name ending in ".log") wait, and FILE.held exists
  * while one waits (created when the wait starts, removed when it ends).
- * Everything else, and every sync once FILE is gone, goes straight to the
- * C library. Never in a daemon's build. */
+ * When FILE.fail exists, the next WAL sync removes it and fails with EIO
+ * (the data stays written: a disk that lost a sync's pages, as far as the
+ * store can tell). Everything else, and every sync once FILE is gone,
+ * goes straight to the C library. Never in a daemon's build. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
@@ -43,6 +45,16 @@ static int is_wal(int fd)
     return strcmp(path + n - 4, ".log") == 0;
 }
 
+/* 1: this sync fails (FILE.fail was there, now removed) */
+static int fail_once(int fd)
+{
+    char fail[PATH_MAX];
+    if (gate == NULL)
+        return 0;
+    snprintf(fail, sizeof(fail), "%s.fail", gate);
+    return access(fail, F_OK) == 0 && is_wal(fd) && unlink(fail) == 0;
+}
+
 static void wait_gate(int fd)
 {
     if (gate == NULL || access(gate, F_OK) != 0 || !is_wal(fd))
@@ -62,6 +74,10 @@ int fdatasync(int fd)
 {
     int saved = errno;
     wait_gate(fd);
+    if (fail_once(fd)) {
+        errno = EIO;
+        return -1;
+    }
     errno = saved;
     if (real_fdatasync == NULL) {
         errno = ENOSYS;
@@ -74,6 +90,10 @@ int fsync(int fd)
 {
     int saved = errno;
     wait_gate(fd);
+    if (fail_once(fd)) {
+        errno = EIO;
+        return -1;
+    }
     errno = saved;
     if (real_fsync == NULL) {
         errno = ENOSYS;
