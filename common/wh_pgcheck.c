@@ -170,16 +170,6 @@ problem(chk *k, const char *who, const char *fix, const char *fmt, ...)
         wh_buf_printf(k->rep, "    fix (as %s): %s\n", who, fix);
 }
 
-static void chomp(char *s)
-{
-    for (char *p = s; *p; p++)
-        if (*p == '\n' || *p == '\t' || *p == '\r')
-            *p = ' ';
-    size_t n = strlen(s);
-    while (n && s[n - 1] == ' ')
-        s[--n] = '\0';
-}
-
 static PGconn *connect_src(const char *dsn, int repl)
 {
     const char *keys[] = {"dbname", "connect_timeout", "replication", NULL};
@@ -197,7 +187,7 @@ static PGresult *query(chk *k, const char *sql, const char *what)
         return r;
     char msg[400];
     wh_dsn_scrub(k->src->dsn, PQerrorMessage(k->conn), msg, sizeof(msg));
-    chomp(msg);
+    wh_pg_oneline(msg, msg, sizeof(msg));
     problem(k, NULL, NULL, "%s failed: %s", what, msg);
     PQclear(r);
     return NULL;
@@ -210,7 +200,7 @@ static int connect_failed_msg(chk *k, const char *libpq_msg)
 {
     char msg[400];
     wh_dsn_scrub(k->src->dsn, libpq_msg, msg, sizeof(msg)); /* it may quote the DSN */
-    chomp(msg);
+    wh_pg_oneline(msg, msg, sizeof(msg));
     wh_buf fix;
     wh_buf_init(&fix, 4096);
     int repl = 0;

@@ -9,7 +9,7 @@
 
 /* libpq's parse error without what it quotes: every "..." longer than one
  * character (a part of the DSN; one-character ones are syntax such as
- * "=") becomes "...". On one line. */
+ * "=") becomes "...". Not on one line yet (wh_pg_oneline after the scrub). */
 static void unquote(const char *msg, char *out, size_t len)
 {
     size_t o = 0;
@@ -29,11 +29,8 @@ static void unquote(const char *msg, char *out, size_t len)
             p = *e ? e + 1 : e;
             continue;
         }
-        out[o++] = (*p == '\n' || *p == '\r' || *p == '\t') ? ' ' : *p;
-        p++;
+        out[o++] = *p++;
     }
-    while (o > 0 && out[o - 1] == ' ')
-        o--;
     out[o] = '\0';
 }
 
@@ -51,6 +48,7 @@ int wh_pgerr_dsn_check(const char *dsn, char *err, size_t errlen)
     unquote(perr ? perr : "", why, sizeof(why));
     PQfreemem(perr);
     wh_dsn_scrub(dsn, why, safe, sizeof(safe)); /* and in case it quoted without quotes */
+    wh_pg_oneline(safe, safe, sizeof(safe));
     return wh_seterr(err, errlen, "libpq cannot parse it: %s", safe[0] ? safe : "no reason given");
 }
 
@@ -103,10 +101,7 @@ void wh_pgerr_server(const char *severity, const char *sqlstate, const char *pri
         return;
     }
     char m[384];
-    wh_strlcpy(m, primary, sizeof(m));
-    for (char *p = m; *p; p++)
-        if ((unsigned char)*p < 0x20)
-            *p = ' ';
+    wh_pg_oneline(primary, m, sizeof(m));
     snprintf(out, len, "%s:  %s (SQLSTATE %s)", sev, m, sqlstate);
 }
 
@@ -119,15 +114,58 @@ void wh_pgerr_result(const struct pg_result *res, char *out, size_t len)
     }
     const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     if (code == NULL) { /* libpq's own (a server's error always has one) */
-        wh_strlcpy(out, PQresultErrorMessage(r), len);
-        for (char *p = out; *p; p++)
-            if ((unsigned char)*p < 0x20)
-                *p = ' ';
-        size_t n = strlen(out);
-        while (n > 0 && out[n - 1] == ' ')
-            out[--n] = '\0';
+        wh_pg_oneline(PQresultErrorMessage(r), out, len);
         return;
     }
     wh_pgerr_server(PQresultErrorField(r, PG_DIAG_SEVERITY), code,
                     PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY), out, len);
+}
+
+/* A control byte: one that breaks a line or would garble a log line. */
+static int ctl_byte(unsigned char c)
+{
+    return c != '\0' && (c < 0x20 || c == 0x7f);
+}
+
+int wh_pg_oneline(const char *msg, char *out, size_t len)
+{
+    if (out == NULL || len == 0)
+        return WH_ERR;
+    /* o never passes the bytes read, so out may be msg */
+    const unsigned char *p = (const unsigned char *)(msg ? msg : "");
+    size_t o = 0, room = len - 1;
+    int cut = 0;
+    while (*p != '\0') {
+        const unsigned char *run = p;
+        int ctl = 0;
+        while (*p == ' ' || ctl_byte(*p))
+            ctl |= *p++ != ' ';
+        if (p != run) {
+            if (*p == '\0' || o == 0) /* trailing or leading */
+                continue;
+            size_t n = ctl ? 1 : (size_t)(p - run);
+            if (n > room - o) {
+                cut = 1;
+                break;
+            }
+            memset(out + o, ' ', n);
+            o += n;
+            continue;
+        }
+        if (o == room) {
+            cut = 1;
+            if ((*p & 0xC0) == 0x80) { /* inside a UTF-8 sequence: drop its start */
+                while (o > 0 && ((unsigned char)out[o - 1] & 0xC0) == 0x80)
+                    o--;
+                if (o > 0 && (unsigned char)out[o - 1] >= 0xC0)
+                    o--;
+            }
+            while (o > 0 && out[o - 1] == ' ')
+                o--;
+            break;
+        }
+        out[o++] = (char)*p++;
+    }
+    out[o] = '\0';
+    return cut ? WH_ERR : WH_OK;
 }

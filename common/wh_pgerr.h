@@ -7,7 +7,8 @@
  * may quote a row's value (a publication row filter, an output function, a
  * constraint's detail): wh_pgerr_server keeps the severity and SQLSTATE and
  * withholds the message unless the SQLSTATE is one whose message never
- * carries data. Links libpq: daemons that never talk to PostgreSQL do not
+ * carries data. wh_pg_oneline puts such a text on one line (it alone needs
+ * no libpq). Links libpq: daemons that never talk to PostgreSQL do not
  * use this module. */
 #ifndef WH_PGERR_H
 #define WH_PGERR_H
@@ -36,5 +37,24 @@ void wh_pgerr_server(const char *severity, const char *sqlstate, const char *pri
 /* wh_pgerr_server on a failed result's fields (libpq's PGresult). */
 struct pg_result;
 void wh_pgerr_result(const struct pg_result *res, char *out, size_t len);
+
+/* A message from libpq or the server (PQerrorMessage, PQresultErrorMessage,
+ * an error's field) on one line, for a log line, a report or an error
+ * string. Copies msg into out (len bytes) and:
+ *  - a run of spaces and control bytes (\n, \r, \t, \v, \f, any other
+ *    byte below 0x20, 0x7f) holding at least one control byte becomes one
+ *    space: "refused\n\tIs the server" -> "refused Is the server",
+ *    "a \n  b" -> "a b";
+ *  - a run of plain spaces is kept as it is (PostgreSQL's "ERROR:  x"
+ *    keeps its two spaces);
+ *  - leading and trailing runs (libpq's final "\n", several of them, a
+ *    trailing space) are dropped.
+ * Other bytes, UTF-8 included, are copied unchanged; msg NULL is "". When
+ * the result needs more than len - 1 bytes it is cut before the first byte
+ * that does not fit, then shortened to not end inside a UTF-8 sequence nor
+ * in a space, and WH_ERR is returned; else WH_OK. out is always
+ * NUL-terminated when len > 0 (len 0: WH_ERR, nothing written). out may be
+ * msg itself (in place: wh_pg_oneline(m, m, sizeof(m))); no other overlap. */
+int wh_pg_oneline(const char *msg, char *out, size_t len);
 
 #endif

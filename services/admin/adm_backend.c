@@ -9,6 +9,7 @@
 
 #include "wh_dsn.h"
 #include "wh_ipc.h"
+#include "wh_pgerr.h"
 #include "wh_util.h"
 
 /* A tenant's source connection for the slot query, kept open between
@@ -227,12 +228,10 @@ static int slot_connect(PGconn **pg, const char *dsn, adm_slot_info *out)
     if (*pg != NULL && PQstatus(*pg) == CONNECTION_OK)
         return 1;
     /* libpq's parse errors may quote the DSN: never its password */
-    char m[256];
-    wh_dsn_scrub(dsn, *pg ? PQerrorMessage(*pg) : "out of memory", m, sizeof(m));
-    snprintf(out->error, sizeof(out->error), "source unreachable: %.200s", m);
-    size_t n = strlen(out->error);
-    while (n > 0 && (out->error[n - 1] == '\n' || out->error[n - 1] == ' '))
-        out->error[--n] = '\0';
+    char raw[256], m[201];
+    wh_dsn_scrub(dsn, *pg ? PQerrorMessage(*pg) : "out of memory", raw, sizeof(raw));
+    wh_pg_oneline(raw, m, sizeof(m));
+    snprintf(out->error, sizeof(out->error), "source unreachable: %s", m);
     PQfinish(*pg);
     *pg = NULL;
     return 0;

@@ -93,29 +93,12 @@ void ing_catalog_free(ing_catalog *c)
     free(c);
 }
 
-void ing_pg_chomp(char *s)
-{
-    char *w = s;
-    for (char *p = s; *p; p++) {
-        if (*p == '\n' || *p == '\t' || *p == '\r') {
-            if (w > s && w[-1] != ' ')
-                *w++ = ' ';
-            continue;
-        }
-        *w++ = *p;
-    }
-    *w = '\0';
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' '))
-        s[--n] = '\0';
-}
-
-/* libpq's message about a connection to dsn on one line, without the
- * DSN's password. */
+/* libpq's message about a connection to dsn on one line (wh_pg_oneline),
+ * without the DSN's password. */
 static void one_line(char *dst, size_t n, const char *dsn, const char *msg)
 {
     wh_dsn_scrub(dsn, msg ? msg : "", dst, n);
-    ing_pg_chomp(dst);
+    wh_pg_oneline(dst, dst, n);
 }
 
 /* A failed result: severity, SQLSTATE and, when it cannot quote a value,

@@ -92,8 +92,5 @@ int ing_catalog_warned_clear(ing_catalog *c, uint32_t oid, unsigned what);
  * SQL_ASCII (no conversion to UTF-8). */
 int ing_pg_connect(PGconn **out, const char *dsn, const char *replication, const char *extra_opts,
                    const char *app, const char *connect_timeout, char *err, size_t errlen);
-/* A libpq message on one line: newlines and tabs as one space, no trailing
- * space. */
-void ing_pg_chomp(char *s);
 
 #endif

@@ -8,6 +8,7 @@
 #include "ing_catalog.h"
 #include "ing_schema.h"
 #include "wh_dsn.h"
+#include "wh_pgerr.h"
 #include "wh_util.h"
 
 #define DDL_FUNCTION_BODY                                                                          \
@@ -84,7 +85,7 @@ static int run(PGconn *conn, const char *sql, const char *what, char *err, size_
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         char msg[512];
         wh_dsn_scrub(NULL, PQerrorMessage(conn), msg, sizeof(msg)); /* any URI password */
-        ing_pg_chomp(msg);
+        wh_pg_oneline(msg, msg, sizeof(msg));
         PQclear(res);
         return wh_seterr(err, errlen, "source.ddl: %s failed: %s", what, msg);
     }
@@ -157,7 +158,7 @@ static int read_state(PGconn *conn, const char *slot, ddl_state *st, char *err, 
         PQnfields(st->res) < 8) {
         char msg[512];
         wh_dsn_scrub(NULL, PQerrorMessage(conn), msg, sizeof(msg)); /* any URI password */
-        ing_pg_chomp(msg);
+        wh_pg_oneline(msg, msg, sizeof(msg));
         PQclear(st->res);
         st->res = NULL;
         return wh_seterr(err, errlen, "source.ddl: reading the DDL capture's state failed: %s",

@@ -194,7 +194,7 @@ static PGresult *exec_cmd(repl *r, const char *sql, int want_tuples, const char 
         (!want_tuples && s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)) {
         char msg[512];
         wh_dsn_scrub(r->cfg->source_dsn, PQerrorMessage(r->conn), msg, sizeof(msg));
-        ing_pg_chomp(msg);
+        wh_pg_oneline(msg, msg, sizeof(msg));
         wh_seterr(err, errlen, "%s failed: %s", what, msg);
         PQclear(res);
         return NULL;
@@ -552,7 +552,7 @@ static int repl_setup(repl *r, char *err, size_t errlen)
         ing_copy_reset(r->copy, PQsocket(r->conn));
         if (ing_copy_start(r->copy, sql, ING_START_TIMEOUT_MS, &wh_stop_requested, msg,
                            sizeof(msg)) != WH_OK) {
-            ing_pg_chomp(msg);
+            wh_pg_oneline(msg, msg, sizeof(msg));
             return wh_seterr(err, errlen, "START_REPLICATION on slot \"%s\" failed: %s",
                              r->cfg->slot, msg);
         }
@@ -562,7 +562,7 @@ static int repl_setup(repl *r, char *err, size_t errlen)
     if (PQresultStatus(res) != PGRES_COPY_BOTH) {
         char msg[512];
         wh_dsn_scrub(r->cfg->source_dsn, PQerrorMessage(r->conn), msg, sizeof(msg));
-        ing_pg_chomp(msg);
+        wh_pg_oneline(msg, msg, sizeof(msg));
         PQclear(res);
         return wh_seterr(err, errlen, "START_REPLICATION on slot \"%s\" failed: %s", r->cfg->slot,
                          msg);
@@ -630,7 +630,7 @@ static int send_status(repl *r, char *err, size_t errlen)
                PQflush(r->conn) < 0) {
         char m[256];
         wh_dsn_scrub(r->cfg->source_dsn, PQerrorMessage(r->conn), m, sizeof(m));
-        ing_pg_chomp(m);
+        wh_pg_oneline(m, m, sizeof(m));
         return wh_seterr(err, errlen, "sending a standby status update failed: %s", m);
     }
     r->flushed = flush;
@@ -1459,7 +1459,7 @@ static int consume_input(repl *r, char *err, size_t errlen)
         return WH_OK;
     char m[256];
     wh_dsn_scrub(r->cfg->source_dsn, PQerrorMessage(r->conn), m, sizeof(m));
-    ing_pg_chomp(m);
+    wh_pg_oneline(m, m, sizeof(m));
     return wh_seterr(err, errlen, "replication connection lost: %s", m);
 }
 
@@ -1492,7 +1492,7 @@ static int next_copy(repl *r, const uint8_t **p, size_t *n, char **lbuf, char *e
         return -1;
     }
     wh_dsn_scrub(r->cfg->source_dsn, PQerrorMessage(r->conn), m, sizeof(m));
-    ing_pg_chomp(m);
+    wh_pg_oneline(m, m, sizeof(m));
     wh_seterr(err, errlen, "replication connection lost: %s", m);
     return -1;
 }

@@ -15,6 +15,7 @@
 #include "wh_ipc.h"
 #include "wh_lsn.h"
 #include "wh_metrics.h"
+#include "wh_pgerr.h"
 #include "wh_util.h"
 
 /* A zone the store has not heard again within this many checks is no
@@ -198,7 +199,7 @@ static int measure(ing_slot *s, PGconn **conn, uint64_t *wal, uint64_t *confirme
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         char msg[384];
         wh_dsn_scrub(s->cfg.source_dsn, PQerrorMessage(*conn), msg, sizeof(msg));
-        ing_pg_chomp(msg);
+        wh_pg_oneline(msg, msg, sizeof(msg));
         wh_seterr(err, errlen, "measuring the slot: %s", msg);
         PQclear(r);
         PQfinish(*conn);

@@ -13,6 +13,7 @@
 #include "wh_dsn.h"
 #include "wh_ipc.h"
 #include "wh_lsn.h"
+#include "wh_pgerr.h"
 #include "wh_util.h"
 
 #define SNAP_RETRY_MS 1000
@@ -694,7 +695,7 @@ static PGresult *query(ing_snapshot *s, const char *sql, int nparams, const uint
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         char msg[512];
         wh_dsn_scrub(s->cfg->source_dsn, PQerrorMessage(s->conn), msg, sizeof(msg));
-        ing_pg_chomp(msg);
+        wh_pg_oneline(msg, msg, sizeof(msg));
         const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         if (code != NULL)
             wh_strlcpy(s->sqlstate, code, sizeof(s->sqlstate));
