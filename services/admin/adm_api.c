@@ -1286,18 +1286,25 @@ static void r_tenant(ctx *c)
 
 /* ---- /v1/tenants/{t}/targets ---- */
 
-/* SetOffset under cond (ADM_OFF_*): the store checks it against its
- * current state, so a target removed or created by another writer since
- * this request read the state is answered 404 / 409, nothing moved. */
+/* SetOffset under cond (ADM_OFF_*) and, when expected is not 0, at that
+ * state version (the request's If-Match): the store checks both against its
+ * current state under one lock, so a target removed or created by another
+ * writer since this request read the state is answered 404 / 409, and any
+ * state write since the If-Match version 412, nothing moved. */
 static int set_offset(ctx *c, write_op *op, const char *tenant, const char *target, int cond,
-                      int to_end, adm_pos pos)
+                      uint64_t expected, int to_end, adm_pos pos)
 {
     if (!c->a->be.set_offset)
         return fail(c->resp, 503, NULL, "no store to move offsets in");
     char err[WH_ERRLEN];
     int status = 0;
-    if (c->a->be.set_offset(c->a->be.arg, tenant, target, cond, to_end, pos, &op->prev, &op->now,
-                            &status, err, sizeof(err)) != WH_OK) {
+    if (c->a->be.set_offset(c->a->be.arg, tenant, target, cond, expected, to_end, pos, &op->prev,
+                            &op->now, &status, err, sizeof(err)) != WH_OK) {
+        if (status == 412)
+            return fail(c->resp, 412, "If-Match",
+                        "If-Match: the state has changed since that version, the offset was not "
+                        "moved (%s)",
+                        err);
         if (status == 404)
             return fail(c->resp, 404, cond == ADM_OFF_ANY ? "position" : "target",
                         "the store refused the offset: %s", err);
@@ -1347,7 +1354,7 @@ static int b_target_create(ctx *c, write_op *op, wh_state *s)
     int to_end = op->start[0] == '\0' || strcmp(op->start, "end") == 0;
     if (!to_end)
         adm_pos_parse(op->start, &pos);
-    return set_offset(c, op, c->tenant, name ? name : "", ADM_OFF_CREATE, to_end, pos);
+    return set_offset(c, op, c->tenant, name ? name : "", ADM_OFF_CREATE, 0, to_end, pos);
 }
 
 /* "state" and "needs_snapshot" (adm_slot_target_json) on each target
@@ -1519,16 +1526,19 @@ static int target_exists(ctx *c, uint64_t *version)
 }
 
 /* target_exists, and If-Match (if given) names the version read: checked
- * before the side effect of the offset routes (which write no state). */
-static int target_exists_at(ctx *c, uint64_t *version)
+ * before the side effects of the offset routes, an early answer only: the
+ * store compares it again where it counts (resync's state write, the
+ * SetOffset of .../offset), since a write may land after this read.
+ * *want: the If-Match version, 0 if none. */
+static int target_exists_at(ctx *c, uint64_t *version, uint64_t *want)
 {
-    uint64_t want;
-    if (parse_if_match(c, &want) != WH_OK || target_exists(c, version) != WH_OK)
+    if (parse_if_match(c, want) != WH_OK || target_exists(c, version) != WH_OK)
         return WH_ERR;
-    if (want && *version != want)
+    uint64_t w = *want;
+    if (w && *version != w)
         return fail(c->resp, 412, "If-Match",
                     "version conflict: current is %" PRIu64 ", If-Match names %" PRIu64, *version,
-                    want);
+                    w);
     return WH_OK;
 }
 
@@ -1568,14 +1578,17 @@ static void r_offset(ctx *c)
              "give exactly one of {\"to\":\"end\"} or {\"position\":\"X/X:seq\"}");
         goto out;
     }
-    uint64_t version = 0;
-    if (target_exists_at(c, &version) != WH_OK)
+    uint64_t want = 0, version = 0;
+    if (target_exists_at(c, &version, &want) != WH_OK)
         goto out;
-    /* the store moves it only while its state names the target: a delete
-     * since target_exists must not revive the dropped offset */
+    /* the store moves it only while its state names the target (a delete
+     * since target_exists must not revive the dropped offset) and, with an
+     * If-Match, only while its version is that one: compared there under
+     * the lock of state writes, as the check above cannot (a write may
+     * land between it and the move) */
     write_op op;
     memset(&op, 0, sizeof(op));
-    if (set_offset(c, &op, c->tenant, c->target, ADM_OFF_TARGET, to_end, pos) != WH_OK)
+    if (set_offset(c, &op, c->tenant, c->target, ADM_OFF_TARGET, want, to_end, pos) != WH_OK)
         goto out;
     char prev[48], now[48];
     adm_pos_format(op.prev, prev, sizeof(prev));
@@ -1620,8 +1633,8 @@ static void r_resync(ctx *c)
         return;
     }
     json_decref(body);
-    uint64_t version = 0;
-    if (target_exists_at(c, &version) != WH_OK)
+    uint64_t version = 0, want = 0;
+    if (target_exists_at(c, &version, &want) != WH_OK)
         return;
     adm_pos end = {0, 0}, committed = {0, 0};
     int to_end = !c->a->be.progress ||
@@ -1637,7 +1650,7 @@ static void r_resync(ctx *c)
     snprintf(id, sizeof(id), "bf-%s", bop.start);
     write_op op;
     memset(&op, 0, sizeof(op));
-    if (set_offset(c, &op, c->tenant, c->target, ADM_OFF_TARGET, to_end, end) != WH_OK) {
+    if (set_offset(c, &op, c->tenant, c->target, ADM_OFF_TARGET, 0, to_end, end) != WH_OK) {
         /* set_offset's answer stands; the backfill stays requested */
         wh_warn("target %s/%s: resync: backfill %s requested, the offset was not moved", c->tenant,
                 c->target, id);

@@ -72,12 +72,14 @@ typedef struct adm_backend {
      * another refusal, 0 on a transport failure. */
     int (*put_state)(void *arg, const wh_state *s, uint64_t expected, uint64_t *new_version,
                      int *status, char *err, size_t errlen);
-    /* SetOffset (to_end, or pos) under condition cond (ADM_OFF_*, checked
-     * by the store against its current state); previous/now receive the
-     * positions. *status: 404/409 when the condition does not hold. */
-    int (*set_offset)(void *arg, const char *tenant, const char *consumer, int cond, int to_end,
-                      adm_pos pos, adm_pos *previous, adm_pos *now, int *status, char *err,
-                      size_t errlen);
+    /* SetOffset (to_end, or pos) under condition cond (ADM_OFF_*) and, when
+     * expected_version is not 0, only at that state version (an If-Match),
+     * both checked by the store against its current state under one lock;
+     * previous/now receive the positions. *status: 404/409 when the
+     * condition does not hold, then 412 when the version is another. */
+    int (*set_offset)(void *arg, const char *tenant, const char *consumer, int cond,
+                      uint64_t expected_version, int to_end, adm_pos pos, adm_pos *previous,
+                      adm_pos *now, int *status, char *err, size_t errlen);
     /* Optional: DropOffset (the consumer reads nothing, its offset no
      * longer holds the GC); undoes the SetOffset of a target whose create
      * was not written. */

@@ -91,9 +91,9 @@ static int b_drop_offset(void *arg, const char *tenant, const char *consumer, ch
     return rc;
 }
 
-static int b_set_offset(void *arg, const char *tenant, const char *consumer, int cond, int to_end,
-                        adm_pos pos, adm_pos *previous, adm_pos *now, int *status, char *err,
-                        size_t errlen)
+static int b_set_offset(void *arg, const char *tenant, const char *consumer, int cond,
+                        uint64_t expected_version, int to_end, adm_pos pos, adm_pos *previous,
+                        adm_pos *now, int *status, char *err, size_t errlen)
 {
     adm_store *s = arg;
     Walhook__Request req = WALHOOK__REQUEST__INIT;
@@ -105,6 +105,7 @@ static int b_set_offset(void *arg, const char *tenant, const char *consumer, int
     so.condition = cond == ADM_OFF_TARGET   ? WALHOOK__SET_OFFSET__CONDITION__TARGET
                    : cond == ADM_OFF_CREATE ? WALHOOK__SET_OFFSET__CONDITION__CREATE
                                             : WALHOOK__SET_OFFSET__CONDITION__ANY;
+    so.expected_version = expected_version;
     p.lsn = pos.lsn;
     p.seq = pos.seq;
     so.pos = &p;

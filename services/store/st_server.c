@@ -1264,17 +1264,21 @@ static void do_set_offset(st_server *s, const Walhook__SetOffset *so, Walhook__R
                        (int)so->condition);
         return;
     }
-    if (cond != ST_OFFSET_ANY && s->state == NULL) {
+    if ((cond != ST_OFFSET_ANY || so->expected_version != 0) && s->state == NULL) {
         wh_reply_error(rep, ST_STATUS_UNAVAILABLE, "%s",
-                       "condition: needs the state, not kept by this store");
+                       cond != ST_OFFSET_ANY
+                           ? "condition: needs the state, not kept by this store"
+                           : "expected_version: needs the state, not kept by this store");
         return;
     }
     int status = 0;
-    int rc = cond == ST_OFFSET_ANY
-                 ? st_db_set_offset(s->db, so->tenant, so->consumer, lsn, seq, &prev, &now, err,
-                                    sizeof(err))
-                 : st_state_set_offset(s->state, so->tenant, so->consumer, cond, lsn, seq, &prev,
-                                       &now, &status, err, sizeof(err));
+    /* a condition or an expected version: checked under the state's lock */
+    int rc =
+        cond == ST_OFFSET_ANY && so->expected_version == 0
+            ? st_db_set_offset(s->db, so->tenant, so->consumer, lsn, seq, &prev, &now, err,
+                               sizeof(err))
+            : st_state_set_offset(s->state, so->tenant, so->consumer, cond, so->expected_version,
+                                  lsn, seq, &prev, &now, &status, err, sizeof(err));
     if (rc != WH_OK && status != 0) {
         wh_info("offset of %s/%s not set: %s", so->tenant, so->consumer, err);
         wh_reply_error(rep, status, "%s", err);

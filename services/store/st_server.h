@@ -4,7 +4,8 @@
  * SetOffset, DropOffset, TenantInfo) to st_db and GetState/PutState to
  * st_state (docs/CONTROL.md). A Commit whose epoch is not the consumer's is
  * refused with ST_STATUS_CONFLICT; PutState answers 400 (bad document, the
- * field named) or 412 (version conflict). Input is validated; a bad request gets status
+ * field named) or 412 (version conflict), as does a SetOffset whose
+ * expected_version is not the current one. Input is validated; a bad request gets status
  * ST_STATUS_BAD_REQUEST and an error naming the field (e.g. "events[3].commit_lsn: must be > 0").
  *
  * A Read naming a consumer registers it (offset (0,0), persisted) when it is

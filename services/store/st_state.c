@@ -275,8 +275,8 @@ out:
 }
 
 int st_state_set_offset(st_state *st, const char *tenant, const char *consumer, int cond,
-                        uint64_t lsn, uint32_t seq, st_offset *prev, st_offset *now, int *status,
-                        char *err, size_t errlen)
+                        uint64_t expected_version, uint64_t lsn, uint32_t seq, st_offset *prev,
+                        st_offset *now, int *status, char *err, size_t errlen)
 {
     *status = 0;
     pthread_mutex_lock(&st->mu);
@@ -302,6 +302,14 @@ int st_state_set_offset(st_state *st, const char *tenant, const char *consumer, 
                        "the offset of '%s/%s' is live though no target names it: another "
                        "create of it is under way",
                        tenant, consumer);
+    } else if (expected_version != 0 && expected_version != st->version) {
+        /* a state write since the version the request is based on (its
+         * If-Match): compared here, not by the sender, so none can come
+         * between the comparison and the move */
+        *status = ST_STATE_CONFLICT;
+        rc = wh_seterr(err, errlen,
+                       "version conflict: current is %" PRIu64 ", the request names %" PRIu64,
+                       st->version, expected_version);
     } else {
         rc = st_db_set_offset(st->db, tenant, consumer, lsn, seq, prev, now, err, errlen);
     }

@@ -65,13 +65,17 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
 #define ST_OFFSET_TARGET 1 /* the state names the consumer as a target of the tenant */
 #define ST_OFFSET_CREATE 2 /* the state has the tenant, no such target, no live offset */
 
-/* st_db_set_offset once cond holds, checked under the state's mutex, so no
- * PutState (and its dropping of removed targets' offsets) runs between the
- * check and the move. Refused: WH_ERR with *status 404 (no such tenant, or
- * for TARGET no such target) or 409 (CREATE: the target exists, or its
- * offset is live: another create is under way); a failed write: *status 0. */
+/* st_db_set_offset once cond holds and, when expected_version is not 0, the
+ * current version is expected_version (SetOffset.expected_version: the
+ * admin's If-Match), both checked under the state's mutex, so no PutState
+ * (and its dropping of removed targets' offsets) runs between the checks
+ * and the move. Refused: WH_ERR with *status 404 (no such tenant, or for
+ * TARGET no such target), 409 (CREATE: the target exists, or its offset is
+ * live: another create is under way) or, cond holding, ST_STATE_CONFLICT
+ * (412, "version conflict: current is N, the request names M"); a failed
+ * write: *status 0. */
 int st_state_set_offset(st_state *st, const char *tenant, const char *consumer, int cond,
-                        uint64_t lsn, uint32_t seq, st_offset *prev, st_offset *now, int *status,
-                        char *err, size_t errlen);
+                        uint64_t expected_version, uint64_t lsn, uint32_t seq, st_offset *prev,
+                        st_offset *now, int *status, char *err, size_t errlen);
 
 #endif

@@ -3,15 +3,16 @@
 # store, ingestor, dispatcher, admin): every route, the error contract
 # (400/401/403/404/405/412/413/415, {"error":{"code","message","field"}}),
 # ETag/If-Match and two concurrent PATCHes (exactly one wins, the other gets
-# 412), redaction, /v1/slots (an unreachable source is an "error" field of its
-# tenant), docs/openapi.json against the server both ways, the walhook
+# 412), If-Match on .../offset (SetOffset.expected_version, compared by the
+# store), redaction, /v1/slots (an unreachable source is an "error" field of
+# its tenant), docs/openapi.json against the server both ways, the walhook
 # command (tables, --json, exit statuses), a generated token file when none
 # is configured, and TLS with a self-signed certificate.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 trap wh_cleanup EXIT
 wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin \
-    walhook-receiver
+    walhook-receiver tests/wh_statectl
 command -v jq >/dev/null || wh_fail "jq is missing (scripts/install-deps.sh --test)"
 wh_tmpdir
 pg_start || wh_fail "cannot start PostgreSQL"
@@ -174,6 +175,34 @@ jq -e 'has("previous")' <<<"$BODY" >/dev/null || wh_fail "offset answer without 
 api POST $T/t1/offset '{"to":"end"}'; expect 200 "offset to the end"
 [ "$(jq -r .previous <<<"$BODY")" = "0/10:1" ] || wh_fail "offset previous is not the old position: $BODY"
 api POST $T/t1/offset '{"position":"later"}'; expect_error 400 bad_request position "a bad position"
+# If-Match on .../offset: a stale one is 412 and moves nothing; the admin
+# sends it to the store as SetOffset.expected_version, which the store
+# compares under its state lock when it moves the offset (checked straight
+# over IPC below: a write landing after the admin's own read is refused
+# there). Paused, so no commit of the dispatcher moves the offset meanwhile.
+api POST $T/t1/pause; expect 200 "pause for the offset If-Match checks"
+api GET $T/t1; TAG=$(etag)
+api POST $T/t1/offset '{"position":"0/20:1"}' "$ADMIN_TOKEN" -H "If-Match: $TAG"
+expect 200 "offset with a current If-Match"
+[ "$(etag)" = "$TAG" ] || wh_fail "the offset answer's ETag is not the If-Match version: $(etag), $TAG"
+api PATCH $T/t1 '{"batch_max_events":80}'; expect 200 "a state write after the ETag was read"
+api POST $T/t1/offset '{"position":"0/30:1"}' "$ADMIN_TOKEN" -H "If-Match: $TAG"
+expect_error 412 precondition_failed If-Match "offset with a stale If-Match"
+api POST $T/t1/offset '{"position":"0/40:1"}'; expect 200 "offset without If-Match"
+[ "$(jq -r .previous <<<"$BODY")" = "0/20:1" ] || wh_fail "a stale If-Match moved the offset: $BODY"
+STATECTL=("$BIN/tests/wh_statectl" -c "$CONF")
+V=$("${STATECTL[@]}" version) || wh_fail "wh_statectl version"
+"${STATECTL[@]}" set-offset default t1 0/50:1 $((V - 1)) >"$WH_TMP/setoff.log" 2>&1 &&
+    wh_fail "SetOffset with an older expected_version moved the offset: $(cat "$WH_TMP/setoff.log")"
+grep -q "status 412: .*version conflict: current is $V, the request names $((V - 1))" \
+    "$WH_TMP/setoff.log" || wh_fail "SetOffset with an older expected_version: $(cat "$WH_TMP/setoff.log")"
+[ "$("${STATECTL[@]}" offset default t1)" = "64 1" ] ||
+    wh_fail "a refused SetOffset moved the offset: $("${STATECTL[@]}" offset default t1)"
+"${STATECTL[@]}" set-offset default t1 0/50:1 "$V" >"$WH_TMP/setoff.log" 2>&1 ||
+    wh_fail "SetOffset at the current version: $(cat "$WH_TMP/setoff.log")"
+[ "$("${STATECTL[@]}" offset default t1)" = "80 1" ] ||
+    wh_fail "SetOffset at the current version did not move: $("${STATECTL[@]}" offset default t1)"
+api POST $T/t1/resume; expect 200 "resume after the offset If-Match checks"
 
 # ---- settings ----
 api GET /v1/settings "" "$READ_TOKEN"; expect 200 "GET settings"

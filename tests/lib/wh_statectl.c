@@ -13,7 +13,10 @@
  *   wh_statectl [-c FILE] add-tenant NAME DSN SLOT PUBLICATION
  *   wh_statectl [-c FILE] del-tenant NAME
  *   wh_statectl [-c FILE] set SETTING VALUE        a runtime setting
- *   wh_statectl [-c FILE] set-offset TENANT CONSUMER end|LSN:SEQ
+ *   wh_statectl [-c FILE] set-offset TENANT CONSUMER end|LSN:SEQ [VERSION]
+ *        VERSION: SetOffset.expected_version, the store moves the offset only
+ *        at that state version (else it prints the store's refusal, "status
+ *        412: ...", exit 1)
  *   wh_statectl [-c FILE] dlq-write TENANT CONSUMER N   dead-letters the next N
  *        events after the consumer's offset (status 500, "boom", 3 attempts;
  *        exit 1 while fewer than N are stored)
@@ -47,7 +50,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: wh_statectl [-c FILE] get | version | add-target T NAME URL [SECRET...] "
             "| set-target T NAME K=V... | del-target T NAME | add-tenant NAME DSN SLOT PUB "
-            "| del-tenant NAME | set SETTING VALUE | set-offset T CONSUMER end|LSN:SEQ "
+            "| del-tenant NAME | set SETTING VALUE | set-offset T CONSUMER end|LSN:SEQ [VERSION] "
             "| positions T CONSUMER | offset T CONSUMER | dlq-ids T CONSUMER\n");
     exit(2);
 }
@@ -207,13 +210,23 @@ static int set_offset(wh_client *c, int argc, char **argv)
         pos.seq = (uint32_t)atol(colon + 1);
         so.pos = &pos;
     }
+    if (argc > 4) {
+        char *end;
+        so.expected_version = strtoull(argv[4], &end, 10);
+        if (*end != '\0' || so.expected_version == 0)
+            usage();
+    }
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_SET_OFFSET;
     req.set_offset = &so;
     Walhook__Reply *rep = NULL;
     char err[WH_ERRLEN];
-    if (wh_client_call(c, &req, &rep, err, sizeof(err)) != WH_OK) {
-        fprintf(stderr, "wh_statectl: SetOffset: %s\n", err);
+    int status = 0;
+    if (wh_client_call_status(c, &req, &rep, &status, err, sizeof(err)) != WH_OK) {
+        if (status != 0)
+            fprintf(stderr, "wh_statectl: SetOffset: status %d: %s\n", status, err);
+        else
+            fprintf(stderr, "wh_statectl: SetOffset: %s\n", err);
         return 1;
     }
     if (rep->body_case == WALHOOK__REPLY__BODY_OFFSET && rep->offset && rep->offset->committed) {

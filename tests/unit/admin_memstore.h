@@ -1,8 +1,9 @@
 /* An in-memory adm_backend for the admin API's unit tests and fuzz target:
  * the state document with PutState's version check (412) and validation
  * (the store's wh_state_parse of the rendered document, 400), SetOffset on
- * a small offset table (DropOffset too; SetOffset's conditions against the
- * current state), fixed Stats. Single file, static functions. */
+ * a small offset table (DropOffset too; SetOffset's conditions and its
+ * expected version against the current state, 404/409/412 as the store
+ * answers them), fixed Stats. Single file, static functions. */
 #ifndef ADMIN_MEMSTORE_H
 #define ADMIN_MEMSTORE_H
 
@@ -114,9 +115,9 @@ static mem_offset *mem_find_offset(memstore *m, const char *tenant, const char *
     return o;
 }
 
-static int mem_set_offset(void *arg, const char *tenant, const char *consumer, int cond, int to_end,
-                          adm_pos pos, adm_pos *prev, adm_pos *now, int *status, char *err,
-                          size_t errlen)
+static int mem_set_offset(void *arg, const char *tenant, const char *consumer, int cond,
+                          uint64_t expected_version, int to_end, adm_pos pos, adm_pos *prev,
+                          adm_pos *now, int *status, char *err, size_t errlen)
 {
     memstore *m = arg;
     pthread_mutex_lock(&m->mu);
@@ -138,6 +139,10 @@ static int mem_set_offset(void *arg, const char *tenant, const char *consumer, i
     } else if (cond == ADM_OFF_CREATE && (named || o->live)) {
         *status = 409;
         wh_seterr(err, errlen, "the target exists or its offset is live");
+    } else if (expected_version != 0 && expected_version != m->cur->version) {
+        *status = 412;
+        wh_seterr(err, errlen, "version conflict: current is %llu, the request names %llu",
+                  (unsigned long long)m->cur->version, (unsigned long long)expected_version);
     } else {
         *prev = o->pos;
         o->dropped = 0;

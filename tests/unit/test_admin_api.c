@@ -814,6 +814,16 @@ static void other_delete(memstore *m)
     o->live = 0;
 }
 
+/* another writer's PATCH of "rs" (a new version of the state) */
+static void other_patch(memstore *m)
+{
+    wh_state *next;
+    wh_state_target *t = (wh_state_target *)wh_state_target_find(hook_edit(m, &next), "rs");
+    assert_non_null(t);
+    wh_strlcpy(t->url, "http://127.0.0.1:1/rs2", sizeof(t->url));
+    hook_commit(m, next);
+}
+
 /* Two creates of one target: the one that loses does not move the offset
  * the winner set (and reported as its start_position). */
 static void test_create_race_keeps_winner_offset(void **state)
@@ -910,8 +920,24 @@ static void test_resync_and_offset_if_match(void **state)
     assert_int_equal(call(f, "POST", off, ADMIN_TOK, "\"x\"", "{\"to\":\"end\"}"), 400);
     assert_offset(f, "rs", 0x10, 3);
 
-    /* the current version: both go through */
+    /* If-Match names the current version, but another write lands between
+     * this request's read and its SetOffset: the store compares the version
+     * when it moves the offset, so 412 and nothing moved */
     char cur[32];
+    snprintf(cur, sizeof(cur), "\"%llu\"", (unsigned long long)f->m.cur->version);
+    f->m.before_set_offset = other_patch;
+    int moves = f->m.set_offsets;
+    assert_int_equal(call(f, "POST", off, ADMIN_TOK, cur, "{\"position\":\"0/12:1\"}"), 412);
+    assert_error(f, "precondition_failed", "If-Match");
+    assert_non_null(strstr(body(f), "not moved"));
+    assert_offset(f, "rs", 0x10, 3);
+    assert_int_equal(f->m.set_offsets, moves);
+    /* the same race without If-Match moves it, as before */
+    f->m.before_set_offset = other_patch;
+    assert_int_equal(call(f, "POST", off, ADMIN_TOK, NULL, "{\"position\":\"0/12:1\"}"), 200);
+    assert_offset(f, "rs", 0x12, 1);
+
+    /* the current version: both go through */
     snprintf(cur, sizeof(cur), "\"%llu\"", (unsigned long long)f->m.cur->version);
     assert_int_equal(call(f, "POST", off, ADMIN_TOK, cur, "{\"position\":\"0/11:1\"}"), 200);
     assert_offset(f, "rs", 0x11, 1);

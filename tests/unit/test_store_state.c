@@ -1,6 +1,7 @@
 /* Unit tests of the store's control-plane requests against a real RocksDB:
  * the state document (seeding, PutState 412/400, reopen, identical file
- * origin, offsets of removed targets dropped), SetOffset/epochs/409,
+ * origin, offsets of removed targets dropped), SetOffset/epochs/409 and
+ * its expected_version (412),
  * DropOffset, TenantInfo, the offset hash table with many consumers and
  * concurrent commits, reading 12-byte offset values of older stores, and
  * st_resync (the automatic resync of NEEDS_SNAPSHOT targets). */
@@ -802,6 +803,98 @@ static void test_set_offset_conditions(void **state)
     assert_true(offset_live(f, "default", "zz", &lsn) && lsn == 0x60);
 }
 
+static int set_offset_at(fx *f, const char *tenant, const char *consumer,
+                         Walhook__SetOffset__Condition cond, uint64_t expected_version,
+                         uint64_t lsn, reply *r)
+{
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__SetOffset so = WALHOOK__SET_OFFSET__INIT;
+    Walhook__Position pos = WALHOOK__POSITION__INIT;
+    so.tenant = (char *)tenant;
+    so.consumer = (char *)consumer;
+    pos.lsn = lsn;
+    so.pos = &pos;
+    so.condition = cond;
+    so.expected_version = expected_version;
+    req.body_case = WALHOOK__REQUEST__BODY_SET_OFFSET;
+    req.set_offset = &so;
+    return call(f, &req, r);
+}
+
+static uint64_t offset_epoch(fx *f, const char *tenant, const char *consumer)
+{
+    st_offset o;
+    char err[WH_ERRLEN];
+    assert_int_equal(st_db_offset_info(f->db, tenant, consumer, &o, err, sizeof(err)), WH_OK);
+    return o.epoch;
+}
+
+/* SetOffset.expected_version (the admin's If-Match): the store moves the
+ * offset only while the state is at that version, compared under the
+ * state's lock; another version is 412 and moves nothing (no epoch bump,
+ * no consumer made). The version is the state's: a commit does not change
+ * it. 0 checks nothing; a condition that fails answers first. */
+static void test_set_offset_expected_version(void **state)
+{
+    fx *f = *state;
+    reply r;
+    uint64_t lsn;
+    const Walhook__SetOffset__Condition ANY = WALHOOK__SET_OFFSET__CONDITION__ANY;
+    const Walhook__SetOffset__Condition TARGET = WALHOOK__SET_OFFSET__CONDITION__TARGET;
+    assert_int_equal(current_version(f), 1);
+    assert_int_equal(set_offset_at(f, "default", "a", TARGET, 1, 0x10, &r), 0);
+    done(&r);
+    assert_true(offset_live(f, "default", "a", &lsn) && lsn == 0x10);
+
+    /* another writer's PutState: version 2 */
+    char *doc = current_doc_replace(f, "http://127.0.0.1:9/b", "http://127.0.0.1:9/b2");
+    assert_int_equal(put_state(f, 1, doc, "api", &r), 0);
+    done(&r);
+    free(doc);
+    assert_int_equal(current_version(f), 2);
+
+    /* based on version 1: refused, nothing moved */
+    uint64_t epoch = offset_epoch(f, "default", "a");
+    assert_int_equal(set_offset_at(f, "default", "a", TARGET, 1, 0x20, &r), ST_STATE_CONFLICT);
+    assert_non_null(strstr(r.rep.error, "current is 2"));
+    assert_non_null(strstr(r.rep.error, "names 1"));
+    done(&r);
+    assert_true(offset_live(f, "default", "a", &lsn) && lsn == 0x10);
+    assert_int_equal(offset_epoch(f, "default", "a"), epoch);
+    assert_int_equal(set_offset_at(f, "default", "a", TARGET, 3, 0x20, &r), ST_STATE_CONFLICT);
+    done(&r);
+    /* without a condition too, and no consumer is made */
+    assert_int_equal(set_offset_at(f, "default", "zz", ANY, 1, 0x20, &r), ST_STATE_CONFLICT);
+    done(&r);
+    assert_false(offset_live(f, "default", "zz", &lsn));
+    /* a failing condition answers first */
+    assert_int_equal(set_offset_at(f, "default", "nope", TARGET, 1, 0x20, &r), ST_STATUS_NOT_FOUND);
+    done(&r);
+
+    /* a commit moves the offset, not the version: version 2 still holds */
+    assert_int_equal(commit(f, "default", "a", 0x18, 0, epoch, &r), 0);
+    done(&r);
+    assert_int_equal(set_offset_at(f, "default", "a", TARGET, 2, 0x30, &r), 0);
+    assert_true(r.rep.offset->previous->lsn == 0x18);
+    assert_true(r.rep.offset->committed->lsn == 0x30);
+    assert_int_equal(r.rep.offset->epoch, epoch + 1);
+    done(&r);
+    assert_int_equal(set_offset_at(f, "default", "zz", ANY, 2, 0x40, &r), 0);
+    done(&r);
+    assert_true(offset_live(f, "default", "zz", &lsn) && lsn == 0x40);
+    /* 0: no check, as before */
+    assert_int_equal(set_offset_at(f, "default", "a", TARGET, 0, 0x50, &r), 0);
+    done(&r);
+    assert_true(offset_live(f, "default", "a", &lsn) && lsn == 0x50);
+
+    /* a store that keeps no state cannot compare: 503, nothing moved */
+    st_server_set_state(f->srv, NULL);
+    assert_int_equal(set_offset_at(f, "default", "a", ANY, 2, 0x60, &r), ST_STATUS_UNAVAILABLE);
+    done(&r);
+    st_server_set_state(f->srv, f->st);
+    assert_true(offset_live(f, "default", "a", &lsn) && lsn == 0x50);
+}
+
 /* A reload of the file (origin "file", whichever daemon sends it) keeps
  * the pending backfill requests: the file has none. */
 static void test_file_origin_keeps_backfills(void **state)
@@ -963,6 +1056,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_state_attached, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fetch_store_over_ipc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_offset_conditions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_set_offset_expected_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_origin_keeps_backfills, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
