@@ -70,7 +70,8 @@ static void wait_gate(int fd)
     unlink(held);
 }
 
-int fdatasync(int fd)
+/* The gate, then the C library's sync (real) or EIO. */
+static int gated(int (*real)(int), int fd)
 {
     int saved = errno;
     wait_gate(fd);
@@ -79,25 +80,19 @@ int fdatasync(int fd)
         return -1;
     }
     errno = saved;
-    if (real_fdatasync == NULL) {
+    if (real == NULL) {
         errno = ENOSYS;
         return -1;
     }
-    return real_fdatasync(fd);
+    return real(fd);
+}
+
+int fdatasync(int fd)
+{
+    return gated(real_fdatasync, fd);
 }
 
 int fsync(int fd)
 {
-    int saved = errno;
-    wait_gate(fd);
-    if (fail_once(fd)) {
-        errno = EIO;
-        return -1;
-    }
-    errno = saved;
-    if (real_fsync == NULL) {
-        errno = ENOSYS;
-        return -1;
-    }
-    return real_fsync(fd);
+    return gated(real_fsync, fd);
 }
