@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "wh_config.h"
@@ -1191,12 +1192,8 @@ void st_dbi_note_write(st_db *db, const char *err)
 int st_db_write_health(st_db *db, char *why, size_t whylen)
 {
     pthread_mutex_lock(&db->health_mu);
-    int failing = db->write_failing || db->wal_failed;
-    if (db->wal_failed)
-        wh_seterr(why, whylen,
-                  "a WAL sync failed (%s): nothing is acknowledged until walhook-store restarts",
-                  db->wal_err);
-    else if (failing)
+    int failing = db->write_failing;
+    if (failing)
         wh_seterr(why, whylen, "cannot write for %.1f s: %s",
                   (double)(wh_now_ms() - db->fail_since_ms) / 1000.0, db->write_err);
     pthread_mutex_unlock(&db->health_mu);
@@ -1263,47 +1260,24 @@ static void sync_end(st_db *db, uint64_t tk)
         pthread_cond_broadcast(&db->sync_cv);
 }
 
-/* WH_ERR (err set) once a WAL sync has failed: sticky, as PostgreSQL's
- * PANIC on a failed fsync. What the failed sync should have made durable
- * is readable already (appends are written before their sync), so a retry
- * may find it stored and write nothing; it may never be synced. Nothing is
- * acknowledged until the store restarts and recovers the WAL from disk. */
-static int wal_check(st_db *db, char *err, size_t errlen)
-{
-    pthread_mutex_lock(&db->health_mu);
-    int failed = db->wal_failed;
-    if (failed)
-        wh_seterr(err, errlen,
-                  "a WAL sync failed earlier (%s): nothing is acknowledged until walhook-store "
-                  "restarts",
-                  db->wal_err);
-    pthread_mutex_unlock(&db->health_mu);
-    return failed ? WH_ERR : WH_OK;
-}
-
-/* Syncs the WAL (everything written before the call); a failure is
- * sticky (wal_check). */
+/* Syncs the WAL (everything written before the call). A failure ends
+ * the process, as PostgreSQL PANICs on a failed fsync: what the sync should
+ * have made durable is readable already (appends are written before their
+ * sync), so a retry could find it stored, write nothing and be answered
+ * without it ever being synced; and the kernel may have dropped the pages
+ * that failed. A restart recovers the WAL from what the disk holds, and
+ * nothing that sync covered was acknowledged (the ingestor sends it again). */
 static int wal_sync(st_db *db, char *err, size_t errlen)
 {
-    if (wal_check(db, err, errlen) != WH_OK)
-        return WH_ERR;
     char *e = NULL;
     rocksdb_flush_wal(db->rdb, 1, &e);
-    st_dbi_note_write(db, e);
     if (e == NULL)
         return WH_OK;
     st_dbi_rerr(err, errlen, "WAL sync", e);
-    pthread_mutex_lock(&db->health_mu);
-    int first = !db->wal_failed;
-    db->wal_failed = 1;
-    if (first)
-        wh_strlcpy(db->wal_err, err, sizeof(db->wal_err));
-    pthread_mutex_unlock(&db->health_mu);
-    if (first)
-        wh_error("%s: walhook-store acknowledges nothing more until it restarts (the WAL is then "
-                 "recovered from disk)",
-                 err);
-    return WH_ERR;
+    wh_error("%s: walhook-store exits (a failed WAL sync cannot be retried safely); restarted, it "
+             "recovers the WAL from disk, and nothing that sync covered was acknowledged",
+             err);
+    _exit(1);
 }
 
 /* Returns once the WAL written before the call is synced: by a synced
@@ -1641,16 +1615,20 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
      * (`written`: their events go to the dispatchers while the WAL syncs);
      * each is acknowledged only after the sync. Every group syncs, one with
      * nothing new to write too (all sent again, a stage commit retried
-     * after its staging was dropped, TOAST ops already applied): what it
-     * found may be the write of an append whose sync failed (wal_check). */
+     * after its staging was dropped, TOAST ops already applied). */
     uint64_t tk = 0;
-    if (rc == WH_OK)
-        rc = wal_check(db, err, errlen);
+    /* a snapshot or backfill chunk (it carries the progress) is written
+     * with sync=true: RocksDB makes it readable only once synced (its ids
+     * would not survive a loss of the unsynced WAL: the ingestor reads a
+     * lost chunk again at other positions) */
+    int chunk = 0;
+    for (size_t i = 0; i < np; i++)
+        chunk |= parts[i].r->prog != NULL;
     if (rc == WH_OK) {
         tk = sync_begin(db);
         if (rocksdb_writebatch_count(wb) > 0) {
             char *e = NULL;
-            rocksdb_write(db->rdb, db->wo_lazy, wb, &e);
+            rocksdb_write(db->rdb, chunk ? db->wo : db->wo_lazy, wb, &e);
             st_dbi_note_write(db, e);
             if (e)
                 rc = st_dbi_rerr(err, errlen, "write", e);
@@ -1672,7 +1650,8 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
         if (parts[i].r->written != NULL && parts[i].to == parts[i].r->n)
             parts[i].r->written(parts[i].r->written_arg);
     if (rc == WH_OK && tk != 0) {
-        rc = wal_sync(db, err, errlen);
+        if (!chunk || rocksdb_writebatch_count(wb) == 0)
+            rc = wal_sync(db, err, errlen);
         if (rc == WH_OK)
             sync_end(db, tk);
     }

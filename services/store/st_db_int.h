@@ -249,9 +249,6 @@ struct st_db {
     uint64_t fail_since_ms;
     char write_err[200];
     _Atomic uint64_t write_errors;
-    /* a WAL sync failed (wal_sync): sticky until a restart */
-    int wal_failed;
-    char wal_err[200];
 
     /* offset moves (st_db_offset_moves): bumped before every SetOffset,
      * DropOffset, undrop and tenant drop; starts at the open's wall clock */

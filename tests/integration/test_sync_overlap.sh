@@ -8,8 +8,10 @@
 #     slot's confirmed flush does not pass them until the gate opens;
 #   - the store SIGKILLed while such a sync is held (rows delivered, none
 #     acknowledged): restarted, the rows are acknowledged;
-#   - a WAL sync that fails (EIO) stops every acknowledgement (sticky, the
-#     store says so) until the store restarts; then the rows are acked;
+#   - a WAL sync that fails (EIO) makes the store exit (logged), nothing of
+#     it acknowledged; restarted, the rows are acknowledged;
+#   - a backfill's chunk (ids not stable across a lost WAL tail) is not
+#     delivered while its sync is held, and is once it passes;
 #   - in the end the receiver has every row, and each row is one event (one
 #     id) in the store and at the receiver: nothing stored twice, nothing
 #     acknowledged lost.
@@ -79,28 +81,59 @@ wh_wait_slot_flush "$END" 90 || wh_fail "after the store's restart the confirmed
 insert 31 40
 wh_wait_until 60 received_all 1 40 || wh_fail "not every row 1-40 reached the receiver"
 
-# A WAL sync fails (EIO): sticky. What it should have made durable is
-# readable already, so nothing is acknowledged any more (a retry finding
-# its events stored must not be answered without a sync) until a restart
-# recovers the WAL from disk.
+# A WAL sync fails (EIO): the store exits, as PostgreSQL PANICs on a
+# failed fsync (what the sync covered is readable already and may never be
+# synced: a retry must not be answered from it). Nothing of it was
+# acknowledged; restarted, the store recovers the WAL from disk and the
+# rows are acknowledged and delivered.
 touch "$GATE.fail"
 pg_psql -c "INSERT INTO items SELECT generate_series(41, 50)" >/dev/null || wh_fail "insert 41-50 failed"
-wh_wait_until 30 grep -q "acknowledges nothing more until it restarts" "$WH_TMP/store.log" ||
-    wh_fail "the failed WAL sync was not reported as stopping the acknowledgements"
+END=$(pg_psql -At -c "SELECT pg_current_wal_lsn()")
+wh_wait_until 30 bash -c "! kill -0 ${WH_PIDS[store]} 2>/dev/null" ||
+    wh_fail "the store did not exit after a failed WAL sync"
 test -e "$GATE.fail" && wh_fail "no WAL sync failed"
+grep -q "walhook-store exits (a failed WAL sync cannot be retried safely)" "$WH_TMP/store.log" ||
+    wh_fail "the store's exit on a failed WAL sync was not logged"
+_wh_slot_flushed "$END" walhook &&
+    wh_fail "the slot's confirmed flush ($(confirmed)) passed rows whose WAL sync failed"
+wh_log "the store exited on the failed WAL sync; confirmed flush $(confirmed), rows end at $END"
 insert 51 55
 END=$(pg_psql -At -c "SELECT pg_current_wal_lsn()")
-sleep 2 # the ingestor retries meanwhile
-_wh_slot_flushed "$END" walhook &&
-    wh_fail "the slot's confirmed flush ($(confirmed)) passed rows written after a failed WAL sync"
-wh_log "after the failed WAL sync: confirmed flush $(confirmed), rows end at $END"
-wh_kill store KILL
 restart_store
 wh_wait_slot_flush "$END" 90 || wh_fail "after the store's restart the confirmed flush never reached $END"
 wh_wait_until 60 received_all 1 55 || wh_fail "not every row 1-55 reached the receiver"
 
+# A backfill's chunk is written with its sync (its ids would not survive a
+# loss of the unsynced WAL): nothing of it reaches the receiver while that
+# sync is held, all of it once it passes.
+pg_psql -c "CREATE TABLE bf (id int PRIMARY KEY); INSERT INTO bf SELECT generate_series(1, 5)" \
+    >/dev/null || wh_fail "cannot create table bf"
+wh_wait_until 60 grep -q '"table":"bf","key":{"id":5}' "$WH_TMP/received.jsonl" ||
+    wh_fail "bf's inserts were not delivered"
+TOKEN=$(grep -v '^read:' "$WH_TMP/data/admin.token" | head -n 1)
+# the backfill's read waits for a lock on bf until the gate is closed (its
+# request's own state write must pass first)
+wh_psql_session lk 3
+echo "BEGIN; LOCK TABLE bf IN ACCESS EXCLUSIVE MODE; SELECT 'locked';" >&3
+wh_wait_until 10 grep -q locked "$WH_TMP/lk.out" || wh_fail "cannot lock bf"
+code=$(curl -sS -o "$WH_TMP/post.out" -w '%{http_code}' -X POST -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"table":"public.bf"}' \
+    "http://127.0.0.1:$APORT/v1/tenants/default/backfill")
+[ "$code" = 202 ] || wh_fail "backfill POST: HTTP $code ($(cat "$WH_TMP/post.out"))"
+sleep 1
+touch "$GATE"
+echo "COMMIT;" >&3
+wh_wait_until 30 test -e "$GATE.held" || wh_fail "the backfill's chunk reached no WAL sync"
+sleep 2
+reads() { grep -o '"op":"read","schema":"public","table":"bf"' "$WH_TMP/received.jsonl" | wc -l; }
+[ "$(reads)" -eq 0 ] || wh_fail "$(reads) backfill rows were delivered before their chunk's WAL sync"
+rm -f "$GATE"
+reads_all() { [ "$(reads)" -ge 5 ]; }
+wh_wait_until 60 reads_all || wh_fail "the backfill's rows were not delivered after the sync ($(reads) of 5)"
+wh_log "backfill: no row delivered while its chunk's sync was held, $(reads) after"
+
 # each row is one event: one id at the receiver, one key in the store
-perl -ne 'while (/"id":"(default:[^"]+)"(?:(?!"id":"default:).)*?"after":\{"id":(\d+)\}/g) {
+perl -ne 'while (/"id":"(default:[^"]+)"(?:(?!"id":"default:).)*?"table":"items"(?:(?!"id":"default:).)*?"after":\{"id":(\d+)\}/g) {
         print "$2 $1\n" }' \
     "$WH_TMP/received.jsonl" | sort -u >"$WH_TMP/row_ids.txt"
 n=$(cut -d' ' -f1 "$WH_TMP/row_ids.txt" | sort -u | wc -l)
