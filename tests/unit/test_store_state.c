@@ -712,8 +712,9 @@ static void backfills_are(fx *f, const char *want)
     wh_state_unref(cur);
 }
 
-static int set_offset_if(fx *f, const char *tenant, const char *consumer,
-                         Walhook__SetOffset__Condition cond, uint64_t lsn, reply *r)
+static int set_offset_at(fx *f, const char *tenant, const char *consumer,
+                         Walhook__SetOffset__Condition cond, uint64_t expected_version,
+                         uint64_t lsn, reply *r)
 {
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     Walhook__SetOffset so = WALHOOK__SET_OFFSET__INIT;
@@ -723,9 +724,16 @@ static int set_offset_if(fx *f, const char *tenant, const char *consumer,
     pos.lsn = lsn;
     so.pos = &pos;
     so.condition = cond;
+    so.expected_version = expected_version;
     req.body_case = WALHOOK__REQUEST__BODY_SET_OFFSET;
     req.set_offset = &so;
     return call(f, &req, r);
+}
+
+static int set_offset_if(fx *f, const char *tenant, const char *consumer,
+                         Walhook__SetOffset__Condition cond, uint64_t lsn, reply *r)
+{
+    return set_offset_at(f, tenant, consumer, cond, 0, lsn, r);
 }
 
 static int offset_live(fx *f, const char *tenant, const char *consumer, uint64_t *lsn)
@@ -801,24 +809,6 @@ static void test_set_offset_conditions(void **state)
     assert_int_equal(set_offset(f, "default", "zz", 0, 0x60, 0, &r), 0);
     done(&r);
     assert_true(offset_live(f, "default", "zz", &lsn) && lsn == 0x60);
-}
-
-static int set_offset_at(fx *f, const char *tenant, const char *consumer,
-                         Walhook__SetOffset__Condition cond, uint64_t expected_version,
-                         uint64_t lsn, reply *r)
-{
-    Walhook__Request req = WALHOOK__REQUEST__INIT;
-    Walhook__SetOffset so = WALHOOK__SET_OFFSET__INIT;
-    Walhook__Position pos = WALHOOK__POSITION__INIT;
-    so.tenant = (char *)tenant;
-    so.consumer = (char *)consumer;
-    pos.lsn = lsn;
-    so.pos = &pos;
-    so.condition = cond;
-    so.expected_version = expected_version;
-    req.body_case = WALHOOK__REQUEST__BODY_SET_OFFSET;
-    req.set_offset = &so;
-    return call(f, &req, r);
 }
 
 static uint64_t offset_epoch(fx *f, const char *tenant, const char *consumer)
