@@ -257,8 +257,9 @@ static void slot_query_on(PGconn **pg, const char *dsn, const char *slot, adm_sl
             "wal_status, safe_wal_size, active FROM pg_replication_slots WHERE slot_name = $1",
             1, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            char m[256];
-            wh_dsn_scrub(dsn, PQresultErrorMessage(r), m, sizeof(m));
+            char raw[256], m[256]; /* one line; a server's text only where it quotes no value */
+            wh_pgerr_result(r, raw, sizeof(raw));
+            wh_dsn_scrub(dsn, raw, m, sizeof(m));
             snprintf(out->error, sizeof(out->error), "slot query failed: %.200s", m);
             PQclear(r);
             if (PQstatus(*pg) == CONNECTION_OK || fresh)
@@ -347,8 +348,9 @@ static int b_table_check(void *arg, const wh_state_tenant *t, const char *table,
                                2, NULL, params, NULL, NULL, 0);
     int rc;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        char m[256];
-        wh_dsn_scrub(t->dsn, PQresultErrorMessage(r), m, sizeof(m));
+        char raw[256], m[256]; /* one line; a server's text only where it quotes no value */
+        wh_pgerr_result(r, raw, sizeof(raw));
+        wh_dsn_scrub(t->dsn, raw, m, sizeof(m));
         wh_seterr(err, errlen, "publication query failed: %.200s", m);
         rc = -1;
     } else {
