@@ -484,8 +484,7 @@ int st_db_get_offset(st_db *db, const char *tenant, const char *consumer, uint64
 /* Returns once everything written before the call is synced (an append's
  * sync that began after it, or a WAL sync of its own): for answers that
  * hand stored state to a client that acts on it as durable (an ingestor's
- * snapshot progress and schema registry), since appends are readable
- * before their sync. */
+ * schema registry), since appends are readable before their sync. */
 int st_db_wal_synced(st_db *db, char *err, size_t errlen);
 
 /* The durable ack_lsn of the tenant (0 when none). */

@@ -266,7 +266,7 @@ typedef struct st_wctx {
  * PostgreSQL, under the same id (at-least-once), and no offset can pass it
  * durably first (an offset's write syncs the WAL before it, events
  * included). A snapshot or backfill chunk is told after its sync instead
- * (store_events). */
+ * (st_db writes its group with sync=true). */
 static void events_written(void *arg)
 {
     st_wctx *w = arg;
@@ -306,13 +306,10 @@ static int store_events(st_server *s, const char *tenant, const st_event *ev,
     st_append_extra xw = {0};
     if (x != NULL)
         xw = *x;
-    /* a snapshot or backfill chunk (it carries the progress) goes out only
-     * after its sync: its ids would not survive a loss of the unsynced WAL
-     * (the ingestor reads a lost chunk again, at other positions) */
-    if (xw.prog == NULL) {
-        xw.written = events_written;
-        xw.written_arg = &w;
-    }
+    /* st_db tells every append once written (a snapshot or backfill chunk
+     * once synced: its group is written with sync=true) */
+    xw.written = events_written;
+    xw.written_arg = &w;
     int rc = has_drop ? st_db_append_stage_end(s->db, tenant, ev, n, ack_lsn, drop_xid, &xw,
                                                durable, err, errlen)
                       : st_db_append_ext(s->db, tenant, ev, n, ack_lsn, &xw, durable, err, errlen);
@@ -325,8 +322,6 @@ static int store_events(st_server *s, const char *tenant, const st_event *ev,
         }
         return WH_ERR;
     }
-    if (!w.told) /* a snapshot chunk: told once synced */
-        events_written(&w);
     wh_counter_add(&s->appends, 1);
     wh_counter_add(&s->events_stored, n);
     if (n > 0)
@@ -1332,12 +1327,10 @@ static void do_tenant_info(st_server *s, const Walhook__TenantInfo *t, Walhook__
     m->tinfo.watermark = &m->previous;
     char *prog = NULL;
     size_t plen = 0;
-    /* the snapshot progress an ingestor resumes from: durable, not only
-     * written (appends are readable before their sync); what was read is
-     * covered by a sync that begins after the read */
-    if (st_db_get_progress(s->db, t->tenant, &prog, &plen, err, sizeof(err)) != WH_OK ||
-        (prog != NULL && st_db_wal_synced(s->db, err, sizeof(err)) != WH_OK)) {
-        free(prog);
+    /* the snapshot progress an ingestor resumes from is durable once
+     * readable: it is written only with a chunk, whose group is written
+     * with sync=true */
+    if (st_db_get_progress(s->db, t->tenant, &prog, &plen, err, sizeof(err)) != WH_OK) {
         wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
         return;
     }
