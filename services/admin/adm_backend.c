@@ -217,6 +217,15 @@ static void b_store_stats(void *arg, adm_stat st[ADM_NDAEMONS])
     b_stats(arg, st);
 }
 
+/* A failed query's error for the API: one line, a server's text only where
+ * it quotes no value (wh_pgerr_result), never the DSN's password. */
+static void result_error(const char *dsn, const PGresult *r, char *out, size_t len)
+{
+    char raw[256];
+    wh_pgerr_result(r, raw, sizeof(raw));
+    wh_dsn_scrub(dsn, raw, out, len);
+}
+
 /* Connects *pg when it is not connected; 1 when it is. */
 static int slot_connect(PGconn **pg, const char *dsn, adm_slot_info *out)
 {
@@ -257,9 +266,8 @@ static void slot_query_on(PGconn **pg, const char *dsn, const char *slot, adm_sl
             "wal_status, safe_wal_size, active FROM pg_replication_slots WHERE slot_name = $1",
             1, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            char raw[256], m[256]; /* one line; a server's text only where it quotes no value */
-            wh_pgerr_result(r, raw, sizeof(raw));
-            wh_dsn_scrub(dsn, raw, m, sizeof(m));
+            char m[256];
+            result_error(dsn, r, m, sizeof(m));
             snprintf(out->error, sizeof(out->error), "slot query failed: %.200s", m);
             PQclear(r);
             if (PQstatus(*pg) == CONNECTION_OK || fresh)
@@ -348,9 +356,8 @@ static int b_table_check(void *arg, const wh_state_tenant *t, const char *table,
                                2, NULL, params, NULL, NULL, 0);
     int rc;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        char raw[256], m[256]; /* one line; a server's text only where it quotes no value */
-        wh_pgerr_result(r, raw, sizeof(raw));
-        wh_dsn_scrub(t->dsn, raw, m, sizeof(m));
+        char m[256];
+        result_error(t->dsn, r, m, sizeof(m));
         wh_seterr(err, errlen, "publication query failed: %.200s", m);
         rc = -1;
     } else {
