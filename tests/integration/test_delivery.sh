@@ -124,8 +124,10 @@ curl -fsS --max-time 10 -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Ty
     wh_fail "DLQ replay over the REST API failed"
 wh_wait_until 30 grep -q '"note":"poison"' "$WH_TMP/bad.jsonl" ||
     wh_fail "the replayed dead letter was not delivered"
-[ "$(wh_metric_label "$METRICS" walhook_target_replayed_total 'target="bad"')" -eq 1 ] ||
-    wh_fail "walhook_target_replayed_total is not 1"
+# the dispatcher counts a replayed dead letter once the receiver's 2xx is
+# back, which comes after the receiver wrote the body
+wh_wait_until 20 wh_metric_label_is "$METRICS" walhook_target_replayed_total 'target="bad"' -eq 1 ||
+    wh_fail "walhook_target_replayed_total is not 1 ($(wh_metric_label "$METRICS" walhook_target_replayed_total 'target="bad"'))"
 [ "$(grep -c '"note":"poison"' "$WH_TMP/bad.jsonl")" -eq 1 ] || wh_fail "the poison row arrived more than once"
 wh_log "the dead letter was replayed and delivered"
 
@@ -157,7 +159,9 @@ wh_wait_until 20 wh_metric_label_is "$METRICS" walhook_target_blocked 'target="r
 wh_wait_until 20 wh_metric_label_is "$METRICS" walhook_target_ssrf_refused_total 'target="private"' -ge 1 ||
     wh_fail "the SSRF guard did not refuse 127.0.0.2"
 [ -s "$WH_TMP/private.req" ] && wh_fail "a request reached the private address"
-grep -q "127.0.0.2 is loopback" "$WH_TMP/walhook.log" || wh_fail "the refusal is not logged by address class"
+# (the refusal is counted before the retry warning that names it is written)
+wh_wait_until 15 grep -q "127.0.0.2 is loopback" "$WH_TMP/walhook.log" ||
+    wh_fail "the refusal is not logged by address class"
 
 # envelope and filter: rows 151..ROWS only, as Debezium events, in order
 dbz_done() {
