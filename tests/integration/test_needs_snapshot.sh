@@ -54,7 +54,9 @@ wh_wait_metric "$M" walhook_store_needs_snapshot_targets 1 60 || wh_fail "the st
 wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --out "$WH_TMP/received.jsonl"
 wh_wait_http "http://127.0.0.1:$RPORT/" 10 || true
 wh_wait_metric "$M" walhook_target_needs_snapshot 1 60 || wh_fail "the dispatcher never reported the mark"
-grep -q "NEEDS_SNAPSHOT" "$WH_TMP/dispatcher.log" || wh_fail "the dispatcher did not log the mark"
+# (the reader sets the gauge, then writes the warning)
+wh_wait_until 15 grep -q "NEEDS_SNAPSHOT" "$WH_TMP/dispatcher.log" ||
+    wh_fail "the dispatcher did not log the mark"
 # changes made now must not be posted past the gap
 pg_psql -c "INSERT INTO t SELECT generate_series(101, 150)" || wh_fail "insert 101..150"
 sleep 4 # negative check: a stopped target must stay stopped (long enough for a read and a post)
