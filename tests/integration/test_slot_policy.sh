@@ -312,8 +312,10 @@ wh_wait_metric "$M" walhook_dispatcher_zone_notes_total 1 10 || wh_fail "the dis
 wh_wait_until 10 grep -q "tenant default: backpressure zone .* -> red" "$WH_TMP/dispatcher.log" ||
     wh_fail "the dispatcher never noted the red zone"
 # and took the changes from the notes (a Read's answer may come first for
-# one change now and then, not for all of them)
-grep -q "tenant default: backpressure zone .* (store notification)" "$WH_TMP/dispatcher.log" ||
+# one change now and then, not for all of them); a note is counted before
+# its line is written, and the red line above may come from a reader thread
+wh_wait_until 15 grep -q "tenant default: backpressure zone .* (store notification)" \
+    "$WH_TMP/dispatcher.log" ||
     wh_fail "the dispatcher took no zone change from a store notification"
 wh_wait_until 30 wh_metric_label_is "$M" walhook_target_shed_total 'target="f"' -gt 0 ||
     wh_fail "f did not shed in the red zone"
@@ -351,5 +353,7 @@ code=$(patch '{"source":{"slot_policy":"independent","lag_warn_bytes":524288}}')
 [ "$code" = 200 ] || wh_fail "PATCH of the tenant's slot_policy: $code $(cat "$WH_TMP/patch.out")"
 wh_wait_until 30 wh_metric_label_is "$M" walhook_slot_policy_effective 'configured="independent"' = 1 ||
     wh_fail "the tenant's slot_policy from the state document was not applied"
-grep -q "lag warn 524288 bytes" "$WH_TMP/ingestor.log" || wh_fail "the tenant's lag_warn_bytes was not applied"
+# (the metric shows the new settings before the slot thread's start is logged)
+wh_wait_until 15 grep -q "lag warn 524288 bytes" "$WH_TMP/ingestor.log" ||
+    wh_fail "the tenant's lag_warn_bytes was not applied"
 wh_pass "track holds the flush at the slowest target and survives a SIGKILL; lag_warn switches to independent and back; force_resync marks a dead target while another delivers; zones green->yellow->red->green with f shedding $dl events in red while a kept order"
