@@ -62,7 +62,10 @@ _store_not_ready() {
 wh_wait_until 60 _store_not_ready ||
     wh_fail "/readyz did not turn 503 naming the store and the cause: $(cat "$WH_TMP/readyz.json" 2>/dev/null)"
 wh_log "while full: $(cut -c1-300 "$WH_TMP/readyz.json")"
-grep -q "append .* failed: .*No space left on device" "$WH_TMP/store.log" ||
+# the store is not ready from its first failing write on; the failing
+# Append's line is written after that (and the first failing write may be
+# another one than an Append)
+wh_wait_until 15 grep -q "append .* failed: .*No space left on device" "$WH_TMP/store.log" ||
     wh_fail "the store did not log the failing appends"
 errors=$(wh_metric "$ADMIN/metrics" walhook_store_write_errors_total)
 [ "$errors" -ge 1 ] 2>/dev/null || wh_fail "walhook_store_write_errors_total is $errors"
@@ -75,7 +78,9 @@ sleep 2
 _store_not_ready || wh_fail "the store became writable again by itself while the disk was full"
 f2=$(_slot_flush)
 [ "$f1" = "$f2" ] || wh_fail "the slot's confirmed flush moved from $f1 to $f2 while the store could not write"
-grep -q "append of batches .* failed: .*No space left on device" "$WH_TMP/ingestor.log" ||
+# (the ingestor logs once the store's error reply is back)
+wh_wait_until 15 grep -q "append of batches .* failed: .*No space left on device" \
+    "$WH_TMP/ingestor.log" ||
     wh_fail "the ingestor did not report the store's clear error"
 
 # Space comes back: ready again, and everything arrives in order.
