@@ -76,7 +76,9 @@ for k in 0 1 2 3; do
         wh_fail "walhook-$v (pid $old) was ready but not restarted at once"
     wh_wait_until 30 restarted_child "$v" "$old" || wh_fail "walhook up did not restart walhook-$v"
     new=$(wh_child_pid "$UP" "$v")
-    grep -q "started walhook-$v (pid $new)" "$LOG" || wh_fail "no start log line for walhook-$v (pid $new)"
+    # (walhook up logs the start after its fork: the child may exec first)
+    wh_wait_until 15 grep -q "started walhook-$v (pid $new)" "$LOG" ||
+        wh_fail "no start log line for walhook-$v (pid $new)"
     wh_wait_http "$READYZ" 60 || wh_fail "/readyz not 200 again after restarting walhook-$v"
     wh_log "walhook-$v restarted as pid $new; /readyz is 200"
 done
