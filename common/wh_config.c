@@ -205,6 +205,10 @@ const wh_config_entry wh_config_table[] = {
       "system's, /etc/ssl/certs)"),
     S(dispatcher_id, "dispatcher.id", "", 0,
       "this dispatcher's lease owner id (\"\" = <hostname>-<pid>)"),
+    S(dispatcher_advertise, "dispatcher.advertise", "", 0,
+      "with leases: the control endpoint at which the admin reaches this replica, announced "
+      "in the store's lease table (\"\" = dispatcher.control, with a wildcard host such as "
+      "0.0.0.0 replaced by this host's name)"),
     I(dispatcher_lease_ttl_ms, "dispatcher.lease_ttl_ms", 0, 0, 600000, 0,
       "share targets between dispatcher replicas through leases of this TTL (0 = off)"),
     S(admin_listen, "admin.listen", "127.0.0.1:8080", 0, "admin HTTP address host:port"),
@@ -1031,6 +1035,9 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
         {c->dispatcher_control, "dispatcher.control", "dispatcher.sock"},
     };
     c->dispatcher_control_derived = c->dispatcher_control[0] == '\0';
+    if (c->dispatcher_advertise[0] != '\0' &&
+        check_endpoint("dispatcher.advertise", c->dispatcher_advertise, err, errlen) != WH_OK)
+        return WH_ERR;
     for (size_t i = 0; i < WH_ARRAY_LEN(eps); i++) {
         if (eps[i].v[0] == '\0' &&
             derive_endpoint(eps[i].v, WH_URL_MAX, c->data_dir, eps[i].file) != WH_OK)

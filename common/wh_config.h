@@ -133,9 +133,10 @@ typedef struct wh_config {
     char allow_private_networks[256];     /* runtime: CIDRs the SSRF guard lets through */
     char dispatcher_ca_file[WH_PATH_MAX]; /* PEM CAs for https:// targets ("" = the system's) */
     /* dispatcher scale-out (services/dispatcher/dsp_lease.h) */
-    char dispatcher_id[128];        /* lease owner id; "" = <hostname>-<pid> */
-    int dispatcher_lease_ttl_ms;    /* 0 = no leases (one dispatcher owns every target) */
-    int dispatcher_control_derived; /* 1: dispatcher.control was derived from data_dir */
+    char dispatcher_advertise[WH_URL_MAX]; /* "" = derived from dispatcher.control */
+    char dispatcher_id[128];               /* lease owner id; "" = <hostname>-<pid> */
+    int dispatcher_lease_ttl_ms;           /* 0 = no leases (one dispatcher owns every target) */
+    int dispatcher_control_derived;        /* 1: dispatcher.control was derived from data_dir */
     /* admin */
     char admin_listen[256]; /* "127.0.0.1:8080" */
     /* admin API auth and TLS (services/admin/adm_auth.h) */

@@ -975,12 +975,21 @@ static void plans_of(const wh_config *eff, const wh_state *s, wh_budget out[ADM_
 /* The budget a daemon reported (walhook_memory_budget_bytes), -1 if none. */
 static int64_t reported_budget(const adm_stat *st, int n, const char *daemon)
 {
-    char needle[96];
-    snprintf(needle, sizeof(needle), "walhook_memory_budget_bytes{daemon=\"%.40s\"} ", daemon);
+    char label[64];
+    snprintf(label, sizeof(label), "daemon=\"%.40s\"", daemon);
     for (int i = 0; i < n; i++) {
-        const char *p = st[i].up && st[i].metrics ? strstr(st[i].metrics, needle) : NULL;
-        if (p) {
-            long long v = strtoll(p + strlen(needle), NULL, 10);
+        if (!st[i].up || !st[i].metrics)
+            continue;
+        /* the first sample with that label: dispatcher replicas (each
+         * labelled replica="...") share one configuration */
+        for (const char *p = strstr(st[i].metrics, "walhook_memory_budget_bytes{"); p != NULL;
+             p = strstr(p + 1, "walhook_memory_budget_bytes{")) {
+            const char *close = strchr(p, '}'), *eol = strchr(p, '\n');
+            const char *l = strstr(p, label);
+            if (close == NULL || l == NULL || l > close || (eol != NULL && close > eol) ||
+                close[1] != ' ')
+                continue;
+            long long v = strtoll(close + 2, NULL, 10);
             return v > 0 ? (int64_t)v : -1;
         }
     }

@@ -19,6 +19,15 @@ typedef struct adm_ing {
     wh_client *client;
 } adm_ing;
 
+/* A dispatcher replica announced in the store's leases (owner, control). */
+typedef struct adm_rep {
+    char owner[128];
+    char url[WH_URL_MAX];
+    wh_client *client;
+    size_t max_msg;
+    adm_stat st; /* this query's answer */
+} adm_rep;
+
 struct adm_query {
     char name[ADM_NDAEMONS][16];
     wh_client *client[ADM_NDAEMONS];
@@ -34,6 +43,11 @@ struct adm_query {
     uint64_t state_version;
     adm_ing ing[WH_MAX_TENANTS];
     int ning;
+
+    /* the dispatcher replicas of the last query, their clients kept open;
+     * under mu[2] */
+    adm_rep rep[ADM_REPLICAS_MAX];
+    int nrep;
 };
 
 static const char *const adm_names[ADM_NDAEMONS] = {"store", "ingestor", "dispatcher"};
@@ -116,6 +130,9 @@ void adm_query_close(adm_query *q)
             wh_client_close(q->ing[k].client);
     if (q->state_client != NULL)
         wh_client_close(q->state_client);
+    for (int k = 0; k < q->nrep; k++)
+        if (q->rep[k].client != NULL)
+            wh_client_close(q->rep[k].client);
     free(q->cfg);
     for (int i = 0; i < ADM_NDAEMONS; i++) {
         if (q->client[i])
@@ -222,16 +239,14 @@ static void query_ingestors(adm_query *q, adm_stat *st)
     wh_buf_free(&all);
 }
 
-/* When no dispatcher answers Stats at dispatcher.control (replicas on the
- * host network each keep a private control socket; behind one address only
- * one replica answers), the store's lease table still says which replicas
- * are alive: owners that renewed within their TTL. With one or more, the
- * dispatcher counts as up, state "leasing", and /metrics gets
- * walhook_dispatcher_replicas. */
-static void dispatchers_from_leases(adm_query *q, adm_stat *st)
+/* The live dispatcher replicas in the store's lease table (owners that
+ * renewed within their TTL) with the control endpoint each announced:
+ * *n owners, of which *nctl announced one; the reply (free it) or NULL. */
+static Walhook__Reply *lease_owners(adm_query *q, size_t *n, size_t *nctl)
 {
+    *n = *nctl = 0;
     if (q->state_client == NULL)
-        return;
+        return NULL;
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     Walhook__LeaseList ll = WALHOOK__LEASE_LIST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_LEASE_LIST;
@@ -242,13 +257,23 @@ static void dispatchers_from_leases(adm_query *q, adm_stat *st)
     int rc = wh_client_call(q->state_client, &req, &rep, e, sizeof(e));
     pthread_mutex_unlock(&q->mu[1]);
     if (rc != WH_OK)
-        return;
-    size_t n = 0;
-    if (rep->body_case == WALHOOK__REPLY__BODY_LEASE && rep->lease != NULL)
-        n = rep->lease->n_owners;
-    walhook__reply__free_unpacked(rep, NULL);
-    if (n == 0)
-        return;
+        return NULL;
+    if (rep->body_case == WALHOOK__REPLY__BODY_LEASE && rep->lease != NULL) {
+        *n = rep->lease->n_owners;
+        for (size_t i = 0; i < rep->lease->n_owner_controls && i < *n; i++)
+            if (rep->lease->owner_controls[i] != NULL && rep->lease->owner_controls[i][0] != '\0')
+                (*nctl)++;
+    }
+    return rep;
+}
+
+/* n replicas renew leases but none answered Stats (replicas on the host
+ * network each keep a private control socket; behind one address only one
+ * replica answers): the dispatcher counts as up, state "leasing", and
+ * /metrics gets walhook_dispatcher_replicas. st->error says why none
+ * answered. */
+static void leasing_verdict(adm_stat *st, size_t n)
+{
     char why[sizeof(st->error)];
     wh_strlcpy(why, st->error, sizeof(why));
     st->up = 1;
@@ -263,7 +288,165 @@ static void dispatchers_from_leases(adm_query *q, adm_stat *st)
              "# HELP walhook_dispatcher_replicas Dispatcher replicas renewing leases in the "
              "store.\n# TYPE walhook_dispatcher_replicas gauge\nwalhook_dispatcher_replicas %zu\n",
              n);
+    free(st->metrics);
     st->metrics = strdup(text);
+}
+
+static void *rep_job(void *arg)
+{
+    adm_rep *r = arg;
+    char e[WH_ERRLEN];
+    if (r->client == NULL) {
+        if (wh_client_open(&r->client, r->url, ADM_STATS_TIMEOUT_MS, r->max_msg, e, sizeof(e)) !=
+            WH_OK) {
+            r->client = NULL;
+            snprintf(r->st.error, sizeof(r->st.error), "cannot open client: %.200s", e);
+            return NULL;
+        }
+        wh_client_set_connect_wait(r->client, 0);
+    }
+    stats_call(r->client, &r->st);
+    return NULL;
+}
+
+/* Under mu[2]: the replicas of the lease reply, clients of the last query
+ * kept where the (owner, endpoint) is the same. */
+static void refresh_replicas(adm_query *q, const Walhook__LeaseReply *l)
+{
+    adm_rep *next = calloc(ADM_REPLICAS_MAX, sizeof(*next));
+    if (next == NULL)
+        return;
+    int n = 0;
+    size_t maxmsg = q->cfg != NULL && q->cfg->ipc_max_msg_bytes > 0
+                        ? (size_t)q->cfg->ipc_max_msg_bytes
+                        : 64u << 20;
+    for (size_t i = 0; i < l->n_owners && i < l->n_owner_controls && n < ADM_REPLICAS_MAX; i++) {
+        const char *o = l->owners[i], *c = l->owner_controls[i];
+        if (o == NULL || c == NULL || c[0] == '\0')
+            continue;
+        adm_rep *r = &next[n++];
+        wh_strlcpy(r->owner, o, sizeof(r->owner));
+        wh_strlcpy(r->url, c, sizeof(r->url));
+        r->max_msg = maxmsg;
+        wh_strlcpy(r->st.name, "dispatcher", sizeof(r->st.name));
+        for (int k = 0; k < q->nrep; k++)
+            if (q->rep[k].client != NULL && strcmp(q->rep[k].url, r->url) == 0 &&
+                strcmp(q->rep[k].owner, r->owner) == 0) {
+                r->client = q->rep[k].client;
+                q->rep[k].client = NULL;
+            }
+    }
+    for (int k = 0; k < q->nrep; k++)
+        if (q->rep[k].client != NULL)
+            wh_client_close(q->rep[k].client);
+    memcpy(q->rep, next, (size_t)n * sizeof(*next));
+    q->nrep = n;
+    free(next);
+}
+
+/* Under mu[2]: every replica's Stats, at once, folded into st: up when
+ * one answered; ready when all did and are; the first replica that did
+ * not answer or is not ready named in the reason; each one's metrics with
+ * a replica="<owner>" label (one series per replica, as a scrape of each
+ * would give). */
+static void query_replicas(adm_query *q, adm_stat *st, size_t nlive)
+{
+    pthread_t th[ADM_REPLICAS_MAX];
+    int started[ADM_REPLICAS_MAX];
+    for (int k = 0; k < q->nrep; k++) {
+        started[k] = pthread_create(&th[k], NULL, rep_job, &q->rep[k]) == 0;
+        if (!started[k])
+            rep_job(&q->rep[k]);
+    }
+    for (int k = 0; k < q->nrep; k++)
+        if (started[k])
+            pthread_join(th[k], NULL);
+    wh_buf all;
+    wh_buf_init(&all, 0);
+    int up = 0, ready = 1;
+    const char *state = NULL;
+    for (int k = 0; k < q->nrep; k++) {
+        adm_rep *r = &q->rep[k];
+        if (r->st.up) {
+            up++;
+            if (state == NULL || strcmp(state, r->st.state) == 0)
+                state = r->st.state;
+            else
+                state = "degraded";
+            if (r->st.metrics != NULL &&
+                adm_metrics_label(r->st.metrics, "replica", r->owner, &all) != WH_OK)
+                wh_warn("dispatcher replica %s: its metrics could not be labelled", r->owner);
+        }
+        if ((!r->st.up || !r->st.ready) && ready) {
+            if (!r->st.up)
+                snprintf(st->reason, sizeof(st->reason), "replica %.60s (%.60s): %.120s", r->owner,
+                         r->url, r->st.error);
+            else
+                snprintf(st->reason, sizeof(st->reason), "replica %.60s: %.15s: %.150s", r->owner,
+                         r->st.state, r->st.reason);
+            if (!r->st.up && st->error[0] == '\0')
+                snprintf(st->error, sizeof(st->error), "replica %.60s (%.60s): %.120s", r->owner,
+                         r->url, r->st.error);
+        }
+        ready = ready && r->st.up && r->st.ready;
+    }
+    if (up == 0) {
+        wh_buf_free(&all);
+        leasing_verdict(st, nlive);
+        return;
+    }
+    st->up = 1;
+    st->ready = ready;
+    st->error[0] = '\0';
+    if (up < q->nrep)
+        state = "degraded";
+    snprintf(st->state, sizeof(st->state), "%.31s", state ? state : "running");
+    char text[320];
+    snprintf(text, sizeof(text),
+             "# HELP walhook_dispatcher_replicas_answering Dispatcher replicas that answered the "
+             "admin's Stats (at the endpoint each announced in the store's leases).\n"
+             "# TYPE walhook_dispatcher_replicas_answering gauge\n"
+             "walhook_dispatcher_replicas_answering %d\n",
+             up);
+    if (wh_buf_puts(&all, text) == WH_OK && wh_buf_cstr(&all) == WH_OK)
+        st->metrics = strdup(all.data);
+    wh_buf_free(&all);
+}
+
+/* The dispatcher: when live replicas announced their control endpoints in
+ * the store's leases, every one of them (query_replicas); otherwise the one
+ * at dispatcher.control, and when that does not answer, the lease table's
+ * count of replicas (leasing_verdict). 1 when st is filled. */
+static int query_dispatchers(adm_query *q, adm_stat *st)
+{
+    size_t n, nctl;
+    Walhook__Reply *rep = lease_owners(q, &n, &nctl);
+    if (rep == NULL || nctl == 0) {
+        if (rep != NULL)
+            walhook__reply__free_unpacked(rep, NULL);
+        return 0;
+    }
+    pthread_mutex_lock(&q->mu[2]);
+    refresh_replicas(q, rep->lease);
+    walhook__reply__free_unpacked(rep, NULL);
+    query_replicas(q, st, n);
+    for (int k = 0; k < q->nrep; k++) {
+        free(q->rep[k].st.metrics);
+        memset(&q->rep[k].st, 0, sizeof(q->rep[k].st));
+        wh_strlcpy(q->rep[k].st.name, "dispatcher", sizeof(q->rep[k].st.name));
+    }
+    pthread_mutex_unlock(&q->mu[2]);
+    return 1;
+}
+
+static void dispatchers_from_leases(adm_query *q, adm_stat *st)
+{
+    size_t n, nctl;
+    Walhook__Reply *rep = lease_owners(q, &n, &nctl);
+    if (rep != NULL)
+        walhook__reply__free_unpacked(rep, NULL);
+    if (n > 0)
+        leasing_verdict(st, n);
 }
 
 static void adm_query_one(adm_query *q, int i, adm_stat *st)
@@ -281,6 +464,8 @@ static void adm_query_one(adm_query *q, int i, adm_stat *st)
             return;
     }
     wh_strlcpy(st->name, q->name[i], sizeof(st->name));
+    if (i == 2 && query_dispatchers(q, st))
+        return;
     if (!q->client[i]) {
         wh_strlcpy(st->error, q->open_err[i], sizeof(st->error));
         return;
@@ -391,6 +576,10 @@ int adm_readiness(const adm_stat *st, int n, wh_buf *out)
         if (adm_not_ready(&st[i], why, sizeof(why))) {
             rc |= wh_buf_puts(out, ",\"reason\":");
             rc |= wh_json_str(out, why, strlen(why));
+        } else if (st[i].up && !st[i].ready && st[i].reason[0]) {
+            /* informational (a dispatcher replica that does not answer) */
+            rc |= wh_buf_puts(out, ",\"reason\":");
+            rc |= wh_json_str(out, st[i].reason, strlen(st[i].reason));
         }
         rc |= wh_buf_putc(out, '}');
     }
@@ -544,6 +733,44 @@ int adm_metrics_merge(const char *const *texts, int ntexts, wh_buf *out)
     }
     free(f.v);
     return rc;
+}
+
+int adm_metrics_label(const char *text, const char *label, const char *value, wh_buf *out)
+{
+    wh_buf lv; /* label="escaped value" */
+    wh_buf_init(&lv, 0);
+    int rc = wh_buf_printf(&lv, "%s=\"", label);
+    for (const char *v = value; *v && rc == WH_OK; v++)
+        rc = *v == '\\'   ? wh_buf_puts(&lv, "\\\\")
+             : *v == '"'  ? wh_buf_puts(&lv, "\\\"")
+             : *v == '\n' ? wh_buf_puts(&lv, "\\n")
+                          : wh_buf_putc(&lv, *v);
+    if (rc == WH_OK)
+        rc = wh_buf_putc(&lv, '"');
+    const char *p = text;
+    while (*p && rc == WH_OK) {
+        const char *eol = strchr(p, '\n');
+        size_t n = eol ? (size_t)(eol - p) : strlen(p);
+        size_t nl = name_len(p, n);
+        if (n == 0 || p[0] == '#' || nl == 0) {
+            rc = wh_buf_append(out, p, n);
+        } else if (nl < n && p[nl] == '{') {
+            int empty = nl + 1 < n && p[nl + 1] == '}';
+            rc = wh_buf_append(out, p, nl + 1) || wh_buf_append(out, lv.data, lv.len) ||
+                 (empty ? 0 : wh_buf_putc(out, ',')) || wh_buf_append(out, p + nl + 1, n - nl - 1);
+        } else {
+            rc = wh_buf_append(out, p, nl) || wh_buf_putc(out, '{') ||
+                 wh_buf_append(out, lv.data, lv.len) || wh_buf_putc(out, '}') ||
+                 wh_buf_append(out, p + nl, n - nl);
+        }
+        if (rc == WH_OK)
+            rc = wh_buf_putc(out, '\n');
+        p += n;
+        if (*p == '\n')
+            p++;
+    }
+    wh_buf_free(&lv);
+    return rc ? WH_ERR : WH_OK;
 }
 
 int adm_metrics_render(const adm_stat *st, int n, wh_buf *out)

@@ -14,6 +14,7 @@
 
 #define ADM_NDAEMONS 3
 #define ADM_STATS_TIMEOUT_MS 1000
+#define ADM_REPLICAS_MAX 64 /* dispatcher replicas queried (the store's leases) */
 
 /* What one daemon answered (or why it did not). */
 typedef struct adm_stat {
@@ -55,6 +56,10 @@ int adm_metrics_render(const adm_stat *st, int n, wh_buf *out);
 /* Regroups Prometheus text (several concatenated expositions) so every
  * family appears once; used by adm_metrics_render. */
 int adm_metrics_merge(const char *const *texts, int ntexts, wh_buf *out);
+
+/* Appends text (one Prometheus exposition) to out with label="value"
+ * (escaped) first in every sample's label set; comments as they are. */
+int adm_metrics_label(const char *text, const char *label, const char *value, wh_buf *out);
 
 /* Parses "host:port" / "[v6]:port" (port 0..65535). */
 int adm_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port, char *err,

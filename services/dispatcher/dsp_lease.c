@@ -31,6 +31,7 @@ struct dsp_lease {
     size_t id_len;                       /* bytes of <id> */
     int dup_warned;                      /* another live owner with our id was logged */
     int ttl_ms;
+    char control[WH_URL_MAX]; /* announced in LeaseList: where the admin reaches us */
     wh_client *store;
     pthread_t thread;
     int started;
@@ -57,6 +58,30 @@ void dsp_lease_default_owner(char *out, size_t len)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
               *p == '.' || *p == '-' || *p == '_'))
             *p = '_';
+}
+
+int dsp_lease_advertise(char *out, size_t len, const char *control)
+{
+    size_t pre = strncmp(control, "tcp://", 6) == 0        ? 6
+                 : strncmp(control, "tls+tcp://", 10) == 0 ? 10
+                                                           : 0;
+    const char *host = control + pre, *port = NULL;
+    if (pre > 0) {
+        const char *rb = host[0] == '[' ? strchr(host, ']') : NULL;
+        port = strrchr(rb ? rb : host, ':');
+    }
+    size_t hl = port ? (size_t)(port - host) : 0;
+    int wild =
+        port != NULL && (hl == 0 || (hl == 7 && memcmp(host, "0.0.0.0", 7) == 0) ||
+                         (hl == 1 && host[0] == '*') || (hl == 4 && memcmp(host, "[::]", 4) == 0));
+    if (!wild)
+        return wh_strlcpy(out, control, len) == 0 ? WH_OK : WH_ERR;
+    char name[256];
+    if (gethostname(name, sizeof(name)) != 0 || name[0] == '\0')
+        return WH_ERR;
+    name[sizeof(name) - 1] = '\0';
+    int n = snprintf(out, len, "%.*s%s%s", (int)pre, control, name, port);
+    return n > 0 && (size_t)n < len ? WH_OK : WH_ERR;
 }
 
 const char *dsp_lease_owner(const dsp_lease *l)
@@ -229,6 +254,7 @@ static size_t list_replicas(dsp_lease *l)
     Walhook__LeaseList ll = WALHOOK__LEASE_LIST__INIT;
     ll.owner = l->owner;
     ll.ttl_ms = (uint32_t)l->ttl_ms;
+    ll.control = l->control;
     req.body_case = WALHOOK__REQUEST__BODY_LEASE_LIST;
     req.lease_list = &ll;
     Walhook__Reply *rep = NULL;
@@ -485,6 +511,7 @@ int dsp_lease_start(dsp_lease **out, const dsp_lease_opts *o, char *err, size_t 
     snprintf(l->owner, sizeof(l->owner), "%.*s#%08" PRIx32, idn, id, inst);
     l->id_len = (size_t)idn;
     l->ttl_ms = o->ttl_ms;
+    wh_strlcpy(l->control, o->control ? o->control : "", sizeof(l->control));
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->cb_mu, NULL);
     wh_cond_init_monotonic(&l->cond);

@@ -41,9 +41,17 @@ typedef struct dsp_lease_opts {
     const char *store_endpoint;
     int ipc_timeout_ms;
     size_t max_msg;
-    const char *owner; /* dispatcher.id; NULL or "": dsp_lease_default_owner() */
-    int ttl_ms;        /* >= 1000 */
+    const char *owner;   /* dispatcher.id; NULL or "": dsp_lease_default_owner() */
+    int ttl_ms;          /* >= 1000 */
+    const char *control; /* announced with LeaseList for the admin (NULL or "": none) */
 } dsp_lease_opts;
+
+/* The control endpoint a replica announces (dispatcher.advertise unset):
+ * control itself, unless it is tcp:// or tls+tcp:// on a wildcard host
+ * (0.0.0.0, [::], *, empty), which becomes this host's name (a container's
+ * name on a compose network). WH_ERR when it does not fit or the host has
+ * no name. */
+int dsp_lease_advertise(char *out, size_t len, const char *control);
 
 /* "<hostname>-<pid>" (characters outside [A-Za-z0-9._-] become '_'). */
 /* The owner a replica names in the store's leases is "<id>#<instance>",

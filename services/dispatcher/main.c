@@ -71,14 +71,28 @@ int main(int argc, char **argv)
             wh_error("setting 'data_dir': too long for the control endpoint of dispatcher %s", id);
             return 2;
         }
-        dsp_lease_opts lo = {cfg.store_endpoint, cfg.ipc_timeout_ms, (size_t)cfg.ipc_max_msg_bytes,
-                             id, cfg.dispatcher_lease_ttl_ms};
+        char adv[WH_URL_MAX];
+        if (cfg.dispatcher_advertise[0] != '\0')
+            wh_strlcpy(adv, cfg.dispatcher_advertise, sizeof(adv));
+        else if (dsp_lease_advertise(adv, sizeof(adv), cfg.dispatcher_control) != WH_OK) {
+            wh_warn("setting 'dispatcher.advertise': cannot derive it from %s (no host name): "
+                    "the admin will not reach this replica; set it",
+                    cfg.dispatcher_control);
+            adv[0] = '\0';
+        }
+        dsp_lease_opts lo = {cfg.store_endpoint,
+                             cfg.ipc_timeout_ms,
+                             (size_t)cfg.ipc_max_msg_bytes,
+                             id,
+                             cfg.dispatcher_lease_ttl_ms,
+                             adv};
         if (dsp_lease_start(&lease, &lo, err, sizeof(err)) != WH_OK) {
             wh_error("leases: %s", err);
             return 1;
         }
-        wh_info("sharing targets with other dispatchers as '%s' (lease TTL %d ms)",
-                dsp_lease_owner(lease), cfg.dispatcher_lease_ttl_ms);
+        wh_info("sharing targets with other dispatchers as '%s' (lease TTL %d ms, control "
+                "announced as %s)",
+                dsp_lease_owner(lease), cfg.dispatcher_lease_ttl_ms, adv[0] ? adv : "(none)");
     }
     if (dsp_loop_create(&loop, &loopcfg, err, sizeof(err)) != WH_OK) {
         wh_error("%s", err);

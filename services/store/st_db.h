@@ -619,9 +619,11 @@ int st_db_lease_release(st_db *db, const char *tenant, const char *consumer, con
 /* Calls fn for every (tenant, consumer) that was ever leased. */
 typedef int (*st_lease_fn)(void *arg, const char *tenant, const char *consumer, const st_lease *l);
 int st_db_lease_each(st_db *db, st_lease_fn fn, void *arg);
-/* Notes owner as live for ttl_ms; calls fn for each owner still live. */
-int st_db_owners_live(st_db *db, const char *owner, uint32_t ttl_ms,
-                      void (*fn)(void *arg, const char *owner), void *arg);
+/* Notes owner as live for ttl_ms (and its announced control endpoint,
+ * unless control is NULL: kept as it was); calls fn for each owner still
+ * live with its control endpoint ("" when none was announced). */
+int st_db_owners_live(st_db *db, const char *owner, const char *control, uint32_t ttl_ms,
+                      void (*fn)(void *arg, const char *owner, const char *control), void *arg);
 /* Checks a lease owner id: 1..ST_OWNER_MAX printable bytes. */
 int st_db_check_owner(const char *owner, char *err, size_t errlen);
 

@@ -260,6 +260,7 @@ struct st_db {
     pthread_mutex_t owners_mu;
     struct {
         char name[ST_OWNER_MAX + 1];
+        char control[WH_URL_MAX]; /* LeaseList.control: where the admin reaches it */
         int64_t seen_ms;
         uint32_t ttl_ms;
     } owners[ST_OWNERS_MAX];

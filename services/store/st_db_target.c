@@ -236,8 +236,8 @@ int st_db_lease_each(st_db *db, st_lease_fn fn, void *arg)
     return WH_OK;
 }
 
-int st_db_owners_live(st_db *db, const char *owner, uint32_t ttl_ms,
-                      void (*fn)(void *arg, const char *owner), void *arg)
+int st_db_owners_live(st_db *db, const char *owner, const char *control, uint32_t ttl_ms,
+                      void (*fn)(void *arg, const char *owner, const char *control), void *arg)
 {
     int64_t now = lease_now_ms();
     pthread_mutex_lock(&db->owners_mu);
@@ -247,6 +247,8 @@ int st_db_owners_live(st_db *db, const char *owner, uint32_t ttl_ms,
         if (owner && strcmp(db->owners[i].name, owner) == 0) {
             db->owners[i].seen_ms = now;
             db->owners[i].ttl_ms = ttl_ms;
+            if (control)
+                wh_strlcpy(db->owners[i].control, control, sizeof(db->owners[i].control));
             found = 1;
         }
         if (db->owners[i].seen_ms + db->owners[i].ttl_ms < now)
@@ -258,12 +260,14 @@ int st_db_owners_live(st_db *db, const char *owner, uint32_t ttl_ms,
     db->nowners = j;
     if (owner && !found && db->nowners < ST_OWNERS_MAX) {
         wh_strlcpy(db->owners[db->nowners].name, owner, sizeof(db->owners[0].name));
+        wh_strlcpy(db->owners[db->nowners].control, control ? control : "",
+                   sizeof(db->owners[0].control));
         db->owners[db->nowners].seen_ms = now;
         db->owners[db->nowners].ttl_ms = ttl_ms;
         db->nowners++;
     }
     for (size_t i = 0; fn && i < db->nowners; i++)
-        fn(arg, db->owners[i].name);
+        fn(arg, db->owners[i].name, db->owners[i].control);
     pthread_mutex_unlock(&db->owners_mu);
     return WH_OK;
 }

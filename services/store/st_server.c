@@ -125,7 +125,8 @@ typedef struct st_reply_mem {
     char **strs; /* strdup'ed strings of the lease reply */
     size_t nstrs, capstrs;
     char lowner[ST_OWNER_MAX + 1];
-    char **owners; /* LeaseList's owners array (strings in strs) */
+    char **owners;   /* LeaseList's owners array (strings in strs) */
+    char **controls; /* their control endpoints, parallel to owners */
     /* ToastGet */
     Walhook__ToastReply toast;
     char *tval;
@@ -2074,7 +2075,7 @@ static void do_lease(st_server *s, const Walhook__Request *req, Walhook__Reply *
         return;
     }
     if (ttl > 0)
-        st_db_owners_live(s->db, owner, ttl, NULL, NULL);
+        st_db_owners_live(s->db, owner, NULL, ttl, NULL, NULL);
     lease_reply(rep, m, &l);
     return;
 missing:
@@ -2101,24 +2102,42 @@ static int collect_lease(void *arg, const char *tenant, const char *consumer, co
 
 typedef struct {
     st_reply_mem *m;
-    char **v;
-    size_t n, cap;
+    char **v, **c; /* owners, their controls (same capacity) */
+    size_t n, cap, ccap;
     int oom;
 } owners_acc;
 
-static void collect_owner(void *arg, const char *owner)
+static void collect_owner(void *arg, const char *owner, const char *control)
 {
     owners_acc *a = arg;
-    if (wh_grow(&a->v, a->n + 1, &a->cap, sizeof(*a->v), 8) != WH_OK) {
+    if (wh_grow(&a->v, a->n + 1, &a->cap, sizeof(*a->v), 8) != WH_OK ||
+        wh_grow(&a->c, a->n + 1, &a->ccap, sizeof(*a->c), 8) != WH_OK) {
         a->oom = 1;
         return;
     }
-    char *d = reply_str(a->m, owner);
-    if (d == NULL) {
+    char *d = reply_str(a->m, owner), *e = reply_str(a->m, control);
+    if (d == NULL || e == NULL) {
         a->oom = 1;
         return;
     }
-    a->v[a->n++] = d;
+    a->v[a->n] = d;
+    a->c[a->n++] = e;
+}
+
+/* LeaseList.control: an endpoint URL (ipc://, tcp://, tls+tcp://) of
+ * printable ASCII that the admin may dial. */
+static int st_check_control(const char *c, char *err, size_t errlen)
+{
+    size_t n = strlen(c);
+    if (n >= WH_URL_MAX)
+        return wh_seterr(err, errlen, "control: longer than %d bytes", WH_URL_MAX - 1);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)c[i] < 0x21 || (unsigned char)c[i] > 0x7E)
+            return wh_seterr(err, errlen, "control: only printable ASCII without spaces");
+    if (strncmp(c, "ipc://", 6) != 0 && strncmp(c, "tcp://", 6) != 0 &&
+        strncmp(c, "tls+tcp://", 10) != 0)
+        return wh_seterr(err, errlen, "control: must start with ipc://, tcp:// or tls+tcp://");
+    return WH_OK;
 }
 
 static void do_lease_list(st_server *s, const Walhook__LeaseList *l, Walhook__Reply *rep,
@@ -2132,6 +2151,11 @@ static void do_lease_list(st_server *s, const Walhook__LeaseList *l, Walhook__Re
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
         return;
     }
+    if (has_owner && l->control != NULL && l->control[0] != '\0' &&
+        st_check_control(l->control, err, sizeof(err)) != WH_OK) {
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
+        return;
+    }
     if (has_owner && (l->ttl_ms < 100 || l->ttl_ms > 600000)) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "ttl_ms: %u out of range (100..600000)",
                        l->ttl_ms);
@@ -2139,10 +2163,13 @@ static void do_lease_list(st_server *s, const Walhook__LeaseList *l, Walhook__Re
     }
     st_db_lease_each(s->db, collect_lease, m);
     owners_acc a = {.m = m};
-    st_db_owners_live(s->db, has_owner ? l->owner : NULL, l->ttl_ms, collect_owner, &a);
+    /* a control is noted only with its owner (an admin's list names none) */
+    const char *control = has_owner && l->control != NULL ? l->control : NULL;
+    st_db_owners_live(s->db, has_owner ? l->owner : NULL, control, l->ttl_ms, collect_owner, &a);
     m->linfop = malloc((m->nlinfo ? m->nlinfo : 1) * sizeof(*m->linfop));
     if (m->linfop == NULL || a.oom) {
         free(a.v);
+        free(a.c);
         wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", "out of memory");
         return;
     }
@@ -2152,8 +2179,11 @@ static void do_lease_list(st_server *s, const Walhook__LeaseList *l, Walhook__Re
     m->lease.leases = m->linfop;
     m->lease.n_leases = m->nlinfo;
     m->owners = a.v;
+    m->controls = a.c;
     m->lease.owners = a.v;
     m->lease.n_owners = a.n;
+    m->lease.owner_controls = a.c;
+    m->lease.n_owner_controls = a.n;
 }
 
 /* ---- slot (st_slot) ---- */
@@ -2325,6 +2355,7 @@ void st_server_done(void *arg, Walhook__Reply *rep, void *cookie)
         free(m->strs[i]);
     free(m->strs);
     free(m->owners);
+    free(m->controls);
     free(m->evs);
     free(m->evp);
     free(m->json_off);

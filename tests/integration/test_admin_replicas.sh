@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The admin with dispatcher replicas it cannot reach over Stats: two
 # dispatchers (distinct dispatcher.id, each with its own control socket, as
-# replicas on a host network have) share one target through leases. The
-# admin's dispatcher.control answers nobody, so the admin falls back to the
-# store's lease table: /readyz is 200 and shows the dispatcher's state as "leasing", and
+# replicas on a host network have, and each announcing a control endpoint
+# the admin cannot reach, as a socket in a container's private directory
+# would be) share one target through leases. Neither the announced
+# endpoints nor the admin's dispatcher.control answer, so the admin falls
+# back to the store's lease table: /readyz is 200 and shows the dispatcher's state as "leasing", and
 # walhook_dispatcher_replicas counts the live replicas; it drops to 1 after
 # one replica is SIGKILLed (its owner entry expires with the lease TTL), and
 # with none left /readyz is 503 naming the dispatcher.
@@ -27,7 +29,8 @@ wh_spawn store "$BIN/walhook-store" -c "$CONF"
 wh_wait_until 10 test -S "$WH_TMP/data/store.sock" || wh_fail "the store did not start"
 wh_spawn ingestor "$BIN/walhook-ingestor" -c "$CONF"
 for d in d1 d2; do
-    WALHOOK_DISPATCHER_ID="$d" wh_spawn "dispatcher-$d" "$BIN/walhook-dispatcher" -c "$CONF"
+    WALHOOK_DISPATCHER_ID="$d" WALHOOK_DISPATCHER_ADVERTISE="ipc://$WH_TMP/private-$d.sock" \
+        wh_spawn "dispatcher-$d" "$BIN/walhook-dispatcher" -c "$CONF"
 done
 wh_spawn admin "$BIN/walhook-admin" -c "$CONF"
 M="http://127.0.0.1:$APORT/metrics"

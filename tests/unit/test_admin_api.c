@@ -446,7 +446,8 @@ static void test_memory_budget_409(void **state)
     static char metrics[256];
     snprintf(metrics, sizeof(metrics),
              "# TYPE walhook_memory_budget_bytes gauge\n"
-             "walhook_memory_budget_bytes{daemon=\"store\"} %lld\n",
+             /* a label before daemon (as the replica label of dispatchers) */
+             "walhook_memory_budget_bytes{replica=\"r#00000001\",daemon=\"store\"} %lld\n",
              (long long)(wh_budget_need(&cur) + wh_budget_need(&more)) / 2);
     f->m.store_metrics = metrics;
     assert_int_equal(call(f, "POST", "/v1/tenants", ADMIN_TOK, NULL, tenant), 409);

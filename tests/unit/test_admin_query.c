@@ -162,6 +162,39 @@ static int count(const char *hay, const char *needle)
     return n;
 }
 
+/* Two replicas' expositions, each labelled, merge into one family with a
+ * series per replica: no two samples with the same labels. */
+static void test_label_replicas(void **state)
+{
+    (void)state;
+    const char *r = "# HELP d_total delivered\n# TYPE d_total counter\n"
+                    "d_total{tenant=\"t\",target=\"a\"} 5\nd_up 1\nd_empty{} 2\n"
+                    "lat_bucket{le=\"+Inf\"} 2";
+    wh_buf one, two, out;
+    wh_buf_init(&one, 0);
+    wh_buf_init(&two, 0);
+    wh_buf_init(&out, 0);
+    assert_int_equal(adm_metrics_label(r, "replica", "d1#0000abcd", &one), WH_OK);
+    assert_int_equal(adm_metrics_label(r, "replica", "odd\"\\id\n", &two), WH_OK);
+    assert_int_equal(wh_buf_cstr(&one), WH_OK);
+    assert_int_equal(wh_buf_cstr(&two), WH_OK);
+    assert_non_null(strstr(one.data, "# TYPE d_total counter\n"));
+    assert_non_null(
+        strstr(one.data, "d_total{replica=\"d1#0000abcd\",tenant=\"t\",target=\"a\"} 5\n"));
+    assert_non_null(strstr(one.data, "d_up{replica=\"d1#0000abcd\"} 1\n"));
+    assert_non_null(strstr(one.data, "d_empty{replica=\"d1#0000abcd\"} 2\n"));
+    assert_non_null(strstr(one.data, "lat_bucket{replica=\"d1#0000abcd\",le=\"+Inf\"} 2\n"));
+    assert_non_null(strstr(two.data, "d_up{replica=\"odd\\\"\\\\id\\n\"} 1\n"));
+    const char *texts[] = {one.data, two.data};
+    assert_int_equal(adm_metrics_merge(texts, 2, &out), WH_OK);
+    assert_int_equal(wh_buf_cstr(&out), WH_OK);
+    assert_int_equal(count(out.data, "# TYPE d_total counter\n"), 1);
+    assert_int_equal(count(out.data, "d_total{replica="), 2);
+    wh_buf_free(&one);
+    wh_buf_free(&two);
+    wh_buf_free(&out);
+}
+
 static void test_merge(void **state)
 {
     const char *a =
@@ -252,7 +285,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_listen),   cmocka_unit_test(test_readiness),
         cmocka_unit_test(test_merge),          cmocka_unit_test(test_render),
-        cmocka_unit_test(test_target_refused),
+        cmocka_unit_test(test_label_replicas), cmocka_unit_test(test_target_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

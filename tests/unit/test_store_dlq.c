@@ -395,10 +395,43 @@ static int count_lease(void *arg, const char *tenant, const char *consumer, cons
     return 0;
 }
 
-static void count_owner(void *arg, const char *owner)
+static void count_owner(void *arg, const char *owner, const char *control)
 {
     (void)owner;
+    (void)control;
     (*(int *)arg)++;
+}
+
+typedef struct {
+    const char *owner;
+    char control[64];
+} find_control;
+
+static void owner_control(void *arg, const char *owner, const char *control)
+{
+    find_control *f = arg;
+    if (strcmp(owner, f->owner) == 0)
+        snprintf(f->control, sizeof(f->control), "%s", control);
+}
+
+/* A replica's announced control endpoint is kept with its owner entry; a
+ * renewal (no control) leaves it, a new announcement replaces it. */
+static void test_lease_owner_control(void **state)
+{
+    fx *f = *state;
+    find_control fc = {.owner = "r1"};
+    st_db_owners_live(f->db, "r1", "ipc:///x/dispatcher-r1.sock", 60000, NULL, NULL);
+    st_db_owners_live(f->db, "r2", NULL, 60000, NULL, NULL);
+    st_db_owners_live(f->db, "r1", NULL, 60000, NULL, NULL);
+    st_db_owners_live(f->db, NULL, NULL, 0, owner_control, &fc);
+    assert_string_equal(fc.control, "ipc:///x/dispatcher-r1.sock");
+    fc.owner = "r2";
+    st_db_owners_live(f->db, NULL, NULL, 0, owner_control, &fc);
+    assert_string_equal(fc.control, "");
+    fc.owner = "r1";
+    st_db_owners_live(f->db, "r1", "tcp://host-b:7003", 60000, NULL, NULL);
+    st_db_owners_live(f->db, NULL, NULL, 0, owner_control, &fc);
+    assert_string_equal(fc.control, "tcp://host-b:7003");
 }
 
 static void test_lease_list_owners(void **state)
@@ -412,13 +445,13 @@ static void test_lease_list_owners(void **state)
     st_db_lease_each(f->db, count_lease, &n);
     assert_int_equal(n, 2);
     int owners = 0;
-    st_db_owners_live(f->db, "r1", 60000, NULL, NULL);
-    st_db_owners_live(f->db, "r2", 100, NULL, NULL);
-    st_db_owners_live(f->db, NULL, 0, count_owner, &owners);
+    st_db_owners_live(f->db, "r1", NULL, 60000, NULL, NULL);
+    st_db_owners_live(f->db, "r2", NULL, 100, NULL, NULL);
+    st_db_owners_live(f->db, NULL, NULL, 0, count_owner, &owners);
     assert_int_equal(owners, 2);
     usleep(150 * 1000);
     owners = 0;
-    st_db_owners_live(f->db, NULL, 0, count_owner, &owners);
+    st_db_owners_live(f->db, NULL, NULL, 0, count_owner, &owners);
     assert_int_equal(owners, 1); /* r2 was not seen within its TTL */
 }
 
@@ -426,6 +459,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_write_moves_offset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_owner_control, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_get_replay_purge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_ack_generation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_fencing, setup, teardown),

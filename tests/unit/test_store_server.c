@@ -573,6 +573,28 @@ static void test_malformed(void **state)
     req.get_offset = &g;
     expect_error(f, &req, "consumer");
 
+    /* a replica's announced control endpoint: a URL the admin may dial */
+    Walhook__LeaseList ll = WALHOOK__LEASE_LIST__INIT;
+    ll.owner = "d1#00000001";
+    ll.ttl_ms = 1000;
+    req.body_case = WALHOOK__REQUEST__BODY_LEASE_LIST;
+    req.lease_list = &ll;
+    ll.control = "http://169.254.169.254/latest";
+    expect_error(f, &req, "control: must start with ipc://");
+    ll.control = "tcp://host:7003\nx";
+    expect_error(f, &req, "control: only printable ASCII");
+    ll.control = "ipc:///x/d1.sock";
+    {
+        Walhook__Reply lr;
+        void *lc;
+        assert_int_equal(call(f, &req, &lr, &lc), 0);
+        assert_int_equal(lr.lease->n_owners, 1);
+        assert_int_equal(lr.lease->n_owner_controls, 1);
+        assert_string_equal(lr.lease->owners[0], "d1#00000001");
+        assert_string_equal(lr.lease->owner_controls[0], "ipc:///x/d1.sock");
+        st_server_done(f->srv, &lr, lc);
+    }
+
     Walhook__Request empty = WALHOOK__REQUEST__INIT;
     expect_error(f, &empty, "body");
     expect_error(f, NULL, "request");
