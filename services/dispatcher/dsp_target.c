@@ -92,6 +92,20 @@ int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b)
 
 /* ---- formats ---------------------------------------------------------- */
 
+/* 1 when the list (comma- or space-separated) names word. */
+static int list_names(const char *list, const char *word)
+{
+    size_t wl = strlen(word);
+    for (const char *p = list; *p;) {
+        p += strspn(p, ", \t");
+        size_t n = strcspn(p, ", \t");
+        if (n == wl && memcmp(p, word, wl) == 0)
+            return 1;
+        p += n;
+    }
+    return 0;
+}
+
 int dsp_format_build(dsp_format *f, const wh_delivery *d, const char *db, char *err, size_t errlen)
 {
     dsp_format nf;
@@ -107,6 +121,13 @@ int dsp_format_build(dsp_format *f, const wh_delivery *d, const char *db, char *
                                 d->filter_columns_exclude, d->filter_expr, &nf.filter, err,
                                 errlen) != WH_OK)
         return WH_ERR;
+    /* Debezium's PostgreSQL connector sends no schema events and has no op
+     * for them: a Debezium target gets walhook's schema and ddl events only
+     * when its operations name them */
+    if (nf.env == DSP_ENV_DEBEZIUM) {
+        nf.skip_meta |= list_names(d->filter_ops, "schema") ? 0 : DSP_SKIP_SCHEMA;
+        nf.skip_meta |= list_names(d->filter_ops, "ddl") ? 0 : DSP_SKIP_DDL;
+    }
     nf.render = nf.env != DSP_ENV_NATIVE || wh_filter_has_columns(nf.filter);
     nf.single = nf.env == DSP_ENV_CLOUDEVENTS_BINARY;
     wh_strlcpy(nf.db, db ? db : "", sizeof(nf.db));
@@ -173,6 +194,19 @@ static int batch_reserve(dsp_batch *b, size_t n)
     return WH_OK;
 }
 
+/* 1 when the event is a schema or ddl event that skip (DSP_SKIP_*) names;
+ * builds ix when the filter did not (the envelope then reuses it). */
+static int skipped_meta(unsigned skip, const char *json, size_t len, wh_evidx *ix)
+{
+    if (ix->state == WH_EVX_NONE)
+        wh_evidx_build(json, len, ix);
+    wh_json_span op;
+    if (wh_evidx_get(ix, json, WH_EV_OP, &op) != WH_OK)
+        return 0;
+    return ((skip & DSP_SKIP_SCHEMA) && wh_json_span_strcmp(&op, "schema", 6) == 0) ||
+           ((skip & DSP_SKIP_DDL) && wh_json_span_strcmp(&op, "ddl", 3) == 0);
+}
+
 int dsp_batch_fill_ex(dsp_batch *b, const char *tenant, Walhook__Event *const *events, size_t n,
                       int has_after, uint64_t after_lsn, uint32_t after_seq, const dsp_format *fmt,
                       uint64_t *filtered, int borrow)
@@ -230,7 +264,8 @@ int dsp_batch_fill_ex(dsp_batch *b, const char *tenant, Walhook__Event *const *e
         const char *json = (const char *)e->json.data;
         if (render) {
             wh_evidx ix;
-            if (!wh_filter_match_ix(match, json, e->json.len, &ix)) {
+            if (!wh_filter_match_ix(match, json, e->json.len, &ix) ||
+                (fmt->skip_meta && skipped_meta(fmt->skip_meta, json, e->json.len, &ix))) {
                 if (filtered != NULL)
                     (*filtered)++;
                 continue; /* committed past with the batch, never posted */

@@ -155,7 +155,11 @@ typedef struct dsp_format {
     int single;    /* cloudevents-binary: one event per request */
     char db[64];   /* Debezium source.db (dsp_settings.db) */
     int match_all; /* every event passes (replayed dead letters); the column lists still apply */
+    unsigned skip_meta; /* DSP_SKIP_*: Debezium's schema and ddl events not named in
+                           filter_ops are committed past, as filtered (Debezium has no such op) */
 } dsp_format;
+#define DSP_SKIP_SCHEMA 1u
+#define DSP_SKIP_DDL 2u
 
 /* Compiles the envelope and filter_* settings of d (comma-separated lists);
  * db (NULL: "") is the source database a Debezium envelope names. Errors

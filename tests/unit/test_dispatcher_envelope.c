@@ -717,6 +717,65 @@ static void test_batch_fill_rendered(void **state)
     wh_buf_free(&gn);
 }
 
+/* A Debezium target gets schema and ddl events only when its operations
+ * name them (Debezium's PostgreSQL connector has no such events): the
+ * others are committed past as filtered; native and CloudEvents targets
+ * get them all. */
+static void test_debezium_skips_meta(void **state)
+{
+    (void)state;
+    const char *all[] = {EV_SCHEMA, EV_INS, EV_DDL, EV_UPD};
+    Walhook__Event ev[4], *evp[4];
+    for (size_t i = 0; i < 4; i++) {
+        walhook__event__init(&ev[i]);
+        ev[i].commit_lsn = 0x100 + i;
+        ev[i].json.data = (uint8_t *)all[i];
+        ev[i].json.len = strlen(all[i]);
+        evp[i] = &ev[i];
+    }
+    const struct {
+        const char *env, *ops;
+        size_t kept;
+        const char *first_op; /* op of the first kept event, in its envelope */
+    } cases[] = {
+        {"debezium", "", 2, "c"},
+        {"debezium", "insert, update", 2, "c"},
+        {"debezium", "schema insert update", 3, "schema"},
+        {"debezium", "ddl,insert,update", 3, "c"},
+        {"debezium", "schema,ddl,insert,update", 4, "schema"},
+        {"cloudevents", "", 4, NULL},
+        {"native", "", 4, NULL},
+    };
+    char err[256];
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        wh_delivery d;
+        memset(&d, 0, sizeof(d));
+        snprintf(d.envelope, sizeof(d.envelope), "%s", cases[k].env);
+        snprintf(d.filter_ops, sizeof(d.filter_ops), "%s", cases[k].ops);
+        dsp_format fmt;
+        memset(&fmt, 0, sizeof(fmt));
+        assert_int_equal(dsp_format_build(&fmt, &d, NULL, err, sizeof(err)), WH_OK);
+        dsp_batch b;
+        memset(&b, 0, sizeof(b));
+        uint64_t filtered = 0;
+        assert_int_equal(dsp_batch_fill_ex(&b, "default", evp, 4, 0, 0, 0, &fmt, &filtered, 0), 4);
+        assert_int_equal(b.n, cases[k].kept);
+        assert_int_equal(filtered, 4 - cases[k].kept);
+        if (cases[k].first_op != NULL) {
+            assert_int_equal(b.rendered, 1);
+            json_error_t je;
+            json_t *a = json_loadb(b.wire.data, b.wire.len, 0, &je);
+            assert_non_null(a);
+            assert_int_equal(json_array_size(a), cases[k].kept);
+            assert_string_equal(json_string_value(json_object_get(json_array_get(a, 0), "op")),
+                                cases[k].first_op);
+            json_decref(a);
+        }
+        dsp_batch_free(&b);
+        dsp_format_free(&fmt);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -726,7 +785,7 @@ int main(void)
         cmocka_unit_test(test_cloudevents_binary),  cmocka_unit_test(test_columns),
         cmocka_unit_test(test_malformed),           cmocka_unit_test(test_index_same_output),
         cmocka_unit_test(test_batch_fill_rendered), cmocka_unit_test(test_debezium_unchanged_toast),
-        cmocka_unit_test(test_debezium_snapshot),
+        cmocka_unit_test(test_debezium_skips_meta), cmocka_unit_test(test_debezium_snapshot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
