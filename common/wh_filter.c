@@ -120,12 +120,21 @@ struct wh_filter {
     size_t sub_namelen[WH_EVX_SUB_MAX];
 };
 
-static const char *const ev_names[WH_EV_NFIELDS] = {
-    [WH_EV_ID] = "id",           [WH_EV_TENANT] = "tenant",       [WH_EV_LSN] = "lsn",
-    [WH_EV_XID] = "xid",         [WH_EV_COMMIT_TS] = "commit_ts", [WH_EV_OP] = "op",
-    [WH_EV_SCHEMA] = "schema",   [WH_EV_TABLE] = "table",         [WH_EV_KEY] = "key",
-    [WH_EV_BEFORE] = "before",   [WH_EV_AFTER] = "after",         [WH_EV_PREFIX] = "prefix",
-    [WH_EV_CONTENT] = "content", [WH_EV_ORIGIN] = "origin"};
+static const char *const ev_names[WH_EV_NFIELDS] = {[WH_EV_ID] = "id",
+                                                    [WH_EV_TENANT] = "tenant",
+                                                    [WH_EV_LSN] = "lsn",
+                                                    [WH_EV_XID] = "xid",
+                                                    [WH_EV_COMMIT_TS] = "commit_ts",
+                                                    [WH_EV_OP] = "op",
+                                                    [WH_EV_SCHEMA] = "schema",
+                                                    [WH_EV_TABLE] = "table",
+                                                    [WH_EV_KEY] = "key",
+                                                    [WH_EV_BEFORE] = "before",
+                                                    [WH_EV_AFTER] = "after",
+                                                    [WH_EV_PREFIX] = "prefix",
+                                                    [WH_EV_CONTENT] = "content",
+                                                    [WH_EV_ORIGIN] = "origin",
+                                                    [WH_EV_CHANGE_LSN] = "change_lsn"};
 
 /* The WH_EV_* slot of a member name given as bytes, or -1 (constant-size
  * compares: the compiler inlines them). */
@@ -150,6 +159,8 @@ static inline __attribute__((always_inline)) int ev_slot_raw(const char *k, size
         return EQ("content") ? WH_EV_CONTENT : -1;
     case 9:
         return EQ("commit_ts") ? WH_EV_COMMIT_TS : -1;
+    case 10:
+        return EQ("change_lsn") ? WH_EV_CHANGE_LSN : -1;
     default:
         return -1;
     }
@@ -453,9 +464,10 @@ static const struct {
     {"\"id\":", 5, WH_EV_ID},         {"\"tenant\":", 9, WH_EV_TENANT},
     {"\"lsn\":", 6, WH_EV_LSN},       {"\"seq\":", 6, -1},
     {"\"xid\":", 6, WH_EV_XID},       {"\"commit_ts\":", 12, WH_EV_COMMIT_TS},
-    {"\"op\":", 5, WH_EV_OP},         {"\"schema\":", 9, WH_EV_SCHEMA},
-    {"\"table\":", 8, WH_EV_TABLE},   {"\"key\":", 6, WH_EV_KEY},
-    {"\"before\":", 9, WH_EV_BEFORE}, {"\"after\":", 8, WH_EV_AFTER},
+    {"\"op\":", 5, WH_EV_OP},         {"\"change_lsn\":", 13, WH_EV_CHANGE_LSN},
+    {"\"schema\":", 9, WH_EV_SCHEMA}, {"\"table\":", 8, WH_EV_TABLE},
+    {"\"key\":", 6, WH_EV_KEY},       {"\"before\":", 9, WH_EV_BEFORE},
+    {"\"after\":", 8, WH_EV_AFTER},
 };
 #define EV_ORDER_N (sizeof(ev_order) / sizeof(ev_order[0]))
 
@@ -528,6 +540,10 @@ static inline __attribute__((always_inline)) void evidx_walk(const qmap *qm, int
                 break;
             /* no escape in the event (quote map): the raw bytes decide */
             slot = qm ? (k.len >= 2 ? ev_slot_raw(k.p + 1, k.len - 2) : -1) : ev_slot(&k);
+            /* the predicted member was absent (change_lsn of a snapshot
+             * row): predict the ones after this one again */
+            if (next + 1 < EV_ORDER_N && slot >= 0 && slot == ev_order[next + 1].slot)
+                next += 2;
         }
     value:;
         int want = slot >= 0 && !(x->found & (1u << slot));

@@ -103,7 +103,8 @@ enum {
     WH_EV_AFTER,
     WH_EV_PREFIX,
     WH_EV_CONTENT,
-    WH_EV_ORIGIN, /* present only in events of a transaction with a replication origin */
+    WH_EV_ORIGIN,     /* present only in events of a transaction with a replication origin */
+    WH_EV_CHANGE_LSN, /* present only in changes read from the stream (not snapshot rows) */
     WH_EV_NFIELDS
 };
 typedef enum {

@@ -138,8 +138,9 @@ int dsp_env_time_ms(const char *s, size_t n, int64_t *out)
 /* The fields every format needs, as spans into the event. */
 typedef struct {
     wh_json_span ev, id, tenant, lsn, xid, ts, op, schema, table, key, before, after;
-    wh_json_span prefix, content, origin;
+    wh_json_span prefix, content, origin, change_lsn;
     int has_prefix, has_content, has_origin; /* origin: a string */
+    int has_change_lsn;                      /* a string */
     /* "unchanged" (unchanged TOAST columns the ingestor could not fill): an
      * array right after "after", where the ingestor writes it (ing_event) */
     wh_json_span unchanged;
@@ -155,9 +156,9 @@ typedef struct {
 static int get_fields(const char *json, size_t len, const wh_evidx *xi, size_t idx, fields *f,
                       char *err, size_t errlen)
 {
-    static const char *const names[] = {"id",    "tenant", "lsn",     "xid",   "commit_ts",
-                                        "op",    "schema", "table",   "key",   "before",
-                                        "after", "prefix", "content", "origin"};
+    static const char *const names[] = {"id",    "tenant", "lsn",     "xid",    "commit_ts",
+                                        "op",    "schema", "table",   "key",    "before",
+                                        "after", "prefix", "content", "origin", "change_lsn"};
     _Static_assert(sizeof(names) / sizeof(names[0]) == WH_EV_NFIELDS, "a name per field");
     wh_evidx local;
     if (xi == NULL || xi->state == WH_EVX_NONE) {
@@ -203,6 +204,10 @@ static int get_fields(const char *json, size_t len, const wh_evidx *xi, size_t i
         SLOT(WH_EV_ORIGIN, origin);
     else
         memset(&f->origin, 0, sizeof(f->origin));
+    if (xi->found & (1u << WH_EV_CHANGE_LSN))
+        SLOT(WH_EV_CHANGE_LSN, change_lsn);
+    else
+        memset(&f->change_lsn, 0, sizeof(f->change_lsn));
 #undef SLOT
     if (f->id.type != WH_JSON_STRING || f->tenant.type != WH_JSON_STRING ||
         f->lsn.type != WH_JSON_STRING || f->xid.type != WH_JSON_NUMBER)
@@ -227,6 +232,8 @@ static int get_fields(const char *json, size_t len, const wh_evidx *xi, size_t i
     f->has_prefix = (xi->found >> WH_EV_PREFIX) & 1u;
     f->has_content = (xi->found >> WH_EV_CONTENT) & 1u;
     f->has_origin = ((xi->found >> WH_EV_ORIGIN) & 1u) && f->origin.type == WH_JSON_STRING;
+    f->has_change_lsn =
+        ((xi->found >> WH_EV_CHANGE_LSN) & 1u) && f->change_lsn.type == WH_JSON_STRING;
     f->has_unchanged = 0;
     {
         static const char lit[] = ",\"unchanged\":";
@@ -392,6 +399,12 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
         (wh_json_span_str(&f->lsn, lsnstr, sizeof(lsnstr), NULL) != WH_OK ||
          wh_lsn_parse(lsnstr, &lsn) != WH_OK))
         return wh_seterr(err, errlen, "event %zu: field \"lsn\" is not an LSN", idx);
+    /* source.lsn is the change's own LSN (Debezium's), the commit's for
+     * events that have none (snapshot rows, events stored before it) */
+    if (f->has_change_lsn && lsn_raw(&f->change_lsn, &lsn) != WH_OK &&
+        (wh_json_span_str(&f->change_lsn, lsnstr, sizeof(lsnstr), NULL) != WH_OK ||
+         wh_lsn_parse(lsnstr, &lsn) != WH_OK))
+        return wh_seterr(err, errlen, "event %zu: field \"change_lsn\" is not an LSN", idx);
     int64_t ts_ms = 0;
     if (f->ts.type == WH_JSON_STRING &&
         time_ms(&d->tc, f->ts.p + 1, f->ts.len - 2, &ts_ms) != WH_OK)

@@ -36,6 +36,7 @@ void ing_txn_begin(ing_txn *t, uint64_t commit_lsn, uint32_t xid, int64_t commit
     n = commit_ts_us != 0 ? ing_format_ts_utc(commit_ts_us, t->ts_str, sizeof(t->ts_str)) : 0;
     t->ts_len = n > 0 ? (size_t)n : 0;
     t->origin_len = 0;
+    t->change_lsn = 0;
 }
 
 int ing_txn_set_origin(ing_txn *t, const char *name, char *err, size_t errlen)
@@ -116,6 +117,13 @@ static int head(wh_buf *b, const ing_txn *t, uint32_t seq, const char *op)
         return WH_ERR;
     if (PUTLIT(b, ",\"op\":\"") || wh_buf_puts(b, op) || wh_buf_putc(b, '"'))
         return WH_ERR;
+    if (t->change_lsn != 0 && op[0] != 'r') { /* a snapshot's row has none */
+        char l[24];
+        int n = wh_lsn_format(t->change_lsn, l, sizeof(l));
+        if (n <= 0 || PUTLIT(b, ",\"change_lsn\":\"") || wh_buf_append(b, l, (size_t)n) ||
+            wh_buf_putc(b, '"'))
+            return WH_ERR;
+    }
     return WH_OK;
 }
 

@@ -37,6 +37,10 @@ typedef struct ing_txn {
        JSON string, quotes included; origin_len 0: none (no "origin" member) */
     char origin_json[ING_ORIGIN_JSON_MAX];
     size_t origin_len;
+    /* the change's own LSN (its XLogData message's start), rendered as
+     * "change_lsn" after op; 0: none (ing_txn_begin clears it; read rows
+     * never carry it) */
+    uint64_t change_lsn;
 } ing_txn;
 
 /* Clears t and sets the tenant (escaped once). */

@@ -1257,11 +1257,15 @@ static void relation_types(repl *r, const ing_relation *rel)
                 rel->nspname, rel->relname);
 }
 
-static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_t errlen)
+static int handle_xlogdata(repl *r, uint64_t start, const uint8_t *p, size_t n, char *err,
+                           size_t errlen)
 {
     ing_msg m;
     if (ing_parse(r->parser, p, n, &m, err, errlen) != WH_OK)
         return WH_ERR;
+    /* the walsender sends each change at its own LSN (a Begin resets it) */
+    r->txn.change_lsn = start;
+    r->stxn.change_lsn = start;
     int keep = ing_origin_step(&r->origin, &r->txn, &m, r->in_txn, skip_origin, r, err, errlen);
     if (keep < 0)
         return WH_ERR;
@@ -1386,6 +1390,7 @@ static int handle_xlogdata(repl *r, const uint8_t *p, size_t n, char *err, size_
                 return WH_ERR;
             ing_txn t = r->txn;
             ing_txn_begin(&t, m.lsn - 1, 0, 0);
+            t.change_lsn = m.lsn;
             if (emit(r, &t, 0, &m, NULL, 2, err, errlen))
                 return WH_ERR;
         }
@@ -1419,7 +1424,7 @@ static int handle_copy(repl *r, const uint8_t *p, size_t n, char *err, size_t er
             r->received = start;
         if (end > r->server_end)
             r->server_end = end;
-        return handle_xlogdata(r, p + 25, n - 25, err, errlen);
+        return handle_xlogdata(r, start, p + 25, n - 25, err, errlen);
     }
     if (p[0] == 'k') {
         if (n < 18)

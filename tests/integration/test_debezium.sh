@@ -7,6 +7,8 @@
 #     (never a missing column);
 #   - a backfill's rows carry source.snapshot "true", changes "false";
 #   - source.db is the database of the tenant's DSN;
+#   - source.lsn is each change's own LSN (distinct and rising within one
+#     transaction), the native event's change_lsn;
 #   - walhook's schema event (the table's first change) reaches the native
 #     target, not the Debezium one (no such op in Debezium; its operations
 #     filter does not name schema).
@@ -50,6 +52,21 @@ grep -q '"op":"schema"' "$WH_TMP/r0.jsonl" ||
 grep -o '"source":{[^}]*}' "$WH_TMP/r1.jsonl" | head -n 1 | grep -q '"snapshot":"false","db":"postgres"' ||
     wh_fail "Debezium source of the update: $(grep -o '"source":{[^}]*}' "$WH_TMP/r1.jsonl" | head -n 1)"
 
+# three rows of one transaction: three LSNs, in order, one commit LSN
+pg_psql -c "INSERT INTO docs (id, status, body) SELECT g, 'multi', 'x' FROM generate_series(10, 12) g" \
+    >/dev/null || wh_fail "insert"
+wh_wait_until 30 grep -q '"id":12,"status":"multi"' "$WH_TMP/r1.jsonl" || wh_fail "the 3 rows did not reach the Debezium target"
+wh_wait_until 30 grep -q '"id":12,"status":"multi"' "$WH_TMP/r0.jsonl" || wh_fail "the 3 rows did not reach the native target"
+lsns=$(jq -c '.[] | select(.after.status? == "multi") | .source.lsn' "$WH_TMP/r1.jsonl" | tr '\n' ' ')
+seqs=$(jq -r '.[] | select(.after.status? == "multi") | .source.sequence' "$WH_TMP/r1.jsonl" | tr '\n' ' ')
+read -r l1 l2 l3 rest <<<"$lsns"
+[ -n "$l3" ] && [ -z "$rest" ] && [ "$l1" -lt "$l2" ] && [ "$l2" -lt "$l3" ] ||
+    wh_fail "Debezium source.lsn of the 3 rows of one transaction are not 3 rising LSNs: $lsns"
+[[ "$seqs" == *"[null,\"$l1\"]"* ]] || wh_fail "Debezium source.sequence does not carry the change's LSN $l1: $seqs"
+nat=$(jq -r '.[] | select(.after.status? == "multi") | "\(.lsn) \(.change_lsn)"' "$WH_TMP/r0.jsonl" | sort -u)
+[ "$(cut -d' ' -f1 <<<"$nat" | sort -u | wc -l)" = 1 ] && [ "$(cut -d' ' -f2 <<<"$nat" | sort -u | wc -l)" = 3 ] ||
+    wh_fail "native: the 3 rows should share one lsn (the commit's) and have 3 change_lsn: $nat"
+
 code=$(curl -sS -o "$WH_TMP/api.out" -w '%{http_code}' --max-time 10 -X POST \
     -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
     -d '{"table":"public.docs"}' "http://127.0.0.1:$APORT/v1/tenants/default/backfill")
@@ -60,4 +77,4 @@ case "$src" in
 *'"snapshot":"true","db":"postgres"'*) ;;
 *) wh_fail "Debezium source of a backfill row: $src" ;;
 esac
-wh_pass "Debezium: unchanged TOAST placeholder, source.snapshot true for backfill rows, source.db, no schema event (native: one)"
+wh_pass "Debezium: unchanged TOAST placeholder, source.snapshot true for backfill rows, source.db, no schema event (native: one), source.lsn each change's own ($lsns)"

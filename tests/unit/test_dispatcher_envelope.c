@@ -717,6 +717,42 @@ static void test_batch_fill_rendered(void **state)
     wh_buf_free(&gn);
 }
 
+/* Debezium's source.lsn is the change's own LSN (change_lsn), in
+ * sequence too; the commit LSN for an event without one (a snapshot row,
+ * an event stored before change_lsn existed). 0x1A2B300 = 27439872,
+ * 0x1A2B3C8 = 27440072. */
+static void test_debezium_change_lsn(void **state)
+{
+    (void)state;
+    const char *with =
+        "{\"id\":\"default:0/1A2B3C8:1\",\"tenant\":\"default\",\"lsn\":\"0/1A2B3C8\",\"seq\":1,"
+        "\"xid\":735,\"commit_ts\":\"2026-11-22T01:02:03.123456Z\",\"op\":\"insert\","
+        "\"change_lsn\":\"0/1A2B300\",\"schema\":\"public\",\"table\":\"t\",\"key\":{\"id\":2},"
+        "\"before\":null,\"after\":{\"id\":2}}";
+    const char *evs[] = {with, EV_INS};
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    dsp_env_out out;
+    char err[256];
+    assert_int_equal(render(DSP_ENV_DEBEZIUM, NULL, evs, 2, &b, &out, err), WH_OK);
+    json_t *a = parse(&b);
+    json_t *s0 = json_object_get(json_array_get(a, 0), "source");
+    json_t *s1 = json_object_get(json_array_get(a, 1), "source");
+    assert_true(json_integer_value(json_object_get(s0, "lsn")) == 27439872);
+    assert_string_equal(json_string_value(json_object_get(s0, "sequence")), "[null,\"27439872\"]");
+    assert_true(json_integer_value(json_object_get(s1, "lsn")) == 27440072);
+    assert_string_equal(json_string_value(json_object_get(s1, "sequence")), "[null,\"27440072\"]");
+    json_decref(a);
+    /* a change_lsn that is not an LSN is an error naming it */
+    const char *bad[] = {
+        "{\"id\":\"d:0/1:0\",\"tenant\":\"d\",\"lsn\":\"0/1\",\"seq\":0,\"xid\":1,"
+        "\"commit_ts\":null,\"op\":\"insert\",\"change_lsn\":\"zz\",\"schema\":\"s\","
+        "\"table\":\"t\",\"key\":null,\"before\":null,\"after\":{}}"};
+    assert_int_equal(render(DSP_ENV_DEBEZIUM, NULL, bad, 1, &b, &out, err), WH_ERR);
+    assert_non_null(strstr(err, "change_lsn"));
+    wh_buf_free(&b);
+}
+
 /* A Debezium target gets schema and ddl events only when its operations
  * name them (Debezium's PostgreSQL connector has no such events): the
  * others are committed past as filtered; native and CloudEvents targets
@@ -785,7 +821,8 @@ int main(void)
         cmocka_unit_test(test_cloudevents_binary),  cmocka_unit_test(test_columns),
         cmocka_unit_test(test_malformed),           cmocka_unit_test(test_index_same_output),
         cmocka_unit_test(test_batch_fill_rendered), cmocka_unit_test(test_debezium_unchanged_toast),
-        cmocka_unit_test(test_debezium_skips_meta), cmocka_unit_test(test_debezium_snapshot),
+        cmocka_unit_test(test_debezium_skips_meta), cmocka_unit_test(test_debezium_change_lsn),
+        cmocka_unit_test(test_debezium_snapshot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -405,6 +405,15 @@ static void test_index_walks(void **state)
         "\"customer\":\"customer 7\",\"amount\":\"12.50\",\"note\":\"n\",\"created_at\":"
         "\"2026-12-01T21:50:06.5Z\"}}",
         NULL, /* EV */
+        /* a streamed change with its own LSN, and a snapshot row without */
+        "{\"id\":\"default:0/1A2B3C8:1\",\"tenant\":\"default\",\"lsn\":\"0/1A2B3C8\",\"seq\":1,"
+        "\"xid\":735,\"commit_ts\":\"2026-11-22T01:02:03.123456Z\",\"op\":\"update\","
+        "\"change_lsn\":\"0/"
+        "1A2B300\",\"schema\":\"public\",\"table\":\"orders\",\"key\":{\"id\":1},"
+        "\"before\":null,\"after\":{\"id\":1,\"amount\":\"3\"}}",
+        "{\"id\":\"default:0/1A2B3C8:2\",\"tenant\":\"default\",\"lsn\":\"0/1A2B3C8\",\"seq\":2,"
+        "\"xid\":0,\"commit_ts\":\"2026-11-22T01:02:03.123456Z\",\"op\":\"read\",\"schema\":"
+        "\"public\",\"table\":\"orders\",\"key\":{\"id\":2},\"before\":null,\"after\":{\"id\":2}}",
         /* members out of order, repeated, unknown, whitespace */
         " { \"op\" : \"update\" , \"table\":\"t\", \"id\":\"x\",\"op\":\"delete\",\"zz\":[1,{\"a\":"
         "\"}\"}],\"after\" :{ \"amount\" : -1.5e2 , \"amount\":3 },\"after\":{\"amount\":9}}\n",

@@ -249,6 +249,24 @@ static void test_exact_bytes(void **state)
                         "\"before\":{\"id\":7},\"after\":{\"id\":8,\"name\":\"a\\\"\"},"
                         "\"unchanged\":[\"doc\"]}");
 
+    /* the change's own LSN (its XLogData start) after op; a read row (a
+     * snapshot's) never carries it; ing_txn_begin clears it */
+    t.change_lsn = UINT64_C(0x1A2B300);
+    wh_buf_reset(&b);
+    assert_int_equal(ing_event_change(&b, &t, 3, &m, err, sizeof(err)), WH_OK);
+    wh_buf_cstr(&b);
+    assert_non_null(strstr(b.data, "\"op\":\"update\",\"change_lsn\":\"0/1A2B300\",\"schema\":"));
+    m.type = 'r';
+    wh_buf_reset(&b);
+    assert_int_equal(ing_event_change(&b, &t, 3, &m, err, sizeof(err)), WH_OK);
+    wh_buf_cstr(&b);
+    assert_non_null(strstr(b.data, "\"op\":\"read\",\"schema\":"));
+    m.type = 'U';
+    ing_txn_begin(&t, UINT64_C(0x1A2B3C8), 735, INT64_C(1795309323123456));
+    assert_true(t.change_lsn == 0);
+    wh_buf_reset(&b);
+    assert_int_equal(ing_event_change(&b, &t, 3, &m, err, sizeof(err)), WH_OK);
+
     /* a tuple that does not match the relation is an error, buffer untouched */
     size_t len = b.len;
     m.newtup.ncols = 2;
