@@ -543,8 +543,27 @@ static int terminated(const char *s, size_t n)
     return memchr(s, '\0', n) != NULL;
 }
 
-static int validate_target(const wh_state_target *g, const char *path, int filters, char *err,
-                           size_t errlen)
+static json_t *render_target(const wh_state_target *g, int redact);
+
+/* 1 when pt (the tenant of the same name in the document a write replaces)
+ * has a target named as g with every setting g has: its unredacted
+ * renderings are equal. */
+static int target_unchanged(const wh_state_target *g, const wh_state_tenant *pt)
+{
+    const wh_state_target *p = wh_state_target_find(pt, g->name);
+    if (p == NULL)
+        return 0;
+    json_t *a = render_target(g, 0), *b = render_target(p, 0);
+    int same = a != NULL && b != NULL && json_equal(a, b);
+    json_decref(a);
+    json_decref(b);
+    return same;
+}
+
+/* filters: compile the target's filter settings too, unless pt (may be
+ * NULL) has the target as it is */
+static int validate_target(const wh_state_target *g, const char *path, int filters,
+                           const wh_state_tenant *pt, char *err, size_t errlen)
 {
     char sub[WH_ERRLEN];
     if (!terminated(g->name, sizeof(g->name)) || !valid_name(g->name))
@@ -588,13 +607,21 @@ static int validate_target(const wh_state_target *g, const char *path, int filte
     if (g->retry_base_ms != 0 && g->retry_max_ms != 0 && g->retry_max_ms < g->retry_base_ms)
         return wh_seterr(err, errlen, "%s.retry_max_ms: %d is below retry_base_ms %d", path,
                          g->retry_max_ms, g->retry_base_ms);
-    if (delivery_check(&g->dl, filters, sub, sizeof(sub)) != WH_OK)
+    if (delivery_check(&g->dl, 0, sub, sizeof(sub)) != WH_OK)
+        return wh_seterr(err, errlen, "%s.%s", path, sub);
+    /* the filter the dispatcher will compile, unless the write leaves the
+     * target as stored: one stored by an older walhook with a filter that
+     * does not compile does not block the writes that do not touch it (the
+     * dispatcher refuses it, nothing is delivered to it); a write that
+     * changes it, or adds it, answers for its filter */
+    if (filters && !target_unchanged(g, pt) &&
+        wh_delivery_check_filter(&g->dl, sub, sizeof(sub)) != WH_OK)
         return wh_seterr(err, errlen, "%s.%s", path, sub);
     return WH_OK;
 }
 
-static int validate_tenant(const wh_state_tenant *t, const char *path, int filters, char *err,
-                           size_t errlen)
+static int validate_tenant(const wh_state_tenant *t, const char *path, int filters,
+                           const wh_state *prev, char *err, size_t errlen)
 {
     char sub[WH_ERRLEN], tp[WH_PATHLEN];
     if (!terminated(t->name, sizeof(t->name)) || !valid_name(t->name))
@@ -626,9 +653,10 @@ static int validate_tenant(const wh_state_tenant *t, const char *path, int filte
             return wh_seterr(err, errlen, "%s.source.tables: contains a control character", path);
     if (t->ntargets < 0 || t->ntargets > WH_MAX_TARGETS)
         return wh_seterr(err, errlen, "%s.targets: more than %d targets", path, WH_MAX_TARGETS);
+    const wh_state_tenant *pt = wh_state_tenant_find(prev, t->name);
     for (int j = 0; j < t->ntargets; j++) {
         pathf(tp, sizeof(tp), "%s.targets[%d]", path, j);
-        if (validate_target(&t->targets[j], tp, filters, err, errlen) != WH_OK)
+        if (validate_target(&t->targets[j], tp, filters, pt, err, errlen) != WH_OK)
             return WH_ERR;
         for (int k = 0; k < j; k++)
             if (strcmp(t->targets[k].name, t->targets[j].name) == 0)
@@ -638,7 +666,9 @@ static int validate_tenant(const wh_state_tenant *t, const char *path, int filte
     return WH_OK;
 }
 
-static int state_validate(const wh_state *s, int filters, char *err, size_t errlen)
+/* filters: compile the targets' filters (but those prev has as they are) */
+static int state_validate(const wh_state *s, int filters, const wh_state *prev, char *err,
+                          size_t errlen)
 {
     if (validate_settings(&s->settings, err, errlen) != WH_OK)
         return WH_ERR;
@@ -647,7 +677,7 @@ static int state_validate(const wh_state *s, int filters, char *err, size_t errl
     char tp[WH_PATHLEN];
     for (int i = 0; i < s->ntenants; i++) {
         pathf(tp, sizeof(tp), "tenants[%d]", i);
-        if (validate_tenant(&s->tenants[i], tp, filters, err, errlen) != WH_OK)
+        if (validate_tenant(&s->tenants[i], tp, filters, prev, err, errlen) != WH_OK)
             return WH_ERR;
         for (int k = 0; k < i; k++)
             if (strcmp(s->tenants[k].name, s->tenants[i].name) == 0)
@@ -659,7 +689,12 @@ static int state_validate(const wh_state *s, int filters, char *err, size_t errl
 
 int wh_state_validate(const wh_state *s, char *err, size_t errlen)
 {
-    return state_validate(s, 1, err, errlen);
+    return state_validate(s, 1, NULL, err, errlen);
+}
+
+int wh_state_validate_write(const wh_state *s, const wh_state *cur, char *err, size_t errlen)
+{
+    return state_validate(s, 1, cur, err, errlen);
 }
 
 /* ---- parse (JSON) ---- */
@@ -940,10 +975,11 @@ int wh_state_parse(wh_state **out, const char *json, size_t len, const wh_config
         }
     }
     json_decref(root);
-    /* filters are compiled by wh_state_validate (every write), not here:
-     * a stored document with a filter that does not compile (written by an
-     * older walhook) is still read, and the dispatcher reports that target */
-    if (state_validate(s, 0, err, errlen) != WH_OK) {
+    /* filters are compiled by wh_state_validate_write (every write), not
+     * here: a stored document with a filter that does not compile (written
+     * by an older walhook) is still read, and the dispatcher reports that
+     * target */
+    if (state_validate(s, 0, NULL, err, errlen) != WH_OK) {
         state_free(s);
         return WH_ERR;
     }

@@ -128,7 +128,7 @@ int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path,
  * settings the document omits. Filter settings are not compiled here (a
  * stored document with a filter that does not compile, written by an older
  * walhook, is still read; the dispatcher reports that target): every write
- * checks them with wh_state_validate. */
+ * checks them with wh_state_validate_write. */
 int wh_state_parse(wh_state **out, const char *json, size_t len, const wh_config *base, char *err,
                    size_t errlen);
 
@@ -136,6 +136,16 @@ int wh_state_parse(wh_state **out, const char *json, size_t len, const wh_config
  * wh_target_validate and wh_delivery_check (filters compiled), settings
  * through the table's bounds). */
 int wh_state_validate(const wh_state *s, char *err, size_t errlen);
+
+/* wh_state_validate of s, a write that replaces cur (the stored document;
+ * NULL: none), except that the filter settings of a target cur has with
+ * every setting as it is (same tenant, same name) are not compiled: a
+ * target stored by an older walhook with a filter that does not compile
+ * does not block the writes that leave it alone (the dispatcher refuses it,
+ * and the admin shows it refused), while a write that adds or changes a
+ * target whose filter does not compile is refused naming it
+ * ("tenants[0].targets[1].filter_expr: position 14: ..."). */
+int wh_state_validate_write(const wh_state *s, const wh_state *cur, char *err, size_t errlen);
 
 /* Canonical JSON (stable key order, so equal states render equal). With
  * redact, DSN passwords and secrets are replaced by "***". */

@@ -1062,15 +1062,22 @@ static int write_state(ctx *c, write_op *op, wh_state **out)
         plans_of(eff, cur, plans_cur);
         wh_state *next = NULL;
         int rc = wh_state_clone(&next, cur);
-        wh_state_unref(cur);
-        if (rc != WH_OK)
+        if (rc != WH_OK) {
+            wh_state_unref(cur);
             return fail(c->resp, 500, NULL, "out of memory");
+        }
         if (op->mutate(c, op, next) != WH_OK) {
+            wh_state_unref(cur);
             wh_state_unref(next);
             return WH_ERR;
         }
+        /* the filters of the targets the change adds or changes are
+         * compiled; a target it leaves as stored (one an older walhook
+         * stored with a filter that does not compile) does not block it */
         char err[WH_ERRLEN];
-        if (wh_state_validate(next, err, sizeof(err)) != WH_OK) {
+        rc = wh_state_validate_write(next, cur, err, sizeof(err));
+        wh_state_unref(cur);
+        if (rc != WH_OK) {
             wh_state_unref(next);
             return fail_validation(c->resp, 400, err);
         }
@@ -1473,7 +1480,21 @@ static wh_state_target *target_mut(ctx *c, wh_state *s)
 static int m_target_patch(ctx *c, write_op *op, wh_state *s)
 {
     wh_state_target *tg = target_mut(c, s);
-    return tg ? apply_target(c, op->body, tg, 0, NULL, 0) : WH_ERR;
+    if (!tg || apply_target(c, op->body, tg, 0, NULL, 0) != WH_OK)
+        return WH_ERR;
+    /* a PATCH answers for the target's filter even when it leaves the
+     * target as stored (write_state compiles the filters of changed targets
+     * alone): a filter an older walhook stored that does not compile is
+     * mended by a PATCH, not written again as it is */
+    char err[WH_ERRLEN];
+    if (wh_delivery_check_filter(&tg->dl, err, sizeof(err)) != WH_OK) {
+        const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
+        char msg[WH_ERRLEN + 64];
+        snprintf(msg, sizeof(msg), "tenants[%d].targets[%d].%s", (int)(t - s->tenants),
+                 (int)(tg - t->targets), err);
+        return fail_validation(c->resp, 400, msg);
+    }
+    return WH_OK;
 }
 
 static int m_target_delete(ctx *c, write_op *op, wh_state *s)

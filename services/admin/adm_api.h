@@ -20,7 +20,10 @@
  * Errors: {"error":{"code":"...","message":"...","field":"..."}}.
  *
  * Every write reads the state, changes a clone, validates it
- * (wh_state_validate) and stores it with PutState(expected_version): the
+ * (wh_state_validate_write against the state read: the filters of the
+ * targets it adds or changes are compiled; a PATCH of a target compiles
+ * its filter even when it changes nothing) and stores it with
+ * PutState(expected_version): the
  * If-Match version when given (stale: 412), else the version read, retried
  * up to ADM_WRITE_TRIES times when another writer won the race.
  *

@@ -218,11 +218,16 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
         return wh_seterr(err, errlen, "origin: longer than 16 bytes");
     }
     wh_state *s = NULL;
-    /* wh_state_validate also compiles the targets' filters (the parser
-     * does not): a document the dispatcher could not apply is refused */
+    /* wh_state_validate_write also compiles the targets' filters (the
+     * parser does not), but for the targets the current document has as
+     * they are: a target stored by an older walhook with a filter that does
+     * not compile does not block the writes that leave it alone, and a
+     * write that adds or changes one is refused */
+    wh_state *prev = st_state_current(st);
     if (wh_state_parse(&s, doc, len, &st->base, err, errlen) != WH_OK ||
-        wh_state_validate(s, err, errlen) != WH_OK) {
+        wh_state_validate_write(s, prev, err, errlen) != WH_OK) {
         wh_state_unref(s);
+        wh_state_unref(prev);
         *status = ST_STATE_BAD;
         return WH_ERR;
     }
@@ -238,6 +243,13 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
     if (!(file && expected_version == 0) && expected_version != st->version) {
         *status = ST_STATE_CONFLICT;
         rc = wh_seterr(err, errlen, "version conflict: current is %" PRIu64, st->version);
+        goto out;
+    }
+    /* another write since the check above (only an unconditional "file"
+     * one gets here then): checked again against the document it replaces */
+    if (st->cur != prev && wh_state_validate_write(s, st->cur, err, errlen) != WH_OK) {
+        *status = ST_STATE_BAD;
+        rc = WH_ERR;
         goto out;
     }
     if (file && render_version(s, st->version, &same) == WH_OK && same.len == st->doc.len &&
@@ -269,6 +281,7 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
 out:
     pthread_mutex_unlock(&st->mu);
     wh_state_unref(s);
+    wh_state_unref(prev);
     wh_buf_free(&next);
     wh_buf_free(&same);
     return rc;

@@ -7,7 +7,10 @@
  *
  * st_state_open seeds version 1 from the file (wh_state_from_config) when the
  * store holds no document yet. st_state_put validates a document with
- * wh_state_parse (ST_STATE_BAD, error naming the field), refuses a stale
+ * wh_state_parse and wh_state_validate_write against the current one
+ * (ST_STATE_BAD, error naming the field: the filters of the targets it adds
+ * or changes are compiled, a target it leaves as stored is not refused
+ * for a filter an older walhook let in), refuses a stale
  * expected_version (ST_STATE_CONFLICT, "version conflict: current is N";
  * expected_version 0 with origin "file" is unconditional), does not make a
  * new version for an origin "file" document equal to the current one, and

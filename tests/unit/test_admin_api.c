@@ -429,6 +429,83 @@ static void test_target_state(void **state)
     assert_int_equal(f->m.store_stats, store + 2);
 }
 
+/* A target an older walhook stored with a filter that does not compile
+ * (t0 here, put into the store's document as it would have been read)
+ * shows as refused and blocks none of the writes that leave it alone; a
+ * change of it that leaves the filter bad, and a new bad filter, are
+ * answered 400 naming the filter; a PATCH with a good filter mends it. */
+static void test_legacy_bad_filter(void **state)
+{
+    fx *f = *state;
+    const char *tg = "/v1/tenants/default/targets";
+    const char *t0 = "/v1/tenants/default/targets/t0";
+    pthread_mutex_lock(&f->m.mu);
+    wh_strlcpy(f->m.cur->tenants[0].targets[0].dl.filter_expr, "after.amount => 5",
+               sizeof(f->m.cur->tenants[0].targets[0].dl.filter_expr));
+    pthread_mutex_unlock(&f->m.mu);
+    assert_int_equal(call(f, "GET", t0, READ_TOK, NULL, NULL), 200);
+    assert_non_null(strstr(body(f), "\"state\":\"refused\""));
+    assert_non_null(strstr(body(f), "\"config_error\":\"filter_expr: position"));
+    assert_int_equal(call(f, "GET", "/", NULL, NULL, NULL), 200);
+    assert_non_null(strstr(body(f), "refused: filter_expr: position"));
+
+    /* writes that leave t0 alone */
+    if (call(f, "POST", tg, ADMIN_TOK, NULL,
+             "{\"name\":\"a\",\"url\":\"http://127.0.0.1:1/a\",\"filter_ops\":\"insert\"}") != 201)
+        fail_msg("a target added next to the legacy one: %d %s", f->r.status, body(f));
+    if (call(f, "PATCH", "/v1/tenants/default/targets/a", ADMIN_TOK, NULL,
+             "{\"batch_max_events\":7}") != 200)
+        fail_msg("PATCH of another target: %d %s", f->r.status, body(f));
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/a/pause", ADMIN_TOK, NULL, NULL),
+                     200);
+    if (call(f, "POST", "/v1/tenants", ADMIN_TOK, NULL,
+             "{\"name\":\"b\",\"source\":{\"dsn\":\"postgresql://127.0.0.1/b\","
+             "\"slot\":\"walhook_b\"}}") != 201)
+        fail_msg("a tenant added: %d %s", f->r.status, body(f));
+    assert_int_equal(
+        call(f, "PATCH", "/v1/settings", ADMIN_TOK, NULL, "{\"dispatcher.retry_base_ms\":150}"),
+        200);
+    assert_int_equal(call(f, "GET", t0, READ_TOK, NULL, NULL), 200);
+    assert_non_null(strstr(body(f), "\"state\":\"refused\""));
+
+    /* t0 changed, its filter left bad; the same bad filter sent again;
+     * paused: 400 naming its filter, nothing stored */
+    int puts = f->m.puts;
+    assert_int_equal(call(f, "PATCH", t0, ADMIN_TOK, NULL, "{\"url\":\"http://127.0.0.1:2/t0\"}"),
+                     400);
+    assert_error(f, "bad_request", "tenants[0].targets[0].filter_expr");
+    assert_non_null(strstr(body(f), "filter_expr: position"));
+    assert_int_equal(
+        call(f, "PATCH", t0, ADMIN_TOK, NULL, "{\"filter_expr\":\"after.amount => 5\"}"), 400);
+    assert_error(f, "bad_request", "tenants[0].targets[0].filter_expr");
+    assert_int_equal(call(f, "PATCH", t0, ADMIN_TOK, NULL, "{}"), 400);
+    assert_error(f, "bad_request", "tenants[0].targets[0].filter_expr");
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/t0/pause", ADMIN_TOK, NULL, NULL),
+                     400);
+    assert_error(f, "bad_request", "tenants[0].targets[0].filter_expr");
+    /* a new bad filter elsewhere */
+    assert_int_equal(call(f, "PATCH", "/v1/tenants/default/targets/a", ADMIN_TOK, NULL,
+                          "{\"filter_expr\":\"op ==\"}"),
+                     400);
+    assert_error(f, "bad_request", "filter_expr");
+    assert_int_equal(call(f, "POST", tg, ADMIN_TOK, NULL,
+                          "{\"name\":\"c\",\"url\":\"http://127.0.0.1:1/c\","
+                          "\"filter_expr\":\"after.amount => 5\"}"),
+                     400);
+    assert_error(f, "bad_request", "filter_expr");
+    assert_int_equal(f->m.puts, puts);
+
+    /* mended */
+    if (call(f, "PATCH", t0, ADMIN_TOK, NULL, "{\"filter_expr\":\"after.amount >= 5\"}") != 200)
+        fail_msg("the mending PATCH: %d %s", f->r.status, body(f));
+    assert_int_equal(call(f, "GET", t0, READ_TOK, NULL, NULL), 200);
+    assert_null(strstr(body(f), "refused"));
+    assert_null(strstr(body(f), "config_error"));
+    assert_int_equal(
+        call(f, "PATCH", t0, ADMIN_TOK, NULL, "{\"filter_expr\":\"after.amount => 5\"}"), 400);
+    assert_error(f, "bad_request", "filter_expr");
+}
+
 static void test_memory_budget_409(void **state)
 {
     fx *f = *state;
@@ -989,6 +1066,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_backfill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_target_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_legacy_bad_filter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_budget_409, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page, setup, teardown),

@@ -201,6 +201,70 @@ static void test_filter_settings_checked(void **state)
     wh_state_unref(s);
 }
 
+/* A write is validated against the document it replaces: a target left as
+ * stored is not refused for a filter that does not compile (an older
+ * walhook stored it); one the write adds or changes is, naming it. */
+static void test_validate_write_keeps_legacy_filter(void **state)
+{
+    (void)state;
+    char err[WH_ERRLEN];
+    const char *doc = "{\"tenants\":[{\"name\":\"a\",\"source\":{\"slot\":\"s\"},"
+                      "\"targets\":[{\"name\":\"good\",\"url\":\"http://h/g\"},"
+                      "{\"name\":\"bad\",\"url\":\"http://h/b\","
+                      "\"filter_expr\":\"after.amount => 5\"}]}]}";
+    wh_state *cur = parse_ok(doc);
+    assert_int_equal(wh_state_validate(cur, err, sizeof(err)), WH_ERR);
+    /* nothing stored before it: every filter compiled */
+    assert_int_equal(wh_state_validate_write(cur, NULL, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "tenants[0].targets[1].filter_expr: position"));
+    /* the same document again, another target changed, a tenant added */
+    assert_int_equal(wh_state_validate_write(cur, cur, err, sizeof(err)), WH_OK);
+    wh_state *next = NULL;
+    assert_int_equal(wh_state_clone(&next, cur), WH_OK);
+    next->tenants[0].targets[0].paused = 1;
+    wh_strlcpy(next->tenants[0].targets[0].dl.filter_ops, "insert",
+               sizeof(next->tenants[0].targets[0].dl.filter_ops));
+    wh_state_tenant *t = wh_state_tenant_add(next);
+    assert_non_null(t);
+    wh_strlcpy(t->name, "b", sizeof(t->name));
+    wh_strlcpy(t->slot, "sb", sizeof(t->slot));
+    wh_strlcpy(t->publication, "walhook", sizeof(t->publication));
+    if (wh_state_validate_write(next, cur, err, sizeof(err)) != WH_OK)
+        fail_msg("a write that leaves the legacy target alone: %s", err);
+    /* the legacy target changed (its URL, or paused), its filter still bad */
+    wh_state_target *bad = &next->tenants[0].targets[1];
+    wh_strlcpy(bad->url, "http://h/b2", sizeof(bad->url));
+    assert_int_equal(wh_state_validate_write(next, cur, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "tenants[0].targets[1].filter_expr: position"));
+    wh_strlcpy(bad->url, "http://h/b", sizeof(bad->url));
+    bad->paused = 1;
+    assert_int_equal(wh_state_validate_write(next, cur, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "tenants[0].targets[1].filter_expr: position"));
+    bad->paused = 0;
+    /* a new bad filter on another target, or on a new one */
+    wh_strlcpy(next->tenants[0].targets[0].dl.filter_expr,
+               "op ==", sizeof(next->tenants[0].targets[0].dl.filter_expr));
+    assert_int_equal(wh_state_validate_write(next, cur, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "tenants[0].targets[0].filter_expr: "));
+    next->tenants[0].targets[0].dl.filter_expr[0] = '\0';
+    wh_state_target *nt = wh_state_target_add(t);
+    assert_non_null(nt);
+    wh_strlcpy(nt->name, "bad", sizeof(nt->name)); /* named as the legacy one, another tenant */
+    wh_strlcpy(nt->url, "http://h/b", sizeof(nt->url));
+    wh_strlcpy(nt->dl.filter_expr, "after.amount => 5", sizeof(nt->dl.filter_expr));
+    assert_int_equal(wh_state_validate_write(next, cur, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "tenants[1].targets[0].filter_expr: position"));
+    nt->dl.filter_expr[0] = '\0';
+    /* mended: a good filter passes, and is then checked as any other */
+    wh_strlcpy(bad->dl.filter_expr, "after.amount >= 5", sizeof(bad->dl.filter_expr));
+    if (wh_state_validate_write(next, cur, err, sizeof(err)) != WH_OK)
+        fail_msg("the mended target: %s", err);
+    if (wh_state_validate(next, err, sizeof(err)) != WH_OK)
+        fail_msg("the mended document: %s", err);
+    wh_state_unref(next);
+    wh_state_unref(cur);
+}
+
 static void test_render_canonical_and_redacted(void **state)
 {
     wh_state *s = parse_ok(GOOD);
@@ -780,6 +844,7 @@ int main(void)
         cmocka_unit_test(test_parse_good),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_filter_settings_checked),
+        cmocka_unit_test(test_validate_write_keeps_legacy_filter),
         cmocka_unit_test(test_render_canonical_and_redacted),
         cmocka_unit_test(test_from_config_with_tenants),
         cmocka_unit_test(test_from_config_top_targets),

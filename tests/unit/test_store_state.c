@@ -885,6 +885,111 @@ static void test_set_offset_expected_version(void **state)
     assert_true(offset_live(f, "default", "a", &lsn) && lsn == 0x50);
 }
 
+/* PutState of s (rendered) at expected version s->version. */
+static int put_parsed(fx *f, wh_state *s, reply *r)
+{
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    assert_int_equal(wh_state_render(s, &b, 0), WH_OK);
+    assert_int_equal(wh_buf_cstr(&b), WH_OK);
+    int rc = put_state(f, s->version, b.data, "api", r);
+    wh_buf_free(&b);
+    return rc;
+}
+
+/* A clone of the current document, to edit and put. */
+static wh_state *current_clone(fx *f)
+{
+    wh_state *cur = st_state_current(f->st), *s = NULL;
+    assert_non_null(cur);
+    assert_int_equal(wh_state_clone(&s, cur), WH_OK);
+    wh_state_unref(cur);
+    return s;
+}
+
+/* A target an older walhook stored with a filter that does not compile:
+ * the document loads, and the writes that leave that target as it is go
+ * through (another target changed, a tenant added); a write that changes
+ * it with the filter still bad, or that brings a new bad filter, is
+ * refused naming the target's filter; a good filter mends it. */
+static void test_legacy_bad_filter(void **state)
+{
+    fx *f = *state;
+    reply r;
+    char err[WH_ERRLEN];
+    char *doc = current_doc_replace(f, "\"name\":\"b\"",
+                                    "\"filter_expr\":\"after.amount => 5\",\"name\":\"b\"");
+    assert_int_equal(st_db_state_put(f->db, 2, doc, strlen(doc), err, sizeof(err)), WH_OK);
+    free(doc);
+    close_all(f);
+    open_all(f);
+    assert_int_equal(current_version(f), 2);
+    wh_state *s = current_clone(f);
+    assert_string_equal(s->tenants[0].targets[1].name, "b");
+    assert_string_equal(s->tenants[0].targets[1].dl.filter_expr, "after.amount => 5");
+
+    /* another target paused, a tenant added: stored */
+    s->tenants[0].targets[0].paused = 1;
+    wh_state_tenant *t = wh_state_tenant_add(s);
+    assert_non_null(t);
+    wh_strlcpy(t->name, "third", sizeof(t->name));
+    wh_strlcpy(t->slot, "third", sizeof(t->slot));
+    wh_strlcpy(t->publication, "walhook", sizeof(t->publication));
+    if (put_parsed(f, s, &r) != 0)
+        fail_msg("a write that leaves the legacy target alone: %s", r.rep.error);
+    assert_int_equal(r.rep.state->version, 3);
+    done(&r);
+    wh_state_unref(s);
+    s = current_clone(f);
+    assert_non_null(wh_state_tenant_find(s, "third"));
+    assert_string_equal(s->tenants[0].targets[1].dl.filter_expr, "after.amount => 5");
+    /* a target added next to it */
+    wh_state_target *g = wh_state_target_add(&s->tenants[0]);
+    assert_non_null(g);
+    wh_strlcpy(g->name, "c", sizeof(g->name));
+    wh_strlcpy(g->url, "http://127.0.0.1:9/c", sizeof(g->url));
+    wh_strlcpy(g->dl.filter_ops, "insert", sizeof(g->dl.filter_ops));
+    if (put_parsed(f, s, &r) != 0)
+        fail_msg("a target added next to the legacy one: %s", r.rep.error);
+    assert_int_equal(r.rep.state->version, 4);
+    done(&r);
+    wh_state_unref(s);
+
+    /* the legacy target changed, its filter left bad: refused, nothing stored */
+    s = current_clone(f);
+    wh_state_target *b = &s->tenants[0].targets[1];
+    wh_strlcpy(b->url, "http://127.0.0.1:9/b2", sizeof(b->url));
+    assert_int_equal(put_parsed(f, s, &r), ST_STATE_BAD);
+    if (strstr(r.rep.error, "tenants[0].targets[1].filter_expr: position") == NULL)
+        fail_msg("error: %s", r.rep.error);
+    done(&r);
+    /* a new bad filter on another target: refused */
+    wh_strlcpy(b->url, "http://127.0.0.1:9/b", sizeof(b->url));
+    wh_strlcpy(s->tenants[0].targets[2].dl.filter_expr, "after.x >> 1",
+               sizeof(s->tenants[0].targets[2].dl.filter_expr));
+    assert_int_equal(put_parsed(f, s, &r), ST_STATE_BAD);
+    if (strstr(r.rep.error, "tenants[0].targets[2].filter_expr: position") == NULL)
+        fail_msg("error: %s", r.rep.error);
+    done(&r);
+    assert_int_equal(current_version(f), 4);
+    /* mended by a good filter; a bad one again is a change, refused */
+    s->tenants[0].targets[2].dl.filter_expr[0] = '\0';
+    wh_strlcpy(b->dl.filter_expr, "after.amount >= 5", sizeof(b->dl.filter_expr));
+    if (put_parsed(f, s, &r) != 0)
+        fail_msg("the mending write: %s", r.rep.error);
+    assert_int_equal(r.rep.state->version, 5);
+    done(&r);
+    wh_state_unref(s);
+    s = current_clone(f);
+    wh_strlcpy(s->tenants[0].targets[1].dl.filter_expr, "after.amount => 5",
+               sizeof(s->tenants[0].targets[1].dl.filter_expr));
+    assert_int_equal(put_parsed(f, s, &r), ST_STATE_BAD);
+    assert_non_null(strstr(r.rep.error, "tenants[0].targets[1].filter_expr: position"));
+    done(&r);
+    wh_state_unref(s);
+    assert_int_equal(current_version(f), 5);
+}
+
 /* A reload of the file (origin "file", whichever daemon sends it) keeps
  * the pending backfill requests: the file has none. */
 static void test_file_origin_keeps_backfills(void **state)
@@ -1048,6 +1153,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_set_offset_conditions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_offset_expected_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_origin_keeps_backfills, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_legacy_bad_filter, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
