@@ -10,7 +10,9 @@
 #             (passes ~all rows, so every event is filtered and rendered)
 # and prints, per backlog, the four daemons' total CPU per event of each, the
 # dispatcher's own, and the differences. The hot-path bars apply to both
-# (bench/run.sh prints them). BENCH_ROUNDS (1) repeats the pair; every other
+# (bench/run.sh prints them). BENCH_ROUNDS (1) repeats the pair (alternating;
+# with more than one, a last line "all" gives each variant's mean over its
+# rounds and their difference); every other
 # bench/run.sh variable (BENCH_SCALE, ...) is passed through.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,3 +45,12 @@ awk '{ k = $3 " " $2; if ($1 == "native") { nt[k] = $15; nd[k] = $13; nr[k] = $1
        for (k in nt) { split(k, a, " ")
          printf "%-8s %5s %8.2f %8.2f %+6.1f%% %6.2f %6.2f %+6.1f%% %8s %8s\n", a[1], a[2], nt[k], dt[k],
                 (dt[k] / nt[k] - 1) * 100, nd[k], dd[k], (dd[k] / nd[k] - 1) * 100, nr[k], dr[k] } }' "$out/table" | sort
+# every round at once: the mean CPU per event of each variant over all its
+# rounds (the same number of events each), so the rounds' noise in the
+# daemons that render no envelope averages out
+[ "$ROUNDS" -gt 1 ] && awk '{ c = $3; if ($1 == "native") { nt[c] += $15; nd[c] += $13; n[c]++ } else { dt[c] += $15; dd[c] += $13 } }
+     END { for (c in nt)
+       printf "%-8s %5s %8.2f %8.2f %+6.1f%% %6.2f %6.2f %+6.1f%%   (mean of %d rounds)\n", c, "all",
+              nt[c] / n[c], dt[c] / n[c], (dt[c] / nt[c] - 1) * 100, nd[c] / n[c], dd[c] / n[c],
+              (dd[c] / nd[c] - 1) * 100, n[c] }' "$out/table"
+exit 0
