@@ -1038,6 +1038,12 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
     if (c->dispatcher_advertise[0] != '\0' &&
         check_endpoint("dispatcher.advertise", c->dispatcher_advertise, err, errlen) != WH_OK)
         return WH_ERR;
+    for (const char *p = c->dispatcher_advertise; *p; p++)
+        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7E) /* as the store requires */
+            return wh_seterr(err, errlen,
+                             "setting 'dispatcher.advertise': '%s' may contain only printable "
+                             "ASCII without spaces",
+                             c->dispatcher_advertise);
     for (size_t i = 0; i < WH_ARRAY_LEN(eps); i++) {
         if (eps[i].v[0] == '\0' &&
             derive_endpoint(eps[i].v, WH_URL_MAX, c->data_dir, eps[i].file) != WH_OK)

@@ -25,8 +25,15 @@ typedef struct adm_rep {
     char url[WH_URL_MAX];
     wh_client *client;
     size_t max_msg;
-    adm_stat st; /* this query's answer */
+    adm_stat st;      /* this query's answer */
+    int64_t retry_ms; /* after a failed query: not asked again before this (monotonic) */
+    char last_err[200];
 } adm_rep;
+
+/* A replica that did not answer is not asked again for this long: a dead
+ * one (its owner entry lives for the lease TTL) costs one Stats timeout,
+ * not one per request. */
+#define ADM_REPLICA_RETRY_MS 5000
 
 struct adm_query {
     char name[ADM_NDAEMONS][16];
@@ -48,6 +55,10 @@ struct adm_query {
      * under mu[2] */
     adm_rep rep[ADM_REPLICAS_MAX];
     int nrep;
+    /* the store's lease table (LeaseList): a client of its own, failing at
+     * once when the store is not there, under lease_mu */
+    wh_client *lease_client;
+    pthread_mutex_t lease_mu;
 };
 
 static const char *const adm_names[ADM_NDAEMONS] = {"store", "ingestor", "dispatcher"};
@@ -84,6 +95,15 @@ int adm_query_open(adm_query **out, const wh_config *c, char *err, size_t errlen
         if (wh_client_open(&q->state_client, c->store_endpoint, ADM_STATS_TIMEOUT_MS, maxmsg, e,
                            sizeof(e)) != WH_OK)
             q->state_client = NULL;
+    }
+    pthread_mutex_init(&q->lease_mu, NULL);
+    {
+        char e[WH_ERRLEN];
+        if (wh_client_open(&q->lease_client, c->store_endpoint, ADM_STATS_TIMEOUT_MS, maxmsg, e,
+                           sizeof(e)) != WH_OK)
+            q->lease_client = NULL;
+        else
+            wh_client_set_connect_wait(q->lease_client, 0);
     }
     *out = q;
     return WH_OK;
@@ -133,6 +153,9 @@ void adm_query_close(adm_query *q)
     for (int k = 0; k < q->nrep; k++)
         if (q->rep[k].client != NULL)
             wh_client_close(q->rep[k].client);
+    if (q->lease_client != NULL)
+        wh_client_close(q->lease_client);
+    pthread_mutex_destroy(&q->lease_mu);
     free(q->cfg);
     for (int i = 0; i < ADM_NDAEMONS; i++) {
         if (q->client[i])
@@ -245,7 +268,7 @@ static void query_ingestors(adm_query *q, adm_stat *st)
 static Walhook__Reply *lease_owners(adm_query *q, size_t *n, size_t *nctl)
 {
     *n = *nctl = 0;
-    if (q->state_client == NULL)
+    if (q->lease_client == NULL)
         return NULL;
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     Walhook__LeaseList ll = WALHOOK__LEASE_LIST__INIT;
@@ -253,9 +276,9 @@ static Walhook__Reply *lease_owners(adm_query *q, size_t *n, size_t *nctl)
     req.lease_list = &ll;
     Walhook__Reply *rep = NULL;
     char e[WH_ERRLEN];
-    pthread_mutex_lock(&q->mu[1]); /* state_client is shared with the ingestor query */
-    int rc = wh_client_call(q->state_client, &req, &rep, e, sizeof(e));
-    pthread_mutex_unlock(&q->mu[1]);
+    pthread_mutex_lock(&q->lease_mu);
+    int rc = wh_client_call(q->lease_client, &req, &rep, e, sizeof(e));
+    pthread_mutex_unlock(&q->lease_mu);
     if (rc != WH_OK)
         return NULL;
     if (rep->body_case == WALHOOK__REPLY__BODY_LEASE && rep->lease != NULL) {
@@ -265,6 +288,17 @@ static Walhook__Reply *lease_owners(adm_query *q, size_t *n, size_t *nctl)
                 (*nctl)++;
     }
     return rep;
+}
+
+/* The one walhook_dispatcher_replicas of the page: the store's count of
+ * live replicas (each replica's own copy is dropped when they are asked). */
+static int replicas_gauge(wh_buf *out, size_t n)
+{
+    return wh_buf_printf(out,
+                         "# HELP walhook_dispatcher_replicas Dispatcher replicas renewing leases "
+                         "in the store.\n# TYPE walhook_dispatcher_replicas gauge\n"
+                         "walhook_dispatcher_replicas %zu\n",
+                         n);
 }
 
 /* n replicas renew leases but none answered Stats (replicas on the host
@@ -283,13 +317,13 @@ static void leasing_verdict(adm_stat *st, size_t n)
     snprintf(st->reason, sizeof(st->reason),
              "%zu replica(s) renewing leases in the store; Stats at dispatcher.control: %.150s", n,
              why);
-    char text[256];
-    snprintf(text, sizeof(text),
-             "# HELP walhook_dispatcher_replicas Dispatcher replicas renewing leases in the "
-             "store.\n# TYPE walhook_dispatcher_replicas gauge\nwalhook_dispatcher_replicas %zu\n",
-             n);
+    wh_buf text;
+    wh_buf_init(&text, 0);
     free(st->metrics);
-    st->metrics = strdup(text);
+    st->metrics = NULL;
+    if (replicas_gauge(&text, n) == WH_OK && wh_buf_cstr(&text) == WH_OK)
+        st->metrics = strdup(text.data);
+    wh_buf_free(&text);
 }
 
 static void *rep_job(void *arg)
@@ -310,7 +344,8 @@ static void *rep_job(void *arg)
 }
 
 /* Under mu[2]: the replicas of the lease reply, clients of the last query
- * kept where the (owner, endpoint) is the same. */
+ * (and a failed one's back-off) kept where the (owner, endpoint) is the
+ * same. */
 static void refresh_replicas(adm_query *q, const Walhook__LeaseReply *l)
 {
     adm_rep *next = calloc(ADM_REPLICAS_MAX, sizeof(*next));
@@ -330,10 +365,11 @@ static void refresh_replicas(adm_query *q, const Walhook__LeaseReply *l)
         r->max_msg = maxmsg;
         wh_strlcpy(r->st.name, "dispatcher", sizeof(r->st.name));
         for (int k = 0; k < q->nrep; k++)
-            if (q->rep[k].client != NULL && strcmp(q->rep[k].url, r->url) == 0 &&
-                strcmp(q->rep[k].owner, r->owner) == 0) {
+            if (strcmp(q->rep[k].url, r->url) == 0 && strcmp(q->rep[k].owner, r->owner) == 0) {
                 r->client = q->rep[k].client;
                 q->rep[k].client = NULL;
+                r->retry_ms = q->rep[k].retry_ms;
+                wh_strlcpy(r->last_err, q->rep[k].last_err, sizeof(r->last_err));
             }
     }
     for (int k = 0; k < q->nrep; k++)
@@ -344,29 +380,48 @@ static void refresh_replicas(adm_query *q, const Walhook__LeaseReply *l)
     free(next);
 }
 
-/* Under mu[2]: every replica's Stats, at once, folded into st: up when
- * one answered; ready when all did and are; the first replica that did
- * not answer or is not ready named in the reason; each one's metrics with
- * a replica="<owner>" label (one series per replica, as a scrape of each
- * would give). */
-static void query_replicas(adm_query *q, adm_stat *st, size_t nlive)
+/* Under mu[2]: every replica's Stats, at once (a replica that failed within
+ * ADM_REPLICA_RETRY_MS is not asked: its last error stands), folded into
+ * st: up when one answered; ready when all live replicas did and are; the
+ * first one that did not answer, is not ready or announced no endpoint
+ * named in the reason; each one's metrics with a replica="<owner>" label
+ * (one series per replica, as a scrape of each would give), and one
+ * walhook_dispatcher_replicas, the store's count. Returns the replicas
+ * that answered. */
+static int query_replicas(adm_query *q, adm_stat *st, size_t nlive, size_t nctl)
 {
     pthread_t th[ADM_REPLICAS_MAX];
-    int started[ADM_REPLICAS_MAX];
+    int started[ADM_REPLICAS_MAX], asked[ADM_REPLICAS_MAX];
+    int64_t now = (int64_t)wh_now_ms();
     for (int k = 0; k < q->nrep; k++) {
-        started[k] = pthread_create(&th[k], NULL, rep_job, &q->rep[k]) == 0;
+        adm_rep *r = &q->rep[k];
+        started[k] = 0;
+        asked[k] = r->retry_ms <= now;
+        if (!asked[k]) {
+            snprintf(r->st.error, sizeof(r->st.error), "%.180s (asked again within %d s)",
+                     r->last_err, ADM_REPLICA_RETRY_MS / 1000);
+            continue;
+        }
+        started[k] = pthread_create(&th[k], NULL, rep_job, r) == 0;
         if (!started[k])
-            rep_job(&q->rep[k]);
+            rep_job(r);
     }
     for (int k = 0; k < q->nrep; k++)
         if (started[k])
             pthread_join(th[k], NULL);
+    now = (int64_t)wh_now_ms();
     wh_buf all;
     wh_buf_init(&all, 0);
     int up = 0, ready = 1;
     const char *state = NULL;
     for (int k = 0; k < q->nrep; k++) {
         adm_rep *r = &q->rep[k];
+        if (asked[k] && !r->st.up) { /* not asked again for a while */
+            r->retry_ms = now + ADM_REPLICA_RETRY_MS;
+            wh_strlcpy(r->last_err, r->st.error, sizeof(r->last_err));
+        } else if (r->st.up) {
+            r->retry_ms = 0;
+        }
         if (r->st.up) {
             up++;
             if (state == NULL || strcmp(state, r->st.state) == 0)
@@ -374,7 +429,8 @@ static void query_replicas(adm_query *q, adm_stat *st, size_t nlive)
             else
                 state = "degraded";
             if (r->st.metrics != NULL &&
-                adm_metrics_label(r->st.metrics, "replica", r->owner, &all) != WH_OK)
+                adm_metrics_label(r->st.metrics, "replica", r->owner, "walhook_dispatcher_replicas",
+                                  &all) != WH_OK)
                 wh_warn("dispatcher replica %s: its metrics could not be labelled", r->owner);
         }
         if ((!r->st.up || !r->st.ready) && ready) {
@@ -392,35 +448,47 @@ static void query_replicas(adm_query *q, adm_stat *st, size_t nlive)
     }
     if (up == 0) {
         wh_buf_free(&all);
-        leasing_verdict(st, nlive);
-        return;
+        return 0;
+    }
+    /* live replicas the admin cannot ask: older dispatchers that announce
+     * no endpoint, or more than it asks */
+    size_t unasked = nlive > (size_t)q->nrep ? nlive - (size_t)q->nrep : 0;
+    if (unasked > 0 && ready) {
+        snprintf(st->reason, sizeof(st->reason),
+                 "%zu of %zu live replica(s) not asked (%zu announce no control endpoint: a "
+                 "dispatcher older than this admin; at most %d are asked): their targets' figures "
+                 "are missing",
+                 unasked, nlive, nlive - nctl, ADM_REPLICAS_MAX);
+        ready = 0;
     }
     st->up = 1;
     st->ready = ready;
     st->error[0] = '\0';
-    if (up < q->nrep)
+    if (up < q->nrep || unasked > 0)
         state = "degraded";
     snprintf(st->state, sizeof(st->state), "%.31s", state ? state : "running");
-    char text[320];
-    snprintf(text, sizeof(text),
-             "# HELP walhook_dispatcher_replicas_answering Dispatcher replicas that answered the "
-             "admin's Stats (at the endpoint each announced in the store's leases).\n"
-             "# TYPE walhook_dispatcher_replicas_answering gauge\n"
-             "walhook_dispatcher_replicas_answering %d\n",
-             up);
-    if (wh_buf_puts(&all, text) == WH_OK && wh_buf_cstr(&all) == WH_OK)
+    int rc = replicas_gauge(&all, nlive);
+    rc |= wh_buf_printf(&all,
+                        "# HELP walhook_dispatcher_replicas_answering Dispatcher replicas that "
+                        "answered the admin's Stats (at the endpoint each announced in the "
+                        "store's leases).\n# TYPE walhook_dispatcher_replicas_answering gauge\n"
+                        "walhook_dispatcher_replicas_answering %d\n",
+                        up);
+    if (rc == WH_OK && wh_buf_cstr(&all) == WH_OK)
         st->metrics = strdup(all.data);
     wh_buf_free(&all);
+    return up;
 }
 
-/* The dispatcher: when live replicas announced their control endpoints in
- * the store's leases, every one of them (query_replicas); otherwise the one
- * at dispatcher.control, and when that does not answer, the lease table's
- * count of replicas (leasing_verdict). 1 when st is filled. */
-static int query_dispatchers(adm_query *q, adm_stat *st)
+/* The dispatcher when live replicas announced their control endpoints in
+ * the store's leases: every one of them (query_replicas). 1 when st is
+ * filled; 0 when none announced one or none answered (then ask
+ * dispatcher.control, and fall back to the lease table's count of *nlive
+ * replicas). */
+static int query_dispatchers(adm_query *q, adm_stat *st, size_t *nlive)
 {
-    size_t n, nctl;
-    Walhook__Reply *rep = lease_owners(q, &n, &nctl);
+    size_t nctl;
+    Walhook__Reply *rep = lease_owners(q, nlive, &nctl);
     if (rep == NULL || nctl == 0) {
         if (rep != NULL)
             walhook__reply__free_unpacked(rep, NULL);
@@ -429,24 +497,22 @@ static int query_dispatchers(adm_query *q, adm_stat *st)
     pthread_mutex_lock(&q->mu[2]);
     refresh_replicas(q, rep->lease);
     walhook__reply__free_unpacked(rep, NULL);
-    query_replicas(q, st, n);
+    adm_stat acc;
+    memset(&acc, 0, sizeof(acc));
+    wh_strlcpy(acc.name, st->name, sizeof(acc.name));
+    int answered = query_replicas(q, &acc, *nlive, nctl);
     for (int k = 0; k < q->nrep; k++) {
         free(q->rep[k].st.metrics);
         memset(&q->rep[k].st, 0, sizeof(q->rep[k].st));
         wh_strlcpy(q->rep[k].st.name, "dispatcher", sizeof(q->rep[k].st.name));
     }
     pthread_mutex_unlock(&q->mu[2]);
+    if (answered == 0) {
+        free(acc.metrics);
+        return 0;
+    }
+    *st = acc;
     return 1;
-}
-
-static void dispatchers_from_leases(adm_query *q, adm_stat *st)
-{
-    size_t n, nctl;
-    Walhook__Reply *rep = lease_owners(q, &n, &nctl);
-    if (rep != NULL)
-        walhook__reply__free_unpacked(rep, NULL);
-    if (n > 0)
-        leasing_verdict(st, n);
 }
 
 static void adm_query_one(adm_query *q, int i, adm_stat *st)
@@ -464,7 +530,8 @@ static void adm_query_one(adm_query *q, int i, adm_stat *st)
             return;
     }
     wh_strlcpy(st->name, q->name[i], sizeof(st->name));
-    if (i == 2 && query_dispatchers(q, st))
+    size_t nlive = 0;
+    if (i == 2 && query_dispatchers(q, st, &nlive))
         return;
     if (!q->client[i]) {
         wh_strlcpy(st->error, q->open_err[i], sizeof(st->error));
@@ -477,8 +544,8 @@ static void adm_query_one(adm_query *q, int i, adm_stat *st)
     pthread_mutex_unlock(&q->mu[i]);
     if (rc != WH_OK) {
         snprintf(st->error, sizeof(st->error), "no stats reply: %.200s", e[0] ? e : "error");
-        if (i == 2)
-            dispatchers_from_leases(q, st);
+        if (i == 2 && nlive > 0)
+            leasing_verdict(st, nlive);
         return;
     }
     adm_stat_from_reply(st, rep);
@@ -735,8 +802,10 @@ int adm_metrics_merge(const char *const *texts, int ntexts, wh_buf *out)
     return rc;
 }
 
-int adm_metrics_label(const char *text, const char *label, const char *value, wh_buf *out)
+int adm_metrics_label(const char *text, const char *label, const char *value, const char *drop,
+                      wh_buf *out)
 {
+    size_t dl = drop ? strlen(drop) : 0;
     wh_buf lv; /* label="escaped value" */
     wh_buf_init(&lv, 0);
     int rc = wh_buf_printf(&lv, "%s=\"", label);
@@ -752,6 +821,15 @@ int adm_metrics_label(const char *text, const char *label, const char *value, wh
         const char *eol = strchr(p, '\n');
         size_t n = eol ? (size_t)(eol - p) : strlen(p);
         size_t nl = name_len(p, n);
+        const char *nm =
+            n > 7 && (memcmp(p, "# HELP ", 7) == 0 || memcmp(p, "# TYPE ", 7) == 0) ? p + 7 : p;
+        size_t nml = nm == p ? nl : name_len(nm, n - 7);
+        if (dl > 0 && nml == dl && memcmp(nm, drop, dl) == 0) {
+            p += n; /* the family dropped: its comments and samples */
+            if (*p == '\n')
+                p++;
+            continue;
+        }
         if (n == 0 || p[0] == '#' || nl == 0) {
             rc = wh_buf_append(out, p, n);
         } else if (nl < n && p[nl] == '{') {

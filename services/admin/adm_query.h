@@ -58,8 +58,10 @@ int adm_metrics_render(const adm_stat *st, int n, wh_buf *out);
 int adm_metrics_merge(const char *const *texts, int ntexts, wh_buf *out);
 
 /* Appends text (one Prometheus exposition) to out with label="value"
- * (escaped) first in every sample's label set; comments as they are. */
-int adm_metrics_label(const char *text, const char *label, const char *value, wh_buf *out);
+ * (escaped) first in every sample's label set; comments as they are; the
+ * family named drop (NULL: none) left out. */
+int adm_metrics_label(const char *text, const char *label, const char *value, const char *drop,
+                      wh_buf *out);
 
 /* Parses "host:port" / "[v6]:port" (port 0..65535). */
 int adm_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port, char *err,

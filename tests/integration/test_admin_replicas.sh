@@ -43,6 +43,16 @@ status=$(curl -fsS --max-time 3 "$READYZ" 2>/dev/null || true)
 [[ "$status" == *'"daemon":"dispatcher","up":true,"ready":true,"state":"leasing"'* ]] ||
     wh_fail "/readyz does not show the dispatcher leasing: $status"
 
+# an admin whose dispatcher.control reaches one replica: when no announced
+# endpoint answers, it asks there before falling back to the lease table
+APORT2=$(wh_free_port)
+WALHOOK_ADMIN_LISTEN="127.0.0.1:$APORT2" WALHOOK_DISPATCHER_CONTROL="ipc://$WH_TMP/data/dispatcher-d2.sock" \
+    wh_spawn admin2 "$BIN/walhook-admin" -c "$CONF"
+running2() { curl -fsS --max-time 3 "http://127.0.0.1:$APORT2/readyz" 2>/dev/null | grep -q '"daemon":"dispatcher","up":true,"ready":true,"state":"running"'; }
+wh_wait_until 30 running2 ||
+    wh_fail "the admin with dispatcher.control at d2 does not show it running: $(curl -s --max-time 3 "http://127.0.0.1:$APORT2/readyz")"
+wh_kill admin2
+
 pg_psql -c "INSERT INTO t SELECT generate_series(1, 100)" || wh_fail "insert"
 wh_wait_until 30 wh_events_at_least "$WH_TMP/received.jsonl" 100 ||
     wh_fail "the 100 changes did not arrive"
@@ -65,4 +75,4 @@ for _ in $(seq 1 100); do
 done
 [ "$code" = 503 ] || wh_fail "/readyz is $code with no dispatcher left"
 grep -q dispatcher "$WH_TMP/readyz.txt" || wh_fail "/readyz does not name the dispatcher: $(cat "$WH_TMP/readyz.txt")"
-wh_pass "two unreachable replicas counted from the store's leases (readyz 200, status leasing, replicas 2 -> 1 after a SIGKILL), none left: 503 naming the dispatcher"
+wh_pass "two unreachable replicas counted from the store's leases (readyz 200, status leasing; an admin whose dispatcher.control reaches one shows it running, replicas 2 -> 1 after a SIGKILL), none left: 503 naming the dispatcher"

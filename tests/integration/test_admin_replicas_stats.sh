@@ -56,6 +56,8 @@ both_counted() { [ "$(delivered a)" -ge 200 ] && [ "$(delivered b)" -ge 200 ]; }
 wh_wait_until 20 both_counted ||
     wh_fail "/metrics does not count both targets' deliveries (a: $(delivered a), b: $(delivered b)): the admin did not reach both replicas"
 page=$(curl -fsS --max-time 3 "$M")
+[ "$(grep -c '^walhook_dispatcher_replicas' <<<"$page")" = 2 ] && grep -q '^walhook_dispatcher_replicas 2$' <<<"$page" ||
+    wh_fail "walhook_dispatcher_replicas is not one series of 2 (the store's count): $(grep '^walhook_dispatcher_replicas' <<<"$page")"
 grep -q '^walhook_dispatcher_replicas_answering 2$' <<<"$page" ||
     wh_fail "walhook_dispatcher_replicas_answering is not 2: $(grep replicas_answering <<<"$page")"
 dups=$(grep -v '^#' <<<"$page" | awk '{ print $1 }' | sort | uniq -d | head -3)
@@ -82,4 +84,13 @@ wh_wait_until 20 from_d2 ||
     wh_fail "target $held_by_d1 (d1's) shows no deliveries from d2 after the takeover"
 gone() { ! curl -fsS --max-time 3 "$M" | grep -q 'replica="d1#'; }
 wh_wait_until 20 gone || wh_fail "/metrics still carries series of the SIGKILLed replica d1"
-wh_pass "two replicas reached at their announced control endpoints: both targets' deliveries in /metrics (labelled by replica, no repeated series), state running, 2 answering; d1 SIGKILLed: named in /readyz, its target's deliveries then counted from d2, its series gone after the lease TTL"
+# a replica whose announced endpoint refuses: named, and not asked again
+# at once (one Stats timeout per ADM_REPLICA_RETRY_MS, not one per request)
+WALHOOK_DISPATCHER_ID=d3 WALHOOK_DISPATCHER_ADVERTISE="tcp://127.0.0.1:$(wh_free_port)" \
+    wh_spawn dispatcher-d3 "$BIN/walhook-dispatcher" -c "$CONF"
+named_d3() { curl -s --max-time 3 "$READYZ" | grep -q '"state":"degraded","reason":"replica d3#'; }
+wh_wait_until 20 named_d3 || wh_fail "/readyz does not name d3, whose endpoint refuses: $(curl -s --max-time 3 "$READYZ")"
+again=$(curl -s --max-time 3 "$READYZ")
+[[ "$again" == *'replica d3#'*'(asked again within 5 s)'* ]] ||
+    wh_fail "the admin asked d3 again at once: $again"
+wh_pass "two replicas reached at their announced control endpoints: both targets' deliveries in /metrics (labelled by replica, no repeated series), state running, 2 answering; d1 SIGKILLed: named in /readyz, its target's deliveries then counted from d2, its series gone after the lease TTL; a replica whose endpoint refuses is named and not asked again at once"

@@ -174,8 +174,8 @@ static void test_label_replicas(void **state)
     wh_buf_init(&one, 0);
     wh_buf_init(&two, 0);
     wh_buf_init(&out, 0);
-    assert_int_equal(adm_metrics_label(r, "replica", "d1#0000abcd", &one), WH_OK);
-    assert_int_equal(adm_metrics_label(r, "replica", "odd\"\\id\n", &two), WH_OK);
+    assert_int_equal(adm_metrics_label(r, "replica", "d1#0000abcd", NULL, &one), WH_OK);
+    assert_int_equal(adm_metrics_label(r, "replica", "odd\"\\id\n", "d_up", &two), WH_OK);
     assert_int_equal(wh_buf_cstr(&one), WH_OK);
     assert_int_equal(wh_buf_cstr(&two), WH_OK);
     assert_non_null(strstr(one.data, "# TYPE d_total counter\n"));
@@ -184,7 +184,10 @@ static void test_label_replicas(void **state)
     assert_non_null(strstr(one.data, "d_up{replica=\"d1#0000abcd\"} 1\n"));
     assert_non_null(strstr(one.data, "d_empty{replica=\"d1#0000abcd\"} 2\n"));
     assert_non_null(strstr(one.data, "lat_bucket{replica=\"d1#0000abcd\",le=\"+Inf\"} 2\n"));
-    assert_non_null(strstr(two.data, "d_up{replica=\"odd\\\"\\\\id\\n\"} 1\n"));
+    assert_non_null(strstr(one.data, "d_up{replica=\"d1#0000abcd\"} 1\n"));
+    /* a dropped family: none of its samples */
+    assert_null(strstr(two.data, "d_up"));
+    assert_non_null(strstr(two.data, "d_empty{replica=\"odd\\\"\\\\id\\n\"} 2\n"));
     const char *texts[] = {one.data, two.data};
     assert_int_equal(adm_metrics_merge(texts, 2, &out), WH_OK);
     assert_int_equal(wh_buf_cstr(&out), WH_OK);

@@ -135,6 +135,11 @@ static void test_errors(void **state)
                  "setting 'source.skip_origins': item 1 is empty");
     expect_error("source = { skip_origins = \"a\\nb\"; };\n",
                  "setting 'source.skip_origins': byte 1 is a control character");
+    expect_error("dispatcher = { advertise = \"http://h:7003\"; };\n",
+                 "setting 'dispatcher.advertise': 'http://h:7003' must start with ipc://");
+    expect_error("dispatcher = { advertise = \"tcp://bad host:7003\"; };\n",
+                 "setting 'dispatcher.advertise': 'tcp://bad host:7003' may contain only "
+                 "printable ASCII without spaces");
 
     wh_config c;
     char err[WH_ERRLEN];
