@@ -19,10 +19,7 @@ pg_psql -c "CREATE TABLE docs (id int PRIMARY KEY, status text, body text);
   ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;
   INSERT INTO docs SELECT 1, 'new', string_agg(md5(g::text), '') FROM generate_series(1, 400) g;
   CREATE PUBLICATION walhook FOR ALL TABLES;" >/dev/null || wh_fail "cannot create the table"
-for n in 0 1; do
-    wh_start_receiver "recv$n" "$WH_TMP/r$n.jsonl"
-    printf -v "R$n" '%s' "$WH_RPORT"
-done
+wh_start_receivers 2
 APORT=$(wh_free_port)
 CONF="$WH_TMP/walhook.conf"
 wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$R0/native" \

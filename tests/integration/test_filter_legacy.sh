@@ -24,10 +24,7 @@ command -v ldb >/dev/null ||
 command -v jq >/dev/null || wh_fail "jq is needed (scripts/install-deps.sh --test)"
 pg_psql -c "CREATE TABLE orders (id bigint PRIMARY KEY, amount numeric, note text);
   CREATE PUBLICATION walhook FOR ALL TABLES;" >/dev/null || wh_fail "cannot create the table"
-for n in 0 1 2; do
-    wh_start_receiver "recv$n" "$WH_TMP/r$n.jsonl"
-    printf -v "R$n" '%s' "$WH_RPORT"
-done
+wh_start_receivers 3
 APORT=$(wh_free_port)
 CONF="$WH_TMP/walhook.conf"
 DATA="$WH_TMP/data"

@@ -16,10 +16,7 @@ wh_pipeline_setup
 pg_psql -c "CREATE TABLE orders (id bigint PRIMARY KEY, amount numeric(30,10), note text);
   INSERT INTO orders VALUES (1, '1.5', 'a'), (2, '2.5', 'b'), (3, '3.5', 'c');
   CREATE PUBLICATION walhook FOR ALL TABLES;" >/dev/null || wh_fail "cannot create the table"
-for n in 0 1 2; do
-    wh_start_receiver "recv$n" "$WH_TMP/r$n.jsonl"
-    printf -v "R$n" '%s' "$WH_RPORT"
-done
+wh_start_receivers 3
 APORT=$(wh_free_port)
 CONF="$WH_TMP/walhook.conf"
 wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$APORT" "http://127.0.0.1:$R0/t0" \

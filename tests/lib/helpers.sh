@@ -327,6 +327,16 @@ wh_start_receiver() {
     wh_fail "receiver $name cannot listen"
 }
 
+# wh_start_receivers N: receivers recv0..recv(N-1) writing $WH_TMP/rK.jsonl,
+# their ports in R0..R(N-1)
+wh_start_receivers() {
+    local n
+    for ((n = 0; n < $1; n++)); do
+        wh_start_receiver "recv$n" "$WH_TMP/r$n.jsonl"
+        printf -v "R$n" '%s' "$WH_RPORT"
+    done
+}
+
 # A receiver on PORT (writing $WH_TMP/got.jsonl) and walhook up (wh_up)
 # with tenant default, slot and publication walhook, one target t posting
 # to the receiver, the admin on APORT, the config in CONF. $1: more
