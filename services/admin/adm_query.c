@@ -398,8 +398,10 @@ static int query_replicas(adm_query *q, adm_stat *st, size_t nlive, size_t nctl)
         started[k] = 0;
         asked[k] = r->retry_ms <= now;
         if (!asked[k]) {
-            snprintf(r->st.error, sizeof(r->st.error), "%.180s (asked again within %d s)",
-                     r->last_err, ADM_REPLICA_RETRY_MS / 1000);
+            char last[sizeof(r->last_err)];
+            wh_strlcpy(last, r->last_err, sizeof(last));
+            snprintf(r->st.error, sizeof(r->st.error), "%.180s (asked again within %d s)", last,
+                     ADM_REPLICA_RETRY_MS / 1000);
             continue;
         }
         started[k] = pthread_create(&th[k], NULL, rep_job, r) == 0;
