@@ -15,7 +15,8 @@ PKGS=(build-essential pkg-config libpq-dev libnng-dev librocksdb-dev libcurl4-op
 # prometheus for promtool (test_monitoring; 19 MB download, 96 MB installed),
 # chromium (test_status_page: the status page rendered by a real browser),
 # rocksdb-tools (test_store_crc32c: Debian's ldb reads the store's WAL, so the
-# store's own CRC32C is checked against the library's).
+# store's own CRC32C is checked against the library's; test_filter_legacy:
+# ldb writes a runtime state as an older walhook stored it).
 for a in "$@"; do
     case "$a" in
     --test)

@@ -1477,24 +1477,29 @@ static wh_state_target *target_mut(ctx *c, wh_state *s)
     return tg;
 }
 
+/* 400 naming the filter of tg when it does not compile: a write aimed at
+ * the target answers for its filter even when it leaves the target as
+ * stored (write_state compiles the filters of changed targets alone), so a
+ * filter an older walhook stored that does not compile is mended by a
+ * PATCH, never written again as it is by a PATCH, a pause or a resume. */
+static int target_filter_ok(ctx *c, const wh_state *s, const wh_state_target *tg)
+{
+    char err[WH_ERRLEN];
+    if (wh_delivery_check_filter(&tg->dl, err, sizeof(err)) == WH_OK)
+        return WH_OK;
+    const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
+    char msg[WH_ERRLEN + 64];
+    snprintf(msg, sizeof(msg), "tenants[%d].targets[%d].%s", (int)(t - s->tenants),
+             (int)(tg - t->targets), err);
+    return fail_validation(c->resp, 400, msg);
+}
+
 static int m_target_patch(ctx *c, write_op *op, wh_state *s)
 {
     wh_state_target *tg = target_mut(c, s);
     if (!tg || apply_target(c, op->body, tg, 0, NULL, 0) != WH_OK)
         return WH_ERR;
-    /* a PATCH answers for the target's filter even when it leaves the
-     * target as stored (write_state compiles the filters of changed targets
-     * alone): a filter an older walhook stored that does not compile is
-     * mended by a PATCH, not written again as it is */
-    char err[WH_ERRLEN];
-    if (wh_delivery_check_filter(&tg->dl, err, sizeof(err)) != WH_OK) {
-        const wh_state_tenant *t = wh_state_tenant_find(s, c->tenant);
-        char msg[WH_ERRLEN + 64];
-        snprintf(msg, sizeof(msg), "tenants[%d].targets[%d].%s", (int)(t - s->tenants),
-                 (int)(tg - t->targets), err);
-        return fail_validation(c->resp, 400, msg);
-    }
-    return WH_OK;
+    return target_filter_ok(c, s, tg);
 }
 
 static int m_target_delete(ctx *c, write_op *op, wh_state *s)
@@ -1533,7 +1538,7 @@ static int m_target_pause(ctx *c, write_op *op, wh_state *s)
     if (!tg)
         return WH_ERR;
     tg->paused = strcmp(c->action, "pause") == 0;
-    return WH_OK;
+    return target_filter_ok(c, s, tg);
 }
 
 /* 404 unless the tenant and the target exist; *version (may be NULL): the
@@ -1636,7 +1641,12 @@ static int m_backfill(ctx *c, write_op *op, wh_state *s);
 /* The backfill of a resync, while the state names the target. */
 static int m_resync(ctx *c, write_op *op, wh_state *s)
 {
-    return target_mut(c, s) ? m_backfill(c, op, s) : WH_ERR;
+    /* a target refused for its filter takes nothing yet: moving its offset
+     * would skip what it holds back; its filter is mended first */
+    wh_state_target *tg = target_mut(c, s);
+    if (!tg || target_filter_ok(c, s, tg) != WH_OK)
+        return WH_ERR;
+    return m_backfill(c, op, s);
 }
 
 /* POST .../targets/{n}/resync: what a NEEDS_SNAPSHOT target (or any target

@@ -483,6 +483,14 @@ static void test_legacy_bad_filter(void **state)
     assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/t0/pause", ADMIN_TOK, NULL, NULL),
                      400);
     assert_error(f, "bad_request", "tenants[0].targets[0].filter_expr");
+    /* a resume of the (unpaused) target is no silent no-op either, and a
+     * resync would move its offset past what it holds back */
+    assert_int_equal(
+        call(f, "POST", "/v1/tenants/default/targets/t0/resume", ADMIN_TOK, NULL, NULL), 400);
+    assert_error(f, "bad_request", "tenants[0].targets[0].filter_expr");
+    assert_int_equal(
+        call(f, "POST", "/v1/tenants/default/targets/t0/resync", ADMIN_TOK, NULL, "{}"), 400);
+    assert_error(f, "bad_request", "tenants[0].targets[0].filter_expr");
     /* a new bad filter elsewhere */
     assert_int_equal(call(f, "PATCH", "/v1/tenants/default/targets/a", ADMIN_TOK, NULL,
                           "{\"filter_expr\":\"op ==\"}"),
