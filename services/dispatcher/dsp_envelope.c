@@ -400,7 +400,11 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
          wh_lsn_parse(lsnstr, &lsn) != WH_OK))
         return wh_seterr(err, errlen, "event %zu: field \"lsn\" is not an LSN", idx);
     /* source.lsn is the change's own LSN (Debezium's), the commit's for
-     * events that have none (snapshot rows, events stored before it) */
+     * events that have none (snapshot rows, events stored before it);
+     * sequence is ["<commit LSN>","<lsn>"], rising in delivery order (the
+     * commit order, then the change's place in its transaction) */
+    char cmd[24];
+    size_t cm0 = u64_digits(cmd, lsn), cmn = 24 - cm0;
     if (f->has_change_lsn && lsn_raw(&f->change_lsn, &lsn) != WH_OK &&
         (wh_json_span_str(&f->change_lsn, lsnstr, sizeof(lsnstr), NULL) != WH_OK ||
          wh_lsn_parse(lsnstr, &lsn) != WH_OK))
@@ -438,17 +442,16 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
                           p3[] = ",\"source\":{\"version\":\"walhook\",\"connector\":"
                                  "\"postgresql\",\"name\":",
                           p4[] = ",\"ts_ms\":", p5[] = ",\"snapshot\":\"false\",\"db\":",
-                          p5r[] = ",\"snapshot\":\"true\",\"db\":",
-                          p6[] = ",\"sequence\":\"[null,\\\"",
-                          p7[] = "\\\"]\",\"schema\":", p8[] = ",\"table\":", p9[] = ",\"txId\":",
-                          p10[] = ",\"lsn\":", p11a[] = ",\"xmin\":null",
+                          p5r[] = ",\"snapshot\":\"true\",\"db\":", p6[] = ",\"sequence\":\"[\\\"",
+                          p6b[] = "\\\",\\\"", p7[] = "\\\"]\",\"schema\":", p8[] = ",\"table\":",
+                          p9[] = ",\"txId\":", p10[] = ",\"lsn\":", p11a[] = ",\"xmin\":null",
                           p11o[] = ",\"origin\":", p11[] = "},\"op\":\"",
                           p12[] = "\",\"ts_ms\":", p13[] = ",\"transaction\":null}";
         size_t need = sizeof(p1) + sizeof(p2) + sizeof(p3) + sizeof(p4) + sizeof(p5) + sizeof(p6) +
-                      sizeof(p7) + sizeof(p8) + sizeof(p9) + sizeof(p10) + sizeof(p11) +
-                      sizeof(p12) + sizeof(p13) + sizeof(p11a) - 14 + f->before.len + f->after.len +
-                      namelen + tsn + d->dblen + 2 * lsnn + f->schema.len + f->table.len +
-                      f->xid.len + 1 + d->nowlen +
+                      sizeof(p6b) + sizeof(p7) + sizeof(p8) + sizeof(p9) + sizeof(p10) +
+                      sizeof(p11) + sizeof(p12) + sizeof(p13) + sizeof(p11a) - 15 + f->before.len +
+                      f->after.len + namelen + tsn + d->dblen + cmn + 2 * lsnn + f->schema.len +
+                      f->table.len + f->xid.len + 1 + d->nowlen +
                       (f->has_origin ? sizeof(p11o) - 1 + f->origin.len : 0);
         if (wh_buf_reserve(b, need) != WH_OK)
             return WH_ERR;
@@ -469,6 +472,8 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
             w = W(w, p5);
         w = WS(w, d->db, d->dblen);
         w = W(w, p6);
+        w = WS(w, cmd + cm0, cmn);
+        w = W(w, p6b);
         w = WS(w, lsnd + lsn0, lsnn);
         w = W(w, p7);
         w = WS(w, f->schema.p, f->schema.len);
@@ -515,7 +520,8 @@ static int debezium(const dsp_env_opts *o, wh_buf *b, const fields *f, size_t id
         wh_buf_append(b, tsd + ts0, tsn) ||
         (code[0] == 'r' ? PUTLIT(b, ",\"snapshot\":\"true\",\"db\":")
                         : PUTLIT(b, ",\"snapshot\":\"false\",\"db\":")) ||
-        wh_buf_append(b, d->db, d->dblen) || PUTLIT(b, ",\"sequence\":\"[null,\\\"") ||
+        wh_buf_append(b, d->db, d->dblen) || PUTLIT(b, ",\"sequence\":\"[\\\"") ||
+        wh_buf_append(b, cmd + cm0, cmn) || PUTLIT(b, "\\\",\\\"") ||
         wh_buf_append(b, lsnd + lsn0, lsnn) || PUTLIT(b, "\\\"]\"") || PUTLIT(b, ",\"schema\":") ||
         wh_buf_append(b, f->schema.p, f->schema.len) || PUTLIT(b, ",\"table\":") ||
         wh_buf_append(b, f->table.p, f->table.len) || PUTLIT(b, ",\"txId\":") ||

@@ -264,8 +264,10 @@ int dsp_batch_fill_ex(dsp_batch *b, const char *tenant, Walhook__Event *const *e
         const char *json = (const char *)e->json.data;
         if (render) {
             wh_evidx ix;
+            /* replayed dead letters (match_all) all go, whatever they are */
             if (!wh_filter_match_ix(match, json, e->json.len, &ix) ||
-                (fmt->skip_meta && skipped_meta(fmt->skip_meta, json, e->json.len, &ix))) {
+                (fmt->skip_meta && !fmt->match_all &&
+                 skipped_meta(fmt->skip_meta, json, e->json.len, &ix))) {
                 if (filtered != NULL)
                     (*filtered)++;
                 continue; /* committed past with the batch, never posted */

@@ -717,10 +717,10 @@ static void test_batch_fill_rendered(void **state)
     wh_buf_free(&gn);
 }
 
-/* Debezium's source.lsn is the change's own LSN (change_lsn), in
- * sequence too; the commit LSN for an event without one (a snapshot row,
- * an event stored before change_lsn existed). 0x1A2B300 = 27439872,
- * 0x1A2B3C8 = 27440072. */
+/* Debezium's source.lsn is the change's own LSN (change_lsn); the commit
+ * LSN for an event without one (a snapshot row, an event stored before
+ * change_lsn existed); sequence is ["<commit LSN>","<lsn>"], which rises in
+ * delivery order. 0x1A2B300 = 27439872, 0x1A2B3C8 = 27440072. */
 static void test_debezium_change_lsn(void **state)
 {
     (void)state;
@@ -739,9 +739,11 @@ static void test_debezium_change_lsn(void **state)
     json_t *s0 = json_object_get(json_array_get(a, 0), "source");
     json_t *s1 = json_object_get(json_array_get(a, 1), "source");
     assert_true(json_integer_value(json_object_get(s0, "lsn")) == 27439872);
-    assert_string_equal(json_string_value(json_object_get(s0, "sequence")), "[null,\"27439872\"]");
+    assert_string_equal(json_string_value(json_object_get(s0, "sequence")),
+                        "[\"27440072\",\"27439872\"]");
     assert_true(json_integer_value(json_object_get(s1, "lsn")) == 27440072);
-    assert_string_equal(json_string_value(json_object_get(s1, "sequence")), "[null,\"27440072\"]");
+    assert_string_equal(json_string_value(json_object_get(s1, "sequence")),
+                        "[\"27440072\",\"27440072\"]");
     json_decref(a);
     /* a change_lsn that is not an LSN is an error naming it */
     const char *bad[] = {
@@ -807,6 +809,12 @@ static void test_debezium_skips_meta(void **state)
                                 cases[k].first_op);
             json_decref(a);
         }
+        /* replayed dead letters (match_all) go whatever they are */
+        fmt.match_all = 1;
+        filtered = 0;
+        assert_int_equal(dsp_batch_fill_ex(&b, "default", evp, 4, 0, 0, 0, &fmt, &filtered, 0), 4);
+        assert_int_equal(b.n, 4);
+        assert_int_equal(filtered, 0);
         dsp_batch_free(&b);
         dsp_format_free(&fmt);
     }
