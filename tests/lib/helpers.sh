@@ -82,6 +82,7 @@ wh_stop_all() {
 wh_cleanup() {
     wh_stop_all
     pg_stop
+    rm -f "/tmp/wh-ports.$$"
     if [ -n "$WH_TMP" ] && [ -d "$WH_TMP" ] && [ "${KEEP_TMP:-0}" != 1 ]; then
         rm -rf "$WH_TMP"
     fi

@@ -21,14 +21,21 @@ PG_RUNAS=""
 # check and the listen by any outgoing connection's local end (the
 # dispatcher's to another receiver, libpq's to PostgreSQL), which a
 # listener cannot share even with SO_REUSEADDR.
+# A port is handed out once per test (the record: $WH_TMP/.ports, or
+# /tmp/wh-ports.PID before WH_TMP exists): two ports drawn before anything
+# listens on them must differ, or two receivers race for one (seen in CI:
+# one of seven receivers could not listen).
 wh_free_port() {
-    local p lo=32768 hi=60999 span
+    local p lo=32768 hi=60999 span rec="/tmp/wh-ports.$$"
+    [ -n "${WH_TMP:-}" ] && [ -d "$WH_TMP" ] && rec="$WH_TMP/.ports"
     read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
     span=$(( lo - 10000 ))
     [ "$span" -ge 1000 ] || span=1000
     for _ in $(seq 1 200); do
         p=$(( (RANDOM * 32768 + RANDOM) % span + 10000 ))
+        grep -qx "$p" "$rec" 2>/dev/null && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p" >>"$rec"
             echo "$p"
             return 0
         fi
