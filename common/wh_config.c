@@ -945,8 +945,7 @@ static int derive_endpoint(char *dst, size_t len, const char *dir, const char *n
 
 static int check_endpoint(const char *key, const char *url, char *err, size_t errlen)
 {
-    if (strncmp(url, "ipc://", 6) != 0 && strncmp(url, "tcp://", 6) != 0 &&
-        strncmp(url, "tls+tcp://", 10) != 0)
+    if (!wh_endpoint_scheme_ok(url))
         return wh_seterr(err, errlen,
                          "setting '%s': '%s' must start with ipc://, tcp:// or tls+tcp://", key,
                          url);
@@ -1038,12 +1037,11 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
     if (c->dispatcher_advertise[0] != '\0' &&
         check_endpoint("dispatcher.advertise", c->dispatcher_advertise, err, errlen) != WH_OK)
         return WH_ERR;
-    for (const char *p = c->dispatcher_advertise; *p; p++)
-        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7E) /* as the store requires */
-            return wh_seterr(err, errlen,
-                             "setting 'dispatcher.advertise': '%s' may contain only printable "
-                             "ASCII without spaces",
-                             c->dispatcher_advertise);
+    if (!wh_str_visible(c->dispatcher_advertise)) /* as the store requires */
+        return wh_seterr(err, errlen,
+                         "setting 'dispatcher.advertise': '%s' may contain only printable ASCII "
+                         "without spaces",
+                         c->dispatcher_advertise);
     for (size_t i = 0; i < WH_ARRAY_LEN(eps); i++) {
         if (eps[i].v[0] == '\0' &&
             derive_endpoint(eps[i].v, WH_URL_MAX, c->data_dir, eps[i].file) != WH_OK)

@@ -280,6 +280,20 @@ int wh_backoff_ms(int attempt, int base_ms, int max_ms)
     return (int)(rand_r(&seed) % (cap + 1));
 }
 
+int wh_str_visible(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x21 || (unsigned char)*s > 0x7E)
+            return 0;
+    return 1;
+}
+
+int wh_endpoint_scheme_ok(const char *url)
+{
+    return strncmp(url, "ipc://", 6) == 0 || strncmp(url, "tcp://", 6) == 0 ||
+           strncmp(url, "tls+tcp://", 10) == 0;
+}
+
 int wh_hexval(int c)
 {
     if (c >= '0' && c <= '9')

@@ -79,6 +79,12 @@ int wh_backoff_ms(int attempt, int base_ms, int max_ms);
 /* Value of a hex digit, or -1. */
 int wh_hexval(int c);
 
+/* 1 when every byte of s is printable ASCII other than space (0x21..0x7E):
+ * a lease owner, an endpoint announced to the admin. */
+int wh_str_visible(const char *s);
+/* 1 when url is an NNG endpoint walhook uses: ipc://, tcp:// or tls+tcp://. */
+int wh_endpoint_scheme_ok(const char *url);
+
 /* Safe string copy: always NUL-terminates; returns WH_ERR if truncated. */
 int wh_strlcpy(char *dst, const char *src, size_t dstlen);
 

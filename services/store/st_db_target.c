@@ -109,9 +109,8 @@ int st_db_check_owner(const char *owner, char *err, size_t errlen)
     size_t n = strlen(owner);
     if (n > ST_OWNER_MAX)
         return wh_seterr(err, errlen, "owner: longer than %d bytes", ST_OWNER_MAX);
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)owner[i] < 0x21 || (unsigned char)owner[i] > 0x7E)
-            return wh_seterr(err, errlen, "owner: only printable ASCII without spaces");
+    if (!wh_str_visible(owner))
+        return wh_seterr(err, errlen, "owner: only printable ASCII without spaces");
     return WH_OK;
 }
 

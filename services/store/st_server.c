@@ -2128,14 +2128,11 @@ static void collect_owner(void *arg, const char *owner, const char *control)
  * printable ASCII that the admin may dial. */
 static int st_check_control(const char *c, char *err, size_t errlen)
 {
-    size_t n = strlen(c);
-    if (n >= WH_URL_MAX)
+    if (strlen(c) >= WH_URL_MAX)
         return wh_seterr(err, errlen, "control: longer than %d bytes", WH_URL_MAX - 1);
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)c[i] < 0x21 || (unsigned char)c[i] > 0x7E)
-            return wh_seterr(err, errlen, "control: only printable ASCII without spaces");
-    if (strncmp(c, "ipc://", 6) != 0 && strncmp(c, "tcp://", 6) != 0 &&
-        strncmp(c, "tls+tcp://", 10) != 0)
+    if (!wh_str_visible(c))
+        return wh_seterr(err, errlen, "control: only printable ASCII without spaces");
+    if (!wh_endpoint_scheme_ok(c))
         return wh_seterr(err, errlen, "control: must start with ipc://, tcp:// or tls+tcp://");
     return WH_OK;
 }

@@ -267,20 +267,32 @@ static void test_metrics_render(void **state)
     wh_buf_free(&b);
 }
 
+/* The checks of a lease owner and of an endpoint announced to the admin. */
+static void test_visible_and_scheme(void **state)
+{
+    (void)state;
+    assert_int_equal(wh_str_visible("d1#0000abcd"), 1);
+    assert_int_equal(wh_str_visible(""), 1);
+    assert_int_equal(wh_str_visible("a b"), 0);
+    assert_int_equal(wh_str_visible("a\nb"), 0);
+    assert_int_equal(wh_str_visible("caf\xc3\xa9"), 0);
+    assert_int_equal(wh_str_visible("\x7f"), 0);
+    assert_int_equal(wh_endpoint_scheme_ok("ipc:///x.sock"), 1);
+    assert_int_equal(wh_endpoint_scheme_ok("tcp://h:1"), 1);
+    assert_int_equal(wh_endpoint_scheme_ok("tls+tcp://h:1"), 1);
+    assert_int_equal(wh_endpoint_scheme_ok("http://h:1"), 0);
+    assert_int_equal(wh_endpoint_scheme_ok("tcp:/h"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_lsn_roundtrip),
-        cmocka_unit_test(test_lsn_bad),
-        cmocka_unit_test(test_event_id_and_order),
-        cmocka_unit_test(test_buf_limits),
-        cmocka_unit_test(test_json_str),
-        cmocka_unit_test(test_json_str_scan),
-        cmocka_unit_test(test_append_utf8),
-        cmocka_unit_test(test_base64),
-        cmocka_unit_test(test_backoff),
-        cmocka_unit_test(test_grow),
-        cmocka_unit_test(test_metrics_render),
+        cmocka_unit_test(test_lsn_roundtrip), cmocka_unit_test(test_visible_and_scheme),
+        cmocka_unit_test(test_lsn_bad),       cmocka_unit_test(test_event_id_and_order),
+        cmocka_unit_test(test_buf_limits),    cmocka_unit_test(test_json_str),
+        cmocka_unit_test(test_json_str_scan), cmocka_unit_test(test_append_utf8),
+        cmocka_unit_test(test_base64),        cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_grow),          cmocka_unit_test(test_metrics_render),
     };
     return cmocka_run_group_tests_name("common_util", tests, NULL, NULL);
 }
