@@ -1358,6 +1358,14 @@ static size_t split_list(char *s, const char **v, size_t max)
     return n;
 }
 
+int wh_filter_names_op(const wh_filter *f, const char *op)
+{
+    for (size_t k = 0; f != NULL && k < sizeof(op_names) / sizeof(op_names[0]); k++)
+        if (strcmp(op, op_names[k].name) == 0)
+            return (f->ops & op_names[k].bit) != 0;
+    return 0;
+}
+
 int wh_filter_compile_lists(const char *tables, const char *operations, const char *include,
                             const char *exclude, const char *expr, wh_filter **out, char *err,
                             size_t errlen)

@@ -79,6 +79,10 @@ int wh_filter_compile_lists(const char *tables, const char *operations, const ch
                             const char *exclude, const char *expr, wh_filter **out, char *err,
                             size_t errlen);
 
+/* 1 when f's operations list names op ("schema", "ddl", ...; naming insert
+ * also names read); 0 for a NULL filter or one without operations. */
+int wh_filter_names_op(const wh_filter *f, const char *op);
+
 /* An object span over a stored event without scanning it first: json (after
  * leading and trailing whitespace) must start with '{' and end with '}';
  * members are then walked with wh_json_span_next, which checks every value

@@ -92,20 +92,6 @@ int dsp_spec_changed(const dsp_spec *a, const dsp_spec *b)
 
 /* ---- formats ---------------------------------------------------------- */
 
-/* 1 when the list (comma- or space-separated) names word. */
-static int list_names(const char *list, const char *word)
-{
-    size_t wl = strlen(word);
-    for (const char *p = list; *p;) {
-        p += strspn(p, ", \t");
-        size_t n = strcspn(p, ", \t");
-        if (n == wl && memcmp(p, word, wl) == 0)
-            return 1;
-        p += n;
-    }
-    return 0;
-}
-
 int dsp_format_build(dsp_format *f, const wh_delivery *d, const char *db, char *err, size_t errlen)
 {
     dsp_format nf;
@@ -125,8 +111,8 @@ int dsp_format_build(dsp_format *f, const wh_delivery *d, const char *db, char *
      * for them: a Debezium target gets walhook's schema and ddl events only
      * when its operations name them */
     if (nf.env == DSP_ENV_DEBEZIUM) {
-        nf.skip_meta |= list_names(d->filter_ops, "schema") ? 0 : DSP_SKIP_SCHEMA;
-        nf.skip_meta |= list_names(d->filter_ops, "ddl") ? 0 : DSP_SKIP_DDL;
+        nf.skip_meta |= wh_filter_names_op(nf.filter, "schema") ? 0 : DSP_SKIP_SCHEMA;
+        nf.skip_meta |= wh_filter_names_op(nf.filter, "ddl") ? 0 : DSP_SKIP_DDL;
     }
     nf.render = nf.env != DSP_ENV_NATIVE || wh_filter_has_columns(nf.filter);
     nf.single = nf.env == DSP_ENV_CLOUDEVENTS_BINARY;
