@@ -28,7 +28,9 @@
 # (walhook_events_stored_total) and acknowledged by a local walhook-receiver
 # (walhook_events_delivered_total) and the ratios (pg_recvlogical time /
 # walhook time); CPU-seconds per event of each daemon (utime+stime from
-# /proc/PID/stat, start-up included) and their sum; each daemon's peak PSS
+# /proc/PID/stat, start-up included) and their sum, and how much of that
+# sum was spent before the first event arrived (start-up, and the wait
+# while PostgreSQL decodes a large transaction); each daemon's peak PSS
 # (/proc/PID/smaps_rollup sampled every 100 ms) and their sum; and walhook's
 # start-up: when its walsender connected and the first events arrived (a
 # backlog of one transaction, as (c) and (d), arrives only after PostgreSQL
@@ -295,7 +297,10 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     done
     # peak PSS every 100 ms, by a small program: a shell loop forking awk
     # ten times a second took ~0.3 s from walhook's run on (d)
-    "$BIN/tests/wh_pss" 100 "${pids[@]}" >"$WH_TMP/pss-$name" &
+    # (and the daemons' CPU at each sample: what they spent before the first
+    # event arrived, start-up and any wait while PostgreSQL decodes, is
+    # printed apart from the rest)
+    WH_PSS_CPU_LOG="$WH_TMP/cpu-$name$sfx" "$BIN/tests/wh_pss" 100 "${pids[@]}" >"$WH_TMP/pss-$name" &
     local sampler=$! perfpid=""
     if [ -n "${BENCH_PERF:-}" ]; then # BENCH_PERF=DIR: perf record -g of each daemon into DIR
         mkdir -p "$BENCH_PERF"
@@ -389,6 +394,14 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     echo "   walhook: its walsender connected after ${t_ws:-?} s," \
         "the first events arrived at the receiver after ${t_first:-?} s"
     bench_daemons_report "$events" ev event "$WH_TMP/pss-$name"
+    # the CPU of the last sample before the first event's arrival: a fixed
+    # cost of the run, not of its events (the per-event figures above keep it)
+    local c_first
+    c_first=$(awk -v t="$(awk -v a="$t0" -v b="${t_first:-0}" 'BEGIN { printf "%.0f", (a + b) * 1000 }')" \
+        -v hz="$HZ" '$1 <= t { c = $2 } END { printf "%.2f", c / hz }' "$WH_TMP/cpu-$name$sfx")
+    echo "   of which before the first event arrived (start-up, and any wait while PostgreSQL" \
+        "decodes): $c_first s; from then on $(awk -v a="$total" -v b="$c_first" 'BEGIN { printf "%.2f", a - b }') s" \
+        "($(us_per "$(awk -v a="$total" -v b="$c_first" 'BEGIN { print a - b }')" "$events") us/event)"
     echo "   minor page faults:$flt"
     echo "   context switches per event:$csw"
     if [ -n "${BENCH_THREADS:-}" ]; then # per thread name: context switches, CPU-s

@@ -11,6 +11,11 @@
  * it measured (on a 2-core host, taken from them and from the walsender).
  * Here a sample is three system calls per PID; the kernel's walk of the
  * process's mappings remains, as any PSS reading needs it.
+ *
+ * With WH_PSS_CPU_LOG=FILE it also appends, at every sample, a line
+ * "EPOCH_MS TICKS": the wall-clock time and the CPU (utime + stime, in
+ * clock ticks) of every PID together, so that a bench can tell the CPU
+ * spent before a moment (the first event's arrival) from the rest.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -50,6 +55,35 @@ static long pss_read(const char *path)
     return strtol(p + 5, NULL, 10);
 }
 
+/* utime + stime of /proc/PID/stat in clock ticks; -1 when unreadable. The
+ * fields after the command name, which may hold spaces and parentheses,
+ * are counted from its last ')'. */
+static long long pss_cpu_read(const char *path)
+{
+    char buf[1024];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (p == NULL)
+        return -1;
+    /* after ')': state(3) ... utime(14) stime(15) */
+    long long v[2] = {0, 0};
+    for (int field = 2; field < 15; field++) {
+        p = strchr(p + 1, ' ');
+        if (p == NULL)
+            return -1;
+        if (field >= 13)
+            v[field - 13] = strtoll(p + 1, NULL, 10);
+    }
+    return v[0] + v[1];
+}
+
 static void pss_add_ms(struct timespec *t, long ms)
 {
     t->tv_sec += ms / 1000;
@@ -70,8 +104,9 @@ int main(int argc, char **argv)
                 PSS_MAX_PIDS);
         return 2;
     }
-    char paths[PSS_MAX_PIDS][64];
+    char paths[PSS_MAX_PIDS][64], stats[PSS_MAX_PIDS][64];
     long peak[PSS_MAX_PIDS];
+    long long cpu[PSS_MAX_PIDS];
     for (int i = 0; i < n; i++) {
         char *e = NULL;
         long pid = strtol(argv[i + 2], &e, 10);
@@ -80,7 +115,15 @@ int main(int argc, char **argv)
             return 2;
         }
         snprintf(paths[i], sizeof(paths[i]), "/proc/%ld/smaps_rollup", pid);
+        snprintf(stats[i], sizeof(stats[i]), "/proc/%ld/stat", pid);
         peak[i] = 0;
+        cpu[i] = 0;
+    }
+    FILE *cpulog = NULL;
+    const char *cpupath = getenv("WH_PSS_CPU_LOG");
+    if (cpupath != NULL && *cpupath != '\0' && (cpulog = fopen(cpupath, "a")) == NULL) {
+        fprintf(stderr, "wh_pss: %s: %s\n", cpupath, strerror(errno));
+        return 2;
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -101,11 +144,27 @@ int main(int argc, char **argv)
         }
         if (alive == 0)
             break;
+        if (cpulog != NULL) {
+            long long sum = 0;
+            for (int i = 0; i < n; i++) {
+                long long c = pss_cpu_read(stats[i]);
+                if (c > cpu[i])
+                    cpu[i] = c; /* a process gone keeps its last reading */
+                sum += cpu[i];
+            }
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            fprintf(cpulog, "%lld %lld\n", (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000,
+                    sum);
+            fflush(cpulog);
+        }
         pss_add_ms(&next, interval);
         while (!pss_stop && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
             ;
     }
     for (int i = 0; i < n; i++)
         printf("%s %ld\n", argv[i + 2], peak[i]);
+    if (cpulog != NULL)
+        fclose(cpulog);
     return 0;
 }
