@@ -17,6 +17,7 @@ typedef struct entry {
     ing_vfield *fields; /* owned, with their member strings */
     int nfields;
     unsigned epoch; /* the ing_types epoch it was read in */
+    char *name;     /* pg_type.typname (for messages) */
 } entry;
 
 /* Entries by OID: a source has few types that are not built in, and the
@@ -45,6 +46,7 @@ static void entry_free(entry *e)
     for (int i = 0; i < e->nfields; i++)
         free((char *)e->fields[i].member);
     free(e->fields);
+    free(e->name);
     free(e);
 }
 
@@ -88,6 +90,43 @@ const ing_vtype *ing_types_get(const ing_types *t, uint32_t oid)
 void ing_types_expire(ing_types *t)
 {
     t->epoch++;
+}
+
+static int refers(const entry *a, const entry *x);
+
+int ing_types_stale(ing_types *t, uint32_t oid)
+{
+    /* only epochs change: the descriptors stay as they are until read */
+    unsigned stale = t->epoch - 1;
+    int n = 0;
+    entry *e = find(t, oid);
+    if (e == NULL)
+        return 0;
+    e->epoch = stale;
+    n++;
+    /* and the entries that reach it (an array of it, a composite with a
+     * field of it, a domain over it): they point at its entry, which a read
+     * of oid alone would replace without them */
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (size_t i = 0; i < t->ncur; i++) {
+            entry *a = t->cur[i];
+            for (size_t j = 0; j < t->ncur && a->epoch != stale; j++) {
+                if (t->cur[j]->epoch == stale && refers(a, t->cur[j])) {
+                    a->epoch = stale;
+                    changed = 1;
+                    n++;
+                }
+            }
+        }
+    }
+    return n;
+}
+
+const char *ing_types_name(const ing_types *t, uint32_t oid)
+{
+    const entry *e = oid >= ING_FIRST_NONBUILTIN_OID ? find(t, oid) : NULL;
+    return e && e->name ? e->name : NULL;
 }
 
 size_t ing_types_count(const ing_types *t)
@@ -233,6 +272,12 @@ static entry *build(load *l, group *g, int depth)
     }
     e->epoch = l->t->epoch;
     e->oid = r->oid;
+    if (r->typname && !(e->name = strdup(r->typname))) {
+        l->oom = 1;
+        free(e);
+        e = NULL;
+        goto done;
+    }
     e->vt.oid = r->oid;
     e->vt.kind = ING_VT_SCALAR;
     switch (r->typtype) {

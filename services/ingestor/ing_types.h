@@ -60,6 +60,16 @@ const ing_vtype *ing_types_get(const ing_types *t, uint32_t oid);
  * until then it stays in use. */
 void ing_types_expire(ing_types *t);
 
+/* Marks oid's entry, and every entry that reaches it (an array of it, a
+ * composite with a field of it, a domain over it), to be read again at its
+ * next use (ing_types_needs says 1), as ing_types_expire does for every
+ * entry; they stay in use until then. Returns how many were marked (0 when
+ * oid has no entry). */
+int ing_types_stale(ing_types *t, uint32_t oid);
+
+/* The type's name (pg_type.typname) when oid has an entry, else NULL. */
+const char *ing_types_name(const ing_types *t, uint32_t oid);
+
 /* Number of entries (current ones). */
 size_t ing_types_count(const ing_types *t);
 /* Frees the replaced entries that no current entry reaches (directly or

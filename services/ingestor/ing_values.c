@@ -667,6 +667,13 @@ static int vector_parse(wh_buf *b, const char *s, size_t n)
     return wh_buf_putc(b, ']');
 }
 
+/* Containers that fell back to their text on this thread (container()),
+ * and of those under a descriptor: the count since the last
+ * ing_values_mismatch_take and the first value's top descriptor. */
+static __thread unsigned long g_fallbacks;
+static __thread unsigned long g_mismatches;
+static __thread const ing_vtype *g_mismatch_vt;
+
 /* kind: 0 array, 1 record, 2 hstore, 3 vector. A literal that does not parse
  * is sent as its text. */
 static int container(wh_buf *b, int kind, uint32_t eoid, const ing_vtype *t, char delim,
@@ -690,6 +697,7 @@ static int container(wh_buf *b, int kind, uint32_t eoid, const ing_vtype *t, cha
     }
     if (rc == BAD) {
         b->len = start;
+        g_fallbacks++;
         return wh_json_str(b, s, n);
     }
     return rc;
@@ -794,9 +802,16 @@ static int render_oid(wh_buf *b, uint32_t oid, const char *s, size_t n, int dept
     case ING_JSONBOID:
         /* PostgreSQL validated its syntax on input: embed as is, but for
          * bytes that are not UTF-8 (a SQL_ASCII database converts nothing;
-         * they can only be inside strings), each sent as U+FFFD */
+         * they can only be inside strings), each sent as U+FFFD. Inside a
+         * container (depth > 0) the type comes from a descriptor read from
+         * the catalog, which may be older than the value (an attribute
+         * changed from jsonb to text): the text is checked first, and one
+         * that is not JSON makes the container fall back to its text. A
+         * column's own type comes from the Relation message: not checked. */
         if (n == 0)
             return wh_buf_append(b, "null", 4);
+        if (depth > 0 && !ing_json_valid(s, n))
+            return BAD;
         return wh_buf_append_utf8(b, s, n);
     case ING_BYTEAOID:
         return bytea_json(b, s, n);
@@ -852,7 +867,156 @@ int ing_value_json(wh_buf *b, uint32_t type_oid, const char *s, size_t n)
 
 int ing_value_typed(wh_buf *b, const ing_vtype *t, const char *s, size_t n)
 {
-    return render(b, t ? t->oid : 0, t, s, n, 0);
+    unsigned long before = g_fallbacks;
+    int rc = render(b, t ? t->oid : 0, t, s, n, 0);
+    if (g_fallbacks != before && t != NULL) {
+        if (g_mismatches++ == 0)
+            g_mismatch_vt = t;
+    }
+    return rc;
+}
+
+unsigned long ing_values_mismatch_take(const ing_vtype **first)
+{
+    unsigned long n = g_mismatches;
+    if (first)
+        *first = n ? g_mismatch_vt : NULL;
+    g_mismatches = 0;
+    g_mismatch_vt = NULL;
+    return n;
+}
+
+/* ---- JSON syntax ------------------------------------------------------------ */
+
+static size_t json_ws(const char *s, size_t n, size_t i)
+{
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* The end of the JSON string at s[i] == '"', or 0 when it is not one: no
+ * control byte, escapes of RFC 8259 only; any other byte is taken (bytes
+ * that are not UTF-8 are replaced when embedded, wh_buf_append_utf8). */
+static size_t json_string_end(const char *s, size_t n, size_t i)
+{
+    for (i++; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"')
+            return i + 1;
+        if (c < 0x20)
+            return 0;
+        if (c != '\\')
+            continue;
+        if (++i >= n)
+            return 0;
+        switch (s[i]) {
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
+            break;
+        case 'u':
+            if (n - i < 5)
+                return 0;
+            for (int k = 1; k <= 4; k++)
+                if (wh_hexval(s[i + k]) < 0)
+                    return 0;
+            i += 4;
+            break;
+        default:
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* Nesting followed by ing_json_valid: one bit per level (1 object). */
+#define JSON_MAXDEPTH 4096
+
+int ing_json_valid(const char *s, size_t n)
+{
+    uint64_t stack[JSON_MAXDEPTH / 64];
+    int depth = 0;
+    size_t i = json_ws(s, n, 0);
+    /* expect a value at i; after it, a ',' or the container's close */
+    for (;;) {
+        if (i >= n)
+            return 0;
+        char c = s[i];
+        if (c == '{' || c == '[') {
+            if (depth >= JSON_MAXDEPTH)
+                return 0;
+            int obj = c == '{';
+            if (obj)
+                stack[depth / 64] |= UINT64_C(1) << (depth % 64);
+            else
+                stack[depth / 64] &= ~(UINT64_C(1) << (depth % 64));
+            depth++;
+            i = json_ws(s, n, i + 1);
+            if (i < n && s[i] == (obj ? '}' : ']')) {
+                depth--;
+                i++;
+                goto after_value;
+            }
+            if (obj) {
+                if (i >= n || s[i] != '"' || (i = json_string_end(s, n, i)) == 0)
+                    return 0;
+                i = json_ws(s, n, i);
+                if (i >= n || s[i] != ':')
+                    return 0;
+                i = json_ws(s, n, i + 1);
+            }
+            continue;
+        }
+        if (c == '"') {
+            if ((i = json_string_end(s, n, i)) == 0)
+                return 0;
+        } else if (c == '-' || is_digit(c)) {
+            size_t k = wh_json_number_len(s + i, n - i, NULL, NULL);
+            if (k == 0)
+                return 0;
+            i += k;
+        } else if (n - i >= 4 && memcmp(s + i, "true", 4) == 0) {
+            i += 4;
+        } else if (n - i >= 5 && memcmp(s + i, "false", 5) == 0) {
+            i += 5;
+        } else if (n - i >= 4 && memcmp(s + i, "null", 4) == 0) {
+            i += 4;
+        } else {
+            return 0;
+        }
+    after_value:
+        i = json_ws(s, n, i);
+        for (;;) {
+            if (depth == 0)
+                return i == n;
+            if (i >= n)
+                return 0;
+            int obj = (stack[(depth - 1) / 64] >> ((depth - 1) % 64)) & 1;
+            if (s[i] == (obj ? '}' : ']')) {
+                depth--;
+                i = json_ws(s, n, i + 1);
+                continue;
+            }
+            if (s[i] != ',')
+                return 0;
+            i = json_ws(s, n, i + 1);
+            if (obj) {
+                if (i >= n || s[i] != '"' || (i = json_string_end(s, n, i)) == 0)
+                    return 0;
+                i = json_ws(s, n, i);
+                if (i >= n || s[i] != ':')
+                    return 0;
+                i = json_ws(s, n, i + 1);
+            }
+            break;
+        }
+    }
 }
 
 /* Writes v as n decimal digits, zero-padded. */

@@ -101,6 +101,19 @@ int ing_value_json(wh_buf *b, uint32_t type_oid, const char *text, size_t len);
  * NULL). Same contract as ing_value_json. */
 int ing_value_typed(wh_buf *b, const ing_vtype *t, const char *text, size_t len);
 
+/* Values rendered by ing_value_typed on this thread, since the last call,
+ * in which a container fell back to its text (the literal did not match
+ * the descriptor: a composite type whose shape changed since it was read,
+ * or json text inside a container that is not JSON); *first (may be NULL)
+ * gets the descriptor the first of them was rendered with (NULL when
+ * none). Resets the count. */
+unsigned long ing_values_mismatch_take(const ing_vtype **first);
+
+/* 1 when s[0..n) is one JSON value (RFC 8259 syntax, surrounding white
+ * space allowed; bytes of strings are not checked for UTF-8), else 0.
+ * Nesting deeper than 4096 levels counts as invalid. */
+int ing_json_valid(const char *s, size_t n);
+
 /* Frees this thread's scratch buffers (a thread that rendered values, before
  * it ends; optional at process exit). */
 void ing_values_thread_cleanup(void);

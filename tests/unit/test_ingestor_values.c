@@ -485,6 +485,182 @@ static void test_types_reclaim(void **state)
     ing_types_free(t);
 }
 
+/* The whole literal as a JSON string (a container's fallback). */
+static void check_text(const ing_vtype *t, uint32_t oid, const char *in)
+{
+    wh_buf want;
+    wh_buf_init(&want, 0);
+    assert_int_equal(wh_json_str(&want, in, strlen(in)), WH_OK);
+    assert_int_equal(wh_buf_cstr(&want), WH_OK);
+    check_t(t, oid, in, want.data);
+    wh_buf_free(&want);
+}
+
+/* json/jsonb text inside a record or array is checked before it is
+ * embedded: a descriptor read before ALTER TYPE ... DROP ATTRIBUTE b, ADD
+ * ATTRIBUTE b text still says jsonb, and the text is not JSON. */
+static void test_json_in_containers(void **state)
+{
+    static const ing_vfield pj_f[] = {
+        {"\"a\":", 4, ING_INT4OID, NULL},
+        {"\"b\":", 4, ING_JSONBOID, NULL},
+    };
+    static const ing_vtype pj = {.oid = 16391, .kind = ING_VT_RECORD, .nfields = 2, .fields = pj_f};
+    static const ing_vtype pj_arr = {
+        .oid = 16390, .kind = ING_VT_ARRAY, .delim = ',', .elem_oid = 16391, .elem = &pj};
+    check_t(&pj, 0, "(1,\"{\"\"k\"\": [1, null]}\")", "{\"a\":1,\"b\":{\"k\": [1, null]}}");
+    check_t(&pj, 0, "(4,5)", "{\"a\":4,\"b\":5}"); /* a text that is JSON */
+    check_t(&pj, 0, "(4,)", "{\"a\":4,\"b\":null}");
+    check_text(&pj, 0, "(2,\"secret value\")");
+    check_text(&pj, 0, "(3,x)");
+    check_text(&pj, 0, "(3,\"{\"\"k\"\": 1\")");
+    check_text(&pj, 0, "(3,\"[1,]\")");
+    /* in an array of the type: the element falls back, the array stays */
+    check_t(&pj_arr, 0, "{\"(1,2)\",\"(2,\\\"x y\\\")\"}",
+            "[{\"a\":1,\"b\":2},\"(2,\\\"x y\\\")\"]");
+    /* jsonb[] and json[] (built-in arrays): their elements are checked too */
+    check(199, "{\"{\\\"a\\\": 1}\",2,NULL}", "[{\"a\": 1},2,null]");
+    check_text(NULL, 3807, "{\"not json\"}");
+    check_text(NULL, 199, "{tru}");
+    /* a json/jsonb column's own text (the Relation message's type): as is */
+    check(ING_JSONBOID, "{\"k\": 1}", "{\"k\": 1}");
+    ing_values_thread_cleanup();
+}
+
+static void test_json_valid(void **state)
+{
+    static const char *good[] = {
+        "{}",
+        "[]",
+        " {\"a\":[1,2,{\"b\":null}],\"c\":\"x\\u00e9\\n\"} ",
+        "\"s\"",
+        "-1.5e3",
+        "true",
+        "false",
+        "null",
+        "0",
+        "[[[]]]",
+        "{\"a\":{\"b\":{}}}",
+        "\"caf\xe9\"",
+        "\r\n\t7\t",
+    };
+    static const char *bad[] = {
+        "",
+        " ",
+        "{",
+        "}",
+        "{\"a\"}",
+        "{\"a\":1,}",
+        "[1,]",
+        "[1 2]",
+        "tru",
+        "nul",
+        "\"a\x01\"",
+        "\"\\q\"",
+        "\"\\u12g4\"",
+        "01",
+        "1.",
+        "{\"a\":1}}",
+        "secret value",
+        "x",
+        "{a:1}",
+        "[1]x",
+        "1 2",
+        "\"abc",
+        "[\"a\":1]",
+        "{\"a\" 1}",
+        "{1:2}",
+        "+1",
+        "NaN",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (!ing_json_valid(good[i], strlen(good[i])))
+            fail_msg("[%s] is JSON", good[i]);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (ing_json_valid(bad[i], strlen(bad[i])))
+            fail_msg("[%s] is not JSON", bad[i]);
+    /* deep nesting: 4096 levels are followed, deeper is refused */
+    char deep[2 * 5000];
+    for (int d = 4096; d <= 4097; d++) {
+        memset(deep, '[', (size_t)d);
+        memset(deep + d, ']', (size_t)d);
+        assert_int_equal(ing_json_valid(deep, 2 * (size_t)d), d <= 4096);
+    }
+    memset(deep, '[', 100);
+    memset(deep + 100, ']', 99);
+    assert_false(ing_json_valid(deep, 199));
+}
+
+/* ing_values_mismatch_take: values rendered with a descriptor whose literal
+ * did not match (a composite type changed since it was read). */
+static void test_mismatch_note(void **state)
+{
+    static const ing_vfield pt_f[] = {
+        {"\"x\":", 4, ING_INT4OID, NULL},
+        {"\"y\":", 4, ING_INT4OID, NULL},
+    };
+    static const ing_vtype pt = {.oid = 16391, .kind = ING_VT_RECORD, .nfields = 2, .fields = pt_f};
+    static const ing_vtype pt_arr = {
+        .oid = 16390, .kind = ING_VT_ARRAY, .delim = ',', .elem_oid = 16391, .elem = &pt};
+    const ing_vtype *first = &pt;
+    ing_values_mismatch_take(NULL);
+    check_t(&pt, 0, "(1,2)", "{\"x\":1,\"y\":2}");
+    assert_int_equal(ing_values_mismatch_take(&first), 0);
+    assert_null(first);
+    /* an attribute added: the field count differs */
+    check_text(&pt, 0, "(1,2,3)");
+    check_t(&pt_arr, 0, "{\"(1,2,3)\"}", "[\"(1,2,3)\"]");
+    assert_int_equal(ing_values_mismatch_take(&first), 2);
+    assert_ptr_equal(first, &pt);
+    assert_int_equal(ing_values_mismatch_take(&first), 0);
+    /* a built-in type's literal that does not parse is not a mismatch */
+    check_text(NULL, ING_INT4ARRAYOID, "{1,,2}");
+    assert_int_equal(ing_values_mismatch_take(NULL), 0);
+    ing_values_thread_cleanup();
+}
+
+/* ing_types_stale: the type and every type that reaches it are read again;
+ * the others are not; the descriptors stay usable until then. */
+static void test_types_stale(void **state)
+{
+    char err[WH_ERRLEN];
+    ing_types *t = NULL;
+    assert_int_equal(ing_types_new(&t, err, sizeof(err)), WH_OK);
+    const ing_typerow rows[] = {
+        {16390, 'b', "_pt", 16391, ',', 0, NULL, 0}, {16391, 'c', "pt", 0, ',', 0, "x", 23},
+        {16391, 'c', "pt", 0, ',', 0, "y", 23},      {16392, 'c', "outer", 0, ',', 0, "p", 16391},
+        {16393, 'd', "dpt", 0, ',', 16391, NULL, 0}, {16394, 'e', "mood", 0, ',', 0, NULL, 0},
+    };
+    assert_int_equal(ing_types_load(t, rows, sizeof(rows) / sizeof(rows[0]), err, sizeof(err)),
+                     WH_OK);
+    assert_string_equal(ing_types_name(t, 16391), "pt");
+    assert_null(ing_types_name(t, 23));
+    assert_null(ing_types_name(t, 17000));
+    const ing_vtype *old = ing_types_get(t, 16391);
+    assert_int_equal(ing_types_stale(t, 17000), 0);
+    assert_int_equal(ing_types_stale(t, 16391), 4);
+    assert_true(ing_types_needs(t, 16391));
+    assert_true(ing_types_needs(t, 16390));
+    assert_true(ing_types_needs(t, 16392));
+    assert_true(ing_types_needs(t, 16393));
+    assert_false(ing_types_needs(t, 16394));
+    assert_ptr_equal(ing_types_get(t, 16391), old);
+    /* read again (one query returns the type and what it reaches) */
+    const ing_typerow rows2[] = {
+        {16390, 'b', "_pt", 16391, ',', 0, NULL, 0},
+        {16391, 'c', "pt", 0, ',', 0, "x", 23},
+        {16391, 'c', "pt", 0, ',', 0, "y", 23},
+        {16391, 'c', "pt", 0, ',', 0, "z", 23},
+    };
+    assert_int_equal(ing_types_load(t, rows2, 4, err, sizeof(err)), WH_OK);
+    assert_false(ing_types_needs(t, 16391));
+    assert_false(ing_types_needs(t, 16390));
+    check_t(ing_types_get(t, 16390), 0, "{\"(1,2,3)\"}", "[{\"x\":1,\"y\":2,\"z\":3}]");
+    check_t(old, 0, "(1,2)", "{\"x\":1,\"y\":2}");
+    ing_types_free(t);
+    ing_values_thread_cleanup();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -494,7 +670,9 @@ int main(void)
         cmocka_unit_test(test_vectors),       cmocka_unit_test(test_records),
         cmocka_unit_test(test_hstore),        cmocka_unit_test(test_domains_depth),
         cmocka_unit_test(test_bounded),       cmocka_unit_test(test_types_cache),
-        cmocka_unit_test(test_types_reclaim),
+        cmocka_unit_test(test_types_reclaim), cmocka_unit_test(test_json_in_containers),
+        cmocka_unit_test(test_json_valid),    cmocka_unit_test(test_mismatch_note),
+        cmocka_unit_test(test_types_stale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
