@@ -1,5 +1,6 @@
 /* ing_schema: schema versions (the DDL capture's triggers: ing_ddl). */
 #include "ing_schema.h"
+#include "ing_values.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,28 @@ static int put_i64(wh_buf *b, int64_t v)
     return wh_buf_append(b, tmp, (size_t)n);
 }
 
+/* ,"fields":[{"name":...,"type_oid":...},...] of the composite type that t
+ * is or whose elements are (a domain over one has its descriptor), each
+ * field's own shape nested; nothing when t reaches no composite type. */
+static int put_fields(wh_buf *b, const ing_vtype *t, int depth)
+{
+    while (t != NULL && t->kind == ING_VT_ARRAY)
+        t = t->elem;
+    if (t == NULL || t->kind != ING_VT_RECORD || depth >= ING_VALUE_MAXDEPTH)
+        return WH_OK;
+    if (PUTLIT(b, ",\"fields\":["))
+        return WH_ERR;
+    for (int i = 0; i < t->nfields; i++) {
+        const ing_vfield *f = &t->fields[i];
+        /* member is the escaped name and its colon */
+        if ((i > 0 && wh_buf_putc(b, ',')) || PUTLIT(b, "{\"name\":") ||
+            wh_buf_append(b, f->member, f->member_len - 1) || PUTLIT(b, ",\"type_oid\":") ||
+            put_i64(b, f->oid) || put_fields(b, f->type, depth + 1) || wh_buf_putc(b, '}'))
+            return WH_ERR;
+    }
+    return wh_buf_putc(b, ']');
+}
+
 int ing_schema_describe(wh_buf *b, const ing_relation *r)
 {
     uint8_t km = r->key_pk ? ING_ATTR_PK : ING_ATTR_IDENT;
@@ -57,7 +80,7 @@ int ing_schema_describe(wh_buf *b, const ing_relation *r)
         if ((i > 0 && wh_buf_putc(b, ',')) || PUTLIT(b, "{\"name\":") ||
             wh_json_str(b, a->name, strlen(a->name)) || PUTLIT(b, ",\"type_oid\":") ||
             put_i64(b, a->type_oid) || PUTLIT(b, ",\"typmod\":") || put_i64(b, a->typmod) ||
-            wh_buf_putc(b, '}'))
+            put_fields(b, a->vtype, 0) || wh_buf_putc(b, '}'))
             return WH_ERR;
     }
     return PUTLIT(b, "]}");

@@ -17,6 +17,7 @@
 #include "../../services/ingestor/ing_event.h"
 #include "../../services/ingestor/ing_pgoutput.h"
 #include "../../services/ingestor/ing_schema.h"
+#include "../../services/ingestor/ing_values.h"
 #include "walhook.pb-c.h"
 #include "wh_config.h"
 #include "wh_ipc.h"
@@ -156,6 +157,61 @@ static void test_fingerprint_stable(void **state)
     ing_relation *r2 = parse_rel(p, 1000, "public", "items", 'd', base_cols, 3);
     assert_true(r2->version == again);
     assert_int_equal(r2->version_done, 0);
+    wh_buf_free(&d);
+    ing_parser_free(p);
+}
+
+/* A composite column's fields are part of the description (nested, through
+ * arrays): the same type OID with other attributes is another version. */
+static void test_fingerprint_composite(void **state)
+{
+    (void)state;
+    static const ing_vfield pt2_f[] = {{"\"x\":", 4, 23, NULL}, {"\"y\":", 4, 23, NULL}};
+    static const ing_vfield pt3_f[] = {
+        {"\"x\":", 4, 23, NULL}, {"\"y\":", 4, 23, NULL}, {"\"z\":", 4, 23, NULL}};
+    static const ing_vfield ren_f[] = {{"\"x\":", 4, 23, NULL}, {"\"y2\":", 5, 23, NULL}};
+    static const ing_vtype pt2 = {
+        .oid = 16391, .kind = ING_VT_RECORD, .nfields = 2, .fields = pt2_f};
+    static const ing_vtype pt3 = {
+        .oid = 16391, .kind = ING_VT_RECORD, .nfields = 3, .fields = pt3_f};
+    static const ing_vtype ren = {
+        .oid = 16391, .kind = ING_VT_RECORD, .nfields = 2, .fields = ren_f};
+    static const ing_vtype arr = {
+        .oid = 16390, .kind = ING_VT_ARRAY, .delim = ',', .elem_oid = 16391, .elem = &pt2};
+    static const ing_vfield outer_f[] = {{"\"p\":", 4, 16391, &pt2}};
+    static const ing_vtype outer = {
+        .oid = 16392, .kind = ING_VT_RECORD, .nfields = 1, .fields = outer_f};
+    static const col cols[] = {{"id", 23, -1, 1}, {"p", 16391, -1, 0}};
+    ing_parser *p;
+    char err[WH_ERRLEN];
+    assert_int_equal(ing_parser_new(&p, err, sizeof(err)), WH_OK);
+    ing_relation *r = parse_rel(p, 1000, "public", "c1", 'd', cols, 2);
+    uint64_t untyped = r->version;
+    wh_buf d;
+    wh_buf_init(&d, 0);
+    const ing_vtype *shapes[] = {&pt2, &pt3, &ren, &outer};
+    uint64_t fp[4];
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(ing_relation_set_vtype(p, 1000, 1, shapes[i]), WH_OK);
+        assert_int_equal(ing_schema_version(r, &d), WH_OK);
+        fp[i] = r->version;
+        assert_true(fp[i] != untyped);
+        for (int k = 0; k < i; k++)
+            assert_true(fp[i] != fp[k]);
+    }
+    /* an array's element fields (the column's type OID tells it is one) */
+    assert_int_equal(ing_relation_set_vtype(p, 1000, 1, &arr), WH_OK);
+    assert_int_equal(ing_schema_version(r, &d), WH_OK);
+    assert_true(r->version == fp[0]);
+    assert_int_equal(ing_relation_set_vtype(p, 1000, 1, &outer), WH_OK);
+    wh_buf_reset(&d);
+    assert_int_equal(ing_schema_describe(&d, r), WH_OK);
+    assert_int_equal(wh_buf_cstr(&d), WH_OK);
+    assert_non_null(strstr(d.data, "{\"name\":\"p\",\"type_oid\":16391,\"typmod\":-1,\"fields\":[{"
+                                   "\"name\":\"p\",\"type_oid\":16391,\"fields\":[{\"name\":\"x\","
+                                   "\"type_oid\":23},{\"name\":\"y\",\"type_oid\":23}]}]}"));
+    /* a column without a composite type: described as before */
+    assert_null(strstr(d.data, "\"name\":\"id\",\"type_oid\":23,\"typmod\":-1,\"fields\""));
     wh_buf_free(&d);
     ing_parser_free(p);
 }
@@ -798,10 +854,15 @@ static void test_unknown_relation(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fingerprint_stable), cmocka_unit_test(test_fingerprint_changes),
-        cmocka_unit_test(test_announce_rule),      cmocka_unit_test(test_pending),
-        cmocka_unit_test(test_registration_field), cmocka_unit_test(test_schema_events),
-        cmocka_unit_test(test_ddl_events),         cmocka_unit_test(test_unknown_relation),
+        cmocka_unit_test(test_fingerprint_stable),
+        cmocka_unit_test(test_fingerprint_changes),
+        cmocka_unit_test(test_fingerprint_composite),
+        cmocka_unit_test(test_announce_rule),
+        cmocka_unit_test(test_pending),
+        cmocka_unit_test(test_registration_field),
+        cmocka_unit_test(test_schema_events),
+        cmocka_unit_test(test_ddl_events),
+        cmocka_unit_test(test_unknown_relation),
         cmocka_unit_test(test_load_tombstones),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
