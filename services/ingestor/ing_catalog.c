@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/select.h>
+#include <time.h>
 
 #include "ing_types.h"
 #include "wh_buf.h"
@@ -31,6 +32,13 @@ typedef struct warned {
 
 typedef struct pending pending;
 
+/* A type whose values did not match its descriptor (ing_catalog_mismatch). */
+typedef struct stale {
+    uint32_t oid;
+    uint64_t marked_ms; /* when it was last marked to be read again */
+    int warned;
+} stale;
+
 struct ing_catalog {
     PGconn *conn;
     ing_types *types; /* render descriptors of column types */
@@ -41,6 +49,9 @@ struct ing_catalog {
     int nnames;
     warned *warned;
     size_t nwarned, capwarned;
+    stale *stale;
+    size_t nstale, capstale;
+    uint32_t visible_xid; /* the last transaction seen visible (ing_catalog_wait_visible) */
 };
 
 int ing_catalog_new(ing_catalog **out, char *err, size_t errlen)
@@ -69,6 +80,8 @@ void ing_catalog_close(ing_catalog *c)
         PQfinish(c->conn);
         c->conn = NULL;
     }
+    if (c)
+        c->visible_xid = 0;
     /* the next connection may see changed types (ALTER TYPE): read them
      * again at their next Relation message, using the old ones meanwhile */
     if (c)
@@ -90,6 +103,7 @@ void ing_catalog_free(ing_catalog *c)
     ing_types_free(c->types);
     free(c->pending);
     free(c->warned);
+    free(c->stale);
     free(c);
 }
 
@@ -442,6 +456,45 @@ int ing_catalog_exec(ing_catalog *c, const char *dsn, const char *sql, char *err
     return rc;
 }
 
+/* 't' once no backend holds transaction $1's lock: a committing backend
+ * releases it after it left the proc array, so a snapshot taken after
+ * that sees the commit. pg_locks is readable by every role. */
+#define VISIBLE_SQL                                                                                \
+    "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'transactionid'"        \
+    " AND transactionid = $1::pg_catalog.xid)"
+
+int ing_catalog_wait_visible(ing_catalog *c, const char *dsn, uint32_t xid, char *err,
+                             size_t errlen)
+{
+    if (xid == 0 || xid == c->visible_xid)
+        return WH_OK;
+    char xidstr[16];
+    snprintf(xidstr, sizeof(xidstr), "%u", xid);
+    const char *params[1] = {xidstr};
+    uint64_t deadline = wh_now_ms() + ING_CATALOG_VISIBLE_MS;
+    long pause_us = 1000;
+    for (;;) {
+        PGresult *res;
+        if (run_query(c, dsn, VISIBLE_SQL, 1, params, &res, err, errlen) != WH_OK)
+            return WH_ERR;
+        int visible =
+            PQntuples(res) == 1 && PQnfields(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        PQclear(res);
+        if (visible) {
+            c->visible_xid = xid;
+            return WH_OK;
+        }
+        if (wh_now_ms() >= deadline)
+            return wh_seterr(err, errlen,
+                             "transaction %u is not visible to the catalog connection after %d ms",
+                             xid, ING_CATALOG_VISIBLE_MS);
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = pause_us * 1000};
+        nanosleep(&ts, NULL);
+        if (pause_us < 50000)
+            pause_us *= 2;
+    }
+}
+
 /* ---- column types ---------------------------------------------------------- */
 
 /* Every type reachable from the OIDs in $1 (array elements, domain bases,
@@ -567,6 +620,77 @@ static void pending_clear(ing_catalog *c, uint32_t reloid)
         *p = c->pending[--c->npending];
 }
 
+/* reloid's types are to be read again at its next change. */
+static void pending_now(ing_catalog *c, uint32_t reloid)
+{
+    pending *p = pending_find(c, reloid);
+    if (!p) {
+        pending_set(c, reloid);
+        p = pending_find(c, reloid);
+        if (!p)
+            return; /* no memory: read again at its next Relation message */
+        p->backoff_ms = ING_CATALOG_HOLDOFF_MS / 2; /* a failure next: the first backoff */
+    }
+    p->next_ms = 0;
+}
+
+/* 1 when relation r has a column of type oid (0: any type that is not
+ * built in). */
+static int rel_uses(const ing_relation *r, uint32_t oid)
+{
+    for (int i = 0; i < r->natts; i++) {
+        uint32_t t = r->atts[i].type_oid;
+        if (oid == 0 ? t >= ING_FIRST_NONBUILTIN_OID : t == oid)
+            return 1;
+    }
+    return 0;
+}
+
+void ing_catalog_types_invalidate(ing_catalog *c, const ing_parser *p)
+{
+    ing_types_expire(c->types);
+    size_t pos = 0;
+    const ing_relation *r;
+    while ((r = ing_relation_next(p, &pos)) != NULL)
+        if (rel_uses(r, 0))
+            pending_now(c, r->oid);
+}
+
+int ing_catalog_mismatch(ing_catalog *c, const ing_parser *p, uint32_t type_oid, uint64_t now_ms)
+{
+    stale *st = NULL;
+    for (size_t i = 0; i < c->nstale && !st; i++)
+        if (c->stale[i].oid == type_oid)
+            st = &c->stale[i];
+    if (!st) {
+        if (wh_grow(&c->stale, c->nstale + 1, &c->capstale, sizeof(*c->stale), 8) != WH_OK)
+            return 0;
+        st = &c->stale[c->nstale++];
+        *st = (stale){.oid = type_oid};
+    }
+    int rc = 0;
+    if (st->marked_ms == 0 || now_ms - st->marked_ms >= ING_TYPES_STALE_MS) {
+        st->marked_ms = now_ms ? now_ms : 1;
+        ing_types_stale(c->types, type_oid);
+        size_t pos = 0;
+        const ing_relation *r;
+        while ((r = ing_relation_next(p, &pos)) != NULL)
+            if (rel_uses(r, type_oid))
+                pending_now(c, r->oid);
+        rc |= ING_MISMATCH_MARKED;
+    }
+    if (!st->warned) {
+        st->warned = 1;
+        rc |= ING_MISMATCH_WARN;
+    }
+    return rc;
+}
+
+const char *ing_catalog_type_name(const ing_catalog *c, uint32_t type_oid)
+{
+    return ing_types_name(c->types, type_oid);
+}
+
 int ing_catalog_types_due(const ing_catalog *c, uint32_t reloid)
 {
     if (c->npending == 0)
@@ -600,6 +724,11 @@ int ing_catalog_relation_types(ing_catalog *c, const char *dsn, ing_parser *p, u
     }
     if (rc == WH_OK && nneed > 0)
         rc = load_types(c, dsn, need, nneed, err, errlen);
+    /* a type the query did not return: not visible to the catalog
+     * connection (yet), or gone; not read, so tried again later */
+    for (int k = 0; rc == WH_OK && k < nneed; k++)
+        if (ing_types_needs(c->types, need[k]))
+            rc = wh_seterr(err, errlen, "type OID %u is not in the catalog", need[k]);
     free(need);
     /* every column: what the cache has (on failure maybe an older entry,
      * else NULL: the column is sent as its text) */

@@ -31,6 +31,9 @@
 #define ING_CATALOG_TIMEOUT_MS 3000
 #define ING_CATALOG_HOLDOFF_MS 10000
 #define ING_TYPES_RETRY_MAX_MS (5 * 60 * 1000)
+/* ing_catalog_wait_visible's bound; ing_catalog_mismatch's interval */
+#define ING_CATALOG_VISIBLE_MS 2000
+#define ING_TYPES_STALE_MS 1000
 
 typedef struct ing_catalog ing_catalog;
 
@@ -68,6 +71,33 @@ int ing_catalog_relation_types(ing_catalog *c, const char *dsn, ing_parser *p, u
  * try again has come (ING_CATALOG_HOLDOFF_MS doubling up to
  * ING_TYPES_RETRY_MAX_MS). One compare when nothing waits. */
 int ing_catalog_types_due(const ing_catalog *c, uint32_t reloid);
+
+/* A DDL command was decoded (its message, ING_SCHEMA_DDL_PREFIX): every
+ * type is read again at its next use, and every cached relation of p with
+ * a column whose type is not built in is due (ing_catalog_types_due) at its
+ * next change, so the changes after the command render with the shapes
+ * the catalog has then. */
+void ing_catalog_types_invalidate(ing_catalog *c, const ing_parser *p);
+
+/* A value of type type_oid (a column's type) did not match its descriptor
+ * (ing_values_mismatch_take) at now_ms. At most once per
+ * ING_TYPES_STALE_MS per type: the type is read again at its next use and
+ * the relations of p with a column of it are due (ING_MISMATCH_MARKED).
+ * ING_MISMATCH_WARN the first time for the type. */
+#define ING_MISMATCH_MARKED 1
+#define ING_MISMATCH_WARN 2
+int ing_catalog_mismatch(ing_catalog *c, const ing_parser *p, uint32_t type_oid, uint64_t now_ms);
+/* The name of a type read (pg_type.typname), or NULL. */
+const char *ing_catalog_type_name(const ing_catalog *c, uint32_t type_oid);
+
+/* Waits (ING_CATALOG_VISIBLE_MS at most, querying pg_locks with short
+ * pauses) until transaction xid, decoded from the stream, is visible to
+ * the catalog connection, so that a lookup made for one of its Relation
+ * messages sees its catalog changes. WH_OK at once for xid 0 and for the
+ * last xid found visible. WH_ERR: a failed query, or not visible in time
+ * (err says which). */
+int ing_catalog_wait_visible(ing_catalog *c, const char *dsn, uint32_t xid, char *err,
+                             size_t errlen);
 
 /* Warnings logged once per relation: returns 1 the first time (oid, what)
  * is seen since the last ing_catalog_warned_reset of that oid, else 0. */

@@ -157,6 +157,16 @@ ing_relation *ing_relation_mut(ing_parser *p, uint32_t oid)
     return r != NULL && r->conn == p->conn ? r : NULL;
 }
 
+const ing_relation *ing_relation_next(const ing_parser *p, size_t *pos)
+{
+    while (*pos < p->nslots) {
+        const ing_relation *r = p->slots[(*pos)++];
+        if (r != NULL && r->conn == p->conn)
+            return r;
+    }
+    return NULL;
+}
+
 size_t ing_relation_count(const ing_parser *p)
 {
     return p->nrels;

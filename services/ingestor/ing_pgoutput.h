@@ -131,6 +131,9 @@ const ing_relation *ing_relation_get(const ing_parser *p, uint32_t oid);
 /* The same, to set what the parser does not fill (ing_schema). */
 ing_relation *ing_relation_mut(ing_parser *p, uint32_t oid);
 size_t ing_relation_count(const ing_parser *p);
+/* Walks the cached relations of this connection: *pos starts at 0; NULL
+ * at the end. The cache must not change during the walk. */
+const ing_relation *ing_relation_next(const ing_parser *p, size_t *pos);
 
 /* Marks the cached relation oid's columns named in names[0..n) ING_ATTR_PK
  * and sets key_pk. WH_ERR (err says why, the relation left with key_pk 0

@@ -18,7 +18,9 @@
 #include "ing_pgoutput.h"
 #include "ing_snapshot.h"
 #include "ing_schema.h"
+#include "ing_values.h"
 #include "wh_dsn.h"
+#include "wh_json.h"
 #include "wh_lsn.h"
 #include "wh_lattrace.h"
 #include "wh_pgerr.h"
@@ -119,10 +121,13 @@ typedef struct repl {
         char *origin; /* its origin (the first segment's Origin message), or NULL */
     } * streams;
     size_t nstreams, capstreams;
-    int staging_swept; /* this process dropped earlier processes' staging */
-    int streaming;     /* this connection uses protocol 2 with streaming */
-    ing_origin origin; /* the transaction's origin, source.skip_origins */
-    char sysid[32];    /* system identifier and timeline of the first connection */
+    int stream_reread;  /* a Relation or DDL message in a stream block: the types
+                           are read again at the next Stream Commit */
+    int visible_warned; /* ing_catalog_wait_visible's timeout was logged */
+    int staging_swept;  /* this process dropped earlier processes' staging */
+    int streaming;      /* this connection uses protocol 2 with streaming */
+    ing_origin origin;  /* the transaction's origin, source.skip_origins */
+    char sysid[32];     /* system identifier and timeline of the first connection */
     char timeline[16];
 } repl;
 
@@ -1152,6 +1157,10 @@ static int stream_abort(repl *r, const ing_msg *m, char *err, size_t errlen)
     return queue_abort(r, m->xid, m->subxid, err, errlen);
 }
 
+static int types_refresh(repl *r, const ing_msg *m, char *err, size_t errlen);
+static void ddl_decoded(repl *r, const ing_msg *m);
+static void values_mismatch(repl *r, const ing_relation *rel);
+
 /* A change, truncate or transactional message inside a stream block. */
 static int stream_change(repl *r, const ing_msg *m, char *err, size_t errlen)
 {
@@ -1167,6 +1176,10 @@ static int stream_change(repl *r, const ing_msg *m, char *err, size_t errlen)
     s->reset = 0;
     if (m->type == 'T')
         return emit_truncate(r, &r->stxn, &s->next, m, err, errlen);
+    if (m->type != 'M' && types_refresh(r, m, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (m->type == 'M' && m->name != NULL && strcmp(m->name, ING_SCHEMA_DDL_PREFIX) == 0)
+        ddl_decoded(r, m);
     if (m->type != 'M' && m->rel != NULL && !m->rel->version_done &&
         schema_first_use(r, &r->stxn, &s->next, m->rel_oid, m->xid, err, errlen) != WH_OK)
         return WH_ERR;
@@ -1174,6 +1187,8 @@ static int stream_change(repl *r, const ing_msg *m, char *err, size_t errlen)
             ? emit_ddl(r, &r->stxn, s->next, m, err, errlen)
             : emit(r, &r->stxn, s->next, m, NULL, m->type == 'M' ? 2 : 0, err, errlen))
         return WH_ERR;
+    if (m->type != 'M')
+        values_mismatch(r, m->rel);
     s->next++;
     r->last_change_ms = wh_now_ms();
     wh_counter_add(&r->st->changes_received, 1);
@@ -1257,6 +1272,104 @@ static void relation_types(repl *r, const ing_relation *rel)
                 rel->nspname, rel->relname);
 }
 
+/* Before a catalog lookup made for the transaction being decoded (its
+ * Relation message, or a relation due after its DDL): waits until the
+ * catalog connection sees that transaction (ing_catalog_wait_visible), so
+ * the lookup reads the catalog its changes were decoded with, not the one
+ * before it. Not inside a stream block: a streamed transaction is still
+ * open, the catalog connection cannot see it (its relations are read again
+ * at its Stream Commit, stream_reread). */
+static void wait_visible(repl *r)
+{
+    if (!r->in_txn || r->stream_xid != 0)
+        return;
+    char cerr[WH_ERRLEN];
+    if (ing_catalog_wait_visible(r->catalog, r->cfg->source_dsn, r->txn.xid, cerr, sizeof(cerr)) ==
+        WH_OK)
+        return;
+    if (!r->visible_warned)
+        wh_warn("%s: the catalog lookups for its Relation messages may read the catalog as it "
+                "was before it (logged once)",
+                cerr);
+    else
+        wh_debug("%s", cerr);
+    r->visible_warned = 1;
+}
+
+/* A relation whose types are due (ing_catalog_types_due: a DDL command, a
+ * value that did not match its type, or a failed read): read again before
+ * its change m, and its schema version computed again (the shapes of its
+ * composite columns are part of it: a changed one is a new version, with
+ * its schema event at its first use). */
+static int types_refresh(repl *r, const ing_msg *m, char *err, size_t errlen)
+{
+    if (m->rel == NULL || !ing_catalog_types_due(r->catalog, m->rel_oid))
+        return WH_OK;
+    wait_visible(r);
+    relation_types(r, m->rel);
+    ing_relation *rel = ing_relation_mut(r->parser, m->rel_oid);
+    if (rel == NULL)
+        return WH_OK;
+    uint64_t was = rel->version;
+    int done = rel->version_done;
+    if (ing_schema_version(rel, &r->sdesc) != WH_OK)
+        return wh_seterr(err, errlen, "out of memory");
+    if (rel->version == was)
+        rel->version_done = done; /* the same shape: nothing to announce again */
+    return WH_OK;
+}
+
+/* A DDL command's message (the capture's, whether or not this slot's
+ * source.ddl is on): the types are read again before the next change of
+ * each relation that uses one that is not built in. Commands that cannot
+ * change an existing type's shape (CREATE ..., DROP of anything but a
+ * column) do not. The message is in the command's transaction: every
+ * change after it is of the new shape. */
+static void ddl_decoded(repl *r, const ing_msg *m)
+{
+    wh_json_span doc, tag, ot;
+    if (wh_json_span_value((const char *)m->content, m->content_len, &doc) == WH_OK &&
+        wh_json_span_get(&doc, "command_tag", 11, &tag) == WH_OK) {
+        int alter = wh_json_span_hasprefix(&tag, "ALTER ", 6);
+        int drop_col = wh_json_span_hasprefix(&tag, "DROP ", 5) &&
+                       wh_json_span_get(&doc, "object_type", 11, &ot) == WH_OK &&
+                       ot.type == WH_JSON_STRING && ot.len >= 8 &&
+                       memcmp(ot.p + ot.len - 8, " column\"", 8) == 0;
+        if (!alter && !drop_col)
+            return;
+    }
+    ing_catalog_types_invalidate(r->catalog, r->parser);
+    if (r->stream_xid != 0)
+        r->stream_reread = 1;
+}
+
+/* After a change's event: values of a column type that did not match the
+ * type's descriptor (ing_values_mismatch_take) are counted, the type is
+ * read again before the relation's next change (at most once a second per
+ * type), and a warning names the type once (never a value). */
+static void values_mismatch(repl *r, const ing_relation *rel)
+{
+    const ing_vtype *vt = NULL;
+    unsigned long n = ing_values_mismatch_take(&vt);
+    if (n == 0)
+        return;
+    wh_counter_add(&r->st->values_as_text, n);
+    uint32_t type_oid = 0;
+    for (int i = 0; rel != NULL && i < rel->natts && type_oid == 0; i++)
+        if (rel->atts[i].vtype == vt)
+            type_oid = rel->atts[i].type_oid;
+    if (type_oid == 0)
+        return;
+    if (ing_catalog_mismatch(r->catalog, r->parser, type_oid, wh_now_ms()) & ING_MISMATCH_WARN) {
+        const char *name = ing_catalog_type_name(r->catalog, type_oid);
+        wh_warn("values of type %s (OID %u) in %s.%s do not match the type as read from the "
+                "catalog (it changed): they are sent as their text, a JSON string, and the type "
+                "is read again (walhook_ingestor_values_as_text_total counts them; logged once "
+                "per type)",
+                name ? name : "?", type_oid, rel->nspname, rel->relname);
+    }
+}
+
 static int handle_xlogdata(repl *r, uint64_t start, const uint8_t *p, size_t n, char *err,
                            size_t errlen)
 {
@@ -1290,6 +1403,10 @@ static int handle_xlogdata(repl *r, uint64_t start, const uint8_t *p, size_t n, 
         return WH_OK;
     case 'c':
         ing_snapshot_stream_commit(r->snap, m.xid);
+        if (r->stream_reread) { /* its catalog changes are visible now */
+            r->stream_reread = 0;
+            ing_catalog_types_invalidate(r->catalog, r->parser);
+        }
         return stream_commit(r, &m, err, errlen);
     case 'A':
         return stream_abort(r, &m, err, errlen);
@@ -1333,13 +1450,14 @@ static int handle_xlogdata(repl *r, uint64_t start, const uint8_t *p, size_t n, 
     case 'D':
         if (!r->in_txn)
             return wh_seterr(err, errlen, "pgoutput: change outside a transaction");
-        if (ing_catalog_types_due(r->catalog, m.rel_oid))
-            relation_types(r, m.rel);
+        if (types_refresh(r, &m, err, errlen) != WH_OK)
+            return WH_ERR;
         if (m.rel != NULL && !m.rel->version_done &&
             schema_first_use(r, &r->txn, &r->seq, m.rel_oid, 0, err, errlen) != WH_OK)
             return WH_ERR;
         if (emit(r, &r->txn, r->seq, &m, NULL, 0, err, errlen))
             return WH_ERR;
+        values_mismatch(r, m.rel);
         ing_snapshot_change(r->snap, &m, r->txn.xid);
         r->seq++;
         r->last_change_ms = wh_now_ms();
@@ -1368,6 +1486,9 @@ static int handle_xlogdata(repl *r, uint64_t start, const uint8_t *p, size_t n, 
             break;
         }
         r->last_change_ms = wh_now_ms();
+        if ((m.flags & 1) && r->in_txn && m.name != NULL &&
+            strcmp(m.name, ING_SCHEMA_DDL_PREFIX) == 0)
+            ddl_decoded(r, &m);
         if ((m.flags & 1) && r->in_txn) {
             if (m.name != NULL && strcmp(m.name, ING_SCHEMA_DDL_PREFIX) == 0
                     ? emit_ddl(r, &r->txn, r->seq, &m, err, errlen)
@@ -1398,6 +1519,11 @@ static int handle_xlogdata(repl *r, uint64_t start, const uint8_t *p, size_t n, 
         break;
     case 'R':
         ing_toast_relation(r->toast, m.rel);
+        if (r->stream_xid == 0)
+            wait_visible(r);
+        for (int i = 0; r->stream_xid != 0 && m.rel != NULL && i < m.rel->natts; i++)
+            if (m.rel->atts[i].type_oid >= ING_FIRST_NONBUILTIN_OID)
+                r->stream_reread = 1;
         relation_key(r, m.rel);
         relation_types(r, m.rel);
         /* its schema version (the key above is part of it) */

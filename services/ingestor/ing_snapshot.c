@@ -1,5 +1,6 @@
 /* ing_snapshot: watermark chunks for snapshots and backfills. */
 #include "ing_snapshot.h"
+#include "ing_values.h"
 
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -1634,6 +1635,7 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
             goto out;
         chunk_event(ev, evp, &nev, t, seq);
     }
+    ing_values_mismatch_take(NULL); /* counted below: this chunk's own */
     for (int r = 0; r < n; r++) {
         if (s->exporting) /* no stream runs: nothing to filter */
             goto row;
@@ -1660,6 +1662,9 @@ static int emit_chunk(ing_snapshot *s, const ing_txn *t, uint32_t *seq, char *er
             goto out;
         chunk_event(ev, evp, &nev, t, seq);
     }
+    /* values that did not match their type (a composite type changed
+     * since it was read for this backfill): counted, as the stream does */
+    wh_counter_add(&s->st->values_as_text, ing_values_mismatch_take(NULL));
     for (size_t i = 0; i < nev; i++) {
         size_t end = i + 1 < nev ? off[i + 1] : s->json.len;
         ev[i].json.data = (uint8_t *)s->json.data + off[i];

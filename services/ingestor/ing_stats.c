@@ -77,7 +77,13 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
         wh_metric_header(b, "walhook_ingestor_invalid_utf8_total", "counter",
                          "bytes of values that were not UTF-8 (a SQL_ASCII source database), "
                          "sent as U+FFFD") ||
-        wh_metric_u64(b, "walhook_ingestor_invalid_utf8_total", l, wh_utf8_replaced()))
+        wh_metric_u64(b, "walhook_ingestor_invalid_utf8_total", l, wh_utf8_replaced()) ||
+        wh_metric_header(b, "walhook_ingestor_values_as_text_total", "counter",
+                         "values of types that are not built in sent as their text (a JSON "
+                         "string): the value did not match the type's shape as read from the "
+                         "catalog (a composite type changed); the type is read again") ||
+        wh_metric_u64(b, "walhook_ingestor_values_as_text_total", l,
+                      wh_counter_get(&st->values_as_text)))
         return WH_ERR;
     const ing_toast_stats *t = &st->toast;
     char lc[WH_NAME_MAX + 40], lo[WH_NAME_MAX + 40], ll[WH_NAME_MAX + 40], ls[WH_NAME_MAX + 40];

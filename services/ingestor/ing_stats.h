@@ -37,6 +37,8 @@ typedef struct ing_stats {
     char reason[256];              /* why not streaming ("" = none): /readyz, status */
     wh_counter errors;             /* permanent errors entered (state "error") */
     ing_toast_stats toast;         /* the TOAST value cache (ing_toast) */
+    wh_counter values_as_text;     /* values of types not built in sent as their text: their
+                                      literal did not match the type as read (ing_values) */
     wh_counter heartbeats_sent;    /* heartbeat statements run (source.heartbeat_*) */
     wh_counter heartbeat_errors;   /* heartbeat statements that failed */
     wh_counter heartbeats_seen;    /* walhook.heartbeat messages back through the stream */
