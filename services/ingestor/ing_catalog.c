@@ -458,10 +458,18 @@ int ing_catalog_exec(ing_catalog *c, const char *dsn, const char *sql, char *err
 
 /* 't' once no backend holds transaction $1's lock: a committing backend
  * releases it after it left the proc array, so a snapshot taken after
- * that sees the commit. pg_locks is readable by every role. */
+ * that sees the commit. pg_locks is readable by every role. 's' while the
+ * holder waits for synchronous replication (wait_event SyncRep; visible
+ * for the roles pg_stat_activity shows wait events of): it may be waiting
+ * for this very ingestor's acknowledgement, which comes after the lookup,
+ * so waiting would only run into the deadline. */
 #define VISIBLE_SQL                                                                                \
-    "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'transactionid'"        \
-    " AND transactionid = $1::pg_catalog.xid)"
+    "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l"                             \
+    " WHERE l.locktype = 'transactionid' AND l.transactionid = $1::pg_catalog.xid) THEN 't'"       \
+    " WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a"         \
+    " ON a.pid = l.pid WHERE l.locktype = 'transactionid'"                                         \
+    " AND l.transactionid = $1::pg_catalog.xid AND l.granted AND a.wait_event = 'SyncRep')"        \
+    " THEN 's' ELSE 'f' END"
 
 int ing_catalog_wait_visible(ing_catalog *c, const char *dsn, uint32_t xid, char *err,
                              size_t errlen)
@@ -477,17 +485,18 @@ int ing_catalog_wait_visible(ing_catalog *c, const char *dsn, uint32_t xid, char
         PGresult *res;
         if (run_query(c, dsn, VISIBLE_SQL, 1, params, &res, err, errlen) != WH_OK)
             return WH_ERR;
-        int visible =
-            PQntuples(res) == 1 && PQnfields(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        char v = PQntuples(res) == 1 && PQnfields(res) == 1 ? PQgetvalue(res, 0, 0)[0] : 'f';
         PQclear(res);
-        if (visible) {
+        if (v == 't' || v == 's') {
             c->visible_xid = xid;
-            return WH_OK;
+            return v == 't' ? WH_OK : ING_CATALOG_SYNCREP;
         }
-        if (wh_now_ms() >= deadline)
+        if (wh_now_ms() >= deadline) {
+            c->visible_xid = xid; /* one wait per transaction, not one per lookup */
             return wh_seterr(err, errlen,
                              "transaction %u is not visible to the catalog connection after %d ms",
                              xid, ING_CATALOG_VISIBLE_MS);
+        }
         struct timespec ts = {.tv_sec = 0, .tv_nsec = pause_us * 1000};
         nanosleep(&ts, NULL);
         if (pause_us < 50000)

@@ -94,8 +94,12 @@ const char *ing_catalog_type_name(const ing_catalog *c, uint32_t type_oid);
  * pauses) until transaction xid, decoded from the stream, is visible to
  * the catalog connection, so that a lookup made for one of its Relation
  * messages sees its catalog changes. WH_OK at once for xid 0 and for the
- * last xid found visible. WH_ERR: a failed query, or not visible in time
- * (err says which). */
+ * last xid waited for (found visible, or timed out: one wait per
+ * transaction). ING_CATALOG_SYNCREP at once when the transaction's backend
+ * waits for synchronous replication (maybe for this ingestor: it is not
+ * visible before walhook acknowledges it). WH_ERR: a failed query, or not
+ * visible in time (err says which). */
+#define ING_CATALOG_SYNCREP 1
 int ing_catalog_wait_visible(ing_catalog *c, const char *dsn, uint32_t xid, char *err,
                              size_t errlen);
 

@@ -121,13 +121,15 @@ typedef struct repl {
         char *origin; /* its origin (the first segment's Origin message), or NULL */
     } * streams;
     size_t nstreams, capstreams;
-    int stream_reread;  /* a Relation or DDL message in a stream block: the types
-                           are read again at the next Stream Commit */
-    int visible_warned; /* ing_catalog_wait_visible's timeout was logged */
-    int staging_swept;  /* this process dropped earlier processes' staging */
-    int streaming;      /* this connection uses protocol 2 with streaming */
-    ing_origin origin;  /* the transaction's origin, source.skip_origins */
-    char sysid[32];     /* system identifier and timeline of the first connection */
+    int stream_reread;    /* a Relation or DDL message in a stream block: the types
+                             are read again at the next Stream Commit */
+    int visible_warned;   /* ing_catalog_wait_visible's timeout was logged */
+    int reread_at_commit; /* a Relation message's lookup ran before its transaction was
+                             visible (synchronous replication): read again at its Commit */
+    int staging_swept;    /* this process dropped earlier processes' staging */
+    int streaming;        /* this connection uses protocol 2 with streaming */
+    ing_origin origin;    /* the transaction's origin, source.skip_origins */
+    char sysid[32];       /* system identifier and timeline of the first connection */
     char timeline[16];
 } repl;
 
@@ -1279,14 +1281,15 @@ static void relation_types(repl *r, const ing_relation *rel)
  * before it. Not inside a stream block: a streamed transaction is still
  * open, the catalog connection cannot see it (its relations are read again
  * at its Stream Commit, stream_reread). */
-static void wait_visible(repl *r)
+static int wait_visible(repl *r)
 {
     if (!r->in_txn || r->stream_xid != 0)
-        return;
+        return WH_OK;
     char cerr[WH_ERRLEN];
-    if (ing_catalog_wait_visible(r->catalog, r->cfg->source_dsn, r->txn.xid, cerr, sizeof(cerr)) ==
-        WH_OK)
-        return;
+    int rc =
+        ing_catalog_wait_visible(r->catalog, r->cfg->source_dsn, r->txn.xid, cerr, sizeof(cerr));
+    if (rc != WH_ERR)
+        return rc;
     if (!r->visible_warned)
         wh_warn("%s: the catalog lookups for its Relation messages may read the catalog as it "
                 "was before it (logged once)",
@@ -1294,6 +1297,7 @@ static void wait_visible(repl *r)
     else
         wh_debug("%s", cerr);
     r->visible_warned = 1;
+    return WH_ERR;
 }
 
 /* A relation whose types are due (ing_catalog_types_due: a DDL command, a
@@ -1437,6 +1441,10 @@ static int handle_xlogdata(repl *r, uint64_t start, const uint8_t *p, size_t n, 
                              "pgoutput: Commit at %s of a transaction whose Begin said %s", a, b);
         }
         r->in_txn = 0;
+        if (r->reread_at_commit) {
+            r->reread_at_commit = 0;
+            ing_catalog_types_invalidate(r->catalog, r->parser);
+        }
         if (wh_lat_trace_on()) {
             wh_lat_trace_add("ing_commit", r->txn.commit_ts_us);
             wh_lat_trace_flush();
@@ -1519,8 +1527,12 @@ static int handle_xlogdata(repl *r, uint64_t start, const uint8_t *p, size_t n, 
         break;
     case 'R':
         ing_toast_relation(r->toast, m.rel);
-        if (r->stream_xid == 0)
-            wait_visible(r);
+        /* a transaction held for synchronous replication (maybe for this
+         * ingestor) is not visible before its acknowledgement: its
+         * relations are read again at its Commit, before the next
+         * transaction's changes (reread_at_commit) */
+        if (r->stream_xid == 0 && wait_visible(r) == ING_CATALOG_SYNCREP)
+            r->reread_at_commit = 1;
         for (int i = 0; r->stream_xid != 0 && m.rel != NULL && i < m.rel->natts; i++)
             if (m.rel->atts[i].type_oid >= ING_FIRST_NONBUILTIN_OID)
                 r->stream_reread = 1;
