@@ -14,7 +14,10 @@
 #     field names, nothing sent as a string);
 #   - the change after each ALTER has another schema_version than the one
 #     before it, and its schema event lists the new fields of the column;
-#   - no value is in the walhook log.
+#   - no value is in the walhook log;
+# and, with walhook a synchronous standby, a transaction creating an enum and
+# six tables using arrays of it: the lookups do not wait for it, and the
+# next transaction's rows have the type's shape.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 wh_pipeline_setup
@@ -105,5 +108,50 @@ sys.exit(1 if bad else 0)
 PY
 if grep -q "wh-secret value" "$WH_TMP/walhook.log"; then
     wh_fail "a value is in a log"
+fi
+
+# The ingestor as a synchronous standby: a committing backend then keeps
+# its transaction's lock until walhook acknowledges the commit, which comes
+# after the lookups of the transaction's Relation messages. The lookups must
+# not wait for it (one wait per lookup stalled the stream for seconds, and a
+# dozen tables for the walsender's timeout); the types created in that
+# transaction are read again at its Commit, so the next transaction's rows
+# have their shapes.
+pg_psql -c "ALTER SYSTEM SET synchronous_standby_names = '*'" -c "SELECT pg_reload_conf()" >/dev/null ||
+    wh_fail "cannot make walhook a synchronous standby"
+wh_wait_until 30 bash -c "[ \"\$(psql '$PG_DSN' -Atc \"SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'\")\" = 1 ]" ||
+    wh_fail "walhook's walsender never became synchronous"
+# (an enum, not a composite type: decoding a transaction that created a
+# composite type waits for that type's relation lock, which the backend
+# keeps while it waits for synchronous replication: PostgreSQL's own
+# deadlock, pg_recvlogical's too; an array of an enum is rendered as a JSON
+# array only once its type is read)
+tx1="BEGIN; CREATE TYPE se AS ENUM ('a', 'b');"
+tx2="BEGIN;"
+for i in 1 2 3 4 5 6; do
+    tx1="$tx1 CREATE TABLE s$i (id int PRIMARY KEY, e se[]); INSERT INTO s$i VALUES (1, '{a,b}');"
+    tx2="$tx2 INSERT INTO s$i VALUES (2, '{b,a}');"
+done
+sql "$tx1 COMMIT;"
+sql "$tx2 COMMIT;"
+wh_wait_until 60 wh_events_at_least "$GOT" 20 || wh_fail "the synchronous transactions were not delivered"
+pg_psql -c "ALTER SYSTEM RESET synchronous_standby_names" -c "SELECT pg_reload_conf()" >/dev/null
+python3 - "$GOT" <<'PY' || wh_fail "the second synchronous transaction's enum arrays are wrong (above)"
+import json, sys
+bad = 0
+got = {}
+for line in open(sys.argv[1]):
+    for e in json.loads(line):
+        if e["op"] == "insert" and e["table"].startswith("s"):
+            got[(e["table"], e["after"]["id"])] = e["after"]
+for i in range(1, 7):
+    a = got.get((f"s{i}", 2))
+    if a != {"id": 2, "e": ["b", "a"]}:
+        print(f"s{i} id 2: after = {json.dumps(a)}, want the enum array as a JSON array")
+        bad += 1
+sys.exit(1 if bad else 0)
+PY
+if grep -h "not visible to the catalog connection" "$WH_TMP"/*.log; then
+    wh_fail "a lookup waited for a transaction held for synchronous replication"
 fi
 wh_pass
