@@ -3,6 +3,7 @@
 #include "wh_util.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -563,4 +564,195 @@ void wh_dsn_dbname(const char *dsn, char *out, size_t len)
     }
     if (out[0] == '\0')
         wh_strlcpy(out, user, len);
+}
+
+/* ---- the server a connection string names ---- */
+
+#define DSN_MAX_EPS 16
+
+typedef struct dsn_ep {
+    char host[256];
+    char port[16];
+} dsn_ep;
+
+/* The server parts of a connection string as written (last one wins, as
+ * in libpq): host, hostaddr and port lists and service. */
+typedef struct dsn_srv {
+    char host[512], hostaddr[512], port[128], service[128];
+} dsn_srv;
+
+static void srv_set(dsn_srv *s, const char *k, size_t kl, const char *v, size_t vl, int uri)
+{
+    char *dst = NULL;
+    size_t len = 0;
+    if (kl == 4 && strncmp(k, "host", 4) == 0)
+        dst = s->host, len = sizeof(s->host);
+    else if (kl == 8 && strncmp(k, "hostaddr", 8) == 0)
+        dst = s->hostaddr, len = sizeof(s->hostaddr);
+    else if (kl == 4 && strncmp(k, "port", 4) == 0)
+        dst = s->port, len = sizeof(s->port);
+    else if (kl == 7 && strncmp(k, "service", 7) == 0)
+        dst = s->service, len = sizeof(s->service);
+    if (dst == NULL)
+        return;
+    if (uri) {
+        pct_decode(v, vl, dst, len);
+    } else {
+        size_t n = vl < len - 1 ? vl : len - 1;
+        memcpy(dst, v, n);
+        dst[n] = '\0';
+    }
+}
+
+static void srv_parse(const char *dsn, dsn_srv *s)
+{
+    memset(s, 0, sizeof(*s));
+    const char *sch = strstr(dsn, "://");
+    if (sch != NULL) {
+        const char *p = sch + 3;
+        const char *end;
+        const char *at = uri_authority(p, &end);
+        const char *h = at ? at + 1 : p;
+        /* host[:port][,host[:port]...] into the two lists */
+        size_t ho = 0, po = 0;
+        int first = 1;
+        while (h < end) {
+            const char *he, *item = h;
+            if (*h == '[') {
+                const char *rb = memchr(h, ']', (size_t)(end - h));
+                he = rb ? rb + 1 : end;
+            } else {
+                he = h;
+                while (he < end && *he != ',' && *he != ':')
+                    he++;
+            }
+            const char *pe = he;
+            const char *port = NULL;
+            if (pe < end && *pe == ':') {
+                port = pe + 1;
+                while (pe < end && *pe != ',')
+                    pe++;
+            }
+            while (pe < end && *pe != ',')
+                pe++;
+            if (!first) {
+                if (ho + 1 < sizeof(s->host))
+                    s->host[ho++] = ',';
+                if (po + 1 < sizeof(s->port))
+                    s->port[po++] = ',';
+            }
+            first = 0;
+            ho += pct_decode(item, (size_t)(he - item), s->host + ho, sizeof(s->host) - ho);
+            if (port != NULL)
+                po += pct_decode(port, (size_t)(pe - port), s->port + po, sizeof(s->port) - po);
+            s->host[ho] = '\0';
+            s->port[po] = '\0';
+            h = pe < end ? pe + 1 : end;
+        }
+        const char *qm = strchr(end, '?');
+        for (const char *k = qm ? qm + 1 : ""; *k;) {
+            size_t n = strcspn(k, "&");
+            const char *eq = memchr(k, '=', n);
+            if (eq != NULL)
+                srv_set(s, k, (size_t)(eq - k), eq + 1, n - (size_t)(eq - k) - 1, 1);
+            k += n;
+            if (*k == '&')
+                k++;
+        }
+    } else {
+        const char *p = dsn;
+        kv_pair kv;
+        while (kv_next(&p, &kv) == KV_PAIR)
+            srv_set(s, kv.key, kv.klen, kv.val, kv.vlen, 0);
+    }
+}
+
+/* Item i of the comma-separated list l (trimmed, truncated) into out; the
+ * count of items. */
+static int list_item(const char *l, int i, char *out, size_t len)
+{
+    int n = 0;
+    out[0] = '\0';
+    for (const char *p = l;; n++) {
+        size_t k = strcspn(p, ",");
+        if (n == i) {
+            while (k > 0 && isspace((unsigned char)*p))
+                p++, k--;
+            while (k > 0 && isspace((unsigned char)p[k - 1]))
+                k--;
+            size_t c = k < len - 1 ? k : len - 1;
+            memcpy(out, p, c);
+            out[c] = '\0';
+        }
+        if (p[k] == '\0')
+            return n + 1;
+        p += k + 1;
+    }
+}
+
+/* The servers a connection string can reach, normalised: the host lower
+ * case without brackets, this machine (no host, a socket directory,
+ * localhost, 127.0.0.1, ::1) as "local", no port as 5432; hostaddr when
+ * given (what libpq connects to). Returns their count. */
+static int dsn_endpoints(const char *dsn, dsn_ep *ep, int max)
+{
+    dsn_srv s;
+    srv_parse(dsn != NULL ? dsn : "", &s);
+    const char *hosts = s.hostaddr[0] != '\0' ? s.hostaddr : s.host;
+    if (hosts[0] == '\0' && s.service[0] != '\0') {
+        /* host from pg_service.conf, which this process does not read: one
+         * service is one server, whatever it names */
+        memcpy(ep[0].host, "service:", 8);
+        wh_strlcpy(ep[0].host + 8, s.service, sizeof(ep[0].host) - 8);
+        wh_strlcpy(ep[0].port, s.port[0] ? s.port : "5432", sizeof(ep[0].port));
+        return 1;
+    }
+    int nh = list_item(hosts, 0, ep[0].host, sizeof(ep[0].host));
+    char one[16];
+    int np = list_item(s.port, 0, one, sizeof(one));
+    int n = 0;
+    for (int i = 0; i < nh && n < max; i++, n++) {
+        char h[256];
+        list_item(hosts, i, h, sizeof(h));
+        char *p = h;
+        size_t l = strlen(p);
+        if (l >= 2 && p[0] == '[' && p[l - 1] == ']') {
+            p[l - 1] = '\0';
+            p++;
+        }
+        for (char *c = p; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
+        if (p[0] == '\0' || p[0] == '/' || p[0] == '@' || strcmp(p, "localhost") == 0 ||
+            strcmp(p, "127.0.0.1") == 0 || strcmp(p, "::1") == 0)
+            p = "local";
+        wh_strlcpy(ep[n].host, p, sizeof(ep[n].host));
+        char port[16];
+        list_item(s.port, np == 1 ? 0 : i, port, sizeof(port));
+        wh_strlcpy(ep[n].port, port[0] ? port : "5432", sizeof(ep[n].port));
+    }
+    return n;
+}
+
+int wh_dsn_same_server(const char *a, const char *b)
+{
+    dsn_ep ea[DSN_MAX_EPS], eb[DSN_MAX_EPS];
+    int na = dsn_endpoints(a, ea, DSN_MAX_EPS), nb = dsn_endpoints(b, eb, DSN_MAX_EPS);
+    for (int i = 0; i < na; i++)
+        for (int j = 0; j < nb; j++)
+            if (strcmp(ea[i].host, eb[j].host) == 0 && strcmp(ea[i].port, eb[j].port) == 0)
+                return 1;
+    return 0;
+}
+
+void wh_dsn_server(const char *dsn, char *out, size_t len)
+{
+    dsn_ep ep[1];
+    if (len == 0)
+        return;
+    if (dsn_endpoints(dsn, ep, 1) < 1)
+        wh_strlcpy(out, "local:5432", len);
+    else if (strchr(ep[0].host, ':') != NULL && strncmp(ep[0].host, "service:", 8) != 0)
+        snprintf(out, len, "[%s]:%s", ep[0].host, ep[0].port);
+    else
+        snprintf(out, len, "%s:%s", ep[0].host, ep[0].port);
 }

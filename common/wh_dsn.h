@@ -32,4 +32,18 @@ void wh_dsn_scrub(const char *dsn, const char *msg, char *out, size_t len);
  * only the connecting process knows). Truncated to len - 1 bytes. */
 void wh_dsn_dbname(const char *dsn, char *out, size_t len);
 
+/* 1 when connection strings a and b can reach the same PostgreSQL server
+ * (a replication slot is per server, whatever the database): one host and
+ * port in common, compared as libpq would connect (hostaddr over host, a
+ * port list of one entry for every host, 5432 when none), with the host
+ * lower case and this machine written any way (no host, a socket
+ * directory, localhost, 127.0.0.1, ::1) counted as one. Either string may
+ * be empty or NULL (libpq's defaults: this machine, port 5432). A "service"
+ * without a host is a server of its own, named by the service. */
+int wh_dsn_same_server(const char *a, const char *b);
+
+/* The first server of dsn as wh_dsn_same_server compares it ("local:5432",
+ * "db.example:6432"), for messages; never a password. */
+void wh_dsn_server(const char *dsn, char *out, size_t len);
+
 #endif

@@ -666,8 +666,70 @@ static int validate_tenant(const wh_state_tenant *t, const char *path, int filte
     return WH_OK;
 }
 
-/* filters: compile the targets' filters (but those prev has as they are) */
-static int state_validate(const wh_state *s, int filters, const wh_state *prev, char *err,
+/* 1 when tenants a and b (of one document) take the same replication slot
+ * on the same PostgreSQL server: a slot is per server (cluster), whatever
+ * the database, and one slot streams to one tenant */
+static int slot_shared(const wh_state_tenant *a, const wh_state_tenant *b)
+{
+    return strcmp(a->slot, b->slot) == 0 && wh_dsn_same_server(a->dsn, b->dsn);
+}
+
+/* 1 when t is in prev with the same slot and connection string */
+static int source_unchanged(const wh_state_tenant *t, const wh_state *prev)
+{
+    const wh_state_tenant *p = wh_state_tenant_find(prev, t->name);
+    return p != NULL && strcmp(p->slot, t->slot) == 0 && strcmp(p->dsn, t->dsn) == 0;
+}
+
+int wh_state_check_slots(const wh_state *s, const wh_state *prev, char *err, size_t errlen)
+{
+    for (int j = 0; j < s->ntenants; j++) {
+        const wh_state_tenant *b = &s->tenants[j];
+        for (int i = 0; i < j; i++) {
+            const wh_state_tenant *a = &s->tenants[i];
+            if (!slot_shared(a, b))
+                continue;
+            /* a pair prev already has (stored by an older walhook) does
+             * not block the writes that leave it be */
+            const wh_state_tenant *pa = wh_state_tenant_find(prev, a->name);
+            const wh_state_tenant *pb = wh_state_tenant_find(prev, b->name);
+            if (pa != NULL && pb != NULL && slot_shared(pa, pb))
+                continue;
+            int at = source_unchanged(b, prev) ? i : j;
+            char srv[300];
+            wh_dsn_server(b->dsn, srv, sizeof(srv));
+            return wh_seterr(err, errlen,
+                             "tenants[%d].source.slot: tenants '%s' and '%s' would share "
+                             "replication slot '%s' on server %s (a slot belongs to the whole "
+                             "PostgreSQL server, whatever the database): give each its own slot",
+                             at, a->name, b->name, b->slot, srv);
+        }
+    }
+    return WH_OK;
+}
+
+/* Rules for what a write adds (a tenant, a name, a slot), not applied to
+ * what prev (the document it replaces; NULL: none) already has, so a
+ * document stored by an older walhook still takes the writes that leave
+ * that part be: a new tenant's name does not start with '.' or '-' (a
+ * path segment "." or "..", or an option to the CLI), and no new pair of
+ * tenants shares a replication slot. */
+static int validate_new(const wh_state *s, const wh_state *prev, char *err, size_t errlen)
+{
+    for (int i = 0; i < s->ntenants; i++) {
+        const char *n = s->tenants[i].name;
+        if ((n[0] == '.' || n[0] == '-') && wh_state_tenant_find(prev, n) == NULL)
+            return wh_seterr(err, errlen,
+                             "tenants[%d].name: '%s': a new tenant's name must not start with "
+                             "'.' or '-' (a path segment, a command-line option)",
+                             i, n);
+    }
+    return wh_state_check_slots(s, prev, err, errlen);
+}
+
+/* filters: compile the targets' filters (but those prev has as they are);
+ * news: apply validate_new against prev too */
+static int state_validate(const wh_state *s, int filters, int news, const wh_state *prev, char *err,
                           size_t errlen)
 {
     if (validate_settings(&s->settings, err, errlen) != WH_OK)
@@ -684,17 +746,17 @@ static int state_validate(const wh_state *s, int filters, const wh_state *prev, 
                 return wh_seterr(err, errlen, "%s.name: duplicate tenant name '%s'", tp,
                                  s->tenants[i].name);
     }
-    return WH_OK;
+    return news ? validate_new(s, prev, err, errlen) : WH_OK;
 }
 
 int wh_state_validate(const wh_state *s, char *err, size_t errlen)
 {
-    return state_validate(s, 1, NULL, err, errlen);
+    return state_validate(s, 1, 1, NULL, err, errlen);
 }
 
 int wh_state_validate_write(const wh_state *s, const wh_state *cur, char *err, size_t errlen)
 {
-    return state_validate(s, 1, cur, err, errlen);
+    return state_validate(s, 1, 1, cur, err, errlen);
 }
 
 /* ---- parse (JSON) ---- */
@@ -979,7 +1041,7 @@ int wh_state_parse(wh_state **out, const char *json, size_t len, const wh_config
      * here: a stored document with a filter that does not compile (written
      * by an older walhook) is still read, and the dispatcher reports that
      * target */
-    if (state_validate(s, 0, NULL, err, errlen) != WH_OK) {
+    if (state_validate(s, 0, 0, NULL, err, errlen) != WH_OK) {
         state_free(s);
         return WH_ERR;
     }
@@ -1419,7 +1481,11 @@ int wh_state_from_config(wh_state **out, const wh_config *cfg, const char *path,
     config_destroy(&cf);
     cf_live = 0;
     char sub[WH_ERRLEN];
-    if (wh_state_validate(s, sub, sizeof(sub)) != WH_OK) {
+    /* not the rules for what a write adds (validate_new): a file that
+     * already runs may have what they refuse; the store applies them to
+     * the state it seeds from the file and to each write against the
+     * state it replaces */
+    if (state_validate(s, 1, 0, NULL, sub, sizeof(sub)) != WH_OK) {
         if (path != NULL)
             wh_seterr(err, errlen, "config file %s: %s", path, sub);
         else

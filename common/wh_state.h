@@ -147,6 +147,15 @@ int wh_state_validate(const wh_state *s, char *err, size_t errlen);
  * ("tenants[0].targets[1].filter_expr: position 14: ..."). */
 int wh_state_validate_write(const wh_state *s, const wh_state *cur, char *err, size_t errlen);
 
+/* Both wh_state_validate and wh_state_validate_write also refuse what a
+ * write must not add, though a document cur (NULL: none) already has it
+ * passes: a tenant named with a leading '.' or '-', and two tenants that
+ * use one replication slot on one PostgreSQL server (wh_dsn_same_server:
+ * a slot is per server, whatever the database). This is that slot rule
+ * alone: "tenants[1].source.slot: tenants 'a' and 'b' would share
+ * replication slot 'wh_a' on server local:5432 ...". */
+int wh_state_check_slots(const wh_state *s, const wh_state *cur, char *err, size_t errlen);
+
 /* Canonical JSON (stable key order, so equal states render equal). With
  * redact, DSN passwords and secrets are replaced by "***". */
 #define WH_STATE_REDACT 1

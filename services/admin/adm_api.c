@@ -1075,11 +1075,18 @@ static int write_state(ctx *c, write_op *op, wh_state **out)
          * compiled; a target it leaves as stored (one an older walhook
          * stored with a filter that does not compile) does not block it */
         char err[WH_ERRLEN];
-        rc = wh_state_validate_write(next, cur, err, sizeof(err));
+        /* a slot another tenant uses on the same server: a conflict with
+         * that tenant (409), not a malformed request */
+        int status = 400;
+        rc = wh_state_check_slots(next, cur, err, sizeof(err));
+        if (rc != WH_OK)
+            status = 409;
+        else
+            rc = wh_state_validate_write(next, cur, err, sizeof(err));
         wh_state_unref(cur);
         if (rc != WH_OK) {
             wh_state_unref(next);
-            return fail_validation(c->resp, 400, err);
+            return fail_validation(c->resp, status, err);
         }
         /* cross-field rules of the settings (retry_max >= retry_base ...) */
         wh_state_effective(eff, base, next, NULL);
@@ -1098,7 +1105,7 @@ static int write_state(ctx *c, write_op *op, wh_state **out)
             return WH_ERR;
         }
         uint64_t nv = 0;
-        int status = 0;
+        status = 0;
         rc = c->a->be.put_state(c->a->be.arg, next, expected, &nv, &status, err, sizeof(err));
         if (rc == WH_OK) {
             next->version = nv;
@@ -1135,12 +1142,33 @@ static int target_missing(ctx *c)
 
 /* ---- /v1/tenants ---- */
 
+/* The slot of a tenant created without one: "walhook_" and the name lower
+ * case, each byte outside [a-z0-9_] as '_', cut at PostgreSQL's 63 bytes.
+ * Never the "walhook" of the file's first tenant: a slot is per server, and
+ * one shared by two tenants sends one tenant's changes to the other (two
+ * names that map to one slot are refused by wh_state_check_slots, naming
+ * both). */
+static void default_slot(const char *name, char *out, size_t len)
+{
+    size_t o = 0;
+    const char *pre = "walhook_";
+    for (; pre[o] != '\0' && o + 1 < len; o++)
+        out[o] = pre[o];
+    for (const char *p = name; *p != '\0' && o + 1 < len && o < 63; p++) {
+        char ch = (char)tolower((unsigned char)*p);
+        out[o++] = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ? ch : '_';
+    }
+    if (len > 0)
+        out[o] = '\0';
+}
+
 static int m_tenant_create(ctx *c, write_op *op, wh_state *s)
 {
     wh_state_tenant nt;
     memset(&nt, 0, sizeof(nt));
     nt.create_slot = 1;
-    wh_strlcpy(nt.slot, "walhook", sizeof(nt.slot));
+    /* the publication is per database and only chooses tables: tenants may
+     * share the default one (the slot is what must not be shared) */
     wh_strlcpy(nt.publication, "walhook", sizeof(nt.publication));
     json_t *targets = NULL;
     const char *key;
@@ -1163,6 +1191,8 @@ static int m_tenant_create(ctx *c, write_op *op, wh_state *s)
     }
     if (nt.name[0] == '\0')
         return fail(c->resp, 400, "name", "name: required");
+    if (nt.slot[0] == '\0') /* none given */
+        default_slot(nt.name, nt.slot, sizeof(nt.slot));
     if (nt.dsn[0] == '\0')
         return fail(c->resp, 400, "source.dsn", "source.dsn: required");
     if (wh_state_tenant_find(s, nt.name))

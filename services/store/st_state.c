@@ -79,6 +79,11 @@ int st_state_open(st_state **out, st_db *db, const wh_config *base, const char *
         /* first start: version 1 from the file and env */
         if (wh_state_from_config(&st->cur, base, path, err, errlen) != WH_OK)
             goto error;
+        /* with the rules of a new write (no two tenants on one slot ...) */
+        if (wh_state_validate(st->cur, sub, sizeof(sub)) != WH_OK) {
+            wh_seterr(err, errlen, "configuration: %s", sub);
+            goto error;
+        }
         if (render_version(st->cur, 1, &st->doc) != WH_OK) {
             wh_seterr(err, errlen, "state: cannot render");
             goto error;

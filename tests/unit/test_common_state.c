@@ -16,6 +16,7 @@
 
 #include "wh_buf.h"
 #include "wh_config.h"
+#include "wh_dsn.h"
 #include "wh_ipc.h"
 #include "wh_state.h"
 #include "wh_util.h"
@@ -263,6 +264,140 @@ static void test_validate_write_keeps_legacy_filter(void **state)
         fail_msg("the mended document: %s", err);
     wh_state_unref(next);
     wh_state_unref(cur);
+}
+
+/* wh_dsn_same_server: a slot is per server, so the host and port count,
+ * not the database; this machine written any way is one server */
+static void test_dsn_same_server(void **state)
+{
+    (void)state;
+    assert_true(
+        wh_dsn_same_server("postgresql://u@127.0.0.1:5433/a", "postgresql://v@127.0.0.1:5433/b"));
+    assert_true(
+        wh_dsn_same_server("postgresql://u@localhost:5433/a", "host=127.0.0.1 port=5433 dbname=b"));
+    assert_true(wh_dsn_same_server("dbname=a", "postgresql:///b"));
+    assert_true(wh_dsn_same_server("", "host=/var/run/postgresql dbname=x"));
+    assert_true(wh_dsn_same_server("host=DB.example dbname=a", "postgresql://db.example:5432/b"));
+    assert_true(wh_dsn_same_server("postgresql://h1:5432,h2:6000/a", "host=h2 port=6000"));
+    assert_true(wh_dsn_same_server("postgresql://[::1]:7000/a", "host=localhost port=7000"));
+    assert_true(wh_dsn_same_server("host=h hostaddr=10.0.0.1", "host=10.0.0.1"));
+    assert_true(wh_dsn_same_server("postgresql:///a?host=db.example&port=6432",
+                                   "host=db.example port=6432"));
+    assert_false(
+        wh_dsn_same_server("postgresql://u@127.0.0.1:5433/a", "postgresql://u@127.0.0.1:5434/a"));
+    assert_false(wh_dsn_same_server("host=db1.example", "host=db2.example"));
+    assert_false(wh_dsn_same_server("postgresql://h1:5432,h2:6000/a", "host=h2 port=5432"));
+    assert_false(wh_dsn_same_server("service=a", "service=b"));
+    char srv[64];
+    wh_dsn_server("postgresql://u:secret@DB.example:6432/x", srv, sizeof(srv));
+    assert_string_equal(srv, "db.example:6432");
+    wh_dsn_server("dbname=x", srv, sizeof(srv));
+    assert_string_equal(srv, "local:5432");
+}
+
+static wh_state_tenant *add_tenant(wh_state *s, const char *name, const char *dsn, const char *slot)
+{
+    wh_state_tenant *t = wh_state_tenant_add(s);
+    assert_non_null(t);
+    wh_strlcpy(t->name, name, sizeof(t->name));
+    wh_strlcpy(t->dsn, dsn, sizeof(t->dsn));
+    wh_strlcpy(t->slot, slot, sizeof(t->slot));
+    wh_strlcpy(t->publication, "walhook", sizeof(t->publication));
+    return t;
+}
+
+/* Two tenants on one slot of one server are refused, naming both and the
+ * slot (whatever their databases); a pair the current document already has
+ * does not block other writes, and a new pair is refused. */
+static void test_shared_slot_refused(void **state)
+{
+    (void)state;
+    char err[WH_ERRLEN];
+    const char *doc = "{\"tenants\":[{\"name\":\"a\",\"source\":{\"dsn\":"
+                      "\"postgresql://u@127.0.0.1:5433/shop\",\"slot\":\"wh_a\"}},"
+                      "{\"name\":\"b\",\"source\":{\"dsn\":\"postgresql://u@127.0.0.1:5433/"
+                      "other\",\"slot\":\"wh_a\"}}]}";
+    wh_state *cur = parse_ok(doc); /* stored by an older walhook: read as it is */
+    assert_int_equal(wh_state_validate(cur, err, sizeof(err)), WH_ERR);
+    if (strstr(err, "tenants[1].source.slot: tenants 'a' and 'b' would share replication slot "
+                    "'wh_a' on server local:5433") == NULL)
+        fail_msg("error: %s", err);
+    assert_int_equal(wh_state_validate_write(cur, NULL, err, sizeof(err)), WH_ERR);
+    assert_int_equal(wh_state_check_slots(cur, NULL, err, sizeof(err)), WH_ERR);
+    /* a write that leaves the pair be passes (another tenant added, a's
+     * database changed) */
+    assert_int_equal(wh_state_validate_write(cur, cur, err, sizeof(err)), WH_OK);
+    wh_state *next = NULL;
+    assert_int_equal(wh_state_clone(&next, cur), WH_OK);
+    add_tenant(next, "c", "postgresql://u@127.0.0.1:5433/shop", "wh_c");
+    wh_strlcpy(next->tenants[0].dsn, "postgresql://u@localhost:5433/x",
+               sizeof(next->tenants[0].dsn));
+    if (wh_state_validate_write(next, cur, err, sizeof(err)) != WH_OK)
+        fail_msg("a write that leaves the stored pair be: %s", err);
+    /* a new pair: c takes a's slot (the same server written another way) */
+    wh_strlcpy(next->tenants[2].slot, "wh_a", sizeof(next->tenants[2].slot));
+    wh_strlcpy(next->tenants[2].dsn, "host=127.0.0.1 port=5433 dbname=z",
+               sizeof(next->tenants[2].dsn));
+    assert_int_equal(wh_state_validate_write(next, cur, err, sizeof(err)), WH_ERR);
+    if (strstr(err, "tenants[2].source.slot: tenants 'a' and 'c' would share replication slot "
+                    "'wh_a'") == NULL)
+        fail_msg("error: %s", err);
+    assert_int_equal(wh_state_check_slots(next, cur, err, sizeof(err)), WH_ERR);
+    /* another server (port) for c: its own slot there */
+    wh_strlcpy(next->tenants[2].dsn, "host=127.0.0.1 port=5434 dbname=z",
+               sizeof(next->tenants[2].dsn));
+    if (wh_state_validate_write(next, cur, err, sizeof(err)) != WH_OK)
+        fail_msg("the same slot name on another server: %s", err);
+    wh_state_unref(next);
+    wh_state_unref(cur);
+
+    /* a document without the pair: a write (a PATCH of b) that makes it is refused */
+    wh_state *ok = parse_ok("{\"tenants\":[{\"name\":\"a\",\"source\":{\"dsn\":\"dbname=a\","
+                            "\"slot\":\"wh_a\"}},{\"name\":\"b\",\"source\":{\"dsn\":"
+                            "\"dbname=b\",\"slot\":\"wh_b\"}}]}");
+    assert_int_equal(wh_state_validate(ok, err, sizeof(err)), WH_OK);
+    assert_int_equal(wh_state_clone(&next, ok), WH_OK);
+    wh_strlcpy(next->tenants[1].slot, "wh_a", sizeof(next->tenants[1].slot));
+    assert_int_equal(wh_state_validate_write(next, ok, err, sizeof(err)), WH_ERR);
+    if (strstr(err, "tenants[1].source.slot: tenants 'a' and 'b'") == NULL)
+        fail_msg("error: %s", err);
+    wh_state_unref(next);
+    wh_state_unref(ok);
+}
+
+/* A new tenant's name may not start with '.' or '-' ("." and ".." are
+ * path segments, "-x" an option); a stored one still works. */
+static void test_new_tenant_names(void **state)
+{
+    (void)state;
+    char err[WH_ERRLEN];
+    const char *bad[] = {".", "..", "...", ".hidden", "-x", "--tenant"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        wh_state *cur = parse_ok("{\"tenants\":[{\"name\":\"a\",\"source\":{\"slot\":\"s\"}}]}");
+        wh_state *next = NULL;
+        assert_int_equal(wh_state_clone(&next, cur), WH_OK);
+        add_tenant(next, bad[i], "dbname=x", "s2");
+        if (wh_state_validate_write(next, cur, err, sizeof(err)) != WH_ERR)
+            fail_msg("name '%s' accepted", bad[i]);
+        if (strncmp(err, "tenants[1].name: ", 17) != 0)
+            fail_msg("name '%s': %s", bad[i], err);
+        assert_int_equal(wh_state_validate(next, err, sizeof(err)), WH_ERR);
+        /* already stored: read, and other writes pass */
+        assert_int_equal(wh_state_validate_write(next, next, err, sizeof(err)), WH_OK);
+        wh_state_unref(next);
+        wh_state_unref(cur);
+    }
+    const char *good[] = {"a.b", "a-", "x.", "_x", "0-1"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        wh_state *next = parse_ok("{\"tenants\":[]}");
+        add_tenant(next, good[i], "dbname=x", "s");
+        if (wh_state_validate_write(next, NULL, err, sizeof(err)) != WH_OK)
+            fail_msg("name '%s': %s", good[i], err);
+        wh_state_unref(next);
+    }
+    wh_state *s = parse_ok("{\"tenants\":[{\"name\":\"..\",\"source\":{\"slot\":\"s\"}}]}");
+    assert_string_equal(s->tenants[0].name, "..");
+    wh_state_unref(s);
 }
 
 static void test_render_canonical_and_redacted(void **state)
@@ -845,6 +980,9 @@ int main(void)
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_filter_settings_checked),
         cmocka_unit_test(test_validate_write_keeps_legacy_filter),
+        cmocka_unit_test(test_dsn_same_server),
+        cmocka_unit_test(test_shared_slot_refused),
+        cmocka_unit_test(test_new_tenant_names),
         cmocka_unit_test(test_render_canonical_and_redacted),
         cmocka_unit_test(test_from_config_with_tenants),
         cmocka_unit_test(test_from_config_top_targets),
