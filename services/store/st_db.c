@@ -376,7 +376,7 @@ st_tenant *st_dbi_tenant_find(st_db *db, const char *name, int add)
     pthread_rwlock_wrlock(&db->ten_lock);
     for (t = db->tenants; t != NULL && strcmp(t->name, name) != 0;)
         t = t->next;
-    if (t == NULL && db->ntenants < ST_MAX_TENANTS && (t = calloc(1, sizeof(*t))) != NULL) {
+    if (t == NULL && db->ntenants < ST_MAX_TENANT_NAMES && (t = calloc(1, sizeof(*t))) != NULL) {
         t->db = db;
         wh_strlcpy(t->name, name, sizeof(t->name));
         pthread_rwlock_init(&t->lock, NULL);
@@ -412,6 +412,14 @@ static rocksdb_options_t *events_options(st_db *db, st_tenant *t)
     return o;
 }
 
+int st_dbi_tenant_full(char *err, size_t errlen)
+{
+    return wh_seterr(err, errlen,
+                     "tenant: this store process has seen %d tenant names, the most it keeps "
+                     "(a restart forgets the removed ones), or out of memory",
+                     ST_MAX_TENANT_NAMES);
+}
+
 /* Caller holds t->lock for writing. */
 static int tenant_cf_create(st_tenant *t, char *err, size_t errlen)
 {
@@ -419,13 +427,24 @@ static int tenant_cf_create(st_tenant *t, char *err, size_t errlen)
     char name[ST_NAME_MAX + 3];
     char *e = NULL;
     if (t->ev == NULL) {
+        /* only tenants with data count: a dropped one's entry does not */
+        if (atomic_fetch_add(&db->nlive, 1) >= ST_MAX_TENANTS) {
+            atomic_fetch_sub(&db->nlive, 1);
+            return wh_seterr(err, errlen,
+                             "tenant: too many tenants with data (max %d; removed ones do not "
+                             "count)",
+                             ST_MAX_TENANTS);
+        }
         rocksdb_options_t *o = events_options(db, t);
         st_dbi_cf_name(name, sizeof(name), ST_CF_EVENTS, t->name);
         t->ev = rocksdb_create_column_family(db->rdb, o, name, &e);
         rocksdb_options_destroy(o);
         t->cf_gen++;
-        if (e)
+        if (e) {
+            t->ev = NULL;
+            atomic_fetch_sub(&db->nlive, 1);
             return st_dbi_rerr(err, errlen, "create column family", e);
+        }
     }
     if (t->meta == NULL) {
         st_dbi_cf_name(name, sizeof(name), ST_CF_META, t->name);
@@ -448,9 +467,7 @@ int st_dbi_ten_open(st_db *db, const char *tenant, int create, st_tenant **out, 
         return wh_seterr(err, errlen, "store opened read-only");
     st_tenant *t = st_dbi_tenant_find(db, tenant, create);
     if (t == NULL)
-        return create ? wh_seterr(err, errlen, "tenant: too many tenants (max %d) or out of memory",
-                                  ST_MAX_TENANTS)
-                      : WH_OK;
+        return create ? st_dbi_tenant_full(err, errlen) : WH_OK;
     for (;;) {
         pthread_rwlock_rdlock(&t->lock);
         if (t->ev != NULL && t->meta != NULL) {
@@ -569,8 +586,7 @@ st_off *st_dbi_off_get(st_db *db, const char *tenant, const char *consumer, char
         return o;
     st_tenant *t = st_dbi_tenant_find(db, tenant, 1);
     if (t == NULL) {
-        wh_seterr(err, errlen, "tenant: too many tenants (max %d) or out of memory",
-                  ST_MAX_TENANTS);
+        st_dbi_tenant_full(err, errlen);
         return NULL;
     }
     pthread_rwlock_wrlock(&db->off_lock);
@@ -836,9 +852,10 @@ static rocksdb_t *open_cfs(st_db *db, const char *path, char **e)
     for (size_t i = 0; i < total; i++) {
         if (strcmp(nv[i], "default") == 0)
             db->cf_default = hv[i];
-        else if (tv[i] != NULL && nv[i][0] == ST_CF_EVENTS)
+        else if (tv[i] != NULL && nv[i][0] == ST_CF_EVENTS) {
             tv[i]->ev = hv[i];
-        else if (tv[i] != NULL && nv[i][0] == ST_CF_STAGE)
+            atomic_fetch_add(&db->nlive, 1);
+        } else if (tv[i] != NULL && nv[i][0] == ST_CF_STAGE)
             tv[i]->stage = hv[i];
         else if (tv[i] != NULL && nv[i][0] == ST_CF_TOAST)
             tv[i]->toast = hv[i];
@@ -2415,8 +2432,7 @@ int st_db_reader_open(st_db *db, const char *tenant, const char *consumer, st_re
         return WH_ERR;
     st_tenant *t = st_dbi_tenant_find(db, tenant, 1);
     if (t == NULL)
-        return wh_seterr(err, errlen, "tenant: too many tenants (max %d) or out of memory",
-                         ST_MAX_TENANTS);
+        return st_dbi_tenant_full(err, errlen);
     st_off *o = NULL;
     if (consumer != NULL && (o = st_dbi_off_get(db, tenant, consumer, err, errlen)) == NULL)
         return WH_ERR;
@@ -3239,9 +3255,10 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         }
         rocksdb_column_family_handle_destroy(h[i]);
         t->cf_gen++;
-        if (i == 0)
+        if (i == 0) {
             t->ev = NULL;
-        else if (i == 1)
+            atomic_fetch_sub(&db->nlive, 1);
+        } else if (i == 1)
             t->meta = NULL;
         else if (i == 2)
             t->stage = NULL;

@@ -95,6 +95,13 @@
 #define ST_GC_PASS_SLICES 64
 #define ST_MAX_CONSUMERS 65536 /* offset table entries, all tenants */
 #define ST_MAX_TENANTS 256     /* tenants with column families (a write of one more is refused) */
+/* tenant names a store process keeps an entry for (a few KiB each): those
+ * with column families and those dropped or only looked up since it
+ * started, which it forgets when it restarts. An entry is never freed or
+ * given to another name while the process runs (readers, offsets and
+ * RocksDB's GC filter hold pointers to it); a new name past this many is
+ * refused, naming the limit. */
+#define ST_MAX_TENANT_NAMES 4096
 
 #define ST_OWNER_MAX 127    /* bytes of a lease owner id */
 #define ST_OWNERS_MAX 256   /* lease owners remembered (replicas) */

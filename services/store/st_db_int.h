@@ -214,6 +214,7 @@ struct st_db {
     pthread_rwlock_t ten_lock; /* the tenants list's structure */
     st_tenant *tenants;
     size_t ntenants;
+    _Atomic int nlive; /* tenants with an events column family (ST_MAX_TENANTS) */
 
     pthread_rwlock_t off_lock; /* the hash table's structure, never held across I/O */
     st_off **buckets;
@@ -289,6 +290,8 @@ size_t st_dbi_key_durable(char *k, const char *tenant);
 void st_dbi_tenant_watermark(st_tenant *t, uint64_t *lsn, uint32_t *seq, int *incl);
 void st_dbi_cf_name(char *out, size_t len, char kind, const char *tenant);
 st_tenant *st_dbi_tenant_find(st_db *db, const char *name, int add);
+/* WH_ERR with the error of a name past ST_MAX_TENANT_NAMES (or out of memory). */
+int st_dbi_tenant_full(char *err, size_t errlen);
 st_tenant **st_dbi_tenants_sorted(st_db *db, size_t *n);
 /* create: 0 (NULL when it has no column families), ST_DBI_CREATE (made
  * unless removed), ST_DBI_CREATE_EXPLICIT (made, removed or not) */

@@ -557,7 +557,13 @@ void st_db_maintain(st_db *db)
     st_tenant **tv = st_dbi_tenants_sorted(db, &nt);
     for (size_t i = 0; i < nt; i++)
         maintain_tenant(db, tv[i]);
-    gc_round_robin(db, tv, nt);
+    /* the GC turns go to tenants with data alone (at most ST_MAX_TENANTS),
+     * not to the entries of dropped ones (up to ST_MAX_TENANT_NAMES) */
+    size_t nl = 0;
+    for (size_t i = 0; i < nt; i++)
+        if (st_db_tenant_exists(db, tv[i]->name))
+            tv[nl++] = tv[i];
+    gc_round_robin(db, tv, nl);
     free(tv);
 }
 

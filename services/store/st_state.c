@@ -266,6 +266,21 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
         rc = wh_seterr(err, errlen, "state: cannot render");
         goto out;
     }
+    /* the column families of the tenants it adds first: a state naming a
+     * tenant the store cannot keep (ST_MAX_TENANTS, ST_MAX_TENANT_NAMES, a
+     * RocksDB error) is refused, not stored for an ingestor whose appends
+     * all fail */
+    for (int i = 0; i < s->ntenants; i++) {
+        const char *name = s->tenants[i].name;
+        char sub[WH_ERRLEN];
+        if (wh_state_tenant_find(st->cur, name) == NULL &&
+            st_db_tenant_create(st->db, name, sub, sizeof(sub)) != WH_OK) {
+            *status = ST_STATE_FAILED;
+            rc = wh_seterr(err, errlen, "tenants[%d]: the store cannot keep tenant %s: %s", i, name,
+                           sub);
+            goto out;
+        }
+    }
     if (st_db_state_put(st->db, nv, next.data, next.len, err, errlen) != WH_OK) {
         *status = ST_STATE_FAILED;
         rc = WH_ERR;

@@ -562,6 +562,47 @@ static void test_drop_offset_and_tenant_info(void **state)
     done(&r);
 }
 
+/* A state write that adds a tenant the store cannot keep (here: past the
+ * tenant names a store process keeps) is refused naming the limit, and
+ * the state stays as it was. */
+static void test_put_refused_when_tenant_cannot_be_kept(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN], name[32];
+    int i;
+    for (i = 0; i < ST_MAX_TENANT_NAMES + 8; i++) {
+        st_reader *rd = NULL;
+        snprintf(name, sizeof(name), "n%d", i);
+        if (st_db_reader_open(f->db, name, NULL, &rd, err, sizeof(err)) != WH_OK)
+            break;
+        st_db_reader_close(rd);
+    }
+    assert_true(i < ST_MAX_TENANT_NAMES);
+    wh_state *cur = st_state_current(f->st), *next = NULL;
+    assert_non_null(cur);
+    assert_int_equal(wh_state_clone(&next, cur), WH_OK);
+    wh_state_tenant *t = wh_state_tenant_add(next);
+    assert_non_null(t);
+    wh_strlcpy(t->name, "late", sizeof(t->name));
+    wh_strlcpy(t->slot, "late", sizeof(t->slot));
+    wh_strlcpy(t->publication, "walhook", sizeof(t->publication));
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    assert_int_equal(wh_state_render(next, &b, 0), WH_OK);
+    uint64_t v = 0;
+    int status = 0;
+    assert_int_equal(
+        st_state_put(f->st, cur->version, b.data, b.len, "api", &v, &status, err, sizeof(err)),
+        WH_ERR);
+    assert_int_equal(status, ST_STATE_FAILED);
+    if (strstr(err, "tenant late") == NULL || strstr(err, "4096") == NULL)
+        fail_msg("error: %s", err);
+    assert_int_equal(st_state_version(f->st), cur->version);
+    wh_buf_free(&b);
+    wh_state_unref(next);
+    wh_state_unref(cur);
+}
+
 static void test_many_consumers(void **state)
 {
     fx *f = *state;
@@ -1145,6 +1186,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_set_offset_epoch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drop_offset_and_tenant_info, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_consumers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_refused_when_tenant_cannot_be_kept, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_commits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_offset_value, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auto_resync, setup, teardown),
