@@ -239,6 +239,8 @@ int main(int argc, char **argv)
             reload_file(state, path);
         }
         wh_sleep_ms(100);
+        if (ticks % 600 == 599)
+            st_state_sweep(state); /* a drop that failed: tried again */
         if (ticks % 10 == 0) {
             st_server_tick(srv);
             if (resync != NULL)

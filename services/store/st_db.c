@@ -3300,6 +3300,21 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
     return rc;
 }
 
+void st_db_tenant_each(st_db *db, void (*fn)(void *arg, const char *tenant), void *arg)
+{
+    size_t n;
+    st_tenant **tv = st_dbi_tenants_sorted(db, &n); /* entries are never freed */
+    for (size_t i = 0; i < n; i++) {
+        pthread_rwlock_rdlock(&tv[i]->lock);
+        int has = tv[i]->ev != NULL || tv[i]->meta != NULL || tv[i]->stage != NULL ||
+                  tv[i]->toast != NULL;
+        pthread_rwlock_unlock(&tv[i]->lock);
+        if (has)
+            fn(arg, tv[i]->name);
+    }
+    free(tv);
+}
+
 int st_db_tenant_exists(st_db *db, const char *tenant)
 {
     st_tenant *t;

@@ -644,6 +644,9 @@ int st_db_tenant_create(st_db *db, const char *tenant, char *err, size_t errlen)
 int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen);
 /* 1 when the tenant has column families. */
 int st_db_tenant_exists(st_db *db, const char *tenant);
+/* Calls fn(arg, name) for every tenant that has a column family now (on
+ * disk at open, or created since), in name order; fn may drop it. */
+void st_db_tenant_each(st_db *db, void (*fn)(void *arg, const char *tenant), void *arg);
 void st_db_set_limits(st_db *db, const st_db_limits *l);
 /* One maintenance pass now (the thread runs one every ST_MAINT_MS). */
 void st_db_maintain(st_db *db);

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "wh_state.h"
 #include "wh_util.h"
@@ -16,7 +17,19 @@ struct st_state {
     uint64_t version;
     wh_buf doc;    /* canonical bytes of `version` */
     wh_state *cur; /* parsed; NULL if the stored bytes no longer parse */
+    /* the tenants of the configuration file (and env) at open, kept by
+     * st_state_sweep though the state does not name them; sweep 0: the
+     * state was not read from the store, or the file's tenants are not
+     * known: nothing is swept */
+    wh_state *file;
+    int sweep;
+    /* test hook (WH_TEST_STORE_EXIT_AFTER_TENANT_REMOVAL=1): _exit(137)
+     * right after the synced write of a state that removes a tenant, before
+     * its column families are dropped (a crash at that point) */
+    int test_exit_after_removal;
 };
+
+static void sweep_locked(st_state *st);
 
 static void reconcile_tenants(st_state *st, const wh_state *old, const wh_state *cur);
 
@@ -67,12 +80,20 @@ int st_state_open(st_state **out, st_db *db, const wh_config *base, const char *
             wh_seterr(err, errlen, "out of memory");
             goto error;
         }
-        if (wh_state_parse(&st->cur, doc, len, base, sub, sizeof(sub)) != WH_OK)
+        if (wh_state_parse(&st->cur, doc, len, base, sub, sizeof(sub)) != WH_OK) {
             wh_warn("stored state version %" PRIu64 " does not validate any more (%s); it is "
                     "served as it is until the next write",
                     st->version, sub);
-        else
+        } else {
             st->cur->version = st->version;
+            /* the file's tenants are kept whatever the state says */
+            if (wh_state_from_config(&st->file, base, path, sub, sizeof(sub)) != WH_OK)
+                wh_warn("the tenants of the configuration are not known (%s): the data of "
+                        "tenants the state does not name is kept",
+                        sub);
+            else
+                st->sweep = 1;
+        }
         free(doc);
         doc = NULL;
     } else {
@@ -93,8 +114,14 @@ int st_state_open(st_state **out, st_db *db, const wh_config *base, const char *
         st->version = st->cur->version = 1;
         wh_info("state version 1 written from the configuration (%d tenants)", st->cur->ntenants);
     }
+    const char *hook = getenv("WH_TEST_STORE_EXIT_AFTER_TENANT_REMOVAL");
+    st->test_exit_after_removal = hook != NULL && strcmp(hook, "1") == 0;
+    if (st->test_exit_after_removal)
+        wh_warn("test hook WH_TEST_STORE_EXIT_AFTER_TENANT_REMOVAL is set: the store exits "
+                "after the next state write that removes a tenant");
     if (st->cur != NULL) {
         reconcile_tenants(st, NULL, st->cur);
+        sweep_locked(st); /* a crash or failed drop after a removal */
         apply_limits(st, st->cur);
     } else {
         apply_limits(st, NULL);
@@ -112,6 +139,7 @@ void st_state_close(st_state *st)
     if (st == NULL)
         return;
     wh_state_unref(st->cur);
+    wh_state_unref(st->file);
     wh_buf_free(&st->doc);
     pthread_mutex_destroy(&st->mu);
     free(st);
@@ -164,6 +192,54 @@ static void reconcile_tenants(st_state *st, const wh_state *old, const wh_state 
     for (int i = 0; i < cur->ntenants; i++)
         if (st_db_tenant_create(st->db, cur->tenants[i].name, err, sizeof(err)) != WH_OK)
             wh_error("state: tenant %s: %s", cur->tenants[i].name, err);
+}
+
+static void sweep_one(void *arg, const char *tenant)
+{
+    st_state *st = arg;
+    if (wh_state_tenant_find(st->cur, tenant) != NULL ||
+        wh_state_tenant_find(st->file, tenant) != NULL || strcmp(tenant, st->base.tenant) == 0)
+        return;
+    char err[WH_ERRLEN];
+    if (st_db_tenant_drop(st->db, tenant, err, sizeof(err)) != WH_OK) {
+        wh_error("state: tenant %s is named by neither state version %" PRIu64
+                 " nor the configuration; dropping its leftover data failed (tried again at "
+                 "the next state write and every minute): %s",
+                 tenant, st->version, err);
+        return;
+    }
+    wh_info("state: tenant %s is named by neither state version %" PRIu64
+            " nor the configuration: its leftover data (of a removal whose drop did not "
+            "finish) is dropped",
+            tenant, st->version);
+}
+
+/* Drops the column families of every tenant that neither the current state
+ * nor the configuration file names: those of a removal whose drop did not
+ * happen (the store stopped between the state write and the drop) or
+ * failed. Only with a state read from the store (st->sweep) and parsed.
+ * Caller holds mu (or runs at open). */
+static void sweep_locked(st_state *st)
+{
+    if (!st->sweep || st->cur == NULL)
+        return;
+    st_db_tenant_each(st->db, sweep_one, st);
+}
+
+void st_state_sweep(st_state *st)
+{
+    pthread_mutex_lock(&st->mu);
+    sweep_locked(st);
+    pthread_mutex_unlock(&st->mu);
+}
+
+/* 1 when s removes a tenant of old */
+static int removes_tenant(const wh_state *old, const wh_state *s)
+{
+    for (int i = 0; old != NULL && i < old->ntenants; i++)
+        if (wh_state_tenant_find(s, old->tenants[i].name) == NULL)
+            return 1;
+    return 0;
 }
 
 /* Drops offsets of targets of `old` that `cur` no longer has, un-drops
@@ -269,7 +345,7 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
     /* the column families of the tenants it adds first: a state naming a
      * tenant the store cannot keep (ST_MAX_TENANTS, ST_MAX_TENANT_NAMES, a
      * RocksDB error) is refused, not stored for an ingestor whose appends
-     * all fail */
+     * all fail. Those made for a write that then fails are swept. */
     for (int i = 0; i < s->ntenants; i++) {
         const char *name = s->tenants[i].name;
         char sub[WH_ERRLEN];
@@ -286,6 +362,12 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
         rc = WH_ERR;
         goto out;
     }
+    if (st->test_exit_after_removal && removes_tenant(st->cur, s)) {
+        wh_error("test hook WH_TEST_STORE_EXIT_AFTER_TENANT_REMOVAL: exiting after the write "
+                 "of state version %" PRIu64 ", before the removed tenant's data is dropped",
+                 nv);
+        _exit(137);
+    }
     s->version = nv;
     reconcile_offsets(st, st->cur, s);
     apply_limits(st, s);
@@ -296,6 +378,7 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
     st->cur = s;
     s = NULL;
     st->version = nv;
+    sweep_locked(st); /* a drop that failed before, or made by a failed write */
     *version = nv;
     wh_info("state version %" PRIu64 " stored (origin %s)", nv, origin);
 out:

@@ -58,6 +58,15 @@ uint64_t st_state_version(st_state *st);
  * (wh_state_unref); NULL when the stored bytes no longer parse. */
 wh_state *st_state_current(st_state *st);
 
+/* Drops the data (column families) of every tenant that neither the
+ * current state nor the configuration file names: left by a removal whose
+ * drop did not happen (the store stopped right after the state write) or
+ * failed. Done at open, after every write, and by this call (the store's
+ * periodic pass). Nothing is dropped unless the state was read from the
+ * store at open and parses (not on a first start, whose state comes from
+ * the file), nor when the file's tenants cannot be built. */
+void st_state_sweep(st_state *st);
+
 /* Returns WH_OK with *version = the stored (or unchanged) version, or
  * WH_ERR with *status ST_STATE_BAD / ST_STATE_CONFLICT / ST_STATE_FAILED. */
 int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_t len,
