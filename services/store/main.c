@@ -9,6 +9,7 @@
  *                                            event (read-only open), exit 0
  *   walhook-store --dump-staged [-c ...]     print "tenant xid n" per streamed
  *                                            transaction with n staged events
+ *   walhook-store --help                     the above (usage())
  *
  * Teardown order (reverse of start): stop the server (wakes long polls,
  * closes the socket, joins workers, so no handler touches the db any more),
@@ -154,17 +155,34 @@ static void reload_file(st_state *state, const char *path)
     wh_buf_free(&doc);
 }
 
+static void usage(void)
+{
+    printf("usage: walhook-store [-c walhook.conf]\n"
+           "         run the store\n"
+           "       walhook-store --dump [-c walhook.conf]\n"
+           "         print one line per stored event, \"tenant X/X seq\" (+ \" schema\" or\n"
+           "         \" ddl\" for schema registry events), and exit\n"
+           "       walhook-store --dump-staged [-c walhook.conf]\n"
+           "         print \"tenant xid n\" per streamed transaction with n staged events\n"
+           "Both dumps open the data directory read-only: safe while the store runs.\n"
+           "Settings: defaults < config file < WALHOOK_* environment variables.\n");
+}
+
 int main(int argc, char **argv)
 {
     char *args[argc + 1];
     int nargs = 0, dump = 0;
     for (int i = 0; i < argc; i++) {
-        if (i > 0 && strcmp(argv[i], "--dump") == 0)
+        if (i > 0 && strcmp(argv[i], "--dump") == 0) {
             dump = 1;
-        else if (i > 0 && strcmp(argv[i], "--dump-staged") == 0)
+        } else if (i > 0 && strcmp(argv[i], "--dump-staged") == 0) {
             dump = 2;
-        else
+        } else if (i > 0 && (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)) {
+            usage();
+            return 0;
+        } else {
             args[nargs++] = argv[i];
+        }
     }
     args[nargs] = NULL;
     char err[WH_ERRLEN];
