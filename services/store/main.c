@@ -18,6 +18,7 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "st_db.h"
@@ -168,6 +169,20 @@ static void usage(void)
            "Settings: defaults < config file < WALHOOK_* environment variables.\n");
 }
 
+/* A bound of the orphan offsets (st_state.h) from the environment, 0 (the
+ * default) when unset: WALHOOK_TEST_* variables exist for tests only. */
+static int64_t test_ms(const char *name)
+{
+    const char *v = getenv(name);
+    if (v == NULL || v[0] == '\0')
+        return 0;
+    long long ms = strtoll(v, NULL, 10);
+    if (ms <= 0)
+        return 0;
+    wh_warn("%s=%lld: a bound for tests, not for production", name, ms);
+    return (int64_t)ms;
+}
+
 int main(int argc, char **argv)
 {
     char *args[argc + 1];
@@ -234,6 +249,8 @@ int main(int argc, char **argv)
         st_db_close(db);
         return 2;
     }
+    st_state_set_orphan_limits(state, test_ms("WALHOOK_TEST_STORE_CREATE_GRACE_MS"),
+                               test_ms("WALHOOK_TEST_STORE_ORPHAN_DROP_MS"));
     st_server_set_state(srv, state);
     st_server_set_notify(srv, cfg.store_notify_endpoint);
     if (st_server_listen(srv, cfg.store_endpoint, err, sizeof(err)) != WH_OK) {
@@ -261,6 +278,7 @@ int main(int argc, char **argv)
             st_state_sweep(state); /* a drop that failed: tried again */
         if (ticks % 10 == 0) {
             st_server_tick(srv);
+            st_state_sweep_orphans(state);
             if (resync != NULL)
                 st_resync_run(resync);
         }

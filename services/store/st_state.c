@@ -10,6 +10,20 @@
 #include "wh_state.h"
 #include "wh_util.h"
 
+/* A live offset that no target of its tenant names: the start offset of a
+ * create whose state write has not landed (or never will: the admin died
+ * between its SetOffset and its PutState), or any other consumer no target
+ * names. Kept in memory only: since_ms is when this store process first
+ * saw it (at the CREATE's SetOffset, or at the first orphan sweep or
+ * refused CREATE after the store started, for one found on disk). */
+typedef struct st_orphan st_orphan;
+struct st_orphan {
+    st_orphan *next;
+    char *tenant, *consumer;
+    uint64_t since_ms; /* wh_now_ms */
+    uint64_t sweep;    /* the sweep that last saw it live and unnamed */
+};
+
 struct st_state {
     st_db *db;
     wh_config base;
@@ -27,6 +41,9 @@ struct st_state {
      * right after the synced write of a state that removes a tenant, before
      * its column families are dropped (a crash at that point) */
     int test_exit_after_removal;
+    st_orphan *orphans;
+    uint64_t sweeps;
+    int64_t create_grace_ms, orphan_drop_ms; /* 0: the defaults (st_state.h) */
 };
 
 static void sweep_locked(st_state *st);
@@ -141,6 +158,13 @@ void st_state_close(st_state *st)
     wh_state_unref(st->cur);
     wh_state_unref(st->file);
     wh_buf_free(&st->doc);
+    while (st->orphans != NULL) {
+        st_orphan *o = st->orphans;
+        st->orphans = o->next;
+        free(o->tenant);
+        free(o->consumer);
+        free(o);
+    }
     pthread_mutex_destroy(&st->mu);
     free(st);
 }
@@ -275,6 +299,166 @@ static void reconcile_offsets(st_state *st, const wh_state *old, const wh_state 
     }
 }
 
+/* ---- orphan offsets (docs/INTERNALS.md, "Orphan start offsets") ---- */
+
+static int64_t create_grace_ms(const st_state *st)
+{
+    return st->create_grace_ms > 0 ? st->create_grace_ms : ST_STATE_CREATE_GRACE_MS;
+}
+
+static int64_t orphan_drop_ms(const st_state *st)
+{
+    return st->orphan_drop_ms > 0 ? st->orphan_drop_ms : ST_STATE_ORPHAN_DROP_MS;
+}
+
+/* The entry of tenant/consumer; when there is none and add is set, a new
+ * one first seen at now. NULL: none (or out of memory). Caller holds mu. */
+static st_orphan *orphan_find(st_state *st, const char *tenant, const char *consumer, int add,
+                              uint64_t now)
+{
+    for (st_orphan *o = st->orphans; o != NULL; o = o->next)
+        if (strcmp(o->tenant, tenant) == 0 && strcmp(o->consumer, consumer) == 0)
+            return o;
+    if (!add)
+        return NULL;
+    st_orphan *o = calloc(1, sizeof(*o));
+    if (o == NULL || (o->tenant = strdup(tenant)) == NULL ||
+        (o->consumer = strdup(consumer)) == NULL) {
+        if (o != NULL)
+            free(o->tenant);
+        free(o);
+        return NULL;
+    }
+    o->since_ms = now;
+    o->next = st->orphans;
+    st->orphans = o;
+    return o;
+}
+
+/* Removes the entries keep() refuses. Caller holds mu. */
+static void orphans_filter(st_state *st, int (*keep)(const st_state *st, const st_orphan *o))
+{
+    st_orphan **pp = &st->orphans;
+    while (*pp != NULL) {
+        st_orphan *o = *pp;
+        if (keep(st, o)) {
+            pp = &o->next;
+            continue;
+        }
+        *pp = o->next;
+        free(o->tenant);
+        free(o->consumer);
+        free(o);
+    }
+}
+
+static int orphan_unnamed(const st_state *st, const st_orphan *o)
+{
+    const wh_state_tenant *t = wh_state_tenant_find(st->cur, o->tenant);
+    return t == NULL || wh_state_target_find(t, o->consumer) == NULL;
+}
+
+static int orphan_seen(const st_state *st, const st_orphan *o)
+{
+    return o->sweep == st->sweeps;
+}
+
+/* A CREATE finds the consumer's offset live though no target names it:
+ * another create's start offset. Within create_grace_ms of when this store
+ * first saw it, that create may still write its state: refused (0). Past
+ * it, the create that set it is taken as dead (its admin killed between
+ * its SetOffset and its PutState) and the offset may be replaced (1).
+ * Caller holds mu. */
+static int create_intent_stale(st_state *st, const char *tenant, const char *consumer, uint64_t now,
+                               int64_t *left_ms)
+{
+    st_orphan *o = orphan_find(st, tenant, consumer, 1, now);
+    *left_ms = o == NULL ? create_grace_ms(st) : create_grace_ms(st) - (int64_t)(now - o->since_ms);
+    if (*left_ms > 0)
+        return 0;
+    wh_warn("state: the offset of %s/%s has been live for %" PRIu64 " ms though no target names "
+            "it (a create that never wrote its state): a new create of it replaces it",
+            tenant, consumer, now - o->since_ms);
+    return 1;
+}
+
+void st_state_set_orphan_limits(st_state *st, int64_t create_grace_ms, int64_t drop_ms)
+{
+    pthread_mutex_lock(&st->mu);
+    st->create_grace_ms = create_grace_ms;
+    st->orphan_drop_ms = drop_ms;
+    pthread_mutex_unlock(&st->mu);
+}
+
+typedef struct {
+    char **v;
+    size_t n, cap;
+} name_list;
+
+static void collect_consumer(void *arg, const char *consumer, uint64_t lsn, uint32_t seq,
+                             int needs_snapshot)
+{
+    (void)lsn, (void)seq, (void)needs_snapshot;
+    name_list *l = arg;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 16;
+        char **v = realloc(l->v, nc * sizeof(*v));
+        if (v == NULL)
+            return; /* this sweep skips it; the next one sees it */
+        l->v = v;
+        l->cap = nc;
+    }
+    if ((l->v[l->n] = strdup(consumer)) != NULL)
+        l->n++;
+}
+
+int st_state_sweep_orphans(st_state *st)
+{
+    int dropped = 0;
+    char err[WH_ERRLEN];
+    pthread_mutex_lock(&st->mu);
+    if (st->cur == NULL)
+        goto out;
+    uint64_t now = wh_now_ms(), sweep = ++st->sweeps;
+    for (int i = 0; i < st->cur->ntenants; i++) {
+        const wh_state_tenant *t = &st->cur->tenants[i];
+        name_list l = {NULL, 0, 0};
+        st_db_offsets_each(st->db, t->name, collect_consumer, &l); /* live ones */
+        for (size_t k = 0; k < l.n; k++) {
+            const char *c = l.v[k];
+            st_orphan *o =
+                wh_state_target_find(t, c) != NULL ? NULL : orphan_find(st, t->name, c, 1, now);
+            if (o == NULL)
+                continue;
+            o->sweep = sweep;
+            uint64_t age = now - o->since_ms;
+            if ((int64_t)age < orphan_drop_ms(st))
+                continue;
+            st_offset prev;
+            if (st_db_drop_offset(st->db, t->name, c, &prev, err, sizeof(err)) != WH_OK) {
+                wh_error("state: dropping the offset of %s/%s, which no target names: %s", t->name,
+                         c, err);
+                continue;
+            }
+            o->sweep = 0; /* forgotten below */
+            dropped++;
+            wh_warn("state: the offset of %s/%s (%X/%X:%u) was live for %.1f s though no "
+                    "target names it (a create that never wrote its state, or a "
+                    "consumer that is no target): dropped, it no longer holds the tenant's GC back",
+                    t->name, c, (unsigned)(prev.lsn >> 32), (unsigned)prev.lsn, prev.seq,
+                    (double)age / 1000);
+        }
+        for (size_t k = 0; k < l.n; k++)
+            free(l.v[k]);
+        free(l.v);
+    }
+    /* what this sweep did not see live and unnamed is no orphan (any more) */
+    orphans_filter(st, orphan_seen);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return dropped;
+}
+
 /* A file has no backfill requests: an origin "file" document keeps each
  * tenant's pending ones (source.backfills) from cur, so a request stored by
  * the admin or st_resync that the ingestor has not taken yet is not lost,
@@ -380,6 +564,7 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
     st->version = nv;
     sweep_locked(st); /* a drop that failed before, or made by a failed write */
     *version = nv;
+    orphans_filter(st, orphan_unnamed); /* a created target's start offset is no orphan */
     wh_info("state version %" PRIu64 " stored (origin %s)", nv, origin);
 out:
     pthread_mutex_unlock(&st->mu);
@@ -395,7 +580,9 @@ int st_state_set_offset(st_state *st, const char *tenant, const char *consumer, 
                         st_offset *now, int *status, char *err, size_t errlen)
 {
     *status = 0;
+    int64_t left_ms = 0;
     pthread_mutex_lock(&st->mu);
+    uint64_t now_ms = wh_now_ms(); /* under mu: never before a sweep's now */
     const wh_state_tenant *t = wh_state_tenant_find(st->cur, tenant);
     int named = t != NULL && wh_state_target_find(t, consumer) != NULL;
     int rc;
@@ -409,15 +596,18 @@ int st_state_set_offset(st_state *st, const char *tenant, const char *consumer, 
     } else if (cond == ST_OFFSET_CREATE && named) {
         *status = 409;
         rc = wh_seterr(err, errlen, "tenant '%s' has a target '%s'", tenant, consumer);
-    } else if (cond == ST_OFFSET_CREATE && st_db_offset_live(st->db, tenant, consumer)) {
+    } else if (cond == ST_OFFSET_CREATE && st_db_offset_live(st->db, tenant, consumer) &&
+               !create_intent_stale(st, tenant, consumer, now_ms, &left_ms)) {
         /* the SetOffset of another create of it that has not written its
          * state yet (or one whose state write failed and whose offset could
-         * not be dropped: DropOffset clears that) */
+         * not be dropped, or whose admin died: replaced once the grace
+         * period since this store first saw it has passed) */
         *status = 409;
         rc = wh_seterr(err, errlen,
                        "the offset of '%s/%s' is live though no target names it: another "
-                       "create of it is under way",
-                       tenant, consumer);
+                       "create of it is under way (if that create failed, a create of it "
+                       "replaces that offset in %" PRId64 " s)",
+                       tenant, consumer, (left_ms + 999) / 1000);
     } else if (expected_version != 0 && expected_version != st->version) {
         /* a state write since the version the request is based on (its
          * If-Match): compared here, not by the sender, so none can come
@@ -428,6 +618,10 @@ int st_state_set_offset(st_state *st, const char *tenant, const char *consumer, 
                        st->version, expected_version);
     } else {
         rc = st_db_set_offset(st->db, tenant, consumer, lsn, seq, prev, now, err, errlen);
+        st_orphan *o;
+        if (rc == WH_OK && cond == ST_OFFSET_CREATE &&
+            (o = orphan_find(st, tenant, consumer, 1, now_ms)) != NULL)
+            o->since_ms = now_ms; /* this create's intent: the grace starts again */
     }
     pthread_mutex_unlock(&st->mu);
     return rc;

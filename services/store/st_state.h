@@ -83,11 +83,34 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
  * (and its dropping of removed targets' offsets) runs between the checks
  * and the move. Refused: WH_ERR with *status 404 (no such tenant, or for
  * TARGET no such target), 409 (CREATE: the target exists, or its offset is
- * live: another create is under way) or, cond holding, ST_STATE_CONFLICT
+ * live: another create is under way, within the grace period below) or,
+ * cond holding, ST_STATE_CONFLICT
  * (412, "version conflict: current is N, the request names M"); a failed
  * write: *status 0. */
 int st_state_set_offset(st_state *st, const char *tenant, const char *consumer, int cond,
                         uint64_t expected_version, uint64_t lsn, uint32_t seq, st_offset *prev,
                         st_offset *now, int *status, char *err, size_t errlen);
+
+/* Orphan offsets: a live offset that no target of its tenant names (the
+ * start offset of a create whose admin died between its SetOffset and its
+ * PutState, or any consumer that is no target). The store remembers, in
+ * memory, when it first saw each one: at a CREATE's SetOffset, else at the
+ * first sweep or refused CREATE after it started (one found on disk).
+ * - A CREATE of that name is refused (409) for ST_STATE_CREATE_GRACE_MS from
+ *   then (another create may still write its state); after that it replaces
+ *   the stale offset.
+ * - st_state_sweep_orphans (the store's main loop, every second) drops one
+ *   ST_STATE_ORPHAN_DROP_MS after it was first seen, logged with the
+ *   tenant and consumer, so it no longer holds the tenant's GC back.
+ * A PutState that names the consumer as a target forgets it: the target
+ * keeps the offset the create set. */
+#define ST_STATE_CREATE_GRACE_MS 30000
+#define ST_STATE_ORPHAN_DROP_MS 600000
+
+/* Other bounds (ms, 0 = the default above): tests only. */
+void st_state_set_orphan_limits(st_state *st, int64_t create_grace_ms, int64_t drop_ms);
+
+/* Drops the orphan offsets older than the drop bound; returns how many. */
+int st_state_sweep_orphans(st_state *st);
 
 #endif

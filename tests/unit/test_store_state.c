@@ -912,6 +912,90 @@ static void test_set_offset_conditions(void **state)
     assert_true(offset_live(f, "default", "zz", &lsn) && lsn == 0x60);
 }
 
+/* Orphan offsets (live, no target names them): a CREATE of the name is
+ * refused for the grace period from when the store first saw the offset,
+ * then replaces it (the grace starts again); the sweep drops one past the
+ * drop bound, a target's offset never; one found on disk after a restart
+ * is first seen then, and a PutState naming it keeps it for the target. */
+static void test_orphan_offsets(void **state)
+{
+    fx *f = *state;
+    reply r;
+    uint64_t lsn;
+    const Walhook__SetOffset__Condition CREATE = WALHOOK__SET_OFFSET__CONDITION__CREATE;
+    st_state_set_orphan_limits(f->st, 200, 600);
+    append(f, "default", 0x100, 3, 0);
+    assert_int_equal(commit(f, "default", "a", 0x100, 2, 0, &r), 0);
+    done(&r);
+    assert_int_equal(commit(f, "default", "b", 0x100, 2, 0, &r), 0);
+    done(&r);
+
+    /* a create's intent: a second create within the grace is 409 */
+    assert_int_equal(set_offset_if(f, "default", "n", CREATE, 0x40, &r), 0);
+    done(&r);
+    assert_int_equal(set_offset_if(f, "default", "n", CREATE, 0x50, &r), ST_STATUS_CONFLICT);
+    assert_non_null(strstr(r.rep.error, "under way"));
+    done(&r);
+    assert_true(offset_live(f, "default", "n", &lsn) && lsn == 0x40);
+    assert_int_equal(st_state_sweep_orphans(f->st), 0);
+    /* past the grace: replaced, and the grace starts again */
+    wh_sleep_ms(250);
+    assert_int_equal(set_offset_if(f, "default", "n", CREATE, 0x50, &r), 0);
+    done(&r);
+    assert_true(offset_live(f, "default", "n", &lsn) && lsn == 0x50);
+    assert_int_equal(set_offset_if(f, "default", "n", CREATE, 0x60, &r), ST_STATUS_CONFLICT);
+    done(&r);
+    assert_true(offset_live(f, "default", "n", &lsn) && lsn == 0x50);
+
+    /* it holds the GC back until the sweep drops it; the targets' stay */
+    uint64_t wl;
+    uint32_t ws;
+    assert_int_equal(st_db_watermark(f->db, "default", &wl, &ws), WH_OK);
+    assert_true(wl <= 0x50);
+    assert_int_equal(st_state_sweep_orphans(f->st), 0);
+    wh_sleep_ms(650);
+    assert_int_equal(st_state_sweep_orphans(f->st), 1);
+    assert_false(offset_live(f, "default", "n", &lsn));
+    assert_true(offset_live(f, "default", "a", &lsn) && lsn == 0x100);
+    assert_true(offset_live(f, "default", "b", &lsn) && lsn == 0x100);
+    assert_int_equal(st_db_watermark(f->db, "default", &wl, &ws), WH_OK);
+    assert_true(wl == 0x100 && ws == 2);
+    /* dropped: a create of it passes at once */
+    assert_int_equal(set_offset_if(f, "default", "n", CREATE, 0x70, &r), 0);
+    done(&r);
+
+    /* the store restarts with that create's offset on disk: first seen at
+     * the restart, so a create of it is refused for the grace again */
+    close_all(f);
+    open_all(f);
+    st_state_set_orphan_limits(f->st, 200, 600);
+    assert_true(offset_live(f, "default", "n", &lsn) && lsn == 0x70);
+    assert_int_equal(set_offset_if(f, "default", "n", CREATE, 0x80, &r), ST_STATUS_CONFLICT);
+    done(&r);
+    assert_int_equal(st_state_sweep_orphans(f->st), 0);
+    /* the first create's PutState reaches the new store: the target starts
+     * at the offset that create set, which is no orphan any more */
+    char *doc = current_doc_replace(f, "{\"name\":\"b\",",
+                                    "{\"name\":\"n\",\"url\":\"http://127.0.0.1:9/n\"},"
+                                    "{\"name\":\"b\",");
+    assert_int_equal(put_state(f, current_version(f), doc, "api", &r), 0);
+    done(&r);
+    free(doc);
+    wh_sleep_ms(650);
+    assert_int_equal(st_state_sweep_orphans(f->st), 0);
+    assert_true(offset_live(f, "default", "n", &lsn) && lsn == 0x70);
+
+    /* any other consumer no target names is found by the sweep */
+    assert_int_equal(set_offset(f, "other", "hold", 0, 0x10, 0, &r), 0);
+    done(&r);
+    assert_int_equal(st_state_sweep_orphans(f->st), 0);
+    assert_true(offset_live(f, "other", "hold", &lsn));
+    wh_sleep_ms(650);
+    assert_int_equal(st_state_sweep_orphans(f->st), 1);
+    assert_false(offset_live(f, "other", "hold", &lsn));
+    assert_true(offset_live(f, "default", "n", &lsn) && lsn == 0x70);
+}
+
 static uint64_t offset_epoch(fx *f, const char *tenant, const char *consumer)
 {
     st_offset o;
@@ -1256,6 +1340,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fetch_store_over_ipc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_offset_conditions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_offset_expected_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_orphan_offsets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_origin_keeps_backfills, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_bad_filter, setup, teardown),
     };
