@@ -1029,6 +1029,49 @@ static int budget_check(ctx *c, const wh_budget cur[ADM_NPLANS], const wh_budget
     return rc;
 }
 
+/* A PutState the store did not answer (it died or was cut off mid-write: its
+ * synced write may have landed or not): the state is read back, waiting up
+ * to ADM_READBACK_MS for the store to answer. 1: it holds next as version
+ * expected + 1, the write landed (*out: that state, with a reference);
+ * 0: still version expected, not landed so far (*seen); -1: unreadable or
+ * another version (*seen, 0 when unreadable): the outcome is unknown. */
+#define ADM_READBACK_MS 5000
+static int read_back(ctx *c, wh_state *next, uint64_t expected, wh_state **out, uint64_t *seen)
+{
+    *out = NULL;
+    *seen = 0;
+    wh_state *back = NULL;
+    char err[WH_ERRLEN];
+    uint64_t deadline = wh_now_ms() + ADM_READBACK_MS;
+    while (c->a->be.get_state(c->a->be.arg, &back, err, sizeof(err)) != WH_OK || back == NULL) {
+        back = NULL;
+        if (wh_now_ms() >= deadline)
+            return -1;
+        wh_sleep_ms(200);
+    }
+    *seen = back->version;
+    if (back->version != expected + 1) {
+        wh_state_unref(back);
+        return *seen == expected ? 0 : -1;
+    }
+    wh_buf a, b;
+    wh_buf_init(&a, 0);
+    wh_buf_init(&b, 0);
+    uint64_t keep = next->version;
+    next->version = back->version;
+    int same = wh_state_render(next, &a, 0) == WH_OK && wh_state_render(back, &b, 0) == WH_OK &&
+               a.len == b.len && memcmp(a.data, b.data, a.len) == 0;
+    next->version = keep;
+    wh_buf_free(&a);
+    wh_buf_free(&b);
+    if (!same) {
+        wh_state_unref(back);
+        return -1;
+    }
+    *out = back;
+    return 1;
+}
+
 /* Runs op against the store; *out receives the written state (version set). */
 static int write_state(ctx *c, write_op *op, wh_state **out)
 {
@@ -1111,6 +1154,34 @@ static int write_state(ctx *c, write_op *op, wh_state **out)
             next->version = nv;
             *out = next;
             return WH_OK;
+        }
+        if (status == 0) {
+            /* no answer from the store: what does it hold now? */
+            uint64_t seen;
+            int r = read_back(c, next, expected, out, &seen);
+            wh_state_unref(next);
+            if (r == 1) {
+                wh_info("state version %" PRIu64 " was written though its reply was lost (%s)",
+                        seen, err);
+                return WH_OK;
+            }
+            if (r == 0)
+                return fail(c->resp, 503, NULL,
+                            "the store did not answer the write (%s); the state read back is "
+                            "still version %" PRIu64 ": nothing written so far, but the outcome "
+                            "is unknown; read the state again (GET) before retrying",
+                            err, seen);
+            if (seen != 0)
+                return fail(c->resp, 503, NULL,
+                            "the store did not answer the write (%s); the state read back is "
+                            "version %" PRIu64 ", not this change alone: the outcome is "
+                            "unknown; read the state again (GET) before retrying",
+                            err, seen);
+            return fail(c->resp, 503, NULL,
+                        "the store did not answer the write (%s), and the state cannot be read "
+                        "back: the outcome is unknown; read the state again (GET) before "
+                        "retrying",
+                        err);
         }
         wh_state_unref(next);
         if (status == 412 && !want)

@@ -3,7 +3,8 @@
  * (the store's wh_state_parse of the rendered document, 400), SetOffset on
  * a small offset table (DropOffset too; SetOffset's conditions and its
  * expected version against the current state, 404/409/412 as the store
- * answers them), fixed Stats. Single file, static functions. */
+ * answers them), PutStates whose reply is lost (written or not), fixed
+ * Stats. Single file, static functions. */
 #ifndef ADMIN_MEMSTORE_H
 #define ADMIN_MEMSTORE_H
 
@@ -34,6 +35,10 @@ typedef struct memstore {
     int puts, set_offsets;
     int fail_next_put_412; /* simulate another writer winning once */
     int fail_puts_503;     /* simulate the store refusing every write */
+    /* the next PutStates get no reply (status 0), as when the store dies
+     * mid-write: lose_put_written ones after the write, lose_put_unwritten
+     * ones before it */
+    int lose_put_written, lose_put_unwritten;
     int drop_offsets;
     const char *store_metrics;  /* the store's metrics text (its memory budget), or NULL */
     int all_stats, store_stats; /* queries of every daemon, of the store alone */
@@ -62,6 +67,11 @@ static int mem_put_state(void *arg, const wh_state *s, uint64_t expected, uint64
     if (m->fail_puts_503) {
         *status = 503;
         wh_seterr(err, errlen, "write failing");
+        goto out;
+    }
+    if (m->lose_put_unwritten > 0) {
+        m->lose_put_unwritten--;
+        wh_seterr(err, errlen, "PutState: no reply: the server closed the connection");
         goto out;
     }
     if (m->fail_next_put_412) {
@@ -94,6 +104,10 @@ static int mem_put_state(void *arg, const wh_state *s, uint64_t expected, uint64
     *nv = parsed->version;
     m->puts++;
     rc = WH_OK;
+    if (m->lose_put_written > 0) {
+        m->lose_put_written--;
+        rc = wh_seterr(err, errlen, "PutState: no reply: the server closed the connection");
+    }
 out:
     pthread_mutex_unlock(&m->mu);
     return rc;

@@ -291,6 +291,39 @@ static void test_targets(void **state)
     assert_int_equal(f->m.drop_offsets, 1);
     assert_int_equal(call(f, "DELETE", "/v1/tenants/default/targets/d", ADMIN_TOK, NULL, NULL),
                      200);
+    /* the store dies mid-write, its reply lost: the state read back says
+     * what happened. Written: 201 / 200, nothing undone, no second write */
+    int puts = f->m.puts, drops = f->m.drop_offsets;
+    f->m.lose_put_written = 1;
+    assert_int_equal(
+        call(f, "POST", tg, ADMIN_TOK, NULL, "{\"name\":\"e\",\"url\":\"http://127.0.0.1:1/e\"}"),
+        201);
+    assert_non_null(strstr(body(f), "\"start_position\":\"0/16B3748:2\""));
+    assert_int_equal(f->m.puts, puts + 1);
+    assert_int_equal(f->m.drop_offsets, drops);
+    f->m.lose_put_written = 1;
+    assert_int_equal(call(f, "PATCH", "/v1/tenants/default/targets/e", ADMIN_TOK, NULL,
+                          "{\"url\":\"http://127.0.0.1:2/e\"}"),
+                     200);
+    assert_non_null(strstr(body(f), "http://127.0.0.1:2/e"));
+    assert_int_equal(f->m.puts, puts + 2);
+    /* not written (yet): 503 saying the outcome is unknown; a create's
+     * offset is dropped as for a refused write */
+    f->m.lose_put_unwritten = 1;
+    assert_int_equal(call(f, "PATCH", "/v1/tenants/default/targets/e", ADMIN_TOK, NULL,
+                          "{\"url\":\"http://127.0.0.1:3/e\"}"),
+                     503);
+    assert_non_null(strstr(body(f), "outcome is unknown"));
+    assert_null(strstr(body(f), "refused"));
+    f->m.lose_put_unwritten = 1;
+    assert_int_equal(
+        call(f, "POST", tg, ADMIN_TOK, NULL, "{\"name\":\"g\",\"url\":\"http://127.0.0.1:1/g\"}"),
+        503);
+    assert_non_null(strstr(body(f), "outcome is unknown"));
+    assert_int_equal(f->m.drop_offsets, drops + 1);
+    assert_int_equal(f->m.puts, puts + 2);
+    assert_int_equal(call(f, "DELETE", "/v1/tenants/default/targets/e", ADMIN_TOK, NULL, NULL),
+                     200);
 
     /* ETag / If-Match */
     assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/a", READ_TOK, NULL, NULL), 200);
