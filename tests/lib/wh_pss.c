@@ -36,19 +36,27 @@ static void pss_on_signal(int sig)
     pss_stop = 1;
 }
 
-/* Pss in KiB from /proc/PID/smaps_rollup; -1 when it cannot be read (the
- * process is gone). */
+/* The start of a /proc file into buf (NUL-terminated); 0 when it cannot be
+ * read (the process is gone). */
+static int pss_proc_read(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, cap - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return 1;
+}
+
+/* Pss in KiB from /proc/PID/smaps_rollup; -1 when it cannot be read. */
 static long pss_read(const char *path)
 {
     char buf[4096];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (!pss_proc_read(path, buf, sizeof(buf)))
         return -1;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
     const char *p = strstr(buf, "\nPss:");
     if (p == NULL)
         return -1;
@@ -61,14 +69,8 @@ static long pss_read(const char *path)
 static long long pss_cpu_read(const char *path)
 {
     char buf[1024];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (!pss_proc_read(path, buf, sizeof(buf)))
         return -1;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
     char *p = strrchr(buf, ')');
     if (p == NULL)
         return -1;
