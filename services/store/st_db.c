@@ -3300,6 +3300,51 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
     return rc;
 }
 
+/* 'Z' tenant in the tenant's meta CF: a state that removes it is being
+ * written (st_db_tenant_mark_removal). */
+static size_t key_removal(char *k, const char *tenant)
+{
+    size_t tl = strlen(tenant);
+    k[0] = 'Z';
+    memcpy(k + 1, tenant, tl);
+    return tl + 1;
+}
+
+int st_db_tenant_mark_removal(st_db *db, const char *tenant, int on, char *err, size_t errlen)
+{
+    st_tenant *t;
+    if (st_dbi_ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL)
+        return WH_OK; /* no data: nothing to mark */
+    char k[ST_KEY_MAX];
+    size_t kl = key_removal(k, tenant);
+    char *e = NULL;
+    if (on)
+        rocksdb_put_cf(db->rdb, db->wo, t->meta, k, kl, "1", 1, &e);
+    else
+        rocksdb_delete_cf(db->rdb, db->wo, t->meta, k, kl, &e);
+    st_dbi_note_write(db, e);
+    st_dbi_ten_done(t);
+    return e ? st_dbi_rerr(err, errlen, "mark tenant removal", e) : WH_OK;
+}
+
+int st_db_tenant_removal_marked(st_db *db, const char *tenant)
+{
+    st_tenant *t;
+    if (st_dbi_ten_open(db, tenant, 0, &t, NULL, 0) != WH_OK || t == NULL)
+        return 0;
+    char k[ST_KEY_MAX];
+    size_t kl = key_removal(k, tenant), vl = 0;
+    char *e = NULL;
+    char *v = rocksdb_get_cf(db->rdb, db->ro, t->meta, k, kl, &vl, &e);
+    st_dbi_ten_done(t);
+    int marked = e == NULL && v != NULL;
+    rocksdb_free(v);
+    rocksdb_free(e);
+    return marked;
+}
+
 void st_db_tenant_each(st_db *db, void (*fn)(void *arg, const char *tenant), void *arg)
 {
     size_t n;

@@ -11,6 +11,8 @@
  *                 'W' tenant               -> GC watermark lsn(8) seq(4)
  *                 'Q'/'R'/'L' ...          -> dead letters, replay queue, leases (below)
  *                 'V' tenant '\0' table '\0' fp(8) -> schema versions (below)
+ *                 'Z' tenant               -> 1: a state removing the tenant is being
+ *                                            written (st_db_tenant_mark_removal)
  *                 'N' tenant '\0' consumer -> since_ms(8) kind(1): when and why it was
  *                                            marked NEEDS_SNAPSHOT (ST_NS_*)
  *                 'T' tenant '\0' consumer -> elapsed_ms(8) lsn(8) seq(4) 1: st_slot's
@@ -644,6 +646,13 @@ int st_db_tenant_create(st_db *db, const char *tenant, char *err, size_t errlen)
 int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen);
 /* 1 when the tenant has column families. */
 int st_db_tenant_exists(st_db *db, const char *tenant);
+/* A synced marker in the tenant's own data (on = 1; removed with on = 0)
+ * that a state removing it is being written: a store that stops between
+ * that write and the drop of the tenant's data finds it at open
+ * (st_state_sweep) and drops the data, whatever the configuration file
+ * names. Nothing to do for a tenant without data. */
+int st_db_tenant_mark_removal(st_db *db, const char *tenant, int on, char *err, size_t errlen);
+int st_db_tenant_removal_marked(st_db *db, const char *tenant);
 /* Calls fn(arg, name) for every tenant that has a column family now (on
  * disk at open, or created since), in name order; fn may drop it. */
 void st_db_tenant_each(st_db *db, void (*fn)(void *arg, const char *tenant), void *arg);

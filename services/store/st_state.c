@@ -221,8 +221,13 @@ static void reconcile_tenants(st_state *st, const wh_state *old, const wh_state 
 static void sweep_one(void *arg, const char *tenant)
 {
     st_state *st = arg;
-    if (wh_state_tenant_find(st->cur, tenant) != NULL ||
-        wh_state_tenant_find(st->file, tenant) != NULL || strcmp(tenant, st->base.tenant) == 0)
+    if (wh_state_tenant_find(st->cur, tenant) != NULL)
+        return;
+    /* marked: a state removing it was written (st_state_put), whatever the
+     * file names; unmarked: only with the file's tenants known */
+    int marked = st_db_tenant_removal_marked(st->db, tenant);
+    if (!marked && (!st->sweep || wh_state_tenant_find(st->file, tenant) != NULL ||
+                    strcmp(tenant, st->base.tenant) == 0))
         return;
     char err[WH_ERRLEN];
     if (st_db_tenant_drop(st->db, tenant, err, sizeof(err)) != WH_OK) {
@@ -232,20 +237,27 @@ static void sweep_one(void *arg, const char *tenant)
                  tenant, st->version, err);
         return;
     }
-    wh_info("state: tenant %s is named by neither state version %" PRIu64
-            " nor the configuration: its leftover data (of a removal whose drop did not "
-            "finish) is dropped",
-            tenant, st->version);
+    if (marked)
+        wh_info("state: tenant %s was being removed (state version %" PRIu64
+                " does not name it) when the store stopped: its leftover data is dropped",
+                tenant, st->version);
+    else
+        wh_info("state: tenant %s is named by neither state version %" PRIu64
+                " nor the configuration: its leftover data (of a removal whose drop did not "
+                "finish) is dropped",
+                tenant, st->version);
 }
 
 /* Drops the column families of every tenant that neither the current state
  * nor the configuration file names: those of a removal whose drop did not
  * happen (the store stopped between the state write and the drop) or
- * failed. Only with a state read from the store (st->sweep) and parsed.
- * Caller holds mu (or runs at open). */
+ * failed. A tenant marked for removal (st_db_tenant_mark_removal) goes
+ * whatever the file names; an unmarked one only with a state read from the
+ * store (st->sweep) and the file's tenants known. Never without a parsed
+ * state. Caller holds mu (or runs at open). */
 static void sweep_locked(st_state *st)
 {
-    if (!st->sweep || st->cur == NULL)
+    if (st->cur == NULL)
         return;
     st_db_tenant_each(st->db, sweep_one, st);
 }
@@ -541,9 +553,28 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
             goto out;
         }
     }
+    /* each tenant it removes is marked first (synced, in the tenant's own
+     * data): a store that stops between this write and the drop below
+     * drops the data at its next open, even for a tenant the
+     * configuration file names (st_state_sweep) */
+    for (int i = 0; st->cur != NULL && i < st->cur->ntenants; i++) {
+        const char *name = st->cur->tenants[i].name;
+        if (wh_state_tenant_find(s, name) == NULL &&
+            st_db_tenant_mark_removal(st->db, name, 1, err, errlen) != WH_OK) {
+            *status = ST_STATE_FAILED;
+            rc = WH_ERR;
+            goto out;
+        }
+    }
     if (st_db_state_put(st->db, nv, next.data, next.len, err, errlen) != WH_OK) {
         *status = ST_STATE_FAILED;
         rc = WH_ERR;
+        for (int i = 0; st->cur != NULL && i < st->cur->ntenants; i++) {
+            char sub[WH_ERRLEN];
+            if (wh_state_tenant_find(s, st->cur->tenants[i].name) == NULL)
+                (void)st_db_tenant_mark_removal(st->db, st->cur->tenants[i].name, 0, sub,
+                                                sizeof(sub));
+        }
         goto out;
     }
     if (st->test_exit_after_removal && removes_tenant(st->cur, s)) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A store that stops between the synced state write that removes a tenant
-# and the drop of the tenant's data (the test hook
+# and the drop of the tenant's data, even when it starts again with a
+# configuration file naming the tenant (the test hook
 # WH_TEST_STORE_EXIT_AFTER_TENANT_REMOVAL=1 makes it _exit(137) right
 # there, as a crash would) drops that data when it starts again: a tenant
 # re-created under the same name then gets only its own new changes, none
@@ -63,11 +64,21 @@ grep -q "test hook WH_TEST_STORE_EXIT_AFTER_TENANT_REMOVAL: exiting" "$WH_TMP/st
 grep -q "tenant b: column families dropped" "$WH_TMP/store.log" &&
     wh_fail "tenant b's data was dropped before the exit: the hook is in the wrong place"
 
-# started again (without the hook): tenant b is not in the state, its data goes
-wh_spawn store "$BIN/walhook-store" -c "$CONF"
+# started again (without the hook): tenant b is not in the state, its data
+# goes, though the configuration file names a tenant b now (its removal was
+# marked with the state write, so the file does not keep the old data)
+cp "$CONF" "$CONF.b"
+cat >>"$CONF.b" <<CONFEOF
+tenants = (
+  { name = "b";
+    source = { dsn = "$DSN_B"; slot = "wh_b_file"; publication = "wh_b"; create_slot = false; };
+    targets = ( { name = "tf"; url = "http://127.0.0.1:9/file"; paused = true; } ); }
+);
+CONFEOF
+wh_spawn store "$BIN/walhook-store" -c "$CONF.b"
 started_twice() { [ "$(grep -c "store running on" "$WH_TMP/store.log")" -ge 2 ]; }
 wh_wait_until 30 started_twice || wh_fail "the store did not start again"
-grep -q "state: tenant b is named by neither state version" "$WH_TMP/store.log" ||
+grep -q "state: tenant b was being removed" "$WH_TMP/store.log" ||
     wh_fail "the restarted store did not drop tenant b's leftover data: $(grep -m3 'tenant b' "$WH_TMP/store.log")"
 gone() { api GET /v1/tenants/b; [ "$CODE" = 404 ]; }
 wh_wait_until 30 gone || wh_fail "tenant b is still in the state: $CODE: $BODY"

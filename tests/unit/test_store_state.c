@@ -622,6 +622,48 @@ static void test_sweep_leftover_tenant(void **state)
     teardown(&gp);
 }
 
+/* A state without tenant "other" (which the file names) stored as st_state_put
+ * stores it, without the drop after it: what a store that stopped between
+ * the two left. */
+static void store_without_other(fx *f, int marked)
+{
+    char err[WH_ERRLEN];
+    wh_state *cur = st_state_current(f->st), *next = NULL;
+    assert_non_null(cur);
+    assert_int_equal(wh_state_clone(&next, cur), WH_OK);
+    (void)wh_state_tenant_remove(next, "other"); /* gone already the second time */
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    next->version = cur->version + 1;
+    assert_int_equal(wh_state_render(next, &b, 0), WH_OK);
+    if (marked && st_db_tenant_mark_removal(f->db, "other", 1, err, sizeof(err)) != WH_OK)
+        fail_msg("mark: %s", err);
+    if (st_db_state_put(f->db, cur->version + 1, b.data, b.len, err, sizeof(err)) != WH_OK)
+        fail_msg("state put: %s", err);
+    wh_buf_free(&b);
+    wh_state_unref(next);
+    wh_state_unref(cur);
+}
+
+/* A tenant whose removal was marked with the state write goes at the next
+ * open though the configuration file names it; an unmarked one the file
+ * names stays (it may be the file's tenant of a state written before). */
+static void test_sweep_marked_removal(void **state)
+{
+    fx *f = *state;
+    append(f, "other", 0x100, 3, 0);
+    store_without_other(f, 0);
+    close_all(f);
+    open_all(f);
+    assert_true(st_db_tenant_exists(f->db, "other"));
+
+    store_without_other(f, 1);
+    close_all(f);
+    open_all(f);
+    assert_false(st_db_tenant_exists(f->db, "other"));
+    assert_true(st_db_tenant_exists(f->db, "default"));
+}
+
 /* A state write that adds a tenant the store cannot keep (here: past the
  * tenant names a store process keeps) is refused naming the limit, and
  * the state stays as it was. */
@@ -1331,6 +1373,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_drop_offset_and_tenant_info, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_consumers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sweep_leftover_tenant, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_marked_removal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_refused_when_tenant_cannot_be_kept, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_commits, setup, teardown),
