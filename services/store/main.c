@@ -249,8 +249,8 @@ int main(int argc, char **argv)
         st_db_close(db);
         return 2;
     }
-    st_state_set_orphan_limits(state, test_ms("WALHOOK_TEST_STORE_CREATE_GRACE_MS"),
-                               test_ms("WALHOOK_TEST_STORE_ORPHAN_DROP_MS"));
+    st_state_set_orphan_limits(state, test_ms("WH_TEST_STORE_CREATE_GRACE_MS"),
+                               test_ms("WH_TEST_STORE_ORPHAN_DROP_MS"));
     st_server_set_state(srv, state);
     st_server_set_notify(srv, cfg.store_notify_endpoint);
     if (st_server_listen(srv, cfg.store_endpoint, err, sizeof(err)) != WH_OK) {

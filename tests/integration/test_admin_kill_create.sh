@@ -14,8 +14,8 @@
 #      after a store restart (the orphan found on disk) the store drops it
 #      once the drop bound has passed, and the watermark moves to t0's
 #      offset.
-# The bounds are short here through WALHOOK_TEST_STORE_CREATE_GRACE_MS and
-# WALHOOK_TEST_STORE_ORPHAN_DROP_MS, which exist for tests only.
+# The bounds are short here through WH_TEST_STORE_CREATE_GRACE_MS and
+# WH_TEST_STORE_ORPHAN_DROP_MS, which exist for tests only.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 trap wh_cleanup EXIT
@@ -46,7 +46,7 @@ start_admin() {
     wh_spawn admin "$BIN/walhook-admin" -c "$CONF"
     wh_wait_http "http://127.0.0.1:$APORT/livez" 20 || wh_fail "the admin did not start"
 }
-start_store WALHOOK_TEST_STORE_CREATE_GRACE_MS=4000
+start_store WH_TEST_STORE_CREATE_GRACE_MS=4000
 wh_spawn ingestor "$BIN/walhook-ingestor" -c "$CONF"
 wh_spawn dispatcher "$BIN/walhook-dispatcher" -c "$CONF"
 start_admin
@@ -139,7 +139,7 @@ wh_log "t0 (off_lsn off_seq wm_lsn wm_seq end_lsn): ${P[*]}"
 [ "${P[2]}" -le "$B_LSN" ] || wh_fail "gB's orphan offset ($B_LSN) does not hold the watermark: ${P[*]}"
 # a new store process: the orphan is first seen on disk
 wh_kill store TERM
-start_store WALHOOK_TEST_STORE_CREATE_GRACE_MS=4000 WALHOOK_TEST_STORE_ORPHAN_DROP_MS=3000
+start_store WH_TEST_STORE_CREATE_GRACE_MS=4000 WH_TEST_STORE_ORPHAN_DROP_MS=3000
 wm_moved() {
     local p
     read -r -a p <<<"$("${SC[@]}" positions default t0)"
