@@ -42,6 +42,39 @@ run_one() { # NAME CMD...
     fi
 }
 
+# The sanitizer build (make asan, done by scripts/test.sh): its unit tests,
+# and the end-to-end test, run again on it. Its unit tests run beside the
+# plain ones, two lanes on two CPUs (the programs bind port 0 and work in
+# directories of their own); their output follows the plain ones'.
+ASAN_BIN="$ROOT/build-asan/bin"
+ASAN_ON=0
+if [ "${WH_ASAN:-1}" = 1 ] && [ -x "$ASAN_BIN/walhook" ] && [ "$BIN" != "$ASAN_BIN" ]; then
+    ASAN_ON=1
+fi
+asan_env() {
+    export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=23"
+    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+}
+asan_units() { # in a subshell: the output, and "passed failed names..." into $1
+    asan_env
+    passed=0
+    failed=0
+    failed_names=()
+    for t in "$ASAN_BIN"/tests/test_*; do
+        [ -x "$t" ] || continue
+        [ -n "$FILTER" ] && [[ "asan_$(basename "$t")" != *"$FILTER"* ]] && continue
+        run_one "asan_$(basename "$t")" timeout -k 10 180 "$t"
+    done
+    echo "$passed $failed ${failed_names[*]}" >"$1"
+}
+ASAN_PID=""
+if [ "$UNIT" = 1 ] && [ "$ASAN_ON" = 1 ]; then
+    ASAN_OUT=$(mktemp)
+    ASAN_COUNTS=$(mktemp)
+    asan_units "$ASAN_COUNTS" >"$ASAN_OUT" 2>&1 &
+    ASAN_PID=$!
+fi
+
 if [ "$UNIT" = 1 ]; then
     shopt -s nullglob
     units=("$BIN"/tests/test_*)
@@ -57,19 +90,19 @@ if [ "$UNIT" = 1 ]; then
     done
 fi
 
-# Sanitizer pass: when an ASan/UBSan build exists (make asan, done by
-# scripts/test.sh), its unit tests and the end-to-end test run again on it.
-ASAN_BIN="$ROOT/build-asan/bin"
-if [ "${WH_ASAN:-1}" = 1 ] && [ -x "$ASAN_BIN/walhook" ] && [ "$BIN" != "$ASAN_BIN" ]; then
-    export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=23"
-    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-    if [ "$UNIT" = 1 ]; then
-        for t in "$ASAN_BIN"/tests/test_*; do
-            [ -x "$t" ] || continue
-            [ -n "$FILTER" ] && [[ "asan_$(basename "$t")" != *"$FILTER"* ]] && continue
-            run_one "asan_$(basename "$t")" timeout -k 10 180 "$t"
-        done
-    fi
+if [ -n "$ASAN_PID" ]; then
+    wait "$ASAN_PID"
+    cat "$ASAN_OUT"
+    read -r ap af an <"$ASAN_COUNTS" || { ap=0; af=1; an="asan-unit-lane"; }
+    passed=$((passed + ap))
+    failed=$((failed + af))
+    # shellcheck disable=SC2206 # names without spaces
+    [ -n "${an:-}" ] && failed_names+=($an)
+    rm -f "$ASAN_OUT" "$ASAN_COUNTS"
+fi
+
+if [ "$ASAN_ON" = 1 ]; then
+    asan_env
     if [ "$INTEG" = 1 ] && { [ -z "$FILTER" ] || [[ asan_test_e2e == *"$FILTER"* ]]; }; then
         run_one "asan_test_e2e" env BIN="$ASAN_BIN" timeout -k 20 "$TIMEOUT" bash tests/integration/test_e2e.sh
     fi

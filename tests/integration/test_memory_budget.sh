@@ -57,13 +57,7 @@ done
 grep -q '^walhook_memory_part_bytes{daemon="admin",part="http_connections"} ' <<<"$M" ||
     wh_fail "no gauge of the admin's own parts"
 
-api() { # METHOD PATH [BODY]: sets CODE and BODY
-    local args=(-sS -X "$1" -o "$WH_TMP/b" -w '%{http_code}' --max-time 20
-        -H "Authorization: Bearer $TOKEN")
-    [ -n "${3:-}" ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
-    CODE=$(curl "${args[@]}" "$A$2") || CODE=000
-    BODY=$(cat "$WH_TMP/b" 2>/dev/null)
-}
+api() { wh_admin_api "$@"; }
 TENANT='{"name":"big","source":{"dsn":"postgresql://u@127.0.0.1:1/x"}}'
 api POST /v1/tenants "$TENANT"
 [ "$CODE" = 409 ] || wh_fail "a tenant over the store's budget: $CODE, not 409: $BODY"

@@ -25,13 +25,7 @@ wh_spawn store "$BIN/walhook-store" -c "$CONF"
 wh_wait_until 20 test -S "$DATA/store.sock" || wh_fail "the store did not start"
 WALHOOK_ADMIN_ADMIN_TOKEN=$TOKEN wh_spawn admin "$BIN/walhook-admin" -c "$CONF"
 wh_wait_http "$A/livez" 30 || wh_fail "the admin does not answer /livez"
-api() { # METHOD PATH [BODY]: sets CODE and BODY
-    local args=(-sS -X "$1" -o "$WH_TMP/b" -w '%{http_code}' --max-time 20
-        -H "Authorization: Bearer $TOKEN")
-    [ -n "${3:-}" ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
-    CODE=$(curl "${args[@]}" "$A$2") || CODE=000
-    BODY=$(cat "$WH_TMP/b" 2>/dev/null)
-}
+api() { wh_admin_api "$@"; }
 
 STORE_PID=${WH_PIDS[store]}
 for i in $(seq 1 "$NAMES"); do

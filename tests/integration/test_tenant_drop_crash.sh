@@ -31,13 +31,7 @@ WALHOOK_ADMIN_ADMIN_TOKEN=$TOKEN wh_spawn admin "$BIN/walhook-admin" -c "$CONF"
 wh_wait_http "$A/livez" 30 || wh_fail "the admin does not answer /livez"
 wh_spawn dispatcher "$BIN/walhook-dispatcher" -c "$CONF"
 wh_start_receiver recv "$WH_TMP/got.jsonl"
-api() { # METHOD PATH [BODY]: sets CODE and BODY
-    local args=(-sS -X "$1" -o "$WH_TMP/b" -w '%{http_code}' --max-time 20
-        -H "Authorization: Bearer $TOKEN")
-    [ -n "${3:-}" ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
-    CODE=$(curl "${args[@]}" "$A$2") || CODE=000
-    BODY=$(cat "$WH_TMP/b" 2>/dev/null)
-}
+api() { wh_admin_api "$@"; }
 
 # tenant b, its target paused: 20 OLD rows stored, none delivered
 api POST /v1/tenants "{\"name\":\"b\",\"source\":{\"dsn\":\"$DSN_B\",\"slot\":\"wh_b\",\"publication\":\"wh_b\"},\"targets\":[{\"name\":\"tb\",\"url\":\"http://127.0.0.1:$WH_RPORT/b\",\"paused\":true}]}"

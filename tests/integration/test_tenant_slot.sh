@@ -27,13 +27,7 @@ RB=$WH_RPORT
 A="http://127.0.0.1:$APORT"
 wh_wait_until 20 test -s "$WH_TMP/data/admin.token" || wh_fail "no admin token"
 TOKEN=$(grep -v '^read:' "$WH_TMP/data/admin.token" | head -n 1)
-api() { # METHOD PATH [BODY]: sets CODE and BODY
-    local args=(-sS -X "$1" -o "$WH_TMP/b" -w '%{http_code}' --max-time 20
-        -H "Authorization: Bearer $TOKEN")
-    [ -n "${3:-}" ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
-    CODE=$(curl "${args[@]}" "$A$2") || CODE=000
-    BODY=$(cat "$WH_TMP/b" 2>/dev/null)
-}
+api() { wh_admin_api "$@"; }
 
 # 1. tenant b on another database of the same server with tenant default's slot
 api POST /v1/tenants "{\"name\":\"b\",\"source\":{\"dsn\":\"$DSN_B\",\"slot\":\"walhook\"}}"

@@ -361,6 +361,17 @@ CONFEOF
     wh_up "$CONF" "$APORT"
 }
 
+# wh_admin_api METHOD PATH [BODY]: one request to the admin at $A with the
+# bearer token $TOKEN (the names the tests use); sets CODE (000: no answer)
+# and BODY.
+wh_admin_api() {
+    local args=(-sS -X "$1" -o "$WH_TMP/b" -w '%{http_code}' --max-time 20
+        -H "Authorization: Bearer $TOKEN")
+    [ -n "${3:-}" ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
+    CODE=$(curl "${args[@]}" "$A$2") || CODE=000
+    BODY=$(cat "$WH_TMP/b" 2>/dev/null)
+}
+
 wh_require_bins() {
     local b
     for b in "$@"; do
