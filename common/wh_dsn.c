@@ -108,6 +108,31 @@ static const char *uri_authority(const char *p, const char **end)
     return at;
 }
 
+/* The next parameter of a URI's query ("k=v&k=v..."; *pp just after the
+ * '?', or at its '\0' when there is none): the item into *item and *n, its
+ * first '=' into *eq (NULL: none); *pp moves past it and its '&'. Returns 0
+ * at the end. */
+static int uri_query_next(const char **pp, const char **item, size_t *n, const char **eq)
+{
+    const char *k = *pp;
+    if (*k == '\0')
+        return 0;
+    *item = k;
+    *n = strcspn(k, "&");
+    *eq = memchr(k, '=', *n);
+    k += *n;
+    *pp = *k == '&' ? k + 1 : k;
+    return 1;
+}
+
+/* Where the query of a URI whose authority ends at end starts ("" when it
+ * has none), for uri_query_next. */
+static const char *uri_query(const char *end)
+{
+    const char *qm = strchr(end, '?');
+    return qm ? qm + 1 : "";
+}
+
 static int check_uri(const char *s, char *err, size_t errlen)
 {
     if (check_escapes(s, err, errlen) != WH_OK)
@@ -147,12 +172,9 @@ static int check_uri(const char *s, char *err, size_t errlen)
         }
         h = item_end < end ? item_end + 1 : end;
     }
-    const char *qm = strchr(end, '?');
-    if (qm == NULL)
-        return WH_OK;
-    for (const char *k = qm + 1; *k;) {
-        size_t n = strcspn(k, "&");
-        const char *eq = memchr(k, '=', n);
+    const char *q = uri_query(end), *k, *eq;
+    size_t n;
+    while (uri_query_next(&q, &k, &n, &eq)) {
         if (n > 0) {
             if (eq == NULL)
                 return wh_seterr(err, errlen, "URI parameter at offset %d has no '='",
@@ -166,9 +188,6 @@ static int check_uri(const char *s, char *err, size_t errlen)
                 check_ports(eq + 1, n - (size_t)(eq - k) - 1, err, errlen) != WH_OK)
                 return WH_ERR;
         }
-        k += n;
-        if (*k == '&')
-            k++;
     }
     return WH_OK;
 }
@@ -298,20 +317,17 @@ static void redact_uri(const char *dsn, const char *sch, char *out, size_t len, 
     if (qm == NULL)
         return;
     out_append(out, len, o, "?", 1);
-    for (const char *k = qm + 1; *k;) {
-        size_t n = strcspn(k, "&");
-        const char *eq = memchr(k, '=', n);
+    const char *q = qm + 1, *k, *eq;
+    size_t n;
+    while (uri_query_next(&q, &k, &n, &eq)) {
         if (eq != NULL && secret_keyword(k, (size_t)(eq - k))) {
             out_append(out, len, o, k, (size_t)(eq - k) + 1);
             out_append(out, len, o, "****", 4);
         } else {
             out_append(out, len, o, k, n);
         }
-        k += n;
-        if (*k == '&') {
+        if (k[n] == '&')
             out_append(out, len, o, "&", 1);
-            k++;
-        }
     }
 }
 
@@ -422,15 +438,11 @@ static void secrets_of_uri(const char *sch, secrets *z)
     }
     if (qm == NULL)
         return;
-    for (const char *k = qm + 1; *k;) {
-        size_t n = strcspn(k, "&");
-        const char *eq = memchr(k, '=', n);
+    const char *q = qm + 1, *k, *eq;
+    size_t n;
+    while (uri_query_next(&q, &k, &n, &eq))
         if (eq != NULL && secret_keyword(k, (size_t)(eq - k)))
             secret_add_uri(z, eq + 1, n - (size_t)(eq - k) - 1);
-        k += n;
-        if (*k == '&')
-            k++;
-    }
 }
 
 static void secrets_of_keyvalue(const char *p, secrets *z)
@@ -540,17 +552,13 @@ void wh_dsn_dbname(const char *dsn, char *out, size_t len)
         }
         if (*end == '/')
             pct_decode(end + 1, strcspn(end + 1, "?"), out, len);
-        const char *qm = strchr(end, '?');
-        for (const char *k = qm ? qm + 1 : ""; *k;) {
-            size_t n = strcspn(k, "&");
-            const char *eq = memchr(k, '=', n);
+        const char *q = uri_query(end), *k, *eq;
+        size_t n;
+        while (uri_query_next(&q, &k, &n, &eq)) {
             if (eq != NULL && eq - k == 6 && strncmp(k, "dbname", 6) == 0)
                 pct_decode(eq + 1, n - 7, out, len);
             else if (eq != NULL && eq - k == 4 && strncmp(k, "user", 4) == 0)
                 pct_decode(eq + 1, n - 5, user, sizeof(user));
-            k += n;
-            if (*k == '&')
-                k++;
         }
     } else {
         const char *p = dsn;
@@ -649,16 +657,11 @@ static void srv_parse(const char *dsn, dsn_srv *s)
             s->port[po] = '\0';
             h = pe < end ? pe + 1 : end;
         }
-        const char *qm = strchr(end, '?');
-        for (const char *k = qm ? qm + 1 : ""; *k;) {
-            size_t n = strcspn(k, "&");
-            const char *eq = memchr(k, '=', n);
+        const char *q = uri_query(end), *k, *eq;
+        size_t n;
+        while (uri_query_next(&q, &k, &n, &eq))
             if (eq != NULL)
                 srv_set(s, k, (size_t)(eq - k), eq + 1, n - (size_t)(eq - k) - 1, 1);
-            k += n;
-            if (*k == '&')
-                k++;
-        }
     } else {
         const char *p = dsn;
         kv_pair kv;

@@ -935,6 +935,18 @@ static size_t json_string_end(const char *s, size_t n, size_t i)
     return 0;
 }
 
+/* An object member's key at s[i] with its ':' and the blanks around it:
+ * where its value starts, or 0 when there is no key. */
+static size_t json_key_end(const char *s, size_t n, size_t i)
+{
+    if (i >= n || s[i] != '"' || (i = json_string_end(s, n, i)) == 0)
+        return 0;
+    i = json_ws(s, n, i);
+    if (i >= n || s[i] != ':')
+        return 0;
+    return json_ws(s, n, i + 1);
+}
+
 /* Nesting followed by ing_json_valid: one bit per level (1 object). */
 #define JSON_MAXDEPTH 4096
 
@@ -963,14 +975,8 @@ int ing_json_valid(const char *s, size_t n)
                 i++;
                 goto after_value;
             }
-            if (obj) {
-                if (i >= n || s[i] != '"' || (i = json_string_end(s, n, i)) == 0)
-                    return 0;
-                i = json_ws(s, n, i);
-                if (i >= n || s[i] != ':')
-                    return 0;
-                i = json_ws(s, n, i + 1);
-            }
+            if (obj && (i = json_key_end(s, n, i)) == 0)
+                return 0;
             continue;
         }
         if (c == '"') {
@@ -1006,14 +1012,8 @@ int ing_json_valid(const char *s, size_t n)
             if (s[i] != ',')
                 return 0;
             i = json_ws(s, n, i + 1);
-            if (obj) {
-                if (i >= n || s[i] != '"' || (i = json_string_end(s, n, i)) == 0)
-                    return 0;
-                i = json_ws(s, n, i);
-                if (i >= n || s[i] != ':')
-                    return 0;
-                i = json_ws(s, n, i + 1);
-            }
+            if (obj && (i = json_key_end(s, n, i)) == 0)
+                return 0;
             break;
         }
     }
