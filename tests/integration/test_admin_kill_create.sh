@@ -22,19 +22,9 @@ trap wh_cleanup EXIT
 wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver \
     tests/wh_statectl tests/wh_syncgate.so
 wh_tmpdir
-pg_start || wh_fail "cannot start PostgreSQL"
-pg_psql -c "CREATE TABLE items (id int PRIMARY KEY); CREATE PUBLICATION walhook FOR ALL TABLES;" \
-    >/dev/null || wh_fail "cannot create the table"
-export WALHOOK_DISPATCHER_ALLOW_PRIVATE_NETWORKS="127.0.0.1/32,::1"
 export WALHOOK_ADMIN_ADMIN_TOKEN=admin-token-of-test-admin-kill-create-0123
 AUTH="Authorization: Bearer $WALHOOK_ADMIN_ADMIN_TOKEN"
-RPORT=$(wh_free_port)
-APORT=$(wh_free_port)
-wh_spawn receiver "$BIN/walhook-receiver" --listen "127.0.0.1:$RPORT" --out "$WH_TMP/received.jsonl"
-CONF="$WH_TMP/walhook.conf"
-DATA="$WH_TMP/data"
-wh_write_conf "$CONF" "$PG_DSN" "$DATA" "$APORT" "http://127.0.0.1:$RPORT/hook"
-mkdir -p -m 700 "$DATA"
+wh_items_prepare
 GATE="$WH_TMP/gate"
 SC=("$BIN/tests/wh_statectl" -c "$CONF")
 start_store() { # [VAR=VALUE...]: the environment of the store (the test bounds)

@@ -212,12 +212,11 @@ wh_write_conf() {
     } >"$file"
 }
 
-# wh_items_pipeline: PostgreSQL with table items (id int PRIMARY KEY) in
+# wh_items_prepare: PostgreSQL with table items (id int PRIMARY KEY) in
 # publication walhook, a walhook-receiver writing $WH_TMP/received.jsonl
-# (loopback allowed), and the four daemons on one target t0 of it; sets
-# RPORT APORT CONF DATA M (the admin's /metrics URL). Returns once the slot
-# streams.
-wh_items_pipeline() {
+# (loopback allowed), and the configuration of the four daemons with one
+# target t0 of it; sets RPORT APORT CONF DATA. Starts no daemon.
+wh_items_prepare() {
     pg_start || wh_fail "cannot start PostgreSQL"
     pg_psql -c "CREATE TABLE items (id int PRIMARY KEY); CREATE PUBLICATION walhook FOR ALL TABLES;" \
         >/dev/null || wh_fail "cannot create the table"
@@ -229,6 +228,13 @@ wh_items_pipeline() {
     DATA="$WH_TMP/data"
     wh_write_conf "$CONF" "$PG_DSN" "$DATA" "$APORT" "http://127.0.0.1:$RPORT/hook"
     mkdir -p -m 700 "$DATA"
+}
+
+# wh_items_pipeline: wh_items_prepare and the four daemons on it; sets
+# RPORT APORT CONF DATA M (the admin's /metrics URL). Returns once the slot
+# streams.
+wh_items_pipeline() {
+    wh_items_prepare
     local d
     for d in store ingestor dispatcher admin; do
         wh_spawn "$d" "$BIN/walhook-$d" -c "$CONF"
