@@ -743,7 +743,8 @@ static int load_offset(st_db *db, st_tenant *t, const char *k, size_t kl, const 
 
 /* 'N' tenant \0 consumer -> since_ms(8, wall clock) kind(1): why and when a
  * consumer was marked NEEDS_SNAPSHOT (st_dbi_ns_note_put); used while the O value
- * says it is marked. */
+ * says it is marked. ST_NS_NOTE_RS_LEN bytes: then lsn(8) seq(4) bf(8) of an
+ * automatic resync whose backfill request may be stored (st_db_resync_note). */
 static int load_ns_note(st_db *db, st_tenant *t, const char *k, size_t kl, const char *v, size_t vl,
                         char *err, size_t errlen)
 {
@@ -751,13 +752,19 @@ static int load_ns_note(st_db *db, st_tenant *t, const char *k, size_t kl, const
     WH_UNUSED(err);
     WH_UNUSED(errlen);
     char tenant[ST_NAME_MAX + 1], consumer[ST_NAME_MAX + 1];
-    if (vl != 9 || st_dbi_split_consumer_key(k, kl, tenant, consumer) != WH_OK)
+    if ((vl != 9 && vl != ST_NS_NOTE_RS_LEN) ||
+        st_dbi_split_consumer_key(k, kl, tenant, consumer) != WH_OK)
         return WH_OK;
     st_off *o = st_dbi_off_find(db, tenant, consumer);
     if (o != NULL && o->needs_snapshot) {
         atomic_store(&o->ns_since_ms, (int64_t)wh_get_be64((const uint8_t *)v));
         atomic_store(&o->ns_kind,
                      (uint8_t)v[8] <= ST_NS_DISCONNECTED ? (uint8_t)v[8] : ST_NS_UNKNOWN);
+        if (vl == ST_NS_NOTE_RS_LEN) {
+            o->rs_lsn = wh_get_be64((const uint8_t *)v + 9);
+            o->rs_seq = wh_get_be32((const uint8_t *)v + 17);
+            o->rs_bf = wh_get_be64((const uint8_t *)v + 21);
+        }
     }
     return WH_OK;
 }
@@ -2623,6 +2630,7 @@ void st_dbi_ns_note_put(st_db *db, st_off *o, int kind)
     int64_t since = wh_wallclock_us() / 1000;
     atomic_store(&o->ns_since_ms, since);
     atomic_store(&o->ns_kind, kind);
+    o->rs_bf = 0;
     char k[ST_KEY_MAX];
     size_t kl = st_dbi_key_offset(k, o->tenant, o->consumer);
     k[0] = 'N';
@@ -2772,10 +2780,12 @@ static int off_move_locked(st_db *db, st_off *o, off_val cur, uint64_t lsn, uint
     int had_ns = o->needs_snapshot;
     o->needs_snapshot = 0;
     int rc = off_put_clean(db, o, o->ten->meta, nv, 0, err, errlen);
-    if (rc == WH_OK)
+    if (rc == WH_OK) {
         st_dbi_off_write(o, *nv);
-    else
+        o->rs_bf = 0;
+    } else {
         o->needs_snapshot = had_ns;
+    }
     return rc;
 }
 
@@ -2862,6 +2872,7 @@ int st_db_drop_offset(st_db *db, const char *tenant, const char *consumer, st_of
         if (rc == WH_OK) {
             st_dbi_off_write(o, (off_val){0, 0, cur.epoch + 1, ST_OFF_DROPPED});
             o->needs_snapshot = 0;
+            o->rs_bf = 0;
         }
     }
     pthread_mutex_unlock(&o->wmu);
@@ -3275,6 +3286,7 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
             off_val cur = st_dbi_off_read(o);
             st_dbi_off_write(o, (off_val){0, 0, cur.epoch + 1, ST_OFF_DROPPED});
             o->needs_snapshot = 0;
+            o->rs_bf = 0;
             o->lease_owner[0] = '\0';
             o->lease_expiry_ms = 0;
             pthread_mutex_unlock(&o->wmu);

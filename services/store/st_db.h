@@ -680,6 +680,20 @@ size_t st_db_tenant_stats(st_db *db, st_tenant_stats *out, size_t max);
 int st_db_watermark(st_db *db, const char *tenant, uint64_t *lsn, uint32_t *seq);
 /* 1 when the consumer is marked NEEDS_SNAPSHOT. */
 int st_db_needs_snapshot(st_db *db, const char *tenant, const char *consumer);
+/* An automatic resync of a marked consumer, noted in its N note before its
+ * backfill request is written: the tenant's end (lsn, seq) its offset moves
+ * to and the backfill's id bf. Written without a sync of its own: the
+ * request's synced state write, next in the same WAL, makes it durable
+ * first. A store that stops between that request and the move finds both
+ * here (st_db_resync_noted) and moves the offset instead of requesting a
+ * second backfill. 1 noted, 0 not marked (nothing written), WH_ERR (err).
+ * The note goes with the mark. */
+int st_db_resync_note(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
+                      uint32_t seq, uint64_t bf, char *err, size_t errlen);
+/* 1 and what st_db_resync_note stored while the consumer is still marked,
+ * else 0. */
+int st_db_resync_noted(st_db *db, const char *tenant, const char *consumer, uint64_t *lsn,
+                       uint32_t *seq, uint64_t *bf);
 /* The tenant's write token bucket (store.tenant_rate_bytes/_events,
  * store.tenant_burst_ms): WH_OK charges the append; ST_DB_SLOW refuses it
  * with *retry_ms, the time until the bucket has paid its debt back. A

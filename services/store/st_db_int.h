@@ -27,6 +27,8 @@
 
 #define ST_POS_LEN 12     /* lsn(8) seq(4) */
 #define ST_OFF_VAL_LEN 20 /* lsn(8) seq(4) epoch(8) */
+/* an N note with an automatic resync's tail: since(8) kind(1) lsn(8) seq(4) bf(8) */
+#define ST_NS_NOTE_RS_LEN 29
 #define ST_KEY_MAX (1 + ST_NAME_MAX + 1 + ST_NAME_MAX + ST_POS_LEN)
 
 /* the kinds of a tenant's column families ("<kind>:<tenant>") */
@@ -61,6 +63,12 @@ typedef struct st_off {
      * under wmu, read under only off_lock (st_db_needs_snapshot_each) */
     _Atomic int64_t ns_since_ms;
     _Atomic int ns_kind;
+    /* an automatic resync under way (st_db_resync_note; the N note's tail,
+     * guarded by wmu): the tenant's end it noted and the id of the backfill
+     * it requests; rs_bf 0 = none. Cleared with the mark. */
+    uint64_t rs_lsn;
+    uint32_t rs_seq;
+    uint64_t rs_bf;
     /* the target's dispatcher lease (guarded by wmu) */
     char lease_owner[ST_OWNER_MAX + 1]; /* "" = free */
     uint64_t lease_epoch;               /* 0 = never leased */

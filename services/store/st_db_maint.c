@@ -657,6 +657,67 @@ int st_db_needs_snapshot(st_db *db, const char *tenant, const char *consumer)
     return o != NULL && o->needs_snapshot;
 }
 
+int st_db_resync_note(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
+                      uint32_t seq, uint64_t bf, char *err, size_t errlen)
+{
+    if (db->read_only)
+        return wh_seterr(err, errlen, "store opened read-only");
+    st_off *o = st_dbi_off_find(db, tenant, consumer);
+    st_tenant *h;
+    if (o == NULL)
+        return 0;
+    if (st_dbi_ten_open(db, tenant, 0, &h, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (h == NULL)
+        return 0;
+    int rc = 0;
+    pthread_mutex_lock(&o->wmu);
+    if (o->needs_snapshot) {
+        char k[ST_KEY_MAX];
+        size_t kl = st_dbi_key_offset(k, o->tenant, o->consumer);
+        k[0] = 'N';
+        uint8_t b[ST_NS_NOTE_RS_LEN];
+        wh_put_be64(b, (uint64_t)atomic_load(&o->ns_since_ms));
+        b[8] = (uint8_t)atomic_load(&o->ns_kind);
+        wh_put_be64(b + 9, lsn);
+        wh_put_be32(b + 17, seq);
+        wh_put_be64(b + 21, bf);
+        char *e = NULL;
+        /* no sync of its own: the caller's synced state write comes next
+         * in the same WAL and makes this durable before it */
+        rocksdb_put_cf(db->rdb, db->wo_lazy, o->ten->meta, k, kl, (const char *)b, sizeof(b), &e);
+        st_dbi_note_write(db, e);
+        if (e) {
+            rc = st_dbi_rerr(err, errlen, "resync note write", e);
+        } else {
+            o->rs_lsn = lsn;
+            o->rs_seq = seq;
+            o->rs_bf = bf;
+            rc = 1;
+        }
+    }
+    pthread_mutex_unlock(&o->wmu);
+    st_dbi_ten_done(h);
+    return rc;
+}
+
+int st_db_resync_noted(st_db *db, const char *tenant, const char *consumer, uint64_t *lsn,
+                       uint32_t *seq, uint64_t *bf)
+{
+    st_off *o = st_dbi_off_find(db, tenant, consumer);
+    if (o == NULL)
+        return 0;
+    pthread_mutex_lock(&o->wmu);
+    int r = o->needs_snapshot && o->rs_bf != 0;
+    if (r) {
+        *lsn = o->rs_lsn;
+        *seq = o->rs_seq;
+        *bf = o->rs_bf;
+    }
+    pthread_mutex_unlock(&o->wmu);
+    return r;
+}
+
 void st_db_needs_snapshot_each(st_db *db, st_consumer_fn fn, void *arg)
 {
     pthread_rwlock_rdlock(&db->off_lock);
@@ -804,7 +865,7 @@ int st_db_ns_note_get(st_db *db, const char *tenant, const char *consumer, int64
     int rc = consumer_meta_get(db, tenant, consumer, 'N', "mark note read", &v, &vl, err, errlen);
     if (rc <= 0)
         return rc;
-    int found = vl == 9;
+    int found = vl == 9 || vl == ST_NS_NOTE_RS_LEN;
     if (found) {
         *since_ms = (int64_t)wh_get_be64((const uint8_t *)v);
         *kind = (uint8_t)v[8];

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "wh_lsn.h"
 #include "wh_state.h"
@@ -30,6 +31,9 @@ struct st_resync {
     int64_t min_interval_ms;
     rs_target *t;
     size_t n, cap;
+    /* test hook (WH_TEST_STORE_EXIT_AFTER_RESYNC_REQUEST=1): _exit(137)
+     * once a backfill request is stored, before any offset moves */
+    int test_exit_after_request;
 };
 
 int st_resync_new(st_resync **out, st_db *db, st_state *state, int64_t min_interval_ms, char *err,
@@ -41,6 +45,11 @@ int st_resync_new(st_resync **out, st_db *db, st_state *state, int64_t min_inter
     (*out)->db = db;
     (*out)->state = state;
     (*out)->min_interval_ms = min_interval_ms;
+    const char *hook = getenv("WH_TEST_STORE_EXIT_AFTER_RESYNC_REQUEST");
+    (*out)->test_exit_after_request = hook != NULL && strcmp(hook, "1") == 0;
+    if ((*out)->test_exit_after_request)
+        wh_warn("test hook WH_TEST_STORE_EXIT_AFTER_RESYNC_REQUEST is set: the store exits "
+                "after storing an automatic resync's backfill request");
     return WH_OK;
 }
 
@@ -168,6 +177,19 @@ static void request_backfill(st_resync *r, const char *tenant, int64_t now)
         wh_strlcpy(err, "cannot render the state document", sizeof(err));
         goto out;
     }
+    /* the end and the request's id first, with each target's mark: a store
+     * that stops after the request and before the offsets move finds them
+     * at its start and moves the offsets (st_resync_run), instead of
+     * requesting a second backfill of every table */
+    what = "noting the resync with the mark";
+    for (size_t i = 0; i < r->n; i++) {
+        rs_target *e = &r->t[i];
+        if (e->due && strcmp(e->tenant, tenant) == 0 &&
+            st_db_resync_note(r->db, e->tenant, e->target, lsn, seq, id, err, sizeof(err)) ==
+                WH_ERR)
+            goto out;
+    }
+    what = "storing the backfill request";
     if (st_state_put(r->state, s->version, doc.data, doc.len, "resync", &version, &status, err,
                      sizeof(err)) != WH_OK)
         goto out;
@@ -175,6 +197,11 @@ static void request_backfill(st_resync *r, const char *tenant, int64_t now)
     wh_info("tenant %s: automatic resync of %d target(s) marked NEEDS_SNAPSHOT: backfill bf-%lu "
             "of every table requested (state version %" PRIu64 ")",
             tenant, n, id, version);
+    if (r->test_exit_after_request) {
+        wh_error("test hook WH_TEST_STORE_EXIT_AFTER_RESYNC_REQUEST: exiting after the backfill "
+                 "request, before the offsets move");
+        _exit(137);
+    }
     for (size_t i = 0; i < r->n; i++) {
         rs_target *e = &r->t[i];
         if (!e->due || strcmp(e->tenant, tenant) != 0)
@@ -203,6 +230,46 @@ out:
     wh_buf_free(&doc);
 }
 
+/* 1 when tenant t's backfill requests hold "<bf>:*" (the whole
+ * publication), as an automatic resync writes it. */
+static int has_request(const wh_state_tenant *t, uint64_t bf)
+{
+    for (const char *p = t != NULL ? t->backfills : ""; *p != '\0';) {
+        char *end = NULL;
+        unsigned long long n = strtoull(p, &end, 10);
+        if (end != NULL && n == bf && strncmp(end, ":*", 2) == 0 &&
+            (end[2] == ';' || end[2] == '\0'))
+            return 1;
+        const char *semi = strchr(p, ';');
+        p = semi ? semi + 1 : p + strlen(p);
+    }
+    return 0;
+}
+
+/* A due target whose resync was noted before a restart (or a failed move)
+ * with a request the state holds: that backfill runs, so only its offset
+ * is still to move (pending), to the end noted then. */
+static void resume_noted(st_resync *r, const wh_state *cur, rs_target *e, int64_t now)
+{
+    uint64_t lsn = 0, bf = 0;
+    uint32_t seq = 0;
+    if (e->pending || !st_db_resync_noted(r->db, e->tenant, e->target, &lsn, &seq, &bf) ||
+        !has_request(wh_state_tenant_find(cur, e->tenant), bf))
+        return;
+    char a[WH_LSN_STRLEN];
+    wh_lsn_format(lsn, a, sizeof(a));
+    wh_info("target %s/%s: automatic resync: its backfill bf-%" PRIu64 " is already requested; "
+            "the offset moves to the end noted before it (%s:%u)",
+            e->tenant, e->target, bf, a, seq);
+    if (e->interval_ms == 0)
+        e->interval_ms = r->min_interval_ms;
+    e->last_ms = now;
+    e->pending = 1;
+    e->p_lsn = lsn;
+    e->p_seq = seq;
+    e->due = 0;
+}
+
 int st_resync_run(st_resync *r)
 {
     for (size_t i = 0; i < r->n; i++)
@@ -222,6 +289,8 @@ int st_resync_run(st_resync *r)
         rs_target *e = &r->t[i];
         if (e->due && (e->pending || (e->last_ms != 0 && now - e->last_ms < e->interval_ms)))
             e->due = 0;
+        if (e->due)
+            resume_noted(r, cur, e, now);
     }
     wh_state_unref(cur);
     for (size_t i = 0; i < r->n; i++)

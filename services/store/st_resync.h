@@ -6,7 +6,8 @@
  * takes every marked target of the current state document with that
  * setting whose wait is over and, per tenant:
  *   1. notes the tenant's end P (st_db_tenant_end) and checks that each is
- *      still marked;
+ *      still marked; keeps P and the backfill's id with each mark
+ *      (st_db_resync_note, made durable by step 2's synced write);
  *   2. appends one backfill of every table ("*") to the tenant's
  *      source.backfills and stores the document (st_state_put: a synced
  *      write; a failure, e.g. a version conflict with a concurrent writer,
@@ -15,8 +16,11 @@
  *      (st_db_resync_offset, synced; clears the mark). A failure here is
  *      retried each run without another backfill.
  * The backfill's read events are stored above P, so the target reads all of
- * them. A crash between 2 and 3 leaves the mark: the next run requests
- * another backfill (rows read twice, never not at all).
+ * them. A crash between 2 and 3 leaves the mark and the note: the first run
+ * after the restart finds the noted request in the state and does only
+ * step 3, to the noted P (no second backfill: every row's read would be
+ * stored twice). A note whose request is not in the state (a crash before
+ * step 2's write) starts over at step 1.
  *
  * After a resync a target waits min_interval_ms before the next one; the
  * wait doubles (up to an hour) while it is marked again within four waits

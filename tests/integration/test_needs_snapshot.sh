@@ -10,12 +10,16 @@
 # Marked again, it stays marked while on_needs_snapshot is "wait" (the
 # default); set to "resync" at runtime (PATCH), the store resyncs it by
 # itself: its offset to the end and a backfill of every table, so every row
-# of the table arrives once as a read.
+# of the table arrives once as a read. The store is SIGKILLed in that
+# resync once the backfill request's state write is in the WAL (its sync
+# held by wh_syncgate) and before the offset moved: the store started again
+# moves the offset and requests no second backfill (each row still read
+# once, once every backfill job is done).
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 trap wh_cleanup EXIT
 wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver \
-    tests/wh_statectl
+    tests/wh_statectl tests/wh_syncgate.so
 wh_tmpdir
 pg_start || wh_fail "cannot start PostgreSQL"
 pg_psql -c "CREATE TABLE t (id int PRIMARY KEY)" || wh_fail "table"
@@ -37,8 +41,14 @@ export WALHOOK_STORE_RETENTION_AGE_S=2 WALHOOK_DISPATCHER_RETRY_MAX_MS=500
 TOKEN=admin-token-$RANDOM-0123456789
 export WALHOOK_ADMIN_ADMIN_TOKEN=$TOKEN
 mkdir -m 700 "$WH_TMP/data"
-wh_spawn store "$BIN/walhook-store" -c "$CONF"
-wh_wait_until 10 test -S "$WH_TMP/data/store.sock" || wh_fail "the store did not start"
+GATE="$WH_TMP/gate"
+start_store() {
+    wh_spawn store env WH_SYNCGATE="$GATE" LD_PRELOAD="$BIN/tests/wh_syncgate.so" \
+        "$BIN/walhook-store" -c "$CONF"
+    wh_wait_until 20 "$BIN/tests/wh_statectl" -c "$CONF" version >/dev/null ||
+        wh_fail "the store did not start"
+}
+start_store
 wh_spawn ingestor "$BIN/walhook-ingestor" -c "$CONF"
 wh_spawn dispatcher "$BIN/walhook-dispatcher" -c "$CONF"
 wh_spawn admin "$BIN/walhook-admin" -c "$CONF"
@@ -88,14 +98,29 @@ sleep 3 # negative check: nothing resyncs a target set to wait
 [ "$(wh_metric "$M" walhook_store_needs_snapshot_targets)" = 1 ] || wh_fail "the mark went away with on_needs_snapshot = wait"
 grep -q "automatic resync" "$WH_TMP/store.log" && wh_fail "the store resynced a target set to wait"
 code=$(curl -sS -o "$WH_TMP/patch.out" -w '%{http_code}' -X PATCH -H "Authorization: Bearer $TOKEN" \
-    -H 'Content-Type: application/json' -d '{"on_needs_snapshot": "resync"}' \
-    "http://127.0.0.1:$APORT/v1/tenants/default/targets/t0")
-[ "$code" = 200 ] || wh_fail "PATCH on_needs_snapshot: HTTP $code ($(cat "$WH_TMP/patch.out"))"
-code=$(curl -sS -o "$WH_TMP/patch.out" -w '%{http_code}' -X PATCH -H "Authorization: Bearer $TOKEN" \
     -H 'Content-Type: application/json' -d '{"on_needs_snapshot": "now"}' \
     "http://127.0.0.1:$APORT/v1/tenants/default/targets/t0")
 [ "$code" = 400 ] && grep -q on_needs_snapshot "$WH_TMP/patch.out" ||
     wh_fail "PATCH on_needs_snapshot = now: HTTP $code ($(cat "$WH_TMP/patch.out")), expected a 400 naming it"
+# the PATCH's state write passes the gate, the resync's next one is held
+# (the ingestor stopped meanwhile: no append takes the gate's place)
+kill -STOP "${WH_PIDS[ingestor]}"
+echo 1 >"$GATE.pass"
+touch "$GATE"
+code=$(curl -sS -o "$WH_TMP/patch.out" -w '%{http_code}' -X PATCH -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"on_needs_snapshot": "resync"}' \
+    "http://127.0.0.1:$APORT/v1/tenants/default/targets/t0")
+_held() { test -e "$GATE.held"; }
+[ "$code" = 200 ] && wh_wait_until 20 _held || {
+    rm -f "$GATE"
+    kill -CONT "${WH_PIDS[ingestor]}"
+    wh_fail "PATCH on_needs_snapshot: HTTP $code ($(cat "$WH_TMP/patch.out")), or no resync write held"
+}
+wh_kill store KILL
+rm -f "$GATE" "$GATE.pass"
+wh_log "store SIGKILLed with the automatic resync's state write in its WAL, not synced"
+kill -CONT "${WH_PIDS[ingestor]}"
+start_store
 reads() { # distinct ids read, read events
     python3 -c '
 import json, sys
@@ -106,8 +131,20 @@ for line in open(sys.argv[1]):
             ids.add(e["key"]["id"]); n += 1
 print(len(ids), n)' "$WH_TMP/received2.jsonl" 2>/dev/null
 }
-_all() { [ "$(reads)" = "300 300" ]; }
+_all() { [ "$(reads | cut -d' ' -f1)" = 300 ]; }
 wh_wait_until 90 _all || wh_fail "after the automatic resync: $(reads) (want 300 distinct ids read, 300 reads)"
+# every backfill job done (a second one, requested again after the restart,
+# would read every row again)
+A="http://127.0.0.1:$APORT"
+_jobs_done() {
+    wh_admin_api GET /v1/tenants/default/backfill
+    [ "$CODE" = 200 ] && python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+sys.exit(0 if d["jobs"] and all(j["state"] == "done" for j in d["jobs"]) else 1)' "$BODY"
+}
+wh_wait_until 60 _jobs_done || wh_fail "the backfill jobs never all finished: $BODY"
+[ "$(reads)" = "300 300" ] || wh_fail "after the store's restart in the resync: $(reads) (distinct ids read, reads; want 300 300): jobs $BODY"
 grep -q "t0: automatic resync (on_needs_snapshot = resync)" "$WH_TMP/store.log" ||
     wh_fail "the store did not log the automatic resync"
 unmarked() { [ "$(wh_metric "$M" walhook_store_needs_snapshot_targets)" = 0 ] && cleared; }

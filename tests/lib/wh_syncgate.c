@@ -8,6 +8,9 @@
  * the variables is left alone): while FILE exists, fdatasync and fsync of
  * a RocksDB WAL file (a name ending in ".log") wait, and FILE.held exists
  * while one waits (created when the wait starts, removed when it ends).
+ * While FILE.pass holds a number N > 0, a WAL sync at the gate passes and
+ * N is written back less one: the gate holds the (N+1)th sync after it
+ * (test_needs_snapshot: a state write passes, the next one is held).
  * When FILE.fail exists, the next WAL sync removes it and fails with EIO
  * (the data stays written: a disk that lost a sync's pages, as far as the
  * store can tell). Everything else, and every sync once FILE is gone,
@@ -55,9 +58,31 @@ static int fail_once(int fd)
     return access(fail, F_OK) == 0 && is_wal(fd) && unlink(fail) == 0;
 }
 
+/* 1: this sync passes the gate (FILE.pass held a number > 0, now one less) */
+static int pass_once(void)
+{
+    char pass[PATH_MAX];
+    snprintf(pass, sizeof(pass), "%s.pass", gate);
+    FILE *f = fopen(pass, "r");
+    if (f == NULL)
+        return 0;
+    int n = 0;
+    if (fscanf(f, "%d", &n) != 1)
+        n = 0;
+    fclose(f);
+    if (n <= 0)
+        return 0;
+    f = fopen(pass, "w");
+    if (f != NULL) {
+        fprintf(f, "%d\n", n - 1);
+        fclose(f);
+    }
+    return 1;
+}
+
 static void wait_gate(int fd)
 {
-    if (gate == NULL || access(gate, F_OK) != 0 || !is_wal(fd))
+    if (gate == NULL || access(gate, F_OK) != 0 || !is_wal(fd) || pass_once())
         return;
     char held[PATH_MAX];
     snprintf(held, sizeof(held), "%s.held", gate);

@@ -436,6 +436,42 @@ static void test_keys_cleaned(void **state)
     assert_false(st_db_needs_snapshot(f->db, "t", "y"));
 }
 
+/* An automatic resync's note (end and backfill id) is kept with the mark
+ * across a restart, and goes with the mark when the offset is set; an
+ * unmarked consumer gets none */
+static void test_resync_note(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    uint64_t lsn = 0, bf = 0;
+    uint32_t seq = 0;
+    int64_t since;
+    int kind;
+    fill(f->db);
+    commit(f->db, "x", 0x100);
+    assert_int_equal(st_db_resync_note(f->db, "t", "x", 0x300, 2, 7, err, sizeof(err)), 0);
+    assert_int_equal(st_db_resync_noted(f->db, "t", "x", &lsn, &seq, &bf), 0);
+    assert_int_equal(st_db_mark_needs_snapshot(f->db, "t", "x", 0x100, 0, ST_NS_RETENTION, "test"),
+                     1);
+    assert_int_equal(st_db_resync_noted(f->db, "t", "x", &lsn, &seq, &bf), 0);
+    assert_int_equal(st_db_resync_note(f->db, "t", "x", 0x300, 2, 7, err, sizeof(err)), 1);
+    fx_reopen(f);
+    assert_true(st_db_needs_snapshot(f->db, "t", "x"));
+    assert_int_equal(st_db_resync_noted(f->db, "t", "x", &lsn, &seq, &bf), 1);
+    assert_int_equal(lsn, 0x300);
+    assert_int_equal(seq, 2);
+    assert_int_equal(bf, 7);
+    assert_int_equal(st_db_ns_note_get(f->db, "t", "x", &since, &kind, err, sizeof(err)), 1);
+    assert_int_equal(kind, ST_NS_RETENTION);
+    assert_int_equal(
+        st_db_resync_offset(f->db, "t", "x", lsn, seq, &(st_offset){0}, err, sizeof(err)), 1);
+    assert_false(st_db_needs_snapshot(f->db, "t", "x"));
+    assert_int_equal(st_db_resync_noted(f->db, "t", "x", &lsn, &seq, &bf), 0);
+    fx_reopen(f);
+    assert_int_equal(st_db_resync_noted(f->db, "t", "x", &lsn, &seq, &bf), 0);
+    assert_int_equal(st_db_ns_note_get(f->db, "t", "x", &since, &kind, err, sizeof(err)), 0);
+}
+
 /* force_resync marks at the offset it was decided on only: a commit in
  * between wins */
 static void test_mark_checks_offset(void **state)
@@ -498,6 +534,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resync_stalled_wall_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keys_cleaned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mark_checks_offset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resync_note, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zone_changed, setup, teardown),
     };
