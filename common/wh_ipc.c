@@ -895,17 +895,19 @@ static void dfd_close(pthread_mutex_t *mu, int *dfd)
 }
 
 #define WH_IPC_USE_NNG 1 /* direct_call: the server has no room, call over NNG */
+#define WH_IPC_STALE 2   /* direct_exchange: the kept connection was dead, send again */
 
 /* A call over the direct socket (wh_uds), connected on first use and after
  * any failure. WH_OK, WH_ERR, or WH_IPC_USE_NNG. */
 /* The direct socket, connected if it is not: WH_OK (*fd), WH_ERR, or
  * WH_IPC_USE_NNG. */
-static int direct_fd(wh_client *c, int timeout, int *fdp, char *err, size_t errlen)
+static int direct_fd(wh_client *c, int timeout, int *fdp, int *reused, char *err, size_t errlen)
 {
     char e[WH_ERRLEN];
     pthread_mutex_lock(&c->mu);
     int fd = c->dfd;
     pthread_mutex_unlock(&c->mu);
+    *reused = fd >= 0;
     if (fd < 0) {
         int refused = 0;
         int wait =
@@ -927,9 +929,10 @@ static int direct_fd(wh_client *c, int timeout, int *fdp, char *err, size_t errl
 /* The direct connection for a request of sz bytes: its fd, or the status of
  * direct_fd (WH_IPC_USE_NNG: go by NNG), or an error for a request over
  * ipc.max_msg_bytes. */
-static int direct_open(wh_client *c, size_t sz, int timeout, int *fd, char *err, size_t errlen)
+static int direct_open(wh_client *c, size_t sz, int timeout, int *fd, int *reused, char *err,
+                       size_t errlen)
 {
-    int rc = direct_fd(c, timeout, fd, err, errlen);
+    int rc = direct_fd(c, timeout, fd, reused, err, errlen);
     if (rc != WH_OK)
         return rc;
     if (sz > c->max_msg)
@@ -940,13 +943,21 @@ static int direct_open(wh_client *c, size_t sz, int timeout, int *fd, char *err,
 }
 
 /* Sends a framed request (its pieces) on the direct connection fd and takes
- * the reply, read into c->dbuf; a failed exchange drops the connection. */
-static int direct_exchange(wh_client *c, int fd, const struct iovec *iov, int iovcnt,
+ * the reply, read into c->dbuf; a failed exchange drops the connection.
+ * WH_IPC_STALE (nothing else done) when reused and the peer had closed it
+ * before the request was written whole (a server that stopped or
+ * restarted since the last call): no server acted on it, the caller sends
+ * it again on a new connection. */
+static int direct_exchange(wh_client *c, int fd, int reused, const struct iovec *iov, int iovcnt,
                            Walhook__Reply **rep, int *status, int timeout, char *err, size_t errlen)
 {
     char e[WH_ERRLEN];
-    if (wh_uds_callv(fd, iov, iovcnt, &c->dbuf, c->max_msg, timeout, e, sizeof(e)) != WH_OK) {
+    int send_errno = 0;
+    if (wh_uds_callv_sent(fd, iov, iovcnt, &c->dbuf, c->max_msg, timeout, &send_errno, e,
+                          sizeof(e)) != WH_OK) {
         dfd_close(&c->mu, &c->dfd);
+        if (reused && (send_errno == EPIPE || send_errno == ECONNRESET))
+            return WH_IPC_STALE;
         return wh_seterr(err, errlen, "%s: %s", c->url, e);
     }
     int rc = take_reply(c, (const uint8_t *)c->dbuf.data, c->dbuf.len, rep, status, err, errlen);
@@ -965,28 +976,38 @@ static int direct_call(wh_client *c, const Walhook__Request *req, Walhook__Reply
                        int timeout, char *err, size_t errlen)
 {
     size_t sz = walhook__request__get_packed_size(req);
-    int fd = -1;
-    int rc = direct_open(c, sz, timeout, &fd, err, errlen);
-    if (rc != WH_OK)
-        return rc;
-    wh_buf_reset(&c->dbuf);
-    if (wh_buf_reserve(&c->dbuf, sz) != WH_OK)
-        return wh_seterr(err, errlen, "cannot allocate %zu byte request", sz);
-    walhook__request__pack(req, (uint8_t *)c->dbuf.data);
-    /* the reply is read into the same buffer once the request is sent */
-    struct iovec v = {.iov_base = c->dbuf.data, .iov_len = sz};
-    return direct_exchange(c, fd, &v, 1, rep, status, timeout, err, errlen);
+    for (int attempt = 0;; attempt++) {
+        int fd = -1, reused = 0;
+        int rc = direct_open(c, sz, timeout, &fd, &reused, err, errlen);
+        if (rc != WH_OK)
+            return rc;
+        wh_buf_reset(&c->dbuf);
+        if (wh_buf_reserve(&c->dbuf, sz) != WH_OK)
+            return wh_seterr(err, errlen, "cannot allocate %zu byte request", sz);
+        walhook__request__pack(req, (uint8_t *)c->dbuf.data);
+        /* the reply is read into the same buffer once the request is sent */
+        struct iovec v = {.iov_base = c->dbuf.data, .iov_len = sz};
+        rc = direct_exchange(c, fd, reused && attempt == 0, &v, 1, rep, status, timeout, err,
+                             errlen);
+        if (rc != WH_IPC_STALE)
+            return rc;
+    }
 }
 
 /* direct_call of a request already packed, in pieces (wh_client_call_iov). */
 static int direct_callv(wh_client *c, const struct iovec *iov, int iovcnt, size_t sz,
                         Walhook__Reply **rep, int *status, int timeout, char *err, size_t errlen)
 {
-    int fd = -1;
-    int rc = direct_open(c, sz, timeout, &fd, err, errlen);
-    if (rc != WH_OK)
-        return rc;
-    return direct_exchange(c, fd, iov, iovcnt, rep, status, timeout, err, errlen);
+    for (int attempt = 0;; attempt++) {
+        int fd = -1, reused = 0;
+        int rc = direct_open(c, sz, timeout, &fd, &reused, err, errlen);
+        if (rc != WH_OK)
+            return rc;
+        rc = direct_exchange(c, fd, reused && attempt == 0, iov, iovcnt, rep, status, timeout, err,
+                             errlen);
+        if (rc != WH_IPC_STALE)
+            return rc;
+    }
 }
 
 static int nng_call(wh_client *c, nng_msg *m, Walhook__Reply **rep, int *status, char *err,

@@ -716,19 +716,31 @@ static int write_framev(int fd, const struct iovec *iov, int iovcnt, size_t len,
     return WH_OK;
 }
 
-int wh_uds_callv(int fd, const struct iovec *iov, int iovcnt, wh_buf *reply, size_t max,
-                 int timeout_ms, char *err, size_t errlen)
+int wh_uds_callv_sent(int fd, const struct iovec *iov, int iovcnt, wh_buf *reply, size_t max,
+                      int timeout_ms, int *send_errno, char *err, size_t errlen)
 {
     int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     size_t len = 0;
+    *send_errno = 0;
     for (int k = 0; k < iovcnt; k++)
         len += iov[k].iov_len;
-    if (len == 0 || len > 0xffffffffu)
+    if (len == 0 || len > 0xffffffffu) {
+        *send_errno = EINVAL;
         return wh_seterr(err, errlen, "request of %zu bytes cannot be framed", len);
-    if (write_framev(fd, iov, iovcnt, len, deadline) != WH_OK)
+    }
+    if (write_framev(fd, iov, iovcnt, len, deadline) != WH_OK) {
+        *send_errno = errno != 0 ? errno : EIO;
         return wh_seterr(err, errlen, "send failed: %s",
                          errno == ETIMEDOUT ? "no peer within the timeout" : strerror(errno));
+    }
     return read_reply(fd, reply, max, deadline, timeout_ms, err, errlen);
+}
+
+int wh_uds_callv(int fd, const struct iovec *iov, int iovcnt, wh_buf *reply, size_t max,
+                 int timeout_ms, char *err, size_t errlen)
+{
+    int send_errno;
+    return wh_uds_callv_sent(fd, iov, iovcnt, reply, max, timeout_ms, &send_errno, err, errlen);
 }
 
 /* ---- broadcast ---- */

@@ -87,6 +87,12 @@ int wh_uds_call(int fd, const void *req, size_t len, wh_buf *reply, size_t max, 
  * length), written from where they are: no copy into one buffer. */
 int wh_uds_callv(int fd, const struct iovec *iov, int iovcnt, wh_buf *reply, size_t max,
                  int timeout_ms, char *err, size_t errlen);
+/* wh_uds_callv that also tells, on an error, whether the request was
+ * written whole: *send_errno 0 when it was (the peer may have acted on it),
+ * else the errno of the write that failed (no whole frame reached the peer:
+ * nothing of it was acted on). */
+int wh_uds_callv_sent(int fd, const struct iovec *iov, int iovcnt, wh_buf *reply, size_t max,
+                      int timeout_ms, int *send_errno, char *err, size_t errlen);
 
 /* Broadcast (the durability notifications' direct path): a publisher
  * sends each message to every connected subscriber without ever blocking.

@@ -299,6 +299,37 @@ static void test_connect_wait_zero(void **state)
     wh_server_stop(s);
 }
 
+/* The server restarted (a store SIGKILLed and started again) between two
+ * calls of a client whose direct connection was up: the next call is not
+ * lost to the dead connection ("send failed: Broken pipe"): nothing of it
+ * reached any server, so it goes again on a new connection. */
+static void test_server_restarted(void **state)
+{
+    wh_client *c;
+    char err[WH_ERRLEN];
+    int calls = 0;
+    wh_server *s;
+    assert_int_equal(
+        wh_server_start(&s, url, 1, 1 << 16, echo_handler, echo_done, &calls, err, sizeof(err)),
+        WH_OK);
+    assert_int_equal(wh_client_open(&c, url, 3000, 1 << 16, err, sizeof(err)), WH_OK);
+    Walhook__Reply *rep;
+    assert_int_equal(call_offset(c, "t", "ab", &rep, err), WH_OK);
+    walhook__reply__free_unpacked(rep, NULL);
+    assert_true(wh_client_is_direct(c));
+    wh_server_stop(s);
+    assert_int_equal(
+        wh_server_start(&s, url, 1, 1 << 16, echo_handler, echo_done, &calls, err, sizeof(err)),
+        WH_OK);
+    if (call_offset(c, "t", "abcd", &rep, err) != WH_OK)
+        fail_msg("call after the server's restart: %s", err);
+    assert_int_equal(rep->offset->committed->seq, 4);
+    walhook__reply__free_unpacked(rep, NULL);
+    assert_int_equal(calls, 2);
+    wh_client_close(c);
+    wh_server_stop(s);
+}
+
 static void slow_handler(void *arg, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
 {
     wh_sleep_ms(3000);
@@ -620,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_direct_full),
         cmocka_unit_test(test_timeout_names_endpoint),
         cmocka_unit_test(test_connect_wait_zero),
+        cmocka_unit_test(test_server_restarted),
         cmocka_unit_test(test_interrupt),
         cmocka_unit_test(test_pubsub),
         cmocka_unit_test(test_pubsub_direct),
