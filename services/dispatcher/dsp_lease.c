@@ -24,6 +24,12 @@ typedef struct lease_t {
     uint64_t given_up;    /* monotonic ms: given up for balancing until then */
     uint64_t handover;    /* monotonic ms: given up to balance, still valid in the store */
     int listed;           /* in the current target list */
+    int quiet_ms;         /* the target's request timeout (dsp_lease_set_targets) */
+    /* monotonic ms: held, but not posted to before then (a takeover: the
+     * old holder's requests may still be at the target) */
+    uint64_t quiet_until;
+    int quiet_told;           /* the loop was told when quiet_until passed */
+    uint64_t abandoned_until; /* requests abandoned here may run until then */
 } lease_t;
 
 struct dsp_lease {
@@ -104,7 +110,7 @@ int dsp_lease_owns(dsp_lease *l, const char *tenant, const char *target, uint64_
     uint64_t now = wh_now_ms();
     pthread_mutex_lock(&l->mu);
     lease_t *e = find(l, tenant, target);
-    if (e && e->epoch != 0 && now < e->valid_until) {
+    if (e && e->epoch != 0 && now < e->valid_until && now >= e->quiet_until) {
         own = 1;
         if (epoch)
             *epoch = e->epoch;
@@ -154,7 +160,7 @@ void dsp_lease_poke(dsp_lease *l)
 }
 
 int dsp_lease_set_targets(dsp_lease *l, const char *const *tenants, const char *const *names,
-                          size_t n)
+                          const int *quiet_ms, size_t n)
 {
     if (n > DSP_LEASE_MAX_TARGETS)
         return WH_ERR;
@@ -175,6 +181,7 @@ int dsp_lease_set_targets(dsp_lease *l, const char *const *tenants, const char *
             wh_strlcpy(e->name, names[i], sizeof(e->name));
         }
         e->listed = 1;
+        e->quiet_ms = quiet_ms ? quiet_ms[i] : 0;
     }
     l->poked = 1;
     pthread_cond_signal(&l->cond);
@@ -184,8 +191,11 @@ int dsp_lease_set_targets(dsp_lease *l, const char *const *tenants, const char *
 
 /* ---- store calls (lease thread only) ---- */
 
-/* One lease call; granted and epoch from the reply. WH_ERR: no answer. */
-static int call(dsp_lease *l, Walhook__Request *req, int *granted, uint64_t *epoch)
+/* One lease call; granted and epoch from the reply, and for an Acquire
+ * whether it took over a lapsed lease (*lapsed_ago: -1 when not, else ms
+ * since it lapsed). WH_ERR: no answer. */
+static int call_x(dsp_lease *l, Walhook__Request *req, int *granted, uint64_t *epoch,
+                  int64_t *lapsed_ago)
 {
     Walhook__Reply *rep = NULL;
     char err[WH_ERRLEN];
@@ -197,14 +207,23 @@ static int call(dsp_lease *l, Walhook__Request *req, int *granted, uint64_t *epo
     if (rep->body_case == WALHOOK__REPLY__BODY_LEASE && rep->lease) {
         *granted = rep->lease->granted;
         *epoch = rep->lease->epoch;
+        if (lapsed_ago)
+            *lapsed_ago = rep->lease->taken_over
+                              ? (rep->lease->expired_ms_ago > 0 ? rep->lease->expired_ms_ago : 0)
+                              : -1;
         rc = WH_OK;
     }
     walhook__reply__free_unpacked(rep, NULL);
     return rc;
 }
 
+static int call(dsp_lease *l, Walhook__Request *req, int *granted, uint64_t *epoch)
+{
+    return call_x(l, req, granted, epoch, NULL);
+}
+
 static int acquire(dsp_lease *l, const char *tenant, const char *name, int *granted,
-                   uint64_t *epoch)
+                   uint64_t *epoch, int64_t *lapsed_ago)
 {
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     Walhook__LeaseAcquire a = WALHOOK__LEASE_ACQUIRE__INIT;
@@ -214,7 +233,7 @@ static int acquire(dsp_lease *l, const char *tenant, const char *name, int *gran
     a.ttl_ms = (uint32_t)l->ttl_ms;
     req.body_case = WALHOOK__REQUEST__BODY_LEASE_ACQUIRE;
     req.lease_acquire = &a;
-    return call(l, &req, granted, epoch);
+    return call_x(l, &req, granted, epoch, lapsed_ago);
 }
 
 static int renew(dsp_lease *l, const char *tenant, const char *name, uint64_t ep, int *granted)
@@ -232,7 +251,7 @@ static int renew(dsp_lease *l, const char *tenant, const char *name, uint64_t ep
     return call(l, &req, granted, &e2);
 }
 
-static void release(dsp_lease *l, const char *tenant, const char *name, uint64_t ep)
+static void release(dsp_lease *l, const char *tenant, const char *name, uint64_t ep, int abandoned)
 {
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     Walhook__LeaseRelease r = WALHOOK__LEASE_RELEASE__INIT;
@@ -240,6 +259,7 @@ static void release(dsp_lease *l, const char *tenant, const char *name, uint64_t
     r.consumer = (char *)name;
     r.owner = l->owner;
     r.epoch = ep;
+    r.abandoned = abandoned != 0;
     req.body_case = WALHOOK__REQUEST__BODY_LEASE_RELEASE;
     req.lease_release = &r;
     int g;
@@ -291,19 +311,79 @@ typedef struct work {
     int listed;
 } work;
 
-static void set_result(dsp_lease *l, const work *w, uint64_t epoch, uint64_t valid_until,
-                       int *changed)
+/* lapsed_ago: for a new grant, -1, or the ms since the lease it took over
+ * lapsed (its old holder's requests get the target's timeout to end before
+ * this replica posts: quiet_until). */
+static void set_result_x(dsp_lease *l, const work *w, uint64_t epoch, uint64_t valid_until,
+                         int64_t lapsed_ago, int *changed)
 {
     pthread_mutex_lock(&l->mu);
     lease_t *e = find(l, w->tenant, w->name);
     if (e) {
         if ((e->epoch != 0) != (epoch != 0) || e->epoch != epoch)
             *changed = 1;
+        if (epoch != 0 && e->epoch != epoch) {
+            uint64_t now = wh_now_ms(), q = now;
+            if (lapsed_ago >= 0 && lapsed_ago < e->quiet_ms)
+                q = now + (uint64_t)(e->quiet_ms - lapsed_ago);
+            if (e->abandoned_until > q)
+                q = e->abandoned_until;
+            e->quiet_until = q;
+            e->quiet_told = q <= now;
+            if (q > now)
+                wh_info("lease of %s/%s: posting starts in %" PRIu64 " ms (requests its last "
+                        "holder did not finish may still be at the target until then)",
+                        w->tenant, w->name, q - now);
+        }
         e->epoch = epoch;
         e->valid_until = valid_until;
         e->handover = 0;
     }
     pthread_mutex_unlock(&l->mu);
+}
+
+static void set_result(dsp_lease *l, const work *w, uint64_t epoch, uint64_t valid_until,
+                       int *changed)
+{
+    set_result_x(l, w, epoch, valid_until, -1, changed);
+}
+
+/* Held leases whose quiet time has just passed: the loop is told (changed),
+ * once. */
+static void quiet_passed(dsp_lease *l, int *changed)
+{
+    uint64_t now = wh_now_ms();
+    pthread_mutex_lock(&l->mu);
+    for (size_t i = 0; i < l->n; i++) {
+        lease_t *e = &l->v[i];
+        if (e->epoch != 0 && !e->quiet_told && now >= e->quiet_until) {
+            e->quiet_told = 1;
+            *changed = 1;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+void dsp_lease_abandoned(void *arg, const char *tenant, const char *target)
+{
+    dsp_lease *l = arg;
+    if (l == NULL)
+        return;
+    pthread_mutex_lock(&l->mu);
+    lease_t *e = find(l, tenant, target);
+    if (e)
+        e->abandoned_until = wh_now_ms() + (uint64_t)e->quiet_ms;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* Requests abandoned at the target may still run (release with abandoned). */
+static int abandoned_now(dsp_lease *l, const char *tenant, const char *target)
+{
+    pthread_mutex_lock(&l->mu);
+    lease_t *e = find(l, tenant, target);
+    int r = e != NULL && e->abandoned_until > wh_now_ms();
+    pthread_mutex_unlock(&l->mu);
+    return r;
 }
 
 static void fire_change(dsp_lease *l)
@@ -371,7 +451,8 @@ static void round_once(dsp_lease *l)
         if (w[i].epoch == 0)
             continue;
         if (!w[i].listed) {
-            release(l, w[i].tenant, w[i].name, w[i].epoch);
+            release(l, w[i].tenant, w[i].name, w[i].epoch,
+                    abandoned_now(l, w[i].tenant, w[i].name));
             set_result(l, &w[i], 0, 0, &changed);
             w[i].epoch = 0;
             continue;
@@ -428,15 +509,22 @@ static void round_once(dsp_lease *l)
         uint64_t sent = wh_now_ms();
         int granted = 0;
         uint64_t ep = 0;
-        if (acquire(l, w[i].tenant, w[i].name, &granted, &ep) != WH_OK)
+        int64_t lapsed_ago = -1;
+        if (acquire(l, w[i].tenant, w[i].name, &granted, &ep, &lapsed_ago) != WH_OK)
             break;
         if (granted) {
-            wh_info("lease of %s/%s acquired (epoch %" PRIu64 ")", w[i].tenant, w[i].name, ep);
-            set_result(l, &w[i], ep, sent + (uint64_t)l->ttl_ms * 4 / 5, &changed);
+            if (lapsed_ago >= 0)
+                wh_info("lease of %s/%s acquired (epoch %" PRIu64 "; its last holder let it "
+                        "lapse %" PRId64 " ms ago)",
+                        w[i].tenant, w[i].name, ep, lapsed_ago);
+            else
+                wh_info("lease of %s/%s acquired (epoch %" PRIu64 ")", w[i].tenant, w[i].name, ep);
+            set_result_x(l, &w[i], ep, sent + (uint64_t)l->ttl_ms * 4 / 5, lapsed_ago, &changed);
             held++;
         }
     }
     free(w);
+    quiet_passed(l, &changed);
     pthread_mutex_lock(&l->mu);
     l->replicas = replicas;
     /* forget targets no longer listed and not held */
@@ -456,9 +544,15 @@ static void round_once(dsp_lease *l)
 static int next_round_in(dsp_lease *l)
 {
     uint64_t now = wh_now_ms(), in = (uint64_t)l->ttl_ms / 3;
-    for (size_t i = 0; i < l->n; i++)
-        if (l->v[i].epoch != 0 && l->v[i].valid_until > now && l->v[i].valid_until - now < in)
-            in = l->v[i].valid_until - now;
+    for (size_t i = 0; i < l->n; i++) {
+        const lease_t *e = &l->v[i];
+        if (e->epoch != 0 && e->valid_until > now && e->valid_until - now < in)
+            in = e->valid_until - now;
+        if (e->epoch != 0 && !e->quiet_told && e->quiet_until > now && e->quiet_until - now < in)
+            in = e->quiet_until - now;
+        if (e->epoch != 0 && !e->quiet_told && e->quiet_until <= now)
+            in = 0;
+    }
     return (int)in;
 }
 
@@ -576,7 +670,8 @@ void dsp_lease_stop(dsp_lease *l)
     /* hand the targets over at once instead of after the TTL */
     for (size_t i = 0; i < l->n; i++) {
         if (l->v[i].epoch != 0) {
-            release(l, l->v[i].tenant, l->v[i].name, l->v[i].epoch);
+            release(l, l->v[i].tenant, l->v[i].name, l->v[i].epoch,
+                    l->v[i].abandoned_until > wh_now_ms());
             l->v[i].epoch = 0;
         }
     }

@@ -64,10 +64,25 @@ int dsp_lease_advertise(char *out, size_t len, const char *control);
 void dsp_lease_default_owner(char *out, size_t len);
 
 int dsp_lease_start(dsp_lease **out, const dsp_lease_opts *o, char *err, size_t errlen);
-/* Thread-safe: the targets to share (copied); leases of targets no longer
- * listed are released at the next round. */
+/* Thread-safe: the targets to share (copied), each with its request timeout
+ * (quiet_ms; NULL: 0); leases of targets no longer listed are released at
+ * the next round.
+ *
+ * No two replicas post to a target at once: a lease taken over from a
+ * holder that let it lapse (died, hung, lost the store: LeaseReply
+ * taken_over), or released with requests abandoned (stopped with requests
+ * unanswered, LeaseRelease.abandoned), is held but not owned
+ * (dsp_lease_owns 0) until the target's quiet_ms have passed since it
+ * lapsed, since a request the old holder sent ends by its timeout; the
+ * same after this replica abandoned requests itself (dsp_lease_abandoned).
+ * A receiver that answers within the timeout never sees two requests of
+ * one target at once; a takeover after a crash costs the TTL plus up to
+ * the timeout. */
 int dsp_lease_set_targets(dsp_lease *l, const char *const *tenants, const char *const *names,
-                          size_t n);
+                          const int *quiet_ms, size_t n);
+/* Thread-safe (arg: the dsp_lease): requests to the target were abandoned
+ * unanswered just now (dsp_loop_on_abandon). */
+void dsp_lease_abandoned(void *arg, const char *tenant, const char *target);
 /* Thread-safe: 1 when this replica holds the target's lease now (and
  * *epoch, if not NULL, receives its fencing epoch), else 0. */
 int dsp_lease_owns(dsp_lease *l, const char *tenant, const char *target, uint64_t *epoch);

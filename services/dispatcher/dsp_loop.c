@@ -51,6 +51,8 @@ struct dsp_loop {
 
     void (*on_reload)(void *arg);
     void *reload_arg;
+    void (*on_abandon)(void *arg, const char *tenant, const char *target);
+    void *abandon_arg;
 
     /* targets refused at setup or at a change (bad URL or secret, curl
      * setup): the others go on; under tmu (the metrics read them) */
@@ -382,7 +384,10 @@ static int add_target(dsp_loop *l, const dsp_spec *sp, char *err, size_t errlen)
 static void remove_target(dsp_loop *l, int i, int keep_commit)
 {
     dsp_target *t = l->targets[i];
-    l->inflight -= dsp_target_abandon(t, l->multi);
+    int n = dsp_target_abandon(t, l->multi);
+    l->inflight -= n;
+    if (n > 0 && l->on_abandon)
+        l->on_abandon(l->abandon_arg, t->set.tenant, t->name);
     pthread_mutex_lock(&l->tmu);
     l->targets[i] = l->targets[--l->ntargets];
     pthread_mutex_unlock(&l->tmu);
@@ -507,6 +512,13 @@ void dsp_loop_on_reload(dsp_loop *l, void (*fn)(void *arg), void *arg)
 {
     l->on_reload = fn;
     l->reload_arg = arg;
+}
+
+void dsp_loop_on_abandon(dsp_loop *l, void (*fn)(void *arg, const char *tenant, const char *target),
+                         void *arg)
+{
+    l->on_abandon = fn;
+    l->abandon_arg = arg;
 }
 
 dsp_target *dsp_loop_find(dsp_loop *l, const char *tenant, const char *name)
@@ -811,8 +823,11 @@ int dsp_loop_run(dsp_loop *l)
         poll_once(l, left < 100 ? (int)left : 100);
         reap(l);
     }
-    for (int i = 0; i < l->ntargets; i++)
-        l->inflight -= dsp_target_abandon(l->targets[i], l->multi);
+    for (int i = 0; i < l->ntargets; i++) {
+        int n = dsp_target_abandon(l->targets[i], l->multi);
+        if (n > 0 && l->on_abandon)
+            l->on_abandon(l->abandon_arg, l->targets[i]->set.tenant, l->targets[i]->name);
+    }
     l->inflight = 0;
     atomic_store(&l->loop_on, 0);
     if (l->reg_fd >= 0)
@@ -1153,6 +1168,11 @@ void dsp_loop_destroy(dsp_loop *l)
         pthread_mutex_unlock(&l->hmu);
         pthread_join(l->nthr, NULL);
     }
+    /* requests unanswered at the stop are abandoned (told, so a lease
+     * released after this makes its next holder wait for them) */
+    for (int i = 0; l->multi != NULL && i < l->ntargets; i++)
+        if (dsp_target_abandon(l->targets[i], l->multi) > 0 && l->on_abandon)
+            l->on_abandon(l->abandon_arg, l->targets[i]->set.tenant, l->targets[i]->name);
     /* stop every reader first so their final commits run in parallel */
     for (int i = 0; i < l->ntargets; i++)
         if (l->targets[i]->thr_started)

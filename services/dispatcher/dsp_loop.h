@@ -40,6 +40,11 @@ int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errl
  * dsp_loop_on_reload (on the loop thread). */
 int dsp_loop_run(dsp_loop *l);
 void dsp_loop_on_reload(dsp_loop *l, void (*fn)(void *arg), void *arg);
+/* Before dsp_loop_run: fn is told each time requests to a target are
+ * abandoned unanswered (the target stopped here, or the loop is destroyed
+ * with them in flight), on the thread that abandons them. */
+void dsp_loop_on_abandon(dsp_loop *l, void (*fn)(void *arg, const char *tenant, const char *target),
+                         void *arg);
 /* Thread-safe: the complete list of targets of every tenant as of state
  * `version` (copied). The loop reconciles by (tenant, name) on its thread:
  * new ones start, changed ones are swapped between requests, paused ones

@@ -64,14 +64,17 @@ static void apply_leased(dsp_state *ds, dsp_spec *specs, int n, uint64_t version
 {
     const char **tenants = n ? calloc((size_t)n, sizeof(*tenants)) : NULL;
     const char **names = n ? calloc((size_t)n, sizeof(*names)) : NULL;
-    for (int i = 0; tenants && names && i < n; i++) {
+    int *quiet = n ? calloc((size_t)n, sizeof(*quiet)) : NULL;
+    for (int i = 0; tenants && names && quiet && i < n; i++) {
         tenants[i] = specs[i].set.tenant;
         names[i] = specs[i].name;
+        quiet[i] = specs[i].set.http_timeout_ms;
     }
-    if (n == 0 || (tenants && names))
-        dsp_lease_set_targets(ds->lease, tenants, names, (size_t)n);
+    if (n == 0 || (tenants && names && quiet))
+        dsp_lease_set_targets(ds->lease, tenants, names, quiet, (size_t)n);
     free(tenants);
     free(names);
+    free(quiet);
     pthread_mutex_lock(&ds->mu);
     free(ds->all);
     ds->all = specs; /* owned now */

@@ -617,14 +617,21 @@ typedef struct st_lease {
     uint64_t epoch;
     char owner[ST_OWNER_MAX + 1];
     int64_t expires_in_ms; /* <= 0: expired or free */
+    /* acquire: granted by taking over a lease its holder let expire (not
+     * released) or released with requests abandoned, expired_ms_ago before
+     * the grant */
+    int taken_over;
+    int64_t expired_ms_ago;
 } st_lease;
 
 int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, const char *owner,
                         uint32_t ttl_ms, st_lease *out, char *err, size_t errlen);
 int st_db_lease_renew(st_db *db, const char *tenant, const char *consumer, const char *owner,
                       uint64_t epoch, uint32_t ttl_ms, st_lease *out, char *err, size_t errlen);
+/* abandoned: the holder stops with requests at the target unanswered (the
+ * next grant is told taken_over, as after an expiry). */
 int st_db_lease_release(st_db *db, const char *tenant, const char *consumer, const char *owner,
-                        uint64_t epoch, st_lease *out, char *err, size_t errlen);
+                        uint64_t epoch, int abandoned, st_lease *out, char *err, size_t errlen);
 /* Calls fn for every (tenant, consumer) that was ever leased. */
 typedef int (*st_lease_fn)(void *arg, const char *tenant, const char *consumer, const st_lease *l);
 int st_db_lease_each(st_db *db, st_lease_fn fn, void *arg);

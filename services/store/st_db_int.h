@@ -74,6 +74,9 @@ typedef struct st_off {
     uint64_t lease_epoch;               /* 0 = never leased */
     uint32_t lease_ttl_ms;
     int64_t lease_expiry_ms; /* monotonic clock (wh_now_ms) */
+    /* released with requests abandoned, at this time (0: not): the next
+     * grant is a takeover (st_lease.taken_over); in memory only */
+    int64_t lease_abandoned_ms;
     /* moved (under wmu) by every replay that queues entries, after their
      * write (st_db_replay_gen); starts at the open's wall clock, so a
      * generation taken before a restart matches none after it */

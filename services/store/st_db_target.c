@@ -140,6 +140,14 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
     int64_t now = lease_now_ms();
     int mine = strcmp(o->lease_owner, owner) == 0;
     int free_ = o->lease_owner[0] == '\0' || o->lease_expiry_ms <= now;
+    /* expired, not released: its holder (this owner too, after its lease
+     * lapsed) may still have a request at the target */
+    int lapsed = o->lease_owner[0] != '\0' && o->lease_expiry_ms <= now;
+    int64_t expired_ago = now - o->lease_expiry_ms;
+    if (o->lease_owner[0] == '\0' && o->lease_abandoned_ms != 0) {
+        lapsed = 1;
+        expired_ago = now - o->lease_abandoned_ms;
+    }
     if (mine || free_) {
         if (!mine || o->lease_epoch == 0 || o->lease_ttl_ms != ttl_ms) {
             /* a new holder: a new epoch, stored before it is granted */
@@ -162,6 +170,11 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
             o->lease_expiry_ms = now + ttl_ms;
     }
     lease_out(o, owner, out);
+    if (rc == WH_OK && out->granted && lapsed) {
+        out->taken_over = 1;
+        out->expired_ms_ago = expired_ago;
+        o->lease_abandoned_ms = 0;
+    }
     pthread_mutex_unlock(&o->wmu);
     st_dbi_ten_done(t);
     return rc;
@@ -186,7 +199,7 @@ int st_db_lease_renew(st_db *db, const char *tenant, const char *consumer, const
 }
 
 int st_db_lease_release(st_db *db, const char *tenant, const char *consumer, const char *owner,
-                        uint64_t epoch, st_lease *out, char *err, size_t errlen)
+                        uint64_t epoch, int abandoned, st_lease *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
     if (lease_args(db, tenant, consumer, owner, 0, 0, err, errlen) != WH_OK)
@@ -202,6 +215,7 @@ int st_db_lease_release(st_db *db, const char *tenant, const char *consumer, con
     if (epoch == o->lease_epoch && strcmp(o->lease_owner, owner) == 0) {
         o->lease_owner[0] = '\0';
         o->lease_expiry_ms = 0;
+        o->lease_abandoned_ms = abandoned ? lease_now_ms() : 0;
         rc = lease_persist(db, o, err, errlen); /* the epoch stays: fencing */
     }
     lease_out(o, owner, out);

@@ -2027,6 +2027,8 @@ static void lease_reply(Walhook__Reply *rep, st_reply_mem *m, const st_lease *l)
         m->lease.epoch = l->epoch;
         m->lease.owner = m->lowner;
         m->lease.expires_in_ms = l->expires_in_ms;
+        m->lease.taken_over = l->taken_over != 0;
+        m->lease.expired_ms_ago = l->expired_ms_ago;
     }
     rep->body_case = WALHOOK__REPLY__BODY_LEASE;
     rep->lease = &m->lease;
@@ -2065,7 +2067,8 @@ static void do_lease(st_server *s, const Walhook__Request *req, Walhook__Reply *
         if (a == NULL)
             goto missing;
         tenant = a->tenant, consumer = a->consumer, owner = a->owner;
-        rc = st_db_lease_release(s->db, tenant, consumer, owner, a->epoch, &l, err, sizeof(err));
+        rc = st_db_lease_release(s->db, tenant, consumer, owner, a->epoch, a->abandoned, &l, err,
+                                 sizeof(err));
         break;
     }
     }

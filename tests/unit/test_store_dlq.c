@@ -328,6 +328,7 @@ static void test_lease_fencing(void **state)
                      WH_OK);
     assert_true(l.granted);
     assert_int_equal(l.epoch, e1);
+    assert_false(l.taken_over); /* the first grant took nothing over */
     /* commits: with the epoch ok; with 0 while leased refused */
     assert_int_equal(
         st_db_commit_fenced(f->db, "t", "a", 6, 0, off.epoch, e1, &off, err, sizeof(err)), WH_OK);
@@ -343,6 +344,10 @@ static void test_lease_fencing(void **state)
     assert_true(l.granted);
     uint64_t e2 = l.epoch;
     assert_true(e2 > e1);
+    /* r1 let it lapse: r2 is told, with how long ago (r1's requests may
+     * still be at the target) */
+    assert_true(l.taken_over);
+    assert_true(l.expired_ms_ago >= 0 && l.expired_ms_ago < 60000);
     /* the old owner's commit, renew and dead-letter write are refused */
     assert_int_equal(
         st_db_commit_fenced(f->db, "t", "a", 8, 0, off.epoch, e1, &off, err, sizeof(err)),
@@ -374,11 +379,26 @@ static void test_lease_fencing(void **state)
     assert_false(l.granted);
     assert_string_equal(l.owner, "r2");
     assert_int_equal(l.epoch, e2);
-    assert_int_equal(st_db_lease_release(f->db, "t", "a", "r2", e2, &l, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_lease_release(f->db, "t", "a", "r2", e2, 0, &l, err, sizeof(err)),
+                     WH_OK);
     assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r1", 60000, &l, err, sizeof(err)),
                      WH_OK);
     assert_true(l.granted);
     assert_true(l.epoch > e2);
+    assert_false(l.taken_over); /* released with nothing left at the target */
+    /* released with requests abandoned: the next grant is a takeover, once */
+    uint64_t e3 = l.epoch;
+    assert_int_equal(st_db_lease_release(f->db, "t", "a", "r1", e3, 1, &l, err, sizeof(err)),
+                     WH_OK);
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r2", 60000, &l, err, sizeof(err)),
+                     WH_OK);
+    assert_true(l.granted);
+    assert_true(l.taken_over);
+    assert_true(l.expired_ms_ago >= 0 && l.expired_ms_ago < 60000);
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r2", 60000, &l, err, sizeof(err)),
+                     WH_OK);
+    assert_true(l.granted);
+    assert_false(l.taken_over);
     /* bad arguments name the field */
     assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "", 60000, &l, err, sizeof(err)), WH_ERR);
     assert_non_null(strstr(err, "owner"));
