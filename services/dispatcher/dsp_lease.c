@@ -30,6 +30,8 @@ typedef struct lease_t {
     uint64_t quiet_until;
     int quiet_told;           /* the loop was told when quiet_until passed */
     uint64_t abandoned_until; /* requests abandoned here may run until then */
+    uint64_t handover_epoch;  /* the epoch given up to balance (with handover) */
+    int release_pending;      /* handed over with nothing unanswered: release it */
 } lease_t;
 
 struct dsp_lease {
@@ -364,6 +366,51 @@ static void quiet_passed(dsp_lease *l, int *changed)
     pthread_mutex_unlock(&l->mu);
 }
 
+void dsp_lease_handed(void *arg, const char *tenant, const char *target)
+{
+    dsp_lease *l = arg;
+    if (l == NULL)
+        return;
+    pthread_mutex_lock(&l->mu);
+    lease_t *e = find(l, tenant, target);
+    if (e && e->epoch == 0 && e->handover_epoch != 0 && wh_now_ms() < e->handover) {
+        e->release_pending = 1;
+        l->poked = 1;
+        pthread_cond_signal(&l->cond);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* Leases handed over with nothing left unanswered at the target: released
+ * at once, so the replica taking the target over need not wait for the
+ * TTL (nor for the timeout of a request, there being none). */
+static void release_handed(dsp_lease *l)
+{
+    for (;;) {
+        char tenant[WH_NAME_MAX], name[WH_NAME_MAX];
+        uint64_t ep = 0;
+        pthread_mutex_lock(&l->mu);
+        for (size_t i = 0; i < l->n && ep == 0; i++) {
+            lease_t *e = &l->v[i];
+            if (!e->release_pending)
+                continue;
+            e->release_pending = 0;
+            if (e->epoch != 0 || e->handover_epoch == 0)
+                continue;
+            ep = e->handover_epoch;
+            e->handover_epoch = 0;
+            e->handover = 0;
+            wh_strlcpy(tenant, e->tenant, sizeof(tenant));
+            wh_strlcpy(name, e->name, sizeof(name));
+        }
+        pthread_mutex_unlock(&l->mu);
+        if (ep == 0)
+            return;
+        release(l, tenant, name, ep, 0);
+        wh_info("lease of %s/%s released: handed over with no request unanswered", tenant, name);
+    }
+}
+
 void dsp_lease_abandoned(void *arg, const char *tenant, const char *target)
 {
     dsp_lease *l = arg;
@@ -440,6 +487,7 @@ static void round_once(dsp_lease *l)
     pthread_mutex_unlock(&l->mu);
     if (n > 0 && w == NULL)
         return;
+    release_handed(l);
     expire_lapsed(l, w, n);
     size_t replicas = list_replicas(l);
     int changed = 0;
@@ -493,6 +541,8 @@ static void round_once(dsp_lease *l)
                 if (e) {
                     e->given_up = wh_now_ms() + 2 * (uint64_t)l->ttl_ms;
                     e->handover = w[i].valid_until;
+                    e->handover_epoch = w[i].epoch;
+                    e->release_pending = 0;
                 }
                 pthread_mutex_unlock(&l->mu);
                 w[i].epoch = 0;

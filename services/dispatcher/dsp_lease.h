@@ -83,6 +83,10 @@ int dsp_lease_set_targets(dsp_lease *l, const char *const *tenants, const char *
 /* Thread-safe (arg: the dsp_lease): requests to the target were abandoned
  * unanswered just now (dsp_loop_on_abandon). */
 void dsp_lease_abandoned(void *arg, const char *tenant, const char *target);
+/* Thread-safe (arg: the dsp_lease): the loop stopped a target given up to
+ * balance with no request unanswered and its held commit sent
+ * (dsp_loop_on_abandon): the lease is released at once instead of lapsing. */
+void dsp_lease_handed(void *arg, const char *tenant, const char *target);
 /* Thread-safe: 1 when this replica holds the target's lease now (and
  * *epoch, if not NULL, receives its fencing epoch), else 0. */
 int dsp_lease_owns(dsp_lease *l, const char *tenant, const char *target, uint64_t *epoch);

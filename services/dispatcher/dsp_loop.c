@@ -52,6 +52,7 @@ struct dsp_loop {
     void (*on_reload)(void *arg);
     void *reload_arg;
     void (*on_abandon)(void *arg, const char *tenant, const char *target);
+    void (*on_handed)(void *arg, const char *tenant, const char *target);
     void *abandon_arg;
 
     /* targets refused at setup or at a change (bad URL or secret, curl
@@ -394,7 +395,9 @@ static void remove_target(dsp_loop *l, int i, int keep_commit)
     if (!keep_commit)
         dsp_target_forget_commit(t);
     dsp_target_stop_reader(t);
-    dsp_target_destroy(t);
+    dsp_target_destroy(t); /* sends the held commit (with the lease's epoch) */
+    if (keep_commit && n == 0 && l->on_handed)
+        l->on_handed(l->abandon_arg, t->set.tenant, t->name);
     free(t->next_spec);
     free(t);
 }
@@ -515,9 +518,11 @@ void dsp_loop_on_reload(dsp_loop *l, void (*fn)(void *arg), void *arg)
 }
 
 void dsp_loop_on_abandon(dsp_loop *l, void (*fn)(void *arg, const char *tenant, const char *target),
+                         void (*handed)(void *arg, const char *tenant, const char *target),
                          void *arg)
 {
     l->on_abandon = fn;
+    l->on_handed = handed;
     l->abandon_arg = arg;
 }
 

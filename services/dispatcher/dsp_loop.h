@@ -42,8 +42,11 @@ int dsp_loop_run(dsp_loop *l);
 void dsp_loop_on_reload(dsp_loop *l, void (*fn)(void *arg), void *arg);
 /* Before dsp_loop_run: fn is told each time requests to a target are
  * abandoned unanswered (the target stopped here, or the loop is destroyed
- * with them in flight), on the thread that abandons them. */
+ * with them in flight), on the thread that abandons them; handed, when a
+ * target handed over (dsp_spec.handover) stopped with none unanswered and
+ * its held commit sent. */
 void dsp_loop_on_abandon(dsp_loop *l, void (*fn)(void *arg, const char *tenant, const char *target),
+                         void (*handed)(void *arg, const char *tenant, const char *target),
                          void *arg);
 /* Thread-safe: the complete list of targets of every tenant as of state
  * `version` (copied). The loop reconciles by (tenant, name) on its thread:

@@ -104,7 +104,7 @@ int main(int argc, char **argv)
         wh_warn("backlog metrics: %s", err);
     dsp_control_set_backlog(backlog);
     if (lease != NULL)
-        dsp_loop_on_abandon(loop, dsp_lease_abandoned, lease);
+        dsp_loop_on_abandon(loop, dsp_lease_abandoned, dsp_lease_handed, lease);
     if (dsp_control_start_leased(&ctl, cfg.dispatcher_control, loop, lease, err, sizeof(err)) !=
         WH_OK) {
         wh_error("control endpoint %s: %s", cfg.dispatcher_control, err);
