@@ -27,9 +27,55 @@ static const char *class4(const unsigned char *a)
     return NULL;
 }
 
-const char *dsp_addr_class(int family, const unsigned char *a)
+int dsp_addr_embedded4(const unsigned char *a, unsigned char v4[DSP_EMBEDDED_MAX][4],
+                       const char **how)
 {
     static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const unsigned char zero[12] = {0};
+    static const unsigned char nat64[12] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+    static const unsigned char nat64l[6] = {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01};
+    const char *h = NULL;
+    int n = 0;
+    if (memcmp(a, mapped, 12) == 0) {
+        h = "IPv4-mapped";
+        memcpy(v4[n++], a + 12, 4);
+    } else if (memcmp(a, zero, 12) == 0) {
+        /* IPv4-compatible (RFC 4291, deprecated): ::/96 but :: and ::1,
+         * which are themselves */
+        if (!(a[12] == 0 && a[13] == 0 && a[14] == 0 && a[15] <= 1)) {
+            h = "IPv4-compatible";
+            memcpy(v4[n++], a + 12, 4);
+        }
+    } else if (memcmp(a, nat64, 12) == 0) {
+        h = "NAT64"; /* RFC 6052 well-known prefix 64:ff9b::/96 */
+        memcpy(v4[n++], a + 12, 4);
+    } else if (memcmp(a, nat64l, 6) == 0) {
+        /* RFC 8215 local-use 64:ff9b:1::/48, read as a /96 (the IPv4 in
+         * the last 32 bits). The shorter RFC 6052 layouts it also allows
+         * (/48 to /64) put the IPv4 elsewhere, and an address of one
+         * cannot be told from a /96 one with the operator's bits set:
+         * they are not decoded */
+        h = "NAT64";
+        memcpy(v4[n++], a + 12, 4);
+    } else if (a[0] == 0x20 && a[1] == 0x02) {
+        h = "6to4"; /* 2002:V4ADDR::/48 (RFC 3056) */
+        memcpy(v4[n++], a + 2, 4);
+    } else if (a[0] == 0x20 && a[1] == 0x01 && a[2] == 0 && a[3] == 0) {
+        /* Teredo 2001::/32 (RFC 4380): the client's IPv4 (where the packets
+         * go) in bytes 12-15 with every bit inverted, the server's in 4-7 */
+        h = "Teredo";
+        for (int i = 0; i < 4; i++)
+            v4[n][i] = (unsigned char)~a[12 + i];
+        n++;
+        memcpy(v4[n++], a + 4, 4);
+    }
+    if (how != NULL)
+        *how = h;
+    return n;
+}
+
+const char *dsp_addr_class(int family, const unsigned char *a)
+{
     static const unsigned char zero[16] = {0};
     static const unsigned char metadata6[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0,    0,
                                                 0,    0,    0,    0,    0, 0, 0x02, 0x54};
@@ -37,8 +83,15 @@ const char *dsp_addr_class(int family, const unsigned char *a)
         return class4(a);
     if (family != AF_INET6)
         return "not IP";
-    if (memcmp(a, mapped, 12) == 0)
-        return class4(a + 12);
+    unsigned char v4[DSP_EMBEDDED_MAX][4];
+    int n = dsp_addr_embedded4(a, v4, NULL);
+    for (int i = 0; i < n; i++) {
+        const char *c = class4(v4[i]);
+        if (c != NULL)
+            return c;
+    }
+    if (n > 0)
+        return NULL;
     if (memcmp(a, metadata6, 16) == 0)
         return "cloud metadata";
     if (memcmp(a, zero, 15) == 0 && a[15] == 1)
@@ -73,12 +126,36 @@ int dsp_ssrf_allowed(const struct sockaddr *sa, const wh_cidr_list *global,
     if ((global != NULL && wh_cidr_list_match(global, fam, a)) ||
         (target != NULL && wh_cidr_list_match(target, fam, a)))
         return 1;
-    char txt[INET6_ADDRSTRLEN];
+    /* an IPv6 address that carries an IPv4 one: the lists' IPv4 prefixes
+     * allow it when they name every embedded address that is not public */
+    unsigned char v4[DSP_EMBEDDED_MAX][4];
+    const char *how = NULL;
+    int n = fam == AF_INET6 ? dsp_addr_embedded4(a, v4, &how) : 0;
+    const unsigned char *shown = NULL;
+    for (int i = 0; i < n; i++) {
+        if (class4(v4[i]) == NULL)
+            continue;
+        if ((global != NULL && wh_cidr_list_match(global, AF_INET, v4[i])) ||
+            (target != NULL && wh_cidr_list_match(target, AF_INET, v4[i])))
+            continue;
+        shown = v4[i];
+        break;
+    }
+    if (n > 0 && shown == NULL)
+        return 1;
+    char txt[INET6_ADDRSTRLEN], in4[INET_ADDRSTRLEN + 64] = "";
     if (inet_ntop(fam, a, txt, sizeof(txt)) == NULL)
         snprintf(txt, sizeof(txt), "?");
+    if (shown != NULL) {
+        cls = class4(shown);
+        char t4[INET_ADDRSTRLEN];
+        if (how != NULL && strcmp(how, "IPv4-mapped") != 0 &&
+            inet_ntop(AF_INET, shown, t4, sizeof(t4)) != NULL)
+            snprintf(in4, sizeof(in4), " (%s, embedded by %s)", t4, how);
+    }
     snprintf(why, whylen,
-             "%s is %s (allow it with dispatcher.allow_private_networks or the target's "
+             "%s is %s%s (allow it with dispatcher.allow_private_networks or the target's "
              "allow_private)",
-             txt, cls);
+             txt, cls, in4);
     return 0;
 }

@@ -344,7 +344,10 @@ int dsp_next_delay_ms(const char *ra, int attempt, int base_ms, int max_ms, int6
     if (ra != NULL && dsp_retry_after_parse(ra, strlen(ra), now_s, &ms) == WH_OK) {
         if (ms > DSP_RETRY_AFTER_MAX_MS)
             ms = DSP_RETRY_AFTER_MAX_MS;
-        return ms < 1 ? 1 : (int)ms;
+        /* "0" or a date in the past would mean a request loop the target
+         * sets the pace of: the backoff's first cap is the floor */
+        int floor_ms = base_ms < 1 ? 1 : base_ms;
+        return ms < floor_ms ? floor_ms : (int)ms;
     }
     return dsp_retry_delay_ms(attempt, base_ms, max_ms);
 }

@@ -557,7 +557,8 @@ int dsp_retry_delay_ms(int attempt, int base_ms, int max_ms);
 
 /* The delay before the next attempt after a retryable failure: Retry-After
  * (value ra, may be NULL) when it parses, capped at DSP_RETRY_AFTER_MAX_MS
- * and at least 1 ms, else dsp_retry_delay_ms. */
+ * and at least base_ms (retry_base_ms: "0" or a past date does not make a
+ * tight loop), else dsp_retry_delay_ms. */
 int dsp_next_delay_ms(const char *ra, int attempt, int base_ms, int max_ms, int64_t now_s);
 
 #endif

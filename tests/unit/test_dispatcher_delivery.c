@@ -85,6 +85,13 @@ static void test_retry_after(void **state)
     /* the delay used: Retry-After wins over the backoff, capped */
     assert_int_equal(dsp_next_delay_ms("2", 1, 10, 20, 0), 2000);
     assert_int_equal(dsp_next_delay_ms("999999", 1, 10, 20, 0), DSP_RETRY_AFTER_MAX_MS);
+    /* 0 or a date in the past: not at once, the backoff floor
+     * (retry_base_ms) at least, whatever the attempt */
+    assert_int_equal(dsp_next_delay_ms("0", 1, 250, 30000, 0), 250);
+    assert_int_equal(dsp_next_delay_ms("0", 7, 250, 30000, 0), 250);
+    assert_int_equal(dsp_next_delay_ms(d, 1, 250, 30000, 784111777 + 5), 250);
+    assert_int_equal(dsp_next_delay_ms("1", 1, 2500, 30000, 0), 2500);
+    assert_int_equal(dsp_next_delay_ms("3", 1, 2500, 30000, 0), 3000);
     int b = dsp_next_delay_ms(NULL, 3, 10, 20, 0);
     assert_true(b >= 1 && b <= 20);
     b = dsp_next_delay_ms("bogus", 1, 10, 20, 0);
@@ -319,6 +326,66 @@ static void test_ssrf_classes(void **state)
     assert_null(cls("::ffff:8.8.8.8"));
 }
 
+/* IPv6 addresses that carry an IPv4 address are judged by it */
+static void test_ssrf_embedded_ipv4(void **state)
+{
+    (void)state;
+    /* IPv4-compatible ::a.b.c.d (but :: and ::1 stay themselves) */
+    assert_string_equal(cls("::127.0.0.1"), "loopback");
+    assert_string_equal(cls("::7f00:1"), "loopback");
+    assert_string_equal(cls("::10.0.0.1"), "private");
+    assert_string_equal(cls("::0.0.0.2"), "unspecified");
+    assert_string_equal(cls("::1"), "loopback");
+    assert_string_equal(cls("::"), "unspecified");
+    assert_null(cls("::8.8.8.8"));
+    /* NAT64, the well-known prefix and the local-use one */
+    assert_string_equal(cls("64:ff9b::7f00:1"), "loopback");
+    assert_string_equal(cls("64:ff9b::10.0.0.1"), "private");
+    assert_string_equal(cls("64:ff9b::169.254.169.254"), "cloud metadata");
+    assert_null(cls("64:ff9b::8.8.8.8"));
+    assert_string_equal(cls("64:ff9b:1::10.0.0.1"), "private");
+    assert_string_equal(cls("64:ff9b:1:ab:cd::127.0.0.1"), "loopback");
+    assert_null(cls("64:ff9b:1::8.8.8.8"));
+    /* 6to4: the IPv4 in bits 16-48 */
+    assert_string_equal(cls("2002:7f00:1::1"), "loopback");
+    assert_string_equal(cls("2002:a9fe:a9fe::"), "cloud metadata");
+    assert_string_equal(cls("2002:c0a8:101:1::5"), "private");
+    assert_null(cls("2002:808:808::1"));
+    /* Teredo: the server in bits 32-64, the client inverted in the last 32 */
+    assert_string_equal(cls("2001:0:808:808:8000:ffff:80ff:fffe"), "loopback"); /* client */
+    assert_string_equal(cls("2001:0:a00:1:8000:ffff:f7f7:f7f7"), "private");    /* server */
+    assert_null(cls("2001:0:808:808:8000:ffff:f7f7:f7f7"));                     /* 8.8.8.8 both */
+    /* not Teredo: 2001:db8::/32 and other 2001: prefixes are plain IPv6 */
+    assert_null(cls("2001:4860::7f00:1"));
+
+    unsigned char v4[DSP_EMBEDDED_MAX][4];
+    const char *how = NULL;
+    struct sockaddr_in6 b;
+    v6("2001:0:4136:e378:8000:63bf:3fff:fdd2", &b); /* RFC 4380's example */
+    assert_int_equal(dsp_addr_embedded4(b.sin6_addr.s6_addr, v4, &how), 2);
+    assert_string_equal(how, "Teredo");
+    const unsigned char client[4] = {192, 0, 2, 45}, server[4] = {65, 54, 227, 120};
+    assert_memory_equal(v4[0], client, 4);
+    assert_memory_equal(v4[1], server, 4);
+    v6("2606:4700::1111", &b);
+    assert_int_equal(dsp_addr_embedded4(b.sin6_addr.s6_addr, v4, &how), 0);
+
+    /* the allow lists: an IPv4 prefix allows the address it carries */
+    char err[WH_ERRLEN], why[256];
+    wh_cidr_list g;
+    assert_int_equal(wh_cidr_list_parse("127.0.0.3/32", &g, err, sizeof(err)), WH_OK);
+    v6("64:ff9b::7f00:1", &b);
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, &g, NULL, why, sizeof(why)), 0);
+    assert_non_null(strstr(why, "64:ff9b::7f00:1 is loopback (127.0.0.1, embedded by NAT64)"));
+    v6("64:ff9b::7f00:3", &b);
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, &g, NULL, why, sizeof(why)), 1);
+    v6("2002:a00:1::", &b);
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, &g, NULL, why, sizeof(why)), 0);
+    assert_non_null(strstr(why, "is private (10.0.0.1, embedded by 6to4)"));
+    v6("::7f00:3", &b);
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, NULL, &g, why, sizeof(why)), 1);
+}
+
 static void test_ssrf_allow_lists(void **state)
 {
     (void)state;
@@ -521,12 +588,19 @@ static void test_zone_notes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_classify),          cmocka_unit_test(test_retry_after),
-        cmocka_unit_test(test_backoff),           cmocka_unit_test(test_breaker),
-        cmocka_unit_test(test_nack_window),       cmocka_unit_test(test_token_bucket),
-        cmocka_unit_test(test_rate_change),       cmocka_unit_test(test_ssrf_classes),
-        cmocka_unit_test(test_ssrf_allow_lists),  cmocka_unit_test(test_lanes),
-        cmocka_unit_test(test_delivery_settings), cmocka_unit_test(test_format_build),
+        cmocka_unit_test(test_classify),
+        cmocka_unit_test(test_retry_after),
+        cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_breaker),
+        cmocka_unit_test(test_nack_window),
+        cmocka_unit_test(test_token_bucket),
+        cmocka_unit_test(test_rate_change),
+        cmocka_unit_test(test_ssrf_classes),
+        cmocka_unit_test(test_ssrf_embedded_ipv4),
+        cmocka_unit_test(test_ssrf_allow_lists),
+        cmocka_unit_test(test_lanes),
+        cmocka_unit_test(test_delivery_settings),
+        cmocka_unit_test(test_format_build),
         cmocka_unit_test(test_zone_notes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
