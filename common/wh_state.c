@@ -711,18 +711,31 @@ int wh_state_check_slots(const wh_state *s, const wh_state *prev, char *err, siz
 /* Rules for what a write adds (a tenant, a name, a slot), not applied to
  * what prev (the document it replaces; NULL: none) already has, so a
  * document stored by an older walhook still takes the writes that leave
- * that part be: a new tenant's name does not start with '.' or '-' (a
- * path segment "." or "..", or an option to the CLI), and no new pair of
- * tenants shares a replication slot. */
+ * that part be: a new tenant's name, and the name of a target new to its
+ * tenant, does not start with '.' or '-' (a path segment "." or "..", or
+ * an option to the CLI), and no new pair of tenants shares a replication
+ * slot. */
 static int validate_new(const wh_state *s, const wh_state *prev, char *err, size_t errlen)
 {
     for (int i = 0; i < s->ntenants; i++) {
-        const char *n = s->tenants[i].name;
-        if ((n[0] == '.' || n[0] == '-') && wh_state_tenant_find(prev, n) == NULL)
+        const wh_state_tenant *t = &s->tenants[i];
+        const char *n = t->name;
+        const wh_state_tenant *pt = wh_state_tenant_find(prev, n);
+        if ((n[0] == '.' || n[0] == '-') && pt == NULL)
             return wh_seterr(err, errlen,
                              "tenants[%d].name: '%s': a new tenant's name must not start with "
                              "'.' or '-' (a path segment, a command-line option)",
                              i, n);
+        /* the same for a target new to its tenant ("..": the tenant's path) */
+        for (int j = 0; j < t->ntargets; j++) {
+            const char *g = t->targets[j].name;
+            if ((g[0] == '.' || g[0] == '-') && (pt == NULL || wh_state_target_find(pt, g) == NULL))
+                return wh_seterr(err, errlen,
+                                 "tenants[%d].targets[%d].name: '%s': a new target's name must "
+                                 "not start with '.' or '-' (a path segment, a command-line "
+                                 "option)",
+                                 i, j, g);
+        }
     }
     return wh_state_check_slots(s, prev, err, errlen);
 }

@@ -149,8 +149,9 @@ int wh_state_validate_write(const wh_state *s, const wh_state *cur, char *err, s
 
 /* Both wh_state_validate and wh_state_validate_write also refuse what a
  * write must not add, though a document cur (NULL: none) already has it
- * passes: a tenant named with a leading '.' or '-', and two tenants that
- * use one replication slot on one PostgreSQL server (wh_dsn_same_server:
+ * passes: a tenant or a target named with a leading '.' or '-' (a target
+ * counts as new when its tenant in cur has none of that name), and two
+ * tenants that use one replication slot on one PostgreSQL server (wh_dsn_same_server:
  * a slot is per server, whatever the database). This is that slot rule
  * alone: "tenants[1].source.slot: tenants 'a' and 'b' would share
  * replication slot 'wh_a' on server local:5432 ...". */

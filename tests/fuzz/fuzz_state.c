@@ -78,13 +78,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     wh_state_effective(&eff, &base, c, s->ntenants > 0 ? s->tenants[0].name : NULL);
     /* what parses validates as a document already stored; as a new one
      * only the rules for what a write adds may refuse it (two tenants on
-     * one replication slot of one server, a new name starting with '.' or
-     * '-') */
+     * one replication slot of one server, a new tenant or target name
+     * starting with '.' or '-') */
     if (wh_state_validate_write(c, c, err, sizeof(err)) != WH_OK)
         abort();
     if (wh_state_validate(c, err, sizeof(err)) != WH_OK &&
         strstr(err, "would share replication slot") == NULL &&
-        strstr(err, "a new tenant's name must not start") == NULL)
+        strstr(err, "a new tenant's name must not start") == NULL &&
+        strstr(err, "a new target's name must not start") == NULL)
         abort();
     wh_state_unref(c);
     wh_state_unref(s2);

@@ -400,6 +400,63 @@ static void test_new_tenant_names(void **state)
     wh_state_unref(s);
 }
 
+/* The same rule for a target new to its tenant: a target ".." would be
+ * the tenant's own path (/v1/tenants/T/targets/..); a stored one still
+ * loads and does not block other writes. */
+static void test_new_target_names(void **state)
+{
+    (void)state;
+    char err[WH_ERRLEN];
+    const char *bad[] = {".", "..", "...", ".hidden", "-x", "--url"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        wh_state *cur = parse_ok("{\"tenants\":[{\"name\":\"a\",\"source\":{\"slot\":\"s\"},"
+                                 "\"targets\":[{\"name\":\"t\",\"url\":\"http://h.example/\"}]}]}");
+        wh_state *next = NULL;
+        assert_int_equal(wh_state_clone(&next, cur), WH_OK);
+        wh_state_target *g = wh_state_target_add(&next->tenants[0]);
+        assert_non_null(g);
+        wh_strlcpy(g->name, bad[i], sizeof(g->name));
+        wh_strlcpy(g->url, "http://h.example/x", sizeof(g->url));
+        if (wh_state_validate_write(next, cur, err, sizeof(err)) != WH_ERR)
+            fail_msg("target name '%s' accepted", bad[i]);
+        if (strncmp(err, "tenants[0].targets[1].name: ", 28) != 0 ||
+            strstr(err, "must not start with '.' or '-'") == NULL)
+            fail_msg("target name '%s': %s", bad[i], err);
+        assert_int_equal(wh_state_validate(next, err, sizeof(err)), WH_ERR);
+        /* already stored: read, and other writes pass */
+        assert_int_equal(wh_state_validate_write(next, next, err, sizeof(err)), WH_OK);
+        wh_state *again = NULL;
+        assert_int_equal(wh_state_clone(&again, next), WH_OK);
+        again->tenants[0].targets[0].paused = 1;
+        assert_int_equal(wh_state_validate_write(again, next, err, sizeof(err)), WH_OK);
+        /* the same name in another tenant is new there */
+        wh_state_tenant *b = add_tenant(again, "b", "dbname=x", "s2");
+        g = wh_state_target_add(b);
+        wh_strlcpy(g->name, bad[i], sizeof(g->name));
+        wh_strlcpy(g->url, "http://h.example/y", sizeof(g->url));
+        assert_int_equal(wh_state_validate_write(again, next, err, sizeof(err)), WH_ERR);
+        if (strncmp(err, "tenants[1].targets[0].name: ", 28) != 0)
+            fail_msg("target name '%s' in a new tenant: %s", bad[i], err);
+        wh_state_unref(again);
+        wh_state_unref(next);
+        wh_state_unref(cur);
+    }
+    const char *good[] = {"a.b", "a-", "x.", "_x", "0-1", "x..y"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        wh_state *next = parse_ok("{\"tenants\":[{\"name\":\"a\",\"source\":{\"slot\":\"s\"}}]}");
+        wh_state_target *g = wh_state_target_add(&next->tenants[0]);
+        wh_strlcpy(g->name, good[i], sizeof(g->name));
+        wh_strlcpy(g->url, "http://h.example/x", sizeof(g->url));
+        if (wh_state_validate_write(next, NULL, err, sizeof(err)) != WH_OK)
+            fail_msg("target name '%s': %s", good[i], err);
+        wh_state_unref(next);
+    }
+    wh_state *s = parse_ok("{\"tenants\":[{\"name\":\"a\",\"source\":{\"slot\":\"s\"},"
+                           "\"targets\":[{\"name\":\"..\",\"url\":\"http://h.example/\"}]}]}");
+    assert_string_equal(s->tenants[0].targets[0].name, "..");
+    wh_state_unref(s);
+}
+
 static void test_render_canonical_and_redacted(void **state)
 {
     wh_state *s = parse_ok(GOOD);
@@ -983,6 +1040,7 @@ int main(void)
         cmocka_unit_test(test_dsn_same_server),
         cmocka_unit_test(test_shared_slot_refused),
         cmocka_unit_test(test_new_tenant_names),
+        cmocka_unit_test(test_new_target_names),
         cmocka_unit_test(test_render_canonical_and_redacted),
         cmocka_unit_test(test_from_config_with_tenants),
         cmocka_unit_test(test_from_config_top_targets),

@@ -21,6 +21,7 @@ typedef struct cli_opts {
     char token[256];
     char tenant[WH_NAME_MAX];
     char cacert[WH_PATH_MAX];
+    char proxy[512]; /* --proxy / WALHOOK_ADMIN_PROXY; "" = none, whatever the environment */
     int json;
     const char *args[CLI_MAX_ARGS]; /* positionals after the command */
     int nargs;
@@ -31,6 +32,7 @@ static int usage(const char *cmd)
     fprintf(
         stderr,
         "usage: walhook %s ... [--admin URL] [--json] [-c FILE] [--tenant T] [--cacert PEM]\n"
+        "                      [--proxy URL]\n"
         "  walhook tenants  [list | get T | add T dsn=DSN [slot=S publication=P tables=..]\n"
         "                   | set T key=value... | rm T]  (keys of the tenant's source, e.g.\n"
         "                   ddl=true snapshot=initial slot_policy=track; =null: the default)\n"
@@ -42,6 +44,8 @@ static int usage(const char *cmd)
         "  walhook settings [list | set name=value...]\n"
         "  walhook slots\n"
         "The token comes from WALHOOK_ADMIN_TOKEN, else <data_dir>/admin.token.\n"
+        "No proxy is used (http_proxy, ALL_PROXY ... are ignored: they would see the token)\n"
+        "unless --proxy URL or WALHOOK_ADMIN_PROXY=URL names one.\n"
         "Exit status: 0 done, 1 server or connection error, 2 usage or refused (4xx).\n",
         cmd);
     return 2;
@@ -81,6 +85,12 @@ static long request(const cli_opts *o, const char *method, const char *path, con
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* the token goes to the admin alone: a proxy from the environment is
+     * not used unless named for this (o->proxy), like the dispatcher's */
+    curl_easy_setopt(c, CURLOPT_PROXY, o->proxy);
+    /* the path as built: each name is one escaped segment (path_name), and
+     * a stored name "." or ".." must reach the admin as it is */
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
@@ -386,6 +396,34 @@ static int need(const cli_opts *o, int n, const char *cmd)
     return 1;
 }
 
+/* A name (tenant, target) as one path segment of len bytes into out: the
+ * admin's name alphabet (letters, digits, '_', '.', '-'), percent-escaped
+ * all the same. Anything else ("../../t2", "t/dlq") is refused here: the
+ * admin decodes %2F, so escaping alone would not keep it one segment.
+ * Returns WH_ERR (exit 2) with a message. */
+static int path_name(const char *cmd, const char *what, const char *name, char *out, size_t len)
+{
+    size_t n = strlen(name);
+    int ok = n > 0 && n < WH_NAME_MAX;
+    for (const char *p = name; ok && *p; p++)
+        ok = isalnum((unsigned char)*p) || *p == '_' || *p == '.' || *p == '-';
+    if (!ok) {
+        fprintf(stderr,
+                "walhook %s: '%s' is not a %s name (1 to %d letters, digits, '_', '.' or '-')\n",
+                cmd, name, what, WH_NAME_MAX - 1);
+        return WH_ERR;
+    }
+    char *e = curl_easy_escape(NULL, name, (int)n);
+    if (e == NULL || strlen(e) >= len) {
+        curl_free(e);
+        fprintf(stderr, "walhook %s: %s name '%s' is too long\n", cmd, what, name);
+        return WH_ERR;
+    }
+    memcpy(out, e, strlen(e) + 1);
+    curl_free(e);
+    return WH_OK;
+}
+
 /* ---- commands ---- */
 
 static int cmd_tenants(cli_opts *o)
@@ -396,7 +434,10 @@ static int cmd_tenants(cli_opts *o)
         return run(o, "GET", "/v1/tenants", NULL, table_tenants);
     if (!need(o, 2, "tenants"))
         return 2;
-    snprintf(path, sizeof(path), "/v1/tenants/%s", o->args[1]);
+    char seg[3 * WH_NAME_MAX];
+    if (path_name("tenants", "tenant", o->args[1], seg, sizeof(seg)) != WH_OK)
+        return 2;
+    snprintf(path, sizeof(path), "/v1/tenants/%s", seg);
     if (strcmp(sub, "get") == 0)
         return run(o, "GET", path, NULL, NULL);
     if (strcmp(sub, "rm") == 0 || strcmp(sub, "delete") == 0)
@@ -422,13 +463,18 @@ static int cmd_tenants(cli_opts *o)
 static int cmd_targets(cli_opts *o)
 {
     const char *sub = o->nargs ? o->args[0] : "list";
-    char base[256], path[384];
-    snprintf(base, sizeof(base), "/v1/tenants/%s/targets", o->tenant);
+    char base[256 + 3 * WH_NAME_MAX], path[384 + 6 * WH_NAME_MAX], seg[3 * WH_NAME_MAX];
+    if (path_name("targets", "tenant", o->tenant, seg, sizeof(seg)) != WH_OK)
+        return 2;
+    snprintf(base, sizeof(base), "/v1/tenants/%s/targets", seg);
     if (strcmp(sub, "list") == 0 || strcmp(sub, "ls") == 0)
         return run(o, "GET", base, NULL, table_targets);
     if (!need(o, 2, "targets"))
         return 2;
-    snprintf(path, sizeof(path), "%s/%s", base, o->args[1]);
+    if (strcmp(sub, "add") != 0 &&
+        path_name("targets", "target", o->args[1], seg, sizeof(seg)) != WH_OK)
+        return 2;
+    snprintf(path, sizeof(path), "%s/%s", base, seg);
     if (strcmp(sub, "get") == 0)
         return run(o, "GET", path, NULL, NULL);
     if (strcmp(sub, "rm") == 0 || strcmp(sub, "delete") == 0)
@@ -496,8 +542,11 @@ static int cmd_dlq(cli_opts *o)
     const char *sub = o->nargs ? o->args[0] : "";
     if (!need(o, 2, "dlq"))
         return 2;
-    char path[1024];
-    snprintf(path, sizeof(path), "/v1/tenants/%s/targets/%s/dlq", o->tenant, o->args[1]);
+    char path[1024], seg_t[3 * WH_NAME_MAX], seg_g[3 * WH_NAME_MAX];
+    if (path_name("dlq", "tenant", o->tenant, seg_t, sizeof(seg_t)) != WH_OK ||
+        path_name("dlq", "target", o->args[1], seg_g, sizeof(seg_g)) != WH_OK)
+        return 2;
+    snprintf(path, sizeof(path), "/v1/tenants/%s/targets/%s/dlq", seg_t, seg_g);
     if (strcmp(sub, "list") == 0 || strcmp(sub, "ls") == 0) {
         if (query_pairs(o, 2, path, sizeof(path)) != WH_OK)
             return 2;
@@ -511,8 +560,15 @@ static int cmd_dlq(cli_opts *o)
         char *slash = strchr(id, '/'); /* "0/1A:0" -> "0-1A:0": one path segment */
         if (slash)
             *slash = '-';
+        for (const char *p = id; *p; p++)
+            if (!isxdigit((unsigned char)*p) && !strchr("-:", *p)) {
+                fprintf(stderr, "walhook dlq show: '%s' is not a dead-letter id\n", o->args[2]);
+                return 2;
+            }
+        char *e = curl_easy_escape(NULL, id, 0);
         size_t n = strlen(path);
-        snprintf(path + n, sizeof(path) - n, "/%s", id);
+        snprintf(path + n, sizeof(path) - n, "/%s", e ? e : "");
+        curl_free(e);
         return run(o, "GET", path, NULL, NULL);
     }
     if (strcmp(sub, "replay") == 0) {
@@ -587,11 +643,12 @@ int cli_cmd_api(int argc, char **argv)
     static cli_opts o;
     static wh_config cfg;
     memset(&o, 0, sizeof(o));
-    const char *cmd = argv[0], *conf = NULL, *admin = NULL, *tenant = NULL;
+    const char *cmd = argv[0], *conf = NULL, *admin = NULL, *tenant = NULL, *proxy = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if ((strcmp(a, "--admin") == 0 || strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0 ||
-             strcmp(a, "--tenant") == 0 || strcmp(a, "-t") == 0 || strcmp(a, "--cacert") == 0) &&
+             strcmp(a, "--tenant") == 0 || strcmp(a, "-t") == 0 || strcmp(a, "--cacert") == 0 ||
+             strcmp(a, "--proxy") == 0) &&
             i + 1 >= argc)
             return usage(cmd);
         if (strcmp(a, "--admin") == 0)
@@ -602,6 +659,8 @@ int cli_cmd_api(int argc, char **argv)
             tenant = argv[++i];
         else if (strcmp(a, "--cacert") == 0)
             wh_strlcpy(o.cacert, argv[++i], sizeof(o.cacert));
+        else if (strcmp(a, "--proxy") == 0)
+            proxy = argv[++i];
         else if (strcmp(a, "--json") == 0)
             o.json = 1;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
@@ -637,6 +696,14 @@ int cli_cmd_api(int argc, char **argv)
     while (n > 0 && o.url[n - 1] == '/')
         o.url[--n] = '\0';
     wh_strlcpy(o.tenant, tenant ? tenant : cfg.tenant, sizeof(o.tenant));
+    if (!proxy)
+        proxy = getenv("WALHOOK_ADMIN_PROXY");
+    if (proxy && strlen(proxy) >= sizeof(o.proxy)) {
+        fprintf(stderr, "walhook %s: the proxy URL is longer than %zu bytes\n", cmd,
+                sizeof(o.proxy) - 1);
+        return 2;
+    }
+    wh_strlcpy(o.proxy, proxy ? proxy : "", sizeof(o.proxy));
     const char *tok = getenv("WALHOOK_ADMIN_TOKEN");
     if (tok && *tok) {
         wh_strlcpy(o.token, tok, sizeof(o.token));
