@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define S(field, path, def, flags, help)                                                           \
@@ -1138,6 +1139,117 @@ void wh_config_redact_url(const char *url, char *out, size_t len)
     if (q != NULL)
         wh_strlcpy(q, "?****", sizeof(tmp) - (size_t)(q - tmp));
     wh_strlcpy(out, tmp, len);
+}
+
+/* ---- files that hold secrets ---- */
+
+typedef struct secret_acc {
+    char names[512]; /* "source.dsn (password), targets[0].secret, ..." */
+    int n;
+} secret_acc;
+
+static void secret_note(secret_acc *a, const char *path, const char *what)
+{
+    size_t len = strlen(a->names);
+    if (a->n < 4)
+        snprintf(a->names + len, sizeof(a->names) - len, "%s%s%s", a->n ? ", " : "", path, what);
+    else if (a->n == 4)
+        snprintf(a->names + len, sizeof(a->names) - len, ", ...");
+    a->n++;
+}
+
+/* Whether the string v of setting `key` (the member name; a list element
+ * has its list's) is a secret, noted under path. */
+static void secret_string(secret_acc *a, const char *path, const char *key, const char *v)
+{
+    static const char *const keys[] = {"secret", "secrets", "admin_token", "read_token",
+                                       "password"};
+    if (v == NULL || *v == '\0')
+        return;
+    if (strncmp(v, "whsec_", 6) == 0) {
+        secret_note(a, path, "");
+        return;
+    }
+    for (size_t i = 0; key != NULL && i < WH_ARRAY_LEN(keys); i++)
+        if (strcmp(key, keys[i]) == 0) {
+            secret_note(a, path, "");
+            return;
+        }
+    if (key != NULL && (strcmp(key, "dsn") == 0 || strcmp(key, "url") == 0)) {
+        /* a password (URI userinfo, password=, sslpassword=): redaction
+         * changes the text */
+        char red[WH_URL_MAX + 64];
+        wh_dsn_redact(v, red, sizeof(red));
+        if (strcmp(red, v) != 0)
+            secret_note(a, path, " (a password)");
+    }
+}
+
+static void secret_walk(secret_acc *a, config_setting_t *s, const char *path, const char *key,
+                        int depth)
+{
+    if (depth > 16)
+        return;
+    int type = config_setting_type(s);
+    if (type == CONFIG_TYPE_STRING) {
+        secret_string(a, path, key, config_setting_get_string(s));
+        return;
+    }
+    if (type != CONFIG_TYPE_GROUP && type != CONFIG_TYPE_LIST && type != CONFIG_TYPE_ARRAY)
+        return;
+    int n = config_setting_length(s);
+    for (int i = 0; i < n; i++) {
+        config_setting_t *e = config_setting_get_elem(s, (unsigned int)i);
+        if (e == NULL)
+            continue;
+        const char *name = config_setting_name(e);
+        char sub[WH_PATH_MAX];
+        if (name != NULL)
+            snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "", name);
+        else
+            snprintf(sub, sizeof(sub), "%s[%d]", path, i);
+        secret_walk(a, e, sub, name != NULL ? name : key, depth + 1);
+    }
+}
+
+int wh_config_check_secret_files(const wh_config *c, const char *path, wh_config_warn_fn fn,
+                                 void *arg)
+{
+    char msg[WH_PATH_MAX + 1024];
+    int reported = 0;
+    struct stat st;
+    if (path != NULL && stat(path, &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH))) {
+        config_t cf;
+        config_init(&cf);
+        if (config_read_file(&cf, path) == CONFIG_TRUE) {
+            secret_acc a = {.n = 0};
+            secret_walk(&a, config_root_setting(&cf), "", NULL, 0);
+            if (a.n > 0) {
+                snprintf(msg, sizeof(msg),
+                         "config file %s is readable by %s (mode %04o) and holds secrets (%s): "
+                         "chmod 600 it, or give the secrets by environment",
+                         path, (st.st_mode & S_IROTH) ? "others" : "its group",
+                         (unsigned)(st.st_mode & 07777), a.names);
+                fn(arg, msg);
+                reported++;
+            }
+        }
+        config_destroy(&cf);
+    }
+    const struct {
+        const char *setting, *file;
+    } keys[] = {{"admin.tls_key", c->admin_tls_key}, {"ipc.tls_key", c->ipc_tls_key}};
+    for (size_t i = 0; i < WH_ARRAY_LEN(keys); i++) {
+        if (keys[i].file[0] == '\0' || stat(keys[i].file, &st) != 0 ||
+            !(st.st_mode & (S_IRGRP | S_IROTH)))
+            continue;
+        snprintf(msg, sizeof(msg), "%s %s is readable by %s (mode %04o): chmod 600 it",
+                 keys[i].setting, keys[i].file, (st.st_mode & S_IROTH) ? "others" : "its group",
+                 (unsigned)(st.st_mode & 07777));
+        fn(arg, msg);
+        reported++;
+    }
+    return reported;
 }
 
 int wh_config_to_json(const wh_config *c, wh_buf *b)

@@ -218,6 +218,17 @@ const wh_config_entry *wh_config_find(const char *path);
 /* A target URL for display: userinfo password and query string hidden. */
 void wh_config_redact_url(const char *url, char *out, size_t len);
 
+/* Files that hold secrets and that group or others may read, each
+ * reported as one message to fn (never a secret's value): the config file
+ * path (may be NULL) when it holds a secret (a DSN or URL password, a
+ * whsec_ value, a secret, secrets, admin_token or read_token setting;
+ * the message names the settings), and the files admin.tls_key and
+ * ipc.tls_key of c. Returns how many were reported. `walhook check` prints
+ * them, every daemon logs them as warnings at start (wh_daemon_init). */
+typedef void (*wh_config_warn_fn)(void *arg, const char *msg);
+int wh_config_check_secret_files(const wh_config *c, const char *path, wh_config_warn_fn fn,
+                                 void *arg);
+
 /* Standard option parsing for a daemon's main: -c FILE, -h. Returns the
  * config path or NULL; exits 2 on bad usage. */
 const char *wh_config_parse_args(int argc, char **argv, const char *prog);

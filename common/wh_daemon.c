@@ -34,6 +34,12 @@ void wh_ipc_tls_configure(const wh_config *cfg)
     wh_ipc_direct_set(cfg->ipc_direct);
 }
 
+static void warn_line(void *arg, const char *msg)
+{
+    (void)arg;
+    wh_warn("%s", msg);
+}
+
 const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config *cfg)
 {
     char prog[64], err[WH_ERRLEN];
@@ -62,6 +68,8 @@ const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config 
     int level = wh_log_level_parse(cfg->log_level);
     wh_log_init(daemon, level < 0 ? WH_LOG_INFO : level);
     wh_log_set_format(wh_log_format_parse(cfg->log_format));
+    /* secrets in files group or others may read: said, not refused */
+    wh_config_check_secret_files(cfg, path, warn_line, NULL);
     if (wh_daemon_sched(cfg, daemon, err, sizeof(err)) != WH_OK)
         wh_warn("%s; keeping the scheduling policy this process was started with", err);
     if (wh_daemon_affinity(cfg, err, sizeof(err)) != WH_OK) {

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "wh_buf.h"
@@ -576,6 +577,92 @@ typedef struct scan_log {
     const char *stop_at; /* path that stops the walk */
 } scan_log;
 
+/* wh_config_check_secret_files: messages collected */
+typedef struct warn_acc {
+    char text[4096];
+    int n;
+} warn_acc;
+
+static void warn_collect(void *arg, const char *msg)
+{
+    warn_acc *w = arg;
+    size_t len = strlen(w->text);
+    snprintf(w->text + len, sizeof(w->text) - len, "%s\n", msg);
+    w->n++;
+}
+
+static int secret_files(const wh_config *c, const char *file, mode_t mode, warn_acc *w)
+{
+    memset(w, 0, sizeof(*w));
+    if (file != NULL)
+        assert_int_equal(chmod(file, mode), 0);
+    int n = wh_config_check_secret_files(c, file, warn_collect, w);
+    assert_int_equal(n, w->n);
+    return n;
+}
+
+/* A config file that holds secrets, and TLS key files, that group or
+ * others may read are reported, naming the settings, never a value. */
+static void test_secret_files(void **state)
+{
+    (void)state;
+    wh_config c;
+    char err[WH_ERRLEN], key[64];
+    warn_acc w;
+    wh_config_defaults(&c);
+    const char *f = write_conf("source = { dsn = \"postgresql://u:Pw0rdX@127.0.0.1/x\"; };\n"
+                               "admin = { admin_token = \"TokAdmin0123456789\"; };\n"
+                               "targets = ( { name = \"a\"; url = \"http://h.example/\"; },\n"
+                               "            { name = \"b\"; url = \"http://h.example/\"; secret = "
+                               "\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"; } );\n");
+    assert_int_equal(wh_config_load(&c, f, err, sizeof(err)), WH_OK);
+    assert_int_equal(secret_files(&c, f, 0644, &w), 1);
+    assert_non_null(strstr(w.text, "readable by others (mode 0644)"));
+    assert_non_null(strstr(w.text, "source.dsn (a password)"));
+    assert_non_null(strstr(w.text, "admin.admin_token"));
+    assert_non_null(strstr(w.text, "targets[1].secret"));
+    assert_null(strstr(w.text, "targets[0]"));
+    assert_null(strstr(w.text, "Pw0rdX"));
+    assert_null(strstr(w.text, "TokAdmin"));
+    assert_null(strstr(w.text, "MfKQ9r8"));
+    assert_int_equal(secret_files(&c, f, 0640, &w), 1);
+    assert_non_null(strstr(w.text, "readable by its group (mode 0640)"));
+    assert_int_equal(secret_files(&c, f, 0600, &w), 0);
+    assert_int_equal(secret_files(&c, f, 0620, &w), 0); /* not readable */
+    /* no secret in it: a readable file is fine */
+    write_conf("source = { dsn = \"postgresql://u@127.0.0.1/x\"; };\n"
+               "targets = ( { name = \"a\"; url = \"http://h.example/?x=1\"; } );\n");
+    assert_int_equal(secret_files(&c, f, 0644, &w), 0);
+    /* key=value DSN passwords, URL passwords, a tenants list */
+    write_conf("tenants = ( { name = \"t\"; source = { dsn = \"host=h password=Pw0rdY\"; };\n"
+               "  targets = ( { name = \"x\"; url = \"https://u:Pw0rdZ@h.example/\"; },\n"
+               "              { name = \"y\"; url = \"https://h.example/\"; secrets = "
+               "[\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]; } ); } );\n");
+    assert_int_equal(secret_files(&c, f, 0604, &w), 1);
+    assert_non_null(strstr(w.text, "tenants[0].source.dsn (a password)"));
+    assert_non_null(strstr(w.text, "tenants[0].targets[0].url (a password)"));
+    assert_non_null(strstr(w.text, "tenants[0].targets[1].secrets[0]"));
+    assert_null(strstr(w.text, "Pw0rd"));
+    unlink(f);
+    /* key files, with or without a config file */
+    snprintf(key, sizeof(key), "/tmp/wh_cfg_test_%d.key", (int)getpid());
+    FILE *k = fopen(key, "w");
+    assert_non_null(k);
+    fclose(k);
+    wh_config_defaults(&c);
+    wh_strlcpy(c.admin_tls_key, key, sizeof(c.admin_tls_key));
+    wh_strlcpy(c.ipc_tls_key, key, sizeof(c.ipc_tls_key));
+    assert_int_equal(chmod(key, 0640), 0);
+    assert_int_equal(secret_files(&c, NULL, 0, &w), 2);
+    assert_non_null(strstr(w.text, "admin.tls_key /tmp/wh_cfg_test_"));
+    assert_non_null(strstr(w.text, "ipc.tls_key /tmp/wh_cfg_test_"));
+    assert_non_null(strstr(w.text, "(mode 0640): chmod 600"));
+    assert_int_equal(chmod(key, 0600), 0);
+    assert_int_equal(secret_files(&c, NULL, 0, &w), 0);
+    unlink(key);
+    assert_int_equal(secret_files(&c, NULL, 0, &w), 0); /* missing: not ours to say */
+}
+
 static int scan_cb(void *arg, const char *p, int line)
 {
     scan_log *l = arg;
@@ -637,6 +724,7 @@ int main(void)
         cmocka_unit_test(test_target_validate),
         cmocka_unit_test(test_many_unknown_settings),
         cmocka_unit_test(test_cfgscan),
+        cmocka_unit_test(test_secret_files),
     };
     return cmocka_run_group_tests_name("common_config", tests, NULL, NULL);
 }

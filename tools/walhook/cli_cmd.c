@@ -25,7 +25,8 @@ void cli_usage(FILE *f)
             "  health --daemon store|ingestor|dispatcher|admin [-c FILE] [--ready]\n"
             "        container probe: exit 0 when the daemon answers (and is ready), else 1\n"
             "  status [-c FILE]  every daemon's state and the cause when it is not ready\n"
-            "  check -c FILE   validate a configuration file (exit 0 ok, 2 bad)\n"
+            "  check -c FILE   validate a configuration file (exit 0 ok, 2 bad); warns when\n"
+            "                  it holds secrets or names TLS keys that group or others may read\n"
             "  tenants|targets|settings|slots [list|get|add|set|pause|resume|rm|offset ...]\n"
             "     [--admin URL] [--json] [-c FILE] [--tenant T]\n"
             "        the admin REST API (token: WALHOOK_ADMIN_TOKEN or <data_dir>/admin.token);\n"
@@ -48,6 +49,12 @@ int cli_cmd_version(int argc, char **argv)
 {
     printf("walhook %s (revision %s)\n", wh_build_version, wh_build_revision);
     return 0;
+}
+
+static void check_warn(void *arg, const char *msg)
+{
+    (void)arg;
+    fprintf(stderr, "walhook check: warning: %s\n", msg);
 }
 
 int cli_cmd_check(int argc, char **argv)
@@ -81,7 +88,12 @@ int cli_cmd_check(int argc, char **argv)
         fprintf(stderr, "walhook check: %s: %s\n", path, err);
         return 2;
     }
-    printf("%s: ok (tenant %s, %d target%s, admin on %s)\n", path, c.tenant, c.ntargets,
+    /* valid, but secrets others may read: said, the exit status stays 0 */
+    int warned = wh_config_check_secret_files(&c, path, check_warn, NULL);
+    printf("%s: ok (tenant %s, %d target%s, admin on %s)", path, c.tenant, c.ntargets,
            c.ntargets == 1 ? "" : "s", c.admin_listen);
+    if (warned > 0)
+        printf(", %d warning%s", warned, warned == 1 ? "" : "s");
+    putchar('\n');
     return 0;
 }
