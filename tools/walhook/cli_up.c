@@ -17,6 +17,7 @@
 #include "wh_buf.h"
 #include "wh_config.h"
 #include "wh_daemon.h"
+#include "wh_dsn.h"
 #include "wh_util.h"
 
 static void up_usage(FILE *f)
@@ -45,6 +46,25 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name, in
     }
     (*i)++;
     return argv[*i];
+}
+
+/* Overwrites in place the passwords of the DSN v (an argument of ours,
+ * copied already) with '*': argv is what `ps` and /proc/PID/cmdline show
+ * every user for the whole life of the supervisor. The bytes that
+ * wh_dsn_redact would change (between the first and the last change) are
+ * masked; the length stays. */
+static void argv_hide_password(char *v)
+{
+    char red[WH_URL_MAX + 64];
+    wh_dsn_redact(v, red, sizeof(red));
+    size_t n = strlen(v), m = strlen(red), p = 0, q = 0;
+    while (p < n && p < m && v[p] == red[p])
+        p++;
+    if (p == n && p == m)
+        return; /* no password */
+    while (q < n - p && q < m - p && v[n - 1 - q] == red[m - 1 - q])
+        q++;
+    memset(v + p, '*', n - p - q);
 }
 
 /* The data directory belongs to one walhook up at a time: an exclusive
@@ -133,6 +153,7 @@ int cli_cmd_up(int argc, char **argv)
             config_path = v;
         } else if (!missing && (v = opt_value(argc, argv, &i, "--source", &missing))) {
             setenv("WALHOOK_SOURCE_DSN", v, 1);
+            argv_hide_password((char *)v);
         } else if (!missing && (v = opt_value(argc, argv, &i, "--target", &missing))) {
             if ((targets.len && wh_buf_putc(&targets, ',') != WH_OK) ||
                 wh_buf_puts(&targets, v) != WH_OK || wh_buf_cstr(&targets) != WH_OK) {
