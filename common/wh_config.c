@@ -124,7 +124,9 @@ const wh_config_entry wh_config_table[] = {
       "standby status update interval"),
     I(reconnect_max_ms, "ingestor.reconnect_max_ms", 10000, 100, 600000, 0,
       "maximum reconnect backoff"),
-    S(store_endpoint, "store.endpoint", "", 0, "store request endpoint (ipc:// or tcp://)"),
+    S(store_endpoint, "store.endpoint", "", 0,
+      "store request endpoint: ipc://, tls+tcp:// or tcp:// (plain tcp:// on the loopback "
+      "only, unless ipc.allow_plaintext_tcp)"),
     S(store_notify_endpoint, "store.notify_endpoint", "", 0,
       "the store's durability notifications (pub/sub; dispatchers read when notified): \"\" "
       "= store.endpoint + \".notify\" for ipc://, none for tcp:// (readers then long-poll)"),
@@ -179,6 +181,13 @@ const wh_config_entry wh_config_table[] = {
     S(ipc_tls_ca, "ipc.tls_ca", "", 0, "PEM CA certificate that signs every peer's certificate"),
     S(ipc_tls_server_name, "ipc.tls_server_name", "", 0,
       "name the servers' certificates carry (\"\" = the endpoint's host)"),
+    B(ipc_allow_plaintext_tcp, "ipc.allow_plaintext_tcp", 0, 0,
+      "accept plain tcp:// endpoints on addresses other than the loopback (0.0.0.0, a "
+      "container or host name, any other address): such a link has no authentication and no "
+      "encryption, so whoever can connect to the store reads every secret of the runtime state "
+      "(DSN passwords, signing secrets) and rewrites it; false refuses them (use tls+tcp:// or "
+      "ipc:// on a volume the daemons share); true accepts an unauthenticated network, with a "
+      "warning at every daemon's start"),
     B(ipc_direct, "ipc.direct", 1, 0,
       "ipc:// endpoints: call over a plain unix socket next to the endpoint (PATH.direct) "
       "instead of NNG (servers always offer it; false: this daemon's clients use NNG)"),
@@ -959,6 +968,67 @@ static int check_endpoint(const char *key, const char *url, char *err, size_t er
     return WH_OK;
 }
 
+typedef struct ipc_endpoint {
+    const char *v;
+    const char *key;
+    const char *risk; /* what whoever connects gets */
+} ipc_endpoint;
+
+#define WH_IPC_NENDPOINTS 5
+
+/* Every IPC endpoint of the configuration: what each daemon listens on or
+ * dials (store.notify_endpoint and dispatcher.advertise may be ""). */
+static void ipc_endpoints(const wh_config *c, ipc_endpoint eps[WH_IPC_NENDPOINTS])
+{
+    static const char store[] = "reads every secret of the runtime state and rewrites it";
+    static const char notify[] = "reads the row data the notifications carry";
+    static const char control[] = "reads its Stats or impersonates the daemon";
+    eps[0] = (ipc_endpoint){c->store_endpoint, "store.endpoint", store};
+    eps[1] = (ipc_endpoint){c->store_notify_endpoint, "store.notify_endpoint", notify};
+    eps[2] = (ipc_endpoint){c->ingestor_control, "ingestor.control", control};
+    eps[3] = (ipc_endpoint){c->dispatcher_control, "dispatcher.control", control};
+    eps[4] = (ipc_endpoint){c->dispatcher_advertise, "dispatcher.advertise", control};
+}
+
+/* Plain tcp:// beyond the loopback: refused unless ipc.allow_plaintext_tcp.
+ * The store answers GetState (every secret in clear) and PutState to
+ * whoever connects, and a plain tcp:// link cannot tell who that is. */
+static int check_plaintext(const wh_config *c, char *err, size_t errlen)
+{
+    if (c->ipc_allow_plaintext_tcp)
+        return WH_OK;
+    ipc_endpoint eps[WH_IPC_NENDPOINTS];
+    ipc_endpoints(c, eps);
+    for (size_t i = 0; i < WH_IPC_NENDPOINTS; i++)
+        if (wh_endpoint_plain_beyond_loopback(eps[i].v))
+            return wh_seterr(
+                err, errlen,
+                "setting '%s': '%.160s' is plain tcp:// beyond the loopback (no "
+                "authentication, no encryption: whoever connects %s); use tls+tcp:// (mutual "
+                "TLS, ipc.tls_*) or ipc:// on a volume the daemons share, or set "
+                "ipc.allow_plaintext_tcp = true to accept an unauthenticated network",
+                eps[i].key, eps[i].v, eps[i].risk);
+    return WH_OK;
+}
+
+int wh_config_plaintext_endpoints(const wh_config *c, char *out, size_t len)
+{
+    ipc_endpoint eps[WH_IPC_NENDPOINTS];
+    ipc_endpoints(c, eps);
+    int n = 0;
+    if (len > 0)
+        out[0] = '\0';
+    for (size_t i = 0; i < WH_IPC_NENDPOINTS; i++) {
+        if (!wh_endpoint_plain_beyond_loopback(eps[i].v))
+            continue;
+        size_t used = strlen(out);
+        if (used < len)
+            snprintf(out + used, len - used, "%s%s %s", n ? ", " : "", eps[i].key, eps[i].v);
+        n++;
+    }
+    return n;
+}
+
 int wh_config_validate(wh_config *c, char *err, size_t errlen)
 {
     if (!valid_name(c->tenant) || strchr(c->tenant, ':') != NULL)
@@ -1070,6 +1140,8 @@ int wh_config_validate(wh_config *c, char *err, size_t errlen)
                              "setting 'store.notify_endpoint': a tls+tcp:// endpoint needs "
                              "ipc.tls_cert, ipc.tls_key and ipc.tls_ca");
     }
+    if (check_plaintext(c, err, errlen) != WH_OK)
+        return WH_ERR;
     if (strchr(c->admin_listen, ':') == NULL)
         return wh_seterr(err, errlen, "setting 'admin.listen': '%s' must be host:port",
                          c->admin_listen);

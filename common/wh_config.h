@@ -121,6 +121,7 @@ typedef struct wh_config {
     char ipc_tls_ca[WH_PATH_MAX];   /* CA that signs every peer */
     char ipc_tls_server_name[256];  /* name in the servers' certificates ("" = URL host) */
     int ipc_direct;                 /* clients of ipc:// endpoints use PATH.direct */
+    int ipc_allow_plaintext_tcp;    /* bool: accept plain tcp:// beyond the loopback */
     /* dispatcher */
     char dispatcher_control[WH_URL_MAX];
     int batch_max_events;    /* runtime */
@@ -211,6 +212,16 @@ void wh_config_apply_hooks(const wh_config *old, const wh_config *cur);
 #define WH_ORIGIN_NAME_MAX 512 /* PostgreSQL 16+ refuses longer origin names */
 int wh_origins_check(const char *list, char *err, size_t errlen);
 int wh_origins_match(const char *list, const char *name);
+
+/* IPC endpoints (store.endpoint, store.notify_endpoint, ingestor.control,
+ * dispatcher.control, dispatcher.advertise) are ipc://, tls+tcp:// or
+ * tcp://. A plain tcp:// endpoint whose host is not a loopback address
+ * (wh_endpoint_plain_beyond_loopback) is refused by wh_config_validate,
+ * naming the setting, unless ipc.allow_plaintext_tcp is true. This returns
+ * how many such endpoints c has and lists them in out ("store.endpoint
+ * tcp://0.0.0.0:7001, ..."): with the opt-in, what each daemon warns about
+ * at its start (wh_daemon_init). */
+int wh_config_plaintext_endpoints(const wh_config *c, char *out, size_t len);
 
 /* The table entry of a setting, or NULL. */
 const wh_config_entry *wh_config_find(const char *path);

@@ -1,11 +1,13 @@
 /* wh_util: error convention, logging, clocks, signals, small helpers. */
 #include "wh_util.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -292,6 +294,46 @@ int wh_endpoint_scheme_ok(const char *url)
 {
     return strncmp(url, "ipc://", 6) == 0 || strncmp(url, "tcp://", 6) == 0 ||
            strncmp(url, "tls+tcp://", 10) == 0;
+}
+
+/* 1 when host (without brackets or port) is a loopback address or the
+ * name localhost. */
+static int host_is_loopback(const char *host)
+{
+    unsigned char a[16];
+    if (strcasecmp(host, "localhost") == 0)
+        return 1;
+    if (inet_pton(AF_INET, host, a) == 1)
+        return a[0] == 127;
+    if (inet_pton(AF_INET6, host, a) != 1)
+        return 0;
+    static const unsigned char one[16] = {[15] = 1};
+    static const unsigned char mapped[12] = {[10] = 0xff, [11] = 0xff};
+    return memcmp(a, one, 16) == 0 || (memcmp(a, mapped, 12) == 0 && a[12] == 127);
+}
+
+int wh_endpoint_plain_beyond_loopback(const char *url)
+{
+    if (strncmp(url, "tcp://", 6) != 0)
+        return 0;
+    const char *h = url + 6, *end;
+    char host[256];
+    if (*h == '[') { /* [v6]:port */
+        h++;
+        end = strchr(h, ']');
+        if (end == NULL)
+            return 1;
+    } else { /* host:port: the host ends at the last ':' */
+        end = strrchr(h, ':');
+        if (end == NULL)
+            end = h + strlen(h);
+    }
+    size_t n = (size_t)(end - h);
+    if (n == 0 || n >= sizeof(host))
+        return 1;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    return !host_is_loopback(host);
 }
 
 int wh_hexval(int c)

@@ -84,6 +84,13 @@ int wh_hexval(int c);
 int wh_str_visible(const char *s);
 /* 1 when url is an NNG endpoint walhook uses: ipc://, tcp:// or tls+tcp://. */
 int wh_endpoint_scheme_ok(const char *url);
+/* 1 when url is a plain tcp:// endpoint (no authentication, no encryption:
+ * whoever can connect is served) whose host is not a loopback address:
+ * anything but 127.0.0.0/8 in dotted-quad form, [::1], [::ffff:127.x.y.z]
+ * or the name localhost, so a wildcard (0.0.0.0, *, [::], no host), any
+ * other address and any other name count. 0 for a loopback tcp:// host and
+ * for every other scheme (ipc://, tls+tcp://). */
+int wh_endpoint_plain_beyond_loopback(const char *url);
 
 /* Safe string copy: always NUL-terminates; returns WH_ERR if truncated. */
 int wh_strlcpy(char *dst, const char *src, size_t dstlen);

@@ -148,6 +148,90 @@ static void test_errors(void **state)
     assert_non_null(strstr(err, "/nonexistent/walhook.conf"));
 }
 
+/* Plain tcp:// on an address other than the loopback has no authentication:
+ * refused by name for every IPC endpoint unless ipc.allow_plaintext_tcp,
+ * which then lists them for the daemons' start-up warning. */
+static void test_plaintext_tcp(void **state)
+{
+    (void)state;
+    const char *advice = "use tls+tcp:// (mutual TLS, ipc.tls_*) or ipc:// on a volume the "
+                         "daemons share, or set ipc.allow_plaintext_tcp = true";
+    struct {
+        const char *text, *needle;
+    } bad[] = {
+        {"store = { endpoint = \"tcp://0.0.0.0:7001\"; };\n",
+         "setting 'store.endpoint': 'tcp://0.0.0.0:7001' is plain tcp:// beyond the loopback "
+         "(no authentication, no encryption: whoever connects reads every secret of the "
+         "runtime state and rewrites it)"},
+        {"store = { endpoint = \"tcp://10.1.2.3:7001\"; };\n",
+         "setting 'store.endpoint': 'tcp://10.1.2.3:7001' is plain tcp:// beyond the loopback"},
+        {"store = { endpoint = \"tcp://store:7001\"; };\n",
+         "setting 'store.endpoint': 'tcp://store:7001' is plain tcp://"},
+        {"store = { endpoint = \"tcp://[::]:7001\"; };\n", "setting 'store.endpoint'"},
+        {"store = { endpoint = \"tcp://*:7001\"; };\n", "setting 'store.endpoint'"},
+        {"store = { endpoint = \"tcp://127.0.0.1:7001\"; notify_endpoint = "
+         "\"tcp://0.0.0.0:7004\"; };\n",
+         "setting 'store.notify_endpoint': 'tcp://0.0.0.0:7004' is plain tcp://"},
+        {"ingestor = { control = \"tcp://0.0.0.0:7002\"; };\n",
+         "setting 'ingestor.control': 'tcp://0.0.0.0:7002' is plain tcp://"},
+        {"dispatcher = { control = \"tcp://[fd00::5]:7003\"; };\n",
+         "setting 'dispatcher.control': 'tcp://[fd00::5]:7003' is plain tcp://"},
+        {"dispatcher = { advertise = \"tcp://dispatcher-1:7003\"; };\n",
+         "setting 'dispatcher.advertise': 'tcp://dispatcher-1:7003' is plain tcp://"},
+        {"ipc = { allow_plaintext_tcp = false; };\n"
+         "store = { endpoint = \"tcp://0.0.0.0:7001\"; };\n",
+         "setting 'store.endpoint'"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        expect_error(bad[i].text, bad[i].needle);
+        expect_error(bad[i].text, advice);
+    }
+
+    wh_config c;
+    char err[WH_ERRLEN] = "", list[1024];
+    /* the loopback, ipc:// and tls+tcp:// anywhere stay allowed */
+    assert_int_equal(load_text(&c,
+                               "store = { endpoint = \"tcp://127.0.0.1:7001\"; notify_endpoint = "
+                               "\"tcp://[::1]:7004\"; };\n"
+                               "ingestor = { control = \"tcp://localhost:7002\"; };\n"
+                               "dispatcher = { control = \"ipc:///run/walhook/d.sock\"; };\n",
+                               err, sizeof(err)),
+                     WH_OK);
+    assert_int_equal(wh_config_plaintext_endpoints(&c, list, sizeof(list)), 0);
+    assert_string_equal(list, "");
+    assert_int_equal(load_text(&c,
+                               "ipc = { tls_cert = \"/c.pem\"; tls_key = \"/k.pem\"; tls_ca = "
+                               "\"/ca.pem\"; };\n"
+                               "store = { endpoint = \"tls+tcp://0.0.0.0:7001\"; };\n",
+                               err, sizeof(err)),
+                     WH_OK);
+
+    /* the opt-in: accepted, and listed for the start-up warning */
+    assert_int_equal(load_text(&c,
+                               "ipc = { allow_plaintext_tcp = true; };\n"
+                               "store = { endpoint = \"tcp://0.0.0.0:7001\"; notify_endpoint = "
+                               "\"tcp://127.0.0.1:7004\"; };\n"
+                               "dispatcher = { control = \"tcp://dispatcher:7003\"; };\n",
+                               err, sizeof(err)),
+                     WH_OK);
+    assert_int_equal(c.ipc_allow_plaintext_tcp, 1);
+    assert_int_equal(wh_config_plaintext_endpoints(&c, list, sizeof(list)), 2);
+    assert_string_equal(
+        list, "store.endpoint tcp://0.0.0.0:7001, dispatcher.control tcp://dispatcher:7003");
+    /* a short buffer is cut, never overrun; the count stays */
+    char small[20];
+    assert_int_equal(wh_config_plaintext_endpoints(&c, small, sizeof(small)), 2);
+    assert_string_equal(small, "store.endpoint tcp:");
+    /* the environment's name of the setting */
+    setenv("WALHOOK_IPC_ALLOW_PLAINTEXT_TCP", "true", 1);
+    setenv("WALHOOK_STORE_ENDPOINT", "tcp://0.0.0.0:7001", 1);
+    assert_int_equal(wh_config_load(&c, NULL, err, sizeof(err)), WH_OK);
+    unsetenv("WALHOOK_IPC_ALLOW_PLAINTEXT_TCP");
+    assert_int_equal(wh_config_load(&c, NULL, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "setting 'store.endpoint'"));
+    unsetenv("WALHOOK_STORE_ENDPOINT");
+}
+
 /* source.skip_origins: the list's syntax and which names it matches. */
 static void test_skip_origins(void **state)
 {
@@ -713,6 +797,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_full_file),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_plaintext_tcp),
         cmocka_unit_test(test_skip_origins),
         cmocka_unit_test(test_env_overrides),
         cmocka_unit_test(test_static_diff_and_json),

@@ -284,15 +284,57 @@ static void test_visible_and_scheme(void **state)
     assert_int_equal(wh_endpoint_scheme_ok("tcp:/h"), 0);
 }
 
+/* Plain tcp:// beyond the loopback (no authentication): what the config
+ * refuses without ipc.allow_plaintext_tcp. */
+static void test_plain_beyond_loopback(void **state)
+{
+    (void)state;
+    const char *beyond[] = {"tcp://0.0.0.0:7001",
+                            "tcp://*:7001",
+                            "tcp://:7001",
+                            "tcp://[::]:7001",
+                            "tcp://10.1.2.3:7001",
+                            "tcp://192.168.1.5:7001",
+                            "tcp://store:7001",
+                            "tcp://localhost.:7001",
+                            "tcp://[fd00::5]:7001",
+                            "tcp://[::ffff:10.0.0.1]:7001",
+                            "tcp://127.1:7001",
+                            "tcp://2130706433:7001",
+                            "tcp://127.0.0.1;10.0.0.1:7001",
+                            "tcp://evil.example/127.0.0.1:7001",
+                            "tcp://[::1:7001",
+                            "tcp://[::1%lo]:7001",
+                            "tcp://"};
+    for (size_t i = 0; i < sizeof(beyond) / sizeof(beyond[0]); i++)
+        if (wh_endpoint_plain_beyond_loopback(beyond[i]) != 1)
+            fail_msg("%s: not counted as beyond the loopback", beyond[i]);
+    const char *local[] = {"tcp://127.0.0.1:7001", "tcp://127.9.8.7:7001",
+                           "tcp://[::1]:7001",     "tcp://localhost:7001",
+                           "tcp://LocalHost:7001", "tcp://[::ffff:127.0.0.1]:7001",
+                           "ipc:///x/store.sock",  "tls+tcp://0.0.0.0:7001",
+                           "tls+tcp://store:7001", ""};
+    for (size_t i = 0; i < sizeof(local) / sizeof(local[0]); i++)
+        if (wh_endpoint_plain_beyond_loopback(local[i]) != 0)
+            fail_msg("%s: counted as plain tcp:// beyond the loopback", local[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_lsn_roundtrip), cmocka_unit_test(test_visible_and_scheme),
-        cmocka_unit_test(test_lsn_bad),       cmocka_unit_test(test_event_id_and_order),
-        cmocka_unit_test(test_buf_limits),    cmocka_unit_test(test_json_str),
-        cmocka_unit_test(test_json_str_scan), cmocka_unit_test(test_append_utf8),
-        cmocka_unit_test(test_base64),        cmocka_unit_test(test_backoff),
-        cmocka_unit_test(test_grow),          cmocka_unit_test(test_metrics_render),
+        cmocka_unit_test(test_lsn_roundtrip),
+        cmocka_unit_test(test_visible_and_scheme),
+        cmocka_unit_test(test_plain_beyond_loopback),
+        cmocka_unit_test(test_lsn_bad),
+        cmocka_unit_test(test_event_id_and_order),
+        cmocka_unit_test(test_buf_limits),
+        cmocka_unit_test(test_json_str),
+        cmocka_unit_test(test_json_str_scan),
+        cmocka_unit_test(test_append_utf8),
+        cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_grow),
+        cmocka_unit_test(test_metrics_render),
     };
     return cmocka_run_group_tests_name("common_util", tests, NULL, NULL);
 }
