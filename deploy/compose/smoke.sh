@@ -91,9 +91,8 @@ if [ -z "${WALHOOK_POSTGRES_IMAGE:-}" ]; then
 fi
 
 # --- ports, receivers, targets -----------------------------------------------
-WALHOOK_PG_PORT=$(free_port) WALHOOK_STORE_PORT=$(free_port) WALHOOK_INGESTOR_PORT=$(free_port)
-WALHOOK_ADMIN_PORT=$(free_port) WALHOOK_RECEIVER_PORT=$(free_port)
-export WALHOOK_PG_PORT WALHOOK_STORE_PORT WALHOOK_INGESTOR_PORT WALHOOK_ADMIN_PORT WALHOOK_RECEIVER_PORT
+WALHOOK_PG_PORT=$(free_port) WALHOOK_ADMIN_PORT=$(free_port) WALHOOK_RECEIVER_PORT=$(free_port)
+export WALHOOK_PG_PORT WALHOOK_ADMIN_PORT WALHOOK_RECEIVER_PORT
 mkdir -p "$TMP/out"
 chown 10001:10001 "$TMP/out" 2>/dev/null || chmod 777 "$TMP/out"
 declare -A RPORT=()
@@ -109,7 +108,7 @@ export WALHOOK_TARGETS=$targets
 for i in $(seq 1 "$TARGETS"); do
     wait_until 20 curl -fsS -o /dev/null "http://127.0.0.1:${RPORT[$i]}/" || fail "receiver t$i does not answer"
 done
-log "project $PROJECT: postgres :$WALHOOK_PG_PORT, store :$WALHOOK_STORE_PORT, ingestor :$WALHOOK_INGESTOR_PORT, admin :$WALHOOK_ADMIN_PORT, $TARGETS receivers"
+log "project $PROJECT: postgres :$WALHOOK_PG_PORT, store and ingestor on ipc:// sockets, admin :$WALHOOK_ADMIN_PORT, $TARGETS receivers"
 
 # --- up, healthchecks ---------------------------------------------------------
 health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$1" 2>/dev/null || echo gone; }

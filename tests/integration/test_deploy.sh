@@ -3,10 +3,15 @@
 # - compose: `docker-compose config` accepts it; every service has a
 #   healthcheck, every depends_on waits for service_healthy, volumes are
 #   named, the dispatcher has nothing fixed per replica (container_name,
-#   published port, control socket on a volume); the host-network variant
-#   (docker-compose.host.yml) merged onto it: every service on the host's
-#   network with loopback listeners only, no published port, each dispatcher
-#   replica with a private control socket and a random lease owner id. (The
+#   published port, a control socket of a fixed name); no daemon link is
+#   plain tcp:// (the daemons share ipc:// sockets on the volume
+#   ipc-sockets, which every service using them mounts), and `walhook
+#   check` accepts every walhook service's environment (with the compose
+#   walhook.conf; a dispatcher's control from its command); the host-network
+#   variant (docker-compose.host.yml) merged onto it: every service on the
+#   host's network with loopback listeners only, no published port, each
+#   dispatcher replica with a private control socket and a random lease
+#   owner id. (The
 #   real run, up and healthy, --scale dispatcher=3, is deploy/compose/smoke.sh:
 #   it needs a Docker daemon, so it is not part of CI.)
 # - k8s: every object passes the Kubernetes API schema (npm kubernetes-models,
@@ -37,12 +42,25 @@ else
     wh_log "docker-compose missing: checking the raw file (the host variant needs the merge: skipped)"
     cp "$COMPOSE/docker-compose.yml" "$WH_TMP/compose-bridge.yml"
 fi
+[ -x "$BIN/walhook" ] || wh_fail "no $BIN/walhook (make all)"
 for variant in $variants; do
-python3 - "$WH_TMP/compose-$variant.yml" "$variant" <<'PY' || wh_fail "compose rules ($variant)"
-import sys, yaml
+python3 - "$WH_TMP/compose-$variant.yml" "$variant" "$BIN/walhook" "$COMPOSE/walhook.conf" "$WH_TMP" <<'PY' || wh_fail "compose rules ($variant)"
+import os, re, subprocess, sys, tempfile, yaml
 doc = yaml.safe_load(open(sys.argv[1]))
 host = sys.argv[2] == "host"
+walhook, conf, tmp = sys.argv[3], sys.argv[4], sys.argv[5]
 bad = []
+def expand(v):
+    # ${VAR:-default} as docker-compose would with VAR unset (the raw file);
+    # "$$" is a literal "$"
+    v = re.sub(r"\$\{[A-Za-z_0-9]+:-([^}]*)\}", r"\1", str(v))
+    return v.replace("$$", "$")
+def assigned(cmd, var):
+    # VAR=VALUE in a `sh -c` command line, with $(cat /etc/hostname) as a
+    # replica's hostname
+    line = expand(" ".join(cmd if isinstance(cmd, list) else [cmd]))
+    m = re.search(var + r"=(\S+)", line.replace("$(cat /etc/hostname)", "c0ffee123456"))
+    return m.group(1) if m else None
 # a service left to a profile is not started by a plain `up`
 svcs = {n: s for n, s in doc["services"].items() if not s.get("profiles")}
 for name, s in svcs.items():
@@ -87,8 +105,34 @@ for name, s in svcs.items():
             if k.endswith(("_ENDPOINT", "_CONTROL", "_LISTEN", "_DSN")) and "0.0.0.0" in v:
                 bad.append(f"{name}: {k}={v} listens beyond the loopback")
             if k.endswith(("_ENDPOINT", "_CONTROL", "_LISTEN")) and not (
-                    v.startswith(("tcp://127.0.0.1:", "127.0.0.1:", "ipc:///var/lib/walhook/"))):
+                    v.startswith(("127.0.0.1:", "ipc:///var/lib/walhook/", "ipc:///run/walhook/"))):
                 bad.append(f"{name}: {k}={v} is neither on 127.0.0.1 nor a private socket")
+    # no daemon link in plain tcp:// (no authentication: whoever connects
+    # to the store reads every secret and rewrites the runtime state); the
+    # sockets' volume where a service uses it
+    env = {k: expand(v) for k, v in (s.get("environment") or {}).items()}
+    ctl = assigned(s.get("command") or [], "WALHOOK_DISPATCHER_CONTROL")
+    if ctl:
+        env["WALHOOK_DISPATCHER_CONTROL"] = ctl
+    for k, v in env.items():
+        if k.endswith(("_ENDPOINT", "_CONTROL", "_ADVERTISE")) and v.startswith("tcp://"):
+            bad.append(f"{name}: {k}={v} is plain tcp:// (use ipc:// on the volume ipc-sockets)")
+        if k.endswith(("_ENDPOINT", "_CONTROL")) and v.startswith("ipc:///run/walhook/"):
+            mounts = [(v.get("source"), v.get("target")) if isinstance(v, dict) else tuple(v.split(":")[:2])
+                      for v in s.get("volumes", [])]
+            if ("ipc-sockets", "/run/walhook") not in mounts:
+                bad.append(f"{name}: {k}={env[k]} without the volume ipc-sockets at /run/walhook")
+    # the daemons' own check of that environment and the compose file's
+    # configuration (data_dir: a directory of this test)
+    cmd0 = " ".join(s.get("command") or [])
+    if "walhook-" in cmd0 and "walhook-receiver" not in cmd0:
+        d = tempfile.mkdtemp(dir=tmp)
+        run_env = {k: v for k, v in env.items() if k.startswith("WALHOOK_")}
+        run_env.update(PATH=os.environ.get("PATH", "/usr/bin:/bin"), WALHOOK_DATA_DIR=d)
+        r = subprocess.run([walhook, "check", "-c", conf], env=run_env, capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            bad.append(f"{name}: walhook check refuses its environment: {r.stderr.strip()}")
 if not any("admin" in n for n in svcs):
     bad.append("no admin service is started")
 d = svcs["dispatcher"]
@@ -105,8 +149,16 @@ if host:
         bad.append("dispatcher: /var/lib/walhook is not a private tmpfs")
     if "WALHOOK_DISPATCHER_ID=" not in " ".join(d.get("command", [])) or "random" not in " ".join(d.get("command", [])):
         bad.append("dispatcher: no per-replica lease owner id (hostname-pid is the same in every replica)")
-elif not ctl.startswith(("tcp://0.0.0.0:", "tls+tcp://0.0.0.0:")):
-    bad.append(f"dispatcher: control endpoint {ctl!r} is not per replica (listen on 0.0.0.0)")
+else:
+    # each replica's control socket is named after its hostname, in its
+    # command and in its healthcheck alike (the admin reaches it there)
+    run = assigned(d.get("command") or [], "WALHOOK_DISPATCHER_CONTROL")
+    probe = assigned(d.get("healthcheck", {}).get("test", []), "WALHOOK_DISPATCHER_CONTROL")
+    if not run or "c0ffee123456" not in run or not run.startswith("ipc:///run/walhook/"):
+        bad.append(f"dispatcher: control endpoint {run!r} is not a per-replica socket on the "
+                   "shared volume (named after the hostname)")
+    if probe != run:
+        bad.append(f"dispatcher: the healthcheck probes {probe!r}, the replica listens on {run!r}")
 for v in d.get("volumes", []):
     tgt = v.get("target") if isinstance(v, dict) else v.split(":")[1]
     if tgt == "/var/lib/walhook":
