@@ -187,7 +187,8 @@ const wh_config_entry wh_config_table[] = {
       "encryption, so whoever can connect to the store reads every secret of the runtime state "
       "(DSN passwords, signing secrets) and rewrites it; false refuses them (use tls+tcp:// or "
       "ipc:// on a volume the daemons share); true accepts an unauthenticated network, with a "
-      "warning at every daemon's start"),
+      "warning at every daemon's start (a loopback tcp:// endpoint is accepted either way, "
+      "with a warning: every local user can connect to it)"),
     B(ipc_direct, "ipc.direct", 1, 0,
       "ipc:// endpoints: call over a plain unix socket next to the endpoint (PATH.direct) "
       "instead of NNG (servers always offer it; false: this daemon's clients use NNG)"),
@@ -1011,7 +1012,7 @@ static int check_plaintext(const wh_config *c, char *err, size_t errlen)
     return WH_OK;
 }
 
-int wh_config_plaintext_endpoints(const wh_config *c, char *out, size_t len)
+int wh_config_plaintext_endpoints(const wh_config *c, int loopback, char *out, size_t len)
 {
     ipc_endpoint eps[WH_IPC_NENDPOINTS];
     ipc_endpoints(c, eps);
@@ -1019,7 +1020,8 @@ int wh_config_plaintext_endpoints(const wh_config *c, char *out, size_t len)
     if (len > 0)
         out[0] = '\0';
     for (size_t i = 0; i < WH_IPC_NENDPOINTS; i++) {
-        if (!wh_endpoint_plain_beyond_loopback(eps[i].v))
+        int plain = strncmp(eps[i].v, "tcp://", 6) == 0;
+        if (!plain || wh_endpoint_plain_beyond_loopback(eps[i].v) == loopback)
             continue;
         size_t used = strlen(out);
         if (used < len)

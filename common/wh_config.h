@@ -218,10 +218,11 @@ int wh_origins_match(const char *list, const char *name);
  * tcp://. A plain tcp:// endpoint whose host is not a loopback address
  * (wh_endpoint_plain_beyond_loopback) is refused by wh_config_validate,
  * naming the setting, unless ipc.allow_plaintext_tcp is true. This returns
- * how many such endpoints c has and lists them in out ("store.endpoint
- * tcp://0.0.0.0:7001, ..."): with the opt-in, what each daemon warns about
- * at its start (wh_daemon_init). */
-int wh_config_plaintext_endpoints(const wh_config *c, char *out, size_t len);
+ * how many plain tcp:// endpoints c has beyond the loopback (loopback 0) or
+ * on it (loopback 1) and lists them in out ("store.endpoint
+ * tcp://0.0.0.0:7001, ...", cut to len): what each daemon warns about at
+ * its start (wh_daemon_init). */
+int wh_config_plaintext_endpoints(const wh_config *c, int loopback, char *out, size_t len);
 
 /* The table entry of a setting, or NULL. */
 const wh_config_entry *wh_config_find(const char *path);

@@ -73,12 +73,18 @@ const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config 
     if (wh_daemon_sched(cfg, daemon, err, sizeof(err)) != WH_OK)
         wh_warn("%s; keeping the scheduling policy this process was started with", err);
     char plain[4 * WH_URL_MAX];
-    if (wh_config_plaintext_endpoints(cfg, plain, sizeof(plain)) > 0)
+    if (wh_config_plaintext_endpoints(cfg, 0, plain, sizeof(plain)) > 0)
         wh_warn("ipc.allow_plaintext_tcp is true and these endpoints are plain tcp:// beyond "
                 "the loopback: %s. Such a link has no authentication and no encryption: anyone "
                 "who can connect to the store reads every secret of the runtime state (DSN "
                 "passwords, signing secrets) and rewrites it (targets, settings). Use tls+tcp:// "
                 "or ipc:// on a shared volume",
+                plain);
+    if (wh_config_plaintext_endpoints(cfg, 1, plain, sizeof(plain)) > 0)
+        wh_warn("plain tcp:// on the loopback: %s. Every local user and process of this host "
+                "can connect to it, and the store serves every secret of the runtime state and "
+                "takes new versions of it from whoever connects; on a host you share, use "
+                "ipc:// (sockets 0600 in a 0700 directory) or tls+tcp://",
                 plain);
     if (wh_daemon_affinity(cfg, err, sizeof(err)) != WH_OK) {
         fprintf(stderr, "%s: %s\n", prog, err);

@@ -9,6 +9,7 @@
 # - the loopback (127.0.0.1, [::1], localhost) stays accepted;
 # - ipc.allow_plaintext_tcp = true (file or WALHOOK_IPC_ALLOW_PLAINTEXT_TCP)
 #   accepts them, and a daemon started with it warns, naming each endpoint;
+#   a loopback one gets a warning too (every local user can connect);
 # - the ipc:// socket the compose files use instead: as root (the store's
 #   user) wh_statectl reads the state, secrets included; as nobody it gets
 #   nothing (the socket is 0600 in a 0700 directory).
@@ -80,17 +81,18 @@ WALHOOK_STORE_ENDPOINT="tcp://0.0.0.0:$P" "$BIN/walhook" check -c "$WH_TMP/optin
 check "ipc.allow_plaintext_tcp=true" "store.endpoint=tcp://0.0.0.0:$P" ||
     { cat "$WH_TMP/check.out" >&2; wh_fail "WALHOOK_IPC_ALLOW_PLAINTEXT_TCP=true: still refused"; }
 
-# a daemon started with it warns, naming the endpoints (ingestor.control:
-# only dialed, by the admin; the store listens on its ipc:// socket)
+# a daemon started with it warns, naming the endpoints; a loopback one gets
+# a warning of its own (ingestor.control, dispatcher.control: only dialed,
+# by the admin; the store listens on its ipc:// socket)
 WALHOOK_IPC_ALLOW_PLAINTEXT_TCP=true WALHOOK_INGESTOR_CONTROL="tcp://192.0.2.1:$P" \
-    wh_spawn store "$BIN/walhook-store" -c "$CONF"
+    WALHOOK_DISPATCHER_CONTROL="tcp://127.0.0.1:$P" wh_spawn store "$BIN/walhook-store" -c "$CONF"
 warned() {
-    grep -F "ipc.allow_plaintext_tcp is true" "$WH_TMP/store.log" |
-        grep -F "ingestor.control tcp://192.0.2.1:$P" | grep -qF "no authentication"
+    grep -F "ipc.allow_plaintext_tcp is true" "$WH_TMP/store.log" | grep WARN |
+        grep -F "ingestor.control tcp://192.0.2.1:$P" | grep -qF "no authentication" &&
+        grep -F "plain tcp:// on the loopback: dispatcher.control tcp://127.0.0.1:$P." \
+            "$WH_TMP/store.log" | grep WARN | grep -qF "Every local user"
 }
-wh_wait_until 20 warned || { cat "$WH_TMP/store.log" >&2; wh_fail "no start-up warning"; }
-grep -F "ipc.allow_plaintext_tcp" "$WH_TMP/store.log" | grep -q WARN ||
-    { cat "$WH_TMP/store.log" >&2; wh_fail "the start-up note is not a warning"; }
+wh_wait_until 20 warned || { cat "$WH_TMP/store.log" >&2; wh_fail "no start-up warnings"; }
 
 # ipc:// (what the compose files use): the store's user reads the state,
 # another user gets nothing
@@ -114,4 +116,4 @@ if [ "$(id -u)" = 0 ] && command -v runuser >/dev/null; then
     ! grep -qF "$SECRET" "$NB/stolen.out" || wh_fail "nobody got the signing secret over ipc://"
     other="ipc:// as nobody: refused (exit $rc)"
 fi
-wh_pass "$n plain tcp:// endpoints beyond the loopback refused by name (walhook check, walhook-store); loopback accepted; ipc.allow_plaintext_tcp accepted with a start-up warning; $other"
+wh_pass "$n plain tcp:// endpoints beyond the loopback refused by name (walhook check, walhook-store); loopback accepted; ipc.allow_plaintext_tcp accepted with a start-up warning (loopback: its own); $other"

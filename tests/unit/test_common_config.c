@@ -197,8 +197,11 @@ static void test_plaintext_tcp(void **state)
                                "dispatcher = { control = \"ipc:///run/walhook/d.sock\"; };\n",
                                err, sizeof(err)),
                      WH_OK);
-    assert_int_equal(wh_config_plaintext_endpoints(&c, list, sizeof(list)), 0);
+    assert_int_equal(wh_config_plaintext_endpoints(&c, 0, list, sizeof(list)), 0);
     assert_string_equal(list, "");
+    assert_int_equal(wh_config_plaintext_endpoints(&c, 1, list, sizeof(list)), 3);
+    assert_string_equal(list, "store.endpoint tcp://127.0.0.1:7001, store.notify_endpoint "
+                              "tcp://[::1]:7004, ingestor.control tcp://localhost:7002");
     assert_int_equal(load_text(&c,
                                "ipc = { tls_cert = \"/c.pem\"; tls_key = \"/k.pem\"; tls_ca = "
                                "\"/ca.pem\"; };\n"
@@ -215,12 +218,14 @@ static void test_plaintext_tcp(void **state)
                                err, sizeof(err)),
                      WH_OK);
     assert_int_equal(c.ipc_allow_plaintext_tcp, 1);
-    assert_int_equal(wh_config_plaintext_endpoints(&c, list, sizeof(list)), 2);
+    assert_int_equal(wh_config_plaintext_endpoints(&c, 0, list, sizeof(list)), 2);
     assert_string_equal(
         list, "store.endpoint tcp://0.0.0.0:7001, dispatcher.control tcp://dispatcher:7003");
+    assert_int_equal(wh_config_plaintext_endpoints(&c, 1, list, sizeof(list)), 1);
+    assert_string_equal(list, "store.notify_endpoint tcp://127.0.0.1:7004");
     /* a short buffer is cut, never overrun; the count stays */
     char small[20];
-    assert_int_equal(wh_config_plaintext_endpoints(&c, small, sizeof(small)), 2);
+    assert_int_equal(wh_config_plaintext_endpoints(&c, 0, small, sizeof(small)), 2);
     assert_string_equal(small, "store.endpoint tcp:");
     /* the environment's name of the setting */
     setenv("WALHOOK_IPC_ALLOW_PLAINTEXT_TCP", "true", 1);
