@@ -5,7 +5,8 @@
 #   named, the dispatcher has nothing fixed per replica (container_name,
 #   published port, a control socket of a fixed name); no daemon link is
 #   plain tcp:// (the daemons share ipc:// sockets on the volume
-#   ipc-sockets, which every service using them mounts), and `walhook
+#   ipc-sockets, which every service using them mounts and no other
+#   does), and `walhook
 #   check` accepts every walhook service's environment (with the compose
 #   walhook.conf; a dispatcher's control from its command); the host-network
 #   variant (docker-compose.host.yml) merged onto it: every service on the
@@ -122,6 +123,12 @@ for name, s in svcs.items():
                       for v in s.get("volumes", [])]
             if ("ipc-sockets", "/run/walhook") not in mounts:
                 bad.append(f"{name}: {k}={env[k]} without the volume ipc-sockets at /run/walhook")
+    # the sockets only for the daemons that use them: whoever can connect to
+    # the store reads every secret of the runtime state
+    if name not in ("store", "ingestor", "dispatcher", "admin", "admin-host") and any(
+            (v.get("source") if isinstance(v, dict) else v.split(":")[0]) == "ipc-sockets"
+            for v in s.get("volumes", [])):
+        bad.append(f"{name}: mounts the daemons' sockets (ipc-sockets), which it does not use")
     # the daemons' own check of that environment and the compose file's
     # configuration (data_dir: a directory of this test)
     cmd0 = " ".join(s.get("command") or [])
