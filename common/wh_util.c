@@ -316,20 +316,24 @@ int wh_endpoint_plain_beyond_loopback(const char *url)
 {
     if (strncmp(url, "tcp://", 6) != 0)
         return 0;
-    const char *h = url + 6, *end;
+    /* HOST:PORT or [HOST]:PORT, PORT digits only: anything else (a user
+     * part, a path, a ';' source address) counts as beyond */
+    const char *h = url + 6, *end, *port;
     char host[256];
-    if (*h == '[') { /* [v6]:port */
+    if (*h == '[') {
         h++;
         end = strchr(h, ']');
-        if (end == NULL)
+        if (end == NULL || end[1] != ':')
             return 1;
-    } else { /* host:port: the host ends at the last ':' */
+        port = end + 2;
+    } else {
         end = strrchr(h, ':');
         if (end == NULL)
-            end = h + strlen(h);
+            return 1;
+        port = end + 1;
     }
     size_t n = (size_t)(end - h);
-    if (n == 0 || n >= sizeof(host))
+    if (n == 0 || n >= sizeof(host) || *port == '\0' || port[strspn(port, "0123456789")] != '\0')
         return 1;
     memcpy(host, h, n);
     host[n] = '\0';

@@ -85,11 +85,12 @@ int wh_str_visible(const char *s);
 /* 1 when url is an NNG endpoint walhook uses: ipc://, tcp:// or tls+tcp://. */
 int wh_endpoint_scheme_ok(const char *url);
 /* 1 when url is a plain tcp:// endpoint (no authentication, no encryption:
- * whoever can connect is served) whose host is not a loopback address:
- * anything but 127.0.0.0/8 in dotted-quad form, [::1], [::ffff:127.x.y.z]
- * or the name localhost, so a wildcard (0.0.0.0, *, [::], no host), any
- * other address and any other name count. 0 for a loopback tcp:// host and
- * for every other scheme (ipc://, tls+tcp://). */
+ * whoever can connect is served) that is not HOST:PORT with a loopback
+ * HOST: 127.0.0.0/8 in dotted-quad form, [::1], [::ffff:127.x.y.z] or the
+ * name localhost, and PORT only digits. So a wildcard (0.0.0.0, *, [::],
+ * no host), any other address or name, and any other form (a user part, a
+ * path, no port) count. 0 for a loopback tcp:// endpoint and for every
+ * other scheme (ipc://, tls+tcp://). */
 int wh_endpoint_plain_beyond_loopback(const char *url);
 
 /* Safe string copy: always NUL-terminates; returns WH_ERR if truncated. */

@@ -304,6 +304,12 @@ static void test_plain_beyond_loopback(void **state)
                             "tcp://127.0.0.1;10.0.0.1:7001",
                             "tcp://evil.example/127.0.0.1:7001",
                             "tcp://[::1:7001",
+                            "tcp://[::1]@10.0.0.1:7001",
+                            "tcp://localhost:7001@10.0.0.1",
+                            "tcp://127.0.0.1:7001/x",
+                            "tcp://127.0.0.1",
+                            "tcp://127.0.0.1:",
+                            "tcp://[::1]",
                             "tcp://[::1%lo]:7001",
                             "tcp://"};
     for (size_t i = 0; i < sizeof(beyond) / sizeof(beyond[0]); i++)
