@@ -230,6 +230,10 @@ const wh_config_entry wh_config_table[] = {
     S(admin_admin_token, "admin.admin_token", "", 0, "bearer token with the admin scope"),
     B(admin_open_probes, "admin.open_probes", 1, 0,
       "/livez, /readyz, /metrics and the status page answer without a token"),
+    I(admin_request_timeout_s, "admin.request_timeout_s", 30, 1, 3600, 0,
+      "an HTTP request's headers and body must arrive within this many seconds of the "
+      "connection (or of its previous request's answer), however slowly they trickle in, "
+      "else the connection is closed"),
     S(admin_tls_cert, "admin.tls_cert", "", 0, "PEM certificate: serve HTTPS (with tls_key)"),
     S(admin_tls_key, "admin.tls_key", "", 0, "PEM private key of admin.tls_cert"),
     L(store_toast_cache_bytes, "store.toast_cache_bytes", 64 * MiB, 0, 1024 * GiB, WH_CF_RUNTIME,

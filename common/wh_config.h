@@ -144,7 +144,8 @@ typedef struct wh_config {
     char admin_tokens_file[WH_PATH_MAX];
     char admin_read_token[256];
     char admin_admin_token[256];
-    int admin_open_probes; /* bool: /livez /readyz /metrics / without a token */
+    int admin_open_probes;       /* bool: /livez /readyz /metrics / without a token */
+    int admin_request_timeout_s; /* a request's headers and body within this */
     char admin_tls_cert[WH_PATH_MAX];
     char admin_tls_key[WH_PATH_MAX];
     /* targets */

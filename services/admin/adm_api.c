@@ -27,7 +27,15 @@ struct adm_api {
     adm_backend be;
     adm_auth *auth;
     adm_page *page;
+    int (*own_metrics)(void *arg, wh_buf *out); /* adm_api_set_own_metrics */
+    void *own_metrics_arg;
 };
+
+void adm_api_set_own_metrics(adm_api *a, int (*fn)(void *arg, wh_buf *out), void *arg)
+{
+    a->own_metrics = fn;
+    a->own_metrics_arg = arg;
+}
 
 /* ---- responses ---- */
 
@@ -229,6 +237,7 @@ typedef struct ctx {
     const char *target;
     const char *action;
     const char *item; /* 7th path segment (dead-letter routes) */
+    int detail;       /* a valid token: open pages show error details */
 } ctx;
 
 typedef void (*route_fn)(ctx *c);
@@ -380,7 +389,14 @@ static int is_read_method(int m)
     return m == M_GET || m == M_HEAD;
 }
 
-void adm_api_handle(adm_api *a, const adm_request *req, adm_response *resp)
+/* What can be decided from the request line and headers alone, in the
+ * order of adm_api.h (404, 405, 401, 403, 413). 1: resp is the answer; 0:
+ * the request goes on (*rt_out, *m_out; *scope_out its token's scope,
+ * ADM_SCOPE_ADMIN without auth, ADM_SCOPE_NONE on an open route without a
+ * valid token). */
+static int precheck(adm_api *a, const adm_request *req, adm_response *resp,
+                    char segs[ADM_MAX_SEGS][WH_NAME_MAX], const route **rt_out, int *m_out,
+                    int *scope_out)
 {
     resp->status = 200;
     resp->content_type = "application/json";
@@ -389,46 +405,73 @@ void adm_api_handle(adm_api *a, const adm_request *req, adm_response *resp)
     wh_buf_reset(&resp->body);
     const char *path = req->path ? req->path : "";
     const char *method = req->method ? req->method : "";
-    char segs[ADM_MAX_SEGS][WH_NAME_MAX];
     int nsegs;
     const route *rt = match(path, segs, &nsegs);
     if (!rt) {
         fail(resp, 404, NULL, "no such endpoint: %.200s", path);
-        return;
+        return 1;
     }
     int m = method_bit(method);
     if (!(rt->methods & m)) {
         fail(resp, 405, NULL, "%s does not answer %.16s (allowed: %s)", rt->pattern, method,
              rt->allow);
         wh_strlcpy(resp->allow, rt->allow, sizeof(resp->allow));
-        return;
+        return 1;
     }
-    if (a->auth && !adm_auth_is_open(a->auth, path)) {
-        int scope = adm_auth_scope(a->auth, req->authorization);
-        if (scope == ADM_SCOPE_NONE) {
-            fail(resp, 401, "Authorization",
-                 req->authorization ? "the bearer token is not valid"
-                                    : "a bearer token is required (Authorization: Bearer TOKEN)");
-            resp->challenge = 1;
-            return;
+    int scope = ADM_SCOPE_ADMIN;
+    if (a->auth) {
+        scope = adm_auth_scope(a->auth, req->authorization);
+        if (!adm_auth_is_open(a->auth, path)) {
+            if (scope == ADM_SCOPE_NONE) {
+                fail(resp, 401, "Authorization",
+                     req->authorization
+                         ? "the bearer token is not valid"
+                         : "a bearer token is required (Authorization: Bearer TOKEN)");
+                resp->challenge = 1;
+                return 1;
+            }
+            if (!is_read_method(m) && scope < ADM_SCOPE_ADMIN) {
+                fail(resp, 403, "Authorization", "this token has the read scope; %s needs admin",
+                     method);
+                return 1;
+            }
         }
-        if (!is_read_method(m) && scope < ADM_SCOPE_ADMIN) {
-            fail(resp, 403, "Authorization", "this token has the read scope; %s needs admin",
-                 method);
-            return;
-        }
     }
-    if (req->body_too_large) {
+    if (req->body_too_large || req->body_len > ADM_MAX_BODY) {
         fail(resp, 413, "body", "the request body is larger than %u bytes", ADM_MAX_BODY);
-        return;
+        return 1;
     }
-    if (req->body_len > ADM_MAX_BODY) {
-        fail(resp, 413, "body", "the request body is larger than %u bytes", ADM_MAX_BODY);
+    *rt_out = rt;
+    *m_out = m;
+    *scope_out = scope;
+    return 0;
+}
+
+int adm_api_check(adm_api *a, const adm_request *req, adm_response *resp, int *takes_body)
+{
+    char segs[ADM_MAX_SEGS][WH_NAME_MAX];
+    const route *rt = NULL;
+    int m = 0, scope = ADM_SCOPE_NONE;
+    *takes_body = 0;
+    if (precheck(a, req, resp, segs, &rt, &m, &scope))
+        return 1;
+    /* open routes (probes, the page) take no body: without a token it is
+     * never buffered */
+    *takes_body = !is_read_method(m) && scope >= ADM_SCOPE_ADMIN;
+    return 0;
+}
+
+void adm_api_handle(adm_api *a, const adm_request *req, adm_response *resp)
+{
+    char segs[ADM_MAX_SEGS][WH_NAME_MAX];
+    const route *rt = NULL;
+    int m = 0, scope = ADM_SCOPE_NONE;
+    if (precheck(a, req, resp, segs, &rt, &m, &scope))
         return;
-    }
     char pat[ADM_MAX_SEGS][WH_NAME_MAX];
     int pn = split(rt->pattern, pat);
-    ctx c = {a, req, resp, m == M_HEAD ? M_GET : m, NULL, NULL, NULL, NULL};
+    ctx c = {a,    req,  resp, m == M_HEAD ? M_GET : m, NULL,
+             NULL, NULL, NULL, scope >= ADM_SCOPE_READ};
     for (int k = 0; k < pn; k++) {
         if (strcmp(pat[k], "{tenant}") == 0)
             c.tenant = segs[k];
@@ -486,10 +529,24 @@ static void r_livez(ctx *c)
     wh_buf_puts(&c->resp->body, "ok\n");
 }
 
+/* Without a valid token, the open pages (/, /readyz) keep the error
+ * messages' words but not what they name of the environment: libpq's host,
+ * port, database and user, endpoints (adm_redact_detail). */
+static void redact_stats(ctx *c, adm_stat st[ADM_NDAEMONS])
+{
+    if (c->detail)
+        return;
+    for (int i = 0; i < ADM_NDAEMONS; i++) {
+        adm_redact_detail(st[i].error, sizeof(st[i].error));
+        adm_redact_detail(st[i].reason, sizeof(st[i].reason));
+    }
+}
+
 static void r_readyz(ctx *c)
 {
     adm_stat st[ADM_NDAEMONS];
     query_stats(c, st);
+    redact_stats(c, st);
     int ready = adm_readiness(st, ADM_NDAEMONS, &c->resp->body);
     adm_stats_free(st, ADM_NDAEMONS);
     c->resp->status = ready ? 200 : 503;
@@ -562,6 +619,8 @@ static void r_metrics(ctx *c)
     adm_stats_free(st, ADM_NDAEMONS);
     if (rc == WH_OK)
         rc = slot_metrics(c, &c->resp->body);
+    if (rc == WH_OK && c->a->own_metrics)
+        rc = c->a->own_metrics(c->a->own_metrics_arg, &c->resp->body);
     if (rc != WH_OK) {
         fail(c->resp, 500, NULL, "cannot render metrics");
         return;
@@ -692,6 +751,12 @@ static void r_page(ctx *c)
                         c->a->be.progress(c->a->be.arg, t->name, t->targets[j].name, &prog[k].end,
                                           &prog[k].committed) == WH_OK;
         }
+    }
+    redact_stats(c, st);
+    if (!c->detail) {
+        adm_redact_detail(err, sizeof(err));
+        for (int i = 0; s && i < s->ntenants; i++)
+            adm_redact_detail(slots[i].error, sizeof(slots[i].error));
     }
     int rc = adm_page_render(c->a->page, s, s ? NULL : err, st, slots, prog, &c->resp->body);
     free(slots);

@@ -146,6 +146,15 @@ void adm_response_init(adm_response *r);
 void adm_response_free(adm_response *r);
 /* Handles one request; resp must be initialised. */
 void adm_api_handle(adm_api *a, const adm_request *req, adm_response *resp);
+/* What the request line and headers decide alone, before any body is read
+ * (req->body unused; body_too_large from Content-Length): 1 when resp holds
+ * the answer (404, 405, 401, 403, 413, in adm_api_handle's order), else 0
+ * and *takes_body tells whether the route reads a body for this request
+ * (a write with an admin token; never without a token). */
+int adm_api_check(adm_api *a, const adm_request *req, adm_response *resp, int *takes_body);
+/* Optional: fn appends more of the admin's own metrics to /metrics (the
+ * HTTP layer's counters); before the first request. */
+void adm_api_set_own_metrics(adm_api *a, int (*fn)(void *arg, wh_buf *out), void *arg);
 
 /* The route table, for the OpenAPI coverage test: path patterns with
  * "{tenant}" / "{target}" and each route's methods ("GET,POST"). */

@@ -1,10 +1,17 @@
 /* adm_http: the admin's HTTP server (libmicrohttpd, one thread per
  * connection so a slow /readyz never blocks /livez; limits below keep the
- * probes answerable under a flood of idle connections). It only moves bytes:
- * request bodies are collected up to ADM_MAX_BODY (413 beyond) and every
+ * probes answerable under a flood of idle, slow or unauthenticated
+ * connections). It only moves bytes: as soon as a request's headers are in,
+ * adm_api_check decides it (404/405/401/403/413 are answered then, and the
+ * body is never read); the body of an admin-token write is collected up to
+ * ADM_MAX_BODY (413 beyond), any other body is dropped unread, and every
  * request is answered by adm_api_handle (adm_api.h: /v1 routes, auth,
  * status page); it owns the adm_auth, adm_backend and adm_api it creates
  * from cfg, and serves HTTPS when admin.tls_cert/tls_key are set.
+ * Connection limits and the request deadline: adm_http.c, "connection
+ * limits"; counted in walhook_admin_http_connections_refused_total
+ * {reason=per_client|full}, walhook_admin_http_connections_closed_total
+ * {reason=evicted|deadline} and walhook_admin_http_connections{kind=open|max}.
  *   GET /livez   200 "ok"
  *   GET /readyz  200 when every daemon answers Stats, the ingestor streams
  *                and the store can write, else 503; the JSON body names who
@@ -22,11 +29,16 @@
 #include "adm_query.h"
 #include "wh_config.h"
 
-/* Connection limits: probes must stay answerable under a flood of idle
- * connections. */
-#define ADM_HTTP_MAX_CONNS 1000    /* at once (fewer when the fd limit is lower) */
-#define ADM_HTTP_PER_CLIENT 64     /* from one address but 127.0.0.1 and ::1 */
-#define ADM_HTTP_IDLE_TIMEOUT_S 10 /* a connection silent this long is closed */
+/* Connection limits: probes must stay answerable under a flood of idle,
+ * slow or unauthenticated connections. At most ADM_HTTP_MAX_CONNS at once
+ * (fewer when the fd limit is lower); at the cap a newcomer replaces the
+ * oldest connection waiting for a request. At most ADM_HTTP_PER_CLIENT from
+ * one IPv4 address or IPv6 /64, but 127.0.0.1 and ::1. A connection silent
+ * for ADM_HTTP_IDLE_TIMEOUT_S is closed, and a request must arrive whole
+ * (headers and body) within admin.request_timeout_s. */
+#define ADM_HTTP_MAX_CONNS 1000
+#define ADM_HTTP_PER_CLIENT 64
+#define ADM_HTTP_IDLE_TIMEOUT_S 10
 
 typedef struct adm_http adm_http;
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "adm_slot.h"
 #include "wh_util.h"
@@ -407,4 +408,168 @@ int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
                         "<a href=\"/v1/openapi.json\">API</a></p>\n</body></html>\n",
                         ADM_PAGE_REFRESH_S);
     return rc == WH_OK ? WH_OK : WH_ERR;
+}
+
+/* ---- redaction of error details for the open pages ---- */
+
+typedef struct redact_out {
+    char *p;
+    size_t n, cap;
+} redact_out;
+
+static void rput(redact_out *o, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len && o->n + 1 < o->cap; i++)
+        o->p[o->n++] = s[i];
+}
+
+static int is_word_char(char ch)
+{
+    return ch != '\0' && ch != ' ' && ch != '\t' && ch != '\n' && ch != ',' && ch != ';' &&
+           ch != '"' && ch != '(' && ch != ')';
+}
+
+/* An address in parentheses ("(10.0.0.5)", "(::1)"): hex digits, '.' and
+ * ':' only, with at least one '.' or ':'. */
+static int is_paren_addr(const char *s, size_t len)
+{
+    int sep = 0;
+    if (len == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (ch == '.' || ch == ':')
+            sep = 1;
+        else if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+                   (ch >= 'A' && ch <= 'F')))
+            return 0;
+    }
+    return sep;
+}
+
+/* A dotted IPv4 address (digits with three dots). */
+static int is_ipv4_word(const char *s, size_t len)
+{
+    int dots = 0, digits = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '.') {
+            if (!digits)
+                return 0;
+            dots++;
+            digits = 0;
+        } else if (s[i] >= '0' && s[i] <= '9') {
+            digits++;
+        } else {
+            return 0;
+        }
+    }
+    return dots == 3 && digits > 0;
+}
+
+/* Whether the quoted string at s[q] names the environment: a path, or
+ * what libpq's messages quote after these words (server at "host", host
+ * name "h", for user "u", role "r", database "d", on socket "/path", host
+ * "h" (pg_hba), certificate file "/f", certificate for "h"). */
+static int names_environment(const char *s, size_t q)
+{
+    static const char *const words[] = {"at",     "host", "name", "user",    "role",
+                                        "socket", "file", "for",  "database"};
+    if (s[q + 1] == '/')
+        return 1;
+    size_t e = q;
+    while (e > 0 && s[e - 1] == ' ')
+        e--;
+    size_t b = e;
+    while (b > 0 && ((s[b - 1] >= 'a' && s[b - 1] <= 'z') || (s[b - 1] >= 'A' && s[b - 1] <= 'Z')))
+        b--;
+    for (size_t k = 0; k < sizeof(words) / sizeof(words[0]); k++)
+        if (e - b == strlen(words[k]) && strncasecmp(s + b, words[k], e - b) == 0)
+            return 1;
+    return 0;
+}
+
+int adm_redact_detail(char *s, size_t size)
+{
+    if (s == NULL || size == 0 || s[0] == '\0')
+        return 0;
+    char *buf = malloc(size);
+    if (buf == NULL) {
+        wh_strlcpy(s, "(details hidden)", size);
+        return 1;
+    }
+    redact_out o = {buf, 0, size};
+    int n = 0;
+    size_t len = strlen(s);
+    for (size_t i = 0; i < len;) {
+        int word_start = i == 0 || !is_word_char(s[i - 1]);
+        if (s[i] == '"') {
+            const char *end = strchr(s + i + 1, '"');
+            size_t qlen = end ? (size_t)(end - s) + 1 - i : len - i;
+            if (names_environment(s, i)) {
+                rput(&o, "\"...\"", end ? 5 : 4);
+                n++;
+            } else { /* a publication, slot, table name...: kept */
+                rput(&o, s + i, qlen);
+            }
+            i += qlen;
+            continue;
+        }
+        if (s[i] == '(') {
+            const char *end = strchr(s + i + 1, ')');
+            if (end && is_paren_addr(s + i + 1, (size_t)(end - s) - i - 1)) {
+                rput(&o, "(...)", 5);
+                i = (size_t)(end - s) + 1;
+                n++;
+                continue;
+            }
+        }
+        if (word_start && strncmp(s + i, "port ", 5) == 0 && s[i + 5] >= '0' && s[i + 5] <= '9') {
+            rput(&o, "port ...", 8);
+            for (i += 5; s[i] >= '0' && s[i] <= '9'; i++)
+                ;
+            n++;
+            continue;
+        }
+        if (word_start && is_word_char(s[i])) {
+            size_t w = i;
+            while (is_word_char(s[w]))
+                w++;
+            const char *sch = strstr(s + i, "://");
+            if (sch && (size_t)(sch - s) < w) { /* an endpoint URL: keep its scheme */
+                rput(&o, s + i, (size_t)(sch - s) - i + 3);
+                rput(&o, "...", 3);
+                i = w;
+                n++;
+                continue;
+            }
+            if (s[i] == '/' && w - i > 1) { /* a path: keep its last component */
+                const char *base = s + w;
+                while (base > s + i && base[-1] != '/')
+                    base--;
+                rput(&o, ".../", 4);
+                rput(&o, base, (size_t)(s + w - base));
+                i = w;
+                n++;
+                continue;
+            }
+            const char *colon = memchr(s + i, ':', w - i);
+            if (is_ipv4_word(s + i, colon ? (size_t)(colon - s) - i : w - i)) {
+                rput(&o, "...", 3); /* a.b.c.d, a.b.c.d:port */
+                if (s[w - 1] == ':')
+                    rput(&o, ":", 1);
+                i = w;
+                n++;
+                continue;
+            }
+            rput(&o, s + i, w - i);
+            i = w;
+            continue;
+        }
+        rput(&o, s + i, 1);
+        i++;
+    }
+    o.p[o.n] = '\0';
+    memcpy(s, buf, o.n + 1);
+    free(buf);
+    return n;
 }

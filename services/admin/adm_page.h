@@ -35,6 +35,17 @@ int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
                     const adm_stat st[ADM_NDAEMONS], const adm_slot_info *slots,
                     const adm_page_target *prog, wh_buf *out);
 
+/* Masks what an error message names of the environment, in place (s
+ * holds size bytes): the names libpq quotes (a server's host, a host name,
+ * a user, role or database, a socket or file path: "..."; a publication or
+ * slot name stays), addresses in parentheses, "port N", dotted IPv4
+ * addresses, the rest of URLs after their scheme and the directories of
+ * absolute paths (".../ingestor.sock"). The words of the
+ * message stay ("connection to server at "...", port ... failed: FATAL:
+ * database "..." does not exist"). For the pages answered without a token.
+ * Returns the number of parts masked. */
+int adm_redact_detail(char *s, size_t size);
+
 /* Sum of the samples of metric `name` in Prometheus text whose labels
  * contain label (e.g. target="a"; NULL: every sample). -1 when none. */
 double adm_metric_sum(const char *text, const char *name, const char *label);

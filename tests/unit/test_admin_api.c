@@ -674,6 +674,84 @@ static void test_page(void **state)
     assert_true(adm_metric_sum("a 2\n", "b", NULL) == -1.0);
 }
 
+/* adm_api_check decides on the headers alone, in adm_api_handle's order;
+ * only a write with an admin token takes a body. */
+static void test_check_before_body(void **state)
+{
+    fx *f = *state;
+    adm_request q;
+    int takes = -1;
+    memset(&q, 0, sizeof(q));
+    q.method = "POST";
+    q.path = "/v1/tenants";
+    assert_int_equal(adm_api_check(f->api, &q, &f->r, &takes), 1);
+    assert_int_equal(f->r.status, 401);
+    assert_true(f->r.challenge);
+    q.body_too_large = 1; /* the token first: 401, not 413 */
+    assert_int_equal(adm_api_check(f->api, &q, &f->r, &takes), 1);
+    assert_int_equal(f->r.status, 401);
+    q.authorization = READ_TOK;
+    assert_int_equal(adm_api_check(f->api, &q, &f->r, &takes), 1);
+    assert_int_equal(f->r.status, 403);
+    q.authorization = ADMIN_TOK;
+    assert_int_equal(adm_api_check(f->api, &q, &f->r, &takes), 1);
+    assert_int_equal(f->r.status, 413);
+    q.body_too_large = 0;
+    assert_int_equal(adm_api_check(f->api, &q, &f->r, &takes), 0);
+    assert_int_equal(takes, 1);
+    q.method = "GET"; /* reads take no body, probes neither */
+    assert_int_equal(adm_api_check(f->api, &q, &f->r, &takes), 0);
+    assert_int_equal(takes, 0);
+    q.path = "/livez";
+    q.authorization = NULL;
+    assert_int_equal(adm_api_check(f->api, &q, &f->r, &takes), 0);
+    assert_int_equal(takes, 0);
+    q.path = "/nope";
+    assert_int_equal(adm_api_check(f->api, &q, &f->r, &takes), 1);
+    assert_int_equal(f->r.status, 404);
+}
+
+/* The open pages' redaction keeps a libpq message's words, masks its
+ * names. */
+static void test_redact_detail(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"source unreachable: connection to server at \"10.1.2.3\", port 5433 failed: FATAL:  "
+         "database \"orders\" does not exist",
+         "source unreachable: connection to server at \"...\", port ... failed: FATAL:  "
+         "database \"...\" does not exist"},
+        {"connection to server at \"db.internal\" (10.0.0.5), port 5432 failed: FATAL:  "
+         "password authentication failed for user \"app\"",
+         "connection to server at \"...\" (...), port ... failed: FATAL:  password "
+         "authentication failed for user \"...\""},
+        {"no stats reply: ipc:///var/lib/walhook/ingestor.sock: ipc "
+         "/var/lib/walhook/ingestor.sock.direct: no server (No such file or directory)",
+         "no stats reply: ipc://... ipc .../ingestor.sock.direct: no server (No such file or "
+         "directory)"},
+        {"cannot reach 192.168.1.7:7001 (timed out)", "cannot reach ... (timed out)"},
+        {"no pg_hba.conf entry for host \"10.9.8.7\", user \"app\", database \"shop\", SSL off",
+         "no pg_hba.conf entry for host \"...\", user \"...\", database \"...\", SSL off"},
+        {"connection to server on socket \"/run/postgresql/.s.PGSQL.5432\" failed",
+         "connection to server on socket \"...\" failed"},
+        {"publication \"walhook\" does not exist", "publication \"walhook\" does not exist"},
+        {"not streaming (state connecting)", "not streaming (state connecting)"},
+        {"role \"unterminated", "role \"..."},
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[256];
+        wh_strlcpy(buf, cases[i].in, sizeof(buf));
+        adm_redact_detail(buf, sizeof(buf));
+        assert_string_equal(buf, cases[i].out);
+    }
+    char tiny[9] = "user \"a\""; /* longer masked: cut, never past the buffer */
+    adm_redact_detail(tiny, sizeof(tiny));
+    assert_string_equal(tiny, "user \"..");
+}
+
 /* Tokens from the config and a tokens file; a generated token file when
  * none is configured; short tokens refused by name. */
 static void test_auth_sources(void **state)
@@ -1111,6 +1189,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_memory_budget_409, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_before_body, setup, teardown),
+        cmocka_unit_test(test_redact_detail),
         cmocka_unit_test_setup_teardown(test_openapi_matches_routes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schemas, setup, teardown),
         cmocka_unit_test(test_auth_sources),
