@@ -888,6 +888,11 @@ static int parse_target(json_t *o, wh_state_target *g, const char *path, char *e
         } else if (strcmp(key, "paused") == 0) {
             if (j_bool(v, fp, &g->paused, err, errlen) != WH_OK)
                 return WH_ERR;
+        } else if (strcmp(key, "resumes") == 0) {
+            if (j_int(v, fp, &g->resumes, err, errlen) != WH_OK)
+                return WH_ERR;
+            if (g->resumes < 0)
+                return wh_seterr(err, errlen, "%s: %" PRId64 " is negative", fp, g->resumes);
         } else if ((f = dlv_find(key)) != NULL) {
             if (j_int(v, fp, &iv, err, errlen) != WH_OK)
                 return WH_ERR;
@@ -1091,6 +1096,8 @@ static json_t *render_target(const wh_state_target *g, int redact)
         rc |= json_array_append_new(sec, json_string(redact ? "***" : g->secrets[k]));
     rc |= jset(o, "secrets", sec);
     rc |= jset(o, "paused", json_boolean(g->paused));
+    if (g->resumes != 0)
+        rc |= jset(o, "resumes", json_integer((json_int_t)g->resumes));
     for (size_t i = 0; i < WH_ARRAY_LEN(dlv_fields); i++) {
         int64_t v = dlv_get(g, &dlv_fields[i]);
         if (v != 0)

@@ -84,6 +84,10 @@ typedef struct wh_state_target {
     char secrets[WH_MAX_SECRETS][256]; /* "whsec_...", newest first */
     int nsecrets;
     int paused;
+    /* times an operator resumed it (POST .../resume): the dispatcher
+     * re-enables a target disabled by 410 Gone when this grows, whatever
+     * state versions it skipped in between (0: never; omitted when 0) */
+    int64_t resumes;
     /* delivery settings; 0 = inherit the dispatcher.* setting */
     int batch_max_events;
     int64_t batch_max_bytes;

@@ -899,8 +899,12 @@ static int apply_target(ctx *c, json_t *o, wh_state_target *t, int create, char 
             }
             t->nsecrets = (int)json_array_size(v);
         } else if (strcmp(key, "paused") == 0) {
+            int was = t->paused;
             if (get_bool(c, v, "paused", &t->paused) != WH_OK)
                 return WH_ERR;
+            /* un-pausing by PATCH is a resume too (m_target_pause) */
+            if (!create && was && !t->paused && t->resumes < INT64_MAX)
+                t->resumes++;
         } else if (strcmp(key, "batch_max_events") == 0) {
             if (get_int(c, v, key, 0, 100000, &x) != WH_OK)
                 return WH_ERR;
@@ -1545,7 +1549,11 @@ static int b_target_create(ctx *c, write_op *op, wh_state *s)
 static void add_target_states(ctx *c, json_t *arr, json_t *one)
 {
     adm_stat st[ADM_NDAEMONS];
-    if (c->a->be.store_stats)
+    /* the store's NEEDS_SNAPSHOT marks and the dispatcher's disabled (410),
+     * blocked and last error; not the ingestor (no timeout of its own) */
+    if (c->a->be.target_stats)
+        c->a->be.target_stats(c->a->be.arg, st);
+    else if (c->a->be.store_stats)
         c->a->be.store_stats(c->a->be.arg, st);
     else
         query_stats(c, st);
@@ -1704,6 +1712,11 @@ static int m_target_pause(ctx *c, write_op *op, wh_state *s)
     if (!tg)
         return WH_ERR;
     tg->paused = strcmp(c->action, "pause") == 0;
+    /* a resume is an event, not only the end of a pause: the dispatcher
+     * re-enables a target disabled by 410 Gone when the count grows, also
+     * when it never saw the paused version in between (or there was none) */
+    if (!tg->paused && tg->resumes < INT64_MAX)
+        tg->resumes++;
     return target_filter_ok(c, s, tg);
 }
 

@@ -107,6 +107,9 @@ typedef struct adm_backend {
     /* Optional: the store's Stats only (st[0]; the others down), for what
      * needs the store's metrics alone (else stats). */
     void (*store_stats)(void *arg, adm_stat st[ADM_NDAEMONS]);
+    /* Optional: the store's and the dispatcher's Stats (st[0], st[2]; the
+     * ingestor down), for the target states (else store_stats, else stats). */
+    void (*target_stats)(void *arg, adm_stat st[ADM_NDAEMONS]);
 } adm_backend;
 
 typedef struct adm_request {

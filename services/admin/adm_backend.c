@@ -207,6 +207,16 @@ static void b_stats(void *arg, adm_stat st[ADM_NDAEMONS])
     }
 }
 
+static void b_target_stats(void *arg, adm_stat st[ADM_NDAEMONS])
+{
+    adm_store *s = arg;
+    if (s->q) {
+        adm_query_targets(s->q, st);
+        return;
+    }
+    b_stats(arg, st);
+}
+
 static void b_store_stats(void *arg, adm_stat st[ADM_NDAEMONS])
 {
     adm_store *s = arg;
@@ -424,6 +434,7 @@ int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char 
     out->table_check = b_table_check;
     out->store_call = b_store_call;
     out->store_stats = b_store_stats;
+    out->target_stats = b_target_stats;
     return WH_OK;
 }
 

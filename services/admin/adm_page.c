@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "adm_slot.h"
 #include "wh_util.h"
@@ -329,7 +330,7 @@ int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
         rc |= wh_buf_puts(b, "<h2>Targets</h2>\n<table id=\"targets\"><tr><th>tenant</th>"
                              "<th>target</th><th>state</th><th>backlog</th>"
                              "<th>delivered/s</th><th>failure rate</th><th>mean latency</th>"
-                             "<th>delivered</th></tr>\n");
+                             "<th>delivered</th><th>last error</th></tr>\n");
         int k = 0;
         for (int i = 0; i < s->ntenants; i++) {
             const wh_state_tenant *t = &s->tenants[i];
@@ -349,6 +350,9 @@ int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
                 esc(b, tg->name);
                 /* the store's mark (retention cap, force_resync) comes first */
                 int ns = adm_slot_needs_snapshot(st, t->name, tg->name);
+                /* the dispatcher's: 410 disabled, blocked, last error */
+                adm_target_rt rt;
+                adm_target_runtime(st, t->name, tg->name, &rt);
                 /* a stored filter that does not compile: the dispatcher
                  * refuses the target (written before filters were checked) */
                 char ferr[WH_ERRLEN];
@@ -360,13 +364,16 @@ int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
                     esc(b, ferr);
                     rc |= wh_buf_puts(b, "</td>");
                 } else {
+                    const char *rts = adm_target_rt_state(&rt);
                     rc |= wh_buf_printf(b, "</td><td class=\"%s\">%s</td>",
-                                        ns           ? "bad"
-                                        : tg->paused ? "paused"
-                                                     : "ok",
-                                        ns           ? "NEEDS_SNAPSHOT"
-                                        : tg->paused ? "paused"
-                                                     : "active");
+                                        ns || (!tg->paused && rts) ? "bad"
+                                        : tg->paused               ? "paused"
+                                                                   : "ok",
+                                        ns            ? "NEEDS_SNAPSHOT"
+                                        : tg->paused  ? "paused"
+                                        : rt.disabled ? "disabled (410 Gone: resume it)"
+                                        : rt.blocked  ? "blocked (on_failure = block)"
+                                                      : "active");
                 }
                 char cell[48];
                 if (prog && prog[k].has_progress) {
@@ -397,7 +404,19 @@ int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
                     snprintf(cell, sizeof(cell), "%.0f", delivered);
                 else
                     snprintf(cell, sizeof(cell), "-");
-                rc |= wh_buf_printf(b, "<td class=\"num\">%s</td></tr>\n", cell);
+                rc |= wh_buf_printf(b, "<td class=\"num\">%s</td>", cell);
+                if (rt.err_at > 0) {
+                    time_t at = (time_t)rt.err_at;
+                    struct tm tm;
+                    char ts[32] = "";
+                    if (gmtime_r(&at, &tm))
+                        strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S UTC", &tm);
+                    rc |= wh_buf_printf(b, "<td class=\"err\">%s: ", ts);
+                    esc(b, rt.error);
+                    rc |= wh_buf_puts(b, "</td></tr>\n");
+                } else {
+                    rc |= wh_buf_puts(b, "<td>-</td></tr>\n");
+                }
             }
         }
         rc |= wh_buf_puts(b, "</table>\n");

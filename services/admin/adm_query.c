@@ -587,6 +587,21 @@ void adm_query_store(adm_query *q, adm_stat st[ADM_NDAEMONS])
     }
 }
 
+void adm_query_targets(adm_query *q, adm_stat st[ADM_NDAEMONS])
+{
+    adm_job job = {q, 2, &st[2]};
+    pthread_t th;
+    int started = pthread_create(&th, NULL, adm_job_run, &job) == 0;
+    adm_query_one(q, 0, &st[0]);
+    if (started)
+        pthread_join(th, NULL);
+    else
+        adm_query_one(q, 2, &st[2]);
+    memset(&st[1], 0, sizeof(st[1]));
+    wh_strlcpy(st[1].name, q->name[1], sizeof(st[1].name));
+    wh_strlcpy(st[1].error, "not queried", sizeof(st[1].error));
+}
+
 void adm_stats_free(adm_stat *st, int n)
 {
     for (int i = 0; i < n; i++) {

@@ -39,6 +39,10 @@ void adm_query_all(adm_query *q, adm_stat st[ADM_NDAEMONS]);
  * answers that need the store's metrics alone, so an unreachable daemon
  * adds no timeout. Free with adm_stats_free. Thread-safe. */
 void adm_query_store(adm_query *q, adm_stat st[ADM_NDAEMONS]);
+/* The store's and the dispatcher's Stats at once (st[0], st[2]; the
+ * ingestor "not queried"): the target states (NEEDS_SNAPSHOT marks, 410
+ * disabled, last error) without the ingestor's timeout. Thread-safe. */
+void adm_query_targets(adm_query *q, adm_stat st[ADM_NDAEMONS]);
 void adm_stats_free(adm_stat *st, int n);
 
 /* Pure helpers. */

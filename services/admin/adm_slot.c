@@ -127,6 +127,67 @@ int adm_slot_target_info(const adm_stat st[ADM_NDAEMONS], const char *tenant, co
     return WH_OK;
 }
 
+void adm_target_runtime(const adm_stat st[ADM_NDAEMONS], const char *tenant, const char *target,
+                        adm_target_rt *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->err_at = -1;
+    const char *m = metrics_of(st, "dispatcher");
+    if (m == NULL)
+        return;
+    out->known = 1;
+    char lab[2 * WH_NAME_MAX + 32];
+    int ll = snprintf(lab, sizeof(lab), "tenant=\"%s\",target=\"%s\"", tenant, target);
+    if (ll < 0 || (size_t)ll >= sizeof(lab))
+        return;
+    out->disabled = adm_metric_sum(m, "walhook_target_disabled", lab) > 0;
+    out->blocked = adm_metric_sum(m, "walhook_target_blocked", lab) > 0;
+    /* walhook_target_last_error_timestamp_seconds{[replica,]tenant,target,error} */
+    static const char name[] = "walhook_target_last_error_timestamp_seconds{";
+    const size_t nl = sizeof(name) - 1;
+    wh_strlcpy(lab + ll, ",error=\"", sizeof(lab) - (size_t)ll);
+    ll = (int)strlen(lab);
+    for (const char *line = m; line && *line;) {
+        const char *eol = strchr(line, '\n');
+        size_t len = eol ? (size_t)(eol - line) : strlen(line);
+        const char *close =
+            len > nl && strncmp(line, name, nl) == 0 ? memchr(line, '}', len) : NULL;
+        const char *r = NULL;
+        for (const char *q = line + nl; close && q + ll <= close && r == NULL; q++)
+            if ((q == line + nl || q[-1] == ',') && memcmp(q, lab, (size_t)ll) == 0)
+                r = q + ll;
+        const char *endq = r ? memchr(r, '"', (size_t)(close - r)) : NULL;
+        if (endq != NULL) {
+            char *end;
+            long long v = strtoll(close + 1, &end, 10);
+            if (end != close + 1 && v > out->err_at) {
+                out->err_at = v;
+                size_t n = (size_t)(endq - r);
+                if (n >= sizeof(out->error))
+                    n = sizeof(out->error) - 1;
+                memcpy(out->error, r, n);
+                out->error[n] = '\0';
+            }
+        }
+        line = eol ? eol + 1 : NULL;
+    }
+}
+
+const char *adm_target_rt_state(const adm_target_rt *rt)
+{
+    return rt->disabled ? "disabled" : rt->blocked ? "blocked" : NULL;
+}
+
+static json_t *iso_time(int64_t unix_s)
+{
+    time_t t = (time_t)unix_s;
+    struct tm tm;
+    char b[32];
+    if (unix_s > 0 && gmtime_r(&t, &tm) && strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%SZ", &tm) > 0)
+        return json_string(b);
+    return json_null();
+}
+
 void adm_slot_target_json(json_t *o, const adm_stat st[ADM_NDAEMONS], const char *tenant)
 {
     const char *name = json_string_value(json_object_get(o, "name"));
@@ -150,26 +211,35 @@ void adm_slot_target_json(json_t *o, const adm_stat st[ADM_NDAEMONS], const char
     }
     if (!refused && wh_delivery_check_filter(&dl, ferr, sizeof(ferr)) != WH_OK)
         refused = 1;
+    adm_target_rt rt;
+    adm_target_runtime(st, tenant, name, &rt);
+    const char *rts = adm_target_rt_state(&rt);
     const char *state = refused                                      ? "refused"
                         : ns.needs_snapshot                          ? "needs_snapshot"
                         : json_is_true(json_object_get(o, "paused")) ? "paused"
+                        : rts != NULL                                ? rts
                         : known                                      ? "active"
                                                                      : "unknown";
     json_object_set_new(o, "state", json_string(state));
     if (refused)
         json_object_set_new(o, "config_error", json_string(ferr));
+    if (rts != NULL && rts == state)
+        json_object_set_new(
+            o, "state_reason",
+            json_string(rt.disabled ? "it answered 410 Gone: nothing is posted to it until an "
+                                      "operator resumes it (POST .../resume; its offset is kept)"
+                                    : "on_failure = block: it retries the event that failed for "
+                                      "good and posts nothing after it (resume it, or move its "
+                                      "offset)"));
+    json_object_set_new(o, "last_error",
+                        rt.err_at > 0
+                            ? json_pack("{s:o,s:s}", "at", iso_time(rt.err_at), "error", rt.error)
+                            : json_null());
     if (!ns.needs_snapshot) {
         json_object_set_new(o, "needs_snapshot", json_null());
         return;
     }
-    json_t *since = json_null();
-    if (ns.since > 0) {
-        time_t t = (time_t)ns.since;
-        struct tm tm;
-        char b[32];
-        if (gmtime_r(&t, &tm) && strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%SZ", &tm) > 0)
-            since = json_string(b);
-    }
+    json_t *since = iso_time(ns.since);
     json_object_set_new(
         o, "needs_snapshot",
         json_pack("{s:o,s:s}", "since", since, "reason", ns.reason[0] ? ns.reason : "unknown"));

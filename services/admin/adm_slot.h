@@ -43,13 +43,32 @@ typedef struct adm_ns_info {
 int adm_slot_target_info(const adm_stat st[ADM_NDAEMONS], const char *tenant, const char *target,
                          adm_ns_info *out);
 
+/* What the dispatcher's metrics say of a target (every replica's):
+ * walhook_target_disabled (410 Gone), walhook_target_blocked (on_failure =
+ * block) and walhook_target_last_error_timestamp_seconds{error} (the
+ * newest). */
+typedef struct adm_target_rt {
+    int known;       /* the dispatcher's metrics were available */
+    int disabled;    /* answered 410 Gone: nothing is posted until resumed */
+    int blocked;     /* on_failure = block holds it at a failing event */
+    int64_t err_at;  /* unix seconds of the last failed attempt; -1 none */
+    char error[256]; /* its text (HTTP status or transport error), "" none */
+} adm_target_rt;
+void adm_target_runtime(const adm_stat st[ADM_NDAEMONS], const char *tenant, const char *target,
+                        adm_target_rt *out);
+/* "disabled", "blocked" or NULL (the dispatcher delivers to it). */
+const char *adm_target_rt_state(const adm_target_rt *rt);
+
 struct json_t;
 /* Adds to a target object o (GET /v1/tenants/{t}/targets[/{n}]) "state":
  * "refused" with "config_error" (a stored filter that does not compile:
  * the dispatcher delivers nothing to it), "needs_snapshot" (first, as on
- * the status page), "paused", "active", or
+ * the status page), "paused", "disabled" (it answered 410 Gone: resume it),
+ * "blocked" (on_failure = block), "active", or
  * "unknown" (the store's metrics unavailable), and "needs_snapshot": null or
- * {"since": ISO 8601 UTC or null, "reason": ...}. */
+ * {"since": ISO 8601 UTC or null, "reason": ...}, "last_error": null or
+ * {"at": ISO 8601 UTC, "error": ...} (the dispatcher's last failed attempt),
+ * and with disabled or blocked "state_reason". */
 void adm_slot_target_json(struct json_t *o, const adm_stat st[ADM_NDAEMONS], const char *tenant);
 
 /* Adds to a /v1/slots tenant object: backpressure_zone, slot_policy

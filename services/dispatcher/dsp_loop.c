@@ -605,20 +605,35 @@ static void reconcile(dsp_loop *l)
             continue;
         }
         t->seen = 1;
-        if (t->paused != sp->paused) {
+        /* an operator's resume: the state's resume count grew. Compared as
+         * a count, not as paused -> not paused: versions in between may not
+         * be seen (a pause and a resume stored before this thread got to
+         * the first, or a resume of a target that was not paused) */
+        int resumed = sp->resumes != t->spec.resumes && !sp->paused;
+        t->spec.resumes = sp->resumes;
+        if (t->paused != sp->paused || resumed) {
+            int was_disabled = t->disabled, was_paused = t->paused;
             pthread_mutex_lock(&l->tmu);
             t->paused = sp->paused;
             pthread_mutex_unlock(&l->tmu);
             /* a resumed target reads again from its committed offset: what it
              * read before the pause may be stale (the offset may have moved) */
-            if (!sp->paused && t->state != DSP_T_POSTING)
+            if (!sp->paused && (was_paused || was_disabled || t->blocked) &&
+                t->state != DSP_T_POSTING)
                 dsp_target_reset(t);
             /* resuming is also how an operator re-enables a target that
-             * answered 410 Gone */
-            if (!sp->paused)
+             * answered 410 Gone (or is blocked by on_failure = block) */
+            if (!sp->paused) {
                 dsp_target_enable(t);
-            wh_info("target %s/%s %s", sp->set.tenant, sp->name,
-                    sp->paused ? "paused (it keeps its offset)" : "resumed");
+                dsp_target_publish(t);
+            }
+            if (sp->paused)
+                wh_info("target %s/%s paused (it keeps its offset)", sp->set.tenant, sp->name);
+            else
+                wh_info("target %s/%s resumed%s", sp->set.tenant, sp->name,
+                        was_disabled ? ": enabled again after its 410 Gone"
+                        : was_paused ? ""
+                                     : " (it was not paused)");
         }
         dsp_spec *prev = t->next_spec;
         if (!t->has_spec || dsp_spec_changed(&t->spec, sp)) {
@@ -737,6 +752,7 @@ static int next_timeout(dsp_loop *l)
     long to = DSP_POLL_MAX_MS;
     for (int i = 0; i < l->ntargets; i++) {
         dsp_target_publish(l->targets[i]);
+        dsp_target_log_flush(l->targets[i], now);
         long t = dsp_target_timeout_ms(l->targets[i], now);
         if (t >= 0 && t < to)
             to = t;
@@ -1083,6 +1099,28 @@ int dsp_loop_metrics(dsp_loop *l, wh_buf *out)
         if (rc == WH_OK)
             rc = wh_metric_u64(out, "walhook_target_config_error", lab.data,
                                l->refused[i].current ? 1 : 0);
+        wh_buf_free(&lab);
+    }
+    if (rc == WH_OK)
+        rc = wh_metric_header(out, "walhook_target_last_error_timestamp_seconds", "gauge",
+                              "Unix time of the target's last failed attempt, with its error "
+                              "(HTTP status or transport error; never a body) as a label; absent "
+                              "while the target never failed.");
+    for (int i = 0; i < l->ntargets && rc == WH_OK; i++) {
+        char why[DSP_CURLERR_MAX];
+        int64_t at_us = 0;
+        if (!dsp_target_last_error(l->targets[i], why, sizeof(why), &at_us))
+            continue;
+        wh_buf lab;
+        wh_buf_init(&lab, 0);
+        rc = put_labels(&lab, l->targets[i]);
+        if (rc == WH_OK &&
+            (wh_buf_puts(&lab, ",error=\"") != WH_OK || put_value(&lab, why) != WH_OK ||
+             wh_buf_putc(&lab, '"') != WH_OK || wh_buf_cstr(&lab) != WH_OK))
+            rc = WH_ERR;
+        if (rc == WH_OK)
+            rc = wh_metric_i64(out, "walhook_target_last_error_timestamp_seconds", lab.data,
+                               at_us / 1000000);
         wh_buf_free(&lab);
     }
     int n = l->ntargets;

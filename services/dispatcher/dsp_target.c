@@ -20,7 +20,8 @@
 #include "wh_lattrace.h"
 #include "wh_util.h"
 
-#define DSP_WARN_EVERY_MS 10000 /* repeated failure warnings per target */
+#define DSP_WARN_EVERY_MS 10000    /* repeated failure warnings per target */
+#define DSP_DLQ_LOG_EVERY_MS 10000 /* dead-letter summaries per target */
 #define DSP_STOP_COMMIT_TRIES 3
 #define DSP_STOP_COMMIT_WAIT_MS 1000  /* a stop waits this long for the last commit */
 #define DSP_RESET_COMMIT_WAIT_MS 1000 /* a reset's first Read waits for a held-back commit */
@@ -1824,6 +1825,66 @@ static void advance(dsp_target *t, dsp_batch *b, size_t to, int commit)
     pthread_mutex_unlock(&t->mu);
 }
 
+/* One line for the first dead letters of a target (or the first after a
+ * quiet DSP_DLQ_LOG_EVERY_MS), then the count of the next ones at most once
+ * per DSP_DLQ_LOG_EVERY_MS (dsp_target_log_flush): a target that refuses
+ * every event must not log a line per event. Never a row value. */
+static void log_deadletter(dsp_target *t, size_t n, const char *reason, uint64_t now_ms)
+{
+    dsp_target_log_flush(t, now_ms);
+    if (t->dlq_log_ms != 0 && now_ms - t->dlq_log_ms < DSP_DLQ_LOG_EVERY_MS) {
+        t->dlq_log_n += n;
+        wh_strlcpy(t->dlq_log_why, reason, sizeof(t->dlq_log_why));
+        return;
+    }
+    wh_warn("target %s/%s: %zu event(s) go to the dead-letter queue after %d attempt(s): %s "
+            "(more dead letters of this target are counted in one line every %d s)",
+            t->set.tenant, t->name, n, t->attempt, reason, DSP_DLQ_LOG_EVERY_MS / 1000);
+    t->dlq_log_ms = now_ms;
+    t->dlq_log_n = 0;
+}
+
+void dsp_target_log_flush(dsp_target *t, uint64_t now_ms)
+{
+    if (t->dlq_log_n == 0 || now_ms - t->dlq_log_ms < DSP_DLQ_LOG_EVERY_MS)
+        return;
+    wh_warn("target %s/%s: %" PRIu64 " more event(s) went to the dead-letter queue in the last "
+            "%.0f s; last: %s (%" PRIu64 " written for it in total)",
+            t->set.tenant, t->name, t->dlq_log_n, (double)(now_ms - t->dlq_log_ms) / 1000.0,
+            t->dlq_log_why, wh_counter_get(&t->dead_letters));
+    t->dlq_log_ms = now_ms;
+    t->dlq_log_n = 0;
+}
+
+/* The text of a failed attempt for the metrics (the admin shows it): one
+ * line, printable ASCII, no quote or backslash (a Prometheus label). */
+static void publish_error(dsp_target *t, const char *why)
+{
+    char clean[sizeof(t->err_pub)];
+    size_t k = 0;
+    for (const char *p = why; *p && k + 1 < sizeof(clean); p++) {
+        unsigned char c = (unsigned char)*p;
+        clean[k++] = c < 0x20 || c >= 0x7f ? ' ' : c == '"' || c == '\\' ? '\'' : (char)c;
+    }
+    clean[k] = '\0';
+    pthread_mutex_lock(&t->mu);
+    memcpy(t->err_pub, clean, k + 1);
+    t->err_pub_us = wh_wallclock_us();
+    pthread_mutex_unlock(&t->mu);
+}
+
+int dsp_target_last_error(dsp_target *t, char *buf, size_t len, int64_t *at_us)
+{
+    pthread_mutex_lock(&t->mu);
+    int has = t->err_pub[0] != '\0';
+    if (has) {
+        wh_strlcpy(buf, t->err_pub, len);
+        *at_us = t->err_pub_us;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return has;
+}
+
 /* Hands the events [from, to) of the head batch to the reader as dead
  * letters; the loop waits in DEADLETTER until it wrote them. */
 static void start_deadletter(dsp_target *t, dsp_batch *b, size_t from, size_t to,
@@ -1855,8 +1916,7 @@ static void start_deadletter(dsp_target *t, dsp_batch *b, size_t from, size_t to
     t->dlq_from = from;
     t->dlq_to = to;
     t->state = DSP_T_DEADLETTER;
-    wh_warn("target %s/%s: %zu event(s) go to the dead-letter queue after %d attempt(s): %s",
-            t->set.tenant, t->name, to - from, t->attempt, reason);
+    log_deadletter(t, to - from, reason, wh_now_ms());
 }
 
 /* DEADLETTER: the reader's answer. 1 when the target may go on. */
@@ -2580,7 +2640,7 @@ static void disable_gone(dsp_target *t)
 {
     t->disabled = 1;
     wh_warn("target %s/%s: answered 410 Gone: disabled, nothing more is posted until an "
-            "operator pauses and resumes it (its offset is kept)",
+            "operator resumes it (walhook targets resume; its offset is kept)",
             t->set.tenant, t->name);
 }
 
@@ -2660,6 +2720,7 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
     t->attempt++;
     char why[DSP_CURLERR_MAX + 64];
     describe_failure(t, &t->x, res, code, out, t->last_err.curl_err, why, sizeof(why));
+    publish_error(t, why);
 
     if (out == DSP_OUT_GONE) {
         disable_gone(t);
@@ -2780,6 +2841,7 @@ void dsp_target_lane_finished(dsp_target *t, dsp_xfer *x, CURLM *multi, CURLcode
     char why[DSP_CURLERR_MAX + 64];
     describe_failure(t, x, res, code, out, x->curl_err[0] ? x->curl_err : curl_easy_strerror(res),
                      why, sizeof(why));
+    publish_error(t, why);
     if (out == DSP_OUT_GONE) {
         disable_gone(t);
         lanes_state(t);

@@ -27,7 +27,8 @@
  *                 loop waits) -> next event; "block" -> BACKOFF at
  *                 retry_max_ms on that event, forever (blocked);
  *      GONE (410) the target is disabled (state 4) until an operator
- *                 pauses and resumes it or changes its settings.
+ *                 resumes it (the state's resume count grows, seen by the
+ *                 loop's reconcile) or changes its settings.
  *    Before a request: the circuit breaker (dsp_breaker.h) must allow it and
  *    the token buckets (dsp_limit.h) must hold the tokens; mode "fast" sheds
  *    the head batch to the DLQ when its oldest event is older than
@@ -131,6 +132,7 @@ typedef struct dsp_spec {
     char secrets[DSP_KEYS_MAX][256];
     int nsecrets;
     int paused;
+    int64_t resumes;      /* the state's resume count (wh_state_target.resumes) */
     dsp_settings set;     /* set.tenant is the target's tenant */
     uint64_t lease_epoch; /* this replica's lease of the target (dsp_lease), 0 = no leases */
     /* a target of the state whose lease this replica does not hold: the
@@ -415,6 +417,11 @@ typedef struct dsp_target {
     int blocked;             /* on_failure = block and the head event failed for good */
     uint64_t first_fail_ms;
     dsp_attempt_error first_err, last_err;
+    /* dead-letter log (loop private): the first dead letter is logged in
+     * full, the next ones are summed up at most every DSP_DLQ_LOG_EVERY_MS */
+    uint64_t dlq_log_ms;  /* monotonic ms of the last line, 0 = none yet */
+    uint64_t dlq_log_n;   /* events dead-lettered since then, not logged */
+    char dlq_log_why[96]; /* reason of the last of those */
     /* ordering = by_key (loop private): the head batch is posted by lanes,
      * each its own request; the batch is popped when every lane is done and
      * the offset moves meanwhile up to the first event not delivered yet
@@ -484,6 +491,10 @@ typedef struct dsp_target {
     atomic_int disabled_pub;
     atomic_int blocked_pub;
     atomic_int needs_snapshot_pub; /* the store marked it behind the retention cap */
+    /* the last failed attempt (under mu, for the metrics): its text (no
+     * body, no quotes or backslashes) and wall clock time; "" = none */
+    char err_pub[DSP_CURLERR_MAX];
+    int64_t err_pub_us;
 } dsp_target;
 
 /* Swaps in the runtime settings (batch limits, retry backoff, HTTP timeout)
@@ -500,6 +511,12 @@ int dsp_target_reconfigure(dsp_target *t, const dsp_spec *sp, char *err, size_t 
 /* Loop thread: publishes state, breaker, degraded, disabled, blocked for
  * the metrics (atomics). */
 void dsp_target_publish(dsp_target *t);
+/* Loop thread: logs the dead letters counted since the last line (one
+ * summary per DSP_DLQ_LOG_EVERY_MS at most); called on every loop round. */
+void dsp_target_log_flush(dsp_target *t, uint64_t now_ms);
+/* Any thread: the last failed attempt's text and wall clock time (us) into
+ * buf; 0 when the target has not failed. */
+int dsp_target_last_error(dsp_target *t, char *buf, size_t len, int64_t *at_us);
 /* Loop thread: clears disabled (410) and blocked; an operator's resume. */
 void dsp_target_enable(dsp_target *t);
 /* Loop thread, not while POSTING: drops the read-ahead batches and makes

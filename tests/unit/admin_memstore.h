@@ -41,7 +41,9 @@ typedef struct memstore {
     int lose_put_written, lose_put_unwritten;
     int drop_offsets;
     const char *store_metrics;  /* the store's metrics text (its memory budget), or NULL */
+    const char *dsp_metrics;    /* the dispatcher's metrics text, or NULL (a default) */
     int all_stats, store_stats; /* queries of every daemon, of the store alone */
+    int target_stats;           /* queries of the store and the dispatcher */
     /* Once, at the next SetOffset, before its condition is checked (under
      * mu): another writer acting between the request's read and its move. */
     void (*before_set_offset)(struct memstore *m);
@@ -220,10 +222,25 @@ static void mem_stats(void *arg, adm_stat st[ADM_NDAEMONS])
     }
     if (m->store_metrics)
         st[0].metrics = strdup(m->store_metrics);
-    st[2].metrics = strdup("# TYPE walhook_events_delivered_total counter\n"
-                           "walhook_events_delivered_total{target=\"t0\"} 42\n"
-                           "walhook_delivery_latency_seconds_sum{target=\"t0\"} 0.5\n"
-                           "walhook_delivery_latency_seconds_count{target=\"t0\"} 10\n");
+    st[2].metrics =
+        strdup(m->dsp_metrics ? m->dsp_metrics
+                              : "# TYPE walhook_events_delivered_total counter\n"
+                                "walhook_events_delivered_total{target=\"t0\"} 42\n"
+                                "walhook_delivery_latency_seconds_sum{target=\"t0\"} 0.5\n"
+                                "walhook_delivery_latency_seconds_count{target=\"t0\"} 10\n");
+}
+
+/* the store and the dispatcher: the ingestor down */
+static void mem_target_stats(void *arg, adm_stat st[ADM_NDAEMONS])
+{
+    memstore *m = arg;
+    mem_stats(arg, st);
+    m->all_stats--;
+    m->target_stats++;
+    free(st[1].metrics);
+    st[1].metrics = NULL;
+    st[1].up = st[1].ready = 0;
+    wh_strlcpy(st[1].error, "not queried", sizeof(st[1].error));
 }
 
 /* the store alone: the others down */
@@ -290,7 +307,8 @@ static adm_backend memstore_backend(memstore *m)
                       .progress = mem_progress,
                       .stats = mem_stats,
                       .slot = mem_slot,
-                      .store_stats = mem_store_stats};
+                      .store_stats = mem_store_stats,
+                      .target_stats = mem_target_stats};
     return be;
 }
 

@@ -452,14 +452,62 @@ static void test_target_state(void **state)
                      200);
     assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/b", READ_TOK, NULL, NULL), 200);
     assert_non_null(strstr(body(f), "\"state\":\"active\""));
+    assert_non_null(strstr(body(f), "\"last_error\":null"));
+    /* the dispatcher's view: b disabled by a 410 (its last error), t0
+     * active with an older error; another tenant's b and a longer name
+     * do not count */
     f->m.store_metrics = NULL;
-    /* the targets (list and one) ask the store alone: a daemon that does
-     * not answer adds no timeout to them */
-    int all = f->m.all_stats, store = f->m.store_stats;
+    f->m.dsp_metrics =
+        "walhook_target_disabled{tenant=\"default\",target=\"b\"} 1\n"
+        "walhook_target_disabled{tenant=\"default\",target=\"t0\"} 0\n"
+        "walhook_target_blocked{tenant=\"other\",target=\"t0\"} 1\n"
+        "walhook_target_last_error_timestamp_seconds{tenant=\"default\",target=\"bb\","
+        "error=\"HTTP 500 (retry)\"} 1764772990\n"
+        "walhook_target_last_error_timestamp_seconds{replica=\"r1\",tenant=\"default\","
+        "target=\"b\",error=\"HTTP 410 (gone)\"} 1764772961\n"
+        "walhook_target_last_error_timestamp_seconds{replica=\"r2\",tenant=\"default\","
+        "target=\"b\",error=\"Couldn't connect to server\"} 1764772900\n"
+        "walhook_target_last_error_timestamp_seconds{tenant=\"default\",target=\"t0\","
+        "error=\"HTTP 503 (retry)\"} 1764772000\n";
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/b", READ_TOK, NULL, NULL), 200);
+    j = json_loads(body(f), 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "state")), "disabled");
+    assert_non_null(strstr(json_string_value(json_object_get(j, "state_reason")), "410 Gone"));
+    json_t *le = json_object_get(j, "last_error");
+    assert_string_equal(json_string_value(json_object_get(le, "error")), "HTTP 410 (gone)");
+    assert_string_equal(json_string_value(json_object_get(le, "at")), "2025-12-03T14:42:41Z");
+    json_decref(j);
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/t0", READ_TOK, NULL, NULL), 200);
+    assert_non_null(strstr(body(f), "\"state\":\"unknown\"")); /* no store metrics */
+    assert_non_null(strstr(body(f), "\"error\":\"HTTP 503 (retry)\""));
+    assert_null(strstr(body(f), "state_reason"));
+    /* a resume counts (the dispatcher re-enables a 410 target when the
+     * count grows), also of a target that is not paused */
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/b/resume", ADMIN_TOK, NULL, NULL),
+                     200);
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/b", READ_TOK, NULL, NULL), 200);
+    assert_non_null(strstr(body(f), "\"resumes\":2"));
+    assert_int_equal(call(f, "POST", "/v1/tenants/default/targets/b/pause", ADMIN_TOK, NULL, NULL),
+                     200);
+    assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/b", READ_TOK, NULL, NULL), 200);
+    assert_non_null(strstr(body(f), "\"resumes\":2"));
+    assert_non_null(strstr(body(f), "\"state\":\"paused\""));
+    /* un-pausing by PATCH counts too; "resumes" itself is not writable */
+    assert_int_equal(
+        call(f, "PATCH", "/v1/tenants/default/targets/b", ADMIN_TOK, NULL, "{\"paused\":false}"),
+        200);
+    assert_non_null(strstr(body(f), "\"resumes\":3"));
+    assert_int_equal(
+        call(f, "PATCH", "/v1/tenants/default/targets/b", ADMIN_TOK, NULL, "{\"resumes\":9}"), 400);
+    f->m.dsp_metrics = NULL;
+    /* the targets (list and one) ask the store and the dispatcher alone:
+     * the ingestor, which they do not need, adds no timeout to them */
+    int all = f->m.all_stats, ts = f->m.target_stats;
     assert_int_equal(call(f, "GET", tg, READ_TOK, NULL, NULL), 200);
     assert_int_equal(call(f, "GET", "/v1/tenants/default/targets/b", READ_TOK, NULL, NULL), 200);
     assert_int_equal(f->m.all_stats, all);
-    assert_int_equal(f->m.store_stats, store + 2);
+    assert_int_equal(f->m.target_stats, ts + 2);
 }
 
 /* A target an older walhook stored with a filter that does not compile

@@ -213,6 +213,12 @@ static void table_targets(json_t *j)
         col(st ? st : json_is_true(json_object_get(t, "paused")) ? "paused" : "active", 14);
         printf("%-7zu ", json_array_size(json_object_get(t, "secrets")));
         print_scalar(stdout, json_object_get(t, "url"));
+        /* the dispatcher's last failed attempt (an older admin has none) */
+        json_t *le = json_object_get(t, "last_error");
+        const char *ea = json_string_value(json_object_get(le, "at"));
+        const char *ee = json_string_value(json_object_get(le, "error"));
+        if (ee != NULL)
+            printf("  (last error %s: %s)", ea ? ea : "-", ee);
         putchar('\n');
     }
 }
