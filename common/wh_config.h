@@ -95,6 +95,7 @@ typedef struct wh_config {
     int64_t toast_cache_bytes;
     int status_interval_ms;
     int reconnect_max_ms;
+    int append_fail_ms; /* not ready after appends failing this long (0 = never) */
     /* store */
     char store_endpoint[WH_URL_MAX];
     char store_notify_endpoint[WH_URL_MAX]; /* "" = derived for ipc://, none for tcp:// */
@@ -114,6 +115,7 @@ typedef struct wh_config {
     /* store syncs (latency) */
     int64_t store_offset_sync_wait_us;  /* offset commits wait this long for a synced append */
     int64_t store_wal_zero_ahead_bytes; /* WAL zero-filled this far ahead (0 = off) */
+    int store_write_stall_ms;           /* not ready past a write this old (0 = never) */
     int64_t ipc_max_msg_bytes;
     int ipc_timeout_ms;
     char ipc_tls_cert[WH_PATH_MAX]; /* tls+tcp:// endpoints: PEM certificate */

@@ -20,6 +20,14 @@
 #define WH_UDS_REPLY_MS 5000 /* a server's reply write */
 #define WH_UDS_BODY_MS 30000 /* a request's body, once its length came */
 #define WH_UDS_MAX_SUBS 64   /* a publisher's subscribers (its poll set) */
+/* A request whose body is one empty message (a length-delimited field's
+ * tag and a zero length: a Request of Stats, the readiness probe) does not
+ * wait for a serving slot:
+ * up to WH_UDS_PROBES of them are served beside the max_busy ones, so a
+ * daemon whose slots all hold requests that wait (the store's writes on a
+ * hung disk) still says so. Such requests read memory only. */
+#define WH_UDS_PROBE_BYTES 2
+#define WH_UDS_PROBES 2
 /* SO_SNDBUF of both ends of every direct connection (requests, replies,
  * notifications to a subscriber): the kernel caps it at net.core.wmem_max
  * and doubles it, so with wmem_max >= 2 MiB a whole request or reply of
@@ -58,6 +66,7 @@ struct wh_uds_server {
     int nconns; /* live */
     int max_conns;
     int busy, max_busy; /* requests being served (mu), at most max_busy */
+    int probes;         /* of WH_UDS_PROBES, served beside them (mu) */
     atomic_size_t held; /* the connections' buffers between requests */
     size_t max_msg;
     wh_uds_fn fn;
@@ -343,6 +352,28 @@ static int slot_take(wh_uds_server *s)
     return ok ? WH_OK : WH_ERR;
 }
 
+/* 1: the request (len bytes, the start of it in b) is a probe and a
+ * probe's place was taken (give it back with probe_give); never waits */
+static int probe_take(wh_uds_server *s, const wh_buf *b, size_t len)
+{
+    const uint8_t *p = (const uint8_t *)b->data;
+    if (len != WH_UDS_PROBE_BYTES || b->len != len || (p[0] & 7) != 2 || p[1] != 0)
+        return 0;
+    pthread_mutex_lock(&s->mu);
+    int ok = s->probes < WH_UDS_PROBES;
+    if (ok)
+        s->probes++;
+    pthread_mutex_unlock(&s->mu);
+    return ok;
+}
+
+static void probe_give(wh_uds_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->probes--;
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void slot_give(wh_uds_server *s)
 {
     pthread_mutex_lock(&s->mu);
@@ -360,11 +391,11 @@ static void keep_small(wh_buf *b)
         wh_buf_reset(b);
 }
 
-/* Each request is served holding one of the server's max_busy slots,
- * taken once its length is known and before its body is allocated; its
- * buffers are brought back to WH_UDS_KEEP_BYTES before the slot is given
- * back. So the connections hold at most max_conns x 2 x WH_UDS_KEEP_BYTES
- * between requests, and max_busy x (request + reply) in flight. */
+/* Each request (but a probe: WH_UDS_PROBE_BYTES) is served holding one of the server's max_busy
+ * slots, taken once its length is known and before its body is allocated; its buffers are brought
+ * back to WH_UDS_KEEP_BYTES before the slot is given back. So the connections hold at most
+ * max_conns x 2 x WH_UDS_KEEP_BYTES between requests, and max_busy x (request + reply) in flight.
+ */
 static void *conn_thread(void *p)
 {
     uds_conn *c = p;
@@ -389,7 +420,8 @@ static void *conn_thread(void *p)
                         s->l.path);
             break;
         }
-        if (slot_take(s) != WH_OK)
+        int probe = probe_take(s, &in, len);
+        if (!probe && slot_take(s) != WH_OK)
             break;
         int ok = read_rest(c->fd, &in, len, now_ms() + WH_UDS_BODY_MS) == 1;
         size_t start = 0;
@@ -410,7 +442,10 @@ static void *conn_thread(void *p)
             atomic_fetch_sub(&s->held, held);
             held = now;
         }
-        slot_give(s);
+        if (probe)
+            probe_give(s);
+        else
+            slot_give(s);
         if (!ok)
             break;
     }

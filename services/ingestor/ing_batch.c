@@ -121,6 +121,14 @@ struct ing_batcher {
     uint64_t tsender;    /* AppendBatch.toast_sender: random, per process */
     uint8_t tfields[24]; /* toast_sender and toast_serial of a request */
     _Atomic uint64_t batches_sent, events_sent;
+    /* a run of failed appends (send_retry): since when (the first failed
+     * attempt's start, wh_now_ms; 0 = the last one succeeded), the last
+     * error; fail_ms: ingestor.append_fail_ms */
+    pthread_mutex_t fail_mu;
+    uint64_t fail_since_ms;
+    int fail_reported; /* logged as past fail_ms */
+    char fail_err[200];
+    _Atomic int64_t fail_ms;
 };
 
 static void batch_free(batch *b)
@@ -372,6 +380,55 @@ static int pause_unless_stopped(ing_batcher *bt, int ms)
     return WH_OK;
 }
 
+/* Records an append's outcome: err NULL (it succeeded: a run of failures
+ * ends), else the failure of the attempt sent at sent_ms. */
+static void append_outcome(ing_batcher *bt, const char *err, uint64_t sent_ms)
+{
+    pthread_mutex_lock(&bt->fail_mu);
+    if (err == NULL) {
+        if (bt->fail_since_ms != 0 && bt->fail_reported)
+            wh_info("appends to the store succeed again after %.1f s of failures (the last: %s)",
+                    (double)(wh_now_ms() - bt->fail_since_ms) / 1000.0, bt->fail_err);
+        bt->fail_since_ms = 0;
+        bt->fail_reported = 0;
+    } else {
+        if (bt->fail_since_ms == 0)
+            bt->fail_since_ms = sent_ms != 0 ? sent_ms : 1;
+        wh_strlcpy(bt->fail_err, err, sizeof(bt->fail_err));
+    }
+    pthread_mutex_unlock(&bt->fail_mu);
+}
+
+uint64_t ing_batcher_append_failing(ing_batcher *bt, char *why, size_t whylen)
+{
+    pthread_mutex_lock(&bt->fail_mu);
+    uint64_t since = bt->fail_since_ms, now = wh_now_ms();
+    uint64_t ms = since != 0 && now > since ? now - since : 0;
+    int64_t bound = atomic_load(&bt->fail_ms);
+    int failing = since != 0 && bound > 0 && ms >= (uint64_t)bound;
+    if (failing) {
+        if (why != NULL)
+            wh_seterr(why, whylen, "appends to the store have failed for %.1f s: %s",
+                      (double)ms / 1000.0, bt->fail_err);
+        if (!bt->fail_reported) {
+            bt->fail_reported = 1;
+            wh_warn("appends to the store have failed for %.1f s (ingestor.append_fail_ms %lld): "
+                    "not ready until one succeeds; the last error: %s",
+                    (double)ms / 1000.0, (long long)bound, bt->fail_err);
+        }
+    }
+    pthread_mutex_unlock(&bt->fail_mu);
+    return failing ? ms : 0;
+}
+
+uint64_t ing_batcher_append_failing_ms(ing_batcher *bt)
+{
+    pthread_mutex_lock(&bt->fail_mu);
+    uint64_t since = bt->fail_since_ms, now = wh_now_ms();
+    pthread_mutex_unlock(&bt->fail_mu);
+    return since != 0 && now > since ? now - since : 0;
+}
+
 static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t ack, uint64_t id,
                       uint64_t first_id)
 {
@@ -402,6 +459,7 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
     for (int attempt = 0;; attempt++) {
         Walhook__Reply *rep = NULL;
         int status = 0;
+        uint64_t sent_ms = wh_now_ms();
         int rc =
             kind->kind == BATCH_PACKED
                 ? wh_client_call_iov(bt->client, &packed, 1, &rep, &status, err, sizeof(err))
@@ -413,6 +471,7 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
         }
         if (rc == WH_OK) {
             walhook__reply__free_unpacked(rep, NULL);
+            append_outcome(bt, NULL, 0);
             lat_trace(bt, "ing_acked", n);
             if (attempt > 0)
                 wh_info("append of batches %llu..%llu succeeded after %d retries",
@@ -426,7 +485,7 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
              * stops the WAL reading meanwhile */
             uint32_t ra = wh_client_retry_after_ms(bt->client);
             ms = ra == 0 ? 10 : (ra > 10000 ? 10000 : (int)ra);
-            attempt--; /* not a failure: no backoff growth */
+            attempt--; /* not a failure: no backoff growth (nor append_outcome) */
             if (slowed++ % 1000 == 0)
                 wh_info("the store asks tenant %s to slow down (%s); batches %llu..%llu wait %d ms",
                         bt->tenant,
@@ -434,10 +493,12 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
                             ? "isolation guard: another tenant's light appends"
                             : "write budget",
                         (unsigned long long)first_id, (unsigned long long)id, ms);
-        } else if (attempt == 0 || attempt % 20 == 0) {
-            wh_warn("append of batches %llu..%llu (%zu events) to the store failed: %s; "
-                    "retrying",
-                    (unsigned long long)first_id, (unsigned long long)id, n, err);
+        } else {
+            append_outcome(bt, err, sent_ms);
+            if (attempt == 0 || attempt % 20 == 0)
+                wh_warn("append of batches %llu..%llu (%zu events) to the store failed: %s; "
+                        "retrying",
+                        (unsigned long long)first_id, (unsigned long long)id, n, err);
         }
         /* sleep in small steps so a stop is noticed */
         for (int slept = 0; slept < ms; slept += 50) {
@@ -715,6 +776,7 @@ int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t e
     /* leave room for the protobuf framing of every event */
     size_t maxmsg = (size_t)cfg->ipc_max_msg_bytes;
     bt->max_batch_bytes = maxmsg > (1u << 20) ? maxmsg - maxmsg / 8 : maxmsg / 2;
+    pthread_mutex_init(&bt->fail_mu, NULL);
     ing_batcher_set_limits(cfg, bt);
     pthread_mutex_init(&bt->mu, NULL);
     pthread_cond_init(&bt->cv, NULL);
@@ -785,6 +847,7 @@ void ing_batcher_free(ing_batcher *bt)
     pthread_cond_destroy(&bt->acked_cv);
     pthread_cond_destroy(&bt->cv);
     pthread_mutex_destroy(&bt->mu);
+    pthread_mutex_destroy(&bt->fail_mu);
     free(bt);
 }
 
@@ -797,6 +860,7 @@ void ing_batcher_set_limits(const wh_config *cfg, ing_batcher *bt)
     atomic_store(&bt->flush_age_us, cfg->flush_age_us);
     atomic_store(&bt->window_bytes, cfg->window_bytes);
     atomic_store(&bt->backlog_linger_us, cfg->busy_linger_us);
+    atomic_store(&bt->fail_ms, cfg->append_fail_ms);
 }
 
 void ing_batcher_set_backlog(ing_batcher *bt, int backlog)

@@ -35,6 +35,15 @@ void ing_batcher_free(ing_batcher *bt);
  * batch waits to fill while the slot has a backlog). */
 void ing_batcher_set_limits(const wh_config *cfg, ing_batcher *bt);
 
+/* Appends to the store have failed (any error but "slow down": refused,
+ * timed out, no store) since the first failed attempt was sent, for at
+ * least ingestor.append_fail_ms: that time in ms, with why = "appends to
+ * the store have failed for N s: <the last error>" (logged once per run);
+ * 0 while they succeed, or the run is shorter. Any thread. */
+uint64_t ing_batcher_append_failing(ing_batcher *bt, char *why, size_t whylen);
+/* How long the current run of failed appends has lasted, ms (0: none). */
+uint64_t ing_batcher_append_failing_ms(ing_batcher *bt);
+
 /* The open batch's JSON buffer to render one event into. */
 wh_buf *ing_batcher_buf(ing_batcher *bt);
 /* Records the event rendered at buf[start..len). Seals the batch when it

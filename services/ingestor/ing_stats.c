@@ -68,6 +68,11 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
                          "bytes sent to the store and not yet acknowledged") ||
         wh_metric_i64(b, "walhook_ingestor_unacked_bytes", l,
                       st->bt ? ing_batcher_unacked_bytes(st->bt) : 0) ||
+        wh_metric_header(b, "walhook_ingestor_append_failing_seconds", "gauge",
+                         "how long the ingestor's appends to the store have failed (0: the last "
+                         "one succeeded); past ingestor.append_fail_ms it is not ready") ||
+        wh_metric_us_as_s(b, "walhook_ingestor_append_failing_seconds", l,
+                          st->bt ? (int64_t)ing_batcher_append_failing_ms(st->bt) * 1000 : 0) ||
         wh_metric_header(b, "walhook_ingestor_state", "gauge",
                          "0 connecting, 1 streaming, 2 error (a permanent error, retried)") ||
         wh_metric_i64(b, "walhook_ingestor_state", l, wh_gauge_get(&st->state)) ||
@@ -160,6 +165,12 @@ static int render_stats(void *arg, wh_buf *text, const char **state, int *ready,
     pthread_mutex_unlock(&st->reason_mu);
     *state = ing_state_name(s);
     *ready = s == ING_STATE_STREAMING || s == ING_STATE_SNAPSHOTTING;
+    /* appends failing for ingestor.append_fail_ms: nothing new is stored,
+     * whatever the reason (the store refuses, hangs, or is gone) */
+    if (*ready && st->bt != NULL && ing_batcher_append_failing(st->bt, reason, reasonlen) != 0) {
+        *state = "append-failing";
+        *ready = 0;
+    }
     return ing_stats_render(st, text);
 }
 

@@ -420,12 +420,58 @@ int st_dbi_tenant_full(char *err, size_t errlen)
                      ST_MAX_TENANT_NAMES);
 }
 
+static const char *cf_kind_name(char kind)
+{
+    switch (kind) {
+    case ST_CF_EVENTS:
+        return "events";
+    case ST_CF_META:
+        return "metadata";
+    case ST_CF_STAGE:
+        return "staging";
+    case ST_CF_TOAST:
+        return "TOAST cache";
+    default:
+        return "unknown";
+    }
+}
+
+/* Creates t's column family of kind with options o into *out. Caller holds
+ * t->lock for writing. On failure *out stays NULL: RocksDB's C API returns
+ * a handle even when the create failed (with no column family behind it,
+ * which a later read or write would use), so it is destroyed here and the
+ * next use creates it again. A failure counts as a failed write
+ * (st_db_write_health: the store is not ready until a write succeeds). */
+static int cf_create(st_db *db, st_tenant *t, rocksdb_options_t *o, char kind,
+                     rocksdb_column_family_handle_t **out, char *err, size_t errlen)
+{
+    char name[ST_NAME_MAX + 3];
+    st_dbi_cf_name(name, sizeof(name), kind, t->name);
+    char *e = NULL;
+    int slot = st_dbi_io_begin(db, "column family create");
+    rocksdb_column_family_handle_t *h = rocksdb_create_column_family(db->rdb, o, name, &e);
+    st_dbi_io_end(db, slot);
+    if (e == NULL && h != NULL) {
+        st_dbi_note_write(db, NULL);
+        *out = h;
+        return WH_OK;
+    }
+    if (h != NULL)
+        rocksdb_column_family_handle_destroy(h);
+    *out = NULL;
+    char msg[sizeof(db->write_err)];
+    snprintf(msg, sizeof(msg), "create column family %s (tenant %s, %s): %s", name, t->name,
+             cf_kind_name(kind), e != NULL ? e : "no handle");
+    st_dbi_note_write(db, msg);
+    if (e != NULL)
+        rocksdb_free(e);
+    return wh_seterr(err, errlen, "rocksdb %s", msg);
+}
+
 /* Caller holds t->lock for writing. */
 static int tenant_cf_create(st_tenant *t, char *err, size_t errlen)
 {
     st_db *db = t->db;
-    char name[ST_NAME_MAX + 3];
-    char *e = NULL;
     if (t->ev == NULL) {
         /* only tenants with data count: a dropped one's entry does not */
         if (atomic_fetch_add(&db->nlive, 1) >= ST_MAX_TENANTS) {
@@ -436,22 +482,16 @@ static int tenant_cf_create(st_tenant *t, char *err, size_t errlen)
                              ST_MAX_TENANTS);
         }
         rocksdb_options_t *o = events_options(db, t);
-        st_dbi_cf_name(name, sizeof(name), ST_CF_EVENTS, t->name);
-        t->ev = rocksdb_create_column_family(db->rdb, o, name, &e);
+        int rc = cf_create(db, t, o, ST_CF_EVENTS, &t->ev, err, errlen);
         rocksdb_options_destroy(o);
         t->cf_gen++;
-        if (e) {
-            t->ev = NULL;
+        if (rc != WH_OK) {
             atomic_fetch_sub(&db->nlive, 1);
-            return st_dbi_rerr(err, errlen, "create column family", e);
+            return WH_ERR;
         }
     }
-    if (t->meta == NULL) {
-        st_dbi_cf_name(name, sizeof(name), ST_CF_META, t->name);
-        t->meta = rocksdb_create_column_family(db->rdb, db->opts, name, &e);
-        if (e)
-            return st_dbi_rerr(err, errlen, "create column family", e);
-    }
+    if (t->meta == NULL && cf_create(db, t, db->opts, ST_CF_META, &t->meta, err, errlen) != WH_OK)
+        return WH_ERR;
     wh_info("tenant %s: column families created", t->name);
     return WH_OK;
 }
@@ -495,6 +535,22 @@ int st_dbi_ten_open(st_db *db, const char *tenant, int create, st_tenant **out, 
         if (rc != WH_OK)
             return WH_ERR;
     }
+}
+
+st_tenant *st_dbi_ten_try(st_db *db, const char *tenant, int *busy)
+{
+    *busy = 0;
+    st_tenant *t = st_dbi_tenant_find(db, tenant, 0);
+    if (t == NULL)
+        return NULL;
+    if (pthread_rwlock_tryrdlock(&t->lock) != 0) {
+        *busy = 1;
+        return NULL;
+    }
+    if (t->ev != NULL && t->meta != NULL)
+        return t;
+    pthread_rwlock_unlock(&t->lock);
+    return NULL;
 }
 
 void st_dbi_ten_done(st_tenant *t)
@@ -994,6 +1050,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     atomic_store(&db->schema_prune, 1);
     wh_cond_init_monotonic(&db->sync_cv);
     db->offset_sync_wait_us = o->offset_sync_wait_us > 0 ? o->offset_sync_wait_us : 0;
+    atomic_store(&db->stall_ms, ST_WRITE_STALL_MS);
 
     /* Every size here is one the memory budget declares (wh_budget.h,
      * wh_budget_plan_store): change both together. */
@@ -1229,6 +1286,73 @@ uint64_t st_db_write_errors(st_db *db)
     return atomic_load(&db->write_errors);
 }
 
+int st_dbi_io_begin(st_db *db, const char *what)
+{
+    uint64_t now = wh_now_ms();
+    if (now == 0)
+        now = 1;
+    for (int i = 0; i < ST_IO_SLOTS; i++) {
+        uint64_t free_slot = 0;
+        if (atomic_load_explicit(&db->io_since_ms[i], memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_strong(&db->io_since_ms[i], &free_slot, now)) {
+            atomic_store(&db->io_what[i], what);
+            return i;
+        }
+    }
+    return -1;
+}
+
+void st_dbi_io_end(st_db *db, int slot)
+{
+    if (slot >= 0 && slot < ST_IO_SLOTS)
+        atomic_store(&db->io_since_ms[slot], 0);
+}
+
+void st_dbi_write(st_db *db, rocksdb_writeoptions_t *wo, rocksdb_writebatch_t *wb, const char *what,
+                  char **e)
+{
+    int slot = st_dbi_io_begin(db, what);
+    rocksdb_write(db->rdb, wo, wb, e);
+    st_dbi_io_end(db, slot);
+}
+
+uint64_t st_db_write_pending_ms(st_db *db, const char **what)
+{
+    uint64_t oldest = 0;
+    const char *w = NULL;
+    for (int i = 0; i < ST_IO_SLOTS; i++) {
+        uint64_t since = atomic_load(&db->io_since_ms[i]);
+        if (since != 0 && (oldest == 0 || since < oldest)) {
+            oldest = since;
+            w = atomic_load(&db->io_what[i]);
+        }
+    }
+    if (what != NULL)
+        *what = w != NULL ? w : "write";
+    if (oldest == 0)
+        return 0;
+    uint64_t now = wh_now_ms();
+    return now > oldest ? now - oldest : 0;
+}
+
+int st_db_write_stall(st_db *db, char *why, size_t whylen)
+{
+    int64_t bound = atomic_load(&db->stall_ms);
+    const char *what;
+    uint64_t ms = st_db_write_pending_ms(db, &what);
+    if (bound <= 0 || ms <= (uint64_t)bound)
+        return WH_OK;
+    return wh_seterr(why, whylen,
+                     "a write has waited %.1f s for the disk (%s; store.write_stall_ms %lld): "
+                     "the disk or its file system does not answer",
+                     (double)ms / 1000.0, what, (long long)bound);
+}
+
+void st_db_set_write_stall_ms(st_db *db, int64_t ms)
+{
+    atomic_store(&db->stall_ms, ms > 0 ? ms : 0);
+}
+
 /* ---- append ---- */
 
 /* The tenant's D key; caller holds t->lock (read). */
@@ -1294,7 +1418,9 @@ static void sync_end(st_db *db, uint64_t tk)
 static int wal_sync(st_db *db, char *err, size_t errlen)
 {
     char *e = NULL;
+    int slot = st_dbi_io_begin(db, "WAL sync");
     rocksdb_flush_wal(db->rdb, 1, &e);
+    st_dbi_io_end(db, slot);
     if (e == NULL)
         return WH_OK;
     st_dbi_rerr(err, errlen, "WAL sync", e);
@@ -1652,7 +1778,7 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
         tk = sync_begin(db);
         if (rocksdb_writebatch_count(wb) > 0) {
             char *e = NULL;
-            rocksdb_write(db->rdb, chunk ? db->wo : db->wo_lazy, wb, &e);
+            st_dbi_write(db, chunk ? db->wo : db->wo_lazy, wb, "append write", &e);
             st_dbi_note_write(db, e);
             if (e)
                 rc = st_dbi_rerr(err, errlen, "write", e);
@@ -2038,7 +2164,7 @@ static int sync_write(st_db *db, rocksdb_writebatch_t *wb, const char *what, cha
 {
     char *e = NULL;
     uint64_t tk = sync_begin(db);
-    rocksdb_write(db->rdb, db->wo, wb, &e);
+    st_dbi_write(db, db->wo, wb, what, &e);
     st_dbi_note_write(db, e);
     if (e)
         return st_dbi_rerr(err, errlen, what, e);
@@ -2059,17 +2185,15 @@ static int ten_open_stage(st_db *db, const char *tenant, int create, st_tenant *
             return WH_OK;
         st_dbi_ten_done(t);
         pthread_rwlock_wrlock(&t->lock);
-        char *e = NULL;
+        int rc = WH_OK;
         if (t->stage == NULL && t->ev != NULL) {
-            char name[ST_NAME_MAX + 3];
-            st_dbi_cf_name(name, sizeof(name), ST_CF_STAGE, t->name);
-            t->stage = rocksdb_create_column_family(db->rdb, db->opts, name, &e);
-            if (e == NULL)
+            rc = cf_create(db, t, db->opts, ST_CF_STAGE, &t->stage, err, errlen);
+            if (rc == WH_OK)
                 wh_info("tenant %s: staging column family created", t->name);
         }
         pthread_rwlock_unlock(&t->lock);
-        if (e)
-            return st_dbi_rerr(err, errlen, "create column family", e);
+        if (rc != WH_OK)
+            return WH_ERR;
     }
 }
 
@@ -2575,7 +2699,9 @@ static int off_put(st_db *db, st_off *o, off_val v, rocksdb_writeoptions_t *wo, 
     uint8_t b[ST_OFF_VAL_LEN + 1];
     size_t bl = st_dbi_off_encode(b, v, o->needs_snapshot);
     char *e = NULL;
+    int slot = st_dbi_io_begin(db, "offset write");
     rocksdb_put_cf(db->rdb, wo, o->ten->meta, k, kl, (const char *)b, bl, &e);
+    st_dbi_io_end(db, slot);
     st_dbi_note_write(db, e);
     if (e)
         return st_dbi_rerr(err, errlen, "offset write", e);
@@ -2613,7 +2739,7 @@ static int off_put_clean(st_db *db, st_off *o, rocksdb_column_family_handle_t *m
         rocksdb_writebatch_delete_cf(wb, meta, k, kl);
     }
     char *e = NULL;
-    rocksdb_write(db->rdb, db->wo, wb, &e);
+    st_dbi_write(db, db->wo, wb, "offset write", &e);
     rocksdb_writebatch_destroy(wb);
     if (v != NULL)
         st_dbi_note_write(db, e);
@@ -3034,7 +3160,7 @@ int st_db_state_put(st_db *db, uint64_t version, const char *doc, size_t len, ch
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     rocksdb_writebatch_putv(wb, 1, kp, ks, 2, parts, sizes);
     char *e = NULL;
-    rocksdb_write(db->rdb, db->wo, wb, &e);
+    st_dbi_write(db, db->wo, wb, "state write", &e);
     rocksdb_writebatch_destroy(wb);
     if (e)
         return st_dbi_rerr(err, errlen, "state write", e);
@@ -3258,7 +3384,9 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         if (h[i] == NULL)
             continue;
         char *e = NULL;
+        int slot = st_dbi_io_begin(db, "column family drop");
         rocksdb_drop_column_family(db->rdb, h[i], &e);
+        st_dbi_io_end(db, slot);
         st_dbi_note_write(db, e);
         if (e) {
             rc = st_dbi_rerr(err, errlen, "drop column family", e);
@@ -3332,10 +3460,12 @@ int st_db_tenant_mark_removal(st_db *db, const char *tenant, int on, char *err, 
     char k[ST_KEY_MAX];
     size_t kl = key_removal(k, tenant);
     char *e = NULL;
+    int slot = st_dbi_io_begin(db, "tenant removal mark");
     if (on)
         rocksdb_put_cf(db->rdb, db->wo, t->meta, k, kl, "1", 1, &e);
     else
         rocksdb_delete_cf(db->rdb, db->wo, t->meta, k, kl, &e);
+    st_dbi_io_end(db, slot);
     st_dbi_note_write(db, e);
     st_dbi_ten_done(t);
     return e ? st_dbi_rerr(err, errlen, "mark tenant removal", e) : WH_OK;
@@ -3436,19 +3566,17 @@ static int ten_open_toast(st_db *db, const char *tenant, st_tenant **out, char *
             return WH_OK;
         st_dbi_ten_done(t);
         pthread_rwlock_wrlock(&t->lock);
-        char *e = NULL;
+        int rc = WH_OK;
         if (t->toast == NULL && t->ev != NULL) {
-            char name[ST_NAME_MAX + 3];
-            st_dbi_cf_name(name, sizeof(name), ST_CF_TOAST, t->name);
-            t->toast = rocksdb_create_column_family(db->rdb, db->opts, name, &e);
-            if (e == NULL) {
+            rc = cf_create(db, t, db->opts, ST_CF_TOAST, &t->toast, err, errlen);
+            if (rc == WH_OK) {
                 st_toast_reset(t->tc);
                 wh_info("tenant %s: TOAST cache column family created", t->name);
             }
         }
         pthread_rwlock_unlock(&t->lock);
-        if (e)
-            return st_dbi_rerr(err, errlen, "create column family", e);
+        if (rc != WH_OK)
+            return WH_ERR;
     }
 }
 
@@ -3491,8 +3619,9 @@ int st_db_toast_tables(st_db *db, const char *tenant, st_toast_table **out, size
 int st_db_toast_stats(st_db *db, const char *tenant, st_toast_stats *out)
 {
     memset(out, 0, sizeof(*out));
-    st_tenant *t;
-    if (st_dbi_ten_open(db, tenant, 0, &t, NULL, 0) != WH_OK || t == NULL)
+    int busy;
+    st_tenant *t = st_dbi_ten_try(db, tenant, &busy); /* for Stats: never waits */
+    if (t == NULL)
         return 0;
     int has = t->toast != NULL;
     if (has)

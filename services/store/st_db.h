@@ -545,6 +545,16 @@ void st_db_compaction_log_start(st_db *db);
 int st_db_write_health(st_db *db, char *why, size_t whylen);
 /* Synced writes that failed since open. */
 uint64_t st_db_write_errors(st_db *db);
+/* How long the oldest write or sync still in progress has waited for the
+ * disk, ms (0: none in progress); *what names it ("append write", "WAL
+ * sync", ...) when not NULL. Takes no lock: a hung disk cannot block it. */
+uint64_t st_db_write_pending_ms(st_db *db, const char **what);
+/* WH_ERR when a write or sync has waited longer than the bound of
+ * st_db_set_write_stall_ms, with why = "a write has waited N s for the disk
+ * (<what>)"; else WH_OK. */
+int st_db_write_stall(st_db *db, char *why, size_t whylen);
+/* store.write_stall_ms (0: never reported; default ST_WRITE_STALL_MS). */
+void st_db_set_write_stall_ms(st_db *db, int64_t ms);
 
 /* ---- dead-letter queue ----
  * Keys 'Q' tenant \0 consumer \0 lsn(8) seq(4) -> a dead letter (the

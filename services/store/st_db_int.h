@@ -36,6 +36,8 @@
 #define ST_CF_META 'm'
 #define ST_CF_STAGE 's'
 #define ST_CF_TOAST 't'
+#define ST_IO_SLOTS 64          /* writes and syncs in progress watched at once (st_dbi_io_begin) */
+#define ST_WRITE_STALL_MS 10000 /* store.write_stall_ms's default */
 
 typedef struct st_tenant st_tenant;
 
@@ -259,8 +261,14 @@ struct st_db {
     pthread_mutex_t health_mu;
     int write_failing;
     uint64_t fail_since_ms;
-    char write_err[200];
+    char write_err[300];
     _Atomic uint64_t write_errors;
+    /* writes and syncs in progress (st_dbi_io_begin): when each began
+     * (wh_now_ms, 0 = a free slot) and what it is; st_db_write_stall reads
+     * them without a lock, so a Stats call never waits for the disk */
+    _Atomic uint64_t io_since_ms[ST_IO_SLOTS];
+    const char *_Atomic io_what[ST_IO_SLOTS];
+    _Atomic int64_t stall_ms; /* store.write_stall_ms: not ready past it (0 = never) */
 
     /* offset moves (st_db_offset_moves): bumped before every SetOffset,
      * DropOffset, undrop and tenant drop; starts at the open's wall clock */
@@ -311,6 +319,10 @@ st_tenant **st_dbi_tenants_sorted(st_db *db, size_t *n);
 int st_dbi_ten_open(st_db *db, const char *tenant, int create, st_tenant **out, char *err,
                     size_t errlen);
 void st_dbi_ten_done(st_tenant *t);
+/* st_dbi_ten_open without create that never waits (for Stats): NULL when
+ * the tenant has no column families, or *busy = 1 when its lock is held for
+ * writing (a column family create or drop, which may wait for the disk). */
+st_tenant *st_dbi_ten_try(st_db *db, const char *tenant, int *busy);
 st_off *st_dbi_off_find(st_db *db, const char *tenant, const char *consumer);
 st_off *st_dbi_off_get(st_db *db, const char *tenant, const char *consumer, char *err,
                        size_t errlen);
@@ -327,6 +339,13 @@ int st_dbi_iter_done(rocksdb_iterator_t *it, rocksdb_readoptions_t *ro, const ch
                      size_t errlen);
 int st_dbi_meta_scan(st_db *db, char type, meta_fn fn, char *err, size_t errlen);
 void st_dbi_note_write(st_db *db, const char *err);
+/* A write or sync that may wait for the disk begins: its slot (-1 when all
+ * are taken: it is not watched), for st_dbi_io_end. what: a static string. */
+int st_dbi_io_begin(st_db *db, const char *what);
+void st_dbi_io_end(st_db *db, int slot);
+/* rocksdb_write between st_dbi_io_begin and st_dbi_io_end */
+void st_dbi_write(st_db *db, rocksdb_writeoptions_t *wo, rocksdb_writebatch_t *wb, const char *what,
+                  char **e);
 uint64_t st_dbi_queued_bytes(uint64_t json, uint64_t events);
 
 /* st_db_target.c */

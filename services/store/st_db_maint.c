@@ -337,7 +337,9 @@ static void maintain_tenant(st_db *db, st_tenant *t)
             wh_put_be32(v + 8, ws);
             char *e = NULL;
             /* synced: the retention floor is not stored elsewhere */
+            int slot = st_dbi_io_begin(db, "retention write");
             rocksdb_put_cf(db->rdb, db->wo, t->meta, k, kl, (const char *)v, sizeof(v), &e);
+            st_dbi_io_end(db, slot);
             if (e) {
                 rocksdb_free(e);
             } else {
@@ -628,8 +630,13 @@ size_t st_db_tenant_stats(st_db *db, st_tenant_stats *out, size_t max)
     st_tenant **tv = st_dbi_tenants_sorted(db, &nt);
     size_t n = 0;
     for (size_t i = 0; i < nt && n < max; i++) {
-        if (!st_db_tenant_exists(db, tv[i]->name))
+        /* not st_db_tenant_exists: Stats reads this, and a tenant whose
+         * column family create or drop waits for the disk holds its lock */
+        int busy;
+        st_tenant *h = st_dbi_ten_try(db, tv[i]->name, &busy);
+        if (h == NULL && !busy)
             continue;
+        st_dbi_ten_done(h);
         pthread_mutex_lock(&tv[i]->wm_mu);
         out[n] = tv[i]->stats;
         wh_strlcpy(out[n].tenant, tv[i]->name, sizeof(out[n].tenant));

@@ -258,7 +258,7 @@ static int schema_write(st_db *db, rocksdb_writebatch_t *wb, const char *what, c
     if (rocksdb_writebatch_count(wb) == 0)
         return WH_OK;
     char *e = NULL;
-    rocksdb_write(db->rdb, db->wo, wb, &e);
+    st_dbi_write(db, db->wo, wb, "schema write", &e);
     st_dbi_note_write(db, e);
     return e ? st_dbi_rerr(err, errlen, what, e) : WH_OK;
 }

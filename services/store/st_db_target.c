@@ -95,7 +95,9 @@ static int lease_persist(st_db *db, st_off *o, char *err, size_t errlen)
     wh_put_be32(v + 8, o->lease_ttl_ms);
     memcpy(v + 12, o->lease_owner, ol);
     char *e = NULL;
+    int slot = st_dbi_io_begin(db, "lease write");
     rocksdb_put_cf(db->rdb, db->wo, o->ten->meta, k, kl, (const char *)v, 12 + ol, &e);
+    st_dbi_io_end(db, slot);
     st_dbi_note_write(db, e);
     if (e)
         return st_dbi_rerr(err, errlen, "lease write", e);
@@ -381,7 +383,7 @@ int st_db_dlq_write(st_db *db, const char *tenant, const char *consumer, const s
         }
         if (rocksdb_writebatch_count(wb) > 0) {
             char *e = NULL;
-            rocksdb_write(db->rdb, db->wo, wb, &e);
+            st_dbi_write(db, db->wo, wb, "dead-letter write", &e);
             st_dbi_note_write(db, e);
             if (e)
                 rc = st_dbi_rerr(err, errlen, "dead-letter write", e);
@@ -600,7 +602,7 @@ static int queue_edit(st_db *db, const char *tenant, const char *consumer, int a
     }
     if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0) {
         char *e = NULL;
-        rocksdb_write(db->rdb, db->wo, wb, &e);
+        st_dbi_write(db, db->wo, wb, "dead-letter write", &e);
         st_dbi_note_write(db, e);
         if (e)
             rc = st_dbi_rerr(err, errlen, "dead-letter write", e);
@@ -651,7 +653,9 @@ int st_db_replay_ack(st_db *db, const char *tenant, const char *consumer, uint64
         char k[ST_KEY_MAX];
         size_t kl = key_queue(k, 'R', tenant, consumer, lsn, seq);
         char *e = NULL;
+        int slot = st_dbi_io_begin(db, "replay ack");
         rocksdb_delete_cf(db->rdb, db->wo, t->meta, k, kl, &e);
+        st_dbi_io_end(db, slot);
         st_dbi_note_write(db, e);
         if (e)
             rc = st_dbi_rerr(err, errlen, "replay ack", e);
@@ -677,7 +681,7 @@ int st_db_replay_ack(st_db *db, const char *tenant, const char *consumer, uint64
         rc = st_dbi_iter_done(it, ro, "replay scan", err, errlen);
         if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0) {
             char *e = NULL;
-            rocksdb_write(db->rdb, db->wo, wb, &e);
+            st_dbi_write(db, db->wo, wb, "replay ack", &e);
             st_dbi_note_write(db, e);
             if (e)
                 rc = st_dbi_rerr(err, errlen, "replay ack", e);
@@ -721,7 +725,7 @@ int st_db_dlq_drop(st_db *db, const char *tenant, const char *consumer, char *er
         rocksdb_writebatch_put_cf(wb, t->meta, k, kl, (const char *)v, sizeof(v));
     }
     char *e = NULL;
-    rocksdb_write(db->rdb, db->wo, wb, &e);
+    st_dbi_write(db, db->wo, wb, "dead-letter drop", &e);
     st_dbi_note_write(db, e);
     if (o) {
         if (!e) {

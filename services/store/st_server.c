@@ -1572,17 +1572,28 @@ static int tenant_metrics(st_server *s, wh_buf *b)
 }
 
 /* wh_stats_fn: the store's own metrics (wh_stats_reply adds the process ones).
- * Not ready while its synced writes fail: the ingestor's appends then fail
- * too, and nothing new can be stored. */
+ * Not ready while a write or sync has waited for the disk longer than
+ * store.write_stall_ms (a hung disk: nothing fails, nothing completes), or
+ * while its synced writes fail: the ingestor's appends then fail or wait
+ * too, and nothing new can be stored. Nothing here waits for the disk. */
 static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, char *reason,
                          size_t reasonlen)
 {
     st_server *s = arg;
-    if (st_db_write_health(s->db, reason, reasonlen) != WH_OK) {
+    if (st_db_write_stall(s->db, reason, reasonlen) != WH_OK) {
+        *state = "write-stalled";
+        *ready = 0;
+    } else if (st_db_write_health(s->db, reason, reasonlen) != WH_OK) {
         *state = "write-failing";
         *ready = 0;
     }
     int rc = 0;
+    rc |= wh_metric_header(b, "walhook_store_write_stalled_seconds", "gauge",
+                           "how long the oldest write or sync still in progress has waited for "
+                           "the disk (0: none in progress); over store.write_stall_ms the store "
+                           "is not ready");
+    rc |= wh_metric_us_as_s(b, "walhook_store_write_stalled_seconds", "",
+                            (int64_t)st_db_write_pending_ms(s->db, NULL) * 1000);
     rc |= wh_metric_header(b, "walhook_events_stored_total", "counter",
                            "events appended (durable) since start");
     rc |= wh_metric_u64(b, "walhook_events_stored_total", "", wh_counter_get(&s->events_stored));

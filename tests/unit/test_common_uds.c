@@ -381,6 +381,8 @@ static int blocking(void *arg, const uint8_t *in, size_t inlen, wh_buf *out, siz
 {
     (void)arg;
     (void)start;
+    if (inlen == 2 && in[1] == 0) /* a probe (test_probe_beside_slots): answered at once */
+        return wh_buf_append(out, "ok", 2);
     pthread_mutex_lock(&g.mu);
     g.in++;
     if (g.in > g.max_in)
@@ -450,6 +452,48 @@ static void test_busy_bounded(void **state)
     wh_uds_stop(s);
 }
 
+/* A request of one empty message (a Request of Stats: the readiness
+ * probe) is served while every slot holds a request that waits (the
+ * store's writes on a hung disk): a daemon stuck that way still says so. */
+static void test_probe_beside_slots(void **state)
+{
+    (void)state;
+    pthread_mutex_lock(&g.mu);
+    g.in = g.max_in = g.open = 0;
+    pthread_mutex_unlock(&g.mu);
+    wh_uds_server *s;
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_uds_listen(&s, path, 1 << 16, 8, 1, blocking, NULL, err, sizeof(err)),
+                     WH_OK);
+    pthread_t th;
+    caller c;
+    assert_int_equal(pthread_create(&th, NULL, call_thread, &c), 0);
+    pthread_mutex_lock(&g.mu);
+    while (g.in < 1)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    int fd, refused;
+    assert_int_equal(wh_uds_connect(&fd, path, 2000, &refused, err, sizeof(err)), WH_OK);
+    wh_buf rep;
+    wh_buf_init(&rep, 0);
+    const char probe[2] = {0x2a, 0x00}; /* Request.stats, empty */
+    if (wh_uds_call(fd, probe, 2, &rep, 1024, 3000, err, sizeof(err)) != WH_OK)
+        fail_msg("the probe was not answered while the only slot was held: %s", err);
+    assert_int_equal(rep.len, 2);
+    assert_memory_equal(rep.data, "ok", 2);
+    /* any other request waits for the slot */
+    assert_int_equal(wh_uds_call(fd, "xy", 2, &rep, 1024, 300, err, sizeof(err)), WH_ERR);
+    close(fd);
+    wh_buf_free(&rep);
+    pthread_mutex_lock(&g.mu);
+    g.open = 1;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    pthread_join(th, NULL);
+    assert_int_equal(c.rc, WH_OK);
+    wh_uds_stop(s);
+}
+
 static void *open_later(void *p)
 {
     (void)p;
@@ -505,6 +549,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_server_one_call_at_a_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_while_waiting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_probe_beside_slots, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,214 @@
+/* Unit tests of st_db when RocksDB cannot create a tenant's column family:
+ * the call fails with an error naming it, the store is "write-failing"
+ * until a write succeeds, no later read or write uses a handle without a
+ * column family behind it (RocksDB's C API returns one when the create
+ * failed: with it, the next read aborts the process), and the next use
+ * creates the column family again.
+ *
+ * The create is made to fail for real: a column family of the name it
+ * takes is created first, beside the store's back (RocksDB answers
+ * "Invalid argument: Column family already exists"); dropping that one
+ * lets the store's next create succeed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#define _XOPEN_SOURCE_EXTENDED 1
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <rocksdb/c.h>
+
+#include "../../services/store/st_db_int.h"
+#include "wh_util.h"
+
+typedef struct fx {
+    char dir[64];
+    st_db *db;
+} fx;
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof(*f));
+    strcpy(f->dir, "/tmp/test_store_cf.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    char err[WH_ERRLEN];
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 0};
+    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
+        fail_msg("open: %s", err);
+    st_db_set_toast_bytes(f->db, 1 << 20);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    st_db_close(f->db);
+    nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* Takes the name the store's create of tenant's column family of kind
+ * needs: the store's create fails until squat_end. */
+static rocksdb_column_family_handle_t *squat(fx *f, char kind, const char *tenant)
+{
+    char name[ST_NAME_MAX + 3];
+    st_dbi_cf_name(name, sizeof(name), kind, tenant);
+    char *e = NULL;
+    rocksdb_column_family_handle_t *h =
+        rocksdb_create_column_family(f->db->rdb, f->db->opts, name, &e);
+    if (e != NULL)
+        fail_msg("create %s: %s", name, e);
+    return h;
+}
+
+static void squat_end(fx *f, rocksdb_column_family_handle_t *h)
+{
+    char *e = NULL;
+    rocksdb_drop_column_family(f->db->rdb, h, &e);
+    if (e != NULL)
+        fail_msg("drop: %s", e);
+    rocksdb_column_family_handle_destroy(h);
+}
+
+/* err names the column family and RocksDB's reason, and so does the
+ * store's write health */
+static void expect_cf_error(fx *f, const char *err, const char *cf)
+{
+    if (strstr(err, "create column family") == NULL || strstr(err, cf) == NULL ||
+        strstr(err, "already exists") == NULL)
+        fail_msg("error \"%s\" does not name the create of %s and its reason", err, cf);
+    char why[512];
+    assert_int_equal(st_db_write_health(f->db, why, sizeof(why)), WH_ERR);
+    if (strstr(why, cf) == NULL)
+        fail_msg("write health \"%s\" does not name %s", why, cf);
+}
+
+static void expect_healthy(fx *f)
+{
+    char why[512] = "";
+    if (st_db_write_health(f->db, why, sizeof(why)) != WH_OK)
+        fail_msg("still write-failing: %s", why);
+}
+
+static int append(fx *f, const char *tenant, uint64_t lsn, char *err, size_t errlen)
+{
+    st_event ev = {lsn, 0, 1, "{}", 2};
+    uint64_t d = 0;
+    return st_db_append(f->db, tenant, &ev, 1, lsn, &d, err, errlen);
+}
+
+/* The metadata CF: created with the events CF by a tenant's first append. */
+static void test_meta_create_fails(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    rocksdb_column_family_handle_t *h = squat(f, ST_CF_META, "tm");
+    assert_int_equal(append(f, "tm", 100, err, sizeof(err)), WH_ERR);
+    expect_cf_error(f, err, "m:tm");
+    /* reads see a tenant without data (before the fix: an abort here) */
+    uint64_t lsn = 1;
+    assert_int_equal(st_db_get_durable(f->db, "tm", &lsn, err, sizeof(err)), WH_OK);
+    assert_int_equal(lsn, 0);
+    assert_int_equal(st_db_tenant_exists(f->db, "tm"), 0);
+    /* the next append tries the create again: the same clean error */
+    assert_int_equal(append(f, "tm", 100, err, sizeof(err)), WH_ERR);
+    expect_cf_error(f, err, "m:tm");
+    squat_end(f, h);
+    if (append(f, "tm", 100, err, sizeof(err)) != WH_OK)
+        fail_msg("append after the name is free: %s", err);
+    expect_healthy(f);
+    assert_int_equal(st_db_get_durable(f->db, "tm", &lsn, err, sizeof(err)), WH_OK);
+    assert_int_equal(lsn, 100);
+}
+
+/* The TOAST cache CF: created by the first append with TOAST ops. */
+static void test_toast_create_fails(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    if (append(f, "tt", 100, err, sizeof(err)) != WH_OK)
+        fail_msg("append: %s", err);
+    rocksdb_column_family_handle_t *h = squat(f, ST_CF_TOAST, "tt");
+    st_toast_op op = {ST_TOAST_PUT, 1, "{\"id\":1}", 8, "doc", 3, "\"v\"", 3, 200, 77};
+    st_event ev = {200, 0, 1, "{}", 2};
+    uint64_t d = 0;
+    assert_int_equal(
+        st_db_append_toast(f->db, "tt", &ev, 1, 200, NULL, 0, &op, 1, 0, 0, &d, err, sizeof(err)),
+        WH_ERR);
+    expect_cf_error(f, err, "t:tt");
+    /* a lookup and the stats find nothing (before the fix: an abort) */
+    char *v = NULL;
+    size_t vl = 0;
+    uint64_t lsn = 0;
+    assert_int_equal(st_db_toast_get(f->db, "tt", 1, "{\"id\":1}", 8, "doc", 1000, &v, &vl, &lsn,
+                                     err, sizeof(err)),
+                     0);
+    st_toast_stats ts;
+    assert_int_equal(st_db_toast_stats(f->db, "tt", &ts), 0);
+    /* an append without TOAST ops still works, and ends the failing state */
+    if (append(f, "tt", 150, err, sizeof(err)) != WH_OK)
+        fail_msg("append: %s", err);
+    expect_healthy(f);
+    squat_end(f, h);
+    if (st_db_append_toast(f->db, "tt", &ev, 1, 200, NULL, 0, &op, 1, 0, 0, &d, err, sizeof(err)) !=
+        WH_OK)
+        fail_msg("append with TOAST ops after the name is free: %s", err);
+    assert_int_equal(st_db_toast_get(f->db, "tt", 1, "{\"id\":1}", 8, "doc", 1000, &v, &vl, &lsn,
+                                     err, sizeof(err)),
+                     1);
+    assert_memory_equal(v, "\"v\"", 3);
+    free(v);
+}
+
+/* The staging CF: created by the first staged event of a streamed
+ * transaction. */
+static void test_stage_create_fails(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    if (append(f, "ts", 100, err, sizeof(err)) != WH_OK)
+        fail_msg("append: %s", err);
+    rocksdb_column_family_handle_t *h = squat(f, ST_CF_STAGE, "ts");
+    st_staged sv = {1, 7, "{}", 2};
+    assert_int_equal(st_db_stage_put(f->db, "ts", 7, 1, &sv, 1, err, sizeof(err)), WH_ERR);
+    expect_cf_error(f, err, "s:ts");
+    /* nothing staged, and a commit's scan and an abort find nothing
+     * (before the fix: an abort) */
+    uint64_t n = 1;
+    assert_int_equal(st_db_stage_count(f->db, "ts", 7, 10, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 0);
+    st_stage_abort ab = {7, 7, 0, 0};
+    assert_int_equal(st_db_stage_abort(f->db, "ts", &ab, 1, err, sizeof(err)), WH_OK);
+    squat_end(f, h);
+    if (st_db_stage_put(f->db, "ts", 7, 1, &sv, 1, err, sizeof(err)) != WH_OK)
+        fail_msg("stage after the name is free: %s", err);
+    expect_healthy(f);
+    assert_int_equal(st_db_stage_count(f->db, "ts", 7, 10, &n, err, sizeof(err)), WH_OK);
+    assert_int_equal(n, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_meta_create_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_toast_create_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_create_fails, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
