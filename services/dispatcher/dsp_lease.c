@@ -361,9 +361,23 @@ static void quiet_passed(dsp_lease *l, int *changed)
         if (e->epoch != 0 && !e->quiet_told && now >= e->quiet_until) {
             e->quiet_told = 1;
             *changed = 1;
+            wh_info("lease of %s/%s: its takeover wait is over; posting starts", e->tenant,
+                    e->name);
         }
     }
     pthread_mutex_unlock(&l->mu);
+}
+
+uint64_t dsp_lease_post_until(void *arg, const char *tenant, const char *target, uint64_t epoch)
+{
+    dsp_lease *l = arg;
+    uint64_t r = 0, now = wh_now_ms();
+    pthread_mutex_lock(&l->mu);
+    lease_t *e = find(l, tenant, target);
+    if (e && epoch != 0 && e->epoch == epoch && now >= e->quiet_until && now < e->valid_until)
+        r = e->valid_until;
+    pthread_mutex_unlock(&l->mu);
+    return r;
 }
 
 void dsp_lease_handed(void *arg, const char *tenant, const char *target)
@@ -423,12 +437,18 @@ void dsp_lease_abandoned(void *arg, const char *tenant, const char *target)
     pthread_mutex_unlock(&l->mu);
 }
 
-/* Requests abandoned at the target may still run (release with abandoned). */
+/* Requests abandoned at the target, or its last holder's, may still run
+ * (release with abandoned). Caller holds mu. */
+static int abandoned_locked(const lease_t *e, uint64_t now)
+{
+    return e->abandoned_until > now || (e->epoch != 0 && e->quiet_until > now);
+}
+
 static int abandoned_now(dsp_lease *l, const char *tenant, const char *target)
 {
     pthread_mutex_lock(&l->mu);
     lease_t *e = find(l, tenant, target);
-    int r = e != NULL && e->abandoned_until > wh_now_ms();
+    int r = e != NULL && abandoned_locked(e, wh_now_ms());
     pthread_mutex_unlock(&l->mu);
     return r;
 }
@@ -721,7 +741,7 @@ void dsp_lease_stop(dsp_lease *l)
     for (size_t i = 0; i < l->n; i++) {
         if (l->v[i].epoch != 0) {
             release(l, l->v[i].tenant, l->v[i].name, l->v[i].epoch,
-                    l->v[i].abandoned_until > wh_now_ms());
+                    abandoned_locked(&l->v[i], wh_now_ms()));
             l->v[i].epoch = 0;
         }
     }

@@ -87,6 +87,12 @@ void dsp_lease_abandoned(void *arg, const char *tenant, const char *target);
  * balance with no request unanswered and its held commit sent
  * (dsp_loop_on_abandon): the lease is released at once instead of lapsing. */
 void dsp_lease_handed(void *arg, const char *tenant, const char *target);
+/* Thread-safe (arg: the dsp_lease): until when (monotonic ms) a request to
+ * the target may start under `epoch`: the lease's local validity when it is
+ * held with that epoch and its takeover wait is over, else 0. The loop asks
+ * before it starts a request, so a replica whose lease thread is slow to
+ * give a lapsed lease up never posts past the lease. */
+uint64_t dsp_lease_post_until(void *arg, const char *tenant, const char *target, uint64_t epoch);
 /* Thread-safe: 1 when this replica holds the target's lease now (and
  * *epoch, if not NULL, receives its fencing epoch), else 0. */
 int dsp_lease_owns(dsp_lease *l, const char *tenant, const char *target, uint64_t *epoch);

@@ -51,9 +51,7 @@ struct dsp_loop {
 
     void (*on_reload)(void *arg);
     void *reload_arg;
-    void (*on_abandon)(void *arg, const char *tenant, const char *target);
-    void (*on_handed)(void *arg, const char *tenant, const char *target);
-    void *abandon_arg;
+    dsp_loop_lease_hooks lease; /* all NULL without leases */
 
     /* targets refused at setup or at a change (bad URL or secret, curl
      * setup): the others go on; under tmu (the metrics read them) */
@@ -387,8 +385,8 @@ static void remove_target(dsp_loop *l, int i, int keep_commit)
     dsp_target *t = l->targets[i];
     int n = dsp_target_abandon(t, l->multi);
     l->inflight -= n;
-    if (n > 0 && l->on_abandon)
-        l->on_abandon(l->abandon_arg, t->set.tenant, t->name);
+    if (n > 0 && l->lease.abandoned)
+        l->lease.abandoned(l->lease.arg, t->set.tenant, t->name);
     pthread_mutex_lock(&l->tmu);
     l->targets[i] = l->targets[--l->ntargets];
     pthread_mutex_unlock(&l->tmu);
@@ -396,8 +394,8 @@ static void remove_target(dsp_loop *l, int i, int keep_commit)
         dsp_target_forget_commit(t);
     dsp_target_stop_reader(t);
     dsp_target_destroy(t); /* sends the held commit (with the lease's epoch) */
-    if (keep_commit && n == 0 && l->on_handed)
-        l->on_handed(l->abandon_arg, t->set.tenant, t->name);
+    if (keep_commit && n == 0 && l->lease.handed)
+        l->lease.handed(l->lease.arg, t->set.tenant, t->name);
     free(t->next_spec);
     free(t);
 }
@@ -517,13 +515,9 @@ void dsp_loop_on_reload(dsp_loop *l, void (*fn)(void *arg), void *arg)
     l->reload_arg = arg;
 }
 
-void dsp_loop_on_abandon(dsp_loop *l, void (*fn)(void *arg, const char *tenant, const char *target),
-                         void (*handed)(void *arg, const char *tenant, const char *target),
-                         void *arg)
+void dsp_loop_set_lease_hooks(dsp_loop *l, const dsp_loop_lease_hooks *h)
 {
-    l->on_abandon = fn;
-    l->on_handed = handed;
-    l->abandon_arg = arg;
+    l->lease = *h;
 }
 
 dsp_target *dsp_loop_find(dsp_loop *l, const char *tenant, const char *name)
@@ -725,6 +719,24 @@ static int reap(dsp_loop *l)
     return n;
 }
 
+#define DSP_LEASE_RECHECK_MS 20
+
+/* With leases, a request starts only while the lease is valid here (not
+ * merely while the loop still has the target: the lease thread may tell
+ * the loop late, its store calls being slow) and its takeover wait is over;
+ * the answer is kept until the validity it gave ends. */
+static int lease_allows(dsp_loop *l, dsp_target *t, uint64_t now)
+{
+    uint64_t ep = atomic_load(&t->lease_epoch);
+    if (l->lease.post_until == NULL || ep == 0)
+        return 1;
+    if (now < t->lease_post_until && ep == t->lease_post_epoch)
+        return 1;
+    t->lease_post_epoch = ep;
+    t->lease_post_until = l->lease.post_until(l->lease.arg, t->set.tenant, t->name, ep);
+    return now < t->lease_post_until;
+}
+
 static int start_ready(dsp_loop *l)
 {
     int started = 0;
@@ -735,6 +747,8 @@ static int start_ready(dsp_loop *l)
         if (l->max_inflight > 0 && l->inflight >= l->max_inflight)
             break;
         dsp_target *t = l->targets[(l->rr + k) % l->ntargets];
+        if (!lease_allows(l, t, now))
+            continue;
         int budget = l->max_inflight > 0 ? l->max_inflight - l->inflight : INT_MAX;
         int r = dsp_target_maybe_post(t, l->multi, now, budget);
         if (r > 0) {
@@ -754,6 +768,11 @@ static int next_timeout(dsp_loop *l)
         dsp_target_publish(l->targets[i]);
         dsp_target_log_flush(l->targets[i], now);
         long t = dsp_target_timeout_ms(l->targets[i], now);
+        /* a target its lease keeps from posting is looked at again soon,
+         * not at once (no spin until the loop is told to drop it) */
+        if (t >= 0 && t < DSP_LEASE_RECHECK_MS && l->lease.post_until != NULL &&
+            atomic_load(&l->targets[i]->lease_epoch) != 0 && now >= l->targets[i]->lease_post_until)
+            t = DSP_LEASE_RECHECK_MS;
         if (t >= 0 && t < to)
             to = t;
     }
@@ -846,8 +865,8 @@ int dsp_loop_run(dsp_loop *l)
     }
     for (int i = 0; i < l->ntargets; i++) {
         int n = dsp_target_abandon(l->targets[i], l->multi);
-        if (n > 0 && l->on_abandon)
-            l->on_abandon(l->abandon_arg, l->targets[i]->set.tenant, l->targets[i]->name);
+        if (n > 0 && l->lease.abandoned)
+            l->lease.abandoned(l->lease.arg, l->targets[i]->set.tenant, l->targets[i]->name);
     }
     l->inflight = 0;
     atomic_store(&l->loop_on, 0);
@@ -1214,8 +1233,8 @@ void dsp_loop_destroy(dsp_loop *l)
     /* requests unanswered at the stop are abandoned (told, so a lease
      * released after this makes its next holder wait for them) */
     for (int i = 0; l->multi != NULL && i < l->ntargets; i++)
-        if (dsp_target_abandon(l->targets[i], l->multi) > 0 && l->on_abandon)
-            l->on_abandon(l->abandon_arg, l->targets[i]->set.tenant, l->targets[i]->name);
+        if (dsp_target_abandon(l->targets[i], l->multi) > 0 && l->lease.abandoned)
+            l->lease.abandoned(l->lease.arg, l->targets[i]->set.tenant, l->targets[i]->name);
     /* stop every reader first so their final commits run in parallel */
     for (int i = 0; i < l->ntargets; i++)
         if (l->targets[i]->thr_started)

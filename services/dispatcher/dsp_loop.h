@@ -40,14 +40,23 @@ int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errl
  * dsp_loop_on_reload (on the loop thread). */
 int dsp_loop_run(dsp_loop *l);
 void dsp_loop_on_reload(dsp_loop *l, void (*fn)(void *arg), void *arg);
-/* Before dsp_loop_run: fn is told each time requests to a target are
- * abandoned unanswered (the target stopped here, or the loop is destroyed
- * with them in flight), on the thread that abandons them; handed, when a
- * target handed over (dsp_spec.handover) stopped with none unanswered and
- * its held commit sent. */
-void dsp_loop_on_abandon(dsp_loop *l, void (*fn)(void *arg, const char *tenant, const char *target),
-                         void (*handed)(void *arg, const char *tenant, const char *target),
-                         void *arg);
+/* The dispatcher's leases as the loop sees them (dsp_lease.h), set before
+ * dsp_loop_run; arg is passed to each:
+ * - abandoned: requests to a target were abandoned unanswered (the target
+ *   stopped here, or the loop is destroyed with them in flight), told on
+ *   the thread that abandons them;
+ * - handed: a target handed over (dsp_spec.handover) stopped with none
+ *   unanswered and its held commit sent;
+ * - post_until: until when (monotonic ms) a request to the target may start
+ *   under lease epoch `epoch` (0 or past: none now); asked before a request
+ *   starts once the last answer has run out. */
+typedef struct dsp_loop_lease_hooks {
+    void (*abandoned)(void *arg, const char *tenant, const char *target);
+    void (*handed)(void *arg, const char *tenant, const char *target);
+    uint64_t (*post_until)(void *arg, const char *tenant, const char *target, uint64_t epoch);
+    void *arg;
+} dsp_loop_lease_hooks;
+void dsp_loop_set_lease_hooks(dsp_loop *l, const dsp_loop_lease_hooks *h);
 /* Thread-safe: the complete list of targets of every tenant as of state
  * `version` (copied). The loop reconciles by (tenant, name) on its thread:
  * new ones start, changed ones are swapped between requests, paused ones

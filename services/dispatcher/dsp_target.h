@@ -323,7 +323,10 @@ typedef struct dsp_target {
     int nkeys;
     dsp_settings set;
     _Atomic uint64_t lease_epoch; /* sent with every commit (fencing), 0 = no leases */
-    dsp_notify_fn notify;         /* called by the reader when a batch is ready */
+    /* loop thread: a request may start until then under lease_post_epoch
+     * (dsp_loop_lease_hooks.post_until) */
+    uint64_t lease_post_until, lease_post_epoch;
+    dsp_notify_fn notify; /* called by the reader when a batch is ready */
     void *notify_arg;
 
     /* shared between reader and loop, guarded by mu */

@@ -103,8 +103,11 @@ int main(int argc, char **argv)
     if (dsp_backlog_start(&backlog, &cfg, err, sizeof(err)) != WH_OK)
         wh_warn("backlog metrics: %s", err);
     dsp_control_set_backlog(backlog);
-    if (lease != NULL)
-        dsp_loop_on_abandon(loop, dsp_lease_abandoned, dsp_lease_handed, lease);
+    if (lease != NULL) {
+        dsp_loop_lease_hooks hooks = {dsp_lease_abandoned, dsp_lease_handed, dsp_lease_post_until,
+                                      lease};
+        dsp_loop_set_lease_hooks(loop, &hooks);
+    }
     if (dsp_control_start_leased(&ctl, cfg.dispatcher_control, loop, lease, err, sizeof(err)) !=
         WH_OK) {
         wh_error("control endpoint %s: %s", cfg.dispatcher_control, err);
