@@ -367,7 +367,7 @@ int wh_metric_process(wh_buf *b, const char *daemon)
 typedef struct stats_mem {
     Walhook__StatsReply sr;
     wh_buf text;
-    char reason[256];
+    char reason[WH_REASON_LEN];
 } stats_mem;
 
 void wh_stats_reply(Walhook__Reply *rep, void **cookie, const char *daemon, wh_stats_fn fn,

@@ -16,6 +16,9 @@
  * already durable (synced), so cutting a stuck teardown short loses nothing;
  * `walhook up` waits longer (cli_sup) before it sends SIGKILL. */
 #define WH_SHUTDOWN_DEADLINE_MS 5000
+/* the bound of a Stats reply's reason (why a daemon is not ready), kept
+ * whole by the admin's /readyz and status page and by `walhook status` */
+#define WH_REASON_LEN 1024
 /* malloc: blocks below this come from the heap and are reused (see
  * wh_daemon_init); free heap tops above WH_TRIM_THRESHOLD are returned. */
 #define WH_MMAP_THRESHOLD (4 * 1024 * 1024)

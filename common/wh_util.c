@@ -33,6 +33,27 @@ int wh_seterr(char *err, size_t errlen, const char *fmt, ...)
     return WH_ERR;
 }
 
+int wh_cut_words(char *dst, size_t dstlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(dst, dstlen, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < dstlen)
+        return WH_OK;
+    size_t end = dstlen - 4; /* room for "..." and the NUL */
+    for (size_t i = end; i > 0 && end - i < 64; i--)
+        if (dst[i - 1] == ' ') {
+            end = i - 1;
+            break;
+        }
+    /* never half a UTF-8 sequence */
+    while (end > 0 && ((unsigned char)dst[end] & 0xC0) == 0x80)
+        end--;
+    memcpy(dst + end, "...", 4);
+    return WH_ERR;
+}
+
 void wh_log_init(const char *daemon, int level)
 {
     wh_strlcpy(log_daemon, daemon, sizeof(log_daemon));

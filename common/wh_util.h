@@ -95,6 +95,11 @@ int wh_endpoint_plain_beyond_loopback(const char *url);
 
 /* Safe string copy: always NUL-terminates; returns WH_ERR if truncated. */
 int wh_strlcpy(char *dst, const char *src, size_t dstlen);
+/* Formats into dst (dstlen > 4); text that does not fit is cut after the
+ * last whole word (within the last 64 bytes) and ends with "...", so that a
+ * message shown cut says so. WH_ERR if it was cut. */
+int wh_cut_words(char *dst, size_t dstlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* A growable array: arrp points to the array's pointer, *cap is its
  * capacity in elements of elem bytes. Makes the capacity at least need

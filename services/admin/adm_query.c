@@ -242,8 +242,8 @@ static void query_ingestors(adm_query *q, adm_stat *st)
         if (one.up && !one.ready && ready && up) {
             snprintf(st->state, sizeof(st->state), "%.15s (%.13s)", one.state, g->tenant);
             if (one.reason[0]) /* the cause, for /readyz and the status page */
-                snprintf(st->reason, sizeof(st->reason), "tenant %.40s: %.200s", g->tenant,
-                         one.reason);
+                wh_cut_words(st->reason, sizeof(st->reason), "tenant %.40s: %s", g->tenant,
+                             one.reason);
         }
         ready = ready && one.up && one.ready;
         if (one.up && ready && st->state[0] == '\0')
@@ -623,7 +623,7 @@ static int adm_not_ready(const adm_stat *st, char *why, size_t len)
         return 0;
     const char *state = st->state[0] ? st->state : "unknown";
     if (st->reason[0])
-        snprintf(why, len, "%.255s", st->reason);
+        wh_strlcpy(why, st->reason, len);
     else if (strcmp(st->name, "ingestor") == 0)
         snprintf(why, len, "not streaming (state %.31s)", state);
     else
@@ -635,7 +635,7 @@ int adm_readiness(const adm_stat *st, int n, wh_buf *out)
 {
     int ready = 1;
     int first_bad = -1;
-    char why[320];
+    char why[WH_REASON_LEN];
     for (int i = 0; i < n; i++)
         if (adm_not_ready(&st[i], why, sizeof(why))) {
             ready = 0;

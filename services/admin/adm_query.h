@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include "wh_buf.h"
 #include "wh_config.h"
+#include "wh_daemon.h"
 #include "walhook.pb-c.h"
 
 #define ADM_NDAEMONS 3
@@ -18,13 +19,13 @@
 
 /* What one daemon answered (or why it did not). */
 typedef struct adm_stat {
-    char name[16];    /* "store", "ingestor", "dispatcher" */
-    int up;           /* answered the Stats request */
-    int ready;        /* reply's ready flag */
-    char state[32];   /* reply's state, "" if none */
-    char reason[256]; /* reply's reason: why it is not ready ("" if none) */
-    char error[256];  /* why it is not up ("" when up) */
-    char *metrics;    /* malloc'd metrics_text, or NULL */
+    char name[16];              /* "store", "ingestor", "dispatcher" */
+    int up;                     /* answered the Stats request */
+    int ready;                  /* reply's ready flag */
+    char state[32];             /* reply's state, "" if none */
+    char reason[WH_REASON_LEN]; /* reply's reason: why it is not ready ("" if none) */
+    char error[256];            /* why it is not up ("" when up) */
+    char *metrics;              /* malloc'd metrics_text, or NULL */
 } adm_stat;
 
 typedef struct adm_query adm_query;

@@ -25,7 +25,7 @@ const char *ing_state_name(int state)
 void ing_stats_set_state(ing_stats *st, int state, const char *reason)
 {
     pthread_mutex_lock(&st->reason_mu);
-    wh_strlcpy(st->reason, reason ? reason : "", sizeof(st->reason));
+    wh_cut_words(st->reason, sizeof(st->reason), "%s", reason ? reason : "");
     wh_gauge_set(&st->state, state);
     pthread_mutex_unlock(&st->reason_mu);
 }

@@ -34,7 +34,7 @@ typedef struct ing_stats {
     char tenant[WH_NAME_MAX];      /* label of every sample ("" = none) */
     char daemon_name[WH_NAME_MAX]; /* "ingestor", or "ingestor-<tenant>" */
     pthread_mutex_t reason_mu;     /* guards reason (PTHREAD_MUTEX_INITIALIZER) */
-    char reason[256];              /* why not streaming ("" = none): /readyz, status */
+    char reason[WH_REASON_LEN];    /* why not streaming ("" = none): /readyz, status */
     wh_counter errors;             /* permanent errors entered (state "error") */
     ing_toast_stats toast;         /* the TOAST value cache (ing_toast) */
     wh_counter values_as_text;     /* values of types not built in sent as their text: their

@@ -126,6 +126,18 @@ static void test_readiness(void **state)
                                    "IO error: No space left on device\""));
     assert_non_null(strstr(b.data, "\"state\":\"write-failing\""));
     adm_stats_free(st, ADM_NDAEMONS);
+    /* a long reason (a libpq message after the DSN) reaches /readyz whole:
+     * it used to be cut at 255 bytes, before its useful end */
+    char longr[700];
+    memset(longr, 'x', sizeof(longr));
+    memcpy(longr + sizeof(longr) - 40, " exceeds max_wal_senders (currently 2)", 39);
+    ss.reason = longr;
+    memset(&st[0], 0, sizeof(st[0]));
+    wh_strlcpy(st[0].name, "store", sizeof(st[0].name));
+    adm_stat_from_reply(&st[0], &srep);
+    assert_int_equal(readiness(st, &b), 0);
+    assert_non_null(strstr(b.data, "xxx exceeds max_wal_senders (currently 2)\",\"daemons\""));
+    adm_stats_free(st, ADM_NDAEMONS);
     /* ... and without a reason its state is named */
     stat_from(&st[0], "store", "write-failing", 0, NULL);
     assert_int_equal(readiness(st, &b), 0);

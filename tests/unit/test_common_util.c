@@ -268,6 +268,22 @@ static void test_metrics_render(void **state)
 }
 
 /* The checks of a lease owner and of an endpoint announced to the admin. */
+/* wh_cut_words: whole when it fits; else cut after a word, with "..." */
+static void test_cut_words(void **state)
+{
+    (void)state;
+    char b[24];
+    assert_int_equal(wh_cut_words(b, sizeof(b), "%s %d", "fits", 42), WH_OK);
+    assert_string_equal(b, "fits 42");
+    assert_int_equal(wh_cut_words(b, sizeof(b), "%s", "exceeds max_wal_senders (currently 2)"),
+                     WH_ERR);
+    assert_string_equal(b, "exceeds...");
+    /* one long word: cut where it must be, never inside a UTF-8 sequence */
+    assert_int_equal(wh_cut_words(b, sizeof(b), "%s", "aaaaaaaaaaaaaaaaaa\xc3\xa9\xc3\xa9\xc3\xa9"),
+                     WH_ERR);
+    assert_string_equal(b, "aaaaaaaaaaaaaaaaaa\xc3\xa9...");
+}
+
 static void test_visible_and_scheme(void **state)
 {
     (void)state;
@@ -341,6 +357,7 @@ int main(void)
         cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_grow),
         cmocka_unit_test(test_metrics_render),
+        cmocka_unit_test(test_cut_words),
     };
     return cmocka_run_group_tests_name("common_util", tests, NULL, NULL);
 }

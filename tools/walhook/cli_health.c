@@ -186,7 +186,7 @@ int cli_cmd_health(int argc, char **argv)
         return 2;
     }
     wh_ipc_tls_configure(&c);
-    char reason[512] = "", state[64] = "";
+    char reason[WH_REASON_LEN] = "", state[64] = "";
     int ready = 0, rc;
     if (strcmp(daemon, "admin") == 0) {
         rc = ask_admin(&c, address, reason, sizeof(reason));
@@ -278,7 +278,7 @@ int cli_cmd_status(int argc, char **argv)
                        : "no",
                reason);
     }
-    char reason[512] = "";
+    char reason[WH_REASON_LEN] = "";
     int arc = ask_admin(&c, NULL, reason, sizeof(reason));
     printf("%-24s %-14s %-6s %s\n", "admin", arc ? "down" : "listening", arc ? "no" : "yes",
            reason);
