@@ -179,7 +179,7 @@ const wh_config_entry wh_config_table[] = {
       "the store reports not ready (and walhook_store_write_stalled_seconds shows it) while a "
       "write or sync has waited this long for the disk: a hung or frozen disk fails nothing "
       "(0 = never)"),
-    L(ipc_max_msg_bytes, "ipc.max_msg_bytes", 64 * MiB, 64 * KiB, 1 * GiB, 0,
+    L(ipc_max_msg_bytes, "ipc.max_msg_bytes", 64 * MiB, 64 * KiB, WH_IPC_MAX_MSG_BYTES_MAX, 0,
       "largest IPC message accepted"),
     I(ipc_timeout_ms, "ipc.timeout_ms", 10000, 100, 600000, 0, "IPC request timeout"),
     S(ipc_tls_cert, "ipc.tls_cert", "", 0,

@@ -21,6 +21,7 @@
 #define WH_MAX_TARGETS 32
 #define WH_NAME_MAX 64
 #define WH_URL_MAX 1024
+#define WH_IPC_MAX_MSG_BYTES_MAX (1LL << 30) /* the largest ipc.max_msg_bytes (1 GiB) */
 #define WH_PATH_MAX 1024
 #define WH_CONFIG_FILE_MAX (16 * 1024 * 1024) /* a larger file is refused */
 

@@ -764,6 +764,22 @@ static uint64_t sender_id(void)
     return v;
 }
 
+size_t ing_batch_bytes_for(int64_t max_msg)
+{
+    size_t m = max_msg > 0 ? (size_t)max_msg : 0;
+    return m > (1u << 20) ? m - m / 8 : m / 2;
+}
+
+int64_t ing_msg_bytes_for(size_t event_bytes)
+{
+    const int64_t mib = 1 << 20;
+    /* the JSON buffer keeps a byte for a NUL: the event needs one more */
+    for (int64_t m = mib; m <= WH_IPC_MAX_MSG_BYTES_MAX; m += mib)
+        if (ing_batch_bytes_for(m) > event_bytes)
+            return m;
+    return -1;
+}
+
 int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t errlen)
 {
     ing_batcher *bt = calloc(1, sizeof(*bt));
@@ -775,7 +791,7 @@ int ing_batcher_new(ing_batcher **out, const wh_config *cfg, char *err, size_t e
     bt->tsender = sender_id();
     /* leave room for the protobuf framing of every event */
     size_t maxmsg = (size_t)cfg->ipc_max_msg_bytes;
-    bt->max_batch_bytes = maxmsg > (1u << 20) ? maxmsg - maxmsg / 8 : maxmsg / 2;
+    bt->max_batch_bytes = ing_batch_bytes_for(cfg->ipc_max_msg_bytes);
     pthread_mutex_init(&bt->fail_mu, NULL);
     ing_batcher_set_limits(cfg, bt);
     pthread_mutex_init(&bt->mu, NULL);

@@ -43,6 +43,12 @@ void ing_batcher_set_limits(const wh_config *cfg, ing_batcher *bt);
 uint64_t ing_batcher_append_failing(ing_batcher *bt, char *why, size_t whylen);
 /* How long the current run of failed appends has lasted, ms (0: none). */
 uint64_t ing_batcher_append_failing_ms(ing_batcher *bt);
+/* The largest batch (its JSON) under an ipc.max_msg_bytes of max_msg: the
+ * rest of the message is left for the protobuf framing. */
+size_t ing_batch_bytes_for(int64_t max_msg);
+/* The least ipc.max_msg_bytes (rounded up to a MiB) whose batches hold an
+ * event of event_bytes, or -1 when even the largest (1 GiB) does not. */
+int64_t ing_msg_bytes_for(size_t event_bytes);
 
 /* The open batch's JSON buffer to render one event into. */
 wh_buf *ing_batcher_buf(ing_batcher *bt);

@@ -101,8 +101,9 @@ typedef struct repl {
     uint64_t last_hb_ms;     /* the last heartbeat statement run */
     int hb_failing;          /* the last heartbeat statement failed (warned once) */
     int in_txn;
-    int fatal;   /* the last setup error will not go away by retrying */
-    int slot_ok; /* the slot was found or created once */
+    int fatal;     /* the last setup error will not go away by retrying */
+    int pub_found; /* the last setup found the publication (it was not created then) */
+    int slot_ok;   /* the slot was found or created once */
     /* the DDL capture's setup ran after an exported snapshot's import
      * (ddl_after_import): 1 done, -1 failed (ddl_err) */
     int ddl_early;
@@ -131,10 +132,21 @@ typedef struct repl {
     ing_origin origin;    /* the transaction's origin, source.skip_origins */
     char sysid[32];       /* system identifier and timeline of the first connection */
     char timeline[16];
+    /* the error state (run_source): failed attempts in a row; after a
+     * failed stream, the point the stream must get past before the source
+     * counts as working again (check_recovered); the causes logged */
+    int errors;
+    int fail_pending;     /* in state error until the stream got past fail_lsn */
+    int fail_exact;       /* fail_lsn is the commit of the transaction that failed here */
+    uint64_t fail_lsn;    /* 0: the failure was in the connect or setup */
+    uint64_t up_since_ms; /* when this stream started */
+    char causes[4][WH_REASON_LEN];
+    int ncauses;
 } repl;
 
 static void streams_clear(repl *r);
 static int streams_abandon(repl *r, char *err, size_t errlen);
+static void check_recovered(repl *r, uint64_t now_ms);
 
 /* ---- connection -------------------------------------------------------- */
 
@@ -283,9 +295,11 @@ static int ensure_publication(repl *r, char *err, size_t errlen)
         goto out;
     }
     if (PQntuples(res) > 0) {
+        r->pub_found = 1;
         rc = WH_OK;
         goto out;
     }
+    r->pub_found = 0;
     if (!c->create_slot) {
         wh_seterr(err, errlen,
                   "publication \"%s\" does not exist and source.create_slot is "
@@ -307,9 +321,17 @@ static int ensure_publication(repl *r, char *err, size_t errlen)
         snprintf(sql, sizeof(sql), "CREATE PUBLICATION %s FOR ALL TABLES", ident);
     }
     PQclear(res);
-    res = exec_cmd(r, sql, 0, "creating the publication", err, errlen);
-    if (!res)
+    char msg[512];
+    res = exec_cmd(r, sql, 0, "creating it", msg, sizeof(msg));
+    if (!res) {
+        /* the cause first: it is missing (the create is walhook's attempt) */
+        wh_seterr(err, errlen,
+                  "publication \"%s\" does not exist (dropped?), and %s: create it as a role that "
+                  "may (%s); once it exists, changes written while it was missing cannot be "
+                  "decoded through the slot (the cause will say so)",
+                  c->publication, msg, sql);
         goto out;
+    }
     wh_info("created publication \"%s\" (%s)", c->publication,
             c->tables[0] ? "listed tables" : "all tables");
     rc = WH_OK;
@@ -719,14 +741,37 @@ static int emit(repl *r, const ing_txn *t, uint32_t seq, const ing_msg *m, const
         vbytes += m->newtup.cols[i].len;
     for (int i = 0; kind == 0 && m != NULL && i < m->oldtup.ncols; i++)
         vbytes += m->oldtup.cols[i].len;
+    if ((kind == 2 || kind == 4) && m != NULL)
+        vbytes = m->content_len;
+    char what[2 * WH_NAME_MAX + 64];
     if (tr != NULL)
-        return wh_seterr(err, errlen,
-                         "a change of table %s.%s at %s cannot be delivered: its event (values of "
-                         "%zu bytes) is larger than a request can carry (ipc.max_msg_bytes %lld)",
-                         tr->nspname, tr->relname, lsn, vbytes,
-                         (long long)r->cfg->ipc_max_msg_bytes);
-    return wh_seterr(err, errlen, "event at %s is larger than the batch limit (ipc.max_msg_bytes)",
-                     lsn);
+        snprintf(what, sizeof(what), "a change of table %s.%s", tr->nspname, tr->relname);
+    else
+        snprintf(what, sizeof(what), "%s", kind == 4 ? "a DDL command" : "a logical message");
+    /* the least ipc.max_msg_bytes that may carry it: the values and room for
+     * their escapes, names and envelope */
+    int64_t need = ing_msg_bytes_for(vbytes + vbytes / 16 + 65536);
+    /* (and more than now: the estimate may fall short of what escapes took) */
+    int64_t more = ing_msg_bytes_for(ing_batch_bytes_for(r->cfg->ipc_max_msg_bytes));
+    if (need >= 0 && need < more)
+        need = more;
+    if (more < 0)
+        need = -1;
+    if (need < 0)
+        return wh_seterr(
+            err, errlen,
+            "%s at %s cannot be delivered: its event (values of %zu bytes) is larger than the "
+            "largest request walhook can carry (ipc.max_msg_bytes at most %lld); the changes after "
+            "it wait behind it: to skip it (it is then lost), stop walhook and advance slot \"%s\" "
+            "past it (SELECT pg_replication_slot_advance('%s', LSN) with an LSN after its commit)",
+            what, lsn, vbytes, (long long)WH_IPC_MAX_MSG_BYTES_MAX, r->cfg->slot, r->cfg->slot);
+    return wh_seterr(err, errlen,
+                     "%s at %s cannot be delivered: its event (values of %zu bytes) is larger "
+                     "than a request can carry (ipc.max_msg_bytes %lld): raise ipc.max_msg_bytes "
+                     "to at least %lld (its maximum is %lld) for every daemon and restart them; "
+                     "the changes after it wait behind it",
+                     what, lsn, vbytes, (long long)r->cfg->ipc_max_msg_bytes, (long long)need,
+                     (long long)WH_IPC_MAX_MSG_BYTES_MAX);
 }
 
 static int queue_stage_abort(repl *r, uint32_t xid, uint32_t subxid, int one_event, uint32_t idx,
@@ -1726,6 +1771,7 @@ static int stream(repl *r, char *err, size_t errlen)
                 return LOOP_RECONNECT;
         }
         wh_gauge_set(&r->st->server_wal_end, (int64_t)r->server_end);
+        check_recovered(r, now_ms);
         heartbeat(r, now_ms);
         ing_snapshot_tick(r->snap, r->catalog);
 
@@ -1832,34 +1878,154 @@ static int error_delay_ms(const repl *r, int n)
     return ms < cap ? ms : cap;
 }
 
-/* The walsender ended the stream with an error that a reconnect will meet
- * again: a dropped publication, a revoked privilege, an invalidated slot. */
+/* The walsender ended the stream, or PostgreSQL refused the connection,
+ * with an error that a reconnect will meet again: a dropped publication, a
+ * revoked privilege, an invalidated slot, a wrong password (28P01), no
+ * pg_hba.conf entry for walhook (28000). */
 static int stream_error_permanent(const char *msg)
 {
-    static const char *const marks[] = {"does not exist",    "permission denied",
-                                        "must be superuser", "replication role",
-                                        "invalidated",       "can no longer get"};
+    static const char *const marks[] = {"does not exist",
+                                        "permission denied",
+                                        "must be superuser",
+                                        "replication role",
+                                        "invalidated",
+                                        "can no longer get",
+                                        "password authentication failed",
+                                        "no pg_hba.conf entry",
+                                        "pg_hba.conf rejects connection"};
     for (size_t i = 0; i < WH_ARRAY_LEN(marks); i++)
         if (strstr(msg, marks[i]) != NULL)
             return 1;
     return 0;
 }
 
-/* A permanent error (permission, dropped publication, invalidated slot,
- * another server): state "error" with the cause (/readyz, `walhook
- * status`, the status page), retried every 1 s doubling up to
- * ingestor.reconnect_max_ms, in this process: a restart would not help. */
-static void enter_error(repl *r, const char *cause, int *errors)
+/* 1 when cause is not among the causes logged in this error state (then
+ * it is remembered): each distinct cause is logged once, not per retry. */
+static int new_cause(repl *r, const char *cause)
 {
-    if (*errors == 0) {
+    int n = r->ncauses < (int)WH_ARRAY_LEN(r->causes) ? r->ncauses : (int)WH_ARRAY_LEN(r->causes);
+    for (int i = 0; i < n; i++)
+        if (strncmp(r->causes[i], cause, sizeof(r->causes[i]) - 1) == 0)
+            return 0;
+    wh_strlcpy(r->causes[r->ncauses % WH_ARRAY_LEN(r->causes)], cause, sizeof(r->causes[0]));
+    r->ncauses++;
+    return 1;
+}
+
+/* In state error, a cause not seen yet in it is logged (the state shows
+ * the latest cause; the log says when it changed). */
+static void error_cause(repl *r, const char *cause)
+{
+    if (new_cause(r, cause))
+        wh_error("still in state error, now: %s", cause);
+    ing_stats_set_state(r->st, ING_STATE_ERROR, cause);
+}
+
+/* Where the stream that just ended failed (before disconnect() forgets
+ * its transaction): the commit of the transaction the ingestor failed on
+ * (exact), else the last position received (the walsender's own error
+ * comes from somewhere after it). Never 0: 0 means connect or setup. */
+static uint64_t stream_fail_lsn(const repl *r, int ingestor_side, int *exact)
+{
+    uint64_t at = r->received > r->flushed ? r->received : r->flushed;
+    *exact = 0;
+    if (ingestor_side && r->in_txn && r->stream_xid == 0 && r->txn.commit_lsn > 0) {
+        at = r->txn.commit_lsn;
+        *exact = 1;
+    }
+    return at > 0 ? at : 1;
+}
+
+/* A permanent error (permission, dropped publication, invalidated slot,
+ * another server, a wrong password): state "error" with the cause
+ * (/readyz, `walhook status`, the status page), retried every 1 s doubling
+ * up to ingestor.reconnect_max_ms, in this process: a restart would not
+ * help. at: where a failed stream failed (stream_fail_lsn), 0 for a
+ * failure to connect or set up (which keeps the point of an earlier failed
+ * stream). */
+static void enter_error(repl *r, const char *cause, uint64_t at, int exact)
+{
+    if (r->errors == 0) {
         wh_counter_add(&r->st->errors, 1);
+        r->ncauses = 0;
+        new_cause(r, cause);
         wh_error("%s; state error: retrying from 1 s doubling to %d ms, without a restart", cause,
                  error_delay_ms(r, 64));
-    } else if (*errors % 10 == 0) {
-        wh_error("still failing after %d attempts: %s", *errors, cause);
+    } else if (new_cause(r, cause)) {
+        wh_error("still in state error, now: %s", cause);
+    } else if (r->errors % 10 == 0) {
+        wh_error("still failing after %d attempts: %s", r->errors, cause);
     }
-    (*errors)++;
+    r->errors++;
+    if (at != 0) {
+        r->fail_lsn = at;
+        r->fail_exact = exact;
+    } else if (!r->fail_pending) {
+        r->fail_lsn = 0;
+        r->fail_exact = 0;
+    }
+    r->fail_pending = 1;
     ing_stats_set_state(r->st, ING_STATE_ERROR, cause);
+}
+
+/* In state error the stream counts as working again, and the state
+ * becomes streaming (ready), only once it got past where it failed: the
+ * store acknowledged, or an idle stream's keepalive reported, a position
+ * beyond it. A failure the walsender reported (its exact place unknown)
+ * needs the stream up for ING_STREAM_STABLE_MS as well, or six times that
+ * alone (an idle source may report nothing new). A failure to connect or
+ * set up is past once the stream runs. */
+static void check_recovered(repl *r, uint64_t now_ms)
+{
+    if (!r->fail_pending)
+        return;
+    uint64_t up = now_ms - r->up_since_ms;
+    uint64_t got = ing_batcher_acked_lsn(r->bt);
+    if (r->idle_confirm > got)
+        got = r->idle_confirm;
+    int past = r->fail_lsn == 0 ||
+               (got > r->fail_lsn && (r->fail_exact || up >= ING_STREAM_STABLE_MS)) ||
+               (!r->fail_exact && up >= 6 * ING_STREAM_STABLE_MS);
+    if (!past)
+        return;
+    char l[WH_LSN_STRLEN];
+    wh_lsn_format(r->fail_lsn, l, sizeof(l));
+    if (r->fail_lsn != 0)
+        wh_info("the source works again after %d failed attempt%s: streaming, past %s", r->errors,
+                r->errors == 1 ? "" : "s", l);
+    else
+        wh_info("the source works again after %d failed attempt%s: streaming", r->errors,
+                r->errors == 1 ? "" : "s");
+    r->fail_pending = 0;
+    r->fail_lsn = 0;
+    r->errors = 0;
+    r->ncauses = 0;
+    ing_stats_set_state(r->st, ING_STATE_STREAMING, NULL);
+}
+
+/* A stream ended by "publication ... does not exist" although this
+ * connection's setup found it: it was dropped and created again, and
+ * PostgreSQL decodes each change with the publications of its time, so the
+ * changes written while it was missing never get through this slot. The
+ * cause says so and gives the ways out. */
+static void explain_stream_error(const repl *r, char *err, size_t errlen)
+{
+    char pubmark[WH_NAME_MAX + 32];
+    snprintf(pubmark, sizeof(pubmark), "publication \"%s\" does not exist", r->cfg->publication);
+    if (!r->pub_found || strstr(err, pubmark) == NULL)
+        return;
+    char orig[WH_REASON_LEN], l[WH_LSN_STRLEN];
+    wh_strlcpy(orig, err, sizeof(orig));
+    wh_lsn_format(r->flushed, l, sizeof(l));
+    wh_cut_words(err, errlen,
+                 "%s: it exists now, but changes after the slot's position %s were written while "
+                 "it was missing (dropped and created again?), and PostgreSQL decodes each change "
+                 "with the publications of its time, so slot \"%s\" cannot get past them: skip "
+                 "them (they are not delivered) with SELECT pg_replication_slot_advance('%s', "
+                 "'LSN') for an LSN from after the CREATE PUBLICATION (the slot must be inactive: "
+                 "between walhook's attempts, or with walhook stopped), or drop the slot and "
+                 "resync the targets",
+                 orig, l, r->cfg->slot, r->cfg->slot);
 }
 
 /* Sleeps ms unless a stop or a source change comes first: 0 slept, 1 stop,
@@ -1883,17 +2049,19 @@ static int run_source(repl *r, int first, char *err, size_t errlen)
     const wh_config *cfg = r->cfg;
     ing_batcher *bt = r->bt;
     ing_stats *st = r->st;
-    char lerr[WH_ERRLEN];
+    char lerr[WH_REASON_LEN];
     ing_stats_set_state(st, ING_STATE_CONNECTING, NULL);
-    int attempt = 0, errors = 0;
+    int attempt = 0;
+    r->errors = 0;
+    r->fail_pending = 0;
     int connected = 0;
     (void)first;
     for (;;) {
         while (!connected) {
-            if (attempt > 0 || errors > 0) {
-                int ms = errors > 0 ? error_delay_ms(r, errors - 1)
-                                    : wh_backoff_ms(attempt < 16 ? attempt : 16, 100,
-                                                    cfg->reconnect_max_ms);
+            if (attempt > 0 || r->errors > 0) {
+                int ms = r->errors > 0 ? error_delay_ms(r, r->errors - 1)
+                                       : wh_backoff_ms(attempt < 16 ? attempt : 16, 100,
+                                                       cfg->reconnect_max_ms);
                 int p = pause_ms(r, ms);
                 if (p == 1) {
                     ing_batcher_seal(bt, lerr, sizeof(lerr));
@@ -1911,15 +2079,15 @@ static int run_source(repl *r, int first, char *err, size_t errlen)
                 }
                 disconnect(r);
                 if (r->fatal) {
-                    enter_error(r, lerr, &errors);
+                    enter_error(r, lerr, 0, 0);
                     continue;
                 }
             } else if (stream_error_permanent(lerr)) { /* e.g. REPLICATION revoked */
-                enter_error(r, lerr, &errors);
+                enter_error(r, lerr, 0, 0);
                 continue;
             }
-            if (errors > 0) { /* still failing: show the latest cause */
-                ing_stats_set_state(st, ING_STATE_ERROR, lerr);
+            if (r->errors > 0) { /* still failing: show the latest cause */
+                error_cause(r, lerr);
             } else {
                 ing_stats_set_state(st, ING_STATE_CONNECTING, lerr);
                 if (attempt > 1)
@@ -1929,19 +2097,19 @@ static int run_source(repl *r, int first, char *err, size_t errlen)
                                                       previous run */
             }
         }
-        if (errors > 0)
-            wh_info("the source works again after %d failed attempt%s: streaming", errors,
-                    errors == 1 ? "" : "s");
+        /* in state error it stays so (not ready) until the stream got
+         * past where it failed (check_recovered, in stream) */
+        r->up_since_ms = wh_now_ms();
+        if (!r->fail_pending)
+            ing_stats_set_state(st, ING_STATE_STREAMING, NULL);
+        int what = stream(r, lerr, sizeof(lerr));
         /* the backoff starts over only once this stream has run for a
          * while: a stream that fails right after connecting (the walsender
          * meets the same bad change again) is retried with a growing delay */
-        uint64_t up_since = wh_now_ms();
-        ing_stats_set_state(st, ING_STATE_STREAMING, NULL);
-        int what = stream(r, lerr, sizeof(lerr));
-        if (wh_now_ms() - up_since >= ING_STREAM_STABLE_MS) {
+        if (wh_now_ms() - r->up_since_ms >= ING_STREAM_STABLE_MS)
             attempt = 0;
-            errors = 0;
-        }
+        int exact = 0;
+        uint64_t fail_at = stream_fail_lsn(r, what == LOOP_FATAL, &exact);
         /* whatever happens, sealed events go to the store */
         char serr[128];
         ing_batcher_seal(bt, serr, sizeof(serr));
@@ -1974,12 +2142,18 @@ static int run_source(repl *r, int first, char *err, size_t errlen)
         disconnect(r);
         connected = 0;
         if (what == LOOP_FATAL || stream_error_permanent(lerr)) {
-            enter_error(r, lerr, &errors);
+            explain_stream_error(r, lerr, sizeof(lerr));
+            enter_error(r, lerr, fail_at, exact);
             if (attempt < 1)
                 attempt = 1;
             continue;
         }
-        errors = 0; /* transient: the reconnect backoff (attempt) */
+        if (r->fail_pending) { /* not past the failure yet: still in state error */
+            r->errors++;
+            error_cause(r, lerr);
+            continue;
+        }
+        r->errors = 0; /* transient: the reconnect backoff (attempt) */
         if (attempt > 1)
             wh_warn("%s; reconnecting (attempt %d after a stream that ended at once)", lerr,
                     attempt);
