@@ -1817,7 +1817,8 @@ static void do_dlq_write(st_server *s, const Walhook__DlqWrite *w, Walhook__Repl
         wh_reply_error(rep, bad ? ST_STATUS_BAD_REQUEST : ST_STATUS_INTERNAL, "%s", err);
     } else {
         if (w->n_records > 0)
-            wh_info("%zu dead letter(s) recorded for %s/%s", w->n_records, w->tenant, w->consumer);
+            wh_debug("%zu dead letter(s) recorded for %s/%s", w->n_records, w->tenant,
+                     w->consumer); /* the dispatcher logs them, in a summary */
         dlq_reply(rep, m);
         walhook__position__init(&m->dlq_committed);
         m->dlq_committed.lsn = now.lsn;
