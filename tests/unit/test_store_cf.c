@@ -26,19 +26,12 @@
 
 #include "../../services/store/st_db_int.h"
 #include "wh_util.h"
+#include "rmtree.h"
 
 typedef struct fx {
     char dir[64];
     st_db *db;
 } fx;
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
 
 static int setup(void **state)
 {
@@ -58,7 +51,7 @@ static int teardown(void **state)
 {
     fx *f = *state;
     st_db_close(f->db);
-    nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    wh_test_rmtree(f->dir);
     free(f);
     return 0;
 }

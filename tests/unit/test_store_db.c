@@ -22,6 +22,7 @@
 
 #include "../../services/store/st_db.h"
 #include "wh_util.h"
+#include "rmtree.h"
 
 typedef struct fx {
     char dir[64];
@@ -35,14 +36,6 @@ typedef struct got {
     int64_t ts[256];
     char json[256][64];
 } got;
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
 
 static void open_db(fx *f, int read_only)
 {
@@ -67,7 +60,7 @@ static int teardown(void **state)
 {
     fx *f = *state;
     st_db_close(f->db);
-    nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    wh_test_rmtree(f->dir);
     free(f);
     return 0;
 }
@@ -551,7 +544,7 @@ static void test_migrate_single_cf(void **state)
     char err[WH_ERRLEN], path[128];
     st_db_close(f->db);
     f->db = NULL;
-    nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    wh_test_rmtree(f->dir);
     mkdir(f->dir, 0700);
     snprintf(path, sizeof(path), "%s/rocksdb", f->dir);
     rocksdb_options_t *o = rocksdb_options_create();

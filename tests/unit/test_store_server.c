@@ -24,6 +24,7 @@
 #include "wh_notify.h"
 #include "wh_ipc.h"
 #include "wh_util.h"
+#include "rmtree.h"
 
 #define MAX_MSG (4u * 1024 * 1024)
 
@@ -35,14 +36,6 @@ typedef struct fx {
     int mounted;      /* dir is a tmpfs this test mounted */
     int64_t wall0_us; /* wall clock at setup */
 } fx;
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
 
 static int setup_n(void **state, int workers)
 {
@@ -79,7 +72,7 @@ static int teardown(void **state)
     st_db_close(f->db);
     if (f->mounted && umount2(f->dir, MNT_DETACH) != 0)
         fprintf(stderr, "umount %s: %s\n", f->dir, strerror(errno));
-    nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    wh_test_rmtree(f->dir);
     free(f);
     return 0;
 }

@@ -26,6 +26,7 @@
 #include "../../services/store/st_db.h"
 #include "../../services/store/st_slot.h"
 #include "wh_util.h"
+#include "rmtree.h"
 
 /* The machine's wall clock as this process sees it: clock_gettime is
  * replaced here (the store's code and its libraries call this one), and
@@ -71,14 +72,6 @@ static void fx_reopen(fx *f)
     fx_open(f);
 }
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static int setup(void **state)
 {
     fx *f = calloc(1, sizeof(*f));
@@ -95,7 +88,7 @@ static int teardown(void **state)
     fx *f = *state;
     st_slot_free(f->slot);
     st_db_close(f->db);
-    nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    wh_test_rmtree(f->dir);
     free(f);
     return 0;
 }

@@ -27,6 +27,7 @@
 #include "wh_ipc.h"
 #include "wh_state.h"
 #include "wh_util.h"
+#include "rmtree.h"
 
 typedef struct fx {
     char dir[64];
@@ -36,14 +37,6 @@ typedef struct fx {
     st_state *st;
     st_server *srv;
 } fx;
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
 
 static const char *CONF =
     "tenant = \"default\";\n"
@@ -97,7 +90,7 @@ static int teardown(void **state)
 {
     fx *f = *state;
     close_all(f);
-    nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    wh_test_rmtree(f->dir);
     free(f);
     return 0;
 }
@@ -792,7 +785,7 @@ static void test_legacy_offset_value(void **state)
      * default column family of a store before per-tenant ones */
     char path[128];
     snprintf(path, sizeof(path), "%s/rocksdb", f->dir);
-    nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    wh_test_rmtree(path);
     rocksdb_options_t *o = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(o, 1);
     char *e = NULL;
