@@ -109,11 +109,54 @@ if [ "$ASAN_ON" = 1 ]; then
     unset ASAN_OPTIONS UBSAN_OPTIONS
 fi
 
-if [ "$INTEG" = 1 ]; then
+# Integration tests in two lanes: these, which spend most of their time
+# waiting (slow receivers, lease TTLs, SIGKILLs and restarts), run in a
+# second lane beside the others; every test has its own directories,
+# PostgreSQL and ports (wh_free_port). WH_TEST_LANES=1: one lane.
+LANE2=(test_chaos_delivery test_up_sigkill test_lease_takeover test_leases test_lease_lapse
+    test_admin_replicas_stats test_lease_handover test_lease_same_id test_admin_flood)
+in_lane2() {
+    local x
+    for x in "${LANE2[@]}"; do [ "$x" = "$1" ] && return 0; done
+    return 1
+}
+integ_lane() { # 1|2 COUNTS-FILE: the integration tests of that lane
+    passed=0
+    failed=0
+    failed_names=()
+    local t n
     for t in tests/integration/test_*.sh; do
-        [ -n "$FILTER" ] && [[ "$(basename "$t")" != *"$FILTER"* ]] && continue
-        run_one "$(basename "$t" .sh)" timeout -k 20 "$TIMEOUT" bash "$t"
+        n=$(basename "$t" .sh)
+        [ -n "$FILTER" ] && [[ "$n" != *"$FILTER"* ]] && continue
+        if [ "${WH_TEST_LANES:-2}" = 2 ]; then
+            if in_lane2 "$n"; then [ "$1" = 2 ] || continue; else [ "$1" = 1 ] || continue; fi
+        elif [ "$1" = 2 ]; then
+            continue
+        fi
+        run_one "$n" timeout -k 20 "$TIMEOUT" bash "$t"
     done
+    echo "$passed $failed ${failed_names[*]}" >"$2"
+}
+
+if [ "$INTEG" = 1 ]; then
+    L2_OUT=$(mktemp)
+    L2_COUNTS=$(mktemp)
+    integ_lane 2 "$L2_COUNTS" >"$L2_OUT" 2>&1 &
+    L2_PID=$!
+    L1_COUNTS=$(mktemp)
+    sp=$passed sf=$failed sn=("${failed_names[@]}")
+    integ_lane 1 "$L1_COUNTS"
+    passed=$sp failed=$sf failed_names=("${sn[@]}")
+    wait "$L2_PID"
+    cat "$L2_OUT"
+    for c in "$L1_COUNTS" "$L2_COUNTS"; do
+        read -r lp lf ln <"$c" || { lp=0; lf=1; ln="integration-lane"; }
+        passed=$((passed + lp))
+        failed=$((failed + lf))
+        # shellcheck disable=SC2206 # names without spaces
+        [ -n "${ln:-}" ] && failed_names+=($ln)
+    done
+    rm -f "$L2_OUT" "$L2_COUNTS" "$L1_COUNTS"
     if [ -z "$FILTER" ] || [[ style == *"$FILTER"* ]]; then
         run_one "style" env BUILD="${BUILD:-build}" scripts/check-style.sh
     fi
