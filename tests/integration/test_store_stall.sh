@@ -14,12 +14,7 @@
 #     lost), the slot's confirmed flush passing them.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-GATE=""
-trap '[ -n "$GATE" ] && rm -f "$GATE"; wh_cleanup' EXIT
-wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver
-[ -f "$BIN/tests/wh_syncgate.so" ] || wh_fail "no $BIN/tests/wh_syncgate.so (run make)"
-wh_tmpdir
-GATE="$WH_TMP/gate"
+wh_syncgate_setup
 wh_items_prepare
 cat >>"$CONF" <<'EOF'
 store = { write_stall_ms = 1500; };

@@ -17,12 +17,7 @@
 #     acknowledged lost.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-GATE=""
-trap '[ -n "$GATE" ] && rm -f "$GATE"; wh_cleanup' EXIT
-wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver
-[ -f "$BIN/tests/wh_syncgate.so" ] || wh_fail "no $BIN/tests/wh_syncgate.so (run make)"
-wh_tmpdir
-GATE="$WH_TMP/gate"
+wh_syncgate_setup
 export WH_SYNCGATE="$GATE" LD_PRELOAD="$BIN/tests/wh_syncgate.so"
 wh_items_pipeline
 unset LD_PRELOAD

@@ -290,6 +290,18 @@ wh_rowfilter_error_up() {
     T0=$(date +%s)
 }
 
+# wh_syncgate_setup: the daemons' binaries and tests/wh_syncgate.so, WH_TMP,
+# and GATE, the file that holds the store's WAL syncs while it exists
+# (removed at exit before the cleanup, so a held sync goes on).
+wh_syncgate_setup() {
+    GATE=""
+    trap '[ -n "$GATE" ] && rm -f "$GATE"; wh_cleanup' EXIT
+    wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin walhook-receiver
+    [ -f "$BIN/tests/wh_syncgate.so" ] || wh_fail "no $BIN/tests/wh_syncgate.so (run make)"
+    wh_tmpdir
+    GATE="$WH_TMP/gate"
+}
+
 wh_pipeline_setup() {
     trap wh_cleanup EXIT
     wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin \
