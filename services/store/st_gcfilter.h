@@ -9,7 +9,8 @@
  * factory, a flush drops the events below the tenant's watermark at once
  * (the same rule as a compaction: up to the minimum committed offset of
  * the tenant's live consumers, never moving back), so a store
- * whose readers keep up writes almost nothing but its WAL.
+ * whose readers keep up writes almost nothing but its WAL. What a flush
+ * drops leaves no deletion marker either (see FilterV2 in st_gcfilter.cc).
  *
  * The filter is the caller's C function; this module only adapts it. It is
  * C++ for RocksDB's classes, and it reaches the C++ Options behind a
