@@ -8,7 +8,8 @@
 #   ipc-sockets, which every service using them mounts and no other
 #   does), and `walhook
 #   check` accepts every walhook service's environment (with the compose
-#   walhook.conf; a dispatcher's control from its command); the host-network
+#   walhook.conf, which holds no secret: it is mounted readable by all; a
+#   dispatcher's control from its command); the host-network
 #   variant (docker-compose.host.yml) merged onto it: every service on the
 #   host's network with loopback listeners only, no published port, each
 #   dispatcher replica with a private control socket and a random lease
@@ -140,6 +141,10 @@ for name, s in svcs.items():
                            text=True)
         if r.returncode != 0:
             bad.append(f"{name}: walhook check refuses its environment: {r.stderr.strip()}")
+        elif "holds secrets" in r.stdout + r.stderr:
+            # the file is bind-mounted as it is in the checkout (readable by
+            # all): secrets go by environment to the daemons that use them
+            bad.append(f"{name}: walhook check warns: {r.stderr.strip()}")
 if not any("admin" in n for n in svcs):
     bad.append("no admin service is started")
 d = svcs["dispatcher"]
