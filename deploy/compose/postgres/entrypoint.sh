@@ -10,8 +10,11 @@ if [ "${1:-}" = postgres ]; then
         : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is not set}"
         pwfile=$(mktemp)
         printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
+        # UTF8, as the official image's cluster (en_US.utf8) is: without a
+        # locale initdb would pick SQL_ASCII, and walhook warns that such a
+        # database's text is not converted to UTF-8
         initdb -D "$PGDATA" -U postgres --pwfile="$pwfile" --auth-local=trust \
-            --auth-host=scram-sha-256 >/dev/null
+            --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >/dev/null
         rm -f "$pwfile"
         echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
         echo "host replication all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
