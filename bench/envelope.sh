@@ -11,9 +11,16 @@
 # and prints, per backlog, the four daemons' total CPU per event of each, the
 # dispatcher's own, and the differences. The hot-path bars apply to both
 # (bench/run.sh prints them). BENCH_ROUNDS (1) repeats the pair (alternating;
-# with more than one, a last line "all" gives each variant's mean over its
-# rounds and their difference); every other
-# bench/run.sh variable (BENCH_SCALE, ...) is passed through.
+# with more than one, a line "all" gives each variant's mean over its
+# rounds and their difference, and a line "median" the median of the
+# rounds' differences); every other bench/run.sh variable (BENCH_SCALE, ...)
+# is passed through.
+# BENCH_ENVELOPE_MODE: "same" (the default) writes each backlog once and
+# drains it 2 x BENCH_ROUNDS times, native and debezium in turn (one
+# bench/run.sh with BENCH_REPEAT and BENCH_TARGET_EVEN), so the two
+# variants of a round share the backlog and run a minute apart;
+# "separate" runs bench/run.sh once per variant and round, each on a
+# backlog of its own, as this script did first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CASES=${BENCH_CASES:-pgbench}
@@ -22,19 +29,37 @@ DBZ='envelope = "debezium"; filter_expr = "table == \"orders\" && op == \"insert
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 echo "bench-envelope: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-for r in $(seq 1 "$ROUNDS"); do
-    for v in native debezium; do
-        echo "== round $r: $v"
-        if [ "$v" = native ]; then
-            BENCH_CASES=$CASES BENCH_TARGET="" bench/run.sh >"$out/$v-$r.log" 2>&1
-        else
-            BENCH_CASES=$CASES BENCH_TARGET=$DBZ bench/run.sh >"$out/$v-$r.log" 2>&1
-        fi || { echo "bench-envelope: bench/run.sh ($v) failed:" >&2; tail -20 "$out/$v-$r.log" >&2; exit 1; }
-        # the summary table: case events rl_s rl_us stored_s deliv_s r_st r_dl ing sto dsp adm total pss
-        sed -n '/^case /,$p' "$out/$v-$r.log" | tail -n +2 | sed "s/^/$v $r /" >>"$out/table"
-        sed -n '/^case /,$p' "$out/$v-$r.log"
+MODE=${BENCH_ENVELOPE_MODE:-same}
+if [ "$MODE" = same ]; then
+    for c in $CASES; do
+        echo "== $c: $ROUNDS round(s) on one backlog, native and debezium in turn"
+        BENCH_CASES=$c BENCH_REPEAT=$((2 * ROUNDS)) BENCH_TARGET="" BENCH_TARGET_EVEN=$DBZ \
+            bench/run.sh >"$out/$c.log" 2>&1 ||
+            { echo "bench-envelope: bench/run.sh ($c) failed:" >&2; tail -20 "$out/$c.log" >&2; exit 1; }
+        sed -n '/^case /,/^$/p' "$out/$c.log" | sed '/^$/d'
+        # rows NAME_R: odd R native, even R debezium, round (R + 1) / 2
+        sed -n '/^case /,/^$/p' "$out/$c.log" | sed '1d;/^$/d' | awk '{
+            r = $1; sub(/^.*_/, "", r); name = $1; sub(/_[0-9]+$/, "", name); $1 = name
+            print (r % 2 ? "native" : "debezium"), int((r + 1) / 2), $0 }' >>"$out/table"
     done
-done
+elif [ "$MODE" = separate ]; then
+    for r in $(seq 1 "$ROUNDS"); do
+        for v in native debezium; do
+            echo "== round $r: $v"
+            if [ "$v" = native ]; then
+                BENCH_CASES=$CASES BENCH_TARGET="" bench/run.sh >"$out/$v-$r.log" 2>&1
+            else
+                BENCH_CASES=$CASES BENCH_TARGET=$DBZ bench/run.sh >"$out/$v-$r.log" 2>&1
+            fi || { echo "bench-envelope: bench/run.sh ($v) failed:" >&2; tail -20 "$out/$v-$r.log" >&2; exit 1; }
+            # the summary table: case events rl_s rl_us stored_s deliv_s r_st r_dl ing sto dsp adm total pss
+            sed -n '/^case /,$p' "$out/$v-$r.log" | tail -n +2 | sed "s/^/$v $r /" >>"$out/table"
+            sed -n '/^case /,$p' "$out/$v-$r.log"
+        done
+    done
+else
+    echo "bench-envelope: BENCH_ENVELOPE_MODE is $MODE (same or separate)" >&2
+    exit 2
+fi
 echo
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "CPU us/event: total = the four daemons, dsp = walhook-dispatcher; diff = debezium over native"
@@ -53,4 +78,18 @@ awk '{ k = $3 " " $2; if ($1 == "native") { nt[k] = $15; nd[k] = $13; nr[k] = $1
        printf "%-8s %5s %8.2f %8.2f %+6.1f%% %6.2f %6.2f %+6.1f%%   (mean of %d rounds)\n", c, "all",
               nt[c] / n[c], dt[c] / n[c], (dt[c] / nt[c] - 1) * 100, nd[c] / n[c], dd[c] / n[c],
               (dd[c] / nd[c] - 1) * 100, n[c] }' "$out/table"
+# the median of the rounds' differences in the four daemons' total and in
+# the dispatcher's own (the rounds' noise is in the daemons that render no
+# envelope: one round's outlier moves a mean, not a median)
+[ "$ROUNDS" -gt 1 ] && awk '{ k = $3 " " $2; if ($1 == "native") { nt[k] = $15; nd[k] = $13 } else { dt[k] = $15; dd[k] = $13 } }
+     function med(a, n,   i, j, t) {
+       for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+     END { for (k in nt) if (k in dt) { split(k, a, " "); c = a[1]; m[c]++; tot[c, m[c]] = (dt[k] / nt[k] - 1) * 100
+             dsp[c, m[c]] = (dd[k] / nd[k] - 1) * 100; seen[c] = 1 }
+       for (c in seen) { delete x; delete y
+         for (i = 1; i <= m[c]; i++) { x[i] = tot[c, i]; y[i] = dsp[c, i] }
+         lo = x[1]; hi = x[1]; for (i = 2; i <= m[c]; i++) { if (x[i] < lo) lo = x[i]; if (x[i] > hi) hi = x[i] }
+         printf "%-8s %5s total %+6.1f%% (rounds %+.1f%% to %+.1f%%), dispatcher %+6.1f%%   (median of %d rounds)\n",
+                c, "median", med(x, m[c]), lo, hi, med(y, m[c]), m[c] } }' "$out/table"
 exit 0

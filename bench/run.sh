@@ -21,7 +21,10 @@
 # BENCH_SCALE (1) multiplies every default size (BENCH_SCALE=0.1: a quick
 # run); BENCH_CASES ("pgbench small big wide") picks backlogs; BENCH_REPEAT
 # (1) drains each backlog that many times with each tool, alternately, and
-# adds min / median / max of the ratios, the CPU total and the PSS sum.
+# adds min / median / max of the ratios, the CPU total and the PSS sum;
+# BENCH_TARGET_EVEN (see BENCH_TARGET below) gives the even repeats other
+# target settings (bench/envelope.sh). PG_MAX_SLOTS: the test PostgreSQL's
+# max_replication_slots (default: enough for BENCH_REPEAT).
 #
 # For each: pg_recvlogical's time and CPU (user+sys) to drain its slot up to
 # the backlog's end LSN; walhook's time until every event is durably stored
@@ -62,6 +65,10 @@ wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin 
 command -v pgbench >/dev/null || PATH="$PG_BIN:$PATH"
 wh_tmpdir
 echo "bench: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+# each repeat drains the backlog from two slots of its own (and
+# BENCH_RL_STREAMING one more): room for them besides any slot of the tests
+PG_MAX_SLOTS=${PG_MAX_SLOTS:-$((2 * REPEAT + 3 > 10 ? 2 * REPEAT + 3 : 10))}
+export PG_MAX_SLOTS
 pg_start
 pg_psql -c "CREATE TABLE bench (id bigint PRIMARY KEY, n int, t text);
             CREATE TABLE orders (id bigserial PRIMARY KEY, customer text,
@@ -206,8 +213,13 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     local first=${#RESULTS[@]}
     for r in $(seq 1 "$REPEAT"); do
         sfx=$(sfx_of "$r")
-        [ "$REPEAT" -gt 1 ] && echo "-- repeat $r of $REPEAT"
-        run_pair "$name" "$events" "$end" "$sfx" "$r"
+        # BENCH_TARGET_EVEN: the target's settings on even repeats instead
+        # of BENCH_TARGET (bench/envelope.sh: two variants drain the same
+        # backlog in turn)
+        local tgt=${BENCH_TARGET:-}
+        [ -n "${BENCH_TARGET_EVEN+set}" ] && [ $((r % 2)) = 0 ] && tgt=$BENCH_TARGET_EVEN
+        [ "$REPEAT" -gt 1 ] && echo "-- repeat $r of $REPEAT${tgt:+ (target settings: $tgt)}"
+        BENCH_TARGET=$tgt run_pair "$name" "$events" "$end" "$sfx" "$r"
     done
     [ "$REPEAT" -gt 1 ] && SUMMARY+=("$(printf '%s\n' "${RESULTS[@]:$first}" | awk -v name="$name" '
         # "min / median / max" of a[1..n] (sorted in place)
