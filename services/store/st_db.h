@@ -619,9 +619,14 @@ int st_db_replay_ack(st_db *db, const char *tenant, const char *consumer, uint64
 int st_db_dlq_drop(st_db *db, const char *tenant, const char *consumer, char *err, size_t errlen);
 
 /* ---- dispatcher leases ----
- * 'L' tenant \0 consumer -> epoch(8) ttl_ms(4) owner. Acquire/Release are
- * stored with sync; renewals only in memory. After a restart a stored lease
- * is live for its TTL again, so its owner can renew before anyone takes it. */
+ * 'L' tenant \0 consumer -> epoch(8) ttl_ms(4) owner [\0 flags(1)
+ * req_timeout_ms(4)]: the owner is printable, so the optional tail after a
+ * NUL tells a value written before it existed (no tail: not abandoned,
+ * timeout 0). flags bit 0: released with requests abandoned. Acquire/Release
+ * are stored with sync; renewals only in memory, unless they raise the
+ * request timeout. After a restart a stored lease is live for its TTL again,
+ * so its owner can renew before anyone takes it; one released with requests
+ * abandoned is a takeover for its next holder, lapsed at the load. */
 typedef struct st_lease {
     int granted;
     uint64_t epoch;
@@ -632,12 +637,22 @@ typedef struct st_lease {
      * the grant */
     int taken_over;
     int64_t expired_ms_ago;
+    /* acquire, taken_over: the longest request timeout the lease's holders
+     * told since it was last granted with nothing left at the target (0:
+     * none told) */
+    uint32_t request_timeout_ms;
 } st_lease;
 
+/* req_timeout_ms: the longest a request the owner starts to the target may
+ * run (0: not told). The store keeps the longest told since the lease was
+ * last granted with nothing left at the target, and returns it with a
+ * takeover (st_lease.request_timeout_ms). */
 int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, const char *owner,
-                        uint32_t ttl_ms, st_lease *out, char *err, size_t errlen);
+                        uint32_t ttl_ms, uint32_t req_timeout_ms, st_lease *out, char *err,
+                        size_t errlen);
 int st_db_lease_renew(st_db *db, const char *tenant, const char *consumer, const char *owner,
-                      uint64_t epoch, uint32_t ttl_ms, st_lease *out, char *err, size_t errlen);
+                      uint64_t epoch, uint32_t ttl_ms, uint32_t req_timeout_ms, st_lease *out,
+                      char *err, size_t errlen);
 /* abandoned: the holder stops with requests at the target unanswered (the
  * next grant is told taken_over, as after an expiry). */
 int st_db_lease_release(st_db *db, const char *tenant, const char *consumer, const char *owner,

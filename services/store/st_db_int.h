@@ -77,8 +77,12 @@ typedef struct st_off {
     uint32_t lease_ttl_ms;
     int64_t lease_expiry_ms; /* monotonic clock (wh_now_ms) */
     /* released with requests abandoned, at this time (0: not): the next
-     * grant is a takeover (st_lease.taken_over); in memory only */
+     * grant is a takeover (st_lease.taken_over). Stored as a flag with the
+     * lease: after a restart it counts from the load. */
     int64_t lease_abandoned_ms;
+    /* the longest request timeout the holders told since the lease was
+     * last granted with nothing left at the target (stored with it) */
+    uint32_t lease_req_timeout_ms;
     /* moved (under wmu) by every replay that queues entries, after their
      * write (st_db_replay_gen); starts at the open's wall clock, so a
      * generation taken before a restart matches none after it */

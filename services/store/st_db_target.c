@@ -85,18 +85,32 @@ static void lease_out(st_off *o, const char *owner, st_lease *out)
     out->granted = live && owner != NULL && strcmp(o->lease_owner, owner) == 0;
 }
 
+/* The stored lease's optional tail (st_db.h): NUL, flags, request timeout. */
+#define LEASE_TAIL 6
+#define LEASE_F_ABANDONED 1
+
 static int lease_persist(st_db *db, st_off *o, char *err, size_t errlen)
 {
     char k[ST_KEY_MAX];
     size_t kl = key_lease(k, o->tenant, o->consumer);
-    uint8_t v[12 + ST_OWNER_MAX];
+    uint8_t v[12 + ST_OWNER_MAX + LEASE_TAIL];
     size_t ol = strlen(o->lease_owner);
     wh_put_be64(v, o->lease_epoch);
     wh_put_be32(v + 8, o->lease_ttl_ms);
     memcpy(v + 12, o->lease_owner, ol);
+    size_t vl = 12 + ol;
+    uint8_t flags = o->lease_owner[0] == '\0' && o->lease_abandoned_ms != 0 ? LEASE_F_ABANDONED : 0;
+    if (flags != 0 || o->lease_req_timeout_ms != 0) {
+        /* written only when there is something to say: a value without
+         * it is the format before it, which an older store reads too */
+        v[vl] = 0;
+        v[vl + 1] = flags;
+        wh_put_be32(v + vl + 2, o->lease_req_timeout_ms);
+        vl += LEASE_TAIL;
+    }
     char *e = NULL;
     int slot = st_dbi_io_begin(db, "lease write");
-    rocksdb_put_cf(db->rdb, db->wo, o->ten->meta, k, kl, (const char *)v, 12 + ol, &e);
+    rocksdb_put_cf(db->rdb, db->wo, o->ten->meta, k, kl, (const char *)v, vl, &e);
     st_dbi_io_end(db, slot);
     st_dbi_note_write(db, e);
     if (e)
@@ -128,7 +142,8 @@ static int lease_args(st_db *db, const char *tenant, const char *consumer, const
 }
 
 int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, const char *owner,
-                        uint32_t ttl_ms, st_lease *out, char *err, size_t errlen)
+                        uint32_t ttl_ms, uint32_t req_timeout_ms, st_lease *out, char *err,
+                        size_t errlen)
 {
     memset(out, 0, sizeof(*out));
     if (lease_args(db, tenant, consumer, owner, ttl_ms, 1, err, errlen) != WH_OK)
@@ -150,22 +165,34 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
         lapsed = 1;
         expired_ago = now - o->lease_abandoned_ms;
     }
+    uint32_t prev_rt = o->lease_req_timeout_ms;
     if (mine || free_) {
-        if (!mine || o->lease_epoch == 0 || o->lease_ttl_ms != ttl_ms) {
+        /* the longest request timeout of the holders whose requests may
+         * still be at the target: only a lease left with nothing there
+         * (released clean, or never held) starts again from this one's */
+        uint32_t rt = req_timeout_ms;
+        if ((mine || lapsed) && prev_rt > rt)
+            rt = prev_rt;
+        if (!mine || o->lease_epoch == 0 || o->lease_ttl_ms != ttl_ms || rt != prev_rt) {
             /* a new holder: a new epoch, stored before it is granted */
             char prev_owner[ST_OWNER_MAX + 1];
             uint64_t prev_epoch = o->lease_epoch;
             uint32_t prev_ttl = o->lease_ttl_ms;
+            int64_t prev_abandoned = o->lease_abandoned_ms;
             wh_strlcpy(prev_owner, o->lease_owner, sizeof(prev_owner));
             if (!mine || o->lease_epoch == 0)
                 o->lease_epoch++;
             wh_strlcpy(o->lease_owner, owner, sizeof(o->lease_owner));
             o->lease_ttl_ms = ttl_ms;
+            o->lease_req_timeout_ms = rt;
+            o->lease_abandoned_ms = 0; /* held again: told to this grant below */
             rc = lease_persist(db, o, err, errlen);
             if (rc != WH_OK) {
                 wh_strlcpy(o->lease_owner, prev_owner, sizeof(o->lease_owner));
                 o->lease_epoch = prev_epoch;
                 o->lease_ttl_ms = prev_ttl;
+                o->lease_req_timeout_ms = prev_rt;
+                o->lease_abandoned_ms = prev_abandoned;
             }
         }
         if (rc == WH_OK)
@@ -175,6 +202,7 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
     if (rc == WH_OK && out->granted && lapsed) {
         out->taken_over = 1;
         out->expired_ms_ago = expired_ago;
+        out->request_timeout_ms = prev_rt;
         o->lease_abandoned_ms = 0;
     }
     pthread_mutex_unlock(&o->wmu);
@@ -183,7 +211,8 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
 }
 
 int st_db_lease_renew(st_db *db, const char *tenant, const char *consumer, const char *owner,
-                      uint64_t epoch, uint32_t ttl_ms, st_lease *out, char *err, size_t errlen)
+                      uint64_t epoch, uint32_t ttl_ms, uint32_t req_timeout_ms, st_lease *out,
+                      char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
     if (lease_args(db, tenant, consumer, owner, ttl_ms, 1, err, errlen) != WH_OK)
@@ -193,8 +222,19 @@ int st_db_lease_renew(st_db *db, const char *tenant, const char *consumer, const
         return WH_ERR;
     pthread_mutex_lock(&o->wmu);
     /* still ours even after expiry, as long as nobody else took it */
-    if (epoch != 0 && epoch == o->lease_epoch && strcmp(o->lease_owner, owner) == 0)
+    if (epoch != 0 && epoch == o->lease_epoch && strcmp(o->lease_owner, owner) == 0) {
         o->lease_expiry_ms = lease_now_ms() + ttl_ms;
+        if (req_timeout_ms > o->lease_req_timeout_ms) {
+            /* a longer timeout (rare: a configuration change) is stored, so
+             * a takeover after a restart still waits for it; a failed write
+             * keeps it in memory and the renewal stands (the store shows
+             * the write error) */
+            o->lease_req_timeout_ms = req_timeout_ms;
+            char e2[WH_ERRLEN];
+            if (lease_persist(db, o, e2, sizeof(e2)) != WH_OK)
+                wh_warn("lease %s/%s: %s", tenant, consumer, e2);
+        }
+    }
     lease_out(o, owner, out);
     pthread_mutex_unlock(&o->wmu);
     return WH_OK;
@@ -292,18 +332,36 @@ static int load_lease(st_db *db, st_tenant *t, const char *k, size_t kl, const c
 {
     WH_UNUSED(t);
     char tenant[ST_NAME_MAX + 1], consumer[ST_NAME_MAX + 1];
-    if (vl < 12 || vl > 12 + ST_OWNER_MAX ||
-        st_dbi_split_consumer_key(k, kl, tenant, consumer) != WH_OK)
+    if (vl < 12 || st_dbi_split_consumer_key(k, kl, tenant, consumer) != WH_OK)
+        return WH_OK;
+    /* the owner ends at the value's end, or at the NUL of the tail */
+    const char *nul = memchr(v + 12, '\0', vl - 12);
+    size_t ol = nul ? (size_t)(nul - (v + 12)) : vl - 12;
+    if (ol > ST_OWNER_MAX)
         return WH_OK;
     st_off *o = st_dbi_off_get(db, tenant, consumer, err, errlen);
     if (o == NULL)
         return WH_ERR;
     o->lease_epoch = wh_get_be64((const uint8_t *)v);
     o->lease_ttl_ms = wh_get_be32((const uint8_t *)v + 8);
-    memcpy(o->lease_owner, v + 12, vl - 12);
-    o->lease_owner[vl - 12] = '\0';
+    memcpy(o->lease_owner, v + 12, ol);
+    o->lease_owner[ol] = '\0';
+    uint8_t flags = 0;
+    o->lease_req_timeout_ms = 0;
+    if (nul && vl - 12 - ol >= LEASE_TAIL) {
+        flags = (uint8_t)nul[1];
+        o->lease_req_timeout_ms = wh_get_be32((const uint8_t *)nul + 2);
+    }
     /* live for its TTL again: the owner renews before anyone takes it */
     o->lease_expiry_ms = o->lease_owner[0] ? lease_now_ms() + o->lease_ttl_ms : 0;
+    /* released with requests abandoned: the monotonic time of the release
+     * is gone with the old process, so it counts as released now (the next
+     * holder waits the whole timeout) */
+    o->lease_abandoned_ms = 0;
+    if (o->lease_owner[0] == '\0' && (flags & LEASE_F_ABANDONED)) {
+        int64_t now = lease_now_ms();
+        o->lease_abandoned_ms = now > 0 ? now : 1;
+    }
     return WH_OK;
 }
 

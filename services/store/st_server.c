@@ -2041,6 +2041,7 @@ static void lease_reply(Walhook__Reply *rep, st_reply_mem *m, const st_lease *l)
         m->lease.expires_in_ms = l->expires_in_ms;
         m->lease.taken_over = l->taken_over != 0;
         m->lease.expired_ms_ago = l->expired_ms_ago;
+        m->lease.request_timeout_ms = l->request_timeout_ms;
     }
     rep->body_case = WALHOOK__REPLY__BODY_LEASE;
     rep->lease = &m->lease;
@@ -2060,7 +2061,8 @@ static void do_lease(st_server *s, const Walhook__Request *req, Walhook__Reply *
         if (a == NULL)
             goto missing;
         tenant = a->tenant, consumer = a->consumer, owner = a->owner, ttl = a->ttl_ms;
-        rc = st_db_lease_acquire(s->db, tenant, consumer, owner, ttl, &l, err, sizeof(err));
+        rc = st_db_lease_acquire(s->db, tenant, consumer, owner, ttl, a->request_timeout_ms, &l,
+                                 err, sizeof(err));
         if (rc == WH_OK && l.granted)
             wh_debug("lease %s/%s held by %s (epoch %" PRIu64 ")", tenant, consumer, owner,
                      l.epoch);
@@ -2071,7 +2073,8 @@ static void do_lease(st_server *s, const Walhook__Request *req, Walhook__Reply *
         if (a == NULL)
             goto missing;
         tenant = a->tenant, consumer = a->consumer, owner = a->owner, ttl = a->ttl_ms;
-        rc = st_db_lease_renew(s->db, tenant, consumer, owner, a->epoch, ttl, &l, err, sizeof(err));
+        rc = st_db_lease_renew(s->db, tenant, consumer, owner, a->epoch, ttl, a->request_timeout_ms,
+                               &l, err, sizeof(err));
         break;
     }
     default: {

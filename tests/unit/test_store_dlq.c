@@ -306,18 +306,18 @@ static void test_lease_fencing(void **state)
     /* without a lease, epoch 0 commits */
     assert_int_equal(
         st_db_commit_fenced(f->db, "t", "a", 5, 0, off.epoch, 0, &off, err, sizeof(err)), WH_OK);
-    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r1", 60000, &l, err, sizeof(err)),
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r1", 60000, 0, &l, err, sizeof(err)),
                      WH_OK);
     assert_true(l.granted);
     uint64_t e1 = l.epoch;
     assert_true(e1 >= 1);
     /* another owner is refused while it is live */
-    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r2", 60000, &l, err, sizeof(err)),
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r2", 60000, 0, &l, err, sizeof(err)),
                      WH_OK);
     assert_false(l.granted);
     assert_string_equal(l.owner, "r1");
     /* re-acquire by the holder keeps the epoch (idempotent) */
-    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r1", 60000, &l, err, sizeof(err)),
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r1", 60000, 0, &l, err, sizeof(err)),
                      WH_OK);
     assert_true(l.granted);
     assert_int_equal(l.epoch, e1);
@@ -330,9 +330,10 @@ static void test_lease_fencing(void **state)
         ST_DB_STALE);
     assert_non_null(strstr(err, "r1"));
     /* r1 pauses; its lease expires (short TTL); r2 takes over */
-    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r1", 100, &l, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r1", 100, 0, &l, err, sizeof(err)),
+                     WH_OK);
     usleep(150 * 1000);
-    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r2", 60000, &l, err, sizeof(err)),
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r2", 60000, 0, &l, err, sizeof(err)),
                      WH_OK);
     assert_true(l.granted);
     uint64_t e2 = l.epoch;
@@ -346,7 +347,7 @@ static void test_lease_fencing(void **state)
         st_db_commit_fenced(f->db, "t", "a", 8, 0, off.epoch, e1, &off, err, sizeof(err)),
         ST_DB_STALE);
     assert_int_equal(off.lsn, 6);
-    assert_int_equal(st_db_lease_renew(f->db, "t", "a", "r1", e1, 60000, &l, err, sizeof(err)),
+    assert_int_equal(st_db_lease_renew(f->db, "t", "a", "r1", e1, 60000, 0, &l, err, sizeof(err)),
                      WH_OK);
     assert_false(l.granted);
     st_dlq_item it = item(8, 0, "x");
@@ -361,20 +362,20 @@ static void test_lease_fencing(void **state)
                      WH_OK);
     assert_int_equal(off.lsn, 8);
     /* renew by the holder; release frees it, the epoch stays */
-    assert_int_equal(st_db_lease_renew(f->db, "t", "a", "r2", e2, 60000, &l, err, sizeof(err)),
+    assert_int_equal(st_db_lease_renew(f->db, "t", "a", "r2", e2, 60000, 0, &l, err, sizeof(err)),
                      WH_OK);
     assert_true(l.granted);
     /* the lease survives a restart with its epoch and owner */
     st_db_close(f->db);
     open_db(f);
-    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r1", 60000, &l, err, sizeof(err)),
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r1", 60000, 0, &l, err, sizeof(err)),
                      WH_OK);
     assert_false(l.granted);
     assert_string_equal(l.owner, "r2");
     assert_int_equal(l.epoch, e2);
     assert_int_equal(st_db_lease_release(f->db, "t", "a", "r2", e2, 0, &l, err, sizeof(err)),
                      WH_OK);
-    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r1", 60000, &l, err, sizeof(err)),
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r1", 60000, 0, &l, err, sizeof(err)),
                      WH_OK);
     assert_true(l.granted);
     assert_true(l.epoch > e2);
@@ -383,19 +384,21 @@ static void test_lease_fencing(void **state)
     uint64_t e3 = l.epoch;
     assert_int_equal(st_db_lease_release(f->db, "t", "a", "r1", e3, 1, &l, err, sizeof(err)),
                      WH_OK);
-    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r2", 60000, &l, err, sizeof(err)),
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r2", 60000, 0, &l, err, sizeof(err)),
                      WH_OK);
     assert_true(l.granted);
     assert_true(l.taken_over);
     assert_true(l.expired_ms_ago >= 0 && l.expired_ms_ago < 60000);
-    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r2", 60000, &l, err, sizeof(err)),
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r2", 60000, 0, &l, err, sizeof(err)),
                      WH_OK);
     assert_true(l.granted);
     assert_false(l.taken_over);
     /* bad arguments name the field */
-    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "", 60000, &l, err, sizeof(err)), WH_ERR);
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "", 60000, 0, &l, err, sizeof(err)),
+                     WH_ERR);
     assert_non_null(strstr(err, "owner"));
-    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r1", 5, &l, err, sizeof(err)), WH_ERR);
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r1", 5, 0, &l, err, sizeof(err)),
+                     WH_ERR);
     assert_non_null(strstr(err, "ttl_ms"));
 }
 
@@ -452,8 +455,8 @@ static void test_lease_list_owners(void **state)
     fx *f = *state;
     char err[WH_ERRLEN];
     st_lease l;
-    st_db_lease_acquire(f->db, "t", "a", "r1", 60000, &l, err, sizeof(err));
-    st_db_lease_acquire(f->db, "t", "b", "r1", 60000, &l, err, sizeof(err));
+    st_db_lease_acquire(f->db, "t", "a", "r1", 60000, 0, &l, err, sizeof(err));
+    st_db_lease_acquire(f->db, "t", "b", "r1", 60000, 0, &l, err, sizeof(err));
     int n = 0;
     st_db_lease_each(f->db, count_lease, &n);
     assert_int_equal(n, 2);

@@ -1,0 +1,214 @@
+/* Unit tests of what the store keeps of a dispatcher lease for its next
+ * holder's takeover wait, against a real RocksDB in a temporary directory:
+ * a release with requests abandoned survives a store restart (the next
+ * holder is told taken_over and waits), the longest request timeout the
+ * holders told is returned with a takeover (and survives a restart too),
+ * and lease values written before these fields still load. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <rocksdb/c.h>
+
+#include "../../services/store/st_db_int.h"
+#include "wh_lsn.h"
+#include "wh_util.h"
+#include "rmtree.h"
+
+typedef struct fx {
+    char dir[64];
+    st_db *db;
+} fx;
+
+static void open_db(fx *f)
+{
+    char err[WH_ERRLEN];
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 0, 0};
+    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
+        fail_msg("open: %s", err);
+}
+
+static void restart(fx *f)
+{
+    st_db_close(f->db);
+    open_db(f);
+}
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/test_store_lease.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    open_db(f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    st_db_close(f->db);
+    wh_test_rmtree(f->dir);
+    free(f);
+    return 0;
+}
+
+static st_lease acquire(fx *f, const char *owner, uint32_t ttl_ms, uint32_t req_timeout_ms)
+{
+    char err[WH_ERRLEN];
+    st_lease l;
+    if (st_db_lease_acquire(f->db, "t", "a", owner, ttl_ms, req_timeout_ms, &l, err, sizeof(err)) !=
+        WH_OK)
+        fail_msg("acquire by %s: %s", owner, err);
+    return l;
+}
+
+static void release(fx *f, const char *owner, uint64_t epoch, int abandoned)
+{
+    char err[WH_ERRLEN];
+    st_lease l;
+    if (st_db_lease_release(f->db, "t", "a", owner, epoch, abandoned, &l, err, sizeof(err)) !=
+        WH_OK)
+        fail_msg("release by %s: %s", owner, err);
+}
+
+/* The review's repro: a holder stops with a request unanswered at the
+ * target and releases the lease with abandoned; the store restarts before
+ * the next acquire. The next holder must be told taken_over (it waits for
+ * the abandoned request's timeout), once. */
+static void test_abandoned_survives_restart(void **state)
+{
+    fx *f = *state;
+    st_lease l = acquire(f, "r1", 60000, 8000);
+    assert_true(l.granted);
+    release(f, "r1", l.epoch, 1);
+    restart(f);
+    l = acquire(f, "r2", 60000, 2000);
+    assert_true(l.granted);
+    assert_true(l.taken_over);
+    /* the release's time went with the old process: counted from the load */
+    assert_true(l.expired_ms_ago >= 0 && l.expired_ms_ago < 60000);
+    assert_int_equal(l.request_timeout_ms, 8000);
+    /* told once: the mark is gone once the lease is held again, restart
+     * or not */
+    l = acquire(f, "r2", 60000, 2000);
+    assert_true(l.granted);
+    assert_false(l.taken_over);
+    release(f, "r2", l.epoch, 0);
+    restart(f);
+    l = acquire(f, "r3", 60000, 2000);
+    assert_true(l.granted);
+    assert_false(l.taken_over); /* released with nothing left at the target */
+}
+
+/* The wait is by the longest request timeout of the holders whose requests
+ * may still be at the target, not by the new holder's own. */
+static void test_request_timeout_kept(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    st_lease l = acquire(f, "r1", 60000, 30000);
+    assert_true(l.granted);
+    assert_false(l.taken_over);
+    uint64_t e1 = l.epoch;
+    /* the timeout lowered at runtime: the longest told stays */
+    assert_int_equal(
+        st_db_lease_renew(f->db, "t", "a", "r1", e1, 60000, 5000, &l, err, sizeof(err)), WH_OK);
+    assert_true(l.granted);
+    /* r1 lapses (short TTL); r2, whose timeout is 2 s, takes over */
+    l = acquire(f, "r1", 100, 5000);
+    assert_true(l.granted);
+    usleep(150 * 1000);
+    l = acquire(f, "r2", 60000, 2000);
+    assert_true(l.granted);
+    assert_true(l.taken_over);
+    assert_int_equal(l.request_timeout_ms, 30000);
+    /* r2 stops in its wait (requests of r1 may still run): its release is
+     * abandoned, and r3 is told r1's timeout still */
+    release(f, "r2", l.epoch, 1);
+    l = acquire(f, "r3", 60000, 1000);
+    assert_true(l.taken_over);
+    assert_int_equal(l.request_timeout_ms, 30000);
+    /* a clean release: the next holder starts from its own timeout */
+    release(f, "r3", l.epoch, 0);
+    l = acquire(f, "r4", 60000, 1000);
+    assert_true(l.granted);
+    assert_false(l.taken_over);
+    /* a longer timeout told by a renewal is stored at once: a restart
+     * keeps it */
+    assert_int_equal(
+        st_db_lease_renew(f->db, "t", "a", "r4", l.epoch, 60000, 4000, &l, err, sizeof(err)),
+        WH_OK);
+    restart(f);
+    l = acquire(f, "r4", 60000, 1000); /* its lease again after the restart */
+    assert_true(l.granted);
+    release(f, "r4", l.epoch, 1);
+    restart(f);
+    l = acquire(f, "r5", 60000, 1000);
+    assert_true(l.taken_over);
+    assert_int_equal(l.request_timeout_ms, 4000);
+    /* a holder that tells none (an older dispatcher): 0 */
+    release(f, "r5", l.epoch, 0);
+    l = acquire(f, "r6", 60000, 0);
+    release(f, "r6", l.epoch, 1);
+    l = acquire(f, "r7", 60000, 0);
+    assert_true(l.taken_over);
+    assert_int_equal(l.request_timeout_ms, 0);
+}
+
+/* Writes a lease value in the format before the abandoned mark and the
+ * request timeout: epoch(8) ttl_ms(4) owner. */
+static void put_old_value(fx *f, const char *consumer, uint64_t epoch, const char *owner)
+{
+    char err[WH_ERRLEN];
+    st_tenant *t;
+    assert_int_equal(st_dbi_ten_open(f->db, "t", ST_DBI_CREATE, &t, err, sizeof(err)), WH_OK);
+    char k[ST_KEY_MAX];
+    size_t kl = st_dbi_key_prefix(k, 'L', "t");
+    memcpy(k + kl, consumer, strlen(consumer));
+    kl += strlen(consumer);
+    uint8_t v[12 + ST_OWNER_MAX];
+    wh_put_be64(v, epoch);
+    wh_put_be32(v + 8, 60000);
+    memcpy(v + 12, owner, strlen(owner));
+    char *e = NULL;
+    rocksdb_put_cf(f->db->rdb, f->db->wo, t->meta, k, kl, (const char *)v, 12 + strlen(owner), &e);
+    st_dbi_ten_done(t);
+    if (e)
+        fail_msg("put: %s", e);
+}
+
+static void test_old_values_load(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    put_old_value(f, "a", 7, "old1"); /* held */
+    put_old_value(f, "b", 9, "");     /* released */
+    restart(f);
+    st_lease l = acquire(f, "r2", 60000, 1000);
+    assert_false(l.granted); /* old1's lease is live for its TTL again */
+    assert_string_equal(l.owner, "old1");
+    assert_int_equal(l.epoch, 7);
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "b", "r2", 60000, 1000, &l, err, sizeof(err)),
+                     WH_OK);
+    assert_true(l.granted);
+    assert_int_equal(l.epoch, 10);
+    assert_false(l.taken_over);
+}
+
+int main(void)
+{
+    const struct CMUnitTest t[] = {
+        cmocka_unit_test_setup_teardown(test_abandoned_survives_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_request_timeout_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_old_values_load, setup, teardown),
+    };
+    return cmocka_run_group_tests(t, NULL, NULL);
+}
