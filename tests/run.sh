@@ -114,7 +114,8 @@ fi
 # second lane beside the others; every test has its own directories,
 # PostgreSQL and ports (wh_free_port). WH_TEST_LANES=1: one lane.
 LANE2=(test_chaos_delivery test_up_sigkill test_lease_takeover test_leases test_lease_lapse
-    test_admin_replicas_stats test_lease_handover test_lease_same_id test_admin_flood)
+    test_admin_replicas_stats test_lease_handover test_lease_same_id test_admin_flood
+    test_lease_timeout)
 in_lane2() {
     local x
     for x in "${LANE2[@]}"; do [ "$x" = "$1" ] && return 0; done

@@ -12,7 +12,8 @@
  * reads from FILE was acknowledged. --print prints one line per event.
  * --fail-every N answers 500 to every Nth POST; --status CODE answers CODE to
  * every POST (bodies are recorded only when CODE is 2xx); --delay-ms waits
- * before answering (with --delay-match S: only for bodies containing S). --headers FILE appends,
+ * before answering (with --delay-match S: only for bodies containing S; with
+ * --delay-times N: only the first N POSTs it would delay). --headers FILE appends,
  * for each body written to --out, one line "webhook-id<TAB>webhook-timestamp<TAB>webhook-signature"
  * ("-" for a missing header), so line N of both files belong together. GET answers a one-line
  * summary (for health checks), including "N overlapping": POSTs that arrived while another POST was
@@ -64,6 +65,7 @@ typedef struct rcv_opts {
     long fail_every;
     long delay_ms;
     const char *delay_match;
+    long delay_times;
     int status;
     const char *headers;
     long first;
@@ -89,6 +91,7 @@ typedef struct rcv_state {
     unsigned long requests;     /* POSTs seen */
     unsigned long stored;       /* bodies acknowledged with 2xx */
     unsigned long rejected;     /* bodies answered 400 for --reject-match */
+    unsigned long delayed;      /* POSTs delayed (--delay-times) */
     unsigned long inflight;     /* POSTs between their headers and their completion */
     unsigned long overlaps;     /* POSTs that began while another was in flight */
     unsigned long max_inflight; /* most POSTs in flight at once */
@@ -105,7 +108,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: walhook-receiver --listen HOST:PORT [--out FILE] [--print]\n"
                "                        [--fail-every N] [--delay-ms N] [--delay-match S] "
-               "[--status CODE]\n"
+               "[--delay-times N] [--status CODE]\n"
                "                        [--headers FILE] [--first N] [--retry-after V]\n"
                "                        [--location URL] [--reject-match S] [--reject-times N]\n"
                "                        [--reject-status CODE] [--slow-body-ms N]\n"
@@ -302,9 +305,15 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
 
     if (s->o.delay_ms > 0 &&
         (!s->o.delay_match ||
-         (rq->body.data &&
-          memmem(rq->body.data, rq->body.len, s->o.delay_match, strlen(s->o.delay_match)) != NULL)))
-        wh_sleep_ms((int)s->o.delay_ms);
+         (rq->body.data && memmem(rq->body.data, rq->body.len, s->o.delay_match,
+                                  strlen(s->o.delay_match)) != NULL))) {
+        pthread_mutex_lock(&s->mu);
+        int delay = s->o.delay_times <= 0 || s->delayed < (unsigned long)s->o.delay_times;
+        s->delayed++;
+        pthread_mutex_unlock(&s->mu);
+        if (delay)
+            wh_sleep_ms((int)s->o.delay_ms);
+    }
 
     unsigned status = MHD_HTTP_OK;
     pthread_mutex_lock(&s->mu);
@@ -427,6 +436,8 @@ static int parse_args(int argc, char **argv, rcv_opts *o)
             o->headers = v;
         } else if (strcmp(a, "--delay-match") == 0) {
             o->delay_match = v;
+        } else if (strcmp(a, "--delay-times") == 0 && parse_long(v, 0, 1000000000, &n) == WH_OK) {
+            o->delay_times = n;
         } else if (strcmp(a, "--latency") == 0) {
             o->latency = v;
         } else if (strcmp(a, "--fail-every") == 0 && parse_long(v, 0, 1000000000, &n) == WH_OK) {

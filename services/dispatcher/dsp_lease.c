@@ -25,9 +25,14 @@ typedef struct lease_t {
     uint64_t handover;    /* monotonic ms: given up to balance, still valid in the store */
     int listed;           /* in the current target list */
     int quiet_ms;         /* the target's request timeout (dsp_lease_set_targets) */
+    /* the timeout before a change that lowered it, and until when (monotonic
+     * ms) it still counts: requests started under it may run that long */
+    int quiet_prev_ms;
+    uint64_t quiet_prev_until;
     /* monotonic ms: held, but not posted to before then (a takeover: the
      * old holder's requests may still be at the target) */
     uint64_t quiet_until;
+    uint64_t quiet_since;     /* monotonic ms: when the wait began */
     int quiet_told;           /* the loop was told when quiet_until passed */
     uint64_t abandoned_until; /* requests abandoned here may run until then */
     uint64_t handover_epoch;  /* the epoch given up to balance (with handover) */
@@ -95,6 +100,15 @@ int dsp_lease_advertise(char *out, size_t len, const char *control)
 const char *dsp_lease_owner(const dsp_lease *l)
 {
     return l->owner;
+}
+
+/* The longest a request to the target started here may still run: its
+ * timeout, or the one before a change that lowered it, for that long after
+ * the change. Caller holds mu. */
+static int quiet_eff(const lease_t *e, uint64_t now)
+{
+    return now < e->quiet_prev_until && e->quiet_prev_ms > e->quiet_ms ? e->quiet_prev_ms
+                                                                       : e->quiet_ms;
 }
 
 /* Caller holds mu. */
@@ -166,6 +180,7 @@ int dsp_lease_set_targets(dsp_lease *l, const char *const *tenants, const char *
 {
     if (n > DSP_LEASE_MAX_TARGETS)
         return WH_ERR;
+    uint64_t now = wh_now_ms();
     pthread_mutex_lock(&l->mu);
     for (size_t i = 0; i < l->n; i++)
         l->v[i].listed = 0;
@@ -183,7 +198,14 @@ int dsp_lease_set_targets(dsp_lease *l, const char *const *tenants, const char *
             wh_strlcpy(e->name, names[i], sizeof(e->name));
         }
         e->listed = 1;
-        e->quiet_ms = quiet_ms ? quiet_ms[i] : 0;
+        int q = quiet_ms ? quiet_ms[i] : 0, was = quiet_eff(e, now);
+        if (q < was) {
+            /* lowered: requests started under the old timeout may run that
+             * long yet (the loop takes the new one a moment after this) */
+            e->quiet_prev_ms = was;
+            e->quiet_prev_until = now + (uint64_t)was;
+        }
+        e->quiet_ms = q;
     }
     l->poked = 1;
     pthread_cond_signal(&l->cond);
@@ -191,13 +213,23 @@ int dsp_lease_set_targets(dsp_lease *l, const char *const *tenants, const char *
     return rc;
 }
 
+int dsp_lease_request_timeout(dsp_lease *l, const char *tenant, const char *target)
+{
+    pthread_mutex_lock(&l->mu);
+    lease_t *e = find(l, tenant, target);
+    int r = e && e->listed ? quiet_eff(e, wh_now_ms()) : -1;
+    pthread_mutex_unlock(&l->mu);
+    return r;
+}
+
 /* ---- store calls (lease thread only) ---- */
 
 /* One lease call; granted and epoch from the reply, and for an Acquire
  * whether it took over a lapsed lease (*lapsed_ago: -1 when not, else ms
- * since it lapsed). WH_ERR: no answer. */
+ * since it lapsed; *told_ms: the longest request timeout its holders told
+ * the store, 0 when none or an older store). WH_ERR: no answer. */
 static int call_x(dsp_lease *l, Walhook__Request *req, int *granted, uint64_t *epoch,
-                  int64_t *lapsed_ago)
+                  int64_t *lapsed_ago, uint32_t *told_ms)
 {
     Walhook__Reply *rep = NULL;
     char err[WH_ERRLEN];
@@ -213,6 +245,8 @@ static int call_x(dsp_lease *l, Walhook__Request *req, int *granted, uint64_t *e
             *lapsed_ago = rep->lease->taken_over
                               ? (rep->lease->expired_ms_ago > 0 ? rep->lease->expired_ms_ago : 0)
                               : -1;
+        if (told_ms)
+            *told_ms = rep->lease->taken_over ? rep->lease->request_timeout_ms : 0;
         rc = WH_OK;
     }
     walhook__reply__free_unpacked(rep, NULL);
@@ -221,11 +255,13 @@ static int call_x(dsp_lease *l, Walhook__Request *req, int *granted, uint64_t *e
 
 static int call(dsp_lease *l, Walhook__Request *req, int *granted, uint64_t *epoch)
 {
-    return call_x(l, req, granted, epoch, NULL);
+    return call_x(l, req, granted, epoch, NULL, NULL);
 }
 
-static int acquire(dsp_lease *l, const char *tenant, const char *name, int *granted,
-                   uint64_t *epoch, int64_t *lapsed_ago)
+/* req_timeout: the longest a request started here to the target may run
+ * (told to the store, which keeps the longest for the next takeover). */
+static int acquire(dsp_lease *l, const char *tenant, const char *name, int req_timeout,
+                   int *granted, uint64_t *epoch, int64_t *lapsed_ago, uint32_t *told_ms)
 {
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     Walhook__LeaseAcquire a = WALHOOK__LEASE_ACQUIRE__INIT;
@@ -233,12 +269,14 @@ static int acquire(dsp_lease *l, const char *tenant, const char *name, int *gran
     a.consumer = (char *)name;
     a.owner = l->owner;
     a.ttl_ms = (uint32_t)l->ttl_ms;
+    a.request_timeout_ms = req_timeout > 0 ? (uint32_t)req_timeout : 0;
     req.body_case = WALHOOK__REQUEST__BODY_LEASE_ACQUIRE;
     req.lease_acquire = &a;
-    return call_x(l, &req, granted, epoch, lapsed_ago);
+    return call_x(l, &req, granted, epoch, lapsed_ago, told_ms);
 }
 
-static int renew(dsp_lease *l, const char *tenant, const char *name, uint64_t ep, int *granted)
+static int renew(dsp_lease *l, const char *tenant, const char *name, uint64_t ep, int req_timeout,
+                 int *granted)
 {
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     Walhook__LeaseRenew r = WALHOOK__LEASE_RENEW__INIT;
@@ -247,6 +285,7 @@ static int renew(dsp_lease *l, const char *tenant, const char *name, uint64_t ep
     r.owner = l->owner;
     r.epoch = ep;
     r.ttl_ms = (uint32_t)l->ttl_ms;
+    r.request_timeout_ms = req_timeout > 0 ? (uint32_t)req_timeout : 0;
     req.body_case = WALHOOK__REQUEST__BODY_LEASE_RENEW;
     req.lease_renew = &r;
     uint64_t e2 = 0;
@@ -311,13 +350,15 @@ typedef struct work {
     uint64_t valid_until;
     uint64_t given_up;
     int listed;
+    int req_timeout; /* quiet_eff when the round began */
 } work;
 
 /* lapsed_ago: for a new grant, -1, or the ms since the lease it took over
- * lapsed (its old holder's requests get the target's timeout to end before
- * this replica posts: quiet_until). */
+ * lapsed (its old holders' requests get the longest of their timeouts,
+ * told_ms, and this replica's own to end before this replica posts:
+ * quiet_until). */
 static void set_result_x(dsp_lease *l, const work *w, uint64_t epoch, uint64_t valid_until,
-                         int64_t lapsed_ago, int *changed)
+                         int64_t lapsed_ago, uint32_t told_ms, int *changed)
 {
     pthread_mutex_lock(&l->mu);
     lease_t *e = find(l, w->tenant, w->name);
@@ -326,16 +367,21 @@ static void set_result_x(dsp_lease *l, const work *w, uint64_t epoch, uint64_t v
             *changed = 1;
         if (epoch != 0 && e->epoch != epoch) {
             uint64_t now = wh_now_ms(), q = now;
-            if (lapsed_ago >= 0 && lapsed_ago < e->quiet_ms)
-                q = now + (uint64_t)(e->quiet_ms - lapsed_ago);
+            int own = quiet_eff(e, now);
+            int64_t wait = own > (int64_t)told_ms ? own : (int64_t)told_ms;
+            if (lapsed_ago >= 0 && lapsed_ago < wait)
+                q = now + (uint64_t)(wait - lapsed_ago);
             if (e->abandoned_until > q)
                 q = e->abandoned_until;
             e->quiet_until = q;
+            e->quiet_since = now;
             e->quiet_told = q <= now;
             if (q > now)
                 wh_info("lease of %s/%s: posting starts in %" PRIu64 " ms (requests its last "
-                        "holder did not finish may still be at the target until then)",
-                        w->tenant, w->name, q - now);
+                        "holder did not finish may still be at the target until then: they "
+                        "end by the longer of this dispatcher's request timeout, %d ms, and "
+                        "the one its holders told the store, %" PRIu32 " ms)",
+                        w->tenant, w->name, q - now, own, told_ms);
         }
         e->epoch = epoch;
         e->valid_until = valid_until;
@@ -347,7 +393,7 @@ static void set_result_x(dsp_lease *l, const work *w, uint64_t epoch, uint64_t v
 static void set_result(dsp_lease *l, const work *w, uint64_t epoch, uint64_t valid_until,
                        int *changed)
 {
-    set_result_x(l, w, epoch, valid_until, -1, changed);
+    set_result_x(l, w, epoch, valid_until, -1, 0, changed);
 }
 
 /* Held leases whose quiet time has just passed: the loop is told (changed),
@@ -361,8 +407,9 @@ static void quiet_passed(dsp_lease *l, int *changed)
         if (e->epoch != 0 && !e->quiet_told && now >= e->quiet_until) {
             e->quiet_told = 1;
             *changed = 1;
-            wh_info("lease of %s/%s: its takeover wait is over; posting starts", e->tenant,
-                    e->name);
+            wh_info("lease of %s/%s: its takeover wait is over after %" PRIu64
+                    " ms; posting starts",
+                    e->tenant, e->name, now - e->quiet_since);
         }
     }
     pthread_mutex_unlock(&l->mu);
@@ -432,8 +479,10 @@ void dsp_lease_abandoned(void *arg, const char *tenant, const char *target)
         return;
     pthread_mutex_lock(&l->mu);
     lease_t *e = find(l, tenant, target);
-    if (e)
-        e->abandoned_until = wh_now_ms() + (uint64_t)e->quiet_ms;
+    if (e) {
+        uint64_t now = wh_now_ms();
+        e->abandoned_until = now + (uint64_t)quiet_eff(e, now);
+    }
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -503,6 +552,7 @@ static void round_once(dsp_lease *l)
         w[i].valid_until = l->v[i].valid_until;
         w[i].given_up = l->v[i].given_up;
         w[i].listed = l->v[i].listed;
+        w[i].req_timeout = quiet_eff(&l->v[i], wh_now_ms());
     }
     pthread_mutex_unlock(&l->mu);
     if (n > 0 && w == NULL)
@@ -527,7 +577,7 @@ static void round_once(dsp_lease *l)
         }
         uint64_t sent = wh_now_ms();
         int granted = 0;
-        if (renew(l, w[i].tenant, w[i].name, w[i].epoch, &granted) != WH_OK) {
+        if (renew(l, w[i].tenant, w[i].name, w[i].epoch, w[i].req_timeout, &granted) != WH_OK) {
             /* no answer: held until its local validity runs out, then
              * given up here (the loop drops the target) before the store's
              * expiry lets another replica take it */
@@ -580,7 +630,9 @@ static void round_once(dsp_lease *l)
         int granted = 0;
         uint64_t ep = 0;
         int64_t lapsed_ago = -1;
-        if (acquire(l, w[i].tenant, w[i].name, &granted, &ep, &lapsed_ago) != WH_OK)
+        uint32_t told_ms = 0;
+        if (acquire(l, w[i].tenant, w[i].name, w[i].req_timeout, &granted, &ep, &lapsed_ago,
+                    &told_ms) != WH_OK)
             break;
         if (granted) {
             if (lapsed_ago >= 0)
@@ -589,7 +641,8 @@ static void round_once(dsp_lease *l)
                         w[i].tenant, w[i].name, ep, lapsed_ago);
             else
                 wh_info("lease of %s/%s acquired (epoch %" PRIu64 ")", w[i].tenant, w[i].name, ep);
-            set_result_x(l, &w[i], ep, sent + (uint64_t)l->ttl_ms * 4 / 5, lapsed_ago, &changed);
+            set_result_x(l, &w[i], ep, sent + (uint64_t)l->ttl_ms * 4 / 5, lapsed_ago, told_ms,
+                         &changed);
             held++;
         }
     }
@@ -705,12 +758,18 @@ int dsp_lease_metrics(dsp_lease *l, wh_buf *out)
     int rc = 0;
     uint64_t now = wh_now_ms();
     pthread_mutex_lock(&l->mu);
-    size_t held = 0;
-    for (size_t i = 0; i < l->n; i++)
-        held += l->v[i].epoch != 0 && now < l->v[i].valid_until;
+    size_t held = 0, waiting = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        int h = l->v[i].epoch != 0 && now < l->v[i].valid_until;
+        held += h;
+        waiting += h && now < l->v[i].quiet_until;
+    }
     rc |= wh_metric_header(out, "walhook_dispatcher_leases_held", "gauge",
-                           "targets whose lease this dispatcher holds");
+                           "targets whose lease this dispatcher holds (in a takeover wait too)");
     rc |= wh_metric_u64(out, "walhook_dispatcher_leases_held", "", held);
+    rc |= wh_metric_header(out, "walhook_dispatcher_leases_waiting", "gauge",
+                           "held leases in their takeover wait: not posted to yet");
+    rc |= wh_metric_u64(out, "walhook_dispatcher_leases_waiting", "", waiting);
     rc |= wh_metric_header(out, "walhook_dispatcher_replicas", "gauge",
                            "dispatchers sharing the targets (seen by the store)");
     rc |= wh_metric_u64(out, "walhook_dispatcher_replicas", "", l->replicas);
@@ -722,6 +781,19 @@ int dsp_lease_metrics(dsp_lease *l, wh_buf *out)
                  l->v[i].name);
         rc |= wh_metric_u64(out, "walhook_target_lease_held", labels,
                             l->v[i].epoch != 0 && now < l->v[i].valid_until);
+    }
+    rc |= wh_metric_header(out, "walhook_target_lease_quiet_seconds", "gauge",
+                           "seconds left of the takeover wait of a held lease (requests of its "
+                           "last holder may still be at the target): the target is not posted "
+                           "to before; 0 when posting");
+    for (size_t i = 0; i < l->n; i++) {
+        const lease_t *e = &l->v[i];
+        if (e->epoch == 0 || now >= e->valid_until)
+            continue;
+        char labels[2 * WH_NAME_MAX + 32];
+        snprintf(labels, sizeof(labels), "tenant=\"%s\",target=\"%s\"", e->tenant, e->name);
+        int64_t left_ms = now < e->quiet_until ? (int64_t)(e->quiet_until - now) : 0;
+        rc |= wh_metric_us_as_s(out, "walhook_target_lease_quiet_seconds", labels, left_ms * 1000);
     }
     pthread_mutex_unlock(&l->mu);
     return rc == 0 ? WH_OK : WH_ERR;

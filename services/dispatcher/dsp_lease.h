@@ -66,20 +66,29 @@ void dsp_lease_default_owner(char *out, size_t len);
 int dsp_lease_start(dsp_lease **out, const dsp_lease_opts *o, char *err, size_t errlen);
 /* Thread-safe: the targets to share (copied), each with its request timeout
  * (quiet_ms; NULL: 0); leases of targets no longer listed are released at
- * the next round.
+ * the next round. A lowered timeout keeps counting as the old one for that
+ * long after the change (requests started under it may still run).
  *
  * No two replicas post to a target at once: a lease taken over from a
  * holder that let it lapse (died, hung, lost the store: LeaseReply
  * taken_over), or released with requests abandoned (stopped with requests
  * unanswered, LeaseRelease.abandoned), is held but not owned
- * (dsp_lease_owns 0) until the target's quiet_ms have passed since it
- * lapsed, since a request the old holder sent ends by its timeout; the
- * same after this replica abandoned requests itself (dsp_lease_abandoned).
+ * (dsp_lease_owns 0) until a request timeout has passed since it lapsed,
+ * since a request the old holder sent ends by its timeout: the longer of
+ * the target's quiet_ms here and the longest timeout its holders told the
+ * store (each Acquire and Renew tells it: LeaseReply.request_timeout_ms);
+ * the same after this replica abandoned requests itself
+ * (dsp_lease_abandoned).
  * A receiver that answers within the timeout never sees two requests of
  * one target at once; a takeover after a crash costs the TTL plus up to
  * the timeout. */
 int dsp_lease_set_targets(dsp_lease *l, const char *const *tenants, const char *const *names,
                           const int *quiet_ms, size_t n);
+/* Thread-safe: the longest a request started here to the target may still
+ * run (its quiet_ms, or a larger one it had before, for that long after the
+ * change): told to the store with Acquire and Renew, and the bound of the
+ * wait after this replica abandons requests. -1: not a listed target. */
+int dsp_lease_request_timeout(dsp_lease *l, const char *tenant, const char *target);
 /* Thread-safe (arg: the dsp_lease): requests to the target were abandoned
  * unanswered just now (dsp_loop_on_abandon). */
 void dsp_lease_abandoned(void *arg, const char *tenant, const char *target);
@@ -107,8 +116,10 @@ void dsp_lease_poke(dsp_lease *l);
 const char *dsp_lease_owner(const dsp_lease *l);
 /* Targets held now. */
 size_t dsp_lease_held(dsp_lease *l);
-/* Prometheus: walhook_dispatcher_leases_held, walhook_dispatcher_replicas,
- * walhook_target_lease_held{tenant,target}. */
+/* Prometheus: walhook_dispatcher_leases_held, walhook_dispatcher_leases_waiting,
+ * walhook_dispatcher_replicas, walhook_target_lease_held{tenant,target},
+ * walhook_target_lease_quiet_seconds{tenant,target} (seconds left of a held
+ * lease's takeover wait). */
 int dsp_lease_metrics(dsp_lease *l, wh_buf *out);
 void dsp_lease_stop(dsp_lease *l);
 

@@ -1,5 +1,6 @@
 /* Unit tests for what a dispatcher replica announces in the store's leases:
- * the control endpoint at which the admin reaches it. */
+ * the control endpoint at which the admin reaches it, and the request
+ * timeout it tells with Acquire and Renew when a target's timeout changes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -43,10 +44,59 @@ static void test_advertise(void **state)
     assert_int_equal(dsp_lease_advertise(out, 8, "ipc:///a/long/path.sock"), WH_ERR);
 }
 
+/* A lowered timeout keeps counting as the old one for as long as the old
+ * one after the change (requests started under it may run that long); a
+ * raised one counts at once. No store answers: the thread's calls fail,
+ * which changes nothing here. */
+static void test_request_timeout_lowered(void **state)
+{
+    (void)state;
+    char err[WH_ERRLEN];
+    dsp_lease_opts o = {
+        "ipc:///nonexistent/walhook-test-lease.sock", 200, 1 << 20, "u1", 60000, NULL};
+    dsp_lease *l = NULL;
+    assert_int_equal(dsp_lease_start(&l, &o, err, sizeof(err)), WH_OK);
+    const char *tenants[] = {"t"}, *names[] = {"a"};
+    assert_int_equal(dsp_lease_request_timeout(l, "t", "a"), -1);
+    int q = 30000;
+    assert_int_equal(dsp_lease_set_targets(l, tenants, names, &q, 1), WH_OK);
+    assert_int_equal(dsp_lease_request_timeout(l, "t", "a"), 30000);
+    q = 5000; /* lowered: 30 s still count */
+    assert_int_equal(dsp_lease_set_targets(l, tenants, names, &q, 1), WH_OK);
+    assert_int_equal(dsp_lease_request_timeout(l, "t", "a"), 30000);
+    q = 40000; /* raised: at once */
+    assert_int_equal(dsp_lease_set_targets(l, tenants, names, &q, 1), WH_OK);
+    assert_int_equal(dsp_lease_request_timeout(l, "t", "a"), 40000);
+    /* lowered twice: the longest still counts */
+    q = 300;
+    assert_int_equal(dsp_lease_set_targets(l, tenants, names, &q, 1), WH_OK);
+    q = 100;
+    assert_int_equal(dsp_lease_set_targets(l, tenants, names, &q, 1), WH_OK);
+    assert_int_equal(dsp_lease_request_timeout(l, "t", "a"), 40000);
+    /* a short one lowered: the new one counts once the old one has passed */
+    q = 300;
+    dsp_lease_stop(l);
+    assert_int_equal(dsp_lease_start(&l, &o, err, sizeof(err)), WH_OK);
+    assert_int_equal(dsp_lease_set_targets(l, tenants, names, &q, 1), WH_OK);
+    q = 100;
+    assert_int_equal(dsp_lease_set_targets(l, tenants, names, &q, 1), WH_OK);
+    int t0 = dsp_lease_request_timeout(l, "t", "a");
+    assert_true(t0 == 300 || t0 == 100);
+    /* waited for with a deadline: 300 ms after the change, 100 */
+    for (int i = 0; i < 500 && dsp_lease_request_timeout(l, "t", "a") != 100; i++)
+        wh_sleep_ms(10);
+    assert_int_equal(dsp_lease_request_timeout(l, "t", "a"), 100);
+    /* no longer listed */
+    assert_int_equal(dsp_lease_set_targets(l, NULL, NULL, NULL, 0), WH_OK);
+    assert_int_equal(dsp_lease_request_timeout(l, "t", "a"), -1);
+    dsp_lease_stop(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_advertise),
+        cmocka_unit_test(test_request_timeout_lowered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
