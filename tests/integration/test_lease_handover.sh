@@ -15,18 +15,14 @@ trap wh_cleanup EXIT
 export WALHOOK_DISPATCHER_LEASE_TTL_MS=2000 WALHOOK_DISPATCHER_COMMIT_INTERVAL_MS=60000
 wh_lease_stack 2 0 a b
 files=("$WH_TMP/received-a.jsonl" "$WH_TMP/received-b.jsonl")
-start_dispatcher() { WALHOOK_DISPATCHER_ID="$1" wh_spawn "dispatcher-$1" "$BIN/walhook-dispatcher" -c "$CONF"; }
-start_dispatcher d1
-wh_wait_slot_active walhook 60 || wh_fail "the ingestor never started streaming"
-_held_both() { [ "$(grep -c "lease of default/.* acquired" "$WH_TMP/dispatcher-d1.log")" -ge 2 ]; }
-wh_wait_until 20 _held_both || wh_fail "d1 did not take both targets"
+wh_lease_first d1 2
 
 "$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --changes "$CHANGES" --seed 1 --max-txn 50 --tables 2 \
     --expect "$WH_TMP/expected1.jsonl" || wh_fail "load generation failed"
 wh_wait_received 60 "$WH_TMP/expected1.jsonl" "${files[@]}" || wh_fail "d1 did not deliver round 1"
 wh_log "round 1: $CHANGES changes delivered by d1 to both targets"
 
-start_dispatcher d2
+wh_lease_dispatcher d2
 wh_wait_until 20 grep -q "lease of default/.* given up to balance" "$WH_TMP/dispatcher-d1.log" ||
     wh_fail "d1 did not hand a target over: $(grep -m1 "given up\|removed" "$WH_TMP/dispatcher-d1.log")"
 wh_wait_until 20 grep -q "lease of default/.* acquired" "$WH_TMP/dispatcher-d2.log" ||

@@ -22,18 +22,14 @@ export WALHOOK_DISPATCHER_COMMIT_INTERVAL_MS=200 WALHOOK_DISPATCHER_BATCH_MAX_EV
 NAMES=(a b)
 wh_lease_stack 2 3000 "${NAMES[@]}"
 files=("$WH_TMP/received-a.jsonl" "$WH_TMP/received-b.jsonl")
-start_dispatcher() { WALHOOK_DISPATCHER_ID="$1" wh_spawn "dispatcher-$1" "$BIN/walhook-dispatcher" -c "$CONF"; }
-start_dispatcher d1
-wh_wait_slot_active walhook 60 || wh_fail "the ingestor never started streaming"
-_held_both() { [ "$(grep -c "lease of default/.* acquired" "$WH_TMP/dispatcher-d1.log")" -ge 2 ]; }
-wh_wait_until 20 _held_both || wh_fail "d1 did not take both targets"
+wh_lease_first d1 2
 wh_spawn loadgen "$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --changes "$CHANGES" --seed 7 \
     --max-txn 20 --tables 2 --txn-pause-ms 20 --expect "$WH_TMP/expected.jsonl"
 _some() { [ "$(wh_count_events "${files[0]}")" -ge 100 ] && [ "$(wh_count_events "${files[1]}")" -ge 100 ]; }
 wh_wait_until 60 _some || wh_fail "no delivery by d1"
 
 # 1. the balance handover
-start_dispatcher d2
+wh_lease_dispatcher d2
 wh_wait_until 30 grep -q "lease of default/.* acquired" "$WH_TMP/dispatcher-d2.log" ||
     wh_fail "d2 never took the target d1 gave up"
 wh_log "d1: $(grep -m1 "given up to balance" "$WH_TMP/dispatcher-d1.log" | cut -d" " -f4-)"
