@@ -220,6 +220,11 @@ int st_db_lease_renew(st_db *db, const char *tenant, const char *consumer, const
     st_off *o = st_dbi_off_get(db, tenant, consumer, err, errlen);
     if (o == NULL)
         return WH_ERR;
+    /* the tenant's column families, in case the timeout is to be stored
+     * (NULL when it has none: it is kept in memory only) */
+    st_tenant *t = NULL;
+    if (req_timeout_ms > 0 && st_dbi_ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
     pthread_mutex_lock(&o->wmu);
     /* still ours even after expiry, as long as nobody else took it */
     if (epoch != 0 && epoch == o->lease_epoch && strcmp(o->lease_owner, owner) == 0) {
@@ -231,12 +236,13 @@ int st_db_lease_renew(st_db *db, const char *tenant, const char *consumer, const
              * the write error) */
             o->lease_req_timeout_ms = req_timeout_ms;
             char e2[WH_ERRLEN];
-            if (lease_persist(db, o, e2, sizeof(e2)) != WH_OK)
+            if (t != NULL && lease_persist(db, o, e2, sizeof(e2)) != WH_OK)
                 wh_warn("lease %s/%s: %s", tenant, consumer, e2);
         }
     }
     lease_out(o, owner, out);
     pthread_mutex_unlock(&o->wmu);
+    st_dbi_ten_done(t);
     return WH_OK;
 }
 
