@@ -31,6 +31,7 @@ int dsp_addr_embedded4(const unsigned char *a, unsigned char v4[DSP_EMBEDDED_MAX
                        const char **how)
 {
     static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const unsigned char siit[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0};
     static const unsigned char zero[12] = {0};
     static const unsigned char nat64[12] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
     static const unsigned char nat64l[6] = {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01};
@@ -38,6 +39,11 @@ int dsp_addr_embedded4(const unsigned char *a, unsigned char v4[DSP_EMBEDDED_MAX
     int n = 0;
     if (memcmp(a, mapped, 12) == 0) {
         h = "IPv4-mapped";
+        memcpy(v4[n++], a + 12, 4);
+    } else if (memcmp(a, siit, 12) == 0) {
+        /* SIIT IPv4-translated ::ffff:0:0/96 (RFC 6145, RFC 7915): a
+         * translator sends it to the IPv4 address as such */
+        h = "SIIT";
         memcpy(v4[n++], a + 12, 4);
     } else if (memcmp(a, zero, 12) == 0) {
         /* IPv4-compatible (RFC 4291, deprecated): ::/96 but :: and ::1,

@@ -7,9 +7,11 @@
  * multicast (224/4, ff00::/8), unspecified (0/8, ::), cloud metadata
  * (169.254.169.254, fd00:ec2::254), reserved (240/4, 255.255.255.255).
  * IPv6 addresses that carry an IPv4 address are judged by it (and by
- * each when they carry two): IPv4-mapped ::ffff:0:0/96, IPv4-compatible
- * ::/96 (deprecated; but :: and ::1), NAT64 64:ff9b::/96 and 64:ff9b:1::/48,
- * 6to4 2002::/16 and Teredo 2001::/32 (client and server). Pure. */
+ * each when they carry two): IPv4-mapped ::ffff:0:0/96, SIIT
+ * IPv4-translated ::ffff:0:0:0/96 (RFC 6145/7915), IPv4-compatible ::/96
+ * (deprecated; but :: and ::1), NAT64 64:ff9b::/96 and 64:ff9b:1::/48
+ * (RFC 8215), 6to4 2002::/16 and Teredo 2001::/32 (client and server).
+ * Pure. */
 #ifndef DSP_SSRF_H
 #define DSP_SSRF_H
 

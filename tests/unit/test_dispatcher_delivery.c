@@ -346,6 +346,15 @@ static void test_ssrf_embedded_ipv4(void **state)
     assert_string_equal(cls("64:ff9b:1::10.0.0.1"), "private");
     assert_string_equal(cls("64:ff9b:1:ab:cd::127.0.0.1"), "loopback");
     assert_null(cls("64:ff9b:1::8.8.8.8"));
+    /* SIIT IPv4-translated ::ffff:0:a.b.c.d (RFC 6145, RFC 7915) */
+    assert_string_equal(cls("::ffff:0:127.0.0.1"), "loopback");
+    assert_string_equal(cls("::ffff:0:7f00:1"), "loopback");
+    assert_string_equal(cls("::ffff:0:10.0.0.1"), "private");
+    assert_string_equal(cls("::ffff:0:169.254.169.254"), "cloud metadata");
+    assert_string_equal(cls("::ffff:0:0.0.0.0"), "unspecified");
+    assert_null(cls("::ffff:0:8.8.8.8"));
+    /* not SIIT: other words between the ffff and the IPv4 are plain IPv6 */
+    assert_null(cls("::ffff:1:7f00:1"));
     /* 6to4: the IPv4 in bits 16-48 */
     assert_string_equal(cls("2002:7f00:1::1"), "loopback");
     assert_string_equal(cls("2002:a9fe:a9fe::"), "cloud metadata");
@@ -367,6 +376,15 @@ static void test_ssrf_embedded_ipv4(void **state)
     const unsigned char client[4] = {192, 0, 2, 45}, server[4] = {65, 54, 227, 120};
     assert_memory_equal(v4[0], client, 4);
     assert_memory_equal(v4[1], server, 4);
+    v6("::ffff:0:10.1.2.3", &b);
+    assert_int_equal(dsp_addr_embedded4(b.sin6_addr.s6_addr, v4, &how), 1);
+    assert_string_equal(how, "SIIT");
+    const unsigned char siit[4] = {10, 1, 2, 3};
+    assert_memory_equal(v4[0], siit, 4);
+    v6("64:ff9b:1::10.1.2.3", &b);
+    assert_int_equal(dsp_addr_embedded4(b.sin6_addr.s6_addr, v4, &how), 1);
+    assert_string_equal(how, "NAT64");
+    assert_memory_equal(v4[0], siit, 4);
     v6("2606:4700::1111", &b);
     assert_int_equal(dsp_addr_embedded4(b.sin6_addr.s6_addr, v4, &how), 0);
 
@@ -383,6 +401,16 @@ static void test_ssrf_embedded_ipv4(void **state)
     assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, &g, NULL, why, sizeof(why)), 0);
     assert_non_null(strstr(why, "is private (10.0.0.1, embedded by 6to4)"));
     v6("::7f00:3", &b);
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, NULL, &g, why, sizeof(why)), 1);
+    v6("::ffff:0:7f00:1", &b);
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, &g, NULL, why, sizeof(why)), 0);
+    assert_non_null(strstr(why, "::ffff:0:7f00:1 is loopback (127.0.0.1, embedded by SIIT)"));
+    v6("::ffff:0:7f00:3", &b);
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, &g, NULL, why, sizeof(why)), 1);
+    v6("64:ff9b:1::7f00:1", &b);
+    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, &g, NULL, why, sizeof(why)), 0);
+    assert_non_null(strstr(why, "is loopback (127.0.0.1, embedded by NAT64)"));
+    v6("64:ff9b:1::7f00:3", &b);
     assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, NULL, &g, why, sizeof(why)), 1);
 }
 
