@@ -3,6 +3,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -448,8 +449,14 @@ static int is_word_char(char ch)
            ch != '"' && ch != '(' && ch != ')';
 }
 
-/* An address in parentheses ("(10.0.0.5)", "(::1)"): hex digits, '.' and
- * ':' only, with at least one '.' or ':'. */
+static int is_hex(char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/* An address in parentheses ("(10.0.0.5)", "(::1)", "(fe80::1%eth0)"): hex
+ * digits, '.' and ':' only, with at least one '.' or ':', and an IPv6 zone
+ * after '%'. */
 static int is_paren_addr(const char *s, size_t len)
 {
     int sep = 0;
@@ -457,13 +464,58 @@ static int is_paren_addr(const char *s, size_t len)
         return 0;
     for (size_t i = 0; i < len; i++) {
         char ch = s[i];
+        if (ch == '%' && sep) { /* a zone: an interface name */
+            for (size_t z = i + 1; z < len; z++)
+                if (!(isalnum((unsigned char)s[z]) || s[z] == '_' || s[z] == '-' || s[z] == '.'))
+                    return 0;
+            return i + 1 < len;
+        }
         if (ch == '.' || ch == ':')
             sep = 1;
-        else if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
-                   (ch >= 'A' && ch <= 'F')))
+        else if (!is_hex(ch))
             return 0;
     }
     return sep;
+}
+
+/* An unquoted IPv6 address: "2001:db8::5", "fe80::1%eth0", "[::1]:7001"
+ * (bracketed, or with "::"; "12:00:01" is not one). */
+static int is_ipv6_word(const char *s, size_t len)
+{
+    if (len > 2 && s[0] == '[') {
+        const char *close = memchr(s, ']', len);
+        return close != NULL && is_paren_addr(s + 1, (size_t)(close - s) - 1);
+    }
+    size_t a = 0;
+    while (a < len && s[a] != '%')
+        a++;
+    for (size_t i = 0; i + 1 < a; i++)
+        if (s[i] == ':' && s[i + 1] == ':')
+            return is_paren_addr(s, len);
+    return 0;
+}
+
+/* Whether s[i] is preceded by word (case-insensitive) and one space, at a
+ * word start. */
+static int preceded_by(const char *s, size_t i, const char *word)
+{
+    size_t n = strlen(word);
+    if (i < n + 1 || s[i - 1] != ' ' || strncasecmp(s + i - 1 - n, word, n) != 0)
+        return 0;
+    return i == n + 1 || !is_word_char(s[i - 2 - n]);
+}
+
+/* The connection keywords whose value names the environment, in an
+ * unquoted key=value pair (a conninfo string). */
+static int is_conn_key(const char *s, size_t len)
+{
+    static const char *const keys[] = {"host",    "hostaddr", "port",       "user",
+                                       "dbname",  "database", "password",   "service",
+                                       "sslcert", "sslkey",   "sslrootcert"};
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+        if (len == strlen(keys[k]) && strncasecmp(s, keys[k], len) == 0)
+            return 1;
+    return 0;
 }
 
 /* A dotted IPv4 address (digits with three dots). */
@@ -486,17 +538,25 @@ static int is_ipv4_word(const char *s, size_t len)
 }
 
 /* Whether the quoted string at s[q] names the environment: a path, or
- * what libpq's messages quote after these words (server at "host", host
- * name "h", for user "u", role "r", database "d", on socket "/path", host
- * "h" (pg_hba), certificate file "/f", certificate for "h"). */
+ * what libpq 15's messages (and the server's connection errors) quote after
+ * these words: server at "host", host name "h", for user "u", role "r",
+ * database "d", on socket "/path", host "h" (pg_hba), certificate file
+ * "/f", certificate for "h", network address "a", service "s",
+ * requirepeer specifies "u", port number: "p", in URI: "postgresql://..",
+ * URI query parameter: "k=v", LDAP URL "ldap://..", percent-encoded
+ * token: "..", parser routine: "uri". */
 static int names_environment(const char *s, size_t q)
 {
-    static const char *const words[] = {"at",     "host", "name", "user",    "role",
-                                        "socket", "file", "for",  "database"};
+    static const char *const words[] = {"at",        "host",      "name",   "user",     "role",
+                                        "socket",    "file",      "for",    "database", "address",
+                                        "service",   "specifies", "number", "URI",      "URL",
+                                        "parameter", "token",     "routine"};
     if (s[q + 1] == '/')
         return 1;
     size_t e = q;
     while (e > 0 && s[e - 1] == ' ')
+        e--;
+    if (e > 0 && s[e - 1] == ':') /* "number: \"p\"" */
         e--;
     size_t b = e;
     while (b > 0 && ((s[b - 1] >= 'a' && s[b - 1] <= 'z') || (s[b - 1] >= 'A' && s[b - 1] <= 'Z')))
@@ -504,7 +564,8 @@ static int names_environment(const char *s, size_t q)
     for (size_t k = 0; k < sizeof(words) / sizeof(words[0]); k++)
         if (e - b == strlen(words[k]) && strncasecmp(s + b, words[k], e - b) == 0)
             return 1;
-    return 0;
+    /* requirepeer's "actual peer user name is \"u\"" */
+    return e - b == 2 && strncmp(s + b, "is", 2) == 0 && preceded_by(s, b, "user name");
 }
 
 int adm_redact_detail(char *s, size_t size)
@@ -571,8 +632,28 @@ int adm_redact_detail(char *s, size_t size)
                 n++;
                 continue;
             }
+            const char *eq = memchr(s + i, '=', w - i);
+            if (eq != NULL && is_conn_key(s + i, (size_t)(eq - s) - i)) {
+                rput(&o, s + i, (size_t)(eq - s) - i + 1); /* host=..., user=... */
+                rput(&o, "...", 3);
+                i = w;
+                n++;
+                continue;
+            }
+            /* an unquoted name where libpq quotes one: server at h, port;
+             * database d / role r / user u does not exist */
+            if (preceded_by(s, i, "server at") ||
+                ((preceded_by(s, i, "database") || preceded_by(s, i, "role") ||
+                  preceded_by(s, i, "user")) &&
+                 strncmp(s + w, " does not exist", 15) == 0)) {
+                rput(&o, "...", 3);
+                i = w;
+                n++;
+                continue;
+            }
             const char *colon = memchr(s + i, ':', w - i);
-            if (is_ipv4_word(s + i, colon ? (size_t)(colon - s) - i : w - i)) {
+            if (is_ipv6_word(s + i, w - i) ||
+                is_ipv4_word(s + i, colon ? (size_t)(colon - s) - i : w - i)) {
                 rput(&o, "...", 3); /* a.b.c.d, a.b.c.d:port */
                 if (s[w - 1] == ':')
                     rput(&o, ":", 1);

@@ -36,10 +36,14 @@ int adm_page_render(adm_page *p, const wh_state *s, const char *store_err,
                     const adm_page_target *prog, wh_buf *out);
 
 /* Masks what an error message names of the environment, in place (s
- * holds size bytes): the names libpq quotes (a server's host, a host name,
- * a user, role or database, a socket or file path: "..."; a publication or
- * slot name stays), addresses in parentheses, "port N", dotted IPv4
- * addresses, the rest of URLs after their scheme and the directories of
+ * holds size bytes): the names libpq 15 and the server's connection
+ * errors quote (a server's host, a host name or network address, a user,
+ * role or database, a service, a socket or file path, a port number, a
+ * conninfo URI or LDAP URL: "..."; a publication or slot name stays),
+ * addresses in parentheses (an IPv6 zone too), "port N", IPv4 and IPv6
+ * addresses, the values of conninfo pairs (host=..., user=..., dbname=...),
+ * an unquoted name after "server at" or in "database|role|user X does
+ * not exist", the rest of URLs after their scheme and the directories of
  * absolute paths (".../ingestor.sock"). The words of the
  * message stay ("connection to server at "...", port ... failed: FATAL:
  * database "..." does not exist"). For the pages answered without a token.

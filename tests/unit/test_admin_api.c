@@ -787,6 +787,48 @@ static void test_redact_detail(void **state)
         {"publication \"walhook\" does not exist", "publication \"walhook\" does not exist"},
         {"not streaming (state connecting)", "not streaming (state connecting)"},
         {"role \"unterminated", "role \"..."},
+        /* the other names libpq 15 quotes (its message texts) */
+        {"could not translate host name \"db.internal\" to address: Name or service not known",
+         "could not translate host name \"...\" to address: Name or service not known"},
+        {"could not parse network address \"10.0.0.300\": Name or service not known",
+         "could not parse network address \"...\": Name or service not known"},
+        {"connection to server at \"fe80::1%eth0\" (fe80::1%eth0), port 5432 failed: Connection "
+         "refused",
+         "connection to server at \"...\" (...), port ... failed: Connection refused"},
+        {"definition of service \"prod-db\" not found", "definition of service \"...\" not found"},
+        {"requirepeer specifies \"postgres\", but actual peer user name is \"app\"",
+         "requirepeer specifies \"...\", but actual peer user name is \"...\""},
+        {"invalid port number: \"54x32\"", "invalid port number: \"...\""},
+        {"IPv6 host address may not be empty in URI: \"postgresql://app@[]:5432/shop\"",
+         "IPv6 host address may not be empty in URI: \"...\""},
+        {"invalid URI query parameter: \"hostaddr=10.0.0.5\"",
+         "invalid URI query parameter: \"...\""},
+        {"invalid LDAP URL \"ldap://ldap.internal/dc=db?uniqueMember?one?(cn=x)\": no filter",
+         "invalid LDAP URL \"...\": no filter"},
+        {"server certificate for \"db.internal\" does not match host name \"10.0.0.5\"",
+         "server certificate for \"...\" does not match host name \"...\""},
+        {"FATAL:  role \"app\" is not permitted to log in",
+         "FATAL:  role \"...\" is not permitted to log in"},
+        {"FATAL:  no pg_hba.conf entry for replication connection from host \"10.1.1.1\", user "
+         "\"rep\", no encryption",
+         "FATAL:  no pg_hba.conf entry for replication connection from host \"...\", user "
+         "\"...\", no encryption"},
+        /* unquoted: key=value pairs, IPv6 addresses, "server at" a name */
+        {"bad conninfo host=db.internal port=5432 dbname=shop user=app sslmode=require",
+         "bad conninfo host=... port=... dbname=... user=... sslmode=require"},
+        {"cannot reach [2001:db8::5]:7001 or fe80::1%eth0 (timed out)",
+         "cannot reach ... or ... (timed out)"},
+        {"connection to server at db.internal, port 5432 failed",
+         "connection to server at ..., port ... failed"},
+        {"FATAL:  database shop does not exist; role app does not exist",
+         "FATAL:  database ... does not exist; role ... does not exist"},
+        /* what is not a name stays */
+        {"FATAL:  the database system is starting up",
+         "FATAL:  the database system is starting up"},
+        {"must be superuser or replication role to start walsender",
+         "must be superuser or replication role to start walsender"},
+        {"slot \"walhook_shop\" is active at 12:00:01",
+         "slot \"walhook_shop\" is active at 12:00:01"},
         {"", ""},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
