@@ -15,8 +15,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#define _XOPEN_SOURCE_EXTENDED 1
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,34 +23,16 @@
 #include <rocksdb/c.h>
 
 #include "../../services/store/st_db_int.h"
-#include "wh_util.h"
-#include "rmtree.h"
+#include "stdb_fixture.h"
 
-typedef struct fx {
-    char dir[64];
-    st_db *db;
-} fx;
+typedef stdb_fx fx;
 
 static int setup(void **state)
 {
-    fx *f = calloc(1, sizeof(*f));
-    strcpy(f->dir, "/tmp/test_store_cf.XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    char err[WH_ERRLEN];
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 0};
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
+    static const st_db_opts o = {.offset_sync_wait_us = 2000};
+    fx *f = stdb_fx_new("test_store_cf", &o);
     st_db_set_toast_bytes(f->db, 1 << 20);
     *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx *f = *state;
-    st_db_close(f->db);
-    wh_test_rmtree(f->dir);
-    free(f);
     return 0;
 }
 
@@ -199,9 +179,9 @@ static void test_stage_create_fails(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_meta_create_fails, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_toast_create_fails, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stage_create_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_meta_create_fails, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_toast_create_fails, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_stage_create_fails, setup, stdb_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

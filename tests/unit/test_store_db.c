@@ -7,8 +7,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#define _XOPEN_SOURCE_EXTENDED 1
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,14 +18,9 @@
 
 #include <rocksdb/c.h>
 
-#include "../../services/store/st_db.h"
-#include "wh_util.h"
-#include "rmtree.h"
+#include "stdb_fixture.h"
 
-typedef struct fx {
-    char dir[64];
-    st_db *db;
-} fx;
+typedef stdb_fx fx;
 
 typedef struct got {
     size_t n;
@@ -39,37 +32,16 @@ typedef struct got {
 
 static void open_db(fx *f, int read_only)
 {
-    char err[WH_ERRLEN];
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, read_only, 0, 0, 2000, 1 << 20};
-    int rc = st_db_open(&f->db, &o, err, sizeof(err));
-    if (rc != WH_OK)
-        fail_msg("open: %s", err);
+    st_db_opts o = f->o;
+    o.read_only = read_only;
+    stdb_fx_open(&f->db, f->dir, &o);
 }
 
 static int setup(void **state)
 {
-    fx *f = calloc(1, sizeof(*f));
-    strcpy(f->dir, "/tmp/test_store_db.XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    open_db(f, 0);
-    *state = f;
+    static const st_db_opts o = {.offset_sync_wait_us = 2000, .wal_zero_ahead_bytes = 1 << 20};
+    *state = stdb_fx_new("test_store_db", &o);
     return 0;
-}
-
-static int teardown(void **state)
-{
-    fx *f = *state;
-    st_db_close(f->db);
-    wh_test_rmtree(f->dir);
-    free(f);
-    return 0;
-}
-
-static void reopen(fx *f)
-{
-    st_db_close(f->db);
-    f->db = NULL;
-    open_db(f, 0);
 }
 
 static int collect(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json, size_t len)
@@ -313,7 +285,7 @@ static void test_offsets(void **state)
     assert_int_equal(s, 3);
     assert_int_equal(st_db_commit(f->db, "t", "c2", 0x10, 0, &l, &s, err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_commit(f->db, "u", "c1", 0x99, 0, &l, &s, err, sizeof(err)), WH_OK);
-    reopen(f);
+    stdb_fx_reopen(f);
     assert_int_equal(st_db_get_offset(f->db, "t", "c1", &l, &s, err, sizeof(err)), WH_OK);
     assert_int_equal(l, 0x500);
     assert_int_equal(s, 3);
@@ -350,7 +322,7 @@ static void test_reopen_and_dump(void **state)
     append1(f->db, "t", 0x16B374D848ULL, 0, "{}", 0x16B374D900ULL);
     append1(f->db, "t", 0x16B374D848ULL, 1, "{}", 0);
     append1(f->db, "s", 0x1, 7, "{}", 0);
-    reopen(f);
+    stdb_fx_reopen(f);
     got g;
     assert_int_equal(read_all(f->db, "t", 0, 0, &g), 2);
     uint64_t d;
@@ -454,7 +426,7 @@ static void test_tenant_drop(void **state)
     assert_int_equal(st_db_tenant_drop(f->db, "a", err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_tenant_drop(f->db, "nobody", err, sizeof(err)), WH_OK);
 
-    reopen(f);
+    stdb_fx_reopen(f);
     cf_list(f->dir, cfs, sizeof(cfs));
     assert_null(strstr(cfs, "e:a,"));
     assert_null(strstr(cfs, "m:a,"));
@@ -676,12 +648,10 @@ static void gc_fill(st_db *db, int commit_as_we_go)
 
 static void open_small(fx *f)
 {
-    char err[WH_ERRLEN];
     st_db_close(f->db);
     f->db = NULL;
-    st_db_opts o = {f->dir, 1 << 20, 64 << 10, 0, 0, 0, 0, 0}; /* 64 KiB memtables: many flushes */
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
+    static const st_db_opts o = {.write_buffer_bytes = 64 << 10}; /* many flushes */
+    stdb_fx_open(&f->db, f->dir, &o);
 }
 
 /* A consumer that keeps up: the events it passed die in the compactions
@@ -769,7 +739,7 @@ static void test_gc_at_flush(void **state)
     assert_int_equal(g.lsn[0], 41);
     /* the consumer reads on from its offset; a reopen reads the same */
     assert_int_equal(read_all(f->db, "t", 40, 0, &g), 10);
-    reopen(f);
+    stdb_fx_reopen(f);
     assert_int_equal(read_all(f->db, "t", 0, 0, &g), 10);
     /* delivered to the last event: that one stays (it says where the
      * tenant ends) until a later one is written */
@@ -848,7 +818,7 @@ static void test_watermark_monotonic(void **state)
     assert_int_equal(wl, 6);
     /* and across a restart (the W key) */
     st_db_maintain(f->db);
-    reopen(f);
+    stdb_fx_reopen(f);
     assert_int_equal(st_db_watermark(f->db, "w", &wl, &ws), WH_OK);
     assert_int_equal(wl, 6);
     assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
@@ -904,14 +874,14 @@ static void test_retention_age(void **state)
     assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
     assert_int_equal(live_events(f->db, "r"), 50);
     /* the mark survives a restart; a set offset clears it */
-    reopen(f);
+    stdb_fx_reopen(f);
     assert_true(st_db_needs_snapshot(f->db, "r", "slow"));
     assert_int_equal(st_db_watermark(f->db, "r", &wl, &ws), WH_OK);
     assert_int_equal(wl, 51);
     assert_int_equal(st_db_set_offset(f->db, "r", "slow", 100, 0, NULL, NULL, err, sizeof(err)),
                      WH_OK);
     assert_false(st_db_needs_snapshot(f->db, "r", "slow"));
-    reopen(f);
+    stdb_fx_reopen(f);
     assert_false(st_db_needs_snapshot(f->db, "r", "slow"));
     /* a consumer ahead of the floor is not marked */
     assert_int_equal(st_db_commit(f->db, "r", "fast", 90, 0, &l, &s, err, sizeof(err)), WH_OK);
@@ -1048,7 +1018,7 @@ static void test_bad_names(void **state)
     big[63] = '\0'; /* exactly 63 bytes is fine */
     assert_int_equal(st_db_append(f->db, big, &e, 1, 0, &d, err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_commit(f->db, big, big, 1, 0, &l, &s, err, sizeof(err)), WH_OK);
-    reopen(f);
+    stdb_fx_reopen(f);
     assert_int_equal(st_db_get_offset(f->db, big, big, &l, &s, err, sizeof(err)), WH_OK);
     assert_int_equal(l, 1);
 }
@@ -1104,7 +1074,7 @@ static void test_commit_with_appends(void **state)
     uint64_t l;
     uint32_t s;
     assert_int_equal(st_db_commit(f->db, "t", "c", 0x5000, 0, &l, &s, err, sizeof(err)), WH_OK);
-    reopen(f);
+    stdb_fx_reopen(f);
     assert_int_equal(st_db_get_offset(f->db, "t", "c", &l, &s, err, sizeof(err)), WH_OK);
     assert_int_equal(l, 0x5000);
 }
@@ -1254,12 +1224,10 @@ static void check_io_limited(fx *f, const char *what)
 static void test_io_rate_limited(void **state)
 {
     fx *f = *state;
-    char err[WH_ERRLEN];
     st_db_close(f->db);
     f->db = NULL;
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 2, 1 << 20, 0, 0};
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
+    static const st_db_opts o = {.background_jobs = 2, .io_rate_bytes = 1 << 20};
+    stdb_fx_open(&f->db, f->dir, &o);
     check_io_limited(f, "store.io_rate_bytes = 1 MiB/s");
 }
 
@@ -1270,12 +1238,10 @@ static void test_io_rate_limited(void **state)
 static void test_io_rate_runtime(void **state)
 {
     fx *f = *state;
-    char err[WH_ERRLEN];
     st_db_close(f->db);
     f->db = NULL;
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 2, 64 << 20, 0, 0};
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
+    static const st_db_opts o = {.background_jobs = 2, .io_rate_bytes = 64 << 20};
+    stdb_fx_open(&f->db, f->dir, &o);
     assert_int_equal(st_db_io_rate(f->db), 64 << 20);
     st_db_limits lim = {0, 0, 0, 0, 0, 0, 1 << 20, 0};
     st_db_set_limits(f->db, &lim);
@@ -1345,9 +1311,9 @@ static void test_compactions_alternate(void **state)
     char err[WH_ERRLEN];
     st_db_close(f->db);
     f->db = NULL;
-    st_db_opts o = {f->dir, 1 << 20, 64 << 10, 0, 2, 64 << 20, 0, 0};
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
+    static const st_db_opts o = {
+        .write_buffer_bytes = 64 << 10, .background_jobs = 2, .io_rate_bytes = 64 << 20};
+    stdb_fx_open(&f->db, f->dir, &o);
     st_db_limits lim = {0, 0, 0, 0, 0, 0, 512 << 10, 0}; /* a's compactions take ~1 s */
     st_db_set_limits(f->db, &lim);
     st_db_set_resend_overwrite(f->db, 1); /* the rewrites make the compactions */
@@ -1538,7 +1504,7 @@ static void test_commit_slices(void **state)
 
     /* the same append alone (a store that saw no light append): one write */
     st_db_set_commit_hook(f->db, NULL, NULL);
-    reopen(f);
+    stdb_fx_reopen(f);
     memset(&tr, 0, sizeof(tr));
     pthread_mutex_init(&tr.mu, NULL);
     st_db_set_commit_hook(f->db, trace_commit, &tr);
@@ -1891,9 +1857,8 @@ static void test_crash_zeroed_wal(void **state)
     /* the WAL was zero-filled past its data (a few KiB) when the store died */
     assert_true(wal_size(dir) >= (1 << 20));
     st_db *db = NULL;
-    st_db_opts o = {dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 1 << 20};
-    if (st_db_open(&db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("reopen after SIGKILL: %s", err);
+    static const st_db_opts o = {.offset_sync_wait_us = 2000, .wal_zero_ahead_bytes = 1 << 20};
+    stdb_fx_open(&db, dir, &o); /* as the child did */
     got g;
     assert_int_equal(read_all(db, "t", 0, 0, &g), CRASH_BATCHES * CRASH_PER);
     for (size_t k = 0; k < g.n; k++) {
@@ -1966,7 +1931,7 @@ static void test_stage_keys(void **state)
     uint32_t os;
     assert_int_equal(st_db_commit(f->db, "t", "c", 0x999, 0, &ol, &os, err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
-    reopen(f);
+    stdb_fx_reopen(f);
 
     staged_got g = {0};
     int stopped = 1;
@@ -2085,7 +2050,7 @@ static void test_schema_registry(void **state)
     /* a streamed one: alone */
     st_schema streamed = {"public.t", 0xdef, 0, 11, "{\"v\":3}", 7, 0, 0, 0, 0, 0, 0, 0};
     assert_int_equal(st_db_schema_put(f->db, "t1", &streamed, 1, err, sizeof(err)), WH_OK);
-    reopen(f);
+    stdb_fx_reopen(f);
     sv_got g;
     memset(&g, 0, sizeof(g));
     assert_int_equal(st_db_schema_list(f->db, "t1", sv_collect, &g, err, sizeof(err)), WH_OK);
@@ -2272,7 +2237,7 @@ static void test_schema_prune_return(void **state)
     assert_true(sv_has(f, 0x3, NULL));
     assert_true(sv_has(f, 0x9, NULL));
     /* the pruned state is durable; the watermark stays */
-    reopen(f);
+    stdb_fx_reopen(f);
     assert_false(sv_has(f, 0x2, NULL));
     assert_int_equal(sv_count(f), 3);
     /* wm past 0x400: V1 goes; V3 (current) and u's only version stay */
@@ -2372,7 +2337,7 @@ static void test_schema_tombstone(void **state)
     assert_true(sv_has(f, 0x2, NULL));
     assert_int_equal(sv_list(f, 0).n, 4);
     assert_int_equal(sv_list(f, 0).ntomb, 2);
-    reopen(f);
+    stdb_fx_reopen(f);
     assert_true(sv_tomb(f, 0x1, NULL));
     /* pruned once: a later prune finds nothing to do */
     size_t n = 9;
@@ -2468,45 +2433,45 @@ int main(void)
     if (getenv("TEST_STORE_CRASH_DIR"))
         crash_child(getenv("TEST_STORE_CRASH_DIR"));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_append_written, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_snapshot_progress, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_idempotent, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_offsets, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tenant_isolation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reopen_and_dump, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_gc_at_flush, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_gc_idle_sweep, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_commit_with_appends, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tenant_drop, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reader_cursor, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_gc_natural_compaction, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_gc_backlog_released, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_watermark_monotonic, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retention_age, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retention_marks_first, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retention_bytes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_migrate_single_cf, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_gc_fair_between_tenants, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_io_rate_limited, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_io_rate_runtime, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_compactions_alternate, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_commit_slices, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_commit_share_setting, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_commit_concurrent, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_commit_handoff_light, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_commit_jump_ahead, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_crash_zeroed_wal, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stage_keys, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_schema_registry, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_schema_prune_return, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_schema_prune_kept, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_schema_tombstone, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_schema_unproven, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_append_written, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_progress, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_idempotent, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_order, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_limits, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_offsets, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_tenant_isolation, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_and_dump, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_gc, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_gc_at_flush, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_gc_idle_sweep, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_names, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_with_appends, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_tenant_drop, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_reader_cursor, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_gc_natural_compaction, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_gc_backlog_released, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_watermark_monotonic, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_retention_age, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_retention_marks_first, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_retention_bytes, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_single_cf, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_gc_fair_between_tenants, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_io_rate_limited, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_io_rate_runtime, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_compactions_alternate, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_slices, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_share_setting, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_concurrent, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_handoff_light, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_jump_ahead, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_crash_zeroed_wal, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_stage_keys, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_registry, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_prune_return, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_prune_kept, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_tombstone, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_unproven, setup, stdb_fx_teardown),
     };
     if (getenv("TEST_FILTER"))
         cmocka_set_test_filter(getenv("TEST_FILTER"));

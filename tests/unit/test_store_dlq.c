@@ -8,46 +8,19 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#define _XOPEN_SOURCE_EXTENDED 1
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "../../services/store/st_db.h"
-#include "wh_util.h"
-#include "rmtree.h"
+#include "stdb_fixture.h"
 
-typedef struct fx {
-    char dir[64];
-    st_db *db;
-} fx;
-
-static void open_db(fx *f)
-{
-    char err[WH_ERRLEN];
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 0, 0};
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
-}
+typedef stdb_fx fx;
 
 static int setup(void **state)
 {
-    fx *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/test_store_dlq.XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    open_db(f);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx *f = *state;
-    st_db_close(f->db);
-    wh_test_rmtree(f->dir);
-    free(f);
+    static const st_db_opts o = {0};
+    *state = stdb_fx_new("test_store_dlq", &o);
     return 0;
 }
 
@@ -366,8 +339,7 @@ static void test_lease_fencing(void **state)
                      WH_OK);
     assert_true(l.granted);
     /* the lease survives a restart with its epoch and owner */
-    st_db_close(f->db);
-    open_db(f);
+    stdb_fx_reopen(f);
     assert_int_equal(st_db_lease_acquire(f->db, "t", "a", "r1", 60000, 0, &l, err, sizeof(err)),
                      WH_OK);
     assert_false(l.granted);
@@ -474,12 +446,12 @@ static void test_lease_list_owners(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_write_moves_offset, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_lease_owner_control, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_list_get_replay_purge, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_replay_ack_generation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_lease_fencing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_lease_list_owners, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_moves_offset, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_lease_owner_control, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_list_get_replay_purge, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_replay_ack_generation, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_lease_fencing, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_lease_list_owners, setup, stdb_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

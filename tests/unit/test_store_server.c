@@ -6,10 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#define _XOPEN_SOURCE_EXTENDED 1
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <sys/mount.h>
 #include <sys/statvfs.h>
@@ -23,8 +21,7 @@
 #include "../../services/store/st_server.h"
 #include "wh_notify.h"
 #include "wh_ipc.h"
-#include "wh_util.h"
-#include "rmtree.h"
+#include "stdb_fixture.h"
 
 #define MAX_MSG (4u * 1024 * 1024)
 
@@ -37,17 +34,17 @@ typedef struct fx {
     int64_t wall0_us; /* wall clock at setup */
 } fx;
 
+/* the store's offset commits and WAL as in production */
+static const st_db_opts OPTS = {.offset_sync_wait_us = 2000, .wal_zero_ahead_bytes = 1 << 20};
+
 static int setup_n(void **state, int workers)
 {
     char err[WH_ERRLEN];
     fx *f = calloc(1, sizeof(*f));
     f->wall0_us = wh_wallclock_us();
-    strcpy(f->dir, "/tmp/test_store_srv.XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
+    stdb_fx_mkdtemp(f->dir, sizeof(f->dir), "test_store_srv");
     snprintf(f->url, sizeof(f->url), "ipc://%s/store.sock", f->dir);
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 1 << 20};
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
+    stdb_fx_open(&f->db, f->dir, &OPTS);
     if (st_server_create(&f->srv, f->db, workers, MAX_MSG, err, sizeof(err)) != WH_OK)
         fail_msg("server: %s", err);
     *state = f;
@@ -72,7 +69,7 @@ static int teardown(void **state)
     st_db_close(f->db);
     if (f->mounted && umount2(f->dir, MNT_DETACH) != 0)
         fprintf(stderr, "umount %s: %s\n", f->dir, strerror(errno));
-    wh_test_rmtree(f->dir);
+    stdb_fx_remove(NULL, f->dir);
     free(f);
     return 0;
 }
@@ -84,8 +81,7 @@ static int setup_tmpfs(void **state)
 {
     char err[WH_ERRLEN];
     fx *f = calloc(1, sizeof(*f));
-    strcpy(f->dir, "/tmp/test_store_full.XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
+    stdb_fx_mkdtemp(f->dir, sizeof(f->dir), "test_store_full");
     if (mount("walhook-test", f->dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0700") != 0) {
         fprintf(stderr, "cannot mount a tmpfs on %s (%s): the disk-full test needs root\n", f->dir,
                 strerror(errno));
@@ -96,9 +92,8 @@ static int setup_tmpfs(void **state)
     }
     f->mounted = 1;
     snprintf(f->url, sizeof(f->url), "ipc://%s/store.sock", f->dir);
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 0, 0};
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
+    static const st_db_opts o = {0};
+    stdb_fx_open(&f->db, f->dir, &o);
     if (st_server_create(&f->srv, f->db, 4, MAX_MSG, err, sizeof(err)) != WH_OK)
         fail_msg("server: %s", err);
     *state = f;
@@ -1567,9 +1562,7 @@ static void test_stage_reopen(void **state)
 
     st_server_destroy(f->srv);
     st_db_close(f->db);
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 1 << 20};
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
+    stdb_fx_open(&f->db, f->dir, &OPTS);
     if (st_server_create(&f->srv, f->db, 4, MAX_MSG, err, sizeof(err)) != WH_OK)
         fail_msg("server: %s", err);
     assert_int_equal(staged_count(f, "t", 42), 4);

@@ -13,8 +13,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#define _XOPEN_SOURCE_EXTENDED 1
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../services/store/st_db.h"
 #include "../../services/store/st_slot.h"
-#include "wh_util.h"
-#include "rmtree.h"
+#include "stdb_fixture.h"
 
 /* The machine's wall clock as this process sees it: clock_gettime is
  * replaced here (the store's code and its libraries call this one), and
@@ -54,12 +50,12 @@ static uint64_t fx_clock(void *arg)
     return ((fx *)arg)->clock;
 }
 
+static const st_db_opts OPTS = {.offset_sync_wait_us = 2000, .wal_zero_ahead_bytes = 1 << 20};
+
 static void fx_open(fx *f)
 {
     char err[WH_ERRLEN];
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 1 << 20};
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
+    stdb_fx_open(&f->db, f->dir, &OPTS);
     assert_int_equal(st_slot_new(&f->slot, f->db, err, sizeof(err)), WH_OK);
     st_slot_set_clock(f->slot, fx_clock, f);
 }
@@ -75,8 +71,7 @@ static void fx_reopen(fx *f)
 static int setup(void **state)
 {
     fx *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "%s/test_store_slot.XXXXXX", P_tmpdir);
-    assert_non_null(mkdtemp(f->dir));
+    stdb_fx_mkdtemp(f->dir, sizeof(f->dir), "test_store_slot");
     f->clock = 1700000000000ull;
     fx_open(f);
     *state = f;
@@ -87,8 +82,7 @@ static int teardown(void **state)
 {
     fx *f = *state;
     st_slot_free(f->slot);
-    st_db_close(f->db);
-    wh_test_rmtree(f->dir);
+    stdb_fx_remove(f->db, f->dir);
     free(f);
     return 0;
 }
@@ -355,9 +349,7 @@ static void test_resync_stalled_wall_step(void **state)
     st_db_close(f->db);
     wall_step_s = 2 * 86400;
     char err[WH_ERRLEN];
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 1 << 20};
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
+    stdb_fx_open(&f->db, f->dir, &OPTS);
     assert_int_equal(st_slot_new(&f->slot, f->db, err, sizeof(err)), WH_OK);
     r = report(f, 0x400, 0, 0, 60000, slowest);
     assert_int_equal(r.marked, 0);

@@ -11,8 +11,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#define _XOPEN_SOURCE_EXTENDED 1
-#include <ftw.h>
 #include <pthread.h>
 #include <rocksdb/c.h>
 #include <stdio.h>
@@ -26,8 +24,7 @@
 #include "wh_config.h"
 #include "wh_ipc.h"
 #include "wh_state.h"
-#include "wh_util.h"
-#include "rmtree.h"
+#include "stdb_fixture.h"
 
 typedef struct fx {
     char dir[64];
@@ -46,12 +43,12 @@ static const char *CONF =
     "\"o\"; };\n"
     "              targets = ( { name = \"x\"; url = \"https://h/x\"; } ); } );\n";
 
+static const st_db_opts OPTS = {0};
+
 static void open_all(fx *f)
 {
     char err[WH_ERRLEN];
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 0, 0};
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
+    stdb_fx_open(&f->db, f->dir, &OPTS);
     if (wh_config_load(&f->cfg, f->conf, err, sizeof(err)) != WH_OK)
         fail_msg("config: %s", err);
     if (st_state_open(&f->st, f->db, &f->cfg, f->conf, err, sizeof(err)) != WH_OK)
@@ -74,8 +71,7 @@ static void close_all(fx *f)
 static int setup(void **state)
 {
     fx *f = calloc(1, sizeof(*f));
-    strcpy(f->dir, "/tmp/test_store_state.XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
+    stdb_fx_mkdtemp(f->dir, sizeof(f->dir), "test_store_state");
     snprintf(f->conf, sizeof(f->conf), "%s/walhook.conf", f->dir);
     FILE *c = fopen(f->conf, "w");
     assert_non_null(c);
@@ -90,7 +86,7 @@ static int teardown(void **state)
 {
     fx *f = *state;
     close_all(f);
-    wh_test_rmtree(f->dir);
+    stdb_fx_remove(NULL, f->dir);
     free(f);
     return 0;
 }
@@ -596,16 +592,13 @@ static void test_sweep_leftover_tenant(void **state)
     /* a first start: the data on disk stays */
     fx *g = calloc(1, sizeof(*g));
     assert_non_null(g);
-    strcpy(g->dir, "/tmp/test_store_state.XXXXXX");
-    assert_non_null(mkdtemp(g->dir));
+    stdb_fx_mkdtemp(g->dir, sizeof(g->dir), "test_store_state");
     snprintf(g->conf, sizeof(g->conf), "%s/walhook.conf", g->dir);
     FILE *c = fopen(g->conf, "w");
     assert_non_null(c);
     fprintf(c, "data_dir = \"%s\";\n%s", g->dir, CONF);
     fclose(c);
-    st_db_opts o = {g->dir, 1 << 20, 1 << 20, 0, 0, 0, 0, 0};
-    if (st_db_open(&g->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
+    stdb_fx_open(&g->db, g->dir, &OPTS);
     assert_int_equal(st_db_tenant_create(g->db, "pre", err, sizeof(err)), WH_OK);
     st_db_close(g->db);
     g->db = NULL;

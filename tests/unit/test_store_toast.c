@@ -6,54 +6,28 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#define _XOPEN_SOURCE_EXTENDED 1
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../../services/store/st_db.h"
-#include "wh_util.h"
-#include "rmtree.h"
+#include "stdb_fixture.h"
 
-typedef struct fx {
-    char dir[64];
-    st_db *db;
-} fx;
-
-static void open_db(fx *f)
-{
-    char err[WH_ERRLEN];
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 0};
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
-    st_db_set_toast_bytes(f->db, 1 << 20);
-}
+typedef stdb_fx fx;
 
 static int setup(void **state)
 {
-    fx *f = calloc(1, sizeof(*f));
-    strcpy(f->dir, "/tmp/test_store_toast.XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    open_db(f);
+    static const st_db_opts o = {.offset_sync_wait_us = 2000};
+    fx *f = stdb_fx_new("test_store_toast", &o);
+    st_db_set_toast_bytes(f->db, 1 << 20);
     *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx *f = *state;
-    st_db_close(f->db);
-    wh_test_rmtree(f->dir);
-    free(f);
     return 0;
 }
 
 static void reopen(fx *f)
 {
-    st_db_close(f->db);
-    open_db(f);
+    stdb_fx_reopen(f);
+    st_db_set_toast_bytes(f->db, 1 << 20);
 }
 
 static st_toast_op put(uint32_t rel, const char *key, const char *col, const char *val,
@@ -347,12 +321,12 @@ static void test_tenant_drop(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_put_lookup_lsn, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_generation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_eviction, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tenant_drop, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_late_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_lookup_lsn, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_delete, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_generation, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_eviction, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_tenant_drop, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_late_copy, setup, stdb_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
