@@ -2102,7 +2102,9 @@ static int run_source(repl *r, int first, char *err, size_t errlen)
         r->up_since_ms = wh_now_ms();
         if (!r->fail_pending)
             ing_stats_set_state(st, ING_STATE_STREAMING, NULL);
+        ing_stats_stream(st, 1);
         int what = stream(r, lerr, sizeof(lerr));
+        ing_stats_stream(st, 0);
         /* the backoff starts over only once this stream has run for a
          * while: a stream that fails right after connecting (the walsender
          * meets the same bad change again) is retried with a growing delay */

@@ -30,10 +30,28 @@ void ing_stats_set_state(ing_stats *st, int state, const char *reason)
     pthread_mutex_unlock(&st->reason_mu);
 }
 
+void ing_stats_stream(ing_stats *st, int up)
+{
+    if (!up)
+        wh_gauge_set(&st->stream_down_us, wh_wallclock_us());
+    wh_gauge_set(&st->stream_up, up ? 1 : 0);
+}
+
+/* How old the lag figures are, microseconds: 0 while the stream is read. */
+static int64_t lag_age_us(const ing_stats *st)
+{
+    if (wh_gauge_get(&st->stream_up))
+        return 0;
+    int64_t since = wh_gauge_get(&st->stream_down_us), now = wh_wallclock_us();
+    return since > 0 && now > since ? now - since : 0;
+}
+
 int ing_stats_render(const ing_stats *st, wh_buf *b)
 {
     int64_t flush = wh_gauge_get(&st->confirmed_flush_lsn);
     int64_t end = wh_gauge_get(&st->server_wal_end);
+    /* while the stream is not read both keep their last values: the real
+     * lag is at least this (nothing is confirmed meanwhile) and grows */
     int64_t lag = end > flush ? end - flush : 0;
     /* several ingestors (one per tenant) feed one admin page: each sample
      * carries its tenant (names are [A-Za-z0-9_.-], no escaping needed) */
@@ -55,6 +73,13 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
         wh_metric_header(b, "walhook_replication_lag_bytes", "gauge",
                          "server WAL end minus confirmed flush LSN") ||
         wh_metric_i64(b, "walhook_replication_lag_bytes", l, lag) ||
+        wh_metric_header(b, "walhook_replication_lag_age_seconds", "gauge",
+                         "0 while the ingestor reads the replication stream; while it does not "
+                         "(disconnected from PostgreSQL, reconnecting, not yet connected), the "
+                         "time since it did or since the ingestor started: "
+                         "walhook_replication_lag_bytes and walhook_confirmed_flush_lsn are "
+                         "that old, and the real lag is at least walhook_replication_lag_bytes") ||
+        wh_metric_us_as_s(b, "walhook_replication_lag_age_seconds", l, lag_age_us(st)) ||
         wh_metric_header(b, "walhook_ingestor_batches_sent_total", "counter",
                          "batches acknowledged by the store") ||
         wh_metric_u64(b, "walhook_ingestor_batches_sent_total", l,

@@ -29,6 +29,8 @@ typedef struct ing_stats {
     wh_counter window_full_us;  /* WAL not read: ingestor.window_bytes unacked by the store */
     wh_gauge confirmed_flush_lsn;
     wh_gauge server_wal_end;
+    wh_gauge stream_up;      /* 1 while the replication stream is read (ing_stats_stream) */
+    wh_gauge stream_down_us; /* wall clock since which it is not (0: never set) */
     wh_gauge state;
     ing_batcher *bt;               /* may be NULL */
     char tenant[WH_NAME_MAX];      /* label of every sample ("" = none) */
@@ -51,6 +53,12 @@ typedef struct ing_stats {
 /* Sets the state and the reason shown by /readyz and `walhook status`
  * (reason may be NULL: cleared). Any thread. */
 void ing_stats_set_state(ing_stats *st, int state, const char *reason);
+
+/* The replication stream is read (up 1) or not (0: disconnected,
+ * reconnecting, before the first connection: call it at start). The lag
+ * figures (confirmed flush, server WAL end) are current only while it is:
+ * walhook_replication_lag_age_seconds says how old they are. Any thread. */
+void ing_stats_stream(ing_stats *st, int up);
 
 const char *ing_state_name(int state);
 /* Renders the ingestor's metrics (Prometheus text) into out. */

@@ -143,6 +143,7 @@ int main(int argc, char **argv)
     st.bt = bt;
     wh_strlcpy(st.tenant, tenant, sizeof(st.tenant));
     wh_strlcpy(st.daemon_name, daemon_name, sizeof(st.daemon_name));
+    ing_stats_stream(&st, 0); /* the lag figures' age counts from here */
     if (ing_state_attach(is, bt, err, sizeof(err)) != WH_OK) {
         wh_error("%s", err);
         goto out;

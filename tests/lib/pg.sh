@@ -112,6 +112,19 @@ pg_stop() {
     PG_DIR=""
 }
 
+# pg_halt [MODE]      stops the server (default mode immediate), keeping its
+#                     data and port: pg_resume starts it again.
+pg_halt() {
+    [ -n "$PG_DIR" ] && [ -d "$PG_DIR/data" ] || return 1
+    _pg_run "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m "${1:-immediate}" -w -t 30 stop >/dev/null 2>&1
+}
+
+pg_resume() {
+    [ -n "$PG_DIR" ] && [ -d "$PG_DIR/data" ] || return 1
+    _pg_run "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 start \
+        >/dev/null 2>&1
+}
+
 # pg_restart [MODE]   restarts the server (default mode immediate: a crash
 #                     restart with WAL recovery); same port, same data.
 pg_restart() {

@@ -310,6 +310,23 @@ static void test_flow(void **state)
     assert_non_null(strstr(out.data, "walhook_replication_lag_bytes 500\n"));
     assert_non_null(strstr(out.data, "walhook_ingestor_unacked_bytes 0\n"));
     assert_non_null(strstr(out.data, "walhook_ingestor_batches_sent_total "));
+    /* the lag figures' age: 0 while the stream is read; while it is not,
+     * the time since it was (the lag itself keeps its last value) */
+    ing_stats_stream(&st, 1);
+    wh_buf_reset(&out);
+    assert_int_equal(ing_stats_render(&st, &out), WH_OK);
+    wh_buf_cstr(&out);
+    assert_non_null(strstr(out.data, "\nwalhook_replication_lag_age_seconds 0.000000\n"));
+    ing_stats_stream(&st, 0);
+    wh_gauge_set(&st.stream_down_us, wh_wallclock_us() - 90 * 1000000ll); /* 90 s ago */
+    wh_buf_reset(&out);
+    assert_int_equal(ing_stats_render(&st, &out), WH_OK);
+    wh_buf_cstr(&out);
+    assert_non_null(strstr(out.data, "walhook_replication_lag_bytes 500\n"));
+    const char *age = strstr(out.data, "\nwalhook_replication_lag_age_seconds ");
+    assert_non_null(age);
+    double aged = strtod(age + strlen("\nwalhook_replication_lag_age_seconds "), NULL);
+    assert_true(aged >= 90.0 && aged < 3600.0);
     wh_buf_free(&out);
     assert_string_equal(ing_state_name(ING_STATE_STREAMING), "streaming");
     assert_string_equal(ing_state_name(ING_STATE_CONNECTING), "connecting");
