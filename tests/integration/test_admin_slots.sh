@@ -8,22 +8,7 @@
 # reconnects by itself: walhook_slot_query_ok is 1 again, on a new backend.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-trap wh_cleanup EXIT
-wh_require_bins walhook-store walhook-ingestor walhook-admin
-wh_tmpdir
-pg_start || wh_fail "cannot start PostgreSQL"
-APORT=$(wh_free_port)
-CONF="$WH_TMP/walhook.conf"
-DATA="$WH_TMP/data"
-mkdir -m 700 "$DATA"
-wh_write_conf "$CONF" "$PG_DSN" "$DATA" "$APORT" "http://127.0.0.1:9/hook"
-M="http://127.0.0.1:$APORT/metrics"
-wh_spawn store "$BIN/walhook-store" -c "$CONF"
-wh_wait_until 30 test -S "$DATA/store.sock" || wh_fail "the store did not start"
-wh_spawn ingestor "$BIN/walhook-ingestor" -c "$CONF"
-wh_spawn admin "$BIN/walhook-admin" -c "$CONF"
-wh_wait_http "http://127.0.0.1:$APORT/livez" 30 || wh_fail "the admin does not answer /livez"
-wh_wait_slot_active walhook 60 || wh_fail "the ingestor never started streaming"
+wh_ingest_admin_setup
 
 admin_backends() {
     pg_psql -At -c "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity

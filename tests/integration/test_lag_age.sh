@@ -6,22 +6,7 @@
 # PostgreSQL is down, 0 again once the ingestor reconnected by itself.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-trap wh_cleanup EXIT
-wh_require_bins walhook-store walhook-ingestor walhook-admin
-wh_tmpdir
-pg_start || wh_fail "cannot start PostgreSQL"
-APORT=$(wh_free_port)
-CONF="$WH_TMP/walhook.conf"
-DATA="$WH_TMP/data"
-mkdir -m 700 "$DATA"
-wh_write_conf "$CONF" "$PG_DSN" "$DATA" "$APORT" "http://127.0.0.1:9/hook"
-M="http://127.0.0.1:$APORT/metrics"
-wh_spawn store "$BIN/walhook-store" -c "$CONF"
-wh_wait_until 30 test -S "$DATA/store.sock" || wh_fail "the store did not start"
-wh_spawn ingestor "$BIN/walhook-ingestor" -c "$CONF"
-wh_spawn admin "$BIN/walhook-admin" -c "$CONF"
-wh_wait_http "http://127.0.0.1:$APORT/livez" 30 || wh_fail "the admin does not answer /livez"
-wh_wait_slot_active walhook 60 || wh_fail "the ingestor never started streaming"
+wh_ingest_admin_setup
 
 age() { wh_metric "$M" walhook_replication_lag_age_seconds; }
 current() { [ "$(age)" = 0 ]; }

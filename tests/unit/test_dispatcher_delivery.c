@@ -392,26 +392,29 @@ static void test_ssrf_embedded_ipv4(void **state)
     char err[WH_ERRLEN], why[256];
     wh_cidr_list g;
     assert_int_equal(wh_cidr_list_parse("127.0.0.3/32", &g, err, sizeof(err)), WH_OK);
-    v6("64:ff9b::7f00:1", &b);
-    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, &g, NULL, why, sizeof(why)), 0);
-    assert_non_null(strstr(why, "64:ff9b::7f00:1 is loopback (127.0.0.1, embedded by NAT64)"));
-    v6("64:ff9b::7f00:3", &b);
-    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, &g, NULL, why, sizeof(why)), 1);
-    v6("2002:a00:1::", &b);
-    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, &g, NULL, why, sizeof(why)), 0);
-    assert_non_null(strstr(why, "is private (10.0.0.1, embedded by 6to4)"));
-    v6("::7f00:3", &b);
-    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, NULL, &g, why, sizeof(why)), 1);
-    v6("::ffff:0:7f00:1", &b);
-    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, &g, NULL, why, sizeof(why)), 0);
-    assert_non_null(strstr(why, "::ffff:0:7f00:1 is loopback (127.0.0.1, embedded by SIIT)"));
-    v6("::ffff:0:7f00:3", &b);
-    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, &g, NULL, why, sizeof(why)), 1);
-    v6("64:ff9b:1::7f00:1", &b);
-    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, &g, NULL, why, sizeof(why)), 0);
-    assert_non_null(strstr(why, "is loopback (127.0.0.1, embedded by NAT64)"));
-    v6("64:ff9b:1::7f00:3", &b);
-    assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, NULL, &g, why, sizeof(why)), 1);
+    static const struct {
+        const char *addr;
+        int target;  /* the list is the target's (else the global one) */
+        int allowed; /* dsp_ssrf_allowed's answer */
+        const char *why;
+    } al[] = {
+        {"64:ff9b::7f00:1", 0, 0, "64:ff9b::7f00:1 is loopback (127.0.0.1, embedded by NAT64)"},
+        {"64:ff9b::7f00:3", 0, 1, NULL},
+        {"2002:a00:1::", 0, 0, "is private (10.0.0.1, embedded by 6to4)"},
+        {"::7f00:3", 1, 1, NULL},
+        {"::ffff:0:7f00:1", 0, 0, "::ffff:0:7f00:1 is loopback (127.0.0.1, embedded by SIIT)"},
+        {"::ffff:0:7f00:3", 0, 1, NULL},
+        {"64:ff9b:1::7f00:1", 0, 0, "is loopback (127.0.0.1, embedded by NAT64)"},
+        {"64:ff9b:1::7f00:3", 1, 1, NULL},
+    };
+    for (size_t i = 0; i < sizeof(al) / sizeof(al[0]); i++) {
+        v6(al[i].addr, &b);
+        assert_int_equal(dsp_ssrf_allowed((struct sockaddr *)&b, al[i].target ? NULL : &g,
+                                          al[i].target ? &g : NULL, why, sizeof(why)),
+                         al[i].allowed);
+        if (al[i].why != NULL && strstr(why, al[i].why) == NULL)
+            fail_msg("%s: \"%s\" lacks \"%s\"", al[i].addr, why, al[i].why);
+    }
 }
 
 static void test_ssrf_allow_lists(void **state)
