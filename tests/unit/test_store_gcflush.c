@@ -19,33 +19,14 @@
 #include <rocksdb/c.h>
 
 #include "../../services/store/st_db_int.h"
-#include "wh_util.h"
-#include "rmtree.h"
+#include "stdb_fixture.h"
 
-typedef struct fx {
-    char dir[64];
-    st_db *db;
-} fx;
+typedef stdb_fx fx;
 
 static int setup(void **state)
 {
-    fx *f = calloc(1, sizeof(*f));
-    strcpy(f->dir, "/tmp/test_store_gcflush.XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    char err[WH_ERRLEN];
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 0};
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("open: %s", err);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx *f = *state;
-    st_db_close(f->db);
-    wh_test_rmtree(f->dir);
-    free(f);
+    static const st_db_opts o = {.offset_sync_wait_us = 2000};
+    *state = stdb_fx_new("test_store_gcflush", &o);
     return 0;
 }
 
@@ -110,7 +91,7 @@ static void test_flush_drops_without_markers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_flush_drops_without_markers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flush_drops_without_markers, setup, stdb_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
