@@ -120,7 +120,7 @@ const wh_config_entry wh_config_table[] = {
     L(toast_cache_bytes, "ingestor.toast_cache_bytes", 8 * MiB, 0, 16 * GiB, 0,
       "keep the last value of TOASTed columns up to this many bytes, to fill updates that "
       "leave them unchanged (0: list them as \"unchanged\")"),
-    I(append_fail_ms, "ingestor.append_fail_ms", 10000, 0, 3600000, 0,
+    I(append_fail_ms, "ingestor.append_fail_ms", 10000, 0, 3600000, WH_CF_RUNTIME,
       "the ingestor reports not ready, with the store's error, once its appends to the store "
       "have failed (refused, timed out, no store) for this long, until one succeeds (0 = never)"),
     I(status_interval_ms, "ingestor.status_interval_ms", 1000, 10, 60000, 0,
@@ -175,7 +175,7 @@ const wh_config_entry wh_config_table[] = {
       "write zeros this far ahead of the end of RocksDB's WAL, so a synced append overwrites "
       "written blocks inside the file size and its fdatasync commits no file system journal "
       "(ext4, XFS; 0 = off)"),
-    I(store_write_stall_ms, "store.write_stall_ms", 10000, 0, 3600000, 0,
+    I(store_write_stall_ms, "store.write_stall_ms", 10000, 0, 3600000, WH_CF_RUNTIME,
       "the store reports not ready (and walhook_store_write_stalled_seconds shows it) while a "
       "write or sync has waited this long for the disk: a hung or frozen disk fails nothing "
       "(0 = never)"),

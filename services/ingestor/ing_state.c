@@ -169,9 +169,9 @@ static void on_limits(void *arg, const wh_config *c)
     ing_state *is = arg;
     ing_batcher_set_limits(c, is->bt);
     wh_info("runtime settings: flush_bytes=%lld flush_age_us=%lld busy_linger_us=%lld "
-            "window_bytes=%lld",
+            "window_bytes=%lld append_fail_ms=%d",
             (long long)c->flush_bytes, (long long)c->flush_age_us, (long long)c->busy_linger_us,
-            (long long)c->window_bytes);
+            (long long)c->window_bytes, c->append_fail_ms);
 }
 
 static void on_chunk_rows(void *arg, const wh_config *c)
@@ -184,7 +184,8 @@ static void on_chunk_rows(void *arg, const wh_config *c)
 int ing_state_attach(ing_state *is, ing_batcher *bt, char *err, size_t errlen)
 {
     static const char *const paths[] = {"ingestor.flush_bytes", "ingestor.flush_age_us",
-                                        "ingestor.busy_linger_us", "ingestor.window_bytes"};
+                                        "ingestor.busy_linger_us", "ingestor.window_bytes",
+                                        "ingestor.append_fail_ms"};
     is->bt = bt;
     for (size_t i = 0; i < WH_ARRAY_LEN(paths); i++)
         if (wh_config_hook(paths[i], on_limits, is, err, errlen) != WH_OK)

@@ -227,7 +227,6 @@ int main(int argc, char **argv)
         wh_error("cannot open the store: %s", err);
         return 1;
     }
-    st_db_set_write_stall_ms(db, cfg.store_write_stall_ms);
     /* only now: this process holds rocksdb/LOCK, so the data directory is
      * its (a store that lost the LOCK leaves the running one's file alone) */
     wh_daemon_pidfile(&cfg, "store");

@@ -50,8 +50,8 @@ static void sweep_locked(st_state *st);
 
 static void reconcile_tenants(st_state *st, const wh_state *old, const wh_state *cur);
 
-/* The store's runtime settings of state s (retention caps, write rates)
- * into the db. */
+/* The store's runtime settings of state s (retention caps, write rates,
+ * store.write_stall_ms) into the db. */
 static void apply_limits(st_state *st, const wh_state *s)
 {
     static wh_config eff; /* large; callers hold st->mu or run at open */
@@ -63,6 +63,7 @@ static void apply_limits(st_state *st, const wh_state *s)
     st_db_set_limits(st->db, &l);
     st_db_set_toast_bytes(st->db, eff.store_toast_cache_bytes);
     st_db_set_schema_prune(st->db, eff.store_schema_prune);
+    st_db_set_write_stall_ms(st->db, eff.store_write_stall_ms);
 }
 
 /* Renders s as version `version` into out (reset first). */

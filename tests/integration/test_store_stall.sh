@@ -2,8 +2,10 @@
 # A disk that hangs (a frozen file system, a stalled network volume) fails
 # nothing: before, /readyz stayed 200 while no write completed. The store
 # runs with wh_syncgate.so preloaded: while the gate file exists its WAL
-# syncs wait. With store.write_stall_ms and ingestor.append_fail_ms set low,
-# checked:
+# syncs wait. store.write_stall_ms and ingestor.append_fail_ms are runtime
+# settings: the daemons start with their defaults (10 s) and the test sets
+# them low with PATCH /v1/settings (the store applies its bound with the
+# state write, the ingestor logs its hook). Checked:
 #   - while a sync is held, /readyz turns 503 naming the store and the
 #     stalled write ("... waited N s for the disk"), and
 #     walhook_store_write_stalled_seconds shows its age (the store's Stats
@@ -17,10 +19,10 @@ source "$(dirname "$0")/../lib/helpers.sh"
 wh_syncgate_setup
 wh_items_prepare
 cat >>"$CONF" <<'EOF'
-store = { write_stall_ms = 1500; };
-ingestor = { append_fail_ms = 1000; };
 ipc = { timeout_ms = 3000; };
 EOF
+TOKEN=admin-token-$RANDOM-0123456789
+export WALHOOK_ADMIN_ADMIN_TOKEN=$TOKEN
 wh_spawn store env WH_SYNCGATE="$GATE" LD_PRELOAD="$BIN/tests/wh_syncgate.so" \
     "$BIN/walhook-store" -c "$CONF"
 for d in ingestor dispatcher admin; do
@@ -57,6 +59,12 @@ pg_psql -c "INSERT INTO items SELECT generate_series(1, 10)" >/dev/null || wh_fa
 wh_wait_until 60 received_all 1 10 || wh_fail "rows 1-10 not delivered"
 wh_wait_until 30 ready || wh_fail "/readyz not 200 before the stall: $(cat "$WH_TMP/readyz.json")"
 
+# both bounds changed at runtime, no restart
+wh_admin_api PATCH /v1/settings '{"store.write_stall_ms": 1500, "ingestor.append_fail_ms": 1000}'
+[ "$CODE" = 200 ] || wh_fail "PATCH store.write_stall_ms and ingestor.append_fail_ms: $CODE $BODY"
+wh_wait_until 30 grep -q 'runtime settings: .*append_fail_ms=1000' "$WH_TMP/ingestor.log" ||
+    wh_fail "the ingestor did not apply ingestor.append_fail_ms 1000"
+
 # the disk hangs: every WAL sync of the store waits at the gate
 touch "$GATE"
 pg_psql -c "INSERT INTO items SELECT generate_series(11, 20)" >/dev/null ||
@@ -88,4 +96,4 @@ wh_wait_until 60 received_all 1 25 || wh_fail "not every row 1-25 reached the re
 grep -q "appends to the store succeed again after" "$WH_TMP/ingestor.log" ||
     wh_fail "the ingestor did not log that its appends succeed again"
 ready || wh_fail "/readyz not 200 at the end: $CODE $(cat "$WH_TMP/readyz.json")"
-wh_pass "a held WAL sync made /readyz 503 naming the store's stalled write, then the ingestor's failing appends; 200 again once it passed, rows 1-25 all delivered"
+wh_pass "bounds set at runtime; a held WAL sync made /readyz 503 naming the store's stalled write, then the ingestor's failing appends; 200 again once it passed, rows 1-25 all delivered"
