@@ -436,12 +436,30 @@ static const char *cf_kind_name(char kind)
     }
 }
 
+int st_dbi_cf_handle_live(const rocksdb_column_family_handle_t *h)
+{
+    /* the C API's struct rocksdb_column_family_handle_t (c.cc) begins with
+     * its ColumnFamilyHandle *rep; opaque in c.h, and no C function reads
+     * it without dereferencing it. test_store_cf checks this reading on
+     * the linked librocksdb (a created handle: live; a refused one: not). */
+    void *rep = NULL;
+    memcpy(&rep, (const void *)h, sizeof(rep));
+    return rep != NULL;
+}
+
 /* Creates t's column family of kind with options o into *out. Caller holds
- * t->lock for writing. On failure *out stays NULL: RocksDB's C API returns
- * a handle even when the create failed (with no column family behind it,
- * which a later read or write would use), so it is destroyed here and the
- * next use creates it again. A failure counts as a failed write
- * (st_db_write_health: the store is not ready until a write succeeds). */
+ * t->lock for writing. RocksDB's C API returns a handle whatever happened,
+ * and an error may come with either kind:
+ * - no column family behind it (the create failed: a later read or write
+ *   with it would abort): it is destroyed, *out stays NULL, and the next
+ *   use creates it again. A failure counts as a failed write
+ *   (st_db_write_health: the store is not ready until a write succeeds).
+ * - a column family behind it (created and in the MANIFEST, then a later
+ *   step failed: writing the OPTIONS file, an error with
+ *   fail_if_options_file_error, the default of RocksDB releases since late
+ *   2023, and always once they removed the option): it is
+ *   kept, with a warning. Destroyed, the column family would exist without
+ *   a handle: every next create "already exists" until a restart. */
 static int cf_create(st_db *db, st_tenant *t, rocksdb_options_t *o, char kind,
                      rocksdb_column_family_handle_t **out, char *err, size_t errlen)
 {
@@ -451,7 +469,13 @@ static int cf_create(st_db *db, st_tenant *t, rocksdb_options_t *o, char kind,
     int slot = st_dbi_io_begin(db, "column family create");
     rocksdb_column_family_handle_t *h = rocksdb_create_column_family(db->rdb, o, name, &e);
     st_dbi_io_end(db, slot);
-    if (e == NULL && h != NULL) {
+    if (h != NULL && (e == NULL || st_dbi_cf_handle_live(h))) {
+        if (e != NULL) {
+            wh_warn("tenant %s: column family %s (%s) was created, but RocksDB reported: %s; "
+                    "it is used",
+                    t->name, name, cf_kind_name(kind), e);
+            rocksdb_free(e);
+        }
         st_dbi_note_write(db, NULL);
         *out = h;
         return WH_OK;
@@ -460,8 +484,12 @@ static int cf_create(st_db *db, st_tenant *t, rocksdb_options_t *o, char kind,
         rocksdb_column_family_handle_destroy(h);
     *out = NULL;
     char msg[sizeof(db->write_err)];
-    snprintf(msg, sizeof(msg), "create column family %s (tenant %s, %s): %s", name, t->name,
-             cf_kind_name(kind), e != NULL ? e : "no handle");
+    snprintf(msg, sizeof(msg), "create column family %s (tenant %s, %s): %s%s", name, t->name,
+             cf_kind_name(kind), e != NULL ? e : "no handle",
+             e != NULL && strstr(e, "already exists") != NULL
+                 ? " (RocksDB has it, the store holds no handle for it: a restart of the store "
+                   "opens it)"
+                 : "");
     st_dbi_note_write(db, msg);
     if (e != NULL)
         rocksdb_free(e);
@@ -1057,6 +1085,28 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     int jobs = o->background_jobs > 0 ? o->background_jobs : 2;
     int64_t io_rate = o->io_rate_bytes > 0 ? o->io_rate_bytes : 128LL * 1024 * 1024;
     db->opts = rocksdb_options_create();
+    /* test hook (WH_TEST_STORE_FAIL_IF_OPTIONS_FILE_ERROR=1): RocksDB's
+     * fail_if_options_file_error (no C setter; the default of RocksDB
+     * releases since late 2023), so a column family create whose OPTIONS
+     * file cannot be
+     * written returns an error with the created column family's handle
+     * (tests/unit/test_store_cf.c) */
+    const char *fofe = getenv("WH_TEST_STORE_FAIL_IF_OPTIONS_FILE_ERROR");
+    if (fofe != NULL && strcmp(fofe, "1") == 0) {
+        rocksdb_options_t *n = rocksdb_options_create();
+        char *fe = NULL;
+        rocksdb_get_options_from_string(db->opts, "fail_if_options_file_error=true", n, &fe);
+        if (fe == NULL) {
+            rocksdb_options_destroy(db->opts);
+            db->opts = n;
+            wh_warn("test hook WH_TEST_STORE_FAIL_IF_OPTIONS_FILE_ERROR is set: a failed "
+                    "OPTIONS file write is an error");
+        } else {
+            wh_warn("test hook WH_TEST_STORE_FAIL_IF_OPTIONS_FILE_ERROR: %s", fe);
+            rocksdb_free(fe);
+            rocksdb_options_destroy(n);
+        }
+    }
     rocksdb_options_set_create_if_missing(db->opts, 1);
     rocksdb_options_set_write_buffer_size(db->opts, (size_t)o->write_buffer_bytes);
     rocksdb_options_set_max_write_buffer_number(db->opts, ST_MAX_WRITE_BUFFERS);

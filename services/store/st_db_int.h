@@ -312,6 +312,9 @@ size_t st_dbi_key_offset(char *k, const char *tenant, const char *consumer);
 size_t st_dbi_key_durable(char *k, const char *tenant);
 void st_dbi_tenant_watermark(st_tenant *t, uint64_t *lsn, uint32_t *seq, int *incl);
 void st_dbi_cf_name(char *out, size_t len, char kind, const char *tenant);
+/* 1 when a handle rocksdb_create_column_family returned has a column family
+ * behind it (it may come with an error: cf_create), 0 when it has none. */
+int st_dbi_cf_handle_live(const rocksdb_column_family_handle_t *h);
 st_tenant *st_dbi_tenant_find(st_db *db, const char *name, int add);
 /* WH_ERR with the error of a name past ST_MAX_TENANT_NAMES (or out of memory). */
 int st_dbi_tenant_full(char *err, size_t errlen);

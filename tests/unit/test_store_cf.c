@@ -8,7 +8,15 @@
  * The create is made to fail for real: a column family of the name it
  * takes is created first, beside the store's back (RocksDB answers
  * "Invalid argument: Column family already exists"); dropping that one
- * lets the store's next create succeed. */
+ * lets the store's next create succeed.
+ *
+ * A create can also fail after the column family was created (newer
+ * RocksDB by default, fail_if_options_file_error: its OPTIONS file could
+ * not be written): the handle then has a column family behind it and must
+ * be kept, or every next create answers "already exists" until a restart.
+ * Made to happen for real with the store's test hook
+ * WH_TEST_STORE_FAIL_IF_OPTIONS_FILE_ERROR and directories in the way of
+ * the OPTIONS-NNNNNN.dbtmp files RocksDB writes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -34,6 +42,15 @@ static int setup(void **state)
     st_db_set_toast_bytes(f->db, 1 << 20);
     *state = f;
     return 0;
+}
+
+/* setup with the test hook WH_TEST_STORE_FAIL_IF_OPTIONS_FILE_ERROR */
+static int setup_fofe(void **state)
+{
+    setenv("WH_TEST_STORE_FAIL_IF_OPTIONS_FILE_ERROR", "1", 1);
+    int rc = setup(state);
+    unsetenv("WH_TEST_STORE_FAIL_IF_OPTIONS_FILE_ERROR");
+    return rc;
 }
 
 /* Takes the name the store's create of tenant's column family of kind
@@ -176,12 +193,100 @@ static void test_stage_create_fails(void **state)
     assert_int_equal(n, 1);
 }
 
+/* st_dbi_cf_handle_live reads the linked librocksdb's handle right: a
+ * created handle is live, the one a refused create returns is not. */
+static void test_handle_live(void **state)
+{
+    fx *f = *state;
+    char *e = NULL;
+    rocksdb_column_family_handle_t *h =
+        rocksdb_create_column_family(f->db->rdb, f->db->opts, "probe", &e);
+    if (e != NULL)
+        fail_msg("create probe: %s", e);
+    assert_int_equal(st_dbi_cf_handle_live(h), 1);
+    rocksdb_column_family_handle_t *h2 =
+        rocksdb_create_column_family(f->db->rdb, f->db->opts, "probe", &e);
+    assert_non_null(e);
+    assert_non_null(strstr(e, "already exists"));
+    rocksdb_free(e);
+    assert_int_equal(st_dbi_cf_handle_live(h2), 0);
+    rocksdb_column_family_handle_destroy(h2);
+    squat_end(f, h);
+}
+
+/* Directories where RocksDB writes its next OPTIONS files (on = 1), or
+ * none (on = 0): the OPTIONS file write fails with "Is a directory". */
+static void options_blocked(fx *f, int on)
+{
+    for (int i = 1; i <= 2000; i++) {
+        char p[128];
+        snprintf(p, sizeof(p), "%s/rocksdb/OPTIONS-%06d.dbtmp", f->dir, i);
+        if (on)
+            mkdir(p, 0700);
+        else
+            rmdir(p);
+    }
+}
+
+/* A TOAST cache CF whose create fails after it was created (its OPTIONS
+ * file not written): the store keeps the handle, the append succeeds, the
+ * value is there, and after a reopen too. Before: the append failed, and
+ * every retry "Column family already exists" until a restart. */
+static void test_create_fails_after_created(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    if (append(f, "tp", 100, err, sizeof(err)) != WH_OK)
+        fail_msg("append: %s", err);
+    st_toast_op op = {ST_TOAST_PUT, 1, "{\"id\":1}", 8, "doc", 3, "\"v\"", 3, 200, 77};
+    st_event ev = {200, 0, 1, "{}", 2};
+    uint64_t d = 0;
+    options_blocked(f, 1);
+    int rc =
+        st_db_append_toast(f->db, "tp", &ev, 1, 200, NULL, 0, &op, 1, 0, 0, &d, err, sizeof(err));
+    if (rc != WH_OK) {
+        /* the old code: the retry cannot succeed, even with the way clear */
+        options_blocked(f, 0);
+        char err2[WH_ERRLEN];
+        if (st_db_append_toast(f->db, "tp", &ev, 1, 200, NULL, 0, &op, 1, 0, 0, &d, err2,
+                               sizeof(err2)) != WH_OK)
+            fail_msg("append with TOAST ops: %s; its retry: %s", err, err2);
+        fail_msg("append with TOAST ops: %s", err);
+    }
+    options_blocked(f, 0);
+    expect_healthy(f);
+    char *v = NULL;
+    size_t vl = 0;
+    uint64_t lsn = 0;
+    assert_int_equal(st_db_toast_get(f->db, "tp", 1, "{\"id\":1}", 8, "doc", 1000, &v, &vl, &lsn,
+                                     err, sizeof(err)),
+                     1);
+    assert_memory_equal(v, "\"v\"", 3);
+    free(v);
+    /* the column family is in the MANIFEST: a reopen opens it */
+    st_db_close(f->db);
+    f->db = NULL;
+    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 0};
+    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
+        fail_msg("reopen: %s", err);
+    st_db_set_toast_bytes(f->db, 1 << 20);
+    v = NULL;
+    assert_int_equal(st_db_toast_get(f->db, "tp", 1, "{\"id\":1}", 8, "doc", 1000, &v, &vl, &lsn,
+                                     err, sizeof(err)),
+                     1);
+    assert_memory_equal(v, "\"v\"", 3);
+    free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_meta_create_fails, setup, stdb_fx_teardown),
         cmocka_unit_test_setup_teardown(test_toast_create_fails, setup, stdb_fx_teardown),
         cmocka_unit_test_setup_teardown(test_stage_create_fails, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_handle_live, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_create_fails_after_created, setup_fofe,
+                                        stdb_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
