@@ -20,13 +20,17 @@
 #define WH_UDS_REPLY_MS 5000 /* a server's reply write */
 #define WH_UDS_BODY_MS 30000 /* a request's body, once its length came */
 #define WH_UDS_MAX_SUBS 64   /* a publisher's subscribers (its poll set) */
-/* A request whose body is one empty message (a length-delimited field's
- * tag and a zero length: a Request of Stats, the readiness probe) does not
- * wait for a serving slot:
- * up to WH_UDS_PROBES of them are served beside the max_busy ones, so a
- * daemon whose slots all hold requests that wait (the store's writes on a
- * hung disk) still says so. Such requests read memory only. */
+/* A request whose body is a Request of Stats and nothing else (the
+ * readiness probe: field 5, length-delimited, and a zero length) does not
+ * wait for a serving slot: up to WH_UDS_PROBES of them are served beside
+ * the max_busy ones, so a daemon whose slots all hold requests that wait
+ * (the store's writes on a hung disk) still says so. Stats reads memory
+ * only. Only Stats: other requests of one empty message (a GetState of
+ * known_version 0, the first read of a watcher, walhook status or the
+ * admin) may wait for a lock a write holds across the disk (the store's
+ * state lock), and two of them would take the probes' places. */
 #define WH_UDS_PROBE_BYTES 2
+#define WH_UDS_PROBE_TAG 0x2a /* (5 << 3) | 2: walhook.proto Request.stats */
 #define WH_UDS_PROBES 2
 /* SO_SNDBUF of both ends of every direct connection (requests, replies,
  * notifications to a subscriber): the kernel caps it at net.core.wmem_max
@@ -357,7 +361,7 @@ static int slot_take(wh_uds_server *s)
 static int probe_take(wh_uds_server *s, const wh_buf *b, size_t len)
 {
     const uint8_t *p = (const uint8_t *)b->data;
-    if (len != WH_UDS_PROBE_BYTES || b->len != len || (p[0] & 7) != 2 || p[1] != 0)
+    if (len != WH_UDS_PROBE_BYTES || b->len != len || p[0] != WH_UDS_PROBE_TAG || p[1] != 0)
         return 0;
     pthread_mutex_lock(&s->mu);
     int ok = s->probes < WH_UDS_PROBES;

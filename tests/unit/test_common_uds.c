@@ -381,7 +381,7 @@ static int blocking(void *arg, const uint8_t *in, size_t inlen, wh_buf *out, siz
 {
     (void)arg;
     (void)start;
-    if (inlen == 2 && in[1] == 0) /* a probe (test_probe_beside_slots): answered at once */
+    if (inlen == 2 && in[0] == 0x2a && in[1] == 0) /* a probe (test_probe_beside_slots): at once */
         return wh_buf_append(out, "ok", 2);
     pthread_mutex_lock(&g.mu);
     g.in++;
@@ -413,6 +413,40 @@ static void *call_thread(void *p)
     wh_buf_free(&rep);
     close(fd);
     return NULL;
+}
+
+/* Sends a Request of an empty GetState (known_version 0: two bytes, like a
+ * probe), which the blocking handler holds until released. */
+static void *getstate_thread(void *p)
+{
+    caller *c = p;
+    char err[WH_ERRLEN];
+    int fd, refused;
+    c->rc = WH_ERR;
+    if (wh_uds_connect(&fd, path, 2000, &refused, err, sizeof(err)) != WH_OK)
+        return NULL;
+    wh_buf rep;
+    wh_buf_init(&rep, 0);
+    const char gs[2] = {0x32, 0x00}; /* Request.get_state, empty */
+    c->rc = wh_uds_call(fd, gs, 2, &rep, 1024, 30000, err, sizeof(err));
+    wh_buf_free(&rep);
+    close(fd);
+    return NULL;
+}
+
+/* Waits up to ms for n handlers to run at once: 1 when they do. */
+static int handlers_in(int n, int ms)
+{
+    for (int waited = 0;; waited += 10) {
+        pthread_mutex_lock(&g.mu);
+        int in = g.in;
+        pthread_mutex_unlock(&g.mu);
+        if (in >= n)
+            return 1;
+        if (waited >= ms)
+            return 0;
+        wh_sleep_ms(10);
+    }
 }
 
 /* With max_busy 2, five connections sending at once are served two at a
@@ -472,6 +506,15 @@ static void test_probe_beside_slots(void **state)
     while (g.in < 1)
         pthread_cond_wait(&g.cv, &g.mu);
     pthread_mutex_unlock(&g.mu);
+    /* two other requests of one empty message (GetState, known_version 0)
+     * that wait (for the store's state lock): they wait for the slot, and
+     * take none of the probes' places (before, they took both: the probe
+     * then waited for the slot). Given a second to reach the handler. */
+    pthread_t gth[2];
+    caller gc[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&gth[i], NULL, getstate_thread, &gc[i]), 0);
+    (void)handlers_in(3, 1000);
     int fd, refused;
     assert_int_equal(wh_uds_connect(&fd, path, 2000, &refused, err, sizeof(err)), WH_OK);
     wh_buf rep;
@@ -491,6 +534,10 @@ static void test_probe_beside_slots(void **state)
     pthread_mutex_unlock(&g.mu);
     pthread_join(th, NULL);
     assert_int_equal(c.rc, WH_OK);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(gth[i], NULL);
+        assert_int_equal(gc[i].rc, WH_OK);
+    }
     wh_uds_stop(s);
 }
 
