@@ -602,8 +602,10 @@ static void reconcile(dsp_loop *l)
         /* an operator's resume: the state's resume count grew. Compared as
          * a count, not as paused -> not paused: versions in between may not
          * be seen (a pause and a resume stored before this thread got to
-         * the first, or a resume of a target that was not paused) */
-        int resumed = sp->resumes != t->spec.resumes && !sp->paused;
+         * the first, or a resume of a target that was not paused). Only a
+         * growth: a count that went down (a state written by an older
+         * walhook, or one rebuilt from the file) is no one's resume. */
+        int resumed = sp->resumes > t->spec.resumes && !sp->paused;
         t->spec.resumes = sp->resumes;
         if (t->paused != sp->paused || resumed) {
             int was_disabled = t->disabled, was_paused = t->paused;

@@ -475,13 +475,23 @@ out:
 /* A file has no backfill requests: an origin "file" document keeps each
  * tenant's pending ones (source.backfills) from cur, so a request stored by
  * the admin or st_resync that the ingestor has not taken yet is not lost,
- * whichever daemon turned a SIGHUP into this write. Caller holds mu. */
+ * whichever daemon turned a SIGHUP into this write. Each target's resume
+ * count too (the file has none): dropped to 0, the write would be a new
+ * version even for an unchanged file, with the count changed under the
+ * dispatcher. Caller holds mu. */
 static void keep_backfills(wh_state *s, const wh_state *cur)
 {
     for (int i = 0; cur != NULL && i < s->ntenants; i++) {
-        const wh_state_tenant *ct = wh_state_tenant_find(cur, s->tenants[i].name);
-        if (ct != NULL)
-            wh_strlcpy(s->tenants[i].backfills, ct->backfills, sizeof(s->tenants[i].backfills));
+        wh_state_tenant *t = &s->tenants[i];
+        const wh_state_tenant *ct = wh_state_tenant_find(cur, t->name);
+        if (ct == NULL)
+            continue;
+        wh_strlcpy(t->backfills, ct->backfills, sizeof(t->backfills));
+        for (int k = 0; k < t->ntargets; k++) {
+            const wh_state_target *cg = wh_state_target_find(ct, t->targets[k].name);
+            if (cg != NULL && cg->resumes > t->targets[k].resumes)
+                t->targets[k].resumes = cg->resumes;
+        }
     }
 }
 

@@ -1236,6 +1236,46 @@ static void test_file_origin_keeps_backfills(void **state)
     backfills_are(f, "2:public.t");
 }
 
+/* A reload of the file keeps each target's resume count (the file has
+ * none): an unchanged file is no new version, and the dispatcher never
+ * sees the count change. Before, it went back to 0 in a new version. */
+static void test_file_origin_keeps_resumes(void **state)
+{
+    fx *f = *state;
+    reply r;
+    char err[WH_ERRLEN];
+    wh_state *s = NULL;
+    char *doc = current_doc_replace(f, NULL, "");
+    assert_int_equal(wh_state_parse(&s, doc, strlen(doc), NULL, err, sizeof(err)), WH_OK);
+    free(doc);
+    assert_string_equal(s->tenants[0].targets[0].name, "a");
+    s->tenants[0].targets[0].resumes = 3;
+    wh_buf b;
+    wh_buf_init(&b, 0);
+    assert_int_equal(wh_state_render(s, &b, 0), WH_OK);
+    assert_int_equal(wh_buf_cstr(&b), WH_OK);
+    wh_state_unref(s);
+    assert_int_equal(put_state(f, 1, b.data, "api", &r), 0);
+    done(&r);
+    wh_buf_free(&b);
+    uint64_t v = current_version(f);
+    /* the unchanged file, as a SIGHUP sends it */
+    assert_int_equal(wh_state_from_config(&s, &f->cfg, f->conf, err, sizeof(err)), WH_OK);
+    wh_buf_init(&b, 0);
+    assert_int_equal(wh_state_render(s, &b, 0), WH_OK);
+    assert_int_equal(wh_buf_cstr(&b), WH_OK);
+    wh_state_unref(s);
+    assert_int_equal(put_state(f, 0, b.data, "file", &r), 0);
+    done(&r);
+    wh_buf_free(&b);
+    assert_int_equal(current_version(f), v);
+    wh_state *cur = st_state_current(f->st);
+    const wh_state_tenant *t = wh_state_tenant_find(cur, "default");
+    assert_non_null(t);
+    assert_int_equal(wh_state_target_find(t, "a")->resumes, 3);
+    wh_state_unref(cur);
+}
+
 static void test_auto_resync(void **state)
 {
     fx *f = *state;
@@ -1371,6 +1411,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_set_offset_expected_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_orphan_offsets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_origin_keeps_backfills, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_origin_keeps_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_bad_filter, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
