@@ -19,6 +19,12 @@
 #include "wh_ipc.h"
 #include "wh_util.h"
 
+/* A stored document is written by walhook only: a field this one does not
+ * know comes from a newer walhook (a daemon of another version, or a
+ * downgrade after the newer one wrote it), and the error says so. */
+#define WH_STATE_UNKNOWN_FIELD                                                                     \
+    "unknown field (written by a newer walhook? every daemon must run the same version)"
+
 #define WH_PATHLEN 160 /* "tenants[63].targets[31].secrets[3]" and a field */
 
 /* A target's optional delivery settings: field, and the dispatcher.* setting
@@ -907,7 +913,7 @@ static int parse_target(json_t *o, wh_state_target *g, const char *path, char *e
             char sub[WH_ERRLEN];
             int rc = wh_delivery_set(&g->dl, key, v, sub, sizeof(sub));
             if (rc == 1)
-                return wh_seterr(err, errlen, "%s: unknown field", fp);
+                return wh_seterr(err, errlen, "%s: " WH_STATE_UNKNOWN_FIELD, fp);
             if (rc != WH_OK)
                 return wh_seterr(err, errlen, "%s.%s", path, sub);
         }
@@ -943,7 +949,7 @@ static int parse_source(json_t *o, wh_state_tenant *t, const char *path, char *e
         else if (strcmp(key, "backfills") == 0)
             rc = j_string(v, fp, t->backfills, sizeof(t->backfills), err, errlen);
         else if ((rc = wh_slotcfg_set_json(&t->slotcfg, key, v, fp, err, errlen)) == 1)
-            rc = wh_seterr(err, errlen, "%s: unknown field", fp);
+            rc = wh_seterr(err, errlen, "%s: " WH_STATE_UNKNOWN_FIELD, fp);
         if (rc != WH_OK)
             return WH_ERR;
     }
@@ -983,7 +989,7 @@ static int parse_tenant(json_t *o, wh_state_tenant *t, const char *path, char *e
                     return WH_ERR;
             }
         } else {
-            return wh_seterr(err, errlen, "%s: unknown field", fp);
+            return wh_seterr(err, errlen, "%s: " WH_STATE_UNKNOWN_FIELD, fp);
         }
     }
     if (!has_name)
@@ -1050,7 +1056,7 @@ int wh_state_parse(wh_state **out, const char *json, size_t len, const wh_config
                     goto error;
             }
         } else {
-            wh_seterr(err, errlen, "%.100s: unknown field", key);
+            wh_seterr(err, errlen, "%.100s: " WH_STATE_UNKNOWN_FIELD, key);
             goto error;
         }
     }

@@ -117,6 +117,10 @@ static void test_parse_errors(void **state)
         {"{\"tenants\":[{\"name\":\"a b\"}]}", "tenants[0].name: must be"},
         {"{\"tenants\":[{\"name\":\"a\"},{\"name\":\"a\"}]}", "tenants[1].name: duplicate"},
         {"{\"tenants\":[{\"name\":\"a\",\"x\":1}]}", "tenants[0].x: unknown field"},
+        {"{\"tenants\":[{\"name\":\"a\",\"targets\":[{\"name\":\"t\",\"url\":\"http://h/\","
+         "\"later\":1}]}]}",
+         "tenants[0].targets[0].later: unknown field (written by a newer walhook? every daemon "
+         "must run the same version)"},
         {"{\"tenants\":[{\"name\":\"a\",\"source\":{\"dsn\":\"nonsense=1\"}}]}",
          "tenants[0].source.dsn: invalid connection string"},
         {"{\"tenants\":[{\"name\":\"a\",\"source\":{\"slot\":\"Bad\"}}]}",
