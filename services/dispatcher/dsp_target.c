@@ -1697,8 +1697,14 @@ void dsp_target_drain_commit(dsp_target *t, uint64_t until_ms)
         wh_client_interrupt(t->cstore);
 }
 
+static void dlq_summary(dsp_target *t, uint64_t now_ms, const char *tail);
+
 void dsp_target_destroy(dsp_target *t)
 {
+    /* dead letters counted for a summary that would never come (the
+     * target is removed, rebuilt or the dispatcher stops) */
+    if (t->dlq_log_n > 0)
+        dlq_summary(t, wh_now_ms(), "; the target stops");
     if (t->thr_started || t->cthr_started) {
         dsp_target_stop_reader(t);
         dsp_target_drain_commit(t, wh_now_ms() + DSP_STOP_COMMIT_WAIT_MS);
@@ -1844,16 +1850,22 @@ static void log_deadletter(dsp_target *t, size_t n, const char *reason, uint64_t
     t->dlq_log_n = 0;
 }
 
+/* The summary line of the dead letters counted since the last line. */
+static void dlq_summary(dsp_target *t, uint64_t now_ms, const char *tail)
+{
+    wh_warn("target %s/%s: %" PRIu64 " more event(s) went to the dead-letter queue in the last "
+            "%.0f s; last: %s (%" PRIu64 " written for it in total)%s",
+            t->set.tenant, t->name, t->dlq_log_n, (double)(now_ms - t->dlq_log_ms) / 1000.0,
+            t->dlq_log_why, wh_counter_get(&t->dead_letters), tail);
+    t->dlq_log_ms = now_ms;
+    t->dlq_log_n = 0;
+}
+
 void dsp_target_log_flush(dsp_target *t, uint64_t now_ms)
 {
     if (t->dlq_log_n == 0 || now_ms - t->dlq_log_ms < DSP_DLQ_LOG_EVERY_MS)
         return;
-    wh_warn("target %s/%s: %" PRIu64 " more event(s) went to the dead-letter queue in the last "
-            "%.0f s; last: %s (%" PRIu64 " written for it in total)",
-            t->set.tenant, t->name, t->dlq_log_n, (double)(now_ms - t->dlq_log_ms) / 1000.0,
-            t->dlq_log_why, wh_counter_get(&t->dead_letters));
-    t->dlq_log_ms = now_ms;
-    t->dlq_log_n = 0;
+    dlq_summary(t, now_ms, "");
 }
 
 /* The text of a failed attempt for the metrics (the admin shows it): one

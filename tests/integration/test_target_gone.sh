@@ -12,6 +12,8 @@
 #   bad   400 on every event -> N dead letters, one dispatcher line for the
 #         first and one summary line for the next ones (not a line each);
 #         no row value in the log.
+#   bad2  the same, removed before its summary is due: the dead letters
+#         counted for it are logged as it stops.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 wh_pipeline_setup
@@ -100,6 +102,27 @@ wh_wait_until 15 grep -q 'default/bad: [0-9]* more event(s) went to the dead-let
 lines=$(grep -c 'default/bad: .*dead-letter queue' "$LOG")
 wh_log "$N dead letters of bad took $lines dispatcher line(s)"
 [ "$lines" -le 3 ] || problem "$N dead letters of bad took $lines dispatcher log lines (want at most 3)"
+
+# ---- dead letters counted for a summary, then the target is removed
+# before it is due: they are logged as it stops (before: never)
+BP=$WH_RPORT
+wh_admin_api POST $TG "{\"name\":\"bad2\",\"url\":\"http://127.0.0.1:$BP/hook\"}"
+[ "$CODE" = 201 ] || wh_fail "create bad2: $CODE $BODY"
+N2=30
+pg_psql -c "INSERT INTO items SELECT g, 'secretvalue' || g FROM generate_series(1001, $((1000 + N2))) g" \
+    >/dev/null || wh_fail "insert for bad2 failed"
+wh_wait_until 30 wh_metric_label_is "$A/metrics" walhook_target_dead_letters_total 'target="bad2"' -ge "$N2" ||
+    wh_fail "bad2 has $(wh_metric_label "$A/metrics" walhook_target_dead_letters_total 'target="bad2"') dead letters, expected $N2"
+wh_admin_api DELETE "$TG/bad2"
+[ "$CODE" = 200 ] || [ "$CODE" = 204 ] || wh_fail "delete bad2: $CODE $BODY"
+bad2_logged() { # the first line's count plus the summaries' make N2
+    local n
+    n=$(grep -oE 'default/bad2: [0-9]+ (more )?event\(s\) (go|went) to the dead-letter queue' "$LOG" |
+        awk '{ s += $2 } END { print s + 0 }')
+    [ "$n" -ge "$N2" ]
+}
+wh_wait_until 15 bad2_logged ||
+    problem "bad2's $N2 dead letters are not all in the log after it was removed: $(grep 'default/bad2: ' "$LOG" | grep -c dead-letter) line(s)"
 [ "$(grep -c secretvalue "$LOG")" -eq 0 ] || problem "a row value is in the log"
 
 [ ${#PROBLEMS[@]} -eq 0 ] || wh_fail "${#PROBLEMS[@]} problem(s): $(printf '%s; ' "${PROBLEMS[@]}")"
