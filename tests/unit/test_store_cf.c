@@ -264,11 +264,7 @@ static void test_create_fails_after_created(void **state)
     assert_memory_equal(v, "\"v\"", 3);
     free(v);
     /* the column family is in the MANIFEST: a reopen opens it */
-    st_db_close(f->db);
-    f->db = NULL;
-    st_db_opts o = {f->dir, 1 << 20, 1 << 20, 0, 0, 0, 2000, 0};
-    if (st_db_open(&f->db, &o, err, sizeof(err)) != WH_OK)
-        fail_msg("reopen: %s", err);
+    stdb_fx_reopen(f);
     st_db_set_toast_bytes(f->db, 1 << 20);
     v = NULL;
     assert_int_equal(st_db_toast_get(f->db, "tp", 1, "{\"id\":1}", 8, "doc", 1000, &v, &vl, &lsn,
