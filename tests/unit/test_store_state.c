@@ -145,6 +145,22 @@ static uint64_t current_version(fx *f)
     return v;
 }
 
+/* Renders s, drops the caller's reference and puts the document
+ * (put_state: expected version, origin); returns its status. */
+static int put_rendered(fx *f, wh_state *s, uint64_t expected, const char *origin)
+{
+    wh_buf b;
+    reply r;
+    wh_buf_init(&b, 0);
+    assert_int_equal(wh_state_render(s, &b, 0), WH_OK);
+    assert_int_equal(wh_buf_cstr(&b), WH_OK);
+    wh_state_unref(s);
+    int rc = put_state(f, expected, b.data, origin, &r);
+    done(&r);
+    wh_buf_free(&b);
+    return rc;
+}
+
 /* The current document with `from` replaced by `to` (once). */
 static char *current_doc_replace(fx *f, const char *from, const char *to)
 {
@@ -1208,31 +1224,17 @@ static void test_legacy_bad_filter(void **state)
 static void test_file_origin_keeps_backfills(void **state)
 {
     fx *f = *state;
-    reply r;
     char err[WH_ERRLEN];
     wh_state *s = NULL;
     char *doc = current_doc_replace(f, NULL, "");
     assert_int_equal(wh_state_parse(&s, doc, strlen(doc), NULL, err, sizeof(err)), WH_OK);
     free(doc);
     wh_strlcpy(s->tenants[0].backfills, "2:public.t", sizeof(s->tenants[0].backfills));
-    wh_buf b;
-    wh_buf_init(&b, 0);
-    assert_int_equal(wh_state_render(s, &b, 0), WH_OK);
-    assert_int_equal(wh_buf_cstr(&b), WH_OK);
-    wh_state_unref(s);
-    assert_int_equal(put_state(f, 1, b.data, "api", &r), 0);
-    done(&r);
-    wh_buf_free(&b);
+    assert_int_equal(put_rendered(f, s, 1, "api"), 0);
     backfills_are(f, "2:public.t");
     /* the file as the admin, ingestor and dispatcher send it on SIGHUP */
     assert_int_equal(wh_state_from_config(&s, &f->cfg, f->conf, err, sizeof(err)), WH_OK);
-    wh_buf_init(&b, 0);
-    assert_int_equal(wh_state_render(s, &b, 0), WH_OK);
-    assert_int_equal(wh_buf_cstr(&b), WH_OK);
-    wh_state_unref(s);
-    assert_int_equal(put_state(f, 0, b.data, "file", &r), 0);
-    done(&r);
-    wh_buf_free(&b);
+    assert_int_equal(put_rendered(f, s, 0, "file"), 0);
     backfills_are(f, "2:public.t");
 }
 
@@ -1242,7 +1244,6 @@ static void test_file_origin_keeps_backfills(void **state)
 static void test_file_origin_keeps_resumes(void **state)
 {
     fx *f = *state;
-    reply r;
     char err[WH_ERRLEN];
     wh_state *s = NULL;
     char *doc = current_doc_replace(f, NULL, "");
@@ -1250,24 +1251,11 @@ static void test_file_origin_keeps_resumes(void **state)
     free(doc);
     assert_string_equal(s->tenants[0].targets[0].name, "a");
     s->tenants[0].targets[0].resumes = 3;
-    wh_buf b;
-    wh_buf_init(&b, 0);
-    assert_int_equal(wh_state_render(s, &b, 0), WH_OK);
-    assert_int_equal(wh_buf_cstr(&b), WH_OK);
-    wh_state_unref(s);
-    assert_int_equal(put_state(f, 1, b.data, "api", &r), 0);
-    done(&r);
-    wh_buf_free(&b);
+    assert_int_equal(put_rendered(f, s, 1, "api"), 0);
     uint64_t v = current_version(f);
     /* the unchanged file, as a SIGHUP sends it */
     assert_int_equal(wh_state_from_config(&s, &f->cfg, f->conf, err, sizeof(err)), WH_OK);
-    wh_buf_init(&b, 0);
-    assert_int_equal(wh_state_render(s, &b, 0), WH_OK);
-    assert_int_equal(wh_buf_cstr(&b), WH_OK);
-    wh_state_unref(s);
-    assert_int_equal(put_state(f, 0, b.data, "file", &r), 0);
-    done(&r);
-    wh_buf_free(&b);
+    assert_int_equal(put_rendered(f, s, 0, "file"), 0);
     assert_int_equal(current_version(f), v);
     wh_state *cur = st_state_current(f->st);
     const wh_state_tenant *t = wh_state_tenant_find(cur, "default");
