@@ -492,7 +492,24 @@ static int is_ipv6_word(const char *s, size_t len)
     for (size_t i = 0; i + 1 < a; i++)
         if (s[i] == ':' && s[i + 1] == ':')
             return is_paren_addr(s, len);
-    return 0;
+    /* no "::": eight groups (2001:db8:1:2:3:4:5:6, no group of zeros to
+     * compress), or six and an IPv4 address; a ':' after it may end the
+     * word */
+    int colons = 0, dots = 0, group = 0;
+    for (size_t i = 0; i < a; i++) {
+        if (s[i] == ':') {
+            colons++;
+            group = 0;
+        } else if (s[i] == '.') {
+            dots++;
+            group = 0;
+        } else if (++group > 4) {
+            return 0;
+        }
+    }
+    if (a > 0 && s[a - 1] == ':')
+        colons--;
+    return (colons == 7 || (colons == 6 && dots == 3)) && is_paren_addr(s, len);
 }
 
 /* Whether s[i] is preceded by word (case-insensitive) and one space, at a
@@ -547,11 +564,17 @@ static int is_ipv4_word(const char *s, size_t len)
  * token: "..", parser routine: "uri". */
 static int names_environment(const char *s, size_t q)
 {
-    static const char *const words[] = {"at",        "host",      "name",   "user",     "role",
-                                        "socket",    "file",      "for",    "database", "address",
-                                        "service",   "specifies", "number", "URI",      "URL",
-                                        "parameter", "token",     "routine"};
+    static const char *const words[] = {"at",        "host",      "name",    "user",     "role",
+                                        "socket",    "file",      "for",     "database", "address",
+                                        "service",   "specifies", "number",  "URI",      "URL",
+                                        "parameter", "token",     "routine", "after"};
     if (s[q + 1] == '/')
+        return 1;
+    /* a URI whatever word is before it: libpq's unexpected character
+     * error ends with (expected ...): and the URI, password included */
+    const char *close = strchr(s + q + 1, '"');
+    const char *sch = strstr(s + q + 1, "://");
+    if (sch != NULL && (close == NULL || sch < close))
         return 1;
     size_t e = q;
     while (e > 0 && s[e - 1] == ' ')
@@ -564,8 +587,26 @@ static int names_environment(const char *s, size_t q)
     for (size_t k = 0; k < sizeof(words) / sizeof(words[0]); k++)
         if (e - b == strlen(words[k]) && strncasecmp(s + b, words[k], e - b) == 0)
             return 1;
+    /* "percent-encoded value: \"...\"" (a part of a URI: a password); not
+     * every value ("invalid sslmode value: \"x\"" stays) */
+    if (e - b == 5 && strncmp(s + b, "value", 5) == 0 && preceded_by(s, b, "percent-encoded"))
+        return 1;
     /* requirepeer's "actual peer user name is \"u\"" */
     return e - b == 2 && strncmp(s + b, "is", 2) == 0 && preceded_by(s, b, "user name");
+}
+
+/* The closing quote of a name that starts before q (s[q] is the first '"'
+ * after its opening one): PostgreSQL and libpq quote names without
+ * escaping a '"' inside them (database "my"db" does not exist), so the
+ * name ends at the first '"' followed by the end, a space or a
+ * punctuation mark, not by a letter; q when none is. A name with '" '
+ * inside still ends early: what follows it is shown. */
+static const char *quoted_name_end(const char *q)
+{
+    for (const char *e = q; e != NULL; e = strchr(e + 1, '"'))
+        if (e[1] == '\0' || strchr(" \t\n,.;:)", e[1]) != NULL)
+            return e;
+    return q;
 }
 
 int adm_redact_detail(char *s, size_t size)
@@ -584,8 +625,11 @@ int adm_redact_detail(char *s, size_t size)
         int word_start = i == 0 || !is_word_char(s[i - 1]);
         if (s[i] == '"') {
             const char *end = strchr(s + i + 1, '"');
+            int env = names_environment(s, i);
+            if (env && end != NULL)
+                end = quoted_name_end(end);
             size_t qlen = end ? (size_t)(end - s) + 1 - i : len - i;
-            if (names_environment(s, i)) {
+            if (env) {
                 rput(&o, "\"...\"", end ? 5 : 4);
                 n++;
             } else { /* a publication, slot, table name...: kept */

@@ -813,11 +813,27 @@ static void test_redact_detail(void **state)
          "\"rep\", no encryption",
          "FATAL:  no pg_hba.conf entry for replication connection from host \"...\", user "
          "\"...\", no encryption"},
+        /* libpq 15's URI error quotes the whole URI after "):" */
+        {"unexpected character \"x\" at position 27 in URI (expected \":\" or \"/\"): "
+         "\"postgresql://app:s3cret@[::1]x/shop\"",
+         "unexpected character \"x\" at position 27 in URI (expected \":\" or \"...\"): "
+         "\"...\""},
+        {"forbidden value %00 in percent-encoded value: \"s3cret%00\"",
+         "forbidden value %00 in percent-encoded value: \"...\""},
+        {"invalid sslmode value: \"verify-fulll\"", "invalid sslmode value: \"verify-fulll\""},
+        {"missing \"=\" after \"s3cret\" in connection info string",
+         "missing \"=\" after \"...\" in connection info string"},
+        /* a '"' inside a quoted name (not escaped by the server) */
+        {"FATAL:  database \"my\"db\" does not exist", "FATAL:  database \"...\" does not exist"},
+        {"FATAL:  password authentication failed for user \"a\"b\"c\"",
+         "FATAL:  password authentication failed for user \"...\""},
         /* unquoted: key=value pairs, IPv6 addresses, "server at" a name */
         {"bad conninfo host=db.internal port=5432 dbname=shop user=app sslmode=require",
          "bad conninfo host=... port=... dbname=... user=... sslmode=require"},
         {"cannot reach [2001:db8::5]:7001 or fe80::1%eth0 (timed out)",
          "cannot reach ... or ... (timed out)"},
+        {"cannot reach 2001:db8:1:2:3:4:5:6: timed out; nor 0:0:0:0:0:ffff:10.0.0.5 at 12:00:01",
+         "cannot reach ...: timed out; nor ... at 12:00:01"},
         {"connection to server at db.internal, port 5432 failed",
          "connection to server at ..., port ... failed"},
         {"FATAL:  database shop does not exist; role app does not exist",
