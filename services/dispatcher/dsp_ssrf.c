@@ -58,11 +58,19 @@ int dsp_addr_embedded4(const unsigned char *a, unsigned char v4[DSP_EMBEDDED_MAX
     } else if (memcmp(a, nat64l, 6) == 0) {
         /* RFC 8215 local-use 64:ff9b:1::/48, read as a /96 (the IPv4 in
          * the last 32 bits). The shorter RFC 6052 layouts it also allows
-         * (/48 to /64) put the IPv4 elsewhere, and an address of one
-         * cannot be told from a /96 one with the operator's bits set:
-         * they are not decoded */
+         * put the IPv4 elsewhere, and an address of one cannot be told
+         * from a /96 one with the operator's bits set. /48 and /56 leave
+         * the last 32 bits zero (their suffix): 0.0.0.0, refused. /64
+         * puts it in bytes 9-12 (byte 8, "u", zero; a zero suffix after
+         * it): read as a /96 it is the IPv4's last byte and three zeros,
+         * public for most (10.0.0.5 as 5.0.0.0), so an address of that
+         * shape is judged by the /64 reading too. Not when that reading
+         * is 0.0.0.x (no destination): a /96 address of x.0.0.0 */
         h = "NAT64";
         memcpy(v4[n++], a + 12, 4);
+        if (a[8] == 0 && a[13] == 0 && a[14] == 0 && a[15] == 0 &&
+            (a[9] != 0 || a[10] != 0 || a[11] != 0))
+            memcpy(v4[n++], a + 9, 4);
     } else if (a[0] == 0x20 && a[1] == 0x02) {
         h = "6to4"; /* 2002:V4ADDR::/48 (RFC 3056) */
         memcpy(v4[n++], a + 2, 4);

@@ -25,8 +25,9 @@
 
 /* The IPv4 addresses a (16 bytes) carries by one of the formats above,
  * into v4; returns how many (0: none) and names the format in *how (may be
- * NULL). 64:ff9b:1::/48 is read as a /96 (the last 32 bits), Teredo
- * gives the client's then the server's. */
+ * NULL). 64:ff9b:1::/48 is read as a /96 (the last 32 bits), and also
+ * as a /64 (bits 72-104) when the address has that layout's zero "u"
+ * byte and suffix; Teredo gives the client's then the server's. */
 int dsp_addr_embedded4(const unsigned char *a, unsigned char v4[DSP_EMBEDDED_MAX][4],
                        const char **how);
 

@@ -346,6 +346,12 @@ static void test_ssrf_embedded_ipv4(void **state)
     assert_string_equal(cls("64:ff9b:1::10.0.0.1"), "private");
     assert_string_equal(cls("64:ff9b:1:ab:cd::127.0.0.1"), "loopback");
     assert_null(cls("64:ff9b:1::8.8.8.8"));
+    /* RFC 6052's /64 layout in the local-use prefix: 10.0.0.5 in bits
+     * 72-104 (the last 32 bits read 5.0.0.0); a /96 x.0.0.0 stays public */
+    assert_string_equal(cls("64:ff9b:1:0:a:0:500:0"), "private");
+    assert_string_equal(cls("64:ff9b:1:ab:7f:0:100:0"), "loopback");
+    assert_null(cls("64:ff9b:1:0:8:808:800:0"));
+    assert_null(cls("64:ff9b:1::8.0.0.0"));
     /* SIIT IPv4-translated ::ffff:0:a.b.c.d (RFC 6145, RFC 7915) */
     assert_string_equal(cls("::ffff:0:127.0.0.1"), "loopback");
     assert_string_equal(cls("::ffff:0:7f00:1"), "loopback");
@@ -385,6 +391,11 @@ static void test_ssrf_embedded_ipv4(void **state)
     assert_int_equal(dsp_addr_embedded4(b.sin6_addr.s6_addr, v4, &how), 1);
     assert_string_equal(how, "NAT64");
     assert_memory_equal(v4[0], siit, 4);
+    v6("64:ff9b:1:0:a:0:500:0", &b);
+    assert_int_equal(dsp_addr_embedded4(b.sin6_addr.s6_addr, v4, &how), 2);
+    const unsigned char l96[4] = {5, 0, 0, 0}, l64[4] = {10, 0, 0, 5};
+    assert_memory_equal(v4[0], l96, 4);
+    assert_memory_equal(v4[1], l64, 4);
     v6("2606:4700::1111", &b);
     assert_int_equal(dsp_addr_embedded4(b.sin6_addr.s6_addr, v4, &how), 0);
 
