@@ -65,7 +65,7 @@ struct wh_uds_server {
     int has_acc;
     atomic_int stopping;
     pthread_mutex_t mu;
-    pthread_cond_t slot_cv; /* a serving slot came free, or stopping (mu) */
+    pthread_cond_t slot_cv; /* a serving slot or a probe's place came free, or stopping (mu) */
     uds_conn *conns;
     int nconns; /* live */
     int max_conns;
@@ -343,38 +343,47 @@ static void listener_close(uds_listener *l, int unlink_path)
 
 /* ---- server ---- */
 
-/* Takes a serving slot: WH_ERR when the server stops meanwhile. */
-static int slot_take(wh_uds_server *s)
-{
-    pthread_mutex_lock(&s->mu);
-    while (s->busy >= s->max_busy && !atomic_load(&s->stopping))
-        pthread_cond_wait(&s->slot_cv, &s->mu);
-    int ok = !atomic_load(&s->stopping);
-    if (ok)
-        s->busy++;
-    pthread_mutex_unlock(&s->mu);
-    return ok ? WH_OK : WH_ERR;
-}
-
-/* 1: the request (len bytes, the start of it in b) is a probe and a
- * probe's place was taken (give it back with probe_give); never waits */
-static int probe_take(wh_uds_server *s, const wh_buf *b, size_t len)
+/* Whether the request (len bytes, the start of it in b) is a probe. */
+static int is_probe(const wh_buf *b, size_t len)
 {
     const uint8_t *p = (const uint8_t *)b->data;
-    if (len != WH_UDS_PROBE_BYTES || b->len != len || p[0] != WH_UDS_PROBE_TAG || p[1] != 0)
-        return 0;
+    return len == WH_UDS_PROBE_BYTES && b->len == len && p[0] == WH_UDS_PROBE_TAG && p[1] == 0;
+}
+
+/* Takes a serving slot, or for a probe a probe's place (*probe 1; give
+ * it back with probe_give): a probe that finds both places taken takes
+ * whichever comes free first, a place or a slot, and does not wait for a
+ * slot alone (held by writes on a hung disk, for as long as that lasts).
+ * WH_ERR when the server stops meanwhile. */
+static int slot_take(wh_uds_server *s, int probe_shaped, int *probe)
+{
+    *probe = 0;
     pthread_mutex_lock(&s->mu);
-    int ok = s->probes < WH_UDS_PROBES;
-    if (ok)
-        s->probes++;
+    int ok = 0;
+    while (!atomic_load(&s->stopping)) {
+        if (probe_shaped && s->probes < WH_UDS_PROBES) {
+            s->probes++;
+            *probe = 1;
+            ok = 1;
+            break;
+        }
+        if (s->busy < s->max_busy) {
+            s->busy++;
+            ok = 1;
+            break;
+        }
+        pthread_cond_wait(&s->slot_cv, &s->mu);
+    }
     pthread_mutex_unlock(&s->mu);
-    return ok;
+    return ok ? WH_OK : WH_ERR;
 }
 
 static void probe_give(wh_uds_server *s)
 {
     pthread_mutex_lock(&s->mu);
     s->probes--;
+    /* a probe waiting for a place or a slot; the others wait on */
+    pthread_cond_broadcast(&s->slot_cv);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -424,8 +433,8 @@ static void *conn_thread(void *p)
                         s->l.path);
             break;
         }
-        int probe = probe_take(s, &in, len);
-        if (!probe && slot_take(s) != WH_OK)
+        int probe;
+        if (slot_take(s, is_probe(&in, len), &probe) != WH_OK)
             break;
         int ok = read_rest(c->fd, &in, len, now_ms() + WH_UDS_BODY_MS) == 1;
         size_t start = 0;

@@ -373,16 +373,27 @@ typedef struct gate {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int in, max_in, open;
+    int hold_probes, probes_in; /* test_probe_after_probes: probes wait too */
 } gate;
 
-static gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+static gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0};
 
 static int blocking(void *arg, const uint8_t *in, size_t inlen, wh_buf *out, size_t *start)
 {
     (void)arg;
     (void)start;
-    if (inlen == 2 && in[0] == 0x2a && in[1] == 0) /* a probe (test_probe_beside_slots): at once */
+    if (inlen == 2 && in[0] == 0x2a && in[1] == 0) { /* a probe: at once, unless held */
+        pthread_mutex_lock(&g.mu);
+        if (g.hold_probes) {
+            g.probes_in++;
+            pthread_cond_broadcast(&g.cv);
+            while (g.hold_probes)
+                pthread_cond_wait(&g.cv, &g.mu);
+            g.probes_in--;
+        }
+        pthread_mutex_unlock(&g.mu);
         return wh_buf_append(out, "ok", 2);
+    }
     pthread_mutex_lock(&g.mu);
     g.in++;
     if (g.in > g.max_in)
@@ -397,6 +408,7 @@ static int blocking(void *arg, const uint8_t *in, size_t inlen, wh_buf *out, siz
 
 typedef struct caller {
     int rc;
+    int timeout_ms; /* probe_thread's (0: 30 s) */
 } caller;
 
 static void *call_thread(void *p)
@@ -541,6 +553,79 @@ static void test_probe_beside_slots(void **state)
     wh_uds_stop(s);
 }
 
+/* Sends a probe (Request.stats, empty); 0 into c->rc when answered. */
+static void *probe_thread(void *p)
+{
+    caller *c = p;
+    char err[WH_ERRLEN];
+    int fd, refused;
+    c->rc = WH_ERR;
+    if (wh_uds_connect(&fd, path, 2000, &refused, err, sizeof(err)) != WH_OK)
+        return NULL;
+    wh_buf rep;
+    wh_buf_init(&rep, 0);
+    const char probe[2] = {0x2a, 0x00};
+    c->rc = wh_uds_call(fd, probe, 2, &rep, 1024, c->timeout_ms > 0 ? c->timeout_ms : 30000, err,
+                        sizeof(err));
+    wh_buf_free(&rep);
+    close(fd);
+    return NULL;
+}
+
+/* A probe that came while both probes' places were taken (two other
+ * probes, their replies slow) and every slot holds a waiting request is
+ * served once a probe's place comes free: before, it waited for a slot,
+ * for as long as the slots' requests waited (a hung disk). */
+static void test_probe_after_probes(void **state)
+{
+    (void)state;
+    pthread_mutex_lock(&g.mu);
+    g.in = g.max_in = g.open = 0;
+    g.hold_probes = 1;
+    g.probes_in = 0;
+    pthread_mutex_unlock(&g.mu);
+    wh_uds_server *s;
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_uds_listen(&s, path, 1 << 16, 8, 1, blocking, NULL, err, sizeof(err)),
+                     WH_OK);
+    pthread_t th, pth[2];
+    caller c = {0}, pc[2] = {{0}};
+    assert_int_equal(pthread_create(&th, NULL, call_thread, &c), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&pth[i], NULL, probe_thread, &pc[i]), 0);
+    pthread_mutex_lock(&g.mu);
+    while (g.in < 1 || g.probes_in < 2)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    /* a third probe (answered within 3 s, or c3.rc is WH_ERR): connected
+     * and sent while both places are taken */
+    pthread_t th3;
+    caller c3 = {0};
+    c3.timeout_ms = 3000;
+    assert_int_equal(pthread_create(&th3, NULL, probe_thread, &c3), 0);
+    for (int i = 0; i < 1000 && wh_uds_conns(s) < 4; i++)
+        wh_sleep_ms(5);
+    wh_sleep_ms(200); /* the server reads it */
+    pthread_mutex_lock(&g.mu);
+    g.hold_probes = 0;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(pth[i], NULL);
+        assert_int_equal(pc[i].rc, WH_OK);
+    }
+    pthread_join(th3, NULL);
+    pthread_mutex_lock(&g.mu);
+    g.open = 1;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    pthread_join(th, NULL);
+    wh_uds_stop(s);
+    if (c3.rc != WH_OK)
+        fail_msg("the third probe was not answered while the only slot was held");
+    assert_int_equal(c.rc, WH_OK);
+}
+
 static void *open_later(void *p)
 {
     (void)p;
@@ -597,6 +682,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_busy_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_while_waiting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_probe_beside_slots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_probe_after_probes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
