@@ -191,7 +191,9 @@ static void gc_wake(st_tenant *t)
 }
 
 /* 1 when the event key is below the snapshot's watermark, or at it when
- * every consumer has passed it (gc_below).
+ * every consumer has passed it (gc_below); 2 instead of 1 when an older
+ * copy of it may be stored (at or below st_tenant.open_end, or written
+ * with st_db_set_resend_overwrite): st_gcfilter keeps its deletion marker.
  *
  * The watermark is re-read every ST_GC_REFRESH_US while keys are kept: a
  * job's keys come in order, the newest last, and the readers go on while
@@ -245,7 +247,10 @@ static int gc_drop(void *snap, const char *key, size_t key_length)
     }
     atomic_fetch_add(&s->t->gc_dropped, 1);
     atomic_fetch_add(&s->t->db->gc_dropped, 1);
-    return 1;
+    pthread_mutex_lock(&s->t->wm_mu);
+    int older = wh_pos_cmp(lsn, seq, s->t->open_end_lsn, s->t->open_end_seq) <= 0;
+    pthread_mutex_unlock(&s->t->wm_mu);
+    return older || atomic_load(&s->t->db->resend_overwrite) ? 2 : 1;
 }
 
 static unsigned char gc_filter(void *state, int level, const char *key, size_t key_length,
@@ -258,7 +263,7 @@ static unsigned char gc_filter(void *state, int level, const char *key, size_t k
     WH_UNUSED(new_value);
     WH_UNUSED(new_value_length);
     *value_changed = 0;
-    return (unsigned char)gc_drop(state, key, key_length);
+    return gc_drop(state, key, key_length) != 0;
 }
 
 static void gc_factory_destroy(void *state)
@@ -1040,6 +1045,30 @@ static int migrate_default(st_db *db, char *err, size_t errlen)
 
 /* ---- open / close ---- */
 
+/* Each tenant's last event now (st_tenant.open_end), before GC drops
+ * anything; a tenant whose end cannot be read gets the highest position
+ * (every key a flush drops keeps its marker). */
+static void note_open_ends(st_db *db)
+{
+    size_t nt;
+    st_tenant **tv = st_dbi_tenants_sorted(db, &nt);
+    for (size_t i = 0; i < nt; i++) {
+        uint64_t l = 0;
+        uint32_t q = 0;
+        char e[WH_ERRLEN];
+        if (st_db_tenant_end(db, tv[i]->name, &l, &q, e, sizeof(e)) != WH_OK) {
+            wh_warn("tenant %s: %s", tv[i]->name, e);
+            l = UINT64_MAX;
+            q = UINT32_MAX;
+        }
+        pthread_mutex_lock(&tv[i]->wm_mu);
+        tv[i]->open_end_lsn = l;
+        tv[i]->open_end_seq = q;
+        pthread_mutex_unlock(&tv[i]->wm_mu);
+    }
+    free(tv);
+}
+
 int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
 {
     *out = NULL;
@@ -1213,6 +1242,8 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
         st_db_close(db);
         return WH_ERR;
     }
+    if (!db->read_only)
+        note_open_ends(db);
     /* a flush or compaction that ran while the offsets loaded dropped
      * nothing: a watermark over some consumers could pass another's */
     atomic_store(&db->gc_idle_ms, ST_GC_IDLE_MS);
@@ -3475,6 +3506,8 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
         t->wm_incl = 0;
         t->newest_lsn = 0;
         t->newest_seq = 0;
+        t->open_end_lsn = 0; /* its next column family starts empty */
+        t->open_end_seq = 0;
         t->wm_seq = t->wm_stored_seq = t->floor_seq = t->drop_seq = 0;
         t->has_drop = 0;
         memset(&t->stats, 0, sizeof(t->stats));

@@ -138,6 +138,15 @@ struct st_tenant {
      * order makes it lower than the real newest, which only keeps more. */
     uint64_t newest_lsn;
     uint32_t newest_seq;
+    /* (under wm_mu) the position of its last event when the store opened
+     * ((0,0): none; set before gc_ready): cq_write compares a resent event
+     * with the stored one only at positions this process wrote, so an
+     * event at or below it may be written again over a copy an earlier
+     * process stored, with other bytes too. A flush that drops such a key
+     * leaves a deletion marker (gc_drop returns 2), or the older copy
+     * would be read again. */
+    uint64_t open_end_lsn;
+    uint32_t open_end_seq;
     /* a flush waiting for its readers (gc_drop) sleeps on gc_cv (with
      * wm_mu) until an offset of the tenant moves (off_gen, gc_wake) */
     pthread_cond_t gc_cv;

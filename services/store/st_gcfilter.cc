@@ -28,18 +28,19 @@ class GcFilter : public rocksdb::CompactionFilter
      * delivered still wrote a level-0 file of their keys (about 1,900
      * tombstones per 4 MiB memtable of the wide backlog), and each such
      * file cost a compaction later. kRemoveAndSkipUntil the key's
-     * successor removes exactly this key and leaves nothing. An older
-     * version of an event key exists only when an append was sent again
-     * with the same bytes after its first copy reached a table file; it is
-     * below the watermark as this one is, so no reader reaches it, and the
-     * next compaction over it drops it. */
+     * successor removes exactly this key and leaves nothing, and so
+     * would bring back an older copy of the key in a table file: the
+     * caller's drop returns 2 when there may be one (an event written
+     * again after a restart of the store), and such a key keeps its
+     * marker. */
     Decision FilterV2(int, const rocksdb::Slice &key, ValueType type, const rocksdb::Slice &,
                       std::string *, std::string *skip_until) const override
     {
+        int d;
         if (type != ValueType::kValue || snap_ == nullptr ||
-            ops_->drop(snap_, key.data(), key.size()) == 0)
+            (d = ops_->drop(snap_, key.data(), key.size())) == 0)
             return Decision::kKeep;
-        if (!flush_)
+        if (!flush_ || d != 1)
             return Decision::kRemove;
         skip_until->assign(key.data(), key.size());
         skip_until->push_back('\0'); /* the least key after this one */

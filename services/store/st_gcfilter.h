@@ -32,7 +32,9 @@ typedef struct st_gcfilter_ops {
      * compaction starts; NULL: drop nothing in that job. */
     void *(*snap)(void *state, int flush);
     void (*snap_free)(void *snap);
-    /* 1: drop this key (the snapshot's rule) */
+    /* 0: keep this key; 1: drop it (the snapshot's rule), and no older
+     * copy of it can lie below this job's output; 2: drop it, and an older
+     * copy may lie below (a flush leaves a deletion marker) */
     int (*drop)(void *snap, const char *key, size_t klen);
 } st_gcfilter_ops;
 
