@@ -1865,11 +1865,14 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
                 rc = st_dbi_rerr(err, errlen, "write", e);
         }
     }
-    for (size_t i = 0; i < np && rc == WH_OK; i++) { /* newest_*: a part's last event */
+    for (size_t i = 0; i < np && rc == WH_OK; i++) { /* newest_*: a part's highest event */
         if (parts[i].to == parts[i].from)
             continue;
         st_tenant *t = parts[i].r->t;
-        const st_event *ev = &parts[i].r->ev[parts[i].to - 1];
+        const st_event *ev = &parts[i].r->ev[parts[i].from];
+        for (size_t e = parts[i].from + 1; e < parts[i].to; e++)
+            if (wh_pos_cmp(parts[i].r->ev[e].lsn, parts[i].r->ev[e].seq, ev->lsn, ev->seq) > 0)
+                ev = &parts[i].r->ev[e];
         pthread_mutex_lock(&t->wm_mu);
         if (wh_pos_cmp(ev->lsn, ev->seq, t->newest_lsn, t->newest_seq) > 0) {
             t->newest_lsn = ev->lsn;

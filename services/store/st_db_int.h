@@ -134,8 +134,10 @@ struct st_tenant {
     /* (under wm_mu) the position of its newest event written since the
      * store opened ((0,0): none): the GC drops the event at the watermark
      * only below it, so the tenant's last event, which says where it ends,
-     * stays. Taken from each group part's last event: an append out of
-     * order makes it lower than the real newest, which only keeps more. */
+     * stays. Taken from each group part's highest event (not its last:
+     * cq_write compares a resent event with the stored one only up to
+     * here, and an append out of order would leave events it wrote above,
+     * written again unchecked). */
     uint64_t newest_lsn;
     uint32_t newest_seq;
     /* (under wm_mu) the position of its last event when the store opened

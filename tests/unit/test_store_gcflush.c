@@ -203,12 +203,38 @@ static void test_flush_drop_same_bytes(void **state)
     assert_int_equal(st_db_resends_differ(f->db), 0);
 }
 
+/* An append whose positions are not in order ([10, 5]): the store must
+ * know that it wrote 10, or a resend of 10 with other bytes is written
+ * over the stored copy without being compared (newest_* was the part's
+ * last event, 5), and the flush that drops it brings the first copy back. */
+static void test_flush_drop_unordered_append(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    uint64_t l, d;
+    uint32_t s;
+    st_event two[2] = {{10, 0, 10, "{\"a\":1}", 7}, {5, 0, 5, "{\"a\":1}", 7}};
+    assert_int_equal(st_db_append(f->db, "t", two, 2, 0, &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_flush(f->db, err, sizeof(err)), WH_OK); /* no consumer: all stay */
+    append_json(f, 10, 10, "{\"a\":2}");
+    seen before, after;
+    read_all(f, &before);
+    append_json(f, 11, 20, "{\"a\":2}");
+    assert_int_equal(st_db_commit(f->db, "t", "c", 20, 0, &l, &s, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_flush(f->db, err, sizeof(err)), WH_OK);
+    read_all(f, &after);
+    if (after.v[10] != 0 && after.v[10] != before.v[10])
+        fail_msg("event 10 read as {\"a\":%c} after the flush, {\"a\":%c} before", after.v[10],
+                 before.v[10]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_flush_drops_without_markers, setup, stdb_fx_teardown),
         cmocka_unit_test_setup_teardown(test_flush_drop_hides_older_copy, setup, stdb_fx_teardown),
         cmocka_unit_test_setup_teardown(test_flush_drop_same_bytes, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_flush_drop_unordered_append, setup, stdb_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
