@@ -198,12 +198,23 @@ int dsp_lease_set_targets(dsp_lease *l, const char *const *tenants, const char *
             wh_strlcpy(e->name, names[i], sizeof(e->name));
         }
         e->listed = 1;
-        int q = quiet_ms ? quiet_ms[i] : 0, was = quiet_eff(e, now);
-        if (q < was) {
+        int q = quiet_ms ? quiet_ms[i] : 0;
+        if (q < e->quiet_ms) {
             /* lowered: requests started under the old timeout may run that
-             * long yet (the loop takes the new one a moment after this) */
-            e->quiet_prev_ms = was;
-            e->quiet_prev_until = now + (uint64_t)was;
+             * long yet (the loop takes the new one a moment after this).
+             * Only a change counts: every state version lists the target
+             * again, and one with the same timeout must not move the end
+             * of an earlier change's window. */
+            uint64_t until = now + (uint64_t)e->quiet_ms;
+            if (now >= e->quiet_prev_until) {
+                e->quiet_prev_ms = e->quiet_ms;
+                e->quiet_prev_until = until;
+            } else {
+                if (e->quiet_ms > e->quiet_prev_ms)
+                    e->quiet_prev_ms = e->quiet_ms;
+                if (until > e->quiet_prev_until)
+                    e->quiet_prev_until = until;
+            }
         }
         e->quiet_ms = q;
     }

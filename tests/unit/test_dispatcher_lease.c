@@ -92,11 +92,44 @@ static void test_request_timeout_lowered(void **state)
     dsp_lease_stop(l);
 }
 
+/* Every state version lists the targets again (dsp_state apply_leased),
+ * with their timeouts unchanged: that is no lowering, and must not move
+ * the end of the window a real lowering opened. With the window re-armed
+ * by each listing, a lowered timeout never took effect while the state
+ * changed more often than the old timeout's length. */
+static void test_request_timeout_relisted(void **state)
+{
+    (void)state;
+    char err[WH_ERRLEN];
+    dsp_lease_opts o = {
+        "ipc:///nonexistent/walhook-test-lease.sock", 200, 1 << 20, "u1", 60000, NULL};
+    dsp_lease *l = NULL;
+    assert_int_equal(dsp_lease_start(&l, &o, err, sizeof(err)), WH_OK);
+    const char *tenants[] = {"t"}, *names[] = {"a"};
+    int q = 300;
+    assert_int_equal(dsp_lease_set_targets(l, tenants, names, &q, 1), WH_OK);
+    q = 100; /* lowered: 300 ms still count */
+    assert_int_equal(dsp_lease_set_targets(l, tenants, names, &q, 1), WH_OK);
+    /* listed again (other state versions) every 10 ms, the timeout the
+     * same: 300 ms after the change, 100 counts (deadline: 5 s) */
+    int got = -1;
+    for (int i = 0; i < 500; i++) {
+        assert_int_equal(dsp_lease_set_targets(l, tenants, names, &q, 1), WH_OK);
+        got = dsp_lease_request_timeout(l, "t", "a");
+        if (got == 100)
+            break;
+        wh_sleep_ms(10);
+    }
+    assert_int_equal(got, 100);
+    dsp_lease_stop(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_advertise),
         cmocka_unit_test(test_request_timeout_lowered),
+        cmocka_unit_test(test_request_timeout_relisted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
