@@ -256,9 +256,15 @@ static int call_x(dsp_lease *l, Walhook__Request *req, int *granted, uint64_t *e
             *lapsed_ago = rep->lease->taken_over
                               ? (rep->lease->expired_ms_ago > 0 ? rep->lease->expired_ms_ago : 0)
                               : -1;
-        if (told_ms)
-            *told_ms = rep->lease->taken_over ? rep->lease->request_timeout_ms : 0;
+        if (told_ms) {
+            /* bounded: a store telling more (corrupt, or not walhook's)
+             * would stop the target for up to 49 days */
+            uint32_t t = rep->lease->taken_over ? rep->lease->request_timeout_ms : 0;
+            *told_ms = t < DSP_LEASE_TOLD_MAX_MS ? t : DSP_LEASE_TOLD_MAX_MS;
+        }
         rc = WH_OK;
+    } else if (rep->status != 0) {
+        wh_warn("lease: store: %s", rep->error && rep->error[0] ? rep->error : "error");
     }
     walhook__reply__free_unpacked(rep, NULL);
     return rc;

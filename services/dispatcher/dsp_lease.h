@@ -34,6 +34,9 @@
 
 #define DSP_LEASE_OWNER_MAX 127
 #define DSP_LEASE_MAX_TARGETS 4096
+/* ms: the longest request timeout a takeover waits for (the maximum of
+ * dispatcher.http_timeout_ms); a store telling more is not believed */
+#define DSP_LEASE_TOLD_MAX_MS 600000
 
 typedef struct dsp_lease dsp_lease;
 

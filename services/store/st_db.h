@@ -105,8 +105,12 @@
  * refused, naming the limit. */
 #define ST_MAX_TENANT_NAMES 4096
 
-#define ST_OWNER_MAX 127    /* bytes of a lease owner id */
-#define ST_OWNERS_MAX 256   /* lease owners remembered (replicas) */
+#define ST_OWNER_MAX 127  /* bytes of a lease owner id */
+#define ST_OWNERS_MAX 256 /* lease owners remembered (replicas) */
+/* ms: the longest request timeout a lease holder may tell (the maximum of
+ * dispatcher.http_timeout_ms); more is refused, and a stored value above it
+ * (corrupt) is read as it */
+#define ST_LEASE_REQ_TIMEOUT_MAX 600000
 #define ST_DLQ_EXCERPT 1024 /* bytes of a response body kept in a dead letter */
 
 #define ST_DB_STALE 1 /* st_db_commit_epoch: epoch mismatch or dropped consumer (409) */
@@ -644,9 +648,9 @@ typedef struct st_lease {
 } st_lease;
 
 /* req_timeout_ms: the longest a request the owner starts to the target may
- * run (0: not told). The store keeps the longest told since the lease was
- * last granted with nothing left at the target, and returns it with a
- * takeover (st_lease.request_timeout_ms). */
+ * run (0: not told; over ST_LEASE_REQ_TIMEOUT_MAX: refused). The store keeps the longest told since
+ * the lease was last granted with nothing left at the target, and returns it with a takeover
+ * (st_lease.request_timeout_ms). */
 int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, const char *owner,
                         uint32_t ttl_ms, uint32_t req_timeout_ms, st_lease *out, char *err,
                         size_t errlen);

@@ -141,12 +141,23 @@ static int lease_args(st_db *db, const char *tenant, const char *consumer, const
     return WH_OK;
 }
 
+/* A holder's request timeout: kept as the longest told, and what the next
+ * holder waits for, so a huge one would stop the target for weeks. */
+static int lease_req_timeout_check(uint32_t req_timeout_ms, char *err, size_t errlen)
+{
+    if (req_timeout_ms > ST_LEASE_REQ_TIMEOUT_MAX)
+        return wh_seterr(err, errlen, "request_timeout_ms: %" PRIu32 " out of range (0..%d)",
+                         req_timeout_ms, ST_LEASE_REQ_TIMEOUT_MAX);
+    return WH_OK;
+}
+
 int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, const char *owner,
                         uint32_t ttl_ms, uint32_t req_timeout_ms, st_lease *out, char *err,
                         size_t errlen)
 {
     memset(out, 0, sizeof(*out));
-    if (lease_args(db, tenant, consumer, owner, ttl_ms, 1, err, errlen) != WH_OK)
+    if (lease_args(db, tenant, consumer, owner, ttl_ms, 1, err, errlen) != WH_OK ||
+        lease_req_timeout_check(req_timeout_ms, err, errlen) != WH_OK)
         return WH_ERR;
     st_off *o = st_dbi_off_get(db, tenant, consumer, err, errlen);
     st_tenant *t;
@@ -215,7 +226,8 @@ int st_db_lease_renew(st_db *db, const char *tenant, const char *consumer, const
                       char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
-    if (lease_args(db, tenant, consumer, owner, ttl_ms, 1, err, errlen) != WH_OK)
+    if (lease_args(db, tenant, consumer, owner, ttl_ms, 1, err, errlen) != WH_OK ||
+        lease_req_timeout_check(req_timeout_ms, err, errlen) != WH_OK)
         return WH_ERR;
     st_off *o = st_dbi_off_get(db, tenant, consumer, err, errlen);
     if (o == NULL)
@@ -338,25 +350,63 @@ static int load_lease(st_db *db, st_tenant *t, const char *k, size_t kl, const c
 {
     WH_UNUSED(t);
     char tenant[ST_NAME_MAX + 1], consumer[ST_NAME_MAX + 1];
-    if (vl < 12 || st_dbi_split_consumer_key(k, kl, tenant, consumer) != WH_OK)
+    if (st_dbi_split_consumer_key(k, kl, tenant, consumer) != WH_OK)
         return WH_OK;
+    if (vl < 12) {
+        wh_warn("lease of %s/%s: stored value of %zu bytes (at least 12: epoch, ttl_ms) is "
+                "ignored; the lease starts again from epoch 0",
+                tenant, consumer, vl);
+        return WH_OK;
+    }
     /* the owner ends at the value's end, or at the NUL of the tail */
     const char *nul = memchr(v + 12, '\0', vl - 12);
     size_t ol = nul ? (size_t)(nul - (v + 12)) : vl - 12;
-    if (ol > ST_OWNER_MAX)
-        return WH_OK;
+    /* a value this store cannot have written (corrupt, or by another
+     * program) loads without its unreadable parts: an owner nobody can
+     * renew as is loaded as released with requests abandoned, so the next
+     * holder waits (the epoch is kept for fencing); a cut tail is read as
+     * no timeout told, and a released lease's as abandoned */
+    int bad_owner = 0, bad_tail = 0;
+    if (ol > ST_OWNER_MAX) {
+        wh_warn("lease of %s/%s: stored owner of %zu bytes (at most %d); loaded as released "
+                "with requests abandoned",
+                tenant, consumer, ol, ST_OWNER_MAX);
+        bad_owner = 1;
+    } else if (nul && vl - 12 - ol < LEASE_TAIL) {
+        wh_warn("lease of %s/%s: stored value cut in its tail (%zu bytes after the owner, %d "
+                "expected); read as no request timeout told",
+                tenant, consumer, vl - 12 - ol, LEASE_TAIL);
+        bad_tail = 1;
+    }
     st_off *o = st_dbi_off_get(db, tenant, consumer, err, errlen);
     if (o == NULL)
         return WH_ERR;
     o->lease_epoch = wh_get_be64((const uint8_t *)v);
     o->lease_ttl_ms = wh_get_be32((const uint8_t *)v + 8);
-    memcpy(o->lease_owner, v + 12, ol);
-    o->lease_owner[ol] = '\0';
-    uint8_t flags = 0;
+    o->lease_owner[0] = '\0';
+    if (!bad_owner) {
+        memcpy(o->lease_owner, v + 12, ol);
+        o->lease_owner[ol] = '\0';
+        if (ol > 0 && !wh_str_visible(o->lease_owner)) {
+            wh_warn("lease of %s/%s: stored owner is not printable ASCII; loaded as released "
+                    "with requests abandoned",
+                    tenant, consumer);
+            o->lease_owner[0] = '\0';
+            bad_owner = 1;
+        }
+    }
+    uint8_t flags = bad_owner || bad_tail ? LEASE_F_ABANDONED : 0;
     o->lease_req_timeout_ms = 0;
-    if (nul && vl - 12 - ol >= LEASE_TAIL) {
+    if (!bad_owner && !bad_tail && nul) {
         flags = (uint8_t)nul[1];
         o->lease_req_timeout_ms = wh_get_be32((const uint8_t *)nul + 2);
+        if (o->lease_req_timeout_ms > ST_LEASE_REQ_TIMEOUT_MAX) {
+            wh_warn("lease of %s/%s: stored request timeout %" PRIu32 " ms is over %d; "
+                    "read as %d",
+                    tenant, consumer, o->lease_req_timeout_ms, ST_LEASE_REQ_TIMEOUT_MAX,
+                    ST_LEASE_REQ_TIMEOUT_MAX);
+            o->lease_req_timeout_ms = ST_LEASE_REQ_TIMEOUT_MAX;
+        }
     }
     /* live for its TTL again: the owner renews before anyone takes it */
     o->lease_expiry_ms = o->lease_owner[0] ? lease_now_ms() + o->lease_ttl_ms : 0;

@@ -163,9 +163,8 @@ static void test_request_timeout_kept(void **state)
     assert_int_equal(l.request_timeout_ms, 0);
 }
 
-/* Writes a lease value in the format before the abandoned mark and the
- * request timeout: epoch(8) ttl_ms(4) owner. */
-static void put_old_value(fx *f, const char *consumer, uint64_t epoch, const char *owner)
+/* Writes the lease value of t/consumer as given. */
+static void put_raw(fx *f, const char *consumer, const uint8_t *v, size_t vl)
 {
     char err[WH_ERRLEN];
     st_tenant *t;
@@ -174,15 +173,28 @@ static void put_old_value(fx *f, const char *consumer, uint64_t epoch, const cha
     size_t kl = st_dbi_key_prefix(k, 'L', "t");
     memcpy(k + kl, consumer, strlen(consumer));
     kl += strlen(consumer);
-    uint8_t v[12 + ST_OWNER_MAX];
-    wh_put_be64(v, epoch);
-    wh_put_be32(v + 8, 60000);
-    memcpy(v + 12, owner, strlen(owner));
     char *e = NULL;
-    rocksdb_put_cf(f->db->rdb, f->db->wo, t->meta, k, kl, (const char *)v, 12 + strlen(owner), &e);
+    rocksdb_put_cf(f->db->rdb, f->db->wo, t->meta, k, kl, (const char *)v, vl, &e);
     st_dbi_ten_done(t);
     if (e)
         fail_msg("put: %s", e);
+}
+
+/* epoch(8) ttl_ms(4) owner (owner_len bytes) into v; returns the length. */
+static size_t lease_value(uint8_t *v, uint64_t epoch, const char *owner, size_t owner_len)
+{
+    wh_put_be64(v, epoch);
+    wh_put_be32(v + 8, 60000);
+    memcpy(v + 12, owner, owner_len);
+    return 12 + owner_len;
+}
+
+/* Writes a lease value in the format before the abandoned mark and the
+ * request timeout: epoch(8) ttl_ms(4) owner. */
+static void put_old_value(fx *f, const char *consumer, uint64_t epoch, const char *owner)
+{
+    uint8_t v[12 + ST_OWNER_MAX];
+    put_raw(f, consumer, v, lease_value(v, epoch, owner, strlen(owner)));
 }
 
 static void test_old_values_load(void **state)
@@ -203,12 +215,121 @@ static void test_old_values_load(void **state)
     assert_false(l.taken_over);
 }
 
+/* A request timeout over dispatcher.http_timeout_ms's maximum is refused
+ * with an error naming it: kept as the longest told, it would be what
+ * every later takeover waits for (up to 49 days for UINT32_MAX). */
+static void test_request_timeout_bounded(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN] = "";
+    st_lease l;
+    assert_int_equal(
+        st_db_lease_acquire(f->db, "t", "a", "r1", 60000, UINT32_MAX, &l, err, sizeof(err)),
+        WH_ERR);
+    assert_non_null(strstr(err, "request_timeout_ms"));
+    assert_false(l.granted);
+    l = acquire(f, "r1", 60000, ST_LEASE_REQ_TIMEOUT_MAX);
+    assert_true(l.granted);
+    uint64_t e1 = l.epoch;
+    err[0] = '\0';
+    assert_int_equal(st_db_lease_renew(f->db, "t", "a", "r1", e1, 60000,
+                                       ST_LEASE_REQ_TIMEOUT_MAX + 1, &l, err, sizeof(err)),
+                     WH_ERR);
+    assert_non_null(strstr(err, "request_timeout_ms"));
+    release(f, "r1", e1, 1);
+    l = acquire(f, "r2", 60000, 1000);
+    assert_true(l.taken_over);
+    assert_int_equal(l.request_timeout_ms, ST_LEASE_REQ_TIMEOUT_MAX);
+}
+
+/* Stored values this store did not write (corrupt, cut, or by another
+ * program) load without a crash or an overflow: a lease whose owner or
+ * tail cannot be read keeps its epoch and is a takeover for the next
+ * holder; a stored timeout over the maximum is read as the maximum; an
+ * owner of the maximum length with the tail loads whole. */
+static void test_bad_values_load(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    uint8_t v[512];
+    size_t vl;
+    /* b: released, the tail cut after 3 of its 6 bytes; b2: held, the
+     * same */
+    vl = lease_value(v, 5, "", 0);
+    memcpy(v + vl, "\0\0\0", 3);
+    put_raw(f, "b", v, vl + 3);
+    vl = lease_value(v, 4, "old1", 4);
+    memcpy(v + vl, "\0\0\0", 3);
+    put_raw(f, "b2", v, vl + 3);
+    /* c: an owner longer than any (200 bytes) */
+    char longer[200];
+    memset(longer, 'x', sizeof(longer));
+    put_raw(f, "c", v, lease_value(v, 6, longer, sizeof(longer)));
+    /* d: an owner with a control byte */
+    put_raw(f, "d", v, lease_value(v, 7, "ab\001cd", 5));
+    /* e: released with requests abandoned, a timeout of UINT32_MAX */
+    vl = lease_value(v, 8, "", 0);
+    v[vl] = 0;
+    v[vl + 1] = 1;
+    wh_put_be32(v + vl + 2, UINT32_MAX);
+    put_raw(f, "e", v, vl + 6);
+    /* g: an owner of the maximum length, with the tail */
+    char maxo[ST_OWNER_MAX + 1];
+    memset(maxo, 'm', ST_OWNER_MAX);
+    maxo[ST_OWNER_MAX] = '\0';
+    vl = lease_value(v, 9, maxo, ST_OWNER_MAX);
+    v[vl] = 0;
+    v[vl + 1] = 0;
+    wh_put_be32(v + vl + 2, 7000);
+    put_raw(f, "g", v, vl + 6);
+    /* h: shorter than epoch and ttl_ms */
+    put_raw(f, "h", (const uint8_t *)"abc", 3);
+    restart(f);
+    const char *bad[] = {"b", "c", "d"};
+    uint64_t epochs[] = {5, 6, 7};
+    st_lease l;
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(
+            st_db_lease_acquire(f->db, "t", bad[i], "r2", 60000, 1000, &l, err, sizeof(err)),
+            WH_OK);
+        assert_true(l.granted);
+        assert_true(l.taken_over);
+        assert_int_equal(l.epoch, epochs[i] + 1);
+    }
+    /* its owner readable: live for its TTL again, renewable */
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "b2", "r2", 60000, 1000, &l, err, sizeof(err)),
+                     WH_OK);
+    assert_false(l.granted);
+    assert_string_equal(l.owner, "old1");
+    assert_int_equal(st_db_lease_renew(f->db, "t", "b2", "old1", 4, 60000, 0, &l, err, sizeof(err)),
+                     WH_OK);
+    assert_true(l.granted);
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "e", "r2", 60000, 1000, &l, err, sizeof(err)),
+                     WH_OK);
+    assert_true(l.granted);
+    assert_true(l.taken_over);
+    assert_int_equal(l.request_timeout_ms, ST_LEASE_REQ_TIMEOUT_MAX);
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "g", "r2", 60000, 1000, &l, err, sizeof(err)),
+                     WH_OK);
+    assert_false(l.granted); /* live for its TTL again */
+    assert_string_equal(l.owner, maxo);
+    assert_int_equal(st_db_lease_renew(f->db, "t", "g", maxo, 9, 100, 0, &l, err, sizeof(err)),
+                     WH_OK);
+    assert_true(l.granted);
+    assert_int_equal(st_db_lease_acquire(f->db, "t", "h", "r2", 60000, 1000, &l, err, sizeof(err)),
+                     WH_OK);
+    assert_true(l.granted);
+    assert_false(l.taken_over);
+}
+
 int main(void)
 {
     const struct CMUnitTest t[] = {
         cmocka_unit_test_setup_teardown(test_abandoned_survives_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_timeout_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_old_values_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_request_timeout_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_values_load, setup, teardown),
     };
     return cmocka_run_group_tests(t, NULL, NULL);
 }
