@@ -210,6 +210,13 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
     local end
     end=$(pg_psql -At -c "SELECT pg_current_wal_lsn()")
     echo "   backlog written in $(fmt "$t1" "$t0") s, end LSN $end"
+    # PostgreSQL settles before either tool drains: autovacuum of the table
+    # just written and the checkpoint of its dirty buffers otherwise run
+    # beside whichever tool drains then (on (d), 1.3 s of an autovacuum
+    # worker's CPU beside walhook's first repeat, its walsender waiting for
+    # a CPU: ratio 0.92 against 1.03 for the next two repeats)
+    pg_psql -c "VACUUM ANALYZE" >/dev/null
+    pg_psql -c "CHECKPOINT" >/dev/null
     local first=${#RESULTS[@]}
     for r in $(seq 1 "$REPEAT"); do
         sfx=$(sfx_of "$r")
