@@ -16,8 +16,9 @@
 # rounds' differences); every other bench/run.sh variable (BENCH_SCALE, ...)
 # is passed through.
 # BENCH_ENVELOPE_MODE: "same" (the default) writes each backlog once and
-# drains it 2 x BENCH_ROUNDS times, native and debezium in turn (one
-# bench/run.sh with BENCH_REPEAT and BENCH_TARGET_EVEN), so the two
+# drains it 2 x BENCH_ROUNDS times, native and debezium in turn, in the
+# order N D D N N D D N ... (one bench/run.sh with BENCH_REPEAT,
+# BENCH_TARGET_EVEN and BENCH_TARGET_ABBA), so the two
 # variants of a round share the backlog and run a minute apart;
 # "separate" runs bench/run.sh once per variant and round, each on a
 # backlog of its own, as this script did first.
@@ -34,13 +35,14 @@ if [ "$MODE" = same ]; then
     for c in $CASES; do
         echo "== $c: $ROUNDS round(s) on one backlog, native and debezium in turn"
         BENCH_CASES=$c BENCH_REPEAT=$((2 * ROUNDS)) BENCH_TARGET="" BENCH_TARGET_EVEN=$DBZ \
-            bench/run.sh >"$out/$c.log" 2>&1 ||
+            BENCH_TARGET_ABBA=1 bench/run.sh >"$out/$c.log" 2>&1 ||
             { echo "bench-envelope: bench/run.sh ($c) failed:" >&2; tail -20 "$out/$c.log" >&2; exit 1; }
         sed -n '/^case /,/^$/p' "$out/$c.log" | sed '/^$/d'
-        # rows NAME_R: odd R native, even R debezium, round (R + 1) / 2
+        # rows NAME_R in the order native, debezium, debezium, native, ...
+        # (BENCH_TARGET_ABBA): debezium when R mod 4 is 2 or 3; round (R + 1) / 2
         sed -n '/^case /,/^$/p' "$out/$c.log" | sed '1d;/^$/d' | awk '{
             r = $1; sub(/^.*_/, "", r); name = $1; sub(/_[0-9]+$/, "", name); $1 = name
-            print (r % 2 ? "native" : "debezium"), int((r + 1) / 2), $0 }' >>"$out/table"
+            print (r % 4 == 2 || r % 4 == 3 ? "debezium" : "native"), int((r + 1) / 2), $0 }' >>"$out/table"
     done
 elif [ "$MODE" = separate ]; then
     for r in $(seq 1 "$ROUNDS"); do

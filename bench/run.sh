@@ -23,7 +23,8 @@
 # (1) drains each backlog that many times with each tool, alternately, and
 # adds min / median / max of the ratios, the CPU total and the PSS sum;
 # BENCH_TARGET_EVEN (see BENCH_TARGET below) gives the even repeats other
-# target settings (bench/envelope.sh). PG_MAX_SLOTS: the test PostgreSQL's
+# target settings (bench/envelope.sh; BENCH_TARGET_ABBA=1: repeats 2, 3, 6,
+# 7, ... instead, the order A B B A). PG_MAX_SLOTS: the test PostgreSQL's
 # max_replication_slots (default: enough for BENCH_REPEAT).
 #
 # For each: pg_recvlogical's time and CPU (user+sys) to drain its slot up to
@@ -224,7 +225,12 @@ run_case() { # NAME EVENTS PREP WRITE: PREP runs before the slots exist, WRITE i
         # of BENCH_TARGET (bench/envelope.sh: two variants drain the same
         # backlog in turn)
         local tgt=${BENCH_TARGET:-}
-        [ -n "${BENCH_TARGET_EVEN+set}" ] && [ $((r % 2)) = 0 ] && tgt=$BENCH_TARGET_EVEN
+        # (BENCH_TARGET_ABBA=1: on repeats 2, 3, 6, 7, ...: the order A B B A,
+        # so that a drift along the repeats, such as the page cache warming
+        # up, weighs on both alike)
+        local alt=$((r % 2 == 0))
+        [ "${BENCH_TARGET_ABBA:-0}" = 1 ] && alt=$((r % 4 == 2 || r % 4 == 3))
+        [ -n "${BENCH_TARGET_EVEN+set}" ] && [ "$alt" = 1 ] && tgt=$BENCH_TARGET_EVEN
         [ "$REPEAT" -gt 1 ] && echo "-- repeat $r of $REPEAT${tgt:+ (target settings: $tgt)}"
         BENCH_TARGET=$tgt run_pair "$name" "$events" "$end" "$sfx" "$r"
     done
