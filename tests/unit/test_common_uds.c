@@ -411,19 +411,25 @@ typedef struct caller {
     int timeout_ms; /* probe_thread's (0: 30 s) */
 } caller;
 
-static void *call_thread(void *p)
+/* One call of msg on a new connection, waiting up to timeout_ms: its
+ * status into c->rc. */
+static void call_msg(caller *c, const char *msg, size_t len, int timeout_ms)
 {
-    caller *c = p;
     char err[WH_ERRLEN];
     int fd, refused;
     c->rc = WH_ERR;
     if (wh_uds_connect(&fd, path, 2000, &refused, err, sizeof(err)) != WH_OK)
-        return NULL;
+        return;
     wh_buf rep;
     wh_buf_init(&rep, 0);
-    c->rc = wh_uds_call(fd, "x", 1, &rep, 1024, 30000, err, sizeof(err));
+    c->rc = wh_uds_call(fd, msg, len, &rep, 1024, timeout_ms, err, sizeof(err));
     wh_buf_free(&rep);
     close(fd);
+}
+
+static void *call_thread(void *p)
+{
+    call_msg(p, "x", 1, 30000);
     return NULL;
 }
 
@@ -431,18 +437,8 @@ static void *call_thread(void *p)
  * probe), which the blocking handler holds until released. */
 static void *getstate_thread(void *p)
 {
-    caller *c = p;
-    char err[WH_ERRLEN];
-    int fd, refused;
-    c->rc = WH_ERR;
-    if (wh_uds_connect(&fd, path, 2000, &refused, err, sizeof(err)) != WH_OK)
-        return NULL;
-    wh_buf rep;
-    wh_buf_init(&rep, 0);
-    const char gs[2] = {0x32, 0x00}; /* Request.get_state, empty */
-    c->rc = wh_uds_call(fd, gs, 2, &rep, 1024, 30000, err, sizeof(err));
-    wh_buf_free(&rep);
-    close(fd);
+    static const char gs[2] = {0x32, 0x00}; /* Request.get_state, empty */
+    call_msg(p, gs, 2, 30000);
     return NULL;
 }
 
@@ -557,18 +553,8 @@ static void test_probe_beside_slots(void **state)
 static void *probe_thread(void *p)
 {
     caller *c = p;
-    char err[WH_ERRLEN];
-    int fd, refused;
-    c->rc = WH_ERR;
-    if (wh_uds_connect(&fd, path, 2000, &refused, err, sizeof(err)) != WH_OK)
-        return NULL;
-    wh_buf rep;
-    wh_buf_init(&rep, 0);
-    const char probe[2] = {0x2a, 0x00};
-    c->rc = wh_uds_call(fd, probe, 2, &rep, 1024, c->timeout_ms > 0 ? c->timeout_ms : 30000, err,
-                        sizeof(err));
-    wh_buf_free(&rep);
-    close(fd);
+    static const char probe[2] = {0x2a, 0x00};
+    call_msg(c, probe, 2, c->timeout_ms > 0 ? c->timeout_ms : 30000);
     return NULL;
 }
 
