@@ -247,9 +247,7 @@ static int gc_drop(void *snap, const char *key, size_t key_length)
     }
     atomic_fetch_add(&s->t->gc_dropped, 1);
     atomic_fetch_add(&s->t->db->gc_dropped, 1);
-    pthread_mutex_lock(&s->t->wm_mu);
-    int older = wh_pos_cmp(lsn, seq, s->t->open_end_lsn, s->t->open_end_seq) <= 0;
-    pthread_mutex_unlock(&s->t->wm_mu);
+    int older = wh_pos_cmp(lsn, seq, s->open_lsn, s->open_seq) <= 0;
     return older || atomic_load(&s->t->db->resend_overwrite) ? 2 : 1;
 }
 
@@ -332,6 +330,10 @@ static void *gc_snap_take(void *state, int flush)
     if (s == NULL)
         return NULL;
     s->t = t;
+    pthread_mutex_lock(&t->wm_mu);
+    s->open_lsn = t->open_end_lsn;
+    s->open_seq = t->open_end_seq;
+    pthread_mutex_unlock(&t->wm_mu);
     uint64_t now = wh_now_us();
     gc_snap_refresh(s, now);
     if (flush) {

@@ -186,6 +186,8 @@ typedef struct st_gc_snap {
     uint64_t next_us;  /* the next re-read of the watermark */
     uint64_t wait_end; /* a flush may wait for the readers until then */
     int keys;          /* keys seen */
+    uint64_t open_lsn; /* st_tenant.open_end when the job started (it changes */
+    uint32_t open_seq; /* only at open, before GC, and when the tenant goes) */
 } st_gc_snap;
 
 struct st_db {
