@@ -48,6 +48,10 @@ void st_walfs_free(st_walfs *w);
 /* Bytes of zeros written ahead of WAL ends since install (0 for NULL). */
 uint64_t st_walfs_zeroed(const st_walfs *w);
 
+/* Files created on a spare inode (a deleted WAL or table file emptied and
+ * kept, see WalFs in st_walfs.cc) since install (0 for NULL). */
+uint64_t st_walfs_reused(const st_walfs *w);
+
 #ifdef __cplusplus
 }
 #endif

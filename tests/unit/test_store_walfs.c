@@ -1,0 +1,255 @@
+/* Unit tests of st_walfs's spare inodes (st_walfs.cc, WalFs): a WAL or
+ * table file RocksDB deletes is emptied and kept as walhook-spare-N, and
+ * the next one created takes it; a spare left by an earlier process (even
+ * one with bytes in it) is taken and starts empty; a file with another hard
+ * link is deleted, never emptied. On a plain RocksDB with st_walfs
+ * installed, reopened to read everything back. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <rocksdb/c.h>
+
+#include "../../services/store/st_walfs.h"
+
+typedef struct wfx {
+    char dir[128];
+    rocksdb_options_t *o;
+    st_walfs *w;
+    rocksdb_t *db;
+} wfx;
+
+static int setup(void **state)
+{
+    wfx *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/walhook-walfs.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    *state = f;
+    return 0;
+}
+
+static void db_close(wfx *f)
+{
+    if (f->db != NULL)
+        rocksdb_close(f->db);
+    f->db = NULL;
+    st_walfs_free(f->w); /* after the DB, as st_walfs.h asks */
+    f->w = NULL;
+    if (f->o != NULL)
+        rocksdb_options_destroy(f->o);
+    f->o = NULL;
+}
+
+static void db_open(wfx *f)
+{
+    char err[256];
+    char *e = NULL;
+    f->o = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(f->o, 1);
+    rocksdb_options_set_write_buffer_size(f->o, 64 << 10);
+    rocksdb_options_set_disable_auto_compactions(f->o, 1);
+    f->w = st_walfs_install(f->o, 64 << 10, err, sizeof(err));
+    assert_non_null(f->w);
+    f->db = rocksdb_open(f->o, f->dir, &e);
+    if (e != NULL)
+        fail_msg("open: %s", e);
+}
+
+static int teardown(void **state)
+{
+    wfx *f = *state;
+    db_close(f);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", f->dir);
+    free(f);
+    return 0;
+}
+
+static void put_range(wfx *f, int from, int to, char fill)
+{
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    char k[32], v[1000];
+    memset(v, fill, sizeof(v));
+    for (int i = from; i < to; i++) {
+        snprintf(k, sizeof(k), "k%08d", i);
+        char *e = NULL;
+        rocksdb_put(f->db, wo, k, strlen(k), v, sizeof(v), &e);
+        if (e != NULL)
+            fail_msg("put: %s", e);
+    }
+    rocksdb_writeoptions_destroy(wo);
+}
+
+static void flush(wfx *f)
+{
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, 1);
+    char *e = NULL;
+    rocksdb_flush(f->db, fo, &e);
+    rocksdb_flushoptions_destroy(fo);
+    if (e != NULL)
+        fail_msg("flush: %s", e);
+}
+
+/* every key in [from, to) holds 1000 bytes of fill */
+static void check_range(wfx *f, int from, int to, char fill)
+{
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    char k[32];
+    for (int i = from; i < to; i++) {
+        snprintf(k, sizeof(k), "k%08d", i);
+        size_t len = 0;
+        char *e = NULL;
+        char *v = rocksdb_get(f->db, ro, k, strlen(k), &len, &e);
+        if (e != NULL || v == NULL)
+            fail_msg("get %s: %s", k, e ? e : "missing");
+        assert_int_equal(len, 1000);
+        assert_int_equal(v[0], fill);
+        assert_int_equal(v[999], fill);
+        rocksdb_free(v);
+    }
+    rocksdb_readoptions_destroy(ro);
+}
+
+/* the walhook-spare-* files in dir: how many, and their bytes together */
+static int spares(const char *dir, off_t *bytes)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    *bytes = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (strncmp(e->d_name, "walhook-spare-", 14) != 0)
+            continue;
+        char p[512];
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        struct stat st;
+        assert_int_equal(stat(p, &st), 0);
+        *bytes += st.st_size;
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Flushes switch WALs: each WAL RocksDB deletes becomes an empty spare, the
+ * next WAL (or table file) is created on one, and the data survives a
+ * reopen. */
+static void test_spares_reused(void **state)
+{
+    wfx *f = *state;
+    db_open(f);
+    for (int r = 0; r < 6; r++) {
+        put_range(f, r * 100, (r + 1) * 100, (char)('a' + r));
+        flush(f);
+    }
+    assert_true(st_walfs_reused(f->w) >= 4);
+    off_t bytes = 0;
+    int n = spares(f->dir, &bytes);
+    assert_true(n >= 1 && n <= 4);
+    assert_int_equal(bytes, 0);
+    db_close(f);
+    db_open(f);
+    for (int r = 0; r < 6; r++)
+        check_range(f, r * 100, (r + 1) * 100, (char)('a' + r));
+}
+
+/* A spare an earlier process left, even one with bytes in it (not what
+ * st_walfs leaves, but a file of that name), is taken by the next new file
+ * and starts empty: what is written after it reads back after a reopen,
+ * and none of the old bytes does. */
+static void test_leftover_spare(void **state)
+{
+    wfx *f = *state;
+    db_open(f);
+    put_range(f, 0, 10, 'x');
+    db_close(f);
+    char p[256];
+    snprintf(p, sizeof(p), "%s/walhook-spare-0", f->dir);
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    char junk[4096];
+    memset(junk, 0x5a, sizeof(junk));
+    assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+    close(fd);
+    db_open(f); /* its new WAL takes the spare */
+    assert_true(st_walfs_reused(f->w) >= 1);
+    put_range(f, 10, 20, 'y');
+    db_close(f);
+    db_open(f);
+    check_range(f, 0, 10, 'x');
+    check_range(f, 10, 20, 'y');
+}
+
+/* A table file with another hard link (as a checkpoint makes) is deleted
+ * when RocksDB is done with it, not emptied: the link keeps its bytes. */
+static void test_hard_link_kept(void **state)
+{
+    wfx *f = *state;
+    db_open(f);
+    put_range(f, 0, 50, 'a');
+    flush(f);
+    put_range(f, 0, 50, 'b');
+    flush(f);
+    char links[256];
+    snprintf(links, sizeof(links), "%s.links", f->dir);
+    assert_int_equal(mkdir(links, 0700), 0);
+    DIR *d = opendir(f->dir);
+    assert_non_null(d);
+    int nl = 0;
+    off_t sizes[16];
+    char names[16][64];
+    for (struct dirent *e; (e = readdir(d)) != NULL && nl < 16;) {
+        size_t l = strlen(e->d_name);
+        if (l < 5 || strcmp(e->d_name + l - 4, ".sst") != 0)
+            continue;
+        char a[1400], b[1400];
+        snprintf(a, sizeof(a), "%s/%s", f->dir, e->d_name);
+        snprintf(b, sizeof(b), "%s/%s", links, e->d_name);
+        assert_int_equal(link(a, b), 0);
+        struct stat st;
+        assert_int_equal(stat(a, &st), 0);
+        sizes[nl] = st.st_size;
+        snprintf(names[nl], sizeof(names[nl]), "%s", e->d_name);
+        nl++;
+    }
+    closedir(d);
+    assert_int_equal(nl, 2);
+    rocksdb_compact_range(f->db, NULL, 0, NULL, 0); /* both inputs deleted */
+    for (int i = 0; i < nl; i++) {
+        char a[1400], b[1400];
+        snprintf(a, sizeof(a), "%s/%s", f->dir, names[i]);
+        snprintf(b, sizeof(b), "%s/%s", links, names[i]);
+        struct stat st;
+        assert_int_not_equal(stat(a, &st), 0); /* gone from the DB */
+        assert_int_equal(stat(b, &st), 0);
+        assert_int_equal(st.st_size, sizes[i]);
+        assert_true(st.st_size > 0);
+        unlink(b);
+    }
+    rmdir(links);
+    check_range(f, 0, 50, 'b');
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_spares_reused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leftover_spare, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hard_link_kept, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
