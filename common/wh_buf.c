@@ -153,10 +153,24 @@ uint64_t wh_utf8_replaced(void)
     return __atomic_load_n(&utf8_replaced, __ATOMIC_RELAXED);
 }
 
-/* The end of the valid UTF-8 from s[i] (ASCII included). */
+/* The end of the valid UTF-8 from s[i] (ASCII included). ASCII is skipped
+ * 16 bytes at a time (a jsonb value is mostly ASCII: byte by byte, this
+ * loop was 6 % of the ingestor's CPU on the wide-row backlog). */
 static size_t utf8_run(const unsigned char *s, size_t i, size_t n)
 {
     while (i < n) {
+#ifdef __SSE2__
+        for (; i + 16 <= n; i += 16) {
+            unsigned m = (unsigned)_mm_movemask_epi8(
+                _mm_loadu_si128((const __m128i *)(const void *)(s + i)));
+            if (m != 0) {
+                i += (size_t)__builtin_ctz(m);
+                break;
+            }
+        }
+        if (i >= n)
+            break;
+#endif
         if (s[i] < 0x80) {
             i++;
             continue;

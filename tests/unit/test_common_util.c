@@ -147,6 +147,47 @@ static void test_append_utf8(void **state)
     wh_buf_free(&b);
 }
 
+/* The 16-byte ASCII scan of wh_buf_append_utf8: a multi-byte character or
+ * an invalid byte at every position of ASCII strings of 0..40 bytes,
+ * against the text written out by hand. */
+static void test_utf8_scan(void **state)
+{
+    static const struct {
+        const char *in, *out;
+    } sp[] = {{"\xc3\xa9", "\xc3\xa9"},
+              {"\xe2\x98\x83", "\xe2\x98\x83"},
+              {"\x80", "\xef\xbf\xbd"},
+              {"\xff", "\xef\xbf\xbd"},
+              {"\xe2\x98", "\xef\xbf\xbd\xef\xbf\xbd"}};
+    for (size_t k = 0; k < sizeof(sp) / sizeof(sp[0]); k++) {
+        for (size_t n = 0; n <= 40; n++) {
+            for (size_t at = 0; at <= n; at++) {
+                char in[64], want[128];
+                size_t il = 0, wl = 0;
+                for (size_t i = 0; i <= n; i++) {
+                    if (i == at) {
+                        memcpy(in + il, sp[k].in, strlen(sp[k].in));
+                        il += strlen(sp[k].in);
+                        memcpy(want + wl, sp[k].out, strlen(sp[k].out));
+                        wl += strlen(sp[k].out);
+                    }
+                    if (i < n) {
+                        in[il++] = (char)('a' + i % 26);
+                        want[wl++] = (char)('a' + i % 26);
+                    }
+                }
+                want[wl] = '\0';
+                wh_buf b;
+                wh_buf_init(&b, 0);
+                assert_int_equal(wh_buf_append_utf8(&b, in, il), WH_OK);
+                wh_buf_cstr(&b);
+                assert_string_equal(b.data, want);
+                wh_buf_free(&b);
+            }
+        }
+    }
+}
+
 /* The 16-byte scan of wh_json_str: a byte to escape (or UTF-8, or a control
  * byte) at every position of strings of 0..40 bytes, in buffers that start
  * empty and non-empty, against the escape written out by hand. */
@@ -351,6 +392,7 @@ int main(void)
         cmocka_unit_test(test_event_id_and_order),
         cmocka_unit_test(test_buf_limits),
         cmocka_unit_test(test_json_str),
+        cmocka_unit_test(test_utf8_scan),
         cmocka_unit_test(test_json_str_scan),
         cmocka_unit_test(test_append_utf8),
         cmocka_unit_test(test_base64),
