@@ -194,6 +194,13 @@ static void test_leftover_spare(void **state)
     check_range(f, 10, 20, 'y');
 }
 
+/* dir/name into dst (cap bytes), checked not cut */
+static void join(char *dst, size_t cap, const char *dir, const char *name)
+{
+    int n = snprintf(dst, cap, "%s/%s", dir, name);
+    assert_true(n > 0 && (size_t)n < cap);
+}
+
 /* A table file with another hard link (as a checkpoint makes) is deleted
  * when RocksDB is done with it, not emptied: the link keeps its bytes. */
 static void test_hard_link_kept(void **state)
@@ -211,28 +218,29 @@ static void test_hard_link_kept(void **state)
     assert_non_null(d);
     int nl = 0;
     off_t sizes[16];
-    char names[16][64];
+    char names[16][256];
     for (struct dirent *e; (e = readdir(d)) != NULL && nl < 16;) {
         size_t l = strlen(e->d_name);
         if (l < 5 || strcmp(e->d_name + l - 4, ".sst") != 0)
             continue;
-        char a[1400], b[1400];
-        snprintf(a, sizeof(a), "%s/%s", f->dir, e->d_name);
-        snprintf(b, sizeof(b), "%s/%s", links, e->d_name);
+        char a[600], b[600];
+        join(a, sizeof(a), f->dir, e->d_name);
+        join(b, sizeof(b), links, e->d_name);
         assert_int_equal(link(a, b), 0);
         struct stat st;
         assert_int_equal(stat(a, &st), 0);
         sizes[nl] = st.st_size;
-        snprintf(names[nl], sizeof(names[nl]), "%s", e->d_name);
+        assert_true(l < sizeof(names[nl]));
+        memcpy(names[nl], e->d_name, l + 1);
         nl++;
     }
     closedir(d);
     assert_int_equal(nl, 2);
     rocksdb_compact_range(f->db, NULL, 0, NULL, 0); /* both inputs deleted */
     for (int i = 0; i < nl; i++) {
-        char a[1400], b[1400];
-        snprintf(a, sizeof(a), "%s/%s", f->dir, names[i]);
-        snprintf(b, sizeof(b), "%s/%s", links, names[i]);
+        char a[600], b[600];
+        join(a, sizeof(a), f->dir, names[i]);
+        join(b, sizeof(b), links, names[i]);
         struct stat st;
         assert_int_not_equal(stat(a, &st), 0); /* gone from the DB */
         assert_int_equal(stat(b, &st), 0);
