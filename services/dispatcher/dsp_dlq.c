@@ -6,6 +6,11 @@
 
 #include "wh_util.h"
 
+void dsp_dlq_reason(char *dst, size_t dstlen, int exhausted, const char *why)
+{
+    (void)wh_cut_words(dst, dstlen, "%s%s", exhausted ? "retries exhausted: " : "", why);
+}
+
 static void fill_error(Walhook__DlqError *pe, const dsp_attempt_error *e)
 {
     walhook__dlq_error__init(pe);

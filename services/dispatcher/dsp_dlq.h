@@ -48,6 +48,14 @@ typedef struct dsp_dlq_req {
     char reason[96];     /* "HTTP 400", "retries exhausted", "backlog over cap (fast mode)" */
 } dsp_dlq_req;
 
+/* The reason of dead letters that failed for good: "retries exhausted: "
+ * (when exhausted) then why (the failure: a transport error, "HTTP 400
+ * (permanent)"), into dst (dstlen > 4; sizeof(dsp_dlq_req.reason) for
+ * the record and the log lines). Text that does not fit is cut after a
+ * whole word and ends with "..." (wh_cut_words), so a reader sees it was
+ * cut. */
+void dsp_dlq_reason(char *dst, size_t dstlen, int exhausted, const char *why);
+
 /* WH_OK; 409 when the store refused the epoch (the offset moved or another
  * owner took the target); WH_ERR otherwise (err says why). */
 int dsp_dlq_write(wh_client *store, const dsp_dlq_req *r, char *err, size_t errlen);

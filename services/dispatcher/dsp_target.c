@@ -1840,7 +1840,7 @@ static void log_deadletter(dsp_target *t, size_t n, const char *reason, uint64_t
     dsp_target_log_flush(t, now_ms);
     if (t->dlq_log_ms != 0 && now_ms - t->dlq_log_ms < DSP_DLQ_LOG_EVERY_MS) {
         t->dlq_log_n += n;
-        wh_strlcpy(t->dlq_log_why, reason, sizeof(t->dlq_log_why));
+        (void)wh_cut_words(t->dlq_log_why, sizeof(t->dlq_log_why), "%s", reason);
         return;
     }
     wh_warn("target %s/%s: %zu event(s) go to the dead-letter queue after %d attempt(s): %s "
@@ -2792,8 +2792,7 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
         return;
     }
     char reason[sizeof(t->dlq_req.reason)];
-    snprintf(reason, sizeof(reason), "%s%.*s", exhausted ? "retries exhausted: " : "",
-             (int)sizeof(reason) - 20, why);
+    dsp_dlq_reason(reason, sizeof(reason), exhausted, why);
     start_deadletter(t, b, first, first + n, reason);
     dsp_target_publish(t);
 }

@@ -603,6 +603,47 @@ static void test_format_build(void **state)
 
 /* dsp_zone: a zone note is taken at once; the zone of an answer to a
  * request sent before a note came is not (it may be older than the note) */
+/* The reason of a dead letter (the record, its first log line and the
+ * summary line): a long transport error is cut after a whole word and ends
+ * with "...", within the same bound. Before, it was cut mid-word with no
+ * sign of it. */
+static void test_dlq_reason(void **state)
+{
+    (void)state;
+    dsp_dlq_req rq;
+    char *r = rq.reason;
+    const size_t cap = sizeof(rq.reason);
+    dsp_dlq_reason(r, cap, 1, "HTTP 400 (permanent)");
+    assert_string_equal(r, "retries exhausted: HTTP 400 (permanent)");
+    dsp_dlq_reason(r, cap, 0, "HTTP 400 (permanent)");
+    assert_string_equal(r, "HTTP 400 (permanent)");
+    /* curl's text of a failed TLS handshake, longer than the reason */
+    const char *why = "SSL certificate problem: unable to get local issuer certificate "
+                      "(the certificate chain of hooks.example.com could not be verified "
+                      "against the CA bundle /etc/ssl/certs/ca-certificates.crt)";
+    for (int ex = 0; ex <= 1; ex++) {
+        memset(r, 'x', cap);
+        dsp_dlq_reason(r, cap, ex, why);
+        size_t n = strlen(r);
+        assert_true(n < cap);
+        assert_true(n > cap - 64);
+        assert_string_equal(r + n - 3, "...");
+        const char *text = ex ? r + strlen("retries exhausted: ") : r;
+        if (ex)
+            assert_true(strncmp(r, "retries exhausted: ", 19) == 0);
+        /* a whole-word prefix of why: the cut is at a space of it */
+        size_t k = (size_t)(r + n - 3 - text);
+        assert_true(strncmp(text, why, k) == 0);
+        assert_true(why[k] == ' ');
+    }
+    /* exactly as long as the reason holds: whole, no "..." */
+    char fit[sizeof(rq.reason)];
+    memset(fit, 'e', cap - 1);
+    fit[cap - 1] = '\0';
+    dsp_dlq_reason(r, cap, 0, fit);
+    assert_string_equal(r, fit);
+}
+
 static void test_zone_notes(void **state)
 {
     (void)state;
@@ -643,6 +684,7 @@ int main(void)
         cmocka_unit_test(test_lanes),
         cmocka_unit_test(test_delivery_settings),
         cmocka_unit_test(test_format_build),
+        cmocka_unit_test(test_dlq_reason),
         cmocka_unit_test(test_zone_notes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
