@@ -425,6 +425,21 @@ wh_state_target *wh_state_target_add(wh_state_tenant *t)
     return &n[t->ntargets++];
 }
 
+void wh_state_stamp_created(wh_state *s, const wh_state *cur, uint64_t version)
+{
+    for (int i = 0; i < s->ntenants; i++) {
+        wh_state_tenant *t = &s->tenants[i];
+        const wh_state_tenant *ct = cur != NULL ? wh_state_tenant_find(cur, t->name) : NULL;
+        for (int k = 0; k < t->ntargets; k++) {
+            const wh_state_target *cg =
+                ct != NULL ? wh_state_target_find(ct, t->targets[k].name) : NULL;
+            t->targets[k].created_version =
+                cg != NULL ? cg->created_version
+                           : (int64_t)(version > INT64_MAX ? INT64_MAX : version);
+        }
+    }
+}
+
 int wh_state_tenant_remove(wh_state *s, const char *name)
 {
     const wh_state_tenant *t = wh_state_tenant_find(s, name);
@@ -553,13 +568,18 @@ static json_t *render_target(const wh_state_target *g, int redact);
 
 /* 1 when pt (the tenant of the same name in the document a write replaces)
  * has a target named as g with every setting g has: its unredacted
- * renderings are equal. */
+ * renderings are equal, but for created_version (the store's, which a
+ * file's document does not carry: wh_state_stamp_created). */
 static int target_unchanged(const wh_state_target *g, const wh_state_tenant *pt)
 {
     const wh_state_target *p = wh_state_target_find(pt, g->name);
     if (p == NULL)
         return 0;
     json_t *a = render_target(g, 0), *b = render_target(p, 0);
+    if (a != NULL)
+        json_object_del(a, "created_version");
+    if (b != NULL)
+        json_object_del(b, "created_version");
     int same = a != NULL && b != NULL && json_equal(a, b);
     json_decref(a);
     json_decref(b);
@@ -899,6 +919,12 @@ static int parse_target(json_t *o, wh_state_target *g, const char *path, char *e
                 return WH_ERR;
             if (g->resumes < 0)
                 return wh_seterr(err, errlen, "%s: %" PRId64 " is negative", fp, g->resumes);
+        } else if (strcmp(key, "created_version") == 0) {
+            if (j_int(v, fp, &g->created_version, err, errlen) != WH_OK)
+                return WH_ERR;
+            if (g->created_version < 0)
+                return wh_seterr(err, errlen, "%s: %" PRId64 " is negative", fp,
+                                 g->created_version);
         } else if ((f = dlv_find(key)) != NULL) {
             if (j_int(v, fp, &iv, err, errlen) != WH_OK)
                 return WH_ERR;
@@ -1104,6 +1130,8 @@ static json_t *render_target(const wh_state_target *g, int redact)
     rc |= jset(o, "paused", json_boolean(g->paused));
     if (g->resumes != 0)
         rc |= jset(o, "resumes", json_integer((json_int_t)g->resumes));
+    if (g->created_version != 0)
+        rc |= jset(o, "created_version", json_integer((json_int_t)g->created_version));
     for (size_t i = 0; i < WH_ARRAY_LEN(dlv_fields); i++) {
         int64_t v = dlv_get(g, &dlv_fields[i]);
         if (v != 0)

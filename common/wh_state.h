@@ -88,6 +88,12 @@ typedef struct wh_state_target {
      * re-enables a target disabled by 410 Gone when this grows, whatever
      * state versions it skipped in between (0: never; omitted when 0) */
     int64_t resumes;
+    /* the state version that created the target, set by the store
+     * (wh_state_stamp_created): a target deleted and created again under
+     * its name is a new target, also for a reader that sees both changes as
+     * one version (the dispatcher starts it anew: enabled, fresh breaker).
+     * 0: created before walhook kept it, or unknown (omitted when 0) */
+    int64_t created_version;
     /* delivery settings; 0 = inherit the dispatcher.* setting */
     int batch_max_events;
     int64_t batch_max_bytes;
@@ -174,6 +180,14 @@ void wh_state_unref(wh_state *s); /* frees at zero; NULL is fine */
 
 const wh_state_tenant *wh_state_tenant_find(const wh_state *s, const char *tenant);
 const wh_state_target *wh_state_target_find(const wh_state_tenant *t, const char *name);
+
+/* Sets created_version of every target of s (a document about to replace
+ * cur, NULL: none): a target cur has (same tenant, same name) keeps cur's
+ * value, whatever s says; any other gets `version`, the one s is written
+ * as. The store does it on every write, so the value is the store's alone;
+ * the admin does it on its change before sending it, so that what it sent
+ * is what the store writes. */
+void wh_state_stamp_created(wh_state *s, const wh_state *cur, uint64_t version);
 
 /* Editing a private state (wh_state_clone): append a zeroed tenant (slot,
  * publication and create_slot at their defaults) or target, NULL when out of

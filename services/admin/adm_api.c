@@ -1183,6 +1183,9 @@ static int write_state(ctx *c, write_op *op, wh_state **out)
             wh_state_unref(next);
             return WH_ERR;
         }
+        /* as the store will (a target it adds is created by this version):
+         * the reply shows it, and read_back compares what the store holds */
+        wh_state_stamp_created(next, cur, expected + 1);
         /* the filters of the targets the change adds or changes are
          * compiled; a target it leaves as stored (one an older walhook
          * stored with a filter that does not compile) does not block it */

@@ -584,6 +584,28 @@ static void reconcile(dsp_loop *l)
         dsp_settings_clamp(&sp->set);
         dsp_target *t = dsp_loop_find(l, sp->set.tenant, sp->name);
         char err[WH_ERRLEN];
+        if (t != NULL && t->has_spec && t->spec.created_version != sp->created_version) {
+            /* deleted and created again under its name, both seen as this
+             * one version (the loop was busy, the dispatcher stopped): a
+             * new target, as when the removal and the creation are seen
+             * apart. The old one stops (requests abandoned, its held commit
+             * dropped: the store dropped its offset and dead letters with
+             * the removal); the new one starts enabled (not disabled by the
+             * old one's 410, not blocked), with a fresh breaker, nack
+             * window, rate buckets and counters, and reads from the offset
+             * its creation set. */
+            wh_info("target %s/%s was deleted and created again (created by state version "
+                    "%" PRId64 ", the running one by %" PRId64 "): the old one stops, the new "
+                    "one starts",
+                    sp->set.tenant, sp->name, sp->created_version, t->spec.created_version);
+            for (int i = 0; i < l->ntargets; i++)
+                if (l->targets[i] == t) {
+                    remove_target(l, i, 0);
+                    break;
+                }
+            removed++;
+            t = NULL;
+        }
         if (t == NULL) {
             if (add_target(l, sp, err, sizeof(err)) != WH_OK) {
                 note_refused(l, sp->set.tenant, sp->name);

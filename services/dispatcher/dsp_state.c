@@ -113,6 +113,7 @@ int dsp_state_specs(const wh_state *s, const wh_config *eff, dsp_spec **out, int
                 wh_strlcpy(sp->secrets[q], tg->secrets[q], sizeof(sp->secrets[q]));
             sp->paused = tg->paused != 0;
             sp->resumes = tg->resumes;
+            sp->created_version = tg->created_version;
             sp->set = base;
             wh_strlcpy(sp->set.tenant, tn->name, sizeof(sp->set.tenant));
             if (tn->dsn[0] != '\0')

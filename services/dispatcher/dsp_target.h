@@ -28,7 +28,9 @@
  *                 retry_max_ms on that event, forever (blocked);
  *      GONE (410) the target is disabled (state 4) until an operator
  *                 resumes it (the state's resume count grows, seen by the
- *                 loop's reconcile) or changes its settings.
+ *                 loop's reconcile) or changes its settings; a target
+ *                 deleted and created again under its name (another
+ *                 created_version) is a new target object, enabled.
  *    Before a request: the circuit breaker (dsp_breaker.h) must allow it and
  *    the token buckets (dsp_limit.h) must hold the tokens; mode "fast" sheds
  *    the head batch to the DLQ when its oldest event is older than
@@ -132,7 +134,11 @@ typedef struct dsp_spec {
     char secrets[DSP_KEYS_MAX][256];
     int nsecrets;
     int paused;
-    int64_t resumes;      /* the state's resume count (wh_state_target.resumes) */
+    int64_t resumes; /* the state's resume count (wh_state_target.resumes) */
+    /* the state version that created it (wh_state_target.created_version):
+     * another value under the same name is another target (deleted and
+     * created again), which the loop starts anew */
+    int64_t created_version;
     dsp_settings set;     /* set.tenant is the target's tenant */
     uint64_t lease_epoch; /* this replica's lease of the target (dsp_lease), 0 = no leases */
     /* a target of the state whose lease this replica does not hold: the

@@ -118,6 +118,7 @@ int st_state_open(st_state **out, st_db *db, const wh_config *base, const char *
         /* first start: version 1 from the file and env */
         if (wh_state_from_config(&st->cur, base, path, err, errlen) != WH_OK)
             goto error;
+        wh_state_stamp_created(st->cur, NULL, 1);
         /* with the rules of a new write (no two tenants on one slot ...) */
         if (wh_state_validate(st->cur, sub, sizeof(sub)) != WH_OK) {
             wh_seterr(err, errlen, "configuration: %s", sub);
@@ -540,6 +541,10 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
         rc = WH_ERR;
         goto out;
     }
+    /* which targets are new: the store's to say (a target deleted and
+     * created again is new, even for a reader that sees both writes as one
+     * version), so whatever the writer sent is replaced */
+    wh_state_stamp_created(s, st->cur, st->version + 1);
     if (file && render_version(s, st->version, &same) == WH_OK && same.len == st->doc.len &&
         memcmp(same.data, st->doc.data, same.len) == 0)
         goto out; /* the file says what runs: no new version */

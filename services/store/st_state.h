@@ -16,7 +16,10 @@
  * new version for an origin "file" document equal to the current one, and
  * after the write drops the offsets of consumers that were a target of
  * their tenant and no longer are (a consumer that became a target again is
- * un-dropped). An origin "file" document keeps each tenant's pending
+ * un-dropped). Every write sets each target's created_version
+ * (wh_state_stamp_created): kept for a target the current document has,
+ * the new version for one it does not, whatever the writer sent (version 1
+ * when seeding). An origin "file" document keeps each tenant's pending
  * backfill requests (source.backfills): a file has none, and a request the
  * ingestor has not taken yet must survive a reload by whichever daemon
  * forwards it.

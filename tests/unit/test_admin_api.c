@@ -245,6 +245,13 @@ static void test_targets(void **state)
         201);
     assert_int_equal(f->m.set_offsets, 1);
     assert_non_null(strstr(body(f), "\"start_position\":\"0/16B3748:2\""));
+    /* stamped with the version that creates it, as the store does: what it
+     * sent is what the store holds (read_back compares them) */
+    json_t *ja = json_loads(body(f), 0, NULL);
+    assert_non_null(ja);
+    assert_true(json_integer_value(json_object_get(ja, "created_version")) ==
+                (json_int_t)f->m.cur->version);
+    json_decref(ja);
     assert_int_equal(call(f, "POST", tg, ADMIN_TOK, NULL,
                           "{\"name\":\"b\",\"url\":\"http://127.0.0.1:1/b\",\"start\":\"0/10:3\"}"),
                      201);

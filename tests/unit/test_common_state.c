@@ -161,6 +161,9 @@ static void test_parse_errors(void **state)
          "\"resumes\":true}]}]}",
          "tenants[0].targets[0].resumes: expected an integer"},
         {"{\"tenants\":[{\"name\":\"a\",\"targets\":[{\"name\":\"t\",\"url\":\"http://x\","
+         "\"created_version\":-2}]}]}",
+         "tenants[0].targets[0].created_version: -2 is negative"},
+        {"{\"tenants\":[{\"name\":\"a\",\"targets\":[{\"name\":\"t\",\"url\":\"http://x\","
          "\"retry_base_ms\":900,\"retry_max_ms\":100}]}]}",
          "tenants[0].targets[0].retry_max_ms: 100 is below"},
     };
@@ -193,6 +196,45 @@ static void test_resumes(void **state)
     assert_null(strstr(strstr(doc, "\"name\":\"u\""), "resumes"));
     free(doc);
     wh_state_unref(s);
+}
+
+/* the state version that created a target: read, rendered back, left out
+ * while 0 (a document stored before it reads as it did); stamped from the
+ * document a write replaces: kept for a target it has, the new version for
+ * the others (a target deleted and created again under its name, a tenant
+ * created again), whatever the writer sent */
+static void test_created_version(void **state)
+{
+    (void)state;
+    wh_state *cur = parse_ok("{\"tenants\":[{\"name\":\"a\",\"targets\":["
+                             "{\"name\":\"t\",\"url\":\"http://x\",\"created_version\":4},"
+                             "{\"name\":\"u\",\"url\":\"http://y\"}]}]}");
+    const wh_state_tenant *t = wh_state_tenant_find(cur, "a");
+    assert_true(wh_state_target_find(t, "t")->created_version == 4);
+    assert_true(wh_state_target_find(t, "u")->created_version == 0);
+    char *doc = render(cur, 0);
+    assert_non_null(strstr(doc, "\"created_version\":4"));
+    assert_null(strstr(strstr(doc, "\"name\":\"u\""), "created_version"));
+    free(doc);
+
+    wh_state *next =
+        parse_ok("{\"tenants\":[{\"name\":\"a\",\"targets\":["
+                 "{\"name\":\"t\",\"url\":\"http://x\",\"created_version\":9},"
+                 "{\"name\":\"u\",\"url\":\"http://y\"},"
+                 "{\"name\":\"v\",\"url\":\"http://z\",\"created_version\":4}]},"
+                 "{\"name\":\"b\",\"targets\":[{\"name\":\"t\",\"url\":\"http://x\"}]}]}");
+    wh_state_stamp_created(next, cur, 8);
+    t = wh_state_tenant_find(next, "a");
+    assert_true(wh_state_target_find(t, "t")->created_version == 4);
+    assert_true(wh_state_target_find(t, "u")->created_version == 0);
+    assert_true(wh_state_target_find(t, "v")->created_version == 8);
+    t = wh_state_tenant_find(next, "b");
+    assert_true(wh_state_target_find(t, "t")->created_version == 8);
+    /* no current document: every target is new */
+    wh_state_stamp_created(next, NULL, 1);
+    assert_true(wh_state_target_find(wh_state_tenant_find(next, "a"), "t")->created_version == 1);
+    wh_state_unref(next);
+    wh_state_unref(cur);
 }
 
 static void test_filter_settings_checked(void **state)
@@ -1064,6 +1106,7 @@ int main(void)
         cmocka_unit_test(test_parse_good),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_resumes),
+        cmocka_unit_test(test_created_version),
         cmocka_unit_test(test_filter_settings_checked),
         cmocka_unit_test(test_validate_write_keeps_legacy_filter),
         cmocka_unit_test(test_dsn_same_server),

@@ -158,6 +158,7 @@ typedef struct http_srv {
     pthread_t thr;
     atomic_int stop;
     int fail_first;    /* answer 500 to this many requests first */
+    int gone_first;    /* answer 410 to this many requests first (before fail_first's) */
     int delay_ms;      /* wait this long before each answer */
     int slow_idx;      /* the request that arrives as this one (from 0) ... */
     int slow_ms;       /* ... waits this long instead (0: none) */
@@ -225,7 +226,9 @@ static void serve_conn(http_srv *s, int fd)
             return;
         }
         pthread_mutex_lock(&s->mu);
-        int status = s->nreq < s->fail_first ? 500 : 200;
+        int status = s->nreq < s->gone_first                   ? 410
+                     : s->nreq < s->gone_first + s->fail_first ? 500
+                                                               : 200;
         if (s->nreq < MAXREQ) {
             http_req *q = &s->reqs[s->nreq];
             snprintf(q->head, sizeof(q->head), "%.*s", (int)hlen, buf);
@@ -235,10 +238,12 @@ static void serve_conn(http_srv *s, int fd)
         s->nreq++;
         pthread_mutex_unlock(&s->mu);
         char resp[256];
-        int rl =
-            snprintf(resp, sizeof(resp),
-                     "HTTP/1.1 %d %s\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok",
-                     status, status == 200 ? "OK" : "Internal Server Error");
+        int rl = snprintf(
+            resp, sizeof(resp),
+            "HTTP/1.1 %d %s\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok", status,
+            status == 200   ? "OK"
+            : status == 410 ? "Gone"
+                            : "Internal Server Error");
         if (write(fd, resp, (size_t)rl) != rl)
             return;
         memmove(buf, buf + hlen + clen, len - hlen - clen);
@@ -977,6 +982,57 @@ static void test_breaker_probe_reset(void **state)
     http_stop(&hs);
 }
 
+static int target_disabled(void *arg)
+{
+    return atomic_load(&((dsp_target *)arg)->disabled_pub) == 1;
+}
+
+/* A target deleted and created again under its name, both seen as one
+ * state version: the same spec but its created_version. It is a new target:
+ * enabled though the old one was disabled by a 410 (with no resume: its
+ * count is 0 in both), with a fresh breaker though the old one's was open
+ * for 10 minutes. Before, the loop matched it by name and kept the old one:
+ * nothing more was posted (disabled until a resume; open until the
+ * cool-down). */
+static void test_recreated_target(void **state)
+{
+    (void)state;
+    for (int breaker = 0; breaker <= 1; breaker++) {
+        http_srv hs;
+        http_start(&hs, breaker); /* breaker: one 500, which opens it */
+        hs.gone_first = !breaker; /* else one 410, which disables it */
+        char url[128];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", hs.port);
+        static rig r;
+        rig_start(&r, url, "127.0.0.0/8");
+        static dsp_spec sp;
+        rig_spec(&r, &sp, url);
+        sp.set.dl.breaker_failures = 1;
+        sp.set.dl.breaker_cooldown_ms = 600000;
+        sp.created_version = 2;
+        rig_apply(&r, &sp, 2);
+        dsp_target *t = dsp_loop_target(r.loop, 0);
+        assert_true(wait_until(breaker ? target_failed : target_disabled, t, 10000));
+        sp.created_version = 3;
+        rig_apply(&r, &sp, 3);
+        if (!wait_until(all_committed, NULL, 10000))
+            fail_msg("%s target created again in one version posted nothing more (%d "
+                     "request(s))",
+                     breaker ? "an open-breaker" : "a 410-disabled", nreq(&hs));
+        rig_stop(&r);
+        assert_int_equal(dsp_loop_ntargets(r.loop), 1);
+        t = dsp_loop_target(r.loop, 0);
+        assert_int_equal(t->spec.created_version, 3);
+        assert_int_equal(atomic_load(&t->disabled_pub), 0);
+        assert_int_equal(t->br.state, DSP_BR_CLOSED);
+        assert_int_equal(t->br.opened, 0);
+        assert_int_equal(wh_counter_get(&t->failures), 0);
+        assert_int_equal(nreq(&hs), 4); /* the failed one, then 2 + 2 + 1 events */
+        rig_destroy(&r);
+        http_stop(&hs);
+    }
+}
+
 /* ordering = by_key: the offset moves while a lane's request is in flight.
  * The reset after the last lane finished kept the state POSTING with lane
  * mode left: nothing posted again (and one request counted in flight). */
@@ -1078,6 +1134,7 @@ int main(void)
         cmocka_unit_test(test_rendered_single_mode),
         cmocka_unit_test(test_bad_target_refused),
         cmocka_unit_test(test_breaker_probe_reset),
+        cmocka_unit_test(test_recreated_target),
         cmocka_unit_test(test_lanes_reset),
         cmocka_unit_test(test_ssrf_exception_removed),
         cmocka_unit_test(test_garbled_answer_retried),

@@ -422,7 +422,9 @@ static void test_readded_target_undropped(void **state)
     assert_int_equal(commit(f, "default", "b", 0x100, 0, 0, &r), 0);
     done(&r);
     char *without = current_doc_replace(
-        f, ",{\"name\":\"b\",\"url\":\"http://127.0.0.1:9/b\",\"secrets\":[],\"paused\":false}",
+        f,
+        ",{\"name\":\"b\",\"url\":\"http://127.0.0.1:9/b\",\"secrets\":[],\"paused\":false,"
+        "\"created_version\":1}",
         "");
     char *with = current_doc_replace(f, NULL, "");
     assert_int_equal(put_state(f, 1, without, "api", &r), 0);
@@ -1264,6 +1266,83 @@ static void test_file_origin_keeps_resumes(void **state)
     wh_state_unref(cur);
 }
 
+static int64_t created_of(fx *f, const char *tenant, const char *target)
+{
+    wh_state *cur = st_state_current(f->st);
+    assert_non_null(cur);
+    const wh_state_target *g = wh_state_target_find(wh_state_tenant_find(cur, tenant), target);
+    assert_non_null(g);
+    int64_t v = g->created_version;
+    wh_state_unref(cur);
+    return v;
+}
+
+/* Each target carries the state version that created it, set by the store
+ * alone: the dispatcher tells by it a target deleted and created again
+ * under its name when it sees both writes as one version (before, it kept
+ * the old target, disabled by its 410). Seeded targets: 1; a new one: the
+ * version its write makes; kept by every later write (a file reload, a
+ * writer that sends another value); a target created again: a new value. */
+static void test_created_version(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    assert_int_equal(created_of(f, "default", "a"), 1);
+    assert_int_equal(created_of(f, "other", "x"), 1);
+    /* a new target c, with a value the writer made up */
+    char *doc = current_doc_replace(f, "\"targets\":[",
+                                    "\"targets\":[{\"name\":\"c\",\"url\":"
+                                    "\"http://127.0.0.1:9/c\",\"created_"
+                                    "version\":77},");
+    reply r;
+    assert_int_equal(put_state(f, 1, doc, "api", &r), 0);
+    done(&r);
+    free(doc);
+    assert_int_equal(current_version(f), 2);
+    assert_int_equal(created_of(f, "default", "c"), 2);
+    assert_int_equal(created_of(f, "default", "a"), 1);
+    /* a writer's other value for an existing target is not taken */
+    wh_state *s = NULL;
+    doc = current_doc_replace(f, NULL, "");
+    assert_int_equal(wh_state_parse(&s, doc, strlen(doc), NULL, err, sizeof(err)), WH_OK);
+    free(doc);
+    wh_state_tenant *t = &s->tenants[0];
+    assert_string_equal(t->name, "default");
+    wh_state_target *c = (wh_state_target *)wh_state_target_find(t, "c");
+    c->created_version = 9;
+    c->paused = 1;
+    assert_int_equal(put_rendered(f, s, 2, "api"), 0);
+    assert_int_equal(current_version(f), 3);
+    assert_int_equal(created_of(f, "default", "c"), 2);
+    /* the unchanged file (no created_version in it): no new version */
+    assert_int_equal(wh_state_from_config(&s, &f->cfg, f->conf, err, sizeof(err)), WH_OK);
+    assert_int_equal(put_rendered(f, s, 0, "file"), 0);
+    assert_int_equal(current_version(f), 4); /* c goes: the file does not have it */
+    assert_int_equal(created_of(f, "default", "a"), 1);
+    assert_int_equal(wh_state_from_config(&s, &f->cfg, f->conf, err, sizeof(err)), WH_OK);
+    assert_int_equal(put_rendered(f, s, 0, "file"), 0);
+    assert_int_equal(current_version(f), 4);
+    /* a deleted, then created again: a new value */
+    doc = current_doc_replace(f, NULL, "");
+    assert_int_equal(wh_state_parse(&s, doc, strlen(doc), NULL, err, sizeof(err)), WH_OK);
+    free(doc);
+    assert_int_equal(wh_state_target_remove(&s->tenants[0], "a"), WH_OK);
+    assert_int_equal(put_rendered(f, s, 4, "api"), 0);
+    doc = current_doc_replace(f, "\"targets\":[",
+                              "\"targets\":[{\"name\":\"a\",\"url\":"
+                              "\"http://127.0.0.1:9/a\"},");
+    assert_int_equal(put_state(f, 5, doc, "api", &r), 0);
+    done(&r);
+    free(doc);
+    assert_int_equal(current_version(f), 6);
+    assert_int_equal(created_of(f, "default", "a"), 6);
+    /* kept across a reopen (it is in the stored document) */
+    close_all(f);
+    open_all(f);
+    assert_int_equal(created_of(f, "default", "a"), 6);
+    assert_int_equal(created_of(f, "other", "x"), 1);
+}
+
 static void test_auto_resync(void **state)
 {
     fx *f = *state;
@@ -1400,6 +1479,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_orphan_offsets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_origin_keeps_backfills, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_origin_keeps_resumes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_created_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_bad_filter, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
