@@ -1708,11 +1708,14 @@ static int cq_form(st_db *db, st_gpart **parts, size_t *np, size_t *cap, uint64_
 
 static size_t stage_xid_range(char *lo, char *hi, size_t *hl, const char *tenant, uint32_t xid);
 static void stage_rdel_note(st_db *db, st_tenant *t, uint32_t n);
-/* An event at a position already written in this process (a resend:
- * PostgreSQL sends what was not confirmed again, a stage commit cut short is
- * sent again) must come with the same bytes: an event's id is its position
- * (DESIGN). Other bytes are an ingestor bug (or a value it can no longer
- * render as it did: a TOAST value replaced since), and the stored event,
+/* An event at a position that may be stored (written in this process, or
+ * at or below the tenant's last event when the store opened: a resend,
+ * PostgreSQL sends what was not confirmed again, after a restart of the
+ * store too; a stage commit cut short is sent again) must come with the
+ * same bytes: an event's id is its position (DESIGN). The same bytes are
+ * not written again. Other bytes are an ingestor bug (or a value it can no
+ * longer render as it did: a TOAST value replaced since, an ingestor
+ * upgraded since the first copy), and the stored event,
  * durable and maybe delivered, is what the id names: *stored is set and
  * the event is not written again (unless st_db_set_resend_overwrite), and
  * the difference is counted in *differ (walhook_store_resends_differ_total,
@@ -1726,7 +1729,7 @@ static int resend_check(st_db *db, st_tenant *t, const char *k, size_t kl, const
     if (e)
         return st_dbi_rerr(err, errlen, "get event", e);
     if (old == NULL)
-        return WH_OK; /* collected (below the watermark) */
+        return WH_OK; /* collected (below the watermark), or never stored: written */
     *stored = !atomic_load(&db->resend_overwrite);
     uint8_t ts[8];
     wh_put_be64(ts, (uint64_t)ev->commit_ts_us);
@@ -1750,9 +1753,15 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
         st_wreq *r = parts[i].r;
         size_t differ = 0;
         const st_event *first_differ = NULL;
-        pthread_mutex_lock(&r->t->wm_mu); /* what this process wrote of it */
+        /* what may be stored of it: what this process wrote, and what an
+         * earlier one stored (its last event at open) */
+        pthread_mutex_lock(&r->t->wm_mu);
         uint64_t nl = r->t->newest_lsn;
         uint32_t ns = r->t->newest_seq;
+        if (wh_pos_cmp(r->t->open_end_lsn, r->t->open_end_seq, nl, ns) > 0) {
+            nl = r->t->open_end_lsn;
+            ns = r->t->open_end_seq;
+        }
         pthread_mutex_unlock(&r->t->wm_mu);
         for (size_t e = parts[i].from; e < parts[i].to; e++) {
             const st_event *ev = &r->ev[e];

@@ -136,17 +136,18 @@ struct st_tenant {
      * only below it, so the tenant's last event, which says where it ends,
      * stays. Taken from each group part's highest event (not its last:
      * cq_write compares a resent event with the stored one only up to
-     * here, and an append out of order would leave events it wrote above,
-     * written again unchecked). */
+     * here or open_end, whichever is higher, and an append out of order
+     * would leave events it wrote above, written again unchecked). */
     uint64_t newest_lsn;
     uint32_t newest_seq;
     /* (under wm_mu) the position of its last event when the store opened
-     * ((0,0): none; set before gc_ready): cq_write compares a resent event
-     * with the stored one only at positions this process wrote, so an
-     * event at or below it may be written again over a copy an earlier
-     * process stored, with other bytes too. A flush that drops such a key
-     * leaves a deletion marker (gc_drop returns 2), or the older copy
-     * would be read again. */
+     * ((0,0): none; set before gc_ready; the highest position when it
+     * could not be read): cq_write compares a resent event at or below it,
+     * as one at or below newest_*, with the stored copy an earlier process
+     * wrote (resend_check: kept, written only when none is stored, unless
+     * st_db_set_resend_overwrite). A flush that drops such a key leaves a
+     * deletion marker (gc_drop returns 2): a copy an earlier process
+     * stored in a table file must never be read again over a later one. */
     uint64_t open_end_lsn;
     uint32_t open_end_seq;
     /* a flush waiting for its readers (gc_drop) sleeps on gc_cv (with

@@ -1,0 +1,215 @@
+/* Unit test of an event sent again after a restart of the store
+ * (PostgreSQL resends from the confirmed flush LSN): the store compared a
+ * resent event with the stored one only at positions the running process
+ * had written itself (st_tenant.newest_*), so after a restart an append
+ * with other bytes (an ingestor upgraded meanwhile, an unchanged TOAST
+ * value rendered again) silently replaced the stored event, which may have
+ * been delivered already and whose id names one content. At or below the
+ * tenant's last event when the store opened (st_tenant.open_end) a resend
+ * is now what it is in the process that wrote it: the same bytes are not
+ * written again, other bytes keep the stored event and are counted in
+ * walhook_store_resends_differ_total, an event no longer stored (collected)
+ * is written. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rocksdb/c.h>
+
+#include "../../services/store/st_db_int.h"
+#include "stdb_fixture.h"
+
+typedef stdb_fx fx;
+
+static int setup(void **state)
+{
+    static const st_db_opts o = {.offset_sync_wait_us = 2000};
+    *state = stdb_fx_new("test_store_resend", &o);
+    return 0;
+}
+
+/* Appends (lsn, 0) for lsn in [from, to] with the given JSON, in one
+ * append (as the ingestor sends a transaction) */
+static void append_json(fx *f, uint64_t from, uint64_t to, const char *json)
+{
+    char err[WH_ERRLEN];
+    st_event ev[64];
+    size_t n = 0;
+    assert_true(to - from < 64);
+    for (uint64_t lsn = from; lsn <= to; lsn++)
+        ev[n++] = (st_event){lsn, 0, (int64_t)lsn, json, strlen(json)};
+    uint64_t d;
+    if (st_db_append(f->db, "t", ev, n, 0, &d, err, sizeof(err)) != WH_OK)
+        fail_msg("append: %s", err);
+}
+
+/* Entries in the memtable of the tenant's events: what the last appends
+ * wrote since the last flush */
+static uint64_t memtable_entries(fx *f)
+{
+    st_tenant *t = st_dbi_tenant_find(f->db, "t", 0);
+    assert_non_null(t);
+    uint64_t n = 0;
+    if (!rocksdb_property_int_cf(f->db->rdb, t->ev, "rocksdb.num-entries-active-mem-table", &n))
+        return n;
+    fail_msg("no property rocksdb.num-entries-active-mem-table");
+    return 0;
+}
+
+/* What a read from the tenant's start returns: per LSN (seq 0), the JSON's
+ * last character before the closing brace (0: not returned) */
+typedef struct seen {
+    char v[64];
+} seen;
+
+static int seen_step(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json,
+                     size_t len)
+{
+    (void)seq;
+    (void)ts;
+    seen *s = arg;
+    if (lsn < sizeof(s->v) && len >= 2)
+        s->v[lsn] = ((const char *)json)[len - 2];
+    return 0;
+}
+
+static void read_all(fx *f, seen *s)
+{
+    char err[WH_ERRLEN];
+    memset(s, 0, sizeof(*s));
+    size_t n = 0;
+    if (st_db_read(f->db, "t", 0, 0, 1000, SIZE_MAX, seen_step, s, &n, err, sizeof(err)) != WH_OK)
+        fail_msg("read: %s", err);
+}
+
+/* Events 1..20 stored and flushed by one process; the next one sends them
+ * again with other bytes, and 21..25 after them: the stored ones stay, the
+ * 20 are counted, the new ones are written. */
+static void test_restart_resend_other_bytes(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    append_json(f, 1, 20, "{\"a\":1}");
+    assert_int_equal(st_db_flush(f->db, err, sizeof(err)), WH_OK);
+    stdb_fx_reopen(f);
+    assert_int_equal(st_db_resends_differ(f->db), 0);
+    append_json(f, 1, 25, "{\"a\":2}");
+    assert_int_equal(st_db_resends_differ(f->db), 20);
+    assert_int_equal(memtable_entries(f), 5); /* 21..25 only */
+    seen s;
+    read_all(f, &s);
+    for (int i = 1; i <= 25; i++)
+        if (s.v[i] != (i <= 20 ? '1' : '2'))
+            fail_msg("event %d read as {\"a\":%c}", i, s.v[i] ? s.v[i] : '-');
+    /* the same again: the stored ones compared (20 more), 21..25 written
+     * by this process are compared as before the fix, the same bytes */
+    append_json(f, 1, 25, "{\"a\":2}");
+    assert_int_equal(st_db_resends_differ(f->db), 40);
+    assert_int_equal(memtable_entries(f), 5);
+    /* and after another restart, with the memtable flushed at close or
+     * not: still the first bytes */
+    stdb_fx_reopen(f);
+    read_all(f, &s);
+    for (int i = 1; i <= 25; i++)
+        assert_int_equal(s.v[i], i <= 20 ? '1' : '2');
+}
+
+/* The same bytes sent again after a restart: nothing counted, nothing
+ * written again. */
+static void test_restart_resend_same_bytes(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    append_json(f, 1, 20, "{\"a\":1}");
+    assert_int_equal(st_db_flush(f->db, err, sizeof(err)), WH_OK);
+    stdb_fx_reopen(f);
+    assert_int_equal(memtable_entries(f), 0);
+    append_json(f, 1, 20, "{\"a\":1}");
+    assert_int_equal(st_db_resends_differ(f->db), 0);
+    assert_int_equal(memtable_entries(f), 0);
+    seen s;
+    read_all(f, &s);
+    for (int i = 1; i <= 20; i++)
+        assert_int_equal(s.v[i], '1');
+}
+
+/* st_db_set_resend_overwrite (the compaction tests rewrite the same keys)
+ * still writes over a copy an earlier process stored, and counts it. */
+static void test_restart_resend_overwrite(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    append_json(f, 1, 10, "{\"a\":1}");
+    assert_int_equal(st_db_flush(f->db, err, sizeof(err)), WH_OK);
+    stdb_fx_reopen(f);
+    st_db_set_resend_overwrite(f->db, 1);
+    append_json(f, 1, 10, "{\"a\":2}");
+    assert_int_equal(st_db_resends_differ(f->db), 10);
+    assert_int_equal(memtable_entries(f), 10);
+    seen s;
+    read_all(f, &s);
+    for (int i = 1; i <= 10; i++)
+        assert_int_equal(s.v[i], '2');
+}
+
+/* What a resend of 1..20 with other bytes leaves, after the consumer
+ * passed 15 and a flush collected 1..15; restart: with a restart of the
+ * store between the flush and the resend. */
+typedef struct outcome {
+    uint64_t differ, written;
+    seen s;
+} outcome;
+
+static outcome collected_resend(int restart)
+{
+    fx *f = stdb_fx_new("test_store_resend", &(st_db_opts){.offset_sync_wait_us = 2000});
+    char err[WH_ERRLEN];
+    uint64_t l;
+    uint32_t q;
+    append_json(f, 1, 20, "{\"a\":1}");
+    assert_int_equal(st_db_commit(f->db, "t", "c", 15, 0, &l, &q, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_flush(f->db, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_gc_dropped(f->db), 15);
+    if (restart)
+        stdb_fx_reopen(f);
+    uint64_t m0 = memtable_entries(f);
+    append_json(f, 1, 20, "{\"a\":2}");
+    outcome o = {st_db_resends_differ(f->db), memtable_entries(f) - m0, {{0}}};
+    read_all(f, &o.s);
+    stdb_fx_free(f);
+    return o;
+}
+
+/* An event collected (delivered, dropped by the GC) before the restart and
+ * sent again: what the process that wrote it does (it is written again,
+ * below the watermark, dropped by the next flush), nothing more; those
+ * still stored are kept and counted. */
+static void test_restart_resend_collected(void **state)
+{
+    (void)state;
+    outcome same = collected_resend(0), restarted = collected_resend(1);
+    assert_int_equal(same.differ, 5);
+    assert_int_equal(same.written, 15);
+    for (int i = 1; i <= 20; i++)
+        assert_int_equal(same.s.v[i], i <= 15 ? '2' : '1');
+    assert_int_equal(restarted.differ, same.differ);
+    assert_int_equal(restarted.written, same.written);
+    assert_memory_equal(restarted.s.v, same.s.v, sizeof(same.s.v));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_restart_resend_other_bytes, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_restart_resend_same_bytes, setup, stdb_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_restart_resend_overwrite, setup, stdb_fx_teardown),
+        cmocka_unit_test(test_restart_resend_collected),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
