@@ -14,8 +14,10 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <set>
 #include <string>
 #include <sys/stat.h>
+#include <utility>
 #include <unistd.h>
 
 namespace
@@ -173,6 +175,92 @@ class PrefillFile : public rocksdb::FSWritableFileOwnerWrapper
     uint64_t zeroed_ = 0;                 /* [0, zeroed_) written (data or zeros) */
 };
 
+/* The inodes of the WAL and table files a writer of WalFs has open. Such a
+ * file is unlinked when RocksDB deletes it, never kept as a spare: the
+ * writer's later appends, and its close (PosixWritableFile trims its
+ * preallocation with ftruncate to its own size and punches a hole past it),
+ * would reach the next WAL or table file created on the inode. RocksDB 7.8
+ * deletes WALs whose writer is still open: a sync write hands an inactive
+ * WAL's writer, unclosed, to logs_to_free_ (MarkLogsSynced), the next
+ * FindObsoleteFiles takes it, and when that is an iterator's cleanup (the
+ * last reference to an old SuperVersion) the flush that obsoletes the WAL
+ * can delete it before the cleanup closes the writer (seen within seconds
+ * with sync writes and iterators destroyed in a loop). */
+class OpenWriters
+{
+  public:
+    void add(const struct stat *st)
+    {
+        std::lock_guard<std::mutex> g(mu_);
+        if (st == nullptr)
+            unknown_++;
+        else
+            inodes_.insert(std::make_pair(st->st_dev, st->st_ino));
+    }
+    void remove(const struct stat *st)
+    {
+        std::lock_guard<std::mutex> g(mu_);
+        if (st == nullptr) {
+            unknown_--;
+            return;
+        }
+        auto it = inodes_.find(std::make_pair(st->st_dev, st->st_ino));
+        if (it != inodes_.end())
+            inodes_.erase(it);
+    }
+    /* a writer may have st's inode open (any, while one's inode is unknown) */
+    bool open(const struct stat *st)
+    {
+        std::lock_guard<std::mutex> g(mu_);
+        return unknown_ > 0 || inodes_.count(std::make_pair(st->st_dev, st->st_ino)) != 0;
+    }
+
+  private:
+    std::mutex mu_;
+    std::multiset<std::pair<dev_t, ino_t>> inodes_;
+    long unknown_ = 0;
+};
+
+/* A WAL or table file's writer, in OpenWriters from its creation until its
+ * Close (or its destruction) has returned, when its descriptors are
+ * closed. */
+class TrackedFile : public rocksdb::FSWritableFileWrapper
+{
+  public:
+    TrackedFile(std::unique_ptr<rocksdb::FSWritableFile> &&t, OpenWriters *w, const struct stat *st)
+        : rocksdb::FSWritableFileWrapper(t.get()), file_(std::move(t)), writers_(w),
+          known_(st != nullptr)
+    {
+        if (known_)
+            st_ = *st;
+        writers_->add(known_ ? &st_ : nullptr);
+    }
+    ~TrackedFile() override
+    {
+        file_.reset(); /* closes it if Close did not */
+        release();
+    }
+    rocksdb::IOStatus Close(const rocksdb::IOOptions &o, rocksdb::IODebugContext *d) override
+    {
+        rocksdb::IOStatus s = target()->Close(o, d);
+        release();
+        return s;
+    }
+
+  private:
+    void release()
+    {
+        if (!released_)
+            writers_->remove(known_ ? &st_ : nullptr);
+        released_ = true;
+    }
+    std::unique_ptr<rocksdb::FSWritableFile> file_;
+    OpenWriters *writers_;
+    bool known_;
+    struct stat st_ = {};
+    bool released_ = false;
+};
+
 class WalFs : public rocksdb::FileSystemWrapper
 {
   public:
@@ -188,20 +276,34 @@ class WalFs : public rocksdb::FileSystemWrapper
                                       std::unique_ptr<rocksdb::FSWritableFile> *r,
                                       rocksdb::IODebugContext *d) override
     {
-        if (reusable(f))
-            take_spare(f);
+        if (!reusable(f))
+            return target()->NewWritableFile(f, fo, r, d);
+        take_spare(f);
         rocksdb::IOStatus s = target()->NewWritableFile(f, fo, r, d);
-        if (!s.ok() || !is_wal(f) || fo.use_direct_writes || fo.use_mmap_writes)
+        if (!s.ok())
             return s;
-        int fd = ::open(f.c_str(), O_WRONLY | O_CLOEXEC);
-        if (fd < 0)
-            return s; /* no zeroing: RocksDB's file as is */
-        PrefillFile *p = new (std::nothrow) PrefillFile(std::move(*r), fd, chunk_, &zeroed_);
-        if (p == nullptr) {
-            ::close(fd);
+        if (is_wal(f) && !fo.use_direct_writes && !fo.use_mmap_writes) {
+            int fd = ::open(f.c_str(), O_WRONLY | O_CLOEXEC);
+            if (fd >= 0) { /* else no zeroing: RocksDB's file as is */
+                PrefillFile *p =
+                    new (std::nothrow) PrefillFile(std::move(*r), fd, chunk_, &zeroed_);
+                if (p == nullptr) {
+                    ::close(fd);
+                    r->reset();
+                    return rocksdb::IOStatus::NoSpace("out of memory");
+                }
+                r->reset(p);
+            }
+        }
+        struct stat st;
+        bool known = ::stat(f.c_str(), &st) == 0;
+        TrackedFile *t =
+            new (std::nothrow) TrackedFile(std::move(*r), &writers_, known ? &st : nullptr);
+        if (t == nullptr) {
+            r->reset();
             return rocksdb::IOStatus::NoSpace("out of memory");
         }
-        r->reset(p);
+        r->reset(t);
         return s;
     }
     rocksdb::IOStatus DeleteFile(const std::string &f, const rocksdb::IOOptions &o,
@@ -238,7 +340,8 @@ class WalFs : public rocksdb::FileSystemWrapper
      * leaves an empty file under the deleted name (RocksDB's own obsolete
      * file: removed at its next open) or an empty spare (reused, as are the
      * spares an earlier process left). A file with other hard links (a
-     * checkpoint's) is deleted as before, never truncated. */
+     * checkpoint's) or with a writer of ours still open (OpenWriters) is
+     * deleted as before, never truncated. */
     static constexpr int kSpares = 4;
     static bool reusable(const std::string &f)
     {
@@ -254,7 +357,8 @@ class WalFs : public rocksdb::FileSystemWrapper
     bool keep_spare(const std::string &f)
     {
         struct stat st;
-        if (::stat(f.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)
+        if (::stat(f.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+            writers_.open(&st))
             return false;
         std::lock_guard<std::mutex> g(mu_);
         for (int i = 0; i < kSpares; i++) {
@@ -291,6 +395,7 @@ class WalFs : public rocksdb::FileSystemWrapper
     std::atomic<uint64_t> zeroed_{0};
     std::atomic<uint64_t> reused_{0};
     std::mutex mu_; /* the spares of every directory */
+    OpenWriters writers_;
 };
 
 } // namespace

@@ -2,8 +2,8 @@
  * table file RocksDB deletes is emptied and kept as walhook-spare-N, and
  * the next one created takes it; a spare left by an earlier process (even
  * one with bytes in it) is taken and starts empty; a file with another hard
- * link is deleted, never emptied. On a plain RocksDB with st_walfs
- * installed, reopened to read everything back. */
+ * link, or one a writer still has open, is deleted, never emptied. On a
+ * plain RocksDB with st_walfs installed, reopened to read everything back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -252,12 +252,79 @@ static void test_hard_link_kept(void **state)
     check_range(f, 0, 50, 'b');
 }
 
+/* A file RocksDB deletes while a writer of it is still open is unlinked,
+ * not made a spare: that writer's later appends and its close (which
+ * truncates the file to the writer's own size) would land in whatever file
+ * is created next on the inode. RocksDB 7.8 does this to WALs: a sync
+ * write hands an inactive WAL's writer, unclosed, to logs_to_free_
+ * (MarkLogsSynced), the next FindObsoleteFiles takes it, and when that is
+ * an iterator's cleanup (the last reference to an old SuperVersion) the
+ * flush that obsoletes the WAL can delete it before the cleanup closes the
+ * writer (seen within seconds with sync writes, 64 KiB memtables and
+ * iterators made and destroyed in a loop: a spare grown back to a WAL's
+ * size by that close). On demand here: an SstFileWriter (through the same
+ * options, so the same st_walfs) holds 000999.sst open in the DB directory
+ * while the DB's open deletes it as an unknown table file; the DB then
+ * flushes a table file and writes its WAL, and the SstFileWriter finishes.
+ * Everything the DB wrote reads back after a reopen. */
+static void test_open_writer_not_recycled(void **state)
+{
+    wfx *f = *state;
+    db_open(f);
+    put_range(f, 0, 50, 'a');
+    flush(f);
+    rocksdb_close(f->db);
+    f->db = NULL;
+
+    char *e = NULL;
+    char p[256];
+    join(p, sizeof(p), f->dir, "000999.sst");
+    rocksdb_envoptions_t *eo = rocksdb_envoptions_create();
+    rocksdb_sstfilewriter_t *w = rocksdb_sstfilewriter_create(eo, f->o);
+    rocksdb_sstfilewriter_open(w, p, &e);
+    if (e != NULL)
+        fail_msg("sst writer open: %s", e);
+    char v[1000];
+    memset(v, 'z', sizeof(v));
+    rocksdb_sstfilewriter_put(w, "x0000", 5, v, sizeof(v), &e);
+    if (e != NULL)
+        fail_msg("sst writer put: %s", e);
+
+    f->db = rocksdb_open(f->o, f->dir, &e); /* deletes 000999.sst */
+    if (e != NULL)
+        fail_msg("reopen: %s", e);
+    assert_int_not_equal(access(p, F_OK), 0);
+    put_range(f, 50, 100, 'b');
+    flush(f);
+    put_range(f, 100, 150, 'c'); /* in the WAL only */
+
+    char k[16];
+    for (int i = 1; i < 200; i++) {
+        snprintf(k, sizeof(k), "x%04d", i);
+        rocksdb_sstfilewriter_put(w, k, 5, v, sizeof(v), &e);
+        if (e != NULL)
+            fail_msg("sst writer put: %s", e);
+    }
+    rocksdb_sstfilewriter_finish(w, &e);
+    if (e != NULL)
+        fail_msg("sst writer finish: %s", e);
+    rocksdb_sstfilewriter_destroy(w);
+    rocksdb_envoptions_destroy(eo);
+
+    db_close(f);
+    db_open(f);
+    check_range(f, 0, 50, 'a');
+    check_range(f, 50, 100, 'b');
+    check_range(f, 100, 150, 'c');
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_spares_reused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leftover_spare, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hard_link_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_writer_not_recycled, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
