@@ -360,14 +360,18 @@ class WalFs : public rocksdb::FileSystemWrapper
         if (::stat(f.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
             writers_.open(&st))
             return false;
+        /* emptied before the lock: a big table file's truncate does not
+         * hold up a WAL created meanwhile (an emptied file that finds no
+         * free slot is unlinked as any other) */
+        if (::truncate(f.c_str(), 0) != 0)
+            return false;
         std::lock_guard<std::mutex> g(mu_);
         for (int i = 0; i < kSpares; i++) {
             std::string sp = spare_name(f, i);
-            if (::access(sp.c_str(), F_OK) == 0)
-                continue;
-            if (::truncate(f.c_str(), 0) != 0)
+            if (::renameat2(AT_FDCWD, f.c_str(), AT_FDCWD, sp.c_str(), RENAME_NOREPLACE) == 0)
+                return true;
+            if (errno != EEXIST)
                 return false;
-            return ::renameat2(AT_FDCWD, f.c_str(), AT_FDCWD, sp.c_str(), RENAME_NOREPLACE) == 0;
         }
         return false;
     }
