@@ -1750,6 +1750,9 @@ static int stream(repl *r, char *err, size_t errlen)
                 return LOOP_RECONNECT;
             }
         }
+        /* once a pass, not per message: the lag figures' age counts while
+         * the window is full (nothing read: they are frozen) */
+        ing_stats_stream(r->st, !throttled);
         /* what was read is decoded: with nothing in flight it goes out at
          * once (ing_batcher_tick); while a request is in flight the open
          * batch grows (group commit) */
@@ -2102,7 +2105,8 @@ static int run_source(repl *r, int first, char *err, size_t errlen)
         r->up_since_ms = wh_now_ms();
         if (!r->fail_pending)
             ing_stats_set_state(st, ING_STATE_STREAMING, NULL);
-        ing_stats_stream(st, 1);
+        /* read: marked by stream's first pass that reads (not while the
+         * window is still full) */
         int what = stream(r, lerr, sizeof(lerr));
         ing_stats_stream(st, 0);
         /* the backoff starts over only once this stream has run for a

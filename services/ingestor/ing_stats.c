@@ -32,17 +32,17 @@ void ing_stats_set_state(ing_stats *st, int state, const char *reason)
 
 void ing_stats_stream(ing_stats *st, int up)
 {
-    if (!up)
-        wh_gauge_set(&st->stream_down_us, wh_wallclock_us());
-    wh_gauge_set(&st->stream_up, up ? 1 : 0);
+    int64_t since = wh_gauge_get(&st->unread_since_us);
+    if (up && since != 0)
+        wh_gauge_set(&st->unread_since_us, 0);
+    else if (!up && since == 0) /* a throttled stream that is lost: since the throttle */
+        wh_gauge_set(&st->unread_since_us, wh_wallclock_us());
 }
 
 /* How old the lag figures are, microseconds: 0 while the stream is read. */
 static int64_t lag_age_us(const ing_stats *st)
 {
-    if (wh_gauge_get(&st->stream_up))
-        return 0;
-    int64_t since = wh_gauge_get(&st->stream_down_us), now = wh_wallclock_us();
+    int64_t since = wh_gauge_get(&st->unread_since_us), now = wh_wallclock_us();
     return since > 0 && now > since ? now - since : 0;
 }
 
@@ -75,8 +75,9 @@ int ing_stats_render(const ing_stats *st, wh_buf *b)
         wh_metric_i64(b, "walhook_replication_lag_bytes", l, lag) ||
         wh_metric_header(b, "walhook_replication_lag_age_seconds", "gauge",
                          "0 while the ingestor reads the replication stream; while it does not "
-                         "(disconnected from PostgreSQL, reconnecting, not yet connected), the "
-                         "time since it did or since the ingestor started: "
+                         "(disconnected from PostgreSQL, reconnecting, not yet connected, or "
+                         "throttled: ingestor.window_bytes sent and not yet acknowledged by the "
+                         "store), the time since it did or since the ingestor started: "
                          "walhook_replication_lag_bytes and walhook_confirmed_flush_lsn are "
                          "that old, and the real lag is at least walhook_replication_lag_bytes") ||
         wh_metric_us_as_s(b, "walhook_replication_lag_age_seconds", l, lag_age_us(st)) ||

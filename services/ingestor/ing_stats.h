@@ -29,8 +29,8 @@ typedef struct ing_stats {
     wh_counter window_full_us;  /* WAL not read: ingestor.window_bytes unacked by the store */
     wh_gauge confirmed_flush_lsn;
     wh_gauge server_wal_end;
-    wh_gauge stream_up;      /* 1 while the replication stream is read (ing_stats_stream) */
-    wh_gauge stream_down_us; /* wall clock since which it is not (0: never set) */
+    wh_gauge unread_since_us; /* wall clock since which the replication stream is not
+                                 read (ing_stats_stream); 0: it is */
     wh_gauge state;
     ing_batcher *bt;               /* may be NULL */
     char tenant[WH_NAME_MAX];      /* label of every sample ("" = none) */
@@ -55,9 +55,13 @@ typedef struct ing_stats {
 void ing_stats_set_state(ing_stats *st, int state, const char *reason);
 
 /* The replication stream is read (up 1) or not (0: disconnected,
- * reconnecting, before the first connection: call it at start). The lag
- * figures (confirmed flush, server WAL end) are current only while it is:
- * walhook_replication_lag_age_seconds says how old they are. Any thread. */
+ * reconnecting, before the first connection: call it at start; or
+ * throttled: ingestor.window_bytes sent and not yet acknowledged by the
+ * store, the stream loop calls it once a pass). The lag figures (confirmed
+ * flush, server WAL end) are current only while it is read: they freeze at
+ * the first 0 after a 1, and walhook_replication_lag_age_seconds counts
+ * from there (a throttled stream that is then lost: from the throttle).
+ * A load, and a store only on a change. Any thread. */
 void ing_stats_stream(ing_stats *st, int up);
 
 const char *ing_state_name(int state);

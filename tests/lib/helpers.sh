@@ -310,21 +310,32 @@ wh_pipeline_setup() {
     pg_start || wh_fail "cannot start PostgreSQL"
 }
 
-# wh_ingest_admin_setup: PostgreSQL, then the store, the ingestor and the
-# admin on one config (a target nobody listens on: nothing is delivered),
-# streaming; sets CONF, DATA, APORT and M (the admin's /metrics URL).
+# wh_ingest_admin_setup [CONF-TEXT]: PostgreSQL, then the store, the
+# ingestor and the admin on one config (a target nobody listens on: nothing
+# is delivered; CONF-TEXT, e.g. "ingestor = { window_bytes = 65536; };",
+# appended to it), streaming; sets CONF, DATA, APORT and M (the admin's
+# /metrics URL). After wh_syncgate_setup (its WH_TMP and exit trap) the
+# store runs with wh_syncgate.so on GATE.
 wh_ingest_admin_setup() {
-    trap wh_cleanup EXIT
+    if [ -z "$WH_TMP" ]; then
+        trap wh_cleanup EXIT
+        wh_tmpdir
+    fi
     wh_require_bins walhook-store walhook-ingestor walhook-admin
-    wh_tmpdir
     pg_start || wh_fail "cannot start PostgreSQL"
     APORT=$(wh_free_port)
     CONF="$WH_TMP/walhook.conf"
     DATA="$WH_TMP/data"
     mkdir -m 700 "$DATA"
     wh_write_conf "$CONF" "$PG_DSN" "$DATA" "$APORT" "http://127.0.0.1:9/hook"
+    [ -z "${1:-}" ] || echo "$1" >>"$CONF"
     M="http://127.0.0.1:$APORT/metrics"
-    wh_spawn store "$BIN/walhook-store" -c "$CONF"
+    if [ -n "${GATE:-}" ]; then
+        wh_spawn store env WH_SYNCGATE="$GATE" LD_PRELOAD="$BIN/tests/wh_syncgate.so" \
+            "$BIN/walhook-store" -c "$CONF"
+    else
+        wh_spawn store "$BIN/walhook-store" -c "$CONF"
+    fi
     wh_wait_until 30 test -S "$DATA/store.sock" || wh_fail "the store did not start"
     wh_spawn ingestor "$BIN/walhook-ingestor" -c "$CONF"
     wh_spawn admin "$BIN/walhook-admin" -c "$CONF"

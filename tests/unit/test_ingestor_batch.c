@@ -317,8 +317,11 @@ static void test_flow(void **state)
     assert_int_equal(ing_stats_render(&st, &out), WH_OK);
     wh_buf_cstr(&out);
     assert_non_null(strstr(out.data, "\nwalhook_replication_lag_age_seconds 0.000000\n"));
+    ing_stats_stream(&st, 0); /* e.g. the window is full */
+    assert_true(wh_gauge_get(&st.unread_since_us) > 0);
+    wh_gauge_set(&st.unread_since_us, wh_wallclock_us() - 90 * 1000000ll); /* 90 s ago */
+    /* not read since then: further passes (and a disconnect) keep the start */
     ing_stats_stream(&st, 0);
-    wh_gauge_set(&st.stream_down_us, wh_wallclock_us() - 90 * 1000000ll); /* 90 s ago */
     wh_buf_reset(&out);
     assert_int_equal(ing_stats_render(&st, &out), WH_OK);
     wh_buf_cstr(&out);
@@ -327,6 +330,11 @@ static void test_flow(void **state)
     assert_non_null(age);
     double aged = strtod(age + strlen("\nwalhook_replication_lag_age_seconds "), NULL);
     assert_true(aged >= 90.0 && aged < 3600.0);
+    ing_stats_stream(&st, 1); /* read again */
+    wh_buf_reset(&out);
+    assert_int_equal(ing_stats_render(&st, &out), WH_OK);
+    wh_buf_cstr(&out);
+    assert_non_null(strstr(out.data, "\nwalhook_replication_lag_age_seconds 0.000000\n"));
     wh_buf_free(&out);
     assert_string_equal(ing_state_name(ING_STATE_STREAMING), "streaming");
     assert_string_equal(ing_state_name(ING_STATE_CONNECTING), "connecting");
