@@ -16,19 +16,8 @@
 #         counted for it are logged as it stops.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
-wh_pipeline_setup
-export WALHOOK_ADMIN_ADMIN_TOKEN=admin-token-of-test-gone-0123456789
-TOKEN=$WALHOOK_ADMIN_ADMIN_TOKEN
+wh_targets_api_setup admin-token-of-test-gone-0123456789
 N=60
-pg_psql -c "CREATE TABLE items (id int PRIMARY KEY, v text); CREATE PUBLICATION walhook FOR ALL TABLES;" \
-    >/dev/null || wh_fail "cannot create the table"
-wh_up_receiver
-A="http://127.0.0.1:$APORT"
-TG=/v1/tenants/default/targets
-LOG="$WH_TMP/walhook.log"
-PROBLEMS=()
-problem() { PROBLEMS+=("$1"); wh_log "PROBLEM: $1"; }
-jfield() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print($2)" "$1" 2>/dev/null; }
 
 wh_start_receiver gone "$WH_TMP/gone.jsonl" --status 410
 GP=$WH_RPORT

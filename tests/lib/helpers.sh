@@ -310,6 +310,27 @@ wh_pipeline_setup() {
     pg_start || wh_fail "cannot start PostgreSQL"
 }
 
+# wh_targets_api_setup TOKEN: the pipeline of the target-state tests
+# (test_target_gone, test_target_recreate): PostgreSQL, table items
+# published, `walhook up` with admin token TOKEN (WALHOOK_ADMIN_ADMIN_TOKEN
+# and TOKEN) and a receiver (wh_up_receiver); sets A (the admin's URL), TG
+# (the default tenant's targets path), LOG, PROBLEMS=() with problem MSG to
+# add one, and jfield JSON EXPR (a python expression over d).
+wh_targets_api_setup() {
+    wh_pipeline_setup
+    export WALHOOK_ADMIN_ADMIN_TOKEN=$1
+    TOKEN=$1
+    pg_psql -c "CREATE TABLE items (id int PRIMARY KEY, v text); CREATE PUBLICATION walhook FOR ALL TABLES;" \
+        >/dev/null || wh_fail "cannot create the table"
+    wh_up_receiver
+    A="http://127.0.0.1:$APORT"
+    TG=/v1/tenants/default/targets
+    LOG="$WH_TMP/walhook.log"
+    PROBLEMS=()
+}
+problem() { PROBLEMS+=("$1"); wh_log "PROBLEM: $1"; }
+jfield() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print($2)" "$1" 2>/dev/null; }
+
 # wh_ingest_admin_setup [CONF-TEXT]: PostgreSQL, then the store, the
 # ingestor and the admin on one config (a target nobody listens on: nothing
 # is delivered; CONF-TEXT, e.g. "ingestor = { window_bytes = 65536; };",

@@ -84,4 +84,34 @@ static inline int stdb_fx_teardown(void **state)
     return 0;
 }
 
+/* What a read of a tenant from its start returns (stdb_fx_read_all): per
+ * LSN below 256 (seq 0), the JSON's last character before the closing
+ * brace (0: not returned), and how many events came. */
+typedef struct stdb_fx_seen {
+    char v[256];
+    size_t n;
+} stdb_fx_seen;
+
+static inline int stdb_fx_seen_step(void *arg, uint64_t lsn, uint32_t seq, int64_t ts,
+                                    const void *json, size_t len)
+{
+    (void)seq;
+    (void)ts;
+    stdb_fx_seen *s = arg;
+    if (lsn < sizeof(s->v) && len >= 2)
+        s->v[lsn] = ((const char *)json)[len - 2];
+    s->n++;
+    return 0;
+}
+
+static inline void stdb_fx_read_all(st_db *db, const char *tenant, stdb_fx_seen *s)
+{
+    char err[WH_ERRLEN];
+    memset(s, 0, sizeof(*s));
+    size_t n = 0;
+    if (st_db_read(db, tenant, 0, 0, 1000, SIZE_MAX, stdb_fx_seen_step, s, &n, err, sizeof(err)) !=
+        WH_OK)
+        fail_msg("read: %s", err);
+}
+
 #endif

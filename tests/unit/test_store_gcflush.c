@@ -100,34 +100,6 @@ static void append_json(fx *f, uint64_t from, uint64_t to, const char *json)
     }
 }
 
-/* What a read from the tenant's start returns: per LSN (seq 0), the JSON's
- * last character before the closing brace (0: not returned) */
-typedef struct seen {
-    char v[256];
-    size_t n;
-} seen;
-
-static int seen_step(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json,
-                     size_t len)
-{
-    (void)seq;
-    (void)ts;
-    seen *s = arg;
-    if (lsn < sizeof(s->v) && len >= 2)
-        s->v[lsn] = ((const char *)json)[len - 2];
-    s->n++;
-    return 0;
-}
-
-static void read_all(fx *f, seen *s)
-{
-    char err[WH_ERRLEN];
-    memset(s, 0, sizeof(*s));
-    size_t n = 0;
-    if (st_db_read(f->db, "t", 0, 0, 1000, SIZE_MAX, seen_step, s, &n, err, sizeof(err)) != WH_OK)
-        fail_msg("read: %s", err);
-}
-
 /* An event stored, flushed, and written again after a restart of the store
  * with other bytes: the second copy shadows the first (only with
  * st_db_set_resend_overwrite now: a resend at or below the tenant's end at
@@ -153,8 +125,8 @@ static void test_flush_drop_hides_older_copy(void **state)
     append_json(f, 1, 50, "{\"a\":2}");
     uint64_t differ = st_db_resends_differ(f->db);
     assert_int_equal(differ, 50); /* written, and counted */
-    seen before, after;
-    read_all(f, &before);
+    stdb_fx_seen before, after;
+    stdb_fx_read_all(f->db, "t", &before);
     assert_int_equal(before.n, 50);
     for (int i = 1; i <= 50; i++)
         assert_int_equal(before.v[i], '2');
@@ -162,7 +134,7 @@ static void test_flush_drop_hides_older_copy(void **state)
     assert_int_equal(st_db_commit(f->db, "t", "c", 40, 0, &l, &s, err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_flush(f->db, err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_gc_dropped(f->db), 40);
-    read_all(f, &after);
+    stdb_fx_read_all(f->db, "t", &after);
     for (int i = 1; i <= 50; i++)
         if (after.v[i] != 0 && after.v[i] != before.v[i])
             fail_msg("event %d read as {\"a\":%c} after the flush, {\"a\":%c} before", i,
@@ -195,8 +167,8 @@ static void test_flush_drop_same_bytes(void **state)
     append_json(f, 1, 60, "{\"a\":1}");
     assert_int_equal(st_db_commit(f->db, "t", "c", 60, 0, &l, &s, err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_flush(f->db, err, sizeof(err)), WH_OK);
-    seen after;
-    read_all(f, &after);
+    stdb_fx_seen after;
+    stdb_fx_read_all(f->db, "t", &after);
     for (int i = 1; i <= 60; i++)
         if (after.v[i] != 0)
             assert_int_equal(after.v[i], '1');
@@ -223,12 +195,12 @@ static void test_flush_drop_unordered_append(void **state)
     assert_int_equal(st_db_append(f->db, "t", two, 2, 0, &d, err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_flush(f->db, err, sizeof(err)), WH_OK); /* no consumer: all stay */
     append_json(f, 10, 10, "{\"a\":2}");
-    seen before, after;
-    read_all(f, &before);
+    stdb_fx_seen before, after;
+    stdb_fx_read_all(f->db, "t", &before);
     append_json(f, 11, 20, "{\"a\":2}");
     assert_int_equal(st_db_commit(f->db, "t", "c", 20, 0, &l, &s, err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_flush(f->db, err, sizeof(err)), WH_OK);
-    read_all(f, &after);
+    stdb_fx_read_all(f->db, "t", &after);
     if (after.v[10] != 0 && after.v[10] != before.v[10])
         fail_msg("event 10 read as {\"a\":%c} after the flush, {\"a\":%c} before", after.v[10],
                  before.v[10]);

@@ -62,32 +62,6 @@ static uint64_t memtable_entries(fx *f)
     return 0;
 }
 
-/* What a read from the tenant's start returns: per LSN (seq 0), the JSON's
- * last character before the closing brace (0: not returned) */
-typedef struct seen {
-    char v[64];
-} seen;
-
-static int seen_step(void *arg, uint64_t lsn, uint32_t seq, int64_t ts, const void *json,
-                     size_t len)
-{
-    (void)seq;
-    (void)ts;
-    seen *s = arg;
-    if (lsn < sizeof(s->v) && len >= 2)
-        s->v[lsn] = ((const char *)json)[len - 2];
-    return 0;
-}
-
-static void read_all(fx *f, seen *s)
-{
-    char err[WH_ERRLEN];
-    memset(s, 0, sizeof(*s));
-    size_t n = 0;
-    if (st_db_read(f->db, "t", 0, 0, 1000, SIZE_MAX, seen_step, s, &n, err, sizeof(err)) != WH_OK)
-        fail_msg("read: %s", err);
-}
-
 /* Events 1..20 stored and flushed by one process; the next one sends them
  * again with other bytes, and 21..25 after them: the stored ones stay, the
  * 20 are counted, the new ones are written. */
@@ -102,8 +76,8 @@ static void test_restart_resend_other_bytes(void **state)
     append_json(f, 1, 25, "{\"a\":2}");
     assert_int_equal(st_db_resends_differ(f->db), 20);
     assert_int_equal(memtable_entries(f), 5); /* 21..25 only */
-    seen s;
-    read_all(f, &s);
+    stdb_fx_seen s;
+    stdb_fx_read_all(f->db, "t", &s);
     for (int i = 1; i <= 25; i++)
         if (s.v[i] != (i <= 20 ? '1' : '2'))
             fail_msg("event %d read as {\"a\":%c}", i, s.v[i] ? s.v[i] : '-');
@@ -115,7 +89,7 @@ static void test_restart_resend_other_bytes(void **state)
     /* and after another restart, with the memtable flushed at close or
      * not: still the first bytes */
     stdb_fx_reopen(f);
-    read_all(f, &s);
+    stdb_fx_read_all(f->db, "t", &s);
     for (int i = 1; i <= 25; i++)
         assert_int_equal(s.v[i], i <= 20 ? '1' : '2');
 }
@@ -133,8 +107,8 @@ static void test_restart_resend_same_bytes(void **state)
     append_json(f, 1, 20, "{\"a\":1}");
     assert_int_equal(st_db_resends_differ(f->db), 0);
     assert_int_equal(memtable_entries(f), 0);
-    seen s;
-    read_all(f, &s);
+    stdb_fx_seen s;
+    stdb_fx_read_all(f->db, "t", &s);
     for (int i = 1; i <= 20; i++)
         assert_int_equal(s.v[i], '1');
 }
@@ -152,8 +126,8 @@ static void test_restart_resend_overwrite(void **state)
     append_json(f, 1, 10, "{\"a\":2}");
     assert_int_equal(st_db_resends_differ(f->db), 10);
     assert_int_equal(memtable_entries(f), 10);
-    seen s;
-    read_all(f, &s);
+    stdb_fx_seen s;
+    stdb_fx_read_all(f->db, "t", &s);
     for (int i = 1; i <= 10; i++)
         assert_int_equal(s.v[i], '2');
 }
@@ -163,7 +137,7 @@ static void test_restart_resend_overwrite(void **state)
  * store between the flush and the resend. */
 typedef struct outcome {
     uint64_t differ, written;
-    seen s;
+    stdb_fx_seen s;
 } outcome;
 
 static outcome collected_resend(int restart)
@@ -180,8 +154,8 @@ static outcome collected_resend(int restart)
         stdb_fx_reopen(f);
     uint64_t m0 = memtable_entries(f);
     append_json(f, 1, 20, "{\"a\":2}");
-    outcome o = {st_db_resends_differ(f->db), memtable_entries(f) - m0, {{0}}};
-    read_all(f, &o.s);
+    outcome o = {st_db_resends_differ(f->db), memtable_entries(f) - m0, {{0}, 0}};
+    stdb_fx_read_all(f->db, "t", &o.s);
     stdb_fx_free(f);
     return o;
 }
