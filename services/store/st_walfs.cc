@@ -343,9 +343,14 @@ class WalFs : public rocksdb::FileSystemWrapper
      * checkpoint's) or with a writer of ours still open (OpenWriters) is
      * deleted as before, never truncated. */
     static constexpr int kSpares = 4;
+    static bool ends_with(const std::string &f, const char *suffix)
+    {
+        size_t n = std::strlen(suffix);
+        return f.size() > n && f.compare(f.size() - n, n, suffix) == 0;
+    }
     static bool reusable(const std::string &f)
     {
-        return is_wal(f) || (f.size() > 4 && f.compare(f.size() - 4, 4, ".sst") == 0);
+        return is_wal(f) || ends_with(f, ".sst");
     }
     static std::string spare_name(const std::string &f, int i)
     {
@@ -393,7 +398,7 @@ class WalFs : public rocksdb::FileSystemWrapper
     /* RocksDB names its WALs <number>.log (the info log is LOG, LOG.old.*) */
     static bool is_wal(const std::string &f)
     {
-        return f.size() > 4 && f.compare(f.size() - 4, 4, ".log") == 0;
+        return ends_with(f, ".log");
     }
     uint64_t chunk_;
     std::atomic<uint64_t> zeroed_{0};
