@@ -21,6 +21,7 @@
 #include <rocksdb/c.h>
 
 #include "../../services/store/st_walfs.h"
+#include "stdb_fixture.h"
 
 typedef struct wfx {
     char dir[128];
@@ -33,8 +34,7 @@ static int setup(void **state)
 {
     wfx *f = calloc(1, sizeof(*f));
     assert_non_null(f);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/walhook-walfs.XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
+    stdb_fx_mkdtemp(f->dir, sizeof(f->dir), "test_store_walfs");
     *state = f;
     return 0;
 }
@@ -70,10 +70,7 @@ static int teardown(void **state)
 {
     wfx *f = *state;
     db_close(f);
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", f->dir);
+    wh_test_rmtree(f->dir);
     free(f);
     return 0;
 }
