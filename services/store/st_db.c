@@ -1579,6 +1579,8 @@ typedef struct st_wreq {
 typedef struct st_gpart {
     st_wreq *r;
     size_t from, to;
+    size_t differ;                /* events sent again with other bytes (cq_write) */
+    const st_event *first_differ; /* the first of them */
 } st_gpart;
 
 /* What the commit queue counts of an append of json bytes in events
@@ -1617,7 +1619,7 @@ static uint64_t cq_take(st_tenant *t, uint64_t max, st_gpart **parts, size_t *np
         }
         if (wh_grow(parts, *np + 1, cap, sizeof(**parts), 16) != WH_OK)
             break; /* the rest waits for the next group */
-        (*parts)[(*np)++] = (st_gpart){r, from, to};
+        (*parts)[(*np)++] = (st_gpart){.r = r, .from = from, .to = to};
         r->taken = to;
         if (to < r->n)
             break; /* the slice is full */
@@ -1753,6 +1755,7 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
         st_wreq *r = parts[i].r;
         size_t differ = 0;
         const st_event *first_differ = NULL;
+        parts[i].differ = 0;
         /* what may be stored of it: what this process wrote, and what an
          * earlier one stored (its last event at open) */
         pthread_mutex_lock(&r->t->wm_mu);
@@ -1783,15 +1786,8 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             size_t ks[1] = {kl};
             rocksdb_writebatch_putv_cf(wb, r->t->ev, 1, kp, ks, 2, vp, vs);
         }
-        if (differ > 0) {
-            char at[WH_LSN_STRLEN];
-            wh_lsn_format(first_differ->lsn, at, sizeof(at));
-            atomic_fetch_add(&db->resends_differ, differ);
-            wh_error("tenant %s: %zu event%s sent again with other bytes than stored, the first "
-                     "at %s seq %u: the stored ones kept (an event's id names one content; "
-                     "please report this)",
-                     r->t->name, differ, differ == 1 ? "" : "s", at, first_differ->seq);
-        }
+        parts[i].differ = differ;
+        parts[i].first_differ = first_differ;
     }
     /* D: per tenant, the appends ending here in their order (a tenant's
      * parts are in queue order); max with the stored value */
@@ -1905,6 +1901,20 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
     for (size_t i = 0; i < np; i++)
         if (parts[i].r->ntops > 0)
             st_toast_end(parts[i].r->t->tc, rc == WH_OK);
+    /* resends with other bytes: counted once their group is written (a
+     * group that failed is sent again by the ingestor, and counted then) */
+    for (size_t i = 0; i < np && rc == WH_OK; i++) {
+        if (parts[i].differ == 0)
+            continue;
+        char at[WH_LSN_STRLEN];
+        wh_lsn_format(parts[i].first_differ->lsn, at, sizeof(at));
+        atomic_fetch_add(&db->resends_differ, parts[i].differ);
+        wh_error("tenant %s: %zu event%s sent again with other bytes than stored, the first "
+                 "at %s seq %u: the stored ones kept (an event's id names one content; "
+                 "please report this)",
+                 parts[i].r->t->name, parts[i].differ, parts[i].differ == 1 ? "" : "s", at,
+                 parts[i].first_differ->seq);
+    }
     rocksdb_writebatch_destroy(wb);
     return rc;
 }

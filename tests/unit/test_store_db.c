@@ -217,6 +217,17 @@ static void test_idempotent(void **state)
     assert_int_equal(read_all(f->db, "t", 0, 0, &g), 3);
     assert_string_equal(g.json[1], "y");
     assert_int_equal(g.ts[2], 1);
+    /* a group that fails after the resend check (here: a TOAST op of no
+     * known kind) counts nothing: the ingestor sends it again, and the
+     * retry that is written counts it once */
+    st_event ev4[1] = {{0x10, 1, 1, "Y2", 2}};
+    st_toast_op bad = {.kind = 99, .rel = 1, .key = "{}", .keylen = 2};
+    assert_int_not_equal(
+        st_db_append_toast(f->db, "t", ev4, 1, 0, NULL, 0, &bad, 1, 0, 0, &d, err, sizeof(err)),
+        WH_OK);
+    assert_int_equal(st_db_resends_differ(f->db), 2);
+    assert_int_equal(st_db_append(f->db, "t", ev4, 1, 0, &d, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_resends_differ(f->db), 3);
 }
 
 static void test_order(void **state)
