@@ -37,6 +37,12 @@ typedef struct lease_t {
     uint64_t abandoned_until; /* requests abandoned here may run until then */
     uint64_t handover_epoch;  /* the epoch given up to balance (with handover) */
     int release_pending;      /* handed over with nothing unanswered: release it */
+    /* monotonic ms: no longer listed (the target was deleted) but held,
+     * renewed, until then rather than released: a request of it the loop
+     * lets end may still be at the target, and the name created again
+     * meanwhile stays with this replica, whose loop posts to the new one
+     * only after that request ended. 0 while listed */
+    uint64_t unlisted_until;
 } lease_t;
 
 struct dsp_lease {
@@ -218,6 +224,13 @@ int dsp_lease_set_targets(dsp_lease *l, const char *const *tenants, const char *
         }
         e->quiet_ms = q;
     }
+    for (size_t i = 0; i < l->n; i++) {
+        lease_t *e = &l->v[i];
+        if (e->listed)
+            e->unlisted_until = 0;
+        else if (e->unlisted_until == 0 && e->epoch != 0)
+            e->unlisted_until = now + (uint64_t)quiet_eff(e, now);
+    }
     l->poked = 1;
     pthread_cond_signal(&l->cond);
     pthread_mutex_unlock(&l->mu);
@@ -367,6 +380,7 @@ typedef struct work {
     uint64_t valid_until;
     uint64_t given_up;
     int listed;
+    uint64_t unlisted_until;
     int req_timeout; /* quiet_eff when the round began */
 } work;
 
@@ -569,6 +583,7 @@ static void round_once(dsp_lease *l)
         w[i].valid_until = l->v[i].valid_until;
         w[i].given_up = l->v[i].given_up;
         w[i].listed = l->v[i].listed;
+        w[i].unlisted_until = l->v[i].unlisted_until;
         w[i].req_timeout = quiet_eff(&l->v[i], wh_now_ms());
     }
     pthread_mutex_unlock(&l->mu);
@@ -581,13 +596,17 @@ static void round_once(dsp_lease *l)
     size_t listed = 0, held = 0;
     for (size_t i = 0; i < n; i++)
         listed += w[i].listed;
-    /* renew (or release what is no longer a target) */
+    /* renew (or release what is no longer a target, once a request the
+     * loop let end there is over: unlisted_until) */
     for (size_t i = 0; i < n; i++) {
         if (w[i].epoch == 0)
             continue;
-        if (!w[i].listed) {
-            release(l, w[i].tenant, w[i].name, w[i].epoch,
-                    abandoned_now(l, w[i].tenant, w[i].name));
+        if (!w[i].listed && wh_now_ms() >= w[i].unlisted_until) {
+            int ab = abandoned_now(l, w[i].tenant, w[i].name);
+            release(l, w[i].tenant, w[i].name, w[i].epoch, ab);
+            wh_info("lease of %s/%s released: no longer a target%s", w[i].tenant, w[i].name,
+                    ab ? " (requests abandoned here may still be at it: its next holder waits)"
+                       : "");
             set_result(l, &w[i], 0, 0, &changed);
             w[i].epoch = 0;
             continue;
@@ -601,12 +620,12 @@ static void round_once(dsp_lease *l)
             if (wh_now_ms() >= w[i].valid_until)
                 give_up_lapsed(l, &w[i], &changed);
             else
-                held++;
+                held += w[i].listed;
             continue;
         }
         if (granted) {
             set_result(l, &w[i], w[i].epoch, sent + (uint64_t)l->ttl_ms * 4 / 5, &changed);
-            held++;
+            held += w[i].listed; /* one kept after its removal is no share */
         } else {
             wh_warn("lease of %s/%s lost (another dispatcher holds it)", w[i].tenant, w[i].name);
             set_result(l, &w[i], 0, 0, &changed);
@@ -688,6 +707,8 @@ static int next_round_in(dsp_lease *l)
         const lease_t *e = &l->v[i];
         if (e->epoch != 0 && e->valid_until > now && e->valid_until - now < in)
             in = e->valid_until - now;
+        if (e->epoch != 0 && !e->listed && e->unlisted_until > now && e->unlisted_until - now < in)
+            in = e->unlisted_until - now;
         if (e->epoch != 0 && !e->quiet_told && e->quiet_until > now && e->quiet_until - now < in)
             in = e->quiet_until - now;
         if (e->epoch != 0 && !e->quiet_told && e->quiet_until <= now)

@@ -68,9 +68,13 @@ void dsp_lease_default_owner(char *out, size_t len);
 
 int dsp_lease_start(dsp_lease **out, const dsp_lease_opts *o, char *err, size_t errlen);
 /* Thread-safe: the targets to share (copied), each with its request timeout
- * (quiet_ms; NULL: 0); leases of targets no longer listed are released at
- * the next round. A lowered timeout keeps counting as the old one for that
- * long after the change (requests started under it may still run).
+ * (quiet_ms; NULL: 0). A held lease of a target no longer listed (deleted)
+ * is kept, renewed, for its request timeout, then released: the loop lets
+ * the target's requests in flight end, and a target created again under
+ * the name meanwhile stays here (the loop posts to it once they ended)
+ * rather than going to a replica that would post at once. A lowered
+ * timeout keeps counting as the old one for that long after the change
+ * (requests started under it may still run).
  *
  * No two replicas post to a target at once: a lease taken over from a
  * holder that let it lapse (died, hung, lost the store: LeaseReply

@@ -30,6 +30,12 @@ struct dsp_loop {
     dsp_target **targets;     /* each heap-allocated: readers hold the pointer */
     int ntargets;
     size_t cap;
+    /* targets removed from the state (or deleted and created again) whose
+     * requests in flight are let end (dsp_target.draining): loop thread
+     * only, not in the metrics */
+    dsp_target **draining;
+    int ndraining;
+    size_t dcap;
     int max_inflight; /* 0 = one per target */
     int inflight;
     int rr; /* round-robin start for fairness under the cap */
@@ -377,27 +383,117 @@ static int add_target(dsp_loop *l, const dsp_spec *sp, char *err, size_t errlen)
     return WH_OK;
 }
 
-/* Stops and destroys targets[i] (loop thread). keep_commit: the target is
- * handed to another replica (dsp_spec.handover), and the commit it held
- * back is sent as it stops; otherwise it is dropped. */
-static void remove_target(dsp_loop *l, int i, int keep_commit)
+/* 1 when a draining target (an old incarnation) of (tenant, name) still
+ * has requests in flight: a target of that name posts nothing meanwhile. */
+static int draining_has(const dsp_loop *l, const char *tenant, const char *name)
+{
+    for (int i = 0; i < l->ndraining; i++)
+        if (strcmp(l->draining[i]->name, name) == 0 &&
+            strcmp(l->draining[i]->set.tenant, tenant) == 0)
+            return 1;
+    return 0;
+}
+
+static void target_free(dsp_target *t)
+{
+    dsp_target_destroy(t);
+    free(t->next_spec);
+    free(t);
+}
+
+/* How remove_target stops a target. */
+typedef enum {
+    /* its lease is not held here: requests in flight abandoned (the lease
+     * is told, dsp_lease_abandoned), the commit it held back dropped */
+    RM_UNHELD,
+    /* handed to another replica to balance (dsp_spec.handover): requests
+     * abandoned, the commit it held back sent as it stops */
+    RM_HANDOVER,
+    /* removed from the state, or deleted and created again: requests in
+     * flight are let end (draining: their answers are not applied, and no
+     * target of its name posts before they ended, so the receiver never
+     * has two of the name at once); what it held back is dropped (the
+     * store dropped its offset and queues) */
+    RM_GONE
+} rm_how;
+
+/* Stops targets[i] (loop thread) and destroys it, or with RM_GONE and
+ * requests in flight moves it to the draining list (reap destroys it when
+ * the last one ended). */
+static void remove_target(dsp_loop *l, int i, rm_how how)
 {
     dsp_target *t = l->targets[i];
-    int n = dsp_target_abandon(t, l->multi);
-    l->inflight -= n;
-    if (n > 0 && l->lease.abandoned)
-        l->lease.abandoned(l->lease.arg, t->set.tenant, t->name);
     pthread_mutex_lock(&l->tmu);
     l->targets[i] = l->targets[--l->ntargets];
     pthread_mutex_unlock(&l->tmu);
-    if (!keep_commit)
+    if (how != RM_HANDOVER)
         dsp_target_forget_commit(t);
+    int inflight = dsp_target_inflight(t);
+    if (how == RM_GONE && inflight > 0 &&
+        wh_grow(&l->draining, (size_t)l->ndraining + 1, &l->dcap, sizeof(*l->draining), 4) ==
+            WH_OK) {
+        t->draining = 1;
+        t->drain_ms = wh_now_ms();
+        l->draining[l->ndraining++] = t;
+        dsp_target_stop_reader(t); /* joined when the drain ends */
+        wh_info("target %s/%s: letting its %d request(s) in flight end (at most its "
+                "http_timeout_ms, %d ms; their answers are not applied); a target of that name "
+                "posts nothing before",
+                t->set.tenant, t->name, inflight, t->set.http_timeout_ms);
+        return;
+    }
+    int n = dsp_target_abandon(t, l->multi);
+    l->inflight -= n;
+    /* a request of an older incarnation of the name may still be at the
+     * target (draining here): the lease is then not left clean either */
+    int older = draining_has(l, t->set.tenant, t->name);
+    if ((n > 0 || (how != RM_GONE && older)) && l->lease.abandoned)
+        l->lease.abandoned(l->lease.arg, t->set.tenant, t->name);
     dsp_target_stop_reader(t);
     dsp_target_destroy(t); /* sends the held commit (with the lease's epoch) */
-    if (keep_commit && n == 0 && l->lease.handed)
+    if (how == RM_HANDOVER && n == 0 && !older && l->lease.handed)
         l->lease.handed(l->lease.arg, t->set.tenant, t->name);
     free(t->next_spec);
     free(t);
+}
+
+/* Loop thread: a request of draining target t ended (its answer is not
+ * applied); the target is destroyed after its last one. */
+static void drain_reaped(dsp_loop *l, dsp_target *t, dsp_xfer *x, CURLcode res)
+{
+    long code = 0;
+    int left = dsp_target_discard(t, x, l->multi, &code);
+    if (left > 0)
+        return;
+    for (int i = 0; i < l->ndraining; i++)
+        if (l->draining[i] == t) {
+            l->draining[i] = l->draining[--l->ndraining];
+            break;
+        }
+    char what[96];
+    if (res == CURLE_OK)
+        snprintf(what, sizeof(what), "HTTP %ld", code);
+    else
+        snprintf(what, sizeof(what), "%s", curl_easy_strerror(res));
+    wh_info(
+        "target %s/%s: its last request in flight ended after %" PRIu64 " ms (%s, not applied)%s",
+        t->set.tenant, t->name, wh_now_ms() - t->drain_ms, what,
+        dsp_loop_find(l, t->set.tenant, t->name) != NULL && !draining_has(l, t->set.tenant, t->name)
+            ? "; the target of that name posts from now on"
+            : "");
+    target_free(t);
+}
+
+/* Loop thread, stopping: the draining targets' requests still in flight
+ * are abandoned (told to the lease) and the targets destroyed. */
+static void drain_abandon(dsp_loop *l)
+{
+    while (l->ndraining > 0) {
+        dsp_target *t = l->draining[--l->ndraining];
+        if (dsp_target_abandon(t, l->multi) > 0 && l->lease.abandoned)
+            l->lease.abandoned(l->lease.arg, t->set.tenant, t->name);
+        target_free(t);
+    }
 }
 
 int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errlen)
@@ -600,7 +696,7 @@ static void reconcile(dsp_loop *l)
                     sp->set.tenant, sp->name, sp->created_version, t->spec.created_version);
             for (int i = 0; i < l->ntargets; i++)
                 if (l->targets[i] == t) {
-                    remove_target(l, i, 0);
+                    remove_target(l, i, RM_GONE);
                     break;
                 }
             removed++;
@@ -690,7 +786,7 @@ static void reconcile(dsp_loop *l)
                 : sp->handover ? "handed over (its lease given up to balance; the last commit "
                                  "is sent)"
                                : "removed: its lease is not held here");
-        remove_target(l, i, sp != NULL && sp->handover);
+        remove_target(l, i, sp == NULL ? RM_GONE : sp->handover ? RM_HANDOVER : RM_UNHELD);
         removed++;
     }
     free(specs);
@@ -733,7 +829,9 @@ static int reap(dsp_loop *l)
             curl_multi_remove_handle(l->multi, e);
             continue;
         }
-        if (x->lane >= 0)
+        if (x->t->draining)
+            drain_reaped(l, x->t, x, res);
+        else if (x->lane >= 0)
             dsp_target_lane_finished(x->t, x, l->multi, res, wh_now_ms());
         else
             dsp_target_finished(x->t, l->multi, res, wh_now_ms());
@@ -771,6 +869,9 @@ static int start_ready(dsp_loop *l)
         if (l->max_inflight > 0 && l->inflight >= l->max_inflight)
             break;
         dsp_target *t = l->targets[(l->rr + k) % l->ntargets];
+        /* an old incarnation's request may still be at the receiver */
+        if (l->ndraining > 0 && draining_has(l, t->set.tenant, t->name))
+            continue;
         if (!lease_allows(l, t, now))
             continue;
         int budget = l->max_inflight > 0 ? l->max_inflight - l->inflight : INT_MAX;
@@ -892,6 +993,7 @@ int dsp_loop_run(dsp_loop *l)
         if (n > 0 && l->lease.abandoned)
             l->lease.abandoned(l->lease.arg, l->targets[i]->set.tenant, l->targets[i]->name);
     }
+    drain_abandon(l);
     l->inflight = 0;
     atomic_store(&l->loop_on, 0);
     if (l->reg_fd >= 0)
@@ -1259,6 +1361,9 @@ void dsp_loop_destroy(dsp_loop *l)
     for (int i = 0; l->multi != NULL && i < l->ntargets; i++)
         if (dsp_target_abandon(l->targets[i], l->multi) > 0 && l->lease.abandoned)
             l->lease.abandoned(l->lease.arg, l->targets[i]->set.tenant, l->targets[i]->name);
+    if (l->multi != NULL)
+        drain_abandon(l);
+    free(l->draining);
     /* stop every reader first so their final commits run in parallel */
     for (int i = 0; i < l->ntargets; i++)
         if (l->targets[i]->thr_started)

@@ -60,8 +60,10 @@ void dsp_loop_set_lease_hooks(dsp_loop *l, const dsp_loop_lease_hooks *h);
 /* Thread-safe: the complete list of targets of every tenant as of state
  * `version` (copied). The loop reconciles by (tenant, name) on its thread:
  * new ones start, changed ones are swapped between requests, paused ones
- * start no request, missing ones stop (their pending commit is forgotten)
- * and are destroyed. */
+ * start no request, missing ones (and ones with another created_version:
+ * deleted and created again) stop: what they held back is forgotten, and
+ * their requests in flight are let end (answers not applied) before they
+ * are destroyed; a target of the same name starts no request before. */
 int dsp_loop_set_targets(dsp_loop *l, const dsp_spec *specs, int n, uint64_t version);
 /* Version of the target list applied last (0: the file's). */
 uint64_t dsp_loop_version(dsp_loop *l);

@@ -1666,6 +1666,8 @@ void dsp_target_forget_commit(dsp_target *t)
 {
     pthread_mutex_lock(&t->mu);
     t->commit_pending = 0;
+    t->dlq_pending = 0;
+    t->ack_pending = 0;
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -2910,6 +2912,22 @@ int dsp_target_abandon(dsp_target *t, CURLM *multi)
     t->lposting = 0;
     t->state = DSP_T_IDLE;
     return n;
+}
+
+int dsp_target_discard(dsp_target *t, dsp_xfer *x, CURLM *multi, long *code)
+{
+    *code = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, code);
+    curl_multi_remove_handle(multi, x->easy);
+    if (x->lane >= 0) {
+        if (x->lane < t->nlanes && t->lanes[x->lane].state == DSP_LN_POSTING) {
+            t->lanes[x->lane].state = DSP_LN_IDLE;
+            t->lposting--;
+        }
+    } else if (t->state == DSP_T_POSTING) {
+        t->state = DSP_T_IDLE;
+    }
+    return dsp_target_inflight(t);
 }
 
 long dsp_target_timeout_ms(const dsp_target *t, uint64_t now_ms)

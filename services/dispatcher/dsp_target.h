@@ -476,8 +476,14 @@ typedef struct dsp_target {
     int paused;    /* written under the loop's metrics lock */
     dsp_spec spec; /* what the target runs with (for comparisons) */
     int has_spec;
-    dsp_spec *next_spec;  /* a change waiting for the request in flight */
-    int seen;             /* reconcile mark */
+    dsp_spec *next_spec; /* a change waiting for the request in flight */
+    int seen;            /* reconcile mark */
+    /* removed from the state (or deleted and created again) with requests
+     * in flight: the loop lets them end (dsp_target_discard, answers not
+     * applied) before it destroys it, and no target of the same name
+     * posts meanwhile; drain_ms: monotonic ms when that began */
+    int draining;
+    uint64_t drain_ms;
     atomic_int state_pub; /* state, published for the metrics */
 
     /* metrics (atomics, any thread) */
@@ -531,8 +537,12 @@ void dsp_target_enable(dsp_target *t);
 /* Loop thread, not while POSTING: drops the read-ahead batches and makes
  * the reader read again from the committed offset. */
 void dsp_target_reset(dsp_target *t);
-/* The target was removed: forget a commit that was not sent yet (its
- * offset is dropped by the store). Before dsp_target_stop_reader. */
+/* The target was removed (or its lease is lost): forget what the reader
+ * has not sent yet: the commit, a dead-letter write and a replay ack (for
+ * a removed target the store dropped its offset and queues, and a target
+ * created again under the name must not get them; after a lost lease the
+ * next holder reads from the committed offset). Before
+ * dsp_target_stop_reader. */
 void dsp_target_forget_commit(dsp_target *t);
 /* Any thread: the store made events of the target's tenant durable up to
  * (lsn, seq) ((0, 0): dead letters were queued for replay): wakes the
@@ -574,6 +584,11 @@ void dsp_target_finished(dsp_target *t, CURLM *multi, CURLcode res, uint64_t now
 /* Removes unfinished transfers (shutdown, removal): nothing is committed
  * for them. Returns how many were removed. */
 int dsp_target_abandon(dsp_target *t, CURLM *multi);
+/* A transfer of a draining target (t->draining) finished: removes it from
+ * multi and forgets it; its answer is not applied (no commit, no dead
+ * letter, no breaker or 410). *code: its HTTP status (0: none). Returns
+ * the target's requests still in flight. */
+int dsp_target_discard(dsp_target *t, dsp_xfer *x, CURLM *multi, long *code);
 /* Milliseconds until this target wants attention from the loop (-1: none). */
 long dsp_target_timeout_ms(const dsp_target *t, uint64_t now_ms);
 

@@ -565,8 +565,8 @@ void st_db_set_write_stall_ms(st_db *db, int64_t ms);
  * serialized DlqRecord, opaque here); the replay queue 'R' has the same key
  * shape and value. A dead letter holds its own copy of the event, so the GC
  * of E keys does not wait for it; removing the target (st_db_dlq_drop)
- * drops its Q, R and L keys. Mutations of a consumer's queues take its
- * writer lock, like its commits. */
+ * drops its Q and R keys (its lease stays with its holder). Mutations of
+ * a consumer's queues take its writer lock, like its commits. */
 typedef struct st_dlq_item {
     uint64_t lsn;
     uint32_t seq;
@@ -619,7 +619,10 @@ uint64_t st_db_replay_gen(st_db *db, const char *tenant, const char *consumer);
 int st_db_replay_ack(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
                      uint32_t seq, uint64_t lease_epoch, uint64_t gen, uint32_t *deleted, char *err,
                      size_t errlen);
-/* A removed target: deletes its dead letters, replay queue and lease. */
+/* A removed target: deletes its dead letters and replay queue. Its lease
+ * stays with its holder, which releases it (a target deleted and created
+ * again keeps its holder: no other dispatcher posts to it while a request
+ * of the old one may still be at the receiver). */
 int st_db_dlq_drop(st_db *db, const char *tenant, const char *consumer, char *err, size_t errlen);
 
 /* ---- dispatcher leases ----

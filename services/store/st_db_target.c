@@ -825,29 +825,14 @@ int st_db_dlq_drop(st_db *db, const char *tenant, const char *consumer, char *er
         hi[ll - 1] = '\x01';
         rocksdb_writebatch_delete_range_cf(wb, t->meta, lo, ll, hi, ll);
     }
-    /* the lease is freed but its epoch kept, so an old holder stays fenced
-     * if the target comes back */
-    st_off *o = st_dbi_off_find(db, tenant, consumer);
-    if (o)
-        pthread_mutex_lock(&o->wmu);
-    if (o && o->lease_epoch > 0) {
-        char k[ST_KEY_MAX];
-        size_t kl = key_lease(k, tenant, consumer);
-        uint8_t v[12];
-        wh_put_be64(v, o->lease_epoch);
-        wh_put_be32(v + 8, o->lease_ttl_ms);
-        rocksdb_writebatch_put_cf(wb, t->meta, k, kl, (const char *)v, sizeof(v));
-    }
+    /* the lease is left to its holder, which releases it once the target
+     * is no longer in its list and a request it let end there is over
+     * (dsp_lease.h): freed here, another dispatcher could take it at once
+     * for the target created again, and post while that request is still
+     * at the receiver */
     char *e = NULL;
     st_dbi_write(db, db->wo, wb, "dead-letter drop", &e);
     st_dbi_note_write(db, e);
-    if (o) {
-        if (!e) {
-            o->lease_owner[0] = '\0';
-            o->lease_expiry_ms = 0;
-        }
-        pthread_mutex_unlock(&o->wmu);
-    }
     st_dbi_ten_done(t);
     rocksdb_writebatch_destroy(wb);
     if (e)

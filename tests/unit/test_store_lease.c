@@ -3,7 +3,8 @@
  * a release with requests abandoned survives a store restart (the next
  * holder is told taken_over and waits), the longest request timeout the
  * holders told is returned with a takeover (and survives a restart too),
- * and lease values written before these fields still load. */
+ * a removed target's lease stays with its holder, and lease values written
+ * before these fields still load. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -106,6 +107,37 @@ static void test_abandoned_survives_restart(void **state)
     l = acquire(f, "r3", 60000, 2000);
     assert_true(l.granted);
     assert_false(l.taken_over); /* released with nothing left at the target */
+}
+
+/* A removed target (st_db_dlq_drop, with its offset dropped) keeps its
+ * lease with its holder: a request of it may still be at the receiver, and
+ * the target created again under the name must not be taken by another
+ * dispatcher at once (before, the removal freed the lease and the next
+ * acquire by anyone was granted without a takeover wait). The holder
+ * renews it, across a restart too, and releases it itself. */
+static void test_removal_keeps_lease(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    st_lease l = acquire(f, "r1", 60000, 8000);
+    assert_true(l.granted);
+    uint64_t ep = l.epoch;
+    assert_int_equal(st_db_dlq_drop(f->db, "t", "a", err, sizeof(err)), WH_OK);
+    st_lease o = acquire(f, "r2", 60000, 2000);
+    assert_false(o.granted);
+    assert_string_equal(o.owner, "r1");
+    assert_int_equal(
+        st_db_lease_renew(f->db, "t", "a", "r1", ep, 60000, 8000, &l, err, sizeof(err)), WH_OK);
+    assert_true(l.granted);
+    assert_int_equal(l.epoch, ep);
+    restart(f);
+    o = acquire(f, "r2", 60000, 2000);
+    assert_false(o.granted);
+    release(f, "r1", ep, 0);
+    o = acquire(f, "r2", 60000, 2000);
+    assert_true(o.granted);
+    assert_false(o.taken_over);
+    assert_true(o.epoch > ep); /* the old holder stays fenced */
 }
 
 /* The wait is by the longest request timeout of the holders whose requests
@@ -327,6 +359,7 @@ int main(void)
     const struct CMUnitTest t[] = {
         cmocka_unit_test_setup_teardown(test_abandoned_survives_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_timeout_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_removal_keeps_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_old_values_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_timeout_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_values_load, setup, teardown),
