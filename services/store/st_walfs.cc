@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
@@ -24,6 +25,7 @@ namespace
 {
 
 constexpr uint64_t kZeroBlock = 64 * 1024;
+const char kSpareName[] = "walhook-spare-"; /* + a number */
 const char kZeros[kZeroBlock] = {};
 
 /* A WAL file: before each append that would pass the zeroed region, the
@@ -175,92 +177,6 @@ class PrefillFile : public rocksdb::FSWritableFileOwnerWrapper
     uint64_t zeroed_ = 0;                 /* [0, zeroed_) written (data or zeros) */
 };
 
-/* The inodes of the WAL and table files a writer of WalFs has open. Such a
- * file is unlinked when RocksDB deletes it, never kept as a spare: the
- * writer's later appends, and its close (PosixWritableFile trims its
- * preallocation with ftruncate to its own size and punches a hole past it),
- * would reach the next WAL or table file created on the inode. RocksDB 7.8
- * deletes WALs whose writer is still open: a sync write hands an inactive
- * WAL's writer, unclosed, to logs_to_free_ (MarkLogsSynced), the next
- * FindObsoleteFiles takes it, and when that is an iterator's cleanup (the
- * last reference to an old SuperVersion) the flush that obsoletes the WAL
- * can delete it before the cleanup closes the writer (seen within seconds
- * with sync writes and iterators destroyed in a loop). */
-class OpenWriters
-{
-  public:
-    void add(const struct stat *st)
-    {
-        std::lock_guard<std::mutex> g(mu_);
-        if (st == nullptr)
-            unknown_++;
-        else
-            inodes_.insert(std::make_pair(st->st_dev, st->st_ino));
-    }
-    void remove(const struct stat *st)
-    {
-        std::lock_guard<std::mutex> g(mu_);
-        if (st == nullptr) {
-            unknown_--;
-            return;
-        }
-        auto it = inodes_.find(std::make_pair(st->st_dev, st->st_ino));
-        if (it != inodes_.end())
-            inodes_.erase(it);
-    }
-    /* a writer may have st's inode open (any, while one's inode is unknown) */
-    bool open(const struct stat *st)
-    {
-        std::lock_guard<std::mutex> g(mu_);
-        return unknown_ > 0 || inodes_.count(std::make_pair(st->st_dev, st->st_ino)) != 0;
-    }
-
-  private:
-    std::mutex mu_;
-    std::multiset<std::pair<dev_t, ino_t>> inodes_;
-    long unknown_ = 0;
-};
-
-/* A WAL or table file's writer, in OpenWriters from its creation until its
- * Close (or its destruction) has returned, when its descriptors are
- * closed. */
-class TrackedFile : public rocksdb::FSWritableFileWrapper
-{
-  public:
-    TrackedFile(std::unique_ptr<rocksdb::FSWritableFile> &&t, OpenWriters *w, const struct stat *st)
-        : rocksdb::FSWritableFileWrapper(t.get()), file_(std::move(t)), writers_(w),
-          known_(st != nullptr)
-    {
-        if (known_)
-            st_ = *st;
-        writers_->add(known_ ? &st_ : nullptr);
-    }
-    ~TrackedFile() override
-    {
-        file_.reset(); /* closes it if Close did not */
-        release();
-    }
-    rocksdb::IOStatus Close(const rocksdb::IOOptions &o, rocksdb::IODebugContext *d) override
-    {
-        rocksdb::IOStatus s = target()->Close(o, d);
-        release();
-        return s;
-    }
-
-  private:
-    void release()
-    {
-        if (!released_)
-            writers_->remove(known_ ? &st_ : nullptr);
-        released_ = true;
-    }
-    std::unique_ptr<rocksdb::FSWritableFile> file_;
-    OpenWriters *writers_;
-    bool known_;
-    struct stat st_ = {};
-    bool released_ = false;
-};
-
 class WalFs : public rocksdb::FileSystemWrapper
 {
   public:
@@ -295,22 +211,24 @@ class WalFs : public rocksdb::FileSystemWrapper
                 r->reset(p);
             }
         }
-        struct stat st;
-        bool known = ::stat(f.c_str(), &st) == 0;
-        TrackedFile *t =
-            new (std::nothrow) TrackedFile(std::move(*r), &writers_, known ? &st : nullptr);
-        if (t == nullptr) {
-            r->reset();
-            return rocksdb::IOStatus::NoSpace("out of memory");
-        }
-        r->reset(t);
         return s;
     }
     rocksdb::IOStatus DeleteFile(const std::string &f, const rocksdb::IOOptions &o,
                                  rocksdb::IODebugContext *d) override
     {
-        if (reusable(f) && keep_spare(f))
-            return rocksdb::IOStatus::OK();
+        if (reusable(f)) {
+            switch (keep_spare(f)) {
+            case Kept::kSpare:
+            case Kept::kUnlinked:
+                return rocksdb::IOStatus::OK();
+            case Kept::kUnlinkFailed:
+                return rocksdb::IOStatus::IOError("removing " + f +
+                                                      " (renamed to a spare's name to empty it)",
+                                                  std::strerror(errno));
+            case Kept::kNo:
+                break;
+            }
+        }
         return target()->DeleteFile(f, o, d);
     }
     uint64_t zeroed() const
@@ -330,19 +248,41 @@ class WalFs : public rocksdb::FileSystemWrapper
      * file per flush (deleted at once when the GC filter dropped all of
      * it), so each creation got slower the faster the store went (measured:
      * 5 % of the store's CPU on the wide backlog, 20 % of its flush
-     * thread's). So a WAL or table file RocksDB deletes is emptied first
-     * (truncate: its blocks are freed as unlink would, nothing of it is
-     * left to read), then renamed to walhook-spare-N beside it, a name
-     * RocksDB does not parse and so never opens or deletes, while fewer
-     * than kSpares are kept there; the next WAL or table file created in
-     * that directory is a spare renamed to its name, then opened with
-     * O_TRUNC as any new file. A store killed between the two steps
-     * leaves an empty file under the deleted name (RocksDB's own obsolete
-     * file: removed at its next open) or an empty spare (reused, as are the
-     * spares an earlier process left). A file with other hard links (a
-     * checkpoint's) or with a writer of ours still open (OpenWriters) is
-     * deleted as before, never truncated. */
+     * thread's). So a WAL or table file RocksDB deletes is renamed to
+     * walhook-spare-N beside it, a name RocksDB does not parse and so never
+     * opens or deletes, while fewer than kSpares are kept there, and emptied
+     * (truncate: its blocks are freed as unlink would); the next WAL or
+     * table file created in that directory is a spare renamed to its name,
+     * then opened with O_TRUNC as any new file.
+     *
+     * Only a file nobody else has open: emptied, a file would lose its
+     * bytes under any descriptor still open on it (unlink keeps them while
+     * it is open): a reader of another process (walhook-store --dump
+     * against a running store's directory, a backup), one of this process
+     * st_walfs does not see (a table reader RocksDB still holds), or a
+     * writer of RocksDB's still open (RocksDB 7.8 can delete a WAL before
+     * an iterator's cleanup closes its writer, and that close's ftruncate
+     * and hole punch would reach the file created next on the inode). The
+     * kernel says so with a write lease (fcntl F_SETLEASE, F_WRLCK): granted
+     * only while no other descriptor of any process has the file open
+     * (counted at open, so an open racing the grant either makes it fail or
+     * finds the lease), and while it is held, an open of the file by anyone
+     * else waits in the kernel until it is released (lease break). So: a
+     * descriptor of our own, the lease, the rename, the lease taken again
+     * (fails if someone opened the file by its old name meanwhile: they
+     * keep it, unlinked), the truncate, the lease released at once. A file
+     * without a lease (another descriptor, another hard link, or a file
+     * system or setting without leases: EINVAL, EACCES) is unlinked as
+     * before. Left: an open that had looked the old name up just before the
+     * rename and has not yet counted itself at the second lease (a few
+     * instructions inside one open call) gets the emptied file.
+     *
+     * A store killed between the steps leaves a spare with bytes (taken
+     * later, emptied by the new file's O_TRUNC) or an empty file under the
+     * deleted name (RocksDB's own obsolete file: removed at its next
+     * open). */
     static constexpr int kSpares = 4;
+    enum class Kept { kNo, kSpare, kUnlinked, kUnlinkFailed };
     static bool ends_with(const std::string &f, const char *suffix)
     {
         size_t n = std::strlen(suffix);
@@ -356,29 +296,73 @@ class WalFs : public rocksdb::FileSystemWrapper
     {
         size_t slash = f.find_last_of('/');
         std::string dir = slash == std::string::npos ? std::string(".") : f.substr(0, slash);
-        return dir + "/walhook-spare-" + std::to_string(i);
+        return dir + "/" + kSpareName + std::to_string(i);
     }
-    /* a deleted file becomes a spare (true) or is left to unlink (false) */
-    bool keep_spare(const std::string &f)
+    /* a write lease on fd (see above), which breaks without a signal: the
+     * lease break's notice (SIGIO by default, which ends a process that
+     * does not handle it; it goes to the process that took the lease) is
+     * SIGWINCH, ignored by default and sent to nobody once the owner is
+     * cleared right after the grant (F_SETLEASE makes the taker the
+     * owner again each time) */
+    static bool lease(int fd)
     {
+        if (::fcntl(fd, F_SETLEASE, F_WRLCK) != 0)
+            return false;
+        ::fcntl(fd, F_SETOWN, 0);
+        return true;
+    }
+    /* RocksDB deletes f: kept as a spare, unlinked here (after a rename to
+     * a spare's name), or left to the target's DeleteFile (kNo) */
+    Kept keep_spare(const std::string &f)
+    {
+        /* O_NONBLOCK: an open that would wait for someone else's lease
+         * fails at once */
+        int fd = ::open(f.c_str(), O_WRONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+        if (fd < 0)
+            return Kept::kNo;
+        Kept k = Kept::kNo;
         struct stat st;
-        if (::stat(f.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
-            writers_.open(&st))
-            return false;
-        /* emptied before the lock: a big table file's truncate does not
-         * hold up a WAL created meanwhile (an emptied file that finds no
-         * free slot is unlinked as any other) */
-        if (::truncate(f.c_str(), 0) != 0)
-            return false;
+        std::string sp;
+        if (::fcntl(fd, F_SETSIG, SIGWINCH) == 0 && lease(fd) && ::fstat(fd, &st) == 0 &&
+            S_ISREG(st.st_mode) && st.st_nlink == 1 && claim(f, &sp)) {
+            if (lease(fd) && ::ftruncate(fd, 0) == 0) {
+                k = Kept::kSpare;
+            } else {
+                k = ::unlink(sp.c_str()) == 0 ? Kept::kUnlinked : Kept::kUnlinkFailed;
+            }
+            int e = errno;
+            unclaim(sp);
+            errno = e;
+        }
+        int e = errno;
+        /* the lease goes with the open file, not with fd: a child forked
+         * meanwhile would hold it past close */
+        ::fcntl(fd, F_SETLEASE, F_UNLCK);
+        ::close(fd);
+        errno = e;
+        return k;
+    }
+    /* renames f to a free spare's name (into *sp), marked in use until
+     * unclaim: take_spare leaves it while it is emptied */
+    bool claim(const std::string &f, std::string *sp)
+    {
         std::lock_guard<std::mutex> g(mu_);
         for (int i = 0; i < kSpares; i++) {
-            std::string sp = spare_name(f, i);
-            if (::renameat2(AT_FDCWD, f.c_str(), AT_FDCWD, sp.c_str(), RENAME_NOREPLACE) == 0)
+            std::string n = spare_name(f, i);
+            if (::renameat2(AT_FDCWD, f.c_str(), AT_FDCWD, n.c_str(), RENAME_NOREPLACE) == 0) {
+                emptying_.insert(n);
+                *sp = std::move(n);
                 return true;
+            }
             if (errno != EEXIST)
                 return false;
         }
         return false;
+    }
+    void unclaim(const std::string &sp)
+    {
+        std::lock_guard<std::mutex> g(mu_);
+        emptying_.erase(sp);
     }
     /* a new file f takes a spare's inode when one is there (f does not
      * exist yet: RocksDB numbers its files) */
@@ -387,6 +371,8 @@ class WalFs : public rocksdb::FileSystemWrapper
         std::lock_guard<std::mutex> g(mu_);
         for (int i = 0; i < kSpares; i++) {
             std::string sp = spare_name(f, i);
+            if (emptying_.count(sp) != 0)
+                continue;
             if (::renameat2(AT_FDCWD, sp.c_str(), AT_FDCWD, f.c_str(), RENAME_NOREPLACE) == 0) {
                 reused_.fetch_add(1, std::memory_order_relaxed);
                 return;
@@ -403,8 +389,8 @@ class WalFs : public rocksdb::FileSystemWrapper
     uint64_t chunk_;
     std::atomic<uint64_t> zeroed_{0};
     std::atomic<uint64_t> reused_{0};
-    std::mutex mu_; /* the spares of every directory */
-    OpenWriters writers_;
+    std::mutex mu_;                  /* the spares of every directory */
+    std::set<std::string> emptying_; /* spares being emptied (claim) */
 };
 
 } // namespace

@@ -2,8 +2,9 @@
  * table file RocksDB deletes is emptied and kept as walhook-spare-N, and
  * the next one created takes it; a spare left by an earlier process (even
  * one with bytes in it) is taken and starts empty; a file with another hard
- * link, or one a writer still has open, is deleted, never emptied. On a
- * plain RocksDB with st_walfs installed, reopened to read everything back. */
+ * link, or one a writer or a reader (of this process or another) still has
+ * open, is deleted, never emptied. On a plain RocksDB with st_walfs
+ * installed, reopened to read everything back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <rocksdb/c.h>
@@ -385,6 +387,162 @@ static void test_crash_leftovers(void **state)
             fail_msg("%s is still there", left[i]);
 }
 
+/* the names of dir's files ending in suffix, up to max of them; how many */
+static int list_files(const char *dir, const char *suffix, char names[][256], int max)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    size_t sl = strlen(suffix);
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        size_t l = strlen(e->d_name);
+        if (l <= sl || strcmp(e->d_name + l - sl, suffix) != 0)
+            continue;
+        assert_true(n < max);
+        assert_true(l < 256);
+        memcpy(names[n++], e->d_name, l + 1);
+    }
+    closedir(d);
+    return n;
+}
+
+/* fd's whole contents from offset 0 (malloc'd; its size into *len) */
+static char *fd_contents(int fd, size_t *len)
+{
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    char *b = malloc((size_t)st.st_size + 1);
+    assert_non_null(b);
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = pread(fd, b + n, (size_t)st.st_size + 1 - n, (off_t)n);
+        assert_true(r >= 0);
+        if (r == 0)
+            break;
+        n += (size_t)r;
+        assert_true(n <= (size_t)st.st_size); /* nobody writes to it meanwhile */
+    }
+    *len = n;
+    return b;
+}
+
+/* What a reader that st_walfs does not know of holds (a descriptor of this
+ * process, or of another: walhook-store --dump run against a running
+ * store's directory, a backup) keeps its bytes when RocksDB deletes the
+ * file, as an unlinked file's do: st_walfs empties and keeps a file as a
+ * spare only when no other descriptor has it open. Two table files a
+ * compaction deletes, one open here, one in a child process, each checked
+ * byte for byte after the deletion. */
+static void test_reader_keeps_table_files(void **state)
+{
+    wfx *f = *state;
+    db_open(f);
+    put_range(f, 0, 50, 'a');
+    flush(f);
+    put_range(f, 0, 50, 'b');
+    flush(f);
+    char names[4][256];
+    assert_int_equal(list_files(f->dir, ".sst", names, 4), 2);
+    char paths[2][600];
+    char *before[2];
+    size_t len[2];
+    int fd[2];
+    for (int i = 0; i < 2; i++) {
+        join(paths[i], sizeof(paths[i]), f->dir, names[i]);
+        fd[i] = open(paths[i], O_RDONLY | O_CLOEXEC);
+        assert_true(fd[i] >= 0);
+        before[i] = fd_contents(fd[i], &len[i]);
+        assert_true(len[i] > 0);
+    }
+    close(fd[1]); /* the child holds that one */
+
+    int ready[2], go[2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(go), 0);
+    char *seen = malloc(len[1] + 1);
+    assert_non_null(seen);
+    pid_t c = fork();
+    assert_true(c >= 0);
+    if (c == 0) {
+        /* only async-signal-safe calls from here: the DB has threads; a
+         * parent gone (a failed assertion) ends the wait for go */
+        close(go[1]);
+        close(ready[0]);
+        int h = open(paths[1], O_RDONLY);
+        char b = h >= 0 ? 'r' : 'e';
+        if (write(ready[1], &b, 1) != 1 || h < 0 || read(go[0], &b, 1) != 1)
+            _exit(2);
+        size_t n = 0;
+        for (ssize_t r; (r = pread(h, seen + n, len[1] + 1 - n, (off_t)n)) > 0;)
+            n += (size_t)r;
+        _exit(n == len[1] && memcmp(seen, before[1], n) == 0 ? 0 : 1);
+    }
+    char b = 0;
+    assert_int_equal(read(ready[0], &b, 1), 1);
+    assert_int_equal(b, 'r');
+
+    rocksdb_compact_range(f->db, NULL, 0, NULL, 0); /* both inputs deleted */
+    int st = 0;
+    pid_t waited = write(go[1], "g", 1) == 1 ? waitpid(c, &st, 0) : -1;
+    close(ready[0]);
+    close(ready[1]);
+    close(go[0]);
+    close(go[1]);
+    free(seen);
+    assert_int_equal(waited, c);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0); /* the child read all its bytes */
+    for (int i = 0; i < 2; i++)
+        assert_int_not_equal(access(paths[i], F_OK), 0);
+
+    size_t l0 = 0;
+    char *after = fd_contents(fd[0], &l0);
+    assert_int_equal(l0, len[0]);
+    assert_memory_equal(after, before[0], len[0]);
+    free(after);
+    close(fd[0]);
+    for (int i = 0; i < 2; i++)
+        free(before[i]);
+
+    off_t bytes = 0;
+    spares(f->dir, &bytes);
+    assert_int_equal(bytes, 0);
+    check_range(f, 0, 50, 'b');
+}
+
+/* The same for a WAL: a descriptor open on the WAL when a flush makes
+ * RocksDB delete it reads back every byte of data written to it (RocksDB's
+ * close trims the zeros after the data: those may go). */
+static void test_reader_keeps_wal(void **state)
+{
+    wfx *f = *state;
+    db_open(f);
+    put_range(f, 0, 30, 'a');
+    char names[4][256];
+    assert_int_equal(list_files(f->dir, ".log", names, 4), 1);
+    char p[600];
+    join(p, sizeof(p), f->dir, names[0]);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    size_t len = 0;
+    char *before = fd_contents(fd, &len);
+    size_t data = len;
+    while (data > 0 && before[data - 1] == 0)
+        data--;
+    assert_true(data > 30 * 1000);
+
+    flush(f); /* a new WAL; the old one deleted */
+    assert_int_not_equal(access(p, F_OK), 0);
+    size_t l = 0;
+    char *after = fd_contents(fd, &l);
+    assert_true(l >= data);
+    assert_memory_equal(after, before, data);
+    free(after);
+    free(before);
+    close(fd);
+    check_range(f, 0, 30, 'a');
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -393,6 +551,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hard_link_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_writer_not_recycled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_leftovers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_keeps_table_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_keeps_wal, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
