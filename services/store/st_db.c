@@ -1234,6 +1234,15 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
         return WH_ERR;
     }
 
+    if (!db->read_only && db->walfs == NULL) {
+        /* spares an earlier run with st_walfs left: empty files that
+         * nothing would take or remove (not a read-only open's: a running
+         * store beside it may be using them) */
+        char se[WH_ERRLEN];
+        if (st_walfs_remove_spares(path, se, sizeof(se)) != 0)
+            wh_warn("%s", se);
+    }
+
     db->wo = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(db->wo, 1);
     db->wo_lazy = rocksdb_writeoptions_create();

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <memory>
 #include <mutex>
@@ -446,4 +447,29 @@ extern "C" uint64_t st_walfs_zeroed(const st_walfs *w)
 extern "C" uint64_t st_walfs_reused(const st_walfs *w)
 {
     return w == nullptr ? 0 : w->fs->reused();
+}
+
+extern "C" int st_walfs_remove_spares(const char *dir, char *err, size_t errlen)
+{
+    DIR *d = ::opendir(dir);
+    if (d == nullptr) {
+        if (err != nullptr && errlen > 0)
+            std::snprintf(err, errlen, "removing the spares of %s: %s", dir, std::strerror(errno));
+        return -1;
+    }
+    int rc = 0;
+    const size_t pl = sizeof(kSpareName) - 1;
+    for (struct dirent *e; (e = ::readdir(d)) != nullptr;) {
+        const char *n = e->d_name;
+        if (std::strncmp(n, kSpareName, pl) != 0 || n[pl] == '\0' ||
+            std::strspn(n + pl, "0123456789") != std::strlen(n + pl))
+            continue;
+        if (::unlinkat(::dirfd(d), n, 0) != 0 && errno != ENOENT && rc == 0) {
+            rc = -1;
+            if (err != nullptr && errlen > 0)
+                std::snprintf(err, errlen, "removing %s/%s: %s", dir, n, std::strerror(errno));
+        }
+    }
+    ::closedir(d);
+    return rc;
 }

@@ -52,6 +52,11 @@ uint64_t st_walfs_zeroed(const st_walfs *w);
  * kept, see WalFs in st_walfs.cc) since install (0 for NULL). */
 uint64_t st_walfs_reused(const st_walfs *w);
 
+/* Removes the spares (walhook-spare-N) in dir, for a DB opened for writing
+ * without st_walfs, where nothing would take them. 0, or -1 (err names the
+ * file and why; the others are removed all the same). */
+int st_walfs_remove_spares(const char *dir, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -3,8 +3,9 @@
  * the next one created takes it; a spare left by an earlier process (even
  * one with bytes in it) is taken and starts empty; a file with another hard
  * link, or one a writer or a reader (of this process or another) still has
- * open, is deleted, never emptied. On a plain RocksDB with st_walfs
- * installed, reopened to read everything back. */
+ * open, is deleted, never emptied; a store opened without st_walfs removes
+ * the spares. On a plain RocksDB with st_walfs installed, reopened to read
+ * everything back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -543,6 +544,42 @@ static void test_reader_keeps_wal(void **state)
     check_range(f, 0, 30, 'a');
 }
 
+/* With store.wal_zero_ahead_bytes = 0 st_walfs is not installed, and
+ * nothing would take or remove the spares an earlier run left: the store's
+ * open removes them. A read-only open (walhook-store --dump, maybe beside
+ * a running store that uses them) leaves them. */
+static void test_spares_removed_without_zero_fill(void **state)
+{
+    wfx *f = *state;
+    st_db_opts o = {0};
+    o.wal_zero_ahead_bytes = 1 << 20;
+    st_db *db = NULL;
+    stdb_fx_open(&db, f->dir, &o);
+    st_db_close(db);
+    char rdir[256];
+    join(rdir, sizeof(rdir), f->dir, "rocksdb");
+    for (int i = 0; i < 4; i++) {
+        char p[300], name[32];
+        snprintf(name, sizeof(name), "walhook-spare-%d", i);
+        join(p, sizeof(p), rdir, name);
+        int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, "spare", 5), 5);
+        close(fd);
+    }
+    off_t bytes = 0;
+    o.read_only = 1;
+    stdb_fx_open(&db, f->dir, &o);
+    st_db_close(db);
+    assert_int_equal(spares(rdir, &bytes), 4);
+
+    o.read_only = 0;
+    o.wal_zero_ahead_bytes = 0;
+    stdb_fx_open(&db, f->dir, &o);
+    assert_int_equal(spares(rdir, &bytes), 0);
+    st_db_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -553,6 +590,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_leftovers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_keeps_table_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_keeps_wal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spares_removed_without_zero_fill, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
