@@ -628,12 +628,28 @@ int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char
     if (wh_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) != WH_OK)
         return wh_seterr(err, errlen, "ipc socket path too long: %s", path);
     int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
-    int last = 0; /* why the last try failed: an errno, or 0 (closed at once) */
+    /* why the last try failed: an errno, 0 (closed at once) or -1 (no
+     * greeting in time) */
+    int last = 0;
     for (;;) {
-        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        /* Non-blocking connect: a server that does not accept (stopped by
+         * SIGSTOP, hung) leaves every connection in its listen backlog, and
+         * once that is full a blocking connect() waits until it accepts
+         * again, whatever timeout_ms says (the admin's /metrics hung
+         * there). Non-blocking, a full backlog is EAGAIN, tried again
+         * until the deadline. The descriptor is blocking again once
+         * connected, as the calls expect. */
+        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (s < 0)
             return wh_seterr(err, errlen, "ipc %s: %s", path, strerror(errno));
-        if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+        int c = connect(s, (struct sockaddr *)&sa, sizeof(sa));
+        if (c == 0) {
+            int fl = fcntl(s, F_GETFL);
+            if (fl < 0 || fcntl(s, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+                int e = errno;
+                close(s);
+                return wh_seterr(err, errlen, "ipc %s: fcntl: %s", path, strerror(e));
+            }
             /* a live server greets at once: at least 200 ms for that,
              * whatever is left of the timeout */
             char hello = 0;
@@ -652,8 +668,9 @@ int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char
                                  "direct connection",
                                  path);
             }
-            /* closed at once: the server is stopping; try again */
-            last = 0;
+            /* closed at once: the server is stopping; or no greeting in
+             * time: it does not accept (stopped, hung); try again */
+            last = r < 0 ? -1 : 0;
         } else {
             int e = errno;
             close(s);
@@ -662,7 +679,9 @@ int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char
             last = e;
         }
         if (now_ms() >= deadline) {
-            const char *why = last ? strerror(last) : "closed at once";
+            const char *why = last > 0    ? strerror(last)
+                              : last == 0 ? "closed at once"
+                                          : "connected, no greeting: not accepting";
             if (timeout_ms <= 0)
                 return wh_seterr(err, errlen, "ipc %s: no server (%s)", path, why);
             return wh_seterr(err, errlen, "ipc %s: no server within %d ms (%s)", path, timeout_ms,

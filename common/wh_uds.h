@@ -74,7 +74,9 @@ size_t wh_uds_held(wh_uds_server *s);
 int wh_uds_busy(wh_uds_server *s);
 
 /* Connects to path, trying for up to timeout_ms (0: once) for the server
- * to be there, then up to 200 ms for its greeting.
+ * to be there, then up to 200 ms for its greeting. Never blocks past that:
+ * a server whose listen backlog is full (it does not accept: stopped,
+ * hung) counts as not there.
  * WH_OK: *fd is served. WH_ERR with *refused = 1: the server has no room
  * (use another transport); else the server is not reachable (err). */
 int wh_uds_connect(int *fd, const char *path, int timeout_ms, int *refused, char *err,

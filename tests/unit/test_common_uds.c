@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <errno.h>
 #include <unistd.h>
 
 #include "wh_uds.h"
@@ -655,6 +657,60 @@ static void test_stop_while_waiting(void **state)
     assert_int_equal(g.max_in, 1);
 }
 
+/* A server that does not accept (stopped by SIGSTOP, hung) and whose listen
+ * backlog is full (clients that gave up leave their connections in it):
+ * wh_uds_connect fails, at once with no wait and within its wait otherwise.
+ * Before, connect() blocked until the server accepted again: the admin's
+ * /metrics hung while the store was stopped. alarm() ends the test if it
+ * hangs. */
+static void test_connect_backlog_full(void **state)
+{
+    (void)state;
+    struct sockaddr_un sa = {0};
+    sa.sun_family = AF_UNIX;
+    assert_int_equal(wh_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)), WH_OK);
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(l >= 0);
+    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(l, 0), 0);
+    enum { MAXQ = 256 };
+    int held[MAXQ], n = 0;
+    for (; n < MAXQ; n++) {
+        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        assert_true(s >= 0);
+        if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+            assert_int_equal(errno, EAGAIN);
+            close(s);
+            break;
+        }
+        held[n] = s;
+    }
+    assert_true(n < MAXQ); /* the backlog is full */
+    alarm(30);
+    int fd = -1, refused = 1;
+    char err[WH_ERRLEN];
+    assert_int_equal(wh_uds_connect(&fd, path, 0, &refused, err, sizeof(err)), WH_ERR);
+    assert_int_equal(refused, 0);
+    assert_non_null(strstr(err, "no server"));
+    assert_int_equal(wh_uds_connect(&fd, path, 300, &refused, err, sizeof(err)), WH_ERR);
+    assert_int_equal(refused, 0);
+    assert_non_null(strstr(err, "no server within 300 ms"));
+    alarm(0);
+    /* a connection that is in the backlog with no greeting says so */
+    for (int i = 0; i < n; i++)
+        close(held[i]);
+    close(l);
+    unlink(path);
+    l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(l, 4), 0);
+    alarm(30);
+    assert_int_equal(wh_uds_connect(&fd, path, 0, &refused, err, sizeof(err)), WH_ERR);
+    assert_non_null(strstr(err, "no greeting"));
+    alarm(0);
+    close(l);
+}
+
 int main(void)
 {
     wh_log_init("test", WH_LOG_WARN);
@@ -669,6 +725,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_while_waiting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_probe_beside_slots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_probe_after_probes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_backlog_full, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
