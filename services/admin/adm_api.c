@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "adm_bg.h"
 #include "adm_page.h"
 #include "adm_slot.h"
 #include "wh_budget.h"
@@ -556,13 +557,16 @@ static void r_readyz(ctx *c)
  * tenant and scrape): walhook_slot_wal_status{tenant,slot,wal_status} 1,
  * walhook_slot_lag_bytes, walhook_slot_safe_wal_size_bytes (-1: no
  * max_slot_wal_keep_size), walhook_slot_active; walhook_slot_query_ok 0 when
- * the source could not be asked. Alerts: deploy/monitoring. */
-static int slot_metrics(ctx *c, wh_buf *out)
+ * the source could not be asked. The tenants are the state's (the last one
+ * read while the store does not answer: known_state). Alerts:
+ * deploy/monitoring. */
+static int slot_metrics(const adm_backend *be, wh_buf *out)
 {
     wh_state *s = NULL;
     char err[WH_ERRLEN];
-    if (!c->a->be.slot || !c->a->be.get_state ||
-        c->a->be.get_state(c->a->be.arg, &s, err, sizeof(err)) != WH_OK || s == NULL)
+    int (*state)(void *, wh_state **, char *, size_t) =
+        be->known_state ? be->known_state : be->get_state;
+    if (!be->slot || !state || state(be->arg, &s, err, sizeof(err)) != WH_OK || s == NULL)
         return WH_OK;
     adm_slot_info *si = calloc((size_t)s->ntenants + 1, sizeof(*si));
     if (si == NULL) {
@@ -570,7 +574,7 @@ static int slot_metrics(ctx *c, wh_buf *out)
         return WH_ERR;
     }
     for (int i = 0; i < s->ntenants; i++)
-        c->a->be.slot(c->a->be.arg, &s->tenants[i], &si[i]);
+        be->slot(be->arg, &s->tenants[i], &si[i]);
     static const struct {
         const char *name, *type, *help;
     } m[] = {
@@ -611,14 +615,64 @@ static int slot_metrics(ctx *c, wh_buf *out)
     return rc == WH_OK ? WH_OK : WH_ERR;
 }
 
+/* The slot metrics of one scrape, on a task of their own (adm_bg) beside
+ * the daemons' Stats: the state read and the sources' queries wait for
+ * nothing else, and nothing else waits for them past the scrape's bound. */
+typedef struct slot_round {
+    adm_backend be;
+    wh_buf text;
+    int rc;
+} slot_round;
+
+static void slot_round_run(void *arg, int i)
+{
+    WH_UNUSED(i);
+    slot_round *r = arg;
+    r->rc = slot_metrics(&r->be, &r->text);
+}
+
+static void slot_round_free(void *arg)
+{
+    slot_round *r = arg;
+    wh_buf_free(&r->text);
+    free(r);
+}
+
+/* /metrics answers within ADM_STATS_WAIT_MS (and the time to render):
+ * the daemons' Stats and the slot queries run at once, each waited for
+ * that long at most; a daemon that has not answered by then has
+ * walhook_daemon_up 0 and no samples, slots not read by then have none. */
 static void r_metrics(ctx *c)
 {
+    uint64_t deadline = wh_now_ms() + ADM_STATS_WAIT_MS;
+    slot_round *sr = NULL;
+    adm_bg *sg = NULL;
+    if (c->a->be.slot) {
+        sr = calloc(1, sizeof(*sr));
+        if (sr != NULL) {
+            sr->be = c->a->be;
+            wh_buf_init(&sr->text, 0);
+            sg = adm_bg_start(sr, slot_round_free, slot_round_run, 1);
+            if (sg == NULL)
+                slot_round_free(sr);
+        }
+    }
     adm_stat st[ADM_NDAEMONS];
     query_stats(c, st);
     int rc = adm_metrics_render(st, ADM_NDAEMONS, &c->resp->body);
     adm_stats_free(st, ADM_NDAEMONS);
-    if (rc == WH_OK)
-        rc = slot_metrics(c, &c->resp->body);
+    if (sg != NULL) {
+        int done[ADM_BG_MAX];
+        if (adm_bg_wait(sg, deadline, done) != 1)
+            wh_warn("/metrics: the sources' slot queries did not finish within %d ms; "
+                    "this scrape has no slot metrics",
+                    ADM_STATS_WAIT_MS);
+        else if (sr->rc != WH_OK)
+            rc = WH_ERR;
+        else if (rc == WH_OK && sr->text.len > 0)
+            rc = wh_buf_append(&c->resp->body, sr->text.data, sr->text.len);
+        adm_bg_release(sg);
+    }
     if (rc == WH_OK && c->a->own_metrics)
         rc = c->a->own_metrics(c->a->own_metrics_arg, &c->resp->body);
     if (rc != WH_OK) {

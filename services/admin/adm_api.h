@@ -95,6 +95,11 @@ typedef struct adm_backend {
     void (*stats)(void *arg, adm_stat st[ADM_NDAEMONS]);
     /* Optional: the slot of tenant t (else an "error" per tenant). */
     void (*slot)(void *arg, const wh_state_tenant *t, adm_slot_info *out);
+    /* Optional: the state /metrics asks the slots of (else get_state): the
+     * current one when the store answers within ADM_STATS_TIMEOUT_MS, else
+     * the last one read (a new reference); WH_ERR when none was ever read.
+     * The sources' slots do not depend on the store. */
+    int (*known_state)(void *arg, wh_state **out, char *err, size_t errlen);
     /* Optional: one request to the store (the dead-letter routes; 503
      * without it). Like wh_client_call_status: *rep freed by the caller
      * with walhook__reply__free_unpacked. */

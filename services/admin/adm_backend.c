@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "wh_dsn.h"
 #include "wh_ipc.h"
@@ -34,6 +35,12 @@ struct adm_store {
     wh_config *base;
     wh_state *cached;
     adm_query *q;
+    /* known_state: a client of its own (ADM_STATS_TIMEOUT_MS, failing at
+     * once when the store's socket is not there) and the last state it
+     * read, under known_mu */
+    pthread_mutex_t known_mu;
+    wh_client *known_client;
+    wh_state *known;
     pthread_mutex_t slots_mu; /* guards the tenant names of slots */
     adm_slotconn slots[WH_MAX_TENANTS];
 };
@@ -58,6 +65,40 @@ static int b_get_state(void *arg, wh_state **out, char *err, size_t errlen)
         *out = s->cached;
     }
     pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int b_known_state(void *arg, wh_state **out, char *err, size_t errlen)
+{
+    adm_store *s = arg;
+    pthread_mutex_lock(&s->known_mu);
+    wh_state *next = NULL;
+    int rc = WH_ERR;
+    if (s->known_client == NULL)
+        wh_seterr(err, errlen, "no client of the store");
+    else
+        rc = wh_state_fetch(s->known_client, s->known ? s->known->version : 0, s->base, &next, err,
+                            errlen);
+    if (rc == WH_OK && next) {
+        wh_state_unref(s->known);
+        s->known = next;
+    }
+    /* none read here yet: get_state's, unless a call holds it */
+    if (s->known == NULL && pthread_mutex_trylock(&s->mu) == 0) {
+        if (s->cached != NULL) {
+            wh_state_ref(s->cached);
+            s->known = s->cached;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (s->known != NULL) { /* the store's answer, or the last one */
+        wh_state_ref(s->known);
+        *out = s->known;
+        rc = WH_OK;
+    } else if (rc == WH_OK) {
+        rc = wh_seterr(err, errlen, "the store has no state yet");
+    }
+    pthread_mutex_unlock(&s->known_mu);
     return rc;
 }
 
@@ -382,7 +423,19 @@ static void b_slot(void *arg, const wh_state_tenant *t, adm_slot_info *out)
 {
     adm_store *s = arg;
     adm_slotconn *e = slot_entry(s, t->name);
-    pthread_mutex_lock(&e->mu);
+    /* behind a query of this tenant's that has not returned (a source that
+     * does not answer) for so long, this one is given up: one waiting
+     * thread per tenant, not one per scrape */
+    struct timespec until;
+    wh_deadline_in(&until, CLOCK_REALTIME, ADM_STATS_WAIT_MS);
+    if (pthread_mutex_timedlock(&e->mu, &until) != 0) {
+        memset(out, 0, sizeof(*out));
+        out->lag_bytes = -1;
+        out->safe_wal_size = -1;
+        snprintf(out->error, sizeof(out->error),
+                 "slot query: the previous one has not returned for %d ms", ADM_STATS_WAIT_MS);
+        return;
+    }
     uint64_t now = wh_now_ms();
     if (strcmp(e->dsn, t->dsn) != 0 || strcmp(e->slot, t->slot) != 0) {
         PQfinish(e->pg); /* a new source: not the old connection */
@@ -418,6 +471,13 @@ int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char 
         return WH_ERR;
     }
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->known_mu, NULL);
+    char kerr[WH_ERRLEN];
+    if (wh_client_open(&s->known_client, cfg->store_endpoint, ADM_STATS_TIMEOUT_MS, maxmsg, kerr,
+                       sizeof(kerr)) == WH_OK)
+        wh_client_set_connect_wait(s->known_client, 0);
+    else
+        s->known_client = NULL; /* known_state falls back to nothing */
     pthread_mutex_init(&s->slots_mu, NULL);
     for (int i = 0; i < WH_MAX_TENANTS; i++)
         pthread_mutex_init(&s->slots[i].mu, NULL);
@@ -431,6 +491,7 @@ int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char 
     out->progress = b_progress;
     out->stats = b_stats;
     out->slot = b_slot;
+    out->known_state = b_known_state;
     out->table_check = b_table_check;
     out->store_call = b_store_call;
     out->store_stats = b_store_stats;
@@ -444,6 +505,10 @@ void adm_backend_close(adm_backend *be)
     if (!s)
         return;
     wh_client_close(s->client);
+    if (s->known_client != NULL)
+        wh_client_close(s->known_client);
+    wh_state_unref(s->known);
+    pthread_mutex_destroy(&s->known_mu);
     wh_state_unref(s->cached);
     for (int i = 0; i < WH_MAX_TENANTS; i++) {
         PQfinish(s->slots[i].pg);

@@ -4,10 +4,14 @@
  * GetState(known_version), so an unchanged state costs one small round
  * trip), the daemons' Stats through adm_query, and each tenant's slot from
  * its source database (libpq, connect_timeout 3 s, no replication; one
- * connection per tenant kept between scrapes, the answer reused for 1 s).
+ * connection per tenant kept between scrapes, the answer reused for 1 s;
+ * a query waits at most ADM_STATS_WAIT_MS behind one of the same tenant
+ * that has not returned). known_state: the state for /metrics' slot
+ * queries, on a client of its own (ADM_STATS_TIMEOUT_MS), the last one
+ * read when the store does not answer.
  *
- * Teardown: stop the HTTP server first (no request in flight), then
- * adm_backend_close. */
+ * Teardown: stop the HTTP server first (no request in flight), wait for
+ * the requests' tasks (adm_bg_drain), then adm_backend_close. */
 #ifndef ADM_BACKEND_H
 #define ADM_BACKEND_H
 

@@ -16,6 +16,7 @@
 #include "adm_api.h"
 #include "adm_auth.h"
 #include "adm_backend.h"
+#include "adm_bg.h"
 #include "wh_buf.h"
 #include "wh_metrics.h"
 #include "wh_util.h"
@@ -663,8 +664,15 @@ void adm_http_stop(adm_http *h)
     }
     if (h->d)
         MHD_stop_daemon(h->d);
-    adm_api_free(h->api);
-    adm_backend_close(&h->be);
+    /* what a request stopped waiting for (adm_bg: a daemon's Stats, the
+     * slot queries) may still use the backend: its calls are bounded, a
+     * source's slot query that hangs is not (then the backend stays) */
+    if (adm_bg_drain(3 * ADM_STATS_TIMEOUT_MS)) {
+        adm_api_free(h->api);
+        adm_backend_close(&h->be);
+    } else {
+        wh_warn("stopping: a slot query or a Stats query still runs; the backend is left open");
+    }
     adm_auth_free(h->auth);
     if (h->tls_key)
         explicit_bzero(h->tls_key, strlen(h->tls_key));

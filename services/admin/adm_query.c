@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adm_bg.h"
 #include "wh_ipc.h"
 #include "wh_metrics.h"
 #include "wh_daemon.h"
@@ -95,6 +96,8 @@ int adm_query_open(adm_query **out, const wh_config *c, char *err, size_t errlen
         if (wh_client_open(&q->state_client, c->store_endpoint, ADM_STATS_TIMEOUT_MS, maxmsg, e,
                            sizeof(e)) != WH_OK)
             q->state_client = NULL;
+        else /* a store that is not there: the ingestors' Stats at once */
+            wh_client_set_connect_wait(q->state_client, 0);
     }
     pthread_mutex_init(&q->lease_mu, NULL);
     {
@@ -145,6 +148,12 @@ void adm_query_close(adm_query *q)
 {
     if (!q)
         return;
+    /* a query the request stopped waiting for (adm_query_all) may still
+     * use the clients: its calls end within their timeouts */
+    if (!adm_bg_drain(ADM_STATS_TIMEOUT_MS)) {
+        wh_warn("a Stats query still runs at shutdown; its clients are left open");
+        return;
+    }
     for (int k = 0; k < q->ning; k++)
         if (q->ing[k].client != NULL)
             wh_client_close(q->ing[k].client);
@@ -189,12 +198,6 @@ void adm_stat_from_reply(adm_stat *st, const Walhook__Reply *rep)
         st->metrics = strdup(s->metrics_text);
 }
 
-typedef struct adm_job {
-    adm_query *q;
-    int idx;
-    adm_stat *st;
-} adm_job;
-
 static void stats_call(wh_client *c, adm_stat *st)
 {
     Walhook__Request req = WALHOOK__REQUEST__INIT;
@@ -211,55 +214,89 @@ static void stats_call(wh_client *c, adm_stat *st)
     walhook__reply__free_unpacked(rep, NULL);
 }
 
-/* Under mu[1]: every tenant's ingestor as one "ingestor" entry: up and
- * ready when all are; the state and reason name the first tenant that is
- * not; the metrics of all, concatenated. */
+typedef struct adm_ing_job {
+    adm_ing *g;
+    size_t max_msg;
+    adm_stat one;
+} adm_ing_job;
+
+/* One tenant's ingestor's Stats (its client opened on first use). */
+static void *ing_job(void *arg)
+{
+    adm_ing_job *j = arg;
+    char e[WH_ERRLEN];
+    if (j->g->client == NULL && wh_client_open(&j->g->client, j->g->url, ADM_STATS_TIMEOUT_MS,
+                                               j->max_msg, e, sizeof(e)) != WH_OK) {
+        j->g->client = NULL;
+        snprintf(j->one.error, sizeof(j->one.error), "cannot open client: %.200s", e);
+        return NULL;
+    }
+    wh_client_set_connect_wait(j->g->client, 0);
+    stats_call(j->g->client, &j->one);
+    return NULL;
+}
+
+/* Under mu[1]: every tenant's ingestor, all at once (one that does not
+ * answer costs the others nothing), as one "ingestor" entry: up and ready
+ * when all are; the state and reason name the first tenant that is not;
+ * the metrics of all that answered, concatenated. */
 static void query_ingestors(adm_query *q, adm_stat *st)
 {
+    adm_ing_job *jobs = calloc((size_t)q->ning, sizeof(*jobs));
+    pthread_t *th = calloc((size_t)q->ning, sizeof(*th));
+    int *started = calloc((size_t)q->ning, sizeof(*started));
+    if (jobs == NULL || th == NULL || started == NULL) {
+        free(jobs);
+        free(th);
+        free(started);
+        wh_strlcpy(st->error, "out of memory", sizeof(st->error));
+        return;
+    }
+    size_t max_msg = q->cfg->ipc_max_msg_bytes > 0 ? (size_t)q->cfg->ipc_max_msg_bytes : 64u << 20;
+    for (int k = 0; k < q->ning; k++) {
+        jobs[k].g = &q->ing[k];
+        jobs[k].max_msg = max_msg;
+        started[k] = q->ning > 1 && pthread_create(&th[k], NULL, ing_job, &jobs[k]) == 0;
+        if (!started[k])
+            ing_job(&jobs[k]);
+    }
+    for (int k = 0; k < q->ning; k++)
+        if (started[k])
+            pthread_join(th[k], NULL);
     wh_buf all;
     wh_buf_init(&all, 0);
     int up = 1, ready = 1;
     for (int k = 0; k < q->ning; k++) {
         adm_ing *g = &q->ing[k];
-        adm_stat one;
-        memset(&one, 0, sizeof(one));
-        char e[WH_ERRLEN];
-        if (g->client == NULL &&
-            wh_client_open(&g->client, g->url, ADM_STATS_TIMEOUT_MS,
-                           q->cfg->ipc_max_msg_bytes > 0 ? (size_t)q->cfg->ipc_max_msg_bytes
-                                                         : 64u << 20,
-                           e, sizeof(e)) != WH_OK) {
-            g->client = NULL;
-            snprintf(one.error, sizeof(one.error), "cannot open client: %.200s", e);
-        } else {
-            wh_client_set_connect_wait(g->client, 0);
-            stats_call(g->client, &one);
-        }
-        if (!one.up && up) {
-            snprintf(st->error, sizeof(st->error), "tenant %.63s: %.180s", g->tenant, one.error);
+        adm_stat *one = &jobs[k].one;
+        if (!one->up && up) {
+            snprintf(st->error, sizeof(st->error), "tenant %.63s: %.180s", g->tenant, one->error);
             up = 0;
         }
-        if (one.up && !one.ready && ready && up) {
-            snprintf(st->state, sizeof(st->state), "%.15s (%.13s)", one.state, g->tenant);
-            if (one.reason[0]) /* the cause, for /readyz and the status page */
+        if (one->up && !one->ready && ready && up) {
+            snprintf(st->state, sizeof(st->state), "%.15s (%.13s)", one->state, g->tenant);
+            if (one->reason[0]) /* the cause, for /readyz and the status page */
                 wh_cut_words(st->reason, sizeof(st->reason), "tenant %.40s: %s", g->tenant,
-                             one.reason);
+                             one->reason);
         }
-        ready = ready && one.up && one.ready;
-        if (one.up && ready && st->state[0] == '\0')
-            wh_strlcpy(st->state, one.state, sizeof(st->state));
-        if (one.metrics != NULL) {
-            wh_buf_puts(&all, one.metrics);
+        ready = ready && one->up && one->ready;
+        if (one->up && ready && st->state[0] == '\0')
+            wh_strlcpy(st->state, one->state, sizeof(st->state));
+        if (one->metrics != NULL) {
+            wh_buf_puts(&all, one->metrics);
             if (all.len > 0 && all.data[all.len - 1] != '\n')
                 wh_buf_putc(&all, '\n');
         }
-        free(one.metrics);
+        free(one->metrics);
     }
     st->up = up;
     st->ready = up && ready;
     if (all.len > 0 && wh_buf_cstr(&all) == WH_OK)
         st->metrics = strdup(all.data);
     wh_buf_free(&all);
+    free(jobs);
+    free(th);
+    free(started);
 }
 
 /* The live dispatcher replicas in the store's lease table (owners that
@@ -554,52 +591,92 @@ static void adm_query_one(adm_query *q, int i, adm_stat *st)
     walhook__reply__free_unpacked(rep, NULL);
 }
 
-static void *adm_job_run(void *arg)
+/* One request's Stats of the daemons in want (a bit per index), shared
+ * with the task of each (adm_bg): a task the request stops waiting for
+ * fills its entry for nobody. */
+typedef struct adm_round {
+    adm_query *q;
+    int want;
+    adm_stat st[ADM_NDAEMONS];
+} adm_round;
+
+static void round_free(void *arg)
 {
-    adm_job *j = arg;
-    adm_query_one(j->q, j->idx, j->st);
-    return NULL;
+    adm_round *r = arg;
+    adm_stats_free(r->st, ADM_NDAEMONS);
+    free(r);
+}
+
+/* Task k: the k-th daemon of want. */
+static void round_task(void *arg, int k)
+{
+    adm_round *r = arg;
+    for (int i = 0; i < ADM_NDAEMONS; i++)
+        if ((r->want & (1 << i)) && k-- == 0) {
+            adm_query_one(r->q, i, &r->st[i]);
+            return;
+        }
+}
+
+/* The daemons of want, each on a task of its own, waited for up to
+ * ADM_STATS_WAIT_MS: one that has not answered by then is down ("no Stats
+ * answer within ..."); the others "not queried". */
+static void query_within(adm_query *q, int want, adm_stat st[ADM_NDAEMONS])
+{
+    uint64_t deadline = wh_now_ms() + ADM_STATS_WAIT_MS;
+    int n = 0;
+    for (int i = 0; i < ADM_NDAEMONS; i++) {
+        memset(&st[i], 0, sizeof(st[i]));
+        wh_strlcpy(st[i].name, q->name[i], sizeof(st[i].name));
+        if (want & (1 << i))
+            n++;
+        else
+            wh_strlcpy(st[i].error, "not queried", sizeof(st[i].error));
+    }
+    adm_round *r = calloc(1, sizeof(*r));
+    if (r != NULL) {
+        r->q = q;
+        r->want = want;
+    }
+    adm_bg *g = r != NULL ? adm_bg_start(r, round_free, round_task, n) : NULL;
+    if (g == NULL) { /* out of memory: one after another, here */
+        free(r);
+        for (int i = 0; i < ADM_NDAEMONS; i++)
+            if (want & (1 << i))
+                adm_query_one(q, i, &st[i]);
+        return;
+    }
+    int done[ADM_BG_MAX];
+    adm_bg_wait(g, deadline, done);
+    for (int i = 0, k = 0; i < ADM_NDAEMONS; i++) {
+        if (!(want & (1 << i)))
+            continue;
+        if (done[k++]) {
+            st[i] = r->st[i]; /* its metrics are the caller's now */
+            r->st[i].metrics = NULL;
+        } else {
+            snprintf(st[i].error, sizeof(st[i].error),
+                     "no Stats answer within %d ms (the daemon, or the store it is found "
+                     "through, does not answer)",
+                     ADM_STATS_WAIT_MS);
+        }
+    }
+    adm_bg_release(g);
 }
 
 void adm_query_all(adm_query *q, adm_stat st[ADM_NDAEMONS])
 {
-    adm_job jobs[ADM_NDAEMONS];
-    pthread_t th[ADM_NDAEMONS];
-    int started[ADM_NDAEMONS] = {0};
-    for (int i = 0; i < ADM_NDAEMONS; i++) {
-        jobs[i] = (adm_job){q, i, &st[i]};
-        started[i] = pthread_create(&th[i], NULL, adm_job_run, &jobs[i]) == 0;
-        if (!started[i])
-            adm_query_one(q, i, &st[i]); /* no thread: do it here */
-    }
-    for (int i = 0; i < ADM_NDAEMONS; i++)
-        if (started[i])
-            pthread_join(th[i], NULL);
+    query_within(q, 7, st);
 }
 
 void adm_query_store(adm_query *q, adm_stat st[ADM_NDAEMONS])
 {
-    adm_query_one(q, 0, &st[0]);
-    for (int i = 1; i < ADM_NDAEMONS; i++) {
-        memset(&st[i], 0, sizeof(st[i]));
-        wh_strlcpy(st[i].name, q->name[i], sizeof(st[i].name));
-        wh_strlcpy(st[i].error, "not queried", sizeof(st[i].error));
-    }
+    query_within(q, 1, st);
 }
 
 void adm_query_targets(adm_query *q, adm_stat st[ADM_NDAEMONS])
 {
-    adm_job job = {q, 2, &st[2]};
-    pthread_t th;
-    int started = pthread_create(&th, NULL, adm_job_run, &job) == 0;
-    adm_query_one(q, 0, &st[0]);
-    if (started)
-        pthread_join(th, NULL);
-    else
-        adm_query_one(q, 2, &st[2]);
-    memset(&st[1], 0, sizeof(st[1]));
-    wh_strlcpy(st[1].name, q->name[1], sizeof(st[1].name));
-    wh_strlcpy(st[1].error, "not queried", sizeof(st[1].error));
+    query_within(q, 5, st);
 }
 
 void adm_stats_free(adm_stat *st, int n)
@@ -875,8 +952,11 @@ int adm_metrics_render(const adm_stat *st, int n, wh_buf *out)
     int rc = WH_OK;
     char labels[64];
     rc |= wh_metric_process(&own, "admin");
-    rc |= wh_metric_header(&own, "walhook_daemon_up", "gauge",
-                           "1 when the daemon answered the admin's Stats request");
+    char help[128];
+    snprintf(help, sizeof(help),
+             "1 when the daemon answered the admin's Stats request (within %d ms)",
+             ADM_STATS_WAIT_MS);
+    rc |= wh_metric_header(&own, "walhook_daemon_up", "gauge", help);
     for (int i = 0; i < n; i++) {
         snprintf(labels, sizeof(labels), "daemon=\"%s\"", st[i].name);
         rc |= wh_metric_u64(&own, "walhook_daemon_up", labels, st[i].up ? 1 : 0);

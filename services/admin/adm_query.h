@@ -1,8 +1,13 @@
 /* adm_query: the admin's view of the other daemons. Queries each daemon's
  * Stats over NNG (one wh_client per daemon, 1 s timeout, all three at once on
- * separate threads), and turns the answers into a readiness verdict and one
- * Prometheus text page. The verdict and the page are pure functions of the
- * answers (unit-tested without daemons). */
+ * separate threads, every tenant's ingestor and every dispatcher replica at
+ * once too), and turns the answers into a readiness verdict and one
+ * Prometheus text page. A request waits for the answers ADM_STATS_WAIT_MS
+ * at most (adm_bg): a daemon that has not answered by then (stopped, hung,
+ * or found through a store that does not answer) is down for that request,
+ * so /metrics, /readyz and the status page answer within that bound
+ * whatever the daemons do. The verdict and the page are pure functions of
+ * the answers (unit-tested without daemons). */
 #ifndef ADM_QUERY_H
 #define ADM_QUERY_H
 
@@ -15,6 +20,14 @@
 
 #define ADM_NDAEMONS 3
 #define ADM_STATS_TIMEOUT_MS 1000
+/* How long a request waits for the daemons' Stats (and /metrics for the
+ * slot queries): a daemon's Stats is one call (ADM_STATS_TIMEOUT_MS), or
+ * two in a row for the ingestors and the dispatcher replicas, which are
+ * found through the store (GetState, LeaseList). Well under Prometheus'
+ * default scrape_timeout (10 s): a scrape that times out loses every
+ * daemon's metrics, walhook_daemon_up among them. Documented in README.md
+ * (Operating it). */
+#define ADM_STATS_WAIT_MS 2000
 #define ADM_REPLICAS_MAX 64 /* dispatcher replicas queried (the store's leases) */
 
 /* What one daemon answered (or why it did not). */
@@ -33,8 +46,9 @@ typedef struct adm_query adm_query;
 /* Opens one client per daemon endpoint of c (non-blocking dials). */
 int adm_query_open(adm_query **out, const wh_config *c, char *err, size_t errlen);
 void adm_query_close(adm_query *q);
-/* Queries every daemon concurrently; st[] receives store, ingestor,
- * dispatcher in that order. Free with adm_stats_free. Thread-safe. */
+/* Queries every daemon concurrently, waiting ADM_STATS_WAIT_MS at most;
+ * st[] receives store, ingestor, dispatcher in that order. Free with
+ * adm_stats_free. Thread-safe. */
 void adm_query_all(adm_query *q, adm_stat st[ADM_NDAEMONS]);
 /* The store's Stats only (st[0]; the others down, "not queried"): for
  * answers that need the store's metrics alone, so an unreachable daemon
