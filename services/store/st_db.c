@@ -1736,6 +1736,7 @@ static int resend_check(st_db *db, st_tenant *t, const char *k, size_t kl, const
 {
     size_t vl = 0;
     char *e = NULL;
+    atomic_fetch_add(&db->resend_checks, 1);
     char *old = rocksdb_get_cf(db->rdb, db->ro, t->ev, k, kl, &vl, &e);
     if (e)
         return st_dbi_rerr(err, errlen, "get event", e);
@@ -2224,6 +2225,11 @@ static uint64_t append_bytes(const st_event *ev, size_t n)
 uint64_t st_db_resends_differ(st_db *db)
 {
     return atomic_load(&db->resends_differ);
+}
+
+uint64_t st_db_resend_checks(st_db *db)
+{
+    return atomic_load(&db->resend_checks);
 }
 
 void st_db_set_resend_overwrite(st_db *db, int on)

@@ -521,6 +521,10 @@ uint64_t st_db_gc_dropped(st_db *db);
 uint64_t st_db_schema_pruned(st_db *db);
 /* Events sent again with other bytes than stored (kept as stored). */
 uint64_t st_db_resends_differ(st_db *db);
+/* Appended events compared with a stored copy since open (resend_check:
+ * one RocksDB Get each): those at or below the tenant's newest event
+ * written since open or its last event when the store opened. */
+uint64_t st_db_resend_checks(st_db *db);
 /* Tests: an event sent again at a stored position is written again (the
  * compaction tests rewrite the same keys); by default the stored one stays. */
 void st_db_set_resend_overwrite(st_db *db, int on);

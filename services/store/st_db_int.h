@@ -213,7 +213,8 @@ struct st_db {
     _Atomic int schema_prune;       /* store.schema_prune */
     _Atomic uint64_t schema_pruned; /* versions pruned since open */
     _Atomic uint64_t resends_differ; /* events sent again with other bytes (cq_write) */
-    _Atomic int resend_overwrite;    /* st_db_set_resend_overwrite */
+    _Atomic uint64_t resend_checks; /* appended events compared with a stored copy (one Get each) */
+    _Atomic int resend_overwrite;   /* st_db_set_resend_overwrite */
     uint64_t sync_begun, sync_done;
     int64_t offset_sync_wait_us; /* 0: offset commits sync at once */
 

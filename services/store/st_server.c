@@ -1639,6 +1639,11 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
                            "events sent again at a stored position with other bytes since "
                            "start (the stored ones kept; an ingestor bug: each logged)");
     rc |= wh_metric_u64(b, "walhook_store_resends_differ_total", "", st_db_resends_differ(s->db));
+    rc |= wh_metric_header(b, "walhook_store_resend_checks_total", "counter",
+                           "appended events compared with a stored copy since start (one read "
+                           "each: at or below the tenant's newest event written since start or "
+                           "its last event at start)");
+    rc |= wh_metric_u64(b, "walhook_store_resend_checks_total", "", st_db_resend_checks(s->db));
     rc |= wh_metric_header(b, "walhook_store_io_rate_bytes", "gauge",
                            "RocksDB's rate limit of compaction writes in force, bytes/s "
                            "(store.io_rate_bytes, runtime; flushes are not limited)");
