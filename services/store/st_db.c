@@ -1048,8 +1048,10 @@ static int migrate_default(st_db *db, char *err, size_t errlen)
 /* ---- open / close ---- */
 
 /* Each tenant's last event now (st_tenant.open_end), before GC drops
- * anything; a tenant whose end cannot be read gets the highest position
- * (every key a flush drops keeps its marker). */
+ * anything; a tenant whose end cannot be read (an I/O error, a corrupt
+ * block) gets the highest position (every event appended is compared with
+ * a stored copy, every key a flush drops keeps its marker) until a
+ * maintenance pass reads it (st_dbi_open_end_read). */
 static void note_open_ends(st_db *db)
 {
     size_t nt;
@@ -1069,6 +1071,55 @@ static void note_open_ends(st_db *db)
         pthread_mutex_unlock(&tv[i]->wm_mu);
     }
     free(tv);
+}
+
+/* The maintenance pass reads each tenant's end every ST_MAINT_MS
+ * (st_db_tenant_end, for its figures); one that read it passes it here: a
+ * tenant whose end could not be read at open (open_end the highest
+ * position) takes it as open_end. Safe though the end now may be below the
+ * end at open:
+ * - the events an earlier process wrote are only removed after open (by
+ *   the GC, or the tenant's removal), never added again: each one still
+ *   stored when the end is read is at or below it (the iterator sees them
+ *   all, or the read fails), and one no longer readable is gone, or
+ *   hidden by a deletion marker that RocksDB drops only with the copy
+ *   below it (an event key is never deleted, only dropped by the filter;
+ *   every drop while open_end was the highest position kept its marker);
+ * - every event this process wrote is at or below newest_* (one group is
+ *   written at a time: each takes max(open_end, newest_*) after the one
+ *   before updated newest_*);
+ * so an event appended above both was never stored or is gone: written
+ *   without a Get, as resend_check writes it when its Get finds nothing;
+ * and a flush that drops a key above the end without a marker (gc_drop
+ *   returns 1) brings no older copy back: this process writes a key only
+ *   when no copy of it can be read (resend_check found none, or the key is
+ *   above both; st_db_set_resend_overwrite keeps every marker), and a
+ *   copy no longer readable is gone or under a marker that stays while
+ *   the copy does (a key readable when the end was read is at or below
+ *   it, and keeps its marker).
+ * A GC job keeps the open_end it took when it started (gc_snap_take): a
+ * job across the change keeps every marker; the markers written meanwhile
+ * hide nothing that must be read. Set only while it is still the highest
+ * position: st_db_tenant_drop resets it to (0,0) (its next column family
+ * starts empty), and an end read from the dropped column family is not
+ * taken. A read-only open (--dump) has no maintenance thread, writes
+ * nothing, and its open_end stays (0,0). */
+void st_dbi_open_end_read(st_tenant *t, uint64_t lsn, uint32_t seq)
+{
+    pthread_mutex_lock(&t->wm_mu);
+    int unknown = t->open_end_lsn == UINT64_MAX && t->open_end_seq == UINT32_MAX;
+    if (unknown) {
+        t->open_end_lsn = lsn;
+        t->open_end_seq = seq;
+    }
+    pthread_mutex_unlock(&t->wm_mu);
+    if (unknown) {
+        char at[WH_LSN_STRLEN];
+        wh_lsn_format(lsn, at, sizeof(at));
+        wh_info("tenant %s: its last event, unreadable at open, read now: %s seq %u; the events "
+                "appended above it are no longer compared with a stored copy",
+                t->name, at, seq);
+    }
 }
 
 int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)

@@ -142,7 +142,8 @@ struct st_tenant {
     uint32_t newest_seq;
     /* (under wm_mu) the position of its last event when the store opened
      * ((0,0): none; set before gc_ready; the highest position when it
-     * could not be read): cq_write compares a resent event at or below it,
+     * could not be read, until a maintenance pass reads the end:
+     * st_dbi_open_end_read): cq_write compares a resent event at or below it,
      * as one at or below newest_*, with the stored copy an earlier process
      * wrote (resend_check: kept, written only when none is stored, unless
      * st_db_set_resend_overwrite). A flush that drops such a key leaves a
@@ -187,8 +188,11 @@ typedef struct st_gc_snap {
     uint64_t next_us;  /* the next re-read of the watermark */
     uint64_t wait_end; /* a flush may wait for the readers until then */
     int keys;          /* keys seen */
-    uint64_t open_lsn; /* st_tenant.open_end when the job started (it changes */
-    uint32_t open_seq; /* only at open, before GC, and when the tenant goes) */
+    /* st_tenant.open_end when the job started (it changes at open, before
+     * GC, when the tenant goes, and once from the highest position to the
+     * end read later: st_dbi_open_end_read) */
+    uint64_t open_lsn;
+    uint32_t open_seq;
 } st_gc_snap;
 
 struct st_db {
@@ -369,6 +373,9 @@ void st_dbi_io_end(st_db *db, int slot);
 void st_dbi_write(st_db *db, rocksdb_writeoptions_t *wo, rocksdb_writebatch_t *wb, const char *what,
                   char **e);
 uint64_t st_dbi_queued_bytes(uint64_t json, uint64_t events);
+/* The tenant's end, read (st_db_tenant_end) by a maintenance pass: its
+ * open_end when that could not be read at open. */
+void st_dbi_open_end_read(st_tenant *t, uint64_t lsn, uint32_t seq);
 
 /* st_db_target.c */
 int st_dbi_lease_check(st_off *o, uint64_t lease_epoch, char *err, size_t errlen);

@@ -359,7 +359,8 @@ static void maintain_tenant(st_db *db, st_tenant *t)
 
         uint64_t el = 0;
         uint32_t es = 0;
-        st_db_tenant_end(db, t->name, &el, &es, err, sizeof(err));
+        if (st_db_tenant_end(db, t->name, &el, &es, err, sizeof(err)) == WH_OK)
+            st_dbi_open_end_read(t, el, es); /* not read at open: now */
         first_ev f = {-1, 0, 0};
         uint64_t pl = wl;
         uint32_t ps = ws;
