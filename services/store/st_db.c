@@ -3578,7 +3578,13 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
     if (rc == WH_OK) {
         /* its consumers become tombstones (a late commit or read of a
          * removed target does not bring the tenant back); st_db_undrop
-         * when the tenant and target come back */
+         * when the tenant and target come back. Their leases stay with
+         * their holders, in memory (the L keys went with the column
+         * family), as a removed target's do (st_db_dlq_drop): a request
+         * of the target may still be at the receiver, and the tenant
+         * created again must not let another dispatcher post to the
+         * target at once; the holder renews and releases it, a dead one
+         * lets it lapse */
         pthread_rwlock_rdlock(&db->off_lock);
         for (st_off *o = t->offs; o != NULL; o = o->tnext) {
             pthread_mutex_lock(&o->wmu);
@@ -3586,8 +3592,8 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
             st_dbi_off_write(o, (off_val){0, 0, cur.epoch + 1, ST_OFF_DROPPED});
             o->needs_snapshot = 0;
             o->rs_bf = 0;
-            o->lease_owner[0] = '\0';
-            o->lease_expiry_ms = 0;
+            if (o->lease_epoch != 0)
+                o->lease_unstored = 1;
             pthread_mutex_unlock(&o->wmu);
         }
         pthread_rwlock_unlock(&db->off_lock);

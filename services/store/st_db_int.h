@@ -83,6 +83,11 @@ typedef struct st_off {
     /* the longest request timeout the holders told since the lease was
      * last granted with nothing left at the target (stored with it) */
     uint32_t lease_req_timeout_ms;
+    /* the lease is not stored: its tenant was removed (its L key went
+     * with the column family) and may be created again; the next lease
+     * write there stores it (lease_persist), so a store restart does not
+     * forget its epoch while its holder keeps it */
+    int lease_unstored;
     /* moved (under wmu) by every replay that queues entries, after their
      * write (st_db_replay_gen); starts at the open's wall clock, so a
      * generation taken before a restart matches none after it */

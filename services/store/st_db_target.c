@@ -115,6 +115,7 @@ static int lease_persist(st_db *db, st_off *o, char *err, size_t errlen)
     st_dbi_note_write(db, e);
     if (e)
         return st_dbi_rerr(err, errlen, "lease write", e);
+    o->lease_unstored = 0;
     return WH_OK;
 }
 
@@ -184,7 +185,8 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
         uint32_t rt = req_timeout_ms;
         if ((mine || lapsed) && prev_rt > rt)
             rt = prev_rt;
-        if (!mine || o->lease_epoch == 0 || o->lease_ttl_ms != ttl_ms || rt != prev_rt) {
+        if (!mine || o->lease_epoch == 0 || o->lease_ttl_ms != ttl_ms || rt != prev_rt ||
+            o->lease_unstored) {
             /* a new holder: a new epoch, stored before it is granted */
             char prev_owner[ST_OWNER_MAX + 1];
             uint64_t prev_epoch = o->lease_epoch;
@@ -232,21 +234,23 @@ int st_db_lease_renew(st_db *db, const char *tenant, const char *consumer, const
     st_off *o = st_dbi_off_get(db, tenant, consumer, err, errlen);
     if (o == NULL)
         return WH_ERR;
-    /* the tenant's column families, in case the timeout is to be stored
+    /* the tenant's column families, in case the lease is to be stored
      * (NULL when it has none: it is kept in memory only) */
     st_tenant *t = NULL;
-    if (req_timeout_ms > 0 && st_dbi_ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
+    if (st_dbi_ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
         return WH_ERR;
     pthread_mutex_lock(&o->wmu);
     /* still ours even after expiry, as long as nobody else took it */
     if (epoch != 0 && epoch == o->lease_epoch && strcmp(o->lease_owner, owner) == 0) {
         o->lease_expiry_ms = lease_now_ms() + ttl_ms;
-        if (req_timeout_ms > o->lease_req_timeout_ms) {
+        if (req_timeout_ms > o->lease_req_timeout_ms || o->lease_unstored) {
             /* a longer timeout (rare: a configuration change) is stored, so
-             * a takeover after a restart still waits for it; a failed write
-             * keeps it in memory and the renewal stands (the store shows
-             * the write error) */
-            o->lease_req_timeout_ms = req_timeout_ms;
+             * a takeover after a restart still waits for it, and so is a
+             * lease kept across its tenant's removal once the tenant is
+             * back (lease_unstored); a failed write keeps it in memory and
+             * the renewal stands (the store shows the write error) */
+            if (req_timeout_ms > o->lease_req_timeout_ms)
+                o->lease_req_timeout_ms = req_timeout_ms;
             char e2[WH_ERRLEN];
             if (t != NULL && lease_persist(db, o, e2, sizeof(e2)) != WH_OK)
                 wh_warn("lease %s/%s: %s", tenant, consumer, e2);
@@ -268,15 +272,19 @@ int st_db_lease_release(st_db *db, const char *tenant, const char *consumer, con
     if (o == NULL)
         return WH_OK;
     int rc = WH_OK;
+    /* a removed tenant's column families are gone, its leases kept in
+     * memory (st_db_tenant_drop): released there only, and not brought
+     * back (a lease is only held with them present: acquire made them) */
     st_tenant *t;
-    if (st_dbi_ten_open(db, tenant, ST_DBI_CREATE, &t, err, errlen) != WH_OK)
+    if (st_dbi_ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
         return WH_ERR;
     pthread_mutex_lock(&o->wmu);
     if (epoch == o->lease_epoch && strcmp(o->lease_owner, owner) == 0) {
         o->lease_owner[0] = '\0';
         o->lease_expiry_ms = 0;
         o->lease_abandoned_ms = abandoned ? lease_now_ms() : 0;
-        rc = lease_persist(db, o, err, errlen); /* the epoch stays: fencing */
+        if (t != NULL)
+            rc = lease_persist(db, o, err, errlen); /* the epoch stays: fencing */
     }
     lease_out(o, owner, out);
     pthread_mutex_unlock(&o->wmu);

@@ -3,8 +3,8 @@
  * a release with requests abandoned survives a store restart (the next
  * holder is told taken_over and waits), the longest request timeout the
  * holders told is returned with a takeover (and survives a restart too),
- * a removed target's lease stays with its holder, and lease values written
- * before these fields still load. */
+ * a removed target's lease stays with its holder (also when its tenant is
+ * removed), and lease values written before these fields still load. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -138,6 +138,60 @@ static void test_removal_keeps_lease(void **state)
     assert_true(o.granted);
     assert_false(o.taken_over);
     assert_true(o.epoch > ep); /* the old holder stays fenced */
+}
+
+/* A removed tenant (st_db_tenant_drop: every target of it at once) keeps
+ * its targets' leases with their holders too, as a removed target does:
+ * before, the drop freed them, and the tenant created again with a target
+ * of the same name was granted to another dispatcher at once, without a
+ * takeover wait, while the old holder's request could still be at the
+ * receiver. The holder renews and releases it though the tenant's column
+ * families are gone (in memory: nothing of the tenant is stored), and a
+ * release with requests abandoned still makes the next holder wait. */
+static void test_tenant_removal_keeps_lease(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    st_lease l = acquire(f, "r1", 60000, 8000);
+    assert_true(l.granted);
+    uint64_t ep = l.epoch;
+    assert_int_equal(st_db_tenant_drop(f->db, "t", err, sizeof(err)), WH_OK);
+    assert_int_equal(
+        st_db_lease_renew(f->db, "t", "a", "r1", ep, 60000, 8000, &l, err, sizeof(err)), WH_OK);
+    assert_true(l.granted);
+    /* created again under its name: still r1's */
+    assert_int_equal(st_db_tenant_create(f->db, "t", err, sizeof(err)), WH_OK);
+    st_lease o = acquire(f, "r2", 60000, 2000);
+    assert_false(o.granted);
+    assert_string_equal(o.owner, "r1");
+    /* its next renewal stores it in the new column family: a restart
+     * keeps it (before the renewal its L key was gone with the old one) */
+    assert_int_equal(
+        st_db_lease_renew(f->db, "t", "a", "r1", ep, 60000, 8000, &l, err, sizeof(err)), WH_OK);
+    assert_true(l.granted);
+    restart(f);
+    o = acquire(f, "r2", 60000, 2000);
+    assert_false(o.granted);
+    assert_string_equal(o.owner, "r1");
+    assert_int_equal(o.epoch, ep);
+    release(f, "r1", ep, 0);
+    o = acquire(f, "r2", 60000, 2000);
+    assert_true(o.granted);
+    assert_false(o.taken_over);
+    assert_true(o.epoch > ep); /* the old holder stays fenced */
+    uint64_t ep2 = o.epoch;
+
+    /* removed for good, released by its holder with a request abandoned:
+     * in memory only (no column family to write to), and the next holder
+     * of a tenant created again waits */
+    assert_int_equal(st_db_tenant_drop(f->db, "t", err, sizeof(err)), WH_OK);
+    release(f, "r2", ep2, 1);
+    assert_int_equal(st_db_tenant_create(f->db, "t", err, sizeof(err)), WH_OK);
+    l = acquire(f, "r1", 60000, 2000);
+    assert_true(l.granted);
+    assert_true(l.taken_over);
+    assert_int_equal(l.request_timeout_ms, 2000);
+    assert_true(l.epoch > ep2);
 }
 
 /* The wait is by the longest request timeout of the holders whose requests
@@ -360,6 +414,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_abandoned_survives_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_timeout_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_removal_keeps_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tenant_removal_keeps_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_old_values_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_timeout_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_values_load, setup, teardown),
