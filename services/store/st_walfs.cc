@@ -276,12 +276,16 @@ class WalFs : public rocksdb::FileSystemWrapper
      * system or setting without leases: EINVAL, EACCES) is unlinked as
      * before. Left: an open that had looked the old name up just before the
      * rename and has not yet counted itself at the second lease (a few
-     * instructions inside one open call) gets the emptied file.
+     * instructions inside one open call) gets the emptied file (take_spare
+     * passes a spare over while anyone has it open, so it never gets
+     * another file's bytes). On overlayfs the lease counts the overlay's
+     * descriptors only: a mapping whose descriptor was closed holds the
+     * layer's file and is not seen (emptied, its reader gets SIGBUS).
      *
-     * A store killed between the steps leaves a spare with bytes (taken
-     * later, emptied by the new file's O_TRUNC) or an empty file under the
-     * deleted name (RocksDB's own obsolete file: removed at its next
-     * open). */
+     * A store killed between the steps leaves a spare with bytes (emptied
+     * by take_spare before it gets a new file's name), or an empty file
+     * under a new file's name (take_spare's rename done, not the open:
+     * RocksDB removes it, or replays it as an empty WAL). */
     static constexpr int kSpares = 4;
     enum class Kept { kNo, kSpare, kUnlinked, kUnlinkFailed };
     static bool ends_with(const std::string &f, const char *suffix)
@@ -331,15 +335,16 @@ class WalFs : public rocksdb::FileSystemWrapper
             } else {
                 k = ::unlink(sp.c_str()) == 0 ? Kept::kUnlinked : Kept::kUnlinkFailed;
             }
-            int e = errno;
-            unclaim(sp);
-            errno = e;
         }
         int e = errno;
         /* the lease goes with the open file, not with fd: a child forked
          * meanwhile would hold it past close */
         ::fcntl(fd, F_SETLEASE, F_UNLCK);
         ::close(fd);
+        /* only now may take_spare have it (our lease and descriptor would
+         * make it pass it over) */
+        if (!sp.empty())
+            unclaim(sp);
         errno = e;
         return k;
     }
@@ -374,13 +379,46 @@ class WalFs : public rocksdb::FileSystemWrapper
             std::string sp = spare_name(f, i);
             if (emptying_.count(sp) != 0)
                 continue;
-            if (::renameat2(AT_FDCWD, sp.c_str(), AT_FDCWD, f.c_str(), RENAME_NOREPLACE) == 0) {
+            int r = take(sp, f);
+            if (r > 0) {
                 reused_.fetch_add(1, std::memory_order_relaxed);
                 return;
             }
-            if (errno != ENOENT)
+            if (r < 0)
                 return;
         }
+    }
+    /* renames spare sp to f when nothing else has it: a regular file with
+     * one link and, where the file system has leases, nobody else's
+     * descriptor (the write lease, as in keep_spare), emptied first. A
+     * reader that opened a deleted file by its name just as keep_spare
+     * renamed it (the race keep_spare leaves), or a backup copying the
+     * directory, keeps what it reads, and a copy of the directory made with
+     * hard links is not written to; and a spare's bytes (one a store killed
+     * inside keep_spare left) never get RocksDB's name, not even for the
+     * moment before the new file's O_TRUNC: a store killed then, or an open
+     * that fails then, would leave them under a new WAL's name, and RocksDB
+     * replays the WAL it finds there (an old WAL's records replayed bring
+     * back what was deleted or overwritten since). 1 taken, 0 not (another
+     * spare may be), -1 the rename failed (f exists: no other either). */
+    static int take(const std::string &sp, const std::string &f)
+    {
+        int fd = ::open(sp.c_str(), O_WRONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+        if (fd < 0)
+            return 0;
+        int r = 0;
+        struct stat st;
+        if (::fcntl(fd, F_SETSIG, SIGWINCH) == 0 && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+            st.st_nlink == 1 && (lease(fd) || errno != EAGAIN) &&
+            (st.st_size == 0 || ::ftruncate(fd, 0) == 0)) {
+            if (::renameat2(AT_FDCWD, sp.c_str(), AT_FDCWD, f.c_str(), RENAME_NOREPLACE) == 0)
+                r = 1;
+            else if (errno != ENOENT)
+                r = -1;
+        }
+        ::fcntl(fd, F_SETLEASE, F_UNLCK);
+        ::close(fd);
+        return r;
     }
     /* RocksDB names its WALs <number>.log (the info log is LOG, LOG.old.*) */
     static bool is_wal(const std::string &f)

@@ -3,8 +3,9 @@
  * the next one created takes it; a spare left by an earlier process (even
  * one with bytes in it) is taken and starts empty; a file with another hard
  * link, or one a writer or a reader (of this process or another) still has
- * open, is deleted, never emptied; a store opened without st_walfs removes
- * the spares. On a plain RocksDB with st_walfs installed, reopened to read
+ * open, is deleted, never emptied; a spare somebody has open or with
+ * another link is not taken; a store opened without st_walfs removes the
+ * spares. On a plain RocksDB with st_walfs installed, reopened to read
  * everything back. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -351,8 +352,8 @@ static unsigned free_number(const char *dir, unsigned below, unsigned after)
 /* What a store killed between the two steps of keep_spare or take_spare
  * leaves, and a spare of an earlier process: empty table files and WALs
  * under RocksDB's names, numbered below its live files (a deleted file
- * emptied but not renamed yet) and above them (a new file renamed from a
- * spare but not opened yet). RocksDB opens with its default paranoid
+ * emptied but not renamed yet, as an earlier st_walfs did) and above them
+ * (a new file renamed from a spare but not opened yet). RocksDB opens with its default paranoid
  * checks, nothing acked is lost, and the empty files do not stay under
  * RocksDB's names. */
 static void test_crash_leftovers(void **state)
@@ -544,6 +545,81 @@ static void test_reader_keeps_wal(void **state)
     check_range(f, 0, 30, 'a');
 }
 
+/* a file of 4096 bytes of fill named dir/name (a spare an earlier process
+ * left, or one that somebody has open) */
+static void junk_file(const char *dir, const char *name, char fill, char *path, size_t len)
+{
+    join(path, len, dir, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    char junk[4096];
+    memset(junk, fill, sizeof(junk));
+    assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+    close(fd);
+}
+
+/* fd holds 4096 bytes of fill, its inode still named path */
+static void check_junk(int fd, const char *path, char fill)
+{
+    size_t len = 0;
+    char *b = fd_contents(fd, &len);
+    assert_int_equal(len, 4096);
+    for (size_t i = 0; i < len; i++)
+        assert_int_equal(b[i], fill);
+    free(b);
+    struct stat a, n;
+    assert_int_equal(fstat(fd, &a), 0);
+    assert_int_equal(stat(path, &n), 0);
+    assert_int_equal(a.st_ino, n.st_ino);
+}
+
+/* A spare that somebody has open (a reader that opened a deleted file by
+ * its name just as st_walfs renamed it to a spare's, or a backup copying
+ * the directory) or that has another hard link (a copy of the directory
+ * made with links) is not taken by a new file: its O_TRUNC and its writes
+ * would reach them, and the reader would read a WAL or table file under
+ * the name it opened. Such a spare stays as it is; once nobody else has it,
+ * it is taken and starts empty. */
+static void test_spare_in_use_not_taken(void **state)
+{
+    wfx *f = *state;
+    db_open(f);
+    put_range(f, 0, 10, 'x');
+    db_close(f);
+    char held[256], linked[256], other[300];
+    junk_file(f->dir, "walhook-spare-0", 0x5a, held, sizeof(held));
+    junk_file(f->dir, "walhook-spare-1", 0x5b, linked, sizeof(linked));
+    join(other, sizeof(other), f->dir, "copy-of-spare-1"); /* a name RocksDB leaves */
+    assert_int_equal(link(linked, other), 0);
+    int fd = open(held, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    int lfd = open(other, O_RDONLY | O_CLOEXEC);
+    assert_true(lfd >= 0);
+
+    db_open(f); /* a new WAL */
+    for (int r = 0; r < 3; r++) {
+        put_range(f, 10 + r * 100, 10 + (r + 1) * 100, (char)('a' + r));
+        flush(f); /* a table file and a WAL each */
+    }
+    check_junk(fd, held, 0x5a);
+    check_junk(lfd, linked, 0x5b);
+    close(fd);
+    close(lfd);
+    unlink(other);
+
+    put_range(f, 400, 500, 'z');
+    flush(f); /* now both may be taken */
+    off_t bytes = 0;
+    spares(f->dir, &bytes);
+    assert_int_equal(bytes, 0);
+    db_close(f);
+    db_open(f);
+    check_range(f, 0, 10, 'x');
+    for (int r = 0; r < 3; r++)
+        check_range(f, 10 + r * 100, 10 + (r + 1) * 100, (char)('a' + r));
+    check_range(f, 400, 500, 'z');
+}
+
 /* With store.wal_zero_ahead_bytes = 0 st_walfs is not installed, and
  * nothing would take or remove the spares an earlier run left: the store's
  * open removes them. A read-only open (walhook-store --dump, maybe beside
@@ -590,6 +666,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_leftovers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_keeps_table_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_keeps_wal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spare_in_use_not_taken, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spares_removed_without_zero_fill, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
