@@ -6,7 +6,7 @@
  * read token, bit 2: If-Match "1", bit 3: no Content-Type), then the body.
  * fuzz-sources: services/admin/adm_api.c services/admin/adm_auth.c
  * fuzz-sources: services/admin/adm_page.c services/admin/adm_query.c
- * fuzz-sources: services/admin/adm_slot.c
+ * fuzz-sources: services/admin/adm_slot.c services/admin/adm_bg.c
  * fuzz-libs: -ljansson
  */
 #include <jansson.h>

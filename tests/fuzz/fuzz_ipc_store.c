@@ -35,7 +35,7 @@
  * fuzz-sources: services/store/st_gcfilter.cc services/store/st_bgio.cc
  * fuzz-sources: services/store/st_walfs.cc services/store/st_schema.c
  * fuzz-sources: services/store/st_toast.c services/store/st_guard.c
- * fuzz-sources: services/admin/adm_query.c
+ * fuzz-sources: services/admin/adm_query.c services/admin/adm_bg.c
  * fuzz-libs: -lrocksdb
  */
 #include <ftw.h>
