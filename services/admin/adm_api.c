@@ -560,7 +560,44 @@ static void r_readyz(ctx *c)
  * the source could not be asked. The tenants are the state's (the last one
  * read while the store does not answer: known_state). Alerts:
  * deploy/monitoring. */
-static int slot_metrics(const adm_backend *be, wh_buf *out)
+/* One tenant's slot query of slots_read. */
+typedef struct slot_job {
+    const adm_backend *be;
+    const wh_state_tenant *t;
+    uint64_t deadline_ms;
+    adm_slot_info *out;
+} slot_job;
+
+static void *slot_job_run(void *arg)
+{
+    slot_job *j = arg;
+    j->be->slot(j->be->arg, j->t, j->deadline_ms, j->out);
+    return NULL;
+}
+
+/* Every tenant's slot of s into si[] by deadline_ms, the tenants at once:
+ * a source that does not answer (its query bounded by the deadline) costs
+ * the others nothing, and is an error in its own entry. */
+static void slots_read(const adm_backend *be, const wh_state *s, uint64_t deadline_ms,
+                       adm_slot_info *si)
+{
+    slot_job jobs[WH_MAX_TENANTS];
+    pthread_t th[WH_MAX_TENANTS];
+    int started[WH_MAX_TENANTS];
+    int n = s->ntenants < WH_MAX_TENANTS ? s->ntenants : WH_MAX_TENANTS;
+    for (int i = 0; i < n; i++) {
+        jobs[i] = (slot_job){be, &s->tenants[i], deadline_ms, &si[i]};
+        started[i] = n > 1 && pthread_create(&th[i], NULL, slot_job_run, &jobs[i]) == 0;
+        if (!started[i])
+            slot_job_run(&jobs[i]);
+    }
+    for (int i = 0; i < n; i++)
+        if (started[i])
+            pthread_join(th[i], NULL);
+}
+
+/* The slot metrics, the sources asked until deadline_ms. */
+static int slot_metrics(const adm_backend *be, uint64_t deadline_ms, wh_buf *out)
 {
     wh_state *s = NULL;
     char err[WH_ERRLEN];
@@ -573,8 +610,7 @@ static int slot_metrics(const adm_backend *be, wh_buf *out)
         wh_state_unref(s);
         return WH_ERR;
     }
-    for (int i = 0; i < s->ntenants; i++)
-        be->slot(be->arg, &s->tenants[i], &si[i]);
+    slots_read(be, s, deadline_ms, si);
     static const struct {
         const char *name, *type, *help;
     } m[] = {
@@ -620,6 +656,7 @@ static int slot_metrics(const adm_backend *be, wh_buf *out)
  * nothing else, and nothing else waits for them past the scrape's bound. */
 typedef struct slot_round {
     adm_backend be;
+    uint64_t deadline_ms; /* the sources' queries' */
     wh_buf text;
     int rc;
 } slot_round;
@@ -628,8 +665,13 @@ static void slot_round_run(void *arg, int i)
 {
     WH_UNUSED(i);
     slot_round *r = arg;
-    r->rc = slot_metrics(&r->be, &r->text);
+    r->rc = slot_metrics(&r->be, r->deadline_ms, &r->text);
 }
+
+/* The slot task's queries end this long before the scrape's deadline:
+ * the task renders their metrics and returns by then, a source that has
+ * not answered among them (walhook_slot_query_ok 0). */
+#define ADM_SLOT_RENDER_MS 300
 
 static void slot_round_free(void *arg)
 {
@@ -651,6 +693,7 @@ static void r_metrics(ctx *c)
         sr = calloc(1, sizeof(*sr));
         if (sr != NULL) {
             sr->be = c->a->be;
+            sr->deadline_ms = deadline - ADM_SLOT_RENDER_MS;
             wh_buf_init(&sr->text, 0);
             sg = adm_bg_start(sr, slot_round_free, slot_round_run, 1);
             if (sg == NULL)
@@ -793,11 +836,11 @@ static void r_page(ctx *c)
             return;
         }
         int k = 0;
+        if (c->a->be.slot)
+            slots_read(&c->a->be, s, wh_now_ms() + ADM_STATS_WAIT_MS, slots);
         for (int i = 0; i < s->ntenants; i++) {
             const wh_state_tenant *t = &s->tenants[i];
-            if (c->a->be.slot)
-                c->a->be.slot(c->a->be.arg, t, &slots[i]);
-            else
+            if (!c->a->be.slot)
                 wh_strlcpy(slots[i].error, "no source query", sizeof(slots[i].error));
             for (int j = 0; j < t->ntargets; j++, k++)
                 if (c->a->be.progress)
@@ -2413,18 +2456,21 @@ static void r_slots(ctx *c)
     wh_state *s = get_state(c);
     if (!s)
         return;
+    adm_slot_info *all = calloc((size_t)s->ntenants + 1, sizeof(*all));
+    if (all == NULL) {
+        wh_state_unref(s);
+        fail(c->resp, 500, NULL, "out of memory");
+        return;
+    }
     adm_stat st[ADM_NDAEMONS];
     query_stats(c, st); /* zones, policies, NEEDS_SNAPSHOT marks (adm_slot) */
+    if (c->a->be.slot)
+        slots_read(&c->a->be, s, wh_now_ms() + ADM_STATS_WAIT_MS, all);
     json_t *arr = json_array();
     for (int i = 0; i < s->ntenants; i++) {
         const wh_state_tenant *t = &s->tenants[i];
-        adm_slot_info si;
-        memset(&si, 0, sizeof(si));
-        si.lag_bytes = -1;
-        si.safe_wal_size = -1;
-        if (c->a->be.slot)
-            c->a->be.slot(c->a->be.arg, t, &si);
-        else
+        adm_slot_info si = all[i];
+        if (!c->a->be.slot)
             wh_strlcpy(si.error, "no source query configured", sizeof(si.error));
         json_t *o = json_pack("{s:s,s:s}", "tenant", t->name, "slot", t->slot);
         if (si.error[0]) {
@@ -2448,6 +2494,7 @@ static void r_slots(ctx *c)
         adm_slot_json(o, t, st);
         json_array_append_new(arr, o);
     }
+    free(all);
     adm_stats_free(st, ADM_NDAEMONS);
     json_t *out = json_object();
     json_object_set_new(out, "version", json_integer((json_int_t)s->version));

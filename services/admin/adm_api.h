@@ -93,8 +93,10 @@ typedef struct adm_backend {
                     adm_pos *committed);
     /* Optional: the daemons' Stats (else every daemon reads as down). */
     void (*stats)(void *arg, adm_stat st[ADM_NDAEMONS]);
-    /* Optional: the slot of tenant t (else an "error" per tenant). */
-    void (*slot)(void *arg, const wh_state_tenant *t, adm_slot_info *out);
+    /* Optional: the slot of tenant t (else an "error" per tenant), out by
+     * deadline_ms (wh_now_ms's clock): a source that has not answered by
+     * then is an error in out. Thread-safe (tenants are asked at once). */
+    void (*slot)(void *arg, const wh_state_tenant *t, uint64_t deadline_ms, adm_slot_info *out);
     /* Optional: the state /metrics asks the slots of (else get_state): the
      * current one when the store answers within ADM_STATS_TIMEOUT_MS, else
      * the last one read (a new reference); WH_ERR when none was ever read.

@@ -1,7 +1,9 @@
 /* adm_backend: store, daemons and source databases behind the admin API. */
 #include "adm_backend.h"
 
+#include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,9 @@
  * of its CPU), and the last answer, reused for ADM_SLOT_FRESH_MS. */
 #define ADM_SLOT_FRESH_MS 1000
 #define ADM_SLOT_IDLE_MS 120000 /* a connection unused this long is closed */
+/* The bound of a source query outside a scrape's (the backfill's table
+ * check, adm_slot_query): the connect_timeout they had */
+#define ADM_SLOT_QUERY_MS 3000
 typedef struct adm_slotconn {
     pthread_mutex_t mu; /* one query at a time on pg; guards the rest */
     char tenant[WH_NAME_MAX];
@@ -277,45 +282,131 @@ static void result_error(const char *dsn, const PGresult *r, char *out, size_t l
     wh_dsn_scrub(dsn, raw, out, len);
 }
 
-/* Connects *pg when it is not connected; 1 when it is. */
-static int slot_connect(PGconn **pg, const char *dsn, adm_slot_info *out)
+/* Waits until pg's socket is ready for ev (POLLIN, POLLOUT) or until
+ * deadline_ms (wh_now_ms): 1 ready, 0 timed out, -1 error. */
+static int pg_wait(PGconn *pg, short ev, uint64_t deadline_ms)
+{
+    for (;;) {
+        int fd = PQsocket(pg);
+        if (fd < 0)
+            return -1;
+        uint64_t now = wh_now_ms();
+        if (now >= deadline_ms)
+            return 0;
+        uint64_t left = deadline_ms - now;
+        struct pollfd p = {fd, ev, 0};
+        int r = poll(&p, 1, left > 60000 ? 60000 : (int)left);
+        if (r > 0)
+            return 1;
+        if (r < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+/* Connects *pg when it is not connected, giving up at deadline_ms (a
+ * source that takes the connection but does not answer, or drops the
+ * packets, costs no more: libpq's connect_timeout is 2 s at least); 1 when
+ * it is connected. */
+static int slot_connect(PGconn **pg, const char *dsn, uint64_t deadline_ms, adm_slot_info *out)
 {
     if (*pg != NULL && PQstatus(*pg) == CONNECTION_OK)
         return 1;
     PQfinish(*pg);
-    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
-    const char *vals[] = {dsn, "3", "walhook-admin", NULL};
-    *pg = PQconnectdbParams(keys, vals, 1);
-    if (*pg != NULL && PQstatus(*pg) == CONNECTION_OK)
-        return 1;
-    /* libpq's parse errors may quote the DSN: never its password */
-    char raw[256], m[201];
-    wh_dsn_scrub(dsn, *pg ? PQerrorMessage(*pg) : "out of memory", raw, sizeof(raw));
-    wh_pg_oneline(raw, m, sizeof(m));
-    snprintf(out->error, sizeof(out->error), "source unreachable: %s", m);
+    uint64_t t0 = wh_now_ms();
+    const char *keys[] = {"dbname", "application_name", NULL};
+    const char *vals[] = {dsn, "walhook-admin", NULL};
+    *pg = PQconnectStartParams(keys, vals, 1);
+    int timed_out = 0;
+    if (*pg != NULL && PQstatus(*pg) != CONNECTION_BAD) {
+        /* libpq's loop: as if PQconnectPoll had said "writing" first */
+        PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+        while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+            int w = pg_wait(*pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline_ms);
+            if (w <= 0) {
+                timed_out = w == 0;
+                break;
+            }
+            st = PQconnectPoll(*pg);
+        }
+        if (st == PGRES_POLLING_OK && PQstatus(*pg) == CONNECTION_OK)
+            return 1;
+    }
+    if (timed_out) {
+        snprintf(out->error, sizeof(out->error), "source unreachable: no answer within %llu ms",
+                 (unsigned long long)(deadline_ms > t0 ? deadline_ms - t0 : 0));
+    } else {
+        /* libpq's parse errors may quote the DSN: never its password */
+        char raw[256], m[201];
+        wh_dsn_scrub(dsn, *pg ? PQerrorMessage(*pg) : "out of memory", raw, sizeof(raw));
+        wh_pg_oneline(raw, m, sizeof(m));
+        snprintf(out->error, sizeof(out->error), "source unreachable: %s", m);
+    }
     PQfinish(*pg);
     *pg = NULL;
     return 0;
 }
 
+/* Runs sql on pg, waiting for its answer until deadline_ms: the result
+ * (PQclear it; NULL when the send failed or the connection broke), or NULL
+ * with *timed_out set when the source has not answered by then (the
+ * connection is then in the middle of a query: close it). */
+static PGresult *exec_within(PGconn *pg, const char *sql, int nparams, const char *const *params,
+                             uint64_t deadline_ms, int *timed_out)
+{
+    *timed_out = 0;
+    if (!PQsendQueryParams(pg, sql, nparams, NULL, params, NULL, NULL, 0))
+        return NULL;
+    PGresult *first = NULL;
+    for (;;) {
+        while (PQisBusy(pg)) {
+            int w = pg_wait(pg, POLLIN, deadline_ms);
+            if (w <= 0 || !PQconsumeInput(pg)) {
+                *timed_out = w == 0;
+                PQclear(first);
+                return NULL;
+            }
+        }
+        PGresult *r = PQgetResult(pg);
+        if (r == NULL)
+            return first;
+        if (first == NULL)
+            first = r;
+        else
+            PQclear(r);
+    }
+}
+
 /* The slot query on *pg, (re)connected as needed: a connection the source
- * closed meanwhile (a restart) is replaced once. */
-static void slot_query_on(PGconn **pg, const char *dsn, const char *slot, adm_slot_info *out)
+ * closed meanwhile (a restart) is replaced once. Bounded by deadline_ms:
+ * a source that has not answered by then (stopped, hung, unreachable) is
+ * an error, and the connection, in the middle of the query, is closed. */
+static void slot_query_on(PGconn **pg, const char *dsn, const char *slot, uint64_t deadline_ms,
+                          adm_slot_info *out)
 {
     memset(out, 0, sizeof(*out));
     out->lag_bytes = -1;
     out->safe_wal_size = -1;
+    uint64_t t0 = wh_now_ms();
     for (int attempt = 0; attempt < 2; attempt++) {
         int fresh = *pg == NULL || PQstatus(*pg) != CONNECTION_OK;
-        if (!slot_connect(pg, dsn, out))
+        if (!slot_connect(pg, dsn, deadline_ms, out))
             return;
         const char *params[] = {slot};
-        PGresult *r = PQexecParams(
+        int timed_out;
+        PGresult *r = exec_within(
             *pg,
             "SELECT confirmed_flush_lsn::text, CASE WHEN pg_is_in_recovery() THEN NULL ELSE "
             "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint END, "
             "wal_status, safe_wal_size, active FROM pg_replication_slots WHERE slot_name = $1",
-            1, NULL, params, NULL, NULL, 0);
+            1, params, deadline_ms, &timed_out);
+        if (timed_out) {
+            snprintf(out->error, sizeof(out->error),
+                     "slot query: the source did not answer within %llu ms",
+                     (unsigned long long)(deadline_ms > t0 ? deadline_ms - t0 : 0));
+            PQfinish(*pg);
+            *pg = NULL;
+            return;
+        }
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             char m[256];
             result_error(dsn, r, m, sizeof(m));
@@ -347,7 +438,7 @@ static void slot_query_on(PGconn **pg, const char *dsn, const char *slot, adm_sl
 void adm_slot_query(const char *dsn, const char *slot, adm_slot_info *out)
 {
     PGconn *pg = NULL;
-    slot_query_on(&pg, dsn, slot, out);
+    slot_query_on(&pg, dsn, slot, wh_now_ms() + ADM_SLOT_QUERY_MS, out);
     PQfinish(pg);
 }
 
@@ -396,7 +487,7 @@ static int b_table_check(void *arg, const wh_state_tenant *t, const char *table,
     adm_slot_info si;
     memset(&si, 0, sizeof(si));
     PGconn *pg = NULL;
-    if (!slot_connect(&pg, t->dsn, &si)) {
+    if (!slot_connect(&pg, t->dsn, wh_now_ms() + ADM_SLOT_QUERY_MS, &si)) {
         wh_seterr(err, errlen, "%s", si.error);
         return -1;
     }
@@ -419,21 +510,22 @@ static int b_table_check(void *arg, const wh_state_tenant *t, const char *table,
     return rc;
 }
 
-static void b_slot(void *arg, const wh_state_tenant *t, adm_slot_info *out)
+static void b_slot(void *arg, const wh_state_tenant *t, uint64_t deadline_ms, adm_slot_info *out)
 {
     adm_store *s = arg;
     adm_slotconn *e = slot_entry(s, t->name);
-    /* behind a query of this tenant's that has not returned (a source that
-     * does not answer) for so long, this one is given up: one waiting
-     * thread per tenant, not one per scrape */
+    /* behind a query of this tenant's (another request's, bounded by its
+     * own deadline) until this one's deadline at most */
+    uint64_t now0 = wh_now_ms();
     struct timespec until;
-    wh_deadline_in(&until, CLOCK_REALTIME, ADM_STATS_WAIT_MS);
+    wh_deadline_in(&until, CLOCK_REALTIME, deadline_ms > now0 ? (int64_t)(deadline_ms - now0) : 0);
     if (pthread_mutex_timedlock(&e->mu, &until) != 0) {
         memset(out, 0, sizeof(*out));
         out->lag_bytes = -1;
         out->safe_wal_size = -1;
         snprintf(out->error, sizeof(out->error),
-                 "slot query: the previous one has not returned for %d ms", ADM_STATS_WAIT_MS);
+                 "slot query: another one of this tenant has not returned within %llu ms",
+                 (unsigned long long)(deadline_ms > now0 ? deadline_ms - now0 : 0));
         return;
     }
     uint64_t now = wh_now_ms();
@@ -445,7 +537,7 @@ static void b_slot(void *arg, const wh_state_tenant *t, adm_slot_info *out)
         wh_strlcpy(e->slot, t->slot, sizeof(e->slot));
     }
     if (e->at_ms == 0 || now - e->at_ms >= ADM_SLOT_FRESH_MS) {
-        slot_query_on(&e->pg, e->dsn, e->slot, &e->info);
+        slot_query_on(&e->pg, e->dsn, e->slot, deadline_ms, &e->info);
         e->at_ms = wh_now_ms();
     }
     *out = e->info;

@@ -3,10 +3,11 @@
  * serialised by a mutex; the last state read is cached and re-fetched with
  * GetState(known_version), so an unchanged state costs one small round
  * trip), the daemons' Stats through adm_query, and each tenant's slot from
- * its source database (libpq, connect_timeout 3 s, no replication; one
- * connection per tenant kept between scrapes, the answer reused for 1 s;
- * a query waits at most ADM_STATS_WAIT_MS behind one of the same tenant
- * that has not returned). known_state: the state for /metrics' slot
+ * its source database (libpq, no replication; one connection per tenant
+ * kept between scrapes, the answer reused for 1 s; each query, connect
+ * included, bounded by the caller's deadline: a source that has not
+ * answered by then is an error and its connection is closed). The
+ * backfill's table check connects within 3 s. known_state: the state for /metrics' slot
  * queries, on a client of its own (ADM_STATS_TIMEOUT_MS), the last one
  * read when the store does not answer.
  *

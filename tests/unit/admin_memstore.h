@@ -258,7 +258,7 @@ static void mem_store_stats(void *arg, adm_stat st[ADM_NDAEMONS])
     }
 }
 
-static void mem_slot(void *arg, const wh_state_tenant *t, adm_slot_info *out)
+static void mem_slot(void *arg, const wh_state_tenant *t, uint64_t deadline_ms, adm_slot_info *out)
 {
     memset(out, 0, sizeof(*out));
     out->found = 1;
