@@ -41,8 +41,9 @@ struct adm_store {
     wh_state *cached;
     adm_query *q;
     /* known_state: a client of its own (ADM_STATS_TIMEOUT_MS, failing at
-     * once when the store's socket is not there) and the last state it
-     * read, under known_mu */
+     * once when the store's socket is not there), one read at a time
+     * (known_fetch_mu), and the last state it read, under known_mu */
+    pthread_mutex_t known_fetch_mu;
     pthread_mutex_t known_mu;
     wh_client *known_client;
     wh_state *known;
@@ -73,21 +74,34 @@ static int b_get_state(void *arg, wh_state **out, char *err, size_t errlen)
     return rc;
 }
 
+/* One read of the store at a time: a scrape that finds one under way
+ * answers from the last state read instead of waiting behind it (behind a
+ * store that does not answer, each scrape's slot task waited its turn, a
+ * second each, and they piled up). */
 static int b_known_state(void *arg, wh_state **out, char *err, size_t errlen)
 {
     adm_store *s = arg;
-    pthread_mutex_lock(&s->known_mu);
-    wh_state *next = NULL;
     int rc = WH_ERR;
-    if (s->known_client == NULL)
-        wh_seterr(err, errlen, "no client of the store");
-    else
-        rc = wh_state_fetch(s->known_client, s->known ? s->known->version : 0, s->base, &next, err,
-                            errlen);
-    if (rc == WH_OK && next) {
-        wh_state_unref(s->known);
-        s->known = next;
+    if (pthread_mutex_trylock(&s->known_fetch_mu) == 0) {
+        pthread_mutex_lock(&s->known_mu);
+        uint64_t version = s->known ? s->known->version : 0;
+        pthread_mutex_unlock(&s->known_mu);
+        wh_state *next = NULL;
+        if (s->known_client == NULL)
+            wh_seterr(err, errlen, "no client of the store");
+        else
+            rc = wh_state_fetch(s->known_client, version, s->base, &next, err, errlen);
+        if (rc == WH_OK && next) {
+            pthread_mutex_lock(&s->known_mu);
+            wh_state_unref(s->known);
+            s->known = next;
+            pthread_mutex_unlock(&s->known_mu);
+        }
+        pthread_mutex_unlock(&s->known_fetch_mu);
+    } else {
+        wh_seterr(err, errlen, "another read of the state is under way");
     }
+    pthread_mutex_lock(&s->known_mu);
     /* none read here yet: get_state's, unless a call holds it */
     if (s->known == NULL && pthread_mutex_trylock(&s->mu) == 0) {
         if (s->cached != NULL) {
@@ -563,6 +577,7 @@ int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char 
         return WH_ERR;
     }
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->known_fetch_mu, NULL);
     pthread_mutex_init(&s->known_mu, NULL);
     char kerr[WH_ERRLEN];
     if (wh_client_open(&s->known_client, cfg->store_endpoint, ADM_STATS_TIMEOUT_MS, maxmsg, kerr,
@@ -601,6 +616,7 @@ void adm_backend_close(adm_backend *be)
         wh_client_close(s->known_client);
     wh_state_unref(s->known);
     pthread_mutex_destroy(&s->known_mu);
+    pthread_mutex_destroy(&s->known_fetch_mu);
     wh_state_unref(s->cached);
     for (int i = 0; i < WH_MAX_TENANTS; i++) {
         PQfinish(s->slots[i].pg);

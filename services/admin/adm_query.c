@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "adm_bg.h"
 #include "wh_ipc.h"
@@ -44,9 +45,11 @@ struct adm_query {
 
     /* "ingestor" stands for every tenant's ingestor: the tenants come from
      * the runtime state (GetState on the store, cheap when unchanged); until
-     * the store answers, the configured ingestor.control alone. Under
-     * mu[1]. */
+     * the store answers, the configured ingestor.control alone. The list
+     * under mu[1]; state_client and state_version under state_mu, taken
+     * by one request at a time (the others go on with the list). */
     wh_config *cfg;
+    pthread_mutex_t state_mu;
     wh_client *state_client;
     uint64_t state_version;
     adm_ing ing[WH_MAX_TENANTS];
@@ -57,9 +60,13 @@ struct adm_query {
     adm_rep rep[ADM_REPLICAS_MAX];
     int nrep;
     /* the store's lease table (LeaseList): a client of its own, failing at
-     * once when the store is not there, under lease_mu */
+     * once when the store is not there, under lease_mu, taken by one
+     * request at a time; the others go on with the last answer's counts
+     * (under mu[2]: live owners, and those that announced a control
+     * endpoint, 0 when the call failed) and replicas */
     wh_client *lease_client;
     pthread_mutex_t lease_mu;
+    size_t lease_nlive, lease_nctl;
 };
 
 static const char *const adm_names[ADM_NDAEMONS] = {"store", "ingestor", "dispatcher"};
@@ -99,6 +106,7 @@ int adm_query_open(adm_query **out, const wh_config *c, char *err, size_t errlen
         else /* a store that is not there: the ingestors' Stats at once */
             wh_client_set_connect_wait(q->state_client, 0);
     }
+    pthread_mutex_init(&q->state_mu, NULL);
     pthread_mutex_init(&q->lease_mu, NULL);
     {
         char e[WH_ERRLEN];
@@ -112,16 +120,23 @@ int adm_query_open(adm_query **out, const wh_config *c, char *err, size_t errlen
     return WH_OK;
 }
 
-/* Under mu[1]: follows the tenants of the runtime state. */
-static void refresh_ingestors(adm_query *q)
+/* Under state_mu: the runtime state when it changed since the tenants'
+ * list was made; NULL when unchanged or when the store does not answer
+ * (keep the list). */
+static wh_state *tenants_fetch(adm_query *q)
 {
     if (q->cfg == NULL || q->state_client == NULL)
-        return;
+        return NULL;
     wh_state *s = NULL;
     char e[WH_ERRLEN];
-    if (wh_state_fetch(q->state_client, q->state_version, q->cfg, &s, e, sizeof(e)) != WH_OK ||
-        s == NULL)
-        return; /* unchanged, or the store does not answer: keep the list */
+    if (wh_state_fetch(q->state_client, q->state_version, q->cfg, &s, e, sizeof(e)) != WH_OK)
+        return NULL;
+    return s;
+}
+
+/* Under state_mu and mu[1]: follows the tenants of s (consumed). */
+static void tenants_apply(adm_query *q, wh_state *s)
+{
     adm_ing next[WH_MAX_TENANTS];
     int n = 0;
     for (int i = 0; i < s->ntenants && n < WH_MAX_TENANTS; i++) {
@@ -165,6 +180,7 @@ void adm_query_close(adm_query *q)
     if (q->lease_client != NULL)
         wh_client_close(q->lease_client);
     pthread_mutex_destroy(&q->lease_mu);
+    pthread_mutex_destroy(&q->state_mu);
     free(q->cfg);
     for (int i = 0; i < ADM_NDAEMONS; i++) {
         if (q->client[i])
@@ -299,9 +315,25 @@ static void query_ingestors(adm_query *q, adm_stat *st)
     free(started);
 }
 
-/* The live dispatcher replicas in the store's lease table (owners that
- * renewed within their TTL) with the control endpoint each announced:
- * *n owners, of which *nctl announced one; the reply (free it) or NULL. */
+/* Locks mu, waiting until deadline_ms (wh_now_ms's clock) at most: 0, or
+ * an error number (ETIMEDOUT). A request's task that cannot have a
+ * daemon's lock by its request's deadline gives up: the request no longer
+ * waits for it, and behind a call that waits for its timeout (a store
+ * whose disk hangs: GetState, LeaseList) tasks queued one per request
+ * while requests came faster than the calls ended (about 5 threads more a
+ * second with 6 scrapers: test_admin_scrape_queue). */
+static int lock_by(pthread_mutex_t *mu, uint64_t deadline_ms)
+{
+    uint64_t now = wh_now_ms();
+    struct timespec ts;
+    wh_deadline_in(&ts, CLOCK_REALTIME, deadline_ms > now ? (int64_t)(deadline_ms - now) : 0);
+    return pthread_mutex_timedlock(mu, &ts);
+}
+
+/* Under lease_mu: the live dispatcher replicas in the store's lease table
+ * (owners that renewed within their TTL) with the control endpoint each
+ * announced: *n owners, of which *nctl announced one; the reply (free it)
+ * or NULL. */
 static Walhook__Reply *lease_owners(adm_query *q, size_t *n, size_t *nctl)
 {
     *n = *nctl = 0;
@@ -313,9 +345,7 @@ static Walhook__Reply *lease_owners(adm_query *q, size_t *n, size_t *nctl)
     req.lease_list = &ll;
     Walhook__Reply *rep = NULL;
     char e[WH_ERRLEN];
-    pthread_mutex_lock(&q->lease_mu);
     int rc = wh_client_call(q->lease_client, &req, &rep, e, sizeof(e));
-    pthread_mutex_unlock(&q->lease_mu);
     if (rc != WH_OK)
         return NULL;
     if (rep->body_case == WALHOOK__REPLY__BODY_LEASE && rep->lease != NULL) {
@@ -524,18 +554,41 @@ static int query_replicas(adm_query *q, adm_stat *st, size_t nlive, size_t nctl)
  * filled; 0 when none announced one or none answered (then ask
  * dispatcher.control, and fall back to the lease table's count of *nlive
  * replicas). */
-static int query_dispatchers(adm_query *q, adm_stat *st, size_t *nlive)
+static int query_dispatchers(adm_query *q, uint64_t deadline_ms, adm_stat *st, size_t *nlive)
 {
-    size_t nctl;
-    Walhook__Reply *rep = lease_owners(q, nlive, &nctl);
-    if (rep == NULL || nctl == 0) {
+    size_t nctl = 0;
+    *nlive = 0;
+    /* one LeaseList at a time: a request that finds one under way (a
+     * store that does not answer: its timeout) goes on with the last
+     * answer rather than queueing behind it */
+    Walhook__Reply *rep = NULL;
+    int asked = pthread_mutex_trylock(&q->lease_mu) == 0;
+    if (asked)
+        rep = lease_owners(q, nlive, &nctl);
+    if (lock_by(&q->mu[2], deadline_ms) != 0) {
+        if (asked)
+            pthread_mutex_unlock(&q->lease_mu);
         if (rep != NULL)
             walhook__reply__free_unpacked(rep, NULL);
+        *nlive = 0;
         return 0;
     }
-    pthread_mutex_lock(&q->mu[2]);
-    refresh_replicas(q, rep->lease);
-    walhook__reply__free_unpacked(rep, NULL);
+    if (asked) {
+        q->lease_nlive = *nlive;
+        q->lease_nctl = nctl;
+        if (rep != NULL && nctl > 0)
+            refresh_replicas(q, rep->lease);
+        if (rep != NULL)
+            walhook__reply__free_unpacked(rep, NULL);
+        pthread_mutex_unlock(&q->lease_mu);
+    } else {
+        *nlive = q->lease_nlive;
+        nctl = q->lease_nctl;
+    }
+    if (nctl == 0) {
+        pthread_mutex_unlock(&q->mu[2]);
+        return 0;
+    }
     adm_stat acc;
     memset(&acc, 0, sizeof(acc));
     wh_strlcpy(acc.name, st->name, sizeof(acc.name));
@@ -554,13 +607,32 @@ static int query_dispatchers(adm_query *q, adm_stat *st, size_t *nlive)
     return 1;
 }
 
-static void adm_query_one(adm_query *q, int i, adm_stat *st)
+/* Daemon i's Stats into st, its locks waited for until deadline_ms at
+ * most (past it nobody reads st). */
+static void adm_query_one(adm_query *q, int i, uint64_t deadline_ms, adm_stat *st)
 {
     memset(st, 0, sizeof(*st));
     if (i == 1) {
         wh_strlcpy(st->name, q->name[i], sizeof(st->name));
-        pthread_mutex_lock(&q->mu[i]);
-        refresh_ingestors(q);
+        /* the tenants: one GetState at a time, outside mu[1] (a store
+         * that does not answer holds no other request's ingestors' Stats);
+         * a request that finds one under way goes on with the list */
+        wh_state *s = NULL;
+        int fetching = pthread_mutex_trylock(&q->state_mu) == 0;
+        if (fetching)
+            s = tenants_fetch(q);
+        if (lock_by(&q->mu[i], deadline_ms) != 0) {
+            if (fetching)
+                pthread_mutex_unlock(&q->state_mu);
+            wh_state_unref(s);
+            wh_strlcpy(st->error, "another request's query of it has not returned",
+                       sizeof(st->error));
+            return;
+        }
+        if (s != NULL)
+            tenants_apply(q, s);
+        if (fetching)
+            pthread_mutex_unlock(&q->state_mu);
         int many = q->ning > 0;
         if (many)
             query_ingestors(q, st);
@@ -570,7 +642,7 @@ static void adm_query_one(adm_query *q, int i, adm_stat *st)
     }
     wh_strlcpy(st->name, q->name[i], sizeof(st->name));
     size_t nlive = 0;
-    if (i == 2 && query_dispatchers(q, st, &nlive))
+    if (i == 2 && query_dispatchers(q, deadline_ms, st, &nlive))
         return;
     if (!q->client[i]) {
         wh_strlcpy(st->error, q->open_err[i], sizeof(st->error));
@@ -578,7 +650,10 @@ static void adm_query_one(adm_query *q, int i, adm_stat *st)
     }
     Walhook__Reply *rep = NULL;
     char e[WH_ERRLEN] = "";
-    pthread_mutex_lock(&q->mu[i]);
+    if (lock_by(&q->mu[i], deadline_ms) != 0) {
+        wh_strlcpy(st->error, "another request's query of it has not returned", sizeof(st->error));
+        return;
+    }
     int rc = wh_stats_call(q->client[i], &rep, e, sizeof(e));
     pthread_mutex_unlock(&q->mu[i]);
     if (rc != WH_OK) {
@@ -597,6 +672,7 @@ static void adm_query_one(adm_query *q, int i, adm_stat *st)
 typedef struct adm_round {
     adm_query *q;
     int want;
+    uint64_t deadline_ms;
     adm_stat st[ADM_NDAEMONS];
 } adm_round;
 
@@ -613,7 +689,7 @@ static void round_task(void *arg, int k)
     adm_round *r = arg;
     for (int i = 0; i < ADM_NDAEMONS; i++)
         if ((r->want & (1 << i)) && k-- == 0) {
-            adm_query_one(r->q, i, &r->st[i]);
+            adm_query_one(r->q, i, r->deadline_ms, &r->st[i]);
             return;
         }
 }
@@ -637,13 +713,14 @@ static void query_within(adm_query *q, int want, adm_stat st[ADM_NDAEMONS])
     if (r != NULL) {
         r->q = q;
         r->want = want;
+        r->deadline_ms = deadline;
     }
     adm_bg *g = r != NULL ? adm_bg_start(r, round_free, round_task, n) : NULL;
     if (g == NULL) { /* out of memory: one after another, here */
         free(r);
         for (int i = 0; i < ADM_NDAEMONS; i++)
             if (want & (1 << i))
-                adm_query_one(q, i, &st[i]);
+                adm_query_one(q, i, deadline, &st[i]);
         return;
     }
     int done[ADM_BG_MAX];
