@@ -218,8 +218,22 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
         out->request_timeout_ms = prev_rt;
         o->lease_abandoned_ms = 0;
     }
+    int granted = rc == WH_OK && out->granted;
     pthread_mutex_unlock(&o->wmu);
     st_dbi_ten_done(t);
+    if (granted && !db->read_only) {
+        /* A consumer seen for the first time is registered now, at its
+         * position ((0,0)), as its holder's first Read would: that Read may
+         * come only after a takeover wait (a request timeout), and until a
+         * consumer is registered the GC watermark passes it, so the events
+         * the other consumers passed meanwhile were dropped before this one
+         * read them. A failed write keeps the lease (the first Read
+         * registers it then). */
+        st_offset off;
+        char rerr[WH_ERRLEN];
+        if (st_db_register(db, tenant, consumer, &off, rerr, sizeof(rerr)) != WH_OK)
+            wh_warn("lease of %s/%s: cannot register the consumer: %s", tenant, consumer, rerr);
+    }
     return rc;
 }
 

@@ -27,7 +27,12 @@ for d in d1 d2; do
         wh_fail "dispatcher $d has no control endpoint of its own (dispatcher-$d.sock)"
 done
 
-held() { grep -c "lease of default/.* acquired" "$WH_TMP/dispatcher-$1.log" 2>/dev/null || echo 0; }
+# grep -c prints 0 itself when nothing matches (and exits 1): no "|| echo 0"
+held() {
+    local n
+    n=$(grep -c "lease of default/.* acquired" "$WH_TMP/dispatcher-$1.log" 2>/dev/null)
+    echo "${n:-0}"
+}
 check_alive() {
     local d
     for d in store ingestor receiver-a receiver-b receiver-c receiver-d; do

@@ -408,6 +408,33 @@ static void test_bad_values_load(void **state)
     assert_false(l.taken_over);
 }
 
+/* A lease acquired for a consumer never read yet registers it (stored at
+ * (0,0)): its holder's first Read may come only after a takeover wait, and
+ * an unregistered consumer let the GC watermark pass it, so the events the
+ * other consumers passed meanwhile were dropped before it read them (a
+ * target started at the middle of the stream in test_leases). */
+static void test_acquire_registers_consumer(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    st_offset off;
+    assert_int_equal(st_db_commit_epoch(f->db, "t", "b", 100, 0, 0, &off, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_offset_live(f->db, "t", "a"), 0);
+    st_lease l = acquire(f, "r1", 60000, 30000);
+    assert_true(l.granted);
+    assert_int_equal(st_db_offset_live(f->db, "t", "a"), 1);
+    uint64_t wl = 0;
+    uint32_t ws = 0;
+    assert_int_equal(st_db_watermark(f->db, "t", &wl, &ws), WH_OK);
+    assert_int_equal(wl, 0); /* held at "a"'s (0,0), not at "b"'s 100 */
+    restart(f);
+    assert_int_equal(st_db_offset_live(f->db, "t", "a"), 1);
+    assert_int_equal(st_db_offset_info(f->db, "t", "a", &off, err, sizeof(err)), WH_OK);
+    assert_int_equal(off.lsn, 0);
+    assert_int_equal(st_db_watermark(f->db, "t", &wl, &ws), WH_OK);
+    assert_int_equal(wl, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest t[] = {
@@ -418,6 +445,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_old_values_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_timeout_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_values_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_acquire_registers_consumer, setup, teardown),
     };
     return cmocka_run_group_tests(t, NULL, NULL);
 }
