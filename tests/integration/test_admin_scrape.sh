@@ -132,39 +132,25 @@ wh_wait_until 60 wh_events_at_least "$WH_TMP/received.jsonl" 500 || wh_fail "no 
 STOPPED=none
 wh_wait_until 30 all_up || wh_fail "not every daemon up before the stops"
 
-# the store, with the ingestor throttled by it
-STOPPED=store
-kill -STOP "${WH_PIDS[store]}"
-wh_wait_until 60 throttled || wh_fail "the ingestor was not throttled by the stopped store"
-check_scrape store
-fill_backlog fill_store "$DATA/store.sock.direct"
-for _ in 1 2 3; do check_scrape store; done
-wh_kill fill_store
-kill -CONT "${WH_PIDS[store]}"
-STOPPED=none
-wh_wait_until 60 all_up || wh_fail "not every daemon up after the store resumed"
-
-# the ingestor, mid-stream
-STOPPED=ingestor
-kill -STOP "${WH_PIDS[ingestor]}"
-check_scrape ingestor
-fill_backlog fill_ingestor "$DATA/ingestor.sock.direct"
-for _ in 1 2 3; do check_scrape ingestor; done
-wh_kill fill_ingestor
-kill -CONT "${WH_PIDS[ingestor]}"
-STOPPED=none
-wh_wait_until 60 all_up || wh_fail "not every daemon up after the ingestor resumed"
-
-# the dispatcher, mid-stream
-STOPPED=dispatcher
-kill -STOP "${WH_PIDS[dispatcher]}"
-check_scrape dispatcher
-fill_backlog fill_dispatcher "$DATA/dispatcher.sock.direct"
-for _ in 1 2 3; do check_scrape dispatcher; done
-wh_kill fill_dispatcher
-kill -CONT "${WH_PIDS[dispatcher]}"
-STOPPED=none
-wh_wait_until 60 all_up || wh_fail "not every daemon up after the dispatcher resumed"
+# stop_case DAEMON: DAEMON SIGSTOPped mid-stream (the store: with the
+# ingestor throttled by it); every scrape answers, with it down, also once
+# its connection backlog is full; all up again after SIGCONT
+stop_case() {
+    local d=$1
+    STOPPED=$d
+    kill -STOP "${WH_PIDS[$d]}"
+    if [ "$d" = store ]; then
+        wh_wait_until 60 throttled || wh_fail "the ingestor was not throttled by the stopped store"
+    fi
+    check_scrape "$d"
+    fill_backlog "fill_$d" "$DATA/$d.sock.direct"
+    for _ in 1 2 3; do check_scrape "$d"; done
+    wh_kill "fill_$d"
+    kill -CONT "${WH_PIDS[$d]}"
+    STOPPED=none
+    wh_wait_until 60 all_up || wh_fail "not every daemon up after the $d resumed"
+}
+for d in store ingestor dispatcher; do stop_case "$d"; done
 
 # nothing lost: every row inserted, the ones of the stops too, delivered
 stream_stop

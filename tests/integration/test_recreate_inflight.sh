@@ -22,6 +22,7 @@
 # it.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
+source "$(dirname "$0")/../lib/recreate.sh"
 N=12
 DELAY=2500
 export WALHOOK_DISPATCHER_HTTP_TIMEOUT_MS=5000
@@ -54,19 +55,6 @@ wh_admin_api POST $TG "$BODYJ"
 
 PROBLEMS=()
 problem() { PROBLEMS+=("$1"); wh_log "PROBLEM: $1"; }
-summary() { curl -fsS --max-time 3 "http://127.0.0.1:$RP/" 2>/dev/null; }
-overlaps() { summary | sed -n 's/.*stored, \([0-9]*\) overlapping.*/\1/p'; }
-# POSTs at the receiver now (/reset-max sets "max concurrent" to them)
-in_flight() {
-    curl -fsS --max-time 3 "http://127.0.0.1:$RP/reset-max" 2>/dev/null |
-        sed -n 's/.*, \([0-9]*\) max concurrent.*/\1/p'
-}
-posting() { [ "$(in_flight)" -ge 1 ] 2>/dev/null; }
-has() { grep -q "\"$1\"" "$OUT" 2>/dev/null; }
-# the number of the first line of OUT holding value $1 (empty: none)
-line_of() { grep -n "\"$1" "$OUT" 2>/dev/null | head -n 1 | cut -d: -f1 || true; }
-new_count() { grep -o "\"new-$1-[0-9]*\"" "$OUT" 2>/dev/null | sort -u | wc -l; }
-new_all() { [ "$(new_count "$1")" -ge "$N" ]; }
 ID=0
 insert() { ID=$((ID + 1)); pg_psql -c "INSERT INTO items VALUES ($ID, '$1')" >/dev/null ||
     wh_fail "insert of $1 failed"; }

@@ -20,6 +20,7 @@
 # rows while the old request was still at the receiver (dead: always).
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
+source "$(dirname "$0")/../lib/recreate.sh"
 N=6
 DELAY=8000
 export WALHOOK_DISPATCHER_HTTP_TIMEOUT_MS=10000
@@ -60,17 +61,6 @@ tenant_b wh_b || wh_fail "creating tenant b: $CODE: $BODY"
 wh_spawn ingestor-b1 "$BIN/walhook-ingestor" -c "$CONF" --tenant b
 wh_wait_slot_active wh_b 60 || wh_fail "tenant b's slot is not streaming"
 
-summary() { curl -fsS --max-time 3 "http://127.0.0.1:$RP/" 2>/dev/null; }
-overlaps() { summary | sed -n 's/.*stored, \([0-9]*\) overlapping.*/\1/p'; }
-in_flight() {
-    curl -fsS --max-time 3 "http://127.0.0.1:$RP/reset-max" 2>/dev/null |
-        sed -n 's/.*, \([0-9]*\) max concurrent.*/\1/p'
-}
-posting() { [ "$(in_flight)" -ge 1 ] 2>/dev/null; }
-has() { grep -q "\"$1\"" "$OUT" 2>/dev/null; }
-line_of() { grep -n "\"$1" "$OUT" 2>/dev/null | head -n 1 | cut -d: -f1 || true; }
-new_count() { grep -o "\"new-$1-[0-9]*\"" "$OUT" 2>/dev/null | sort -u | wc -l; }
-new_all() { [ "$(new_count "$1")" -ge "$N" ]; }
 insert() { psql -X -q "$DSN_B" -c "INSERT INTO items VALUES ($1, '$2')" >/dev/null ||
     wh_fail "insert of $2 failed"; }
 
