@@ -117,7 +117,7 @@ fi
 # PostgreSQL and ports (wh_free_port). WH_TEST_LANES=1: one lane.
 LANE2=(test_chaos_delivery test_up_sigkill test_lease_takeover test_leases test_lease_lapse
     test_admin_replicas_stats test_lease_handover test_lease_same_id test_admin_flood
-    test_lease_timeout test_lanes test_conn_pool test_slot_policy test_needs_snapshot
+    test_lease_timeout test_lanes test_conn_pool test_slot_policy
     test_http2 test_runtime_targets test_least_privilege test_schema_pending
     test_stream_resend test_snapshot_rewrite test_ops_metrics test_store_crash
     test_recreate_inflight test_recreate_tenant_inflight)
