@@ -28,8 +28,7 @@ wh_items_prepare
 GATE="$WH_TMP/gate"
 SC=("$BIN/tests/wh_statectl" -c "$CONF")
 start_store() { # [VAR=VALUE...]: the environment of the store (the test bounds)
-    wh_spawn store env "$@" WH_SYNCGATE="$GATE" LD_PRELOAD="$BIN/tests/wh_syncgate.so" \
-        "$BIN/walhook-store" -c "$CONF"
+    wh_spawn_gated_store "$@"
     wh_wait_until 20 "${SC[@]}" version >/dev/null || wh_fail "the store did not start"
 }
 start_admin() {

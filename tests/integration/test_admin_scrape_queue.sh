@@ -18,8 +18,7 @@ set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 wh_syncgate_setup
 wh_items_prepare
-wh_spawn store env WH_SYNCGATE="$GATE" LD_PRELOAD="$BIN/tests/wh_syncgate.so" \
-    "$BIN/walhook-store" -c "$CONF"
+wh_spawn_gated_store
 for d in ingestor dispatcher admin; do
     wh_spawn "$d" "$BIN/walhook-$d" -c "$CONF"
 done

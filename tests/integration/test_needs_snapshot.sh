@@ -43,8 +43,7 @@ export WALHOOK_ADMIN_ADMIN_TOKEN=$TOKEN
 mkdir -m 700 "$WH_TMP/data"
 GATE="$WH_TMP/gate"
 start_store() {
-    wh_spawn store env WH_SYNCGATE="$GATE" LD_PRELOAD="$BIN/tests/wh_syncgate.so" \
-        "$BIN/walhook-store" -c "$CONF"
+    wh_spawn_gated_store
     wh_wait_until 20 "$BIN/tests/wh_statectl" -c "$CONF" version >/dev/null ||
         wh_fail "the store did not start"
 }

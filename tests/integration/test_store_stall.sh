@@ -23,8 +23,7 @@ ipc = { timeout_ms = 3000; };
 EOF
 TOKEN=admin-token-$RANDOM-0123456789
 export WALHOOK_ADMIN_ADMIN_TOKEN=$TOKEN
-wh_spawn store env WH_SYNCGATE="$GATE" LD_PRELOAD="$BIN/tests/wh_syncgate.so" \
-    "$BIN/walhook-store" -c "$CONF"
+wh_spawn_gated_store
 for d in ingestor dispatcher admin; do
     wh_spawn "$d" "$BIN/walhook-$d" -c "$CONF"
 done

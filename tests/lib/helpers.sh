@@ -302,6 +302,14 @@ wh_syncgate_setup() {
     GATE="$WH_TMP/gate"
 }
 
+# wh_spawn_gated_store [VAR=VALUE...]: the store on CONF as WH_PIDS[store],
+# its WAL syncs passing through wh_syncgate.so and held while $GATE exists
+# (wh_syncgate_setup); the arguments go into its environment first.
+wh_spawn_gated_store() {
+    wh_spawn store env "$@" WH_SYNCGATE="$GATE" LD_PRELOAD="$BIN/tests/wh_syncgate.so" \
+        "$BIN/walhook-store" -c "$CONF"
+}
+
 wh_pipeline_setup() {
     trap wh_cleanup EXIT
     wh_require_bins walhook walhook-store walhook-ingestor walhook-dispatcher walhook-admin \
@@ -352,8 +360,7 @@ wh_ingest_admin_setup() {
     [ -z "${1:-}" ] || echo "$1" >>"$CONF"
     M="http://127.0.0.1:$APORT/metrics"
     if [ -n "${GATE:-}" ]; then
-        wh_spawn store env WH_SYNCGATE="$GATE" LD_PRELOAD="$BIN/tests/wh_syncgate.so" \
-            "$BIN/walhook-store" -c "$CONF"
+        wh_spawn_gated_store
     else
         wh_spawn store "$BIN/walhook-store" -c "$CONF"
     fi
