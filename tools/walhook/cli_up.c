@@ -83,12 +83,20 @@ static int up_lock(const char *data_dir, char *err, size_t errlen)
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
-        char buf[32];
-        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
         long holder = 0;
-        if (n > 0) {
-            buf[n] = '\0';
-            holder = strtol(buf, NULL, 10);
+        /* The holder writes its pid just after it took the lock: two
+         * started together may find the file still empty. Wait for it, a
+         * second at most. */
+        for (int tries = 0; e == EWOULDBLOCK && tries < 100; tries++) {
+            char buf[32];
+            ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+            if (n > 0) {
+                buf[n] = '\0';
+                holder = strtol(buf, NULL, 10);
+            }
+            if (holder > 0)
+                break;
+            usleep(10 * 1000);
         }
         close(fd);
         if (e == EWOULDBLOCK) {
@@ -109,7 +117,8 @@ static int up_lock(const char *data_dir, char *err, size_t errlen)
     }
     char pid[32];
     int len = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
-    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+    /* pid first, then the length: the file is never seen empty */
+    if (pwrite(fd, pid, (size_t)len, 0) != len || ftruncate(fd, len) != 0)
         wh_warn("cannot write the pid into %s: %s", path, strerror(errno));
     return fd;
 }
