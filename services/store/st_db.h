@@ -167,6 +167,7 @@ typedef struct st_tenant_stats {
     uint64_t gc_dropped;     /* events the filter dropped since open */
     uint64_t gc_compactions; /* GC slices compacted since open */
     uint64_t compactions;    /* RocksDB compactions of its column families since open */
+    int end_unread;          /* the last pass could not read its last event: end_* are older */
 } st_tenant_stats;
 
 /* A consumer's offset as returned by the offset calls. */

@@ -359,8 +359,23 @@ static void maintain_tenant(st_db *db, st_tenant *t)
 
         uint64_t el = 0;
         uint32_t es = 0;
-        if (st_db_tenant_end(db, t->name, &el, &es, err, sizeof(err)) == WH_OK)
+        int end_ok = st_db_tenant_end(db, t->name, &el, &es, err, sizeof(err)) == WH_OK;
+        if (end_ok) {
             st_dbi_open_end_read(t, el, es); /* not read at open: now */
+        } else {
+            /* keep the end of the last pass that read it (lag, metrics),
+             * say so once per failing stretch */
+            pthread_mutex_lock(&t->wm_mu);
+            el = t->stats.end_lsn;
+            es = t->stats.end_seq;
+            int was_ok = !t->stats.end_unread;
+            pthread_mutex_unlock(&t->wm_mu);
+            if (was_ok)
+                wh_warn("tenant %s: its last event cannot be read (%s): its end and lag "
+                        "keep the last figures read "
+                        "(walhook_store_tenant_end_read_ok 0)",
+                        t->name, err);
+        }
         first_ev f = {-1, 0, 0};
         uint64_t pl = wl;
         uint32_t ps = ws;
@@ -379,8 +394,11 @@ static void maintain_tenant(st_db *db, st_tenant *t)
         wh_strlcpy(st->tenant, t->name, sizeof(st->tenant));
         st->bytes = bytes;
         st->live_bytes = live;
+        if (end_ok && st->end_unread)
+            wh_info("tenant %s: its last event reads again", t->name);
         st->end_lsn = el;
         st->end_seq = es;
+        st->end_unread = !end_ok;
         st->wm_lsn = wl;
         st->wm_seq = ws;
         st->wm_lag_bytes = el > wl ? el - wl : 0;

@@ -1518,10 +1518,13 @@ static int tenant_metrics(st_server *s, wh_buf *b)
         {"walhook_store_tenant_compactions_total",
          "compactions RocksDB began on the tenant's column families since start (automatic "
          "and the store's own)"},
+        {"walhook_store_tenant_end_read_ok",
+         "0 when the last maintenance pass could not read the tenant's last event (its end and lag "
+         "are then older figures), else 1"},
     };
     int rc = 0;
     for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
-        rc |= wh_metric_header(b, m[k].name, k >= 5 ? "counter" : "gauge", m[k].help);
+        rc |= wh_metric_header(b, m[k].name, k == 5 || k == 6 ? "counter" : "gauge", m[k].help);
         for (size_t i = 0; i < n; i++) {
             char t[2 * ST_NAME_MAX + 2], lab[2 * ST_NAME_MAX + 16];
             label_value(t, sizeof(t), ts[i].tenant);
@@ -1546,8 +1549,11 @@ static int tenant_metrics(st_server *s, wh_buf *b)
             case 5:
                 rc |= wh_metric_u64(b, m[k].name, lab, ts[i].gc_dropped);
                 break;
-            default:
+            case 6:
                 rc |= wh_metric_u64(b, m[k].name, lab, ts[i].compactions);
+                break;
+            default:
+                rc |= wh_metric_u64(b, m[k].name, lab, ts[i].end_unread ? 0 : 1);
                 break;
             }
         }

@@ -18,7 +18,8 @@ alerts=$(grep -c '^ *- alert:' "$MON/walhook-alerts.yml")
 for a in WalhookDaemonDown WalhookSlotLagHigh WalhookSlotWalNotReserved WalhookTargetFailing \
          WalhookTargetPaused WalhookBacklogAgeHigh WalhookDeadLettersGrowing WalhookIngestorError \
          WalhookBackpressureRed WalhookTargetNeedsSnapshot WalhookNotReady \
-         WalhookIngestorNotStreaming WalhookSlotQueryFailing WalhookReplicationLagStale; do
+         WalhookIngestorNotStreaming WalhookSlotQueryFailing WalhookReplicationLagStale \
+         WalhookStoreTenantEndUnreadable; do
     grep -q "alert: $a\$" "$MON/walhook-alerts.yml" || wh_fail "no alert $a"
     grep -q "alertname: $a\$" "$MON/walhook-alerts.test.yml" || wh_fail "alert $a has no unit test"
 done

@@ -240,6 +240,10 @@ static void test_open_end_read_again(void **state)
     st_db_maintain(f->db);
     append_json(f, 22, 22, "{\"a\":1}");
     assert_int_equal(st_db_resend_checks(f->db), c0 + 2);
+    /* the figures say the end is not known, not "end 0, lag 0" */
+    st_tenant_stats ts;
+    assert_int_equal(st_db_tenant_stats(f->db, &ts, 1), 1);
+    assert_int_equal(ts.end_unread, 1);
 
     /* the block reads again (the same file, the same inode) */
     assert_int_equal(pwrite(fd, keep, sizeof(keep), 0), sizeof(keep));
@@ -247,6 +251,9 @@ static void test_open_end_read_again(void **state)
     assert_int_equal(st_db_tenant_end(f->db, "t", &l, &q, err, sizeof(err)), WH_OK);
     assert_int_equal(l, 22);
     st_db_maintain(f->db);
+    assert_int_equal(st_db_tenant_stats(f->db, &ts, 1), 1);
+    assert_int_equal(ts.end_unread, 0);
+    assert_int_equal(ts.end_lsn, 22);
     append_json(f, 23, 23, "{\"a\":1}");
     assert_int_equal(st_db_resend_checks(f->db), c0 + 2);
     /* at or below the end: compared, the stored copies kept */

@@ -282,6 +282,7 @@ static void test_append_read_commit(void **state)
     assert_non_null(strstr(mt, "walhook_store_oldest_event_age_seconds{tenant=\"t\"} "));
     assert_non_null(strstr(mt, "walhook_store_needs_snapshot_targets{tenant=\"t\"} 1\n"));
     assert_non_null(strstr(mt, "walhook_store_tenant_compactions_total{tenant=\"t\"} "));
+    assert_non_null(strstr(mt, "walhook_store_tenant_end_read_ok{tenant=\"t\"} 1\n"));
     assert_non_null(
         strstr(mt, "walhook_store_target_needs_snapshot{tenant=\"t\",target=\"c1\"} 1\n"));
     st_server_done(f->srv, &rep, cookie);
