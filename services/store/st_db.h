@@ -724,6 +724,13 @@ size_t st_db_tenant_stats(st_db *db, st_tenant_stats *out, size_t max);
 int st_db_watermark(st_db *db, const char *tenant, uint64_t *lsn, uint32_t *seq);
 /* 1 when the consumer is marked NEEDS_SNAPSHOT. */
 int st_db_needs_snapshot(st_db *db, const char *tenant, const char *consumer);
+/* The consumer's offset (as st_db_offset_info) and its mark together, under
+ * its write lock: an offset move (st_db_set_offset, st_db_resync_offset)
+ * clears the mark before its synced write and shows the new epoch only
+ * after it, so a lock-free look at both may pair the old epoch with the
+ * cleared mark. */
+void st_db_offset_and_mark(st_db *db, const char *tenant, const char *consumer, st_offset *out,
+                           int *needs_snapshot);
 /* An automatic resync of a marked consumer, noted in its N note before its
  * backfill request is written: the tenant's end (lsn, seq) its offset moves
  * to and the backfill's id bf. Written without a sync of its own: the

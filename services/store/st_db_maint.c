@@ -683,6 +683,26 @@ int st_db_needs_snapshot(st_db *db, const char *tenant, const char *consumer)
     return o != NULL && o->needs_snapshot;
 }
 
+void st_db_offset_and_mark(st_db *db, const char *tenant, const char *consumer, st_offset *out,
+                           int *needs_snapshot)
+{
+    memset(out, 0, sizeof(*out));
+    *needs_snapshot = 0;
+    st_off *o = st_dbi_off_find(db, tenant, consumer);
+    if (o == NULL)
+        return;
+    pthread_mutex_lock(&o->wmu);
+    off_val v = st_dbi_off_read(o);
+    *needs_snapshot = o->needs_snapshot;
+    pthread_mutex_unlock(&o->wmu);
+    if (v.state == ST_OFF_LIVE) {
+        out->lsn = v.lsn;
+        out->seq = v.seq;
+    }
+    out->epoch = v.epoch;
+    out->dropped = v.state == ST_OFF_DROPPED;
+}
+
 int st_db_resync_note(st_db *db, const char *tenant, const char *consumer, uint64_t lsn,
                       uint32_t seq, uint64_t bf, char *err, size_t errlen)
 {
