@@ -3097,10 +3097,12 @@ int st_db_set_offset(st_db *db, const char *tenant, const char *consumer, uint64
     if (o == NULL || st_dbi_ten_open(db, tenant, ST_DBI_CREATE, &t, err, errlen) != WH_OK)
         return WH_ERR;
     pthread_mutex_lock(&o->wmu);
+    atomic_fetch_add(&db->moving, 1);
     off_val cur = st_dbi_off_read(o), nv;
     int rc = off_move_locked(db, o, cur, lsn, seq, &nv, err, errlen);
     pthread_mutex_unlock(&o->wmu);
     atomic_fetch_add(&db->moves, 1); /* before and after: see st_db_offset_moves */
+    atomic_fetch_sub(&db->moving, 1);
     st_dbi_ten_done(t);
     if (prev != NULL) {
         int had = cur.state == ST_OFF_LIVE;
@@ -3133,6 +3135,7 @@ int st_db_resync_offset(st_db *db, const char *tenant, const char *consumer, uin
     atomic_fetch_add(&db->moves, 1);
     int rc = 0;
     pthread_mutex_lock(&o->wmu);
+    atomic_fetch_add(&db->moving, 1);
     off_val cur = st_dbi_off_read(o);
     if (cur.state == ST_OFF_LIVE && o->needs_snapshot) {
         off_val nv;
@@ -3142,6 +3145,7 @@ int st_db_resync_offset(st_db *db, const char *tenant, const char *consumer, uin
     }
     pthread_mutex_unlock(&o->wmu);
     atomic_fetch_add(&db->moves, 1);
+    atomic_fetch_sub(&db->moving, 1);
     st_dbi_ten_done(t);
     return rc;
 }
@@ -3162,6 +3166,7 @@ int st_db_drop_offset(st_db *db, const char *tenant, const char *consumer, st_of
     if (st_dbi_ten_open(db, tenant, 0, &t, err, errlen) != WH_OK)
         return WH_ERR;
     pthread_mutex_lock(&o->wmu);
+    atomic_fetch_add(&db->moving, 1);
     off_val cur = st_dbi_off_read(o);
     if (cur.state != ST_OFF_DROPPED) {
         if (cur.state == ST_OFF_LIVE && t != NULL)
@@ -3174,6 +3179,7 @@ int st_db_drop_offset(st_db *db, const char *tenant, const char *consumer, st_of
     }
     pthread_mutex_unlock(&o->wmu);
     atomic_fetch_add(&db->moves, 1);
+    atomic_fetch_sub(&db->moving, 1);
     st_dbi_ten_done(t);
     if (prev != NULL) {
         int had = cur.state == ST_OFF_LIVE;
@@ -3515,6 +3521,12 @@ int st_db_flush(st_db *db, char *err, size_t errlen)
 uint64_t st_db_offset_moves(st_db *db)
 {
     return atomic_load(&db->moves);
+}
+
+int st_db_offset_moved(st_db *db, uint64_t since)
+{
+    /* moving first: a move it no longer counts has bumped moves already */
+    return atomic_load(&db->moving) > 0 || atomic_load(&db->moves) != since;
 }
 
 uint64_t st_db_gc_dropped(st_db *db)

@@ -478,6 +478,14 @@ size_t st_db_consumer_count(st_db *db);
  * count is the same: a move racing with the Read leaves the count it saw
  * behind (the durability notification's pushed events rely on it). */
 uint64_t st_db_offset_moves(st_db *db);
+/* 1 when an offset may have moved since a Read noted `since`
+ * (st_db_offset_moves, before it read the offset): the count changed, or a
+ * SetOffset, resync or DropOffset is under way. Such a move clears the
+ * mark before its synced write and shows the new epoch only after it, so a
+ * Read inside that write sees the old epoch, no mark and the same count;
+ * the consumer's offset and mark read under its write lock then are the
+ * move's (st_db_offset_and_mark). */
+int st_db_offset_moved(st_db *db, uint64_t since);
 
 /* The tenant's last stored position, (0,0) when it has no events. */
 int st_db_tenant_end(st_db *db, const char *tenant, uint64_t *lsn, uint32_t *seq, char *err,

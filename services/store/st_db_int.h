@@ -301,6 +301,9 @@ struct st_db {
     /* offset moves (st_db_offset_moves): bumped before every SetOffset,
      * DropOffset, undrop and tenant drop; starts at the open's wall clock */
     _Atomic uint64_t moves;
+    /* offset moves under way: from before a move changes its offset or
+     * mark to after its second `moves` bump (st_db_offset_moved) */
+    _Atomic int moving;
     uint64_t replay_base; /* st_off.replay_gen's start: the open's wall clock, microseconds */
 
     _Atomic int64_t toast_bytes; /* store.toast_cache_bytes, per tenant */

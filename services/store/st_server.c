@@ -1133,15 +1133,17 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
         have_consumer && (c != NULL ? st_db_reader_needs_snapshot(c->r)
                                     : st_db_needs_snapshot(s->db, r->tenant, r->consumer));
     rent_release(s, c);
-    if (have_consumer && rc == WH_OK && st_db_offset_moves(s->db) != moves) {
-        /* An offset moved during this Read (a long poll spans it). The
-         * reply's epoch is the one read at its start and its mark the one
-         * read now: a move that cleared the mark (an automatic resync, a
-         * set offset) would pair the old epoch with events read from the
-         * old offset and no mark, and a reader of that epoch would post
-         * them, then have its commit refused and post them again from the
-         * new offset. Offset and mark again, together: when the epoch
-         * changed, the events go and the reply shows the new offset. */
+    if (have_consumer && rc == WH_OK && st_db_offset_moved(s->db, moves)) {
+        /* An offset moved during this Read (a long poll spans it), or a
+         * move is under way. The reply's epoch is the one read at its
+         * start and its mark the one read now: a move that cleared the
+         * mark (an automatic resync, a set offset) would pair the old
+         * epoch with events read from the old offset and no mark, and a
+         * reader of that epoch would post them, then have its commit
+         * refused and post them again from the new offset. Offset and
+         * mark again, together, once any move of this consumer is done:
+         * when the epoch changed, the events go and the reply shows the
+         * new offset; the mark is the one that goes with the epoch. */
         st_offset now;
         int ns_now = 0;
         st_db_offset_and_mark(s->db, r->tenant, r->consumer, &now, &ns_now);
@@ -1150,8 +1152,8 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
             c_lsn = now.lsn;
             c_seq = now.seq;
             c_epoch = now.epoch;
-            needs_snapshot = ns_now;
         }
+        needs_snapshot = ns_now;
     }
     if (rc != WH_OK) {
         wh_error("read tenant=%s failed: %s", r->tenant, err);

@@ -6,7 +6,8 @@
 # is left would hide the gap): walhook_target_needs_snapshot is 1 and changes
 # made meanwhile do not arrive.
 # Once its offset is set (to the end, as an operator does), the mark is gone
-# and later changes arrive.
+# and later changes arrive; none made while it was marked is posted, also
+# by a Read that ran while the move's synced write was held (wh_syncgate).
 # Marked again, it stays marked while on_needs_snapshot is "wait" (the
 # default); set to "resync" at runtime (PATCH), the store resyncs it by
 # itself: its offset to the end and a backfill of every table, so every row
@@ -74,9 +75,37 @@ late=$(ids | awk '$1 > 100' | wc -l)
 [ "$late" = 0 ] || wh_fail "$late changes made while NEEDS_SNAPSHOT were posted"
 [ "$(wh_metric "$M" walhook_target_needs_snapshot)" = 1 ] || wh_fail "the mark went away by itself"
 
-# the operator skips to the end: the mark is cleared and delivery resumes
-"$BIN/tests/wh_statectl" -c "$CONF" set-offset default t0 end >"$WH_TMP/setoff.log" 2>&1 ||
-    wh_fail "set-offset failed: $(cat "$WH_TMP/setoff.log")"
+# the operator skips to the end: the mark is cleared and delivery resumes.
+# The move's synced write is held at the gate until a Read of the target
+# ran inside it: the store clears the mark before that write and shows the
+# new epoch only after it, and such a Read replied with the old epoch, no
+# mark and the changes from the old offset, which the dispatcher posted
+# (101..150 across the gap, checked below). The dispatcher is stopped until
+# the mark is gone (its next Read comes after), the ingestor until the gate
+# opens (no append or slot report takes the gate or a worker of the store).
+kill -STOP "${WH_PIDS[ingestor]}" "${WH_PIDS[dispatcher]}"
+touch "$GATE"
+"$BIN/tests/wh_statectl" -c "$CONF" set-offset default t0 end >"$WH_TMP/setoff.log" 2>&1 &
+setoff=$!
+store_stats() { "$BIN/tests/wh_statectl" -c "$CONF" stats >"$WH_TMP/stats.txt" 2>&1; }
+mark_gone() { # the store's series of the target's mark, read live
+    store_stats &&
+        ! grep -q '^walhook_store_target_needs_snapshot{tenant="default",target="t0"}' "$WH_TMP/stats.txt"
+}
+cursor_reads() { store_stats && awk '$1 == "walhook_store_cursor_reads_total" { print $2 }' "$WH_TMP/stats.txt"; }
+read_since() { [ "$(cursor_reads)" -gt "$1" ]; }
+problem=""
+if wh_wait_until 20 test -e "$GATE.held" && wh_wait_until 20 mark_gone; then
+    reads0=$(cursor_reads)
+    kill -CONT "${WH_PIDS[dispatcher]}"
+    wh_wait_until 20 read_since "${reads0:-0}" || problem="no Read of the target while the move was held"
+else
+    problem="the set offset's write did not reach the gate, or the mark stayed ($(cat "$WH_TMP/stats.txt" | head -3))"
+fi
+rm -f "$GATE"
+kill -CONT "${WH_PIDS[ingestor]}" "${WH_PIDS[dispatcher]}"
+[ -z "$problem" ] || wh_fail "$problem"
+wait "$setoff" || wh_fail "set-offset failed: $(cat "$WH_TMP/setoff.log")"
 cleared() { [ "$(wh_metric "$M" walhook_target_needs_snapshot)" = 0 ]; }
 wh_wait_until 30 cleared ||
     wh_fail "the dispatcher still reports NEEDS_SNAPSHOT after the offset was set"

@@ -30,6 +30,8 @@
  *        as "LSN-AS-DECIMAL SEQ" (0 0 when none)
  *   wh_statectl [-c FILE] dlq-ids TENANT CONSUMER  prints the id of every dead
  *        letter of the consumer, in position order, one a line
+ *   wh_statectl [-c FILE] stats    prints the store's metrics (its Stats reply,
+ *        served beside busy workers: also while the store waits for the disk)
  *
  * Each change: GetState, edit, PutState(expected = the version read);
  * retried on a version conflict. Prints the new version. Exit 0 ok, 1
@@ -51,7 +53,7 @@ static void usage(void)
             "usage: wh_statectl [-c FILE] get | version | add-target T NAME URL [SECRET...] "
             "| set-target T NAME K=V... | del-target T NAME | add-tenant NAME DSN SLOT PUB "
             "| del-tenant NAME | set SETTING VALUE | set-offset T CONSUMER end|LSN:SEQ [VERSION] "
-            "| positions T CONSUMER | offset T CONSUMER | dlq-ids T CONSUMER\n");
+            "| positions T CONSUMER | offset T CONSUMER | dlq-ids T CONSUMER | stats\n");
     exit(2);
 }
 
@@ -293,6 +295,28 @@ static void print_id(const Walhook__Event *e)
 }
 
 /* offset: GetOffset; dlq-ids: DlqList paged to the end. */
+static int stats(wh_client *c)
+{
+    char err[WH_ERRLEN];
+    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    req.body_case = WALHOOK__REQUEST__BODY_STATS;
+    req.stats = &sr;
+    Walhook__Reply *rep = NULL;
+    if (wh_client_call(c, &req, &rep, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "wh_statectl: Stats: %s\n", err);
+        return 1;
+    }
+    int ok = rep->body_case == WALHOOK__REPLY__BODY_STATS && rep->stats != NULL &&
+             rep->stats->metrics_text != NULL;
+    if (ok)
+        fputs(rep->stats->metrics_text, stdout);
+    else
+        fprintf(stderr, "wh_statectl: Stats: no metrics in the reply\n");
+    walhook__reply__free_unpacked(rep, NULL);
+    return ok ? 0 : 1;
+}
+
 static int inspect(wh_client *c, int argc, char **argv)
 {
     if (argc < 3)
@@ -475,6 +499,10 @@ int main(int argc, char **argv)
     int ac = argc - i;
     if (strcmp(av[0], "set-offset") == 0) {
         rc = set_offset(c, ac, av);
+        goto out;
+    }
+    if (strcmp(av[0], "stats") == 0) {
+        rc = stats(c);
         goto out;
     }
     if (strcmp(av[0], "positions") == 0) {
