@@ -853,6 +853,14 @@ void st_server_set_stage_chunk(st_server *s, size_t bytes)
     atomic_store(&s->stage_chunk, bytes > 0 ? bytes : ST_STAGE_CHUNK_BYTES);
 }
 
+int st_server_long_polls(st_server *s)
+{
+    pthread_mutex_lock(&s->wmu);
+    int n = s->nwaiting;
+    pthread_mutex_unlock(&s->wmu);
+    return n;
+}
+
 /* ---- reader cursors ---- */
 
 static unsigned rent_stripe(const char *tenant, const char *consumer)

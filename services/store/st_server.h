@@ -84,6 +84,9 @@ void st_server_tick(st_server *s);
 
 /* Bytes of json per internal append of a stage commit (tests; 0 = default). */
 void st_server_set_stage_chunk(st_server *s, size_t bytes);
+/* Reads in a long poll now: counted once the Read has its consumer's offset
+ * and before it first looks for events (tests). */
+int st_server_long_polls(st_server *s);
 
 /* store.notify_endpoint, before st_server_listen ("" = derived). */
 void st_server_set_notify(st_server *s, const char *setting);

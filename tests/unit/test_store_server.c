@@ -714,6 +714,152 @@ static void test_long_poll_single_worker(void **state)
     assert_true(p.elapsed_ms < 1000);
 }
 
+/* ---- a Read that an offset move spans ---- */
+
+/* A consumer's long poll: Read of consumer "c" of tenant, no `from`. */
+typedef struct span_read {
+    fx *f;
+    const char *tenant;
+    Walhook__Reply rep;
+    void *cookie;
+    int st;
+} span_read;
+
+static void *span_read_thread(void *p)
+{
+    span_read *sr = p;
+    read_req r;
+    make_read(&r, sr->tenant, "c", 0, 0, 0, 4000);
+    sr->st = call(sr->f, &r.req, &sr->rep, &sr->cookie);
+    return NULL;
+}
+
+/* Starts sr's long poll and returns once it has read the consumer's offset
+ * (it counts among the server's long polls). */
+static void span_read_start(span_read *sr, pthread_t *th)
+{
+    assert_int_equal(pthread_create(th, NULL, span_read_thread, sr), 0);
+    uint64_t until = wh_now_ms() + 10000;
+    while (st_server_long_polls(sr->f->srv) == 0 && wh_now_ms() < until)
+        wh_sleep_ms(1);
+    assert_int_equal(st_server_long_polls(sr->f->srv), 1);
+}
+
+/* Appends n events of tenant at lsn through the handler. */
+static void append_n(fx *f, const char *tenant, size_t n, uint64_t lsn)
+{
+    append_req a;
+    Walhook__Reply rep;
+    void *cookie;
+    make_append(&a, tenant, n, lsn, 0);
+    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    st_server_done(f->srv, &rep, cookie);
+}
+
+/* Consumer "c" of tenant: 3 events at 0x100 read and committed; returns
+ * its epoch. */
+static uint64_t span_setup(fx *f, const char *tenant)
+{
+    char err[WH_ERRLEN];
+    append_n(f, tenant, 3, 0x100);
+    read_req r;
+    make_read(&r, tenant, "c", 0, 0, 0, 0);
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(rep.read->n_events, 3);
+    uint64_t epoch = rep.read->epoch;
+    st_server_done(f->srv, &rep, cookie);
+    st_offset now;
+    assert_int_equal(
+        st_db_commit_epoch(f->db, tenant, "c", 0x100, 2, epoch, &now, err, sizeof(err)), WH_OK);
+    return epoch;
+}
+
+/* The long poll's reply after the offset moved to 0x100:2 at epoch e1 and
+ * 2 events at 0x200 woke it: none of them at the old epoch (a dispatcher
+ * would post them, have its commit refused, read again from the moved
+ * offset and post them again), the new epoch and offset instead, and no
+ * mark; a Read now gets the 2 events once. */
+static void span_check(span_read *sr, uint64_t e0, uint64_t e1)
+{
+    fx *f = sr->f;
+    assert_int_equal(sr->st, 0);
+    const Walhook__ReadReply *rd = sr->rep.read;
+    if (rd->n_events > 0 && rd->epoch == e0)
+        fail_msg("the Read that the offset move spanned replied with %zu events at the old epoch "
+                 "%llu (the offset's is %llu)",
+                 rd->n_events, (unsigned long long)e0, (unsigned long long)e1);
+    assert_int_equal(rd->epoch, e1);
+    assert_int_equal(rd->n_events, 0);
+    assert_true(rd->committed->lsn == 0x100);
+    assert_int_equal(rd->committed->seq, 2);
+    assert_false(rd->needs_snapshot);
+    st_server_done(f->srv, &sr->rep, sr->cookie);
+    read_req r;
+    make_read(&r, sr->tenant, "c", 0, 0, 0, 0);
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(rep.read->epoch, e1);
+    assert_int_equal(rep.read->n_events, 2);
+    assert_true(rep.read->events[0]->commit_lsn == 0x200);
+    st_server_done(f->srv, &rep, cookie);
+}
+
+/* An operator's SetOffset while the consumer's Read waits for events, then
+ * an Append that wakes it. */
+static void test_read_spans_set_offset(void **state)
+{
+    fx *f = *state;
+    uint64_t e0 = span_setup(f, "m");
+    span_read sr = {.f = f, .tenant = "m"};
+    pthread_t th;
+    span_read_start(&sr, &th);
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__SetOffset so = WALHOOK__SET_OFFSET__INIT;
+    Walhook__Position pos = WALHOOK__POSITION__INIT;
+    pos.lsn = 0x100;
+    pos.seq = 2;
+    so.tenant = "m";
+    so.consumer = "c";
+    so.pos = &pos;
+    so.condition = WALHOOK__SET_OFFSET__CONDITION__ANY;
+    req.body_case = WALHOOK__REQUEST__BODY_SET_OFFSET;
+    req.set_offset = &so;
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    uint64_t e1 = rep.offset->epoch;
+    st_server_done(f->srv, &rep, cookie);
+    assert_true(e1 != e0);
+    append_n(f, "m", 2, 0x200);
+    pthread_join(th, NULL);
+    span_check(&sr, e0, e1);
+}
+
+/* The automatic resync of a consumer marked NEEDS_SNAPSHOT (the restarted
+ * store's recovery of test_needs_snapshot: new epoch, mark cleared) while
+ * its Read waits, then an Append (the backfill's first rows). */
+static void test_read_spans_resync(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    uint64_t e0 = span_setup(f, "r");
+    assert_int_equal(st_db_mark_needs_snapshot(f->db, "r", "c", 0x100, 2, ST_NS_LAG, "test"), 1);
+    span_read sr = {.f = f, .tenant = "r"};
+    pthread_t th;
+    span_read_start(&sr, &th);
+    st_offset prev, now;
+    assert_int_equal(st_db_resync_offset(f->db, "r", "c", 0x100, 2, &prev, err, sizeof(err)), 1);
+    assert_int_equal(st_db_offset_info(f->db, "r", "c", &now, err, sizeof(err)), WH_OK);
+    assert_true(now.epoch != e0);
+    assert_int_equal(st_db_needs_snapshot(f->db, "r", "c"), 0);
+    append_n(f, "r", 2, 0x200);
+    pthread_join(th, NULL);
+    span_check(&sr, e0, now.epoch);
+}
+
 /* ---- through NNG ipc ---- */
 
 typedef struct ipc_poller {
@@ -1927,6 +2073,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_registers_consumer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_poll, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_poll_single_worker, setup1, teardown),
+        cmocka_unit_test_setup_teardown(test_read_spans_set_offset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_spans_resync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ipc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notify_push, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zone_notes, setup, teardown),
