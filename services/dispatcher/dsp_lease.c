@@ -473,15 +473,30 @@ void dsp_lease_handed(void *arg, const char *tenant, const char *target)
     pthread_mutex_unlock(&l->mu);
 }
 
-/* Leases handed over with nothing left unanswered at the target: released
- * at once, so the replica taking the target over need not wait for the
- * TTL (nor for the timeout of a request, there being none). */
+/* A lease given up to balance that the loop says it handed (stopped with
+ * nothing unanswered, or never ran): requests of it may still be at the
+ * target only when they were abandoned here, or when it was given up in
+ * its takeover wait (its last holder's). Caller holds mu. */
+static int handed_abandoned(const lease_t *e, uint64_t now)
+{
+    return e->abandoned_until > now || e->quiet_until > now;
+}
+
+/* Leases handed over by the loop (dsp_lease_handed): released at once, so
+ * the replica taking the target over need not wait for the TTL. With
+ * nothing of it left at the target (the usual case) the release is clean
+ * and the taker posts at once; a lease given up in its takeover wait, the
+ * loop never having run it, is released with requests abandoned, so the
+ * taker waits a request timeout from the release (not the TTL and then
+ * the timeout, as after a lapse). */
 static void release_handed(dsp_lease *l)
 {
     for (;;) {
         char tenant[WH_NAME_MAX], name[WH_NAME_MAX];
         uint64_t ep = 0;
+        int ab = 0;
         pthread_mutex_lock(&l->mu);
+        uint64_t now = wh_now_ms();
         for (size_t i = 0; i < l->n && ep == 0; i++) {
             lease_t *e = &l->v[i];
             if (!e->release_pending)
@@ -490,6 +505,7 @@ static void release_handed(dsp_lease *l)
             if (e->epoch != 0 || e->handover_epoch == 0)
                 continue;
             ep = e->handover_epoch;
+            ab = handed_abandoned(e, now);
             e->handover_epoch = 0;
             e->handover = 0;
             wh_strlcpy(tenant, e->tenant, sizeof(tenant));
@@ -498,8 +514,11 @@ static void release_handed(dsp_lease *l)
         pthread_mutex_unlock(&l->mu);
         if (ep == 0)
             return;
-        release(l, tenant, name, ep, 0);
-        wh_info("lease of %s/%s released: handed over with no request unanswered", tenant, name);
+        release(l, tenant, name, ep, ab);
+        wh_info("lease of %s/%s released: handed over with %s", tenant, name,
+                ab ? "requests that may still be at the target (abandoned here, or its last "
+                     "holder's in its takeover wait): its next holder waits"
+                   : "no request unanswered");
     }
 }
 
@@ -847,12 +866,17 @@ void dsp_lease_stop(dsp_lease *l)
     pthread_mutex_unlock(&l->mu);
     if (l->started)
         pthread_join(l->thread, NULL);
-    /* hand the targets over at once instead of after the TTL */
+    /* hand the targets over at once instead of after the TTL; and the
+     * ones the loop handed while the thread was stopping */
     for (size_t i = 0; i < l->n; i++) {
-        if (l->v[i].epoch != 0) {
-            release(l, l->v[i].tenant, l->v[i].name, l->v[i].epoch,
-                    abandoned_locked(&l->v[i], wh_now_ms()));
-            l->v[i].epoch = 0;
+        lease_t *e = &l->v[i];
+        uint64_t now = wh_now_ms();
+        if (e->epoch != 0) {
+            release(l, e->tenant, e->name, e->epoch, abandoned_locked(e, now));
+            e->epoch = 0;
+        } else if (e->release_pending && e->handover_epoch != 0 && now < e->handover) {
+            release(l, e->tenant, e->name, e->handover_epoch, handed_abandoned(e, now));
+            e->handover_epoch = 0;
         }
     }
     wh_client_close(l->store);

@@ -100,8 +100,15 @@ int dsp_lease_request_timeout(dsp_lease *l, const char *tenant, const char *targ
  * unanswered just now (dsp_loop_on_abandon). */
 void dsp_lease_abandoned(void *arg, const char *tenant, const char *target);
 /* Thread-safe (arg: the dsp_lease): the loop stopped a target given up to
- * balance with no request unanswered and its held commit sent
- * (dsp_loop_on_abandon): the lease is released at once instead of lapsing. */
+ * balance with no request unanswered and its held commit sent, or has no
+ * target of that name running (never started: the lease was given up
+ * before the loop applied a list holding it, or in its takeover wait; or
+ * stopped earlier with requests abandoned): the lease is released at once
+ * instead of lapsing. Clean, unless requests
+ * abandoned here or, in its takeover wait, its last holder's may still be
+ * at the target: then released with requests abandoned (its next holder
+ * waits a request timeout from the release). Ignored once the lease is
+ * held again, released, or its validity at the give-up has passed. */
 void dsp_lease_handed(void *arg, const char *tenant, const char *target);
 /* Thread-safe (arg: the dsp_lease): until when (monotonic ms) a request to
  * the target may start under `epoch`: the lease's local validity when it is

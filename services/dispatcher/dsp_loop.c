@@ -457,6 +457,29 @@ static void remove_target(dsp_loop *l, int i, rm_how how)
     free(t);
 }
 
+/* Loop thread: the lease of (tenant, name) was given up to balance while
+ * no target of that name runs here: it was never started (its lease was
+ * taken and given up before this thread applied a list holding it, or it
+ * waited out a takeover, when it is not run), or it was stopped before.
+ * Nothing of it is then in flight or held back here but what a draining
+ * older incarnation still has at the target: with one, the lease is told
+ * of abandoned requests and left to lapse (as remove_target does); else
+ * it is handed, and released at once rather than after the TTL (marked
+ * abandoned when requests abandoned here, or its last holder's in its
+ * takeover wait, may still be at the target: dsp_lease_handed). Every
+ * list applied while the handover lasts comes here again: the lease acts
+ * once. */
+static void handed_idle(dsp_loop *l, const char *tenant, const char *name)
+{
+    if (draining_has(l, tenant, name)) {
+        if (l->lease.abandoned)
+            l->lease.abandoned(l->lease.arg, tenant, name);
+        return;
+    }
+    if (l->lease.handed)
+        l->lease.handed(l->lease.arg, tenant, name);
+}
+
 /* Loop thread: a request of draining target t ended (its answer is not
  * applied); the target is destroyed after its last one. */
 static void drain_reaped(dsp_loop *l, dsp_target *t, dsp_xfer *x, CURLcode res)
@@ -672,8 +695,15 @@ static void reconcile(dsp_loop *l)
     int added = 0, changed = 0, removed = 0;
     for (int k = 0; k < n; k++) {
         dsp_spec *sp = &specs[k];
-        if (sp->unheld)
-            continue; /* not seen: stopped below if it runs */
+        if (sp->unheld) {
+            /* not seen: stopped below if it runs (RM_HANDOVER tells the
+             * lease); given up to balance while it does not run here (its
+             * lease taken and given up before this thread started it, or
+             * during its takeover wait), the lease is told now */
+            if (sp->handover && dsp_loop_find(l, sp->set.tenant, sp->name) == NULL)
+                handed_idle(l, sp->set.tenant, sp->name);
+            continue;
+        }
         wh_strlcpy(sp->set.store_endpoint, l->base.store_endpoint, sizeof(sp->set.store_endpoint));
         sp->set.ipc_timeout_ms = l->base.ipc_timeout_ms;
         sp->set.ipc_max_msg = l->base.ipc_max_msg;

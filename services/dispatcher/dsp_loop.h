@@ -46,7 +46,10 @@ void dsp_loop_on_reload(dsp_loop *l, void (*fn)(void *arg), void *arg);
  *   stopped here, or the loop is destroyed with them in flight), told on
  *   the thread that abandons them;
  * - handed: a target handed over (dsp_spec.handover) stopped with none
- *   unanswered and its held commit sent;
+ *   unanswered and its held commit sent, or handed over while none of its
+ *   name runs or drains here (never started, or stopped earlier); told on
+ *   the loop thread, for the latter with every list applied while the
+ *   handover lasts;
  * - post_until: until when (monotonic ms) a request to the target may start
  *   under lease epoch `epoch` (0 or past: none now); asked before a request
  *   starts once the last answer has run out. */
