@@ -811,43 +811,120 @@ static void r_openapi(ctx *c)
     wh_buf_append(&c->resp->body, adm_openapi_json, adm_openapi_json_len);
 }
 
+/* What the status page reads through the store and the sources, on a
+ * task of its own (adm_bg) beside the daemons' Stats: the state, then each
+ * tenant's slot (its source, until deadline_ms - ADM_SLOT_RENDER_MS) and
+ * each target's backlog (the store, while before deadline_ms). */
+typedef struct page_round {
+    adm_backend be;
+    uint64_t deadline_ms;
+    wh_state *s; /* NULL: err says why */
+    char err[WH_ERRLEN];
+    adm_slot_info *slots;  /* s->ntenants entries */
+    adm_page_target *prog; /* one per target, tenants in order */
+    int oom;
+} page_round;
+
+static void page_round_run(void *arg, int i)
+{
+    WH_UNUSED(i);
+    page_round *r = arg;
+    const adm_backend *be = &r->be;
+    char e[WH_ERRLEN] = "no store";
+    int rc = WH_ERR;
+    if (be->get_state_by)
+        rc = be->get_state_by(be->arg, r->deadline_ms, &r->s, e, sizeof(e));
+    else if (be->get_state)
+        rc = be->get_state(be->arg, &r->s, e, sizeof(e));
+    if (rc != WH_OK || r->s == NULL) {
+        r->s = NULL;
+        snprintf(r->err, sizeof(r->err), "cannot read it from the store: %.440s", e);
+        return;
+    }
+    const wh_state *s = r->s;
+    int ntargets = 0;
+    for (int t = 0; t < s->ntenants; t++)
+        ntargets += s->tenants[t].ntargets;
+    r->slots = calloc((size_t)s->ntenants + 1, sizeof(*r->slots));
+    r->prog = calloc((size_t)ntargets + 1, sizeof(*r->prog));
+    if (r->slots == NULL || r->prog == NULL) {
+        r->oom = 1;
+        return;
+    }
+    if (be->slot)
+        slots_read(be, s, r->deadline_ms - ADM_SLOT_RENDER_MS, r->slots);
+    for (int t = 0, k = 0; t < s->ntenants; t++) {
+        const wh_state_tenant *tn = &s->tenants[t];
+        if (!be->slot)
+            wh_strlcpy(r->slots[t].error, "no source query", sizeof(r->slots[t].error));
+        /* a store that stops answering meanwhile: the rest without
+         * backlog rather than this task past the request's deadline */
+        for (int j = 0; j < tn->ntargets; j++, k++)
+            if (be->progress && wh_now_ms() < r->deadline_ms)
+                r->prog[k].has_progress =
+                    be->progress(be->arg, tn->name, tn->targets[j].name, &r->prog[k].end,
+                                 &r->prog[k].committed) == WH_OK;
+    }
+}
+
+static void page_round_free(void *arg)
+{
+    page_round *r = arg;
+    wh_state_unref(r->s);
+    free(r->slots);
+    free(r->prog);
+    free(r);
+}
+
+/* The status page answers within ADM_STATS_WAIT_MS (and the time to
+ * render), like /metrics: the daemons' Stats and what is read through the
+ * store (page_round) at once, each waited for that long at most. A store
+ * that has not answered by then leaves the tenants out ("runtime state
+ * unavailable", naming the store), and its row down with why. */
 static void r_page(ctx *c)
 {
+    uint64_t deadline = wh_now_ms() + ADM_STATS_WAIT_MS;
+    page_round *r = calloc(1, sizeof(*r));
+    adm_bg *g = NULL;
+    if (r != NULL) {
+        r->be = c->a->be;
+        r->deadline_ms = deadline;
+        g = adm_bg_start(r, page_round_free, page_round_run, 1);
+        if (g == NULL)
+            page_round_free(r);
+    }
+    if (g == NULL) {
+        fail(c->resp, 500, NULL, "out of memory");
+        return;
+    }
     adm_stat st[ADM_NDAEMONS];
     query_stats(c, st);
     wh_state *s = NULL;
-    char err[WH_ERRLEN] = "no store";
-    if (!c->a->be.get_state || c->a->be.get_state(c->a->be.arg, &s, err, sizeof(err)) != WH_OK)
-        s = NULL;
     adm_slot_info *slots = NULL;
     adm_page_target *prog = NULL;
-    if (s) {
-        int ntargets = 0;
-        for (int i = 0; i < s->ntenants; i++)
-            ntargets += s->tenants[i].ntargets;
-        slots = calloc((size_t)s->ntenants + 1, sizeof(*slots));
-        prog = calloc((size_t)ntargets + 1, sizeof(*prog));
-        if (!slots || !prog) {
-            free(slots);
-            free(prog);
-            wh_state_unref(s);
-            adm_stats_free(st, ADM_NDAEMONS);
-            fail(c->resp, 500, NULL, "out of memory");
-            return;
-        }
-        int k = 0;
-        if (c->a->be.slot)
-            slots_read(&c->a->be, s, wh_now_ms() + ADM_STATS_WAIT_MS, slots);
-        for (int i = 0; i < s->ntenants; i++) {
-            const wh_state_tenant *t = &s->tenants[i];
-            if (!c->a->be.slot)
-                wh_strlcpy(slots[i].error, "no source query", sizeof(slots[i].error));
-            for (int j = 0; j < t->ntargets; j++, k++)
-                if (c->a->be.progress)
-                    prog[k].has_progress =
-                        c->a->be.progress(c->a->be.arg, t->name, t->targets[j].name, &prog[k].end,
-                                          &prog[k].committed) == WH_OK;
-        }
+    char err[WH_ERRLEN];
+    int done[ADM_BG_MAX], oom = 0;
+    if (adm_bg_wait(g, deadline, done) == 1) {
+        /* the task returned: what it read is this request's */
+        s = r->s;
+        slots = r->slots;
+        prog = r->prog;
+        oom = r->oom;
+        r->s = NULL;
+        r->slots = NULL;
+        r->prog = NULL;
+        wh_strlcpy(err, r->err, sizeof(err));
+    } else {
+        snprintf(err, sizeof(err), "the store did not answer within %d ms", ADM_STATS_WAIT_MS);
+    }
+    adm_bg_release(g);
+    if (oom) {
+        free(slots);
+        free(prog);
+        wh_state_unref(s);
+        adm_stats_free(st, ADM_NDAEMONS);
+        fail(c->resp, 500, NULL, "out of memory");
+        return;
     }
     redact_stats(c, st);
     if (!c->detail) {

@@ -71,6 +71,13 @@ typedef struct adm_backend {
     void *arg;
     /* The current state (a new reference). WH_ERR: store unavailable. */
     int (*get_state)(void *arg, wh_state **out, char *err, size_t errlen);
+    /* Optional: get_state waiting for the store's other requests under way
+     * until deadline_ms (wh_now_ms's clock) at most (WH_ERR then), so the
+     * reads of requests nobody waits for any more (the status page's,
+     * adm_bg) do not queue up behind a store that does not answer; the
+     * read itself is bounded by the store client's timeout (else
+     * get_state). */
+    int (*get_state_by)(void *arg, uint64_t deadline_ms, wh_state **out, char *err, size_t errlen);
     /* PutState; *status = 412 on a version conflict, the store's status on
      * another refusal, 0 on a transport failure. */
     int (*put_state)(void *arg, const wh_state *s, uint64_t expected, uint64_t *new_version,

@@ -53,10 +53,9 @@ struct adm_store {
 
 #define ADM_STORE_TIMEOUT_MS 3000
 
-static int b_get_state(void *arg, wh_state **out, char *err, size_t errlen)
+/* GetState on the store's client; the caller holds s->mu. */
+static int get_state_locked(adm_store *s, wh_state **out, char *err, size_t errlen)
 {
-    adm_store *s = arg;
-    pthread_mutex_lock(&s->mu);
     wh_state *next = NULL;
     uint64_t known = s->cached ? s->cached->version : 0;
     int rc = wh_state_fetch(s->client, known, s->base, &next, err, errlen);
@@ -70,6 +69,34 @@ static int b_get_state(void *arg, wh_state **out, char *err, size_t errlen)
         wh_state_ref(s->cached);
         *out = s->cached;
     }
+    return rc;
+}
+
+static int b_get_state(void *arg, wh_state **out, char *err, size_t errlen)
+{
+    adm_store *s = arg;
+    pthread_mutex_lock(&s->mu);
+    int rc = get_state_locked(s, out, err, errlen);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* get_state behind another request to the store until deadline_ms at
+ * most: behind a store that does not answer each such request holds the
+ * client for its timeout, and the status pages nobody waits for any more
+ * (adm_bg) would queue up behind each other, 3 s each. */
+static int b_get_state_by(void *arg, uint64_t deadline_ms, wh_state **out, char *err, size_t errlen)
+{
+    adm_store *s = arg;
+    uint64_t now = wh_now_ms();
+    int64_t left = deadline_ms > now ? (int64_t)(deadline_ms - now) : 0;
+    struct timespec until;
+    wh_deadline_in(&until, CLOCK_REALTIME, left);
+    if (pthread_mutex_timedlock(&s->mu, &until) != 0)
+        return wh_seterr(err, errlen,
+                         "another request to the store still waits for its answer after %lld ms",
+                         (long long)left);
+    int rc = get_state_locked(s, out, err, errlen);
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
@@ -592,6 +619,7 @@ int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char 
     memset(out, 0, sizeof(*out));
     out->arg = s;
     out->get_state = b_get_state;
+    out->get_state_by = b_get_state_by;
     out->put_state = b_put_state;
     out->set_offset = b_set_offset;
     out->drop_offset = b_drop_offset;
