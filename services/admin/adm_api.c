@@ -75,6 +75,8 @@ static const char *code_of(int status)
         return "unsupported_media_type";
     case 503:
         return "unavailable";
+    case 504:
+        return "timeout";
     default:
         return "internal";
     }
@@ -2844,8 +2846,10 @@ static void r_backfill(ctx *c)
         int known = t ? c->a->be.table_check(c->a->be.arg, t, table, err, sizeof(err)) : 0;
         if (!t)
             fail(c->resp, 404, "tenant", "no tenant '%s'", c->tenant);
+        else if (known == -2)
+            fail(c->resp, 504, NULL, "cannot check the table: %s", err);
         else if (known < 0)
-            fail(c->resp, 503, NULL, "cannot check the table on the source: %s", err);
+            fail(c->resp, 503, NULL, "cannot check the table: %s", err);
         else if (known == 0)
             fail(c->resp, 404, "table", "%s is not a table of publication '%s'", table,
                  t->publication);

@@ -115,7 +115,9 @@ typedef struct adm_backend {
     int (*store_call)(void *arg, const Walhook__Request *req, Walhook__Reply **rep, int *status,
                       char *err, size_t errlen);
     /* Optional: 1 when table ("schema.table") is in tenant t's publication,
-     * 0 when not, -1 when the source cannot tell (err says why). */
+     * 0 when not, -1 when the source cannot tell, -2 when it did not
+     * answer within a bound of a few seconds (err says why, naming the
+     * source). Returns by then whatever the source does. */
     int (*table_check)(void *arg, const wh_state_tenant *t, const char *table, char *err,
                        size_t errlen);
     /* Optional: the store's Stats only (st[0]; the others down), for what

@@ -347,9 +347,12 @@ static int pg_wait(PGconn *pg, short ev, uint64_t deadline_ms)
 /* Connects *pg when it is not connected, giving up at deadline_ms (a
  * source that takes the connection but does not answer, or drops the
  * packets, costs no more: libpq's connect_timeout is 2 s at least); 1 when
- * it is connected. */
-static int slot_connect(PGconn **pg, const char *dsn, uint64_t deadline_ms, adm_slot_info *out)
+ * it is connected, else 0 with why in err (*timed_out set when the
+ * deadline passed). The slot query's and the backfill's table check's. */
+static int pg_connect_within(PGconn **pg, const char *dsn, uint64_t deadline_ms, int *timed_out,
+                             char *err, size_t errlen)
 {
+    *timed_out = 0;
     if (*pg != NULL && PQstatus(*pg) == CONNECTION_OK)
         return 1;
     PQfinish(*pg);
@@ -357,14 +360,13 @@ static int slot_connect(PGconn **pg, const char *dsn, uint64_t deadline_ms, adm_
     const char *keys[] = {"dbname", "application_name", NULL};
     const char *vals[] = {dsn, "walhook-admin", NULL};
     *pg = PQconnectStartParams(keys, vals, 1);
-    int timed_out = 0;
     if (*pg != NULL && PQstatus(*pg) != CONNECTION_BAD) {
         /* libpq's loop: as if PQconnectPoll had said "writing" first */
         PostgresPollingStatusType st = PGRES_POLLING_WRITING;
         while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
             int w = pg_wait(*pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline_ms);
             if (w <= 0) {
-                timed_out = w == 0;
+                *timed_out = w == 0;
                 break;
             }
             st = PQconnectPoll(*pg);
@@ -372,15 +374,15 @@ static int slot_connect(PGconn **pg, const char *dsn, uint64_t deadline_ms, adm_
         if (st == PGRES_POLLING_OK && PQstatus(*pg) == CONNECTION_OK)
             return 1;
     }
-    if (timed_out) {
-        snprintf(out->error, sizeof(out->error), "source unreachable: no answer within %llu ms",
+    if (*timed_out) {
+        snprintf(err, errlen, "source unreachable: no answer within %llu ms",
                  (unsigned long long)(deadline_ms > t0 ? deadline_ms - t0 : 0));
     } else {
         /* libpq's parse errors may quote the DSN: never its password */
         char raw[256], m[201];
         wh_dsn_scrub(dsn, *pg ? PQerrorMessage(*pg) : "out of memory", raw, sizeof(raw));
         wh_pg_oneline(raw, m, sizeof(m));
-        snprintf(out->error, sizeof(out->error), "source unreachable: %s", m);
+        snprintf(err, errlen, "source unreachable: %s", m);
     }
     PQfinish(*pg);
     *pg = NULL;
@@ -430,10 +432,10 @@ static void slot_query_on(PGconn **pg, const char *dsn, const char *slot, uint64
     uint64_t t0 = wh_now_ms();
     for (int attempt = 0; attempt < 2; attempt++) {
         int fresh = *pg == NULL || PQstatus(*pg) != CONNECTION_OK;
-        if (!slot_connect(pg, dsn, deadline_ms, out))
+        int timed_out;
+        if (!pg_connect_within(pg, dsn, deadline_ms, &timed_out, out->error, sizeof(out->error)))
             return;
         const char *params[] = {slot};
-        int timed_out;
         PGresult *r = exec_within(
             *pg,
             "SELECT confirmed_flush_lsn::text, CASE WHEN pg_is_in_recovery() THEN NULL ELSE "
@@ -520,34 +522,47 @@ static adm_slotconn *slot_entry(adm_store *s, const char *tenant)
 }
 
 /* POST /v1/tenants/{t}/backfill: is table published? A connection of its
- * own (rare calls), bounded like the slot query's. */
+ * own (rare calls); the connect and the query together bounded by
+ * ADM_SLOT_QUERY_MS like the slot query's (pg_connect_within,
+ * exec_within): a source that does not answer (a backend stopped or hung,
+ * a listener that never speaks) is -2, not a request waiting for ever. */
 static int b_table_check(void *arg, const wh_state_tenant *t, const char *table, char *err,
                          size_t errlen)
 {
     (void)arg;
-    adm_slot_info si;
-    memset(&si, 0, sizeof(si));
+    uint64_t deadline = wh_now_ms() + ADM_SLOT_QUERY_MS;
+    char server[128];
+    wh_dsn_server(t->dsn, server, sizeof(server));
     PGconn *pg = NULL;
-    if (!slot_connect(&pg, t->dsn, wh_now_ms() + ADM_SLOT_QUERY_MS, &si)) {
-        wh_seterr(err, errlen, "%s", si.error);
-        return -1;
+    int timed_out;
+    char cerr[256];
+    if (!pg_connect_within(&pg, t->dsn, deadline, &timed_out, cerr, sizeof(cerr))) {
+        wh_seterr(err, errlen, "the source of tenant '%s' (%s): %s", t->name, server, cerr);
+        return timed_out ? -2 : -1;
     }
     const char *params[] = {t->publication, table};
-    PGresult *r = PQexecParams(pg,
-                               "SELECT 1 FROM pg_catalog.pg_publication_tables WHERE pubname = $1 "
-                               "AND schemaname || '.' || tablename = $2",
-                               2, NULL, params, NULL, NULL, 0);
+    PGresult *r = exec_within(pg,
+                              "SELECT 1 FROM pg_catalog.pg_publication_tables WHERE pubname = $1 "
+                              "AND schemaname || '.' || tablename = $2",
+                              2, params, deadline, &timed_out);
     int rc;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    if (timed_out) {
+        wh_seterr(err, errlen,
+                  "the source of tenant '%s' (%s) did not answer the publication query within "
+                  "%d ms",
+                  t->name, server, ADM_SLOT_QUERY_MS);
+        rc = -2;
+    } else if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         char m[256];
         result_error(t->dsn, r, m, sizeof(m));
-        wh_seterr(err, errlen, "publication query failed: %.200s", m);
+        wh_seterr(err, errlen, "publication query failed on the source of tenant '%s' (%s): %.200s",
+                  t->name, server, m);
         rc = -1;
     } else {
         rc = PQntuples(r) > 0;
     }
     PQclear(r);
-    PQfinish(pg);
+    PQfinish(pg); /* in the middle of the query when timed out: closed */
     return rc;
 }
 

@@ -7,9 +7,10 @@
  * kept between scrapes, the answer reused for 1 s; each query, connect
  * included, bounded by the caller's deadline: a source that has not
  * answered by then is an error and its connection is closed). The
- * backfill's table check connects within 3 s. known_state: the state for /metrics' slot
- * queries, on a client of its own (ADM_STATS_TIMEOUT_MS), the last one
- * read when the store does not answer.
+ * backfill's table check, its connect and its query, answers within 3 s
+ * the same way. known_state: the state for /metrics' slot queries, on a
+ * client of its own (ADM_STATS_TIMEOUT_MS), the last one read when the
+ * store does not answer.
  *
  * Teardown: stop the HTTP server first (no request in flight), wait for
  * the requests' tasks (adm_bg_drain), then adm_backend_close. */

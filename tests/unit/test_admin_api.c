@@ -178,6 +178,53 @@ static void test_tenants_and_redaction(void **state)
     assert_non_null(strstr(body(f), "\"wal_status\":\"reserved\""));
 }
 
+/* A table check that answers by the table's name: public.t published,
+ * public.no not, public.err the source cannot tell, public.slow the source
+ * did not answer in time. */
+static int stub_table_check(void *arg, const wh_state_tenant *t, const char *table, char *err,
+                            size_t errlen)
+{
+    (void)arg;
+    (void)t;
+    if (strcmp(table, "public.err") == 0) {
+        wh_seterr(err, errlen, "the source of tenant 'default' (h:1): refused");
+        return -1;
+    }
+    if (strcmp(table, "public.slow") == 0) {
+        wh_seterr(err, errlen,
+                  "the source of tenant 'default' (h:1) did not answer the publication query "
+                  "within 3000 ms");
+        return -2;
+    }
+    return strcmp(table, "public.t") == 0;
+}
+
+/* POST /v1/tenants/{t}/backfill with a source check: 202 for a published
+ * table, 404 for another, 503 when the source cannot tell, 504 ("timeout")
+ * when it did not answer in time, the message passed on; nothing recorded
+ * but the 202. */
+static void test_backfill_source_check(void **state)
+{
+    fx *f = *state;
+    adm_api_free(f->api);
+    adm_backend be = memstore_backend(&f->m);
+    be.table_check = stub_table_check;
+    char err[WH_ERRLEN];
+    assert_int_equal(adm_api_new(&f->api, &f->m.base, &be, f->auth, err, sizeof(err)), WH_OK);
+    const char *path = "/v1/tenants/default/backfill";
+    assert_int_equal(call(f, "POST", path, ADMIN_TOK, NULL, "{\"table\":\"public.no\"}"), 404);
+    assert_error(f, "not_found", "table");
+    assert_int_equal(call(f, "POST", path, ADMIN_TOK, NULL, "{\"table\":\"public.err\"}"), 503);
+    assert_error(f, "unavailable", NULL);
+    assert_non_null(strstr(body(f), "(h:1): refused"));
+    assert_int_equal(call(f, "POST", path, ADMIN_TOK, NULL, "{\"table\":\"public.slow\"}"), 504);
+    assert_error(f, "timeout", NULL);
+    assert_non_null(strstr(body(f), "did not answer the publication query within 3000 ms"));
+    assert_int_equal(call(f, "POST", path, ADMIN_TOK, NULL, "{\"table\":\"public.t\"}"), 202);
+    assert_int_equal(call(f, "GET", "/v1/tenants/default", READ_TOK, NULL, NULL), 200);
+    assert_non_null(strstr(body(f), "\"backfills\":\"2:public.t\""));
+}
+
 /* POST/GET /v1/tenants/{t}/backfill: bodies checked, requests kept in the
  * tenant's source.backfills with increasing ids, at least the state
  * version + 1 (no source check and no
@@ -1296,6 +1343,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tenants_and_redaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_targets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backfill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backfill_source_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_target_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_bad_filter, setup, teardown),
