@@ -1142,7 +1142,9 @@ static void *reader_main(void *arg)
                     continue;
             }
         }
-        if (kept != -3 && atomic_load(&t->needs_snapshot_pub)) {
+        /* only a Read that answered without the mark says it is gone (a
+         * failed Read, -1, or a reset, -2, says nothing about it) */
+        if (kept >= 0 && atomic_load(&t->needs_snapshot_pub)) {
             atomic_store(&t->needs_snapshot_pub, 0);
             wh_info("target %s/%s: no longer marked NEEDS_SNAPSHOT; delivering again",
                     t->set.tenant, t->name);

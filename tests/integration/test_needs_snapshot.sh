@@ -50,7 +50,8 @@ start_store() {
 }
 start_store
 wh_spawn ingestor "$BIN/walhook-ingestor" -c "$CONF"
-wh_spawn dispatcher "$BIN/walhook-dispatcher" -c "$CONF"
+# (its store calls give up after 2 s: a Read that fails, below)
+WALHOOK_IPC_TIMEOUT_MS=2000 wh_spawn dispatcher "$BIN/walhook-dispatcher" -c "$CONF"
 wh_spawn admin "$BIN/walhook-admin" -c "$CONF"
 M="http://127.0.0.1:$APORT/metrics"
 wh_wait_slot_active walhook 60 || wh_fail "the ingestor never started streaming"
@@ -74,6 +75,17 @@ ids() { grep -o '"id":[0-9]\+' "$WH_TMP/received.jsonl" 2>/dev/null | cut -d: -f
 late=$(ids | awk '$1 > 100' | wc -l)
 [ "$late" = 0 ] || wh_fail "$late changes made while NEEDS_SNAPSHOT were posted"
 [ "$(wh_metric "$M" walhook_target_needs_snapshot)" = 1 ] || wh_fail "the mark went away by itself"
+# a Read that fails (the store stopped) says nothing about the mark: the
+# target stays marked (it was "no longer marked; delivering again", and
+# pushed events could then be taken past the gap)
+kill -STOP "${WH_PIDS[store]}"
+wh_wait_until 30 grep -q "t0: Read from store failed" "$WH_TMP/dispatcher.log"
+rf=$?
+kill -CONT "${WH_PIDS[store]}"
+[ "$rf" = 0 ] || wh_fail "no Read failed while the store was stopped"
+wh_wait_metric "$M" walhook_target_needs_snapshot 1 30 || wh_fail "the mark is not reported after the store came back"
+! grep -q "no longer marked" "$WH_TMP/dispatcher.log" ||
+    wh_fail "a failed Read cleared the mark: $(grep 'no longer marked' "$WH_TMP/dispatcher.log")"
 
 # the operator skips to the end: the mark is cleared and delivery resumes.
 # The move's synced write is held at the gate until a Read of the target
