@@ -120,7 +120,8 @@ LANE2=(test_chaos_delivery test_up_sigkill test_lease_takeover test_leases test_
     test_lease_timeout test_lanes test_conn_pool test_slot_policy
     test_http2 test_runtime_targets test_least_privilege test_schema_pending
     test_stream_resend test_snapshot_rewrite test_ops_metrics test_store_crash
-    test_recreate_inflight test_recreate_tenant_inflight test_lease_balance_idle)
+    test_recreate_inflight test_recreate_tenant_inflight test_lease_balance_idle
+    test_lease_forget_reacquire)
 in_lane2() {
     local x
     for x in "${LANE2[@]}"; do [ "$x" = "$1" ] && return 0; done

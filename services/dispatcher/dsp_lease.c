@@ -590,6 +590,20 @@ static void expire_lapsed(dsp_lease *l, work *w, size_t n)
         fire_change(l);
 }
 
+/* A target no longer listed (deleted) and not held is forgotten only once
+ * nothing it remembers counts any more: given up to balance (given_up), its
+ * lease may still be this replica's in the store, left to lapse, and a
+ * target of the name created again meanwhile would be granted back to this
+ * replica as its own, with no takeover to wait for, while requests
+ * abandoned here (abandoned_until) or its last holder's (quiet_until) may
+ * still be at the receiver; given_up also keeps this replica from taking
+ * back at once what it gave up. Caller holds mu. */
+static int forgettable(const lease_t *e, uint64_t now)
+{
+    return !e->listed && e->epoch == 0 && now >= e->given_up && now >= e->abandoned_until &&
+           now >= e->quiet_until;
+}
+
 static void round_once(dsp_lease *l)
 {
     pthread_mutex_lock(&l->mu);
@@ -705,10 +719,12 @@ static void round_once(dsp_lease *l)
     quiet_passed(l, &changed);
     pthread_mutex_lock(&l->mu);
     l->replicas = replicas;
-    /* forget targets no longer listed and not held */
+    /* forget targets no longer listed and not held, once what they
+     * remember no longer counts (forgettable) */
     size_t j = 0;
+    uint64_t fnow = wh_now_ms();
     for (size_t i = 0; i < l->n; i++)
-        if (l->v[i].listed || l->v[i].epoch != 0)
+        if (!forgettable(&l->v[i], fnow))
             l->v[j++] = l->v[i];
     l->n = j;
     pthread_mutex_unlock(&l->mu);
