@@ -404,6 +404,12 @@ static void set_result_x(dsp_lease *l, const work *w, uint64_t epoch, uint64_t v
                 q = now + (uint64_t)(wait - lapsed_ago);
             if (e->abandoned_until > q)
                 q = e->abandoned_until;
+            /* a wait not over yet (given up here in it, its renewals
+             * unanswered, and granted back: the store, its expiry not
+             * reached, tells no takeover): its last holder's requests may
+             * still be at the target */
+            if (e->quiet_until > q)
+                q = e->quiet_until;
             e->quiet_until = q;
             e->quiet_since = now;
             e->quiet_told = q <= now;
