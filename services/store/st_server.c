@@ -1156,7 +1156,10 @@ static void do_read(st_server *s, const Walhook__ReadRequest *r, Walhook__Reply 
         int ns_now = 0;
         st_db_offset_and_mark(s->db, r->tenant, r->consumer, &now, &ns_now);
         if (now.epoch != c_epoch) {
+            /* the events go from the buffer too: a Read's reply goes out
+             * of it in wire form (st_server_wire), events and all */
             m->nev = 0;
+            wh_buf_reset(&m->data);
             c_lsn = now.lsn;
             c_seq = now.seq;
             c_epoch = now.epoch;

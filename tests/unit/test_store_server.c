@@ -860,6 +860,76 @@ static void test_read_spans_resync(void **state)
     span_check(&sr, e0, now.epoch);
 }
 
+/* A consumer's long poll through NNG ipc (a Read's reply goes out in wire
+ * form, st_server_wire), as a dispatcher's. */
+typedef struct span_ipc {
+    const char *url;
+    int rc;
+    size_t n;
+    uint64_t epoch, lsn;
+    uint32_t seq;
+} span_ipc;
+
+static void *span_ipc_thread(void *p)
+{
+    span_ipc *si = p;
+    char err[WH_ERRLEN];
+    wh_client *c = NULL;
+    si->rc = wh_client_open(&c, si->url, 10000, MAX_MSG, err, sizeof(err));
+    if (si->rc != WH_OK)
+        return NULL;
+    read_req r;
+    make_read(&r, "w", "c", 0, 0, 0, 4000);
+    Walhook__Reply *rep = NULL;
+    si->rc = wh_client_call(c, &r.req, &rep, err, sizeof(err));
+    if (si->rc == WH_OK) {
+        si->n = rep->read->n_events;
+        si->epoch = rep->read->epoch;
+        si->lsn = rep->read->committed ? rep->read->committed->lsn : 0;
+        si->seq = rep->read->committed ? rep->read->committed->seq : 0;
+        walhook__reply__free_unpacked(rep, NULL);
+    }
+    wh_client_close(c);
+    return NULL;
+}
+
+/* test_read_spans_set_offset through ipc, the offset moved back (a replay
+ * from 0x100:0): the reply's events were dropped from the handler's reply
+ * but went out in its wire form, read from the old offset, beside the new
+ * epoch and offset. A reader with no epoch yet (a dispatcher's first Read
+ * after a reset) took them at the new epoch and skipped the replay
+ * (0x100:1 and 0x100:2). */
+static void test_read_spans_set_offset_ipc(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    if (st_server_listen(f->srv, f->url, err, sizeof(err)) != WH_OK)
+        fail_msg("listen: %s", err);
+    uint64_t e0 = span_setup(f, "w");
+    span_ipc si = {.url = f->url, .rc = WH_ERR};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, span_ipc_thread, &si), 0);
+    uint64_t until = wh_now_ms() + 10000;
+    while (st_server_long_polls(f->srv) == 0 && wh_now_ms() < until)
+        wh_sleep_ms(1);
+    assert_int_equal(st_server_long_polls(f->srv), 1);
+    st_offset prev, now;
+    assert_int_equal(st_db_set_offset(f->db, "w", "c", 0x100, 0, &prev, &now, err, sizeof(err)),
+                     WH_OK);
+    assert_true(now.epoch != e0);
+    append_n(f, "w", 2, 0x200);
+    pthread_join(th, NULL);
+    assert_int_equal(si.rc, WH_OK);
+    assert_int_equal(si.epoch, now.epoch);
+    assert_true(si.lsn == 0x100);
+    assert_int_equal(si.seq, 0);
+    if (si.n != 0)
+        fail_msg("the Read that the offset move spanned sent %zu events (read from the old "
+                 "offset) at the new epoch and offset",
+                 si.n);
+    st_server_stop(f->srv);
+}
+
 /* ---- through NNG ipc ---- */
 
 typedef struct ipc_poller {
@@ -2075,6 +2145,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_long_poll_single_worker, setup1, teardown),
         cmocka_unit_test_setup_teardown(test_read_spans_set_offset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_spans_resync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_spans_set_offset_ipc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ipc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notify_push, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zone_notes, setup, teardown),
