@@ -28,6 +28,11 @@ struct st_state {
     st_db *db;
     wh_config base;
     pthread_mutex_t mu; /* everything below */
+    /* version and doc also: a writer changes them holding mu and pub_mu,
+     * GetState and Stats read them under pub_mu alone, so they do not wait
+     * for a state write or a conditional SetOffset (both hold mu across
+     * their synced writes) */
+    pthread_mutex_t pub_mu;
     uint64_t version;
     wh_buf doc;    /* canonical bytes of `version` */
     wh_state *cur; /* parsed; NULL if the stored bytes no longer parse */
@@ -87,6 +92,7 @@ int st_state_open(st_state **out, st_db *db, const wh_config *base, const char *
     st->db = db;
     st->base = *base;
     pthread_mutex_init(&st->mu, NULL);
+    pthread_mutex_init(&st->pub_mu, NULL);
     wh_buf_init(&st->doc, 0);
     char *doc = NULL;
     size_t len = 0;
@@ -168,6 +174,7 @@ void st_state_close(st_state *st)
         free(o);
     }
     pthread_mutex_destroy(&st->mu);
+    pthread_mutex_destroy(&st->pub_mu);
     free(st);
 }
 
@@ -175,19 +182,19 @@ int st_state_get(st_state *st, uint64_t known_version, uint64_t *version, wh_buf
                  size_t errlen)
 {
     int rc = WH_OK;
-    pthread_mutex_lock(&st->mu);
+    pthread_mutex_lock(&st->pub_mu);
     *version = st->version;
     if (st->version != known_version && wh_buf_append(doc, st->doc.data, st->doc.len) != WH_OK)
         rc = wh_seterr(err, errlen, "out of memory");
-    pthread_mutex_unlock(&st->mu);
+    pthread_mutex_unlock(&st->pub_mu);
     return rc;
 }
 
 uint64_t st_state_version(st_state *st)
 {
-    pthread_mutex_lock(&st->mu);
+    pthread_mutex_lock(&st->pub_mu);
     uint64_t v = st->version;
-    pthread_mutex_unlock(&st->mu);
+    pthread_mutex_unlock(&st->pub_mu);
     return v;
 }
 
@@ -602,13 +609,15 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
     s->version = nv;
     reconcile_offsets(st, st->cur, s);
     apply_limits(st, s);
+    pthread_mutex_lock(&st->pub_mu);
     wh_buf tmp = st->doc;
     st->doc = next;
     next = tmp;
+    st->version = nv;
+    pthread_mutex_unlock(&st->pub_mu);
     wh_state_unref(st->cur);
     st->cur = s;
     s = NULL;
-    st->version = nv;
     sweep_locked(st); /* a drop that failed before, or made by a failed write */
     *version = nv;
     orphans_filter(st, orphan_unnamed); /* a created target's start offset is no orphan */

@@ -294,7 +294,7 @@ static void print_id(const Walhook__Event *e)
     printf("%.*s\n", q ? (int)(q - p) : 0, p);
 }
 
-/* offset: GetOffset; dlq-ids: DlqList paged to the end. */
+/* stats: the store's Stats, its metrics text. */
 static int stats(wh_client *c)
 {
     char err[WH_ERRLEN];
@@ -317,6 +317,7 @@ static int stats(wh_client *c)
     return ok ? 0 : 1;
 }
 
+/* offset: GetOffset; dlq-ids: DlqList paged to the end. */
 static int inspect(wh_client *c, int argc, char **argv)
 {
     if (argc < 3)
