@@ -814,59 +814,155 @@ static void r_openapi(ctx *c)
 }
 
 /* What the status page reads through the store and the sources, on a
- * task of its own (adm_bg) beside the daemons' Stats: the state, then each
- * tenant's slot (its source, until deadline_ms - ADM_SLOT_RENDER_MS) and
- * each target's backlog (the store, while before deadline_ms). */
+ * task of its own (adm_bg) beside the daemons' Stats: the state, then at
+ * once each tenant's slot (its source, until deadline_ms less
+ * ADM_SLOT_RENDER_MS) and each target's backlog (the store, while before
+ * deadline_ms). At deadline_ms the page takes, under mu, what has been
+ * read by then, whether the task returned or not: the state and the slots
+ * read, the backlogs read so far ("-" for the others). Before, the page
+ * used the task's reads only when it had returned, and a task with the
+ * state still reading backlogs then (two calls to the store a target, one
+ * at a time on its client: a large state, pages loaded at once, a slow
+ * store) had the page say that the store did not answer. */
 typedef struct page_round {
     adm_backend be;
     uint64_t deadline_ms;
-    wh_state *s; /* NULL: err says why */
+    pthread_mutex_t mu; /* guards the rest */
+    wh_state *s;        /* the state read; NULL: none (yet), err says why */
     char err[WH_ERRLEN];
-    adm_slot_info *slots;  /* s->ntenants entries */
-    adm_page_target *prog; /* one per target, tenants in order */
+    adm_slot_info *slots; /* s->ntenants entries, the page's once slots_done */
+    int slots_done;
+    adm_slot_info *sl;     /* the slot queries' own (slots_read), then slots */
+    adm_page_target *prog; /* one per target, tenants in order, as read */
     int oom;
+    int taken; /* the page took what was read: the task stops */
 } page_round;
+
+/* The tenants' slots, on a thread of their own beside the backlogs. */
+static void *page_slots_run(void *arg)
+{
+    page_round *r = arg;
+    const wh_state *s = r->s;
+    slots_read(&r->be, s, r->deadline_ms - ADM_SLOT_RENDER_MS, r->sl);
+    pthread_mutex_lock(&r->mu);
+    memcpy(r->slots, r->sl, (size_t)s->ntenants * sizeof(*r->slots));
+    r->slots_done = 1;
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
 
 static void page_round_run(void *arg, int i)
 {
     WH_UNUSED(i);
     page_round *r = arg;
     const adm_backend *be = &r->be;
+    wh_state *s = NULL;
     char e[WH_ERRLEN] = "no store";
     int rc = WH_ERR;
     if (be->get_state_by)
-        rc = be->get_state_by(be->arg, r->deadline_ms, &r->s, e, sizeof(e));
+        rc = be->get_state_by(be->arg, r->deadline_ms, &s, e, sizeof(e));
     else if (be->get_state)
-        rc = be->get_state(be->arg, &r->s, e, sizeof(e));
-    if (rc != WH_OK || r->s == NULL) {
-        r->s = NULL;
+        rc = be->get_state(be->arg, &s, e, sizeof(e));
+    if (rc != WH_OK || s == NULL) {
+        pthread_mutex_lock(&r->mu);
         snprintf(r->err, sizeof(r->err), "cannot read it from the store: %.440s", e);
+        pthread_mutex_unlock(&r->mu);
         return;
     }
-    const wh_state *s = r->s;
     int ntargets = 0;
     for (int t = 0; t < s->ntenants; t++)
         ntargets += s->tenants[t].ntargets;
-    r->slots = calloc((size_t)s->ntenants + 1, sizeof(*r->slots));
-    r->prog = calloc((size_t)ntargets + 1, sizeof(*r->prog));
-    if (r->slots == NULL || r->prog == NULL) {
-        r->oom = 1;
+    adm_slot_info *slots = calloc((size_t)s->ntenants + 1, sizeof(*slots));
+    adm_slot_info *sl = calloc((size_t)s->ntenants + 1, sizeof(*sl));
+    adm_page_target *prog = calloc((size_t)ntargets + 1, sizeof(*prog));
+    pthread_mutex_lock(&r->mu);
+    r->s = s; /* the task's reference: page_round_free's */
+    r->slots = slots;
+    r->sl = sl;
+    r->prog = prog;
+    r->oom = slots == NULL || sl == NULL || prog == NULL;
+    if (!r->oom && !be->slot) {
+        for (int t = 0; t < s->ntenants; t++)
+            wh_strlcpy(slots[t].error, "no source query", sizeof(slots[t].error));
+        r->slots_done = 1;
+    }
+    int stop = r->oom || r->taken;
+    pthread_mutex_unlock(&r->mu);
+    if (stop)
         return;
-    }
-    if (be->slot)
-        slots_read(be, s, r->deadline_ms - ADM_SLOT_RENDER_MS, r->slots);
-    for (int t = 0, k = 0; t < s->ntenants; t++) {
+    pthread_t th;
+    int threaded = be->slot && pthread_create(&th, NULL, page_slots_run, r) == 0;
+    if (be->slot && !threaded)
+        page_slots_run(r);
+    for (int t = 0, k = 0; t < s->ntenants && !stop; t++) {
         const wh_state_tenant *tn = &s->tenants[t];
-        if (!be->slot)
-            wh_strlcpy(r->slots[t].error, "no source query", sizeof(r->slots[t].error));
-        /* a store that stops answering meanwhile: the rest without
-         * backlog rather than this task past the request's deadline */
-        for (int j = 0; j < tn->ntargets; j++, k++)
-            if (be->progress && wh_now_ms() < r->deadline_ms)
-                r->prog[k].has_progress =
-                    be->progress(be->arg, tn->name, tn->targets[j].name, &r->prog[k].end,
-                                 &r->prog[k].committed) == WH_OK;
+        for (int j = 0; j < tn->ntargets && !stop; j++, k++) {
+            adm_page_target p;
+            memset(&p, 0, sizeof(p));
+            const char *tname = tn->targets[j].name;
+            if (be->progress_by)
+                p.has_progress = be->progress_by(be->arg, r->deadline_ms, tn->name, tname, &p.end,
+                                                 &p.committed) == WH_OK;
+            else if (be->progress)
+                p.has_progress =
+                    be->progress(be->arg, tn->name, tname, &p.end, &p.committed) == WH_OK;
+            pthread_mutex_lock(&r->mu);
+            r->prog[k] = p;
+            /* the page took what was read (or is about to): the rest
+             * without backlog */
+            stop = r->taken || wh_now_ms() >= r->deadline_ms;
+            pthread_mutex_unlock(&r->mu);
+        }
     }
+    if (threaded)
+        pthread_join(th, NULL);
+}
+
+/* What the page shows of r at its deadline (the task returned or not):
+ * the state (a reference of the page's) with copies of the slots and the
+ * backlogs read by then, or NULL and why in err. 0, or -1 out of memory. */
+static int page_round_take(page_round *r, wh_state **s, adm_slot_info **slots,
+                           adm_page_target **prog, char *err, size_t errlen)
+{
+    int rc = 0;
+    pthread_mutex_lock(&r->mu);
+    r->taken = 1;
+    if (r->oom) {
+        rc = -1;
+    } else if (r->s != NULL) {
+        const wh_state *st = r->s;
+        int ntargets = 0;
+        for (int t = 0; t < st->ntenants; t++)
+            ntargets += st->tenants[t].ntargets;
+        *slots = calloc((size_t)st->ntenants + 1, sizeof(**slots));
+        *prog = calloc((size_t)ntargets + 1, sizeof(**prog));
+        if (*slots == NULL || *prog == NULL) {
+            rc = -1;
+        } else {
+            memcpy(*prog, r->prog, (size_t)ntargets * sizeof(**prog));
+            for (int t = 0; t < st->ntenants; t++) {
+                if (r->slots_done)
+                    (*slots)[t] = r->slots[t];
+                else
+                    snprintf((*slots)[t].error, sizeof((*slots)[t].error),
+                             "slot query: not read within %d ms", ADM_STATS_WAIT_MS);
+            }
+            wh_state_ref(r->s);
+            *s = r->s;
+        }
+    } else if (r->err[0] != '\0') {
+        wh_strlcpy(err, r->err, errlen);
+    } else {
+        snprintf(err, errlen, "the store did not answer within %d ms", ADM_STATS_WAIT_MS);
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (rc != 0) {
+        free(*slots);
+        free(*prog);
+        *slots = NULL;
+        *prog = NULL;
+    }
+    return rc;
 }
 
 static void page_round_free(void *arg)
@@ -874,7 +970,9 @@ static void page_round_free(void *arg)
     page_round *r = arg;
     wh_state_unref(r->s);
     free(r->slots);
+    free(r->sl);
     free(r->prog);
+    pthread_mutex_destroy(&r->mu);
     free(r);
 }
 
@@ -891,6 +989,7 @@ static void r_page(ctx *c)
     if (r != NULL) {
         r->be = c->a->be;
         r->deadline_ms = deadline;
+        pthread_mutex_init(&r->mu, NULL);
         g = adm_bg_start(r, page_round_free, page_round_run, 1);
         if (g == NULL)
             page_round_free(r);
@@ -904,26 +1003,14 @@ static void r_page(ctx *c)
     wh_state *s = NULL;
     adm_slot_info *slots = NULL;
     adm_page_target *prog = NULL;
-    char err[WH_ERRLEN];
-    int done[ADM_BG_MAX], oom = 0;
-    if (adm_bg_wait(g, deadline, done) == 1) {
-        /* the task returned: what it read is this request's */
-        s = r->s;
-        slots = r->slots;
-        prog = r->prog;
-        oom = r->oom;
-        r->s = NULL;
-        r->slots = NULL;
-        r->prog = NULL;
-        wh_strlcpy(err, r->err, sizeof(err));
-    } else {
-        snprintf(err, sizeof(err), "the store did not answer within %d ms", ADM_STATS_WAIT_MS);
-    }
+    char err[WH_ERRLEN] = "";
+    int done[ADM_BG_MAX];
+    adm_bg_wait(g, deadline, done);
+    /* r stays until released, the task's or not: page_round_take reads it
+     * under its own lock */
+    int oom = page_round_take(r, &s, &slots, &prog, err, sizeof(err)) != 0;
     adm_bg_release(g);
     if (oom) {
-        free(slots);
-        free(prog);
-        wh_state_unref(s);
         adm_stats_free(st, ADM_NDAEMONS);
         fail(c->resp, 500, NULL, "out of memory");
         return;

@@ -98,6 +98,13 @@ typedef struct adm_backend {
     /* Optional: the tenant's end and the consumer's committed offset. */
     int (*progress)(void *arg, const char *tenant, const char *consumer, adm_pos *end,
                     adm_pos *committed);
+    /* Optional: progress waiting for the store's other requests under way
+     * until deadline_ms at most (WH_ERR then), like get_state_by: the
+     * status page's backlog reads, behind a store that stopped answering
+     * meanwhile, do not queue up one after another (the store client's
+     * timeout each) on tasks nobody waits for any more. */
+    int (*progress_by)(void *arg, uint64_t deadline_ms, const char *tenant, const char *consumer,
+                       adm_pos *end, adm_pos *committed);
     /* Optional: the daemons' Stats (else every daemon reads as down). */
     void (*stats)(void *arg, adm_stat st[ADM_NDAEMONS]);
     /* Optional: the slot of tenant t (else an "error" per tenant), out by

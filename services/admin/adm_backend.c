@@ -234,10 +234,10 @@ static int b_store_call(void *arg, const Walhook__Request *req, Walhook__Reply *
     return rc;
 }
 
-static int b_progress(void *arg, const char *tenant, const char *consumer, adm_pos *end,
-                      adm_pos *committed)
+/* TenantInfo and GetOffset on the store's client; the caller holds s->mu. */
+static int progress_locked(adm_store *s, const char *tenant, const char *consumer, adm_pos *end,
+                           adm_pos *committed)
 {
-    adm_store *s = arg;
     char err[WH_ERRLEN];
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     Walhook__TenantInfo ti = WALHOOK__TENANT_INFO__INIT;
@@ -246,7 +246,6 @@ static int b_progress(void *arg, const char *tenant, const char *consumer, adm_p
     ti.tenant = (char *)tenant;
     req.body_case = WALHOOK__REQUEST__BODY_TENANT_INFO;
     req.tenant_info = &ti;
-    pthread_mutex_lock(&s->mu);
     int rc = wh_client_call(s->client, &req, &rep, err, sizeof(err));
     if (rc == WH_OK) {
         if (rep->body_case == WALHOOK__REPLY__BODY_TENANT_INFO && rep->tenant_info &&
@@ -275,6 +274,34 @@ static int b_progress(void *arg, const char *tenant, const char *consumer, adm_p
             walhook__reply__free_unpacked(rep, NULL);
         }
     }
+    return rc;
+}
+
+static int b_progress(void *arg, const char *tenant, const char *consumer, adm_pos *end,
+                      adm_pos *committed)
+{
+    adm_store *s = arg;
+    pthread_mutex_lock(&s->mu);
+    int rc = progress_locked(s, tenant, consumer, end, committed);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* progress behind another request to the store until deadline_ms at most
+ * (get_state_by's reason: the status pages' tasks, each reading every
+ * target's backlog, queued up behind a store that stopped answering
+ * meanwhile, 3 s each, holding their threads and the client long after
+ * the pages had answered). */
+static int b_progress_by(void *arg, uint64_t deadline_ms, const char *tenant, const char *consumer,
+                         adm_pos *end, adm_pos *committed)
+{
+    adm_store *s = arg;
+    uint64_t now = wh_now_ms();
+    struct timespec until;
+    wh_deadline_in(&until, CLOCK_REALTIME, deadline_ms > now ? (int64_t)(deadline_ms - now) : 0);
+    if (pthread_mutex_timedlock(&s->mu, &until) != 0)
+        return WH_ERR;
+    int rc = progress_locked(s, tenant, consumer, end, committed);
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
@@ -639,6 +666,7 @@ int adm_backend_open(adm_backend *out, const wh_config *cfg, adm_query *q, char 
     out->set_offset = b_set_offset;
     out->drop_offset = b_drop_offset;
     out->progress = b_progress;
+    out->progress_by = b_progress_by;
     out->stats = b_stats;
     out->slot = b_slot;
     out->known_state = b_known_state;

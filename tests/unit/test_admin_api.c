@@ -9,12 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <cmocka.h>
 #include <jansson.h>
 
 #include "admin_memstore.h"
 #include "../../services/admin/adm_api.h"
 #include "../../services/admin/adm_auth.h"
+#include "../../services/admin/adm_bg.h"
 #include "../../services/admin/adm_page.h"
 #include "wh_budget.h"
 
@@ -776,6 +778,45 @@ static void test_page(void **state)
     assert_true(adm_metric_sum("a 2\n", "b", NULL) == -1.0);
 }
 
+/* A store that answers each backlog read, slowly (a loaded store): the
+ * reads of the page's 24 targets take longer than the page waits. The
+ * page shows the state and the targets, the backlog of those read in time
+ * and "-" for the rest. Before, the page used its task's reads only when
+ * the task had returned, and the task read backlogs until the very
+ * deadline the page waits for: the page said "runtime state unavailable:
+ * the store did not answer". */
+static int slow_progress(void *arg, const char *tenant, const char *consumer, adm_pos *end,
+                         adm_pos *committed)
+{
+    struct timespec ts = {0, 150 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    return mem_progress(arg, tenant, consumer, end, committed);
+}
+
+static void test_page_slow_backlog(void **state)
+{
+    fx *f = *state;
+    for (int i = 1; i < 24; i++) {
+        char b[128];
+        snprintf(b, sizeof(b), "{\"name\":\"s%d\",\"url\":\"http://127.0.0.1:9/s%d\"}", i, i);
+        if (call(f, "POST", "/v1/tenants/default/targets", ADMIN_TOK, NULL, b) != 201)
+            fail_msg("POST target s%d: %d %s", i, f->r.status, body(f));
+    }
+    adm_api_free(f->api);
+    adm_backend be = memstore_backend(&f->m);
+    be.progress = slow_progress;
+    char err[WH_ERRLEN];
+    assert_int_equal(adm_api_new(&f->api, &f->m.base, &be, f->auth, err, sizeof(err)), WH_OK);
+    assert_int_equal(call(f, "GET", "/", NULL, NULL, NULL), 200);
+    /* the page's task, if still running, is done with the backend */
+    assert_int_equal(adm_bg_drain(10000), 1);
+    if (strstr(body(f), "runtime state unavailable") != NULL)
+        fail_msg("the store answered, the page says: %s",
+                 strstr(body(f), "runtime state unavailable"));
+    assert_non_null(strstr(body(f), "<td class=\"name\">t0</td>"));
+    assert_non_null(strstr(body(f), "<td class=\"name\">s23</td>"));
+}
+
 /* adm_api_check decides on the headers alone, in adm_api_handle's order;
  * only a write with an admin token takes a body. */
 static void test_check_before_body(void **state)
@@ -1359,6 +1400,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_offset_vs_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resync_and_offset_if_match, setup, teardown),
         cmocka_unit_test_setup_teardown(test_url_redacted_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_page_slow_backlog, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
