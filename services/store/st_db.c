@@ -1395,8 +1395,26 @@ void st_db_close(st_db *db)
 
 /* Records the outcome of a synced RocksDB write: err is RocksDB's message,
  * or NULL when it succeeded. */
+/* A write that failed on a WAL sync (its own, or RocksDB's background
+ * error from an earlier one, which every later write returns) ends the
+ * process, as wal_sync does and for the same reasons: RocksDB refuses every
+ * write from then on, and only a restart, which recovers the WAL from the
+ * disk, brings the store back. */
+void st_dbi_sync_check(const char *what, const char *err)
+{
+    if (err == NULL ||
+        (strstr(err, "While fdatasync") == NULL && strstr(err, "While fsync") == NULL))
+        return;
+    wh_error("%s: %s: walhook-store exits (a failed WAL sync cannot be retried safely); "
+             "restarted, it recovers the WAL from disk, and nothing that sync covered was "
+             "acknowledged",
+             what, err);
+    _exit(1);
+}
+
 void st_dbi_note_write(st_db *db, const char *err)
 {
+    st_dbi_sync_check("write", err);
     pthread_mutex_lock(&db->health_mu);
     if (err != NULL) {
         atomic_fetch_add(&db->write_errors, 1);
@@ -1457,6 +1475,7 @@ void st_dbi_write(st_db *db, rocksdb_writeoptions_t *wo, rocksdb_writebatch_t *w
     int slot = st_dbi_io_begin(db, what);
     rocksdb_write(db->rdb, wo, wb, e);
     st_dbi_io_end(db, slot);
+    st_dbi_sync_check(what, *e);
 }
 
 uint64_t st_db_write_pending_ms(st_db *db, const char **what)

@@ -377,7 +377,10 @@ void st_dbi_note_write(st_db *db, const char *err);
  * are taken: it is not watched), for st_dbi_io_end. what: a static string. */
 int st_dbi_io_begin(st_db *db, const char *what);
 void st_dbi_io_end(st_db *db, int slot);
-/* rocksdb_write between st_dbi_io_begin and st_dbi_io_end */
+/* Ends the process when err says a WAL sync failed (see wal_sync). */
+void st_dbi_sync_check(const char *what, const char *err);
+/* rocksdb_write between st_dbi_io_begin and st_dbi_io_end (then
+ * st_dbi_sync_check) */
 void st_dbi_write(st_db *db, rocksdb_writeoptions_t *wo, rocksdb_writebatch_t *wb, const char *what,
                   char **e);
 uint64_t st_dbi_queued_bytes(uint64_t json, uint64_t events);

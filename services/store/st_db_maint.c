@@ -340,6 +340,7 @@ static void maintain_tenant(st_db *db, st_tenant *t)
             int slot = st_dbi_io_begin(db, "retention write");
             rocksdb_put_cf(db->rdb, db->wo, t->meta, k, kl, (const char *)v, sizeof(v), &e);
             st_dbi_io_end(db, slot);
+            st_dbi_sync_check("retention write", e);
             if (e) {
                 rocksdb_free(e);
             } else {

@@ -48,16 +48,6 @@ received_all() { # FROM TO: each id at least once
         [ "$(count "$i")" -ge 1 ] || return 1
     done
 }
-store_metric() { # NAME: its value in the store's own Stats (-1: none)
-    "$BIN/tests/wh_statectl" -c "$CONF" stats 2>/dev/null |
-        awk -v m="$1" '$1 == m { v = $2; f = 1 } END { print f ? v : -1 }'
-}
-# no write of the store in progress, its watermark (and so its last
-# synced watermark write) at the tenant's end: the target committed all
-settled() {
-    [ "$(store_metric 'walhook_store_watermark_lag_bytes{tenant="default"}')" = 0 ] &&
-        awk -v s="$(store_metric walhook_store_write_stalled_seconds)" 'BEGIN { exit !(s == 0) }'
-}
 unacked() { [ "$(wh_metric "$M" walhook_ingestor_unacked_bytes)" -gt 0 ]; }
 
 pg_psql -c "INSERT INTO items SELECT generate_series(1, 10)" >/dev/null || wh_fail "insert 1-10"
@@ -70,9 +60,9 @@ for round in 1 2 3; do
     last=$((round * 100 + 20))
     kill -STOP "${WH_PIDS[ingestor]}"
     if [ "$round" -lt 3 ]; then
-        wh_wait_until 30 settled || {
+        wh_wait_until 30 wh_store_settled || {
             kill -CONT "${WH_PIDS[ingestor]}"
-            wh_fail "round $round: the store did not settle (watermark lag $(store_metric 'walhook_store_watermark_lag_bytes{tenant="default"}'), write in progress $(store_metric walhook_store_write_stalled_seconds) s)"
+            wh_fail "round $round: the store did not settle (watermark lag $(wh_store_metric 'walhook_store_watermark_lag_bytes{tenant="default"}'), write in progress $(wh_store_metric walhook_store_write_stalled_seconds) s)"
         }
     fi
     pg_psql -c "INSERT INTO items SELECT generate_series($first, $last)" >/dev/null || {

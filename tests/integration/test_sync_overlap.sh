@@ -10,6 +10,7 @@
 #     acknowledged): restarted, the rows are acknowledged;
 #   - a WAL sync that fails (EIO) makes the store exit (logged), nothing of
 #     it acknowledged; restarted, the rows are acknowledged;
+#   - so does a failed sync of any other synced write (a state write);
 #   - a backfill's chunk (ids not stable across a lost WAL tail) is not
 #     delivered while its sync is held, and is once it passes;
 #   - in the end the receiver has every row, and each row is one event (one
@@ -45,6 +46,12 @@ confirmed() {
 # ingestor has one in flight, so what follows waits for its ack) while the
 # store's WAL syncs wait at the gate; sets END (the WAL's end after them)
 held() {
+    # the sync held must be the Append's: none of an earlier write (the
+    # target's offset commit, the watermark's write) still to come
+    wh_wait_until 30 wh_store_settled ||
+        wh_fail "the store did not settle before rows $1-$2 (watermark lag" \
+            "$(wh_store_metric 'walhook_store_watermark_lag_bytes{tenant="default"}')," \
+            "write in progress $(wh_store_metric walhook_store_write_stalled_seconds) s)"
     touch "$GATE"
     pg_psql -c "INSERT INTO items SELECT generate_series($1, $2)" >/dev/null ||
         wh_fail "insert $1-$2 failed"
@@ -98,6 +105,27 @@ restart_store
 wh_wait_slot_flush "$END" 90 || wh_fail "after the store's restart the confirmed flush never reached $END"
 wh_wait_until 60 received_all 1 55 || wh_fail "not every row 1-55 reached the receiver"
 
+# Any synced write whose WAL sync fails ends the store the same way, not
+# only an Append's: here a runtime setting's state write. Before, RocksDB
+# kept the failed sync as its background error and refused every write
+# after it while the store stayed up (appends failed for ever).
+TOKEN=$(grep -v '^read:' "$WH_TMP/data/admin.token" | head -n 1)
+wh_wait_until 30 wh_store_settled || wh_fail "the store did not settle before the state write"
+touch "$GATE.fail"
+code=$(curl -sS -o "$WH_TMP/patch.out" -w '%{http_code}' -X PATCH -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"ingestor.flush_age_us":900}' \
+    "http://127.0.0.1:$APORT/v1/settings")
+wh_wait_until 30 bash -c "! kill -0 ${WH_PIDS[store]} 2>/dev/null" ||
+    wh_fail "the store did not exit after the state write's WAL sync failed (PATCH: HTTP $code)"
+test -e "$GATE.fail" && wh_fail "no WAL sync failed"
+grep -q "state write: .*walhook-store exits (a failed WAL sync cannot be retried safely)" \
+    "$WH_TMP/store.log" || wh_fail "the store's exit on the state write's failed sync was not logged"
+[ "$code" != 200 ] || wh_fail "the PATCH whose state write failed its sync answered 200"
+wh_log "a state write's failed WAL sync: the store exited (PATCH: HTTP $code)"
+restart_store
+insert 56 60
+wh_wait_until 60 received_all 1 60 || wh_fail "not every row 1-60 reached the receiver"
+
 # A backfill's chunk is written with its sync (its ids would not survive a
 # loss of the unsynced WAL): nothing of it reaches the receiver while that
 # sync is held, all of it once it passes.
@@ -105,7 +133,6 @@ pg_psql -c "CREATE TABLE bf (id int PRIMARY KEY); INSERT INTO bf SELECT generate
     >/dev/null || wh_fail "cannot create table bf"
 wh_wait_until 60 grep -q '"table":"bf","key":{"id":5}' "$WH_TMP/received.jsonl" ||
     wh_fail "bf's inserts were not delivered"
-TOKEN=$(grep -v '^read:' "$WH_TMP/data/admin.token" | head -n 1)
 # the backfill's read waits for a lock on bf until the gate is closed (its
 # request's own state write must pass first)
 wh_psql_session lk 3
@@ -132,9 +159,9 @@ perl -ne 'while (/"id":"(default:[^"]+)"(?:(?!"id":"default:).)*?"table":"items"
         print "$2 $1\n" }' \
     "$WH_TMP/received.jsonl" | sort -u >"$WH_TMP/row_ids.txt"
 n=$(cut -d' ' -f1 "$WH_TMP/row_ids.txt" | sort -u | wc -l)
-[ "$n" -eq 55 ] || wh_fail "the receiver has $n distinct rows, want 55"
+[ "$n" -eq 60 ] || wh_fail "the receiver has $n distinct rows, want 60"
 n=$(wc -l <"$WH_TMP/row_ids.txt")
-[ "$n" -eq 55 ] || wh_fail "the receiver has $n (row, id) pairs for 55 rows: a row under two ids"
+[ "$n" -eq 60 ] || wh_fail "the receiver has $n (row, id) pairs for 60 rows: a row under two ids"
 for d in admin dispatcher ingestor store; do wh_kill "$d" TERM; done
 "$BIN/walhook-store" --dump -c "$CONF" >"$WH_TMP/dump.txt" 2>"$WH_TMP/dump.log" ||
     wh_fail "walhook-store --dump failed: $(tail -n 3 "$WH_TMP/dump.log")"

@@ -302,6 +302,21 @@ wh_syncgate_setup() {
     GATE="$WH_TMP/gate"
 }
 
+# wh_store_metric NAME: its value in the store's own Stats on CONF (-1: none)
+wh_store_metric() {
+    "$BIN/tests/wh_statectl" -c "$CONF" stats 2>/dev/null |
+        awk -v m="$1" '$1 == m { v = $2; f = 1 } END { print f ? v : -1 }'
+}
+
+# wh_store_settled [TENANT]: no write of the store in progress and the
+# tenant's watermark (so its last synced watermark write) at its end: every
+# target committed everything and no sync of an earlier write is still to
+# come (a WAL sync held next is the one the caller starts)
+wh_store_settled() {
+    [ "$(wh_store_metric "walhook_store_watermark_lag_bytes{tenant=\"${1:-default}\"}")" = 0 ] &&
+        awk -v s="$(wh_store_metric walhook_store_write_stalled_seconds)" 'BEGIN { exit !(s == 0) }'
+}
+
 # wh_spawn_gated_store [VAR=VALUE...]: the store on CONF as WH_PIDS[store],
 # its WAL syncs passing through wh_syncgate.so and held while $GATE exists
 # (wh_syncgate_setup); the arguments go into its environment first.
