@@ -30,9 +30,17 @@ struct st_state {
     pthread_mutex_t mu; /* everything below */
     /* version and doc also: a writer changes them holding mu and pub_mu,
      * GetState and Stats read them under pub_mu alone, so they do not wait
-     * for a state write or a conditional SetOffset (both hold mu across
-     * their synced writes) */
+     * for a conditional SetOffset (it holds mu across its synced write).
+     * GetState waits for the state writes under way (`writers`): a
+     * writer whose reply was lost (the admin's PutState timed out while
+     * the write waited for the disk) reads the state back to learn whether
+     * it landed, and the version before the write, answered while it is
+     * under way, was taken as "not written" (the admin's create then
+     * dropped the start offset of the target the write went on to name).
+     * Stats waits for nothing. */
     pthread_mutex_t pub_mu;
+    pthread_cond_t pub_cv; /* signalled when `writers` goes to 0 */
+    int writers;           /* st_state_put calls under way (under pub_mu) */
     uint64_t version;
     wh_buf doc;    /* canonical bytes of `version` */
     wh_state *cur; /* parsed; NULL if the stored bytes no longer parse */
@@ -93,6 +101,7 @@ int st_state_open(st_state **out, st_db *db, const wh_config *base, const char *
     st->base = *base;
     pthread_mutex_init(&st->mu, NULL);
     pthread_mutex_init(&st->pub_mu, NULL);
+    pthread_cond_init(&st->pub_cv, NULL);
     wh_buf_init(&st->doc, 0);
     char *doc = NULL;
     size_t len = 0;
@@ -175,6 +184,7 @@ void st_state_close(st_state *st)
     }
     pthread_mutex_destroy(&st->mu);
     pthread_mutex_destroy(&st->pub_mu);
+    pthread_cond_destroy(&st->pub_cv);
     free(st);
 }
 
@@ -183,6 +193,8 @@ int st_state_get(st_state *st, uint64_t known_version, uint64_t *version, wh_buf
 {
     int rc = WH_OK;
     pthread_mutex_lock(&st->pub_mu);
+    while (st->writers > 0)
+        pthread_cond_wait(&st->pub_cv, &st->pub_mu);
     *version = st->version;
     if (st->version != known_version && wh_buf_append(doc, st->doc.data, st->doc.len) != WH_OK)
         rc = wh_seterr(err, errlen, "out of memory");
@@ -503,6 +515,18 @@ static void keep_backfills(wh_state *s, const wh_state *cur)
     }
 }
 
+/* A state write arrived (1; it may wait for mu behind another write or a
+ * conditional SetOffset) or done, written or not (-1): GetState waits
+ * while any is under way. */
+static void writers_add(st_state *st, int d)
+{
+    pthread_mutex_lock(&st->pub_mu);
+    st->writers += d;
+    if (st->writers == 0)
+        pthread_cond_broadcast(&st->pub_cv);
+    pthread_mutex_unlock(&st->pub_mu);
+}
+
 int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_t len,
                  const char *origin, uint64_t *version, int *status, char *err, size_t errlen)
 {
@@ -532,6 +556,7 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
     wh_buf_init(&next, 0);
     wh_buf_init(&same, 0);
     int rc = WH_OK;
+    writers_add(st, 1); /* GetState waits for its outcome from here */
     pthread_mutex_lock(&st->mu);
     *version = st->version;
     if (file)
@@ -624,6 +649,7 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
     wh_info("state version %" PRIu64 " stored (origin %s)", nv, origin);
 out:
     pthread_mutex_unlock(&st->mu);
+    writers_add(st, -1);
     wh_state_unref(s);
     wh_state_unref(prev);
     wh_buf_free(&next);

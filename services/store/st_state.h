@@ -50,9 +50,11 @@ int st_state_open(st_state **out, st_db *db, const wh_config *base, const char *
 void st_state_close(st_state *st);
 
 /* *version receives the current version; doc receives its bytes unless
- * known_version equals it. Neither this nor st_state_version waits for a
- * state write or a conditional st_state_set_offset under way (they hold the
- * state's lock across a synced write): those see the version before it. */
+ * known_version equals it. Waits for the st_state_put calls under way (a
+ * writer whose reply was lost reads back whether its write landed), not for
+ * a conditional st_state_set_offset (it holds the state's lock across a
+ * synced write). st_state_version waits for neither: it sees the version
+ * before a write under way. */
 int st_state_get(st_state *st, uint64_t known_version, uint64_t *version, wh_buf *doc, char *err,
                  size_t errlen);
 

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The store's GetState and Stats answer while a state write or a
-# conditional SetOffset (the admin's POST .../offset: a condition, checked
-# under the state's lock) waits for the disk. Both held the state's lock
-# across their synced write, and GetState and Stats (walhook_state_version)
-# took it: while the write waited, the admin's /metrics and /readyz showed
-# the store down and its state reads timed out. The store's WAL syncs are
-# held at a gate (wh_syncgate) while each write is under way; GetState and
-# Stats must answer then (wh_statectl's client gives up after 5 s), with the
-# version before the write, and the write must still be held.
+# The store's Stats answers while a state write or a conditional SetOffset
+# (the admin's POST .../offset: a condition, checked under the state's
+# lock) waits for the disk, and GetState while the conditional SetOffset
+# does. Both held the state's lock across their synced write, and GetState
+# and Stats (walhook_state_version) took it: while the write waited, the
+# admin's /metrics and /readyz showed the store down and its state reads
+# timed out. The store's WAL syncs are held at a gate (wh_syncgate) while
+# each write is under way; Stats (and GetState during the SetOffset) must
+# answer then (wh_statectl's client gives up after 5 s), with the version
+# before the write, and the write must still be held. A GetState sent
+# during the held state write answers once it is done, with the version it
+# wrote: a writer whose reply was lost reads the state back to learn
+# whether its write landed (test_admin_create_slow_write).
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 wh_syncgate_setup
@@ -30,11 +34,14 @@ wh_wait_until 30 test -S "$DATA/store.sock" || wh_fail "the store did not start"
 ctl() { "$BIN/tests/wh_statectl" -c "$CONF" "$@"; }
 V=$(ctl version) || wh_fail "GetState: $V"
 
-# held WHAT CMD...: CMD (a write) in the background with the store's syncs
-# held; GetState and Stats must answer with version V while it waits
+# held WHAT GET CMD...: CMD (a write) in the background with the store's
+# syncs held; Stats must answer with version V while it waits, and GetState
+# too when GET is "now"; when GET is "after", a GetState sent while the
+# write is held answers once it is done, with the version it wrote (given
+# 3 s to answer early, as it did)
 held() {
-    local what=$1 pid problem="" v
-    shift
+    local what=$1 get=$2 pid gp="" problem="" v=$V
+    shift 2
     touch "$GATE"
     "$@" >"$WH_TMP/write.log" 2>&1 &
     pid=$!
@@ -44,24 +51,35 @@ held() {
         problem="Stats while the $what waits for the disk: $(head -c 300 "$WH_TMP/stats.txt")"
     elif ! grep -q "^walhook_state_version $V\$" "$WH_TMP/stats.txt"; then
         problem="Stats while the $what waits: no walhook_state_version $V"
-    elif ! v=$(ctl version 2>&1); then
+    elif [ "$get" = now ] && ! v=$(ctl version 2>&1); then
         problem="GetState while the $what waits for the disk: $v"
     elif [ "$v" != "$V" ]; then
         problem="GetState while the $what waits: version $v, not $V"
-    elif ! kill -0 "$pid" 2>/dev/null || [ ! -e "$GATE.held" ]; then
-        problem="the $what was not held any more when GetState and Stats answered"
+    elif [ "$get" = after ]; then
+        : >"$WH_TMP/get.out"
+        ctl version >"$WH_TMP/get.out" 2>&1 &
+        gp=$!
+        wh_wait_until 3 test -s "$WH_TMP/get.out" || true
+    fi
+    if [ -z "$problem" ] && { ! kill -0 "$pid" 2>/dev/null || [ ! -e "$GATE.held" ]; }; then
+        problem="the $what was not held any more when Stats answered"
     fi
     rm -f "$GATE"
     wait "$pid" || problem="${problem:-the $what failed: $(cat "$WH_TMP/write.log")}"
+    if [ -n "$gp" ]; then
+        wait "$gp" || problem="${problem:-GetState sent during the $what: $(cat "$WH_TMP/get.out")}"
+        v=$(cat "$WH_TMP/get.out")
+        [ "$v" = $((V + 1)) ] || problem="${problem:-GetState sent during the $what answered version $v, not the written $((V + 1))}"
+    fi
     [ -z "$problem" ] || wh_fail "$problem"
-    wh_log "$what held: GetState and Stats answered (version $V)"
+    wh_log "$what held: Stats answered (version $V), GetState ($get) version $v"
 }
 
 # the admin's set offset: conditional (the target exists, at version V)
-held "conditional set offset" ctl set-offset default t0 0/10:0 "$V"
+held "conditional set offset" now ctl set-offset default t0 0/10:0 "$V"
 [ "$(ctl offset default t0)" = "16 0" ] || wh_fail "the offset was not set: $(ctl offset default t0)"
 # a state write
-held "state write" ctl set-target default t0 http_timeout_ms=3000
+held "state write" after ctl set-target default t0 http_timeout_ms=3000
 V2=$(ctl version) || wh_fail "GetState after the write: $V2"
 [ "$V2" = $((V + 1)) ] || wh_fail "state version $V2 after the write, not $((V + 1))"
-wh_pass "GetState and Stats answered while a conditional set offset and a state write waited for the disk"
+wh_pass "Stats answered while a conditional set offset and a state write waited for the disk, GetState during the set offset with the version before it and during the write with the version it wrote"
