@@ -241,6 +241,9 @@ const wh_config_entry wh_config_table[] = {
       "an HTTP request's headers and body must arrive within this many seconds of the "
       "connection (or of its previous request's answer), however slowly they trickle in, "
       "else the connection is closed"),
+    I(admin_stats_wait_ms, "admin.stats_wait_ms", 2000, 100, 60000, 0,
+      "/metrics, /readyz and the status page wait this long at most for the daemons' answers "
+      "(and the store's state); one that has not answered by then is shown down"),
     S(admin_tls_cert, "admin.tls_cert", "", 0, "PEM certificate: serve HTTPS (with tls_key)"),
     S(admin_tls_key, "admin.tls_key", "", 0, "PEM private key of admin.tls_cert"),
     L(store_toast_cache_bytes, "store.toast_cache_bytes", 64 * MiB, 0, 1024 * GiB, WH_CF_RUNTIME,

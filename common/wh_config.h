@@ -149,6 +149,7 @@ typedef struct wh_config {
     char admin_admin_token[256];
     int admin_open_probes;       /* bool: /livez /readyz /metrics / without a token */
     int admin_request_timeout_s; /* a request's headers and body within this */
+    int admin_stats_wait_ms;     /* /metrics, /readyz, the status page wait this for daemons */
     char admin_tls_cert[WH_PATH_MAX];
     char admin_tls_key[WH_PATH_MAX];
     /* targets */

@@ -682,13 +682,13 @@ static void slot_round_free(void *arg)
     free(r);
 }
 
-/* /metrics answers within ADM_STATS_WAIT_MS (and the time to render):
+/* /metrics answers within adm_stats_wait_ms (and the time to render):
  * the daemons' Stats and the slot queries run at once, each waited for
  * that long at most; a daemon that has not answered by then has
  * walhook_daemon_up 0 and no samples, slots not read by then have none. */
 static void r_metrics(ctx *c)
 {
-    uint64_t deadline = wh_now_ms() + ADM_STATS_WAIT_MS;
+    uint64_t deadline = wh_now_ms() + adm_stats_wait_ms;
     slot_round *sr = NULL;
     adm_bg *sg = NULL;
     if (c->a->be.slot) {
@@ -711,7 +711,7 @@ static void r_metrics(ctx *c)
         if (adm_bg_wait(sg, deadline, done) != 1)
             wh_warn("/metrics: the sources' slot queries did not finish within %d ms; "
                     "this scrape has no slot metrics",
-                    ADM_STATS_WAIT_MS);
+                    adm_stats_wait_ms);
         else if (sr->rc != WH_OK)
             rc = WH_ERR;
         else if (rc == WH_OK && sr->text.len > 0)
@@ -945,7 +945,7 @@ static int page_round_take(page_round *r, wh_state **s, adm_slot_info **slots,
                     (*slots)[t] = r->slots[t];
                 else
                     snprintf((*slots)[t].error, sizeof((*slots)[t].error),
-                             "slot query: not read within %d ms", ADM_STATS_WAIT_MS);
+                             "slot query: not read within %d ms", adm_stats_wait_ms);
             }
             wh_state_ref(r->s);
             *s = r->s;
@@ -953,7 +953,7 @@ static int page_round_take(page_round *r, wh_state **s, adm_slot_info **slots,
     } else if (r->err[0] != '\0') {
         wh_strlcpy(err, r->err, errlen);
     } else {
-        snprintf(err, errlen, "the store did not answer within %d ms", ADM_STATS_WAIT_MS);
+        snprintf(err, errlen, "the store did not answer within %d ms", adm_stats_wait_ms);
     }
     pthread_mutex_unlock(&r->mu);
     if (rc != 0) {
@@ -976,14 +976,14 @@ static void page_round_free(void *arg)
     free(r);
 }
 
-/* The status page answers within ADM_STATS_WAIT_MS (and the time to
+/* The status page answers within adm_stats_wait_ms (and the time to
  * render), like /metrics: the daemons' Stats and what is read through the
  * store (page_round) at once, each waited for that long at most. A store
  * that has not answered by then leaves the tenants out ("runtime state
  * unavailable", naming the store), and its row down with why. */
 static void r_page(ctx *c)
 {
-    uint64_t deadline = wh_now_ms() + ADM_STATS_WAIT_MS;
+    uint64_t deadline = wh_now_ms() + adm_stats_wait_ms;
     page_round *r = calloc(1, sizeof(*r));
     adm_bg *g = NULL;
     if (r != NULL) {
@@ -2631,7 +2631,7 @@ static void r_slots(ctx *c)
     adm_stat st[ADM_NDAEMONS];
     query_stats(c, st); /* zones, policies, NEEDS_SNAPSHOT marks (adm_slot) */
     if (c->a->be.slot)
-        slots_read(&c->a->be, s, wh_now_ms() + ADM_STATS_WAIT_MS, all);
+        slots_read(&c->a->be, s, wh_now_ms() + adm_stats_wait_ms, all);
     json_t *arr = json_array();
     for (int i = 0; i < s->ntenants; i++) {
         const wh_state_tenant *t = &s->tenants[i];

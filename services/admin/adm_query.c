@@ -71,8 +71,12 @@ struct adm_query {
 
 static const char *const adm_names[ADM_NDAEMONS] = {"store", "ingestor", "dispatcher"};
 
+int adm_stats_wait_ms = 2000;
+
 int adm_query_open(adm_query **out, const wh_config *c, char *err, size_t errlen)
 {
+    if (c->admin_stats_wait_ms > 0)
+        adm_stats_wait_ms = c->admin_stats_wait_ms;
     adm_query *q = calloc(1, sizeof(*q));
     if (!q)
         return wh_seterr(err, errlen, "out of memory");
@@ -695,11 +699,11 @@ static void round_task(void *arg, int k)
 }
 
 /* The daemons of want, each on a task of its own, waited for up to
- * ADM_STATS_WAIT_MS: one that has not answered by then is down ("no Stats
+ * adm_stats_wait_ms: one that has not answered by then is down ("no Stats
  * answer within ..."); the others "not queried". */
 static void query_within(adm_query *q, int want, adm_stat st[ADM_NDAEMONS])
 {
-    uint64_t deadline = wh_now_ms() + ADM_STATS_WAIT_MS;
+    uint64_t deadline = wh_now_ms() + adm_stats_wait_ms;
     int n = 0;
     for (int i = 0; i < ADM_NDAEMONS; i++) {
         memset(&st[i], 0, sizeof(st[i]));
@@ -735,7 +739,7 @@ static void query_within(adm_query *q, int want, adm_stat st[ADM_NDAEMONS])
             snprintf(st[i].error, sizeof(st[i].error),
                      "no Stats answer within %d ms (the daemon, or the store it is found "
                      "through, does not answer)",
-                     ADM_STATS_WAIT_MS);
+                     adm_stats_wait_ms);
         }
     }
     adm_bg_release(g);
@@ -1032,7 +1036,7 @@ int adm_metrics_render(const adm_stat *st, int n, wh_buf *out)
     char help[128];
     snprintf(help, sizeof(help),
              "1 when the daemon answered the admin's Stats request (within %d ms)",
-             ADM_STATS_WAIT_MS);
+             adm_stats_wait_ms);
     rc |= wh_metric_header(&own, "walhook_daemon_up", "gauge", help);
     for (int i = 0; i < n; i++) {
         snprintf(labels, sizeof(labels), "daemon=\"%s\"", st[i].name);

@@ -2,7 +2,7 @@
  * Stats over NNG (one wh_client per daemon, 1 s timeout, all three at once on
  * separate threads, every tenant's ingestor and every dispatcher replica at
  * once too), and turns the answers into a readiness verdict and one
- * Prometheus text page. A request waits for the answers ADM_STATS_WAIT_MS
+ * Prometheus text page. A request waits for the answers adm_stats_wait_ms
  * at most (adm_bg): a daemon that has not answered by then (stopped, hung,
  * or found through a store that does not answer) is down for that request,
  * so /metrics, /readyz and the status page answer within that bound
@@ -27,7 +27,9 @@
  * default scrape_timeout (10 s): a scrape that times out loses every
  * daemon's metrics, walhook_daemon_up among them. Documented in README.md
  * (Operating it). */
-#define ADM_STATS_WAIT_MS 2000
+/* admin.stats_wait_ms (2000 by default), set by adm_query_open before any
+ * request */
+extern int adm_stats_wait_ms;
 #define ADM_REPLICAS_MAX 64 /* dispatcher replicas queried (the store's leases) */
 
 /* What one daemon answered (or why it did not). */
@@ -46,7 +48,7 @@ typedef struct adm_query adm_query;
 /* Opens one client per daemon endpoint of c (non-blocking dials). */
 int adm_query_open(adm_query **out, const wh_config *c, char *err, size_t errlen);
 void adm_query_close(adm_query *q);
-/* Queries every daemon concurrently, waiting ADM_STATS_WAIT_MS at most;
+/* Queries every daemon concurrently, waiting adm_stats_wait_ms at most;
  * st[] receives store, ingestor, dispatcher in that order. Free with
  * adm_stats_free. Thread-safe. */
 void adm_query_all(adm_query *q, adm_stat st[ADM_NDAEMONS]);

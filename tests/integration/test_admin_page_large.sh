@@ -30,6 +30,10 @@ more=""
 for k in $(seq 1 $NX); do
     more+="${more:+,} { name = \"x$k\"; source = { dsn = \"postgresql://postgres@127.0.0.1:1/postgres\"; slot = \"x$k\"; publication = \"walhook\"; }; targets = ( $targets ); }"
 done
+# (1) is about what the page shows, not how fast: the admin waits 15 s
+# (admin.stats_wait_ms) so a loaded machine cannot make a page miss its
+# deadline; (2) runs an admin with the default 2 s
+export WALHOOK_ADMIN_STATS_WAIT_MS=15000
 wh_ingest_admin_setup "tenants = ( $more );"
 A="http://127.0.0.1:$APORT"
 shows() { grep -q "<tr class=\"tenant\"><td class=\"name\">x$NX</td>" "$1"; }
@@ -55,6 +59,10 @@ for round in 1 2 3; do
         wh_fail "round $round: $bad of $N pages loaded at once do not show the tenants, the store answering"
 done
 wh_log "3 x $N pages at once show the $((NX + 1)) tenants"
+wh_kill admin TERM
+unset WALHOOK_ADMIN_STATS_WAIT_MS
+wh_spawn admin "$BIN/walhook-admin" -c "$CONF"
+wh_wait_http "$A/livez" 30 || wh_fail "the admin does not answer /livez after its restart"
 
 # (2) pages loaded while the store stops, then the admin stopped
 touch "$WH_TMP/go"
