@@ -851,6 +851,15 @@ static void *page_slots_run(void *arg)
     return NULL;
 }
 
+/* The targets of every tenant of s. */
+static int state_targets(const wh_state *s)
+{
+    int n = 0;
+    for (int t = 0; t < s->ntenants; t++)
+        n += s->tenants[t].ntargets;
+    return n;
+}
+
 static void page_round_run(void *arg, int i)
 {
     WH_UNUSED(i);
@@ -869,9 +878,7 @@ static void page_round_run(void *arg, int i)
         pthread_mutex_unlock(&r->mu);
         return;
     }
-    int ntargets = 0;
-    for (int t = 0; t < s->ntenants; t++)
-        ntargets += s->tenants[t].ntargets;
+    int ntargets = state_targets(s);
     adm_slot_info *slots = calloc((size_t)s->ntenants + 1, sizeof(*slots));
     adm_slot_info *sl = calloc((size_t)s->ntenants + 1, sizeof(*sl));
     adm_page_target *prog = calloc((size_t)ntargets + 1, sizeof(*prog));
@@ -931,9 +938,7 @@ static int page_round_take(page_round *r, wh_state **s, adm_slot_info **slots,
         rc = -1;
     } else if (r->s != NULL) {
         const wh_state *st = r->s;
-        int ntargets = 0;
-        for (int t = 0; t < st->ntenants; t++)
-            ntargets += st->tenants[t].ntargets;
+        int ntargets = state_targets(st);
         *slots = calloc((size_t)st->ntenants + 1, sizeof(**slots));
         *prog = calloc((size_t)ntargets + 1, sizeof(**prog));
         if (*slots == NULL || *prog == NULL) {

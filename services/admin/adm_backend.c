@@ -81,6 +81,17 @@ static int b_get_state(void *arg, wh_state **out, char *err, size_t errlen)
     return rc;
 }
 
+/* Takes s->mu, waiting for it until deadline_ms (wh_now_ms) at most:
+ * WH_OK, or WH_ERR with the ms waited in *left. */
+static int store_lock_by(adm_store *s, uint64_t deadline_ms, int64_t *left)
+{
+    uint64_t now = wh_now_ms();
+    *left = deadline_ms > now ? (int64_t)(deadline_ms - now) : 0;
+    struct timespec until;
+    wh_deadline_in(&until, CLOCK_REALTIME, *left);
+    return pthread_mutex_timedlock(&s->mu, &until) == 0 ? WH_OK : WH_ERR;
+}
+
 /* get_state behind another request to the store until deadline_ms at
  * most: behind a store that does not answer each such request holds the
  * client for its timeout, and the status pages nobody waits for any more
@@ -88,11 +99,8 @@ static int b_get_state(void *arg, wh_state **out, char *err, size_t errlen)
 static int b_get_state_by(void *arg, uint64_t deadline_ms, wh_state **out, char *err, size_t errlen)
 {
     adm_store *s = arg;
-    uint64_t now = wh_now_ms();
-    int64_t left = deadline_ms > now ? (int64_t)(deadline_ms - now) : 0;
-    struct timespec until;
-    wh_deadline_in(&until, CLOCK_REALTIME, left);
-    if (pthread_mutex_timedlock(&s->mu, &until) != 0)
+    int64_t left;
+    if (store_lock_by(s, deadline_ms, &left) != WH_OK)
         return wh_seterr(err, errlen,
                          "another request to the store still waits for its answer after %lld ms",
                          (long long)left);
@@ -296,10 +304,8 @@ static int b_progress_by(void *arg, uint64_t deadline_ms, const char *tenant, co
                          adm_pos *end, adm_pos *committed)
 {
     adm_store *s = arg;
-    uint64_t now = wh_now_ms();
-    struct timespec until;
-    wh_deadline_in(&until, CLOCK_REALTIME, deadline_ms > now ? (int64_t)(deadline_ms - now) : 0);
-    if (pthread_mutex_timedlock(&s->mu, &until) != 0)
+    int64_t left;
+    if (store_lock_by(s, deadline_ms, &left) != WH_OK)
         return WH_ERR;
     int rc = progress_locked(s, tenant, consumer, end, committed);
     pthread_mutex_unlock(&s->mu);

@@ -1400,16 +1400,20 @@ void st_db_close(st_db *db)
  * process, as wal_sync does and for the same reasons: RocksDB refuses every
  * write from then on, and only a restart, which recovers the WAL from the
  * disk, brings the store back. */
-void st_dbi_sync_check(const char *what, const char *err)
+static _Noreturn void sync_failed_exit(const char *what, const char *err)
 {
-    if (err == NULL ||
-        (strstr(err, "While fdatasync") == NULL && strstr(err, "While fsync") == NULL))
-        return;
     wh_error("%s: %s: walhook-store exits (a failed WAL sync cannot be retried safely); "
              "restarted, it recovers the WAL from disk, and nothing that sync covered was "
              "acknowledged",
              what, err);
     _exit(1);
+}
+
+void st_dbi_sync_check(const char *what, const char *err)
+{
+    if (err != NULL &&
+        (strstr(err, "While fdatasync") != NULL || strstr(err, "While fsync") != NULL))
+        sync_failed_exit(what, err);
 }
 
 void st_dbi_note_write(st_db *db, const char *err)
@@ -1585,11 +1589,7 @@ static int wal_sync(st_db *db, char *err, size_t errlen)
     st_dbi_io_end(db, slot);
     if (e == NULL)
         return WH_OK;
-    st_dbi_rerr(err, errlen, "WAL sync", e);
-    wh_error("%s: walhook-store exits (a failed WAL sync cannot be retried safely); restarted, it "
-             "recovers the WAL from disk, and nothing that sync covered was acknowledged",
-             err);
-    _exit(1);
+    sync_failed_exit("rocksdb WAL sync", e);
 }
 
 /* Returns once the WAL written before the call is synced: by a synced
