@@ -538,6 +538,10 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
         return wh_seterr(err, errlen, "origin: longer than 16 bytes");
     }
     wh_state *s = NULL;
+    /* GetState waits for its outcome from here: from its arrival, before
+     * st_state_current, which waits for mu behind a state write or a
+     * conditional SetOffset (or the store's own sweeps) under way */
+    writers_add(st, 1);
     /* wh_state_validate_write also compiles the targets' filters (the
      * parser does not), but for the targets the current document has as
      * they are: a target stored by an older walhook with a filter that does
@@ -548,6 +552,7 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
         wh_state_validate_write(s, prev, err, errlen) != WH_OK) {
         wh_state_unref(s);
         wh_state_unref(prev);
+        writers_add(st, -1);
         *status = ST_STATE_BAD;
         return WH_ERR;
     }
@@ -556,7 +561,6 @@ int st_state_put(st_state *st, uint64_t expected_version, const char *doc, size_
     wh_buf_init(&next, 0);
     wh_buf_init(&same, 0);
     int rc = WH_OK;
-    writers_add(st, 1); /* GetState waits for its outcome from here */
     pthread_mutex_lock(&st->mu);
     *version = st->version;
     if (file)

@@ -82,4 +82,33 @@ held "conditional set offset" now ctl set-offset default t0 0/10:0 "$V"
 held "state write" after ctl set-target default t0 http_timeout_ms=3000
 V2=$(ctl version) || wh_fail "GetState after the write: $V2"
 [ "$V2" = $((V + 1)) ] || wh_fail "state version $V2 after the write, not $((V + 1))"
-wh_pass "Stats answered while a conditional set offset and a state write waited for the disk, GetState during the set offset with the version before it and during the write with the version it wrote"
+
+# A state write that arrives while a conditional SetOffset holds the
+# state's lock across its held sync waits for that lock before it writes:
+# a GetState sent meanwhile must wait for it too, and answer the version it
+# wrote (it counted itself only once it had the lock: GetState answered
+# V2 at once, and the write then landed as V2 + 1, the admin's read-back
+# after a lost PutState reply taking "V2" as "nothing written").
+touch "$GATE"
+ctl set-offset default t0 0/20:0 "$V2" >"$WH_TMP/so.log" 2>&1 &
+SP=$!
+wh_wait_until 20 test -e "$GATE.held" || wh_fail "the conditional set offset did not reach its sync"
+# its GetState answers at once (a conditional SetOffset is not waited
+# for); its PutState then waits for the state's lock
+ctl set-target default t0 http_timeout_ms=4000 >"$WH_TMP/write.log" 2>&1 &
+WP=$!
+sleep 1 # the PutState reaches the store (a pass if it came later)
+: >"$WH_TMP/get.out"
+ctl version >"$WH_TMP/get.out" 2>&1 &
+GP=$!
+wh_wait_until 3 test -s "$WH_TMP/get.out" || true
+kill -0 "$WP" 2>/dev/null || wh_fail "the state write did not wait for the held set offset: $(cat "$WH_TMP/write.log")"
+rm -f "$GATE"
+wait "$SP" || wh_fail "the conditional set offset failed: $(cat "$WH_TMP/so.log")"
+wait "$WP" || wh_fail "the state write behind the set offset failed: $(cat "$WH_TMP/write.log")"
+wait "$GP" || wh_fail "GetState sent while a state write waited for the lock: $(cat "$WH_TMP/get.out")"
+v=$(cat "$WH_TMP/get.out")
+[ "$v" = $((V2 + 1)) ] ||
+    wh_fail "GetState sent while a state write waited for the state's lock (behind a conditional set offset) answered version $v, not the $((V2 + 1)) it wrote"
+wh_log "a state write queued behind a held conditional set offset: GetState answered its version $v"
+wh_pass "Stats answered while a conditional set offset and a state write waited for the disk, GetState during the set offset with the version before it and during the write (held, or queued behind the set offset) with the version it wrote"
