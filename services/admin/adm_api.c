@@ -672,8 +672,15 @@ static void slot_round_run(void *arg, int i)
 
 /* The slot task's queries end this long before the scrape's deadline:
  * the task renders their metrics and returns by then, a source that has
- * not answered among them (walhook_slot_query_ok 0). */
+ * not answered among them (walhook_slot_query_ok 0). At most a quarter
+ * of admin.stats_wait_ms: a wait of 300 ms or less (its range starts at
+ * 100) left the queries a deadline already past, and no slot was read. */
 #define ADM_SLOT_RENDER_MS 300
+static uint64_t slot_render_ms(void)
+{
+    uint64_t q = (uint64_t)adm_stats_wait_ms / 4;
+    return q < ADM_SLOT_RENDER_MS ? q : ADM_SLOT_RENDER_MS;
+}
 
 static void slot_round_free(void *arg)
 {
@@ -695,7 +702,7 @@ static void r_metrics(ctx *c)
         sr = calloc(1, sizeof(*sr));
         if (sr != NULL) {
             sr->be = c->a->be;
-            sr->deadline_ms = deadline - ADM_SLOT_RENDER_MS;
+            sr->deadline_ms = deadline - slot_render_ms();
             wh_buf_init(&sr->text, 0);
             sg = adm_bg_start(sr, slot_round_free, slot_round_run, 1);
             if (sg == NULL)
@@ -816,7 +823,7 @@ static void r_openapi(ctx *c)
 /* What the status page reads through the store and the sources, on a
  * task of its own (adm_bg) beside the daemons' Stats: the state, then at
  * once each tenant's slot (its source, until deadline_ms less
- * ADM_SLOT_RENDER_MS) and each target's backlog (the store, while before
+ * slot_render_ms()) and each target's backlog (the store, while before
  * deadline_ms). At deadline_ms the page takes, under mu, what has been
  * read by then, whether the task returned or not: the state and the slots
  * read, the backlogs read so far ("-" for the others). Before, the page
@@ -843,7 +850,7 @@ static void *page_slots_run(void *arg)
 {
     page_round *r = arg;
     const wh_state *s = r->s;
-    slots_read(&r->be, s, r->deadline_ms - ADM_SLOT_RENDER_MS, r->sl);
+    slots_read(&r->be, s, r->deadline_ms - slot_render_ms(), r->sl);
     pthread_mutex_lock(&r->mu);
     memcpy(r->slots, r->sl, (size_t)s->ntenants * sizeof(*r->slots));
     r->slots_done = 1;
