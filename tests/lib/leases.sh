@@ -10,13 +10,19 @@ declare -gA PORT=()
 # targets NAME=... in WALHOOK_TARGETS; the config CONF; the store and the
 # ingestor. The dispatchers are the test's own (wh_lease_dispatcher).
 # WH_LEASE_RECEIVER_ARGS (an array, optional): more options of the
-# receivers.
+# receivers. WH_LEASE_GATED=1: the store's WAL syncs pass through
+# wh_syncgate.so, held while the file GATE ($WH_TMP/gate) exists
+# (wh_spawn_gated_store; the caller's EXIT trap removes GATE).
 wh_lease_stack() {
     local tables=$1 delay=$2 t targets=""
     shift 2
     wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-receiver \
         tests/wh_loadgen tests/wh_check
     wh_tmpdir
+    if [ "${WH_LEASE_GATED:-0}" = 1 ]; then
+        [ -f "$BIN/tests/wh_syncgate.so" ] || wh_fail "no $BIN/tests/wh_syncgate.so (run make)"
+        GATE="$WH_TMP/gate"
+    fi
     pg_start || wh_fail "cannot start PostgreSQL"
     "$BIN/tests/wh_loadgen" --dsn "$PG_DSN" --tables "$tables" --setup-only ||
         wh_fail "table setup failed"
@@ -30,7 +36,11 @@ wh_lease_stack() {
     CONF="$WH_TMP/walhook.conf"
     wh_write_conf "$CONF" "$PG_DSN" "$WH_TMP/data" "$(wh_free_port)"
     mkdir -m 700 "$WH_TMP/data"
-    wh_spawn store "$BIN/walhook-store" -c "$CONF"
+    if [ "${WH_LEASE_GATED:-0}" = 1 ]; then
+        wh_spawn_gated_store
+    else
+        wh_spawn store "$BIN/walhook-store" -c "$CONF"
+    fi
     wh_wait_until 10 test -S "$WH_TMP/data/store.sock" || wh_fail "the store did not start"
     wh_spawn ingestor "$BIN/walhook-ingestor" -c "$CONF"
 }
@@ -62,4 +72,60 @@ wh_lease_first() {
     wh_wait_slot_active walhook 60 || wh_fail "the ingestor never started streaming"
     _wh_lease_holds() { [ "$(grep -c "lease of default/.* acquired" "$WH_TMP/dispatcher-$id.log")" -ge "$n" ]; }
     wh_wait_until 20 _wh_lease_holds || wh_fail "$id did not take all $n targets"
+}
+
+# wh_lease_reply_lost RESTART: the scenario of test_lease_reply_lost.sh and
+# test_lease_reply_restart.sh, on a stack of wh_lease_stack
+# (WH_LEASE_GATED=1, one target a whose receiver
+# holds the first POST of "row-slow" for 28 s; http_timeout_ms 30 s): d0
+# stops (SIGTERM) while the receiver holds its POST, releasing the lease
+# with requests abandoned; d1 (TTL 15 s, ipc.timeout_ms 2 s) takes a over,
+# but that Acquire's synced lease write is held at the gate until d1 has
+# given the call up (no answer). Then the store writes it and its reply
+# goes to nobody (RESTART 0), or the store is killed while the write waits
+# and started again (RESTART 1: the lease, written, is loaded as d1's). d1's
+# next Acquire is granted by the store as d1's own lease. Fails the test
+# when a POST overlaps d0's held one or a row does not arrive.
+wh_lease_reply_lost() {
+    local restart=$1 file="$WH_TMP/received-a.jsonl" d1log="$WH_TMP/dispatcher-d1.log"
+    WALHOOK_DISPATCHER_LEASE_TTL_MS=1000 wh_lease_first d0 1
+    pg_psql -c "CREATE TABLE tl (id int primary key, v text); INSERT INTO tl VALUES (1, 'row-one')" ||
+        wh_fail "cannot insert the first row"
+    wh_wait_until 30 grep -q row-one "$file" || wh_fail "d0 did not deliver the first row"
+    pg_psql -c "INSERT INTO tl VALUES (2, 'row-slow')" || wh_fail "cannot insert the slow row"
+    _wh_held() { curl -fsS --max-time 3 "http://127.0.0.1:${PORT[a]}/reset-max" | grep -q " 1 max concurrent"; }
+    wh_wait_until 20 _wh_held || wh_fail "the receiver never held d0's POST of the slow row"
+    wh_kill dispatcher-d0 TERM
+    wh_log "d0 stopped while the receiver holds its POST"
+    [ -e "$GATE.held" ] && wh_fail "a WAL sync is held before the gate was set"
+
+    # d1's takeover Acquire: its lease write held until d1 gave the call up
+    touch "$GATE"
+    WALHOOK_DISPATCHER_LEASE_TTL_MS=15000 WALHOOK_IPC_TIMEOUT_MS=2000 wh_lease_dispatcher d1
+    wh_wait_until 20 test -e "$GATE.held" || wh_fail "no WAL sync of the store reached the gate"
+    wh_wait_until 20 grep -q "lease: store: .*no reply" "$d1log" ||
+        wh_fail "d1's store call did not time out at the gate: $(grep "lease" "$d1log" | tail -n 3)"
+    grep -q "lease of default/a acquired" "$d1log" &&
+        wh_fail "d1 acquired a while the store's sync was held (the test needs the Acquire's reply lost)"
+    if [ "$restart" = 1 ]; then
+        wh_kill store KILL
+        rm -f "$GATE"
+        wh_log "the store killed while the takeover's lease write waited for its sync"
+        wh_spawn_gated_store
+        wh_wait_until 20 test -S "$WH_TMP/data/store.sock" || wh_fail "the store did not start again"
+    else
+        rm -f "$GATE"
+        wh_log "the sync passes: the takeover's reply goes to nobody"
+    fi
+    wh_wait_until 30 grep -q "lease of default/a acquired" "$d1log" ||
+        wh_fail "d1 did not acquire a: $(grep "lease" "$d1log" | tail -n 5)"
+    wh_log "d1: $(grep "lease of default/a acquired" "$d1log" | head -n 1 | cut -d" " -f4-)"
+
+    pg_psql -c "INSERT INTO tl VALUES (3, 'row-last')" || wh_fail "cannot insert the last row"
+    wh_wait_until 90 grep -q row-last "$file" || wh_fail "the row inserted last did not arrive"
+    wh_wait_until 20 grep -q row-slow "$file" || wh_fail "the slow row never arrived"
+    local ov
+    ov=$(wh_overlaps a)
+    [ "$ov" = 0 ] ||
+        wh_fail "$ov POST(s) overlapped d0's held one: $(grep "lease of default/a" "$d1log" | cut -d" " -f4- | tail -n 4)"
 }
