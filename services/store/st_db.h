@@ -642,11 +642,14 @@ int st_db_dlq_drop(st_db *db, const char *tenant, const char *consumer, char *er
  * 'L' tenant \0 consumer -> epoch(8) ttl_ms(4) owner [\0 flags(1)
  * req_timeout_ms(4)]: the owner is printable, so the optional tail after a
  * NUL tells a value written before it existed (no tail: not abandoned,
- * timeout 0). flags bit 0: released with requests abandoned. Acquire/Release
+ * timeout 0). flags bit 0: released with requests abandoned; bit 1: held,
+ * granted as a takeover its holder has not renewed yet. Acquire/Release
  * are stored with sync; renewals only in memory, unless they raise the
- * request timeout. After a restart a stored lease is live for its TTL again,
- * so its owner can renew before anyone takes it; one released with requests
- * abandoned is a takeover for its next holder, lapsed at the load. */
+ * request timeout or are the first since a takeover. After a restart a
+ * stored lease is live for its TTL again, so its owner can renew before
+ * anyone takes it; one released with requests abandoned is a takeover for
+ * its next holder, lapsed at the load, and one taken over and not renewed
+ * yet is one for its holder's next Acquire, lapsed at the load too. */
 typedef struct st_lease {
     int granted;
     uint64_t epoch;
@@ -654,7 +657,8 @@ typedef struct st_lease {
     int64_t expires_in_ms; /* <= 0: expired or free */
     /* acquire: granted by taking over a lease its holder let expire (not
      * released) or released with requests abandoned, expired_ms_ago before
-     * the grant */
+     * the grant; told again to the same holder's Acquire until it renews
+     * the lease (the reply that told it first may have been lost) */
     int taken_over;
     int64_t expired_ms_ago;
     /* acquire, taken_over: the longest request timeout the lease's holders

@@ -83,6 +83,14 @@ typedef struct st_off {
     /* the longest request timeout the holders told since the lease was
      * last granted with nothing left at the target (stored with it) */
     uint32_t lease_req_timeout_ms;
+    /* granted as a takeover (st_lease.taken_over) to a holder that has not
+     * renewed it yet: when what it took over lapsed (monotonic ms, as
+     * expired_ms_ago counts), 0: none. The takeover is told again to every
+     * Acquire of that holder until its first renewal shows it got a grant
+     * (the reply that told it may have been lost: a timeout, or a store
+     * restart after the write). Stored as a flag with the lease: after a
+     * restart it counts from the load. */
+    int64_t lease_takeover_ms;
     /* the lease is not stored: its tenant was removed (its L key went
      * with the column family) and may be created again; the next lease
      * write there stores it (lease_persist), so a store restart does not

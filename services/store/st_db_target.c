@@ -88,6 +88,7 @@ static void lease_out(st_off *o, const char *owner, st_lease *out)
 /* The stored lease's optional tail (st_db.h): NUL, flags, request timeout. */
 #define LEASE_TAIL 6
 #define LEASE_F_ABANDONED 1
+#define LEASE_F_TAKEOVER 2 /* held: taken over, not renewed yet (lease_takeover_ms) */
 
 static int lease_persist(st_db *db, st_off *o, char *err, size_t errlen)
 {
@@ -100,6 +101,8 @@ static int lease_persist(st_db *db, st_off *o, char *err, size_t errlen)
     memcpy(v + 12, o->lease_owner, ol);
     size_t vl = 12 + ol;
     uint8_t flags = o->lease_owner[0] == '\0' && o->lease_abandoned_ms != 0 ? LEASE_F_ABANDONED : 0;
+    if (o->lease_owner[0] != '\0' && o->lease_takeover_ms != 0)
+        flags |= LEASE_F_TAKEOVER;
     if (flags != 0 || o->lease_req_timeout_ms != 0) {
         /* written only when there is something to say: a value without
          * it is the format before it, which an older store reads too */
@@ -178,6 +181,15 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
         expired_ago = now - o->lease_abandoned_ms;
     }
     uint32_t prev_rt = o->lease_req_timeout_ms;
+    /* a takeover granted to this owner that it has not renewed since: the
+     * reply that told it may have been lost (the call timed out, or the
+     * store restarted after the write), so this grant tells it again, or
+     * the holder would post at once while requests of the holder before
+     * may still be at the target */
+    if (mine && !lapsed && o->lease_takeover_ms != 0) {
+        lapsed = 1;
+        expired_ago = now - o->lease_takeover_ms;
+    }
     if (mine || free_) {
         /* the longest request timeout of the holders whose requests may
          * still be at the target: only a lease left with nothing there
@@ -185,13 +197,21 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
         uint32_t rt = req_timeout_ms;
         if ((mine || lapsed) && prev_rt > rt)
             rt = prev_rt;
+        /* when what this grant takes over lapsed, until the holder renews */
+        int64_t takeover = 0;
+        if (lapsed) {
+            takeover = now - expired_ago;
+            if (takeover <= 0)
+                takeover = 1;
+        }
         if (!mine || o->lease_epoch == 0 || o->lease_ttl_ms != ttl_ms || rt != prev_rt ||
-            o->lease_unstored) {
+            o->lease_unstored || (takeover != 0) != (o->lease_takeover_ms != 0)) {
             /* a new holder: a new epoch, stored before it is granted */
             char prev_owner[ST_OWNER_MAX + 1];
             uint64_t prev_epoch = o->lease_epoch;
             uint32_t prev_ttl = o->lease_ttl_ms;
             int64_t prev_abandoned = o->lease_abandoned_ms;
+            int64_t prev_takeover = o->lease_takeover_ms;
             wh_strlcpy(prev_owner, o->lease_owner, sizeof(prev_owner));
             if (!mine || o->lease_epoch == 0)
                 o->lease_epoch++;
@@ -199,6 +219,7 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
             o->lease_ttl_ms = ttl_ms;
             o->lease_req_timeout_ms = rt;
             o->lease_abandoned_ms = 0; /* held again: told to this grant below */
+            o->lease_takeover_ms = takeover;
             rc = lease_persist(db, o, err, errlen);
             if (rc != WH_OK) {
                 wh_strlcpy(o->lease_owner, prev_owner, sizeof(o->lease_owner));
@@ -206,7 +227,10 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
                 o->lease_ttl_ms = prev_ttl;
                 o->lease_req_timeout_ms = prev_rt;
                 o->lease_abandoned_ms = prev_abandoned;
+                o->lease_takeover_ms = prev_takeover;
             }
+        } else {
+            o->lease_takeover_ms = takeover;
         }
         if (rc == WH_OK)
             o->lease_expiry_ms = now + ttl_ms;
@@ -257,12 +281,23 @@ int st_db_lease_renew(st_db *db, const char *tenant, const char *consumer, const
     /* still ours even after expiry, as long as nobody else took it */
     if (epoch != 0 && epoch == o->lease_epoch && strcmp(o->lease_owner, owner) == 0) {
         o->lease_expiry_ms = lease_now_ms() + ttl_ms;
-        if (req_timeout_ms > o->lease_req_timeout_ms || o->lease_unstored) {
+        /* the holder renews with the epoch of its grant: it got the reply
+         * that told it of a takeover, which is not told again */
+        int acked = o->lease_takeover_ms != 0;
+        o->lease_takeover_ms = 0;
+        if (acked)
+            wh_info("lease of %s/%s: renewed by %s, which took it over: its Acquires are no "
+                    "longer told the takeover",
+                    tenant, consumer, owner);
+        if (req_timeout_ms > o->lease_req_timeout_ms || o->lease_unstored || acked) {
             /* a longer timeout (rare: a configuration change) is stored, so
              * a takeover after a restart still waits for it, and so is a
              * lease kept across its tenant's removal once the tenant is
-             * back (lease_unstored); a failed write keeps it in memory and
-             * the renewal stands (the store shows the write error) */
+             * back (lease_unstored), and the first renewal after a takeover
+             * (no longer told after a restart); a failed write keeps it in
+             * memory and the renewal stands (the store shows the write
+             * error; a restart then tells the takeover again: a wait too
+             * many, never one too few) */
             if (req_timeout_ms > o->lease_req_timeout_ms)
                 o->lease_req_timeout_ms = req_timeout_ms;
             char e2[WH_ERRLEN];
@@ -297,6 +332,7 @@ int st_db_lease_release(st_db *db, const char *tenant, const char *consumer, con
         o->lease_owner[0] = '\0';
         o->lease_expiry_ms = 0;
         o->lease_abandoned_ms = abandoned ? lease_now_ms() : 0;
+        o->lease_takeover_ms = 0;
         if (t != NULL)
             rc = lease_persist(db, o, err, errlen); /* the epoch stays: fencing */
     }
@@ -436,9 +472,16 @@ static int load_lease(st_db *db, st_tenant *t, const char *k, size_t kl, const c
      * is gone with the old process, so it counts as released now (the next
      * holder waits the whole timeout) */
     o->lease_abandoned_ms = 0;
+    o->lease_takeover_ms = 0;
     if (o->lease_owner[0] == '\0' && (flags & LEASE_F_ABANDONED)) {
         int64_t now = lease_now_ms();
         o->lease_abandoned_ms = now > 0 ? now : 1;
+    }
+    /* taken over and not renewed by its holder yet: its next Acquire is
+     * told the takeover again, counted from the load as above */
+    if (o->lease_owner[0] != '\0' && (flags & LEASE_F_TAKEOVER)) {
+        int64_t now = lease_now_ms();
+        o->lease_takeover_ms = now > 0 ? now : 1;
     }
     return WH_OK;
 }

@@ -8,11 +8,12 @@
 #   2. d1 (lease TTL 15 s, ipc.timeout_ms 2 s: a round every 5 s, its
 #      store calls failing after 2 s) takes a over and waits out d0's
 #      timeout.
-#   3. In that wait the store is frozen (SIGSTOP) until d1 gives the lease
-#      up at the end of its local validity (4/5 of the TTL, at the start of
-#      a round), then thawed while that round's first call waits: d1
-#      acquires a again before the store's expiry, as its own lease (the
-#      same epoch, no takeover).
+#   3. In that wait, once d1 renewed the lease (the store no longer tells
+#      it the takeover: test_lease_reply_lost), the store is frozen
+#      (SIGSTOP) until d1 gives the lease up at the end of its local
+#      validity (4/5 of the TTL, at the start of a round), then thawed
+#      while that round's first call waits: d1 acquires a again before the
+#      store's expiry, as its own lease (the same epoch, no takeover).
 # Checks: no POST overlaps d0's held one (the receiver counts overlapping
 # POSTs), and every row arrives. Before: the grant set a new wait from
 # what the store said (nothing: not a takeover), so d1 posted at once.
@@ -43,7 +44,10 @@ WALHOOK_DISPATCHER_LEASE_TTL_MS=15000 WALHOOK_IPC_TIMEOUT_MS=2000 wh_lease_dispa
 wh_wait_until 30 grep -q "lease of default/a: posting starts in" "$(log d1)" ||
     wh_fail "d1 did not take a over with a wait: $(grep "lease of" "$(log d1)")"
 
-# 3. the store frozen until d1 gives the lease up, then thawed
+# 3. once d1 renewed a, the store frozen until d1 gives the lease up, then
+# thawed
+wh_wait_until 20 grep -q "lease of default/a: renewed by d1#" "$WH_TMP/store.log" ||
+    wh_fail "d1 did not renew a after taking it over"
 kill -STOP "${WH_PIDS[store]}"
 STORE_STOPPED=1
 wh_wait_until 20 grep -q "lease of default/a: not renewed within its validity" "$(log d1)"

@@ -1,7 +1,8 @@
 /* Unit tests of what the store keeps of a dispatcher lease for its next
  * holder's takeover wait, against a real RocksDB in a temporary directory:
  * a release with requests abandoned survives a store restart (the next
- * holder is told taken_over and waits), the longest request timeout the
+ * holder is told taken_over and waits), a takeover is told again to its
+ * holder's Acquire until it renews (also after a restart), the longest request timeout the
  * holders told is returned with a takeover (and survives a restart too),
  * a removed target's lease stays with its holder (also when its tenant is
  * removed), and lease values written before these fields still load. */
@@ -80,6 +81,15 @@ static void release(fx *f, const char *owner, uint64_t epoch, int abandoned)
         fail_msg("release by %s: %s", owner, err);
 }
 
+static void renew(fx *f, const char *owner, uint64_t epoch)
+{
+    char err[WH_ERRLEN];
+    st_lease l;
+    if (st_db_lease_renew(f->db, "t", "a", owner, epoch, 60000, 0, &l, err, sizeof(err)) != WH_OK)
+        fail_msg("renew by %s: %s", owner, err);
+    assert_true(l.granted);
+}
+
 /* The review's repro: a holder stops with a request unanswered at the
  * target and releases the lease with abandoned; the store restarts before
  * the next acquire. The next holder must be told taken_over (it waits for
@@ -97,8 +107,13 @@ static void test_abandoned_survives_restart(void **state)
     /* the release's time went with the old process: counted from the load */
     assert_true(l.expired_ms_ago >= 0 && l.expired_ms_ago < 60000);
     assert_int_equal(l.request_timeout_ms, 8000);
-    /* told once: the mark is gone once the lease is held again, restart
-     * or not */
+    /* told until r2 renews (test_takeover_told_until_renewed); then the
+     * mark is gone, restart or not */
+    renew(f, "r2", l.epoch);
+    l = acquire(f, "r2", 60000, 2000);
+    assert_true(l.granted);
+    assert_false(l.taken_over);
+    restart(f);
     l = acquire(f, "r2", 60000, 2000);
     assert_true(l.granted);
     assert_false(l.taken_over);
@@ -107,6 +122,78 @@ static void test_abandoned_survives_restart(void **state)
     l = acquire(f, "r3", 60000, 2000);
     assert_true(l.granted);
     assert_false(l.taken_over); /* released with nothing left at the target */
+}
+
+/* A takeover is told to every Acquire of its new holder until that holder
+ * renews the lease: the reply that told it first may have been lost (the
+ * holder's call timed out, or the store restarted after writing the
+ * grant), and the holder's next Acquire is granted as its own lease.
+ * Before, the store told it once: the holder, told nothing the second
+ * time, posted at once while requests of the holder before were still at
+ * the target (test_lease_reply_lost, test_lease_reply_restart). */
+static void test_takeover_told_until_renewed(void **state)
+{
+    fx *f = *state;
+    st_lease l = acquire(f, "r1", 60000, 8000);
+    release(f, "r1", l.epoch, 1);
+    l = acquire(f, "r2", 60000, 2000);
+    assert_true(l.granted);
+    assert_true(l.taken_over);
+    uint64_t e2 = l.epoch;
+    /* the reply is lost; r2 acquires again: the same takeover, counted from
+     * the release, not from this call */
+    usleep(50 * 1000);
+    l = acquire(f, "r2", 60000, 2000);
+    assert_true(l.granted);
+    assert_true(l.taken_over);
+    assert_int_equal(l.epoch, e2);
+    assert_true(l.expired_ms_ago >= 50);
+    assert_int_equal(l.request_timeout_ms, 8000);
+    /* lost again, by a restart: stored with the grant, told from the load */
+    restart(f);
+    l = acquire(f, "r2", 60000, 2000);
+    assert_true(l.granted);
+    assert_true(l.taken_over);
+    assert_int_equal(l.epoch, e2);
+    assert_true(l.expired_ms_ago >= 0 && l.expired_ms_ago < 60000);
+    assert_int_equal(l.request_timeout_ms, 8000);
+    /* r2 renews: it got a grant, and is told no more, restart or not */
+    renew(f, "r2", e2);
+    l = acquire(f, "r2", 60000, 2000);
+    assert_false(l.taken_over);
+    restart(f);
+    l = acquire(f, "r2", 60000, 2000);
+    assert_true(l.granted);
+    assert_false(l.taken_over);
+    /* its own lease lapsed and acquired again: a takeover too, told until
+     * it renews, also after a restart */
+    l = acquire(f, "r2", 100, 2000);
+    usleep(150 * 1000);
+    l = acquire(f, "r2", 60000, 2000);
+    assert_true(l.taken_over);
+    restart(f);
+    l = acquire(f, "r2", 60000, 2000);
+    assert_true(l.granted);
+    assert_true(l.taken_over);
+    /* a release ends it: the next holder after a clean one is told none */
+    release(f, "r2", l.epoch, 0);
+    l = acquire(f, "r3", 60000, 2000);
+    assert_true(l.granted);
+    assert_false(l.taken_over);
+    /* a takeover never renewed whose lease then lapsed: the next holder
+     * takes it over from that lapse (the mark is not its) */
+    l = acquire(f, "r3", 100, 2000);
+    usleep(150 * 1000);
+    l = acquire(f, "r4", 100, 2000);
+    assert_true(l.taken_over);
+    usleep(150 * 1000);
+    l = acquire(f, "r5", 60000, 2000);
+    assert_true(l.granted);
+    assert_true(l.taken_over);
+    assert_true(l.expired_ms_ago < 150);
+    renew(f, "r5", l.epoch);
+    l = acquire(f, "r5", 60000, 2000);
+    assert_false(l.taken_over);
 }
 
 /* A removed target (st_db_dlq_drop, with its offset dropped) keeps its
@@ -439,6 +526,7 @@ int main(void)
 {
     const struct CMUnitTest t[] = {
         cmocka_unit_test_setup_teardown(test_abandoned_survives_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_takeover_told_until_renewed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_timeout_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_removal_keeps_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tenant_removal_keeps_lease, setup, teardown),
