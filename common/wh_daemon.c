@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -215,11 +216,22 @@ int wh_daemon_affinity(const wh_config *cfg, char *err, size_t errlen)
     return WH_OK;
 }
 
+/* Waits in poll on the stop pipe (wh_stop_request), not in a 10 Hz poll of
+ * the flag that woke every idle daemon ten times a second; the timeout only
+ * bounds how late it sees a flag set without wh_stop_request. */
+#define WH_WATCHDOG_POLL_MS 1000
 static void *shutdown_watchdog(void *arg)
 {
     int deadline_ms = (int)(intptr_t)arg;
-    while (!wh_stop_requested)
-        wh_sleep_ms(100);
+    int fd = wh_stop_fd();
+    while (!wh_stop_requested) {
+        if (fd < 0) {
+            wh_sleep_ms(100);
+            continue;
+        }
+        struct pollfd p = {fd, POLLIN, 0};
+        poll(&p, 1, WH_WATCHDOG_POLL_MS);
+    }
     uint64_t until = wh_now_ms() + (uint64_t)deadline_ms;
     for (uint64_t now = wh_now_ms(); now < until; now = wh_now_ms())
         wh_sleep_ms((int)(until - now < 100 ? until - now : 100));

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,10 +253,33 @@ void wh_sleep_ms(int ms)
         ;
 }
 
+/* The stop pipe (wh_stop_fd): its write end is only written, by
+ * wh_stop_request, which may run in a signal handler. */
+static int stop_rfd = -1;
+static volatile sig_atomic_t stop_wfd = -1;
+
+void wh_stop_request(void)
+{
+    int saved = errno;
+    wh_stop_requested = 1;
+    int fd = stop_wfd;
+    if (fd >= 0) {
+        char b = 1;
+        ssize_t w = write(fd, &b, 1); /* full: a byte is there already */
+        (void)w;
+    }
+    errno = saved;
+}
+
+int wh_stop_fd(void)
+{
+    return stop_rfd;
+}
+
 static void on_stop(int sig)
 {
     (void)sig;
-    wh_stop_requested = 1;
+    wh_stop_request();
 }
 
 static void on_hup(int sig)
@@ -266,6 +290,11 @@ static void on_hup(int sig)
 
 void wh_signals_install(void)
 {
+    int fds[2];
+    if (stop_rfd < 0 && pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0) {
+        stop_rfd = fds[0];
+        stop_wfd = fds[1];
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sigemptyset(&sa.sa_mask);

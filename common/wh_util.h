@@ -72,6 +72,14 @@ void wh_cond_init_monotonic(pthread_cond_t *cv);
 extern volatile sig_atomic_t wh_stop_requested;
 extern volatile sig_atomic_t wh_reload_requested;
 void wh_signals_install(void);
+/* Sets wh_stop_requested and makes wh_stop_fd() readable (async-signal-safe:
+ * the stop signals' handler calls it); code that stops the process itself
+ * calls it rather than setting the flag. */
+void wh_stop_request(void);
+/* A descriptor that becomes readable at the stop request, for one waiter
+ * that polls it instead of the flag (the shutdown watchdog); -1 before
+ * wh_signals_install or when its pipe could not be made. */
+int wh_stop_fd(void);
 
 /* Full-jitter exponential backoff: random in [0, min(max_ms, base_ms*2^attempt)]. */
 int wh_backoff_ms(int attempt, int base_ms, int max_ms);

@@ -61,7 +61,7 @@ static void apply(void *arg, wh_state *s, const wh_config *eff)
         if (atomic_load(&is->started) && !atomic_exchange(&is->removed, 1)) {
             wh_info("tenant %s was removed from the runtime state (version %" PRIu64 "): stopping",
                     is->tenant, s->version);
-            wh_stop_requested = 1;
+            wh_stop_request();
         }
         return;
     }
