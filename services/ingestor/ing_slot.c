@@ -2,6 +2,7 @@
  * tenant. See ing_slot.h. */
 #include "ing_slot.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -112,6 +113,7 @@ struct ing_slot {
     wh_client *client; /* the thread's store client (under mu), interrupted by a stop */
 
     pthread_mutex_t mu; /* the fields below */
+    pthread_cond_t cv;  /* the stop (under mu): ends the thread's sleep */
     int have_track;     /* the store answered once for this source */
     uint64_t track_lsn; /* never moves back */
     int caught_up;
@@ -135,6 +137,7 @@ int ing_slot_new(ing_slot **out, const char *tenant, char *err, size_t errlen)
         return wh_seterr(err, errlen, "out of memory");
     wh_strlcpy(s->tenant, tenant, sizeof(s->tenant));
     pthread_mutex_init(&s->mu, NULL);
+    wh_cond_init_monotonic(&s->cv);
     s->slot_lag = s->track_lag = s->safe_wal_size = -1;
     *out = s;
     return WH_OK;
@@ -145,6 +148,7 @@ void ing_slot_free(ing_slot *s)
     if (s == NULL)
         return;
     ing_slot_stop(s);
+    pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -258,10 +262,20 @@ out:
     return rc;
 }
 
+/* Sleeps ms unless the thread is stopped first (ing_slot_stop signals cv):
+ * one wake-up per check, where 50 ms naps to look at the stop flag woke
+ * the idle ingestor 20 times a second. */
 static void sleep_ms(ing_slot *s, int ms)
 {
-    for (int slept = 0; slept < ms && !atomic_load(&s->stop); slept += 50)
-        wh_sleep_ms(ms - slept < 50 ? ms - slept : 50);
+    if (ms <= 0)
+        return;
+    struct timespec ts;
+    wh_deadline_in(&ts, CLOCK_MONOTONIC, ms);
+    pthread_mutex_lock(&s->mu);
+    while (!atomic_load(&s->stop))
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void *slot_main(void *arg)
@@ -459,6 +473,7 @@ void ing_slot_stop(ing_slot *s)
         return;
     atomic_store(&s->stop, 1);
     pthread_mutex_lock(&s->mu);
+    pthread_cond_broadcast(&s->cv);
     if (s->client != NULL)
         wh_client_interrupt(s->client); /* a report waiting for a store that is gone */
     pthread_mutex_unlock(&s->mu);
