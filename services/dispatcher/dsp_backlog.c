@@ -2,6 +2,7 @@
 #include "dsp_backlog.h"
 #include "dsp_zone.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@ struct dsp_backlog {
     pthread_t thr;
     atomic_int stop;
     pthread_mutex_t mu; /* guards rows and client */
+    pthread_cond_t cv;  /* the stop (under mu): ends the thread's wait */
     wh_client *client;  /* the thread's, for dsp_backlog_stop to interrupt */
     backlog_row *rows;
     int nrows;
@@ -100,8 +102,16 @@ static void *backlog_thread(void *arg)
     pthread_mutex_unlock(&b->mu);
     while (!atomic_load(&b->stop)) {
         refresh(b, c);
-        for (int slept = 0; slept < DSP_BACKLOG_EVERY_MS && !atomic_load(&b->stop); slept += 100)
-            wh_sleep_ms(100);
+        /* until the next count or the stop (dsp_backlog_stop signals cv):
+         * 100 ms naps to look at the flag woke the idle dispatcher ten
+         * times a second */
+        struct timespec ts;
+        wh_deadline_in(&ts, CLOCK_MONOTONIC, DSP_BACKLOG_EVERY_MS);
+        pthread_mutex_lock(&b->mu);
+        while (!atomic_load(&b->stop))
+            if (pthread_cond_timedwait(&b->cv, &b->mu, &ts) == ETIMEDOUT)
+                break;
+        pthread_mutex_unlock(&b->mu);
     }
     pthread_mutex_lock(&b->mu);
     b->client = NULL;
@@ -117,7 +127,9 @@ int dsp_backlog_start(dsp_backlog **out, const wh_config *cfg, char *err, size_t
         return wh_seterr(err, errlen, "out of memory");
     b->cfg = *cfg;
     pthread_mutex_init(&b->mu, NULL);
+    wh_cond_init_monotonic(&b->cv);
     if (pthread_create(&b->thr, NULL, backlog_thread, b) != 0) {
+        pthread_cond_destroy(&b->cv);
         pthread_mutex_destroy(&b->mu);
         free(b);
         return wh_seterr(err, errlen, "cannot start the backlog thread");
@@ -168,11 +180,13 @@ void dsp_backlog_stop(dsp_backlog *b)
         return;
     atomic_store(&b->stop, 1);
     pthread_mutex_lock(&b->mu);
+    pthread_cond_broadcast(&b->cv);
     if (b->client != NULL)
         wh_client_interrupt(b->client); /* a count in progress returns at once */
     pthread_mutex_unlock(&b->mu);
     pthread_join(b->thr, NULL);
     free(b->rows);
+    pthread_cond_destroy(&b->cv);
     pthread_mutex_destroy(&b->mu);
     free(b);
 }
