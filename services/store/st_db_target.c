@@ -423,7 +423,9 @@ static int load_lease(st_db *db, st_tenant *t, const char *k, size_t kl, const c
      * program) loads without its unreadable parts: an owner nobody can
      * renew as is loaded as released with requests abandoned, so the next
      * holder waits (the epoch is kept for fencing); a cut tail is read as
-     * no timeout told, and a released lease's as abandoned */
+     * no timeout told, a released lease's as abandoned, and a held one's
+     * as a takeover its holder has not renewed yet (the flag that said so
+     * may be what was cut) */
     int bad_owner = 0, bad_tail = 0;
     if (ol > ST_OWNER_MAX) {
         wh_warn("lease of %s/%s: stored owner of %zu bytes (at most %d); loaded as released "
@@ -432,7 +434,8 @@ static int load_lease(st_db *db, st_tenant *t, const char *k, size_t kl, const c
         bad_owner = 1;
     } else if (nul && vl - 12 - ol < LEASE_TAIL) {
         wh_warn("lease of %s/%s: stored value cut in its tail (%zu bytes after the owner, %d "
-                "expected); read as no request timeout told",
+                "expected); read as no request timeout told, and as a takeover not renewed "
+                "yet when held (released with requests abandoned when free)",
                 tenant, consumer, vl - 12 - ol, LEASE_TAIL);
         bad_tail = 1;
     }
@@ -453,7 +456,9 @@ static int load_lease(st_db *db, st_tenant *t, const char *k, size_t kl, const c
             bad_owner = 1;
         }
     }
-    uint8_t flags = bad_owner || bad_tail ? LEASE_F_ABANDONED : 0;
+    /* each flag counts only where it can: abandoned when free, the
+     * takeover when held */
+    uint8_t flags = bad_owner || bad_tail ? LEASE_F_ABANDONED | LEASE_F_TAKEOVER : 0;
     o->lease_req_timeout_ms = 0;
     if (!bad_owner && !bad_tail && nul) {
         flags = (uint8_t)nul[1];

@@ -418,8 +418,8 @@ static void test_request_timeout_bounded(void **state)
 /* Stored values this store did not write (corrupt, cut, or by another
  * program) load without a crash or an overflow: a lease whose owner or
  * tail cannot be read keeps its epoch and is a takeover for the next
- * holder; a stored timeout over the maximum is read as the maximum; an
- * owner of the maximum length with the tail loads whole. */
+ * holder (a held one's cut tail: for its holder until it renews); a stored timeout over the maximum
+ * is read as the maximum; an owner of the maximum length with the tail loads whole. */
 static void test_bad_values_load(void **state)
 {
     fx *f = *state;
@@ -434,6 +434,11 @@ static void test_bad_values_load(void **state)
     vl = lease_value(v, 4, "old1", 4);
     memcpy(v + vl, "\0\0\0", 3);
     put_raw(f, "b2", v, vl + 3);
+    /* b3: held, the same: the cut part may be the flag saying its holder
+     * got a takeover it has not renewed yet (the reply that told it lost) */
+    vl = lease_value(v, 3, "old3", 4);
+    memcpy(v + vl, "\0\2\0", 3);
+    put_raw(f, "b3", v, vl + 3);
     /* c: an owner longer than any (200 bytes) */
     char longer[200];
     memset(longer, 'x', sizeof(longer));
@@ -477,6 +482,22 @@ static void test_bad_values_load(void **state)
     assert_int_equal(st_db_lease_renew(f->db, "t", "b2", "old1", 4, 60000, 0, &l, err, sizeof(err)),
                      WH_OK);
     assert_true(l.granted);
+    /* read as a takeover old3 has not renewed: told to its Acquire (counted
+     * from the load) until it renews. Before, its Acquire was a plain
+     * grant, and a holder whose takeover reply was lost posted at once */
+    assert_int_equal(
+        st_db_lease_acquire(f->db, "t", "b3", "old3", 60000, 1000, &l, err, sizeof(err)), WH_OK);
+    assert_true(l.granted);
+    assert_true(l.taken_over);
+    assert_int_equal(l.epoch, 3);
+    assert_true(l.expired_ms_ago >= 0 && l.expired_ms_ago < 60000);
+    assert_int_equal(st_db_lease_renew(f->db, "t", "b3", "old3", 3, 60000, 0, &l, err, sizeof(err)),
+                     WH_OK);
+    assert_true(l.granted);
+    assert_int_equal(
+        st_db_lease_acquire(f->db, "t", "b3", "old3", 60000, 1000, &l, err, sizeof(err)), WH_OK);
+    assert_true(l.granted);
+    assert_false(l.taken_over);
     assert_int_equal(st_db_lease_acquire(f->db, "t", "e", "r2", 60000, 1000, &l, err, sizeof(err)),
                      WH_OK);
     assert_true(l.granted);
