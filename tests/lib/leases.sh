@@ -110,6 +110,14 @@ wh_lease_reply_lost() {
     if [ "$restart" = 1 ]; then
         wh_kill store KILL
         rm -f "$GATE"
+        # the scenario needs d1's lease in the WAL (written, its sync held):
+        # when another write's sync held the gate (a retention write of the
+        # store's maintenance, say), the lease write waited behind it unwritten,
+        # the kill lost it, and the store started again had d0's release only:
+        # d1's next Acquire was a first takeover, told on any build (the test
+        # passed for nothing)
+        grep -aqF "d1#" "$WH_TMP"/data/rocksdb/*.log ||
+            wh_fail "d1's lease write was not in the store's WAL at the kill (another write's sync held the gate): the scenario did not run"
         wh_log "the store killed while the takeover's lease write waited for its sync"
         wh_spawn_gated_store
         wh_wait_until 20 test -S "$WH_TMP/data/store.sock" || wh_fail "the store did not start again"
