@@ -427,7 +427,16 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     echo "   of which before the first event arrived (start-up, and any wait while PostgreSQL" \
         "decodes): $c_first s; from then on $(awk -v a="$total" -v b="$c_first" 'BEGIN { printf "%.2f", a - b }') s" \
         "($(us_per "$(awk -v a="$total" -v b="$c_first" 'BEGIN { print a - b }')" "$events") us/event)"
-    echo "   minor page faults:$flt"
+    # each daemon's minor page faults at the last sample before the first
+    # event's arrival (start-up); the rest are the drain's: the first touch
+    # of memory a daemon then keeps (the same count on a backlog twice as
+    # long) or churn, memory returned to the kernel and faulted in again
+    # (a count that grows with the events)
+    local f_first
+    f_first=$(awk -v t="$(awk -v a="$t0" -v b="${t_first:-0}" 'BEGIN { printf "%.0f", (a + b) * 1000 }')" \
+        -v names="${DAEMONS[*]}" '$1 <= t { l = $0 } END { split(names, d, " "); n = split(l, f, " ")
+            for (i = 3; i <= n; i++) printf " %s %s;", d[i - 2], f[i] }' "$WH_TMP/cpu-$name$sfx")
+    echo "   minor page faults:$flt of which before the first event arrived:${f_first:- ?}"
     echo "   context switches per event:$csw"
     if [ -n "${BENCH_THREADS:-}" ]; then # per thread name: context switches, CPU-s
         for i in "${!DAEMONS[@]}"; do

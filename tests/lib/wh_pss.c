@@ -13,9 +13,10 @@
  * process's mappings remains, as any PSS reading needs it.
  *
  * With WH_PSS_CPU_LOG=FILE it also appends, at every sample, a line
- * "EPOCH_MS TICKS": the wall-clock time and the CPU (utime + stime, in
- * clock ticks) of every PID together, so that a bench can tell the CPU
- * spent before a moment (the first event's arrival) from the rest.
+ * "EPOCH_MS TICKS MINFLT...": the wall-clock time, the CPU (utime + stime,
+ * in clock ticks) of every PID together, and each PID's minor page faults
+ * so far (in the order of the arguments), so that a bench can tell the CPU
+ * and the faults before a moment (the first event's arrival) from the rest.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -63,10 +64,10 @@ static long pss_read(const char *path)
     return strtol(p + 5, NULL, 10);
 }
 
-/* utime + stime of /proc/PID/stat in clock ticks; -1 when unreadable. The
- * fields after the command name, which may hold spaces and parentheses,
- * are counted from its last ')'. */
-static long long pss_cpu_read(const char *path)
+/* utime + stime of /proc/PID/stat in clock ticks, and its minor faults
+ * into *minflt; -1 when unreadable. The fields after the command name,
+ * which may hold spaces and parentheses, are counted from its last ')'. */
+static long long pss_cpu_read(const char *path, long long *minflt)
 {
     char buf[1024];
     if (!pss_proc_read(path, buf, sizeof(buf)))
@@ -74,15 +75,18 @@ static long long pss_cpu_read(const char *path)
     char *p = strrchr(buf, ')');
     if (p == NULL)
         return -1;
-    /* after ')': state(3) ... utime(14) stime(15) */
-    long long v[2] = {0, 0};
+    /* after ')': state(3) ... minflt(10) ... utime(14) stime(15) */
+    long long v[2] = {0, 0}, flt = 0;
     for (int field = 2; field < 15; field++) {
         p = strchr(p + 1, ' ');
         if (p == NULL)
             return -1;
+        if (field == 9)
+            flt = strtoll(p + 1, NULL, 10);
         if (field >= 13)
             v[field - 13] = strtoll(p + 1, NULL, 10);
     }
+    *minflt = flt;
     return v[0] + v[1];
 }
 
@@ -108,7 +112,7 @@ int main(int argc, char **argv)
     }
     char paths[PSS_MAX_PIDS][64], stats[PSS_MAX_PIDS][64];
     long peak[PSS_MAX_PIDS];
-    long long cpu[PSS_MAX_PIDS];
+    long long cpu[PSS_MAX_PIDS], flt[PSS_MAX_PIDS];
     for (int i = 0; i < n; i++) {
         char *e = NULL;
         long pid = strtol(argv[i + 2], &e, 10);
@@ -120,6 +124,7 @@ int main(int argc, char **argv)
         snprintf(stats[i], sizeof(stats[i]), "/proc/%ld/stat", pid);
         peak[i] = 0;
         cpu[i] = 0;
+        flt[i] = 0;
     }
     FILE *cpulog = NULL;
     const char *cpupath = getenv("WH_PSS_CPU_LOG");
@@ -149,15 +154,19 @@ int main(int argc, char **argv)
         if (cpulog != NULL) {
             long long sum = 0;
             for (int i = 0; i < n; i++) {
-                long long c = pss_cpu_read(stats[i]);
+                long long f = 0, c = pss_cpu_read(stats[i], &f);
                 if (c > cpu[i])
                     cpu[i] = c; /* a process gone keeps its last reading */
+                if (f > flt[i])
+                    flt[i] = f;
                 sum += cpu[i];
             }
             struct timespec now;
             clock_gettime(CLOCK_REALTIME, &now);
-            fprintf(cpulog, "%lld %lld\n", (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000,
-                    sum);
+            fprintf(cpulog, "%lld %lld", (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000, sum);
+            for (int i = 0; i < n; i++)
+                fprintf(cpulog, " %lld", flt[i]);
+            fputc('\n', cpulog);
             fflush(cpulog);
         }
         pss_add_ms(&next, interval);
