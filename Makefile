@@ -226,6 +226,9 @@ bench-envelope: all
 bench-snapshot: all
 	bench/snapshot.sh
 
+bench-startup: all
+	bench/startup.sh
+
 demo:
 	scripts/demo.sh
 
@@ -242,6 +245,6 @@ format:
 clean:
 	rm -rf build build-asan bin
 
-.PHONY: all deps unit test bench bench-latency bench-stages bench-tenants bench-dispatch bench-envelope bench-snapshot demo asan fuzz format clean FORCE
+.PHONY: all deps unit test bench bench-latency bench-stages bench-tenants bench-dispatch bench-envelope bench-snapshot bench-startup demo asan fuzz format clean FORCE
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 .SECONDARY:
