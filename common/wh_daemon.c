@@ -45,6 +45,8 @@ const char *wh_daemon_init(int argc, char **argv, const char *daemon, wh_config 
 {
     char prog[64], err[WH_ERRLEN];
     snprintf(prog, sizeof(prog), "walhook-%s", daemon);
+    /* before any file it keeps open: none of them may become stderr */
+    wh_stdfds_open();
     /* Stored rows, sockets and pid files are for this user only. */
     umask(077);
     const char *path = wh_config_parse_args(argc, argv, prog);
@@ -230,7 +232,17 @@ static void *shutdown_watchdog(void *arg)
             continue;
         }
         struct pollfd p = {fd, POLLIN, 0};
-        poll(&p, 1, WH_WATCHDOG_POLL_MS);
+        if (poll(&p, 1, WH_WATCHDOG_POLL_MS) != 1 || wh_stop_requested)
+            continue;
+        if (p.revents & (POLLNVAL | POLLERR | POLLHUP)) {
+            fd = -1; /* not the pipe any more: back to naps, not a spin */
+            continue;
+        }
+        /* readable without a stop: nothing of this process wrote it; drain
+         * it, or poll returns at once forever */
+        char buf[64];
+        while (read(fd, buf, sizeof(buf)) > 0)
+            ;
     }
     uint64_t until = wh_now_ms() + (uint64_t)deadline_ms;
     for (uint64_t now = wh_now_ms(); now < until; now = wh_now_ms())

@@ -288,8 +288,27 @@ static void on_hup(int sig)
     wh_reload_requested = 1;
 }
 
+void wh_stdfds_open(void)
+{
+    for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        int n = open("/dev/null", O_RDWR);
+        if (n < 0)
+            return;
+        if (n != fd) { /* a lower one was closed too and got it: not ours to move */
+            close(n);
+            return;
+        }
+    }
+}
+
 void wh_signals_install(void)
 {
+    /* the stop pipe must not become stdin or stderr: its write end as fd 2
+     * took every log line, and the watchdog's poll then returned at once,
+     * forever */
+    wh_stdfds_open();
     int fds[2];
     if (stop_rfd < 0 && pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0) {
         stop_rfd = fds[0];

@@ -72,6 +72,11 @@ void wh_cond_init_monotonic(pthread_cond_t *cv);
 extern volatile sig_atomic_t wh_stop_requested;
 extern volatile sig_atomic_t wh_reload_requested;
 void wh_signals_install(void);
+/* Opens /dev/null on each of fds 0-2 that is closed (a process started with
+ * <&- or 2>&-), so that no descriptor opened later (a data file, the stop
+ * pipe) becomes stderr and takes the log lines. wh_daemon_init and
+ * wh_signals_install call it. */
+void wh_stdfds_open(void);
 /* Sets wh_stop_requested and makes wh_stop_fd() readable (async-signal-safe:
  * the stop signals' handler calls it); code that stops the process itself
  * calls it rather than setting the flag. */

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -156,6 +157,80 @@ static void test_shutdown_watchdog(void **state)
     assert_null(strstr(out, "shutdown did not finish"));
 }
 
+/* Started with stdin and stderr closed (a shell's <&- 2>&-, some init
+ * systems): the stop pipe must not take those descriptors. It did: its read
+ * end became fd 0 and its write end fd 2, every log line went into the pipe
+ * and the watchdog's poll returned at once, forever (a core at 100 %). */
+static void stop_pipe_with_std_fds_closed(void)
+{
+    close(STDIN_FILENO);
+    close(STDERR_FILENO);
+    wh_log_init("test", WH_LOG_INFO);
+    wh_signals_install();
+    int fd = wh_stop_fd();
+    if (fd < 0)
+        _exit(3);
+    if (fd <= STDERR_FILENO)
+        _exit(4); /* the pipe took a standard descriptor */
+    /* the standard descriptors are open (on /dev/null) again: a file opened
+     * later does not become stderr and take the log lines */
+    if (fcntl(STDIN_FILENO, F_GETFD) < 0 || fcntl(STDERR_FILENO, F_GETFD) < 0)
+        _exit(5);
+    wh_info("a log line");
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 0) != 0)
+        _exit(6); /* readable without a stop request */
+    wh_stop_request();
+    if (poll(&p, 1, 0) != 1 || !wh_stop_requested)
+        _exit(7);
+    _exit(0);
+}
+
+/* The stop pipe's path: a SIGTERM (the handler calls wh_stop_request)
+ * starts the watchdog's deadline, and so does a flag set directly (seen at
+ * the poll's timeout). */
+static void stuck_after_sigterm(void)
+{
+    char err[WH_ERRLEN];
+    wh_log_init("test", WH_LOG_INFO);
+    wh_signals_install();
+    if (wh_shutdown_watchdog_start(300, err, sizeof(err)) != WH_OK)
+        _exit(3);
+    kill(getpid(), SIGTERM);
+    for (;;)
+        pause();
+}
+
+static void stuck_after_flag_with_pipe(void)
+{
+    char err[WH_ERRLEN];
+    wh_log_init("test", WH_LOG_INFO);
+    wh_signals_install();
+    if (wh_shutdown_watchdog_start(300, err, sizeof(err)) != WH_OK)
+        _exit(3);
+    wh_stop_requested = 1;
+    for (;;)
+        pause();
+}
+
+static void test_stop_pipe(void **state)
+{
+    char out[4096];
+    int st = run_child(stop_pipe_with_std_fds_closed, 10000, out, sizeof(out));
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+
+    st = run_child(stuck_after_sigterm, 10000, out, sizeof(out));
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 1);
+    assert_non_null(strstr(out, "shutdown did not finish within 300 ms"));
+
+    st = run_child(stuck_after_flag_with_pipe, 10000, out, sizeof(out));
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 1);
+    assert_non_null(strstr(out, "shutdown did not finish within 300 ms"));
+}
+
 static wh_config pcfg;
 
 static void write_pidfile_and_exit(void)
@@ -275,8 +350,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_data_dir_rule), cmocka_unit_test(test_shutdown_watchdog),
-        cmocka_unit_test(test_pidfile),       cmocka_unit_test(test_cpulist_parse),
-        cmocka_unit_test(test_affinity),
+        cmocka_unit_test(test_stop_pipe),     cmocka_unit_test(test_pidfile),
+        cmocka_unit_test(test_cpulist_parse), cmocka_unit_test(test_affinity),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
