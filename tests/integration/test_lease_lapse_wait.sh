@@ -29,15 +29,7 @@ file="$WH_TMP/received-a.jsonl"
 log() { echo "$WH_TMP/dispatcher-$1.log"; }
 
 # 1. d0 holds a; stopped while the receiver holds its POST
-WALHOOK_DISPATCHER_LEASE_TTL_MS=1000 wh_lease_first d0 1
-pg_psql -c "CREATE TABLE tl (id int primary key, v text); INSERT INTO tl VALUES (1, 'row-one')" ||
-    wh_fail "cannot insert the first row"
-wh_wait_until 30 grep -q row-one "$file" || wh_fail "d0 did not deliver the first row"
-pg_psql -c "INSERT INTO tl VALUES (2, 'row-slow')" || wh_fail "cannot insert the slow row"
-_held() { curl -fsS --max-time 3 "http://127.0.0.1:${PORT[a]}/reset-max" | grep -q " 1 max concurrent"; }
-wh_wait_until 20 _held || wh_fail "the receiver never held d0's POST of the slow row"
-wh_kill dispatcher-d0 TERM
-wh_log "d0 stopped while the receiver holds its POST"
+wh_lease_slow_stop
 
 # 2. d1 takes a over with a wait
 WALHOOK_DISPATCHER_LEASE_TTL_MS=15000 WALHOOK_IPC_TIMEOUT_MS=2000 wh_lease_dispatcher d1

@@ -74,6 +74,24 @@ wh_lease_first() {
     wh_wait_until 20 _wh_lease_holds || wh_fail "$id did not take all $n targets"
 }
 
+# wh_lease_slow_stop: on a stack of wh_lease_stack with one target a whose
+# receiver holds the first POST of "row-slow" (WH_LEASE_RECEIVER_ARGS), d0
+# (lease TTL 1 s) takes a, delivers a first row to it, and is stopped
+# (SIGTERM) while the receiver holds its POST of the slow row: it releases
+# the lease with requests abandoned. Table tl holds rows 1 and 2.
+wh_lease_slow_stop() {
+    local file="$WH_TMP/received-a.jsonl"
+    WALHOOK_DISPATCHER_LEASE_TTL_MS=1000 wh_lease_first d0 1
+    pg_psql -c "CREATE TABLE tl (id int primary key, v text); INSERT INTO tl VALUES (1, 'row-one')" ||
+        wh_fail "cannot insert the first row"
+    wh_wait_until 30 grep -q row-one "$file" || wh_fail "d0 did not deliver the first row"
+    pg_psql -c "INSERT INTO tl VALUES (2, 'row-slow')" || wh_fail "cannot insert the slow row"
+    _wh_held() { curl -fsS --max-time 3 "http://127.0.0.1:${PORT[a]}/reset-max" | grep -q " 1 max concurrent"; }
+    wh_wait_until 20 _wh_held || wh_fail "the receiver never held d0's POST of the slow row"
+    wh_kill dispatcher-d0 TERM
+    wh_log "d0 stopped while the receiver holds its POST"
+}
+
 # wh_lease_reply_lost RESTART: the scenario of test_lease_reply_lost.sh and
 # test_lease_reply_restart.sh, on a stack of wh_lease_stack
 # (WH_LEASE_GATED=1, one target a whose receiver
@@ -88,15 +106,7 @@ wh_lease_first() {
 # when a POST overlaps d0's held one or a row does not arrive.
 wh_lease_reply_lost() {
     local restart=$1 file="$WH_TMP/received-a.jsonl" d1log="$WH_TMP/dispatcher-d1.log"
-    WALHOOK_DISPATCHER_LEASE_TTL_MS=1000 wh_lease_first d0 1
-    pg_psql -c "CREATE TABLE tl (id int primary key, v text); INSERT INTO tl VALUES (1, 'row-one')" ||
-        wh_fail "cannot insert the first row"
-    wh_wait_until 30 grep -q row-one "$file" || wh_fail "d0 did not deliver the first row"
-    pg_psql -c "INSERT INTO tl VALUES (2, 'row-slow')" || wh_fail "cannot insert the slow row"
-    _wh_held() { curl -fsS --max-time 3 "http://127.0.0.1:${PORT[a]}/reset-max" | grep -q " 1 max concurrent"; }
-    wh_wait_until 20 _wh_held || wh_fail "the receiver never held d0's POST of the slow row"
-    wh_kill dispatcher-d0 TERM
-    wh_log "d0 stopped while the receiver holds its POST"
+    wh_lease_slow_stop
     [ -e "$GATE.held" ] && wh_fail "a WAL sync is held before the gate was set"
 
     # d1's takeover Acquire: its lease write held until d1 gave the call up
