@@ -252,13 +252,45 @@ int dsp_lease_request_timeout(dsp_lease *l, const char *tenant, const char *targ
  * whether it took over a lapsed lease (*lapsed_ago: -1 when not, else ms
  * since it lapsed; *told_ms: the longest request timeout its holders told
  * the store, 0 when none or an older store). WH_ERR: no answer. */
+/* What a lease call is, for its log lines: "acquire of tenant/target". A
+ * failed call named nothing, so a lost Acquire (a takeover's reply, say)
+ * looked like a failed renewal or list. */
+static void call_what(const Walhook__Request *req, char *out, size_t len)
+{
+    const char *verb = "call", *tenant = NULL, *name = NULL;
+    switch (req->body_case) {
+    case WALHOOK__REQUEST__BODY_LEASE_ACQUIRE:
+        verb = "acquire";
+        tenant = req->lease_acquire->tenant;
+        name = req->lease_acquire->consumer;
+        break;
+    case WALHOOK__REQUEST__BODY_LEASE_RENEW:
+        verb = "renewal";
+        tenant = req->lease_renew->tenant;
+        name = req->lease_renew->consumer;
+        break;
+    case WALHOOK__REQUEST__BODY_LEASE_RELEASE:
+        verb = "release";
+        tenant = req->lease_release->tenant;
+        name = req->lease_release->consumer;
+        break;
+    default:
+        break;
+    }
+    if (tenant != NULL && name != NULL)
+        snprintf(out, len, "%s of %s/%s", verb, tenant, name);
+    else
+        snprintf(out, len, "%s", verb);
+}
+
 static int call_x(dsp_lease *l, Walhook__Request *req, int *granted, uint64_t *epoch,
                   int64_t *lapsed_ago, uint32_t *told_ms)
 {
     Walhook__Reply *rep = NULL;
-    char err[WH_ERRLEN];
+    char err[WH_ERRLEN], what[2 * WH_NAME_MAX + 32];
     if (wh_client_call(l->store, req, &rep, err, sizeof(err)) != WH_OK) {
-        wh_warn("lease: store: %s", err);
+        call_what(req, what, sizeof(what));
+        wh_warn("lease: store: %s: %s", what, err);
         return WH_ERR;
     }
     int rc = WH_ERR;
@@ -277,7 +309,8 @@ static int call_x(dsp_lease *l, Walhook__Request *req, int *granted, uint64_t *e
         }
         rc = WH_OK;
     } else if (rep->status != 0) {
-        wh_warn("lease: store: %s", rep->error && rep->error[0] ? rep->error : "error");
+        call_what(req, what, sizeof(what));
+        wh_warn("lease: store: %s: %s", what, rep->error && rep->error[0] ? rep->error : "error");
     }
     walhook__reply__free_unpacked(rep, NULL);
     return rc;
@@ -351,7 +384,7 @@ static size_t list_replicas(dsp_lease *l)
     Walhook__Reply *rep = NULL;
     char err[WH_ERRLEN];
     if (wh_client_call(l->store, &req, &rep, err, sizeof(err)) != WH_OK) {
-        wh_warn("lease: store: %s", err);
+        wh_warn("lease: store: list: %s", err);
         return 0;
     }
     size_t r = 1;
