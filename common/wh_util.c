@@ -225,6 +225,19 @@ void wh_cond_init_monotonic(pthread_cond_t *cv)
     pthread_condattr_destroy(&ca);
 }
 
+void wh_cond_sleep(pthread_cond_t *cv, pthread_mutex_t *mu, const atomic_int *stop, int64_t ms)
+{
+    if (ms <= 0)
+        return;
+    struct timespec ts;
+    wh_deadline_in(&ts, CLOCK_MONOTONIC, ms);
+    pthread_mutex_lock(mu);
+    while (!atomic_load(stop))
+        if (pthread_cond_timedwait(cv, mu, &ts) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(mu);
+}
+
 uint64_t wh_now_us(void)
 {
     struct timespec ts;

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <time.h>
 
@@ -65,6 +66,10 @@ void wh_deadline_in(struct timespec *ts, clockid_t clock, int64_t ms);
  * (wh_deadline_in(ts, CLOCK_MONOTONIC, ms)): a wall clock step neither
  * shortens nor stretches them. */
 void wh_cond_init_monotonic(pthread_cond_t *cv);
+/* Waits on cv (of wh_cond_init_monotonic) under mu until *stop is set or
+ * ms have passed: a thread's sleep between periodic jobs that its stop
+ * ends at once (the stopper sets *stop, then broadcasts cv under mu). */
+void wh_cond_sleep(pthread_cond_t *cv, pthread_mutex_t *mu, const atomic_int *stop, int64_t ms);
 
 /* Signals: handlers only set flags. wh_signals_install() handles SIGTERM,
  * SIGINT (stop), SIGHUP (reload), ignores SIGPIPE and unblocks the three

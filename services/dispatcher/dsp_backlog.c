@@ -2,7 +2,6 @@
 #include "dsp_backlog.h"
 #include "dsp_zone.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -105,13 +104,7 @@ static void *backlog_thread(void *arg)
         /* until the next count or the stop (dsp_backlog_stop signals cv):
          * 100 ms naps to look at the flag woke the idle dispatcher ten
          * times a second */
-        struct timespec ts;
-        wh_deadline_in(&ts, CLOCK_MONOTONIC, DSP_BACKLOG_EVERY_MS);
-        pthread_mutex_lock(&b->mu);
-        while (!atomic_load(&b->stop))
-            if (pthread_cond_timedwait(&b->cv, &b->mu, &ts) == ETIMEDOUT)
-                break;
-        pthread_mutex_unlock(&b->mu);
+        wh_cond_sleep(&b->cv, &b->mu, &b->stop, DSP_BACKLOG_EVERY_MS);
     }
     pthread_mutex_lock(&b->mu);
     b->client = NULL;

@@ -2,7 +2,6 @@
  * tenant. See ing_slot.h. */
 #include "ing_slot.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -267,15 +266,7 @@ out:
  * the idle ingestor 20 times a second. */
 static void sleep_ms(ing_slot *s, int ms)
 {
-    if (ms <= 0)
-        return;
-    struct timespec ts;
-    wh_deadline_in(&ts, CLOCK_MONOTONIC, ms);
-    pthread_mutex_lock(&s->mu);
-    while (!atomic_load(&s->stop))
-        if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
-            break;
-    pthread_mutex_unlock(&s->mu);
+    wh_cond_sleep(&s->cv, &s->mu, &s->stop, ms);
 }
 
 static void *slot_main(void *arg)
