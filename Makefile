@@ -189,6 +189,8 @@ $(BIN)/tests/test_ingestor_%: $(BUILD)/tests/unit/test_ingestor_%.o $(call lib_o
 $(BIN)/tests/test_store_%: $(BUILD)/tests/unit/test_store_%.o $(call lib_objs,store) $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
 	$(TEST_LINK) -lcmocka -lrocksdb -lstdc++ $(LIBS_COMMON)
+# it drives st_walfs's files through RocksDB's C++ FileSystem
+$(BIN)/tests/test_store_walsync: $(BUILD)/tests/unit/walfs_drive.o
 $(BIN)/tests/test_dispatcher_%: $(BUILD)/tests/unit/test_dispatcher_%.o $(call lib_objs,dispatcher) $(BUILD)/libwhcommon.a
 	@mkdir -p $(BIN)/tests
 	$(TEST_LINK) -lcmocka -lcurl -lcrypto $(LIBS_COMMON)

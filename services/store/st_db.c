@@ -1272,11 +1272,13 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
             rocksdb_options_set_ratelimiter(db->opts, db->rl);
             db->io_rate_fixed = io_rate;
         }
-        if (o->wal_zero_ahead_bytes > 0) {
-            db->walfs = st_walfs_install(db->opts, (uint64_t)o->wal_zero_ahead_bytes, e, sizeof(e));
-            if (db->walfs == NULL)
-                wh_warn("%s", e);
-        }
+        /* with wal_zero_ahead_bytes 0 too: it watches the WAL's syncs
+         * (st_walfs.h) */
+        db->walfs = st_walfs_install(
+            db->opts, o->wal_zero_ahead_bytes > 0 ? (uint64_t)o->wal_zero_ahead_bytes : 0, e,
+            sizeof(e));
+        if (db->walfs == NULL)
+            wh_warn("%s", e);
     }
 
     char *e = NULL;
@@ -1313,7 +1315,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
         return WH_ERR;
     }
 
-    if (!db->read_only && db->walfs == NULL) {
+    if (!db->read_only && (db->walfs == NULL || o->wal_zero_ahead_bytes <= 0)) {
         /* spares an earlier run with st_walfs left: empty files that
          * nothing would take or remove (not a read-only open's: a running
          * store beside it may be using them) */
@@ -1440,7 +1442,8 @@ static _Noreturn void sync_failed_exit(const char *what, const char *err)
 void st_dbi_sync_check(const char *what, const char *err)
 {
     if (err != NULL &&
-        (strstr(err, "While fdatasync") != NULL || strstr(err, "While fsync") != NULL))
+        (strstr(err, "While fdatasync") != NULL || strstr(err, "While fsync") != NULL ||
+         strstr(err, ST_WALFS_REFUSED) != NULL))
         sync_failed_exit(what, err);
 }
 

@@ -218,7 +218,7 @@ struct st_db {
     int64_t io_rate_fixed;      /* rl's rate */
     rocksdb_writeoptions_t *wo; /* sync = true */
 
-    st_walfs *walfs;                 /* WALs zero-filled ahead (NULL: RocksDB's own files) */
+    st_walfs *walfs; /* WAL syncs watched, WALs zero-filled ahead (NULL: RocksDB's own files) */
     rocksdb_writeoptions_t *wo_lazy; /* sync = false: offset commits (off_persist_lazy) */
     /* synced writes that make the WAL durable up to where they began: each
      * takes a ticket (sync_begun) before it writes; sync_done is the highest

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -29,19 +30,113 @@ constexpr uint64_t kZeroBlock = 64 * 1024;
 const char kSpareName[] = "walhook-spare-"; /* + a number */
 const char kZeros[kZeroBlock] = {};
 
-/* A WAL file: before each append that would pass the zeroed region, the
+/* The watch of WAL and directory syncs, one per process (st_walfs.h says
+ * why). A sync that returned 0 waits for the syncs of the same file (or
+ * directory: the kernel's error is per file) that ran beside it: those
+ * begun before it returned, whose tickets (taken in order) are below the
+ * next one at its return; never for one begun later, which cannot have
+ * taken an error this one should have seen. RocksDB 7.8 never syncs a WAL
+ * while another sync of it runs (DBImpl's LogWriterNumber::IsSyncing and
+ * log_sync_cv_), so there the wait does not happen and a sync costs two
+ * uncontended locks more. */
+class SyncWatch
+{
+  public:
+    /* a sync under way (on its caller's stack), and those of one file or
+     * directory (under mu_) */
+    struct Run {
+        uint64_t tk;
+        Run *next;
+    };
+    struct Runs {
+        Run *head = nullptr;
+    };
+    /* the one process-wide watch; never freed (RocksDB's threads may sync
+     * while static destructors run) */
+    static SyncWatch &get()
+    {
+        static SyncWatch *w = new SyncWatch;
+        return *w;
+    }
+    /* call() syncs (the target's Sync, Fsync, RangeSync or directory
+     * Fsync): its status, or an error as above */
+    template <typename F> rocksdb::IOStatus sync(Runs *runs, F call)
+    {
+        Run r;
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            if (failed_)
+                return refused("a sync failed earlier in this process; none is made or "
+                               "trusted after one");
+            r.tk = next_++;
+            r.next = runs->head;
+            runs->head = &r;
+        }
+        rocksdb::IOStatus s = call();
+        std::unique_lock<std::mutex> g(mu_);
+        for (Run **p = &runs->head; *p != nullptr; p = &(*p)->next)
+            if (*p == &r) {
+                *p = r.next;
+                break;
+            }
+        if (!s.ok() && !failed_) {
+            failed_ = true;
+            const char *m = s.getState();
+            why_ = m != nullptr ? m : s.ToString();
+        }
+        if (waiting_ > 0)
+            cv_.notify_all();
+        if (!s.ok())
+            return s;
+        uint64_t mark = next_;
+        while (!failed_ && earliest(runs) < mark) {
+            waiting_++;
+            cv_.wait(g);
+            waiting_--;
+        }
+        if (failed_)
+            return refused("a sync failed while this one ran; its success proves nothing (the "
+                           "kernel reports a writeback error to one sync only)");
+        return s;
+    }
+
+  private:
+    SyncWatch() = default;
+    static uint64_t earliest(const Runs *runs)
+    {
+        uint64_t e = UINT64_MAX;
+        for (const Run *r = runs->head; r != nullptr; r = r->next)
+            if (r->tk < e)
+                e = r->tk;
+        return e;
+    }
+    /* caller holds mu_, failed_ is set */
+    rocksdb::IOStatus refused(const char *why) const
+    {
+        return rocksdb::IOStatus::IOError(std::string(ST_WALFS_REFUSED) + why, why_);
+    }
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool failed_ = false;
+    std::string why_; /* the first failed sync's message */
+    uint64_t next_ = 0;
+    int waiting_ = 0;
+};
+
+/* A WAL file: its syncs are watched (SyncWatch), and with a descriptor fd
+ * (else -1), before each append that would pass the zeroed region, the
  * region grows to `chunk` bytes past the append's end (pwrite of zeros on
  * a second descriptor, beyond the data: a crash meanwhile leaves the synced
  * data and zeros after it). A failed zero write only stops the zeroing. */
-class PrefillFile : public rocksdb::FSWritableFileOwnerWrapper
+class WalFile : public rocksdb::FSWritableFileOwnerWrapper
 {
   public:
-    PrefillFile(std::unique_ptr<rocksdb::FSWritableFile> &&t, int fd, uint64_t chunk,
-                std::atomic<uint64_t> *zeroed)
+    WalFile(std::unique_ptr<rocksdb::FSWritableFile> &&t, int fd, uint64_t chunk,
+            std::atomic<uint64_t> *zeroed)
         : rocksdb::FSWritableFileOwnerWrapper(std::move(t)), fd_(fd), chunk_(chunk), total_(zeroed)
     {
     }
-    ~PrefillFile() override
+    ~WalFile() override
     {
         if (fd_ >= 0)
             ::close(fd_);
@@ -101,12 +196,20 @@ class PrefillFile : public rocksdb::FSWritableFileOwnerWrapper
     rocksdb::IOStatus Sync(const rocksdb::IOOptions &o, rocksdb::IODebugContext *d) override
     {
         synced();
-        return target()->Sync(o, d);
+        return SyncWatch::get().sync(&runs_, [&] { return target()->Sync(o, d); });
     }
     rocksdb::IOStatus Fsync(const rocksdb::IOOptions &o, rocksdb::IODebugContext *d) override
     {
         synced();
-        return target()->Fsync(o, d);
+        return SyncWatch::get().sync(&runs_, [&] { return target()->Fsync(o, d); });
+    }
+    /* wal_bytes_per_sync (0 in the store): with the wait of
+     * strict_bytes_per_sync, sync_file_range takes the error as fdatasync
+     * does */
+    rocksdb::IOStatus RangeSync(uint64_t off, uint64_t n, const rocksdb::IOOptions &o,
+                                rocksdb::IODebugContext *d) override
+    {
+        return SyncWatch::get().sync(&runs_, [&] { return target()->RangeSync(off, n, o, d); });
     }
     /* RocksDB trims a closed WAL to its data when it preallocated; the
      * zeros are trimmed here in any case */
@@ -176,6 +279,35 @@ class PrefillFile : public rocksdb::FSWritableFileOwnerWrapper
     std::atomic<uint64_t> synced_end_{0}; /* end_ at the last sync */
     std::atomic<uint64_t> end_{0};        /* the data's end */
     uint64_t zeroed_ = 0;                 /* [0, zeroed_) written (data or zeros) */
+    SyncWatch::Runs runs_;
+};
+
+/* A directory RocksDB opens, its syncs watched as a WAL file's are: the
+ * store's is the database's, which holds the WALs (synced after a WAL is
+ * created, and after a table or MANIFEST file is). A WAL whose directory
+ * entry was not synced may be gone after a crash however well its data was
+ * synced, and a failed fsync of a directory is reported once, as a file's
+ * is. */
+class WalDir : public rocksdb::FSDirectoryWrapper
+{
+  public:
+    explicit WalDir(std::unique_ptr<rocksdb::FSDirectory> &&t)
+        : rocksdb::FSDirectoryWrapper(std::move(t))
+    {
+    }
+    rocksdb::IOStatus Fsync(const rocksdb::IOOptions &o, rocksdb::IODebugContext *d) override
+    {
+        return SyncWatch::get().sync(&runs_, [&] { return FSDirectoryWrapper::Fsync(o, d); });
+    }
+    rocksdb::IOStatus FsyncWithDirOptions(const rocksdb::IOOptions &o, rocksdb::IODebugContext *d,
+                                          const rocksdb::DirFsyncOptions &f) override
+    {
+        return SyncWatch::get().sync(
+            &runs_, [&] { return FSDirectoryWrapper::FsyncWithDirOptions(o, d, f); });
+    }
+
+  private:
+    SyncWatch::Runs runs_;
 };
 
 class WalFs : public rocksdb::FileSystemWrapper
@@ -193,25 +325,39 @@ class WalFs : public rocksdb::FileSystemWrapper
                                       std::unique_ptr<rocksdb::FSWritableFile> *r,
                                       rocksdb::IODebugContext *d) override
     {
-        if (!reusable(f))
-            return target()->NewWritableFile(f, fo, r, d);
-        take_spare(f);
+        if (reusable(f))
+            take_spare(f);
         rocksdb::IOStatus s = target()->NewWritableFile(f, fo, r, d);
+        if (!s.ok() || !is_wal(f))
+            return s;
+        /* zeroing: with a descriptor of our own (else none: RocksDB's file
+         * as is, its syncs watched) */
+        int fd = -1;
+        if (chunk_ > 0 && !fo.use_direct_writes && !fo.use_mmap_writes)
+            fd = ::open(f.c_str(), O_WRONLY | O_CLOEXEC);
+        WalFile *p = new (std::nothrow) WalFile(std::move(*r), fd, chunk_, &zeroed_);
+        if (p == nullptr) {
+            if (fd >= 0)
+                ::close(fd);
+            r->reset();
+            return rocksdb::IOStatus::NoSpace("out of memory");
+        }
+        r->reset(p);
+        return s;
+    }
+    rocksdb::IOStatus NewDirectory(const std::string &name, const rocksdb::IOOptions &o,
+                                   std::unique_ptr<rocksdb::FSDirectory> *r,
+                                   rocksdb::IODebugContext *d) override
+    {
+        rocksdb::IOStatus s = target()->NewDirectory(name, o, r, d);
         if (!s.ok())
             return s;
-        if (is_wal(f) && !fo.use_direct_writes && !fo.use_mmap_writes) {
-            int fd = ::open(f.c_str(), O_WRONLY | O_CLOEXEC);
-            if (fd >= 0) { /* else no zeroing: RocksDB's file as is */
-                PrefillFile *p =
-                    new (std::nothrow) PrefillFile(std::move(*r), fd, chunk_, &zeroed_);
-                if (p == nullptr) {
-                    ::close(fd);
-                    r->reset();
-                    return rocksdb::IOStatus::NoSpace("out of memory");
-                }
-                r->reset(p);
-            }
+        WalDir *w = new (std::nothrow) WalDir(std::move(*r));
+        if (w == nullptr) {
+            r->reset();
+            return rocksdb::IOStatus::NoSpace("out of memory");
         }
+        r->reset(w);
         return s;
     }
     rocksdb::IOStatus DeleteFile(const std::string &f, const rocksdb::IOOptions &o,
@@ -293,9 +439,10 @@ class WalFs : public rocksdb::FileSystemWrapper
         size_t n = std::strlen(suffix);
         return f.size() > n && f.compare(f.size() - n, n, suffix) == 0;
     }
-    static bool reusable(const std::string &f)
+    /* spares only with the zero-fill (chunk_ 0: syncs watched only) */
+    bool reusable(const std::string &f) const
     {
-        return is_wal(f) || ends_with(f, ".sst");
+        return chunk_ > 0 && (is_wal(f) || ends_with(f, ".sst"));
     }
     static std::string spare_name(const std::string &f, int i)
     {
@@ -446,10 +593,10 @@ extern "C" st_walfs *st_walfs_install(rocksdb_options_t *o, uint64_t chunk, char
         if (err != nullptr && errlen > 0)
             std::snprintf(err, errlen,
                           "rocksdb_options_t is not the layout st_walfs was built for: "
-                          "WAL files are not zero-filled ahead");
+                          "WAL files are not zero-filled ahead, nor their syncs watched");
         return nullptr;
     }
-    if (chunk < kZeroBlock)
+    if (chunk > 0 && chunk < kZeroBlock)
         chunk = kZeroBlock;
     chunk = (chunk + kZeroBlock - 1) / kZeroBlock * kZeroBlock;
     st_walfs *w = new (std::nothrow) st_walfs;

@@ -22,6 +22,20 @@
  * of a WAL and replay what follows (a hole in acked events): not for the
  * store.
  *
+ * It also watches every sync of a WAL file (Sync, Fsync, RangeSync) and of a
+ * directory RocksDB opens (the database's, which holds the WALs), for the
+ * whole process: Linux reports a file's writeback error once per open file
+ * description, so after one fdatasync of a WAL got EIO, another one of it
+ * (beside it, or later) can return 0 for pages that were never written. Once
+ * a watched sync failed, every later one fails at once (ST_WALFS_REFUSED,
+ * with the first failure's message) without syncing, and one that returned 0
+ * while another sync of the same file or directory ran fails too if that
+ * one failed. The store exits on a failed WAL sync anyway (st_db.c,
+ * sync_failed_exit); this closes the moment before it does, whatever the
+ * RocksDB version does after a failed sync (7.8 serializes a WAL's syncs
+ * and refuses them on the writer whose sync failed, but not a directory's,
+ * and its FlushWAL(sync) does not look at the background error).
+ *
  * C++ for RocksDB's FileSystem classes; it reaches the C++ Options behind a
  * rocksdb_options_t like st_bgio (layout checked first). */
 #ifndef ST_WALFS_H
@@ -37,8 +51,12 @@ extern "C" {
 
 typedef struct st_walfs st_walfs;
 
+/* What a sync refused by the watch (see above) says, before why. */
+#define ST_WALFS_REFUSED "WAL sync refused: "
+
 /* Sets on o an Env whose WAL files are zero-filled `chunk` bytes ahead of
- * their end (rounded to 64 KiB, at least 64 KiB). NULL (err names why)
+ * their end (rounded to 64 KiB, at least 64 KiB; 0: none, and no spares)
+ * and whose WAL and directory syncs are watched. NULL (err names why)
  * when o's layout is not the one this file was built for, or out of
  * memory; o is then unchanged. The Env must outlive every DB opened with
  * o: free the handle after closing them. */

@@ -644,7 +644,7 @@ static void test_spare_in_use_not_taken(void **state)
     check_range(f, 400, 500, 'z');
 }
 
-/* With store.wal_zero_ahead_bytes = 0 st_walfs is not installed, and
+/* With store.wal_zero_ahead_bytes = 0 st_walfs keeps no spares, and
  * nothing would take or remove the spares an earlier run left: the store's
  * open removes them. A read-only open (walhook-store --dump, maybe beside
  * a running store that uses them) leaves them. */
