@@ -22,6 +22,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -42,19 +43,20 @@
 static pthread_mutex_t inj_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t inj_cv = PTHREAD_COND_INITIALIZER;
 static int inj_fail_next; /* the next sync fails */
+static int inj_fail_dir;  /* the next sync of a directory fails */
 static int inj_hold_fail; /* the next sync waits until another one returned 0, then fails */
 static int inj_holding;   /* a sync waits so */
 static int inj_passed;    /* a sync returned 0 while one was held */
 static int inj_real;      /* syncs that reached the C library */
 
-/* 1: fd is a WAL file or a directory */
+/* 1: fd is a WAL file, 2: a directory, 0: neither */
 static int inj_watched(int fd)
 {
     struct stat st;
     if (fstat(fd, &st) != 0)
         return 0;
     if (S_ISDIR(st.st_mode))
-        return 1;
+        return 2;
     char link[64], path[PATH_MAX];
     snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
     ssize_t n = readlink(link, path, sizeof(path) - 1);
@@ -69,7 +71,8 @@ static int inj_sync(const char *name, int fd)
         return -1;
     }
     int saved = errno;
-    if (!inj_watched(fd)) {
+    int kind = inj_watched(fd);
+    if (kind == 0) {
         errno = saved;
         return real(fd);
     }
@@ -85,8 +88,9 @@ static int inj_sync(const char *name, int fd)
         errno = EIO;
         return -1;
     }
-    if (inj_fail_next) {
+    if (inj_fail_next || (kind == 2 && inj_fail_dir)) {
         inj_fail_next = 0;
+        inj_fail_dir = 0;
         pthread_mutex_unlock(&inj_mu);
         errno = EIO;
         return -1;
@@ -144,19 +148,42 @@ static void inj_set(int *v, int x)
         }                                                                                          \
     } while (0)
 
-static void run_child(int (*fn)(const char *dir), const char *name)
+/* fn(dir) in a child process, its stderr into dir/child.log: it must exit
+ * with `status`, and the log hold `want` (NULL: anything) */
+static void run_child_want(int (*fn)(const char *dir), const char *name, int status,
+                           const char *want)
 {
-    char dir[128];
+    char dir[128], log[256];
     stdb_fx_mkdtemp(dir, sizeof(dir), name);
+    snprintf(log, sizeof(log), "%s/child.log", dir);
     pid_t pid = fork();
     assert_true(pid >= 0);
-    if (pid == 0)
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || dup2(fd, STDERR_FILENO) < 0)
+            _exit(99);
         _exit(fn(dir));
+    }
     int st = 0;
     assert_int_equal(waitpid(pid, &st, 0), pid);
+    char out[8192] = "";
+    FILE *f = fopen(log, "r");
+    if (f != NULL) {
+        size_t n = fread(out, 1, sizeof(out) - 1, f);
+        out[n] = '\0';
+        fclose(f);
+    }
     wh_test_rmtree(dir);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != status || (want != NULL && strstr(out, want) == NULL))
+        fail_msg("the child %s %d (want exit %d%s%s); its stderr:\n%s",
+                 WIFEXITED(st) ? "exited" : "died of signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), status, want ? ", and " : "",
+                 want ? want : "", out);
+}
+
+static void run_child(int (*fn)(const char *dir), const char *name)
+{
+    run_child_want(fn, name, 0, NULL);
 }
 
 /* options with st_walfs installed (zero-fill `chunk` ahead, 0: none) */
@@ -333,12 +360,51 @@ static void test_other_db_after_failed_sync(void **state)
     run_child(two_dbs, "test_store_walsync");
 }
 
+/* The store's own path: a flush's fsync of the database directory failed
+ * (RocksDB keeps it as its background error, and the store would exit at
+ * its next write, which returns it), then st_db_wal_synced, as a
+ * SchemaList or an offset commit waits: RocksDB's FlushWAL(sync) does not
+ * look at the background error, and the directory's next fsync returns 0,
+ * so it said OK (exit 3 here). The store exits as on any failed WAL
+ * sync. */
+static int store_dir_failed(const char *dir)
+{
+    char err[WH_ERRLEN];
+    st_db_opts o = {.data_dir = dir,
+                    .cache_bytes = 1 << 20,
+                    .write_buffer_bytes = 1 << 20,
+                    .wal_zero_ahead_bytes = 1 << 20};
+    st_db *db = NULL;
+    CHECK(st_db_open(&db, &o, err, sizeof(err)) == WH_OK, "open: %s", err);
+    st_event e = {0x1000, 0, 1, "{}", 2};
+    uint64_t durable = 0;
+    CHECK(st_db_append(db, "t", &e, 1, 0x1000, &durable, err, sizeof(err)) == WH_OK, "append: %s",
+          err);
+    inj_set(&inj_fail_dir, 1);
+    CHECK(st_db_flush(db, err, sizeof(err)) != WH_OK && strstr(err, "a directory") != NULL,
+          "the flush whose directory fsync failed: %s", err);
+    if (st_db_wal_synced(db, err, sizeof(err)) == WH_OK) {
+        fprintf(stderr, "st_db_wal_synced said OK after a failed directory fsync\n");
+        return 3;
+    }
+    fprintf(stderr, "st_db_wal_synced failed and the store did not exit: %s\n", err);
+    return 4;
+}
+
+static void test_store_wal_synced_after_dir_failed(void **state)
+{
+    (void)state;
+    run_child_want(store_dir_failed, "test_store_walsync", 1,
+                   "WAL sync refused: a sync failed earlier in this process");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sync_beside_failed_one),
         cmocka_unit_test(test_dir_sync_failed),
         cmocka_unit_test(test_other_db_after_failed_sync),
+        cmocka_unit_test(test_store_wal_synced_after_dir_failed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
