@@ -148,14 +148,15 @@ static void inj_set(int *v, int x)
         }                                                                                          \
     } while (0)
 
-/* fn(dir) in a child process, its stderr into dir/child.log: it must exit
+/* fn(dir) in a child process, its stderr into dir/child.err (not a name
+ * ending in .log: the injected syncs would take it for a WAL): it must exit
  * with `status`, and the log hold `want` (NULL: anything) */
 static void run_child_want(int (*fn)(const char *dir), const char *name, int status,
                            const char *want)
 {
     char dir[128], log[256];
     stdb_fx_mkdtemp(dir, sizeof(dir), name);
-    snprintf(log, sizeof(log), "%s/child.log", dir);
+    snprintf(log, sizeof(log), "%s/child.err", dir);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -367,13 +368,13 @@ static void test_other_db_after_failed_sync(void **state)
  * look at the background error, and the directory's next fsync returns 0,
  * so it said OK (exit 3 here). The store exits as on any failed WAL
  * sync. */
-static int store_dir_failed(const char *dir)
+static int store_dir_failed(const char *dir, int64_t zero_ahead)
 {
     char err[WH_ERRLEN];
     st_db_opts o = {.data_dir = dir,
                     .cache_bytes = 1 << 20,
                     .write_buffer_bytes = 1 << 20,
-                    .wal_zero_ahead_bytes = 1 << 20};
+                    .wal_zero_ahead_bytes = zero_ahead};
     st_db *db = NULL;
     CHECK(st_db_open(&db, &o, err, sizeof(err)) == WH_OK, "open: %s", err);
     st_event e = {0x1000, 0, 1, "{}", 2};
@@ -391,10 +392,24 @@ static int store_dir_failed(const char *dir)
     return 4;
 }
 
+static int store_dir_failed_zeroed(const char *dir)
+{
+    return store_dir_failed(dir, 1 << 20);
+}
+
+/* store.wal_zero_ahead_bytes 0: st_walfs is installed all the same, for
+ * the watch alone */
+static int store_dir_failed_unzeroed(const char *dir)
+{
+    return store_dir_failed(dir, 0);
+}
+
 static void test_store_wal_synced_after_dir_failed(void **state)
 {
     (void)state;
-    run_child_want(store_dir_failed, "test_store_walsync", 1,
+    run_child_want(store_dir_failed_zeroed, "test_store_walsync", 1,
+                   "WAL sync refused: a sync failed earlier in this process");
+    run_child_want(store_dir_failed_unzeroed, "test_store_walsync", 1,
                    "WAL sync refused: a sync failed earlier in this process");
 }
 
