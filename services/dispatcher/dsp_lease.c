@@ -43,6 +43,11 @@ typedef struct lease_t {
      * meanwhile stays with this replica, whose loop posts to the new one
      * only after that request ended. 0 while listed */
     uint64_t unlisted_until;
+    /* its last Acquire got no answer (the store slow: the lease write not
+     * synced yet; or the reply lost): not held here, though the store may
+     * have granted it. Counted toward the fair share and tried again after
+     * the other targets, until an Acquire of it is answered */
+    int unanswered;
 } lease_t;
 
 struct dsp_lease {
@@ -50,6 +55,7 @@ struct dsp_lease {
     size_t id_len;                       /* bytes of <id> */
     int dup_warned;                      /* another live owner with our id was logged */
     int ttl_ms;
+    int call_ms;              /* a store call's timeout: min(ipc.timeout_ms, TTL/3) */
     char control[WH_URL_MAX]; /* announced in LeaseList: where the admin reaches us */
     wh_client *store;
     pthread_t thread;
@@ -59,6 +65,9 @@ struct dsp_lease {
     pthread_mutex_t mu;    /* everything below */
     pthread_cond_t cond;
     int stopping, poked;
+    /* the last round left targets to acquire for lack of time (an Acquire
+     * without an answer took its timeout): the next one starts at once */
+    int rush;
     lease_t *v;
     size_t n, cap;
     size_t replicas;
@@ -248,10 +257,6 @@ int dsp_lease_request_timeout(dsp_lease *l, const char *tenant, const char *targ
 
 /* ---- store calls (lease thread only) ---- */
 
-/* One lease call; granted and epoch from the reply, and for an Acquire
- * whether it took over a lapsed lease (*lapsed_ago: -1 when not, else ms
- * since it lapsed; *told_ms: the longest request timeout its holders told
- * the store, 0 when none or an older store). WH_ERR: no answer. */
 /* What a lease call is, for its log lines: "acquire of tenant/target". A
  * failed call named nothing, so a lost Acquire (a takeover's reply, say)
  * looked like a failed renewal or list. */
@@ -283,15 +288,24 @@ static void call_what(const Walhook__Request *req, char *out, size_t len)
         snprintf(out, len, "%s", verb);
 }
 
+/* call_x: the store answered with an error (the call did nothing) */
+#define CALL_REFUSED 1
+
+/* One lease call; granted and epoch from the reply, and for an Acquire
+ * whether it took over a lapsed lease (*lapsed_ago: -1 when not, else ms
+ * since it lapsed; *told_ms: the longest request timeout its holders told
+ * the store, 0 when none or an older store). WH_OK; WH_ERR: no answer (the
+ * call may have been carried out); CALL_REFUSED: an error reply. */
 static int call_x(dsp_lease *l, Walhook__Request *req, int *granted, uint64_t *epoch,
                   int64_t *lapsed_ago, uint32_t *told_ms)
 {
     Walhook__Reply *rep = NULL;
     char err[WH_ERRLEN], what[2 * WH_NAME_MAX + 32];
-    if (wh_client_call(l->store, req, &rep, err, sizeof(err)) != WH_OK) {
+    int status = 0;
+    if (wh_client_call_status(l->store, req, &rep, &status, err, sizeof(err)) != WH_OK) {
         call_what(req, what, sizeof(what));
         wh_warn("lease: store: %s: %s", what, err);
-        return WH_ERR;
+        return status != 0 ? CALL_REFUSED : WH_ERR;
     }
     int rc = WH_ERR;
     if (rep->body_case == WALHOOK__REPLY__BODY_LEASE && rep->lease) {
@@ -415,6 +429,7 @@ typedef struct work {
     int listed;
     uint64_t unlisted_until;
     int req_timeout; /* quiet_eff when the round began */
+    int unanswered;  /* lease_t.unanswered */
 } work;
 
 /* lapsed_ago: for a new grant, -1, or the ms since the lease it took over
@@ -643,9 +658,52 @@ static int forgettable(const lease_t *e, uint64_t now)
            now >= e->quiet_until;
 }
 
+/* Records whether the target's last Acquire went unanswered. */
+static void set_unanswered(dsp_lease *l, work *w, int unanswered)
+{
+    w->unanswered = unanswered;
+    pthread_mutex_lock(&l->mu);
+    lease_t *e = find(l, w->tenant, w->name);
+    if (e)
+        e->unanswered = unanswered;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* One Acquire of w in a round (a free target not held here): granted, held
+ * here (*held + 1); refused or answered with an error, not; no answer, its
+ * outcome unknown: not held, not posted to, marked unanswered. */
+static void acquire_one(dsp_lease *l, work *w, size_t *held, int *changed)
+{
+    uint64_t sent = wh_now_ms();
+    int granted = 0;
+    uint64_t ep = 0;
+    int64_t lapsed_ago = -1;
+    uint32_t told_ms = 0;
+    int rc = acquire(l, w->tenant, w->name, w->req_timeout, &granted, &ep, &lapsed_ago, &told_ms);
+    if (rc == WH_ERR) {
+        set_unanswered(l, w, 1);
+        return;
+    }
+    if (w->unanswered)
+        set_unanswered(l, w, 0);
+    if (rc != WH_OK || !granted)
+        return;
+    if (lapsed_ago >= 0)
+        wh_info("lease of %s/%s acquired (epoch %" PRIu64 "; its last holder let it "
+                "lapse %" PRId64 " ms ago)",
+                w->tenant, w->name, ep, lapsed_ago);
+    else
+        wh_info("lease of %s/%s acquired (epoch %" PRIu64 ")", w->tenant, w->name, ep);
+    set_result_x(l, w, ep, sent + (uint64_t)l->ttl_ms * 4 / 5, lapsed_ago, told_ms, changed);
+    w->epoch = ep;
+    (*held)++;
+}
+
 static void round_once(dsp_lease *l)
 {
+    uint64_t round_start = wh_now_ms();
     pthread_mutex_lock(&l->mu);
+    l->rush = 0;
     size_t n = l->n;
     work *w = n ? calloc(n, sizeof(*w)) : NULL;
     for (size_t i = 0; w && i < n; i++) {
@@ -657,6 +715,7 @@ static void round_once(dsp_lease *l)
         w[i].listed = l->v[i].listed;
         w[i].unlisted_until = l->v[i].unlisted_until;
         w[i].req_timeout = quiet_eff(&l->v[i], wh_now_ms());
+        w[i].unanswered = l->v[i].unanswered;
     }
     pthread_mutex_unlock(&l->mu);
     if (n > 0 && w == NULL)
@@ -730,34 +789,50 @@ static void round_once(dsp_lease *l)
             }
         }
     }
-    uint64_t now = wh_now_ms();
-    for (size_t i = 0; i < n && (replicas > 0 ? held < fair : 0); i++) {
-        if (w[i].epoch != 0 || !w[i].listed || now < w[i].given_up)
-            continue;
-        uint64_t sent = wh_now_ms();
-        int granted = 0;
-        uint64_t ep = 0;
-        int64_t lapsed_ago = -1;
-        uint32_t told_ms = 0;
-        if (acquire(l, w[i].tenant, w[i].name, w[i].req_timeout, &granted, &ep, &lapsed_ago,
-                    &told_ms) != WH_OK)
-            break;
-        if (granted) {
-            if (lapsed_ago >= 0)
-                wh_info("lease of %s/%s acquired (epoch %" PRIu64 "; its last holder let it "
-                        "lapse %" PRId64 " ms ago)",
-                        w[i].tenant, w[i].name, ep, lapsed_ago);
-            else
-                wh_info("lease of %s/%s acquired (epoch %" PRIu64 ")", w[i].tenant, w[i].name, ep);
-            set_result_x(l, &w[i], ep, sent + (uint64_t)l->ttl_ms * 4 / 5, lapsed_ago, told_ms,
-                         &changed);
-            held++;
+    /* acquire free targets up to the fair share. An Acquire without an
+     * answer (the store slow: its lease write not synced yet; or the reply
+     * lost) does not stop the round: its target is not held here (the
+     * store may have granted it: it counts toward the share), and the
+     * others are acquired after it, then it is tried again (the store
+     * grants it as this owner's own once its write is done, or tells the
+     * takeover again: LEASE_F_TAKEOVER); the targets whose last Acquire
+     * went unanswered are tried after the others in later rounds too. An
+     * Acquire is started only if its timeout ends within 2/3 of the TTL
+     * from the round's start, so the next round renews the leases held in
+     * time (held until 4/5 of the TTL after their renewal); the targets
+     * left go to the next round, which starts at once. */
+    uint64_t now = wh_now_ms(), budget_end = round_start + (uint64_t)l->ttl_ms * 2 / 3;
+    size_t maybe = 0;
+    for (size_t i = 0; i < n; i++)
+        maybe += w[i].epoch == 0 && w[i].listed && w[i].unanswered && now >= w[i].given_up;
+    int left = 0;
+    for (int pass = 0; pass < 2 && replicas > 0 && !left; pass++) {
+        for (size_t i = 0; i < n; i++) {
+            /* first the others while below the share, then the unanswered */
+            if (w[i].epoch != 0 || !w[i].listed || now < w[i].given_up || w[i].unanswered != pass)
+                continue;
+            if (pass == 0 && held + maybe >= fair)
+                break;
+            if (wh_now_ms() + (uint64_t)l->call_ms > budget_end) {
+                left = 1;
+                break;
+            }
+            acquire_one(l, &w[i], &held, &changed);
+            if (pass == 0 && w[i].unanswered)
+                maybe++; /* tried again in pass 1 */
+            else if (pass == 1 && !w[i].unanswered)
+                maybe--;
         }
     }
+    if (left)
+        wh_info("lease: store calls took %" PRIu64 " ms this round; the targets left to "
+                "acquire are tried in the next round, at once",
+                wh_now_ms() - round_start);
     free(w);
     quiet_passed(l, &changed);
     pthread_mutex_lock(&l->mu);
     l->replicas = replicas;
+    l->rush = left;
     /* forget targets no longer listed and not held, once what they
      * remember no longer counts (forgettable) */
     size_t j = 0;
@@ -776,6 +851,8 @@ static void round_once(dsp_lease *l)
  * Caller holds mu. */
 static int next_round_in(dsp_lease *l)
 {
+    if (l->rush)
+        return 0;
     uint64_t now = wh_now_ms(), in = (uint64_t)l->ttl_ms / 3;
     for (size_t i = 0; i < l->n; i++) {
         const lease_t *e = &l->v[i];
@@ -846,6 +923,7 @@ int dsp_lease_start(dsp_lease **out, const dsp_lease_opts *o, char *err, size_t 
     wh_cond_init_monotonic(&l->cond);
     /* calls are short; a stuck store must not hold a lease past its TTL */
     int timeout = o->ipc_timeout_ms < l->ttl_ms / 3 ? o->ipc_timeout_ms : l->ttl_ms / 3;
+    l->call_ms = timeout;
     if (wh_client_open(&l->store, o->store_endpoint, timeout, o->max_msg, err, errlen) != WH_OK)
         goto error;
     if (pthread_create(&l->thread, NULL, lease_main, l) != 0) {

@@ -7,7 +7,12 @@
  *   2. renews every lease it holds (a refused renewal: the target is lost);
  *   3. fair share = ceil(targets / R): above it, releases one lease per
  *      round (another replica picks it up); below it, acquires free or
- *      expired ones.
+ *      expired ones. An Acquire without an answer (outcome unknown: not
+ *      held, never posted to) counts toward the share, and is asked again
+ *      after the round's other Acquires and, in later rounds, after the
+ *      others until one is answered; no Acquire starts whose timeout would
+ *      end past 2/3 of the TTL from the round's start (the next round,
+ *      which renews, then starts at once).
  * A lease counts as held locally only until the time of the request that
  * got it + TTL * 4/5 (the store's expiry is later than that). The thread
  * wakes when that validity ends; a lease not renewed by then (the store did
