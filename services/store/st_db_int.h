@@ -96,6 +96,14 @@ typedef struct st_off {
      * write there stores it (lease_persist), so a store restart does not
      * forget its epoch while its holder keeps it */
     int lease_unstored;
+    /* the lease as last committed, what LeaseList reports (guarded by vmu,
+     * so a list never waits for wmu, which a synced write of the entry
+     * holds across its sync): copied from the lease_* fields above by
+     * every lease call once what it changed is stored (or has nothing to
+     * store: a renewal's expiry, a lease kept in memory only) */
+    char lease_c_owner[ST_OWNER_MAX + 1];
+    uint64_t lease_c_epoch;
+    int64_t lease_c_expiry_ms;
     /* moved (under wmu) by every replay that queues entries, after their
      * write (st_db_replay_gen); starts at the open's wall clock, so a
      * generation taken before a restart matches none after it */

@@ -73,16 +73,35 @@ int st_dbi_lease_check(st_off *o, uint64_t lease_epoch, char *err, size_t errlen
                      lease_epoch, o->lease_epoch, o->lease_owner[0] ? o->lease_owner : "nobody");
 }
 
+/* Fills *out from a lease's epoch, holder and expiry. */
+static void lease_fill(uint64_t epoch, const char *holder, int64_t expiry_ms, const char *owner,
+                       st_lease *out)
+{
+    memset(out, 0, sizeof(*out));
+    int64_t left = expiry_ms - lease_now_ms();
+    int live = holder[0] != '\0' && left > 0;
+    out->epoch = epoch;
+    wh_strlcpy(out->owner, live ? holder : "", sizeof(out->owner));
+    out->expires_in_ms = live ? left : 0;
+    out->granted = live && owner != NULL && strcmp(holder, owner) == 0;
+}
+
 /* Fills *out from the entry. Caller holds o->wmu. */
 static void lease_out(st_off *o, const char *owner, st_lease *out)
 {
-    memset(out, 0, sizeof(*out));
-    int64_t left = o->lease_expiry_ms - lease_now_ms();
-    int live = o->lease_owner[0] != '\0' && left > 0;
-    out->epoch = o->lease_epoch;
-    wh_strlcpy(out->owner, live ? o->lease_owner : "", sizeof(out->owner));
-    out->expires_in_ms = live ? left : 0;
-    out->granted = live && owner != NULL && strcmp(o->lease_owner, owner) == 0;
+    lease_fill(o->lease_epoch, o->lease_owner, o->lease_expiry_ms, owner, out);
+}
+
+/* The lease as it is in the entry now is committed (stored, or nothing of
+ * it is to be stored): LeaseList reports it from now on. Caller holds
+ * o->wmu, or loads the stored leases (st_db_open: nothing else runs). */
+static void lease_commit(st_off *o)
+{
+    pthread_mutex_lock(&o->vmu);
+    wh_strlcpy(o->lease_c_owner, o->lease_owner, sizeof(o->lease_c_owner));
+    o->lease_c_epoch = o->lease_epoch;
+    o->lease_c_expiry_ms = o->lease_expiry_ms;
+    pthread_mutex_unlock(&o->vmu);
 }
 
 /* The stored lease's optional tail (st_db.h): NUL, flags, request timeout. */
@@ -232,8 +251,10 @@ int st_db_lease_acquire(st_db *db, const char *tenant, const char *consumer, con
         } else {
             o->lease_takeover_ms = takeover;
         }
-        if (rc == WH_OK)
+        if (rc == WH_OK) {
             o->lease_expiry_ms = now + ttl_ms;
+            lease_commit(o);
+        }
     }
     lease_out(o, owner, out);
     if (rc == WH_OK && out->granted && lapsed) {
@@ -304,6 +325,9 @@ int st_db_lease_renew(st_db *db, const char *tenant, const char *consumer, const
             if (t != NULL && lease_persist(db, o, e2, sizeof(e2)) != WH_OK)
                 wh_warn("lease %s/%s: %s", tenant, consumer, e2);
         }
+        /* the renewal stands with or without that write (its holder and
+         * epoch are the ones stored; the expiry is never stored) */
+        lease_commit(o);
     }
     lease_out(o, owner, out);
     pthread_mutex_unlock(&o->wmu);
@@ -335,6 +359,10 @@ int st_db_lease_release(st_db *db, const char *tenant, const char *consumer, con
         o->lease_takeover_ms = 0;
         if (t != NULL)
             rc = lease_persist(db, o, err, errlen); /* the epoch stays: fencing */
+        /* a release whose write failed is not reported: the stored lease
+         * is still its holder's (LeaseList shows it until its expiry) */
+        if (rc == WH_OK)
+            lease_commit(o);
     }
     lease_out(o, owner, out);
     pthread_mutex_unlock(&o->wmu);
@@ -356,10 +384,13 @@ int st_db_lease_each(st_db *db, st_lease_fn fn, void *arg)
     int rc = WH_OK;
     for (size_t i = 0; i < n && rc == WH_OK; i++) {
         st_lease l;
-        pthread_mutex_lock(&v[i]->wmu);
-        uint64_t e = v[i]->lease_epoch;
-        lease_out(v[i], NULL, &l);
-        pthread_mutex_unlock(&v[i]->wmu);
+        /* the committed lease, under vmu: never waits for a write of the
+         * entry in progress (wmu is held across its sync), nor reports
+         * what such a write has not stored yet */
+        pthread_mutex_lock(&v[i]->vmu);
+        uint64_t e = v[i]->lease_c_epoch;
+        lease_fill(e, v[i]->lease_c_owner, v[i]->lease_c_expiry_ms, NULL, &l);
+        pthread_mutex_unlock(&v[i]->vmu);
         if (e != 0 && fn(arg, v[i]->tenant, v[i]->consumer, &l) != 0)
             rc = WH_ERR;
     }
@@ -488,6 +519,7 @@ static int load_lease(st_db *db, st_tenant *t, const char *k, size_t kl, const c
         int64_t now = lease_now_ms();
         o->lease_takeover_ms = now > 0 ? now : 1;
     }
+    lease_commit(o);
     return WH_OK;
 }
 

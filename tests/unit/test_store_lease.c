@@ -5,7 +5,11 @@
  * holder's Acquire until it renews (also after a restart), the longest request timeout the
  * holders told is returned with a takeover (and survives a restart too),
  * a removed target's lease stays with its holder (also when its tenant is
- * removed), and lease values written before these fields still load. */
+ * removed), and lease values written before these fields still load; the
+ * lease list answers from what is committed while a lease write of an
+ * entry waits for its WAL sync. */
+#include <dlfcn.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,6 +32,68 @@ typedef struct fx {
     char dir[64];
     st_db *db;
 } fx;
+
+/* A gate on this process's fsync and fdatasync (RocksDB's WAL syncs), as
+ * tests/lib/wh_syncgate.c is for the store daemon: while it is closed, a
+ * sync waits (counted in gate_held) until it opens, as on a disk that
+ * takes long to sync. Open unless a test closes it. */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static int gate_closed, gate_held;
+
+static void gate_wait(void)
+{
+    pthread_mutex_lock(&gate_mu);
+    if (gate_closed) {
+        gate_held++;
+        pthread_cond_broadcast(&gate_cv);
+        while (gate_closed)
+            pthread_cond_wait(&gate_cv, &gate_mu);
+        gate_held--;
+    }
+    pthread_mutex_unlock(&gate_mu);
+}
+
+int fdatasync(int fd)
+{
+    static int (*real)(int);
+    gate_wait();
+    if (real == NULL)
+        real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    return real(fd);
+}
+
+int fsync(int fd)
+{
+    static int (*real)(int);
+    gate_wait();
+    if (real == NULL)
+        real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    return real(fd);
+}
+
+static void gate_set(int closed)
+{
+    pthread_mutex_lock(&gate_mu);
+    gate_closed = closed;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+}
+
+/* 1 once a sync waits at the (closed) gate, 0 if none did within 10 s */
+static int gate_holds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    pthread_mutex_lock(&gate_mu);
+    int rc = 0;
+    while (gate_held == 0 && rc == 0)
+        rc = pthread_cond_timedwait(&gate_cv, &gate_mu, &ts);
+    int held = gate_held > 0;
+    pthread_mutex_unlock(&gate_mu);
+    return held;
+}
 
 static void open_db(fx *f)
 {
@@ -543,6 +609,160 @@ static void test_acquire_registers_consumer(void **state)
     assert_int_equal(wl, 0);
 }
 
+/* A lease call on a thread of its own (its write may wait at the gate). */
+typedef struct lcall {
+    fx *f;
+    const char *owner;
+    uint64_t epoch; /* 0: acquire, else release of that epoch */
+    int rc;
+    pthread_t th;
+} lcall;
+
+static void *lcall_main(void *arg)
+{
+    lcall *c = arg;
+    char err[WH_ERRLEN];
+    st_lease l;
+    c->rc =
+        c->epoch == 0
+            ? st_db_lease_acquire(c->f->db, "t", "a", c->owner, 60000, 0, &l, err, sizeof(err))
+            : st_db_lease_release(c->f->db, "t", "a", c->owner, c->epoch, 0, &l, err, sizeof(err));
+    return NULL;
+}
+
+static void lcall_start(lcall *c, fx *f, const char *owner, uint64_t epoch)
+{
+    c->f = f;
+    c->owner = owner;
+    c->epoch = epoch;
+    c->rc = WH_ERR;
+    assert_int_equal(pthread_create(&c->th, NULL, lcall_main, c), 0);
+}
+
+/* A lease list (st_db_lease_each, what LeaseList answers) on a thread of
+ * its own: t/a's lease as listed. */
+typedef struct llist {
+    fx *f;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, found;
+    st_lease l;
+    pthread_t th;
+} llist;
+
+static int llist_entry(void *arg, const char *tenant, const char *consumer, const st_lease *l)
+{
+    llist *c = arg;
+    if (strcmp(tenant, "t") == 0 && strcmp(consumer, "a") == 0) {
+        c->l = *l;
+        c->found = 1;
+    }
+    return 0;
+}
+
+static void *llist_main(void *arg)
+{
+    llist *c = arg;
+    st_db_lease_each(c->f->db, llist_entry, c);
+    pthread_mutex_lock(&c->mu);
+    c->done = 1;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* Lists the leases while the lease write of w waits at the closed gate:
+ * the list must answer within 10 s, with t/a's lease as committed before
+ * that write. Opens the gate and waits for w either way. */
+static st_lease list_during(fx *f, lcall *w, const char *what)
+{
+    llist c = {.f = f};
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
+    assert_int_equal(pthread_create(&c.th, NULL, llist_main, &c), 0);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    pthread_mutex_lock(&c.mu);
+    while (!c.done && pthread_cond_timedwait(&c.cv, &c.mu, &ts) == 0)
+        ;
+    int done = c.done;
+    pthread_mutex_unlock(&c.mu);
+    gate_set(0);
+    pthread_join(c.th, NULL);
+    pthread_join(w->th, NULL);
+    pthread_mutex_destroy(&c.mu);
+    pthread_cond_destroy(&c.cv);
+    if (!done)
+        fail_msg("the lease list waited for %s's write (its WAL sync held) instead of answering "
+                 "from the committed lease",
+                 what);
+    assert_int_equal(w->rc, WH_OK);
+    assert_true(c.found);
+    return c.l;
+}
+
+static st_lease list_now(fx *f)
+{
+    llist c = {.f = f};
+    st_db_lease_each(f->db, llist_entry, &c);
+    assert_true(c.found);
+    return c.l;
+}
+
+/* The lease list (LeaseList: every dispatcher's round, the admin's replica
+ * count) answers while a lease write of one entry waits for its WAL sync,
+ * from the lease as last committed: a release or a grant is listed once it
+ * is stored, never before. Before, the list took each entry's writer lock,
+ * held across that sync, and every replica's LeaseList waited behind the
+ * one slow write. */
+static void test_list_not_behind_write(void **state)
+{
+    fx *f = *state;
+    st_lease l = acquire(f, "r1", 60000, 0);
+    assert_true(l.granted);
+    uint64_t e1 = l.epoch;
+
+    /* r1's release: its write waits for the sync; listed as r1's still */
+    gate_set(1);
+    lcall w;
+    lcall_start(&w, f, "r1", e1);
+    if (!gate_holds()) {
+        gate_set(0);
+        pthread_join(w.th, NULL);
+        fail_msg("the release's write never reached the sync gate");
+    }
+    l = list_during(f, &w, "a release");
+    assert_string_equal(l.owner, "r1");
+    assert_int_equal(l.epoch, e1);
+    assert_true(l.expires_in_ms > 0);
+    l = list_now(f); /* stored: free */
+    assert_string_equal(l.owner, "");
+    assert_int_equal(l.epoch, e1);
+
+    /* r2's grant: not listed before its write is synced */
+    gate_set(1);
+    lcall_start(&w, f, "r2", 0);
+    if (!gate_holds()) {
+        gate_set(0);
+        pthread_join(w.th, NULL);
+        fail_msg("the grant's write never reached the sync gate");
+    }
+    l = list_during(f, &w, "a grant");
+    assert_string_equal(l.owner, "");
+    assert_int_equal(l.epoch, e1);
+    l = list_now(f);
+    assert_string_equal(l.owner, "r2");
+    assert_int_equal(l.epoch, e1 + 1);
+    assert_true(l.expires_in_ms > 0);
+
+    /* and after a restart, as loaded */
+    restart(f);
+    l = list_now(f);
+    assert_string_equal(l.owner, "r2");
+    assert_int_equal(l.epoch, e1 + 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest t[] = {
@@ -555,6 +775,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_request_timeout_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_values_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_acquire_registers_consumer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_not_behind_write, setup, teardown),
     };
     return cmocka_run_group_tests(t, NULL, NULL);
 }
