@@ -68,6 +68,9 @@ struct dsp_lease {
     /* the last round left targets to acquire for lack of time (an Acquire
      * without an answer took its timeout): the next one starts at once */
     int rush;
+    /* monotonic ms: when the last round began (a lease whose validity
+     * counts from after it was renewed or acquired in that round) */
+    uint64_t round_start;
     lease_t *v;
     size_t n, cap;
     size_t replicas;
@@ -704,6 +707,7 @@ static void round_once(dsp_lease *l)
     uint64_t round_start = wh_now_ms();
     pthread_mutex_lock(&l->mu);
     l->rush = 0;
+    l->round_start = round_start;
     size_t n = l->n;
     work *w = n ? calloc(n, sizeof(*w)) : NULL;
     for (size_t i = 0; w && i < n; i++) {
@@ -847,17 +851,32 @@ static void round_once(dsp_lease *l)
 }
 
 /* ms until the next round: TTL/3, or sooner when a held lease's local
- * validity ends first (its renewals got no answer: it is given up then).
- * Caller holds mu. */
+ * validity ends first (its renewals got no answer: it is given up then),
+ * or when a lease renewed (or acquired) in the last round is due for its
+ * next renewal: TTL/3 after that renewal was sent, not after the round
+ * ended. A round made long by Acquires without an answer (up to 2/3 of
+ * the TTL) otherwise put the next one after the validity of the leases it
+ * renewed at its start (4/5 of the TTL after their renewal), which then
+ * woke it only to give them up. A lease whose renewal got no answer keeps
+ * the wake at its validity's end (given up at the start of that round,
+ * before any call). Caller holds mu. */
 static int next_round_in(dsp_lease *l)
 {
     if (l->rush)
         return 0;
     uint64_t now = wh_now_ms(), in = (uint64_t)l->ttl_ms / 3;
+    uint64_t hold = (uint64_t)l->ttl_ms * 4 / 5; /* valid_until - the request's time */
     for (size_t i = 0; i < l->n; i++) {
         const lease_t *e = &l->v[i];
         if (e->epoch != 0 && e->valid_until > now && e->valid_until - now < in)
             in = e->valid_until - now;
+        if (e->epoch != 0 && e->valid_until >= hold && e->valid_until - hold >= l->round_start) {
+            uint64_t due = e->valid_until - hold + (uint64_t)l->ttl_ms / 3;
+            if (due <= now)
+                in = 0;
+            else if (due - now < in)
+                in = due - now;
+        }
         if (e->epoch != 0 && !e->listed && e->unlisted_until > now && e->unlisted_until - now < in)
             in = e->unlisted_until - now;
         if (e->epoch != 0 && !e->quiet_told && e->quiet_until > now && e->quiet_until - now < in)

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# A lease round made long by Acquires without an answer does not let the
+# leases it renewed run out before the next round renews them.
+#   1. d1 alone takes a and b; d0 (lease TTL 6 s: held 4.8 s after each
+#      renewal; ipc.timeout_ms 1.8 s) starts and d1 gives b up to balance,
+#      d0 takes it. d1 stops (SIGTERM: a is released, written at once).
+#   2. The store's WAL syncs are held (wh_syncgate): once d1 is forgotten,
+#      d0's round renews b and asks for a, whose lease write waits at the
+#      gate: the Acquire gets no answer (1.8 s), and is asked again at the
+#      end of the round (1.8 s more, within the round's 4 s budget).
+# Checks: d0 keeps b (b's renewal stays in time: the next round starts at
+# most TTL/3 after the one that renewed it began), and a is acquired once
+# the gate opens. Before: the next round was due TTL/3 after the long
+# round ended, later than b's validity, and started at its end: b was
+# given up as if the store had not answered its renewal.
+set -uo pipefail
+source "$(dirname "$0")/../lib/helpers.sh"
+source "$(dirname "$0")/../lib/leases.sh"
+GATE=""
+trap '[ -n "$GATE" ] && rm -f "$GATE"; wh_cleanup' EXIT
+WH_LEASE_GATED=1 wh_lease_stack 1 0 a b
+log() { echo "$WH_TMP/dispatcher-$1.log"; }
+
+# 1. d1 holds a, d0 holds b
+WALHOOK_DISPATCHER_LEASE_TTL_MS=2000 wh_lease_first d1 2
+WALHOOK_DISPATCHER_LEASE_TTL_MS=6000 WALHOOK_IPC_TIMEOUT_MS=1800 wh_lease_dispatcher d0
+wh_wait_until 20 grep -q "lease of default/b acquired" "$(log d0)" ||
+    wh_fail "d0 did not take b from d1: $(grep "lease of" "$(log d1)" | tail -n 3)"
+grep -q "lease of default/a acquired" "$(log d0)" &&
+    wh_fail "d0 took a too (the test needs a held by d1)"
+wh_kill dispatcher-d1 TERM
+
+# 2. the gate holds a's lease write: d0's Acquire of a gets no answer, twice
+touch "$GATE"
+wh_log "d1 stopped; the store's syncs are held"
+_noreply() { [ "$(grep -c "lease: store: acquire of default/a: .*no reply" "$(log d0)")" -ge "$1" ]; }
+wh_wait_until 20 _noreply 2 ||
+    wh_fail "d0's Acquire of a did not go unanswered twice: $(grep "lease" "$(log d0)" | tail -n 3)"
+grep -q "lease of default/a acquired" "$(log d0)" &&
+    wh_fail "d0 acquired a while the store's syncs were held (the scenario did not run)"
+# the round after: the one that lost b on the build before the fix (b's
+# validity ended 1.2 s after the second unanswered Acquire) asks for a again
+wh_wait_until 20 _noreply 3 ||
+    wh_fail "d0 did not ask for a again: $(grep "lease" "$(log d0)" | tail -n 3)"
+rm -f "$GATE"
+wh_log "the gate is open"
+grep -q "lease of default/b: not renewed" "$(log d0)" &&
+    wh_fail "d0 let b run out after the long round: $(grep "lease" "$(log d0)" | grep -v "no reply" | tail -n 3)"
+wh_wait_until 10 grep -q "lease of default/a acquired" "$(log d0)" ||
+    wh_fail "d0 did not acquire a once the store answered: $(grep "lease" "$(log d0)" | tail -n 3)"
+grep -q "lease of default/b: not renewed" "$(log d0)" &&
+    wh_fail "d0 let b run out: $(grep "lease of default/b" "$(log d0)" | tail -n 3)"
+wh_pass "d0 renewed b in time after a round of unanswered Acquires, and took a once the store answered"
