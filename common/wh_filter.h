@@ -139,6 +139,10 @@ void wh_evidx_build(const char *json, size_t len, wh_evidx *x);
  * walk's shortcuts), with f's sub-members (f may be NULL): the reference
  * that tests and the fuzz target compare wh_filter_match_ix's index with. */
 void wh_evidx_build_scan(const wh_filter *f, const char *json, size_t len, wh_evidx *x);
+/* Tests: on = 1 builds the walk's quote and bracket maps with the x86-64
+ * baseline code (SSE2) even on a CPU with AVX2, where they are built with
+ * AVX2 otherwise; the index is the same either way. Not thread-safe. */
+void wh_evidx_baseline(int on);
 /* Member i of an indexed event as a span into json (the bytes indexed, or
  * a copy of them); WH_ERR when absent. */
 int wh_evidx_get(const wh_evidx *x, const char *json, int i, wh_json_span *out);

@@ -63,6 +63,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 (ix[0].sub_off[j] != ref.sub_off[j] || ix[0].sub_len[j] != ref.sub_len[j] ||
                  ix[0].sub_type[j] != ref.sub_type[j]))
                 __builtin_trap();
+        /* and so is the one of the baseline maps (wh_evidx_baseline) */
+        wh_evidx_baseline(1);
+        wh_evidx bx;
+        int m2 = wh_filter_match_ix(f, ev, evlen, &bx);
+        wh_evidx_baseline(0);
+        if (m2 != m1 || bx.state != ref.state || bx.found != ref.found ||
+            bx.sub_found != ref.sub_found || bx.ev_off != ref.ev_off || bx.ev_len != ref.ev_len)
+            __builtin_trap();
+        for (int i = 0; i < WH_EV_NFIELDS; i++)
+            if ((ref.found & (1u << i)) &&
+                (bx.off[i] != ref.off[i] || bx.len[i] != ref.len[i] || bx.type[i] != ref.type[i]))
+                __builtin_trap();
+        for (int j = 0; j < WH_EVX_SUB_MAX; j++)
+            if ((ref.sub_found & (1u << j)) &&
+                (bx.sub_off[j] != ref.sub_off[j] || bx.sub_len[j] != ref.sub_len[j] ||
+                 bx.sub_type[j] != ref.sub_type[j]))
+                __builtin_trap();
+        /* without a filter (the envelope's own walk: key, before and
+         * after passed by their brackets) */
+        wh_evidx nf, nref;
+        wh_evidx_build(ev, evlen, &nf);
+        wh_evidx_build_scan(NULL, ev, evlen, &nref);
+        if (nf.state != nref.state || nf.found != nref.found || nf.ev_off != nref.ev_off ||
+            nf.ev_len != nref.ev_len)
+            __builtin_trap();
+        for (int i = 0; i < WH_EV_NFIELDS; i++)
+            if ((nref.found & (1u << i)) && (nf.off[i] != nref.off[i] || nf.len[i] != nref.len[i] ||
+                                             nf.type[i] != nref.type[i]))
+                __builtin_trap();
         ix[1] = ix[0];
         wh_buf b, b2;
         wh_buf_init(&b, 1 << 20);

@@ -6,6 +6,9 @@
  *                                    in AppendBatch requests of ~512 KiB (to
  *                                    tenant T, default "default")
  *   wh_stagebench read URL N         reads them back (Read of 1000 events)
+ *   wh_stagebench dump N             writes the N events append would send,
+ *                                    one JSON object a line, to stdout (for
+ *                                    wh_dspbench --events)
  *   wh_stagebench tenants URL SECS   two tenants on one store: "steady"
  *                                    appends 10 events every 10 ms (1,000
  *                                    events/s) for SECS alone, then on while
@@ -814,6 +817,16 @@ int main(int argc, char **argv)
         wh_buf_free(&r.json);
         return rc == WH_OK ? 0 : 1;
     }
+    if (argc == 3 && strcmp(argv[1], "dump") == 0) {
+        rendered r;
+        if (decode_render(strtoul(argv[2], NULL, 10), &r, 1) != WH_OK)
+            return 1;
+        for (size_t i = 0; i < r.n; i++)
+            printf("%.*s\n", (int)(r.off[i + 1] - r.off[i]), r.json.data + r.off[i]);
+        free(r.off);
+        wh_buf_free(&r.json);
+        return fflush(stdout) == 0 ? 0 : 1;
+    }
     if (argc == 4 && strcmp(argv[1], "append") == 0)
         return do_append(argv[2], strtoul(argv[3], NULL, 10)) == WH_OK ? 0 : 1;
     if (argc == 4 && strcmp(argv[1], "read") == 0)
@@ -823,7 +836,7 @@ int main(int argc, char **argv)
     if (argc == 3 && strcmp(argv[1], "tenants-flood") == 0)
         return do_tenants_flood(argv[2]) == WH_OK ? 0 : 1;
     fprintf(stderr,
-            "usage: wh_stagebench [--wide] ingest N | append URL N | read URL N | tenants URL SECS "
-            "| tenants-flood URL\n");
+            "usage: wh_stagebench [--wide] ingest N | append URL N | read URL N | dump N | tenants "
+            "URL SECS | tenants-flood URL\n");
     return 2;
 }

@@ -368,30 +368,47 @@ static void test_spans(void **state)
     assert_int_equal(wh_json_span_num(&notnum, &d), WH_ERR);
 }
 
-/* The index wh_filter_match_ix leaves (quote map, predicted member order)
- * equals the plain walk's (wh_evidx_build_scan) member for member. */
+static void assert_index_equal(const wh_evidx *a, const wh_evidx *b, const char *ev, size_t len,
+                               const char *what)
+{
+    if (a->state != b->state || a->found != b->found || a->ev_off != b->ev_off ||
+        a->ev_len != b->ev_len || a->sub_found != b->sub_found)
+        fail_msg("%s: index differs (state %d/%d found %x/%x sub %x/%x) on %.*s", what, a->state,
+                 b->state, a->found, b->found, a->sub_found, b->sub_found, (int)len, ev);
+    for (int i = 0; i < WH_EV_NFIELDS; i++)
+        if ((a->found & (1u << i)) &&
+            (a->off[i] != b->off[i] || a->len[i] != b->len[i] || a->type[i] != b->type[i]))
+            fail_msg("%s: member %d differs on %.*s", what, i, (int)len, ev);
+    for (int j = 0; j < WH_EVX_SUB_MAX; j++)
+        if ((a->sub_found & (1u << j)) &&
+            (a->sub_off[j] != b->sub_off[j] || a->sub_len[j] != b->sub_len[j] ||
+             a->sub_type[j] != b->sub_type[j]))
+            fail_msg("%s: sub-member %d differs on %.*s", what, j, (int)len, ev);
+}
+
+/* The index wh_filter_match_ix leaves (quote and bracket maps, predicted
+ * member order) equals the plain walk's (wh_evidx_build_scan) member for
+ * member, with the maps built the CPU's best way and the baseline way
+ * (wh_evidx_baseline); so does wh_evidx_build's (no filter: key, before
+ * and after passed by their brackets). */
 static void assert_same_index(const wh_filter *f, const char *ev, size_t len)
 {
     wh_evidx a, b;
-    memset(&a, 0xA5, sizeof(a));
     memset(&b, 0x5A, sizeof(b));
-    int m = wh_filter_match_ix(f, ev, len, &a);
     wh_evidx_build_scan(f, ev, len, &b);
-    if (a.state != b.state || a.found != b.found || a.ev_off != b.ev_off || a.ev_len != b.ev_len ||
-        a.sub_found != b.sub_found)
-        fail_msg("index differs (state %d/%d found %x/%x sub %x/%x) on %.*s", a.state, b.state,
-                 a.found, b.found, a.sub_found, b.sub_found, (int)len, ev);
-    for (int i = 0; i < WH_EV_NFIELDS; i++)
-        if ((a.found & (1u << i)) &&
-            (a.off[i] != b.off[i] || a.len[i] != b.len[i] || a.type[i] != b.type[i]))
-            fail_msg("member %d differs on %.*s", i, (int)len, ev);
-    for (int j = 0; j < WH_EVX_SUB_MAX; j++)
-        if ((a.sub_found & (1u << j)) &&
-            (a.sub_off[j] != b.sub_off[j] || a.sub_len[j] != b.sub_len[j] ||
-             a.sub_type[j] != b.sub_type[j]))
-            fail_msg("sub-member %d differs on %.*s", j, (int)len, ev);
-    /* and the answer is the one of a fresh match */
-    assert_int_equal(m, wh_filter_match(f, ev, len));
+    int m = wh_filter_match(f, ev, len);
+    for (int base = 0; base < 2; base++) {
+        wh_evidx_baseline(base);
+        memset(&a, 0xA5, sizeof(a));
+        /* and the answer is the one of a fresh match */
+        assert_int_equal(wh_filter_match_ix(f, ev, len, &a), m);
+        assert_index_equal(&a, &b, ev, len, base ? "baseline maps" : "maps");
+        wh_evidx_build(ev, len, &a);
+        wh_evidx c;
+        wh_evidx_build_scan(NULL, ev, len, &c);
+        assert_index_equal(&a, &c, ev, len, base ? "no filter, baseline maps" : "no filter");
+    }
+    wh_evidx_baseline(0);
 }
 
 static void test_index_walks(void **state)
@@ -493,6 +510,98 @@ static void test_index_walks(void **state)
     wh_filter_free(f);
 }
 
+/* An event of the ingestor's layout whose key, before and after are rows
+ * like make bench's backlog (d) (text, jsonb objects and arrays as the
+ * ingestor inlines them, with spaces; text[]; numeric as strings), with
+ * extra: brackets and quotes' neighbours in strings, strings and
+ * containers across 64-byte blocks, and nested containers `depth` deep in
+ * after (0: none). Returns its length. */
+static size_t wide_event(char *buf, size_t cap, int id, int depth)
+{
+    char row[2048], deep[1200];
+    size_t dn = 0; /* [[{"k":[[{"k":...1...}]]}]] */
+    for (int d = 0; d < depth; d++) {
+        if (d % 3 == 2) {
+            memcpy(deep + dn, "{\"k\":", 5);
+            dn += 5;
+        } else {
+            deep[dn++] = '[';
+        }
+    }
+    if (depth > 0)
+        deep[dn++] = '1';
+    for (int d = depth - 1; d >= 0; d--)
+        deep[dn++] = d % 3 == 2 ? '}' : ']';
+    deep[dn] = '\0';
+    int rn = snprintf(
+        row, sizeof(row),
+        "{\"id\":%d,\"c1\":\"40862c6e26e2f4baa5e3bb93523a295140862c6e26e2f4baa5e3bb93523a2951\","
+        "\"c2\":\"a]b}c[d{e\",\"c3\":\"\",\"c4\":\"customer "
+        "%d\",\"c5\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\",\"j1\":{\"id\": %d, \"ok\": true, \"name\": "
+        "\"item ]}\", \"tags\": [\"a\", \"b\", %d, [], {}], \"price\": 1.25, \"n\": null},"
+        "\"j2\":{\"zip\": 1, \"address\": {\"l\": [\"YyY_\", -0.5e-3]}},\"a1\":[\"alpha\",\"beta\","
+        "\"gamma\",null],\"a2\":[[1,2],[3,[4,[5]]]],\"t1\":\"2026-12-01T21:50:12.123456Z\","
+        "\"d\":%s,\"n1\":\"3.14159\",\"n2\":\"0.00000000000000000000\",\"n3\":-12345678.9,"
+        "\"n4\":1e400,\"u\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\",\"b\":false,\"z\":null,"
+        "\"c8\":\"x\"}",
+        id, id, id, id, depth > 0 ? deep : "[]");
+    assert_true(rn > 0 && (size_t)rn < sizeof(row));
+    int n = snprintf(
+        buf, cap,
+        "{\"id\":\"default:0/10000000:0\",\"tenant\":\"default\",\"lsn\":\"0/10000000\",\"seq\":0,"
+        "\"xid\":1000,\"commit_ts\":\"2026-12-01T21:50:06.123456Z\",\"op\":\"update\","
+        "\"change_lsn\":\"0/FFFFFF0\",\"schema\":\"public\",\"table\":\"wide\",\"key\":%s,"
+        "\"before\":%s,\"after\":%s,\"unchanged\":[\"c7\"]}",
+        row, row, row);
+    assert_true(n > 0 && (size_t)n < cap);
+    return (size_t)n;
+}
+
+/* Containers passed by their brackets (the bracket map: nested jsonb and
+ * arrays, and key, before and after themselves, wholly or after the
+ * filter's sub-members) give the plain walk's index: on rows of the wide
+ * shape, at and around the nesting limit, and with every byte replaced by
+ * a bracket, a quote, or a byte the map's bracket test also takes. */
+static void test_index_containers(void **state)
+{
+    (void)state;
+    static const char *exprs[] = {
+        "table == \"wide\" && op == \"update\" && after.n1 >= 0", /* after: sub-member, then the
+                                                                     rest */
+        "key.id == 1 || before.j2 != null || after.u startswith \"caf\" || after.c8 == \"x\"",
+        "op == \"update\"", /* no sub-members */
+    };
+    static const char subst[] = "\"{}[]Yy_";
+    char buf[12000], mut[12000];
+    for (size_t x = 0; x < sizeof(exprs) / sizeof(exprs[0]); x++) {
+        wh_filter_spec spec = {.expr = exprs[x]};
+        wh_filter *f = NULL;
+        char err[256];
+        assert_int_equal(wh_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+        /* nesting around WH_JSON_SPAN_DEPTH: after is one level, d is
+         * another, and its value's brackets the rest */
+        for (int depth = 0; depth <= 258; depth += depth < 250 ? 50 : 1) {
+            size_t len = wide_event(buf, sizeof(buf), 1 + depth, depth);
+            assert_same_index(f, buf, len);
+        }
+        size_t len = wide_event(buf, sizeof(buf), 1, 3);
+        assert_true(wh_filter_match(f, buf, len));
+        assert_same_index(f, buf, len);
+        for (size_t p = 0; p < len; p++) {
+            memcpy(mut, buf, p);
+            mut[p] = '}';
+            assert_same_index(f, mut, p + 1);
+            for (size_t k = 0; k < sizeof(subst) - 1; k++) {
+                memcpy(mut, buf, len);
+                mut[p] = subst[k];
+                assert_same_index(f, mut, len);
+            }
+        }
+        wh_filter_free(f);
+    }
+}
+
 /* `path OP literal` (read without building values) answers what the
  * mirrored `literal OP' path` (the general comparison) answers. */
 static void test_compare_mirrored(void **state)
@@ -520,11 +629,12 @@ static void test_compare_mirrored(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_expressions),     cmocka_unit_test(test_compile_errors),
-        cmocka_unit_test(test_tables_ops),      cmocka_unit_test(test_ops_read),
-        cmocka_unit_test(test_numbers_exact),   cmocka_unit_test(test_long_strings),
-        cmocka_unit_test(test_columns_rewrite), cmocka_unit_test(test_spans),
-        cmocka_unit_test(test_index_walks),     cmocka_unit_test(test_compare_mirrored),
+        cmocka_unit_test(test_expressions),      cmocka_unit_test(test_compile_errors),
+        cmocka_unit_test(test_tables_ops),       cmocka_unit_test(test_ops_read),
+        cmocka_unit_test(test_numbers_exact),    cmocka_unit_test(test_long_strings),
+        cmocka_unit_test(test_columns_rewrite),  cmocka_unit_test(test_spans),
+        cmocka_unit_test(test_index_walks),      cmocka_unit_test(test_index_containers),
+        cmocka_unit_test(test_compare_mirrored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
