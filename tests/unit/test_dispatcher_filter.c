@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -602,6 +604,56 @@ static void test_index_containers(void **state)
     }
 }
 
+/* Events that end where a page the process may not read begins, of every
+ * length up to 300 bytes and around the maps' limit (8 KiB), give the
+ * plain walk's index: the maps' loads of the last, partial 64-byte block
+ * and the bracket walk over it stay within the event. The containers are
+ * left open so that the walk passes the event's closing brace and reads
+ * the map to its end: a bracket bit past the event (a wrong byte in the
+ * padding of the last block) would make it read the byte there, and
+ * fault. A backslash anywhere, in an event of any length, means no maps. */
+static void test_index_page_end(void **state)
+{
+    (void)state;
+    static const char *shapes[] = {
+        "{\"after\":{\"n1\":1,\"x\":{\"s\":\"%s\"}",       /* after open: the rest of it */
+        "{\"id\":\"a\",\"zz\":{\"a\":{\"s\":\"%s\"}",      /* a nested value open */
+        "{\"id\":\"a\",\"zz\":[{\"a\":[{\"s\":\"%s\"}]}",  /* an array open */
+        "{\"after\":{\"n1\":1,\"x\":{\"s\":\"%s}",         /* a string open */
+        "{\"id\":\"%s\",\"after\":{\"n1\":1,\"x\":[{}]}}", /* well formed */
+        "{\"id\":\"\\\"%s\"}", /* an escaped quote: no maps, whatever the length */
+    };
+    static const char *exprs[] = {"after.n1 == 1", "op == \"insert\""};
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), npg = (8300 + pg - 1) / pg;
+    char *region =
+        mmap(NULL, (npg + 1) * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(region != MAP_FAILED);
+    assert_int_equal(mprotect(region + npg * pg, pg, PROT_NONE), 0);
+    char *end = region + npg * pg, *fill = malloc(8300), *ev = malloc(8400);
+    assert_non_null(fill);
+    assert_non_null(ev);
+    for (size_t x = 0; x < sizeof(exprs) / sizeof(exprs[0]); x++) {
+        wh_filter_spec spec = {.expr = exprs[x]};
+        wh_filter *f = NULL;
+        char err[256];
+        assert_int_equal(wh_filter_compile(&spec, &f, err, sizeof(err)), WH_OK);
+        for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+            for (size_t k = 0; k < 8200; k = k == 300 ? 8060 : k + 1) {
+                memset(fill, 'y', k);
+                fill[k] = '\0';
+                int n = snprintf(ev, 8400, shapes[s], fill);
+                assert_true(n > 0 && n < 8400);
+                memcpy(end - n, ev, (size_t)n);
+                assert_same_index(f, end - n, (size_t)n);
+            }
+        }
+        wh_filter_free(f);
+    }
+    free(fill);
+    free(ev);
+    assert_int_equal(munmap(region, (npg + 1) * pg), 0);
+}
+
 /* `path OP literal` (read without building values) answers what the
  * mirrored `literal OP' path` (the general comparison) answers. */
 static void test_compare_mirrored(void **state)
@@ -629,12 +681,12 @@ static void test_compare_mirrored(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_expressions),      cmocka_unit_test(test_compile_errors),
-        cmocka_unit_test(test_tables_ops),       cmocka_unit_test(test_ops_read),
-        cmocka_unit_test(test_numbers_exact),    cmocka_unit_test(test_long_strings),
-        cmocka_unit_test(test_columns_rewrite),  cmocka_unit_test(test_spans),
-        cmocka_unit_test(test_index_walks),      cmocka_unit_test(test_index_containers),
-        cmocka_unit_test(test_compare_mirrored),
+        cmocka_unit_test(test_expressions),     cmocka_unit_test(test_compile_errors),
+        cmocka_unit_test(test_tables_ops),      cmocka_unit_test(test_ops_read),
+        cmocka_unit_test(test_numbers_exact),   cmocka_unit_test(test_long_strings),
+        cmocka_unit_test(test_columns_rewrite), cmocka_unit_test(test_spans),
+        cmocka_unit_test(test_index_walks),     cmocka_unit_test(test_index_containers),
+        cmocka_unit_test(test_index_page_end),  cmocka_unit_test(test_compare_mirrored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
