@@ -35,7 +35,8 @@ static double cpu_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* The lines of path (each a malloc'd string) into *out; how many, or -1. */
+/* The lines of path (each malloc'd, NUL-terminated, its length in *lens)
+ * into *out; how many, or -1. */
 static long read_lines(const char *path, char ***out, size_t **lens)
 {
     FILE *fp = fopen(path, "r");
@@ -53,10 +54,17 @@ static long read_lines(const char *path, char ***out, size_t **lens)
             continue;
         if (wh_grow(out, n + 1, &ncap, sizeof(**out), 64) != WH_OK)
             break;
-        *lens = realloc(*lens, ncap * sizeof(**lens));
-        (*out)[n] = strndup(line, (size_t)got);
-        if (*lens == NULL || (*out)[n] == NULL)
+        size_t *nl = realloc(*lens, ncap * sizeof(**lens));
+        if (nl == NULL)
             break;
+        *lens = nl;
+        /* the line's bytes, a NUL among them included (not strndup) */
+        char *copy = malloc((size_t)got + 1);
+        if (copy == NULL)
+            break;
+        memcpy(copy, line, (size_t)got);
+        copy[got] = '\0';
+        (*out)[n] = copy;
         (*lens)[n++] = (size_t)got;
     }
     free(line);
@@ -130,8 +138,11 @@ int main(int argc, char **argv)
         snprintf(ls, sizeof(ls), "%X/%X", (unsigned)(lsn >> 32), (unsigned)lsn);
         int len;
         if (nfile > 0) {
-            json[i] = strdup(file[i % (size_t)nfile]);
             len = (int)flen[i % (size_t)nfile];
+            json[i] = malloc((size_t)len + 1);
+            if (json[i] == NULL)
+                return 1;
+            memcpy(json[i], file[i % (size_t)nfile], (size_t)len + 1);
             goto event;
         }
         json[i] = malloc(1024);
