@@ -48,6 +48,9 @@ typedef struct lease_t {
      * have granted it. Counted toward the fair share and tried again after
      * the other targets, until an Acquire of it is answered */
     int unanswered;
+    /* the round (dsp_lease.round_no) whose renewal or grant of it was
+     * answered last: valid_until counts from a request of that round */
+    uint64_t renewed_round;
 } lease_t;
 
 struct dsp_lease {
@@ -68,9 +71,10 @@ struct dsp_lease {
     /* the last round left targets to acquire for lack of time (an Acquire
      * without an answer took its timeout): the next one starts at once */
     int rush;
-    /* monotonic ms: when the last round began (a lease whose validity
-     * counts from after it was renewed or acquired in that round) */
-    uint64_t round_start;
+    /* the rounds run so far: a lease renewed or acquired in the last one
+     * has renewed_round == round_no (a round that began in the millisecond
+     * of the last one's last renewal is told apart from it) */
+    uint64_t round_no;
     lease_t *v;
     size_t n, cap;
     size_t replicas;
@@ -474,6 +478,8 @@ static void set_result_x(dsp_lease *l, const work *w, uint64_t epoch, uint64_t v
         e->epoch = epoch;
         e->valid_until = valid_until;
         e->handover = 0;
+        if (epoch != 0)
+            e->renewed_round = l->round_no;
     }
     pthread_mutex_unlock(&l->mu);
 }
@@ -707,7 +713,7 @@ static void round_once(dsp_lease *l)
     uint64_t round_start = wh_now_ms();
     pthread_mutex_lock(&l->mu);
     l->rush = 0;
-    l->round_start = round_start;
+    l->round_no++;
     size_t n = l->n;
     work *w = n ? calloc(n, sizeof(*w)) : NULL;
     for (size_t i = 0; w && i < n; i++) {
@@ -870,7 +876,7 @@ static int next_round_in(dsp_lease *l)
         const lease_t *e = &l->v[i];
         if (e->epoch != 0 && e->valid_until > now && e->valid_until - now < in)
             in = e->valid_until - now;
-        if (e->epoch != 0 && e->valid_until >= hold && e->valid_until - hold >= l->round_start) {
+        if (e->epoch != 0 && e->renewed_round == l->round_no && e->valid_until >= hold) {
             uint64_t due = e->valid_until - hold + (uint64_t)l->ttl_ms / 3;
             if (due <= now)
                 in = 0;

@@ -1,8 +1,9 @@
 /* dsp_lease: shares the targets between dispatcher replicas through leases
  * kept in the store (LeaseAcquire/Renew/Release/List, docs/INTERNALS.md).
  *
- * A thread of its own, with its own store client, runs every TTL/3 (and
- * at most TTL/3 after a renewal it sent, when a round took long):
+ * A thread of its own, with its own store client, runs every TTL/3 (a
+ * round that took long: TTL/3 after the first renewal it sent, or at once
+ * when that passed):
  *   1. LeaseList: the live replicas R (owners seen by the store within
  *      their TTL, this one included) and who holds what;
  *   2. renews every lease it holds (a refused renewal: the target is lost);
