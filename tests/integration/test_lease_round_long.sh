@@ -8,11 +8,12 @@
 #      d0's round renews b and asks for a, whose lease write waits at the
 #      gate: the Acquire gets no answer (1.8 s), and is asked again at the
 #      end of the round (1.8 s more, within the round's 4 s budget).
-# Checks: d0 keeps b (b's renewal stays in time: the next round starts at
-# most TTL/3 after the one that renewed it began), and a is acquired once
-# the gate opens. Before: the next round was due TTL/3 after the long
-# round ended, later than b's validity, and started at its end: b was
-# given up as if the store had not answered its renewal.
+# Checks: d0 keeps b (b's renewal stays in time: the next round starts
+# TTL/3 after b's renewal, or at once when the round that renewed it ended
+# later), and a is acquired once the gate opens. Before: the next round
+# was due TTL/3 after the long round ended, later than b's validity, and
+# started at its end: b was given up as if the store had not answered its
+# renewal.
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 source "$(dirname "$0")/../lib/leases.sh"
@@ -39,12 +40,17 @@ wh_wait_until 20 _noreply 2 ||
 grep -q "lease of default/a acquired" "$(log d0)" &&
     wh_fail "d0 acquired a while the store's syncs were held (the scenario did not run)"
 # the round after: the one that lost b on the build before the fix (b's
-# validity ended 1.2 s after the second unanswered Acquire) asks for a again
-wh_wait_until 20 _noreply 3 ||
+# validity ended 1.2 s after the second unanswered Acquire) asks for a
+# again. Stopped as soon as b is given up: on that build, that round's List
+# got no answer (the store's serving slots all held by calls waiting at the
+# gate), so it never asked, and the test failed naming the wrong step.
+_lost_b() { grep -q "lease of default/b: not renewed" "$(log d0)"; }
+_next() { _noreply 3 || _lost_b; }
+wh_wait_until 20 _next ||
     wh_fail "d0 did not ask for a again: $(grep "lease" "$(log d0)" | tail -n 3)"
 rm -f "$GATE"
 wh_log "the gate is open"
-grep -q "lease of default/b: not renewed" "$(log d0)" &&
+_lost_b &&
     wh_fail "d0 let b run out after the long round: $(grep "lease" "$(log d0)" | grep -v "no reply" | tail -n 3)"
 wh_wait_until 10 grep -q "lease of default/a acquired" "$(log d0)" ||
     wh_fail "d0 did not acquire a once the store answered: $(grep "lease" "$(log d0)" | tail -n 3)"
