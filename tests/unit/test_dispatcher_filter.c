@@ -413,6 +413,24 @@ static void assert_same_index(const wh_filter *f, const char *ev, size_t len)
     wh_evidx_baseline(0);
 }
 
+/* assert_same_index on ev, on each prefix of it closed with '}', and on ev
+ * with each byte replaced by each character of subst; buf holds len bytes. */
+static void assert_same_index_mutants(const wh_filter *f, const char *ev, size_t len,
+                                      const char *subst, char *buf)
+{
+    assert_same_index(f, ev, len);
+    for (size_t p = 0; p < len; p++) {
+        memcpy(buf, ev, p);
+        buf[p] = '}';
+        assert_same_index(f, buf, p + 1);
+        for (const char *k = subst; *k != '\0'; k++) {
+            memcpy(buf, ev, len);
+            buf[p] = *k;
+            assert_same_index(f, buf, len);
+        }
+    }
+}
+
 static void test_index_walks(void **state)
 {
     (void)state;
@@ -472,20 +490,9 @@ static void test_index_walks(void **state)
     for (size_t e = 0; e < sizeof(evs) / sizeof(evs[0]); e++) {
         const char *ev = evs[e] ? evs[e] : EV;
         size_t len = strlen(ev);
-        assert_same_index(f, ev, len);
         /* every prefix closed with '}', and every byte replaced by a
          * structural character, a quote or a backslash */
-        static const char subst[] = "\"\\{}[],: n1t-";
-        for (size_t p = 0; p < len; p++) {
-            memcpy(buf, ev, p);
-            buf[p] = '}';
-            assert_same_index(f, buf, p + 1);
-            for (size_t k = 0; k < sizeof(subst) - 1; k++) {
-                memcpy(buf, ev, len);
-                buf[p] = subst[k];
-                assert_same_index(f, buf, len);
-            }
-        }
+        assert_same_index_mutants(f, ev, len, "\"\\{}[],: n1t-", buf);
     }
     /* long strings: quotes on both sides of 64-byte blocks, and an event
      * longer than the quote map holds */
@@ -589,17 +596,7 @@ static void test_index_containers(void **state)
         }
         size_t len = wide_event(buf, sizeof(buf), 1, 3);
         assert_true(wh_filter_match(f, buf, len));
-        assert_same_index(f, buf, len);
-        for (size_t p = 0; p < len; p++) {
-            memcpy(mut, buf, p);
-            mut[p] = '}';
-            assert_same_index(f, mut, p + 1);
-            for (size_t k = 0; k < sizeof(subst) - 1; k++) {
-                memcpy(mut, buf, len);
-                mut[p] = subst[k];
-                assert_same_index(f, mut, len);
-            }
-        }
+        assert_same_index_mutants(f, buf, len, subst, mut);
         wh_filter_free(f);
     }
 }
