@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,20 +268,31 @@ void wh_sleep_ms(int ms)
 }
 
 /* The stop pipe (wh_stop_fd): its write end is only written, by
- * wh_stop_request, which may run in a signal handler. */
+ * wh_stop_request, which may run in a signal handler. The signal pipe
+ * (wh_signal_wait): written after every flag a handler sets, drained by
+ * its one waiter. Two pipes: the watchdog's stays readable from the stop
+ * on, whoever drains the other. */
 static int stop_rfd = -1;
 static volatile sig_atomic_t stop_wfd = -1;
+static int sig_rfd = -1;
+static volatile sig_atomic_t sig_wfd = -1;
 
-void wh_stop_request(void)
+/* one byte into the write end fd, if any (async-signal-safe) */
+static void pipe_poke(int fd)
 {
-    int saved = errno;
-    wh_stop_requested = 1;
-    int fd = stop_wfd;
     if (fd >= 0) {
         char b = 1;
         ssize_t w = write(fd, &b, 1); /* full: a byte is there already */
         (void)w;
     }
+}
+
+void wh_stop_request(void)
+{
+    int saved = errno;
+    wh_stop_requested = 1;
+    pipe_poke(stop_wfd);
+    pipe_poke(sig_wfd);
     errno = saved;
 }
 
@@ -298,7 +310,39 @@ static void on_stop(int sig)
 static void on_hup(int sig)
 {
     (void)sig;
+    int saved = errno;
     wh_reload_requested = 1;
+    pipe_poke(sig_wfd);
+    errno = saved;
+}
+
+int wh_signal_fd(void)
+{
+    return sig_rfd;
+}
+
+void wh_signal_drain(void)
+{
+    char buf[64];
+    int fd = sig_rfd;
+    while (fd >= 0 && read(fd, buf, sizeof(buf)) > 0)
+        ;
+}
+
+int wh_signal_wait(int timeout_ms)
+{
+    /* drained before the flags are read: a signal after the read leaves
+     * its byte for the poll, none is lost */
+    wh_signal_drain();
+    if (wh_stop_requested || wh_reload_requested)
+        return 1;
+    struct pollfd p = {sig_rfd, POLLIN, 0};
+    /* no pipe, or not the pipe any more (closed by mistake): a nap, which
+     * a signal to this thread cuts short, not a spin */
+    if (p.fd < 0 || (poll(&p, 1, timeout_ms < 0 ? -1 : timeout_ms) == 1 &&
+                     (p.revents & (POLLNVAL | POLLERR | POLLHUP))))
+        wh_sleep_ms(timeout_ms < 0 || timeout_ms > 100 ? 100 : timeout_ms);
+    return wh_stop_requested || wh_reload_requested;
 }
 
 void wh_stdfds_open(void)
@@ -326,6 +370,10 @@ void wh_signals_install(void)
     if (stop_rfd < 0 && pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0) {
         stop_rfd = fds[0];
         stop_wfd = fds[1];
+    }
+    if (sig_rfd < 0 && pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0) {
+        sig_rfd = fds[0];
+        sig_wfd = fds[1];
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));

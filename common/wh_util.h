@@ -71,9 +71,10 @@ void wh_cond_init_monotonic(pthread_cond_t *cv);
  * ends at once (the stopper sets *stop, then broadcasts cv under mu). */
 void wh_cond_sleep(pthread_cond_t *cv, pthread_mutex_t *mu, const atomic_int *stop, int64_t ms);
 
-/* Signals: handlers only set flags. wh_signals_install() handles SIGTERM,
- * SIGINT (stop), SIGHUP (reload), ignores SIGPIPE and unblocks the three
- * (walhook up starts its daemons with SIGHUP blocked). */
+/* Signals: handlers only set flags, then write a byte to a pipe that wakes
+ * wh_signal_wait. wh_signals_install() handles SIGTERM, SIGINT (stop),
+ * SIGHUP (reload), ignores SIGPIPE and unblocks the three (walhook up
+ * starts its daemons with SIGHUP blocked). */
 extern volatile sig_atomic_t wh_stop_requested;
 extern volatile sig_atomic_t wh_reload_requested;
 void wh_signals_install(void);
@@ -90,6 +91,20 @@ void wh_stop_request(void);
  * that polls it instead of the flag (the shutdown watchdog); -1 before
  * wh_signals_install or when its pipe could not be made. */
 int wh_stop_fd(void);
+/* A daemon's main loop waits here between its periodic jobs, instead of
+ * polling the flags in 100 ms naps: blocks until wh_stop_requested or
+ * wh_reload_requested is set (at once if one is) or timeout_ms passed (< 0:
+ * no timeout). 1 when a flag is set, 0 otherwise (the timeout); the caller
+ * clears wh_reload_requested, or it returns at once again. For one waiter
+ * per process, which drains the pipe (see wh_signal_fd); it may return
+ * early. Without wh_signals_install it naps in steps of 100 ms at most. */
+int wh_signal_wait(int timeout_ms);
+/* The read end of wh_signal_wait's pipe, for a loop that waits on other
+ * descriptors too (the dispatcher's epoll, the ingestor's select): readable
+ * after a handler set a flag; such a loop calls wh_signal_drain when it is,
+ * then reads the flags. -1 before wh_signals_install or without a pipe. */
+int wh_signal_fd(void);
+void wh_signal_drain(void);
 
 /* Full-jitter exponential backoff: random in [0, min(max_ms, base_ms*2^attempt)]. */
 int wh_backoff_ms(int attempt, int base_ms, int max_ms);

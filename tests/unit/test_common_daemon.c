@@ -231,6 +231,71 @@ static void test_stop_pipe(void **state)
     assert_non_null(strstr(out, "shutdown did not finish within 300 ms"));
 }
 
+/* wh_signal_wait: the signal lands on another thread (this one blocks
+ * it, as a daemon's main thread may get none of them), and the wait still
+ * ends at once through the signal pipe, long before its timeout. */
+static void *send_signal(void *arg)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    wh_sleep_ms(100);                   /* the waiter is in its poll by then, most likely */
+    kill(getpid(), (int)(intptr_t)arg); /* handled here: the one thread unblocking it */
+    return NULL;
+}
+
+static int wait_for_signal_from_thread(int sig)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, send_signal, (void *)(intptr_t)sig) != 0)
+        return -1;
+    uint64_t t0 = wh_now_ms();
+    int r = wh_signal_wait(20000);
+    uint64_t took = wh_now_ms() - t0;
+    pthread_join(t, NULL);
+    return r == 1 && took < 10000 ? 0 : -1;
+}
+
+static void signal_wait_child(void)
+{
+    wh_log_init("test", WH_LOG_INFO);
+    wh_signals_install();
+    if (wh_signal_fd() < 0 || wh_signal_fd() <= STDERR_FILENO)
+        _exit(3);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* no signal: the timeout */
+    uint64_t t0 = wh_now_ms();
+    if (wh_signal_wait(50) != 0 || wh_now_ms() - t0 < 50)
+        _exit(4);
+    /* SIGHUP on another thread */
+    if (wait_for_signal_from_thread(SIGHUP) != 0 || !wh_reload_requested || wh_stop_requested)
+        _exit(5);
+    /* still set: at once; cleared: the byte was drained, the timeout again */
+    if (wh_signal_wait(20000) != 1)
+        _exit(6);
+    wh_reload_requested = 0;
+    if (wh_signal_wait(50) != 0)
+        _exit(7);
+    /* SIGTERM on another thread */
+    if (wait_for_signal_from_thread(SIGTERM) != 0 || !wh_stop_requested)
+        _exit(8);
+    _exit(0);
+}
+
+static void test_signal_wait(void **state)
+{
+    char out[4096];
+    int st = run_child(signal_wait_child, 30000, out, sizeof(out));
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 static wh_config pcfg;
 
 static void write_pidfile_and_exit(void)
@@ -350,8 +415,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_data_dir_rule), cmocka_unit_test(test_shutdown_watchdog),
-        cmocka_unit_test(test_stop_pipe),     cmocka_unit_test(test_pidfile),
-        cmocka_unit_test(test_cpulist_parse), cmocka_unit_test(test_affinity),
+        cmocka_unit_test(test_stop_pipe),     cmocka_unit_test(test_signal_wait),
+        cmocka_unit_test(test_pidfile),       cmocka_unit_test(test_cpulist_parse),
+        cmocka_unit_test(test_affinity),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
