@@ -91,7 +91,8 @@ int main(int argc, char **argv)
             else
                 wh_info("reload: %s stored as the next state version", path);
         }
-        wh_sleep_ms(100);
+        /* nothing periodic here: asleep until a signal */
+        wh_signal_wait(-1);
     }
     if (starter_ok)
         pthread_join(starter, NULL);

@@ -31,6 +31,13 @@
 #include "wh_state.h"
 #include "wh_util.h"
 
+/* The main thread's periodic jobs (monotonic clock): the tick (idle
+ * readers closed, orphan tenants dropped, automatic resyncs, the memory
+ * plan of a new state version) and the sweep (drops that failed, tried
+ * again). Between them it sleeps until a signal (wh_signal_wait). */
+#define ST_TICK_MS 1000
+#define ST_SWEEP_MS 60000
+
 /* Tenants and targets of the stored state (state NULL: of the file). */
 static int state_counts(const wh_config *cfg, const char *path, st_state *state,
                         wh_budget_counts *n)
@@ -267,26 +274,33 @@ int main(int argc, char **argv)
     if (st_resync_new(&resync, db, state, ST_RESYNC_MIN_INTERVAL_MS, err, sizeof(err)) != WH_OK)
         wh_error("automatic resyncs are off: %s", err);
     uint64_t planned = st_state_version(state);
-    int ticks = 0;
+    /* asleep between the periodic jobs, woken at once by a signal */
+    uint64_t now = wh_now_ms(), next_tick = now, next_sweep = now + ST_SWEEP_MS;
     while (!wh_stop_requested) {
         if (wh_reload_requested) {
             wh_reload_requested = 0;
             reload_file(state, path);
         }
-        wh_sleep_ms(100);
-        if (ticks % 600 == 599)
+        now = wh_now_ms();
+        if (now >= next_sweep) {
             st_state_sweep(state); /* a drop that failed: tried again */
-        if (ticks % 10 == 0) {
+            next_sweep = now + ST_SWEEP_MS;
+        }
+        if (now >= next_tick) {
             st_server_tick(srv);
             st_state_sweep_orphans(state);
             if (resync != NULL)
                 st_resync_run(resync);
+            /* the gauges follow the tenants and targets of the current state */
+            if (st_state_version(state) != planned) {
+                planned = st_state_version(state);
+                replan(&cfg, state);
+            }
+            next_tick = now + ST_TICK_MS;
         }
-        /* the gauges follow the tenants and targets of the current state */
-        if (++ticks % 10 == 0 && st_state_version(state) != planned) {
-            planned = st_state_version(state);
-            replan(&cfg, state);
-        }
+        uint64_t next = next_tick < next_sweep ? next_tick : next_sweep;
+        now = wh_now_ms();
+        wh_signal_wait(next > now ? (int)(next - now) : 0);
     }
 
     wh_info("stopping");
