@@ -26,6 +26,7 @@ struct dsp_loop {
      * curl tells which sockets to watch (sock_cb) and when to call it back
      * (timer_cb); other threads wake the loop through an eventfd */
     int epfd, evfd;
+    int sigfd;                /* wh_signal_fd, in the epoll set: a signal wakes the loop */
     int64_t curl_deadline_ms; /* -1: curl wants no timeout call */
     dsp_target **targets;     /* each heap-allocated: readers hold the pointer */
     int ntargets;
@@ -525,7 +526,7 @@ int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errl
     dsp_loop *l = calloc(1, sizeof(*l));
     if (l == NULL)
         return wh_seterr(err, errlen, "out of memory");
-    l->epfd = l->evfd = -1;
+    l->epfd = l->evfd = l->sigfd = -1;
     l->reg_fd = -1;
     pthread_mutex_init(&l->tmu, NULL);
     pthread_mutex_init(&l->pmu, NULL);
@@ -551,6 +552,14 @@ int dsp_loop_create(dsp_loop **out, const wh_config *cfg, char *err, size_t errl
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &wev) != 0) {
         wh_seterr(err, errlen, "epoll_ctl(eventfd): %s", strerror(errno));
         goto error;
+    }
+    /* SIGHUP and SIGTERM take effect at once, not at the next timeout */
+    l->sigfd = wh_signal_fd();
+    wev.data.fd = l->sigfd;
+    if (l->sigfd >= 0 && epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->sigfd, &wev) != 0) {
+        wh_warn("epoll_ctl(signal pipe): %s; signals are seen at the loop's next timeout",
+                strerror(errno));
+        l->sigfd = -1;
     }
     l->multi = curl_multi_init();
     if (l->multi == NULL) {
@@ -962,6 +971,10 @@ static void poll_once(dsp_loop *l, int max_ms)
             uint64_t v; /* one read takes every wake-up (a counter) */
             ssize_t r = read(l->evfd, &v, sizeof(v));
             WH_UNUSED(r);
+            continue;
+        }
+        if (l->sigfd >= 0 && evs[i].data.fd == l->sigfd) {
+            wh_signal_drain(); /* the loop reads the flags next */
             continue;
         }
         if (l->reg_fd >= 0 && evs[i].data.fd == l->reg_fd) {

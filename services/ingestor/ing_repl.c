@@ -1811,8 +1811,11 @@ static int stream(repl *r, char *err, size_t errlen)
             wait_us = 0; /* an ack came before want_wake was set */
         if (!throttled && !need_wait)
             wait_us = 0; /* messages still buffered: just service the timers */
+        /* a signal wakes the select (wh_signal_fd); what other threads
+         * change (a source change, a backfill request, ...) is read at
+         * the top of the loop, at least every 100 ms */
         if (wait_us > 100000)
-            wait_us = 100000; /* notice signals */
+            wait_us = 100000;
         int sock = PQsocket(r->conn);
         if (sock < 0) {
             wh_seterr(err, errlen, "replication connection has no socket");
@@ -1824,16 +1827,21 @@ static int stream(repl *r, char *err, size_t errlen)
         int want = backlog ? ING_RCVLOWAT_BACKLOG : 1;
         if (want != lowat && setsockopt(sock, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof(want)) == 0)
             lowat = want;
-        int wfd = ing_batcher_wake_fd(r->bt);
+        int wfd = ing_batcher_wake_fd(r->bt), sfd = wh_signal_fd();
         fd_set rfds;
         FD_ZERO(&rfds);
         if (!throttled)
             FD_SET(sock, &rfds);
         FD_SET(wfd, &rfds);
+        int maxfd = sock > wfd ? sock : wfd;
+        if (sfd >= 0 && sfd < FD_SETSIZE) {
+            FD_SET(sfd, &rfds);
+            maxfd = sfd > maxfd ? sfd : maxfd;
+        }
         struct timeval tv = {.tv_sec = (time_t)(wait_us / 1000000),
                              .tv_usec = (suseconds_t)(wait_us % 1000000)};
         uint64_t t_sel = throttled ? wh_now_us() : 0;
-        int sel = select((sock > wfd ? sock : wfd) + 1, &rfds, NULL, NULL, &tv);
+        int sel = select(maxfd + 1, &rfds, NULL, NULL, &tv);
         if (throttled) /* the WAL not read meanwhile: backpressure (a metric) */
             wh_counter_add(&r->st->window_full_us, wh_now_us() - t_sel);
         if (sel < 0 && errno != EINTR) {
@@ -1841,6 +1849,8 @@ static int stream(repl *r, char *err, size_t errlen)
             return LOOP_RECONNECT;
         }
         int rd = sel > 0 && FD_ISSET(sock, &rfds);
+        if (sel > 0 && sfd >= 0 && sfd < FD_SETSIZE && FD_ISSET(sfd, &rfds))
+            wh_signal_drain(); /* the flags are read at the top of the loop */
         if (sel > 0 && FD_ISSET(wfd, &rfds)) {
             ing_batcher_wake_clear(r->bt);
             rd |= !throttled; /* the sender is free: take what is there */
