@@ -261,8 +261,16 @@ static int wait_for_signal_from_thread(int sig)
 static void signal_wait_child(void)
 {
     wh_log_init("test", WH_LOG_INFO);
+    /* no pipe yet: the timeout, in naps */
+    uint64_t t0 = wh_now_ms();
+    if (wh_signal_fd() != -1 || wh_signal_wait(50) != 0 || wh_now_ms() - t0 < 50)
+        _exit(2);
     wh_signals_install();
-    if (wh_signal_fd() < 0 || wh_signal_fd() <= STDERR_FILENO)
+    /* not inherited by what a daemon runs; non-blocking (the drain reads it
+     * empty, a handler writes to a full one) */
+    if (wh_signal_fd() < 0 || wh_signal_fd() <= STDERR_FILENO ||
+        !(fcntl(wh_signal_fd(), F_GETFD) & FD_CLOEXEC) ||
+        !(fcntl(wh_signal_fd(), F_GETFL) & O_NONBLOCK))
         _exit(3);
     sigset_t set;
     sigemptyset(&set);
@@ -270,7 +278,7 @@ static void signal_wait_child(void)
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     /* no signal: the timeout */
-    uint64_t t0 = wh_now_ms();
+    t0 = wh_now_ms();
     if (wh_signal_wait(50) != 0 || wh_now_ms() - t0 < 50)
         _exit(4);
     /* SIGHUP on another thread */
@@ -280,7 +288,8 @@ static void signal_wait_child(void)
     if (wh_signal_wait(20000) != 1)
         _exit(6);
     wh_reload_requested = 0;
-    if (wh_signal_wait(50) != 0)
+    t0 = wh_now_ms();
+    if (wh_signal_wait(50) != 0 || wh_now_ms() - t0 < 50)
         _exit(7);
     /* SIGTERM on another thread */
     if (wait_for_signal_from_thread(SIGTERM) != 0 || !wh_stop_requested)
