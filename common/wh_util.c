@@ -337,8 +337,9 @@ int wh_signal_wait(int timeout_ms)
     if (wh_stop_requested || wh_reload_requested)
         return 1;
     struct pollfd p = {sig_rfd, POLLIN, 0};
-    /* no pipe, or not the pipe any more (closed by mistake): a nap, which
-     * a signal to this thread cuts short, not a spin */
+    /* no pipe, or not the pipe any more (closed by mistake): a nap of at
+     * most 100 ms (a stop signal to this thread cuts it short, a SIGHUP
+     * does not), not a spin */
     if (p.fd < 0 || (poll(&p, 1, timeout_ms < 0 ? -1 : timeout_ms) == 1 &&
                      (p.revents & (POLLNVAL | POLLERR | POLLHUP))))
         wh_sleep_ms(timeout_ms < 0 || timeout_ms > 100 ? 100 : timeout_ms);
