@@ -296,7 +296,7 @@ int main(int argc, char **argv)
                 planned = st_state_version(state);
                 replan(&cfg, state);
             }
-            next_tick = now + ST_TICK_MS;
+            next_tick = wh_now_ms() + ST_TICK_MS; /* at least 1 s apart, as before */
         }
         uint64_t next = next_tick < next_sweep ? next_tick : next_sweep;
         now = wh_now_ms();
