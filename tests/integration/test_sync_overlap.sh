@@ -42,9 +42,13 @@ received_all() { # FROM TO
 confirmed() {
     pg_psql -At -c "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'walhook'"
 }
-# held FROM TO: rows FROM-TO inserted in one transaction (one Append: the
-# ingestor has one in flight, so what follows waits for its ack) while the
-# store's WAL syncs wait at the gate; sets END (the WAL's end after them)
+# held FROM TO: rows FROM-TO inserted in one transaction while the store's
+# WAL syncs wait at the gate; sets END (the WAL's end after them). The first
+# Append after the gate holds row FROM (and those of FROM-TO that reached
+# the ingestor with it: a transaction may be split over Appends); the
+# ingestor has one Append in flight, so the rest wait for its ack, which
+# waits for the sync: row FROM, not all of FROM-TO, must be delivered while
+# the sync is held.
 held() {
     # the sync held must be the Append's: none of an earlier write (the
     # target's offset commit, the watermark's write) still to come
@@ -57,12 +61,14 @@ held() {
         wh_fail "insert $1-$2 failed"
     END=$(pg_psql -At -c "SELECT pg_current_wal_lsn()")
     wh_wait_until 30 test -e "$GATE.held" || wh_fail "no WAL sync of the store reached the gate"
-    wh_wait_until 30 received_all "$1" "$2" ||
-        wh_fail "rows $1-$2, written but their WAL sync held, were not delivered (delivery waits for the sync)"
+    wh_wait_until 30 received "$1" ||
+        wh_fail "row $1, written but its WAL sync held, was not delivered (delivery waits for the sync)"
     test -e "$GATE.held" || wh_fail "a WAL sync passed the gate"
     _wh_slot_flushed "$END" walhook &&
         wh_fail "the slot's confirmed flush ($(confirmed)) passed rows $1-$2 while their WAL sync was held"
-    wh_log "rows $1-$2 delivered while the WAL sync was held; confirmed flush $(confirmed), rows end at $END"
+    local i n=0
+    for ((i = $1; i <= $2; i++)); do received "$i" && n=$((n + 1)); done
+    wh_log "$n of rows $1-$2 delivered while the WAL sync was held; confirmed flush $(confirmed), rows end at $END"
 }
 
 insert 1 10
@@ -73,6 +79,7 @@ sleep 1 # the sync still held: the flush LSN must not move meanwhile
 _wh_slot_flushed "$END" walhook && wh_fail "the slot's confirmed flush passed rows 11-20 (sync held)"
 rm -f "$GATE"
 wh_wait_slot_flush "$END" 60 || wh_fail "the gate opened, yet the confirmed flush never reached $END"
+wh_wait_until 60 received_all 11 20 || wh_fail "the gate opened, yet not every row 11-20 was delivered"
 wh_log "gate open: confirmed flush $(confirmed)"
 
 held 21 30
