@@ -29,6 +29,10 @@
 #define ST_READER_STRIPES 16       /* reader cursors: lock stripes */
 #define ST_MAX_READERS 1024        /* cursors kept at most; past that, reads make their own */
 #define ST_READER_IDLE_MS 30000    /* a cursor unused this long is closed */
+/* ms: how long a LeaseAcquire or LeaseRelease waits for a place among the
+ * lease writes (lease_place_take) before it is answered "slow down" */
+#define ST_LEASE_PLACE_WAIT_MS 100
+#define ST_LEASE_RETRY_MS 1000 /* that answer's retry_after_ms */
 
 /* A reader's cursor (st_db_reader) kept between its Reads. */
 typedef struct st_rent {
@@ -61,11 +65,17 @@ struct st_server {
     wh_buf nbuf;                     /* a notification being built (reused) */
     char notify_setting[WH_URL_MAX]; /* store.notify_endpoint ("" = derived) */
 
-    pthread_mutex_t wmu; /* guards waitq list, gens, stopping, nwaiting */
+    pthread_mutex_t wmu; /* guards waitq list, gens, stopping, nwaiting, nlease */
     st_waitq *waitq;
     size_t nwaitq;
     int nwaiting;
     int stopping;
+    /* LeaseAcquires and LeaseReleases being served (under wmu): each may
+     * wait for a synced lease write, so at most lease_max at once
+     * (lease_place_take), the other workers left to the calls that wait
+     * for no disk */
+    int nlease, lease_max;
+    pthread_cond_t lease_cv; /* a place among them came free */
 
     wh_counter events_stored;
     wh_gauge last_append_us; /* wall clock of the last synced append with events */
@@ -2091,8 +2101,8 @@ static void lease_reply(Walhook__Reply *rep, st_reply_mem *m, const st_lease *l)
     rep->lease = &m->lease;
 }
 
-static void do_lease(st_server *s, const Walhook__Request *req, Walhook__Reply *rep,
-                     st_reply_mem *m)
+static void do_lease_call(st_server *s, const Walhook__Request *req, Walhook__Reply *rep,
+                          st_reply_mem *m)
 {
     char err[WH_ERRLEN];
     st_lease l;
@@ -2142,6 +2152,63 @@ static void do_lease(st_server *s, const Walhook__Request *req, Walhook__Reply *
     return;
 missing:
     wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "lease: missing");
+}
+
+/* A place for a lease call that may wait for a synced write (Acquire,
+ * Release), waited for ST_LEASE_PLACE_WAIT_MS at most; 0: none (answered
+ * "slow down"). Such a call holds its worker for as long as the sync takes:
+ * with the WAL's syncs stalled (a slow or hung disk) the Acquires of free
+ * targets (a replica asks for one after another, each given up at its
+ * timeout and asked again, and every replica does) held every worker,
+ * and the LeaseLists and the renewals of the leases held, which wait for
+ * no disk, got no answer: the holders gave their leases up
+ * (test_lease_sync_stall). A refused Acquire grants nothing; a refused
+ * Release lets the lease lapse (its next holder waits as after a lapse). */
+static int lease_place_take(st_server *s)
+{
+    struct timespec deadline;
+    wh_deadline_in(&deadline, CLOCK_MONOTONIC, ST_LEASE_PLACE_WAIT_MS);
+    int ok = 0;
+    pthread_mutex_lock(&s->wmu);
+    while (!s->stopping) {
+        if (s->nlease < s->lease_max) {
+            s->nlease++;
+            ok = 1;
+            break;
+        }
+        if (pthread_cond_timedwait(&s->lease_cv, &s->wmu, &deadline) == ETIMEDOUT)
+            break;
+    }
+    pthread_mutex_unlock(&s->wmu);
+    return ok;
+}
+
+static void lease_place_give(st_server *s)
+{
+    pthread_mutex_lock(&s->wmu);
+    s->nlease--;
+    pthread_cond_signal(&s->lease_cv);
+    pthread_mutex_unlock(&s->wmu);
+}
+
+static void do_lease(st_server *s, const Walhook__Request *req, Walhook__Reply *rep,
+                     st_reply_mem *m)
+{
+    if (req->body_case != WALHOOK__REQUEST__BODY_LEASE_RENEW) {
+        if (!lease_place_take(s)) {
+            wh_reply_error(rep, ST_STATUS_SLOW_DOWN,
+                           "lease: %d lease writes are waiting for the disk (store.workers %d); "
+                           "try again later",
+                           s->lease_max, s->workers);
+            rep->retry_after_ms = ST_LEASE_RETRY_MS;
+            return;
+        }
+        do_lease_call(s, req, rep, m);
+        lease_place_give(s);
+        return;
+    }
+    /* a renewal stores nothing but rarely (st_db_lease_renew) */
+    do_lease_call(s, req, rep, m);
 }
 
 static int collect_lease(void *arg, const char *tenant, const char *consumer, const st_lease *l)
@@ -2453,6 +2520,10 @@ int st_server_create(st_server **out, st_db *db, int workers, size_t max_msg, ch
     }
     pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->nmu, NULL);
+    /* two workers left to the others: one for a long poll, one for the
+     * lease calls that wait for no disk (one place with fewer than 3) */
+    s->lease_max = workers > 2 ? workers - 2 : 1;
+    wh_cond_init_monotonic(&s->lease_cv);
     wh_buf_init(&s->nbuf, WH_NOTE_MSG_MAX);
     for (int k = 0; k < ST_READER_STRIPES; k++)
         pthread_mutex_init(&s->rmu[k], NULL);
@@ -2493,6 +2564,7 @@ void st_server_stop(st_server *s)
     s->stopping = 1;
     for (st_waitq *q = s->waitq; q; q = q->next)
         pthread_cond_broadcast(&q->cond);
+    pthread_cond_broadcast(&s->lease_cv);
     pthread_mutex_unlock(&s->wmu);
     if (s->nng) {
         wh_server_stop(s->nng); /* closes the socket, joins the workers */
@@ -2519,6 +2591,7 @@ void st_server_destroy(st_server *s)
     st_slot_free(s->slot);
     wh_buf_free(&s->nbuf);
     pthread_mutex_destroy(&s->nmu);
+    pthread_cond_destroy(&s->lease_cv);
     pthread_mutex_destroy(&s->wmu);
     free(s);
 }

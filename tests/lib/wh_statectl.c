@@ -32,6 +32,13 @@
  *        letter of the consumer, in position order, one a line
  *   wh_statectl [-c FILE] stats    prints the store's metrics (its Stats reply,
  *        served beside busy workers: also while the store waits for the disk)
+ *   wh_statectl [-c FILE] lease-acquire TENANT CONSUMER OWNER TTL_MS   a
+ *        LeaseAcquire as OWNER: prints "granted EPOCH" or "not granted"
+ *        (exit 0), the store's error ("status N: ...") or the call's failure
+ *        (exit 1)
+ *   wh_statectl [-c FILE] lease-list   a LeaseList (of no owner): prints
+ *        "TENANT CONSUMER OWNER EPOCH EXPIRES_IN_MS" a lease a line (OWNER
+ *        "-" when none is live)
  *
  * Each change: GetState, edit, PutState(expected = the version read);
  * retried on a version conflict. Prints the new version. Exit 0 ok, 1
@@ -53,7 +60,8 @@ static void usage(void)
             "usage: wh_statectl [-c FILE] get | version | add-target T NAME URL [SECRET...] "
             "| set-target T NAME K=V... | del-target T NAME | add-tenant NAME DSN SLOT PUB "
             "| del-tenant NAME | set SETTING VALUE | set-offset T CONSUMER end|LSN:SEQ [VERSION] "
-            "| positions T CONSUMER | offset T CONSUMER | dlq-ids T CONSUMER | stats\n");
+            "| positions T CONSUMER | offset T CONSUMER | dlq-ids T CONSUMER | stats "
+            "| lease-acquire T CONSUMER OWNER TTL_MS | lease-list\n");
     exit(2);
 }
 
@@ -317,6 +325,58 @@ static int stats(wh_client *c)
     return ok ? 0 : 1;
 }
 
+/* lease-acquire: one LeaseAcquire; lease-list: a LeaseList of no owner. */
+static int leases(wh_client *c, int argc, char **argv)
+{
+    char err[WH_ERRLEN];
+    Walhook__Request req = WALHOOK__REQUEST__INIT;
+    Walhook__LeaseAcquire a = WALHOOK__LEASE_ACQUIRE__INIT;
+    Walhook__LeaseList l = WALHOOK__LEASE_LIST__INIT;
+    int acq = strcmp(argv[0], "lease-acquire") == 0;
+    if (acq) {
+        if (argc < 5)
+            usage();
+        a.tenant = argv[1];
+        a.consumer = argv[2];
+        a.owner = argv[3];
+        a.ttl_ms = (uint32_t)strtoul(argv[4], NULL, 10);
+        req.body_case = WALHOOK__REQUEST__BODY_LEASE_ACQUIRE;
+        req.lease_acquire = &a;
+    } else {
+        req.body_case = WALHOOK__REQUEST__BODY_LEASE_LIST;
+        req.lease_list = &l;
+    }
+    Walhook__Reply *rep = NULL;
+    int status = 0;
+    if (wh_client_call_status(c, &req, &rep, &status, err, sizeof(err)) != WH_OK) {
+        if (status != 0)
+            fprintf(stderr, "wh_statectl: %s: status %d: %s\n", argv[0], status, err);
+        else
+            fprintf(stderr, "wh_statectl: %s: %s\n", argv[0], err);
+        return 1;
+    }
+    const Walhook__LeaseReply *r = rep->body_case == WALHOOK__REPLY__BODY_LEASE ? rep->lease : NULL;
+    if (r == NULL) {
+        fprintf(stderr, "wh_statectl: %s: no lease in the reply\n", argv[0]);
+        walhook__reply__free_unpacked(rep, NULL);
+        return 1;
+    }
+    if (acq) {
+        if (r->granted)
+            printf("granted %llu\n", (unsigned long long)r->epoch);
+        else
+            printf("not granted\n");
+    }
+    for (size_t i = 0; !acq && i < r->n_leases; i++) {
+        const Walhook__LeaseInfo *e = r->leases[i];
+        printf("%s %s %s %llu %lld\n", e->tenant, e->consumer,
+               e->owner && e->owner[0] ? e->owner : "-", (unsigned long long)e->epoch,
+               (long long)e->expires_in_ms);
+    }
+    walhook__reply__free_unpacked(rep, NULL);
+    return 0;
+}
+
 /* offset: GetOffset; dlq-ids: DlqList paged to the end. */
 static int inspect(wh_client *c, int argc, char **argv)
 {
@@ -512,6 +572,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(av[0], "dlq-write") == 0 || strcmp(av[0], "replay-read") == 0) {
         rc = dlq_tools(c, ac, av);
+        goto out;
+    }
+    if (strcmp(av[0], "lease-acquire") == 0 || strcmp(av[0], "lease-list") == 0) {
+        rc = leases(c, ac, av);
         goto out;
     }
     if (strcmp(av[0], "offset") == 0 || strcmp(av[0], "dlq-ids") == 0) {
