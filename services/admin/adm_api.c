@@ -2301,6 +2301,8 @@ static Walhook__Reply *dlq_call(ctx *c, Walhook__Request *req)
     if (c->a->be.store_call(c->a->be.arg, req, &rep, &status, err, sizeof(err)) != WH_OK) {
         if (status == 400)
             fail(c->resp, 400, NULL, "%s", err);
+        else if (status != 0)
+            fail(c->resp, 503, NULL, "the store refused it: %s", err);
         else
             fail(c->resp, 503, NULL, "the store did not answer: %s", err);
         return NULL;
@@ -2752,7 +2754,10 @@ static void r_schemas(ctx *c)
     char err[WH_ERRLEN];
     if (c->a->be.store_call(c->a->be.arg, &req, &rep, &status, err, sizeof(err)) != WH_OK) {
         fail(c->resp, status == 400 ? 400 : 503, NULL,
-             status == 400 ? "%s" : "the store did not answer: %s", err);
+             status == 400 ? "%s"
+             : status != 0 ? "the store refused it: %s"
+                           : "the store did not answer: %s",
+             err);
         return;
     }
     if (rep->body_case != WALHOOK__REPLY__BODY_SCHEMAS || !rep->schemas) {

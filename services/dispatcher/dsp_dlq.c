@@ -83,7 +83,7 @@ int dsp_dlq_write(wh_client *store, const dsp_dlq_req *r, char *err, size_t errl
     int rc = wh_client_call_status(store, &req, &rep, &status, err, errlen);
     free(mem);
     if (rc != WH_OK)
-        return status == 409 ? 409 : WH_ERR;
+        return status == 409 || status == 429 ? status : WH_ERR;
     int ok = rep->body_case == WALHOOK__REPLY__BODY_DLQ && rep->dlq != NULL;
     walhook__reply__free_unpacked(rep, NULL);
     if (!ok)

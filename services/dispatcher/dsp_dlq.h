@@ -57,7 +57,9 @@ typedef struct dsp_dlq_req {
 void dsp_dlq_reason(char *dst, size_t dstlen, int exhausted, const char *why);
 
 /* WH_OK; 409 when the store refused the epoch (the offset moved or another
- * owner took the target); WH_ERR otherwise (err says why). */
+ * owner took the target); 429 when it refused the write for now (its
+ * writes wait for the disk: nothing stored, send it again after the
+ * client's retry_after_ms); WH_ERR otherwise (err says why). */
 int dsp_dlq_write(wh_client *store, const dsp_dlq_req *r, char *err, size_t errlen);
 
 #endif

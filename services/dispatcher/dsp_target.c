@@ -397,7 +397,20 @@ static void timed_wait_locked(dsp_target *t, int ms)
     timed_wait_on(t, &t->cv, ms);
 }
 
-/* WH_OK, WH_ERR, or 409 when the store refused a stale epoch. */
+/* The wait before a store write refused or failed is sent again: delay,
+ * or the store's retry_after_ms when it refused the write for its disk
+ * (rc 429: its writes wait for a WAL sync; nothing was stored). */
+static int store_retry_ms(wh_client *c, int rc, int delay)
+{
+    uint32_t ra = rc == 429 ? wh_client_retry_after_ms(c) : 0;
+    if (ra > 10000)
+        ra = 10000;
+    return (int)ra > delay ? (int)ra : delay;
+}
+
+/* WH_OK, WH_ERR, 409 when the store refused a stale epoch, or 429 when it
+ * refused the commit for now (its writes wait for the disk; the offset did
+ * not move). */
 static int do_commit(dsp_target *t, wh_client *c, uint64_t lsn, uint32_t seq, uint64_t epoch,
                      char *err, size_t errlen)
 {
@@ -416,7 +429,7 @@ static int do_commit(dsp_target *t, wh_client *c, uint64_t lsn, uint32_t seq, ui
     Walhook__Reply *rep = NULL;
     int status = 0;
     if (wh_client_call_status(c, &req, &rep, &status, err, errlen) != WH_OK)
-        return status == 409 ? 409 : WH_ERR;
+        return status == 409 || status == 429 ? status : WH_ERR;
     int ok = rep->body_case == WALHOOK__REPLY__BODY_OFFSET && rep->offset != NULL;
     walhook__reply__free_unpacked(rep, NULL);
     if (!ok)
@@ -865,7 +878,8 @@ static void *committer_main(void *arg)
                         t->set.tenant, t->name);
                 break;
             }
-            timed_wait_on(t, &t->ccv, dsp_retry_delay_ms(commit_fail, 50, 2000));
+            timed_wait_on(t, &t->ccv,
+                          store_retry_ms(t->cstore, rc, dsp_retry_delay_ms(commit_fail, 50, 2000)));
             continue;
         }
     }
@@ -1034,7 +1048,8 @@ static void *reader_main(void *arg)
             }
             if (t->stop)
                 break;
-            timed_wait_locked(t, dsp_retry_delay_ms(commit_fail, 50, 2000));
+            timed_wait_locked(
+                t, store_retry_ms(t->store, rc, dsp_retry_delay_ms(commit_fail, 50, 2000)));
             continue;
         }
         if (t->stop)

@@ -29,10 +29,10 @@
 #define ST_READER_STRIPES 16       /* reader cursors: lock stripes */
 #define ST_MAX_READERS 1024        /* cursors kept at most; past that, reads make their own */
 #define ST_READER_IDLE_MS 30000    /* a cursor unused this long is closed */
-/* ms: how long a LeaseAcquire or LeaseRelease waits for a place among the
- * lease writes (lease_place_take) before it is answered "slow down" */
-#define ST_LEASE_PLACE_WAIT_MS 100
-#define ST_LEASE_RETRY_MS 1000 /* that answer's retry_after_ms */
+/* ms: how long a request that may wait for a synced write waits for a
+ * place among them (write_place_take) before it is answered "slow down" */
+#define ST_WRITE_PLACE_WAIT_MS 100
+#define ST_WRITE_RETRY_MS 1000 /* that answer's retry_after_ms */
 
 /* A reader's cursor (st_db_reader) kept between its Reads. */
 typedef struct st_rent {
@@ -65,17 +65,18 @@ struct st_server {
     wh_buf nbuf;                     /* a notification being built (reused) */
     char notify_setting[WH_URL_MAX]; /* store.notify_endpoint ("" = derived) */
 
-    pthread_mutex_t wmu; /* guards waitq list, gens, stopping, nwaiting, nlease */
+    pthread_mutex_t wmu; /* guards waitq list, gens, stopping, nwaiting, nwrite */
     st_waitq *waitq;
     size_t nwaitq;
     int nwaiting;
     int stopping;
-    /* LeaseAcquires and LeaseReleases being served (under wmu): each may
-     * wait for a synced lease write, so at most lease_max at once
-     * (lease_place_take), the other workers left to the calls that wait
-     * for no disk */
-    int nlease, lease_max;
-    pthread_cond_t lease_cv; /* a place among them came free */
+    /* Requests being served that may wait for a synced write (under wmu;
+     * waits_for_disk): each holds its worker for as long as the WAL sync
+     * takes, so at most write_max at once (write_place_take), the other
+     * workers left to the requests that wait for no disk */
+    int nwrite, write_max;
+    pthread_cond_t write_cv;  /* a place among them came free */
+    wh_counter write_refused; /* requests refused for want of a place */
 
     wh_counter events_stored;
     wh_gauge last_append_us; /* wall clock of the last synced append with events */
@@ -147,6 +148,7 @@ typedef struct st_reply_mem {
 } st_reply_mem;
 
 static void rent_sweep(st_server *s);
+static int writes_waiting(st_server *s);
 static void do_toast_get(st_server *s, const Walhook__ToastGet *g, Walhook__Reply *rep,
                          st_reply_mem *m);
 static int toast_metrics(st_server *s, wh_buf *b);
@@ -1643,6 +1645,16 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
                            "is not ready");
     rc |= wh_metric_us_as_s(b, "walhook_store_write_stalled_seconds", "",
                             (int64_t)st_db_write_pending_ms(s->db, NULL) * 1000);
+    rc |= wh_metric_header(b, "walhook_store_disk_requests", "gauge",
+                           "requests being served that may wait for a synced write (at most "
+                           "store.workers - 2, 1 with fewer than 3 workers)");
+    rc |= wh_metric_i64(b, "walhook_store_disk_requests", "", writes_waiting(s));
+    rc |= wh_metric_header(b, "walhook_store_disk_requests_refused_total", "counter",
+                           "requests that may wait for a synced write refused (429, "
+                           "retry_after_ms) because the others held every place for "
+                           "100 ms: the disk is slow or stalled");
+    rc |= wh_metric_u64(b, "walhook_store_disk_requests_refused_total", "",
+                        wh_counter_get(&s->write_refused));
     rc |= wh_metric_header(b, "walhook_events_stored_total", "counter",
                            "events appended (durable) since start");
     rc |= wh_metric_u64(b, "walhook_events_stored_total", "", wh_counter_get(&s->events_stored));
@@ -2101,8 +2113,11 @@ static void lease_reply(Walhook__Reply *rep, st_reply_mem *m, const st_lease *l)
     rep->lease = &m->lease;
 }
 
-static void do_lease_call(st_server *s, const Walhook__Request *req, Walhook__Reply *rep,
-                          st_reply_mem *m)
+/* LeaseAcquire, LeaseRenew, LeaseRelease. An Acquire or a Release holds a
+ * place among the requests that wait for the disk (waits_for_disk); a
+ * renewal stores nothing but rarely (st_db_lease_renew) and takes none. */
+static void do_lease(st_server *s, const Walhook__Request *req, Walhook__Reply *rep,
+                     st_reply_mem *m)
 {
     char err[WH_ERRLEN];
     st_lease l;
@@ -2152,63 +2167,6 @@ static void do_lease_call(st_server *s, const Walhook__Request *req, Walhook__Re
     return;
 missing:
     wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "lease: missing");
-}
-
-/* A place for a lease call that may wait for a synced write (Acquire,
- * Release), waited for ST_LEASE_PLACE_WAIT_MS at most; 0: none (answered
- * "slow down"). Such a call holds its worker for as long as the sync takes:
- * with the WAL's syncs stalled (a slow or hung disk) the Acquires of free
- * targets (a replica asks for one after another, each given up at its
- * timeout and asked again, and every replica does) held every worker,
- * and the LeaseLists and the renewals of the leases held, which wait for
- * no disk, got no answer: the holders gave their leases up
- * (test_lease_sync_stall). A refused Acquire grants nothing; a refused
- * Release lets the lease lapse (its next holder waits as after a lapse). */
-static int lease_place_take(st_server *s)
-{
-    struct timespec deadline;
-    wh_deadline_in(&deadline, CLOCK_MONOTONIC, ST_LEASE_PLACE_WAIT_MS);
-    int ok = 0;
-    pthread_mutex_lock(&s->wmu);
-    while (!s->stopping) {
-        if (s->nlease < s->lease_max) {
-            s->nlease++;
-            ok = 1;
-            break;
-        }
-        if (pthread_cond_timedwait(&s->lease_cv, &s->wmu, &deadline) == ETIMEDOUT)
-            break;
-    }
-    pthread_mutex_unlock(&s->wmu);
-    return ok;
-}
-
-static void lease_place_give(st_server *s)
-{
-    pthread_mutex_lock(&s->wmu);
-    s->nlease--;
-    pthread_cond_signal(&s->lease_cv);
-    pthread_mutex_unlock(&s->wmu);
-}
-
-static void do_lease(st_server *s, const Walhook__Request *req, Walhook__Reply *rep,
-                     st_reply_mem *m)
-{
-    if (req->body_case != WALHOOK__REQUEST__BODY_LEASE_RENEW) {
-        if (!lease_place_take(s)) {
-            wh_reply_error(rep, ST_STATUS_SLOW_DOWN,
-                           "lease: %d lease writes are waiting for the disk (store.workers %d); "
-                           "try again later",
-                           s->lease_max, s->workers);
-            rep->retry_after_ms = ST_LEASE_RETRY_MS;
-            return;
-        }
-        do_lease_call(s, req, rep, m);
-        lease_place_give(s);
-        return;
-    }
-    /* a renewal stores nothing but rarely (st_db_lease_renew) */
-    do_lease_call(s, req, rep, m);
 }
 
 static int collect_lease(void *arg, const char *tenant, const char *consumer, const st_lease *l)
@@ -2336,6 +2294,115 @@ static void do_slot_report(st_server *s, const Walhook__SlotReport *r, Walhook__
 
 /* ---- dispatch ---- */
 
+/* The request's name in a refusal (write_refuse). */
+static const char *write_name(int body)
+{
+    switch (body) {
+    case WALHOOK__REQUEST__BODY_APPEND:
+        return "append";
+    case WALHOOK__REQUEST__BODY_COMMIT:
+        return "commit";
+    case WALHOOK__REQUEST__BODY_SET_OFFSET:
+        return "set_offset";
+    case WALHOOK__REQUEST__BODY_DROP_OFFSET:
+        return "drop_offset";
+    case WALHOOK__REQUEST__BODY_PUT_STATE:
+        return "put_state";
+    case WALHOOK__REQUEST__BODY_DLQ_WRITE:
+        return "dlq_write";
+    case WALHOOK__REQUEST__BODY_DLQ_REPLAY:
+        return "dlq_replay";
+    case WALHOOK__REQUEST__BODY_DLQ_PURGE:
+        return "dlq_purge";
+    case WALHOOK__REQUEST__BODY_REPLAY_ACK:
+        return "replay_ack";
+    case WALHOOK__REQUEST__BODY_LEASE_ACQUIRE:
+    case WALHOOK__REQUEST__BODY_LEASE_RELEASE:
+        return "lease";
+    case WALHOOK__REQUEST__BODY_SLOT_REPORT:
+        return "slot_report";
+    case WALHOOK__REQUEST__BODY_SCHEMA_LIST:
+        return "schema_list";
+    default:
+        return "request";
+    }
+}
+
+/* 1 for a request that may wait for a synced write (its own, or a WAL
+ * sync it needs to answer): Append (events, staged events, stage commits
+ * and aborts), CommitOffset, SetOffset, DropOffset, PutState, DlqWrite,
+ * DlqReplay, DlqPurge, ReplayAck, LeaseAcquire, LeaseRelease, SlotReport
+ * (a NEEDS_SNAPSHOT mark is stored with sync, a stall timer through the
+ * same write queue) and SchemaList (answered once what it listed is
+ * synced). A LeaseRenew stores nothing but rarely; the first Read of a
+ * consumer stores its offset once; neither takes a place. */
+static int waits_for_disk(int body)
+{
+    return strcmp(write_name(body), "request") != 0;
+}
+
+/* A place for a request that may wait for a synced write, waited for
+ * ST_WRITE_PLACE_WAIT_MS at most; 0: none. Such a request holds its worker
+ * for as long as the sync takes: with the WAL's syncs stalled (a slow or
+ * hung disk), the callers, each giving its request up at its timeout and
+ * sending it again while the first still waits, held every worker (an
+ * Append and its retry, a commit and its retry, a slot report), and the
+ * requests that wait for no disk (Read, GetState, Stats, LeaseList,
+ * LeaseRenew) got no answer: no /metrics, health or state read while the
+ * disk stalled (test_write_sync_stall, test_lease_sync_stall). So at most
+ * write_max of them are served at once, over NNG and the direct sockets
+ * together (each serves store.workers requests: 2 of each stay free). */
+static int write_place_take(st_server *s)
+{
+    struct timespec deadline;
+    wh_deadline_in(&deadline, CLOCK_MONOTONIC, ST_WRITE_PLACE_WAIT_MS);
+    int ok = 0;
+    pthread_mutex_lock(&s->wmu);
+    while (!s->stopping) {
+        if (s->nwrite < s->write_max) {
+            s->nwrite++;
+            ok = 1;
+            break;
+        }
+        if (pthread_cond_timedwait(&s->write_cv, &s->wmu, &deadline) == ETIMEDOUT)
+            break;
+    }
+    pthread_mutex_unlock(&s->wmu);
+    return ok;
+}
+
+static void write_place_give(st_server *s)
+{
+    pthread_mutex_lock(&s->wmu);
+    s->nwrite--;
+    pthread_cond_signal(&s->write_cv);
+    pthread_mutex_unlock(&s->wmu);
+}
+
+/* Requests holding a place now */
+static int writes_waiting(st_server *s)
+{
+    pthread_mutex_lock(&s->wmu);
+    int n = s->nwrite;
+    pthread_mutex_unlock(&s->wmu);
+    return n;
+}
+
+/* "Slow down", nothing done: an Append stores nothing (the ingestor sends
+ * it again: events are stored once by their identity), a commit, SetOffset
+ * or DlqWrite moves no offset, a PutState writes no version, an Acquire
+ * grants nothing, a Release lets the lease lapse (its next holder waits
+ * as after a lapse). The message names no row value. */
+static void write_refuse(st_server *s, int body, Walhook__Reply *rep)
+{
+    wh_counter_add(&s->write_refused, 1);
+    wh_reply_error(rep, ST_STATUS_SLOW_DOWN,
+                   "%s: %d writes are waiting for the disk (store.workers %d); refused, nothing "
+                   "done; try again later",
+                   write_name(body), s->write_max, s->workers);
+    rep->retry_after_ms = ST_WRITE_RETRY_MS;
+}
+
 void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
 {
     st_server *s = arg;
@@ -2349,6 +2416,11 @@ void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *re
     wh_buf_init(&m->data, 0);
     if (req == NULL) {
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "request: missing");
+        return;
+    }
+    int placed = waits_for_disk(req->body_case);
+    if (placed && !write_place_take(s)) {
+        write_refuse(s, req->body_case, rep);
         return;
     }
     switch (req->body_case) {
@@ -2441,6 +2513,8 @@ void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *re
         wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", "body: empty or unknown request type");
         break;
     }
+    if (placed)
+        write_place_give(s);
 }
 
 /* wh_server_wire_fn: a Read's reply goes out of the buffer its events were
@@ -2521,9 +2595,9 @@ int st_server_create(st_server **out, st_db *db, int workers, size_t max_msg, ch
     pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->nmu, NULL);
     /* two workers left to the others: one for a long poll, one for the
-     * lease calls that wait for no disk (one place with fewer than 3) */
-    s->lease_max = workers > 2 ? workers - 2 : 1;
-    wh_cond_init_monotonic(&s->lease_cv);
+     * requests that wait for no disk (one place with fewer than 3) */
+    s->write_max = workers > 2 ? workers - 2 : 1;
+    wh_cond_init_monotonic(&s->write_cv);
     wh_buf_init(&s->nbuf, WH_NOTE_MSG_MAX);
     for (int k = 0; k < ST_READER_STRIPES; k++)
         pthread_mutex_init(&s->rmu[k], NULL);
@@ -2564,7 +2638,7 @@ void st_server_stop(st_server *s)
     s->stopping = 1;
     for (st_waitq *q = s->waitq; q; q = q->next)
         pthread_cond_broadcast(&q->cond);
-    pthread_cond_broadcast(&s->lease_cv);
+    pthread_cond_broadcast(&s->write_cv);
     pthread_mutex_unlock(&s->wmu);
     if (s->nng) {
         wh_server_stop(s->nng); /* closes the socket, joins the workers */
@@ -2591,7 +2665,7 @@ void st_server_destroy(st_server *s)
     st_slot_free(s->slot);
     wh_buf_free(&s->nbuf);
     pthread_mutex_destroy(&s->nmu);
-    pthread_cond_destroy(&s->lease_cv);
+    pthread_cond_destroy(&s->write_cv);
     pthread_mutex_destroy(&s->wmu);
     free(s);
 }

@@ -584,8 +584,9 @@ int main(int argc, char **argv)
     }
     for (int attempt = 0; attempt < 10; attempt++) {
         wh_state *s = NULL, *m = NULL;
-        if (wh_state_fetch(c, 0, &cfg, &s, err, sizeof(err)) != WH_OK || s == NULL) {
-            fprintf(stderr, "wh_statectl: GetState: %s\n", s == NULL ? "no state" : err);
+        int frc = wh_state_fetch(c, 0, &cfg, &s, err, sizeof(err));
+        if (frc != WH_OK || s == NULL) {
+            fprintf(stderr, "wh_statectl: GetState: %s\n", frc != WH_OK ? err : "no state");
             goto out;
         }
         if (strcmp(av[0], "get") == 0 || strcmp(av[0], "version") == 0) {

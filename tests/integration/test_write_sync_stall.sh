@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Requests that wait for a stalled WAL sync do not take every store worker
+# (store.workers, 4) from the requests that wait for no disk: with the
+# syncs held longer than the callers' timeouts (ipc.timeout_ms 1 s here),
+# the ingestor's Append and its retries, the dispatcher's commits and
+# their retries and the slot reports pile up; GetState, the store's Stats
+# and the admin's /metrics must still be answered, and once the syncs pass
+# every row is delivered once, stored once and acknowledged.
+#   1. The pipeline (store with wh_syncgate.so) delivers rows 1-10.
+#   2. The store's WAL syncs are held; rows 11-20 are inserted, a
+#      transaction each. For eight caller timeouts:
+#      - GetState (wh_statectl get, 5 s) is answered, three times;
+#      - the admin's /metrics answers with the store's metrics in it;
+#      - the store refused writes for want of a place
+#        (walhook_store_disk_requests_refused_total > 0) and the ingestor
+#        logged its refused Append (no row value in the log).
+#   3. The gate opens: rows 1-20 reach the receiver, each once under one
+#      id, the slot's confirmed flush passes them, the store settles
+#      (every offset committed), and the store holds each event once
+#      (as many as the receiver's distinct ids, each of them).
+# Before: the Append's and the commits' retries held every worker at the
+# gate and GetState got no answer within its 5 s.
+set -uo pipefail
+source "$(dirname "$0")/../lib/helpers.sh"
+wh_syncgate_setup
+export WH_SYNCGATE="$GATE" LD_PRELOAD="$BIN/tests/wh_syncgate.so" WALHOOK_IPC_TIMEOUT_MS=1000
+wh_items_pipeline
+unset LD_PRELOAD WALHOOK_IPC_TIMEOUT_MS
+ctl() { "$BIN/tests/wh_statectl" -c "$CONF" "$@"; }
+
+insert() { # FROM TO: one row per transaction
+    local i
+    for ((i = $1; i <= $2; i++)); do echo "INSERT INTO items VALUES ($i);"; done |
+        pg_psql >/dev/null || wh_fail "inserts $1-$2 failed"
+}
+received_all() { # FROM TO
+    local i
+    for ((i = $1; i <= $2; i++)); do
+        grep -q "\"after\":{\"id\":$i}" "$WH_TMP/received.jsonl" 2>/dev/null || return 1
+    done
+}
+state_read() { # STEP: a GetState answered within wh_statectl's 5 s
+    local t0=$SECONDS
+    ctl get >"$WH_TMP/get.out" 2>&1 ||
+        wh_fail "$1: GetState got no answer while writes wait for the held WAL sync ($((SECONDS - t0)) s): $(tail -n 2 "$WH_TMP/get.out")"
+}
+
+# 1. rows delivered, nothing of them still to sync
+insert 1 10
+wh_wait_until 60 received_all 1 10 || wh_fail "rows 1-10 not delivered"
+wh_wait_until 30 wh_store_settled || wh_fail "the store did not settle (a write in progress)"
+
+# 2. syncs held: the Append of rows 11-20 and its retries, commits and
+# slot reports pile up
+touch "$GATE"
+insert 11 20
+END=$(pg_psql -At -c "SELECT pg_current_wal_lsn()")
+wh_wait_until 30 test -e "$GATE.held" || wh_fail "no WAL sync of the store reached the gate"
+wh_log "the store's WAL syncs held; rows 11-20 inserted"
+sleep 8 # eight caller timeouts: each caller gave its request up and sent it again
+[ -e "$GATE.held" ] || wh_fail "the gate let the sync go (the scenario did not run)"
+for i in 1 2 3; do
+    state_read "GetState $i"
+    sleep 1
+done
+code=$(curl -sS -m 10 -o "$WH_TMP/metrics.out" -w '%{http_code}' "$M")
+[ "$code" = 200 ] || wh_fail "the admin's /metrics answered HTTP $code while the syncs are held"
+grep -q '^walhook_store_disk_requests ' "$WH_TMP/metrics.out" ||
+    wh_fail "the admin's /metrics has no store metrics while the syncs are held: $(grep -c . "$WH_TMP/metrics.out") lines"
+refused=$(wh_store_metric walhook_store_disk_requests_refused_total)
+awk -v r="$refused" 'BEGIN { exit !(r > 0) }' ||
+    wh_fail "the store refused no write while the syncs were held (refused: $refused)"
+grep -q "the store refused it, its writes are waiting for the disk" "$WH_TMP/ingestor.log" ||
+    wh_fail "the ingestor did not log its refused Append: $(grep -i append "$WH_TMP/ingestor.log" | tail -n 3)"
+[ -e "$GATE.held" ] || wh_fail "the gate let the sync go (the scenario did not run)"
+wh_log "while held: GetState and /metrics answered, $refused writes refused, $(wh_store_metric walhook_store_disk_requests) waiting"
+
+# 3. the gate opens: everything delivered once and acknowledged
+rm -f "$GATE"
+wh_log "the gate is open"
+wh_wait_until 60 received_all 1 20 || wh_fail "not every row 1-20 reached the receiver"
+wh_wait_slot_flush "$END" 60 || wh_fail "the gate opened, yet the confirmed flush never reached $END"
+wh_wait_until 30 wh_store_settled || wh_fail "the store did not settle: an offset not committed"
+perl -ne 'while (/"id":"(default:[^"]+)"(?:(?!"id":"default:).)*?"table":"items"(?:(?!"id":"default:).)*?"after":\{"id":(\d+)\}/g) {
+        print "$2 $1\n" }' \
+    "$WH_TMP/received.jsonl" >"$WH_TMP/row_ids_all.txt"
+sort -u "$WH_TMP/row_ids_all.txt" >"$WH_TMP/row_ids.txt"
+n=$(cut -d' ' -f1 "$WH_TMP/row_ids.txt" | sort -u | wc -l)
+[ "$n" -eq 20 ] || wh_fail "the receiver has $n distinct rows, want 20"
+n=$(wc -l <"$WH_TMP/row_ids.txt")
+[ "$n" -eq 20 ] || wh_fail "the receiver has $n (row, id) pairs for 20 rows: a row under two ids"
+n=$(wc -l <"$WH_TMP/row_ids_all.txt")
+[ "$n" -eq 20 ] || wh_fail "the receiver got $n deliveries of 20 rows: a row delivered twice"
+for d in admin dispatcher ingestor store; do wh_kill "$d" TERM; done
+"$BIN/walhook-store" --dump -c "$CONF" >"$WH_TMP/dump.txt" 2>"$WH_TMP/dump.log" ||
+    wh_fail "walhook-store --dump failed: $(tail -n 3 "$WH_TMP/dump.log")"
+# every event (the rows' and the table's schema event) stored once and
+# delivered once
+stored=$(wc -l <"$WH_TMP/dump.txt")
+ids=$(grep -o '"id":"default:[^"]*"' "$WH_TMP/received.jsonl" | sort -u | wc -l)
+deliveries=$(grep -o '"id":"default:[^"]*"' "$WH_TMP/received.jsonl" | wc -l)
+[ "$stored" -eq "$ids" ] || wh_fail "the store holds $stored events, the receiver got $ids distinct ids"
+[ "$deliveries" -eq "$ids" ] || wh_fail "the receiver got $deliveries events for $ids distinct ids"
+while read -r row id; do
+    pos=${id#default:}
+    grep -qx "default ${pos%:*} ${pos##*:}" "$WH_TMP/dump.txt" ||
+        wh_fail "row $row's event $id is not in the store (dump: $(head -n 2 "$WH_TMP/dump.txt"))"
+done <"$WH_TMP/row_ids.txt"
+wh_pass "with the WAL syncs held past the callers' timeouts, GetState and /metrics were answered ($refused writes refused); after, 20 rows delivered once, stored once, acknowledged"
