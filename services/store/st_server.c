@@ -29,9 +29,12 @@
 #define ST_READER_STRIPES 16       /* reader cursors: lock stripes */
 #define ST_MAX_READERS 1024        /* cursors kept at most; past that, reads make their own */
 #define ST_READER_IDLE_MS 30000    /* a cursor unused this long is closed */
-/* ms: how long a request that may wait for a synced write waits for a
- * place among them (write_place_take) before it is answered "slow down" */
-#define ST_WRITE_PLACE_WAIT_MS 100
+/* ms: a request that may wait for a synced write and finds no place among
+ * them (write_place_take) is answered "slow down" once the oldest write in
+ * progress has waited this long for the disk (a stall, not a busy moment);
+ * until then it waits for a place, looking again every ST_WRITE_PLACE_POLL_MS */
+#define ST_WRITE_PLACE_STALL_MS 500
+#define ST_WRITE_PLACE_POLL_MS 50
 #define ST_WRITE_RETRY_MS 1000 /* that answer's retry_after_ms */
 
 /* A reader's cursor (st_db_reader) kept between its Reads. */
@@ -1651,8 +1654,9 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_i64(b, "walhook_store_disk_requests", "", writes_waiting(s));
     rc |= wh_metric_header(b, "walhook_store_disk_requests_refused_total", "counter",
                            "requests that may wait for a synced write refused (429, "
-                           "retry_after_ms) because the others held every place for "
-                           "100 ms: the disk is slow or stalled");
+                           "retry_after_ms) because the others held every place while "
+                           "the oldest write in progress had waited 500 ms or more "
+                           "for the disk");
     rc |= wh_metric_u64(b, "walhook_store_disk_requests_refused_total", "",
                         wh_counter_get(&s->write_refused));
     rc |= wh_metric_header(b, "walhook_events_stored_total", "counter",
@@ -2341,8 +2345,12 @@ static int waits_for_disk(int body)
     return strcmp(write_name(body), "request") != 0;
 }
 
-/* A place for a request that may wait for a synced write, waited for
- * ST_WRITE_PLACE_WAIT_MS at most; 0: none. Such a request holds its worker
+/* A place for a request that may wait for a synced write; 0: none, and
+ * *stalled_ms the age of the oldest write in progress, which has waited
+ * for the disk ST_WRITE_PLACE_STALL_MS or more. While the writes move (a
+ * busy moment: many targets committing at once, a slow fsync) the request
+ * waits for a place however long that takes, as it queued for a worker
+ * before; only a stalled disk gets refusals. Such a request holds its worker
  * for as long as the sync takes: with the WAL's syncs stalled (a slow or
  * hung disk), the callers, each giving its request up at its timeout and
  * sending it again while the first still waits, held every worker (an
@@ -2352,11 +2360,10 @@ static int waits_for_disk(int body)
  * disk stalled (test_write_sync_stall, test_lease_sync_stall). So at most
  * write_max of them are served at once, over NNG and the direct sockets
  * together (each serves store.workers requests: 2 of each stay free). */
-static int write_place_take(st_server *s)
+static int write_place_take(st_server *s, uint64_t *stalled_ms)
 {
-    struct timespec deadline;
-    wh_deadline_in(&deadline, CLOCK_MONOTONIC, ST_WRITE_PLACE_WAIT_MS);
     int ok = 0;
+    *stalled_ms = 0;
     pthread_mutex_lock(&s->wmu);
     while (!s->stopping) {
         if (s->nwrite < s->write_max) {
@@ -2364,8 +2371,14 @@ static int write_place_take(st_server *s)
             ok = 1;
             break;
         }
-        if (pthread_cond_timedwait(&s->write_cv, &s->wmu, &deadline) == ETIMEDOUT)
+        uint64_t ms = st_db_write_pending_ms(s->db, NULL);
+        if (ms >= ST_WRITE_PLACE_STALL_MS) {
+            *stalled_ms = ms;
             break;
+        }
+        struct timespec deadline;
+        wh_deadline_in(&deadline, CLOCK_MONOTONIC, ST_WRITE_PLACE_POLL_MS);
+        pthread_cond_timedwait(&s->write_cv, &s->wmu, &deadline);
     }
     pthread_mutex_unlock(&s->wmu);
     return ok;
@@ -2393,13 +2406,13 @@ static int writes_waiting(st_server *s)
  * or DlqWrite moves no offset, a PutState writes no version, an Acquire
  * grants nothing, a Release lets the lease lapse (its next holder waits
  * as after a lapse). The message names no row value. */
-static void write_refuse(st_server *s, int body, Walhook__Reply *rep)
+static void write_refuse(st_server *s, int body, uint64_t stalled_ms, Walhook__Reply *rep)
 {
     wh_counter_add(&s->write_refused, 1);
     wh_reply_error(rep, ST_STATUS_SLOW_DOWN,
-                   "%s: %d writes are waiting for the disk (store.workers %d); refused, nothing "
-                   "done; try again later",
-                   write_name(body), s->write_max, s->workers);
+                   "%s: %d writes are waiting for the disk, the oldest for %" PRIu64
+                   " ms (store.workers %d); refused, nothing done; try again later",
+                   write_name(body), s->write_max, stalled_ms, s->workers);
     rep->retry_after_ms = ST_WRITE_RETRY_MS;
 }
 
@@ -2419,8 +2432,9 @@ void st_server_handle(void *arg, const Walhook__Request *req, Walhook__Reply *re
         return;
     }
     int placed = waits_for_disk(req->body_case);
-    if (placed && !write_place_take(s)) {
-        write_refuse(s, req->body_case, rep);
+    uint64_t stalled_ms;
+    if (placed && !write_place_take(s, &stalled_ms)) {
+        write_refuse(s, req->body_case, stalled_ms, rep);
         return;
     }
     switch (req->body_case) {
