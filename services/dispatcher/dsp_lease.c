@@ -679,8 +679,9 @@ static void set_unanswered(dsp_lease *l, work *w, int unanswered)
 }
 
 /* One Acquire of w in a round (a free target not held here): granted, held
- * here (*held + 1); refused or answered with an error, not; no answer, its
- * outcome unknown: not held, not posted to, marked unanswered. */
+ * here (*held + 1); refused or answered with an error, not (an error keeps
+ * the mark below as it was); no answer, its outcome unknown: not held, not
+ * posted to, marked unanswered. */
 static void acquire_one(dsp_lease *l, work *w, size_t *held, int *changed)
 {
     uint64_t sent = wh_now_ms();
@@ -693,9 +694,19 @@ static void acquire_one(dsp_lease *l, work *w, size_t *held, int *changed)
         set_unanswered(l, w, 1);
         return;
     }
+    /* only an answer (granted or not) tells what became of an earlier
+     * Acquire without one: the store grants it as this owner's own, or
+     * tells who holds it. An error reply tells nothing of it: a 429 (lease
+     * writes waiting for the disk) did nothing at all, while the earlier
+     * Acquire may still wait for its sync and be granted; the target,
+     * cleared, was no longer counted toward the share nor asked again once
+     * the share was held, and its lease, granted unknown to this replica,
+     * kept the others from it until it lapsed (test_lease_refused_unanswered) */
+    if (rc != WH_OK)
+        return;
     if (w->unanswered)
         set_unanswered(l, w, 0);
-    if (rc != WH_OK || !granted)
+    if (!granted)
         return;
     if (lapsed_ago >= 0)
         wh_info("lease of %s/%s acquired (epoch %" PRIu64 "; its last holder let it "
