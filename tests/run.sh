@@ -125,7 +125,7 @@ LANE2=(test_chaos_delivery test_up_sigkill test_lease_takeover test_leases test_
     test_lease_forget_reacquire test_lease_lapse_wait test_lease_reply_lost
     test_lease_reply_restart test_admin_slot_hang test_lease_acquire_unanswered
     test_lease_round_long test_lease_sync_stall test_write_sync_stall
-    test_lease_refused_unanswered)
+    test_lease_refused_unanswered test_lease_release_refused)
 in_lane2() {
     local x
     for x in "${LANE2[@]}"; do [ "$x" = "$1" ] && return 0; done

@@ -376,7 +376,10 @@ static int renew(dsp_lease *l, const char *tenant, const char *name, uint64_t ep
     return call(l, &req, granted, &e2);
 }
 
-static void release(dsp_lease *l, const char *tenant, const char *name, uint64_t ep, int abandoned)
+/* WH_OK: the store answered; else the lease is left to lapse in the store
+ * (refused, e.g. 429 while lease writes wait for the disk, or no answer):
+ * its next holder waits as after a lapse. */
+static int release(dsp_lease *l, const char *tenant, const char *name, uint64_t ep, int abandoned)
 {
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     Walhook__LeaseRelease r = WALHOOK__LEASE_RELEASE__INIT;
@@ -389,7 +392,17 @@ static void release(dsp_lease *l, const char *tenant, const char *name, uint64_t
     req.lease_release = &r;
     int g;
     uint64_t e;
-    call(l, &req, &g, &e);
+    return call(l, &req, &g, &e) == WH_OK ? WH_OK : WH_ERR;
+}
+
+/* The log line of a release not done (refused or unanswered): the call's
+ * own warning said why; this one, what follows. Before, it was logged as
+ * "released" though the store kept the lease until its TTL ran out. */
+static void release_failed(const char *tenant, const char *name, const char *why)
+{
+    wh_warn("lease of %s/%s not released (%s): the store keeps it until its TTL runs out, and "
+            "its next holder waits as after a lapse",
+            tenant, name, why);
 }
 
 /* Live replicas (>= 1) and whether each target is free (no live holder). */
@@ -577,7 +590,10 @@ static void release_handed(dsp_lease *l)
         pthread_mutex_unlock(&l->mu);
         if (ep == 0)
             return;
-        release(l, tenant, name, ep, ab);
+        if (release(l, tenant, name, ep, ab) != WH_OK) {
+            release_failed(tenant, name, "handed over");
+            continue;
+        }
         wh_info("lease of %s/%s released: handed over with %s", tenant, name,
                 ab ? "requests that may still be at the target (abandoned here, or its last "
                      "holder's in its takeover wait): its next holder waits"
@@ -755,10 +771,12 @@ static void round_once(dsp_lease *l)
             continue;
         if (!w[i].listed && wh_now_ms() >= w[i].unlisted_until) {
             int ab = abandoned_now(l, w[i].tenant, w[i].name);
-            release(l, w[i].tenant, w[i].name, w[i].epoch, ab);
-            wh_info("lease of %s/%s released: no longer a target%s", w[i].tenant, w[i].name,
-                    ab ? " (requests abandoned here may still be at it: its next holder waits)"
-                       : "");
+            if (release(l, w[i].tenant, w[i].name, w[i].epoch, ab) != WH_OK)
+                release_failed(w[i].tenant, w[i].name, "no longer a target");
+            else
+                wh_info("lease of %s/%s released: no longer a target%s", w[i].tenant, w[i].name,
+                        ab ? " (requests abandoned here may still be at it: its next holder waits)"
+                           : "");
             set_result(l, &w[i], 0, 0, &changed);
             w[i].epoch = 0;
             continue;
@@ -1041,10 +1059,13 @@ void dsp_lease_stop(dsp_lease *l)
         lease_t *e = &l->v[i];
         uint64_t now = wh_now_ms();
         if (e->epoch != 0) {
-            release(l, e->tenant, e->name, e->epoch, abandoned_locked(e, now));
+            if (release(l, e->tenant, e->name, e->epoch, abandoned_locked(e, now)) != WH_OK)
+                release_failed(e->tenant, e->name, "stopping");
             e->epoch = 0;
         } else if (e->release_pending && e->handover_epoch != 0 && now < e->handover) {
-            release(l, e->tenant, e->name, e->handover_epoch, handed_abandoned(e, now));
+            if (release(l, e->tenant, e->name, e->handover_epoch, handed_abandoned(e, now)) !=
+                WH_OK)
+                release_failed(e->tenant, e->name, "stopping, handed over");
             e->handover_epoch = 0;
         }
     }
