@@ -357,7 +357,9 @@ void wh_budget_plan_store(wh_budget *b, const wh_config *c, const wh_budget_coun
 {
     wh_budget_init(b, "store");
     int tenants = n && n->tenants > 0 ? n->tenants : 1;
-    int readers = (n && n->targets > 0 ? n->targets : 0) + c->store_workers;
+    /* requests served at once: store.workers + the spare ones */
+    int served = c->store_workers + WH_STORE_SPARE_WORKERS;
+    int readers = (n && n->targets > 0 ? n->targets : 0) + served;
     int64_t wb = c->rocksdb_write_buffer_bytes;
     int64_t cache = c->rocksdb_cache_bytes > 0 ? c->rocksdb_cache_bytes : 1 * MiB;
     wh_budget_add(b, "block_cache", cache, "store.cache_bytes (LRU block cache)");
@@ -379,7 +381,7 @@ void wh_budget_plan_store(wh_budget *b, const wh_config *c, const wh_budget_coun
     wh_budget_add(b, "iterators",
                   (int64_t)readers * WH_BUDGET_ST_ITER_FILES *
                       (WH_BUDGET_ST_BLOCK_BYTES + WH_BUDGET_ST_ITER_READAHEAD_BYTES),
-                  "%d readers (targets + store.workers) x %d files x (64 KiB block + 256 KiB "
+                  "%d readers (targets + store.workers + 2) x %d files x (64 KiB block + 256 KiB "
                   "readahead)",
                   readers, WH_BUDGET_ST_ITER_FILES);
     int fl = 0, co = 0;
@@ -392,25 +394,25 @@ void wh_budget_plan_store(wh_budget *b, const wh_config *c, const wh_budget_coun
                   "store.background_jobs (%d): %d compactions x %" PRId64
                   " + %d flushes x %" PRId64,
                   c->store_background_jobs, co, per_comp, fl, per_flush);
-    int threads = 4 /* main, watchdog, maintenance, RocksDB timer */ + c->store_workers + fl + co +
-                  nng_threads();
+    int threads =
+        4 /* main, watchdog, maintenance, RocksDB timer */ + served + fl + co + nng_threads();
     wh_budget_add(b, "thread_stacks", (int64_t)threads * WH_BUDGET_STACK_BYTES,
-                  "%d threads (store.workers, store.background_jobs, NNG) x %d KiB resident",
+                  "%d threads (store.workers + 2, store.background_jobs, NNG) x %d KiB resident",
                   threads, WH_BUDGET_STACK_BYTES / 1024);
-    wh_budget_add(b, "ipc_buffers", (int64_t)c->store_workers * 2 * c->ipc_max_msg_bytes,
-                  "store.workers (%d) x 2 (request + reply) x ipc.max_msg_bytes", c->store_workers);
-    /* store.endpoint's direct socket serves store.workers requests at once
+    wh_budget_add(b, "ipc_buffers", (int64_t)served * 2 * c->ipc_max_msg_bytes,
+                  "store.workers (%d) + 2 x 2 (request + reply) x ipc.max_msg_bytes",
+                  c->store_workers);
+    /* store.endpoint's direct socket serves store.workers + 2 requests at once
      * (wh_ipc.h); store.notify_endpoint's keeps at most one unsent
      * notification per subscriber */
     int direct = wh_budget_is_direct(c->store_endpoint);
     int pub = wh_budget_is_direct(c->store_notify_endpoint);
     wh_budget_add(
         b, "ipc_direct",
-        (direct ? wh_budget_direct(c->store_workers, c->ipc_max_msg_bytes, c->ipc_max_msg_bytes)
-                : 0) +
+        (direct ? wh_budget_direct(served, c->ipc_max_msg_bytes, c->ipc_max_msg_bytes) : 0) +
             (pub ? (int64_t)WH_IPC_DIRECT_MAX * WH_NOTE_MSG_MAX : 0),
         "store.endpoint%s: %d connections x (%d KiB stack + 2 x %u KiB kept buffers) + "
-        "store.workers (%d) x 2 x ipc.max_msg_bytes in flight; notify_endpoint%s: %d "
+        "store.workers (%d) + 2 x 2 x ipc.max_msg_bytes in flight; notify_endpoint%s: %d "
         "subscribers x %u KiB",
         direct ? "" : " (not ipc://: none)", WH_IPC_DIRECT_MAX, WH_BUDGET_STACK_BYTES / 1024,
         WH_UDS_KEEP_BYTES / 1024, c->store_workers, pub ? "" : " (not ipc://: none)",

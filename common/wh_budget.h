@@ -39,6 +39,10 @@
 /* ---- RocksDB sizes the store is configured with (st_db.c uses them) ---- */
 /* memtables per column family; db_write_buffer_size = this x write_buffer */
 #define WH_BUDGET_ST_MAX_WRITE_BUFFERS 2
+/* The store serves store.workers requests that may wait for the disk at
+ * once and this many more kept for those that do not (Read, GetState,
+ * Stats, LeaseList, LeaseRenew): st_server.c, write_place_take */
+#define WH_STORE_SPARE_WORKERS 2
 /* SST block size */
 #define WH_BUDGET_ST_BLOCK_BYTES (64 * 1024)
 /* compaction readahead, per input file */

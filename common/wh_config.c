@@ -133,7 +133,8 @@ const wh_config_entry wh_config_table[] = {
     S(store_notify_endpoint, "store.notify_endpoint", "", 0,
       "the store's durability notifications (pub/sub; dispatchers read when notified): \"\" "
       "= store.endpoint + \".notify\" for ipc://, none for tcp:// (readers then long-poll)"),
-    I(store_workers, "store.workers", 4, 1, 64, 0, "store request worker threads"),
+    I(store_workers, "store.workers", 4, 1, 64, 0,
+      "store requests that may wait for the disk served at once (2 more for the others)"),
     I(store_background_jobs, "store.background_jobs", 2, 2, 32, 0,
       "RocksDB background threads: max(1, n/4) flush, the rest compaction (shared by every "
       "tenant, round-robin; each costs compaction buffers in the memory budget)"),

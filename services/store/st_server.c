@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "wh_budget.h"
 #include "wh_buf.h"
 #include "wh_ipc.h"
 #include "wh_lattrace.h"
@@ -151,6 +152,9 @@ typedef struct st_reply_mem {
 } st_reply_mem;
 
 static void rent_sweep(st_server *s);
+static int write_place_take(st_server *s, uint64_t *stalled_ms);
+static void write_place_give(st_server *s);
+static void write_refuse(st_server *s, int body, uint64_t stalled_ms, Walhook__Reply *rep);
 static int writes_waiting(st_server *s);
 static void do_toast_get(st_server *s, const Walhook__ToastGet *g, Walhook__Reply *rep,
                          st_reply_mem *m);
@@ -1468,7 +1472,20 @@ static void do_get_state(st_server *s, const Walhook__GetState *g, Walhook__Repl
         return;
     }
     uint64_t known = g ? g->known_version : 0, version = 0;
-    if (st_state_get(s->state, known, &version, &m->data, err, sizeof(err)) != WH_OK) {
+    /* it waits for the state writes under way (st_state_get): while one is,
+     * it is a request that may wait for the disk and takes a place (with a
+     * PutState stalled at its sync, the daemons' state watchers asking
+     * again and again held every worker) */
+    uint64_t stalled_ms;
+    int placed = st_state_writing(s->state);
+    if (placed && !write_place_take(s, &stalled_ms)) {
+        write_refuse(s, WALHOOK__REQUEST__BODY_GET_STATE, stalled_ms, rep);
+        return;
+    }
+    int rc = st_state_get(s->state, known, &version, &m->data, err, sizeof(err));
+    if (placed)
+        write_place_give(s);
+    if (rc != WH_OK) {
         wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
         return;
     }
@@ -1650,7 +1667,7 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
                             (int64_t)st_db_write_pending_ms(s->db, NULL) * 1000);
     rc |= wh_metric_header(b, "walhook_store_disk_requests", "gauge",
                            "requests being served that may wait for a synced write (at most "
-                           "store.workers - 2, 1 with fewer than 3 workers)");
+                           "store.workers; 2 more workers kept for the others)");
     rc |= wh_metric_i64(b, "walhook_store_disk_requests", "", writes_waiting(s));
     rc |= wh_metric_header(b, "walhook_store_disk_requests_refused_total", "counter",
                            "requests that may wait for a synced write refused (429, "
@@ -2327,6 +2344,8 @@ static const char *write_name(int body)
         return "slot_report";
     case WALHOOK__REQUEST__BODY_SCHEMA_LIST:
         return "schema_list";
+    case WALHOOK__REQUEST__BODY_GET_STATE:
+        return "get_state";
     default:
         return "request";
     }
@@ -2342,7 +2361,8 @@ static const char *write_name(int body)
  * consumer stores its offset once; neither takes a place. */
 static int waits_for_disk(int body)
 {
-    return strcmp(write_name(body), "request") != 0;
+    /* GetState takes one only while a state write is under way (do_get_state) */
+    return body != WALHOOK__REQUEST__BODY_GET_STATE && strcmp(write_name(body), "request") != 0;
 }
 
 /* A place for a request that may wait for a synced write; 0: none, and
@@ -2358,8 +2378,11 @@ static int waits_for_disk(int body)
  * requests that wait for no disk (Read, GetState, Stats, LeaseList,
  * LeaseRenew) got no answer: no /metrics, health or state read while the
  * disk stalled (test_write_sync_stall, test_lease_sync_stall). So at most
- * write_max of them are served at once, over NNG and the direct sockets
- * together (each serves store.workers requests: 2 of each stay free). */
+ * write_max (store.workers) of them are served at once, over NNG and the
+ * direct sockets together, each of which serves store.workers +
+ * WH_STORE_SPARE_WORKERS requests: the spare ones stay free for the others
+ * (one for a long poll, one for the rest), and the disk's requests keep
+ * the concurrency they had (their group commits, commits riding on them). */
 static int write_place_take(st_server *s, uint64_t *stalled_ms)
 {
     int ok = 0;
@@ -2608,9 +2631,10 @@ int st_server_create(st_server **out, st_db *db, int workers, size_t max_msg, ch
     }
     pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->nmu, NULL);
-    /* two workers left to the others: one for a long poll, one for the
-     * requests that wait for no disk (one place with fewer than 3) */
-    s->write_max = workers > 2 ? workers - 2 : 1;
+    /* store.workers places for the requests that may wait for the disk,
+     * served by store.workers + WH_STORE_SPARE_WORKERS workers (NNG) and
+     * slots (the direct socket): the spare ones always left to the others */
+    s->write_max = workers;
     wh_cond_init_monotonic(&s->write_cv);
     wh_buf_init(&s->nbuf, WH_NOTE_MSG_MAX);
     for (int k = 0; k < ST_READER_STRIPES; k++)
@@ -2640,8 +2664,8 @@ int st_server_listen(st_server *s, const char *url, char *err, size_t errlen)
         wh_warn("durability notifications are off (dispatchers long-poll the store): "
                 "store.notify_endpoint: %s",
                 nerr);
-    return wh_server_start_wire(&s->nng, url, s->workers, s->max_msg, st_server_handle,
-                                st_server_wire, st_server_done, s, err, errlen);
+    return wh_server_start_wire(&s->nng, url, s->workers + WH_STORE_SPARE_WORKERS, s->max_msg,
+                                st_server_handle, st_server_wire, st_server_done, s, err, errlen);
 }
 
 void st_server_stop(st_server *s)

@@ -202,6 +202,14 @@ int st_state_get(st_state *st, uint64_t known_version, uint64_t *version, wh_buf
     return rc;
 }
 
+int st_state_writing(st_state *st)
+{
+    pthread_mutex_lock(&st->pub_mu);
+    int w = st->writers > 0;
+    pthread_mutex_unlock(&st->pub_mu);
+    return w;
+}
+
 uint64_t st_state_version(st_state *st)
 {
     pthread_mutex_lock(&st->pub_mu);

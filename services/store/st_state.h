@@ -58,6 +58,10 @@ void st_state_close(st_state *st);
 int st_state_get(st_state *st, uint64_t known_version, uint64_t *version, wh_buf *doc, char *err,
                  size_t errlen);
 
+/* 1 while a state write (st_state_put) is under way: st_state_get waits
+ * for it, so a GetState then may wait for the disk (st_server.c). */
+int st_state_writing(st_state *st);
+
 /* The current version (for metrics). */
 uint64_t st_state_version(st_state *st);
 

@@ -6,9 +6,10 @@
 #      ipc.timeout_ms 1.8 s) starts and d1 gives b up to balance, d0 takes
 #      it. d1 stops (SIGTERM: a is released).
 #   2. The store's WAL syncs are held (wh_syncgate): d0 asks for a twice
-#      without an answer (both lease writes wait at the gate and hold the
-#      store's two places for lease writes, store.workers 4), then the
-#      store refuses the next Acquire of a (429).
+#      without an answer (its lease writes wait at the gate; given up at
+#      its timeout and sent again, they fill the store's places for
+#      writes, store.workers 4), then the store refuses the next Acquire
+#      of a (429).
 #   3. d2 (same settings) starts: two replicas for two targets, a share of
 #      one, which d0 holds with b. d2's Acquires are refused (429) too.
 #   4. The gate opens: the store grants a to d0 (the first unanswered

@@ -4,8 +4,8 @@
 # its TTL runs out, and its next holder waits as after a lapse.
 #   1. d0 (lease TTL 3 s, ipc.timeout_ms 1 s) holds a and b.
 #   2. The store's WAL syncs are held (wh_syncgate); six LeaseAcquires of
-#      free consumers (owner "other") are sent at once: two wait at the
-#      gate, holding the store's places for lease writes (store.workers 4).
+#      free consumers (owner "other") are sent at once: four wait at the
+#      gate, holding the store's places for writes (store.workers 4).
 #   3. d1 (same settings) starts: d0 gives a target up to balance and, the
 #      loop handing it at once, releases it; the store refuses the release.
 # Checks: d0 logs "not released (handed over)" for that target, never

@@ -86,7 +86,8 @@ static void test_store_plan(void **state)
     wh_budget b1, b2, b3;
     wh_budget_plan_store(&b1, &c, &n1);
     assert_int_equal(part(&b1, "block_cache"), c.rocksdb_cache_bytes);
-    assert_int_equal(part(&b1, "ipc_buffers"), (int64_t)c.store_workers * 2 * c.ipc_max_msg_bytes);
+    assert_int_equal(part(&b1, "ipc_buffers"),
+                     (int64_t)(c.store_workers + WH_STORE_SPARE_WORKERS) * 2 * c.ipc_max_msg_bytes);
     int64_t arena = wh_budget_arena_block(c.rocksdb_write_buffer_bytes);
     assert_int_equal(arena, c.rocksdb_write_buffer_bytes / 8);
     /* 1 tenant: 3 CFs; db-wide cap 2 memtables + one being flushed */
@@ -168,7 +169,8 @@ static void test_direct_sockets(void **state)
     /* what a connection keeps between requests is bounded, and small */
     assert_true(WH_UDS_KEEP_BYTES <= 256 * 1024);
     wh_budget_plan_store(&b, &c, &n);
-    int64_t store = conns + (int64_t)c.store_workers * 2 * c.ipc_max_msg_bytes +
+    int64_t store = conns +
+                    (int64_t)(c.store_workers + WH_STORE_SPARE_WORKERS) * 2 * c.ipc_max_msg_bytes +
                     (int64_t)WH_IPC_DIRECT_MAX * WH_NOTE_MSG_MAX;
     assert_int_equal(part(&b, "ipc_direct"), store);
     /* more workers: more requests in flight on the direct socket too */
