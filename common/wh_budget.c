@@ -400,7 +400,7 @@ void wh_budget_plan_store(wh_budget *b, const wh_config *c, const wh_budget_coun
                   "%d threads (store.workers + 2, store.background_jobs, NNG) x %d KiB resident",
                   threads, WH_BUDGET_STACK_BYTES / 1024);
     wh_budget_add(b, "ipc_buffers", (int64_t)served * 2 * c->ipc_max_msg_bytes,
-                  "store.workers (%d) + 2 x 2 (request + reply) x ipc.max_msg_bytes",
+                  "(store.workers (%d) + 2) x 2 (request + reply) x ipc.max_msg_bytes",
                   c->store_workers);
     /* store.endpoint's direct socket serves store.workers + 2 requests at once
      * (wh_ipc.h); store.notify_endpoint's keeps at most one unsent
@@ -412,7 +412,7 @@ void wh_budget_plan_store(wh_budget *b, const wh_config *c, const wh_budget_coun
         (direct ? wh_budget_direct(served, c->ipc_max_msg_bytes, c->ipc_max_msg_bytes) : 0) +
             (pub ? (int64_t)WH_IPC_DIRECT_MAX * WH_NOTE_MSG_MAX : 0),
         "store.endpoint%s: %d connections x (%d KiB stack + 2 x %u KiB kept buffers) + "
-        "store.workers (%d) + 2 x 2 x ipc.max_msg_bytes in flight; notify_endpoint%s: %d "
+        "(store.workers (%d) + 2) x 2 x ipc.max_msg_bytes in flight; notify_endpoint%s: %d "
         "subscribers x %u KiB",
         direct ? "" : " (not ipc://: none)", WH_IPC_DIRECT_MAX, WH_BUDGET_STACK_BYTES / 1024,
         WH_UDS_KEEP_BYTES / 1024, c->store_workers, pub ? "" : " (not ipc://: none)",

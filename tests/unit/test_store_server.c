@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/mount.h>
 #include <sys/statvfs.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../services/store/st_db_int.h"
 #include "../../services/store/st_guard.h"
 #include "../../services/store/st_push.h"
 #include "../../services/store/st_server.h"
@@ -928,6 +930,104 @@ static void test_read_spans_set_offset_ipc(void **state)
                  "offset) at the new epoch and offset",
                  si.n);
     st_server_stop(f->srv);
+}
+
+/* ---- the disk's places (write_place_take) ---- */
+
+/* An Append through the handler in a thread of its own: its status, error
+ * and when it was answered. */
+typedef struct placed_append {
+    fx *f;
+    const char *tenant;
+    uint64_t lsn;
+    int st;
+    char error[256];
+    uint32_t retry_after_ms;
+    _Atomic uint64_t done_ms; /* 0 until answered */
+} placed_append;
+
+static void *placed_append_thread(void *p)
+{
+    placed_append *pa = p;
+    append_req a;
+    Walhook__Reply rep;
+    void *cookie;
+    make_append(&a, pa->tenant, 1, pa->lsn, 0);
+    pa->st = call(pa->f, &a.req, &rep, &cookie);
+    snprintf(pa->error, sizeof(pa->error), "%s", rep.error ? rep.error : "");
+    pa->retry_after_ms = rep.retry_after_ms;
+    st_server_done(pa->f->srv, &rep, cookie);
+    atomic_store(&pa->done_ms, wh_now_ms());
+    return NULL;
+}
+
+/* store.workers 1: one place. An Append holds it, stopped on its tenant's
+ * lock. Another Append that finds no place waits for one while no write has
+ * waited for the disk (a busy moment: the 100 ms of an earlier version
+ * refused it), however long; once a write in progress has waited 500 ms
+ * (a stall), it is refused (429, retry_after_ms, nothing done). */
+static void test_write_place_wait(void **state)
+{
+    fx *f = *state;
+    append_n(f, "t", 1, 0x100);
+    append_n(f, "u", 1, 0x100);
+    st_tenant *t = st_dbi_tenant_find(f->db, "t", 0);
+    assert_non_null(t);
+    pthread_rwlock_wrlock(&t->lock);
+    placed_append a = {.f = f, .tenant = "t", .lsn = 0x200};
+    pthread_t ta, tb;
+    assert_int_equal(pthread_create(&ta, NULL, placed_append_thread, &a), 0);
+    wh_sleep_ms(100); /* a holds the place, waiting for t's lock */
+    placed_append b = {.f = f, .tenant = "u", .lsn = 0x200};
+    assert_int_equal(pthread_create(&tb, NULL, placed_append_thread, &b), 0);
+    /* no write waits for the disk: b waits for the place, not refused */
+    wh_sleep_ms(800);
+    assert_int_equal(atomic_load(&a.done_ms), 0);
+    if (atomic_load(&b.done_ms) != 0) {
+        pthread_rwlock_unlock(&t->lock);
+        pthread_join(ta, NULL);
+        pthread_join(tb, NULL);
+        fail_msg("an Append that found no place was answered (%d '%s') while no write waited "
+                 "for the disk",
+                 b.st, b.error);
+    }
+    /* a write waits for the disk from now: b is refused once it waited 500 ms */
+    uint64_t t0 = wh_now_ms();
+    int slot = st_dbi_io_begin(f->db, "test write");
+    assert_true(slot >= 0);
+    uint64_t until = t0 + 5000;
+    while (atomic_load(&b.done_ms) == 0 && wh_now_ms() < until)
+        wh_sleep_ms(10);
+    st_dbi_io_end(f->db, slot);
+    if (atomic_load(&b.done_ms) == 0) { /* let both go before failing */
+        pthread_rwlock_unlock(&t->lock);
+        pthread_join(ta, NULL);
+        pthread_join(tb, NULL);
+        fail_msg("an Append that found no place was not refused within 5 s of a write "
+                 "waiting for the disk");
+    }
+    pthread_join(tb, NULL);
+    uint64_t took = b.done_ms - t0;
+    if (b.st != ST_STATUS_SLOW_DOWN || strstr(b.error, "refused, nothing done") == NULL ||
+        strstr(b.error, "the oldest for") == NULL)
+        fail_msg("expected the Append refused (429), got %d '%s'", b.st, b.error);
+    assert_int_equal(b.retry_after_ms, 1000);
+    if (took < 450 || took > 2000)
+        fail_msg("refused %llu ms after a write began to wait for the disk (500 expected)",
+                 (unsigned long long)took);
+    char err[WH_ERRLEN];
+    uint64_t l;
+    uint32_t sq;
+    assert_int_equal(st_db_tenant_end(f->db, "u", &l, &sq, err, sizeof(err)), WH_OK);
+    assert_int_equal(l, 0x100); /* nothing stored */
+    /* the held one is served once its lock comes free */
+    pthread_rwlock_unlock(&t->lock);
+    pthread_join(ta, NULL);
+    assert_int_equal(a.st, 0);
+    /* and a place is free again: served at once */
+    placed_append c = {.f = f, .tenant = "u", .lsn = 0x300};
+    placed_append_thread(&c);
+    assert_int_equal(c.st, 0);
 }
 
 /* ---- through NNG ipc ---- */
@@ -2143,6 +2243,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_registers_consumer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_poll, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_poll_single_worker, setup1, teardown),
+        cmocka_unit_test_setup_teardown(test_write_place_wait, setup1, teardown),
         cmocka_unit_test_setup_teardown(test_read_spans_set_offset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_spans_resync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_spans_set_offset_ipc, setup, teardown),
