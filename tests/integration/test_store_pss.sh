@@ -6,9 +6,9 @@
 # The backlog goes straight through the store's IPC (tests/wh_storeload),
 # not through PostgreSQL. WH_PSS_EVENTS (1000000 in CI) sets its size; the
 # issue's figure is 10000000. The store runs with small IPC messages and
-# cache so that what it declares is tight (about 140 MiB, 64 MiB of it the
-# direct sockets: 64 connections and the requests in flight), and with a
-# memory_budget_bytes its plan must fit.
+# cache so that what it declares is tight (about 180 MiB, 80 MiB of it the
+# direct sockets: 64 connections and the store.workers + 2 requests in
+# flight), and with a memory_budget_bytes its plan must fit (224 MiB).
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 N=${WH_PSS_EVENTS:-1000000}
@@ -21,7 +21,7 @@ CONF="$WH_TMP/walhook.conf"
 wh_write_conf "$CONF" "postgresql://unused@127.0.0.1:1/x" "$DATA" "$(wh_free_port)" \
     "http://127.0.0.1:9/hook"
 cat >>"$CONF" <<'EOF'
-memory_budget_bytes = 201326592;
+memory_budget_bytes = 234881024;
 store = { cache_bytes = 8388608; write_buffer_bytes = 4194304; workers = 2; background_jobs = 2; };
 ipc = { max_msg_bytes = 4194304; };
 ingestor = { flush_bytes = 1048576; };
