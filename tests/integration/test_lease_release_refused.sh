@@ -14,26 +14,13 @@
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 source "$(dirname "$0")/../lib/leases.sh"
-GATE=""
-trap '[ -n "$GATE" ] && rm -f "$GATE"; wh_cleanup' EXIT
-WH_LEASE_GATED=1 wh_lease_stack 1 0 a b
-log() { echo "$WH_TMP/dispatcher-$1.log"; }
-ctl() { "$BIN/tests/wh_statectl" -c "$CONF" "$@"; }
+wh_lease_gated_stack a b
 
 # 1. d0 holds a and b
 WALHOOK_DISPATCHER_LEASE_TTL_MS=3000 WALHOOK_IPC_TIMEOUT_MS=1000 wh_lease_first d0 2
-wh_wait_until 20 wh_store_settled || wh_fail "the store did not settle (a write in progress)"
 
-# 2. the places for lease writes held at the gate
-touch "$GATE"
-wh_log "the store's WAL syncs held; six LeaseAcquires sent"
-pids=()
-for i in 1 2 3 4 5 6; do
-    ctl lease-acquire default "free$i" other 60000 >"$WH_TMP/acq$i.out" 2>&1 &
-    pids+=($!)
-done
-wh_wait_until 20 test -e "$GATE.held" || wh_fail "no WAL sync of the store reached the gate"
-for p in "${pids[@]}"; do wait "$p"; done
+# 2. the places for writes held at the gate
+wh_lease_held_acquires
 grep -q "status 429" "$WH_TMP"/acq*.out ||
     wh_fail "no Acquire was refused (the places are not held): $(cat "$WH_TMP"/acq*.out)"
 

@@ -17,19 +17,10 @@
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 source "$(dirname "$0")/../lib/leases.sh"
-GATE=""
-trap '[ -n "$GATE" ] && rm -f "$GATE"; wh_cleanup' EXIT
-WH_LEASE_GATED=1 wh_lease_stack 1 0 a b
-log() { echo "$WH_TMP/dispatcher-$1.log"; }
+wh_lease_gated_stack a b
 
 # 1. d1 holds a, d0 holds b
-WALHOOK_DISPATCHER_LEASE_TTL_MS=2000 wh_lease_first d1 2
-WALHOOK_DISPATCHER_LEASE_TTL_MS=6000 WALHOOK_IPC_TIMEOUT_MS=1800 wh_lease_dispatcher d0
-wh_wait_until 20 grep -q "lease of default/b acquired" "$(log d0)" ||
-    wh_fail "d0 did not take b from d1: $(grep "lease of" "$(log d1)" | tail -n 3)"
-grep -q "lease of default/a acquired" "$(log d0)" &&
-    wh_fail "d0 took a too (the test needs a held by d1)"
-wh_kill dispatcher-d1 TERM
+wh_lease_d0_holds_b
 
 # 2. the gate holds a's lease write: d0's Acquire of a gets no answer, twice
 touch "$GATE"

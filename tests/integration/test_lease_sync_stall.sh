@@ -17,11 +17,8 @@
 set -uo pipefail
 source "$(dirname "$0")/../lib/helpers.sh"
 source "$(dirname "$0")/../lib/leases.sh"
-GATE=""
-trap '[ -n "$GATE" ] && rm -f "$GATE"; wh_cleanup' EXIT
-WH_LEASE_GATED=1 wh_lease_stack 1 0 a
+wh_lease_gated_stack a
 log="$WH_TMP/dispatcher-d0.log"
-ctl() { "$BIN/tests/wh_statectl" -c "$CONF" "$@"; }
 
 # 1. d0 holds a and delivers
 WALHOOK_DISPATCHER_LEASE_TTL_MS=3000 WALHOOK_IPC_TIMEOUT_MS=1000 wh_lease_first d0 1
@@ -31,18 +28,9 @@ wh_wait_until 30 grep -q row-one "$WH_TMP/received-a.jsonl" || wh_fail "d0 did n
 held_a() { ctl lease-list 2>"$WH_TMP/list.err" | awk '$1 == "default" && $2 == "a" && $3 ~ /^d0/ && $5 > 0 { f = 1 } END { exit !f }'; }
 held_a || wh_fail "the store does not list a as d0's: $(ctl lease-list 2>&1)"
 epoch0=$(ctl lease-list | awk '$2 == "a" { print $4 }')
-wh_wait_until 20 wh_store_settled || wh_fail "the store did not settle (a write in progress)"
 
 # 2. syncs held; six Acquires, each waiting for its lease write's sync
-touch "$GATE"
-wh_log "the store's WAL syncs held; six LeaseAcquires sent"
-pids=()
-for i in 1 2 3 4 5 6; do
-    ctl lease-acquire default "free$i" other 60000 >"$WH_TMP/acq$i.out" 2>&1 &
-    pids+=($!)
-done
-wh_wait_until 20 test -e "$GATE.held" || wh_fail "no WAL sync of the store reached the gate"
-for p in "${pids[@]}"; do wait "$p"; done # each answered or given up (5 s)
+wh_lease_held_acquires
 grep -qx "granted [0-9]*" "$WH_TMP"/acq*.out &&
     wh_fail "an Acquire was granted while its lease write was not synced: $(cat "$WH_TMP"/acq*.out)"
 wh_log "the Acquires: $(grep -c "no reply" "$WH_TMP"/acq*.out | grep -c ":1$") without an answer, $(grep -c "status" "$WH_TMP"/acq*.out | grep -c ":1$") refused"

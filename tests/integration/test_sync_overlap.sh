@@ -162,23 +162,6 @@ wh_wait_until 60 reads_all || wh_fail "the backfill's rows were not delivered af
 wh_log "backfill: no row delivered while its chunk's sync was held, $(reads) after"
 
 # each row is one event: one id at the receiver, one key in the store
-perl -ne 'while (/"id":"(default:[^"]+)"(?:(?!"id":"default:).)*?"table":"items"(?:(?!"id":"default:).)*?"after":\{"id":(\d+)\}/g) {
-        print "$2 $1\n" }' \
-    "$WH_TMP/received.jsonl" | sort -u >"$WH_TMP/row_ids.txt"
-n=$(cut -d' ' -f1 "$WH_TMP/row_ids.txt" | sort -u | wc -l)
-[ "$n" -eq 60 ] || wh_fail "the receiver has $n distinct rows, want 60"
-n=$(wc -l <"$WH_TMP/row_ids.txt")
-[ "$n" -eq 60 ] || wh_fail "the receiver has $n (row, id) pairs for 60 rows: a row under two ids"
-for d in admin dispatcher ingestor store; do wh_kill "$d" TERM; done
-"$BIN/walhook-store" --dump -c "$CONF" >"$WH_TMP/dump.txt" 2>"$WH_TMP/dump.log" ||
-    wh_fail "walhook-store --dump failed: $(tail -n 3 "$WH_TMP/dump.log")"
-stored=$(wc -l <"$WH_TMP/dump.txt")
-ids=$(grep -o '"id":"default:[^"]*"' "$WH_TMP/received.jsonl" | sort -u | wc -l)
-wh_log "store holds $stored events, the receiver $ids distinct ids ($(grep -c . "$WH_TMP/received.jsonl") requests)"
-[ "$stored" -eq "$ids" ] || wh_fail "the store holds $stored events, the receiver got $ids distinct ids"
-while read -r row id; do
-    pos=${id#default:}
-    grep -qx "default ${pos%:*} ${pos##*:}" "$WH_TMP/dump.txt" ||
-        wh_fail "row $row's event $id is not in the store (dump: $(head -n 2 "$WH_TMP/dump.txt"))"
-done <"$WH_TMP/row_ids.txt"
+wh_items_stored_once 60
+wh_log "store holds $STORED events, the receiver $IDS distinct ids ($(grep -c . "$WH_TMP/received.jsonl") requests)"
 wh_pass "rows delivered while their WAL sync was held, acknowledged after it; a SIGKILL then lost none and stored none twice"

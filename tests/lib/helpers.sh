@@ -230,6 +230,43 @@ wh_items_prepare() {
     mkdir -p -m 700 "$DATA"
 }
 
+# wh_items_stored_once N [delivered_once]: on wh_items_pipeline's items
+# table with rows 1-N delivered, each row is one event: one id at the
+# receiver (the row under no second id; with delivered_once, delivered
+# once too) and, once the four daemons are stopped (SIGTERM), that id's key
+# in the store, which holds as many events as the receiver has distinct
+# ids. Sets STORED (events in the store) and IDS (distinct ids received).
+wh_items_stored_once() {
+    local n=$1 once=${2:-} c row id pos
+    perl -ne 'while (/"id":"(default:[^"]+)"(?:(?!"id":"default:).)*?"table":"items"(?:(?!"id":"default:).)*?"after":\{"id":(\d+)\}/g) {
+        print "$2 $1\n" }' \
+        "$WH_TMP/received.jsonl" >"$WH_TMP/row_ids_all.txt"
+    sort -u "$WH_TMP/row_ids_all.txt" >"$WH_TMP/row_ids.txt"
+    c=$(cut -d' ' -f1 "$WH_TMP/row_ids.txt" | sort -u | wc -l)
+    [ "$c" -eq "$n" ] || wh_fail "the receiver has $c distinct rows, want $n"
+    c=$(wc -l <"$WH_TMP/row_ids.txt")
+    [ "$c" -eq "$n" ] || wh_fail "the receiver has $c (row, id) pairs for $n rows: a row under two ids"
+    if [ -n "$once" ]; then
+        c=$(wc -l <"$WH_TMP/row_ids_all.txt")
+        [ "$c" -eq "$n" ] || wh_fail "the receiver got $c deliveries of $n rows: a row delivered twice"
+    fi
+    for d in admin dispatcher ingestor store; do wh_kill "$d" TERM; done
+    "$BIN/walhook-store" --dump -c "$CONF" >"$WH_TMP/dump.txt" 2>"$WH_TMP/dump.log" ||
+        wh_fail "walhook-store --dump failed: $(tail -n 3 "$WH_TMP/dump.log")"
+    STORED=$(wc -l <"$WH_TMP/dump.txt")
+    IDS=$(grep -o '"id":"default:[^"]*"' "$WH_TMP/received.jsonl" | sort -u | wc -l)
+    [ "$STORED" -eq "$IDS" ] || wh_fail "the store holds $STORED events, the receiver got $IDS distinct ids"
+    if [ -n "$once" ]; then
+        c=$(grep -o '"id":"default:[^"]*"' "$WH_TMP/received.jsonl" | wc -l)
+        [ "$c" -eq "$IDS" ] || wh_fail "the receiver got $c events for $IDS distinct ids"
+    fi
+    while read -r row id; do
+        pos=${id#default:}
+        grep -qx "default ${pos%:*} ${pos##*:}" "$WH_TMP/dump.txt" ||
+            wh_fail "row $row's event $id is not in the store (dump: $(head -n 2 "$WH_TMP/dump.txt"))"
+    done <"$WH_TMP/row_ids.txt"
+}
+
 # wh_items_pipeline: wh_items_prepare and the four daemons on it; sets
 # RPORT APORT CONF DATA M (the admin's /metrics URL). Returns once the slot
 # streams.

@@ -147,3 +147,45 @@ wh_lease_reply_lost() {
     [ "$ov" = 0 ] ||
         wh_fail "$ov POST(s) overlapped d0's held one: $(grep "lease of default/a" "$d1log" | cut -d" " -f4- | tail -n 4)"
 }
+
+# wh_lease_gated_stack NAME...: wh_lease_stack 1 0 NAME... with the store's
+# WAL syncs behind the gate (WH_LEASE_GATED=1; the EXIT trap opens it), and
+# log ID (a dispatcher's log file) and ctl (wh_statectl on CONF) defined.
+wh_lease_gated_stack() {
+    GATE=""
+    trap '[ -n "$GATE" ] && rm -f "$GATE"; wh_cleanup' EXIT
+    WH_LEASE_GATED=1 wh_lease_stack 1 0 "$@"
+    log() { echo "$WH_TMP/dispatcher-$1.log"; }
+    ctl() { "$BIN/tests/wh_statectl" -c "$CONF" "$@"; }
+}
+
+# wh_lease_d0_holds_b: on wh_lease_gated_stack a b, d1 alone (lease TTL
+# 2 s) takes both; d0 (TTL 6 s: a round every 2 s; ipc.timeout_ms 1.8 s)
+# starts and d1 gives b up to balance, d0 takes it; d1 stops (SIGTERM: a is
+# released, free).
+wh_lease_d0_holds_b() {
+    WALHOOK_DISPATCHER_LEASE_TTL_MS=2000 wh_lease_first d1 2
+    WALHOOK_DISPATCHER_LEASE_TTL_MS=6000 WALHOOK_IPC_TIMEOUT_MS=1800 wh_lease_dispatcher d0
+    wh_wait_until 20 grep -q "lease of default/b acquired" "$(log d0)" ||
+        wh_fail "d0 did not take b from d1: $(grep "lease of" "$(log d1)" | tail -n 3)"
+    grep -q "lease of default/a acquired" "$(log d0)" &&
+        wh_fail "d0 took a too (the test needs a held by d1)"
+    wh_kill dispatcher-d1 TERM
+}
+
+# wh_lease_held_acquires: with the store settled, its WAL syncs held (GATE)
+# and six LeaseAcquires of free consumers (owner "other") sent at once, each
+# waiting for its lease write's sync or refused; returns once each was
+# answered or given up (wh_statectl's 5 s). Their outputs: $WH_TMP/acqN.out.
+wh_lease_held_acquires() {
+    wh_wait_until 20 wh_store_settled || wh_fail "the store did not settle (a write in progress)"
+    touch "$GATE"
+    wh_log "the store's WAL syncs held; six LeaseAcquires sent"
+    local i p pids=()
+    for i in 1 2 3 4 5 6; do
+        ctl lease-acquire default "free$i" other 60000 >"$WH_TMP/acq$i.out" 2>&1 &
+        pids+=($!)
+    done
+    wh_wait_until 20 test -e "$GATE.held" || wh_fail "no WAL sync of the store reached the gate"
+    for p in "${pids[@]}"; do wait "$p"; done
+}
