@@ -1161,6 +1161,12 @@ uint32_t wh_client_retry_after_ms(const wh_client *c)
     return c->retry_after_ms;
 }
 
+int wh_client_retry_wait_ms(const wh_client *c, int fallback_ms)
+{
+    uint32_t ra = c->retry_after_ms;
+    return ra == 0 ? fallback_ms : (ra > 10000 ? 10000 : (int)ra);
+}
+
 void wh_client_interrupt(wh_client *c)
 {
     if (c == NULL)

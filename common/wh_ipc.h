@@ -111,6 +111,12 @@ void wh_kept_free(wh_kept *k);
 /* retry_after_ms of the last reply (the store's 429 "slow down": send the
  * same request again after that many ms); 0 when it had none. */
 uint32_t wh_client_retry_after_ms(const wh_client *c);
+/* How long to wait before sending it again: that retry_after_ms, at most
+ * 10 s; fallback_ms when the reply had none. */
+int wh_client_retry_wait_ms(const wh_client *c, int fallback_ms);
+/* In the message of the store's 429 that refused a request because its
+ * writes wait for the disk (a stalled WAL sync): nothing was done. */
+#define WH_STORE_DISK_BUSY "writes are waiting for the disk"
 /* 1 when the client's calls go over the direct socket of an ipc://
  * endpoint (wh_uds.h), 0 over NNG (tcp://, tls+tcp://, or the server had
  * no room for another direct connection). */

@@ -402,10 +402,8 @@ static void timed_wait_locked(dsp_target *t, int ms)
  * (rc 429: its writes wait for a WAL sync; nothing was stored). */
 static int store_retry_ms(wh_client *c, int rc, int delay)
 {
-    uint32_t ra = rc == 429 ? wh_client_retry_after_ms(c) : 0;
-    if (ra > 10000)
-        ra = 10000;
-    return (int)ra > delay ? (int)ra : delay;
+    int ra = rc == 429 ? wh_client_retry_wait_ms(c, 0) : 0;
+    return ra > delay ? ra : delay;
 }
 
 /* WH_OK, WH_ERR, 409 when the store refused a stale epoch, or 429 when it

@@ -236,9 +236,6 @@ static int pack_reserve(ing_batcher *bt, size_t n)
 }
 
 #define ING_STATUS_SLOW_DOWN 429 /* the store's "slow down" (write budget, isolation guard) */
-/* in the error of a "slow down" that refused a write while the store's
- * writes wait for its disk (st_server's write_refuse) */
-#define ING_STORE_DISK_BUSY "writes are waiting for the disk"
 
 static void lat_trace(const ing_batcher *bt, const char *hop, size_t n)
 {
@@ -482,15 +479,14 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
             return WH_OK;
         }
         int ms = wh_backoff_ms(attempt < 20 ? attempt : 20, 20, 5000);
-        if (status == ING_STATUS_SLOW_DOWN && strstr(err, ING_STORE_DISK_BUSY) != NULL) {
+        if (status == ING_STATUS_SLOW_DOWN && strstr(err, WH_STORE_DISK_BUSY) != NULL) {
             /* the store's writes wait for its disk (a slow or stalled WAL
              * sync) and it refused this one, nothing stored: sent again
              * after its retry_after_ms, as one request (events are stored
              * once by their identity, so an earlier attempt that still
              * waits for the sync stores them only once). A failure for
              * ingestor.append_fail_ms, but no backoff growth. */
-            uint32_t ra = wh_client_retry_after_ms(bt->client);
-            ms = ra == 0 ? 1000 : (ra > 10000 ? 10000 : (int)ra);
+            ms = wh_client_retry_wait_ms(bt->client, 1000);
             append_outcome(bt, err, sent_ms);
             if (refused++ % 20 == 0)
                 wh_warn("append of batches %llu..%llu (%zu events): the store refused it, its "
@@ -502,8 +498,7 @@ static int send_retry(ing_batcher *bt, const req_kind *kind, size_t n, uint64_t 
             /* over the tenant's write budget, or held back by the store's
              * isolation guard: not stored, not acked; the credit window
              * stops the WAL reading meanwhile */
-            uint32_t ra = wh_client_retry_after_ms(bt->client);
-            ms = ra == 0 ? 10 : (ra > 10000 ? 10000 : (int)ra);
+            ms = wh_client_retry_wait_ms(bt->client, 10);
             attempt--; /* not a failure: no backoff growth (nor append_outcome) */
             if (slowed++ % 1000 == 0)
                 wh_info("the store asks tenant %s to slow down (%s); batches %llu..%llu wait %d ms",

@@ -35,6 +35,8 @@
  * progress has waited this long for the disk (a stall, not a busy moment);
  * until then it waits for a place, looking again every ST_WRITE_PLACE_POLL_MS */
 #define ST_WRITE_PLACE_STALL_MS 500
+#define ST_STR_(x) #x
+#define ST_STR(x) ST_STR_(x)
 #define ST_WRITE_PLACE_POLL_MS 50
 #define ST_WRITE_RETRY_MS 1000 /* that answer's retry_after_ms */
 
@@ -1672,8 +1674,8 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_header(b, "walhook_store_disk_requests_refused_total", "counter",
                            "requests that may wait for a synced write refused (429, "
                            "retry_after_ms) because the others held every place while "
-                           "the oldest write in progress had waited 500 ms or more "
-                           "for the disk");
+                           "the oldest write in progress had waited " ST_STR(
+                               ST_WRITE_PLACE_STALL_MS) " ms or more for the disk");
     rc |= wh_metric_u64(b, "walhook_store_disk_requests_refused_total", "",
                         wh_counter_get(&s->write_refused));
     rc |= wh_metric_header(b, "walhook_events_stored_total", "counter",
@@ -2315,7 +2317,8 @@ static void do_slot_report(st_server *s, const Walhook__SlotReport *r, Walhook__
 
 /* ---- dispatch ---- */
 
-/* The request's name in a refusal (write_refuse). */
+/* The request's name in a refusal (write_refuse); NULL for a request that
+ * never waits for the disk. */
 static const char *write_name(int body)
 {
     switch (body) {
@@ -2347,7 +2350,7 @@ static const char *write_name(int body)
     case WALHOOK__REQUEST__BODY_GET_STATE:
         return "get_state";
     default:
-        return "request";
+        return NULL;
     }
 }
 
@@ -2362,7 +2365,7 @@ static const char *write_name(int body)
 static int waits_for_disk(int body)
 {
     /* GetState takes one only while a state write is under way (do_get_state) */
-    return body != WALHOOK__REQUEST__BODY_GET_STATE && strcmp(write_name(body), "request") != 0;
+    return body != WALHOOK__REQUEST__BODY_GET_STATE && write_name(body) != NULL;
 }
 
 /* A place for a request that may wait for a synced write; 0: none, and
@@ -2433,7 +2436,7 @@ static void write_refuse(st_server *s, int body, uint64_t stalled_ms, Walhook__R
 {
     wh_counter_add(&s->write_refused, 1);
     wh_reply_error(rep, ST_STATUS_SLOW_DOWN,
-                   "%s: %d writes are waiting for the disk, the oldest for %" PRIu64
+                   "%s: %d " WH_STORE_DISK_BUSY ", the oldest for %" PRIu64
                    " ms (store.workers %d); refused, nothing done; try again later",
                    write_name(body), s->write_max, stalled_ms, s->workers);
     rep->retry_after_ms = ST_WRITE_RETRY_MS;
