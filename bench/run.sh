@@ -122,13 +122,15 @@ ws_read() {
     done <"/proc/$1/status" 2>/dev/null
     [ -n "$WS_VOL" ]
 }
-# walsender_sample FILE: while the only walsender (pg_recvlogical's) runs,
-# keeps its ws_read figures in FILE ("WAIT VOL"), read every 0.1 s (no fork
-# but the pgrep that finds it): they cannot be read once it has exited
-walsender_sample() {
+# proc_sample FILE PGREP-ARGS...: while the newest process pgrep finds runs
+# (the only walsender, pg_recvlogical's; pg_recvlogical itself), keeps its
+# ws_read figures in FILE ("WAIT VOL"), read every 0.1 s (no fork but the
+# pgrep that finds it): they cannot be read once it has exited
+proc_sample() {
     local f=$1 p="" i
+    shift
     for i in $(seq 100); do
-        p=$(pgrep -f -n "postgres: walsender") && break
+        p=$(pgrep -n "$@") && break
         sleep 0.05
     done
     [ -n "$p" ] || return 0
@@ -138,7 +140,7 @@ walsender_sample() {
         read -r -t 0.1 -u "$SLEEP_FD" _ || true
     done
 }
-# walsender_wait PID-OR-FILE (walsender_sample's): "W N", the seconds it
+# walsender_wait PID-OR-FILE (proc_sample's): "W N", the seconds it
 # waited for a CPU and the times it blocked ("? ?" when unknown)
 walsender_wait() {
     WS_WAIT="" WS_VOL=""
@@ -253,13 +255,16 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
 
     local tf="$WH_TMP/time-$name" TIMEFORMAT='%R %U %S' pgc0 pgc1
     pgc0=$(pg_children_cpu)
-    rm -f "$WH_TMP/rl-ws-$name"
-    walsender_sample "$WH_TMP/rl-ws-$name" &
+    rm -f "$WH_TMP/rl-ws-$name" "$WH_TMP/rl-self-$name"
+    proc_sample "$WH_TMP/rl-ws-$name" -f "postgres: walsender" &
     local wss=$!
+    # and pg_recvlogical itself: how often it slept for data (see below)
+    proc_sample "$WH_TMP/rl-self-$name" -x pg_recvlogical &
+    local rss=$!
     { time pg_recvlogical -d "$PG_DSN" -S "$rl" --start -o proto_version=1 \
         -o publication_names=walhook -E "$end" -f /dev/null --no-loop; } 2>"$tf"
-    kill "$wss" 2>/dev/null || true
-    wait "$wss" 2>/dev/null || true
+    kill "$wss" "$rss" 2>/dev/null || true
+    wait "$wss" "$rss" 2>/dev/null || true
     # its walsender's CPU counts once the postmaster has reaped it
     local i
     for i in $(seq 40); do pgrep -f "postgres: walsender" >/dev/null || break; sleep 0.05; done
@@ -277,6 +282,17 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     rl_cpu=$(awk '{ printf "%.2f", $2 + $3 }' "$tf")
     echo "   pg_recvlogical drained its slot in $t_rl s ($(rate "$events" "$t_rl") changes/s)," \
         "CPU $rl_cpu s ($(us_per "$rl_cpu" "$events") us/event)"
+    # how often pg_recvlogical slept waiting for data. Over loopback TCP the
+    # sending walsender does the receiving side's TCP work in its own
+    # system call, and wakes a reader that sleeps: a reader that sleeps for
+    # each few messages costs its walsender CPU (session 42: the sends were
+    # 73 % of pg_recvlogical's walsender's samples, 44 % of walhook's,
+    # whose ingestor sleeps until 128 KiB are buffered), and a drain where
+    # it falls behind (fewer sleeps) is faster
+    local rl_sl
+    rl_sl=$(walsender_wait "$WH_TMP/rl-self-$name")
+    echo "   pg_recvlogical slept for data ${rl_sl#* } times" \
+        "($(awk -v n="${rl_sl#* }" -v e="$events" 'BEGIN { if (n == "?") print "?"; else printf "%.3f", n / e }') per event)"
 
     local aport conf
     aport=$(wh_free_port)
