@@ -66,6 +66,21 @@ wh_require_bins walhook-store walhook-ingestor walhook-dispatcher walhook-admin 
 command -v pgbench >/dev/null || PATH="$PG_BIN:$PATH"
 wh_tmpdir
 echo "bench: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+# Both tools read the walsender over loopback TCP, and the walsender sends
+# each message as it is made: its CPU is mostly those sends, and how many
+# segments they make depends on the connection's TCP state. The kernel
+# keeps, per destination, the RTT and cwnd of the last connection that
+# closed (tcp_metrics) and starts the next one from them: a drain inherited
+# whatever the previous connection to 127.0.0.1 left (a psql, a scrape, the
+# other tool), and with BBR the walsender's CPU on (a) moved by up to 1.7x
+# between drains of the same tool (session 42). So each drain starts from
+# none (as root; otherwise said here), and the congestion control is shown.
+TCP_FRESH=0
+ip tcp_metrics flush 127.0.0.0/8 >/dev/null 2>&1 && TCP_FRESH=1
+echo "bench: TCP congestion control $(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo ?)," \
+    "$([ "$TCP_FRESH" = 1 ] && echo "cached TCP metrics of 127.0.0.0/8 flushed before each drain" ||
+        echo "cached TCP metrics NOT flushed (needs root and ip): drains may inherit each other's TCP state")"
+tcp_fresh() { [ "$TCP_FRESH" = 1 ] && ip tcp_metrics flush 127.0.0.0/8 >/dev/null 2>&1 || true; }
 # each repeat drains the backlog from two slots of its own (and
 # BENCH_RL_STREAMING one more): room for them besides any slot of the tests
 PG_MAX_SLOTS=${PG_MAX_SLOTS:-$((2 * REPEAT + 3 > 10 ? 2 * REPEAT + 3 : 10))}
@@ -256,6 +271,7 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     local tf="$WH_TMP/time-$name" TIMEFORMAT='%R %U %S' pgc0 pgc1
     pgc0=$(pg_children_cpu)
     rm -f "$WH_TMP/rl-ws-$name" "$WH_TMP/rl-self-$name"
+    tcp_fresh
     proc_sample "$WH_TMP/rl-ws-$name" -f "postgres: walsender" &
     local wss=$!
     # and pg_recvlogical itself: how often it slept for data (see below)
@@ -318,6 +334,7 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     req0=$(wc -l <"$REQLOG")
     local rcv0
     rcv0=$(cpu_s "${WH_PIDS[receiver]}")
+    tcp_fresh
     t0=$(now)
     # in `walhook up`'s order: the store and the ingestor (which waits for
     # the store itself) at once, the dispatcher and the admin once the
