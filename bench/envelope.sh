@@ -106,4 +106,15 @@ awk '{ k = $3 " " $2; if ($1 == "native") { nt[k] = $15; nd[k] = $13; nr[k] = $1
          lo = x[1]; hi = x[1]; for (i = 2; i <= m[c]; i++) { if (x[i] < lo) lo = x[i]; if (x[i] > hi) hi = x[i] }
          printf "%-8s %5s total %+6.1f%% (rounds %+.1f%% to %+.1f%%), dispatcher %+6.1f%%   (median of %d rounds)\n",
                 c, "median", med(x, m[c]), lo, hi, med(y, m[c]), m[c] } }' "$out/table"
+# the envelope's own cost: the ingestor and the store do the same work in
+# both variants (neither knows a target's envelope or filter), yet their CPU
+# per event moves by up to 1 us from drain to drain with the walsender's
+# TCP segment sizes (bench/run.sh); the dispatcher alone renders and
+# filters. So: the dispatcher's mean difference over the native total, and
+# the other daemons' means side by side (no systematic gap between them)
+[ "$ROUNDS" -gt 1 ] && awk '{ c = $3; o = $11 + $12 + $14
+         if ($1 == "native") { nt[c] += $15; nd[c] += $13; no[c] += o; n[c]++ } else { dd[c] += $13; do_[c] += o } }
+     END { for (c in nt)
+       printf "%-8s %5s dispatcher %+.2f us/event = %+5.1f%% of the native total; the other daemons %.2f (native), %.2f (debezium)   (mean of %d rounds)\n",
+              c, "own", (dd[c] - nd[c]) / n[c], (dd[c] - nd[c]) / nt[c] * 100, no[c] / n[c], do_[c] / n[c], n[c] }' "$out/table"
 exit 0
