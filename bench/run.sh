@@ -75,12 +75,13 @@ echo "bench: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loada
 # other tool), and with BBR the walsender's CPU on (a) moved by up to 1.7x
 # between drains of the same tool (session 42). So each drain starts from
 # none (as root; otherwise said here), and the congestion control is shown.
+tcp_flush() { ip tcp_metrics flush 127.0.0.0/8 >/dev/null 2>&1; }
 TCP_FRESH=0
-ip tcp_metrics flush 127.0.0.0/8 >/dev/null 2>&1 && TCP_FRESH=1
+tcp_flush && TCP_FRESH=1
 echo "bench: TCP congestion control $(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo ?)," \
     "$([ "$TCP_FRESH" = 1 ] && echo "cached TCP metrics of 127.0.0.0/8 flushed before each drain" ||
         echo "cached TCP metrics NOT flushed (needs root and ip): drains may inherit each other's TCP state")"
-tcp_fresh() { [ "$TCP_FRESH" = 1 ] && ip tcp_metrics flush 127.0.0.0/8 >/dev/null 2>&1 || true; }
+tcp_fresh() { [ "$TCP_FRESH" = 1 ] && tcp_flush || true; }
 # each repeat drains the backlog from two slots of its own (and
 # BENCH_RL_STREAMING one more): room for them besides any slot of the tests
 PG_MAX_SLOTS=${PG_MAX_SLOTS:-$((2 * REPEAT + 3 > 10 ? 2 * REPEAT + 3 : 10))}
