@@ -156,9 +156,9 @@ proc_sample() {
         read -r -t 0.1 -u "$SLEEP_FD" _ || true
     done
 }
-# walsender_wait PID-OR-FILE (proc_sample's): "W N", the seconds it
+# proc_wait PID-OR-FILE (proc_sample's): "W N", the seconds the process
 # waited for a CPU and the times it blocked ("? ?" when unknown)
-walsender_wait() {
+proc_wait() {
     WS_WAIT="" WS_VOL=""
     if [ -f "$1" ]; then
         read -r WS_WAIT WS_VOL <"$1"
@@ -307,7 +307,7 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     # whose ingestor sleeps until 128 KiB are buffered), and a drain where
     # it falls behind (fewer sleeps) is faster
     local rl_sl
-    rl_sl=$(walsender_wait "$WH_TMP/rl-self-$name")
+    rl_sl=$(proc_wait "$WH_TMP/rl-self-$name")
     echo "   pg_recvlogical slept for data ${rl_sl#* } times" \
         "($(awk -v n="${rl_sl#* }" -v e="$events" 'BEGIN { if (n == "?") print "?"; else printf "%.3f", n / e }') per event)"
 
@@ -397,9 +397,9 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     t_ws=$(pg_psql -At -c "SELECT extract(epoch FROM backend_start) - $t0 FROM pg_stat_activity WHERE pid = ${wsp:-0}")
     local rl_ws rl_ww wh_ws wh_ww
     rl_ws=$(fmt "$pgc1" "$pgc0")
-    rl_ww=$(walsender_wait "$WH_TMP/rl-ws-$name")
+    rl_ww=$(proc_wait "$WH_TMP/rl-ws-$name")
     wh_ws=$(cpu_s "${wsp:-0}")
-    wh_ww=$(walsender_wait "${wsp:-0}")
+    wh_ww=$(proc_wait "${wsp:-0}")
     echo "   PostgreSQL CPU: pg_recvlogical's walsender $rl_ws s (waited ${rl_ww% *} s for a CPU," \
         "blocked ${rl_ww#* } times); walhook's walsender $wh_ws s (waited ${wh_ww% *} s, blocked" \
         "${wh_ww#* } times), exited backends meanwhile (the admin's" \
