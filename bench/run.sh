@@ -16,6 +16,13 @@
 # each backlog into DIR/perf-NAME.data.
 # BENCH_METRICS=DIR keeps the admin's /metrics at the end of each backlog
 # (DIR/metrics-CASE.txt: the store's append stages, the ingestor's window).
+# BENCH_SOCKET=unix: both tools drain over PostgreSQL's Unix socket instead
+# of loopback TCP (the backlogs are written over TCP either way). Over a
+# Unix socket the sender pays no receiving side's TCP work, so
+# pg_recvlogical's walsender loses the handicap it has over TCP (session
+# 42) and walhook gains no batching from SO_RCVLOWAT (a Unix socket's
+# poll ignores it): session 43 measured walhook at 0.71-0.95 of
+# pg_recvlogical this way, for about the same walhook times as over TCP.
 # BENCH_RL_STREAMING=1 also times pg_recvlogical with pgoutput streaming on
 # (protocol 2) on each backlog, for reference.
 # BENCH_SCALE (1) multiplies every default size (BENCH_SCALE=0.1: a quick
@@ -87,6 +94,13 @@ tcp_fresh() { [ "$TCP_FRESH" = 1 ] && tcp_flush || true; }
 PG_MAX_SLOTS=${PG_MAX_SLOTS:-$((2 * REPEAT + 3 > 10 ? 2 * REPEAT + 3 : 10))}
 export PG_MAX_SLOTS
 pg_start
+# the DSN both tools drain with (BENCH_SOCKET, above)
+case ${BENCH_SOCKET:-tcp} in
+tcp) DRAIN_DSN=$PG_DSN ;;
+unix) DRAIN_DSN="postgresql://postgres@/postgres?host=$PG_DIR&port=$PG_PORT" ;;
+*) echo "bench: BENCH_SOCKET must be tcp or unix" >&2; exit 2 ;;
+esac
+echo "bench: both tools drain over $([ "${BENCH_SOCKET:-tcp}" = unix ] && echo "PostgreSQL's Unix socket" || echo "loopback TCP")"
 pg_psql -c "CREATE TABLE bench (id bigint PRIMARY KEY, n int, t text);
             CREATE TABLE orders (id bigserial PRIMARY KEY, customer text,
                                  amount numeric(12,2), note text,
@@ -278,7 +292,7 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     # and pg_recvlogical itself: how often it slept for data (see below)
     proc_sample "$WH_TMP/rl-self-$name" -x pg_recvlogical &
     local rss=$!
-    { time pg_recvlogical -d "$PG_DSN" -S "$rl" --start -o proto_version=1 \
+    { time pg_recvlogical -d "$DRAIN_DSN" -S "$rl" --start -o proto_version=1 \
         -o publication_names=walhook -E "$end" -f /dev/null --no-loop; } 2>"$tf"
     kill "$wss" "$rss" 2>/dev/null || true
     wait "$wss" "$rss" 2>/dev/null || true
@@ -289,7 +303,7 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     if [ "${BENCH_RL_STREAMING:-0}" = 1 ] && [ "$rep" = 1 ]; then
         # what pgoutput's streaming of large in-progress transactions (protocol
         # 2, which walhook does not use yet) would give PostgreSQL's side
-        { time pg_recvlogical -d "$PG_DSN" -S "rl_${name}_s" --start -o proto_version=2 -o streaming=on \
+        { time pg_recvlogical -d "$DRAIN_DSN" -S "rl_${name}_s" --start -o proto_version=2 -o streaming=on \
             -o publication_names=walhook -E "$end" -f /dev/null --no-loop; } 2>"$tf.s"
         pg_psql -c "SELECT pg_drop_replication_slot('rl_${name}_s')" >/dev/null
         echo "   pg_recvlogical with streaming=on (protocol 2): $(awk '{ printf "%.2f s, CPU %.2f s", $1, $2 + $3 }' "$tf.s")"
@@ -314,7 +328,7 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
     local aport conf
     aport=$(wh_free_port)
     conf="$WH_TMP/$name.conf"
-    wh_write_conf "$conf" "$PG_DSN" "$data" "$aport" "http://127.0.0.1:$RPORT/hook"
+    wh_write_conf "$conf" "$DRAIN_DSN" "$data" "$aport" "http://127.0.0.1:$RPORT/hook"
     sed -i "s/slot = \"walhook\"/slot = \"$slot\"/" "$conf"
     # BENCH_CONF: extra config lines (e.g. 'ingestor = { window_bytes = 8388608; };');
     # WALHOOK_* environment variables work too
