@@ -8,7 +8,11 @@
 #                    table == "orders" && op == "insert" && after.amount > 1
 #                    (passes ~all rows: every event is filtered and rendered)
 #       utime+stime of the dispatcher process (/proc/PID/stat, start-up
-#       included) over the events; bar: debezium at most 20 % above native.
+#       included) over the events. This is the dispatcher's own part of
+#       issue 8's first bar, which is on the hot-path bench's measure, the
+#       four daemons' total CPU per event (Debezium + filter at most 20 %
+#       above native: bench/envelope.sh); the ingestor and the store do the
+#       same work for every envelope.
 #  (ii) peak PSS of walhook-dispatcher (/proc/PID/smaps_rollup, sampled every
 #       100 ms) while BENCH_PSS_TARGETS (100) targets read a store of
 #       BENCH_PSS_EVENTS (10,000) events: BENCH_PSS_FAILING (30) of them post
@@ -167,8 +171,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     "$BIN/tests/wh_statectl" -c "$CONF" set-target default "debezium$sfx" paused=1 >/dev/null
     ratio=$(awk -v a="${US[debezium$sfx]}" -v b="${US[native$sfx]}" 'BEGIN { printf "%.1f", (a / b - 1) * 100 }')
     ratios+=("$ratio")
-    verdict=$(awk -v r="$ratio" 'BEGIN { print (r <= 20 ? "within" : "OVER") }')
-    echo "debezium + filter vs native: ${ratio} % CPU per event ($verdict the 20 % bar)"
+    diff=$(awk -v a="${US[debezium$sfx]}" -v b="${US[native$sfx]}" 'BEGIN { printf "%+.2f", a - b }')
+    echo "debezium + filter vs native: ${ratio} % of the dispatcher's own CPU per event (${diff} us/event;" \
+        "issue 8's 20 % bar is on the four daemons' total: bench/envelope.sh)"
 done
 if [ "$ROUNDS" -gt 1 ]; then
     printf '%s\n' "${ratios[@]}" | sort -n |

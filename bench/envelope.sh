@@ -16,7 +16,11 @@
 # with more than one, a line "all" gives each variant's mean over its
 # rounds and their difference, and a line "median" the median of the
 # rounds' differences); every other bench/run.sh variable (BENCH_SCALE, ...)
-# is passed through.
+# is passed through. Over loopback TCP the ingestor's and the store's CPU
+# per event moves between drains with the walsender's TCP state (session
+# 42), by more than the envelope changes it; BENCH_SOCKET=unix (both tools
+# drain over PostgreSQL's Unix socket) measures the same difference
+# without that noise.
 # BENCH_ENVELOPE_MODE: "same" (the default) writes each backlog once and
 # drains it 2 x BENCH_ROUNDS times, native and debezium in turn, in the
 # order N D D N N D D N ... (one bench/run.sh with BENCH_REPEAT,
