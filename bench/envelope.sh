@@ -20,7 +20,8 @@
 # per event moves between drains with the walsender's TCP state (session
 # 42), by more than the envelope changes it; BENCH_SOCKET=unix (both tools
 # drain over PostgreSQL's Unix socket) measures the same difference
-# without that noise.
+# without the walsender's TCP state (other noise remains: session 43's
+# single rounds -12.9 % to +22.5 %).
 # BENCH_ENVELOPE_MODE: "same" (the default) writes each backlog once and
 # drains it 2 x BENCH_ROUNDS times, native and debezium in turn, in the
 # order N D D N N D D N ... (one bench/run.sh with BENCH_REPEAT,
