@@ -172,7 +172,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     ratio=$(awk -v a="${US[debezium$sfx]}" -v b="${US[native$sfx]}" 'BEGIN { printf "%.1f", (a / b - 1) * 100 }')
     ratios+=("$ratio")
     diff=$(awk -v a="${US[debezium$sfx]}" -v b="${US[native$sfx]}" 'BEGIN { printf "%+.2f", a - b }')
-    echo "debezium + filter vs native: $(awk -v r="$ratio" 'BEGIN { printf "%+.1f", r }') % of the dispatcher's own CPU per event (${diff} us/event;" \
+    echo "debezium + filter vs native: $(printf '%+.1f' "$ratio") % of the dispatcher's own CPU per event (${diff} us/event;" \
         "issue 8's 20 % bar is on the four daemons' total: bench/envelope.sh)"
 done
 if [ "$ROUNDS" -gt 1 ]; then

@@ -85,9 +85,10 @@ echo "bench: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loada
 # between drains of the same tool (session 42). So each drain starts from
 # none (as root; otherwise said here), and the congestion control is shown.
 tcp_flush() { ip tcp_metrics flush 127.0.0.0/8 >/dev/null 2>&1; }
-case ${BENCH_SOCKET:-tcp} in
+SOCKET=${BENCH_SOCKET:-tcp}
+case $SOCKET in
 tcp | unix) ;;
-*) echo "bench: BENCH_SOCKET must be tcp or unix, not \"$BENCH_SOCKET\"" >&2; exit 2 ;;
+*) echo "bench: BENCH_SOCKET must be tcp or unix, not \"$SOCKET\"" >&2; exit 2 ;;
 esac
 TCP_FRESH=0
 tcp_flush && TCP_FRESH=1
@@ -101,9 +102,13 @@ PG_MAX_SLOTS=${PG_MAX_SLOTS:-$((2 * REPEAT + 3 > 10 ? 2 * REPEAT + 3 : 10))}
 export PG_MAX_SLOTS
 pg_start
 # the DSN both tools drain with (BENCH_SOCKET, checked above)
-DRAIN_DSN=$PG_DSN
-[ "${BENCH_SOCKET:-tcp}" = unix ] && DRAIN_DSN="postgresql://postgres@/postgres?host=$PG_DIR&port=$PG_PORT"
-echo "bench: both tools drain over $([ "${BENCH_SOCKET:-tcp}" = unix ] && echo "PostgreSQL's Unix socket" || echo "loopback TCP")"
+if [ "$SOCKET" = unix ]; then
+    DRAIN_DSN="postgresql://postgres@/postgres?host=$PG_DIR&port=$PG_PORT"
+    echo "bench: both tools drain over PostgreSQL's Unix socket"
+else
+    DRAIN_DSN=$PG_DSN
+    echo "bench: both tools drain over loopback TCP"
+fi
 pg_psql -c "CREATE TABLE bench (id bigint PRIMARY KEY, n int, t text);
             CREATE TABLE orders (id bigserial PRIMARY KEY, customer text,
                                  amount numeric(12,2), note text,
