@@ -1895,6 +1895,265 @@ static void test_stage_reopen(void **state)
     free(c);
 }
 
+/* ---- streamed transactions: what a commit by reference must keep ----
+ * (docs/STAGE_REFS.md: the commit may write references to the staging
+ * instead of copies; these hold for both.) */
+
+/* The n events of a committed streamed transaction at c[at..]: at lsn,
+ * seq 0..n-1, commit_ts 5000, json head(seq) + body of tag and idx0 + seq. */
+static void expect_committed(const collected *c, size_t at, size_t n, uint64_t lsn, char tag,
+                             uint32_t idx0)
+{
+    assert_true(at + n <= c->n);
+    for (uint32_t i = 0; i < n; i++) {
+        char want[96];
+        expect_json(want, sizeof(want), i, tag, idx0 + i);
+        assert_true(c->lsn[at + i] == lsn);
+        assert_int_equal(c->seq[at + i], i);
+        assert_int_equal(c->ts[at + i], 5000);
+        assert_string_equal(c->json[at + i], want);
+    }
+}
+
+/* One Read from (0,0) with max_events 1000 and max_bytes; the events read. */
+static size_t read_max_bytes(fx *f, const char *tenant, uint32_t max_bytes, collected *out)
+{
+    read_req r;
+    make_read(&r, tenant, NULL, 1, 0, 0, 0);
+    r.r.max_events = 1000;
+    r.r.max_bytes = max_bytes;
+    Walhook__Reply rep;
+    void *cookie;
+    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    out->n = 0;
+    for (size_t i = 0; i < rep.read->n_events; i++) {
+        const Walhook__Event *e = rep.read->events[i];
+        assert_true(out->n < 2048);
+        out->lsn[out->n] = e->commit_lsn;
+        out->seq[out->n] = e->seq;
+        out->ts[out->n] = e->commit_ts_us;
+        size_t jl = e->json.len < 95 ? e->json.len : 95;
+        memcpy(out->json[out->n], e->json.data, jl);
+        out->json[out->n][jl] = '\0';
+        out->n++;
+    }
+    st_server_done(f->srv, &rep, cookie);
+    return out->n;
+}
+
+/* Guards: "drop all staging" (xid 0, subxid 0: the first stream of every
+ * ingestor process) after a commit does not touch the committed
+ * transaction: its 10 events read back once, in order, byte for byte.
+ * With references, the whole abort must keep a committed transaction's
+ * staging (STAGE_REFS "Staging generations"). */
+static void test_stage_commit_then_abort_all(void **state)
+{
+    fx *f = *state;
+    static stage_req r;
+    make_stage(&r, "t", 700, 1, 0, 5, 700, 'a');
+    assert_int_equal(stage_call(f, &r.req, NULL), 5);
+    make_stage(&r, "t", 700, 0, 5, 5, 700, 'a');
+    assert_int_equal(stage_call(f, &r.req, NULL), 5);
+    make_commit(&r, "t", 700, 0x200, 0x210);
+    assert_int_equal(stage_call(f, &r.req, NULL), 10);
+
+    make_aborts(&r, "t", 0, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 0);
+    assert_int_equal(staged_count(f, "t", 700), 0);
+
+    collected *c = calloc(1, sizeof(*c));
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 10);
+    expect_committed(c, 0, 10, 0x200, 'a', 0);
+    assert_int_equal(backlog_of(f, "t", "c1"), 10);
+    free(c);
+}
+
+/* Guards: an xid that comes back (wraparound, or a new transaction that
+ * PostgreSQL numbers the same) and is staged again (stage_reset) and
+ * committed at a later LSN does not change the first transaction's events:
+ * each commit reads back with its own bytes. With references, the second
+ * staging must not overwrite the staging the first commit's events name. */
+static void test_stage_xid_reused(void **state)
+{
+    fx *f = *state;
+    static stage_req r;
+    uint64_t differ0 = metric_of(f, "walhook_store_resends_differ_total");
+    make_stage(&r, "t", 700, 1, 0, 6, 700, 'a');
+    assert_int_equal(stage_call(f, &r.req, NULL), 6);
+    make_commit(&r, "t", 700, 0x300, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 6);
+
+    make_stage(&r, "t", 700, 1, 0, 4, 700, 'b');
+    assert_int_equal(stage_call(f, &r.req, NULL), 4);
+    make_stage(&r, "t", 700, 0, 4, 4, 700, 'b');
+    assert_int_equal(stage_call(f, &r.req, NULL), 4);
+    make_commit(&r, "t", 700, 0x400, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 8);
+    assert_int_equal(staged_count(f, "t", 700), 0);
+
+    collected *c = calloc(1, sizeof(*c));
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 6 + 8);
+    expect_committed(c, 0, 6, 0x300, 'a', 0);
+    expect_committed(c, 6, 8, 0x400, 'b', 0);
+    assert_int_equal(metric_of(f, "walhook_store_resends_differ_total"), differ0);
+    free(c);
+}
+
+/* Guards: a committed transaction that PostgreSQL streams again after an
+ * ingestor restart (the confirmed position was before its commit): drop
+ * all staging, the same xid staged again from its start with the same
+ * bodies, and the same commit (same LSN, same head parts) again. The
+ * events read back once with the same bytes, and the second commit was
+ * compared with what is stored (resend checks moved) and found equal (no
+ * resend "with other bytes"). With references, the commit's chunks are
+ * several appends (a small stage chunk) and the comparison must be of
+ * resolved bytes, not of references (STAGE_REFS "A commit cut short"). */
+static void test_stage_commit_resent_after_restream(void **state)
+{
+    fx *f = *state;
+    static stage_req r;
+    st_server_set_stage_chunk(f->srv, 200); /* ~5 events a chunk */
+    uint64_t differ0 = metric_of(f, "walhook_store_resends_differ_total");
+    make_stage(&r, "t", 700, 1, 0, 30, 700, 'm');
+    assert_int_equal(stage_call(f, &r.req, NULL), 30);
+    uint64_t appends0 = metric_of(f, "walhook_store_appends_total");
+    make_commit(&r, "t", 700, 0x500, 0x510);
+    assert_int_equal(stage_call(f, &r.req, NULL), 30);
+    assert_true(metric_of(f, "walhook_store_appends_total") - appends0 >= 3);
+    assert_int_equal(staged_count(f, "t", 700), 0);
+
+    make_aborts(&r, "t", 0, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 0);
+    make_stage(&r, "t", 700, 1, 0, 30, 700, 'm');
+    assert_int_equal(stage_call(f, &r.req, NULL), 30);
+    assert_int_equal(staged_count(f, "t", 700), 30);
+    uint64_t checks0 = metric_of(f, "walhook_store_resend_checks_total");
+    uint64_t d = 0;
+    make_commit(&r, "t", 700, 0x500, 0x510);
+    stage_call(f, &r.req, &d); /* AppendReply.stored: not pinned */
+    assert_true(d == 0x510);
+    assert_int_equal(staged_count(f, "t", 700), 0);
+    assert_true(metric_of(f, "walhook_store_resend_checks_total") - checks0 >= 30);
+    assert_int_equal(metric_of(f, "walhook_store_resends_differ_total"), differ0);
+
+    collected *c = calloc(1, sizeof(*c));
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 30);
+    expect_committed(c, 0, 30, 0x500, 'm', 0);
+    free(c);
+}
+
+/* Guards: a streamed transaction committed at L, then the same events
+ * appended as a normal Append at (L, 0..n-1) with the committed bytes
+ * (the ingestor restarted with streaming off decodes the transaction
+ * whole): they are compared with the stored events (resend checks moved),
+ * nothing differs, and the read returns the events once. With
+ * references, the stored value is a reference and the comparison must
+ * resolve it. */
+static void test_stage_then_whole_same_positions(void **state)
+{
+    fx *f = *state;
+    static stage_req r;
+    uint64_t differ0 = metric_of(f, "walhook_store_resends_differ_total");
+    make_stage(&r, "t", 700, 1, 0, 5, 700, 'w');
+    assert_int_equal(stage_call(f, &r.req, NULL), 5);
+    make_commit(&r, "t", 700, 0x600, 0x610);
+    assert_int_equal(stage_call(f, &r.req, NULL), 5);
+
+    append_req a;
+    char js[5][96];
+    make_append(&a, "t", 5, 0x600, 0x610);
+    for (uint32_t i = 0; i < 5; i++) {
+        a.ev[i].json.len = expect_json(js[i], sizeof(js[i]), i, 'w', i);
+        a.ev[i].json.data = (uint8_t *)js[i];
+        a.ev[i].commit_ts_us = 5000;
+    }
+    uint64_t checks0 = metric_of(f, "walhook_store_resend_checks_total");
+    stage_call(f, &a.req, NULL);
+    assert_true(metric_of(f, "walhook_store_resend_checks_total") - checks0 >= 5);
+    assert_int_equal(metric_of(f, "walhook_store_resends_differ_total"), differ0);
+
+    collected *c = calloc(1, sizeof(*c));
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 5);
+    expect_committed(c, 0, 5, 0x600, 'w', 0);
+    free(c);
+}
+
+/* Guards: a committed streamed transaction survives a restart of the
+ * store (close and open the DB) byte for byte, with nothing left staged
+ * under its xid; and the whole abort the next ingestor sends after that
+ * restart does not touch it either. With references, what a reference
+ * names must be durable with the commit. */
+static void test_stage_commit_reopen(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    static stage_req r;
+    make_stage(&r, "t", 44, 1, 0, 7, 44, 'o');
+    assert_int_equal(stage_call(f, &r.req, NULL), 7);
+    make_commit(&r, "t", 44, 0x800, 0x810);
+    assert_int_equal(stage_call(f, &r.req, NULL), 7);
+
+    st_server_destroy(f->srv);
+    st_db_close(f->db);
+    stdb_fx_open(&f->db, f->dir, &OPTS);
+    if (st_server_create(&f->srv, f->db, 4, MAX_MSG, err, sizeof(err)) != WH_OK)
+        fail_msg("server: %s", err);
+    assert_int_equal(staged_count(f, "t", 44), 0);
+
+    collected *c = calloc(1, sizeof(*c));
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 7);
+    expect_committed(c, 0, 7, 0x800, 'o', 0);
+
+    make_aborts(&r, "t", 0, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 0);
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 7);
+    expect_committed(c, 0, 7, 0x800, 'o', 0);
+    free(c);
+}
+
+/* Guards: Read's max_bytes counts the json of the events as read back
+ * (head(seq) + body), for a committed streamed transaction as for any
+ * event: a max_bytes that fits exactly k events returns k, one byte less
+ * k - 1, and one event at least whatever max_bytes. With references, the
+ * resolved bytes count, not the reference's (17 bytes past its commit_ts
+ * in the proposal, against 29-32 here). */
+static void test_stage_commit_read_max_bytes(void **state)
+{
+    fx *f = *state;
+    static stage_req r;
+    make_stage(&r, "t", 700, 1, 0, 20, 700, 'x');
+    assert_int_equal(stage_call(f, &r.req, NULL), 20);
+    make_commit(&r, "t", 700, 0x900, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 20);
+
+    size_t len[20], sum[21] = {0};
+    for (uint32_t i = 0; i < 20; i++) {
+        char want[96];
+        len[i] = expect_json(want, sizeof(want), i, 'x', i);
+        sum[i + 1] = sum[i] + len[i];
+    }
+    assert_true(len[9] < len[10]); /* seq and idx of two digits from 10 */
+
+    collected *c = calloc(1, sizeof(*c));
+    static const size_t ks[] = {1, 3, 10, 11, 19};
+    for (size_t j = 0; j < sizeof(ks) / sizeof(ks[0]); j++) {
+        size_t k = ks[j];
+        assert_int_equal(read_max_bytes(f, "t", (uint32_t)sum[k], c), k);
+        expect_committed(c, 0, k, 0x900, 'x', 0);
+        assert_int_equal(read_max_bytes(f, "t", (uint32_t)sum[k] - 1, c), k - 1 > 0 ? k - 1 : 1);
+    }
+    assert_int_equal(read_max_bytes(f, "t", (uint32_t)sum[20], c), 20);
+    assert_int_equal(read_max_bytes(f, "t", 1, c), 1);
+    expect_committed(c, 0, 1, 0x900, 'x', 0);
+    free(c);
+}
+
 /* Mixed or malformed stage requests: 400 naming the field, nothing stored. */
 static void test_stage_malformed(void **state)
 {
@@ -2259,6 +2518,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_isolation_guard_stage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_malformed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_commit_then_abort_all, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_xid_reused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_commit_resent_after_restream, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_then_whole_same_positions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_commit_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_commit_read_max_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, setup_tmpfs, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
