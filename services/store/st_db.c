@@ -389,6 +389,7 @@ st_tenant *st_dbi_tenant_find(st_db *db, const char *name, int add)
         wh_strlcpy(t->name, name, sizeof(t->name));
         pthread_rwlock_init(&t->lock, NULL);
         pthread_mutex_init(&t->wm_mu, NULL);
+        pthread_mutex_init(&t->stage_mu, NULL);
         wh_cond_init_monotonic(&t->gc_cv);
         t->stats.oldest_age_ms = -1;
         t->tc = st_toast_new();
@@ -602,6 +603,7 @@ static void tenants_free(st_db *db)
         st_tenant *n = t->next;
         pthread_rwlock_destroy(&t->lock);
         pthread_mutex_destroy(&t->wm_mu);
+        pthread_mutex_destroy(&t->stage_mu);
         pthread_cond_destroy(&t->gc_cv);
         st_toast_free(t->tc);
         free(t);
@@ -1678,6 +1680,10 @@ typedef struct st_wreq {
     uint64_t tsender, tserial;
     st_written_fn written; /* told once its last events are written */
     void *written_arg;
+    uint64_t ref_gen; /* st_append_extra's */
+    const uint32_t *ref_idx;
+    const char *cval;
+    size_t cval_len;
     int done; /* all its events synced, or failed (rc) */
     int rc;
     char err[WH_ERRLEN];
@@ -1818,8 +1824,36 @@ static int cq_form(st_db *db, st_gpart **parts, size_t *np, size_t *cap, uint64_
     return sliced;
 }
 
-static size_t stage_xid_range(char *lo, char *hi, size_t *hl, const char *tenant, uint32_t xid);
-static void stage_rdel_note(st_db *db, st_tenant *t, uint32_t n);
+/* A reference, the value of a committed staged event in "e:<tenant>":
+ * commit_ts(8) 0x01 gen(8) idx(4) len(4) (len: the resolved json's). No
+ * event's json starts with 0x01. */
+#define ST_REF_MARK '\x01'
+#define ST_REF_LEN (8 + 1 + 8 + 4 + 4)
+
+/* Resolves the references of one tenant's events (t->lock held for
+ * reading): an iterator on its staging, moved forward with the read (a
+ * point read per event would walk the memtable's range tombstones each
+ * time), the commit record of the last gen met, and the bytes. */
+typedef struct st_resolver {
+    st_db *db;
+    st_tenant *t;
+    rocksdb_readoptions_t *ro;
+    rocksdb_iterator_t *it;
+    uint64_t cgen; /* 0: none cached */
+    char *cval;
+    size_t cval_len;
+    wh_buf out;
+} st_resolver;
+
+static size_t key_stage_map(char *k, const char *tenant, uint32_t xid);
+static size_t key_stage_commit(char *k, const char *tenant, uint64_t gen);
+static void resolver_init(st_resolver *rs, st_db *db, st_tenant *t);
+static void resolver_free(st_resolver *rs);
+static int is_ref(const char *v, size_t vl);
+static uint32_t ref_len(const char *v);
+static int resolve(st_resolver *rs, const char *v, uint32_t seq, int *gone, char *err,
+                   size_t errlen);
+
 /* An event at a position that may be stored (written in this process, or
  * at or below the tenant's last event when the store opened: a resend,
  * PostgreSQL sends what was not confirmed again, after a restart of the
@@ -1847,10 +1881,32 @@ static int resend_check(st_db *db, st_tenant *t, const char *k, size_t kl, const
     uint8_t ts[8];
     wh_put_be64(ts, (uint64_t)ev->commit_ts_us);
     size_t jl = ev->json ? ev->json_len : 0;
-    if (vl != 8 + jl || memcmp(old, ts, 8) != 0 || (jl > 0 && memcmp(old + 8, ev->json, jl) != 0))
+    const char *sj = old + 8; /* the stored json */
+    size_t sl = vl >= 8 ? vl - 8 : 0;
+    st_resolver rs;
+    resolver_init(&rs, db, t);
+    int rc = WH_OK;
+    if (is_ref(old, vl)) { /* a stage commit's: compared by what it stands for */
+        int gone;
+        uint32_t seq = wh_get_be32((const uint8_t *)k + kl - 4);
+        char rerr[WH_ERRLEN];
+        if (resolve(&rs, old, seq, &gone, rerr, sizeof(rerr)) == WH_OK) {
+            sj = rs.out.data;
+            sl = rs.out.len;
+        } else if (gone) {
+            *stored = 0; /* what it referred to is gone: written again */
+            goto out;
+        } else {
+            rc = wh_seterr(err, errlen, "%s", rerr);
+            goto out;
+        }
+    }
+    if (vl < 8 || sl != jl || memcmp(old, ts, 8) != 0 || (jl > 0 && memcmp(sj, ev->json, jl) != 0))
         (*differ)++;
+out:
+    resolver_free(&rs);
     rocksdb_free(old);
-    return WH_OK;
+    return rc;
 }
 
 /* Writes one group with sync (no lock held): its events, and the D key of
@@ -1889,10 +1945,18 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
                 first_differ = ev;
             if (stored)
                 continue;
-            uint8_t ts[8];
+            uint8_t ts[ST_REF_LEN];
             wh_put_be64(ts, (uint64_t)ev->commit_ts_us);
             const char *vp[2] = {(const char *)ts, ev->json ? ev->json : ""};
             size_t vs[2] = {8, ev->json ? ev->json_len : 0};
+            if (r->ref_gen != 0) { /* a reference to its staged bytes */
+                ts[8] = ST_REF_MARK;
+                wh_put_be64(ts + 9, r->ref_gen);
+                wh_put_be32(ts + 17, r->ref_idx[e]);
+                wh_put_be32(ts + 21, (uint32_t)vs[1]);
+                vs[0] = ST_REF_LEN;
+                vs[1] = 0;
+            }
             const char *kp[1] = {k};
             size_t ks[1] = {kl};
             rocksdb_writebatch_putv_cf(wb, r->t->ev, 1, kp, ks, 2, vp, vs);
@@ -1945,10 +2009,13 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
     }
     for (size_t i = 0; i < np && rc == WH_OK; i++) {
         st_wreq *r = parts[i].r;
+        if (r->cval != NULL && parts[i].from == 0 && r->t->stage != NULL) {
+            size_t kl = key_stage_commit(k, r->t->name, r->ref_gen);
+            rocksdb_writebatch_put_cf(wb, r->t->stage, k, kl, r->cval, r->cval_len);
+        }
         if (r->drop && parts[i].to == r->n && r->t->stage != NULL) {
-            char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
-            size_t hl, ll = stage_xid_range(lo, hi, &hl, r->t->name, r->drop_xid);
-            rocksdb_writebatch_delete_range_cf(wb, r->t->stage, lo, ll, hi, hl);
+            size_t kl = key_stage_map(k, r->t->name, r->drop_xid);
+            rocksdb_writebatch_delete_cf(wb, r->t->stage, k, kl);
         }
     }
     /* TOAST cache ops (st_toast.h): with the append's last events and D */
@@ -2244,7 +2311,11 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
                  .tsender = x != NULL ? x->tsender : 0,
                  .tserial = x != NULL ? x->tserial : 0,
                  .written = x != NULL ? x->written : NULL,
-                 .written_arg = x != NULL ? x->written_arg : NULL};
+                 .written_arg = x != NULL ? x->written_arg : NULL,
+                 .ref_gen = x != NULL ? x->ref_gen : 0,
+                 .ref_idx = x != NULL ? x->ref_idx : NULL,
+                 .cval = x != NULL ? x->cval : NULL,
+                 .cval_len = x != NULL ? x->cval_len : 0};
     pthread_cond_init(&r.cond, NULL);
     pthread_mutex_lock(&db->cq_mu);
     r.enq_us = wh_now_us();
@@ -2284,8 +2355,6 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
     pthread_mutex_unlock(&db->cq_mu);
     uint64_t woke = wh_now_us();
     pthread_cond_destroy(&r.cond);
-    if (drop && r.rc == WH_OK && t->stage != NULL)
-        stage_rdel_note(db, t, 1);
     st_dbi_ten_done(t);
     if (r.rc != WH_OK)
         return wh_seterr(err, errlen, "%s", r.err);
@@ -2344,39 +2413,58 @@ int st_db_append_light(st_db *db, const st_event *ev, size_t n)
 }
 
 /* ---- staged (streamed) transactions ----
- * In the tenant's staging CF "s:<tenant>" (made at its first staging; its
- * range deletes never slow the meta CF's point reads of the append path):
- *   'X' tenant \0 xid(4, BE) 'e' idx(4, BE) -> subxid(4, BE) + json
- *   'X' tenant \0 xid(4, BE) 'a' subxid(4, BE) -> "" (an aborted subtransaction)
- * A whole xid is the range [X tenant \0 xid, X tenant \0 xid \xff). */
+ * Keys in the tenant's staging CF "s:<tenant>": st_db.h. The tenant's
+ * staging lock (t->stage_mu) is held by every staging request, stage
+ * commit and staging GC, so that an xid's G key and the next gen are read
+ * and written by one of them at a time (the ingestor sends one request at
+ * a time; a resent one, or a new ingestor's first request while the store
+ * still runs a dead one's commit, waits). */
 
 #define ST_STAGE_EVENT 'e'
 #define ST_STAGE_ABORT 'a'
+#define ST_STAGE_MAP 'G'
+#define ST_STAGE_COMMIT 'C'
+#define ST_STAGE_NEXT 'N'
+#define ST_CVAL_VERSION 1
 
-/* 'X' tenant \0 xid: the xid's prefix */
-static size_t key_stage_xid(char *k, const char *tenant, uint32_t xid)
+/* 'X' tenant \0 gen: the gen's prefix */
+static size_t key_stage_gen(char *k, const char *tenant, uint64_t gen)
 {
     size_t n = st_dbi_key_prefix(k, 'X', tenant);
-    wh_put_be32((uint8_t *)k + n, xid);
-    return n + 4;
+    wh_put_be64((uint8_t *)k + n, gen);
+    return n + 8;
 }
 
-static size_t key_stage(char *k, const char *tenant, uint32_t xid, char tag, uint32_t v)
+static size_t key_stage(char *k, const char *tenant, uint64_t gen, char tag, uint32_t v)
 {
-    size_t n = key_stage_xid(k, tenant, xid);
+    size_t n = key_stage_gen(k, tenant, gen);
     k[n] = tag;
     wh_put_be32((uint8_t *)k + n + 1, v);
     return n + 5;
 }
 
-/* Every key of the xid: [lo, hi); returns lo's length, *hl hi's. */
-static size_t stage_xid_range(char *lo, char *hi, size_t *hl, const char *tenant, uint32_t xid)
+/* Every key of the gen: [lo, hi); returns lo's length, *hl hi's. */
+static size_t stage_gen_range(char *lo, char *hi, size_t *hl, const char *tenant, uint64_t gen)
 {
-    size_t ll = key_stage_xid(lo, tenant, xid);
+    size_t ll = key_stage_gen(lo, tenant, gen);
     memcpy(hi, lo, ll);
     hi[ll] = '\xff';
     *hl = ll + 1;
     return ll;
+}
+
+static size_t key_stage_map(char *k, const char *tenant, uint32_t xid)
+{
+    size_t n = st_dbi_key_prefix(k, ST_STAGE_MAP, tenant);
+    wh_put_be32((uint8_t *)k + n, xid);
+    return n + 4;
+}
+
+static size_t key_stage_commit(char *k, const char *tenant, uint64_t gen)
+{
+    size_t n = st_dbi_key_prefix(k, ST_STAGE_COMMIT, tenant);
+    wh_put_be64((uint8_t *)k + n, gen);
+    return n + 8;
 }
 
 /* A synced write of wb (a ticket for the lazy offset commits). */
@@ -2440,6 +2528,101 @@ static void stage_rdel_note(st_db *db, st_tenant *t, uint32_t n)
     }
 }
 
+/* A staging CF point read: *found, and the value into v (vmax bytes, *vl
+ * its length; v may be NULL). */
+static int stage_get(st_db *db, st_tenant *t, const char *k, size_t kl, char *v, size_t vmax,
+                     size_t *vl, int *found, char *err, size_t errlen)
+{
+    char *e = NULL;
+    size_t l = 0;
+    char *val = rocksdb_get_cf(db->rdb, db->ro, t->stage, k, kl, &l, &e);
+    if (e)
+        return st_dbi_rerr(err, errlen, "get staging key", e);
+    *found = val != NULL;
+    if (vl)
+        *vl = l;
+    if (val != NULL && v != NULL)
+        memcpy(v, val, l < vmax ? l : vmax);
+    rocksdb_free(val);
+    return WH_OK;
+}
+
+/* The xid's staging generation (*gen 0: none) and whether it has a commit
+ * record (*committed). Under t->stage_mu. */
+static int stage_gen_of(st_db *db, st_tenant *t, uint32_t xid, uint64_t *gen, int *committed,
+                        char *err, size_t errlen)
+{
+    *gen = 0;
+    *committed = 0;
+    char k[ST_KEY_MAX], v[8];
+    size_t kl = key_stage_map(k, t->name, xid), vl;
+    int found;
+    if (stage_get(db, t, k, kl, v, sizeof(v), &vl, &found, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (!found || vl != 8)
+        return WH_OK;
+    *gen = wh_get_be64((const uint8_t *)v);
+    kl = key_stage_commit(k, t->name, *gen);
+    return stage_get(db, t, k, kl, NULL, 0, NULL, committed, err, errlen);
+}
+
+/* A new generation for xid: its G key and the next gen go into wb. Under
+ * t->stage_mu. Gens are never reused while anything refers to them (the
+ * next gen is stored with every new one). */
+static int stage_gen_new(st_db *db, st_tenant *t, rocksdb_writebatch_t *wb, uint32_t xid,
+                         uint64_t *gen, char *err, size_t errlen)
+{
+    char k[ST_KEY_MAX];
+    size_t kl = st_dbi_key_prefix(k, ST_STAGE_NEXT, t->name);
+    if (t->stage_next == 0 || t->stage_cf_gen != t->cf_gen) {
+        char v[8];
+        size_t vl;
+        int found;
+        if (stage_get(db, t, k, kl, v, sizeof(v), &vl, &found, err, errlen) != WH_OK)
+            return WH_ERR;
+        if (!found) {
+            /* the first gen, or staging of a version before gens (keyed
+             * by xid; the ingestor stages an open transaction again from
+             * its start after a restart): dropped */
+            char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
+            size_t pl = st_dbi_key_prefix(lo, 'X', t->name);
+            memcpy(hi, lo, pl);
+            hi[pl - 1] = '\x01';
+            rocksdb_writebatch_delete_range_cf(wb, t->stage, lo, pl, hi, pl);
+        }
+        t->stage_next = found && vl == 8 ? wh_get_be64((const uint8_t *)v) : 1;
+        t->stage_cf_gen = t->cf_gen;
+    }
+    *gen = t->stage_next++;
+    uint8_t nv[8], gv[8];
+    wh_put_be64(nv, t->stage_next);
+    rocksdb_writebatch_put_cf(wb, t->stage, k, kl, (const char *)nv, 8);
+    wh_put_be64(gv, *gen);
+    kl = key_stage_map(k, t->name, xid);
+    rocksdb_writebatch_put_cf(wb, t->stage, k, kl, (const char *)gv, 8);
+    return WH_OK;
+}
+
+/* The gen staging of xid goes to: its open one, or a new one (none, or
+ * its gen is committed: kept for the references). *rdel: a range delete
+ * was added (reset of an open gen). */
+static int stage_gen_for(st_db *db, st_tenant *t, rocksdb_writebatch_t *wb, uint32_t xid, int reset,
+                         uint64_t *gen, uint32_t *rdel, char *err, size_t errlen)
+{
+    int committed;
+    if (stage_gen_of(db, t, xid, gen, &committed, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (*gen == 0 || committed)
+        return stage_gen_new(db, t, wb, xid, gen, err, errlen);
+    if (reset) {
+        char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
+        size_t hl, ll = stage_gen_range(lo, hi, &hl, t->name, *gen);
+        rocksdb_writebatch_delete_range_cf(wb, t->stage, lo, ll, hi, hl);
+        (*rdel)++;
+    }
+    return WH_OK;
+}
+
 int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, const st_staged *ev,
                     size_t n, char *err, size_t errlen)
 {
@@ -2452,14 +2635,16 @@ int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, cons
     st_tenant *t;
     if (ten_open_stage(db, tenant, 1, &t, err, errlen) != WH_OK)
         return WH_ERR;
+    pthread_mutex_lock(&t->stage_mu);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    char k[ST_KEY_MAX], hi[ST_KEY_MAX];
-    if (reset) {
-        size_t hl, kl = stage_xid_range(k, hi, &hl, tenant, xid);
-        rocksdb_writebatch_delete_range_cf(wb, t->stage, k, kl, hi, hl);
-    }
-    for (size_t i = 0; i < n; i++) {
-        size_t kl = key_stage(k, tenant, xid, ST_STAGE_EVENT, ev[i].idx);
+    uint64_t gen = 0;
+    uint32_t rdel = 0;
+    int rc = WH_OK;
+    if (n > 0 || reset)
+        rc = stage_gen_for(db, t, wb, xid, reset, &gen, &rdel, err, errlen);
+    char k[ST_KEY_MAX];
+    for (size_t i = 0; i < n && rc == WH_OK; i++) {
+        size_t kl = key_stage(k, tenant, gen, ST_STAGE_EVENT, ev[i].idx);
         uint8_t sx[4];
         wh_put_be32(sx, ev[i].subxid);
         const char *vp[2] = {(const char *)sx, ev[i].json ? ev[i].json : ""};
@@ -2468,11 +2653,11 @@ int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, cons
         size_t ks[1] = {kl};
         rocksdb_writebatch_putv_cf(wb, t->stage, 1, kp, ks, 2, vp, vs);
     }
-    int rc = WH_OK;
-    if (rocksdb_writebatch_count(wb) > 0)
+    if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0)
         rc = sync_write(db, wb, "stage write", err, errlen);
-    if (rc == WH_OK && reset)
-        stage_rdel_note(db, t, 1);
+    if (rc == WH_OK)
+        stage_rdel_note(db, t, rdel);
+    pthread_mutex_unlock(&t->stage_mu);
     uint64_t json = 0;
     for (size_t i = 0; i < n; i++)
         json += ev[i].json ? ev[i].json_len : 0;
@@ -2482,6 +2667,44 @@ int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, cons
     rocksdb_writebatch_destroy(wb);
     st_dbi_ten_done(t);
     return rc;
+}
+
+/* Drop all staging (xid == subxid == 0) into wb: every xid's G key, and
+ * the staging of the gens without a commit record (a committed one is
+ * what its events refer to: the GC drops it). */
+static int stage_drop_all(st_db *db, st_tenant *t, rocksdb_writebatch_t *wb, uint32_t *rdel,
+                          char *err, size_t errlen)
+{
+    char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
+    size_t pl = st_dbi_key_prefix(lo, ST_STAGE_MAP, t->name);
+    memcpy(hi, lo, pl);
+    hi[pl - 1] = '\x01';
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, pl);
+    rocksdb_readoptions_set_fill_cache(ro, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
+    int rc = WH_OK;
+    for (rocksdb_iter_seek(it, lo, pl); rc == WH_OK && rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        if (kl != pl + 4 || vl != 8)
+            continue;
+        uint64_t gen = wh_get_be64((const uint8_t *)v);
+        char ck[ST_KEY_MAX], gl[ST_KEY_MAX], gh[ST_KEY_MAX];
+        size_t cl = key_stage_commit(ck, t->name, gen);
+        int committed = 0;
+        rc = stage_get(db, t, ck, cl, NULL, 0, NULL, &committed, err, errlen);
+        if (rc == WH_OK && !committed) {
+            size_t hl, ll = stage_gen_range(gl, gh, &hl, t->name, gen);
+            rocksdb_writebatch_delete_range_cf(wb, t->stage, gl, ll, gh, hl);
+            (*rdel)++;
+        }
+        rocksdb_writebatch_delete_cf(wb, t->stage, k, kl);
+    }
+    int irc = st_dbi_iter_done(it, ro, "reading the staging map", err, errlen);
+    return rc != WH_OK ? rc : irc;
 }
 
 int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, size_t n, char *err,
@@ -2509,64 +2732,100 @@ int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, s
         st_dbi_ten_done(t);
         return WH_OK; /* nothing staged */
     }
+    pthread_mutex_lock(&t->stage_mu);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     uint32_t rdel = 0;
-    for (size_t i = 0; i < n; i++) {
+    int rc = WH_OK;
+    /* the gens this request gave an xid (their G keys are in wb only) */
+    uint32_t *nx = NULL;
+    uint64_t *ng = NULL;
+    size_t nn = 0, capx = 0, capg = 0;
+    for (size_t i = 0; i < n && rc == WH_OK; i++) {
         char k[ST_KEY_MAX], hi[ST_KEY_MAX];
+        uint64_t gen = 0;
+        int committed = 0;
         if (ab[i].xid == 0) { /* everything the tenant has staged */
-            rdel++;
-            size_t kl = st_dbi_key_prefix(k, 'X', tenant);
-            memcpy(hi, k, kl);
-            hi[kl - 1] = '\x01'; /* past 'X' tenant '\0' ... */
-            rocksdb_writebatch_delete_range_cf(wb, t->stage, k, kl, hi, kl);
-        } else if (ab[i].one_event) {
-            size_t kl = key_stage(k, tenant, ab[i].xid, ST_STAGE_EVENT, ab[i].index);
+            for (size_t j = 0; j < nn; j++) {
+                if (nx[j] == 0)
+                    continue;
+                size_t hl, kl = stage_gen_range(k, hi, &hl, tenant, ng[j]);
+                rocksdb_writebatch_delete_range_cf(wb, t->stage, k, kl, hi, hl);
+                kl = key_stage_map(k, tenant, nx[j]);
+                rocksdb_writebatch_delete_cf(wb, t->stage, k, kl);
+            }
+            nn = 0;
+            rc = stage_drop_all(db, t, wb, &rdel, err, errlen);
+            continue;
+        }
+        for (size_t j = 0; j < nn && gen == 0; j++)
+            gen = nx[j] == ab[i].xid ? ng[j] : 0;
+        if (gen == 0 &&
+            (rc = stage_gen_of(db, t, ab[i].xid, &gen, &committed, err, errlen)) != WH_OK)
+            break;
+        if (ab[i].one_event) {
+            if (gen == 0 || committed)
+                continue; /* nothing staged */
+            size_t kl = key_stage(k, tenant, gen, ST_STAGE_EVENT, ab[i].index);
             rocksdb_writebatch_delete_cf(wb, t->stage, k, kl);
         } else if (ab[i].subxid == ab[i].xid) {
-            rdel++;
-            size_t hl, kl = stage_xid_range(k, hi, &hl, tenant, ab[i].xid);
-            rocksdb_writebatch_delete_range_cf(wb, t->stage, k, kl, hi, hl);
+            if (gen == 0)
+                continue;
+            if (!committed) {
+                size_t hl, kl = stage_gen_range(k, hi, &hl, tenant, gen);
+                rocksdb_writebatch_delete_range_cf(wb, t->stage, k, kl, hi, hl);
+                rdel++;
+            }
+            size_t kl = key_stage_map(k, tenant, ab[i].xid);
+            rocksdb_writebatch_delete_cf(wb, t->stage, k, kl);
+            for (size_t j = 0; j < nn; j++)
+                if (nx[j] == ab[i].xid)
+                    nx[j] = 0;
         } else {
-            size_t kl = key_stage(k, tenant, ab[i].xid, ST_STAGE_ABORT, ab[i].subxid);
+            if (gen == 0 || committed) {
+                if (wh_grow(&nx, nn + 1, &capx, sizeof(*nx), 8) != WH_OK ||
+                    wh_grow(&ng, nn + 1, &capg, sizeof(*ng), 8) != WH_OK) {
+                    rc = wh_seterr(err, errlen, "out of memory");
+                    break;
+                }
+                if ((rc = stage_gen_new(db, t, wb, ab[i].xid, &gen, err, errlen)) != WH_OK)
+                    break;
+                nx[nn] = ab[i].xid;
+                ng[nn++] = gen;
+            }
+            size_t kl = key_stage(k, tenant, gen, ST_STAGE_ABORT, ab[i].subxid);
             rocksdb_writebatch_put_cf(wb, t->stage, k, kl, "", 0);
         }
     }
-    int rc = WH_OK;
-    if (rocksdb_writebatch_count(wb) > 0)
+    free(nx);
+    free(ng);
+    if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0)
         rc = sync_write(db, wb, "stage abort", err, errlen);
     if (rc == WH_OK)
         stage_rdel_note(db, t, rdel);
+    pthread_mutex_unlock(&t->stage_mu);
     rocksdb_writebatch_destroy(wb);
     st_dbi_ten_done(t);
     return rc;
 }
 
-/* Iterates the keys of xid with tag from v on: fn(arg, v, value, len) per
+/* Iterates the keys of gen with tag from v on: fn(arg, v, value, len) per
  * key (a non-zero return stops before the key counts: *stopped). */
 typedef int (*stage_key_fn)(void *arg, uint32_t v, const char *val, size_t len);
 
-static int stage_iter(st_db *db, const char *tenant, uint32_t xid, char tag, uint32_t from,
+static int stage_iter(st_db *db, st_tenant *t, uint64_t gen, char tag, uint32_t from,
                       stage_key_fn fn, void *arg, int *stopped, char *err, size_t errlen)
 {
     *stopped = 0;
-    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
-        return WH_ERR;
-    st_tenant *t;
-    if (ten_open_stage(db, tenant, 0, &t, err, errlen) != WH_OK)
-        return WH_ERR;
-    if (t == NULL || t->stage == NULL) {
-        st_dbi_ten_done(t);
+    if (gen == 0 || t->stage == NULL)
         return WH_OK; /* nothing staged */
-    }
     char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
-    size_t ll = key_stage(lo, tenant, xid, tag, from);
-    size_t hl = key_stage_xid(hi, tenant, xid);
+    size_t ll = key_stage(lo, t->name, gen, tag, from);
+    size_t hl = key_stage_gen(hi, t->name, gen);
     hi[hl++] = (char)(tag + 1);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_iterate_upper_bound(ro, hi, hl);
     rocksdb_readoptions_set_fill_cache(ro, 0);
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
-    int rc = WH_OK;
     for (rocksdb_iter_seek(it, lo, ll); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t kl, vl;
         const char *k = rocksdb_iter_key(it, &kl);
@@ -2578,9 +2837,53 @@ static int stage_iter(st_db *db, const char *tenant, uint32_t xid, char tag, uin
             break;
         }
     }
-    rc = st_dbi_iter_done(it, ro, "reading staged events", err, errlen);
-    st_dbi_ten_done(t);
-    return rc;
+    return st_dbi_iter_done(it, ro, "reading staged events", err, errlen);
+}
+
+struct st_stage_txn {
+    st_db *db;
+    st_tenant *t;
+    uint64_t gen;
+};
+
+int st_db_stage_begin(st_db *db, const char *tenant, uint32_t xid, st_stage_txn **out,
+                      uint64_t *gen, char *err, size_t errlen)
+{
+    *out = NULL;
+    *gen = 0;
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    st_stage_txn *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    h->db = db;
+    if (ten_open_stage(db, tenant, 0, &h->t, err, errlen) != WH_OK) {
+        free(h);
+        return WH_ERR;
+    }
+    if (h->t != NULL) {
+        pthread_mutex_lock(&h->t->stage_mu);
+        int committed;
+        if (h->t->stage != NULL &&
+            stage_gen_of(db, h->t, xid, &h->gen, &committed, err, errlen) != WH_OK) {
+            st_db_stage_end(h);
+            return WH_ERR;
+        }
+    }
+    *gen = h->gen;
+    *out = h;
+    return WH_OK;
+}
+
+void st_db_stage_end(st_stage_txn *h)
+{
+    if (h == NULL)
+        return;
+    if (h->t != NULL) {
+        pthread_mutex_unlock(&h->t->stage_mu);
+        st_dbi_ten_done(h->t);
+    }
+    free(h);
 }
 
 typedef struct aborted_acc {
@@ -2602,13 +2905,13 @@ static int aborted_step(void *arg, uint32_t sub, const char *val, size_t len)
     return 0;
 }
 
-int st_db_stage_aborted(st_db *db, const char *tenant, uint32_t xid, uint32_t **subs, size_t *n,
-                        char *err, size_t errlen)
+int st_db_stage_txn_aborted(st_stage_txn *h, uint32_t **subs, size_t *n, char *err, size_t errlen)
 {
     aborted_acc a = {0};
     int stopped;
-    int rc =
-        stage_iter(db, tenant, xid, ST_STAGE_ABORT, 0, aborted_step, &a, &stopped, err, errlen);
+    int rc = h->t == NULL ? WH_OK
+                          : stage_iter(h->db, h->t, h->gen, ST_STAGE_ABORT, 0, aborted_step, &a,
+                                       &stopped, err, errlen);
     if (rc == WH_OK && a.oom)
         rc = wh_seterr(err, errlen, "out of memory");
     if (rc != WH_OK) {
@@ -2634,12 +2937,41 @@ static int stage_scan_step(void *arg, uint32_t idx, const char *val, size_t len)
     return a->fn(a->arg, idx, wh_get_be32((const uint8_t *)val), val + 4, len - 4);
 }
 
+int st_db_stage_txn_scan(st_stage_txn *h, uint32_t from_idx, st_stage_fn fn, void *arg,
+                         int *stopped, char *err, size_t errlen)
+{
+    *stopped = 0;
+    stage_scan_arg a = {fn, arg};
+    return h->t == NULL ? WH_OK
+                        : stage_iter(h->db, h->t, h->gen, ST_STAGE_EVENT, from_idx, stage_scan_step,
+                                     &a, stopped, err, errlen);
+}
+
+int st_db_stage_aborted(st_db *db, const char *tenant, uint32_t xid, uint32_t **subs, size_t *n,
+                        char *err, size_t errlen)
+{
+    st_stage_txn *h;
+    uint64_t gen;
+    *subs = NULL;
+    *n = 0;
+    if (st_db_stage_begin(db, tenant, xid, &h, &gen, err, errlen) != WH_OK)
+        return WH_ERR;
+    int rc = st_db_stage_txn_aborted(h, subs, n, err, errlen);
+    st_db_stage_end(h);
+    return rc;
+}
+
 int st_db_stage_scan(st_db *db, const char *tenant, uint32_t xid, uint32_t from_idx, st_stage_fn fn,
                      void *arg, int *stopped, char *err, size_t errlen)
 {
-    stage_scan_arg a = {fn, arg};
-    return stage_iter(db, tenant, xid, ST_STAGE_EVENT, from_idx, stage_scan_step, &a, stopped, err,
-                      errlen);
+    st_stage_txn *h;
+    uint64_t gen;
+    *stopped = 0;
+    if (st_db_stage_begin(db, tenant, xid, &h, &gen, err, errlen) != WH_OK)
+        return WH_ERR;
+    int rc = st_db_stage_txn_scan(h, from_idx, fn, arg, stopped, err, errlen);
+    st_db_stage_end(h);
+    return rc;
 }
 
 typedef struct stage_count_arg {
@@ -2658,14 +2990,286 @@ static int stage_count_step(void *arg, uint32_t idx, const char *val, size_t len
     return 0;
 }
 
+/* Staged events of the xid's generation: an open one, or a commit not
+ * finished yet (its G key is dropped with its last chunk). */
 int st_db_stage_count(st_db *db, const char *tenant, uint32_t xid, uint64_t cap, uint64_t *n,
                       char *err, size_t errlen)
 {
     stage_count_arg a = {0, cap};
-    int stopped;
-    int rc =
-        stage_iter(db, tenant, xid, ST_STAGE_EVENT, 0, stage_count_step, &a, &stopped, err, errlen);
+    st_stage_txn *h;
+    uint64_t gen;
+    *n = 0;
+    if (st_db_stage_begin(db, tenant, xid, &h, &gen, err, errlen) != WH_OK)
+        return WH_ERR;
+    int stopped, rc = WH_OK;
+    if (h->t != NULL)
+        rc = stage_iter(db, h->t, gen, ST_STAGE_EVENT, 0, stage_count_step, &a, &stopped, err,
+                        errlen);
+    st_db_stage_end(h);
     *n = a.n;
+    return rc;
+}
+
+int st_db_stage_committed(st_db *db, const char *tenant, uint64_t cap, uint64_t *n, char *err,
+                          size_t errlen)
+{
+    *n = 0;
+    if (st_db_check_name(tenant, "tenant", err, errlen) != WH_OK)
+        return WH_ERR;
+    st_tenant *t;
+    if (ten_open_stage(db, tenant, 0, &t, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (t == NULL || t->stage == NULL) {
+        st_dbi_ten_done(t);
+        return WH_OK;
+    }
+    char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
+    size_t pl = st_dbi_key_prefix(lo, ST_STAGE_COMMIT, tenant);
+    memcpy(hi, lo, pl);
+    hi[pl - 1] = '\x01';
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, pl);
+    rocksdb_readoptions_set_fill_cache(ro, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
+    for (rocksdb_iter_seek(it, lo, pl); rocksdb_iter_valid(it) && *n < cap; rocksdb_iter_next(it))
+        (*n)++;
+    int rc = st_dbi_iter_done(it, ro, "reading commit records", err, errlen);
+    st_dbi_ten_done(t);
+    return rc;
+}
+
+/* ---- the commit record, references ---- */
+
+int st_db_stage_cval(wh_buf *out, uint32_t xid, uint64_t commit_lsn, const void *const *part,
+                     const size_t *part_len, size_t nparts)
+{
+    uint8_t h[1 + 4 + 8 + 4];
+    h[0] = ST_CVAL_VERSION;
+    wh_put_be32(h + 1, xid);
+    wh_put_be64(h + 5, commit_lsn);
+    wh_put_be32(h + 13, (uint32_t)nparts);
+    if (wh_buf_append(out, h, sizeof(h)) != WH_OK)
+        return WH_ERR;
+    for (size_t i = 0; i < nparts; i++) {
+        uint8_t l[4];
+        wh_put_be32(l, (uint32_t)part_len[i]);
+        if (wh_buf_append(out, l, 4) != WH_OK ||
+            (part_len[i] > 0 && wh_buf_append(out, part[i], part_len[i]) != WH_OK))
+            return WH_ERR;
+    }
+    return WH_OK;
+}
+
+/* The xid and commit LSN of a commit record; WH_ERR: malformed. */
+static int cval_head(const char *cval, size_t cl, uint32_t *xid, uint64_t *lsn)
+{
+    if (cl < 17 || cval[0] != ST_CVAL_VERSION)
+        return WH_ERR;
+    *xid = wh_get_be32((const uint8_t *)cval + 1);
+    *lsn = wh_get_be64((const uint8_t *)cval + 5);
+    return WH_OK;
+}
+
+int st_db_stage_render(wh_buf *out, const char *cval, size_t cl, uint64_t seq, const void *json,
+                       size_t json_len)
+{
+    uint32_t xid;
+    uint64_t lsn;
+    if (cval_head(cval, cl, &xid, &lsn) != WH_OK)
+        return WH_ERR;
+    uint32_t np = wh_get_be32((const uint8_t *)cval + 13);
+    size_t at = 17;
+    char num[24];
+    int nl = snprintf(num, sizeof(num), "%" PRIu64, seq);
+    for (uint32_t i = 0; i < np; i++) {
+        if (cl - at < 4)
+            return WH_ERR;
+        size_t pl = wh_get_be32((const uint8_t *)cval + at);
+        at += 4;
+        if (cl - at < pl)
+            return WH_ERR;
+        if (i > 0 && wh_buf_append(out, num, (size_t)nl) != WH_OK)
+            return WH_ERR;
+        if (pl > 0 && wh_buf_append(out, cval + at, pl) != WH_OK)
+            return WH_ERR;
+        at += pl;
+    }
+    if (json_len > 0 && wh_buf_append(out, json, json_len) != WH_OK)
+        return WH_ERR;
+    return WH_OK;
+}
+
+static void resolver_init(st_resolver *rs, st_db *db, st_tenant *t)
+{
+    memset(rs, 0, sizeof(*rs));
+    rs->db = db;
+    rs->t = t;
+    wh_buf_init(&rs->out, 0);
+}
+
+static void resolver_free(st_resolver *rs)
+{
+    if (rs->it != NULL)
+        rocksdb_iter_destroy(rs->it);
+    if (rs->ro != NULL)
+        rocksdb_readoptions_destroy(rs->ro);
+    rocksdb_free(rs->cval);
+    wh_buf_free(&rs->out);
+}
+
+static int is_ref(const char *v, size_t vl)
+{
+    return vl == ST_REF_LEN && v[8] == ST_REF_MARK;
+}
+
+static uint32_t ref_len(const char *v)
+{
+    return wh_get_be32((const uint8_t *)v + 21);
+}
+
+/* The bytes the reference v (of the event at seq) stands for, in rs->out.
+ * WH_ERR with err: its staging is gone (*gone) or unreadable. */
+static int resolve(st_resolver *rs, const char *v, uint32_t seq, int *gone, char *err,
+                   size_t errlen)
+{
+    *gone = 0;
+    uint64_t gen = wh_get_be64((const uint8_t *)v + 9);
+    uint32_t idx = wh_get_be32((const uint8_t *)v + 17);
+    st_tenant *t = rs->t;
+    if (t->stage == NULL) {
+        *gone = 1;
+        return wh_seterr(err, errlen, "staging of generation %" PRIu64 " is gone", gen);
+    }
+    if (rs->cgen != gen) {
+        char k[ST_KEY_MAX];
+        size_t kl = key_stage_commit(k, t->name, gen), cl = 0;
+        char *e = NULL;
+        rocksdb_free(rs->cval);
+        rs->cval = rocksdb_get_cf(rs->db->rdb, rs->db->ro, t->stage, k, kl, &cl, &e);
+        rs->cgen = 0;
+        if (e)
+            return st_dbi_rerr(err, errlen, "get commit record", e);
+        if (rs->cval == NULL) {
+            *gone = 1;
+            return wh_seterr(err, errlen, "commit record of generation %" PRIu64 " is gone", gen);
+        }
+        rs->cval_len = cl;
+        rs->cgen = gen;
+    }
+    if (rs->it == NULL) {
+        rs->ro = rocksdb_readoptions_create();
+        rocksdb_readoptions_set_fill_cache(rs->ro, 0);
+        rs->it = rocksdb_create_iterator_cf(rs->db->rdb, rs->ro, t->stage);
+    }
+    char k[ST_KEY_MAX];
+    size_t kl = key_stage(k, t->name, gen, ST_STAGE_EVENT, idx), il = 0, vl = 0;
+    /* events are read in order, their staged ones mostly in index order:
+     * the iterator is on the key already, or just before it */
+    const char *ik = rocksdb_iter_valid(rs->it) ? rocksdb_iter_key(rs->it, &il) : NULL;
+    if (ik != NULL && (il != kl || memcmp(ik, k, kl) != 0)) {
+        rocksdb_iter_next(rs->it);
+        ik = rocksdb_iter_valid(rs->it) ? rocksdb_iter_key(rs->it, &il) : NULL;
+    }
+    if (ik == NULL || il != kl || memcmp(ik, k, kl) != 0) {
+        rocksdb_iter_seek(rs->it, k, kl);
+        ik = rocksdb_iter_valid(rs->it) ? rocksdb_iter_key(rs->it, &il) : NULL;
+    }
+    if (ik == NULL || il != kl || memcmp(ik, k, kl) != 0) {
+        char *e = NULL;
+        rocksdb_iter_get_error(rs->it, &e);
+        if (e) {
+            rocksdb_iter_destroy(rs->it);
+            rs->it = NULL;
+            return st_dbi_rerr(err, errlen, "read staging", e);
+        }
+        *gone = 1;
+        return wh_seterr(err, errlen, "staged event %" PRIu32 " of generation %" PRIu64 " is gone",
+                         idx, gen);
+    }
+    const char *sv = rocksdb_iter_value(rs->it, &vl);
+    wh_buf_reset(&rs->out);
+    if (vl < 4 ||
+        st_db_stage_render(&rs->out, rs->cval, rs->cval_len, seq, sv + 4, vl - 4) != WH_OK)
+        return wh_seterr(err, errlen,
+                         "staged event %" PRIu32 " of generation %" PRIu64
+                         ": malformed, or out of memory",
+                         idx, gen);
+    return WH_OK;
+}
+
+int st_dbi_stage_gc(st_db *db, st_tenant *t, size_t *n, char *err, size_t errlen)
+{
+    *n = 0;
+    if (t->stage == NULL || t->ev == NULL || db->read_only)
+        return WH_OK;
+    pthread_mutex_lock(&t->stage_mu);
+    char lo[ST_KEY_MAX], hi[ST_KEY_MAX], eu[ST_KEY_MAX];
+    size_t pl = st_dbi_key_prefix(lo, ST_STAGE_COMMIT, t->name);
+    memcpy(hi, lo, pl);
+    hi[pl - 1] = '\x01';
+    size_t eul = st_dbi_key_prefix(eu, 'E', t->name);
+    eu[eul - 1] = '\x01';
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, pl);
+    rocksdb_readoptions_set_fill_cache(ro, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
+    rocksdb_readoptions_t *ero = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ero, eu, eul);
+    rocksdb_readoptions_set_fill_cache(ero, 0);
+    rocksdb_iterator_t *eit = rocksdb_create_iterator_cf(db->rdb, ero, t->ev);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    int rc = WH_OK;
+    uint32_t rdel = 0;
+    for (rocksdb_iter_seek(it, lo, pl); rc == WH_OK && rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        uint32_t xid;
+        uint64_t lsn;
+        if (kl != pl + 8 || cval_head(v, vl, &xid, &lsn) != WH_OK)
+            continue;
+        uint64_t gen = wh_get_be64((const uint8_t *)k + pl), cur;
+        int committed;
+        if ((rc = stage_gen_of(db, t, xid, &cur, &committed, err, errlen)) != WH_OK)
+            break;
+        if (cur == gen)
+            continue; /* its commit still runs, or was cut short */
+        /* any event of the transaction left (its references) */
+        char ek[ST_KEY_MAX];
+        size_t ekl = st_dbi_key_event(ek, t->name, lsn, 0);
+        rocksdb_iter_seek(eit, ek, ekl);
+        if (rocksdb_iter_valid(eit)) {
+            size_t fl;
+            const char *fk = rocksdb_iter_key(eit, &fl);
+            uint64_t flsn;
+            uint32_t fseq;
+            if (parse_event_key(fk, fl, NULL, &flsn, &fseq) == WH_OK && flsn == lsn)
+                continue;
+        }
+        char *e = NULL;
+        rocksdb_iter_get_error(eit, &e);
+        if (e) {
+            rc = st_dbi_rerr(err, errlen, "read events", e);
+            break;
+        }
+        char gl[ST_KEY_MAX], gh[ST_KEY_MAX];
+        size_t hl, ll = stage_gen_range(gl, gh, &hl, t->name, gen);
+        rocksdb_writebatch_delete_range_cf(wb, t->stage, gl, ll, gh, hl);
+        rocksdb_writebatch_delete_cf(wb, t->stage, k, kl);
+        rdel++;
+        (*n)++;
+    }
+    int irc = st_dbi_iter_done(eit, ero, "staging GC", err, errlen);
+    int src = st_dbi_iter_done(it, ro, "staging GC", err, errlen);
+    if (rc == WH_OK)
+        rc = irc != WH_OK ? irc : src;
+    if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0)
+        rc = sync_write(db, wb, "staging GC", err, errlen);
+    if (rc == WH_OK)
+        stage_rdel_note(db, t, rdel);
+    rocksdb_writebatch_destroy(wb);
+    pthread_mutex_unlock(&t->stage_mu);
     return rc;
 }
 
@@ -2696,11 +3300,14 @@ static rocksdb_readoptions_t *events_readoptions(const char *upper, size_t ul, i
 }
 
 /* Seeks it just past (from_lsn, from_seq) and passes events to fn (see
- * st_db_read); the number passed. */
-static size_t iter_events(rocksdb_iterator_t *it, const char *tenant, uint64_t from_lsn,
-                          uint32_t from_seq, uint32_t max_events, size_t max_bytes, st_read_fn fn,
-                          void *arg)
+ * st_db_read), a reference resolved by rs; the number passed. *failed: a
+ * reference could not be resolved (err says why; the read stops before it). */
+static size_t iter_events(rocksdb_iterator_t *it, st_resolver *rs, const char *tenant,
+                          uint64_t from_lsn, uint32_t from_seq, uint32_t max_events,
+                          size_t max_bytes, st_read_fn fn, void *arg, int *failed, char *err,
+                          size_t errlen)
 {
+    *failed = 0;
     char seek[ST_KEY_MAX];
     size_t sl = st_dbi_key_event(seek, tenant, from_lsn, from_seq);
     rocksdb_iter_seek(it, seek, sl);
@@ -2719,13 +3326,28 @@ static size_t iter_events(rocksdb_iterator_t *it, const char *tenant, uint64_t f
         uint32_t seq;
         if (parse_event_key(kk, kl, NULL, &lsn, &seq) != WH_OK || vl < 8)
             continue; /* not ours (cannot happen with the prefix bound) */
-        size_t jl = vl - 8;
+        int ref = is_ref(v, vl);
+        size_t jl = ref ? ref_len(v) : vl - 8;
         if (count > 0 && bytes + jl > max_bytes)
             break;
         int64_t ts = (int64_t)wh_get_be64((const uint8_t *)v);
+        const char *j = v + 8;
+        if (ref) {
+            int gone;
+            char rerr[WH_ERRLEN];
+            if (resolve(rs, v, seq, &gone, rerr, sizeof(rerr)) != WH_OK) {
+                char at[WH_LSN_STRLEN];
+                wh_lsn_format(lsn, at, sizeof(at));
+                wh_seterr(err, errlen, "event at %s seq %" PRIu32 ": %s", at, seq, rerr);
+                *failed = 1;
+                break;
+            }
+            j = rs->out.data;
+            jl = rs->out.len;
+        }
         count++;
         bytes += jl;
-        if (fn(arg, lsn, seq, ts, v + 8, jl) != 0)
+        if (fn(arg, lsn, seq, ts, j, jl) != 0)
             break;
     }
     return count;
@@ -2748,7 +3370,12 @@ int st_db_read(st_db *db, const char *tenant, uint64_t from_lsn, uint32_t from_s
     size_t ul = events_upper(upper, tenant);
     rocksdb_readoptions_t *ro = events_readoptions(upper, ul, 0);
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->ev);
-    size_t count = iter_events(it, tenant, from_lsn, from_seq, max_events, max_bytes, fn, arg);
+    st_resolver rs;
+    resolver_init(&rs, db, t);
+    int failed;
+    size_t count = iter_events(it, &rs, tenant, from_lsn, from_seq, max_events, max_bytes, fn, arg,
+                               &failed, err, errlen);
+    resolver_free(&rs);
     char *e = NULL;
     rocksdb_iter_get_error(it, &e);
     rocksdb_iter_destroy(it);
@@ -2758,7 +3385,7 @@ int st_db_read(st_db *db, const char *tenant, uint64_t from_lsn, uint32_t from_s
         *nread = count;
     if (e)
         return st_dbi_rerr(err, errlen, "read", e);
-    return WH_OK;
+    return failed ? WH_ERR : WH_OK;
 }
 
 /* ---- a reader's cursor ---- */
@@ -2859,8 +3486,12 @@ int st_db_reader_read(st_reader *r, uint64_t from_lsn, uint32_t from_seq, uint32
         r->it = rocksdb_create_iterator_cf(r->db->rdb, r->ro, t->ev);
         r->it_gen = t->cf_gen;
     }
-    size_t count =
-        iter_events(r->it, r->tenant, from_lsn, from_seq, max_events, max_bytes, fn, arg);
+    st_resolver rs;
+    resolver_init(&rs, r->db, t);
+    int failed;
+    size_t count = iter_events(r->it, &rs, r->tenant, from_lsn, from_seq, max_events, max_bytes, fn,
+                               arg, &failed, err, errlen);
+    resolver_free(&rs);
     char *e = NULL;
     rocksdb_iter_get_error(r->it, &e);
     if (e != NULL) {
@@ -2872,7 +3503,7 @@ int st_db_reader_read(st_reader *r, uint64_t from_lsn, uint32_t from_seq, uint32
         *nread = count;
     if (e)
         return st_dbi_rerr(err, errlen, "read", e);
-    return WH_OK;
+    return failed ? WH_ERR : WH_OK;
 }
 
 void st_db_reader_close(st_reader *r)
@@ -3450,6 +4081,8 @@ static int dump_events(st_db *db, st_tenant *t, FILE *out, char *err, size_t err
     rocksdb_readoptions_set_iterate_upper_bound(ro, hi, 1);
     rocksdb_readoptions_set_fill_cache(ro, 0);
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->ev);
+    st_resolver rs;
+    resolver_init(&rs, db, t);
     for (rocksdb_iter_seek(it, lo, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t kl;
         const char *k = rocksdb_iter_key(it, &kl);
@@ -3463,13 +4096,28 @@ static int dump_events(st_db *db, st_tenant *t, FILE *out, char *err, size_t err
          * marked: it is no change of the source */
         size_t vl;
         const char *v = rocksdb_iter_value(it, &vl);
-        const char *op = vl > 8 ? memmem(v + 8, vl - 8, ",\"op\":\"", 7) : NULL;
-        size_t left = op ? vl - (size_t)(op + 7 - v) : 0;
+        const char *j = v + 8;
+        size_t jl = vl > 8 ? vl - 8 : 0;
+        const char *note = "";
+        if (is_ref(v, vl)) { /* a stage commit's reference: what it stands for */
+            int gone;
+            char rerr[WH_ERRLEN];
+            if (resolve(&rs, v, seq, &gone, rerr, sizeof(rerr)) == WH_OK) {
+                j = rs.out.data;
+                jl = rs.out.len;
+            } else {
+                note = " unresolved";
+                jl = 0;
+            }
+        }
+        const char *op = jl > 0 ? memmem(j, jl, ",\"op\":\"", 7) : NULL;
+        size_t left = op ? jl - (size_t)(op + 7 - j) : 0;
         const char *mark = op && left >= 7 && memcmp(op + 7, "schema\"", 7) == 0 ? " schema"
                            : op && left >= 4 && memcmp(op + 7, "ddl\"", 4) == 0  ? " ddl"
                                                                                  : "";
-        fprintf(out, "%s %s %" PRIu32 "%s\n", tenant, l, seq, mark);
+        fprintf(out, "%s %s %" PRIu32 "%s%s\n", tenant, l, seq, mark, note);
     }
+    resolver_free(&rs);
     return st_dbi_iter_done(it, ro, "dump", err, errlen);
 }
 
@@ -3483,31 +4131,31 @@ static int dump_stage(st_db *db, st_tenant *t, FILE *out, char *err, size_t errl
     if (t->stage == NULL)
         return WH_OK;
     char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
-    size_t pl = st_dbi_key_prefix(lo, 'X', t->name);
+    size_t pl = st_dbi_key_prefix(lo, ST_STAGE_MAP, t->name);
     memcpy(hi, lo, pl);
     hi[pl - 1] = '\x01';
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_iterate_upper_bound(ro, hi, pl);
     rocksdb_readoptions_set_fill_cache(ro, 0);
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
-    uint32_t xid = 0;
-    uint64_t n = 0;
-    for (rocksdb_iter_seek(it, lo, pl); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-        size_t kl;
+    int rc = WH_OK;
+    for (rocksdb_iter_seek(it, lo, pl); rc == WH_OK && rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t kl, vl;
         const char *k = rocksdb_iter_key(it, &kl);
-        if (kl != pl + 9 || k[pl + 4] != ST_STAGE_EVENT)
+        const char *v = rocksdb_iter_value(it, &vl);
+        if (kl != pl + 4 || vl != 8)
             continue;
-        uint32_t x = wh_get_be32((const uint8_t *)k + pl);
-        if (n > 0 && x != xid) {
-            fprintf(out, "%s %" PRIu32 " %" PRIu64 "\n", t->name, xid, n);
-            n = 0;
-        }
-        xid = x;
-        n++;
+        uint32_t xid = wh_get_be32((const uint8_t *)k + pl);
+        stage_count_arg a = {0, UINT64_MAX};
+        int stopped;
+        rc = stage_iter(db, t, wh_get_be64((const uint8_t *)v), ST_STAGE_EVENT, 0, stage_count_step,
+                        &a, &stopped, err, errlen);
+        if (rc == WH_OK && a.n > 0)
+            fprintf(out, "%s %" PRIu32 " %" PRIu64 "\n", t->name, xid, a.n);
     }
-    if (n > 0)
-        fprintf(out, "%s %" PRIu32 " %" PRIu64 "\n", t->name, xid, n);
-    return st_dbi_iter_done(it, ro, "dump of staged events", err, errlen);
+    int irc = st_dbi_iter_done(it, ro, "dump of staged events", err, errlen);
+    return rc != WH_OK ? rc : irc;
 }
 
 int st_db_dump_staged(st_db *db, FILE *out, char *err, size_t errlen)

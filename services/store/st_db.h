@@ -83,6 +83,7 @@
 #include "st_toast.h"
 
 #include "wh_budget.h"
+#include "wh_buf.h"
 #include "wh_metrics.h"
 
 #define ST_NAME_MAX 63 /* max bytes of a tenant or consumer name */
@@ -297,6 +298,15 @@ typedef struct st_append_extra {
     uint64_t tsender, tserial;
     st_written_fn written; /* NULL: none */
     void *written_arg;
+    /* a stage commit's chunk (ref_gen > 0): event i is stored as a
+     * reference to the staged event ref_idx[i] of staging generation
+     * ref_gen, which its json is what it resolves to (head(seq) + staged
+     * json: st_db_stage_render); the first chunk carries the commit record
+     * (cval: written with its first events) */
+    uint64_t ref_gen;
+    const uint32_t *ref_idx;
+    const char *cval;
+    size_t cval_len;
 } st_append_extra;
 int st_db_append_ext(st_db *db, const char *tenant, const st_event *ev, size_t n, uint64_t ack_lsn,
                      const st_append_extra *x, uint64_t *durable_lsn, char *err, size_t errlen);
@@ -329,16 +339,21 @@ int st_db_schema_list(st_db *db, const char *tenant, st_schema_fn fn, void *arg,
 
 /* ---- staged (streamed) transactions ----
  * PostgreSQL streams a big transaction before its commit LSN is known; its
- * changes are staged under (tenant, xid) in the tenant's third column
- * family "s:<tenant>" (made at its first staging, dropped with the
- * tenant), apart from the events (never read, counted, GC'd or dumped as
- * events) and from the meta CF (whose point reads, e.g. the D key of every
- * append, would otherwise walk the staging's range tombstones):
- *   'X' tenant \0 xid(4, BE) 'e' idx(4, BE) -> subxid(4, BE) + json
- *   'X' tenant \0 xid(4, BE) 'a' subxid(4, BE) -> "" (subtransaction aborted)
- * A whole xid is dropped with one range delete. The server turns them into events
- * (st_db_stage_scan in chunks, st_db_append for each, the last with
- * st_db_append_stage_end). */
+ * changes are staged in the tenant's third column family "s:<tenant>"
+ * (made at its first staging, dropped with the tenant), apart from the
+ * events and from the meta CF (whose point reads, e.g. the D key of every
+ * append, would otherwise walk the staging's range tombstones), under a
+ * staging generation (gen) that the xid maps to while it is staged:
+ *   'X' tenant \0 gen(8, BE) 'e' idx(4, BE) -> subxid(4, BE) + json
+ *   'X' tenant \0 gen(8, BE) 'a' subxid(4, BE) -> "" (subtransaction aborted)
+ *   'G' tenant \0 xid(4, BE) -> gen(8, BE): the xid's staging
+ *   'C' tenant \0 gen(8, BE) -> the commit record (st_db_stage_cval)
+ *   'N' tenant \0 -> the next gen (8, BE)
+ * A stage commit writes each staged event as a reference (st_event
+ * ref_gen, ref_idx) to its staging, with the gen's commit record in its
+ * first chunk, and drops the xid's G key with its last: the staging stays
+ * as the events' bytes (a read resolves each reference) until no event of
+ * the transaction is left (the maintenance pass: st_dbi_stage_gc). */
 typedef struct st_staged {
     uint32_t idx; /* staging index (Event.seq of a staged batch) */
     uint32_t subxid;
@@ -353,12 +368,13 @@ typedef struct st_stage_abort {
 } st_stage_abort;
 
 /* One synced WriteBatch: with reset, everything staged under xid is
- * dropped first; then the events are put (idempotent: same index, same
- * bytes). */
+ * dropped first (a committed generation is kept: the xid gets a new one);
+ * then the events are put (idempotent: same index, same bytes). */
 int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, const st_staged *ev,
                     size_t n, char *err, size_t errlen);
 /* One synced WriteBatch: per entry, subxid == xid drops all of xid's
- * staging (xid == subxid == 0: all of the tenant's staging); otherwise
+ * staging (xid == subxid == 0: all of the tenant's staging but what
+ * committed transactions' events refer to); otherwise
  * subxid is noted as aborted (its events are skipped by the commit, and
  * dropped with the xid); one_event drops only xid's staged event at index. */
 int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, size_t n, char *err,
@@ -377,9 +393,32 @@ int st_db_stage_scan(st_db *db, const char *tenant, uint32_t xid, uint32_t from_
 /* Staged events of xid, counted up to cap (tests, tools). */
 int st_db_stage_count(st_db *db, const char *tenant, uint32_t xid, uint64_t cap, uint64_t *n,
                       char *err, size_t errlen);
-/* st_db_append whose write also drops the staging of xid (the last chunk
- * of a stage commit: its events, ack_lsn and the drop in one WriteBatch);
- * x (may be NULL) as st_db_append_ext's. */
+/* Committed transactions whose staging is kept (their events refer to
+ * it), counted up to cap (tests, tools). */
+int st_db_stage_committed(st_db *db, const char *tenant, uint64_t cap, uint64_t *n, char *err,
+                          size_t errlen);
+/* A stage commit of xid (st_db_stage_begin .. st_db_stage_end) holds the
+ * tenant's staging lock: no other staging request of the tenant runs
+ * meanwhile. *gen: the xid's staging generation, 0 when nothing is staged
+ * (a commit sent again after it completed). */
+typedef struct st_stage_txn st_stage_txn;
+int st_db_stage_begin(st_db *db, const char *tenant, uint32_t xid, st_stage_txn **out,
+                      uint64_t *gen, char *err, size_t errlen);
+int st_db_stage_txn_aborted(st_stage_txn *h, uint32_t **subs, size_t *n, char *err, size_t errlen);
+int st_db_stage_txn_scan(st_stage_txn *h, uint32_t from_idx, st_stage_fn fn, void *arg,
+                         int *stopped, char *err, size_t errlen);
+void st_db_stage_end(st_stage_txn *h);
+/* The commit record of a stage commit (appended to out): xid, commit LSN
+ * and the head parts that head(seq) joins with seq in decimal. */
+int st_db_stage_cval(wh_buf *out, uint32_t xid, uint64_t commit_lsn, const void *const *part,
+                     const size_t *part_len, size_t nparts);
+/* Appends head(seq) + json to out: a committed staged event's bytes, as a
+ * read resolves its reference. WH_ERR: cval malformed, or out of memory. */
+int st_db_stage_render(wh_buf *out, const char *cval, size_t cval_len, uint64_t seq,
+                       const void *json, size_t json_len);
+/* st_db_append whose write also ends the stage commit of xid (its last
+ * chunk: its events, ack_lsn and the xid's G key dropped in one
+ * WriteBatch); x (may be NULL) as st_db_append_ext's. */
 int st_db_append_stage_end(st_db *db, const char *tenant, const st_event *ev, size_t n,
                            uint64_t ack_lsn, uint32_t xid, const st_append_extra *x,
                            uint64_t *durable_lsn, char *err, size_t errlen);

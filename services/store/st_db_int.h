@@ -129,9 +129,13 @@ struct st_tenant {
     rocksdb_column_family_handle_t *ev, *meta; /* NULL: none (never created or dropped) */
     rocksdb_column_family_handle_t *stage;     /* "s:<tenant>": made at its first staging */
     _Atomic uint32_t stage_rdel; /* range deletes in stage since its last flush asked for */
-    st_off *offs;                /* its consumers, under db->off_lock */
-    pthread_mutex_t wm_mu;       /* the fields below */
-    uint64_t wm_lsn;             /* GC watermark: never moves back */
+    /* staging requests, stage commits and the staging GC, one at a time;
+     * and the next staging generation (0: not read yet) of stage_cf_gen */
+    pthread_mutex_t stage_mu;
+    uint64_t stage_next, stage_cf_gen;
+    st_off *offs;          /* its consumers, under db->off_lock */
+    pthread_mutex_t wm_mu; /* the fields below */
+    uint64_t wm_lsn;       /* GC watermark: never moves back */
     uint32_t wm_seq;
     /* wm_incl 1: the watermark is the consumers' minimum, passed by all (its
      * event goes too, unless it is the newest); 0: the retention floor or
@@ -350,6 +354,9 @@ typedef int (*meta_fn)(st_db *db, st_tenant *t, const char *k, size_t kl, const 
 int st_dbi_rerr(char *err, size_t errlen, const char *what, char *rerrmsg);
 int st_dbi_writable(st_db *db, const char *tenant, char *err, size_t errlen);
 size_t st_dbi_key_prefix(char *k, char type, const char *tenant);
+/* Drops the staging of committed transactions none of whose events is left
+ * (t opened: t->lock held for reading); *n: how many. */
+int st_dbi_stage_gc(st_db *db, st_tenant *t, size_t *n, char *err, size_t errlen);
 size_t st_dbi_key_event(char *k, const char *tenant, uint64_t lsn, uint32_t seq);
 size_t st_dbi_key_offset(char *k, const char *tenant, const char *consumer);
 size_t st_dbi_key_durable(char *k, const char *tenant);

@@ -351,6 +351,13 @@ static void maintain_tenant(st_db *db, st_tenant *t)
             }
         }
         st_dbi_schema_maintain(db, t); /* the schema registry, at the stored watermark */
+        /* the staging of committed transactions none of whose events is left */
+        size_t ngc = 0;
+        if (st_dbi_stage_gc(db, t, &ngc, err, sizeof(err)) != WH_OK)
+            wh_warn("tenant %s: staging GC: %s", t->name, err);
+        else if (ngc > 0)
+            wh_debug("tenant %s: staging of %zu committed transaction%s dropped", t->name, ngc,
+                     ngc == 1 ? "" : "s");
         uint64_t bytes = cf_bytes(db, t->ev) + cf_bytes(db, t->meta);
         if (t->stage != NULL)
             bytes += cf_bytes(db, t->stage);

@@ -508,7 +508,10 @@ typedef struct stage_chunk {
     int seen;          /* a staged event was found */
     int too_many;      /* seq would pass UINT32_MAX */
     int oom;
-    wh_buf data; /* the chunk's json: head(seq) + staged json */
+    wh_buf data;      /* the chunk's json: head(seq) + staged json */
+    const char *cval; /* the commit record (st_db_stage_cval) */
+    size_t cval_len;
+    uint32_t *idx; /* each event's staging index */
     st_event *ev;
     Walhook__Event *pe;
     Walhook__Event **pp;
@@ -520,21 +523,6 @@ static int u32_cmp(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
     return x < y ? -1 : x > y;
-}
-
-/* head(seq): the parts joined by seq in decimal */
-static int head_render(wh_buf *b, const Walhook__StageCommit *c, uint64_t seq)
-{
-    char num[24];
-    int nl = snprintf(num, sizeof(num), "%" PRIu64, seq);
-    for (size_t i = 0; i < c->n_head_parts; i++) {
-        if (i > 0 && wh_buf_append(b, num, (size_t)nl) != WH_OK)
-            return WH_ERR;
-        if (c->head_parts[i].len > 0 &&
-            wh_buf_append(b, c->head_parts[i].data, c->head_parts[i].len) != WH_OK)
-            return WH_ERR;
-    }
-    return WH_OK;
 }
 
 static int chunk_step(void *arg, uint32_t idx, uint32_t subxid, const void *json, size_t len)
@@ -570,20 +558,23 @@ static int chunk_step(void *arg, uint32_t idx, uint32_t subxid, const void *json
         size_t *off = realloc(k->off, nc * sizeof(*off));
         if (off != NULL)
             k->off = off;
-        if (e == NULL || pe == NULL || pp == NULL || off == NULL) {
+        uint32_t *ix = realloc(k->idx, nc * sizeof(*ix));
+        if (ix != NULL)
+            k->idx = ix;
+        if (e == NULL || pe == NULL || pp == NULL || off == NULL || ix == NULL) {
             k->oom = 1;
             return 1;
         }
         k->cap = nc;
     }
     size_t at = k->data.len;
-    if (head_render(&k->data, k->c, k->seq) != WH_OK ||
-        wh_buf_append(&k->data, json, len) != WH_OK) {
+    if (st_db_stage_render(&k->data, k->cval, k->cval_len, k->seq, json, len) != WH_OK) {
         k->data.len = at;
         k->oom = 1;
         return 1;
     }
     k->off[k->n] = at;
+    k->idx[k->n] = idx;
     k->ev[k->n] =
         (st_event){k->c->commit_lsn, (uint32_t)k->seq, k->c->commit_ts_us, NULL, k->data.len - at};
     k->n++;
@@ -599,6 +590,7 @@ static void chunk_free(stage_chunk *k)
     free(k->pe);
     free(k->pp);
     free(k->off);
+    free(k->idx);
 }
 
 /* The request's durable_lsn: ack_lsn applied through the group commit (so
@@ -712,10 +704,14 @@ static void stage_aborts(st_server *s, const Walhook__AppendBatch *a, Walhook__R
 }
 
 /* The staged events of xid become events at (commit_lsn, 0..n-1), in
- * chunks of about s->stage_chunk bytes, each stored as an Append; the last
- * carries ack_lsn and drops the staging in its WriteBatch. A crash half-way
- * leaves the staging: the commit sent again writes the same events again
- * (same positions, same bytes) and finishes. */
+ * chunks of about s->stage_chunk bytes, each stored as an Append of
+ * references to the staged bytes (st_db.h, "staged transactions"): the
+ * first carries the commit record, the last ack_lsn and the end of the
+ * xid's staging. The tenant's staging lock is held throughout. A crash
+ * half-way leaves the xid's staging: the commit sent again writes the same
+ * references again and finishes; the transaction staged again (after an
+ * ingestor restart) gets a new generation, and its commit finds the
+ * references already stored resolving to the same bytes. */
 static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__Reply *rep,
                          st_reply_mem *m)
 {
@@ -752,24 +748,41 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
         return;
     stage_chunk k = {.c = c, .max_bytes = atomic_load(&s->stage_chunk)};
     wh_buf_init(&k.data, 0);
+    wh_buf cval;
+    wh_buf_init(&cval, 0);
     uint32_t *aborted = NULL;
-    uint64_t durable = 0, stored = 0;
+    uint64_t durable = 0, stored = 0, gen = 0;
+    st_stage_txn *h = NULL;
     /* its pending schema starts become starts at its commit LSN, before
      * any of its events is stored (st_db_schema.c, "schema registry") */
     size_t nstarts = 0;
     int rc = st_db_schema_commit_xid(s->db, a->tenant, c->xid, c->commit_lsn, &nstarts, err,
                                      sizeof(err));
     if (rc == WH_OK)
-        rc = st_db_stage_aborted(s->db, a->tenant, c->xid, &aborted, &k.naborted, err, sizeof(err));
+        rc = st_db_stage_begin(s->db, a->tenant, c->xid, &h, &gen, err, sizeof(err));
+    if (rc == WH_OK) {
+        const void *part[ST_STAGE_HEAD_PARTS];
+        size_t plen[ST_STAGE_HEAD_PARTS];
+        for (size_t i = 0; i < c->n_head_parts; i++) {
+            part[i] = c->head_parts[i].data;
+            plen[i] = c->head_parts[i].len;
+        }
+        if (st_db_stage_cval(&cval, c->xid, c->commit_lsn, part, plen, c->n_head_parts) != WH_OK)
+            rc = wh_seterr(err, sizeof(err), "out of memory");
+        k.cval = cval.data;
+        k.cval_len = cval.len;
+    }
+    if (rc == WH_OK)
+        rc = st_db_stage_txn_aborted(h, &aborted, &k.naborted, err, sizeof(err));
     k.aborted = aborted;
-    int last = 0;
+    int last = 0, first = 1;
     while (rc == WH_OK && !last) {
         k.n = 0;
         wh_buf_reset(&k.data);
         int stopped = 0;
         if (k.next_idx <= UINT32_MAX)
-            rc = st_db_stage_scan(s->db, a->tenant, c->xid, (uint32_t)k.next_idx, chunk_step, &k,
-                                  &stopped, err, sizeof(err));
+            rc = st_db_stage_txn_scan(h, (uint32_t)k.next_idx, chunk_step, &k, &stopped, err,
+                                      sizeof(err));
         if (rc != WH_OK)
             break;
         if (k.oom) {
@@ -783,6 +796,8 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
                            c->xid);
             free(aborted);
             chunk_free(&k);
+            wh_buf_free(&cval);
+            st_db_stage_end(h);
             return;
         }
         last = !stopped;
@@ -798,13 +813,19 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
             k.pp[i] = &k.pe[i];
         }
         st_db_charge(s->db, a->tenant, k.data.len, k.n);
-        int drop = last && (k.seen || k.naborted > 0);
-        rc = store_events(s, a->tenant, k.ev, k.pp, k.n, 1, last ? a->ack_lsn : 0, drop, c->xid,
-                          NULL, &durable, err, sizeof(err));
+        st_append_extra x = {.ref_gen = gen,
+                             .ref_idx = k.idx,
+                             .cval = first ? cval.data : NULL,
+                             .cval_len = first ? cval.len : 0};
+        rc = store_events(s, a->tenant, k.ev, k.pp, k.n, 1, last ? a->ack_lsn : 0, last && gen != 0,
+                          c->xid, gen != 0 ? &x : NULL, &durable, err, sizeof(err));
         stored += k.n;
+        first = 0;
     }
+    st_db_stage_end(h);
     free(aborted);
     chunk_free(&k);
+    wh_buf_free(&cval);
     if (rc != WH_OK) {
         wh_error("stage commit tenant=%s xid=%u batch=%" PRIu64 " failed after %" PRIu64
                  " events: %s",

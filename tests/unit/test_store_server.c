@@ -2117,6 +2117,52 @@ static void test_stage_commit_reopen(void **state)
     free(c);
 }
 
+static uint64_t committed_count(fx *f, const char *tenant)
+{
+    char err[WH_ERRLEN];
+    uint64_t n = 0;
+    assert_int_equal(st_db_stage_committed(f->db, tenant, 1000000, &n, err, sizeof(err)), WH_OK);
+    return n;
+}
+
+/* A committed streamed transaction's events refer to its staging, which
+ * stays (a drop-all abort keeps it too) while any of its events is stored,
+ * and goes with the maintenance pass once none is left: here after a
+ * consumer passed them all and a compaction collected them. Another one,
+ * still needed by the consumer, keeps its staging and reads back whole. */
+static void test_stage_gc(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    static stage_req r;
+    make_stage(&r, "t", 700, 1, 0, 10, 700, 'g');
+    assert_int_equal(stage_call(f, &r.req, NULL), 10);
+    make_commit(&r, "t", 700, 0xA00, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 10);
+    make_stage(&r, "t", 701, 1, 0, 5, 701, 'h');
+    assert_int_equal(stage_call(f, &r.req, NULL), 5);
+    make_commit(&r, "t", 701, 0xB00, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 5);
+    assert_int_equal(committed_count(f, "t"), 2);
+    assert_int_equal(staged_count(f, "t", 700), 0);
+    make_aborts(&r, "t", 0, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 0);
+    st_db_maintain(f->db);
+    assert_int_equal(committed_count(f, "t"), 2); /* every event still stored */
+
+    uint64_t l;
+    uint32_t q;
+    assert_int_equal(st_db_commit(f->db, "t", "c", 0xA00, 9, &l, &q, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    st_db_maintain(f->db);
+    assert_int_equal(committed_count(f, "t"), 1); /* 0xA00's went, 0xB00's stays */
+    collected *c = calloc(1, sizeof(*c));
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 5);
+    expect_committed(c, 0, 5, 0xB00, 'h', 0);
+    free(c);
+}
+
 /* Guards: Read's max_bytes counts the json of the events as read back
  * (head(seq) + body), for a committed streamed transaction as for any
  * event: a max_bytes that fits exactly k events returns k, one byte less
@@ -2524,6 +2570,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stage_then_whole_same_positions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_commit_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_commit_read_max_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_gc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, setup_tmpfs, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
