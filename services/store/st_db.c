@@ -1866,8 +1866,8 @@ static int resolve(st_resolver *rs, const char *v, uint32_t seq, int *gone, char
  * the event is not written again (unless st_db_set_resend_overwrite), and
  * the difference is counted in *differ (walhook_store_resends_differ_total,
  * and an error in the log). WH_ERR: the read failed. */
-static int resend_check(st_db *db, st_tenant *t, const char *k, size_t kl, const st_event *ev,
-                        int *stored, size_t *differ, char *err, size_t errlen)
+static int resend_check(st_db *db, st_tenant *t, st_resolver *rs, const char *k, size_t kl,
+                        const st_event *ev, int *stored, size_t *differ, char *err, size_t errlen)
 {
     size_t vl = 0;
     char *e = NULL;
@@ -1883,16 +1883,14 @@ static int resend_check(st_db *db, st_tenant *t, const char *k, size_t kl, const
     size_t jl = ev->json ? ev->json_len : 0;
     const char *sj = old + 8; /* the stored json */
     size_t sl = vl >= 8 ? vl - 8 : 0;
-    st_resolver rs;
-    resolver_init(&rs, db, t);
     int rc = WH_OK;
     if (is_ref(old, vl)) { /* a stage commit's: compared by what it stands for */
         int gone;
         uint32_t seq = wh_get_be32((const uint8_t *)k + kl - 4);
         char rerr[WH_ERRLEN];
-        if (resolve(&rs, old, seq, &gone, rerr, sizeof(rerr)) == WH_OK) {
-            sj = rs.out.data;
-            sl = rs.out.len;
+        if (resolve(rs, old, seq, &gone, rerr, sizeof(rerr)) == WH_OK) {
+            sj = rs->out.data;
+            sl = rs->out.len;
         } else if (gone) {
             *stored = 0; /* what it referred to is gone: written again */
             goto out;
@@ -1904,7 +1902,6 @@ static int resend_check(st_db *db, st_tenant *t, const char *k, size_t kl, const
     if (vl < 8 || sl != jl || memcmp(old, ts, 8) != 0 || (jl > 0 && memcmp(sj, ev->json, jl) != 0))
         (*differ)++;
 out:
-    resolver_free(&rs);
     rocksdb_free(old);
     return rc;
 }
@@ -1933,13 +1930,16 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             ns = r->t->open_end_seq;
         }
         pthread_mutex_unlock(&r->t->wm_mu);
+        st_resolver rs; /* for the stored references the resend check meets */
+        resolver_init(&rs, db, r->t);
         for (size_t e = parts[i].from; e < parts[i].to; e++) {
             const st_event *ev = &r->ev[e];
             size_t kl = st_dbi_key_event(k, r->t->name, ev->lsn, ev->seq);
             size_t d0 = differ;
             int stored = 0;
             if (wh_pos_cmp(ev->lsn, ev->seq, nl, ns) <= 0 &&
-                (rc = resend_check(db, r->t, k, kl, ev, &stored, &differ, err, errlen)) != WH_OK)
+                (rc = resend_check(db, r->t, &rs, k, kl, ev, &stored, &differ, err, errlen)) !=
+                    WH_OK)
                 break;
             if (differ > d0 && first_differ == NULL)
                 first_differ = ev;
@@ -1961,6 +1961,7 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
             size_t ks[1] = {kl};
             rocksdb_writebatch_putv_cf(wb, r->t->ev, 1, kp, ks, 2, vp, vs);
         }
+        resolver_free(&rs);
         parts[i].differ = differ;
         parts[i].first_differ = first_differ;
     }
@@ -2392,6 +2393,11 @@ static uint64_t append_bytes(const st_event *ev, size_t n)
     return bytes;
 }
 
+void st_db_resends_differ_add(st_db *db, uint64_t n)
+{
+    atomic_fetch_add(&db->resends_differ, n);
+}
+
 uint64_t st_db_resends_differ(st_db *db)
 {
     return atomic_load(&db->resends_differ);
@@ -2566,6 +2572,91 @@ static int stage_gen_of(st_db *db, st_tenant *t, uint32_t xid, uint64_t *gen, in
     return stage_get(db, t, k, kl, NULL, 0, NULL, committed, err, errlen);
 }
 
+/* Under t->stage_mu before any use of the staging: the next gen read
+ * (t->stage_next). With no N key yet, staging of the layout before
+ * generations ('X' tenant \0 xid(4) tag v(4): a transaction streaming
+ * while the store was upgraded, the ingestor still running) is moved
+ * under gens, one synced WriteBatch per xid (its keys, its G key, N, and
+ * the old range deleted), so nothing staged is lost. */
+static int stage_ready(st_db *db, st_tenant *t, char *err, size_t errlen)
+{
+    if (t->stage == NULL || (t->stage_next != 0 && t->stage_cf_gen == t->cf_gen))
+        return WH_OK;
+    char nk[ST_KEY_MAX], v[8];
+    size_t nkl = st_dbi_key_prefix(nk, ST_STAGE_NEXT, t->name), vl;
+    int found;
+    if (stage_get(db, t, nk, nkl, v, sizeof(v), &vl, &found, err, errlen) != WH_OK)
+        return WH_ERR;
+    uint64_t next = found && vl == 8 ? wh_get_be64((const uint8_t *)v) : 1;
+    if (!found && !db->read_only) {
+        char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
+        size_t pl = st_dbi_key_prefix(lo, 'X', t->name);
+        memcpy(hi, lo, pl);
+        hi[pl - 1] = '\x01';
+        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+        rocksdb_readoptions_set_iterate_upper_bound(ro, hi, pl);
+        rocksdb_readoptions_set_fill_cache(ro, 0);
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
+        rocksdb_writebatch_t *wb = NULL;
+        uint32_t xid = 0;
+        uint64_t gen = 0, moved = 0;
+        int rc = WH_OK;
+        for (rocksdb_iter_seek(it, lo, pl);; rocksdb_iter_next(it)) {
+            int valid = rocksdb_iter_valid(it);
+            size_t kl = 0, ivl = 0;
+            const char *k = valid ? rocksdb_iter_key(it, &kl) : NULL;
+            uint32_t x = valid && kl == pl + 9 ? wh_get_be32((const uint8_t *)k + pl) : 0;
+            if (valid && x == 0)
+                continue;                             /* not of the old layout */
+            if (wb != NULL && (!valid || x != xid)) { /* xid's keys all read */
+                char ok[ST_KEY_MAX], oh[ST_KEY_MAX], g[8], n[8];
+                size_t ol = st_dbi_key_prefix(ok, 'X', t->name);
+                wh_put_be32((uint8_t *)ok + ol, xid);
+                ol += 4;
+                memcpy(oh, ok, ol);
+                oh[ol] = '\xff';
+                rocksdb_writebatch_delete_range_cf(wb, t->stage, ok, ol, oh, ol + 1);
+                wh_put_be64((uint8_t *)g, gen);
+                size_t gl = key_stage_map(ok, t->name, xid);
+                rocksdb_writebatch_put_cf(wb, t->stage, ok, gl, g, 8);
+                wh_put_be64((uint8_t *)n, next);
+                rocksdb_writebatch_put_cf(wb, t->stage, nk, nkl, n, 8);
+                rc = sync_write(db, wb, "staging migration", err, errlen);
+                rocksdb_writebatch_destroy(wb);
+                wb = NULL;
+                if (rc != WH_OK)
+                    break;
+                moved++;
+            }
+            if (!valid)
+                break;
+            if (wb == NULL) {
+                wb = rocksdb_writebatch_create();
+                xid = x;
+                gen = next++;
+            }
+            const char *iv = rocksdb_iter_value(it, &ivl);
+            char nk2[ST_KEY_MAX];
+            size_t l2 =
+                key_stage(nk2, t->name, gen, k[pl + 4], wh_get_be32((const uint8_t *)k + pl + 5));
+            rocksdb_writebatch_put_cf(wb, t->stage, nk2, l2, iv, ivl);
+        }
+        if (wb != NULL)
+            rocksdb_writebatch_destroy(wb);
+        int irc = st_dbi_iter_done(it, ro, "reading staging of the layout before generations", err,
+                                   errlen);
+        if (rc != WH_OK || irc != WH_OK)
+            return WH_ERR;
+        if (moved > 0)
+            wh_info("tenant %s: staging of %" PRIu64 " transaction%s moved to the layout with "
+                    "generations",
+                    t->name, moved, moved == 1 ? "" : "s");
+    }
+    t->stage_next = next;
+    t->stage_cf_gen = t->cf_gen;
+    return WH_OK;
+}
+
 /* A new generation for xid: its G key and the next gen go into wb. Under
  * t->stage_mu. Gens are never reused while anything refers to them (the
  * next gen is stored with every new one). */
@@ -2574,25 +2665,8 @@ static int stage_gen_new(st_db *db, st_tenant *t, rocksdb_writebatch_t *wb, uint
 {
     char k[ST_KEY_MAX];
     size_t kl = st_dbi_key_prefix(k, ST_STAGE_NEXT, t->name);
-    if (t->stage_next == 0 || t->stage_cf_gen != t->cf_gen) {
-        char v[8];
-        size_t vl;
-        int found;
-        if (stage_get(db, t, k, kl, v, sizeof(v), &vl, &found, err, errlen) != WH_OK)
-            return WH_ERR;
-        if (!found) {
-            /* the first gen, or staging of a version before gens (keyed
-             * by xid; the ingestor stages an open transaction again from
-             * its start after a restart): dropped */
-            char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
-            size_t pl = st_dbi_key_prefix(lo, 'X', t->name);
-            memcpy(hi, lo, pl);
-            hi[pl - 1] = '\x01';
-            rocksdb_writebatch_delete_range_cf(wb, t->stage, lo, pl, hi, pl);
-        }
-        t->stage_next = found && vl == 8 ? wh_get_be64((const uint8_t *)v) : 1;
-        t->stage_cf_gen = t->cf_gen;
-    }
+    if (stage_ready(db, t, err, errlen) != WH_OK)
+        return WH_ERR;
     *gen = t->stage_next++;
     uint8_t nv[8], gv[8];
     wh_put_be64(nv, t->stage_next);
@@ -2639,8 +2713,8 @@ int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, cons
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     uint64_t gen = 0;
     uint32_t rdel = 0;
-    int rc = WH_OK;
-    if (n > 0 || reset)
+    int rc = stage_ready(db, t, err, errlen);
+    if (rc == WH_OK && (n > 0 || reset))
         rc = stage_gen_for(db, t, wb, xid, reset, &gen, &rdel, err, errlen);
     char k[ST_KEY_MAX];
     for (size_t i = 0; i < n && rc == WH_OK; i++) {
@@ -2735,7 +2809,7 @@ int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, s
     pthread_mutex_lock(&t->stage_mu);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     uint32_t rdel = 0;
-    int rc = WH_OK;
+    int rc = stage_ready(db, t, err, errlen);
     /* the gens this request gave an xid (their G keys are in wb only) */
     uint32_t *nx = NULL;
     uint64_t *ng = NULL;
@@ -2865,7 +2939,8 @@ int st_db_stage_begin(st_db *db, const char *tenant, uint32_t xid, st_stage_txn 
         pthread_mutex_lock(&h->t->stage_mu);
         int committed;
         if (h->t->stage != NULL &&
-            stage_gen_of(db, h->t, xid, &h->gen, &committed, err, errlen) != WH_OK) {
+            (stage_ready(db, h->t, err, errlen) != WH_OK ||
+             stage_gen_of(db, h->t, xid, &h->gen, &committed, err, errlen) != WH_OK)) {
             st_db_stage_end(h);
             return WH_ERR;
         }
@@ -2873,6 +2948,27 @@ int st_db_stage_begin(st_db *db, const char *tenant, uint32_t xid, st_stage_txn 
     *gen = h->gen;
     *out = h;
     return WH_OK;
+}
+
+int st_db_stage_txn_cval(st_stage_txn *h, wh_buf *out, int *found, char *err, size_t errlen)
+{
+    *found = 0;
+    if (h->t == NULL || h->gen == 0 || h->t->stage == NULL)
+        return WH_OK;
+    char k[ST_KEY_MAX];
+    size_t kl = key_stage_commit(k, h->t->name, h->gen), vl = 0;
+    char *e = NULL;
+    char *v = rocksdb_get_cf(h->db->rdb, h->db->ro, h->t->stage, k, kl, &vl, &e);
+    if (e)
+        return st_dbi_rerr(err, errlen, "get commit record", e);
+    int rc = WH_OK;
+    if (v != NULL) {
+        *found = 1;
+        if (wh_buf_append(out, v, vl) != WH_OK)
+            rc = wh_seterr(err, errlen, "out of memory");
+    }
+    rocksdb_free(v);
+    return rc;
 }
 
 void st_db_stage_end(st_stage_txn *h)
@@ -3203,6 +3299,10 @@ int st_dbi_stage_gc(st_db *db, st_tenant *t, size_t *n, char *err, size_t errlen
     if (t->stage == NULL || t->ev == NULL || db->read_only)
         return WH_OK;
     pthread_mutex_lock(&t->stage_mu);
+    if (stage_ready(db, t, err, errlen) != WH_OK) {
+        pthread_mutex_unlock(&t->stage_mu);
+        return WH_ERR;
+    }
     char lo[ST_KEY_MAX], hi[ST_KEY_MAX], eu[ST_KEY_MAX];
     size_t pl = st_dbi_key_prefix(lo, ST_STAGE_COMMIT, t->name);
     memcpy(hi, lo, pl);

@@ -408,6 +408,8 @@ int st_db_stage_txn_aborted(st_stage_txn *h, uint32_t **subs, size_t *n, char *e
 int st_db_stage_txn_scan(st_stage_txn *h, uint32_t from_idx, st_stage_fn fn, void *arg,
                          int *stopped, char *err, size_t errlen);
 void st_db_stage_end(st_stage_txn *h);
+/* The gen's stored commit record, if any (*found), appended to out. */
+int st_db_stage_txn_cval(st_stage_txn *h, wh_buf *out, int *found, char *err, size_t errlen);
 /* The commit record of a stage commit (appended to out): xid, commit LSN
  * and the head parts that head(seq) joins with seq in decimal. */
 int st_db_stage_cval(wh_buf *out, uint32_t xid, uint64_t commit_lsn, const void *const *part,
@@ -569,6 +571,9 @@ uint64_t st_db_gc_dropped(st_db *db);
 uint64_t st_db_schema_pruned(st_db *db);
 /* Events sent again with other bytes than stored (kept as stored). */
 uint64_t st_db_resends_differ(st_db *db);
+/* Counts n more in walhook_store_resends_differ_total (a stage commit sent
+ * again with another head than its first attempt counts once). */
+void st_db_resends_differ_add(st_db *db, uint64_t n);
 /* Appended events compared with a stored copy since open (resend_check:
  * one RocksDB Get each): those at or below the tenant's newest event
  * written since open or its last event when the store opened. */

@@ -432,6 +432,8 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
             bad = "commit_ts_us: must be >= 0";
         else if (e->json.len == 0 || e->json.data == NULL)
             bad = "json: empty";
+        else if (e->json.data[0] == 0x01)
+            bad = "json: starts with byte 0x01 (not JSON; the store's reference marker)";
         if (bad) {
             snprintf(err, sizeof(err), "events[%zu]%s%s", i, e == NULL ? ": " : ".", bad);
             wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
@@ -769,9 +771,30 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
         }
         if (st_db_stage_cval(&cval, c->xid, c->commit_lsn, part, plen, c->n_head_parts) != WH_OK)
             rc = wh_seterr(err, sizeof(err), "out of memory");
-        k.cval = cval.data;
-        k.cval_len = cval.len;
     }
+    /* a commit cut short and sent again: its stored record stays what
+     * the references it wrote resolve with (an event's id names one
+     * content) */
+    int have_c = 0;
+    wh_buf oldc;
+    wh_buf_init(&oldc, 0);
+    if (rc == WH_OK && gen != 0)
+        rc = st_db_stage_txn_cval(h, &oldc, &have_c, err, sizeof(err));
+    if (rc == WH_OK && have_c) {
+        if (oldc.len != cval.len || memcmp(oldc.data, cval.data, cval.len) != 0) {
+            st_db_resends_differ_add(s->db, 1);
+            wh_error("tenant %s: stage commit of xid %u sent again with another commit LSN or "
+                     "head than its first attempt: the first kept (an event's id names one "
+                     "content; please report this)",
+                     a->tenant, c->xid);
+        }
+        wh_buf tmp = cval;
+        cval = oldc;
+        oldc = tmp;
+    }
+    wh_buf_free(&oldc);
+    k.cval = cval.data;
+    k.cval_len = cval.len;
     if (rc == WH_OK)
         rc = st_db_stage_txn_aborted(h, &aborted, &k.naborted, err, sizeof(err));
     k.aborted = aborted;
@@ -815,8 +838,8 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
         st_db_charge(s->db, a->tenant, k.data.len, k.n);
         st_append_extra x = {.ref_gen = gen,
                              .ref_idx = k.idx,
-                             .cval = first ? cval.data : NULL,
-                             .cval_len = first ? cval.len : 0};
+                             .cval = first && !have_c ? cval.data : NULL,
+                             .cval_len = first && !have_c ? cval.len : 0};
         rc = store_events(s, a->tenant, k.ev, k.pp, k.n, 1, last ? a->ack_lsn : 0, last && gen != 0,
                           c->xid, gen != 0 ? &x : NULL, &durable, err, sizeof(err));
         stored += k.n;

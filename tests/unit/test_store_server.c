@@ -532,6 +532,12 @@ static void test_malformed(void **state)
     make_append(&a, "t", 3, 1, 0);
     a.ev[0].commit_ts_us = -5;
     expect_error(f, &a.req, "events[0].commit_ts_us");
+    /* bytes a read would take for a stage commit's reference */
+    static uint8_t refish[17] = {0x01};
+    make_append(&a, "t", 3, 1, 0);
+    a.ev[1].json.data = refish;
+    a.ev[1].json.len = sizeof(refish);
+    expect_error(f, &a.req, "events[1].json: starts with byte 0x01");
     make_append(&a, "t", 3, 1, 0);
     a.evp[1] = NULL;
     expect_error(f, &a.req, "events[1]");
