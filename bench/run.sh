@@ -409,7 +409,15 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
         [ "${v:--1}" -ge "$events" ] 2>/dev/null && t_dl=$(fmt "$EPOCHREALTIME" "$t0")
         [ -z "$t_dl" ] && sleep 0.25
     done
-    v=$(wh_metric_tcp "$aport" walhook_events_stored_total) || v=-1
+    # the store counts an append once its WAL sync is done, and its events
+    # may reach the receiver before (they are readable once written): the
+    # counter gets a moment to catch up
+    local try
+    for try in 1 2 3 4 5 6 7 8 9 10; do
+        v=$(wh_metric_tcp "$aport" walhook_events_stored_total) || v=-1
+        [ "$v" -ge "$events" ] && break
+        sleep 0.2
+    done
     [ "$v" -ge "$events" ] || { echo "bench: $v events stored, $events expected" >&2; exit 1; }
     local wsp pgc3 rcv1
     pgc3=$(pg_children_cpu)
