@@ -2572,6 +2572,24 @@ static int stage_gen_of(st_db *db, st_tenant *t, uint32_t xid, uint64_t *gen, in
     return stage_get(db, t, k, kl, NULL, 0, NULL, committed, err, errlen);
 }
 
+/* An iterator over t's staging keys of type tag ('X', 'G', 'C'), at the
+ * first; *ro and hi (ST_KEY_MAX bytes, its upper bound) live as long as
+ * it (st_dbi_iter_done frees both); *pl: the prefix's length. */
+static rocksdb_iterator_t *stage_prefix_iter(st_db *db, st_tenant *t, char tag,
+                                             rocksdb_readoptions_t **ro, char *hi, size_t *pl)
+{
+    char lo[ST_KEY_MAX];
+    *pl = st_dbi_key_prefix(lo, tag, t->name);
+    memcpy(hi, lo, *pl);
+    hi[*pl - 1] = '\x01';
+    *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(*ro, hi, *pl);
+    rocksdb_readoptions_set_fill_cache(*ro, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, *ro, t->stage);
+    rocksdb_iter_seek(it, lo, *pl);
+    return it;
+}
+
 /* Under t->stage_mu before any use of the staging: the next gen read
  * (t->stage_next). With no N key yet, staging of the layout before
  * generations ('X' tenant \0 xid(4) tag v(4): a transaction streaming
@@ -2589,19 +2607,15 @@ static int stage_ready(st_db *db, st_tenant *t, char *err, size_t errlen)
         return WH_ERR;
     uint64_t next = found && vl == 8 ? wh_get_be64((const uint8_t *)v) : 1;
     if (!found && !db->read_only) {
-        char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
-        size_t pl = st_dbi_key_prefix(lo, 'X', t->name);
-        memcpy(hi, lo, pl);
-        hi[pl - 1] = '\x01';
-        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-        rocksdb_readoptions_set_iterate_upper_bound(ro, hi, pl);
-        rocksdb_readoptions_set_fill_cache(ro, 0);
-        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
+        char hi[ST_KEY_MAX];
+        size_t pl;
+        rocksdb_readoptions_t *ro;
+        rocksdb_iterator_t *it = stage_prefix_iter(db, t, 'X', &ro, hi, &pl);
         rocksdb_writebatch_t *wb = NULL;
         uint32_t xid = 0;
         uint64_t gen = 0, moved = 0;
         int rc = WH_OK;
-        for (rocksdb_iter_seek(it, lo, pl);; rocksdb_iter_next(it)) {
+        for (;; rocksdb_iter_next(it)) {
             int valid = rocksdb_iter_valid(it);
             size_t kl = 0, ivl = 0;
             const char *k = valid ? rocksdb_iter_key(it, &kl) : NULL;
@@ -2743,42 +2757,63 @@ int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, cons
     return rc;
 }
 
+/* fn(arg, xid, gen, G key) per G key of t (a non-zero status stops). */
+typedef int (*stage_map_fn)(void *arg, uint32_t xid, uint64_t gen, const char *k, size_t kl,
+                            char *err, size_t errlen);
+static int stage_map_each(st_db *db, st_tenant *t, stage_map_fn fn, void *arg, char *err,
+                          size_t errlen)
+{
+    char hi[ST_KEY_MAX];
+    size_t pl;
+    rocksdb_readoptions_t *ro;
+    rocksdb_iterator_t *it = stage_prefix_iter(db, t, ST_STAGE_MAP, &ro, hi, &pl);
+    int rc = WH_OK;
+    for (; rc == WH_OK && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        if (kl == pl + 4 && vl == 8)
+            rc = fn(arg, wh_get_be32((const uint8_t *)k + pl), wh_get_be64((const uint8_t *)v), k,
+                    kl, err, errlen);
+    }
+    int irc = st_dbi_iter_done(it, ro, "reading the staging map", err, errlen);
+    return rc != WH_OK ? rc : irc;
+}
+
+typedef struct drop_all_arg {
+    st_db *db;
+    st_tenant *t;
+    rocksdb_writebatch_t *wb;
+    uint32_t *rdel;
+} drop_all_arg;
+
+static int drop_all_step(void *arg, uint32_t xid, uint64_t gen, const char *k, size_t kl, char *err,
+                         size_t errlen)
+{
+    WH_UNUSED(xid);
+    drop_all_arg *a = arg;
+    char ck[ST_KEY_MAX], gl[ST_KEY_MAX], gh[ST_KEY_MAX];
+    size_t cl = key_stage_commit(ck, a->t->name, gen);
+    int committed = 0;
+    if (stage_get(a->db, a->t, ck, cl, NULL, 0, NULL, &committed, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (!committed) {
+        size_t hl, ll = stage_gen_range(gl, gh, &hl, a->t->name, gen);
+        rocksdb_writebatch_delete_range_cf(a->wb, a->t->stage, gl, ll, gh, hl);
+        (*a->rdel)++;
+    }
+    rocksdb_writebatch_delete_cf(a->wb, a->t->stage, k, kl);
+    return WH_OK;
+}
+
 /* Drop all staging (xid == subxid == 0) into wb: every xid's G key, and
  * the staging of the gens without a commit record (a committed one is
  * what its events refer to: the GC drops it). */
 static int stage_drop_all(st_db *db, st_tenant *t, rocksdb_writebatch_t *wb, uint32_t *rdel,
                           char *err, size_t errlen)
 {
-    char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
-    size_t pl = st_dbi_key_prefix(lo, ST_STAGE_MAP, t->name);
-    memcpy(hi, lo, pl);
-    hi[pl - 1] = '\x01';
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, pl);
-    rocksdb_readoptions_set_fill_cache(ro, 0);
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
-    int rc = WH_OK;
-    for (rocksdb_iter_seek(it, lo, pl); rc == WH_OK && rocksdb_iter_valid(it);
-         rocksdb_iter_next(it)) {
-        size_t kl, vl;
-        const char *k = rocksdb_iter_key(it, &kl);
-        const char *v = rocksdb_iter_value(it, &vl);
-        if (kl != pl + 4 || vl != 8)
-            continue;
-        uint64_t gen = wh_get_be64((const uint8_t *)v);
-        char ck[ST_KEY_MAX], gl[ST_KEY_MAX], gh[ST_KEY_MAX];
-        size_t cl = key_stage_commit(ck, t->name, gen);
-        int committed = 0;
-        rc = stage_get(db, t, ck, cl, NULL, 0, NULL, &committed, err, errlen);
-        if (rc == WH_OK && !committed) {
-            size_t hl, ll = stage_gen_range(gl, gh, &hl, t->name, gen);
-            rocksdb_writebatch_delete_range_cf(wb, t->stage, gl, ll, gh, hl);
-            (*rdel)++;
-        }
-        rocksdb_writebatch_delete_cf(wb, t->stage, k, kl);
-    }
-    int irc = st_dbi_iter_done(it, ro, "reading the staging map", err, errlen);
-    return rc != WH_OK ? rc : irc;
+    drop_all_arg a = {db, t, wb, rdel};
+    return stage_map_each(db, t, drop_all_step, &a, err, errlen);
 }
 
 int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, size_t n, char *err,
@@ -3119,15 +3154,11 @@ int st_db_stage_committed(st_db *db, const char *tenant, uint64_t cap, uint64_t 
         st_dbi_ten_done(t);
         return WH_OK;
     }
-    char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
-    size_t pl = st_dbi_key_prefix(lo, ST_STAGE_COMMIT, tenant);
-    memcpy(hi, lo, pl);
-    hi[pl - 1] = '\x01';
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, pl);
-    rocksdb_readoptions_set_fill_cache(ro, 0);
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
-    for (rocksdb_iter_seek(it, lo, pl); rocksdb_iter_valid(it) && *n < cap; rocksdb_iter_next(it))
+    char hi[ST_KEY_MAX];
+    size_t pl;
+    rocksdb_readoptions_t *ro;
+    rocksdb_iterator_t *it = stage_prefix_iter(db, t, ST_STAGE_COMMIT, &ro, hi, &pl);
+    for (; rocksdb_iter_valid(it) && *n < cap; rocksdb_iter_next(it))
         (*n)++;
     int rc = st_dbi_iter_done(it, ro, "reading commit records", err, errlen);
     st_dbi_ten_done(t);
@@ -3303,16 +3334,12 @@ int st_dbi_stage_gc(st_db *db, st_tenant *t, size_t *n, char *err, size_t errlen
         pthread_mutex_unlock(&t->stage_mu);
         return WH_ERR;
     }
-    char lo[ST_KEY_MAX], hi[ST_KEY_MAX], eu[ST_KEY_MAX];
-    size_t pl = st_dbi_key_prefix(lo, ST_STAGE_COMMIT, t->name);
-    memcpy(hi, lo, pl);
-    hi[pl - 1] = '\x01';
+    char hi[ST_KEY_MAX], eu[ST_KEY_MAX];
+    size_t pl;
+    rocksdb_readoptions_t *ro;
+    rocksdb_iterator_t *it = stage_prefix_iter(db, t, ST_STAGE_COMMIT, &ro, hi, &pl);
     size_t eul = st_dbi_key_prefix(eu, 'E', t->name);
     eu[eul - 1] = '\x01';
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, pl);
-    rocksdb_readoptions_set_fill_cache(ro, 0);
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
     rocksdb_readoptions_t *ero = rocksdb_readoptions_create();
     rocksdb_readoptions_set_iterate_upper_bound(ero, eu, eul);
     rocksdb_readoptions_set_fill_cache(ero, 0);
@@ -3320,8 +3347,7 @@ int st_dbi_stage_gc(st_db *db, st_tenant *t, size_t *n, char *err, size_t errlen
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     int rc = WH_OK;
     uint32_t rdel = 0;
-    for (rocksdb_iter_seek(it, lo, pl); rc == WH_OK && rocksdb_iter_valid(it);
-         rocksdb_iter_next(it)) {
+    for (; rc == WH_OK && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t kl, vl;
         const char *k = rocksdb_iter_key(it, &kl);
         const char *v = rocksdb_iter_value(it, &vl);
@@ -4226,36 +4252,34 @@ int st_db_dump(st_db *db, FILE *out, char *err, size_t errlen)
     return dump_each(db, out, dump_events, err, errlen);
 }
 
+typedef struct dump_stage_arg {
+    st_db *db;
+    st_tenant *t;
+    FILE *out;
+} dump_stage_arg;
+
+static int dump_stage_step(void *arg, uint32_t xid, uint64_t gen, const char *k, size_t kl,
+                           char *err, size_t errlen)
+{
+    WH_UNUSED(k);
+    WH_UNUSED(kl);
+    dump_stage_arg *d = arg;
+    stage_count_arg a = {0, UINT64_MAX};
+    int stopped;
+    if (stage_iter(d->db, d->t, gen, ST_STAGE_EVENT, 0, stage_count_step, &a, &stopped, err,
+                   errlen) != WH_OK)
+        return WH_ERR;
+    if (a.n > 0)
+        fprintf(d->out, "%s %" PRIu32 " %" PRIu64 "\n", d->t->name, xid, a.n);
+    return WH_OK;
+}
+
 static int dump_stage(st_db *db, st_tenant *t, FILE *out, char *err, size_t errlen)
 {
     if (t->stage == NULL)
         return WH_OK;
-    char lo[ST_KEY_MAX], hi[ST_KEY_MAX];
-    size_t pl = st_dbi_key_prefix(lo, ST_STAGE_MAP, t->name);
-    memcpy(hi, lo, pl);
-    hi[pl - 1] = '\x01';
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_readoptions_set_iterate_upper_bound(ro, hi, pl);
-    rocksdb_readoptions_set_fill_cache(ro, 0);
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->rdb, ro, t->stage);
-    int rc = WH_OK;
-    for (rocksdb_iter_seek(it, lo, pl); rc == WH_OK && rocksdb_iter_valid(it);
-         rocksdb_iter_next(it)) {
-        size_t kl, vl;
-        const char *k = rocksdb_iter_key(it, &kl);
-        const char *v = rocksdb_iter_value(it, &vl);
-        if (kl != pl + 4 || vl != 8)
-            continue;
-        uint32_t xid = wh_get_be32((const uint8_t *)k + pl);
-        stage_count_arg a = {0, UINT64_MAX};
-        int stopped;
-        rc = stage_iter(db, t, wh_get_be64((const uint8_t *)v), ST_STAGE_EVENT, 0, stage_count_step,
-                        &a, &stopped, err, errlen);
-        if (rc == WH_OK && a.n > 0)
-            fprintf(out, "%s %" PRIu32 " %" PRIu64 "\n", t->name, xid, a.n);
-    }
-    int irc = st_dbi_iter_done(it, ro, "dump of staged events", err, errlen);
-    return rc != WH_OK ? rc : irc;
+    dump_stage_arg d = {db, t, out};
+    return stage_map_each(db, t, dump_stage_step, &d, err, errlen);
 }
 
 int st_db_dump_staged(st_db *db, FILE *out, char *err, size_t errlen)

@@ -1603,6 +1603,19 @@ typedef struct collected {
     char json[2048][96];
 } collected;
 
+/* Appends an event read to out (its json cut at 95 bytes). */
+static void collect(collected *out, const Walhook__Event *e)
+{
+    assert_true(out->n < 2048);
+    out->lsn[out->n] = e->commit_lsn;
+    out->seq[out->n] = e->seq;
+    out->ts[out->n] = e->commit_ts_us;
+    size_t jl = e->json.len < 95 ? e->json.len : 95;
+    memcpy(out->json[out->n], e->json.data, jl);
+    out->json[out->n][jl] = '\0';
+    out->n++;
+}
+
 /* Every event of the tenant through Read (from (0,0), no consumer). */
 static void read_all(fx *f, const char *tenant, collected *out)
 {
@@ -1618,17 +1631,9 @@ static void read_all(fx *f, const char *tenant, collected *out)
         assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
         size_t n = rep.read->n_events;
         for (size_t i = 0; i < n; i++) {
-            const Walhook__Event *e = rep.read->events[i];
-            assert_true(out->n < 2048);
-            out->lsn[out->n] = e->commit_lsn;
-            out->seq[out->n] = e->seq;
-            out->ts[out->n] = e->commit_ts_us;
-            size_t jl = e->json.len < 95 ? e->json.len : 95;
-            memcpy(out->json[out->n], e->json.data, jl);
-            out->json[out->n][jl] = '\0';
-            out->n++;
-            lsn = e->commit_lsn;
-            seq = e->seq;
+            collect(out, rep.read->events[i]);
+            lsn = rep.read->events[i]->commit_lsn;
+            seq = rep.read->events[i]->seq;
         }
         st_server_done(f->srv, &rep, cookie);
         if (n == 0)
@@ -1922,6 +1927,29 @@ static void expect_committed(const collected *c, size_t at, size_t n, uint64_t l
     }
 }
 
+/* Stages n events of xid (tag, one request with stage_reset) in tenant
+ * "t" and commits them at lsn (ack: its ack_lsn). */
+static void stage_commit_n(fx *f, stage_req *r, uint32_t xid, uint32_t n, char tag, uint64_t lsn,
+                           uint64_t ack)
+{
+    make_stage(r, "t", xid, 1, 0, n, xid, tag);
+    assert_int_equal(stage_call(f, &r->req, NULL), n);
+    make_commit(r, "t", xid, lsn, ack);
+    assert_int_equal(stage_call(f, &r->req, NULL), n);
+}
+
+/* Reads tenant's events: exactly n, a committed streamed transaction at
+ * lsn with bodies of tag from staging index 0. */
+static void read_expect(fx *f, const char *tenant, size_t n, uint64_t lsn, char tag)
+{
+    collected *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    read_all(f, tenant, c);
+    assert_int_equal(c->n, n);
+    expect_committed(c, 0, n, lsn, tag, 0);
+    free(c);
+}
+
 /* One Read from (0,0) with max_events 1000 and max_bytes; the events read. */
 static size_t read_max_bytes(fx *f, const char *tenant, uint32_t max_bytes, collected *out)
 {
@@ -1933,17 +1961,8 @@ static size_t read_max_bytes(fx *f, const char *tenant, uint32_t max_bytes, coll
     void *cookie;
     assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
     out->n = 0;
-    for (size_t i = 0; i < rep.read->n_events; i++) {
-        const Walhook__Event *e = rep.read->events[i];
-        assert_true(out->n < 2048);
-        out->lsn[out->n] = e->commit_lsn;
-        out->seq[out->n] = e->seq;
-        out->ts[out->n] = e->commit_ts_us;
-        size_t jl = e->json.len < 95 ? e->json.len : 95;
-        memcpy(out->json[out->n], e->json.data, jl);
-        out->json[out->n][jl] = '\0';
-        out->n++;
-    }
+    for (size_t i = 0; i < rep.read->n_events; i++)
+        collect(out, rep.read->events[i]);
     st_server_done(f->srv, &rep, cookie);
     return out->n;
 }
@@ -1986,10 +2005,7 @@ static void test_stage_xid_reused(void **state)
     fx *f = *state;
     static stage_req r;
     uint64_t differ0 = metric_of(f, "walhook_store_resends_differ_total");
-    make_stage(&r, "t", 700, 1, 0, 6, 700, 'a');
-    assert_int_equal(stage_call(f, &r.req, NULL), 6);
-    make_commit(&r, "t", 700, 0x300, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 6);
+    stage_commit_n(f, &r, 700, 6, 'a', 0x300, 0);
 
     make_stage(&r, "t", 700, 1, 0, 4, 700, 'b');
     assert_int_equal(stage_call(f, &r.req, NULL), 4);
@@ -2045,11 +2061,7 @@ static void test_stage_commit_resent_after_restream(void **state)
     assert_true(metric_of(f, "walhook_store_resend_checks_total") - checks0 >= 30);
     assert_int_equal(metric_of(f, "walhook_store_resends_differ_total"), differ0);
 
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
-    assert_int_equal(c->n, 30);
-    expect_committed(c, 0, 30, 0x500, 'm', 0);
-    free(c);
+    read_expect(f, "t", 30, 0x500, 'm');
 }
 
 /* Guards: a streamed transaction committed at L, then the same events
@@ -2064,10 +2076,7 @@ static void test_stage_then_whole_same_positions(void **state)
     fx *f = *state;
     static stage_req r;
     uint64_t differ0 = metric_of(f, "walhook_store_resends_differ_total");
-    make_stage(&r, "t", 700, 1, 0, 5, 700, 'w');
-    assert_int_equal(stage_call(f, &r.req, NULL), 5);
-    make_commit(&r, "t", 700, 0x600, 0x610);
-    assert_int_equal(stage_call(f, &r.req, NULL), 5);
+    stage_commit_n(f, &r, 700, 5, 'w', 0x600, 0x610);
 
     append_req a;
     char js[5][96];
@@ -2082,11 +2091,7 @@ static void test_stage_then_whole_same_positions(void **state)
     assert_true(metric_of(f, "walhook_store_resend_checks_total") - checks0 >= 5);
     assert_int_equal(metric_of(f, "walhook_store_resends_differ_total"), differ0);
 
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
-    assert_int_equal(c->n, 5);
-    expect_committed(c, 0, 5, 0x600, 'w', 0);
-    free(c);
+    read_expect(f, "t", 5, 0x600, 'w');
 }
 
 /* Guards: a committed streamed transaction survives a restart of the
@@ -2099,10 +2104,7 @@ static void test_stage_commit_reopen(void **state)
     fx *f = *state;
     char err[WH_ERRLEN];
     static stage_req r;
-    make_stage(&r, "t", 44, 1, 0, 7, 44, 'o');
-    assert_int_equal(stage_call(f, &r.req, NULL), 7);
-    make_commit(&r, "t", 44, 0x800, 0x810);
-    assert_int_equal(stage_call(f, &r.req, NULL), 7);
+    stage_commit_n(f, &r, 44, 7, 'o', 0x800, 0x810);
 
     st_server_destroy(f->srv);
     st_db_close(f->db);
@@ -2142,14 +2144,8 @@ static void test_stage_gc(void **state)
     fx *f = *state;
     char err[WH_ERRLEN];
     static stage_req r;
-    make_stage(&r, "t", 700, 1, 0, 10, 700, 'g');
-    assert_int_equal(stage_call(f, &r.req, NULL), 10);
-    make_commit(&r, "t", 700, 0xA00, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 10);
-    make_stage(&r, "t", 701, 1, 0, 5, 701, 'h');
-    assert_int_equal(stage_call(f, &r.req, NULL), 5);
-    make_commit(&r, "t", 701, 0xB00, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 5);
+    stage_commit_n(f, &r, 700, 10, 'g', 0xA00, 0);
+    stage_commit_n(f, &r, 701, 5, 'h', 0xB00, 0);
     assert_int_equal(committed_count(f, "t"), 2);
     assert_int_equal(staged_count(f, "t", 700), 0);
     make_aborts(&r, "t", 0, 0);
@@ -2163,11 +2159,7 @@ static void test_stage_gc(void **state)
     assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
     st_db_maintain(f->db);
     assert_int_equal(committed_count(f, "t"), 1); /* 0xA00's went, 0xB00's stays */
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
-    assert_int_equal(c->n, 5);
-    expect_committed(c, 0, 5, 0xB00, 'h', 0);
-    free(c);
+    read_expect(f, "t", 5, 0xB00, 'h');
 }
 
 /* Review (stage refs): a raw put into the tenant's staging CF. */
@@ -2253,10 +2245,7 @@ static void test_review_commit_resent_other_head(void **state)
     fx *f = *state;
     static stage_req r;
     st_server_set_stage_chunk(f->srv, 200);
-    make_stage(&r, "t", 700, 1, 0, 10, 700, 'm');
-    assert_int_equal(stage_call(f, &r.req, NULL), 10);
-    make_commit(&r, "t", 700, 0x500, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 10);
+    stage_commit_n(f, &r, 700, 10, 'm', 0x500, 0);
     collected *c = calloc(1, sizeof(*c));
     read_all(f, "t", c);
     expect_committed(c, 0, 10, 0x500, 'm', 0);
@@ -2292,10 +2281,7 @@ static void test_stage_commit_read_max_bytes(void **state)
 {
     fx *f = *state;
     static stage_req r;
-    make_stage(&r, "t", 700, 1, 0, 20, 700, 'x');
-    assert_int_equal(stage_call(f, &r.req, NULL), 20);
-    make_commit(&r, "t", 700, 0x900, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 20);
+    stage_commit_n(f, &r, 700, 20, 'x', 0x900, 0);
 
     size_t len[20], sum[21] = {0};
     for (uint32_t i = 0; i < 20; i++) {
