@@ -1906,10 +1906,10 @@ out:
     return rc;
 }
 
-/* Writes one group with sync (no lock held): its events, and the D key of
- * every tenant with an append that ends in it (and the range delete of
- * the staging a stage commit's last append drops). Sets each such append's
- * durable value. */
+/* Writes one group with sync (no lock held): its events (a stage commit's
+ * as references), and the D key of every tenant with an append that ends
+ * in it (a stage commit's first chunk also puts its commit record, its
+ * last deletes the xid's G key). Sets each such append's durable value. */
 static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t errlen)
 {
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
@@ -2594,8 +2594,9 @@ static rocksdb_iterator_t *stage_prefix_iter(st_db *db, st_tenant *t, char tag,
  * (t->stage_next). With no N key yet, staging of the layout before
  * generations ('X' tenant \0 xid(4) tag v(4): a transaction streaming
  * while the store was upgraded, the ingestor still running) is moved
- * under gens, one synced WriteBatch per xid (its keys, its G key, N, and
- * the old range deleted), so nothing staged is lost. */
+ * under gens, one synced WriteBatch per xid (its keys under a new gen, its
+ * G key, the old range deleted), then N; a migration cut short is taken
+ * up again at the next open (N still missing), after the gens it made. */
 static int stage_ready(st_db *db, st_tenant *t, char *err, size_t errlen)
 {
     if (t->stage == NULL || (t->stage_next != 0 && t->stage_cf_gen == t->cf_gen))
@@ -2619,11 +2620,17 @@ static int stage_ready(st_db *db, st_tenant *t, char *err, size_t errlen)
             int valid = rocksdb_iter_valid(it);
             size_t kl = 0, ivl = 0;
             const char *k = valid ? rocksdb_iter_key(it, &kl) : NULL;
+            if (valid && kl == pl + 13) { /* a gen's (a migration cut short): sorts first */
+                uint64_t g = wh_get_be64((const uint8_t *)k + pl);
+                if (g >= next)
+                    next = g + 1;
+                continue;
+            }
             uint32_t x = valid && kl == pl + 9 ? wh_get_be32((const uint8_t *)k + pl) : 0;
             if (valid && x == 0)
                 continue;                             /* not of the old layout */
             if (wb != NULL && (!valid || x != xid)) { /* xid's keys all read */
-                char ok[ST_KEY_MAX], oh[ST_KEY_MAX], g[8], n[8];
+                char ok[ST_KEY_MAX], oh[ST_KEY_MAX], g[8];
                 size_t ol = st_dbi_key_prefix(ok, 'X', t->name);
                 wh_put_be32((uint8_t *)ok + ol, xid);
                 ol += 4;
@@ -2633,8 +2640,6 @@ static int stage_ready(st_db *db, st_tenant *t, char *err, size_t errlen)
                 wh_put_be64((uint8_t *)g, gen);
                 size_t gl = key_stage_map(ok, t->name, xid);
                 rocksdb_writebatch_put_cf(wb, t->stage, ok, gl, g, 8);
-                wh_put_be64((uint8_t *)n, next);
-                rocksdb_writebatch_put_cf(wb, t->stage, nk, nkl, n, 8);
                 rc = sync_write(db, wb, "staging migration", err, errlen);
                 rocksdb_writebatch_destroy(wb);
                 wb = NULL;
@@ -2661,6 +2666,18 @@ static int stage_ready(st_db *db, st_tenant *t, char *err, size_t errlen)
                                    errlen);
         if (rc != WH_OK || irc != WH_OK)
             return WH_ERR;
+        /* N last: a migration cut short before it is done again at the next
+         * open, its gens so far counted by the keys they hold */
+        if (next > 1) {
+            char n[8];
+            wh_put_be64((uint8_t *)n, next);
+            rocksdb_writebatch_t *nb = rocksdb_writebatch_create();
+            rocksdb_writebatch_put_cf(nb, t->stage, nk, nkl, n, 8);
+            rc = sync_write(db, nb, "staging migration", err, errlen);
+            rocksdb_writebatch_destroy(nb);
+            if (rc != WH_OK)
+                return WH_ERR;
+        }
         if (moved > 0)
             wh_info("tenant %s: staging of %" PRIu64 " transaction%s moved to the layout with "
                     "generations",
@@ -3197,6 +3214,13 @@ static int cval_head(const char *cval, size_t cl, uint32_t *xid, uint64_t *lsn)
     return WH_OK;
 }
 
+int st_db_stage_cval_lsn_is(const char *cval, size_t cval_len, uint64_t commit_lsn)
+{
+    uint32_t xid;
+    uint64_t lsn;
+    return cval_head(cval, cval_len, &xid, &lsn) == WH_OK && lsn == commit_lsn;
+}
+
 int st_db_stage_render(wh_buf *out, const char *cval, size_t cl, uint64_t seq, const void *json,
                        size_t json_len)
 {
@@ -3329,7 +3353,9 @@ int st_dbi_stage_gc(st_db *db, st_tenant *t, size_t *n, char *err, size_t errlen
     *n = 0;
     if (t->stage == NULL || t->ev == NULL || db->read_only)
         return WH_OK;
-    pthread_mutex_lock(&t->stage_mu);
+    /* a stage commit holds the lock throughout: the next pass then */
+    if (pthread_mutex_trylock(&t->stage_mu) != 0)
+        return WH_OK;
     if (stage_ready(db, t, err, errlen) != WH_OK) {
         pthread_mutex_unlock(&t->stage_mu);
         return WH_ERR;

@@ -414,6 +414,8 @@ int st_db_stage_txn_cval(st_stage_txn *h, wh_buf *out, int *found, char *err, si
  * and the head parts that head(seq) joins with seq in decimal. */
 int st_db_stage_cval(wh_buf *out, uint32_t xid, uint64_t commit_lsn, const void *const *part,
                      const size_t *part_len, size_t nparts);
+/* 1 when the commit record cval names commit_lsn. */
+int st_db_stage_cval_lsn_is(const char *cval, size_t cval_len, uint64_t commit_lsn);
 /* Appends head(seq) + json to out: a committed staged event's bytes, as a
  * read resolves its reference. WH_ERR: cval malformed, or out of memory. */
 int st_db_stage_render(wh_buf *out, const char *cval, size_t cval_len, uint64_t seq,

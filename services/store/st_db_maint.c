@@ -258,11 +258,10 @@ static void maintain_tenant(st_db *db, st_tenant *t)
     uint64_t fl = 0, dl = 0;
     uint32_t fs = 0, ds = 0;
     int floor = 0, drop = 0;
+    /* (a committed streamed transaction's events count as their
+     * references: retention only drops events, and the staging CF also
+     * holds open transactions, which no drop of events frees) */
     uint64_t live = events_bytes_from(db, t, wl, ws, 0);
-    /* a committed streamed transaction's events are references to its
-     * staging: their bytes are there */
-    if (t->stage != NULL)
-        live += cf_bytes(db, t->stage);
     if (cap_age_ms > 0) {
         ret_scan r = {0};
         r.cutoff_us = now_us - cap_age_ms * 1000;

@@ -311,7 +311,7 @@ static void events_written(void *arg)
 }
 
 /* Stores events as every Append does: the group commit (st_db_append; the
- * last chunk of a stage commit also drops the staging of drop_xid), the
+ * last chunk of a stage commit also ends the xid's staging), the
  * tenant's push tail, counters, the notification with the events and the
  * long polls' wake-up (once written: events_written), the reply's wait for
  * the sync. pev: the same events as protobuf (the notification's). WH_ERR
@@ -780,6 +780,16 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
     wh_buf_init(&oldc, 0);
     if (rc == WH_OK && gen != 0)
         rc = st_db_stage_txn_cval(h, &oldc, &have_c, err, sizeof(err));
+    if (rc == WH_OK && have_c && !st_db_stage_cval_lsn_is(oldc.data, oldc.len, c->commit_lsn)) {
+        wh_buf_free(&oldc);
+        wh_buf_free(&cval);
+        st_db_stage_end(h);
+        wh_reply_error(rep, ST_STATUS_BAD_REQUEST,
+                       "stage_commit: xid %u's commit already began at another commit_lsn "
+                       "(its events are stored there)",
+                       c->xid);
+        return;
+    }
     if (rc == WH_OK && have_c) {
         if (oldc.len != cval.len || memcmp(oldc.data, cval.data, cval.len) != 0) {
             st_db_resends_differ_add(s->db, 1);
@@ -856,7 +866,8 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
         wh_reply_error(rep, ST_STATUS_INTERNAL, "%s", err);
         return;
     }
-    atomic_fetch_add(&s->stage_commits, 1);
+    if (gen != 0) /* not a commit sent again after it finished */
+        atomic_fetch_add(&s->stage_commits, 1);
     stage_reply(rep, m, durable, stored > UINT32_MAX ? UINT32_MAX : (size_t)stored);
 }
 

@@ -2233,6 +2233,72 @@ static void test_review_upgrade_legacy_staging(void **state)
     free(c);
 }
 
+/* A staging migration cut short: xid 40 was moved (gen 1, its G key),
+ * xids 50 and 60 are still in the old layout, and N was not written. The
+ * next open moves 50 and 60 under gens after 1: the three transactions
+ * commit with their own events. */
+static void test_stage_migration_cut_short(void **state)
+{
+    fx *f = *state;
+    static stage_req r;
+    make_stage(&r, "t", 9, 1, 0, 1, 9, 'z'); /* makes the staging CF */
+    assert_int_equal(stage_call(f, &r.req, NULL), 1);
+    {
+        st_tenant *t = st_dbi_tenant_find(f->db, "t", 0);
+        char lo[1] = {'\0'}, hi[1] = {'\xff'};
+        char *e = NULL;
+        rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+        rocksdb_delete_range_cf(f->db->rdb, wo, t->stage, lo, 1, hi, 1, &e);
+        rocksdb_writeoptions_destroy(wo);
+        assert_null(e);
+    }
+    static const struct {
+        uint32_t xid;
+        char tag;
+        uint32_t n;
+    } old[2] = {{50, 'u', 3}, {60, 'v', 3}};
+    for (size_t x = 0; x < 2; x++)
+        for (uint32_t i = 0; i < old[x].n; i++) {
+            char k[ST_KEY_MAX], v[64];
+            size_t kl = st_dbi_key_prefix(k, 'X', "t");
+            wh_put_be32((uint8_t *)k + kl, old[x].xid);
+            k[kl + 4] = 'e';
+            wh_put_be32((uint8_t *)k + kl + 5, i);
+            wh_put_be32((uint8_t *)v, old[x].xid);
+            int l = snprintf(v + 4, sizeof(v) - 4, "\"b\":\"%c%u\"}", old[x].tag, i);
+            stage_raw_put(f, "t", k, kl + 9, v, 4 + (size_t)l);
+        }
+    for (uint32_t i = 0; i < 2; i++) { /* xid 40, moved to gen 1 */
+        char k[ST_KEY_MAX], v[64];
+        size_t kl = st_dbi_key_prefix(k, 'X', "t");
+        wh_put_be64((uint8_t *)k + kl, 1);
+        k[kl + 8] = 'e';
+        wh_put_be32((uint8_t *)k + kl + 9, i);
+        wh_put_be32((uint8_t *)v, 40);
+        int l = snprintf(v + 4, sizeof(v) - 4, "\"b\":\"w%u\"}", i);
+        stage_raw_put(f, "t", k, kl + 13, v, 4 + (size_t)l);
+    }
+    char gk[ST_KEY_MAX], gv[8];
+    size_t gl = st_dbi_key_prefix(gk, 'G', "t");
+    wh_put_be32((uint8_t *)gk + gl, 40);
+    wh_put_be64((uint8_t *)gv, 1);
+    stage_raw_put(f, "t", gk, gl + 4, gv, 8);
+    reopen(f);
+    make_commit(&r, "t", 40, 0xB00, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 2);
+    make_commit(&r, "t", 50, 0xC00, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 3);
+    make_commit(&r, "t", 60, 0xD00, 0);
+    assert_int_equal(stage_call(f, &r.req, NULL), 3);
+    collected *c = calloc(1, sizeof(*c));
+    read_all(f, "t", c);
+    assert_int_equal(c->n, 8);
+    expect_committed(c, 0, 2, 0xB00, 'w', 0);
+    expect_committed(c, 2, 3, 0xC00, 'u', 0);
+    expect_committed(c, 5, 3, 0xD00, 'v', 0);
+    free(c);
+}
+
 /* Review (stage refs): a stage commit cut short (its first chunks stored,
  * maybe delivered; the xid's G key still there) is sent again with other
  * head parts (an ingestor reconfigured or upgraded meanwhile). The events
@@ -2269,6 +2335,72 @@ static void test_review_commit_resent_other_head(void **state)
     assert_int_equal(c->n, 10);
     expect_committed(c, 0, 10, 0x500, 'm', 0); /* the bytes first stored */
     free(c);
+}
+
+/* A stage commit cut short after its first chunk (its commit record and
+ * first references durable, the xid's G key still there: what a store
+ * SIGKILLed between two chunks leaves), then the ingestor restarted: its
+ * drop-all keeps the committed generation, PostgreSQL streams the
+ * transaction again (a new generation), and its commit finds the first
+ * chunk's references resolving to the same bytes: every event once and
+ * identical, nothing counted as different. Both generations stay while
+ * the events are stored, and the GC drops both once they are gone. */
+static void test_stage_commit_cut_short(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    static stage_req r;
+    make_stage(&r, "t", 700, 1, 0, 10, 700, 'k');
+    assert_int_equal(stage_call(f, &r.req, NULL), 10);
+    st_stage_txn *h;
+    uint64_t gen;
+    assert_int_equal(st_db_stage_begin(f->db, "t", 700, &h, &gen, err, sizeof(err)), WH_OK);
+    st_db_stage_end(h);
+    assert_true(gen > 0);
+    /* the commit's first chunk (4 events), as st_server writes it */
+    wh_buf cval;
+    wh_buf_init(&cval, 0);
+    const void *part[3] = {HEAD[0], HEAD[1], HEAD[2]};
+    size_t plen[3] = {strlen(HEAD[0]), strlen(HEAD[1]), strlen(HEAD[2])};
+    assert_int_equal(st_db_stage_cval(&cval, 700, 0x700, part, plen, 3), WH_OK);
+    char js[4][96];
+    st_event ev[4];
+    uint32_t idx[4];
+    for (uint32_t i = 0; i < 4; i++) {
+        size_t l = expect_json(js[i], sizeof(js[i]), i, 'k', i);
+        ev[i] = (st_event){0x700, i, 5000, js[i], l};
+        idx[i] = i;
+    }
+    st_append_extra x = {.ref_gen = gen, .ref_idx = idx, .cval = cval.data, .cval_len = cval.len};
+    uint64_t d;
+    assert_int_equal(st_db_append_ext(f->db, "t", ev, 4, 0, &x, &d, err, sizeof(err)), WH_OK);
+    wh_buf_free(&cval);
+    assert_int_equal(staged_count(f, "t", 700), 10); /* its G key is still there */
+    read_expect(f, "t", 4, 0x700, 'k');
+    uint64_t differ0 = metric_of(f, "walhook_store_resends_differ_total");
+    make_commit(&r, "t", 700, 0x780, 0); /* sent again naming another LSN: refused */
+    expect_error(f, &r.req, "another commit_lsn");
+    read_expect(f, "t", 4, 0x700, 'k');
+
+    make_aborts(&r, "t", 0, 0); /* the next ingestor's first stream */
+    assert_int_equal(stage_call(f, &r.req, NULL), 0);
+    assert_int_equal(staged_count(f, "t", 700), 0);
+    assert_int_equal(committed_count(f, "t"), 1);
+    read_expect(f, "t", 4, 0x700, 'k'); /* what it wrote still resolves */
+    stage_commit_n(f, &r, 700, 10, 'k', 0x700, 0x710);
+    read_expect(f, "t", 10, 0x700, 'k');
+    assert_int_equal(metric_of(f, "walhook_store_resends_differ_total"), differ0);
+    assert_int_equal(committed_count(f, "t"), 2);
+
+    append_req a; /* a later event: the tenant's last one is never collected */
+    make_append(&a, "t", 1, 0x800, 0);
+    stage_call(f, &a.req, NULL);
+    uint64_t l;
+    uint32_t q;
+    assert_int_equal(st_db_commit(f->db, "t", "c", 0x700, 9, &l, &q, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
+    st_db_maintain(f->db);
+    assert_int_equal(committed_count(f, "t"), 0);
 }
 
 /* Guards: Read's max_bytes counts the json of the events as read back
@@ -2676,6 +2808,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stage_commit_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_commit_read_max_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_gc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_commit_cut_short, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_migration_cut_short, setup, teardown),
         cmocka_unit_test_setup_teardown(test_review_upgrade_legacy_staging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_review_commit_resent_other_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, setup_tmpfs, teardown),
