@@ -525,6 +525,9 @@ run_pair() { # NAME EVENTS END-LSN SUFFIX REPEAT
         "$(us_per "${cpu[2]}" "$events")" "$(us_per "${cpu[3]}" "$events")" \
         "$(us_per "$total" "$events")" "$(mib "$BENCH_PSS_SUM")" "$rl_x" "$wh_x")")
     for d in admin dispatcher ingestor store; do wh_kill "$d-$name" TERM; done
+    # the drain's data directory goes with it: kept, its files' dirty pages
+    # would be written back during the next drains (BENCH_KEEP_DATA=1 keeps)
+    [ "${BENCH_KEEP_DATA:-0}" = 1 ] || rm -rf "$data"
     pg_psql -c "SELECT pg_drop_replication_slot('$rl'), pg_drop_replication_slot('$slot')" >/dev/null
 }
 

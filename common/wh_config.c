@@ -58,7 +58,7 @@ const wh_config_entry wh_config_table[] = {
     S(publication, "source.publication", "walhook", 0, "publication name"),
     B(create_slot, "source.create_slot", 1, 0, "create slot and publication when missing"),
     S(tables, "source.tables", "", 0, "\"\" = all tables, else schema.table,schema.table"),
-    B(streaming, "source.streaming", 0, 0,
+    B(streaming, "source.streaming", 1, 0,
       "pgoutput protocol 2 with streaming (PostgreSQL 14+): a large transaction is staged in "
       "the store while it runs, instead of spilled by PostgreSQL and sent at its commit"),
     B(ddl, "source.ddl", 0, 0,

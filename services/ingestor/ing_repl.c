@@ -561,7 +561,7 @@ static int repl_setup(repl *r, char *err, size_t errlen)
     wh_lsn_format(r->start_lsn, lsn, sizeof(lsn));
     r->streaming = r->cfg->streaming && PQserverVersion(r->conn) >= 140000;
     if (r->cfg->streaming && !r->streaming)
-        wh_warn("source.streaming: PostgreSQL %d has no streaming of transactions in progress "
+        wh_info("source.streaming: PostgreSQL %d has no streaming of transactions in progress "
                 "(14 or later has); large transactions are sent at their commit",
                 PQserverVersion(r->conn) / 10000);
     snprintf(sql, sizeof(sql),
