@@ -146,8 +146,9 @@ const wh_config_entry wh_config_table[] = {
     L(rocksdb_write_buffer_bytes, "store.write_buffer_bytes", 4 * MiB, 64 * KiB, 4 * GiB, 0,
       "RocksDB memtable size"),
     L(store_retention_bytes, "store.retention_bytes", 0, 0, 1024 * 1024 * GiB, WH_CF_RUNTIME,
-      "per tenant: bytes of undelivered events kept; a target further behind is marked "
-      "NEEDS_SNAPSHOT (0 = no cap)"),
+      "per tenant: bytes of undelivered events kept (a streamed transaction's events count as "
+      "their ~25-byte references); a target further behind is marked NEEDS_SNAPSHOT (0 = no "
+      "cap)"),
     L(store_retention_age_s, "store.retention_age_s", 0, 0, 10LL * 366 * 86400, WH_CF_RUNTIME,
       "per tenant: age of undelivered events kept; a target further behind is marked "
       "NEEDS_SNAPSHOT (0 = no cap)"),

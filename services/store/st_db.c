@@ -2618,6 +2618,13 @@ static int stage_ready(st_db *db, st_tenant *t, char *err, size_t errlen)
         int rc = WH_OK;
         for (;; rocksdb_iter_next(it)) {
             int valid = rocksdb_iter_valid(it);
+            char *ie = NULL;
+            if (!valid)
+                rocksdb_iter_get_error(it, &ie);
+            if (ie != NULL) { /* not the end: the pending xid is not written */
+                rc = st_dbi_rerr(err, errlen, "reading staging to move", ie);
+                break;
+            }
             size_t kl = 0, ivl = 0;
             const char *k = valid ? rocksdb_iter_key(it, &kl) : NULL;
             if (valid && kl == pl + 13) { /* a gen's (a migration cut short): sorts first */
@@ -3002,6 +3009,11 @@ int st_db_stage_begin(st_db *db, const char *tenant, uint32_t xid, st_stage_txn 
     return WH_OK;
 }
 
+void st_db_stage_txn_forget(st_stage_txn *h)
+{
+    h->gen = 0;
+}
+
 int st_db_stage_txn_cval(st_stage_txn *h, wh_buf *out, int *found, char *err, size_t errlen)
 {
     *found = 0;
@@ -3353,8 +3365,16 @@ int st_dbi_stage_gc(st_db *db, st_tenant *t, size_t *n, char *err, size_t errlen
     *n = 0;
     if (t->stage == NULL || t->ev == NULL || db->read_only)
         return WH_OK;
-    /* a stage commit holds the lock throughout: the next pass then */
-    if (pthread_mutex_trylock(&t->stage_mu) != 0)
+    /* a stage commit holds the lock throughout (a staging request for one
+     * synced write): after 50 ms, the next pass */
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_nsec += 50 * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    if (pthread_mutex_timedlock(&t->stage_mu, &dl) != 0)
         return WH_OK;
     if (stage_ready(db, t, err, errlen) != WH_OK) {
         pthread_mutex_unlock(&t->stage_mu);

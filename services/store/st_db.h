@@ -408,6 +408,9 @@ int st_db_stage_txn_aborted(st_stage_txn *h, uint32_t **subs, size_t *n, char *e
 int st_db_stage_txn_scan(st_stage_txn *h, uint32_t from_idx, st_stage_fn fn, void *arg,
                          int *stopped, char *err, size_t errlen);
 void st_db_stage_end(st_stage_txn *h);
+/* The xid's staging is not this commit's (a commit at another LSN cut
+ * short): scans find nothing. */
+void st_db_stage_txn_forget(st_stage_txn *h);
 /* The gen's stored commit record, if any (*found), appended to out. */
 int st_db_stage_txn_cval(st_stage_txn *h, wh_buf *out, int *found, char *err, size_t errlen);
 /* The commit record of a stage commit (appended to out): xid, commit LSN

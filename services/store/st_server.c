@@ -755,13 +755,7 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
     uint32_t *aborted = NULL;
     uint64_t durable = 0, stored = 0, gen = 0;
     st_stage_txn *h = NULL;
-    /* its pending schema starts become starts at its commit LSN, before
-     * any of its events is stored (st_db_schema.c, "schema registry") */
-    size_t nstarts = 0;
-    int rc = st_db_schema_commit_xid(s->db, a->tenant, c->xid, c->commit_lsn, &nstarts, err,
-                                     sizeof(err));
-    if (rc == WH_OK)
-        rc = st_db_stage_begin(s->db, a->tenant, c->xid, &h, &gen, err, sizeof(err));
+    int rc = st_db_stage_begin(s->db, a->tenant, c->xid, &h, &gen, err, sizeof(err));
     if (rc == WH_OK) {
         const void *part[ST_STAGE_HEAD_PARTS];
         size_t plen[ST_STAGE_HEAD_PARTS];
@@ -781,21 +775,22 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
     if (rc == WH_OK && gen != 0)
         rc = st_db_stage_txn_cval(h, &oldc, &have_c, err, sizeof(err));
     if (rc == WH_OK && have_c && !st_db_stage_cval_lsn_is(oldc.data, oldc.len, c->commit_lsn)) {
-        wh_buf_free(&oldc);
-        wh_buf_free(&cval);
-        st_db_stage_end(h);
-        wh_reply_error(rep, ST_STATUS_BAD_REQUEST,
-                       "stage_commit: xid %u's commit already began at another commit_lsn "
-                       "(its events are stored there)",
-                       c->xid);
-        return;
+        /* the xid's staging is a commit at another LSN, cut short: not
+         * this transaction's (which staged nothing); that one's events
+         * stay where they are */
+        wh_warn("tenant %s: stage commit of xid %u at another commit LSN than its staging's "
+                "commit record: nothing staged for it",
+                a->tenant, c->xid);
+        st_db_stage_txn_forget(h);
+        gen = 0;
+        have_c = 0;
     }
     if (rc == WH_OK && have_c) {
         if (oldc.len != cval.len || memcmp(oldc.data, cval.data, cval.len) != 0) {
             st_db_resends_differ_add(s->db, 1);
-            wh_error("tenant %s: stage commit of xid %u sent again with another commit LSN or "
-                     "head than its first attempt: the first kept (an event's id names one "
-                     "content; please report this)",
+            wh_error("tenant %s: stage commit of xid %u sent again with another head than its "
+                     "first attempt: the first kept (an event's id names one content; please "
+                     "report this)",
                      a->tenant, c->xid);
         }
         wh_buf tmp = cval;
@@ -805,6 +800,12 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
     wh_buf_free(&oldc);
     k.cval = cval.data;
     k.cval_len = cval.len;
+    /* its pending schema starts become starts at its commit LSN, before
+     * any of its events is stored (st_db_schema.c, "schema registry") */
+    size_t nstarts = 0;
+    if (rc == WH_OK)
+        rc = st_db_schema_commit_xid(s->db, a->tenant, c->xid, c->commit_lsn, &nstarts, err,
+                                     sizeof(err));
     if (rc == WH_OK)
         rc = st_db_stage_txn_aborted(h, &aborted, &k.naborted, err, sizeof(err));
     k.aborted = aborted;
