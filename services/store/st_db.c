@@ -2553,6 +2553,27 @@ static int stage_get(st_db *db, st_tenant *t, const char *k, size_t kl, char *v,
     return WH_OK;
 }
 
+/* The gen's commit record (*v NULL: none; free it with rocksdb_free). */
+static int stage_cval_get(st_db *db, st_tenant *t, uint64_t gen, char **v, size_t *vl, char *err,
+                          size_t errlen)
+{
+    char k[ST_KEY_MAX], *e = NULL;
+    size_t kl = key_stage_commit(k, t->name, gen);
+    *v = rocksdb_get_cf(db->rdb, db->ro, t->stage, k, kl, vl, &e);
+    if (e)
+        return st_dbi_rerr(err, errlen, "get commit record", e);
+    return WH_OK;
+}
+
+/* Whether the gen has a commit record. */
+static int stage_committed(st_db *db, st_tenant *t, uint64_t gen, int *committed, char *err,
+                           size_t errlen)
+{
+    char k[ST_KEY_MAX];
+    size_t kl = key_stage_commit(k, t->name, gen);
+    return stage_get(db, t, k, kl, NULL, 0, NULL, committed, err, errlen);
+}
+
 /* The xid's staging generation (*gen 0: none) and whether it has a commit
  * record (*committed). Under t->stage_mu. */
 static int stage_gen_of(st_db *db, st_tenant *t, uint32_t xid, uint64_t *gen, int *committed,
@@ -2568,8 +2589,7 @@ static int stage_gen_of(st_db *db, st_tenant *t, uint32_t xid, uint64_t *gen, in
     if (!found || vl != 8)
         return WH_OK;
     *gen = wh_get_be64((const uint8_t *)v);
-    kl = key_stage_commit(k, t->name, *gen);
-    return stage_get(db, t, k, kl, NULL, 0, NULL, committed, err, errlen);
+    return stage_committed(db, t, *gen, committed, err, errlen);
 }
 
 /* An iterator over t's staging keys of type tag ('X', 'G', 'C'), at the
@@ -2816,10 +2836,9 @@ static int drop_all_step(void *arg, uint32_t xid, uint64_t gen, const char *k, s
 {
     WH_UNUSED(xid);
     drop_all_arg *a = arg;
-    char ck[ST_KEY_MAX], gl[ST_KEY_MAX], gh[ST_KEY_MAX];
-    size_t cl = key_stage_commit(ck, a->t->name, gen);
+    char gl[ST_KEY_MAX], gh[ST_KEY_MAX];
     int committed = 0;
-    if (stage_get(a->db, a->t, ck, cl, NULL, 0, NULL, &committed, err, errlen) != WH_OK)
+    if (stage_committed(a->db, a->t, gen, &committed, err, errlen) != WH_OK)
         return WH_ERR;
     if (!committed) {
         size_t hl, ll = stage_gen_range(gl, gh, &hl, a->t->name, gen);
@@ -3019,12 +3038,10 @@ int st_db_stage_txn_cval(st_stage_txn *h, wh_buf *out, int *found, char *err, si
     *found = 0;
     if (h->t == NULL || h->gen == 0 || h->t->stage == NULL)
         return WH_OK;
-    char k[ST_KEY_MAX];
-    size_t kl = key_stage_commit(k, h->t->name, h->gen), vl = 0;
-    char *e = NULL;
-    char *v = rocksdb_get_cf(h->db->rdb, h->db->ro, h->t->stage, k, kl, &vl, &e);
-    if (e)
-        return st_dbi_rerr(err, errlen, "get commit record", e);
+    char *v;
+    size_t vl = 0;
+    if (stage_cval_get(h->db, h->t, h->gen, &v, &vl, err, errlen) != WH_OK)
+        return WH_ERR;
     int rc = WH_OK;
     if (v != NULL) {
         *found = 1;
@@ -3304,14 +3321,11 @@ static int resolve(st_resolver *rs, const char *v, uint32_t seq, int *gone, char
         return wh_seterr(err, errlen, "staging of generation %" PRIu64 " is gone", gen);
     }
     if (rs->cgen != gen) {
-        char k[ST_KEY_MAX];
-        size_t kl = key_stage_commit(k, t->name, gen), cl = 0;
-        char *e = NULL;
+        size_t cl = 0;
         rocksdb_free(rs->cval);
-        rs->cval = rocksdb_get_cf(rs->db->rdb, rs->db->ro, t->stage, k, kl, &cl, &e);
         rs->cgen = 0;
-        if (e)
-            return st_dbi_rerr(err, errlen, "get commit record", e);
+        if (stage_cval_get(rs->db, t, gen, &rs->cval, &cl, err, errlen) != WH_OK)
+            return WH_ERR;
         if (rs->cval == NULL) {
             *gone = 1;
             return wh_seterr(err, errlen, "commit record of generation %" PRIu64 " is gone", gen);
@@ -3360,6 +3374,9 @@ static int resolve(st_resolver *rs, const char *v, uint32_t seq, int *gone, char
     return WH_OK;
 }
 
+static size_t events_upper(char *upper, const char *tenant);
+static rocksdb_readoptions_t *events_readoptions(const char *upper, size_t ul, int tailing);
+
 int st_dbi_stage_gc(st_db *db, st_tenant *t, size_t *n, char *err, size_t errlen)
 {
     *n = 0;
@@ -3368,12 +3385,7 @@ int st_dbi_stage_gc(st_db *db, st_tenant *t, size_t *n, char *err, size_t errlen
     /* a stage commit holds the lock throughout (a staging request for one
      * synced write): after 50 ms, the next pass */
     struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_nsec += 50 * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    wh_deadline_in(&dl, CLOCK_REALTIME, 50);
     if (pthread_mutex_timedlock(&t->stage_mu, &dl) != 0)
         return WH_OK;
     if (stage_ready(db, t, err, errlen) != WH_OK) {
@@ -3384,11 +3396,8 @@ int st_dbi_stage_gc(st_db *db, st_tenant *t, size_t *n, char *err, size_t errlen
     size_t pl;
     rocksdb_readoptions_t *ro;
     rocksdb_iterator_t *it = stage_prefix_iter(db, t, ST_STAGE_COMMIT, &ro, hi, &pl);
-    size_t eul = st_dbi_key_prefix(eu, 'E', t->name);
-    eu[eul - 1] = '\x01';
-    rocksdb_readoptions_t *ero = rocksdb_readoptions_create();
-    rocksdb_readoptions_set_iterate_upper_bound(ero, eu, eul);
-    rocksdb_readoptions_set_fill_cache(ero, 0);
+    size_t eul = events_upper(eu, t->name);
+    rocksdb_readoptions_t *ero = events_readoptions(eu, eul, 0);
     rocksdb_iterator_t *eit = rocksdb_create_iterator_cf(db->rdb, ero, t->ev);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     int rc = WH_OK;

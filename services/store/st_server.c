@@ -507,7 +507,6 @@ typedef struct stage_chunk {
     size_t max_bytes;
     uint64_t seq;      /* the next event's seq */
     uint64_t next_idx; /* the staging index to scan from next */
-    int seen;          /* a staged event was found */
     int too_many;      /* seq would pass UINT32_MAX */
     int oom;
     wh_buf data;      /* the chunk's json: head(seq) + staged json */
@@ -530,7 +529,6 @@ static int u32_cmp(const void *a, const void *b)
 static int chunk_step(void *arg, uint32_t idx, uint32_t subxid, const void *json, size_t len)
 {
     stage_chunk *k = arg;
-    k->seen = 1;
     if (k->naborted > 0 && bsearch(&subxid, k->aborted, k->naborted, sizeof(uint32_t), u32_cmp)) {
         k->next_idx = (uint64_t)idx + 1;
         return 0; /* an aborted subtransaction's: never an event */
