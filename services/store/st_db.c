@@ -2,6 +2,7 @@
 #include "st_db_int.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <rocksdb/c.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 #include <time.h>
 
+#include "st_sfile.h"
 #include "wh_config.h"
 #include "wh_lsn.h"
 #include "wh_metrics.h"
@@ -1151,6 +1153,34 @@ static int open_threads(const char *path)
     return n > 1 ? n : 1;
 }
 
+/* Removes the staging files of column family cf (-1: of every staging
+ * column family that is not a tenant's now: one dropped while the store
+ * stopped before its files were removed). */
+static void stage_files_drop_cf(st_db *db, int64_t cf)
+{
+    DIR *d = opendir(db->stage_dir);
+    if (d == NULL)
+        return;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        uint32_t fcf;
+        uint64_t gen;
+        if (st_sfile_parse_name(de->d_name, &fcf, &gen) != WH_OK)
+            continue;
+        int drop = cf >= 0 ? fcf == (uint64_t)cf : 1;
+        for (st_tenant *t = db->tenants; cf < 0 && t != NULL && drop; t = t->next)
+            drop = t->stage == NULL || rocksdb_column_family_handle_get_id(t->stage) != fcf;
+        char e[WH_ERRLEN];
+        if (drop && st_sfile_remove(db->stage_dir, fcf, gen, e, sizeof(e)) != WH_OK)
+            wh_warn("%s", e);
+    }
+    closedir(d);
+}
+
+static void stage_files_orphans(st_db *db)
+{
+    stage_files_drop_cf(db, -1);
+}
+
 int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
 {
     *out = NULL;
@@ -1169,6 +1199,12 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     if (db == NULL)
         return wh_seterr(err, errlen, "out of memory");
     db->read_only = o->read_only;
+    /* the staging files (st_sfile.h) beside the RocksDB directory */
+    snprintf(db->stage_dir, sizeof(db->stage_dir), "%s/staging", o->data_dir);
+    if (!o->read_only && st_sfile_dir_make(db->stage_dir, err, errlen) != WH_OK) {
+        free(db);
+        return WH_ERR;
+    }
     struct timespec now_ts;
     clock_gettime(CLOCK_REALTIME, &now_ts);
     atomic_store(&db->moves, (uint64_t)now_ts.tv_sec * 1000000u + (uint64_t)now_ts.tv_nsec / 1000u);
@@ -1336,8 +1372,10 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
         st_db_close(db);
         return WH_ERR;
     }
-    if (!db->read_only)
+    if (!db->read_only) {
         note_open_ends(db);
+        stage_files_orphans(db);
+    }
     /* a flush or compaction that ran while the offsets loaded dropped
      * nothing: a watermark over some consumers could pass another's */
     atomic_store(&db->gc_idle_ms, ST_GC_IDLE_MS);
@@ -1681,7 +1719,8 @@ typedef struct st_wreq {
     st_written_fn written; /* told once its last events are written */
     void *written_arg;
     uint64_t ref_gen; /* st_append_extra's */
-    const uint32_t *ref_idx;
+    const uint64_t *ref_pos;
+    int ref_file;
     const char *cval;
     size_t cval_len;
     int done; /* all its events synced, or failed (rc) */
@@ -1825,10 +1864,14 @@ static int cq_form(st_db *db, st_gpart **parts, size_t *np, size_t *cap, uint64_
 }
 
 /* A reference, the value of a committed staged event in "e:<tenant>":
- * commit_ts(8) 0x01 gen(8) idx(4) len(4) (len: the resolved json's). No
- * event's json starts with 0x01. */
+ * commit_ts(8) 0x01 gen(8) idx(4) len(4) to a gen staged in the staging
+ * column family (its `e` key idx), or commit_ts(8) 0x02 gen(8) off(8)
+ * len(4) to a gen staged in a file (st_sfile: the record at off); len: the
+ * resolved json's. No event's json starts with 0x01 or 0x02. */
 #define ST_REF_MARK '\x01'
 #define ST_REF_LEN (8 + 1 + 8 + 4 + 4)
+#define ST_REF_FILE_MARK '\x02'
+#define ST_REF_FILE_LEN (8 + 1 + 8 + 8 + 4)
 
 /* Resolves the references of one tenant's events (t->lock held for
  * reading): an iterator on its staging, moved forward with the read (a
@@ -1839,6 +1882,8 @@ typedef struct st_resolver {
     st_tenant *t;
     rocksdb_readoptions_t *ro;
     rocksdb_iterator_t *it;
+    st_sfile_rd rd; /* the staging file of the last file gen met */
+    int rd_open;
     uint64_t cgen; /* 0: none cached */
     char *cval;
     size_t cval_len;
@@ -1945,14 +1990,21 @@ static int cq_write(st_db *db, st_gpart *parts, size_t np, char *err, size_t err
                 first_differ = ev;
             if (stored)
                 continue;
-            uint8_t ts[ST_REF_LEN];
+            uint8_t ts[ST_REF_FILE_LEN];
             wh_put_be64(ts, (uint64_t)ev->commit_ts_us);
             const char *vp[2] = {(const char *)ts, ev->json ? ev->json : ""};
             size_t vs[2] = {8, ev->json ? ev->json_len : 0};
-            if (r->ref_gen != 0) { /* a reference to its staged bytes */
+            if (r->ref_gen != 0 && r->ref_file) { /* a reference to its staged bytes */
+                ts[8] = ST_REF_FILE_MARK;
+                wh_put_be64(ts + 9, r->ref_gen);
+                wh_put_be64(ts + 17, r->ref_pos[e]);
+                wh_put_be32(ts + 25, (uint32_t)vs[1]);
+                vs[0] = ST_REF_FILE_LEN;
+                vs[1] = 0;
+            } else if (r->ref_gen != 0) {
                 ts[8] = ST_REF_MARK;
                 wh_put_be64(ts + 9, r->ref_gen);
-                wh_put_be32(ts + 17, r->ref_idx[e]);
+                wh_put_be32(ts + 17, (uint32_t)r->ref_pos[e]);
                 wh_put_be32(ts + 21, (uint32_t)vs[1]);
                 vs[0] = ST_REF_LEN;
                 vs[1] = 0;
@@ -2314,7 +2366,8 @@ static int append_do(st_db *db, const char *tenant, const st_event *ev, size_t n
                  .written = x != NULL ? x->written : NULL,
                  .written_arg = x != NULL ? x->written_arg : NULL,
                  .ref_gen = x != NULL ? x->ref_gen : 0,
-                 .ref_idx = x != NULL ? x->ref_idx : NULL,
+                 .ref_pos = x != NULL ? x->ref_pos : NULL,
+                 .ref_file = x != NULL ? x->ref_file : 0,
                  .cval = x != NULL ? x->cval : NULL,
                  .cval_len = x != NULL ? x->cval_len : 0};
     pthread_cond_init(&r.cond, NULL);
@@ -2610,6 +2663,115 @@ static rocksdb_iterator_t *stage_prefix_iter(st_db *db, st_tenant *t, char tag,
     return it;
 }
 
+typedef int (*stage_map_fn)(void *arg, uint32_t xid, uint64_t gen, const char *k, size_t kl,
+                            char *err, size_t errlen);
+static int stage_map_each(st_db *db, st_tenant *t, stage_map_fn fn, void *arg, char *err,
+                          size_t errlen);
+#define ST_STAGE_FILE 'F'
+#define ST_STAGE_DEL 'd'
+
+static uint32_t stage_cfid(const st_tenant *t)
+{
+    return rocksdb_column_family_handle_get_id(t->stage);
+}
+
+/* Whether gen is staged in a file (st_sfile.h) */
+static int stage_in_file(const st_tenant *t, uint64_t gen)
+{
+    return gen != 0 && gen >= t->stage_file_from;
+}
+
+typedef struct gen_set {
+    uint64_t *v;
+    size_t n, cap;
+} gen_set;
+
+static int gen_set_add(gen_set *s, uint64_t gen)
+{
+    if (wh_grow(&s->v, s->n + 1, &s->cap, sizeof(*s->v), 16) != WH_OK)
+        return WH_ERR;
+    s->v[s->n++] = gen;
+    return WH_OK;
+}
+
+static int gen_set_has(const gen_set *s, uint64_t gen)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->v[i] == gen)
+            return 1;
+    return 0;
+}
+
+static int open_gen_step(void *arg, uint32_t xid, uint64_t gen, const char *k, size_t kl, char *err,
+                         size_t errlen)
+{
+    WH_UNUSED(xid);
+    WH_UNUSED(k);
+    WH_UNUSED(kl);
+    return gen_set_add(arg, gen) == WH_OK ? WH_OK : wh_seterr(err, errlen, "out of memory");
+}
+
+/* Removes the staging files of gens (after the write that dropped them is
+ * durable; one left behind is removed at the next start: stage_sweep). */
+static void stage_files_remove(st_db *db, st_tenant *t, const gen_set *gens)
+{
+    for (size_t i = 0; i < gens->n; i++) {
+        char e[WH_ERRLEN];
+        if (stage_in_file(t, gens->v[i]) &&
+            st_sfile_remove(db->stage_dir, stage_cfid(t), gens->v[i], e, sizeof(e)) != WH_OK)
+            wh_warn("tenant %s: %s", t->name, e);
+    }
+}
+
+/* At the first use of t's staging after the store opened (stage_ready):
+ * its staging files are put right. A file of a gen at or past next (made
+ * by a request whose gen was not stored: the store stopped in between) or
+ * of a gen with neither a G key naming it nor a commit record (dropped,
+ * and the store stopped before the file was removed) is removed; an open
+ * gen's file is cut back to its last whole record (an append the store
+ * was killed in: not acknowledged, the ingestor sends it again). */
+static int stage_sweep(st_db *db, st_tenant *t, uint64_t next, char *err, size_t errlen)
+{
+    DIR *d = opendir(db->stage_dir);
+    if (d == NULL)
+        return wh_seterr(err, errlen, "staging directory %s: %s", db->stage_dir, strerror(errno));
+    gen_set files = {0}, open = {0};
+    uint32_t cf = stage_cfid(t);
+    int rc = WH_OK;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        uint32_t fcf;
+        uint64_t gen;
+        if (st_sfile_parse_name(de->d_name, &fcf, &gen) == WH_OK && fcf == cf &&
+            gen_set_add(&files, gen) != WH_OK) {
+            rc = wh_seterr(err, errlen, "out of memory");
+            break;
+        }
+    }
+    closedir(d);
+    if (rc == WH_OK && files.n > 0)
+        rc = stage_map_each(db, t, open_gen_step, &open, err, errlen);
+    for (size_t i = 0; i < files.n && rc == WH_OK; i++) {
+        uint64_t gen = files.v[i], cut = 0;
+        int committed = 0;
+        if (gen < next && (rc = stage_committed(db, t, gen, &committed, err, errlen)) != WH_OK)
+            break;
+        if (committed)
+            continue;
+        if (gen < next && gen_set_has(&open, gen)) {
+            rc = st_sfile_trim(db->stage_dir, cf, gen, &cut, err, errlen);
+            if (rc == WH_OK && cut > 0)
+                wh_warn("tenant %s: staging file of generation %" PRIu64 ": %" PRIu64
+                        " bytes of an append cut short removed",
+                        t->name, gen, cut);
+            continue;
+        }
+        rc = st_sfile_remove(db->stage_dir, cf, gen, err, errlen);
+    }
+    free(files.v);
+    free(open.v);
+    return rc;
+}
+
 /* Under t->stage_mu before any use of the staging: the next gen read
  * (t->stage_next). With no N key yet, staging of the layout before
  * generations ('X' tenant \0 xid(4) tag v(4): a transaction streaming
@@ -2710,6 +2872,25 @@ static int stage_ready(st_db *db, st_tenant *t, char *err, size_t errlen)
                     "generations",
                     t->name, moved, moved == 1 ? "" : "s");
     }
+    /* F: the first gen staged in a file, written once (a store from
+     * before files staged the gens before it in the column family) */
+    char fk[ST_KEY_MAX];
+    size_t fkl = st_dbi_key_prefix(fk, ST_STAGE_FILE, t->name);
+    if (stage_get(db, t, fk, fkl, v, sizeof(v), &vl, &found, err, errlen) != WH_OK)
+        return WH_ERR;
+    uint64_t from = found && vl == 8 ? wh_get_be64((const uint8_t *)v) : next;
+    if (!found && !db->read_only) {
+        wh_put_be64((uint8_t *)v, from);
+        rocksdb_writebatch_t *fb = rocksdb_writebatch_create();
+        rocksdb_writebatch_put_cf(fb, t->stage, fk, fkl, v, 8);
+        int rc = sync_write(db, fb, "staging files' start", err, errlen);
+        rocksdb_writebatch_destroy(fb);
+        if (rc != WH_OK)
+            return WH_ERR;
+    }
+    t->stage_file_from = from;
+    if (!db->read_only && stage_sweep(db, t, next, err, errlen) != WH_OK)
+        return WH_ERR;
     t->stage_next = next;
     t->stage_cf_gen = t->cf_gen;
     return WH_OK;
@@ -2772,10 +2953,30 @@ int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, cons
     uint64_t gen = 0;
     uint32_t rdel = 0;
     int rc = stage_ready(db, t, err, errlen);
+    uint64_t first_new = t->stage_next;
+    size_t nk = n; /* events staged as keys */
     if (rc == WH_OK && (n > 0 || reset))
         rc = stage_gen_for(db, t, wb, xid, reset, &gen, &rdel, err, errlen);
+    if (rc == WH_OK && stage_in_file(t, gen)) {
+        /* the file first: a new gen's file (emptied, in case one of that
+         * number was left by a request whose G key was not stored) or a
+         * reset's is written before the keys that name it, so a stop in
+         * between leaves a file that no key names (stage_sweep removes
+         * it) or a reset the ingestor sends again */
+        int torn = 0;
+        int slot = st_dbi_io_begin(db, "staging file write");
+        rc = st_sfile_append(db->stage_dir, stage_cfid(t), gen, gen >= first_new || reset, ev, n,
+                             &torn, err, errlen);
+        st_dbi_io_end(db, slot);
+        if (rc != WH_OK) {
+            st_dbi_sync_check("staging file", err);
+            if (torn)
+                t->stage_next = 0; /* stage_ready cuts the file back first */
+        }
+        nk = 0; /* the keys below: only the gen's */
+    }
     char k[ST_KEY_MAX];
-    for (size_t i = 0; i < n && rc == WH_OK; i++) {
+    for (size_t i = 0; i < nk && rc == WH_OK; i++) {
         size_t kl = key_stage(k, tenant, gen, ST_STAGE_EVENT, ev[i].idx);
         uint8_t sx[4];
         wh_put_be32(sx, ev[i].subxid);
@@ -2802,8 +3003,6 @@ int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, cons
 }
 
 /* fn(arg, xid, gen, G key) per G key of t (a non-zero status stops). */
-typedef int (*stage_map_fn)(void *arg, uint32_t xid, uint64_t gen, const char *k, size_t kl,
-                            char *err, size_t errlen);
 static int stage_map_each(st_db *db, st_tenant *t, stage_map_fn fn, void *arg, char *err,
                           size_t errlen)
 {
@@ -2829,6 +3028,7 @@ typedef struct drop_all_arg {
     st_tenant *t;
     rocksdb_writebatch_t *wb;
     uint32_t *rdel;
+    gen_set *gone; /* gens dropped: their files go once wb is written */
 } drop_all_arg;
 
 static int drop_all_step(void *arg, uint32_t xid, uint64_t gen, const char *k, size_t kl, char *err,
@@ -2844,6 +3044,8 @@ static int drop_all_step(void *arg, uint32_t xid, uint64_t gen, const char *k, s
         size_t hl, ll = stage_gen_range(gl, gh, &hl, a->t->name, gen);
         rocksdb_writebatch_delete_range_cf(a->wb, a->t->stage, gl, ll, gh, hl);
         (*a->rdel)++;
+        if (gen_set_add(a->gone, gen) != WH_OK)
+            return wh_seterr(err, errlen, "out of memory");
     }
     rocksdb_writebatch_delete_cf(a->wb, a->t->stage, k, kl);
     return WH_OK;
@@ -2853,9 +3055,9 @@ static int drop_all_step(void *arg, uint32_t xid, uint64_t gen, const char *k, s
  * the staging of the gens without a commit record (a committed one is
  * what its events refer to: the GC drops it). */
 static int stage_drop_all(st_db *db, st_tenant *t, rocksdb_writebatch_t *wb, uint32_t *rdel,
-                          char *err, size_t errlen)
+                          gen_set *gone, char *err, size_t errlen)
 {
-    drop_all_arg a = {db, t, wb, rdel};
+    drop_all_arg a = {db, t, wb, rdel, gone};
     return stage_map_each(db, t, drop_all_step, &a, err, errlen);
 }
 
@@ -2892,6 +3094,7 @@ int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, s
     uint32_t *nx = NULL;
     uint64_t *ng = NULL;
     size_t nn = 0, capx = 0, capg = 0;
+    gen_set gone = {0}; /* uncommitted gens dropped: their files go after the write */
     for (size_t i = 0; i < n && rc == WH_OK; i++) {
         char k[ST_KEY_MAX], hi[ST_KEY_MAX];
         uint64_t gen = 0;
@@ -2906,7 +3109,7 @@ int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, s
                 rocksdb_writebatch_delete_cf(wb, t->stage, k, kl);
             }
             nn = 0;
-            rc = stage_drop_all(db, t, wb, &rdel, err, errlen);
+            rc = stage_drop_all(db, t, wb, &rdel, &gone, err, errlen);
             continue;
         }
         for (size_t j = 0; j < nn && gen == 0; j++)
@@ -2916,7 +3119,12 @@ int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, s
             break;
         if (ab[i].one_event) {
             if (gen == 0 || committed)
-                continue; /* nothing staged */
+                continue;                /* nothing staged */
+            if (stage_in_file(t, gen)) { /* the scans skip its index */
+                size_t kl = key_stage(k, tenant, gen, ST_STAGE_DEL, ab[i].index);
+                rocksdb_writebatch_put_cf(wb, t->stage, k, kl, "", 0);
+                continue;
+            }
             size_t kl = key_stage(k, tenant, gen, ST_STAGE_EVENT, ab[i].index);
             rocksdb_writebatch_delete_cf(wb, t->stage, k, kl);
         } else if (ab[i].subxid == ab[i].xid) {
@@ -2926,6 +3134,10 @@ int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, s
                 size_t hl, kl = stage_gen_range(k, hi, &hl, tenant, gen);
                 rocksdb_writebatch_delete_range_cf(wb, t->stage, k, kl, hi, hl);
                 rdel++;
+                if (gen_set_add(&gone, gen) != WH_OK) {
+                    rc = wh_seterr(err, errlen, "out of memory");
+                    break;
+                }
             }
             size_t kl = key_stage_map(k, tenant, ab[i].xid);
             rocksdb_writebatch_delete_cf(wb, t->stage, k, kl);
@@ -2952,8 +3164,11 @@ int st_db_stage_abort(st_db *db, const char *tenant, const st_stage_abort *ab, s
     free(ng);
     if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0)
         rc = sync_write(db, wb, "stage abort", err, errlen);
-    if (rc == WH_OK)
+    if (rc == WH_OK) {
         stage_rdel_note(db, t, rdel);
+        stage_files_remove(db, t, &gone);
+    }
+    free(gone.v);
     pthread_mutex_unlock(&t->stage_mu);
     rocksdb_writebatch_destroy(wb);
     st_dbi_ten_done(t);
@@ -2996,6 +3211,16 @@ struct st_stage_txn {
     st_db *db;
     st_tenant *t;
     uint64_t gen;
+    uint64_t pos; /* of the event being passed (st_db_stage_txn_pos) */
+    /* a gen staged in a file: its reader (opened at the first scan), the
+     * next record's offset, the index after the last event passed (a
+     * record below it is one sent again), and the indexes deleted
+     * (one_event aborts: `d` keys), ascending */
+    st_sfile_rd rd;
+    int rd_open, rd_missing;
+    uint64_t foff, fnext;
+    uint32_t *del;
+    size_t ndel;
 };
 
 int st_db_stage_begin(st_db *db, const char *tenant, uint32_t xid, st_stage_txn **out,
@@ -3009,6 +3234,7 @@ int st_db_stage_begin(st_db *db, const char *tenant, uint32_t xid, st_stage_txn 
     if (h == NULL)
         return wh_seterr(err, errlen, "out of memory");
     h->db = db;
+    st_sfile_rd_init(&h->rd);
     if (ten_open_stage(db, tenant, 0, &h->t, err, errlen) != WH_OK) {
         free(h);
         return WH_ERR;
@@ -3060,7 +3286,19 @@ void st_db_stage_end(st_stage_txn *h)
         pthread_mutex_unlock(&h->t->stage_mu);
         st_dbi_ten_done(h->t);
     }
+    st_sfile_rd_close(&h->rd);
+    free(h->del);
     free(h);
+}
+
+uint64_t st_db_stage_txn_pos(const st_stage_txn *h)
+{
+    return h->pos;
+}
+
+int st_db_stage_txn_file(const st_stage_txn *h)
+{
+    return h->t != NULL && h->t->stage != NULL && stage_in_file(h->t, h->gen);
 }
 
 typedef struct aborted_acc {
@@ -3102,6 +3340,7 @@ int st_db_stage_txn_aborted(st_stage_txn *h, uint32_t **subs, size_t *n, char *e
 }
 
 typedef struct stage_scan_arg {
+    st_stage_txn *h;
     st_stage_fn fn;
     void *arg;
 } stage_scan_arg;
@@ -3111,17 +3350,82 @@ static int stage_scan_step(void *arg, uint32_t idx, const char *val, size_t len)
     stage_scan_arg *a = arg;
     if (len < 4)
         return 0; /* not a staged event's value */
+    a->h->pos = idx;
     return a->fn(a->arg, idx, wh_get_be32((const uint8_t *)val), val + 4, len - 4);
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int stage_file_scan(st_stage_txn *h, uint32_t from_idx, st_stage_fn fn, void *arg,
+                           int *stopped, char *err, size_t errlen)
+{
+    if (!h->rd_open) {
+        if (st_sfile_rd_open(&h->rd, h->db->stage_dir, stage_cfid(h->t), h->gen, &h->rd_missing,
+                             err, errlen) != WH_OK)
+            return WH_ERR;
+        aborted_acc a = {0};
+        int st;
+        if (stage_iter(h->db, h->t, h->gen, ST_STAGE_DEL, 0, aborted_step, &a, &st, err, errlen) !=
+            WH_OK) {
+            free(a.v);
+            return WH_ERR;
+        }
+        if (a.oom) {
+            free(a.v);
+            return wh_seterr(err, errlen, "out of memory");
+        }
+        h->del = a.v;
+        h->ndel = a.n;
+        h->rd_open = 1;
+        h->foff = 0;
+        h->fnext = 0;
+    }
+    if (from_idx != h->fnext) { /* not where the last scan stopped: from the start */
+        h->foff = 0;
+        h->fnext = from_idx;
+    }
+    for (;;) {
+        st_sfile_rec rec;
+        int end;
+        if (st_sfile_rd_at(&h->rd, h->foff, &rec, &end, err, errlen) != WH_OK)
+            return WH_ERR;
+        if (end && h->foff < h->rd.size)
+            return wh_seterr(err, errlen,
+                             "staging file of generation %" PRIu64
+                             ": damaged record at offset %" PRIu64,
+                             h->gen, h->foff);
+        if (end)
+            return WH_OK;
+        if (rec.idx < h->fnext ||
+            (h->ndel > 0 && bsearch(&rec.idx, h->del, h->ndel, sizeof(uint32_t), u32_cmp))) {
+            h->foff = rec.next;
+            continue;
+        }
+        h->pos = h->foff;
+        if (fn(arg, rec.idx, rec.subxid, rec.json, rec.json_len) != 0) {
+            *stopped = 1;
+            return WH_OK;
+        }
+        h->foff = rec.next;
+        h->fnext = (uint64_t)rec.idx + 1;
+    }
 }
 
 int st_db_stage_txn_scan(st_stage_txn *h, uint32_t from_idx, st_stage_fn fn, void *arg,
                          int *stopped, char *err, size_t errlen)
 {
     *stopped = 0;
-    stage_scan_arg a = {fn, arg};
-    return h->t == NULL ? WH_OK
-                        : stage_iter(h->db, h->t, h->gen, ST_STAGE_EVENT, from_idx, stage_scan_step,
-                                     &a, stopped, err, errlen);
+    if (h->t == NULL || h->t->stage == NULL || h->gen == 0)
+        return WH_OK;
+    if (stage_in_file(h->t, h->gen))
+        return stage_file_scan(h, from_idx, fn, arg, stopped, err, errlen);
+    stage_scan_arg a = {h, fn, arg};
+    return stage_iter(h->db, h->t, h->gen, ST_STAGE_EVENT, from_idx, stage_scan_step, &a, stopped,
+                      err, errlen);
 }
 
 int st_db_stage_aborted(st_db *db, const char *tenant, uint32_t xid, uint32_t **subs, size_t *n,
@@ -3155,10 +3459,11 @@ typedef struct stage_count_arg {
     uint64_t n, cap;
 } stage_count_arg;
 
-static int stage_count_step(void *arg, uint32_t idx, const char *val, size_t len)
+static int stage_count_step(void *arg, uint32_t idx, uint32_t subxid, const void *json, size_t len)
 {
     WH_UNUSED(idx);
-    WH_UNUSED(val);
+    WH_UNUSED(subxid);
+    WH_UNUSED(json);
     WH_UNUSED(len);
     stage_count_arg *a = arg;
     if (a->n >= a->cap)
@@ -3178,10 +3483,8 @@ int st_db_stage_count(st_db *db, const char *tenant, uint32_t xid, uint64_t cap,
     *n = 0;
     if (st_db_stage_begin(db, tenant, xid, &h, &gen, err, errlen) != WH_OK)
         return WH_ERR;
-    int stopped, rc = WH_OK;
-    if (h->t != NULL)
-        rc = stage_iter(db, h->t, gen, ST_STAGE_EVENT, 0, stage_count_step, &a, &stopped, err,
-                        errlen);
+    int stopped;
+    int rc = st_db_stage_txn_scan(h, 0, stage_count_step, &a, &stopped, err, errlen);
     st_db_stage_end(h);
     *n = a.n;
     return rc;
@@ -3284,11 +3587,13 @@ static void resolver_init(st_resolver *rs, st_db *db, st_tenant *t)
     memset(rs, 0, sizeof(*rs));
     rs->db = db;
     rs->t = t;
+    st_sfile_rd_init(&rs->rd);
     wh_buf_init(&rs->out, 0);
 }
 
 static void resolver_free(st_resolver *rs)
 {
+    st_sfile_rd_close(&rs->rd);
     if (rs->it != NULL)
         rocksdb_iter_destroy(rs->it);
     if (rs->ro != NULL)
@@ -3299,12 +3604,47 @@ static void resolver_free(st_resolver *rs)
 
 static int is_ref(const char *v, size_t vl)
 {
-    return vl == ST_REF_LEN && v[8] == ST_REF_MARK;
+    return (vl == ST_REF_LEN && v[8] == ST_REF_MARK) ||
+           (vl == ST_REF_FILE_LEN && v[8] == ST_REF_FILE_MARK);
 }
 
 static uint32_t ref_len(const char *v)
 {
-    return wh_get_be32((const uint8_t *)v + 21);
+    return wh_get_be32((const uint8_t *)v + (v[8] == ST_REF_FILE_MARK ? 25 : 21));
+}
+
+/* resolve's part for a reference into a staging file: the record at its
+ * offset, through rs->rd (kept open for the gen's next references) */
+static int resolve_file(st_resolver *rs, uint64_t gen, uint64_t off, uint32_t seq, int *gone,
+                        char *err, size_t errlen)
+{
+    if (!rs->rd_open || rs->rd.gen != gen) {
+        int missing;
+        rs->rd_open = 0;
+        if (st_sfile_rd_open(&rs->rd, rs->db->stage_dir, stage_cfid(rs->t), gen, &missing, err,
+                             errlen) != WH_OK)
+            return WH_ERR;
+        if (missing) {
+            *gone = 1;
+            return wh_seterr(err, errlen, "staging file of generation %" PRIu64 " is gone", gen);
+        }
+        rs->rd_open = 1;
+    }
+    st_sfile_rec rec;
+    int end;
+    if (st_sfile_rd_at(&rs->rd, off, &rec, &end, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (end) {
+        *gone = 1;
+        return wh_seterr(err, errlen,
+                         "staged event at offset %" PRIu64 " of generation %" PRIu64
+                         " is gone or damaged",
+                         off, gen);
+    }
+    wh_buf_reset(&rs->out);
+    if (st_db_stage_render(&rs->out, rs->cval, rs->cval_len, seq, rec.json, rec.json_len) != WH_OK)
+        return wh_seterr(err, errlen, "out of memory");
+    return WH_OK;
 }
 
 /* The bytes the reference v (of the event at seq) stands for, in rs->out.
@@ -3333,6 +3673,8 @@ static int resolve(st_resolver *rs, const char *v, uint32_t seq, int *gone, char
         rs->cval_len = cl;
         rs->cgen = gen;
     }
+    if (v[8] == ST_REF_FILE_MARK)
+        return resolve_file(rs, gen, wh_get_be64((const uint8_t *)v + 17), seq, gone, err, errlen);
     if (rs->it == NULL) {
         rs->ro = rocksdb_readoptions_create();
         rocksdb_readoptions_set_fill_cache(rs->ro, 0);
@@ -3402,6 +3744,7 @@ int st_dbi_stage_gc(st_db *db, st_tenant *t, size_t *n, char *err, size_t errlen
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     int rc = WH_OK;
     uint32_t rdel = 0;
+    gen_set gone = {0};
     for (; rc == WH_OK && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t kl, vl;
         const char *k = rocksdb_iter_key(it, &kl);
@@ -3440,6 +3783,8 @@ int st_dbi_stage_gc(st_db *db, st_tenant *t, size_t *n, char *err, size_t errlen
         rocksdb_writebatch_delete_cf(wb, t->stage, k, kl);
         rdel++;
         (*n)++;
+        if (gen_set_add(&gone, gen) != WH_OK)
+            rc = wh_seterr(err, errlen, "out of memory");
     }
     int irc = st_dbi_iter_done(eit, ero, "staging GC", err, errlen);
     int src = st_dbi_iter_done(it, ro, "staging GC", err, errlen);
@@ -3447,8 +3792,11 @@ int st_dbi_stage_gc(st_db *db, st_tenant *t, size_t *n, char *err, size_t errlen
         rc = irc != WH_OK ? irc : src;
     if (rc == WH_OK && rocksdb_writebatch_count(wb) > 0)
         rc = sync_write(db, wb, "staging GC", err, errlen);
-    if (rc == WH_OK)
+    if (rc == WH_OK) {
         stage_rdel_note(db, t, rdel);
+        stage_files_remove(db, t, &gone);
+    }
+    free(gone.v);
     rocksdb_writebatch_destroy(wb);
     pthread_mutex_unlock(&t->stage_mu);
     return rc;
@@ -4321,8 +4669,12 @@ static int dump_stage_step(void *arg, uint32_t xid, uint64_t gen, const char *k,
     dump_stage_arg *d = arg;
     stage_count_arg a = {0, UINT64_MAX};
     int stopped;
-    if (stage_iter(d->db, d->t, gen, ST_STAGE_EVENT, 0, stage_count_step, &a, &stopped, err,
-                   errlen) != WH_OK)
+    st_stage_txn h = {.db = d->db, .t = d->t, .gen = gen};
+    st_sfile_rd_init(&h.rd);
+    int rc = st_db_stage_txn_scan(&h, 0, stage_count_step, &a, &stopped, err, errlen);
+    st_sfile_rd_close(&h.rd);
+    free(h.del);
+    if (rc != WH_OK)
         return WH_ERR;
     if (a.n > 0)
         fprintf(d->out, "%s %" PRIu32 " %" PRIu64 "\n", d->t->name, xid, a.n);
@@ -4334,7 +4686,12 @@ static int dump_stage(st_db *db, st_tenant *t, FILE *out, char *err, size_t errl
     if (t->stage == NULL)
         return WH_OK;
     dump_stage_arg d = {db, t, out};
-    return stage_map_each(db, t, dump_stage_step, &d, err, errlen);
+    pthread_mutex_lock(&t->stage_mu);
+    int rc = stage_ready(db, t, err, errlen);
+    if (rc == WH_OK)
+        rc = stage_map_each(db, t, dump_stage_step, &d, err, errlen);
+    pthread_mutex_unlock(&t->stage_mu);
+    return rc;
 }
 
 int st_db_dump_staged(st_db *db, FILE *out, char *err, size_t errlen)
@@ -4452,6 +4809,8 @@ int st_db_tenant_drop(st_db *db, const char *tenant, char *err, size_t errlen)
             rc = st_dbi_rerr(err, errlen, "drop column family", e);
             break;
         }
+        if (i == 2)
+            stage_files_drop_cf(db, rocksdb_column_family_handle_get_id(h[i]));
         rocksdb_column_family_handle_destroy(h[i]);
         t->cf_gen++;
         if (i == 0) {

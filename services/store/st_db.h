@@ -299,12 +299,14 @@ typedef struct st_append_extra {
     st_written_fn written; /* NULL: none */
     void *written_arg;
     /* a stage commit's chunk (ref_gen > 0): event i is stored as a
-     * reference to the staged event ref_idx[i] of staging generation
-     * ref_gen, which its json is what it resolves to (head(seq) + staged
-     * json: st_db_stage_render); the first chunk carries the commit record
-     * (cval: written with its first events) */
+     * reference to the staged event at ref_pos[i] of staging generation
+     * ref_gen (its staging index; ref_file: its offset in the gen's staging
+     * file: st_db_stage_txn_pos), which its json is what it resolves to
+     * (head(seq) + staged json: st_db_stage_render); the first chunk
+     * carries the commit record (cval: written with its first events) */
     uint64_t ref_gen;
-    const uint32_t *ref_idx;
+    const uint64_t *ref_pos;
+    int ref_file;
     const char *cval;
     size_t cval_len;
 } st_append_extra;
@@ -407,6 +409,11 @@ int st_db_stage_begin(st_db *db, const char *tenant, uint32_t xid, st_stage_txn 
 int st_db_stage_txn_aborted(st_stage_txn *h, uint32_t **subs, size_t *n, char *err, size_t errlen);
 int st_db_stage_txn_scan(st_stage_txn *h, uint32_t from_idx, st_stage_fn fn, void *arg,
                          int *stopped, char *err, size_t errlen);
+/* During st_db_stage_txn_scan's fn: where the event passed is staged (its
+ * index, or its offset in the gen's staging file when
+ * st_db_stage_txn_file), for st_append_extra.ref_pos. */
+uint64_t st_db_stage_txn_pos(const st_stage_txn *h);
+int st_db_stage_txn_file(const st_stage_txn *h);
 void st_db_stage_end(st_stage_txn *h);
 /* The xid's staging is not this commit's (a commit at another LSN cut
  * short): scans find nothing. */

@@ -133,6 +133,9 @@ struct st_tenant {
      * and the next staging generation (0: not read yet) of stage_cf_gen */
     pthread_mutex_t stage_mu;
     uint64_t stage_next, stage_cf_gen;
+    /* the first gen staged in a file (st_sfile.h; the gens before it, of
+     * a store from before files, are staged in the column family) */
+    uint64_t stage_file_from;
     st_off *offs;          /* its consumers, under db->off_lock */
     pthread_mutex_t wm_mu; /* the fields below */
     uint64_t wm_lsn;       /* GC watermark: never moves back */
@@ -221,6 +224,7 @@ typedef struct st_gc_snap {
 } st_gc_snap;
 
 struct st_db {
+    char stage_dir[WH_PATH_MAX + 16]; /* <data_dir>/staging: st_sfile.h */
     rocksdb_t *rdb;
     rocksdb_options_t *opts; /* DB and default CF; tenant CFs copy it */
     rocksdb_block_based_table_options_t *bbto;

@@ -432,8 +432,8 @@ static void do_append(st_server *s, const Walhook__AppendBatch *a, Walhook__Repl
             bad = "commit_ts_us: must be >= 0";
         else if (e->json.len == 0 || e->json.data == NULL)
             bad = "json: empty";
-        else if (e->json.data[0] == 0x01)
-            bad = "json: starts with byte 0x01 (not JSON; the store's reference marker)";
+        else if (e->json.data[0] == 0x01 || e->json.data[0] == 0x02)
+            bad = "json: starts with byte 0x01 or 0x02 (not JSON; the store's reference markers)";
         if (bad) {
             snprintf(err, sizeof(err), "events[%zu]%s%s", i, e == NULL ? ": " : ".", bad);
             wh_reply_error(rep, ST_STATUS_BAD_REQUEST, "%s", err);
@@ -512,7 +512,8 @@ typedef struct stage_chunk {
     wh_buf data;      /* the chunk's json: head(seq) + staged json */
     const char *cval; /* the commit record (st_db_stage_cval) */
     size_t cval_len;
-    uint32_t *idx; /* each event's staging index */
+    st_stage_txn *h;
+    uint64_t *pos; /* where each event is staged (st_db_stage_txn_pos) */
     st_event *ev;
     Walhook__Event *pe;
     Walhook__Event **pp;
@@ -558,9 +559,9 @@ static int chunk_step(void *arg, uint32_t idx, uint32_t subxid, const void *json
         size_t *off = realloc(k->off, nc * sizeof(*off));
         if (off != NULL)
             k->off = off;
-        uint32_t *ix = realloc(k->idx, nc * sizeof(*ix));
+        uint64_t *ix = realloc(k->pos, nc * sizeof(*ix));
         if (ix != NULL)
-            k->idx = ix;
+            k->pos = ix;
         if (e == NULL || pe == NULL || pp == NULL || off == NULL || ix == NULL) {
             k->oom = 1;
             return 1;
@@ -574,7 +575,7 @@ static int chunk_step(void *arg, uint32_t idx, uint32_t subxid, const void *json
         return 1;
     }
     k->off[k->n] = at;
-    k->idx[k->n] = idx;
+    k->pos[k->n] = st_db_stage_txn_pos(k->h);
     k->ev[k->n] =
         (st_event){k->c->commit_lsn, (uint32_t)k->seq, k->c->commit_ts_us, NULL, k->data.len - at};
     k->n++;
@@ -590,7 +591,7 @@ static void chunk_free(stage_chunk *k)
     free(k->pe);
     free(k->pp);
     free(k->off);
-    free(k->idx);
+    free(k->pos);
 }
 
 /* The request's durable_lsn: ack_lsn applied through the group commit (so
@@ -754,6 +755,7 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
     uint64_t durable = 0, stored = 0, gen = 0;
     st_stage_txn *h = NULL;
     int rc = st_db_stage_begin(s->db, a->tenant, c->xid, &h, &gen, err, sizeof(err));
+    k.h = h;
     if (rc == WH_OK) {
         const void *part[ST_STAGE_HEAD_PARTS];
         size_t plen[ST_STAGE_HEAD_PARTS];
@@ -846,7 +848,8 @@ static void stage_commit(st_server *s, const Walhook__AppendBatch *a, Walhook__R
         }
         st_db_charge(s->db, a->tenant, k.data.len, k.n);
         st_append_extra x = {.ref_gen = gen,
-                             .ref_idx = k.idx,
+                             .ref_pos = k.pos,
+                             .ref_file = st_db_stage_txn_file(h),
                              .cval = first && !have_c ? cval.data : NULL,
                              .cval_len = first && !have_c ? cval.len : 0};
         rc = store_events(s, a->tenant, k.ev, k.pp, k.n, 1, last ? a->ack_lsn : 0, last && gen != 0,

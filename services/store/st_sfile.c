@@ -30,7 +30,8 @@ void st_sfile_name(char *name, uint32_t cf, uint64_t gen)
 int st_sfile_parse_name(const char *name, uint32_t *cf, uint64_t *gen)
 {
     const char *dash = strchr(name, '-');
-    if (dash == NULL || dash == name || dash - name > 10 || strlen(dash + 1) != 16)
+    if (dash == NULL || dash == name || dash - name > 10 || strlen(dash + 1) != 16 ||
+        (name[0] == '0' && dash - name > 1)) /* st_sfile_name's only */
         return WH_ERR;
     uint64_t c = 0, g = 0;
     for (const char *p = name; p < dash; p++) {
@@ -112,6 +113,10 @@ int st_sfile_append(const char *dir, uint32_t cf, uint64_t gen, int truncate, co
     char p[SF_PATH_MAX];
     if (sf_path(p, sizeof(p), dir, cf, gen) != WH_OK)
         return wh_seterr(err, errlen, "staging directory %s: path too long", dir);
+    for (size_t i = 0; i < n; i++)
+        if (ev[i].json != NULL && ev[i].json_len > SF_JSON_MAX)
+            return wh_seterr(err, errlen, "staged event %" PRIu32 ": %zu bytes of json (max %u)",
+                             ev[i].idx, ev[i].json_len, SF_JSON_MAX);
     struct stat st;
     int made = stat(p, &st) != 0;
     int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0600);
@@ -136,11 +141,6 @@ int st_sfile_append(const char *dir, uint32_t cf, uint64_t gen, int truncate, co
         for (size_t i = 0; i < n; i++) {
             uint8_t *h = hdr + i * ST_SFILE_HDR;
             size_t len = ev[i].json != NULL ? ev[i].json_len : 0;
-            if (len > SF_JSON_MAX) {
-                rc = wh_seterr(err, errlen, "staged event %" PRIu32 ": %zu bytes of json (max %u)",
-                               ev[i].idx, len, SF_JSON_MAX);
-                goto out;
-            }
             wh_put_be32(h + 4, (uint32_t)len);
             wh_put_be32(h + 8, ev[i].idx);
             wh_put_be32(h + 12, ev[i].subxid);

@@ -39,10 +39,14 @@ int st_sfile_parse_name(const char *name, uint32_t *cf, uint64_t *gen);
 int st_sfile_dir_make(const char *dir, char *err, size_t errlen);
 
 /* Appends n records at the end of dir's file of (cf, gen), made when
- * missing (then dir is fsync'ed too); truncate: the file is emptied first.
- * Durable (fdatasync) when it returns WH_OK; on WH_ERR the file is cut back
- * to its length before (when that fails too, *torn is set: st_sfile_trim
- * before the next append). */
+ * missing (then dir is fsync'ed too); truncate: the file is emptied first
+ * (and stays empty if the append then fails). Durable (fdatasync) when it
+ * returns WH_OK. On a failed write the file is cut back to its length
+ * before (when that fails too, *torn is set: st_sfile_trim before the next
+ * append). A failed sync ("While fdatasync" / "While fsync" in err) leaves
+ * the records: the store exits on it (st_dbi_sync_check), as on a failed
+ * WAL sync; at its next start they are whole records, and a copy the
+ * ingestor sends again is skipped by index at the commit. */
 int st_sfile_append(const char *dir, uint32_t cf, uint64_t gen, int truncate, const st_staged *ev,
                     size_t n, int *torn, char *err, size_t errlen);
 

@@ -2345,6 +2345,26 @@ static void test_review_commit_resent_other_head(void **state)
  * chunk's references resolving to the same bytes: every event once and
  * identical, nothing counted as different. Both generations stay while
  * the events are stored, and the GC drops both once they are gone. */
+/* positions of the first 4 staged events of a scan */
+typedef struct pos_acc {
+    st_stage_txn *h;
+    uint64_t pos[4];
+    size_t n;
+} pos_acc;
+
+static int pos_step(void *arg, uint32_t idx, uint32_t subxid, const void *json, size_t len)
+{
+    (void)idx;
+    (void)subxid;
+    (void)json;
+    (void)len;
+    pos_acc *a = arg;
+    if (a->n == 4)
+        return 1;
+    a->pos[a->n++] = st_db_stage_txn_pos(a->h);
+    return 0;
+}
+
 static void test_stage_commit_cut_short(void **state)
 {
     fx *f = *state;
@@ -2355,8 +2375,16 @@ static void test_stage_commit_cut_short(void **state)
     st_stage_txn *h;
     uint64_t gen;
     assert_int_equal(st_db_stage_begin(f->db, "t", 700, &h, &gen, err, sizeof(err)), WH_OK);
-    st_db_stage_end(h);
     assert_true(gen > 0);
+    /* where the first 4 staged events are (their positions in the gen's
+     * staging file), as st_server's scan finds them */
+    pos_acc pa = {.h = h};
+    int stopped;
+    assert_int_equal(st_db_stage_txn_scan(h, 0, pos_step, &pa, &stopped, err, sizeof(err)), WH_OK);
+    assert_true(stopped);
+    int in_file = st_db_stage_txn_file(h);
+    assert_true(in_file);
+    st_db_stage_end(h);
     /* the commit's first chunk (4 events), as st_server writes it */
     wh_buf cval;
     wh_buf_init(&cval, 0);
@@ -2365,13 +2393,15 @@ static void test_stage_commit_cut_short(void **state)
     assert_int_equal(st_db_stage_cval(&cval, 700, 0x700, part, plen, 3), WH_OK);
     char js[4][96];
     st_event ev[4];
-    uint32_t idx[4];
     for (uint32_t i = 0; i < 4; i++) {
         size_t l = expect_json(js[i], sizeof(js[i]), i, 'k', i);
         ev[i] = (st_event){0x700, i, 5000, js[i], l};
-        idx[i] = i;
     }
-    st_append_extra x = {.ref_gen = gen, .ref_idx = idx, .cval = cval.data, .cval_len = cval.len};
+    st_append_extra x = {.ref_gen = gen,
+                         .ref_pos = pa.pos,
+                         .ref_file = in_file,
+                         .cval = cval.data,
+                         .cval_len = cval.len};
     uint64_t d;
     assert_int_equal(st_db_append_ext(f->db, "t", ev, 4, 0, &x, &d, err, sizeof(err)), WH_OK);
     wh_buf_free(&cval);
