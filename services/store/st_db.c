@@ -2758,8 +2758,12 @@ static int stage_sweep(st_db *db, st_tenant *t, uint64_t next, char *err, size_t
         if (committed)
             continue;
         if (gen < next && gen_set_has(&open, gen)) {
-            rc = st_sfile_trim(db->stage_dir, cf, gen, &cut, err, errlen);
-            if (rc == WH_OK && cut > 0)
+            char e[WH_ERRLEN];
+            if (st_sfile_trim(db->stage_dir, cf, gen, &cut, e, sizeof(e)) != WH_OK)
+                /* damage: left as it is; the transaction's commit fails
+                 * naming the record */
+                wh_error("tenant %s: %s", t->name, e);
+            else if (cut > 0)
                 wh_warn("tenant %s: staging file of generation %" PRIu64 ": %" PRIu64
                         " bytes of an append cut short removed",
                         t->name, gen, cut);

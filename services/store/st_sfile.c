@@ -302,6 +302,38 @@ int st_sfile_rd_at(st_sfile_rd *r, uint64_t off, st_sfile_rec *rec, int *end, ch
     return WH_OK;
 }
 
+/* Whether what r's file holds from off on (not a whole record) is what an
+ * append cut short leaves: a partial header, a record whose length runs
+ * past the end (its bytes written in part), or zeros (a file system that
+ * grew the file before writing its blocks). A whole-length record with a
+ * bad checksum and other bytes is damage. */
+static int tail_torn(st_sfile_rd *r, uint64_t off, int *torn, char *err, size_t errlen)
+{
+    *torn = 1;
+    size_t have;
+    if (rd_fill(r, off, ST_SFILE_HDR, &have, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (have < ST_SFILE_HDR)
+        return WH_OK;
+    uint32_t len = wh_get_be32((const uint8_t *)r->buf + (off - r->at) + 4);
+    if ((uint64_t)len + ST_SFILE_HDR > r->size - off)
+        return WH_OK;
+    for (uint64_t at = off; at < r->size;) {
+        if (rd_fill(r, at, 1, &have, err, errlen) != WH_OK)
+            return WH_ERR;
+        if (have == 0)
+            break;
+        const char *b = r->buf + (at - r->at);
+        for (size_t i = 0; i < have; i++)
+            if (b[i] != 0) {
+                *torn = 0;
+                return WH_OK;
+            }
+        at += have;
+    }
+    return WH_OK;
+}
+
 int st_sfile_trim(const char *dir, uint32_t cf, uint64_t gen, uint64_t *cut, char *err,
                   size_t errlen)
 {
@@ -318,9 +350,19 @@ int st_sfile_trim(const char *dir, uint32_t cf, uint64_t gen, uint64_t *cut, cha
         off = rec.next;
     }
     uint64_t size = r.size;
+    int torn = 0;
+    if (rc == WH_OK && !missing && off < size)
+        rc = tail_torn(&r, off, &torn, err, errlen);
     st_sfile_rd_close(&r);
     if (rc != WH_OK || missing || off == size)
         return rc;
+    if (!torn)
+        return wh_seterr(err, errlen,
+                         "staging file %" PRIu32 "-%016" PRIx64
+                         ": damaged record at offset %" PRIu64 " with %" PRIu64
+                         " bytes after it: not cut (an append cut short leaves "
+                         "a partial record or zeros)",
+                         cf, gen, off, size - off);
     char p[SF_PATH_MAX];
     if (sf_path(p, sizeof(p), dir, cf, gen) != WH_OK)
         return wh_seterr(err, errlen, "staging directory %s: path too long", dir);

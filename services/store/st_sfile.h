@@ -50,8 +50,12 @@ int st_sfile_dir_make(const char *dir, char *err, size_t errlen);
 int st_sfile_append(const char *dir, uint32_t cf, uint64_t gen, int truncate, const st_staged *ev,
                     size_t n, int *torn, char *err, size_t errlen);
 
-/* Cuts dir's file of (cf, gen) back to its last whole record (a torn or
- * damaged tail); *cut: the bytes cut off. A missing file is not an error. */
+/* Cuts dir's file of (cf, gen) back to its last whole record when what
+ * follows it is what an append cut short leaves (a partial record, or
+ * zeros); *cut: the bytes cut off. A record of whole length with a bad
+ * checksum followed by other bytes is damage: WH_ERR naming its offset,
+ * nothing cut (the records after it may be acknowledged ones). A missing
+ * file is not an error. */
 int st_sfile_trim(const char *dir, uint32_t cf, uint64_t gen, uint64_t *cut, char *err,
                   size_t errlen);
 

@@ -281,6 +281,17 @@ static void expect_file(const sfx *f, uint32_t cf, uint64_t gen, const recs *rs,
     assert_int_equal(r.fd, -1);
 }
 
+/* st_sfile_trim that must refuse: damage (a whole-length record with a
+ * bad checksum and other bytes), nothing cut, the error naming it */
+static void trim_refused(const sfx *f, uint32_t cf, uint64_t gen)
+{
+    char err[WH_ERRLEN] = "";
+    uint64_t cut = 12345;
+    assert_int_equal(st_sfile_trim(f->dir, cf, gen, &cut, err, sizeof(err)), WH_ERR);
+    assert_int_equal(cut, 0);
+    assert_non_null(strstr(err, "damaged record at offset"));
+}
+
 static uint64_t trim(const sfx *f, uint32_t cf, uint64_t gen)
 {
     char err[WH_ERRLEN] = "";
@@ -737,10 +748,21 @@ static void test_torn_tail(void **state)
     torn_case(f, gen++, h, sizeof(h));
     put32(h + 4, 9);
     torn_case(f, gen++, h, sizeof(h));
-    /* a zero-length record with a bad checksum */
+    /* a zero-length record with a bad checksum: whole, so damage, not a
+     * torn append: left as it is */
     enc_rec(h, 3, 11, NULL, 0);
     h[0] ^= 1;
-    torn_case(f, gen++, h, ST_SFILE_HDR);
+    {
+        recs rs = {0};
+        base_recs(&rs);
+        append(f, 8, gen, 0, rs.ev, rs.n);
+        raw_append(f, 8, gen, h, ST_SFILE_HDR);
+        uint64_t good = recs_off(&rs, rs.n);
+        trim_refused(f, 8, gen);
+        assert_int_equal(fsize(f, 8, gen), (int64_t)(good + ST_SFILE_HDR));
+        recs_free(&rs);
+        gen++;
+    }
     /* a torn tail after a record larger than the buffer */
     {
         recs rs = {0};
@@ -755,8 +777,9 @@ static void test_torn_tail(void **state)
     }
 }
 
-/* One byte of the last record changed: the reader ends at that record, and
- * trim cuts it off (it alone). */
+/* One byte of the last record changed: the reader ends at that record;
+ * trim cuts it off (it alone) when its length now runs past the file's
+ * end (what a torn append leaves), and refuses otherwise (damage). */
 static void test_damaged_last_record(void **state)
 {
     sfx *f = *state;
@@ -780,6 +803,14 @@ static void test_damaged_last_record(void **state)
         recs first = rs;
         first.n = 3;
         expect_file(f, 9, gen, &first, last);
+        uint32_t len = 50;
+        if (d[i].at >= 4 && d[i].at < 8)
+            len ^= (uint32_t)d[i].mask << (8 * (7 - d[i].at));
+        if ((uint64_t)len + ST_SFILE_HDR <= size - last) {
+            trim_refused(f, 9, gen);
+            assert_int_equal(fsize(f, 9, gen), (int64_t)size);
+            continue;
+        }
         assert_int_equal(trim(f, 9, gen), size - last);
         assert_int_equal(fsize(f, 9, gen), (int64_t)last);
         expect_file(f, 9, gen, &first, last);
@@ -788,14 +819,14 @@ static void test_damaged_last_record(void **state)
         expect_file(f, 9, gen, &rs, size);
     }
     /* a record in the middle damaged: the reader ends there, and trim
-     * cuts from there on (what follows a damaged record is not found) */
+     * refuses (the records after it may be acknowledged ones) */
     append(f, 9, 200, 0, rs.ev, rs.n);
     flip(f, 9, 200, recs_off(&rs, 2) + ST_SFILE_HDR + 5, 0xff);
     recs first = rs;
     first.n = 2;
     expect_file(f, 9, 200, &first, recs_off(&rs, 2));
-    assert_int_equal(trim(f, 9, 200), size - recs_off(&rs, 2));
-    assert_int_equal(fsize(f, 9, 200), (int64_t)recs_off(&rs, 2));
+    trim_refused(f, 9, 200);
+    assert_int_equal(fsize(f, 9, 200), (int64_t)size);
     recs_free(&rs);
 }
 
