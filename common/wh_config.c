@@ -147,7 +147,7 @@ const wh_config_entry wh_config_table[] = {
       "RocksDB memtable size"),
     L(store_retention_bytes, "store.retention_bytes", 0, 0, 1024 * 1024 * GiB, WH_CF_RUNTIME,
       "per tenant: bytes of undelivered events kept (a streamed transaction's events count as "
-      "their ~25-byte references); a target further behind is marked NEEDS_SNAPSHOT (0 = no "
+      "their ~30-byte references); a target further behind is marked NEEDS_SNAPSHOT (0 = no "
       "cap)"),
     L(store_retention_age_s, "store.retention_age_s", 0, 0, 10LL * 366 * 86400, WH_CF_RUNTIME,
       "per tenant: age of undelivered events kept; a target further behind is marked "
