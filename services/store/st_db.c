@@ -2,6 +2,8 @@
 #include "st_db_int.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -1172,6 +1174,25 @@ static void stage_files_drop_cf(st_db *db, int64_t cf)
         char e[WH_ERRLEN];
         if (drop && st_sfile_remove(db->stage_dir, fcf, gen, e, sizeof(e)) != WH_OK)
             wh_warn("%s", e);
+    }
+    closedir(d);
+}
+
+void st_db_staging_files(st_db *db, uint64_t *files, uint64_t *bytes)
+{
+    *files = *bytes = 0;
+    DIR *d = opendir(db->stage_dir);
+    if (d == NULL)
+        return;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        uint32_t cf;
+        uint64_t gen;
+        struct stat st;
+        if (st_sfile_parse_name(de->d_name, &cf, &gen) == WH_OK &&
+            fstatat(dirfd(d), de->d_name, &st, 0) == 0) {
+            (*files)++;
+            *bytes += (uint64_t)st.st_size;
+        }
     }
     closedir(d);
 }
@@ -2759,17 +2780,20 @@ static int stage_sweep(st_db *db, st_tenant *t, uint64_t next, char *err, size_t
             continue;
         if (gen < next && gen_set_has(&open, gen)) {
             char e[WH_ERRLEN];
-            if (st_sfile_trim(db->stage_dir, cf, gen, &cut, e, sizeof(e)) != WH_OK)
+            if (st_sfile_trim(db->stage_dir, cf, gen, &cut, e, sizeof(e)) != WH_OK) {
+                st_dbi_sync_check("staging file", e);
                 /* damage: left as it is; the transaction's commit fails
                  * naming the record */
                 wh_error("tenant %s: %s", t->name, e);
-            else if (cut > 0)
+            } else if (cut > 0)
                 wh_warn("tenant %s: staging file of generation %" PRIu64 ": %" PRIu64
                         " bytes of an append cut short removed",
                         t->name, gen, cut);
             continue;
         }
-        rc = st_sfile_remove(db->stage_dir, cf, gen, err, errlen);
+        char e[WH_ERRLEN];
+        if (st_sfile_remove(db->stage_dir, cf, gen, e, sizeof(e)) != WH_OK)
+            wh_warn("tenant %s: %s", t->name, e); /* tried again at the next start */
     }
     free(files.v);
     free(open.v);
@@ -2882,7 +2906,11 @@ static int stage_ready(st_db *db, st_tenant *t, char *err, size_t errlen)
     size_t fkl = st_dbi_key_prefix(fk, ST_STAGE_FILE, t->name);
     if (stage_get(db, t, fk, fkl, v, sizeof(v), &vl, &found, err, errlen) != WH_OK)
         return WH_ERR;
-    uint64_t from = found && vl == 8 ? wh_get_be64((const uint8_t *)v) : next;
+    /* none: no gen was ever staged in a file (a read-only open of a store
+     * from before files: every gen is in the column family) */
+    uint64_t from = found && vl == 8 ? wh_get_be64((const uint8_t *)v)
+                    : db->read_only  ? UINT64_MAX
+                                     : next;
     if (!found && !db->read_only) {
         wh_put_be64((uint8_t *)v, from);
         rocksdb_writebatch_t *fb = rocksdb_writebatch_create();
@@ -2940,6 +2968,100 @@ static int stage_gen_for(st_db *db, st_tenant *t, rocksdb_writebatch_t *wb, uint
     return WH_OK;
 }
 
+/* The next index of file gen (one past its last staged record; 0: none):
+ * the cache, else its file read through (a gen the store has not staged
+ * to since it started). Under t->stage_mu. */
+static int stage_nx_get(st_db *db, st_tenant *t, uint64_t gen, uint64_t *next, char *err,
+                        size_t errlen)
+{
+    for (unsigned i = 0; i < ST_STAGE_NX; i++)
+        if (t->stage_nx[i].gen == gen) {
+            *next = t->stage_nx[i].next;
+            return WH_OK;
+        }
+    *next = 0;
+    st_sfile_rd r;
+    st_sfile_rd_init(&r);
+    int missing, end = 0;
+    int rc = st_sfile_rd_open(&r, db->stage_dir, stage_cfid(t), gen, &missing, err, errlen);
+    for (uint64_t off = 0; rc == WH_OK && !missing;) {
+        st_sfile_rec rec;
+        if ((rc = st_sfile_rd_at(&r, off, &rec, &end, err, errlen)) != WH_OK || end)
+            break;
+        if ((uint64_t)rec.idx + 1 > *next)
+            *next = (uint64_t)rec.idx + 1;
+        off = rec.next;
+    }
+    st_sfile_rd_close(&r);
+    return rc;
+}
+
+static void stage_nx_set(st_tenant *t, uint64_t gen, uint64_t next)
+{
+    for (unsigned i = 0; i < ST_STAGE_NX; i++)
+        if (t->stage_nx[i].gen == gen) {
+            t->stage_nx[i].next = next;
+            return;
+        }
+    unsigned i = t->stage_nx_at++ % ST_STAGE_NX;
+    t->stage_nx[i].gen = gen;
+    t->stage_nx[i].next = next;
+}
+
+static void stage_nx_forget(st_tenant *t, uint64_t gen)
+{
+    for (unsigned i = 0; i < ST_STAGE_NX; i++)
+        if (t->stage_nx[i].gen == gen)
+            t->stage_nx[i].gen = 0;
+}
+
+static int staged_cmp(const void *a, const void *b)
+{
+    uint32_t x = ((const st_staged *)a)->idx, y = ((const st_staged *)b)->idx;
+    return x < y ? -1 : x > y;
+}
+
+/* The events of a batch for gen's file, in index order, without what the
+ * file already holds: an index below the gen's next one is a copy of a
+ * batch sent again (whole, or in part after an append cut short), and of
+ * an index twice in the batch its last one (a WriteBatch's last put of a
+ * key wins); *out malloc'ed (free it), *nout its events. */
+static int stage_file_batch(const st_staged *ev, size_t n, uint64_t next, st_staged **out,
+                            size_t *nout, char *err, size_t errlen)
+{
+    *out = NULL;
+    *nout = 0;
+    if (n == 0)
+        return WH_OK;
+    st_staged *v = malloc(n * sizeof(*v));
+    if (v == NULL)
+        return wh_seterr(err, errlen, "out of memory");
+    memcpy(v, ev, n * sizeof(*v));
+    int sorted = 1;
+    for (size_t i = 1; i < n && sorted; i++)
+        sorted = v[i - 1].idx < v[i].idx;
+    if (!sorted) {
+        /* stable, so the last of an index twice stays last */
+        for (size_t i = 1; i < n; i++)
+            for (size_t j = i; j > 0 && staged_cmp(&v[j - 1], &v[j]) > 0; j--) {
+                st_staged x = v[j];
+                v[j] = v[j - 1];
+                v[j - 1] = x;
+            }
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].idx < next)
+            continue;
+        if (m > 0 && v[m - 1].idx == v[i].idx)
+            m--;
+        v[m++] = v[i];
+    }
+    *out = v;
+    *nout = m;
+    return WH_OK;
+}
+
 int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, const st_staged *ev,
                     size_t n, char *err, size_t errlen)
 {
@@ -2967,16 +3089,34 @@ int st_db_stage_put(st_db *db, const char *tenant, uint32_t xid, int reset, cons
          * reset's is written before the keys that name it, so a stop in
          * between leaves a file that no key names (stage_sweep removes
          * it) or a reset the ingestor sends again */
-        int torn = 0;
-        int slot = st_dbi_io_begin(db, "staging file write");
-        rc = st_sfile_append(db->stage_dir, stage_cfid(t), gen, gen >= first_new || reset, ev, n,
-                             &torn, err, errlen);
-        st_dbi_io_end(db, slot);
-        if (rc != WH_OK) {
-            st_dbi_sync_check("staging file", err);
-            if (torn)
-                t->stage_next = 0; /* stage_ready cuts the file back first */
+        int fresh = gen >= first_new || reset, torn = 0;
+        uint64_t next = 0;
+        st_staged *fe = NULL;
+        size_t fn = 0;
+        if (!fresh)
+            rc = stage_nx_get(db, t, gen, &next, err, errlen);
+        if (rc == WH_OK)
+            rc = stage_file_batch(ev, n, next, &fe, &fn, err, errlen);
+        if (rc == WH_OK && fn < n)
+            wh_info("tenant %s: xid %" PRIu32 ": %zu of %zu staged events already staged (a "
+                    "batch sent again): not written again",
+                    tenant, xid, n - fn, n);
+        if (rc == WH_OK && (fn > 0 || fresh)) {
+            int slot = st_dbi_io_begin(db, "staging file write");
+            rc = st_sfile_append(db->stage_dir, stage_cfid(t), gen, fresh, fe, fn, &torn, err,
+                                 errlen);
+            st_dbi_io_end(db, slot);
+            if (rc != WH_OK) {
+                st_dbi_sync_check("staging file", err);
+                if (torn)
+                    t->stage_next = 0; /* stage_ready cuts the file back first */
+            }
         }
+        if (rc == WH_OK)
+            stage_nx_set(t, gen, fn > 0 ? (uint64_t)fe[fn - 1].idx + 1 : next);
+        else
+            stage_nx_forget(t, gen); /* the file is read again */
+        free(fe);
         nk = 0; /* the keys below: only the gen's */
     }
     char k[ST_KEY_MAX];
@@ -3397,7 +3537,7 @@ static int stage_file_scan(st_stage_txn *h, uint32_t from_idx, st_stage_fn fn, v
         int end;
         if (st_sfile_rd_at(&h->rd, h->foff, &rec, &end, err, errlen) != WH_OK)
             return WH_ERR;
-        if (end && h->foff < h->rd.size)
+        if (end && h->foff < h->rd.size && !h->db->read_only)
             return wh_seterr(err, errlen,
                              "staging file of generation %" PRIu64
                              ": damaged record at offset %" PRIu64,

@@ -413,6 +413,9 @@ int st_db_stage_txn_scan(st_stage_txn *h, uint32_t from_idx, st_stage_fn fn, voi
  * index, or its offset in the gen's staging file when
  * st_db_stage_txn_file), for st_append_extra.ref_pos. */
 uint64_t st_db_stage_txn_pos(const st_stage_txn *h);
+/* The staging files (all tenants) and their bytes (a directory scan: for
+ * metrics; 0 when it cannot be read). */
+void st_db_staging_files(st_db *db, uint64_t *files, uint64_t *bytes);
 int st_db_stage_txn_file(const st_stage_txn *h);
 void st_db_stage_end(st_stage_txn *h);
 /* The xid's staging is not this commit's (a commit at another LSN cut

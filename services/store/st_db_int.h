@@ -136,6 +136,13 @@ struct st_tenant {
     /* the first gen staged in a file (st_sfile.h; the gens before it, of
      * a store from before files, are staged in the column family) */
     uint64_t stage_file_from;
+    /* open gens' next index (one past the last staged), as far as known
+     * (under stage_mu; an entry missing is read from the gen's file) */
+#define ST_STAGE_NX 32
+    struct {
+        uint64_t gen, next;
+    } stage_nx[ST_STAGE_NX];
+    unsigned stage_nx_at;  /* the entry replaced next */
     st_off *offs;          /* its consumers, under db->off_lock */
     pthread_mutex_t wm_mu; /* the fields below */
     uint64_t wm_lsn;       /* GC watermark: never moves back */

@@ -1748,6 +1748,15 @@ static int store_metrics(void *arg, wh_buf *b, const char **state, int *ready, c
     rc |= wh_metric_header(b, "walhook_store_stage_commits_total", "counter",
                            "streamed transactions turned into events (stage commits) since start");
     rc |= wh_metric_u64(b, "walhook_store_stage_commits_total", "", atomic_load(&s->stage_commits));
+    uint64_t sfiles = 0, sbytes = 0;
+    st_db_staging_files(s->db, &sfiles, &sbytes);
+    rc |= wh_metric_header(b, "walhook_store_staging_files", "gauge",
+                           "staging files (a streamed transaction staged, or committed and "
+                           "not collected yet)");
+    rc |= wh_metric_u64(b, "walhook_store_staging_files", "", sfiles);
+    rc |= wh_metric_header(b, "walhook_store_staging_bytes", "gauge",
+                           "bytes of the staging files (not in walhook_store_tenant_bytes)");
+    rc |= wh_metric_u64(b, "walhook_store_staging_bytes", "", sbytes);
     rc |= wh_metric_header(b, "walhook_store_notifications_total", "counter",
                            "durability notifications published (one per synced append)");
     rc |= wh_metric_u64(b, "walhook_store_notifications_total", "", wh_counter_get(&s->notified));

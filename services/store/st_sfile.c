@@ -59,9 +59,24 @@ static int sf_path(char *p, size_t n, const char *dir, uint32_t cf, uint64_t gen
     return (size_t)snprintf(p, n, "%s/%s", dir, name) < n ? WH_OK : WH_ERR;
 }
 
+static int sf_fsync_dir(const char *dir, char *err, size_t errlen);
+
 int st_sfile_dir_make(const char *dir, char *err, size_t errlen)
 {
-    return wh_mkdirs(dir, 0700, err, errlen);
+    if (wh_mkdirs(dir, 0700, err, errlen) != WH_OK)
+        return WH_ERR;
+    /* its entry in the parent durable too */
+    char parent[SF_PATH_MAX];
+    if (wh_strlcpy(parent, dir, sizeof(parent)) != WH_OK)
+        return wh_seterr(err, errlen, "staging directory %s: path too long", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash == NULL)
+        return WH_OK;
+    if (slash == parent)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    return sf_fsync_dir(parent, err, errlen);
 }
 
 static int sf_fsync_dir(const char *dir, char *err, size_t errlen)
@@ -160,7 +175,7 @@ int st_sfile_append(const char *dir, uint32_t cf, uint64_t gen, int truncate, co
         rc = wh_seterr(err, errlen, "staging file %s: While fdatasync: %s", p, strerror(errno));
         goto out;
     }
-    if (made)
+    if (made || truncate) /* a retry may find the file a failed attempt made */
         rc = sf_fsync_dir(dir, err, errlen);
 out:
     free(hdr);
@@ -205,6 +220,7 @@ int st_sfile_rd_open(st_sfile_rd *r, const char *dir, uint32_t cf, uint64_t gen,
     r->len = 0;
     r->at = 0;
     r->size = 0;
+    r->win = 0;
     r->cf = cf;
     r->gen = gen;
     r->buf = buf;
@@ -240,7 +256,11 @@ static int rd_fill(st_sfile_rd *r, uint64_t off, size_t need, size_t *have, char
         *have = r->len - (size_t)(off - r->at);
         return WH_OK;
     }
-    size_t want = need > ST_SFILE_READ_BYTES ? need : ST_SFILE_READ_BYTES;
+    if (r->win == 0)
+        r->win = ST_SFILE_READ_FIRST;
+    else if (off == r->at + r->len && r->win < ST_SFILE_READ_BYTES)
+        r->win *= 2; /* read on where the last read ended */
+    size_t want = need > r->win ? need : r->win;
     if (r->cap < want) {
         char *b = realloc(r->buf, want);
         if (b == NULL)
@@ -369,8 +389,11 @@ int st_sfile_trim(const char *dir, uint32_t cf, uint64_t gen, uint64_t *cut, cha
     int fd = open(p, O_WRONLY | O_CLOEXEC);
     if (fd < 0)
         return wh_seterr(err, errlen, "staging file %s: %s", p, strerror(errno));
-    if (ftruncate(fd, (off_t)off) != 0 || fdatasync(fd) != 0)
+    if (ftruncate(fd, (off_t)off) != 0)
         rc = wh_seterr(err, errlen, "staging file %s: cut back to %" PRIu64 " bytes: %s", p, off,
+                       strerror(errno));
+    else if (fdatasync(fd) != 0)
+        rc = wh_seterr(err, errlen, "staging file %s: cut back: While fdatasync: %s", p,
                        strerror(errno));
     close(fd);
     if (rc == WH_OK)

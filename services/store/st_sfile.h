@@ -63,10 +63,14 @@ int st_sfile_trim(const char *dir, uint32_t cf, uint64_t gen, uint64_t *cut, cha
 int st_sfile_remove(const char *dir, uint32_t cf, uint64_t gen, char *err, size_t errlen);
 
 /* A reader of one file, with a read-ahead buffer: records read in file
- * order cost one pread per ST_SFILE_READ_BYTES. */
+ * order cost one pread per ST_SFILE_READ_BYTES, once the window has grown
+ * from ST_SFILE_READ_FIRST (doubled at each read that goes on where the
+ * last ended: a read of one small event does not copy 256 KiB). */
 #define ST_SFILE_READ_BYTES (256 * 1024)
+#define ST_SFILE_READ_FIRST (16 * 1024)
 typedef struct st_sfile_rd {
-    int fd; /* -1: closed, or the file is missing */
+    int fd;     /* -1: closed, or the file is missing */
+    size_t win; /* the next read's size (0: ST_SFILE_READ_FIRST) */
     uint32_t cf;
     uint64_t gen;
     uint64_t size; /* the file's length when opened */
