@@ -31,7 +31,8 @@
  * fuzz-sources: services/store/st_db_maint.c services/store/st_db_schema.c
  * fuzz-sources: services/store/st_server.c
  * fuzz-sources: services/store/st_state.c services/store/st_push.c
- * fuzz-sources: services/store/st_slot.c
+ * fuzz-sources: services/store/st_slot.c services/store/st_sfile.c
+ * fuzz-sources: services/store/st_crc32c.cc
  * fuzz-sources: services/store/st_gcfilter.cc services/store/st_bgio.cc
  * fuzz-sources: services/store/st_walfs.cc services/store/st_schema.c
  * fuzz-sources: services/store/st_toast.c services/store/st_guard.c
