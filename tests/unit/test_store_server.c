@@ -25,6 +25,7 @@
 #include "wh_ipc.h"
 #include "wh_lsn.h"
 #include "stdb_fixture.h"
+#include "stsrv_fixture.h"
 
 #define MAX_MSG (4u * 1024 * 1024)
 
@@ -103,73 +104,13 @@ static int setup_tmpfs(void **state)
     return 0;
 }
 
-/* ---- request builders ---- */
-
-typedef struct append_req {
-    Walhook__Request req;
-    Walhook__AppendBatch a;
-    Walhook__Event ev[64];
-    Walhook__Event *evp[64];
-} append_req;
-
-static void make_append(append_req *r, const char *tenant, size_t n, uint64_t lsn, uint64_t ack)
-{
-    walhook__request__init(&r->req);
-    walhook__append_batch__init(&r->a);
-    for (size_t i = 0; i < n; i++) {
-        walhook__event__init(&r->ev[i]);
-        r->ev[i].commit_lsn = lsn;
-        r->ev[i].seq = (uint32_t)i;
-        r->ev[i].commit_ts_us = 1000;
-        r->ev[i].json.data = (uint8_t *)"{\"k\":1}";
-        r->ev[i].json.len = 7;
-        r->evp[i] = &r->ev[i];
-    }
-    r->a.tenant = (char *)tenant;
-    r->a.n_events = n;
-    r->a.events = r->evp;
-    r->a.ack_lsn = ack;
-    r->req.body_case = WALHOOK__REQUEST__BODY_APPEND;
-    r->req.append = &r->a;
-}
-
-typedef struct read_req {
-    Walhook__Request req;
-    Walhook__ReadRequest r;
-    Walhook__Position from;
-} read_req;
-
-static void make_read(read_req *r, const char *tenant, const char *consumer, int has_from,
-                      uint64_t lsn, uint32_t seq, uint32_t wait_ms)
-{
-    walhook__request__init(&r->req);
-    walhook__read_request__init(&r->r);
-    walhook__position__init(&r->from);
-    r->r.tenant = (char *)tenant;
-    r->r.consumer = (char *)consumer;
-    r->r.has_from = has_from;
-    r->from.lsn = lsn;
-    r->from.seq = seq;
-    r->r.from = has_from ? &r->from : NULL;
-    r->r.wait_ms = wait_ms;
-    r->req.body_case = WALHOOK__REQUEST__BODY_READ;
-    r->req.read = &r->r;
-}
-
-/* Calls the handler directly; returns status, copies the error text. */
-static int call(fx *f, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
-{
-    walhook__reply__init(rep);
-    *cookie = NULL;
-    st_server_handle(f->srv, req, rep, cookie);
-    return rep->status;
-}
+/* ---- requests (built by stsrv_fixture.h) ---- */
 
 static void expect_error(fx *f, const Walhook__Request *req, const char *needle)
 {
     Walhook__Reply rep;
     void *cookie;
-    int st = call(f, req, &rep, &cookie);
+    int st = stsrv_call(f->srv, req, &rep, &cookie);
     if (st == 0 || rep.error == NULL || strstr(rep.error, needle) == NULL)
         fail_msg("expected error naming '%s', got status %d '%s'", needle, st,
                  rep.error ? rep.error : "(null)");
@@ -184,20 +125,20 @@ static void test_append_read_commit(void **state)
     fx *f = *state;
     Walhook__Reply rep;
     void *cookie;
-    append_req a;
-    make_append(&a, "t", 3, 0x100, 0x180);
-    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    stsrv_append_req a;
+    stsrv_make_append(&a, "t", 3, 0x100, 0x180);
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), 0);
     assert_int_equal(rep.body_case, WALHOOK__REPLY__BODY_APPEND);
     assert_int_equal(rep.append->durable_lsn, 0x180);
     assert_int_equal(rep.append->stored, 3);
     st_server_done(f->srv, &rep, cookie);
     /* resend: idempotent */
-    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
 
-    read_req r;
-    make_read(&r, "t", "c1", 0, 0, 0, 0);
-    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    stsrv_read_req r;
+    stsrv_make_read(&r, "t", "c1", 0, 0, 0, 0);
+    assert_int_equal(stsrv_call(f->srv, &r.req, &rep, &cookie), 0);
     assert_int_equal(rep.body_case, WALHOOK__REPLY__BODY_READ);
     assert_int_equal(rep.read->n_events, 3);
     assert_int_equal(rep.read->events[2]->seq, 2);
@@ -217,17 +158,17 @@ static void test_append_read_commit(void **state)
     c.pos = &pos;
     req.body_case = WALHOOK__REQUEST__BODY_COMMIT;
     req.commit = &c;
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &req, &rep, &cookie), 0);
     assert_int_equal(rep.body_case, WALHOOK__REPLY__BODY_OFFSET);
     assert_int_equal(rep.offset->committed->seq, 1);
     st_server_done(f->srv, &rep, cookie);
     pos.seq = 0; /* backwards: no effect */
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &req, &rep, &cookie), 0);
     assert_int_equal(rep.offset->committed->seq, 1);
     st_server_done(f->srv, &rep, cookie);
 
     /* read from the committed offset */
-    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &r.req, &rep, &cookie), 0);
     assert_int_equal(rep.read->n_events, 1);
     assert_int_equal(rep.read->events[0]->seq, 2);
     assert_int_equal(rep.read->committed->seq, 1);
@@ -238,7 +179,7 @@ static void test_append_read_commit(void **state)
     g.consumer = "c1";
     req.body_case = WALHOOK__REQUEST__BODY_GET_OFFSET;
     req.get_offset = &g;
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &req, &rep, &cookie), 0);
     assert_int_equal(rep.offset->committed->lsn, 0x100);
     assert_int_equal(rep.offset->committed->seq, 1);
     st_server_done(f->srv, &rep, cookie);
@@ -246,7 +187,7 @@ static void test_append_read_commit(void **state)
     Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_STATS;
     req.stats = &sr;
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &req, &rep, &cookie), 0);
     assert_string_equal(rep.stats->daemon, "store");
     assert_string_equal(rep.stats->state, "running");
     assert_true(rep.stats->ready);
@@ -268,7 +209,7 @@ static void test_append_read_commit(void **state)
     st_server_done(f->srv, &rep, cookie);
     st_db_limits lim = {0, 0, 0, 0, 0, 0, 8 << 20, 0};
     st_db_set_limits(f->db, &lim);
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &req, &rep, &cookie), 0);
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_io_rate_bytes 8388608\n"));
     st_server_done(f->srv, &rep, cookie);
 
@@ -278,7 +219,7 @@ static void test_append_read_commit(void **state)
     st_db_set_limits(f->db, &lim);
     wh_sleep_ms(5);
     st_db_maintain(f->db);
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &req, &rep, &cookie), 0);
     const char *mt = rep.stats->metrics_text;
     assert_non_null(strstr(mt, "walhook_store_tenant_bytes{tenant=\"t\"} "));
     assert_non_null(strstr(mt, "walhook_store_watermark_lag_bytes{tenant=\"t\"} "));
@@ -289,7 +230,7 @@ static void test_append_read_commit(void **state)
     assert_non_null(
         strstr(mt, "walhook_store_target_needs_snapshot{tenant=\"t\",target=\"c1\"} 1\n"));
     st_server_done(f->srv, &rep, cookie);
-    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &r.req, &rep, &cookie), 0);
     assert_true(rep.read->needs_snapshot);
     st_server_done(f->srv, &rep, cookie);
 }
@@ -304,13 +245,13 @@ static void test_slow_down(void **state)
     void *cookie;
     st_db_limits lim = {0, 0, 0, 20, 1000, 0, 0, 0}; /* 20 events/s, a 1 s bucket */
     st_db_set_limits(f->db, &lim);
-    append_req a;
-    make_append(&a, "t", 60, 0x200, 0x200);
+    stsrv_append_req a;
+    stsrv_make_append(&a, "t", 60, 0x200, 0x200);
     /* a full bucket lets a bigger batch through: 20 -> -40, 2 s of debt */
-    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
-    make_append(&a, "t", 60, 0x300, 0x300);
-    assert_int_equal(call(f, &a.req, &rep, &cookie), ST_STATUS_SLOW_DOWN);
+    stsrv_make_append(&a, "t", 60, 0x300, 0x300);
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), ST_STATUS_SLOW_DOWN);
     assert_non_null(strstr(rep.error, "slow down"));
     uint32_t retry = rep.retry_after_ms;
     assert_true(retry > 0 && retry <= 2000);
@@ -324,28 +265,28 @@ static void test_slow_down(void **state)
     assert_int_equal(st_db_tenant_end(f->db, "t", &l, &sq, err, sizeof(err)), WH_OK);
     assert_int_equal(l, 0x200);
     /* another tenant has a bucket of its own */
-    append_req b;
-    make_append(&b, "u", 60, 0x100, 0x100);
-    assert_int_equal(call(f, &b.req, &rep, &cookie), 0);
+    stsrv_append_req b;
+    stsrv_make_append(&b, "u", 60, 0x100, 0x100);
+    assert_int_equal(stsrv_call(f->srv, &b.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
     /* after the delay the same append goes through */
     wh_sleep_ms((int)retry + 20);
-    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), 0);
     assert_int_equal(rep.append->durable_lsn, 0x300);
     st_server_done(f->srv, &rep, cookie);
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_STATS;
     req.stats = &sr;
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &req, &rep, &cookie), 0);
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_appends_slowed_total 1\n"));
     st_server_done(f->srv, &rep, cookie);
     /* rates 0: unlimited again */
     st_db_limits none = {0, 0, 0, 0, 0, 0, 0, 0};
     st_db_set_limits(f->db, &none);
     for (uint64_t i = 0; i < 5; i++) {
-        make_append(&a, "t", 60, 0x400 + i, 0x400 + i);
-        assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+        stsrv_make_append(&a, "t", 60, 0x400 + i, 0x400 + i);
+        assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), 0);
         st_server_done(f->srv, &rep, cookie);
     }
 }
@@ -365,13 +306,13 @@ static void guard_hold(st_guard *g, const void *lt, const void *ft)
 }
 
 /* An Append of 64 events of 1 KiB to tenant at lsn (68 KB queued). */
-static void make_big_append(append_req *a, const char *tenant, uint64_t lsn)
+static void make_big_append(stsrv_append_req *a, const char *tenant, uint64_t lsn)
 {
     static char big[1024];
     memset(big, 'x', sizeof(big));
     big[0] = '"';
     big[sizeof(big) - 1] = '"';
-    make_append(a, tenant, 64, lsn, lsn);
+    stsrv_make_append(a, tenant, 64, lsn, lsn);
     for (int k = 0; k < 64; k++) {
         a->ev[k].json.data = (uint8_t *)big;
         a->ev[k].json.len = sizeof(big);
@@ -407,11 +348,11 @@ static void test_isolation_guard(void **state)
     st_db_guard_stats(f->db, &gs);
     assert_int_equal(gs.rate_bytes, ST_GUARD_MIN_RATE); /* down to the floor */
     assert_int_equal(gs.quiet_us, 500);
-    append_req a;
+    stsrv_append_req a;
     for (uint64_t i = 0; i < 2; i++) {
         make_big_append(&a, "flood", 0x100 + i);
         guard_hold(g, lt, ft);
-        assert_int_equal(call(f, &a.req, &rep, &cookie), ST_STATUS_SLOW_DOWN);
+        assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), ST_STATUS_SLOW_DOWN);
         assert_non_null(strstr(rep.error, "store.isolation_target_pct"));
         assert_true(rep.retry_after_ms > 0 && rep.retry_after_ms <= ST_GUARD_RETRY_MAX_MS);
         st_server_done(f->srv, &rep, cookie);
@@ -424,19 +365,19 @@ static void test_isolation_guard(void **state)
      * protected tenant; its own big append is not held back (the budget,
      * full at its first use, lets it through) */
     guard_hold(g, lt, ft);
-    make_append(&a, "flood", 1, 0x200, 0x200);
-    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    stsrv_make_append(&a, "flood", 1, 0x200, 0x200);
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
     assert_ptr_equal(g->light_t, lt);
     make_big_append(&a, "light", 0x100);
-    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_STATS;
     req.stats = &sr;
     guard_hold(g, lt, ft);
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &req, &rep, &cookie), 0);
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_isolation_slowed_total 2\n"));
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_appends_slowed_total 2\n"));
     assert_non_null(strstr(rep.stats->metrics_text, "walhook_store_isolation_rate_bytes 65536\n"));
@@ -446,11 +387,11 @@ static void test_isolation_guard(void **state)
     lim.isolation_target_pct = 0;
     st_db_set_limits(f->db, &lim);
     make_big_append(&a, "flood", 0x300);
-    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), 0);
     assert_int_equal(rep.append->durable_lsn, 0x300);
     st_server_done(f->srv, &rep, cookie);
     make_big_append(&a, "flood", 0x400);
-    assert_int_equal(call(f, &a.req, &rep, &cookie), ST_STATUS_SLOW_DOWN);
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), ST_STATUS_SLOW_DOWN);
     assert_non_null(strstr(rep.error, "write budget"));
     st_server_done(f->srv, &rep, cookie);
 }
@@ -516,41 +457,42 @@ static void test_group_commit(void **state)
 static void test_malformed(void **state)
 {
     fx *f = *state;
-    append_req a;
-    make_append(&a, "", 1, 1, 0);
+    stsrv_append_req a;
+    stsrv_make_append(&a, "", 1, 1, 0);
     expect_error(f, &a.req, "tenant");
-    make_append(&a, NULL, 1, 1, 0);
+    stsrv_make_append(&a, NULL, 1, 1, 0);
     expect_error(f, &a.req, "tenant");
-    make_append(&a, "0123456789012345678901234567890123456789012345678901234567890123", 1, 1, 0);
+    stsrv_make_append(&a, "0123456789012345678901234567890123456789012345678901234567890123", 1, 1,
+                      0);
     expect_error(f, &a.req, "tenant");
-    make_append(&a, "t", 3, 1, 0);
+    stsrv_make_append(&a, "t", 3, 1, 0);
     a.ev[1].commit_lsn = 0;
     expect_error(f, &a.req, "events[1].commit_lsn");
-    make_append(&a, "t", 3, 1, 0);
+    stsrv_make_append(&a, "t", 3, 1, 0);
     a.ev[2].json.len = 0;
     expect_error(f, &a.req, "events[2].json");
-    make_append(&a, "t", 3, 1, 0);
+    stsrv_make_append(&a, "t", 3, 1, 0);
     a.ev[0].commit_ts_us = -5;
     expect_error(f, &a.req, "events[0].commit_ts_us");
     /* bytes a read would take for a stage commit's reference */
     static uint8_t refish[17] = {0x01};
-    make_append(&a, "t", 3, 1, 0);
+    stsrv_make_append(&a, "t", 3, 1, 0);
     a.ev[1].json.data = refish;
     a.ev[1].json.len = sizeof(refish);
     expect_error(f, &a.req, "events[1].json: starts with byte 0x01");
-    make_append(&a, "t", 3, 1, 0);
+    stsrv_make_append(&a, "t", 3, 1, 0);
     a.evp[1] = NULL;
     expect_error(f, &a.req, "events[1]");
-    make_append(&a, "t", 2, 1, 0);
+    stsrv_make_append(&a, "t", 2, 1, 0);
     a.a.events = NULL;
     expect_error(f, &a.req, "events");
     a.req.append = NULL;
     expect_error(f, &a.req, "append");
 
-    read_req r;
-    make_read(&r, "t", "", 0, 0, 0, 0);
+    stsrv_read_req r;
+    stsrv_make_read(&r, "t", "", 0, 0, 0, 0);
     expect_error(f, &r.req, "consumer");
-    make_read(&r, "", "c", 1, 0, 0, 0);
+    stsrv_make_read(&r, "", "c", 1, 0, 0, 0);
     expect_error(f, &r.req, "tenant");
 
     Walhook__Request req = WALHOOK__REQUEST__INIT;
@@ -585,7 +527,7 @@ static void test_malformed(void **state)
     {
         Walhook__Reply lr;
         void *lc;
-        assert_int_equal(call(f, &req, &lr, &lc), 0);
+        assert_int_equal(stsrv_call(f->srv, &req, &lr, &lc), 0);
         assert_int_equal(lr.lease->n_owners, 1);
         assert_int_equal(lr.lease->n_owner_controls, 1);
         assert_string_equal(lr.lease->owners[0], "d1#00000001");
@@ -598,10 +540,10 @@ static void test_malformed(void **state)
     expect_error(f, NULL, "request");
 
     /* nothing was stored by any of those */
-    make_read(&r, "t", "", 1, 0, 0, 0);
+    stsrv_make_read(&r, "t", "", 1, 0, 0, 0);
     Walhook__Reply rep;
     void *cookie;
-    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &r.req, &rep, &cookie), 0);
     assert_int_equal(rep.read->n_events, 0);
     st_server_done(f->srv, &rep, cookie);
 }
@@ -609,17 +551,17 @@ static void test_malformed(void **state)
 static void test_read_no_from_pointer(void **state)
 {
     fx *f = *state;
-    append_req a;
-    make_append(&a, "t", 2, 7, 0);
+    stsrv_append_req a;
+    stsrv_make_append(&a, "t", 2, 7, 0);
     Walhook__Reply rep;
     void *cookie;
-    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
-    read_req r;
-    make_read(&r, "t", "", 1, 0, 0, 0);
+    stsrv_read_req r;
+    stsrv_make_read(&r, "t", "", 1, 0, 0, 0);
     r.r.from = NULL; /* has_from with an absent position = from the start */
     r.r.max_events = 1;
-    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &r.req, &rep, &cookie), 0);
     assert_int_equal(rep.read->n_events, 1);
     st_server_done(f->srv, &rep, cookie);
 }
@@ -630,22 +572,22 @@ static void test_read_registers_consumer(void **state)
     char err[WH_ERRLEN];
     Walhook__Reply rep;
     void *cookie;
-    append_req a;
-    make_append(&a, "t", 4, 0x10, 0);
-    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    stsrv_append_req a;
+    stsrv_make_append(&a, "t", 4, 0x10, 0);
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
     uint64_t l;
     uint32_t s;
     assert_int_equal(st_db_commit(f->db, "t", "fast", 0x10, 3, &l, &s, err, sizeof(err)), WH_OK);
-    read_req r;
-    make_read(&r, "t", "slow", 0, 0, 0, 0); /* never committed, reads from the start */
+    stsrv_read_req r;
+    stsrv_make_read(&r, "t", "slow", 0, 0, 0, 0); /* never committed, reads from the start */
     r.r.max_events = 1;
-    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &r.req, &rep, &cookie), 0);
     assert_int_equal(rep.read->n_events, 1);
     st_server_done(f->srv, &rep, cookie);
     assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
     r.r.max_events = 0;
-    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &r.req, &rep, &cookie), 0);
     assert_int_equal(rep.read->n_events, 4); /* nothing collected under "slow" */
     st_server_done(f->srv, &rep, cookie);
 }
@@ -663,12 +605,12 @@ typedef struct poller {
 static void *poll_thread(void *p)
 {
     poller *pl = p;
-    read_req r;
-    make_read(&r, pl->tenant, "", 1, 0, 0, pl->wait_ms);
+    stsrv_read_req r;
+    stsrv_make_read(&r, pl->tenant, "", 1, 0, 0, pl->wait_ms);
     Walhook__Reply rep;
     void *cookie;
     uint64_t t0 = wh_now_ms();
-    int st = call(pl->f, &r.req, &rep, &cookie);
+    int st = stsrv_call(pl->f->srv, &r.req, &rep, &cookie);
     pl->elapsed_ms = wh_now_ms() - t0;
     pl->n = st == 0 ? rep.read->n_events : (size_t)-1;
     st_server_done(pl->f->srv, &rep, cookie);
@@ -689,15 +631,15 @@ static void test_long_poll(void **state)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, poll_thread, &p), 0);
     wh_sleep_ms(100);
-    append_req a;
+    stsrv_append_req a;
     Walhook__Reply rep;
     void *cookie;
-    make_append(&a, "other", 1, 5, 0);
-    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    stsrv_make_append(&a, "other", 1, 5, 0);
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
     wh_sleep_ms(100);
-    make_append(&a, "t", 2, 5, 0);
-    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    stsrv_make_append(&a, "t", 2, 5, 0);
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
     pthread_join(th, NULL);
     assert_int_equal(p.n, 2);
@@ -737,9 +679,9 @@ typedef struct span_read {
 static void *span_read_thread(void *p)
 {
     span_read *sr = p;
-    read_req r;
-    make_read(&r, sr->tenant, "c", 0, 0, 0, 4000);
-    sr->st = call(sr->f, &r.req, &sr->rep, &sr->cookie);
+    stsrv_read_req r;
+    stsrv_make_read(&r, sr->tenant, "c", 0, 0, 0, 4000);
+    sr->st = stsrv_call(sr->f->srv, &r.req, &sr->rep, &sr->cookie);
     return NULL;
 }
 
@@ -757,11 +699,11 @@ static void span_read_start(span_read *sr, pthread_t *th)
 /* Appends n events of tenant at lsn through the handler. */
 static void append_n(fx *f, const char *tenant, size_t n, uint64_t lsn)
 {
-    append_req a;
+    stsrv_append_req a;
     Walhook__Reply rep;
     void *cookie;
-    make_append(&a, tenant, n, lsn, 0);
-    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    stsrv_make_append(&a, tenant, n, lsn, 0);
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
 }
 
@@ -771,11 +713,11 @@ static uint64_t span_setup(fx *f, const char *tenant)
 {
     char err[WH_ERRLEN];
     append_n(f, tenant, 3, 0x100);
-    read_req r;
-    make_read(&r, tenant, "c", 0, 0, 0, 0);
+    stsrv_read_req r;
+    stsrv_make_read(&r, tenant, "c", 0, 0, 0, 0);
     Walhook__Reply rep;
     void *cookie;
-    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &r.req, &rep, &cookie), 0);
     assert_int_equal(rep.read->n_events, 3);
     uint64_t epoch = rep.read->epoch;
     st_server_done(f->srv, &rep, cookie);
@@ -805,11 +747,11 @@ static void span_check(span_read *sr, uint64_t e0, uint64_t e1)
     assert_int_equal(rd->committed->seq, 2);
     assert_false(rd->needs_snapshot);
     st_server_done(f->srv, &sr->rep, sr->cookie);
-    read_req r;
-    make_read(&r, sr->tenant, "c", 0, 0, 0, 0);
+    stsrv_read_req r;
+    stsrv_make_read(&r, sr->tenant, "c", 0, 0, 0, 0);
     Walhook__Reply rep;
     void *cookie;
-    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &r.req, &rep, &cookie), 0);
     assert_int_equal(rep.read->epoch, e1);
     assert_int_equal(rep.read->n_events, 2);
     assert_true(rep.read->events[0]->commit_lsn == 0x200);
@@ -838,7 +780,7 @@ static void test_read_spans_set_offset(void **state)
     req.set_offset = &so;
     Walhook__Reply rep;
     void *cookie;
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &req, &rep, &cookie), 0);
     uint64_t e1 = rep.offset->epoch;
     st_server_done(f->srv, &rep, cookie);
     assert_true(e1 != e0);
@@ -887,8 +829,8 @@ static void *span_ipc_thread(void *p)
     si->rc = wh_client_open(&c, si->url, 10000, MAX_MSG, err, sizeof(err));
     if (si->rc != WH_OK)
         return NULL;
-    read_req r;
-    make_read(&r, "w", "c", 0, 0, 0, 4000);
+    stsrv_read_req r;
+    stsrv_make_read(&r, "w", "c", 0, 0, 0, 4000);
     Walhook__Reply *rep = NULL;
     si->rc = wh_client_call(c, &r.req, &rep, err, sizeof(err));
     if (si->rc == WH_OK) {
@@ -956,11 +898,11 @@ typedef struct placed_append {
 static void *placed_append_thread(void *p)
 {
     placed_append *pa = p;
-    append_req a;
+    stsrv_append_req a;
     Walhook__Reply rep;
     void *cookie;
-    make_append(&a, pa->tenant, 1, pa->lsn, 0);
-    pa->st = call(pa->f, &a.req, &rep, &cookie);
+    stsrv_make_append(&a, pa->tenant, 1, pa->lsn, 0);
+    pa->st = stsrv_call(pa->f->srv, &a.req, &rep, &cookie);
     snprintf(pa->error, sizeof(pa->error), "%s", rep.error ? rep.error : "");
     pa->retry_after_ms = rep.retry_after_ms;
     st_server_done(pa->f->srv, &rep, cookie);
@@ -1054,8 +996,8 @@ static void *ipc_poll_thread(void *p)
     pl->rc = wh_client_open(&c, pl->url, 10000, MAX_MSG, err, sizeof(err));
     if (pl->rc != WH_OK)
         return NULL;
-    read_req r;
-    make_read(&r, "lp", "d1", 0, 0, 0, 4000);
+    stsrv_read_req r;
+    stsrv_make_read(&r, "lp", "d1", 0, 0, 0, 4000);
     Walhook__Reply *rep = NULL;
     uint64_t t0 = wh_now_ms();
     pl->rc = wh_client_call(c, &r.req, &rep, err, sizeof(err));
@@ -1077,8 +1019,8 @@ static void test_ipc(void **state)
     wh_client *c = NULL;
     assert_int_equal(wh_client_open(&c, f->url, 5000, MAX_MSG, err, sizeof(err)), WH_OK);
 
-    append_req a;
-    make_append(&a, "t", 5, 0xABC, 0xAC0);
+    stsrv_append_req a;
+    stsrv_make_append(&a, "t", 5, 0xABC, 0xAC0);
     Walhook__Reply *rep = NULL;
     if (wh_client_call(c, &a.req, &rep, err, sizeof(err)) != WH_OK)
         fail_msg("append: %s", err);
@@ -1086,8 +1028,8 @@ static void test_ipc(void **state)
     assert_int_equal(rep->append->stored, 5);
     walhook__reply__free_unpacked(rep, NULL);
 
-    read_req r;
-    make_read(&r, "t", "d", 1, 0xABC, 1, 0);
+    stsrv_read_req r;
+    stsrv_make_read(&r, "t", "d", 1, 0xABC, 1, 0);
     assert_int_equal(wh_client_call(c, &r.req, &rep, err, sizeof(err)), WH_OK);
     assert_int_equal(rep->read->n_events, 3);
     assert_int_equal(rep->read->events[0]->seq, 2);
@@ -1097,7 +1039,7 @@ static void test_ipc(void **state)
      * what the handler's reply packed by protobuf-c says */
     Walhook__Reply hr;
     void *cookie;
-    assert_int_equal(call(f, &r.req, &hr, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &r.req, &hr, &cookie), 0);
     size_t hn = walhook__reply__get_packed_size(&hr);
     uint8_t *hb = malloc(hn + 1);
     assert_non_null(hb);
@@ -1113,7 +1055,7 @@ static void test_ipc(void **state)
     free(db);
     walhook__reply__free_unpacked(rep, NULL);
     /* a read past the end: no events, the consumer's fields all the same */
-    make_read(&r, "t", "d", 1, 0xFFFF, 0, 0);
+    stsrv_make_read(&r, "t", "d", 1, 0xFFFF, 0, 0);
     assert_int_equal(wh_client_call(c, &r.req, &rep, err, sizeof(err)), WH_OK);
     assert_int_equal(rep->read->n_events, 0);
     assert_non_null(rep->read->committed);
@@ -1130,7 +1072,7 @@ static void test_ipc(void **state)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, ipc_poll_thread, &p), 0);
     wh_sleep_ms(200);
-    make_append(&a, "lp", 1, 0x77, 0);
+    stsrv_make_append(&a, "lp", 1, 0x77, 0);
     uint64_t t0 = wh_now_ms();
     assert_int_equal(wh_client_call(c, &a.req, &rep, err, sizeof(err)), WH_OK);
     assert_true(wh_now_ms() - t0 < 1000);
@@ -1161,7 +1103,7 @@ static int stats(fx *f, char *state, size_t slen, char *reason, size_t rlen, uin
     req.stats = &sr;
     Walhook__Reply rep;
     void *cookie;
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &req, &rep, &cookie), 0);
     assert_int_equal(rep.body_case, WALHOOK__REPLY__BODY_STATS);
     int ready = rep.stats->ready;
     snprintf(state, slen, "%s", rep.stats->state);
@@ -1184,13 +1126,13 @@ static int append_big(fx *f, uint64_t lsn, char *err, size_t errlen)
         x ^= x << 5;
         json[i] = (char)('a' + x % 26);
     }
-    append_req a;
-    make_append(&a, "t", 1, lsn, lsn);
+    stsrv_append_req a;
+    stsrv_make_append(&a, "t", 1, lsn, lsn);
     a.ev[0].json.data = (uint8_t *)json;
     a.ev[0].json.len = sizeof(json);
     Walhook__Reply rep;
     void *cookie;
-    int st = call(f, &a.req, &rep, &cookie);
+    int st = stsrv_call(f->srv, &a.req, &rep, &cookie);
     snprintf(err, errlen, "%s", rep.error ? rep.error : "");
     st_server_done(f->srv, &rep, cookie);
     return st;
@@ -1253,11 +1195,11 @@ static void test_disk_full(void **state)
     assert_string_equal(why, "");
 
     /* what was acknowledged is there, the last one included */
-    read_req r;
-    make_read(&r, "t", "d", 1, lsn - 1, 0, 0);
+    stsrv_read_req r;
+    stsrv_make_read(&r, "t", "d", 1, lsn - 1, 0, 0);
     Walhook__Reply rep;
     void *cookie;
-    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &r.req, &rep, &cookie), 0);
     assert_int_equal(rep.read->n_events, 1);
     assert_int_equal(rep.read->events[0]->commit_lsn, lsn);
     st_server_done(f->srv, &rep, cookie);
@@ -1266,11 +1208,11 @@ static void test_disk_full(void **state)
 /* ---- durability notifications with pushed events ---- */
 
 /* Appends through the handler; returns the notification received next. */
-static void append_note(fx *f, wh_sub *sub, append_req *a, wh_note *n)
+static void append_note(fx *f, wh_sub *sub, stsrv_append_req *a, wh_note *n)
 {
     Walhook__Reply rep;
     void *cookie;
-    assert_int_equal(call(f, &a->req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &a->req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
     static uint8_t msg[WH_NOTE_MSG_MAX];
     int len = wh_sub_recv(sub, msg, sizeof(msg), 5000);
@@ -1280,11 +1222,11 @@ static void append_note(fx *f, wh_sub *sub, append_req *a, wh_note *n)
 
 static uint64_t read_moves(fx *f)
 {
-    read_req r;
-    make_read(&r, "p", "d", 0, 0, 0, 0);
+    stsrv_read_req r;
+    stsrv_make_read(&r, "p", "d", 0, 0, 0, 0);
     Walhook__Reply rep;
     void *cookie;
-    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &r.req, &rep, &cookie), 0);
     uint64_t mv = rep.read->moves;
     st_server_done(f->srv, &rep, cookie);
     return mv;
@@ -1315,9 +1257,9 @@ static void test_notify_push(void **state)
     wh_sleep_ms(50); /* the subscription reaches the publisher */
     uint64_t mv0 = read_moves(f);
 
-    append_req a;
+    stsrv_append_req a;
     wh_note n;
-    make_append(&a, "p", 3, 0x100, 0);
+    stsrv_make_append(&a, "p", 3, 0x100, 0);
     append_note(f, sub, &a, &n);
     assert_string_equal(n.tenant, "p");
     assert_true(n.lsn == 0x100);
@@ -1329,7 +1271,7 @@ static void test_notify_push(void **state)
     assert_int_equal(n.push->n_events, 3);
     wh_note_free(&n);
 
-    make_append(&a, "p", 2, 0x200, 0);
+    stsrv_make_append(&a, "p", 2, 0x200, 0);
     append_note(f, sub, &a, &n);
     assert_non_null(n.push);
     assert_true(n.push->prev->lsn == 0x100);
@@ -1347,7 +1289,7 @@ static void test_notify_push(void **state)
                      WH_OK);
     uint64_t mv1 = read_moves(f);
     assert_true(mv1 != mv0);
-    make_append(&a, "p", 1, 0x300, 0);
+    stsrv_make_append(&a, "p", 1, 0x300, 0);
     append_note(f, sub, &a, &n);
     assert_non_null(n.push);
     assert_true(n.push->prev->lsn == 0x200);
@@ -1358,7 +1300,7 @@ static void test_notify_push(void **state)
     /* too big to push: the position only, and the next one pushes again */
     static uint8_t blob[64 * 1024];
     memset(blob, 'x', sizeof(blob));
-    make_append(&a, "p", 8, 0x400, 0);
+    stsrv_make_append(&a, "p", 8, 0x400, 0);
     for (int i = 0; i < 8; i++) {
         a.ev[i].json.data = blob;
         a.ev[i].json.len = sizeof(blob);
@@ -1367,7 +1309,7 @@ static void test_notify_push(void **state)
     assert_true(n.lsn == 0x400);
     assert_int_equal(n.seq, 7);
     assert_null(n.push);
-    make_append(&a, "p", 1, 0x500, 0);
+    stsrv_make_append(&a, "p", 1, 0x500, 0);
     append_note(f, sub, &a, &n);
     assert_non_null(n.push);
     assert_true(n.push->prev->lsn == 0x400);
@@ -1375,12 +1317,12 @@ static void test_notify_push(void **state)
     wh_note_free(&n);
 
     /* out of order inside the Append: stored, never pushed, tail read again */
-    make_append(&a, "p", 2, 0x600, 0);
+    stsrv_make_append(&a, "p", 2, 0x600, 0);
     a.ev[0].seq = 1;
     a.ev[1].seq = 0;
     append_note(f, sub, &a, &n);
     assert_null(n.push);
-    make_append(&a, "p", 1, 0x700, 0);
+    stsrv_make_append(&a, "p", 1, 0x700, 0);
     append_note(f, sub, &a, &n);
     assert_non_null(n.push);
     assert_true(n.push->prev->lsn == 0x600);
@@ -1404,7 +1346,7 @@ static void slot_report(fx *f, uint32_t zone)
     req.slot_report = &r;
     Walhook__Reply rep;
     void *cookie;
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &req, &rep, &cookie), 0);
     assert_int_equal(rep.body_case, WALHOOK__REPLY__BODY_SLOT);
     st_server_done(f->srv, &rep, cookie);
 }
@@ -1498,149 +1440,6 @@ static void test_push_overlap(void **state)
 
 /* ---- streamed transactions (AppendBatch.stage_*) ---- */
 
-typedef struct stage_req {
-    Walhook__Request req;
-    Walhook__AppendBatch a;
-    Walhook__StageCommit c;
-    ProtobufCBinaryData parts[4];
-    Walhook__StageAbort ab[4];
-    Walhook__StageAbort *abp[4];
-    Walhook__Event ev[256];
-    Walhook__Event *evp[256];
-    char body[256][40];
-} stage_req;
-
-static void stage_init(stage_req *r, const char *tenant)
-{
-    memset(r, 0, sizeof(*r));
-    walhook__request__init(&r->req);
-    walhook__append_batch__init(&r->a);
-    r->a.tenant = (char *)tenant;
-    r->req.body_case = WALHOOK__REQUEST__BODY_APPEND;
-    r->req.append = &r->a;
-}
-
-/* Staged events idx first..first+n-1 of xid, bodies "\"b\":<tag><idx>}" */
-static void make_stage(stage_req *r, const char *tenant, uint32_t xid, int reset, uint32_t first,
-                       size_t n, uint32_t subxid, char tag)
-{
-    stage_init(r, tenant);
-    assert_true(n <= 256);
-    for (size_t i = 0; i < n; i++) {
-        walhook__event__init(&r->ev[i]);
-        r->ev[i].seq = first + (uint32_t)i;
-        r->ev[i].subxid = subxid;
-        int l =
-            snprintf(r->body[i], sizeof(r->body[i]), "\"b\":\"%c%u\"}", tag, first + (uint32_t)i);
-        r->ev[i].json.data = (uint8_t *)r->body[i];
-        r->ev[i].json.len = (size_t)l;
-        r->evp[i] = &r->ev[i];
-    }
-    r->a.n_events = n;
-    r->a.events = r->evp;
-    r->a.stage_xid = xid;
-    r->a.stage_reset = reset;
-}
-
-static const char *const HEAD[3] = {"{\"id\":\"t:", "\",\"seq\":", ","};
-
-static void make_commit(stage_req *r, const char *tenant, uint32_t xid, uint64_t lsn, uint64_t ack)
-{
-    stage_init(r, tenant);
-    walhook__stage_commit__init(&r->c);
-    r->c.xid = xid;
-    r->c.commit_lsn = lsn;
-    r->c.commit_ts_us = 5000;
-    for (int i = 0; i < 3; i++) {
-        r->parts[i].data = (uint8_t *)HEAD[i];
-        r->parts[i].len = strlen(HEAD[i]);
-    }
-    r->c.n_head_parts = 3;
-    r->c.head_parts = r->parts;
-    r->a.stage_commit = &r->c;
-    r->a.ack_lsn = ack;
-}
-
-static void make_aborts(stage_req *r, const char *tenant, uint32_t xid, uint32_t subxid)
-{
-    stage_init(r, tenant);
-    walhook__stage_abort__init(&r->ab[0]);
-    r->ab[0].xid = xid;
-    r->ab[0].subxid = subxid;
-    r->abp[0] = &r->ab[0];
-    r->a.n_stage_aborts = 1;
-    r->a.stage_aborts = r->abp;
-}
-
-/* Sends req; status 0 expected; returns AppendReply.stored, *durable. */
-static uint32_t stage_call(fx *f, const Walhook__Request *req, uint64_t *durable)
-{
-    Walhook__Reply rep;
-    void *cookie;
-    int st = call(f, req, &rep, &cookie);
-    if (st != 0)
-        fail_msg("status %d: %s", st, rep.error ? rep.error : "");
-    assert_int_equal(rep.body_case, WALHOOK__REPLY__BODY_APPEND);
-    uint32_t stored = rep.append->stored;
-    if (durable)
-        *durable = rep.append->durable_lsn;
-    st_server_done(f->srv, &rep, cookie);
-    return stored;
-}
-
-/* The json a committed staged event must have: head(seq) + body */
-static size_t expect_json(char *out, size_t len, uint32_t seq, char tag, uint32_t idx)
-{
-    return (size_t)snprintf(out, len, "%s%u%s%u%s\"b\":\"%c%u\"}", HEAD[0], seq, HEAD[1], seq,
-                            HEAD[2], tag, idx);
-}
-
-typedef struct collected {
-    size_t n;
-    uint64_t lsn[2048];
-    uint32_t seq[2048];
-    int64_t ts[2048];
-    char json[2048][96];
-} collected;
-
-/* Appends an event read to out (its json cut at 95 bytes). */
-static void collect(collected *out, const Walhook__Event *e)
-{
-    assert_true(out->n < 2048);
-    out->lsn[out->n] = e->commit_lsn;
-    out->seq[out->n] = e->seq;
-    out->ts[out->n] = e->commit_ts_us;
-    size_t jl = e->json.len < 95 ? e->json.len : 95;
-    memcpy(out->json[out->n], e->json.data, jl);
-    out->json[out->n][jl] = '\0';
-    out->n++;
-}
-
-/* Every event of the tenant through Read (from (0,0), no consumer). */
-static void read_all(fx *f, const char *tenant, collected *out)
-{
-    out->n = 0;
-    uint64_t lsn = 0;
-    uint32_t seq = 0;
-    for (;;) {
-        read_req r;
-        make_read(&r, tenant, NULL, 1, lsn, seq, 0);
-        r.r.max_events = 1000;
-        Walhook__Reply rep;
-        void *cookie;
-        assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
-        size_t n = rep.read->n_events;
-        for (size_t i = 0; i < n; i++) {
-            collect(out, rep.read->events[i]);
-            lsn = rep.read->events[i]->commit_lsn;
-            seq = rep.read->events[i]->seq;
-        }
-        st_server_done(f->srv, &rep, cookie);
-        if (n == 0)
-            break;
-    }
-}
-
 static uint64_t backlog_of(fx *f, const char *tenant, const char *consumer)
 {
     Walhook__Request req = WALHOOK__REQUEST__INIT;
@@ -1651,36 +1450,10 @@ static uint64_t backlog_of(fx *f, const char *tenant, const char *consumer)
     req.backlog = &b;
     Walhook__Reply rep;
     void *cookie;
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &req, &rep, &cookie), 0);
     uint64_t n = rep.backlog->events;
     st_server_done(f->srv, &rep, cookie);
     return n;
-}
-
-static uint64_t staged_count(fx *f, const char *tenant, uint32_t xid)
-{
-    char err[WH_ERRLEN];
-    uint64_t n = 0;
-    assert_int_equal(st_db_stage_count(f->db, tenant, xid, 1000000, &n, err, sizeof(err)), WH_OK);
-    return n;
-}
-
-static uint64_t metric_of(fx *f, const char *name)
-{
-    Walhook__Request req = WALHOOK__REQUEST__INIT;
-    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
-    req.body_case = WALHOOK__REQUEST__BODY_STATS;
-    req.stats = &sr;
-    Walhook__Reply rep;
-    void *cookie;
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
-    char needle[128];
-    snprintf(needle, sizeof(needle), "\n%s ", name);
-    const char *p = strstr(rep.stats->metrics_text, needle);
-    assert_non_null(p);
-    uint64_t v = strtoull(p + strlen(needle), NULL, 10);
-    st_server_done(f->srv, &rep, cookie);
-    return v;
 }
 
 /* A transaction staged in two requests with a subtransaction aborted
@@ -1690,63 +1463,63 @@ static uint64_t metric_of(fx *f, const char *name)
 static void test_stage_commit(void **state)
 {
     fx *f = *state;
-    static stage_req r;
-    append_req a;
+    static stsrv_stage_req r;
+    stsrv_append_req a;
     uint64_t durable = 0;
-    make_append(&a, "t", 3, 0x100, 0x180);
-    stage_call(f, &a.req, NULL);
-    uint64_t stored0 = metric_of(f, "walhook_events_stored_total");
+    stsrv_make_append(&a, "t", 3, 0x100, 0x180);
+    stsrv_stage_call(f->srv, &a.req, NULL);
+    uint64_t stored0 = stsrv_metric_of(f->srv, "walhook_events_stored_total");
 
-    make_stage(&r, "t", 700, 0, 0, 5, 700, 'a');
-    assert_int_equal(stage_call(f, &r.req, &durable), 5);
+    stsrv_make_stage(&r, "t", 700, 0, 0, 5, 700, 'a');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, &durable), 5);
     assert_true(durable == 0x180);
-    make_stage(&r, "t", 700, 0, 5, 5, 700, 'a');
+    stsrv_make_stage(&r, "t", 700, 0, 5, 5, 700, 'a');
     r.ev[0].subxid = r.ev[1].subxid = 701; /* idx 5 and 6: a subtransaction */
     r.a.ack_lsn = 0x190;                   /* applied like an Append's */
-    assert_int_equal(stage_call(f, &r.req, &durable), 5);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, &durable), 5);
     assert_true(durable == 0x190);
     /* another transaction staged meanwhile, aborted later */
-    make_stage(&r, "t", 800, 0, 0, 3, 800, 'z');
-    assert_int_equal(stage_call(f, &r.req, NULL), 3);
-    assert_int_equal(staged_count(f, "t", 700), 10);
+    stsrv_make_stage(&r, "t", 800, 0, 0, 3, 800, 'z');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 3);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 700), 10);
 
     /* staged: never read, counted or stored as events */
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 3);
     assert_int_equal(backlog_of(f, "t", "c1"), 3);
-    assert_int_equal(metric_of(f, "walhook_events_stored_total"), stored0);
+    assert_int_equal(stsrv_metric_of(f->srv, "walhook_events_stored_total"), stored0);
     char err[WH_ERRLEN];
     uint64_t el;
     uint32_t es;
     assert_int_equal(st_db_tenant_end(f->db, "t", &el, &es, err, sizeof(err)), WH_OK);
     assert_true(el == 0x100 && es == 2);
 
-    make_aborts(&r, "t", 700, 701);
-    assert_int_equal(stage_call(f, &r.req, NULL), 0);
-    make_aborts(&r, "t", 800, 800);
-    assert_int_equal(stage_call(f, &r.req, NULL), 0);
-    assert_int_equal(staged_count(f, "t", 800), 0);
+    stsrv_make_aborts(&r, "t", 700, 701);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
+    stsrv_make_aborts(&r, "t", 800, 800);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 800), 0);
     /* a transaction that committed while the big one was streamed */
-    make_append(&a, "t", 2, 0x150, 0x160);
-    stage_call(f, &a.req, NULL);
+    stsrv_make_append(&a, "t", 2, 0x150, 0x160);
+    stsrv_stage_call(f->srv, &a.req, NULL);
 
-    make_commit(&r, "t", 700, 0x200, 0x320);
-    assert_int_equal(stage_call(f, &r.req, &durable), 8);
+    stsrv_make_commit(&r, "t", 700, 0x200, 0x320);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, &durable), 8);
     assert_true(durable == 0x320);
-    assert_int_equal(staged_count(f, "t", 700), 0);
-    assert_int_equal(metric_of(f, "walhook_events_stored_total"), stored0 + 2 + 8);
-    assert_int_equal(metric_of(f, "walhook_store_stage_commits_total"), 1);
-    make_append(&a, "t", 2, 0x300, 0x310); /* one after it */
-    stage_call(f, &a.req, &durable);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 700), 0);
+    assert_int_equal(stsrv_metric_of(f->srv, "walhook_events_stored_total"), stored0 + 2 + 8);
+    assert_int_equal(stsrv_metric_of(f->srv, "walhook_store_stage_commits_total"), 1);
+    stsrv_make_append(&a, "t", 2, 0x300, 0x310); /* one after it */
+    stsrv_stage_call(f->srv, &a.req, &durable);
     assert_true(durable == 0x320);
 
-    read_all(f, "t", c);
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 3 + 2 + 8 + 2);
     static const uint32_t idx[8] = {0, 1, 2, 3, 4, 7, 8, 9};
     for (uint32_t i = 0; i < 8; i++) {
         char want[96];
-        expect_json(want, sizeof(want), i, 'a', idx[i]);
+        stsrv_expect_json(want, sizeof(want), i, 'a', idx[i]);
         assert_true(c->lsn[5 + i] == 0x200);
         assert_int_equal(c->seq[5 + i], i);
         assert_int_equal(c->ts[5 + i], 5000);
@@ -1757,13 +1530,13 @@ static void test_stage_commit(void **state)
     assert_int_equal(backlog_of(f, "t", "c1"), 15);
 
     /* resent after completion: nothing stored, ok; an aborted xid's commit too */
-    assert_int_equal(stage_call(f, &r.req, &durable), 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, &durable), 0);
     assert_true(durable == 0x320);
-    make_commit(&r, "t", 800, 0x400, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 0);
-    read_all(f, "t", c);
+    stsrv_make_commit(&r, "t", 800, 0x400, 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 15);
-    assert_int_equal(metric_of(f, "walhook_events_stored_total"), stored0 + 12);
+    assert_int_equal(stsrv_metric_of(f->srv, "walhook_events_stored_total"), stored0 + 12);
     free(c);
 }
 
@@ -1774,24 +1547,24 @@ static void test_stage_commit(void **state)
 static void test_stage_placeholder(void **state)
 {
     fx *f = *state;
-    static stage_req r;
-    make_stage(&r, "t", 900, 0, 0, 6, 900, 'p');
+    static stsrv_stage_req r;
+    stsrv_make_stage(&r, "t", 900, 0, 0, 6, 900, 'p');
     r.ev[2].json.len = 0;
     r.ev[2].json.data = NULL;
-    assert_int_equal(stage_call(f, &r.req, NULL), 6);
-    make_aborts(&r, "t", 900, 900);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 6);
+    stsrv_make_aborts(&r, "t", 900, 900);
     r.ab[0].one_event = 1;
     r.ab[0].index = 4;
-    assert_int_equal(stage_call(f, &r.req, NULL), 0);
-    make_commit(&r, "t", 900, 0x500, 0x510);
-    assert_int_equal(stage_call(f, &r.req, NULL), 4);
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
+    stsrv_make_commit(&r, "t", 900, 0x500, 0x510);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 4);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 4);
     static const uint32_t seq[4] = {0, 1, 3, 4}, idx[4] = {0, 1, 3, 5};
     for (int i = 0; i < 4; i++) {
         char want[96];
-        expect_json(want, sizeof(want), seq[i], 'p', idx[i]);
+        stsrv_expect_json(want, sizeof(want), seq[i], 'p', idx[i]);
         assert_true(c->lsn[i] == 0x500);
         assert_int_equal(c->seq[i], seq[i]);
         assert_string_equal(c->json[i], want);
@@ -1804,24 +1577,24 @@ static void test_stage_placeholder(void **state)
 static void test_stage_reset(void **state)
 {
     fx *f = *state;
-    static stage_req r;
-    make_stage(&r, "t", 900, 0, 0, 6, 900, 'a');
-    assert_int_equal(stage_call(f, &r.req, NULL), 6);
-    make_stage(&r, "t", 900, 1, 0, 2, 900, 'b'); /* PostgreSQL sends it again */
-    assert_int_equal(stage_call(f, &r.req, NULL), 2);
-    assert_int_equal(staged_count(f, "t", 900), 2);
+    static stsrv_stage_req r;
+    stsrv_make_stage(&r, "t", 900, 0, 0, 6, 900, 'a');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 6);
+    stsrv_make_stage(&r, "t", 900, 1, 0, 2, 900, 'b'); /* PostgreSQL sends it again */
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 2);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 900), 2);
     /* a reset with no events drops everything */
-    make_stage(&r, "t", 901, 0, 0, 3, 901, 'c');
-    assert_int_equal(stage_call(f, &r.req, NULL), 3);
-    make_stage(&r, "t", 901, 1, 0, 0, 901, 'c');
-    assert_int_equal(stage_call(f, &r.req, NULL), 0);
-    assert_int_equal(staged_count(f, "t", 901), 0);
+    stsrv_make_stage(&r, "t", 901, 0, 0, 3, 901, 'c');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 3);
+    stsrv_make_stage(&r, "t", 901, 1, 0, 0, 901, 'c');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 901), 0);
 
-    make_commit(&r, "t", 900, 0x500, 0);
+    stsrv_make_commit(&r, "t", 900, 0x500, 0);
     r.c.n_head_parts = 1;
-    assert_int_equal(stage_call(f, &r.req, NULL), 2);
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 2);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 2);
     assert_string_equal(c->json[0], "{\"id\":\"t:\"b\":\"b0\"}");
     assert_string_equal(c->json[1], "{\"id\":\"t:\"b\":\"b1\"}");
@@ -1834,36 +1607,36 @@ static void test_stage_reset(void **state)
 static void test_stage_chunks(void **state)
 {
     fx *f = *state;
-    static stage_req r;
+    static stsrv_stage_req r;
     st_server_set_stage_chunk(f->srv, 1000); /* ~25 events a chunk */
     for (uint32_t b = 0; b < 4; b++) {
-        make_stage(&r, "t", 1000, b == 0, b * 100, 100, 1000, 'k');
-        assert_int_equal(stage_call(f, &r.req, NULL), 100);
+        stsrv_make_stage(&r, "t", 1000, b == 0, b * 100, 100, 1000, 'k');
+        assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 100);
     }
     /* a crash after the first chunk: its events are there already */
     char err[WH_ERRLEN];
     st_event pre[3];
     char pj[3][96];
     for (uint32_t i = 0; i < 3; i++) {
-        size_t l = expect_json(pj[i], sizeof(pj[i]), i, 'k', i);
+        size_t l = stsrv_expect_json(pj[i], sizeof(pj[i]), i, 'k', i);
         pre[i] = (st_event){0x700, i, 5000, pj[i], l};
     }
     uint64_t d;
     assert_int_equal(st_db_append(f->db, "t", pre, 3, 0, &d, err, sizeof(err)), WH_OK);
-    uint64_t appends0 = metric_of(f, "walhook_store_appends_total");
-    make_commit(&r, "t", 1000, 0x700, 0x710);
-    assert_int_equal(stage_call(f, &r.req, &d), 400);
+    uint64_t appends0 = stsrv_metric_of(f->srv, "walhook_store_appends_total");
+    stsrv_make_commit(&r, "t", 1000, 0x700, 0x710);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, &d), 400);
     assert_true(d == 0x710);
-    uint64_t appends = metric_of(f, "walhook_store_appends_total") - appends0;
+    uint64_t appends = stsrv_metric_of(f->srv, "walhook_store_appends_total") - appends0;
     assert_true(appends >= 400 * 30 / 1000);
     assert_true(appends <= 400);
-    assert_int_equal(staged_count(f, "t", 1000), 0);
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 1000), 0);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 400);
     for (uint32_t i = 0; i < 400; i++) {
         char want[96];
-        expect_json(want, sizeof(want), i, 'k', i);
+        stsrv_expect_json(want, sizeof(want), i, 'k', i);
         assert_true(c->lsn[i] == 0x700);
         assert_int_equal(c->seq[i], i);
         assert_string_equal(c->json[i], want);
@@ -1878,31 +1651,31 @@ static void test_stage_reopen(void **state)
 {
     fx *f = *state;
     char err[WH_ERRLEN];
-    static stage_req r;
-    make_stage(&r, "t", 42, 0, 0, 4, 42, 'r');
+    static stsrv_stage_req r;
+    stsrv_make_stage(&r, "t", 42, 0, 0, 4, 42, 'r');
     r.ev[1].subxid = 43;
-    assert_int_equal(stage_call(f, &r.req, NULL), 4);
-    make_aborts(&r, "t", 42, 43);
-    assert_int_equal(stage_call(f, &r.req, NULL), 0);
-    make_stage(&r, "gone", 5, 0, 0, 2, 5, 'g');
-    assert_int_equal(stage_call(f, &r.req, NULL), 2);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 4);
+    stsrv_make_aborts(&r, "t", 42, 43);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
+    stsrv_make_stage(&r, "gone", 5, 0, 0, 2, 5, 'g');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 2);
     assert_int_equal(st_db_tenant_drop(f->db, "gone", err, sizeof(err)), WH_OK);
-    assert_int_equal(staged_count(f, "gone", 5), 0);
+    assert_int_equal(stsrv_staged_count(f->db, "gone", 5), 0);
 
     st_server_destroy(f->srv);
     st_db_close(f->db);
     stdb_fx_open(&f->db, f->dir, &OPTS);
     if (st_server_create(&f->srv, f->db, 4, MAX_MSG, err, sizeof(err)) != WH_OK)
         fail_msg("server: %s", err);
-    assert_int_equal(staged_count(f, "t", 42), 4);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 42), 4);
 
-    make_commit(&r, "t", 42, 0x900, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 3);
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    stsrv_make_commit(&r, "t", 42, 0x900, 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 3);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 3);
     char want[96];
-    expect_json(want, sizeof(want), 1, 'r', 2);
+    stsrv_expect_json(want, sizeof(want), 1, 'r', 2);
     assert_string_equal(c->json[1], want);
     free(c);
 }
@@ -1911,58 +1684,30 @@ static void test_stage_reopen(void **state)
  * (docs/STAGE_REFS.md: the commit may write references to the staging
  * instead of copies; these hold for both.) */
 
-/* The n events of a committed streamed transaction at c[at..]: at lsn,
- * seq 0..n-1, commit_ts 5000, json head(seq) + body of tag and idx0 + seq. */
-static void expect_committed(const collected *c, size_t at, size_t n, uint64_t lsn, char tag,
-                             uint32_t idx0)
-{
-    assert_true(at + n <= c->n);
-    for (uint32_t i = 0; i < n; i++) {
-        char want[96];
-        expect_json(want, sizeof(want), i, tag, idx0 + i);
-        assert_true(c->lsn[at + i] == lsn);
-        assert_int_equal(c->seq[at + i], i);
-        assert_int_equal(c->ts[at + i], 5000);
-        assert_string_equal(c->json[at + i], want);
-    }
-}
-
 /* Stages n events of xid (tag, one request with stage_reset) in tenant
  * "t" and commits them at lsn (ack: its ack_lsn). */
-static void stage_commit_n(fx *f, stage_req *r, uint32_t xid, uint32_t n, char tag, uint64_t lsn,
-                           uint64_t ack)
+static void stage_commit_n(fx *f, stsrv_stage_req *r, uint32_t xid, uint32_t n, char tag,
+                           uint64_t lsn, uint64_t ack)
 {
-    make_stage(r, "t", xid, 1, 0, n, xid, tag);
-    assert_int_equal(stage_call(f, &r->req, NULL), n);
-    make_commit(r, "t", xid, lsn, ack);
-    assert_int_equal(stage_call(f, &r->req, NULL), n);
-}
-
-/* Reads tenant's events: exactly n, a committed streamed transaction at
- * lsn with bodies of tag from staging index 0. */
-static void read_expect(fx *f, const char *tenant, size_t n, uint64_t lsn, char tag)
-{
-    collected *c = calloc(1, sizeof(*c));
-    assert_non_null(c);
-    read_all(f, tenant, c);
-    assert_int_equal(c->n, n);
-    expect_committed(c, 0, n, lsn, tag, 0);
-    free(c);
+    stsrv_make_stage(r, "t", xid, 1, 0, n, xid, tag);
+    assert_int_equal(stsrv_stage_call(f->srv, &r->req, NULL), n);
+    stsrv_make_commit(r, "t", xid, lsn, ack);
+    assert_int_equal(stsrv_stage_call(f->srv, &r->req, NULL), n);
 }
 
 /* One Read from (0,0) with max_events 1000 and max_bytes; the events read. */
-static size_t read_max_bytes(fx *f, const char *tenant, uint32_t max_bytes, collected *out)
+static size_t read_max_bytes(fx *f, const char *tenant, uint32_t max_bytes, stsrv_collected *out)
 {
-    read_req r;
-    make_read(&r, tenant, NULL, 1, 0, 0, 0);
+    stsrv_read_req r;
+    stsrv_make_read(&r, tenant, NULL, 1, 0, 0, 0);
     r.r.max_events = 1000;
     r.r.max_bytes = max_bytes;
     Walhook__Reply rep;
     void *cookie;
-    assert_int_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &r.req, &rep, &cookie), 0);
     out->n = 0;
     for (size_t i = 0; i < rep.read->n_events; i++)
-        collect(out, rep.read->events[i]);
+        stsrv_collect(out, rep.read->events[i]);
     st_server_done(f->srv, &rep, cookie);
     return out->n;
 }
@@ -1975,22 +1720,22 @@ static size_t read_max_bytes(fx *f, const char *tenant, uint32_t max_bytes, coll
 static void test_stage_commit_then_abort_all(void **state)
 {
     fx *f = *state;
-    static stage_req r;
-    make_stage(&r, "t", 700, 1, 0, 5, 700, 'a');
-    assert_int_equal(stage_call(f, &r.req, NULL), 5);
-    make_stage(&r, "t", 700, 0, 5, 5, 700, 'a');
-    assert_int_equal(stage_call(f, &r.req, NULL), 5);
-    make_commit(&r, "t", 700, 0x200, 0x210);
-    assert_int_equal(stage_call(f, &r.req, NULL), 10);
+    static stsrv_stage_req r;
+    stsrv_make_stage(&r, "t", 700, 1, 0, 5, 700, 'a');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 5);
+    stsrv_make_stage(&r, "t", 700, 0, 5, 5, 700, 'a');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 5);
+    stsrv_make_commit(&r, "t", 700, 0x200, 0x210);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 10);
 
-    make_aborts(&r, "t", 0, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 0);
-    assert_int_equal(staged_count(f, "t", 700), 0);
+    stsrv_make_aborts(&r, "t", 0, 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 700), 0);
 
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 10);
-    expect_committed(c, 0, 10, 0x200, 'a', 0);
+    stsrv_expect_txn(c, 0, 10, 0x200, 'a', NULL, 0, 0);
     assert_int_equal(backlog_of(f, "t", "c1"), 10);
     free(c);
 }
@@ -2003,24 +1748,24 @@ static void test_stage_commit_then_abort_all(void **state)
 static void test_stage_xid_reused(void **state)
 {
     fx *f = *state;
-    static stage_req r;
-    uint64_t differ0 = metric_of(f, "walhook_store_resends_differ_total");
+    static stsrv_stage_req r;
+    uint64_t differ0 = stsrv_metric_of(f->srv, "walhook_store_resends_differ_total");
     stage_commit_n(f, &r, 700, 6, 'a', 0x300, 0);
 
-    make_stage(&r, "t", 700, 1, 0, 4, 700, 'b');
-    assert_int_equal(stage_call(f, &r.req, NULL), 4);
-    make_stage(&r, "t", 700, 0, 4, 4, 700, 'b');
-    assert_int_equal(stage_call(f, &r.req, NULL), 4);
-    make_commit(&r, "t", 700, 0x400, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 8);
-    assert_int_equal(staged_count(f, "t", 700), 0);
+    stsrv_make_stage(&r, "t", 700, 1, 0, 4, 700, 'b');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 4);
+    stsrv_make_stage(&r, "t", 700, 0, 4, 4, 700, 'b');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 4);
+    stsrv_make_commit(&r, "t", 700, 0x400, 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 8);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 700), 0);
 
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 6 + 8);
-    expect_committed(c, 0, 6, 0x300, 'a', 0);
-    expect_committed(c, 6, 8, 0x400, 'b', 0);
-    assert_int_equal(metric_of(f, "walhook_store_resends_differ_total"), differ0);
+    stsrv_expect_txn(c, 0, 6, 0x300, 'a', NULL, 0, 0);
+    stsrv_expect_txn(c, 6, 8, 0x400, 'b', NULL, 0, 0);
+    assert_int_equal(stsrv_metric_of(f->srv, "walhook_store_resends_differ_total"), differ0);
     free(c);
 }
 
@@ -2036,32 +1781,32 @@ static void test_stage_xid_reused(void **state)
 static void test_stage_commit_resent_after_restream(void **state)
 {
     fx *f = *state;
-    static stage_req r;
+    static stsrv_stage_req r;
     st_server_set_stage_chunk(f->srv, 200); /* ~5 events a chunk */
-    uint64_t differ0 = metric_of(f, "walhook_store_resends_differ_total");
-    make_stage(&r, "t", 700, 1, 0, 30, 700, 'm');
-    assert_int_equal(stage_call(f, &r.req, NULL), 30);
-    uint64_t appends0 = metric_of(f, "walhook_store_appends_total");
-    make_commit(&r, "t", 700, 0x500, 0x510);
-    assert_int_equal(stage_call(f, &r.req, NULL), 30);
-    assert_true(metric_of(f, "walhook_store_appends_total") - appends0 >= 3);
-    assert_int_equal(staged_count(f, "t", 700), 0);
+    uint64_t differ0 = stsrv_metric_of(f->srv, "walhook_store_resends_differ_total");
+    stsrv_make_stage(&r, "t", 700, 1, 0, 30, 700, 'm');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 30);
+    uint64_t appends0 = stsrv_metric_of(f->srv, "walhook_store_appends_total");
+    stsrv_make_commit(&r, "t", 700, 0x500, 0x510);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 30);
+    assert_true(stsrv_metric_of(f->srv, "walhook_store_appends_total") - appends0 >= 3);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 700), 0);
 
-    make_aborts(&r, "t", 0, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 0);
-    make_stage(&r, "t", 700, 1, 0, 30, 700, 'm');
-    assert_int_equal(stage_call(f, &r.req, NULL), 30);
-    assert_int_equal(staged_count(f, "t", 700), 30);
-    uint64_t checks0 = metric_of(f, "walhook_store_resend_checks_total");
+    stsrv_make_aborts(&r, "t", 0, 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
+    stsrv_make_stage(&r, "t", 700, 1, 0, 30, 700, 'm');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 30);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 700), 30);
+    uint64_t checks0 = stsrv_metric_of(f->srv, "walhook_store_resend_checks_total");
     uint64_t d = 0;
-    make_commit(&r, "t", 700, 0x500, 0x510);
-    stage_call(f, &r.req, &d); /* AppendReply.stored: not pinned */
+    stsrv_make_commit(&r, "t", 700, 0x500, 0x510);
+    stsrv_stage_call(f->srv, &r.req, &d); /* AppendReply.stored: not pinned */
     assert_true(d == 0x510);
-    assert_int_equal(staged_count(f, "t", 700), 0);
-    assert_true(metric_of(f, "walhook_store_resend_checks_total") - checks0 >= 30);
-    assert_int_equal(metric_of(f, "walhook_store_resends_differ_total"), differ0);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 700), 0);
+    assert_true(stsrv_metric_of(f->srv, "walhook_store_resend_checks_total") - checks0 >= 30);
+    assert_int_equal(stsrv_metric_of(f->srv, "walhook_store_resends_differ_total"), differ0);
 
-    read_expect(f, "t", 30, 0x500, 'm');
+    stsrv_read_expect(f->srv, "t", 30, 0x500, 'm', 0);
 }
 
 /* Guards: a streamed transaction committed at L, then the same events
@@ -2074,24 +1819,24 @@ static void test_stage_commit_resent_after_restream(void **state)
 static void test_stage_then_whole_same_positions(void **state)
 {
     fx *f = *state;
-    static stage_req r;
-    uint64_t differ0 = metric_of(f, "walhook_store_resends_differ_total");
+    static stsrv_stage_req r;
+    uint64_t differ0 = stsrv_metric_of(f->srv, "walhook_store_resends_differ_total");
     stage_commit_n(f, &r, 700, 5, 'w', 0x600, 0x610);
 
-    append_req a;
+    stsrv_append_req a;
     char js[5][96];
-    make_append(&a, "t", 5, 0x600, 0x610);
+    stsrv_make_append(&a, "t", 5, 0x600, 0x610);
     for (uint32_t i = 0; i < 5; i++) {
-        a.ev[i].json.len = expect_json(js[i], sizeof(js[i]), i, 'w', i);
+        a.ev[i].json.len = stsrv_expect_json(js[i], sizeof(js[i]), i, 'w', i);
         a.ev[i].json.data = (uint8_t *)js[i];
         a.ev[i].commit_ts_us = 5000;
     }
-    uint64_t checks0 = metric_of(f, "walhook_store_resend_checks_total");
-    stage_call(f, &a.req, NULL);
-    assert_true(metric_of(f, "walhook_store_resend_checks_total") - checks0 >= 5);
-    assert_int_equal(metric_of(f, "walhook_store_resends_differ_total"), differ0);
+    uint64_t checks0 = stsrv_metric_of(f->srv, "walhook_store_resend_checks_total");
+    stsrv_stage_call(f->srv, &a.req, NULL);
+    assert_true(stsrv_metric_of(f->srv, "walhook_store_resend_checks_total") - checks0 >= 5);
+    assert_int_equal(stsrv_metric_of(f->srv, "walhook_store_resends_differ_total"), differ0);
 
-    read_expect(f, "t", 5, 0x600, 'w');
+    stsrv_read_expect(f->srv, "t", 5, 0x600, 'w', 0);
 }
 
 /* Guards: a committed streamed transaction survives a restart of the
@@ -2103,7 +1848,7 @@ static void test_stage_commit_reopen(void **state)
 {
     fx *f = *state;
     char err[WH_ERRLEN];
-    static stage_req r;
+    static stsrv_stage_req r;
     stage_commit_n(f, &r, 44, 7, 'o', 0x800, 0x810);
 
     st_server_destroy(f->srv);
@@ -2111,27 +1856,19 @@ static void test_stage_commit_reopen(void **state)
     stdb_fx_open(&f->db, f->dir, &OPTS);
     if (st_server_create(&f->srv, f->db, 4, MAX_MSG, err, sizeof(err)) != WH_OK)
         fail_msg("server: %s", err);
-    assert_int_equal(staged_count(f, "t", 44), 0);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 44), 0);
 
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 7);
-    expect_committed(c, 0, 7, 0x800, 'o', 0);
+    stsrv_expect_txn(c, 0, 7, 0x800, 'o', NULL, 0, 0);
 
-    make_aborts(&r, "t", 0, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 0);
-    read_all(f, "t", c);
+    stsrv_make_aborts(&r, "t", 0, 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 7);
-    expect_committed(c, 0, 7, 0x800, 'o', 0);
+    stsrv_expect_txn(c, 0, 7, 0x800, 'o', NULL, 0, 0);
     free(c);
-}
-
-static uint64_t committed_count(fx *f, const char *tenant)
-{
-    char err[WH_ERRLEN];
-    uint64_t n = 0;
-    assert_int_equal(st_db_stage_committed(f->db, tenant, 1000000, &n, err, sizeof(err)), WH_OK);
-    return n;
 }
 
 /* A committed streamed transaction's events refer to its staging, which
@@ -2143,23 +1880,23 @@ static void test_stage_gc(void **state)
 {
     fx *f = *state;
     char err[WH_ERRLEN];
-    static stage_req r;
+    static stsrv_stage_req r;
     stage_commit_n(f, &r, 700, 10, 'g', 0xA00, 0);
     stage_commit_n(f, &r, 701, 5, 'h', 0xB00, 0);
-    assert_int_equal(committed_count(f, "t"), 2);
-    assert_int_equal(staged_count(f, "t", 700), 0);
-    make_aborts(&r, "t", 0, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 0);
+    assert_int_equal(stsrv_committed_count(f->db, "t"), 2);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 700), 0);
+    stsrv_make_aborts(&r, "t", 0, 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
     st_db_maintain(f->db);
-    assert_int_equal(committed_count(f, "t"), 2); /* every event still stored */
+    assert_int_equal(stsrv_committed_count(f->db, "t"), 2); /* every event still stored */
 
     uint64_t l;
     uint32_t q;
     assert_int_equal(st_db_commit(f->db, "t", "c", 0xA00, 9, &l, &q, err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
     st_db_maintain(f->db);
-    assert_int_equal(committed_count(f, "t"), 1); /* 0xA00's went, 0xB00's stays */
-    read_expect(f, "t", 5, 0xB00, 'h');
+    assert_int_equal(stsrv_committed_count(f->db, "t"), 1); /* 0xA00's went, 0xB00's stays */
+    stsrv_read_expect(f->srv, "t", 5, 0xB00, 'h', 0);
 }
 
 /* Review (stage refs): a raw put into the tenant's staging CF. */
@@ -2195,12 +1932,12 @@ static void reopen(fx *f)
 static void test_review_upgrade_legacy_staging(void **state)
 {
     fx *f = *state;
-    static stage_req r;
+    static stsrv_stage_req r;
     /* a staging CF holding nothing but the old layout (no N key) */
-    make_stage(&r, "other", 9, 1, 0, 1, 9, 'z');
-    assert_int_equal(stage_call(f, &r.req, NULL), 1);
-    make_stage(&r, "t", 9, 1, 0, 1, 9, 'z');
-    assert_int_equal(stage_call(f, &r.req, NULL), 1);
+    stsrv_make_stage(&r, "other", 9, 1, 0, 1, 9, 'z');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 1);
+    stsrv_make_stage(&r, "t", 9, 1, 0, 1, 9, 'z');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 1);
     {
         st_tenant *t = st_dbi_tenant_find(f->db, "t", 0);
         char lo[1] = {'\0'}, hi[1] = {'\xff'}; /* everything of the CF */
@@ -2220,16 +1957,16 @@ static void test_review_upgrade_legacy_staging(void **state)
         int l = snprintf(v + 4, sizeof(v) - 4, "\"b\":\"u%u\"}", i);
         stage_raw_put(f, "t", k, kl + 9, v, 4 + (size_t)l);
     }
-    reopen(f);                                 /* the upgraded store */
-    make_stage(&r, "t", 50, 0, 3, 2, 50, 'u'); /* the stream goes on: idx 3..4 */
-    assert_int_equal(stage_call(f, &r.req, NULL), 2);
-    make_commit(&r, "t", 50, 0xC00, 0xC10);
-    uint32_t stored = stage_call(f, &r.req, NULL);
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    reopen(f);                                       /* the upgraded store */
+    stsrv_make_stage(&r, "t", 50, 0, 3, 2, 50, 'u'); /* the stream goes on: idx 3..4 */
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 2);
+    stsrv_make_commit(&r, "t", 50, 0xC00, 0xC10);
+    uint32_t stored = stsrv_stage_call(f->srv, &r.req, NULL);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(stored, 5);
     assert_int_equal(c->n, 5);
-    expect_committed(c, 0, 5, 0xC00, 'u', 0);
+    stsrv_expect_txn(c, 0, 5, 0xC00, 'u', NULL, 0, 0);
     free(c);
 }
 
@@ -2240,9 +1977,9 @@ static void test_review_upgrade_legacy_staging(void **state)
 static void test_stage_migration_cut_short(void **state)
 {
     fx *f = *state;
-    static stage_req r;
-    make_stage(&r, "t", 9, 1, 0, 1, 9, 'z'); /* makes the staging CF */
-    assert_int_equal(stage_call(f, &r.req, NULL), 1);
+    static stsrv_stage_req r;
+    stsrv_make_stage(&r, "t", 9, 1, 0, 1, 9, 'z'); /* makes the staging CF */
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 1);
     {
         st_tenant *t = st_dbi_tenant_find(f->db, "t", 0);
         char lo[1] = {'\0'}, hi[1] = {'\xff'};
@@ -2284,18 +2021,18 @@ static void test_stage_migration_cut_short(void **state)
     wh_put_be64((uint8_t *)gv, 1);
     stage_raw_put(f, "t", gk, gl + 4, gv, 8);
     reopen(f);
-    make_commit(&r, "t", 40, 0xB00, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 2);
-    make_commit(&r, "t", 50, 0xC00, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 3);
-    make_commit(&r, "t", 60, 0xD00, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 3);
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    stsrv_make_commit(&r, "t", 40, 0xB00, 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 2);
+    stsrv_make_commit(&r, "t", 50, 0xC00, 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 3);
+    stsrv_make_commit(&r, "t", 60, 0xD00, 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 3);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 8);
-    expect_committed(c, 0, 2, 0xB00, 'w', 0);
-    expect_committed(c, 2, 3, 0xC00, 'u', 0);
-    expect_committed(c, 5, 3, 0xD00, 'v', 0);
+    stsrv_expect_txn(c, 0, 2, 0xB00, 'w', NULL, 0, 0);
+    stsrv_expect_txn(c, 2, 3, 0xC00, 'u', NULL, 0, 0);
+    stsrv_expect_txn(c, 5, 3, 0xD00, 'v', NULL, 0, 0);
     free(c);
 }
 
@@ -2309,13 +2046,13 @@ static void test_stage_migration_cut_short(void **state)
 static void test_review_commit_resent_other_head(void **state)
 {
     fx *f = *state;
-    static stage_req r;
+    static stsrv_stage_req r;
     st_server_set_stage_chunk(f->srv, 200);
     stage_commit_n(f, &r, 700, 10, 'm', 0x500, 0);
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
-    expect_committed(c, 0, 10, 0x500, 'm', 0);
-    uint64_t differ0 = metric_of(f, "walhook_store_resends_differ_total");
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
+    stsrv_expect_txn(c, 0, 10, 0x500, 'm', NULL, 0, 0);
+    uint64_t differ0 = stsrv_metric_of(f->srv, "walhook_store_resends_differ_total");
 
     char k[ST_KEY_MAX], v[8];
     size_t kl = st_dbi_key_prefix(k, 'G', "t");
@@ -2323,17 +2060,17 @@ static void test_review_commit_resent_other_head(void **state)
     wh_put_be64((uint8_t *)v, 1); /* the first gen of the tenant */
     stage_raw_put(f, "t", k, kl + 4, v, 8);
 
-    make_commit(&r, "t", 700, 0x500, 0x510);
+    stsrv_make_commit(&r, "t", 700, 0x500, 0x510);
     static const char *const H2[3] = {"{\"id\":\"OTHER:", "\",\"seq\":", ","};
     for (int i = 0; i < 3; i++) {
         r.parts[i].data = (uint8_t *)H2[i];
         r.parts[i].len = strlen(H2[i]);
     }
-    stage_call(f, &r.req, NULL);
-    assert_true(metric_of(f, "walhook_store_resends_differ_total") > differ0);
-    read_all(f, "t", c);
+    stsrv_stage_call(f->srv, &r.req, NULL);
+    assert_true(stsrv_metric_of(f->srv, "walhook_store_resends_differ_total") > differ0);
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 10);
-    expect_committed(c, 0, 10, 0x500, 'm', 0); /* the bytes first stored */
+    stsrv_expect_txn(c, 0, 10, 0x500, 'm', NULL, 0, 0); /* the bytes first stored */
     free(c);
 }
 
@@ -2369,9 +2106,9 @@ static void test_stage_commit_cut_short(void **state)
 {
     fx *f = *state;
     char err[WH_ERRLEN];
-    static stage_req r;
-    make_stage(&r, "t", 700, 1, 0, 10, 700, 'k');
-    assert_int_equal(stage_call(f, &r.req, NULL), 10);
+    static stsrv_stage_req r;
+    stsrv_make_stage(&r, "t", 700, 1, 0, 10, 700, 'k');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 10);
     st_stage_txn *h;
     uint64_t gen;
     assert_int_equal(st_db_stage_begin(f->db, "t", 700, &h, &gen, err, sizeof(err)), WH_OK);
@@ -2388,13 +2125,13 @@ static void test_stage_commit_cut_short(void **state)
     /* the commit's first chunk (4 events), as st_server writes it */
     wh_buf cval;
     wh_buf_init(&cval, 0);
-    const void *part[3] = {HEAD[0], HEAD[1], HEAD[2]};
-    size_t plen[3] = {strlen(HEAD[0]), strlen(HEAD[1]), strlen(HEAD[2])};
+    const void *part[3] = {STSRV_HEAD[0], STSRV_HEAD[1], STSRV_HEAD[2]};
+    size_t plen[3] = {strlen(STSRV_HEAD[0]), strlen(STSRV_HEAD[1]), strlen(STSRV_HEAD[2])};
     assert_int_equal(st_db_stage_cval(&cval, 700, 0x700, part, plen, 3), WH_OK);
     char js[4][96];
     st_event ev[4];
     for (uint32_t i = 0; i < 4; i++) {
-        size_t l = expect_json(js[i], sizeof(js[i]), i, 'k', i);
+        size_t l = stsrv_expect_json(js[i], sizeof(js[i]), i, 'k', i);
         ev[i] = (st_event){0x700, i, 5000, js[i], l};
     }
     st_append_extra x = {.ref_gen = gen,
@@ -2405,34 +2142,34 @@ static void test_stage_commit_cut_short(void **state)
     uint64_t d;
     assert_int_equal(st_db_append_ext(f->db, "t", ev, 4, 0, &x, &d, err, sizeof(err)), WH_OK);
     wh_buf_free(&cval);
-    assert_int_equal(staged_count(f, "t", 700), 10); /* its G key is still there */
-    read_expect(f, "t", 4, 0x700, 'k');
-    uint64_t differ0 = metric_of(f, "walhook_store_resends_differ_total");
+    assert_int_equal(stsrv_staged_count(f->db, "t", 700), 10); /* its G key is still there */
+    stsrv_read_expect(f->srv, "t", 4, 0x700, 'k', 0);
+    uint64_t differ0 = stsrv_metric_of(f->srv, "walhook_store_resends_differ_total");
     /* a commit of xid 700 at another LSN: not the staged transaction's
      * (that one would have staged again): stores nothing, touches nothing */
-    make_commit(&r, "t", 700, 0x780, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 0);
-    read_expect(f, "t", 4, 0x700, 'k');
+    stsrv_make_commit(&r, "t", 700, 0x780, 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
+    stsrv_read_expect(f->srv, "t", 4, 0x700, 'k', 0);
 
-    make_aborts(&r, "t", 0, 0); /* the next ingestor's first stream */
-    assert_int_equal(stage_call(f, &r.req, NULL), 0);
-    assert_int_equal(staged_count(f, "t", 700), 0);
-    assert_int_equal(committed_count(f, "t"), 1);
-    read_expect(f, "t", 4, 0x700, 'k'); /* what it wrote still resolves */
+    stsrv_make_aborts(&r, "t", 0, 0); /* the next ingestor's first stream */
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 700), 0);
+    assert_int_equal(stsrv_committed_count(f->db, "t"), 1);
+    stsrv_read_expect(f->srv, "t", 4, 0x700, 'k', 0); /* what it wrote still resolves */
     stage_commit_n(f, &r, 700, 10, 'k', 0x700, 0x710);
-    read_expect(f, "t", 10, 0x700, 'k');
-    assert_int_equal(metric_of(f, "walhook_store_resends_differ_total"), differ0);
-    assert_int_equal(committed_count(f, "t"), 2);
+    stsrv_read_expect(f->srv, "t", 10, 0x700, 'k', 0);
+    assert_int_equal(stsrv_metric_of(f->srv, "walhook_store_resends_differ_total"), differ0);
+    assert_int_equal(stsrv_committed_count(f->db, "t"), 2);
 
-    append_req a; /* a later event: the tenant's last one is never collected */
-    make_append(&a, "t", 1, 0x800, 0);
-    stage_call(f, &a.req, NULL);
+    stsrv_append_req a; /* a later event: the tenant's last one is never stsrv_collected */
+    stsrv_make_append(&a, "t", 1, 0x800, 0);
+    stsrv_stage_call(f->srv, &a.req, NULL);
     uint64_t l;
     uint32_t q;
     assert_int_equal(st_db_commit(f->db, "t", "c", 0x700, 9, &l, &q, err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
     st_db_maintain(f->db);
-    assert_int_equal(committed_count(f, "t"), 0);
+    assert_int_equal(stsrv_committed_count(f->db, "t"), 0);
 }
 
 /* Guards: Read's max_bytes counts the json of the events as read back
@@ -2444,28 +2181,28 @@ static void test_stage_commit_cut_short(void **state)
 static void test_stage_commit_read_max_bytes(void **state)
 {
     fx *f = *state;
-    static stage_req r;
+    static stsrv_stage_req r;
     stage_commit_n(f, &r, 700, 20, 'x', 0x900, 0);
 
     size_t len[20], sum[21] = {0};
     for (uint32_t i = 0; i < 20; i++) {
         char want[96];
-        len[i] = expect_json(want, sizeof(want), i, 'x', i);
+        len[i] = stsrv_expect_json(want, sizeof(want), i, 'x', i);
         sum[i + 1] = sum[i] + len[i];
     }
     assert_true(len[9] < len[10]); /* seq and idx of two digits from 10 */
 
-    collected *c = calloc(1, sizeof(*c));
+    stsrv_collected *c = calloc(1, sizeof(*c));
     static const size_t ks[] = {1, 3, 10, 11, 19};
     for (size_t j = 0; j < sizeof(ks) / sizeof(ks[0]); j++) {
         size_t k = ks[j];
         assert_int_equal(read_max_bytes(f, "t", (uint32_t)sum[k], c), k);
-        expect_committed(c, 0, k, 0x900, 'x', 0);
+        stsrv_expect_txn(c, 0, k, 0x900, 'x', NULL, 0, 0);
         assert_int_equal(read_max_bytes(f, "t", (uint32_t)sum[k] - 1, c), k - 1 > 0 ? k - 1 : 1);
     }
     assert_int_equal(read_max_bytes(f, "t", (uint32_t)sum[20], c), 20);
     assert_int_equal(read_max_bytes(f, "t", 1, c), 1);
-    expect_committed(c, 0, 1, 0x900, 'x', 0);
+    stsrv_expect_txn(c, 0, 1, 0x900, 'x', NULL, 0, 0);
     free(c);
 }
 
@@ -2473,12 +2210,12 @@ static void test_stage_commit_read_max_bytes(void **state)
 static void test_stage_malformed(void **state)
 {
     fx *f = *state;
-    static stage_req r;
-    append_req a;
+    static stsrv_stage_req r;
+    stsrv_append_req a;
 
-    make_stage(&r, "t", 0, 1, 0, 1, 1, 'x');
+    stsrv_make_stage(&r, "t", 0, 1, 0, 1, 1, 'x');
     expect_error(f, &r.req, "stage_reset: needs stage_xid");
-    make_stage(&r, "t", 7, 0, 0, 1, 7, 'x');
+    stsrv_make_stage(&r, "t", 7, 0, 0, 1, 7, 'x');
     walhook__stage_commit__init(&r.c);
     r.c.xid = 7;
     r.c.commit_lsn = 0x10;
@@ -2486,62 +2223,62 @@ static void test_stage_malformed(void **state)
     r.c.head_parts = r.parts;
     r.a.stage_commit = &r.c;
     expect_error(f, &r.req, "staged events (stage_xid) and stage_commit in one request");
-    make_aborts(&r, "t", 7, 8);
+    stsrv_make_aborts(&r, "t", 7, 8);
     r.a.stage_xid = 7;
     expect_error(f, &r.req, "staged events (stage_xid) and stage_aborts");
-    make_append(&a, "t", 2, 0x10, 0);
-    make_commit(&r, "t", 7, 0x10, 0);
+    stsrv_make_append(&a, "t", 2, 0x10, 0);
+    stsrv_make_commit(&r, "t", 7, 0x10, 0);
     r.a.n_events = a.a.n_events;
     r.a.events = a.a.events;
     expect_error(f, &r.req, "events and stage_commit");
-    make_commit(&r, "t", 7, 0x10, 0);
-    make_aborts(&r, "t", 7, 8);
+    stsrv_make_commit(&r, "t", 7, 0x10, 0);
+    stsrv_make_aborts(&r, "t", 7, 8);
     r.a.stage_commit = &r.c;
     walhook__stage_commit__init(&r.c);
     expect_error(f, &r.req, "stage_commit and stage_aborts");
 
-    make_commit(&r, "t", 7, 0x10, 0);
+    stsrv_make_commit(&r, "t", 7, 0x10, 0);
     r.c.n_head_parts = 0;
     expect_error(f, &r.req, "stage_commit.head_parts: empty");
-    make_commit(&r, "t", 0, 0x10, 0);
+    stsrv_make_commit(&r, "t", 0, 0x10, 0);
     expect_error(f, &r.req, "stage_commit.xid");
-    make_commit(&r, "t", 7, 0, 0);
+    stsrv_make_commit(&r, "t", 7, 0, 0);
     expect_error(f, &r.req, "stage_commit.commit_lsn");
-    make_commit(&r, "t", 7, 0x10, 0);
+    stsrv_make_commit(&r, "t", 7, 0x10, 0);
     r.c.commit_ts_us = -1;
     expect_error(f, &r.req, "stage_commit.commit_ts_us");
-    make_commit(&r, "t", 7, 0x10, 0);
+    stsrv_make_commit(&r, "t", 7, 0x10, 0);
     static uint8_t big[ST_STAGE_HEAD_BYTES + 1];
     r.parts[1].data = big;
     r.parts[1].len = sizeof(big);
     expect_error(f, &r.req, "stage_commit.head_parts: 3 parts");
 
-    make_stage(&r, "t", 7, 0, 0, 2, 7, 'x');
+    stsrv_make_stage(&r, "t", 7, 0, 0, 2, 7, 'x');
     r.ev[1].commit_lsn = 0x10;
     expect_error(f, &r.req, "events[1].commit_lsn: must be 0");
-    make_stage(&r, "t", 7, 0, 0, 2, 7, 'x');
+    stsrv_make_stage(&r, "t", 7, 0, 0, 2, 7, 'x');
     r.ev[0].commit_ts_us = 3;
     expect_error(f, &r.req, "events[0].commit_ts_us: must be 0");
-    make_stage(&r, "t", 7, 0, 0, 2, 7, 'x');
+    stsrv_make_stage(&r, "t", 7, 0, 0, 2, 7, 'x');
     r.ev[1].json.data = NULL;
     expect_error(f, &r.req, "events[1].json: missing");
-    make_stage(&r, "t", 7, 0, 0, 2, 7, 'x');
+    stsrv_make_stage(&r, "t", 7, 0, 0, 2, 7, 'x');
     r.evp[0] = NULL;
     expect_error(f, &r.req, "events[0]: missing");
-    make_aborts(&r, "t", 0, 8);
+    stsrv_make_aborts(&r, "t", 0, 8);
     expect_error(f, &r.req, "stage_aborts[0].xid");
-    make_aborts(&r, "t", 7, 0);
+    stsrv_make_aborts(&r, "t", 7, 0);
     expect_error(f, &r.req, "stage_aborts[0].subxid");
-    make_aborts(&r, "t", 7, 8);
+    stsrv_make_aborts(&r, "t", 7, 8);
     r.abp[0] = NULL;
     expect_error(f, &r.req, "stage_aborts[0]: missing");
-    make_aborts(&r, "t", 7, 8);
+    stsrv_make_aborts(&r, "t", 7, 8);
     r.ab[0].one_event = 1;
     expect_error(f, &r.req, "stage_aborts[0]: one_event needs subxid == xid > 0");
 
-    assert_int_equal(staged_count(f, "t", 7), 0);
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 7), 0);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 0);
     free(c);
 }
@@ -2551,25 +2288,25 @@ static void test_stage_malformed(void **state)
 static void test_stage_budget(void **state)
 {
     fx *f = *state;
-    static stage_req r;
+    static stsrv_stage_req r;
     st_server_set_stage_chunk(f->srv, 1000);
     for (uint32_t b = 0; b < 2; b++) {
-        make_stage(&r, "t", 60 + b, 0, 0, 200, 60 + b, 'q');
-        assert_int_equal(stage_call(f, &r.req, NULL), 200);
+        stsrv_make_stage(&r, "t", 60 + b, 0, 0, 200, 60 + b, 'q');
+        assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 200);
     }
     st_db_limits lim = {0, 0, 200, 0, 10000, 0, 0, 0}; /* 200 B/s, a 2000-byte bucket */
     st_db_set_limits(f->db, &lim);
-    make_commit(&r, "t", 60, 0x800, 0);
-    assert_int_equal(stage_call(f, &r.req, NULL), 200); /* ~7 KiB: all of it */
-    make_commit(&r, "t", 61, 0x900, 0);
+    stsrv_make_commit(&r, "t", 60, 0x800, 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 200); /* ~7 KiB: all of it */
+    stsrv_make_commit(&r, "t", 61, 0x900, 0);
     Walhook__Reply rep;
     void *cookie;
-    assert_int_equal(call(f, &r.req, &rep, &cookie), ST_STATUS_SLOW_DOWN);
+    assert_int_equal(stsrv_call(f->srv, &r.req, &rep, &cookie), ST_STATUS_SLOW_DOWN);
     assert_true(rep.retry_after_ms > 0);
     st_server_done(f->srv, &rep, cookie);
-    assert_int_equal(staged_count(f, "t", 61), 200);
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 61), 200);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 200);
     free(c);
 }
@@ -2579,11 +2316,11 @@ static void test_stage_budget(void **state)
 static void test_isolation_guard_stage(void **state)
 {
     fx *f = *state;
-    static stage_req r;
+    static stsrv_stage_req r;
     st_db_limits lim = {0, 0, 0, 0, 0, 4096, 0, 150}; /* big: over 4 KiB queued */
     st_db_set_limits(f->db, &lim);
-    make_stage(&r, "stager", 70, 0, 0, 200, 70, 'q'); /* ~10 KB queued */
-    assert_int_equal(stage_call(f, &r.req, NULL), 200);
+    stsrv_make_stage(&r, "stager", 70, 0, 0, 200, 70, 'q'); /* ~10 KB queued */
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 200);
     st_guard *g = st_db_guard(f->db);
     const void *key = st_db_tenant_key(f->db, "stager");
     int flood = 0;
@@ -2605,7 +2342,7 @@ static void schema_call(fx *f, const char *tenant, Walhook__Reply *rep, void **c
     Walhook__Request req = WALHOOK__REQUEST__INIT;
     req.body_case = WALHOOK__REQUEST__BODY_SCHEMA_LIST;
     req.schema_list = &sl;
-    assert_int_equal(call(f, &req, rep, cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &req, rep, cookie), 0);
     assert_int_equal(rep->body_case, WALHOOK__REPLY__BODY_SCHEMAS);
 }
 
@@ -2657,8 +2394,8 @@ static uint64_t schema_started(fx *f, const char *tenant, uint64_t fp)
 static void test_schema_versions(void **state)
 {
     fx *f = *state;
-    append_req a;
-    make_append(&a, "t1", 2, 0x5000, 0x5010);
+    stsrv_append_req a;
+    stsrv_make_append(&a, "t1", 2, 0x5000, 0x5010);
     Walhook__SchemaVersion v[2], *vp[2] = {&v[0], &v[1]};
     for (int i = 0; i < 2; i++) {
         walhook__schema_version__init(&v[i]);
@@ -2673,41 +2410,41 @@ static void test_schema_versions(void **state)
     a.a.schemas = vp;
     Walhook__Reply rep;
     void *cookie;
-    assert_int_equal(call(f, &a.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
-    assert_int_equal(call(f, &a.req, &rep, &cookie), 0); /* a resend */
+    assert_int_equal(stsrv_call(f->srv, &a.req, &rep, &cookie), 0); /* a resend */
     st_server_done(f->srv, &rep, cookie);
     uint64_t fps[8];
     assert_int_equal(schema_list(f, "t1", fps, 8), 2);
     assert_true(fps[0] == 0x100 && fps[1] == 0x101);
     assert_int_equal(schema_list(f, "t2", fps, 8), 0);
     /* with staged events: written before them */
-    stage_req st;
-    make_stage(&st, "t1", 77, 1, 0, 1, 77, 'a');
+    stsrv_stage_req st;
+    stsrv_make_stage(&st, "t1", 77, 1, 0, 1, 77, 'a');
     v[0].fingerprint = 0x200;
     v[0].first_lsn = 0;
     v[0].started_xid = 77; /* its start: pending until 77 commits */
     st.a.n_schemas = 1;
     st.a.schemas = vp;
-    assert_int_equal(call(f, &st.req, &rep, &cookie), 0);
+    assert_int_equal(stsrv_call(f->srv, &st.req, &rep, &cookie), 0);
     st_server_done(f->srv, &rep, cookie);
     assert_int_equal(schema_list(f, "t1", fps, 8), 3);
     assert_true(schema_started(f, "t1", 0x200) == 0);
     /* the StageCommit makes it a start at the commit LSN */
-    make_commit(&st, "t1", 77, 0x7000, 0x7010);
-    assert_int_equal(stage_call(f, &st.req, NULL), 1);
+    stsrv_make_commit(&st, "t1", 77, 0x7000, 0x7010);
+    assert_int_equal(stsrv_stage_call(f->srv, &st.req, NULL), 1);
     assert_true(schema_started(f, "t1", 0x200) == 0x7000);
     /* a start with events: in their WriteBatch */
     v[0].started_xid = 0;
     v[0].started_lsn = 0x7100;
-    make_append(&a, "t1", 1, 0x7100, 0x7110);
+    stsrv_make_append(&a, "t1", 1, 0x7100, 0x7110);
     a.a.n_schemas = 1;
     a.a.schemas = vp;
-    stage_call(f, &a.req, NULL);
+    stsrv_stage_call(f->srv, &a.req, NULL);
     assert_true(schema_started(f, "t1", 0x200) == 0x7100);
     v[0].started_lsn = 0;
     /* malformed: no table, no fingerprint, no description */
-    make_append(&a, "t1", 1, 0x6000, 0x6010);
+    stsrv_make_append(&a, "t1", 1, 0x6000, 0x6010);
     v[0].table = "";
     a.a.n_schemas = 1;
     a.a.schemas = vp;
@@ -2743,19 +2480,19 @@ static void test_schema_tombstones(void **state)
     /* A1 at 0x5000, A2 at 0x6000, each first used and started there */
     uint64_t at[2] = {0x5000, 0x6000};
     for (int i = 0; i < 2; i++) {
-        append_req a;
-        make_append(&a, "t1", 1, at[i], at[i] + 0x10);
+        stsrv_append_req a;
+        stsrv_make_append(&a, "t1", 1, at[i], at[i] + 0x10);
         v.fingerprint = 0x100 + (uint64_t)i;
         v.first_lsn = v.started_lsn = at[i];
         v.first_xid = 9 + (uint32_t)i;
         a.a.n_schemas = 1;
         a.a.schemas = vp;
-        stage_call(f, &a.req, NULL);
+        stsrv_stage_call(f->srv, &a.req, NULL);
     }
     /* B1 at 0x5000; B2 first used by a snapshot chunk at 0x6000 */
     for (int i = 0; i < 2; i++) {
-        append_req a;
-        make_append(&a, "t1", 1, at[i], at[i] + 0x10);
+        stsrv_append_req a;
+        stsrv_make_append(&a, "t1", 1, at[i], at[i] + 0x10);
         v.table = "public.b";
         v.fingerprint = 0x200 + (uint64_t)i;
         v.first_lsn = v.started_lsn = at[i];
@@ -2763,7 +2500,7 @@ static void test_schema_tombstones(void **state)
         v.start_unproven = i == 1;
         a.a.n_schemas = 1;
         a.a.schemas = vp;
-        stage_call(f, &a.req, NULL);
+        stsrv_stage_call(f->srv, &a.req, NULL);
     }
     char err[WH_ERRLEN];
     size_t n = 0;
@@ -2785,8 +2522,8 @@ static void test_schema_tombstones(void **state)
     assert_int_equal(schema_get(f, "t1", 0x201, &g, &dl), 1);
     assert_true(g.started_lsn == 0x6000);
     /* public.a back to A1 at 0x8000 */
-    append_req a;
-    make_append(&a, "t1", 1, 0x8000, 0x8010);
+    stsrv_append_req a;
+    stsrv_make_append(&a, "t1", 1, 0x8000, 0x8010);
     v.table = "public.a";
     v.fingerprint = 0x100;
     v.first_lsn = 0x5000;
@@ -2795,7 +2532,7 @@ static void test_schema_tombstones(void **state)
     v.start_unproven = 0;
     a.a.n_schemas = 1;
     a.a.schemas = vp;
-    stage_call(f, &a.req, NULL);
+    stsrv_stage_call(f->srv, &a.req, NULL);
     assert_int_equal(schema_get(f, "t1", 0x100, &g, &dl), 1);
     assert_false(g.pruned);
     assert_int_equal(dl, 14);

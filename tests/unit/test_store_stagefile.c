@@ -30,6 +30,7 @@
 #include "../../services/store/st_sfile.h"
 #include "wh_lsn.h"
 #include "stdb_fixture.h"
+#include "stsrv_fixture.h"
 
 #define MAX_MSG (4u * 1024 * 1024)
 
@@ -86,279 +87,29 @@ static int teardown(void **state)
     return 0;
 }
 
-/* ---- requests (as test_store_server.c builds them) ---- */
-
-/* Calls the handler directly; returns status. */
-static int call(fx *f, const Walhook__Request *req, Walhook__Reply *rep, void **cookie)
-{
-    walhook__reply__init(rep);
-    *cookie = NULL;
-    st_server_handle(f->srv, req, rep, cookie);
-    return rep->status;
-}
-
-typedef struct append_req {
-    Walhook__Request req;
-    Walhook__AppendBatch a;
-    Walhook__Event ev[8];
-    Walhook__Event *evp[8];
-} append_req;
-
-/* n events {"k":1} at (lsn, 0..n-1) */
-static void make_append(append_req *r, const char *tenant, size_t n, uint64_t lsn)
-{
-    assert_true(n <= 8);
-    walhook__request__init(&r->req);
-    walhook__append_batch__init(&r->a);
-    for (size_t i = 0; i < n; i++) {
-        walhook__event__init(&r->ev[i]);
-        r->ev[i].commit_lsn = lsn;
-        r->ev[i].seq = (uint32_t)i;
-        r->ev[i].commit_ts_us = 1000;
-        r->ev[i].json.data = (uint8_t *)"{\"k\":1}";
-        r->ev[i].json.len = 7;
-        r->evp[i] = &r->ev[i];
-    }
-    r->a.tenant = (char *)tenant;
-    r->a.n_events = n;
-    r->a.events = r->evp;
-    r->req.body_case = WALHOOK__REQUEST__BODY_APPEND;
-    r->req.append = &r->a;
-}
-
-typedef struct read_req {
-    Walhook__Request req;
-    Walhook__ReadRequest r;
-    Walhook__Position from;
-} read_req;
-
-/* A Read of tenant from (lsn, seq) (exclusive), no consumer */
-static void make_read(read_req *r, const char *tenant, uint64_t lsn, uint32_t seq,
-                      uint32_t max_events)
-{
-    walhook__request__init(&r->req);
-    walhook__read_request__init(&r->r);
-    walhook__position__init(&r->from);
-    r->r.tenant = (char *)tenant;
-    r->r.has_from = 1;
-    r->from.lsn = lsn;
-    r->from.seq = seq;
-    r->r.from = &r->from;
-    r->r.max_events = max_events;
-    r->req.body_case = WALHOOK__REQUEST__BODY_READ;
-    r->req.read = &r->r;
-}
-
-typedef struct stage_req {
-    Walhook__Request req;
-    Walhook__AppendBatch a;
-    Walhook__StageCommit c;
-    ProtobufCBinaryData parts[4];
-    Walhook__StageAbort ab[4];
-    Walhook__StageAbort *abp[4];
-    Walhook__Event ev[256];
-    Walhook__Event *evp[256];
-    char body[256][40];
-} stage_req;
-
-static void stage_init(stage_req *r, const char *tenant)
-{
-    memset(r, 0, sizeof(*r));
-    walhook__request__init(&r->req);
-    walhook__append_batch__init(&r->a);
-    r->a.tenant = (char *)tenant;
-    r->req.body_case = WALHOOK__REQUEST__BODY_APPEND;
-    r->req.append = &r->a;
-}
-
-/* Staged events idx first..first+n-1 of xid, bodies "\"b\":\"<tag><idx>\"}" */
-static void make_stage(stage_req *r, const char *tenant, uint32_t xid, int reset, uint32_t first,
-                       size_t n, uint32_t subxid, char tag)
-{
-    stage_init(r, tenant);
-    assert_true(n <= 256);
-    for (size_t i = 0; i < n; i++) {
-        walhook__event__init(&r->ev[i]);
-        r->ev[i].seq = first + (uint32_t)i;
-        r->ev[i].subxid = subxid;
-        int l =
-            snprintf(r->body[i], sizeof(r->body[i]), "\"b\":\"%c%u\"}", tag, first + (uint32_t)i);
-        r->ev[i].json.data = (uint8_t *)r->body[i];
-        r->ev[i].json.len = (size_t)l;
-        r->evp[i] = &r->ev[i];
-    }
-    r->a.n_events = n;
-    r->a.events = r->evp;
-    r->a.stage_xid = xid;
-    r->a.stage_reset = reset;
-}
-
-static const char *const HEAD[3] = {"{\"id\":\"t:", "\",\"seq\":", ","};
-
-static void make_commit(stage_req *r, const char *tenant, uint32_t xid, uint64_t lsn)
-{
-    stage_init(r, tenant);
-    walhook__stage_commit__init(&r->c);
-    r->c.xid = xid;
-    r->c.commit_lsn = lsn;
-    r->c.commit_ts_us = 5000;
-    for (int i = 0; i < 3; i++) {
-        r->parts[i].data = (uint8_t *)HEAD[i];
-        r->parts[i].len = strlen(HEAD[i]);
-    }
-    r->c.n_head_parts = 3;
-    r->c.head_parts = r->parts;
-    r->a.stage_commit = &r->c;
-}
-
-static void make_aborts(stage_req *r, const char *tenant, uint32_t xid, uint32_t subxid)
-{
-    stage_init(r, tenant);
-    walhook__stage_abort__init(&r->ab[0]);
-    r->ab[0].xid = xid;
-    r->ab[0].subxid = subxid;
-    r->abp[0] = &r->ab[0];
-    r->a.n_stage_aborts = 1;
-    r->a.stage_aborts = r->abp;
-}
-
-/* Sends req; status 0 expected; returns AppendReply.stored. */
-static uint32_t stage_call(fx *f, const Walhook__Request *req)
-{
-    Walhook__Reply rep;
-    void *cookie;
-    int st = call(f, req, &rep, &cookie);
-    if (st != 0)
-        fail_msg("status %d: %s", st, rep.error ? rep.error : "");
-    assert_int_equal(rep.body_case, WALHOOK__REPLY__BODY_APPEND);
-    uint32_t stored = rep.append->stored;
-    st_server_done(f->srv, &rep, cookie);
-    return stored;
-}
+/* ---- requests (built by stsrv_fixture.h) ---- */
 
 /* Stages events first..first+n-1 of xid in tenant "t" (tag; subxid xid) */
 static void stage_n(fx *f, uint32_t xid, int reset, uint32_t first, size_t n, char tag)
 {
-    static stage_req r;
-    make_stage(&r, "t", xid, reset, first, n, xid, tag);
-    assert_int_equal(stage_call(f, &r.req), n);
+    static stsrv_stage_req r;
+    stsrv_make_stage(&r, "t", xid, reset, first, n, xid, tag);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), n);
 }
 
 /* Commits xid of tenant at lsn; the events it stored must be n. */
 static void commit_n(fx *f, const char *tenant, uint32_t xid, uint64_t lsn, uint32_t n)
 {
-    static stage_req r;
-    make_commit(&r, tenant, xid, lsn);
-    assert_int_equal(stage_call(f, &r.req), n);
+    static stsrv_stage_req r;
+    stsrv_make_commit(&r, tenant, xid, lsn, 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), n);
 }
 
 static void abort_call(fx *f, const char *tenant, uint32_t xid, uint32_t subxid)
 {
-    static stage_req r;
-    make_aborts(&r, tenant, xid, subxid);
-    assert_int_equal(stage_call(f, &r.req), 0);
-}
-
-/* The json a committed staged event must have: head(seq) + body */
-static size_t expect_json(char *out, size_t len, uint32_t seq, char tag, uint32_t idx)
-{
-    return (size_t)snprintf(out, len, "%s%u%s%u%s\"b\":\"%c%u\"}", HEAD[0], seq, HEAD[1], seq,
-                            HEAD[2], tag, idx);
-}
-
-typedef struct collected {
-    size_t n;
-    uint64_t lsn[512];
-    uint32_t seq[512];
-    int64_t ts[512];
-    size_t len[512];
-    char json[512][96];
-} collected;
-
-static void collect(collected *out, const Walhook__Event *e)
-{
-    assert_true(out->n < 512);
-    out->lsn[out->n] = e->commit_lsn;
-    out->seq[out->n] = e->seq;
-    out->ts[out->n] = e->commit_ts_us;
-    out->len[out->n] = e->json.len;
-    size_t jl = e->json.len < 95 ? e->json.len : 95;
-    memcpy(out->json[out->n], e->json.data, jl);
-    out->json[out->n][jl] = '\0';
-    out->n++;
-}
-
-/* Every event of the tenant through Read (from (0,0), no consumer). */
-static void read_all(fx *f, const char *tenant, collected *out)
-{
-    out->n = 0;
-    uint64_t lsn = 0;
-    uint32_t seq = 0;
-    for (;;) {
-        read_req r;
-        make_read(&r, tenant, lsn, seq, 1000);
-        Walhook__Reply rep;
-        void *cookie;
-        int st = call(f, &r.req, &rep, &cookie);
-        if (st != 0)
-            fail_msg("read: status %d: %s", st, rep.error ? rep.error : "");
-        size_t n = rep.read->n_events;
-        for (size_t i = 0; i < n; i++) {
-            collect(out, rep.read->events[i]);
-            lsn = rep.read->events[i]->commit_lsn;
-            seq = rep.read->events[i]->seq;
-        }
-        st_server_done(f->srv, &rep, cookie);
-        if (n == 0)
-            break;
-    }
-}
-
-/* c[at..at+n): a committed streamed transaction at lsn, seq 0..n-1,
- * commit_ts 5000, json head(seq) + body of tag and staging index idx[i]
- * (idx NULL: idx0 + i), byte for byte. */
-static void expect_txn(const collected *c, size_t at, size_t n, uint64_t lsn, char tag,
-                       const uint32_t *idx, uint32_t idx0)
-{
-    assert_true(at + n <= c->n);
-    for (uint32_t i = 0; i < n; i++) {
-        char want[96];
-        size_t wl = expect_json(want, sizeof(want), i, tag, idx ? idx[i] : idx0 + i);
-        assert_true(c->lsn[at + i] == lsn);
-        assert_int_equal(c->seq[at + i], i);
-        assert_int_equal(c->ts[at + i], 5000);
-        assert_int_equal(c->len[at + i], wl);
-        assert_string_equal(c->json[at + i], want);
-    }
-}
-
-/* The tenant's events: exactly one committed transaction of n events at
- * lsn, bodies of tag from staging index 0. */
-static void read_expect(fx *f, const char *tenant, size_t n, uint64_t lsn, char tag)
-{
-    collected *c = calloc(1, sizeof(*c));
-    assert_non_null(c);
-    read_all(f, tenant, c);
-    assert_int_equal(c->n, n);
-    expect_txn(c, 0, n, lsn, tag, NULL, 0);
-    free(c);
-}
-
-static uint64_t staged_count(fx *f, const char *tenant, uint32_t xid)
-{
-    char err[WH_ERRLEN];
-    uint64_t n = 0;
-    if (st_db_stage_count(f->db, tenant, xid, 1000000, &n, err, sizeof(err)) != WH_OK)
-        fail_msg("stage count: %s", err);
-    return n;
-}
-
-static uint64_t committed_count(fx *f, const char *tenant)
-{
-    char err[WH_ERRLEN];
-    uint64_t n = 0;
-    assert_int_equal(st_db_stage_committed(f->db, tenant, 1000000, &n, err, sizeof(err)), WH_OK);
-    return n;
+    static stsrv_stage_req r;
+    stsrv_make_aborts(&r, tenant, xid, subxid);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
 }
 
 /* ---- the staging directory ---- */
@@ -539,17 +290,17 @@ static void torn_tail(fx *f, enum tail_kind kind)
     store_open(f);
     /* the first use of the staging cuts the file back (or the maintenance
      * pass did already) */
-    assert_int_equal(staged_count(f, "t", 700), kind == TAIL_PARTIAL ? 11 : 10);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 700), kind == TAIL_PARTIAL ? 11 : 10);
     assert_int_equal(fsize(p), size0 + (int64_t)whole);
     assert_int_equal(gen_of(f, "t", 700), gen);
 
     stage_n(f, 700, 0, 5, 5, 'a');   /* the second batch again */
     stage_n(f, 700, 0, 10, 10, 'a'); /* the third */
-    assert_int_equal(staged_count(f, "t", 700), 20);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 700), 20);
     commit_n(f, "t", 700, 0x900, 20);
-    read_expect(f, "t", 20, 0x900, 'a');
+    stsrv_read_expect(f->srv, "t", 20, 0x900, 'a', 1);
     reopen(f); /* and after a restart */
-    read_expect(f, "t", 20, 0x900, 'a');
+    stsrv_read_expect(f->srv, "t", 20, 0x900, 'a', 1);
 }
 
 static void test_torn_tail_garbage(void **state)
@@ -623,12 +374,12 @@ static void test_batch_sent_twice(void **state)
     assert_true(s3 > s1);
     stage_n(f, 710, 0, 10, 5, 'w'); /* the third twice */
     assert_int_equal(gen_size(f, cf, gen), s3);
-    assert_int_equal(staged_count(f, "t", 710), 15);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 710), 15);
     commit_n(f, "t", 710, 0xA00, 15);
-    read_expect(f, "t", 15, 0xA00, 'w');
+    stsrv_read_expect(f->srv, "t", 15, 0xA00, 'w', 1);
     /* the commit sent again after it finished: nothing more */
     commit_n(f, "t", 710, 0xA00, 0);
-    read_expect(f, "t", 15, 0xA00, 'w');
+    stsrv_read_expect(f->srv, "t", 15, 0xA00, 'w', 1);
 }
 
 /* ---- 3. the sweep at start ---- */
@@ -681,7 +432,7 @@ static void test_sweep_at_open(void **state)
 
     store_open(f);
     assert_int_equal(fsize(p_cf), -1); /* at the open: no tenant's column family */
-    assert_int_equal(staged_count(f, "t", 100), 3);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 100), 3);
     assert_int_equal(fsize(pab), -1);
     assert_int_equal(fsize(p_next), -1);
     assert_int_equal(fsize(p_far), -1);
@@ -694,12 +445,12 @@ static void test_sweep_at_open(void **state)
     assert_int_equal(gen_of(f, "t", 103), next);
     commit_n(f, "t", 100, 0x600, 3);
     commit_n(f, "t", 103, 0x700, 2);
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 4 + 3 + 2);
-    expect_txn(c, 0, 4, 0x500, 'c', NULL, 0);
-    expect_txn(c, 4, 3, 0x600, 'o', NULL, 0);
-    expect_txn(c, 7, 2, 0x700, 'n', NULL, 0);
+    stsrv_expect_txn(c, 0, 4, 0x500, 'c', NULL, 0, 1);
+    stsrv_expect_txn(c, 4, 3, 0x600, 'o', NULL, 0, 1);
+    stsrv_expect_txn(c, 7, 2, 0x700, 'n', NULL, 0, 1);
     free(c);
 }
 
@@ -707,25 +458,6 @@ static void test_sweep_at_open(void **state)
 
 /* A whole abort (subxid == xid) removes its gen's file; a subtransaction's
  * abort does not; another xid's stays. */
-/* A gauge of the store's metrics text */
-static uint64_t metric_of(fx *f, const char *name)
-{
-    Walhook__Request req = WALHOOK__REQUEST__INIT;
-    Walhook__StatsRequest sr = WALHOOK__STATS_REQUEST__INIT;
-    req.body_case = WALHOOK__REQUEST__BODY_STATS;
-    req.stats = &sr;
-    Walhook__Reply rep;
-    void *cookie;
-    assert_int_equal(call(f, &req, &rep, &cookie), 0);
-    char needle[128];
-    snprintf(needle, sizeof(needle), "\n%s ", name);
-    const char *p = strstr(rep.stats->metrics_text, needle);
-    assert_non_null(p);
-    uint64_t v = strtoull(p + strlen(needle), NULL, 10);
-    st_server_done(f->srv, &rep, cookie);
-    return v;
-}
-
 static void test_files_whole_abort(void **state)
 {
     fx *f = *state;
@@ -736,8 +468,8 @@ static void test_files_whole_abort(void **state)
     uint64_t g200 = gen_of(f, "t", 200), g201 = gen_of(f, "t", 201);
     assert_int_equal(count_files(f, cf), 2);
     /* the metrics count them */
-    assert_int_equal(metric_of(f, "walhook_store_staging_files"), 2);
-    assert_int_equal(metric_of(f, "walhook_store_staging_bytes"),
+    assert_int_equal(stsrv_metric_of(f->srv, "walhook_store_staging_files"), 2);
+    assert_int_equal(stsrv_metric_of(f->srv, "walhook_store_staging_bytes"),
                      (uint64_t)(gen_size(f, cf, g200) + gen_size(f, cf, g201)));
     abort_call(f, "t", 200, 205); /* a subtransaction: the file stays */
     assert_int_equal(count_files(f, cf), 2);
@@ -745,14 +477,14 @@ static void test_files_whole_abort(void **state)
     assert_int_equal(count_files(f, cf), 1);
     assert_int_equal(gen_size(f, cf, g200), -1);
     assert_true(gen_size(f, cf, g201) > 0);
-    assert_int_equal(staged_count(f, "t", 200), 0);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 200), 0);
     abort_call(f, "t", 201, 201);
     assert_int_equal(count_files(f, -1), 0);
-    assert_int_equal(metric_of(f, "walhook_store_staging_files"), 0);
-    assert_int_equal(metric_of(f, "walhook_store_staging_bytes"), 0);
+    assert_int_equal(stsrv_metric_of(f->srv, "walhook_store_staging_files"), 0);
+    assert_int_equal(stsrv_metric_of(f->srv, "walhook_store_staging_bytes"), 0);
     commit_n(f, "t", 200, 0x500, 0);
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 0);
     free(c);
 }
@@ -772,9 +504,9 @@ static void test_files_drop_all(void **state)
     abort_call(f, "t", 0, 0);
     assert_int_equal(count_files(f, -1), 1);
     assert_true(gen_size(f, cf, g302) > 0);
-    assert_int_equal(staged_count(f, "t", 300), 0);
-    assert_int_equal(staged_count(f, "t", 301), 0);
-    read_expect(f, "t", 3, 0x500, 'c');
+    assert_int_equal(stsrv_staged_count(f->db, "t", 300), 0);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 301), 0);
+    stsrv_read_expect(f->srv, "t", 3, 0x500, 'c', 1);
 }
 
 /* The staging GC (maintenance pass) removes a committed gen's file with
@@ -793,7 +525,7 @@ static void test_files_gc(void **state)
     commit_n(f, "t", 701, 0xB00, 5);
     abort_call(f, "t", 0, 0);
     st_db_maintain(f->db);
-    assert_int_equal(committed_count(f, "t"), 2);
+    assert_int_equal(stsrv_committed_count(f->db, "t"), 2);
     assert_int_equal(count_files(f, cf), 2);
 
     uint64_t l;
@@ -801,11 +533,11 @@ static void test_files_gc(void **state)
     assert_int_equal(st_db_commit(f->db, "t", "c", 0xA00, 9, &l, &q, err, sizeof(err)), WH_OK);
     assert_int_equal(st_db_compact(f->db, err, sizeof(err)), WH_OK);
     st_db_maintain(f->db);
-    assert_int_equal(committed_count(f, "t"), 1);
+    assert_int_equal(stsrv_committed_count(f->db, "t"), 1);
     assert_int_equal(count_files(f, cf), 1);
     assert_int_equal(gen_size(f, cf, g700), -1);
     assert_true(gen_size(f, cf, g701) > 0);
-    read_expect(f, "t", 5, 0xB00, 'h');
+    stsrv_read_expect(f->srv, "t", 5, 0xB00, 'h', 1);
 }
 
 /* A tenant dropped (st_db_tenant_drop) loses its staging files, open and
@@ -815,12 +547,12 @@ static void test_files_tenant_drop(void **state)
 {
     fx *f = *state;
     char err[WH_ERRLEN];
-    static stage_req r;
+    static stsrv_stage_req r;
     stage_n(f, 400, 1, 0, 3, 't');
-    make_stage(&r, "u", 400, 1, 0, 3, 400, 'u');
-    assert_int_equal(stage_call(f, &r.req), 3);
-    make_stage(&r, "u", 401, 1, 0, 2, 401, 'u');
-    assert_int_equal(stage_call(f, &r.req), 2);
+    stsrv_make_stage(&r, "u", 400, 1, 0, 3, 400, 'u');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 3);
+    stsrv_make_stage(&r, "u", 401, 1, 0, 2, 401, 'u');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 2);
     commit_n(f, "u", 401, 0x500, 2);
     uint32_t cft = stage_cf(f, "t"), cfu = stage_cf(f, "u");
     assert_true(cft != cfu);
@@ -829,21 +561,21 @@ static void test_files_tenant_drop(void **state)
     assert_int_equal(st_db_tenant_drop(f->db, "u", err, sizeof(err)), WH_OK);
     assert_int_equal(count_files(f, cfu), 0);
     assert_int_equal(count_files(f, -1), 1);
-    assert_int_equal(staged_count(f, "u", 400), 0);
+    assert_int_equal(stsrv_staged_count(f->db, "u", 400), 0);
 
     assert_int_equal(st_db_tenant_create(f->db, "u", err, sizeof(err)), WH_OK); /* made again */
-    make_stage(&r, "u", 400, 1, 0, 4, 400, 'v');
-    assert_int_equal(stage_call(f, &r.req), 4);
+    stsrv_make_stage(&r, "u", 400, 1, 0, 4, 400, 'v');
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 4);
     uint32_t cfu2 = stage_cf(f, "u");
     assert_true(cfu2 != cfu && cfu2 != cft);
     assert_int_equal(count_files(f, cfu2), 1);
     reopen(f);
     assert_int_equal(count_files(f, -1), 2);
     commit_n(f, "u", 400, 0x600, 4);
-    read_expect(f, "u", 4, 0x600, 'v');
+    stsrv_read_expect(f->srv, "u", 4, 0x600, 'v', 1);
     stage_n(f, 400, 0, 3, 1, 't');
     commit_n(f, "t", 400, 0x700, 4);
-    read_expect(f, "t", 4, 0x700, 't');
+    stsrv_read_expect(f->srv, "t", 4, 0x700, 't', 1);
 }
 
 /* ---- 5. one_event aborts in file mode ---- */
@@ -857,33 +589,33 @@ static void test_files_tenant_drop(void **state)
 static void test_one_event_abort_file(void **state)
 {
     fx *f = *state;
-    static stage_req r;
+    static stsrv_stage_req r;
     st_server_set_stage_chunk(f->srv, 100); /* two events a chunk */
     stage_n(f, 900, 1, 0, 6, 'o');
     uint32_t cf = stage_cf(f, "t");
     uint64_t gen = gen_of(f, "t", 900);
     int64_t s0 = gen_size(f, cf, gen);
-    make_aborts(&r, "t", 900, 900);
+    stsrv_make_aborts(&r, "t", 900, 900);
     r.ab[0].one_event = 1;
     r.ab[0].index = 2;
-    assert_int_equal(stage_call(f, &r.req), 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
     assert_int_equal(gen_size(f, cf, gen), s0); /* the file is not rewritten */
-    assert_int_equal(staged_count(f, "t", 900), 5);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 900), 5);
     stage_n(f, 900, 0, 0, 6, 'o'); /* the batch again: idx 2 with it */
-    assert_int_equal(staged_count(f, "t", 900), 5);
-    make_aborts(&r, "t", 900, 900);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 900), 5);
+    stsrv_make_aborts(&r, "t", 900, 900);
     r.ab[0].one_event = 1;
     r.ab[0].index = 5; /* the last so far */
-    assert_int_equal(stage_call(f, &r.req), 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
     stage_n(f, 900, 0, 6, 2, 'o');
     reopen(f); /* the d keys are durable */
-    assert_int_equal(staged_count(f, "t", 900), 6);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 900), 6);
     commit_n(f, "t", 900, 0x500, 6);
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     static const uint32_t idx[6] = {0, 1, 3, 4, 6, 7};
     assert_int_equal(c->n, 6);
-    expect_txn(c, 0, 6, 0x500, 'o', idx, 0);
+    stsrv_expect_txn(c, 0, 6, 0x500, 'o', idx, 0, 1);
     free(c);
 }
 
@@ -995,19 +727,19 @@ static void stored_kind(fx *f, const char *tenant, uint64_t lsn, uint32_t seq, s
 static void test_legacy_mode(void **state)
 {
     fx *f = *state;
-    append_req a;
-    make_append(&a, "t", 1, 0x100); /* the tenant exists, nothing staged */
-    assert_int_equal(stage_call(f, &a.req), 1);
+    stsrv_append_req a;
+    stsrv_make_append(&a, "t", 1, 0x100, 0); /* the tenant exists, nothing staged */
+    assert_int_equal(stsrv_stage_call(f->srv, &a.req, NULL), 1);
     store_close(f);
     write_legacy_staging(f);
     store_open(f);
 
     assert_int_equal(count_files(f, -1), 0);
-    assert_int_equal(staged_count(f, "t", 50), 3);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 50), 3);
     assert_int_equal(gen_of(f, "t", 50), 1);
     stage_n(f, 50, 0, 3, 2, 'u'); /* the stream goes on: idx 3..4 */
     assert_int_equal(count_files(f, -1), 0);
-    assert_int_equal(staged_count(f, "t", 50), 5);
+    assert_int_equal(stsrv_staged_count(f->db, "t", 50), 5);
     commit_n(f, "t", 50, 0xC00, 5);
     size_t vl;
     int mark;
@@ -1028,11 +760,11 @@ static void test_legacy_mode(void **state)
     reopen(f);
     stage_n(f, 60, 0, 2, 1, 'v'); /* gen 2: still in the column family */
     assert_int_equal(count_files(f, -1), 1);
-    static stage_req r;
-    make_aborts(&r, "t", 60, 60); /* a one_event abort there: its e key goes */
+    static stsrv_stage_req r;
+    stsrv_make_aborts(&r, "t", 60, 60); /* a one_event abort there: its e key goes */
     r.ab[0].one_event = 1;
     r.ab[0].index = 1;
-    assert_int_equal(stage_call(f, &r.req), 0);
+    assert_int_equal(stsrv_stage_call(f->srv, &r.req, NULL), 0);
     assert_int_equal(count_files(f, -1), 1);
     commit_n(f, "t", 60, 0xE00, 2);
     stored_kind(f, "t", 0xE00, 1, &vl, &mark);
@@ -1043,16 +775,16 @@ static void test_legacy_mode(void **state)
     commit_n(f, "t", 80, 0xF00, 2);
 
     reopen(f);
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 1 + 5 + 4 + 2 + 2);
     assert_true(c->lsn[0] == 0x100);
     assert_string_equal(c->json[0], "{\"k\":1}");
-    expect_txn(c, 1, 5, 0xC00, 'u', NULL, 0);
-    expect_txn(c, 6, 4, 0xD00, 'w', NULL, 0);
+    stsrv_expect_txn(c, 1, 5, 0xC00, 'u', NULL, 0, 1);
+    stsrv_expect_txn(c, 6, 4, 0xD00, 'w', NULL, 0, 1);
     static const uint32_t idx60[2] = {0, 2};
-    expect_txn(c, 10, 2, 0xE00, 'v', idx60, 0);
-    expect_txn(c, 12, 2, 0xF00, 'y', NULL, 0);
+    stsrv_expect_txn(c, 10, 2, 0xE00, 'v', idx60, 0, 1);
+    stsrv_expect_txn(c, 12, 2, 0xF00, 'y', NULL, 0, 1);
     free(c);
 }
 
@@ -1061,18 +793,19 @@ static void test_legacy_mode(void **state)
 /* Reads tenant from (lsn, seq) (max_events): the status, the error into
  * err (empty: none), the events into c. */
 static int read_once(fx *f, const char *tenant, uint64_t lsn, uint32_t seq, uint32_t max_events,
-                     collected *c, char *err, size_t errlen)
+                     stsrv_collected *c, char *err, size_t errlen)
 {
-    read_req r;
-    make_read(&r, tenant, lsn, seq, max_events);
+    stsrv_read_req r;
+    stsrv_make_read(&r, tenant, NULL, 1, lsn, seq, 0);
+    r.r.max_events = max_events;
     Walhook__Reply rep;
     void *cookie;
-    int st = call(f, &r.req, &rep, &cookie);
+    int st = stsrv_call(f->srv, &r.req, &rep, &cookie);
     snprintf(err, errlen, "%s", rep.error ? rep.error : "");
     c->n = 0;
     if (st == 0)
         for (size_t i = 0; i < rep.read->n_events; i++)
-            collect(c, rep.read->events[i]);
+            stsrv_collect(c, rep.read->events[i]);
     st_server_done(f->srv, &rep, cookie);
     return st;
 }
@@ -1105,7 +838,7 @@ static void test_damaged_committed_record(void **state)
     assert_int_equal(fsize(p), (int64_t)bl);
     free(b);
 
-    collected *c = calloc(1, sizeof(*c));
+    stsrv_collected *c = calloc(1, sizeof(*c));
     char err[WH_ERRLEN], want[128];
     for (int round = 0; round < 2; round++) {
         int st = read_once(f, "t", 0, 0, 1000, c, err, sizeof(err));
@@ -1119,13 +852,13 @@ static void test_damaged_committed_record(void **state)
         /* before it */
         assert_int_equal(read_once(f, "t", 0, 0, 4, c, err, sizeof(err)), 0);
         assert_int_equal(c->n, 4);
-        expect_txn(c, 0, 4, 0x900, 'd', NULL, 0);
+        stsrv_expect_txn(c, 0, 4, 0x900, 'd', NULL, 0, 1);
         /* between the two damaged records */
         assert_int_equal(read_once(f, "t", 0x900, 4, 2, c, err, sizeof(err)), 0);
         assert_int_equal(c->n, 2);
         assert_int_equal(c->seq[0], 5);
         char w[96];
-        expect_json(w, sizeof(w), 6, 'd', 6);
+        stsrv_expect_json(w, sizeof(w), 6, 'd', 6);
         assert_string_equal(c->json[1], w);
         /* the second damaged one */
         assert_int_not_equal(read_once(f, "t", 0x900, 6, 10, c, err, sizeof(err)), 0);
@@ -1136,12 +869,12 @@ static void test_damaged_committed_record(void **state)
         assert_int_equal(read_once(f, "t", 0x900, 7, 2, c, err, sizeof(err)), 0);
         assert_int_equal(c->n, 2);
         assert_int_equal(c->seq[0], 8);
-        expect_json(w, sizeof(w), 9, 'd', 9);
+        stsrv_expect_json(w, sizeof(w), 9, 'd', 9);
         assert_string_equal(c->json[1], w);
 
-        append_req a; /* the store goes on */
-        make_append(&a, "t", 1, 0xA00 + (uint64_t)round);
-        assert_int_equal(stage_call(f, &a.req), 1);
+        stsrv_append_req a; /* the store goes on */
+        stsrv_make_append(&a, "t", 1, 0xA00 + (uint64_t)round, 0);
+        assert_int_equal(stsrv_stage_call(f->srv, &a.req, NULL), 1);
         st_db_maintain(f->db);
         reopen(f);
         assert_int_equal(fsize(p), (int64_t)bl); /* a committed gen's file is not cut */
@@ -1178,27 +911,27 @@ static void test_damaged_open_record_restart(void **state)
     fwrite_at(p, (int64_t)(off[3] + ST_SFILE_HDR + 3), &flip, 1);
     free(b);
 
-    static stage_req r;
-    make_commit(&r, "t", 720, 0x900);
+    static stsrv_stage_req r;
+    stsrv_make_commit(&r, "t", 720, 0x900, 0);
     Walhook__Reply rep;
     void *cookie;
-    assert_int_not_equal(call(f, &r.req, &rep, &cookie), 0);
+    assert_int_not_equal(stsrv_call(f->srv, &r.req, &rep, &cookie), 0);
     char want[128];
     snprintf(want, sizeof(want), "generation %" PRIu64 ": damaged record at offset %" PRIu64, gen,
              off[3]);
     if (rep.error == NULL || strstr(rep.error, want) == NULL)
         fail_msg("error '%s' does not name '%s'", rep.error ? rep.error : "", want);
     st_server_done(f->srv, &rep, cookie);
-    collected *c = calloc(1, sizeof(*c));
-    read_all(f, "t", c);
+    stsrv_collected *c = calloc(1, sizeof(*c));
+    stsrv_read_all(f->srv, "t", c);
     assert_int_equal(c->n, 0);
 
     reopen(f); /* the commit is sent again after the store restarted */
-    make_commit(&r, "t", 720, 0x900);
-    int st = call(f, &r.req, &rep, &cookie);
+    stsrv_make_commit(&r, "t", 720, 0x900, 0);
+    int st = stsrv_call(f->srv, &r.req, &rep, &cookie);
     uint32_t stored = st == 0 ? rep.append->stored : 0;
     st_server_done(f->srv, &rep, cookie);
-    read_all(f, "t", c);
+    stsrv_read_all(f->srv, "t", c);
     if (st == 0 || c->n != 0)
         fail_msg("after a restart the commit stored %u events (%zu read) of the 10 acknowledged, "
                  "the file cut from %zu to %" PRId64 " bytes",
