@@ -2744,6 +2744,39 @@ static void stage_files_remove(st_db *db, st_tenant *t, const gen_set *gens)
     }
 }
 
+/* The next index of file gen (one past its last staged record; 0: none):
+ * the cache, else its file read through (a gen the store has not staged
+ * to since it started). Under t->stage_mu. */
+static int stage_nx_get(st_db *db, st_tenant *t, uint64_t gen, uint64_t *next, char *err,
+                        size_t errlen)
+{
+    for (unsigned i = 0; i < ST_STAGE_NX; i++)
+        if (t->stage_nx[i].gen == gen) {
+            *next = t->stage_nx[i].next;
+            return WH_OK;
+        }
+    return st_sfile_next_idx(db->stage_dir, stage_cfid(t), gen, next, err, errlen);
+}
+
+static void stage_nx_set(st_tenant *t, uint64_t gen, uint64_t next)
+{
+    for (unsigned i = 0; i < ST_STAGE_NX; i++)
+        if (t->stage_nx[i].gen == gen) {
+            t->stage_nx[i].next = next;
+            return;
+        }
+    unsigned i = t->stage_nx_at++ % ST_STAGE_NX;
+    t->stage_nx[i].gen = gen;
+    t->stage_nx[i].next = next;
+}
+
+static void stage_nx_forget(st_tenant *t, uint64_t gen)
+{
+    for (unsigned i = 0; i < ST_STAGE_NX; i++)
+        if (t->stage_nx[i].gen == gen)
+            t->stage_nx[i].gen = 0;
+}
+
 /* At the first use of t's staging after the store opened (stage_ready):
  * its staging files are put right. A file of a gen at or past next (made
  * by a request whose gen was not stored: the store stopped in between) or
@@ -2772,7 +2805,7 @@ static int stage_sweep(st_db *db, st_tenant *t, uint64_t next, char *err, size_t
     if (rc == WH_OK && files.n > 0)
         rc = stage_map_each(db, t, open_gen_step, &open, err, errlen);
     for (size_t i = 0; i < files.n && rc == WH_OK; i++) {
-        uint64_t gen = files.v[i], cut = 0;
+        uint64_t gen = files.v[i], cut = 0, nx = 0;
         int committed = 0;
         if (gen < next && (rc = stage_committed(db, t, gen, &committed, err, errlen)) != WH_OK)
             break;
@@ -2780,15 +2813,18 @@ static int stage_sweep(st_db *db, st_tenant *t, uint64_t next, char *err, size_t
             continue;
         if (gen < next && gen_set_has(&open, gen)) {
             char e[WH_ERRLEN];
-            if (st_sfile_trim(db->stage_dir, cf, gen, &cut, e, sizeof(e)) != WH_OK) {
+            if (st_sfile_trim(db->stage_dir, cf, gen, &cut, &nx, e, sizeof(e)) != WH_OK) {
                 st_dbi_sync_check("staging file", e);
                 /* damage: left as it is; the transaction's commit fails
                  * naming the record */
                 wh_error("tenant %s: %s", t->name, e);
-            } else if (cut > 0)
+                continue;
+            }
+            if (cut > 0)
                 wh_warn("tenant %s: staging file of generation %" PRIu64 ": %" PRIu64
                         " bytes of an append cut short removed",
                         t->name, gen, cut);
+            stage_nx_set(t, gen, nx); /* its first append need not read it again */
             continue;
         }
         char e[WH_ERRLEN];
@@ -2921,6 +2957,9 @@ static int stage_ready(st_db *db, st_tenant *t, char *err, size_t errlen)
             return WH_ERR;
     }
     t->stage_file_from = from;
+    /* the next indexes known are of this column family's files as they are
+     * now (the sweep puts in those it reads) */
+    memset(t->stage_nx, 0, sizeof(t->stage_nx));
     if (!db->read_only && stage_sweep(db, t, next, err, errlen) != WH_OK)
         return WH_ERR;
     t->stage_next = next;
@@ -2966,53 +3005,6 @@ static int stage_gen_for(st_db *db, st_tenant *t, rocksdb_writebatch_t *wb, uint
         (*rdel)++;
     }
     return WH_OK;
-}
-
-/* The next index of file gen (one past its last staged record; 0: none):
- * the cache, else its file read through (a gen the store has not staged
- * to since it started). Under t->stage_mu. */
-static int stage_nx_get(st_db *db, st_tenant *t, uint64_t gen, uint64_t *next, char *err,
-                        size_t errlen)
-{
-    for (unsigned i = 0; i < ST_STAGE_NX; i++)
-        if (t->stage_nx[i].gen == gen) {
-            *next = t->stage_nx[i].next;
-            return WH_OK;
-        }
-    *next = 0;
-    st_sfile_rd r;
-    st_sfile_rd_init(&r);
-    int missing, end = 0;
-    int rc = st_sfile_rd_open(&r, db->stage_dir, stage_cfid(t), gen, &missing, err, errlen);
-    for (uint64_t off = 0; rc == WH_OK && !missing;) {
-        st_sfile_rec rec;
-        if ((rc = st_sfile_rd_at(&r, off, &rec, &end, err, errlen)) != WH_OK || end)
-            break;
-        if ((uint64_t)rec.idx + 1 > *next)
-            *next = (uint64_t)rec.idx + 1;
-        off = rec.next;
-    }
-    st_sfile_rd_close(&r);
-    return rc;
-}
-
-static void stage_nx_set(st_tenant *t, uint64_t gen, uint64_t next)
-{
-    for (unsigned i = 0; i < ST_STAGE_NX; i++)
-        if (t->stage_nx[i].gen == gen) {
-            t->stage_nx[i].next = next;
-            return;
-        }
-    unsigned i = t->stage_nx_at++ % ST_STAGE_NX;
-    t->stage_nx[i].gen = gen;
-    t->stage_nx[i].next = next;
-}
-
-static void stage_nx_forget(st_tenant *t, uint64_t gen)
-{
-    for (unsigned i = 0; i < ST_STAGE_NX; i++)
-        if (t->stage_nx[i].gen == gen)
-            t->stage_nx[i].gen = 0;
 }
 
 static int staged_cmp(const void *a, const void *b)

@@ -354,21 +354,51 @@ static int tail_torn(st_sfile_rd *r, uint64_t off, int *torn, char *err, size_t 
     return WH_OK;
 }
 
-int st_sfile_trim(const char *dir, uint32_t cf, uint64_t gen, uint64_t *cut, char *err,
-                  size_t errlen)
+/* Reads r's file through its whole records: *whole, the offset past the
+ * last one; *next_idx, one past the highest index (0: none). */
+static int rd_walk(st_sfile_rd *r, uint64_t *whole, uint64_t *next_idx, char *err, size_t errlen)
 {
-    *cut = 0;
+    *whole = *next_idx = 0;
+    for (;;) {
+        st_sfile_rec rec;
+        int end;
+        if (st_sfile_rd_at(r, *whole, &rec, &end, err, errlen) != WH_OK)
+            return WH_ERR;
+        if (end)
+            return WH_OK;
+        if ((uint64_t)rec.idx + 1 > *next_idx)
+            *next_idx = (uint64_t)rec.idx + 1;
+        *whole = rec.next;
+    }
+}
+
+int st_sfile_next_idx(const char *dir, uint32_t cf, uint64_t gen, uint64_t *next_idx, char *err,
+                      size_t errlen)
+{
+    *next_idx = 0;
     st_sfile_rd r;
     st_sfile_rd_init(&r);
-    int missing, end = 0, rc = st_sfile_rd_open(&r, dir, cf, gen, &missing, err, errlen);
-    uint64_t off = 0;
-    while (rc == WH_OK && !missing) {
-        st_sfile_rec rec;
-        rc = st_sfile_rd_at(&r, off, &rec, &end, err, errlen);
-        if (rc != WH_OK || end)
-            break;
-        off = rec.next;
-    }
+    uint64_t whole;
+    int missing, rc = st_sfile_rd_open(&r, dir, cf, gen, &missing, err, errlen);
+    if (rc == WH_OK && !missing)
+        rc = rd_walk(&r, &whole, next_idx, err, errlen);
+    st_sfile_rd_close(&r);
+    return rc;
+}
+
+int st_sfile_trim(const char *dir, uint32_t cf, uint64_t gen, uint64_t *cut, uint64_t *next_idx,
+                  char *err, size_t errlen)
+{
+    *cut = 0;
+    uint64_t nx = 0, off = 0;
+    if (next_idx == NULL)
+        next_idx = &nx;
+    *next_idx = 0;
+    st_sfile_rd r;
+    st_sfile_rd_init(&r);
+    int missing, rc = st_sfile_rd_open(&r, dir, cf, gen, &missing, err, errlen);
+    if (rc == WH_OK && !missing)
+        rc = rd_walk(&r, &off, next_idx, err, errlen);
     uint64_t size = r.size;
     int torn = 0;
     if (rc == WH_OK && !missing && off < size)

@@ -52,12 +52,18 @@ int st_sfile_append(const char *dir, uint32_t cf, uint64_t gen, int truncate, co
 
 /* Cuts dir's file of (cf, gen) back to its last whole record when what
  * follows it is what an append cut short leaves (a partial record, or
- * zeros); *cut: the bytes cut off. A record of whole length with a bad
- * checksum followed by other bytes is damage: WH_ERR naming its offset,
- * nothing cut (the records after it may be acknowledged ones). A missing
- * file is not an error. */
-int st_sfile_trim(const char *dir, uint32_t cf, uint64_t gen, uint64_t *cut, char *err,
-                  size_t errlen);
+ * zeros); *cut: the bytes cut off; *next_idx (when not NULL): one past the
+ * highest index of the whole records (0: none). A record of whole length
+ * with a bad checksum followed by other bytes is damage: WH_ERR naming its
+ * offset, nothing cut (the records after it may be acknowledged ones). A
+ * missing file is not an error. */
+int st_sfile_trim(const char *dir, uint32_t cf, uint64_t gen, uint64_t *cut, uint64_t *next_idx,
+                  char *err, size_t errlen);
+
+/* One past the highest index of the whole records of dir's file of
+ * (cf, gen) (0: none, or no file). */
+int st_sfile_next_idx(const char *dir, uint32_t cf, uint64_t gen, uint64_t *next_idx, char *err,
+                      size_t errlen);
 
 /* Removes dir's file of (cf, gen); a missing one is not an error. */
 int st_sfile_remove(const char *dir, uint32_t cf, uint64_t gen, char *err, size_t errlen);

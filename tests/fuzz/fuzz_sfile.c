@@ -141,7 +141,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     st_sfile_rd_close(&r);
 
     uint64_t cut = 0;
-    int rc = st_sfile_trim(dir, 1, 1, &cut, err, sizeof(err));
+    int rc = st_sfile_trim(dir, 1, 1, &cut, NULL, err, sizeof(err));
     struct stat st;
     if (stat(path, &st) != 0)
         abort();

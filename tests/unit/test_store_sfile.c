@@ -287,7 +287,7 @@ static void trim_refused(const sfx *f, uint32_t cf, uint64_t gen)
 {
     char err[WH_ERRLEN] = "";
     uint64_t cut = 12345;
-    assert_int_equal(st_sfile_trim(f->dir, cf, gen, &cut, err, sizeof(err)), WH_ERR);
+    assert_int_equal(st_sfile_trim(f->dir, cf, gen, &cut, NULL, err, sizeof(err)), WH_ERR);
     assert_int_equal(cut, 0);
     assert_non_null(strstr(err, "damaged record at offset"));
 }
@@ -296,7 +296,7 @@ static uint64_t trim(const sfx *f, uint32_t cf, uint64_t gen)
 {
     char err[WH_ERRLEN] = "";
     uint64_t cut = 12345;
-    if (st_sfile_trim(f->dir, cf, gen, &cut, err, sizeof(err)) != WH_OK)
+    if (st_sfile_trim(f->dir, cf, gen, &cut, NULL, err, sizeof(err)) != WH_OK)
         fail_msg("trim: %s", err);
     return cut;
 }
@@ -856,7 +856,7 @@ static void test_missing(void **state)
     expect_end(&r, 0);
     st_sfile_rd_close(&r);
     uint64_t cut = 1;
-    assert_int_equal(st_sfile_trim(nodir, 10, 1, &cut, err, sizeof(err)), WH_OK);
+    assert_int_equal(st_sfile_trim(nodir, 10, 1, &cut, NULL, err, sizeof(err)), WH_OK);
     assert_int_equal(cut, 0);
     assert_int_equal(st_sfile_remove(nodir, 10, 1, err, sizeof(err)), WH_OK);
 }
