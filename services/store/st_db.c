@@ -1197,11 +1197,6 @@ void st_db_staging_files(st_db *db, uint64_t *files, uint64_t *bytes)
     closedir(d);
 }
 
-static void stage_files_orphans(st_db *db)
-{
-    stage_files_drop_cf(db, -1);
-}
-
 int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
 {
     *out = NULL;
@@ -1395,7 +1390,7 @@ int st_db_open(st_db **out, const st_db_opts *o, char *err, size_t errlen)
     }
     if (!db->read_only) {
         note_open_ends(db);
-        stage_files_orphans(db);
+        stage_files_drop_cf(db, -1);
     }
     /* a flush or compaction that ran while the offsets loaded dropped
      * nothing: a watermark over some consumers could pass another's */
@@ -2505,6 +2500,8 @@ int st_db_append_light(st_db *db, const st_event *ev, size_t n)
 #define ST_STAGE_MAP 'G'
 #define ST_STAGE_COMMIT 'C'
 #define ST_STAGE_NEXT 'N'
+#define ST_STAGE_FILE 'F' /* the first gen staged in a file */
+#define ST_STAGE_DEL 'd'  /* a staged event deleted (one_event abort) */
 #define ST_CVAL_VERSION 1
 
 /* 'X' tenant \0 gen: the gen's prefix */
@@ -2688,9 +2685,6 @@ typedef int (*stage_map_fn)(void *arg, uint32_t xid, uint64_t gen, const char *k
                             char *err, size_t errlen);
 static int stage_map_each(st_db *db, st_tenant *t, stage_map_fn fn, void *arg, char *err,
                           size_t errlen);
-#define ST_STAGE_FILE 'F'
-#define ST_STAGE_DEL 'd'
-
 static uint32_t stage_cfid(const st_tenant *t)
 {
     return rocksdb_column_family_handle_get_id(t->stage);
