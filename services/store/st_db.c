@@ -3001,10 +3001,18 @@ static int stage_gen_for(st_db *db, st_tenant *t, rocksdb_writebatch_t *wb, uint
     return WH_OK;
 }
 
-static int staged_cmp(const void *a, const void *b)
+/* a staged event and its place in its batch (the sort below is stable) */
+typedef struct staged_at {
+    st_staged ev;
+    size_t at;
+} staged_at;
+
+static int staged_at_cmp(const void *a, const void *b)
 {
-    uint32_t x = ((const st_staged *)a)->idx, y = ((const st_staged *)b)->idx;
-    return x < y ? -1 : x > y;
+    const staged_at *x = a, *y = b;
+    if (x->ev.idx != y->ev.idx)
+        return x->ev.idx < y->ev.idx ? -1 : 1;
+    return x->at < y->at ? -1 : x->at > y->at;
 }
 
 /* The events of a batch for gen's file, in index order, without what the
@@ -3026,14 +3034,18 @@ static int stage_file_batch(const st_staged *ev, size_t n, uint64_t next, st_sta
     int sorted = 1;
     for (size_t i = 1; i < n && sorted; i++)
         sorted = v[i - 1].idx < v[i].idx;
-    if (!sorted) {
-        /* stable, so the last of an index twice stays last */
-        for (size_t i = 1; i < n; i++)
-            for (size_t j = i; j > 0 && staged_cmp(&v[j - 1], &v[j]) > 0; j--) {
-                st_staged x = v[j];
-                v[j] = v[j - 1];
-                v[j - 1] = x;
-            }
+    if (!sorted) { /* stable, so the last of an index twice stays last */
+        staged_at *w = malloc(n * sizeof(*w));
+        if (w == NULL) {
+            free(v);
+            return wh_seterr(err, errlen, "out of memory");
+        }
+        for (size_t i = 0; i < n; i++)
+            w[i] = (staged_at){v[i], i};
+        qsort(w, n, sizeof(*w), staged_at_cmp);
+        for (size_t i = 0; i < n; i++)
+            v[i] = w[i].ev;
+        free(w);
     }
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {

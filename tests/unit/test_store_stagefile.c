@@ -350,6 +350,47 @@ static void test_dump_staged_torn_tail_read_only(void **state)
     assert_int_equal(fsize(p), size0 + (int64_t)sizeof(part));
 }
 
+typedef struct scan_got {
+    size_t n;
+    uint32_t idx[8];
+    char json[8][8];
+} scan_got;
+
+static int scan_step(void *arg, uint32_t idx, uint32_t subxid, const void *json, size_t len)
+{
+    (void)subxid;
+    scan_got *g = arg;
+    if (g->n == 8 || len >= sizeof(g->json[0]))
+        return 1;
+    g->idx[g->n] = idx;
+    memcpy(g->json[g->n], json, len);
+    g->json[g->n][len] = '\0';
+    g->n++;
+    return 0;
+}
+
+/* A batch out of index order with an index twice: written in index order,
+ * of the index twice its last event (as a WriteBatch's last put of a key) */
+static void test_batch_unsorted_twice(void **state)
+{
+    fx *f = *state;
+    char err[WH_ERRLEN];
+    st_staged ev[4] = {{2, 740, "c", 1}, {1, 740, "b1", 2}, {0, 740, "a", 1}, {1, 740, "b2", 2}};
+    if (st_db_stage_put(f->db, "t", 740, 0, ev, 4, err, sizeof(err)) != WH_OK)
+        fail_msg("stage: %s", err);
+    scan_got g = {0};
+    int stopped;
+    assert_int_equal(
+        st_db_stage_scan(f->db, "t", 740, 0, scan_step, &g, &stopped, err, sizeof(err)), WH_OK);
+    assert_int_equal(g.n, 3);
+    assert_int_equal(g.idx[0], 0);
+    assert_string_equal(g.json[0], "a");
+    assert_int_equal(g.idx[1], 1);
+    assert_string_equal(g.json[1], "b2");
+    assert_int_equal(g.idx[2], 2);
+    assert_string_equal(g.json[2], "c");
+}
+
 /* ---- 2. batches sent twice ---- */
 
 /* Batches sent again before the commit (same indexes and bytes: a resend
@@ -946,6 +987,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_torn_tail_zeros, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail_partial_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dump_staged_torn_tail_read_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_unsorted_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_sent_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sweep_at_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_files_whole_abort, setup, teardown),
