@@ -3365,6 +3365,15 @@ struct st_stage_txn {
     size_t ndel;
 };
 
+/* What a scan of h took (its file's reader, the deleted indexes) */
+static void stage_txn_scan_free(st_stage_txn *h)
+{
+    st_sfile_rd_close(&h->rd);
+    free(h->del);
+    h->del = NULL;
+    h->ndel = 0;
+}
+
 int st_db_stage_begin(st_db *db, const char *tenant, uint32_t xid, st_stage_txn **out,
                       uint64_t *gen, char *err, size_t errlen)
 {
@@ -3428,8 +3437,7 @@ void st_db_stage_end(st_stage_txn *h)
         pthread_mutex_unlock(&h->t->stage_mu);
         st_dbi_ten_done(h->t);
     }
-    st_sfile_rd_close(&h->rd);
-    free(h->del);
+    stage_txn_scan_free(h);
     free(h);
 }
 
@@ -3462,13 +3470,16 @@ static int aborted_step(void *arg, uint32_t sub, const char *val, size_t len)
     return 0;
 }
 
-int st_db_stage_txn_aborted(st_stage_txn *h, uint32_t **subs, size_t *n, char *err, size_t errlen)
+/* The numbers of h's gen's keys with tag (ascending; *v malloc'ed, NULL
+ * when none): the aborted subxids ('a'), the deleted indexes ('d'). */
+static int stage_txn_u32s(st_stage_txn *h, char tag, uint32_t **v, size_t *n, char *err,
+                          size_t errlen)
 {
     aborted_acc a = {0};
     int stopped;
-    int rc = h->t == NULL ? WH_OK
-                          : stage_iter(h->db, h->t, h->gen, ST_STAGE_ABORT, 0, aborted_step, &a,
-                                       &stopped, err, errlen);
+    int rc = h->t == NULL
+                 ? WH_OK
+                 : stage_iter(h->db, h->t, h->gen, tag, 0, aborted_step, &a, &stopped, err, errlen);
     if (rc == WH_OK && a.oom)
         rc = wh_seterr(err, errlen, "out of memory");
     if (rc != WH_OK) {
@@ -3476,9 +3487,14 @@ int st_db_stage_txn_aborted(st_stage_txn *h, uint32_t **subs, size_t *n, char *e
         a.v = NULL;
         a.n = 0;
     }
-    *subs = a.v;
+    *v = a.v;
     *n = a.n;
     return rc;
+}
+
+int st_db_stage_txn_aborted(st_stage_txn *h, uint32_t **subs, size_t *n, char *err, size_t errlen)
+{
+    return stage_txn_u32s(h, ST_STAGE_ABORT, subs, n, err, errlen);
 }
 
 typedef struct stage_scan_arg {
@@ -3509,19 +3525,8 @@ static int stage_file_scan(st_stage_txn *h, uint32_t from_idx, st_stage_fn fn, v
         if (st_sfile_rd_open(&h->rd, h->db->stage_dir, stage_cfid(h->t), h->gen, &h->rd_missing,
                              err, errlen) != WH_OK)
             return WH_ERR;
-        aborted_acc a = {0};
-        int st;
-        if (stage_iter(h->db, h->t, h->gen, ST_STAGE_DEL, 0, aborted_step, &a, &st, err, errlen) !=
-            WH_OK) {
-            free(a.v);
+        if (stage_txn_u32s(h, ST_STAGE_DEL, &h->del, &h->ndel, err, errlen) != WH_OK)
             return WH_ERR;
-        }
-        if (a.oom) {
-            free(a.v);
-            return wh_seterr(err, errlen, "out of memory");
-        }
-        h->del = a.v;
-        h->ndel = a.n;
         h->rd_open = 1;
         h->foff = 0;
         h->fnext = 0;
@@ -4814,8 +4819,7 @@ static int dump_stage_step(void *arg, uint32_t xid, uint64_t gen, const char *k,
     st_stage_txn h = {.db = d->db, .t = d->t, .gen = gen};
     st_sfile_rd_init(&h.rd);
     int rc = st_db_stage_txn_scan(&h, 0, stage_count_step, &a, &stopped, err, errlen);
-    st_sfile_rd_close(&h.rd);
-    free(h.del);
+    stage_txn_scan_free(&h);
     if (rc != WH_OK)
         return WH_ERR;
     if (a.n > 0)
