@@ -482,6 +482,18 @@ int wh_hexval(int c)
     return -1;
 }
 
+int wh_u32_cmp(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int wh_u32_in(const uint32_t *v, size_t n, uint32_t x)
+{
+    /* bsearch with no array (n 0, v NULL) is undefined behaviour */
+    return n > 0 && bsearch(&x, v, n, sizeof(*v), wh_u32_cmp) != NULL;
+}
+
 int wh_grow(void *arrp, size_t need, size_t *cap, size_t elem, size_t first)
 {
     if (need <= *cap)

@@ -140,6 +140,11 @@ int wh_cut_words(char *dst, size_t dstlen, const char *fmt, ...)
  * memory: the array and *cap are left as they were. */
 int wh_grow(void *arrp, size_t need, size_t *cap, size_t elem, size_t first);
 
+/* qsort/bsearch order of uint32_t */
+int wh_u32_cmp(const void *a, const void *b);
+/* Whether x is in v[0..n), ascending (v may be NULL when n is 0). */
+int wh_u32_in(const uint32_t *v, size_t n, uint32_t x);
+
 /* mkdir -p with the given mode for every created directory. */
 int wh_mkdirs(const char *path, int mode, char *err, size_t errlen);
 

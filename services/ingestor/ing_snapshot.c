@@ -390,19 +390,11 @@ static void recent_add(ing_snapshot *s, uint32_t xid)
             s->suspect[i] = s->suspect[--s->nsuspect];
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* xid is in progress for the chunk's snapshot: in its list, or not
  * started before it (at or after its xmax) */
 static int invisible(const ing_snapshot *s, uint32_t xid)
 {
-    /* bsearch with no list (nxip 0, xip NULL) is undefined behaviour */
-    return !xid_before(xid, s->xmax) ||
-           (s->nxip > 0 && bsearch(&xid, s->xip, s->nxip, sizeof(*s->xip), cmp_u32) != NULL);
+    return !xid_before(xid, s->xmax) || wh_u32_in(s->xip, s->nxip, xid);
 }
 
 /* After the chunk's snapshot was taken (nothing decoded since): the kept
@@ -440,7 +432,7 @@ static int history_update(ing_snapshot *s)
         int dup = 0;
         for (size_t d = 0; d < k && !dup; d++)
             dup = s->suspect[d] == x;
-        if (!dup && s->nxip > 0 && bsearch(&x, s->xip, s->nxip, sizeof(*s->xip), cmp_u32) != NULL)
+        if (!dup && wh_u32_in(s->xip, s->nxip, x))
             s->suspect[k++] = x;
     }
     s->nsuspect = k;
@@ -477,7 +469,7 @@ static int parse_snapshot(ing_snapshot *s, const char *t)
     if (parse_xids(end + 1, &s->xip, &s->nxip, &s->capxip) != WH_OK)
         return WH_ERR;
     if (s->nxip > 1)
-        qsort(s->xip, s->nxip, sizeof(*s->xip), cmp_u32);
+        qsort(s->xip, s->nxip, sizeof(*s->xip), wh_u32_cmp);
     return WH_OK;
 }
 

@@ -3512,12 +3512,6 @@ static int stage_scan_step(void *arg, uint32_t idx, const char *val, size_t len)
     return a->fn(a->arg, idx, wh_get_be32((const uint8_t *)val), val + 4, len - 4);
 }
 
-static int u32_cmp(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static int stage_file_scan(st_stage_txn *h, uint32_t from_idx, st_stage_fn fn, void *arg,
                            int *stopped, char *err, size_t errlen)
 {
@@ -3547,8 +3541,7 @@ static int stage_file_scan(st_stage_txn *h, uint32_t from_idx, st_stage_fn fn, v
                              h->gen, h->foff);
         if (end)
             return WH_OK;
-        if (rec.idx < h->fnext ||
-            (h->ndel > 0 && bsearch(&rec.idx, h->del, h->ndel, sizeof(uint32_t), u32_cmp))) {
+        if (rec.idx < h->fnext || wh_u32_in(h->del, h->ndel, rec.idx)) {
             h->foff = rec.next;
             continue;
         }

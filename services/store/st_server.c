@@ -521,16 +521,10 @@ typedef struct stage_chunk {
     size_t n, cap;
 } stage_chunk;
 
-static int u32_cmp(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static int chunk_step(void *arg, uint32_t idx, uint32_t subxid, const void *json, size_t len)
 {
     stage_chunk *k = arg;
-    if (k->naborted > 0 && bsearch(&subxid, k->aborted, k->naborted, sizeof(uint32_t), u32_cmp)) {
+    if (wh_u32_in(k->aborted, k->naborted, subxid)) {
         k->next_idx = (uint64_t)idx + 1;
         return 0; /* an aborted subtransaction's: never an event */
     }

@@ -14,6 +14,23 @@
 
 /* wh_grow: the first capacity, doubling to at least need, nothing done
  * when there is room, and the elements kept. */
+/* wh_u32_in: in a sorted array, by bsearch in wh_u32_cmp's order; none
+ * in an empty or NULL one; wh_u32_cmp sorts values above INT32_MAX last */
+static void test_u32_in(void **state)
+{
+    (void)state;
+    uint32_t v[5] = {0xfffffff0u, 7, 0, 0x80000000u, 42};
+    qsort(v, 5, sizeof(*v), wh_u32_cmp);
+    assert_int_equal(v[0], 0);
+    assert_int_equal(v[4], 0xfffffff0u);
+    for (size_t i = 0; i < 5; i++)
+        assert_true(wh_u32_in(v, 5, v[i]));
+    assert_false(wh_u32_in(v, 5, 8));
+    assert_false(wh_u32_in(v, 5, 0xffffffffu));
+    assert_false(wh_u32_in(NULL, 0, 0));
+    assert_false(wh_u32_in(v, 0, 7));
+}
+
 static void test_grow(void **state)
 {
     (void)state;
@@ -397,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_append_utf8),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_u32_in),
         cmocka_unit_test(test_grow),
         cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_cut_words),
